@@ -1,0 +1,108 @@
+"""Convoy: a durable, typed runtime for multi-agent LLM systems.
+
+Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on an
+:class:`Engine`: every model call, tool call and handoff is journaled, so a crashed process
+resumes where it stopped without paying for anything twice.
+"""
+
+from convoy._accounting import StepTimings, UsageAccounting
+from convoy._agent import Agent
+from convoy._context import Context
+from convoy._engine import Engine, ReplayResult, SessionResult
+from convoy._errors import (
+    ConvoyError,
+    Escalated,
+    HandoffError,
+    JournalError,
+    LimitExceeded,
+    LoopDetected,
+    ModelError,
+    NonDeterminismError,
+    OutputValidationError,
+    SessionTerminated,
+    StepError,
+    TerminalReason,
+    ToolError,
+    UnknownOutcomeError,
+    UserError,
+)
+from convoy._interceptors import (
+    EffectInput,
+    HandoffInput,
+    Interceptor,
+    ModelCallInput,
+    ToolCallInput,
+)
+from convoy._limits import Limits
+from convoy._messages import (
+    Message,
+    ModelRequest,
+    ModelResponse,
+    ModelSettings,
+    ToolCall,
+    ToolSpec,
+    Usage,
+)
+from convoy._patterns import decompose, fan_out, pipeline, supervisor
+from convoy._pricing import Price, PriceTable
+from convoy._tools import Tool, ToolContext, tool
+from convoy._workflow import Workflow, load_workflow, workflow
+from convoy.models import Faults, Latency, Model, SimModel, infer_model
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "Context",
+    "ConvoyError",
+    "EffectInput",
+    "Engine",
+    "Escalated",
+    "Faults",
+    "HandoffError",
+    "HandoffInput",
+    "Interceptor",
+    "JournalError",
+    "Latency",
+    "LimitExceeded",
+    "Limits",
+    "LoopDetected",
+    "Message",
+    "Model",
+    "ModelCallInput",
+    "ModelError",
+    "ModelRequest",
+    "ModelResponse",
+    "ModelSettings",
+    "NonDeterminismError",
+    "OutputValidationError",
+    "Price",
+    "PriceTable",
+    "ReplayResult",
+    "SessionResult",
+    "SessionTerminated",
+    "SimModel",
+    "StepError",
+    "StepTimings",
+    "TerminalReason",
+    "Tool",
+    "ToolCall",
+    "ToolCallInput",
+    "ToolContext",
+    "ToolError",
+    "ToolSpec",
+    "UnknownOutcomeError",
+    "Usage",
+    "UsageAccounting",
+    "UserError",
+    "Workflow",
+    "__version__",
+    "decompose",
+    "fan_out",
+    "infer_model",
+    "load_workflow",
+    "pipeline",
+    "supervisor",
+    "tool",
+    "workflow",
+]

@@ -1,0 +1,110 @@
+"""Built-in interceptors: step timing, and token / cost accounting."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from convoy._interceptors import (
+    EffectInput,
+    HandoffInput,
+    Interceptor,
+    ModelCallInput,
+    Next,
+    ToolCallInput,
+)
+from convoy._messages import ModelResponse, Usage
+from convoy._pricing import PriceTable
+
+
+@dataclass(slots=True)
+class Durations:
+    """Durations (seconds) of one kind of step, kept in full for exact percentiles."""
+
+    samples: list[float] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.samples)
+
+    def percentile(self, p: float) -> float:
+        if not self.samples:
+            return float("nan")
+        xs = sorted(self.samples)
+        return xs[min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))]
+
+
+class StepTimings(Interceptor):
+    """Times every step by kind (``model``, ``tool``, ``handoff``, ``effect``)."""
+
+    def __init__(self, *, keep: int = 100_000) -> None:
+        self.by_kind: dict[str, Durations] = defaultdict(Durations)
+        self.keep = keep
+
+    def _record(self, kind: str, started: float) -> None:
+        d = self.by_kind[kind]
+        if len(d.samples) < self.keep:
+            d.samples.append(time.perf_counter() - started)
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        t = time.perf_counter()
+        try:
+            return await next(input)
+        finally:
+            self._record("model", t)
+
+    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        t = time.perf_counter()
+        try:
+            return await next(input)
+        finally:
+            self._record("tool", t)
+
+    async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+        t = time.perf_counter()
+        try:
+            return await next(input)
+        finally:
+            self._record("handoff", t)
+
+    async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+        t = time.perf_counter()
+        try:
+            return await next(input)
+        finally:
+            self._record("effect", t)
+
+
+@dataclass(slots=True)
+class Spend:
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    calls: int = 0
+
+
+class UsageAccounting(Interceptor):
+    """Prices every model response and totals tokens and cost per agent and per model.
+
+    It sets ``response.cost``, which is journaled with the response, so a session's totals
+    survive a restart and replayed steps are never billed again.
+    """
+
+    def __init__(self, prices: PriceTable | None = None) -> None:
+        self.prices = prices or PriceTable()
+        self.by_agent: dict[str, Spend] = defaultdict(Spend)
+        self.by_model: dict[str, Spend] = defaultdict(Spend)
+        self.by_tenant: dict[str, Spend] = defaultdict(Spend)
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        resp = await next(input)
+        resp.cost = cost = self.prices.cost(resp.model or input.model.name, resp.usage)
+        for spend in (self.by_agent[input.agent.name], self.by_model[resp.model],
+                      self.by_tenant[input.session.tenant]):
+            spend.usage.add(resp.usage)
+            spend.cost += cost
+            spend.calls += 1
+        return resp

@@ -1,0 +1,185 @@
+"""Convoy's exceptions.
+
+One root, a shallow tree::
+
+    ConvoyError
+    ├── UserError                  misuse of the API (bad config, unknown model, bad workflow)
+    ├── StepError                  a step failed; ``retryable`` classifies it
+    │   ├── ModelError             the model endpoint failed (timeout, 429, 5xx, auth, ...)
+    │   ├── OutputValidationError  model output still invalid after the repair attempts
+    │   ├── ToolError              a tool failed or returned an invalid result
+    │   ├── HandoffError           a handoff still invalid after the repair attempts
+    │   └── UnknownOutcomeError    a non-idempotent step started but never finished
+    ├── NonDeterminismError        resumed workflow code no longer matches its journal
+    ├── JournalError               the store holds something this version cannot read
+    └── SessionTerminated          control flow: ends a session with a terminal reason
+        ├── LimitExceeded          step / handoff / depth / wall-clock limit reached
+        └── LoopDetected           the same agent got the same input again, or ping-pong
+
+``SessionTerminated`` derives from ``BaseException`` (like ``asyncio.CancelledError``) so a
+workflow's ``except Exception`` cannot swallow a limit. Every error round-trips through
+``to_record`` / ``error_from_record`` so it can be journaled and re-raised on replay.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+TerminalReason = Literal[
+    "completed",
+    "failed",
+    "escalated",
+    "budget_exhausted",
+    "loop_detected",
+    "limit_exceeded",
+    "cancelled",
+]
+
+
+class ConvoyError(Exception):
+    """Root of every error Convoy raises (except the ``SessionTerminated`` signals)."""
+
+    retryable: bool = False
+
+    def to_record(self) -> dict[str, Any]:
+        return {"type": type(self).__name__, "message": str(self), "retryable": self.retryable}
+
+
+class UserError(ConvoyError):
+    """The API was used wrongly; the message says how to fix it."""
+
+
+class JournalError(ConvoyError):
+    """The store holds data this version of Convoy cannot read."""
+
+
+class NonDeterminismError(ConvoyError):
+    """Resumed workflow code asked for a different step than the journal recorded."""
+
+    def __init__(self, message: str, *, key: str = "") -> None:
+        super().__init__(message)
+        self.key = key
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self).__name__, str(self), {"key": self.key}))
+
+
+class StepError(ConvoyError):
+    """A step failed. ``retryable`` says whether trying again may succeed."""
+
+    kind: ClassVar[str] = "step"
+
+    def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
+                 retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    def to_record(self) -> dict[str, Any]:
+        rec = super().to_record()
+        rec["status_code"] = self.status_code
+        rec["retry_after"] = self.retry_after
+        return rec
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self).__name__, str(self), {
+            "retryable": self.retryable, "status_code": self.status_code,
+            "retry_after": self.retry_after}))
+
+
+class ModelError(StepError):
+    """The model endpoint failed: timeout, rate limit, server error, auth, bad request."""
+
+    kind = "model"
+
+
+class OutputValidationError(StepError):
+    """Model output failed its contract after every repair attempt."""
+
+    kind = "validation"
+
+
+class ToolError(StepError):
+    """A tool raised, or returned a value that failed its declared result type."""
+
+    kind = "tool"
+
+
+class HandoffError(StepError):
+    """A handoff named an undeclared target or carried an invalid payload, too often."""
+
+    kind = "handoff"
+
+
+class UnknownOutcomeError(StepError):
+    """A non-idempotent step started before a crash and its outcome is unknown."""
+
+    kind = "unknown_outcome"
+
+
+class SessionTerminated(BaseException):  # noqa: N818 - a signal, like CancelledError
+    """Ends a session with a typed terminal reason. Not an ``Exception`` on purpose."""
+
+    reason: TerminalReason = "failed"
+
+    def __init__(self, message: str, *, reason: TerminalReason | None = None) -> None:
+        super().__init__(message)
+        if reason is not None:
+            self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self).__name__, str(self), {"reason": self.reason}))
+
+
+class LimitExceeded(SessionTerminated):
+    """A step, handoff, depth or wall-clock limit was reached."""
+
+    reason: TerminalReason = "limit_exceeded"
+
+
+class LoopDetected(SessionTerminated):
+    """The same agent was handed the same input again, or two agents ping-ponged."""
+
+    reason: TerminalReason = "loop_detected"
+
+
+class Escalated(SessionTerminated):
+    """The session needs a human: it is parked with reason ``escalated``."""
+
+    reason: TerminalReason = "escalated"
+
+
+_BY_NAME: dict[str, type[BaseException]] = {
+    cls.__name__: cls
+    for cls in (
+        ConvoyError, UserError, JournalError, NonDeterminismError, StepError, ModelError,
+        OutputValidationError, ToolError, HandoffError, UnknownOutcomeError,
+        SessionTerminated, LimitExceeded, LoopDetected, Escalated,
+    )
+}
+
+
+def _rebuild(name: str, message: str, attrs: dict[str, Any]) -> BaseException:
+    cls = _BY_NAME.get(name, StepError)
+    if issubclass(cls, StepError):
+        return cls(message, retryable=attrs.get("retryable", False),
+                   status_code=attrs.get("status_code"), retry_after=attrs.get("retry_after"))
+    if issubclass(cls, SessionTerminated):
+        return cls(message, reason=attrs.get("reason"))
+    if cls is NonDeterminismError:
+        return NonDeterminismError(message, key=attrs.get("key", ""))
+    return cls(message)
+
+
+def error_to_record(exc: BaseException) -> dict[str, Any]:
+    """A JSON-able record of ``exc`` that ``error_from_record`` turns back into it."""
+    if isinstance(exc, ConvoyError):
+        return exc.to_record()
+    if isinstance(exc, SessionTerminated):
+        return {"type": type(exc).__name__, "message": str(exc), "reason": exc.reason}
+    return {"type": "StepError", "message": f"{type(exc).__name__}: {exc}", "retryable": False}
+
+
+def error_from_record(rec: dict[str, Any]) -> BaseException:
+    return _rebuild(str(rec.get("type", "StepError")), str(rec.get("message", "")), rec)

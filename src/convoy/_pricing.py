@@ -1,0 +1,71 @@
+"""Prices per million tokens, by model name; users extend the table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from convoy._errors import UserError
+from convoy._messages import Usage
+
+
+@dataclass(slots=True, frozen=True)
+class Price:
+    """USD per million input and output tokens."""
+
+    input_per_mtok: float
+    output_per_mtok: float
+
+    def cost(self, usage: Usage) -> float:
+        return (usage.input_tokens * self.input_per_mtok
+                + usage.output_tokens * self.output_per_mtok) / 1e6
+
+
+class PriceTable:
+    """Maps a model name (``"provider:model"``, or a bare model id) to its :class:`Price`.
+
+    Lookup tries the full name, then the part after ``provider:``, then a ``provider:*``
+    wildcard. Unknown models cost 0 and are listed in ``unknown`` so a report can flag them.
+    """
+
+    def __init__(self, prices: dict[str, Price] | None = None) -> None:
+        self._prices: dict[str, Price] = dict(DEFAULT_PRICES)
+        if prices:
+            self._prices.update(prices)
+        self.unknown: set[str] = set()
+        self._cache: dict[str, Price | None] = {}
+
+    def set(self, model: str, *, input_per_mtok: float, output_per_mtok: float) -> None:
+        if input_per_mtok < 0 or output_per_mtok < 0:
+            raise UserError(f"prices for {model!r} must be >= 0")
+        self._prices[model] = Price(input_per_mtok, output_per_mtok)
+        self._cache.clear()
+
+    def get(self, model: str) -> Price | None:
+        try:
+            return self._cache[model]
+        except KeyError:
+            pass
+        provider, _, bare = model.partition(":")
+        price = (self._prices.get(model) or (self._prices.get(bare) if bare else None)
+                 or self._prices.get(f"{provider}:*"))
+        self._cache[model] = price
+        return price
+
+    def cost(self, model: str, usage: Usage) -> float:
+        price = self.get(model)
+        if price is None:
+            self.unknown.add(model)
+            return 0.0
+        return price.cost(usage)
+
+
+# Public list prices (USD / 1M tokens) of a few common models; local models are free.
+DEFAULT_PRICES: dict[str, Price] = {
+    "gpt-4o": Price(2.50, 10.00),
+    "gpt-4o-mini": Price(0.15, 0.60),
+    "gpt-4.1": Price(2.00, 8.00),
+    "gpt-4.1-mini": Price(0.40, 1.60),
+    "gpt-4.1-nano": Price(0.10, 0.40),
+    "sim:*": Price(0.15, 0.60),
+    "local:*": Price(0.0, 0.0),
+}

@@ -1,0 +1,269 @@
+"""The agent loop: model turns, tool calls, worker delegations and handoffs.
+
+Every model call, tool call and handoff is a journaled step of the session, run through the
+interceptor chain of its kind. Mistakes a model can fix (invalid output, an unknown tool, an
+undeclared handoff target, invalid arguments or payload) go back to it as messages, within
+bounded budgets; past them the run fails with a typed error.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from convoy._agent import HANDOFF_PREFIX, Agent, render_input
+from convoy._errors import (
+    HandoffError,
+    LimitExceeded,
+    OutputValidationError,
+    StepError,
+    ToolError,
+    UserError,
+)
+from convoy._interceptors import HandoffInput, ModelCallInput, ToolCallInput
+from convoy._messages import Message, ModelRequest, ModelResponse, ToolCall
+from convoy._tools import ToolContext, readable_validation_error
+
+if TYPE_CHECKING:
+    from convoy._context import Context
+
+
+def _decode_response(text: str) -> ModelResponse:
+    return ModelResponse.from_dict(json.loads(text))
+
+
+def _encode_response(resp: ModelResponse) -> str:
+    return json.dumps(resp.to_dict())
+
+
+async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any) -> Any:
+    """Run ``agent`` in scope ``ctx`` until it produces a valid output."""
+    s = ctx.session
+    s.check_depth(agent.name, ctx.depth)
+    try:
+        value = agent.coerce_input(value)
+    except ValidationError as e:
+        raise UserError(f"input for agent {agent.name!r} does not match its input type "
+                        f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
+    while True:  # one iteration per agent; a handoff switches agent and goes round again
+        rendered = render_input(value)
+        s.note_input(agent.name, rendered)
+        messages = [Message(role="user", content=rendered)]
+        system = agent.render_instructions(value)
+        if system:
+            messages.insert(0, Message(role="system", content=system))
+        done, result = await _loop(ctx, agent, messages)
+        if done:
+            return result
+        agent, value = result
+
+
+async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
+    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload))``."""
+    s = ctx.session
+    invalid_outputs = 0
+    mistakes = 0
+    for _turn in range(agent.max_turns):
+        resp = await model_step(ctx, agent, messages)
+        if not resp.tool_calls:
+            try:
+                out = agent.parse_output(resp.text)
+            except ValueError as e:
+                invalid_outputs += 1
+                if invalid_outputs > agent.output_retries:
+                    raise OutputValidationError(
+                        f"agent {agent.name!r} gave invalid output {invalid_outputs} times; "
+                        f"last error: {e}", retryable=True) from None
+                messages.append(Message(role="assistant", content=resp.text))
+                messages.append(Message(role="user", content=_repair_prompt(agent, str(e))))
+                continue
+            return True, out
+        messages.append(Message(role="assistant", content=resp.text,
+                                tool_calls=list(resp.tool_calls)))
+        outcome, errors = await _dispatch(ctx, agent, resp.tool_calls, messages)
+        if outcome is not None:
+            return False, outcome
+        if errors:
+            mistakes += errors
+            if mistakes > agent.handoff_retries:
+                raise HandoffError(
+                    f"agent {agent.name!r} made {mistakes} invalid tool calls or handoffs; "
+                    f"last: {messages[-1].content}", retryable=False)
+    raise LimitExceeded(f"agent {agent.name!r} reached max_turns={agent.max_turns} in "
+                        f"session {s.id!r} without a final answer")
+
+
+def _repair_prompt(agent: Agent[Any, Any], error: str) -> str:
+    schema = json.dumps(agent.output_schema) if agent.output_schema else "plain text"
+    return (f"Your answer did not match the required output. Errors: {error}. "
+            f"Reply with only a JSON object matching this schema: {schema}")
+
+
+def _tool_error(call: ToolCall, text: str) -> Message:
+    return Message(role="tool", tool_call_id=call.id, content=json.dumps({"error": text}))
+
+
+async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
+                    messages: list[Message]) -> tuple[tuple[Agent[Any, Any], Any] | None, int]:
+    """Run one turn's tool calls. Returns (handoff, number of recoverable mistakes)."""
+    s = ctx.session
+    replies: list[Message | None] = [None] * len(calls)
+    errors = 0
+    workers: list[tuple[int, Agent[Any, Any], Any]] = []
+    handoff: tuple[int, Agent[Any, Any], Any] | None = None
+    for i, call in enumerate(calls):
+        name = call.name
+        if name in agent.tools_by_name:
+            tool = agent.tools_by_name[name]
+            try:
+                args = tool.validate_args(call.arguments)
+            except ValueError as e:
+                replies[i] = _tool_error(call, f"invalid arguments for tool {name!r}: {e}")
+                errors += 1
+                continue
+            try:
+                result = await tool_step(ctx, agent, tool, args)
+            except ToolError as e:
+                replies[i] = _tool_error(call, str(e))
+                errors += 1
+                continue
+            replies[i] = Message(role="tool", tool_call_id=call.id,
+                                 content=tool.dump_result(result))
+        elif name in agent.workers_by_name:
+            worker = agent.workers_by_name[name]
+            try:
+                payload = worker.coerce_input(_loads(call.arguments))
+            except (ValidationError, ValueError) as e:
+                replies[i] = _tool_error(call, f"invalid input for worker {name!r}: "
+                                         f"{_reason(e)}")
+                errors += 1
+                continue
+            workers.append((i, worker, payload))
+        elif name in agent.handoffs_by_tool:
+            target = agent.handoffs_by_tool[name]
+            if handoff is not None or len(calls) > 1:
+                replies[i] = _tool_error(call, "a handoff must be the only call of its turn")
+                errors += 1
+                continue
+            try:
+                payload = target.coerce_input(_loads(call.arguments))
+            except (ValidationError, ValueError) as e:
+                replies[i] = _tool_error(call, f"invalid payload for handoff to {target.name!r}:"
+                                         f" {_reason(e)}; it must match "
+                                         f"{json.dumps(target.input_schema)}")
+                errors += 1
+                continue
+            handoff = (i, target, payload)
+        else:
+            replies[i] = _tool_error(call, _unknown(agent, name))
+            errors += 1
+    if workers:
+        scopes = [ctx.child() for _ in workers]
+        if len(workers) == 1:
+            results = [await _run_worker(scopes[0], workers[0][1], workers[0][2])]
+        else:
+            from convoy._context import _as_coro, _first
+
+            try:
+                import asyncio
+
+                async with asyncio.TaskGroup() as tg:
+                    tasks = [tg.create_task(_as_coro(_run_worker(sc, w, p)))
+                             for sc, (_, w, p) in zip(scopes, workers, strict=True)]
+            except BaseExceptionGroup as eg:
+                raise _first(eg) from None
+            results = [t.result() for t in tasks]
+        for (i, w, _), out in zip(workers, results, strict=True):
+            replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
+    if handoff is not None:
+        _, target, payload = handoff
+        await handoff_step(ctx, agent, target, payload)
+        return (target, payload), 0
+    messages.extend(m for m in replies if m is not None)
+    return None, errors
+
+
+def _loads(arguments: str) -> Any:
+    try:
+        return json.loads(arguments or "{}")
+    except json.JSONDecodeError as e:
+        raise ValueError(f"arguments are not valid JSON ({e.msg} at char {e.pos})") from None
+
+
+def _reason(e: Exception) -> str:
+    return readable_validation_error(e) if isinstance(e, ValidationError) else str(e)
+
+
+def _unknown(agent: Agent[Any, Any], name: str) -> str:
+    if name.startswith(HANDOFF_PREFIX):
+        valid = [h.name for h in agent.handoffs] or ["(none: this agent cannot hand off)"]
+        return (f"{name[len(HANDOFF_PREFIX):]!r} is not a declared handoff target of "
+                f"{agent.name!r}; valid targets: {', '.join(valid)}")
+    valid = [t.name for t in agent.tool_specs] or ["(none)"]
+    return f"unknown tool {name!r}; available tools: {', '.join(valid)}"
+
+
+async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> Any:
+    return await run_agent(scope, worker, payload)
+
+
+# -- the three step kinds of an agent run -----------------------------------------------
+
+
+async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> Any:
+    s = ctx.session
+    rt = s.runtime
+    key = ctx.next_key()
+    model = rt.model_for(agent)
+
+    async def execute() -> ModelResponse:
+        req = ModelRequest(messages=list(messages), tools=agent.tool_specs,
+                           output_schema=agent.output_schema,
+                           output_name=getattr(agent.output_type, "__name__", None),
+                           settings=agent.settings, agent=agent.name, session_id=s.id,
+                           step_key=key)
+        return await rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent,
+                                                        model=model, request=req))
+
+    resp = await s.journaled(key, "model", agent.name, execute, _encode_response,
+                             _decode_response)
+    s.usage.add(resp.usage)
+    s.cost += resp.cost
+    return resp
+
+
+async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) -> Any:
+    s = ctx.session
+    key = ctx.next_key()
+    tctx = ToolContext(session_id=s.id, tenant=s.tenant, agent=agent.name, step_key=key,
+                       idempotency_key=f"{s.id}:{key}")
+
+    async def execute() -> Any:
+        return await s.runtime.tool_chain.call(ToolCallInput(
+            session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+
+    return await s.journaled(key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
+                             effect=tool.writes, idempotent=tool.idempotent)
+
+
+async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
+                       payload: Any) -> None:
+    s = ctx.session
+    key = ctx.next_key()
+    s.note_handoff(source.name, target.name)
+
+    async def execute() -> str:
+        out = await s.runtime.handoff_chain.call(HandoffInput(
+            session=s, key=key, source=source, target=target, payload=payload))
+        return render_input(out)
+
+    await s.journaled(key, "handoff", target.name, execute, _ident, _ident)
+
+
+def _ident(x: str) -> str:
+    return x
+
+
+__all__ = ["StepError", "model_step", "run_agent", "tool_step"]

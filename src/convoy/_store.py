@@ -1,0 +1,336 @@
+"""The store seam and its SQLite implementation (WAL, group commit).
+
+Group commit: every journal append from every session joins one pending batch. The batch is
+committed as soon as the loop is free (a lone session never waits for a window); whatever
+arrives meanwhile joins the next batch. A session continues only after its record is
+committed. With ``durability="process"`` (``synchronous=NORMAL``) a committed record
+survives a crash of the process (SIGKILL); ``durability="power"`` (``synchronous=FULL``)
+also survives power loss, and commits on a dedicated thread so fsync never blocks the loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from convoy._errors import JournalError, UserError
+
+SCHEMA_VERSION = 1
+Durability = Literal["process", "power"]
+Status = Literal["pending", "running", "completed", "failed", "escalated", "budget_exhausted",
+                 "loop_detected", "limit_exceeded", "cancelled"]
+UNFINISHED = ("pending", "running")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+  id TEXT PRIMARY KEY,
+  workflow TEXT NOT NULL,
+  version TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  status TEXT NOT NULL,
+  input TEXT NOT NULL,
+  output TEXT,
+  error TEXT,
+  created REAL NOT NULL,
+  started REAL,
+  finished REAL,
+  steps INTEGER NOT NULL DEFAULT 0,
+  input_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0,
+  cost REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
+CREATE TABLE IF NOT EXISTS journal(
+  session_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  target TEXT NOT NULL,
+  status TEXT NOT NULL,
+  result TEXT,
+  at REAL NOT NULL,
+  PRIMARY KEY(session_id, key)
+) WITHOUT ROWID;
+"""
+
+_UPSERT_STEP = (
+    "INSERT INTO journal(session_id,key,kind,target,status,result,at) VALUES(?,?,?,?,?,?,?) "
+    "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, "
+    "result=excluded.result, at=excluded.at")
+_INSERT_SESSION = (
+    "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created) "
+    "VALUES(?,?,?,?,?,?,?)")
+_START_SESSION = "UPDATE sessions SET status='running', started=COALESCE(started, ?) WHERE id=?"
+_FINISH_SESSION = (
+    "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
+    "output_tokens=?, cost=? WHERE id=?")
+
+
+@dataclass(slots=True, frozen=True)
+class StepRecord:
+    """One journal row. ``status`` is ``started``, ``completed`` or ``failed``."""
+
+    key: str
+    kind: str
+    target: str
+    status: str
+    result: str | None
+
+
+@dataclass(slots=True, frozen=True)
+class SessionRow:
+    id: str
+    workflow: str
+    version: str
+    tenant: str
+    status: str
+    input: str
+    output: str | None
+    error: str | None
+    created: float
+    started: float | None
+    finished: float | None
+    steps: int
+    input_tokens: int
+    output_tokens: int
+    cost: float
+
+    @property
+    def error_record(self) -> dict[str, Any] | None:
+        return json.loads(self.error) if self.error else None
+
+
+class SQLiteStore:
+    """Sessions and journal in one SQLite file (``":memory:"`` is refused: not durable)."""
+
+    def __init__(self, path: str | Path, *, durability: Durability = "process") -> None:
+        if str(path) == ":memory:":
+            raise UserError("the store must be a file: ':memory:' would lose every session "
+                            "on a crash; pass a path such as 'convoy.db'")
+        if durability not in ("process", "power"):
+            raise UserError(f"durability must be 'process' or 'power', got {durability!r}")
+        self.path = Path(path)
+        self.durability: Durability = durability
+        self._conn: sqlite3.Connection | None = None
+        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
+        self._scheduled = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.commits = 0
+        self.records = 0
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def open(self) -> None:
+        if self._conn is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            sync = "FULL" if self.durability == "power" else "NORMAL"
+            conn.execute(f"PRAGMA synchronous={sync}")
+            conn.execute("PRAGMA busy_timeout=10000")
+            conn.executescript(_SCHEMA)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
+            elif int(row[0]) != SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self.path} has store schema version {row[0]}, this Convoy reads version "
+                    f"{SCHEMA_VERSION}; use the Convoy release that wrote it")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise UserError(f"{self.path} is not a usable Convoy store: {e}") from e
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        if self.durability == "power":
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
+
+    async def aclose(self) -> None:
+        while self._pending or self._scheduled or self._flusher is not None:
+            if self._flusher is not None:
+                await self._flusher
+            elif self._pending:
+                self._flush_inline()
+            else:
+                await asyncio.sleep(0)
+        self.close()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise UserError("the store is not open; use 'async with Engine(...)' or "
+                            "call engine.open()")
+        return self._conn
+
+    # -- group commit --------------------------------------------------------------------
+
+    def _submit(self, sql: str, params: tuple[Any, ...], wait: bool) -> asyncio.Future[None] | None:
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] | None = loop.create_future() if wait else None
+        self._pending.append((sql, params, fut))
+        if not self._scheduled:
+            self._scheduled = True
+            if self._executor is None:
+                loop.call_soon(self._flush_inline)
+            else:
+                self._flusher = loop.create_task(self._flush_threaded())
+        return fut
+
+    def _write_batch(self, batch: Sequence[tuple[str, tuple[Any, ...], Any]]) -> None:
+        conn = self.conn
+        conn.execute("BEGIN")
+        try:
+            for sql, params, _ in batch:
+                conn.execute(sql, params)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        self.commits += 1
+        self.records += len(batch)
+
+    @staticmethod
+    def _settle(batch: Sequence[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]],
+                error: BaseException | None) -> None:
+        for _, _, fut in batch:
+            if fut is not None and not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(JournalError(f"journal commit failed: {error}"))
+
+    def _flush_inline(self) -> None:
+        self._scheduled = False
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            self._write_batch(batch)
+        except Exception as e:
+            self._settle(batch, e)
+            return
+        self._settle(batch, None)
+
+    async def _flush_threaded(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    await loop.run_in_executor(self._executor, self._write_batch, batch)
+                except Exception as e:
+                    self._settle(batch, e)
+                else:
+                    self._settle(batch, None)
+        finally:
+            self._scheduled = False
+            self._flusher = None
+
+    # -- writes --------------------------------------------------------------------------
+
+    def append_step(self, session_id: str, key: str, kind: str, target: str, status: str,
+                    result: str | None) -> asyncio.Future[None]:
+        fut = self._submit(_UPSERT_STEP, (session_id, key, kind, target, status, result,
+                                          time.time()), True)
+        assert fut is not None
+        return fut
+
+    def create_session(self, session_id: str, workflow: str, version: str, tenant: str,
+                       input_json: str, *, wait: bool) -> asyncio.Future[None] | None:
+        return self._submit(_INSERT_SESSION, (session_id, workflow, version, tenant, "pending",
+                                              input_json, time.time()), wait)
+
+    def mark_running(self, session_id: str) -> None:
+        self._submit(_START_SESSION, (time.time(), session_id), False)
+
+    def finish_session(self, session_id: str, status: str, output: str | None,
+                       error: dict[str, Any] | None, steps: int, input_tokens: int,
+                       output_tokens: int, cost: float) -> asyncio.Future[None]:
+        fut = self._submit(_FINISH_SESSION, (
+            status, output, json.dumps(error) if error else None, time.time(), steps,
+            input_tokens, output_tokens, cost, session_id), True)
+        assert fut is not None
+        return fut
+
+    def create_sessions_now(self, rows: Sequence[tuple[str, str, str, str, str]]) -> int:
+        """Insert many pending sessions in one transaction (synchronous; for batch runs).
+
+        Returns how many were new (existing ids are kept as they are).
+        """
+        conn = self.conn
+        now = time.time()
+        before = conn.total_changes
+        conn.execute("BEGIN")
+        try:
+            conn.executemany(_INSERT_SESSION, [(sid, wf, ver, ten, "pending", inp, now)
+                                               for sid, wf, ver, ten, inp in rows])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return conn.total_changes - before
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def load_journal(self, session_id: str) -> dict[str, StepRecord]:
+        rows = self.conn.execute(
+            "SELECT key,kind,target,status,result FROM journal WHERE session_id=?",
+            (session_id,)).fetchall()
+        return {r[0]: StepRecord(*r) for r in rows}
+
+    def journal(self, session_id: str) -> list[tuple[str, str, str, str, str | None, float]]:
+        """Every step of a session in the order it was recorded."""
+        return self.conn.execute(
+            "SELECT key,kind,target,status,result,at FROM journal WHERE session_id=? "
+            "ORDER BY at, key", (session_id,)).fetchall()
+
+    def get_session(self, session_id: str) -> SessionRow | None:
+        row = self.conn.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
+        return SessionRow(*row) if row else None
+
+    def list_sessions(self, *, status: str | None = None, workflow: str | None = None,
+                      limit: int = 50, offset: int = 0) -> list[SessionRow]:
+        where, params = [], []
+        if status:
+            where.append("status=?")
+            params.append(status)
+        if workflow:
+            where.append("workflow=?")
+            params.append(workflow)
+        sql = "SELECT * FROM sessions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY created DESC, id LIMIT ? OFFSET ?"
+        rows = self.conn.execute(sql, (*params, limit, offset)).fetchall()
+        return [SessionRow(*r) for r in rows]
+
+    def unfinished(self) -> list[SessionRow]:
+        rows = self.conn.execute(
+            "SELECT * FROM sessions WHERE status IN ('pending','running') ORDER BY created, id"
+        ).fetchall()
+        return [SessionRow(*r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, COUNT(*) FROM sessions GROUP BY status"))

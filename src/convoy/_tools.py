@@ -1,0 +1,172 @@
+"""Tools: typed Python functions an agent may call.
+
+Arguments are validated (Pydantic, from the signature) before the function runs, and the
+return value is validated against the return annotation after. A tool that writes declares
+``writes=True``; Convoy then journals a ``started`` record before calling it and hands it an
+idempotency key (``ToolContext.idempotency_key``), so a resumed session never applies the
+write twice. Sync functions run in a worker thread so they never block the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, cast, get_type_hints, overload
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
+
+from convoy._errors import ToolError, UserError
+from convoy._messages import ToolSpec
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class ToolContext:
+    """Passed to a tool whose first parameter is annotated ``ToolContext``."""
+
+    session_id: str
+    tenant: str
+    agent: str
+    step_key: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Tool:
+    """A callable tool. Build one with :func:`tool`."""
+
+    name: str
+    description: str
+    fn: Callable[..., Any]
+    args_model: type[BaseModel]
+    result_adapter: TypeAdapter[Any] | None
+    takes_ctx: bool = False
+    writes: bool = False
+    idempotent: bool = True
+    spec: ToolSpec = field(init=False)
+
+    def __post_init__(self) -> None:
+        schema = self.args_model.model_json_schema()
+        schema.pop("title", None)
+        object.__setattr__(self, "spec", ToolSpec(
+            name=self.name, description=self.description, parameters=schema))
+
+    def validate_args(self, arguments: str) -> BaseModel:
+        """Parse JSON-text arguments; raises ``ValueError`` with a readable reason."""
+        try:
+            return self.args_model.model_validate_json(arguments or "{}")
+        except ValidationError as e:
+            raise ValueError(_readable(e)) from None
+
+    async def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
+        kwargs = {name: getattr(args, name) for name in type(args).model_fields}
+        try:
+            if inspect.iscoroutinefunction(self.fn):
+                result = await (self.fn(ctx, **kwargs) if self.takes_ctx else self.fn(**kwargs))
+            elif self.takes_ctx:
+                result = await asyncio.to_thread(self.fn, ctx, **kwargs)
+            else:
+                result = await asyncio.to_thread(self.fn, **kwargs)
+        except ToolError:
+            raise
+        except Exception as e:
+            raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
+                            retryable=False) from e
+        if self.result_adapter is not None:
+            try:
+                result = self.result_adapter.validate_python(result)
+            except ValidationError as e:
+                raise ToolError(f"tool {self.name!r} returned an invalid result: "
+                                f"{_readable(e)}") from None
+        return result
+
+    def dump_result(self, result: Any) -> str:
+        """The result as JSON text, for the journal and for the model."""
+        if self.result_adapter is not None:
+            return self.result_adapter.dump_json(result).decode()
+        return json.dumps(result, default=str)
+
+    def load_result(self, text: str) -> Any:
+        if self.result_adapter is not None:
+            return self.result_adapter.validate_json(text)
+        return json.loads(text)
+
+
+def _readable(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors(include_url=False):
+        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+readable_validation_error = _readable
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+@overload
+def tool(*, name: str | None = None, description: str | None = None, writes: bool = False,
+         idempotent: bool | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
+         description: str | None = None, writes: bool = False,
+         idempotent: bool | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Turn a typed function into a :class:`Tool`.
+
+    Args:
+        name: tool name shown to the model (default: the function name).
+        description: shown to the model (default: the docstring's first paragraph).
+        writes: the tool has side effects; Convoy journals it before calling and passes an
+            idempotency key.
+        idempotent: calling it twice with the same arguments (and idempotency key) is safe.
+            Defaults to ``not writes``. Only idempotent tools are retried after a crash
+            left their outcome unknown.
+    """
+
+    def build(f: Callable[..., Any]) -> Tool:
+        return _build_tool(f, name=name, description=description, writes=writes,
+                           idempotent=(not writes) if idempotent is None else idempotent)
+
+    return build(fn) if fn is not None else build
+
+
+def _build_tool(f: Callable[..., Any], *, name: str | None, description: str | None,
+                writes: bool, idempotent: bool) -> Tool:
+    tool_name = name or f.__name__
+    if not tool_name.replace("_", "").replace("-", "").isalnum():
+        raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
+    hints = get_type_hints(f)
+    params = list(inspect.signature(f).parameters.values())
+    takes_ctx = bool(params) and hints.get(params[0].name) is ToolContext
+    if takes_ctx:
+        params = params[1:]
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            raise UserError(f"tool {tool_name!r}: *args/**kwargs are not supported; "
+                            "declare each argument with a type")
+        if p.name not in hints:
+            raise UserError(f"tool {tool_name!r}: argument {p.name!r} needs a type annotation")
+        default = ... if p.default is inspect.Parameter.empty else p.default
+        fields[p.name] = (hints[p.name], default)
+    args_model = cast(type[BaseModel], create_model(
+        f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields))
+    ret = hints.get("return")
+    doc = inspect.getdoc(f) or ""
+    return Tool(
+        name=tool_name,
+        description=description or doc.split("\n\n")[0] or tool_name,
+        fn=f,
+        args_model=args_model,
+        result_adapter=None if ret in (None, type(None)) else TypeAdapter(ret),
+        takes_ctx=takes_ctx,
+        writes=writes,
+        idempotent=idempotent,
+    )
+
+
+ToolFn = Callable[..., Awaitable[Any]]

@@ -1,0 +1,93 @@
+"""Workflow definitions: plain async functions of ``(ctx, input)``."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, get_type_hints, overload
+
+from pydantic import TypeAdapter
+
+from convoy._context import Context
+from convoy._errors import UserError
+
+InT = TypeVar("InT")
+OutT = TypeVar("OutT")
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class Workflow(Generic[InT, OutT]):
+    """A named, versioned workflow. Build one with :func:`workflow`."""
+
+    fn: Callable[[Context, InT], Awaitable[OutT]]
+    name: str
+    version: str
+    input_type: Any
+    output_type: Any
+    input_adapter: TypeAdapter[Any]
+    output_adapter: TypeAdapter[Any]
+
+    def __call__(self, ctx: Context, value: InT) -> Awaitable[OutT]:
+        return self.fn(ctx, value)
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, version={self.version!r})"
+
+
+@overload
+def workflow(fn: Callable[[Context, InT], Awaitable[OutT]], /) -> Workflow[InT, OutT]: ...
+@overload
+def workflow(*, name: str | None = None, version: str = "1") -> Callable[
+    [Callable[[Context, InT], Awaitable[OutT]]], Workflow[InT, OutT]]: ...
+
+
+def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") -> Any:
+    """Declare a workflow: ``async def f(ctx: Context, input: In) -> Out``.
+
+    The input and output types come from the annotations and are validated at the edges.
+    ``name`` defaults to ``"module:function"`` (how ``convoy run`` and ``resume`` find it).
+    Bump ``version`` when you change the steps a workflow takes; sessions remember the
+    version they started with.
+    """
+
+    def build(f: Callable[..., Awaitable[Any]]) -> Workflow[Any, Any]:
+        if not inspect.iscoroutinefunction(f):
+            raise UserError(f"workflow {f.__name__!r} must be an 'async def' function")
+        params = list(inspect.signature(f).parameters)
+        if len(params) != 2:
+            raise UserError(f"workflow {f.__name__!r} must take exactly (ctx, input), "
+                            f"it takes {params}")
+        hints = get_type_hints(f)
+        in_t = hints.get(params[1], Any)
+        out_t = hints.get("return", Any)
+        return Workflow(fn=f, name=name or f"{f.__module__}:{f.__qualname__}",
+                        version=str(version), input_type=in_t, output_type=out_t,
+                        input_adapter=TypeAdapter(in_t), output_adapter=TypeAdapter(out_t))
+
+    return build(fn) if fn is not None else build
+
+
+def load_workflow(ref: str) -> Workflow[Any, Any]:
+    """Import ``"package.module:attribute"`` and return the workflow it names."""
+    module_name, sep, attr = ref.partition(":")
+    if not sep or not module_name or not attr:
+        raise UserError(f"workflow reference {ref!r} must look like 'package.module:name'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise UserError(f"cannot import module {module_name!r} for workflow {ref!r}: {e}. "
+                        "Run from the directory that contains it, or put it on PYTHONPATH"
+                        ) from e
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            names = [n for n in dir(module) if isinstance(getattr(module, n), Workflow)]
+            raise UserError(f"module {module_name!r} has no attribute {attr!r}; workflows "
+                            f"it defines: {', '.join(names) or '(none)'}")
+        obj = getattr(obj, part)
+    if not isinstance(obj, Workflow):
+        raise UserError(f"{ref!r} is a {type(obj).__name__}, not a workflow; decorate it "
+                        "with @convoy.workflow")
+    return obj

@@ -1,0 +1,50 @@
+"""Model adapters, chosen by ``"provider:model"`` strings.
+
+* ``sim:`` / ``sim:NAME`` - the seeded simulator; ``sim:path/to/scenario.yaml`` loads a
+  scenario file.
+* ``openai:MODEL`` - any OpenAI-compatible endpoint (``OPENAI_BASE_URL``,
+  ``OPENAI_API_KEY``); needs ``pip install 'convoy[openai]'``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from pathlib import Path
+
+from convoy._errors import UserError
+from convoy.models._base import Model
+from convoy.models._sim import Faults, Latency, SimModel
+
+PROVIDERS = ("sim", "openai")
+
+__all__ = ["PROVIDERS", "Faults", "Latency", "Model", "SimModel", "infer_model"]
+
+
+def infer_model(name: str) -> Model:
+    """Build a model from a ``"provider:model"`` string.
+
+    Raises:
+        UserError: unknown provider (with a "Did you mean" hint) or missing extra.
+    """
+    provider, sep, rest = name.partition(":")
+    if not sep:
+        raise UserError(f"model {name!r} must look like 'provider:model', e.g. 'sim:' or "
+                        "'openai:gpt-4o-mini'")
+    if provider == "sim":
+        if rest and (rest.endswith((".yaml", ".yml", ".json")) or os.sep in rest):
+            if not Path(rest).is_file():
+                raise UserError(f"sim scenario file {rest!r} (from model {name!r}) does not "
+                                "exist")
+            return SimModel(rest, name=name)
+        return SimModel(name=f"sim:{rest or 'default'}")
+    if provider == "openai":
+        if not rest:
+            raise UserError("model 'openai:' needs a model id, e.g. 'openai:gpt-4o-mini'")
+        from convoy.models._openai import OpenAIModel
+
+        return OpenAIModel(model=rest)
+    hint = difflib.get_close_matches(provider, PROVIDERS, n=1)
+    did_you_mean = f" Did you mean {hint[0] + ':' + rest!r}?" if hint else ""
+    raise UserError(f"unknown model provider {provider!r} in {name!r}; known providers: "
+                    f"{', '.join(PROVIDERS)}.{did_you_mean}")

@@ -1,0 +1,307 @@
+"""The simulator model: seeded, scripted, with latency, token usage and injectable faults.
+
+Use it to test and load-test your own agents without a provider. Every random choice is
+drawn from a generator seeded with ``(seed, session, step key, attempt)``, so the same seed
+gives the same behaviour however many sessions run concurrently and in whatever order.
+
+A script maps an agent name (or ``"*"``) to its replies. A reply is one of::
+
+    {"output": {...}}                                  # final structured output (JSON)
+    {"text": "..."}                                    # final free text
+    {"tool_calls": [{"name": "lookup", "arguments": {...}}]}
+    {"handoff": "billing", "payload": {...}}           # = a transfer_to_billing call
+    {"delegate": "billing", "payload": {...}}          # call a worker agent
+
+A list of replies is indexed by the agent's turn (the number of assistant messages already
+in its conversation); the last one repeats. A Python function ``(ModelRequest) -> reply``
+(a dict as above, a Pydantic model, a plain string or a :class:`ModelResponse`) scripts
+anything else. Agents without a script get a minimal answer that satisfies their schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import math
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel
+
+from convoy._errors import ModelError, UserError
+from convoy._messages import ModelRequest, ModelResponse, ToolCall, Usage
+from convoy.models._base import Model
+
+Reply = Mapping[str, Any] | BaseModel | str | ModelResponse
+ScriptFn = Callable[[ModelRequest], Reply]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Latency:
+    """Simulated response time in seconds: ``fixed``, ``uniform`` or ``lognormal``."""
+
+    kind: Literal["fixed", "uniform", "lognormal"] = "fixed"
+    value: float = 0.0      # fixed: the latency; lognormal: the median
+    low: float = 0.0        # uniform bounds
+    high: float = 0.0
+    sigma: float = 0.5      # lognormal shape
+
+    def sample(self, rng: random.Random | None) -> float:
+        if self.kind == "fixed" or rng is None:
+            return self.value
+        if self.kind == "uniform":
+            return rng.uniform(self.low, self.high)
+        return self.value * math.exp(rng.gauss(0.0, self.sigma))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Faults:
+    """Probabilities (0..1) of each injected fault, drawn independently per call.
+
+    ``timeout`` waits ``timeout_after`` seconds and raises a retryable timeout;
+    ``rate_limit`` raises HTTP 429 (with ``retry_after``); ``server_error`` raises HTTP 503;
+    ``malformed_json`` returns truncated JSON; ``schema_invalid`` returns JSON that breaks
+    the output schema; ``undeclared_tool`` / ``undeclared_handoff`` call a tool or hand off
+    to an agent that does not exist.
+    """
+
+    timeout: float = 0.0
+    rate_limit: float = 0.0
+    server_error: float = 0.0
+    malformed_json: float = 0.0
+    schema_invalid: float = 0.0
+    undeclared_tool: float = 0.0
+    undeclared_handoff: float = 0.0
+    timeout_after: float = 0.0
+    retry_after: float = 1.0
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name in ("timeout_after", "retry_after"):
+                if v < 0:
+                    raise UserError(f"Faults.{f.name} must be >= 0, got {v}")
+            elif not 0.0 <= v <= 1.0:
+                raise UserError(f"Faults.{f.name} is a probability in [0, 1], got {v}")
+
+    @property
+    def any(self) -> bool:
+        return any(getattr(self, f.name) for f in fields(self)
+                   if f.name not in ("timeout_after", "retry_after"))
+
+
+class SimModel(Model):
+    """A seeded simulator. See the module docstring for the script format.
+
+    Args:
+        script: a function, a mapping of agent name to replies, or a JSON/YAML scenario
+            file (with optional ``seed``, ``latency``, ``usage``, ``faults`` and ``agents``).
+        seed: seeds every random choice.
+        latency: seconds per call, or a :class:`Latency` distribution.
+        usage: fixed ``(input_tokens, output_tokens)`` per call; default estimates ~4
+            characters per token.
+        faults: what to inject, see :class:`Faults`.
+        name: the ``"sim:..."`` name used for pricing and metrics.
+    """
+
+    def __init__(self, script: ScriptFn | Mapping[str, Any] | str | Path | None = None, *,
+                 seed: int = 0, latency: float | Latency = 0.0,
+                 usage: tuple[int, int] | None = None, faults: Faults | None = None,
+                 name: str = "sim:default") -> None:
+        self.name = name
+        self.calls = 0
+        self.calls_by_agent: dict[str, int] = {}
+        if isinstance(script, str | Path):
+            scenario = load_scenario(script)
+            script = scenario.get("agents", {})
+            seed = int(scenario.get("seed", seed))
+            if "latency" in scenario:
+                latency = _latency(scenario["latency"])
+            if "usage" in scenario:
+                u = scenario["usage"]
+                usage = (int(u[0]), int(u[1])) if isinstance(u, list | tuple) else \
+                    (int(u["input"]), int(u["output"]))
+            if "faults" in scenario:
+                faults = Faults(**scenario["faults"])
+        self._fn: ScriptFn | None = script if callable(script) else None
+        self._table: Mapping[str, Any] = {} if callable(script) or script is None else script
+        self.seed = seed
+        self.latency = latency if isinstance(latency, Latency) else Latency(value=float(latency))
+        if self.latency.value < 0 or self.latency.low < 0:
+            raise UserError("SimModel latency must be >= 0")
+        self.usage = usage
+        self.faults = faults or Faults()
+        self._random = self.faults.any or self.latency.kind != "fixed"
+
+    def rng(self, req: ModelRequest) -> random.Random:
+        h = hashlib.blake2b(f"{self.seed}|{req.session_id}|{req.step_key}|{req.attempt}|"
+                            f"{req.agent}".encode(), digest_size=8).digest()
+        return random.Random(int.from_bytes(h, "big"))
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        agent = request.agent
+        self.calls_by_agent[agent] = self.calls_by_agent.get(agent, 0) + 1
+        rng = self.rng(request) if self._random else None
+        delay = self.latency.sample(rng)
+        if delay > 0:
+            await asyncio.sleep(delay)
+        resp = self._fault(request, rng) if rng is not None and self.faults.any else None
+        if resp == "timeout":
+            if self.faults.timeout_after > 0:
+                await asyncio.sleep(self.faults.timeout_after)
+            raise ModelError(f"{self.name}: simulated timeout for agent {agent!r}",
+                             retryable=True)
+        if resp is None:
+            resp = to_response(self._reply(request), request)
+        assert isinstance(resp, ModelResponse)
+        resp.model = self.name
+        if self.usage is not None:
+            resp.usage = Usage(*self.usage)
+        else:
+            resp.usage = estimate_usage(request, resp)
+        return resp
+
+    def _reply(self, req: ModelRequest) -> Reply:
+        if self._fn is not None:
+            return self._fn(req)
+        entry = self._table.get(req.agent, self._table.get("*"))
+        if entry is None:
+            return {"output": example_for(req.output_schema)} if req.output_schema else \
+                {"text": f"[{req.agent}] ok"}
+        if isinstance(entry, list):
+            if not entry:
+                raise UserError(f"sim script for agent {req.agent!r} is an empty list")
+            turn = sum(1 for m in req.messages if m.role == "assistant")
+            return entry[min(turn, len(entry) - 1)]  # type: ignore[no-any-return]
+        return entry  # type: ignore[no-any-return]
+
+    def _fault(self, req: ModelRequest, rng: random.Random) -> ModelResponse | str | None:
+        f = self.faults
+        r = rng.random
+        if r() < f.timeout:
+            return "timeout"
+        if r() < f.rate_limit:
+            raise ModelError(f"{self.name}: simulated HTTP 429 rate limit", retryable=True,
+                             status_code=429, retry_after=f.retry_after)
+        if r() < f.server_error:
+            raise ModelError(f"{self.name}: simulated HTTP 503 server error", retryable=True,
+                             status_code=503)
+        if r() < f.malformed_json:
+            return ModelResponse(text='{"truncated": ', finish_reason="length")
+        if r() < f.schema_invalid and req.output_schema:
+            return ModelResponse(text=json.dumps({"unexpected": "field"}))
+        if r() < f.undeclared_tool:
+            return ModelResponse(tool_calls=[ToolCall("call_sim_x", "no_such_tool", "{}")])
+        if r() < f.undeclared_handoff:
+            return ModelResponse(tool_calls=[ToolCall("call_sim_h", "transfer_to_nobody",
+                                                      "{}")])
+        return None
+
+def to_response(reply: Reply, req: ModelRequest) -> ModelResponse:
+    """Turn a script reply into a :class:`ModelResponse`."""
+    if isinstance(reply, ModelResponse):
+        return reply
+    if isinstance(reply, BaseModel):
+        return ModelResponse(text=reply.model_dump_json(), finish_reason="stop")
+    if isinstance(reply, str):
+        return ModelResponse(text=reply, finish_reason="stop")
+    if "output" in reply:
+        out = reply["output"]
+        text = out.model_dump_json() if isinstance(out, BaseModel) else json.dumps(out)
+        return ModelResponse(text=text, finish_reason="stop")
+    if "text" in reply:
+        return ModelResponse(text=str(reply["text"]), finish_reason="stop")
+    n = sum(1 for m in req.messages if m.role == "assistant")
+    if "tool_calls" in reply:
+        calls = [ToolCall(f"call_{n}_{i}", str(c["name"]), _args(c.get("arguments", {})))
+                 for i, c in enumerate(reply["tool_calls"])]
+        return ModelResponse(tool_calls=calls, finish_reason="tool_calls")
+    for key, prefix in (("handoff", "transfer_to_"), ("delegate", "")):
+        if key in reply:
+            return ModelResponse(tool_calls=[ToolCall(f"call_{n}", prefix + str(reply[key]),
+                                                      _args(reply.get("payload", {})))],
+                                 finish_reason="tool_calls")
+    raise UserError(f"sim reply for agent {req.agent!r} must have one of output, text, "
+                    f"tool_calls, handoff or delegate; got keys {sorted(reply)}")
+
+
+def _args(a: Any) -> str:
+    return a if isinstance(a, str) else json.dumps(a)
+
+
+def estimate_usage(req: ModelRequest, resp: ModelResponse) -> Usage:
+    chars_in = sum(len(m.content or "") for m in req.messages)
+    chars_out = len(resp.text or "") + sum(len(c.arguments) + len(c.name)
+                                           for c in resp.tool_calls)
+    return Usage(max(1, chars_in // 4), max(1, chars_out // 4))
+
+
+def example_for(schema: Mapping[str, Any] | None, defs: Mapping[str, Any] | None = None) -> Any:
+    """A minimal value that satisfies a JSON schema (for unscripted sim agents)."""
+    if not schema:
+        return {}
+    defs = defs if defs is not None else schema.get("$defs", {})
+    if "$ref" in schema:
+        return example_for(defs[str(schema["$ref"]).rsplit("/", 1)[-1]], defs)
+    if "const" in schema:
+        return schema["const"]
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "default" in schema:
+        return schema["default"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if key in schema:
+            return example_for(schema[key][0], defs)
+    t = schema.get("type", "object")
+    if isinstance(t, list):
+        t = t[0]
+    if t == "object":
+        props = schema.get("properties", {})
+        return {k: example_for(v, defs) for k, v in props.items()
+                if k in schema.get("required", props)}
+    if t == "array":
+        return [example_for(schema["items"], defs)] * schema.get("minItems", 0)
+    if t == "string":
+        return "sim" if schema.get("minLength", 0) <= 3 else "s" * schema["minLength"]
+    if t in ("integer", "number"):
+        v = schema.get("minimum", schema.get("exclusiveMinimum", 0))
+        return v + (1 if "exclusiveMinimum" in schema else 0)
+    if t == "boolean":
+        return False
+    return None
+
+
+def _latency(spec: Any) -> Latency:
+    if isinstance(spec, int | float):
+        return Latency(value=float(spec))
+    if isinstance(spec, Mapping):
+        return Latency(**spec)
+    raise UserError(f"scenario latency must be a number or a mapping, got {spec!r}")
+
+
+def load_scenario(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML scenario file; errors name the file and what is wrong."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"sim scenario file {str(p)!r} does not exist")
+    try:
+        text = p.read_text()
+        data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"sim scenario {str(p)!r} is not valid {p.suffix[1:] or 'YAML'}: {e}"
+                        ) from e
+    if not isinstance(data, dict):
+        raise UserError(f"sim scenario {str(p)!r} must be a mapping with an 'agents' key")
+    unknown = set(data) - {"seed", "latency", "usage", "faults", "agents"}
+    if unknown:
+        raise UserError(f"sim scenario {str(p)!r} has unknown keys {sorted(unknown)}; allowed: "
+                        "seed, latency, usage, faults, agents")
+    if not isinstance(data.get("agents", {}), dict):
+        raise UserError(f"sim scenario {str(p)!r}: 'agents' must map agent names to replies")
+    return data
