@@ -38,8 +38,13 @@ def _encode_response(resp: ModelResponse) -> str:
     return json.dumps(resp.to_dict())
 
 
-async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any) -> Any:
-    """Run ``agent`` in scope ``ctx`` until it produces a valid output."""
+async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
+                    routed: bool = False) -> Any:
+    """Run ``agent`` in scope ``ctx`` until it produces a valid output.
+
+    ``routed`` marks a run a model asked for (a delegation); such runs, and every handoff,
+    take part in loop detection. Runs your workflow code asks for explicitly do not.
+    """
     s = ctx.session
     s.check_depth(agent.name, ctx.depth)
     try:
@@ -49,7 +54,9 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any) -> Any:
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
         rendered = render_input(value)
-        s.note_input(agent.name, rendered)
+        if routed:
+            s.note_input(agent.name, rendered)
+        routed = True  # whatever comes next was chosen by a model: a handoff
         messages = [Message(role="user", content=rendered)]
         system = agent.render_instructions(value)
         if system:
@@ -206,7 +213,7 @@ def _unknown(agent: Agent[Any, Any], name: str) -> str:
 
 
 async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> Any:
-    return await run_agent(scope, worker, payload)
+    return await run_agent(scope, worker, payload, routed=True)
 
 
 # -- the three step kinds of an agent run -----------------------------------------------

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, cast, get_type_hints, overload
@@ -127,19 +128,21 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             left their outcome unknown.
     """
 
+    localns = dict(sys._getframe(1).f_locals)  # resolve annotations naming local classes
+
     def build(f: Callable[..., Any]) -> Tool:
-        return _build_tool(f, name=name, description=description, writes=writes,
+        return _build_tool(f, localns, name=name, description=description, writes=writes,
                            idempotent=(not writes) if idempotent is None else idempotent)
 
     return build(fn) if fn is not None else build
 
 
-def _build_tool(f: Callable[..., Any], *, name: str | None, description: str | None,
-                writes: bool, idempotent: bool) -> Tool:
+def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | None,
+                description: str | None, writes: bool, idempotent: bool) -> Tool:
     tool_name = name or f.__name__
     if not tool_name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
-    hints = get_type_hints(f)
+    hints = get_type_hints(f, localns=localns)
     params = list(inspect.signature(f).parameters.values())
     takes_ctx = bool(params) and hints.get(params[0].name) is ToolContext
     if takes_ctx:

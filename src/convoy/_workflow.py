@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints, overload
@@ -52,6 +53,10 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") 
     version they started with.
     """
 
+    # Annotations of a workflow defined inside a function (with postponed evaluation) name
+    # local classes: resolve them in the namespace of the frame that applied the decorator.
+    localns = dict(sys._getframe(1).f_locals)
+
     def build(f: Callable[..., Awaitable[Any]]) -> Workflow[Any, Any]:
         if not inspect.iscoroutinefunction(f):
             raise UserError(f"workflow {f.__name__!r} must be an 'async def' function")
@@ -59,7 +64,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") 
         if len(params) != 2:
             raise UserError(f"workflow {f.__name__!r} must take exactly (ctx, input), "
                             f"it takes {params}")
-        hints = get_type_hints(f)
+        hints = get_type_hints(f, localns=localns)
         in_t = hints.get(params[1], Any)
         out_t = hints.get("return", Any)
         return Workflow(fn=f, name=name or f"{f.__module__}:{f.__qualname__}",

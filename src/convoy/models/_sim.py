@@ -33,7 +33,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel
 
-from convoy._errors import ModelError, UserError
+from convoy._errors import ConvoyError, ModelError, UserError
 from convoy._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._base import Model
 
@@ -169,7 +169,13 @@ class SimModel(Model):
 
     def _reply(self, req: ModelRequest) -> Reply:
         if self._fn is not None:
-            return self._fn(req)
+            try:
+                return self._fn(req)
+            except ConvoyError:
+                raise
+            except Exception as e:
+                raise UserError(f"the sim script of {self.name!r} raised {type(e).__name__} for "
+                                f"agent {req.agent!r} at step {req.step_key}: {e}") from e
         entry = self._table.get(req.agent, self._table.get("*"))
         if entry is None:
             return {"output": example_for(req.output_schema)} if req.output_schema else \

@@ -1,0 +1,13 @@
+"""The ``convoy`` command line: ``run``, ``resume``, ``replay`` and ``sessions``."""
+
+from __future__ import annotations
+
+from convoy.cli._app import app
+
+
+def main() -> None:
+    """Entry point of the ``convoy`` console script."""
+    app(prog_name="convoy")
+
+
+__all__ = ["app", "main"]

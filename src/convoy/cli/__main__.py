@@ -1,0 +1,5 @@
+"""``python -m convoy.cli``."""
+
+from convoy.cli import main
+
+main()

@@ -1,0 +1,46 @@
+"""The ``convoy`` Typer application: global options and command registration."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+import convoy
+from convoy.cli._replay import replay
+from convoy.cli._resume import resume
+from convoy.cli._run import run
+from convoy.cli._sessions import sessions_app
+
+app = typer.Typer(
+    name="convoy",
+    help="Convoy: run typed multi-agent LLM workflows durably.\n\n"
+         "Sessions and their step journals live in a SQLite store (--db, default "
+         "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
+         "Example: convoy run myapp.flows:handle_ticket --input tickets.jsonl",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"convoy {convoy.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[bool, typer.Option(
+        "--version", "-V", callback=_version, is_eager=True,
+        help="Print the version and exit.")] = False,
+) -> None:
+    """Convoy: run typed multi-agent LLM workflows durably."""
+
+
+app.command("run")(run)
+app.command("resume")(resume)
+app.command("replay")(replay)
+app.add_typer(sessions_app)

@@ -1,0 +1,200 @@
+"""Rich rendering: number formats, the run summary, session tables and session details."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, get_args
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from convoy import TerminalReason
+from convoy._store import SessionRow
+from convoy.cli._inputs import InvalidLine
+from convoy.cli._stats import RunStats
+
+TERMINAL: tuple[str, ...] = get_args(TerminalReason)
+STATUSES: tuple[str, ...] = ("pending", "running", *TERMINAL)
+MAX_LISTED = 5
+
+# -- formats -----------------------------------------------------------------------------
+
+
+def fmt_cost(usd: float) -> str:
+    if usd >= 1:
+        return f"${usd:,.2f}"
+    return "$0" if usd == 0 else "$" + f"{usd:.6f}".rstrip("0")
+
+
+def fmt_duration(s: float) -> str:
+    if math.isnan(s):
+        return "-"
+    if s < 0.01:
+        return f"{s * 1000:.1f} ms"
+    if s < 1:
+        return f"{s * 1000:.0f} ms"
+    if s < 120:
+        return f"{s:.2f} s"
+    return f"{int(s // 60)} min {s % 60:.0f} s"
+
+
+def fmt_tokens(input_tokens: int, output_tokens: int) -> str:
+    return f"{input_tokens:,} / {output_tokens:,}"
+
+
+def fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def status_text(status: str) -> Text:
+    style = ("green" if status == "completed" else "yellow" if status in ("pending", "running")
+             else "red")
+    return Text(status, style=style)
+
+
+def short(text: str, width: int = 72) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def line_list(lines: Sequence[int], most: int = 10) -> str:
+    shown = ", ".join(str(n) for n in lines[:most])
+    return shown + (f", … (+{len(lines) - most} more)" if len(lines) > most else "")
+
+
+# -- run summary -------------------------------------------------------------------------
+
+
+def summary_table(title: str, stats: RunStats,
+                  invalid: Sequence[InvalidLine] | None = None) -> Table:
+    """Completed, failures by terminal reason, skipped and invalid inputs, usage, latency."""
+    t = Table(title=title, show_header=False, title_justify="left", min_width=44)
+    t.add_column(style="bold")
+    t.add_column()
+    t.add_row("sessions run", str(stats.ran))
+    t.add_row("completed", Text(str(stats.completed), style="green"))
+    failed = [(s, stats.by_status[s]) for s in TERMINAL if s != "completed"
+              and stats.by_status[s]]
+    for status, n in failed or [("failed", 0)]:
+        t.add_row(status, Text(str(n), style="red" if n else ""))
+    if stats.skipped:
+        detail = ", ".join(f"{s} {n}" for s, n in sorted(stats.skipped.items()))
+        t.add_row("already finished", f"{stats.skipped.total()} (not re-run: {detail})")
+    if stats.stale:
+        t.add_row("not resumed (older version)", Text(str(len(stats.stale)), style="yellow"))
+    if invalid is not None:
+        lines = [x.line for x in invalid]
+        t.add_row("invalid input lines", f"{len(lines)}" + (f" (lines {line_list(lines)})"
+                                                            if lines else ""))
+    t.add_row("tokens in / out", fmt_tokens(stats.input_tokens, stats.output_tokens))
+    t.add_row("cost", fmt_cost(stats.cost))
+    t.add_row("session latency p50 / p99",
+              f"{fmt_duration(stats.latency(50))} / {fmt_duration(stats.latency(99))}")
+    rate = "-" if math.isnan(stats.throughput) else f"{stats.throughput:,.1f} sessions/s"
+    t.add_row("throughput", f"{rate} ({fmt_duration(stats.wall_s)} wall)")
+    return t
+
+
+def print_failures(console: Console, stats: RunStats) -> None:
+    """The first few sessions that did not complete, with their error."""
+    for res in stats.failures[:MAX_LISTED]:
+        err = res.error or {}
+        line = Text.assemble((res.id, "bold"), "  ", status_text(res.status), "  ",
+                             short(f"{err.get('type', '')}: {err.get('message', '')}", 100))
+        console.print(line)
+    more = len(stats.failures) - MAX_LISTED
+    if more > 0:
+        console.print(f"… and {more} more; see 'convoy sessions list --status STATUS'",
+                      markup=False)
+    if stats.failures:
+        console.print("details: convoy sessions show ID", markup=False)
+
+
+# -- sessions ----------------------------------------------------------------------------
+
+
+def sessions_table(rows: Sequence[SessionRow]) -> Table:
+    t = Table()
+    t.add_column("id", no_wrap=True)
+    t.add_column("workflow", overflow="fold")
+    t.add_column("status", no_wrap=True)
+    t.add_column("steps", justify="right")
+    t.add_column("tokens in / out", justify="right", no_wrap=True)
+    t.add_column("cost", justify="right", no_wrap=True)
+    t.add_column("created", no_wrap=True)
+    for r in rows:
+        t.add_row(r.id, r.workflow, status_text(r.status), str(r.steps),
+                  fmt_tokens(r.input_tokens, r.output_tokens), fmt_cost(r.cost),
+                  fmt_time(r.created))
+    return t
+
+
+def step_summary(kind: str, status: str, result: str | None) -> str:
+    """One line saying what a journaled step returned."""
+    if status == "started":
+        return "(started; no outcome recorded)"
+    try:
+        value: Any = json.loads(result) if result else None
+    except json.JSONDecodeError:
+        return short(result or "")
+    if status == "failed" and isinstance(value, dict):
+        return short(f"{value.get('type', 'error')}: {value.get('message', '')}")
+    if kind == "model" and isinstance(value, dict):
+        calls = value.get("tool_calls") or []
+        if calls:
+            return short("→ " + ", ".join(f"{c.get('name')}({c.get('arguments', '')})"
+                                          for c in calls))
+        return short(str(value.get("text", "")))
+    return short(result or "")
+
+
+def journal_table(steps: Sequence[tuple[str, str, str, str, str | None, float]]) -> Table:
+    t = Table()
+    t.add_column("key", no_wrap=True)
+    t.add_column("kind")
+    t.add_column("target")
+    t.add_column("status")
+    t.add_column("result", overflow="fold")
+    for key, kind, target, status, result, _at in steps:
+        t.add_row(key, kind, target, status_text(status), step_summary(kind, status, result))
+    return t
+
+
+def print_session(console: Console, row: SessionRow,
+                  steps: Sequence[tuple[str, str, str, str, str | None, float]]) -> None:
+    info = Table.grid(padding=(0, 2))
+    info.add_column(style="bold")
+    info.add_column()
+    info.add_row("session", row.id)
+    info.add_row("status", status_text(row.status))
+    info.add_row("workflow", f"{row.workflow} (version {row.version})")
+    info.add_row("tenant", row.tenant)
+    info.add_row("created", fmt_time(row.created))
+    if row.started is not None and row.finished is not None:
+        info.add_row("finished", f"{fmt_time(row.finished)} "
+                     f"(ran {fmt_duration(row.finished - row.started)})")
+    info.add_row("steps", str(row.steps))
+    info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
+    info.add_row("cost", fmt_cost(row.cost))
+    console.print(info)
+    console.print()
+    if steps:
+        console.print(journal_table(steps))
+    else:
+        console.print("(no steps journaled)")
+    console.print()
+    if row.output is not None:
+        console.print("output:", style="bold")
+        console.print_json(row.output)
+    elif row.error_record is not None:
+        rec = row.error_record
+        console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
+        console.print(Text.assemble(("error: ", "bold"),
+                                    f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
+    elif row.status in ("pending", "running"):
+        console.print("not finished yet; 'convoy resume' (or re-running the same "
+                      "'convoy run') finishes it", markup=False)

