@@ -113,7 +113,7 @@ class Agent(Generic[InT, OutT]):
         if self.input_type is str:
             return {"type": "object", "properties": {"task": {"type": "string"}},
                     "required": ["task"]}
-        schema: dict[str, Any] = self.input_type.model_json_schema()  # type: ignore[attr-defined]
+        schema: dict[str, Any] = TypeAdapter(self.input_type).json_schema()
         schema.pop("title", None)
         return schema
 

@@ -77,15 +77,7 @@ class Context:
         If one branch fails the others are cancelled and its error is raised.
         """
         scopes = [self.child(deeper=False) for _ in branches]
-        if len(branches) == 1:
-            return [await branches[0](scopes[0])]
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(_as_coro(b(c))) for b, c in zip(branches, scopes,
-                                                                           strict=True)]
-        except BaseExceptionGroup as eg:
-            raise _first(eg) from None
-        return [t.result() for t in tasks]
+        return await concurrently([b(c) for b, c in zip(branches, scopes, strict=True)])
 
     async def map(self, agent: Agent[Any, OutT], inputs: Sequence[Any]) -> list[OutT]:
         """Run ``agent`` on every input concurrently (fan-out); results in input order."""
@@ -156,6 +148,18 @@ def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awai
         return await ctx.run(agent, value)
 
     return branch
+
+
+async def concurrently(aws: Sequence[Awaitable[T]]) -> list[T]:
+    """Await all, in a task group: results in order; the first failure cancels the rest."""
+    if len(aws) == 1:
+        return [await aws[0]]
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tasks = [tg.create_task(_as_coro(aw)) for aw in aws]
+    except BaseExceptionGroup as eg:
+        raise _first(eg) from None
+    return [t.result() for t in tasks]
 
 
 async def _as_coro(aw: Awaitable[T]) -> T:

@@ -118,7 +118,7 @@ class UnknownOutcomeError(StepError):
     kind = "unknown_outcome"
 
 
-class SessionTerminated(BaseException):  # noqa: N818 - a signal, like CancelledError
+class SessionTerminated(BaseException):
     """Ends a session with a typed terminal reason. Not an ``Exception`` on purpose."""
 
     reason: TerminalReason = "failed"

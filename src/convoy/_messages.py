@@ -117,7 +117,8 @@ class ModelResponse:
     def from_dict(cls, d: dict[str, Any]) -> ModelResponse:
         return cls(
             text=d.get("text"),
-            tool_calls=[ToolCall(c["id"], c["name"], c["arguments"]) for c in d.get("tool_calls", ())],
+            tool_calls=[ToolCall(c["id"], c["name"], c["arguments"])
+                        for c in d.get("tool_calls", ())],
             usage=Usage(d.get("in", 0), d.get("out", 0)),
             model=d.get("model", ""),
             finish_reason=d.get("finish"),

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._agent import HANDOFF_PREFIX, Agent, render_input
+from convoy._context import concurrently
 from convoy._errors import (
     HandoffError,
     LimitExceeded,
@@ -115,7 +116,6 @@ def _tool_error(call: ToolCall, text: str) -> Message:
 async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
                     messages: list[Message]) -> tuple[tuple[Agent[Any, Any], Any] | None, int]:
     """Run one turn's tool calls. Returns (handoff, number of recoverable mistakes)."""
-    s = ctx.session
     replies: list[Message | None] = [None] * len(calls)
     errors = 0
     workers: list[tuple[int, Agent[Any, Any], Any]] = []
@@ -168,20 +168,8 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
             errors += 1
     if workers:
         scopes = [ctx.child() for _ in workers]
-        if len(workers) == 1:
-            results = [await _run_worker(scopes[0], workers[0][1], workers[0][2])]
-        else:
-            from convoy._context import _as_coro, _first
-
-            try:
-                import asyncio
-
-                async with asyncio.TaskGroup() as tg:
-                    tasks = [tg.create_task(_as_coro(_run_worker(sc, w, p)))
-                             for sc, (_, w, p) in zip(scopes, workers, strict=True)]
-            except BaseExceptionGroup as eg:
-                raise _first(eg) from None
-            results = [t.result() for t in tasks]
+        results = await concurrently([_run_worker(sc, w, p)
+                                      for sc, (_, w, p) in zip(scopes, workers, strict=True)])
         for (i, w, _), out in zip(workers, results, strict=True):
             replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
     if handoff is not None:

@@ -11,7 +11,7 @@ import json
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from convoy._errors import (
     ConvoyError,

@@ -17,9 +17,10 @@ app = typer.Typer(
     help="Convoy: run typed multi-agent LLM workflows durably.\n\n"
          "Sessions and their step journals live in a SQLite store (--db, default "
          "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
-         "Example: convoy run myapp.flows:handle_ticket --input tickets.jsonl",
+         "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`",
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )

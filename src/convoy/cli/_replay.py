@@ -28,15 +28,13 @@ def replay(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
     db: DbOption = Path(DEFAULT_DB),
 ) -> None:
-    """Re-execute a finished session from its journal, calling no model and no tool,
-    and check that the current workflow code reaches the recorded result.
+    """Re-execute a finished session from its journal and compare the result.
 
-    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1): use it to
-    check that a code change keeps old sessions replayable.
+    No model and no tool is called: every step comes from the journal, so this checks that
+    the current workflow code still reaches the recorded result (e.g. after a code change).
+    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1).
 
-    Example:
-
-        convoy replay 3f2a9c1b7e4d-12
+    Example: `convoy replay 3f2a9c1b7e4d-12`
     """
     workflows_from_cwd()
     require_store(db)

@@ -36,9 +36,7 @@ def resume(
     called twice. Workflows are imported by the name they were started with, so run this
     from the same directory (or PYTHONPATH) as 'convoy run'.
 
-    Example:
-
-        convoy resume --db convoy.db --concurrency 32
+    Example: `convoy resume --db convoy.db --concurrency 32`
     """
     workflows_from_cwd()
     require_store(db)

@@ -50,20 +50,19 @@ def run(
 
     Exit code 0 when the run happened (even if some sessions failed), 2 on usage errors.
 
-    Example:
-
-        convoy run examples.support_desk.workflow:handle_ticket --input tickets.jsonl --model sim:
+    Example: `convoy run examples.support_desk.workflow:handle_ticket -i tickets.jsonl`
     """
     workflows_from_cwd()
     with usage_errors():
         wf = load_workflow(workflow)
+    engine = build_engine(db, concurrency=concurrency, model=model)
+    with usage_errors():
         batch = read_inputs(wf, input)
     for bad in batch.invalid:
         err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
                   style="yellow", soft_wrap=True)
     if not batch.valid and not batch.invalid:
         err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
-    engine = build_engine(db, concurrency=concurrency, model=model)
     try:
         with usage_errors():
             stats = asyncio.run(_run(engine, wf, batch, tenant))

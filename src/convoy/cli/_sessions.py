@@ -13,8 +13,8 @@ from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_engine_sync, out
 from convoy.cli._render import STATUSES, print_session, sessions_table
 
 sessions_app = typer.Typer(
-    name="sessions", no_args_is_help=True,
-    help="Inspect the sessions in a store.\n\nExample: convoy sessions list --status failed")
+    name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
+    help="Inspect the sessions in a store.\n\nExample: `convoy sessions list --status failed`")
 
 
 @sessions_app.command("list")
@@ -28,9 +28,7 @@ def list_sessions(
 ) -> None:
     """List sessions, newest first.
 
-    Example:
-
-        convoy sessions list --status failed --limit 20
+    Example: `convoy sessions list --status failed --limit 20`
     """
     if status is not None and status not in STATUSES:
         fail(f"--status {status!r} is not a session status; use one of {', '.join(STATUSES)}")
@@ -59,9 +57,7 @@ def show_session(
 ) -> None:
     """Show one session: status, workflow, journaled steps, usage, output or error.
 
-    Example:
-
-        convoy sessions show 3f2a9c1b7e4d-12 --json
+    Example: `convoy sessions show 3f2a9c1b7e4d-12 --json`
     """
     with open_engine_sync(db) as engine:
         row = engine.store.get_session(session_id)

@@ -128,8 +128,12 @@ class SimModel(Model):
                     (int(u["input"]), int(u["output"]))
             if "faults" in scenario:
                 faults = Faults(**scenario["faults"])
-        self._fn: ScriptFn | None = script if callable(script) else None
-        self._table: Mapping[str, Any] = {} if callable(script) or script is None else script
+        self._fn: ScriptFn | None = None
+        self._table: Mapping[str, Any] = {}
+        if callable(script):
+            self._fn = script
+        elif isinstance(script, Mapping):
+            self._table = script
         self.seed = seed
         self.latency = latency if isinstance(latency, Latency) else Latency(value=float(latency))
         if self.latency.value < 0 or self.latency.low < 0:

@@ -1,0 +1,40 @@
+# One command per task. Everything installs itself into .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+BASE   := $(VENV)/.installed-dev
+LOCAL  := $(VENV)/.installed-local
+
+.PHONY: install demo test lint bench llama-server clean
+
+$(BASE): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# llama-cpp-python compiles llama.cpp from source (~5 min on 2 cores) the first time.
+$(LOCAL): $(BASE)
+	$(BIN)/pip install -q -e '.[dev,local]'
+	touch $@
+
+install: $(LOCAL)
+
+demo: $(BASE)  ## the support-desk example, end to end on the simulator
+	$(BIN)/python -m examples.support_desk.demo
+
+test: $(LOCAL)  ## every test, including the real llama.cpp server and SIGKILL crash tests
+	$(BIN)/python -m pytest
+
+lint: $(BASE)
+	$(BIN)/ruff check src tests examples bench
+	$(BIN)/mypy
+
+bench: $(BASE)  ## Convoy vs the peer frameworks, W1-W3 (see bench/README.md)
+	bash bench/run.sh
+
+llama-server: $(LOCAL)  ## serve SmolLM2-135M on http://127.0.0.1:8765/v1
+	bash scripts/llama_server.sh
+
+clean:
+	rm -rf $(VENV) .convoy .pytest_cache .mypy_cache .ruff_cache
