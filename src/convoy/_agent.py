@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -40,6 +40,8 @@ class Agent(Generic[InT, OutT]):
         handoff_retries: recoverable handoff / tool-call mistakes fed back to the model
             before the run fails.
         max_turns: model calls in one run of this agent.
+        criticality: ``"low"``, ``"normal"`` or ``"high"``; a model router sends critical
+            steps to a stronger model and the rest to a cheaper one.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Agent(Generic[InT, OutT]):
     handoff_retries: int = 2
     max_turns: int = 12
     settings: ModelSettings = field(default_factory=ModelSettings)
+    criticality: Literal["low", "normal", "high"] = "normal"
 
     # Derived once, at definition time, so the hot path never rebuilds schemas.
     output_schema: dict[str, Any] | None = field(init=False, repr=False)

@@ -99,7 +99,8 @@ class Engine:
         self.accounting = UsageAccounting(prices)
         self.runtime = Runtime(self.store, limits=limits or Limits(),
                                interceptors=[self.timings, *interceptors, self.accounting],
-                               models=models or {}, model_override=model)
+                               models=models or {}, model_override=model,
+                               prices=self.accounting.prices)
         self.concurrency = concurrency
         self._slots: asyncio.Semaphore | None = None
         self._workflows: dict[str, Workflow[Any, Any]] = {w.name: w for w in workflows}

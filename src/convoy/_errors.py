@@ -9,12 +9,16 @@ One root, a shallow tree::
     │   ├── OutputValidationError  model output still invalid after the repair attempts
     │   ├── ToolError              a tool failed or returned an invalid result
     │   ├── HandoffError           a handoff still invalid after the repair attempts
-    │   └── UnknownOutcomeError    a non-idempotent step started but never finished
+    │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
+    │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
+    │   └── PolicyDenied           a policy refused the step (terminal)
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
     ├── JournalError               the store holds something this version cannot read
     └── SessionTerminated          control flow: ends a session with a terminal reason
         ├── LimitExceeded          step / handoff / depth / wall-clock limit reached
-        └── LoopDetected           the same agent got the same input again, or ping-pong
+        ├── LoopDetected           the same agent got the same input again, or ping-pong
+        ├── BudgetExhausted        a token or money budget ran out (policy "stop")
+        └── Escalated              the session needs a human
 
 ``SessionTerminated`` derives from ``BaseException`` (like ``asyncio.CancelledError``) so a
 workflow's ``except Exception`` cannot swallow a limit. Every error round-trips through
@@ -118,6 +122,18 @@ class UnknownOutcomeError(StepError):
     kind = "unknown_outcome"
 
 
+class CircuitOpenError(StepError):
+    """A circuit breaker is open: the call was rejected at once, downstream untouched."""
+
+    kind = "circuit_open"
+
+
+class PolicyDenied(StepError):
+    """A policy refused the step. Terminal: retrying cannot help."""
+
+    kind = "policy"
+
+
 class SessionTerminated(BaseException):
     """Ends a session with a typed terminal reason. Not an ``Exception`` on purpose."""
 
@@ -144,6 +160,12 @@ class LoopDetected(SessionTerminated):
     reason: TerminalReason = "loop_detected"
 
 
+class BudgetExhausted(SessionTerminated):
+    """A token or money budget ran out and its policy is to stop the session."""
+
+    reason: TerminalReason = "budget_exhausted"
+
+
 class Escalated(SessionTerminated):
     """The session needs a human: it is parked with reason ``escalated``."""
 
@@ -154,8 +176,9 @@ _BY_NAME: dict[str, type[BaseException]] = {
     cls.__name__: cls
     for cls in (
         ConvoyError, UserError, JournalError, NonDeterminismError, StepError, ModelError,
-        OutputValidationError, ToolError, HandoffError, UnknownOutcomeError,
-        SessionTerminated, LimitExceeded, LoopDetected, Escalated,
+        OutputValidationError, ToolError, HandoffError, UnknownOutcomeError, CircuitOpenError,
+        PolicyDenied, SessionTerminated, LimitExceeded, LoopDetected, BudgetExhausted,
+        Escalated,
     )
 }
 

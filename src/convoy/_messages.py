@@ -87,6 +87,8 @@ class ModelRequest:
     session_id: str = ""
     step_key: str = ""
     attempt: int = 0
+    repairs: int = 0
+    tenant: str = "default"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +101,7 @@ class ModelResponse:
     model: str = ""
     finish_reason: str | None = None
     cost: float = 0.0
+    cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"model": self.model, "in": self.usage.input_tokens,
@@ -111,6 +114,8 @@ class ModelResponse:
             d["finish"] = self.finish_reason
         if self.cost:
             d["cost"] = self.cost
+        if self.cached:
+            d["cached"] = True
         return d
 
     @classmethod
@@ -123,4 +128,5 @@ class ModelResponse:
             model=d.get("model", ""),
             finish_reason=d.get("finish"),
             cost=d.get("cost", 0.0),
+            cached=d.get("cached", False),
         )

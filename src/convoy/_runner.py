@@ -74,7 +74,7 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
     invalid_outputs = 0
     mistakes = 0
     for _turn in range(agent.max_turns):
-        resp = await model_step(ctx, agent, messages)
+        resp = await model_step(ctx, agent, messages, repairs=invalid_outputs)
         if not resp.tool_calls:
             try:
                 out = agent.parse_output(resp.text)
@@ -207,7 +207,8 @@ async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> 
 # -- the three step kinds of an agent run -----------------------------------------------
 
 
-async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> Any:
+async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message], *,
+                     repairs: int = 0) -> Any:
     s = ctx.session
     rt = s.runtime
     key = ctx.next_key()
@@ -218,7 +219,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
                            output_schema=agent.output_schema,
                            output_name=getattr(agent.output_type, "__name__", None),
                            settings=agent.settings, agent=agent.name, session_id=s.id,
-                           step_key=key)
+                           step_key=key, repairs=repairs, tenant=s.tenant)
         return await rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent,
                                                         model=model, request=req))
 

@@ -15,6 +15,7 @@ from convoy._interceptors import (
 )
 from convoy._limits import Limits
 from convoy._messages import ModelResponse
+from convoy._pricing import PriceTable
 from convoy.models import infer_model
 from convoy.models._base import Model
 
@@ -44,8 +45,9 @@ class Runtime:
 
     def __init__(self, store: SQLiteStore, *, limits: Limits,
                  interceptors: Sequence[Interceptor], models: Mapping[str, Model],
-                 model_override: str | Model | None) -> None:
+                 model_override: str | Model | None, prices: PriceTable | None = None) -> None:
         self.store = store
+        self.prices = prices
         self.limits = limits
         self.interceptors = tuple(interceptors)
         self.models: dict[str, Model] = dict(models)

@@ -74,7 +74,7 @@ class Tool:
             raise
         except Exception as e:
             raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
-                            retryable=False) from e
+                            retryable=isinstance(e, TimeoutError | ConnectionError)) from e
         if self.result_adapter is not None:
             try:
                 result = self.result_adapter.validate_python(result)

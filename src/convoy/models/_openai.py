@@ -75,7 +75,9 @@ def _retry_after(headers: Any) -> float | None:
 
 
 def _message_to_openai(m: Message) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": m.content}
+    # Content is never null: llama.cpp's server rejects null and its chat templates need
+    # the key even beside tool_calls; OpenAI accepts "" there.
+    out: dict[str, Any] = {"role": m.role, "content": m.content or ""}
     if m.role == "assistant" and m.tool_calls:
         out["tool_calls"] = [
             {"id": c.id, "type": "function",
@@ -84,9 +86,10 @@ def _message_to_openai(m: Message) -> dict[str, Any]:
         ]
     if m.role == "tool":
         out["tool_call_id"] = m.tool_call_id or ""
-        out["content"] = m.content or ""
-    elif m.content is None and m.role != "assistant":
-        out["content"] = ""
+    return out
+    out["content"] = m.content or ""
+    if m.role == "tool":
+        out["tool_call_id"] = m.tool_call_id or ""
     return out
 
 

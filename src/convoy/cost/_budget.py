@@ -1,0 +1,202 @@
+"""Token and money budgets per agent, per session and per tenant per day.
+
+Enforced before every model call (each retry attempt included) and settled after it. In
+one asyncio process the check-and-reserve has no ``await`` in it, so it is atomic however
+many sessions share a budget. A call is admitted while ``spent + reserved < limit``, where
+``reserved`` is the estimate of the calls in flight; so a budget is exceeded by at most what
+the calls already in flight when it was reached turn out to cost (``BudgetLedger.overshoot``
+reports it exactly, with ``in_flight_at_limit``).
+
+On exhaustion, the policy decides: ``"stop"`` ends the session (``budget_exhausted``),
+``"downgrade"`` sends the call to a cheaper model while the *hard* limit
+(``limit * hard_factor``) lasts, ``"escalate"`` parks the session for a human.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from convoy._errors import BudgetExhausted, Escalated, UserError
+from convoy._interceptors import Interceptor, ModelCallInput, Next
+from convoy._messages import ModelResponse, Usage
+from convoy.models._base import Model
+from convoy.resilience._bulkhead import estimate_tokens
+
+Policy = Literal["stop", "downgrade", "escalate"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Budget:
+    """A limit in tokens and/or USD (``None``: no limit on that unit)."""
+
+    tokens: int | None = None
+    usd: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.tokens is None and self.usd is None:
+            raise UserError("a Budget needs tokens=... or usd=...")
+        if (self.tokens is not None and self.tokens < 0) or (self.usd is not None and
+                                                             self.usd < 0):
+            raise UserError("budget limits must be >= 0")
+
+
+@dataclass(slots=True)
+class BudgetLedger:
+    """Spend against one budget: settled, reserved by calls in flight, and the overshoot."""
+
+    name: str
+    budget: Budget
+    tokens: int = 0
+    usd: float = 0.0
+    reserved_tokens: int = 0
+    reserved_usd: float = 0.0
+    in_flight: int = 0
+    reached: bool = False
+    in_flight_at_limit: int | None = None
+    rejected: int = 0
+
+    def full(self) -> bool:
+        b = self.budget
+        return bool((b.tokens is not None and self.tokens + self.reserved_tokens >= b.tokens)
+                    or (b.usd is not None and self.usd + self.reserved_usd >= b.usd))
+
+    def reserve(self, tokens: int, usd: float) -> None:
+        self.reserved_tokens += tokens
+        self.reserved_usd += usd
+        self.in_flight += 1
+
+    def settle(self, tokens_est: int, usd_est: float, usage: Usage | None, usd: float) -> None:
+        self.reserved_tokens -= tokens_est
+        self.reserved_usd -= usd_est
+        self.in_flight -= 1
+        if usage is not None:
+            self.tokens += usage.total_tokens
+            self.usd += usd
+        b = self.budget
+        if not self.reached and ((b.tokens is not None and self.tokens >= b.tokens)
+                                 or (b.usd is not None and self.usd >= b.usd)):
+            self.reached = True
+            self.in_flight_at_limit = self.in_flight
+
+    @property
+    def overshoot_tokens(self) -> int:
+        b = self.budget.tokens
+        return max(0, self.tokens - b) if b is not None else 0
+
+    @property
+    def overshoot_usd(self) -> float:
+        b = self.budget.usd
+        return max(0.0, self.usd - b) if b is not None else 0.0
+
+
+@dataclass(slots=True)
+class _Held:
+    ledgers: list[BudgetLedger] = field(default_factory=list)
+    tokens: int = 0
+    usd: float = 0.0
+
+
+class Budgets(Interceptor):
+    """Enforces budgets on model calls.
+
+    Args:
+        session: one budget applied to every session separately.
+        agents: agent name -> budget (per session and agent).
+        tenant_daily: a budget per tenant per UTC day (one for all tenants, or a mapping).
+        on_exhausted: ``"stop"``, ``"downgrade"`` or ``"escalate"``.
+        downgrade_to: the cheaper model for ``"downgrade"``.
+        hard_factor: with ``"downgrade"``, calls stop for good at ``limit * hard_factor``.
+        today: the clock for the per-day budgets (UTC date).
+    """
+
+    def __init__(self, *, session: Budget | None = None,
+                 agents: Mapping[str, Budget] | None = None,
+                 tenant_daily: Budget | Mapping[str, Budget] | None = None,
+                 on_exhausted: Policy = "stop", downgrade_to: str | Model | None = None,
+                 hard_factor: float = 1.5,
+                 today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()) -> None:
+        if on_exhausted not in ("stop", "downgrade", "escalate"):
+            raise UserError(f"on_exhausted must be 'stop', 'downgrade' or 'escalate', got "
+                            f"{on_exhausted!r}")
+        if on_exhausted == "downgrade" and downgrade_to is None:
+            raise UserError("on_exhausted='downgrade' needs downgrade_to=<cheaper model>")
+        self.session = session
+        self.agents = dict(agents or {})
+        self.tenant_daily = tenant_daily
+        self.on_exhausted: Policy = on_exhausted
+        self.downgrade_to = downgrade_to
+        self.hard_factor = hard_factor
+        self._today = today
+        self.ledgers: dict[str, BudgetLedger] = {}
+        self.downgraded = 0
+
+    def ledger(self, key: str, budget: Budget) -> BudgetLedger:
+        led = self.ledgers.get(key)
+        if led is None:
+            led = self.ledgers[key] = BudgetLedger(key, budget)
+        return led
+
+    def _applicable(self, input: ModelCallInput) -> list[BudgetLedger]:
+        s = input.session
+        out = []
+        if self.session is not None:
+            out.append(self.ledger(f"session:{s.id}", self.session))
+        ab = self.agents.get(input.agent.name)
+        if ab is not None:
+            out.append(self.ledger(f"agent:{s.id}:{input.agent.name}", ab))
+        td = self.tenant_daily
+        if td is not None:
+            tb = td if isinstance(td, Budget) else td.get(s.tenant)
+            if tb is not None:
+                out.append(self.ledger(f"tenant:{s.tenant}:{self._today().isoformat()}", tb))
+        return out
+
+    def _over_hard(self, led: BudgetLedger) -> bool:
+        b, f = led.budget, self.hard_factor
+        return bool((b.tokens is not None and led.tokens + led.reserved_tokens >= b.tokens * f)
+                    or (b.usd is not None and led.usd + led.reserved_usd >= b.usd * f))
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        ledgers = self._applicable(input)
+        if not ledgers:
+            return await next(input)
+        full = [led for led in ledgers if led.full()]
+        if full:
+            led = full[0]
+            if self.on_exhausted == "downgrade" and self.downgrade_to is not None and \
+                    not any(self._over_hard(x) for x in full):
+                input.model = input.session.runtime.resolve(self.downgrade_to)
+                self.downgraded += 1
+            else:
+                for x in full:
+                    x.rejected += 1
+                msg = (f"budget {led.name!r} exhausted ({_describe(led)}) before a call of "
+                       f"agent {input.agent.name!r}")
+                if self.on_exhausted == "escalate":
+                    raise Escalated(msg)
+                raise BudgetExhausted(msg)
+        tokens = estimate_tokens(input.request)
+        prices = input.session.runtime.prices
+        usd = prices.cost(input.model.name, Usage(tokens, 0)) if prices else 0.0
+        for led in ledgers:
+            led.reserve(tokens, usd)
+        resp: ModelResponse | None = None
+        try:
+            resp = await next(input)
+            return resp
+        finally:
+            for led in ledgers:
+                led.settle(tokens, usd, resp.usage if resp else None, resp.cost if resp else 0.0)
+
+
+def _describe(led: BudgetLedger) -> str:
+    parts = []
+    if led.budget.tokens is not None:
+        parts.append(f"{led.tokens}/{led.budget.tokens} tokens")
+    if led.budget.usd is not None:
+        parts.append(f"${led.usd:.6f}/${led.budget.usd:.6f}")
+    return ", ".join(parts)

@@ -1,0 +1,84 @@
+"""Exact-match response cache, scoped per tenant, with a TTL and hit/miss counts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
+
+from convoy._errors import UserError
+from convoy._interceptors import Interceptor, ModelCallInput, Next
+from convoy._messages import ModelRequest, ModelResponse, Usage
+
+
+def cache_key(model: str, req: ModelRequest) -> str:
+    """The normalised request: model, messages, tools, output schema and sampling settings.
+
+    The tenant is part of the key, so entries are never shared across tenants. Session ids,
+    step keys and attempt numbers are not: they do not change what the model is asked.
+    """
+    body = {
+        "tenant": req.tenant,
+        "model": model,
+        "messages": [[m.role, (m.content or "").strip(), m.tool_call_id,
+                      [c.to_dict() | {"id": ""} for c in m.tool_calls or ()]]
+                     for m in req.messages],
+        "tools": [[t.name, t.parameters] for t in req.tools],
+        "schema": req.output_schema,
+        "settings": [req.settings.temperature, req.settings.max_tokens, req.settings.seed],
+    }
+    raw = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(raw.encode()).hexdigest()
+
+
+class ResponseCache(Interceptor):
+    """Serves an identical request from memory instead of calling the model.
+
+    A hit costs no tokens and no money (``response.cached`` is set, usage is zero); what it
+    saved is counted in ``saved_usage`` and ``saved_usd``. Entries expire after ``ttl``
+    seconds; the least recently used go first past ``max_entries``.
+    """
+
+    def __init__(self, *, ttl: float = 3600.0, max_entries: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        if ttl <= 0 or max_entries < 1:
+            raise UserError("ResponseCache needs ttl > 0 and max_entries >= 1")
+        self.ttl, self.max_entries = ttl, max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, tuple[float, ModelResponse]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.saved_usage = Usage()
+        self.saved_usd = 0.0
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        key = cache_key(input.model.name, input.request)
+        now = self._clock()
+        hit = self._entries.get(key)
+        if hit is not None and now - hit[0] < self.ttl:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            stored = hit[1]
+            self.saved_usage.add(stored.usage)
+            self.saved_usd += stored.cost
+            return replace(stored, tool_calls=list(stored.tool_calls), usage=Usage(), cost=0.0,
+                           cached=True)
+        self.misses += 1
+        resp = await next(input)
+        if resp.text is not None or resp.tool_calls:
+            self._entries[key] = (now, replace(resp, tool_calls=list(resp.tool_calls),
+                                               usage=Usage(resp.usage.input_tokens,
+                                                           resp.usage.output_tokens)))
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return resp
+
+    @property
+    def hit_rate(self) -> float:
+        n = self.hits + self.misses
+        return self.hits / n if n else 0.0

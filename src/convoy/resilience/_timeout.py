@@ -1,0 +1,62 @@
+"""Timeouts per model call and per tool call (per attempt, or per step outside retries)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import Any
+
+from convoy._errors import ModelError, ToolError, UserError
+from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy._messages import ModelResponse
+from convoy.resilience._scope import Scoped
+
+
+class Timeout(Interceptor):
+    """Cuts a model or tool call that takes longer than its bound.
+
+    Placed inside :class:`Retry` it bounds each attempt; placed outside, the whole step
+    with its retries. A timed-out call raises a *retryable* ``ModelError`` / ``ToolError``.
+    Per-session wall-clock bounds are :class:`convoy.Limits` ``max_seconds``.
+    """
+
+    def __init__(self, model: float | None = 60.0, tool: float | None = 30.0, *,
+                 agents: Mapping[str, float | None] | None = None,
+                 models: Mapping[str, float | None] | None = None,
+                 tools: Mapping[str, float | None] | None = None, label: str = "call") -> None:
+        for v in (model, tool, *(agents or {}).values(), *(models or {}).values(),
+                  *(tools or {}).values()):
+            if v is not None and v <= 0:
+                raise UserError(f"timeouts must be > 0 seconds or None, got {v}")
+        self.model_scope: Scoped[float] = Scoped(default=model, agents=agents or {},
+                                                 models=models or {})
+        self.tool_scope: Scoped[float] = Scoped(default=tool, agents=agents or {},
+                                                tools=tools or {})
+        self.label = label
+        self.timeouts = 0
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        seconds = self.model_scope.for_model(input.agent.name, input.model.name)
+        if seconds is None:
+            return await next(input)
+        try:
+            async with asyncio.timeout(seconds):
+                return await next(input)
+        except TimeoutError:
+            self.timeouts += 1
+            raise ModelError(f"model {input.model.name!r} (agent {input.agent.name!r}) did not "
+                             f"answer within {seconds:g}s ({self.label} timeout)",
+                             retryable=True) from None
+
+    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        seconds = self.tool_scope.for_tool(input.agent.name, input.tool.name)
+        if seconds is None:
+            return await next(input)
+        try:
+            async with asyncio.timeout(seconds):
+                return await next(input)
+        except TimeoutError:
+            self.timeouts += 1
+            raise ToolError(f"tool {input.tool.name!r} did not finish within {seconds:g}s "
+                            f"({self.label} timeout)", retryable=True) from None
