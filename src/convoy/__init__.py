@@ -10,6 +10,8 @@ from convoy._agent import Agent
 from convoy._context import Context
 from convoy._engine import Engine, ReplayResult, SessionResult
 from convoy._errors import (
+    BudgetExhausted,
+    CircuitOpenError,
     ConvoyError,
     Escalated,
     HandoffError,
@@ -19,6 +21,7 @@ from convoy._errors import (
     ModelError,
     NonDeterminismError,
     OutputValidationError,
+    PolicyDenied,
     SessionTerminated,
     StepError,
     TerminalReason,
@@ -53,6 +56,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "BudgetExhausted",
+    "CircuitOpenError",
     "Context",
     "ConvoyError",
     "EffectInput",
@@ -76,6 +81,7 @@ __all__ = [
     "ModelSettings",
     "NonDeterminismError",
     "OutputValidationError",
+    "PolicyDenied",
     "Price",
     "PriceTable",
     "ReplayResult",

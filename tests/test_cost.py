@@ -1,0 +1,152 @@
+"""Budgets, the per-tenant response cache and token velocity."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import convoy
+from convoy.cost import Budget, Budgets, ResponseCache, TokenVelocity
+
+from .conftest import Classification
+
+OK = {"label": "billing", "confidence": 0.9}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def chain(n: int, sim: convoy.Model, name: str = "cost") -> convoy.Workflow[Any, Any]:
+    agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=sim) for i in range(n)]
+
+    @convoy.workflow(name=name)
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await convoy.pipeline(ctx, agents, t)
+        return out
+
+    return wf
+
+
+async def test_session_budget_stops_the_session(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 20))
+    eng = engine_factory(interceptors=[Budgets(session=Budget(tokens=250))])
+    res = await eng.run(chain(5, sim), "t")
+    assert res.status == "budget_exhausted"
+    assert res.usage.total_tokens == 360 and sim.calls == 3  # 3rd call admitted at 240 < 250
+    assert res.error is not None and "exhausted" in res.error["message"]
+
+
+async def test_budget_escalates_or_downgrades_per_policy(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 20))
+    esc = engine_factory(interceptors=[Budgets(session=Budget(tokens=100),
+                                               on_exhausted="escalate")])
+    res = await esc.run(chain(3, sim, "esc"), "t")
+    assert res.status == "escalated"
+
+    cheap = convoy.SimModel({"*": {"output": OK}}, usage=(10, 2), name="sim:cheap")
+    down = Budgets(session=Budget(tokens=200), on_exhausted="downgrade", downgrade_to="sim:cheap",
+                   hard_factor=10)
+    eng = engine_factory(db=esc.store.path.with_name("d.db"), models={"sim:cheap": cheap},
+                         interceptors=[down])
+    res = await eng.run(chain(4, convoy.SimModel({"*": {"output": OK}}, usage=(100, 20)), "dn"),
+                        "t")
+    assert res.ok and cheap.calls == 2 and down.downgraded == 2
+
+
+async def test_tenant_daily_budget_is_per_tenant_and_per_day(engine_factory: Any) -> None:
+    day = [dt.date(2026, 11, 24)]
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
+    budgets = Budgets(tenant_daily=Budget(tokens=400), today=lambda: day[0])
+    eng = engine_factory(interceptors=[budgets])
+    wf = chain(2, sim)
+    r = [await eng.run(wf, f"t{i}", tenant="acme") for i in range(3)]
+    assert [x.status for x in r] == ["completed", "completed", "budget_exhausted"]
+    assert (await eng.run(wf, "x", tenant="other")).ok  # another tenant's budget
+    day[0] = dt.date(2026, 11, 25)
+    assert (await eng.run(wf, "y", tenant="acme")).ok  # a new day
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(1, 300), limit=st.integers(1, 5000), latency=st.floats(0, 0.003),
+       tokens=st.integers(1, 200))
+def test_shared_budget_overshoots_by_at_most_the_calls_in_flight(
+        n: int, limit: int, latency: float, tokens: int) -> None:
+    async def scenario() -> None:
+        import tempfile
+        from pathlib import Path
+
+        sim = convoy.SimModel({"*": {"output": OK}}, usage=(tokens, 0), latency=latency)
+        budgets = Budgets(tenant_daily=Budget(tokens=limit))
+        with tempfile.TemporaryDirectory() as d:
+            async with convoy.Engine(Path(d) / "b.db", interceptors=[budgets],
+                                     concurrency=10_000) as eng:
+                await asyncio.gather(*(eng.run(chain(3, sim), f"t{i}") for i in range(n)))
+        [led] = budgets.ledgers.values()
+        assert led.tokens == sim.calls * tokens
+        if led.reached:
+            assert led.in_flight_at_limit is not None
+            assert led.overshoot_tokens <= led.in_flight_at_limit * tokens + tokens
+            assert led.in_flight == 0 and led.reserved_tokens == 0
+
+    asyncio.run(scenario())
+
+
+async def test_cache_hits_are_free_and_never_cross_tenants(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 20))
+    cache = ResponseCache(ttl=60)
+    eng = engine_factory(interceptors=[cache])
+    wf = chain(1, sim)
+    first = await eng.run(wf, "same question", tenant="acme")
+    second = await eng.run(wf, "same question", tenant="acme")
+    other = await eng.run(wf, "same question", tenant="globex")
+    assert first.ok and second.ok and other.ok
+    assert sim.calls == 2 and cache.hits == 1 and cache.misses == 2
+    assert second.usage.total_tokens == 0 and second.cost == 0
+    assert cache.saved_usage.total_tokens == 120
+    assert '"cached": true' in (eng.store.journal(second.id)[0][4] or "")
+
+
+async def test_cache_entries_expire(engine_factory: Any) -> None:
+    clock = Clock()
+    sim = convoy.SimModel({"*": {"output": OK}})
+    cache = ResponseCache(ttl=10, clock=clock)
+    eng = engine_factory(interceptors=[cache])
+    wf = chain(1, sim)
+    await eng.run(wf, "q")
+    clock.t = 11
+    await eng.run(wf, "q")
+    assert sim.calls == 2 and cache.hits == 0
+
+
+def test_velocity_learns_a_baseline_and_alerts_on_a_spike() -> None:
+    clock = Clock()
+    alerts: list[Any] = []
+    v = TokenVelocity(interval=60, warmup=5, k=4, min_rate=100, clock=clock,
+                      on_alert=alerts.append)
+    for minute in range(20):
+        clock.t = minute * 60
+        v.record("agent:a", 1000 + (minute % 3) * 50)
+    assert not alerts
+    clock.t = 20 * 60
+    v.record("agent:a", 12_000)  # a verbose chain: 10x its usual rate
+    clock.t = 21 * 60
+    v.flush()
+    assert len(alerts) == 1 and alerts[0].key == "agent:a"
+    assert "12,000/min" in str(alerts[0])
+
+
+def test_budget_config_errors() -> None:
+    with pytest.raises(convoy.UserError, match="needs tokens"):
+        Budget()
+    with pytest.raises(convoy.UserError, match="downgrade_to"):
+        Budgets(session=Budget(tokens=1), on_exhausted="downgrade")

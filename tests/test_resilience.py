@@ -1,0 +1,338 @@
+"""Retries, timeouts, circuit breakers, fallbacks, routing, bulkheads and rate limits."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import convoy
+from convoy import ModelRequest
+from convoy.resilience import (
+    BreakerPolicy,
+    Breakers,
+    Bulkhead,
+    CircuitBreaker,
+    Fallback,
+    Rate,
+    RateLimit,
+    Retry,
+    RetryBudget,
+    RetryPolicy,
+    Router,
+    Timeout,
+    classify,
+    protections,
+)
+
+from .conftest import Classification
+
+OK = {"label": "billing", "confidence": 0.9}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def flow(agent: convoy.Agent[Any, Any], name: str = "res") -> convoy.Workflow[Any, Any]:
+    @convoy.workflow(name=name)
+    async def wf(ctx: convoy.Context, t: str) -> Any:
+        return await ctx.run(agent, t)
+
+    return wf
+
+
+def flaky(fail_first: int, error: Exception) -> tuple[convoy.SimModel, list[int]]:
+    attempts: list[int] = []
+
+    def script(req: ModelRequest) -> Any:
+        attempts.append(req.attempt)
+        if len(attempts) <= fail_first:
+            raise error
+        return {"output": OK}
+
+    return convoy.SimModel(script), attempts
+
+
+async def no_sleep(_: float) -> None:
+    return None
+
+
+# -- classification and retries ---------------------------------------------------------
+
+def test_error_classification() -> None:
+    assert classify(convoy.ModelError("t", retryable=True)) == "retryable"
+    assert classify(convoy.ModelError("401", status_code=401)) == "terminal"
+    assert classify(convoy.CircuitOpenError("open")) == "terminal"
+    assert classify(convoy.PolicyDenied("no", retryable=True)) == "terminal"
+    assert classify(convoy.OutputValidationError("bad", retryable=True)) == "terminal"
+    assert classify(TimeoutError()) == "retryable"
+    assert classify(ValueError()) == "terminal"
+
+
+@given(retry=st.integers(0, 30), seed=st.integers(0, 2**32),
+       initial=st.floats(0.001, 5), mult=st.floats(1, 4), cap=st.floats(0.01, 60))
+def test_full_jitter_delays_stay_within_the_exponential_cap(
+        retry: int, seed: int, initial: float, mult: float, cap: float) -> None:
+    p = RetryPolicy(initial_delay=initial, multiplier=mult, max_delay=cap)
+    d = p.delay(retry, None, random.Random(seed))
+    assert 0 <= d <= min(cap, initial * mult ** retry)
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    p = RetryPolicy(max_retry_after=5)
+    rng = random.Random(0)
+    assert p.delay(0, convoy.ModelError("429", retryable=True, retry_after=3), rng) == 3
+    assert p.delay(0, convoy.ModelError("429", retryable=True, retry_after=300), rng) == 5
+
+
+async def test_retryable_failures_are_retried_with_attempt_numbers(engine_factory: Any) -> None:
+    sim, attempts = flaky(2, convoy.ModelError("503", retryable=True, status_code=503))
+    slept: list[float] = []
+
+    async def sleep(d: float) -> None:
+        slept.append(d)
+
+    retry = Retry(RetryPolicy(max_attempts=4), sleep=sleep)
+    agent = convoy.Agent(name="a", output_type=Classification, model=sim)
+    res = await engine_factory(interceptors=[retry]).run(flow(agent), "t")
+    assert res.ok and attempts == [0, 1, 2] and len(slept) == 2
+    assert res.steps == 1  # retries happen inside one journaled step
+
+
+async def test_terminal_failures_are_not_retried(engine_factory: Any) -> None:
+    sim, attempts = flaky(1, convoy.ModelError("401 unauthorized", status_code=401))
+    agent = convoy.Agent(name="a", output_type=Classification, model=sim)
+    res = await engine_factory(interceptors=[Retry(sleep=no_sleep)]).run(flow(agent), "t")
+    assert res.status == "failed" and attempts == [0]
+
+
+async def test_non_idempotent_tools_are_never_retried(engine_factory: Any) -> None:
+    calls: list[str] = []
+
+    @convoy.tool(writes=True)
+    def pay(ctx: convoy.ToolContext) -> str:
+        """Pay."""
+        calls.append("pay")
+        raise ConnectionError("reset by peer")
+
+    @convoy.tool
+    def read() -> str:
+        """Read."""
+        calls.append("read")
+        if calls.count("read") < 3:
+            raise ConnectionError("reset by peer")
+        return "ok"
+
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "pay"}, {"name": "read"}]},
+                                 {"output": OK}]})
+    agent = convoy.Agent(name="a", output_type=Classification, tools=[pay, read], model=sim)
+    res = await engine_factory(interceptors=[Retry(sleep=no_sleep)]).run(flow(agent), "t")
+    assert res.ok
+    assert calls.count("pay") == 1 and calls.count("read") == 3
+
+
+def test_retry_budget_caps_extra_calls_when_everything_fails() -> None:
+    clock = Clock()
+    budget = RetryBudget(ratio=0.1, min_per_second=1.0, clock=clock)
+    retries = 0
+    for _ in range(10_000):  # every call fails and wants 3 retries, within one second
+        budget.on_call()
+        for _ in range(3):
+            if budget.try_retry():
+                retries += 1
+            else:
+                break
+    assert retries <= 0.1 * 10_000 + 10  # ratio, plus the saved floor
+    assert budget.denied > 0
+
+
+# -- timeouts ----------------------------------------------------------------------------
+
+async def test_a_hanging_model_is_cut_and_retried(engine_factory: Any) -> None:
+    state = {"n": 0}
+
+    class Hang(convoy.Model):
+        name = "hang:model"
+
+        async def request(self, request: ModelRequest) -> convoy.ModelResponse:
+            state["n"] += 1
+            if state["n"] == 1:
+                await asyncio.sleep(3600)
+            return convoy.ModelResponse(text='{"label": "billing", "confidence": 0.9}')
+
+    agent = convoy.Agent(name="a", output_type=Classification, model=Hang())
+    eng = engine_factory(interceptors=[Retry(sleep=no_sleep), Timeout(0.05)])
+    t0 = time.monotonic()
+    res = await eng.run(flow(agent), "t")
+    assert res.ok and state["n"] == 2 and time.monotonic() - t0 < 30
+
+
+async def test_a_hanging_tool_is_cut(engine_factory: Any) -> None:
+    @convoy.tool(writes=True)
+    async def stuck(ctx: convoy.ToolContext) -> str:
+        """Never returns."""
+        await asyncio.sleep(3600)
+        return "never"
+
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "stuck"}]}, {"output": OK}]})
+    agent = convoy.Agent(name="a", output_type=Classification, tools=[stuck], model=sim)
+    seen: list[str] = []
+
+    def script(req: ModelRequest) -> Any:
+        seen.extend(m.content or "" for m in req.messages if m.role == "tool")
+        return sim._reply(req)
+
+    agent = convoy.Agent(name="a", output_type=Classification, tools=[stuck],
+                         model=convoy.SimModel(script))
+    res = await engine_factory(interceptors=[Timeout(tool=0.05)]).run(flow(agent), "t")
+    assert res.ok and any("did not finish within 0.05s" in s for s in seen)
+
+
+# -- circuit breakers --------------------------------------------------------------------
+
+def test_breaker_opens_on_failure_rate_then_half_opens_and_closes() -> None:
+    clock = Clock()
+    b = CircuitBreaker("m", BreakerPolicy(window=10, minimum_calls=10, wait_in_open=30,
+                                          half_open_calls=2), clock)
+    for i in range(10):
+        b.acquire()
+        b.record(i % 2 == 0, 0.01)  # 50% failures
+    assert b.state == "open"
+    with pytest.raises(convoy.CircuitOpenError, match="open"):
+        b.acquire()
+    clock.t += 31
+    b.acquire()
+    b.acquire()
+    assert b.state == "half_open"
+    with pytest.raises(convoy.CircuitOpenError, match="probes are in flight"):
+        b.acquire()
+    b.record(False, 0.01)
+    b.record(False, 0.01)
+    assert b.state == "closed"
+    assert [t[1] for t in b.transitions] == ["open", "half_open", "closed"]
+
+
+def test_breaker_reopens_when_probes_fail_and_counts_slow_calls() -> None:
+    clock = Clock()
+    b = CircuitBreaker("m", BreakerPolicy(window=4, minimum_calls=4, half_open_calls=1,
+                                          slow_call_duration=1.0, slow_call_rate_threshold=50,
+                                          wait_in_open=5), clock)
+    for slow in (2.0, 2.0, 0.1, 0.1):
+        b.acquire()
+        b.record(False, slow)
+    assert b.state == "open"  # 50% slow calls
+    clock.t += 6
+    b.acquire()
+    b.record(True, 0.1)
+    assert b.state == "open"
+
+
+def test_breaker_needs_minimum_calls() -> None:
+    b = CircuitBreaker("m", BreakerPolicy(minimum_calls=20))
+    for _ in range(19):
+        b.acquire()
+        b.record(True, 0.0)
+    assert b.state == "closed"
+
+
+async def test_open_breaker_rejects_without_calling_downstream(engine_factory: Any) -> None:
+    sim, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
+    agent = convoy.Agent(name="a", output_type=Classification, model=sim)
+    breakers = Breakers(BreakerPolicy(window=5, minimum_calls=5, wait_in_open=3600))
+    eng = engine_factory(interceptors=[breakers])
+    results = [await eng.run(flow(agent), f"t{i}") for i in range(20)]
+    assert all(r.status == "failed" for r in results)
+    assert len(attempts) == 5  # then the breaker opened and nothing reached the model
+    assert breakers.breakers["model:sim:default"].rejected == 15
+    assert results[-1].error is not None
+    assert results[-1].error["type"] == "CircuitOpenError"
+
+
+# -- fallbacks and routing -----------------------------------------------------------------
+
+async def test_fallback_to_a_second_provider_when_the_first_is_down(
+        engine_factory: Any) -> None:
+    down, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
+    backup = convoy.SimModel({"*": {"output": {"label": "backup", "confidence": 1}}},
+                             name="sim:backup")
+    agent = convoy.Agent(name="a", output_type=Classification, model=down)
+    eng = engine_factory(models={"sim:backup": backup}, interceptors=protections(
+        retry=RetryPolicy(max_attempts=2, initial_delay=0), fallbacks={"a": ["sim:backup"]}))
+    res = await eng.run(flow(agent), "t")
+    assert res.ok and res.output == Classification(label="backup", confidence=1)
+    assert len(attempts) == 2 and backup.calls == 1
+    row = eng.store.journal(res.id)[0]
+    assert '"model": "sim:backup"' in (row[4] or "")
+
+
+async def test_router_sends_critical_agents_to_the_strong_model_and_escalates(
+        engine_factory: Any) -> None:
+    cheap = convoy.SimModel({"*": {"text": "not json"}}, name="sim:cheap")
+    strong = convoy.SimModel({"*": {"output": OK}}, name="sim:strong")
+    crit = convoy.Agent(name="crit", output_type=Classification, criticality="high")
+    easy = convoy.Agent(name="easy", output_type=Classification)
+    router = Router(cheap="sim:cheap", strong="sim:strong", escalate_after=1)
+
+    @convoy.workflow(name="route")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        await ctx.run(crit, t)
+        out: Classification = await ctx.run(easy, t)
+        return out
+
+    eng = engine_factory(models={"sim:cheap": cheap, "sim:strong": strong}, interceptors=[router])
+    res = await eng.run(wf, "t")
+    assert res.ok
+    assert cheap.calls == 1 and strong.calls == 2  # crit: strong; easy: cheap, then escalated
+    assert router.escalations == 1
+
+
+# -- bulkheads and rate limits -------------------------------------------------------------
+
+async def test_bulkhead_caps_concurrent_calls_with_backpressure(engine_factory: Any) -> None:
+    live = {"now": 0, "max": 0}
+
+    class Counting(convoy.Model):
+        name = "count:model"
+
+        async def request(self, request: ModelRequest) -> convoy.ModelResponse:
+            live["now"] += 1
+            live["max"] = max(live["max"], live["now"])
+            await asyncio.sleep(0.005)
+            live["now"] -= 1
+            return convoy.ModelResponse(text='{"label": "x", "confidence": 1}')
+
+    agent = convoy.Agent(name="a", output_type=Classification, model=Counting())
+    eng = engine_factory(interceptors=[Bulkhead(model=3)])
+    results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(30)))
+    assert all(r.ok for r in results) and live["max"] == 3
+
+
+async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
+    agent = convoy.Agent(name="a", output_type=Classification,
+                         model=convoy.SimModel({"*": {"output": OK}}))
+    limiter = RateLimit(Rate(rpm=600))  # 10 per second, burst 600
+    limiter._for("sim:default", Rate(rpm=600))[0].tokens = 0  # type: ignore[union-attr]
+    eng = engine_factory(interceptors=[limiter])
+    t0 = time.monotonic()
+    results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(3)))
+    assert all(r.ok for r in results)
+    assert time.monotonic() - t0 >= 0.25 and limiter.waited_s > 0
+
+
+def test_protections_are_in_the_documented_order() -> None:
+    chain = protections(step_timeout=30, fallbacks={"a": ["sim:b"]},
+                        router=Router(cheap="sim:", strong="sim:"), bulkhead=Bulkhead(model=2),
+                        rate=Rate(rpm=60))
+    names = [type(i).__name__ for i in chain]
+    assert names == ["Timeout", "Router", "Fallback", "Retry", "Breakers", "RateLimit",
+                     "Bulkhead", "Timeout"]
