@@ -218,3 +218,15 @@ async def test_model_errors_are_journaled_and_replay_as_the_same_error(
     assert res.status == "failed" and res.error is not None
     rr = await eng.replay(res.id)
     assert rr.matches and rr.status == "failed"
+
+
+async def test_run_many_with_known_ids_returns_stored_results(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    wf = make_flow([a])
+    eng = engine_factory()
+    first = await eng.run_many(wf, ["x", "y"], ids=["s1", "s2"])
+    again = await eng.run_many(wf, ["x", "y", "z"], ids=["s1", "s2", "s3"])
+    assert [r.id for r in again] == ["s1", "s2", "s3"]
+    assert [r.output for r in again[:2]] == [r.output for r in first]
+    assert sim.calls == 3

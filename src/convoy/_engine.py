@@ -30,7 +30,7 @@ from convoy._messages import Usage
 from convoy._pricing import PriceTable
 from convoy._runtime import Runtime
 from convoy._session import SessionState
-from convoy._store import Durability, SessionRow, SQLiteStore
+from convoy._store import UNFINISHED, Durability, SessionRow, SQLiteStore
 from convoy._tools import readable_validation_error
 from convoy._workflow import Workflow, load_workflow
 from convoy.models._base import Model
@@ -68,6 +68,7 @@ class ReplayResult:
     recorded_output: str | None
     steps: int
     error: dict[str, Any] | None = None
+    recorded_error: dict[str, Any] | None = None
 
 
 class Engine:
@@ -150,18 +151,39 @@ class Engine:
                        tenant: str = "default", ids: Iterable[str] | None = None,
                        on_done: Callable[[SessionResult[OutT]], None] | None = None,
                        ) -> list[SessionResult[OutT]]:
-        """Run many sessions with at most ``concurrency`` at once; results in input order."""
+        """Run many sessions with at most ``concurrency`` at once; results in input order.
+
+        Every session is created durably before any runs, so a crash loses none of them.
+        Ids that already exist are not started twice: a finished session returns its stored
+        result, an unfinished one resumes from its journal.
+        """
         self.open()
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         sids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
+        existing = self.store.get_sessions(sids)
         self.store.create_sessions_now([(sid, wf.name, wf.version, tenant, _dump_input(wf, v))
-                                        for sid, v in zip(sids, values, strict=True)])
+                                        for sid, v in zip(sids, values, strict=True)
+                                        if sid not in existing])
         now = time.time()
-        jobs = [(sid, tenant, v, now) for sid, v in zip(sids, values, strict=True)]
-        return await self._pool(wf, jobs, on_done)
+        jobs = []
+        done: list[SessionResult[OutT]] = []
+        for sid, v in zip(sids, values, strict=True):
+            row = existing.get(sid)
+            if row is None:
+                jobs.append((sid, tenant, v, now))
+            elif row.status not in UNFINISHED:
+                done.append(_result_of(wf, row))
+            elif row.workflow != wf.name or row.version != wf.version:
+                done.append(await self._fail_version(wf, row, on_done))
+            else:  # started before (a crash, a stop): resume it from its journal
+                jobs.append((sid, row.tenant, wf.input_adapter.validate_json(row.input),
+                             row.started or now))
+        results = await self._pool(wf, jobs, on_done)
+        order = {sid: i for i, sid in enumerate(sids)}
+        return sorted([*done, *results], key=lambda r: order[r.id])
 
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:
@@ -175,12 +197,13 @@ class Engine:
         by_wf: dict[str, list[SessionRow]] = {}
         for row in rows:
             by_wf.setdefault(row.workflow, []).append(row)
+        workflows = {name: self.workflow_named(name) for name in by_wf}  # all import, or none run
         for name, group in by_wf.items():
-            wf = self.workflow_named(name)
+            wf = workflows[name]
             jobs = []
             for row in group:
                 if row.version != wf.version:
-                    results.append(await self._fail_version(wf, row))
+                    results.append(await self._fail_version(wf, row, on_done))
                     continue
                 jobs.append((row.id, row.tenant, wf.input_adapter.validate_json(row.input),
                              row.started or time.time()))
@@ -207,7 +230,7 @@ class Engine:
                                                 _same_error(res.error, row.error_record))
         return ReplayResult(id=session_id, matches=matches, status=res.status,
                             recorded_status=row.status, output=out, recorded_output=row.output,
-                            steps=res.steps, error=res.error)
+                            steps=res.steps, error=res.error, recorded_error=row.error_record)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -283,13 +306,18 @@ class Engine:
                              steps=state.steps, usage=state.usage, cost=state.cost,
                              duration_s=time.perf_counter() - t0)
 
-    async def _fail_version(self, wf: Workflow[Any, Any], row: SessionRow) -> SessionResult[Any]:
+    async def _fail_version(self, wf: Workflow[Any, Any], row: SessionRow,
+                            on_done: Callable[[SessionResult[Any]], None] | None = None,
+                            ) -> SessionResult[Any]:
         err = {"type": "NonDeterminismError", "message": (
-            f"session {row.id!r} started on version {row.version!r} of workflow {wf.name!r} "
-            f"but the code is now version {wf.version!r}; run it with the old code, or "
-            "start a new session")}
+            f"session {row.id!r} started on version {row.version!r} of workflow "
+            f"{row.workflow!r} but the code is now version {wf.version!r} of {wf.name!r}; run "
+            "it with the old code, or start a new session")}
         await self.store.finish_session(row.id, "failed", None, err, 0, 0, 0, 0.0)
-        return SessionResult(id=row.id, status="failed", error=err)
+        res: SessionResult[Any] = SessionResult(id=row.id, status="failed", error=err)
+        if on_done is not None:
+            on_done(res)
+        return res
 
     # -- sync shims ----------------------------------------------------------------------
 
@@ -307,6 +335,15 @@ class Engine:
         self.open()
         for row in self.store.list_sessions(status=status, limit=1_000_000):
             yield row
+
+
+def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
+    """The stored result of a finished session."""
+    return SessionResult(
+        id=row.id, status=row.status,  # type: ignore[arg-type]
+        output=wf.output_adapter.validate_json(row.output) if row.output else None,
+        error=row.error_record, steps=row.steps, usage=Usage(row.input_tokens, row.output_tokens),
+        cost=row.cost, duration_s=(row.finished or 0) - (row.started or row.created))
 
 
 def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:

@@ -201,7 +201,7 @@ def error_to_record(exc: BaseException) -> dict[str, Any]:
         return exc.to_record()
     if isinstance(exc, SessionTerminated):
         return {"type": type(exc).__name__, "message": str(exc), "reason": exc.reason}
-    return {"type": "StepError", "message": f"{type(exc).__name__}: {exc}", "retryable": False}
+    return {"type": type(exc).__name__, "message": str(exc), "retryable": False}
 
 
 def error_from_record(rec: dict[str, Any]) -> BaseException:

@@ -310,6 +310,16 @@ class SQLiteStore:
         row = self.conn.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
         return SessionRow(*row) if row else None
 
+    def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
+        """Rows of the given sessions that exist, by id."""
+        out: dict[str, SessionRow] = {}
+        for i in range(0, len(ids), 500):
+            chunk = list(ids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            for r in self.conn.execute(f"SELECT * FROM sessions WHERE id IN ({marks})", chunk):
+                out[r[0]] = SessionRow(*r)
+        return out
+
     def list_sessions(self, *, status: str | None = None, workflow: str | None = None,
                       limit: int = 50, offset: int = 0) -> list[SessionRow]:
         where, params = [], []
