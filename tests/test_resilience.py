@@ -18,7 +18,6 @@ from convoy.resilience import (
     Breakers,
     Bulkhead,
     CircuitBreaker,
-    Fallback,
     Rate,
     RateLimit,
     Retry,
@@ -336,3 +335,21 @@ def test_protections_are_in_the_documented_order() -> None:
     names = [type(i).__name__ for i in chain]
     assert names == ["Timeout", "Router", "Fallback", "Retry", "Breakers", "RateLimit",
                      "Bulkhead", "Timeout"]
+
+
+def test_an_open_breaker_survives_a_restart(tmp_path: Any) -> None:
+    path = tmp_path / "breakers.db"
+    first = Breakers(BreakerPolicy(window=2, minimum_calls=2, wait_in_open=600),
+                     state_path=path)
+    b = first.get("model:x", BreakerPolicy(window=2, minimum_calls=2, wait_in_open=600))
+    for _ in range(2):
+        b.acquire()
+        b.record(True, 0.0)
+    assert b.state == "open"
+    # A new process: the breaker starts open, with the rest of its wait.
+    again = Breakers(state_path=path).get("model:x", BreakerPolicy(wait_in_open=600))
+    assert again.state == "open" and 590 < again.open_remaining <= 600
+    with pytest.raises(convoy.CircuitOpenError):
+        again.acquire()
+    fresh = Breakers(state_path=path).get("model:y", BreakerPolicy())
+    assert fresh.state == "closed"

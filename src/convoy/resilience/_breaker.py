@@ -10,10 +10,12 @@ all finished, their failure rate decides: CLOSED again, or OPEN for another wait
 
 from __future__ import annotations
 
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 from convoy._errors import CircuitOpenError, UserError
@@ -49,8 +51,10 @@ class CircuitBreaker:
     """One breaker. ``acquire()`` asks permission; ``record()`` reports the outcome."""
 
     def __init__(self, name: str, policy: BreakerPolicy,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 on_change: Callable[[CircuitBreaker], None] | None = None) -> None:
         self.name = name
+        self._on_change = on_change
         self.policy = policy
         self._clock = clock
         self.state: State = "closed"
@@ -71,6 +75,17 @@ class CircuitBreaker:
             self._probes = []
         else:
             self._window.clear()
+        if self._on_change is not None:
+            self._on_change(self)
+
+    def restore_open(self, remaining: float) -> None:
+        """Start OPEN with ``remaining`` seconds of the wait left (state from a restart)."""
+        self.state = "open"
+        self._opened_at = self._clock() - (self.policy.wait_in_open - remaining)
+
+    @property
+    def open_remaining(self) -> float:
+        return max(0.0, self.policy.wait_in_open - (self._clock() - self._opened_at))
 
     def acquire(self) -> None:
         """Raise :class:`CircuitOpenError` unless a call may go through now."""
@@ -132,7 +147,8 @@ class Breakers(Interceptor):
                  agents: Mapping[str, BreakerPolicy | None] | None = None,
                  models: Mapping[str, BreakerPolicy | None] | None = None,
                  tools: Mapping[str, BreakerPolicy | None] | None = None,
-                 per_agent: bool = True, clock: Callable[[], float] = time.monotonic) -> None:
+                 per_agent: bool = True, clock: Callable[[], float] = time.monotonic,
+                 state_path: str | Path | None = None) -> None:
         default = policy if policy is not None else BreakerPolicy()
         self._models: Scoped[BreakerPolicy] = Scoped(default=default, models=models or {})
         self._agents: Scoped[BreakerPolicy] = Scoped(default=default if per_agent else None,
@@ -140,11 +156,18 @@ class Breakers(Interceptor):
         self._tools: Scoped[BreakerPolicy] = Scoped(default=default, tools=tools or {})
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._state = _BreakerState(Path(state_path)) if state_path is not None else None
 
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
         b = self.breakers.get(key)
         if b is None:
-            b = self.breakers[key] = CircuitBreaker(key, policy, self._clock)
+            st = self._state
+            b = self.breakers[key] = CircuitBreaker(key, policy, self._clock,
+                                                    st.save if st is not None else None)
+            if st is not None:
+                remaining = st.open_remaining(key)
+                if remaining is not None:
+                    b.restore_open(remaining)
         return b
 
     async def _guarded(self, breakers: list[CircuitBreaker], call: Any) -> Any:
@@ -193,3 +216,30 @@ class Breakers(Interceptor):
             return await next(input)
         return await self._guarded([self.get(f"tool:{input.tool.name}", tp)],
                                    lambda: next(input))
+
+
+class _BreakerState:
+    """Open breakers in a small SQLite file, so a restarted engine (after a crash, say)
+    keeps rejecting calls to a downstream that was failing, instead of hammering it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as c:
+            c.execute("CREATE TABLE IF NOT EXISTS breakers(key TEXT PRIMARY KEY, state TEXT "
+                      "NOT NULL, until REAL NOT NULL)")
+
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+
+    def save(self, b: CircuitBreaker) -> None:
+        with self._connect() as c:
+            c.execute("INSERT OR REPLACE INTO breakers VALUES(?,?,?)",
+                      (b.name, b.state, time.time() + b.open_remaining))
+
+    def open_remaining(self, key: str) -> float | None:
+        with self._connect() as c:
+            row = c.execute("SELECT state, until FROM breakers WHERE key=?", (key,)).fetchone()
+        if row is None or row[0] != "open":
+            return None
+        return max(0.0, float(row[1]) - time.time())
