@@ -72,12 +72,13 @@ print(found[0])
 EOF
 )"
 
-if ! "$PYTHON" -c "import llama_cpp.server" 2>/dev/null; then
-    echo "llama_cpp.server is not importable with $PYTHON: pip install 'convoy[local]'" >&2
+if ! "$PYTHON" -c "import llama_cpp.server.app, uvicorn" 2>/dev/null; then
+    echo "llama_cpp.server (llama-cpp-python[server]) is not importable with $PYTHON:" \
+        "pip install 'convoy[local]'" >&2
     exit 1
 fi
 
-nohup "$PYTHON" -m llama_cpp.server \
+setsid nohup "$PYTHON" -m llama_cpp.server \
     --model "$MODEL_PATH" \
     --model_alias smollm2 \
     --host "$HOST" --port "$PORT" \

@@ -361,6 +361,7 @@ async def test_request_and_response_mapping(stub: _Stub) -> None:
     assert [m["role"] for m in msgs] == ["system", "user", "assistant", "tool"]
     assert msgs[2]["tool_calls"] == [{"id": "c1", "type": "function",
                                       "function": {"name": "get_weather", "arguments": "{}"}}]
+    assert msgs[2]["content"] == ""  # never null (llama.cpp rejects it)
     assert msgs[3] == {"role": "tool", "tool_call_id": "c1", "content": "sunny"}
     assert body["tools"] == [{"type": "function", "function": {
         "name": "get_weather", "description": WEATHER.description,
