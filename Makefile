@@ -13,8 +13,14 @@ $(BASE): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $@
 
-# llama-cpp-python compiles llama.cpp from source (~5 min on 2 cores) the first time.
+# llama-cpp-python compiles llama.cpp from source (~5 min on 2 cores). A native build
+# (-march=native) can emit AMX instructions that some VMs fault on at the first real
+# prompt, so build for a portable AVX2 baseline, and never reuse a cached native wheel.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON \
+  -DGGML_BMI2=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 $(LOCAL): $(BASE)
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install -q --no-cache-dir \
+	  'llama-cpp-python[server]==0.3.36'
 	$(BIN)/pip install -q -e '.[dev,local]'
 	touch $@
 

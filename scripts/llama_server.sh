@@ -35,6 +35,18 @@ with urllib.request.urlopen(sys.argv[1], timeout=2) as r:
 EOF
 }
 
+smoke_test() {
+    "$PYTHON" - "http://${HOST}:${PORT}/v1/chat/completions" <<'EOF' >/dev/null 2>&1
+import json, sys, urllib.request
+body = {"model": "smollm2", "max_tokens": 1,
+        "messages": [{"role": "user", "content": "Reply with one short word, please."}]}
+req = urllib.request.Request(sys.argv[1], data=json.dumps(body).encode(),
+                             headers={"content-type": "application/json"})
+with urllib.request.urlopen(req, timeout=60) as r:
+    sys.exit(0 if r.status == 200 else 1)
+EOF
+}
+
 if [[ "$mode" == "stop" ]]; then
     if [[ -f "$PID_FILE" ]]; then
         pid="$(cat "$PID_FILE")"
@@ -98,6 +110,19 @@ while ((SECONDS < deadline)); do
         exit 1
     fi
     if answering; then
+        # One tiny multi-token completion: a llama.cpp built with -march=native on a CPU
+        # whose AMX the VM does not enable dies here (general protection fault).
+        if ! smoke_test; then
+            echo "llama server answers /v1/models but crashed on a completion; if the" \
+                "log shows nothing, rebuild llama-cpp-python without AMX:" \
+                "CMAKE_ARGS='-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON'" \
+                "pip install --no-cache-dir --force-reinstall --no-deps llama-cpp-python;" \
+                "log $LOG_FILE:" >&2
+            tail -n 30 "$LOG_FILE" >&2 || true
+            kill "$pid" 2>/dev/null || true
+            rm -f "$PID_FILE"
+            exit 1
+        fi
         echo "llama server (pid $pid) ready at http://${HOST}:${PORT}/v1 serving $MODEL_PATH"
         exit 0
     fi
