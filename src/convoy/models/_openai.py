@@ -74,7 +74,7 @@ def _retry_after(headers: Any) -> float | None:
     return max(when.timestamp() - time.time(), 0.0)
 
 
-def _message_to_openai(m: Message) -> dict[str, Any]:
+def message_to_openai(m: Message) -> dict[str, Any]:
     # Content is never null: llama.cpp's server rejects null and its chat templates need
     # the key even beside tool_calls; OpenAI accepts "" there.
     out: dict[str, Any] = {"role": m.role, "content": m.content or ""}
@@ -152,7 +152,7 @@ class OpenAIModel(Model):
         s = request.settings
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": [_message_to_openai(m) for m in request.messages],
+            "messages": [message_to_openai(m) for m in request.messages],
             "timeout": s.timeout if s.timeout is not None else self.timeout,
         }
         if request.tools:
