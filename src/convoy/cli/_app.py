@@ -7,6 +7,8 @@ from typing import Annotated
 import typer
 
 import convoy
+from convoy.cli._chaos import chaos
+from convoy.cli._cost import cost
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._run import run
@@ -45,3 +47,5 @@ app.command("run")(run)
 app.command("resume")(resume)
 app.command("replay")(replay)
 app.add_typer(sessions_app)
+app.command("chaos")(chaos)
+app.command("cost")(cost)

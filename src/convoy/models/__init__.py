@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import difflib
 import os
-from urllib.parse import parse_qsl
 from pathlib import Path
+from urllib.parse import parse_qsl
 
 from convoy._errors import UserError
 from convoy.models._base import Model
