@@ -1,0 +1,128 @@
+"""Per-step overhead of the full resilience and cost chain against the bare engine.
+
+    .venv/bin/python bench/resilience_overhead.py [--sessions 1000] [--runs 5]
+
+A W1-like workload: 5 typed agents in sequence, a fake model with zero latency (a canned
+answer, 50 tokens in / 10 out), journaling on (SQLite file, durability "process"),
+sessions one after another. Three engines, opened and warmed up before timing:
+
+* bare:        `Engine(...)` with no interceptors;
+* protections: `protections()` with its defaults: retry, circuit breakers (per model
+  endpoint and per agent), per-attempt timeouts;
+* full:        `protections(cache=ResponseCache(), budgets=Budgets(session=...,
+  tenant_daily=...))`: the same plus the response cache and the budgets. Every input is
+  unique, so the cache never hits: what is measured is the cost of the checks.
+
+Runs alternate (bare, protections, full, bare, ...) `--runs` times each; prints the median
+µs per agent step of each and the added percentages (target: < 20%), as one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import convoy
+from convoy.cost import Budget, Budgets, ResponseCache
+from convoy.resilience import protections
+
+AGENTS = 5
+
+
+class Classification(BaseModel):
+    label: str
+    confidence: float
+
+
+CANNED = Classification(label="billing", confidence=0.9).model_dump_json()
+
+
+class FakeModel(convoy.Model):
+    """Zero latency, a canned valid answer."""
+
+    name = "sim:fake"
+
+    async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+        return convoy.ModelResponse(text=CANNED, usage=convoy.Usage(50, 10),
+                                    finish_reason="stop")
+
+
+MODEL = FakeModel()
+CHAIN = [convoy.Agent(name=f"agent{i}", input_type=str if i == 0 else Classification,
+                      output_type=Classification, model=MODEL) for i in range(AGENTS)]
+
+
+@convoy.workflow(name="resilience_overhead:w1")
+async def w1(ctx: convoy.Context, ticket: str) -> Classification:
+    out: Classification = await convoy.pipeline(ctx, CHAIN, ticket)
+    return out
+
+
+def engines(tmp: Path) -> dict[str, convoy.Engine]:
+    full = protections(cache=ResponseCache(),
+                       budgets=Budgets(session=Budget(usd=10.0, tokens=10_000_000),
+                                       tenant_daily=Budget(usd=1e9)))
+    return {"bare": convoy.Engine(tmp / "bare.db", concurrency=1000),
+            "protections": convoy.Engine(tmp / "protections.db", interceptors=protections(),
+                                         concurrency=1000),
+            "full": convoy.Engine(tmp / "full.db", interceptors=full, concurrency=1000)}
+
+
+async def timed(engine: convoy.Engine, tag: str, sessions: int) -> float:
+    """µs per agent step over ``sessions`` sequential sessions with unique inputs."""
+    t0 = time.perf_counter()
+    for i in range(sessions):
+        res = await engine.run(w1, f"ticket {tag}-{i}: my invoice is wrong")
+        if not res.ok:
+            raise SystemExit(f"session failed: {res.status} {res.error}")
+    return (time.perf_counter() - t0) / (sessions * AGENTS) * 1e6
+
+
+async def main_async(sessions: int, runs: int, warmup: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="convoy-overhead-") as tmp:
+        es = engines(Path(tmp))
+        samples: dict[str, list[float]] = {name: [] for name in es}
+        for e in es.values():
+            e.open()
+        try:
+            for name, e in es.items():
+                await timed(e, f"warm-{name}", warmup)
+            for r in range(runs):
+                for name, e in es.items():
+                    samples[name].append(await timed(e, f"{name}-{r}", sessions))
+        finally:
+            for e in es.values():
+                await e.aclose()
+    med = {name: statistics.median(xs) for name, xs in samples.items()}
+    bare = med["bare"]
+    return {"workload": "W1-like, 5 agents, zero latency, journaling on",
+            "sessions_per_run": sessions, "runs": runs,
+            "us_per_step_bare": round(bare, 1),
+            "us_per_step_protections": round(med["protections"], 1),
+            "us_per_step_full": round(med["full"], 1),
+            "added_pct_protections": round(100 * (med["protections"] - bare) / bare, 1),
+            "added_pct_full": round(100 * (med["full"] - bare) / bare, 1),
+            "target_pct": 20,
+            "samples": {name: [round(x, 1) for x in xs] for name, xs in samples.items()}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sessions", type=int, default=1000, help="sessions per timed run")
+    ap.add_argument("--runs", type=int, default=5, help="timed runs per engine")
+    ap.add_argument("--warmup", type=int, default=50)
+    a = ap.parse_args()
+    if a.sessions < 1 or a.runs < 1 or a.warmup < 0:
+        ap.error("--sessions and --runs must be >= 1, --warmup >= 0")
+    print(json.dumps(asyncio.run(main_async(a.sessions, a.runs, a.warmup))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,228 @@
+"""One phase of a chaos experiment: run every input once on a fresh store, then measure.
+
+A phase runs in this process (:func:`run_phase`) or in a child process
+(``python -m convoy.chaos._worker CONFIG.json``) that the experiment may SIGKILL; either
+way its results are read back from the store (:func:`measure`), so a phase that was killed
+and resumed is measured exactly like one that was not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convoy._engine import Engine
+from convoy._interceptors import Interceptor
+from convoy._workflow import Workflow, load_workflow
+from convoy.chaos._faults import FaultInjector, FaultSpec
+from convoy.models import infer_model
+from convoy.models._base import Model
+from convoy.resilience import Breakers, Retry, RetryPolicy, Timeout, protections
+
+UNFINISHED = ("pending", "running")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PhaseConfig:
+    """Everything a (possibly separate) process needs to run one phase. JSON-able."""
+
+    name: str
+    workflow: str
+    db: str
+    inputs: str                      # a JSONL file, one workflow input per line
+    faults: str = "none"             # a FaultSpec string
+    seed: int = 0
+    protect: bool = True
+    call_timeout: float = 2.0
+    tool_timeout: float = 30.0
+    concurrency: int = 64
+    model: str | None = None
+    tenant: str = "default"
+    deadline_s: float | None = None  # stop the phase after this long; unfinished stay so
+    fault_log: str | None = None     # appended one line per injected fault (survives SIGKILL)
+    stats: str | None = None         # written at a clean exit
+    cwd: str = field(default_factory=os.getcwd)
+
+    def dump(self, path: Path) -> None:
+        path.write_text(json.dumps(asdict(self), indent=1))
+
+    @classmethod
+    def load(cls, path: Path) -> PhaseConfig:
+        return cls(**json.loads(path.read_text()))
+
+    def session_id(self, i: int) -> str:
+        return f"{self.name}-{i}"
+
+
+def chaos_interceptors(config: PhaseConfig, injector: FaultInjector | None) -> list[Interceptor]:
+    """``protections(...)`` (when on) with short retry delays and the given timeouts, then
+    the injector, innermost."""
+    chain: list[Interceptor] = []
+    if config.protect:
+        chain = protections(retry=RetryPolicy(max_attempts=4, initial_delay=0.05, max_delay=2.0),
+                            call_timeout=config.call_timeout, tool_timeout=config.tool_timeout)
+    if injector is not None:
+        chain.append(injector)
+    return chain
+
+
+def _fault_logger(path: str) -> tuple[Callable[[str, str, str], None], Callable[[], None]]:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+
+    def log(kind: str, session_id: str, key: str) -> None:
+        os.write(fd, f"{kind} {session_id} {key}\n".encode())
+
+    return log, lambda: os.close(fd)
+
+
+def run_phase(config: PhaseConfig, wf: Workflow[Any, Any] | None = None, *,
+              on_ready: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Run (or finish) every session of the phase; returns counters of this process.
+
+    Sessions already finished in the store are left alone; unfinished ones resume from
+    their journal. ``on_ready`` is called once every session exists durably. Blocking:
+    it runs its own event loop.
+    """
+    wf = wf if wf is not None else load_workflow(config.workflow)
+    lines = [ln for ln in Path(config.inputs).read_text().splitlines() if ln.strip()]
+    values = [wf.input_adapter.validate_json(ln) for ln in lines]
+    spec = FaultSpec.parse(config.faults)
+    hook, close = _fault_logger(config.fault_log) if config.fault_log else (None, None)
+    injector = FaultInjector(spec, seed=config.seed, on_fault=hook) if spec.any else None
+    interceptors = chaos_interceptors(config, injector)
+    try:
+        ran, timed_out = asyncio.run(_run(config, wf, values, interceptors, on_ready))
+    finally:
+        if close is not None:
+            close()
+    stats = _counters(interceptors, injector, ran)
+    stats["timed_out"] = timed_out
+    if config.stats:
+        Path(config.stats).write_text(json.dumps(stats))
+    return stats
+
+
+async def _run(config: PhaseConfig, wf: Workflow[Any, Any], values: list[Any],
+               interceptors: list[Interceptor], on_ready: Callable[[], None] | None
+               ) -> tuple[int, bool]:
+    models: dict[str, Model] = {}
+    if config.model:
+        models[config.model] = infer_model(config.model)
+    engine = Engine(config.db, models=models, model=config.model, interceptors=interceptors,
+                    concurrency=config.concurrency, workflows=[wf])
+    async with engine:
+        store = engine.store
+        todo: list[tuple[str, Any]] = []
+        for i, v in enumerate(values):
+            sid = config.session_id(i)
+            row = store.get_session(sid)
+            if row is None or row.status in UNFINISHED:
+                todo.append((sid, v))
+        store.create_sessions_now([(sid, wf.name, wf.version, config.tenant,
+                                    wf.input_adapter.dump_json(v).decode()) for sid, v in todo])
+        if on_ready is not None:
+            on_ready()
+        timed_out = False
+        if todo:
+            try:
+                async with asyncio.timeout(config.deadline_s):
+                    await engine.run_many(wf, [v for _, v in todo], ids=[s for s, _ in todo],
+                                          tenant=config.tenant)
+            except TimeoutError:
+                timed_out = True  # the sessions still running stay 'running' in the store
+    return len(todo), timed_out
+
+
+def _counters(chain: list[Interceptor], injector: FaultInjector | None, ran: int
+              ) -> dict[str, Any]:
+    out: dict[str, Any] = {"sessions_run": ran, "retries": 0, "retries_denied": 0,
+                           "timeouts": 0, "breaker_rejections": 0,
+                           "faults": dict(injector.injected) if injector else {}}
+    for ic in chain:
+        if isinstance(ic, Retry):
+            out["retries"] += ic.retries
+            out["retries_denied"] += ic.gave_up
+        elif isinstance(ic, Timeout):
+            out["timeouts"] += ic.timeouts
+        elif isinstance(ic, Breakers):
+            out["breaker_rejections"] += sum(b.rejected for b in ic.breakers.values())
+    return out
+
+
+# -- measuring --------------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class PhaseMetrics:
+    """What a phase's store says about its sessions."""
+
+    sessions: int
+    completed: int
+    statuses: dict[str, int]
+    p50_s: float
+    p99_s: float
+    mean_cost: float
+    max_cost: float
+    errors: dict[str, int]
+
+    @property
+    def unfinished(self) -> int:
+        return self.statuses.get("pending", 0) + self.statuses.get("running", 0)
+
+    @property
+    def success_rate(self) -> float:
+        return self.completed / self.sessions if self.sessions else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["success_rate"] = self.success_rate
+        d["unfinished"] = self.unfinished
+        return d
+
+
+def measure(db: str | Path) -> PhaseMetrics:
+    """Sessions, success, latency (first start to finish, downtime included; an unfinished
+    session counts the time it has been running so far) and cost."""
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute("SELECT status, started, finished, cost, error FROM sessions"
+                            ).fetchall()
+    now = time.time()
+    statuses: Counter[str] = Counter(r[0] for r in rows)
+    latencies = sorted((f if f is not None else now) - s for _, s, f, _, _ in rows
+                       if s is not None)
+    costs = [float(r[3] or 0.0) for r in rows]
+    errors: Counter[str] = Counter()
+    for *_, err in rows:
+        if err:
+            rec = json.loads(err)
+            errors[str(rec.get("type", "error"))] += 1
+    return PhaseMetrics(sessions=len(rows), completed=statuses["completed"],
+                        statuses=dict(statuses), p50_s=_pct(latencies, 50),
+                        p99_s=_pct(latencies, 99),
+                        mean_cost=sum(costs) / len(costs) if costs else 0.0,
+                        max_cost=max(costs, default=0.0), errors=dict(errors))
+
+
+def _pct(xs: list[float], p: float) -> float:
+    """Nearest-rank percentile of sorted ``xs``; NaN when empty."""
+    if not xs:
+        return math.nan
+    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
+
+
+def read_fault_log(path: Path) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line:
+                counts[line.split(" ", 1)[0]] += 1
+    return counts

@@ -1,0 +1,150 @@
+"""Running a phase in a child engine process, SIGKILLing it, and resuming in a new one."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from convoy._errors import ConvoyError
+from convoy.chaos._phase import PhaseConfig
+from convoy.chaos._worker import READY
+
+
+class ChaosAborted(ConvoyError):
+    """The experiment could not run as planned (a worker process failed)."""
+
+
+@dataclass(slots=True, kw_only=True)
+class Worker:
+    """One engine process and the file its stderr goes to."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    started: float
+
+    def reap(self) -> int:
+        """Wait for the process and close its pipe; returns the exit code."""
+        code = self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def child_env() -> dict[str, str]:
+    """This process's environment, with every import path it added (a test's rootdir,
+    ``src``) on ``PYTHONPATH`` so the child imports the same workflow module."""
+    base = {os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)}
+    extra = [p for p in sys.path if p and os.path.isdir(p)
+             and not any(os.path.realpath(p).startswith(b) for b in base)]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(
+        [os.getcwd(), *extra, *filter(None, [env.get("PYTHONPATH")])]))
+    return env
+
+
+def start_worker(config_file: Path, log: Path) -> Worker:
+    with open(log, "ab") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "convoy.chaos._worker", str(config_file)],
+                                stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
+                                env=child_env())
+    return Worker(proc=proc, log=log, started=time.monotonic())
+
+
+def wait_ready(w: Worker, timeout: float) -> None:
+    """Block until the worker printed ``ready`` (all sessions exist in the store)."""
+    assert w.proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while not buf.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            w.proc.kill()
+            w.reap()
+            raise ChaosAborted(f"engine process {w.proc.pid} was not ready after {timeout:g}s; "
+                               f"its stderr:\n{w.tail()}")
+        r, _, _ = select.select([w.proc.stdout], [], [], left)
+        if r:
+            chunk = os.read(w.proc.stdout.fileno(), 256)
+            if not chunk:
+                w.reap()
+                raise ChaosAborted(f"engine process {w.proc.pid} exited with code "
+                                   f"{w.proc.returncode} before it was ready; its stderr:\n"
+                                   f"{w.tail()}")
+            buf += chunk
+    if buf.strip() != READY.encode():
+        w.proc.kill()
+        w.reap()
+        raise ChaosAborted(f"engine process {w.proc.pid} printed {buf!r} instead of "
+                           f"{READY!r}")
+
+
+def finish(w: Worker, timeout: float) -> None:
+    try:
+        w.proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        w.proc.kill()
+        w.reap()
+        raise ChaosAborted(f"engine process {w.proc.pid} did not finish within {timeout:g}s"
+                           ) from None
+    code = w.reap()
+    if code != 0:
+        raise ChaosAborted(f"engine process {w.proc.pid} exited with code {code}; its "
+                           f"stderr:\n{w.tail()}")
+
+
+def status_counts(db: str) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        return dict(conn.execute("SELECT status, COUNT(*) FROM sessions GROUP BY status"))
+
+
+def kill_after(config: PhaseConfig, config_file: Path, work: Path, seconds: float,
+               timeout: float) -> dict[str, Any]:
+    """Start the phase in an engine process, SIGKILL it ``seconds`` after it is ready."""
+    w = start_worker(config_file, work / f"{config.name}-engine-1.log")
+    wait_ready(w, timeout)
+    t_ready = time.monotonic()
+    killed = False
+    try:
+        w.proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        os.kill(w.proc.pid, signal.SIGKILL)
+        killed = True
+    w.reap()
+    if not killed and w.proc.returncode != 0:
+        raise ChaosAborted(f"engine process {w.proc.pid} exited with code "
+                           f"{w.proc.returncode}; its stderr:\n{w.tail()}")
+    counts = status_counts(config.db)
+    unfinished = counts.get("pending", 0) + counts.get("running", 0)
+    return {"pid": w.proc.pid, "signal": "SIGKILL" if killed else None, "killed": killed,
+            "after_s": round(time.monotonic() - t_ready, 4),
+            "finished_at_kill": sum(counts.values()) - unfinished,
+            "unfinished_at_kill": unfinished,
+            **({} if killed else {"note": "the engine finished before the kill was due"})}
+
+
+def resume(config: PhaseConfig, config_file: Path, work: Path, timeout: float
+           ) -> dict[str, Any]:
+    """Start a new engine process on the same store and let it finish every session."""
+    before = status_counts(config.db)
+    unfinished = before.get("pending", 0) + before.get("running", 0)
+    w = start_worker(config_file, work / f"{config.name}-engine-2.log")
+    wait_ready(w, timeout)
+    finish(w, timeout)
+    after = status_counts(config.db)
+    return {"pid": w.proc.pid, "resumed": unfinished,
+            "unfinished_after": after.get("pending", 0) + after.get("running", 0),
+            "statuses": after, "duration_s": round(time.monotonic() - w.started, 4)}

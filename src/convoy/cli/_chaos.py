@@ -1,0 +1,228 @@
+"""``convoy chaos``: a chaos experiment against a workflow, with a Chaos Toolkit journal."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from convoy import UserError, load_workflow
+from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
+from convoy.cli._common import (
+    ConcurrencyOption,
+    ModelOption,
+    err,
+    fail,
+    out,
+    usage_errors,
+    workflows_from_cwd,
+)
+from convoy.cli._inputs import read_inputs
+from convoy.cli._render import fmt_cost, fmt_duration
+from convoy.models import infer_model
+
+DEFAULT_FAULTS = ("timeout=0.02:10,rate_limit=0.01:0.2,server_error=0.02,malformed=0.01,"
+                  "slow=0.05:0.5,tool_failure=0.01")
+
+
+def chaos(
+    workflow: Annotated[str, typer.Argument(
+        metavar="MODULE:WORKFLOW", help="The workflow under test (as for 'convoy run').")],
+    input: Annotated[Path, typer.Option(
+        "--input", "-i", metavar="FILE.jsonl",
+        help="One workflow input per line; every phase runs each of them once.")],
+    faults: Annotated[str, typer.Option(
+        "--faults", "-f", metavar="SPEC",
+        help="KIND=PROBABILITY[:SECONDS],... with kinds " + ", ".join(FAULT_KINDS)
+             + " (':SECONDS' is the hang of timeout, the latency of slow, the Retry-After "
+               "of rate_limit).")] = DEFAULT_FAULTS,
+    kill_after: Annotated[float | None, typer.Option(
+        "--kill-after", metavar="SECONDS",
+        help="Run the faulty phase in a child engine process, SIGKILL it this long after "
+             "its sessions were created, and resume them in a new process.")] = None,
+    min_success: Annotated[float, typer.Option(
+        help="Hypothesis: at least this share of sessions completes.")] = 0.999,
+    max_p99: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Hypothesis: p99 session latency at most this.")] = None,
+    max_cost: Annotated[float | None, typer.Option(
+        metavar="USD", help="Hypothesis: no session costs more than this.")] = None,
+    protections: Annotated[bool, typer.Option(
+        "--protections/--no-protections",
+        help="Retries, circuit breakers and timeouts (convoy.resilience.protections).")] = True,
+    call_timeout: Annotated[float, typer.Option(
+        metavar="SECONDS", help="Per-attempt model call timeout with --protections.")] = 2.0,
+    phase_timeout: Annotated[float, typer.Option(
+        metavar="SECONDS", help="Stop a phase (per engine process) after this long; its "
+        "unfinished sessions count as not completed.")] = 600.0,
+    concurrency: ConcurrencyOption = 64,
+    model: ModelOption = None,
+    db_dir: Annotated[Path | None, typer.Option(
+        "--db-dir", file_okay=False,
+        help="Where the phases' stores go (default: .convoy/chaos-UTCSTAMP).")] = None,
+    journal: Annotated[Path | None, typer.Option(
+        "--journal", "-o", metavar="OUT.json", dir_okay=False,
+        help="Write the journal here (default: DB_DIR/journal.json).")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the injected faults.")] = 0,
+    tenant: Annotated[str, typer.Option(help="Tenant the sessions are billed to.")] = "default",
+) -> None:
+    """Run a chaos experiment: steady state before, under faults, and after.
+
+    Each phase runs every input on a fresh store. The steady-state hypothesis (success rate,
+    optionally p99 latency and cost per session) is checked on all three; faults are
+    injected at the model and tool seam, inside the protections. With --kill-after the
+    engine is SIGKILLed mid-phase and a new process resumes from the journal.
+
+    Exit code 0 when the hypothesis held throughout, 1 when it did not (or the experiment
+    aborted), 2 on usage errors.
+
+    Example: `convoy chaos app.flows:handle -i tickets.jsonl --faults server_error=0.05
+    --kill-after 2 --max-p99 30`
+    """
+    workflows_from_cwd()
+    with usage_errors():
+        spec = FaultSpec.parse(faults)
+        hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)
+        wf = load_workflow(workflow)
+        batch = read_inputs(wf, input)
+    if model is not None:
+        try:
+            infer_model(model)
+        except UserError as e:
+            fail(f"--model: {e}")
+    for name, value in (("--call-timeout", call_timeout), ("--phase-timeout", phase_timeout),
+                        ("--kill-after", kill_after if kill_after is not None else 1.0)):
+        if not value > 0:
+            fail(f"{name} must be > 0 seconds, got {value:g}")
+    for bad in batch.invalid:
+        err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
+                  style="yellow", soft_wrap=True)
+    if not batch.valid:
+        fail(f"{input}: no valid inputs to run")
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    work = db_dir if db_dir is not None else Path(".convoy") / f"chaos-{stamp}"
+    out_file = journal if journal is not None else work / "journal.json"
+    try:
+        with usage_errors():
+            result = run_experiment(
+                wf, [x.value for x in batch.valid], db_dir=work, faults=spec, hypothesis=hyp,
+                kill_after_s=kill_after, protect=protections, concurrency=concurrency,
+                seed=seed, call_timeout=call_timeout, model=model, tenant=tenant,
+                phase_timeout=phase_timeout,
+                on_event=lambda msg: err.print(msg, markup=False, style="dim"))
+    except KeyboardInterrupt:
+        err.print(f"interrupted; the phases' stores are in {work}", markup=False)
+        raise typer.Exit(130) from None
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    out_file.write_text(json.dumps(result, indent=2))
+    print_report(result, len(batch.valid))
+    out.print(f"journal: {out_file}", markup=False)
+    if result["status"] != "completed":
+        raise typer.Exit(1)
+
+
+# -- the report --------------------------------------------------------------------------
+
+
+def _fmt(name: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if "latency" in name:
+        return fmt_duration(float(value))
+    if "cost" in name:
+        return fmt_cost(float(value))
+    return f"{float(value):.4%}"
+
+
+def _tolerance(name: str, tol: list[float]) -> str:
+    lo, hi = tol
+    return f">= {_fmt(name, lo)}" if name == "success-rate" else f"<= {_fmt(name, hi)}"
+
+
+def _met(ok: bool | None) -> Text:
+    if ok is None:
+        return Text("not run", style="dim")
+    return Text("yes", style="green") if ok else Text("NO", style="bold red")
+
+
+def _states(result: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    ss = result["steady_states"]
+    during = ss["during"][0] if ss["during"] else None
+    return [("before", ss["before"]), ("during", during), ("after", ss["after"])]
+
+
+def phases_table(result: dict[str, Any]) -> Table:
+    phases = result["convoy"]["phases"]
+    t = Table(title="phases", title_justify="left")
+    for col in ("phase", "sessions", "completed", "success", "p50", "p99", "max cost/session",
+                "steady state"):
+        t.add_column(col, justify="left" if col in ("phase", "steady state") else "right")
+    for name, state in _states(result):
+        m = phases.get(name)
+        if m is None:
+            t.add_row(name, "-", "-", "-", "-", "-", "-", _met(None))
+            continue
+        t.add_row(name, str(m["sessions"]), str(m["completed"]),
+                  f"{m['success_rate']:.2%}", _fmt("latency", m["p50_s"]),
+                  _fmt("latency", m["p99_s"]), fmt_cost(m["max_cost"]),
+                  _met(state["steady_state_met"] if state else None))
+    return t
+
+
+def probes_table(result: dict[str, Any]) -> Table:
+    t = Table(title="steady-state probes", title_justify="left")
+    for col in ("phase", "probe", "value", "tolerance", "met"):
+        t.add_column(col, justify="right" if col == "value" else "left")
+    for name, state in _states(result):
+        for p in (state or {}).get("probes", []):
+            a = p["activity"]
+            t.add_row(name, a["name"], _fmt(a["name"], p["output"]),
+                      _tolerance(a["name"], a["tolerance"]), _met(p["tolerance_met"]))
+    return t
+
+
+def print_report(result: dict[str, Any], n: int) -> None:
+    ext = result["convoy"]
+    out.print(Text.assemble(("convoy chaos ", "bold"), ext["workflow"],
+                            f" · {n} sessions per phase · faults {ext['faults']} · "
+                            f"protections {'on' if ext['protections'] else 'off'}"))
+    out.print(phases_table(result))
+    out.print(probes_table(result))
+    during = ext["phases"].get("during", {})
+    faults = ext["faults_injected"]
+    if "during" in ext["phases"]:
+        listed = ", ".join(f"{k} {v}" for k, v in sorted(faults.items())) or "none"
+        out.print(f"faults injected: {sum(faults.values())} ({listed}); retries "
+                  f"{during.get('retries', 0)} ({during.get('retries_denied', 0)} denied by "
+                  f"the retry budget), timeouts cut {during.get('timeouts', 0)}, breaker "
+                  f"rejections {during.get('breaker_rejections', 0)}", markup=False)
+    for run in result["run"]:
+        name, o = run["activity"]["name"], run["output"]
+        if name == "sigkill-engine":
+            out.print(f"engine process {o['pid']} " + (
+                f"SIGKILLed after {o['after_s']:.2f}s with {o['unfinished_at_kill']} "
+                "sessions unfinished" if o["killed"] else "finished before the kill was due"),
+                markup=False)
+        elif name == "resume-engine":
+            out.print(f"a new engine process resumed {o['resumed']} sessions; "
+                      f"{o['unfinished_after']} left unfinished", markup=False)
+    for w in ext.get("warnings", []):
+        out.print(f"warning: {w}", markup=False, style="yellow")
+    status = result["status"]
+    if status == "completed":
+        verdict = Text("steady state held in every phase (not deviated)", style="bold green")
+    elif status == "aborted":
+        verdict = Text(f"ABORTED: {result.get('error', '')}", style="bold red")
+    elif result["deviated"]:
+        verdict = Text("DEVIATED: the steady state did not hold under faults",
+                       style="bold red")
+    else:
+        verdict = Text("FAILED: the steady state did not hold before any fault",
+                       style="bold red")
+    out.print(Text.assemble("result: ", verdict, f" · status {status} · "
+                            f"{result['duration']:.1f}s"))

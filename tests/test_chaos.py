@@ -1,0 +1,267 @@
+"""convoy.chaos: fault specs, the fault injector, chaos experiments (with a SIGKILL) and the
+``convoy chaos`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import convoy
+from convoy.chaos import FaultInjector, FaultSpec, Hypothesis, run_experiment
+from convoy.resilience import Timeout
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Step(BaseModel):
+    value: int
+
+
+SIM = convoy.SimModel({"*": {"output": {"value": 1}}}, latency=0.02, name="sim:chaos")
+AGENTS = [convoy.Agent(name=f"c{i}", input_type=str if i == 0 else Step, output_type=Step,
+                       model=SIM) for i in range(3)]
+
+
+@convoy.workflow
+async def chain(ctx: convoy.Context, text: str) -> Step:
+    out: Step = await convoy.pipeline(ctx, AGENTS, text)
+    return out
+
+
+# -- fault specs -------------------------------------------------------------------------
+
+
+def test_spec_parses_kinds_probabilities_and_seconds() -> None:
+    spec = FaultSpec.parse("timeout=0.02:3, server_error=0.02,malformed=0.01,slow=0.05:0.5,"
+                           "tool_failure=0.01,rate_limit=0.01:0.2,schema_invalid=0.005")
+    assert (spec.timeout, spec.hang_seconds, spec.slow, spec.slow_seconds) == (0.02, 3, 0.05, 0.5)
+    assert (spec.rate_limit, spec.retry_after, spec.tool_failure) == (0.01, 0.2, 0.01)
+    assert spec.model_rate == pytest.approx(0.02 + 0.01 + 0.02 + 0.01 + 0.005)
+    assert FaultSpec.parse(str(spec)) == spec
+    assert not FaultSpec.parse("").any and str(FaultSpec.parse("none")) == "none"
+    assert FaultSpec.parse("malformed_json=0.1").malformed == 0.1  # SimModel's name works
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("timeuot=0.1", "unknown fault kind 'timeuot'.*Did you mean 'timeout'"),
+    ("server_error", "must look like KIND=PROBABILITY"),
+    ("server_error=", "must look like KIND=PROBABILITY"),
+    ("server_error=lots", "'lots' is not a number"),
+    ("server_error=1.5", r"probability must be in \[0, 1\], got 1.5"),
+    ("slow=0.1:-1", "must be >= 0 seconds"),
+    ("server_error=0.1:2", "takes no ':SECONDS' parameter"),
+    ("timeout=0.1,timeout=0.2", "given twice"),
+    ("timeout=0.6,server_error=0.6", "add up to at most 1; they add up to 1.2"),
+    ("slow=nan", "not a finite number"),
+])
+def test_spec_errors_are_clear(text: str, message: str) -> None:
+    with pytest.raises(convoy.UserError, match=message):
+        FaultSpec.parse(text)
+
+
+# -- the injector ------------------------------------------------------------------------
+
+
+def test_draws_are_deterministic_and_match_the_rates() -> None:
+    spec = FaultSpec(timeout=0.1, rate_limit=0.1, server_error=0.1, malformed=0.1,
+                     schema_invalid=0.1, slow=0.2)
+    a, b = FaultInjector(spec, seed=7), FaultInjector(spec, seed=7)
+    draws = [a.draw(f"s{i}", "0/0", 0, "x@sim") for i in range(20_000)]
+    assert draws == [b.draw(f"s{i}", "0/0", 0, "x@sim") for i in range(20_000)]
+    assert draws != [FaultInjector(spec, seed=8).draw(f"s{i}", "0/0", 0, "x@sim")
+                     for i in range(20_000)]
+    for kind in ("timeout", "rate_limit", "server_error", "malformed", "schema_invalid"):
+        assert sum(k == kind for k, _ in draws) / len(draws) == pytest.approx(0.1, abs=0.01)
+    assert sum(slow for _, slow in draws) / len(draws) == pytest.approx(0.2, abs=0.01)
+    retried = [a.draw(f"s{i}", "0/0", 1, "x@sim") for i in range(200)]
+    assert retried != draws[:200]  # a new attempt gets a new draw
+
+
+async def _run_one(tmp_path: Path, faults: str, interceptors: list[convoy.Interceptor],
+                   agents: list[convoy.Agent[Any, Any]] | None = None
+                   ) -> tuple[convoy.SessionResult[Any], FaultInjector]:
+    inj = FaultInjector(faults, seed=1)
+    flow_agents = agents or [convoy.Agent(name="solo", output_type=Step, output_retries=0,
+                                          model=convoy.SimModel(name="sim:solo"))]
+
+    @convoy.workflow(name=f"chaos_one_{abs(hash(faults))}")
+    async def one(ctx: convoy.Context, text: str) -> Step:
+        out: Step = await convoy.pipeline(ctx, flow_agents, text)
+        return out
+
+    async with convoy.Engine(tmp_path / f"{abs(hash(faults))}.db",
+                             interceptors=[*interceptors, inj]) as engine:
+        return await engine.run(one, "hello"), inj
+
+
+@pytest.mark.parametrize(("faults", "error", "status_code"), [
+    ("server_error=1", "HTTP 503", 503),
+    ("rate_limit=1:0.5", "HTTP 429", 429),
+    ("timeout=1:0.05", "hung for 0.05s", None),
+    ("malformed=1", "gave invalid output 1 times", None),
+    ("schema_invalid=1", "gave invalid output 1 times", None),
+])
+async def test_each_model_fault_fails_an_unprotected_call(
+        tmp_path: Path, faults: str, error: str, status_code: int | None) -> None:
+    res, inj = await _run_one(tmp_path, faults, [])
+    assert res.status == "failed"
+    assert res.error is not None and error in res.error["message"]
+    assert res.error.get("status_code") == status_code
+    assert sum(inj.injected.values()) == 1
+    if status_code == 429:
+        assert res.error["retry_after"] == 0.5
+
+
+async def test_a_timeout_interceptor_cuts_an_injected_hang(tmp_path: Path) -> None:
+    res, inj = await _run_one(tmp_path, "timeout=1:30", [Timeout(0.05)])
+    assert res.status == "failed" and res.duration_s < 5
+    assert res.error is not None and "did not answer within 0.05s" in res.error["message"]
+    assert inj.injected == {"timeout": 1}
+
+
+async def test_slow_calls_add_latency_and_still_succeed(tmp_path: Path) -> None:
+    res, inj = await _run_one(tmp_path, "slow=1:0.1", [])
+    assert res.ok and res.duration_s >= 0.1
+    assert inj.injected == {"slow": 1}
+
+
+async def test_tool_failures_are_retryable_tool_errors(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    @convoy.tool
+    def lookup(key: str) -> str:
+        """Look a key up."""
+        seen.append(key)
+        return key
+
+    def script(req: convoy.ModelRequest) -> dict[str, Any]:
+        if not any(m.role == "tool" for m in req.messages):
+            return {"tool_calls": [{"name": "lookup", "arguments": {"key": "k"}}]}
+        return {"output": {"value": 2}}
+
+    agent = convoy.Agent(name="tooly", output_type=Step, tools=[lookup], handoff_retries=0,
+                         model=convoy.SimModel(script, name="sim:tooly"))
+    res, inj = await _run_one(tmp_path, "tool_failure=1", [], agents=[agent])
+    assert res.status == "failed" and inj.injected == {"tool_failure": 1}
+    assert res.error is not None and "chaos: tool 'lookup' failed" in res.error["message"]
+    assert seen == []  # the tool itself was never reached
+
+
+# -- experiments -------------------------------------------------------------------------
+
+
+def _check_shape(journal: dict[str, Any]) -> None:
+    json.dumps(journal)  # JSON-able
+    for key in ("chaoslib-version", "platform", "experiment", "start", "end", "duration",
+                "status", "deviated", "steady_states", "run"):
+        assert key in journal, key
+    exp = journal["experiment"]
+    assert {"title", "description", "steady-state-hypothesis", "method"} <= set(exp)
+    assert exp["steady-state-hypothesis"]["probes"][0]["type"] == "probe"
+    assert all(a["type"] == "action" for a in exp["method"])
+    for state in (journal["steady_states"]["before"], *journal["steady_states"]["during"],
+                  journal["steady_states"]["after"]):
+        assert isinstance(state["steady_state_met"], bool)
+        for p in state["probes"]:
+            assert p["activity"]["type"] == "probe" and p["status"] == "succeeded"
+            assert {"name", "tolerance"} <= set(p["activity"]) and "output" in p
+            assert isinstance(p["tolerance_met"], bool)
+    for run in journal["run"]:
+        assert {"activity", "status", "start", "end", "duration", "output"} <= set(run)
+
+
+def test_experiment_without_kill_writes_a_well_formed_journal(tmp_path: Path) -> None:
+    journal = run_experiment(chain, [f"t{i}" for i in range(30)], db_dir=tmp_path,
+                             faults="server_error=0.05,malformed=0.05,slow=0.05:0.05",
+                             hypothesis=Hypothesis(min_success=1.0, max_p99=20.0,
+                                                   max_cost_per_session=1.0),
+                             concurrency=10, call_timeout=1.0)
+    _check_shape(journal)
+    assert journal["status"] == "completed" and journal["deviated"] is False
+    assert [p["activity"]["name"] for p in journal["steady_states"]["before"]["probes"]] == [
+        "success-rate", "p99-session-latency-seconds", "max-cost-per-session-usd"]
+    phases = journal["convoy"]["phases"]
+    assert phases["during"]["completed"] == 30 and phases["during"]["retries"] > 0
+    assert sum(journal["convoy"]["faults_injected"].values()) > 0
+    assert journal["run"][0]["output"]["faults_injected"] == journal["convoy"]["faults_injected"]
+    with pytest.raises(convoy.UserError, match="already holds an experiment"):
+        run_experiment(chain, ["x"], db_dir=tmp_path)
+
+
+def test_experiment_deviates_without_protections(tmp_path: Path) -> None:
+    journal = run_experiment(chain, [f"t{i}" for i in range(20)], db_dir=tmp_path,
+                             faults="server_error=0.3", protect=False, concurrency=10)
+    _check_shape(journal)
+    assert journal["status"] == "failed" and journal["deviated"] is True
+    assert journal["steady_states"]["before"]["steady_state_met"] is True
+    assert journal["steady_states"]["during"][0]["steady_state_met"] is False
+    assert journal["steady_states"]["after"]["steady_state_met"] is True
+
+
+def test_experiment_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None:
+    # The child engine process imports `chain` by its name, tests.test_chaos:chain.
+    journal = run_experiment(chain, [f"t{i}" for i in range(40)], db_dir=tmp_path,
+                             faults="server_error=0.05,timeout=0.03:30,malformed=0.03",
+                             hypothesis=Hypothesis(min_success=1.0),
+                             kill_after_s=0.25, concurrency=4, call_timeout=0.5,
+                             phase_timeout=120)
+    _check_shape(journal)
+    names = [r["activity"]["name"] for r in journal["run"]]
+    assert names == ["run-sessions-with-faults", "sigkill-engine", "resume-engine"]
+    kill, resumed = journal["run"][1]["output"], journal["run"][2]["output"]
+    assert kill["killed"] is True and kill["unfinished_at_kill"] > 0
+    assert resumed["resumed"] == kill["unfinished_at_kill"] and resumed["unfinished_after"] == 0
+    assert journal["convoy"]["phases"]["during"]["completed"] == 40
+    assert journal["status"] == "completed" and journal["deviated"] is False
+
+
+def test_kill_needs_a_workflow_importable_by_name(tmp_path: Path) -> None:
+    @convoy.workflow(name="nowhere:flow")
+    async def local(ctx: convoy.Context, text: str) -> str:
+        return text
+
+    with pytest.raises(convoy.UserError, match="must be importable by its name"):
+        run_experiment(local, ["x"], db_dir=tmp_path, kill_after_s=1.0)
+
+
+# -- the command line --------------------------------------------------------------------
+
+
+def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
+        str(REPO), os.environ.get("PYTHONPATH")])), "COLUMNS": "200", "NO_COLOR": "1"}
+    env.pop("CONVOY_DB", None)
+    return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_cli_chaos_reports_and_writes_the_journal(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text("".join(f'"ticket {i}"\n' for i in range(20))
+                                       + "not json\n")
+    res = _cli(tmp_path, "chaos", "tests.test_chaos:chain", "-i", "in.jsonl",
+               "--faults", "server_error=0.05,malformed=0.05", "--db-dir", "exp",
+               "--journal", "j.json", "--max-p99", "30", "--concurrency", "10")
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "line 21: invalid JSON" in res.stderr
+    for text in ("phases", "steady-state probes", "success-rate", "faults injected",
+                 "steady state held in every phase"):
+        assert text in res.stdout
+    journal = json.loads((tmp_path / "j.json").read_text())
+    assert journal["status"] == "completed" and journal["convoy"]["phases"]["during"][
+        "sessions"] == 20
+
+    bad = _cli(tmp_path, "chaos", "tests.test_chaos:chain", "-i", "in.jsonl",
+               "--faults", "server_eror=0.1")
+    assert bad.returncode == 2 and "Did you mean 'server_error'" in bad.stderr
+
+    deviated = _cli(tmp_path, "chaos", "tests.test_chaos:chain", "-i", "in.jsonl",
+                    "--faults", "server_error=0.5", "--no-protections", "--db-dir", "exp2")
+    assert deviated.returncode == 1 and "DEVIATED" in deviated.stdout
+    assert (tmp_path / "exp2" / "journal.json").is_file()
