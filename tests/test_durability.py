@@ -230,3 +230,16 @@ async def test_run_many_with_known_ids_returns_stored_results(engine_factory: An
     assert [r.id for r in again] == ["s1", "s2", "s3"]
     assert [r.output for r in again[:2]] == [r.output for r in first]
     assert sim.calls == 3
+
+
+async def test_run_with_a_known_session_id_never_runs_it_twice(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    wf = make_flow([a])
+    eng = engine_factory()
+    first = await eng.run(wf, "x", session_id="known")
+    again = await eng.run(wf, "x", session_id="known")
+    assert again.ok and again.output == first.output and sim.calls == 1
+    other = make_flow([a], name="other-flow")
+    with pytest.raises(convoy.UserError, match="belongs to workflow 'flow'"):
+        await eng.run(other, "x", session_id="known")

@@ -151,8 +151,21 @@ def test_retry_budget_caps_extra_calls_when_everything_fails() -> None:
                 retries += 1
             else:
                 break
-    assert retries <= 0.1 * 10_000 + 10  # ratio, plus the saved floor
+    assert retries <= 0.1 * 10_000 + 10  # ratio, plus the reserve
     assert budget.denied > 0
+
+
+def test_retry_budget_deposits_expire() -> None:
+    clock = Clock()
+    budget = RetryBudget(ratio=0.1, min_per_second=0.0, ttl=10, clock=clock)
+    for _ in range(100_000):  # a long healthy period ...
+        budget.on_call()
+    clock.t += 60  # ... long ago
+    granted = 0
+    for _ in range(1000):  # an outage: every call fails and asks for one retry
+        budget.on_call()
+        granted += budget.try_retry()
+    assert granted <= 100
 
 
 # -- timeouts ----------------------------------------------------------------------------
@@ -201,46 +214,65 @@ async def test_a_hanging_tool_is_cut(engine_factory: Any) -> None:
 
 def test_breaker_opens_on_failure_rate_then_half_opens_and_closes() -> None:
     clock = Clock()
-    b = CircuitBreaker("m", BreakerPolicy(window=10, minimum_calls=10, wait_in_open=30,
-                                          half_open_calls=2), clock)
+    b = CircuitBreaker("m", BreakerPolicy(window_type="count", window=10, minimum_calls=10,
+                                          wait_in_open=30, half_open_calls=2), clock)
     for i in range(10):
-        b.acquire()
-        b.record(i % 2 == 0, 0.01)  # 50% failures
+        b.record(b.acquire(), i % 2 == 0, 0.01)  # 50% failures
     assert b.state == "open"
     with pytest.raises(convoy.CircuitOpenError, match="open"):
         b.acquire()
     clock.t += 31
-    b.acquire()
-    b.acquire()
+    t1, t2 = b.acquire(), b.acquire()
     assert b.state == "half_open"
     with pytest.raises(convoy.CircuitOpenError, match="probes are in flight"):
         b.acquire()
-    b.record(False, 0.01)
-    b.record(False, 0.01)
+    b.record(t1, False, 0.01)
+    b.record(t2, False, 0.01)
     assert b.state == "closed"
     assert [t[1] for t in b.transitions] == ["open", "half_open", "closed"]
 
 
 def test_breaker_reopens_when_probes_fail_and_counts_slow_calls() -> None:
     clock = Clock()
-    b = CircuitBreaker("m", BreakerPolicy(window=4, minimum_calls=4, half_open_calls=1,
+    b = CircuitBreaker("m", BreakerPolicy(window_type="count", window=4, minimum_calls=4,
+                                          half_open_calls=1,
                                           slow_call_duration=1.0, slow_call_rate_threshold=50,
                                           wait_in_open=5), clock)
     for slow in (2.0, 2.0, 0.1, 0.1):
-        b.acquire()
-        b.record(False, slow)
+        b.record(b.acquire(), False, slow)
     assert b.state == "open"  # 50% slow calls
     clock.t += 6
-    b.acquire()
-    b.record(True, 0.1)
+    b.record(b.acquire(), True, 0.1)
     assert b.state == "open"
 
 
 def test_breaker_needs_minimum_calls() -> None:
     b = CircuitBreaker("m", BreakerPolicy(minimum_calls=20))
     for _ in range(19):
-        b.acquire()
-        b.record(True, 0.0)
+        b.record(b.acquire(), True, 0.0)
+    assert b.state == "closed"
+
+
+def test_time_window_forgets_old_failures_and_stale_tickets_are_ignored() -> None:
+    clock = Clock()
+    b = CircuitBreaker("m", BreakerPolicy(window_seconds=10, minimum_calls=10, half_open_calls=1,
+                                          wait_in_open=5), clock)
+    for _ in range(9):
+        b.record(b.acquire(), True, 0.0)
+    clock.t += 11  # those failures leave the window
+    for _ in range(20):
+        b.record(b.acquire(), False, 0.0)
+    b.record(b.acquire(), True, 0.0)
+    assert b.state == "closed" and b.failure_rate < 10
+    slow_call = b.acquire()  # admitted while closed ...
+    while b.state == "closed":
+        b.record(b.acquire(), True, 0.0)
+    assert b.state == "open"
+    clock.t += 6
+    probe = b.acquire()
+    b.record(slow_call, True, 0.0)  # ... ends during half-open: not a probe
+    assert b.state == "half_open"
+    b.record(probe, False, 0.0)
     assert b.state == "closed"
 
 
@@ -343,8 +375,7 @@ def test_an_open_breaker_survives_a_restart(tmp_path: Any) -> None:
                      state_path=path)
     b = first.get("model:x", BreakerPolicy(window=2, minimum_calls=2, wait_in_open=600))
     for _ in range(2):
-        b.acquire()
-        b.record(True, 0.0)
+        b.record(b.acquire(), True, 0.0)
     assert b.state == "open"
     # A new process: the breaker starts open, with the rest of its wait.
     again = Breakers(state_path=path).get("model:x", BreakerPolicy(wait_in_open=600))

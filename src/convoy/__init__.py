@@ -34,6 +34,7 @@ from convoy._interceptors import (
     HandoffInput,
     Interceptor,
     ModelCallInput,
+    Next,
     ToolCallInput,
 )
 from convoy._limits import Limits
@@ -79,6 +80,7 @@ __all__ = [
     "ModelRequest",
     "ModelResponse",
     "ModelSettings",
+    "Next",
     "NonDeterminismError",
     "OutputValidationError",
     "PolicyDenied",

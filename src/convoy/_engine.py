@@ -113,7 +113,10 @@ class Engine:
 
     async def aclose(self) -> None:
         await self.store.aclose()
-        for m in self.runtime.models.values():
+        models = {id(m): m for m in self.runtime.models.values()}
+        if isinstance(self.runtime.override, Model):
+            models[id(self.runtime.override)] = self.runtime.override
+        for m in models.values():
             await m.aclose()
 
     async def __aenter__(self) -> Engine:
@@ -137,10 +140,18 @@ class Engine:
     async def run(self, wf: Workflow[Any, OutT], input: Any, *, session_id: str | None = None,
                   tenant: str = "default") -> SessionResult[OutT]:
         """Start a session and wait for its end. The session is durable from the moment it
-        starts: after a crash, :meth:`resume` finishes it."""
+        starts: after a crash, :meth:`resume` finishes it.
+
+        A ``session_id`` that already exists is never run twice: a finished session returns
+        its recorded result, an unfinished one resumes from its journal.
+        """
         self.open()
         self.register(wf)
         value = _validate_input(wf, input)
+        if session_id is not None:
+            row = self.store.get_session(session_id)
+            if row is not None:  # never run a known session twice
+                return await self._known(wf, row)
         sid = session_id or uuid.uuid4().hex
         # Not awaited on its own: the first journal commit (or the final one) carries it.
         self.store.create_session(sid, wf.name, wf.version, tenant,
@@ -184,6 +195,18 @@ class Engine:
         results = await self._pool(wf, jobs, on_done)
         order = {sid: i for i, sid in enumerate(sids)}
         return sorted([*done, *results], key=lambda r: order[r.id])
+
+    async def _known(self, wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
+        if row.workflow != wf.name:
+            raise UserError(f"session {row.id!r} belongs to workflow {row.workflow!r}, not "
+                            f"{wf.name!r}; pick another session id")
+        if row.status not in UNFINISHED:
+            return _result_of(wf, row)
+        if row.version != wf.version:
+            return await self._fail_version(wf, row)
+        value = wf.input_adapter.validate_json(row.input)
+        return await self._admit(wf, row.id, row.tenant, value, row.started or time.time(),
+                                 replay=self.store.load_journal(row.id))
 
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:

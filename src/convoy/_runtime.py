@@ -51,7 +51,7 @@ class Runtime:
         self.limits = limits
         self.interceptors = tuple(interceptors)
         self.models: dict[str, Model] = dict(models)
-        self._override = model_override
+        self.override = model_override
         self._by_agent: dict[Agent[Any, Any], Model] = {}
         self.model_chain: Chain[ModelCallInput, ModelResponse] = Chain(
             "model_call", interceptors, _call_model)
@@ -70,6 +70,6 @@ class Runtime:
     def model_for(self, agent: Agent[Any, Any]) -> Model:
         model = self._by_agent.get(agent)
         if model is None:
-            spec = self._override if self._override is not None else agent.model
+            spec = self.override if self.override is not None else agent.model
             model = self._by_agent[agent] = self.resolve(spec)
         return model

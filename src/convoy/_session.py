@@ -36,8 +36,8 @@ class SessionState:
     """What one session needs while it runs. Shared by every :class:`Context` scope of it."""
 
     __slots__ = (
-        "_pingpong", "_seen", "cost", "deadline", "handoffs", "id", "replay", "replay_only",
-        "runtime", "steps", "tenant", "usage", "workflow",
+        "__weakref__", "_pingpong", "_seen", "cost", "deadline", "handoffs", "id", "replay",
+        "replay_only", "runtime", "steps", "tenant", "usage", "workflow",
     )
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str,

@@ -16,14 +16,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Literal
+from weakref import WeakKeyDictionary
 
 from convoy._errors import BudgetExhausted, Escalated, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next
 from convoy._messages import ModelResponse, Usage
 from convoy.models._base import Model
-from convoy.resilience._bulkhead import estimate_tokens
+from convoy.resilience._bulkhead import estimate_usage
+
+if TYPE_CHECKING:
+    from convoy._session import SessionState
 
 Policy = Literal["stop", "downgrade", "escalate"]
 
@@ -71,7 +75,6 @@ class BudgetLedger:
     def settle(self, tokens_est: int, usd_est: float, usage: Usage | None, usd: float) -> None:
         self.reserved_tokens -= tokens_est
         self.reserved_usd -= usd_est
-        self.in_flight -= 1
         if usage is not None:
             self.tokens += usage.total_tokens
             self.usd += usd
@@ -79,7 +82,10 @@ class BudgetLedger:
         if not self.reached and ((b.tokens is not None and self.tokens >= b.tokens)
                                  or (b.usd is not None and self.usd >= b.usd)):
             self.reached = True
+            # The calls in flight when the limit was reached, the one reaching it included:
+            # together they bound the overshoot.
             self.in_flight_at_limit = self.in_flight
+        self.in_flight -= 1
 
     @property
     def overshoot_tokens(self) -> int:
@@ -90,13 +96,6 @@ class BudgetLedger:
     def overshoot_usd(self) -> float:
         b = self.budget.usd
         return max(0.0, self.usd - b) if b is not None else 0.0
-
-
-@dataclass(slots=True)
-class _Held:
-    ledgers: list[BudgetLedger] = field(default_factory=list)
-    tokens: int = 0
-    usd: float = 0.0
 
 
 class Budgets(Interceptor):
@@ -130,7 +129,10 @@ class Budgets(Interceptor):
         self.downgrade_to = downgrade_to
         self.hard_factor = hard_factor
         self._today = today
-        self.ledgers: dict[str, BudgetLedger] = {}
+        self.ledgers: dict[str, BudgetLedger] = {}  # tenant-day ledgers
+        # Session and agent ledgers live as long as their session does.
+        self._per_session: WeakKeyDictionary[SessionState, dict[str, BudgetLedger]] = \
+            WeakKeyDictionary()
         self.downgraded = 0
 
     def ledger(self, key: str, budget: Budget) -> BudgetLedger:
@@ -139,14 +141,27 @@ class Budgets(Interceptor):
             led = self.ledgers[key] = BudgetLedger(key, budget)
         return led
 
+    def session_ledgers(self, session: SessionState) -> dict[str, BudgetLedger]:
+        """The session's own ledgers (``session:ID`` and ``agent:ID:NAME``)."""
+        return self._per_session.get(session, {})
+
+    def _own(self, session: SessionState, key: str, budget: Budget) -> BudgetLedger:
+        mine = self._per_session.get(session)
+        if mine is None:
+            mine = self._per_session[session] = {}
+        led = mine.get(key)
+        if led is None:
+            led = mine[key] = BudgetLedger(key, budget)
+        return led
+
     def _applicable(self, input: ModelCallInput) -> list[BudgetLedger]:
         s = input.session
         out = []
         if self.session is not None:
-            out.append(self.ledger(f"session:{s.id}", self.session))
+            out.append(self._own(s, f"session:{s.id}", self.session))
         ab = self.agents.get(input.agent.name)
         if ab is not None:
-            out.append(self.ledger(f"agent:{s.id}:{input.agent.name}", ab))
+            out.append(self._own(s, f"agent:{s.id}:{input.agent.name}", ab))
         td = self.tenant_daily
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)
@@ -179,9 +194,10 @@ class Budgets(Interceptor):
                 if self.on_exhausted == "escalate":
                     raise Escalated(msg)
                 raise BudgetExhausted(msg)
-        tokens = estimate_tokens(input.request)
+        est_in, est_out = estimate_usage(input.request)
+        tokens = est_in + est_out
         prices = input.session.runtime.prices
-        usd = prices.cost(input.model.name, Usage(tokens, 0)) if prices else 0.0
+        usd = prices.cost(input.model.name, Usage(est_in, est_out)) if prices else 0.0
         for led in ledgers:
             led.reserve(tokens, usd)
         resp: ModelResponse | None = None

@@ -69,7 +69,7 @@ class ResponseCache(Interceptor):
                            cached=True)
         self.misses += 1
         resp = await next(input)
-        if resp.text is not None or resp.tool_calls:
+        if resp.tool_calls or _valid(input, resp):
             self._entries[key] = (now, replace(resp, tool_calls=list(resp.tool_calls),
                                                usage=Usage(resp.usage.input_tokens,
                                                            resp.usage.output_tokens)))
@@ -82,3 +82,12 @@ class ResponseCache(Interceptor):
     def hit_rate(self) -> float:
         n = self.hits + self.misses
         return self.hits / n if n else 0.0
+
+
+def _valid(input: ModelCallInput, resp: ModelResponse) -> bool:
+    """Only answers that pass the agent's contract are worth serving again."""
+    try:
+        input.agent.parse_output(resp.text)
+    except ValueError:
+        return False
+    return True

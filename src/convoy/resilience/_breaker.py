@@ -29,10 +29,20 @@ State = Literal["closed", "open", "half_open"]
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class BreakerPolicy:
+    """When a breaker opens, and for how long.
+
+    ``window_type="time"`` (the default) keeps outcomes of the last ``window_seconds``;
+    ``"count"`` keeps the last ``window`` calls. The time-based window is the safer default
+    under high concurrency: a burst of calls that fail together (a timeout wave) weighs as
+    what it is, a few seconds, instead of filling a short count window.
+    """
+
     failure_rate_threshold: float = 50.0     # percent of recorded calls that failed
     slow_call_rate_threshold: float = 100.0  # percent of recorded calls that were slow
     slow_call_duration: float = 60.0         # seconds; slower calls count as slow
-    window: int = 100                        # sliding window size, in calls
+    window_type: Literal["time", "count"] = "time"
+    window: int = 100                        # count-based window size, in calls
+    window_seconds: int = 10                 # time-based window size, in seconds
     minimum_calls: int = 20                  # calls needed before rates are evaluated
     wait_in_open: float = 30.0               # seconds in OPEN before probing
     half_open_calls: int = 5                 # probes allowed in HALF_OPEN
@@ -41,14 +51,85 @@ class BreakerPolicy:
         if not (0 < self.failure_rate_threshold <= 100 and 0 < self.slow_call_rate_threshold
                 <= 100):
             raise UserError("BreakerPolicy thresholds are percentages in (0, 100]")
-        if self.window < 1 or self.minimum_calls < 1 or self.half_open_calls < 1:
-            raise UserError("BreakerPolicy window, minimum_calls and half_open_calls must be >= 1")
+        if self.window < 1 or self.window_seconds < 1 or self.minimum_calls < 1 or \
+                self.half_open_calls < 1:
+            raise UserError("BreakerPolicy window, window_seconds, minimum_calls and "
+                            "half_open_calls must be >= 1")
+        if self.window_type not in ("time", "count"):
+            raise UserError(f"BreakerPolicy.window_type must be 'time' or 'count', got "
+                            f"{self.window_type!r}")
         if self.wait_in_open < 0 or self.slow_call_duration <= 0:
             raise UserError("BreakerPolicy wait_in_open must be >= 0 and slow_call_duration > 0")
 
 
+class _CountWindow:
+    """The last N outcomes, with running totals (O(1) per call)."""
+
+    def __init__(self, size: int) -> None:
+        self._ring: deque[tuple[bool, bool]] = deque()
+        self._size = size
+        self.calls = self.failures = self.slow = 0
+
+    def add(self, failed: bool, slow: bool, now: float) -> None:
+        if len(self._ring) == self._size:
+            f, s = self._ring.popleft()
+            self.calls -= 1
+            self.failures -= f
+            self.slow -= s
+        self._ring.append((failed, slow))
+        self.calls += 1
+        self.failures += failed
+        self.slow += slow
+
+    def expire(self, now: float) -> None:
+        return None
+
+    def clear(self) -> None:
+        self._ring.clear()
+        self.calls = self.failures = self.slow = 0
+
+
+class _TimeWindow:
+    """Outcomes of the last N seconds in one-second buckets, with running totals."""
+
+    def __init__(self, seconds: int) -> None:
+        self._buckets: deque[list[int]] = deque()  # [second, calls, failures, slow]
+        self._seconds = seconds
+        self.calls = self.failures = self.slow = 0
+
+    def expire(self, now: float) -> None:
+        horizon = int(now) - self._seconds
+        b = self._buckets
+        while b and b[0][0] <= horizon:
+            _, c, f, s = b.popleft()
+            self.calls -= c
+            self.failures -= f
+            self.slow -= s
+
+    def add(self, failed: bool, slow: bool, now: float) -> None:
+        self.expire(now)
+        sec = int(now)
+        b = self._buckets
+        if not b or b[-1][0] != sec:
+            b.append([sec, 0, 0, 0])
+        last = b[-1]
+        last[1] += 1
+        last[2] += failed
+        last[3] += slow
+        self.calls += 1
+        self.failures += failed
+        self.slow += slow
+
+    def clear(self) -> None:
+        self._buckets.clear()
+        self.calls = self.failures = self.slow = 0
+
+
 class CircuitBreaker:
-    """One breaker. ``acquire()`` asks permission; ``record()`` reports the outcome."""
+    """One breaker. ``acquire()`` asks permission and returns a ticket; ``record(ticket,
+    ...)`` reports the outcome. A ticket from an earlier state (a call admitted while the
+    breaker was closed that ends after it opened) is ignored: only probes decide HALF_OPEN.
+    """
 
     def __init__(self, name: str, policy: BreakerPolicy,
                  clock: Callable[[], float] = time.monotonic,
@@ -58,21 +139,27 @@ class CircuitBreaker:
         self.policy = policy
         self._clock = clock
         self.state: State = "closed"
-        self._window: deque[tuple[bool, bool]] = deque(maxlen=policy.window)
+        self._window: _CountWindow | _TimeWindow = (
+            _TimeWindow(policy.window_seconds) if policy.window_type == "time"
+            else _CountWindow(policy.window))
+        self._generation = 0
         self._opened_at = 0.0
         self._probes_started = 0
-        self._probes: list[tuple[bool, bool]] = []
+        self._probe_calls = 0
+        self._probe_failures = 0
+        self._probe_slow = 0
         self.rejected = 0
         self.transitions: list[tuple[State, State]] = []
 
     def _to(self, state: State) -> None:
         self.transitions.append((self.state, state))
         self.state = state
+        self._generation += 1
         if state == "open":
             self._opened_at = self._clock()
         elif state == "half_open":
-            self._probes_started = 0
-            self._probes = []
+            self._probes_started = self._probe_calls = self._probe_failures = 0
+            self._probe_slow = 0
         else:
             self._window.clear()
         if self._on_change is not None:
@@ -81,14 +168,15 @@ class CircuitBreaker:
     def restore_open(self, remaining: float) -> None:
         """Start OPEN with ``remaining`` seconds of the wait left (state from a restart)."""
         self.state = "open"
+        self._generation += 1
         self._opened_at = self._clock() - (self.policy.wait_in_open - remaining)
 
     @property
     def open_remaining(self) -> float:
         return max(0.0, self.policy.wait_in_open - (self._clock() - self._opened_at))
 
-    def acquire(self) -> None:
-        """Raise :class:`CircuitOpenError` unless a call may go through now."""
+    def acquire(self) -> int:
+        """A ticket for one call, or :class:`CircuitOpenError` if it may not go through."""
         if self.state == "open":
             waited = self._clock() - self._opened_at
             if waited < self.policy.wait_in_open:
@@ -104,36 +192,42 @@ class CircuitBreaker:
                                        f"{self.policy.half_open_calls} probes are in flight",
                                        retryable=False)
             self._probes_started += 1
+        return self._generation
 
-    def record(self, failed: bool, duration: float) -> None:
-        slow = duration >= self.policy.slow_call_duration
-        if self.state == "half_open":
-            self._probes.append((failed, slow))
-            if len(self._probes) >= self.policy.half_open_calls:
-                self._to("open" if self._tripped(self._probes) else "closed")
+    def record(self, ticket: int, failed: bool, duration: float) -> None:
+        if ticket != self._generation:
             return
-        if self.state == "open":
-            return  # a call admitted before the breaker opened
-        self._window.append((failed, slow))
-        if len(self._window) >= self.policy.minimum_calls and self._tripped(self._window):
+        slow = duration >= self.policy.slow_call_duration
+        p = self.policy
+        if self.state == "half_open":
+            self._probe_calls += 1
+            self._probe_failures += failed
+            self._probe_slow += slow
+            if self._probe_calls >= p.half_open_calls:
+                self._to("open" if self._tripped(self._probe_calls, self._probe_failures,
+                                                  self._probe_slow) else "closed")
+            return
+        w = self._window
+        w.add(failed, slow, self._clock())
+        if w.calls >= p.minimum_calls and self._tripped(w.calls, w.failures, w.slow):
             self._to("open")
 
-    def release(self) -> None:
+    def release(self, ticket: int) -> None:
         """A call that was admitted but ended without an outcome (cancelled)."""
-        if self.state == "half_open" and self._probes_started > len(self._probes):
+        if ticket == self._generation and self.state == "half_open" and \
+                self._probes_started > self._probe_calls:
             self._probes_started -= 1
 
-    def _tripped(self, outcomes: Any) -> bool:
-        n = len(outcomes)
-        failures = sum(1 for f, _ in outcomes if f)
-        slow = sum(1 for _, s in outcomes if s)
-        return (100.0 * failures / n >= self.policy.failure_rate_threshold
-                or 100.0 * slow / n >= self.policy.slow_call_rate_threshold)
+    def _tripped(self, calls: int, failures: int, slow: int) -> bool:
+        p = self.policy
+        return (100.0 * failures >= p.failure_rate_threshold * calls
+                or 100.0 * slow >= p.slow_call_rate_threshold * calls)
 
     @property
     def failure_rate(self) -> float:
-        n = len(self._window)
-        return 100.0 * sum(1 for f, _ in self._window if f) / n if n else 0.0
+        w = self._window
+        w.expire(self._clock())
+        return 100.0 * w.failures / w.calls if w.calls else 0.0
 
 
 class Breakers(Interceptor):
@@ -171,29 +265,29 @@ class Breakers(Interceptor):
         return b
 
     async def _guarded(self, breakers: list[CircuitBreaker], call: Any) -> Any:
-        admitted: list[CircuitBreaker] = []
+        admitted: list[tuple[CircuitBreaker, int]] = []
         try:
             for b in breakers:
-                b.acquire()
-                admitted.append(b)
+                admitted.append((b, b.acquire()))
         except CircuitOpenError:
-            for b in admitted:
-                b.release()
+            for b, ticket in admitted:
+                b.release(ticket)
             raise
         t0 = self._clock()
         try:
             out = await call()
         except Exception as e:
             failed = is_downstream_failure(e)
-            for b in admitted:
-                b.record(failed, self._clock() - t0)
+            for b, ticket in admitted:
+                b.record(ticket, failed, self._clock() - t0)
             raise
         except BaseException:
-            for b in admitted:
-                b.release()
+            for b, ticket in admitted:
+                b.release(ticket)
             raise
-        for b in admitted:
-            b.record(False, self._clock() - t0)
+        elapsed = self._clock() - t0
+        for b, ticket in admitted:
+            b.record(ticket, False, elapsed)
         return out
 
     async def model_call(self, input: ModelCallInput,

@@ -106,10 +106,16 @@ class TokenBucket:
         self.tokens = min(self.capacity, self.tokens - delta)
 
 
-def estimate_tokens(req: ModelRequest) -> int:
-    """A pre-call estimate: ~4 characters per token plus the output allowance."""
+def estimate_usage(req: ModelRequest) -> tuple[int, int]:
+    """A pre-call estimate of (input, output) tokens: ~4 characters per input token, and
+    the output allowance (``max_tokens``, or 256)."""
     chars = sum(len(m.content or "") for m in req.messages)
-    return chars // 4 + (req.settings.max_tokens or 256)
+    return chars // 4 + 1, req.settings.max_tokens or 256
+
+
+def estimate_tokens(req: ModelRequest) -> int:
+    i, o = estimate_usage(req)
+    return i + o
 
 
 class RateLimit(Interceptor):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,42 +50,54 @@ class RetryPolicy:
 class RetryBudget:
     """Caps the extra load retries add (Finagle's retry budget).
 
-    Every first attempt deposits ``ratio`` tokens, every retry spends one, and a floor of
-    ``min_per_second`` tokens a second (at most ``10 * min_per_second`` saved) lets a quiet
-    system still retry. When everything fails, retries add at most about ``ratio`` of the
-    calls (plus the floor), so they cannot amplify an outage.
+    Every first attempt deposits ``ratio`` tokens and every retry withdraws one; both expire
+    after ``ttl`` seconds, so a long healthy period does not bank retries for an outage.
+    A reserve of ``min_per_second * ttl`` tokens lets a quiet system still retry. When
+    everything fails, retries add at most about ``ratio`` of the calls (plus the reserve),
+    so they cannot amplify an outage.
     """
 
-    def __init__(self, *, ratio: float = 0.1, min_per_second: float = 1.0,
+    def __init__(self, *, ratio: float = 0.1, min_per_second: float = 1.0, ttl: float = 10.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not 0 <= ratio <= 1 or min_per_second < 0:
-            raise UserError("RetryBudget: ratio must be in [0, 1] and min_per_second >= 0")
+        if not 0 <= ratio <= 1 or min_per_second < 0 or ttl <= 0:
+            raise UserError("RetryBudget: ratio must be in [0, 1], min_per_second >= 0 and "
+                            "ttl > 0")
         self.ratio = ratio
-        self.min_per_second = min_per_second
+        self.reserve = min_per_second * ttl
+        self.ttl = ttl
         self._clock = clock
-        self._floor_cap = 10 * min_per_second
-        self._floor = self._floor_cap
-        self._deposits = 0.0
-        self._last = clock()
+        self._buckets: deque[list[float]] = deque()  # [second, net deposits]
+        self._net = 0.0
         self.calls = 0
         self.retries = 0
         self.denied = 0
 
+    def _add(self, amount: float) -> None:
+        now = self._clock()
+        sec = int(now)
+        b = self._buckets
+        horizon = now - self.ttl
+        while b and b[0][0] < horizon:
+            self._net -= b.popleft()[1]
+        if not b or b[-1][0] != sec:
+            b.append([sec, 0.0])
+        b[-1][1] += amount
+        self._net += amount
+
+    @property
+    def balance(self) -> float:
+        self._add(0.0)
+        return self.reserve + self._net
+
     def on_call(self) -> None:
         self.calls += 1
-        self._deposits += self.ratio
+        self._add(self.ratio)
 
     def try_retry(self) -> bool:
-        now = self._clock()
-        self._floor = min(self._floor_cap, self._floor + (now - self._last) * self.min_per_second)
-        self._last = now
-        if self._deposits >= 1.0:
-            self._deposits -= 1.0
-        elif self._floor >= 1.0:
-            self._floor -= 1.0
-        else:
+        if self.balance < 1.0:
             self.denied += 1
             return False
+        self._add(-1.0)
         self.retries += 1
         return True
 

@@ -1,0 +1,1 @@
+"""Runnable Convoy examples (``python -m examples.<name>.demo``)."""

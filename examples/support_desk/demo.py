@@ -1,0 +1,130 @@
+"""Run every support ticket through the desk and print KPIs.
+
+    python -m examples.support_desk.demo [--db PATH] [--crm PATH] [--model SPEC]
+                                         [--concurrency N] [--limit N]
+
+Starts from a fresh CRM and a fresh session store (both under ``.convoy/`` by default),
+runs the tickets with ``Engine.run_many`` and scores the results against the ground truth
+in ``tickets.jsonl``. With no ``--model`` every agent uses the bundled simulator, so it needs
+no API key; ``--model openai:gpt-4o-mini`` runs the same desk on a real model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+import convoy
+from examples.support_desk import crm, report
+from examples.support_desk.agents import Resolution
+from examples.support_desk.workflow import handle_ticket
+
+DEFAULT_DB = Path(".convoy/support_desk.db")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m examples.support_desk.demo",
+                                description="Run the support-desk example and print KPIs.")
+    p.add_argument("--db", type=Path, default=DEFAULT_DB,
+                   help=f"session store, recreated on each run (default {DEFAULT_DB})")
+    p.add_argument("--crm", type=Path, default=None,
+                   help=f"CRM database, recreated on each run (default ${crm.ENV_VAR} or "
+                        f"{crm.DEFAULT_PATH})")
+    p.add_argument("--model", default=None,
+                   help="run every agent on this model, e.g. openai:gpt-4o-mini "
+                        "(default: the bundled simulator)")
+    p.add_argument("--structured-output", choices=("json_schema", "json_object", "none"),
+                   default=None,
+                   help="how an openai: model is asked for JSON (default: json_object for a "
+                        "local OPENAI_BASE_URL such as llama.cpp, else json_schema)")
+    p.add_argument("--concurrency", type=int, default=32, help="sessions at once (default 32)")
+    p.add_argument("--limit", type=int, default=None, help="run only the first N tickets")
+    p.add_argument("--tickets", type=Path, default=report.TICKETS, help="tickets JSONL file")
+    return p.parse_args(argv)
+
+
+def build_model(spec: str, structured_output: str | None) -> convoy.Model:
+    """The model for ``--model``. For ``openai:`` it also picks how JSON is requested:
+    llama.cpp's server rejects OpenAI's ``json_schema`` response format, so a loopback
+    ``OPENAI_BASE_URL`` gets ``json_object`` unless ``--structured-output`` says otherwise."""
+    provider, _, name = spec.partition(":")
+    if provider != "openai" or not name:
+        return convoy.infer_model(spec)
+    # OpenAIModel is not exported and the "openai:" string cannot set structured_output.
+    from convoy.models._openai import OpenAIModel
+
+    host = urlsplit(os.environ.get("OPENAI_BASE_URL", "")).hostname or ""
+    local = host in ("localhost", "127.0.0.1", "::1")
+    mode = structured_output or ("json_object" if local else "json_schema")
+    return OpenAIModel(model=name, structured_output=mode,  # type: ignore[arg-type]
+                       timeout=300.0 if local else 60.0)
+
+
+def reset_store(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
+async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
+    tickets = report.load_tickets(args.tickets, args.limit)
+    crm_path = args.crm or crm.crm_path()
+    os.environ[crm.ENV_VAR] = str(crm_path)  # the tools read it on every call
+    desk_crm = crm.CRM.reset(crm_path)
+    reset_store(args.db)
+    # Registered under its spec, so the engine both uses it for every agent and closes it.
+    models = {args.model: build_model(args.model, args.structured_output)} if args.model else {}
+    engine = convoy.Engine(args.db, models=models, model=args.model,
+                           concurrency=args.concurrency)
+    statuses: Counter[str] = Counter()
+    columns = (TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    async with engine:
+        with Progress(*columns, console=console, transient=False) as progress:
+            task = progress.add_task("tickets", total=len(tickets), status="")
+
+            def on_done(res: convoy.SessionResult[Resolution]) -> None:
+                statuses[res.status] += 1
+                summary = " ".join(f"{s}={n}" for s, n in sorted(statuses.items()))
+                progress.update(task, advance=1, status=summary)
+
+            t0 = time.perf_counter()
+            results = await engine.run_many(handle_ticket, tickets,
+                                            ids=[t["id"] for t in tickets], on_done=on_done)
+            wall = time.perf_counter() - t0
+        kpis = report.score(results, tickets, engine, wall)
+    kpis.crm_changes = desk_crm.changes()
+    return kpis
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    console = Console()
+    model = args.model or "sim:support (bundled simulator)"
+    console.print(f"[bold]Support desk[/bold]: model {model}, concurrency {args.concurrency}, "
+                  f"store {args.db}")
+    try:
+        kpis = asyncio.run(run(args, console))
+    except convoy.UserError as e:
+        console.print(f"[red]error:[/red] {e}")
+        return 2
+    console.print(report.kpi_table(kpis))
+    console.print(report.action_table(kpis))
+    for reason, example in sorted(kpis.failure_examples.items()):
+        console.print(f"[yellow]{escape(reason)}[/yellow], e.g. {escape(example[:300])}",
+                      highlight=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

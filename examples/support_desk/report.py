@@ -1,0 +1,138 @@
+"""KPIs of a support-desk run, scored against the tickets' ground truth, and their tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+import convoy
+from examples.support_desk.agents import Resolution
+
+TICKETS = Path(__file__).with_name("tickets.jsonl")
+
+
+def load_tickets(path: Path = TICKETS, limit: int | None = None) -> list[dict[str, Any]]:
+    """The tickets of ``path`` (with their ground-truth fields), at most ``limit``."""
+    with path.open() as f:
+        tickets = [json.loads(line) for line in f if line.strip()]
+    return tickets[:limit] if limit is not None else tickets
+
+
+@dataclass(slots=True)
+class Kpis:
+    sessions: int = 0
+    completed: int = 0
+    resolved: int = 0
+    escalated: int = 0
+    failed: Counter[str] = field(default_factory=Counter)
+    failure_examples: dict[str, str] = field(default_factory=dict)  # reason -> first message
+    category_correct: int = 0
+    action_correct: int = 0
+    by_action: dict[str, tuple[int, int]] = field(default_factory=dict)  # truth -> (n, ok)
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    model_calls: int = 0
+    tool_calls: int = 0
+    wall_s: float = 0.0
+    crm_changes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def category_accuracy(self) -> float:
+        return self.category_correct / self.sessions if self.sessions else math.nan
+
+    @property
+    def action_accuracy(self) -> float:
+        return self.action_correct / self.sessions if self.sessions else math.nan
+
+    def latency(self, p: float) -> float:
+        if not self.latencies:
+            return math.nan
+        xs = sorted(self.latencies)
+        return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
+
+
+def score(results: Sequence[convoy.SessionResult[Resolution]],
+          tickets: Sequence[dict[str, Any]], engine: convoy.Engine | None = None,
+          wall_s: float = 0.0) -> Kpis:
+    """KPIs of ``results`` (in ticket order). Sessions that did not complete count as wrong
+    in both accuracies."""
+    k = Kpis(sessions=len(results), wall_s=wall_s)
+    per_action: dict[str, list[int]] = {}
+    for res, truth in zip(results, tickets, strict=True):
+        k.input_tokens += res.usage.input_tokens
+        k.output_tokens += res.usage.output_tokens
+        k.cost += res.cost
+        k.latencies.append(res.duration_s)
+        tally = per_action.setdefault(truth["expected_action"], [0, 0])
+        tally[0] += 1
+        out = res.output
+        if not res.ok or out is None:
+            error = res.error or {}
+            reason = f"{res.status}: {error.get('type', 'unknown')}"
+            k.failed[reason] += 1
+            k.failure_examples.setdefault(reason, f"{res.id}: {error.get('message', '')}")
+            k.escalated += res.status == "escalated"
+            continue
+        k.completed += 1
+        k.resolved += out.resolved
+        k.escalated += out.escalated
+        k.category_correct += out.category == truth["category"]
+        hit = out.action == truth["expected_action"]
+        k.action_correct += hit
+        tally[1] += hit
+    k.by_action = {a: (n, ok) for a, (n, ok) in sorted(per_action.items())}
+    if engine is not None:
+        k.model_calls = sum(s.calls for s in engine.accounting.by_model.values())
+        k.tool_calls = engine.timings.by_kind["tool"].count
+    return k
+
+
+def _pct(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.1%}"
+
+
+def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
+    t = Table(title=title, show_header=True, header_style="bold")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    rows = [
+        ("sessions", str(k.sessions)),
+        ("completed", str(k.completed)),
+        ("resolved", f"{k.resolved} ({_pct(k.resolved / k.sessions if k.sessions else math.nan)})"),
+        ("escalated to a human", str(k.escalated)),
+        ("failed", str(sum(k.failed.values()))),
+        *((f"  {reason}", str(n)) for reason, n in sorted(k.failed.items())),
+        ("category accuracy", _pct(k.category_accuracy)),
+        ("action accuracy", _pct(k.action_accuracy)),
+        ("tokens (in / out)", f"{k.input_tokens:,} / {k.output_tokens:,}"),
+        ("cost", f"${k.cost:.4f}"),
+        ("session latency p50", f"{k.latency(50) * 1000:.0f} ms"),
+        ("session latency p99", f"{k.latency(99) * 1000:.0f} ms"),
+        ("model calls", f"{k.model_calls:,}"),
+        ("tool calls", f"{k.tool_calls:,}"),
+        ("wall time", f"{k.wall_s:.2f} s"),
+        *((f"CRM: {what}", str(n)) for what, n in k.crm_changes.items()),
+    ]
+    for name, value in rows:
+        t.add_row(name, value)
+    return t
+
+
+def action_table(k: Kpis) -> Table:
+    t = Table(title="Action accuracy by expected action", header_style="bold")
+    t.add_column("expected action")
+    t.add_column("tickets", justify="right")
+    t.add_column("correct", justify="right")
+    t.add_column("accuracy", justify="right")
+    for action, (n, ok) in k.by_action.items():
+        t.add_row(action, str(n), str(ok), _pct(ok / n if n else math.nan))
+    return t

@@ -1,0 +1,147 @@
+"""The support-desk example end to end on its simulator: KPIs, exactly-once refunds, and
+re-running sessions (replay, resume after a crash) without refunding twice."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from examples.support_desk import crm, make_tickets, report
+from examples.support_desk.agents import Resolution, Ticket
+from examples.support_desk.sim_script import SUPPORT_SIM
+from examples.support_desk.workflow import handle_ticket
+
+import convoy
+
+TERMINAL = {"completed", "failed", "escalated", "budget_exhausted", "loop_detected",
+            "limit_exceeded", "cancelled"}
+TICKETS = report.load_tickets()
+
+
+def sample() -> list[dict[str, Any]]:
+    """20 tickets: 6 refund requests and a spread of everything else."""
+    refunds = [t for t in TICKETS if t["expected_action"] == "refund"][:6]
+    others = [t for t in TICKETS if t["expected_action"] != "refund"][::12][:14]
+    return sorted(refunds + others, key=lambda t: t["id"])
+
+
+def refunds_by_session(desk: crm.CRM) -> dict[str, list[str]]:
+    """Invoice ids refunded by each session (idempotency keys are ``session:step``)."""
+    out: dict[str, list[str]] = {}
+    for key, invoices in desk.refunds_by_request().items():
+        out.setdefault(key.split(":", 1)[0], []).extend(invoices)
+    return out
+
+
+@pytest.fixture
+def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> crm.CRM:
+    path = tmp_path / "crm.db"
+    monkeypatch.setenv(crm.ENV_VAR, str(path))
+    return crm.CRM(path)
+
+
+def test_tickets_validate_and_hide_ground_truth() -> None:
+    assert len(TICKETS) >= 200
+    ticket = Ticket.model_validate(TICKETS[0])
+    assert "category" not in ticket.model_dump()
+    assert "expected_action" not in ticket.model_dump_json()
+
+
+def test_tickets_file_is_what_the_generator_makes() -> None:
+    assert make_tickets.generate() == TICKETS
+
+
+def test_tickets_reference_real_crm_rows(desk: crm.CRM) -> None:
+    for t in TICKETS:
+        customer = desk.customer_by_email(t["customer_email"])
+        assert customer is not None, t["id"]
+        for invoice_id in re.findall(r"INV-\d{4}", t["subject"] + t["body"]):
+            invoice = desk.invoice(invoice_id)
+            assert invoice is not None and invoice.customer_id == customer.id, t["id"]
+
+
+async def test_desk_kpis_and_exactly_once_refunds(tmp_path: Path, desk: crm.CRM) -> None:
+    tickets = sample()
+    ids = [t["id"] for t in tickets]
+    async with convoy.Engine(tmp_path / "sessions.db", concurrency=8) as engine:
+        results: list[convoy.SessionResult[Resolution]] = await engine.run_many(
+            handle_ticket, tickets, ids=ids)
+        assert [r.id for r in results] == ids
+        assert set(engine.store.counts()) <= TERMINAL  # every session ended
+        kpis = report.score(results, tickets, engine)
+        assert kpis.completed == len(tickets), kpis.failed
+        assert kpis.category_accuracy > 0.7
+        assert kpis.action_accuracy > 0.7
+        assert kpis.model_calls > 3 * len(tickets)
+
+        refunded = refunds_by_session(desk)
+        for res, t in zip(results, tickets, strict=True):
+            assert res.output is not None
+            applied = refunded.get(res.id, [])
+            if res.output.action == "refund":
+                assert len(applied) == 1, (res.id, applied)  # exactly once
+                named = re.findall(r"INV-\d{4}", t["body"])
+                assert not named or applied[0] in named
+            else:
+                assert applied == [], (res.id, res.output)
+        assert sum(1 for r in results if r.output and r.output.action == "refund") >= 4
+        no_invoice_twice = Counter(i for invs in refunded.values() for i in invs)
+        assert max(no_invoice_twice.values()) == 1
+
+        before, calls = refunds_by_session(desk), SUPPORT_SIM.calls
+        for res in results:
+            rr = await engine.replay(res.id)
+            assert rr.matches, (res.id, rr)
+        assert await engine.resume() == []  # nothing unfinished: nothing runs again
+        assert SUPPORT_SIM.calls == calls  # replay calls no model...
+        assert refunds_by_session(desk) == before  # ...and no tool
+
+
+class SimulatedCrash(BaseException):
+    """Stands in for the process dying (like KeyboardInterrupt, nothing catches it)."""
+
+
+class CrashAfterRefund(convoy.Interceptor):
+    """Let ``issue_refund`` change the CRM, then "crash" before the journal records it."""
+
+    def __init__(self) -> None:
+        self.refund: crm.RefundResult | None = None
+
+    async def tool_call(self, input: convoy.ToolCallInput,
+                        next: Callable[[convoy.ToolCallInput], Awaitable[Any]]) -> Any:
+        result = await next(input)
+        if input.tool.name == "issue_refund":
+            self.refund = result
+            raise SimulatedCrash
+        return result
+
+
+async def test_resume_after_crash_does_not_refund_twice(tmp_path: Path, desk: crm.CRM) -> None:
+    db = tmp_path / "sessions.db"
+    ticket = next(t for t in TICKETS if t["expected_action"] == "refund")
+    sid = ticket["id"]
+    crash = CrashAfterRefund()
+    async with convoy.Engine(db, interceptors=[crash]) as engine:
+        with pytest.raises(SimulatedCrash):
+            await engine.run(handle_ticket, ticket, session_id=sid)
+    assert crash.refund is not None and crash.refund.ok
+    assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}
+
+    async with convoy.Engine(db) as engine:
+        row = engine.store.get_session(sid)
+        assert row is not None and row.status == "running"
+        refund_steps = [status for _, kind, target, status, *_ in engine.store.journal(sid)
+                        if kind == "tool" and target == "issue_refund"]
+        assert refund_steps == ["started"]  # applied in the CRM, outcome not journaled
+        results = await engine.resume()
+        assert [r.id for r in results] == [sid]
+        res = results[0]
+        assert res.ok and res.output is not None
+        assert res.output.action == "refund" and res.output.resolved
+        assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}  # still once
+        assert (await engine.replay(sid)).matches
+        assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}
