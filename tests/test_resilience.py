@@ -384,3 +384,29 @@ def test_an_open_breaker_survives_a_restart(tmp_path: Any) -> None:
         again.acquire()
     fresh = Breakers(state_path=path).get("model:y", BreakerPolicy())
     assert fresh.state == "closed"
+
+
+async def test_deadlines_cut_only_late_calls_and_let_outer_cancels_through() -> None:
+    from convoy.resilience._deadlines import Deadlines
+
+    d = Deadlines(0.05)
+
+    async def call(delay: float) -> str:
+        w = d.watch()
+        try:
+            await asyncio.sleep(delay)
+            return "done"
+        except asyncio.CancelledError:
+            if d.timed_out(w):
+                return "timed out"
+            raise
+        finally:
+            w.done = True
+
+    results = await asyncio.gather(*(call(0.2 if i % 3 == 0 else 0.0) for i in range(30)))
+    assert results.count("timed out") == 10 and results.count("done") == 20
+    task = asyncio.ensure_future(call(10))
+    await asyncio.sleep(0.01)
+    task.cancel()  # an outer cancel before the deadline is not a timeout
+    with pytest.raises(asyncio.CancelledError):
+        await task

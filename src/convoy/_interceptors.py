@@ -113,7 +113,8 @@ class Chain(Generic[I, O]):
 
 def _link(bound: Callable[[Any, Any], Awaitable[Any]],
           nxt: Callable[[Any], Awaitable[Any]]) -> Callable[[Any], Awaitable[Any]]:
-    async def step(input: Any) -> Any:
-        return await bound(input, nxt)
+    # A plain function, not a coroutine: each link costs one call, not an extra frame.
+    def step(input: Any) -> Awaitable[Any]:
+        return bound(input, nxt)
 
     return step

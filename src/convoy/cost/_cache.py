@@ -48,15 +48,30 @@ class ResponseCache(Interceptor):
             raise UserError("ResponseCache needs ttl > 0 and max_entries >= 1")
         self.ttl, self.max_entries = ttl, max_entries
         self._clock = clock
-        self._entries: OrderedDict[str, tuple[float, ModelResponse]] = OrderedDict()
+        self._entries: OrderedDict[tuple[object, ...], tuple[float, ModelResponse]] = \
+            OrderedDict()
+        self._agents: dict[int, object] = {}
         self.hits = 0
         self.misses = 0
         self.saved_usage = Usage()
         self.saved_usd = 0.0
 
+    def _key(self, input: ModelCallInput) -> tuple[object, ...]:
+        """The normalised request as a tuple (exact match; hashing it is cheap). Tools and
+        output schema are fixed by the agent definition, so the agent stands for them."""
+        agent = input.agent
+        self._agents.setdefault(id(agent), agent)  # keeps the id from being reused
+        req = input.request
+        s = req.settings
+        return (req.tenant, input.model.name, id(agent),
+                tuple((m.role, (m.content or "").strip(), m.tool_call_id,
+                       tuple((c.name, c.arguments) for c in m.tool_calls)
+                       if m.tool_calls else ()) for m in req.messages),
+                s.temperature, s.max_tokens, s.seed)
+
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        key = cache_key(input.model.name, input.request)
+        key = self._key(input)
         now = self._clock()
         hit = self._entries.get(key)
         if hit is not None and now - hit[0] < self.ttl:

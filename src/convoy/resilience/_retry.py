@@ -125,42 +125,40 @@ class Retry(Interceptor):
         self.retries = 0
         self.gave_up = 0
 
-    async def _attempts(self, policy: RetryPolicy, call: Callable[[int], Awaitable[Any]]) -> Any:
-        attempt = 0
-        while True:
-            if attempt == 0:
-                self.budget.on_call()
-            try:
-                return await call(attempt)
-            except Exception as e:
-                if classify(e) != "retryable" or attempt + 1 >= policy.max_attempts:
-                    raise
-                if not self.budget.try_retry():
-                    self.gave_up += 1
-                    raise
-                self.retries += 1
-                await self._sleep(policy.delay(attempt, e, self._rng))
-                attempt += 1
+    async def _retry_or_raise(self, policy: RetryPolicy, attempt: int, error: Exception) -> None:
+        """Sleep before the next attempt, or re-raise ``error`` if it may not be retried."""
+        if classify(error) != "retryable" or attempt + 1 >= policy.max_attempts:
+            raise error
+        if not self.budget.try_retry():
+            self.gave_up += 1
+            raise error
+        self.retries += 1
+        await self._sleep(policy.delay(attempt, error, self._rng))
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         policy = self.scope.for_model(input.agent.name, input.model.name)
         if policy is None or policy.max_attempts == 1:
             return await next(input)
-
-        async def call(attempt: int) -> ModelResponse:
+        self.budget.on_call()
+        attempt = 0
+        while True:
             input.request.attempt = attempt
-            return await next(input)
-
-        out: ModelResponse = await self._attempts(policy, call)
-        return out
+            try:
+                return await next(input)
+            except Exception as e:
+                await self._retry_or_raise(policy, attempt, e)
+            attempt += 1
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         policy = self.scope.for_tool(input.agent.name, input.tool.name)
         if policy is None or policy.max_attempts == 1 or not input.tool.idempotent:
             return await next(input)
-
-        async def call(attempt: int) -> Any:
-            return await next(input)
-
-        return await self._attempts(policy, call)
+        self.budget.on_call()
+        attempt = 0
+        while True:
+            try:
+                return await next(input)
+            except Exception as e:
+                await self._retry_or_raise(policy, attempt, e)
+            attempt += 1

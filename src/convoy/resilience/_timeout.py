@@ -9,6 +9,7 @@ from typing import Any
 from convoy._errors import ModelError, ToolError, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
 from convoy._messages import ModelResponse
+from convoy.resilience._deadlines import Deadlines, Watch
 from convoy.resilience._scope import Scoped
 
 
@@ -34,29 +35,44 @@ class Timeout(Interceptor):
                                                 tools=tools or {})
         self.label = label
         self.timeouts = 0
+        self._deadlines: dict[float, Deadlines] = {}
+
+    def _watch(self, seconds: float) -> tuple[Deadlines, Watch]:
+        d = self._deadlines.get(seconds)
+        if d is None:
+            d = self._deadlines[seconds] = Deadlines(seconds)
+        return d, d.watch()
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         seconds = self.model_scope.for_model(input.agent.name, input.model.name)
         if seconds is None:
             return await next(input)
+        d, w = self._watch(seconds)
         try:
-            async with asyncio.timeout(seconds):
-                return await next(input)
-        except TimeoutError:
+            return await next(input)
+        except asyncio.CancelledError:
+            if not d.timed_out(w):
+                raise
             self.timeouts += 1
             raise ModelError(f"model {input.model.name!r} (agent {input.agent.name!r}) did not "
                              f"answer within {seconds:g}s ({self.label} timeout)",
                              retryable=True) from None
+        finally:
+            w.done = True
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         seconds = self.tool_scope.for_tool(input.agent.name, input.tool.name)
         if seconds is None:
             return await next(input)
+        d, w = self._watch(seconds)
         try:
-            async with asyncio.timeout(seconds):
-                return await next(input)
-        except TimeoutError:
+            return await next(input)
+        except asyncio.CancelledError:
+            if not d.timed_out(w):
+                raise
             self.timeouts += 1
             raise ToolError(f"tool {input.tool.name!r} did not finish within {seconds:g}s "
                             f"({self.label} timeout)", retryable=True) from None
+        finally:
+            w.done = True
