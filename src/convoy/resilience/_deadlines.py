@@ -65,6 +65,4 @@ class Deadlines:
 
     def timed_out(self, w: Watch) -> bool:
         """Call from ``except CancelledError``: was it our deadline (then it is undone)?"""
-        if w.expired and w.task is not None and w.task.uncancel() == 0:
-            return True
-        return False
+        return w.expired and w.task is not None and w.task.uncancel() == 0
