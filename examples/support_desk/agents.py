@@ -174,4 +174,5 @@ supervisor = convoy.Agent(
     workers=WORKERS,
     model=SUPPORT_SIM,
     settings=SETTINGS,
+    criticality="high",  # it writes the answer the customer gets: route it to the strong model
 )

@@ -17,6 +17,7 @@ import os
 import sys
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,8 +26,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 import convoy
+from convoy.cost import ResponseCache
+from convoy.resilience import Router, protections
 from examples.support_desk import crm, report
 from examples.support_desk.agents import Resolution
+from examples.support_desk.sim_script import LARGE_SIM, MINI_SIM, PRICES
 from examples.support_desk.workflow import handle_ticket
 
 DEFAULT_DB = Path(".convoy/support_desk.db")
@@ -50,7 +54,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32, help="sessions at once (default 32)")
     p.add_argument("--limit", type=int, default=None, help="run only the first N tickets")
     p.add_argument("--tickets", type=Path, default=report.TICKETS, help="tickets JSONL file")
+    p.add_argument("--no-routing", action="store_true",
+                   help="run every agent on its own model: no cheap/strong routing, no cache")
     return p.parse_args(argv)
+
+
+@dataclass(slots=True)
+class CostControl:
+    """Routing between a cheap and a strong model, and a per-tenant response cache."""
+
+    router: Router
+    cache: ResponseCache
+
+    @classmethod
+    def build(cls) -> CostControl:
+        return cls(Router(cheap=MINI_SIM.name, strong=LARGE_SIM.name, escalate_after=1),
+                   ResponseCache(ttl=3600))
 
 
 def build_model(spec: str, structured_output: str | None) -> convoy.Model:
@@ -84,8 +103,15 @@ async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
     reset_store(args.db)
     # Registered under its spec, so the engine both uses it for every agent and closes it.
     models = {args.model: build_model(args.model, args.structured_output)} if args.model else {}
-    engine = convoy.Engine(args.db, models=models, model=args.model,
-                           concurrency=args.concurrency)
+    control = None if args.model or args.no_routing else CostControl.build()
+    interceptors: list[convoy.Interceptor] = []
+    if control is not None:
+        models |= {MINI_SIM.name: MINI_SIM, LARGE_SIM.name: LARGE_SIM}
+        interceptors = protections(router=control.router, cache=control.cache)
+    else:
+        interceptors = protections()
+    engine = convoy.Engine(args.db, models=models, model=args.model, interceptors=interceptors,
+                           concurrency=args.concurrency, prices=convoy.PriceTable(PRICES))
     statuses: Counter[str] = Counter()
     columns = (TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -103,6 +129,8 @@ async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
                                             ids=[t["id"] for t in tickets], on_done=on_done)
             wall = time.perf_counter() - t0
         kpis = report.score(results, tickets, engine, wall)
+        if control is not None:
+            kpis.savings = report.savings(engine, control.cache, strong=LARGE_SIM.name)
     kpis.crm_changes = desk_crm.changes()
     return kpis
 
@@ -120,6 +148,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     console.print(report.kpi_table(kpis))
     console.print(report.action_table(kpis))
+    if kpis.savings is not None:
+        console.print(report.savings_table(kpis.savings))
     for reason, example in sorted(kpis.failure_examples.items()):
         console.print(f"[yellow]{escape(reason)}[/yellow], e.g. {escape(example[:300])}",
                       highlight=False)

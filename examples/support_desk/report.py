@@ -26,6 +26,59 @@ def load_tickets(path: Path = TICKETS, limit: int | None = None) -> list[dict[st
 
 
 @dataclass(slots=True)
+class Tier:
+    name: str
+    calls: int
+    tokens: int
+    cost: float
+
+
+@dataclass(slots=True)
+class Savings:
+    """What routing and caching saved against every call on the strong model, uncached."""
+
+    tiers: list[Tier]
+    cache_hits: int
+    cache_saved_tokens: int
+    actual: float
+    all_strong: float
+
+    @property
+    def saved(self) -> float:
+        return self.all_strong - self.actual
+
+
+def savings(engine: convoy.Engine, cache: Any, *, strong: str) -> Savings:
+    """Price every token the run used (and every token the cache saved) at the strong
+    model's price, and compare with what was actually spent."""
+    prices = engine.accounting.prices
+    tiers = [Tier(name, s.calls, s.usage.total_tokens, s.cost)
+             for name, s in sorted(engine.accounting.by_model.items())]
+    used = convoy.Usage()
+    for s in engine.accounting.by_model.values():
+        used.add(s.usage)
+    used.add(cache.saved_usage)
+    return Savings(tiers=tiers, cache_hits=cache.hits,
+                   cache_saved_tokens=cache.saved_usage.total_tokens,
+                   actual=sum(t.cost for t in tiers), all_strong=prices.cost(strong, used))
+
+
+def savings_table(s: Savings) -> Table:
+    t = Table(title="Cost: routing and caching vs everything on the strong model",
+              header_style="bold")
+    for col in ("", "calls", "tokens", "cost"):
+        t.add_column(col, justify="left" if not col else "right")
+    for tier in s.tiers:
+        t.add_row(tier.name, f"{tier.calls:,}", f"{tier.tokens:,}", f"${tier.cost:.4f}")
+    t.add_row("cache hits (free)", f"{s.cache_hits:,}", f"{s.cache_saved_tokens:,}", "$0.0000")
+    t.add_row("[bold]actual[/bold]", "", "", f"[bold]${s.actual:.4f}[/bold]")
+    t.add_row("all on the strong model, no cache", "", "", f"${s.all_strong:.4f}")
+    share = s.saved / s.all_strong if s.all_strong else 0.0
+    t.add_row("[green]saved[/green]", "", "", f"[green]${s.saved:.4f} ({share:.0%})[/green]")
+    return t
+
+
+@dataclass(slots=True)
 class Kpis:
     sessions: int = 0
     completed: int = 0
@@ -44,6 +97,7 @@ class Kpis:
     tool_calls: int = 0
     wall_s: float = 0.0
     crm_changes: dict[str, int] = field(default_factory=dict)
+    savings: Savings | None = None
 
     @property
     def category_accuracy(self) -> float:

@@ -342,3 +342,14 @@ def script(req: convoy.ModelRequest) -> Reply:
 SUPPORT_SIM = convoy.SimModel(script, seed=SEED, name="sim:support",
                               latency=convoy.Latency(kind="lognormal", value=0.02, sigma=0.5))
 """The default model of every support-desk agent."""
+
+# The two tiers the demo routes between: the same simulated behaviour at two price points
+# (a gpt-4o-mini-like and a gpt-4o-like list price), so the savings are what routing and
+# caching are worth, not a difference in the simulated answers.
+MINI_SIM = convoy.SimModel(script, seed=SEED, name="sim:support-mini",
+                           latency=convoy.Latency(kind="lognormal", value=0.015, sigma=0.5))
+LARGE_SIM = convoy.SimModel(script, seed=SEED, name="sim:support-large",
+                            latency=convoy.Latency(kind="lognormal", value=0.04, sigma=0.5))
+PRICES = {"sim:support": convoy.Price(0.15, 0.60),
+          "sim:support-mini": convoy.Price(0.15, 0.60),
+          "sim:support-large": convoy.Price(2.50, 10.00)}
