@@ -4,6 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 BASE   := $(VENV)/.installed-dev
 LOCAL  := $(VENV)/.installed-local
+BENCH  := $(VENV)/.installed-bench
 
 .PHONY: install demo test lint bench llama-server clean
 
@@ -24,6 +25,10 @@ $(LOCAL): $(BASE)
 	$(BIN)/pip install -q -e '.[dev,local]'
 	touch $@
 
+$(BENCH): $(BASE)
+	$(BIN)/pip install -q -e '.[dev,bench]'
+	touch $@
+
 install: $(LOCAL)
 
 demo: $(BASE)  ## the support-desk example, end to end on the simulator
@@ -36,7 +41,11 @@ lint: $(BASE)
 	$(BIN)/ruff check src tests examples bench
 	$(BIN)/mypy
 
-bench: $(BASE)  ## Convoy vs the peer frameworks, W1-W3 (see bench/README.md)
+bench: $(BENCH)  ## reliability, budgets, resilience overhead, then Convoy vs the peers (W1-W3)
+	$(BIN)/python bench/reliability.py --agents 5 --fault-rate 0.05 --sessions 10000 \
+	  --plot bench/reliability.png
+	$(BIN)/python bench/budget_stress.py --sessions 2000
+	$(BIN)/python bench/resilience_overhead.py
 	bash bench/run.sh
 
 llama-server: $(LOCAL)  ## serve SmolLM2-135M on http://127.0.0.1:8765/v1

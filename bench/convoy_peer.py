@@ -108,7 +108,8 @@ class FakeModel(convoy.Model):
 
 chain_model = FakeModel("chain")
 chain_agents = [
-    convoy.Agent(name=f"agent{k}", instructions=f"You are agent {k} of {CHAIN_LEN}. Classify the ticket.",
+    convoy.Agent(name=f"agent{k}",
+                 instructions=f"You are agent {k} of {CHAIN_LEN}. Classify the ticket.",
                  input_type=str if k == 0 else Classification, output_type=Classification,
                  model=chain_model)
     for k in range(CHAIN_LEN)

@@ -107,13 +107,15 @@ def main() -> None:
             met = m <= best / SPEEDUP
             verdicts.append(
                 f"- {wl}: Convoy {fmt(m)} {metric} vs fastest peer {best_fw} {fmt(best)} → "
-                f"{best / m:.1f}× faster (target ≥ {SPEEDUP:g}×): **{'MET' if met else 'NOT MET'}**")
+                f"{best / m:.1f}× faster (target ≥ {SPEEDUP:g}×): "
+                f"**{'MET' if met else 'NOT MET'}**")
         elif US in meds:
             verdicts.append(f"- {wl}: no successful Convoy or peer run → **UNKNOWN**")
 
     commits = ("commits / session", lambda ok: fmt(med(ok, "commits_per_session"), 3)
                if med(ok, "commits_per_session") is not None else "–")
-    seq_table("W1", "us_per_step", "W1 chain5-overhead (5 agents in sequence, latency 0) — µs per agent step",
+    seq_table("W1", "us_per_step",
+              "W1 chain5-overhead (5 agents in sequence, latency 0) — µs per agent step",
               [("µs / session", lambda ok: fmt(med(ok, "us_per_session"))),
                ("p50 session µs", lambda ok: fmt(med(ok, "p50_session_us"))),
                ("p99 session µs", lambda ok: fmt(med(ok, "p99_session_us"))),
@@ -132,7 +134,8 @@ def main() -> None:
         peer_rates = {fw: v for fw, v in rate.items() if fw != US and v is not None}
         best_fw = max(peer_rates, key=peer_rates.get) if peer_rates else None
         best = peer_rates.get(best_fw) if best_fw else None
-        out.append(f"### W2 chain5-concurrent, N = {n:,} sessions at once (5 × 50 ms latency; ideal wall 0.25 s)\n")
+        out.append(f"### W2 chain5-concurrent, N = {n:,} sessions at once "
+                   "(5 × 50 ms latency; ideal wall 0.25 s)\n")
         out.append("| framework | wall s | sessions/s | × fastest peer | p50 ms | p99 ms | CPU s | "
                    "peak RSS MB | RSS / session KB | completed | commits / session | runs ok |")
         out.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -156,19 +159,21 @@ def main() -> None:
                 wall = f"**{why}**"
             out.append(
                 f"| {name(fw)} | {wall} | {fmt(r)} | {ratio} | {fmt(med(use, 'p50_ms'))} | "
-                f"{fmt(med(use, 'p99_ms'))} | {fmt(med(use, 'cpu_s'), 1)} | {fmt(med(use, 'peak_rss_mb'))} | "
+                f"{fmt(med(use, 'p99_ms'))} | {fmt(med(use, 'cpu_s'), 1)} | "
+                f"{fmt(med(use, 'peak_rss_mb'))} | "
                 f"{fmt(med(use, 'rss_per_session_kb'), 1)} | {fmt(med(use, 'completed'))}/{n:,} | "
                 f"{commits[1](use)} | {len(ok)}/{len(rs)} |")
         out.append("")
         if n == W2_TARGET_N and US in by:
             rs = by[US]
-            all_done = all(r.get("completed") == n and not r.get("errors") and not r.get("timed_out")
-                           and "error" not in r for r in rs)
+            all_done = all(r.get("completed") == n and not r.get("errors")
+                           and not r.get("timed_out") and "error" not in r for r in rs)
             r = rate[US] or 0.0
             rss = med(rs, "rss_per_session_kb")
             fast = r >= SPEEDUP * (best or 0.0)
             small = rss is not None and rss <= RSS_KB_MAX
-            peer_txt = (f"fastest peer {best_fw} {fmt(best)}/s" if best else "no peer completed any")
+            peer_txt = (f"fastest peer {best_fw} {fmt(best)}/s" if best
+                        else "no peer completed any")
             sp = f"{r / best:.1f}×" if best else "∞"
             verdicts.append(
                 f"- W2 N={n:,}: all complete: **{'yes' if all_done else 'NO'}**; "
@@ -177,7 +182,8 @@ def main() -> None:
                 f"{RSS_KB_MAX:g}): **{'MET' if small else 'NOT MET'}** → overall "
                 f"**{'MET' if all_done and fast and small else 'NOT MET'}**")
 
-    seq_table("W3", "us_per_session", "W3 supervisor (3 delegations + report, latency 0) — µs per session",
+    seq_table("W3", "us_per_session",
+              "W3 supervisor (3 delegations + report, latency 0) — µs per session",
               [("p50 µs", lambda ok: fmt(med(ok, "p50_session_us"))),
                ("p99 µs", lambda ok: fmt(med(ok, "p99_session_us"))),
                ("peak RSS MB", lambda ok: fmt(med(ok, "peak_rss_mb"))),
@@ -195,7 +201,8 @@ def main() -> None:
         vs = ", ".join(f"{k} {v}" for k, v in (versions.get(fw) or {}).items())
         out.append(f"| {name(fw)} | {fmt(med(rs, 'import_setup_s'), 2)} | {vs} |")
     out.append("")
-    dur = sorted({r.get("durability") for r in rows if r.get("framework") == US and r.get("durability")})
+    dur = sorted({r.get("durability") for r in rows
+                  if r.get("framework") == US and r.get("durability")})
     if dur:
         out.append(f"Convoy journal: SQLite file store, durability = {', '.join(dur)} "
                    "(\"process\" = WAL, synchronous=NORMAL).\n")
