@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import convoy
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,3 +50,18 @@ def test_readme_starts_with_the_two_commands() -> None:
     first_block = readme.split("```bash\n", 1)[1].split("```", 1)[0]
     assert first_block.splitlines()[0].startswith("make demo")
     assert first_block.splitlines()[1].startswith("make test")
+
+
+def test_readme_resilience_example_builds(tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"## Resilience and cost control\n.*?```python\n(.*?)```", readme, re.S)
+    assert block is not None
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"convoy": convoy}
+    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    engine = namespace["engine"]
+    assert isinstance(engine, convoy.Engine)
+    names = [type(i).__name__ for i in engine.runtime.interceptors]
+    assert names == ["StepTimings", "TokenVelocity", "Router", "ResponseCache", "Fallback",
+                     "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting"]
