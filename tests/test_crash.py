@@ -31,12 +31,7 @@ def finish(p: subprocess.Popen[bytes]) -> None:
 
 
 def completed(d: Path) -> int:
-    try:
-        with sqlite3.connect(f"file:{d / 'convoy.db'}?mode=ro", uri=True, timeout=5) as c:
-            return int(c.execute("SELECT COUNT(*) FROM sessions WHERE status='completed'")
-                       .fetchone()[0])
-    except sqlite3.OperationalError:
-        return 0
+    return _done(d / "convoy.db")
 
 
 def outputs(d: Path) -> dict[str, tuple[str, str]]:
@@ -95,3 +90,49 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
     assert repeated <= kills * 20
     tool_repeats = sum(n - 1 for n in Counter(lines(crash / "tool_calls.log")).values())
     assert tool_repeats <= kills * 20
+
+
+def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.Popen([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+@pytest.mark.slow
+def test_support_desk_cli_killed_three_times_matches_a_clean_run(tmp_path: Path) -> None:
+    tickets = Path(__file__).parents[1] / "examples" / "support_desk" / "tickets.jsonl"
+    run = ["run", "examples.support_desk.workflow:handle_ticket", "-i", str(tickets)]
+    finish(_cli([*run, "--db", "ref.db"], tmp_path, "ref_crm.db"))
+    for _ in range(3):
+        proc = _cli([*run, "--db", "crash.db"], tmp_path, "crash_crm.db")
+        before = _done(tmp_path / "crash.db")
+        deadline = time.monotonic() + 60
+        while _done(tmp_path / "crash.db") < before + 40 and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.01)
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    finish(_cli([*run, "--db", "crash.db"], tmp_path, "crash_crm.db"))
+
+    def rows(db: str, sql: str) -> list[tuple[object, ...]]:
+        with sqlite3.connect(tmp_path / db) as c:
+            return sorted(c.execute(sql))
+
+    sessions = "SELECT id, status, output FROM sessions"
+    assert rows("crash.db", sessions) == rows("ref.db", sessions)
+    assert len(rows("ref.db", sessions)) == 222
+    for table in ("refunds", "bug_reports", "account_events", "applied_requests"):
+        q = f"SELECT COUNT(*) FROM {table}"
+        assert rows("crash_crm.db", q) == rows("ref_crm.db", q), table
+
+
+def _done(db: Path) -> int:
+    if not db.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as c:
+            return int(c.execute("SELECT COUNT(*) FROM sessions WHERE status='completed'")
+                       .fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0

@@ -11,6 +11,7 @@ resumed session never refunds twice.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -318,7 +319,7 @@ class CRM:
                                "idempotency_key) VALUES(?,?,?,?)",
                                (customer_id, "password_reset", "reset link sent", key))
             return AccountChange(ok=True, customer_id=customer_id,
-                                 reference=f"PR-{cur.lastrowid:05d}",
+                                 reference=_reference("PR", key, cur.lastrowid),
                                  message="A password reset link was sent to the customer's "
                                          "email address; it expires in 24 hours.")
 
@@ -345,7 +346,7 @@ class CRM:
                                "idempotency_key) VALUES(?,?,?,?)",
                                (customer_id, "email_change", email, key))
             return AccountChange(ok=True, customer_id=customer_id,
-                                 reference=f"EC-{cur.lastrowid:05d}",
+                                 reference=_reference("EC", key, cur.lastrowid),
                                  message=f"The account email is now {email}.")
 
         return self._once(key, AccountChange, apply)
@@ -361,10 +362,19 @@ class CRM:
             cur = conn.execute("INSERT INTO bug_reports(customer_id, product, summary, "
                                "idempotency_key) VALUES(?,?,?,?)",
                                (customer_id, name, summary, key))
-            return BugReport(ok=True, report_id=f"BUG-{cur.lastrowid:05d}", product=name,
+            return BugReport(ok=True, report_id=_reference("BUG", key, cur.lastrowid),
+                             product=name,
                              message="Bug report filed with the engineering team.")
 
         return self._once(key, BugReport, apply)
+
+
+def _reference(prefix: str, key: str | None, rowid: int | None) -> str:
+    """A reference derived from the idempotency key: the same write gets the same reference
+    in any run, whatever order concurrent sessions reached the CRM in."""
+    if key is None:
+        return f"{prefix}-{rowid or 0:05d}"
+    return f"{prefix}-{hashlib.blake2b(key.encode(), digest_size=4).hexdigest().upper()}"
 
 
 def _invoice(conn: sqlite3.Connection, invoice_id: str) -> Invoice | None:
