@@ -46,6 +46,7 @@ bench: $(BENCH)  ## reliability, budgets, resilience overhead, then Convoy vs th
 	  --plot bench/reliability.png
 	$(BIN)/python bench/budget_stress.py --sessions 2000
 	$(BIN)/python bench/resilience_overhead.py
+	$(BIN)/python bench/breaker_reject.py
 	bash bench/run.sh
 
 llama-server: $(LOCAL)  ## serve SmolLM2-135M on http://127.0.0.1:8765/v1
