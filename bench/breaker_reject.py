@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import tempfile
@@ -47,7 +48,7 @@ class Down(convoy.Model):
 
 async def main(calls: int) -> dict[str, Any]:
     down = Down()
-    agent = convoy.Agent(name="a", output_type=Out, model=down)
+    agent: convoy.Agent[int, Out] = convoy.Agent(name="a", output_type=Out, model=down)
 
     @convoy.workflow(name="breaker-bench")
     async def wf(ctx: convoy.Context, x: int) -> Out:
@@ -72,10 +73,8 @@ async def main(calls: int) -> dict[str, Any]:
             samples = []
             for _ in range(calls):
                 t0 = time.perf_counter()
-                try:
+                with contextlib.suppress(convoy.CircuitOpenError):
                     await rt.model_chain.call(inp)
-                except convoy.CircuitOpenError:
-                    pass
                 samples.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
             n_sessions = 2000
