@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from convoy._interceptors import (
     EffectInput,
@@ -17,6 +18,8 @@ from convoy._interceptors import (
 )
 from convoy._messages import ModelResponse, Usage
 from convoy._pricing import PriceTable
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -43,39 +46,31 @@ class StepTimings(Interceptor):
         self.by_kind: dict[str, Durations] = defaultdict(Durations)
         self.keep = keep
 
-    def _record(self, kind: str, started: float) -> None:
-        d = self.by_kind[kind]
-        if len(d.samples) < self.keep:
-            d.samples.append(time.perf_counter() - started)
-
-    async def model_call(self, input: ModelCallInput,
-                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+    async def _timed(self, kind: str, call: Awaitable[T]) -> T:
         t = time.perf_counter()
         try:
-            return await next(input)
+            return await call
         finally:
-            self._record("model", t)
+            d = self.by_kind[kind]
+            if len(d.samples) < self.keep:
+                d.samples.append(time.perf_counter() - t)
 
-    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
-        t = time.perf_counter()
-        try:
-            return await next(input)
-        finally:
-            self._record("tool", t)
+    def model_call(self, input: ModelCallInput,
+                   next: Next[ModelCallInput, ModelResponse],
+                   ) -> Coroutine[Any, Any, ModelResponse]:
+        return self._timed("model", next(input))
 
-    async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
-        t = time.perf_counter()
-        try:
-            return await next(input)
-        finally:
-            self._record("handoff", t)
+    def tool_call(self, input: ToolCallInput,
+                  next: Next[ToolCallInput, Any]) -> Coroutine[Any, Any, Any]:
+        return self._timed("tool", next(input))
 
-    async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
-        t = time.perf_counter()
-        try:
-            return await next(input)
-        finally:
-            self._record("effect", t)
+    def handoff(self, input: HandoffInput,
+                next: Next[HandoffInput, Any]) -> Coroutine[Any, Any, Any]:
+        return self._timed("handoff", next(input))
+
+    def effect(self, input: EffectInput,
+               next: Next[EffectInput, Any]) -> Coroutine[Any, Any, Any]:
+        return self._timed("effect", next(input))
 
 
 @dataclass(slots=True)

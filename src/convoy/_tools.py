@@ -96,9 +96,10 @@ class Tool:
 
 
 def _readable(e: ValidationError) -> str:
+    """``body: Field required; priority: Input should be 'low' or 'high'``."""
     parts = []
     for err in e.errors(include_url=False):
-        loc = ".".join(str(x) for x in err["loc"]) or "(root)"
+        loc = ".".join(str(x) for x in err["loc"]) or "(input)"
         parts.append(f"{loc}: {err['msg']}")
     return "; ".join(parts)
 

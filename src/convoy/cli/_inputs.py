@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from convoy import UserError, Workflow
+from convoy._tools import readable_validation_error
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,15 +55,6 @@ def run_id(workflow: str, path: Path, data: bytes) -> str:
 
 def session_id(run: str, line: int) -> str:
     return f"{run}-{line}"
-
-
-def describe_validation_error(e: ValidationError) -> str:
-    """``body: Field required; priority: Input should be 'low' or 'high'``."""
-    parts = []
-    for item in e.errors(include_url=False):
-        loc = ".".join(str(x) for x in item["loc"]) or "(input)"
-        parts.append(f"{loc}: {item['msg']}")
-    return "; ".join(parts)
 
 
 def read_inputs(wf: Workflow[Any, Any], path: Path) -> InputBatch:
@@ -106,4 +98,4 @@ def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
     try:
         return (wf.input_adapter.validate_python(obj),)
     except ValidationError as e:
-        return describe_validation_error(e)
+        return readable_validation_error(e)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
-from convoy._errors import ModelError, ToolError, UserError
+from convoy._errors import ModelError, StepError, ToolError, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
 from convoy._messages import ModelResponse
 from convoy.resilience._deadlines import Deadlines, Watch
 from convoy.resilience._scope import Scoped
+
+T = TypeVar("T")
 
 
 class Timeout(Interceptor):
@@ -43,36 +45,32 @@ class Timeout(Interceptor):
             d = self._deadlines[seconds] = Deadlines(seconds)
         return d, d.watch()
 
+    async def _bounded(self, seconds: float, call: Awaitable[T],
+                       error: Callable[[], StepError]) -> T:
+        d, w = self._watch(seconds)
+        try:
+            return await call
+        except asyncio.CancelledError:
+            if not d.timed_out(w):
+                raise
+            self.timeouts += 1
+            raise error() from None
+        finally:
+            w.done = True
+
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         seconds = self.model_scope.for_model(input.agent.name, input.model.name)
         if seconds is None:
             return await next(input)
-        d, w = self._watch(seconds)
-        try:
-            return await next(input)
-        except asyncio.CancelledError:
-            if not d.timed_out(w):
-                raise
-            self.timeouts += 1
-            raise ModelError(f"model {input.model.name!r} (agent {input.agent.name!r}) did not "
-                             f"answer within {seconds:g}s ({self.label} timeout)",
-                             retryable=True) from None
-        finally:
-            w.done = True
+        return await self._bounded(seconds, next(input), lambda: ModelError(
+            f"model {input.model.name!r} (agent {input.agent.name!r}) did not answer within "
+            f"{seconds:g}s ({self.label} timeout)", retryable=True))
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         seconds = self.tool_scope.for_tool(input.agent.name, input.tool.name)
         if seconds is None:
             return await next(input)
-        d, w = self._watch(seconds)
-        try:
-            return await next(input)
-        except asyncio.CancelledError:
-            if not d.timed_out(w):
-                raise
-            self.timeouts += 1
-            raise ToolError(f"tool {input.tool.name!r} did not finish within {seconds:g}s "
-                            f"({self.label} timeout)", retryable=True) from None
-        finally:
-            w.done = True
+        return await self._bounded(seconds, next(input), lambda: ToolError(
+            f"tool {input.tool.name!r} did not finish within {seconds:g}s "
+            f"({self.label} timeout)", retryable=True))
