@@ -150,3 +150,16 @@ def test_budget_config_errors() -> None:
         Budget()
     with pytest.raises(convoy.UserError, match="downgrade_to"):
         Budgets(session=Budget(tokens=1), on_exhausted="downgrade")
+
+
+async def test_tenant_daily_spend_survives_a_restart(engine_factory: Any, db: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
+    wf = chain(2, sim)
+    first = engine_factory(interceptors=[Budgets(tenant_daily=Budget(tokens=500))])
+    assert (await first.run(wf, "a", tenant="acme")).ok  # 200 tokens
+    assert (await first.run(wf, "b", tenant="acme")).ok  # 400 tokens
+    await first.aclose()
+    # A new engine (a restart) on the same store: 400 of 500 tokens are already spent.
+    again = engine_factory(interceptors=[Budgets(tenant_daily=Budget(tokens=500))])
+    res = await again.run(wf, "c", tenant="acme")
+    assert res.status == "budget_exhausted" and sim.calls == 5

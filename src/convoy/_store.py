@@ -369,6 +369,21 @@ class SQLiteStore:
         ).fetchall()
         return [SessionRow(*r) for r in rows]
 
+    def tenant_spend(self, tenant: str, since: float) -> tuple[int, float]:
+        """Tokens and USD a tenant's sessions created since ``since`` have spent: finished
+        sessions from their totals, unfinished ones from their journaled model steps."""
+        done = self.conn.execute(
+            "SELECT COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost), 0) "
+            "FROM sessions WHERE tenant=? AND created>=? AND status NOT IN ('pending','running')",
+            (tenant, since)).fetchone()
+        live = self.conn.execute(
+            "SELECT COALESCE(SUM(json_extract(j.result, '$.in') + json_extract(j.result, '$.out'))"
+            ", 0), COALESCE(SUM(json_extract(j.result, '$.cost')), 0) FROM journal j JOIN "
+            "sessions s ON s.id = j.session_id WHERE s.tenant=? AND s.created>=? AND s.status "
+            "IN ('pending','running') AND j.kind='model' AND j.status='completed'",
+            (tenant, since)).fetchone()
+        return int(done[0]) + int(live[0]), float(done[1]) + float(live[1])
+
     def counts(self) -> dict[str, int]:
         return dict(self.conn.execute("SELECT status, COUNT(*) FROM sessions GROUP BY status"))
 

@@ -166,8 +166,20 @@ class Budgets(Interceptor):
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)
             if tb is not None:
-                out.append(self.ledger(f"tenant:{s.tenant}:{self._today().isoformat()}", tb))
+                out.append(self._tenant_day(input, tb))
         return out
+
+    def _tenant_day(self, input: ModelCallInput, budget: Budget) -> BudgetLedger:
+        s = input.session
+        day = self._today()
+        key = f"tenant:{s.tenant}:{day.isoformat()}"
+        led = self.ledgers.get(key)
+        if led is None:
+            led = self.ledger(key, budget)
+            # A restarted engine starts from what the store says was spent today.
+            midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+            led.tokens, led.usd = s.runtime.store.tenant_spend(s.tenant, midnight)
+        return led
 
     def _over_hard(self, led: BudgetLedger) -> bool:
         b, f = led.budget, self.hard_factor
