@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from convoy._interceptors import Interceptor
 from convoy.models._base import Model
@@ -21,6 +22,7 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
                 call_timeout: float | None = 60.0, tool_timeout: float | None = 30.0,
                 step_timeout: float | None = None,
                 breaker: BreakerPolicy | None = _DEFAULT_BREAKER,
+                breaker_state: str | Path | None = None,
                 fallbacks: Mapping[str, Sequence[str | Model]] | None = None,
                 router: Router | None = None,
                 bulkhead: Bulkhead | None = None, rate: Rate | RateLimit | None = None,
@@ -33,7 +35,8 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
 
     A cache hit costs nothing; every retry attempt passes the breaker, reserves budget,
     takes a rate-limit token and gets its own timeout; a fallback model gets the whole
-    retry policy again.
+    retry policy again. ``breaker_state`` is a file where open circuits are kept, so a
+    restarted engine keeps rejecting calls to a downstream that was failing.
     """
     chain: list[Interceptor] = list(before)
     if step_timeout is not None:
@@ -47,7 +50,7 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
     if retry is not None:
         chain.append(Retry(retry, budget=retry_budget))
     if breaker is not None:
-        chain.append(Breakers(breaker))
+        chain.append(Breakers(breaker, state_path=breaker_state))
     if budgets is not None:
         chain.append(budgets)
     if rate is not None:
