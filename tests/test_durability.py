@@ -243,3 +243,10 @@ async def test_run_with_a_known_session_id_never_runs_it_twice(engine_factory: A
     other = make_flow([a], name="other-flow")
     with pytest.raises(convoy.UserError, match="belongs to workflow 'flow'"):
         await eng.run(other, "x", session_id="known")
+
+
+def test_run_sync_for_scripts_without_a_loop(db: Path) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    res = convoy.Engine(db).run_sync(make_flow([a]), "x")
+    assert res.ok and res.output == Classification(**OK)
