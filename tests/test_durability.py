@@ -3,6 +3,7 @@ SIGKILL are in test_crash.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,30 @@ def test_run_sync_for_scripts_without_a_loop(db: Path) -> None:
     a = convoy.Agent(name="a", output_type=Classification, model=sim)
     res = convoy.Engine(db).run_sync(make_flow([a]), "x")
     assert res.ok and res.output == Classification(**OK)
+
+
+async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
+    """Checkpoints run on a thread; under commits that never pause, a PASSIVE checkpoint
+    never catches the WAL's tail, so without a RESTART the WAL would grow with every byte
+    written (tens of MB here)."""
+    import time
+
+    from convoy._store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "w.db", wal_limit_bytes=1024 * 1024)
+    store.open()
+    wal = tmp_path / "w.db-wal"
+    biggest, commits = 0, 0
+    try:
+        payload = "x" * 3000
+        t_end = time.monotonic() + 3.0
+        while time.monotonic() < t_end:
+            await store.append_step("s", str(commits), "model", "a", "completed", payload)
+            commits += 1
+            if commits % 200 == 0:
+                biggest = max(biggest, wal.stat().st_size)
+    finally:
+        await store.aclose()
+    written = commits * 2 * 4096  # each commit appends at least two pages to the WAL
+    assert written > 40 * 1024 * 1024, "too few commits to tell"
+    assert biggest < written / 3, (biggest, written)

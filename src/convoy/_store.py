@@ -28,6 +28,7 @@ Durability = Literal["process", "power"]
 Status = Literal["pending", "running", "completed", "failed", "escalated", "budget_exhausted",
                  "loop_detected", "limit_exceeded", "cancelled"]
 UNFINISHED = ("pending", "running")
+_WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past this size
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -111,7 +112,8 @@ class SessionRow:
 class SQLiteStore:
     """Sessions and journal in one SQLite file (``":memory:"`` is refused: not durable)."""
 
-    def __init__(self, path: str | Path, *, durability: Durability = "process") -> None:
+    def __init__(self, path: str | Path, *, durability: Durability = "process",
+                 wal_limit_bytes: int = _WAL_LIMIT) -> None:
         if str(path) == ":memory:":
             raise UserError("the store must be a file: ':memory:' would lose every session "
                             "on a crash; pass a path such as 'convoy.db'")
@@ -119,6 +121,8 @@ class SQLiteStore:
             raise UserError(f"durability must be 'process' or 'power', got {durability!r}")
         self.path = Path(path)
         self.durability: Durability = durability
+        self.wal_limit_bytes = wal_limit_bytes
+        self._wal_path = Path(f"{self.path}-wal")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
         self._scheduled = False
@@ -145,6 +149,7 @@ class SQLiteStore:
             # Checkpoints (copying the WAL into the database, with fsyncs) run on a thread
             # of their own instead of inside whichever commit crosses the threshold.
             conn.execute("PRAGMA wal_autocheckpoint=0")
+            conn.execute(f"PRAGMA journal_size_limit={int(self.wal_limit_bytes)}")
             conn.executescript(_SCHEMA)
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
             if row is None:
@@ -224,19 +229,30 @@ class SQLiteStore:
         if len(batch) == 1:  # autocommit: one statement is one transaction
             sql, params, _ = batch[0]
             conn.execute(sql, params)
-            self.commits += 1
-            self.records += 1
-            return
-        conn.execute("BEGIN")
-        try:
-            for sql, params, _ in batch:
-                conn.execute(sql, params)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        else:
+            conn.execute("BEGIN")
+            try:
+                for sql, params, _ in batch:
+                    conn.execute(sql, params)
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
         self.commits += 1
         self.records += len(batch)
+        if self.commits % 128 == 0:
+            self._after_commit(conn)
+
+    def _after_commit(self, conn: sqlite3.Connection) -> None:
+        """Rewind the WAL once it passes the limit. Under commits that never pause, the
+        background PASSIVE checkpoints never catch the WAL's tail, and a WAL that is never
+        copied whole never starts over: it would grow with every byte written. Only the
+        writer can pick the moment between its own commits, so it does this itself."""
+        try:
+            if self._wal_path.stat().st_size > self.wal_limit_bytes:
+                conn.execute("PRAGMA wal_checkpoint(RESTART)")
+        except (OSError, sqlite3.OperationalError):
+            pass  # no WAL yet, or busy: try again later
 
     @staticmethod
     def _settle(batch: Sequence[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]],
@@ -389,7 +405,12 @@ class SQLiteStore:
 
 
 class _Checkpointer:
-    """Copies the WAL back into the database from a thread, a few times a second."""
+    """Copies the WAL back into the database from a thread, a few times a second.
+
+    A PASSIVE checkpoint never waits, so it cannot stall a commit; the writer itself rewinds
+    the WAL once it passes the limit (see ``SQLiteStore._after_commit``), which is then
+    cheap because this thread has already copied almost all of it.
+    """
 
     def __init__(self, path: Path, interval: float = 0.25) -> None:
         self._path = path
