@@ -3,7 +3,6 @@ SIGKILL are in test_crash.py)."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 from pathlib import Path
 from typing import Any
