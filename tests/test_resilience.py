@@ -410,3 +410,18 @@ async def test_deadlines_cut_only_late_calls_and_let_outer_cancels_through() -> 
     task.cancel()  # an outer cancel before the deadline is not a timeout
     with pytest.raises(asyncio.CancelledError):
         await task
+
+
+async def test_engine_restarted_during_an_open_breaker_keeps_it_open(db: Any) -> None:
+    sim, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
+    agent = convoy.Agent(name="a", output_type=Classification, model=sim)
+    policy = BreakerPolicy(minimum_calls=5, wait_in_open=600)
+    async with convoy.Engine(db, interceptors=[Breakers(policy)]) as first:
+        for i in range(5):
+            await first.run(flow(agent), f"t{i}")
+    assert len(attempts) == 5
+    # The process dies and comes back: the circuit is still open, nothing reaches the model.
+    async with convoy.Engine(db, interceptors=[Breakers(policy)]) as again:
+        res = await again.run(flow(agent), "after restart")
+    assert res.error is not None and res.error["type"] == "CircuitOpenError"
+    assert len(attempts) == 5

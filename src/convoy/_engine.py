@@ -109,7 +109,11 @@ class Engine:
     # -- lifecycle -----------------------------------------------------------------------
 
     def open(self) -> None:
+        if self.store.is_open:
+            return
         self.store.open()
+        for ic in self.runtime.interceptors:
+            ic.bind(self.runtime)
 
     async def aclose(self) -> None:
         await self.store.aclose()

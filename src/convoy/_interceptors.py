@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from convoy._agent import Agent
+    from convoy._runtime import Runtime
     from convoy._session import SessionState
     from convoy._tools import Tool, ToolContext
     from convoy.models._base import Model
@@ -78,6 +79,10 @@ Next = Callable[[I], Awaitable[O]]
 
 class Interceptor:
     """Base class: every method passes through. Override what you need."""
+
+    def bind(self, runtime: Runtime) -> None:
+        """Called once when the engine opens its store; an interceptor that keeps state
+        across restarts (open circuit breakers, say) can find the store here."""
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:

@@ -191,6 +191,10 @@ class SQLiteStore:
             self._conn = None
 
     @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise UserError("the store is not open; use 'async with Engine(...)' or "

@@ -12,17 +12,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import closing
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from convoy._errors import CircuitOpenError, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
 from convoy._messages import ModelResponse
 from convoy.resilience._classify import is_downstream_failure
 from convoy.resilience._scope import Scoped
+
+if TYPE_CHECKING:
+    from convoy._runtime import Runtime
 
 State = Literal["closed", "open", "half_open"]
 
@@ -252,6 +256,12 @@ class Breakers(Interceptor):
         self.breakers: dict[str, CircuitBreaker] = {}
         self._state = _BreakerState(Path(state_path)) if state_path is not None else None
 
+    def bind(self, runtime: Runtime) -> None:
+        """Without a ``state_path``, open circuits are kept in the engine's own store, so
+        a restarted engine (after a crash, say) keeps rejecting calls to a downstream that
+        was failing instead of hammering it again."""
+        if self._state is None:
+            self._state = _BreakerState(runtime.store.path)
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
         b = self.breakers.get(key)
         if b is None:
@@ -319,7 +329,7 @@ class _BreakerState:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as c:
+        with closing(self._connect()) as c:
             c.execute("CREATE TABLE IF NOT EXISTS breakers(key TEXT PRIMARY KEY, state TEXT "
                       "NOT NULL, until REAL NOT NULL)")
 
@@ -327,12 +337,12 @@ class _BreakerState:
         return sqlite3.connect(self.path, timeout=10, isolation_level=None)
 
     def save(self, b: CircuitBreaker) -> None:
-        with self._connect() as c:
+        with closing(self._connect()) as c:
             c.execute("INSERT OR REPLACE INTO breakers VALUES(?,?,?)",
                       (b.name, b.state, time.time() + b.open_remaining))
 
     def open_remaining(self, key: str) -> float | None:
-        with self._connect() as c:
+        with closing(self._connect()) as c:
             row = c.execute("SELECT state, until FROM breakers WHERE key=?", (key,)).fetchone()
         if row is None or row[0] != "open":
             return None
