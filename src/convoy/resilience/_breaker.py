@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from contextlib import closing
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
