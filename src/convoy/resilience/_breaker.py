@@ -13,11 +13,11 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import CircuitOpenError, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from convoy._runtime import Runtime
 
 State = Literal["closed", "open", "half_open"]
+I = TypeVar("I")  # noqa: E741
+O = TypeVar("O")  # noqa: E741
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -111,10 +113,10 @@ class _TimeWindow:
             self.slow -= s
 
     def add(self, failed: bool, slow: bool, now: float) -> None:
-        self.expire(now)
         sec = int(now)
         b = self._buckets
-        if not b or b[-1][0] != sec:
+        if not b or b[-1][0] != sec:  # a new second: drop the ones that left the window
+            self.expire(now)
             b.append([sec, 0, 0, 0])
         last = b[-1]
         last[1] += 1
@@ -198,7 +200,8 @@ class CircuitBreaker:
             self._probes_started += 1
         return self._generation
 
-    def record(self, ticket: int, failed: bool, duration: float) -> None:
+    def record(self, ticket: int, failed: bool, duration: float,
+               now: float | None = None) -> None:
         if ticket != self._generation:
             return
         slow = duration >= self.policy.slow_call_duration
@@ -212,7 +215,7 @@ class CircuitBreaker:
                                                   self._probe_slow) else "closed")
             return
         w = self._window
-        w.add(failed, slow, self._clock())
+        w.add(failed, slow, self._clock() if now is None else now)
         if w.calls >= p.minimum_calls and self._tripped(w.calls, w.failures, w.slow):
             self._to("open")
 
@@ -254,6 +257,7 @@ class Breakers(Interceptor):
         self._tools: Scoped[BreakerPolicy] = Scoped(default=default, tools=tools or {})
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
+        self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, ...]] = {}
         self._state = _BreakerState(Path(state_path)) if state_path is not None else None
 
     def bind(self, runtime: Runtime) -> None:
@@ -262,6 +266,7 @@ class Breakers(Interceptor):
         was failing instead of hammering it again."""
         if self._state is None:
             self._state = _BreakerState(runtime.store.path)
+
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
         b = self.breakers.get(key)
         if b is None:
@@ -274,52 +279,60 @@ class Breakers(Interceptor):
                     b.restore_open(remaining)
         return b
 
-    async def _guarded(self, breakers: list[CircuitBreaker], call: Any) -> Any:
-        admitted: list[tuple[CircuitBreaker, int]] = []
+    def _for_model(self, model: str, agent: str) -> tuple[CircuitBreaker, ...]:
+        found = self._pairs.get((model, agent))
+        if found is None:
+            mp = self._models.for_model("", model)
+            ap = self._agents.for_model(agent, "")
+            pair = []
+            if mp is not None:
+                pair.append(self.get(f"model:{model}", mp))
+            if ap is not None:
+                pair.append(self.get(f"agent:{agent}", ap))
+            found = self._pairs[(model, agent)] = tuple(pair)
+        return found
+
+    async def _guarded(self, breakers: tuple[CircuitBreaker, ...],
+                       call: Callable[[I], Awaitable[O]], input: I) -> O:
+        tickets = []
         try:
             for b in breakers:
-                admitted.append((b, b.acquire()))
+                tickets.append(b.acquire())
         except CircuitOpenError:
-            for b, ticket in admitted:
+            for b, ticket in zip(breakers, tickets, strict=False):
                 b.release(ticket)
             raise
-        t0 = self._clock()
+        clock = self._clock
+        t0 = clock()
         try:
-            out = await call()
+            out = await call(input)
         except Exception as e:
             failed = is_downstream_failure(e)
-            for b, ticket in admitted:
-                b.record(ticket, failed, self._clock() - t0)
+            now = clock()
+            for b, ticket in zip(breakers, tickets, strict=True):
+                b.record(ticket, failed, now - t0, now)
             raise
         except BaseException:
-            for b, ticket in admitted:
+            for b, ticket in zip(breakers, tickets, strict=True):
                 b.release(ticket)
             raise
-        elapsed = self._clock() - t0
-        for b, ticket in admitted:
-            b.record(ticket, False, elapsed)
+        now = clock()
+        for b, ticket in zip(breakers, tickets, strict=True):
+            b.record(ticket, False, now - t0, now)
         return out
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        found = []
-        mp = self._models.for_model("", input.model.name)
-        if mp is not None:
-            found.append(self.get(f"model:{input.model.name}", mp))
-        ap = self._agents.for_model(input.agent.name, "")
-        if ap is not None:
-            found.append(self.get(f"agent:{input.agent.name}", ap))
+        found = self._for_model(input.model.name, input.agent.name)
         if not found:
             return await next(input)
-        out: ModelResponse = await self._guarded(found, lambda: next(input))
-        return out
+        return await self._guarded(found, next, input)
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         tp = self._tools.for_tool("", input.tool.name)
         if tp is None:
             return await next(input)
-        return await self._guarded([self.get(f"tool:{input.tool.name}", tp)],
-                                   lambda: next(input))
+        return await self._guarded((self.get(f"tool:{input.tool.name}", tp),), next, input)
 
 
 class _BreakerState:

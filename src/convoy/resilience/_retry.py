@@ -76,10 +76,10 @@ class RetryBudget:
         now = self._clock()
         sec = int(now)
         b = self._buckets
-        horizon = now - self.ttl
-        while b and b[0][0] < horizon:
-            self._net -= b.popleft()[1]
-        if not b or b[-1][0] != sec:
+        if not b or b[-1][0] != sec:  # a new second: expire what left the window
+            horizon = now - self.ttl
+            while b and b[0][0] < horizon:
+                self._net -= b.popleft()[1]
             b.append([sec, 0.0])
         b[-1][1] += amount
         self._net += amount

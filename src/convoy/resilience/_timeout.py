@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, TypeVar
+from collections.abc import Mapping
+from typing import Any
 
-from convoy._errors import ModelError, StepError, ToolError, UserError
+from convoy._errors import ModelError, ToolError, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
 from convoy._messages import ModelResponse
 from convoy.resilience._deadlines import Deadlines, Watch
 from convoy.resilience._scope import Scoped
-
-T = TypeVar("T")
 
 
 class Timeout(Interceptor):
@@ -45,32 +43,40 @@ class Timeout(Interceptor):
             d = self._deadlines[seconds] = Deadlines(seconds)
         return d, d.watch()
 
-    async def _bounded(self, seconds: float, call: Awaitable[T],
-                       error: Callable[[], StepError]) -> T:
-        d, w = self._watch(seconds)
-        try:
-            return await call
-        except asyncio.CancelledError:
-            if not d.timed_out(w):
-                raise
-            self.timeouts += 1
-            raise error() from None
-        finally:
-            w.done = True
+    def _expired(self, d: Deadlines, w: Watch) -> None:
+        """In ``except CancelledError``: re-raise it unless our deadline caused it."""
+        if not d.timed_out(w):
+            raise  # noqa: PLE0704 - re-raises the CancelledError being handled
+        self.timeouts += 1
 
+    # The two methods below repeat one shape on purpose: a shared coroutine helper would
+    # add a frame to every model and tool call.
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         seconds = self.model_scope.for_model(input.agent.name, input.model.name)
         if seconds is None:
             return await next(input)
-        return await self._bounded(seconds, next(input), lambda: ModelError(
-            f"model {input.model.name!r} (agent {input.agent.name!r}) did not answer within "
-            f"{seconds:g}s ({self.label} timeout)", retryable=True))
+        d, w = self._watch(seconds)
+        try:
+            return await next(input)
+        except asyncio.CancelledError:
+            self._expired(d, w)
+            raise ModelError(f"model {input.model.name!r} (agent {input.agent.name!r}) did not "
+                             f"answer within {seconds:g}s ({self.label} timeout)",
+                             retryable=True) from None
+        finally:
+            w.done = True
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         seconds = self.tool_scope.for_tool(input.agent.name, input.tool.name)
         if seconds is None:
             return await next(input)
-        return await self._bounded(seconds, next(input), lambda: ToolError(
-            f"tool {input.tool.name!r} did not finish within {seconds:g}s "
-            f"({self.label} timeout)", retryable=True))
+        d, w = self._watch(seconds)
+        try:
+            return await next(input)
+        except asyncio.CancelledError:
+            self._expired(d, w)
+            raise ToolError(f"tool {input.tool.name!r} did not finish within {seconds:g}s "
+                            f"({self.label} timeout)", retryable=True) from None
+        finally:
+            w.done = True
