@@ -64,6 +64,9 @@ class NonDeterminismError(ConvoyError):
         super().__init__(message)
         self.key = key
 
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "key": self.key}
+
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self).__name__, str(self), {"key": self.key}))
 
