@@ -17,7 +17,6 @@ from convoy._accounting import StepTimings, UsageAccounting
 from convoy._context import Context
 from convoy._errors import (
     ConvoyError,
-    NonDeterminismError,
     SessionTerminated,
     TerminalReason,
     UnknownOutcomeError,
@@ -323,8 +322,6 @@ class Engine:
                      f" an invalid output: {readable_validation_error(e)}"}
         except (ConvoyError, Exception) as e:
             status, error, output = "failed", error_to_record(e), None
-            if isinstance(e, NonDeterminismError):
-                error["key"] = e.key
         if persist:
             await self.store.finish_session(sid, status, output_json, error, state.steps,
                                             state.usage.input_tokens, state.usage.output_tokens,
