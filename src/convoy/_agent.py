@@ -148,9 +148,6 @@ class Agent(Generic[InT, OutT]):
         if not text:
             raise ValueError("expected a JSON answer matching the output schema, got nothing")
         try:
-            if self._out_adapter is not None and isinstance(self.output_type, type) and \
-                    issubclass(self.output_type, BaseModel):
-                return self.output_type.model_validate_json(text)
             return self._out_adapter.validate_json(text)
         except ValidationError as e:
             raise ValueError(readable_validation_error(e)) from None

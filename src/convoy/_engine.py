@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -187,14 +186,14 @@ class Engine:
         for sid, v in zip(sids, values, strict=True):
             row = existing.get(sid)
             if row is None:
-                jobs.append((sid, tenant, v, now))
+                jobs.append((sid, tenant, v, now, False))  # new: nothing to replay
             elif row.status not in UNFINISHED:
                 done.append(_result_of(wf, row))
             elif row.workflow != wf.name or row.version != wf.version:
                 done.append(await self._fail_version(wf, row, on_done))
             else:  # started before (a crash, a stop): resume it from its journal
                 jobs.append((sid, row.tenant, wf.input_adapter.validate_json(row.input),
-                             row.started or now))
+                             row.started or now, True))
         results = await self._pool(wf, jobs, on_done)
         order = {sid: i for i, sid in enumerate(sids)}
         return sorted([*done, *results], key=lambda r: order[r.id])
@@ -232,7 +231,7 @@ class Engine:
                     results.append(await self._fail_version(wf, row, on_done))
                     continue
                 jobs.append((row.id, row.tenant, wf.input_adapter.validate_json(row.input),
-                             row.started or time.time()))
+                             row.started or time.time(), True))
             results.extend(await self._pool(wf, jobs, on_done))
         return results
 
@@ -260,15 +259,16 @@ class Engine:
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _pool(self, wf: Workflow[Any, OutT], jobs: list[tuple[str, str, Any, float]],
+    async def _pool(self, wf: Workflow[Any, OutT],
+                    jobs: list[tuple[str, str, Any, float, bool]],
                     on_done: Callable[[SessionResult[OutT]], None] | None,
                     ) -> list[SessionResult[OutT]]:
         results: list[SessionResult[OutT] | None] = [None] * len(jobs)
         it = iter(enumerate(jobs))
 
         async def worker() -> None:
-            for i, (sid, tenant, value, started) in it:
-                replay = self.store.load_journal(sid)
+            for i, (sid, tenant, value, started, known) in it:
+                replay = self.store.load_journal(sid) if known else None
                 res = await self._admit(wf, sid, tenant, value, started, replay=replay)
                 results[i] = res
                 if on_done is not None:
@@ -355,10 +355,6 @@ class Engine:
         finally:
             await self.aclose()
 
-    async def iter_sessions(self, status: str | None = None) -> AsyncIterator[SessionRow]:
-        self.open()
-        for row in self.store.list_sessions(status=status, limit=1_000_000):
-            yield row
 
 
 def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
@@ -390,4 +386,4 @@ def _same_error(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return bool(a.get("type") == b.get("type") and a.get("message") == b.get("message"))
 
 
-__all__ = ["Engine", "ReplayResult", "SessionResult", "json"]
+__all__ = ["Engine", "ReplayResult", "SessionResult"]

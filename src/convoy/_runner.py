@@ -19,7 +19,6 @@ from convoy._errors import (
     HandoffError,
     LimitExceeded,
     OutputValidationError,
-    StepError,
     ToolError,
     UserError,
 )
@@ -262,4 +261,4 @@ def _ident(x: str) -> str:
     return x
 
 
-__all__ = ["StepError", "model_step", "run_agent", "tool_step"]
+__all__ = ["model_step", "run_agent", "tool_step"]

@@ -13,7 +13,7 @@ import asyncio
 import inspect
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, cast, get_type_hints, overload
 
@@ -172,5 +172,3 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
         idempotent=idempotent,
     )
 
-
-ToolFn = Callable[..., Awaitable[Any]]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import hashlib
 import json
 import math
 import random
@@ -26,6 +25,7 @@ from typing import Any
 from convoy._errors import ModelError, ToolError, UserError
 from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
 from convoy._messages import ModelResponse
+from convoy._seeding import seeded_rng
 
 #: Faults of one model call that exclude each other (one draw picks at most one).
 MODEL_FAULTS = ("timeout", "rate_limit", "server_error", "malformed", "schema_invalid")
@@ -178,9 +178,7 @@ class FaultInjector(Interceptor):
         self._tool_attempts: dict[tuple[str, str], int] = {}
 
     def rng(self, session_id: str, step_key: str, attempt: int, target: str) -> random.Random:
-        h = hashlib.blake2b(f"{self.seed}|{session_id}|{step_key}|{attempt}|{target}".encode(),
-                            digest_size=8).digest()
-        return random.Random(int.from_bytes(h, "big"))
+        return seeded_rng(self.seed, session_id, step_key, attempt, target)
 
     def draw(self, session_id: str, step_key: str, attempt: int, target: str
              ) -> tuple[str | None, bool]:

@@ -21,7 +21,6 @@ anything else. Agents without a script get a minimal answer that satisfies their
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import math
 import random
@@ -35,6 +34,7 @@ from pydantic import BaseModel
 
 from convoy._errors import ConvoyError, ModelError, UserError
 from convoy._messages import ModelRequest, ModelResponse, ToolCall, Usage
+from convoy._seeding import seeded_rng
 from convoy.models._base import Model
 
 Reply = Mapping[str, Any] | BaseModel | str | ModelResponse
@@ -143,9 +143,7 @@ class SimModel(Model):
         self._random = self.faults.any or self.latency.kind != "fixed"
 
     def rng(self, req: ModelRequest) -> random.Random:
-        h = hashlib.blake2b(f"{self.seed}|{req.session_id}|{req.step_key}|{req.attempt}|"
-                            f"{req.agent}".encode(), digest_size=8).digest()
-        return random.Random(int.from_bytes(h, "big"))
+        return seeded_rng(self.seed, req.session_id, req.step_key, req.attempt, req.agent)
 
     async def request(self, request: ModelRequest) -> ModelResponse:
         self.calls += 1
