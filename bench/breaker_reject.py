@@ -64,7 +64,7 @@ async def main(calls: int) -> dict[str, Any]:
                 await engine.run(wf, i)
             before = down.calls
             rt = engine.runtime
-            state = convoy._session.SessionState(rt, "probe", "default", "breaker-bench",
+            state = convoy.runtime._session.SessionState(rt, "probe", "default", "breaker-bench",
                                                  time.time())
             req = convoy.ModelRequest(messages=[convoy.Message(role="user", content="x")],
                                       agent="a")

@@ -258,7 +258,7 @@ async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: 
     written (tens of MB here)."""
     import time
 
-    from convoy._store import SQLiteStore
+    from convoy.stores._sqlite import SQLiteStore
 
     store = SQLiteStore(tmp_path / "w.db", wal_limit_bytes=1024 * 1024)
     store.open()

@@ -29,7 +29,7 @@ import pytest
 from pydantic import BaseModel
 
 from convoy._errors import ModelError, UserError
-from convoy._messages import (
+from convoy.models._messages import (
     Message,
     ModelRequest,
     ModelSettings,

@@ -5,10 +5,10 @@ Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on
 resumes where it stopped without paying for anything twice.
 """
 
-from convoy._accounting import StepTimings, UsageAccounting
-from convoy._agent import Agent
-from convoy._context import Context
-from convoy._engine import Engine, ReplayResult, SessionResult
+from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.definitions._agent import Agent
+from convoy.runtime._context import Context
+from convoy.engine._engine import Engine, ReplayResult, SessionResult
 from convoy._errors import (
     BudgetExhausted,
     CircuitOpenError,
@@ -29,7 +29,7 @@ from convoy._errors import (
     UnknownOutcomeError,
     UserError,
 )
-from convoy._interceptors import (
+from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -37,8 +37,8 @@ from convoy._interceptors import (
     Next,
     ToolCallInput,
 )
-from convoy._limits import Limits
-from convoy._messages import (
+from convoy.runtime._limits import Limits
+from convoy.models._messages import (
     Message,
     ModelRequest,
     ModelResponse,
@@ -47,10 +47,10 @@ from convoy._messages import (
     ToolSpec,
     Usage,
 )
-from convoy._patterns import decompose, fan_out, pipeline, supervisor
-from convoy._pricing import Price, PriceTable
-from convoy._tools import Tool, ToolContext, tool
-from convoy._workflow import Workflow, load_workflow, workflow
+from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.cost._pricing import Price, PriceTable
+from convoy.definitions._tools import Tool, ToolContext, tool
+from convoy.definitions._workflow import Workflow, load_workflow, workflow
 from convoy.models import Faults, Latency, Model, SimModel, infer_model
 
 __version__ = "0.1.0"

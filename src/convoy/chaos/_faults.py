@@ -23,8 +23,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from convoy._errors import ModelError, ToolError, UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
-from convoy._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.models._messages import ModelResponse
 from convoy._seeding import seeded_rng
 
 #: Faults of one model call that exclude each other (one draw picks at most one).

@@ -20,9 +20,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from convoy._engine import Engine
-from convoy._interceptors import Interceptor
-from convoy._workflow import Workflow, load_workflow
+from convoy.engine._engine import Engine
+from convoy.interceptors._base import Interceptor
+from convoy.definitions._workflow import Workflow, load_workflow
 from convoy.chaos._faults import FaultInjector, FaultSpec
 from convoy.models import infer_model
 from convoy.models._base import Model

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from convoy import UserError, Workflow
-from convoy._tools import readable_validation_error
+from convoy.definitions._tools import readable_validation_error
 
 
 @dataclass(slots=True, frozen=True)

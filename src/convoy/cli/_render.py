@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy._store import SessionRow
+from convoy.stores._sqlite import SessionRow
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import RunStats
 

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convoy._store import SessionRow
+from convoy.stores._sqlite import SessionRow
 from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_engine_sync, out
 from convoy.cli._render import STATUSES, print_session, sessions_table
 

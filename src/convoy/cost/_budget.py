@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Literal
 from weakref import WeakKeyDictionary
 
 from convoy._errors import BudgetExhausted, Escalated, UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next
-from convoy._messages import ModelResponse, Usage
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next
+from convoy.models._messages import ModelResponse, Usage
 from convoy.models._base import Model
 from convoy.resilience._bulkhead import estimate_usage
 
 if TYPE_CHECKING:
-    from convoy._session import SessionState
+    from convoy.runtime._session import SessionState
 
 Policy = Literal["stop", "downgrade", "escalate"]
 

@@ -10,8 +10,8 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from convoy._errors import UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next
-from convoy._messages import ModelRequest, ModelResponse, Usage
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next
+from convoy.models._messages import ModelRequest, ModelResponse, Usage
 
 
 def cache_key(model: str, req: ModelRequest) -> str:

@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from convoy._interceptors import Interceptor, ModelCallInput, Next
-from convoy._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next
+from convoy.models._messages import ModelResponse
 
 
 @dataclass(slots=True)

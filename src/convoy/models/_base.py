@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 
-from convoy._messages import ModelRequest, ModelResponse
+from convoy.models._messages import ModelRequest, ModelResponse
 
 
 class Model(ABC):

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from convoy._errors import ModelError, UserError
-from convoy._messages import ModelRequest, ModelResponse, ToolCall, Usage
+from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._base import Model
 from convoy.models._openai import message_to_openai
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from convoy._errors import ModelError, UserError
-from convoy._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._base import Model
 
 if TYPE_CHECKING:

@@ -33,7 +33,7 @@ import yaml
 from pydantic import BaseModel
 
 from convoy._errors import ConvoyError, ModelError, UserError
-from convoy._messages import ModelRequest, ModelResponse, ToolCall, Usage
+from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy._seeding import seeded_rng
 from convoy.models._base import Model
 

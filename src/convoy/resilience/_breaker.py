@@ -20,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import CircuitOpenError, UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
-from convoy._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import is_downstream_failure
 from convoy.resilience._scope import Scoped
 
 if TYPE_CHECKING:
-    from convoy._runtime import Runtime
+    from convoy.engine._runtime import Runtime
 
 State = Literal["closed", "open", "half_open"]
 I = TypeVar("I")  # noqa: E741

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from convoy._errors import UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
-from convoy._messages import ModelRequest, ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.models._messages import ModelRequest, ModelResponse
 from convoy.resilience._scope import Scoped
 
 

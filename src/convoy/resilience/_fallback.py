@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from convoy._errors import CircuitOpenError, StepError
-from convoy._interceptors import Interceptor, ModelCallInput, Next
-from convoy._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next
+from convoy.models._messages import ModelResponse
 from convoy.models._base import Model
 from convoy.resilience._classify import classify
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from convoy._interceptors import Interceptor
+from convoy.interceptors._base import Interceptor
 from convoy.models._base import Model
 from convoy.resilience._breaker import BreakerPolicy, Breakers
 from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit

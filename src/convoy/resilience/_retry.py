@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from convoy._errors import StepError, UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
-from convoy._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import classify
 from convoy.resilience._scope import Scoped
 

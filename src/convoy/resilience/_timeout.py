@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from convoy._errors import ModelError, ToolError, UserError
-from convoy._interceptors import Interceptor, ModelCallInput, Next, ToolCallInput
-from convoy._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.models._messages import ModelResponse
 from convoy.resilience._deadlines import Deadlines, Watch
 from convoy.resilience._scope import Scoped
 

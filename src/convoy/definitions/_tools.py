@@ -20,7 +20,7 @@ from typing import Any, cast, get_type_hints, overload
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from convoy._errors import ToolError, UserError
-from convoy._messages import ToolSpec
+from convoy.models._messages import ToolSpec
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 
 from pydantic import TypeAdapter
 
-from convoy._context import Context
+from convoy.runtime._context import Context
 from convoy._errors import UserError
 
 InT = TypeVar("InT")

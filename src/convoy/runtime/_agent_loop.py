@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from convoy._agent import HANDOFF_PREFIX, Agent, render_input
-from convoy._context import concurrently
+from convoy.definitions._agent import HANDOFF_PREFIX, Agent, render_input
+from convoy.runtime._context import concurrently
 from convoy._errors import (
     HandoffError,
     LimitExceeded,
@@ -22,12 +22,12 @@ from convoy._errors import (
     ToolError,
     UserError,
 )
-from convoy._interceptors import HandoffInput, ModelCallInput, ToolCallInput
-from convoy._messages import Message, ModelRequest, ModelResponse, ToolCall
-from convoy._tools import ToolContext, readable_validation_error
+from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
+from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
+from convoy.definitions._tools import ToolContext, readable_validation_error
 
 if TYPE_CHECKING:
-    from convoy._context import Context
+    from convoy.runtime._context import Context
 
 
 def _decode_response(text: str) -> ModelResponse:

@@ -17,8 +17,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
-from convoy._agent import Agent
-from convoy._context import Context
+from convoy.definitions._agent import Agent
+from convoy.runtime._context import Context
 from convoy._errors import UserError
 
 OutT = TypeVar("OutT")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy._interceptors import (
+from convoy.interceptors._base import (
     Chain,
     EffectInput,
     HandoffInput,
@@ -13,15 +13,15 @@ from convoy._interceptors import (
     ModelCallInput,
     ToolCallInput,
 )
-from convoy._limits import Limits
-from convoy._messages import ModelResponse
-from convoy._pricing import PriceTable
+from convoy.runtime._limits import Limits
+from convoy.models._messages import ModelResponse
+from convoy.cost._pricing import PriceTable
 from convoy.models import infer_model
 from convoy.models._base import Model
 
 if TYPE_CHECKING:
-    from convoy._agent import Agent
-    from convoy._store import SQLiteStore
+    from convoy.definitions._agent import Agent
+    from convoy.stores._sqlite import SQLiteStore
 
 
 async def _call_model(i: ModelCallInput) -> ModelResponse:

@@ -14,15 +14,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from convoy._messages import ModelRequest, ModelResponse
+from convoy.models._messages import ModelRequest, ModelResponse
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-    from convoy._agent import Agent
-    from convoy._runtime import Runtime
-    from convoy._session import SessionState
-    from convoy._tools import Tool, ToolContext
+    from convoy.definitions._agent import Agent
+    from convoy.engine._runtime import Runtime
+    from convoy.runtime._session import SessionState
+    from convoy.definitions._tools import Tool, ToolContext
     from convoy.models._base import Model
 
 I = TypeVar("I")  # noqa: E741

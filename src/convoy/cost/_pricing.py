@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from convoy._errors import UserError
-from convoy._messages import Usage
+from convoy.models._messages import Usage
 
 
 @dataclass(slots=True, frozen=True)

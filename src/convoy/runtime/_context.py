@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import SessionTerminated
-from convoy._interceptors import EffectInput
+from convoy.interceptors._base import EffectInput
 
 if TYPE_CHECKING:
-    from convoy._agent import Agent
-    from convoy._session import SessionState
+    from convoy.definitions._agent import Agent
+    from convoy.runtime._session import SessionState
 
 T = TypeVar("T")
 OutT = TypeVar("OutT")
@@ -66,7 +66,7 @@ class Context:
     async def run(self, agent: Agent[Any, OutT], input: Any) -> OutT:
         """Run ``agent`` on ``input`` (validated into its input type) and return its typed
         output (or, after handoffs, the output of the agent that finished)."""
-        from convoy._runner import run_agent
+        from convoy.runtime._agent_loop import run_agent
 
         result: OutT = await run_agent(self.child(), agent, input)
         return result

@@ -12,8 +12,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import ValidationError
 
-from convoy._accounting import StepTimings, UsageAccounting
-from convoy._context import Context
+from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.runtime._context import Context
 from convoy._errors import (
     ConvoyError,
     SessionTerminated,
@@ -22,15 +22,15 @@ from convoy._errors import (
     UserError,
     error_to_record,
 )
-from convoy._interceptors import Interceptor
-from convoy._limits import Limits
-from convoy._messages import Usage
-from convoy._pricing import PriceTable
-from convoy._runtime import Runtime
-from convoy._session import SessionState
-from convoy._store import UNFINISHED, Durability, SessionRow, SQLiteStore
-from convoy._tools import readable_validation_error
-from convoy._workflow import Workflow, load_workflow
+from convoy.interceptors._base import Interceptor
+from convoy.runtime._limits import Limits
+from convoy.models._messages import Usage
+from convoy.cost._pricing import PriceTable
+from convoy.engine._runtime import Runtime
+from convoy.runtime._session import SessionState
+from convoy.stores._sqlite import UNFINISHED, Durability, SessionRow, SQLiteStore
+from convoy.definitions._tools import readable_validation_error
+from convoy.definitions._workflow import Workflow, load_workflow
 from convoy.models._base import Model
 
 OutT = TypeVar("OutT")

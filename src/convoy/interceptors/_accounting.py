@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from convoy._interceptors import (
+from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -16,8 +16,8 @@ from convoy._interceptors import (
     Next,
     ToolCallInput,
 )
-from convoy._messages import ModelResponse, Usage
-from convoy._pricing import PriceTable
+from convoy.models._messages import ModelResponse, Usage
+from convoy.cost._pricing import PriceTable
 
 T = TypeVar("T")
 

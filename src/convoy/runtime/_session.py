@@ -23,11 +23,11 @@ from convoy._errors import (
     error_from_record,
     error_to_record,
 )
-from convoy._messages import Usage
+from convoy.models._messages import Usage
 
 if TYPE_CHECKING:
-    from convoy._runtime import Runtime
-    from convoy._store import StepRecord
+    from convoy.engine._runtime import Runtime
+    from convoy.stores._sqlite import StepRecord
 
 T = TypeVar("T")
 

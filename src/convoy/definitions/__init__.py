@@ -1,0 +1,1 @@
+"""Definitions: agents, tools and workflows. Inert configuration an engine runs."""

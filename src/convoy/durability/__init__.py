@@ -1,0 +1,1 @@
+"""Durable execution: journaled steps, journal records and codecs, replay, waits."""

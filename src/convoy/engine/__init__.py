@@ -1,0 +1,1 @@
+"""The embedded engine: runs sessions durably on a store."""

@@ -1,0 +1,1 @@
+"""The interceptor chain around every step, and the built-in interceptors."""

@@ -1,0 +1,1 @@
+"""The runtime workflow code sees: the context, the agent loop, patterns, limits."""

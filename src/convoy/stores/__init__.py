@@ -1,0 +1,1 @@
+"""Stores: everything Convoy persists, behind one protocol."""
