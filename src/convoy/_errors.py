@@ -12,8 +12,12 @@ One root, a shallow tree::
     │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
     │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
     │   └── PolicyDenied           a policy refused the step (terminal)
+    │   └── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
-    ├── JournalError               the store holds something this version cannot read
+    ├── StoreError                 the store failed (``transient``: try again later)
+    │   └── JournalError           the store holds something this version cannot read
+    ├── RecordedError              a non-Convoy error replayed from the journal whose type
+    │                              cannot be rebuilt (``original_type`` names it)
     └── SessionTerminated          control flow: ends a session with a terminal reason
         ├── LimitExceeded          step / handoff / depth / wall-clock limit reached
         ├── LoopDetected           the same agent got the same input again, or ping-pong
@@ -21,13 +25,30 @@ One root, a shallow tree::
         └── Escalated              the session needs a human
 
 ``SessionTerminated`` derives from ``BaseException`` (like ``asyncio.CancelledError``) so a
-workflow's ``except Exception`` cannot swallow a limit. Every error round-trips through
-``to_record`` / ``error_from_record`` so it can be journaled and re-raised on replay.
+workflow's ``except Exception`` cannot swallow a limit; so do the engine's own control
+signals (``convoy.durability`` parks a waiting session with one). Catch ``ConvoyError`` for
+every Convoy failure.
+
+Every error round-trips through ``error_to_record`` / ``error_from_record`` so it can be
+journaled and re-raised on replay with its type: Convoy errors (subclasses register
+themselves, wherever they are defined) and, for other exceptions, any class that can be
+imported again by module and name and built from its ``args`` (``ConnectionRefusedError``,
+your own ``class QuotaError(Exception)``); anything else comes back as ``RecordedError``.
 """
 
 from __future__ import annotations
 
+import importlib
+import json
 from typing import Any, ClassVar, Literal
+
+_BY_NAME: dict[str, type[BaseException]] = {}
+
+
+def _register(cls: type[BaseException]) -> None:
+    """Every Convoy error class is found by name when a journal record is read back."""
+    _BY_NAME.setdefault(cls.__name__, cls)
+
 
 TerminalReason = Literal[
     "completed",
@@ -45,6 +66,10 @@ class ConvoyError(Exception):
 
     retryable: bool = False
 
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _register(cls)
+
     def to_record(self) -> dict[str, Any]:
         return {"type": type(self).__name__, "message": str(self), "retryable": self.retryable}
 
@@ -53,8 +78,38 @@ class UserError(ConvoyError):
     """The API was used wrongly; the message says how to fix it."""
 
 
-class JournalError(ConvoyError):
-    """The store holds data this version of Convoy cannot read."""
+class StoreError(ConvoyError):
+    """The store failed: locked, disk full, read-only, unreachable.
+
+    ``transient`` errors (a lock held too long, a lost connection) leave the session
+    unfinished for a later resume; the others need an operator.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+        self.retryable = transient
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "transient": self.transient}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self).__name__, str(self), {"transient": self.transient}))
+
+
+class JournalError(StoreError):
+    """The store holds data this version of Convoy cannot read, or refused a write."""
+
+
+class RecordedError(ConvoyError):
+    """An error replayed from the journal whose original class could not be rebuilt."""
+
+    def __init__(self, message: str, *, original_type: str = "") -> None:
+        super().__init__(message)
+        self.original_type = original_type
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "type": self.original_type or "RecordedError"}
 
 
 class NonDeterminismError(ConvoyError):
@@ -137,6 +192,12 @@ class PolicyDenied(StepError):
     kind = "policy"
 
 
+class WaitTimeout(StepError):
+    """``ctx.wait_for`` timed out before its signal arrived."""
+
+    kind = "wait_timeout"
+
+
 class SessionTerminated(BaseException):
     """Ends a session with a typed terminal reason. Not an ``Exception`` on purpose."""
 
@@ -146,6 +207,10 @@ class SessionTerminated(BaseException):
         super().__init__(message)
         if reason is not None:
             self.reason = reason
+
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        _register(cls)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self).__name__, str(self), {"reason": self.reason}))
@@ -175,27 +240,47 @@ class Escalated(SessionTerminated):
     reason: TerminalReason = "escalated"
 
 
-_BY_NAME: dict[str, type[BaseException]] = {
-    cls.__name__: cls
-    for cls in (
-        ConvoyError, UserError, JournalError, NonDeterminismError, StepError, ModelError,
-        OutputValidationError, ToolError, HandoffError, UnknownOutcomeError, CircuitOpenError,
-        PolicyDenied, SessionTerminated, LimitExceeded, LoopDetected, BudgetExhausted,
-        Escalated,
-    )
-}
+for _cls in (ConvoyError, SessionTerminated):
+    _register(_cls)
 
 
 def _rebuild(name: str, message: str, attrs: dict[str, Any]) -> BaseException:
-    cls = _BY_NAME.get(name, StepError)
+    cls = _BY_NAME.get(name)
+    if cls is None:
+        return _foreign(name, message, attrs)
     if issubclass(cls, StepError):
         return cls(message, retryable=attrs.get("retryable", False),
                    status_code=attrs.get("status_code"), retry_after=attrs.get("retry_after"))
     if issubclass(cls, SessionTerminated):
         return cls(message, reason=attrs.get("reason"))
-    if cls is NonDeterminismError:
-        return NonDeterminismError(message, key=attrs.get("key", ""))
-    return cls(message)
+    if issubclass(cls, NonDeterminismError):
+        return cls(message, key=attrs.get("key", ""))
+    if issubclass(cls, StoreError):
+        return cls(message, transient=bool(attrs.get("transient", False)))
+    if issubclass(cls, RecordedError):
+        return cls(message, original_type=str(attrs.get("original_type", "")))
+    try:
+        return cls(message)
+    except TypeError:
+        return RecordedError(message, original_type=name)
+
+
+def _foreign(name: str, message: str, attrs: dict[str, Any]) -> BaseException:
+    """Rebuild a non-Convoy exception from its module, name and args, if it still exists."""
+    module, qualname = attrs.get("module"), attrs.get("qualname") or name
+    args = attrs.get("args")
+    if module:
+        try:
+            obj: Any = importlib.import_module(str(module))
+            for part in str(qualname).split("."):
+                obj = getattr(obj, part)
+            if isinstance(obj, type) and issubclass(obj, Exception):
+                exc = obj(*args) if isinstance(args, list) else obj(message)
+                if str(exc) == message:
+                    return exc
+        except Exception:  # noqa: BLE001 - any failure to rebuild falls back below
+            pass
+    return RecordedError(message, original_type=name)
 
 
 def error_to_record(exc: BaseException) -> dict[str, Any]:
@@ -204,7 +289,14 @@ def error_to_record(exc: BaseException) -> dict[str, Any]:
         return exc.to_record()
     if isinstance(exc, SessionTerminated):
         return {"type": type(exc).__name__, "message": str(exc), "reason": exc.reason}
-    return {"type": type(exc).__name__, "message": str(exc), "retryable": False}
+    rec: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "retryable": False,
+                           "module": type(exc).__module__, "qualname": type(exc).__qualname__}
+    try:
+        json.dumps(exc.args)
+        rec["args"] = list(exc.args)
+    except (TypeError, ValueError):
+        pass
+    return rec
 
 
 def error_from_record(rec: dict[str, Any]) -> BaseException:

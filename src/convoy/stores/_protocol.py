@@ -1,0 +1,297 @@
+"""The store protocol: one typed interface for everything Convoy persists.
+
+The engine, the CLI, chaos and every interceptor that keeps state (breakers, budgets,
+caches) go through it; SQL lives only in the implementations (:mod:`convoy.stores._sqlite`).
+One conformance suite (``tests/test_store_conformance.py``) drives every implementation.
+
+Sessions are *claimed*: the engine that runs a session owns it with a lease that it renews
+while it runs and that expires if it dies, so another engine can take the session over.
+Every journal write and the final status are *fenced*: a store refuses them (``LeaseLost``)
+from an engine that no longer owns the session.
+
+Methods that do I/O are async. Writes that ride the group commit (``append``,
+``create_session``, ``kv_put``) return an awaitable that resolves once the write is
+committed; callers that need no confirmation may drop it: the store still commits it, in
+order, before any later write of the same store, and before ``aclose`` returns.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+#: The schema this Convoy writes. Stores refuse a database written by a newer schema.
+SCHEMA_VERSION = 2
+
+StepStatus = Literal["started", "completed", "failed"]
+SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
+                        "budget_exhausted", "loop_detected", "limit_exceeded", "cancelled"]
+
+#: A session in one of these states still has work to do: the engine runs it, or a signal
+#: or timer will wake it. This is the one definition of "unfinished".
+UNFINISHED: tuple[SessionStatus, ...] = ("pending", "running", "waiting")
+#: Statuses in which a session may be claimed and run right away.
+RUNNABLE: tuple[SessionStatus, ...] = ("pending", "running")
+#: Every status, in the order reports list them.
+STATUSES: tuple[SessionStatus, ...] = (
+    "pending", "running", "waiting", "completed", "failed", "escalated", "budget_exhausted",
+    "loop_detected", "limit_exceeded", "cancelled")
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StepRecord:
+    """One journal entry: the outcome (or start) of one step of one session.
+
+    ``result`` is the encoded value of a completed step or the error record of a failed
+    one. ``input_hash`` fingerprints what the step was asked (a changed input on replay is
+    non-determinism). Tokens and cost are columns so spend is summed without parsing.
+    """
+
+    key: str
+    kind: str
+    target: str
+    status: StepStatus
+    result: str | None = None
+    input_hash: str | None = None
+    agent: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class NewSession:
+    """A session to create."""
+
+    id: str
+    workflow: str
+    version: str
+    tenant: str
+    input: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    parent: str | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class SessionRow:
+    """A session as the store holds it."""
+
+    id: str
+    workflow: str
+    version: str
+    tenant: str
+    status: SessionStatus
+    input: str
+    output: str | None = None
+    error: str | None = None
+    created: float = 0.0
+    started: float | None = None
+    finished: float | None = None
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    owner: str | None = None
+    lease_until: float | None = None
+    active_s: float = 0.0
+    wake_at: float | None = None
+    wait_name: str | None = None
+    headers: str = "{}"
+    parent: str | None = None
+
+    @property
+    def error_record(self) -> dict[str, Any] | None:
+        return json.loads(self.error) if self.error else None
+
+    @property
+    def header_map(self) -> dict[str, str]:
+        return dict(json.loads(self.headers or "{}"))
+
+    @property
+    def unfinished(self) -> bool:
+        return self.status in UNFINISHED
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class SessionOutcome:
+    """How a run of a session ended, for :meth:`Store.finish` and :meth:`Store.park`."""
+
+    status: SessionStatus
+    output: str | None = None
+    error: dict[str, Any] | None = None
+    steps: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    headers: Mapping[str, str] | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class SessionFilter:
+    """What :meth:`Store.list_sessions` returns: all conditions must hold."""
+
+    status: str | None = None
+    workflow: str | None = None
+    tenant: str | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Signal:
+    """A message sent to a session (``engine.signal``); consumed once by ``ctx.wait_for``."""
+
+    seq: int
+    session_id: str
+    name: str
+    payload: str
+    at: float
+
+
+@runtime_checkable
+class Store(Protocol):
+    """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`."""
+
+    url: str
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create or migrate the schema; refuse a store written by a newer Convoy."""
+        ...
+
+    async def aclose(self) -> None:
+        """Commit everything pending, then release every resource."""
+        ...
+
+    @property
+    def is_open(self) -> bool: ...
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def create_session(self, session: NewSession, *, owner: str | None,
+                       lease_s: float) -> Awaitable[None]:
+        """Create a session (claimed by ``owner`` when given). Rides the group commit; an
+        id that exists already is left as it is."""
+        ...
+
+    async def create_sessions(self, sessions: Sequence[NewSession]) -> int:
+        """Create many pending sessions in one transaction; how many were new."""
+        ...
+
+    async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
+        """Own a runnable session: it is ``pending``, or ``running`` under an expired lease
+        or under ``owner`` itself. Returns the claimed row, or ``None``."""
+        ...
+
+    async def claim_runnable(self, owner: str, lease_s: float, *,
+                             workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
+        """Claim up to ``limit`` sessions of the given ``{workflow: version}`` that can run
+        now: runnable ones, and waiting ones whose timer is due."""
+        ...
+
+    async def renew(self, owner: str, lease_s: float) -> int:
+        """Extend every lease ``owner`` holds and add the time since the last renewal to
+        their active time. Returns how many sessions it still owns."""
+        ...
+
+    async def release(self, session_id: str, owner: str) -> None:
+        """Give a session up unfinished (another engine may claim it at once)."""
+        ...
+
+    async def expire_owner(self, owner: str) -> int:
+        """End every lease of ``owner`` (a process known to be dead)."""
+        ...
+
+    async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
+                   wake_at: float | None, wait_name: str | None) -> None:
+        """Release a session that waits for a timer (``wake_at``) and/or a signal
+        (``wait_name``). A signal already sent for it makes it runnable at once."""
+        ...
+
+    async def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome) -> None:
+        """Record how a session ended. Fenced on ``owner`` (``None``: not owned)."""
+        ...
+
+    async def reopen(self, session_id: str, *, drop_step: str | None = None,
+                     journal: StepRecord | None = None) -> bool:
+        """Make a finished (escalated) session runnable again, optionally dropping one
+        journal entry or writing one, in one transaction. ``False`` if it does not exist."""
+        ...
+
+    async def set_version(self, session_id: str, version: str) -> None:
+        """Move a session that has journaled nothing to another workflow version."""
+        ...
+
+    async def get_session(self, session_id: str) -> SessionRow | None: ...
+
+    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]: ...
+
+    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
+        """Sessions matching ``where``, oldest first."""
+        ...
+
+    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
+        """Every unfinished session, oldest first."""
+        ...
+
+    async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
+        """Sessions by status."""
+        ...
+
+    async def next_wake(self) -> float | None:
+        """The earliest timer of a waiting session, or ``None``."""
+        ...
+
+    # -- the journal ------------------------------------------------------------------
+
+    def append(self, session_id: str, owner: str | None, record: StepRecord, *,
+               consume_signal: int | None = None) -> Awaitable[None]:
+        """Journal one step record (replacing a ``started`` record of the same key).
+        Fenced on ``owner``; with ``consume_signal`` the signal is marked consumed in the
+        same transaction."""
+        ...
+
+    async def load_journal(self, session_id: str) -> dict[str, StepRecord]: ...
+
+    async def journal(self, session_id: str) -> list[StepRecord]:
+        """Every record of a session, in the order it was written."""
+        ...
+
+    # -- signals ------------------------------------------------------------------------
+
+    async def send_signal(self, session_id: str, name: str, payload: str) -> int:
+        """Store a signal; wakes the session if it waits for ``name``. Returns its seq."""
+        ...
+
+    async def next_signal(self, session_id: str, name: str) -> Signal | None:
+        """The oldest unconsumed signal ``name`` of a session."""
+        ...
+
+    # -- state of interceptors -----------------------------------------------------------
+
+    async def kv_get(self, namespace: str, key: str) -> str | None: ...
+
+    async def kv_all(self, namespace: str) -> dict[str, str]: ...
+
+    def kv_put(self, namespace: str, key: str, value: str | None) -> Awaitable[None]:
+        """Set (``None``: delete) one value. Rides the group commit."""
+        ...
+
+    # -- spend ------------------------------------------------------------------------
+
+    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
+        """Tokens and USD a tenant's model steps journaled in ``[since, until)`` cost."""
+        ...
+
+    async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:
+        """Tokens and USD of a session's journaled model steps, by agent."""
+        ...
+
+
+__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "NewSession",
+           "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus", "Signal",
+           "StepRecord", "StepStatus", "Store"]
