@@ -29,7 +29,6 @@ async def engine_factory(db: Path) -> AsyncIterator[object]:
 
     def make(**kw: object) -> convoy.Engine:
         e = convoy.Engine(kw.pop("db", db), **kw)  # type: ignore[arg-type]
-        e.open()
         engines.append(e)
         return e
 

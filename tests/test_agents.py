@@ -176,7 +176,7 @@ async def test_supervisor_gets_control_back_and_workers_run_in_parallel(
     res = await eng.run(wf, "ticket")
     assert res.ok and res.output == Report(workers=["w1", "w2"])
     assert sorted(order) == ["w1", "w2"]
-    keys = [r[0] for r in eng.store.journal(res.id)]
+    keys = [r.key for r in await eng.store.journal(res.id)]
     assert sorted(keys) == ["0/0", "0/1/0", "0/2/0", "0/3"]
 
 

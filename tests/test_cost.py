@@ -113,7 +113,7 @@ async def test_cache_hits_are_free_and_never_cross_tenants(engine_factory: Any) 
     assert sim.calls == 2 and cache.hits == 1 and cache.misses == 2
     assert second.usage.total_tokens == 0 and second.cost == 0
     assert cache.saved_usage.total_tokens == 120
-    assert '"cached": true' in (eng.store.journal(second.id)[0][4] or "")
+    assert '"cached":true' in ((await eng.store.journal(second.id))[0].result or "")
 
 
 async def test_cache_entries_expire(engine_factory: Any) -> None:

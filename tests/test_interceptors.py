@@ -82,7 +82,7 @@ async def test_step_timing_and_cost_accounting_are_interceptors(engine_factory: 
     spend = eng.accounting.by_agent["x"]
     assert spend.calls == 2 and spend.usage.input_tokens == 200
     assert abs(eng.accounting.by_tenant["default"].cost - expected) < 1e-12
-    row = eng.store.get_session(res.id)
+    row = await eng.store.get_session(res.id)
     assert row is not None and abs(row.cost - expected) < 1e-12
 
 

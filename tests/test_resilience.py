@@ -302,8 +302,8 @@ async def test_fallback_to_a_second_provider_when_the_first_is_down(
     res = await eng.run(flow(agent), "t")
     assert res.ok and res.output == Classification(label="backup", confidence=1)
     assert len(attempts) == 2 and backup.calls == 1
-    row = eng.store.journal(res.id)[0]
-    assert '"model": "sim:backup"' in (row[4] or "")
+    row = (await eng.store.journal(res.id))[0]
+    assert '"model":"sim:backup"' in (row.result or "")
 
 
 async def test_router_sends_critical_agents_to_the_strong_model_and_escalates(

@@ -5,10 +5,6 @@ Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on
 resumes where it stopped without paying for anything twice.
 """
 
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
-from convoy.definitions._agent import Agent
-from convoy.runtime._context import Context
-from convoy.engine._engine import Engine, ReplayResult, SessionResult
 from convoy._errors import (
     BudgetExhausted,
     CircuitOpenError,
@@ -22,22 +18,37 @@ from convoy._errors import (
     NonDeterminismError,
     OutputValidationError,
     PolicyDenied,
+    RecordedError,
     SessionTerminated,
     StepError,
+    StoreError,
     TerminalReason,
     ToolError,
     UnknownOutcomeError,
     UserError,
+    WaitTimeout,
 )
+from convoy.cost._pricing import Price, PriceTable
+from convoy.definitions._agent import Agent
+from convoy.definitions._tools import Tool, ToolContext, tool
+from convoy.definitions._workflow import Workflow, load_workflow, workflow
+from convoy.durability import LeaseLost, Parked, SessionInterrupted
+from convoy.engine._engine import ESCALATION, Engine
+from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
+from convoy.interceptors._accounting import StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
     Interceptor,
     ModelCallInput,
     Next,
+    SessionEnd,
+    SessionInfo,
+    SessionInput,
+    StepInfo,
     ToolCallInput,
 )
-from convoy.runtime._limits import Limits
+from convoy.models import Faults, Latency, Model, SimModel, infer_model
 from convoy.models._messages import (
     Message,
     ModelRequest,
@@ -47,11 +58,9 @@ from convoy.models._messages import (
     ToolSpec,
     Usage,
 )
+from convoy.runtime._context import Context
+from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
-from convoy.cost._pricing import Price, PriceTable
-from convoy.definitions._tools import Tool, ToolContext, tool
-from convoy.definitions._workflow import Workflow, load_workflow, workflow
-from convoy.models import Faults, Latency, Model, SimModel, infer_model
 
 __version__ = "0.1.0"
 
@@ -61,6 +70,7 @@ __all__ = [
     "CircuitOpenError",
     "Context",
     "ConvoyError",
+    "ESCALATION",
     "EffectInput",
     "Engine",
     "Escalated",
@@ -70,6 +80,7 @@ __all__ = [
     "Interceptor",
     "JournalError",
     "Latency",
+    "LeaseLost",
     "LimitExceeded",
     "Limits",
     "LoopDetected",
@@ -83,15 +94,24 @@ __all__ = [
     "Next",
     "NonDeterminismError",
     "OutputValidationError",
+    "Parked",
     "PolicyDenied",
     "Price",
     "PriceTable",
+    "RecordedError",
     "ReplayResult",
+    "SessionEnd",
+    "SessionFailed",
+    "SessionInfo",
+    "SessionInput",
+    "SessionInterrupted",
     "SessionResult",
     "SessionTerminated",
     "SimModel",
     "StepError",
+    "StepInfo",
     "StepTimings",
+    "StoreError",
     "TerminalReason",
     "Tool",
     "ToolCall",
@@ -103,6 +123,7 @@ __all__ = [
     "Usage",
     "UsageAccounting",
     "UserError",
+    "WaitTimeout",
     "Workflow",
     "__version__",
     "decompose",

@@ -278,7 +278,7 @@ def _foreign(name: str, message: str, attrs: dict[str, Any]) -> BaseException:
                 exc = obj(*args) if isinstance(args, list) else obj(message)
                 if str(exc) == message:
                     return exc
-        except Exception:  # noqa: BLE001 - any failure to rebuild falls back below
+        except Exception:
             pass
     return RecordedError(message, original_type=name)
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from convoy._errors import ModelError, ToolError, UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
-from convoy.models._messages import ModelResponse
 from convoy._seeding import seeded_rng
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
+from convoy.models._messages import ModelResponse
 
 #: Faults of one model call that exclude each other (one draw picks at most one).
 MODEL_FAULTS = ("timeout", "rate_limit", "server_error", "malformed", "schema_invalid")
@@ -163,6 +163,8 @@ class FaultInjector(Interceptor):
     ``malformed`` and ``schema_invalid`` call the model (its tokens are paid) and corrupt
     the answer, as a provider cutting output at ``max_tokens`` would.
     """
+
+    stage: Stage = "fault"
 
     def __init__(self, faults: FaultSpec | str | None = None, *, seed: int = 0,
                  enabled: bool = True, on_fault: FaultHook | None = None,

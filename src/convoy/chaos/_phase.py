@@ -20,13 +20,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convoy.chaos._faults import FaultInjector, FaultSpec
+from convoy.definitions._workflow import Workflow, load_workflow
 from convoy.engine._engine import Engine
 from convoy.interceptors._base import Interceptor
-from convoy.definitions._workflow import Workflow, load_workflow
-from convoy.chaos._faults import FaultInjector, FaultSpec
 from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.resilience import Breakers, Retry, RetryPolicy, Timeout, protections
+from convoy.stores._protocol import NewSession
 
 UNFINISHED = ("pending", "running")
 
@@ -124,11 +125,12 @@ async def _run(config: PhaseConfig, wf: Workflow[Any, Any], values: list[Any],
         todo: list[tuple[str, Any]] = []
         for i, v in enumerate(values):
             sid = config.session_id(i)
-            row = store.get_session(sid)
+            row = await store.get_session(sid)
             if row is None or row.status in UNFINISHED:
                 todo.append((sid, v))
-        store.create_sessions_now([(sid, wf.name, wf.version, config.tenant,
-                                    wf.input_adapter.dump_json(v).decode()) for sid, v in todo])
+        await store.create_sessions([
+            NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=config.tenant,
+                       input=wf.input_adapter.dump_json(v).decode()) for sid, v in todo])
         if on_ready is not None:
             on_ready()
         timed_out = False

@@ -13,9 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy.stores._sqlite import SessionRow
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import RunStats
+from convoy.stores._sqlite import SessionRow
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
 STATUSES: tuple[str, ...] = ("pending", "running", *TERMINAL)

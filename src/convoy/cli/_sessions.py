@@ -8,9 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from convoy.stores._sqlite import SessionRow
 from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_engine_sync, out
 from convoy.cli._render import STATUSES, print_session, sessions_table
+from convoy.stores._sqlite import SessionRow
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",

@@ -15,18 +15,20 @@ On exhaustion, the policy decides: ``"stop"`` ends the session (``budget_exhaust
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from weakref import WeakKeyDictionary
 
 from convoy._errors import BudgetExhausted, Escalated, UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next
-from convoy.models._messages import ModelResponse, Usage
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._base import Model
+from convoy.models._messages import ModelResponse, Usage
 from convoy.resilience._bulkhead import estimate_usage
 
 if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
     from convoy.runtime._session import SessionState
 
 Policy = Literal["stop", "downgrade", "escalate"]
@@ -108,15 +110,22 @@ class Budgets(Interceptor):
         on_exhausted: ``"stop"``, ``"downgrade"`` or ``"escalate"``.
         downgrade_to: the cheaper model for ``"downgrade"``.
         hard_factor: with ``"downgrade"``, calls stop for good at ``limit * hard_factor``.
-        today: the clock for the per-day budgets (UTC date).
+        clock: wall clock (seconds since the epoch) that decides the UTC day; by default
+            the engine's (its store's) clock, so spend journaled by the store and the day
+            it counts against come from one clock.
+
+    Session and agent ledgers start from what the session has already spent (its
+    journaled model steps), so a resumed session keeps its budget; a tenant's day ledger
+    starts from the spend the store journaled for that tenant in that UTC day.
     """
+
+    stage: Stage = "budget"
 
     def __init__(self, *, session: Budget | None = None,
                  agents: Mapping[str, Budget] | None = None,
                  tenant_daily: Budget | Mapping[str, Budget] | None = None,
                  on_exhausted: Policy = "stop", downgrade_to: str | Model | None = None,
-                 hard_factor: float = 1.5,
-                 today: Callable[[], dt.date] = lambda: dt.datetime.now(dt.UTC).date()) -> None:
+                 hard_factor: float = 1.5, clock: Callable[[], float] | None = None) -> None:
         if on_exhausted not in ("stop", "downgrade", "escalate"):
             raise UserError(f"on_exhausted must be 'stop', 'downgrade' or 'escalate', got "
                             f"{on_exhausted!r}")
@@ -128,12 +137,21 @@ class Budgets(Interceptor):
         self.on_exhausted: Policy = on_exhausted
         self.downgrade_to = downgrade_to
         self.hard_factor = hard_factor
-        self._today = today
+        self._clock = clock
         self.ledgers: dict[str, BudgetLedger] = {}  # tenant-day ledgers
         # Session and agent ledgers live as long as their session does.
         self._per_session: WeakKeyDictionary[SessionState, dict[str, BudgetLedger]] = \
             WeakKeyDictionary()
         self.downgraded = 0
+
+    async def start(self, engine: Engine) -> None:
+        if self._clock is None:
+            self._clock = engine.clock
+
+    def today(self) -> dt.date:
+        """The UTC day the tenant budgets count against now."""
+        now = (self._clock or time.time)()
+        return dt.datetime.fromtimestamp(now, dt.UTC).date()
 
     def ledger(self, key: str, budget: Budget) -> BudgetLedger:
         led = self.ledgers.get(key)
@@ -152,9 +170,16 @@ class Budgets(Interceptor):
         led = mine.get(key)
         if led is None:
             led = mine[key] = BudgetLedger(key, budget)
+            # Resumed: what the session's journaled (replayed) model steps already spent.
+            if key.startswith("session:"):
+                led.tokens, led.usd = session.usage.total_tokens, session.cost
+            else:
+                spent = session.spend_by_agent.get(key.rsplit(":", 1)[1])
+                if spent is not None:
+                    led.tokens, led.usd = int(spent[0]), float(spent[1])
         return led
 
-    def _applicable(self, input: ModelCallInput) -> list[BudgetLedger]:
+    async def _applicable(self, input: ModelCallInput) -> list[BudgetLedger]:
         s = input.session
         out = []
         if self.session is not None:
@@ -166,19 +191,21 @@ class Budgets(Interceptor):
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)
             if tb is not None:
-                out.append(self._tenant_day(input, tb))
+                out.append(await self._tenant_day(input, tb))
         return out
 
-    def _tenant_day(self, input: ModelCallInput, budget: Budget) -> BudgetLedger:
+    async def _tenant_day(self, input: ModelCallInput, budget: Budget) -> BudgetLedger:
         s = input.session
-        day = self._today()
+        day = self.today()
         key = f"tenant:{s.tenant}:{day.isoformat()}"
         led = self.ledgers.get(key)
         if led is None:
             led = self.ledger(key, budget)
-            # A restarted engine starts from what the store says was spent today.
+            # A restarted engine starts from what the store journaled for this tenant in
+            # this UTC day, and only this day.
             midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-            led.tokens, led.usd = s.runtime.store.tenant_spend(s.tenant, midnight)
+            led.tokens, led.usd = await s.runtime.store.tenant_spend(s.tenant, midnight,
+                                                                     midnight + 86400.0)
         return led
 
     def _over_hard(self, led: BudgetLedger) -> bool:
@@ -188,7 +215,7 @@ class Budgets(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        ledgers = self._applicable(input)
+        ledgers = await self._applicable(input)
         if not ledgers:
             return await next(input)
         full = [led for led in ledgers if led.full()]

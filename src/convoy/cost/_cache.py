@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from convoy._errors import UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._messages import ModelRequest, ModelResponse, Usage
 
 
@@ -41,6 +41,8 @@ class ResponseCache(Interceptor):
     saved is counted in ``saved_usage`` and ``saved_usd``. Entries expire after ``ttl``
     seconds; the least recently used go first past ``max_entries``.
     """
+
+    stage: Stage = "cache"
 
     def __init__(self, *, ttl: float = 3600.0, max_entries: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:

@@ -10,9 +10,9 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convoy._errors import UserError
-from convoy.models._messages import ModelSettings, ToolSpec
 from convoy.definitions._tools import Tool, readable_validation_error
 from convoy.models._base import Model
+from convoy.models._messages import ModelSettings, ToolSpec
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")

@@ -15,23 +15,32 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, cast, get_type_hints, overload
+from typing import Any, Generic, TypeVar, cast, get_origin, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from convoy._errors import ToolError, UserError
 from convoy.models._messages import ToolSpec
 
+DepsT = TypeVar("DepsT")
+
 
 @dataclass(slots=True, frozen=True, kw_only=True)
-class ToolContext:
-    """Passed to a tool whose first parameter is annotated ``ToolContext``."""
+class ToolContext(Generic[DepsT]):
+    """Passed to a tool whose first parameter is annotated ``ToolContext`` (or
+    ``ToolContext[MyDeps]``).
+
+    ``deps`` is whatever the engine was given as ``Engine(deps=...)``: database clients,
+    HTTP sessions, configuration. Tools get their dependencies here instead of from
+    globals or environment variables, and tests pass fakes the same way.
+    """
 
     session_id: str
     tenant: str
     agent: str
     step_key: str
     idempotency_key: str
+    deps: DepsT = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -61,7 +70,7 @@ class Tool:
         except ValidationError as e:
             raise ValueError(_readable(e)) from None
 
-    async def invoke(self, args: BaseModel, ctx: ToolContext) -> Any:
+    async def invoke(self, args: BaseModel, ctx: ToolContext[Any]) -> Any:
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
         try:
             if inspect.iscoroutinefunction(self.fn):
@@ -145,7 +154,8 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
     hints = get_type_hints(f, localns=localns)
     params = list(inspect.signature(f).parameters.values())
-    takes_ctx = bool(params) and hints.get(params[0].name) is ToolContext
+    first = hints.get(params[0].name) if params else None
+    takes_ctx = first is ToolContext or get_origin(first) is ToolContext
     if takes_ctx:
         params = params[1:]
     fields: dict[str, Any] = {}

@@ -11,8 +11,8 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 
 from pydantic import TypeAdapter
 
-from convoy.runtime._context import Context
 from convoy._errors import UserError
+from convoy.runtime._context import Context
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
@@ -48,7 +48,11 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") 
     """Declare a workflow: ``async def f(ctx: Context, input: In) -> Out``.
 
     The input and output types come from the annotations and are validated at the edges.
-    ``name`` defaults to ``"module:function"`` (how ``convoy run`` and ``resume`` find it).
+    ``name`` defaults to ``"module:function"``. Give an explicit ``name`` (``"desk.ticket"``)
+    so sessions survive renaming the module: an engine resumes a session by the name it
+    was recorded with, finding the workflow among those it was given
+    (``Engine(workflows=...)``) or that were decorated in a module it has imported
+    (``convoy resume --import myapp.flows``); a ``"module:function"`` name is imported.
     Bump ``version`` when you change the steps a workflow takes; sessions remember the
     version they started with.
     """
@@ -67,18 +71,35 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") 
         hints = get_type_hints(f, localns=localns)
         in_t = hints.get(params[1], Any)
         out_t = hints.get("return", Any)
-        return Workflow(fn=f, name=name or f"{f.__module__}:{f.__qualname__}",
-                        version=str(version), input_type=in_t, output_type=out_t,
-                        input_adapter=TypeAdapter(in_t), output_adapter=TypeAdapter(out_t))
+        wf: Workflow[Any, Any] = Workflow(
+            fn=f, name=name or f"{f.__module__}:{f.__qualname__}", version=str(version),
+            input_type=in_t, output_type=out_t, input_adapter=TypeAdapter(in_t),
+            output_adapter=TypeAdapter(out_t))
+        _REGISTRY[wf.name] = wf
+        return wf
 
     return build(fn) if fn is not None else build
+
+
+#: Every workflow decorated in this process, by name.
+_REGISTRY: dict[str, Workflow[Any, Any]] = {}
+
+
+def registered_workflow(name: str) -> Workflow[Any, Any] | None:
+    """The workflow decorated under ``name`` in an imported module, if any."""
+    return _REGISTRY.get(name)
 
 
 def load_workflow(ref: str) -> Workflow[Any, Any]:
     """Import ``"package.module:attribute"`` and return the workflow it names."""
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
-        raise UserError(f"workflow reference {ref!r} must look like 'package.module:name'")
+        found = _REGISTRY.get(ref)
+        if found is not None:
+            return found
+        raise UserError(f"workflow {ref!r} is not registered in this process and is not a "
+                        "'package.module:name' reference; import the module that defines "
+                        "it (convoy resume --import MODULE) or pass Engine(workflows=[...])")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

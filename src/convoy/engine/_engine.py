@@ -1,164 +1,253 @@
-"""The embedded engine: runs sessions durably in one asyncio process on SQLite."""
+"""The embedded engine: runs sessions durably in one asyncio process, on a store.
+
+Ownership: every session an engine runs is claimed in the store with a lease that the
+engine renews while it runs; if the engine dies, the lease expires and another engine (or
+``convoy resume``) takes the session over from its journal. A session whose owner is a dead
+process on this machine is taken over at once. Writes from an engine that lost a session
+are refused by the store, so a session never runs twice at once.
+
+Waiting: a session that sleeps past ``park_after`` or waits for a signal is *parked*: its
+coroutine unwinds, it holds no memory and no concurrency slot, and the store keeps its
+timer. :meth:`Engine.serve` (``convoy worker``) wakes it when its timer is due or its
+signal arrives; :meth:`Engine.resume` runs whatever is due now.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
 import time
 import uuid
+import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from contextlib import suppress
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
+from pydantic_core import to_json
 
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
-from convoy.runtime._context import Context
 from convoy._errors import (
     ConvoyError,
+    NonDeterminismError,
     SessionTerminated,
-    TerminalReason,
+    StoreError,
     UnknownOutcomeError,
     UserError,
     error_to_record,
 )
-from convoy.interceptors._base import Interceptor
-from convoy.runtime._limits import Limits
-from convoy.models._messages import Usage
 from convoy.cost._pricing import PriceTable
-from convoy.engine._runtime import Runtime
-from convoy.runtime._session import SessionState
-from convoy.stores._sqlite import UNFINISHED, Durability, SessionRow, SQLiteStore
 from convoy.definitions._tools import readable_validation_error
-from convoy.definitions._workflow import Workflow, load_workflow
+from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
+from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
+from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
+from convoy.engine._results import ReplayResult, ResultStatus, SessionResult
+from convoy.engine._runtime import Runtime
+from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
+from convoy.models._messages import Usage
+from convoy.runtime._context import Context
+from convoy.runtime._limits import Limits
+from convoy.runtime._session import SessionState
+from convoy.stores._protocol import (
+    RUNNABLE,
+    NewSession,
+    SessionOutcome,
+    SessionRow,
+    SessionStatus,
+    StepRecord,
+    Store,
+)
+from convoy.stores._sqlite import Durability, SQLiteStore
 
 OutT = TypeVar("OutT")
 
-
-@dataclass(slots=True, kw_only=True)
-class SessionResult(Generic[OutT]):
-    """How a session ended. ``output`` is set when ``status == "completed"``."""
-
-    id: str
-    status: TerminalReason
-    output: OutT | None = None
-    error: dict[str, Any] | None = None
-    steps: int = 0
-    usage: Usage = field(default_factory=Usage)
-    cost: float = 0.0
-    duration_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "completed"
+#: The signal that answers an escalated session: ``{"action": "retry" | "complete" |
+#: "fail", "result": ..., "reason": "..."}``.
+ESCALATION = "convoy.escalation"
 
 
-@dataclass(slots=True, kw_only=True)
-class ReplayResult:
-    """``convoy replay``: did re-executing the journal reach the recorded result?"""
-
-    id: str
-    matches: bool
-    status: str
-    recorded_status: str
-    output: str | None
-    recorded_output: str | None
-    steps: int
-    error: dict[str, Any] | None = None
-    recorded_error: dict[str, Any] | None = None
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class Engine:
     """Runs workflows durably.
 
     Args:
-        db: path of the SQLite store (created if missing).
+        store: a :class:`~convoy.stores.Store`, or the path of a SQLite store (created if
+            missing).
         models: named model instances, e.g. ``{"sim:": SimModel(script)}``; agents whose
             ``model`` string matches use them. Other strings go through ``infer_model``.
         model: run every agent on this model instead of its own (e.g. ``"sim:"``).
-        interceptors: extra interceptors, outermost first; they sit inside step timing and
-            outside usage accounting.
-        limits: per-session bounds (steps, handoffs, depth, wall clock, loops).
+        interceptors: interceptors around every step and session; the engine orders them
+            by their ``stage`` (see :mod:`convoy.interceptors`).
+        limits: per-session bounds (steps, handoffs, depth, active time, age, loops).
         concurrency: sessions running at once; more wait their turn (backpressure).
-        durability: ``"process"`` survives a crash of the process; ``"power"`` also survives
-            power loss (fsync on every commit batch).
+            Parked (waiting) sessions take no slot.
+        durability: for a SQLite path: ``"process"`` survives a crash of the process;
+            ``"power"`` also survives power loss (fsync on every commit batch).
         prices: the price table for cost accounting.
+        workflows: workflows this engine can resume by name (besides the ones it runs).
+        deps: handed to every tool as ``ToolContext.deps``.
+        lease_seconds: how long a claim on a session lasts without renewal; another engine
+            takes over a session this long after its owner died.
+        park_after: a ``ctx.sleep`` longer than this (seconds) parks the session.
+        on_nondeterminism: ``"error"`` (default) or ``"warn"`` when a resumed session asks
+            a journaled step with a different input, or finishes leaving journal entries
+            unused.
     """
 
-    def __init__(self, db: str | Path = "convoy.db", *, models: Mapping[str, Model] | None = None,
-                 model: str | Model | None = None, interceptors: Sequence[Interceptor] = (),
-                 limits: Limits | None = None, concurrency: int = 1000,
-                 durability: Durability = "process", prices: PriceTable | None = None,
-                 workflows: Iterable[Workflow[Any, Any]] = ()) -> None:
+    def __init__(self, store: str | Path | Store = "convoy.db", *,
+                 models: Mapping[str, Model] | None = None, model: str | Model | None = None,
+                 interceptors: Sequence[Interceptor] = (), limits: Limits | None = None,
+                 concurrency: int = 1000, durability: Durability = "process",
+                 prices: PriceTable | None = None, workflows: Iterable[Workflow[Any, Any]] = (),
+                 deps: Any = None, lease_seconds: float = 30.0, park_after: float = 1.0,
+                 on_nondeterminism: OnNonDeterminism = "error") -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
-        self.store = SQLiteStore(db, durability=durability)
+        if lease_seconds <= 0 or park_after < 0:
+            raise UserError("lease_seconds must be > 0 and park_after >= 0")
+        if on_nondeterminism not in ("error", "warn"):
+            raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
+                            f"{on_nondeterminism!r}")
+        self.store: Store = store if isinstance(store, Store) else SQLiteStore(
+            store, durability=durability)
         self.timings = StepTimings()
         self.accounting = UsageAccounting(prices)
         self.runtime = Runtime(self.store, limits=limits or Limits(),
                                interceptors=[self.timings, *interceptors, self.accounting],
                                models=models or {}, model_override=model,
-                               prices=self.accounting.prices)
+                               prices=self.accounting.prices, deps=deps)
         self.concurrency = concurrency
-        self._slots: asyncio.Semaphore | None = None
+        self.lease_seconds = lease_seconds
+        self.park_after = park_after
+        self.on_nondeterminism: OnNonDeterminism = on_nondeterminism
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._workflows: dict[str, Workflow[Any, Any]] = {w.name: w for w in workflows}
+        self._slots: asyncio.Semaphore | None = None
+        self._wake: asyncio.Event | None = None
+        self._renewer: asyncio.Task[None] | None = None
+        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._cancelling: set[str] = set()
+        self._open = False
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        return getattr(self.store, "clock", time.time)
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def open(self) -> None:
-        if self.store.is_open:
+    async def open(self) -> None:
+        """Open the store and start the interceptors (``async with`` does this)."""
+        if self._open:
             return
-        self.store.open()
-        for ic in self.runtime.interceptors:
-            ic.bind(self.runtime)
+        await self.store.open()
+        started: list[Interceptor] = []
+        try:
+            for ic in self.runtime.interceptors:
+                await ic.start(self)
+                started.append(ic)
+        except BaseException:
+            for ic in reversed(started):
+                await ic.close()
+            await self.store.aclose()
+            raise
+        self._open = True
+        self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
 
     async def aclose(self) -> None:
+        """Stop renewing leases, close interceptors (exporters flush), commit and close the
+        store, close the models."""
+        if self._renewer is not None:
+            self._renewer.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._renewer
+            self._renewer = None
+        if self._open:
+            for ic in reversed(self.runtime.interceptors):
+                await ic.close()
         await self.store.aclose()
         models = {id(m): m for m in self.runtime.models.values()}
         if isinstance(self.runtime.override, Model):
             models[id(self.runtime.override)] = self.runtime.override
         for m in models.values():
             await m.aclose()
+        self._open = False
+        self._slots = None  # bound to this event loop; the next open may run on another
+        self._wake = None
 
     async def __aenter__(self) -> Engine:
-        self.open()
+        await self.open()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    async def _renew_leases(self) -> None:
+        interval = self.lease_seconds / 3
+        while True:
+            await asyncio.sleep(interval)
+            if not self._running:
+                continue
+            try:
+                await self.store.renew(self.owner, self.lease_seconds)
+            except StoreError as e:  # the next round tries again; leases last 3 rounds
+                warnings.warn(f"convoy: could not renew session leases: {e}", RuntimeWarning,
+                              stacklevel=1)
+
     def register(self, wf: Workflow[Any, Any]) -> None:
         self._workflows[wf.name] = wf
 
     def workflow_named(self, name: str) -> Workflow[Any, Any]:
-        wf = self._workflows.get(name)
+        """The workflow registered (or decorated in an imported module) under ``name``, or
+        the one ``"module:attribute"`` names."""
+        wf = self._workflows.get(name) or registered_workflow(name)
         if wf is None:
-            wf = self._workflows[name] = load_workflow(name)
+            wf = load_workflow(name)
+        self._workflows[name] = wf
         return wf
+
+    def _wake_event(self) -> asyncio.Event:
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        return self._wake
 
     # -- running -------------------------------------------------------------------------
 
     async def run(self, wf: Workflow[Any, OutT], input: Any, *, session_id: str | None = None,
-                  tenant: str = "default") -> SessionResult[OutT]:
-        """Start a session and wait for its end. The session is durable from the moment it
-        starts: after a crash, :meth:`resume` finishes it.
+                  tenant: str = "default", headers: Mapping[str, str] | None = None,
+                  ) -> SessionResult[OutT]:
+        """Start a session and run it until it ends or parks. The session is durable from
+        the moment it starts: after a crash, :meth:`resume` finishes it.
 
         A ``session_id`` that already exists is never run twice: a finished session returns
-        its recorded result, an unfinished one resumes from its journal.
+        its recorded result, an unfinished one resumes from its journal (unless another
+        engine owns it: then the result says ``running``).
         """
-        self.open()
+        await self.open()
         self.register(wf)
         value = _validate_input(wf, input)
         if session_id is not None:
-            row = self.store.get_session(session_id)
+            row = await self.store.get_session(session_id)
             if row is not None:  # never run a known session twice
                 return await self._known(wf, row)
         sid = session_id or uuid.uuid4().hex
         # Not awaited on its own: the first journal commit (or the final one) carries it.
-        self.store.create_session(sid, wf.name, wf.version, tenant,
-                                  _dump_input(wf, value), wait=False)
-        return await self._admit(wf, sid, tenant, value, time.time())
+        self.store.create_session(
+            NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
+                       input=_dump_input(wf, value), headers=dict(headers or {})),
+            owner=self.owner, lease_s=self.lease_seconds)
+        return await self._admit(wf, sid, tenant, value, None, None)
 
     async def run_many(self, wf: Workflow[Any, OutT], inputs: Iterable[Any], *,
                        tenant: str = "default", ids: Iterable[str] | None = None,
@@ -166,110 +255,282 @@ class Engine:
                        ) -> list[SessionResult[OutT]]:
         """Run many sessions with at most ``concurrency`` at once; results in input order.
 
-        Every session is created durably before any runs, so a crash loses none of them.
-        Ids that already exist are not started twice: a finished session returns its stored
-        result, an unfinished one resumes from its journal.
+        Every session is created (and claimed) durably before any runs, so a crash loses
+        none of them. Ids that already exist are not started twice: a finished session
+        returns its stored result, an unfinished one resumes from its journal.
         """
-        self.open()
+        await self.open()
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         sids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
-        existing = self.store.get_sessions(sids)
-        self.store.create_sessions_now([(sid, wf.name, wf.version, tenant, _dump_input(wf, v))
-                                        for sid, v in zip(sids, values, strict=True)
-                                        if sid not in existing])
-        now = time.time()
-        jobs = []
+        existing = await self.store.get_sessions(sids)
+        await self.store.create_sessions(
+            [NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
+                        input=_dump_input(wf, v))
+             for sid, v in zip(sids, values, strict=True) if sid not in existing],
+            owner=self.owner, lease_s=self.lease_seconds)
+        jobs: list[_Job] = []
         done: list[SessionResult[OutT]] = []
         for sid, v in zip(sids, values, strict=True):
             row = existing.get(sid)
             if row is None:
-                jobs.append((sid, tenant, v, now, False))  # new: nothing to replay
-            elif row.status not in UNFINISHED:
-                done.append(_result_of(wf, row))
-            elif row.workflow != wf.name or row.version != wf.version:
-                done.append(await self._fail_version(wf, row, on_done))
-            else:  # started before (a crash, a stop): resume it from its journal
-                jobs.append((sid, row.tenant, wf.input_adapter.validate_json(row.input),
-                             row.started or now, True))
+                jobs.append(_Job(sid, tenant, v, None, new=True))  # claimed at creation
+            else:
+                early = await self._known_early(wf, row)
+                if early is not None:
+                    done.append(early)
+                    if on_done is not None:
+                        on_done(early)
+                else:
+                    jobs.append(_Job(sid, row.tenant, wf.input_adapter.validate_json(row.input),
+                                     row))
         results = await self._pool(wf, jobs, on_done)
         order = {sid: i for i, sid in enumerate(sids)}
         return sorted([*done, *results], key=lambda r: order[r.id])
 
-    async def _known(self, wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
+    async def _known_early(self, wf: Workflow[Any, OutT], row: SessionRow
+                           ) -> SessionResult[OutT] | None:
+        """The result for a known session that must not run now, or ``None`` to run it."""
         if row.workflow != wf.name:
             raise UserError(f"session {row.id!r} belongs to workflow {row.workflow!r}, not "
                             f"{wf.name!r}; pick another session id")
-        if row.status not in UNFINISHED:
+        if not row.unfinished:
             return _result_of(wf, row)
-        if row.version != wf.version:
-            return await self._fail_version(wf, row)
-        value = wf.input_adapter.validate_json(row.input)
-        return await self._admit(wf, row.id, row.tenant, value, row.started or time.time(),
-                                 replay=self.store.load_journal(row.id))
+        if row.version != wf.version and not await self._adopt_version(wf, row):
+            return _version_skip(wf, row)
+        return None
+
+    async def _known(self, wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
+        early = await self._known_early(wf, row)
+        if early is not None:
+            return early
+        claimed = await self._claim(row)
+        if claimed is None:
+            return _unfinished_result(row)
+        value = wf.input_adapter.validate_json(claimed.input)
+        return await self._admit(wf, claimed.id, claimed.tenant, value, claimed,
+                                 await self.store.load_journal(claimed.id))
+
+    async def _adopt_version(self, wf: Workflow[Any, Any], row: SessionRow) -> bool:
+        """A session of another version that journaled nothing simply starts on this one."""
+        if await self.store.load_journal(row.id):
+            return False
+        await self.store.set_version(row.id, wf.version)
+        return True
+
+    async def _claim(self, row: SessionRow) -> SessionRow | None:
+        if row.owner is not None and row.owner != self.owner and row.status == "running":
+            await self._expire_if_dead(row.owner)
+        return await self.store.claim(row.id, self.owner, self.lease_seconds)
+
+    async def _expire_if_dead(self, owner: str) -> None:
+        host, _, rest = owner.partition(":")
+        pid = rest.partition(":")[0]
+        if host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid)):
+            await self.store.expire_owner(owner)
 
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:
-        """Finish every pending or running session in the store (after a crash or a stop).
+        """Run every unfinished session that can run now (after a crash, a stop, or when a
+        timer is due or a signal arrived), and report the others.
 
-        Completed steps replay from the journal: no model or tool is called twice.
+        Completed steps replay from the journal: no model or tool is called twice. The
+        results of sessions that did not run say why: ``waiting`` (a timer not yet due or
+        no signal yet), ``running`` (another live engine owns it), or their status with an
+        error explaining a workflow version this code does not have.
         """
-        self.open()
-        rows = self.store.unfinished()
-        results: list[SessionResult[Any]] = []
+        await self.open()
+        rows = await self.store.unfinished()
         by_wf: dict[str, list[SessionRow]] = {}
         for row in rows:
             by_wf.setdefault(row.workflow, []).append(row)
         workflows = {name: self.workflow_named(name) for name in by_wf}  # all import, or none run
+        results: list[SessionResult[Any]] = []
+        now = self.clock()
         for name, group in by_wf.items():
             wf = workflows[name]
-            jobs = []
+            jobs: list[_Job] = []
             for row in group:
-                if row.version != wf.version:
-                    results.append(await self._fail_version(wf, row, on_done))
+                if row.status == "waiting" and (row.wake_at is None or row.wake_at > now):
+                    results.append(_unfinished_result(row))
                     continue
-                jobs.append((row.id, row.tenant, wf.input_adapter.validate_json(row.input),
-                             row.started or time.time(), True))
-            results.extend(await self._pool(wf, jobs, on_done))
+                early = await self._known_early(wf, row)
+                if early is not None:
+                    results.append(early)
+                    continue
+                jobs.append(_Job(row.id, row.tenant, wf.input_adapter.validate_json(row.input),
+                                 row))
+            ran = await self._pool(wf, jobs, on_done)
+            results.extend(ran)
         return results
+
+    async def serve(self, *, until_idle: bool = False, poll_interval: float = 1.0) -> None:
+        """Run sessions as they become runnable: new ones, due timers, signalled waits, and
+        sessions of engines that died. Runs until cancelled, or with ``until_idle`` until
+        no session of a registered workflow is left unfinished.
+        """
+        await self.open()
+        wake = self._wake_event()
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                wake.clear()
+                free = self.concurrency - len(self._running)
+                workflows = {n: w.version for n, w in self._workflows.items()}
+                rows: list[SessionRow] = []
+                if free > 0 and workflows:
+                    for row in await self.store.unfinished():
+                        if row.owner and row.owner != self.owner and row.status == "running":
+                            await self._expire_if_dead(row.owner)
+                    rows = await self.store.claim_runnable(
+                        self.owner, self.lease_seconds, workflows=workflows, limit=free)
+                for row in rows:
+                    wf = self._workflows[row.workflow]
+                    tg.create_task(self._run_claimed(wf, row))
+                if until_idle and not rows and not self._running:
+                    left = [r for r in await self.store.unfinished() if r.workflow in workflows]
+                    if not left or all(r.status == "waiting" and r.wake_at is None
+                                       for r in left):
+                        return
+                nxt = await self.store.next_wake()
+                timeout = poll_interval if nxt is None else \
+                    max(0.0, min(poll_interval, nxt - self.clock()))
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
+                        await wake.wait()
+
+    async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
+        value = wf.input_adapter.validate_json(row.input)
+        journal = await self.store.load_journal(row.id)
+        await self._admit(wf, row.id, row.tenant, value, row, journal)
+        self._wake_event().set()
+
+    async def signal(self, session_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` to a session: it wakes the session if it waits for it
+        (``ctx.wait_for``), or is kept for its next wait.
+
+        ``ESCALATION`` (``"convoy.escalation"``) answers an escalated session:
+        ``{"action": "retry"}`` runs the step that escalated again,
+        ``{"action": "complete", "result": ...}`` records that step as done with that
+        result (a person checked that it took effect), ``{"action": "fail", "reason":
+        ...}`` ends the session as failed.
+        """
+        await self.open()
+        row = await self.store.get_session(session_id)
+        if row is None:
+            raise UserError(f"no session {session_id!r} in {self.store.url}")
+        if name == ESCALATION:
+            await self._answer_escalation(row, payload)
+        elif not row.unfinished:
+            raise UserError(f"session {session_id!r} is {row.status}: signals go to "
+                            "unfinished sessions")
+        else:
+            await self.store.send_signal(session_id, name, to_json(payload).decode())
+        self._wake_event().set()
+
+    async def _answer_escalation(self, row: SessionRow, decision: Any) -> None:
+        if row.status != "escalated":
+            raise UserError(f"session {row.id!r} is {row.status}, not escalated")
+        action = decision.get("action") if isinstance(decision, dict) else None
+        if action not in ("retry", "complete", "fail"):
+            raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
+                            f"| 'fail', ...}}, got {decision!r}")
+        key = (row.error_record or {}).get("key")
+        if action == "fail":
+            reason = decision.get("reason") or "a person ended the escalated session"
+            await self.store.finish(row.id, None, SessionOutcome(
+                status="failed", error={"type": "Escalated", "message": str(reason),
+                                        "escalation": row.error_record},
+                steps=row.steps, input_tokens=row.input_tokens,
+                output_tokens=row.output_tokens, cost=row.cost))
+        elif action == "retry":
+            await self.store.reopen(row.id, drop_step=key)
+        else:
+            journal = await self.store.load_journal(row.id)
+            rec = journal.get(key or "")
+            if rec is None:
+                raise UserError(f"session {row.id!r} escalated outside a step; answer it "
+                                "with 'retry' or 'fail'")
+            await self.store.reopen(row.id, journal=StepRecord(
+                key=rec.key, kind=rec.kind, target=rec.target, status="completed",
+                result=to_json(decision.get("result")).decode(), input_hash=rec.input_hash,
+                agent=rec.agent))
+
+    async def cancel(self, session_id: str) -> None:
+        """Cancel a session: one running here stops at once (``cancelled``); one that is
+        pending or waiting is finished as ``cancelled``."""
+        await self.open()
+        task = self._running.get(session_id)
+        if task is not None:
+            self._cancelling.add(session_id)
+            task.cancel()
+            return
+        row = await self.store.get_session(session_id)
+        if row is None:
+            raise UserError(f"no session {session_id!r} in {self.store.url}")
+        if not row.unfinished:
+            raise UserError(f"session {session_id!r} is already {row.status}")
+        owner: str | None = None
+        if row.status == "running":
+            claimed = await self._claim(row)
+            if claimed is None:
+                raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
+                                "cancel it there")
+            owner = self.owner
+        await self.store.finish(session_id, owner, SessionOutcome(
+            status="cancelled", error={"type": "Cancelled", "message": "cancelled"},
+            steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+            cost=row.cost))
 
     async def replay(self, session_id: str) -> ReplayResult:
         """Re-execute a finished session from its journal, calling no model and no tool."""
-        self.open()
-        row = self.store.get_session(session_id)
+        await self.open()
+        row = await self.store.get_session(session_id)
         if row is None:
-            raise UserError(f"no session {session_id!r} in {self.store.path}")
-        if row.status in ("pending", "running"):
+            raise UserError(f"no session {session_id!r} in {self.store.url}")
+        if row.unfinished:
             raise UserError(f"session {session_id!r} is still {row.status}; resume it first")
         wf = self.workflow_named(row.workflow)
         value = wf.input_adapter.validate_json(row.input)
-        journal = self.store.load_journal(session_id)
-        res = await self._execute(wf, session_id, row.tenant, value, row.started or row.created,
-                                  replay=journal, replay_only=True, persist=False)
+        journal = await self.store.load_journal(session_id)
+        res, executor = await self._execute(wf, session_id, row.tenant, value, row, journal,
+                                            replay_only=True)
         out = None
         if res.status == "completed":
             out = wf.output_adapter.dump_json(res.output).decode()
         matches = res.status == row.status and (out == row.output if out else
                                                 _same_error(res.error, row.error_record))
+        if not matches and executor.exhausted and row.status in ("limit_exceeded", "cancelled"):
+            # The recorded run was stopped from outside the steps (time limit, cancel)
+            # where the journal ends: replaying up to there is the whole match.
+            return ReplayResult(id=session_id, matches=True, status=row.status,
+                                recorded_status=row.status, output=None,
+                                recorded_output=row.output, steps=res.steps,
+                                error=row.error_record, recorded_error=row.error_record)
         return ReplayResult(id=session_id, matches=matches, status=res.status,
                             recorded_status=row.status, output=out, recorded_output=row.output,
                             steps=res.steps, error=res.error, recorded_error=row.error_record)
 
     # -- internals -----------------------------------------------------------------------
 
-    async def _pool(self, wf: Workflow[Any, OutT],
-                    jobs: list[tuple[str, str, Any, float, bool]],
+    async def _pool(self, wf: Workflow[Any, OutT], jobs: list[_Job],
                     on_done: Callable[[SessionResult[OutT]], None] | None,
                     ) -> list[SessionResult[OutT]]:
         results: list[SessionResult[OutT] | None] = [None] * len(jobs)
         it = iter(enumerate(jobs))
 
         async def worker() -> None:
-            for i, (sid, tenant, value, started, known) in it:
-                replay = self.store.load_journal(sid) if known else None
-                res = await self._admit(wf, sid, tenant, value, started, replay=replay)
+            for i, job in it:
+                row, journal = job.row, None
+                if not job.new:
+                    assert row is not None
+                    claimed = await self._claim(row)
+                    if claimed is None:
+                        results[i] = _unfinished_result(row)
+                        continue
+                    row, journal = claimed, await self.store.load_journal(job.sid)
+                res = await self._admit(wf, job.sid, job.tenant, job.value, row, journal)
                 results[i] = res
                 if on_done is not None:
                     on_done(res)
@@ -280,73 +541,166 @@ class Engine:
         return [r for r in results if r is not None]
 
     async def _admit(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
-                     started: float, replay: Mapping[str, Any] | None = None,
+                     row: SessionRow | None, journal: dict[str, StepRecord] | None,
                      ) -> SessionResult[OutT]:
         slots = self._slots
         if slots is None:
             slots = self._slots = asyncio.Semaphore(self.concurrency)
         async with slots:
-            return await self._execute(wf, sid, tenant, value, started, replay=replay)
+            task = asyncio.current_task()
+            if task is not None:
+                self._running[sid] = task
+            try:
+                res, _ = await self._execute(wf, sid, tenant, value, row, journal)
+            finally:
+                self._running.pop(sid, None)
+            return res
 
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
-                       started: float, *, replay: Mapping[str, Any] | None = None,
-                       replay_only: bool = False, persist: bool = True) -> SessionResult[OutT]:
+                       row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
+                       replay_only: bool = False,
+                       ) -> tuple[SessionResult[OutT], JournaledExecutor]:
         rt = self.runtime
-        state = SessionState(rt, sid, tenant, wf.name, started,
-                             replay=dict(replay) if replay else None, replay_only=replay_only)
-        if persist:
-            self.store.mark_running(sid)
+        owner = None if replay_only else self.owner
+        executor = JournaledExecutor(self.store, sid, owner, journal=journal,
+                                     replay_only=replay_only, park_after=self.park_after,
+                                     clock=self.clock, on_nondeterminism=self.on_nondeterminism)
+        headers = row.header_map if row is not None else {}
+        state = SessionState(rt, sid, tenant, wf.name, executor=executor, version=wf.version,
+                             active_s=row.active_s if row is not None else 0.0,
+                             created=row.created if row is not None else None,
+                             replay_only=replay_only, resumed=bool(journal), headers=headers)
         t0 = time.perf_counter()
-        status: TerminalReason = "completed"
-        output: Any = None
-        output_json: str | None = None
-        error: dict[str, Any] | None = None
+
+        async def proceed(si: SessionInput) -> SessionEnd:
+            state.headers = si.headers
+            if owner is not None and si.headers != headers:
+                try:
+                    await self.store.update_headers(sid, owner, si.headers)
+                except StoreError as e:
+                    return SessionEnd(status="interrupted", error=error_to_record(e))
+                except LeaseLost as e:
+                    return SessionEnd(status="interrupted", error=_interrupt_record(e))
+            return await self._body(wf, state, executor, value)
+
+        info = SessionInfo(session_id=sid, tenant=tenant, workflow=wf.name, version=wf.version,
+                           resumed=bool(journal), replay=replay_only)
+        end = await rt.session_chain.call(SessionInput(info=info, input=value,
+                                                       headers=dict(headers), proceed=proceed))
+        status = await self._settle(sid, owner, state, end)
+        res: SessionResult[OutT] = SessionResult(
+            id=sid, status=cast(ResultStatus, status),
+            output=end.output if status == "completed" else None, error=end.error,
+            steps=state.steps, usage=state.usage, cost=state.cost,
+            duration_s=time.perf_counter() - t0)
+        return res, executor
+
+    async def _body(self, wf: Workflow[Any, Any], state: SessionState,
+                    executor: JournaledExecutor, value: Any) -> SessionEnd:
+        sid = state.id
+        deadline = state.deadline
+        cm = asyncio.timeout(None if deadline is None else deadline - time.time())
         try:
-            remaining = None if state.deadline is None else state.deadline - time.time()
-            async with asyncio.timeout(remaining):
+            async with cm:
                 output = await wf.fn(Context(state), value)
             output = wf.output_adapter.validate_python(output)
-            output_json = wf.output_adapter.dump_json(output).decode()
-        except TimeoutError:
-            status = "limit_exceeded"
-            error = {"type": "LimitExceeded", "message": f"session {sid!r} ran past "
-                     f"max_seconds={rt.limits.max_seconds}", "reason": status}
-            output = None
+            left = executor.leftover
+            if left:
+                msg = (f"session {sid!r} finished but never asked for journaled step(s) "
+                       f"{', '.join(left[:5])}{' ...' if len(left) > 5 else ''}; the workflow "
+                       "changed in a way that breaks determinism (bump its version)")
+                if self.on_nondeterminism == "error":
+                    raise NonDeterminismError(msg, key=left[0])
+                warnings.warn(msg, NonDeterminismWarning, stacklevel=1)
+            return SessionEnd(status="completed", output=output)
+        except Parked as p:
+            return SessionEnd(status="waiting", error={"wake_at": p.wake_at,
+                                                       "wait_name": p.wait_name})
+        except SessionInterrupted as e:
+            return SessionEnd(status="interrupted", error=_interrupt_record(e))
+        except TimeoutError as e:
+            if cm.expired():
+                return SessionEnd(status="limit_exceeded", error={
+                    "type": "LimitExceeded", "reason": "limit_exceeded", "message":
+                    f"session {sid!r} ran past its time limit "
+                    f"({self.runtime.limits.describe_time()})"})
+            return SessionEnd(status="failed", error=self._error(executor, e))
         except SessionTerminated as e:
-            status, error, output = e.reason, error_to_record(e), None
+            return SessionEnd(status=e.reason, error=self._error(executor, e))
         except UnknownOutcomeError as e:
-            status, error, output = "escalated", error_to_record(e), None
+            return SessionEnd(status="escalated", error=self._error(executor, e))
         except ValidationError as e:
-            status, output = "failed", None
-            error = {"type": "OutputValidationError", "message": f"workflow {wf.name!r} returned"
-                     f" an invalid output: {readable_validation_error(e)}"}
+            return SessionEnd(status="failed", error={
+                "type": "OutputValidationError", "message": f"workflow {wf.name!r} returned "
+                f"an invalid output: {readable_validation_error(e)}"})
+        except asyncio.CancelledError:
+            if sid not in self._cancelling:
+                raise
+            self._cancelling.discard(sid)
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()
+            return SessionEnd(status="cancelled", error={"type": "Cancelled",
+                                                         "message": "cancelled"})
         except (ConvoyError, Exception) as e:
-            status, error, output = "failed", error_to_record(e), None
-        if persist:
-            await self.store.finish_session(sid, status, output_json, error, state.steps,
-                                            state.usage.input_tokens, state.usage.output_tokens,
-                                            state.cost)
-        return SessionResult(id=sid, status=status, output=output, error=error,
-                             steps=state.steps, usage=state.usage, cost=state.cost,
-                             duration_s=time.perf_counter() - t0)
+            return SessionEnd(status="failed", error=self._error(executor, e))
 
-    async def _fail_version(self, wf: Workflow[Any, Any], row: SessionRow,
-                            on_done: Callable[[SessionResult[Any]], None] | None = None,
-                            ) -> SessionResult[Any]:
-        err = {"type": "NonDeterminismError", "message": (
-            f"session {row.id!r} started on version {row.version!r} of workflow "
-            f"{row.workflow!r} but the code is now version {wf.version!r} of {wf.name!r}; run "
-            "it with the old code, or start a new session")}
-        await self.store.finish_session(row.id, "failed", None, err, 0, 0, 0, 0.0)
-        res: SessionResult[Any] = SessionResult(id=row.id, status="failed", error=err)
-        if on_done is not None:
-            on_done(res)
-        return res
+    @staticmethod
+    def _error(executor: JournaledExecutor, e: BaseException) -> dict[str, Any]:
+        rec = error_to_record(e)
+        if executor.failed_key is not None and "key" not in rec:
+            rec["key"] = executor.failed_key
+        return rec
+
+    async def _settle(self, sid: str, owner: str | None, state: SessionState,
+                      end: SessionEnd) -> str:
+        """Persist how the run ended; the status to report."""
+        if owner is None:  # replay: nothing is written
+            return end.status
+        outcome = SessionOutcome(status=cast(SessionStatus, end.status), error=end.error,
+                                 steps=state.steps,
+                                 input_tokens=state.usage.input_tokens,
+                                 output_tokens=state.usage.output_tokens, cost=state.cost,
+                                 headers=state.headers)
+        try:
+            if end.status == "interrupted":
+                if (end.error or {}).get("type") != "LeaseLost":
+                    with suppress(StoreError, LeaseLost):
+                        await self.store.release(sid, owner)
+                return "pending"
+            if end.status == "waiting":
+                err = end.error or {}
+                await self.store.park(sid, owner, SessionOutcome(
+                    status="waiting", steps=outcome.steps, input_tokens=outcome.input_tokens,
+                    output_tokens=outcome.output_tokens, cost=outcome.cost,
+                    headers=state.headers), wake_at=err.get("wake_at"),
+                    wait_name=err.get("wait_name"))
+                end.error = None
+                return "waiting"
+            output_json = None
+            if end.status == "completed":
+                wf = self._workflows.get(state.workflow)
+                output_json = (wf.output_adapter.dump_json(end.output).decode() if wf
+                               else to_json(end.output).decode())
+            await self.store.finish(sid, owner, SessionOutcome(
+                status=outcome.status, output=output_json, error=end.error,
+                steps=outcome.steps, input_tokens=outcome.input_tokens,
+                output_tokens=outcome.output_tokens, cost=outcome.cost, headers=state.headers))
+        except LeaseLost as e:
+            end.error = _interrupt_record(e)
+            return "running"
+        except StoreError as e:
+            end.error = error_to_record(e)
+            with suppress(StoreError, LeaseLost):
+                await self.store.release(sid, owner)
+            return "pending"
+        return end.status
 
     # -- sync shims ----------------------------------------------------------------------
 
     def run_sync(self, wf: Workflow[Any, OutT], input: Any, **kw: Any) -> SessionResult[OutT]:
-        """Blocking :meth:`run`, for scripts and notebooks without an event loop."""
+        """Blocking :meth:`run`, for scripts and notebooks without an event loop. Each call
+        opens and closes the engine, so it can be called again."""
         return asyncio.run(self._closing(self.run(wf, input, **kw)))
 
     async def _closing(self, aw: Awaitable[SessionResult[OutT]]) -> SessionResult[OutT]:
@@ -356,14 +710,48 @@ class Engine:
             await self.aclose()
 
 
+class _Job:
+    """A session to run: ``new`` ones were claimed when created; others are claimed by
+    the worker right before they run (a lease is held only while a session can run)."""
+
+    __slots__ = ("new", "row", "sid", "tenant", "value")
+
+    def __init__(self, sid: str, tenant: str, value: Any, row: SessionRow | None, *,
+                 new: bool = False) -> None:
+        self.sid, self.tenant, self.value, self.row, self.new = sid, tenant, value, row, new
+
+
+def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
+    cause = e.cause
+    if cause is not None:
+        return {**error_to_record(cause), "interrupted": True}
+    return {"type": type(e).__name__, "message": str(e), "interrupted": True}
+
 
 def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
     """The stored result of a finished session."""
     return SessionResult(
-        id=row.id, status=row.status,  # type: ignore[arg-type]
+        id=row.id, status=row.status,
         output=wf.output_adapter.validate_json(row.output) if row.output else None,
         error=row.error_record, steps=row.steps, usage=Usage(row.input_tokens, row.output_tokens),
         cost=row.cost, duration_s=(row.finished or 0) - (row.started or row.created))
+
+
+def _unfinished_result(row: SessionRow) -> SessionResult[Any]:
+    status = row.status if row.status in ("waiting", "pending") else "running"
+    return SessionResult(id=row.id, status=cast(ResultStatus, status), steps=row.steps,
+                         usage=Usage(row.input_tokens, row.output_tokens),
+                         cost=row.cost)
+
+
+def _version_skip(wf: Workflow[Any, Any], row: SessionRow) -> SessionResult[Any]:
+    res = _unfinished_result(row)
+    res.status = "pending" if row.status in RUNNABLE else res.status
+    res.error = {"type": "VersionMismatch", "message": (
+        f"session {row.id!r} started on version {row.version!r} of workflow {row.workflow!r} "
+        f"but this code is version {wf.version!r}; it stays unfinished until an engine with "
+        f"version {row.version!r} resumes it")}
+    return res
 
 
 def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:
@@ -386,4 +774,4 @@ def _same_error(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
     return bool(a.get("type") == b.get("type") and a.get("message") == b.get("message"))
 
 
-__all__ = ["Engine", "ReplayResult", "SessionResult"]
+__all__ = ["ESCALATION", "Engine", "ReplayResult", "SessionResult"]

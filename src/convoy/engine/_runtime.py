@@ -5,23 +5,27 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy._errors import UserError
+from convoy.cost._pricing import PriceTable
 from convoy.interceptors._base import (
     Chain,
     EffectInput,
     HandoffInput,
     Interceptor,
     ModelCallInput,
+    SessionEnd,
+    SessionInput,
     ToolCallInput,
+    ordered,
 )
-from convoy.runtime._limits import Limits
-from convoy.models._messages import ModelResponse
-from convoy.cost._pricing import PriceTable
 from convoy.models import infer_model
 from convoy.models._base import Model
+from convoy.models._messages import ModelResponse
+from convoy.runtime._limits import Limits
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
-    from convoy.stores._sqlite import SQLiteStore
+    from convoy.stores._protocol import Store
 
 
 async def _call_model(i: ModelCallInput) -> ModelResponse:
@@ -40,16 +44,25 @@ async def _effect(i: EffectInput) -> Any:
     return await i.fn()
 
 
+async def _run_session(i: SessionInput) -> SessionEnd:
+    return await i.proceed(i)
+
+
 class Runtime:
     """Resolved configuration of an engine, read on every step."""
 
-    def __init__(self, store: SQLiteStore, *, limits: Limits,
+    def __init__(self, store: Store, *, limits: Limits,
                  interceptors: Sequence[Interceptor], models: Mapping[str, Model],
-                 model_override: str | Model | None, prices: PriceTable | None = None) -> None:
+                 model_override: str | Model | None, prices: PriceTable | None = None,
+                 deps: Any = None) -> None:
         self.store = store
         self.prices = prices
         self.limits = limits
+        self.deps = deps
+        interceptors = ordered(interceptors)
         self.interceptors = tuple(interceptors)
+        self.session_chain: Chain[SessionInput, SessionEnd] = Chain(
+            "session_run", interceptors, _run_session)
         self.models: dict[str, Model] = dict(models)
         self.override = model_override
         self._by_agent: dict[Agent[Any, Any], Model] = {}
@@ -71,5 +84,10 @@ class Runtime:
         model = self._by_agent.get(agent)
         if model is None:
             spec = self.override if self.override is not None else agent.model
+            if spec is None:
+                raise UserError(
+                    f"agent {agent.name!r} has no model: give it one (Agent(model='sim:') for "
+                    "the simulator, 'openai:gpt-4o-mini', ...) or run every agent on one "
+                    "model with Engine(model=...)")
             model = self._by_agent[agent] = self.resolve(spec)
         return model

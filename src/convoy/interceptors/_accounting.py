@@ -8,16 +8,17 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from convoy.cost._pricing import PriceTable
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
     Interceptor,
     ModelCallInput,
     Next,
+    Stage,
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse, Usage
-from convoy.cost._pricing import PriceTable
 
 T = TypeVar("T")
 
@@ -41,6 +42,8 @@ class Durations:
 
 class StepTimings(Interceptor):
     """Times every step by kind (``model``, ``tool``, ``handoff``, ``effect``)."""
+
+    stage: Stage = "timing"
 
     def __init__(self, *, keep: int = 100_000) -> None:
         self.by_kind: dict[str, Durations] = defaultdict(Durations)
@@ -86,6 +89,8 @@ class UsageAccounting(Interceptor):
     It sets ``response.cost``, which is journaled with the response, so a session's totals
     survive a restart and replayed steps are never billed again.
     """
+
+    stage: Stage = "accounting"
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self.prices = prices or PriceTable()

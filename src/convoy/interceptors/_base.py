@@ -1,18 +1,30 @@
-"""The interceptor chain: the single extension point around every step.
+"""The interceptor chain: the single extension point around every step and session.
 
 Each kind of step has a typed input (one dataclass per kind) and a method on
 :class:`Interceptor`; an interceptor overrides the methods it cares about and calls
-``next(input)`` to continue down the chain (or does not, to short-circuit). The first
-interceptor in ``Engine(interceptors=[...])`` is the outermost. Journaling sits outside the
-chain: a step already in the journal is replayed without running any interceptor, so a
-resumed session pays nothing twice.
+``next(input)`` to continue down the chain (or does not, to short-circuit). Every input
+carries a :class:`StepInfo` (``input.info``). :meth:`Interceptor.session_run` wraps a whole run
+of a session (a start, or a resume after a crash or a wait) and may set
+:attr:`SessionInput.headers`, which are persisted with the session, so a trace id or an
+audit cursor survives a resume.
+
+Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engine sorts the
+chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
+
+    timing → trace → audit → custom → step_timeout → route → cache → fallback → retry
+    → breaker → budget → rate_limit → bulkhead → timeout → accounting → fault → (adapter)
+
+so a cache hit costs nothing, every retry attempt passes the breaker, reserves budget,
+takes a rate-limit token and gets its own timeout, and injected faults look like the
+adapter's own. Journaling sits outside the chain: a step already in the journal is replayed
+without running any interceptor, so a resumed session pays nothing twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 from convoy.models._messages import ModelRequest, ModelResponse
 
@@ -20,13 +32,46 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from convoy.definitions._agent import Agent
-    from convoy.engine._runtime import Runtime
-    from convoy.runtime._session import SessionState
     from convoy.definitions._tools import Tool, ToolContext
+    from convoy.engine._engine import Engine
     from convoy.models._base import Model
+    from convoy.runtime._session import SessionState
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
+
+Stage = Literal["timing", "trace", "audit", "custom", "step_timeout", "route", "cache",
+                "fallback", "retry", "breaker", "budget", "rate_limit", "bulkhead", "timeout",
+                "accounting", "fault"]
+#: Stages, outermost first. The engine sorts interceptors by stage (stable).
+STAGES: tuple[Stage, ...] = (
+    "timing", "trace", "audit", "custom", "step_timeout", "route", "cache", "fallback",
+    "retry", "breaker", "budget", "rate_limit", "bulkhead", "timeout", "accounting", "fault")
+_RANK = {s: i for i, s in enumerate(STAGES)}
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StepInfo:
+    """Who and where a step is: what tracing, audit and policies key on."""
+
+    session_id: str
+    tenant: str
+    workflow: str
+    version: str
+    key: str
+    kind: str
+    target: str
+    agent: str | None
+    attempt: int
+    resumed: bool
+    headers: Mapping[str, str]
+
+
+def _info(session: SessionState, key: str, kind: str, target: str, agent: str | None,
+          attempt: int = 0) -> StepInfo:
+    return StepInfo(session_id=session.id, tenant=session.tenant, workflow=session.workflow,
+                    version=session.version, key=key, kind=kind, target=target, agent=agent,
+                    attempt=attempt, resumed=session.resumed, headers=session.headers)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -39,6 +84,11 @@ class ModelCallInput:
     model: Model
     request: ModelRequest
 
+    @property
+    def info(self) -> StepInfo:
+        return _info(self.session, self.key, "model", self.agent.name, self.agent.name,
+                     self.request.attempt)
+
 
 @dataclass(slots=True, kw_only=True)
 class ToolCallInput:
@@ -49,7 +99,11 @@ class ToolCallInput:
     agent: Agent[Any, Any]
     tool: Tool
     args: BaseModel
-    context: ToolContext
+    context: ToolContext[Any]
+
+    @property
+    def info(self) -> StepInfo:
+        return _info(self.session, self.key, "tool", self.tool.name, self.agent.name)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -62,6 +116,10 @@ class HandoffInput:
     target: Agent[Any, Any]
     payload: Any
 
+    @property
+    def info(self) -> StepInfo:
+        return _info(self.session, self.key, "handoff", self.target.name, self.source.name)
+
 
 @dataclass(slots=True, kw_only=True)
 class EffectInput:
@@ -73,16 +131,70 @@ class EffectInput:
     idempotent: bool
     fn: Callable[[], Awaitable[Any]]
 
+    @property
+    def info(self) -> StepInfo:
+        return _info(self.session, self.key, "effect", self.name, None)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class SessionInfo:
+    """The session a run belongs to."""
+
+    session_id: str
+    tenant: str
+    workflow: str
+    version: str
+    resumed: bool
+    """The run continues a session that has journaled steps (after a crash or a wait)."""
+    replay: bool
+    """``engine.replay``: nothing is executed, every step comes from the journal."""
+
+
+@dataclass(slots=True, kw_only=True)
+class SessionInput:
+    """One run of a session. ``headers`` are persisted with the session: set them before
+    calling ``next`` and they are there again when the session resumes."""
+
+    info: SessionInfo
+    input: Any
+    headers: dict[str, str] = field(default_factory=dict)
+    proceed: Callable[[SessionInput], Awaitable[SessionEnd]] = field(repr=False)
+    """Runs the workflow (the end of the chain); interceptors call ``next``, not this."""
+
+
+@dataclass(slots=True, kw_only=True)
+class SessionEnd:
+    """How a run of a session ended: a terminal status, or ``waiting`` (parked) or
+    ``interrupted`` (the run stopped without an outcome; the session resumes later)."""
+
+    status: str
+    output: Any = None
+    error: dict[str, Any] | None = None
+
 
 Next = Callable[[I], Awaitable[O]]
 
 
 class Interceptor:
-    """Base class: every method passes through. Override what you need."""
+    """Base class: every method passes through. Override what you need.
 
-    def bind(self, runtime: Runtime) -> None:
-        """Called once when the engine opens its store; an interceptor that keeps state
-        across restarts (open circuit breakers, say) can find the store here."""
+    ``stage`` places the interceptor in the chain (see :data:`STAGES`); interceptors you
+    write are ``"custom"`` unless they say otherwise.
+    """
+
+    stage: Stage = "custom"
+
+    async def start(self, engine: Engine) -> None:
+        """Called once when the engine opens, after its store: load persisted state
+        (``engine.store``), start exporters."""
+
+    async def close(self) -> None:
+        """Called once when the engine closes, before its store: flush and release."""
+
+    async def session_run(self, input: SessionInput,
+                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        """Around one run of a session (its start, or a resume)."""
+        return await next(input)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -96,6 +208,15 @@ class Interceptor:
 
     async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
         return await next(input)
+
+
+def ordered(interceptors: Sequence[Interceptor]) -> list[Interceptor]:
+    """The chain in stage order, outermost first (stable within a stage)."""
+    for ic in interceptors:
+        if ic.stage not in _RANK:
+            raise ValueError(f"interceptor {type(ic).__name__} has unknown stage "
+                             f"{ic.stage!r}; stages: {', '.join(STAGES)}")
+    return sorted(interceptors, key=lambda ic: _RANK[ic.stage])
 
 
 class Chain(Generic[I, O]):

@@ -33,9 +33,9 @@ import yaml
 from pydantic import BaseModel
 
 from convoy._errors import ConvoyError, ModelError, UserError
-from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy._seeding import seeded_rng
 from convoy.models._base import Model
+from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 
 Reply = Mapping[str, Any] | BaseModel | str | ModelResponse
 ScriptFn = Callable[[ModelRequest], Reply]

@@ -10,23 +10,27 @@ all finished, their failure rate decides: CLOSED again, or OPEN for another wait
 
 from __future__ import annotations
 
-import sqlite3
+import asyncio
+import json
 import time
+import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import closing
+from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import CircuitOpenError, UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import is_downstream_failure
 from convoy.resilience._scope import Scoped
+from convoy.stores._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
-    from convoy.engine._runtime import Runtime
+    from convoy.engine._engine import Engine
+    from convoy.stores._protocol import Store
 
 State = Literal["closed", "open", "half_open"]
 I = TypeVar("I")  # noqa: E741
@@ -244,6 +248,8 @@ class Breakers(Interceptor):
     call by the breaker of its tool. ``None`` for a target turns its breaker off.
     """
 
+    stage: Stage = "breaker"
+
     def __init__(self, policy: BreakerPolicy | None = None, *,
                  agents: Mapping[str, BreakerPolicy | None] | None = None,
                  models: Mapping[str, BreakerPolicy | None] | None = None,
@@ -258,14 +264,25 @@ class Breakers(Interceptor):
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
         self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, ...]] = {}
-        self._state = _BreakerState(Path(state_path)) if state_path is not None else None
+        self._state_path = Path(state_path) if state_path is not None else None
+        self._own_store: SQLiteStore | None = None
+        self._state: _BreakerState | None = None
 
-    def bind(self, runtime: Runtime) -> None:
-        """Without a ``state_path``, open circuits are kept in the engine's own store, so
-        a restarted engine (after a crash, say) keeps rejecting calls to a downstream that
-        was failing instead of hammering it again."""
-        if self._state is None:
-            self._state = _BreakerState(runtime.store.path)
+    async def start(self, engine: Engine) -> None:
+        """Open circuits are kept in the engine's own store (or, with ``state_path``, in a
+        store of their own), so a restarted engine keeps rejecting calls to a downstream
+        that was failing instead of hammering it again."""
+        store: Store = engine.store
+        if self._state_path is not None:
+            store = self._own_store = SQLiteStore(self._state_path)
+            await store.open()
+        self._state = _BreakerState(store, engine.clock)
+        await self._state.load()
+
+    async def close(self) -> None:
+        if self._own_store is not None:
+            await self._own_store.aclose()
+            self._own_store = None
 
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
         b = self.breakers.get(key)
@@ -336,27 +353,38 @@ class Breakers(Interceptor):
 
 
 class _BreakerState:
-    """Open breakers in a small SQLite file, so a restarted engine (after a crash, say)
-    keeps rejecting calls to a downstream that was failing, instead of hammering it."""
+    """Open breakers in the store's interceptor state (namespace ``breakers``), so a
+    restarted engine (after a crash, say) keeps rejecting calls to a downstream that was
+    failing, instead of hammering it. Loaded once when the engine opens."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as c:
-            c.execute("CREATE TABLE IF NOT EXISTS breakers(key TEXT PRIMARY KEY, state TEXT "
-                      "NOT NULL, until REAL NOT NULL)")
+    NAMESPACE = "breakers"
 
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=10, isolation_level=None)
+    def __init__(self, store: Store, wall: Callable[[], float]) -> None:
+        self.store = store
+        self.wall = wall
+        self.saved: dict[str, tuple[str, float]] = {}
+
+    async def load(self) -> None:
+        for key, raw in (await self.store.kv_all(self.NAMESPACE)).items():
+            with suppress(ValueError, KeyError, TypeError):
+                d = json.loads(raw)
+                self.saved[key] = (str(d["state"]), float(d["until"]))
 
     def save(self, b: CircuitBreaker) -> None:
-        with closing(self._connect()) as c:
-            c.execute("INSERT OR REPLACE INTO breakers VALUES(?,?,?)",
-                      (b.name, b.state, time.time() + b.open_remaining))
+        until = self.wall() + b.open_remaining
+        self.saved[b.name] = (b.state, until)
+        fut = self.store.kv_put(self.NAMESPACE, b.name,
+                                json.dumps({"state": b.state, "until": until}))
+        fut.add_done_callback(_report_failure)
 
     def open_remaining(self, key: str) -> float | None:
-        with closing(self._connect()) as c:
-            row = c.execute("SELECT state, until FROM breakers WHERE key=?", (key,)).fetchone()
-        if row is None or row[0] != "open":
+        found = self.saved.get(key)
+        if found is None or found[0] != "open":
             return None
-        return max(0.0, float(row[1]) - time.time())
+        return max(0.0, found[1] - self.wall())
+
+
+def _report_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        warnings.warn(f"convoy: could not save breaker state: {fut.exception()}",
+                      RuntimeWarning, stacklevel=1)

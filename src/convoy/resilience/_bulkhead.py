@@ -10,13 +10,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from convoy._errors import UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._messages import ModelRequest, ModelResponse
 from convoy.resilience._scope import Scoped
 
 
 class Bulkhead(Interceptor):
     """At most N concurrent calls per model endpoint and per tool; the rest wait."""
+
+    stage: Stage = "bulkhead"
 
     def __init__(self, *, model: int | None = None, tool: int | None = None,
                  models: Mapping[str, int | None] | None = None,
@@ -120,6 +122,8 @@ def estimate_tokens(req: ModelRequest) -> int:
 
 class RateLimit(Interceptor):
     """Requests-per-minute and tokens-per-minute token buckets per model endpoint."""
+
+    stage: Stage = "rate_limit"
 
     def __init__(self, default: Rate | None = None, *, models: Mapping[str, Rate | None] | None
                  = None, clock: Callable[[], float] = time.monotonic) -> None:

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from convoy._errors import CircuitOpenError, StepError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next
-from convoy.models._messages import ModelResponse
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._base import Model
+from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import classify
 
 
@@ -21,6 +21,8 @@ class Fallback(Interceptor):
         on_terminal: also fall back on terminal errors (auth, bad request); by default only
             retryable failures and open circuits fall back.
     """
+
+    stage: Stage = "fallback"
 
     def __init__(self, chains: Mapping[str, Sequence[str | Model]], *,
                  on_terminal: bool = False) -> None:
@@ -55,6 +57,8 @@ class Router(Interceptor):
     ``strong`` once the cheap model's answer failed validation ``escalate_after`` times.
     Agents listed in ``keep`` keep their own model.
     """
+
+    stage: Stage = "route"
 
     def __init__(self, *, cheap: str | Model, strong: str | Model, escalate_after: int = 1,
                  keep: Sequence[str] = ()) -> None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from convoy._errors import StepError, UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import classify
 from convoy.resilience._scope import Scoped
@@ -109,6 +109,8 @@ class Retry(Interceptor):
     be applied twice. Each attempt passes everything inside this interceptor again
     (breaker, budget, rate limit, timeout) and the model sees ``request.attempt``.
     """
+
+    stage: Stage = "retry"
 
     def __init__(self, policy: RetryPolicy | None = None, *,
                  agents: Mapping[str, RetryPolicy | None] | None = None,

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from convoy._errors import ModelError, ToolError, UserError
-from convoy.interceptors._base import Interceptor, ModelCallInput, Next, ToolCallInput
+from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._messages import ModelResponse
 from convoy.resilience._deadlines import Deadlines, Watch
 from convoy.resilience._scope import Scoped
@@ -20,6 +20,8 @@ class Timeout(Interceptor):
     with its retries. A timed-out call raises a *retryable* ``ModelError`` / ``ToolError``.
     Per-session wall-clock bounds are :class:`convoy.Limits` ``max_seconds``.
     """
+
+    stage: Stage = "timeout"
 
     def __init__(self, model: float | None = 60.0, tool: float | None = 30.0, *,
                  agents: Mapping[str, float | None] | None = None,
@@ -34,6 +36,8 @@ class Timeout(Interceptor):
         self.tool_scope: Scoped[float] = Scoped(default=tool, agents=agents or {},
                                                 tools=tools or {})
         self.label = label
+        if label == "step":  # bounds a whole step, retries included: outside Retry
+            self.stage = "step_timeout"
         self.timeouts = 0
         self._deadlines: dict[float, Deadlines] = {}
 

@@ -8,13 +8,13 @@ bounded budgets; past them the run fails with a typed error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json, to_json
 
-from convoy.definitions._agent import HANDOFF_PREFIX, Agent, render_input
-from convoy.runtime._context import concurrently
 from convoy._errors import (
     HandoffError,
     LimitExceeded,
@@ -22,20 +22,41 @@ from convoy._errors import (
     ToolError,
     UserError,
 )
+from convoy.definitions._agent import HANDOFF_PREFIX, Agent, render_input
+from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
-from convoy.definitions._tools import ToolContext, readable_validation_error
+from convoy.runtime._concurrency import concurrently
 
 if TYPE_CHECKING:
     from convoy.runtime._context import Context
 
 
 def _decode_response(text: str) -> ModelResponse:
-    return ModelResponse.from_dict(json.loads(text))
+    return ModelResponse.from_dict(from_json(text))
 
 
 def _encode_response(resp: ModelResponse) -> str:
-    return json.dumps(resp.to_dict())
+    return to_json(resp.to_dict()).decode()
+
+
+def _response_spend(resp: ModelResponse) -> tuple[int, int, float]:
+    return resp.usage.input_tokens, resp.usage.output_tokens, resp.cost
+
+
+def fingerprint(*parts: str | None) -> str:
+    """A short, stable digest of what a step is asked (not Python's salted ``hash``)."""
+    h = hashlib.blake2b(digest_size=8)
+    for p in parts:
+        h.update((p or "").encode())
+        h.update(b"\x1f")
+    return h.hexdigest()
+
+
+def _messages_fingerprint(messages: list[Message]) -> str:
+    return fingerprint(*[f"{m.role}:{m.content}:{m.tool_call_id}:"
+                         + ",".join(f"{c.name}({c.arguments})" for c in m.tool_calls or ())
+                         for m in messages])
 
 
 async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
@@ -211,6 +232,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     s = ctx.session
     rt = s.runtime
     key = ctx.next_key()
+    s.count_step(key)
     model = rt.model_for(agent)
 
     async def execute() -> ModelResponse:
@@ -222,39 +244,45 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
         return await rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent,
                                                         model=model, request=req))
 
-    resp = await s.journaled(key, "model", agent.name, execute, _encode_response,
-                             _decode_response)
-    s.usage.add(resp.usage)
-    s.cost += resp.cost
+    resp: ModelResponse = await s.executor.run_step(
+        key, "model", agent.name, execute, _encode_response, _decode_response,
+        input_hash=_messages_fingerprint(messages), agent=agent.name, spend=_response_spend)
+    s.add_spend(agent.name, resp.usage, resp.cost)
     return resp
 
 
 async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) -> Any:
     s = ctx.session
     key = ctx.next_key()
+    s.count_step(key)
     tctx = ToolContext(session_id=s.id, tenant=s.tenant, agent=agent.name, step_key=key,
-                       idempotency_key=f"{s.id}:{key}")
+                       idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps)
 
     async def execute() -> Any:
         return await s.runtime.tool_chain.call(ToolCallInput(
             session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
 
-    return await s.journaled(key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
-                             effect=tool.writes, idempotent=tool.idempotent)
+    return await s.executor.run_step(
+        key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
+        effect=tool.writes, idempotent=tool.idempotent,
+        input_hash=fingerprint(args.model_dump_json()), agent=agent.name)
 
 
 async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
                        payload: Any) -> None:
     s = ctx.session
     key = ctx.next_key()
+    s.count_step(key)
     s.note_handoff(source.name, target.name)
+    rendered = render_input(payload)
 
     async def execute() -> str:
         out = await s.runtime.handoff_chain.call(HandoffInput(
             session=s, key=key, source=source, target=target, payload=payload))
         return render_input(out)
 
-    await s.journaled(key, "handoff", target.name, execute, _ident, _ident)
+    await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
+                              input_hash=fingerprint(rendered), agent=source.name)
 
 
 def _ident(x: str) -> str:

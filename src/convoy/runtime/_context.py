@@ -4,25 +4,27 @@ Determinism rules (a resumed session re-runs your workflow code and must ask for
 steps in the same tree positions):
 
 * Call models, tools and agents only through ``ctx.run`` / patterns.
-* Use ``ctx.now()`` instead of ``time.time()``, ``ctx.random()`` instead of ``random``,
-  ``ctx.uuid()`` instead of ``uuid.uuid4()``, ``ctx.sleep()`` instead of ``asyncio.sleep``,
-  and ``ctx.step(name, fn)`` for any other I/O. Each is journaled and replays its value.
+* Use ``await ctx.now()`` instead of ``time.time()``, ``await ctx.random()`` instead of
+  ``random``, ``await ctx.uuid()`` instead of ``uuid.uuid4()``, ``await ctx.sleep(s)``
+  instead of ``asyncio.sleep``, ``await ctx.wait_for(name, type)`` to wait for a signal,
+  and ``await ctx.step(name, fn)`` for any other I/O. Each is journaled and replays its
+  value; sleeps and waits are durable (a long one parks the session).
 * Run branches concurrently only with ``ctx.gather`` (each branch gets its own position in
   the step tree, whatever order the scheduler runs them in).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import random as _random
-import time
-import uuid as _uuid
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from convoy._errors import SessionTerminated
+from pydantic import TypeAdapter
+
+from convoy._errors import UserError
+from convoy.durability._executor import decode_json, encode_json
 from convoy.interceptors._base import EffectInput
+from convoy.runtime._agent_loop import run_agent
+from convoy.runtime._concurrency import concurrently
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -66,8 +68,6 @@ class Context:
     async def run(self, agent: Agent[Any, OutT], input: Any) -> OutT:
         """Run ``agent`` on ``input`` (validated into its input type) and return its typed
         output (or, after handoffs, the output of the agent that finished)."""
-        from convoy.runtime._agent_loop import run_agent
-
         result: OutT = await run_agent(self.child(), agent, input)
         return result
 
@@ -87,13 +87,15 @@ class Context:
 
     async def step(self, name: str, fn: Callable[[], Awaitable[T]], *,
                    idempotent: bool = False) -> T:
-        """Run ``fn`` once, durably: its JSON-able result is journaled and replayed.
+        """Run ``fn`` once, durably: its JSON-able result is journaled and replayed, and an
+        exception it raises is journaled too and raised again, with its type, on replay.
 
         A non-idempotent step that was running when the process died is not re-run on
         resume: the session is escalated with an ``UnknownOutcomeError``.
         """
         s = self.session
         key = self.next_key()
+        s.count_step(key)
         chain = s.runtime.effect_chain
 
         async def execute() -> T:
@@ -101,46 +103,64 @@ class Context:
                                                   idempotent=idempotent, fn=fn))
             return out
 
-        return await s.journaled(key, "effect", name, execute, json.dumps, json.loads,
-                                 effect=not idempotent, idempotent=idempotent)
+        return await s.executor.run_step(key, "effect", name, execute, encode_json,
+                                         decode_json, effect=not idempotent,
+                                         idempotent=idempotent)
 
     async def now(self) -> float:
         """Wall-clock time (seconds since the epoch), journaled."""
-        return await self.step("clock", _now, idempotent=True)
+        key = self.next_key()
+        self.session.count_step(key)
+        return await self.session.executor.now(key)
 
     async def random(self) -> float:
         """A random float in [0, 1), journaled."""
-        return await self.step("random", _rand, idempotent=True)
+        key = self.next_key()
+        self.session.count_step(key)
+        return await self.session.executor.random(key)
 
     async def uuid(self) -> str:
         """A random UUID4 string, journaled."""
-        return await self.step("uuid", _uuid4, idempotent=True)
+        key = self.next_key()
+        self.session.count_step(key)
+        return await self.session.executor.uuid(key)
 
     async def sleep(self, seconds: float) -> None:
-        """A durable timer: after a restart the session sleeps only for what is left."""
-        wake_at = await self.step("timer", _at(seconds), idempotent=True)
-        delay = wake_at - time.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        """A durable timer. A long sleep parks the session (status ``waiting``): it holds
+        no coroutine, memory or concurrency slot, survives restarts, and the engine wakes
+        it when the time comes. After a restart it sleeps only for what is left."""
+        if seconds < 0:
+            raise UserError(f"ctx.sleep needs seconds >= 0, got {seconds}")
+        key = self.next_key()
+        self.session.count_step(key)
+        await self.session.executor.sleep(key, seconds)
 
+    @overload
+    async def wait_for(self, name: str, type: type[T], *,
+                       timeout: float | None = None) -> T: ...  # noqa: ASYNC109
+    @overload
+    async def wait_for(self, name: str, type: None = None, *,
+                       timeout: float | None = None) -> Any: ...  # noqa: ASYNC109
 
-async def _now() -> float:
-    return time.time()
+    async def wait_for(self, name: str, type: Any = None, *,
+                       timeout: float | None = None) -> Any:  # noqa: ASYNC109
+        """Wait durably for the signal ``name`` (``engine.signal(session_id, name, payload)``
+        or ``convoy signal``), validated into ``type``.
 
-
-async def _rand() -> float:
-    return _random.random()
-
-
-async def _uuid4() -> str:
-    return str(_uuid.uuid4())
-
-
-def _at(seconds: float) -> Callable[[], Awaitable[float]]:
-    async def wake_at() -> float:
-        return time.time() + seconds
-
-    return wake_at
+        The session parks while it waits (status ``waiting``); a signal sent before the
+        wait is kept and consumed by it. Each signal is consumed by one wait. Past
+        ``timeout`` seconds the wait raises :class:`~convoy.WaitTimeout`.
+        """
+        if not name:
+            raise UserError("ctx.wait_for needs a signal name")
+        if timeout is not None and timeout < 0:
+            raise UserError(f"ctx.wait_for timeout must be >= 0, got {timeout}")
+        key = self.next_key()
+        self.session.count_step(key)
+        payload = await self.session.executor.wait_for(key, name, timeout)
+        if type is None:
+            return decode_json(payload)
+        return TypeAdapter(type).validate_json(payload)
 
 
 def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awaitable[OutT]]:
@@ -148,37 +168,3 @@ def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awai
         return await ctx.run(agent, value)
 
     return branch
-
-
-async def concurrently(aws: Sequence[Awaitable[T]]) -> list[T]:
-    """Await all, in a task group: results in order; the first failure cancels the rest."""
-    if len(aws) == 1:
-        return [await aws[0]]
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(_as_coro(aw)) for aw in aws]
-    except BaseExceptionGroup as eg:
-        raise _first(eg) from None
-    return [t.result() for t in tasks]
-
-
-async def _as_coro(aw: Awaitable[T]) -> T:
-    return await aw
-
-
-def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to surface from a failed group: a session signal first, then the first."""
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            else:
-                leaves.append(e)
-
-    walk(eg)
-    for e in leaves:
-        if isinstance(e, SessionTerminated):
-            return e
-    return leaves[0]

@@ -16,8 +16,11 @@ class Limits:
         max_handoffs: handoffs in the session (``limit_exceeded``).
         max_depth: nesting of agent runs: a worker inside a supervisor is depth 2, a
             subtask of a subtask is depth 3 (``limit_exceeded``).
-        max_seconds: wall-clock time from the session's first start (``limit_exceeded``);
+        max_seconds: active time: seconds the session has spent running, on any engine,
+            not counting time crashed, parked (waiting) or queued (``limit_exceeded``);
             ``None`` for no bound.
+        max_age: total age: seconds since the session was created, crashes and waits
+            included (``limit_exceeded``); ``None`` (the default) for no bound.
         detect_repeats: end the session when an agent is handed exactly the same input a
             second time (``loop_detected``).
         max_ping_pong: end the session when two agents hand over to each other this many
@@ -28,6 +31,7 @@ class Limits:
     max_handoffs: int = 50
     max_depth: int = 8
     max_seconds: float | None = 900.0
+    max_age: float | None = None
     detect_repeats: bool = True
     max_ping_pong: int = 3
 
@@ -35,5 +39,25 @@ class Limits:
         for name in ("max_steps", "max_handoffs", "max_depth", "max_ping_pong"):
             if getattr(self, name) < 1:
                 raise UserError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise UserError(f"Limits.max_seconds must be > 0 or None, got {self.max_seconds}")
+        for name in ("max_seconds", "max_age"):
+            v = getattr(self, name)
+            if v is not None and v <= 0:
+                raise UserError(f"Limits.{name} must be > 0 or None, got {v}")
+
+    def deadline(self, *, active_s: float, created: float | None, now: float) -> float | None:
+        """When (wall clock) a run starting ``now`` must stop: the active time left, and
+        the total age left, whichever comes first; ``None`` for no bound."""
+        ends = []
+        if self.max_seconds is not None:
+            ends.append(now + max(0.0, self.max_seconds - active_s))
+        if self.max_age is not None and created is not None:
+            ends.append(created + self.max_age)
+        return min(ends) if ends else None
+
+    def describe_time(self) -> str:
+        parts = []
+        if self.max_seconds is not None:
+            parts.append(f"max_seconds={self.max_seconds:g} of active time")
+        if self.max_age is not None:
+            parts.append(f"max_age={self.max_age:g}")
+        return ", ".join(parts) or "none"

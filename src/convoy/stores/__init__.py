@@ -1,1 +1,24 @@
-"""Stores: everything Convoy persists, behind one protocol."""
+"""Stores: everything Convoy persists, behind one protocol (:class:`Store`).
+
+``SQLiteStore`` is the zero-setup default (one file, WAL, group commit).
+"""
+
+from convoy.stores._protocol import (
+    RUNNABLE,
+    SCHEMA_VERSION,
+    STATUSES,
+    UNFINISHED,
+    NewSession,
+    SessionFilter,
+    SessionOutcome,
+    SessionRow,
+    SessionStatus,
+    Signal,
+    StepRecord,
+    Store,
+)
+from convoy.stores._sqlite import SQLiteStore
+
+__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "NewSession",
+           "SQLiteStore", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
+           "Signal", "StepRecord", "Store"]

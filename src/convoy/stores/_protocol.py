@@ -9,16 +9,18 @@ while it runs and that expires if it dies, so another engine can take the sessio
 Every journal write and the final status are *fenced*: a store refuses them (``LeaseLost``)
 from an engine that no longer owns the session.
 
-Methods that do I/O are async. Writes that ride the group commit (``append``,
-``create_session``, ``kv_put``) return an awaitable that resolves once the write is
+Methods that do I/O are async. Writes that ride the group commit (``append``, ``finish``,
+``update_headers``, ``kv_put``) return a future that resolves once the write is
 committed; callers that need no confirmation may drop it: the store still commits it, in
 order, before any later write of the same store, and before ``aclose`` returns.
+``create_session`` only queues its write: the next awaited write carries it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -173,13 +175,16 @@ class Store(Protocol):
     # -- sessions ----------------------------------------------------------------------
 
     def create_session(self, session: NewSession, *, owner: str | None,
-                       lease_s: float) -> Awaitable[None]:
-        """Create a session (claimed by ``owner`` when given). Rides the group commit; an
-        id that exists already is left as it is."""
+                       lease_s: float) -> None:
+        """Queue the creation of a session (claimed by ``owner`` when given) on the group
+        commit: the next awaited write commits it, in order. An id that exists already is
+        left as it is (so a later fenced write of ``owner`` is refused)."""
         ...
 
-    async def create_sessions(self, sessions: Sequence[NewSession]) -> int:
-        """Create many pending sessions in one transaction; how many were new."""
+    async def create_sessions(self, sessions: Sequence[NewSession], *,
+                              owner: str | None = None, lease_s: float = 0.0) -> int:
+        """Create many sessions in one transaction (claimed by ``owner`` when given, else
+        pending); how many were new. Existing ids are left as they are."""
         ...
 
     async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
@@ -212,14 +217,21 @@ class Store(Protocol):
         (``wait_name``). A signal already sent for it makes it runnable at once."""
         ...
 
-    async def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome) -> None:
-        """Record how a session ended. Fenced on ``owner`` (``None``: not owned)."""
+    def finish(self, session_id: str, owner: str | None,
+               outcome: SessionOutcome) -> asyncio.Future[None]:
+        """Record how a session ended. Fenced on ``owner`` (``None``: the session must be
+        owned by nobody). Rides the group commit."""
         ...
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None) -> bool:
         """Make a finished (escalated) session runnable again, optionally dropping one
         journal entry or writing one, in one transaction. ``False`` if it does not exist."""
+        ...
+
+    def update_headers(self, session_id: str, owner: str,
+                       headers: Mapping[str, str]) -> asyncio.Future[None]:
+        """Persist a running session's headers (fenced). Rides the group commit."""
         ...
 
     async def set_version(self, session_id: str, version: str) -> None:
@@ -249,7 +261,7 @@ class Store(Protocol):
     # -- the journal ------------------------------------------------------------------
 
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,
-               consume_signal: int | None = None) -> Awaitable[None]:
+               consume_signal: int | None = None) -> asyncio.Future[None]:
         """Journal one step record (replacing a ``started`` record of the same key).
         Fenced on ``owner``; with ``consume_signal`` the signal is marked consumed in the
         same transaction."""
@@ -277,7 +289,7 @@ class Store(Protocol):
 
     async def kv_all(self, namespace: str) -> dict[str, str]: ...
 
-    def kv_put(self, namespace: str, key: str, value: str | None) -> Awaitable[None]:
+    def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
         """Set (``None``: delete) one value. Rides the group commit."""
         ...
 

@@ -1,11 +1,17 @@
-"""The store seam and its SQLite implementation (WAL, group commit).
+"""The SQLite store (the zero-setup default): WAL, group commit, leases, fenced writes.
 
-Group commit: every journal append from every session joins one pending batch. The batch is
-committed as soon as the loop is free (a lone session never waits for a window); whatever
-arrives meanwhile joins the next batch. A session continues only after its record is
-committed. With ``durability="process"`` (``synchronous=NORMAL``) a committed record
-survives a crash of the process (SIGKILL); ``durability="power"`` (``synchronous=FULL``)
-also survives power loss, and commits on a dedicated thread so fsync never blocks the loop.
+Group commit: every write from every session joins one pending batch. The first write of a
+loop iteration commits at once, in the caller (a lone session never waits for a window);
+writes that arrive later in the same iteration join one batch committed at its end, and
+whatever arrives while a commit is retried joins the next. A session continues only after
+its record is committed. ``durability="process"`` (``synchronous=NORMAL``) survives a crash
+of the process; ``"power"`` (``synchronous=FULL``) also survives power loss and commits on a
+dedicated thread so fsync never blocks the loop.
+
+The event loop never waits on a lock: the connection has no busy timeout, and a write that
+finds the database locked (another process is committing) is retried with backoff from the
+loop, up to ``busy_timeout`` seconds; past that its callers get a transient
+:class:`~convoy.StoreError` and their sessions stay unfinished for a later resume.
 """
 
 from __future__ import annotations
@@ -15,19 +21,26 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from convoy._errors import JournalError, UserError
+from convoy._errors import JournalError, StoreError, UserError
+from convoy.durability._signals import LeaseLost
+from convoy.stores._protocol import (
+    SCHEMA_VERSION,
+    NewSession,
+    SessionFilter,
+    SessionOutcome,
+    SessionRow,
+    Signal,
+    StepRecord,
+)
 
-SCHEMA_VERSION = 1
 Durability = Literal["process", "power"]
-Status = Literal["pending", "running", "completed", "failed", "escalated", "budget_exhausted",
-                 "loop_detected", "limit_exceeded", "cancelled"]
-UNFINISHED = ("pending", "running")
+T = TypeVar("T")
 _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past this size
 
 _SCHEMA = """
@@ -62,69 +75,122 @@ CREATE TABLE IF NOT EXISTS journal(
 ) WITHOUT ROWID;
 """
 
-_UPSERT_STEP = (
-    "INSERT INTO journal(session_id,key,kind,target,status,result,at) VALUES(?,?,?,?,?,?,?) "
-    "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, "
-    "result=excluded.result, at=excluded.at")
+# Version 1 -> 2: leases, active time, waits, headers, lineage; journal columns for input
+# fingerprints and spend; signals; interceptor state.
+_MIGRATE_2 = """
+ALTER TABLE sessions ADD COLUMN owner TEXT;
+ALTER TABLE sessions ADD COLUMN lease_until REAL;
+ALTER TABLE sessions ADD COLUMN active_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN seg_mark REAL;
+ALTER TABLE sessions ADD COLUMN wake_at REAL;
+ALTER TABLE sessions ADD COLUMN wait_name TEXT;
+ALTER TABLE sessions ADD COLUMN headers TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE sessions ADD COLUMN parent TEXT;
+CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions(tenant, created);
+CREATE INDEX IF NOT EXISTS sessions_wake ON sessions(status, wake_at);
+ALTER TABLE journal ADD COLUMN input_hash TEXT;
+ALTER TABLE journal ADD COLUMN agent TEXT;
+ALTER TABLE journal ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN cost REAL NOT NULL DEFAULT 0;
+UPDATE journal SET
+  input_tokens = COALESCE(json_extract(result, '$.in'), 0),
+  output_tokens = COALESCE(json_extract(result, '$.out'), 0),
+  cost = COALESCE(json_extract(result, '$.cost'), 0),
+  agent = target
+  WHERE kind = 'model' AND status = 'completed';
+CREATE INDEX IF NOT EXISTS journal_spend ON journal(at) WHERE kind = 'model';
+CREATE TABLE IF NOT EXISTS signals(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  at REAL NOT NULL,
+  consumed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS signals_open ON signals(session_id, name, consumed, seq);
+CREATE TABLE IF NOT EXISTS kv(
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(namespace, key)
+) WITHOUT ROWID;
+"""
+
+_SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
+                 "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
+                 "wake_at,wait_name,headers,parent")
+_JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
+                "cost,at"
+
+_APPEND = (
+    "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
+    "input_tokens,output_tokens,cost,at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
+    " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+# Fenced: the row lands only while ``owner`` owns the session.
+_APPEND_FENCED = (
+    "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
+    "input_tokens,output_tokens,cost,at) SELECT ?,?,?,?,?,?,?,?,?,?,?,? "
+    "WHERE EXISTS (SELECT 1 FROM sessions WHERE id=? AND owner=?) "
+    "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
+    " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+_CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
 _INSERT_SESSION = (
-    "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created) "
-    "VALUES(?,?,?,?,?,?,?)")
-_START_SESSION = "UPDATE sessions SET status='running', started=COALESCE(started, ?) WHERE id=?"
-_FINISH_SESSION = (
+    "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"
+    "owner,lease_until,seg_mark,headers,parent) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_ACCRUE = "active_s = active_s + MAX(0, ? - COALESCE(seg_mark, ?))"
+_FINISH = (
     "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
-    "output_tokens=?, cost=? WHERE id=?")
+    "output_tokens=?, cost=?, headers=COALESCE(?, headers), owner=NULL, lease_until=NULL, "
+    f"wake_at=NULL, wait_name=NULL, seg_mark=NULL, {_ACCRUE} WHERE id=? AND owner IS ?")
+_RUNNABLE = (
+    "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
+    " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
+_CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(started, ?), "
+              "seg_mark=?, wake_at=NULL, wait_name=NULL")
 
 
-@dataclass(slots=True, frozen=True)
-class StepRecord:
-    """One journal row. ``status`` is ``started``, ``completed`` or ``failed``."""
+@dataclass(slots=True)
+class _Op:
+    """One write of a batch: statements run in the batch's transaction; ``fenced`` ops
+    check their first statement's row count (zero: the session is owned by another)."""
 
-    key: str
-    kind: str
-    target: str
-    status: str
-    result: str | None
-
-
-@dataclass(slots=True, frozen=True)
-class SessionRow:
-    id: str
-    workflow: str
-    version: str
-    tenant: str
-    status: str
-    input: str
-    output: str | None
-    error: str | None
-    created: float
-    started: float | None
-    finished: float | None
-    steps: int
-    input_tokens: int
-    output_tokens: int
-    cost: float
-
-    @property
-    def error_record(self) -> dict[str, Any] | None:
-        return json.loads(self.error) if self.error else None
+    statements: list[tuple[str, tuple[Any, ...]]]
+    fut: asyncio.Future[None] | None
+    fenced: str | None = None  # session id, for the error message
 
 
 class SQLiteStore:
-    """Sessions and journal in one SQLite file (``":memory:"`` is refused: not durable)."""
+    """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
+
+    Args:
+        path: the database file (created with its parent directory if missing).
+        durability: ``"process"`` or ``"power"`` (see the module docstring).
+        busy_timeout: seconds a write may keep finding the database locked by another
+            process before it fails (transient :class:`~convoy.StoreError`).
+        clock: the wall clock (seconds since the epoch) for leases, timers and record times.
+    """
 
     def __init__(self, path: str | Path, *, durability: Durability = "process",
-                 wal_limit_bytes: int = _WAL_LIMIT) -> None:
+                 busy_timeout: float = 10.0, wal_limit_bytes: int = _WAL_LIMIT,
+                 clock: Callable[[], float] = time.time) -> None:
         if str(path) == ":memory:":
             raise UserError("the store must be a file: ':memory:' would lose every session "
                             "on a crash; pass a path such as 'convoy.db'")
         if durability not in ("process", "power"):
             raise UserError(f"durability must be 'process' or 'power', got {durability!r}")
         self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
         self.durability: Durability = durability
+        self.busy_timeout = busy_timeout
         self.wal_limit_bytes = wal_limit_bytes
+        self.clock = clock
         self._wal_path = Path(f"{self.path}-wal")
         self._conn: sqlite3.Connection | None = None
-        self._pending: list[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]] = []
+        self._pending: list[_Op] = []
         self._scheduled = False
         self._tick_busy = False
         self._executor: ThreadPoolExecutor | None = None
@@ -136,31 +202,36 @@ class SQLiteStore:
 
     # -- lifecycle -----------------------------------------------------------------------
 
-    def open(self) -> None:
+    async def open(self) -> None:
+        self.open_sync()
+
+    def open_sync(self) -> None:
+        """Open (and create or migrate) the database. Blocking; :meth:`open` wraps it."""
         if self._conn is not None:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StoreError(f"cannot create the directory of the store {str(self.path)!r}: "
+                             f"{e.strerror or e}") from None
+        try:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
+        try:
+            conn.execute("PRAGMA busy_timeout=10000")  # setup may wait; the hot path won't
             conn.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if self.durability == "power" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
-            conn.execute("PRAGMA busy_timeout=10000")
             # Checkpoints (copying the WAL into the database, with fsyncs) run on a thread
             # of their own instead of inside whichever commit crosses the threshold.
             conn.execute("PRAGMA wal_autocheckpoint=0")
             conn.execute(f"PRAGMA journal_size_limit={int(self.wal_limit_bytes)}")
-            conn.executescript(_SCHEMA)
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                conn.execute("INSERT INTO meta VALUES('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise JournalError(
-                    f"{self.path} has store schema version {row[0]}, this Convoy reads version "
-                    f"{SCHEMA_VERSION}; use the Convoy release that wrote it")
+            self._migrate(conn)
+            conn.execute("PRAGMA busy_timeout=0")
         except sqlite3.DatabaseError as e:
             conn.close()
-            raise UserError(f"{self.path} is not a usable Convoy store: {e}") from e
+            raise _store_error(e, self.path, "open") from None
         except BaseException:
             conn.close()
             raise
@@ -168,6 +239,31 @@ class SQLiteStore:
         if self.durability == "power":
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
         self._checkpointer = _Checkpointer(self.path)
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for stmt in _SCHEMA.split(";"):
+                if stmt.strip():
+                    conn.execute(stmt)
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+            version = int(row[0]) if row else 1
+            if row is None:
+                conn.execute("INSERT INTO meta VALUES('schema_version', '1')")
+            if version > SCHEMA_VERSION:
+                raise JournalError(
+                    f"{self.path} has store schema version {version}, newer than the version "
+                    f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
+            if version < 2:
+                for stmt in _MIGRATE_2.split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+            conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
+                         (str(SCHEMA_VERSION),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
     async def aclose(self) -> None:
         while self._pending or self._scheduled or self._flusher is not None:
@@ -180,6 +276,7 @@ class SQLiteStore:
         self.close()
 
     def close(self) -> None:
+        """Release everything at once (pending writes are dropped: use :meth:`aclose`)."""
         if self._checkpointer is not None:
             self._checkpointer.stop()
             self._checkpointer = None
@@ -189,6 +286,7 @@ class SQLiteStore:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+        self._loop = None
 
     @property
     def is_open(self) -> bool:
@@ -198,21 +296,23 @@ class SQLiteStore:
     def conn(self) -> sqlite3.Connection:
         if self._conn is None:
             raise UserError("the store is not open; use 'async with Engine(...)' or "
-                            "call engine.open()")
+                            "'await engine.open()'")
         return self._conn
 
     # -- group commit --------------------------------------------------------------------
 
-    def _submit(self, sql: str, params: tuple[Any, ...], wait: bool) -> asyncio.Future[None] | None:
+    def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[None]:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] | None = loop.create_future() if wait else None
-        self._pending.append((sql, params, fut))
+        fut: asyncio.Future[None] = loop.create_future()
+        if wait:
+            op.fut = fut
+        else:
+            fut.set_result(None)
+        self._pending.append(op)
         if wait and not self._scheduled and not self._tick_busy and self._executor is None:
-            # The first record of a loop iteration commits at once, in the caller: a lone
-            # session never waits for the loop. Records that arrive later in the same
-            # iteration join one batch committed at its end.
+            # The first write of a loop iteration commits at once, in the caller.
             self._tick_busy = True
             loop.call_soon(self._end_tick)
             self._flush_inline()
@@ -222,30 +322,39 @@ class SQLiteStore:
             if self._executor is None:
                 loop.call_soon(self._flush_inline)
             else:
-                self._flusher = loop.create_task(self._flush_threaded())
+                self._flusher = loop.create_task(self._flush_async())
         return fut
 
     def _end_tick(self) -> None:
         self._tick_busy = False
 
-    def _write_batch(self, batch: Sequence[tuple[str, tuple[Any, ...], Any]]) -> None:
+    def _write_batch(self, batch: Sequence[_Op]) -> list[bool]:
+        """Commit a batch in one transaction; which fenced ops found their session owned
+        by someone else (those wrote nothing). Raises ``sqlite3.Error`` with nothing
+        written."""
         conn = self.conn
-        if len(batch) == 1:  # autocommit: one statement is one transaction
-            sql, params, _ = batch[0]
-            conn.execute(sql, params)
-        else:
-            conn.execute("BEGIN")
-            try:
-                for sql, params, _ in batch:
-                    conn.execute(sql, params)
+        refused = [False] * len(batch)
+        single = len(batch) == 1 and len(batch[0].statements) == 1
+        if not single:
+            conn.execute("BEGIN IMMEDIATE")
+        try:
+            for i, op in enumerate(batch):
+                for j, (sql, params) in enumerate(op.statements):
+                    n = conn.execute(sql, params).rowcount
+                    if j == 0 and op.fenced is not None and n == 0:
+                        refused[i] = True
+                        break
+            if not single:
                 conn.execute("COMMIT")
-            except BaseException:
+        except BaseException:
+            if not single and conn.in_transaction:
                 conn.execute("ROLLBACK")
-                raise
+            raise
         self.commits += 1
         self.records += len(batch)
         if self.commits % 128 == 0:
             self._after_commit(conn)
+        return refused
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         """Rewind the WAL once it passes the limit. Under commits that never pause, the
@@ -258,15 +367,20 @@ class SQLiteStore:
         except (OSError, sqlite3.OperationalError):
             pass  # no WAL yet, or busy: try again later
 
-    @staticmethod
-    def _settle(batch: Sequence[tuple[str, tuple[Any, ...], asyncio.Future[None] | None]],
+    def _settle(self, batch: Sequence[_Op], refused: Sequence[bool] | None,
                 error: BaseException | None) -> None:
-        for _, _, fut in batch:
-            if fut is not None and not fut.done():
-                if error is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(JournalError(f"journal commit failed: {error}"))
+        for i, op in enumerate(batch):
+            fut = op.fut
+            if fut is None or fut.done():
+                continue
+            if error is not None:
+                fut.set_exception(error)
+            elif refused is not None and refused[i]:
+                fut.set_exception(LeaseLost(
+                    f"session {op.fenced!r} is owned by another engine now; this engine's "
+                    "lease expired and the write was refused"))
+            else:
+                fut.set_result(None)
 
     def _flush_inline(self) -> None:
         self._scheduled = False
@@ -274,138 +388,409 @@ class SQLiteStore:
         if not batch:
             return
         try:
-            self._write_batch(batch)
-        except Exception as e:
-            self._settle(batch, e)
+            refused = self._write_batch(batch)
+        except sqlite3.OperationalError as e:
+            if _is_busy(e):  # locked by another process: retry from the loop, never block
+                self._pending[:0] = batch
+                self._scheduled = True
+                assert self._loop is not None
+                self._flusher = self._loop.create_task(self._flush_async())
+                return
+            self._settle(batch, None, _store_error(e, self.path, "write"))
             return
-        self._settle(batch, None)
+        except sqlite3.Error as e:
+            self._settle(batch, None, _store_error(e, self.path, "write"))
+            return
+        self._settle(batch, refused, None)
 
-    async def _flush_threaded(self) -> None:
+    async def _flush_async(self) -> None:
+        """Commit pending batches off the fast path: on the commit thread (``"power"``),
+        or from the loop with backoff while another process holds the lock."""
         loop = asyncio.get_running_loop()
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                try:
-                    await loop.run_in_executor(self._executor, self._write_batch, batch)
-                except Exception as e:
-                    self._settle(batch, e)
-                else:
-                    self._settle(batch, None)
+                deadline = time.monotonic() + self.busy_timeout
+                delay = 0.0005
+                while True:
+                    try:
+                        if self._executor is not None:
+                            refused = await loop.run_in_executor(
+                                self._executor, self._write_batch, batch)
+                        else:
+                            refused = self._write_batch(batch)
+                    except sqlite3.OperationalError as e:
+                        if _is_busy(e) and time.monotonic() < deadline:
+                            await asyncio.sleep(delay)
+                            delay = min(delay * 2, 0.05)
+                            continue
+                        self._settle(batch, None, _store_error(e, self.path, "write"))
+                    except sqlite3.Error as e:
+                        self._settle(batch, None, _store_error(e, self.path, "write"))
+                    else:
+                        self._settle(batch, refused, None)
+                    break
         finally:
             self._scheduled = False
             self._flusher = None
 
-    # -- writes --------------------------------------------------------------------------
-
-    def append_step(self, session_id: str, key: str, kind: str, target: str, status: str,
-                    result: str | None) -> asyncio.Future[None]:
-        fut = self._submit(_UPSERT_STEP, (session_id, key, kind, target, status, result,
-                                          time.time()), True)
-        assert fut is not None
-        return fut
-
-    def create_session(self, session_id: str, workflow: str, version: str, tenant: str,
-                       input_json: str, *, wait: bool) -> asyncio.Future[None] | None:
-        return self._submit(_INSERT_SESSION, (session_id, workflow, version, tenant, "pending",
-                                              input_json, time.time()), wait)
-
-    def mark_running(self, session_id: str) -> None:
-        self._submit(_START_SESSION, (time.time(), session_id), False)
-
-    def finish_session(self, session_id: str, status: str, output: str | None,
-                       error: dict[str, Any] | None, steps: int, input_tokens: int,
-                       output_tokens: int, cost: float) -> asyncio.Future[None]:
-        fut = self._submit(_FINISH_SESSION, (
-            status, output, json.dumps(error) if error else None, time.time(), steps,
-            input_tokens, output_tokens, cost, session_id), True)
-        assert fut is not None
-        return fut
-
-    def create_sessions_now(self, rows: Sequence[tuple[str, str, str, str, str]]) -> int:
-        """Insert many pending sessions in one transaction (synchronous; for batch runs).
-
-        Returns how many were new (existing ids are kept as they are).
-        """
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in a transaction of its own, after every pending batch, retrying from
+        the loop while the database is locked by another process."""
+        await self._drain()
         conn = self.conn
-        now = time.time()
-        before = conn.total_changes
-        conn.execute("BEGIN")
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.0005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                if _is_busy(e) and time.monotonic() < deadline:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.05)
+                    continue
+                raise _store_error(e, self.path, "write") from None
+            except sqlite3.Error as e:
+                raise _store_error(e, self.path, "write") from None
+            try:
+                out = fn(conn)
+                conn.execute("COMMIT")
+                return out
+            except sqlite3.Error as e:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise _store_error(e, self.path, "write") from None
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+
+    async def _drain(self) -> None:
+        """Wait until every write submitted so far is committed (or failed)."""
+        while self._pending or self._flusher is not None:
+            if self._flusher is not None:
+                await asyncio.shield(self._flusher)
+            else:
+                self._flush_inline()
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
         try:
-            conn.executemany(_INSERT_SESSION, [(sid, wf, ver, ten, "pending", inp, now)
-                                               for sid, wf, ver, ten, inp in rows])
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        return conn.total_changes - before
+            return self.conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path, "read") from None
 
-    # -- reads ---------------------------------------------------------------------------
+    # -- sessions --------------------------------------------------------------------------
 
-    def load_journal(self, session_id: str) -> dict[str, StepRecord]:
-        rows = self.conn.execute(
-            "SELECT key,kind,target,status,result FROM journal WHERE session_id=?",
-            (session_id,)).fetchall()
-        return {r[0]: StepRecord(*r) for r in rows}
+    def _session_params(self, s: NewSession, owner: str | None, lease_s: float,
+                        now: float) -> tuple[Any, ...]:
+        if owner is None:
+            return (s.id, s.workflow, s.version, s.tenant, "pending", s.input, now, None, None,
+                    None, None, json.dumps(dict(s.headers)), s.parent)
+        return (s.id, s.workflow, s.version, s.tenant, "running", s.input, now, now, owner,
+                now + lease_s, now, json.dumps(dict(s.headers)), s.parent)
 
-    def journal(self, session_id: str) -> list[tuple[str, str, str, str, str | None, float]]:
-        """Every step of a session in the order it was recorded."""
-        return self.conn.execute(
-            "SELECT key,kind,target,status,result,at FROM journal WHERE session_id=? "
-            "ORDER BY at, key", (session_id,)).fetchall()
+    def create_session(self, session: NewSession, *, owner: str | None,
+                       lease_s: float) -> None:
+        now = self.clock()
+        self._submit(_Op([(_INSERT_SESSION, self._session_params(session, owner, lease_s, now))],
+                         None), wait=False)
 
-    def get_session(self, session_id: str) -> SessionRow | None:
-        row = self.conn.execute("SELECT * FROM sessions WHERE id=?", (session_id,)).fetchone()
-        return SessionRow(*row) if row else None
+    async def create_sessions(self, sessions: Sequence[NewSession], *,
+                              owner: str | None = None, lease_s: float = 0.0) -> int:
+        if not sessions:
+            return 0
+        now = self.clock()
+        rows = [self._session_params(s, owner, lease_s, now) for s in sessions]
 
-    def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
-        """Rows of the given sessions that exist, by id."""
+        def insert(conn: sqlite3.Connection) -> int:
+            before = conn.total_changes
+            conn.executemany(_INSERT_SESSION, rows)
+            return conn.total_changes - before
+
+        return await self._write(insert)
+
+    async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
+        now = self.clock()
+
+        def claim(conn: sqlite3.Connection) -> SessionRow | None:
+            row = conn.execute(
+                f"UPDATE sessions {_CLAIM_SET} WHERE id=? AND {_RUNNABLE} "
+                f"RETURNING {_SESSION_COLS}",
+                (owner, now + lease_s, now, now, session_id, owner, now, now)).fetchone()
+            return _session(row) if row else None
+
+        return await self._write(claim)
+
+    async def claim_runnable(self, owner: str, lease_s: float, *,
+                             workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
+        if not workflows or limit < 1:
+            return []
+        now = self.clock()
+        which = " OR ".join("(workflow=? AND version=?)" for _ in workflows)
+        wf_params = [x for item in workflows.items() for x in item]
+
+        def claim(conn: sqlite3.Connection) -> list[SessionRow]:
+            rows = conn.execute(
+                f"UPDATE sessions {_CLAIM_SET} WHERE id IN (SELECT id FROM sessions WHERE "
+                f"status IN ('pending','running','waiting') AND ({which}) AND {_RUNNABLE} "
+                f"ORDER BY created, id LIMIT ?) RETURNING {_SESSION_COLS}",
+                (owner, now + lease_s, now, now, *wf_params, owner, now, now, limit)).fetchall()
+            return sorted((_session(r) for r in rows), key=lambda r: (r.created, r.id))
+
+        return await self._write(claim)
+
+    async def renew(self, owner: str, lease_s: float) -> int:
+        now = self.clock()
+        return await self._write(lambda conn: conn.execute(
+            f"UPDATE sessions SET lease_until=?, {_ACCRUE}, seg_mark=? WHERE owner=? AND "
+            "status='running'", (now + lease_s, now, now, now, owner)).rowcount)
+
+    async def release(self, session_id: str, owner: str) -> None:
+        now = self.clock()
+        await self._write(lambda conn: conn.execute(
+            f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {_ACCRUE}, "
+            "seg_mark=NULL WHERE id=? AND owner=? AND status='running'",
+            (now, now, session_id, owner)))
+
+    async def expire_owner(self, owner: str) -> int:
+        return await self._write(lambda conn: conn.execute(
+            "UPDATE sessions SET lease_until=0 WHERE owner=? AND status='running'",
+            (owner,)).rowcount)
+
+    async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
+                   wake_at: float | None, wait_name: str | None) -> None:
+        now = self.clock()
+        headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
+
+        def park(conn: sqlite3.Connection) -> None:
+            n = conn.execute(
+                "UPDATE sessions SET status=CASE WHEN ? IS NOT NULL AND EXISTS (SELECT 1 FROM "
+                "signals WHERE session_id=? AND name=? AND consumed=0) THEN 'pending' ELSE "
+                "'waiting' END, owner=NULL, lease_until=NULL, wake_at=?, wait_name=?, steps=?,"
+                " input_tokens=?, output_tokens=?, cost=?, headers=COALESCE(?, headers), "
+                f"{_ACCRUE}, seg_mark=NULL WHERE id=? AND owner=?",
+                (wait_name, session_id, wait_name, wake_at, wait_name, outcome.steps,
+                 outcome.input_tokens, outcome.output_tokens, outcome.cost, headers, now, now,
+                 session_id, owner)).rowcount
+            if n == 0:
+                raise LeaseLost(f"session {session_id!r} is owned by another engine now; "
+                                "it was not parked")
+
+        await self._write(park)
+
+    def finish(self, session_id: str, owner: str | None,
+               outcome: SessionOutcome) -> asyncio.Future[None]:
+        now = self.clock()
+        error = json.dumps(outcome.error) if outcome.error else None
+        headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
+        return self._submit(_Op([(_FINISH, (
+            outcome.status, outcome.output, error, now, outcome.steps, outcome.input_tokens,
+            outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner))],
+            None, fenced=session_id))
+
+    async def reopen(self, session_id: str, *, drop_step: str | None = None,
+                     journal: StepRecord | None = None) -> bool:
+        now = self.clock()
+
+        def reopen(conn: sqlite3.Connection) -> bool:
+            n = conn.execute(
+                "UPDATE sessions SET status='pending', output=NULL, error=NULL, finished=NULL,"
+                " owner=NULL, lease_until=NULL WHERE id=?", (session_id,)).rowcount
+            if n == 0:
+                return False
+            if drop_step is not None:
+                conn.execute("DELETE FROM journal WHERE session_id=? AND key=?",
+                             (session_id, drop_step))
+            if journal is not None:
+                conn.execute(_APPEND, _append_params(session_id, journal, now))
+            return True
+
+        return await self._write(reopen)
+
+    def update_headers(self, session_id: str, owner: str,
+                       headers: Mapping[str, str]) -> asyncio.Future[None]:
+        return self._submit(_Op([("UPDATE sessions SET headers=? WHERE id=? AND owner=?",
+                                  (json.dumps(dict(headers)), session_id, owner))], None,
+                                fenced=session_id))
+
+    async def set_version(self, session_id: str, version: str) -> None:
+        await self._write(lambda conn: conn.execute(
+            "UPDATE sessions SET version=? WHERE id=?", (version, session_id)))
+
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id=?", (session_id,))
+        return _session(rows[0]) if rows else None
+
+    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
         out: dict[str, SessionRow] = {}
         for i in range(0, len(ids), 500):
             chunk = list(ids[i:i + 500])
             marks = ",".join("?" * len(chunk))
-            for r in self.conn.execute(f"SELECT * FROM sessions WHERE id IN ({marks})", chunk):
-                out[r[0]] = SessionRow(*r)
+            for r in self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id IN ({marks})",
+                                chunk):
+                out[r[0]] = _session(r)
         return out
 
-    def list_sessions(self, *, status: str | None = None, workflow: str | None = None,
-                      limit: int = 50, offset: int = 0) -> list[SessionRow]:
-        where, params = [], []
-        if status:
-            where.append("status=?")
-            params.append(status)
-        if workflow:
-            where.append("workflow=?")
-            params.append(workflow)
-        sql = "SELECT * FROM sessions"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY created DESC, id LIMIT ? OFFSET ?"
-        rows = self.conn.execute(sql, (*params, limit, offset)).fetchall()
-        return [SessionRow(*r) for r in rows]
+    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
+        cond, params = _conditions(where.status, where.workflow, where.tenant)
+        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created, id "
+                          "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
+        return [_session(r) for r in rows]
 
-    def unfinished(self) -> list[SessionRow]:
-        rows = self.conn.execute(
-            "SELECT * FROM sessions WHERE status IN ('pending','running') ORDER BY created, id"
-        ).fetchall()
-        return [SessionRow(*r) for r in rows]
+    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
+        cond = " AND tenant=?" if tenant is not None else ""
+        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE status IN "
+                          f"('pending','running','waiting'){cond} ORDER BY created, id",
+                          (tenant,) if tenant is not None else ())
+        return [_session(r) for r in rows]
 
-    def tenant_spend(self, tenant: str, since: float) -> tuple[int, float]:
-        """Tokens and USD a tenant's sessions created since ``since`` have spent: finished
-        sessions from their totals, unfinished ones from their journaled model steps."""
-        done = self.conn.execute(
-            "SELECT COALESCE(SUM(input_tokens + output_tokens), 0), COALESCE(SUM(cost), 0) "
-            "FROM sessions WHERE tenant=? AND created>=? AND status NOT IN ('pending','running')",
-            (tenant, since)).fetchone()
-        live = self.conn.execute(
-            "SELECT COALESCE(SUM(json_extract(j.result, '$.in') + json_extract(j.result, '$.out'))"
-            ", 0), COALESCE(SUM(json_extract(j.result, '$.cost')), 0) FROM journal j JOIN "
-            "sessions s ON s.id = j.session_id WHERE s.tenant=? AND s.created>=? AND s.status "
-            "IN ('pending','running') AND j.kind='model' AND j.status='completed'",
-            (tenant, since)).fetchone()
-        return int(done[0]) + int(live[0]), float(done[1]) + float(live[1])
+    async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
+        cond, params = _conditions(None, None, tenant)
+        return dict(self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
+                               params))
 
-    def counts(self) -> dict[str, int]:
-        return dict(self.conn.execute("SELECT status, COUNT(*) FROM sessions GROUP BY status"))
+    async def next_wake(self) -> float | None:
+        rows = self._read("SELECT MIN(wake_at) FROM sessions WHERE status='waiting'")
+        return rows[0][0] if rows and rows[0][0] is not None else None
+
+    # -- the journal -------------------------------------------------------------------------
+
+    def append(self, session_id: str, owner: str | None, record: StepRecord, *,
+               consume_signal: int | None = None) -> asyncio.Future[None]:
+        now = self.clock()
+        params = _append_params(session_id, record, now)
+        if owner is None:
+            stmts = [(_APPEND, params)]
+            fenced = None
+        else:
+            stmts = [(_APPEND_FENCED, (*params, session_id, owner))]
+            fenced = session_id
+        if consume_signal is not None:
+            stmts.append((_CONSUME, (consume_signal, session_id)))
+        return self._submit(_Op(stmts, None, fenced=fenced))
+
+    async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
+        rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?",
+                          (session_id,))
+        return {r[0]: _record(r) for r in rows}
+
+    async def journal(self, session_id: str) -> list[StepRecord]:
+        rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=? "
+                          "ORDER BY at, key", (session_id,))
+        return [_record(r) for r in rows]
+
+    # -- signals ------------------------------------------------------------------------------
+
+    async def send_signal(self, session_id: str, name: str, payload: str) -> int:
+        now = self.clock()
+
+        def send(conn: sqlite3.Connection) -> int:
+            cur = conn.execute("INSERT INTO signals(session_id,name,payload,at) VALUES(?,?,?,?)",
+                               (session_id, name, payload, now))
+            conn.execute("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL "
+                         "WHERE id=? AND status='waiting' AND wait_name=?", (session_id, name))
+            return int(cur.lastrowid or 0)
+
+        return await self._write(send)
+
+    async def next_signal(self, session_id: str, name: str) -> Signal | None:
+        rows = self._read("SELECT seq,session_id,name,payload,at FROM signals WHERE "
+                          "session_id=? AND name=? AND consumed=0 ORDER BY seq LIMIT 1",
+                          (session_id, name))
+        if not rows:
+            return None
+        seq, sid, nm, payload, at = rows[0]
+        return Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at)
+
+    # -- state of interceptors ----------------------------------------------------------------
+
+    async def kv_get(self, namespace: str, key: str) -> str | None:
+        rows = self._read("SELECT value FROM kv WHERE namespace=? AND key=?", (namespace, key))
+        return str(rows[0][0]) if rows else None
+
+    async def kv_all(self, namespace: str) -> dict[str, str]:
+        return dict(self._read("SELECT key, value FROM kv WHERE namespace=?", (namespace,)))
+
+    def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
+        stmt: tuple[str, tuple[Any, ...]]
+        if value is None:
+            stmt = ("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
+        else:
+            stmt = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) ON CONFLICT(namespace,"
+                    "key) DO UPDATE SET value=excluded.value", (namespace, key, value))
+        return self._submit(_Op([stmt], None))
+
+    # -- spend --------------------------------------------------------------------------------
+
+    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
+        rows = self._read(
+            "SELECT COALESCE(SUM(j.input_tokens + j.output_tokens), 0), COALESCE(SUM(j.cost), 0)"
+            " FROM journal j JOIN sessions s ON s.id = j.session_id WHERE s.tenant=? AND "
+            "j.kind='model' AND j.status='completed' AND j.at>=? AND j.at<?",
+            (tenant, since, until))
+        return int(rows[0][0]), float(rows[0][1])
+
+    async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:
+        rows = self._read(
+            "SELECT COALESCE(agent, target), SUM(input_tokens + output_tokens), SUM(cost) FROM "
+            "journal WHERE session_id=? AND kind='model' AND status='completed' GROUP BY 1",
+            (session_id,))
+        return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
+
+def _append_params(session_id: str, r: StepRecord, now: float) -> tuple[Any, ...]:
+    return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
+            r.input_tokens, r.output_tokens, r.cost, r.at or now)
+
+
+def _conditions(status: str | None, workflow: str | None, tenant: str | None
+                ) -> tuple[str, list[Any]]:
+    where, params = [], []
+    for col, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
+        if value is not None:
+            where.append(f"{col}=?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def _session(r: Sequence[Any]) -> SessionRow:
+    return SessionRow(id=r[0], workflow=r[1], version=r[2], tenant=r[3], status=r[4],
+                      input=r[5], output=r[6], error=r[7], created=r[8], started=r[9],
+                      finished=r[10], steps=r[11], input_tokens=r[12], output_tokens=r[13],
+                      cost=r[14], owner=r[15], lease_until=r[16], active_s=r[17] or 0.0,
+                      wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21])
+
+
+def _record(r: Sequence[Any]) -> StepRecord:
+    return StepRecord(key=r[0], kind=r[1], target=r[2], status=r[3], result=r[4],
+                      input_hash=r[5], agent=r[6], input_tokens=r[7], output_tokens=r[8],
+                      cost=r[9], at=r[10])
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    msg = str(e).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
+    """One clear line for a SQLite failure: what happened to which file, and what to do."""
+    msg = str(e).lower()
+    where = str(path)
+    if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+        return StoreError(f"the store {where!r} stayed locked by another process; the "
+                          "session is left unfinished: resume it later", transient=True)
+    if "readonly" in msg or "read-only" in msg:
+        return StoreError(f"the store {where!r} is read-only; give this process write "
+                          "access to the file and its directory")
+    if "disk is full" in msg or "disk full" in msg:
+        return StoreError(f"the disk holding the store {where!r} is full; free space and "
+                          "resume", transient=True)
+    if "unable to open" in msg:
+        return StoreError(f"cannot open the store {where!r}: check that its directory "
+                          "exists and is writable")
+    if isinstance(e, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
+        return StoreError(f"{where!r} is not a usable Convoy store: {e}")
+    return StoreError(f"the store {where!r} failed to {what}: {e}")
 
 
 class _Checkpointer:
@@ -439,3 +824,6 @@ class _Checkpointer:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+__all__ = ["Durability", "SQLiteStore"]

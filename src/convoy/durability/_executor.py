@@ -1,0 +1,285 @@
+"""The step executor: the seam between workflow code and an engine.
+
+:class:`~convoy.Context`, the agent loop and the patterns call only :class:`StepExecutor`
+(run a journaled step, now, random, uuid, sleep, wait for a signal). The embedded engine
+implements it on a :class:`~convoy.stores.Store` (:class:`JournaledExecutor`); another
+engine (Temporal) implements it with activities, timers and signals and runs the same
+workflow code.
+
+Replay rules of :class:`JournaledExecutor`: a step already in the journal returns its
+recorded result (or raises its recorded error, with its type) without running anything. A
+recorded step whose kind, target or input fingerprint differs from what the code now asks
+for is non-determinism. A ``started`` record with no outcome (the process died during the
+call) is retried only if the step is idempotent; otherwise the session is escalated with
+:class:`~convoy.UnknownOutcomeError`, which is itself journaled as the step's outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random as _random
+import uuid as _uuid
+import warnings
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+
+from pydantic_core import from_json, to_json
+
+from convoy._errors import (
+    NonDeterminismError,
+    SessionTerminated,
+    StoreError,
+    UnknownOutcomeError,
+    WaitTimeout,
+    error_from_record,
+    error_to_record,
+)
+from convoy.durability._signals import Parked, SessionInterrupted
+from convoy.stores._protocol import StepRecord
+
+if TYPE_CHECKING:
+    from convoy.stores._protocol import Store
+
+T = TypeVar("T")
+OnNonDeterminism = Literal["error", "warn"]
+
+
+class NonDeterminismWarning(UserWarning):
+    """Replay found a changed step input or unused journal entries (``"warn"`` mode)."""
+
+
+class StepExecutor(Protocol):
+    """What workflow code needs from an engine. Keys are positions in the step tree."""
+
+    async def run_step(self, key: str, kind: str, target: str,
+                       execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
+                       decode: Callable[[str], T], *, effect: bool = False,
+                       idempotent: bool = True, input_hash: str | None = None,
+                       agent: str | None = None,
+                       spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
+        """Run one step exactly once per session, durably."""
+        ...
+
+    async def now(self, key: str) -> float: ...
+
+    async def random(self, key: str) -> float: ...
+
+    async def uuid(self, key: str) -> str: ...
+
+    async def sleep(self, key: str, seconds: float) -> None: ...
+
+    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
+        """The payload (JSON text) of the next signal ``name`` sent to the session."""
+        ...
+
+
+def encode_json(value: Any) -> str:
+    return to_json(value).decode()
+
+
+def decode_json(text: str) -> Any:
+    return from_json(text)
+
+
+class JournaledExecutor:
+    """:class:`StepExecutor` on a store: journal records, replay, durable waits.
+
+    Args:
+        store: where the journal is.
+        session_id, owner: the session and the engine that holds its lease (writes are
+            fenced on it); ``owner=None`` with ``replay_only`` writes nothing.
+        journal: the session's records, consumed as the code asks for them.
+        replay_only: ``convoy replay``: every step must come from the journal.
+        park_after: a timer or wait longer than this parks the session instead of holding
+            its coroutine.
+        clock: the wall clock.
+    """
+
+    __slots__ = ("_journal", "clock", "exhausted", "failed_key", "on_nondeterminism", "owner",
+                 "park_after", "replay_only", "session_id", "store")
+
+    def __init__(self, store: Store, session_id: str, owner: str | None, *,
+                 journal: dict[str, StepRecord] | None, replay_only: bool = False,
+                 park_after: float = 1.0, clock: Callable[[], float],
+                 on_nondeterminism: OnNonDeterminism = "error") -> None:
+        self.store = store
+        self.session_id = session_id
+        self.owner = owner
+        self._journal = journal or None
+        self.replay_only = replay_only
+        self.park_after = park_after
+        self.clock = clock
+        self.on_nondeterminism = on_nondeterminism
+        self.exhausted = False  # replay asked for a step past the end of the journal
+        self.failed_key: str | None = None  # the step whose error ended the session
+
+    @property
+    def replaying(self) -> bool:
+        return self._journal is not None
+
+    @property
+    def leftover(self) -> list[str]:
+        """Journal entries the workflow has not asked for (yet)."""
+        return sorted(self._journal) if self._journal else []
+
+    def _nondeterminism(self, message: str, key: str) -> None:
+        if self.on_nondeterminism == "warn":
+            warnings.warn(message, NonDeterminismWarning, stacklevel=3)
+            return
+        raise NonDeterminismError(message, key=key)
+
+    def _take(self, key: str, kind: str, target: str) -> StepRecord | None:
+        journal = self._journal
+        if journal is None:
+            if self.replay_only:
+                self.exhausted = True
+                raise NonDeterminismError(
+                    f"replay of session {self.session_id!r}: step {key} ({kind} {target!r}) "
+                    "is not in the journal", key=key)
+            return None
+        rec = journal.pop(key, None)
+        if not journal:
+            self._journal = None
+        if rec is None:
+            if self.replay_only:
+                raise NonDeterminismError(
+                    f"replay of session {self.session_id!r}: step {key} ({kind} {target!r}) "
+                    "is not in the journal", key=key)
+            return None
+        if rec.kind != kind or rec.target != target:
+            raise NonDeterminismError(
+                f"session {self.session_id!r} step {key}: the journal recorded a {rec.kind} "
+                f"step for {rec.target!r} but the workflow code now asks for a {kind} step "
+                f"for {target!r}; the workflow changed in a way that breaks determinism "
+                "(bump its version and start new sessions)", key=key)
+        return rec
+
+    async def _write(self, record: StepRecord, consume_signal: int | None = None) -> None:
+        if self.owner is None:
+            return
+        try:
+            await self.store.append(self.session_id, self.owner, record,
+                                    consume_signal=consume_signal)
+        except StoreError as e:
+            raise SessionInterrupted(str(e), cause=e) from None
+
+    async def run_step(self, key: str, kind: str, target: str,
+                       execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
+                       decode: Callable[[str], T], *, effect: bool = False,
+                       idempotent: bool = True, input_hash: str | None = None,
+                       agent: str | None = None,
+                       spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
+        rec = self._take(key, kind, target)
+        if rec is not None:
+            if input_hash is not None and rec.input_hash is not None and \
+                    rec.input_hash != input_hash:
+                self._nondeterminism(
+                    f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
+                    "is now asked with a different input than the journal recorded; the "
+                    "workflow or its input changed (bump its version and start new "
+                    "sessions)", key)
+            if rec.status == "completed":
+                return decode(rec.result or "")
+            if rec.status == "failed":
+                raise error_from_record(decode_json(rec.result or "{}"))
+            # ``started`` with no outcome: the process died during the call.
+            if not idempotent:
+                err = UnknownOutcomeError(
+                    f"session {self.session_id!r} step {key}: {kind} {target!r} started "
+                    "before a crash and is not idempotent, so it is not retried; a human "
+                    "must check whether it took effect")
+                await self._fail(key, kind, target, input_hash, agent, err)
+                raise err
+            if self.replay_only:
+                raise NonDeterminismError(
+                    f"replay of session {self.session_id!r}: step {key} never completed",
+                    key=key)
+        if effect:
+            await self._write(StepRecord(key=key, kind=kind, target=target, status="started",
+                                         input_hash=input_hash, agent=agent))
+        try:
+            value = await execute()
+        except (Exception, SessionTerminated) as e:
+            if isinstance(e, NonDeterminismError):
+                raise
+            await self._fail(key, kind, target, input_hash, agent, e)
+            raise
+        tokens_in, tokens_out, cost = spend(value) if spend is not None else (0, 0, 0.0)
+        await self._write(StepRecord(key=key, kind=kind, target=target, status="completed",
+                                     result=encode(value), input_hash=input_hash, agent=agent,
+                                     input_tokens=tokens_in, output_tokens=tokens_out,
+                                     cost=cost))
+        return value
+
+    async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,
+                    agent: str | None, error: BaseException) -> None:
+        self.failed_key = key
+        await self._write(StepRecord(key=key, kind=kind, target=target, status="failed",
+                                     result=encode_json({**error_to_record(error), "key": key}),
+                                     input_hash=input_hash, agent=agent))
+
+    # -- values the workflow must not compute itself ---------------------------------------
+
+    async def _value(self, key: str, name: str, make: Callable[[], Any]) -> Any:
+        async def execute() -> Any:
+            return make()
+
+        return await self.run_step(key, "effect", name, execute, encode_json, decode_json)
+
+    async def now(self, key: str) -> float:
+        return float(await self._value(key, "clock", self.clock))
+
+    async def random(self, key: str) -> float:
+        return float(await self._value(key, "random", _random.random))
+
+    async def uuid(self, key: str) -> str:
+        return str(await self._value(key, "uuid", lambda: str(_uuid.uuid4())))
+
+    # -- durable waits ---------------------------------------------------------------------
+
+    async def sleep(self, key: str, seconds: float) -> None:
+        clock = self.clock
+        wake_at = float(await self._value(key, "timer", lambda: clock() + seconds))
+        if self.replay_only:
+            return
+        delay = wake_at - clock()
+        if delay <= 0:
+            return
+        if delay > self.park_after:
+            raise Parked(wake_at=wake_at, wait_name=None)
+        await asyncio.sleep(delay)
+
+    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
+        target = name
+        rec = self._take(key, "wait", target)
+        if rec is not None:
+            if rec.status == "completed":
+                return rec.result or "null"
+            if rec.status == "failed":
+                raise error_from_record(decode_json(rec.result or "{}"))
+            deadline = decode_json(rec.result or "{}").get("deadline")
+        else:
+            deadline = None if timeout is None else self.clock() + timeout
+            await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
+                                         result=encode_json({"deadline": deadline})))
+        if self.replay_only:
+            raise NonDeterminismError(
+                f"replay of session {self.session_id!r}: wait {key} for {name!r} never "
+                "completed", key=key)
+        signal = await self.store.next_signal(self.session_id, name)
+        if signal is not None:
+            await self._write(StepRecord(key=key, kind="wait", target=target,
+                                         status="completed", result=signal.payload),
+                              consume_signal=signal.seq)
+            return signal.payload
+        if deadline is not None and self.clock() >= deadline:
+            err = WaitTimeout(f"session {self.session_id!r} waited for signal {name!r} past "
+                              f"its timeout of {timeout if timeout is not None else '?'}s "
+                              f"(step {key})")
+            await self._fail(key, "wait", target, None, None, err)
+            raise err
+        raise Parked(wake_at=deadline, wait_name=name)
+
+
+__all__ = ["JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism", "StepExecutor",
+           "decode_json", "encode_json"]

@@ -1,0 +1,79 @@
+"""What the engine returns: a session's result, a replay's verdict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from convoy._errors import ConvoyError, TerminalReason
+from convoy.models._messages import Usage
+
+OutT = TypeVar("OutT")
+
+#: How a call to the engine left a session: a terminal reason, or still unfinished.
+ResultStatus = TerminalReason | Literal["waiting", "pending", "running"]
+
+
+class SessionFailed(ConvoyError):
+    """:meth:`SessionResult.raise_for_status` on a session that did not complete."""
+
+    def __init__(self, message: str, *, session_id: str = "", status: str = "",
+                 error: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.session_id = session_id
+        self.status = status
+        self.error = error
+
+
+@dataclass(slots=True, kw_only=True)
+class SessionResult(Generic[OutT]):
+    """How a session ended, or where it stands.
+
+    ``status`` is a terminal reason (``completed``, ``failed``, ``escalated``, ...) or, for a
+    session that is not finished, ``waiting`` (parked on a timer or a signal), ``pending``
+    (interrupted: a store error or a lost lease; another run continues it) or ``running``
+    (another engine owns it). ``output`` is set when ``status == "completed"``.
+    """
+
+    id: str
+    status: ResultStatus
+    output: OutT | None = None
+    error: dict[str, Any] | None = None
+    steps: int = 0
+    usage: Usage = field(default_factory=Usage)
+    cost: float = 0.0
+    duration_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "completed"
+
+    @property
+    def finished(self) -> bool:
+        return self.status not in ("waiting", "pending", "running")
+
+    def raise_for_status(self) -> SessionResult[OutT]:
+        """Return ``self`` if the session completed, else raise :class:`SessionFailed`."""
+        if self.status != "completed":
+            why = (self.error or {}).get("message") or self.status
+            raise SessionFailed(f"session {self.id!r} is {self.status}: {why}",
+                                session_id=self.id, status=self.status, error=self.error)
+        return self
+
+
+@dataclass(slots=True, kw_only=True)
+class ReplayResult:
+    """``convoy replay``: did re-executing the journal reach the recorded result?"""
+
+    id: str
+    matches: bool
+    status: str
+    recorded_status: str
+    output: str | None
+    recorded_output: str | None
+    steps: int
+    error: dict[str, Any] | None = None
+    recorded_error: dict[str, Any] | None = None
+
+
+__all__ = ["ReplayResult", "ResultStatus", "SessionFailed", "SessionResult"]
