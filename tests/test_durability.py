@@ -1,9 +1,11 @@
 """Journal, replay, resume and the non-determinism guard (in one process; crash tests with
-SIGKILL are in test_crash.py)."""
+SIGKILL are in test_crash.py). Crashes are simulated by raising ``Crash`` (a
+``BaseException`` nothing catches) inside a step: the session stays running and owned by
+the "dead" engine, and a second engine whose clock is past the lease takes it over. No test
+edits the store with SQL."""
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ import pytest
 import convoy
 from convoy import ModelRequest
 
-from .conftest import Classification
+from .conftest import Classification, Crash, later_engine
 
 OK = {"label": "billing", "confidence": 0.9}
 
@@ -27,18 +29,44 @@ def make_flow(agents: list[convoy.Agent[Any, Any]], name: str = "flow",
     return wf
 
 
+class CrashOnce(convoy.SimModel):
+    """A simulator that crashes the process the first time ``agent`` is called."""
+
+    def __init__(self, agent: str, script: Any = None) -> None:
+        super().__init__(script if script is not None else {"*": {"output": OK}})
+        self.crash_agent = agent
+        self.crashed = False
+
+    async def request(self, request: ModelRequest) -> convoy.ModelResponse:
+        if request.agent == self.crash_agent and not self.crashed:
+            self.crashed = True
+            raise Crash
+        return await super().request(request)
+
+
+async def crash(eng: convoy.Engine, wf: convoy.Workflow[Any, Any], value: Any,
+                **kw: Any) -> str:
+    """Run until the simulated crash; the id of the session left behind."""
+    sid = kw.pop("session_id", "s1")
+    with pytest.raises(Crash):
+        await eng.run(wf, value, session_id=sid, **kw)
+    return sid
+
+
 async def test_every_step_is_journaled_under_its_tree_key(engine_factory: Any) -> None:
     sim = convoy.SimModel({"*": {"output": OK}})
     agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=sim) for i in range(3)]
     eng = engine_factory()
     res = await eng.run(make_flow(agents), "t")
-    rows = eng.store.journal(res.id)
-    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+    rows = await eng.store.journal(res.id)
+    assert [(r.key, r.kind, r.target, r.status) for r in rows] == [
         ("0/0", "model", "a0", "completed"), ("1/0", "model", "a1", "completed"),
         ("2/0", "model", "a2", "completed")]
-    row = eng.store.get_session(res.id)
+    assert all(r.input_tokens > 0 and r.agent == r.target and r.input_hash for r in rows)
+    row = await eng.store.get_session(res.id)
     assert row is not None and row.status == "completed" and row.steps == 3
     assert row.input_tokens == res.usage.input_tokens > 0
+    assert row.owner is None  # a finished session is owned by nobody
 
 
 async def test_replay_calls_nothing_and_reaches_the_same_result(engine_factory: Any) -> None:
@@ -54,106 +82,159 @@ async def test_replay_calls_nothing_and_reaches_the_same_result(engine_factory: 
 
 async def test_resume_replays_completed_steps_without_calling_the_model(
         engine_factory: Any, db: Path) -> None:
-    sim = convoy.SimModel({"*": {"output": OK}})
+    sim = CrashOnce("a2")
     agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=sim) for i in range(3)]
     wf = make_flow(agents)
-    eng = engine_factory()
-    res = await eng.run(wf, "t")
-    # Simulate a crash after step 2: drop the last step and mark the session running.
-    with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM journal WHERE key='2/0'")
-        c.execute("UPDATE sessions SET status='running', output=NULL WHERE id=?", (res.id,))
-    calls = sim.calls
-    eng2 = engine_factory(workflows=[wf])
-    [again] = await eng2.resume()
-    assert again.ok and again.output == res.output
-    assert sim.calls == calls + 1  # only the missing step ran
-    assert again.usage.input_tokens == res.usage.input_tokens  # totals include replayed steps
+    sid = await crash(engine_factory(), wf, "t")
+    assert sim.calls == 2
+    async with later_engine(db, workflows=[wf]) as eng2:
+        [again] = await eng2.resume()
+    assert again.ok and again.output == Classification(**OK)
+    assert sim.calls == 3  # only the missing step ran
+    assert again.steps == 3 and again.usage.input_tokens > 0  # replayed steps count
 
 
 async def test_changed_workflow_code_fails_with_the_step_named(engine_factory: Any,
                                                                db: Path) -> None:
-    sim = convoy.SimModel({"*": {"output": OK}})
+    sim = CrashOnce("x")
     a = convoy.Agent(name="a", output_type=Classification, model=sim)
     b = convoy.Agent(name="b", output_type=Classification, model=sim)
-    eng = engine_factory()
-    res = await eng.run(make_flow([a, a]), "t")
-    with sqlite3.connect(db) as c:
-        c.execute("DELETE FROM journal WHERE key='1/0'")
-        c.execute("UPDATE sessions SET status='running' WHERE id=?", (res.id,))
-    changed = make_flow([b, a])  # same name and version, different first step
-    [again] = await engine_factory(workflows=[changed]).resume()
+    x = convoy.Agent(name="x", output_type=Classification, model=sim)
+    await crash(engine_factory(), make_flow([a, x]), "t")
+    changed = make_flow([b, x])  # same name and version, different first step
+    async with later_engine(db, workflows=[changed]) as eng2:
+        [again] = await eng2.resume()
     assert again.status == "failed"
     assert again.error is not None and again.error["type"] == "NonDeterminismError"
     assert again.error["key"] == "0/0"
     assert "'a'" in again.error["message"] and "'b'" in again.error["message"]
 
 
-async def test_resuming_with_a_new_workflow_version_is_refused(engine_factory: Any,
-                                                               db: Path) -> None:
-    sim = convoy.SimModel({"*": {"output": OK}})
+async def test_a_new_workflow_version_leaves_started_sessions_unfinished(
+        engine_factory: Any, db: Path) -> None:
+    """Hole 6: one policy everywhere. A session of another version that has journaled steps
+    stays unfinished (reported) for an engine with its version; one that journaled nothing
+    simply starts on the new version."""
+    sim = CrashOnce("x")
     a = convoy.Agent(name="a", output_type=Classification, model=sim)
-    res = await engine_factory().run(make_flow([a]), "t")
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE sessions SET status='running' WHERE id=?", (res.id,))
-    [again] = await engine_factory(workflows=[make_flow([a], version="2")]).resume()
-    assert again.status == "failed" and again.error is not None
-    assert "version '1'" in again.error["message"] and "version '2'" in again.error["message"]
+    x = convoy.Agent(name="x", output_type=Classification, model=sim)
+    await crash(engine_factory(), make_flow([a, x]), "t")
+    async with later_engine(db, workflows=[make_flow([a, x], version="2")]) as eng2:
+        [again] = await eng2.resume()
+        assert again.status == "pending" and again.error is not None
+        assert again.error["type"] == "VersionMismatch"
+        assert "version '1'" in again.error["message"]
+        row = await eng2.store.get_session("s1")
+        assert row is not None and row.status == "running" and row.version == "1"
+    async with later_engine(db, workflows=[make_flow([a, x], version="1")]) as eng3:
+        [done] = await eng3.resume()  # the old code finishes it
+    assert done.ok
 
 
-def _write_tool(log: list[str]) -> convoy.Tool:
-    @convoy.tool(writes=True)
+async def test_a_session_that_journaled_nothing_starts_on_the_new_version(
+        engine_factory: Any, db: Path) -> None:
+    a = convoy.Agent(name="a", output_type=Classification,
+                     model=convoy.SimModel({"*": {"output": OK}}))
+    eng = engine_factory()
+    await eng.open()
+    await eng.store.create_sessions([convoy.stores.NewSession(
+        id="fresh", workflow="flow", version="1", tenant="default", input='"t"')])
+    [res] = await eng.run_many(make_flow([a], version="2"), ["t"], ids=["fresh"])
+    assert res.ok
+    row = await eng.store.get_session("fresh")
+    assert row is not None and row.version == "2"
+
+
+def _write_tool(log: list[str], *, crash_after: bool = False,
+                idempotent: bool = False) -> convoy.Tool:
+    @convoy.tool(writes=True, idempotent=idempotent)
     def charge(ctx: convoy.ToolContext, amount: int) -> str:
         """Charge a card."""
         log.append(ctx.idempotency_key)
+        if crash_after and len(log) == 1:
+            raise Crash  # the effect happened; its outcome never reached the journal
         return f"charged {amount}"
 
     return charge
 
 
+def _tool_flow(tool: convoy.Tool) -> convoy.Workflow[Any, Any]:
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": tool.name,
+                                                   "arguments": {"amount": 5}}]},
+                                 {"output": OK}]})
+    a = convoy.Agent(name="a", output_type=Classification, tools=[tool], model=sim)
+    return make_flow([a])
+
+
 async def test_write_tool_started_but_unfinished_is_escalated_not_repeated(
         engine_factory: Any, db: Path) -> None:
     log: list[str] = []
-    charge = _write_tool(log)
-    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "charge", "arguments": {"amount": 5}}]},
-                                 {"output": OK}]})
-    a = convoy.Agent(name="a", output_type=Classification, tools=[charge], model=sim)
-    wf = make_flow([a])
-    res = await engine_factory().run(wf, "t")
-    assert res.ok and len(log) == 1
-    # Crash between the tool's 'started' record and its 'completed' record:
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE journal SET status='started', result=NULL WHERE kind='tool'")
-        c.execute("DELETE FROM journal WHERE key='0/2'")
-        c.execute("UPDATE sessions SET status='running' WHERE id=?", (res.id,))
-    [again] = await engine_factory(workflows=[wf]).resume()
-    assert again.status == "escalated"
-    assert again.error is not None and again.error["type"] == "UnknownOutcomeError"
-    assert len(log) == 1
+    wf = _tool_flow(_write_tool(log, crash_after=True))
+    await crash(engine_factory(), wf, "t")
+    async with later_engine(db, workflows=[wf]) as eng2:
+        [again] = await eng2.resume()
+        assert again.status == "escalated"
+        assert again.error is not None and again.error["type"] == "UnknownOutcomeError"
+        assert again.error["key"] == "0/1"
+        assert len(log) == 1
+        # Hole 5: replay agrees with the run (the unknown outcome is journaled).
+        rr = await eng2.replay("s1")
+        assert rr.matches and rr.status == "escalated"
+
+
+async def test_an_escalated_session_can_be_answered(engine_factory: Any, db: Path) -> None:
+    """Escalation is a wait: a person checks the write and answers; the session goes on."""
+    log: list[str] = []
+    wf = _tool_flow(_write_tool(log, crash_after=True))
+    await crash(engine_factory(), wf, "t")
+    async with later_engine(db, workflows=[wf]) as eng2:
+        [esc] = await eng2.resume()
+        assert esc.status == "escalated"
+        await eng2.signal("s1", convoy.ESCALATION,
+                          {"action": "complete", "result": "charged 5 (checked by Ann)"})
+        [done] = await eng2.resume()
+        assert done.ok and len(log) == 1  # the write was never repeated
+        tool_rec = (await eng2.store.load_journal("s1"))["0/1"]
+        assert tool_rec.status == "completed" and "Ann" in (tool_rec.result or "")
+
+
+async def test_an_escalation_answered_retry_runs_the_step_again(engine_factory: Any,
+                                                                db: Path) -> None:
+    log: list[str] = []
+    wf = _tool_flow(_write_tool(log, crash_after=True))
+    await crash(engine_factory(), wf, "t")
+    async with later_engine(db, workflows=[wf]) as eng2:
+        await eng2.resume()
+        await eng2.signal("s1", convoy.ESCALATION, {"action": "retry"})
+        [done] = await eng2.resume()
+        assert done.ok and log == ["s1:0/1", "s1:0/1"]  # same idempotency key
+        with pytest.raises(convoy.UserError, match="not escalated"):
+            await eng2.signal("s1", convoy.ESCALATION, {"action": "retry"})
+
+
+async def test_an_escalation_answered_fail_ends_the_session(engine_factory: Any,
+                                                            db: Path) -> None:
+    wf = _tool_flow(_write_tool([], crash_after=True))
+    await crash(engine_factory(), wf, "t")
+    async with later_engine(db, workflows=[wf]) as eng2:
+        await eng2.resume()
+        with pytest.raises(convoy.UserError, match="action"):
+            await eng2.signal("s1", convoy.ESCALATION, {"action": "maybe"})
+        await eng2.signal("s1", convoy.ESCALATION, {"action": "fail", "reason": "refunded"})
+        row = await eng2.store.get_session("s1")
+        assert row is not None and row.status == "failed"
+        assert row.error_record is not None and row.error_record["message"] == "refunded"
 
 
 async def test_idempotent_write_tool_is_retried_with_the_same_key(engine_factory: Any,
                                                                   db: Path) -> None:
     log: list[str] = []
-
-    @convoy.tool(writes=True, idempotent=True)
-    def upsert(ctx: convoy.ToolContext, value: int) -> int:
-        """Idempotent write (the backend dedupes on the idempotency key)."""
-        log.append(ctx.idempotency_key)
-        return value
-
-    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "upsert", "arguments": {"value": 1}}]},
-                                 {"output": OK}]})
-    a = convoy.Agent(name="a", output_type=Classification, tools=[upsert], model=sim)
-    wf = make_flow([a])
-    res = await engine_factory().run(wf, "t")
-    with sqlite3.connect(db) as c:
-        c.execute("UPDATE journal SET status='started', result=NULL WHERE kind='tool'")
-        c.execute("DELETE FROM journal WHERE key='0/2'")
-        c.execute("UPDATE sessions SET status='running' WHERE id=?", (res.id,))
-    [again] = await engine_factory(workflows=[wf]).resume()
+    wf = _tool_flow(_write_tool(log, crash_after=True, idempotent=True))
+    await crash(engine_factory(), wf, "t")
+    async with later_engine(db, workflows=[wf]) as eng2:
+        [again] = await eng2.resume()
     assert again.ok
-    assert log == [f"{res.id}:0/1", f"{res.id}:0/1"]  # same key both times
+    assert log == ["s1:0/1", "s1:0/1"]  # same key both times
 
 
 async def test_effects_clock_random_uuid_replay_their_values(engine_factory: Any) -> None:
@@ -171,19 +252,25 @@ async def test_effects_clock_random_uuid_replay_their_values(engine_factory: Any
     assert rr.matches and seen[0] == seen[1]
 
 
-async def test_unknown_store_schema_version_is_refused(db: Path) -> None:
-    convoy.Engine(db).open()
+async def test_a_store_from_a_newer_convoy_is_refused(db: Path) -> None:
+    import sqlite3
+
+    async with convoy.Engine(db):
+        pass
+    # Simulates a newer Convoy having written the file (the one place a test writes SQL).
     with sqlite3.connect(db) as c:
         c.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
     with pytest.raises(convoy.JournalError, match="schema version 99"):
-        convoy.Engine(db).open()
+        async with convoy.Engine(db):
+            pass
 
 
-def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
+async def test_a_file_that_is_not_a_store_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "x.db"
     bad.write_text("this is not sqlite " * 100)
-    with pytest.raises(convoy.UserError, match="not a usable Convoy store"):
-        convoy.Engine(bad).open()
+    with pytest.raises(convoy.StoreError, match="not a usable Convoy store"):
+        async with convoy.Engine(bad):
+            pass
 
 
 async def test_group_commit_batches_across_sessions(engine_factory: Any) -> None:
@@ -193,7 +280,7 @@ async def test_group_commit_batches_across_sessions(engine_factory: Any) -> None
     wf = make_flow(agents)
     results = await eng.run_many(wf, [f"t{i}" for i in range(200)])
     assert all(r.ok for r in results)
-    assert eng.store.records >= 200 * 7
+    assert eng.store.records >= 200 * 6
     assert eng.store.commits < eng.store.records / 20  # batched, not one commit per record
 
 
@@ -203,8 +290,7 @@ async def test_power_durability_commits_on_a_thread(tmp_path: Path) -> None:
     async with convoy.Engine(tmp_path / "p.db", durability="power") as eng:
         results = await eng.run_many(make_flow([a]), ["x", "y", "z"])
         assert [r.status for r in results] == ["completed"] * 3
-    with sqlite3.connect(tmp_path / "p.db") as c:
-        assert c.execute("SELECT COUNT(*) FROM journal").fetchone()[0] == 3
+        assert sum([len(await eng.store.journal(r.id)) for r in results]) == 3
 
 
 async def test_model_errors_are_journaled_and_replay_as_the_same_error(
@@ -245,30 +331,47 @@ async def test_run_with_a_known_session_id_never_runs_it_twice(engine_factory: A
         await eng.run(other, "x", session_id="known")
 
 
-def test_run_sync_for_scripts_without_a_loop(db: Path) -> None:
+def test_run_sync_works_twice_on_one_engine(db: Path) -> None:
+    """Each run_sync has its own event loop; the engine opens and closes with it."""
     sim = convoy.SimModel({"*": {"output": OK}})
     a = convoy.Agent(name="a", output_type=Classification, model=sim)
-    res = convoy.Engine(db).run_sync(make_flow([a]), "x")
-    assert res.ok and res.output == Classification(**OK)
+    eng = convoy.Engine(db)
+    first = eng.run_sync(make_flow([a]), "x")
+    second = eng.run_sync(make_flow([a]), "y")
+    assert first.ok and second.ok and first.id != second.id
+    assert second.raise_for_status() is second
+
+
+async def test_raise_for_status_raises_a_typed_error(engine_factory: Any) -> None:
+    def script(req: ModelRequest) -> Any:
+        raise convoy.ModelError("HTTP 401 bad key", status_code=401)
+
+    a = convoy.Agent(name="a", output_type=Classification, model=convoy.SimModel(script))
+    res = await engine_factory().run(make_flow([a]), "t")
+    with pytest.raises(convoy.SessionFailed, match="401") as info:
+        res.raise_for_status()
+    assert info.value.status == "failed" and info.value.session_id == res.id
+    assert isinstance(info.value, convoy.ConvoyError)
 
 
 async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: Path) -> None:
     """Checkpoints run on a thread; under commits that never pause, a PASSIVE checkpoint
     never catches the WAL's tail, so without a RESTART the WAL would grow with every byte
     written (tens of MB here)."""
-    import time
-
-    from convoy.stores._sqlite import SQLiteStore
+    from convoy.stores import NewSession, SQLiteStore, StepRecord
 
     store = SQLiteStore(tmp_path / "w.db", wal_limit_bytes=1024 * 1024)
-    store.open()
+    await store.open()
+    store.create_session(NewSession(id="s", workflow="w", version="1", tenant="t", input="1"),
+                         owner="me", lease_s=60)
     wal = tmp_path / "w.db-wal"
     biggest, commits = 0, 0
     try:
         payload = "x" * 3000
-        t_end = time.monotonic() + 3.0
-        while time.monotonic() < t_end:
-            await store.append_step("s", str(commits), "model", "a", "completed", payload)
+        while commits < 12_000:
+            await store.append("s", "me", StepRecord(key=str(commits), kind="model",
+                                                     target="a", status="completed",
+                                                     result=payload))
             commits += 1
             if commits % 200 == 0:
                 biggest = max(biggest, wal.stat().st_size)

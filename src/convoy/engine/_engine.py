@@ -599,11 +599,16 @@ class Engine:
                     executor: JournaledExecutor, value: Any) -> SessionEnd:
         sid = state.id
         deadline = state.deadline
-        cm = asyncio.timeout(None if deadline is None else deadline - time.time())
+        cm = asyncio.timeout(None if deadline is None else deadline - self.clock())
         try:
             async with cm:
                 output = await wf.fn(Context(state), value)
-            output = wf.output_adapter.validate_python(output)
+            try:
+                output = wf.output_adapter.validate_python(output)
+            except ValidationError as e:
+                return SessionEnd(status="failed", error={
+                    "type": "OutputValidationError", "message": f"workflow {wf.name!r} "
+                    f"returned an invalid output: {readable_validation_error(e)}"})
             left = executor.leftover
             if left:
                 msg = (f"session {sid!r} finished but never asked for journaled step(s) "
@@ -629,10 +634,6 @@ class Engine:
             return SessionEnd(status=e.reason, error=self._error(executor, e))
         except UnknownOutcomeError as e:
             return SessionEnd(status="escalated", error=self._error(executor, e))
-        except ValidationError as e:
-            return SessionEnd(status="failed", error={
-                "type": "OutputValidationError", "message": f"workflow {wf.name!r} returned "
-                f"an invalid output: {readable_validation_error(e)}"})
         except asyncio.CancelledError:
             if sid not in self._cancelling:
                 raise
@@ -664,9 +665,10 @@ class Engine:
                                  headers=state.headers)
         try:
             if end.status == "interrupted":
-                if (end.error or {}).get("type") != "LeaseLost":
-                    with suppress(StoreError, LeaseLost):
-                        await self.store.release(sid, owner)
+                if (end.error or {}).get("type") == "LeaseLost":
+                    return "running"  # on the engine that took it over
+                with suppress(StoreError, LeaseLost):
+                    await self.store.release(sid, owner)
                 return "pending"
             if end.status == "waiting":
                 err = end.error or {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
@@ -56,6 +57,8 @@ class Runtime:
                  model_override: str | Model | None, prices: PriceTable | None = None,
                  deps: Any = None) -> None:
         self.store = store
+        #: The wall clock every session reads (deadlines, timers): the store's.
+        self.clock: Callable[[], float] = getattr(store, "clock", time.time)
         self.prices = prices
         self.limits = limits
         self.deps = deps

@@ -11,7 +11,6 @@ age). Replay applies no deadline.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,7 +53,7 @@ class SessionState:
         #: agent: budgets restore their per-session ledgers from it after a resume.
         self.spend_by_agent: dict[str, list[Any]] = {}
         self.deadline = None if replay_only else runtime.limits.deadline(
-            active_s=active_s, created=created, now=time.time())
+            active_s=active_s, created=created, now=runtime.clock())
         self._seen: set[tuple[str, int]] | None = None
         self._pingpong: deque[str] | None = None
 
@@ -81,7 +80,7 @@ class SessionState:
         if self.steps > limits.max_steps:
             raise LimitExceeded(f"session {self.id!r} reached max_steps={limits.max_steps} "
                                 f"at step {key}")
-        if self.deadline is not None and time.time() > self.deadline:
+        if self.deadline is not None and self.runtime.clock() > self.deadline:
             raise LimitExceeded(f"session {self.id!r} ran past its time limit "
                                 f"({limits.describe_time()}) at step {key}")
 

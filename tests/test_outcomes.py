@@ -1,0 +1,219 @@
+"""Hole 2: every step outcome reaches the journal (except cancellation), keeping its type;
+hole 8: determinism breaks are never silent."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.cost import Budget, Budgets
+
+from .conftest import Classification, Crash, later_engine
+
+OK = {"label": "billing", "confidence": 0.9}
+
+
+class QuotaError(Exception):
+    """A user's own exception type, importable by module and name."""
+
+
+async def test_an_ordinary_exception_caught_by_the_workflow_is_journaled(
+        engine_factory: Any, db: Path) -> None:
+    """The reproduction: a ctx.step raising ConnectionRefusedError that the workflow
+    catches; after a crash the session resumes (not escalated) and replay agrees."""
+    calls: list[str] = []
+
+    async def refuse() -> str:
+        calls.append("refuse")
+        raise ConnectionRefusedError("crm down")
+
+    async def quota() -> str:
+        raise QuotaError("over quota", 7)
+
+    crashed: list[bool] = []
+
+    async def then_crash() -> int:
+        if not crashed:
+            crashed.append(True)
+            raise Crash
+        return 1
+
+    @convoy.workflow(name="outcomes")
+    async def wf(ctx: convoy.Context, x: int) -> str:
+        got = []
+        try:
+            await ctx.step("crm", refuse)
+        except ConnectionRefusedError as e:
+            got.append(f"refused:{e}")
+        try:
+            await ctx.step("quota", quota)
+        except QuotaError as e:
+            got.append(f"quota:{e.args}")
+        await ctx.step("after", then_crash, idempotent=True)
+        return ",".join(got)
+
+    await _crash_run(engine_factory(), wf)
+    async with later_engine(db, workflows=[wf]) as eng2:
+        [res] = await eng2.resume()
+        assert res.ok, res.error
+        assert res.output == "refused:crm down,quota:('over quota', 7)"
+        assert calls == ["refuse"]  # the recorded failure replayed; nothing called twice
+        journal = await eng2.store.load_journal(res.id)
+        assert journal["0"].status == "failed" and journal["1"].status == "failed"
+        rr = await eng2.replay(res.id)
+        assert rr.matches
+
+
+async def _crash_run(eng: convoy.Engine, wf: convoy.Workflow[Any, Any]) -> None:
+    with pytest.raises(Crash):
+        await eng.run(wf, 1, session_id="s")
+
+
+async def test_replay_of_a_budget_exhausted_session_matches(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 20))
+    agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=sim) for i in range(4)]
+
+    @convoy.workflow(name="budgeted")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await convoy.pipeline(ctx, agents, t)
+        return out
+
+    eng = engine_factory(interceptors=[Budgets(session=Budget(tokens=250))])
+    res = await eng.run(wf, "t")
+    assert res.status == "budget_exhausted"
+    rr = await eng.replay(res.id)
+    assert rr.matches and rr.status == "budget_exhausted"
+
+
+async def test_an_error_whose_class_is_gone_replays_as_a_recorded_error(
+        engine_factory: Any) -> None:
+    class Local(Exception):  # not importable by name: it lives in a function
+        pass
+
+    async def boom() -> None:
+        raise Local("gone")
+
+    @convoy.workflow(name="local-error")
+    async def wf(ctx: convoy.Context, x: int) -> str:
+        try:
+            await ctx.step("boom", boom)
+        except Exception as e:
+            return type(e).__name__
+        return "no"
+
+    eng = engine_factory()
+    res = await eng.run(wf, 1)
+    assert res.output == "Local"
+    rr = await eng.replay(res.id)
+    assert rr.status == "completed" and rr.output == '"RecordedError"'  # a visible change
+    assert not rr.matches
+
+
+async def test_cancellation_is_not_journaled(engine_factory: Any) -> None:
+    import asyncio
+
+    started = asyncio.Event()
+
+    async def hang() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    @convoy.workflow(name="cancel-me")
+    async def wf(ctx: convoy.Context, x: int) -> str:
+        await ctx.step("hang", hang, idempotent=True)
+        return "done"
+
+    eng = engine_factory()
+    task = asyncio.create_task(eng.run(wf, 1, session_id="c"))
+    await started.wait()
+    await eng.cancel("c")
+    res = await task
+    assert res.status == "cancelled"
+    assert await eng.store.load_journal("c") == {}
+    row = await eng.store.get_session("c")
+    assert row is not None and row.status == "cancelled"
+
+
+def _two_step(first_input: str) -> convoy.Workflow[Any, Any]:
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    x = convoy.Agent(name="x", output_type=Classification,
+                     model=_CrashingSim())
+
+    @convoy.workflow(name="det")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        await ctx.run(a, first_input)
+        out: Classification = await ctx.run(x, t)
+        return out
+
+    return wf
+
+
+class _CrashingSim(convoy.SimModel):
+    crashed = False
+
+    def __init__(self) -> None:
+        super().__init__({"*": {"output": OK}})
+
+    async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+        if not _CrashingSim.crashed:
+            _CrashingSim.crashed = True
+            raise Crash
+        return await super().request(request)
+
+
+async def test_a_changed_step_input_is_non_determinism(engine_factory: Any, db: Path) -> None:
+    """Hole 8: changing what an already-journaled agent call is asked no longer replays
+    the old answer silently."""
+    _CrashingSim.crashed = False
+    with pytest.raises(Crash):
+        await engine_factory().run(_two_step("original question"), "t", session_id="d")
+    async with later_engine(db, workflows=[_two_step("edited question")]) as eng2:
+        [res] = await eng2.resume()
+    assert res.status == "failed" and res.error is not None
+    assert res.error["type"] == "NonDeterminismError" and res.error["key"] == "0/0"
+    assert "different input" in res.error["message"]
+
+
+async def test_a_changed_step_input_can_be_a_warning(engine_factory: Any, db: Path) -> None:
+    _CrashingSim.crashed = False
+    with pytest.raises(Crash):
+        await engine_factory().run(_two_step("original question"), "t", session_id="d")
+    async with later_engine(db, workflows=[_two_step("edited question")],
+                            on_nondeterminism="warn") as eng2:
+        with pytest.warns(convoy.durability.NonDeterminismWarning, match="different input"):
+            [res] = await eng2.resume()
+    assert res.ok
+
+
+async def test_journal_entries_the_workflow_no_longer_asks_for_are_reported(
+        engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    b = convoy.Agent(name="b", output_type=Classification, model=sim)
+
+    @convoy.workflow(name="shrink")
+    async def before(ctx: convoy.Context, t: str) -> str:
+        await ctx.run(a, t)
+        await ctx.run(b, t)
+        return "ok"
+
+    @convoy.workflow(name="shrink")
+    async def after(ctx: convoy.Context, t: str) -> str:
+        await ctx.run(a, t)  # the call of b was removed
+        return "ok"
+
+    eng = engine_factory()
+    res = await eng.run(before, "t")
+    eng.register(after)
+    rr = await eng.replay(res.id)
+    assert not rr.matches and rr.error is not None
+    assert rr.error["type"] == "NonDeterminismError" and "1/0" in rr.error["message"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        eng.register(before)
+        assert (await eng.replay(res.id)).matches

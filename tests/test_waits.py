@@ -1,0 +1,216 @@
+"""Durable waits: timers and signals park a session (no coroutine, no slot), survive
+restarts, and wake it; hole 3: limits count active time, replay applies no deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import convoy
+from convoy.stores import SQLiteStore
+
+from .conftest import FakeClock
+
+
+class Approval(BaseModel):
+    approved: bool
+    by: str
+
+
+def _engine(db: Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
+    return convoy.Engine(SQLiteStore(db, clock=clock), **kw)
+
+
+@convoy.workflow(name="approve")
+async def approval_flow(ctx: convoy.Context, amount: int) -> str:
+    decision = await ctx.wait_for("approval", Approval, timeout=3600)
+    return f"{amount}:{decision.approved}:{decision.by}"
+
+
+@convoy.workflow(name="nap")
+async def nap_flow(ctx: convoy.Context, hours: float) -> float:
+    start = await ctx.now()
+    await ctx.sleep(hours * 3600)
+    return await ctx.now() - start
+
+
+async def test_a_signal_wakes_a_parked_session(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        res = await eng.run(approval_flow, 500, session_id="w")
+        assert res.status == "waiting" and not res.finished
+        row = await eng.store.get_session("w")
+        assert row is not None and row.status == "waiting" and row.owner is None
+        assert row.wait_name == "approval" and row.wake_at == clock.now + 3600
+        assert not eng._running  # no coroutine, no slot: nothing of it is in the engine
+        assert await eng.resume() == [convoy.SessionResult(id="w", status="waiting",
+                                                           steps=1)]
+        await eng.signal("w", "approval", {"approved": True, "by": "ann"})
+        [done] = await eng.resume()
+    assert done.ok and done.output == "500:True:ann"
+
+
+async def test_a_parked_session_survives_a_restart(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        await eng.run(approval_flow, 7, session_id="w")
+    # a new engine (a new process) on the same store
+    async with _engine(db, clock, workflows=[approval_flow]) as eng2:
+        await eng2.signal("w", "approval", {"approved": False, "by": "bob"})
+        [done] = await eng2.resume()
+    assert done.ok and done.output == "7:False:bob"
+
+
+async def test_a_signal_sent_before_the_wait_is_kept(db: Path) -> None:
+    clock = FakeClock()
+    gate = asyncio.Event()
+
+    async def wait_gate() -> int:
+        await gate.wait()
+        return 1
+
+    @convoy.workflow(name="early")
+    async def wf(ctx: convoy.Context, x: int) -> bool:
+        await ctx.step("gate", wait_gate, idempotent=True)
+        return (await ctx.wait_for("go", Approval)).approved
+
+    async with _engine(db, clock) as eng:
+        task = asyncio.create_task(eng.run(wf, 1, session_id="e"))
+        while await eng.store.get_session("e") is None:
+            await asyncio.sleep(0)
+        await eng.signal("e", "go", {"approved": True, "by": "x"})
+        gate.set()
+        res = await task
+    assert res.ok and res.output is True
+
+
+async def test_a_wait_times_out_durably(db: Path) -> None:
+    clock = FakeClock()
+
+    @convoy.workflow(name="timeout")
+    async def wf(ctx: convoy.Context, x: int) -> str:
+        try:
+            await ctx.wait_for("never", timeout=60)
+        except convoy.WaitTimeout:
+            return "timed out"
+        return "signalled"
+
+    async with _engine(db, clock) as eng:
+        assert (await eng.run(wf, 1, session_id="t")).status == "waiting"
+        clock.advance(30)
+        assert [r.status for r in await eng.resume()] == ["waiting"]
+        clock.advance(31)
+        [res] = await eng.resume()
+        assert res.ok and res.output == "timed out"
+        assert (await eng.replay("t")).matches
+
+
+async def test_a_long_sleep_parks_and_wakes_when_due(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        res = await eng.run(nap_flow, 2.0, session_id="n")
+        assert res.status == "waiting"
+        row = await eng.store.get_session("n")
+        assert row is not None and row.wake_at == pytest.approx(clock.now + 7200)
+        assert await eng.store.next_wake() == row.wake_at
+        clock.advance(7199)
+        assert [r.status for r in await eng.resume()] == ["waiting"]
+        clock.advance(2)
+        [done] = await eng.resume()
+    assert done.ok and done.output == pytest.approx(7201)
+
+
+async def test_serve_wakes_sessions_as_signals_arrive(db: Path) -> None:
+    async with convoy.Engine(db, workflows=[approval_flow]) as eng:
+        for i in range(5):
+            assert (await eng.run(approval_flow, i, session_id=f"s{i}")).status == "waiting"
+        server = asyncio.create_task(eng.serve(until_idle=True, poll_interval=0.05))
+        for i in range(5):
+            await eng.signal(f"s{i}", "approval", {"approved": True, "by": "ops"})
+        await asyncio.wait_for(server, 30)
+        counts = await eng.store.counts()
+    assert counts == {"completed": 5}
+
+
+async def test_parked_sessions_hold_no_coroutine(db: Path) -> None:
+    """A thousand parked sessions leave nothing of themselves in the engine's memory."""
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        await eng.run_many(approval_flow, list(range(1000)))
+        gc.collect()
+        live = [o for o in gc.get_objects() if type(o).__module__.startswith("convoy")
+                and type(o).__name__ in ("SessionState", "Context", "JournaledExecutor")]
+        assert live == []
+        assert (await eng.store.counts()) == {"waiting": 1000}
+
+
+async def test_signals_to_finished_or_unknown_sessions_are_refused(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        with pytest.raises(convoy.UserError, match="no session"):
+            await eng.signal("nope", "x")
+        await eng.run(approval_flow, 1, session_id="w")
+        await eng.signal("w", "approval", {"approved": True, "by": "a"})
+        await eng.resume()
+        with pytest.raises(convoy.UserError, match="completed"):
+            await eng.signal("w", "approval", {"approved": True, "by": "a"})
+
+
+async def test_an_invalid_signal_payload_fails_the_wait_typed(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        await eng.run(approval_flow, 1, session_id="w")
+        await eng.signal("w", "approval", {"approved": "perhaps"})
+        [res] = await eng.resume()
+    assert res.status == "failed" and res.error is not None
+    assert res.error["type"] == "ValidationError"
+
+
+async def test_cancel_a_waiting_session(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        await eng.run(approval_flow, 1, session_id="w")
+        await eng.cancel("w")
+        row = await eng.store.get_session("w")
+        assert row is not None and row.status == "cancelled"
+        assert await eng.resume() == []
+
+
+# -- hole 3: limits count active time ------------------------------------------------------
+
+
+async def test_replay_long_after_the_run_applies_no_deadline(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock, limits=convoy.Limits(max_seconds=60)) as eng:
+        res = await eng.run(nap_flow, 0.0, session_id="r")
+        assert res.ok
+        clock.advance(10 * 86400)  # ten days later
+        rr = await eng.replay("r")
+    assert rr.matches and rr.status == "completed"
+
+
+async def test_time_parked_does_not_count_against_max_seconds(db: Path) -> None:
+    """A session waiting a day for its approval is not killed by a 60 s active limit."""
+    clock = FakeClock()
+    async with _engine(db, clock, limits=convoy.Limits(max_seconds=60)) as eng:
+        await eng.run(approval_flow, 1, session_id="w")
+        clock.advance(86400 - 1)
+        await eng.signal("w", "approval", {"approved": True, "by": "a"})
+        [res] = await eng.resume()
+    assert res.ok
+
+
+async def test_max_age_bounds_the_total_age(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock, limits=convoy.Limits(max_seconds=60, max_age=3600)) as eng:
+        await eng.run(approval_flow, 1, session_id="w")
+        clock.advance(7200)
+        await eng.signal("w", "approval", {"approved": True, "by": "a"})
+        [res] = await eng.resume()
+    assert res.status == "limit_exceeded" and res.error is not None
+    assert "max_age" in res.error["message"]
