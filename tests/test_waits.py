@@ -143,7 +143,7 @@ async def test_parked_sessions_hold_no_coroutine(db: Path) -> None:
     async with _engine(db, clock) as eng:
         await eng.run_many(approval_flow, list(range(1000)))
         gc.collect()
-        live = [o for o in gc.get_objects() if type(o).__module__.startswith("convoy")
+        live = [o for o in gc.get_objects() if str(type(o).__module__).startswith("convoy")
                 and type(o).__name__ in ("SessionState", "Context", "JournaledExecutor")]
         assert live == []
         assert (await eng.store.counts()) == {"waiting": 1000}
