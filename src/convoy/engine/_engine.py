@@ -242,12 +242,11 @@ class Engine:
             if row is not None:  # never run a known session twice
                 return await self._known(wf, row)
         sid = session_id or uuid.uuid4().hex
+        new = NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
+                         input=_dump_input(wf, value), headers=dict(headers or {}))
         # Not awaited on its own: the first journal commit (or the final one) carries it.
-        self.store.create_session(
-            NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
-                       input=_dump_input(wf, value), headers=dict(headers or {})),
-            owner=self.owner, lease_s=self.lease_seconds)
-        return await self._admit(wf, sid, tenant, value, None, None)
+        self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
+        return await self._admit(wf, sid, tenant, value, None, None, new=new)
 
     async def run_many(self, wf: Workflow[Any, OutT], inputs: Iterable[Any], *,
                        tenant: str = "default", ids: Iterable[str] | None = None,
@@ -541,8 +540,8 @@ class Engine:
         return [r for r in results if r is not None]
 
     async def _admit(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
-                     row: SessionRow | None, journal: dict[str, StepRecord] | None,
-                     ) -> SessionResult[OutT]:
+                     row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
+                     new: NewSession | None = None) -> SessionResult[OutT]:
         slots = self._slots
         if slots is None:
             slots = self._slots = asyncio.Semaphore(self.concurrency)
@@ -551,21 +550,22 @@ class Engine:
             if task is not None:
                 self._running[sid] = task
             try:
-                res, _ = await self._execute(wf, sid, tenant, value, row, journal)
+                res, _ = await self._execute(wf, sid, tenant, value, row, journal, new=new)
             finally:
                 self._running.pop(sid, None)
             return res
 
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                        row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
-                       replay_only: bool = False,
+                       replay_only: bool = False, new: NewSession | None = None,
                        ) -> tuple[SessionResult[OutT], JournaledExecutor]:
         rt = self.runtime
         owner = None if replay_only else self.owner
         executor = JournaledExecutor(self.store, sid, owner, journal=journal,
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
-        headers = row.header_map if row is not None else {}
+        headers = row.header_map if row is not None else \
+            dict(new.headers) if new is not None else {}
         state = SessionState(rt, sid, tenant, wf.name, executor=executor, version=wf.version,
                              active_s=row.active_s if row is not None else 0.0,
                              created=row.created if row is not None else None,
@@ -587,7 +587,7 @@ class Engine:
                            resumed=bool(journal), replay=replay_only)
         end = await rt.session_chain.call(SessionInput(info=info, input=value,
                                                        headers=dict(headers), proceed=proceed))
-        status = await self._settle(sid, owner, state, end)
+        status = await self._settle(sid, owner, state, end, new)
         res: SessionResult[OutT] = SessionResult(
             id=sid, status=cast(ResultStatus, status),
             output=end.output if status == "completed" else None, error=end.error,
@@ -654,7 +654,7 @@ class Engine:
         return rec
 
     async def _settle(self, sid: str, owner: str | None, state: SessionState,
-                      end: SessionEnd) -> str:
+                      end: SessionEnd, new: NewSession | None) -> str:
         """Persist how the run ended; the status to report."""
         if owner is None:  # replay: nothing is written
             return end.status
@@ -667,8 +667,7 @@ class Engine:
             if end.status == "interrupted":
                 if (end.error or {}).get("type") == "LeaseLost":
                     return "running"  # on the engine that took it over
-                with suppress(StoreError, LeaseLost):
-                    await self.store.release(sid, owner)
+                await self._leave_unfinished(sid, owner, new)
                 return "pending"
             if end.status == "waiting":
                 err = end.error or {}
@@ -693,10 +692,18 @@ class Engine:
             return "running"
         except StoreError as e:
             end.error = error_to_record(e)
-            with suppress(StoreError, LeaseLost):
-                await self.store.release(sid, owner)
+            await self._leave_unfinished(sid, owner, new)
             return "pending"
         return end.status
+
+    async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None) -> None:
+        """After a store failure: make sure the session exists (its creation may have
+        been in the failed commit) and give it up, so a later resume runs it. If the store
+        is still failing, the lease expires instead."""
+        with suppress(StoreError, LeaseLost):
+            if new is not None:
+                await self.store.create_sessions([new])
+            await self.store.release(sid, owner)
 
     # -- sync shims ----------------------------------------------------------------------
 

@@ -1,0 +1,278 @@
+"""The seams: session interceptors with persisted headers, step info, explicit interceptor
+order, async start/close, the step-executor protocol, tool dependencies, store errors."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+import convoy
+import convoy.chaos
+from convoy.interceptors._base import STAGES, ordered
+from convoy.resilience import protections
+from convoy.stores import SQLiteStore
+
+from .conftest import Classification, Crash, later_engine
+
+T = TypeVar("T")
+OK = {"label": "billing", "confidence": 0.9}
+
+
+class TraceLike(convoy.Interceptor):
+    """What a tracer needs: a trace id that survives a resume, step info, flush on close."""
+
+    stage = "trace"
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[str, bool, str]] = []
+        self.steps: list[convoy.StepInfo] = []
+        self.events: list[str] = []
+
+    async def start(self, engine: convoy.Engine) -> None:
+        self.events.append("start")
+
+    async def close(self) -> None:
+        self.events.append("close")
+
+    async def session_run(self, input: convoy.SessionInput,
+                          next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                          ) -> convoy.SessionEnd:
+        trace = input.headers.setdefault("trace_id", f"trace-{len(self.runs)}")
+        self.runs.append((input.info.session_id, input.info.resumed, trace))
+        end = await next(input)
+        self.events.append(f"end:{end.status}")
+        return end
+
+    async def model_call(self, input: convoy.ModelCallInput,
+                         next: convoy.Next[convoy.ModelCallInput, convoy.ModelResponse],
+                         ) -> convoy.ModelResponse:
+        self.steps.append(input.info)
+        return await next(input)
+
+
+async def test_headers_set_by_a_session_interceptor_survive_a_resume(db: Path) -> None:
+    crashed: list[bool] = []
+
+    class CrashSecond(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.agent == "b" and not crashed:
+                crashed.append(True)
+                raise Crash
+            return await super().request(request)
+
+    sim = CrashSecond({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    b = convoy.Agent(name="b", output_type=Classification, model=sim)
+
+    @convoy.workflow(name="traced")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await convoy.pipeline(ctx, [a, b], t)
+        return out
+
+    first = TraceLike()
+    eng = convoy.Engine(db, interceptors=[first])
+    with pytest.raises(Crash):
+        await eng.run(wf, "t", session_id="s", headers={"tenant_ref": "acme"})
+    assert first.runs == [("s", False, "trace-0")]
+    second = TraceLike()
+    second.runs.append(("other", False, "x"))  # so a fresh id would differ
+    async with later_engine(db, workflows=[wf], interceptors=[second]) as eng2:
+        [res] = await eng2.resume()
+        row = await eng2.store.get_session("s")
+    assert res.ok
+    assert second.runs[-1] == ("s", True, "trace-0")  # the trace continues
+    assert row is not None and row.header_map == {"tenant_ref": "acme", "trace_id": "trace-0"}
+    info = second.steps[-1]
+    assert (info.session_id, info.key, info.kind, info.agent, info.resumed) == \
+        ("s", "1/0", "model", "b", True)
+    assert info.headers["trace_id"] == "trace-0" and info.workflow == "traced"
+    assert second.events == ["start", "end:completed", "close"]
+    await eng.aclose()
+
+
+def test_interceptors_are_ordered_by_stage_whatever_order_they_are_given() -> None:
+    chain = protections(cache=convoy.cost.ResponseCache(), budgets=convoy.cost.Budgets(),
+                        step_timeout=5.0, router=convoy.resilience.Router(cheap="sim:a",
+                                                                          strong="sim:b"),
+                        fallbacks={"x": ["sim:c"]},
+                        rate=convoy.resilience.Rate(rpm=10))
+    shuffled = list(reversed(chain)) + [TraceLike(), convoy.StepTimings(),
+                                        convoy.chaos.FaultInjector("server_error=0.1"),
+                                        convoy.UsageAccounting()]
+    stages = [ic.stage for ic in ordered(shuffled)]
+    assert stages == sorted(stages, key=STAGES.index)
+    assert stages[0] == "timing" and stages[1] == "trace" and stages[-1] == "fault"
+    names = [type(ic).__name__ for ic in ordered(shuffled)]
+    assert names.index("Retry") < names.index("Breakers") < names.index("Budgets") \
+        < names.index("RateLimit") < names[len(names) - 3:].index("Timeout") + len(names) - 3
+    assert names.index("ResponseCache") < names.index("Fallback") < names.index("Retry")
+    assert names.index("UsageAccounting") == len(names) - 2
+
+
+async def test_user_interceptors_sit_between_trace_and_the_resilience_chain(
+        engine_factory: Any) -> None:
+    order: list[str] = []
+
+    class Mark(convoy.Interceptor):
+        def __init__(self, name: str, stage: Any) -> None:
+            self.name, self.stage = name, stage
+
+        async def model_call(self, input: Any, next: Any) -> Any:
+            order.append(self.name)
+            return await next(input)
+
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+
+    @convoy.workflow(name="ordered")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(a, t)
+        return out
+
+    eng = engine_factory(interceptors=[Mark("retry", "retry"), Mark("mine", "custom"),
+                                       Mark("audit", "audit")])
+    await eng.run(wf, "t")
+    assert order == ["audit", "mine", "retry"]
+
+
+async def test_an_unknown_stage_is_refused() -> None:
+    class Odd(convoy.Interceptor):
+        stage = "sideways"  # type: ignore[assignment]
+
+    with pytest.raises(ValueError, match="unknown stage 'sideways'"):
+        ordered([Odd()])
+
+
+class DictExecutor:
+    """A second implementation of the step-executor protocol: in memory, no journal.
+
+    It proves the seam: Context, the agent loop and the patterns run on any executor."""
+
+    def __init__(self) -> None:
+        self.log: list[tuple[str, str, str]] = []
+
+    async def run_step(self, key: str, kind: str, target: str,
+                       execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
+                       decode: Callable[[str], T], **kw: Any) -> T:
+        self.log.append((key, kind, target))
+        return decode(encode(await execute()))
+
+    async def now(self, key: str) -> float:
+        return 42.0
+
+    async def random(self, key: str) -> float:
+        return 0.5
+
+    async def uuid(self, key: str) -> str:
+        return "u"
+
+    async def sleep(self, key: str, seconds: float) -> None:
+        self.log.append((key, "sleep", str(seconds)))
+
+    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
+        return '{"approved": true}'
+
+
+async def test_workflow_code_runs_on_any_step_executor(engine_factory: Any) -> None:
+    from convoy.engine._runtime import Runtime
+    from convoy.runtime._session import SessionState
+
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    b = convoy.Agent(name="b", output_type=Classification, model=sim)
+
+    async def wf(ctx: convoy.Context, t: str) -> tuple[Any, ...]:
+        out = await convoy.pipeline(ctx, [a, b], t)
+        await ctx.sleep(10)
+        approved = await ctx.wait_for("ok")
+        return out, await ctx.now(), approved
+
+    eng = engine_factory()
+    rt: Runtime = eng.runtime
+    executor = DictExecutor()
+    state = SessionState(rt, "mem", "default", "wf", executor=executor)
+    out, now, approved = await wf(convoy.Context(state), "t")
+    assert out == Classification(**OK) and now == 42.0 and approved == {"approved": True}
+    assert executor.log == [("0/0", "model", "a"), ("1/0", "model", "b"),
+                            ("2", "sleep", "10")]
+
+
+async def test_tools_get_their_dependencies_from_the_engine(engine_factory: Any) -> None:
+    class Crm:
+        def __init__(self) -> None:
+            self.notes: list[str] = []
+
+    @convoy.tool(writes=True)
+    def note(ctx: convoy.ToolContext[Crm], text: str) -> int:
+        """Add a note to the CRM."""
+        ctx.deps.notes.append(text)
+        return len(ctx.deps.notes)
+
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "note",
+                                                   "arguments": {"text": "hi"}}]},
+                                 {"output": OK}]})
+    a = convoy.Agent(name="a", output_type=Classification, tools=[note], model=sim)
+
+    @convoy.workflow(name="deps")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(a, t)
+        return out
+
+    crm = Crm()
+    res = await engine_factory(deps=crm).run(wf, "t")
+    assert res.ok and crm.notes == ["hi"]
+
+
+async def test_a_locked_store_leaves_the_session_unfinished_and_the_loop_free(
+        db: Path) -> None:
+    """Hole 7: a commit that finds the database locked by another process longer than the
+    busy timeout fails the run, not the session, and never blocks the event loop."""
+    sim = convoy.SimModel({"*": {"output": OK}})
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    reached, go = asyncio.Event(), asyncio.Event()
+
+    async def gate() -> int:
+        reached.set()
+        await go.wait()
+        return 1
+
+    @convoy.workflow(name="locked")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        await ctx.step("gate", gate, idempotent=True)
+        out: Classification = await ctx.run(a, t)
+        return out
+
+    async with convoy.Engine(SQLiteStore(db, busy_timeout=0.3), workflows=[wf]) as eng:
+        task = asyncio.create_task(eng.run_many(wf, ["t"], ids=["L"]))
+        await reached.wait()
+        other = sqlite3.connect(db, isolation_level=None)  # another process's transaction
+        other.execute("BEGIN EXCLUSIVE")
+        ticks = 0
+        done = False
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while not done:
+                ticks += 1
+                await asyncio.sleep(0.001)
+
+        t = asyncio.create_task(ticker())
+        go.set()
+        [res] = await task
+        done = True
+        await t
+        other.execute("ROLLBACK")
+        other.close()
+        assert res.status == "pending" and res.error is not None
+        assert res.error["type"] == "StoreError" and res.error["transient"] is True
+        assert "locked" in res.error["message"]
+        assert ticks > 20  # the loop kept running while the commit was retried
+        row = await eng.store.get_session("L")
+        assert row is not None and row.unfinished  # not failed
+        [again] = await eng.resume()  # the lock is gone: the session finishes
+        assert again.ok and sim.calls == 1
