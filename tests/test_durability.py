@@ -85,7 +85,7 @@ async def test_resume_replays_completed_steps_without_calling_the_model(
     sim = CrashOnce("a2")
     agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=sim) for i in range(3)]
     wf = make_flow(agents)
-    sid = await crash(engine_factory(), wf, "t")
+    await crash(engine_factory(), wf, "t")
     assert sim.calls == 2
     async with later_engine(db, workflows=[wf]) as eng2:
         [again] = await eng2.resume()

@@ -94,6 +94,7 @@ async def test_an_engine_that_lost_its_lease_cannot_write(db: Path) -> None:
     clock = FakeClock()
     gate = asyncio.Event()
     release = asyncio.Event()
+    both_in = asyncio.Event()
     calls: list[str] = []
 
     @convoy.tool
@@ -101,6 +102,8 @@ async def test_an_engine_that_lost_its_lease_cannot_write(db: Path) -> None:
         """Takes a while (the first engine is stuck in it when it loses its lease)."""
         calls.append("slow")
         gate.set()
+        if len(calls) == 2:
+            both_in.set()
         await release.wait()
         return n
 
@@ -112,8 +115,7 @@ async def test_an_engine_that_lost_its_lease_cannot_write(db: Path) -> None:
         await gate.wait()
         clock.advance(3600)  # the first engine stalled past its lease
         taker = asyncio.create_task(second.resume())
-        while len(calls) < 2:  # the second engine reached the tool too
-            await asyncio.sleep(0)
+        await both_in.wait()  # the second engine reached the tool too
         release.set()
         [taken] = await taker
         lost = await task

@@ -101,9 +101,8 @@ def test_interceptors_are_ordered_by_stage_whatever_order_they_are_given() -> No
                                                                           strong="sim:b"),
                         fallbacks={"x": ["sim:c"]},
                         rate=convoy.resilience.Rate(rpm=10))
-    shuffled = list(reversed(chain)) + [TraceLike(), convoy.StepTimings(),
-                                        convoy.chaos.FaultInjector("server_error=0.1"),
-                                        convoy.UsageAccounting()]
+    shuffled = [*reversed(chain), TraceLike(), convoy.StepTimings(),
+                convoy.chaos.FaultInjector("server_error=0.1"), convoy.UsageAccounting()]
     stages = [ic.stage for ic in ordered(shuffled)]
     assert stages == sorted(stages, key=STAGES.index)
     assert stages[0] == "timing" and stages[1] == "trace" and stages[-1] == "fault"

@@ -81,7 +81,9 @@ async def test_a_signal_sent_before_the_wait_is_kept(db: Path) -> None:
 
     async with _engine(db, clock) as eng:
         task = asyncio.create_task(eng.run(wf, 1, session_id="e"))
-        while await eng.store.get_session("e") is None:
+        for _ in range(10_000):  # until the session's creation is committed
+            if await eng.store.get_session("e") is not None:
+                break
             await asyncio.sleep(0)
         await eng.signal("e", "go", {"approved": True, "by": "x"})
         gate.set()
@@ -141,12 +143,25 @@ async def test_parked_sessions_hold_no_coroutine(db: Path) -> None:
     """A thousand parked sessions leave nothing of themselves in the engine's memory."""
     clock = FakeClock()
     async with _engine(db, clock) as eng:
-        await eng.run_many(approval_flow, list(range(1000)))
+        results = await eng.run_many(approval_flow, list(range(1000)))
+        ids = {r.id for r in results}
         gc.collect()
         live = [o for o in gc.get_objects() if str(type(o).__module__).startswith("convoy")
-                and type(o).__name__ in ("SessionState", "Context", "JournaledExecutor")]
+                and _session_of(o) in ids]
         assert live == []
         assert (await eng.store.counts()) == {"waiting": 1000}
+
+
+def _session_of(o: object) -> str | None:
+    """The session a per-session runtime object belongs to (None for anything else)."""
+    name = type(o).__name__
+    if name == "SessionState":
+        return getattr(o, "id", None)
+    if name == "Context":
+        return getattr(getattr(o, "session", None), "id", None)
+    if name == "JournaledExecutor":
+        return getattr(o, "session_id", None)
+    return None
 
 
 async def test_signals_to_finished_or_unknown_sessions_are_refused(db: Path) -> None:
