@@ -2,6 +2,9 @@
 latency, a write tool honouring idempotency keys, and call logs that survive the kill.
 
 usage: python crash_worker.py run|resume DIR N
+
+``CRASH_IDEMPOTENT=0`` declares the write tool not idempotent: a write whose outcome a kill
+left unknown must then be escalated, never run again.
 """
 
 from __future__ import annotations
@@ -51,7 +54,10 @@ def script(req: convoy.ModelRequest) -> Any:
 SIM = CountingSim(script, seed=11, latency=convoy.Latency(kind="uniform", low=0.005, high=0.03))
 
 
-@convoy.tool(writes=True, idempotent=True)
+IDEMPOTENT = os.environ.get("CRASH_IDEMPOTENT", "1") == "1"
+
+
+@convoy.tool(writes=True, idempotent=IDEMPOTENT)
 def record(ctx: convoy.ToolContext, note: str, amount: int) -> str:
     """Apply a write to the effects database, at most once per idempotency key."""
     _log("tool_calls.log", ctx.idempotency_key)

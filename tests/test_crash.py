@@ -20,9 +20,22 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 N = 300
 
 
-def start(mode: str, d: Path) -> subprocess.Popen[bytes]:
+def start(mode: str, d: Path, *, idempotent: bool = True) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CRASH_IDEMPOTENT": "1" if idempotent else "0"}
     return subprocess.Popen([sys.executable, str(WORKER), mode, str(d), str(N)],
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, env=env)
+
+
+def kill(proc: subprocess.Popen[bytes]) -> bool:
+    """SIGKILL the process if it still runs; True if it was killed (and proven dead by
+    that signal)."""
+    if proc.poll() is not None:
+        proc.communicate()
+        return False
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    return True
 
 
 def finish(p: subprocess.Popen[bytes]) -> None:
@@ -69,12 +82,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
         while completed(crash) < target and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         time.sleep(rng.uniform(0, 0.05))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.communicate()
-            kills += 1
-        else:
-            proc.communicate()
+        kills += kill(proc)
         done = completed(crash)
         assert done < N, "the run finished before the kill; the test proves nothing"
     assert kills == 3
@@ -90,6 +98,46 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
     assert repeated <= kills * 20
     tool_repeats = sum(n - 1 for n in Counter(lines(crash / "tool_calls.log")).values())
     assert tool_repeats <= kills * 20
+
+
+def statuses(d: Path) -> dict[str, tuple[str, str | None]]:
+    with sqlite3.connect(d / "convoy.db") as c:
+        return {r[0]: (r[1], r[2]) for r in c.execute(
+            "SELECT id, status, json_extract(error, '$.type') FROM sessions")}
+
+
+@pytest.mark.slow
+def test_sigkill_with_a_write_tool_that_is_not_idempotent(tmp_path: Path) -> None:
+    """A write whose outcome a kill left unknown is escalated, never run twice; every
+    other session completes with its write applied exactly once."""
+    d = tmp_path / "crash"
+    d.mkdir()
+    kills = 0
+    proc = start("run", d, idempotent=False)
+    for mode in ("run", "resume", "resume"):
+        if mode == "resume":
+            proc = start("resume", d, idempotent=False)
+        # Kill while writes are in flight: right after a new tool call is logged.
+        seen = len(lines(d / "tool_calls.log"))
+        deadline = time.monotonic() + 120
+        while len(lines(d / "tool_calls.log")) < seen + 30 and proc.poll() is None and \
+                time.monotonic() < deadline:
+            time.sleep(0.002)
+        kills += kill(proc)
+        assert completed(d) < N, "the run finished before the kill; the test proves nothing"
+    assert kills == 3
+    finish(start("resume", d, idempotent=False))
+
+    final = statuses(d)
+    assert len(final) == N
+    assert {s for s, _ in final.values()} <= {"completed", "escalated"}
+    escalated = [sid for sid, (s, _) in final.items() if s == "escalated"]
+    assert all(final[sid][1] == "UnknownOutcomeError" for sid in escalated)
+    tool_calls = Counter(lines(d / "tool_calls.log"))
+    assert max(tool_calls.values()) == 1  # no write was ever run twice
+    writes = {key.split(":")[0] for key, _, _ in applied(d)}
+    completed_ids = {sid for sid, (s, _) in final.items() if s == "completed"}
+    assert completed_ids <= writes  # every completed session applied its write (once)
 
 
 def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
