@@ -154,7 +154,6 @@ _DB = _DB_DIR / "convoy.db"
 engine = convoy.Engine(_DB, durability=_DURABILITY,  # type: ignore[arg-type]
                        concurrency=max(1000, _planned_sessions()),
                        workflows=[chain5, supervise])
-engine.open()
 
 
 async def _run(wf: convoy.Workflow, i: int):

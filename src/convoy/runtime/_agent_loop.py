@@ -8,8 +8,8 @@ bounded budgets; past them the run fails with a typed error.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import zlib
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -44,19 +44,18 @@ def _response_spend(resp: ModelResponse) -> tuple[int, int, float]:
     return resp.usage.input_tokens, resp.usage.output_tokens, resp.cost
 
 
-def fingerprint(*parts: str | None) -> str:
-    """A short, stable digest of what a step is asked (not Python's salted ``hash``)."""
-    h = hashlib.blake2b(digest_size=8)
-    for p in parts:
-        h.update((p or "").encode())
-        h.update(b"\x1f")
-    return h.hexdigest()
+def fingerprint(text: str) -> str:
+    """A short digest of what a step is asked, stable across processes (unlike ``hash``).
+
+    It detects an accidental change of input on replay, so a fast checksum is enough: it
+    is not a security boundary."""
+    return format(zlib.crc32(text.encode()), "08x")
 
 
 def _messages_fingerprint(messages: list[Message]) -> str:
-    return fingerprint(*[f"{m.role}:{m.content}:{m.tool_call_id}:"
-                         + ",".join(f"{c.name}({c.arguments})" for c in m.tool_calls or ())
-                         for m in messages])
+    # Assistant turns and tool results come from journaled steps, which replay as recorded;
+    # the texts (instructions, input, repair prompts, tool outputs) are what can change.
+    return fingerprint("\x1f".join([m.content or "" for m in messages]))
 
 
 async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
