@@ -156,11 +156,17 @@ _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(st
 @dataclass(slots=True)
 class _Op:
     """One write of a batch: statements run in the batch's transaction; ``fenced`` ops
-    check their first statement's row count (zero: the session is owned by another)."""
+    check their first statement's row count (zero: the session is owned by another).
+
+    ``guard`` (session id, owner, fenced form of the first statement) marks a journal
+    append: while the writer's lease is known to hold, the plain statement runs; past it,
+    the fenced form, which lands only if the writer still owns the session."""
 
     statements: list[tuple[str, tuple[Any, ...]]]
     fut: asyncio.Future[None] | None
     fenced: str | None = None  # session id, for the error message
+    guard: tuple[str, str, tuple[str, tuple[Any, ...]]] | None = None
+    on_commit: Callable[[int], None] | None = None  # row count of the first statement
 
 
 class SQLiteStore:
@@ -197,6 +203,11 @@ class SQLiteStore:
         self._checkpointer: _Checkpointer | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        # Leases this store object granted, confirmed by a committed claim or renewal:
+        # session id -> (owner, expiry). Another engine can claim a session only after its
+        # lease expired, so until then a journal append needs no ownership check.
+        self._leases: dict[str, tuple[str, float]] = {}
+        self.lease_margin = 1.0  # seconds of doubt about a lease near its expiry
         self.commits = 0
         self.records = 0
 
@@ -334,22 +345,38 @@ class SQLiteStore:
         written."""
         conn = self.conn
         refused = [False] * len(batch)
+        counts = [0] * len(batch)
         single = len(batch) == 1 and len(batch[0].statements) == 1
+        safe = self.clock() + self.lease_margin
+        leases = self._leases
         if not single:
             conn.execute("BEGIN IMMEDIATE")
         try:
             for i, op in enumerate(batch):
-                for j, (sql, params) in enumerate(op.statements):
+                stmts = op.statements
+                guard = op.guard
+                guarded = False
+                if guard is not None:
+                    held = leases.get(guard[0])
+                    if held is None or held[0] != guard[1] or held[1] <= safe:
+                        stmts = [guard[2], *stmts[1:]]  # the lease may be gone: check
+                        guarded = True
+                for j, (sql, params) in enumerate(stmts):
                     n = conn.execute(sql, params).rowcount
-                    if j == 0 and op.fenced is not None and n == 0:
-                        refused[i] = True
-                        break
+                    if j == 0:
+                        counts[i] = n
+                        if n == 0 and (op.fenced is not None or guarded):
+                            refused[i] = True
+                            break
             if not single:
                 conn.execute("COMMIT")
         except BaseException:
             if not single and conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+        for i, op in enumerate(batch):
+            if op.on_commit is not None:
+                op.on_commit(counts[i])
         self.commits += 1
         self.records += len(batch)
         if self.commits % 128 == 0:
@@ -376,8 +403,9 @@ class SQLiteStore:
             if error is not None:
                 fut.set_exception(error)
             elif refused is not None and refused[i]:
+                sid = op.fenced or (op.guard[0] if op.guard else "?")
                 fut.set_exception(LeaseLost(
-                    f"session {op.fenced!r} is owned by another engine now; this engine's "
+                    f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
             else:
                 fut.set_result(None)
@@ -492,8 +520,13 @@ class SQLiteStore:
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> None:
         now = self.clock()
+        on_commit = None
+        if owner is not None:
+            def on_commit(n: int, sid: str = session.id, until: float = now + lease_s) -> None:
+                if n:
+                    self._leases[sid] = (owner, until)
         self._submit(_Op([(_INSERT_SESSION, self._session_params(session, owner, lease_s, now))],
-                         None), wait=False)
+                         None, on_commit=on_commit), wait=False)
 
     async def create_sessions(self, sessions: Sequence[NewSession], *,
                               owner: str | None = None, lease_s: float = 0.0) -> int:
@@ -503,9 +536,16 @@ class SQLiteStore:
         rows = [self._session_params(s, owner, lease_s, now) for s in sessions]
 
         def insert(conn: sqlite3.Connection) -> int:
-            before = conn.total_changes
-            conn.executemany(_INSERT_SESSION, rows)
-            return conn.total_changes - before
+            if owner is None:
+                before = conn.total_changes
+                conn.executemany(_INSERT_SESSION, rows)
+                return conn.total_changes - before
+            new = 0
+            for row in rows:
+                if conn.execute(_INSERT_SESSION, row).rowcount:
+                    self._leases[row[0]] = (owner, now + lease_s)
+                    new += 1
+            return new
 
         return await self._write(insert)
 
@@ -517,7 +557,10 @@ class SQLiteStore:
                 f"UPDATE sessions {_CLAIM_SET} WHERE id=? AND {_RUNNABLE} "
                 f"RETURNING {_SESSION_COLS}",
                 (owner, now + lease_s, now, now, session_id, owner, now, now)).fetchone()
-            return _session(row) if row else None
+            if not row:
+                return None
+            self._leases[session_id] = (owner, now + lease_s)
+            return _session(row)
 
         return await self._write(claim)
 
@@ -535,17 +578,28 @@ class SQLiteStore:
                 f"status IN ('pending','running','waiting') AND ({which}) AND {_RUNNABLE} "
                 f"ORDER BY created, id LIMIT ?) RETURNING {_SESSION_COLS}",
                 (owner, now + lease_s, now, now, *wf_params, owner, now, now, limit)).fetchall()
+            for r in rows:
+                self._leases[r[0]] = (owner, now + lease_s)
             return sorted((_session(r) for r in rows), key=lambda r: (r.created, r.id))
 
         return await self._write(claim)
 
     async def renew(self, owner: str, lease_s: float) -> int:
         now = self.clock()
-        return await self._write(lambda conn: conn.execute(
-            f"UPDATE sessions SET lease_until=?, {_ACCRUE}, seg_mark=? WHERE owner=? AND "
-            "status='running'", (now + lease_s, now, now, now, owner)).rowcount)
+
+        def renew(conn: sqlite3.Connection) -> int:
+            ids = conn.execute(
+                f"UPDATE sessions SET lease_until=?, {_ACCRUE}, seg_mark=? WHERE owner=? AND "
+                "status='running' RETURNING id", (now + lease_s, now, now, now, owner)
+            ).fetchall()
+            for (sid,) in ids:
+                self._leases[sid] = (owner, now + lease_s)
+            return len(ids)
+
+        return await self._write(renew)
 
     async def release(self, session_id: str, owner: str) -> None:
+        self._leases.pop(session_id, None)
         now = self.clock()
         await self._write(lambda conn: conn.execute(
             f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {_ACCRUE}, "
@@ -559,6 +613,7 @@ class SQLiteStore:
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
+        self._leases.pop(session_id, None)
         now = self.clock()
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
 
@@ -581,6 +636,7 @@ class SQLiteStore:
     def finish(self, session_id: str, owner: str | None,
                outcome: SessionOutcome) -> asyncio.Future[None]:
         now = self.clock()
+        self._leases.pop(session_id, None)
         error = json.dumps(outcome.error) if outcome.error else None
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
         return self._submit(_Op([(_FINISH, (
@@ -659,15 +715,12 @@ class SQLiteStore:
                consume_signal: int | None = None) -> asyncio.Future[None]:
         now = self.clock()
         params = _append_params(session_id, record, now)
-        if owner is None:
-            stmts = [(_APPEND, params)]
-            fenced = None
-        else:
-            stmts = [(_APPEND_FENCED, (*params, session_id, owner))]
-            fenced = session_id
+        stmts = [(_APPEND, params)]
         if consume_signal is not None:
             stmts.append((_CONSUME, (consume_signal, session_id)))
-        return self._submit(_Op(stmts, None, fenced=fenced))
+        guard = None if owner is None else \
+            (session_id, owner, (_APPEND_FENCED, (*params, session_id, owner)))
+        return self._submit(_Op(stmts, None, guard=guard))
 
     async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?",
