@@ -263,3 +263,16 @@ def test_tool_schema_comes_from_the_signature() -> None:
     assert refund.spec.description == "Refund an invoice."
     assert set(refund.spec.parameters["properties"]) == {"invoice", "amount", "mode"}
     assert refund.spec.parameters["required"] == ["invoice", "amount"]
+
+
+async def test_an_agent_without_a_model_is_an_error_not_the_simulator(
+        engine_factory: Any) -> None:
+    agent = convoy.Agent(name="nomodel", output_type=Classification)
+    assert agent.model is None
+    res = await engine_factory().run(single(agent), {"text": "x"})
+    assert res.status == "failed"
+    assert res.error is not None and res.error["type"] == "UserError"
+    msg = res.error["message"]
+    assert "'nomodel'" in msg and "model='sim:'" in msg and "Engine(model=" in msg
+    sim = convoy.SimModel({"nomodel": {"output": OK}})
+    assert (await engine_factory(model=sim).run(single(agent), {"text": "x"})).ok

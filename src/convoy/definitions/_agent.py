@@ -10,9 +10,9 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convoy._errors import UserError
-from convoy.models._messages import ModelSettings, ToolSpec
 from convoy.definitions._tools import Tool, readable_validation_error
 from convoy.models._base import Model
+from convoy.models._messages import ModelSettings, ToolSpec
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
@@ -30,7 +30,8 @@ class Agent(Generic[InT, OutT]):
         input_type: a Pydantic model (or ``str``) the agent is given.
         output_type: a Pydantic model the answer must validate against, or ``str``.
         model: ``"provider:model"`` (``"sim:"``, ``"openai:gpt-4o-mini"``) or a
-            :class:`~convoy.models.Model`.
+            :class:`~convoy.models.Model`. Required unless the engine has a ``model``
+            override; there is no implicit simulator.
         tools: tools the agent may call.
         handoffs: agents it may hand the session over to (one way: the target's output
             becomes this run's output).
@@ -48,7 +49,7 @@ class Agent(Generic[InT, OutT]):
     instructions: str | Callable[[Any], str] = ""
     input_type: type[InT] | type[str] = str
     output_type: type[OutT] | type[str] = str
-    model: str | Model = "sim:"
+    model: str | Model | None = None
     tools: Sequence[Tool] = ()
     handoffs: Sequence[Agent[Any, Any]] = ()
     workers: Sequence[Agent[Any, Any]] = ()

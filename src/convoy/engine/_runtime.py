@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy._errors import UserError
 from convoy.interceptors._base import (
     Chain,
     EffectInput,
@@ -71,5 +72,9 @@ class Runtime:
         model = self._by_agent.get(agent)
         if model is None:
             spec = self.override if self.override is not None else agent.model
+            if spec is None:
+                raise UserError(f"agent {agent.name!r} has no model; give it one, e.g. "
+                                "Agent(model='sim:') or Agent(model='openai:gpt-4o-mini'), "
+                                "or set one for every agent with Engine(model=...)")
             model = self._by_agent[agent] = self.resolve(spec)
         return model
