@@ -41,6 +41,8 @@ class Agent(Generic[InT, OutT]):
         handoff_retries: recoverable handoff / tool-call mistakes fed back to the model
             before the run fails.
         max_turns: model calls in one run of this agent.
+        model_settings: sampling settings (temperature, max tokens, seed) sent with every
+            model call of this agent.
         criticality: ``"low"``, ``"normal"`` or ``"high"``; a model router sends critical
             steps to a stronger model and the rest to a cheaper one.
     """
@@ -56,7 +58,7 @@ class Agent(Generic[InT, OutT]):
     output_retries: int = 2
     handoff_retries: int = 2
     max_turns: int = 12
-    settings: ModelSettings = field(default_factory=ModelSettings)
+    model_settings: ModelSettings = field(default_factory=ModelSettings)
     criticality: Literal["low", "normal", "high"] = "normal"
 
     # Derived once, at definition time, so the hot path never rebuilds schemas.
