@@ -92,3 +92,11 @@ def test_readme_resilience_example_builds(tmp_path: Path,
     names = [type(i).__name__ for i in engine.runtime.interceptors]
     assert names == ["StepTimings", "TokenVelocity", "Router", "ResponseCache", "Fallback",
                      "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting"]
+
+
+def test_the_package_ships_py_typed() -> None:
+    package = Path(convoy.__file__).parent
+    assert (package / "py.typed").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    wheel = pyproject.split("[tool.hatch.build.targets.wheel]", 1)[1].split("\n[", 1)[0]
+    assert '"src/convoy/py.typed"' in wheel or '"src/convoy"' in wheel
