@@ -5,10 +5,6 @@ Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on
 resumes where it stopped without paying for anything twice.
 """
 
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
-from convoy.definitions._agent import Agent
-from convoy.runtime._context import Context
-from convoy.engine._engine import Engine, ReplayResult, SessionResult
 from convoy._errors import (
     BudgetExhausted,
     CircuitOpenError,
@@ -29,6 +25,12 @@ from convoy._errors import (
     UnknownOutcomeError,
     UserError,
 )
+from convoy.cost._pricing import Price, PriceTable
+from convoy.definitions._agent import Agent
+from convoy.definitions._tools import Tool, ToolContext, tool
+from convoy.definitions._workflow import Workflow, load_workflow, workflow
+from convoy.engine._engine import Engine, ReplayResult, SessionResult
+from convoy.interceptors._accounting import StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -37,7 +39,7 @@ from convoy.interceptors._base import (
     Next,
     ToolCallInput,
 )
-from convoy.runtime._limits import Limits
+from convoy.models import Faults, Latency, Model, SimModel, infer_model
 from convoy.models._messages import (
     Message,
     ModelRequest,
@@ -47,11 +49,9 @@ from convoy.models._messages import (
     ToolSpec,
     Usage,
 )
+from convoy.runtime._context import Context
+from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
-from convoy.cost._pricing import Price, PriceTable
-from convoy.definitions._tools import Tool, ToolContext, tool
-from convoy.definitions._workflow import Workflow, load_workflow, workflow
-from convoy.models import Faults, Latency, Model, SimModel, infer_model
 
 __version__ = "0.1.0"
 

@@ -22,11 +22,11 @@ from pydantic import ValidationError
 
 import convoy
 from convoy._errors import ConvoyError, UserError
-from convoy.definitions._workflow import Workflow, load_workflow
 from convoy.chaos._faults import FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
 from convoy.chaos._process import kill_after, resume
+from convoy.definitions._workflow import Workflow, load_workflow
 
 Event = Callable[[str], None]
 

@@ -11,8 +11,8 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 
 from pydantic import TypeAdapter
 
-from convoy.runtime._context import Context
 from convoy._errors import UserError
+from convoy.runtime._context import Context
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")

@@ -20,10 +20,10 @@ if TYPE_CHECKING:
     from pydantic import BaseModel
 
     from convoy.definitions._agent import Agent
-    from convoy.engine._runtime import Runtime
-    from convoy.runtime._session import SessionState
     from convoy.definitions._tools import Tool, ToolContext
+    from convoy.engine._runtime import Runtime
     from convoy.models._base import Model
+    from convoy.runtime._session import SessionState
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from convoy._errors import ModelError, UserError
-from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._base import Model
+from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._openai import message_to_openai
 
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from convoy._errors import ModelError, UserError
-from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._base import Model
+from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI

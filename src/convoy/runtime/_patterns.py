@@ -17,9 +17,9 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from convoy._errors import UserError
 from convoy.definitions._agent import Agent
 from convoy.runtime._context import Context
-from convoy._errors import UserError
 
 OutT = TypeVar("OutT")
 
