@@ -93,7 +93,8 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
 
 
 def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": str(Path(__file__).parents[1])}
+    path = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     return subprocess.Popen([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
