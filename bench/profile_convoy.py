@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from convoy._stats import percentile
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import convoy_peer as cp
 
@@ -115,7 +117,9 @@ def main() -> None:
     print(f"{label}: {wall:.3f} s = {wall / steps * 1e6:.1f} µs/step "
           f"({a.sessions} sessions, {steps} model steps)")
     if xs:
-        pct = lambda p: xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))] * 1e6  # noqa: E731
+        def pct(p: float) -> float:
+            return percentile(xs, p) * 1e6
+
         print(f"journal commits: {commits} ({commits / a.sessions:.2f} / session), total "
               f"{tot:.3f} s = {tot / wall:.0%} of wall; per commit p50 {pct(50):.0f} µs, "
               f"p99 {pct(99):.0f} µs, max {xs[-1] * 1e6:.0f} µs; {len(slow)} commits > 1 ms "

@@ -263,3 +263,30 @@ def test_tool_schema_comes_from_the_signature() -> None:
     assert refund.spec.description == "Refund an invoice."
     assert set(refund.spec.parameters["properties"]) == {"invoice", "amount", "mode"}
     assert refund.spec.parameters["required"] == ["invoice", "amount"]
+
+
+async def test_an_agent_without_a_model_is_an_error_not_the_simulator(
+        engine_factory: Any) -> None:
+    agent = convoy.Agent(name="nomodel", output_type=Classification)
+    assert agent.model is None
+    res = await engine_factory().run(single(agent), {"text": "x"})
+    assert res.status == "failed"
+    assert res.error is not None and res.error["type"] == "UserError"
+    msg = res.error["message"]
+    assert "'nomodel'" in msg and "model='sim:'" in msg and "Engine(model=" in msg
+    sim = convoy.SimModel({"nomodel": {"output": OK}})
+    assert (await engine_factory(model=sim).run(single(agent), {"text": "x"})).ok
+
+
+async def test_agent_model_settings_reach_the_model_request(engine_factory: Any) -> None:
+    seen: list[ModelRequest] = []
+
+    def script(req: ModelRequest) -> dict[str, Any]:
+        seen.append(req)
+        return {"output": OK}
+
+    settings = convoy.ModelSettings(temperature=0.1, max_tokens=64)
+    agent = convoy.Agent(name="a", output_type=Classification, model=convoy.SimModel(script),
+                         model_settings=settings)
+    assert (await engine_factory().run(single(agent), {"text": "x"})).ok
+    assert seen[0].settings == settings

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 
 import convoy
+import convoy.chaos
+import convoy.cost
+import convoy.resilience
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,12 +26,36 @@ def test_exported_members() -> None:
     assert sorted(convoy.__all__) == list(convoy.__all__)
 
 
-def test_public_definitions_are_keyword_only() -> None:
-    for cls in (convoy.Agent, convoy.Limits, convoy.Faults, convoy.Latency, convoy.Workflow,
-                convoy.ModelRequest, convoy.ModelResponse, convoy.ModelSettings):
-        assert dataclasses.is_dataclass(cls)
-        init = [f for f in dataclasses.fields(cls) if f.init]
-        assert all(f.kw_only for f in init), cls.__name__
+#: Public dataclasses that are plain values, not configuration, and stay positional.
+POSITIONAL_VALUES = {
+    "Usage": "a (input, output) token pair, built positionally like a tuple",
+    "ToolCall": "an (id, name, arguments) triple mirroring the provider wire format",
+    "BudgetLedger": "running state of one budget that the engine builds, never users",
+    "VelocityAlert": "an event handed to on_alert callbacks, never built by users",
+}
+
+
+def _public_dataclasses() -> dict[str, type]:
+    found: dict[str, type] = {}
+    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos):
+        for name in module.__all__:
+            obj = getattr(module, name)
+            if isinstance(obj, type) and dataclasses.is_dataclass(obj):
+                found[f"{module.__name__}.{name}"] = obj
+    return found
+
+
+def test_public_configuration_dataclasses_are_keyword_only() -> None:
+    classes = _public_dataclasses()
+    for must in ("Limits", "ModelSettings", "Price", "RetryPolicy", "BreakerPolicy", "Budget",
+                 "Rate", "Faults", "Latency", "FaultSpec", "Hypothesis", "Agent"):
+        assert any(q.rsplit(".", 1)[1] == must for q in classes), must
+    positional = sorted(q for q, cls in classes.items()
+                        if cls.__name__ not in POSITIONAL_VALUES
+                        and not all(f.kw_only for f in dataclasses.fields(cls) if f.init))
+    assert positional == [], "make these dataclasses kw_only=True"
+    # every exception is still a public dataclass, so the list cannot go stale
+    assert set(POSITIONAL_VALUES) <= {cls.__name__ for cls in classes.values()}
 
 
 def test_readme_example_is_the_quickstart_and_runs(tmp_path: Path) -> None:
@@ -65,3 +92,11 @@ def test_readme_resilience_example_builds(tmp_path: Path,
     names = [type(i).__name__ for i in engine.runtime.interceptors]
     assert names == ["StepTimings", "TokenVelocity", "Router", "ResponseCache", "Fallback",
                      "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting"]
+
+
+def test_the_package_ships_py_typed() -> None:
+    package = Path(convoy.__file__).parent
+    assert (package / "py.typed").is_file()
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    wheel = pyproject.split("[tool.hatch.build.targets.wheel]", 1)[1].split("\n[", 1)[0]
+    assert '"src/convoy/py.typed"' in wheel or '"src/convoy"' in wheel

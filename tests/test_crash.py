@@ -141,7 +141,8 @@ def test_sigkill_with_a_write_tool_that_is_not_idempotent(tmp_path: Path) -> Non
 
 
 def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": str(Path(__file__).parents[1])}
+    path = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": os.pathsep.join(filter(None, path))}
     return subprocess.Popen([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

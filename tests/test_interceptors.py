@@ -72,7 +72,8 @@ async def test_an_interceptor_can_short_circuit_a_step(engine_factory: Any) -> N
 
 async def test_step_timing_and_cost_accounting_are_interceptors(engine_factory: Any) -> None:
     agent, _ = tool_agent()
-    prices = convoy.PriceTable({"sim:default": convoy.Price(1.0, 2.0)})
+    prices = convoy.PriceTable(
+        {"sim:default": convoy.Price(input_per_mtok=1.0, output_per_mtok=2.0)})
     eng = engine_factory(prices=prices)
     res = await eng.run(flow(agent), "t")
     assert eng.timings.by_kind["model"].count == 2

@@ -27,7 +27,7 @@ async def test_local_model_gives_schema_valid_structured_output(local: convoy.Mo
                                                                 tmp_path: Any) -> None:
     agent = convoy.Agent(name="triage", instructions="Classify the support ticket.",
                          output_type=Verdict, model=local,
-                         settings=convoy.ModelSettings(max_tokens=48, temperature=0))
+                         model_settings=convoy.ModelSettings(max_tokens=48, temperature=0))
 
     @convoy.workflow(name="local-triage")
     async def wf(ctx: convoy.Context, text: str) -> Verdict:

@@ -310,8 +310,10 @@ async def test_router_sends_critical_agents_to_the_strong_model_and_escalates(
         engine_factory: Any) -> None:
     cheap = convoy.SimModel({"*": {"text": "not json"}}, name="sim:cheap")
     strong = convoy.SimModel({"*": {"output": OK}}, name="sim:strong")
-    crit = convoy.Agent(name="crit", output_type=Classification, criticality="high")
-    easy = convoy.Agent(name="easy", output_type=Classification)
+    # The router picks the model; the agents' own model is only their default.
+    crit = convoy.Agent(name="crit", output_type=Classification, criticality="high",
+                        model="sim:cheap")
+    easy = convoy.Agent(name="easy", output_type=Classification, model="sim:cheap")
     router = Router(cheap="sim:cheap", strong="sim:strong", escalate_after=1)
 
     @convoy.workflow(name="route")

@@ -61,7 +61,7 @@ def test_bad_scenario_files_say_what_is_wrong(tmp_path: Path) -> None:
 
 async def outcomes(seed: int, n: int = 300) -> list[str]:
     sim = convoy.SimModel(seed=seed, faults=convoy.Faults(
-        timeout=0.05, rate_limit=0.05, server_error=0.05, malformed_json=0.05,
+        timeout=0.05, rate_limit=0.05, server_error=0.05, malformed=0.05,
         schema_invalid=0.05, undeclared_tool=0.05, undeclared_handoff=0.05))
     out = []
     for i in range(n):

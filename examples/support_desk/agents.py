@@ -109,7 +109,7 @@ triage = convoy.Agent(
     input_type=Ticket,
     output_type=Triage,
     model=SUPPORT_SIM,
-    settings=SETTINGS,
+    model_settings=SETTINGS,
 )
 
 billing = convoy.Agent(
@@ -125,7 +125,7 @@ billing = convoy.Agent(
     max_turns=WORKER_TURNS,
     tools=[crm.lookup_customer, crm.list_invoices, crm.get_invoice, crm.issue_refund],
     model=SUPPORT_SIM,
-    settings=SETTINGS,
+    model_settings=SETTINGS,
 )
 
 technical = convoy.Agent(
@@ -141,7 +141,7 @@ technical = convoy.Agent(
     max_turns=WORKER_TURNS,
     tools=[crm.lookup_customer, crm.check_service_status, crm.open_bug_report],
     model=SUPPORT_SIM,
-    settings=SETTINGS,
+    model_settings=SETTINGS,
 )
 
 account = convoy.Agent(
@@ -155,7 +155,7 @@ account = convoy.Agent(
     max_turns=WORKER_TURNS,
     tools=[crm.lookup_customer, crm.reset_password, crm.update_email],
     model=SUPPORT_SIM,
-    settings=SETTINGS,
+    model_settings=SETTINGS,
 )
 
 WORKERS = (billing, technical, account)
@@ -173,6 +173,6 @@ supervisor = convoy.Agent(
     output_type=Resolution,
     workers=WORKERS,
     model=SUPPORT_SIM,
-    settings=SETTINGS,
+    model_settings=SETTINGS,
     criticality="high",  # it writes the answer the customer gets: route it to the strong model
 )

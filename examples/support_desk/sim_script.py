@@ -350,6 +350,6 @@ MINI_SIM = convoy.SimModel(script, seed=SEED, name="sim:support-mini",
                            latency=convoy.Latency(kind="lognormal", value=0.015, sigma=0.5))
 LARGE_SIM = convoy.SimModel(script, seed=SEED, name="sim:support-large",
                             latency=convoy.Latency(kind="lognormal", value=0.04, sigma=0.5))
-PRICES = {"sim:support": convoy.Price(0.15, 0.60),
-          "sim:support-mini": convoy.Price(0.15, 0.60),
-          "sim:support-large": convoy.Price(2.50, 10.00)}
+PRICES = {"sim:support": convoy.Price(input_per_mtok=0.15, output_per_mtok=0.60),
+          "sim:support-mini": convoy.Price(input_per_mtok=0.15, output_per_mtok=0.60),
+          "sim:support-large": convoy.Price(input_per_mtok=2.50, output_per_mtok=10.00)}

@@ -8,8 +8,9 @@
   a Chaos Toolkit-shaped journal. ``convoy chaos`` is its command line.
 """
 
+from convoy._faults import FAULT_KINDS, MODEL_FAULTS
 from convoy.chaos._experiment import run_experiment
-from convoy.chaos._faults import FAULT_KINDS, MODEL_FAULTS, FaultInjector, FaultSpec
+from convoy.chaos._faults import FaultInjector, FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, chaos_interceptors, measure, run_phase
 from convoy.chaos._process import ChaosAborted

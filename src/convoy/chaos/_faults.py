@@ -13,62 +13,36 @@ fresh draw.
 from __future__ import annotations
 
 import asyncio
-import difflib
 import json
-import math
 import random
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from convoy._errors import ModelError, ToolError, UserError
+from convoy._faults import MODEL_FAULTS, FaultRates
 from convoy._seeding import seeded_rng
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
-from convoy.models._messages import ModelResponse
-
-#: Faults of one model call that exclude each other (one draw picks at most one).
-MODEL_FAULTS = ("timeout", "rate_limit", "server_error", "malformed", "schema_invalid")
-#: Every kind a spec may name.
-FAULT_KINDS = (*MODEL_FAULTS, "slow", "tool_failure")
-#: Kinds that take a ``:SECONDS`` parameter, and the field it sets.
-_PARAM = {"timeout": "hang_seconds", "slow": "slow_seconds", "rate_limit": "retry_after"}
-_ALIASES = {"malformed_json": "malformed", "hang": "timeout", "5xx": "server_error",
-            "429": "rate_limit"}
+from convoy.models._messages import ModelResponse, ToolCall
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FaultSpec:
+class FaultSpec(FaultRates):
     """Probabilities (0..1) of each injected fault, and their parameters.
 
-    Per model call, at most one of ``timeout`` (hang ``hang_seconds``), ``rate_limit``
-    (HTTP 429 with ``retry_after``), ``server_error`` (HTTP 503), ``malformed`` (truncated
-    JSON text) and ``schema_invalid`` (JSON that breaks the output schema) is injected, so
-    their sum is the per-call failure rate and must be <= 1. ``slow`` (adds
-    ``slow_seconds`` of latency) is drawn independently. Per tool call, ``tool_failure``
-    raises a retryable :class:`~convoy.ToolError`.
+    The kinds are those of :class:`convoy.Faults` (see :class:`~convoy._faults.FaultRates`).
+    Per model call, at most one of the :data:`MODEL_FAULTS` is injected, so their sum is the
+    per-call failure rate and must be <= 1: ``timeout`` (hang ``hang_seconds``),
+    ``rate_limit`` (HTTP 429 with ``retry_after``), ``server_error`` (HTTP 503),
+    ``malformed`` (truncated JSON text), ``schema_invalid`` (JSON that breaks the output
+    schema), ``undeclared_tool`` / ``undeclared_handoff`` (a call to a tool or agent that
+    does not exist). ``slow`` (adds ``slow_seconds`` of latency) is drawn independently.
+    Per tool call, ``tool_failure`` raises a retryable :class:`~convoy.ToolError`.
     """
 
-    timeout: float = 0.0
-    rate_limit: float = 0.0
-    server_error: float = 0.0
-    malformed: float = 0.0
-    schema_invalid: float = 0.0
-    slow: float = 0.0
-    tool_failure: float = 0.0
-    hang_seconds: float = 30.0
-    slow_seconds: float = 0.5
-    retry_after: float = 0.1
-
     def __post_init__(self) -> None:
-        for kind in FAULT_KINDS:
-            p = getattr(self, kind)
-            if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
-                raise UserError(f"fault {kind!r}: probability must be in [0, 1], got {p!r}")
-        for name in _PARAM.values():
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
-                raise UserError(f"fault parameter {name!r} must be >= 0 seconds, got {v!r}")
+        FaultRates.__post_init__(self)  # zero-argument super() fails in slotted dataclasses
         total = self.model_rate
         if total > 1.0 + 1e-9:
             raise UserError(f"model faults {', '.join(MODEL_FAULTS)} exclude each other, so "
@@ -79,73 +53,6 @@ class FaultSpec:
     def model_rate(self) -> float:
         """The probability that a model call gets a failing fault (``slow`` excluded)."""
         return float(sum(getattr(self, k) for k in MODEL_FAULTS))
-
-    @property
-    def any(self) -> bool:
-        return any(getattr(self, k) for k in FAULT_KINDS)
-
-    @classmethod
-    def parse(cls, text: str | None) -> FaultSpec:
-        """Parse ``"timeout=0.02:10,server_error=0.02,slow=0.05:0.5,tool_failure=0.01"``.
-
-        ``KIND=PROBABILITY`` pairs separated by commas; ``timeout``, ``slow`` and
-        ``rate_limit`` take an optional ``:SECONDS`` (hang, added latency, Retry-After).
-        An empty string or ``"none"`` means no faults.
-
-        Raises:
-            UserError: an unknown kind (with a suggestion), a bad number, a repeated kind.
-        """
-        values: dict[str, float] = {}
-        raw = (text or "").strip()
-        if raw.lower() in ("", "none", "off"):
-            return cls()
-        for part in raw.split(","):
-            item = part.strip()
-            if not item:
-                continue
-            name, sep, value = item.partition("=")
-            name = name.strip()
-            if not sep or not value.strip():
-                raise UserError(f"fault {item!r} must look like KIND=PROBABILITY, e.g. "
-                                "'server_error=0.02' (kinds: " + ", ".join(FAULT_KINDS) + ")")
-            kind = _ALIASES.get(name, name)
-            if kind not in FAULT_KINDS:
-                hint = difflib.get_close_matches(name, FAULT_KINDS, n=1)
-                dym = f" Did you mean {hint[0]!r}?" if hint else ""
-                raise UserError(f"unknown fault kind {name!r}; known kinds: "
-                                f"{', '.join(FAULT_KINDS)}.{dym}")
-            if kind in values:
-                raise UserError(f"fault {kind!r} is given twice in {raw!r}")
-            prob, colon, param = value.partition(":")
-            values[kind] = _number(prob, f"probability of fault {kind!r}")
-            if colon:
-                if kind not in _PARAM:
-                    raise UserError(f"fault {kind!r} takes no ':SECONDS' parameter; only "
-                                    f"{', '.join(_PARAM)} do")
-                values[_PARAM[kind]] = _number(param, f"seconds of fault {kind!r}")
-        return cls(**values)
-
-    def __str__(self) -> str:
-        parts = []
-        for kind in FAULT_KINDS:
-            p = getattr(self, kind)
-            if p:
-                extra = f":{getattr(self, _PARAM[kind]):g}" if kind in _PARAM else ""
-                parts.append(f"{kind}={p:g}{extra}")
-        return ",".join(parts) or "none"
-
-    def to_dict(self) -> dict[str, float]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
-
-
-def _number(text: str, what: str) -> float:
-    try:
-        v = float(text.strip())
-    except ValueError:
-        raise UserError(f"{what}: {text.strip()!r} is not a number") from None
-    if not math.isfinite(v):
-        raise UserError(f"{what}: {text.strip()!r} is not a finite number")
-    return v
 
 
 FaultHook = Callable[[str, str, str], None]
@@ -160,8 +67,9 @@ class FaultInjector(Interceptor):
     A ``timeout`` fault hangs: ``await asyncio.sleep(hang_seconds)``, so a
     :class:`~convoy.resilience.Timeout` outside must cut it; with no timeout the call
     hangs the full ``hang_seconds`` and then fails with a retryable ``ModelError``.
-    ``malformed`` and ``schema_invalid`` call the model (its tokens are paid) and corrupt
-    the answer, as a provider cutting output at ``max_tokens`` would.
+    ``malformed``, ``schema_invalid``, ``undeclared_tool`` and ``undeclared_handoff`` call
+    the model (its tokens are paid) and replace the answer: cut as at ``max_tokens``, off
+    the schema, or a call to a tool / agent that does not exist.
     """
 
     stage: Stage = "fault"
@@ -236,8 +144,12 @@ class FaultInjector(Interceptor):
         if kind == "malformed":
             return replace(resp, text=_truncated(resp.text), tool_calls=[],
                            finish_reason="length")
-        return replace(resp, text=json.dumps({"chaos_unexpected_field": True}), tool_calls=[],
-                       finish_reason="stop")
+        if kind == "schema_invalid":
+            return replace(resp, text=json.dumps({"chaos_unexpected_field": True}),
+                           tool_calls=[], finish_reason="stop")
+        name = "chaos_no_such_tool" if kind == "undeclared_tool" else "transfer_to_chaos_nobody"
+        return replace(resp, text=None, tool_calls=[ToolCall(f"call_{kind}", name, "{}")],
+                       finish_reason="tool_calls")
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         if not self.enabled or not self.spec.tool_failure:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import sqlite3
 import time
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from convoy._stats import percentile
 from convoy.chaos._faults import FaultInjector, FaultSpec
 from convoy.definitions._workflow import Workflow, load_workflow
 from convoy.engine._engine import Engine
@@ -208,17 +208,10 @@ def measure(db: str | Path) -> PhaseMetrics:
             rec = json.loads(err)
             errors[str(rec.get("type", "error"))] += 1
     return PhaseMetrics(sessions=len(rows), completed=statuses["completed"],
-                        statuses=dict(statuses), p50_s=_pct(latencies, 50),
-                        p99_s=_pct(latencies, 99),
+                        statuses=dict(statuses), p50_s=percentile(latencies, 50),
+                        p99_s=percentile(latencies, 99),
                         mean_cost=sum(costs) / len(costs) if costs else 0.0,
                         max_cost=max(costs, default=0.0), errors=dict(errors))
-
-
-def _pct(xs: list[float], p: float) -> float:
-    """Nearest-rank percentile of sorted ``xs``; NaN when empty."""
-    if not xs:
-        return math.nan
-    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
 
 
 def read_fault_log(path: Path) -> Counter[str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from convoy import SessionResult
+from convoy._stats import percentile
 
 
 @dataclass(slots=True)
@@ -60,11 +61,3 @@ class RunStats:
     def throughput(self) -> float:
         """Sessions finished per second of wall-clock time."""
         return self.ran / self.wall_s if self.wall_s > 0 else math.nan
-
-
-def percentile(samples: list[float], p: float) -> float:
-    """Nearest-rank percentile (``p`` in 0..100); NaN when there are no samples."""
-    if not samples:
-        return math.nan
-    xs = sorted(samples)
-    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]

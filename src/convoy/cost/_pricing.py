@@ -8,7 +8,7 @@ from convoy._errors import UserError
 from convoy.models._messages import Usage
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(frozen=True, kw_only=True, slots=True)
 class Price:
     """USD per million input and output tokens."""
 
@@ -37,7 +37,7 @@ class PriceTable:
     def set(self, model: str, *, input_per_mtok: float, output_per_mtok: float) -> None:
         if input_per_mtok < 0 or output_per_mtok < 0:
             raise UserError(f"prices for {model!r} must be >= 0")
-        self._prices[model] = Price(input_per_mtok, output_per_mtok)
+        self._prices[model] = Price(input_per_mtok=input_per_mtok, output_per_mtok=output_per_mtok)
         self._cache.clear()
 
     def get(self, model: str) -> Price | None:
@@ -61,11 +61,11 @@ class PriceTable:
 
 # Public list prices (USD / 1M tokens) of a few common models; local models are free.
 DEFAULT_PRICES: dict[str, Price] = {
-    "gpt-4o": Price(2.50, 10.00),
-    "gpt-4o-mini": Price(0.15, 0.60),
-    "gpt-4.1": Price(2.00, 8.00),
-    "gpt-4.1-mini": Price(0.40, 1.60),
-    "gpt-4.1-nano": Price(0.10, 0.40),
-    "sim:*": Price(0.15, 0.60),
-    "local:*": Price(0.0, 0.0),
+    "gpt-4o": Price(input_per_mtok=2.50, output_per_mtok=10.00),
+    "gpt-4o-mini": Price(input_per_mtok=0.15, output_per_mtok=0.60),
+    "gpt-4.1": Price(input_per_mtok=2.00, output_per_mtok=8.00),
+    "gpt-4.1-mini": Price(input_per_mtok=0.40, output_per_mtok=1.60),
+    "gpt-4.1-nano": Price(input_per_mtok=0.10, output_per_mtok=0.40),
+    "sim:*": Price(input_per_mtok=0.15, output_per_mtok=0.60),
+    "local:*": Price(input_per_mtok=0.0, output_per_mtok=0.0),
 }

@@ -30,7 +30,8 @@ class Agent(Generic[InT, OutT]):
         input_type: a Pydantic model (or ``str``) the agent is given.
         output_type: a Pydantic model the answer must validate against, or ``str``.
         model: ``"provider:model"`` (``"sim:"``, ``"openai:gpt-4o-mini"``) or a
-            :class:`~convoy.models.Model`.
+            :class:`~convoy.models.Model`. Required unless the engine has a ``model``
+            override; there is no implicit simulator.
         tools: tools the agent may call.
         handoffs: agents it may hand the session over to (one way: the target's output
             becomes this run's output).
@@ -40,6 +41,8 @@ class Agent(Generic[InT, OutT]):
         handoff_retries: recoverable handoff / tool-call mistakes fed back to the model
             before the run fails.
         max_turns: model calls in one run of this agent.
+        model_settings: sampling settings (temperature, max tokens, seed) sent with every
+            model call of this agent.
         criticality: ``"low"``, ``"normal"`` or ``"high"``; a model router sends critical
             steps to a stronger model and the rest to a cheaper one.
     """
@@ -48,14 +51,14 @@ class Agent(Generic[InT, OutT]):
     instructions: str | Callable[[Any], str] = ""
     input_type: type[InT] | type[str] = str
     output_type: type[OutT] | type[str] = str
-    model: str | Model = "sim:"
+    model: str | Model | None = None
     tools: Sequence[Tool] = ()
     handoffs: Sequence[Agent[Any, Any]] = ()
     workers: Sequence[Agent[Any, Any]] = ()
     output_retries: int = 2
     handoff_retries: int = 2
     max_turns: int = 12
-    settings: ModelSettings = field(default_factory=ModelSettings)
+    model_settings: ModelSettings = field(default_factory=ModelSettings)
     criticality: Literal["low", "normal", "high"] = "normal"
 
     # Derived once, at definition time, so the hot path never rebuilds schemas.

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from convoy._stats import percentile
 from convoy.cost._pricing import PriceTable
 from convoy.interceptors._base import (
     EffectInput,
@@ -34,10 +35,8 @@ class Durations:
         return len(self.samples)
 
     def percentile(self, p: float) -> float:
-        if not self.samples:
-            return float("nan")
-        xs = sorted(self.samples)
-        return xs[min(len(xs) - 1, max(0, round(p / 100 * (len(xs) - 1))))]
+        """Nearest-rank percentile (``p`` in 0..100); NaN when there are no samples."""
+        return percentile(self.samples, p)
 
 
 class StepTimings(Interceptor):

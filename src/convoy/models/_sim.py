@@ -25,7 +25,7 @@ import json
 import math
 import random
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ import yaml
 from pydantic import BaseModel
 
 from convoy._errors import ConvoyError, ModelError, UserError
+from convoy._faults import MODEL_FAULTS, FaultRates
 from convoy._seeding import seeded_rng
 from convoy.models._base import Model
 from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
@@ -60,39 +61,24 @@ class Latency:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class Faults:
-    """Probabilities (0..1) of each injected fault, drawn independently per call.
+class Faults(FaultRates):
+    """Probabilities (0..1) of each fault the simulator answers with, drawn independently
+    per call in the order of :data:`~convoy.chaos.MODEL_FAULTS`.
 
-    ``timeout`` waits ``timeout_after`` seconds and raises a retryable timeout;
-    ``rate_limit`` raises HTTP 429 (with ``retry_after``); ``server_error`` raises HTTP 503;
-    ``malformed_json`` returns truncated JSON; ``schema_invalid`` returns JSON that breaks
-    the output schema; ``undeclared_tool`` / ``undeclared_handoff`` call a tool or hand off
-    to an agent that does not exist.
+    The kinds, their parameters and ``Faults.parse("server_error=0.05,...")`` are those of
+    :class:`convoy.chaos.FaultSpec` (see :class:`~convoy._faults.FaultRates`). Here a
+    ``timeout`` fails at once unless ``hang_seconds`` is set, and ``tool_failure`` is not
+    available: the simulator only answers model calls.
     """
 
-    timeout: float = 0.0
-    rate_limit: float = 0.0
-    server_error: float = 0.0
-    malformed_json: float = 0.0
-    schema_invalid: float = 0.0
-    undeclared_tool: float = 0.0
-    undeclared_handoff: float = 0.0
-    timeout_after: float = 0.0
+    hang_seconds: float = 0.0
     retry_after: float = 1.0
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = getattr(self, f.name)
-            if f.name in ("timeout_after", "retry_after"):
-                if v < 0:
-                    raise UserError(f"Faults.{f.name} must be >= 0, got {v}")
-            elif not 0.0 <= v <= 1.0:
-                raise UserError(f"Faults.{f.name} is a probability in [0, 1], got {v}")
-
-    @property
-    def any(self) -> bool:
-        return any(getattr(self, f.name) for f in fields(self)
-                   if f.name not in ("timeout_after", "retry_after"))
+        FaultRates.__post_init__(self)  # zero-argument super() fails in slotted dataclasses
+        if self.tool_failure:
+            raise UserError("Faults(tool_failure=...): the simulator only answers model "
+                            "calls; inject tool failures with convoy.chaos.FaultInjector")
 
 
 class SimModel(Model):
@@ -127,7 +113,7 @@ class SimModel(Model):
                 usage = (int(u[0]), int(u[1])) if isinstance(u, list | tuple) else \
                     (int(u["input"]), int(u["output"]))
             if "faults" in scenario:
-                faults = Faults(**scenario["faults"])
+                faults = Faults.from_mapping(scenario["faults"])
         self._fn: ScriptFn | None = None
         self._table: Mapping[str, Any] = {}
         if callable(script):
@@ -151,17 +137,15 @@ class SimModel(Model):
         self.calls_by_agent[agent] = self.calls_by_agent.get(agent, 0) + 1
         rng = self.rng(request) if self._random else None
         delay = self.latency.sample(rng)
+        kind, slow = self._draw(request, rng) if rng is not None and self.faults.any else \
+            (None, False)
+        if slow:
+            delay += self.faults.slow_seconds
         if delay > 0:
             await asyncio.sleep(delay)
-        resp = self._fault(request, rng) if rng is not None and self.faults.any else None
-        if resp == "timeout":
-            if self.faults.timeout_after > 0:
-                await asyncio.sleep(self.faults.timeout_after)
-            raise ModelError(f"{self.name}: simulated timeout for agent {agent!r}",
-                             retryable=True)
+        resp = await self._fault(request, kind) if kind is not None else None
         if resp is None:
             resp = to_response(self._reply(request), request)
-        assert isinstance(resp, ModelResponse)
         resp.model = self.name
         if self.usage is not None:
             resp.usage = Usage(*self.usage)
@@ -189,27 +173,39 @@ class SimModel(Model):
             return entry[min(turn, len(entry) - 1)]  # type: ignore[no-any-return]
         return entry  # type: ignore[no-any-return]
 
-    def _fault(self, req: ModelRequest, rng: random.Random) -> ModelResponse | str | None:
+    def _draw(self, req: ModelRequest, rng: random.Random) -> tuple[str | None, bool]:
+        """The model fault (or ``None``) and whether the call is slow."""
         f = self.faults
-        r = rng.random
-        if r() < f.timeout:
-            return "timeout"
-        if r() < f.rate_limit:
+        slow = bool(f.slow) and rng.random() < f.slow
+        for kind in MODEL_FAULTS:
+            if rng.random() < getattr(f, kind) and (kind != "schema_invalid"
+                                                    or req.output_schema):
+                return kind, slow
+        return None, slow
+
+    async def _fault(self, req: ModelRequest, kind: str) -> ModelResponse:
+        f = self.faults
+        if kind == "timeout":
+            if f.hang_seconds > 0:
+                await asyncio.sleep(f.hang_seconds)
+            raise ModelError(f"{self.name}: simulated timeout for agent {req.agent!r}",
+                             retryable=True)
+        if kind == "rate_limit":
             raise ModelError(f"{self.name}: simulated HTTP 429 rate limit", retryable=True,
                              status_code=429, retry_after=f.retry_after)
-        if r() < f.server_error:
+        if kind == "server_error":
             raise ModelError(f"{self.name}: simulated HTTP 503 server error", retryable=True,
                              status_code=503)
-        if r() < f.malformed_json:
+        if kind == "malformed":
             return ModelResponse(text='{"truncated": ', finish_reason="length")
-        if r() < f.schema_invalid and req.output_schema:
+        if kind == "schema_invalid":
             return ModelResponse(text=json.dumps({"unexpected": "field"}))
-        if r() < f.undeclared_tool:
+        if kind == "undeclared_tool":
             return ModelResponse(tool_calls=[ToolCall("call_sim_x", "no_such_tool", "{}")])
-        if r() < f.undeclared_handoff:
+        if kind == "undeclared_handoff":
             return ModelResponse(tool_calls=[ToolCall("call_sim_h", "transfer_to_nobody",
                                                       "{}")])
-        return None
+        raise AssertionError(f"the simulator does not implement model fault {kind!r}")
 
 def to_response(reply: Reply, req: ModelRequest) -> ModelResponse:
     """Turn a script reply into a :class:`ModelResponse`."""

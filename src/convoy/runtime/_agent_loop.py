@@ -238,7 +238,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
         req = ModelRequest(messages=list(messages), tools=agent.tool_specs,
                            output_schema=agent.output_schema,
                            output_name=getattr(agent.output_type, "__name__", None),
-                           settings=agent.settings, agent=agent.name, session_id=s.id,
+                           settings=agent.model_settings, agent=agent.name, session_id=s.id,
                            step_key=key, repairs=repairs, tenant=s.tenant)
         return await rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent,
                                                         model=model, request=req))

@@ -1,0 +1,58 @@
+"""The one percentile function shared by step timings, the CLI and chaos reports."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from convoy._stats import percentile
+
+samples = st.lists(st.floats(allow_nan=False, allow_infinity=False), min_size=1, max_size=50)
+ps = st.floats(min_value=0, max_value=100)
+
+
+@given(samples, ps, ps)
+def test_percentile_is_monotone_in_p(xs: list[float], p: float, q: float) -> None:
+    lo, hi = sorted((p, q))
+    assert percentile(xs, lo) <= percentile(xs, hi)
+
+
+@given(samples, ps)
+def test_percentile_is_one_of_the_samples(xs: list[float], p: float) -> None:
+    assert percentile(xs, p) in xs
+
+
+@given(samples)
+def test_percentile_0_is_the_min_and_100_the_max(xs: list[float]) -> None:
+    assert percentile(xs, 0) == min(xs)
+    assert percentile(xs, 100) == max(xs)
+
+
+def test_percentile_of_no_samples_is_nan() -> None:
+    assert math.isnan(percentile([], 50))
+
+
+def test_percentile_is_nearest_rank() -> None:
+    xs = [15.0, 20.0, 35.0, 40.0, 50.0]  # the Wikipedia example
+    assert [percentile(xs, p) for p in (5, 30, 40, 50, 100)] == [15, 20, 20, 35, 50]
+    assert percentile(list(range(1, 101)), 99) == 99
+
+
+@pytest.mark.parametrize("p", [-1, 100.5, math.nan])
+def test_percentile_outside_0_100_is_an_error(p: float) -> None:
+    with pytest.raises(ValueError, match="percentile"):
+        percentile([1.0], p)
+
+
+def test_every_percentile_in_convoy_is_this_one() -> None:
+    from convoy.cli._stats import RunStats
+    from convoy.interceptors._accounting import Durations
+
+    xs = [3.0, 1.0, 4.0, 1.0, 5.0, 9.0, 2.0, 6.0]
+    for p in (0, 10, 50, 90, 99, 100):
+        stats = RunStats(latencies=list(xs))
+        assert Durations(samples=list(xs)).percentile(p) == percentile(xs, p)
+        assert stats.latency(p) == percentile(xs, p)
