@@ -54,6 +54,7 @@ from convoy.runtime._session import SessionState
 from convoy.stores._protocol import (
     RUNNABLE,
     NewSession,
+    SessionFilter,
     SessionOutcome,
     SessionRow,
     SessionStatus,
@@ -324,6 +325,12 @@ class Engine:
             await self._expire_if_dead(row.owner)
         return await self.store.claim(row.id, self.owner, self.lease_seconds)
 
+    async def _sweep_dead_owners(self) -> None:
+        owners = {r.owner for r in await self.store.list_sessions(
+            SessionFilter(status="running", limit=10_000)) if r.owner and r.owner != self.owner}
+        for owner in owners:
+            await self._expire_if_dead(owner)
+
     async def _expire_if_dead(self, owner: str) -> None:
         host, _, rest = owner.partition(":")
         pid = rest.partition(":")[0]
@@ -372,6 +379,7 @@ class Engine:
         """
         await self.open()
         wake = self._wake_event()
+        next_sweep = 0.0
         async with asyncio.TaskGroup() as tg:
             while True:
                 wake.clear()
@@ -379,9 +387,9 @@ class Engine:
                 workflows = {n: w.version for n, w in self._workflows.items()}
                 rows: list[SessionRow] = []
                 if free > 0 and workflows:
-                    for row in await self.store.unfinished():
-                        if row.owner and row.owner != self.owner and row.status == "running":
-                            await self._expire_if_dead(row.owner)
+                    if self.clock() >= next_sweep:  # owners that died on this machine
+                        next_sweep = self.clock() + self.lease_seconds / 3
+                        await self._sweep_dead_owners()
                     rows = await self.store.claim_runnable(
                         self.owner, self.lease_seconds, workflows=workflows, limit=free)
                 for row in rows:
