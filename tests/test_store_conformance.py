@@ -304,6 +304,18 @@ async def test_claim_runnable_respects_the_limit(store: Store) -> None:
     assert len({r.id for b in batches for r in b}) == 5
 
 
+async def test_claim_runnable_never_returns_the_callers_own_running_sessions(
+        store: Store, clock: FakeClock) -> None:
+    """An engine polling for work must not start a second run of a session it runs."""
+    await store.create_sessions([new(f"s{i}") for i in range(3)])
+    first = await store.claim_runnable("A", LEASE, workflows=WF, limit=10)
+    assert len(first) == 3
+    assert await store.claim_runnable("A", LEASE, workflows=WF, limit=10) == []
+    clock.advance(LEASE + 1)  # even past its own lease: A still runs them
+    assert await store.claim_runnable("A", LEASE, workflows=WF, limit=10) == []
+    assert len(await store.claim_runnable("B", LEASE, workflows=WF, limit=10)) == 3
+
+
 async def test_claim_runnable_skips_live_leases_of_others_and_takes_expired_ones(
         store: Store, clock: FakeClock) -> None:
     await owned(store, "short", "A", lease_s=10)

@@ -321,6 +321,8 @@ class Engine:
         return True
 
     async def _claim(self, row: SessionRow) -> SessionRow | None:
+        if row.id in self._running:  # this engine is running it right now
+            return None
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
         return await self.store.claim(row.id, self.owner, self.lease_seconds)

@@ -13,7 +13,7 @@ Methods that do I/O are async. Writes that ride the group commit (``append``, ``
 ``update_headers``, ``kv_put``) return a future that resolves once the write is
 committed; callers that need no confirmation may drop it: the store still commits it, in
 order, before any later write of the same store, and before ``aclose`` returns.
-``create_session`` only queues its write: the next awaited write carries it.
+``create_session`` never commits on its own: the next batch carries it.
 """
 
 from __future__ import annotations
@@ -175,10 +175,11 @@ class Store(Protocol):
     # -- sessions ----------------------------------------------------------------------
 
     def create_session(self, session: NewSession, *, owner: str | None,
-                       lease_s: float) -> None:
-        """Queue the creation of a session (claimed by ``owner`` when given) on the group
-        commit: the next awaited write commits it, in order. An id that exists already is
-        left as it is (so a later fenced write of ``owner`` is refused)."""
+                       lease_s: float) -> asyncio.Future[None]:
+        """Create a session (claimed by ``owner`` when given) on the group commit, without
+        a commit of its own: it joins the next batch (the session's first journal write
+        usually). The future may be dropped. An id that exists already is left as it is
+        (so a later fenced write of ``owner`` is refused)."""
         ...
 
     async def create_sessions(self, sessions: Sequence[NewSession], *,
@@ -195,7 +196,8 @@ class Store(Protocol):
     async def claim_runnable(self, owner: str, lease_s: float, *,
                              workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
         """Claim up to ``limit`` sessions of the given ``{workflow: version}`` that can run
-        now: runnable ones, and waiting ones whose timer is due."""
+        now: pending ones, running ones of other owners whose lease expired, and waiting
+        ones whose timer is due. Never the caller's own running sessions."""
         ...
 
     async def renew(self, owner: str, lease_s: float) -> int:

@@ -93,6 +93,7 @@ ALTER TABLE journal ADD COLUMN agent TEXT;
 ALTER TABLE journal ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE journal ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE journal ADD COLUMN cost REAL NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
 UPDATE journal SET
   input_tokens = COALESCE(json_extract(result, '$.in'), 0),
   output_tokens = COALESCE(json_extract(result, '$.out'), 0),
@@ -125,14 +126,14 @@ _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,out
 
 _APPEND = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at) VALUES(?,?,?,?,?,?,?,?,?,?,?,?) "
+    "input_tokens,output_tokens,cost,at,seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
     "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
 # Fenced: the row lands only while ``owner`` owns the session.
 _APPEND_FENCED = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at) SELECT ?,?,?,?,?,?,?,?,?,?,?,? "
+    "input_tokens,output_tokens,cost,at,seq) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? "
     "WHERE EXISTS (SELECT 1 FROM sessions WHERE id=? AND owner=?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
@@ -149,6 +150,10 @@ _FINISH = (
 _RUNNABLE = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
     " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
+# claim_runnable: not the caller's own running sessions (it is running them).
+_RUNNABLE_OTHERS = (
+    "(status='pending' OR (status='running' AND (owner IS NULL OR (owner<>? AND "
+    "lease_until<?))) OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
 _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(started, ?), "
               "seg_mark=?, wake_at=NULL, wait_name=NULL")
 
@@ -208,6 +213,7 @@ class SQLiteStore:
         # lease expired, so until then a journal append needs no ownership check.
         self._leases: dict[str, tuple[str, float]] = {}
         self.lease_margin = 1.0  # seconds of doubt about a lease near its expiry
+        self._seq = 0
         self.commits = 0
         self.records = 0
 
@@ -317,10 +323,9 @@ class SQLiteStore:
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
-        if wait:
-            op.fut = fut
-        else:
-            fut.set_result(None)
+        op.fut = fut
+        if not wait:  # nobody may await it: its error (if any) is its batch's, seen there
+            fut.add_done_callback(_retrieved)
         self._pending.append(op)
         if wait and not self._scheduled and not self._tick_busy and self._executor is None:
             # The first write of a loop iteration commits at once, in the caller.
@@ -507,6 +512,12 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise _store_error(e, self.path, "read") from None
 
+    def _next_seq(self) -> int:
+        """Journal write order: strictly increasing in this process, and close to the
+        order of time across processes (a session is written by one engine at a time)."""
+        self._seq = max(self._seq + 1, time.time_ns() // 1000)
+        return self._seq
+
     # -- sessions --------------------------------------------------------------------------
 
     def _session_params(self, s: NewSession, owner: str | None, lease_s: float,
@@ -518,15 +529,16 @@ class SQLiteStore:
                 now + lease_s, now, json.dumps(dict(s.headers)), s.parent)
 
     def create_session(self, session: NewSession, *, owner: str | None,
-                       lease_s: float) -> None:
+                       lease_s: float) -> asyncio.Future[None]:
         now = self.clock()
         on_commit = None
         if owner is not None:
             def on_commit(n: int, sid: str = session.id, until: float = now + lease_s) -> None:
                 if n:
                     self._leases[sid] = (owner, until)
-        self._submit(_Op([(_INSERT_SESSION, self._session_params(session, owner, lease_s, now))],
-                         None, on_commit=on_commit), wait=False)
+        return self._submit(_Op([(_INSERT_SESSION,
+                                  self._session_params(session, owner, lease_s, now))],
+                                None, on_commit=on_commit), wait=False)
 
     async def create_sessions(self, sessions: Sequence[NewSession], *,
                               owner: str | None = None, lease_s: float = 0.0) -> int:
@@ -575,7 +587,7 @@ class SQLiteStore:
         def claim(conn: sqlite3.Connection) -> list[SessionRow]:
             rows = conn.execute(
                 f"UPDATE sessions {_CLAIM_SET} WHERE id IN (SELECT id FROM sessions WHERE "
-                f"status IN ('pending','running','waiting') AND ({which}) AND {_RUNNABLE} "
+                f"status IN ('pending','running','waiting') AND ({which}) AND {_RUNNABLE_OTHERS} "
                 f"ORDER BY created, id LIMIT ?) RETURNING {_SESSION_COLS}",
                 (owner, now + lease_s, now, now, *wf_params, owner, now, now, limit)).fetchall()
             for r in rows:
@@ -658,7 +670,8 @@ class SQLiteStore:
                 conn.execute("DELETE FROM journal WHERE session_id=? AND key=?",
                              (session_id, drop_step))
             if journal is not None:
-                conn.execute(_APPEND, _append_params(session_id, journal, now))
+                conn.execute(_APPEND, _append_params(session_id, journal, now,
+                                                     self._next_seq()))
             return True
 
         return await self._write(reopen)
@@ -714,7 +727,7 @@ class SQLiteStore:
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,
                consume_signal: int | None = None) -> asyncio.Future[None]:
         now = self.clock()
-        params = _append_params(session_id, record, now)
+        params = _append_params(session_id, record, now, self._next_seq())
         stmts = [(_APPEND, params)]
         if consume_signal is not None:
             stmts.append((_CONSUME, (consume_signal, session_id)))
@@ -729,7 +742,7 @@ class SQLiteStore:
 
     async def journal(self, session_id: str) -> list[StepRecord]:
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=? "
-                          "ORDER BY at, key", (session_id,))
+                          "ORDER BY seq, at, key", (session_id,))
         return [_record(r) for r in rows]
 
     # -- signals ------------------------------------------------------------------------------
@@ -791,9 +804,14 @@ class SQLiteStore:
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
 
 
-def _append_params(session_id: str, r: StepRecord, now: float) -> tuple[Any, ...]:
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled():
+        fut.exception()
+
+
+def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
     return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
-            r.input_tokens, r.output_tokens, r.cost, r.at or now)
+            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
 
 
 def _conditions(status: str | None, workflow: str | None, tenant: str | None
