@@ -1,0 +1,68 @@
+"""A store written by Convoy 0.1 (schema 1) is migrated on open, and what it held stays
+usable: finished sessions report, unfinished ones resume, spend is summed from columns."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import convoy
+from convoy.stores import SCHEMA_VERSION, SQLiteStore
+
+# The schema Convoy 0.1 wrote (the one place a test writes SQL: it plays the old release).
+V1 = """
+CREATE TABLE meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE sessions(id TEXT PRIMARY KEY, workflow TEXT NOT NULL, version TEXT NOT NULL,
+  tenant TEXT NOT NULL, status TEXT NOT NULL, input TEXT NOT NULL, output TEXT, error TEXT,
+  created REAL NOT NULL, started REAL, finished REAL, steps INTEGER NOT NULL DEFAULT 0,
+  input_tokens INTEGER NOT NULL DEFAULT 0, output_tokens INTEGER NOT NULL DEFAULT 0,
+  cost REAL NOT NULL DEFAULT 0);
+CREATE INDEX sessions_status ON sessions(status);
+CREATE TABLE journal(session_id TEXT NOT NULL, key TEXT NOT NULL, kind TEXT NOT NULL,
+  target TEXT NOT NULL, status TEXT NOT NULL, result TEXT, at REAL NOT NULL,
+  PRIMARY KEY(session_id, key)) WITHOUT ROWID;
+INSERT INTO meta VALUES('schema_version', '1');
+"""
+
+
+def _v1_store(path: Path) -> None:
+    with sqlite3.connect(path) as c:
+        c.executescript(V1)
+        c.execute("INSERT INTO sessions(id,workflow,version,tenant,status,input,created,"
+                  "started) VALUES('old','mig','1','acme','running','\"hi\"',100,100)")
+        c.execute("INSERT INTO journal VALUES('old','0/0','model','a','completed',?,150)",
+                  (json.dumps({"model": "sim:default", "in": 40, "out": 8, "cost": 0.25,
+                               "text": '{"label": "x", "confidence": 1}'}),))
+
+
+async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    _v1_store(db)
+    store = SQLiteStore(db)
+    await store.open()
+    assert await store.tenant_spend("acme", 0, 1000) == (48, 0.25)
+    [rec] = await store.journal("old")
+    assert (rec.input_tokens, rec.output_tokens, rec.cost, rec.agent) == (40, 8, 0.25, "a")
+    await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+    from pydantic import BaseModel
+
+    class Out(BaseModel):
+        label: str
+        confidence: float
+
+    a = convoy.Agent(name="a", output_type=Out, model="sim:")
+
+    @convoy.workflow(name="mig")
+    async def mig(ctx: convoy.Context, text: str) -> Out:
+        out: Out = await ctx.run(a, text)
+        return out
+
+    sim = convoy.SimModel({"*": {"output": {"label": "new", "confidence": 0}}})
+    async with convoy.Engine(db, workflows=[mig], models={"sim:": sim}) as eng:
+        [res] = await eng.resume()  # its owner-less 'running' row is claimable
+    assert res.ok and res.output == Out(label="x", confidence=1)  # replayed, not re-asked
+    assert sim.calls == 0
