@@ -142,7 +142,7 @@ def sessions_table(rows: Sequence[SessionRow]) -> Table:
     t.add_column("cost", justify="right", no_wrap=True)
     t.add_column("created", no_wrap=True)
     if waiting:
-        t.add_column("waits for", overflow="fold")
+        t.add_column("waits for", no_wrap=True)
     for r in rows:
         cells: list[str | Text] = [r.id, r.workflow, status_text(r.status), str(r.steps),
                                    fmt_tokens(r.input_tokens, r.output_tokens),
