@@ -6,18 +6,22 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 import convoy
 from convoy.cli import app
+from convoy.cli._common import convoy_errors, reportable
 from convoy.stores import SessionFilter, SessionRow, SQLiteStore, StepRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -243,7 +247,7 @@ def test_unknown_module_is_a_usage_error() -> None:
     res = cli("run", "cli_flows:nothing", "-i", "in.jsonl")
     assert res.code == 2
     assert "has no attribute 'nothing'; workflows it defines: approval, charge, handle, " \
-        "locker, shout" in res.stderr
+        "locker, nap, shout" in res.stderr
 
 
 def test_missing_input_file_is_a_usage_error() -> None:
@@ -436,6 +440,24 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
     assert session(third).status == "cancelled"
     one_line_error(cli("cancel", third), 2, f"session {third!r} is already cancelled")
     one_line_error(cli("signal", third, "approve"), 2, "signals go to unfinished sessions")
+
+
+def test_worker_wakes_a_session_whose_timer_is_due() -> None:
+    res = run_ok(lines=["1.5"], flow="cli_flows:nap")
+    assert summary(res.stdout, "waiting (timer or signal)") == "1"
+    (sid,) = session_ids()
+    row = session(sid)
+    assert row.status == "waiting" and row.wake_at is not None and row.wait_name is None
+    shown = cli("sessions", "show", sid)
+    assert "wakes at" in shown.stdout and "waiting for its timer" in shown.stdout
+    not_due = cli("resume")
+    assert summary(not_due.stdout, "sessions run") == "0"
+    assert summary(not_due.stdout, "waiting (timer or signal)") == "1"
+    res = cli("worker", "cli_flows", "--until-idle", "--poll-interval", "0.05")
+    assert res.code == 0, res.stderr
+    assert "left unfinished: none" in res.stdout
+    assert session(sid).output == '"rested"'
+    assert time.time() >= row.wake_at
 
 
 def test_signal_errors_are_one_line() -> None:
@@ -664,3 +686,43 @@ def test_replay_detects_divergence() -> None:
 def test_unknown_session_id(args: list[str]) -> None:
     run_ok(lines=[GOOD[0]])
     one_line_error(cli(*args), 2, "no session 'nope'")
+
+
+def test_worker_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
+           "NO_COLOR": "1"}
+    env.pop("CONVOY_DB", None)
+    with subprocess.Popen([sys.executable, "-m", "convoy.cli", "worker", "cli_flows"],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # printed once the workflows are imported
+            assert "cli_flows:approval (version 1)" in first, first
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "convoy.db").exists():  # the engine is open: serving
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            out, rest = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "stopped after 0 session runs" in rest, (first, out, rest)
+    assert "Traceback" not in rest + out
+
+
+def test_errors_inside_task_groups_are_one_line() -> None:
+    """A store error raised in a task of a TaskGroup (the engine runs sessions in them)
+    reaches the user as one line, whatever else the group holds."""
+    group = ExceptionGroup("sessions", [ValueError("a bug"), ExceptionGroup("inner", [
+        convoy.StoreError("the store 'x.db' is read-only; give this process write access")])])
+    assert isinstance(reportable(group), convoy.StoreError)
+    with pytest.raises(typer.Exit) as exit_info, convoy_errors():
+        raise group
+    assert exit_info.value.exit_code == 1
+    with pytest.raises(typer.Exit) as exit_info, convoy_errors():
+        raise ExceptionGroup("g", [convoy.UserError("bad")])
+    assert exit_info.value.exit_code == 2
+    with pytest.raises(ExceptionGroup), convoy_errors():  # a bug keeps its traceback
+        raise ExceptionGroup("g", [ValueError("a bug")])

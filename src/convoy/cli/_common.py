@@ -116,8 +116,11 @@ usage_errors = convoy_errors
 
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` with Convoy's errors as one line (see :func:`convoy_errors`)."""
-    with convoy_errors():
-        return asyncio.run(main)
+    try:
+        with convoy_errors():
+            return asyncio.run(main)
+    finally:
+        main.close()  # never started (Ctrl-C before the loop ran it): no "never awaited"
 
 
 def workflows_from_cwd() -> None:

@@ -96,8 +96,9 @@ def worker(
     for wf in workflows:
         engine.register(wf)
     names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
-    err.print(f"worker on {db}: serving {names}", markup=False, style="dim")
     try:
+        err.print(f"worker on {db}: serving {names}", markup=False, style="dim",
+                  soft_wrap=True)
         left = run_async(_serve(engine, until_idle, poll_interval, {w.name for w in workflows}))
     except KeyboardInterrupt:
         err.print(f"stopped after {log.ends.total()} session runs; the sessions it was running "
