@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import convoy
+
 WORKER = Path(__file__).with_name("crash_worker.py")
 N = 300
 
@@ -93,7 +95,9 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
 
 
 def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": str(Path(__file__).parents[1])}
+    # The repo (for examples) and the convoy under test (this worktree's src).
+    path = [str(Path(__file__).parents[1]), str(Path(convoy.__file__).resolve().parents[1])]
+    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.Popen([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -110,10 +110,6 @@ def convoy_errors() -> Iterator[None]:
         fail(str(problem), exit_code(problem))
 
 
-#: The older name: every command used it for its misuse errors.
-usage_errors = convoy_errors
-
-
 def run_async(main: Coroutine[Any, Any, T]) -> T:
     """``asyncio.run(main)`` with Convoy's errors as one line (see :func:`convoy_errors`)."""
     try:

@@ -16,10 +16,10 @@ from convoy.cli._common import (
     DbOption,
     ModelOption,
     build_engine,
+    convoy_errors,
     err,
     out,
     run_async,
-    usage_errors,
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, read_inputs
@@ -58,10 +58,10 @@ def run(
     Example: `convoy run examples.support_desk.workflow:handle_ticket -i tickets.jsonl`
     """
     workflows_from_cwd()
-    with usage_errors():
+    with convoy_errors():
         wf = load_workflow(workflow)
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
-    with usage_errors():
+    with convoy_errors():
         batch = read_inputs(wf, input)
     for bad in batch.invalid:
         err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
