@@ -65,12 +65,12 @@ from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
 __version__ = "0.1.0"
 
 __all__ = [
-    "ESCALATION",
     "Agent",
     "BudgetExhausted",
     "CircuitOpenError",
     "Context",
     "ConvoyError",
+    "ESCALATION",
     "EffectInput",
     "Engine",
     "Escalated",
