@@ -77,8 +77,11 @@ async def _resume(engine: Engine) -> RunStats | None:
                 n = sum(r.workflow == name for r in rows)
                 raise UserError(f"cannot resume {n} session(s) of workflow {name!r}: {e}"
                                 ) from None
+        now = engine.clock()
+        due = sum(r.status != "waiting" or (r.wake_at is not None and r.wake_at <= now)
+                  for r in rows)
         stats = RunStats()
-        with session_progress(len(rows), "resuming") as on_done:
+        with session_progress(due, "resuming") as on_done:
             results = await engine.resume(on_done=on_done)
         for res in results:
             stats.add(res)
