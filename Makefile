@@ -6,7 +6,7 @@ BASE   := $(VENV)/.installed-dev
 LOCAL  := $(VENV)/.installed-local
 BENCH  := $(VENV)/.installed-bench
 
-.PHONY: install demo test lint bench llama-server clean
+.PHONY: install demo test test-fast lint bench llama-server clean
 
 $(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,9 @@ demo: $(BASE)  ## the support-desk example, end to end on the simulator
 
 test: $(LOCAL)  ## every test, including the real llama.cpp server and SIGKILL crash tests
 	$(BIN)/python -m pytest
+
+test-fast: $(BASE)  ## the quick loop: no llama.cpp build, no llama server or slow crash tests
+	$(BIN)/python -m pytest -m "not llama and not slow"
 
 lint: $(BASE)
 	$(BIN)/ruff check src tests examples bench

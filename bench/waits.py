@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import resource
@@ -77,10 +78,8 @@ async def main(parked: int, signals: int) -> dict[str, object]:
                 latencies.append(time.perf_counter() - t)
         finally:
             server.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await server
-            except asyncio.CancelledError:
-                pass
         done["n"] = len(latencies)
     latencies.sort()
     return {

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
 import convoy
 from convoy.chaos import FaultInjector, FaultSpec, Hypothesis, run_experiment
+from convoy.cli import app
 from convoy.resilience import Timeout
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class Step(BaseModel):
@@ -234,12 +232,22 @@ def test_kill_needs_a_workflow_importable_by_name(tmp_path: Path) -> None:
 # -- the command line --------------------------------------------------------------------
 
 
-def _cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [
-        str(REPO), os.environ.get("PYTHONPATH")])), "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("CONVOY_DB", None)
-    return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+class _Res:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, stdout, stderr
+
+
+def _cli(cwd: Path, *args: str) -> _Res:
+    """``convoy ARGS`` in this process (Typer's CliRunner), in ``cwd``."""
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        result = CliRunner().invoke(app, list(args), env={"CONVOY_DB": None})
+    finally:
+        os.chdir(old)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return _Res(result.exit_code, result.stdout, result.stderr)
 
 
 def test_cli_chaos_reports_and_writes_the_journal(tmp_path: Path) -> None:

@@ -1,17 +1,31 @@
-"""The ``convoy`` CLI, run for real as a subprocess (``python -m convoy.cli``)."""
+"""The ``convoy`` CLI: in-process with Typer's ``CliRunner`` (fast), plus a few real
+subprocess smoke tests (``python -m convoy.cli``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+import typer
+from typer.testing import CliRunner
+
+import convoy
+from convoy.cli import app
+from convoy.cli._common import convoy_errors, reportable
+from convoy.stores import SessionFilter, SessionRow, SQLiteStore, StepRecord
 
 FIXTURES = Path(__file__).parent / "fixtures"
+SRC = Path(convoy.__file__).resolve().parents[1]  # the convoy under test, for subprocesses
 FLOW = "cli_flows:handle"
 
 GOOD = [
@@ -21,13 +35,38 @@ GOOD = [
 ]
 
 
-def cli(cwd: Path, *args: str, env: dict[str, str] | None = None
-        ) -> subprocess.CompletedProcess[str]:
-    path = [str(FIXTURES), *filter(None, [os.environ.get("PYTHONPATH")])]
-    full_env = {k: v for k, v in os.environ.items() if k != "CONVOY_DB"}
-    full_env.update({"PYTHONPATH": os.pathsep.join(path), "PYTHONIOENCODING": "utf-8",
-                     "COLUMNS": "200", "NO_COLOR": "1", **(env or {})})
-    return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=full_env,
+@dataclass
+class Res:
+    code: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture(autouse=True)
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test runs in its own directory, with the fixture workflows importable."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(FIXTURES))  # also restores sys.path afterwards
+    monkeypatch.delenv("CONVOY_DB", raising=False)
+    monkeypatch.delenv("CONVOY_BUSY_TIMEOUT", raising=False)
+    return tmp_path
+
+
+def cli(*args: str, env: dict[str, str] | None = None) -> Res:
+    """``convoy ARGS`` in this process. A Python exception that escapes the command (a
+    traceback for the user) fails the test."""
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Res(result.exit_code, result.stdout, result.stderr)
+
+
+def subprocess_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m convoy.cli ARGS`` for real."""
+    env = {k: v for k, v in os.environ.items() if k != "CONVOY_DB"}
+    env.update({"PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
+                "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", "NO_COLOR": "1"})
+    return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120, check=False)
 
 
@@ -46,43 +85,109 @@ def summary(stdout: str, label: str) -> str:
     raise AssertionError(f"no {label!r} row in:\n{stdout}")
 
 
-def session_ids(db: Path) -> list[str]:
+def no_row(stdout: str, label: str) -> bool:
+    try:
+        summary(stdout, label)
+    except AssertionError:
+        return True
+    return False
+
+
+def one_line_error(res: Res, code: int, text: str) -> None:
+    assert res.code == code, (res.stdout, res.stderr)
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert lines[0].startswith("error: ") and text in lines[0], lines[0]
+    assert "Traceback" not in res.stderr + res.stdout
+
+
+# -- the store, read through its API -------------------------------------------------------
+
+
+def sessions(db: Path = Path("convoy.db")) -> list[SessionRow]:
+    async def read() -> list[SessionRow]:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            return await store.list_sessions(SessionFilter(limit=10_000))
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def session(sid: str, db: Path = Path("convoy.db")) -> SessionRow:
+    (row,) = [r for r in sessions(db) if r.id == sid]
+    return row
+
+
+def journal(sid: str, db: Path = Path("convoy.db")) -> list[StepRecord]:
+    async def read() -> list[StepRecord]:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            return await store.journal(sid)
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def session_ids(db: Path = Path("convoy.db")) -> list[str]:
+    return sorted(r.id for r in sessions(db))
+
+
+def tamper(sql: str, *params: Any, db: Path = Path("convoy.db")) -> None:
+    """Change the store behind Convoy's back: what a crash (or another engine) leaves."""
     with sqlite3.connect(db) as conn:
-        return sorted(r[0] for r in conn.execute("SELECT id FROM sessions"))
+        conn.execute(sql, params)
 
 
-def run_ok(tmp_path: Path, *extra: str, lines: list[object] | None = None
-           ) -> subprocess.CompletedProcess[str]:
-    write_jsonl(tmp_path / "in.jsonl", GOOD if lines is None else lines)
-    res = cli(tmp_path, "run", FLOW, "--input", "in.jsonl", *extra)
-    assert res.returncode == 0, res.stderr
+def run_ok(*extra: str, lines: list[object] | None = None, flow: str = FLOW) -> Res:
+    write_jsonl(Path("in.jsonl"), GOOD if lines is None else lines)
+    res = cli("run", flow, "--input", "in.jsonl", *extra)
+    assert res.code == 0, res.stderr + res.stdout
     return res
 
 
-# -- help and version ------------------------------------------------------------------
+# -- help and version (and the real console script) ---------------------------------------
 
 
-def test_version_and_help(tmp_path: Path) -> None:
-    res = cli(tmp_path, "--version")
-    assert res.returncode == 0
-    assert res.stdout.strip() == "convoy 0.1.0"
-    top = cli(tmp_path, "--help")
-    assert top.returncode == 0
-    for command in ("run", "resume", "replay", "sessions"):
-        assert command in top.stdout
-    for command in (["run"], ["resume"], ["replay"], ["sessions", "list"],
-                    ["sessions", "show"]):
-        res = cli(tmp_path, *command, "--help")
-        assert res.returncode == 0, res.stderr
-        assert "Example" in res.stdout
-        assert "convoy " + command[0] in res.stdout
+COMMANDS = (["run"], ["resume"], ["worker"], ["signal"], ["cancel"], ["replay"],
+            ["sessions", "list"], ["sessions", "show"], ["cost"], ["chaos"])
+
+
+def test_version_and_help() -> None:
+    res = cli("--version")
+    assert res.code == 0
+    assert res.stdout.strip() == "convoy 0.1.0 (store schema 2)"
+    top = cli("--help")
+    assert top.code == 0
+    for command in COMMANDS:
+        assert command[0] in top.stdout
+    for command in COMMANDS:
+        res = cli(*command, "--help")
+        assert res.code == 0, res.stderr
+        assert "Example" in res.stdout, command
+        assert "convoy " + command[0] in res.stdout, command
+
+
+def test_subprocess_help_and_a_run_end_to_end(tmp_path: Path) -> None:
+    res = subprocess_cli(tmp_path, "--help")
+    assert res.returncode == 0, res.stderr
+    assert "convoy" in res.stdout and "worker" in res.stdout
+    write_jsonl(tmp_path / "in.jsonl", GOOD)
+    res = subprocess_cli(tmp_path, "run", FLOW, "-i", "in.jsonl")
+    assert res.returncode == 0, res.stderr
+    assert summary(res.stdout, "completed") == "3"
+    assert [r.status for r in sessions(tmp_path / "convoy.db")] == ["completed"] * 3
 
 
 # -- run -------------------------------------------------------------------------------
 
 
-def test_run_happy_path(tmp_path: Path) -> None:
-    res = run_ok(tmp_path)
+def test_run_happy_path() -> None:
+    res = run_ok()
     assert summary(res.stdout, "sessions run") == "3"
     assert summary(res.stdout, "completed") == "3"
     assert summary(res.stdout, "failed") == "0"
@@ -92,14 +197,15 @@ def test_run_happy_path(tmp_path: Path) -> None:
     assert summary(res.stdout, "cost").startswith("$0.")
     assert "ms" in summary(res.stdout, "session latency p50 / p99")
     assert "sessions/s" in summary(res.stdout, "throughput")
-    ids = session_ids(tmp_path / "convoy.db")
+    ids = session_ids()
     assert len(ids) == 3
     run_id = ids[0].rsplit("-", 1)[0]
     assert ids == [f"{run_id}-{n}" for n in (1, 2, 3)]
     assert f"run {run_id}" in res.stdout
+    assert no_row(res.stdout, "waiting (timer or signal)")  # nothing left, no rows for it
 
 
-def test_bad_lines_are_reported_and_skipped(tmp_path: Path) -> None:
+def test_bad_lines_are_reported_and_skipped() -> None:
     lines: list[object] = [
         GOOD[0],
         '{"subject": "broken", "body": "x",}',     # line 2: malformed JSON
@@ -108,221 +214,515 @@ def test_bad_lines_are_reported_and_skipped(tmp_path: Path) -> None:
         "",                                         # line 5: blank, ignored
         GOOD[2],
     ]
-    res = run_ok(tmp_path, lines=lines)
+    res = run_ok(lines=lines)
     assert "line 2: invalid JSON: Expecting property name enclosed in double quotes" \
         in res.stderr
     assert "line 4: body: Field required" in res.stderr
     assert "Traceback" not in res.stderr
     assert summary(res.stdout, "completed") == "3"
     assert summary(res.stdout, "invalid input lines") == "2 (lines 2, 4)"
-    ids = session_ids(tmp_path / "convoy.db")
-    assert [i.rsplit("-", 1)[1] for i in ids] == ["1", "3", "6"]
+    assert [i.rsplit("-", 1)[1] for i in session_ids()] == ["1", "3", "6"]
 
 
-def test_str_input_workflow_validation(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", ['"hello"', "42", '"world"'])  # raw lines
-    res = cli(tmp_path, "run", "cli_flows:shout", "-i", "in.jsonl")
-    assert res.returncode == 0, res.stderr
+def test_str_input_workflow_validation() -> None:
+    write_jsonl(Path("in.jsonl"), ['"hello"', "42", '"world"'])  # raw lines
+    res = cli("run", "cli_flows:shout", "-i", "in.jsonl")
+    assert res.code == 0, res.stderr
     assert "line 2: (input): Input should be a valid string" in res.stderr
     assert summary(res.stdout, "completed") == "2"
 
 
-def test_failed_sessions_counted_by_reason_exit_zero(tmp_path: Path) -> None:
-    res = run_ok(tmp_path, lines=[GOOD[0], {"subject": "explode", "body": "!"}])
+def test_failed_sessions_counted_by_reason_exit_zero() -> None:
+    res = run_ok(lines=[GOOD[0], {"subject": "explode", "body": "!"}])
     assert summary(res.stdout, "completed") == "1"
     assert summary(res.stdout, "failed") == "1"
     assert "the ticket asked to explode" in res.stdout
     assert "convoy sessions show ID" in res.stdout
 
 
-def test_unknown_module_is_a_usage_error(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", GOOD)
-    res = cli(tmp_path, "run", "no_such_module:flow", "-i", "in.jsonl")
-    assert res.returncode == 2
-    assert "error: cannot import module 'no_such_module'" in res.stderr
-    assert "Traceback" not in res.stderr
-    assert len(res.stderr.strip().splitlines()) == 1
-    res = cli(tmp_path, "run", "cli_flows:nothing", "-i", "in.jsonl")
-    assert res.returncode == 2
-    assert "has no attribute 'nothing'; workflows it defines: handle, shout" in res.stderr
+def test_unknown_module_is_a_usage_error() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    one_line_error(cli("run", "no_such_module:flow", "-i", "in.jsonl"), 2,
+                   "cannot import module 'no_such_module'")
+    res = cli("run", "cli_flows:nothing", "-i", "in.jsonl")
+    assert res.code == 2
+    assert "has no attribute 'nothing'; workflows it defines: approval, charge, handle, " \
+        "locker, nap, shout" in res.stderr
 
 
-def test_missing_input_file_is_a_usage_error(tmp_path: Path) -> None:
-    res = cli(tmp_path, "run", FLOW, "--input", "missing.jsonl")
-    assert res.returncode == 2
+def test_missing_input_file_is_a_usage_error() -> None:
+    res = cli("run", FLOW, "--input", "missing.jsonl")
+    assert res.code == 2
     assert res.stderr.strip() == "error: input file 'missing.jsonl' does not exist"
-    assert not (tmp_path / "convoy.db").exists()
+    assert not Path("convoy.db").exists()
 
 
-def test_bad_model_is_a_usage_error(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", GOOD)
-    res = cli(tmp_path, "run", FLOW, "-i", "in.jsonl", "--model", "simm:")
-    assert res.returncode == 2
-    assert "unknown model provider 'simm'" in res.stderr
+def test_bad_model_is_a_usage_error() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    res = cli("run", FLOW, "-i", "in.jsonl", "--model", "simm:")
+    one_line_error(res, 2, "unknown model provider 'simm'")
     assert "Did you mean 'sim:'?" in res.stderr
-    assert "Traceback" not in res.stderr
 
 
-def test_model_override_and_db_from_env(tmp_path: Path) -> None:
-    write_jsonl(tmp_path / "in.jsonl", GOOD[:2])
-    res = cli(tmp_path, "run", FLOW, "-i", "in.jsonl", "--model", "sim:", "-c", "1",
+def test_model_override_and_db_from_env() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD[:2])
+    res = cli("run", FLOW, "-i", "in.jsonl", "--model", "sim:", "-c", "1",
               env={"CONVOY_DB": "elsewhere.db"})
-    assert res.returncode == 0, res.stderr
+    assert res.code == 0, res.stderr
     assert summary(res.stdout, "completed") == "2"
-    assert (tmp_path / "elsewhere.db").exists()
-    assert not (tmp_path / "convoy.db").exists()
+    assert Path("elsewhere.db").exists()
+    assert not Path("convoy.db").exists()
 
 
-# -- idempotent re-runs ----------------------------------------------------------------
+# -- idempotent re-runs and the version policy -------------------------------------------
 
 
-def test_rerun_does_not_duplicate_sessions(tmp_path: Path) -> None:
-    first = run_ok(tmp_path)
-    ids = session_ids(tmp_path / "convoy.db")
-    again = run_ok(tmp_path)
-    assert session_ids(tmp_path / "convoy.db") == ids
+def test_rerun_does_not_duplicate_sessions() -> None:
+    first = run_ok()
+    ids = session_ids()
+    again = run_ok()
+    assert session_ids() == ids
     assert summary(again.stdout, "sessions run") == "0"
     assert summary(again.stdout, "already finished") == "3 (not re-run: completed 3)"
     assert summary(first.stdout, "cost") != summary(again.stdout, "cost") == "$0"
 
 
-def test_rerun_resumes_unfinished_sessions(tmp_path: Path) -> None:
-    run_ok(tmp_path)
-    db = tmp_path / "convoy.db"
-    victim = session_ids(db)[1]
-    with sqlite3.connect(db) as conn:  # as if the process died before the last step
-        before = conn.execute("SELECT output FROM sessions WHERE id=?", (victim,)).fetchone()
-        conn.execute("UPDATE sessions SET status='running', output=NULL WHERE id=?", (victim,))
-        conn.execute("DELETE FROM journal WHERE session_id=? AND key='0/2'", (victim,))
-    res = run_ok(tmp_path)
+def test_rerun_resumes_unfinished_sessions() -> None:
+    run_ok()
+    victim = session_ids()[1]
+    before = session(victim).output
+    # As if the process died before the last step.
+    tamper("UPDATE sessions SET status='running', output=NULL, owner=NULL WHERE id=?", victim)
+    tamper("DELETE FROM journal WHERE session_id=? AND key='0/2'", victim)
+    res = run_ok()
     assert summary(res.stdout, "sessions run") == "1"
     assert summary(res.stdout, "completed") == "1"
     assert summary(res.stdout, "already finished") == "2 (not re-run: completed 2)"
-    with sqlite3.connect(db) as conn:
-        after = conn.execute("SELECT status, output FROM sessions WHERE id=?",
-                             (victim,)).fetchone()
-        steps = conn.execute("SELECT COUNT(*) FROM journal WHERE session_id=?",
-                             (victim,)).fetchone()
-    assert after == ("completed", before[0])
-    assert steps == (3,)
-    assert len(session_ids(db)) == 3
+    after = session(victim)
+    assert (after.status, after.output) == ("completed", before)
+    assert len(journal(victim)) == 3
+    assert len(session_ids()) == 3
 
 
-def test_changed_file_is_a_new_run(tmp_path: Path) -> None:
-    run_ok(tmp_path)
-    run_ok(tmp_path, lines=[*GOOD, {"subject": "new", "body": "one more"}])
-    assert len(session_ids(tmp_path / "convoy.db")) == 7
+def test_run_leaves_other_versions_and_other_engines_alone() -> None:
+    """One version policy: a session started on another version is left unfinished (never
+    failed); one that journaled nothing moves to this version; a session another live
+    engine owns is skipped and named."""
+    run_ok()
+    old, fresh, owned = session_ids()
+    tamper("UPDATE sessions SET status='pending', output=NULL, version='0' WHERE id=?", old)
+    tamper("DELETE FROM journal WHERE session_id=? AND key='0/2'", old)
+    tamper("UPDATE sessions SET status='pending', output=NULL, version='0' WHERE id=?", fresh)
+    tamper("DELETE FROM journal WHERE session_id=?", fresh)
+    tamper("UPDATE sessions SET status='running', output=NULL, owner='elsewhere:1:e1', "
+           "lease_until=? WHERE id=?", 4e9, owned)
+    res = run_ok()
+    assert summary(res.stdout, "sessions run") == "1"
+    assert summary(res.stdout, "completed") == "1"
+    assert summary(res.stdout, "other workflow version") == "1"
+    assert summary(res.stdout, "owned by another engine") == "1"
+    assert f"session {old!r} started on version '0' of workflow 'cli_flows:handle'" \
+        in res.stderr
+    assert f"session {owned} is running on another engine; left to it" in res.stderr
+    assert (session(old).status, session(old).version) == ("pending", "0")
+    assert (session(fresh).status, session(fresh).version) == ("completed", "1")
+    assert session(owned).status == "running"
+
+    res = cli("resume")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "0"
+    assert summary(res.stdout, "other workflow version") == "1"
+    assert summary(res.stdout, "owned by another engine") == "1"
+    assert session(old).status == "pending"
+
+
+def test_changed_file_is_a_new_run() -> None:
+    run_ok()
+    run_ok(lines=[*GOOD, {"subject": "new", "body": "one more"}])
+    assert len(session_ids()) == 7
 
 
 # -- resume ----------------------------------------------------------------------------
 
 
-def test_resume_finishes_pending_sessions(tmp_path: Path) -> None:
-    run_ok(tmp_path)
-    db = tmp_path / "convoy.db"
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE sessions SET status='pending', output=NULL")
-        conn.execute("DELETE FROM journal")
-    res = cli(tmp_path, "resume", "--concurrency", "2")
-    assert res.returncode == 0, res.stderr
+def test_resume_finishes_pending_sessions() -> None:
+    run_ok()
+    tamper("UPDATE sessions SET status='pending', output=NULL")
+    tamper("DELETE FROM journal")
+    res = cli("resume", "--concurrency", "2")
+    assert res.code == 0, res.stderr
     assert summary(res.stdout, "sessions run") == "3"
     assert summary(res.stdout, "completed") == "3"
-    res = cli(tmp_path, "resume")
-    assert res.returncode == 0
+    res = cli("resume")
+    assert res.code == 0
     assert "nothing to resume" in res.stdout
 
 
-def test_commands_need_an_existing_store(tmp_path: Path) -> None:
-    for args in (["resume"], ["replay", "x"], ["sessions", "list"], ["sessions", "show", "x"]):
-        res = cli(tmp_path, *args, "--db", "absent.db")
-        assert res.returncode == 2, args
+def test_resume_imports_modules_for_explicitly_named_workflows(tmp_path: Path) -> None:
+    Path("named_flows.py").write_text(
+        "import convoy\n\n\n@convoy.workflow(name='desk.echo')\n"
+        "async def echo(ctx: convoy.Context, text: str) -> str:\n    return text * 2\n")
+    # Started (and left unfinished) by another process, which had imported the module.
+    start = ("import convoy, named_flows\n"
+             "e = convoy.Engine('convoy.db')\n"
+             "print(e.run_sync(named_flows.echo, 'hi').id)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(SRC)])}
+    proc = subprocess.run([sys.executable, "-c", start], cwd=tmp_path, env=env, check=True,
+                          capture_output=True, text=True, timeout=60)
+    sid = proc.stdout.strip()
+    tamper("UPDATE sessions SET status='pending', output=NULL")
+    res = cli("resume")
+    one_line_error(res, 2, "cannot resume 1 session(s) of workflow 'desk.echo'")
+    assert "convoy resume --import MODULE" in res.stderr
+    res = cli("resume", "--import", "named_flows")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "completed") == "1"
+    assert session(sid).output == '"hihi"'
+    one_line_error(cli("resume", "--import", "no_such_mod"), 2,
+                   "cannot import module 'no_such_mod'")
+
+
+def test_commands_need_an_existing_store() -> None:
+    for args in (["resume"], ["replay", "x"], ["sessions", "list"], ["sessions", "show", "x"],
+                 ["signal", "x", "go"], ["cancel", "x"], ["cost"]):
+        res = cli(*args, "--db", "absent.db")
+        assert res.code == 2, args
         assert "no Convoy store at 'absent.db'" in res.stderr
-    assert not (tmp_path / "absent.db").exists()
+    assert not Path("absent.db").exists()
+
+
+# -- waiting sessions: signal, worker, cancel, escalation ----------------------------------
+
+
+def test_signal_and_worker_complete_a_waiting_session() -> None:
+    res = run_ok(lines=['"order 1"', '"order 2"', '"order 3"'], flow="cli_flows:approval")
+    assert summary(res.stdout, "sessions run") == "3"
+    assert summary(res.stdout, "completed") == "0"
+    assert summary(res.stdout, "waiting (timer or signal)") == "3"
+    first, second, third = session_ids()
+    assert {r.status for r in sessions()} == {"waiting"}
+
+    listed = cli("sessions", "list", "--status", "waiting")
+    assert listed.code == 0
+    assert "signal 'approve'" in listed.stdout
+    shown = cli("sessions", "show", first)
+    assert "waits for signal" in shown.stdout and "approve" in shown.stdout
+    assert f"convoy signal {first} approve --payload JSON" in shown.stdout
+
+    # A re-run leaves them waiting: nothing to run until a signal arrives.
+    again = run_ok(lines=['"order 1"', '"order 2"', '"order 3"'], flow="cli_flows:approval")
+    assert summary(again.stdout, "sessions run") == "0"
+    assert summary(again.stdout, "waiting (timer or signal)") == "3"
+
+    res = cli("signal", first, "approve", "--payload", "true")
+    assert res.code == 0, res.stderr
+    assert f"sent signal 'approve' to session {first}" in res.stdout
+    assert session(first).status == "pending"
+
+    res = cli("worker", "cli_flows", "--until-idle", "--poll-interval", "0.05")
+    assert res.code == 0, res.stderr
+    assert first in res.stdout and "completed" in res.stdout
+    assert "left unfinished: waiting 2" in res.stdout
+    assert session(first).output == '"order 1: approved"'
+
+    # The same with 'convoy resume', and a rejection.
+    assert cli("signal", second, "approve", "-p", "false").code == 0
+    res = cli("resume")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "1"
+    assert summary(res.stdout, "completed") == "1"
+    assert summary(res.stdout, "waiting (timer or signal)") == "1"
+    assert session(second).output == '"order 2: rejected"'
+
+    res = cli("cancel", third)
+    assert res.code == 0, res.stderr
+    assert f"cancelled session {third}" in res.stdout
+    assert session(third).status == "cancelled"
+    one_line_error(cli("cancel", third), 2, f"session {third!r} is already cancelled")
+    one_line_error(cli("signal", third, "approve"), 2, "signals go to unfinished sessions")
+
+
+def test_worker_wakes_a_session_whose_timer_is_due() -> None:
+    res = run_ok(lines=["1.5"], flow="cli_flows:nap")
+    assert summary(res.stdout, "waiting (timer or signal)") == "1"
+    (sid,) = session_ids()
+    row = session(sid)
+    assert row.status == "waiting" and row.wake_at is not None and row.wait_name is None
+    shown = cli("sessions", "show", sid)
+    assert "wakes at" in shown.stdout and "waiting for its timer" in shown.stdout
+    not_due = cli("resume")
+    assert summary(not_due.stdout, "sessions run") == "0"
+    assert summary(not_due.stdout, "waiting (timer or signal)") == "1"
+    res = cli("worker", "cli_flows", "--until-idle", "--poll-interval", "0.05")
+    assert res.code == 0, res.stderr
+    assert "left unfinished: none" in res.stdout
+    assert session(sid).output == '"rested"'
+    assert time.time() >= row.wake_at
+
+
+def test_signal_errors_are_one_line() -> None:
+    run_ok(lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = session_ids()
+    one_line_error(cli("signal", sid, "approve", "--payload", "{yes"), 2,
+                   "--payload is not JSON")
+    one_line_error(cli("signal", "nope", "approve"), 2, "no session 'nope'")
+    one_line_error(cli("cancel", "nope"), 2, "no session 'nope'")
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload", '{"action":"retry"}'),
+                   2, "is waiting, not escalated")
+
+
+def test_worker_usage_errors() -> None:
+    one_line_error(cli("worker", "no_such_mod"), 2, "cannot import module 'no_such_mod'")
+    one_line_error(cli("worker", "json"), 2, "define(s) no workflow")
+
+
+def test_escalation_is_answered_with_a_signal() -> None:
+    run_ok(lines=['"o-1"'], flow="cli_flows:charge")
+    (sid,) = session_ids()
+    # The process died while charging: the step started, its outcome never journaled.
+    tamper("UPDATE sessions SET status='pending', output=NULL WHERE id=?", sid)
+    tamper("UPDATE journal SET status='started', result=NULL WHERE session_id=?", sid)
+    res = cli("resume")
+    assert summary(res.stdout, "escalated") == "1"
+    assert session(sid).status == "escalated"
+    shown = cli("sessions", "show", sid)
+    assert "UnknownOutcomeError" in shown.stdout
+    assert f"convoy signal {sid} convoy.escalation" in shown.stdout
+
+    res = cli("signal", sid, "convoy.escalation", "--payload", '{"action": "retry"}')
+    assert res.code == 0, res.stderr
+    assert f"answered the escalation of session {sid}: retry" in res.stdout
+    res = cli("resume")
+    assert summary(res.stdout, "completed") == "1"
+    assert session(sid).output == '"o-1: charged"'
+    one_line_error(cli("signal", sid, "convoy.escalation", "-p", '{"action": "maybe"}'), 2,
+                   "not escalated")
+
+
+# -- store errors: one line, sessions stay unfinished --------------------------------------
+
+
+def test_store_that_is_not_a_database() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    Path("notes.db").write_text("this is not sqlite " * 100)
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "notes.db"), 1,
+                   "'notes.db' is not a usable Convoy store")
+    for args in (["sessions", "list"], ["resume"], ["cost"], ["sessions", "show", "x"]):
+        one_line_error(cli(*args, "--db", "notes.db"), 1, "is not a usable Convoy store")
+
+
+def test_store_directory_that_cannot_be_created() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    Path("somefile.txt").write_text("a file, not a directory")
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "somefile.txt/x.db"), 1,
+                   "cannot create the directory of the store 'somefile.txt/x.db'")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
+def test_read_only_store() -> None:
+    run_ok(lines=GOOD[:1])
+    Path("store").mkdir()
+    Path("convoy.db").rename("store/convoy.db")
+    write_jsonl(Path("in2.jsonl"), GOOD[1:])
+    Path("store/convoy.db").chmod(0o444)
+    Path("store").chmod(0o555)
+    try:
+        res = cli("run", FLOW, "-i", "in2.jsonl", "--db", "store/convoy.db")
+    finally:
+        Path("store").chmod(0o755)
+        Path("store/convoy.db").chmod(0o644)
+    one_line_error(res, 1, "store/convoy.db")
+    assert "read-only" in res.stderr or "writable" in res.stderr, res.stderr
+
+
+def test_store_locked_too_long_leaves_the_session_resumable(tmp_path: Path) -> None:
+    """Another connection holds the store locked (BEGIN EXCLUSIVE) for a second while the
+    session journals a step; with a busy timeout of 0.2 s the run stops with one line and
+    exit 1, the session stays unfinished, and a resume finishes it."""
+    write_jsonl(tmp_path / "in.jsonl", ['"convoy.db"'])
+    res = subprocess_cli(tmp_path, "run", "cli_flows:locker", "-i", "in.jsonl",
+                         "--busy-timeout", "0.2")
+    assert res.returncode == 1, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: the store 'convoy.db' stayed "
+                                                   "locked by another process"), res.stderr
+    assert summary(res.stdout, "interrupted (resume later)") == "1"
+    (row,) = sessions()
+    assert row.unfinished and row.status != "failed"
+    assert journal(row.id) == []
+
+    res2 = cli("resume")
+    assert res2.code == 0, res2.stderr
+    assert summary(res2.stdout, "completed") == "1"
+    assert session(row.id).output == '"grabbed"'
+
+
+def test_busy_timeout_option_is_validated() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    res = cli("run", FLOW, "-i", "in.jsonl", "--busy-timeout", "-1")
+    assert res.code == 2 and "--busy-timeout" in res.stderr
 
 
 # -- sessions --------------------------------------------------------------------------
 
 
-def test_sessions_list(tmp_path: Path) -> None:
-    run_ok(tmp_path, lines=[*GOOD, {"subject": "explode", "body": "!"}])
-    ids = session_ids(tmp_path / "convoy.db")
-    res = cli(tmp_path, "sessions", "list")
-    assert res.returncode == 0, res.stderr
+def test_sessions_list() -> None:
+    run_ok(lines=[*GOOD, {"subject": "explode", "body": "!"}])
+    ids = session_ids()
+    res = cli("sessions", "list")
+    assert res.code == 0, res.stderr
     for header in ("id", "workflow", "status", "steps", "tokens in / out", "cost", "created"):
         assert header in res.stdout
     for sid in ids:
         assert sid in res.stdout
     assert "240 / 60" in res.stdout
     assert "completed: 3  failed: 1" in res.stdout
-    failed = cli(tmp_path, "sessions", "list", "--status", "failed")
+    failed = cli("sessions", "list", "--status", "failed")
     assert [s for s in ids if s in failed.stdout] == [ids[3]]
-    limited = cli(tmp_path, "sessions", "list", "--limit", "2")
+    limited = cli("sessions", "list", "--limit", "2")
     assert "showing 2 of 4 sessions" in limited.stdout
-    bad = cli(tmp_path, "sessions", "list", "--status", "done")
-    assert bad.returncode == 2
-    assert "--status 'done' is not a session status" in bad.stderr
+    assert [s for s in ids if s in limited.stdout] == ids[:2]  # the oldest first
+    rest = cli("sessions", "list", "--limit", "2", "--offset", "2")
+    assert [s for s in ids if s in rest.stdout] == ids[2:]
+    bad = cli("sessions", "list", "--status", "done")
+    one_line_error(bad, 2, "--status 'done' is not a session status")
+    assert "waiting" in bad.stderr
 
 
-def test_sessions_show(tmp_path: Path) -> None:
-    run_ok(tmp_path, lines=[GOOD[0], {"subject": "explode", "body": "!"}])
-    ok_id, failed_id = session_ids(tmp_path / "convoy.db")
-    res = cli(tmp_path, "sessions", "show", ok_id)
-    assert res.returncode == 0, res.stderr
+def test_sessions_list_is_in_creation_order() -> None:
+    run_ok(lines=GOOD[:1])
+    first = session_ids()
+    run_ok(lines=GOOD[1:2])
+    (second,) = set(session_ids()) - set(first)
+    out = cli("sessions", "list").stdout
+    assert out.index(first[0]) < out.index(second)
+
+
+def test_sessions_show() -> None:
+    run_ok(lines=[GOOD[0], {"subject": "explode", "body": "!"}])
+    ok_id, failed_id = session_ids()
+    res = cli("sessions", "show", ok_id)
+    assert res.code == 0, res.stderr
     for text in ("completed", "cli_flows:handle (version 1)", "default", "240 / 60",
-                 "→ lookup_account", '"plan":"pro"', "We refunded your last invoice."):
+                 "→ lookup_account", '"plan":"pro"', "We refunded your last invoice.",
+                 "120 / 30", "model", "tool", "triage"):
         assert text in res.stdout, text
     assert [k for k in ("0/0", "0/1", "0/2") if k in res.stdout] == ["0/0", "0/1", "0/2"]
 
-    res = cli(tmp_path, "sessions", "show", failed_id)
+    res = cli("sessions", "show", failed_id)
     assert "reason: failed" in res.stdout
     assert "RuntimeError: the ticket asked to explode" in res.stdout
 
-    data = json.loads(cli(tmp_path, "sessions", "show", ok_id, "--json").stdout)
+    data = json.loads(cli("sessions", "show", ok_id, "--json").stdout)
     assert data["status"] == "completed"
     assert data["output"] == {"category": "billing", "reply": "We refunded your last invoice."}
     assert data["input"]["customer"] == "c-1"
     assert data["usage"] == {"input_tokens": 240, "output_tokens": 60}
-    assert [(s["key"], s["kind"], s["target"]) for s in data["journal"]] == [
-        ("0/0", "model", "triage"), ("0/1", "tool", "lookup_account"),
-        ("0/2", "model", "triage")]
+    assert [(s["key"], s["kind"], s["target"], s["status"]) for s in data["journal"]] == [
+        ("0/0", "model", "triage", "completed"), ("0/1", "tool", "lookup_account", "completed"),
+        ("0/2", "model", "triage", "completed")]
+    assert [s["input_tokens"] for s in data["journal"]] == [120, 0, 120]
+    assert data["journal"][0]["cost"] > 0 and data["journal"][1]["cost"] == 0
 
-    missing = cli(tmp_path, "sessions", "show", "nope")
-    assert missing.returncode == 2
-    assert "no session 'nope'" in missing.stderr
+    one_line_error(cli("sessions", "show", "nope"), 2, "no session 'nope'")
+
+
+class TraceHeader(convoy.Interceptor):
+    """Sets a header on every session run; the store keeps it with the session."""
+
+    async def session_run(self, input: convoy.SessionInput,
+                          next: convoy.Next[convoy.SessionInput, convoy.SessionEnd]
+                          ) -> convoy.SessionEnd:
+        input.headers["trace-id"] = "t-123"
+        return await next(input)
+
+
+def test_sessions_show_headers_and_owner() -> None:
+    from cli_flows import shout
+
+    async def start() -> str:
+        async with convoy.Engine("convoy.db", interceptors=[TraceHeader()]) as engine:
+            res = await engine.run(shout, "hi")
+        return res.id
+
+    sid = asyncio.run(start())
+    res = cli("sessions", "show", sid)
+    assert "header trace-id" in res.stdout and "t-123" in res.stdout
+    assert json.loads(cli("sessions", "show", sid, "--json").stdout)["headers"] == {
+        "trace-id": "t-123"}
+    tamper("UPDATE sessions SET status='running', owner='elsewhere:1:e1', lease_until=? "
+           "WHERE id=?", 4e9, sid)
+    res = cli("sessions", "show", sid)
+    assert "owner" in res.stdout and "elsewhere:1:e1 (lease until" in res.stdout
 
 
 # -- replay ----------------------------------------------------------------------------
 
 
-def test_replay_matches(tmp_path: Path) -> None:
-    run_ok(tmp_path, lines=[GOOD[0], {"subject": "explode", "body": "!"}])
-    ok_id, failed_id = session_ids(tmp_path / "convoy.db")
-    res = cli(tmp_path, "replay", ok_id)
-    assert res.returncode == 0, res.stderr
+def test_replay_matches() -> None:
+    run_ok(lines=[GOOD[0], {"subject": "explode", "body": "!"}])
+    ok_id, failed_id = session_ids()
+    res = cli("replay", ok_id)
+    assert res.code == 0, res.stderr
     assert f"session {ok_id}: same result (completed, 3 steps" in res.stdout
-    res = cli(tmp_path, "replay", failed_id)
-    assert res.returncode == 0, res.stderr
+    res = cli("replay", failed_id)
+    assert res.code == 0, res.stderr
     assert "same result (failed" in res.stdout
 
 
-def test_replay_detects_divergence(tmp_path: Path) -> None:
-    run_ok(tmp_path, lines=[GOOD[0]])
-    db = tmp_path / "convoy.db"
-    (sid,) = session_ids(db)
-    with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE sessions SET output=? WHERE id=?",
-                     ('{"category":"other","reply":"tampered"}', sid))
-    res = cli(tmp_path, "replay", sid)
-    assert res.returncode == 1
+def test_replay_detects_divergence() -> None:
+    run_ok(lines=[GOOD[0]])
+    (sid,) = session_ids()
+    tamper("UPDATE sessions SET output=? WHERE id=?",
+           '{"category":"other","reply":"tampered"}', sid)
+    res = cli("replay", sid)
+    assert res.code == 1
     assert "DIVERGED" in res.stdout
     assert "tampered" in res.stdout
     assert "We refunded your last invoice." in res.stdout
 
 
 @pytest.mark.parametrize("args", [["replay", "nope"], ["sessions", "show", "nope"]])
-def test_unknown_session_id(tmp_path: Path, args: list[str]) -> None:
-    run_ok(tmp_path, lines=[GOOD[0]])
-    res = cli(tmp_path, *args)
-    assert res.returncode == 2
-    assert "no session 'nope'" in res.stderr
-    assert "Traceback" not in res.stderr
+def test_unknown_session_id(args: list[str]) -> None:
+    run_ok(lines=[GOOD[0]])
+    one_line_error(cli(*args), 2, "no session 'nope'")
+
+
+def test_worker_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
+           "NO_COLOR": "1"}
+    env.pop("CONVOY_DB", None)
+    with subprocess.Popen([sys.executable, "-m", "convoy.cli", "worker", "cli_flows"],
+                          cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True) as proc:
+        try:
+            assert proc.stderr is not None
+            first = proc.stderr.readline()  # printed once the workflows are imported
+            assert "cli_flows:approval (version 1)" in first, first
+            deadline = time.monotonic() + 30
+            while not (tmp_path / "convoy.db").exists():  # the engine is open: serving
+                assert time.monotonic() < deadline and proc.poll() is None
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)
+            out, rest = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "stopped after 0 session runs" in rest, (first, out, rest)
+    assert "Traceback" not in rest + out
+
+
+def test_errors_inside_task_groups_are_one_line() -> None:
+    """A store error raised in a task of a TaskGroup (the engine runs sessions in them)
+    reaches the user as one line, whatever else the group holds."""
+    group = ExceptionGroup("sessions", [ValueError("a bug"), ExceptionGroup("inner", [
+        convoy.StoreError("the store 'x.db' is read-only; give this process write access")])])
+    assert isinstance(reportable(group), convoy.StoreError)
+    with pytest.raises(typer.Exit) as exit_info, convoy_errors():
+        raise group
+    assert exit_info.value.exit_code == 1
+    with pytest.raises(typer.Exit) as exit_info, convoy_errors():
+        raise ExceptionGroup("g", [convoy.UserError("bad")])
+    assert exit_info.value.exit_code == 2
+    with pytest.raises(ExceptionGroup), convoy_errors():  # a bug keeps its traceback
+        raise ExceptionGroup("g", [ValueError("a bug")])

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
+from typer.testing import CliRunner
 
 import convoy
+from convoy.cli import app
 from convoy.cli._render import fmt_cost
+from convoy.stores import SessionFilter, SQLiteStore
 
 
 class Note(BaseModel):
@@ -31,11 +30,16 @@ async def flow(ctx: convoy.Context, text: str) -> Note:
     return out
 
 
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    env.pop("CONVOY_DB", None)
-    return subprocess.run([sys.executable, "-m", "convoy.cli", "cost", *args], env=env,
-                          capture_output=True, text=True, timeout=60, check=False)
+class Res:
+    def __init__(self, code: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = code, stdout, stderr
+
+
+def cli(*args: str) -> Res:
+    result = CliRunner().invoke(app, ["cost", *args], env={"CONVOY_DB": None})
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Res(result.exit_code, result.stdout, result.stderr)
 
 
 def rows(stdout: str) -> dict[str, list[str]]:
@@ -62,10 +66,18 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def totals(db: Path) -> tuple[int, int, float, int]:
-    with sqlite3.connect(db) as conn:
-        i, o, c, n = conn.execute("SELECT SUM(input_tokens), SUM(output_tokens), SUM(cost), "
-                                  "COUNT(*) FROM sessions").fetchone()
-    return int(i), int(o), float(c), int(n)
+    """Tokens in, out, cost and count of the sessions, as the sessions table has them."""
+    async def read() -> tuple[int, int, float, int]:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            rows = await store.list_sessions(SessionFilter(limit=1000))
+        finally:
+            await store.aclose()
+        return (sum(r.input_tokens for r in rows), sum(r.output_tokens for r in rows),
+                sum(r.cost for r in rows), len(rows))
+
+    return asyncio.run(read())
 
 
 def test_by_agent_rows_and_totals_match_the_sessions(store: Path) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import convoy
+
 WORKER = Path(__file__).with_name("crash_worker.py")
 N = 300
 
@@ -141,8 +143,9 @@ def test_sigkill_with_a_write_tool_that_is_not_idempotent(tmp_path: Path) -> Non
 
 
 def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
-    path = [str(Path(__file__).parents[1]), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": os.pathsep.join(filter(None, path))}
+    # The repo (for examples) and the convoy under test (this worktree's src).
+    path = [str(Path(__file__).parents[1]), str(Path(convoy.__file__).resolve().parents[1])]
+    env = {**os.environ, "CONVOY_CRM_DB": crm, "PYTHONPATH": os.pathsep.join(path)}
     return subprocess.Popen([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 

@@ -144,8 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kpis = asyncio.run(run(args, console))
     except convoy.UserError as e:
-        console.print(f"[red]error:[/red] {e}")
+        console.print(f"[red]error:[/red] {escape(str(e))}")
         return 2
+    except (convoy.StoreError, OSError) as e:  # disk full, read-only, bad path: one line
+        console.print(f"[red]error:[/red] {escape(str(e))}")
+        return 1
     console.print(report.kpi_table(kpis))
     console.print(report.action_table(kpis))
     if kpis.savings is not None:

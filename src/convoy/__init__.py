@@ -64,7 +64,7 @@ from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
 
 __version__ = "0.1.0"
 
-__all__ = [  # noqa: RUF022 - plain sorted order, pinned by test_conventions
+__all__ = [
     "Agent",
     "BudgetExhausted",
     "CircuitOpenError",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -27,9 +26,7 @@ from convoy.interceptors._base import Interceptor
 from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.resilience import Breakers, Retry, RetryPolicy, Timeout, protections
-from convoy.stores._protocol import NewSession
-
-UNFINISHED = ("pending", "running")
+from convoy.stores import UNFINISHED, NewSession, SessionFilter, SessionRow, SQLiteStore
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -126,7 +123,7 @@ async def _run(config: PhaseConfig, wf: Workflow[Any, Any], values: list[Any],
         for i, v in enumerate(values):
             sid = config.session_id(i)
             row = await store.get_session(sid)
-            if row is None or row.status in UNFINISHED:
+            if row is None or row.unfinished:
                 todo.append((sid, v))
         await store.create_sessions([
             NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=config.tenant,
@@ -178,7 +175,7 @@ class PhaseMetrics:
 
     @property
     def unfinished(self) -> int:
-        return self.statuses.get("pending", 0) + self.statuses.get("running", 0)
+        return sum(self.statuses.get(s, 0) for s in UNFINISHED)
 
     @property
     def success_rate(self) -> float:
@@ -194,24 +191,37 @@ class PhaseMetrics:
 def measure(db: str | Path) -> PhaseMetrics:
     """Sessions, success, latency (first start to finish, downtime included; an unfinished
     session counts the time it has been running so far) and cost."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        rows = conn.execute("SELECT status, started, finished, cost, error FROM sessions"
-                            ).fetchall()
+    rows = asyncio.run(all_sessions(db))
     now = time.time()
-    statuses: Counter[str] = Counter(r[0] for r in rows)
-    latencies = sorted((f if f is not None else now) - s for _, s, f, _, _ in rows
-                       if s is not None)
-    costs = [float(r[3] or 0.0) for r in rows]
+    statuses: Counter[str] = Counter(r.status for r in rows)
+    latencies = sorted((r.finished if r.finished is not None else now) - r.started
+                       for r in rows if r.started is not None)
+    costs = [r.cost for r in rows]
     errors: Counter[str] = Counter()
-    for *_, err in rows:
-        if err:
-            rec = json.loads(err)
+    for r in rows:
+        rec = r.error_record
+        if rec:
             errors[str(rec.get("type", "error"))] += 1
     return PhaseMetrics(sessions=len(rows), completed=statuses["completed"],
                         statuses=dict(statuses), p50_s=percentile(latencies, 50),
                         p99_s=percentile(latencies, 99),
                         mean_cost=sum(costs) / len(costs) if costs else 0.0,
                         max_cost=max(costs, default=0.0), errors=dict(errors))
+
+
+async def all_sessions(db: str | Path, page: int = 1000) -> list[SessionRow]:
+    """Every session of the store at ``db``, oldest first."""
+    rows: list[SessionRow] = []
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        while True:
+            batch = await store.list_sessions(SessionFilter(limit=page, offset=len(rows)))
+            rows.extend(batch)
+            if len(batch) < page:
+                return rows
+    finally:
+        await store.aclose()
 
 
 def read_fault_log(path: Path) -> Counter[str]:

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,6 +16,7 @@ from typing import Any
 from convoy._errors import ConvoyError
 from convoy.chaos._phase import PhaseConfig
 from convoy.chaos._worker import READY
+from convoy.stores import UNFINISHED, SQLiteStore
 
 
 class ChaosAborted(ConvoyError):
@@ -107,8 +108,21 @@ def finish(w: Worker, timeout: float) -> None:
 
 
 def status_counts(db: str) -> dict[str, int]:
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        return dict(conn.execute("SELECT status, COUNT(*) FROM sessions GROUP BY status"))
+    """Sessions of the store at ``db`` by status (no engine process is running on it)."""
+    return asyncio.run(_counts(db))
+
+
+async def _counts(db: str) -> dict[str, int]:
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        return await store.counts()
+    finally:
+        await store.aclose()
+
+
+def _unfinished(counts: dict[str, int]) -> int:
+    return sum(counts.get(s, 0) for s in UNFINISHED)
 
 
 def kill_after(config: PhaseConfig, config_file: Path, work: Path, seconds: float,
@@ -128,7 +142,7 @@ def kill_after(config: PhaseConfig, config_file: Path, work: Path, seconds: floa
         raise ChaosAborted(f"engine process {w.proc.pid} exited with code "
                            f"{w.proc.returncode}; its stderr:\n{w.tail()}")
     counts = status_counts(config.db)
-    unfinished = counts.get("pending", 0) + counts.get("running", 0)
+    unfinished = _unfinished(counts)
     return {"pid": w.proc.pid, "signal": "SIGKILL" if killed else None, "killed": killed,
             "after_s": round(time.monotonic() - t_ready, 4),
             "finished_at_kill": sum(counts.values()) - unfinished,
@@ -140,11 +154,11 @@ def resume(config: PhaseConfig, config_file: Path, work: Path, timeout: float
            ) -> dict[str, Any]:
     """Start a new engine process on the same store and let it finish every session."""
     before = status_counts(config.db)
-    unfinished = before.get("pending", 0) + before.get("running", 0)
+    unfinished = _unfinished(before)
     w = start_worker(config_file, work / f"{config.name}-engine-2.log")
     wait_ready(w, timeout)
     finish(w, timeout)
     after = status_counts(config.db)
     return {"pid": w.proc.pid, "resumed": unfinished,
-            "unfinished_after": after.get("pending", 0) + after.get("running", 0),
+            "unfinished_after": _unfinished(after),
             "statuses": after, "duration_s": round(time.monotonic() - w.started, 4)}

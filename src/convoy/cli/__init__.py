@@ -1,4 +1,5 @@
-"""The ``convoy`` command line: ``run``, ``resume``, ``replay`` and ``sessions``."""
+"""The ``convoy`` command line: ``run``, ``resume``, ``worker``, ``signal``, ``cancel``,
+``replay``, ``sessions``, ``cost`` and ``chaos``."""
 
 from __future__ import annotations
 

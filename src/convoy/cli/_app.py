@@ -8,18 +8,23 @@ import typer
 
 import convoy
 from convoy.cli._chaos import chaos
+from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
+from convoy.cli._worker import worker
+from convoy.stores import SCHEMA_VERSION
 
 app = typer.Typer(
     name="convoy",
     help="Convoy: run typed multi-agent LLM workflows durably.\n\n"
          "Sessions and their step journals live in a SQLite store (--db, default "
          "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
-         "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`",
+         "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
+         "Exit codes: 0 done, 1 the run could not complete (a store error: one line, "
+         "sessions stay unfinished), 2 usage errors.",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",
@@ -30,7 +35,7 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
-        typer.echo(f"convoy {convoy.__version__}")
+        typer.echo(f"convoy {convoy.__version__} (store schema {SCHEMA_VERSION})")
         raise typer.Exit()
 
 
@@ -38,13 +43,16 @@ def _version(value: bool) -> None:
 def _main(
     version: Annotated[bool, typer.Option(
         "--version", "-V", callback=_version, is_eager=True,
-        help="Print the version and exit.")] = False,
+        help="Print the version (and the store schema it writes) and exit.")] = False,
 ) -> None:
     """Convoy: run typed multi-agent LLM workflows durably."""
 
 
 app.command("run")(run)
 app.command("resume")(resume)
+app.command("worker")(worker)
+app.command("signal")(signal)
+app.command("cancel")(cancel)
 app.command("replay")(replay)
 app.add_typer(sessions_app)
 app.command("chaos")(chaos)

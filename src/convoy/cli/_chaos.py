@@ -17,10 +17,10 @@ from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
     ModelOption,
+    convoy_errors,
     err,
     fail,
     out,
-    usage_errors,
     workflows_from_cwd,
 )
 from convoy.cli._inputs import read_inputs
@@ -85,7 +85,7 @@ def chaos(
     --kill-after 2 --max-p99 30`
     """
     workflows_from_cwd()
-    with usage_errors():
+    with convoy_errors():
         spec = FaultSpec.parse(faults)
         hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)
         wf = load_workflow(workflow)
@@ -108,7 +108,7 @@ def chaos(
     work = db_dir if db_dir is not None else Path(".convoy") / f"chaos-{stamp}"
     out_file = journal if journal is not None else work / "journal.json"
     try:
-        with usage_errors():
+        with convoy_errors():
             result = run_experiment(
                 wf, [x.value for x in batch.valid], db_dir=work, faults=spec, hypothesis=hyp,
                 kill_after_s=kill_after, protect=protections, concurrency=concurrency,

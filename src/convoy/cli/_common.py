@@ -1,23 +1,39 @@
-"""What every command shares: consoles, the ``--db`` option, usage errors, model specs."""
+"""What every command shares: consoles, the ``--db`` option, one-line errors, the engine.
+
+Exit codes: 0 when the command did its work, 1 when it could not (a store error, sessions
+left unfinished by one, a divergent replay), 2 on usage errors. Every error Convoy raises
+reaches the user as one line, ``error: <message>``, never as a traceback, including errors
+raised inside the event loop and inside task groups.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import os
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from convoy import Engine, JournalError, Model, UserError, infer_model
+from convoy import Engine, Interceptor, Model, StoreError, UserError, infer_model
+from convoy.durability import SessionInterrupted
+from convoy.stores import SQLiteStore
+
+T = TypeVar("T")
 
 #: Where the session store lives unless ``--db`` or ``CONVOY_DB`` says otherwise.
 DEFAULT_DB = "convoy.db"
+#: Exit code of a command that could not do its work (a store error, for one).
+RUN_FAILURE = 1
 #: Exit code of a usage error (the same code click uses for bad options).
 USAGE_ERROR = 2
+#: Exit code after Ctrl-C (128 + SIGINT).
+INTERRUPTED = 130
 
 DbOption = Annotated[Path, typer.Option(
     "--db", envvar="CONVOY_DB", show_envvar=True, dir_okay=False,
@@ -28,6 +44,14 @@ ModelOption = Annotated[str | None, typer.Option(
          "'openai:gpt-4o-mini'.")]
 ConcurrencyOption = Annotated[int, typer.Option(
     "--concurrency", "-c", min=1, help="Sessions running at once.")]
+BusyTimeoutOption = Annotated[float, typer.Option(
+    "--busy-timeout", metavar="SECONDS", min=0.0, envvar="CONVOY_BUSY_TIMEOUT",
+    help="How long a write may find the store locked by another process before it gives "
+         "up (the sessions it was writing stay unfinished, for a later resume).")]
+ImportOption = Annotated[list[str] | None, typer.Option(
+    "--import", metavar="MODULE",
+    help="Import this module first, so the workflows it defines (also under explicit "
+         "names) resolve. Repeatable.")]
 
 
 def _console(*, stderr: bool) -> Console:
@@ -47,13 +71,52 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def reportable(e: BaseException) -> StoreError | UserError | None:
+    """The Convoy error to tell the user about, looking inside exception groups (a
+    ``TaskGroup`` wraps what its tasks raise) and interrupted sessions; store errors
+    first, since they explain the rest."""
+    leaves = list(_leaves(e))
+    for cls in (StoreError, UserError):
+        for leaf in leaves:
+            if isinstance(leaf, cls):
+                return leaf
+    return None
+
+
+def _leaves(e: BaseException) -> Iterator[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        for inner in e.exceptions:
+            yield from _leaves(inner)
+    elif isinstance(e, SessionInterrupted) and e.cause is not None:
+        yield e.cause
+    else:
+        yield e
+
+
+def exit_code(e: StoreError | UserError) -> int:
+    return RUN_FAILURE if isinstance(e, StoreError) else USAGE_ERROR
+
+
 @contextmanager
-def usage_errors() -> Iterator[None]:
-    """Turn Convoy's misuse errors into a one-line message and exit code 2."""
+def convoy_errors() -> Iterator[None]:
+    """Turn a Convoy error into one line on stderr: a store error exits 1, misuse exits 2.
+    Anything else (a bug) keeps its traceback."""
     try:
         yield
-    except (UserError, JournalError) as e:
-        fail(str(e))
+    except (Exception, BaseExceptionGroup) as e:
+        problem = reportable(e)
+        if problem is None or isinstance(e, typer.Exit):
+            raise
+        fail(str(problem), exit_code(problem))
+
+
+def run_async(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)`` with Convoy's errors as one line (see :func:`convoy_errors`)."""
+    try:
+        with convoy_errors():
+            return asyncio.run(main)
+    finally:
+        main.close()  # never started (Ctrl-C before the loop ran it): no "never awaited"
 
 
 def workflows_from_cwd() -> None:
@@ -64,7 +127,28 @@ def workflows_from_cwd() -> None:
         sys.path.insert(0, cwd)
 
 
-def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None) -> Engine:
+def import_modules(modules: list[str] | None) -> list[Any]:
+    """Import ``--import`` modules (their workflows register themselves); exit 2 if one
+    cannot be imported."""
+    workflows_from_cwd()
+    imported = []
+    for name in modules or ():
+        try:
+            imported.append(importlib.import_module(name))
+        except ImportError as e:
+            fail(f"cannot import module {name!r}: {e}. Run from the directory that contains "
+                 "it, or put it on PYTHONPATH")
+    return imported
+
+
+def check_db_path(db: Path) -> None:
+    if db.is_dir():
+        fail(f"--db {str(db)!r} is a directory, not a Convoy store file")
+
+
+def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
+                 busy_timeout: float = 10.0, interceptors: Sequence[Interceptor] = ()
+                 ) -> Engine:
     """An engine on ``db``; ``--model`` (if given) overrides every agent's model.
 
     The model is built here, not lazily by the engine, so a typo fails before any session
@@ -78,27 +162,26 @@ def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None)
             fail(f"--model: {e}")
         except ImportError as e:
             fail(f"--model {model!r} needs a package that is not installed: {e}")
-    if db.is_dir():
-        fail(f"--db {str(db)!r} is a directory, not a Convoy store file")
-    with usage_errors():
-        return Engine(db, models=models, model=model, concurrency=concurrency)
+    check_db_path(db)
+    with convoy_errors():
+        return Engine(SQLiteStore(db, busy_timeout=busy_timeout), models=models, model=model,
+                      concurrency=concurrency, interceptors=interceptors)
 
 
 def require_store(db: Path) -> None:
     """Commands that read sessions must not silently create an empty store."""
+    check_db_path(db)
     if not db.exists():
         fail(f"no Convoy store at {str(db)!r}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
 
 
-@contextmanager
-def open_engine_sync(db: Path) -> Iterator[Engine]:
-    """An engine with its store open, for read-only commands that never await."""
-    require_store(db)
-    engine = build_engine(db)
-    with usage_errors():
-        engine.open()
+@asynccontextmanager
+async def open_store(db: Path) -> AsyncIterator[SQLiteStore]:
+    """The store at ``db`` (which must exist), open, for commands that only read it."""
+    store = SQLiteStore(db)
+    await store.open()
     try:
-        yield engine
+        yield store
     finally:
-        engine.store.close()
+        await store.aclose()

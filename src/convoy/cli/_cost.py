@@ -7,55 +7,79 @@ unfinished sessions alike and never counts a replayed step twice.
 
 from __future__ import annotations
 
-import sqlite3
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy.cli._common import DEFAULT_DB, DbOption, fail, out, require_store
+from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_store, out, require_store, run_async
 from convoy.cli._render import fmt_cost
+from convoy.stores import SessionFilter, SessionRow, StepRecord, Store
 
-By = Literal["session", "agent", "model", "tenant"]
-_KEY: dict[str, str] = {
-    "session": "j.session_id",
-    "agent": "j.target",
-    "model": "COALESCE(json_extract(j.result, '$.model'), '')",
-    "tenant": "s.tenant",
+_PAGE = 500
+
+
+_KEY: dict[str, Callable[[SessionRow, StepRecord, dict[str, Any]], str]] = {
+    "session": lambda row, rec, result: row.id,
+    "agent": lambda row, rec, result: rec.agent or rec.target,
+    "model": lambda row, rec, result: str(result.get("model") or ""),
+    "tenant": lambda row, rec, result: row.tenant,
 }
-_QUERY = """
-SELECT {key} AS k, COUNT(*),
-       COALESCE(SUM(json_extract(j.result, '$.in')), 0),
-       COALESCE(SUM(json_extract(j.result, '$.out')), 0),
-       COALESCE(SUM(json_extract(j.result, '$.cost')), 0.0),
-       COALESCE(SUM(CASE WHEN json_extract(j.result, '$.cached') THEN 1 ELSE 0 END), 0)
-FROM journal j JOIN sessions s ON s.id = j.session_id
-WHERE j.kind = 'model' AND j.status = 'completed'
-GROUP BY k
-"""
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class CostRow:
     key: str
-    calls: int
-    input_tokens: int
-    output_tokens: int
-    cost: float
-    cached: int
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost: float = 0.0
+    cached: int = 0
 
 
-def cost_rows(db: Path, by: str) -> list[CostRow]:
-    """Model calls grouped by ``by``, most expensive first (then by tokens)."""
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
-        rows = conn.execute(_QUERY.format(key=_KEY[by])).fetchall()
-    out = [CostRow(str(k), int(n), int(i), int(o), float(c), int(h))
-           for k, n, i, o, c, h in rows]
-    out.sort(key=lambda r: (-r.cost, -(r.input_tokens + r.output_tokens), r.key))
-    return out
+async def cost_rows(store: Store, by: str) -> list[CostRow]:
+    """Completed model calls of every session grouped by ``by``, most expensive first
+    (then by tokens)."""
+    key = _KEY[by]
+    groups: dict[str, CostRow] = {}
+    offset = 0
+    while True:
+        page = await store.list_sessions(SessionFilter(limit=_PAGE, offset=offset))
+        for row in page:
+            for rec in await store.journal(row.id):
+                if rec.kind != "model" or rec.status != "completed":
+                    continue
+                try:
+                    result = json.loads(rec.result or "{}")
+                except json.JSONDecodeError:
+                    result = {}
+                if not isinstance(result, dict):
+                    result = {}
+                k = key(row, rec, result)
+                g = groups.get(k)
+                if g is None:
+                    g = groups[k] = CostRow(k)
+                g.calls += 1
+                g.input_tokens += rec.input_tokens
+                g.output_tokens += rec.output_tokens
+                g.cost += rec.cost
+                g.cached += bool(result.get("cached"))
+        if len(page) < _PAGE:
+            break
+        offset += _PAGE
+    rows = list(groups.values())
+    rows.sort(key=lambda r: (-r.cost, -(r.input_tokens + r.output_tokens), r.key))
+    return rows
+
+
+async def _read(db: Path, by: str) -> list[CostRow]:
+    async with open_store(db) as store:
+        return await cost_rows(store, by)
 
 
 def cost(
@@ -73,10 +97,7 @@ def cost(
     if by not in _KEY:
         fail(f"--by {by!r} is not a grouping; use one of {', '.join(_KEY)}")
     require_store(db)
-    try:
-        rows = cost_rows(db, by)
-    except sqlite3.DatabaseError as e:
-        fail(f"{str(db)!r} is not a readable Convoy store: {e}")
+    rows = run_async(_read(db, by))
     if not rows:
         out.print(f"no model calls in {db}", markup=False)
         return

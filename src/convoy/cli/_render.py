@@ -13,12 +13,12 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
+from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
-from convoy.cli._stats import RunStats
-from convoy.stores._sqlite import SessionRow
+from convoy.cli._stats import LEFT_LABELS, RunStats
+from convoy.stores import UNFINISHED, SessionRow, StepRecord
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
-STATUSES: tuple[str, ...] = ("pending", "running", *TERMINAL)
 MAX_LISTED = 5
 
 # -- formats -----------------------------------------------------------------------------
@@ -51,7 +51,7 @@ def fmt_time(ts: float | None) -> str:
 
 
 def status_text(status: str) -> Text:
-    style = ("green" if status == "completed" else "yellow" if status in ("pending", "running")
+    style = ("green" if status == "completed" else "yellow" if status in UNFINISHED
              else "red")
     return Text(status, style=style)
 
@@ -71,7 +71,8 @@ def line_list(lines: Sequence[int], most: int = 10) -> str:
 
 def summary_table(title: str, stats: RunStats,
                   invalid: Sequence[InvalidLine] | None = None) -> Table:
-    """Completed, failures by terminal reason, skipped and invalid inputs, usage, latency."""
+    """Completed, failures by terminal reason, what was left unfinished and why, skipped
+    and invalid inputs, usage, latency."""
     t = Table(title=title, show_header=False, title_justify="left", min_width=44)
     t.add_column(style="bold")
     t.add_column()
@@ -84,8 +85,9 @@ def summary_table(title: str, stats: RunStats,
     if stats.skipped:
         detail = ", ".join(f"{s} {n}" for s, n in sorted(stats.skipped.items()))
         t.add_row("already finished", f"{stats.skipped.total()} (not re-run: {detail})")
-    if stats.stale:
-        t.add_row("not resumed (older version)", Text(str(len(stats.stale)), style="yellow"))
+    for why, label in LEFT_LABELS.items():
+        if stats.left[why]:
+            t.add_row(label, Text(str(stats.left[why]), style="yellow"))
     if invalid is not None:
         lines = [x.line for x in invalid]
         t.add_row("invalid input lines", f"{len(lines)}" + (f" (lines {line_list(lines)})"
@@ -115,10 +117,22 @@ def print_failures(console: Console, stats: RunStats) -> None:
         console.print("details: convoy sessions show ID", markup=False)
 
 
+def exit_on_store_errors(stats: RunStats) -> None:
+    """Exit 1 with one line when a store error interrupted sessions (they stay unfinished,
+    so running the command again, or 'convoy resume', continues them)."""
+    if not stats.store_errors:
+        return
+    first = stats.store_errors[0].error or {}
+    n = len(stats.store_errors)
+    fail(str(first.get("message", "the store failed")) + (
+        f" ({n} sessions were interrupted)" if n > 1 else ""), RUN_FAILURE)
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 
 def sessions_table(rows: Sequence[SessionRow]) -> Table:
+    waiting = any(r.status == "waiting" for r in rows)
     t = Table()
     t.add_column("id", no_wrap=True)
     t.add_column("workflow", overflow="fold")
@@ -127,11 +141,26 @@ def sessions_table(rows: Sequence[SessionRow]) -> Table:
     t.add_column("tokens in / out", justify="right", no_wrap=True)
     t.add_column("cost", justify="right", no_wrap=True)
     t.add_column("created", no_wrap=True)
+    if waiting:
+        t.add_column("waits for", no_wrap=True)
     for r in rows:
-        t.add_row(r.id, r.workflow, status_text(r.status), str(r.steps),
-                  fmt_tokens(r.input_tokens, r.output_tokens), fmt_cost(r.cost),
-                  fmt_time(r.created))
+        cells: list[str | Text] = [r.id, r.workflow, status_text(r.status), str(r.steps),
+                                   fmt_tokens(r.input_tokens, r.output_tokens),
+                                   fmt_cost(r.cost), fmt_time(r.created)]
+        t.add_row(*cells, *([waits_for(r)] if waiting else []))
     return t
+
+
+def waits_for(row: SessionRow) -> str:
+    """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
+    if row.status != "waiting":
+        return ""
+    parts = []
+    if row.wait_name is not None:
+        parts.append(f"signal {row.wait_name!r}")
+    if row.wake_at is not None:
+        parts.append(f"{'or ' if parts else ''}{fmt_time(row.wake_at)}")
+    return " ".join(parts) or "a signal or timer"
 
 
 def step_summary(kind: str, status: str, result: str | None) -> str:
@@ -153,20 +182,29 @@ def step_summary(kind: str, status: str, result: str | None) -> str:
     return short(result or "")
 
 
-def journal_table(steps: Sequence[tuple[str, str, str, str, str | None, float]]) -> Table:
+def journal_table(steps: Sequence[StepRecord]) -> Table:
+    spend = any(r.input_tokens or r.output_tokens or r.cost for r in steps)
     t = Table()
     t.add_column("key", no_wrap=True)
     t.add_column("kind")
     t.add_column("target")
     t.add_column("status")
+    if spend:
+        t.add_column("tokens in / out", justify="right", no_wrap=True)
+        t.add_column("cost", justify="right", no_wrap=True)
     t.add_column("result", overflow="fold")
-    for key, kind, target, status, result, _at in steps:
-        t.add_row(key, kind, target, status_text(status), step_summary(kind, status, result))
+    for r in steps:
+        cells: list[str | Text] = [r.key, r.kind, r.target, status_text(r.status)]
+        if spend:
+            used = bool(r.input_tokens or r.output_tokens or r.cost)
+            cells += [fmt_tokens(r.input_tokens, r.output_tokens) if used else "",
+                      fmt_cost(r.cost) if used else ""]
+        t.add_row(*cells, step_summary(r.kind, r.status, r.result))
     return t
 
 
-def print_session(console: Console, row: SessionRow,
-                  steps: Sequence[tuple[str, str, str, str, str | None, float]]) -> None:
+def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
+                  *, now: float) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -174,13 +212,29 @@ def print_session(console: Console, row: SessionRow,
     info.add_row("status", status_text(row.status))
     info.add_row("workflow", f"{row.workflow} (version {row.version})")
     info.add_row("tenant", row.tenant)
+    if row.parent is not None:
+        info.add_row("parent", row.parent)
     info.add_row("created", fmt_time(row.created))
     if row.started is not None and row.finished is not None:
         info.add_row("finished", f"{fmt_time(row.finished)} "
                      f"(ran {fmt_duration(row.finished - row.started)})")
+    if row.status == "running" and row.owner is not None:
+        lease = "" if row.lease_until is None else (
+            f" (lease until {fmt_time(row.lease_until)}"
+            + (", expired)" if row.lease_until < now else ")"))
+        info.add_row("owner", row.owner + lease)
+    if row.status == "waiting":
+        if row.wait_name is not None:
+            info.add_row("waits for signal", row.wait_name)
+        if row.wake_at is not None:
+            info.add_row("wakes at" if row.wait_name is None else "times out at",
+                         fmt_time(row.wake_at))
     info.add_row("steps", str(row.steps))
+    info.add_row("active time", fmt_duration(row.active_s))
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
     info.add_row("cost", fmt_cost(row.cost))
+    for name, value in sorted(row.header_map.items()):
+        info.add_row(f"header {name}", value)
     console.print(info)
     console.print()
     if steps:
@@ -196,6 +250,16 @@ def print_session(console: Console, row: SessionRow,
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
         console.print(Text.assemble(("error: ", "bold"),
                                     f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
-    elif row.status in ("pending", "running"):
+    if row.status == "escalated":
+        console.print(f"answer it: convoy signal {row.id} convoy.escalation --payload "
+                      """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",
+                      markup=False)
+    elif row.status == "waiting" and row.wait_name is not None:
+        console.print(f"waiting: convoy signal {row.id} {row.wait_name} --payload JSON, then "
+                      "a 'convoy worker' (or 'convoy resume') continues it", markup=False)
+    elif row.status == "waiting":
+        console.print("waiting for its timer: a 'convoy worker' (or 'convoy resume' once it "
+                      "is due) continues it", markup=False)
+    elif row.unfinished:
         console.print("not finished yet; 'convoy resume' (or re-running the same "
                       "'convoy run') finishes it", markup=False)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.table import Table
@@ -13,13 +12,15 @@ from rich.text import Text
 from convoy import Engine, ReplayResult
 from convoy.cli._common import (
     DEFAULT_DB,
+    RUN_FAILURE,
     DbOption,
+    ImportOption,
     build_engine,
     err,
+    import_modules,
     out,
     require_store,
-    usage_errors,
-    workflows_from_cwd,
+    run_async,
 )
 from convoy.cli._render import short, status_text
 
@@ -27,20 +28,21 @@ from convoy.cli._render import short, status_text
 def replay(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
     db: DbOption = Path(DEFAULT_DB),
+    imports: ImportOption = None,
 ) -> None:
     """Re-execute a finished session from its journal and compare the result.
 
     No model and no tool is called: every step comes from the journal, so this checks that
     the current workflow code still reaches the recorded result (e.g. after a code change).
-    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1).
+    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1). Workflows
+    with explicit names need '--import MODULE'.
 
     Example: `convoy replay 3f2a9c1b7e4d-12`
     """
-    workflows_from_cwd()
+    import_modules(imports)
     require_store(db)
     engine = build_engine(db)
-    with usage_errors():
-        rr, recorded_error = asyncio.run(_replay(engine, session_id))
+    rr = run_async(_replay(engine, session_id))
     if rr.matches:
         out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),
                                 f" ({rr.status}, {rr.steps} steps replayed from the journal)"))
@@ -49,25 +51,23 @@ def replay(
                             f" ({rr.steps} steps replayed)"))
     t = Table.grid(padding=(0, 2))
     for label, status, value, error in (
-            ("recorded", rr.recorded_status, rr.recorded_output, recorded_error),
+            ("recorded", rr.recorded_status, rr.recorded_output, rr.recorded_error),
             ("replayed", rr.status, rr.output, rr.error)):
         detail = value
         if detail is None and error:
             detail = f"{error.get('type', 'error')}: {error.get('message', '')}"
         t.add_row(Text(label, style="bold"), status_text(status), short(detail or "-", 100))
     out.print(t)
-    raise typer.Exit(1)
+    raise typer.Exit(RUN_FAILURE)
 
 
-async def _replay(engine: Engine, session_id: str
-                  ) -> tuple[ReplayResult, dict[str, Any] | None]:
+async def _replay(engine: Engine, session_id: str) -> ReplayResult:
     async with engine:
-        row = engine.store.get_session(session_id)
-        if row is not None and row.status not in ("pending", "running"):
+        row = await engine.store.get_session(session_id)
+        if row is not None and not row.unfinished:
             wf = engine.workflow_named(row.workflow)
             if wf.version != row.version:
                 err.print(f"warning: session {session_id} ran version {row.version!r} of "
                           f"{row.workflow}; the code is now version {wf.version!r}",
                           markup=False, style="yellow")
-        rr = await engine.replay(session_id)
-        return rr, row.error_record if row is not None else None
+        return await engine.replay(session_id)

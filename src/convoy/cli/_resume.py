@@ -1,8 +1,7 @@
-"""``convoy resume``: finish every pending or running session in a store."""
+"""``convoy resume``: run every unfinished session of a store that can run now."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import typer
@@ -10,18 +9,21 @@ import typer
 from convoy import Engine, UserError
 from convoy.cli._common import (
     DEFAULT_DB,
+    INTERRUPTED,
+    BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
+    ImportOption,
     ModelOption,
     build_engine,
     err,
+    import_modules,
     out,
     require_store,
-    usage_errors,
-    workflows_from_cwd,
+    run_async,
 )
 from convoy.cli._progress import session_progress
-from convoy.cli._render import print_failures, summary_table
+from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
 from convoy.cli._stats import RunStats
 
 
@@ -29,34 +31,42 @@ def resume(
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
     db: DbOption = Path(DEFAULT_DB),
+    imports: ImportOption = None,
+    busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
-    """Finish every pending or running session in the store (after a crash or Ctrl-C).
+    """Run every unfinished session that can run now (after a crash or Ctrl-C, a due
+    timer, a signal), and count the ones left: waiting for a timer or a signal, owned by
+    another live engine, or started on another version of their workflow.
 
     Steps already in a session's journal are replayed, not re-run: no model or tool is
     called twice. Workflows are imported by the name they were started with, so run this
-    from the same directory (or PYTHONPATH) as 'convoy run'.
+    from the same directory (or PYTHONPATH) as 'convoy run'; for workflows with explicit
+    names, '--import MODULE' imports the module that defines them.
 
-    Example: `convoy resume --db convoy.db --concurrency 32`
+    Exit code 0 when the resume happened, 1 when a store error stopped it, 2 on usage
+    errors.
+
+    Example: `convoy resume --db convoy.db --concurrency 32 --import myapp.flows`
     """
-    workflows_from_cwd()
+    import_modules(imports)
     require_store(db)
-    engine = build_engine(db, concurrency=concurrency, model=model)
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
     try:
-        with usage_errors():
-            stats = asyncio.run(_resume(engine))
+        stats = run_async(_resume(engine))
     except KeyboardInterrupt:
         err.print("interrupted: run 'convoy resume' again to finish", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
     if stats is None:
-        out.print(f"nothing to resume: no pending or running sessions in {db}", markup=False)
+        out.print(f"nothing to resume: no unfinished sessions in {db}", markup=False)
         return
     out.print(summary_table(f"convoy resume · {db}", stats))
     print_failures(out, stats)
+    exit_on_store_errors(stats)
 
 
 async def _resume(engine: Engine) -> RunStats | None:
     async with engine:
-        rows = engine.store.unfinished()
+        rows = await engine.store.unfinished()
         if not rows:
             return None
         # Import every workflow first: a missing one must not stop the resume half-way.
@@ -67,8 +77,11 @@ async def _resume(engine: Engine) -> RunStats | None:
                 n = sum(r.workflow == name for r in rows)
                 raise UserError(f"cannot resume {n} session(s) of workflow {name!r}: {e}"
                                 ) from None
+        now = engine.clock()
+        due = sum(r.status != "waiting" or (r.wake_at is not None and r.wake_at <= now)
+                  for r in rows)
         stats = RunStats()
-        with session_progress(len(rows), "resuming") as on_done:
+        with session_progress(due, "resuming") as on_done:
             results = await engine.resume(on_done=on_done)
         for res in results:
             stats.add(res)

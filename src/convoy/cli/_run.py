@@ -2,30 +2,30 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from convoy import Engine, Workflow, load_workflow
+from convoy import Engine, SessionResult, Workflow, load_workflow
 from convoy.cli._common import (
     DEFAULT_DB,
+    INTERRUPTED,
+    BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
     ModelOption,
     build_engine,
+    convoy_errors,
     err,
     out,
-    usage_errors,
+    run_async,
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, read_inputs
 from convoy.cli._progress import session_progress
-from convoy.cli._render import print_failures, summary_table
-from convoy.cli._stats import RunStats
-
-UNFINISHED = ("pending", "running")
+from convoy.cli._render import MAX_LISTED, exit_on_store_errors, print_failures, summary_table
+from convoy.cli._stats import RunStats, left_reason
 
 
 def run(
@@ -40,23 +40,28 @@ def run(
     model: ModelOption = None,
     db: DbOption = Path(DEFAULT_DB),
     tenant: Annotated[str, typer.Option(help="Tenant the sessions are billed to.")] = "default",
+    busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
     """Run a workflow once per line of a JSONL file and print a summary.
 
     Lines that are not JSON or do not match the workflow's input type are reported with
     their line number and skipped. Each line gets a session id derived from the file and the
     line number: run the same command again after a crash or Ctrl-C and finished sessions
-    are kept, unfinished ones resume from their journal, nothing runs twice.
+    are kept, unfinished ones resume from their journal, nothing runs twice. Sessions that
+    wait (for a timer or a signal) stay waiting: 'convoy worker' continues them. Sessions
+    another live engine owns, and sessions started on another version of the workflow, are
+    left alone and counted.
 
-    Exit code 0 when the run happened (even if some sessions failed), 2 on usage errors.
+    Exit code 0 when the run happened (even if some sessions failed), 1 when a store error
+    stopped it (its sessions stay unfinished: run the command again), 2 on usage errors.
 
     Example: `convoy run examples.support_desk.workflow:handle_ticket -i tickets.jsonl`
     """
     workflows_from_cwd()
-    with usage_errors():
+    with convoy_errors():
         wf = load_workflow(workflow)
-    engine = build_engine(db, concurrency=concurrency, model=model)
-    with usage_errors():
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
+    with convoy_errors():
         batch = read_inputs(wf, input)
     for bad in batch.invalid:
         err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
@@ -64,35 +69,29 @@ def run(
     if not batch.valid and not batch.invalid:
         err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
     try:
-        with usage_errors():
-            stats = asyncio.run(_run(engine, wf, batch, tenant))
+        stats = run_async(_run(engine, wf, batch, tenant))
     except KeyboardInterrupt:
         err.print("interrupted: unfinished sessions are saved; run the same command again "
                   "(or 'convoy resume') to finish them", markup=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(INTERRUPTED) from None
     out.print(summary_table(f"convoy run {wf.name} · run {batch.run_id} · {db}", stats,
                             batch.invalid))
     print_failures(out, stats)
+    exit_on_store_errors(stats)
 
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                tenant: str) -> RunStats:
     stats = RunStats()
     async with engine:
+        lines = {batch.session_id(item.line): item for item in batch.valid}
+        known = await engine.store.get_sessions(list(lines))
         ids: list[str] = []
         values: list[Any] = []
-        for item in batch.valid:
-            sid = batch.session_id(item.line)
-            row = engine.store.get_session(sid)
-            if row is not None and row.status not in UNFINISHED:
+        for sid, item in lines.items():
+            row = known.get(sid)
+            if row is not None and not row.unfinished:
                 stats.skipped[row.status] += 1
-                continue
-            if row is not None and row.version != wf.version:
-                err.print(f"line {item.line}: session {sid} started on version "
-                          f"{row.version!r} of {wf.name} but the code is version "
-                          f"{wf.version!r}; not resumed (run it with the old code)",
-                          markup=False, style="yellow", soft_wrap=True)
-                stats.stale.append(sid)
                 continue
             ids.append(sid)
             values.append(item.value)
@@ -103,5 +102,21 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                                                 on_done=on_done)
             for res in results:
                 stats.add(res)
+            _say_left(results, {sid: item.line for sid, item in lines.items()})
     stats.stop()
     return stats
+
+
+def _say_left(results: list[SessionResult[Any]], line_of: dict[str, int]) -> None:
+    """Name the first few sessions this run could not take on (another engine owns them,
+    or they started on another version of the workflow)."""
+    for why in ("owned", "version"):
+        skipped = [r for r in results if left_reason(r) == why]
+        for res in skipped[:MAX_LISTED]:
+            detail = (f"session {res.id} is running on another engine; left to it"
+                      if why == "owned" else (res.error or {}).get(
+                          "message", f"session {res.id} started on another version"))
+            err.print(f"line {line_of.get(res.id, '?')}: {detail}", markup=False,
+                      style="yellow", soft_wrap=True)
+        if len(skipped) > MAX_LISTED:
+            err.print(f"… and {len(skipped) - MAX_LISTED} more", markup=False, style="yellow")

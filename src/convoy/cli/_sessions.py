@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_engine_sync, out
-from convoy.cli._render import STATUSES, print_session, sessions_table
-from convoy.stores._sqlite import SessionRow
+from convoy.cli._common import (
+    DEFAULT_DB,
+    DbOption,
+    fail,
+    open_store,
+    out,
+    require_store,
+    run_async,
+)
+from convoy.cli._render import print_session, sessions_table
+from convoy.stores import STATUSES, SessionFilter, SessionRow, StepRecord
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -25,28 +34,40 @@ def list_sessions(
     workflow: Annotated[str | None, typer.Option(
         "--workflow", "-w", metavar="MODULE:WORKFLOW", help="Only this workflow.")] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 50,
+    offset: Annotated[int, typer.Option(
+        "--offset", min=0, help="Skip this many (oldest) sessions first.")] = 0,
 ) -> None:
-    """List sessions, newest first.
+    """List sessions, oldest first (the order they were created in).
 
-    Example: `convoy sessions list --status failed --limit 20`
+    Waiting sessions show what they wait for (a signal, a time); the last line counts
+    every session by status.
+
+    Example: `convoy sessions list --status waiting --limit 20`
     """
     if status is not None and status not in STATUSES:
         fail(f"--status {status!r} is not a session status; use one of {', '.join(STATUSES)}")
-    with open_engine_sync(db) as engine:
-        rows = engine.store.list_sessions(status=status, workflow=workflow, limit=limit)
-        counts = engine.store.counts()
+    require_store(db)
+    where = SessionFilter(status=status, workflow=workflow, limit=limit, offset=offset)
+    rows, counts = run_async(_list(db, where))
     total = counts.get(status, 0) if status else sum(counts.values())
     if not rows:
         what = f"with status {status!r} " if status else ""
-        out.print(f"no sessions {what}in {db}", markup=False)
+        out.print(f"no sessions {what}in {db}" + (f" past the first {offset}" if offset else ""),
+                  markup=False)
         return
     out.print(sessions_table(rows))
     if workflow is None and total > len(rows):
-        out.print(f"showing {len(rows)} of {total:,} sessions; use --limit N for more",
-                  markup=False)
+        out.print(f"showing {len(rows)} of {total:,} sessions (from the oldest"
+                  f"{f', skipping {offset}' if offset else ''}); use --limit N or --offset N "
+                  "for more", markup=False)
     if counts and status is None:
         out.print("  ".join(f"{s}: {counts[s]:,}" for s in STATUSES if s in counts),
                   markup=False)
+
+
+async def _list(db: Path, where: SessionFilter) -> tuple[list[SessionRow], dict[str, int]]:
+    async with open_store(db) as store:
+        return await store.list_sessions(where), await store.counts()
 
 
 @sessions_app.command("show")
@@ -55,34 +76,43 @@ def show_session(
     db: DbOption = Path(DEFAULT_DB),
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
 ) -> None:
-    """Show one session: status, workflow, journaled steps, usage, output or error.
+    """Show one session: status, workflow, headers, owner or what it waits for, the
+    journaled steps (with tokens and cost of model calls), output or error.
 
     Example: `convoy sessions show 3f2a9c1b7e4d-12 --json`
     """
-    with open_engine_sync(db) as engine:
-        row = engine.store.get_session(session_id)
-        if row is None:
-            fail(f"no session {session_id!r} in {str(db)!r}; 'convoy sessions list' shows "
-                 "the ids")
-        steps = engine.store.journal(session_id)
+    require_store(db)
+    row, steps = run_async(_show(db, session_id))
+    if row is None:
+        fail(f"no session {session_id!r} in {str(db)!r}; 'convoy sessions list' shows "
+             "the ids")
     if as_json:
         typer.echo(json.dumps(session_json(row, steps), indent=2))
     else:
-        print_session(out, row, steps)
+        print_session(out, row, steps, now=time.time())
 
 
-def session_json(row: SessionRow, steps: list[tuple[str, str, str, str, str | None, float]]
-                 ) -> dict[str, Any]:
+async def _show(db: Path, session_id: str) -> tuple[SessionRow | None, list[StepRecord]]:
+    async with open_store(db) as store:
+        row = await store.get_session(session_id)
+        return row, (await store.journal(session_id) if row is not None else [])
+
+
+def session_json(row: SessionRow, steps: list[StepRecord]) -> dict[str, Any]:
     return {
         "id": row.id, "workflow": row.workflow, "version": row.version, "tenant": row.tenant,
         "status": row.status, "created": row.created, "started": row.started,
-        "finished": row.finished, "steps": row.steps,
+        "finished": row.finished, "steps": row.steps, "active_s": row.active_s,
         "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens},
-        "cost": row.cost, "input": _json(row.input), "output": _json(row.output),
-        "error": row.error_record,
-        "journal": [{"key": k, "kind": kind, "target": target, "status": st,
-                     "result": _json(result), "at": at}
-                    for k, kind, target, st, result, at in steps],
+        "cost": row.cost, "headers": row.header_map, "parent": row.parent,
+        "owner": row.owner, "lease_until": row.lease_until, "wake_at": row.wake_at,
+        "wait_name": row.wait_name,
+        "input": _json(row.input), "output": _json(row.output), "error": row.error_record,
+        "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
+                     "result": _json(r.result), "agent": r.agent,
+                     "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
+                     "cost": r.cost, "input_hash": r.input_hash, "at": r.at}
+                    for r in steps],
     }
 
 

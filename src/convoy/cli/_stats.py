@@ -1,4 +1,4 @@
-"""Totals of one ``convoy run`` / ``convoy resume`` invocation."""
+"""Totals of one ``convoy run`` / ``convoy resume`` / ``convoy worker`` invocation."""
 
 from __future__ import annotations
 
@@ -6,38 +6,75 @@ import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from convoy import SessionResult
 from convoy._stats import percentile
 
+#: Why a session is still unfinished after a command: it waits for a timer or a signal,
+#: another live engine owns it, it started on another workflow version, or a store error
+#: (or a lost lease) interrupted it.
+LeftReason = Literal["waiting", "owned", "version", "interrupted"]
+LEFT_LABELS: dict[LeftReason, str] = {
+    "waiting": "waiting (timer or signal)",
+    "owned": "owned by another engine",
+    "version": "other workflow version",
+    "interrupted": "interrupted (resume later)",
+}
+
+
+def left_reason(res: SessionResult[Any]) -> LeftReason | None:
+    """Why ``res`` is unfinished, or ``None`` when it finished."""
+    if res.finished:
+        return None
+    if (res.error or {}).get("type") == "VersionMismatch":
+        return "version"
+    if res.status == "running":
+        return "owned"
+    if res.status == "waiting":
+        return "waiting"
+    return "interrupted"
+
 
 @dataclass(slots=True)
 class RunStats:
-    """Counts sessions by terminal status and totals tokens, cost and latency.
+    """Counts sessions by status and totals tokens, cost and latency of those that ran.
 
     ``skipped`` counts sessions that were already finished before this invocation (by
     status); they are reported, not re-run, and their tokens are not counted again.
+    ``left`` counts the sessions still unfinished afterwards, by why.
     """
 
     by_status: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
-    stale: list[str] = field(default_factory=list)  # unfinished, from another version
+    left: Counter[LeftReason] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failures: list[SessionResult[Any]] = field(default_factory=list)
+    store_errors: list[SessionResult[Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
 
     def add(self, res: SessionResult[Any]) -> None:
+        why = left_reason(res)
+        if why is not None:
+            self.left[why] += 1
+            if why == "interrupted":
+                self.failures.append(res)
+                if (res.error or {}).get("type") == "StoreError":
+                    self.store_errors.append(res)
+            # A session that was only looked at (not due, owned elsewhere, another
+            # version) reports no run time; one that ran and then parked does.
+            if not res.duration_s > 0:
+                return
         self.by_status[res.status] += 1
         self.input_tokens += res.usage.input_tokens
         self.output_tokens += res.usage.output_tokens
         self.cost += res.cost
         self.latencies.append(res.duration_s)
-        if not res.ok:
+        if why is None and not res.ok:
             self.failures.append(res)
 
     def start(self) -> None:
@@ -59,5 +96,5 @@ class RunStats:
 
     @property
     def throughput(self) -> float:
-        """Sessions finished per second of wall-clock time."""
+        """Sessions run per second of wall-clock time."""
         return self.ran / self.wall_s if self.wall_s > 0 else math.nan

@@ -1,0 +1,119 @@
+"""``convoy worker``: run sessions as they become runnable (new, due, signalled, orphaned)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.text import Text
+
+from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
+from convoy.cli._common import (
+    DEFAULT_DB,
+    INTERRUPTED,
+    BusyTimeoutOption,
+    ConcurrencyOption,
+    DbOption,
+    ModelOption,
+    build_engine,
+    err,
+    fail,
+    import_modules,
+    out,
+    run_async,
+)
+from convoy.cli._render import short, status_text
+
+
+class SessionLog(Interceptor):
+    """Prints one line as each run of a session ends, and counts the ends by status."""
+
+    stage = "timing"
+
+    def __init__(self) -> None:
+        self.ends: Counter[str] = Counter()
+
+    async def session_run(self, input: SessionInput,
+                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        end = await next(input)
+        self.ends[end.status] += 1
+        out.print(Text.assemble((input.info.session_id, "bold"), "  ",
+                                status_text(end.status), "  ", _detail(end)))
+        return end
+
+
+def _detail(end: SessionEnd) -> str:
+    e = end.error or {}
+    if end.status == "waiting":
+        return f"waits for signal {e['wait_name']!r}" if e.get("wait_name") else "waits"
+    if end.status == "completed" or not e:
+        return ""
+    return short(f"{e.get('type', 'error')}: {e.get('message', '')}", 100)
+
+
+def workflows_in(modules: list[ModuleType]) -> list[Workflow[Any, Any]]:
+    """The workflows the modules define at top level (each once)."""
+    found: dict[str, Workflow[Any, Any]] = {}
+    for m in modules:
+        for value in vars(m).values():
+            if isinstance(value, Workflow):
+                found.setdefault(value.name, value)
+    return list(found.values())
+
+
+def worker(
+    modules: Annotated[list[str], typer.Argument(
+        metavar="MODULE...", help="Modules that define the workflows to serve, e.g. "
+        "'myapp.flows' (importable from the current directory or PYTHONPATH).")],
+    until_idle: Annotated[bool, typer.Option(
+        "--until-idle", help="Return once no session of these workflows can run any more "
+        "(left: those waiting for a signal).")] = False,
+    concurrency: ConcurrencyOption = 64,
+    model: ModelOption = None,
+    db: DbOption = Path(DEFAULT_DB),
+    poll_interval: Annotated[float, typer.Option(
+        "--poll-interval", metavar="SECONDS", min=0.01,
+        help="How often to look for sessions other processes made runnable.")] = 1.0,
+    busy_timeout: BusyTimeoutOption = 10.0,
+) -> None:
+    """Run the sessions of the workflows these modules define as they become runnable:
+    new ones, waits whose timer is due or whose signal arrived, and sessions whose engine
+    died. Prints a line as each run ends. Runs until Ctrl-C (or, with --until-idle, until
+    nothing is left to run); sessions it was running resume later from their journal.
+
+    Example: `convoy worker myapp.flows --concurrency 32`
+    """
+    workflows = workflows_in(import_modules(modules))
+    if not workflows:
+        fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the modules "
+             "whose @convoy.workflow functions should run here")
+    log = SessionLog()
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
+                          interceptors=[log])
+    for wf in workflows:
+        engine.register(wf)
+    names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
+    try:
+        err.print(f"worker on {db}: serving {names}", markup=False, style="dim",
+                  soft_wrap=True)
+        left = run_async(_serve(engine, until_idle, poll_interval, {w.name for w in workflows}))
+    except KeyboardInterrupt:
+        err.print(f"stopped after {log.ends.total()} session runs; the sessions it was running "
+                  "continue from their journal with the next worker or 'convoy resume'",
+                  markup=False)
+        raise typer.Exit(INTERRUPTED) from None
+    ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
+    waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
+    out.print(f"idle: {log.ends.total()} session runs ({ran}); left unfinished: {waiting}",
+              markup=False)
+
+
+async def _serve(engine: Engine, until_idle: bool, poll_interval: float,
+                 served: set[str]) -> Counter[str]:
+    async with engine:
+        await engine.serve(until_idle=until_idle, poll_interval=poll_interval)
+        return Counter(r.status for r in await engine.store.unfinished()
+                       if r.workflow in served)
