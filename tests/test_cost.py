@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,18 +15,12 @@ from hypothesis import strategies as st
 
 import convoy
 from convoy.cost import Budget, Budgets, ResponseCache, TokenVelocity
+from convoy.stores import SQLiteStore
 
 from .conftest import Classification
+from .fakeclock import FakeClock
 
 OK = {"label": "billing", "confidence": 0.9}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def chain(n: int, sim: convoy.Model, name: str = "cost") -> convoy.Workflow[Any, Any]:
@@ -63,17 +60,56 @@ async def test_budget_escalates_or_downgrades_per_policy(engine_factory: Any) ->
     assert res.ok and cheap.calls == 2 and down.downgraded == 2
 
 
-async def test_tenant_daily_budget_is_per_tenant_and_per_day(engine_factory: Any) -> None:
-    day = [dt.date(2026, 11, 24)]
+DAY = 86400.0
+
+
+@pytest.mark.parametrize("start", [time.time(), 1e9, 4e9], ids=["today", "2001", "2096"])
+async def test_tenant_daily_budget_is_per_tenant_and_per_day(tmp_path: Path,
+                                                            start: float) -> None:
+    # Day D is the UTC day of ``start`` (today's real date, or one far away); every engine
+    # below runs on a store whose clock is a fake one, so the budgets' day, the journal's
+    # record times and the leases agree whatever the real date is.
+    d = start // DAY * DAY  # midnight (UTC) that starts day D
     sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
-    budgets = Budgets(tenant_daily=Budget(tokens=400), today=lambda: day[0])
-    eng = engine_factory(interceptors=[budgets])
-    wf = chain(2, sim)
-    r = [await eng.run(wf, f"t{i}", tenant="acme") for i in range(3)]
-    assert [x.status for x in r] == ["completed", "completed", "budget_exhausted"]
-    assert (await eng.run(wf, "x", tenant="other")).ok  # another tenant's budget
-    day[0] = dt.date(2026, 11, 25)
-    assert (await eng.run(wf, "y", tenant="acme")).ok  # a new day
+    wf = chain(2, sim)  # 200 tokens a session
+    path = tmp_path / "tenants.db"
+
+    def engine(clock: FakeClock) -> tuple[convoy.Engine, Budgets]:
+        budgets = Budgets(tenant_daily=Budget(tokens=400))
+        return convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[budgets]), budgets
+
+    async def statuses(eng: convoy.Engine, tenant: str, n: int) -> list[str]:
+        return [(await eng.run(wf, f"{tenant}-{uuid.uuid4().hex}", tenant=tenant)).status
+                for _ in range(n)]
+
+    clock = FakeClock(d + DAY - 1)  # D, 23:59:59
+    first, budgets = engine(clock)
+    async with first:
+        assert await statuses(first, "acme", 3) == ["completed", "completed",
+                                                     "budget_exhausted"]
+        assert await statuses(first, "globex", 1) == ["completed"]  # a tenant of its own
+        clock.advance(1)  # D+1, 00:00:00: a new day starts empty, though the store holds
+        assert await statuses(first, "acme", 1) == ["completed"]  # D's 400 tokens
+    day = dt.datetime.fromtimestamp(d, dt.UTC).date()
+    assert {k: led.tokens for k, led in budgets.ledgers.items()} == {
+        f"tenant:acme:{day}": 400, f"tenant:globex:{day}": 200,
+        f"tenant:acme:{day + dt.timedelta(days=1)}": 200}
+
+    clock.advance(3600)  # a restart later that day picks up the day's 200 tokens
+    again, _ = engine(clock)
+    async with again:
+        assert await statuses(again, "acme", 2) == ["completed", "budget_exhausted"]
+        assert await statuses(again, "globex", 1) == ["completed"]
+
+    # The day's spend is read bounded on both ends: an engine whose clock says D-1 sees
+    # none of D's or D+1's spend (a query bounded only below would see all 1,000 tokens)
+    # and one on D+2 none of the days before.
+    for other_day in (d - DAY, d + 2 * DAY):
+        other, _ = engine(FakeClock(other_day + 12 * 3600))
+        async with other:
+            assert await statuses(other, "acme", 3) == ["completed", "completed",
+                                                         "budget_exhausted"]
+    assert sim.calls == 2 * (2 + 1 + 1 + 1 + 1 + 2 + 2)
 
 
 @settings(max_examples=25, deadline=None)
@@ -83,13 +119,13 @@ def test_shared_budget_overshoots_by_at_most_the_calls_in_flight(
         n: int, limit: int, latency: float, tokens: int) -> None:
     async def scenario() -> None:
         import tempfile
-        from pathlib import Path
 
         sim = convoy.SimModel({"*": {"output": OK}}, usage=(tokens, 0), latency=latency)
         budgets = Budgets(tenant_daily=Budget(tokens=limit))
         with tempfile.TemporaryDirectory() as d:
-            async with convoy.Engine(Path(d) / "b.db", interceptors=[budgets],
-                                     concurrency=10_000) as eng:
+            # One fake clock: a run that crosses midnight still has one day (one ledger).
+            store = SQLiteStore(Path(d) / "b.db", clock=FakeClock())
+            async with convoy.Engine(store, interceptors=[budgets], concurrency=10_000) as eng:
                 await asyncio.gather(*(eng.run(chain(3, sim), f"t{i}") for i in range(n)))
         [led] = budgets.ledgers.values()
         assert led.tokens == sim.calls * tokens
@@ -117,7 +153,7 @@ async def test_cache_hits_are_free_and_never_cross_tenants(engine_factory: Any) 
 
 
 async def test_cache_entries_expire(engine_factory: Any) -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     sim = convoy.SimModel({"*": {"output": OK}})
     cache = ResponseCache(ttl=10, clock=clock)
     eng = engine_factory(interceptors=[cache])
@@ -129,7 +165,7 @@ async def test_cache_entries_expire(engine_factory: Any) -> None:
 
 
 def test_velocity_learns_a_baseline_and_alerts_on_a_spike() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     alerts: list[Any] = []
     v = TokenVelocity(interval=60, warmup=5, k=4, min_rate=100, clock=clock,
                       on_alert=alerts.append)
@@ -150,16 +186,3 @@ def test_budget_config_errors() -> None:
         Budget()
     with pytest.raises(convoy.UserError, match="downgrade_to"):
         Budgets(session=Budget(tokens=1), on_exhausted="downgrade")
-
-
-async def test_tenant_daily_spend_survives_a_restart(engine_factory: Any, db: Any) -> None:
-    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
-    wf = chain(2, sim)
-    first = engine_factory(interceptors=[Budgets(tenant_daily=Budget(tokens=500))])
-    assert (await first.run(wf, "a", tenant="acme")).ok  # 200 tokens
-    assert (await first.run(wf, "b", tenant="acme")).ok  # 400 tokens
-    await first.aclose()
-    # A new engine (a restart) on the same store: 400 of 500 tokens are already spent.
-    again = engine_factory(interceptors=[Budgets(tenant_daily=Budget(tokens=500))])
-    res = await again.run(wf, "c", tenant="acme")
-    assert res.status == "budget_exhausted" and sim.calls == 5
