@@ -186,3 +186,112 @@ def test_budget_config_errors() -> None:
         Budget()
     with pytest.raises(convoy.UserError, match="downgrade_to"):
         Budgets(session=Budget(tokens=1), on_exhausted="downgrade")
+
+
+# -- budgets across a crash and a resume (hole 4) -----------------------------------------
+
+class Crash(BaseException):
+    """The process dies in the middle of a model call: nothing after it gets to run, so the
+    session is left ``running`` and owned by the dead engine."""
+
+
+def alternating(sim: convoy.Model, name: str) -> convoy.Workflow[Any, Any]:
+    """Agents ``a`` and ``b`` take turns (eight calls): ``a`` spends its own budget while
+    the session spends more."""
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    b = convoy.Agent(name="b", output_type=Classification, model=sim)
+
+    @convoy.workflow(name=name)
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification | None = None
+        for i in range(4):
+            await ctx.run(a, f"{t} {i}")
+            out = await ctx.run(b, f"{t} {i}")
+        assert out is not None
+        return out
+
+    return wf
+
+
+CALL = 120  # tokens a call: usage=(100, 20)
+SCENARIOS = {
+    # budgets, the workflow, and the ledger that must stop the session
+    "session": (lambda: Budgets(session=Budget(tokens=250)), lambda sim: chain(5, sim, "h4s"),
+                None),
+    "agent": (lambda: Budgets(agents={"a": Budget(tokens=250)}),
+              lambda sim: alternating(sim, "h4a"), "a"),
+    "tenant": (lambda: Budgets(tenant_daily=Budget(tokens=250)),
+               lambda sim: chain(5, sim, "h4t"), None),
+}
+NOON = 20_000 * DAY + 12 * 3600  # any day: the resume, an hour later, is the same day
+
+
+def crashing(crash_at: int | None) -> convoy.SimModel:
+    calls = {"n": 0}
+
+    def script(req: convoy.ModelRequest) -> Any:
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise Crash
+        return {"output": OK}
+
+    return convoy.SimModel(script, usage=(100, 20))
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_a_resumed_session_keeps_its_budget(tmp_path: Path, scenario: str,
+                                                  crash_at: int) -> None:
+    make_budgets, make_wf, agent = SCENARIOS[scenario]
+
+    # The reference: the same session, never interrupted.
+    ref_sim = crashing(None)
+    async with convoy.Engine(SQLiteStore(tmp_path / "ref.db", clock=FakeClock(NOON)),
+                             interceptors=[make_budgets()]) as eng:
+        ref = await eng.run(make_wf(ref_sim), "t", session_id="s")
+        ref_spend = await eng.store.session_spend("s")
+    assert ref.status == "budget_exhausted"
+
+    sim = crashing(crash_at)
+    wf = make_wf(sim)
+    path = tmp_path / "crash.db"
+    clock = FakeClock(NOON)
+    first = convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[make_budgets()])
+    try:
+        res = await first.run(wf, "t", session_id="s")
+    except Crash:
+        crashed = True
+    else:  # the budget stopped the session before the call that would have crashed
+        crashed = False
+        assert res.status == "budget_exhausted"
+    finally:
+        await first.aclose()  # commits what was journaled; the session stays owned
+    if crashed:
+        row = await _row(path, "s")
+        assert row.status == "running" and row.owner == first.owner
+        # Another engine, an hour later (the dead engine's lease has run out), takes it over.
+        clock.advance(3600)
+        later = convoy.Engine(SQLiteStore(path, clock=clock),
+                              interceptors=[make_budgets()], workflows=[wf])
+        async with later:
+            [res] = await later.resume()
+            spend = await later.store.session_spend("s")
+    else:
+        async with convoy.Engine(path) as eng:
+            spend = await eng.store.session_spend("s")
+
+    # It stops where the uninterrupted session stopped: same calls, same spend.
+    assert res.status == "budget_exhausted", res.error
+    assert res.usage == ref.usage and spend == ref_spend
+    assert sim.calls - crashed == ref_sim.calls
+    limited = res.usage.total_tokens if agent is None else spend[agent][0]
+    assert limited <= 250 + CALL  # the budget, plus the one call in flight when reached
+
+
+async def _row(path: Path, sid: str) -> Any:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        return await store.get_session(sid)
+    finally:
+        await store.aclose()
