@@ -29,7 +29,6 @@ from convoy.resilience import (
     classify,
     protections,
 )
-
 from convoy.stores import SQLiteStore
 
 from .conftest import Classification
