@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
 from pathlib import Path
 from typing import Any
 
@@ -179,9 +178,8 @@ async def test_a_hanging_model_is_cut_and_retried(engine_factory: Any) -> None:
 
     agent = convoy.Agent(name="a", output_type=Classification, model=Hang())
     eng = engine_factory(interceptors=[Retry(sleep=no_sleep), Timeout(0.05)])
-    t0 = time.monotonic()
     res = await eng.run(flow(agent), "t")
-    assert res.ok and state["n"] == 2 and time.monotonic() - t0 < 30
+    assert res.ok and state["n"] == 2
 
 
 async def test_a_hanging_tool_is_cut(engine_factory: Any) -> None:
@@ -327,6 +325,7 @@ async def test_router_sends_critical_agents_to_the_strong_model_and_escalates(
 
 async def test_bulkhead_caps_concurrent_calls_with_backpressure(engine_factory: Any) -> None:
     live = {"now": 0, "max": 0}
+    full = asyncio.Event()  # calls hold their slot until three are in at once
 
     class Counting(convoy.Model):
         name = "count:model"
@@ -334,26 +333,33 @@ async def test_bulkhead_caps_concurrent_calls_with_backpressure(engine_factory: 
         async def request(self, request: ModelRequest) -> convoy.ModelResponse:
             live["now"] += 1
             live["max"] = max(live["max"], live["now"])
-            await asyncio.sleep(0.005)
+            if live["now"] == 3:
+                full.set()
+            await full.wait()
+            await asyncio.sleep(0)
             live["now"] -= 1
             return convoy.ModelResponse(text='{"label": "x", "confidence": 1}')
 
     agent = convoy.Agent(name="a", output_type=Classification, model=Counting())
     eng = engine_factory(interceptors=[Bulkhead(model=3)])
-    results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(30)))
+    async with asyncio.timeout(60):  # a bulkhead admitting fewer than 3 would hang here
+        results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(30)))
     assert all(r.ok for r in results) and live["max"] == 3
 
 
 async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
     agent = convoy.Agent(name="a", output_type=Classification,
                          model=convoy.SimModel({"*": {"output": OK}}))
-    limiter = RateLimit(Rate(rpm=600))  # 10 per second, burst 600
+    clock = FakeClock()
+    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 600
     limiter._for("sim:default", Rate(rpm=600))[0].tokens = 0  # type: ignore[union-attr]
     eng = engine_factory(interceptors=[limiter])
-    t0 = time.monotonic()
+    t0 = clock()
     results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(3)))
     assert all(r.ok for r in results)
-    assert time.monotonic() - t0 >= 0.25 and limiter.waited_s > 0
+    # An empty bucket refilling at 10 tokens a second: each call waits its 0.1 s, in turn.
+    assert clock.slept == pytest.approx([0.1, 0.1, 0.1])
+    assert limiter.waited_s == pytest.approx(0.3) and clock() - t0 == pytest.approx(0.3)
 
 
 def test_protections_are_in_the_documented_order() -> None:
@@ -423,12 +429,12 @@ async def test_one_breakers_object_across_engine_restarts(tmp_path: Path) -> Non
 async def test_deadlines_cut_only_late_calls_and_let_outer_cancels_through() -> None:
     from convoy.resilience._deadlines import Deadlines
 
-    d = Deadlines(0.05)
-
-    async def call(delay: float) -> str:
+    async def call(d: Deadlines, hang: bool) -> str:
         w = d.watch()
         try:
-            await asyncio.sleep(delay)
+            # A late call never ends by itself; a prompt one ends at the next loop turn,
+            # before any timer (however slow the machine) can fire.
+            await (asyncio.Event().wait() if hang else asyncio.sleep(0))
             return "done"
         except asyncio.CancelledError:
             if d.timed_out(w):
@@ -437,10 +443,11 @@ async def test_deadlines_cut_only_late_calls_and_let_outer_cancels_through() -> 
         finally:
             w.done = True
 
-    results = await asyncio.gather(*(call(0.2 if i % 3 == 0 else 0.0) for i in range(30)))
+    d = Deadlines(0.05)
+    results = await asyncio.gather(*(call(d, i % 3 == 0) for i in range(30)))
     assert results.count("timed out") == 10 and results.count("done") == 20
-    task = asyncio.ensure_future(call(10))
-    await asyncio.sleep(0.01)
+    task = asyncio.ensure_future(call(Deadlines(3600), True))
+    await asyncio.sleep(0)
     task.cancel()  # an outer cancel before the deadline is not a timeout
     with pytest.raises(asyncio.CancelledError):
         await task
