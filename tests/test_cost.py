@@ -295,3 +295,28 @@ async def _row(path: Path, sid: str) -> Any:
         return await store.get_session(sid)
     finally:
         await store.aclose()
+
+
+class SlowSpendStore(SQLiteStore):
+    """A store whose spend query takes a while, as a networked one's does."""
+
+    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
+        await asyncio.sleep(0.05)
+        return await super().tenant_spend(tenant, since, until)
+
+
+async def test_calls_wait_for_the_days_spend_to_be_read(tmp_path: Path) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
+    wf = chain(2, sim)
+    clock = FakeClock(NOON)
+    path = tmp_path / "slow.db"
+    async with convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[
+            Budgets(tenant_daily=Budget(tokens=400))]) as eng:
+        assert [(await eng.run(wf, f"t{i}")).ok for i in range(2)] == [True, True]
+    calls = sim.calls
+    # A restart, and a burst of sessions while the day's 400 tokens are still being read:
+    # none of them may spend as if nothing had been.
+    async with convoy.Engine(SlowSpendStore(path, clock=clock), interceptors=[
+            Budgets(tenant_daily=Budget(tokens=400))], concurrency=100) as eng:
+        results = await asyncio.gather(*(eng.run(wf, f"burst {i}") for i in range(20)))
+    assert {r.status for r in results} == {"budget_exhausted"} and sim.calls == calls
