@@ -166,7 +166,8 @@ class Budgets(Interceptor):
         """The session's own ledgers (``session:ID`` and ``agent:ID:NAME``)."""
         return self._per_session.get(session, {})
 
-    def _own(self, session: SessionState, key: str, budget: Budget) -> BudgetLedger:
+    def _own(self, session: SessionState, key: str, budget: Budget,
+             agent: str | None = None) -> BudgetLedger:
         mine = self._per_session.get(session)
         if mine is None:
             mine = self._per_session[session] = {}
@@ -174,10 +175,10 @@ class Budgets(Interceptor):
         if led is None:
             led = mine[key] = BudgetLedger(key, budget)
             # Resumed: what the session's journaled (replayed) model steps already spent.
-            if key.startswith("session:"):
+            if agent is None:
                 led.tokens, led.usd = session.usage.total_tokens, session.cost
             else:
-                spent = session.spend_by_agent.get(key.rsplit(":", 1)[1])
+                spent = session.spend_by_agent.get(agent)
                 if spent is not None:
                     led.tokens, led.usd = int(spent[0]), float(spent[1])
         return led
@@ -189,7 +190,7 @@ class Budgets(Interceptor):
             out.append(self._own(s, f"session:{s.id}", self.session))
         ab = self.agents.get(input.agent.name)
         if ab is not None:
-            out.append(self._own(s, f"agent:{s.id}:{input.agent.name}", ab))
+            out.append(self._own(s, f"agent:{s.id}:{input.agent.name}", ab, input.agent.name))
         td = self.tenant_daily
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)
