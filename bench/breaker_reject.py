@@ -27,7 +27,9 @@ from pydantic import BaseModel
 
 import convoy
 from convoy._stats import percentile
+from convoy.durability._executor import JournaledExecutor
 from convoy.resilience import BreakerPolicy, RetryPolicy, protections
+from convoy.runtime._session import SessionState
 
 
 class Out(BaseModel):
@@ -65,8 +67,10 @@ async def main(calls: int) -> dict[str, Any]:
                 await engine.run(wf, i)
             before = down.calls
             rt = engine.runtime
-            state = convoy.runtime._session.SessionState(rt, "probe", "default", "breaker-bench",
-                                                 time.time())
+            # A session to hand the chain; the breaker rejects before anything journals.
+            executor = JournaledExecutor(engine.store, "probe", None, journal=None,
+                                         clock=engine.clock)
+            state = SessionState(rt, "probe", "default", "breaker-bench", executor=executor)
             req = convoy.ModelRequest(messages=[convoy.Message(role="user", content="x")],
                                       agent="a")
             inp = convoy.ModelCallInput(session=state, key="0", agent=agent, model=down,

@@ -103,7 +103,10 @@ async def run(sessions: int, budget_usd: float, seed: int, db: Path) -> dict[str
     sim = convoy.SimModel({"*": {"output": {"value": 1}}}, seed=seed, usage=(500, 200),
                           latency=convoy.Latency(kind="lognormal", value=0.05, sigma=0.5),
                           name="sim:budget")
-    budgets = Budgets(tenant_daily=Budget(usd=budget_usd))
+    # One UTC day for the whole run (the day it starts), even one that crosses midnight:
+    # the run has one tenant-day ledger to report on.
+    day = time.time()
+    budgets = Budgets(tenant_daily=Budget(usd=budget_usd), clock=lambda: day)
     witness = Witness(budget_usd)
     wf = build(sim)
     t0 = time.perf_counter()

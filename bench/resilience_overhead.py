@@ -90,7 +90,7 @@ async def main_async(sessions: int, runs: int, warmup: int) -> dict[str, object]
         es = engines(Path(tmp))
         samples: dict[str, list[float]] = {name: [] for name in es}
         for e in es.values():
-            e.open()
+            await e.open()
         try:
             for name, e in es.items():
                 await timed(e, f"warm-{name}", warmup)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import time
+import uuid
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,18 +15,12 @@ from hypothesis import strategies as st
 
 import convoy
 from convoy.cost import Budget, Budgets, ResponseCache, TokenVelocity
+from convoy.stores import SQLiteStore
 
 from .conftest import Classification
+from .fakeclock import FakeClock
 
 OK = {"label": "billing", "confidence": 0.9}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def chain(n: int, sim: convoy.Model, name: str = "cost") -> convoy.Workflow[Any, Any]:
@@ -63,17 +60,56 @@ async def test_budget_escalates_or_downgrades_per_policy(engine_factory: Any) ->
     assert res.ok and cheap.calls == 2 and down.downgraded == 2
 
 
-async def test_tenant_daily_budget_is_per_tenant_and_per_day(engine_factory: Any) -> None:
-    day = [dt.date(2026, 11, 24)]
+DAY = 86400.0
+
+
+@pytest.mark.parametrize("start", [time.time(), 1e9, 4e9], ids=["today", "2001", "2096"])
+async def test_tenant_daily_budget_is_per_tenant_and_per_day(tmp_path: Path,
+                                                            start: float) -> None:
+    # Day D is the UTC day of ``start`` (today's real date, or one far away); every engine
+    # below runs on a store whose clock is a fake one, so the budgets' day, the journal's
+    # record times and the leases agree whatever the real date is.
+    d = start // DAY * DAY  # midnight (UTC) that starts day D
     sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
-    budgets = Budgets(tenant_daily=Budget(tokens=400), today=lambda: day[0])
-    eng = engine_factory(interceptors=[budgets])
-    wf = chain(2, sim)
-    r = [await eng.run(wf, f"t{i}", tenant="acme") for i in range(3)]
-    assert [x.status for x in r] == ["completed", "completed", "budget_exhausted"]
-    assert (await eng.run(wf, "x", tenant="other")).ok  # another tenant's budget
-    day[0] = dt.date(2026, 11, 25)
-    assert (await eng.run(wf, "y", tenant="acme")).ok  # a new day
+    wf = chain(2, sim)  # 200 tokens a session
+    path = tmp_path / "tenants.db"
+
+    def engine(clock: FakeClock) -> tuple[convoy.Engine, Budgets]:
+        budgets = Budgets(tenant_daily=Budget(tokens=400))
+        return convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[budgets]), budgets
+
+    async def statuses(eng: convoy.Engine, tenant: str, n: int) -> list[str]:
+        return [(await eng.run(wf, f"{tenant}-{uuid.uuid4().hex}", tenant=tenant)).status
+                for _ in range(n)]
+
+    clock = FakeClock(d + DAY - 1)  # D, 23:59:59
+    first, budgets = engine(clock)
+    async with first:
+        assert await statuses(first, "acme", 3) == ["completed", "completed",
+                                                     "budget_exhausted"]
+        assert await statuses(first, "globex", 1) == ["completed"]  # a tenant of its own
+        clock.advance(1)  # D+1, 00:00:00: a new day starts empty, though the store holds
+        assert await statuses(first, "acme", 1) == ["completed"]  # D's 400 tokens
+    day = dt.datetime.fromtimestamp(d, dt.UTC).date()
+    assert {k: led.tokens for k, led in budgets.ledgers.items()} == {
+        f"tenant:acme:{day}": 400, f"tenant:globex:{day}": 200,
+        f"tenant:acme:{day + dt.timedelta(days=1)}": 200}
+
+    clock.advance(3600)  # a restart later that day picks up the day's 200 tokens
+    again, _ = engine(clock)
+    async with again:
+        assert await statuses(again, "acme", 2) == ["completed", "budget_exhausted"]
+        assert await statuses(again, "globex", 1) == ["completed"]
+
+    # The day's spend is read bounded on both ends: an engine whose clock says D-1 sees
+    # none of D's or D+1's spend (a query bounded only below would see all 1,000 tokens)
+    # and one on D+2 none of the days before.
+    for other_day in (d - DAY, d + 2 * DAY):
+        other, _ = engine(FakeClock(other_day + 12 * 3600))
+        async with other:
+            assert await statuses(other, "acme", 3) == ["completed", "completed",
+                                                         "budget_exhausted"]
+    assert sim.calls == 2 * (2 + 1 + 1 + 1 + 1 + 2 + 2)
 
 
 @settings(max_examples=25, deadline=None)
@@ -83,13 +119,13 @@ def test_shared_budget_overshoots_by_at_most_the_calls_in_flight(
         n: int, limit: int, latency: float, tokens: int) -> None:
     async def scenario() -> None:
         import tempfile
-        from pathlib import Path
 
         sim = convoy.SimModel({"*": {"output": OK}}, usage=(tokens, 0), latency=latency)
         budgets = Budgets(tenant_daily=Budget(tokens=limit))
         with tempfile.TemporaryDirectory() as d:
-            async with convoy.Engine(Path(d) / "b.db", interceptors=[budgets],
-                                     concurrency=10_000) as eng:
+            # One fake clock: a run that crosses midnight still has one day (one ledger).
+            store = SQLiteStore(Path(d) / "b.db", clock=FakeClock())
+            async with convoy.Engine(store, interceptors=[budgets], concurrency=10_000) as eng:
                 await asyncio.gather(*(eng.run(chain(3, sim), f"t{i}") for i in range(n)))
         [led] = budgets.ledgers.values()
         assert led.tokens == sim.calls * tokens
@@ -117,7 +153,7 @@ async def test_cache_hits_are_free_and_never_cross_tenants(engine_factory: Any) 
 
 
 async def test_cache_entries_expire(engine_factory: Any) -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     sim = convoy.SimModel({"*": {"output": OK}})
     cache = ResponseCache(ttl=10, clock=clock)
     eng = engine_factory(interceptors=[cache])
@@ -129,7 +165,7 @@ async def test_cache_entries_expire(engine_factory: Any) -> None:
 
 
 def test_velocity_learns_a_baseline_and_alerts_on_a_spike() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     alerts: list[Any] = []
     v = TokenVelocity(interval=60, warmup=5, k=4, min_rate=100, clock=clock,
                       on_alert=alerts.append)
@@ -152,14 +188,135 @@ def test_budget_config_errors() -> None:
         Budgets(session=Budget(tokens=1), on_exhausted="downgrade")
 
 
-async def test_tenant_daily_spend_survives_a_restart(engine_factory: Any, db: Any) -> None:
+# -- budgets across a crash and a resume (hole 4) -----------------------------------------
+
+class Crash(BaseException):
+    """The process dies in the middle of a model call: nothing after it gets to run, so the
+    session is left ``running`` and owned by the dead engine."""
+
+
+def alternating(sim: convoy.Model, name: str) -> convoy.Workflow[Any, Any]:
+    """Agents ``a`` and ``b`` take turns (eight calls): ``a`` spends its own budget while
+    the session spends more."""
+    a = convoy.Agent(name="a", output_type=Classification, model=sim)
+    b = convoy.Agent(name="b", output_type=Classification, model=sim)
+
+    @convoy.workflow(name=name)
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification | None = None
+        for i in range(4):
+            await ctx.run(a, f"{t} {i}")
+            out = await ctx.run(b, f"{t} {i}")
+        assert out is not None
+        return out
+
+    return wf
+
+
+CALL = 120  # tokens a call: usage=(100, 20)
+SCENARIOS = {
+    # budgets, the workflow, and the ledger that must stop the session
+    "session": (lambda: Budgets(session=Budget(tokens=250)), lambda sim: chain(5, sim, "h4s"),
+                None),
+    "agent": (lambda: Budgets(agents={"a": Budget(tokens=250)}),
+              lambda sim: alternating(sim, "h4a"), "a"),
+    "tenant": (lambda: Budgets(tenant_daily=Budget(tokens=250)),
+               lambda sim: chain(5, sim, "h4t"), None),
+}
+NOON = 20_000 * DAY + 12 * 3600  # any day: the resume, an hour later, is the same day
+
+
+def crashing(crash_at: int | None) -> convoy.SimModel:
+    calls = {"n": 0}
+
+    def script(req: convoy.ModelRequest) -> Any:
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise Crash
+        return {"output": OK}
+
+    return convoy.SimModel(script, usage=(100, 20))
+
+
+@pytest.mark.parametrize("crash_at", [1, 2, 3, 4, 5, 6])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
+async def test_a_resumed_session_keeps_its_budget(tmp_path: Path, scenario: str,
+                                                  crash_at: int) -> None:
+    make_budgets, make_wf, agent = SCENARIOS[scenario]
+
+    # The reference: the same session, never interrupted.
+    ref_sim = crashing(None)
+    async with convoy.Engine(SQLiteStore(tmp_path / "ref.db", clock=FakeClock(NOON)),
+                             interceptors=[make_budgets()]) as eng:
+        ref = await eng.run(make_wf(ref_sim), "t", session_id="s")
+        ref_spend = await eng.store.session_spend("s")
+    assert ref.status == "budget_exhausted"
+
+    sim = crashing(crash_at)
+    wf = make_wf(sim)
+    path = tmp_path / "crash.db"
+    clock = FakeClock(NOON)
+    first = convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[make_budgets()])
+    try:
+        res = await first.run(wf, "t", session_id="s")
+    except Crash:
+        crashed = True
+    else:  # the budget stopped the session before the call that would have crashed
+        crashed = False
+        assert res.status == "budget_exhausted"
+    finally:
+        await first.aclose()  # commits what was journaled; the session stays owned
+    if crashed:
+        row = await _row(path, "s")
+        assert row.status == "running" and row.owner == first.owner
+        # Another engine, an hour later (the dead engine's lease has run out), takes it over.
+        clock.advance(3600)
+        later = convoy.Engine(SQLiteStore(path, clock=clock),
+                              interceptors=[make_budgets()], workflows=[wf])
+        async with later:
+            [res] = await later.resume()
+            spend = await later.store.session_spend("s")
+    else:
+        async with convoy.Engine(path) as eng:
+            spend = await eng.store.session_spend("s")
+
+    # It stops where the uninterrupted session stopped: same calls, same spend.
+    assert res.status == "budget_exhausted", res.error
+    assert res.usage == ref.usage and spend == ref_spend
+    assert sim.calls - crashed == ref_sim.calls
+    limited = res.usage.total_tokens if agent is None else spend[agent][0]
+    assert limited <= 250 + CALL  # the budget, plus the one call in flight when reached
+
+
+async def _row(path: Path, sid: str) -> Any:
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        return await store.get_session(sid)
+    finally:
+        await store.aclose()
+
+
+class SlowSpendStore(SQLiteStore):
+    """A store whose spend query takes a while, as a networked one's does."""
+
+    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
+        await asyncio.sleep(0.05)
+        return await super().tenant_spend(tenant, since, until)
+
+
+async def test_calls_wait_for_the_days_spend_to_be_read(tmp_path: Path) -> None:
     sim = convoy.SimModel({"*": {"output": OK}}, usage=(100, 0))
     wf = chain(2, sim)
-    first = engine_factory(interceptors=[Budgets(tenant_daily=Budget(tokens=500))])
-    assert (await first.run(wf, "a", tenant="acme")).ok  # 200 tokens
-    assert (await first.run(wf, "b", tenant="acme")).ok  # 400 tokens
-    await first.aclose()
-    # A new engine (a restart) on the same store: 400 of 500 tokens are already spent.
-    again = engine_factory(interceptors=[Budgets(tenant_daily=Budget(tokens=500))])
-    res = await again.run(wf, "c", tenant="acme")
-    assert res.status == "budget_exhausted" and sim.calls == 5
+    clock = FakeClock(NOON)
+    path = tmp_path / "slow.db"
+    async with convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[
+            Budgets(tenant_daily=Budget(tokens=400))]) as eng:
+        assert [(await eng.run(wf, f"t{i}")).ok for i in range(2)] == [True, True]
+    calls = sim.calls
+    # A restart, and a burst of sessions while the day's 400 tokens are still being read:
+    # none of them may spend as if nothing had been.
+    async with convoy.Engine(SlowSpendStore(path, clock=clock), interceptors=[
+            Budgets(tenant_daily=Budget(tokens=400))], concurrency=100) as eng:
+        results = await asyncio.gather(*(eng.run(wf, f"burst {i}") for i in range(20)))
+    assert {r.status for r in results} == {"budget_exhausted"} and sim.calls == calls

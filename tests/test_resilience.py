@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,18 +28,12 @@ from convoy.resilience import (
     classify,
     protections,
 )
+from convoy.stores import SQLiteStore
 
 from .conftest import Classification
+from .fakeclock import FakeClock
 
 OK = {"label": "billing", "confidence": 0.9}
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = 1000.0
-
-    def __call__(self) -> float:
-        return self.t
 
 
 def flow(agent: convoy.Agent[Any, Any], name: str = "res") -> convoy.Workflow[Any, Any]:
@@ -141,7 +135,7 @@ async def test_non_idempotent_tools_are_never_retried(engine_factory: Any) -> No
 
 
 def test_retry_budget_caps_extra_calls_when_everything_fails() -> None:
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(ratio=0.1, min_per_second=1.0, clock=clock)
     retries = 0
     for _ in range(10_000):  # every call fails and wants 3 retries, within one second
@@ -156,7 +150,7 @@ def test_retry_budget_caps_extra_calls_when_everything_fails() -> None:
 
 
 def test_retry_budget_deposits_expire() -> None:
-    clock = Clock()
+    clock = FakeClock()
     budget = RetryBudget(ratio=0.1, min_per_second=0.0, ttl=10, clock=clock)
     for _ in range(100_000):  # a long healthy period ...
         budget.on_call()
@@ -184,9 +178,8 @@ async def test_a_hanging_model_is_cut_and_retried(engine_factory: Any) -> None:
 
     agent = convoy.Agent(name="a", output_type=Classification, model=Hang())
     eng = engine_factory(interceptors=[Retry(sleep=no_sleep), Timeout(0.05)])
-    t0 = time.monotonic()
     res = await eng.run(flow(agent), "t")
-    assert res.ok and state["n"] == 2 and time.monotonic() - t0 < 30
+    assert res.ok and state["n"] == 2
 
 
 async def test_a_hanging_tool_is_cut(engine_factory: Any) -> None:
@@ -213,7 +206,7 @@ async def test_a_hanging_tool_is_cut(engine_factory: Any) -> None:
 # -- circuit breakers --------------------------------------------------------------------
 
 def test_breaker_opens_on_failure_rate_then_half_opens_and_closes() -> None:
-    clock = Clock()
+    clock = FakeClock()
     b = CircuitBreaker("m", BreakerPolicy(window_type="count", window=10, minimum_calls=10,
                                           wait_in_open=30, half_open_calls=2), clock)
     for i in range(10):
@@ -233,7 +226,7 @@ def test_breaker_opens_on_failure_rate_then_half_opens_and_closes() -> None:
 
 
 def test_breaker_reopens_when_probes_fail_and_counts_slow_calls() -> None:
-    clock = Clock()
+    clock = FakeClock()
     b = CircuitBreaker("m", BreakerPolicy(window_type="count", window=4, minimum_calls=4,
                                           half_open_calls=1,
                                           slow_call_duration=1.0, slow_call_rate_threshold=50,
@@ -254,7 +247,7 @@ def test_breaker_needs_minimum_calls() -> None:
 
 
 def test_time_window_forgets_old_failures_and_stale_tickets_are_ignored() -> None:
-    clock = Clock()
+    clock = FakeClock()
     b = CircuitBreaker("m", BreakerPolicy(window_seconds=10, minimum_calls=10, half_open_calls=1,
                                           wait_in_open=5), clock)
     for _ in range(9):
@@ -279,7 +272,8 @@ def test_time_window_forgets_old_failures_and_stale_tickets_are_ignored() -> Non
 async def test_open_breaker_rejects_without_calling_downstream(engine_factory: Any) -> None:
     sim, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
     agent = convoy.Agent(name="a", output_type=Classification, model=sim)
-    breakers = Breakers(BreakerPolicy(window=5, minimum_calls=5, wait_in_open=3600))
+    breakers = Breakers(BreakerPolicy(window=5, minimum_calls=5, wait_in_open=3600),
+                        clock=FakeClock())
     eng = engine_factory(interceptors=[breakers])
     results = [await eng.run(flow(agent), f"t{i}") for i in range(20)]
     assert all(r.status == "failed" for r in results)
@@ -333,6 +327,7 @@ async def test_router_sends_critical_agents_to_the_strong_model_and_escalates(
 
 async def test_bulkhead_caps_concurrent_calls_with_backpressure(engine_factory: Any) -> None:
     live = {"now": 0, "max": 0}
+    full = asyncio.Event()  # calls hold their slot until three are in at once
 
     class Counting(convoy.Model):
         name = "count:model"
@@ -340,26 +335,33 @@ async def test_bulkhead_caps_concurrent_calls_with_backpressure(engine_factory: 
         async def request(self, request: ModelRequest) -> convoy.ModelResponse:
             live["now"] += 1
             live["max"] = max(live["max"], live["now"])
-            await asyncio.sleep(0.005)
+            if live["now"] == 3:
+                full.set()
+            await full.wait()
+            await asyncio.sleep(0)
             live["now"] -= 1
             return convoy.ModelResponse(text='{"label": "x", "confidence": 1}')
 
     agent = convoy.Agent(name="a", output_type=Classification, model=Counting())
     eng = engine_factory(interceptors=[Bulkhead(model=3)])
-    results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(30)))
+    async with asyncio.timeout(60):  # a bulkhead admitting fewer than 3 would hang here
+        results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(30)))
     assert all(r.ok for r in results) and live["max"] == 3
 
 
 async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
     agent = convoy.Agent(name="a", output_type=Classification,
                          model=convoy.SimModel({"*": {"output": OK}}))
-    limiter = RateLimit(Rate(rpm=600))  # 10 per second, burst 600
+    clock = FakeClock()
+    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 600
     limiter._for("sim:default", Rate(rpm=600))[0].tokens = 0  # type: ignore[union-attr]
     eng = engine_factory(interceptors=[limiter])
-    t0 = time.monotonic()
+    t0 = clock()
     results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(3)))
     assert all(r.ok for r in results)
-    assert time.monotonic() - t0 >= 0.25 and limiter.waited_s > 0
+    # An empty bucket refilling at 10 tokens a second: each call waits its 0.1 s, in turn.
+    assert clock.slept == pytest.approx([0.1, 0.1, 0.1])
+    assert limiter.waited_s == pytest.approx(0.3) and clock() - t0 == pytest.approx(0.3)
 
 
 def test_protections_are_in_the_documented_order() -> None:
@@ -371,32 +373,70 @@ def test_protections_are_in_the_documented_order() -> None:
                      "Bulkhead", "Timeout"]
 
 
-def test_an_open_breaker_survives_a_restart(tmp_path: Any) -> None:
-    path = tmp_path / "breakers.db"
-    first = Breakers(BreakerPolicy(window=2, minimum_calls=2, wait_in_open=600),
-                     state_path=path)
-    b = first.get("model:x", BreakerPolicy(window=2, minimum_calls=2, wait_in_open=600))
-    for _ in range(2):
-        b.record(b.acquire(), True, 0.0)
-    assert b.state == "open"
+@pytest.mark.parametrize("where", ["engine store", "state_path"])
+async def test_an_open_breaker_survives_a_restart(tmp_path: Path, where: str) -> None:
+    clock = FakeClock()
+    path = tmp_path / "convoy.db"
+    own = {"state_path": tmp_path / "breakers.db"} if where == "state_path" else {}
+    policy = BreakerPolicy(window_type="count", window=2, minimum_calls=2, wait_in_open=600)
+
+    first = Breakers(policy, clock=clock, **own)
+    async with convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[first]):
+        b = first.get("model:x", policy)
+        for _ in range(2):
+            b.record(b.acquire(), True, 0.0)
+        assert b.state == "open"
+    clock.advance(10)
     # A new process: the breaker starts open, with the rest of its wait.
-    again = Breakers(state_path=path).get("model:x", BreakerPolicy(wait_in_open=600))
-    assert again.state == "open" and 590 < again.open_remaining <= 600
-    with pytest.raises(convoy.CircuitOpenError):
-        again.acquire()
-    fresh = Breakers(state_path=path).get("model:y", BreakerPolicy())
-    assert fresh.state == "closed"
+    again = Breakers(policy, clock=clock, **own)
+    async with convoy.Engine(SQLiteStore(path, clock=clock), interceptors=[again]):
+        b = again.get("model:x", policy)
+        assert b.state == "open" and b.open_remaining == 590
+        with pytest.raises(convoy.CircuitOpenError):
+            b.acquire()
+        assert again.get("model:y", policy).state == "closed"
+        clock.advance(590)
+        b.acquire()  # the wait is over: a probe goes through
+        assert b.state == "half_open"
+    if own:  # the state lives in its own file, not in the engine's store
+        async with convoy.Engine(SQLiteStore(path, clock=clock)) as eng:
+            assert await eng.store.kv_all("breakers") == {}
+
+
+async def test_one_breakers_object_across_engine_restarts(tmp_path: Path) -> None:
+    clock = FakeClock()
+    policy = BreakerPolicy(window_type="count", window=2, minimum_calls=2, wait_in_open=600,
+                           half_open_calls=1)
+    breakers = Breakers(policy, clock=clock, state_path=tmp_path / "breakers.db")
+
+    def engine(ic: Breakers) -> convoy.Engine:
+        return convoy.Engine(SQLiteStore(tmp_path / "c.db", clock=clock), interceptors=[ic])
+
+    async with engine(breakers):
+        b = breakers.get("model:x", policy)
+        for _ in range(2):
+            b.record(b.acquire(), True, 0.0)
+    # The same interceptor in an engine opened again (``run_sync`` twice, say): its
+    # breakers save to the store of this run, not to the one closed with the last.
+    async with engine(breakers):
+        clock.advance(600)
+        b.record(b.acquire(), True, 0.0)  # the probe fails: open for another wait
+        assert b.state == "open"
+    fresh = Breakers(policy, clock=clock, state_path=tmp_path / "breakers.db")
+    async with engine(fresh):
+        b = fresh.get("model:x", policy)
+        assert b.state == "open" and b.open_remaining == 600
 
 
 async def test_deadlines_cut_only_late_calls_and_let_outer_cancels_through() -> None:
     from convoy.resilience._deadlines import Deadlines
 
-    d = Deadlines(0.05)
-
-    async def call(delay: float) -> str:
+    async def call(d: Deadlines, hang: bool) -> str:
         w = d.watch()
         try:
-            await asyncio.sleep(delay)
+            # A late call never ends by itself; a prompt one ends at the next loop turn,
+            # before any timer (however slow the machine) can fire.
+            await (asyncio.Event().wait() if hang else asyncio.sleep(0))
             return "done"
         except asyncio.CancelledError:
             if d.timed_out(w):
@@ -405,25 +445,36 @@ async def test_deadlines_cut_only_late_calls_and_let_outer_cancels_through() -> 
         finally:
             w.done = True
 
-    results = await asyncio.gather(*(call(0.2 if i % 3 == 0 else 0.0) for i in range(30)))
+    d = Deadlines(0.05)
+    results = await asyncio.gather(*(call(d, i % 3 == 0) for i in range(30)))
     assert results.count("timed out") == 10 and results.count("done") == 20
-    task = asyncio.ensure_future(call(10))
-    await asyncio.sleep(0.01)
+    task = asyncio.ensure_future(call(Deadlines(3600), True))
+    await asyncio.sleep(0)
     task.cancel()  # an outer cancel before the deadline is not a timeout
     with pytest.raises(asyncio.CancelledError):
         await task
 
 
-async def test_engine_restarted_during_an_open_breaker_keeps_it_open(db: Any) -> None:
+async def test_engine_restarted_during_an_open_breaker_keeps_it_open(db: Path) -> None:
     sim, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
     agent = convoy.Agent(name="a", output_type=Classification, model=sim)
     policy = BreakerPolicy(minimum_calls=5, wait_in_open=600)
-    async with convoy.Engine(db, interceptors=[Breakers(policy)]) as first:
+    clock = FakeClock()
+
+    def engine() -> convoy.Engine:
+        return convoy.Engine(SQLiteStore(db, clock=clock),
+                             interceptors=[Breakers(policy, clock=clock)])
+
+    async with engine() as first:
         for i in range(5):
             await first.run(flow(agent), f"t{i}")
     assert len(attempts) == 5
     # The process dies and comes back: the circuit is still open, nothing reaches the model.
-    async with convoy.Engine(db, interceptors=[Breakers(policy)]) as again:
+    clock.advance(599)
+    async with engine() as again:
         res = await again.run(flow(agent), "after restart")
-    assert res.error is not None and res.error["type"] == "CircuitOpenError"
-    assert len(attempts) == 5
+        assert res.error is not None and res.error["type"] == "CircuitOpenError"
+        assert len(attempts) == 5
+        clock.advance(1)  # the wait is over: a probe reaches the model
+        await again.run(flow(agent), "probe")
+    assert len(attempts) == 6

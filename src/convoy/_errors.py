@@ -31,23 +31,29 @@ every Convoy failure.
 
 Every error round-trips through ``error_to_record`` / ``error_from_record`` so it can be
 journaled and re-raised on replay with its type: Convoy errors (subclasses register
-themselves, wherever they are defined) and, for other exceptions, any class that can be
-imported again by module and name and built from its ``args`` (``ConnectionRefusedError``,
-your own ``class QuotaError(Exception)``); anything else comes back as ``RecordedError``.
+themselves, wherever they are defined, whatever their ``__init__`` takes: they come back
+with their ``args`` and every instance attribute JSON can hold, without calling
+``__init__``, as pickle does) and, for other exceptions, any class that can be imported
+again by module and name and built from its ``args`` (``ConnectionRefusedError``, your own
+``class QuotaError(Exception)``); anything else comes back as ``RecordedError``.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal
 
 _BY_NAME: dict[str, type[BaseException]] = {}
+_BY_QUALNAME: dict[tuple[str, str], type[BaseException]] = {}
 
 
 def _register(cls: type[BaseException]) -> None:
-    """Every Convoy error class is found by name when a journal record is read back."""
+    """Every Convoy error class is found when a journal record is read back: by module and
+    qualified name, or (records written before those were kept) by its name."""
     _BY_NAME.setdefault(cls.__name__, cls)
+    _BY_QUALNAME[(cls.__module__, cls.__qualname__)] = cls
 
 
 TerminalReason = Literal[
@@ -71,7 +77,11 @@ class ConvoyError(Exception):
         _register(cls)
 
     def to_record(self) -> dict[str, Any]:
+        """The fields people read (``error_to_record`` adds what rebuilds the error)."""
         return {"type": type(self).__name__, "message": str(self), "retryable": self.retryable}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(vars(self))))
 
 
 class UserError(ConvoyError):
@@ -92,9 +102,6 @@ class StoreError(ConvoyError):
 
     def to_record(self) -> dict[str, Any]:
         return {**super().to_record(), "transient": self.transient}
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self).__name__, str(self), {"transient": self.transient}))
 
 
 class JournalError(StoreError):
@@ -122,9 +129,6 @@ class NonDeterminismError(ConvoyError):
     def to_record(self) -> dict[str, Any]:
         return {**super().to_record(), "key": self.key}
 
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self).__name__, str(self), {"key": self.key}))
-
 
 class StepError(ConvoyError):
     """A step failed. ``retryable`` says whether trying again may succeed."""
@@ -143,11 +147,6 @@ class StepError(ConvoyError):
         rec["status_code"] = self.status_code
         rec["retry_after"] = self.retry_after
         return rec
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self).__name__, str(self), {
-            "retryable": self.retryable, "status_code": self.status_code,
-            "retry_after": self.retry_after}))
 
 
 class ModelError(StepError):
@@ -213,7 +212,7 @@ class SessionTerminated(BaseException):
         _register(cls)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (_rebuild, (type(self).__name__, str(self), {"reason": self.reason}))
+        return (_restore, (type(self), self.args, dict(vars(self))))
 
 
 class LimitExceeded(SessionTerminated):
@@ -244,60 +243,122 @@ for _cls in (ConvoyError, SessionTerminated):
     _register(_cls)
 
 
-def _rebuild(name: str, message: str, attrs: dict[str, Any]) -> BaseException:
-    cls = _BY_NAME.get(name)
+def _restore(cls: type[BaseException], args: Sequence[Any],
+             state: Mapping[str, Any]) -> BaseException:
+    """A Convoy error with these ``args`` and instance attributes, built without calling
+    ``__init__`` (whose signature a subclass may have changed), as pickle does."""
+    try:
+        exc = cls.__new__(cls, *args)
+    except TypeError:
+        exc = BaseException.__new__(cls)
+    exc.args = tuple(args)
+    exc.__dict__.update(state)
+    return exc
+
+
+def _is_convoy(cls: type[BaseException]) -> bool:
+    return issubclass(cls, ConvoyError | SessionTerminated)
+
+
+def _find(module: Any, qualname: Any) -> type[BaseException] | None:
+    """The exception class ``module:qualname``: registered, or imported again."""
+    if not module or not qualname:
+        return None
+    found = _BY_QUALNAME.get((str(module), str(qualname)))
+    if found is not None:
+        return found
+    try:
+        obj: Any = importlib.import_module(str(module))
+        for part in str(qualname).split("."):
+            obj = getattr(obj, part)
+    except Exception:
+        return None
+    return obj if isinstance(obj, type) and issubclass(obj, BaseException) else None
+
+
+def _rebuild(name: str, message: str, rec: Mapping[str, Any]) -> BaseException:
+    cls = _find(rec.get("module"), rec.get("qualname"))
+    if "attrs" in rec:  # written by this version for a Convoy error
+        if cls is None or not _is_convoy(cls):
+            cls = _BY_NAME.get(name)  # its module moved or is gone: the class by name
+        if cls is not None and _is_convoy(cls):
+            args = rec.get("args")
+            return _restore(cls, args if isinstance(args, list) else [message],
+                            dict(rec["attrs"] or {}))
+        return RecordedError(message, original_type=name)
+    if cls is not None and not _is_convoy(cls):
+        return _foreign(cls, name, message, rec)
+    if cls is None and rec.get("module"):  # a non-Convoy class that is gone
+        return RecordedError(message, original_type=name)
+    cls = cls or _BY_NAME.get(name)
     if cls is None:
-        return _foreign(name, message, attrs)
+        return RecordedError(message, original_type=name)
+    return _legacy(cls, name, message, rec)
+
+
+def _legacy(cls: type[BaseException], name: str, message: str,
+            rec: Mapping[str, Any]) -> BaseException:
+    """A Convoy error from a record written before records kept ``attrs``."""
     if issubclass(cls, StepError):
-        return cls(message, retryable=attrs.get("retryable", False),
-                   status_code=attrs.get("status_code"), retry_after=attrs.get("retry_after"))
+        return cls(message, retryable=rec.get("retryable", False),
+                   status_code=rec.get("status_code"), retry_after=rec.get("retry_after"))
     if issubclass(cls, SessionTerminated):
-        return cls(message, reason=attrs.get("reason"))
+        return cls(message, reason=rec.get("reason"))
     if issubclass(cls, NonDeterminismError):
-        return cls(message, key=attrs.get("key", ""))
+        return cls(message, key=rec.get("key", ""))
     if issubclass(cls, StoreError):
-        return cls(message, transient=bool(attrs.get("transient", False)))
+        return cls(message, transient=bool(rec.get("transient", False)))
     if issubclass(cls, RecordedError):
-        return cls(message, original_type=str(attrs.get("original_type", "")))
+        return cls(message, original_type=str(rec.get("original_type", "")))
     try:
         return cls(message)
     except TypeError:
         return RecordedError(message, original_type=name)
 
 
-def _foreign(name: str, message: str, attrs: dict[str, Any]) -> BaseException:
-    """Rebuild a non-Convoy exception from its module, name and args, if it still exists."""
-    module, qualname = attrs.get("module"), attrs.get("qualname") or name
-    args = attrs.get("args")
-    if module:
+def _foreign(cls: type[BaseException], name: str, message: str,
+             rec: Mapping[str, Any]) -> BaseException:
+    """A non-Convoy exception built again from its ``args``, if that gives it back."""
+    args = rec.get("args")
+    if issubclass(cls, Exception):
         try:
-            obj: Any = importlib.import_module(str(module))
-            for part in str(qualname).split("."):
-                obj = getattr(obj, part)
-            if isinstance(obj, type) and issubclass(obj, Exception):
-                exc = obj(*args) if isinstance(args, list) else obj(message)
-                if str(exc) == message:
-                    return exc
+            exc = cls(*args) if isinstance(args, list) else cls(message)
         except Exception:
             pass
+        else:
+            if str(exc) == message:
+                return exc
     return RecordedError(message, original_type=name)
+
+
+def _jsonable(value: Any) -> bool:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def error_to_record(exc: BaseException) -> dict[str, Any]:
     """A JSON-able record of ``exc`` that ``error_from_record`` turns back into it."""
-    if isinstance(exc, ConvoyError):
-        return exc.to_record()
-    if isinstance(exc, SessionTerminated):
-        return {"type": type(exc).__name__, "message": str(exc), "reason": exc.reason}
-    rec: dict[str, Any] = {"type": type(exc).__name__, "message": str(exc), "retryable": False,
-                           "module": type(exc).__module__, "qualname": type(exc).__qualname__}
-    try:
-        json.dumps(exc.args)
+    cls = type(exc)
+    rec: dict[str, Any]
+    if isinstance(exc, ConvoyError | SessionTerminated):
+        rec = exc.to_record() if isinstance(exc, ConvoyError) else {
+            "type": cls.__name__, "message": str(exc), "reason": exc.reason}
+        rec["module"], rec["qualname"] = cls.__module__, cls.__qualname__
+        if exc.args != (str(exc),) and _jsonable(list(exc.args)):
+            rec["args"] = list(exc.args)
+        # Attributes JSON cannot hold are left out (pickle keeps them).
+        rec["attrs"] = {k: v for k, v in vars(exc).items() if _jsonable(v)}
+        return rec
+    rec = {"type": cls.__name__, "message": str(exc), "retryable": False,
+           "module": cls.__module__, "qualname": cls.__qualname__}
+    if _jsonable(list(exc.args)):
         rec["args"] = list(exc.args)
-    except (TypeError, ValueError):
-        pass
     return rec
 
 
-def error_from_record(rec: dict[str, Any]) -> BaseException:
+def error_from_record(rec: Mapping[str, Any]) -> BaseException:
+    """The exception a record of ``error_to_record`` describes (see the module docstring)."""
     return _rebuild(str(rec.get("type", "StepError")), str(rec.get("message", "")), rec)

@@ -14,6 +14,7 @@ On exhaustion, the policy decides: ``"stop"`` ends the session (``budget_exhaust
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 from collections.abc import Callable, Mapping
@@ -143,10 +144,12 @@ class Budgets(Interceptor):
         self._per_session: WeakKeyDictionary[SessionState, dict[str, BudgetLedger]] = \
             WeakKeyDictionary()
         self.downgraded = 0
+        self._loading: asyncio.Lock | None = None
 
     async def start(self, engine: Engine) -> None:
         if self._clock is None:
             self._clock = engine.clock
+        self._loading = asyncio.Lock()  # bound to this run's event loop
 
     def today(self) -> dt.date:
         """The UTC day the tenant budgets count against now."""
@@ -163,7 +166,8 @@ class Budgets(Interceptor):
         """The session's own ledgers (``session:ID`` and ``agent:ID:NAME``)."""
         return self._per_session.get(session, {})
 
-    def _own(self, session: SessionState, key: str, budget: Budget) -> BudgetLedger:
+    def _own(self, session: SessionState, key: str, budget: Budget,
+             agent: str | None = None) -> BudgetLedger:
         mine = self._per_session.get(session)
         if mine is None:
             mine = self._per_session[session] = {}
@@ -171,10 +175,10 @@ class Budgets(Interceptor):
         if led is None:
             led = mine[key] = BudgetLedger(key, budget)
             # Resumed: what the session's journaled (replayed) model steps already spent.
-            if key.startswith("session:"):
+            if agent is None:
                 led.tokens, led.usd = session.usage.total_tokens, session.cost
             else:
-                spent = session.spend_by_agent.get(key.rsplit(":", 1)[1])
+                spent = session.spend_by_agent.get(agent)
                 if spent is not None:
                     led.tokens, led.usd = int(spent[0]), float(spent[1])
         return led
@@ -186,7 +190,7 @@ class Budgets(Interceptor):
             out.append(self._own(s, f"session:{s.id}", self.session))
         ab = self.agents.get(input.agent.name)
         if ab is not None:
-            out.append(self._own(s, f"agent:{s.id}:{input.agent.name}", ab))
+            out.append(self._own(s, f"agent:{s.id}:{input.agent.name}", ab, input.agent.name))
         td = self.tenant_daily
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)
@@ -199,13 +203,22 @@ class Budgets(Interceptor):
         day = self.today()
         key = f"tenant:{s.tenant}:{day.isoformat()}"
         led = self.ledgers.get(key)
-        if led is None:
-            led = self.ledger(key, budget)
-            # A restarted engine starts from what the store journaled for this tenant in
-            # this UTC day, and only this day.
-            midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-            led.tokens, led.usd = await s.runtime.store.tenant_spend(s.tenant, midnight,
-                                                                     midnight + 86400.0)
+        if led is not None:
+            return led
+        if self._loading is None:
+            self._loading = asyncio.Lock()
+        # Calls that arrive while the day's spend is being read wait for it: admitted
+        # against an empty ledger, they would spend what the store says is gone.
+        async with self._loading:
+            led = self.ledgers.get(key)
+            if led is None:
+                # A restarted engine starts from what the store journaled for this tenant
+                # in this UTC day, and only this day.
+                midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
+                tokens, usd = await s.runtime.store.tenant_spend(s.tenant, midnight,
+                                                                 midnight + 86400.0)
+                led = self.ledger(key, budget)
+                led.tokens, led.usd = tokens, usd
         return led
 
     def _over_hard(self, led: BudgetLedger) -> bool:

@@ -280,16 +280,22 @@ class Breakers(Interceptor):
         await self._state.load()
 
     async def close(self) -> None:
+        self._state = None
         if self._own_store is not None:
             await self._own_store.aclose()
             self._own_store = None
 
+    def _save(self, b: CircuitBreaker) -> None:
+        if self._state is not None:  # not started (used without an engine): nothing kept
+            self._state.save(b)
+
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
         b = self.breakers.get(key)
         if b is None:
+            # Saves go through ``self``: an interceptor reused by an engine opened again
+            # (``run_sync`` twice) saves to the store of that run.
+            b = self.breakers[key] = CircuitBreaker(key, policy, self._clock, self._save)
             st = self._state
-            b = self.breakers[key] = CircuitBreaker(key, policy, self._clock,
-                                                    st.save if st is not None else None)
             if st is not None:
                 remaining = st.open_remaining(key)
                 if remaining is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -77,9 +77,11 @@ class TokenBucket:
     balance may go negative, so the next callers wait for the debt)."""
 
     def __init__(self, rate: float, capacity: float,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self.rate, self.capacity = rate, capacity
         self._clock = clock
+        self._sleep = sleep
         self.tokens = capacity
         self._last = clock()
         self._lock = asyncio.Lock()
@@ -95,11 +97,15 @@ class TokenBucket:
         waited = 0.0
         async with self._lock:
             self._refill()
-            while self.tokens < n:
+            if self.tokens < n:
                 delay = (n - self.tokens) / self.rate
-                await asyncio.sleep(delay)
+                await self._sleep(delay)
                 waited += delay
                 self._refill()
+                # The wait covered the deficit: rounding (a clock read at 1e6 s cannot
+                # show a 1e-11 s step) or a timer fired a little early must not make it
+                # wait again for a sliver, or forever on a clock that did not move.
+                self.tokens = max(self.tokens, n)
             self.tokens -= n
         return waited
 
@@ -121,22 +127,29 @@ def estimate_tokens(req: ModelRequest) -> int:
 
 
 class RateLimit(Interceptor):
-    """Requests-per-minute and tokens-per-minute token buckets per model endpoint."""
+    """Requests-per-minute and tokens-per-minute token buckets per model endpoint.
+
+    ``clock`` (monotonic seconds) and ``sleep`` are injectable, for tests that fake time.
+    """
 
     stage: Stage = "rate_limit"
 
     def __init__(self, default: Rate | None = None, *, models: Mapping[str, Rate | None] | None
-                 = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 = None, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
         self._scope: Scoped[Rate] = Scoped(default=default, models=models or {})
         self._clock = clock
+        self._sleep = sleep
         self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.waited_s = 0.0
 
     def _for(self, model: str, rate: Rate) -> tuple[TokenBucket | None, TokenBucket | None]:
         b = self._buckets.get(model)
         if b is None:
-            rpm = TokenBucket(rate.rpm / 60, rate.rpm, self._clock) if rate.rpm else None
-            tpm = TokenBucket(rate.tpm / 60, rate.tpm, self._clock) if rate.tpm else None
+            rpm = TokenBucket(rate.rpm / 60, rate.rpm, self._clock, self._sleep) \
+                if rate.rpm else None
+            tpm = TokenBucket(rate.tpm / 60, rate.tpm, self._clock, self._sleep) \
+                if rate.tpm else None
             b = self._buckets[model] = (rpm, tpm)
         return b
 
@@ -146,11 +159,15 @@ class RateLimit(Interceptor):
         if rate is None:
             return await next(input)
         rpm, tpm = self._for(input.model.name, rate)
+        # ``self.waited_s += await ...`` would read the total before the wait and lose
+        # what concurrent calls add meanwhile.
         if rpm is not None:
-            self.waited_s += await rpm.take(1)
+            waited = await rpm.take(1)
+            self.waited_s += waited
         estimate = estimate_tokens(input.request) if tpm is not None else 0
         if tpm is not None:
-            self.waited_s += await tpm.take(estimate)
+            waited = await tpm.take(estimate)
+            self.waited_s += waited
         resp = await next(input)
         if tpm is not None:
             tpm.adjust(resp.usage.total_tokens - estimate)
