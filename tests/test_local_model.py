@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import pytest
@@ -19,8 +21,10 @@ class Verdict(BaseModel):
 
 
 @pytest.fixture(scope="module")
-def local() -> convoy.Model:
-    return convoy.infer_model("local:")
+def local() -> Iterator[convoy.Model]:
+    model = convoy.infer_model("local:")
+    yield model
+    asyncio.run(model.aclose())
 
 
 async def test_local_model_gives_schema_valid_structured_output(local: convoy.Model,

@@ -229,3 +229,9 @@ async def test_max_age_bounds_the_total_age(db: Path) -> None:
         [res] = await eng.resume()
     assert res.status == "limit_exceeded" and res.error is not None
     assert "max_age" in res.error["message"]
+
+
+async def test_the_approvals_example_runs(tmp_path: Path) -> None:
+    from examples.approvals import main
+
+    assert await main(tmp_path / "a.db") == "paid"

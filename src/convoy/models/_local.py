@@ -70,6 +70,12 @@ class LocalModel(Model):
             params["response_format"] = {"type": "json_object", "schema": request.output_schema}
         return params
 
+    async def aclose(self) -> None:
+        """Free the model now (llama.cpp's own finaliser fails at interpreter exit)."""
+        close = getattr(self._llm, "close", None)
+        if close is not None:
+            close()
+
     async def request(self, request: ModelRequest) -> ModelResponse:
         params = self._params(request)
         async with self._lock:

@@ -236,7 +236,8 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
         try:
-            conn.execute("PRAGMA busy_timeout=10000")  # setup may wait; the hot path won't
+            # Opening may wait for a lock (up to busy_timeout); the hot path never does.
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if self.durability == "power" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
@@ -258,6 +259,14 @@ class SQLiteStore:
         self._checkpointer = _Checkpointer(self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Create or upgrade the schema. A store already at this version is only read, so
+        a read-only file can still be inspected."""
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError:
+            row = None  # no schema yet
+        if row is not None and int(row[0]) == SCHEMA_VERSION:
+            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for stmt in _SCHEMA.split(";"):
