@@ -266,7 +266,10 @@ class JournaledExecutor:
             raise NonDeterminismError(
                 f"replay of session {self.session_id!r}: wait {key} for {name!r} never "
                 "completed", key=key)
-        signal = await self.store.next_signal(self.session_id, name)
+        try:
+            signal = await self.store.next_signal(self.session_id, name)
+        except StoreError as e:
+            raise SessionInterrupted(str(e), cause=e) from None
         if signal is not None:
             await self._write(StepRecord(key=key, kind="wait", target=target,
                                          status="completed", result=signal.payload),
