@@ -142,6 +142,32 @@ def test_sigkill_with_a_write_tool_that_is_not_idempotent(tmp_path: Path) -> Non
     assert completed_ids <= writes  # every completed session applied its write (once)
 
 
+@pytest.mark.slow
+def test_two_resume_processes_on_one_store_run_each_session_once(tmp_path: Path) -> None:
+    """The reproduction of hole 1 with real processes: after a SIGKILL, two resume
+    processes start at once on the same store; a write tool that is not idempotent must
+    never run twice for a session, and every session ends exactly once."""
+    d = tmp_path / "two"
+    d.mkdir()
+    proc = start("run", d, idempotent=False)
+    deadline = time.monotonic() + 120
+    while len(lines(d / "tool_calls.log")) < 40 and proc.poll() is None and \
+            time.monotonic() < deadline:
+        time.sleep(0.002)
+    assert kill(proc), "the run finished before the kill; the test proves nothing"
+    a, b = start("resume", d, idempotent=False), start("resume", d, idempotent=False)
+    finish(a)
+    finish(b)
+    final = statuses(d)
+    assert len(final) == N
+    assert {s for s, _ in final.values()} <= {"completed", "escalated"}
+    assert max(Counter(lines(d / "tool_calls.log")).values()) == 1
+    # Each model call at most twice: once before the kill (in flight), once after; never
+    # once by each resumer.
+    calls = Counter(lines(d / "model_calls.log"))
+    assert max(calls.values()) <= 2
+
+
 def _cli(args: list[str], cwd: Path, crm: str) -> subprocess.Popen[bytes]:
     # The repo (for examples) and the convoy under test (this worktree's src).
     path = [str(Path(__file__).parents[1]), str(Path(convoy.__file__).resolve().parents[1])]
