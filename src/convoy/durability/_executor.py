@@ -60,13 +60,22 @@ class StepExecutor(Protocol):
         """Run one step exactly once per session, durably."""
         ...
 
-    async def now(self, key: str) -> float: ...
+    async def now(self, key: str) -> float:
+        """Wall-clock time (epoch seconds), recorded the first time and replayed after."""
+        ...
 
-    async def random(self, key: str) -> float: ...
+    async def random(self, key: str) -> float:
+        """A float in [0, 1), recorded the first time and replayed after."""
+        ...
 
-    async def uuid(self, key: str) -> str: ...
+    async def uuid(self, key: str) -> str:
+        """A UUID4 string, recorded the first time and replayed after."""
+        ...
 
-    async def sleep(self, key: str, seconds: float) -> None: ...
+    async def sleep(self, key: str, seconds: float) -> None:
+        """A durable timer: after a restart only the time left is slept; a long one parks the
+        session."""
+        ...
 
     async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
         """The payload (JSON text) of the next signal ``name`` sent to the session."""
@@ -115,6 +124,7 @@ class JournaledExecutor:
 
     @property
     def replaying(self) -> bool:
+        """Whether journal entries remain to be replayed."""
         return self._journal is not None
 
     @property

@@ -55,6 +55,7 @@ class Limits:
         return min(ends) if ends else None
 
     def describe_time(self) -> str:
+        """The time bounds in words, for error messages."""
         parts = []
         if self.max_seconds is not None:
             parts.append(f"max_seconds={self.max_seconds:g} of active time")
