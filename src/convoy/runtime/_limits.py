@@ -12,7 +12,8 @@ class Limits:
     """Bounds on one session. Reaching any ends the session with a typed reason.
 
     Args:
-        max_steps: model, tool and handoff steps in the session (``limit_exceeded``).
+        max_steps: steps of every kind in the session: model, tool and handoff steps,
+            ``ctx.step``, clock reads, random numbers, timers and waits (``limit_exceeded``).
         max_handoffs: handoffs in the session (``limit_exceeded``).
         max_depth: nesting of agent runs: a worker inside a supervisor is depth 2, a
             subtask of a subtask is depth 3 (``limit_exceeded``).
