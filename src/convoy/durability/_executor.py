@@ -95,8 +95,9 @@ class JournaledExecutor:
 
     Args:
         store: where the journal is.
-        session_id, owner: the session and the engine that holds its lease (writes are
-            fenced on it); ``owner=None`` with ``replay_only`` writes nothing.
+        session_id: the session whose steps run here.
+        owner: the engine that holds the session's lease (writes are fenced on it);
+            ``owner=None`` with ``replay_only`` writes nothing.
         journal: the session's records, consumed as the code asks for them.
         replay_only: ``convoy replay``: every step must come from the journal.
         park_after: a timer or wait longer than this parks the session instead of holding
