@@ -6,7 +6,7 @@ BASE   := $(VENV)/.installed-dev
 LOCAL  := $(VENV)/.installed-local
 BENCH  := $(VENV)/.installed-bench
 
-.PHONY: install demo test test-fast lint bench llama-server clean
+.PHONY: install demo test test-fast lint docs bench llama-server clean
 
 $(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,8 +41,11 @@ test-fast: $(BASE)  ## the quick loop: no llama.cpp build, no llama server or sl
 	$(BIN)/python -m pytest -m "not llama and not slow"
 
 lint: $(BASE)
-	$(BIN)/ruff check src tests examples bench
+	$(BIN)/ruff check src tests examples bench docs
 	$(BIN)/mypy
+
+docs: $(BASE)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 bench: $(BENCH)  ## reliability, budgets, resilience overhead, then Convoy vs the peers (W1-W3)
 	$(BIN)/python bench/reliability.py --agents 5 --fault-rate 0.05 --sessions 10000 \
@@ -56,4 +59,4 @@ llama-server: $(LOCAL)  ## serve SmolLM2-135M on http://127.0.0.1:8765/v1
 	bash scripts/llama_server.sh
 
 clean:
-	rm -rf $(VENV) .convoy .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .convoy .pytest_cache .mypy_cache .ruff_cache site

@@ -79,14 +79,14 @@ def test_readme_starts_with_the_two_commands() -> None:
     assert first_block.splitlines()[1].startswith("make test")
 
 
-def test_readme_resilience_example_builds(tmp_path: Path,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    readme = (ROOT / "README.md").read_text()
-    block = re.search(r"## Resilience and cost control\n.*?```python\n(.*?)```", readme, re.S)
+def test_resilience_guide_example_builds(tmp_path: Path,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    page = (ROOT / "docs" / "how-to" / "resilience.md").read_text()
+    block = re.search(r"```python\n(.*?)```", page, re.S)
     assert block is not None
     monkeypatch.chdir(tmp_path)
-    namespace: dict[str, object] = {"convoy": convoy}
-    exec(compile(block.group(1), "README.md", "exec"), namespace)
+    namespace: dict[str, object] = {}
+    exec(compile(block.group(1), "resilience.md", "exec", dont_inherit=True), namespace)
     engine = namespace["engine"]
     assert isinstance(engine, convoy.Engine)
     names = [type(i).__name__ for i in engine.runtime.interceptors]

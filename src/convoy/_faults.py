@@ -125,6 +125,7 @@ class FaultRates:
         return ",".join(parts) or "none"
 
     def to_dict(self) -> dict[str, float]:
+        """Every field by name, e.g. for a chaos report."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 

@@ -88,6 +88,8 @@ class FaultInjector(Interceptor):
         self._tool_attempts: dict[tuple[str, str], int] = {}
 
     def rng(self, session_id: str, step_key: str, attempt: int, target: str) -> random.Random:
+        """The generator for one call, seeded by ``(seed, session, step key, attempt, target)``:
+        the same call draws the same fault in every run."""
         return seeded_rng(self.seed, session_id, step_key, attempt, target)
 
     def draw(self, session_id: str, step_key: str, attempt: int, target: str
@@ -106,6 +108,7 @@ class FaultInjector(Interceptor):
 
     @property
     def total(self) -> int:
+        """Faults injected so far, all kinds together."""
         return sum(self.injected.values())
 
     def _note(self, kind: str, session_id: str, key: str) -> None:

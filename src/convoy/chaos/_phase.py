@@ -51,13 +51,16 @@ class PhaseConfig:
     cwd: str = field(default_factory=os.getcwd)
 
     def dump(self, path: Path) -> None:
+        """Write the config as JSON, for a phase run in a child process."""
         path.write_text(json.dumps(asdict(self), indent=1))
 
     @classmethod
     def load(cls, path: Path) -> PhaseConfig:
+        """Read a config written by :meth:`dump`."""
         return cls(**json.loads(path.read_text()))
 
     def session_id(self, i: int) -> str:
+        """The session id of input line ``i`` (stable, so a resumed phase runs no input twice)."""
         return f"{self.name}-{i}"
 
 
@@ -175,13 +178,16 @@ class PhaseMetrics:
 
     @property
     def unfinished(self) -> int:
+        """Sessions still pending, running or waiting."""
         return sum(self.statuses.get(s, 0) for s in UNFINISHED)
 
     @property
     def success_rate(self) -> float:
+        """Completed sessions over all sessions (0 when there are none)."""
         return self.completed / self.sessions if self.sessions else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """The metrics with ``success_rate`` and ``unfinished``, for the experiment journal."""
         d = asdict(self)
         d["success_rate"] = self.success_rate
         d["unfinished"] = self.unfinished

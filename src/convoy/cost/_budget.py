@@ -66,16 +66,20 @@ class BudgetLedger:
     rejected: int = 0
 
     def full(self) -> bool:
+        """Whether spent plus reserved has reached the limit: no new call is admitted."""
         b = self.budget
         return bool((b.tokens is not None and self.tokens + self.reserved_tokens >= b.tokens)
                     or (b.usd is not None and self.usd + self.reserved_usd >= b.usd))
 
     def reserve(self, tokens: int, usd: float) -> None:
+        """Hold an estimate for a call about to start."""
         self.reserved_tokens += tokens
         self.reserved_usd += usd
         self.in_flight += 1
 
     def settle(self, tokens_est: int, usd_est: float, usage: Usage | None, usd: float) -> None:
+        """Replace a call's estimate with what it cost (``usage=None``: it failed and cost
+        nothing), and note when the limit is reached."""
         self.reserved_tokens -= tokens_est
         self.reserved_usd -= usd_est
         if usage is not None:
@@ -92,11 +96,13 @@ class BudgetLedger:
 
     @property
     def overshoot_tokens(self) -> int:
+        """Tokens spent past the limit (0 if within it)."""
         b = self.budget.tokens
         return max(0, self.tokens - b) if b is not None else 0
 
     @property
     def overshoot_usd(self) -> float:
+        """USD spent past the limit (0 if within it)."""
         b = self.budget.usd
         return max(0.0, self.usd - b) if b is not None else 0.0
 
@@ -157,6 +163,7 @@ class Budgets(Interceptor):
         return dt.datetime.fromtimestamp(now, dt.UTC).date()
 
     def ledger(self, key: str, budget: Budget) -> BudgetLedger:
+        """The ledger named ``key``, created for ``budget`` on first use."""
         led = self.ledgers.get(key)
         if led is None:
             led = self.ledgers[key] = BudgetLedger(key, budget)

@@ -97,6 +97,7 @@ class ResponseCache(Interceptor):
 
     @property
     def hit_rate(self) -> float:
+        """Hits over lookups so far (0 before the first)."""
         n = self.hits + self.misses
         return self.hits / n if n else 0.0
 

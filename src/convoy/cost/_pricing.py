@@ -16,6 +16,7 @@ class Price:
     output_per_mtok: float
 
     def cost(self, usage: Usage) -> float:
+        """USD for ``usage`` at this price."""
         return (usage.input_tokens * self.input_per_mtok
                 + usage.output_tokens * self.output_per_mtok) / 1e6
 
@@ -35,12 +36,14 @@ class PriceTable:
         self._cache: dict[str, Price | None] = {}
 
     def set(self, model: str, *, input_per_mtok: float, output_per_mtok: float) -> None:
+        """Add or replace the price of ``model`` (USD per million input/output tokens)."""
         if input_per_mtok < 0 or output_per_mtok < 0:
             raise UserError(f"prices for {model!r} must be >= 0")
         self._prices[model] = Price(input_per_mtok=input_per_mtok, output_per_mtok=output_per_mtok)
         self._cache.clear()
 
     def get(self, model: str) -> Price | None:
+        """The price of ``model`` (full name, bare id, then ``provider:*``), or ``None``."""
         try:
             return self._cache[model]
         except KeyError:
@@ -52,6 +55,7 @@ class PriceTable:
         return price
 
     def cost(self, model: str, usage: Usage) -> float:
+        """USD for ``usage`` on ``model``; an unknown model costs 0 and is added to ``unknown``."""
         price = self.get(model)
         if price is None:
             self.unknown.add(model)

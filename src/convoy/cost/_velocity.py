@@ -19,6 +19,11 @@ from convoy.models._messages import ModelResponse
 
 @dataclass(slots=True)
 class VelocityAlert:
+    """A token-rate spike, handed to ``TokenVelocity(on_alert=...)``.
+
+    ``key`` is ``agent:NAME`` or ``tenant:NAME``; rates are tokens per minute.
+    """
+
     key: str
     at: float
     rate_per_min: float
@@ -55,6 +60,8 @@ class TokenVelocity(Interceptor):
         self.alerts: list[VelocityAlert] = []
 
     def record(self, key: str, tokens: int) -> None:
+        """Count ``tokens`` for ``key`` in the current interval, closing (and checking) the
+        intervals that have ended."""
         now = self._clock()
         s = self.series.get(key)
         if s is None:

@@ -156,6 +156,8 @@ class Agent(Generic[InT, OutT]):
             raise ValueError(readable_validation_error(e)) from None
 
     def dump_output(self, value: Any) -> str:
+        """An output as JSON text (plain text for ``str``): what the journal keeps and what a
+        delegating agent reads back."""
         if isinstance(value, BaseModel):
             return value.model_dump_json()
         if self._out_adapter is None:
@@ -163,6 +165,8 @@ class Agent(Generic[InT, OutT]):
         return self._out_adapter.dump_json(value).decode()
 
     def render_instructions(self, value: Any) -> str:
+        """The system prompt for this input: ``instructions`` itself, or its result when it is a
+        function of the input."""
         return self.instructions(value) if callable(self.instructions) else self.instructions
 
     def __repr__(self) -> str:

@@ -71,6 +71,9 @@ class Tool:
             raise ValueError(_readable(e)) from None
 
     async def invoke(self, args: BaseModel, ctx: ToolContext[Any]) -> Any:
+        """Call the function with validated ``args`` (a sync one on a worker thread) and validate
+        its result. Any exception becomes a :class:`~convoy.ToolError`, retryable for
+        timeouts and connection errors."""
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
         try:
             if inspect.iscoroutinefunction(self.fn):
@@ -99,6 +102,7 @@ class Tool:
         return json.dumps(result, default=str)
 
     def load_result(self, text: str) -> Any:
+        """Decode a journaled result (the inverse of :meth:`dump_result`), for replay."""
         if self.result_adapter is not None:
             return self.result_adapter.validate_json(text)
         return json.loads(text)

@@ -60,13 +60,22 @@ class StepExecutor(Protocol):
         """Run one step exactly once per session, durably."""
         ...
 
-    async def now(self, key: str) -> float: ...
+    async def now(self, key: str) -> float:
+        """Wall-clock time (epoch seconds), recorded the first time and replayed after."""
+        ...
 
-    async def random(self, key: str) -> float: ...
+    async def random(self, key: str) -> float:
+        """A float in [0, 1), recorded the first time and replayed after."""
+        ...
 
-    async def uuid(self, key: str) -> str: ...
+    async def uuid(self, key: str) -> str:
+        """A UUID4 string, recorded the first time and replayed after."""
+        ...
 
-    async def sleep(self, key: str, seconds: float) -> None: ...
+    async def sleep(self, key: str, seconds: float) -> None:
+        """A durable timer: after a restart only the time left is slept; a long one parks the
+        session."""
+        ...
 
     async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
         """The payload (JSON text) of the next signal ``name`` sent to the session."""
@@ -86,8 +95,9 @@ class JournaledExecutor:
 
     Args:
         store: where the journal is.
-        session_id, owner: the session and the engine that holds its lease (writes are
-            fenced on it); ``owner=None`` with ``replay_only`` writes nothing.
+        session_id: the session whose steps run here.
+        owner: the engine that holds the session's lease (writes are fenced on it);
+            ``owner=None`` with ``replay_only`` writes nothing.
         journal: the session's records, consumed as the code asks for them.
         replay_only: ``convoy replay``: every step must come from the journal.
         park_after: a timer or wait longer than this parks the session instead of holding
@@ -115,6 +125,7 @@ class JournaledExecutor:
 
     @property
     def replaying(self) -> bool:
+        """Whether journal entries remain to be replayed."""
         return self._journal is not None
 
     @property

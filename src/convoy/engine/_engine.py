@@ -144,6 +144,8 @@ class Engine:
 
     @property
     def clock(self) -> Callable[[], float]:
+        """The wall clock the engine and its store share (epoch seconds); tests replace the
+        store's clock to fake time."""
         return getattr(self.store, "clock", time.time)
 
     # -- lifecycle -----------------------------------------------------------------------
@@ -207,6 +209,8 @@ class Engine:
                               stacklevel=1)
 
     def register(self, wf: Workflow[Any, Any]) -> None:
+        """Make ``wf`` resumable by this engine under its name (:meth:`run` registers the
+        workflow it runs)."""
         self._workflows[wf.name] = wf
 
     def workflow_named(self, name: str) -> Workflow[Any, Any]:

@@ -46,10 +46,12 @@ class SessionResult(Generic[OutT]):
 
     @property
     def ok(self) -> bool:
+        """Whether the session completed."""
         return self.status == "completed"
 
     @property
     def finished(self) -> bool:
+        """Whether the session reached a terminal status (not waiting, pending or running)."""
         return self.status not in ("waiting", "pending", "running")
 
     def raise_for_status(self) -> SessionResult[OutT]:

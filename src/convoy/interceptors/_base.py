@@ -86,6 +86,7 @@ class ModelCallInput:
 
     @property
     def info(self) -> StepInfo:
+        """Who and where this call is, for tracing, audit and policies."""
         return _info(self.session, self.key, "model", self.agent.name, self.agent.name,
                      self.request.attempt)
 
@@ -103,6 +104,7 @@ class ToolCallInput:
 
     @property
     def info(self) -> StepInfo:
+        """Who and where this call is, for tracing, audit and policies."""
         return _info(self.session, self.key, "tool", self.tool.name, self.agent.name)
 
 
@@ -118,12 +120,17 @@ class HandoffInput:
 
     @property
     def info(self) -> StepInfo:
+        """Who and where this handoff is; ``target`` is the receiving agent."""
         return _info(self.session, self.key, "handoff", self.target.name, self.source.name)
 
 
 @dataclass(slots=True, kw_only=True)
 class EffectInput:
-    """A workflow-level effect: ``ctx.step``, ``ctx.now``, ``ctx.random``, ``ctx.sleep``."""
+    """A workflow-level effect: one ``ctx.step(name, fn)``.
+
+    ``ctx.now``, ``ctx.random``, ``ctx.uuid``, ``ctx.sleep`` and ``ctx.wait_for`` are
+    journaled by the step executor directly and do not pass through the chain.
+    """
 
     session: SessionState
     key: str
@@ -133,6 +140,7 @@ class EffectInput:
 
     @property
     def info(self) -> StepInfo:
+        """Who and where this effect is; ``target`` is the step's name."""
         return _info(self.session, self.key, "effect", self.name, None)
 
 
@@ -198,15 +206,23 @@ class Interceptor:
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        """Around one model call (each attempt, when a retry interceptor is outside this one).
+        Return the response, or raise a :class:`~convoy.ModelError` to fail the call."""
         return await next(input)
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        """Around one call of a tool, with arguments already validated. Return its result; the
+        agent loop validates and journals it."""
         return await next(input)
 
     async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+        """Around one handoff from ``input.source`` to ``input.target``; return the payload
+        (possibly changed) the target receives."""
         return await next(input)
 
     async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+        """Around one workflow-level effect (``ctx.step``). Clock reads, random numbers, sleeps
+        and waits are journaled by the executor and do not pass here."""
         return await next(input)
 
 

@@ -21,6 +21,7 @@ class ToolCall:
     arguments: str
 
     def to_dict(self) -> dict[str, Any]:
+        """The call as a plain dict, for the journal."""
         return {"id": self.id, "name": self.name, "arguments": self.arguments}
 
 
@@ -43,9 +44,11 @@ class Usage:
 
     @property
     def total_tokens(self) -> int:
+        """Input plus output tokens."""
         return self.input_tokens + self.output_tokens
 
     def add(self, other: Usage) -> None:
+        """Add ``other`` to this running total, in place."""
         self.input_tokens += other.input_tokens
         self.output_tokens += other.output_tokens
 
@@ -104,6 +107,7 @@ class ModelResponse:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
+        """The compact form the journal stores (versioned by the store schema)."""
         d: dict[str, Any] = {"model": self.model, "in": self.usage.input_tokens,
                              "out": self.usage.output_tokens}
         if self.text is not None:
@@ -120,6 +124,7 @@ class ModelResponse:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelResponse:
+        """Rebuild a response from :meth:`to_dict`'s form (replay)."""
         return cls(
             text=d.get("text"),
             tool_calls=[ToolCall(c["id"], c["name"], c["arguments"])

@@ -53,6 +53,7 @@ class Latency:
     sigma: float = 0.5      # lognormal shape
 
     def sample(self, rng: random.Random | None) -> float:
+        """One latency in seconds; ``fixed`` (or no generator) returns ``value`` without drawing."""
         if self.kind == "fixed" or rng is None:
             return self.value
         if self.kind == "uniform":
@@ -129,6 +130,8 @@ class SimModel(Model):
         self._random = self.faults.any or self.latency.kind != "fixed"
 
     def rng(self, req: ModelRequest) -> random.Random:
+        """The generator for one call, seeded by ``(seed, session, step key, attempt, agent)`` so
+        a call behaves the same however sessions interleave."""
         return seeded_rng(self.seed, req.session_id, req.step_key, req.attempt, req.agent)
 
     async def request(self, request: ModelRequest) -> ModelResponse:

@@ -183,6 +183,7 @@ class CircuitBreaker:
 
     @property
     def open_remaining(self) -> float:
+        """Seconds left before an open breaker lets a probe through."""
         return max(0.0, self.policy.wait_in_open - (self._clock() - self._opened_at))
 
     def acquire(self) -> int:
@@ -206,6 +207,8 @@ class CircuitBreaker:
 
     def record(self, ticket: int, failed: bool, duration: float,
                now: float | None = None) -> None:
+        """Report the outcome of the call ``ticket`` admitted; may open or close the breaker.
+        Tickets from an earlier state are ignored."""
         if ticket != self._generation:
             return
         slow = duration >= self.policy.slow_call_duration
@@ -236,6 +239,7 @@ class CircuitBreaker:
 
     @property
     def failure_rate(self) -> float:
+        """Failed calls in the current window, in percent."""
         w = self._window
         w.expire(self._clock())
         return 100.0 * w.failures / w.calls if w.calls else 0.0
@@ -290,6 +294,8 @@ class Breakers(Interceptor):
             self._state.save(b)
 
     def get(self, key: str, policy: BreakerPolicy) -> CircuitBreaker:
+        """The breaker for ``key`` (created with ``policy`` on first use, open if the store says
+        it was open)."""
         b = self.breakers.get(key)
         if b is None:
             # Saves go through ``self``: an interceptor reused by an engine opened again

@@ -110,6 +110,8 @@ class TokenBucket:
         return waited
 
     def adjust(self, delta: float) -> None:
+        """Settle the difference between what was taken and what was used (the balance may go
+        negative)."""
         self._refill()
         self.tokens = min(self.capacity, self.tokens - delta)
 

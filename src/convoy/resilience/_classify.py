@@ -23,6 +23,8 @@ Classification = Literal["retryable", "terminal"]
 
 
 def classify(exc: BaseException) -> Classification:
+    """Whether a failure may be retried: ``"retryable"`` or ``"terminal"`` (see the module
+    docstring for the rules)."""
     if isinstance(exc, CircuitOpenError | PolicyDenied | OutputValidationError):
         return "terminal"
     if isinstance(exc, StepError):

@@ -40,6 +40,8 @@ class RetryPolicy:
             raise UserError("RetryPolicy delays must be >= 0 and multiplier >= 1")
 
     def delay(self, retry: int, error: BaseException | None, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry``: the server's ``Retry-After`` if
+        honoured, else full jitter."""
         if self.honour_retry_after and isinstance(error, StepError) and \
                 error.retry_after is not None:
             return min(max(error.retry_after, 0.0), self.max_retry_after)
@@ -86,14 +88,18 @@ class RetryBudget:
 
     @property
     def balance(self) -> float:
+        """Retries that may be spent now (the reserve plus unexpired deposits minus withdrawals)."""
         self._add(0.0)
         return self.reserve + self._net
 
     def on_call(self) -> None:
+        """Deposit for a first attempt."""
         self.calls += 1
         self._add(self.ratio)
 
     def try_retry(self) -> bool:
+        """Withdraw one retry if the budget allows it; ``False`` (and counted in ``denied``) if
+        not."""
         if self.balance < 1.0:
             self.denied += 1
             return False

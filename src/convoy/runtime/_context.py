@@ -47,13 +47,17 @@ class Context:
 
     @property
     def session_id(self) -> str:
+        """The id of the session this context belongs to."""
         return self.session.id
 
     @property
     def tenant(self) -> str:
+        """The tenant of the session (``engine.run(..., tenant=...)``)."""
         return self.session.tenant
 
     def next_key(self) -> str:
+        """Take the next position in this scope (``2``, ``2/0/1``): the key of the next step.
+        Used by the agent loop and patterns; workflow code does not need it."""
         key = f"{self._prefix}{self._n}"
         self._n += 1
         return key

@@ -12,7 +12,8 @@ class Limits:
     """Bounds on one session. Reaching any ends the session with a typed reason.
 
     Args:
-        max_steps: model, tool and handoff steps in the session (``limit_exceeded``).
+        max_steps: steps of every kind in the session: model, tool and handoff steps,
+            ``ctx.step``, clock reads, random numbers, timers and waits (``limit_exceeded``).
         max_handoffs: handoffs in the session (``limit_exceeded``).
         max_depth: nesting of agent runs: a worker inside a supervisor is depth 2, a
             subtask of a subtask is depth 3 (``limit_exceeded``).
@@ -55,6 +56,7 @@ class Limits:
         return min(ends) if ends else None
 
     def describe_time(self) -> str:
+        """The time bounds in words, for error messages."""
         parts = []
         if self.max_seconds is not None:
             parts.append(f"max_seconds={self.max_seconds:g} of active time")

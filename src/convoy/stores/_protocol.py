@@ -106,14 +106,17 @@ class SessionRow:
 
     @property
     def error_record(self) -> dict[str, Any] | None:
+        """The decoded error (or wait) record, or ``None``."""
         return json.loads(self.error) if self.error else None
 
     @property
     def header_map(self) -> dict[str, str]:
+        """The decoded headers persisted with the session."""
         return dict(json.loads(self.headers or "{}"))
 
     @property
     def unfinished(self) -> bool:
+        """Whether the session still has work to do (see :data:`UNFINISHED`)."""
         return self.status in UNFINISHED
 
 
@@ -170,7 +173,9 @@ class Store(Protocol):
         ...
 
     @property
-    def is_open(self) -> bool: ...
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has run and :meth:`aclose` has not."""
+        ...
 
     # -- sessions ----------------------------------------------------------------------
 
@@ -240,9 +245,13 @@ class Store(Protocol):
         """Move a session that has journaled nothing to another workflow version."""
         ...
 
-    async def get_session(self, session_id: str) -> SessionRow | None: ...
+    async def get_session(self, session_id: str) -> SessionRow | None:
+        """One session, or ``None`` if the id is unknown."""
+        ...
 
-    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]: ...
+    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
+        """The sessions among ``ids`` that exist, by id (one query for many)."""
+        ...
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
         """Sessions matching ``where``, oldest first."""
@@ -269,7 +278,9 @@ class Store(Protocol):
         same transaction."""
         ...
 
-    async def load_journal(self, session_id: str) -> dict[str, StepRecord]: ...
+    async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
+        """A session's journal by step key, as replay consumes it."""
+        ...
 
     async def journal(self, session_id: str) -> list[StepRecord]:
         """Every record of a session, in the order it was written."""
@@ -287,9 +298,13 @@ class Store(Protocol):
 
     # -- state of interceptors -----------------------------------------------------------
 
-    async def kv_get(self, namespace: str, key: str) -> str | None: ...
+    async def kv_get(self, namespace: str, key: str) -> str | None:
+        """One value of an interceptor's state (``None`` if unset)."""
+        ...
 
-    async def kv_all(self, namespace: str) -> dict[str, str]: ...
+    async def kv_all(self, namespace: str) -> dict[str, str]:
+        """Every value in ``namespace``, by key (loaded when an interceptor starts)."""
+        ...
 
     def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
         """Set (``None``: delete) one value. Rides the group commit."""

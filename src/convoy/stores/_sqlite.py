@@ -320,6 +320,7 @@ class SQLiteStore:
 
     @property
     def conn(self) -> sqlite3.Connection:
+        """The open connection; raises :class:`~convoy.UserError` if the store is not open."""
         if self._conn is None:
             raise UserError("the store is not open; use 'async with Engine(...)' or "
                             "'await engine.open()'")
