@@ -61,7 +61,13 @@ def short(text: str, width: int = 72) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def line_list(lines: Sequence[int], most: int = 10) -> str:
+def plural(n: int, word: str, *, number: bool = True) -> str:
+    """``1 step``, ``2 steps`` (``number=False``: the word alone)."""
+    form = word if n == 1 else word + "s"
+    return f"{n:,} {form}" if number else form
+
+
+def line_list(lines: Sequence[object], most: int = 10) -> str:
     shown = ", ".join(str(n) for n in lines[:most])
     return shown + (f", … (+{len(lines) - most} more)" if len(lines) > most else "")
 
@@ -69,8 +75,8 @@ def line_list(lines: Sequence[int], most: int = 10) -> str:
 # -- run summary -------------------------------------------------------------------------
 
 
-def summary_table(title: str, stats: RunStats,
-                  invalid: Sequence[InvalidLine] | None = None) -> Table:
+def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | None = None,
+                  identical: Sequence[tuple[int, int]] = ()) -> Table:
     """Completed, failures by terminal reason, what was left unfinished and why, skipped
     and invalid inputs, usage, latency."""
     t = Table(title=title, show_header=False, title_justify="left", min_width=44)
@@ -89,9 +95,14 @@ def summary_table(title: str, stats: RunStats,
         if stats.left[why]:
             t.add_row(label, Text(str(stats.left[why]), style="yellow"))
     if invalid is not None:
-        lines = [x.line for x in invalid]
-        t.add_row("invalid input lines", f"{len(lines)}" + (f" (lines {line_list(lines)})"
-                                                            if lines else ""))
+        lines = sorted(x.line for x in invalid)
+        t.add_row("invalid input lines", f"{len(lines)}" + (
+            f" ({plural(len(lines), 'line', number=False)} {line_list(lines)})"
+            if lines else ""))
+    if identical:
+        pairs = [f"line {a} = line {b}" for a, b in identical]
+        t.add_row("identical input lines", f"{len(pairs)} ({line_list(pairs, 5)}: one "
+                  "session each)")
     t.add_row("tokens in / out", fmt_tokens(stats.input_tokens, stats.output_tokens))
     t.add_row("cost", fmt_cost(stats.cost))
     t.add_row("session latency p50 / p99",
