@@ -23,8 +23,10 @@ app = typer.Typer(
          "Sessions and their step journals live in a SQLite store (--db, default "
          "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
          "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
-         "Exit codes: 0 done, 1 the run could not complete (a store error: one line, "
-         "sessions stay unfinished), 2 usage errors.",
+         "Exit codes: 0 done; 1 the run could not complete (a store error: one line, "
+         "sessions stay unfinished), or `run --strict` found an input that did not "
+         "complete; 2 usage errors (bad options, workflow, input file or --db path); "
+         "130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     add_completion=False,
     rich_markup_mode="markdown",

@@ -24,7 +24,7 @@ from convoy.cli._common import (
     workflows_from_cwd,
 )
 from convoy.cli._inputs import read_inputs
-from convoy.cli._render import fmt_cost, fmt_duration
+from convoy.cli._render import fmt_cost, fmt_duration, plural
 from convoy.models import infer_model
 
 DEFAULT_FAULTS = ("timeout=0.02:10,rate_limit=0.01:0.2,server_error=0.02,malformed=0.01,"
@@ -189,7 +189,7 @@ def probes_table(result: dict[str, Any]) -> Table:
 def print_report(result: dict[str, Any], n: int) -> None:
     ext = result["convoy"]
     out.print(Text.assemble(("convoy chaos ", "bold"), ext["workflow"],
-                            f" · {n} sessions per phase · faults {ext['faults']} · "
+                            f" · {plural(n, 'session')} per phase · faults {ext['faults']} · "
                             f"protections {'on' if ext['protections'] else 'off'}"))
     out.print(phases_table(result))
     out.print(probes_table(result))
@@ -204,12 +204,12 @@ def print_report(result: dict[str, Any], n: int) -> None:
     for run in result["run"]:
         name, o = run["activity"]["name"], run["output"]
         if name == "sigkill-engine":
-            out.print(f"engine process {o['pid']} " + (
-                f"SIGKILLed after {o['after_s']:.2f}s with {o['unfinished_at_kill']} "
-                "sessions unfinished" if o["killed"] else "finished before the kill was due"),
-                markup=False)
+            what = (f"SIGKILLed after {o['after_s']:.2f}s with "
+                    f"{plural(o['unfinished_at_kill'], 'session')} unfinished" if o["killed"]
+                    else "finished before the kill was due")
+            out.print(f"engine process {o['pid']} {what}", markup=False)
         elif name == "resume-engine":
-            out.print(f"a new engine process resumed {o['resumed']} sessions; "
+            out.print(f"a new engine process resumed {plural(o['resumed'], 'session')}; "
                       f"{o['unfinished_after']} left unfinished", markup=False)
     for w in ext.get("warnings", []):
         out.print(f"warning: {w}", markup=False, style="yellow")

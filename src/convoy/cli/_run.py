@@ -11,6 +11,7 @@ from convoy import Engine, SessionResult, Workflow, load_workflow
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    RUN_FAILURE,
     BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
@@ -18,13 +19,20 @@ from convoy.cli._common import (
     build_engine,
     convoy_errors,
     err,
+    fail,
     out,
     run_async,
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, InvalidLine, read_inputs
 from convoy.cli._progress import session_progress
-from convoy.cli._render import MAX_LISTED, exit_on_store_errors, print_failures, summary_table
+from convoy.cli._render import (
+    MAX_LISTED,
+    exit_on_store_errors,
+    plural,
+    print_failures,
+    summary_table,
+)
 from convoy.cli._stats import RunStats, left_reason
 
 
@@ -44,6 +52,10 @@ def run(
         help="Take each session's id from this field of the line's JSON object (a string "
              "or an integer). Lines without it, or repeating an earlier id, are skipped.")
     ] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 unless every input completed: a session that failed, "
+        "escalated, waits or was left unfinished, or a skipped line, fails the command.")
+    ] = False,
     tenant: Annotated[str, typer.Option(help="Tenant the sessions are billed to.")] = "default",
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
@@ -63,8 +75,11 @@ def run(
     worker' continues them. Sessions another live engine owns, and sessions started on
     another version of the workflow, are left alone and counted.
 
-    Exit code 0 when the run happened (even if some sessions failed), 1 when a store error
-    stopped it (its sessions stay unfinished: run the command again), 2 on usage errors.
+    Exit codes: 0 when the run happened (even if some sessions failed, unless --strict);
+    1 when a store error stopped it (its sessions stay unfinished: run the command again),
+    or with --strict when an input did not complete or a line was skipped; 2 on usage
+    errors (a bad option, workflow, input file or --db path); 130 when interrupted
+    (Ctrl-C: run the same command again to finish).
 
     Example: `convoy run examples.support_desk.workflow:handle_ticket -i tickets.jsonl`
     """
@@ -77,7 +92,7 @@ def run(
     for bad in batch.invalid:
         err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
                   style="yellow", soft_wrap=True)
-    if not batch.valid and not batch.invalid and not batch.identical and not batch.invalid:
+    if not batch.valid and not batch.invalid and not batch.identical:
         err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
     try:
         stats = run_async(_run(engine, wf, batch, tenant, input))
@@ -89,6 +104,25 @@ def run(
                             batch.identical))
     print_failures(out, stats)
     exit_on_store_errors(stats)
+    if strict:
+        _strict(stats, len(batch.invalid))
+
+
+def _strict(stats: RunStats, skipped_lines: int) -> None:
+    """``--strict``: exit 1, in one line, unless every input's session completed and no
+    line was skipped."""
+    problems = []
+    total = stats.outcomes.total()
+    missed = {s: n for s, n in sorted(stats.outcomes.items()) if s != "completed"}
+    if missed:
+        detail = ", ".join(f"{s} {n}" for s, n in missed.items())
+        problems.append(f"{sum(missed.values())} of {total} inputs did not complete "
+                        f"({detail})")
+    if skipped_lines:
+        problems.append(f"{plural(skipped_lines, 'input line')} "
+                        f"{'was' if skipped_lines == 1 else 'were'} skipped")
+    if problems:
+        fail("--strict: " + "; ".join(problems), RUN_FAILURE)
 
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
@@ -108,6 +142,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                 continue
             if row is not None and not row.unfinished:
                 stats.skipped[row.status] += 1
+                stats.outcomes[row.status] += 1
                 continue
             ids.append(sid)
             values.append(item.value)
@@ -118,6 +153,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                                                 on_done=on_done)
             for res in results:
                 stats.add(res)
+                stats.outcomes[res.status] += 1
             _say_left(results, {sid: item.line for sid, item in lines.items()})
     stats.stop()
     return stats

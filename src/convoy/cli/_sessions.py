@@ -48,7 +48,10 @@ def list_sessions(
         fail(f"--status {status!r} is not a session status; use one of {', '.join(STATUSES)}")
     require_store(db)
     where = SessionFilter(status=status, workflow=workflow, limit=limit, offset=offset)
-    rows, counts = run_async(_list(db, where))
+    rows, counts, known = run_async(_list(db, where))
+    if workflow is not None and workflow not in known:
+        fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
+             f"{', '.join(known) or '(none: the store has no sessions)'}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if not rows:
         what = f"with status {status!r} " if status else ""
@@ -65,9 +68,11 @@ def list_sessions(
                   markup=False)
 
 
-async def _list(db: Path, where: SessionFilter) -> tuple[list[SessionRow], dict[str, int]]:
+async def _list(db: Path, where: SessionFilter
+                ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
-        return await store.list_sessions(where), await store.counts()
+        known = await store.workflow_names() if where.workflow is not None else []
+        return await store.list_sessions(where), await store.counts(), known
 
 
 @sessions_app.command("show")
