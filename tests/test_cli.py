@@ -41,7 +41,7 @@ from tests.clikit import (
 # -- help and version (and the real console script) ---------------------------------------
 
 
-COMMANDS = (["run"], ["resume"], ["worker"], ["signal"], ["cancel"], ["replay"],
+COMMANDS = (["run"], ["resume"], ["retry"], ["worker"], ["signal"], ["cancel"], ["replay"],
             ["sessions", "list"], ["sessions", "show"], ["cost"], ["chaos"])
 
 

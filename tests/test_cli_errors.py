@@ -27,7 +27,7 @@ EXPLODE = {"subject": "explode", "body": "!"}
 
 
 def test_exit_codes_are_documented() -> None:
-    for args in ([], ["run"]):
+    for args in ([], ["run"], ["retry"]):
         text = " ".join(cli(*args, "--help").stdout.split())
         for code in ("0", "1", "2", "130"):
             assert f"{code} " in text, (args, code)

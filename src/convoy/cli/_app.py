@@ -12,6 +12,7 @@ from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
+from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
 from convoy.cli._worker import worker
@@ -52,6 +53,7 @@ def _main(
 
 app.command("run")(run)
 app.command("resume")(resume)
+app.command("retry")(retry)
 app.command("worker")(worker)
 app.command("signal")(signal)
 app.command("cancel")(cancel)

@@ -16,6 +16,7 @@ from convoy import TerminalReason
 from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
+from convoy.engine._retry import RETRYABLE
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
@@ -139,6 +140,22 @@ def exit_on_store_errors(stats: RunStats) -> None:
         f" ({n} sessions were interrupted)" if n > 1 else ""), RUN_FAILURE)
 
 
+def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> None:
+    """``--strict``: exit 1, in one line, unless every session the command addressed
+    (``stats.outcomes``) completed and no input line was skipped."""
+    problems = []
+    missed = {s: n for s, n in sorted(stats.outcomes.items()) if s != "completed"}
+    if missed:
+        detail = ", ".join(f"{s} {n}" for s, n in missed.items())
+        problems.append(f"{sum(missed.values())} of {stats.outcomes.total()} {noun} did not "
+                        f"complete ({detail})")
+    if skipped_lines:
+        problems.append(f"{plural(skipped_lines, 'input line')} "
+                        f"{'was' if skipped_lines == 1 else 'were'} skipped")
+    if problems:
+        fail("--strict: " + "; ".join(problems), RUN_FAILURE)
+
+
 # -- sessions ----------------------------------------------------------------------------
 
 
@@ -215,7 +232,7 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
 
 
 def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
-                  *, now: float) -> None:
+                  *, now: float, retried_as: SessionRow | None = None) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -224,7 +241,10 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("workflow", f"{row.workflow} (version {row.version})")
     info.add_row("tenant", row.tenant)
     if row.parent is not None:
-        info.add_row("parent", row.parent)
+        info.add_row("retry of", row.parent)
+    if retried_as is not None:
+        info.add_row("retried as", Text.assemble(f"{retried_as.id} (",
+                                                 status_text(retried_as.status), ")"))
     info.add_row("created", fmt_time(row.created))
     if row.started is not None and row.finished is not None:
         info.add_row("finished", f"{fmt_time(row.finished)} "
@@ -261,6 +281,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
         console.print(Text.assemble(("error: ", "bold"),
                                     f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
+    if row.status in RETRYABLE and retried_as is None:
+        console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
     if row.status == "escalated":
         console.print(f"answer it: convoy signal {row.id} convoy.escalation --payload "
                       """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",

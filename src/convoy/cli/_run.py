@@ -11,7 +11,6 @@ from convoy import Engine, SessionResult, Workflow, load_workflow
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
-    RUN_FAILURE,
     BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
@@ -19,7 +18,6 @@ from convoy.cli._common import (
     build_engine,
     convoy_errors,
     err,
-    fail,
     out,
     run_async,
     workflows_from_cwd,
@@ -28,8 +26,8 @@ from convoy.cli._inputs import InputBatch, InvalidLine, read_inputs
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
+    exit_if_strict,
     exit_on_store_errors,
-    plural,
     print_failures,
     summary_table,
 )
@@ -105,24 +103,7 @@ def run(
     print_failures(out, stats)
     exit_on_store_errors(stats)
     if strict:
-        _strict(stats, len(batch.invalid))
-
-
-def _strict(stats: RunStats, skipped_lines: int) -> None:
-    """``--strict``: exit 1, in one line, unless every input's session completed and no
-    line was skipped."""
-    problems = []
-    total = stats.outcomes.total()
-    missed = {s: n for s, n in sorted(stats.outcomes.items()) if s != "completed"}
-    if missed:
-        detail = ", ".join(f"{s} {n}" for s, n in missed.items())
-        problems.append(f"{sum(missed.values())} of {total} inputs did not complete "
-                        f"({detail})")
-    if skipped_lines:
-        problems.append(f"{plural(skipped_lines, 'input line')} "
-                        f"{'was' if skipped_lines == 1 else 'were'} skipped")
-    if problems:
-        fail("--strict: " + "; ".join(problems), RUN_FAILURE)
+        exit_if_strict(stats, "inputs", skipped_lines=len(batch.invalid))
 
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
