@@ -29,7 +29,7 @@ app = typer.Typer(
          "complete; 2 usage errors (bad options, workflow, input file or --db path); "
          "130 interrupted (Ctrl-C).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
