@@ -37,7 +37,7 @@ def replay(
     Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1). Workflows
     with explicit names need '--import MODULE'.
 
-    Example: `convoy replay 3f2a9c1b7e4d-12`
+    Example: `convoy replay handle_ticket-3f2a9c1b7e4d`
     """
     import_modules(imports)
     require_store(db)

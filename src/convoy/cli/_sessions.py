@@ -85,7 +85,7 @@ def show_session(
     """Show one session: status, workflow, headers, owner or what it waits for, the
     journaled steps (with tokens and cost of model calls), output or error.
 
-    Example: `convoy sessions show 3f2a9c1b7e4d-12 --json`
+    Example: `convoy sessions show handle_ticket-3f2a9c1b7e4d --json`
     """
     require_store(db)
     row, steps, retried_as = run_async(_show(db, session_id))
