@@ -25,7 +25,7 @@ from convoy._errors import ConvoyError, UserError
 from convoy.chaos._faults import FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
-from convoy.chaos._process import kill_after, resume
+from convoy.chaos._process import KillPoint, kill_after, resume
 from convoy.definitions._workflow import Workflow, load_workflow
 
 Event = Callable[[str], None]
@@ -67,16 +67,17 @@ def _check_importable(wf: Workflow[Any, Any]) -> None:
 
 
 def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: int,
-              kill_after_s: float | None, protect: bool, seed: int, title: str | None,
+              kill: KillPoint | None, protect: bool, seed: int, title: str | None,
               work: Path, warnings: list[str]) -> dict[str, Any]:
     """The journal before anything ran: the experiment, its method, empty results."""
     method = [_activity("action", "run-sessions-with-faults", {
         "type": "python", "module": "convoy.chaos", "func": "FaultInjector",
         "arguments": {"faults": str(spec), "seed": seed, "sessions": n}})]
-    if kill_after_s is not None:
+    if kill is not None:
         method.append(_activity("action", "sigkill-engine", {
             "type": "python", "module": "os", "func": "kill",
-            "arguments": {"signal": "SIGKILL", "after_s": kill_after_s}}))
+            "arguments": {"signal": "SIGKILL", "after_s": kill.seconds,
+                          "after_sessions": kill.sessions}}))
         method.append(_activity("action", "resume-engine", {
             "type": "process", "path": sys.executable,
             "arguments": "-m convoy.chaos._worker during-2.json"}))
@@ -88,8 +89,8 @@ def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: in
             "title": title or f"{wf.name} keeps its steady state under faults",
             "description": (f"{n} sessions of {wf.name} per phase; faults {spec}; "
                             f"protections {'on' if protect else 'off'}"
-                            + (f"; engine SIGKILLed after {kill_after_s:g}s and resumed"
-                               if kill_after_s is not None else "")),
+                            + (f"; engine SIGKILLed {kill.describe()} and resumed"
+                               if kill is not None else "")),
             "tags": ["convoy"],
             "steady-state-hypothesis": {"title": hyp.title, "probes": hyp.probes()},
             "method": method, "rollbacks": []},
@@ -105,6 +106,7 @@ def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: in
 def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
                    db_dir: str | Path, faults: FaultSpec | str | None = None,
                    hypothesis: Hypothesis | None = None, kill_after_s: float | None = None,
+                   kill_after_sessions: int | None = None,
                    protect: bool = True, concurrency: int = 64, seed: int = 0,
                    call_timeout: float = 2.0, tool_timeout: float = 30.0,
                    model: str | None = None, tenant: str = "default",
@@ -114,8 +116,9 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
 
     Every input runs once per phase, each phase on a fresh store in ``db_dir``:
     BEFORE (no faults), DURING (``faults`` injected; with ``kill_after_s`` the engine runs
-    in a child process that is SIGKILLed that many seconds after its sessions exist, and a
-    new process resumes them from the journal), AFTER (no faults). ``protect`` puts
+    in a child process that is SIGKILLed that many seconds after its sessions exist, or
+    with ``kill_after_sessions`` once that many of them finished, and a new process
+    resumes them from the journal), AFTER (no faults). ``protect`` puts
     :func:`convoy.resilience.protections` in front of the injector. A phase still running
     after ``phase_timeout`` seconds (per engine process) is stopped; its unfinished sessions
     count as not completed. Blocking: call it outside an event loop.
@@ -132,10 +135,16 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
         raise UserError(f"concurrency must be >= 1, got {concurrency}")
     if phase_timeout is not None and not phase_timeout > 0:
         raise UserError(f"phase_timeout must be > 0 seconds or None, got {phase_timeout}")
-    if kill_after_s is not None:
-        if not kill_after_s > 0:
+    kill = None
+    if kill_after_s is not None or kill_after_sessions is not None:
+        if kill_after_s is not None and not kill_after_s > 0:
             raise UserError(f"kill_after_s must be > 0 seconds, got {kill_after_s}")
+        if kill_after_sessions is not None and not 0 < kill_after_sessions < len(inputs):
+            raise UserError(f"kill_after_sessions must be between 1 and {len(inputs) - 1} "
+                            f"(fewer than the {len(inputs)} inputs, or the phase is over "
+                            f"before the kill), got {kill_after_sessions}")
         _check_importable(wf)
+        kill = KillPoint(seconds=kill_after_s, sessions=kill_after_sessions)
     work = Path(db_dir)
     taken = [n for n in ("before", "during", "after") if (work / f"{n}.db").exists()]
     if taken:
@@ -158,7 +167,7 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
             fault_log=str(work / f"{name}-faults.log") if with_faults else None,
             stats=str(work / f"{name}-stats.json"))
 
-    journal = _skeleton(wf, spec, hyp, n=len(inputs), kill_after_s=kill_after_s,
+    journal = _skeleton(wf, spec, hyp, n=len(inputs), kill=kill,
                         protect=protect, seed=seed, title=title, work=work, warnings=warnings)
     t_start = time.monotonic()
     ext = journal["convoy"]
@@ -180,7 +189,7 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
             say("before: the steady state does not hold without faults; method skipped")
         else:
             backstop = 3600.0 * 24 if phase_timeout is None else phase_timeout + 120
-            during = _method(config("during", True), wf, len(inputs), kill_after_s, backstop,
+            during = _method(config("during", True), wf, len(inputs), kill, backstop,
                              journal, say)
             m = measure(config("during", True).db)
             ext["phases"]["during"] = {**m.to_dict(), **ext["phases"].get("during", {})}
@@ -205,31 +214,31 @@ def _note_timeout(phase: str, m: PhaseMetrics, warnings: list[str]) -> None:
                         "sessions unfinished (counted as not completed)")
 
 
-def _method(cfg: PhaseConfig, wf: Workflow[Any, Any], n: int, kill_s: float | None,
+def _method(cfg: PhaseConfig, wf: Workflow[Any, Any], n: int, kill: KillPoint | None,
             timeout: float, journal: dict[str, Any], say: Event) -> str:
     """Run the DURING phase (in process, or killed and resumed); returns its start time."""
     method, runs, ext = journal["experiment"]["method"], journal["run"], journal["convoy"]
     start, t0 = _now(), time.monotonic()
     say(f"during: {n} sessions with faults {cfg.faults}")
-    if kill_s is None:
+    if kill is None:
         stats = run_phase(cfg, wf)
     else:
-        stats = _kill_and_resume(cfg, kill_s, timeout, method, runs, (start, t0), say)
+        stats = _kill_and_resume(cfg, kill, timeout, method, runs, (start, t0), say)
     faults = dict(read_fault_log(Path(cfg.fault_log or "")))
     ext["faults_injected"] = faults
     ext["phases"]["during"] = {**stats, "faults": faults}
     output = {"faults_injected": faults, **{k: v for k, v in stats.items() if k != "faults"}}
-    if kill_s is None:
+    if kill is None:
         runs.append(_run_entry(method[0], start, t0, output))
     else:
         runs[0]["output"].update(output)
     return start
 
 
-def _kill_and_resume(cfg: PhaseConfig, kill_s: float, timeout: float,
+def _kill_and_resume(cfg: PhaseConfig, kill: KillPoint, timeout: float,
                      method: list[dict[str, Any]], runs: list[dict[str, Any]],
                      started: tuple[str, float], say: Event) -> dict[str, Any]:
-    """The phase in an engine process SIGKILLed after ``kill_s``, then in a new one.
+    """The phase in an engine process SIGKILLed at ``kill``, then in a new one.
     Returns the counters of both processes (the killed one's only if it was not killed)."""
     work = Path(cfg.db).parent
     files = []
@@ -237,7 +246,7 @@ def _kill_and_resume(cfg: PhaseConfig, kill_s: float, timeout: float,
         c = replace(cfg, stats=str(work / f"{cfg.name}-stats-{i}.json"))
         c.dump(work / f"{cfg.name}-{i}.json")
         files.append((c, work / f"{cfg.name}-{i}.json"))
-    report = kill_after(files[0][0], files[0][1], work, kill_s, timeout)
+    report = kill_after(files[0][0], files[0][1], work, kill, timeout)
     runs.append(_run_entry(method[0], *started, {"engine_pid": report["pid"]}))
     runs.append(_run_entry(method[1], _now(), time.monotonic(), report))
     say(f"during: engine SIGKILLed after {report['after_s']:.2f}s, "

@@ -125,18 +125,29 @@ def _unfinished(counts: dict[str, int]) -> int:
     return sum(counts.get(s, 0) for s in UNFINISHED)
 
 
-def kill_after(config: PhaseConfig, config_file: Path, work: Path, seconds: float,
+@dataclass(slots=True, frozen=True, kw_only=True)
+class KillPoint:
+    """When to SIGKILL the engine process: ``seconds`` after its sessions exist, or once
+    ``sessions`` of them finished (whichever comes first). A kill by count happens while
+    the phase is still running however fast its sessions are."""
+
+    seconds: float | None = None
+    sessions: int | None = None
+
+    def describe(self) -> str:
+        parts = ([f"after {self.seconds:g}s"] if self.seconds is not None else []) + (
+            [f"once {self.sessions} sessions finished"] if self.sessions is not None else [])
+        return " or ".join(parts)
+
+
+def kill_after(config: PhaseConfig, config_file: Path, work: Path, kill: KillPoint,
                timeout: float) -> dict[str, Any]:
-    """Start the phase in an engine process, SIGKILL it ``seconds`` after it is ready."""
+    """Start the phase in an engine process, SIGKILL it at ``kill`` (counted from when it
+    is ready)."""
     w = start_worker(config_file, work / f"{config.name}-engine-1.log")
     wait_ready(w, timeout)
     t_ready = time.monotonic()
-    killed = False
-    try:
-        w.proc.wait(timeout=seconds)
-    except subprocess.TimeoutExpired:
-        os.kill(w.proc.pid, signal.SIGKILL)
-        killed = True
+    killed = asyncio.run(_watch(w, config.db, kill, t_ready))
     w.reap()
     if not killed and w.proc.returncode != 0:
         raise ChaosAborted(f"engine process {w.proc.pid} exited with code "
@@ -148,6 +159,28 @@ def kill_after(config: PhaseConfig, config_file: Path, work: Path, seconds: floa
             "finished_at_kill": sum(counts.values()) - unfinished,
             "unfinished_at_kill": unfinished,
             **({} if killed else {"note": "the engine finished before the kill was due"})}
+
+
+async def _watch(w: Worker, db: str, kill: KillPoint, t_ready: float,
+                 poll: float = 0.01) -> bool:
+    """Wait until the process exits (``False``) or the kill point, then SIGKILL it."""
+    store = SQLiteStore(db) if kill.sessions is not None else None
+    if store is not None:
+        await store.open()
+    try:
+        while w.proc.poll() is None:
+            due = kill.seconds is not None and time.monotonic() - t_ready >= kill.seconds
+            if not due and store is not None and kill.sessions is not None:
+                counts = await store.counts()
+                due = sum(counts.values()) - _unfinished(counts) >= kill.sessions
+            if due:
+                os.kill(w.proc.pid, signal.SIGKILL)
+                return True
+            await asyncio.sleep(poll)
+        return False
+    finally:
+        if store is not None:
+            await store.aclose()
 
 
 def resume(config: PhaseConfig, config_file: Path, work: Path, timeout: float

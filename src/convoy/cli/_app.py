@@ -12,6 +12,7 @@ from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
+from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
 from convoy.cli._worker import worker
@@ -23,10 +24,12 @@ app = typer.Typer(
          "Sessions and their step journals live in a SQLite store (--db, default "
          "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
          "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
-         "Exit codes: 0 done, 1 the run could not complete (a store error: one line, "
-         "sessions stay unfinished), 2 usage errors.",
+         "Exit codes: 0 done; 1 the run could not complete (a store error: one line, "
+         "sessions stay unfinished), or `run --strict` found an input that did not "
+         "complete; 2 usage errors (bad options, workflow, input file or --db path); "
+         "130 interrupted (Ctrl-C).",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     rich_markup_mode="markdown",
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -50,6 +53,7 @@ def _main(
 
 app.command("run")(run)
 app.command("resume")(resume)
+app.command("retry")(retry)
 app.command("worker")(worker)
 app.command("signal")(signal)
 app.command("cancel")(cancel)

@@ -24,7 +24,7 @@ from convoy.cli._common import (
     workflows_from_cwd,
 )
 from convoy.cli._inputs import read_inputs
-from convoy.cli._render import fmt_cost, fmt_duration
+from convoy.cli._render import fmt_cost, fmt_duration, plural
 from convoy.models import infer_model
 
 DEFAULT_FAULTS = ("timeout=0.02:10,rate_limit=0.01:0.2,server_error=0.02,malformed=0.01,"
@@ -46,6 +46,11 @@ def chaos(
         "--kill-after", metavar="SECONDS",
         help="Run the faulty phase in a child engine process, SIGKILL it this long after "
              "its sessions were created, and resume them in a new process.")] = None,
+    kill_after_sessions: Annotated[int | None, typer.Option(
+        "--kill-after-sessions", metavar="N", min=1,
+        help="Like --kill-after, but SIGKILL the engine once N sessions of the phase "
+             "finished: it always kills mid-phase, however fast the sessions are (N must "
+             "be below the number of inputs).")] = None,
     min_success: Annotated[float, typer.Option(
         help="Hypothesis: at least this share of sessions completes.")] = 0.999,
     max_p99: Annotated[float | None, typer.Option(
@@ -75,14 +80,15 @@ def chaos(
 
     Each phase runs every input on a fresh store. The steady-state hypothesis (success rate,
     optionally p99 latency and cost per session) is checked on all three; faults are
-    injected at the model and tool seam, inside the protections. With --kill-after the
-    engine is SIGKILLed mid-phase and a new process resumes from the journal.
+    injected at the model and tool seam, inside the protections. With --kill-after (or
+    --kill-after-sessions) the engine is SIGKILLed mid-phase and a new process resumes from
+    the journal.
 
     Exit code 0 when the hypothesis held throughout, 1 when it did not (or the experiment
     aborted), 2 on usage errors.
 
     Example: `convoy chaos app.flows:handle -i tickets.jsonl --faults server_error=0.05
-    --kill-after 2 --max-p99 30`
+    --kill-after-sessions 20 --max-p99 30`
     """
     workflows_from_cwd()
     with convoy_errors():
@@ -111,7 +117,8 @@ def chaos(
         with convoy_errors():
             result = run_experiment(
                 wf, [x.value for x in batch.valid], db_dir=work, faults=spec, hypothesis=hyp,
-                kill_after_s=kill_after, protect=protections, concurrency=concurrency,
+                kill_after_s=kill_after, kill_after_sessions=kill_after_sessions,
+                protect=protections, concurrency=concurrency,
                 seed=seed, call_timeout=call_timeout, model=model, tenant=tenant,
                 phase_timeout=phase_timeout,
                 on_event=lambda msg: err.print(msg, markup=False, style="dim"))
@@ -189,7 +196,7 @@ def probes_table(result: dict[str, Any]) -> Table:
 def print_report(result: dict[str, Any], n: int) -> None:
     ext = result["convoy"]
     out.print(Text.assemble(("convoy chaos ", "bold"), ext["workflow"],
-                            f" · {n} sessions per phase · faults {ext['faults']} · "
+                            f" · {plural(n, 'session')} per phase · faults {ext['faults']} · "
                             f"protections {'on' if ext['protections'] else 'off'}"))
     out.print(phases_table(result))
     out.print(probes_table(result))
@@ -204,12 +211,12 @@ def print_report(result: dict[str, Any], n: int) -> None:
     for run in result["run"]:
         name, o = run["activity"]["name"], run["output"]
         if name == "sigkill-engine":
-            out.print(f"engine process {o['pid']} " + (
-                f"SIGKILLed after {o['after_s']:.2f}s with {o['unfinished_at_kill']} "
-                "sessions unfinished" if o["killed"] else "finished before the kill was due"),
-                markup=False)
+            what = (f"SIGKILLed after {o['after_s']:.2f}s with "
+                    f"{plural(o['unfinished_at_kill'], 'session')} unfinished" if o["killed"]
+                    else "finished before the kill was due")
+            out.print(f"engine process {o['pid']} {what}", markup=False)
         elif name == "resume-engine":
-            out.print(f"a new engine process resumed {o['resumed']} sessions; "
+            out.print(f"a new engine process resumed {plural(o['resumed'], 'session')}; "
                       f"{o['unfinished_after']} left unfinished", markup=False)
     for w in ext.get("warnings", []):
         out.print(f"warning: {w}", markup=False, style="yellow")

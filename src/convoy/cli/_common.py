@@ -1,7 +1,8 @@
 """What every command shares: consoles, the ``--db`` option, one-line errors, the engine.
 
 Exit codes: 0 when the command did its work, 1 when it could not (a store error, sessions
-left unfinished by one, a divergent replay), 2 on usage errors. Every error Convoy raises
+left unfinished by one, a divergent replay, ``run --strict`` with an input that did not
+complete), 2 on usage errors, 130 after Ctrl-C. Every error Convoy raises
 reaches the user as one line, ``error: <message>``, never as a traceback, including errors
 raised inside the event loop and inside task groups.
 """
@@ -141,9 +142,20 @@ def import_modules(modules: list[str] | None) -> list[Any]:
     return imported
 
 
-def check_db_path(db: Path) -> None:
+def check_db_path(db: Path, *, create: bool = False) -> None:
+    """Refuse a ``--db`` that cannot be a store file, in one line: a directory, a path under
+    a regular file, or (when the command would ``create`` the store) a path whose directory
+    does not exist: it is not created behind the user's back."""
     if db.is_dir():
         fail(f"--db {str(db)!r} is a directory, not a Convoy store file")
+    for parent in db.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"--db {str(db)!r}: {str(parent)!r} is a file, not a directory")
+            break
+    if create and not db.parent.exists():
+        fail(f"the directory {str(db.parent)!r} of --db {str(db)!r} does not exist; create "
+             f"it first (mkdir -p {db.parent})")
 
 
 def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
@@ -162,7 +174,7 @@ def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
             fail(f"--model: {e}")
         except ImportError as e:
             fail(f"--model {model!r} needs a package that is not installed: {e}")
-    check_db_path(db)
+    check_db_path(db, create=True)
     with convoy_errors():
         return Engine(SQLiteStore(db, busy_timeout=busy_timeout), models=models, model=model,
                       concurrency=concurrency, interceptors=interceptors)

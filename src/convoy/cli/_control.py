@@ -39,7 +39,7 @@ def signal(
     '{"action": "retry"}' (run the step again), '{"action": "complete", "result": ...}'
     (a person did it: record that result) or '{"action": "fail", "reason": "..."}'.
 
-    Example: `convoy signal 3f2a9c1b7e4d-12 approve --payload true`
+    Example: `convoy signal handle_ticket-3f2a9c1b7e4d approve --payload true`
     """
     value: Any = None
     if payload is not None:
@@ -74,7 +74,7 @@ def cancel(
 
     A session that another live engine is running must be cancelled there.
 
-    Example: `convoy cancel 3f2a9c1b7e4d-12`
+    Example: `convoy cancel handle_ticket-3f2a9c1b7e4d`
     """
     require_store(db)
     run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), session_id))

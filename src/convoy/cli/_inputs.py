@@ -1,15 +1,25 @@
 """Reading a JSONL input file: one workflow input per line, each checked on its own.
 
 A line that is not JSON, or does not match the workflow's input type, is reported with its
-line number and skipped; it never stops the other lines. Session ids are derived from the
-run (workflow, absolute path and file content) and the line number, so running the same
-command twice addresses the same sessions instead of creating duplicates.
+line number and skipped; it never stops the other lines.
+
+A session's identity comes from the line itself, never from the file's name, path or other
+lines, so copying, renaming, reordering or growing the file runs only inputs not run before:
+
+* with ``--id-field FIELD``, the session id is that field of the line's JSON object (a
+  non-empty string, or an integer). A line without it, with an empty one, or repeating an
+  id of an earlier line is reported and skipped;
+* otherwise the id is ``<workflow>-<12 hex>``: a hash of the workflow's name and the line's
+  canonical JSON (the input as validated and dumped by the workflow's input type, keys
+  sorted), so key order, spacing and defaults spelled out do not matter. Identical lines are
+  one session.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +34,7 @@ from convoy.definitions._tools import readable_validation_error
 class InputLine:
     line: int
     value: Any
+    session_id: str
 
 
 @dataclass(slots=True, frozen=True)
@@ -34,31 +45,46 @@ class InvalidLine:
 
 @dataclass(slots=True)
 class InputBatch:
-    """The parsed file: valid inputs, rejected lines and the run id they belong to."""
+    """The parsed file: valid inputs with their session ids, rejected lines, and lines
+    identical to an earlier one (``(line, first line)``: one session for both)."""
 
     path: Path
-    run_id: str
     valid: list[InputLine] = field(default_factory=list)
     invalid: list[InvalidLine] = field(default_factory=list)
-
-    def session_id(self, line: int) -> str:
-        return session_id(self.run_id, line)
+    identical: list[tuple[int, int]] = field(default_factory=list)
 
 
-def run_id(workflow: str, path: Path, data: bytes) -> str:
-    """12 hex digits naming one run: a workflow over one version of one input file."""
+def content_id(wf: Workflow[Any, Any], value: Any) -> str:
+    """The session id of a validated input without an id field: the workflow's short name
+    and 12 hex digits of a hash of its full name and the input's canonical JSON."""
+    canonical = json.dumps(json.loads(wf.input_adapter.dump_json(value)), sort_keys=True,
+                           separators=(",", ":"), ensure_ascii=False)
     h = hashlib.blake2b(digest_size=6)
-    h.update(f"{workflow}\n{path.resolve()}\n".encode())
-    h.update(data)
-    return h.hexdigest()
+    h.update(f"{wf.name}\n{canonical}".encode())
+    short = re.sub(r"[^A-Za-z0-9_]+", "_", re.split(r"[:.]", wf.name)[-1]).strip("_")
+    return f"{short or 'session'}-{h.hexdigest()}"
 
 
-def session_id(run: str, line: int) -> str:
-    return f"{run}-{line}"
+def _field_id(obj: Any, id_field: str) -> str:
+    """The session id named by ``--id-field`` in a line's JSON, or raise ``ValueError``."""
+    where = "(--id-field)"
+    if not isinstance(obj, dict):
+        raise ValueError(f"not a JSON object, so it has no {id_field!r} field {where}")
+    if id_field not in obj:
+        raise ValueError(f"no {id_field!r} field {where}")
+    value = obj[id_field]
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError(f"{id_field!r} must be a string or an integer, got "
+                         f"{json.dumps(value)[:40]} {where}")
+    sid = str(value)
+    if not sid.strip():
+        raise ValueError(f"empty {id_field!r} {where}")
+    return sid
 
 
-def read_inputs(wf: Workflow[Any, Any], path: Path) -> InputBatch:
-    """Parse and validate every non-blank line of ``path``.
+def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = None
+                ) -> InputBatch:
+    """Parse and validate every non-blank line of ``path`` and give each its session id.
 
     Raises:
         UserError: the file is missing or unreadable (nothing can run).
@@ -72,19 +98,41 @@ def read_inputs(wf: Workflow[Any, Any], path: Path) -> InputBatch:
         data = path.read_bytes()
     except OSError as e:
         raise UserError(f"cannot read input file {str(path)!r}: {e.strerror}") from e
-    batch = InputBatch(path=path, run_id=run_id(wf.name, path, data))
+    batch = InputBatch(path=path)
+    first_line: dict[str, int] = {}
     for number, raw in enumerate(data.splitlines(), start=1):
         result = parse_line(wf, raw, first=number == 1)
+        if result is None:
+            continue
         if isinstance(result, str):
             batch.invalid.append(InvalidLine(number, result))
-        elif result is not None:
-            batch.valid.append(InputLine(number, result[0]))
+            continue
+        obj, value = result
+        if id_field is None:
+            sid = content_id(wf, value)
+        else:
+            try:
+                sid = _field_id(obj, id_field)
+            except ValueError as e:
+                batch.invalid.append(InvalidLine(number, str(e)))
+                continue
+        seen = first_line.get(sid)
+        if seen is not None:
+            if id_field is None:
+                batch.identical.append((number, seen))
+            else:
+                batch.invalid.append(InvalidLine(
+                    number, f"duplicate {id_field} {sid!r} (first on line {seen})"))
+            continue
+        first_line[sid] = number
+        batch.valid.append(InputLine(number, value, sid))
     return batch
 
 
 def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
-               ) -> tuple[Any] | str | None:
-    """``(value,)`` for a valid line, the reason for an invalid one, None for a blank one."""
+               ) -> tuple[Any, Any] | str | None:
+    """``(json, value)`` for a valid line (its decoded JSON and the validated input), the
+    reason for an invalid one, None for a blank one."""
     try:
         text = raw.decode("utf-8-sig" if first else "utf-8")
     except UnicodeDecodeError as e:
@@ -96,6 +144,6 @@ def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
     except json.JSONDecodeError as e:
         return f"invalid JSON: {e.msg} at column {e.colno}"
     try:
-        return (wf.input_adapter.validate_python(obj),)
+        return obj, wf.input_adapter.validate_python(obj)
     except ValidationError as e:
         return readable_validation_error(e)

@@ -16,6 +16,7 @@ from convoy import TerminalReason
 from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
+from convoy.engine._retry import RETRYABLE
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
@@ -61,7 +62,13 @@ def short(text: str, width: int = 72) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def line_list(lines: Sequence[int], most: int = 10) -> str:
+def plural(n: int, word: str, *, number: bool = True) -> str:
+    """``1 step``, ``2 steps`` (``number=False``: the word alone)."""
+    form = word if n == 1 else word + "s"
+    return f"{n:,} {form}" if number else form
+
+
+def line_list(lines: Sequence[object], most: int = 10) -> str:
     shown = ", ".join(str(n) for n in lines[:most])
     return shown + (f", … (+{len(lines) - most} more)" if len(lines) > most else "")
 
@@ -69,8 +76,8 @@ def line_list(lines: Sequence[int], most: int = 10) -> str:
 # -- run summary -------------------------------------------------------------------------
 
 
-def summary_table(title: str, stats: RunStats,
-                  invalid: Sequence[InvalidLine] | None = None) -> Table:
+def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | None = None,
+                  identical: Sequence[tuple[int, int]] = ()) -> Table:
     """Completed, failures by terminal reason, what was left unfinished and why, skipped
     and invalid inputs, usage, latency."""
     t = Table(title=title, show_header=False, title_justify="left", min_width=44)
@@ -89,9 +96,14 @@ def summary_table(title: str, stats: RunStats,
         if stats.left[why]:
             t.add_row(label, Text(str(stats.left[why]), style="yellow"))
     if invalid is not None:
-        lines = [x.line for x in invalid]
-        t.add_row("invalid input lines", f"{len(lines)}" + (f" (lines {line_list(lines)})"
-                                                            if lines else ""))
+        lines = sorted(x.line for x in invalid)
+        t.add_row("invalid input lines", f"{len(lines)}" + (
+            f" ({plural(len(lines), 'line', number=False)} {line_list(lines)})"
+            if lines else ""))
+    if identical:
+        pairs = [f"line {a} = line {b}" for a, b in identical]
+        t.add_row("identical input lines", f"{len(pairs)} ({line_list(pairs, 5)}: one "
+                  "session each)")
     t.add_row("tokens in / out", fmt_tokens(stats.input_tokens, stats.output_tokens))
     t.add_row("cost", fmt_cost(stats.cost))
     t.add_row("session latency p50 / p99",
@@ -126,6 +138,22 @@ def exit_on_store_errors(stats: RunStats) -> None:
     n = len(stats.store_errors)
     fail(str(first.get("message", "the store failed")) + (
         f" ({n} sessions were interrupted)" if n > 1 else ""), RUN_FAILURE)
+
+
+def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> None:
+    """``--strict``: exit 1, in one line, unless every session the command addressed
+    (``stats.outcomes``) completed and no input line was skipped."""
+    problems = []
+    missed = {s: n for s, n in sorted(stats.outcomes.items()) if s != "completed"}
+    if missed:
+        detail = ", ".join(f"{s} {n}" for s, n in missed.items())
+        problems.append(f"{sum(missed.values())} of {stats.outcomes.total()} {noun} did not "
+                        f"complete ({detail})")
+    if skipped_lines:
+        problems.append(f"{plural(skipped_lines, 'input line')} "
+                        f"{'was' if skipped_lines == 1 else 'were'} skipped")
+    if problems:
+        fail("--strict: " + "; ".join(problems), RUN_FAILURE)
 
 
 # -- sessions ----------------------------------------------------------------------------
@@ -204,7 +232,7 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
 
 
 def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
-                  *, now: float) -> None:
+                  *, now: float, retried_as: SessionRow | None = None) -> None:
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -213,7 +241,10 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("workflow", f"{row.workflow} (version {row.version})")
     info.add_row("tenant", row.tenant)
     if row.parent is not None:
-        info.add_row("parent", row.parent)
+        info.add_row("retry of", row.parent)
+    if retried_as is not None:
+        info.add_row("retried as", Text.assemble(f"{retried_as.id} (",
+                                                 status_text(retried_as.status), ")"))
     info.add_row("created", fmt_time(row.created))
     if row.started is not None and row.finished is not None:
         info.add_row("finished", f"{fmt_time(row.finished)} "
@@ -250,6 +281,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
         console.print(Text.assemble(("error: ", "bold"),
                                     f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
+    if row.status in RETRYABLE and retried_as is None:
+        console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
     if row.status == "escalated":
         console.print(f"answer it: convoy signal {row.id} convoy.escalation --payload "
                       """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",

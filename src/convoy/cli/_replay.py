@@ -22,7 +22,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
-from convoy.cli._render import short, status_text
+from convoy.cli._render import plural, short, status_text
 
 
 def replay(
@@ -37,7 +37,7 @@ def replay(
     Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1). Workflows
     with explicit names need '--import MODULE'.
 
-    Example: `convoy replay 3f2a9c1b7e4d-12`
+    Example: `convoy replay handle_ticket-3f2a9c1b7e4d`
     """
     import_modules(imports)
     require_store(db)
@@ -45,10 +45,11 @@ def replay(
     rr = run_async(_replay(engine, session_id))
     if rr.matches:
         out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),
-                                f" ({rr.status}, {rr.steps} steps replayed from the journal)"))
+                                f" ({rr.status}, {plural(rr.steps, 'step')} replayed from "
+                                "the journal)"))
         return
     out.print(Text.assemble(f"session {rr.id}: ", ("DIVERGED", "bold red"),
-                            f" ({rr.steps} steps replayed)"))
+                            f" ({plural(rr.steps, 'step')} replayed)"))
     t = Table.grid(padding=(0, 2))
     for label, status, value, error in (
             ("recorded", rr.recorded_status, rr.recorded_output, rr.recorded_error),

@@ -22,9 +22,15 @@ from convoy.cli._common import (
     run_async,
     workflows_from_cwd,
 )
-from convoy.cli._inputs import InputBatch, read_inputs
+from convoy.cli._inputs import InputBatch, InvalidLine, read_inputs
 from convoy.cli._progress import session_progress
-from convoy.cli._render import MAX_LISTED, exit_on_store_errors, print_failures, summary_table
+from convoy.cli._render import (
+    MAX_LISTED,
+    exit_if_strict,
+    exit_on_store_errors,
+    print_failures,
+    summary_table,
+)
 from convoy.cli._stats import RunStats, left_reason
 
 
@@ -39,21 +45,39 @@ def run(
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
     db: DbOption = Path(DEFAULT_DB),
+    id_field: Annotated[str | None, typer.Option(
+        "--id-field", metavar="FIELD",
+        help="Take each session's id from this field of the line's JSON object (a string "
+             "or an integer). Lines without it, or repeating an earlier id, are skipped.")
+    ] = None,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 unless every input completed: a session that failed, "
+        "escalated, waits or was left unfinished, or a skipped line, fails the command.")
+    ] = False,
     tenant: Annotated[str, typer.Option(help="Tenant the sessions are billed to.")] = "default",
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
     """Run a workflow once per line of a JSONL file and print a summary.
 
     Lines that are not JSON or do not match the workflow's input type are reported with
-    their line number and skipped. Each line gets a session id derived from the file and the
-    line number: run the same command again after a crash or Ctrl-C and finished sessions
-    are kept, unfinished ones resume from their journal, nothing runs twice. Sessions that
-    wait (for a timer or a signal) stay waiting: 'convoy worker' continues them. Sessions
-    another live engine owns, and sessions started on another version of the workflow, are
-    left alone and counted.
+    their line number and skipped.
 
-    Exit code 0 when the run happened (even if some sessions failed), 1 when a store error
-    stopped it (its sessions stay unfinished: run the command again), 2 on usage errors.
+    Session identity comes from each line, not from the file: with --id-field FIELD the
+    session id is that field of the line; otherwise it is WORKFLOW-HASH, a content hash of
+    the workflow name and the line's input (as validated by the workflow's input type, so
+    key order and spacing do not matter), and identical lines are one session. Copying,
+    renaming, reordering or growing the file runs only inputs that never ran; an input that
+    already has a session is never run twice: a finished one is reported, an unfinished one
+    (after a crash or Ctrl-C) resumes from its journal. To run failed sessions again, use
+    'convoy retry'. Sessions that wait (for a timer or a signal) stay waiting: 'convoy
+    worker' continues them. Sessions another live engine owns, and sessions started on
+    another version of the workflow, are left alone and counted.
+
+    Exit codes: 0 when the run happened (even if some sessions failed, unless --strict);
+    1 when a store error stopped it (its sessions stay unfinished: run the command again),
+    or with --strict when an input did not complete or a line was skipped; 2 on usage
+    errors (a bad option, workflow, input file or --db path); 130 when interrupted
+    (Ctrl-C: run the same command again to finish).
 
     Example: `convoy run examples.support_desk.workflow:handle_ticket -i tickets.jsonl`
     """
@@ -62,36 +86,44 @@ def run(
         wf = load_workflow(workflow)
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
     with convoy_errors():
-        batch = read_inputs(wf, input)
+        batch = read_inputs(wf, input, id_field=id_field)
     for bad in batch.invalid:
         err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
                   style="yellow", soft_wrap=True)
-    if not batch.valid and not batch.invalid:
+    if not batch.valid and not batch.invalid and not batch.identical:
         err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
     try:
-        stats = run_async(_run(engine, wf, batch, tenant))
+        stats = run_async(_run(engine, wf, batch, tenant, input))
     except KeyboardInterrupt:
         err.print("interrupted: unfinished sessions are saved; run the same command again "
                   "(or 'convoy resume') to finish them", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    out.print(summary_table(f"convoy run {wf.name} · run {batch.run_id} · {db}", stats,
-                            batch.invalid))
+    out.print(summary_table(f"convoy run {wf.name} · {input} · {db}", stats, batch.invalid,
+                            batch.identical))
     print_failures(out, stats)
     exit_on_store_errors(stats)
+    if strict:
+        exit_if_strict(stats, "inputs", skipped_lines=len(batch.invalid))
 
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
-               tenant: str) -> RunStats:
+               tenant: str, path: Path) -> RunStats:
     stats = RunStats()
     async with engine:
-        lines = {batch.session_id(item.line): item for item in batch.valid}
+        lines = {item.session_id: item for item in batch.valid}
         known = await engine.store.get_sessions(list(lines))
         ids: list[str] = []
         values: list[Any] = []
         for sid, item in lines.items():
             row = known.get(sid)
+            if row is not None and row.workflow != wf.name:
+                _skip(batch, path, InvalidLine(item.line, (
+                    f"session {sid!r} belongs to workflow {row.workflow!r}, not "
+                    f"{wf.name!r}")))
+                continue
             if row is not None and not row.unfinished:
                 stats.skipped[row.status] += 1
+                stats.outcomes[row.status] += 1
                 continue
             ids.append(sid)
             values.append(item.value)
@@ -102,9 +134,16 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                                                 on_done=on_done)
             for res in results:
                 stats.add(res)
+                stats.outcomes[res.status] += 1
             _say_left(results, {sid: item.line for sid, item in lines.items()})
     stats.stop()
     return stats
+
+
+def _skip(batch: InputBatch, path: Path, bad: InvalidLine) -> None:
+    err.print(f"{path}: line {bad.line}: {bad.reason} (skipped)", markup=False,
+              style="yellow", soft_wrap=True)
+    batch.invalid.append(bad)
 
 
 def _say_left(results: list[SessionResult[Any]], line_of: dict[str, int]) -> None:

@@ -19,6 +19,7 @@ from convoy.cli._common import (
     run_async,
 )
 from convoy.cli._render import print_session, sessions_table
+from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, SessionFilter, SessionRow, StepRecord
 
 sessions_app = typer.Typer(
@@ -48,7 +49,10 @@ def list_sessions(
         fail(f"--status {status!r} is not a session status; use one of {', '.join(STATUSES)}")
     require_store(db)
     where = SessionFilter(status=status, workflow=workflow, limit=limit, offset=offset)
-    rows, counts = run_async(_list(db, where))
+    rows, counts, known = run_async(_list(db, where))
+    if workflow is not None and workflow not in known:
+        fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
+             f"{', '.join(known) or '(none: the store has no sessions)'}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if not rows:
         what = f"with status {status!r} " if status else ""
@@ -65,9 +69,11 @@ def list_sessions(
                   markup=False)
 
 
-async def _list(db: Path, where: SessionFilter) -> tuple[list[SessionRow], dict[str, int]]:
+async def _list(db: Path, where: SessionFilter
+                ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
-        return await store.list_sessions(where), await store.counts()
+        known = await store.workflow_names() if where.workflow is not None else []
+        return await store.list_sessions(where), await store.counts(), known
 
 
 @sessions_app.command("show")
@@ -79,32 +85,40 @@ def show_session(
     """Show one session: status, workflow, headers, owner or what it waits for, the
     journaled steps (with tokens and cost of model calls), output or error.
 
-    Example: `convoy sessions show 3f2a9c1b7e4d-12 --json`
+    Example: `convoy sessions show handle_ticket-3f2a9c1b7e4d --json`
     """
     require_store(db)
-    row, steps = run_async(_show(db, session_id))
+    row, steps, retried_as = run_async(_show(db, session_id))
     if row is None:
         fail(f"no session {session_id!r} in {str(db)!r}; 'convoy sessions list' shows "
              "the ids")
     if as_json:
-        typer.echo(json.dumps(session_json(row, steps), indent=2))
+        typer.echo(json.dumps(session_json(row, steps, retried_as), indent=2))
     else:
-        print_session(out, row, steps, now=time.time())
+        print_session(out, row, steps, now=time.time(), retried_as=retried_as)
 
 
-async def _show(db: Path, session_id: str) -> tuple[SessionRow | None, list[StepRecord]]:
+async def _show(db: Path, session_id: str
+                ) -> tuple[SessionRow | None, list[StepRecord], SessionRow | None]:
     async with open_store(db) as store:
         row = await store.get_session(session_id)
-        return row, (await store.journal(session_id) if row is not None else [])
+        if row is None:
+            return None, [], None
+        retry = await store.get_session(retry_id(row))
+        if retry is not None and retry.parent != row.id:
+            retry = None
+        return row, await store.journal(session_id), retry
 
 
-def session_json(row: SessionRow, steps: list[StepRecord]) -> dict[str, Any]:
+def session_json(row: SessionRow, steps: list[StepRecord],
+                 retried_as: SessionRow | None = None) -> dict[str, Any]:
     return {
         "id": row.id, "workflow": row.workflow, "version": row.version, "tenant": row.tenant,
         "status": row.status, "created": row.created, "started": row.started,
         "finished": row.finished, "steps": row.steps, "active_s": row.active_s,
         "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens},
         "cost": row.cost, "headers": row.header_map, "parent": row.parent,
+        "retried_as": retried_as.id if retried_as is not None else None,
         "owner": row.owner, "lease_until": row.lease_until, "wake_at": row.wake_at,
         "wait_name": row.wait_name,
         "input": _json(row.input), "output": _json(row.output), "error": row.error_record,

@@ -42,12 +42,14 @@ class RunStats:
 
     ``skipped`` counts sessions that were already finished before this invocation (by
     status); they are reported, not re-run, and their tokens are not counted again.
-    ``left`` counts the sessions still unfinished afterwards, by why.
+    ``left`` counts the sessions still unfinished afterwards, by why. ``outcomes`` counts
+    the status every input of the command ended in, run now or before (``run --strict``).
     """
 
     by_status: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     left: Counter[LeftReason] = field(default_factory=Counter)
+    outcomes: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0

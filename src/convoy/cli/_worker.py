@@ -25,7 +25,7 @@ from convoy.cli._common import (
     out,
     run_async,
 )
-from convoy.cli._render import short, status_text
+from convoy.cli._render import plural, short, status_text
 
 
 class SessionLog(Interceptor):
@@ -101,14 +101,14 @@ def worker(
                   soft_wrap=True)
         left = run_async(_serve(engine, until_idle, poll_interval, {w.name for w in workflows}))
     except KeyboardInterrupt:
-        err.print(f"stopped after {log.ends.total()} session runs; the sessions it was running "
-                  "continue from their journal with the next worker or 'convoy resume'",
+        err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the sessions it "
+                  "was running continue from their journal with the next worker or 'convoy resume'",
                   markup=False)
         raise typer.Exit(INTERRUPTED) from None
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
     waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
-    out.print(f"idle: {log.ends.total()} session runs ({ran}); left unfinished: {waiting}",
-              markup=False)
+    runs = plural(log.ends.total(), "session run")
+    out.print(f"idle: {runs} ({ran}); left unfinished: {waiting}", markup=False)
 
 
 async def _serve(engine: Engine, until_idle: bool, poll_interval: float,

@@ -114,6 +114,8 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
                             f"it defines: {', '.join(names) or '(none)'}")
         obj = getattr(obj, part)
     if not isinstance(obj, Workflow):
-        raise UserError(f"{ref!r} is a {type(obj).__name__}, not a workflow; decorate it "
+        kind = type(obj).__name__
+        article = "an" if kind[:1].lower() in "aeiou" else "a"
+        raise UserError(f"{ref!r} is {article} {kind}, not a workflow; decorate it "
                         "with @convoy.workflow")
     return obj

@@ -42,17 +42,23 @@ from convoy.definitions._tools import readable_validation_error
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
-from convoy.engine._results import ReplayResult, ResultStatus, SessionResult
+from convoy.engine._results import (
+    ReplayResult,
+    ResultStatus,
+    SessionResult,
+    _result_of,
+    _unfinished_result,
+    _version_skip,
+)
+from convoy.engine._retry import retry_sessions, select_retryable
 from convoy.engine._runtime import Runtime
 from convoy.interceptors._accounting import StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
-from convoy.models._messages import Usage
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
 from convoy.stores._protocol import (
-    RUNNABLE,
     NewSession,
     SessionFilter,
     SessionOutcome,
@@ -496,6 +502,35 @@ class Engine:
             steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
             cost=row.cost))
 
+    async def retryable(self, *, ids: Sequence[str] = (),
+                        status: str | Iterable[str] | None = None,
+                        error_type: str | None = None, workflow: str | None = None,
+                        ) -> list[SessionRow]:
+        """The sessions :meth:`retry_many` would run, oldest first: finished without
+        completing (see ``RETRYABLE``), not yet retried, and matching every condition given
+        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``)."""
+        await self.open()
+        return await select_retryable(self.store, ids=ids, status=status,
+                                      error_type=error_type, workflow=workflow)
+
+    async def retry(self, session_id: str) -> SessionResult[Any]:
+        """Run a session that finished without completing again, as a new session
+        ``<id>.r1`` (a retry of ``x.r1`` is ``x.r2``) with ``parent=<id>``, the same input,
+        tenant and headers, an empty journal, on this engine's current workflow code and
+        version. The old session and its journal are kept. Raises :class:`UserError` for a
+        session that is unknown, unfinished, completed or already retried."""
+        return (await self.retry_many([session_id]))[0]
+
+    async def retry_many(self, session_ids: Iterable[str], *,
+                         on_done: Callable[[SessionResult[Any]], None] | None = None,
+                         ) -> list[SessionResult[Any]]:
+        """:meth:`retry` for many sessions, ``concurrency`` at once, results in order. The
+        retries are created durably before any runs (:meth:`resume` finishes them)."""
+        await self.open()
+        return await retry_sessions(self, await select_retryable(self.store,
+                                                                 ids=list(session_ids)),
+                                    on_done=on_done)
+
     async def replay(self, session_id: str) -> ReplayResult:
         """Re-execute a finished session from its journal, calling no model and no tool."""
         await self.open()
@@ -749,32 +784,6 @@ def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
     if cause is not None:
         return {**error_to_record(cause), "interrupted": True}
     return {"type": type(e).__name__, "message": str(e), "interrupted": True}
-
-
-def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
-    """The stored result of a finished session."""
-    return SessionResult(
-        id=row.id, status=row.status,
-        output=wf.output_adapter.validate_json(row.output) if row.output else None,
-        error=row.error_record, steps=row.steps, usage=Usage(row.input_tokens, row.output_tokens),
-        cost=row.cost, duration_s=(row.finished or 0) - (row.started or row.created))
-
-
-def _unfinished_result(row: SessionRow) -> SessionResult[Any]:
-    status = row.status if row.status in ("waiting", "pending") else "running"
-    return SessionResult(id=row.id, status=cast(ResultStatus, status), steps=row.steps,
-                         usage=Usage(row.input_tokens, row.output_tokens),
-                         cost=row.cost)
-
-
-def _version_skip(wf: Workflow[Any, Any], row: SessionRow) -> SessionResult[Any]:
-    res = _unfinished_result(row)
-    res.status = "pending" if row.status in RUNNABLE else res.status
-    res.error = {"type": "VersionMismatch", "message": (
-        f"session {row.id!r} started on version {row.version!r} of workflow {row.workflow!r} "
-        f"but this code is version {wf.version!r}; it stays unfinished until an engine with "
-        f"version {row.version!r} resumes it")}
-    return res
 
 
 def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:

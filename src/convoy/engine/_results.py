@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from convoy._errors import ConvoyError, TerminalReason
 from convoy.models._messages import Usage
+from convoy.stores._protocol import RUNNABLE, SessionRow
+
+if TYPE_CHECKING:
+    from convoy.definitions._workflow import Workflow
 
 OutT = TypeVar("OutT")
 
@@ -76,6 +80,35 @@ class ReplayResult:
     steps: int
     error: dict[str, Any] | None = None
     recorded_error: dict[str, Any] | None = None
+
+
+# -- building results from stored sessions (for the engine) ---------------------------
+
+
+def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
+    """The stored result of a finished session."""
+    return SessionResult(
+        id=row.id, status=row.status,
+        output=wf.output_adapter.validate_json(row.output) if row.output else None,
+        error=row.error_record, steps=row.steps, usage=Usage(row.input_tokens, row.output_tokens),
+        cost=row.cost, duration_s=(row.finished or 0) - (row.started or row.created))
+
+
+def _unfinished_result(row: SessionRow) -> SessionResult[Any]:
+    status = row.status if row.status in ("waiting", "pending") else "running"
+    return SessionResult(id=row.id, status=cast(ResultStatus, status), steps=row.steps,
+                         usage=Usage(row.input_tokens, row.output_tokens),
+                         cost=row.cost)
+
+
+def _version_skip(wf: Workflow[Any, Any], row: SessionRow) -> SessionResult[Any]:
+    res = _unfinished_result(row)
+    res.status = "pending" if row.status in RUNNABLE else res.status
+    res.error = {"type": "VersionMismatch", "message": (
+        f"session {row.id!r} started on version {row.version!r} of workflow {row.workflow!r} "
+        f"but this code is version {wf.version!r}; it stays unfinished until an engine with "
+        f"version {row.version!r} resumes it")}
+    return res
 
 
 __all__ = ["ReplayResult", "ResultStatus", "SessionFailed", "SessionResult"]

@@ -728,6 +728,11 @@ class SQLiteStore:
         return dict(self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
                                params))
 
+    async def workflow_names(self) -> list[str]:
+        """The names of the workflows that have sessions in this store, sorted (for "did
+        you mean" messages; not part of the :class:`~convoy.stores.Store` protocol)."""
+        return [r[0] for r in self._read("SELECT DISTINCT workflow FROM sessions ORDER BY 1")]
+
     async def next_wake(self) -> float | None:
         rows = self._read("SELECT MIN(wake_at) FROM sessions WHERE status='waiting'")
         return rows[0][0] if rows and rows[0][0] is not None else None

@@ -1,0 +1,5 @@
+"""``python -m convoy``: the ``convoy`` command line."""
+
+from convoy.cli import main
+
+main()

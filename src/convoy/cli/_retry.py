@@ -1,0 +1,147 @@
+"""``convoy retry``: run finished sessions that did not complete again, as new sessions."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from convoy import Engine
+from convoy.cli._common import (
+    DEFAULT_DB,
+    INTERRUPTED,
+    BusyTimeoutOption,
+    ConcurrencyOption,
+    DbOption,
+    ImportOption,
+    ModelOption,
+    build_engine,
+    err,
+    fail,
+    import_modules,
+    open_store,
+    out,
+    require_store,
+    run_async,
+)
+from convoy.cli._progress import session_progress
+from convoy.cli._render import (
+    exit_if_strict,
+    exit_on_store_errors,
+    plural,
+    print_failures,
+    short,
+    status_text,
+    summary_table,
+)
+from convoy.cli._stats import RunStats
+from convoy.engine._retry import RETRYABLE, retry_id, select_retryable
+from convoy.stores import SessionRow
+
+
+def retry(
+    session_ids: Annotated[list[str] | None, typer.Argument(
+        metavar="[ID]...", help="Retry these sessions.", show_default=False)] = None,
+    status: Annotated[list[str] | None, typer.Option(
+        "--status", "-s", help=f"Only sessions with this status (repeatable): "
+        f"{', '.join(RETRYABLE)}.")] = None,
+    error_type: Annotated[str | None, typer.Option(
+        "--error-type", "-e", metavar="TYPE",
+        help="Only sessions whose error has this type, e.g. ConnectionError or "
+             "VersionMismatch ('convoy sessions show ID' shows it).")] = None,
+    workflow: Annotated[str | None, typer.Option(
+        "--workflow", "-w", metavar="MODULE:WORKFLOW", help="Only this workflow.")] = None,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", "-n", help="List the sessions that would be retried; run nothing.")
+    ] = False,
+    strict: Annotated[bool, typer.Option(
+        "--strict", help="Exit 1 unless every retry completed.")] = False,
+    concurrency: ConcurrencyOption = 64,
+    model: ModelOption = None,
+    db: DbOption = Path(DEFAULT_DB),
+    imports: ImportOption = None,
+    busy_timeout: BusyTimeoutOption = 10.0,
+) -> None:
+    """Run finished sessions that did not complete (failed, escalated, budget_exhausted,
+    loop_detected, limit_exceeded, cancelled) again, each as a new session.
+
+    A retry of session X is a new session X.r1 (a retry of X.r1 is X.r2) with X's input,
+    tenant and headers, linked to X ('convoy sessions show' prints the lineage both ways);
+    X and its journal are kept as they are. Retries run the workflow code (and version) you
+    have now, from the start. A session already retried is not selected again: retry its
+    retry. Select by IDs, or by --status, --error-type and --workflow (all must match).
+    Workflows with explicit names need '--import MODULE'.
+
+    Exit codes: 0 when the retries ran (even if some failed again, unless --strict); 1
+    when a store error stopped them (run 'convoy resume' to finish), or with --strict when
+    a retry did not complete; 2 on usage errors; 130 when interrupted (Ctrl-C: 'convoy
+    resume' finishes the retries already created).
+
+    Example: `convoy retry --status failed --error-type ConnectionError --dry-run`
+    """
+    if not session_ids and not status and error_type is None and workflow is None:
+        fail("say which sessions to retry: IDs, or --status, --error-type or --workflow "
+             "(e.g. 'convoy retry --status failed --dry-run')")
+    import_modules(imports)
+    require_store(db)
+    rows = run_async(_select(db, session_ids or [], status, error_type, workflow))
+    if not rows:
+        out.print("nothing to retry: no session that finished without completing matches "
+                  "(sessions already retried are not selected again)", markup=False)
+        return
+    if dry_run:
+        out.print(_plan_table(rows))
+        out.print(f"{plural(len(rows), 'session')} would be retried; run the same command "
+                  "without --dry-run to retry them", markup=False)
+        return
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
+    try:
+        stats = run_async(_retry(engine, rows))
+    except KeyboardInterrupt:
+        err.print("interrupted: the retries already created are saved; 'convoy resume' "
+                  "finishes them", markup=False)
+        raise typer.Exit(INTERRUPTED) from None
+    out.print(summary_table(f"convoy retry · {db}", stats))
+    print_failures(out, stats)
+    exit_on_store_errors(stats)
+    if strict:
+        exit_if_strict(stats, "retries")
+
+
+async def _select(db: Path, ids: list[str], status: list[str] | None,
+                  error_type: str | None, workflow: str | None) -> list[SessionRow]:
+    async with open_store(db) as store:
+        if workflow is not None:
+            known = await store.workflow_names()
+            if workflow not in known:
+                fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
+                     f"{', '.join(known) or '(none: the store has no sessions)'}")
+        return await select_retryable(store, ids=ids, status=status,
+                                      error_type=error_type, workflow=workflow)
+
+
+async def _retry(engine: Engine, rows: list[SessionRow]) -> RunStats:
+    stats = RunStats()
+    async with engine:
+        with session_progress(len(rows), "retrying") as on_done:
+            results = await engine.retry_many([r.id for r in rows], on_done=on_done)
+        for res in results:
+            stats.add(res)
+            stats.outcomes[res.status] += 1
+    stats.stop()
+    return stats
+
+
+def _plan_table(rows: list[SessionRow]) -> Table:
+    t = Table()
+    for col in ("session", "workflow", "status", "error", "retry as"):
+        t.add_column(col, no_wrap=col != "error", overflow="fold")
+    for r in rows:
+        rec = r.error_record or {}
+        t.add_row(r.id, r.workflow, status_text(r.status),
+                  Text(short(f"{rec.get('type', '')}: {rec.get('message', '')}", 60)),
+                  retry_id(r))
+    return t

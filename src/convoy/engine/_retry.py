@@ -1,0 +1,147 @@
+"""Retries: a finished session that did not complete runs again as a new session.
+
+The new session is linked to the old one (``SessionRow.parent``) and gets the id
+``<old>.r1`` (a retry of ``x.r1`` is ``x.r2``), so retrying is idempotent: a crash after
+the retries were created leaves them pending for ``resume``, and two processes retrying
+the same session address the same new session. The old session, its journal and its
+result are never touched. A retry runs the workflow code (and version) this engine has
+now, from the old session's input, with an empty journal.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from convoy._errors import UserError
+from convoy.definitions._tools import readable_validation_error
+from convoy.engine._results import SessionResult
+from convoy.stores._protocol import NewSession, SessionFilter, SessionRow, SessionStatus, Store
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+
+#: The statuses of sessions a retry may run again: finished, but not completed.
+RETRYABLE: tuple[SessionStatus, ...] = ("failed", "escalated", "budget_exhausted",
+                                        "loop_detected", "limit_exceeded", "cancelled")
+_ATTEMPT = re.compile(r"(.+)\.r(\d+)")
+_PAGE = 1000
+
+
+def retry_id(row: SessionRow) -> str:
+    """The id the retry of ``row`` gets: ``<id>.r1``, or the next attempt number for a
+    session that is itself a retry."""
+    m = _ATTEMPT.fullmatch(row.id) if row.parent is not None else None
+    return f"{m[1]}.r{int(m[2]) + 1}" if m else f"{row.id}.r1"
+
+
+async def select_retryable(store: Store, *, ids: Sequence[str] = (),
+                           status: str | Iterable[str] | None = None,
+                           error_type: str | None = None, workflow: str | None = None,
+                           ) -> list[SessionRow]:
+    """Sessions a retry would run again (in the order of ``ids``, else oldest first):
+    finished without completing, never retried, and matching every condition given.
+
+    Raises:
+        UserError: an unknown status, or an id that is unknown, not retryable (unfinished
+            or completed) or already retried.
+    """
+    statuses = _statuses(status)
+    if ids:
+        found = await store.get_sessions(list(ids))
+        for sid in ids:
+            row = found.get(sid)
+            if row is None:
+                raise UserError(f"no session {sid!r} in {store.url}")
+            if row.status not in RETRYABLE:
+                raise UserError(f"session {sid!r} is {row.status}; a retry runs sessions that "
+                                f"finished without completing ({', '.join(RETRYABLE)})")
+        rows = [found[sid] for sid in dict.fromkeys(ids)]  # in the order given
+    else:
+        rows = []
+        for st in statuses:
+            offset = 0
+            while True:
+                page = await store.list_sessions(SessionFilter(
+                    status=st, workflow=workflow, limit=_PAGE, offset=offset))
+                rows.extend(page)
+                offset += len(page)
+                if len(page) < _PAGE:
+                    break
+    rows = [r for r in rows if r.status in statuses and (workflow is None or r.workflow ==
+            workflow) and (error_type is None or (r.error_record or {}).get("type") ==
+                           error_type)]
+    retried = await _retries(store, rows)
+    if ids:
+        for row in rows:
+            if row.id in retried:
+                done = retried[row.id]
+                raise UserError(f"session {row.id!r} was already retried as {done.id!r} "
+                                f"({done.status}); retry that one instead")
+    fresh = [r for r in rows if r.id not in retried]
+    return fresh if ids else sorted(fresh, key=lambda r: (r.created, r.id))
+
+
+def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
+    if status is None:
+        return RETRYABLE
+    wanted = (status,) if isinstance(status, str) else tuple(status)
+    for s in wanted:
+        if s not in RETRYABLE:
+            raise UserError(f"{s!r} is not a status a retry runs; use one of "
+                            f"{', '.join(RETRYABLE)}")
+    return wanted
+
+
+async def _retries(store: Store, rows: Sequence[SessionRow]) -> dict[str, SessionRow]:
+    """The existing retry of each of ``rows`` that has one, by the retried session's id."""
+    nxt = {retry_id(r): r.id for r in rows}
+    found = await store.get_sessions(list(nxt))
+    return {nxt[sid]: row for sid, row in found.items() if row.parent == nxt[sid]}
+
+
+async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,
+                         on_done: Callable[[SessionResult[Any]], None] | None = None,
+                         ) -> list[SessionResult[Any]]:
+    """Create the retries of ``rows`` (pending, durably, before any runs) and run them on
+    the engine's current workflow code; results in the order of ``rows``.
+
+    Raises:
+        UserError: a workflow cannot be imported, or an old input does not match the
+            current input type (nothing is created then).
+    """
+    plans: list[tuple[SessionRow, NewSession, Any]] = []
+    taken = await engine.store.get_sessions([retry_id(r) for r in rows])
+    for row in rows:
+        wf = engine.workflow_named(row.workflow)
+        try:
+            value = wf.input_adapter.validate_json(row.input)
+        except ValidationError as e:
+            raise UserError(f"cannot retry session {row.id!r}: its input does not match "
+                            f"version {wf.version!r} of workflow {wf.name!r}: "
+                            f"{readable_validation_error(e)}") from None
+        sid = retry_id(row)
+        while sid in taken and taken[sid].parent != row.id:  # an unrelated session's id
+            sid = f"{sid}.r1"
+            taken.update(await engine.store.get_sessions([sid]))
+        plans.append((row, NewSession(
+            id=sid, workflow=wf.name, version=wf.version, tenant=row.tenant,
+            input=wf.input_adapter.dump_json(value).decode(), headers=row.header_map,
+            parent=row.id), value))
+    await engine.store.create_sessions([new for _, new, _ in plans])
+    groups: dict[tuple[str, str], list[tuple[NewSession, Any]]] = {}
+    for _, new, value in plans:
+        groups.setdefault((new.workflow, new.tenant), []).append((new, value))
+    by_id: dict[str, SessionResult[Any]] = {}
+    for (name, tenant), group in groups.items():
+        results = await engine.run_many(engine.workflow_named(name), [v for _, v in group],
+                                        ids=[n.id for n, _ in group], tenant=tenant,
+                                        on_done=on_done)
+        by_id.update((r.id, r) for r in results)
+    return [by_id[new.id] for _, new, _ in plans]
+
+
+__all__ = ["RETRYABLE", "retry_id", "retry_sessions", "select_retryable"]

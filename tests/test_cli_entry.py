@@ -1,0 +1,82 @@
+"""Entry points (``python -m convoy``, shell completion) and the documented chaos command,
+which must really SIGKILL the engine mid-phase."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import convoy
+from convoy.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+SRC = Path(convoy.__file__).resolve().parents[1]
+
+
+def python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "NO_COLOR": "1"}
+    env.pop("CONVOY_DB", None)
+    return subprocess.run([sys.executable, "-m", "convoy", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_python_dash_m_convoy(tmp_path: Path) -> None:
+    res = python_m("--version", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == f"convoy {convoy.__version__} (store schema 2)"
+    res = python_m("sessions", "list", cwd=tmp_path)
+    assert res.returncode == 2 and "no Convoy store at 'convoy.db'" in res.stderr
+
+
+def test_shell_completion(tmp_path: Path) -> None:
+    assert "--install-completion" in CliRunner().invoke(app, ["--help"]).stdout
+    res = python_m("--show-completion", "bash", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert "_CONVOY_COMPLETE" in res.stdout
+
+
+def readme_chaos_command() -> list[str]:
+    """The chaos command the docs show (docs/how-to/chaos.md)."""
+    text = (ROOT / "docs" / "how-to" / "chaos.md").read_text()
+    (line,) = re.findall(r"^ *convoy chaos .*$", text, re.M)
+    return shlex.split(line)[1:]
+
+
+def test_the_readme_chaos_command_kills_the_engine(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    args = readme_chaos_command()
+    assert "--kill-after-sessions" in args or "--kill-after" in args
+    monkeypatch.chdir(ROOT)  # the example workflow imports from the repository root
+    monkeypatch.syspath_prepend(str(ROOT))
+    out = tmp_path / "journal.json"
+    res = CliRunner().invoke(app, [*args, "--db-dir", str(tmp_path / "chaos"), "--journal",
+                                   str(out)])
+    assert res.exit_code == 0, res.stdout + res.stderr
+    journal = json.loads(out.read_text())
+    (kill,) = [r["output"] for r in journal["run"]
+               if r["activity"]["name"] == "sigkill-engine"]
+    assert kill["killed"] is True and kill["unfinished_at_kill"] > 0, kill
+    (resumed,) = [r["output"] for r in journal["run"]
+                  if r["activity"]["name"] == "resume-engine"]
+    assert resumed["resumed"] == kill["unfinished_at_kill"]
+    assert resumed["unfinished_after"] == 0
+    assert "SIGKILLed after" in res.stdout
+
+
+def test_kill_after_sessions_must_leave_sessions_to_kill(tmp_path: Path) -> None:
+    from convoy.chaos import run_experiment
+
+    @convoy.workflow(name="entry_tests:echo")
+    async def echo(ctx: convoy.Context, text: str) -> str:
+        return text
+
+    with pytest.raises(convoy.UserError, match="kill_after_sessions must be between 1 and 1"):
+        run_experiment(echo, ["a", "b"], db_dir=tmp_path, kill_after_sessions=2)

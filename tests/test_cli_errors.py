@@ -1,0 +1,140 @@
+"""Exit codes, ``--strict``, store paths, unknown workflow names, piped progress and the
+wording of messages."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from rich.console import Console
+
+import convoy
+from convoy.cli._progress import session_progress
+from convoy.cli._render import plural
+from tests.clikit import (
+    FLOW,
+    GOOD,
+    Res,
+    cli,
+    ids_of,
+    one_line_error,
+    run_ok,
+    workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
+)
+
+EXPLODE = {"subject": "explode", "body": "!"}
+
+
+def test_exit_codes_are_documented() -> None:
+    for args in ([], ["run"], ["retry"]):
+        text = " ".join(cli(*args, "--help").stdout.split())
+        for code in ("0", "1", "2", "130"):
+            assert f"{code} " in text, (args, code)
+    assert "--strict" in " ".join(cli("run", "--help").stdout.split())
+
+
+def test_strict_fails_when_a_session_did_not_complete() -> None:
+    write_jsonl(Path("in.jsonl"), [GOOD[0], EXPLODE])
+    assert cli("run", FLOW, "-i", "in.jsonl").code == 0  # not strict: the run happened
+    res = cli("run", FLOW, "-i", "in.jsonl", "--strict")  # the failed one is still failed
+    one_line_error(res, 1, "--strict: 1 of 2 inputs did not complete (failed 1)")
+
+
+def test_strict_fails_on_a_skipped_line_and_passes_when_all_complete() -> None:
+    write_jsonl(Path("in.jsonl"), [GOOD[0], "{oops"])
+    res = cli("run", FLOW, "-i", "in.jsonl", "--strict")
+    one_line_error_after_warnings(res, 1, "--strict: 1 input line was skipped")
+    write_jsonl(Path("ok.jsonl"), GOOD)
+    assert cli("run", FLOW, "-i", "ok.jsonl", "--strict").code == 0
+
+
+def one_line_error_after_warnings(res: Res, code: int, text: str) -> None:
+    """Like ``one_line_error`` for a command that also warned about skipped lines."""
+    assert res.code == code, res.stderr
+    errors = [ln for ln in res.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1 and text in errors[0], res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_db_under_a_missing_directory_is_refused_not_created() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    res = cli("run", FLOW, "-i", "in.jsonl", "--db", "nodir/deeper/x.db")
+    one_line_error(res, 2, "the directory 'nodir/deeper' of --db 'nodir/deeper/x.db' does "
+                   "not exist; create it first (mkdir -p nodir/deeper)")
+    assert not Path("nodir").exists()
+    res = cli("worker", "cli_flows", "--db", "nodir/x.db", "--until-idle")
+    one_line_error(res, 2, "of --db 'nodir/x.db' does not exist")
+
+
+def test_db_under_a_regular_file_is_one_line() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    Path("somefile.txt").write_text("a file, not a directory")
+    for db in ("somefile.txt/x.db", "somefile.txt/sub/x.db"):
+        res = cli("run", FLOW, "-i", "in.jsonl", "--db", db)
+        one_line_error(res, 2, f"--db {db!r}: 'somefile.txt' is a file, not a directory")
+    res = cli("sessions", "list", "--db", "somefile.txt/x.db")
+    one_line_error(res, 2, "'somefile.txt' is a file, not a directory")
+
+
+def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
+    run_ok()
+    run_ok(lines=['"hi"'], flow="cli_flows:shout")
+    res = cli("sessions", "list", "--workflow", "handle")
+    one_line_error(res, 2, "no sessions of workflow 'handle' in 'convoy.db'; its workflows: "
+                   "cli_flows:handle, cli_flows:shout")
+    ok = cli("sessions", "list", "--workflow", "cli_flows:shout")
+    assert ok.code == 0 and "cli_flows:shout" in ok.stdout
+    none = cli("sessions", "list", "--workflow", "cli_flows:shout", "--status", "failed")
+    assert none.code == 0 and "no sessions" in none.stdout
+
+
+def test_progress_is_plain_lines_when_not_a_terminal() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False, width=100)
+    now = [0.0]
+    done = convoy.SessionResult(id="a", status="completed")
+    failed = convoy.SessionResult(id="b", status="failed")
+    with session_progress(5, "running", console=console, every_s=5.0,
+                          clock=lambda: now[0]) as on_done:
+        on_done(done)           # t=0: too soon for a line
+        now[0] = 6.0
+        on_done(failed)         # a line: 2/5
+        on_done(done)           # too soon again
+        now[0] = 12.0
+        on_done(done)           # a line: 4/5
+        on_done(done)           # the last one: always a line
+    assert buf.getvalue().splitlines() == [
+        "running: 2/5 done, 1 not completed",
+        "running: 4/5 done, 1 not completed",
+        "running: 5/5 done, 1 not completed",
+    ]
+
+
+def test_progress_of_a_quick_run_prints_nothing() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=False)
+    with session_progress(3, "running", console=console, every_s=5.0,
+                          clock=lambda: 1.0) as on_done:
+        for _ in range(3):
+            on_done(convoy.SessionResult(id="a", status="completed"))
+    assert buf.getvalue() == ""
+
+
+def test_wording() -> None:
+    assert plural(1, "step") == "1 step" and plural(3, "step") == "3 steps"
+    res = run_ok(lines=[GOOD[0], "{oops"])
+    assert "(line 2)" in res.stdout
+    write_jsonl(Path("in.jsonl"), GOOD)
+    res = cli("run", "cli_flows:triage", "-i", "in.jsonl")
+    one_line_error(res, 2, "'cli_flows:triage' is an Agent, not a workflow")
+    res = cli("replay", "nope")
+    assert res.code == 2
+
+
+def test_replay_says_one_step() -> None:
+    run_ok(lines=['"hi"'], flow="cli_flows:charge")
+    (sid,) = ids_of(['"hi"'], "cli_flows:charge")
+    res = cli("replay", sid)
+    assert res.code == 0, res.stderr
+    assert "(completed, 1 step replayed from the journal)" in res.stdout

@@ -1,0 +1,100 @@
+"""``convoy retry``: finished sessions that did not complete run again as new sessions
+linked to the old ones, selected by status, error type, id or workflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.clikit import (
+    FLOW,
+    GOOD,
+    cli,
+    ids_of,
+    one_line_error,
+    run_ok,
+    session,
+    session_ids,
+    summary,
+    tamper,
+    workdir,  # noqa: F401  (autouse fixture)
+)
+
+FLAKY = {"subject": "flaky", "body": "the backend is down"}
+EXPLODE = {"subject": "explode", "body": "!"}
+LINES: list[object] = [GOOD[0], FLAKY, EXPLODE]
+
+
+def test_retry_failed_sessions_as_new_linked_sessions() -> None:
+    run_ok(lines=LINES)
+    ok, flaky, explode = ids_of(LINES)
+    assert session(flaky).status == session(explode).status == "failed"
+
+    dry = cli("retry", "--status", "failed", "--dry-run")
+    assert dry.code == 0, dry.stderr
+    for text in (flaky, explode, f"{flaky}.r1", "ConnectionError", "RuntimeError",
+                 "2 sessions would be retried"):
+        assert text in dry.stdout, text
+    assert len(session_ids()) == 3  # a dry run creates nothing
+
+    Path("fixed").touch()
+    res = cli("retry", "--error-type", "ConnectionError")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "1"
+    assert summary(res.stdout, "completed") == "1"
+    new = session(f"{flaky}.r1")
+    assert (new.status, new.parent, new.input) == ("completed", flaky, session(flaky).input)
+    assert session(flaky).status == "failed"  # the old session's history is kept
+
+    # Already retried: not selected again. The failed one can be, by id.
+    again = cli("retry", "--status", "failed", "--dry-run")
+    assert "1 session would be retried" in again.stdout and f"{flaky}.r1" not in again.stdout
+    res = cli("retry", explode)
+    assert summary(res.stdout, "failed") == "1"
+    assert session(f"{explode}.r1").parent == explode
+    one_line_error(cli("retry", flaky), 2,
+                   f"session {flaky!r} was already retried as '{flaky}.r1' (completed)")
+    one_line_error(cli("retry", ok), 2, f"session {ok!r} is completed")
+
+    # The lineage, both ways.
+    shown = cli("sessions", "show", flaky).stdout
+    assert "retried as" in shown and f"{flaky}.r1 (completed)" in shown
+    shown = cli("sessions", "show", f"{flaky}.r1").stdout
+    assert "retry of" in shown and flaky in shown
+    data = json.loads(cli("sessions", "show", flaky, "--json").stdout)
+    assert data["retried_as"] == f"{flaky}.r1"
+    assert f"convoy retry {explode}.r1" in cli("sessions", "show", f"{explode}.r1").stdout
+
+
+def test_retry_runs_the_current_version_and_a_rerun_does_not_rerun() -> None:
+    run_ok(lines=[FLAKY])
+    (flaky,) = ids_of([FLAKY])
+    tamper("UPDATE sessions SET version='0' WHERE id=?", flaky)
+    Path("fixed").touch()
+    res = cli("retry", "--workflow", FLOW)
+    assert res.code == 0, res.stderr
+    assert session(f"{flaky}.r1").version == "1"
+    res = cli("retry", "--workflow", FLOW)
+    assert res.code == 0 and "nothing to retry" in res.stdout
+    # 'convoy run' with the same file still addresses the old session: not re-run.
+    res = run_ok(lines=[FLAKY])
+    assert summary(res.stdout, "sessions run") == "0"
+
+
+def test_retry_usage_errors() -> None:
+    run_ok(lines=LINES)
+    one_line_error(cli("retry"), 2, "say which sessions to retry")
+    one_line_error(cli("retry", "--status", "running"), 2,
+                   "'running' is not a status a retry runs")
+    one_line_error(cli("retry", "nope"), 2, "no session 'nope'")
+    one_line_error(cli("retry", "--workflow", "handle"), 2,
+                   "no sessions of workflow 'handle' in 'convoy.db'; its workflows: "
+                   "cli_flows:handle")
+    one_line_error(cli("retry", "--status", "failed", "--db", "absent.db"), 2,
+                   "no Convoy store at 'absent.db'")
+
+
+def test_retry_strict() -> None:
+    run_ok(lines=LINES)
+    res = cli("retry", "--status", "failed", "--strict")
+    one_line_error(res, 1, "--strict: 2 of 2 retries did not complete (failed 2)")
