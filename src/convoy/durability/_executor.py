@@ -180,7 +180,9 @@ class JournaledExecutor:
                        idempotent: bool = True, input_hash: str | None = None,
                        agent: str | None = None,
                        spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
-        rec = self._take(key, kind, target)
+        # Live (no journal left, not a replay): the common path, with no lookup at all.
+        rec = None if self._journal is None and not self.replay_only else \
+            self._take(key, kind, target)
         if rec is not None:
             if input_hash is not None and rec.input_hash is not None and \
                     rec.input_hash != input_hash:
@@ -215,11 +217,15 @@ class JournaledExecutor:
                 raise
             await self._fail(key, kind, target, input_hash, agent, e)
             raise
-        tokens_in, tokens_out, cost = spend(value) if spend is not None else (0, 0, 0.0)
-        await self._write(StepRecord(key=key, kind=kind, target=target, status="completed",
-                                     result=encode(value), input_hash=input_hash, agent=agent,
-                                     input_tokens=tokens_in, output_tokens=tokens_out,
-                                     cost=cost))
+        record = StepRecord(key=key, kind=kind, target=target, status="completed",
+                            result=encode(value), input_hash=input_hash, agent=agent)
+        if spend is not None:
+            record.input_tokens, record.output_tokens, record.cost = spend(value)
+        if self.owner is not None:
+            try:
+                await self.store.append(self.session_id, self.owner, record)
+            except StoreError as e:
+                raise SessionInterrupted(str(e), cause=e) from None
         return value
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,

@@ -51,7 +51,7 @@ from convoy.engine._results import (
     _version_skip,
 )
 from convoy.engine._retry import retry_sessions, select_retryable
-from convoy.engine._runtime import Runtime
+from convoy.engine._runtime import Runtime, _run_session
 from convoy.interceptors._accounting import StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
@@ -632,10 +632,13 @@ class Engine:
                     return SessionEnd(status="interrupted", error=_interrupt_record(e))
             return await self._body(wf, state, executor, value)
 
-        info = SessionInfo(session_id=sid, tenant=tenant, workflow=wf.name, version=wf.version,
-                           resumed=bool(journal), replay=replay_only)
-        end = await rt.session_chain.call(SessionInput(info=info, input=value,
-                                                       headers=dict(headers), proceed=proceed))
+        if rt.session_chain.call is _run_session:  # no session hooks: skip building inputs
+            end = await self._body(wf, state, executor, value)
+        else:
+            info = SessionInfo(session_id=sid, tenant=tenant, workflow=wf.name,
+                               version=wf.version, resumed=bool(journal), replay=replay_only)
+            end = await rt.session_chain.call(SessionInput(
+                info=info, input=value, headers=dict(headers), proceed=proceed))
         status = await self._settle(sid, owner, state, end, new)
         res: SessionResult[OutT] = SessionResult(
             id=sid, status=cast(ResultStatus, status),
@@ -707,11 +710,11 @@ class Engine:
         """Persist how the run ended; the status to report."""
         if owner is None:  # replay: nothing is written
             return end.status
+        usage = state.usage
+        # Headers are written only if this run changed them (update_headers did already).
         outcome = SessionOutcome(status=cast(SessionStatus, end.status), error=end.error,
-                                 steps=state.steps,
-                                 input_tokens=state.usage.input_tokens,
-                                 output_tokens=state.usage.output_tokens, cost=state.cost,
-                                 headers=state.headers)
+                                 steps=state.steps, input_tokens=usage.input_tokens,
+                                 output_tokens=usage.output_tokens, cost=state.cost)
         try:
             if end.status == "interrupted":
                 if (end.error or {}).get("type") == "LeaseLost":
@@ -720,22 +723,15 @@ class Engine:
                 return "pending"
             if end.status == "waiting":
                 err = end.error or {}
-                await self.store.park(sid, owner, SessionOutcome(
-                    status="waiting", steps=outcome.steps, input_tokens=outcome.input_tokens,
-                    output_tokens=outcome.output_tokens, cost=outcome.cost,
-                    headers=state.headers), wake_at=err.get("wake_at"),
-                    wait_name=err.get("wait_name"))
-                end.error = None
+                outcome.error = end.error = None
+                await self.store.park(sid, owner, outcome, wake_at=err.get("wake_at"),
+                                      wait_name=err.get("wait_name"))
                 return "waiting"
-            output_json = None
             if end.status == "completed":
                 wf = self._workflows.get(state.workflow)
-                output_json = (wf.output_adapter.dump_json(end.output).decode() if wf
-                               else to_json(end.output).decode())
-            await self.store.finish(sid, owner, SessionOutcome(
-                status=outcome.status, output=output_json, error=end.error,
-                steps=outcome.steps, input_tokens=outcome.input_tokens,
-                output_tokens=outcome.output_tokens, cost=outcome.cost, headers=state.headers))
+                outcome.output = (wf.output_adapter.dump_json(end.output).decode() if wf
+                                  else to_json(end.output).decode())
+            await self.store.finish(sid, owner, outcome)
         except LeaseLost as e:
             end.error = _interrupt_record(e)
             return "running"

@@ -46,6 +46,7 @@ async def _effect(i: EffectInput) -> Any:
 
 
 async def _run_session(i: SessionInput) -> SessionEnd:
+    """The end of the session chain: run the workflow."""
     return await i.proceed(i)
 
 

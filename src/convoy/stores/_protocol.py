@@ -42,7 +42,7 @@ STATUSES: tuple[SessionStatus, ...] = (
     "loop_detected", "limit_exceeded", "cancelled")
 
 
-@dataclass(slots=True, frozen=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class StepRecord:
     """One journal entry: the outcome (or start) of one step of one session.
 
@@ -64,7 +64,7 @@ class StepRecord:
     at: float = 0.0
 
 
-@dataclass(slots=True, frozen=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class NewSession:
     """A session to create."""
 
@@ -120,7 +120,7 @@ class SessionRow:
         return self.status in UNFINISHED
 
 
-@dataclass(slots=True, frozen=True, kw_only=True)
+@dataclass(slots=True, kw_only=True)
 class SessionOutcome:
     """How a run of a session ended, for :meth:`Store.finish` and :meth:`Store.park`."""
 

@@ -86,8 +86,6 @@ ALTER TABLE sessions ADD COLUMN wake_at REAL;
 ALTER TABLE sessions ADD COLUMN wait_name TEXT;
 ALTER TABLE sessions ADD COLUMN headers TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE sessions ADD COLUMN parent TEXT;
-CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions(tenant, created);
-CREATE INDEX IF NOT EXISTS sessions_wake ON sessions(status, wake_at);
 ALTER TABLE journal ADD COLUMN input_hash TEXT;
 ALTER TABLE journal ADD COLUMN agent TEXT;
 ALTER TABLE journal ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
@@ -100,7 +98,7 @@ UPDATE journal SET
   cost = COALESCE(json_extract(result, '$.cost'), 0),
   agent = target
   WHERE kind = 'model' AND status = 'completed';
-CREATE INDEX IF NOT EXISTS journal_spend ON journal(at) WHERE kind = 'model';
+
 CREATE TABLE IF NOT EXISTS signals(
   seq INTEGER PRIMARY KEY AUTOINCREMENT,
   session_id TEXT NOT NULL,
@@ -163,14 +161,14 @@ class _Op:
     """One write of a batch: statements run in the batch's transaction; ``fenced`` ops
     check their first statement's row count (zero: the session is owned by another).
 
-    ``guard`` (session id, owner, fenced form of the first statement) marks a journal
-    append: while the writer's lease is known to hold, the plain statement runs; past it,
-    the fenced form, which lands only if the writer still owns the session."""
+    ``guard`` (session id, owner) marks a journal append: while the writer's lease is known
+    to hold, the plain statement runs; past it, the fenced form, which lands only if the
+    writer still owns the session."""
 
     statements: list[tuple[str, tuple[Any, ...]]]
     fut: asyncio.Future[None] | None
     fenced: str | None = None  # session id, for the error message
-    guard: tuple[str, str, tuple[str, tuple[Any, ...]]] | None = None
+    guard: tuple[str, str] | None = None
     on_commit: Callable[[int], None] | None = None  # row count of the first statement
 
 
@@ -354,49 +352,60 @@ class SQLiteStore:
     def _end_tick(self) -> None:
         self._tick_busy = False
 
-    def _write_batch(self, batch: Sequence[_Op]) -> list[bool]:
+    def _write_batch(self, batch: Sequence[_Op]) -> list[bool] | None:
         """Commit a batch in one transaction; which fenced ops found their session owned
-        by someone else (those wrote nothing). Raises ``sqlite3.Error`` with nothing
-        written."""
+        by someone else (those wrote nothing), or ``None`` if none did. Raises
+        ``sqlite3.Error`` with nothing written."""
         conn = self.conn
-        refused = [False] * len(batch)
-        counts = [0] * len(batch)
+        execute = conn.execute
+        refused: list[bool] | None = None
         single = len(batch) == 1 and len(batch[0].statements) == 1
-        safe = self.clock() + self.lease_margin
-        leases = self._leases
+        safe = -1.0
         if not single:
-            conn.execute("BEGIN IMMEDIATE")
+            execute("BEGIN IMMEDIATE")
         try:
             for i, op in enumerate(batch):
                 stmts = op.statements
+                check = op.fenced is not None
                 guard = op.guard
-                guarded = False
                 if guard is not None:
-                    held = leases.get(guard[0])
+                    if safe < 0:
+                        safe = self.clock() + self.lease_margin
+                    held = self._leases.get(guard[0])
                     if held is None or held[0] != guard[1] or held[1] <= safe:
-                        stmts = [guard[2], *stmts[1:]]  # the lease may be gone: check
-                        guarded = True
-                for j, (sql, params) in enumerate(stmts):
-                    n = conn.execute(sql, params).rowcount
-                    if j == 0:
-                        counts[i] = n
-                        if n == 0 and (op.fenced is not None or guarded):
-                            refused[i] = True
-                            break
+                        # The lease may be gone: the fenced form lands only for the owner.
+                        stmts = [(_APPEND_FENCED, (*stmts[0][1], guard[0], guard[1])),
+                                 *stmts[1:]]
+                        check = True
+                sql, params = stmts[0]
+                n = execute(sql, params).rowcount
+                if op.on_commit is not None:
+                    op.on_commit(n)
+                if check and n == 0:
+                    if refused is None:
+                        refused = [False] * len(batch)
+                    refused[i] = True
+                    continue
+                for sql, params in stmts[1:]:
+                    execute(sql, params)
             if not single:
-                conn.execute("COMMIT")
+                execute("COMMIT")
         except BaseException:
             if not single and conn.in_transaction:
-                conn.execute("ROLLBACK")
+                execute("ROLLBACK")
             raise
-        for i, op in enumerate(batch):
-            if op.on_commit is not None:
-                op.on_commit(counts[i])
         self.commits += 1
         self.records += len(batch)
         if self.commits % 128 == 0:
             self._after_commit(conn)
         return refused
+
+    def _forget_failed_leases(self, batch: Sequence[_Op]) -> None:
+        """A batch that did not commit created no session: forget leases its creations
+        recorded (they are recorded as the row is written, inside the transaction)."""
+        for op in batch:
+            if op.on_commit is not None and op.statements[0][0] is _INSERT_SESSION:
+                self._leases.pop(op.statements[0][1][0], None)
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         """Rewind the WAL once it passes the limit. Under commits that never pause, the
@@ -411,6 +420,8 @@ class SQLiteStore:
 
     def _settle(self, batch: Sequence[_Op], refused: Sequence[bool] | None,
                 error: BaseException | None) -> None:
+        if error is not None:
+            self._forget_failed_leases(batch)
         for i, op in enumerate(batch):
             fut = op.fut
             if fut is None or fut.done():
@@ -522,21 +533,16 @@ class SQLiteStore:
         except sqlite3.Error as e:
             raise _store_error(e, self.path, "read") from None
 
-    def _next_seq(self) -> int:
-        """Journal write order: strictly increasing in this process, and close to the
-        order of time across processes (a session is written by one engine at a time)."""
-        self._seq = max(self._seq + 1, time.time_ns() // 1000)
-        return self._seq
-
     # -- sessions --------------------------------------------------------------------------
 
     def _session_params(self, s: NewSession, owner: str | None, lease_s: float,
                         now: float) -> tuple[Any, ...]:
+        headers = json.dumps(dict(s.headers)) if s.headers else "{}"
         if owner is None:
             return (s.id, s.workflow, s.version, s.tenant, "pending", s.input, now, None, None,
-                    None, None, json.dumps(dict(s.headers)), s.parent)
+                    None, None, headers, s.parent)
         return (s.id, s.workflow, s.version, s.tenant, "running", s.input, now, now, owner,
-                now + lease_s, now, json.dumps(dict(s.headers)), s.parent)
+                now + lease_s, now, headers, s.parent)
 
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> asyncio.Future[None]:
@@ -680,8 +686,8 @@ class SQLiteStore:
                 conn.execute("DELETE FROM journal WHERE session_id=? AND key=?",
                              (session_id, drop_step))
             if journal is not None:
-                conn.execute(_APPEND, _append_params(session_id, journal, now,
-                                                     self._next_seq()))
+                self._seq = seq = max(self._seq + 1, int(now * 1e6))
+                conn.execute(_APPEND, _append_params(session_id, journal, now, seq))
             return True
 
         return await self._write(reopen)
@@ -742,13 +748,13 @@ class SQLiteStore:
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,
                consume_signal: int | None = None) -> asyncio.Future[None]:
         now = self.clock()
-        params = _append_params(session_id, record, now, self._next_seq())
+        # Write order: strictly increasing here, close to time order across processes.
+        seq = self._seq = max(self._seq + 1, int(now * 1e6))
+        params = _append_params(session_id, record, now, seq)
         stmts = [(_APPEND, params)]
         if consume_signal is not None:
             stmts.append((_CONSUME, (consume_signal, session_id)))
-        guard = None if owner is None else \
-            (session_id, owner, (_APPEND_FENCED, (*params, session_id, owner)))
-        return self._submit(_Op(stmts, None, guard=guard))
+        return self._submit(_Op(stmts, None, guard=None if owner is None else (session_id, owner)))
 
     async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?",
