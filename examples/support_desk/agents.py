@@ -87,7 +87,12 @@ class Resolution(BaseModel):
 
 SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=400)
 """Every answer here is short JSON; the cap keeps a rambling model from burning tokens."""
+TRIAGE_SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=150)
+"""A triage is three short fields: a tighter cap stops a small model rambling to 400."""
 WORKER_TURNS = 8
+GAVE_UP_REPLY = ("Thank you for your message. A member of our team will look into it and "
+                 "get back to you shortly.")
+"""The reply when the agents give up on a ticket and a human takes it over."""
 
 _POLICY = (
     "Policy: refunds up to $500.00 are automatic; anything larger, any legal threat "
@@ -109,7 +114,7 @@ triage = convoy.Agent(
     input_type=Ticket,
     output_type=Triage,
     model=SUPPORT_SIM,
-    model_settings=SETTINGS,
+    model_settings=TRIAGE_SETTINGS,
 )
 
 billing = convoy.Agent(
