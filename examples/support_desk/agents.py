@@ -39,7 +39,9 @@ class Ticket(BaseModel):
 class Triage(BaseModel):
     category: Category
     urgency: Urgency
-    summary: str = Field(description="One sentence: what the customer wants.")
+    # The length caps reach a local model's JSON grammar (llama.cpp honours maxLength):
+    # a small model otherwise rambles inside a string until max_tokens cuts it.
+    summary: str = Field(max_length=200, description="One sentence: what the customer wants.")
 
 
 class CaseFile(BaseModel):
@@ -66,7 +68,7 @@ class WorkerOutcome(BaseModel):
     action: Action | Literal["reroute"]
     resolved: bool
     escalate: bool
-    reply: str = Field(description="The message to send to the customer.")
+    reply: str = Field(max_length=600, description="The message to send to the customer.")
     references: list[str] = Field(default_factory=list,
                                   description="Ids of refunds, bug reports, etc. created.")
     reroute_to: Category | None = None
@@ -80,7 +82,7 @@ class Resolution(BaseModel):
     action: Action
     resolved: bool
     escalated: bool
-    reply: str
+    reply: str = Field(max_length=600)
 
 
 # -- agents ----------------------------------------------------------------------------------
