@@ -372,3 +372,20 @@ def test_names_in_handoffs_are_checked_at_definition() -> None:
         convoy.Agent(name="a", handoffs=["no spaces"])
     with pytest.raises(convoy.UserError, match="two tools/workers/handoffs are named"):
         convoy.Agent(name="a", handoffs=["b", "b"])
+
+
+def test_annotated_constraints_of_tool_arguments_are_kept() -> None:
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @convoy.tool
+    def refund(invoice_id: Annotated[str, Field(max_length=12)],
+               amount: Annotated[float, Field(gt=0)]) -> str:
+        """Refund."""
+        return invoice_id
+
+    props = refund.spec.parameters["properties"]
+    assert props["invoice_id"]["maxLength"] == 12 and props["amount"]["exclusiveMinimum"] == 0
+    with pytest.raises(ValueError, match="amount"):
+        refund.validate_args('{"invoice_id": "INV-1", "amount": -3}')

@@ -54,12 +54,13 @@ class CaseFile(BaseModel):
 class WorkerTask(BaseModel):
     """What a worker gets from the supervisor."""
 
-    ticket_id: str
-    customer_email: str
-    subject: str
-    body: str
+    # Caps reach a local model's grammar for the delegation's arguments (see crm.Id).
+    ticket_id: str = Field(max_length=40)
+    customer_email: str = Field(max_length=120)
+    subject: str = Field(max_length=200)
+    body: str = Field(max_length=1000)
     urgency: Urgency = "normal"
-    summary: str = ""
+    summary: str = Field(default="", max_length=300)
 
 
 class WorkerOutcome(BaseModel):
