@@ -95,7 +95,7 @@ setsid nohup "$PYTHON" -m llama_cpp.server \
     --model_alias smollm2 \
     --host "$HOST" --port "$PORT" \
     --chat_format chatml-function-calling \
-    --n_ctx 2048 \
+    --n_ctx 8192 \
     --n_threads "${LLAMA_THREADS:-2}" \
     >"$LOG_FILE" 2>&1 &
 pid=$!

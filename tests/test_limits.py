@@ -30,11 +30,8 @@ def ping_pong_agents(same_input: bool) -> convoy.Agent[Any, Any]:
         return {"handoff": other, "payload": {"text": text}}
 
     sim = convoy.SimModel(script)
-    a = convoy.Agent(name="a", input_type=Ticket, model=sim)
-    b = convoy.Agent(name="b", input_type=Ticket, model=sim, handoffs=[a])
-    object.__setattr__(a, "handoffs", (b,))
-    a.__post_init__()
-    return a
+    b = convoy.Agent(name="b", input_type=Ticket, model=sim, handoffs=["a"])
+    return convoy.Agent(name="a", input_type=Ticket, model=sim, handoffs=[b])
 
 
 async def test_same_agent_same_input_is_a_loop(engine_factory: Any) -> None:
@@ -95,9 +92,7 @@ async def test_depth_limit_on_recursive_delegation(engine_factory: Any) -> None:
         return {"delegate": "rec", "payload": {"task": "x" * (n + 1)}}
 
     sim = convoy.SimModel(script)
-    rec = convoy.Agent(name="rec", model=sim)
-    object.__setattr__(rec, "workers", (rec,))
-    rec.__post_init__()
+    rec = convoy.Agent(name="rec", model=sim, workers=["rec"])
     res = await engine_factory(limits=convoy.Limits(max_depth=4)).run(flow(rec), {"text": "x"})
     assert res.status == "limit_exceeded"
     assert res.error is not None and "max_depth=4" in res.error["message"]

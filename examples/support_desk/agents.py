@@ -39,7 +39,9 @@ class Ticket(BaseModel):
 class Triage(BaseModel):
     category: Category
     urgency: Urgency
-    summary: str = Field(description="One sentence: what the customer wants.")
+    # The length caps reach a local model's JSON grammar (llama.cpp honours maxLength):
+    # a small model otherwise rambles inside a string until max_tokens cuts it.
+    summary: str = Field(max_length=200, description="One sentence: what the customer wants.")
 
 
 class CaseFile(BaseModel):
@@ -52,12 +54,13 @@ class CaseFile(BaseModel):
 class WorkerTask(BaseModel):
     """What a worker gets from the supervisor."""
 
-    ticket_id: str
-    customer_email: str
-    subject: str
-    body: str
+    # Caps reach a local model's grammar for the delegation's arguments (see crm.Id).
+    ticket_id: str = Field(max_length=40)
+    customer_email: str = Field(max_length=120)
+    subject: str = Field(max_length=200)
+    body: str = Field(max_length=1000)
     urgency: Urgency = "normal"
-    summary: str = ""
+    summary: str = Field(default="", max_length=300)
 
 
 class WorkerOutcome(BaseModel):
@@ -66,7 +69,7 @@ class WorkerOutcome(BaseModel):
     action: Action | Literal["reroute"]
     resolved: bool
     escalate: bool
-    reply: str = Field(description="The message to send to the customer.")
+    reply: str = Field(max_length=600, description="The message to send to the customer.")
     references: list[str] = Field(default_factory=list,
                                   description="Ids of refunds, bug reports, etc. created.")
     reroute_to: Category | None = None
@@ -80,14 +83,19 @@ class Resolution(BaseModel):
     action: Action
     resolved: bool
     escalated: bool
-    reply: str
+    reply: str = Field(max_length=600)
 
 
 # -- agents ----------------------------------------------------------------------------------
 
 SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=400)
 """Every answer here is short JSON; the cap keeps a rambling model from burning tokens."""
+TRIAGE_SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=150)
+"""A triage is three short fields: a tighter cap stops a small model rambling to 400."""
 WORKER_TURNS = 8
+GAVE_UP_REPLY = ("Thank you for your message. A member of our team will look into it and "
+                 "get back to you shortly.")
+"""The reply when the agents give up on a ticket and a human takes it over."""
 
 _POLICY = (
     "Policy: refunds up to $500.00 are automatic; anything larger, any legal threat "
@@ -109,7 +117,7 @@ triage = convoy.Agent(
     input_type=Ticket,
     output_type=Triage,
     model=SUPPORT_SIM,
-    model_settings=SETTINGS,
+    model_settings=TRIAGE_SETTINGS,
 )
 
 billing = convoy.Agent(

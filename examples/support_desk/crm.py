@@ -20,9 +20,9 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 import convoy
 from examples.support_desk import seed_data
@@ -416,56 +416,63 @@ def current_crm() -> CRM:
 
 # -- tools -----------------------------------------------------------------------------------
 
+# Length caps on tool arguments reach a local model's grammar: llama.cpp's function-calling
+# format generates arguments with no token limit, so an unbounded string lets a small model
+# ramble until the context is full.
+Id = Annotated[str, Field(max_length=40)]
+Email = Annotated[str, Field(max_length=120)]
+Text = Annotated[str, Field(max_length=300)]
+
 
 @convoy.tool
-def lookup_customer(email: str) -> CustomerLookup:
+def lookup_customer(email: Email) -> CustomerLookup:
     """Find a customer account by email address."""
     customer = current_crm().customer_by_email(email)
     return CustomerLookup(found=customer is not None, customer=customer)
 
 
 @convoy.tool
-def list_invoices(customer_id: str) -> list[InvoiceSummary]:
+def list_invoices(customer_id: Id) -> list[InvoiceSummary]:
     """List a customer's invoices, newest first, with their amounts and refund status."""
     return current_crm().invoices_of(customer_id)
 
 
 @convoy.tool
-def get_invoice(invoice_id: str) -> InvoiceLookup:
+def get_invoice(invoice_id: Id) -> InvoiceLookup:
     """Get one invoice (like INV-1234) with its line items and how much was refunded."""
     invoice = current_crm().invoice(invoice_id)
     return InvoiceLookup(found=invoice is not None, invoice=invoice)
 
 
 @convoy.tool
-def check_service_status(product: str) -> ServiceStatus:
+def check_service_status(product: Id) -> ServiceStatus:
     """Current status of a product (dashboard, api, mobile, reports, sync, notifications)."""
     return current_crm().service(product)
 
 
 @convoy.tool(writes=True, idempotent=True)
-def issue_refund(ctx: convoy.ToolContext, invoice_id: str, amount: float,
-                 reason: str) -> RefundResult:
+def issue_refund(ctx: convoy.ToolContext, invoice_id: Id, amount: float,
+                 reason: Text) -> RefundResult:
     """Refund part or all of an invoice. Refuses amounts above the invoice total, invoices
     already refunded, and refunds above the automatic limit (500.00), which need a human."""
     return current_crm().issue_refund(invoice_id, amount, reason, key=ctx.idempotency_key)
 
 
 @convoy.tool(writes=True, idempotent=True)
-def reset_password(ctx: convoy.ToolContext, customer_id: str) -> AccountChange:
+def reset_password(ctx: convoy.ToolContext, customer_id: Id) -> AccountChange:
     """Send the customer a password reset link."""
     return current_crm().reset_password(customer_id, key=ctx.idempotency_key)
 
 
 @convoy.tool(writes=True, idempotent=True)
-def update_email(ctx: convoy.ToolContext, customer_id: str, new_email: str) -> AccountChange:
+def update_email(ctx: convoy.ToolContext, customer_id: Id, new_email: Email) -> AccountChange:
     """Change the email address of a customer's account."""
     return current_crm().update_email(customer_id, new_email, key=ctx.idempotency_key)
 
 
 @convoy.tool(writes=True, idempotent=True)
-def open_bug_report(ctx: convoy.ToolContext, customer_id: str, product: str,
-                    summary: str) -> BugReport:
+def open_bug_report(ctx: convoy.ToolContext, customer_id: Id, product: Id,
+                    summary: Text) -> BugReport:
     """File a bug report for engineering about a product."""
     return current_crm().open_bug_report(customer_id, product, summary, key=ctx.idempotency_key)
 

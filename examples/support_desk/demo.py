@@ -7,6 +7,12 @@ Starts from a fresh CRM and a fresh session store (both under ``.convoy/`` by de
 runs the tickets with ``Engine.run_many`` and scores the results against the ground truth
 in ``tickets.jsonl``. With no ``--model`` every agent uses the bundled simulator, so it needs
 no API key; ``--model openai:gpt-4o-mini`` runs the same desk on a real model.
+
+A local server (``make llama-server``, then ``OPENAI_BASE_URL=http://127.0.0.1:8765/v1
+OPENAI_API_KEY=local ... --model openai:smollm2``) answers one request at a time: for an
+``openai:`` model on a loopback ``OPENAI_BASE_URL`` the demo runs one session at a time
+and gives each call up to :data:`LOCAL_CALL_TIMEOUT` seconds, since sessions queued behind
+a single slot would only time out.
 """
 
 from __future__ import annotations
@@ -34,6 +40,10 @@ from examples.support_desk.sim_script import LARGE_SIM, MINI_SIM, PRICES
 from examples.support_desk.workflow import handle_ticket
 
 DEFAULT_DB = Path(".convoy/support_desk.db")
+DEFAULT_CONCURRENCY = 32
+LOCAL_CALL_TIMEOUT = 300.0
+"""Seconds per model call on a local server: a 135M model on two CPU cores reads a
+1,500-token prompt and writes a 400-token answer in well under a minute, but not always."""
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -51,7 +61,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    default=None,
                    help="how an openai: model is asked for JSON (default: json_object for a "
                         "local OPENAI_BASE_URL such as llama.cpp, else json_schema)")
-    p.add_argument("--concurrency", type=int, default=32, help="sessions at once (default 32)")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help=f"sessions at once (default {DEFAULT_CONCURRENCY}; 1 for an openai: "
+                        "model on a loopback OPENAI_BASE_URL: llama.cpp's server has one slot)")
     p.add_argument("--limit", type=int, default=None, help="run only the first N tickets")
     p.add_argument("--tickets", type=Path, default=report.TICKETS, help="tickets JSONL file")
     p.add_argument("--no-routing", action="store_true",
@@ -72,6 +84,22 @@ class CostControl:
                    ResponseCache(ttl=3600))
 
 
+def local_server(spec: str | None) -> bool:
+    """An ``openai:`` model served on this machine (``OPENAI_BASE_URL`` on loopback)."""
+    if not spec or not spec.startswith("openai:"):
+        return False
+    host = urlsplit(os.environ.get("OPENAI_BASE_URL", "")).hostname or ""
+    return host in ("localhost", "127.0.0.1", "::1")
+
+
+def concurrency(args: argparse.Namespace) -> int:
+    """``--concurrency``, else one session at a time on a local server (llama_cpp.server
+    serves one request at a time and has no endpoint to ask), else 32."""
+    if args.concurrency is not None:
+        return int(args.concurrency)
+    return 1 if local_server(args.model) else DEFAULT_CONCURRENCY
+
+
 def build_model(spec: str, structured_output: str | None) -> convoy.Model:
     """The model for ``--model``. For ``openai:`` it also picks how JSON is requested:
     llama.cpp's server rejects OpenAI's ``json_schema`` response format, so a loopback
@@ -82,11 +110,10 @@ def build_model(spec: str, structured_output: str | None) -> convoy.Model:
     # OpenAIModel is not exported and the "openai:" string cannot set structured_output.
     from convoy.models._openai import OpenAIModel
 
-    host = urlsplit(os.environ.get("OPENAI_BASE_URL", "")).hostname or ""
-    local = host in ("localhost", "127.0.0.1", "::1")
+    local = local_server(spec)
     mode = structured_output or ("json_object" if local else "json_schema")
     return OpenAIModel(model=name, structured_output=mode,  # type: ignore[arg-type]
-                       timeout=300.0 if local else 60.0)
+                       timeout=LOCAL_CALL_TIMEOUT if local else 60.0)
 
 
 def reset_store(path: Path) -> None:
@@ -108,10 +135,12 @@ async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
     if control is not None:
         models |= {MINI_SIM.name: MINI_SIM, LARGE_SIM.name: LARGE_SIM}
         interceptors = protections(router=control.router, cache=control.cache)
+    elif local_server(args.model):
+        interceptors = protections(call_timeout=LOCAL_CALL_TIMEOUT)
     else:
         interceptors = protections()
     engine = convoy.Engine(args.db, models=models, model=args.model, interceptors=interceptors,
-                           concurrency=args.concurrency, prices=convoy.PriceTable(PRICES))
+                           concurrency=concurrency(args), prices=convoy.PriceTable(PRICES))
     statuses: Counter[str] = Counter()
     columns = (TextColumn("[bold]tickets"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[status]}"), TimeElapsedColumn())
@@ -139,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     console = Console()
     model = args.model or "sim:support (bundled simulator)"
-    console.print(f"[bold]Support desk[/bold]: model {model}, concurrency {args.concurrency}, "
+    console.print(f"[bold]Support desk[/bold]: model {model}, concurrency {concurrency(args)}, "
                   f"store {args.db}")
     try:
         kpis = asyncio.run(run(args, console))

@@ -13,7 +13,7 @@ from typing import Any
 from rich.table import Table
 
 import convoy
-from examples.support_desk.agents import Resolution
+from examples.support_desk.agents import GAVE_UP_REPLY, Resolution
 
 TICKETS = Path(__file__).with_name("tickets.jsonl")
 
@@ -84,6 +84,7 @@ class Kpis:
     completed: int = 0
     resolved: int = 0
     escalated: int = 0
+    gave_up: int = 0  # escalated because the agents' answers stayed invalid
     failed: Counter[str] = field(default_factory=Counter)
     failure_examples: dict[str, str] = field(default_factory=dict)  # reason -> first message
     category_correct: int = 0
@@ -139,6 +140,7 @@ def score(results: Sequence[convoy.SessionResult[Resolution]],
         k.completed += 1
         k.resolved += out.resolved
         k.escalated += out.escalated
+        k.gave_up += out.escalated and out.reply == GAVE_UP_REPLY
         k.category_correct += out.category == truth["category"]
         hit = out.action == truth["expected_action"]
         k.action_correct += hit
@@ -163,6 +165,7 @@ def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
         ("completed", str(k.completed)),
         ("resolved", f"{k.resolved} ({_pct(k.resolved / k.sessions if k.sessions else math.nan)})"),
         ("escalated to a human", str(k.escalated)),
+        ("  the agents gave up", str(k.gave_up)),
         ("failed", str(sum(k.failed.values()))),
         *((f"  {reason}", str(n)) for reason, n in sorted(k.failed.items())),
         ("category accuracy", _pct(k.category_accuracy)),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import convoy
 from examples.support_desk.agents import (
+    GAVE_UP_REPLY,
     WORKERS,
     CaseFile,
     Resolution,
@@ -21,7 +22,14 @@ from examples.support_desk.agents import (
 async def handle_ticket(ctx: convoy.Context, ticket: Ticket) -> Resolution:
     """Triage ``ticket``, let the supervisor resolve it with the worker desks."""
     tri = await ctx.run(triage, ticket)
-    resolution = await convoy.supervisor(ctx, supervisor, WORKERS,
-                                         CaseFile(ticket=ticket, triage=tri))
+    try:
+        resolution = await convoy.supervisor(ctx, supervisor, WORKERS,
+                                             CaseFile(ticket=ticket, triage=tri))
+    except (convoy.OutputValidationError, convoy.HandoffError):
+        # The desk gave up: invalid answers or tool calls past the agents' repair budgets
+        # (a capable model rarely gets here, a 135M one often does). A human takes the
+        # ticket; model and tool failures (timeouts, outages) still fail the session.
+        return Resolution(ticket_id=ticket.id, category=tri.category, action="escalate",
+                          resolved=False, escalated=True, reply=GAVE_UP_REPLY)
     # The ticket id is ours, not the model's to get wrong.
     return resolution.model_copy(update={"ticket_id": ticket.id})

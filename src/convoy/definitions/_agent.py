@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
@@ -18,6 +18,19 @@ InT = TypeVar("InT")
 OutT = TypeVar("OutT")
 
 HANDOFF_PREFIX = "transfer_to_"
+
+AgentRef: TypeAlias = "Agent[Any, Any] | str"
+"""An agent, or its name, resolved when a session runs (see :class:`Agent`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AgentLinks:
+    """An agent's tools, workers and handoff targets with every name resolved: what the
+    agent loop offers the model and dispatches its calls on."""
+
+    tool_specs: list[ToolSpec]
+    workers_by_name: dict[str, Agent[Any, Any]]
+    handoffs_by_tool: dict[str, Agent[Any, Any]]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -34,9 +47,10 @@ class Agent(Generic[InT, OutT]):
             override; there is no implicit simulator.
         tools: tools the agent may call.
         handoffs: agents it may hand the session over to (one way: the target's output
-            becomes this run's output).
+            becomes this run's output), as agents or by name.
         workers: agents it may delegate to as tools; control returns to this agent with the
             worker's typed output. Independent delegations in one turn run in parallel.
+            As agents or by name.
         output_retries: re-prompts with the validation errors before the step fails.
         handoff_retries: recoverable handoff / tool-call mistakes fed back to the model
             before the run fails.
@@ -45,6 +59,20 @@ class Agent(Generic[InT, OutT]):
             model call of this agent.
         criticality: ``"low"``, ``"normal"`` or ``"high"``; a model router sends critical
             steps to a stronger model and the rest to a cheaper one.
+
+    **Naming agents by string.** Agents are frozen, so two agents that hand off to each
+    other cannot both hold the other: name one of them instead, and the name is resolved
+    when a session runs the agent, among the agents of that session::
+
+        billing = Agent(name="billing", handoffs=["triage"], ...)
+        triage = Agent(name="triage", handoffs=[billing], ...)
+
+    A session knows the agents given to its workflow (``@workflow(agents=[...])``), every
+    agent its code runs, and every agent those hold as objects in their ``handoffs`` and
+    ``workers``, transitively; the first one known under a name is the one it resolves to.
+    An agent's own name always resolves to itself. A name that resolves to nothing fails
+    the session with a :class:`~convoy.UserError` naming it. Resolution is cached, and the
+    handoff and worker tools still carry the target's input schema.
     """
 
     name: str
@@ -53,8 +81,8 @@ class Agent(Generic[InT, OutT]):
     output_type: type[OutT] | type[str] = str
     model: str | Model | None = None
     tools: Sequence[Tool] = ()
-    handoffs: Sequence[Agent[Any, Any]] = ()
-    workers: Sequence[Agent[Any, Any]] = ()
+    handoffs: Sequence[AgentRef] = ()
+    workers: Sequence[AgentRef] = ()
     output_retries: int = 2
     handoff_retries: int = 2
     max_turns: int = 12
@@ -63,14 +91,16 @@ class Agent(Generic[InT, OutT]):
 
     # Derived once, at definition time, so the hot path never rebuilds schemas.
     output_schema: dict[str, Any] | None = field(init=False, repr=False)
-    tool_specs: list[ToolSpec] = field(init=False, repr=False)
     tools_by_name: dict[str, Tool] = field(init=False, repr=False)
-    workers_by_name: dict[str, Agent[Any, Any]] = field(init=False, repr=False)
-    handoffs_by_tool: dict[str, Agent[Any, Any]] = field(init=False, repr=False)
     _out_adapter: TypeAdapter[Any] | None = field(init=False, repr=False)
+    # Every worker and handoff given as an agent: the links, built once. Else the last
+    # resolution: (the targets it used, the links).
+    _links: AgentLinks | None = field(init=False, repr=False)
+    _resolved: tuple[tuple[Agent[Any, Any], ...], AgentLinks] | None = field(
+        init=False, repr=False)
 
     def __post_init__(self) -> None:
-        if not self.name or not self.name.replace("_", "").replace("-", "").isalnum():
+        if not _valid_name(self.name):
             raise UserError(f"agent name {self.name!r} must be non-empty letters, digits, "
                             "'_' or '-'")
         for n, v in (("output_retries", self.output_retries),
@@ -87,29 +117,112 @@ class Agent(Generic[InT, OutT]):
         elif self._out_adapter is not None:
             schema = self._out_adapter.json_schema()
         s(self, "output_schema", schema)
-        specs: list[ToolSpec] = []
         by_name: dict[str, Tool] = {}
         for t in self.tools:
             _unique(self, by_name, t.name)
             by_name[t.name] = t
-            specs.append(t.spec)
-        workers: dict[str, Agent[Any, Any]] = {}
-        for w in self.workers:
-            _unique(self, {**by_name, **workers}, w.name)
-            workers[w.name] = w
+        seen: dict[str, Any] = dict(by_name)
+        for kind, refs in (("workers", self.workers), ("handoffs", self.handoffs)):
+            for ref in refs:
+                name = ref_name(ref)
+                if isinstance(ref, str) and not _valid_name(ref):
+                    raise UserError(f"agent {self.name!r}: {kind} entry {ref!r} is not an agent "
+                                    "name (letters, digits, '_' or '-'), nor an Agent")
+                _unique(self, seen, HANDOFF_PREFIX + name if kind == "handoffs" else name)
+                seen[HANDOFF_PREFIX + name if kind == "handoffs" else name] = ref
+        s(self, "tools_by_name", by_name)
+        s(self, "_resolved", None)
+        static = not any(isinstance(r, str) for r in (*self.workers, *self.handoffs))
+        s(self, "_links", self._build_links(list(self.workers), list(self.handoffs))  # type: ignore[arg-type]
+          if static else None)
+
+    # -- links to other agents -----------------------------------------------------------
+
+    def links(self, agents: Mapping[str, Agent[Any, Any]] | None = None) -> AgentLinks:
+        """This agent's tool specs, workers and handoff targets, names resolved in
+        ``agents`` (the agents a session knows, by name).
+
+        Raises:
+            UserError: a worker or handoff name that ``agents`` does not know.
+        """
+        if self._links is not None:
+            return self._links
+        known = agents if agents is not None else {}
+        workers = [self._resolve(r, known, "workers") for r in self.workers]
+        handoffs = [self._resolve(r, known, "handoffs") for r in self.handoffs]
+        targets = (*workers, *handoffs)
+        last = self._resolved
+        if last is not None and all(a is b for a, b in zip(last[0], targets, strict=True)):
+            return last[1]
+        links = self._build_links(workers, handoffs)
+        object.__setattr__(self, "_resolved", (targets, links))
+        return links
+
+    def _resolve(self, ref: AgentRef, known: Mapping[str, Agent[Any, Any]],
+                 kind: str) -> Agent[Any, Any]:
+        if not isinstance(ref, str):
+            return ref
+        if ref == self.name:
+            return self
+        found = known.get(ref)
+        if found is None:
+            raise UserError(
+                f"agent {self.name!r} names {ref!r} in its {kind}, but no agent named {ref!r} "
+                f"is known to this session (known: {', '.join(sorted(known)) or 'none'}); "
+                f"pass the agent itself in some agent's handoffs or workers, or give it to "
+                f"the workflow: @convoy.workflow(agents=[{ref}])")
+        return found
+
+    def _build_links(self, workers: list[Agent[Any, Any]],
+                     handoffs: list[Agent[Any, Any]]) -> AgentLinks:
+        specs = [t.spec for t in self.tools]
+        by_worker: dict[str, Agent[Any, Any]] = {}
+        for w in workers:
+            by_worker[w.name] = w
             specs.append(ToolSpec(name=w.name, description=f"Delegate to the {w.name} agent; "
                                   "its result comes back to you.", parameters=w.input_schema))
-        handoffs: dict[str, Agent[Any, Any]] = {}
-        for h in self.handoffs:
-            tname = HANDOFF_PREFIX + h.name
-            _unique(self, {**by_name, **workers, **handoffs}, tname)
-            handoffs[tname] = h
-            specs.append(ToolSpec(name=tname, description=f"Hand the conversation over to "
-                                  f"the {h.name} agent.", parameters=h.input_schema))
-        s(self, "tool_specs", specs)
-        s(self, "tools_by_name", by_name)
-        s(self, "workers_by_name", workers)
-        s(self, "handoffs_by_tool", handoffs)
+        by_tool: dict[str, Agent[Any, Any]] = {}
+        for h in handoffs:
+            by_tool[HANDOFF_PREFIX + h.name] = h
+            specs.append(ToolSpec(name=HANDOFF_PREFIX + h.name, description=f"Hand the "
+                                  f"conversation over to the {h.name} agent.",
+                                  parameters=h.input_schema))
+        return AgentLinks(tool_specs=specs, workers_by_name=by_worker, handoffs_by_tool=by_tool)
+
+    def _known_links(self) -> AgentLinks:
+        if self._links is not None:
+            return self._links
+        if self._resolved is not None:
+            return self._resolved[1]
+        raise UserError(f"agent {self.name!r} names agents by string; they are resolved when "
+                        "a session runs it (Agent.links(agents) resolves them by hand)")
+
+    @property
+    def tool_specs(self) -> list[ToolSpec]:
+        """The tools the model is offered: tools, then workers, then handoffs."""
+        return self._known_links().tool_specs
+
+    @property
+    def workers_by_name(self) -> dict[str, Agent[Any, Any]]:
+        """The agents this one may delegate to, by the tool name the model calls."""
+        return self._known_links().workers_by_name
+
+    @property
+    def handoffs_by_tool(self) -> dict[str, Agent[Any, Any]]:
+        """The agents this one may hand off to, by handoff tool name (``transfer_to_X``)."""
+        return self._known_links().handoffs_by_tool
+
+    def reachable(self) -> list[Agent[Any, Any]]:
+        """This agent and every agent it holds as an object, transitively (not names)."""
+        out: dict[int, Agent[Any, Any]] = {}
+        todo: list[Agent[Any, Any]] = [self]
+        while todo:
+            a = todo.pop()
+            if id(a) in out:
+                continue
+            out[id(a)] = a
+            todo.extend(r for r in (*a.workers, *a.handoffs) if not isinstance(r, str))
+        return list(out.values())
 
     # -- contracts -----------------------------------------------------------------------
 
@@ -171,6 +284,15 @@ class Agent(Generic[InT, OutT]):
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"
+
+
+def ref_name(ref: AgentRef) -> str:
+    """The name of an agent, or of an agent named by string."""
+    return ref if isinstance(ref, str) else ref.name
+
+
+def _valid_name(name: str) -> bool:
+    return bool(name) and name.replace("_", "").replace("-", "").isalnum()
 
 
 def _unique(agent: Agent[Any, Any], seen: dict[str, Any], name: str) -> None:

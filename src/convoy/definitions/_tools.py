@@ -156,7 +156,8 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
     tool_name = name or f.__name__
     if not tool_name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
-    hints = get_type_hints(f, localns=localns)
+    # include_extras: Annotated[str, Field(max_length=...)] constraints reach the schema
+    hints = get_type_hints(f, localns=localns, include_extras=True)
     params = list(inspect.signature(f).parameters.values())
     first = hints.get(params[0].name) if params else None
     takes_ctx = first is ToolContext or get_origin(first) is ToolContext

@@ -5,13 +5,14 @@ from __future__ import annotations
 import importlib
 import inspect
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints, overload
 
 from pydantic import TypeAdapter
 
 from convoy._errors import UserError
+from convoy.definitions._agent import Agent
 from convoy.runtime._context import Context
 
 InT = TypeVar("InT")
@@ -29,6 +30,8 @@ class Workflow(Generic[InT, OutT]):
     output_type: Any
     input_adapter: TypeAdapter[Any]
     output_adapter: TypeAdapter[Any]
+    #: Agents that names in handoffs and workers resolve to (see :class:`~convoy.Agent`).
+    agents: tuple[Agent[Any, Any], ...] = ()
 
     def __call__(self, ctx: Context, value: InT) -> Awaitable[OutT]:
         return self.fn(ctx, value)
@@ -40,11 +43,13 @@ class Workflow(Generic[InT, OutT]):
 @overload
 def workflow(fn: Callable[[Context, InT], Awaitable[OutT]], /) -> Workflow[InT, OutT]: ...
 @overload
-def workflow(*, name: str | None = None, version: str = "1") -> Callable[
+def workflow(*, name: str | None = None, version: str = "1",
+             agents: Sequence[Agent[Any, Any]] = ()) -> Callable[
     [Callable[[Context, InT], Awaitable[OutT]]], Workflow[InT, OutT]]: ...
 
 
-def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") -> Any:
+def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
+             agents: Sequence[Agent[Any, Any]] = ()) -> Any:
     """Declare a workflow: ``async def f(ctx: Context, input: In) -> Out``.
 
     The input and output types come from the annotations and are validated at the edges.
@@ -54,7 +59,8 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") 
     (``Engine(workflows=...)``) or that were decorated in a module it has imported
     (``convoy resume --import myapp.flows``); a ``"module:function"`` name is imported.
     Bump ``version`` when you change the steps a workflow takes; sessions remember the
-    version they started with.
+    version they started with. ``agents`` are agents that handoffs and workers named by
+    string may resolve to, besides those the workflow runs (see :class:`~convoy.Agent`).
     """
 
     # Annotations of a workflow defined inside a function (with postponed evaluation) name
@@ -74,7 +80,7 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1") 
         wf: Workflow[Any, Any] = Workflow(
             fn=f, name=name or f"{f.__module__}:{f.__qualname__}", version=str(version),
             input_type=in_t, output_type=out_t, input_adapter=TypeAdapter(in_t),
-            output_adapter=TypeAdapter(out_t))
+            output_adapter=TypeAdapter(out_t), agents=tuple(agents))
         _REGISTRY[wf.name] = wf
         return wf
 

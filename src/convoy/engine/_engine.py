@@ -618,7 +618,8 @@ class Engine:
         state = SessionState(rt, sid, tenant, wf.name, executor=executor, version=wf.version,
                              active_s=row.active_s if row is not None else 0.0,
                              created=row.created if row is not None else None,
-                             replay_only=replay_only, resumed=bool(journal), headers=headers)
+                             replay_only=replay_only, resumed=bool(journal), headers=headers,
+                             agents=wf.agents)
         t0 = time.perf_counter()
 
         async def proceed(si: SessionInput) -> SessionEnd:

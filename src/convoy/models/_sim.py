@@ -1,21 +1,6 @@
 """The simulator model: seeded, scripted, with latency, token usage and injectable faults.
 
-Use it to test and load-test your own agents without a provider. Every random choice is
-drawn from a generator seeded with ``(seed, session, step key, attempt)``, so the same seed
-gives the same behaviour however many sessions run concurrently and in whatever order.
-
-A script maps an agent name (or ``"*"``) to its replies. A reply is one of::
-
-    {"output": {...}}                                  # final structured output (JSON)
-    {"text": "..."}                                    # final free text
-    {"tool_calls": [{"name": "lookup", "arguments": {...}}]}
-    {"handoff": "billing", "payload": {...}}           # = a transfer_to_billing call
-    {"delegate": "billing", "payload": {...}}          # call a worker agent
-
-A list of replies is indexed by the agent's turn (the number of assistant messages already
-in its conversation); the last one repeats. A Python function ``(ModelRequest) -> reply``
-(a dict as above, a Pydantic model, a plain string or a :class:`ModelResponse`) scripts
-anything else. Agents without a script get a minimal answer that satisfies their schema.
+The script format is documented on :class:`SimModel`, the public name.
 """
 
 from __future__ import annotations
@@ -83,16 +68,75 @@ class Faults(FaultRates):
 
 
 class SimModel(Model):
-    """A seeded simulator. See the module docstring for the script format.
+    """A seeded, scripted model: test and load-test your agents without a provider.
+
+    Every random choice (latency, faults) is drawn from a generator seeded with ``(seed,
+    session, step key, attempt, agent)``, so the same seed gives the same behaviour however
+    many sessions run concurrently and in whatever order.
+
+    **The script.** ``script`` is one of:
+
+    * a mapping of agent name to that agent's script, with ``"*"`` for every other agent::
+
+          SimModel({
+              "triage": lambda req: {"output": {"category": "billing"}},
+              "billing": [{"tool_calls": [{"name": "lookup", "arguments": {"id": 7}}]},
+                          {"output": {"answer": "refunded"}}],
+              "*": {"text": "ok"},
+          })
+
+    * a function of the :class:`~convoy.ModelRequest` (``req.agent``, ``req.messages``,
+      ``req.tools``, ``req.output_schema``...) that returns an answer, for every agent;
+    * a path to a scenario file (below); or ``None``.
+
+    An agent's script is an answer, a function of the request returning an answer, or a
+    list of these: one per turn, where the turn is the number of assistant messages
+    already in the agent's conversation (tool results and repair prompts start a new
+    turn), and the last one repeats. An agent without a script gets a minimal answer
+    that satisfies its output schema (or the text ``"[agent] ok"``).
+
+    **An answer** is a dict with one of these keys, a Pydantic model (its JSON is the
+    answer), a plain string (a text answer) or a :class:`~convoy.ModelResponse`::
+
+        {"output": {...}}                                  # final structured output
+        {"text": "..."}                                    # final free text
+        {"tool_calls": [{"name": "lookup", "arguments": {...}}, ...]}
+        {"handoff": "billing", "payload": {...}}           # = a transfer_to_billing call
+        {"delegate": "billing", "payload": {...}}          # call the worker agent billing
+        {"error": "rate_limit"}                            # a fault, as in Faults below
+        {"error": {"message": "bad key", "status_code": 401, "retryable": False,
+                   "retry_after": None}}                   # a ModelError
+
+    ``tool_calls`` run in one turn (workers in parallel). An ``error`` string names a
+    fault kind of :data:`~convoy.chaos.MODEL_FAULTS`: ``timeout``, ``rate_limit`` and
+    ``server_error`` raise a retryable :class:`~convoy.ModelError`, the others answer
+    badly (``malformed``, ``schema_invalid``, ``undeclared_tool``, ...). An ``error``
+    mapping raises a :class:`~convoy.ModelError`, retryable by default for status 429
+    and 5xx.
+
+    **Scenario files** (``SimModel("scenario.yaml")`` or the model ``"sim:scenario.yaml"``)
+    are YAML or JSON with the keys ``seed``, ``latency`` (seconds, or ``{kind: uniform,
+    low: 0.1, high: 0.5}`` / ``{kind: lognormal, value: 0.3, sigma: 0.5}``), ``usage``
+    (``[input_tokens, output_tokens]`` per call), ``faults`` (rates, as in
+    :class:`Faults`) and ``agents`` (the mapping above, without functions)::
+
+        seed: 7
+        latency: {kind: uniform, low: 0.05, high: 0.2}
+        faults: {server_error: 0.05, rate_limit: 0.02}
+        agents:
+          triage: {output: {category: billing}}
+          billing:
+            - tool_calls: [{name: lookup, arguments: {id: 7}}]
+            - output: {answer: refunded}
+          "*": {text: ok}
 
     Args:
-        script: a function, a mapping of agent name to replies, or a JSON/YAML scenario
-            file (with optional ``seed``, ``latency``, ``usage``, ``faults`` and ``agents``).
+        script: the script, as above.
         seed: seeds every random choice.
         latency: seconds per call, or a :class:`Latency` distribution.
         usage: fixed ``(input_tokens, output_tokens)`` per call; default estimates ~4
             characters per token.
-        faults: what to inject, see :class:`Faults`.
+        faults: what to inject at random, see :class:`Faults`.
         name: the ``"sim:..."`` name used for pricing and metrics.
     """
 
@@ -148,7 +192,9 @@ class SimModel(Model):
             await asyncio.sleep(delay)
         resp = await self._fault(request, kind) if kind is not None else None
         if resp is None:
-            resp = to_response(self._reply(request), request)
+            reply = self._reply(request)
+            resp = await self._error(request, reply["error"]) if (
+                isinstance(reply, Mapping) and "error" in reply) else to_response(reply, request)
         resp.model = self.name
         if self.usage is not None:
             resp.usage = Usage(*self.usage)
@@ -157,15 +203,8 @@ class SimModel(Model):
         return resp
 
     def _reply(self, req: ModelRequest) -> Reply:
-        if self._fn is not None:
-            try:
-                return self._fn(req)
-            except ConvoyError:
-                raise
-            except Exception as e:
-                raise UserError(f"the sim script of {self.name!r} raised {type(e).__name__} for "
-                                f"agent {req.agent!r} at step {req.step_key}: {e}") from e
-        entry = self._table.get(req.agent, self._table.get("*"))
+        entry: Any = self._fn if self._fn is not None else \
+            self._table.get(req.agent, self._table.get("*"))
         if entry is None:
             return {"output": example_for(req.output_schema)} if req.output_schema else \
                 {"text": f"[{req.agent}] ok"}
@@ -173,8 +212,33 @@ class SimModel(Model):
             if not entry:
                 raise UserError(f"sim script for agent {req.agent!r} is an empty list")
             turn = sum(1 for m in req.messages if m.role == "assistant")
-            return entry[min(turn, len(entry) - 1)]  # type: ignore[no-any-return]
+            entry = entry[min(turn, len(entry) - 1)]
+        if callable(entry):
+            try:
+                entry = entry(req)
+            except ConvoyError:
+                raise
+            except Exception as e:
+                raise UserError(f"the sim script of {self.name!r} raised {type(e).__name__} for "
+                                f"agent {req.agent!r} at step {req.step_key}: {e}") from e
         return entry  # type: ignore[no-any-return]
+
+    async def _error(self, req: ModelRequest, spec: Any) -> ModelResponse:
+        """The answer ``{"error": spec}``: a fault kind, or a :class:`ModelError`."""
+        if isinstance(spec, str):
+            if spec not in MODEL_FAULTS:
+                raise UserError(f"sim error {spec!r} for agent {req.agent!r} is not a model "
+                                f"fault; use one of {', '.join(MODEL_FAULTS)}, or a mapping "
+                                "with message, status_code, retryable and retry_after")
+            return await self._fault(req, spec)
+        if not isinstance(spec, Mapping):
+            raise UserError(f"sim error for agent {req.agent!r} must be a fault name or a "
+                            f"mapping, got {spec!r}")
+        status = spec.get("status_code")
+        retryable = spec.get("retryable", status is not None and (status == 429 or status >= 500))
+        raise ModelError(f"{self.name}: {spec.get('message', 'simulated model error')}",
+                         retryable=bool(retryable), status_code=status,
+                         retry_after=spec.get("retry_after"))
 
     def _draw(self, req: ModelRequest, rng: random.Random) -> tuple[str | None, bool]:
         """The model fault (or ``None``) and whether the call is slow."""
@@ -235,7 +299,7 @@ def to_response(reply: Reply, req: ModelRequest) -> ModelResponse:
                                                       _args(reply.get("payload", {})))],
                                  finish_reason="tool_calls")
     raise UserError(f"sim reply for agent {req.agent!r} must have one of output, text, "
-                    f"tool_calls, handoff or delegate; got keys {sorted(reply)}")
+                    f"tool_calls, handoff, delegate or error; got keys {sorted(reply)}")
 
 
 def _args(a: Any) -> str:

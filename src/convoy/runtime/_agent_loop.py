@@ -22,7 +22,13 @@ from convoy._errors import (
     ToolError,
     UserError,
 )
-from convoy.definitions._agent import HANDOFF_PREFIX, Agent, render_input
+from convoy.definitions._agent import (
+    HANDOFF_PREFIX,
+    Agent,
+    AgentLinks,
+    ref_name,
+    render_input,
+)
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
@@ -67,6 +73,7 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     """
     s = ctx.session
     s.check_depth(agent.name, ctx.depth)
+    s.know(agent)
     try:
         value = agent.coerce_input(value)
     except ValidationError as e:
@@ -90,6 +97,7 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
     """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload))``."""
     s = ctx.session
+    links = agent.links(s.agents)  # names fail here, before the agent's first model call
     invalid_outputs = 0
     mistakes = 0
     for _turn in range(agent.max_turns):
@@ -109,7 +117,7 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
             return True, out
         messages.append(Message(role="assistant", content=resp.text,
                                 tool_calls=list(resp.tool_calls)))
-        outcome, errors = await _dispatch(ctx, agent, resp.tool_calls, messages)
+        outcome, errors = await _dispatch(ctx, agent, links, resp.tool_calls, messages)
         if outcome is not None:
             return False, outcome
         if errors:
@@ -132,8 +140,9 @@ def _tool_error(call: ToolCall, text: str) -> Message:
     return Message(role="tool", tool_call_id=call.id, content=json.dumps({"error": text}))
 
 
-async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
-                    messages: list[Message]) -> tuple[tuple[Agent[Any, Any], Any] | None, int]:
+async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
+                    calls: list[ToolCall], messages: list[Message],
+                    ) -> tuple[tuple[Agent[Any, Any], Any] | None, int]:
     """Run one turn's tool calls. Returns (handoff, number of recoverable mistakes)."""
     replies: list[Message | None] = [None] * len(calls)
     errors = 0
@@ -157,8 +166,8 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
                 continue
             replies[i] = Message(role="tool", tool_call_id=call.id,
                                  content=tool.dump_result(result))
-        elif name in agent.workers_by_name:
-            worker = agent.workers_by_name[name]
+        elif name in links.workers_by_name:
+            worker = links.workers_by_name[name]
             try:
                 payload = worker.coerce_input(_loads(call.arguments))
             except (ValidationError, ValueError) as e:
@@ -167,8 +176,8 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
                 errors += 1
                 continue
             workers.append((i, worker, payload))
-        elif name in agent.handoffs_by_tool:
-            target = agent.handoffs_by_tool[name]
+        elif name in links.handoffs_by_tool:
+            target = links.handoffs_by_tool[name]
             if handoff is not None or len(calls) > 1:
                 replies[i] = _tool_error(call, "a handoff must be the only call of its turn")
                 errors += 1
@@ -183,7 +192,7 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], calls: list[ToolCall],
                 continue
             handoff = (i, target, payload)
         else:
-            replies[i] = _tool_error(call, _unknown(agent, name))
+            replies[i] = _tool_error(call, _unknown(agent, links, name))
             errors += 1
     if workers:
         scopes = [ctx.child() for _ in workers]
@@ -210,12 +219,12 @@ def _reason(e: Exception) -> str:
     return readable_validation_error(e) if isinstance(e, ValidationError) else str(e)
 
 
-def _unknown(agent: Agent[Any, Any], name: str) -> str:
+def _unknown(agent: Agent[Any, Any], links: AgentLinks, name: str) -> str:
     if name.startswith(HANDOFF_PREFIX):
-        valid = [h.name for h in agent.handoffs] or ["(none: this agent cannot hand off)"]
+        valid = [ref_name(h) for h in agent.handoffs] or ["(none: this agent cannot hand off)"]
         return (f"{name[len(HANDOFF_PREFIX):]!r} is not a declared handoff target of "
                 f"{agent.name!r}; valid targets: {', '.join(valid)}")
-    valid = [t.name for t in agent.tool_specs] or ["(none)"]
+    valid = [t.name for t in links.tool_specs] or ["(none)"]
     return f"unknown tool {name!r}; available tools: {', '.join(valid)}"
 
 
@@ -235,7 +244,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     model = rt.model_for(agent)
 
     async def execute() -> ModelResponse:
-        req = ModelRequest(messages=list(messages), tools=agent.tool_specs,
+        req = ModelRequest(messages=list(messages), tools=agent.links(s.agents).tool_specs,
                            output_schema=agent.output_schema,
                            output_name=getattr(agent.output_type, "__name__", None),
                            settings=agent.model_settings, agent=agent.name, session_id=s.id,

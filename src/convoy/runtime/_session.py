@@ -12,12 +12,14 @@ age). Replay applies no deadline.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import LimitExceeded, LoopDetected
 from convoy.models._messages import Usage
 
 if TYPE_CHECKING:
+    from convoy.definitions._agent import Agent
     from convoy.durability._executor import StepExecutor
     from convoy.engine._runtime import Runtime
 
@@ -28,7 +30,7 @@ class SessionState:
     """What one session needs while it runs. Shared by every :class:`Context` scope of it."""
 
     __slots__ = (
-        "__weakref__", "_pingpong", "_seen", "cost", "deadline", "executor", "handoffs",
+        "__weakref__", "_pingpong", "_seen", "agents", "cost", "deadline", "executor", "handoffs",
         "headers", "id", "resumed", "runtime", "spend_by_agent", "steps", "tenant", "usage",
         "version", "workflow",
     )
@@ -36,7 +38,8 @@ class SessionState:
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
                  executor: StepExecutor, version: str = "1", active_s: float = 0.0,
                  created: float | None = None, replay_only: bool = False,
-                 resumed: bool = False, headers: dict[str, str] | None = None) -> None:
+                 resumed: bool = False, headers: dict[str, str] | None = None,
+                 agents: Sequence[Agent[Any, Any]] = ()) -> None:
         self.runtime = runtime
         self.id = session_id
         self.tenant = tenant
@@ -56,6 +59,18 @@ class SessionState:
             active_s=active_s, created=created, now=runtime.clock())
         self._seen: set[tuple[str, int]] | None = None
         self._pingpong: deque[str] | None = None
+        #: The agents this session knows, by name: what names in handoffs and workers
+        #: resolve to (see :class:`~convoy.Agent`).
+        self.agents: dict[str, Agent[Any, Any]] = {}
+        for agent in agents:
+            self.know(agent)
+
+    def know(self, agent: Agent[Any, Any]) -> None:
+        """Learn ``agent`` and every agent it holds; the first agent under a name stays."""
+        if self.agents.get(agent.name) is agent:
+            return  # known already, and with it everything it holds
+        for a in agent.reachable():
+            self.agents.setdefault(a.name, a)
 
     @property
     def replaying(self) -> bool:
