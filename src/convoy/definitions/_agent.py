@@ -189,6 +189,11 @@ class Agent(Generic[InT, OutT]):
                                   parameters=h.input_schema))
         return AgentLinks(tool_specs=specs, workers_by_name=by_worker, handoffs_by_tool=by_tool)
 
+    @property
+    def static_links(self) -> AgentLinks | None:
+        """The links of an agent that names no agent by string (``None`` otherwise)."""
+        return self._links
+
     def _known_links(self) -> AgentLinks:
         if self._links is not None:
             return self._links

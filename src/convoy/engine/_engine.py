@@ -622,20 +622,20 @@ class Engine:
                              agents=wf.agents)
         t0 = time.perf_counter()
 
-        async def proceed(si: SessionInput) -> SessionEnd:
-            state.headers = si.headers
-            if owner is not None and si.headers != headers:
-                try:
-                    await self.store.update_headers(sid, owner, si.headers)
-                except StoreError as e:
-                    return SessionEnd(status="interrupted", error=error_to_record(e))
-                except LeaseLost as e:
-                    return SessionEnd(status="interrupted", error=_interrupt_record(e))
-            return await self._body(wf, state, executor, value)
-
         if rt.session_chain.call is _run_session:  # no session hooks: skip building inputs
             end = await self._body(wf, state, executor, value)
         else:
+            async def proceed(si: SessionInput) -> SessionEnd:
+                state.headers = si.headers
+                if owner is not None and si.headers != headers:
+                    try:
+                        await self.store.update_headers(sid, owner, si.headers)
+                    except StoreError as e:
+                        return SessionEnd(status="interrupted", error=error_to_record(e))
+                    except LeaseLost as e:
+                        return SessionEnd(status="interrupted", error=_interrupt_record(e))
+                return await self._body(wf, state, executor, value)
+
             info = SessionInfo(session_id=sid, tenant=tenant, workflow=wf.name,
                                version=wf.version, resumed=bool(journal), replay=replay_only)
             end = await rt.session_chain.call(SessionInput(

@@ -61,6 +61,9 @@ def fingerprint(text: str) -> str:
 def _messages_fingerprint(messages: list[Message]) -> str:
     # Assistant turns and tool results come from journaled steps, which replay as recorded;
     # the texts (instructions, input, repair prompts, tool outputs) are what can change.
+    if len(messages) == 2:  # the first turn of an agent: instructions and input
+        return format(zlib.crc32(f"{messages[0].content}\x1f{messages[1].content}".encode()),
+                      "08x")
     return fingerprint("\x1f".join([m.content or "" for m in messages]))
 
 
@@ -97,7 +100,8 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
     """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload))``."""
     s = ctx.session
-    links = agent.links(s.agents)  # names fail here, before the agent's first model call
+    # Names fail here, before the agent's first model call.
+    links = agent.static_links or agent.links(s.agents)
     invalid_outputs = 0
     mistakes = 0
     for _turn in range(agent.max_turns):
@@ -244,7 +248,8 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     model = rt.model_for(agent)
 
     async def execute() -> ModelResponse:
-        req = ModelRequest(messages=list(messages), tools=agent.links(s.agents).tool_specs,
+        links = agent.static_links or agent.links(s.agents)
+        req = ModelRequest(messages=list(messages), tools=links.tool_specs,
                            output_schema=agent.output_schema,
                            output_name=getattr(agent.output_type, "__name__", None),
                            settings=agent.model_settings, agent=agent.name, session_id=s.id,

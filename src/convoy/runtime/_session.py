@@ -30,7 +30,8 @@ class SessionState:
     """What one session needs while it runs. Shared by every :class:`Context` scope of it."""
 
     __slots__ = (
-        "__weakref__", "_pingpong", "_seen", "agents", "cost", "deadline", "executor", "handoffs",
+        "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
+        "deadline", "executor", "handoffs",
         "headers", "id", "resumed", "runtime", "spend_by_agent", "steps", "tenant", "usage",
         "version", "workflow",
     )
@@ -59,18 +60,32 @@ class SessionState:
             active_s=active_s, created=created, now=runtime.clock())
         self._seen: set[tuple[str, int]] | None = None
         self._pingpong: deque[str] | None = None
-        #: The agents this session knows, by name: what names in handoffs and workers
-        #: resolve to (see :class:`~convoy.Agent`).
-        self.agents: dict[str, Agent[Any, Any]] = {}
-        for agent in agents:
-            self.know(agent)
+        # Agents the session ran (and was given), in order; the name map is built from them
+        # only when a handoff or worker named by string needs it.
+        self._roots: list[Agent[Any, Any]] = list(agents)
+        self._agents: dict[str, Agent[Any, Any]] | None = None
 
     def know(self, agent: Agent[Any, Any]) -> None:
         """Learn ``agent`` and every agent it holds; the first agent under a name stays."""
-        if self.agents.get(agent.name) is agent:
-            return  # known already, and with it everything it holds
-        for a in agent.reachable():
-            self.agents.setdefault(a.name, a)
+        roots = self._roots
+        if roots and roots[-1] is agent:
+            return
+        roots.append(agent)
+        if self._agents is not None:
+            for a in agent.reachable():
+                self._agents.setdefault(a.name, a)
+
+    @property
+    def agents(self) -> dict[str, Agent[Any, Any]]:
+        """The agents this session knows, by name: what names in handoffs and workers
+        resolve to (see :class:`~convoy.Agent`)."""
+        if self._agents is None:
+            known: dict[str, Agent[Any, Any]] = {}
+            for root in self._roots:
+                for a in root.reachable():
+                    known.setdefault(a.name, a)
+            self._agents = known
+        return self._agents
 
     @property
     def replaying(self) -> bool:

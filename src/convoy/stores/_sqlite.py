@@ -170,6 +170,7 @@ class _Op:
     fenced: str | None = None  # session id, for the error message
     guard: tuple[str, str] | None = None
     on_commit: Callable[[int], None] | None = None  # row count of the first statement
+    quiet: bool = False  # nobody need await it: its error is its batch's, seen there
 
 
 class SQLiteStore:
@@ -332,8 +333,7 @@ class SQLiteStore:
             loop = self._loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         op.fut = fut
-        if not wait:  # nobody may await it: its error (if any) is its batch's, seen there
-            fut.add_done_callback(_retrieved)
+        op.quiet = not wait
         self._pending.append(op)
         if wait and not self._scheduled and not self._tick_busy and self._executor is None:
             # The first write of a loop iteration commits at once, in the caller.
@@ -378,16 +378,17 @@ class SQLiteStore:
                                  *stmts[1:]]
                         check = True
                 sql, params = stmts[0]
-                n = execute(sql, params).rowcount
+                cur = execute(sql, params)
                 if op.on_commit is not None:
-                    op.on_commit(n)
-                if check and n == 0:
+                    op.on_commit(cur.rowcount)
+                if check and cur.rowcount == 0:
                     if refused is None:
                         refused = [False] * len(batch)
                     refused[i] = True
                     continue
-                for sql, params in stmts[1:]:
-                    execute(sql, params)
+                if len(stmts) > 1:
+                    for sql, params in stmts[1:]:
+                        execute(sql, params)
             if not single:
                 execute("COMMIT")
         except BaseException:
@@ -428,6 +429,8 @@ class SQLiteStore:
                 continue
             if error is not None:
                 fut.set_exception(error)
+                if op.quiet:
+                    fut.exception()  # retrieved: a dropped future logs nothing
             elif refused is not None and refused[i]:
                 sid = op.fenced or (op.guard[0] if op.guard else "?")
                 fut.set_exception(LeaseLost(
@@ -749,9 +752,13 @@ class SQLiteStore:
                consume_signal: int | None = None) -> asyncio.Future[None]:
         now = self.clock()
         # Write order: strictly increasing here, close to time order across processes.
-        seq = self._seq = max(self._seq + 1, int(now * 1e6))
-        params = _append_params(session_id, record, now, seq)
-        stmts = [(_APPEND, params)]
+        seq = self._seq + 1
+        t = int(now * 1e6)
+        self._seq = seq = t if t > seq else seq
+        r = record
+        params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
+                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+        stmts: list[tuple[str, tuple[Any, ...]]] = [(_APPEND, params)]
         if consume_signal is not None:
             stmts.append((_CONSUME, (consume_signal, session_id)))
         return self._submit(_Op(stmts, None, guard=None if owner is None else (session_id, owner)))
@@ -823,11 +830,6 @@ class SQLiteStore:
             "journal WHERE session_id=? AND kind='model' AND status='completed' GROUP BY 1",
             (session_id,))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
-
-
-def _retrieved(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
