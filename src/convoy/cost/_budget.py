@@ -173,31 +173,31 @@ class Budgets(Interceptor):
         """The session's own ledgers (``session:ID`` and ``agent:ID:NAME``)."""
         return self._per_session.get(session, {})
 
-    def _own(self, session: SessionState, key: str, budget: Budget,
-             agent: str | None = None) -> BudgetLedger:
+    async def _own(self, session: SessionState, key: str, budget: Budget,
+                   agent: str | None = None) -> BudgetLedger:
         mine = self._per_session.get(session)
         if mine is None:
             mine = self._per_session[session] = {}
         led = mine.get(key)
         if led is None:
             led = mine[key] = BudgetLedger(key, budget)
-            # Resumed: what the session's journaled (replayed) model steps already spent.
-            if agent is None:
-                led.tokens, led.usd = session.usage.total_tokens, session.cost
-            else:
-                spent = session.spend_by_agent.get(agent)
-                if spent is not None:
-                    led.tokens, led.usd = int(spent[0]), float(spent[1])
+            if session.resumed:  # what the session's journaled model steps already spent
+                spent = await session.runtime.store.session_spend(session.id)
+                if agent is None:
+                    led.tokens = sum(t for t, _ in spent.values())
+                    led.usd = sum(u for _, u in spent.values())
+                elif agent in spent:
+                    led.tokens, led.usd = spent[agent]
         return led
 
     async def _applicable(self, input: ModelCallInput) -> list[BudgetLedger]:
         s = input.session
         out = []
         if self.session is not None:
-            out.append(self._own(s, f"session:{s.id}", self.session))
+            out.append(await self._own(s, f"session:{s.id}", self.session))
         ab = self.agents.get(input.agent.name)
         if ab is not None:
-            out.append(self._own(s, f"agent:{s.id}:{input.agent.name}", ab, input.agent.name))
+            out.append(await self._own(s, f"agent:{s.id}:{input.agent.name}", ab, input.agent.name))
         td = self.tenant_daily
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)

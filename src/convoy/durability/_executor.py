@@ -217,10 +217,14 @@ class JournaledExecutor:
                 raise
             await self._fail(key, kind, target, input_hash, agent, e)
             raise
-        record = StepRecord(key=key, kind=kind, target=target, status="completed",
-                            result=encode(value), input_hash=input_hash, agent=agent)
-        if spend is not None:
-            record.input_tokens, record.output_tokens, record.cost = spend(value)
+        if spend is None:
+            record = StepRecord(key=key, kind=kind, target=target, status="completed",
+                                result=encode(value), input_hash=input_hash, agent=agent)
+        else:
+            tokens_in, tokens_out, cost = spend(value)
+            record = StepRecord(key=key, kind=kind, target=target, status="completed",
+                                result=encode(value), input_hash=input_hash, agent=agent,
+                                input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
         if self.owner is not None:
             try:
                 await self.store.append(self.session_id, self.owner, record)

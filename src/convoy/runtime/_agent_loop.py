@@ -260,7 +260,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     resp: ModelResponse = await s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
         input_hash=_messages_fingerprint(messages), agent=agent.name, spend=_response_spend)
-    s.add_spend(agent.name, resp.usage, resp.cost)
+    s.add_spend(resp.usage, resp.cost)
     return resp
 
 

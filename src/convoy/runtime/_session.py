@@ -32,7 +32,7 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "handoffs",
-        "headers", "id", "resumed", "runtime", "spend_by_agent", "steps", "tenant", "usage",
+        "headers", "id", "resumed", "runtime", "steps", "tenant", "usage",
         "version", "workflow",
     )
 
@@ -53,9 +53,6 @@ class SessionState:
         self.handoffs = 0
         self.usage = Usage()
         self.cost = 0.0
-        #: tokens and USD of this session's model steps so far (replayed ones included), by
-        #: agent: budgets restore their per-session ledgers from it after a resume.
-        self.spend_by_agent: dict[str, list[Any]] = {}
         self.deadline = None if replay_only else runtime.limits.deadline(
             active_s=active_s, created=created, now=runtime.clock())
         self._seen: set[tuple[str, int]] | None = None
@@ -92,15 +89,10 @@ class SessionState:
         """Steps are still being served from the journal."""
         return bool(getattr(self.executor, "replaying", False))
 
-    def add_spend(self, agent: str, usage: Usage, cost: float) -> None:
+    def add_spend(self, usage: Usage, cost: float) -> None:
+        """Count a model step's tokens and cost (replayed steps included)."""
         self.usage.add(usage)
         self.cost += cost
-        mine = self.spend_by_agent.get(agent)
-        if mine is None:
-            self.spend_by_agent[agent] = [usage.total_tokens, cost]
-        else:
-            mine[0] += usage.total_tokens
-            mine[1] += cost
 
     # -- limits and loops ----------------------------------------------------------------
 

@@ -358,9 +358,21 @@ class SQLiteStore:
         ``sqlite3.Error`` with nothing written."""
         conn = self.conn
         execute = conn.execute
+        if len(batch) == 1:
+            op = batch[0]
+            if op.guard is None and op.fenced is None and op.on_commit is None and \
+                    len(op.statements) == 1:  # the common case: one plain statement
+                sql, params = op.statements[0]
+                execute(sql, params)
+                self.commits += 1
+                self.records += 1
+                if self.commits % 128 == 0:
+                    self._after_commit(conn)
+                return None
         refused: list[bool] | None = None
         single = len(batch) == 1 and len(batch[0].statements) == 1
         safe = -1.0
+        leases = self._leases
         if not single:
             execute("BEGIN IMMEDIATE")
         try:
@@ -371,7 +383,7 @@ class SQLiteStore:
                 if guard is not None:
                     if safe < 0:
                         safe = self.clock() + self.lease_margin
-                    held = self._leases.get(guard[0])
+                    held = leases.get(guard[0])
                     if held is None or held[0] != guard[1] or held[1] <= safe:
                         # The lease may be gone: the fenced form lands only for the owner.
                         stmts = [(_APPEND_FENCED, (*stmts[0][1], guard[0], guard[1])),
