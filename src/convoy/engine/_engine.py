@@ -591,6 +591,8 @@ class Engine:
     async def _admit(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                      row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
                      new: NewSession | None = None) -> SessionResult[OutT]:
+        """Run a claimed session within the concurrency limit. (Its steps are inlined
+        rather than delegated: every frame here lives as long as the session runs.)"""
         slots = self._slots
         if slots is None:
             slots = self._slots = asyncio.Semaphore(self.concurrency)
@@ -599,54 +601,75 @@ class Engine:
             if task is not None:
                 self._running[sid] = task
             try:
-                res, _ = await self._execute(wf, sid, tenant, value, row, journal, new=new)
+                state, executor = self._prepare(wf, sid, tenant, row, journal, False, new)
+                t0 = time.perf_counter()
+                end = await self._session(wf, state, executor, value, journal, new)
+                return await self._result(state, end, new, t0, self.owner)
             finally:
                 self._running.pop(sid, None)
-            return res
 
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                        row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
-                       replay_only: bool = False, new: NewSession | None = None,
+                       replay_only: bool = False,
                        ) -> tuple[SessionResult[OutT], JournaledExecutor]:
-        rt = self.runtime
+        """Run a session outside the concurrency limit (replay)."""
+        state, executor = self._prepare(wf, sid, tenant, row, journal, replay_only, None)
+        t0 = time.perf_counter()
+        end = await self._session(wf, state, executor, value, journal, None)
+        return await self._result(state, end, None, t0, executor.owner), executor
+
+    def _prepare(self, wf: Workflow[Any, Any], sid: str, tenant: str, row: SessionRow | None,
+                 journal: dict[str, StepRecord] | None, replay_only: bool,
+                 new: NewSession | None) -> tuple[SessionState, JournaledExecutor]:
         owner = None if replay_only else self.owner
         executor = JournaledExecutor(self.store, sid, owner, journal=journal,
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
         headers = row.header_map if row is not None else \
-            dict(new.headers) if new is not None else {}
-        state = SessionState(rt, sid, tenant, wf.name, executor=executor, version=wf.version,
+            dict(new.headers) if new is not None and new.headers else {}
+        state = SessionState(self.runtime, sid, tenant, wf.name, executor=executor,
+                             version=wf.version,
                              active_s=row.active_s if row is not None else 0.0,
                              created=row.created if row is not None else None,
                              replay_only=replay_only, resumed=bool(journal), headers=headers,
                              agents=wf.agents)
-        t0 = time.perf_counter()
+        return state, executor
 
-        if rt.session_chain.call is _run_session:  # no session hooks: skip building inputs
-            end = await self._body(wf, state, executor, value)
-        else:
-            async def proceed(si: SessionInput) -> SessionEnd:
-                state.headers = si.headers
-                if owner is not None and si.headers != headers:
-                    try:
-                        await self.store.update_headers(sid, owner, si.headers)
-                    except StoreError as e:
-                        return SessionEnd(status="interrupted", error=error_to_record(e))
-                    except LeaseLost as e:
-                        return SessionEnd(status="interrupted", error=_interrupt_record(e))
-                return await self._body(wf, state, executor, value)
+    def _session(self, wf: Workflow[Any, Any], state: SessionState,
+                 executor: JournaledExecutor, value: Any,
+                 journal: dict[str, StepRecord] | None, new: NewSession | None,
+                 ) -> Awaitable[SessionEnd]:
+        """The run: the workflow itself, or through the session hooks if any."""
+        rt = self.runtime
+        if rt.session_chain.call is _run_session:  # no session hooks: no inputs to build
+            return self._body(wf, state, executor, value)
+        owner = executor.owner
+        headers = dict(state.headers)
 
-            info = SessionInfo(session_id=sid, tenant=tenant, workflow=wf.name,
-                               version=wf.version, resumed=bool(journal), replay=replay_only)
-            end = await rt.session_chain.call(SessionInput(
-                info=info, input=value, headers=dict(headers), proceed=proceed))
-        status = await self._settle(sid, owner, state, end, new)
-        res: SessionResult[OutT] = SessionResult(
-            id=sid, status=cast(ResultStatus, status),
-            output=end.output if status == "completed" else None, error=end.error,
-            steps=state.steps, usage=state.usage, cost=state.cost,
-            duration_s=time.perf_counter() - t0)
-        return res, executor
+        async def proceed(si: SessionInput) -> SessionEnd:
+            state.headers = si.headers
+            if owner is not None and si.headers != headers:
+                try:
+                    await self.store.update_headers(state.id, owner, si.headers)
+                except StoreError as e:
+                    return SessionEnd(status="interrupted", error=error_to_record(e))
+                except LeaseLost as e:
+                    return SessionEnd(status="interrupted", error=_interrupt_record(e))
+            return await self._body(wf, state, executor, value)
+
+        info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
+                           version=wf.version, resumed=bool(journal),
+                           replay=executor.replay_only)
+        return rt.session_chain.call(SessionInput(info=info, input=value,
+                                                  headers=dict(headers), proceed=proceed))
+
+    async def _result(self, state: SessionState, end: SessionEnd, new: NewSession | None,
+                      t0: float, owner: str | None) -> SessionResult[Any]:
+        status = await self._settle(state.id, owner, state, end, new)
+        return SessionResult(id=state.id, status=cast(ResultStatus, status),
+                             output=end.output if status == "completed" else None,
+                             error=end.error, steps=state.steps, usage=state.usage,
+                             cost=state.cost, duration_s=time.perf_counter() - t0)
 
     async def _body(self, wf: Workflow[Any, Any], state: SessionState,
                     executor: JournaledExecutor, value: Any) -> SessionEnd:

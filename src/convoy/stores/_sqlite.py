@@ -23,7 +23,6 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -156,21 +155,29 @@ _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(st
               "seg_mark=?, wake_at=NULL, wait_name=NULL")
 
 
-@dataclass(slots=True)
 class _Op:
-    """One write of a batch: statements run in the batch's transaction; ``fenced`` ops
-    check their first statement's row count (zero: the session is owned by another).
+    """One write of a batch: ``sql`` with ``params`` (and ``more`` statements after it) run
+    in the batch's transaction. ``fenced`` ops check the first statement's row count (zero:
+    the session is owned by another).
 
     ``guard`` (session id, owner) marks a journal append: while the writer's lease is known
     to hold, the plain statement runs; past it, the fenced form, which lands only if the
     writer still owns the session."""
 
-    statements: list[tuple[str, tuple[Any, ...]]]
-    fut: asyncio.Future[None] | None
-    fenced: str | None = None  # session id, for the error message
-    guard: tuple[str, str] | None = None
-    on_commit: Callable[[int], None] | None = None  # row count of the first statement
-    quiet: bool = False  # nobody need await it: its error is its batch's, seen there
+    __slots__ = ("fenced", "fut", "guard", "more", "on_commit", "params", "quiet", "sql")
+
+    def __init__(self, sql: str, params: tuple[Any, ...], *,
+                 more: list[tuple[str, tuple[Any, ...]]] | None = None,
+                 fenced: str | None = None, guard: tuple[str, str] | None = None,
+                 on_commit: Callable[[int], None] | None = None) -> None:
+        self.sql = sql
+        self.params = params
+        self.more = more
+        self.fenced = fenced  # session id, for the error message
+        self.guard = guard
+        self.on_commit = on_commit  # gets the row count of the first statement
+        self.fut: asyncio.Future[None] | None = None
+        self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
 class SQLiteStore:
@@ -358,26 +365,15 @@ class SQLiteStore:
         ``sqlite3.Error`` with nothing written."""
         conn = self.conn
         execute = conn.execute
-        if len(batch) == 1:
-            op = batch[0]
-            if op.guard is None and op.fenced is None and op.on_commit is None and \
-                    len(op.statements) == 1:  # the common case: one plain statement
-                sql, params = op.statements[0]
-                execute(sql, params)
-                self.commits += 1
-                self.records += 1
-                if self.commits % 128 == 0:
-                    self._after_commit(conn)
-                return None
         refused: list[bool] | None = None
-        single = len(batch) == 1 and len(batch[0].statements) == 1
+        single = len(batch) == 1 and batch[0].more is None
         safe = -1.0
         leases = self._leases
         if not single:
             execute("BEGIN IMMEDIATE")
         try:
             for i, op in enumerate(batch):
-                stmts = op.statements
+                sql, params = op.sql, op.params
                 check = op.fenced is not None
                 guard = op.guard
                 if guard is not None:
@@ -386,20 +382,21 @@ class SQLiteStore:
                     held = leases.get(guard[0])
                     if held is None or held[0] != guard[1] or held[1] <= safe:
                         # The lease may be gone: the fenced form lands only for the owner.
-                        stmts = [(_APPEND_FENCED, (*stmts[0][1], guard[0], guard[1])),
-                                 *stmts[1:]]
+                        sql, params = _APPEND_FENCED, (*params, guard[0], guard[1])
                         check = True
-                sql, params = stmts[0]
-                cur = execute(sql, params)
-                if op.on_commit is not None:
-                    op.on_commit(cur.rowcount)
-                if check and cur.rowcount == 0:
-                    if refused is None:
-                        refused = [False] * len(batch)
-                    refused[i] = True
-                    continue
-                if len(stmts) > 1:
-                    for sql, params in stmts[1:]:
+                if check or op.on_commit is not None:
+                    n = execute(sql, params).rowcount
+                    if op.on_commit is not None:
+                        op.on_commit(n)
+                    if check and n == 0:
+                        if refused is None:
+                            refused = [False] * len(batch)
+                        refused[i] = True
+                        continue
+                else:
+                    execute(sql, params)
+                if op.more is not None:
+                    for sql, params in op.more:
                         execute(sql, params)
             if not single:
                 execute("COMMIT")
@@ -417,8 +414,8 @@ class SQLiteStore:
         """A batch that did not commit created no session: forget leases its creations
         recorded (they are recorded as the row is written, inside the transaction)."""
         for op in batch:
-            if op.on_commit is not None and op.statements[0][0] is _INSERT_SESSION:
-                self._leases.pop(op.statements[0][1][0], None)
+            if op.on_commit is not None and op.sql is _INSERT_SESSION:
+                self._leases.pop(op.params[0], None)
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         """Rewind the WAL once it passes the limit. Under commits that never pause, the
@@ -567,9 +564,9 @@ class SQLiteStore:
             def on_commit(n: int, sid: str = session.id, until: float = now + lease_s) -> None:
                 if n:
                     self._leases[sid] = (owner, until)
-        return self._submit(_Op([(_INSERT_SESSION,
-                                  self._session_params(session, owner, lease_s, now))],
-                                None, on_commit=on_commit), wait=False)
+        return self._submit(_Op(_INSERT_SESSION,
+                                self._session_params(session, owner, lease_s, now),
+                                on_commit=on_commit), wait=False)
 
     async def create_sessions(self, sessions: Sequence[NewSession], *,
                               owner: str | None = None, lease_s: float = 0.0) -> int:
@@ -682,10 +679,10 @@ class SQLiteStore:
         self._leases.pop(session_id, None)
         error = json.dumps(outcome.error) if outcome.error else None
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
-        return self._submit(_Op([(_FINISH, (
+        return self._submit(_Op(_FINISH, (
             outcome.status, outcome.output, error, now, outcome.steps, outcome.input_tokens,
-            outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner))],
-            None, fenced=session_id))
+            outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner),
+            fenced=session_id))
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None) -> bool:
@@ -709,8 +706,8 @@ class SQLiteStore:
 
     def update_headers(self, session_id: str, owner: str,
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
-        return self._submit(_Op([("UPDATE sessions SET headers=? WHERE id=? AND owner=?",
-                                  (json.dumps(dict(headers)), session_id, owner))], None,
+        return self._submit(_Op("UPDATE sessions SET headers=? WHERE id=? AND owner=?",
+                                (json.dumps(dict(headers)), session_id, owner),
                                 fenced=session_id))
 
     async def set_version(self, session_id: str, version: str) -> None:
@@ -770,10 +767,9 @@ class SQLiteStore:
         r = record
         params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
                   r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
-        stmts: list[tuple[str, tuple[Any, ...]]] = [(_APPEND, params)]
-        if consume_signal is not None:
-            stmts.append((_CONSUME, (consume_signal, session_id)))
-        return self._submit(_Op(stmts, None, guard=None if owner is None else (session_id, owner)))
+        more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
+        return self._submit(_Op(_APPEND, params, more=more,
+                                guard=None if owner is None else (session_id, owner)))
 
     async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?",
@@ -824,7 +820,7 @@ class SQLiteStore:
         else:
             stmt = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) ON CONFLICT(namespace,"
                     "key) DO UPDATE SET value=excluded.value", (namespace, key, value))
-        return self._submit(_Op([stmt], None))
+        return self._submit(_Op(*stmt))
 
     # -- spend --------------------------------------------------------------------------------
 
