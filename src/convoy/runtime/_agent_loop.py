@@ -259,7 +259,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
 
     resp: ModelResponse = await s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
-        input_hash=_messages_fingerprint(messages), agent=agent.name, spend=_response_spend)
+        input_hash=_messages_fingerprint(messages), spend=_response_spend)  # agent: the target
     s.add_spend(resp.usage, resp.cost)
     return resp
 

@@ -47,8 +47,10 @@ class StepRecord:
     """One journal entry: the outcome (or start) of one step of one session.
 
     ``result`` is the encoded value of a completed step or the error record of a failed
-    one. ``input_hash`` fingerprints what the step was asked (a changed input on replay is
-    non-determinism). Tokens and cost are columns so spend is summed without parsing.
+    one. ``agent`` is the agent that took the step when it is not the ``target`` itself
+    (a model step's target is its agent). ``input_hash`` fingerprints what the step was
+    asked (a changed input on replay is non-determinism). Tokens and cost are columns so
+    spend is summed without parsing.
     """
 
     key: str
