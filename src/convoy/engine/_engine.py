@@ -15,8 +15,6 @@ signal arrives; :meth:`Engine.resume` runs whatever is due now.
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import time
 import uuid
 import warnings
@@ -42,6 +40,8 @@ from convoy.definitions._tools import readable_validation_error
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
+from convoy.engine._escalation import ESCALATION, answer_escalation
+from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.engine._results import (
     ReplayResult,
     ResultStatus,
@@ -71,19 +71,6 @@ from convoy.stores._sqlite import Durability, SQLiteStore
 
 OutT = TypeVar("OutT")
 
-#: The signal that answers an escalated session: ``{"action": "retry" | "complete" |
-#: "fail", "result": ..., "reason": "..."}``.
-ESCALATION = "convoy.escalation"
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Engine:
@@ -139,7 +126,7 @@ class Engine:
         self.lease_seconds = lease_seconds
         self.park_after = park_after
         self.on_nondeterminism: OnNonDeterminism = on_nondeterminism
-        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.owner = new_owner()
         self._workflows: dict[str, Workflow[Any, Any]] = {w.name: w for w in workflows}
         self._slots: asyncio.Semaphore | None = None
         self._wake: asyncio.Event | None = None
@@ -344,9 +331,7 @@ class Engine:
             await self._expire_if_dead(owner)
 
     async def _expire_if_dead(self, owner: str) -> None:
-        host, _, rest = owner.partition(":")
-        pid = rest.partition(":")[0]
-        if host == socket.gethostname() and pid.isdigit() and not _process_alive(int(pid)):
+        if owner_is_dead(owner):
             await self.store.expire_owner(owner)
 
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
@@ -440,41 +425,13 @@ class Engine:
         if row is None:
             raise UserError(f"no session {session_id!r} in {self.store.url}")
         if name == ESCALATION:
-            await self._answer_escalation(row, payload)
+            await answer_escalation(self.store, row, payload)
         elif not row.unfinished:
             raise UserError(f"session {session_id!r} is {row.status}: signals go to "
                             "unfinished sessions")
         else:
             await self.store.send_signal(session_id, name, to_json(payload).decode())
         self._wake_event().set()
-
-    async def _answer_escalation(self, row: SessionRow, decision: Any) -> None:
-        if row.status != "escalated":
-            raise UserError(f"session {row.id!r} is {row.status}, not escalated")
-        action = decision.get("action") if isinstance(decision, dict) else None
-        if action not in ("retry", "complete", "fail"):
-            raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
-                            f"| 'fail', ...}}, got {decision!r}")
-        key = (row.error_record or {}).get("key")
-        if action == "fail":
-            reason = decision.get("reason") or "a person ended the escalated session"
-            await self.store.finish(row.id, None, SessionOutcome(
-                status="failed", error={"type": "Escalated", "message": str(reason),
-                                        "escalation": row.error_record},
-                steps=row.steps, input_tokens=row.input_tokens,
-                output_tokens=row.output_tokens, cost=row.cost))
-        elif action == "retry":
-            await self.store.reopen(row.id, drop_step=key)
-        else:
-            journal = await self.store.load_journal(row.id)
-            rec = journal.get(key or "")
-            if rec is None:
-                raise UserError(f"session {row.id!r} escalated outside a step; answer it "
-                                "with 'retry' or 'fail'")
-            await self.store.reopen(row.id, journal=StepRecord(
-                key=rec.key, kind=rec.kind, target=rec.target, status="completed",
-                result=to_json(decision.get("result")).decode(), input_hash=rec.input_hash,
-                agent=rec.agent))
 
     async def cancel(self, session_id: str) -> None:
         """Cancel a session: one running here stops at once (``cancelled``); one that is

@@ -1,0 +1,182 @@
+"""The SQLite store's SQL: the schema, its migrations, statements and row converters.
+
+Kept apart from :mod:`convoy.stores._sqlite` (the group commit and the protocol methods) so
+each stays readable; nothing outside ``convoy.stores`` imports either.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from convoy._errors import StoreError
+from convoy.stores._protocol import SessionRow, StepRecord
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions(
+  id TEXT PRIMARY KEY,
+  workflow TEXT NOT NULL,
+  version TEXT NOT NULL,
+  tenant TEXT NOT NULL,
+  status TEXT NOT NULL,
+  input TEXT NOT NULL,
+  output TEXT,
+  error TEXT,
+  created REAL NOT NULL,
+  started REAL,
+  finished REAL,
+  steps INTEGER NOT NULL DEFAULT 0,
+  input_tokens INTEGER NOT NULL DEFAULT 0,
+  output_tokens INTEGER NOT NULL DEFAULT 0,
+  cost REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS sessions_status ON sessions(status);
+CREATE TABLE IF NOT EXISTS journal(
+  session_id TEXT NOT NULL,
+  key TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  target TEXT NOT NULL,
+  status TEXT NOT NULL,
+  result TEXT,
+  at REAL NOT NULL,
+  PRIMARY KEY(session_id, key)
+) WITHOUT ROWID;
+"""
+
+# Version 1 -> 2: leases, active time, waits, headers, lineage; journal columns for input
+# fingerprints and spend; signals; interceptor state.
+_MIGRATE_2 = """
+ALTER TABLE sessions ADD COLUMN owner TEXT;
+ALTER TABLE sessions ADD COLUMN lease_until REAL;
+ALTER TABLE sessions ADD COLUMN active_s REAL NOT NULL DEFAULT 0;
+ALTER TABLE sessions ADD COLUMN seg_mark REAL;
+ALTER TABLE sessions ADD COLUMN wake_at REAL;
+ALTER TABLE sessions ADD COLUMN wait_name TEXT;
+ALTER TABLE sessions ADD COLUMN headers TEXT NOT NULL DEFAULT '{}';
+ALTER TABLE sessions ADD COLUMN parent TEXT;
+ALTER TABLE journal ADD COLUMN input_hash TEXT;
+ALTER TABLE journal ADD COLUMN agent TEXT;
+ALTER TABLE journal ADD COLUMN input_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN output_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN cost REAL NOT NULL DEFAULT 0;
+ALTER TABLE journal ADD COLUMN seq INTEGER NOT NULL DEFAULT 0;
+UPDATE journal SET
+  input_tokens = COALESCE(json_extract(result, '$.in'), 0),
+  output_tokens = COALESCE(json_extract(result, '$.out'), 0),
+  cost = COALESCE(json_extract(result, '$.cost'), 0),
+  agent = target
+  WHERE kind = 'model' AND status = 'completed';
+
+CREATE TABLE IF NOT EXISTS signals(
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  session_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  payload TEXT NOT NULL,
+  at REAL NOT NULL,
+  consumed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS signals_open ON signals(session_id, name, consumed, seq);
+CREATE TABLE IF NOT EXISTS kv(
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(namespace, key)
+) WITHOUT ROWID;
+"""
+
+_SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
+                 "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
+                 "wake_at,wait_name,headers,parent")
+_JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
+                "cost,at"
+
+_APPEND = (
+    "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
+    "input_tokens,output_tokens,cost,at,seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
+    " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+# Fenced: the row lands only while ``owner`` owns the session.
+_APPEND_FENCED = (
+    "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
+    "input_tokens,output_tokens,cost,at,seq) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? "
+    "WHERE EXISTS (SELECT 1 FROM sessions WHERE id=? AND owner=?) "
+    "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
+    " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+_CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
+_INSERT_SESSION = (
+    "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"
+    "owner,lease_until,seg_mark,headers,parent) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+_ACCRUE = "active_s = active_s + MAX(0, ? - COALESCE(seg_mark, ?))"
+_FINISH = (
+    "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
+    "output_tokens=?, cost=?, headers=COALESCE(?, headers), owner=NULL, lease_until=NULL, "
+    f"wake_at=NULL, wait_name=NULL, seg_mark=NULL, {_ACCRUE} WHERE id=? AND owner IS ?")
+_RUNNABLE = (
+    "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
+    " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
+# claim_runnable: not the caller's own running sessions (it is running them).
+_RUNNABLE_OTHERS = (
+    "(status='pending' OR (status='running' AND (owner IS NULL OR (owner<>? AND "
+    "lease_until<?))) OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
+_CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(started, ?), "
+              "seg_mark=?, wake_at=NULL, wait_name=NULL")
+
+
+def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
+    return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
+            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+
+
+def _conditions(status: str | None, workflow: str | None, tenant: str | None
+                ) -> tuple[str, list[Any]]:
+    where, params = [], []
+    for col, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
+        if value is not None:
+            where.append(f"{col}=?")
+            params.append(value)
+    return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def _session(r: Sequence[Any]) -> SessionRow:
+    return SessionRow(id=r[0], workflow=r[1], version=r[2], tenant=r[3], status=r[4],
+                      input=r[5], output=r[6], error=r[7], created=r[8], started=r[9],
+                      finished=r[10], steps=r[11], input_tokens=r[12], output_tokens=r[13],
+                      cost=r[14], owner=r[15], lease_until=r[16], active_s=r[17] or 0.0,
+                      wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21])
+
+
+def _record(r: Sequence[Any]) -> StepRecord:
+    return StepRecord(key=r[0], kind=r[1], target=r[2], status=r[3], result=r[4],
+                      input_hash=r[5], agent=r[6], input_tokens=r[7], output_tokens=r[8],
+                      cost=r[9], at=r[10])
+
+
+def _is_busy(e: sqlite3.OperationalError) -> bool:
+    msg = str(e).lower()
+    return "locked" in msg or "busy" in msg
+
+
+def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
+    """One clear line for a SQLite failure: what happened to which file, and what to do."""
+    msg = str(e).lower()
+    where = str(path)
+    if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+        return StoreError(f"the store {where!r} stayed locked by another process; the "
+                          "session is left unfinished: resume it later", transient=True)
+    if "readonly" in msg or "read-only" in msg:
+        return StoreError(f"the store {where!r} is read-only; give this process write "
+                          "access to the file and its directory")
+    if "disk is full" in msg or "disk full" in msg:
+        return StoreError(f"the disk holding the store {where!r} is full; free space and "
+                          "resume", transient=True)
+    if "unable to open" in msg:
+        return StoreError(f"cannot open the store {where!r}: check that its directory "
+                          "exists and is writable")
+    if isinstance(e, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
+        return StoreError(f"{where!r} is not a usable Convoy store: {e}")
+    return StoreError(f"the store {where!r} failed to {what}: {e}")
