@@ -14,6 +14,7 @@ stays open until the client gives up); ``badjson`` answers 200 with a body that 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import threading
@@ -126,10 +127,8 @@ class FaultServer:
                 session = int(m.group(1)) if m else None
                 self.log.append(Logged(time.monotonic(), action.label, session))
                 if action.kind == "hang":  # never answer; wait for the client to give up
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(reader.read(), self.hang_cap)
-                    except TimeoutError:
-                        pass
                     return
                 if action.kind == "badjson":
                     self._send(writer, 200, '{"id": "chatcmpl-broken", "choices": [{"mess')

@@ -39,10 +39,10 @@ from pydantic import BaseModel
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _faultserver import BADJSON, HANG, OK, Action, FaultServer, error  # noqa: E402
+from _faultserver import BADJSON, HANG, OK, Action, FaultServer, error
 
-import convoy  # noqa: E402
-from convoy.resilience import (  # noqa: E402
+import convoy
+from convoy.resilience import (
     BreakerPolicy,
     Breakers,
     Fallback,
@@ -187,7 +187,7 @@ async def run_scenario(name: str, args: argparse.Namespace, seed: int) -> dict[s
 
     ok = sum(r.ok for r in results)
     errors = Counter(str((r.error or {}).get("type", r.status)) for r in results if not r.ok)
-    examples = {}
+    examples: dict[str, str] = {}
     for r in results:
         if not r.ok:
             t = str((r.error or {}).get("type", r.status))
@@ -268,11 +268,10 @@ def table(rows: list[dict[str, Any]]) -> str:
              f"{'fallback':>8}  failures"]
     for r in rows:
         a = r["primary_answers"]
-        mix = "/".join(str(a.get(k, 0)) for k in ("429",)) + "/" + str(
-            a.get("500", 0) + a.get("503", 0)) + "/" + str(a.get("hang", 0)) + "/" + str(
-            a.get("badjson", 0))
+        mix = (f"{a.get('429', 0)}/{a.get('500', 0) + a.get('503', 0)}/{a.get('hang', 0)}/"
+               f"{a.get('badjson', 0)}")
 
-        def g(key: str, fmt: str = "{}") -> str:
+        def g(key: str, fmt: str = "{}", r: dict[str, Any] = r) -> str:
             v = r.get(key)
             return "-" if v is None else fmt.format(v)
         lines.append(
