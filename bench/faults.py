@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import random
@@ -60,29 +61,46 @@ class Label(BaseModel):
 
 # -- scripts: what the server answers, decided per request ------------------------------
 
-def random_faults(rng: random.Random, rate: float = 0.10) -> Callable[[float], Action]:
+def _blocks(make: Callable[[], list[Action]]) -> Callable[[float], Action]:
+    """Answers from consecutive blocks of a schedule: every block has the exact fault share."""
+    queue: list[Action] = []
+
+    def script(now: float) -> Action:
+        if not queue:
+            queue.extend(reversed(make()))
+        return queue.pop()
+    return script
+
+
+def random_faults(rng: random.Random, block: int = 10) -> Callable[[float], Action]:
+    """10%: one request in every block of ten, at a random place, fails as a 500, a 503, a
+    hang or a 200 with a non-JSON body."""
     kinds = (error(500), error(503), HANG, BADJSON)
 
-    def script(now: float) -> Action:
-        return rng.choice(kinds) if rng.random() < rate else OK
-    return script
+    def make() -> list[Action]:
+        out = [OK] * block
+        out[rng.randrange(block)] = rng.choice(kinds)
+        return out
+    return _blocks(make)
 
 
-def bursty_429(rng: random.Random, share: float = 0.126, mean_burst: float = 8.0,
+def bursty_429(rng: random.Random, block: int = 254, faults: int = 32, bursts: int = 4,
                retry_after: float = 1.0) -> Callable[[float], Action]:
-    """Bursts of consecutive 429s (length uniform in [1, 2*mean-1]); a burst starts with the
-    probability that makes ``share`` of all requests 429s."""
-    start = share / (mean_burst * (1 - share))
-    left = [0]
-
-    def script(now: float) -> Action:
-        if left[0] == 0 and rng.random() < start:
-            left[0] = rng.randint(1, int(2 * mean_burst) - 1)
-        if left[0] > 0:
-            left[0] -= 1
-            return error(429, retry_after)
-        return OK
-    return script
+    """12.6%: every block of 254 requests has 32 answered 429 (``Retry-After: 1``), in 4
+    bursts of consecutive requests (random lengths, mean 8) at random places."""
+    def make() -> list[Action]:
+        cuts = [0, *sorted(rng.sample(range(1, faults), bursts - 1)), faults]
+        lengths = [b - a for a, b in itertools.pairwise(cuts)]
+        gaps = sorted(rng.sample(range(block - faults + 1), bursts))
+        out: list[Action] = []
+        for i in range(block - faults + 1):
+            if gaps and gaps[0] == i:
+                gaps.pop(0)
+                out.extend([error(429, retry_after)] * lengths.pop(0))
+            if i < block - faults:
+                out.append(OK)
+        return out
+    return _blocks(make)
 
 
 def outage(window: list[float]) -> Callable[[float], Action]:
@@ -141,7 +159,8 @@ async def run_scenario(name: str, args: argparse.Namespace, seed: int) -> dict[s
     if "fallback" in servers:
         # Another deployment under its own model name: with the same name, today's breakers
         # (keyed by model name) would be shared between the two (issue 8, item 10).
-        fallbacks = {AGENT: [f"openai:{args.model}-fallback?base_url="
+        fb_model = args.fallback_model or f"{args.model}-fallback"
+        fallbacks = {AGENT: [f"openai:{fb_model}?base_url="
                              f"{servers['fallback'].base_url()}"]}
     policy = BreakerPolicy(wait_in_open=args.wait_in_open)
     chain = protections(call_timeout=args.call_timeout, breaker=policy, fallbacks=fallbacks)
@@ -306,6 +325,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--scenarios", default=",".join(SCENARIOS),
                     help=f"comma-separated subset of {','.join(SCENARIOS)}")
     ap.add_argument("--model", default="gpt-4o-mini")
+    ap.add_argument("--fallback-model", default=None,
+                    help="the fallback deployment's model id (default: MODEL-fallback; the "
+                    "same id as --model makes today's breakers shared between the two)")
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes (for the test): 40 sessions, 1.5 s outage, 1 s open wait")
