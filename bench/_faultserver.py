@@ -87,9 +87,10 @@ class FaultServer:
             ready.set()
             loop.run_forever()
             self._server.close()
-            for task in asyncio.all_tasks(loop):
+            tasks = asyncio.all_tasks(loop)  # connections still open (keep-alive, hangs)
+            for task in tasks:
                 task.cancel()
-            loop.run_until_complete(asyncio.sleep(0))
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
 
         self._thread = threading.Thread(target=run, name="fault-server", daemon=True)
@@ -141,7 +142,8 @@ class FaultServer:
                     if session is not None:
                         self.served.add(session)
                 await writer.drain()
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError,
+                asyncio.CancelledError):  # CancelledError: the server is stopping
             return
         finally:
             writer.close()
