@@ -31,6 +31,7 @@ from convoy.models._messages import (
     ToolSpec,
 )
 from convoy.models._openai import OpenAIModel
+from convoy.resilience import classify, is_downstream_failure
 
 from .conftest import free_port
 
@@ -165,6 +166,15 @@ async def test_llama_not_found_is_not_retryable(llama_url: str) -> None:
 # --------------------------------------------------------------------------- stub server
 
 
+_INVALID_BODIES = {
+    "notjson": b"<html>upstream proxy hiccup</html>",
+    "truncated": b'{"id": "chatcmpl-1", "object": "chat.completion", "choi',
+    "empty": b"",
+    "wrongshape": b'[1, 2, 3]',
+    "badchoices": b'{"id": "x", "object": "chat.completion", "choices": 7}',
+}
+
+
 class _Stub:
     """Answers ``POST /<scenario>/chat/completions``; records request bodies."""
 
@@ -183,7 +193,7 @@ class _Stub:
                 status, headers, body = stub.answer(scenario)
                 if scenario == "slow":
                     time.sleep(1.5)
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
@@ -201,8 +211,10 @@ class _Stub:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
-    def answer(self, scenario: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def answer(self, scenario: str) -> tuple[int, dict[str, str], dict[str, Any] | bytes]:
         err = {"error": {"message": f"stub says {scenario}", "type": "stub", "code": None}}
+        if scenario in _INVALID_BODIES:  # HTTP 200 with a body that is not a completion
+            return 200, {}, _INVALID_BODIES[scenario]
         if scenario == "s429":
             return 429, {"Retry-After": "3"}, err
         if scenario == "s429date":
@@ -285,6 +297,18 @@ async def test_timeout_is_retryable(stub: _Stub) -> None:
     assert err.retryable is True
     assert err.status_code is None
     assert "timed out" in str(err)
+
+
+@pytest.mark.parametrize("scenario", sorted(_INVALID_BODIES))
+async def test_invalid_200_body_is_a_retryable_model_error(stub: _Stub, scenario: str) -> None:
+    # A 200 whose body is not a completion (a proxy's HTML page, a cut connection) is a
+    # failure of the call like a 5xx: typed, retryable, counted by breakers.
+    err = await _fail(stub.model(scenario))
+    assert type(err) is ModelError
+    assert err.retryable is True
+    assert classify(err) == "retryable" and is_downstream_failure(err)
+    assert "invalid response" in str(err) and "openai:stub-model" in str(err)
+    assert len(stub.bodies) == 1  # the SDK did not retry on its own
 
 
 async def test_request_and_response_mapping(stub: _Stub) -> None:
