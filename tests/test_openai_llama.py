@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -221,6 +222,12 @@ class _Stub:
             return 429, {"Retry-After": formatdate(time.time() + 30, usegmt=True)}, err
         if scenario.startswith("s") and scenario[1:].isdigit():
             return int(scenario[1:]), {}, err
+        if scenario == "text":
+            return 200, {}, {
+                "id": "chatcmpl-2", "object": "chat.completion", "created": 0, "model": "stub",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "role": "assistant", "content": "Sunny in Oslo."}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}
         completion = {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "stub",
             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
@@ -379,3 +386,30 @@ def test_api_key_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     OpenAIModel(model="m")
     with pytest.raises(UserError, match="structured_output"):
         OpenAIModel(model="m", structured_output="xml")  # type: ignore[arg-type]
+
+
+async def test_replay_of_an_openai_session_needs_no_credentials(
+        stub: _Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Replay takes every step from the journal: it must not build the model (whose
+    # constructor demands OPENAI_API_KEY for a remote endpoint), let alone call it.
+    import convoy
+
+    agent = convoy.Agent(name="weather", model="openai:stub-model")
+
+    @convoy.workflow(name="weather-replay")
+    async def wf(ctx: convoy.Context, city: str) -> str:
+        return str(await ctx.run(agent, city))
+
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{stub.port}/text/")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    async with convoy.Engine(tmp_path / "s.db") as engine:
+        res = await engine.run(wf, "Oslo")
+    assert res.status == "completed" and res.output == "Sunny in Oslo."
+    assert len(stub.bodies) == 1
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    async with convoy.Engine(tmp_path / "s.db") as engine:
+        rr = await engine.replay(res.id)
+    assert rr.matches and rr.status == "completed", rr
+    assert len(stub.bodies) == 1  # nothing was asked of the endpoint again
