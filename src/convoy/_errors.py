@@ -131,14 +131,20 @@ class NonDeterminismError(ConvoyError):
 
 
 class StepError(ConvoyError):
-    """A step failed. ``retryable`` says whether trying again may succeed."""
+    """A step failed. ``retryable`` says whether trying again may succeed.
+
+    Kinds that are ``terminal`` by nature (an open circuit, a policy denial, output still
+    invalid after the repair attempts) are never ``retryable``, whatever the caller says:
+    the attribute journaled with the error and ``convoy.resilience.classify`` agree.
+    """
 
     kind: ClassVar[str] = "step"
+    terminal: ClassVar[bool] = False
 
     def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not self.terminal
         self.status_code = status_code
         self.retry_after = retry_after
 
@@ -156,9 +162,14 @@ class ModelError(StepError):
 
 
 class OutputValidationError(StepError):
-    """Model output failed its contract after every repair attempt."""
+    """Model output failed its contract after every repair attempt.
+
+    Terminal: the agent loop already re-prompted the model ``output_retries`` times (that
+    is where malformed output is retried); running the step again would repeat them.
+    """
 
     kind = "validation"
+    terminal = True
 
 
 class ToolError(StepError):
@@ -183,12 +194,14 @@ class CircuitOpenError(StepError):
     """A circuit breaker is open: the call was rejected at once, downstream untouched."""
 
     kind = "circuit_open"
+    terminal = True
 
 
 class PolicyDenied(StepError):
     """A policy refused the step. Terminal: retrying cannot help."""
 
     kind = "policy"
+    terminal = True
 
 
 class WaitTimeout(StepError):

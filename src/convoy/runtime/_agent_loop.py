@@ -114,7 +114,7 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
                 if invalid_outputs > agent.output_retries:
                     raise OutputValidationError(
                         f"agent {agent.name!r} gave invalid output {invalid_outputs} times; "
-                        f"last error: {e}", retryable=True) from None
+                        f"last error: {e}") from None
                 messages.append(Message(role="assistant", content=resp.text))
                 messages.append(Message(role="user", content=_repair_prompt(agent, str(e))))
                 continue
@@ -245,9 +245,11 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     rt = s.runtime
     key = ctx.next_key()
     s.count_step(key)
-    model = rt.model_for(agent)
 
     async def execute() -> ModelResponse:
+        # Resolved only when the step runs: a step served from the journal (resume,
+        # ``convoy replay``) needs neither the model nor its credentials.
+        model = rt.model_for(agent)
         links = agent.static_links or agent.links(s.agents)
         req = ModelRequest(messages=list(messages), tools=links.tool_specs,
                            output_schema=agent.output_schema,
