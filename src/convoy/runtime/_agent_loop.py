@@ -22,13 +22,8 @@ from convoy._errors import (
     ToolError,
     UserError,
 )
-from convoy.definitions._agent import (
-    HANDOFF_PREFIX,
-    Agent,
-    AgentLinks,
-    ref_name,
-    render_input,
-)
+from convoy.definitions._agent import Agent, AgentLinks, render_input
+from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
@@ -151,53 +146,29 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
     replies: list[Message | None] = [None] * len(calls)
     errors = 0
     workers: list[tuple[int, Agent[Any, Any], Any]] = []
-    handoff: tuple[int, Agent[Any, Any], Any] | None = None
+    handoff: tuple[Agent[Any, Any], Any] | None = None
+    alone = len(calls) == 1
     for i, call in enumerate(calls):
-        name = call.name
-        if name in agent.tools_by_name:
-            tool = agent.tools_by_name[name]
+        try:
+            checked = check_call(agent, links, call, alone=alone)
+        except InvalidCall as e:
+            replies[i] = _tool_error(call, str(e))
+            errors += 1
+            continue
+        if checked.tool is not None:
+            tool = checked.tool
             try:
-                args = tool.validate_args(call.arguments)
-            except ValueError as e:
-                replies[i] = _tool_error(call, f"invalid arguments for tool {name!r}: {e}")
-                errors += 1
-                continue
-            try:
-                result = await tool_step(ctx, agent, tool, args)
+                result = await tool_step(ctx, agent, tool, checked.value)
             except ToolError as e:
                 replies[i] = _tool_error(call, str(e))
                 errors += 1
                 continue
             replies[i] = Message(role="tool", tool_call_id=call.id,
                                  content=tool.dump_result(result))
-        elif name in links.workers_by_name:
-            worker = links.workers_by_name[name]
-            try:
-                payload = worker.coerce_input(_loads(call.arguments))
-            except (ValidationError, ValueError) as e:
-                replies[i] = _tool_error(call, f"invalid input for worker {name!r}: "
-                                         f"{_reason(e)}")
-                errors += 1
-                continue
-            workers.append((i, worker, payload))
-        elif name in links.handoffs_by_tool:
-            target = links.handoffs_by_tool[name]
-            if handoff is not None or len(calls) > 1:
-                replies[i] = _tool_error(call, "a handoff must be the only call of its turn")
-                errors += 1
-                continue
-            try:
-                payload = target.coerce_input(_loads(call.arguments))
-            except (ValidationError, ValueError) as e:
-                replies[i] = _tool_error(call, f"invalid payload for handoff to {target.name!r}:"
-                                         f" {_reason(e)}; it must match "
-                                         f"{json.dumps(target.input_schema)}")
-                errors += 1
-                continue
-            handoff = (i, target, payload)
-        else:
-            replies[i] = _tool_error(call, _unknown(agent, links, name))
-            errors += 1
+        elif checked.agent is not None and checked.kind == "worker":
+            workers.append((i, checked.agent, checked.value))
+        elif checked.agent is not None:
+            handoff = (checked.agent, checked.value)
     if workers:
         scopes = [ctx.child() for _ in workers]
         results = await concurrently([_run_worker(sc, w, p)
@@ -205,31 +176,11 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
         for (i, w, _), out in zip(workers, results, strict=True):
             replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
     if handoff is not None:
-        _, target, payload = handoff
+        target, payload = handoff
         await handoff_step(ctx, agent, target, payload)
         return (target, payload), 0
     messages.extend(m for m in replies if m is not None)
     return None, errors
-
-
-def _loads(arguments: str) -> Any:
-    try:
-        return json.loads(arguments or "{}")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"arguments are not valid JSON ({e.msg} at char {e.pos})") from None
-
-
-def _reason(e: Exception) -> str:
-    return readable_validation_error(e) if isinstance(e, ValidationError) else str(e)
-
-
-def _unknown(agent: Agent[Any, Any], links: AgentLinks, name: str) -> str:
-    if name.startswith(HANDOFF_PREFIX):
-        valid = [ref_name(h) for h in agent.handoffs] or ["(none: this agent cannot hand off)"]
-        return (f"{name[len(HANDOFF_PREFIX):]!r} is not a declared handoff target of "
-                f"{agent.name!r}; valid targets: {', '.join(valid)}")
-    valid = [t.name for t in links.tool_specs] or ["(none)"]
-    return f"unknown tool {name!r}; available tools: {', '.join(valid)}"
 
 
 async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> Any:
