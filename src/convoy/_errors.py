@@ -173,9 +173,20 @@ class OutputValidationError(StepError):
 
 
 class ToolError(StepError):
-    """A tool raised, or returned a value that failed its declared result type."""
+    """A tool raised, or returned a value that failed its declared result type.
+
+    ``timeout`` is set when the call did not finish in time (a tool timeout, or the tool
+    raised ``TimeoutError``); such a failure is retryable.
+    """
 
     kind = "tool"
+    timeout: bool = False
+
+    def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable or timeout, status_code=status_code,
+                         retry_after=retry_after)
+        self.timeout = timeout
 
 
 class HandoffError(StepError):

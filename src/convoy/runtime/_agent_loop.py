@@ -3,11 +3,14 @@
 Every model call, tool call and handoff is a journaled step of the session, run through the
 interceptor chain of its kind. Mistakes a model can fix (invalid output, an unknown tool, an
 undeclared handoff target, invalid arguments or payload) go back to it as messages, within
-bounded budgets; past them the run fails with a typed error.
+bounded budgets; past them the run fails with a typed error. A tool that fails (raises,
+times out, or is refused by its open breaker) is reported to the model as that, within its
+own budget (``Agent.tool_failures``); past it the run fails with the tool's own error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -16,9 +19,11 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    CircuitOpenError,
     HandoffError,
     LimitExceeded,
     OutputValidationError,
+    StepError,
     ToolError,
     UserError,
 )
@@ -99,6 +104,7 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
     links = agent.static_links or agent.links(s.agents)
     invalid_outputs = 0
     mistakes = 0
+    failures = 0
     for _turn in range(agent.max_turns):
         resp = await model_step(ctx, agent, messages, repairs=invalid_outputs)
         if not resp.tool_calls:
@@ -116,15 +122,21 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
             return True, out
         messages.append(Message(role="assistant", content=resp.text,
                                 tool_calls=list(resp.tool_calls)))
-        outcome, errors = await _dispatch(ctx, agent, links, resp.tool_calls, messages)
-        if outcome is not None:
-            return False, outcome
-        if errors:
-            mistakes += errors
+        turn = await _dispatch(ctx, agent, links, resp.tool_calls, messages)
+        if turn.handoff is not None:
+            return False, turn.handoff
+        if turn.mistakes:
+            mistakes += turn.mistakes
             if mistakes > agent.handoff_retries:
                 raise HandoffError(
                     f"agent {agent.name!r} made {mistakes} invalid tool calls or handoffs; "
-                    f"last: {messages[-1].content}", retryable=False)
+                    f"last: {turn.last_mistake}", retryable=False)
+        if turn.last_failure is not None:
+            failures += turn.failures
+            if failures > agent.tool_failures:
+                # The tool's own error says why (timed out, breaker open, raised): it
+                # ends the run typed as that, not as a mistake of the model.
+                raise turn.last_failure
     raise LimitExceeded(f"agent {agent.name!r} reached max_turns={agent.max_turns} in "
                         f"session {s.id!r} without a final answer")
 
@@ -139,12 +151,40 @@ def _tool_error(call: ToolCall, text: str) -> Message:
     return Message(role="tool", tool_call_id=call.id, content=json.dumps({"error": text}))
 
 
+def _tool_failure(call: ToolCall, e: StepError) -> Message:
+    """What the model is told about a tool that failed: timed out, unavailable (its
+    breaker is open), or the error it raised. Derived from the journaled error alone, so
+    a replay tells the model the same."""
+    body: dict[str, Any]
+    if isinstance(e, CircuitOpenError):
+        body = {"error": f"tool {call.name!r} is unavailable right now ({e}); answer without "
+                         "it or try it again later", "unavailable": True}
+    elif isinstance(e, ToolError) and e.timeout:
+        body = {"error": f"tool {call.name!r} timed out: {e}", "timed_out": True,
+                "retryable": True}
+    else:
+        body = {"error": str(e)}
+    return Message(role="tool", tool_call_id=call.id, content=json.dumps(body))
+
+
+class _Turn:
+    """The outcome of one turn's tool calls."""
+
+    __slots__ = ("failures", "handoff", "last_failure", "last_mistake", "mistakes")
+
+    def __init__(self) -> None:
+        self.handoff: tuple[Agent[Any, Any], Any] | None = None
+        self.mistakes = 0  # invalid calls: unknown names, invalid arguments or payloads
+        self.last_mistake = ""
+        self.failures = 0  # valid calls whose tool failed, timed out or was refused
+        self.last_failure: StepError | None = None
+
+
 async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
-                    calls: list[ToolCall], messages: list[Message],
-                    ) -> tuple[tuple[Agent[Any, Any], Any] | None, int]:
-    """Run one turn's tool calls. Returns (handoff, number of recoverable mistakes)."""
+                    calls: list[ToolCall], messages: list[Message]) -> _Turn:
+    """Run one turn's tool calls: a handoff, or replies appended to ``messages``."""
+    turn = _Turn()
     replies: list[Message | None] = [None] * len(calls)
-    errors = 0
     workers: list[tuple[int, Agent[Any, Any], Any]] = []
     handoff: tuple[Agent[Any, Any], Any] | None = None
     alone = len(calls) == 1
@@ -153,15 +193,17 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
             checked = check_call(agent, links, call, alone=alone)
         except InvalidCall as e:
             replies[i] = _tool_error(call, str(e))
-            errors += 1
+            turn.mistakes += 1
+            turn.last_mistake = str(e)
             continue
         if checked.tool is not None:
             tool = checked.tool
             try:
                 result = await tool_step(ctx, agent, tool, checked.value)
-            except ToolError as e:
-                replies[i] = _tool_error(call, str(e))
-                errors += 1
+            except (ToolError, CircuitOpenError) as e:
+                replies[i] = _tool_failure(call, e)
+                turn.failures += 1
+                turn.last_failure = e
                 continue
             replies[i] = Message(role="tool", tool_call_id=call.id,
                                  content=tool.dump_result(result))
@@ -178,9 +220,10 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
     if handoff is not None:
         target, payload = handoff
         await handoff_step(ctx, agent, target, payload)
-        return (target, payload), 0
+        turn.handoff = handoff
+        return turn
     messages.extend(m for m in replies if m is not None)
-    return None, errors
+    return turn
 
 
 async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> Any:
@@ -225,8 +268,14 @@ async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) 
                        idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps)
 
     async def execute() -> Any:
-        return await s.runtime.tool_chain.call(ToolCallInput(
-            session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+        try:
+            return await s.runtime.tool_chain.call(ToolCallInput(
+                session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+        except ToolError as e:
+            if not e.timeout and _timed_out(e):
+                # Marked before the failure is journaled, so a replay sees it too.
+                e.timeout = e.retryable = True
+            raise
 
     return await s.executor.run_step(
         key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
@@ -249,6 +298,14 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
                               input_hash=fingerprint(rendered), agent=source.name)
+
+
+def _timed_out(e: ToolError) -> bool:
+    """Did this tool error come from a deadline: a timeout interceptor (which raises it
+    while handling the ``CancelledError`` of its deadline), or the tool's own
+    ``TimeoutError``?"""
+    return isinstance(e.__context__, asyncio.CancelledError) or \
+        isinstance(e.__cause__, TimeoutError)
 
 
 def _ident(x: str) -> str:
