@@ -60,6 +60,37 @@ async def test_output_still_invalid_after_retries_is_a_typed_failure(engine_fact
     assert sim.calls == 3
 
 
+async def test_output_validation_error_is_journaled_as_classify_sees_it(
+        engine_factory: Any) -> None:
+    # Output still invalid after the repair attempts is a contract violation: terminal.
+    # The journaled record, the rebuilt error and classify() must all say the same.
+    from convoy._errors import error_from_record
+    from convoy.resilience import classify
+
+    sim = convoy.SimModel({"a": {"text": "not json at all"}})
+    agent = convoy.Agent(name="a", output_type=Classification, model=sim, output_retries=1)
+    engine = engine_factory()
+    res = await engine.run(single(agent), {"text": "x"})
+    row = await engine.store.get_session(res.id)
+    assert row is not None and row.error_record is not None
+    for rec in (res.error, row.error_record):
+        assert rec is not None and rec["type"] == "OutputValidationError"
+        assert rec["retryable"] is False
+        again = error_from_record(rec)
+        assert isinstance(again, convoy.OutputValidationError)
+        assert again.retryable is False and classify(again) == "terminal"
+
+
+@pytest.mark.parametrize("cls", [convoy.OutputValidationError, convoy.CircuitOpenError,
+                                 convoy.PolicyDenied])
+def test_terminal_error_kinds_never_say_retryable(cls: type[convoy.StepError]) -> None:
+    from convoy.resilience import classify
+
+    err = cls("x", retryable=True)
+    assert err.retryable is False and err.to_record()["retryable"] is False
+    assert classify(err) == "terminal"
+
+
 async def test_tool_arguments_are_validated_before_the_tool_runs(engine_factory: Any) -> None:
     calls: list[int] = []
 

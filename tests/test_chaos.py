@@ -144,11 +144,12 @@ async def test_tool_failures_are_retryable_tool_errors(tmp_path: Path) -> None:
             return {"tool_calls": [{"name": "lookup", "arguments": {"key": "k"}}]}
         return {"output": {"value": 2}}
 
-    agent = convoy.Agent(name="tooly", output_type=Step, tools=[lookup], handoff_retries=0,
+    agent = convoy.Agent(name="tooly", output_type=Step, tools=[lookup], tool_failures=0,
                          model=convoy.SimModel(script, name="sim:tooly"))
     res, inj = await _run_one(tmp_path, "tool_failure=1", [], agents=[agent])
     assert res.status == "failed" and inj.injected == {"tool_failure": 1}
     assert res.error is not None and "chaos: tool 'lookup' failed" in res.error["message"]
+    assert res.error["type"] == "ToolError" and res.error["retryable"] is True
     assert seen == []  # the tool itself was never reached
 
 

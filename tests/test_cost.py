@@ -17,7 +17,7 @@ import convoy
 from convoy.cost import Budget, Budgets, ResponseCache, TokenVelocity
 from convoy.stores import SQLiteStore
 
-from .conftest import Classification
+from .conftest import Classification, Ticket
 from .fakeclock import FakeClock
 
 OK = {"label": "billing", "confidence": 0.9}
@@ -320,3 +320,58 @@ async def test_calls_wait_for_the_days_spend_to_be_read(tmp_path: Path) -> None:
             Budgets(tenant_daily=Budget(tokens=400))], concurrency=100) as eng:
         results = await asyncio.gather(*(eng.run(wf, f"burst {i}") for i in range(20)))
     assert {r.status for r in results} == {"budget_exhausted"} and sim.calls == calls
+
+
+@convoy.tool
+def lookup(id: int) -> dict[str, int]:
+    """Look an order up."""
+    return {"id": id}
+
+
+_GOOD_AFTER_BAD = {
+    # answers that break the step's contract: never cached
+    "unknown tool": ({"tool_calls": [{"name": "nope", "arguments": {}}]}, False),
+    "invalid tool arguments": ({"tool_calls": [{"name": "lookup",
+                                                "arguments": {"id": "seven"}}]}, False),
+    "arguments not JSON": ({"tool_calls": [{"name": "lookup", "arguments": "{id: 7"}]}, False),
+    "invalid worker input": ({"delegate": "w", "payload": {"subject": 1}}, False),
+    "invalid handoff payload": ({"handoff": "h", "payload": {}}, False),
+    "undeclared handoff": ({"handoff": "elsewhere", "payload": {"text": "x"}}, False),
+    "handoff beside another call": ({"tool_calls": [
+        {"name": "transfer_to_h", "arguments": {"text": "x"}},
+        {"name": "lookup", "arguments": {"id": 1}}]}, False),
+    "half valid": ({"tool_calls": [{"name": "lookup", "arguments": {"id": 1}},
+                                   {"name": "nope", "arguments": {}}]}, False),
+    # answers that pass it: cached
+    "valid tool call": ({"tool_calls": [{"name": "lookup", "arguments": {"id": 1}}]}, True),
+    "valid delegation": ({"delegate": "w", "payload": {"text": "x"}}, True),
+    "valid handoff": ({"handoff": "h", "payload": {"text": "x"}}, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_GOOD_AFTER_BAD))
+async def test_cache_keeps_only_answers_that_pass_the_steps_contract(
+        engine_factory: Any, case: str) -> None:
+    # An invalid tool call, delegation or handoff must not be served again from the cache
+    # for the whole TTL: the next session with the same input asks the model again.
+    first, cacheable = _GOOD_AFTER_BAD[case]
+    sim = convoy.SimModel({"a": [first, {"output": OK}], "*": {"output": OK}})
+    w = convoy.Agent(name="w", input_type=Ticket, output_type=Classification,
+                     model=sim)
+    h = convoy.Agent(name="h", input_type=Ticket, output_type=Classification,
+                     model=sim)
+    a = convoy.Agent(name="a", output_type=Classification, model=sim, tools=[lookup],
+                     workers=[w], handoffs=[h], handoff_retries=5)
+    cache = ResponseCache(ttl=60)
+    eng = engine_factory(interceptors=[cache])
+
+    @convoy.workflow(name="cached-calls", agents=[a])
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(a, t)
+        return out
+
+    r1 = await eng.run(wf, "same question")
+    n1 = sim.calls_by_agent["a"]
+    r2 = await eng.run(wf, "same question")
+    assert r1.ok and r2.ok, (r1.error, r2.error)
+    assert sim.calls_by_agent["a"] == (n1 if cacheable else n1 + 1)

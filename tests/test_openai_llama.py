@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
 import pytest
@@ -31,6 +32,7 @@ from convoy.models._messages import (
     ToolSpec,
 )
 from convoy.models._openai import OpenAIModel
+from convoy.resilience import classify, is_downstream_failure
 
 from .conftest import free_port
 
@@ -165,6 +167,15 @@ async def test_llama_not_found_is_not_retryable(llama_url: str) -> None:
 # --------------------------------------------------------------------------- stub server
 
 
+_INVALID_BODIES = {
+    "notjson": b"<html>upstream proxy hiccup</html>",
+    "truncated": b'{"id": "chatcmpl-1", "object": "chat.completion", "choi',
+    "empty": b"",
+    "wrongshape": b'[1, 2, 3]',
+    "badchoices": b'{"id": "x", "object": "chat.completion", "choices": 7}',
+}
+
+
 class _Stub:
     """Answers ``POST /<scenario>/chat/completions``; records request bodies."""
 
@@ -183,7 +194,7 @@ class _Stub:
                 status, headers, body = stub.answer(scenario)
                 if scenario == "slow":
                     time.sleep(1.5)
-                data = json.dumps(body).encode()
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 try:
                     self.send_response(status)
                     for k, v in headers.items():
@@ -201,14 +212,22 @@ class _Stub:
         self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
         self.thread.start()
 
-    def answer(self, scenario: str) -> tuple[int, dict[str, str], dict[str, Any]]:
+    def answer(self, scenario: str) -> tuple[int, dict[str, str], dict[str, Any] | bytes]:
         err = {"error": {"message": f"stub says {scenario}", "type": "stub", "code": None}}
+        if scenario in _INVALID_BODIES:  # HTTP 200 with a body that is not a completion
+            return 200, {}, _INVALID_BODIES[scenario]
         if scenario == "s429":
             return 429, {"Retry-After": "3"}, err
         if scenario == "s429date":
             return 429, {"Retry-After": formatdate(time.time() + 30, usegmt=True)}, err
         if scenario.startswith("s") and scenario[1:].isdigit():
             return int(scenario[1:]), {}, err
+        if scenario == "text":
+            return 200, {}, {
+                "id": "chatcmpl-2", "object": "chat.completion", "created": 0, "model": "stub",
+                "choices": [{"index": 0, "finish_reason": "stop", "message": {
+                    "role": "assistant", "content": "Sunny in Oslo."}}],
+                "usage": {"prompt_tokens": 7, "completion_tokens": 4, "total_tokens": 11}}
         completion = {
             "id": "chatcmpl-1", "object": "chat.completion", "created": 0, "model": "stub",
             "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {
@@ -287,6 +306,18 @@ async def test_timeout_is_retryable(stub: _Stub) -> None:
     assert "timed out" in str(err)
 
 
+@pytest.mark.parametrize("scenario", sorted(_INVALID_BODIES))
+async def test_invalid_200_body_is_a_retryable_model_error(stub: _Stub, scenario: str) -> None:
+    # A 200 whose body is not a completion (a proxy's HTML page, a cut connection) is a
+    # failure of the call like a 5xx: typed, retryable, counted by breakers.
+    err = await _fail(stub.model(scenario))
+    assert type(err) is ModelError
+    assert err.retryable is True
+    assert classify(err) == "retryable" and is_downstream_failure(err)
+    assert "invalid response" in str(err) and "openai:stub-model" in str(err)
+    assert len(stub.bodies) == 1  # the SDK did not retry on its own
+
+
 async def test_request_and_response_mapping(stub: _Stub) -> None:
     model = stub.model("ok")
     schema = Ticket.model_json_schema()
@@ -355,3 +386,30 @@ def test_api_key_resolution(monkeypatch: pytest.MonkeyPatch) -> None:
     OpenAIModel(model="m")
     with pytest.raises(UserError, match="structured_output"):
         OpenAIModel(model="m", structured_output="xml")  # type: ignore[arg-type]
+
+
+async def test_replay_of_an_openai_session_needs_no_credentials(
+        stub: _Stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Replay takes every step from the journal: it must not build the model (whose
+    # constructor demands OPENAI_API_KEY for a remote endpoint), let alone call it.
+    import convoy
+
+    agent = convoy.Agent(name="weather", model="openai:stub-model")
+
+    @convoy.workflow(name="weather-replay")
+    async def wf(ctx: convoy.Context, city: str) -> str:
+        return str(await ctx.run(agent, city))
+
+    monkeypatch.setenv("OPENAI_BASE_URL", f"http://127.0.0.1:{stub.port}/text/")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    async with convoy.Engine(tmp_path / "s.db") as engine:
+        res = await engine.run(wf, "Oslo")
+    assert res.status == "completed" and res.output == "Sunny in Oslo."
+    assert len(stub.bodies) == 1
+
+    monkeypatch.delenv("OPENAI_API_KEY")
+    monkeypatch.delenv("OPENAI_BASE_URL")
+    async with convoy.Engine(tmp_path / "s.db") as engine:
+        rr = await engine.replay(res.id)
+    assert rr.matches and rr.status == "completed", rr
+    assert len(stub.bodies) == 1  # nothing was asked of the endpoint again

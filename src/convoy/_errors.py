@@ -131,14 +131,20 @@ class NonDeterminismError(ConvoyError):
 
 
 class StepError(ConvoyError):
-    """A step failed. ``retryable`` says whether trying again may succeed."""
+    """A step failed. ``retryable`` says whether trying again may succeed.
+
+    Kinds that are ``terminal`` by nature (an open circuit, a policy denial, output still
+    invalid after the repair attempts) are never ``retryable``, whatever the caller says:
+    the attribute journaled with the error and ``convoy.resilience.classify`` agree.
+    """
 
     kind: ClassVar[str] = "step"
+    terminal: ClassVar[bool] = False
 
     def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
                  retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        self.retryable = retryable and not self.terminal
         self.status_code = status_code
         self.retry_after = retry_after
 
@@ -156,15 +162,31 @@ class ModelError(StepError):
 
 
 class OutputValidationError(StepError):
-    """Model output failed its contract after every repair attempt."""
+    """Model output failed its contract after every repair attempt.
+
+    Terminal: the agent loop already re-prompted the model ``output_retries`` times (that
+    is where malformed output is retried); running the step again would repeat them.
+    """
 
     kind = "validation"
+    terminal = True
 
 
 class ToolError(StepError):
-    """A tool raised, or returned a value that failed its declared result type."""
+    """A tool raised, or returned a value that failed its declared result type.
+
+    ``timeout`` is set when the call did not finish in time (a tool timeout, or the tool
+    raised ``TimeoutError``); such a failure is retryable.
+    """
 
     kind = "tool"
+    timeout: bool = False
+
+    def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable or timeout, status_code=status_code,
+                         retry_after=retry_after)
+        self.timeout = timeout
 
 
 class HandoffError(StepError):
@@ -183,12 +205,14 @@ class CircuitOpenError(StepError):
     """A circuit breaker is open: the call was rejected at once, downstream untouched."""
 
     kind = "circuit_open"
+    terminal = True
 
 
 class PolicyDenied(StepError):
     """A policy refused the step. Terminal: retrying cannot help."""
 
     kind = "policy"
+    terminal = True
 
 
 class WaitTimeout(StepError):

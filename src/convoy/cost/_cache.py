@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from convoy._errors import UserError
+from convoy.definitions._calls import calls_valid
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._messages import ModelRequest, ModelResponse, Usage
 
@@ -86,7 +87,7 @@ class ResponseCache(Interceptor):
                            cached=True)
         self.misses += 1
         resp = await next(input)
-        if resp.tool_calls or _valid(input, resp):
+        if _valid(input, resp):
             self._entries[key] = (now, replace(resp, tool_calls=list(resp.tool_calls),
                                                usage=Usage(resp.usage.input_tokens,
                                                            resp.usage.output_tokens)))
@@ -103,9 +104,19 @@ class ResponseCache(Interceptor):
 
 
 def _valid(input: ModelCallInput, resp: ModelResponse) -> bool:
-    """Only answers that pass the agent's contract are worth serving again."""
+    """Only answers that pass every contract check of the step are worth serving again: a
+    final answer that parses into the agent's output type, or tool calls that each name a
+    declared tool, worker or handoff with valid arguments (as the agent loop checks them).
+    Anything else would fail again from the cache, for the whole TTL."""
+    agent = input.agent
+    if resp.tool_calls:
+        try:
+            links = agent.static_links or agent.links(input.session.agents)
+        except UserError:
+            return False
+        return calls_valid(agent, links, resp.tool_calls)
     try:
-        input.agent.parse_output(resp.text)
+        agent.parse_output(resp.text)
     except ValueError:
         return False
     return True

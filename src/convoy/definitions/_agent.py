@@ -52,8 +52,12 @@ class Agent(Generic[InT, OutT]):
             worker's typed output. Independent delegations in one turn run in parallel.
             As agents or by name.
         output_retries: re-prompts with the validation errors before the step fails.
-        handoff_retries: recoverable handoff / tool-call mistakes fed back to the model
-            before the run fails.
+        handoff_retries: recoverable handoff / tool-call mistakes (an unknown tool,
+            invalid arguments or payload) fed back to the model before the run fails with
+            ``HandoffError``.
+        tool_failures: failed tool calls (the tool raised, timed out, or its circuit
+            breaker is open) reported to the model before the run fails with the tool's
+            own error (``ToolError``, ``CircuitOpenError``).
         max_turns: model calls in one run of this agent.
         model_settings: sampling settings (temperature, max tokens, seed) sent with every
             model call of this agent.
@@ -85,6 +89,7 @@ class Agent(Generic[InT, OutT]):
     workers: Sequence[AgentRef] = ()
     output_retries: int = 2
     handoff_retries: int = 2
+    tool_failures: int = 3
     max_turns: int = 12
     model_settings: ModelSettings = field(default_factory=ModelSettings)
     criticality: Literal["low", "normal", "high"] = "normal"
@@ -104,7 +109,8 @@ class Agent(Generic[InT, OutT]):
             raise UserError(f"agent name {self.name!r} must be non-empty letters, digits, "
                             "'_' or '-'")
         for n, v in (("output_retries", self.output_retries),
-                     ("handoff_retries", self.handoff_retries), ("max_turns", self.max_turns)):
+                     ("handoff_retries", self.handoff_retries),
+                     ("tool_failures", self.tool_failures), ("max_turns", self.max_turns)):
             if v < 0 or (n == "max_turns" and v < 1):
                 raise UserError(f"agent {self.name!r}: {n} must be positive, got {v}")
         s = object.__setattr__

@@ -93,6 +93,11 @@ def message_to_openai(m: Message) -> dict[str, Any]:
     return out
 
 
+def _short(exc: BaseException, limit: int = 200) -> str:
+    text = str(exc)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 class OpenAIModel(Model):
     """A chat-completions endpoint reached through the official ``openai`` SDK.
 
@@ -175,13 +180,18 @@ class OpenAIModel(Model):
         return params
 
     async def request(self, request: ModelRequest) -> ModelResponse:
+        params = self._params(request)
+        # Every failure of the call becomes a classified ModelError: the SDK's own errors,
+        # and a body the SDK cannot decode or we cannot read (HTTP 200 with an HTML page
+        # or a cut-off JSON document), which would otherwise escape untyped, unretried
+        # and uncounted by breakers. Cancellation is a BaseException and passes through.
         try:
-            completion: ChatCompletion = await self._client.chat.completions.create(
-                **self._params(request)
-            )
-        except self._openai.OpenAIError as exc:
+            completion: ChatCompletion = await self._client.chat.completions.create(**params)
+            return self._to_response(completion)
+        except ModelError:
+            raise
+        except Exception as exc:
             raise self._map_error(exc) from exc
-        return self._to_response(completion)
 
     def _to_response(self, completion: ChatCompletion) -> ModelResponse:
         usage = Usage()
@@ -211,6 +221,17 @@ class OpenAIModel(Model):
     def _map_error(self, exc: Exception) -> ModelError:
         oa = self._openai
         where = f"model {self.name!r}"
+        if isinstance(exc, ValueError | AttributeError | TypeError | KeyError | IndexError
+                      | oa.APIResponseValidationError):
+            # JSONDecodeError is a ValueError; the others come from a body of the wrong
+            # shape. A garbled answer is usually a transient fault of the endpoint or a
+            # proxy in front of it: trying again may help.
+            return ModelError(f"{where}: invalid response body: {type(exc).__name__}: "
+                              f"{_short(exc)}", retryable=True)
+        if isinstance(exc, TimeoutError):
+            return ModelError(f"{where}: request timed out", retryable=True)
+        if isinstance(exc, OSError):
+            return ModelError(f"{where}: connection failed: {exc}", retryable=True)
         if isinstance(exc, oa.APITimeoutError):
             return ModelError(f"{where}: request timed out", retryable=True)
         if isinstance(exc, oa.APIConnectionError):
@@ -233,7 +254,7 @@ class OpenAIModel(Model):
                     "base_url)", 422: "unprocessable request"}.get(status, "request rejected")
             return ModelError(f"{where}: {what} (HTTP {status}): {detail}",
                               retryable=False, status_code=status)
-        return ModelError(f"{where}: {type(exc).__name__}: {exc}", retryable=False)
+        return ModelError(f"{where}: {type(exc).__name__}: {_short(exc)}", retryable=False)
 
     async def aclose(self) -> None:
         await self._client.close()

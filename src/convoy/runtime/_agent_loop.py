@@ -3,11 +3,14 @@
 Every model call, tool call and handoff is a journaled step of the session, run through the
 interceptor chain of its kind. Mistakes a model can fix (invalid output, an unknown tool, an
 undeclared handoff target, invalid arguments or payload) go back to it as messages, within
-bounded budgets; past them the run fails with a typed error.
+bounded budgets; past them the run fails with a typed error. A tool that fails (raises,
+times out, or is refused by its open breaker) is reported to the model as that, within its
+own budget (``Agent.tool_failures``); past it the run fails with the tool's own error.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import zlib
 from typing import TYPE_CHECKING, Any
@@ -16,19 +19,16 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    CircuitOpenError,
     HandoffError,
     LimitExceeded,
     OutputValidationError,
+    StepError,
     ToolError,
     UserError,
 )
-from convoy.definitions._agent import (
-    HANDOFF_PREFIX,
-    Agent,
-    AgentLinks,
-    ref_name,
-    render_input,
-)
+from convoy.definitions._agent import Agent, AgentLinks, render_input
+from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
@@ -104,6 +104,7 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
     links = agent.static_links or agent.links(s.agents)
     invalid_outputs = 0
     mistakes = 0
+    failures = 0
     for _turn in range(agent.max_turns):
         resp = await model_step(ctx, agent, messages, repairs=invalid_outputs)
         if not resp.tool_calls:
@@ -114,22 +115,28 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
                 if invalid_outputs > agent.output_retries:
                     raise OutputValidationError(
                         f"agent {agent.name!r} gave invalid output {invalid_outputs} times; "
-                        f"last error: {e}", retryable=True) from None
+                        f"last error: {e}") from None
                 messages.append(Message(role="assistant", content=resp.text))
                 messages.append(Message(role="user", content=_repair_prompt(agent, str(e))))
                 continue
             return True, out
         messages.append(Message(role="assistant", content=resp.text,
                                 tool_calls=list(resp.tool_calls)))
-        outcome, errors = await _dispatch(ctx, agent, links, resp.tool_calls, messages)
-        if outcome is not None:
-            return False, outcome
-        if errors:
-            mistakes += errors
+        turn = await _dispatch(ctx, agent, links, resp.tool_calls, messages)
+        if turn.handoff is not None:
+            return False, turn.handoff
+        if turn.mistakes:
+            mistakes += turn.mistakes
             if mistakes > agent.handoff_retries:
                 raise HandoffError(
                     f"agent {agent.name!r} made {mistakes} invalid tool calls or handoffs; "
-                    f"last: {messages[-1].content}", retryable=False)
+                    f"last: {turn.last_mistake}", retryable=False)
+        if turn.last_failure is not None:
+            failures += turn.failures
+            if failures > agent.tool_failures:
+                # The tool's own error says why (timed out, breaker open, raised): it
+                # ends the run typed as that, not as a mistake of the model.
+                raise turn.last_failure
     raise LimitExceeded(f"agent {agent.name!r} reached max_turns={agent.max_turns} in "
                         f"session {s.id!r} without a final answer")
 
@@ -144,60 +151,66 @@ def _tool_error(call: ToolCall, text: str) -> Message:
     return Message(role="tool", tool_call_id=call.id, content=json.dumps({"error": text}))
 
 
+def _tool_failure(call: ToolCall, e: StepError) -> Message:
+    """What the model is told about a tool that failed: timed out, unavailable (its
+    breaker is open), or the error it raised. Derived from the journaled error alone, so
+    a replay tells the model the same."""
+    body: dict[str, Any]
+    if isinstance(e, CircuitOpenError):
+        body = {"error": f"tool {call.name!r} is unavailable right now ({e}); answer without "
+                         "it or try it again later", "unavailable": True}
+    elif isinstance(e, ToolError) and e.timeout:
+        body = {"error": f"tool {call.name!r} timed out: {e}", "timed_out": True,
+                "retryable": True}
+    else:
+        body = {"error": str(e)}
+    return Message(role="tool", tool_call_id=call.id, content=json.dumps(body))
+
+
+class _Turn:
+    """The outcome of one turn's tool calls."""
+
+    __slots__ = ("failures", "handoff", "last_failure", "last_mistake", "mistakes")
+
+    def __init__(self) -> None:
+        self.handoff: tuple[Agent[Any, Any], Any] | None = None
+        self.mistakes = 0  # invalid calls: unknown names, invalid arguments or payloads
+        self.last_mistake = ""
+        self.failures = 0  # valid calls whose tool failed, timed out or was refused
+        self.last_failure: StepError | None = None
+
+
 async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
-                    calls: list[ToolCall], messages: list[Message],
-                    ) -> tuple[tuple[Agent[Any, Any], Any] | None, int]:
-    """Run one turn's tool calls. Returns (handoff, number of recoverable mistakes)."""
+                    calls: list[ToolCall], messages: list[Message]) -> _Turn:
+    """Run one turn's tool calls: a handoff, or replies appended to ``messages``."""
+    turn = _Turn()
     replies: list[Message | None] = [None] * len(calls)
-    errors = 0
     workers: list[tuple[int, Agent[Any, Any], Any]] = []
-    handoff: tuple[int, Agent[Any, Any], Any] | None = None
+    handoff: tuple[Agent[Any, Any], Any] | None = None
+    alone = len(calls) == 1
     for i, call in enumerate(calls):
-        name = call.name
-        if name in agent.tools_by_name:
-            tool = agent.tools_by_name[name]
+        try:
+            checked = check_call(agent, links, call, alone=alone)
+        except InvalidCall as e:
+            replies[i] = _tool_error(call, str(e))
+            turn.mistakes += 1
+            turn.last_mistake = str(e)
+            continue
+        if checked.tool is not None:
+            tool = checked.tool
             try:
-                args = tool.validate_args(call.arguments)
-            except ValueError as e:
-                replies[i] = _tool_error(call, f"invalid arguments for tool {name!r}: {e}")
-                errors += 1
-                continue
-            try:
-                result = await tool_step(ctx, agent, tool, args)
-            except ToolError as e:
-                replies[i] = _tool_error(call, str(e))
-                errors += 1
+                result = await tool_step(ctx, agent, tool, checked.value)
+            except (ToolError, CircuitOpenError) as e:
+                replies[i] = _tool_failure(call, e)
+                turn.failures += 1
+                turn.last_failure = e
                 continue
             replies[i] = Message(role="tool", tool_call_id=call.id,
                                  content=tool.dump_result(result))
-        elif name in links.workers_by_name:
-            worker = links.workers_by_name[name]
-            try:
-                payload = worker.coerce_input(_loads(call.arguments))
-            except (ValidationError, ValueError) as e:
-                replies[i] = _tool_error(call, f"invalid input for worker {name!r}: "
-                                         f"{_reason(e)}")
-                errors += 1
-                continue
-            workers.append((i, worker, payload))
-        elif name in links.handoffs_by_tool:
-            target = links.handoffs_by_tool[name]
-            if handoff is not None or len(calls) > 1:
-                replies[i] = _tool_error(call, "a handoff must be the only call of its turn")
-                errors += 1
-                continue
-            try:
-                payload = target.coerce_input(_loads(call.arguments))
-            except (ValidationError, ValueError) as e:
-                replies[i] = _tool_error(call, f"invalid payload for handoff to {target.name!r}:"
-                                         f" {_reason(e)}; it must match "
-                                         f"{json.dumps(target.input_schema)}")
-                errors += 1
-                continue
-            handoff = (i, target, payload)
-        else:
-            replies[i] = _tool_error(call, _unknown(agent, links, name))
-            errors += 1
+        elif checked.agent is not None and checked.kind == "worker":
+            workers.append((i, checked.agent, checked.value))
+        elif checked.agent is not None:
+            handoff = (checked.agent, checked.value)
     if workers:
         scopes = [ctx.child() for _ in workers]
         results = await concurrently([_run_worker(sc, w, p)
@@ -205,31 +218,12 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
         for (i, w, _), out in zip(workers, results, strict=True):
             replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
     if handoff is not None:
-        _, target, payload = handoff
+        target, payload = handoff
         await handoff_step(ctx, agent, target, payload)
-        return (target, payload), 0
+        turn.handoff = handoff
+        return turn
     messages.extend(m for m in replies if m is not None)
-    return None, errors
-
-
-def _loads(arguments: str) -> Any:
-    try:
-        return json.loads(arguments or "{}")
-    except json.JSONDecodeError as e:
-        raise ValueError(f"arguments are not valid JSON ({e.msg} at char {e.pos})") from None
-
-
-def _reason(e: Exception) -> str:
-    return readable_validation_error(e) if isinstance(e, ValidationError) else str(e)
-
-
-def _unknown(agent: Agent[Any, Any], links: AgentLinks, name: str) -> str:
-    if name.startswith(HANDOFF_PREFIX):
-        valid = [ref_name(h) for h in agent.handoffs] or ["(none: this agent cannot hand off)"]
-        return (f"{name[len(HANDOFF_PREFIX):]!r} is not a declared handoff target of "
-                f"{agent.name!r}; valid targets: {', '.join(valid)}")
-    valid = [t.name for t in links.tool_specs] or ["(none)"]
-    return f"unknown tool {name!r}; available tools: {', '.join(valid)}"
+    return turn
 
 
 async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> Any:
@@ -245,9 +239,11 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     rt = s.runtime
     key = ctx.next_key()
     s.count_step(key)
-    model = rt.model_for(agent)
 
     async def execute() -> ModelResponse:
+        # Resolved only when the step runs: a step served from the journal (resume,
+        # ``convoy replay``) needs neither the model nor its credentials.
+        model = rt.model_for(agent)
         links = agent.static_links or agent.links(s.agents)
         req = ModelRequest(messages=list(messages), tools=links.tool_specs,
                            output_schema=agent.output_schema,
@@ -272,8 +268,14 @@ async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) 
                        idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps)
 
     async def execute() -> Any:
-        return await s.runtime.tool_chain.call(ToolCallInput(
-            session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+        try:
+            return await s.runtime.tool_chain.call(ToolCallInput(
+                session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+        except ToolError as e:
+            if not e.timeout and _timed_out(e):
+                # Marked before the failure is journaled, so a replay sees it too.
+                e.timeout = e.retryable = True
+            raise
 
     return await s.executor.run_step(
         key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
@@ -296,6 +298,14 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
                               input_hash=fingerprint(rendered), agent=source.name)
+
+
+def _timed_out(e: ToolError) -> bool:
+    """Did this tool error come from a deadline: a timeout interceptor (which raises it
+    while handling the ``CancelledError`` of its deadline), or the tool's own
+    ``TimeoutError``?"""
+    return isinstance(e.__context__, asyncio.CancelledError) or \
+        isinstance(e.__cause__, TimeoutError)
 
 
 def _ident(x: str) -> str:
