@@ -478,3 +478,20 @@ async def test_engine_restarted_during_an_open_breaker_keeps_it_open(db: Path) -
         clock.advance(1)  # the wait is over: a probe reaches the model
         await again.run(flow(agent), "probe")
     assert len(attempts) == 6
+
+
+async def test_a_failing_primary_never_closes_the_way_to_a_healthy_fallback(
+        engine_factory: Any) -> None:
+    # The agent-level breaker is keyed by (agent, endpoint): the primary's failures open
+    # its circuits, never the fallback's (issue 8, bug 2).
+    down, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
+    backup = convoy.SimModel({"*": {"output": {"label": "backup", "confidence": 1}}},
+                             name="sim:backup")
+    agent = convoy.Agent(name="extract", output_type=Classification, model=down)
+    eng = engine_factory(models={"sim:backup": backup}, interceptors=protections(
+        retry=RetryPolicy(max_attempts=2, initial_delay=0),
+        fallbacks={"extract": ["sim:backup"]}))
+    results = [await eng.run(flow(agent), f"t{i}") for i in range(30)]
+    assert [r.status for r in results] == ["completed"] * 30
+    assert backup.calls == 30
+    assert len(attempts) < 30 * 2  # the primary's own circuit opened and spared it
