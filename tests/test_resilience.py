@@ -20,6 +20,7 @@ from convoy.resilience import (
     CircuitBreaker,
     Rate,
     RateLimit,
+    RateLimited,
     Retry,
     RetryBudget,
     RetryPolicy,
@@ -495,3 +496,43 @@ async def test_a_failing_primary_never_closes_the_way_to_a_healthy_fallback(
     assert [r.status for r in results] == ["completed"] * 30
     assert backup.calls == 30
     assert len(attempts) < 30 * 2  # the primary's own circuit opened and spared it
+
+
+async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory: Any) -> None:
+    # Rate(rpm=120) used to start with a burst of 120: 240 calls in the first minute
+    # (issue 8, bug 6). A smoothed bucket lets at most rpm (+ burst) through any 60 s.
+    clock = FakeClock()
+    times: list[float] = []
+
+    def script(req: ModelRequest) -> Any:
+        times.append(clock())
+        return {"output": OK}
+
+    agent = convoy.Agent(name="a", output_type=Classification, model=convoy.SimModel(script))
+    rate = Rate(rpm=120)
+    assert rate.burst == 2  # the default: one second's worth
+    eng = engine_factory(interceptors=[RateLimit(rate, clock=clock, sleep=clock.sleep)])
+    for i in range(300):  # a client calling as fast as it is let through
+        assert (await eng.run(flow(agent), f"t{i}")).ok
+    assert len(times) == 300
+    for i, t in enumerate(times):
+        in_window = sum(1 for u in times[i:] if u < t + 60)
+        assert in_window <= 120 + rate.burst, (i, in_window)
+    assert sum(1 for u in times if u < times[0] + 1) <= rate.burst
+
+
+async def test_waiting_for_a_rate_limit_token_has_a_timeout(engine_factory: Any) -> None:
+    clock = FakeClock()
+    agent = convoy.Agent(name="a", output_type=Classification,
+                         model=convoy.SimModel({"*": {"output": OK}}))
+    limiter = RateLimit(Rate(rpm=60, burst=1, max_wait=0.5), clock=clock, sleep=clock.sleep)
+    eng = engine_factory(interceptors=[limiter])
+    assert (await eng.run(flow(agent), "first")).ok
+    res = await eng.run(flow(agent), "second")  # its token is 1 s away: more than 0.5 s
+    assert res.status == "failed" and res.error is not None
+    assert res.error["type"] == "RateLimited" and res.error["retryable"] is True
+    assert limiter.refused == 1 and clock.slept == []
+    clock.advance(1.0)
+    assert (await eng.run(flow(agent), "third")).ok
+    assert classify(RateLimited("x", retryable=True)) == "retryable"
+    assert not convoy.resilience.is_downstream_failure(RateLimited("x", retryable=True))
