@@ -354,7 +354,7 @@ async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
     agent = convoy.Agent(name="a", output_type=Classification,
                          model=convoy.SimModel({"*": {"output": OK}}))
     clock = FakeClock()
-    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 600
+    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 10
     limiter._for("sim:default", Rate(rpm=600))[0].tokens = 0  # type: ignore[union-attr]
     eng = engine_factory(interceptors=[limiter])
     t0 = clock()
@@ -518,7 +518,7 @@ async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory
     for i, t in enumerate(times):
         in_window = sum(1 for u in times[i:] if u < t + 60)
         assert in_window <= 120 + rate.burst, (i, in_window)
-    assert sum(1 for u in times if u < times[0] + 1) <= rate.burst
+    assert sum(1 for u in times if u < times[0] + 1) <= rate.burst + 120 / 60
 
 
 async def test_waiting_for_a_rate_limit_token_has_a_timeout(engine_factory: Any) -> None:

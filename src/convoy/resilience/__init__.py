@@ -2,7 +2,7 @@
 bulkheads and rate limits. :func:`protections` assembles them in the recommended order."""
 
 from convoy.resilience._breaker import BreakerPolicy, Breakers, CircuitBreaker
-from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit, TokenBucket
+from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit, RateLimited, TokenBucket
 from convoy.resilience._classify import classify, is_downstream_failure
 from convoy.resilience._fallback import Fallback, Router
 from convoy.resilience._protections import protections
@@ -10,5 +10,5 @@ from convoy.resilience._retry import Retry, RetryBudget, RetryPolicy
 from convoy.resilience._timeout import Timeout
 
 __all__ = ["BreakerPolicy", "Breakers", "Bulkhead", "CircuitBreaker", "Fallback", "Rate",
-           "RateLimit", "Retry", "RetryBudget", "RetryPolicy", "Router", "Timeout",
+           "RateLimit", "RateLimited", "Retry", "RetryBudget", "RetryPolicy", "Router", "Timeout",
            "TokenBucket", "classify", "is_downstream_failure", "protections"]
