@@ -11,6 +11,7 @@ from typing import Any
 
 from convoy._errors import StepError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
+from convoy.models._base import Model
 from convoy.models._messages import ModelRequest, ModelResponse
 from convoy.resilience._scope import Scoped
 
@@ -153,8 +154,10 @@ class TokenBucket:
 
 
 def estimate_usage(req: ModelRequest) -> tuple[int, int]:
-    """A pre-call estimate of (input, output) tokens: ~4 characters per input token, and
-    the output allowance (``max_tokens``, or 256)."""
+    """A pre-call *expectation* of (input, output) tokens, for the tokens-per-minute bucket
+    (settled on the actual usage after the call): ~4 characters per input token, and
+    ``max_tokens`` or 256 output tokens. Budgets reserve an upper bound instead
+    (:func:`reserve_usage`)."""
     chars = sum(len(m.content or "") for m in req.messages)
     return chars // 4 + 1, req.settings.max_tokens or 256
 
@@ -162,6 +165,34 @@ def estimate_usage(req: ModelRequest) -> tuple[int, int]:
 def estimate_tokens(req: ModelRequest) -> int:
     i, o = estimate_usage(req)
     return i + o
+
+
+#: Output ceilings (max completion tokens) of common models, by bare model id.
+KNOWN_OUTPUT_CEILINGS: dict[str, int] = {
+    "gpt-4o": 16_384, "gpt-4o-mini": 16_384, "gpt-4.1": 32_768, "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768, "gpt-4-turbo": 4_096, "gpt-3.5-turbo": 4_096,
+}
+#: The output ceiling assumed for a model that states none and is not in the table.
+DEFAULT_OUTPUT_CEILING = 4_096
+
+
+def output_ceiling(model: Model | None) -> int:
+    """The most output tokens one answer of ``model`` can have: its ``max_output_tokens``,
+    else :data:`KNOWN_OUTPUT_CEILINGS` by model id, else :data:`DEFAULT_OUTPUT_CEILING`."""
+    if model is None:
+        return DEFAULT_OUTPUT_CEILING
+    if model.max_output_tokens is not None:
+        return model.max_output_tokens
+    bare = model.name.partition(":")[2] or model.name
+    return KNOWN_OUTPUT_CEILINGS.get(bare, DEFAULT_OUTPUT_CEILING)
+
+
+def reserve_usage(req: ModelRequest, model: Model | None) -> tuple[int, int]:
+    """What a budget reserves before a call: the input estimate and the output *ceiling*
+    (the request's ``max_tokens``, else :func:`output_ceiling` of the model), so a call
+    in flight can never cost more than it holds unless the input estimate was short."""
+    i, _ = estimate_usage(req)
+    return i, req.settings.max_tokens or output_ceiling(model)
 
 
 class RateLimit(Interceptor):
