@@ -131,7 +131,7 @@ async def run_mode(n: int, p: float, sessions: int, seed: int, protect: bool,
                      statuses=dict(Counter(r.status for r in results)), wall_s=wall)
     for ic in chain_ics:
         if isinstance(ic, Retry):
-            res.retries, res.retries_denied = ic.retries, ic.gave_up
+            res.retries, res.retries_denied = ic.retries, ic.denied
     return res
 
 

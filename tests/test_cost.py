@@ -375,3 +375,40 @@ async def test_cache_keeps_only_answers_that_pass_the_steps_contract(
     r2 = await eng.run(wf, "same question")
     assert r1.ok and r2.ok, (r1.error, r2.error)
     assert sim.calls_by_agent["a"] == (n1 if cacheable else n1 + 1)
+async def test_budgets_reserve_the_models_output_ceiling_when_max_tokens_is_unset(
+        engine_factory: Any) -> None:
+    # Reserving 256 output tokens for answers of 1,000 let a shared budget overshoot by half
+    # (issue 8, bug 7). The reservation is max_tokens, else the model's output ceiling.
+    seen: list[int] = []
+    budgets = Budgets(session=Budget(tokens=10**9))
+
+    class Capped(convoy.Model):
+        name = "capped:model"
+        max_output_tokens = 1_000
+
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            [led] = budgets.ledgers.values() or [
+                x for s in list(budgets._per_session) for x in
+                budgets.session_ledgers(s).values()]
+            seen.append(led.reserved_tokens)
+            return convoy.ModelResponse(text='{"label": "x", "confidence": 1}',
+                                        usage=convoy.Usage(10, 900))
+
+    eng = engine_factory(interceptors=[budgets])
+    assert (await eng.run(chain(1, Capped()), "t")).ok
+    assert seen and 1_000 < seen[0] < 1_000 + 200  # its ceiling plus the input estimate
+    assert convoy.resilience.output_ceiling(None) == convoy.resilience.DEFAULT_OUTPUT_CEILING
+    assert convoy.resilience.output_ceiling(convoy.SimModel(name="openai:gpt-4o")) == 16_384
+
+
+async def test_a_shared_budget_with_long_answers_stays_within_one_call(
+        engine_factory: Any) -> None:
+    # 100 sessions at once, answers of 2,000 tokens and no max_tokens, one tenant budget of
+    # 20,000 tokens: reserving the ceiling, at most one call's ceiling over.
+    sim = convoy.SimModel({"*": {"output": OK}}, usage=(20, 2_000), latency=0.01)
+    sim.max_output_tokens = 2_000
+    budgets = Budgets(tenant_daily=Budget(tokens=20_000))
+    eng = engine_factory(interceptors=[budgets], concurrency=1000)
+    await asyncio.gather(*(eng.run(chain(1, sim), f"t{i}") for i in range(100)))
+    [led] = budgets.ledgers.values()
+    assert led.reached and led.tokens <= 20_000 + 2_020

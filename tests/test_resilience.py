@@ -20,6 +20,7 @@ from convoy.resilience import (
     CircuitBreaker,
     Rate,
     RateLimit,
+    RateLimited,
     Retry,
     RetryBudget,
     RetryPolicy,
@@ -82,10 +83,22 @@ def test_full_jitter_delays_stay_within_the_exponential_cap(
 
 
 def test_retry_after_is_honoured_and_capped() -> None:
-    p = RetryPolicy(max_retry_after=5)
+    p = RetryPolicy(max_retry_after=5, retry_after_jitter=0)
     rng = random.Random(0)
     assert p.delay(0, convoy.ModelError("429", retryable=True, retry_after=3), rng) == 3
     assert p.delay(0, convoy.ModelError("429", retryable=True, retry_after=300), rng) == 5
+
+
+def test_retries_after_one_retry_after_do_not_arrive_as_one_wave() -> None:
+    # 9 retries within 100 ms after one 429 burst (issue 8, bug 8): jitter on top of it.
+    p = RetryPolicy()
+    rng = random.Random(0)
+    err = convoy.ModelError("429", retryable=True, retry_after=2.0)
+    delays = [p.delay(0, err, rng) for _ in range(100)]
+    assert all(2.0 <= d <= 2.0 * (1 + p.retry_after_jitter) for d in delays)
+    assert p.retry_after_jitter == 0.2
+    spread = sorted(delays)
+    assert max(sum(1 for e in spread if d <= e < d + 0.1) for d in spread) <= 40  # not 100
 
 
 async def test_retryable_failures_are_retried_with_attempt_numbers(engine_factory: Any) -> None:
@@ -136,7 +149,7 @@ async def test_non_idempotent_tools_are_never_retried(engine_factory: Any) -> No
 
 def test_retry_budget_caps_extra_calls_when_everything_fails() -> None:
     clock = FakeClock()
-    budget = RetryBudget(ratio=0.1, min_per_second=1.0, clock=clock)
+    budget = RetryBudget(ratio=0.1, min_retries=10, clock=clock)
     retries = 0
     for _ in range(10_000):  # every call fails and wants 3 retries, within one second
         budget.on_call()
@@ -151,7 +164,7 @@ def test_retry_budget_caps_extra_calls_when_everything_fails() -> None:
 
 def test_retry_budget_deposits_expire() -> None:
     clock = FakeClock()
-    budget = RetryBudget(ratio=0.1, min_per_second=0.0, ttl=10, clock=clock)
+    budget = RetryBudget(ratio=0.1, min_retries=0, ttl=10, clock=clock)
     for _ in range(100_000):  # a long healthy period ...
         budget.on_call()
     clock.t += 60  # ... long ago
@@ -160,6 +173,51 @@ def test_retry_budget_deposits_expire() -> None:
         budget.on_call()
         granted += budget.try_retry()
     assert granted <= 100
+
+
+def test_retry_budget_absorbs_bursty_429s_at_a_modest_fault_rate() -> None:
+    # 12.5% of calls fail in bursts (2.5 s in every 20 s, after a first healthy stretch: a
+    # cold budget has only its floor) at 50 calls/s: the default budget lets every failed
+    # call retry (issue 8, bug 8: 13 of 300 sessions failed).
+    clock = FakeClock()
+    budget = RetryBudget(clock=clock)
+    for tick in range(50 * 120):
+        clock.advance(0.02)
+        budget.on_call()
+        if (tick * 0.02) % 20 >= 17.5:
+            assert budget.try_retry(), f"denied at {tick * 0.02:.2f}s"
+    assert budget.denied == 0
+
+
+def test_retry_budget_floor_is_per_window_so_low_traffic_does_not_amplify() -> None:
+    # 0.5 calls/s for 10 minutes, everything failing, 3 retries wanted per call: the floor
+    # is min_retries per ttl window, not per second.
+    clock = FakeClock()
+    budget = RetryBudget(clock=clock)
+    calls = retries = 0
+    for _ in range(300):
+        clock.advance(2.0)
+        budget.on_call()
+        calls += 1
+        for _ in range(3):
+            if not budget.try_retry():
+                break
+            retries += 1
+    windows = 600 / budget.ttl
+    assert retries <= budget.ratio * calls + budget.min_retries * (windows + 1)
+    assert retries <= 0.5 * calls
+
+
+async def test_a_retry_denied_by_the_budget_is_reported_as_such(engine_factory: Any) -> None:
+    sim, attempts = flaky(10**9, convoy.ModelError("429", retryable=True, status_code=429))
+    agent = convoy.Agent(name="a", output_type=Classification, model=sim)
+    retry = Retry(RetryPolicy(initial_delay=0), budget=RetryBudget(ratio=0, min_retries=0),
+                  sleep=no_sleep)
+    res = await engine_factory(interceptors=[retry]).run(flow(agent), "t")
+    assert res.status == "failed" and res.error is not None
+    assert res.error["type"] == "ModelError" and len(attempts) == 1
+    assert retry.denied == 1 and retry.budget.denied == 1
+    assert res.error["attrs"]["retry_budget_exhausted"] is True  # journaled with it
 
 
 # -- timeouts ----------------------------------------------------------------------------
@@ -353,7 +411,7 @@ async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
     agent = convoy.Agent(name="a", output_type=Classification,
                          model=convoy.SimModel({"*": {"output": OK}}))
     clock = FakeClock()
-    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 600
+    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 10
     limiter._for("sim:default", Rate(rpm=600))[0].tokens = 0  # type: ignore[union-attr]
     eng = engine_factory(interceptors=[limiter])
     t0 = clock()
@@ -478,3 +536,60 @@ async def test_engine_restarted_during_an_open_breaker_keeps_it_open(db: Path) -
         clock.advance(1)  # the wait is over: a probe reaches the model
         await again.run(flow(agent), "probe")
     assert len(attempts) == 6
+
+
+async def test_a_failing_primary_never_closes_the_way_to_a_healthy_fallback(
+        engine_factory: Any) -> None:
+    # The agent-level breaker is keyed by (agent, endpoint): the primary's failures open
+    # its circuits, never the fallback's (issue 8, bug 2).
+    down, attempts = flaky(10**9, convoy.ModelError("503", retryable=True, status_code=503))
+    backup = convoy.SimModel({"*": {"output": {"label": "backup", "confidence": 1}}},
+                             name="sim:backup")
+    agent = convoy.Agent(name="extract", output_type=Classification, model=down)
+    eng = engine_factory(models={"sim:backup": backup}, interceptors=protections(
+        retry=RetryPolicy(max_attempts=2, initial_delay=0),
+        fallbacks={"extract": ["sim:backup"]}))
+    results = [await eng.run(flow(agent), f"t{i}") for i in range(30)]
+    assert [r.status for r in results] == ["completed"] * 30
+    assert backup.calls == 30
+    assert len(attempts) < 30 * 2  # the primary's own circuit opened and spared it
+
+
+async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory: Any) -> None:
+    # Rate(rpm=120) used to start with a burst of 120: 240 calls in the first minute
+    # (issue 8, bug 6). A smoothed bucket lets at most rpm (+ burst) through any 60 s.
+    clock = FakeClock()
+    times: list[float] = []
+
+    def script(req: ModelRequest) -> Any:
+        times.append(clock())
+        return {"output": OK}
+
+    agent = convoy.Agent(name="a", output_type=Classification, model=convoy.SimModel(script))
+    rate = Rate(rpm=120)
+    assert rate.burst == 2  # the default: one second's worth
+    eng = engine_factory(interceptors=[RateLimit(rate, clock=clock, sleep=clock.sleep)])
+    for i in range(300):  # a client calling as fast as it is let through
+        assert (await eng.run(flow(agent), f"t{i}")).ok
+    assert len(times) == 300
+    for i, t in enumerate(times):
+        in_window = sum(1 for u in times[i:] if u < t + 60)
+        assert in_window <= 120 + rate.burst, (i, in_window)
+    assert sum(1 for u in times if u < times[0] + 1) <= rate.burst + 120 / 60
+
+
+async def test_waiting_for_a_rate_limit_token_has_a_timeout(engine_factory: Any) -> None:
+    clock = FakeClock()
+    agent = convoy.Agent(name="a", output_type=Classification,
+                         model=convoy.SimModel({"*": {"output": OK}}))
+    limiter = RateLimit(Rate(rpm=60, burst=1, max_wait=0.5), clock=clock, sleep=clock.sleep)
+    eng = engine_factory(interceptors=[limiter])
+    assert (await eng.run(flow(agent), "first")).ok
+    res = await eng.run(flow(agent), "second")  # its token is 1 s away: more than 0.5 s
+    assert res.status == "failed" and res.error is not None
+    assert res.error["type"] == "RateLimited" and res.error["retryable"] is True
+    assert limiter.refused == 1 and clock.slept == []
+    clock.advance(1.0)
+    assert (await eng.run(flow(agent), "third")).ok
+    assert classify(RateLimited("x", retryable=True)) == "retryable"
+    assert not convoy.resilience.is_downstream_failure(RateLimited("x", retryable=True))

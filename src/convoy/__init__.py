@@ -30,6 +30,7 @@ from convoy._errors import (
 )
 from convoy.cost._pricing import Price, PriceTable
 from convoy.definitions._agent import Agent
+from convoy.definitions._tool_runner import ToolThreads, ToolThreadsExhausted
 from convoy.definitions._tools import Tool, ToolContext, tool
 from convoy.definitions._workflow import Workflow, load_workflow, workflow
 from convoy.durability import LeaseLost, Parked, SessionInterrupted
@@ -119,6 +120,8 @@ __all__ = [
     "ToolContext",
     "ToolError",
     "ToolSpec",
+    "ToolThreads",
+    "ToolThreadsExhausted",
     "UnknownOutcomeError",
     "Usage",
     "UsageAccounting",

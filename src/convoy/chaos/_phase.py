@@ -152,7 +152,7 @@ def _counters(chain: list[Interceptor], injector: FaultInjector | None, ran: int
     for ic in chain:
         if isinstance(ic, Retry):
             out["retries"] += ic.retries
-            out["retries_denied"] += ic.gave_up
+            out["retries_denied"] += ic.denied
         elif isinstance(ic, Timeout):
             out["timeouts"] += ic.timeouts
         elif isinstance(ic, Breakers):

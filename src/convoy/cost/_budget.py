@@ -3,9 +3,12 @@
 Enforced before every model call (each retry attempt included) and settled after it. In
 one asyncio process the check-and-reserve has no ``await`` in it, so it is atomic however
 many sessions share a budget. A call is admitted while ``spent + reserved < limit``, where
-``reserved`` is the estimate of the calls in flight; so a budget is exceeded by at most what
-the calls already in flight when it was reached turn out to cost (``BudgetLedger.overshoot``
-reports it exactly, with ``in_flight_at_limit``).
+``reserved`` holds, for each call in flight, its input estimate plus its output *ceiling*
+(``max_tokens``, else the model's ``max_output_tokens``, known limit, or 4,096: see
+``convoy.resilience.output_ceiling``), settled on the actual usage when it ends. A budget
+is exceeded by at most what the calls already in flight when it was reached turn out to
+cost (``BudgetLedger.overshoot`` reports it exactly, with ``in_flight_at_limit``); while no
+answer outgrows its ceiling and no prompt its estimate, that is less than one call.
 
 On exhaustion, the policy decides: ``"stop"`` ends the session (``budget_exhausted``),
 ``"downgrade"`` sends the call to a cheaper model while the *hard* limit
@@ -26,7 +29,7 @@ from convoy._errors import BudgetExhausted, Escalated, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse, Usage
-from convoy.resilience._bulkhead import estimate_usage
+from convoy.resilience._bulkhead import reserve_usage
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -64,12 +67,27 @@ class BudgetLedger:
     reached: bool = False
     in_flight_at_limit: int | None = None
     rejected: int = 0
+    waited: int = 0
+    _settled: asyncio.Event | None = None
 
     def full(self) -> bool:
         """Whether spent plus reserved has reached the limit: no new call is admitted."""
         b = self.budget
         return bool((b.tokens is not None and self.tokens + self.reserved_tokens >= b.tokens)
                     or (b.usd is not None and self.usd + self.reserved_usd >= b.usd))
+
+    def spent_out(self) -> bool:
+        """Whether the settled spend alone has reached the limit: the budget is exhausted."""
+        b = self.budget
+        return bool((b.tokens is not None and self.tokens >= b.tokens)
+                    or (b.usd is not None and self.usd >= b.usd))
+
+    async def wait_settled(self) -> None:
+        """Wait until a call in flight settles (what it reserved becomes what it cost)."""
+        self.waited += 1
+        if self._settled is None:
+            self._settled = asyncio.Event()
+        await self._settled.wait()
 
     def reserve(self, tokens: int, usd: float) -> None:
         """Hold an estimate for a call about to start."""
@@ -93,6 +111,9 @@ class BudgetLedger:
             # together they bound the overshoot.
             self.in_flight_at_limit = self.in_flight
         self.in_flight -= 1
+        if self._settled is not None:
+            self._settled.set()
+            self._settled = None
 
     @property
     def overshoot_tokens(self) -> int:
@@ -238,7 +259,13 @@ class Budgets(Interceptor):
         ledgers = await self._applicable(input)
         if not ledgers:
             return await next(input)
-        full = [led for led in ledgers if led.full()]
+        while True:
+            full = [led for led in ledgers if led.full()]
+            if not full or any(led.spent_out() for led in full):
+                break
+            # Reserved, not spent: the calls in flight hold their output ceilings and
+            # usually cost far less. Wait for one to settle instead of refusing.
+            await full[0].wait_settled()
         if full:
             led = full[0]
             if self.on_exhausted == "downgrade" and self.downgrade_to is not None and \
@@ -253,7 +280,7 @@ class Budgets(Interceptor):
                 if self.on_exhausted == "escalate":
                     raise Escalated(msg)
                 raise BudgetExhausted(msg)
-        est_in, est_out = estimate_usage(input.request)
+        est_in, est_out = reserve_usage(input.request, input.model)
         tokens = est_in + est_out
         prices = input.session.runtime.prices
         usd = prices.cost(input.model.name, Usage(est_in, est_out)) if prices else 0.0

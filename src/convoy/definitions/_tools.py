@@ -4,22 +4,24 @@ Arguments are validated (Pydantic, from the signature) before the function runs,
 return value is validated against the return annotation after. A tool that writes declares
 ``writes=True``; Convoy then journals a ``started`` record before calling it and hands it an
 idempotency key (``ToolContext.idempotency_key``), so a resumed session never applies the
-write twice. Sync functions run in a worker thread so they never block the event loop.
+write twice. Sync functions run on a daemon thread of a bounded pool (``ToolThreads``), or
+with ``isolate="process"`` in a child process killed on timeout, so they never block the
+event loop, a hung one cannot starve the others, and none keeps the process alive.
 """
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast, get_origin, get_type_hints, overload
+from typing import Any, Generic, Literal, TypeVar, cast, get_origin, get_type_hints, overload
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from convoy._errors import ToolError, UserError
+from convoy.definitions._tool_runner import DEFAULT_TOOL_THREADS, ToolThreads, run_in_process
 from convoy.models._messages import ToolSpec
 
 DepsT = TypeVar("DepsT")
@@ -55,6 +57,8 @@ class Tool:
     takes_ctx: bool = False
     writes: bool = False
     idempotent: bool = True
+    isolate: Literal["thread", "process"] = "thread"
+    threads: ToolThreads | None = None
     spec: ToolSpec = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,17 +75,21 @@ class Tool:
             raise ValueError(_readable(e)) from None
 
     async def invoke(self, args: BaseModel, ctx: ToolContext[Any]) -> Any:
-        """Call the function with validated ``args`` (a sync one on a worker thread) and validate
+        """Call the function with validated ``args`` (a sync one on a pool thread or in a child
+        process, as ``isolate`` says) and validate
         its result. Any exception becomes a :class:`~convoy.ToolError`, retryable for
         timeouts and connection errors."""
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
         try:
             if inspect.iscoroutinefunction(self.fn):
                 result = await (self.fn(ctx, **kwargs) if self.takes_ctx else self.fn(**kwargs))
-            elif self.takes_ctx:
-                result = await asyncio.to_thread(self.fn, ctx, **kwargs)
             else:
-                result = await asyncio.to_thread(self.fn, **kwargs)
+                args_ = (ctx,) if self.takes_ctx else ()
+                if self.isolate == "process":
+                    result = await run_in_process(self.name, self.fn, *args_, **kwargs)
+                else:
+                    pool = self.threads if self.threads is not None else DEFAULT_TOOL_THREADS
+                    result = await pool.run(self.name, self.fn, *args_, **kwargs)
         except ToolError:
             raise
         except Exception as e:
@@ -124,12 +132,14 @@ readable_validation_error = _readable
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None, writes: bool = False,
-         idempotent: bool | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+         idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
+         threads: ToolThreads | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          description: str | None = None, writes: bool = False,
-         idempotent: bool | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
+         threads: ToolThreads | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function into a :class:`Tool`.
 
     Args:
@@ -140,19 +150,31 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
         idempotent: calling it twice with the same arguments (and idempotency key) is safe.
             Defaults to ``not writes``. Only idempotent tools are retried after a crash
             left their outcome unknown.
+        isolate: where a *sync* function runs. ``"thread"``: a daemon thread of
+            ``threads`` (default: a shared pool of ``min(32, cpus + 4)``); a call that times
+            out keeps its thread until the function returns, and a tool with too many such
+            calls fails fast with ``ToolThreadsExhausted``. ``"process"``: a child process
+            (forked where the platform can) killed when the call times out or is
+            cancelled, for tools that may hang; arguments, result and exceptions must pickle.
+        threads: a :class:`ToolThreads` pool of its own for this tool (a bulkhead).
     """
+    if isolate not in ("thread", "process"):
+        raise UserError(f"tool isolate must be 'thread' or 'process', got {isolate!r}")
 
     localns = dict(sys._getframe(1).f_locals)  # resolve annotations naming local classes
 
     def build(f: Callable[..., Any]) -> Tool:
         return _build_tool(f, localns, name=name, description=description, writes=writes,
-                           idempotent=(not writes) if idempotent is None else idempotent)
+                           idempotent=(not writes) if idempotent is None else idempotent,
+                           isolate=isolate, threads=threads)
 
     return build(fn) if fn is not None else build
 
 
 def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | None,
-                description: str | None, writes: bool, idempotent: bool) -> Tool:
+                description: str | None, writes: bool, idempotent: bool,
+                isolate: Literal["thread", "process"] = "thread",
+                threads: ToolThreads | None = None) -> Tool:
     tool_name = name or f.__name__
     if not tool_name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
@@ -185,5 +207,7 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
         takes_ctx=takes_ctx,
         writes=writes,
         idempotent=idempotent,
+        isolate=isolate,
+        threads=threads,
     )
 

@@ -16,6 +16,9 @@ class Model(ABC):
     """
 
     name: str = "model"
+    #: The most output tokens one answer of this endpoint can have (``None``: unknown; the
+    #: budgets then use ``convoy.resilience.output_ceiling``'s table or its default).
+    max_output_tokens: int | None = None
 
     @abstractmethod
     async def request(self, request: ModelRequest) -> ModelResponse:

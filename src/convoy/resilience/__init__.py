@@ -2,13 +2,41 @@
 bulkheads and rate limits. :func:`protections` assembles them in the recommended order."""
 
 from convoy.resilience._breaker import BreakerPolicy, Breakers, CircuitBreaker
-from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit, TokenBucket
+from convoy.resilience._bulkhead import (
+    DEFAULT_OUTPUT_CEILING,
+    KNOWN_OUTPUT_CEILINGS,
+    Bulkhead,
+    Rate,
+    RateLimit,
+    RateLimited,
+    TokenBucket,
+    output_ceiling,
+)
 from convoy.resilience._classify import classify, is_downstream_failure
 from convoy.resilience._fallback import Fallback, Router
 from convoy.resilience._protections import protections
 from convoy.resilience._retry import Retry, RetryBudget, RetryPolicy
 from convoy.resilience._timeout import Timeout
 
-__all__ = ["BreakerPolicy", "Breakers", "Bulkhead", "CircuitBreaker", "Fallback", "Rate",
-           "RateLimit", "Retry", "RetryBudget", "RetryPolicy", "Router", "Timeout",
-           "TokenBucket", "classify", "is_downstream_failure", "protections"]
+__all__ = [
+    "DEFAULT_OUTPUT_CEILING",
+    "KNOWN_OUTPUT_CEILINGS",
+    "BreakerPolicy",
+    "Breakers",
+    "Bulkhead",
+    "CircuitBreaker",
+    "Fallback",
+    "Rate",
+    "RateLimit",
+    "RateLimited",
+    "Retry",
+    "RetryBudget",
+    "RetryPolicy",
+    "Router",
+    "Timeout",
+    "TokenBucket",
+    "classify",
+    "is_downstream_failure",
+    "output_ceiling",
+    "protections",
+]

@@ -1,4 +1,5 @@
-"""Circuit breakers per model endpoint, per tool and per agent (resilience4j semantics).
+"""Circuit breakers per model endpoint, per tool and per (agent, endpoint) (resilience4j
+semantics).
 
 CLOSED: outcomes go into a count-based sliding window; once it holds ``minimum_calls``
 and the failure rate (or slow-call rate) reaches its threshold, the breaker OPENS.
@@ -248,8 +249,11 @@ class CircuitBreaker:
 class Breakers(Interceptor):
     """Circuit breakers for model endpoints, agents and tools.
 
-    A model call must be admitted by the breaker of its endpoint and of its agent; a tool
-    call by the breaker of its tool. ``None`` for a target turns its breaker off.
+    A model call must be admitted by the breaker of its endpoint (key ``model:NAME``) and
+    by the breaker of its agent on that endpoint (key ``agent:AGENT@NAME``); a tool call by
+    the breaker of its tool (``tool:NAME``). A breaker protects one downstream: an agent
+    whose primary endpoint is failing still reaches a healthy fallback endpoint. ``None``
+    for a target turns its breaker off.
     """
 
     stage: Stage = "breaker"
@@ -317,7 +321,9 @@ class Breakers(Interceptor):
             if mp is not None:
                 pair.append(self.get(f"model:{model}", mp))
             if ap is not None:
-                pair.append(self.get(f"agent:{agent}", ap))
+                # Keyed by (agent, endpoint): the agent's failures on one endpoint must
+                # not refuse its calls to another (a fallback to a healthy provider).
+                pair.append(self.get(f"agent:{agent}@{model}", ap))
             found = self._pairs[(model, agent)] = tuple(pair)
         return found
 

@@ -1,5 +1,5 @@
-"""Bulkheads (concurrent-call caps) and rate limits (token buckets), both with
-backpressure: a call over the limit waits its turn instead of failing."""
+"""Bulkheads (concurrent-call caps) and rate limits (smoothed token buckets), both with
+backpressure: a call over the limit waits its turn (a rate limit at most ``max_wait``)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from convoy._errors import UserError
+from convoy._errors import StepError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
+from convoy.models._base import Model
 from convoy.models._messages import ModelRequest, ModelResponse
 from convoy.resilience._scope import Scoped
 
@@ -59,22 +60,56 @@ class Bulkhead(Interceptor):
             return await next(input)
 
 
+class RateLimited(StepError):
+    """A call would have waited longer than ``Rate.max_wait`` for its rate-limit token
+    (resilience4j's ``RequestNotPermitted``). Retryable, with ``retry_after`` set to the wait
+    it would have needed; not a failure of the endpoint (breakers ignore it)."""
+
+    kind = "rate_limited"
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Rate:
-    """Requests per minute and tokens per minute for one endpoint (``None``: unlimited)."""
+    """Requests and tokens per minute for one endpoint (``None``: unlimited).
+
+    The buckets are smoothed: they refill continuously (``rpm / 60`` requests a second) and
+    hold at most ``burst`` requests (default: one second's worth, at least 1) and
+    ``tpm_burst`` tokens (default: one second's worth, at least one call's estimate gets
+    through, its excess owed). So over *any* window of ``w`` seconds at most
+    ``rpm * w / 60 + burst`` requests pass: never the double limit a full bucket of
+    ``rpm`` allows in its first minute. A call waits for its turn at most ``max_wait``
+    seconds (``None``: as long as it takes), then fails with :class:`RateLimited`.
+    """
 
     rpm: float | None = None
     tpm: float | None = None
+    burst: float | None = None
+    tpm_burst: float | None = None
+    max_wait: float | None = None
 
     def __post_init__(self) -> None:
         if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
             raise UserError("Rate.rpm and Rate.tpm must be > 0 or None")
+        for name in ("burst", "tpm_burst"):
+            v = getattr(self, name)
+            if v is not None and v < 1:
+                raise UserError(f"Rate.{name} must be >= 1 or None, got {v!r}")
+        if self.max_wait is not None and self.max_wait < 0:
+            raise UserError(f"Rate.max_wait must be >= 0 or None, got {self.max_wait!r}")
+        if self.rpm is not None and self.burst is None:
+            object.__setattr__(self, "burst", max(1.0, self.rpm / 60))
+        if self.tpm is not None and self.tpm_burst is None:
+            object.__setattr__(self, "tpm_burst", max(1.0, self.tpm / 60))
 
 
 class TokenBucket:
-    """A bucket of ``capacity`` tokens refilled at ``rate`` per second. ``take`` waits
-    (FIFO) until the tokens are there; ``adjust`` settles the difference afterwards (the
-    balance may go negative, so the next callers wait for the debt)."""
+    """A bucket of at most ``capacity`` tokens refilled at ``rate`` per second.
+
+    ``take`` reserves its tokens at once (the balance may go negative: later callers wait
+    behind the debt, first come first served) and sleeps until the reservation is covered.
+    A take larger than the capacity waits for a full bucket and leaves the rest as debt.
+    ``adjust`` settles the difference between what was taken and what was used.
+    """
 
     def __init__(self, rate: float, capacity: float,
                  clock: Callable[[], float] = time.monotonic,
@@ -84,30 +119,32 @@ class TokenBucket:
         self._sleep = sleep
         self.tokens = capacity
         self._last = clock()
-        self._lock = asyncio.Lock()
 
     def _refill(self) -> None:
         now = self._clock()
         self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate)
         self._last = now
 
-    async def take(self, n: float) -> float:
-        """Wait until ``n`` tokens can be taken; returns the seconds waited."""
-        n = min(n, self.capacity)
-        waited = 0.0
-        async with self._lock:
-            self._refill()
-            if self.tokens < n:
-                delay = (n - self.tokens) / self.rate
+    def wait_for(self, n: float) -> float:
+        """Seconds a ``take(n)`` would wait now."""
+        self._refill()
+        return max(0.0, (min(n, self.capacity) - self.tokens) / self.rate)
+
+    async def take(self, n: float, max_wait: float | None = None) -> float:
+        """Reserve ``n`` tokens and wait until they are covered; returns the seconds waited.
+        Raises :class:`RateLimited` (reserving nothing) if that is more than ``max_wait``."""
+        delay = self.wait_for(n)
+        if max_wait is not None and delay > max_wait:
+            raise RateLimited(f"rate limit: the next token is {delay:.3g}s away, more than "
+                              f"max_wait={max_wait:g}s", retryable=True, retry_after=delay)
+        self.tokens -= n
+        if delay > 0:
+            try:
                 await self._sleep(delay)
-                waited += delay
-                self._refill()
-                # The wait covered the deficit: rounding (a clock read at 1e6 s cannot
-                # show a 1e-11 s step) or a timer fired a little early must not make it
-                # wait again for a sliver, or forever on a clock that did not move.
-                self.tokens = max(self.tokens, n)
-            self.tokens -= n
-        return waited
+            except BaseException:
+                self.tokens += n  # cancelled while waiting: the reservation is returned
+                raise
+        return delay
 
     def adjust(self, delta: float) -> None:
         """Settle the difference between what was taken and what was used (the balance may go
@@ -117,8 +154,10 @@ class TokenBucket:
 
 
 def estimate_usage(req: ModelRequest) -> tuple[int, int]:
-    """A pre-call estimate of (input, output) tokens: ~4 characters per input token, and
-    the output allowance (``max_tokens``, or 256)."""
+    """A pre-call *expectation* of (input, output) tokens, for the tokens-per-minute bucket
+    (settled on the actual usage after the call): ~4 characters per input token, and
+    ``max_tokens`` or 256 output tokens. Budgets reserve an upper bound instead
+    (:func:`reserve_usage`)."""
     chars = sum(len(m.content or "") for m in req.messages)
     return chars // 4 + 1, req.settings.max_tokens or 256
 
@@ -126,6 +165,34 @@ def estimate_usage(req: ModelRequest) -> tuple[int, int]:
 def estimate_tokens(req: ModelRequest) -> int:
     i, o = estimate_usage(req)
     return i + o
+
+
+#: Output ceilings (max completion tokens) of common models, by bare model id.
+KNOWN_OUTPUT_CEILINGS: dict[str, int] = {
+    "gpt-4o": 16_384, "gpt-4o-mini": 16_384, "gpt-4.1": 32_768, "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768, "gpt-4-turbo": 4_096, "gpt-3.5-turbo": 4_096,
+}
+#: The output ceiling assumed for a model that states none and is not in the table.
+DEFAULT_OUTPUT_CEILING = 4_096
+
+
+def output_ceiling(model: Model | None) -> int:
+    """The most output tokens one answer of ``model`` can have: its ``max_output_tokens``,
+    else :data:`KNOWN_OUTPUT_CEILINGS` by model id, else :data:`DEFAULT_OUTPUT_CEILING`."""
+    if model is None:
+        return DEFAULT_OUTPUT_CEILING
+    if model.max_output_tokens is not None:
+        return model.max_output_tokens
+    bare = model.name.partition(":")[2] or model.name
+    return KNOWN_OUTPUT_CEILINGS.get(bare, DEFAULT_OUTPUT_CEILING)
+
+
+def reserve_usage(req: ModelRequest, model: Model | None) -> tuple[int, int]:
+    """What a budget reserves before a call: the input estimate and the output *ceiling*
+    (the request's ``max_tokens``, else :func:`output_ceiling` of the model), so a call
+    in flight can never cost more than it holds unless the input estimate was short."""
+    i, _ = estimate_usage(req)
+    return i, req.settings.max_tokens or output_ceiling(model)
 
 
 class RateLimit(Interceptor):
@@ -144,13 +211,14 @@ class RateLimit(Interceptor):
         self._sleep = sleep
         self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
         self.waited_s = 0.0
+        self.refused = 0
 
     def _for(self, model: str, rate: Rate) -> tuple[TokenBucket | None, TokenBucket | None]:
         b = self._buckets.get(model)
         if b is None:
-            rpm = TokenBucket(rate.rpm / 60, rate.rpm, self._clock, self._sleep) \
+            rpm = TokenBucket(rate.rpm / 60, rate.burst or 1.0, self._clock, self._sleep) \
                 if rate.rpm else None
-            tpm = TokenBucket(rate.tpm / 60, rate.tpm, self._clock, self._sleep) \
+            tpm = TokenBucket(rate.tpm / 60, rate.tpm_burst or 1.0, self._clock, self._sleep) \
                 if rate.tpm else None
             b = self._buckets[model] = (rpm, tpm)
         return b
@@ -163,13 +231,22 @@ class RateLimit(Interceptor):
         rpm, tpm = self._for(input.model.name, rate)
         # ``self.waited_s += await ...`` would read the total before the wait and lose
         # what concurrent calls add meanwhile.
-        if rpm is not None:
-            waited = await rpm.take(1)
-            self.waited_s += waited
         estimate = estimate_tokens(input.request) if tpm is not None else 0
-        if tpm is not None:
-            waited = await tpm.take(estimate)
-            self.waited_s += waited
+        max_wait = rate.max_wait
+        try:
+            waited = await rpm.take(1, max_wait) if rpm is not None else 0.0
+            if tpm is not None:
+                try:
+                    waited += await tpm.take(
+                        estimate, None if max_wait is None else max(0.0, max_wait - waited))
+                except RateLimited:
+                    if rpm is not None:
+                        rpm.tokens += 1  # the request token goes back
+                    raise
+        except RateLimited:
+            self.refused += 1
+            raise
+        self.waited_s += waited
         resp = await next(input)
         if tpm is not None:
             tpm.adjust(resp.usage.total_tokens - estimate)

@@ -23,7 +23,8 @@ class RetryPolicy:
 
     The n-th retry waits a uniformly random time in ``[0, min(max_delay, initial_delay *
     multiplier**n)]`` ("full jitter"), or the server's ``Retry-After`` when it sent one
-    (capped at ``max_retry_after``).
+    (capped at ``max_retry_after``) plus a random ``0..retry_after_jitter`` of it, so the
+    calls a burst of 429s sent back do not return as one synchronised wave.
     """
 
     max_attempts: int = 4
@@ -32,44 +33,70 @@ class RetryPolicy:
     multiplier: float = 2.0
     honour_retry_after: bool = True
     max_retry_after: float = 60.0
+    retry_after_jitter: float = 0.2
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise UserError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise UserError("RetryPolicy delays must be >= 0 and multiplier >= 1")
+        if not 0 <= self.retry_after_jitter <= 1:
+            raise UserError(f"RetryPolicy.retry_after_jitter must be in [0, 1], got "
+                            f"{self.retry_after_jitter!r}")
 
     def delay(self, retry: int, error: BaseException | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``retry``: the server's ``Retry-After`` if
         honoured, else full jitter."""
         if self.honour_retry_after and isinstance(error, StepError) and \
                 error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), self.max_retry_after)
+            base = min(max(error.retry_after, 0.0), self.max_retry_after)
+            if self.retry_after_jitter:
+                base *= 1.0 + rng.uniform(0.0, self.retry_after_jitter)
+            return base
         cap = min(self.max_delay, self.initial_delay * self.multiplier ** retry)
         return rng.uniform(0.0, cap)
 
 
 class RetryBudget:
-    """Caps the extra load retries add (Finagle's retry budget).
+    """Caps the extra load retries add (Finagle's retry budget, gRPC's retry throttling).
 
     Every first attempt deposits ``ratio`` tokens and every retry withdraws one; both expire
-    after ``ttl`` seconds, so a long healthy period does not bank retries for an outage.
-    A reserve of ``min_per_second * ttl`` tokens lets a quiet system still retry. When
-    everything fails, retries add at most about ``ratio`` of the calls (plus the reserve),
-    so they cannot amplify an outage.
+    after ``ttl`` seconds, so a long healthy period does not bank retries for an outage,
+    while a minute of history lets a burst of failures (a wave of 429s) draw on the calls
+    around it. A floor of ``min_retries`` per ``ttl`` window lets a quiet system still
+    retry; it is per window, not per second, so at low traffic it does not dominate.
+
+    Bound: over any ``ttl`` window, retries are at most ``ratio`` times the first attempts
+    of the window plus ``min_retries``. With the defaults (``ratio=0.2``,
+    ``min_retries=5``, ``ttl=60``) an outage adds at most about 20% extra calls (plus 5 a
+    minute), and a fault rate up to ~15% in bursts is retried in full once a minute of
+    traffic has been seen; a cold budget has only its floor. A denied retry re-raises the
+    failure marked ``retry_budget_exhausted = True`` and counts in ``denied`` (and
+    ``Retry.denied``).
+
+    Args:
+        ratio: retries allowed per first attempt, in ``[0, 1]``.
+        min_retries: retries always allowed per ``ttl`` window.
+        ttl: seconds deposits and withdrawals count.
+        min_per_second: older spelling of the floor (``min_retries = min_per_second * ttl``);
+            overrides ``min_retries`` when given.
     """
 
-    def __init__(self, *, ratio: float = 0.1, min_per_second: float = 1.0, ttl: float = 10.0,
+    def __init__(self, *, ratio: float = 0.2, min_retries: float = 5, ttl: float = 60.0,
+                 min_per_second: float | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        if not 0 <= ratio <= 1 or min_per_second < 0 or ttl <= 0:
-            raise UserError("RetryBudget: ratio must be in [0, 1], min_per_second >= 0 and "
+        if min_per_second is not None:
+            min_retries = min_per_second * ttl
+        if not 0 <= ratio <= 1 or min_retries < 0 or ttl <= 0:
+            raise UserError("RetryBudget: ratio must be in [0, 1], min_retries >= 0 and "
                             "ttl > 0")
         self.ratio = ratio
-        self.reserve = min_per_second * ttl
+        self.min_retries = min_retries
         self.ttl = ttl
         self._clock = clock
         self._buckets: deque[list[float]] = deque()  # [second, net deposits]
         self._net = 0.0
+        self._floor_used: deque[float] = deque()  # times the floor paid for a retry
         self.calls = 0
         self.retries = 0
         self.denied = 0
@@ -86,11 +113,19 @@ class RetryBudget:
         b[-1][1] += amount
         self._net += amount
 
+    def _floor_left(self) -> float:
+        horizon = self._clock() - self.ttl
+        f = self._floor_used
+        while f and f[0] <= horizon:
+            f.popleft()
+        return self.min_retries - len(f)
+
     @property
     def balance(self) -> float:
-        """Retries that may be spent now (the reserve plus unexpired deposits minus withdrawals)."""
+        """Retries that may be spent now (unexpired deposits minus withdrawals, plus what is
+        left of this window's floor)."""
         self._add(0.0)
-        return self.reserve + self._net
+        return max(0.0, self._net) + max(0.0, self._floor_left())
 
     def on_call(self) -> None:
         """Deposit for a first attempt."""
@@ -99,17 +134,24 @@ class RetryBudget:
 
     def try_retry(self) -> bool:
         """Withdraw one retry if the budget allows it; ``False`` (and counted in ``denied``) if
-        not."""
-        if self.balance < 1.0:
+        not. Deposits pay first; the floor pays when they run out."""
+        self._add(0.0)
+        if self._net >= 1.0:
+            self._add(-1.0)
+        elif self._floor_left() >= 1.0:
+            self._floor_used.append(self._clock())
+        else:
             self.denied += 1
             return False
-        self._add(-1.0)
         self.retries += 1
         return True
 
 
 class Retry(Interceptor):
     """Retries retryable failures of model calls and of idempotent tool calls.
+
+    ``retries`` counts retries made, ``denied`` retries the :class:`RetryBudget` refused
+    (the failure is then re-raised with ``retry_budget_exhausted = True``).
 
     Non-idempotent tools are never retried here: a write whose outcome is unknown must not
     be applied twice. Each attempt passes everything inside this interceptor again
@@ -131,14 +173,22 @@ class Retry(Interceptor):
         self._rng = random.Random(seed)
         self._sleep = sleep
         self.retries = 0
-        self.gave_up = 0
+        self.denied = 0
+
+    @property
+    def gave_up(self) -> int:
+        """Older name of :attr:`denied`."""
+        return self.denied
 
     async def _retry_or_raise(self, policy: RetryPolicy, attempt: int, error: Exception) -> None:
         """Sleep before the next attempt, or re-raise ``error`` if it may not be retried."""
         if classify(error) != "retryable" or attempt + 1 >= policy.max_attempts:
             raise error
         if not self.budget.try_retry():
-            self.gave_up += 1
+            self.denied += 1
+            # Reported distinctly (journaled with the error): the failure itself may have
+            # been retryable; the retry budget refused to amplify it.
+            error.retry_budget_exhausted = True  # type: ignore[attr-defined]
             raise error
         self.retries += 1
         await self._sleep(policy.delay(attempt, error, self._rng))
