@@ -273,6 +273,16 @@ class SQLiteStore:
         ``sqlite3.Error`` with nothing written."""
         conn = self.conn
         execute = conn.execute
+        if len(batch) == 1:  # the common case: one plain statement, autocommitted
+            op = batch[0]
+            if op.guard is None and op.fenced is None and op.on_commit is None and \
+                    op.more is None:
+                execute(op.sql, op.params)
+                self.commits += 1
+                self.records += 1
+                if self.commits % 128 == 0:
+                    self._after_commit(conn)
+                return None
         refused: list[bool] | None = None
         single = len(batch) == 1 and batch[0].more is None
         safe = -1.0
@@ -676,8 +686,16 @@ class SQLiteStore:
         params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
                   r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
-        return self._submit(_Op(_APPEND, params, more=more,
-                                guard=None if owner is None else (session_id, owner)))
+        guard = None
+        if owner is not None:
+            held = self._leases.get(session_id)
+            # A write runs at most two busy timeouts after it is queued (a batch retried
+            # while another process holds the lock, then the next one): a lease that outlives
+            # that cannot have been taken over by then, so the write needs no check.
+            if held is None or held[0] != owner or \
+                    held[1] <= now + self.lease_margin + 2 * self.busy_timeout:
+                guard = (session_id, owner)
+        return self._submit(_Op(_APPEND, params, more=more, guard=guard))
 
     async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?",
