@@ -123,10 +123,6 @@ class JournaledExecutor:
         self.exhausted = False  # replay asked for a step past the end of the journal
         self.failed_key: str | None = None  # the step whose error ended the session
 
-    @property
-    def replaying(self) -> bool:
-        """Whether journal entries remain to be replayed."""
-        return self._journal is not None
 
     @property
     def leftover(self) -> list[str]:
@@ -225,11 +221,7 @@ class JournaledExecutor:
             record = StepRecord(key=key, kind=kind, target=target, status="completed",
                                 result=encode(value), input_hash=input_hash, agent=agent,
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
-        if self.owner is not None:
-            try:
-                await self.store.append(self.session_id, self.owner, record)
-            except StoreError as e:
-                raise SessionInterrupted(str(e), cause=e) from None
+        await self._write(record)
         return value
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,

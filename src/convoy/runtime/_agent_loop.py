@@ -61,9 +61,6 @@ def fingerprint(text: str) -> str:
 def _messages_fingerprint(messages: list[Message]) -> str:
     # Assistant turns and tool results come from journaled steps, which replay as recorded;
     # the texts (instructions, input, repair prompts, tool outputs) are what can change.
-    if len(messages) == 2:  # the first turn of an agent: instructions and input
-        return format(zlib.crc32(f"{messages[0].content}\x1f{messages[1].content}".encode()),
-                      "08x")
     return fingerprint("\x1f".join([m.content or "" for m in messages]))
 
 

@@ -84,10 +84,6 @@ class SessionState:
             self._agents = known
         return self._agents
 
-    @property
-    def replaying(self) -> bool:
-        """Steps are still being served from the journal."""
-        return bool(getattr(self.executor, "replaying", False))
 
     def add_spend(self, usage: Usage, cost: float) -> None:
         """Count a model step's tokens and cost (replayed steps included)."""

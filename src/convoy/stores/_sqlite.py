@@ -616,8 +616,8 @@ class SQLiteStore:
                 conn.execute("DELETE FROM journal WHERE session_id=? AND key=?",
                              (session_id, drop_step))
             if journal is not None:
-                self._seq = seq = max(self._seq + 1, int(now * 1e6))
-                conn.execute(_APPEND, _append_params(session_id, journal, now, seq))
+                conn.execute(_APPEND, _append_params(session_id, journal, now,
+                                                     self._next_seq(now)))
             return True
 
         return await self._write(reopen)
@@ -675,16 +675,18 @@ class SQLiteStore:
 
     # -- the journal -------------------------------------------------------------------------
 
-    def append(self, session_id: str, owner: str | None, record: StepRecord, *,
-               consume_signal: int | None = None) -> asyncio.Future[None]:
-        now = self.clock()
-        # Write order: strictly increasing here, close to time order across processes.
+    def _next_seq(self, now: float) -> int:
+        """Journal write order: strictly increasing in this process, close to time order
+        across processes (a session is written by one engine at a time)."""
         seq = self._seq + 1
         t = int(now * 1e6)
         self._seq = seq = t if t > seq else seq
-        r = record
-        params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
-                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+        return seq
+
+    def append(self, session_id: str, owner: str | None, record: StepRecord, *,
+               consume_signal: int | None = None) -> asyncio.Future[None]:
+        now = self.clock()
+        params = _append_params(session_id, record, now, self._next_seq(now))
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
         guard = None
         if owner is not None:
