@@ -139,12 +139,11 @@ async def test_a_session_of_a_dead_local_process_is_taken_over_at_once(db: Path)
     store = SQLiteStore(db)
     await store.open()
     # A pid that certainly belonged to a process that is gone: one we started and reaped.
-    import subprocess
     import sys
 
-    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)
-    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:gone"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
+    await proc.wait()
+    dead = f"{socket.gethostname()}:{proc.pid}:gone"
     store.create_session(convoy.stores.NewSession(id="y", workflow="own", version="1",
                                                   tenant="t", input='"t"'),
                          owner=dead, lease_s=3600)
