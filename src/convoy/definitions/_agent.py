@@ -98,9 +98,10 @@ class Agent(Generic[InT, OutT]):
     output_schema: dict[str, Any] | None = field(init=False, repr=False)
     tools_by_name: dict[str, Tool] = field(init=False, repr=False)
     _out_adapter: TypeAdapter[Any] | None = field(init=False, repr=False)
-    # Every worker and handoff given as an agent: the links, built once. Else the last
-    # resolution: (the targets it used, the links).
-    _links: AgentLinks | None = field(init=False, repr=False)
+    #: The links of an agent that names no agent by string, built once (``None`` if it
+    #: does: those are resolved when a session runs it). Else the last resolution: (the
+    #: targets it used, the links).
+    static_links: AgentLinks | None = field(init=False, repr=False, compare=False)
     _resolved: tuple[tuple[Agent[Any, Any], ...], AgentLinks] | None = field(
         init=False, repr=False)
 
@@ -139,7 +140,7 @@ class Agent(Generic[InT, OutT]):
         s(self, "tools_by_name", by_name)
         s(self, "_resolved", None)
         static = not any(isinstance(r, str) for r in (*self.workers, *self.handoffs))
-        s(self, "_links", self._build_links(list(self.workers), list(self.handoffs))  # type: ignore[arg-type]
+        s(self, "static_links", self._build_links(list(self.workers), list(self.handoffs))  # type: ignore[arg-type]
           if static else None)
 
     # -- links to other agents -----------------------------------------------------------
@@ -151,8 +152,8 @@ class Agent(Generic[InT, OutT]):
         Raises:
             UserError: a worker or handoff name that ``agents`` does not know.
         """
-        if self._links is not None:
-            return self._links
+        if self.static_links is not None:
+            return self.static_links
         known = agents if agents is not None else {}
         workers = [self._resolve(r, known, "workers") for r in self.workers]
         handoffs = [self._resolve(r, known, "handoffs") for r in self.handoffs]
@@ -195,14 +196,9 @@ class Agent(Generic[InT, OutT]):
                                   parameters=h.input_schema))
         return AgentLinks(tool_specs=specs, workers_by_name=by_worker, handoffs_by_tool=by_tool)
 
-    @property
-    def static_links(self) -> AgentLinks | None:
-        """The links of an agent that names no agent by string (``None`` otherwise)."""
-        return self._links
-
     def _known_links(self) -> AgentLinks:
-        if self._links is not None:
-            return self._links
+        if self.static_links is not None:
+            return self.static_links
         if self._resolved is not None:
             return self._resolved[1]
         raise UserError(f"agent {self.name!r} names agents by string; they are resolved when "

@@ -221,7 +221,11 @@ class JournaledExecutor:
             record = StepRecord(key=key, kind=kind, target=target, status="completed",
                                 result=encode(value), input_hash=input_hash, agent=agent,
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
-        await self._write(record)
+        if self.owner is not None:  # ``_write``, inlined: once per step
+            try:
+                await self.store.append(self.session_id, self.owner, record)
+            except StoreError as e:
+                raise SessionInterrupted(str(e), cause=e) from None
         return value
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,

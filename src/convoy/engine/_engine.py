@@ -561,7 +561,8 @@ class Engine:
                 state, executor = self._prepare(wf, sid, tenant, row, journal, False, new)
                 t0 = time.perf_counter()
                 end = await self._session(wf, state, executor, value, journal, new)
-                return await self._result(state, end, new, t0, self.owner)
+                status = await self._settle(sid, self.owner, state, end, new)
+                return _result(state, end, status, t0)
             finally:
                 self._running.pop(sid, None)
 
@@ -573,7 +574,8 @@ class Engine:
         state, executor = self._prepare(wf, sid, tenant, row, journal, replay_only, None)
         t0 = time.perf_counter()
         end = await self._session(wf, state, executor, value, journal, None)
-        return await self._result(state, end, None, t0, executor.owner), executor
+        status = await self._settle(sid, executor.owner, state, end, None)
+        return _result(state, end, status, t0), executor
 
     def _prepare(self, wf: Workflow[Any, Any], sid: str, tenant: str, row: SessionRow | None,
                  journal: dict[str, StepRecord] | None, replay_only: bool,
@@ -619,14 +621,6 @@ class Engine:
                            replay=executor.replay_only)
         return rt.session_chain.call(SessionInput(info=info, input=value,
                                                   headers=dict(headers), proceed=proceed))
-
-    async def _result(self, state: SessionState, end: SessionEnd, new: NewSession | None,
-                      t0: float, owner: str | None) -> SessionResult[Any]:
-        status = await self._settle(state.id, owner, state, end, new)
-        return SessionResult(id=state.id, status=cast(ResultStatus, status),
-                             output=end.output if status == "completed" else None,
-                             error=end.error, steps=state.steps, usage=state.usage,
-                             cost=state.cost, duration_s=time.perf_counter() - t0)
 
     async def _body(self, wf: Workflow[Any, Any], state: SessionState,
                     executor: JournaledExecutor, value: Any) -> SessionEnd:
@@ -754,6 +748,14 @@ class _Job:
     def __init__(self, sid: str, tenant: str, value: Any, row: SessionRow | None, *,
                  new: bool = False) -> None:
         self.sid, self.tenant, self.value, self.row, self.new = sid, tenant, value, row, new
+
+
+def _result(state: SessionState, end: SessionEnd, status: str, t0: float
+            ) -> SessionResult[Any]:
+    return SessionResult(id=state.id, status=cast(ResultStatus, status),
+                         output=end.output if status == "completed" else None,
+                         error=end.error, steps=state.steps, usage=state.usage,
+                         cost=state.cost, duration_s=time.perf_counter() - t0)
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import zlib
 from typing import TYPE_CHECKING, Any
+from zlib import crc32 as _crc32
 
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
@@ -55,13 +55,14 @@ def fingerprint(text: str) -> str:
 
     It detects an accidental change of input on replay, so a fast checksum is enough: it
     is not a security boundary."""
-    return format(zlib.crc32(text.encode()), "08x")
+    return format(_crc32(text.encode()), "08x")
 
 
 def _messages_fingerprint(messages: list[Message]) -> str:
     # Assistant turns and tool results come from journaled steps, which replay as recorded;
     # the texts (instructions, input, repair prompts, tool outputs) are what can change.
-    return fingerprint("\x1f".join([m.content or "" for m in messages]))
+    # (``fingerprint`` inlined: this runs on every model step.)
+    return format(_crc32("\x1f".join([m.content or "" for m in messages]).encode()), "08x")
 
 
 async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
@@ -73,7 +74,8 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     """
     s = ctx.session
     s.check_depth(agent.name, ctx.depth)
-    s.know(agent)
+    if s.last_known is not agent:
+        s.know(agent)
     try:
         value = agent.coerce_input(value)
     except ValidationError as e:

@@ -48,12 +48,11 @@ class Limits:
     def deadline(self, *, active_s: float, created: float | None, now: float) -> float | None:
         """When (wall clock) a run starting ``now`` must stop: the active time left, and
         the total age left, whichever comes first; ``None`` for no bound."""
-        ends = []
-        if self.max_seconds is not None:
-            ends.append(now + max(0.0, self.max_seconds - active_s))
+        end = None if self.max_seconds is None else now + max(0.0, self.max_seconds - active_s)
         if self.max_age is not None and created is not None:
-            ends.append(created + self.max_age)
-        return min(ends) if ends else None
+            aged = created + self.max_age
+            return aged if end is None or aged < end else end
+        return end
 
     def describe_time(self) -> str:
         """The time bounds in words, for error messages."""

@@ -32,7 +32,7 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "handoffs",
-        "headers", "id", "resumed", "runtime", "steps", "tenant", "usage",
+        "headers", "id", "last_known", "resumed", "runtime", "steps", "tenant", "usage",
         "version", "workflow",
     )
 
@@ -60,6 +60,8 @@ class SessionState:
         # Agents the session ran (and was given), in order; the name map is built from them
         # only when a handoff or worker named by string needs it.
         self._roots: list[Agent[Any, Any]] = list(agents)
+        #: The agent :meth:`know` learnt last (the agent loop skips the call for it).
+        self.last_known: Agent[Any, Any] | None = self._roots[-1] if self._roots else None
         self._agents: dict[str, Agent[Any, Any]] | None = None
 
     def know(self, agent: Agent[Any, Any]) -> None:
@@ -68,6 +70,7 @@ class SessionState:
         if roots and roots[-1] is agent:
             return
         roots.append(agent)
+        self.last_known = agent
         if self._agents is not None:
             for a in agent.reachable():
                 self._agents.setdefault(a.name, a)

@@ -70,20 +70,23 @@ class _Op:
 
     ``guard`` (session id, owner) marks a journal append: while the writer's lease is known
     to hold, the plain statement runs; past it, the fenced form, which lands only if the
-    writer still owns the session."""
+    writer still owns the session.
 
-    __slots__ = ("fenced", "fut", "guard", "more", "on_commit", "params", "quiet", "sql")
+    ``lease`` (session id, owner, expiry) marks a session creation that claims the session:
+    if its row is written, the lease is recorded in the store's lease map."""
+
+    __slots__ = ("fenced", "fut", "guard", "lease", "more", "params", "quiet", "sql")
 
     def __init__(self, sql: str, params: tuple[Any, ...], *,
                  more: list[tuple[str, tuple[Any, ...]]] | None = None,
                  fenced: str | None = None, guard: tuple[str, str] | None = None,
-                 on_commit: Callable[[int], None] | None = None) -> None:
+                 lease: tuple[str, str, float] | None = None) -> None:
         self.sql = sql
         self.params = params
         self.more = more
         self.fenced = fenced  # session id, for the error message
         self.guard = guard
-        self.on_commit = on_commit  # gets the row count of the first statement
+        self.lease = lease
         self.fut: asyncio.Future[None] | None = None
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
@@ -273,17 +276,24 @@ class SQLiteStore:
         ``sqlite3.Error`` with nothing written."""
         conn = self.conn
         execute = conn.execute
-        if len(batch) == 1:  # the common case: one plain statement, autocommitted
+        refused: list[bool] | None = None
+        if len(batch) == 1:  # the common case: one statement, autocommitted
             op = batch[0]
-            if op.guard is None and op.fenced is None and op.on_commit is None and \
-                    op.more is None:
-                execute(op.sql, op.params)
+            if op.guard is None and op.more is None:
+                if op.fenced is None and op.lease is None:
+                    execute(op.sql, op.params)
+                else:
+                    n = execute(op.sql, op.params).rowcount
+                    if op.lease is not None and n:
+                        sid, owner, until = op.lease
+                        self._leases[sid] = (owner, until)
+                    if op.fenced is not None and n == 0:
+                        refused = [True]
                 self.commits += 1
                 self.records += 1
                 if self.commits % 128 == 0:
                     self._after_commit(conn)
-                return None
-        refused: list[bool] | None = None
+                return refused
         single = len(batch) == 1 and batch[0].more is None
         safe = -1.0
         leases = self._leases
@@ -302,10 +312,11 @@ class SQLiteStore:
                         # The lease may be gone: the fenced form lands only for the owner.
                         sql, params = _APPEND_FENCED, (*params, guard[0], guard[1])
                         check = True
-                if check or op.on_commit is not None:
+                lease = op.lease
+                if check or lease is not None:
                     n = execute(sql, params).rowcount
-                    if op.on_commit is not None:
-                        op.on_commit(n)
+                    if lease is not None and n:
+                        leases[lease[0]] = (lease[1], lease[2])
                     if check and n == 0:
                         if refused is None:
                             refused = [False] * len(batch)
@@ -332,8 +343,8 @@ class SQLiteStore:
         """A batch that did not commit created no session: forget leases its creations
         recorded (they are recorded as the row is written, inside the transaction)."""
         for op in batch:
-            if op.on_commit is not None and op.sql is _INSERT_SESSION:
-                self._leases.pop(op.params[0], None)
+            if op.lease is not None:
+                self._leases.pop(op.lease[0], None)
 
     def _after_commit(self, conn: sqlite3.Connection) -> None:
         """Rewind the WAL once it passes the limit. Under commits that never pause, the
@@ -477,14 +488,10 @@ class SQLiteStore:
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> asyncio.Future[None]:
         now = self.clock()
-        on_commit = None
-        if owner is not None:
-            def on_commit(n: int, sid: str = session.id, until: float = now + lease_s) -> None:
-                if n:
-                    self._leases[sid] = (owner, until)
         return self._submit(_Op(_INSERT_SESSION,
                                 self._session_params(session, owner, lease_s, now),
-                                on_commit=on_commit), wait=False)
+                                lease=None if owner is None else (session.id, owner,
+                                                                  now + lease_s)), wait=False)
 
     async def create_sessions(self, sessions: Sequence[NewSession], *,
                               owner: str | None = None, lease_s: float = 0.0) -> int:
@@ -686,7 +693,13 @@ class SQLiteStore:
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,
                consume_signal: int | None = None) -> asyncio.Future[None]:
         now = self.clock()
-        params = _append_params(session_id, record, now, self._next_seq(now))
+        # Write order (``_next_seq`` and ``_append_params``, inlined: once per step).
+        seq = self._seq + 1
+        t = int(now * 1e6)
+        self._seq = seq = t if t > seq else seq
+        r = record
+        params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
+                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
         guard = None
         if owner is not None:
