@@ -7,11 +7,13 @@
 Each writer is a durable session. It applies ``--ops`` operations to 10 shared keys
 (5 counters it increments, 5 lists it appends its tag to), and between reading a key and
 writing it back it sleeps a random time (up to ``--delay-ms``, a journaled timer), so
-writers of the same key overlap. Two workflows do the same work side by side, in the same
-run and on the same store:
+writers of the same key overlap. Three workflows do the same work one after the other, in
+the same run and on the same store:
 
-* ``state``: ``ctx.state("race").get`` then ``.set(..., expected_version=...)``; on a
-  :class:`~convoy.StateConflict` it reads again, sleeps again and retries.
+* ``state``: ``ctx.state("race:...").get`` then ``.set(..., expected_version=...)``; on
+  a :class:`~convoy.StateConflict` it reads again, sleeps again and retries.
+* ``update``: the pause, then ``ctx.state("race:...").update(key, fn)``, which re-reads
+  and re-applies on a conflict after a randomised backoff.
 * ``naive``: read and write the interceptor key-value store (``Store.kv_get`` /
   ``kv_put``) in journaled ``ctx.step`` effects: a plain read-modify-write.
 
@@ -23,7 +25,9 @@ It also measures the cost of one compare-and-set write on the store itself: unco
 once; and a journaled ``ctx.state(...).set`` step in a session, uncontended.
 
 ``--processes P`` runs the writers in P engine processes on the same store (real
-processes: ``multiprocessing`` with ``spawn``), and the checks run in this one. Results:
+processes: ``multiprocessing`` with ``spawn``), and the checks run in this one;
+``--kill-at F`` SIGKILLs the first of them once a fraction F of its sessions completed,
+and an engine in this process takes its sessions over. Results:
 one JSON line per measurement, then a summary table.
 """
 
@@ -94,9 +98,8 @@ def store_for(db: str) -> Store:
 
 @convoy.workflow(name="bench.state_race.state")
 async def cas_writer(ctx: convoy.Context, job: Job) -> int:
-    """Read, wait, compare-and-set; on a conflict read again. Returns the conflicts."""
+    """Read, wait, compare-and-set; on a conflict read again (and wait again)."""
     race = ctx.state(f"{NS}:{job.tag.split('-')[0]}")
-    conflicts = 0
     for op in job.ops:
         while True:
             cur = await race.get(op.key)
@@ -106,8 +109,23 @@ async def cas_writer(ctx: convoy.Context, job: Job) -> int:
                                expected_version=cur.version)
                 break
             except convoy.StateConflict:
-                conflicts += 1
-    return conflicts
+                continue  # counted by engine.state_stats
+    return 0
+
+
+@convoy.workflow(name="bench.state_race.update")
+async def update_writer(ctx: convoy.Context, job: Job) -> int:
+    """The same operations through ``update`` (re-read and re-apply on a conflict, with a
+    randomised backoff), after the same random pause."""
+    race = ctx.state(f"{NS}:{job.tag.split('-')[0]}")
+    for op in job.ops:
+        await ctx.sleep(op.delay)
+
+        def change(value: Any, key: str = op.key) -> Any:
+            return apply(key, value, job.tag)
+
+        await race.update(op.key, change, attempts=1_000_000)  # the check counts losses
+    return 0
 
 
 def naive_writer(store: Store) -> convoy.Workflow[Job, int]:
@@ -127,13 +145,20 @@ def naive_writer(store: Store) -> convoy.Workflow[Job, int]:
             async def write(key: str = op.key, text: str = text) -> None:
                 await store.kv_put(space, key, text)
 
-            await ctx.step("write", write)
+            # Writing the same value again is harmless: retried after a crash.
+            await ctx.step("write", write, idempotent=True)
         return 0
 
     return naive
 
 
 # -- running writers -----------------------------------------------------------------------
+
+
+def _workflow(kind: str, store: Store) -> convoy.Workflow[Job, int]:
+    if kind == "state":
+        return cas_writer
+    return update_writer if kind == "update" else naive_writer(store)
 
 
 def _engine(store: Store, writers: int) -> convoy.Engine:
@@ -148,14 +173,15 @@ def ids_of(jobs: list[Job]) -> list[str]:
 async def run_writers(db: str, jobs: list[Job], kind: str) -> dict[str, Any]:
     store = store_for(db)
     async with _engine(store, len(jobs)) as eng:
-        wf = cas_writer if kind == "state" else naive_writer(store)
+        wf = _workflow(kind, store)
         t0 = time.perf_counter()
         results = await eng.run_many(wf, jobs, ids=ids_of(jobs))
         wall = time.perf_counter() - t0
+        conflicts = eng.state_stats.conflicts
     failed = [r for r in results if not r.ok]
     if failed:
         raise SystemExit(f"error: {len(failed)} {kind} writers failed, e.g. {failed[0].error}")
-    return {"wall_s": wall, "conflicts": sum(int(r.output or 0) for r in results)}
+    return {"wall_s": wall, "conflicts": conflicts}
 
 
 def _child(db: str, jobs: list[dict[str, Any]], kind: str, out: Any) -> None:
@@ -163,10 +189,11 @@ def _child(db: str, jobs: list[dict[str, Any]], kind: str, out: Any) -> None:
 
 
 def run_processes(db: str, jobs: list[Job], kind: str, processes: int,
-                  kill_after: float | None = None) -> dict[str, Any]:
+                  kill_at: float | None = None) -> dict[str, Any]:
     """The writers split over ``processes`` engine processes on the same store. With
-    ``kill_after``, the first process is SIGKILLed that many seconds in, and once the
-    others are done an engine here takes its sessions over (``resume``)."""
+    ``kill_at``, the first process is SIGKILLed once that fraction of its sessions has
+    completed, and once the others are done an engine here takes its sessions over
+    (``resume``)."""
     asyncio.run(create(db, jobs, kind))  # durable before any process runs (or is killed)
     ctx = multiprocessing.get_context("spawn")
     out = ctx.Queue()
@@ -177,8 +204,8 @@ def run_processes(db: str, jobs: list[Job], kind: str, processes: int,
     for p in procs:
         p.start()
     killed = 0
-    if kill_after is not None:
-        procs[0].join(kill_after)
+    if kill_at is not None:
+        asyncio.run(until_done(db, ids_of(shares[0]), kill_at, procs[0]))
         if procs[0].exitcode is None:
             procs[0].kill()
             procs[0].join()
@@ -193,10 +220,24 @@ def run_processes(db: str, jobs: list[Job], kind: str, processes: int,
             "conflicts": sum(g["conflicts"] for g in got) + more}
 
 
+async def until_done(db: str, ids: list[str], fraction: float, proc: Any) -> None:
+    """Wait until ``fraction`` of these sessions completed (or ``proc`` ended)."""
+    store = store_for(db)
+    await store.open()
+    try:
+        while proc.exitcode is None:
+            rows = await store.get_sessions(ids)
+            if sum(r.status == "completed" for r in rows.values()) >= fraction * len(ids):
+                return
+            await asyncio.sleep(0.01)
+    finally:
+        await store.aclose()
+
+
 async def create(db: str, jobs: list[Job], kind: str) -> None:
     """Create the writers' sessions, pending, for the processes to claim."""
     store = store_for(db)
-    wf = cas_writer if kind == "state" else naive_writer(store)
+    wf = _workflow(kind, store)
     await store.open()
     try:
         await store.create_sessions([NewSession(
@@ -209,14 +250,15 @@ async def create(db: str, jobs: list[Job], kind: str) -> None:
 async def take_over(db: str, kind: str) -> tuple[int, int]:
     """Resume the sessions of a killed engine: how many ran here, and their conflicts."""
     store = store_for(db)
-    wf = cas_writer if kind == "state" else naive_writer(store)
+    wf = _workflow(kind, store)
     async with _engine(store, 1000) as eng:
         eng.register(wf)
         results = await eng.resume()
+        conflicts = eng.state_stats.conflicts
     failed = [r for r in results if not r.ok]
     if failed:
         raise SystemExit(f"error: {len(failed)} resumed writers failed: {failed[0].error}")
-    return len(results), sum(int(r.output or 0) for r in results)
+    return len(results), conflicts
 
 
 async def lost_updates(db: str, jobs: list[Job], kind: str) -> dict[str, int]:
@@ -234,7 +276,7 @@ async def lost_updates(db: str, jobs: list[Job], kind: str) -> dict[str, int]:
     lost = dup = 0
     try:
         for key, n in intended.items():
-            if kind == "state":
+            if kind != "naive":
                 entry = await store.state_get("default", f"{NS}:{run}", key)
                 value = None if entry is None else json.loads(entry.value)
             else:
@@ -335,9 +377,10 @@ def main() -> None:
     p.add_argument("--delay-ms", type=float, default=5.0,
                    help="most time between a writer's read and its write")
     p.add_argument("--processes", type=int, default=1, help="engine processes")
-    p.add_argument("--kill-after", type=float, default=None, metavar="SECONDS",
-                   help="with --processes: SIGKILL the first one this long into each run; "
-                        "an engine takes its sessions over once the others are done")
+    p.add_argument("--kill-at", type=float, default=None, metavar="FRACTION",
+                   help="with --processes: SIGKILL the first process of each run once this "
+                        "fraction of its sessions completed; an engine takes its sessions "
+                        "over once the others are done")
     p.add_argument("--cas-writes", type=int, default=5000,
                    help="sequential writes of the uncontended measurement")
     p.add_argument("--cas-writers", type=int, default=1000,
@@ -347,11 +390,11 @@ def main() -> None:
     db = args.db or str(Path(tempfile.mkdtemp(prefix="convoy-race-")) / "race.db")
     rows = []
     for n in args.writers:
-        for kind in ("state", "naive"):
+        for kind in ("state", "update", "naive"):
             run = f"{kind}{n}"
             jobs = make_jobs(n, args.ops, args.delay_ms, args.seed + n, run)
             if args.processes > 1:
-                timing = run_processes(db, jobs, kind, args.processes, args.kill_after)
+                timing = run_processes(db, jobs, kind, args.processes, args.kill_at)
             else:
                 timing = asyncio.run(run_writers(db, jobs, kind))
             row = {"writers": n, "kind": kind, "processes": args.processes,
@@ -364,18 +407,20 @@ def main() -> None:
     killed = [r for r in rows if r.get("killed")]
     print(f"\nstore {db}, {args.processes} process(es), {args.ops} ops per writer, delays "
           f"up to {args.delay_ms} ms" + (
-              f"; a process SIGKILLed {args.kill_after} s into {len(killed)} of the runs, "
-              f"{sum(r['taken_over'] for r in killed)} of its sessions taken over"
+              f"; in {len(killed)} runs a process SIGKILLed once {args.kill_at:.0%} of its "
+              f"sessions completed, {sum(r['taken_over'] for r in killed)} sessions taken "
+              "over"
               if killed else ""))
-    print("| writers | updates | state API: lost / conflicts retried (wall s) | naive: lost "
-          "(wall s) |")
-    print("|---:|---:|---:|---:|")
+    print("| writers | updates | get + set: lost / conflicts retried (wall s) | update: lost "
+          "/ conflicts (wall s) | naive: lost (wall s) |")
+    print("|---:|---:|---:|---:|---:|")
     for n in args.writers:
         s = next(r for r in rows if r["writers"] == n and r["kind"] == "state")
+        u = next(r for r in rows if r["writers"] == n and r["kind"] == "update")
         v = next(r for r in rows if r["writers"] == n and r["kind"] == "naive")
         print(f"| {n:,} | {s['updates']:,} | {s['lost']} / {s['conflicts']:,} "
-              f"({s['wall_s']:.2f}) | {v['lost']:,} = {v['lost'] / v['updates']:.0%} "
-              f"({v['wall_s']:.2f}) |")
+              f"({s['wall_s']:.2f}) | {u['lost']} / {u['conflicts']:,} ({u['wall_s']:.2f}) | "
+              f"{v['lost']:,} = {v['lost'] / v['updates']:.0%} ({v['wall_s']:.2f}) |")
     print(f"\nCAS write on the store: {cost['uncontended_us_p50']:.0f} µs uncontended (p50); "
           f"with {cost['contended_writers']:,} writers on {KEYS} keys "
           f"{cost['contended_us_per_attempt']:.0f} µs per attempt, "
