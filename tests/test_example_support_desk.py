@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from examples.support_desk import crm, make_tickets, report
+from examples.support_desk import accounts, crm, make_tickets, report
 from examples.support_desk.agents import Resolution, Ticket
 from examples.support_desk.sim_script import SUPPORT_SIM
 from examples.support_desk.workflow import handle_ticket
@@ -93,6 +93,21 @@ async def test_desk_kpis_and_exactly_once_refunds(tmp_path: Path, desk: crm.CRM)
         no_invoice_twice = Counter(i for invs in refunded.values() for i in invs)
         assert max(no_invoice_twice.values()) == 1
 
+        # The shared customer records: concurrent tickets of a customer lost no update.
+        per_customer = Counter(t["customer_email"] for t in tickets)
+        assert max(per_customer.values()) > 1  # some customers' tickets ran concurrently
+        for email, n in per_customer.items():
+            acct = await engine.state(accounts.namespace(email),
+                                      type=accounts.CustomerAccount).get(accounts.KEY)
+            assert acct.value is not None
+            assert (acct.value.tickets, acct.value.open_tickets) == (n, 0), email
+            mine = [r for r, t in zip(results, tickets, strict=True)
+                    if t["customer_email"] == email]
+            assert acct.value.credit == round(sum(desk.refunded_by_session(r.id)
+                                                  for r in mine), 2)
+        totals = await accounts.totals(engine, per_customer)
+        assert totals.tickets == len(tickets) and totals.credit > 0
+
         before, calls = refunds_by_session(desk), SUPPORT_SIM.calls
         for res in results:
             rr = await engine.replay(res.id)
@@ -148,6 +163,11 @@ async def test_resume_after_crash_does_not_refund_twice(tmp_path: Path, desk: cr
         assert res.ok and res.output is not None
         assert res.output.action == "refund" and res.output.resolved
         assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}  # still once
+        acct = await engine.state(accounts.namespace(ticket["customer_email"]),
+                                  type=accounts.CustomerAccount).get(accounts.KEY)
+        assert acct.value is not None  # opened once, closed once, credited once
+        assert (acct.value.tickets, acct.value.open_tickets, acct.value.credit) == (
+            1, 0, crash.refund.amount)
         assert (await engine.replay(sid)).matches
         assert refunds_by_session(desk) == {sid: [crash.refund.invoice_id]}
 

@@ -260,6 +260,16 @@ class CRM:
                 out.setdefault(key, []).append(invoice_id)
         return out
 
+    def refunded_by_session(self, session_id: str) -> float:
+        """The total of the refunds a Convoy session issued (its idempotency keys are
+        ``"<session id>:<step key>"``)."""
+        prefix = f"{session_id}:"
+        with self.connect() as conn:
+            row = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE "
+                               "substr(idempotency_key, 1, ?) = ?",
+                               (len(prefix), prefix)).fetchone()
+        return round(float(row[0]), 2)
+
     def changes(self) -> dict[str, int]:
         """What the agents changed: refunds issued, bug reports filed, account changes."""
         with self.connect() as conn:

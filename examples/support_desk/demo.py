@@ -34,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import convoy
 from convoy.cost import ResponseCache
 from convoy.resilience import Router, protections
-from examples.support_desk import crm, report
+from examples.support_desk import accounts, crm, report
 from examples.support_desk.agents import Resolution
 from examples.support_desk.sim_script import LARGE_SIM, MINI_SIM, PRICES
 from examples.support_desk.workflow import handle_ticket
@@ -158,6 +158,7 @@ async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
                                             ids=[t["id"] for t in tickets], on_done=on_done)
             wall = time.perf_counter() - t0
         kpis = report.score(results, tickets, engine, wall)
+        kpis.accounts = await accounts.totals(engine, [t["customer_email"] for t in tickets])
         if control is not None:
             kpis.savings = report.savings(engine, control.cache, strong=LARGE_SIM.name)
     kpis.crm_changes = desk_crm.changes()

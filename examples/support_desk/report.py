@@ -13,6 +13,7 @@ from typing import Any
 from rich.table import Table
 
 import convoy
+from examples.support_desk.accounts import Totals
 from examples.support_desk.agents import GAVE_UP_REPLY, Resolution
 
 TICKETS = Path(__file__).with_name("tickets.jsonl")
@@ -98,6 +99,7 @@ class Kpis:
     tool_calls: int = 0
     wall_s: float = 0.0
     crm_changes: dict[str, int] = field(default_factory=dict)
+    accounts: Totals | None = None
     savings: Savings | None = None
 
     @property
@@ -178,10 +180,22 @@ def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
         ("tool calls", f"{k.tool_calls:,}"),
         ("wall time", f"{k.wall_s:.2f} s"),
         *((f"CRM: {what}", str(n)) for what, n in k.crm_changes.items()),
+        *_account_rows(k),
     ]
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def _account_rows(k: Kpis) -> list[tuple[str, str]]:
+    a = k.accounts
+    if a is None:
+        return []
+    return [("shared customer records", f"{a.customers:,}"),
+            ("  tickets counted in them", f"{a.tickets:,} of {k.sessions:,}"),
+            ("  tickets left open", f"{a.open_tickets:,}"),
+            ("  refunds credited", f"${a.credit:,.2f}"),
+            ("  concurrent writes re-applied", f"{a.conflicts:,}")]
 
 
 def action_table(k: Kpis) -> Table:

@@ -20,6 +20,7 @@ from convoy._errors import (
     PolicyDenied,
     RecordedError,
     SessionTerminated,
+    StateConflict,
     StepError,
     StoreError,
     TerminalReason,
@@ -36,7 +37,7 @@ from convoy.definitions._workflow import Workflow, load_workflow, workflow
 from convoy.durability import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._engine import ESCALATION, Engine
 from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -46,6 +47,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInfo,
     SessionInput,
+    StateInput,
     StepInfo,
     ToolCallInput,
 )
@@ -62,6 +64,7 @@ from convoy.models._messages import (
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
 
@@ -109,6 +112,11 @@ __all__ = [
     "SessionResult",
     "SessionTerminated",
     "SimModel",
+    "State",
+    "StateConflict",
+    "StateInput",
+    "StateStats",
+    "StateVersion",
     "StepError",
     "StepInfo",
     "StepTimings",
@@ -126,6 +134,7 @@ __all__ = [
     "Usage",
     "UsageAccounting",
     "UserError",
+    "Versioned",
     "WaitTimeout",
     "Workflow",
     "__version__",

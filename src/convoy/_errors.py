@@ -11,8 +11,10 @@ One root, a shallow tree::
     │   ├── HandoffError           a handoff still invalid after the repair attempts
     │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
     │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
-    │   └── PolicyDenied           a policy refused the step (terminal)
-    │   └── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   ├── PolicyDenied           a policy refused the step (terminal)
+    │   ├── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   └── StateConflict          a compare-and-set write of shared state found a newer
+    │                              version (carries the current value and version)
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
     ├── StoreError                 the store failed (``transient``: try again later)
     │   └── JournalError           the store holds something this version cannot read
@@ -140,6 +142,9 @@ class StepError(ConvoyError):
 
     kind: ClassVar[str] = "step"
     terminal: ClassVar[bool] = False
+    #: JSON-able facts about the failure a model can act on: a failed tool call reports
+    #: them to the model beside the message (a :class:`StateConflict`'s current value).
+    details: dict[str, Any] | None = None
 
     def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
                  retry_after: float | None = None) -> None:
@@ -183,10 +188,13 @@ class ToolError(StepError):
     timeout: bool = False
 
     def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
-                 status_code: int | None = None, retry_after: float | None = None) -> None:
+                 status_code: int | None = None, retry_after: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message, retryable=retryable or timeout, status_code=status_code,
                          retry_after=retry_after)
         self.timeout = timeout
+        if details is not None:
+            self.details = details
 
 
 class HandoffError(StepError):
@@ -219,6 +227,31 @@ class WaitTimeout(StepError):
     """``ctx.wait_for`` timed out before its signal arrived."""
 
     kind = "wait_timeout"
+
+
+class StateConflict(StepError):
+    """A compare-and-set write of shared state found the key at another version than the
+    one its writer read: another writer got there first, and nothing was written.
+
+    ``current_version`` and ``current_value`` are what the key holds now (version 0: it
+    does not exist). Re-read, decide again and write against that version; ``update``
+    on a :class:`~convoy.State` does so by itself. Inside a tool the conflict reaches the
+    model as a failed tool call carrying the current value, so the agent re-plans.
+    """
+
+    kind = "state_conflict"
+
+    def __init__(self, message: str, *, namespace: str, key: str, expected_version: int,
+                 current_version: int, current_value: Any = None) -> None:
+        super().__init__(message, retryable=True)
+        self.namespace = namespace
+        self.key = key
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.current_value = current_value
+        self.details = {"conflict": {
+            "namespace": namespace, "key": key, "expected_version": expected_version,
+            "current_version": current_version, "current_value": current_value}}
 
 
 class SessionTerminated(BaseException):

@@ -49,6 +49,8 @@ BusyTimeoutOption = Annotated[float, typer.Option(
     "--busy-timeout", metavar="SECONDS", min=0.0, envvar="CONVOY_BUSY_TIMEOUT",
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
+TenantOption = Annotated[str, typer.Option(
+    "--tenant", "-t", metavar="TENANT", help="The tenant whose data this is.")]
 ImportOption = Annotated[list[str] | None, typer.Option(
     "--import", metavar="MODULE",
     help="Import this module first, so the workflows it defines (also under explicit "
