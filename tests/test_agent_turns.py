@@ -142,7 +142,7 @@ async def test_the_route_resumes_after_a_crash_without_calling_the_model(
 
 
 async def test_session_limits_stay_session_level(engine_factory: Any) -> None:
-    sim, boss = desk(max_turns=1000)
+    _, boss = desk(max_turns=1000)
     res = await engine_factory(limits=convoy.Limits(max_steps=25)).run(
         routed(boss), {"text": "x"})
     assert res.status == "limit_exceeded"  # the workflow's except did not swallow it
