@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from examples.support_desk import crm, make_tickets, report
-from examples.support_desk.agents import WORKER_TURNS, Resolution, Ticket
+from examples.support_desk.agents import WORKER_TURNS, Ticket, TicketOutcome
 from examples.support_desk.sim_script import SUPPORT_SIM
 from examples.support_desk.workflow import handle_ticket
 
@@ -69,7 +69,7 @@ async def test_desk_kpis_and_exactly_once_refunds(tmp_path: Path, desk: crm.CRM)
     tickets = sample()
     ids = [t["id"] for t in tickets]
     async with convoy.Engine(tmp_path / "sessions.db", concurrency=8) as engine:
-        results: list[convoy.SessionResult[Resolution]] = await engine.run_many(
+        results: list[convoy.SessionResult[TicketOutcome]] = await engine.run_many(
             handle_ticket, tickets, ids=ids)
         assert [r.id for r in results] == ids
         assert set(await engine.store.counts()) <= TERMINAL  # every session ended
