@@ -158,7 +158,8 @@ def score(results: Sequence[convoy.SessionResult[TicketOutcome]],
         k.escalated += out.escalated
         k.category_correct += out.category == truth["category"]
         if out.handover is not None:
-            kind = f"{out.handover.error} ({out.handover.agent or 'agents'})"
+            agent = out.handover.agent
+            kind = f"{out.handover.error} ({agent})" if agent else out.handover.error
             k.handed_over[kind] += 1
             k.handover_examples.setdefault(kind, f"{res.id}: {out.handover.reason}")
             continue  # the agents did not decide the action: never right
@@ -179,6 +180,10 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.1%}"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
 def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
@@ -197,8 +202,8 @@ def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
         ("  writes claimed, not in the CRM", str(k.unbacked)),
         ("tokens (in / out)", f"{k.input_tokens:,} / {k.output_tokens:,}"),
         ("cost", f"${k.cost:.4f}"),
-        ("session latency p50", f"{k.latency(50) * 1000:.0f} ms"),
-        ("session latency p99", f"{k.latency(99) * 1000:.0f} ms"),
+        ("session latency p50", _duration(k.latency(50))),
+        ("session latency p99", _duration(k.latency(99))),
         ("model calls", f"{k.model_calls:,}"),
         ("tool calls", f"{k.tool_calls:,}"),
         ("wall time", f"{k.wall_s:.2f} s"),
