@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 import convoy
-from examples.support_desk.agents import Resolution
+from examples.support_desk.agents import TicketOutcome
 
 KEY = "account"
 """The key of the record in its customer's namespace."""
@@ -54,7 +54,7 @@ def opened(ticket_id: str) -> Callable[[CustomerAccount], CustomerAccount]:
     return apply
 
 
-def closed(resolution: Resolution, refunded: float) -> Callable[[CustomerAccount],
+def closed(resolution: TicketOutcome, refunded: float) -> Callable[[CustomerAccount],
                                                                  CustomerAccount]:
     def apply(a: CustomerAccount) -> CustomerAccount:
         return a.model_copy(update={

@@ -6,6 +6,7 @@ resumes where it stopped without paying for anything twice.
 """
 
 from convoy._errors import (
+    AgentTurnsExhausted,
     BudgetExhausted,
     CircuitOpenError,
     ConvoyError,
@@ -70,6 +71,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentTurnsExhausted",
     "BudgetExhausted",
     "CircuitOpenError",
     "Context",

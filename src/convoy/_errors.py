@@ -9,6 +9,7 @@ One root, a shallow tree::
     │   ├── OutputValidationError  model output still invalid after the repair attempts
     │   ├── ToolError              a tool failed or returned an invalid result
     │   ├── HandoffError           a handoff still invalid after the repair attempts
+    │   ├── AgentTurnsExhausted    an agent used its ``max_turns`` without a final answer
     │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
     │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
     │   ├── PolicyDenied           a policy refused the step (terminal)
@@ -201,6 +202,38 @@ class HandoffError(StepError):
     """A handoff named an undeclared target or carried an invalid payload, too often."""
 
     kind = "handoff"
+
+
+class AgentTurnsExhausted(StepError):
+    """An agent used all its ``max_turns`` model calls without a final answer.
+
+    A failure of that agent's run, not of the session (``LimitExceeded`` bounds the
+    session): like ``OutputValidationError`` it propagates out of ``ctx.run`` (and out of
+    the supervisor that delegated to the agent), where the workflow may catch it and route
+    the work elsewhere, for instance to a person with :attr:`transcript`; uncaught, it
+    fails the session. Terminal: running the agent again would spend the same turns.
+
+    Attributes:
+        agent: the agent that ran out of turns.
+        max_turns: its turn budget.
+        transcript: its conversation so far, as OpenAI-shaped message dicts (``role``,
+            ``content``, ``tool_calls``, ``tool_call_id``), the tool results included.
+    """
+
+    kind = "max_turns"
+    terminal = True
+
+    def __init__(self, message: str, *, agent: str = "", max_turns: int = 0,
+                 transcript: Sequence[Mapping[str, Any]] = (), retryable: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable, status_code=status_code,
+                         retry_after=retry_after)
+        self.agent = agent
+        self.max_turns = max_turns
+        self.transcript = [dict(m) for m in transcript]
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "agent": self.agent, "max_turns": self.max_turns}
 
 
 class UnknownOutcomeError(StepError):

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    AgentTurnsExhausted,
     CircuitOpenError,
     HandoffError,
-    LimitExceeded,
     OutputValidationError,
     StepError,
     ToolError,
@@ -130,8 +130,12 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
                 # The tool's own error says why (timed out, breaker open, raised): it
                 # ends the run typed as that, not as a mistake of the model.
                 raise turn.last_failure
-    raise LimitExceeded(f"agent {agent.name!r} reached max_turns={agent.max_turns} in "
-                        f"session {s.id!r} without a final answer")
+    # A failure of this agent's run, not a session limit: the workflow may catch it. It is
+    # derived from the journaled turns alone, so a replay raises it again at this point.
+    raise AgentTurnsExhausted(
+        f"agent {agent.name!r} reached max_turns={agent.max_turns} in session {s.id!r} "
+        "without a final answer", agent=agent.name, max_turns=agent.max_turns,
+        transcript=[m.to_dict() for m in messages])
 
 
 def _repair_prompt(agent: Agent[Any, Any], error: str) -> str:
