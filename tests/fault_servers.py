@@ -12,9 +12,10 @@ import pytest
 
 sys.path.append(str(Path(__file__).resolve().parents[1] / "bench"))
 
-from _faultserver import BADJSON, HANG, OK, Action, FaultServer, error
+from _faultserver import BADJSON, HANG, OK, Action, FaultServer, error, held
 
-__all__ = ["BADJSON", "HANG", "OK", "Action", "FaultServer", "Servers", "error", "servers"]
+__all__ = ["BADJSON", "HANG", "OK", "Action", "FaultServer", "Servers", "error", "held",
+           "servers"]
 
 Servers = Callable[[Callable[[float], Action]], FaultServer]
 

@@ -13,11 +13,13 @@ from hypothesis import strategies as st
 
 import convoy
 from convoy import ModelRequest
+from convoy.interceptors._base import ordered
 from convoy.resilience import (
     BreakerPolicy,
     Breakers,
     Bulkhead,
     CircuitBreaker,
+    Deployment,
     Rate,
     RateLimit,
     RateLimited,
@@ -425,10 +427,11 @@ async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
 def test_protections_are_in_the_documented_order() -> None:
     chain = protections(step_timeout=30, fallbacks={"a": ["sim:b"]},
                         router=Router(cheap="sim:", strong="sim:"), bulkhead=Bulkhead(model=2),
-                        rate=Rate(rpm=60))
+                        rate=Rate(rpm=60), deployments=[Deployment(name="a", model="sim:b")])
     names = [type(i).__name__ for i in chain]
-    assert names == ["Timeout", "Router", "Fallback", "Retry", "Breakers", "RateLimit",
-                     "Bulkhead", "Timeout"]
+    assert names == ["Timeout", "Router", "Fallback", "Retry", "Deployments", "Breakers",
+                     "RateLimit", "Bulkhead", "Timeout"]
+    assert [type(i).__name__ for i in ordered(chain)] == names
 
 
 @pytest.mark.parametrize("where", ["engine store", "state_path"])

@@ -8,6 +8,8 @@ resumes where it stopped without paying for anything twice.
 from convoy._errors import (
     BudgetExhausted,
     CircuitOpenError,
+    ContentPolicyViolation,
+    ContextWindowExceeded,
     ConvoyError,
     Escalated,
     HandoffError,
@@ -69,7 +71,9 @@ __all__ = [
     "Agent",
     "BudgetExhausted",
     "CircuitOpenError",
+    "ContentPolicyViolation",
     "Context",
+    "ContextWindowExceeded",
     "ConvoyError",
     "ESCALATION",
     "EffectInput",

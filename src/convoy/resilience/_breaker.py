@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import CircuitOpenError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
+from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import is_downstream_failure
 from convoy.resilience._scope import Scoped
@@ -247,13 +248,16 @@ class CircuitBreaker:
 
 
 class Breakers(Interceptor):
-    """Circuit breakers for model endpoints, agents and tools.
+    """Circuit breakers for model deployments, agents and tools.
 
-    A model call must be admitted by the breaker of its endpoint (key ``model:NAME``) and
-    by the breaker of its agent on that endpoint (key ``agent:AGENT@NAME``); a tool call by
-    the breaker of its tool (``tool:NAME``). A breaker protects one downstream: an agent
-    whose primary endpoint is failing still reaches a healthy fallback endpoint. ``None``
-    for a target turns its breaker off.
+    A model call must be admitted by the breaker of its deployment (key
+    ``model:DEPLOYMENT``, see :attr:`convoy.Model.deployment`: the model name unless there
+    are several deployments of it) and by the breaker of its agent on that deployment (key
+    ``agent:AGENT@DEPLOYMENT``); a tool call by the breaker of its tool (``tool:NAME``). A
+    breaker protects one downstream: an agent whose primary endpoint is failing still
+    reaches a healthy fallback, even one of the same model behind another base URL.
+    ``models`` is keyed by model name or by deployment. ``None`` for a target turns its
+    breaker off.
     """
 
     stage: Stage = "breaker"
@@ -312,19 +316,20 @@ class Breakers(Interceptor):
                     b.restore_open(remaining)
         return b
 
-    def _for_model(self, model: str, agent: str) -> tuple[CircuitBreaker, ...]:
-        found = self._pairs.get((model, agent))
+    def _for_model(self, model: Model, agent: str) -> tuple[CircuitBreaker, ...]:
+        deployment = model.deployment
+        found = self._pairs.get((deployment, agent))
         if found is None:
-            mp = self._models.for_model("", model)
+            mp = self._models.for_endpoint("", model)
             ap = self._agents.for_model(agent, "")
             pair = []
             if mp is not None:
-                pair.append(self.get(f"model:{model}", mp))
+                pair.append(self.get(f"model:{deployment}", mp))
             if ap is not None:
-                # Keyed by (agent, endpoint): the agent's failures on one endpoint must
+                # Keyed by (agent, deployment): the agent's failures on one endpoint must
                 # not refuse its calls to another (a fallback to a healthy provider).
-                pair.append(self.get(f"agent:{agent}@{model}", ap))
-            found = self._pairs[(model, agent)] = tuple(pair)
+                pair.append(self.get(f"agent:{agent}@{deployment}", ap))
+            found = self._pairs[(deployment, agent)] = tuple(pair)
         return found
 
     async def _guarded(self, breakers: tuple[CircuitBreaker, ...],
@@ -358,7 +363,7 @@ class Breakers(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        found = self._for_model(input.model.name, input.agent.name)
+        found = self._for_model(input.model, input.agent.name)
         if not found:
             return await next(input)
         return await self._guarded(found, next, input)

@@ -9,6 +9,7 @@ from convoy.interceptors._base import Interceptor
 from convoy.models._base import Model
 from convoy.resilience._breaker import BreakerPolicy, Breakers
 from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit
+from convoy.resilience._deployments import Deployment, Deployments
 from convoy.resilience._fallback import Fallback, Router
 from convoy.resilience._retry import Retry, RetryBudget, RetryPolicy
 from convoy.resilience._timeout import Timeout
@@ -25,18 +26,22 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
                 breaker_state: str | Path | None = None,
                 fallbacks: Mapping[str, Sequence[str | Model]] | None = None,
                 router: Router | None = None,
+                deployments: Deployments | Sequence[Deployment] | None = None,
                 bulkhead: Bulkhead | None = None, rate: Rate | RateLimit | None = None,
                 cache: Interceptor | None = None, budgets: Interceptor | None = None,
                 before: Sequence[Interceptor] = ()) -> list[Interceptor]:
     """Interceptors for ``Engine(interceptors=...)``, outermost first:
 
     ``before`` (tracing, audit) → step timeout → router → cache → fallback → retry →
-    circuit breaker → budget → rate limit → bulkhead → per-attempt timeout → adapter.
+    deployments → circuit breaker → budget → rate limit → bulkhead → per-attempt timeout →
+    adapter.
 
-    A cache hit costs nothing; every retry attempt passes the breaker, reserves budget,
-    takes a rate-limit token and gets its own timeout; a fallback model gets the whole
-    retry policy again. ``breaker_state`` is a file where open circuits are kept, so a
-    restarted engine keeps rejecting calls to a downstream that was failing.
+    A cache hit costs nothing; every retry attempt is routed to one of its model's
+    ``deployments`` (a :class:`Deployments`, or a list of :class:`Deployment` routed
+    ``"in_order"``), passes that deployment's breaker, reserves budget, takes a rate-limit
+    token and gets its own timeout; a fallback model gets the whole retry policy again.
+    ``breaker_state`` is a file where open circuits are kept, so a restarted engine keeps
+    rejecting calls to a downstream that was failing.
     """
     chain: list[Interceptor] = list(before)
     if step_timeout is not None:
@@ -49,6 +54,9 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
         chain.append(Fallback(fallbacks))
     if retry is not None:
         chain.append(Retry(retry, budget=retry_budget))
+    if deployments:
+        chain.append(deployments if isinstance(deployments, Deployments)
+                     else Deployments(deployments))
     if breaker is not None:
         chain.append(Breakers(breaker, state_path=breaker_state))
     if budgets is not None:
