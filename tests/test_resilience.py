@@ -210,6 +210,22 @@ def test_retry_budget_floor_is_per_window_so_low_traffic_does_not_amplify() -> N
     assert retries <= 0.5 * calls
 
 
+def test_a_cold_retry_budget_lets_every_call_in_flight_retry_once() -> None:
+    # A burst of 429s right after an engine started, 20 calls in flight: the budget has
+    # seen 20 first attempts (4 retries' worth) and has its floor of 5, yet each of the 20
+    # must be able to retry once (bench/faults.py burst429 at 2,000 sessions: these denials
+    # failed sessions). The floor covers one wave of the calls in flight, no more.
+    budget = RetryBudget(clock=FakeClock())
+    for _ in range(20):
+        budget.on_call()
+    granted = sum(budget.try_retry(in_flight=20) for _ in range(40))
+    assert granted == 20 * budget.ratio + 20
+    assert budget.denied == 40 - granted
+    quiet = RetryBudget(clock=FakeClock())  # one call in flight: the floor is min_retries
+    quiet.on_call()
+    assert sum(quiet.try_retry(in_flight=1) for _ in range(10)) == quiet.min_retries
+
+
 async def test_a_retry_denied_by_the_budget_is_reported_as_such(engine_factory: Any) -> None:
     sim, attempts = flaky(10**9, convoy.ModelError("429", retryable=True, status_code=429))
     agent = convoy.Agent(name="a", output_type=Classification, model=sim)
