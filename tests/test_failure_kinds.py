@@ -139,7 +139,8 @@ async def run_many(eng: convoy.Engine, agent: convoy.Agent[Any, Any], n: int) ->
     return [(await eng.run(flow(agent), f"t{i}")).status for i in range(n)]
 
 
-TIGHT = dict(window_type="count", window=5, minimum_calls=5, wait_in_open=3600)
+TIGHT: dict[str, Any] = {"window_type": "count", "window": 5, "minimum_calls": 5,
+                         "wait_in_open": 3600}
 
 
 # -- breakers: record and ignore --------------------------------------------------------------
