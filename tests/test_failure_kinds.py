@@ -4,6 +4,7 @@ with today's classification as the default."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from convoy.resilience import (
     Fallback,
     RateLimited,
     Retry,
+    RetryBudget,
     RetryPolicy,
     classify,
     failure_kind,
@@ -146,7 +148,7 @@ TIGHT: dict[str, Any] = {"window_type": "count", "window": 5, "minimum_calls": 5
 # -- breakers: record and ignore --------------------------------------------------------------
 
 async def test_by_default_a_breaker_counts_failures_of_the_downstream_not_rate_limits(
-        engine_factory: Any) -> None:
+        engine_factory: Any, tmp_path: Path) -> None:
     # A 429 is the endpoint's flow control: counting it opened the breaker of an endpoint
     # that was only busy, refusing every call for wait_in_open (30 s) when it asked for 1 s.
     limited = Scripted(e429())
@@ -156,7 +158,7 @@ async def test_by_default_a_breaker_counts_failures_of_the_downstream_not_rate_l
     assert limited.calls == 10 and breakers.breakers["model:sim:s"].state == "closed"
     failing = Scripted(e503(), name="sim:f")
     agent = convoy.Agent(name="b", output_type=Label, model=failing, output_retries=0)
-    await run_many(engine_factory(db=":memory:", interceptors=[breakers]), agent, 10)
+    await run_many(engine_factory(db=tmp_path / "second.db", interceptors=[breakers]), agent, 10)
     assert failing.calls == 5 and breakers.breakers["model:sim:f"].state == "open"
 
 
@@ -198,7 +200,8 @@ class QuotaHiccup(Exception):
     """Not a Convoy error: terminal by default."""
 
 
-async def test_a_retry_policy_says_which_failures_it_retries(engine_factory: Any) -> None:
+async def test_a_retry_policy_says_which_failures_it_retries(engine_factory: Any,
+                                                            tmp_path: Path) -> None:
     clock = FakeClock()
     # Only server errors: a timeout is not retried.
     m = Scripted(convoy.ModelError("slow", timeout=True), answer())
@@ -210,7 +213,7 @@ async def test_a_retry_policy_says_which_failures_it_retries(engine_factory: Any
     m = Scripted(QuotaHiccup("try again"), answer(), name="sim:q")
     retry = Retry(RetryPolicy(retry_on=QuotaHiccup), sleep=clock.sleep)
     agent = convoy.Agent(name="b", output_type=Label, model=m)
-    eng = engine_factory(db=":memory:", interceptors=[retry])
+    eng = engine_factory(db=tmp_path / "second.db", interceptors=[retry])
     assert await run_many(eng, agent, 1) == ["completed"]
     assert m.calls == 2
 
@@ -224,7 +227,8 @@ async def test_a_retry_policy_never_retries_what_it_ignores(engine_factory: Any)
     assert m.calls == 1 and retry.retries == 0
 
 
-async def test_a_retry_policy_can_retry_an_answer(engine_factory: Any) -> None:
+async def test_a_retry_policy_can_retry_an_answer(engine_factory: Any,
+                                                  tmp_path: Path) -> None:
     m = Scripted(answer("", "content_filter"), answer(), name="sim:r")
     retry = Retry(RetryPolicy(retry_on_result=lambda r: r.finish_reason == "content_filter"),
                   sleep=FakeClock().sleep)
@@ -236,8 +240,8 @@ async def test_a_retry_policy_can_retry_an_answer(engine_factory: Any) -> None:
     retry = Retry(RetryPolicy(max_attempts=3, retry_on_result=lambda r: not r.text),
                   sleep=FakeClock().sleep)
     agent = convoy.Agent(name="b", output_type=Label, model=m, output_retries=0)
-    assert await run_many(engine_factory(db=":memory:", interceptors=[retry]), agent, 1) == [
-        "failed"]
+    eng = engine_factory(db=tmp_path / "second.db", interceptors=[retry])
+    assert await run_many(eng, agent, 1) == ["failed"]
     assert m.calls == 3
 
 
@@ -274,10 +278,11 @@ async def test_fallbacks_by_failure_kind(engine_factory: Any) -> None:
 # -- bursty 429s: rate limits are not failures ----------------------------------------------
 
 async def test_rate_limited_retries_are_bounded_by_time_not_by_the_attempts(
-        engine_factory: Any) -> None:
+        engine_factory: Any, tmp_path: Path) -> None:
     clock = FakeClock()
     m = Scripted(*[e429(1.0)] * 6, answer())
-    retry = Retry(RetryPolicy(max_attempts=4, retry_after_jitter=0), sleep=clock.sleep)
+    retry = Retry(RetryPolicy(max_attempts=4, retry_after_jitter=0), sleep=clock.sleep,
+                  budget=RetryBudget(min_retries=10))  # a quiet budget allows only 5
     agent = convoy.Agent(name="a", output_type=Label, model=m)
     assert await run_many(engine_factory(interceptors=[retry]), agent, 1) == ["completed"]
     assert m.calls == 7 and clock.slept == [1.0] * 6
@@ -285,13 +290,13 @@ async def test_rate_limited_retries_are_bounded_by_time_not_by_the_attempts(
     m = Scripted(e503(), e429(1.0), e503(), e503(), answer(), name="sim:mixed")
     retry = Retry(RetryPolicy(max_attempts=4, initial_delay=0), sleep=clock.sleep)
     agent = convoy.Agent(name="b", output_type=Label, model=m)
-    eng = engine_factory(db=":memory:", interceptors=[retry])
+    eng = engine_factory(db=tmp_path / "second.db", interceptors=[retry])
     assert await run_many(eng, agent, 1) == ["completed"]
     assert m.calls == 5  # 3 failures + 1 rate limit + the answer
 
 
 async def test_a_call_waits_for_a_rate_limit_at_most_max_rate_limited_wait(
-        engine_factory: Any) -> None:
+        engine_factory: Any, tmp_path: Path) -> None:
     clock = FakeClock()
     m = Scripted(e429(10.0))
     retry = Retry(RetryPolicy(max_rate_limited_wait=30, retry_after_jitter=0),
@@ -302,6 +307,6 @@ async def test_a_call_waits_for_a_rate_limit_at_most_max_rate_limited_wait(
     m = Scripted(e429(1.0), name="sim:count")
     retry = Retry(RetryPolicy(max_attempts=2, max_rate_limited_wait=None), sleep=clock.sleep)
     agent = convoy.Agent(name="b", output_type=Label, model=m)
-    eng = engine_factory(db=":memory:", interceptors=[retry])
+    eng = engine_factory(db=tmp_path / "second.db", interceptors=[retry])
     assert await run_many(eng, agent, 1) == ["failed"]
     assert m.calls == 2  # None: rate limits count as attempts, as before

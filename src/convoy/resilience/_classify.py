@@ -120,7 +120,7 @@ def is_downstream_failure(exc: BaseException) -> bool:
     kind = failure_kind(exc)
     if kind in _DOWNSTREAM:
         return True
-    return kind in ("other", "rate_limited") and isinstance(exc, ModelError | ToolError)
+    return kind == "other" and isinstance(exc, ModelError | ToolError)
 
 
 def matches(match: ErrorMatches, exc: BaseException) -> bool:

@@ -9,6 +9,7 @@ from convoy.interceptors._base import Interceptor
 from convoy.models._base import Model
 from convoy.resilience._breaker import BreakerPolicy, Breakers
 from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit
+from convoy.resilience._classify import FailureKind
 from convoy.resilience._deployments import Deployment, Deployments
 from convoy.resilience._fallback import Fallback, Router
 from convoy.resilience._retry import Retry, RetryBudget, RetryPolicy
@@ -25,6 +26,8 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
                 breaker: BreakerPolicy | None = _DEFAULT_BREAKER,
                 breaker_state: str | Path | None = None,
                 fallbacks: Mapping[str, Sequence[str | Model]] | None = None,
+                fallbacks_by_kind: Mapping[FailureKind, Mapping[str, Sequence[str | Model]]]
+                | None = None,
                 router: Router | None = None,
                 deployments: Deployments | Sequence[Deployment] | None = None,
                 bulkhead: Bulkhead | None = None, rate: Rate | RateLimit | None = None,
@@ -40,6 +43,8 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
     ``deployments`` (a :class:`Deployments`, or a list of :class:`Deployment` routed
     ``"in_order"``), passes that deployment's breaker, reserves budget, takes a rate-limit
     token and gets its own timeout; a fallback model gets the whole retry policy again.
+    ``fallbacks_by_kind`` are fallback chains by failure kind (:class:`Fallback`'s
+    ``by_kind``): ``{"context_window_exceeded": {"*": ["openai:gpt-4.1"]}}``.
     ``breaker_state`` is a file where open circuits are kept, so a restarted engine keeps
     rejecting calls to a downstream that was failing.
     """
@@ -50,8 +55,8 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
         chain.append(router)
     if cache is not None:
         chain.append(cache)
-    if fallbacks:
-        chain.append(Fallback(fallbacks))
+    if fallbacks or fallbacks_by_kind:
+        chain.append(Fallback(fallbacks or {}, by_kind=fallbacks_by_kind))
     if retry is not None:
         chain.append(Retry(retry, budget=retry_budget))
     if deployments:
