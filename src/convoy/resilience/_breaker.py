@@ -308,7 +308,8 @@ class Breakers(Interceptor):
         self._tools: Scoped[BreakerPolicy] = Scoped(default=default, tools=tools or {})
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, ...]] = {}
+        # By model instance (few, long-lived): no lookup of its deployment on every call.
+        self._pairs: dict[tuple[Model, str], tuple[CircuitBreaker, ...]] = {}
         self._state_path = Path(state_path) if state_path is not None else None
         self._own_store: SQLiteStore | None = None
         self._state: _BreakerState | None = None
@@ -350,9 +351,9 @@ class Breakers(Interceptor):
         return b
 
     def _for_model(self, model: Model, agent: str) -> tuple[CircuitBreaker, ...]:
-        deployment = model.deployment
-        found = self._pairs.get((deployment, agent))
+        found = self._pairs.get((model, agent))
         if found is None:
+            deployment = model.deployment
             mp = self._models.for_endpoint("", model)
             ap = self._agents.for_model(agent, "")
             pair = []
@@ -362,7 +363,7 @@ class Breakers(Interceptor):
                 # Keyed by (agent, deployment): the agent's failures on one endpoint must
                 # not refuse its calls to another (a fallback to a healthy provider).
                 pair.append(self.get(f"agent:{agent}@{deployment}", ap))
-            found = self._pairs[(deployment, agent)] = tuple(pair)
+            found = self._pairs[(model, agent)] = tuple(pair)
         return found
 
     async def _guarded(self, breakers: tuple[CircuitBreaker, ...],

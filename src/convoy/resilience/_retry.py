@@ -277,8 +277,25 @@ class Retry(Interceptor):
         await self._sleep(delay)
         return True
 
-    # The two methods below repeat one loop on purpose: a shared coroutine helper would add
-    # a frame to every model and tool call.
+    async def _again(self, policy: RetryPolicy, call: Callable[[Any], Awaitable[Any]],
+                     input: Any, error: Exception | None, result: Any) -> Any:
+        """The attempts after the first, which failed with ``error`` or answered ``result``
+        (a frame of its own, paid only by calls that are retried)."""
+        tally = _Tally()
+        model = isinstance(input, ModelCallInput)
+        while True:
+            if error is not None:
+                await self._retry_or_raise(policy, tally, error)
+            elif not await self._retry_result(policy, tally, result):
+                return result
+            if model:
+                input.request.attempt = tally.attempts
+            try:
+                result = await call(input)
+                error = None
+            except Exception as e:
+                error = e
+
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         policy = self.scope.for_model(input.agent.name, input.model.name)
@@ -286,18 +303,17 @@ class Retry(Interceptor):
             return await next(input)
         self.budget.on_call()
         self.in_flight += 1
-        tally = _Tally()
         try:
-            while True:
-                input.request.attempt = tally.attempts
-                try:
-                    resp = await next(input)
-                except Exception as e:
-                    await self._retry_or_raise(policy, tally, e)
-                    continue
-                if policy.retry_on_result is None or \
-                        not await self._retry_result(policy, tally, resp):
-                    return resp
+            input.request.attempt = 0
+            try:
+                resp = await next(input)
+            except Exception as e:
+                out: ModelResponse = await self._again(policy, next, input, e, None)
+                return out
+            if policy.retry_on_result is None:
+                return resp
+            out = await self._again(policy, next, input, None, resp)
+            return out
         finally:
             self.in_flight -= 1
 
@@ -307,16 +323,13 @@ class Retry(Interceptor):
             return await next(input)
         self.budget.on_call()
         self.in_flight += 1
-        tally = _Tally()
         try:
-            while True:
-                try:
-                    out = await next(input)
-                except Exception as e:
-                    await self._retry_or_raise(policy, tally, e)
-                    continue
-                if policy.retry_on_result is None or \
-                        not await self._retry_result(policy, tally, out):
-                    return out
+            try:
+                out = await next(input)
+            except Exception as e:
+                return await self._again(policy, next, input, e, None)
+            if policy.retry_on_result is None:
+                return out
+            return await self._again(policy, next, input, None, out)
         finally:
             self.in_flight -= 1
