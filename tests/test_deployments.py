@@ -242,3 +242,18 @@ def test_deployments_are_checked_when_they_are_defined() -> None:
         Deployment(name="a", model="sim:x", base_url="http://127.0.0.1:1/v1")
     with pytest.raises(convoy.UserError, match="without spaces"):
         Deployment(name="east 1", model=MODEL)
+
+
+async def test_settings_are_keyed_by_model_name_or_by_deployment(
+        engine_factory: Any, servers: Any) -> None:
+    # No breaker for east (by deployment), a strict one for every other deployment of the
+    # model (by model name): east keeps being called, west opens.
+    east, west = servers(lambda now: error(503)), servers(lambda now: error(503))
+    breakers = Breakers(BreakerPolicy(), models={f"{MODEL}@east": None, MODEL: STRICT},
+                        per_agent=False)
+    agent = convoy.Agent(name="extract", output_type=Label, model=MODEL)
+    eng = engine_factory(interceptors=[Deployments(two(east, west)), breakers])
+    for i in range(10):
+        await eng.run(flow(agent), f"sess-{i}")
+    assert len(east.log) == 10 and len(west.log) == 5
+    assert set(breakers.breakers) == {f"model:{MODEL}@west"}
