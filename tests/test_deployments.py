@@ -257,3 +257,14 @@ async def test_settings_are_keyed_by_model_name_or_by_deployment(
         await eng.run(flow(agent), f"sess-{i}")
     assert len(east.log) == 10 and len(west.log) == 5
     assert set(breakers.breakers) == {f"model:{MODEL}@west"}
+
+
+async def test_failover_on_says_which_failures_move_a_call_to_the_next_deployment(
+        engine_factory: Any, servers: Any) -> None:
+    east, west = servers(lambda now: error(503)), servers(lambda now: OK)
+    deployments = Deployments(two(east, west), failover_on="rate_limited")  # not a 503
+    agent = convoy.Agent(name="extract", output_type=Label, model=MODEL)
+    res = await engine_factory(interceptors=[deployments]).run(flow(agent), "sess-0")
+    assert res.status == "failed" and res.error is not None
+    assert res.error["status_code"] == 503 and west.log == []
+    assert deployments.stats()[f"{MODEL}@east"].failures == 1
