@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 import convoy
 
+from .fault_servers import servers  # noqa: F401 - the fixture
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "llama_server.sh"
 

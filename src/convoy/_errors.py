@@ -6,6 +6,8 @@ One root, a shallow tree::
     ├── UserError                  misuse of the API (bad config, unknown model, bad workflow)
     ├── StepError                  a step failed; ``retryable`` classifies it
     │   ├── ModelError             the model endpoint failed (timeout, 429, 5xx, auth, ...)
+    │   │   ├── ContextWindowExceeded   the request is longer than the model's context
+    │   │   └── ContentPolicyViolation  the provider's content policy refused it
     │   ├── OutputValidationError  model output still invalid after the repair attempts
     │   ├── ToolError              a tool failed or returned an invalid result
     │   ├── HandoffError           a handoff still invalid after the repair attempts
@@ -134,7 +136,8 @@ class NonDeterminismError(ConvoyError):
 
 
 class StepError(ConvoyError):
-    """A step failed. ``retryable`` says whether trying again may succeed.
+    """A step failed. ``retryable`` says whether trying again may succeed; ``timeout`` that
+    the call did not finish in time (which makes it retryable).
 
     Kinds that are ``terminal`` by nature (an open circuit, a policy denial, output still
     invalid after the repair attempts) are never ``retryable``, whatever the caller says:
@@ -146,11 +149,13 @@ class StepError(ConvoyError):
     #: JSON-able facts about the failure a model can act on: a failed tool call reports
     #: them to the model beside the message (a :class:`StateConflict`'s current value).
     details: dict[str, Any] | None = None
+    timeout: bool = False
 
-    def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable and not self.terminal
+        self.retryable = (retryable or timeout) and not self.terminal
+        self.timeout = timeout
         self.status_code = status_code
         self.retry_after = retry_after
 
@@ -162,9 +167,31 @@ class StepError(ConvoyError):
 
 
 class ModelError(StepError):
-    """The model endpoint failed: timeout, rate limit, server error, auth, bad request."""
+    """The model endpoint failed: timeout, rate limit, server error, auth, bad request.
+
+    ``convoy.resilience.failure_kind`` names what went wrong (``"rate_limited"``,
+    ``"timeout"``, ``"server_error"``, ...).
+    """
 
     kind = "model"
+
+
+class ContextWindowExceeded(ModelError):
+    """The request (prompt plus the answer asked for) is longer than the model's context
+    window. Terminal on this model: sending it again cannot help, a model with a larger
+    window may (``Fallback(by_kind={"context_window_exceeded": ...})``)."""
+
+    kind = "context_window_exceeded"
+    terminal = True
+
+
+class ContentPolicyViolation(ModelError):
+    """The provider's content policy refused the request or filtered the answer. Terminal
+    on this model; another provider or model may answer
+    (``Fallback(by_kind={"content_policy": ...})``)."""
+
+    kind = "content_policy"
+    terminal = True
 
 
 class OutputValidationError(StepError):
@@ -186,14 +213,12 @@ class ToolError(StepError):
     """
 
     kind = "tool"
-    timeout: bool = False
 
     def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
                  status_code: int | None = None, retry_after: float | None = None,
                  details: dict[str, Any] | None = None) -> None:
-        super().__init__(message, retryable=retryable or timeout, status_code=status_code,
-                         retry_after=retry_after)
-        self.timeout = timeout
+        super().__init__(message, retryable=retryable, timeout=timeout,
+                         status_code=status_code, retry_after=retry_after)
         if details is not None:
             self.details = details
 

@@ -283,7 +283,9 @@ class Budgets(Interceptor):
         est_in, est_out = reserve_usage(input.request, input.model)
         tokens = est_in + est_out
         prices = input.session.runtime.prices
-        usd = prices.cost(input.model.name, Usage(est_in, est_out)) if prices else 0.0
+        model = input.model
+        usd = prices.cost(model.name, Usage(est_in, est_out), model.deployment) \
+            if prices else 0.0
         for led in ledgers:
             led.reserve(tokens, usd)
         resp: ModelResponse | None = None

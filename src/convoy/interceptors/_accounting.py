@@ -89,7 +89,8 @@ class Spend:
 
 
 class UsageAccounting(Interceptor):
-    """Prices every model response and totals tokens and cost per agent and per model.
+    """Prices every model response and totals tokens and cost per agent, per model, per
+    deployment (:attr:`convoy.Model.deployment`) and per tenant.
 
     It sets ``response.cost``, which is journaled with the response, so a session's totals
     survive a restart and replayed steps are never billed again.
@@ -101,14 +102,17 @@ class UsageAccounting(Interceptor):
         self.prices = prices or PriceTable()
         self.by_agent: dict[str, Spend] = defaultdict(Spend)
         self.by_model: dict[str, Spend] = defaultdict(Spend)
+        self.by_deployment: dict[str, Spend] = defaultdict(Spend)
         self.by_tenant: dict[str, Spend] = defaultdict(Spend)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         resp = await next(input)
-        resp.cost = cost = self.prices.cost(resp.model or input.model.name, resp.usage)
+        model = input.model
+        deployment = model.deployment
+        resp.cost = cost = self.prices.cost(resp.model or model.name, resp.usage, deployment)
         for spend in (self.by_agent[input.agent.name], self.by_model[resp.model],
-                      self.by_tenant[input.session.tenant]):
+                      self.by_deployment[deployment], self.by_tenant[input.session.tenant]):
             spend.usage.add(resp.usage)
             spend.cost += cost
             spend.calls += 1

@@ -12,12 +12,14 @@ Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engin
 chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
 
     timing → trace → audit → custom → step_timeout → route → cache → fallback → retry
-    → breaker → budget → rate_limit → bulkhead → timeout → accounting → fault → (adapter)
+    → deployment → breaker → budget → rate_limit → bulkhead → timeout → accounting → fault
+    → (adapter)
 
-so a cache hit costs nothing, every retry attempt passes the breaker, reserves budget,
-takes a rate-limit token and gets its own timeout, and injected faults look like the
-adapter's own. Journaling sits outside the chain: a step already in the journal is replayed
-without running any interceptor, so a resumed session pays nothing twice.
+so a cache hit costs nothing, every retry attempt is routed to a deployment of its model,
+passes that deployment's breaker, reserves budget, takes a rate-limit token and gets its
+own timeout, and injected faults look like the adapter's own. Journaling sits outside the
+chain: a step already in the journal is replayed without running any interceptor, so a
+resumed session pays nothing twice.
 """
 
 from __future__ import annotations
@@ -41,12 +43,13 @@ I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
 Stage = Literal["timing", "trace", "audit", "custom", "step_timeout", "route", "cache",
-                "fallback", "retry", "breaker", "budget", "rate_limit", "bulkhead", "timeout",
-                "accounting", "fault"]
+                "fallback", "retry", "deployment", "breaker", "budget", "rate_limit",
+                "bulkhead", "timeout", "accounting", "fault"]
 #: Stages, outermost first. The engine sorts interceptors by stage (stable).
 STAGES: tuple[Stage, ...] = (
     "timing", "trace", "audit", "custom", "step_timeout", "route", "cache", "fallback",
-    "retry", "breaker", "budget", "rate_limit", "bulkhead", "timeout", "accounting", "fault")
+    "retry", "deployment", "breaker", "budget", "rate_limit", "bulkhead", "timeout",
+    "accounting", "fault")
 _RANK = {s: i for i, s in enumerate(STAGES)}
 
 
