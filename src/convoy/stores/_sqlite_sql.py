@@ -116,6 +116,8 @@ _FINISH = (
     "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
     "output_tokens=?, cost=?, headers=COALESCE(?, headers), owner=NULL, lease_until=NULL, "
     f"wake_at=NULL, wait_name=NULL, seg_mark=NULL, {_ACCRUE} WHERE id=? AND owner IS ?")
+# The same, also fenced on the session's tenant (a session of another tenant is refused).
+_FINISH_TENANT = f"{_FINISH} AND tenant=?"
 _RUNNABLE = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
     " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
@@ -140,6 +142,20 @@ def _conditions(status: str | None, workflow: str | None, tenant: str | None
             where.append(f"{col}=?")
             params.append(value)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def _tenant_cond(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """`` AND tenant=?`` for a statement on ``sessions``, or nothing (no tenant given)."""
+    return ("", ()) if tenant is None else (" AND tenant=?", (tenant,))
+
+
+def _in_tenant(table: str, tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """For a statement on ``table`` (rows with a ``session_id``): only rows of a session
+    of ``tenant``, or nothing (no tenant given)."""
+    if tenant is None:
+        return "", ()
+    return (f" AND EXISTS (SELECT 1 FROM sessions s WHERE s.id={table}.session_id AND "
+            "s.tenant=?)", (tenant,))
 
 
 def _session(r: Sequence[Any]) -> SessionRow:
