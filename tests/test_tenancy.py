@@ -13,7 +13,9 @@ signals are unchanged afterwards.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,23 @@ import pytest
 
 import convoy
 from convoy.stores import SessionFilter, SessionRow, SQLiteStore, StepRecord, Store
-from tests.clikit import cli, one_line_error, summary, workdir, write_jsonl  # noqa: F401
-from tests.fixtures.tenant_flows import answer, approval, pay
+from tests.clikit import FIXTURES, cli, one_line_error, summary, workdir, write_jsonl  # noqa: F401
+
+
+def _flows() -> Any:
+    """The fixture workflows under the module name the CLI imports them by
+    (``--import tenant_flows``), so the tests and the CLI share one registration."""
+    if "tenant_flows" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("tenant_flows",
+                                                      FIXTURES / "tenant_flows.py")
+        assert spec is not None and spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["tenant_flows"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["tenant_flows"]
+
+
+answer, approval, pay = _flows().answer, _flows().approval, _flows().pay
 
 DB = Path("convoy.db")  # in the test's own directory (the autouse ``workdir`` fixture)
 STATES = ("done", "failed", "waiting", "woken", "escalated")
