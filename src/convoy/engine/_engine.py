@@ -405,7 +405,7 @@ class Engine(SessionControl):
         return True
 
     async def _claim(self, row: SessionRow) -> SessionRow | None:
-        if row.id in self._running:  # this engine is running it right now
+        if row.id in self._running or row.id in self._starting:  # this engine runs it now
             return None
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
