@@ -362,6 +362,8 @@ def test_cli_without_a_tenant_sees_the_default_tenant_and_all_tenants_is_explici
     assert "answer-" in listed.stdout
     everyone = cli("sessions", "list", "--all-tenants")
     assert "acme-done" in everyone.stdout and "globex-done" in everyone.stdout
+    assert "tenant" in everyone.stdout.splitlines()[1]
+    assert "tenant" not in listed.stdout.splitlines()[1]
     assert cli("sessions", "show", "acme-done", "--all-tenants").code == 0
     one_line_error(cli("sessions", "show", "acme-done"), 2, "of tenant 'default'")
     one_line_error(cli("sessions", "list", "--tenant", "acme", "--all-tenants"), 2,
