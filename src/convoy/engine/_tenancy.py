@@ -20,6 +20,8 @@ def check_tenant(name: object) -> str:
     that could pass for another name in a path, a key, a log line or a query. Names are
     case-sensitive (``Acme`` and ``acme`` are two tenants).
     """
+    if name is DEFAULT_TENANT:  # the default argument itself (every run without a tenant)
+        return DEFAULT_TENANT
     if not isinstance(name, str):
         raise UserError(f"a tenant name is a string, got {type(name).__name__}")
     if _NAME.fullmatch(name) is None:
