@@ -42,13 +42,14 @@ from tests.clikit import (
 
 
 COMMANDS = (["run"], ["resume"], ["retry"], ["worker"], ["signal"], ["cancel"], ["replay"],
-            ["sessions", "list"], ["sessions", "show"], ["cost"], ["chaos"])
+            ["sessions", "list"], ["sessions", "show"], ["state", "get"], ["state", "set"],
+            ["state", "history"], ["state", "list"], ["cost"], ["chaos"])
 
 
 def test_version_and_help() -> None:
     res = cli("--version")
     assert res.code == 0
-    assert res.stdout.strip() == "convoy 0.1.0 (store schema 2)"
+    assert res.stdout.strip() == "convoy 0.1.0 (store schema 3)"
     top = cli("--help")
     assert top.code == 0
     for command in COMMANDS:

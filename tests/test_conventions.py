@@ -95,7 +95,8 @@ def test_resilience_guide_example_runs_on_the_simulator(
     assert isinstance(engine, convoy.Engine)
     names = [type(i).__name__ for i in engine.runtime.interceptors]
     assert names == ["StepTimings", "TokenVelocity", "Router", "ResponseCache", "Fallback",
-                     "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting"]
+                     "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting",
+                     "StateStats"]
     out = capsys.readouterr().out
     assert out.startswith("['completed'] "), out
     assert int(out.split()[1]) > 20  # the injected faults were retried

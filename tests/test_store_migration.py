@@ -66,3 +66,29 @@ async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Pa
         [res] = await eng.resume()  # its owner-less 'running' row is claimable
     assert res.ok and res.output == Out(label="x", confidence=1)  # replayed, not re-asked
     assert sim.calls == 0
+
+
+async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores import StateWrite
+    from convoy.stores._sqlite_sql import _MIGRATE_2
+
+    db = tmp_path / "v2.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 2 left on disk
+        c.executescript(_MIGRATE_2)
+        c.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        c.execute("INSERT INTO kv VALUES('ns', 'k', 'v')")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert (await store.get_session("old")) is not None
+        assert await store.kv_get("ns", "k") == "v"
+        assert await store.state_get("acme", "customer:1", "credit") is None
+        res = await store.state_put(StateWrite(tenant="acme", namespace="customer:1",
+                                               key="credit", value="10", expected_version=0))
+        assert res.written
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "3"

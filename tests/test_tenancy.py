@@ -1,13 +1,14 @@
 """Tenants cannot see each other.
 
 Two tenants, ``acme`` and ``globex``, each leave a session in every state (completed with
-model spend, failed, waiting for a signal, woken by one and runnable, escalated). Then
+model spend, failed, waiting for a signal, woken by one and runnable, escalated) and some
+shared state (one key in a namespace both use, one namespace only acme uses). Then
 ``globex`` tries, through every public entry point (the Python API of its
 :class:`convoy.Tenant`, every CLI command with ``--tenant globex`` or ``CONVOY_TENANT``,
 forged session ids, forged tenant names), to read, list, resume, replay, retry, cancel,
-signal or answer ``acme``'s sessions, and finds nothing: a session of ``acme`` is exactly
-an unknown id (the same error, word for word), and ``acme``'s sessions, journals and
-signals are unchanged afterwards.
+signal or answer ``acme``'s sessions and to read or write its state, and finds nothing: a
+session of ``acme`` is exactly an unknown id (the same error, word for word), and
+``acme``'s sessions, journals, signals and state are unchanged afterwards.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 
 import convoy
-from convoy.stores import SessionFilter, SessionRow, SQLiteStore, StepRecord, Store
+from convoy.stores import SessionFilter, SessionRow, SQLiteStore, Store
 from tests.clikit import FIXTURES, cli, one_line_error, summary, workdir, write_jsonl  # noqa: F401
 
 
@@ -72,18 +73,24 @@ async def populate(db: Path = DB) -> None:
                                 session_id=f"{t}-woken")).status == "waiting"
             await h.signal(f"{t}-woken", "approve", True)
             assert (await h.run(pay, 20.0, session_id=f"{t}-escalated")).status == "escalated"
+            await h.state("customer:42").set("credit", len(t), expected_version=0)
+        await engine.tenant("acme").state("acme-only").set("k", "secret", expected_version=0)
 
 
-async def snapshot(store: Store, tenant: str = "acme"
-                   ) -> dict[str, tuple[SessionRow, list[StepRecord], Any]]:
-    """Everything a tenant has: its rows, journals and unconsumed signals."""
+async def snapshot(store: Store, tenant: str = "acme") -> dict[str, Any]:
+    """Everything a tenant has: its rows, journals, unconsumed signals and shared state."""
     rows = await store.list_sessions(SessionFilter(tenant=tenant, limit=10_000))
-    return {r.id: (r, await store.journal(r.id), await store.next_signal(r.id, "approve"))
-            for r in rows}
+    found: dict[str, Any] = {
+        r.id: (r, await store.journal(r.id), await store.next_signal(r.id, "approve"))
+        for r in rows}
+    for ns in await store.state_namespaces(tenant):
+        found[f"state {ns}"] = [(e, await store.state_history(tenant, ns, e.key))
+                                for e in await store.state_list(tenant, ns)]
+    return found
 
 
-def read_snapshot(db: Path = DB) -> dict[str, tuple[SessionRow, list[StepRecord], Any]]:
-    async def read() -> dict[str, tuple[SessionRow, list[StepRecord], Any]]:
+def read_snapshot(db: Path = DB) -> dict[str, Any]:
+    async def read() -> dict[str, Any]:
         store = SQLiteStore(db)
         await store.open()
         try:
@@ -131,8 +138,19 @@ async def test_a_tenant_reaches_none_of_another_tenants_sessions_through_its_han
     await populate()
     async with convoy.Engine(DB, workflows=[answer, approval, pay]) as engine:
         before = await snapshot(engine.store)
-        assert sorted(before) == sorted(ACME)
+        assert sorted(before) == sorted([*ACME, "state acme-only", "state customer:42"])
         globex = engine.tenant("globex")
+
+        # Shared state: the same namespace and key are globex's own; acme's namespaces are
+        # empty through globex, and what globex writes there is globex's.
+        assert (await globex.state("customer:42").get("credit")).value == len("globex")
+        acme_only = globex.state("acme-only")
+        assert not (await acme_only.get("k")).exists
+        assert await acme_only.keys() == [] and await acme_only.items() == {}
+        assert await acme_only.history("k") == []
+        with pytest.raises(convoy.StateConflict):
+            await acme_only.set("k", "forged", expected_version=1)
+        await acme_only.set("k", "globex's own", expected_version=0)
 
         for name, attempt in ATTEMPTS.items():
             unknown = await refused(attempt, globex, NEVER)
@@ -241,6 +259,7 @@ async def test_two_tenants_starting_the_same_session_id_at_once_never_share_it()
 async def test_forged_tenant_names_are_refused_with_one_clear_error(name: Any) -> None:
     async with convoy.Engine(DB) as engine:
         for use in (lambda: engine.tenant(name),
+                    lambda: engine.state("customer:42", tenant=name),
                     lambda: engine.run(answer, {"text": "q"}, tenant=name),
                     lambda: engine.run_many(answer, [{"text": "q"}], tenant=name)):
             with pytest.raises(convoy.UserError) as e:
@@ -317,6 +336,16 @@ def test_no_cli_command_with_a_tenant_reaches_another_tenants_sessions() -> None
         cli_unknown(*args, sid="acme-done", tenant_args=(),
                     env={"CONVOY_TENANT": "globex"})
 
+    for args in (("state", "get", "{}", "k"), ("state", "history", "{}", "k")):
+        got = cli(*[a.replace("{}", "acme-only") for a in args], "--tenant", "globex")
+        ref = cli(*[a.replace("{}", "never") for a in args], "--tenant", "globex")
+        one_line_error(got, 2, "no state")
+        assert got.stderr.replace("acme-only", "never") == ref.stderr
+    listed = cli("state", "list", "--tenant", "globex")
+    assert "customer:42" in listed.stdout and "acme-only" not in listed.stdout
+    assert "secret" not in cli("state", "list", "acme-only", "--tenant", "globex").stdout
+    assert cli("state", "get", "customer:42", "credit", "-t", "globex").stdout.startswith("6")
+
     for args in (("sessions", "list"), ("sessions", "list", "--status", "waiting"),
                  ("sessions", "list", "-w", "tenant_flows:pay"), ("cost", "--by", "session"),
                  ("cost", "--by", "tenant"), ("retry", "--status", "failed", "--dry-run")):
@@ -344,7 +373,7 @@ def test_no_cli_command_with_a_tenant_reaches_another_tenants_sessions() -> None
 def test_cli_refuses_forged_tenant_names_in_one_line(name: str) -> None:
     asyncio.run(populate())
     for args in (("sessions", "list"), ("sessions", "show", "acme-done"), ("resume",),
-                 ("cancel", "acme-waiting"), ("cost",)):
+                 ("cancel", "acme-waiting"), ("cost",), ("state", "list")):
         one_line_error(cli(*args, "--tenant", name), 2, "invalid tenant name")
         res = cli(*args, env={"CONVOY_TENANT": name})
         one_line_error(res, 2, "CONVOY_TENANT")

@@ -7,6 +7,7 @@ tenant's view of the engine (a :class:`Tenant`), reaching nothing of another ten
 """
 
 from convoy._errors import (
+    AgentTurnsExhausted,
     BudgetExhausted,
     CircuitOpenError,
     ConvoyError,
@@ -21,6 +22,7 @@ from convoy._errors import (
     PolicyDenied,
     RecordedError,
     SessionTerminated,
+    StateConflict,
     StepError,
     StoreError,
     TerminalReason,
@@ -38,7 +40,7 @@ from convoy.durability import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._engine import ESCALATION, Engine
 from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
 from convoy.engine._tenant import Tenant
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -48,6 +50,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInfo,
     SessionInput,
+    StateInput,
     StepInfo,
     ToolCallInput,
 )
@@ -64,11 +67,13 @@ from convoy.models._messages import (
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentTurnsExhausted",
     "BudgetExhausted",
     "CircuitOpenError",
     "Context",
@@ -111,6 +116,11 @@ __all__ = [
     "SessionResult",
     "SessionTerminated",
     "SimModel",
+    "State",
+    "StateConflict",
+    "StateInput",
+    "StateStats",
+    "StateVersion",
     "StepError",
     "StepInfo",
     "StepTimings",
@@ -129,6 +139,7 @@ __all__ = [
     "Usage",
     "UsageAccounting",
     "UserError",
+    "Versioned",
     "WaitTimeout",
     "Workflow",
     "__version__",

@@ -9,10 +9,13 @@ One root, a shallow tree::
     │   ├── OutputValidationError  model output still invalid after the repair attempts
     │   ├── ToolError              a tool failed or returned an invalid result
     │   ├── HandoffError           a handoff still invalid after the repair attempts
+    │   ├── AgentTurnsExhausted    an agent used its ``max_turns`` without a final answer
     │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
     │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
-    │   └── PolicyDenied           a policy refused the step (terminal)
-    │   └── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   ├── PolicyDenied           a policy refused the step (terminal)
+    │   ├── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   └── StateConflict          a compare-and-set write of shared state found a newer
+    │                              version (carries the current value and version)
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
     ├── StoreError                 the store failed (``transient``: try again later)
     │   └── JournalError           the store holds something this version cannot read
@@ -140,6 +143,9 @@ class StepError(ConvoyError):
 
     kind: ClassVar[str] = "step"
     terminal: ClassVar[bool] = False
+    #: JSON-able facts about the failure a model can act on: a failed tool call reports
+    #: them to the model beside the message (a :class:`StateConflict`'s current value).
+    details: dict[str, Any] | None = None
 
     def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
                  retry_after: float | None = None) -> None:
@@ -183,16 +189,51 @@ class ToolError(StepError):
     timeout: bool = False
 
     def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
-                 status_code: int | None = None, retry_after: float | None = None) -> None:
+                 status_code: int | None = None, retry_after: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
         super().__init__(message, retryable=retryable or timeout, status_code=status_code,
                          retry_after=retry_after)
         self.timeout = timeout
+        if details is not None:
+            self.details = details
 
 
 class HandoffError(StepError):
     """A handoff named an undeclared target or carried an invalid payload, too often."""
 
     kind = "handoff"
+
+
+class AgentTurnsExhausted(StepError):
+    """An agent used all its ``max_turns`` model calls without a final answer.
+
+    A failure of that agent's run, not of the session (``LimitExceeded`` bounds the
+    session): like ``OutputValidationError`` it propagates out of ``ctx.run`` (and out of
+    the supervisor that delegated to the agent), where the workflow may catch it and route
+    the work elsewhere, for instance to a person with :attr:`transcript`; uncaught, it
+    fails the session. Terminal: running the agent again would spend the same turns.
+
+    Attributes:
+        agent: the agent that ran out of turns.
+        max_turns: its turn budget.
+        transcript: its conversation so far, as OpenAI-shaped message dicts (``role``,
+            ``content``, ``tool_calls``, ``tool_call_id``), the tool results included.
+    """
+
+    kind = "max_turns"
+    terminal = True
+
+    def __init__(self, message: str, *, agent: str = "", max_turns: int = 0,
+                 transcript: Sequence[Mapping[str, Any]] = (), retryable: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable, status_code=status_code,
+                         retry_after=retry_after)
+        self.agent = agent
+        self.max_turns = max_turns
+        self.transcript = [dict(m) for m in transcript]
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "agent": self.agent, "max_turns": self.max_turns}
 
 
 class UnknownOutcomeError(StepError):
@@ -219,6 +260,31 @@ class WaitTimeout(StepError):
     """``ctx.wait_for`` timed out before its signal arrived."""
 
     kind = "wait_timeout"
+
+
+class StateConflict(StepError):
+    """A compare-and-set write of shared state found the key at another version than the
+    one its writer read: another writer got there first, and nothing was written.
+
+    ``current_version`` and ``current_value`` are what the key holds now (version 0: it
+    does not exist). Re-read, decide again and write against that version; ``update``
+    on a :class:`~convoy.State` does so by itself. Inside a tool the conflict reaches the
+    model as a failed tool call carrying the current value, so the agent re-plans.
+    """
+
+    kind = "state_conflict"
+
+    def __init__(self, message: str, *, namespace: str, key: str, expected_version: int,
+                 current_version: int, current_value: Any = None) -> None:
+        super().__init__(message, retryable=True)
+        self.namespace = namespace
+        self.key = key
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.current_value = current_value
+        self.details = {"conflict": {
+            "namespace": namespace, "key": key, "expected_version": expected_version,
+            "current_version": current_version, "current_value": current_value}}
 
 
 class SessionTerminated(BaseException):

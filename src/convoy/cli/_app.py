@@ -15,6 +15,7 @@ from convoy.cli._resume import resume
 from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
+from convoy.cli._state import state_app
 from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
 
@@ -59,5 +60,6 @@ app.command("signal")(signal)
 app.command("cancel")(cancel)
 app.command("replay")(replay)
 app.add_typer(sessions_app)
+app.add_typer(state_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)

@@ -75,10 +75,10 @@ def tenant_option(ctx: typer.Context, param: typer.CallbackParam, value: str | N
 
 
 TenantOption = Annotated[str | None, typer.Option(
-    "--tenant", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+    "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
     callback=tenant_option, show_default=False,
-    help=f"Only this tenant's sessions; another tenant's session is an unknown id "
-         f"(default: the tenant {DEFAULT_TENANT!r}).")]
+    help=f"Act as this tenant: another tenant's sessions (and state) are unknown to the "
+         f"command (default: the tenant {DEFAULT_TENANT!r}).")]
 AllTenantsOption = Annotated[bool, typer.Option(
     "--all-tenants", help="Every tenant's sessions: the operator's view.")]
 
@@ -104,6 +104,11 @@ class Scope:
     def view(self, engine: Engine) -> Engine | Tenant:
         """The engine as this scope sees it."""
         return engine if self.tenant is None else engine.tenant(self.tenant)
+
+
+def one_tenant(tenant: str | None) -> str:
+    """The tenant ``--tenant`` / ``$CONVOY_TENANT`` names, else ``default``."""
+    return DEFAULT_TENANT if tenant is None else tenant
 
 
 def tenant_scope(tenant: str | None, all_tenants: bool) -> Scope:

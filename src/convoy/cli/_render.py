@@ -211,7 +211,21 @@ def step_summary(kind: str, status: str, result: str | None) -> str:
             return short("→ " + ", ".join(f"{c.get('name')}({c.get('arguments', '')})"
                                           for c in calls))
         return short(str(value.get("text", "")))
+    if kind == "state":
+        return _state_summary(value)
     return short(result or "")
+
+
+def _state_summary(value: Any) -> str:
+    """A state step's result: an entry (``v3 {...}``), a list of them, or a flag."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, dict) and "version" in value:
+        return short(f"v{value['version']} {value.get('value', '')}")
+    if isinstance(value, list):
+        return short(", ".join(f"{e.get('key')}@v{e.get('version')}" for e in value
+                               if isinstance(e, dict)) or "(none)")
+    return short(json.dumps(value))
 
 
 def journal_table(steps: Sequence[StepRecord]) -> Table:

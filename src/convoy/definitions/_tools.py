@@ -16,15 +16,30 @@ import json
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast, get_origin, get_type_hints, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    TypeVar,
+    cast,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
-from convoy._errors import ToolError, UserError
+from convoy._errors import StepError, ToolError, UserError
 from convoy.definitions._tool_runner import DEFAULT_TOOL_THREADS, ToolThreads, run_in_process
 from convoy.models._messages import ToolSpec
 
+if TYPE_CHECKING:
+    from convoy.state._access import StateAccess
+    from convoy.state._handle import State
+
 DepsT = TypeVar("DepsT")
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -35,6 +50,8 @@ class ToolContext(Generic[DepsT]):
     ``deps`` is whatever the engine was given as ``Engine(deps=...)``: database clients,
     HTTP sessions, configuration. Tools get their dependencies here instead of from
     globals or environment variables, and tests pass fakes the same way.
+
+    ``state(...)`` is the session's shared state (see :meth:`state`).
     """
 
     session_id: str
@@ -43,6 +60,32 @@ class ToolContext(Generic[DepsT]):
     step_key: str
     idempotency_key: str
     deps: DepsT = None  # type: ignore[assignment]
+    _state: StateAccess | None = field(default=None, repr=False, compare=False)
+
+    @overload
+    def state(self, namespace: str | None = None, *, type: type[T]) -> State[T]: ...
+    @overload
+    def state(self, namespace: str | None = None, *, type: None = None) -> State[Any]: ...
+
+    def state(self, namespace: str | None = None, *, type: Any = None) -> State[Any]:
+        """A namespace of the session's tenant's shared state, as ``ctx.state`` gives
+        workflow code, for an ``async`` tool (``None``: the session's own namespace).
+
+        The tool call is the journaled step: its result replays, and the operations inside
+        it are not journaled one by one. Each write names its writer (this call's step key
+        and the write's position in the call), so a tool run again after a crash (declare
+        it ``writes=True, idempotent=True``) does not apply a write twice if it makes the
+        same calls in the same order. A stale write raises
+        :class:`~convoy.StateConflict`; left uncaught, it reaches the model as a failed
+        tool call carrying the current value and version, so the agent can re-plan.
+        """
+        from convoy.state._handle import State
+
+        if self._state is None:
+            raise UserError("this ToolContext was built outside a session, so it has no "
+                            "shared state; tools get one when an agent calls them")
+        ns = f"session:{self.session_id}" if namespace is None else namespace
+        return State(ns, self._state, type)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -93,8 +136,10 @@ class Tool:
         except ToolError:
             raise
         except Exception as e:
+            # Facts a model can act on (a state conflict's current value) go with it.
             raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
-                            retryable=isinstance(e, TimeoutError | ConnectionError)) from e
+                            retryable=isinstance(e, TimeoutError | ConnectionError),
+                            details=e.details if isinstance(e, StepError) else None) from e
         if self.result_adapter is not None:
             try:
                 result = self.result_adapter.validate_python(result)

@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from pydantic import ValidationError
 from pydantic_core import to_json
@@ -59,12 +59,14 @@ from convoy.engine._results import (
 from convoy.engine._runtime import Runtime, _run_session
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant, taken_session
 from convoy.engine._tenant import Tenant
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
+from convoy.state._access import DirectAccess
+from convoy.state._handle import State
 from convoy.stores._protocol import (
     NewSession,
     SessionFilter,
@@ -77,6 +79,7 @@ from convoy.stores._protocol import (
 from convoy.stores._sqlite import Durability, SQLiteStore
 
 OutT = TypeVar("OutT")
+T = TypeVar("T")
 
 
 class Engine(SessionControl):
@@ -127,10 +130,14 @@ class Engine(SessionControl):
             store, durability=durability)
         self.timings = StepTimings()
         self.accounting = UsageAccounting(prices)
+        #: Shared-state reads, writes and conflicts of the sessions this engine ran.
+        self.state_stats = StateStats()
         self.runtime = Runtime(self.store, limits=limits or Limits(),
-                               interceptors=[self.timings, *interceptors, self.accounting],
+                               interceptors=[self.timings, *interceptors, self.accounting,
+                                             self.state_stats],
                                models=models or {}, model_override=model,
                                prices=self.accounting.prices, deps=deps)
+        self.runtime.wake = self._poke
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.park_after = park_after
@@ -246,6 +253,33 @@ class Engine(SessionControl):
         if self._wake is None:
             self._wake = asyncio.Event()
         return self._wake
+
+    def _poke(self) -> None:
+        """Something became runnable (a state write woke a parked session): the serve
+        loop claims it now instead of at its next poll."""
+        self._wake_event().set()
+
+    # -- shared state --------------------------------------------------------------------
+
+    @overload
+    def state(self, namespace: str, *, tenant: str = DEFAULT_TENANT, type: type[T]
+              ) -> State[T]: ...
+    @overload
+    def state(self, namespace: str, *, tenant: str = DEFAULT_TENANT, type: None = None
+              ) -> State[Any]: ...
+
+    def state(self, namespace: str, *, tenant: str = DEFAULT_TENANT, type: Any = None
+              ) -> State[Any]:
+        """A namespace of ``tenant``'s shared state, outside any session: to seed, inspect
+        or correct what sessions share (``ctx.state`` in workflow code). Reads and writes
+        go to the store directly (no journal); writes are compare-and-set, and wake the
+        sessions waiting for a change. Open the engine first (``async with``).
+
+        Raises:
+            UserError: ``tenant`` is not a valid tenant name.
+        """
+        check_tenant(tenant)
+        return State(namespace, DirectAccess(self.store, tenant, self._poke), type)
 
     # -- running -------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from convoy.interceptors._base import (
     ModelCallInput,
     SessionEnd,
     SessionInput,
+    StateInput,
     ToolCallInput,
     ordered,
 )
@@ -23,6 +24,7 @@ from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
 from convoy.runtime._limits import Limits
+from convoy.state._access import run_state_op
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -43,6 +45,10 @@ async def _handoff(i: HandoffInput) -> Any:
 
 async def _effect(i: EffectInput) -> Any:
     return await i.fn()
+
+
+def _nobody() -> None:
+    return None
 
 
 async def _run_session(i: SessionInput) -> SessionEnd:
@@ -75,6 +81,9 @@ class Runtime:
         self.tool_chain: Chain[ToolCallInput, Any] = Chain("tool_call", interceptors, _call_tool)
         self.handoff_chain: Chain[HandoffInput, Any] = Chain("handoff", interceptors, _handoff)
         self.effect_chain: Chain[EffectInput, Any] = Chain("effect", interceptors, _effect)
+        self.state_chain: Chain[StateInput, Any] = Chain("state_op", interceptors, run_state_op)
+        #: Called when a state write woke parked sessions (the engine's serve loop listens).
+        self.wake: Callable[[], None] = _nobody
 
     def resolve(self, spec: str | Model) -> Model:
         if isinstance(spec, Model):

@@ -12,7 +12,7 @@ the operator's view of every tenant.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from convoy.engine._control import SessionControl
 from convoy.engine._tenancy import check_tenant
@@ -21,8 +21,10 @@ if TYPE_CHECKING:
     from convoy.definitions._workflow import Workflow
     from convoy.engine._engine import Engine
     from convoy.engine._results import SessionResult
+    from convoy.state._handle import State
 
 OutT = TypeVar("OutT")
+T = TypeVar("T")
 
 
 class Tenant(SessionControl):
@@ -85,6 +87,19 @@ class Tenant(SessionControl):
         """Run this tenant's sessions as they become runnable (:meth:`Engine.serve
         <convoy.Engine.serve>`)."""
         await self.__engine._serve(self.__name, until_idle, poll_interval)
+
+    # -- shared state --------------------------------------------------------------------
+
+    @overload
+    def state(self, namespace: str, *, type: type[T]) -> State[T]: ...
+    @overload
+    def state(self, namespace: str, *, type: None = None) -> State[Any]: ...
+
+    def state(self, namespace: str, *, type: Any = None) -> State[Any]:
+        """A namespace of this tenant's shared state, outside any session
+        (:meth:`Engine.state <convoy.Engine.state>`): another tenant's keys of the same
+        namespace and key are other keys, never read or written through it."""
+        return self.__engine.state(namespace, tenant=self.__name, type=type)
 
 
 __all__ = ["Tenant"]

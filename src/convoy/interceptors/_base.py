@@ -1,12 +1,12 @@
 """The interceptor chain: the single extension point around every step and session.
 
-Each kind of step has a typed input (one dataclass per kind) and a method on
-:class:`Interceptor`; an interceptor overrides the methods it cares about and calls
-``next(input)`` to continue down the chain (or does not, to short-circuit). Every input
-carries a :class:`StepInfo` (``input.info``). :meth:`Interceptor.session_run` wraps a whole run
-of a session (a start, or a resume after a crash or a wait) and may set
-:attr:`SessionInput.headers`, which are persisted with the session, so a trace id or an
-audit cursor survives a resume.
+Each kind of step (a shared-state operation too) has a typed input (one dataclass per
+kind) and a method on :class:`Interceptor`; an interceptor overrides the methods it cares
+about and calls ``next(input)`` to continue down the chain (or does not, to
+short-circuit). Every input carries a :class:`StepInfo` (``input.info``).
+:meth:`Interceptor.session_run` wraps a whole run of a session (a start, or a resume
+after a crash or a wait) and may set :attr:`SessionInput.headers`, which are persisted
+with the session, so a trace id or an audit cursor survives a resume.
 
 Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engine sorts the
 chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
@@ -144,6 +144,45 @@ class EffectInput:
         return _info(self.session, self.key, "effect", self.name, None)
 
 
+StateOp = Literal["get", "set", "history", "keys", "watch"]
+
+
+@dataclass(slots=True, kw_only=True)
+class StateInput:
+    """One operation on shared state (``ctx.state(...)`` or a tool's ``ctx.state(...)``).
+
+    ``namespace`` and ``state_key`` name the key (``state_key`` is empty for ``keys``);
+    ``value`` is the JSON text a ``set`` writes, against ``expected_version``; a ``watch``
+    asks for a signal at the first version past ``after_version``; ``limit`` bounds a
+    ``history``. ``key`` names the writer: the operation's own journaled step in workflow
+    code, ``"<tool call's step>#<n>"`` for the n-th operation inside a tool call.
+    Raising from ``next`` (or not calling it) fails the operation; a stale ``set`` raises
+    :class:`~convoy.StateConflict` out of ``next``.
+    """
+
+    session: SessionState
+    key: str
+    op: StateOp
+    namespace: str
+    state_key: str = ""
+    value: str | None = None
+    expected_version: int | None = None
+    agent: str | None = None
+    after_version: int = 0
+    limit: int | None = None
+
+    @property
+    def info(self) -> StepInfo:
+        """Who and where this operation is; ``target`` is ``"<op> <namespace>/<key>"``."""
+        return _info(self.session, self.key, "state", state_target(self.op, self.namespace,
+                                                                   self.state_key), self.agent)
+
+
+def state_target(op: str, namespace: str, key: str) -> str:
+    """How a state operation is named in the journal and in :class:`StepInfo`."""
+    return f"{op} {namespace}/{key}" if key else f"{op} {namespace}"
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class SessionInfo:
     """The session a run belongs to."""
@@ -223,6 +262,12 @@ class Interceptor:
     async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
         """Around one workflow-level effect (``ctx.step``). Clock reads, random numbers, sleeps
         and waits are journaled by the executor and do not pass here."""
+        return await next(input)
+
+    async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        """Around one operation on shared state: a read, a compare-and-set write (a stale
+        one raises :class:`~convoy.StateConflict` out of ``next``), a history or key
+        listing, or the watch of a durable wait for a change."""
         return await next(input)
 
 

@@ -19,9 +19,9 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    AgentTurnsExhausted,
     CircuitOpenError,
     HandoffError,
-    LimitExceeded,
     OutputValidationError,
     StepError,
     ToolError,
@@ -30,9 +30,11 @@ from convoy._errors import (
 from convoy.definitions._agent import Agent, AgentLinks, render_input
 from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
+from convoy.durability._executor import fingerprint
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
+from convoy.state._access import ToolAccess
 
 if TYPE_CHECKING:
     from convoy.runtime._context import Context
@@ -48,14 +50,6 @@ def _encode_response(resp: ModelResponse) -> str:
 
 def _response_spend(resp: ModelResponse) -> tuple[int, int, float]:
     return resp.usage.input_tokens, resp.usage.output_tokens, resp.cost
-
-
-def fingerprint(text: str) -> str:
-    """A short digest of what a step is asked, stable across processes (unlike ``hash``).
-
-    It detects an accidental change of input on replay, so a fast checksum is enough: it
-    is not a security boundary."""
-    return format(_crc32(text.encode()), "08x")
 
 
 def _messages_fingerprint(messages: list[Message]) -> str:
@@ -136,8 +130,12 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
                 # The tool's own error says why (timed out, breaker open, raised): it
                 # ends the run typed as that, not as a mistake of the model.
                 raise turn.last_failure
-    raise LimitExceeded(f"agent {agent.name!r} reached max_turns={agent.max_turns} in "
-                        f"session {s.id!r} without a final answer")
+    # A failure of this agent's run, not a session limit: the workflow may catch it. It is
+    # derived from the journaled turns alone, so a replay raises it again at this point.
+    raise AgentTurnsExhausted(
+        f"agent {agent.name!r} reached max_turns={agent.max_turns} in session {s.id!r} "
+        "without a final answer", agent=agent.name, max_turns=agent.max_turns,
+        transcript=[m.to_dict() for m in messages])
 
 
 def _repair_prompt(agent: Agent[Any, Any], error: str) -> str:
@@ -163,6 +161,8 @@ def _tool_failure(call: ToolCall, e: StepError) -> Message:
                 "retryable": True}
     else:
         body = {"error": str(e)}
+        if e.details:  # e.g. a state conflict: the current value, to decide again on
+            body.update(e.details)
     return Message(role="tool", tool_call_id=call.id, content=json.dumps(body))
 
 
@@ -264,7 +264,8 @@ async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) 
     key = ctx.next_key()
     s.count_step(key)
     tctx = ToolContext(session_id=s.id, tenant=s.tenant, agent=agent.name, step_key=key,
-                       idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps)
+                       idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps,
+                       _state=ToolAccess(s, key, agent.name))
 
     async def execute() -> Any:
         try:

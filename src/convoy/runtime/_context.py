@@ -9,6 +9,9 @@ steps in the same tree positions):
   instead of ``asyncio.sleep``, ``await ctx.wait_for(name, type)`` to wait for a signal,
   and ``await ctx.step(name, fn)`` for any other I/O. Each is journaled and replays its
   value; sleeps and waits are durable (a long one parks the session).
+* Share state with other sessions through ``ctx.state(namespace)``: its reads and
+  compare-and-set writes are journaled steps too (use a handle in the scope that made
+  it; in a ``ctx.gather`` branch, make it from the branch's context).
 * Run branches concurrently only with ``ctx.gather`` (each branch gets its own position in
   the step tree, whatever order the scheduler runs them in).
 """
@@ -25,6 +28,8 @@ from convoy.durability._executor import decode_json, encode_json
 from convoy.interceptors._base import EffectInput
 from convoy.runtime._agent_loop import run_agent
 from convoy.runtime._concurrency import concurrently
+from convoy.state._access import JournaledAccess
+from convoy.state._handle import State
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -165,6 +170,26 @@ class Context:
         if type is None:
             return decode_json(payload)
         return TypeAdapter(type).validate_json(payload)
+
+
+    # -- shared state --------------------------------------------------------------------
+
+    @overload
+    def state(self, namespace: str | None = None, *, type: type[T]) -> State[T]: ...
+    @overload
+    def state(self, namespace: str | None = None, *, type: None = None) -> State[Any]: ...
+
+    def state(self, namespace: str | None = None, *, type: Any = None) -> State[Any]:
+        """A namespace of versioned shared state in the session's tenant: an entity such as
+        ``"customer:42"``, a tenant-wide name, or (``None``) the session's own
+        (``"session:<id>"``). Values are validated against ``type`` if given.
+
+        Every read and write through the handle is a journaled step, so a resumed or
+        replayed session sees exactly what it saw and never writes twice; every write is a
+        compare-and-set (see :class:`~convoy.State`).
+        """
+        ns = f"session:{self.session.id}" if namespace is None else namespace
+        return State(ns, JournaledAccess(self), type)
 
 
 def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awaitable[OutT]]:

@@ -14,6 +14,9 @@ from convoy.stores._protocol import (
     SessionRow,
     SessionStatus,
     Signal,
+    StateEntry,
+    StateWrite,
+    StateWriteResult,
     StepRecord,
     Store,
 )
@@ -21,4 +24,4 @@ from convoy.stores._sqlite import SQLiteStore
 
 __all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "NewSession",
            "SQLiteStore", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
-           "Signal", "StepRecord", "Store"]
+           "Signal", "StateEntry", "StateWrite", "StateWriteResult", "StepRecord", "Store"]

@@ -24,6 +24,11 @@ on an owner (``append``, ``park``, ``release``, ``update_headers``, ``renew``) t
 tenant: an owner holds only sessions it created or claimed, and the engine checks the
 tenant before either. Session ids are unique across tenants: creating an id another tenant
 holds leaves that session as it is.
+
+Shared state (``state_*``) is versioned per key: every write is a compare-and-set against
+the version the writer read, atomic across processes, and each version is kept as history
+with who wrote it. Every key belongs to one tenant; a namespace groups keys within a tenant
+(a session's own, a tenant-wide one, or a named entity such as ``customer:42``).
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -166,6 +171,59 @@ class Signal:
     name: str
     payload: str
     at: float
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StateEntry:
+    """One version of one key of shared state.
+
+    ``value`` is JSON text. ``session_id``, ``agent`` and ``step_key`` name the writer
+    (``None`` for a write from outside any session, such as ``convoy state set``).
+    """
+
+    tenant: str
+    namespace: str
+    key: str
+    version: int
+    value: str
+    session_id: str | None = None
+    agent: str | None = None
+    step_key: str | None = None
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StateWrite:
+    """A compare-and-set write for :meth:`Store.state_put`.
+
+    ``expected_version`` is the version the writer read: the write lands only if the key is
+    still at it (``0`` or ``None``: only if the key does not exist). A write that names its
+    writer (``session_id`` and ``step_key``) is idempotent: if that writer already wrote
+    this key, the store returns that version and writes nothing.
+    """
+
+    tenant: str
+    namespace: str
+    key: str
+    value: str
+    expected_version: int | None
+    session_id: str | None = None
+    agent: str | None = None
+    step_key: str | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StateWriteResult:
+    """What :meth:`Store.state_put` did.
+
+    ``written``: the entry is the new version (or the one this writer wrote before). Not
+    written (a conflict): ``entry`` is the current version, ``None`` if the key does not
+    exist. ``woken`` counts the sessions whose watch on the key the write fired.
+    """
+
+    written: bool
+    entry: StateEntry | None
+    woken: int = 0
 
 
 @runtime_checkable
@@ -338,6 +396,39 @@ class Store(Protocol):
         """Set (``None``: delete) one value. Rides the group commit."""
         ...
 
+    # -- shared state ---------------------------------------------------------------------
+
+    async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
+        """The current version of a key, or ``None`` if it was never written."""
+        ...
+
+    async def state_put(self, write: StateWrite) -> StateWriteResult:
+        """Compare-and-set one key (see :class:`StateWrite`), atomically across every store
+        object and process on the same database. A write that lands is kept in the key's
+        history, and fires every watch on the key (:meth:`state_watch`) in the same
+        transaction."""
+        ...
+
+    async def state_history(self, tenant: str, namespace: str, key: str, *,
+                            limit: int | None = None) -> list[StateEntry]:
+        """Every version of a key, oldest first (with ``limit``: the newest ``limit``)."""
+        ...
+
+    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
+        """The current version of every key of a namespace, by key."""
+        ...
+
+    async def state_namespaces(self, tenant: str) -> dict[str, int]:
+        """A tenant's namespaces with how many keys each holds, by name."""
+        ...
+
+    async def state_watch(self, tenant: str, namespace: str, key: str, *, session_id: str,
+                          name: str, after_version: int) -> bool:
+        """Ask for the signal ``name`` to be sent to ``session_id`` (of ``tenant``) by the
+        first write of a version past ``after_version``. ``True`` (and nothing is
+        registered) if the key is already past it. A watch fires once."""
+        ...
+
     # -- spend ------------------------------------------------------------------------
 
     async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
@@ -352,4 +443,4 @@ class Store(Protocol):
 
 __all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "NewSession",
            "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus", "Signal",
-           "StepRecord", "StepStatus", "Store"]
+           "StateEntry", "StateWrite", "StateWriteResult", "StepRecord", "StepStatus", "Store"]

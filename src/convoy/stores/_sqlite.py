@@ -47,6 +47,7 @@ from convoy.stores._sqlite_sql import (
     _INSERT_SESSION,
     _JOURNAL_COLS,
     _MIGRATE_2,
+    _MIGRATE_3,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -56,10 +57,12 @@ from convoy.stores._sqlite_sql import (
     _in_tenant,
     _is_busy,
     _record,
+    _send_signal,
     _session,
     _store_error,
     _tenant_cond,
 )
+from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_wal import _Checkpointer
 
 Durability = Literal["process", "power"]
@@ -94,7 +97,7 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteState):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -200,10 +203,11 @@ class SQLiteStore:
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            if version < 2:
-                for stmt in _MIGRATE_2.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3)):
+                if version < target:
+                    for stmt in script.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
                          (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
@@ -756,20 +760,8 @@ class SQLiteStore:
     async def send_signal(self, session_id: str, name: str, payload: str, *,
                           tenant: str | None = None) -> int:
         now = self.clock()
-        cond, tparams = _tenant_cond(tenant)
-
-        def send(conn: sqlite3.Connection) -> int:
-            cur = conn.execute(
-                "INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
-                f"(SELECT 1 FROM sessions WHERE id=?{cond})",
-                (session_id, name, payload, now, session_id, *tparams))
-            if cur.rowcount == 0:
-                return 0
-            conn.execute("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL "
-                         "WHERE id=? AND status='waiting' AND wait_name=?", (session_id, name))
-            return int(cur.lastrowid or 0)
-
-        return await self._write(send)
+        return await self._write(lambda conn: _send_signal(conn, session_id, name, payload,
+                                                           now, tenant))
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:

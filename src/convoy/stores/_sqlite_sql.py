@@ -87,6 +87,46 @@ CREATE TABLE IF NOT EXISTS kv(
 ) WITHOUT ROWID;
 """
 
+# Version 2 -> 3: versioned shared state (the current version of each key, every version
+# with its writer, and watches that signal a waiting session when a key changes).
+_MIGRATE_3 = """
+CREATE TABLE IF NOT EXISTS state(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  session_id TEXT,
+  agent TEXT,
+  step_key TEXT,
+  at REAL NOT NULL,
+  PRIMARY KEY(tenant, namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_history(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  session_id TEXT,
+  agent TEXT,
+  step_key TEXT,
+  at REAL NOT NULL,
+  PRIMARY KEY(tenant, namespace, key, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS state_writer ON state_history(session_id, step_key)
+  WHERE session_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS state_watch(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  after_version INTEGER NOT NULL,
+  PRIMARY KEY(tenant, namespace, key, session_id, name)
+) WITHOUT ROWID;
+"""
+
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent")
@@ -107,6 +147,11 @@ _APPEND_FENCED = (
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
     "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+# Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
+_SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
+           "(SELECT 1 FROM sessions WHERE id=?{tenant})")
+_WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
+         "status='waiting' AND wait_name=?")
 _CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
 _INSERT_SESSION = (
     "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"
@@ -127,6 +172,20 @@ _RUNNABLE_OTHERS = (
     "lease_until<?))) OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
 _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(started, ?), "
               "seg_mark=?, wake_at=NULL, wait_name=NULL")
+
+
+def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: str,
+                 now: float, tenant: str | None = None) -> int:
+    """Store a signal and wake its session if it waits for it (in the caller's
+    transaction); the signal's seq, or 0 (nothing stored) if there is no such session (of
+    ``tenant``)."""
+    cond, tparams = _tenant_cond(tenant)
+    cur = conn.execute(_SIGNAL.format(tenant=cond),
+                       (session_id, name, payload, now, session_id, *tparams))
+    if cur.rowcount == 0:
+        return 0
+    conn.execute(_WAKE, (session_id, name))
+    return int(cur.lastrowid or 0)
 
 
 def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
