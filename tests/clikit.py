@@ -45,6 +45,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(FIXTURES))  # also restores sys.path afterwards
     monkeypatch.delenv("CONVOY_DB", raising=False)
     monkeypatch.delenv("CONVOY_BUSY_TIMEOUT", raising=False)
+    monkeypatch.delenv("CONVOY_TENANT", raising=False)
     return tmp_path
 
 
@@ -59,7 +60,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Res:
 
 def subprocess_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m convoy.cli ARGS`` for real."""
-    env = {k: v for k, v in os.environ.items() if k != "CONVOY_DB"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVOY_DB", "CONVOY_TENANT")}
     env.update({"PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
                 "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", "NO_COLOR": "1"})
     return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,

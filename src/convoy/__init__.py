@@ -2,7 +2,8 @@
 
 Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on an
 :class:`Engine`: every model call, tool call and handoff is journaled, so a crashed process
-resumes where it stopped without paying for anything twice.
+resumes where it stopped without paying for anything twice. ``engine.tenant("acme")`` is one
+tenant's view of the engine (a :class:`Tenant`), reaching nothing of another tenant.
 """
 
 from convoy._errors import (
@@ -40,6 +41,7 @@ from convoy.definitions._workflow import Workflow, load_workflow, workflow
 from convoy.durability import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._engine import ESCALATION, Engine
 from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
+from convoy.engine._tenant import Tenant
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     EffectInput,
@@ -127,6 +129,7 @@ __all__ = [
     "StepInfo",
     "StepTimings",
     "StoreError",
+    "Tenant",
     "TerminalReason",
     "Tool",
     "ToolCall",

@@ -1,10 +1,17 @@
-"""What every command shares: consoles, the ``--db`` option, one-line errors, the engine.
+"""What every command shares: consoles, the ``--db`` and ``--tenant`` options, one-line
+errors, the engine.
 
 Exit codes: 0 when the command did its work, 1 when it could not (a store error, sessions
 left unfinished by one, a divergent replay, ``run --strict`` with an input that did not
 complete), 2 on usage errors, 130 after Ctrl-C. Every error Convoy raises
 reaches the user as one line, ``error: <message>``, never as a traceback, including errors
 raised inside the event loop and inside task groups.
+
+Tenants: every command that reads or acts on sessions sees one tenant's sessions, the
+tenant ``--tenant NAME`` (or ``$CONVOY_TENANT``) names, or the tenant ``default`` when none
+is named (the one ``convoy run`` uses); a session of another tenant is exactly an unknown
+id. ``--all-tenants`` is the operator's view of every tenant, refused when
+``$CONVOY_TENANT`` confines the shell to one.
 """
 
 from __future__ import annotations
@@ -15,14 +22,16 @@ import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from convoy import Engine, Interceptor, Model, StoreError, UserError, infer_model
+from convoy import Engine, Interceptor, Model, StoreError, Tenant, UserError, infer_model
 from convoy.durability import SessionInterrupted
+from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import SQLiteStore
 
 T = TypeVar("T")
@@ -49,8 +58,74 @@ BusyTimeoutOption = Annotated[float, typer.Option(
     "--busy-timeout", metavar="SECONDS", min=0.0, envvar="CONVOY_BUSY_TIMEOUT",
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
-TenantOption = Annotated[str, typer.Option(
-    "--tenant", "-t", metavar="TENANT", help="The tenant whose data this is.")]
+TENANT_ENV = "CONVOY_TENANT"
+
+
+def tenant_option(ctx: typer.Context, param: typer.CallbackParam, value: str | None
+                  ) -> str | None:
+    """Validate ``--tenant`` (or ``$CONVOY_TENANT``) in one line naming where it came from."""
+    if value is None:
+        return None
+    try:
+        return check_tenant(value)
+    except UserError as e:
+        source = ctx.get_parameter_source(param.name or "")
+        fail(f"{TENANT_ENV if source is not None and source.name == 'ENVIRONMENT' else '--tenant'}"
+             f": {e}")
+
+
+TenantOption = Annotated[str | None, typer.Option(
+    "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+    callback=tenant_option, show_default=False,
+    help=f"Act as this tenant: another tenant's sessions (and state) are unknown to the "
+         f"command (default: the tenant {DEFAULT_TENANT!r}).")]
+AllTenantsOption = Annotated[bool, typer.Option(
+    "--all-tenants", help="Every tenant's sessions: the operator's view.")]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose sessions a command sees: one ``tenant``, or every tenant (``None``)."""
+
+    tenant: str | None
+    #: The tenant was named (``--tenant``, ``$CONVOY_TENANT``), not the default.
+    named: bool = True
+
+    @property
+    def of(self) -> str:
+        """`` of tenant 'acme'`` (nothing for every tenant), to follow "sessions"."""
+        return "" if self.tenant is None else f" of tenant {self.tenant!r}"
+
+    @property
+    def hint(self) -> str:
+        """How to see other tenants, when the default tenant was not asked for."""
+        return "" if self.named else " (other tenants: --tenant NAME or --all-tenants)"
+
+    def view(self, engine: Engine) -> Engine | Tenant:
+        """The engine as this scope sees it."""
+        return engine if self.tenant is None else engine.tenant(self.tenant)
+
+
+def one_tenant(tenant: str | None) -> str:
+    """The tenant ``--tenant`` / ``$CONVOY_TENANT`` names, else ``default``."""
+    return DEFAULT_TENANT if tenant is None else tenant
+
+
+def tenant_scope(tenant: str | None, all_tenants: bool) -> Scope:
+    """The scope of ``--tenant`` / ``$CONVOY_TENANT`` / ``--all-tenants`` (validated by the
+    option's callback); exits 2 when they contradict each other."""
+    if all_tenants:
+        if tenant is not None:
+            if os.environ.get(TENANT_ENV) == tenant:
+                fail(f"{TENANT_ENV} is set to {tenant!r}, which confines this shell to that "
+                     f"tenant; unset it to use --all-tenants")
+            fail("--tenant and --all-tenants exclude each other: pick one")
+        return Scope(None)
+    if tenant is None:
+        return Scope(DEFAULT_TENANT, named=False)
+    return Scope(tenant)
+
+
 ImportOption = Annotated[list[str] | None, typer.Option(
     "--import", metavar="MODULE",
     help="Import this module first, so the workflows it defines (also under explicit "

@@ -159,10 +159,13 @@ def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> Non
 # -- sessions ----------------------------------------------------------------------------
 
 
-def sessions_table(rows: Sequence[SessionRow]) -> Table:
+def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False) -> Table:
+    """Sessions as a table; with ``tenants``, a column says whose each one is."""
     waiting = any(r.status == "waiting" for r in rows)
     t = Table()
     t.add_column("id", no_wrap=True)
+    if tenants:
+        t.add_column("tenant", no_wrap=True)
     t.add_column("workflow", overflow="fold")
     t.add_column("status", no_wrap=True)
     t.add_column("steps", justify="right")
@@ -172,7 +175,8 @@ def sessions_table(rows: Sequence[SessionRow]) -> Table:
     if waiting:
         t.add_column("waits for", no_wrap=True)
     for r in rows:
-        cells: list[str | Text] = [r.id, r.workflow, status_text(r.status), str(r.steps),
+        cells: list[str | Text] = [r.id, *([r.tenant] if tenants else []), r.workflow,
+                                   status_text(r.status), str(r.steps),
                                    fmt_tokens(r.input_tokens, r.output_tokens),
                                    fmt_cost(r.cost), fmt_time(r.created)]
         t.add_row(*cells, *([waits_for(r)] if waiting else []))

@@ -18,6 +18,7 @@ from convoy.cli._common import (
     TenantOption,
     check_db_path,
     fail,
+    one_tenant,
     open_store,
     out,
     require_store,
@@ -60,12 +61,13 @@ def _where(namespace: str, key: str, tenant: str) -> str:
 
 
 @state_app.command("get")
-def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = "default",
+def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
         db: DbOption = Path(DEFAULT_DB), as_json: JsonOption = False) -> None:
     """Show the current value of a key, its version and who wrote it.
 
     Example: `convoy state get customer:42 account --tenant acme`
     """
+    tenant = one_tenant(tenant)
     require_store(db)
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
@@ -91,7 +93,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
              "--expected-version", "-e", min=0, metavar="N",
              help="Write only if the key is still at version N (0: only if it does not "
                   "exist). Default: the version it has when the command reads it.")] = None,
-         tenant: TenantOption = "default", db: DbOption = Path(DEFAULT_DB),
+         tenant: TenantOption = None, db: DbOption = Path(DEFAULT_DB),
          busy_timeout: BusyTimeoutOption = 10.0) -> None:
     """Write a key, compare-and-set: against --expected-version, or the version the command
     reads just before. A write that finds another version fails and writes nothing.
@@ -99,6 +101,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
 
     Example: `convoy state set customer:42 account '{"credit": 10}' --expected-version 3`
     """
+    tenant = one_tenant(tenant)
     try:
         json.loads(value)
     except json.JSONDecodeError as e:
@@ -135,7 +138,7 @@ async def _set(db: Path, busy_timeout: float, write: StateWrite
 
 
 @state_app.command("history")
-def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = "default",
+def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
             limit: Annotated[int | None, typer.Option(
                 "--limit", "-n", min=1, help="Only the newest N versions.")] = None,
             db: DbOption = Path(DEFAULT_DB), as_json: JsonOption = False) -> None:
@@ -143,6 +146,7 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = "defaul
 
     Example: `convoy state history customer:42 account --limit 20`
     """
+    tenant = one_tenant(tenant)
     require_store(db)
     entries = run_async(_history(db, tenant, namespace, key, limit))
     if not entries:
@@ -171,13 +175,14 @@ async def _history(db: Path, tenant: str, namespace: str, key: str,
 def list_(namespace: Annotated[str | None, typer.Argument(
               metavar="[NAMESPACE]", help="List this namespace's keys (default: list the "
                                          "tenant's namespaces).")] = None,
-          tenant: TenantOption = "default", db: DbOption = Path(DEFAULT_DB),
+          tenant: TenantOption = None, db: DbOption = Path(DEFAULT_DB),
           as_json: JsonOption = False) -> None:
     """The tenant's namespaces with their key counts, or one namespace's keys with their
     current version and value.
 
     Example: `convoy state list customer:42`
     """
+    tenant = one_tenant(tenant)
     require_store(db)
     spaces, entries = run_async(_list(db, tenant, namespace))
     if as_json:

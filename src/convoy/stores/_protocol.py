@@ -15,6 +15,16 @@ committed; callers that need no confirmation may drop it: the store still commit
 order, before any later write of the same store, and before ``aclose`` returns.
 ``create_session`` never commits on its own: the next batch carries it.
 
+Tenants: every session belongs to one tenant, fixed when it is created. Every method that
+reads or acts on a session by its id, or lists sessions, takes ``tenant=``: given, it acts
+only on sessions of that tenant, and a session of another tenant is exactly an unknown id
+(the same empty answer, nothing written, a refused fenced write). Names compare exactly
+(case, spaces; no patterns). ``None`` is the operator's view of every tenant. Writes fenced
+on an owner (``append``, ``park``, ``release``, ``update_headers``, ``renew``) take no
+tenant: an owner holds only sessions it created or claimed, and the engine checks the
+tenant before either. Session ids are unique across tenants: creating an id another tenant
+holds leaves that session as it is.
+
 Shared state (``state_*``) is versioned per key: every write is a compare-and-set against
 the version the writer read, atomic across processes, and each version is kept as history
 with who wrote it. Every key belongs to one tenant; a namespace groups keys within a tenant
@@ -253,16 +263,20 @@ class Store(Protocol):
         pending); how many were new. Existing ids are left as they are."""
         ...
 
-    async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
-        """Own a runnable session: it is ``pending``, or ``running`` under an expired lease
-        or under ``owner`` itself. Returns the claimed row, or ``None``."""
+    async def claim(self, session_id: str, owner: str, lease_s: float, *,
+                    tenant: str | None = None) -> SessionRow | None:
+        """Own a runnable session (of ``tenant``, when given): it is ``pending``, or
+        ``running`` under an expired lease or under ``owner`` itself. Returns the claimed
+        row, or ``None``."""
         ...
 
     async def claim_runnable(self, owner: str, lease_s: float, *,
-                             workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
-        """Claim up to ``limit`` sessions of the given ``{workflow: version}`` that can run
-        now: pending ones, running ones of other owners whose lease expired, and waiting
-        ones whose timer is due. Never the caller's own running sessions."""
+                             workflows: Mapping[str, str], limit: int,
+                             tenant: str | None = None) -> list[SessionRow]:
+        """Claim up to ``limit`` sessions of the given ``{workflow: version}`` (and of
+        ``tenant``, when given) that can run now: pending ones, running ones of other owners
+        whose lease expired, and waiting ones whose timer is due. Never the caller's own
+        running sessions."""
         ...
 
     async def renew(self, owner: str, lease_s: float) -> int:
@@ -284,16 +298,17 @@ class Store(Protocol):
         (``wait_name``). A signal already sent for it makes it runnable at once."""
         ...
 
-    def finish(self, session_id: str, owner: str | None,
-               outcome: SessionOutcome) -> asyncio.Future[None]:
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
+               tenant: str | None = None) -> asyncio.Future[None]:
         """Record how a session ended. Fenced on ``owner`` (``None``: the session must be
-        owned by nobody). Rides the group commit."""
+        owned by nobody) and on ``tenant`` when given. Rides the group commit."""
         ...
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
-                     journal: StepRecord | None = None) -> bool:
+                     journal: StepRecord | None = None, tenant: str | None = None) -> bool:
         """Make a finished (escalated) session runnable again, optionally dropping one
-        journal entry or writing one, in one transaction. ``False`` if it does not exist."""
+        journal entry or writing one, in one transaction. ``False`` (nothing written) if it
+        does not exist (in ``tenant``)."""
         ...
 
     def update_headers(self, session_id: str, owner: str,
@@ -301,16 +316,21 @@ class Store(Protocol):
         """Persist a running session's headers (fenced). Rides the group commit."""
         ...
 
-    async def set_version(self, session_id: str, version: str) -> None:
-        """Move a session that has journaled nothing to another workflow version."""
+    async def set_version(self, session_id: str, version: str, *,
+                          tenant: str | None = None) -> None:
+        """Move a session (of ``tenant``) that has journaled nothing to another workflow
+        version."""
         ...
 
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        """One session, or ``None`` if the id is unknown."""
+    async def get_session(self, session_id: str, *,
+                          tenant: str | None = None) -> SessionRow | None:
+        """One session, or ``None`` if the id is unknown (in ``tenant``)."""
         ...
 
-    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
-        """The sessions among ``ids`` that exist, by id (one query for many)."""
+    async def get_sessions(self, ids: Sequence[str], *,
+                           tenant: str | None = None) -> dict[str, SessionRow]:
+        """The sessions among ``ids`` that exist (in ``tenant``), by id (one query for
+        many)."""
         ...
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
@@ -325,8 +345,8 @@ class Store(Protocol):
         """Sessions by status."""
         ...
 
-    async def next_wake(self) -> float | None:
-        """The earliest timer of a waiting session, or ``None``."""
+    async def next_wake(self, *, tenant: str | None = None) -> float | None:
+        """The earliest timer of a waiting session (of ``tenant``), or ``None``."""
         ...
 
     # -- the journal ------------------------------------------------------------------
@@ -338,22 +358,28 @@ class Store(Protocol):
         same transaction."""
         ...
 
-    async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
-        """A session's journal by step key, as replay consumes it."""
+    async def load_journal(self, session_id: str, *,
+                           tenant: str | None = None) -> dict[str, StepRecord]:
+        """A session's journal by step key, as replay consumes it (empty for a session
+        unknown in ``tenant``)."""
         ...
 
-    async def journal(self, session_id: str) -> list[StepRecord]:
-        """Every record of a session, in the order it was written."""
+    async def journal(self, session_id: str, *,
+                      tenant: str | None = None) -> list[StepRecord]:
+        """Every record of a session (of ``tenant``), in the order it was written."""
         ...
 
     # -- signals ------------------------------------------------------------------------
 
-    async def send_signal(self, session_id: str, name: str, payload: str) -> int:
-        """Store a signal; wakes the session if it waits for ``name``. Returns its seq."""
+    async def send_signal(self, session_id: str, name: str, payload: str, *,
+                          tenant: str | None = None) -> int:
+        """Store a signal; wakes the session if it waits for ``name``. Returns its seq
+        (> 0), or 0, storing nothing, if there is no such session (in ``tenant``)."""
         ...
 
-    async def next_signal(self, session_id: str, name: str) -> Signal | None:
-        """The oldest unconsumed signal ``name`` of a session."""
+    async def next_signal(self, session_id: str, name: str, *,
+                          tenant: str | None = None) -> Signal | None:
+        """The oldest unconsumed signal ``name`` of a session (of ``tenant``)."""
         ...
 
     # -- state of interceptors -----------------------------------------------------------
@@ -409,8 +435,9 @@ class Store(Protocol):
         """Tokens and USD a tenant's model steps journaled in ``[since, until)`` cost."""
         ...
 
-    async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:
-        """Tokens and USD of a session's journaled model steps, by agent."""
+    async def session_spend(self, session_id: str, *,
+                            tenant: str | None = None) -> dict[str, tuple[int, float]]:
+        """Tokens and USD of a session's (of ``tenant``) journaled model steps, by agent."""
         ...
 
 

@@ -147,7 +147,9 @@ _APPEND_FENCED = (
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
     "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
-_SIGNAL = "INSERT INTO signals(session_id,name,payload,at) VALUES(?,?,?,?)"
+# Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
+_SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
+           "(SELECT 1 FROM sessions WHERE id=?{tenant})")
 _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
          "status='waiting' AND wait_name=?")
 _CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
@@ -159,6 +161,8 @@ _FINISH = (
     "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
     "output_tokens=?, cost=?, headers=COALESCE(?, headers), owner=NULL, lease_until=NULL, "
     f"wake_at=NULL, wait_name=NULL, seg_mark=NULL, {_ACCRUE} WHERE id=? AND owner IS ?")
+# The same, also fenced on the session's tenant (a session of another tenant is refused).
+_FINISH_TENANT = f"{_FINISH} AND tenant=?"
 _RUNNABLE = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
     " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
@@ -171,10 +175,15 @@ _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(st
 
 
 def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: str,
-                 now: float) -> int:
+                 now: float, tenant: str | None = None) -> int:
     """Store a signal and wake its session if it waits for it (in the caller's
-    transaction); the signal's seq."""
-    cur = conn.execute(_SIGNAL, (session_id, name, payload, now))
+    transaction); the signal's seq, or 0 (nothing stored) if there is no such session (of
+    ``tenant``)."""
+    cond, tparams = _tenant_cond(tenant)
+    cur = conn.execute(_SIGNAL.format(tenant=cond),
+                       (session_id, name, payload, now, session_id, *tparams))
+    if cur.rowcount == 0:
+        return 0
     conn.execute(_WAKE, (session_id, name))
     return int(cur.lastrowid or 0)
 
@@ -192,6 +201,20 @@ def _conditions(status: str | None, workflow: str | None, tenant: str | None
             where.append(f"{col}=?")
             params.append(value)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def _tenant_cond(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """`` AND tenant=?`` for a statement on ``sessions``, or nothing (no tenant given)."""
+    return ("", ()) if tenant is None else (" AND tenant=?", (tenant,))
+
+
+def _in_tenant(table: str, tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """For a statement on ``table`` (rows with a ``session_id``): only rows of a session
+    of ``tenant``, or nothing (no tenant given)."""
+    if tenant is None:
+        return "", ()
+    return (f" AND EXISTS (SELECT 1 FROM sessions s WHERE s.id={table}.session_id AND "
+            "s.tenant=?)", (tenant,))
 
 
 def _session(r: Sequence[Any]) -> SessionRow:
