@@ -83,7 +83,11 @@ class _Op:
 
     __slots__ = ("fenced", "fut", "guard", "lease", "more", "params", "quiet", "sql")
 
-    def __init__(self, sql: str, params: tuple[Any, ...], *,
+    fut: asyncio.Future[None]  # set by ``_submit``
+    quiet: bool  # nobody need await it: its error is its batch's, seen there
+
+    # Positional: built once per journal write.
+    def __init__(self, sql: str, params: tuple[Any, ...],
                  more: list[tuple[str, tuple[Any, ...]]] | None = None,
                  fenced: str | None = None, guard: tuple[str, str] | None = None,
                  lease: tuple[str, str, float] | None = None) -> None:
@@ -93,8 +97,6 @@ class _Op:
         self.fenced = fenced  # session id, for the error message
         self.guard = guard
         self.lease = lease
-        self.fut: asyncio.Future[None] | None = None
-        self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
 class SQLiteStore(SQLiteState):
@@ -370,7 +372,7 @@ class SQLiteStore(SQLiteState):
             self._forget_failed_leases(batch)
         for i, op in enumerate(batch):
             fut = op.fut
-            if fut is None or fut.done():
+            if fut.done():
                 continue
             if error is not None:
                 fut.set_exception(error)
@@ -622,7 +624,7 @@ class SQLiteStore(SQLiteState):
                   session_id, owner)
         if tenant is not None:
             return self._submit(_Op(_FINISH_TENANT, (*params, tenant), fenced=session_id))
-        return self._submit(_Op(_FINISH, params, fenced=session_id))
+        return self._submit(_Op(_FINISH, params, None, session_id))
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None, tenant: str | None = None) -> bool:
@@ -739,7 +741,7 @@ class SQLiteStore(SQLiteState):
             if held is None or held[0] != owner or \
                     held[1] <= now + self.lease_margin + 2 * self.busy_timeout:
                 guard = (session_id, owner)
-        return self._submit(_Op(_APPEND, params, more=more, guard=guard))
+        return self._submit(_Op(_APPEND, params, more, None, guard))
 
     async def load_journal(self, session_id: str, *,
                            tenant: str | None = None) -> dict[str, StepRecord]:
