@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -29,7 +28,7 @@ def signal(
     payload: Annotated[str | None, typer.Option(
         "--payload", "-p", metavar="JSON",
         help="The signal's value, as JSON (default: null).")] = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
     """Send a signal to a session: it wakes the session if it waits for it, or is kept
@@ -67,7 +66,7 @@ async def _signal(engine: Engine, session_id: str, name: str, value: Any) -> Non
 
 def cancel(
     session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.

@@ -10,14 +10,22 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_store, out, require_store, run_async
+from convoy.cli._common import (
+    DEFAULT_DB,
+    DbOption,
+    fail,
+    label,
+    open_store,
+    out,
+    require_store,
+    run_async,
+)
 from convoy.cli._render import fmt_cost
 from convoy.stores import SessionFilter, SessionRow, StepRecord, Store
 
@@ -77,13 +85,13 @@ async def cost_rows(store: Store, by: str) -> list[CostRow]:
     return rows
 
 
-async def _read(db: Path, by: str) -> list[CostRow]:
+async def _read(db: str, by: str) -> list[CostRow]:
     async with open_store(db) as store:
         return await cost_rows(store, by)
 
 
 def cost(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     by: Annotated[str, typer.Option(
         "--by", "-b", metavar="session|agent|model|tenant",
         help="Group model calls by this.")] = "agent",
@@ -99,9 +107,9 @@ def cost(
     require_store(db)
     rows = run_async(_read(db, by))
     if not rows:
-        out.print(f"no model calls in {db}", markup=False)
+        out.print(f"no model calls in {label(db)}", markup=False)
         return
-    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {db}"))
+    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {label(db)}"))
     if len(rows) > limit:
         out.print(f"showing {limit} of {len(rows):,} {by}s (most expensive first); use "
                   "--limit N for more", markup=False)

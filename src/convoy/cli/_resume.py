@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from convoy import Engine, UserError
@@ -18,6 +16,7 @@ from convoy.cli._common import (
     build_engine,
     err,
     import_modules,
+    label,
     out,
     require_store,
     run_async,
@@ -30,7 +29,7 @@ from convoy.cli._stats import RunStats
 def resume(
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
@@ -57,9 +56,9 @@ def resume(
         err.print("interrupted: run 'convoy resume' again to finish", markup=False)
         raise typer.Exit(INTERRUPTED) from None
     if stats is None:
-        out.print(f"nothing to resume: no unfinished sessions in {db}", markup=False)
+        out.print(f"nothing to resume: no unfinished sessions in {label(db)}", markup=False)
         return
-    out.print(summary_table(f"convoy resume · {db}", stats))
+    out.print(summary_table(f"convoy resume · {label(db)}", stats))
     print_failures(out, stats)
     exit_on_store_errors(stats)
 

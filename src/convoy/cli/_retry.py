@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -22,10 +21,12 @@ from convoy.cli._common import (
     err,
     fail,
     import_modules,
+    label,
     open_store,
     out,
     require_store,
     run_async,
+    workflow_names,
 )
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -61,7 +62,7 @@ def retry(
         "--strict", help="Exit 1 unless every retry completed.")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
@@ -104,20 +105,20 @@ def retry(
         err.print("interrupted: the retries already created are saved; 'convoy resume' "
                   "finishes them", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    out.print(summary_table(f"convoy retry · {db}", stats))
+    out.print(summary_table(f"convoy retry · {label(db)}", stats))
     print_failures(out, stats)
     exit_on_store_errors(stats)
     if strict:
         exit_if_strict(stats, "retries")
 
 
-async def _select(db: Path, ids: list[str], status: list[str] | None,
+async def _select(db: str, ids: list[str], status: list[str] | None,
                   error_type: str | None, workflow: str | None) -> list[SessionRow]:
     async with open_store(db) as store:
         if workflow is not None:
-            known = await store.workflow_names()
+            known = await workflow_names(store)
             if workflow not in known:
-                fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
+                fail(f"no sessions of workflow {workflow!r} in {label(db)!r}; its workflows: "
                      f"{', '.join(known) or '(none: the store has no sessions)'}")
         return await select_retryable(store, ids=ids, status=status,
                                       error_type=error_type, workflow=workflow)

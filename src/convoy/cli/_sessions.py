@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,10 +12,12 @@ from convoy.cli._common import (
     DEFAULT_DB,
     DbOption,
     fail,
+    label,
     open_store,
     out,
     require_store,
     run_async,
+    workflow_names,
 )
 from convoy.cli._render import print_session, sessions_table
 from convoy.engine._retry import retry_id
@@ -29,7 +30,7 @@ sessions_app = typer.Typer(
 
 @sessions_app.command("list")
 def list_sessions(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     status: Annotated[str | None, typer.Option(
         "--status", "-s", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
     workflow: Annotated[str | None, typer.Option(
@@ -51,13 +52,13 @@ def list_sessions(
     where = SessionFilter(status=status, workflow=workflow, limit=limit, offset=offset)
     rows, counts, known = run_async(_list(db, where))
     if workflow is not None and workflow not in known:
-        fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
+        fail(f"no sessions of workflow {workflow!r} in {label(db)!r}; its workflows: "
              f"{', '.join(known) or '(none: the store has no sessions)'}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if not rows:
         what = f"with status {status!r} " if status else ""
-        out.print(f"no sessions {what}in {db}" + (f" past the first {offset}" if offset else ""),
-                  markup=False)
+        past = f" past the first {offset}" if offset else ""
+        out.print(f"no sessions {what}in {label(db)}{past}", markup=False)
         return
     out.print(sessions_table(rows))
     if workflow is None and total > len(rows):
@@ -69,17 +70,17 @@ def list_sessions(
                   markup=False)
 
 
-async def _list(db: Path, where: SessionFilter
+async def _list(db: str, where: SessionFilter
                 ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
-        known = await store.workflow_names() if where.workflow is not None else []
+        known = await workflow_names(store) if where.workflow is not None else []
         return await store.list_sessions(where), await store.counts(), known
 
 
 @sessions_app.command("show")
 def show_session(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
 ) -> None:
     """Show one session: status, workflow, headers, owner or what it waits for, the
@@ -90,7 +91,7 @@ def show_session(
     require_store(db)
     row, steps, retried_as = run_async(_show(db, session_id))
     if row is None:
-        fail(f"no session {session_id!r} in {str(db)!r}; 'convoy sessions list' shows "
+        fail(f"no session {session_id!r} in {label(db)!r}; 'convoy sessions list' shows "
              "the ids")
     if as_json:
         typer.echo(json.dumps(session_json(row, steps, retried_as), indent=2))
@@ -98,7 +99,7 @@ def show_session(
         print_session(out, row, steps, now=time.time(), retried_as=retried_as)
 
 
-async def _show(db: Path, session_id: str
+async def _show(db: str, session_id: str
                 ) -> tuple[SessionRow | None, list[StepRecord], SessionRow | None]:
     async with open_store(db) as store:
         row = await store.get_session(session_id)

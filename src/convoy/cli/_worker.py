@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -22,6 +21,7 @@ from convoy.cli._common import (
     err,
     fail,
     import_modules,
+    label,
     out,
     run_async,
 )
@@ -73,7 +73,7 @@ def worker(
         "(left: those waiting for a signal).")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     poll_interval: Annotated[float, typer.Option(
         "--poll-interval", metavar="SECONDS", min=0.01,
         help="How often to look for sessions other processes made runnable.")] = 1.0,
@@ -97,7 +97,7 @@ def worker(
         engine.register(wf)
     names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
     try:
-        err.print(f"worker on {db}: serving {names}", markup=False, style="dim",
+        err.print(f"worker on {label(db)}: serving {names}", markup=False, style="dim",
                   soft_wrap=True)
         left = run_async(_serve(engine, until_idle, poll_interval, {w.name for w in workflows}))
     except KeyboardInterrupt:

@@ -67,7 +67,8 @@ from convoy.stores._protocol import (
     StepRecord,
     Store,
 )
-from convoy.stores._sqlite import Durability, SQLiteStore
+from convoy.stores._sqlite import Durability
+from convoy.stores._url import store_from_url
 
 OutT = TypeVar("OutT")
 
@@ -77,8 +78,10 @@ class Engine:
     """Runs workflows durably.
 
     Args:
-        store: a :class:`~convoy.stores.Store`, or the path of a SQLite store (created if
-            missing).
+        store: a :class:`~convoy.stores.Store`, or a store URL: the path of a SQLite file
+            (created if missing) or ``postgresql://user:password@host:port/dbname`` (see
+            :func:`~convoy.stores.store_from_url`). Default: ``$CONVOY_DB``, else
+            ``convoy.db``.
         models: named model instances, e.g. ``{"sim:": SimModel(script)}``; agents whose
             ``model`` string matches use them. Other strings go through ``infer_model``.
         model: run every agent on this model instead of its own (e.g. ``"sim:"``).
@@ -100,7 +103,7 @@ class Engine:
             unused.
     """
 
-    def __init__(self, store: str | Path | Store = "convoy.db", *,
+    def __init__(self, store: str | Path | Store | None = None, *,
                  models: Mapping[str, Model] | None = None, model: str | Model | None = None,
                  interceptors: Sequence[Interceptor] = (), limits: Limits | None = None,
                  concurrency: int = 1000, durability: Durability = "process",
@@ -114,7 +117,7 @@ class Engine:
         if on_nondeterminism not in ("error", "warn"):
             raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
                             f"{on_nondeterminism!r}")
-        self.store: Store = store if isinstance(store, Store) else SQLiteStore(
+        self.store: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
         self.timings = StepTimings()
         self.accounting = UsageAccounting(prices)

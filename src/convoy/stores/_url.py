@@ -34,7 +34,7 @@ def default_store_url() -> str:
 
 def is_postgres_url(url: str | Path) -> bool:
     """Whether ``url`` names a PostgreSQL database rather than a SQLite file."""
-    return isinstance(url, str) and url.startswith(("postgresql://", "postgres://"))
+    return isinstance(url, str) and url.lower().startswith(("postgresql://", "postgres://"))
 
 
 def store_from_url(url: str | Path | None = None, *, durability: Durability = "process",
@@ -53,25 +53,33 @@ def store_from_url(url: str | Path | None = None, *, durability: Durability = "p
     """
     if url is None:
         url = default_store_url()
-    if isinstance(url, str):
-        m = _SCHEME.match(url)
-        if m is not None:
-            scheme = m.group(1).lower()
-            if scheme in ("postgresql", "postgres"):
-                return _postgres(url, busy_timeout=busy_timeout, clock=clock)
-            if scheme != "sqlite":
-                near = difflib.get_close_matches(scheme, _SCHEMES, n=1)
-                hint = f" Did you mean {near[0]!r}?" if near else ""
-                raise UserError(f"unknown store URL scheme {scheme!r} in {_shown(url)!r}: use "
-                                f"a file path, 'sqlite:///PATH' or 'postgresql://...'.{hint}")
-            url = url[len("sqlite://"):]
-            if not url.strip("/"):
-                raise UserError("'sqlite://' needs a path: 'sqlite:///convoy.db' (relative) "
-                                "or 'sqlite:////var/lib/convoy.db' (absolute)")
-            url = url[1:] if url.startswith("/") else url
+    if is_postgres_url(url):
+        return _postgres(str(url), busy_timeout=busy_timeout, clock=clock)
     from convoy.stores._sqlite import SQLiteStore
 
-    return SQLiteStore(url, durability=durability, busy_timeout=busy_timeout, clock=clock)
+    return SQLiteStore(sqlite_path(url), durability=durability, busy_timeout=busy_timeout,
+                       clock=clock)
+
+
+def sqlite_path(url: str | Path) -> Path:
+    """The file a SQLite store URL names (a path, or ``sqlite:///PATH``); a
+    :class:`~convoy.UserError` for a URL of another kind."""
+    if isinstance(url, Path):
+        return url
+    m = _SCHEME.match(url)
+    if m is None:
+        return Path(url)
+    scheme = m.group(1).lower()
+    if scheme != "sqlite":
+        near = difflib.get_close_matches(scheme, _SCHEMES, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise UserError(f"unknown store URL scheme {scheme!r} in {redacted(url)!r}: use a "
+                        f"file path, 'sqlite:///PATH' or 'postgresql://...'.{hint}")
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise UserError("a SQLite URL is 'sqlite:///PATH': 'sqlite:///convoy.db' (relative) "
+                        "or 'sqlite:////var/lib/convoy.db' (absolute)")
+    return Path(path)
 
 
 def _postgres(url: str, *, busy_timeout: float, clock: Callable[[], float]) -> Store:
@@ -83,9 +91,10 @@ def _postgres(url: str, *, busy_timeout: float, clock: Callable[[], float]) -> S
     return PostgresStore(url, busy_timeout=busy_timeout, clock=clock)
 
 
-def _shown(url: str) -> str:
-    """``url`` without a password."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+def redacted(url: str | Path) -> str:
+    """``url`` as messages show it: without a password."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
 
 
-__all__ = ["DEFAULT_STORE", "default_store_url", "is_postgres_url", "store_from_url"]
+__all__ = ["DEFAULT_STORE", "default_store_url", "is_postgres_url", "redacted", "sqlite_path",
+           "store_from_url"]
