@@ -478,8 +478,8 @@ class PostgresStore:
     async def renew(self, owner: str, lease_s: float) -> int:
         now = self.clock()
         _, ids = await self._exec(
-            f"UPDATE sessions SET lease_until=%s, {sql.ACCRUE}, seg_mark=%s WHERE owner=%s AND "
-            "status='running' RETURNING id", (now + lease_s, now, now, now, owner))
+            f"UPDATE sessions SET lease_until=%s, {sql.ACCRUE}, seg_mark=%s WHERE id IN "
+            f"({sql.OWNED_ROWS}) RETURNING id", (now + lease_s, now, now, now, owner))
         for (sid,) in ids:
             self._leases[sid] = (owner, now + lease_s)
         return len(ids)
@@ -493,8 +493,8 @@ class PostgresStore:
             (now, now, session_id, owner))
 
     async def expire_owner(self, owner: str) -> int:
-        n, _ = await self._exec("UPDATE sessions SET lease_until=0 WHERE owner=%s AND "
-                                "status='running'", (owner,))
+        n, _ = await self._exec(f"UPDATE sessions SET lease_until=0 WHERE id IN "
+                                f"({sql.OWNED_ROWS})", (owner,))
         return n
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,

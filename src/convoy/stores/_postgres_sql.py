@@ -140,6 +140,9 @@ RUNNABLE = (
 RUNNABLE_OTHERS = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR (owner<>%s AND "
     "lease_until<%s))) OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=%s))")
+# The running sessions of one owner, locked in id order: two statements updating many rows
+# at once (renewals, expirations) lock them in the same order, so they never deadlock.
+OWNED_ROWS = "SELECT id FROM sessions WHERE owner=%s AND status='running' ORDER BY id FOR UPDATE"
 CLAIM_SET = ("SET owner=%s, lease_until=%s, status='running', started=COALESCE(started, %s), "
              "seg_mark=%s, wake_at=NULL, wait_name=NULL")
 PARK = (
@@ -183,15 +186,22 @@ def check_schema_name(schema: str) -> str:
     return schema
 
 
+_ROLLED_BACK = (psycopg.errors.DeadlockDetected, psycopg.errors.SerializationFailure)
+
+
 def is_retryable(e: psycopg.Error) -> bool:
     """A deadlock or serialization failure: the transaction was rolled back whole and may
     simply run again."""
-    return isinstance(e, psycopg.errors.DeadlockDetected | psycopg.errors.SerializationFailure)
+    return isinstance(e, _ROLLED_BACK)
 
 
 def store_error(e: psycopg.Error, where: str, what: str) -> StoreError:
     """One clear line for a PostgreSQL failure: what happened where, and what to do."""
     msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    if isinstance(e, _ROLLED_BACK):
+        return StoreError(f"the store {where} kept rolling back a write that conflicted with "
+                          f"another engine's ({msg}); the session is left unfinished: resume "
+                          "it later", transient=True)
     if isinstance(e, psycopg.errors.LockNotAvailable):
         return StoreError(f"the store {where} kept a session locked by another engine; the "
                           "session is left unfinished: resume it later", transient=True)
