@@ -31,6 +31,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import AsyncConnectionPool
 
 from convoy._errors import JournalError, StoreError, UserError
@@ -123,6 +124,8 @@ class PostgresStore:
         if pool_min < 1 or pool_max < pool_min:
             raise UserError(f"need 1 <= pool_min <= pool_max, got {pool_min} and {pool_max}")
         self._conninfo, self.schema, self.url = _split_url(url)
+        if "application_name" not in conninfo_to_dict(self._conninfo):  # pg_stat_activity
+            self._conninfo = make_conninfo(self._conninfo, application_name="convoy")
         self.busy_timeout = busy_timeout
         self.pool_min = pool_min
         self.pool_max = pool_max
@@ -291,14 +294,23 @@ class PostgresStore:
         return sql.APPEND[(check, op.consume is not None)], params, op.consume is not None
 
     async def _commit(self, batch: list[_Op]) -> None:
-        for attempt in range(_RETRIES + 1):
+        attempt, reconnected = 0, False
+        while True:
             try:
                 counts = await self._run_batch(await self._writer_conn(), batch)
             except psycopg.Error as e:
+                lost = self._writer is not None and self._writer.broken
+                if lost:
+                    self._writer = None  # the next batch reconnects
                 if sql.is_retryable(e) and attempt < _RETRIES:
+                    attempt += 1
                     continue
-                if self._writer is not None and self._writer.broken:
-                    self._writer = None  # reconnect for the next batch
+                # The connection was lost (a server restart, a failover): committed or not,
+                # the batch may simply run again if none of its writes is fenced by a row
+                # count (appends, creations and state writes land the same way twice).
+                if lost and not reconnected and all(op.fenced is None for op in batch):
+                    reconnected = True
+                    continue
                 self._settle(batch, None, sql.store_error(e, self.url, "write"))
             except (StoreError, UserError) as e:
                 self._settle(batch, None, e)
@@ -360,21 +372,38 @@ class PostgresStore:
         if last is not None and not last.done():
             await asyncio.wait([last])
 
-    async def _exec(self, text: str, params: Sequence[Any]) -> tuple[int, list[Any]]:
+    async def _exec(self, text: str, params: Sequence[Any], *,
+                    again: bool = False) -> tuple[int, list[Any]]:
         """Run one statement (it commits on its own) after every pending write: its row
-        count and the rows it returned."""
+        count and the rows it returned. ``again``: the statement changes nothing the second
+        time, so it runs again on a new connection if its connection was lost."""
 
         async def run(conn: Conn) -> tuple[int, list[Any]]:
             cur = await conn.execute(text, params)
             return cur.rowcount, (await cur.fetchall() if cur.description else [])
 
-        return await self._write(run, atomic=False)
-
-    async def _write(self, fn: Callable[[Conn], Awaitable[T]], *, atomic: bool = True) -> T:
-        """Run ``fn`` (in a transaction of its own when ``atomic``) after every pending
-        write, again if the server rolled it back for a deadlock."""
         await self._drain()
-        for attempt in range(_RETRIES + 1):
+        return await self._on_pool(run, "write", atomic=False, again=again)
+
+    async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T:
+        """Run ``fn`` in a transaction of its own after every pending write."""
+        await self._drain()
+        return await self._on_pool(fn, "write", atomic=True, again=False)
+
+    async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]:
+        async def read(conn: Conn) -> list[Any]:
+            cur = await conn.execute(text, params)
+            return await cur.fetchall()
+
+        return await self._on_pool(read, "read", atomic=False, again=True)
+
+    async def _on_pool(self, fn: Callable[[Conn], Awaitable[T]], what: str, *, atomic: bool,
+                       again: bool) -> T:
+        """Run ``fn`` on a pooled connection: again after a deadlock (the server rolled it
+        back), and once more after a lost connection if ``again`` allows it."""
+        attempt, reconnected = 0, False
+        while True:
+            conn: Conn | None = None
             try:
                 async with self.pool.connection() as conn:
                     if not atomic:
@@ -383,17 +412,14 @@ class PostgresStore:
                         return await fn(conn)
             except psycopg.Error as e:
                 if sql.is_retryable(e) and attempt < _RETRIES:
+                    attempt += 1
                     continue
-                raise sql.store_error(e, self.url, "write") from None
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]:
-        try:
-            async with self.pool.connection() as conn:
-                cur = await conn.execute(text, params)
-                return await cur.fetchall()
-        except psycopg.Error as e:
-            raise sql.store_error(e, self.url, "read") from None
+                if conn is not None and conn.broken:
+                    await self.pool.check()  # replace every other dead idle connection
+                    if again and not reconnected:
+                        reconnected = True
+                        continue
+                raise sql.store_error(e, self.url, what) from None
 
     # -- sessions --------------------------------------------------------------------------
 
@@ -450,7 +476,7 @@ class PostgresStore:
         _, rows = await self._exec(
             f"UPDATE sessions {sql.CLAIM_SET} WHERE id=%s AND {sql.RUNNABLE} "
             f"RETURNING {_SESSION_COLS}",
-            (owner, now + lease_s, now, now, session_id, owner, now, now))
+            (owner, now + lease_s, now, now, session_id, owner, now, now), again=True)
         if not rows:
             return None
         self._leases[session_id] = (owner, now + lease_s)
@@ -479,7 +505,8 @@ class PostgresStore:
         now = self.clock()
         _, ids = await self._exec(
             f"UPDATE sessions SET lease_until=%s, {sql.ACCRUE}, seg_mark=%s WHERE id IN "
-            f"({sql.OWNED_ROWS}) RETURNING id", (now + lease_s, now, now, now, owner))
+            f"({sql.OWNED_ROWS}) RETURNING id", (now + lease_s, now, now, now, owner),
+            again=True)
         for (sid,) in ids:
             self._leases[sid] = (owner, now + lease_s)
         return len(ids)
@@ -490,11 +517,11 @@ class PostgresStore:
         await self._exec(
             f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {sql.ACCRUE}, "
             "seg_mark=NULL WHERE id=%s AND owner=%s AND status='running'",
-            (now, now, session_id, owner))
+            (now, now, session_id, owner), again=True)
 
     async def expire_owner(self, owner: str) -> int:
         n, _ = await self._exec(f"UPDATE sessions SET lease_until=0 WHERE id IN "
-                                f"({sql.OWNED_ROWS})", (owner,))
+                                f"({sql.OWNED_ROWS})", (owner,), again=True)
         return n
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
@@ -548,7 +575,8 @@ class PostgresStore:
                                 fenced=session_id))
 
     async def set_version(self, session_id: str, version: str) -> None:
-        await self._exec("UPDATE sessions SET version=%s WHERE id=%s", (version, session_id))
+        await self._exec("UPDATE sessions SET version=%s WHERE id=%s", (version, session_id),
+                         again=True)
 
     async def get_session(self, session_id: str) -> SessionRow | None:
         rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id=%s",
