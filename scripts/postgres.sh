@@ -84,6 +84,7 @@ start)
         id postgres >/dev/null 2>&1 || { echo "postgres.sh: running as root needs a 'postgres' user (the Debian package creates it)" >&2; exit 1; }
         chown postgres "$dir"
         chmod 700 "$dir"
+        runuser -u postgres -- test -w "$dir" || { echo "postgres.sh: the 'postgres' user cannot reach $dir (a parent directory is closed to it); use a directory under /tmp" >&2; exit 1; }
     fi
     if [[ ! -f "$dir/data/PG_VERSION" ]]; then
         as_owner "$bin/initdb" -D "$dir/data" -U postgres -A trust -E UTF8 --locale=C.UTF-8 \
