@@ -313,3 +313,68 @@ async def test_a_takeover_waits_for_an_append_in_flight_of_the_old_owner(pg: str
         assert "0" in seen, "A's append landed after B took the session over, unseen"
     else:
         assert "0" not in seen
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+async def test_sessions_started_at_once_on_a_new_engine_open_it_once(any_db: str | Path
+                                                                     ) -> None:
+    """A burst of first runs (W2 starts 10,000 at once) opens the store and starts each
+    interceptor once, whatever the store awaits while it opens."""
+    started: list[int] = []
+
+    class Counting(convoy.Interceptor):
+        async def start(self, engine: convoy.Engine) -> None:
+            await asyncio.sleep(0)
+            started.append(1)
+
+    @convoy.workflow(name="burst")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        return x
+
+    engine = convoy.Engine(any_db, interceptors=[Counting()])
+    opens: list[int] = []
+    store_open = engine.store.open
+
+    async def counted_open() -> None:
+        opens.append(1)
+        await store_open()
+
+    engine.store.open = counted_open  # type: ignore[method-assign]
+    try:
+        results = await asyncio.gather(*(engine.run(wf, i) for i in range(50)))
+    finally:
+        await engine.aclose()
+    assert [r.output for r in results] == list(range(50))
+    assert started == [1] and opens == [1]
+
+
+async def test_writes_of_one_batch_land_in_order_also_twice_to_one_key(any_db: str | Path
+                                                                        ) -> None:
+    """A batch carries whatever was submitted together: a started record and its outcome,
+    a session's creation and its first records, many sessions at once."""
+    store = store_from_url(any_db)
+    await store.open()
+    try:
+        writes = []
+        for i in range(50):
+            writes.append(store.create_session(new(f"s{i}"), owner="A", lease_s=30))
+            writes.append(store.append(f"s{i}", "A", StepRecord(
+                key="0", kind="tool", target="pay", status="started")))
+            writes.append(store.append(f"s{i}", "A", StepRecord(
+                key="1", kind="tool", target="t", status="completed", result='"x"')))
+            writes.append(store.append(f"s{i}", "A", StepRecord(
+                key="0", kind="tool", target="pay", status="completed", result='"paid"')))
+        await asyncio.gather(*writes)
+        for i in range(50):
+            journal = await store.journal(f"s{i}")
+            assert [(r.key, r.status) for r in journal] == [("0", "completed"),
+                                                            ("1", "completed")]
+    finally:
+        await store.aclose()

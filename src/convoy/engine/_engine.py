@@ -137,6 +137,7 @@ class Engine:
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._cancelling: set[str] = set()
         self._open = False
+        self._opening: asyncio.Lock | None = None
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -150,19 +151,24 @@ class Engine:
         """Open the store and start the interceptors (``async with`` does this)."""
         if self._open:
             return
-        await self.store.open()
-        started: list[Interceptor] = []
-        try:
-            for ic in self.runtime.interceptors:
-                await ic.start(self)
-                started.append(ic)
-        except BaseException:
-            for ic in reversed(started):
-                await ic.close()
-            await self.store.aclose()
-            raise
-        self._open = True
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
+        if self._opening is None:  # sessions started at once open the engine once
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._open:
+                return
+            await self.store.open()
+            started: list[Interceptor] = []
+            try:
+                for ic in self.runtime.interceptors:
+                    await ic.start(self)
+                    started.append(ic)
+            except BaseException:
+                for ic in reversed(started):
+                    await ic.close()
+                await self.store.aclose()
+                raise
+            self._open = True
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
 
     async def aclose(self) -> None:
         """Stop renewing leases, close interceptors (exporters flush), commit and close the
@@ -182,6 +188,7 @@ class Engine:
         for m in models.values():
             await m.aclose()
         self._open = False
+        self._opening = None
         self._slots = None  # bound to this event loop; the next open may run on another
         self._wake = None
 

@@ -133,6 +133,7 @@ class PostgresStore:
         self.clock = clock
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._writer: Conn | None = None  # the group commit's connection
+        self._opening: asyncio.Task[None] | None = None
         self._pending: list[_Op] = []
         self._flusher: asyncio.Task[None] | None = None
         self._last: asyncio.Future[None] | None = None
@@ -151,6 +152,11 @@ class PostgresStore:
     async def open(self) -> None:
         if self._pool is not None:
             return
+        if self._opening is None or self._opening.done():  # callers at once share one open
+            self._opening = asyncio.get_running_loop().create_task(self._open())
+        await asyncio.shield(self._opening)
+
+    async def _open(self) -> None:
         writer = await self._connect()
         try:
             await self._migrate(writer)
@@ -277,11 +283,10 @@ class PostgresStore:
         finally:
             self._flusher = None
 
-    def _statement(self, op: _Op, safe: float) -> tuple[str, tuple[Any, ...], bool]:
-        """The SQL, parameters, and whether the count comes back as a row (else: the row
-        count), of one op at commit time."""
+    def _statement(self, op: _Op, safe: float) -> sql.Stmt:
+        """One op as it runs at commit time (the form of an append depends on its lease)."""
         if op.sql is not None:
-            return op.sql, op.params, False
+            return sql.Stmt(op.sql, op.params)
         params = op.params
         check = None
         if op.guard is not None:
@@ -290,8 +295,10 @@ class PostgresStore:
                 held[1] > safe else "locked"
             params = (*params, *op.guard)
         if op.consume is not None:
-            params = (*params, op.consume, params[0])
-        return sql.APPEND[(check, op.consume is not None)], params, op.consume is not None
+            return sql.Stmt(sql.APPEND[(check, True)], (*params, op.consume, params[0]), True)
+        row = None if check == "locked" else \
+            (*op.params, None if op.guard is None else op.guard[1])
+        return sql.Stmt(sql.APPEND[(check, False)], params, row=row)
 
     async def _commit(self, batch: list[_Op]) -> None:
         attempt, reconnected = 0, False
@@ -335,15 +342,20 @@ class PostgresStore:
 
     async def _run_batch(self, conn: Conn, batch: Sequence[_Op]) -> list[int]:
         safe = self.clock() + self.lease_margin
-        stmts = [self._statement(op, safe) for op in batch]
-        if len(stmts) == 1:  # one statement commits on its own: one round trip
-            text, params, counted = stmts[0]
-            cur = await conn.execute(text, params)
-            return [await _count(cur, counted)]
+        plan = sql.plan_batch([self._statement(op, safe) for op in batch])
+        if len(plan) == 1 and plan[0].keys is None:  # commits on its own: one round trip
+            cur = await conn.execute(plan[0].text, plan[0].params)
+            return [await _count(cur, plan[0].counted)]
         async with conn.pipeline(), conn.transaction():
-            curs = [await conn.execute(text, params) for text, params, _ in stmts]
-        return [await _count(cur, counted) for cur, (_, _, counted) in zip(curs, stmts,
-                                                                          strict=True)]
+            curs = [await conn.execute(unit.text, unit.params) for unit in plan]
+        counts: list[int] = []
+        for cur, unit in zip(curs, plan, strict=True):
+            if unit.keys is None:
+                counts.append(await _count(cur, unit.counted))
+            else:
+                landed = {(sid, key) for sid, key in await cur.fetchall()}
+                counts += [int(k in landed) for k in unit.keys]
+        return counts
 
     def _settle(self, batch: Sequence[_Op], counts: Sequence[int] | None,
                 error: BaseException | None) -> None:

@@ -8,6 +8,8 @@ shapes are the SQLite store's (the same converters read both); only the dialect 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import psycopg
@@ -118,6 +120,77 @@ def _append_sql(check: str | None, consume: bool) -> str:
     return (f"WITH ins AS ({insert} RETURNING 1), con AS (UPDATE signals SET consumed=1 "
             "WHERE seq=%s AND session_id=%s AND EXISTS (SELECT 1 FROM ins)) "
             "SELECT count(*) FROM ins")
+
+
+_COLUMNS = ("session_id text, key text, kind text, target text, status text, result text, "
+            "input_hash text, agent text, input_tokens int8, output_tokens int8, cost float8, "
+            "at float8, seq int8, owner text")
+#: Many appends in one statement: rows land while their ``owner`` (NULL: anyone) owns the
+#: session; returns the (session, key) of every row that landed. For runs of appends whose
+#: lease is known to hold, and no key twice (one statement cannot upsert a row twice).
+APPEND_MANY = (
+    _JOURNAL_INSERT + "SELECT session_id,key,kind,target,status,result,input_hash,agent,"
+    "input_tokens,output_tokens,cost,at,seq FROM unnest(" +
+    ",".join(f"%b::{c.split()[1]}[]" for c in _COLUMNS.split(", ")) +
+    ") AS v(" + ",".join(c.split()[0] for c in _COLUMNS.split(", ")) + ") WHERE "
+    "v.owner IS NULL OR EXISTS (SELECT 1 FROM sessions s WHERE s.id=v.session_id AND "
+    "s.owner=v.owner)" + _JOURNAL_UPSERT + " RETURNING session_id, key")
+_CASTS = (str, str, str, str, str, str, str, str, int, int, float, float, int, str)
+
+
+@dataclass(slots=True)
+class Stmt:
+    """One write of a batch at commit time: ``text`` with ``params``; ``counted``: its count
+    comes back as a row (else: the row count). ``row``: an append that may join others in
+    one :data:`APPEND_MANY` (its 13 columns and the owner it is fenced on, or ``None``)."""
+
+    text: str
+    params: tuple[Any, ...]
+    counted: bool = False
+    row: tuple[Any, ...] | None = None
+
+
+@dataclass(slots=True)
+class Unit:
+    """One statement sent for a batch: one :class:`Stmt`, or several appends merged
+    (``keys``: their (session, key), in the batch's order)."""
+
+    text: str
+    params: Sequence[Any]
+    counted: bool = False
+    keys: list[tuple[str, str]] | None = None
+
+
+def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
+    """The statements that run a batch, in its order: consecutive appends that may merge go
+    out as one (far fewer statements for the server to run under many sessions)."""
+    plan: list[Unit] = []
+    run: list[Stmt] = []
+
+    def close() -> None:
+        if len(run) == 1:
+            plan.append(Unit(run[0].text, run[0].params, run[0].counted))
+        elif run:
+            columns = list(zip(*(r.row for r in run if r.row is not None), strict=True))
+            plan.append(Unit(APPEND_MANY, [
+                [None if v is None else cast(v) for v in col]
+                for cast, col in zip(_CASTS, columns, strict=True)],
+                keys=[(r.row[0], r.row[1]) for r in run if r.row is not None]))
+        run.clear()
+
+    seen: set[tuple[str, str]] = set()
+    for st in stmts:
+        key = (st.row[0], st.row[1]) if st.row is not None else None
+        if key is None or key in seen:
+            close()
+            seen.clear()
+        if key is None:
+            plan.append(Unit(st.text, st.params, st.counted))
+        else:
+            run.append(st)
+            seen.add(key)
+    close()
+    return plan
 
 
 #: Every form of an append, by (check, consume).
