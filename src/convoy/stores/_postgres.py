@@ -109,7 +109,8 @@ class PostgresStore:
             ``?schema=NAME`` (default ``convoy``).
         busy_timeout: seconds a write may wait for a lock held by another engine or for a
             free connection before it fails (transient :class:`~convoy.StoreError`).
-        pool_min, pool_max: the size of the connection pool.
+        pool_min: connections the pool keeps open (besides the group commit's own).
+        pool_max: connections the pool may open at most.
         lease_margin: seconds of doubt about a lease near its expiry: closer than this, a
             journal append share-locks the session row to check that it still owns it.
         clock: the wall clock (seconds since the epoch) for leases, timers and record times.
