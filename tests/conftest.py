@@ -31,6 +31,16 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "convoy.db"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_cluster() -> Iterator[None]:
+    """The tests' PostgreSQL cluster starts on first use (``tests/pg_cluster.py``); this
+    stops it when the session ends."""
+    yield
+    from tests import pg_cluster
+
+    pg_cluster.stop()
+
+
 #: The stores engine-level test modules run on: they override ``db`` with
 #: ``@pytest.fixture(params=STORE_KINDS)`` and ``yield from store_db(...)``.
 STORE_KINDS = ("sqlite", "postgres")

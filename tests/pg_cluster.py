@@ -1,7 +1,8 @@
 """The private PostgreSQL cluster the tests run against (``scripts/postgres.sh``).
 
-Started once per test process on first use, on loopback under a temporary directory, and
-stopped when the process exits. Each test gets a fresh schema (:func:`fresh_schema`) or a
+Started once per test process on first use (a test, or a conformance backend built inside
+a hypothesis example, which cannot take fixtures), on loopback under a temporary directory,
+and stopped when the test session ends. Each test gets a fresh schema (:func:`fresh_schema`) or a
 fresh database (:func:`fresh_database`) on it.
 
 The tests SIGKILL engine processes, never the server, and what they check is that an
@@ -34,7 +35,7 @@ SKIP_ENV = "CONVOY_SKIP_POSTGRES"
 #: Server options of the test cluster (see the module docstring).
 FAST = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 
-#: "url" once the cluster runs, or "failure" if it could not start (tried once).
+#: "url" and "dir" once the cluster runs, or "failure" if it could not start (tried once).
 _state: dict[str, str] = {}
 
 
@@ -54,13 +55,20 @@ def _start() -> str:
         shutil.rmtree(where, ignore_errors=True)
         raise RuntimeError(f"the test PostgreSQL cluster did not start:\n{start.stderr}")
 
-    def stop() -> None:
-        subprocess.run(["bash", str(SCRIPT), "stop", str(where)], capture_output=True,
-                       check=False, timeout=120)
-        shutil.rmtree(where, ignore_errors=True)
-
-    atexit.register(stop)
+    _state["dir"] = str(where)
+    atexit.register(stop)  # also when the test process ends without the session fixture
     return start.stdout.strip().splitlines()[-1]
+
+
+def stop() -> None:
+    """Stop the cluster if it runs (the session fixture in ``tests/conftest.py`` does this
+    when the test session ends)."""
+    where = _state.pop("dir", None)
+    if where is None:
+        return
+    subprocess.run(["bash", str(SCRIPT), "stop", where], capture_output=True, check=False,
+                   timeout=120)
+    shutil.rmtree(where, ignore_errors=True)
 
 
 def server_url() -> str:
@@ -82,6 +90,7 @@ def _admin(statement: str) -> None:
     import psycopg
 
     with psycopg.connect(server_url(), autocommit=True) as conn:
+        conn.execute("SET lock_timeout = '30s'")  # a store a test left open: fail, not hang
         conn.execute(statement)  # type: ignore[arg-type]
 
 

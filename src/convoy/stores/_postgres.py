@@ -119,7 +119,7 @@ class PostgresStore:
     def __init__(self, url: str, *, busy_timeout: float = 10.0, pool_min: int = 1,
                  pool_max: int = 10, lease_margin: float = 5.0,
                  clock: Callable[[], float] = time.time) -> None:
-        if not url.startswith(("postgresql://", "postgres://")):
+        if not url.lower().startswith(("postgresql://", "postgres://")):
             raise UserError(f"not a PostgreSQL URL: {url!r}; use "
                             "'postgresql://user:password@host:port/dbname'")
         if pool_min < 1 or pool_max < pool_min:
