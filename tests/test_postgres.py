@@ -378,3 +378,27 @@ async def test_writes_of_one_batch_land_in_order_also_twice_to_one_key(any_db: s
                                                             ("1", "completed")]
     finally:
         await store.aclose()
+
+
+async def test_a_batch_that_fails_writes_nothing_of_it(pg: str) -> None:
+    """The writes of one commit land together or not at all: a value the server refuses (a
+    NUL character) fails its whole batch, and the records batched with it are not written
+    (each caller sees the error; its session stays unfinished for a resume)."""
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        ok = store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                               status="completed", result='"fine"'))
+        bad = store.kv_put("ns", "k", "nul\x00byte")
+        also = store.append("s", "A", StepRecord(key="1", kind="tool", target="t",
+                                                 status="completed", result='"fine"'))
+        results = await asyncio.gather(ok, bad, also, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert await store.journal("s") == []
+        assert await store.kv_get("ns", "k") is None
+        await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                                status="completed", result='"again"'))
+        assert [r.key for r in await store.journal("s")] == ["0"]
+    finally:
+        await store.aclose()

@@ -23,6 +23,7 @@ later versions migrate it in place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -347,8 +348,20 @@ class PostgresStore:
         if len(plan) == 1 and plan[0].keys is None:  # commits on its own: one round trip
             cur = await conn.execute(plan[0].text, plan[0].params)
             return [await _count(cur, plan[0].counted)]
-        async with conn.pipeline(), conn.transaction():
-            curs = [await conn.execute(unit.text, unit.params) for unit in plan]
+        # BEGIN, the statements and COMMIT go out in one pipeline: one round trip. (Not
+        # conn.transaction(), which waits for the server at its start and end; and not an
+        # implicit transaction up to the pipeline's Sync, which would commit the statements
+        # already sent if a later one failed on this side, while its parameters are
+        # encoded.)
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            try:
+                curs = [await conn.execute(unit.text, unit.params) for unit in plan]
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # the server may have aborted it
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
         counts: list[int] = []
         for cur, unit in zip(curs, plan, strict=True):
             if unit.keys is None:
