@@ -57,11 +57,12 @@ def run_peer(workload: str, sessions: int, store_url: str | None) -> dict[str, A
     return result
 
 
-def commit_probe(url: str, n: int = 300) -> float:
+def commit_probe(url: str, n: int = 300, *, durable: bool = True) -> float:
     """Median µs of one ``INSERT`` committed alone (autocommit) on the server at ``url``."""
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"SET synchronous_commit = {'on' if durable else 'off'}")
         conn.execute("CREATE TABLE IF NOT EXISTS bench_probe(id BIGSERIAL PRIMARY KEY, v TEXT)")
         times = []
         for _ in range(n):
@@ -98,6 +99,7 @@ def main() -> None:
               "postgres-async": "&options=-csynchronous_commit%3Doff"}
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {}
     probes: list[float] = []
+    async_probes: list[float] = []
     load = [os.getloadavg()[0]]
     try:
         with (a.out / "results.jsonl").open("w") as f:
@@ -115,6 +117,7 @@ def main() -> None:
                               file=sys.stderr, flush=True)
                         load.append(os.getloadavg()[0])
                     probes.append(commit_probe(url))
+                    async_probes.append(commit_probe(url, durable=False))
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(cluster)], capture_output=True,
                        check=False)
@@ -139,8 +142,9 @@ def main() -> None:
         + " |",
         "| W2 completed (of each run), errors | " + " | ".join(
             f"{min(r['completed'] for r in runs[('W2', s)])}, 0" for s in stores) + " |",
-        f"| a bare INSERT committed alone, µs (probe between runs) | | "
-        f"{statistics.median(probes):,.0f} (range {min(probes):,.0f}–{max(probes):,.0f}) | |",
+        "| a bare INSERT committed alone, µs (psycopg, no Convoy; probes between runs) | | "
+        + " | ".join(f"{statistics.median(p):,.0f} (range {min(p):,.0f}–{max(p):,.0f})"
+                     for p in (probes, async_probes)) + " |",
     ]
     text = "\n".join(table) + (
         f"\n\n1-minute load average during the runs: {min(load):.2f}–{max(load):.2f} "
