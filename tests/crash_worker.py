@@ -11,7 +11,8 @@ left unknown must then be escalated, never run again. ``CRASH_DB`` is the store 
 ``DIR/convoy.db``); ``CRASH_CLOCK`` a file holding the time every process reads (a clock the
 test moves); ``CRASH_HOST`` the host name in the engine's owner id (an engine "on another
 machine", whose death is seen only when its leases expire); ``CRASH_LEASE`` its lease in
-seconds; ``CRASH_WHO`` a name logged with each write (``who.log``).
+seconds; ``CRASH_WHO`` a name logged with each write (``who.log``); ``CRASH_GATE`` a file
+whose creation ``serve`` waits for once its engine is open (``DIR/ready-PID`` says it is).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def shared_clock() -> float:
     return float(Path(os.environ["CRASH_CLOCK"]).read_text())
 
 
+def wait_for_gate(gate: Path) -> None:
+    """Say this engine is open, then wait until the test opens the gate."""
+    (DIR / f"ready-{os.getpid()}").touch()
+    while not gate.exists():
+        time.sleep(0.01)
+
+
 async def main() -> None:
     mode, n = sys.argv[1], int(sys.argv[3])
     db = os.environ.get("CRASH_DB") or DIR / "convoy.db"
@@ -116,6 +124,8 @@ async def main() -> None:
                 id=f"s{i}", workflow=flow.name, version=flow.version, tenant="default",
                 input=json.dumps(f"ticket {i}")) for i in range(n)])
         elif mode == "serve":
+            if os.environ.get("CRASH_GATE"):  # start together with the other workers
+                await asyncio.to_thread(wait_for_gate, Path(os.environ["CRASH_GATE"]))
             await engine.serve(until_idle=True, poll_interval=0.05)
         else:
             await engine.resume()

@@ -131,13 +131,17 @@ def test_engines_on_one_database_share_the_work_and_take_over_a_killed_one(
         tmp.write_text(repr(float(clock.read_text()) + seconds))
         tmp.replace(clock)
 
-    shared = {"CRASH_CLOCK": str(clock)}
+    gate = tmp_path / "go"
+    shared = {"CRASH_CLOCK": str(clock), "CRASH_GATE": str(gate)}
     finish(start("submit", tmp_path, pg, **shared))
     # a's leases last 30 s of the shared clock; b's and c's never end during the test
     a = start("serve", tmp_path, pg, CRASH_HOST="machine-a", CRASH_WHO="a", CRASH_LEASE="30",
               **shared)
     b, c = (start("serve", tmp_path, pg, CRASH_HOST=f"machine-{w}", CRASH_WHO=w,
                   CRASH_LEASE="1e9", **shared) for w in "bc")
+
+    wait_until("three engines open", lambda: len(list(tmp_path.glob("ready-*"))) == 3, a, b, c)
+    gate.touch()  # all three start serving at once: each gets a share
 
     def writes_by(who: str) -> int:
         return sum(line.startswith(f"{who} ") for line in lines(tmp_path / "who.log"))
