@@ -185,6 +185,34 @@ async def test_a_store_at_an_older_version_is_migrated_on_open(
         await refused.open()
 
 
+async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    v3 = tuple(m for m in pg_sql.MIGRATIONS if m[0] <= 3)
+    monkeypatch.setattr(pg_sql, "MIGRATIONS", v3)
+    monkeypatch.setattr(pg_sql, "PG_SCHEMA_VERSION", 3)
+    old = PostgresStore(pg)  # what Convoy with schema 3 left
+    await old.open()
+    await old.create_session(new("kept"), owner=None, lease_s=30)
+    await old.aclose()
+    monkeypatch.undo()
+    schema = pg.partition("?schema=")[2]
+
+    def indexes() -> list[str]:
+        with psycopg.connect(pg_cluster.server_url()) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname=%s AND tablename="
+                "'sessions'", (schema,)).fetchall()]
+
+    assert "sessions_tenant_status" not in indexes()
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        assert await store.counts(tenant="t") == {"pending": 1}
+    finally:
+        await store.aclose()
+    assert "sessions_tenant_status" in indexes()
+
+
 async def test_engines_opening_a_new_database_at_once_create_its_schema_once(pg: str) -> None:
     stores = [PostgresStore(pg) for _ in range(6)]
     await asyncio.gather(*(s.open() for s in stores))
@@ -248,6 +276,15 @@ async def test_a_store_whose_server_is_gone_fails_with_a_transient_error() -> No
 # -- fencing against a takeover in flight -------------------------------------------------------
 
 
+async def _lock_waiters() -> int:
+    """How many connections to the test cluster wait for a lock."""
+    async with await psycopg.AsyncConnection.connect(pg_cluster.server_url()) as c:
+        cur = await c.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                              "wait_event_type='Lock' AND datname=current_database()")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
 async def test_a_takeover_waits_for_an_append_in_flight_of_the_old_owner(pg: str) -> None:
     """The race a row count cannot see: A's append (its lease just over) has run but its
     batch has not committed yet when B claims the session and reads its journal. The append
@@ -272,13 +309,6 @@ async def test_a_takeover_waits_for_an_append_in_flight_of_the_old_owner(pg: str
                                                status="completed", result='"paid"'))
         finish = a.finish("x", "A", convoy.stores.SessionOutcome(status="completed"))
 
-        async def waiting() -> int:
-            async with await psycopg.AsyncConnection.connect(pg_cluster.server_url()) as c:
-                cur = await c.execute("SELECT count(*) FROM pg_stat_activity WHERE "
-                                      "wait_event_type='Lock' AND datname=current_database()")
-                row = await cur.fetchone()
-                return int(row[0]) if row else 0
-
         async def until(cond: Callable[[], Awaitable[bool]]) -> None:
             for _ in range(6000):  # observable state; the bound is only a safety net
                 if await cond():
@@ -287,13 +317,13 @@ async def test_a_takeover_waits_for_an_append_in_flight_of_the_old_owner(pg: str
             pytest.fail("the sessions never reached the state the test waits for")
 
         async def a_waits() -> bool:  # A's batch ran its append and waits for the held row
-            return await waiting() >= 1
+            return await _lock_waiters() >= 1
 
         await until(a_waits)
         claim = asyncio.create_task(b.claim("s", "B", 30))
 
         async def b_done_or_waits() -> bool:  # B took over, or waits for A's commit
-            return claim.done() or await waiting() >= 2
+            return claim.done() or await _lock_waiters() >= 2
 
         await until(b_done_or_waits)
         seen = None
@@ -313,6 +343,45 @@ async def test_a_takeover_waits_for_an_append_in_flight_of_the_old_owner(pg: str
         assert "0" in seen, "A's append landed after B took the session over, unseen"
     else:
         assert "0" not in seen
+
+
+@pytest.mark.parametrize("via", ["send_signal", "state_put"])
+async def test_a_signal_sent_while_its_session_is_being_parked_wakes_it(pg: str,
+                                                                        via: str) -> None:
+    """The race of a park and a signal: the park's statement has looked for a signal (none
+    yet) and set the session waiting, but has not committed, when the signal (or a state
+    write firing the session's watch) is sent. The sender must wait for the park to commit
+    and then wake the session; storing the signal beside a session left waiting would
+    strand it."""
+    store = PostgresStore(pg)
+    await store.open()
+    schema = pg.partition("?schema=")[2]
+    park = await psycopg.AsyncConnection.connect(pg_cluster.server_url())
+    try:
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        if via == "state_put":
+            assert not await store.state_watch("t", "ns", "k", session_id="s", name="go",
+                                               after_version=0)
+        await park.execute(f'SELECT 1 FROM "{schema}".sessions WHERE id=%s FOR UPDATE',
+                           ("s",))
+        await park.execute(f"UPDATE \"{schema}\".sessions SET status='waiting', owner=NULL, "
+                           "wait_name='go' WHERE id=%s", ("s",))
+        sent = asyncio.create_task(
+            store.send_signal("s", "go", "{}") if via == "send_signal" else
+            store.state_put(convoy.stores.StateWrite(
+                tenant="t", namespace="ns", key="k", value="1", expected_version=0)))
+        for _ in range(6000):  # observable state; the bound is only a safety net
+            if sent.done() or await _lock_waiters() >= 1:
+                break
+            await asyncio.sleep(0.01)
+        await park.commit()
+        await sent
+        row = await store.get_session("s")
+        assert row is not None and row.status == "pending"
+        assert await store.next_signal("s", "go") is not None
+    finally:
+        await park.close()
+        await store.aclose()
 
 
 # -- opening ------------------------------------------------------------------------------------
@@ -399,6 +468,27 @@ async def test_a_batch_that_fails_writes_nothing_of_it(pg: str) -> None:
         assert await store.kv_get("ns", "k") is None
         await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
                                                 status="completed", result='"again"'))
+        assert [r.key for r in await store.journal("s")] == ["0"]
+    finally:
+        await store.aclose()
+
+
+async def test_a_batch_the_server_refuses_writes_nothing_and_the_store_goes_on(pg: str) -> None:
+    """A statement the server refuses (a count out of range for its column) fails its
+    whole batch; the store's connection is not left inside the aborted transaction, so the
+    next writes land."""
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        first = store.create_session(new("s"), owner="A", lease_s=30)
+        bad = store.append("s", "A", StepRecord(key="0", kind="model", target="m",
+                                                status="completed", input_tokens=2**70))
+        results = await asyncio.gather(first, bad, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert await store.get_session("s") is None
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                                status="completed", result='"ok"'))
         assert [r.key for r in await store.journal("s")] == ["0"]
     finally:
         await store.aclose()

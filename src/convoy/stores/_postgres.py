@@ -11,9 +11,14 @@ once. A session continues only after its record is committed; PostgreSQL's defau
 (``synchronous_commit=on``, ``fsync=on``) make a commit survive a crash of the server and a
 power loss, not only of the engine process.
 
-Claims, renewals and other transactional writes run on the pool after every write
-submitted before them. Leases are times of the stores' clocks (``clock``): engines on
-different machines need synchronised clocks (NTP), within ``lease_margin``.
+Claims, renewals, shared-state writes (:mod:`convoy.stores._postgres_state`) and other
+transactional writes run on the pool after every write submitted before them. Leases
+are times of the stores' clocks (``clock``): engines on different machines need
+synchronised clocks (NTP), within ``lease_margin``.
+
+Tenants: a method given ``tenant=`` acts only on that tenant's sessions (see the
+protocol). Signals: a sender locks the session's row before it looks at it, and ``park``
+locks it before it looks for a signal, so a signal racing a park always wakes the session.
 
 Everything lives in one PostgreSQL schema (``convoy`` unless the URL says
 ``?schema=NAME``), created on first open with the tables of the current schema version;
@@ -33,11 +38,13 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
+from convoy.stores._postgres_state import PostgresState, Statements
 from convoy.stores._protocol import (
     NewSession,
     SessionFilter,
@@ -102,7 +109,7 @@ def _split_url(url: str) -> tuple[str, str, str]:
         parts._replace(netloc=netloc, query=urlencode(shown)))
 
 
-class PostgresStore:
+class PostgresStore(PostgresState):
     """Everything in one schema of a PostgreSQL database.
 
     Args:
@@ -340,6 +347,8 @@ class PostgresStore:
                 await writer.close()
                 raise
             self._writer = writer
+        elif self._writer.info.transaction_status != TransactionStatus.IDLE:
+            await self._writer.execute("ROLLBACK")  # a batch cancelled mid-flight
         return self._writer
 
     async def _run_batch(self, conn: Conn, batch: Sequence[_Op]) -> list[int]:
@@ -348,20 +357,7 @@ class PostgresStore:
         if len(plan) == 1 and plan[0].keys is None:  # commits on its own: one round trip
             cur = await conn.execute(plan[0].text, plan[0].params)
             return [await _count(cur, plan[0].counted)]
-        # BEGIN, the statements and COMMIT go out in one pipeline: one round trip. (Not
-        # conn.transaction(), which waits for the server at its start and end; and not an
-        # implicit transaction up to the pipeline's Sync, which would commit the statements
-        # already sent if a later one failed on this side, while its parameters are
-        # encoded.)
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
-            try:
-                curs = [await conn.execute(unit.text, unit.params) for unit in plan]
-            except BaseException:
-                with contextlib.suppress(psycopg.Error):  # the server may have aborted it
-                    await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
+        curs = await _pipelined(conn, [(unit.text, unit.params) for unit in plan])
         counts: list[int] = []
         for cur, unit in zip(curs, plan, strict=True):
             if unit.keys is None:
@@ -407,6 +403,18 @@ class PostgresStore:
         async def run(conn: Conn) -> tuple[int, list[Any]]:
             cur = await conn.execute(text, params)
             return cur.rowcount, (await cur.fetchall() if cur.description else [])
+
+        await self._drain()
+        return await self._on_pool(run, "write", atomic=False, again=again)
+
+    async def _transaction(self, statements: Statements, *, again: bool) -> list[list[Any]]:
+        """Run ``statements`` in one transaction sent in one pipeline (one round trip),
+        after every pending write: the rows each returned. ``again``: the transaction
+        changes nothing the second time (see :meth:`_exec`)."""
+
+        async def run(conn: Conn) -> list[list[Any]]:
+            curs = await _pipelined(conn, statements)
+            return [await cur.fetchall() if cur.description else [] for cur in curs]
 
         await self._drain()
         return await self._on_pool(run, "write", atomic=False, again=again)
@@ -497,31 +505,36 @@ class PostgresStore:
                 self._leases[sid] = (owner, now + lease_s)
         return len(new)
 
-    async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
+    async def claim(self, session_id: str, owner: str, lease_s: float, *,
+                    tenant: str | None = None) -> SessionRow | None:
         now = self.clock()
+        cond, tparams = sql.tenant_cond(tenant)
         _, rows = await self._exec(
-            f"UPDATE sessions {sql.CLAIM_SET} WHERE id=%s AND {sql.RUNNABLE} "
+            f"UPDATE sessions {sql.CLAIM_SET} WHERE id=%s AND {sql.RUNNABLE}{cond} "
             f"RETURNING {_SESSION_COLS}",
-            (owner, now + lease_s, now, now, session_id, owner, now, now), again=True)
+            (owner, now + lease_s, now, now, session_id, owner, now, now, *tparams),
+            again=True)
         if not rows:
             return None
         self._leases[session_id] = (owner, now + lease_s)
         return _session(rows[0])
 
     async def claim_runnable(self, owner: str, lease_s: float, *,
-                             workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
+                             workflows: Mapping[str, str], limit: int,
+                             tenant: str | None = None) -> list[SessionRow]:
         if not workflows or limit < 1:
             return []
         now = self.clock()
         which = " OR ".join("(workflow=%s AND version=%s)" for _ in workflows)
         wf_params = [x for item in workflows.items() for x in item]
+        cond, tparams = sql.tenant_cond(tenant)
         # SKIP LOCKED: engines polling at once each take other sessions, none waits.
         _, rows = await self._exec(
             f"UPDATE sessions {sql.CLAIM_SET} WHERE id IN (SELECT id FROM sessions WHERE "
             f"status IN ('pending','running','waiting') AND ({which}) AND "
-            f"{sql.RUNNABLE_OTHERS} ORDER BY created, id LIMIT %s FOR UPDATE SKIP LOCKED) "
-            f"RETURNING {_SESSION_COLS}",
-            (owner, now + lease_s, now, now, *wf_params, owner, now, now, limit))
+            f"{sql.RUNNABLE_OTHERS}{cond} ORDER BY created, id LIMIT %s FOR UPDATE SKIP "
+            f"LOCKED) RETURNING {_SESSION_COLS}",
+            (owner, now + lease_s, now, now, *wf_params, owner, now, now, *tparams, limit))
         claimed = [_session(r) for r in rows]
         for r in claimed:
             self._leases[r.id] = (owner, now + lease_s)
@@ -555,33 +568,38 @@ class PostgresStore:
         self._leases.pop(session_id, None)
         now = self.clock()
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
-        n, _ = await self._exec(sql.PARK, (
-            wait_name is not None, session_id, wait_name, wake_at, wait_name, outcome.steps,
-            outcome.input_tokens, outcome.output_tokens, outcome.cost, headers, now, now,
-            session_id, owner))
-        if n == 0:
+        # The session's row is locked before the statement that looks for a signal starts
+        # (its snapshot): a signal sent meanwhile either committed before it, and is seen,
+        # or waits for the park to commit, and then wakes the session it finds waiting.
+        owned, _ = await self._transaction([(sql.LOCK_OWNED, (session_id, owner)), (
+            sql.PARK, (wait_name is not None, session_id, wait_name, wake_at, wait_name,
+                       outcome.steps, outcome.input_tokens, outcome.output_tokens,
+                       outcome.cost, headers, now, now, session_id, owner))], again=False)
+        if not owned:
             raise LeaseLost(f"session {session_id!r} is owned by another engine now; it was "
                             "not parked")
 
-    def finish(self, session_id: str, owner: str | None,
-               outcome: SessionOutcome) -> asyncio.Future[None]:
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
+               tenant: str | None = None) -> asyncio.Future[None]:
         now = self.clock()
         self._leases.pop(session_id, None)
         error = json.dumps(outcome.error) if outcome.error else None
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
-        return self._submit(_Op(sql.FINISH, (
+        cond, tparams = sql.tenant_cond(tenant)
+        return self._submit(_Op(sql.FINISH + cond, (
             outcome.status, outcome.output, error, now, outcome.steps, outcome.input_tokens,
-            outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner),
-            fenced=session_id))
+            outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner,
+            *tparams), fenced=session_id))
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
-                     journal: StepRecord | None = None) -> bool:
+                     journal: StepRecord | None = None, tenant: str | None = None) -> bool:
         now = self.clock()
+        cond, tparams = sql.tenant_cond(tenant)
 
         async def reopen(conn: Conn) -> bool:
             cur = await conn.execute(
                 "UPDATE sessions SET status='pending', output=NULL, error=NULL, finished=NULL,"
-                " owner=NULL, lease_until=NULL WHERE id=%s", (session_id,))
+                f" owner=NULL, lease_until=NULL WHERE id=%s{cond}", (session_id, *tparams))
             if cur.rowcount == 0:
                 return False
             if drop_step is not None:
@@ -600,20 +618,26 @@ class PostgresStore:
                                 (json.dumps(dict(headers)), session_id, owner),
                                 fenced=session_id))
 
-    async def set_version(self, session_id: str, version: str) -> None:
-        await self._exec("UPDATE sessions SET version=%s WHERE id=%s", (version, session_id),
-                         again=True)
+    async def set_version(self, session_id: str, version: str, *,
+                          tenant: str | None = None) -> None:
+        cond, tparams = sql.tenant_cond(tenant)
+        await self._exec(f"UPDATE sessions SET version=%s WHERE id=%s{cond}",
+                         (version, session_id, *tparams), again=True)
 
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id=%s",
-                                (session_id,))
+    async def get_session(self, session_id: str, *,
+                          tenant: str | None = None) -> SessionRow | None:
+        cond, tparams = sql.tenant_cond(tenant)
+        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id=%s{cond}",
+                                (session_id, *tparams))
         return _session(rows[0]) if rows else None
 
-    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
+    async def get_sessions(self, ids: Sequence[str], *,
+                           tenant: str | None = None) -> dict[str, SessionRow]:
         if not ids:
             return {}
-        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ANY(%s)",
-                                (list(ids),))
+        cond, tparams = sql.tenant_cond(tenant)
+        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ANY(%s)"
+                                f"{cond}", (list(ids), *tparams))
         return {r[0]: _session(r) for r in rows}
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
@@ -636,14 +660,18 @@ class PostgresStore:
                                 params)
         return {status: int(n) for status, n in rows}
 
-    async def workflow_names(self) -> list[str]:
-        """The names of the workflows that have sessions in this store, sorted (for "did
-        you mean" messages; not part of the :class:`~convoy.stores.Store` protocol)."""
+    async def workflow_names(self, *, tenant: str | None = None) -> list[str]:
+        """The names of the workflows that have sessions (of ``tenant``) in this store,
+        sorted (for "did you mean" messages; not part of the
+        :class:`~convoy.stores.Store` protocol)."""
+        cond, params = sql.conditions(None, None, tenant)
         return [r[0] for r in await self._read(
-            "SELECT DISTINCT workflow FROM sessions ORDER BY 1")]
+            f"SELECT DISTINCT workflow FROM sessions{cond} ORDER BY 1", params)]
 
-    async def next_wake(self) -> float | None:
-        rows = await self._read("SELECT MIN(wake_at) FROM sessions WHERE status='waiting'")
+    async def next_wake(self, *, tenant: str | None = None) -> float | None:
+        cond, tparams = sql.tenant_cond(tenant)
+        rows = await self._read(
+            f"SELECT MIN(wake_at) FROM sessions WHERE status='waiting'{cond}", tparams)
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     # -- the journal -------------------------------------------------------------------------
@@ -663,31 +691,40 @@ class PostgresStore:
             None, _append_params(session_id, record, now, self._next_seq(now)),
             guard=None if owner is None else (session_id, owner), consume=consume_signal))
 
-    async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
-        rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s",
-                                (session_id,))
+    async def load_journal(self, session_id: str, *,
+                           tenant: str | None = None) -> dict[str, StepRecord]:
+        cond, tparams = sql.in_tenant("journal", tenant)
+        rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s"
+                                f"{cond}", (session_id, *tparams))
         return {r[0]: _record(r) for r in rows}
 
-    async def journal(self, session_id: str) -> list[StepRecord]:
-        rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s "
-                                "ORDER BY seq, at, key", (session_id,))
+    async def journal(self, session_id: str, *,
+                      tenant: str | None = None) -> list[StepRecord]:
+        cond, tparams = sql.in_tenant("journal", tenant)
+        rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s"
+                                f"{cond} ORDER BY seq, at, key", (session_id, *tparams))
         return [_record(r) for r in rows]
 
     # -- signals ------------------------------------------------------------------------------
 
-    async def send_signal(self, session_id: str, name: str, payload: str) -> int:
+    async def send_signal(self, session_id: str, name: str, payload: str, *,
+                          tenant: str | None = None) -> int:
         now = self.clock()
-        _, rows = await self._exec(
-            "WITH sig AS (INSERT INTO signals(session_id,name,payload,at) VALUES(%s,%s,%s,%s) "
-            "RETURNING seq), woke AS (UPDATE sessions SET status='pending', wake_at=NULL, "
-            "wait_name=NULL WHERE id=%s AND status='waiting' AND wait_name=%s) "
-            "SELECT seq FROM sig", (session_id, name, payload, now, session_id, name))
-        return int(rows[0][0])
+        cond, tparams = sql.tenant_cond(tenant)
+        # The session's row is locked first (see park), by a statement of its own: the
+        # next one's snapshot sees a park that committed meanwhile.
+        _, rows = await self._transaction([
+            (f"SELECT id FROM sessions WHERE id=%s{cond} FOR UPDATE", (session_id, *tparams)),
+            (sql.SIGNAL.format(tenant=cond),
+             (session_id, name, payload, now, session_id, *tparams, name))], again=False)
+        return int(rows[0][0]) if rows else 0
 
-    async def next_signal(self, session_id: str, name: str) -> Signal | None:
+    async def next_signal(self, session_id: str, name: str, *,
+                          tenant: str | None = None) -> Signal | None:
+        cond, tparams = sql.in_tenant("signals", tenant)
         rows = await self._read("SELECT seq,session_id,name,payload,at FROM signals WHERE "
-                                "session_id=%s AND name=%s AND consumed=0 ORDER BY seq LIMIT 1",
-                                (session_id, name))
+                                f"session_id=%s AND name=%s AND consumed=0{cond} ORDER BY seq "
+                                "LIMIT 1", (session_id, name, *tparams))
         if not rows:
             return None
         seq, sid, nm, payload, at = rows[0]
@@ -715,9 +752,38 @@ class PostgresStore:
         rows = await self._read(sql.TENANT_SPEND, (tenant, since, until))
         return int(rows[0][0]), float(rows[0][1])
 
-    async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:
-        rows = await self._read(sql.SESSION_SPEND, (session_id,))
+    async def session_spend(self, session_id: str, *,
+                            tenant: str | None = None) -> dict[str, tuple[int, float]]:
+        cond, tparams = sql.in_tenant("journal", tenant)
+        rows = await self._read(sql.SESSION_SPEND.format(tenant=cond), (session_id, *tparams))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
+
+async def _pipelined(conn: Conn, statements: Statements) -> list[psycopg.AsyncCursor[Any]]:
+    """BEGIN, ``statements`` and COMMIT in one pipeline: one round trip; their cursors.
+    (Not conn.transaction(), which waits for the server at its start and end; and not an
+    implicit transaction up to the pipeline's Sync, which would commit the statements
+    already sent if a later one failed on this side, while its parameters are encoded.)
+    On any failure nothing is committed and the connection is left out of the
+    transaction, ready for the next one."""
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            try:
+                curs = [await conn.execute(text, params) for text, params in statements]
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # the server may have aborted it
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+    except BaseException:
+        # A statement the server refused leaves the transaction aborted (the COMMIT after
+        # it was skipped): end it, or every later statement on the connection fails.
+        if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
+    return curs
 
 
 async def _count(cur: psycopg.AsyncCursor[Any], counted: bool) -> int:

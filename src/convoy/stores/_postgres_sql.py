@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from convoy._errors import StoreError
+from convoy.stores._sqlite_sql import _in_tenant, _tenant_cond
 
 #: Migrations, oldest first: ``(version, statements)``. A database at version ``v`` gets
 #: every step above ``v``, in order, in one transaction. PostgreSQL stores begin at
@@ -82,6 +83,35 @@ CREATE TABLE kv(
   PRIMARY KEY(namespace, key)
 );
 """),
+    # Versioned shared state: the current version of each key, every version with its
+    # writer, and watches that signal a waiting session when a key changes.
+    (3, """
+CREATE TABLE state(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version BIGINT NOT NULL,
+  value TEXT NOT NULL,
+  session_id TEXT,
+  agent TEXT,
+  step_key TEXT,
+  at DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY(tenant, namespace, key)
+);
+CREATE TABLE state_history(LIKE state, PRIMARY KEY(tenant, namespace, key, version));
+CREATE INDEX state_writer ON state_history(session_id, step_key) WHERE session_id IS NOT NULL;
+CREATE TABLE state_watch(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  after_version BIGINT NOT NULL,
+  PRIMARY KEY(tenant, namespace, key, session_id, name)
+);
+"""),
+    # A tenant's sessions by status (counts, unfinished and claims scoped to a tenant).
+    (4, "CREATE INDEX sessions_tenant_status ON sessions(tenant, status)"),
 )
 
 #: The schema version this Convoy writes to PostgreSQL.
@@ -218,6 +248,15 @@ RUNNABLE_OTHERS = (
 OWNED_ROWS = "SELECT id FROM sessions WHERE owner=%s AND status='running' ORDER BY id FOR UPDATE"
 CLAIM_SET = ("SET owner=%s, lease_until=%s, status='running', started=COALESCE(started, %s), "
              "seg_mark=%s, wake_at=NULL, wait_name=NULL")
+# A session's row, locked while ``owner`` owns it (parking, and looking for a signal).
+LOCK_OWNED = "SELECT id FROM sessions WHERE id=%s AND owner=%s FOR UPDATE"
+# Stored only for a session that exists (of the tenant, when one is given: ``{tenant}`` is
+# `` AND tenant=%s``); wakes the session if it waits for the signal; returns its seq.
+SIGNAL = (
+    "WITH sig AS (INSERT INTO signals(session_id,name,payload,at) SELECT %s,%s,%s,%s WHERE "
+    "EXISTS (SELECT 1 FROM sessions WHERE id=%s{tenant}) RETURNING seq, session_id), "
+    "woke AS (UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id IN "
+    "(SELECT session_id FROM sig) AND status='waiting' AND wait_name=%s) SELECT seq FROM sig")
 PARK = (
     "UPDATE sessions SET status=CASE WHEN %s AND EXISTS (SELECT 1 FROM signals WHERE "
     "session_id=%s AND name=%s AND consumed=0) THEN 'pending' ELSE 'waiting' END, owner=NULL, "
@@ -232,7 +271,7 @@ TENANT_SPEND = (
     "j.kind='model' AND j.status='completed' AND j.at>=%s AND j.at<%s")
 SESSION_SPEND = (
     "SELECT COALESCE(agent, target), SUM(input_tokens + output_tokens), SUM(cost) FROM "
-    "journal WHERE session_id=%s AND kind='model' AND status='completed' GROUP BY 1")
+    "journal WHERE session_id=%s AND kind='model' AND status='completed'{tenant} GROUP BY 1")
 
 
 def conditions(status: str | None, workflow: str | None, tenant: str | None
@@ -244,6 +283,17 @@ def conditions(status: str | None, workflow: str | None, tenant: str | None
             where.append(f"{col}=%s")
             params.append(value)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def tenant_cond(tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """`` AND tenant=%s`` for a statement on ``sessions``, or nothing (no tenant given)."""
+    return _tenant_cond(tenant, "%s")
+
+
+def in_tenant(table: str, tenant: str | None) -> tuple[str, tuple[str, ...]]:
+    """For a statement on ``table`` (rows with a ``session_id``): only rows of a session
+    of ``tenant``, or nothing (no tenant given)."""
+    return _in_tenant(table, tenant, "%s")
 
 
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
