@@ -404,6 +404,8 @@ class PostgresStore(PostgresState):
             cur = await conn.execute(text, params)
             return cur.rowcount, (await cur.fetchall() if cur.description else [])
 
+        if _matches_nothing(params):  # every such statement picks its rows by equality
+            return 0, []
         await self._drain()
         return await self._on_pool(run, "write", atomic=False, again=again)
 
@@ -429,6 +431,8 @@ class PostgresStore(PostgresState):
             cur = await conn.execute(text, params)
             return await cur.fetchall()
 
+        if _matches_nothing(params):  # every read compares its text parameters for equality
+            return []
         return await self._on_pool(read, "read", atomic=False, again=True)
 
     async def _on_pool(self, fn: Callable[[Conn], Awaitable[T]], what: str, *, atomic: bool,
@@ -586,6 +590,8 @@ class PostgresStore(PostgresState):
         error = json.dumps(outcome.error) if outcome.error else None
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
         cond, tparams = sql.tenant_cond(tenant)
+        if _matches_nothing((session_id, owner, tenant)):  # refused, not a failed batch
+            return self._submit(_Op("SELECT 1 WHERE false", (), fenced=session_id))
         return self._submit(_Op(sql.FINISH + cond, (
             outcome.status, outcome.output, error, now, outcome.steps, outcome.input_tokens,
             outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner,
@@ -593,6 +599,8 @@ class PostgresStore(PostgresState):
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None, tenant: str | None = None) -> bool:
+        if _matches_nothing((session_id, tenant)):
+            return False
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
 
@@ -633,6 +641,7 @@ class PostgresStore(PostgresState):
 
     async def get_sessions(self, ids: Sequence[str], *,
                            tenant: str | None = None) -> dict[str, SessionRow]:
+        ids = [i for i in ids if "\x00" not in i]  # none can exist (see _matches_nothing)
         if not ids:
             return {}
         cond, tparams = sql.tenant_cond(tenant)
@@ -709,6 +718,8 @@ class PostgresStore(PostgresState):
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
                           tenant: str | None = None) -> int:
+        if _matches_nothing((session_id, tenant)):
+            return 0
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
         # The session's row is locked first (see park), by a statement of its own: the
@@ -757,6 +768,15 @@ class PostgresStore(PostgresState):
         cond, tparams = sql.in_tenant("journal", tenant)
         rows = await self._read(sql.SESSION_SPEND.format(tenant=cond), (session_id, *tparams))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
+
+
+def _matches_nothing(params: Any) -> bool:
+    """Whether a text parameter (or an element of a list parameter) holds a NUL character:
+    PostgreSQL text cannot, so no stored id, name or key equals it (a forged session id
+    such as ``"s\\x00"`` is an unknown one, as on SQLite, not a failed statement)."""
+    items = params.values() if isinstance(params, Mapping) else params
+    return any("\x00" in p if isinstance(p, str) else
+               isinstance(p, list) and _matches_nothing(p) for p in items)
 
 
 async def _pipelined(conn: Conn, statements: Statements) -> list[psycopg.AsyncCursor[Any]]:
