@@ -28,13 +28,11 @@ later versions migrate it in place.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -44,7 +42,16 @@ from psycopg_pool import AsyncConnectionPool
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
-from convoy.stores._postgres_state import PostgresState, Statements
+from convoy.stores._postgres_conn import (
+    Conn,
+    Statements,
+    count,
+    locked_then,
+    matches_nothing,
+    pipelined,
+    split_url,
+)
+from convoy.stores._postgres_state import PostgresState
 from convoy.stores._protocol import (
     NewSession,
     SessionFilter,
@@ -62,7 +69,6 @@ from convoy.stores._sqlite_sql import (
 )
 
 T = TypeVar("T")
-Conn = psycopg.AsyncConnection[Any]
 _RETRIES = 5  # deadlocks and serialization failures: the transaction simply runs again
 
 
@@ -85,28 +91,6 @@ class _Op:
         self.on_commit = on_commit  # the row count once committed, None if the batch failed
         self.fut: asyncio.Future[None] | None = None
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
-
-
-def _split_url(url: str) -> tuple[str, str, str]:
-    """The libpq connection string, the schema (``?schema=`` is Convoy's, not libpq's) and
-    the URL to show (without its password)."""
-    parts = urlsplit(url)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    schema = "convoy"
-    kept = []
-    for k, v in query:
-        if k == "schema":
-            schema = v
-        else:
-            kept.append((k, v))
-    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
-    netloc = parts.netloc
-    if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
-    shown = [(k, "***" if k == "password" else v) for k, v in query]
-    return conninfo, sql.check_schema_name(schema), urlunsplit(
-        parts._replace(netloc=netloc, query=urlencode(shown)))
 
 
 class PostgresStore(PostgresState):
@@ -132,7 +116,7 @@ class PostgresStore(PostgresState):
                             "'postgresql://user:password@host:port/dbname'")
         if pool_min < 1 or pool_max < pool_min:
             raise UserError(f"need 1 <= pool_min <= pool_max, got {pool_min} and {pool_max}")
-        self._conninfo, self.schema, self.url = _split_url(url)
+        self._conninfo, self.schema, self.url = split_url(url)
         if "application_name" not in conninfo_to_dict(self._conninfo):  # pg_stat_activity
             self._conninfo = make_conninfo(self._conninfo, application_name="convoy")
         self.busy_timeout = busy_timeout
@@ -356,12 +340,12 @@ class PostgresStore(PostgresState):
         plan = sql.plan_batch([self._statement(op, safe) for op in batch])
         if len(plan) == 1 and plan[0].keys is None:  # commits on its own: one round trip
             cur = await conn.execute(plan[0].text, plan[0].params)
-            return [await _count(cur, plan[0].counted)]
-        curs = await _pipelined(conn, [(unit.text, unit.params) for unit in plan])
+            return [await count(cur, plan[0].counted)]
+        curs = await pipelined(conn, [(unit.text, unit.params) for unit in plan])
         counts: list[int] = []
         for cur, unit in zip(curs, plan, strict=True):
             if unit.keys is None:
-                counts.append(await _count(cur, unit.counted))
+                counts.append(await count(cur, unit.counted))
             else:
                 landed = {(sid, key) for sid, key in await cur.fetchall()}
                 counts += [int(k in landed) for k in unit.keys]
@@ -404,18 +388,19 @@ class PostgresStore(PostgresState):
             cur = await conn.execute(text, params)
             return cur.rowcount, (await cur.fetchall() if cur.description else [])
 
-        if _matches_nothing(params):  # every such statement picks its rows by equality
+        if matches_nothing(params):  # every such statement picks its rows by equality
             return 0, []
         await self._drain()
         return await self._on_pool(run, "write", atomic=False, again=again)
 
-    async def _transaction(self, statements: Statements, *, again: bool) -> list[list[Any]]:
-        """Run ``statements`` in one transaction sent in one pipeline (one round trip),
-        after every pending write: the rows each returned. ``again``: the transaction
-        changes nothing the second time (see :meth:`_exec`)."""
+    async def _locked_then(self, statements: Statements, *, again: bool) -> list[list[Any]]:
+        """Run ``statements`` as :func:`~convoy.stores._postgres_conn.locked_then` does
+        (locks first, one write last, one round trip), after every pending write: the rows
+        each returned. ``again``: they change nothing the second time (see :meth:`_exec`).
+        """
 
         async def run(conn: Conn) -> list[list[Any]]:
-            curs = await _pipelined(conn, statements)
+            curs = await locked_then(conn, statements)
             return [await cur.fetchall() if cur.description else [] for cur in curs]
 
         await self._drain()
@@ -431,7 +416,7 @@ class PostgresStore(PostgresState):
             cur = await conn.execute(text, params)
             return await cur.fetchall()
 
-        if _matches_nothing(params):  # every read compares its text parameters for equality
+        if matches_nothing(params):  # every read compares its text parameters for equality
             return []
         return await self._on_pool(read, "read", atomic=False, again=True)
 
@@ -575,7 +560,7 @@ class PostgresStore(PostgresState):
         # The session's row is locked before the statement that looks for a signal starts
         # (its snapshot): a signal sent meanwhile either committed before it, and is seen,
         # or waits for the park to commit, and then wakes the session it finds waiting.
-        owned, _ = await self._transaction([(sql.LOCK_OWNED, (session_id, owner)), (
+        owned, _ = await self._locked_then([(sql.LOCK_OWNED, (session_id, owner)), (
             sql.PARK, (wait_name is not None, session_id, wait_name, wake_at, wait_name,
                        outcome.steps, outcome.input_tokens, outcome.output_tokens,
                        outcome.cost, headers, now, now, session_id, owner))], again=False)
@@ -590,7 +575,7 @@ class PostgresStore(PostgresState):
         error = json.dumps(outcome.error) if outcome.error else None
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
         cond, tparams = sql.tenant_cond(tenant)
-        if _matches_nothing((session_id, owner, tenant)):  # refused, not a failed batch
+        if matches_nothing((session_id, owner, tenant)):  # refused, not a failed batch
             return self._submit(_Op("SELECT 1 WHERE false", (), fenced=session_id))
         return self._submit(_Op(sql.FINISH + cond, (
             outcome.status, outcome.output, error, now, outcome.steps, outcome.input_tokens,
@@ -599,7 +584,7 @@ class PostgresStore(PostgresState):
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None, tenant: str | None = None) -> bool:
-        if _matches_nothing((session_id, tenant)):
+        if matches_nothing((session_id, tenant)):
             return False
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
@@ -641,7 +626,7 @@ class PostgresStore(PostgresState):
 
     async def get_sessions(self, ids: Sequence[str], *,
                            tenant: str | None = None) -> dict[str, SessionRow]:
-        ids = [i for i in ids if "\x00" not in i]  # none can exist (see _matches_nothing)
+        ids = [i for i in ids if "\x00" not in i]  # none can exist (see matches_nothing)
         if not ids:
             return {}
         cond, tparams = sql.tenant_cond(tenant)
@@ -718,13 +703,13 @@ class PostgresStore(PostgresState):
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
                           tenant: str | None = None) -> int:
-        if _matches_nothing((session_id, tenant)):
+        if matches_nothing((session_id, tenant)):
             return 0
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
         # The session's row is locked first (see park), by a statement of its own: the
         # next one's snapshot sees a park that committed meanwhile.
-        _, rows = await self._transaction([
+        _, rows = await self._locked_then([
             (f"SELECT id FROM sessions WHERE id=%s{cond} FOR UPDATE", (session_id, *tparams)),
             (sql.SIGNAL.format(tenant=cond),
              (session_id, name, payload, now, session_id, *tparams, name))], again=False)
@@ -768,49 +753,6 @@ class PostgresStore(PostgresState):
         cond, tparams = sql.in_tenant("journal", tenant)
         rows = await self._read(sql.SESSION_SPEND.format(tenant=cond), (session_id, *tparams))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
-
-
-def _matches_nothing(params: Any) -> bool:
-    """Whether a text parameter (or an element of a list parameter) holds a NUL character:
-    PostgreSQL text cannot, so no stored id, name or key equals it (a forged session id
-    such as ``"s\\x00"`` is an unknown one, as on SQLite, not a failed statement)."""
-    items = params.values() if isinstance(params, Mapping) else params
-    return any("\x00" in p if isinstance(p, str) else
-               isinstance(p, list) and _matches_nothing(p) for p in items)
-
-
-async def _pipelined(conn: Conn, statements: Statements) -> list[psycopg.AsyncCursor[Any]]:
-    """BEGIN, ``statements`` and COMMIT in one pipeline: one round trip; their cursors.
-    (Not conn.transaction(), which waits for the server at its start and end; and not an
-    implicit transaction up to the pipeline's Sync, which would commit the statements
-    already sent if a later one failed on this side, while its parameters are encoded.)
-    On any failure nothing is committed and the connection is left out of the
-    transaction, ready for the next one."""
-    try:
-        async with conn.pipeline():
-            await conn.execute("BEGIN")
-            try:
-                curs = [await conn.execute(text, params) for text, params in statements]
-            except BaseException:
-                with contextlib.suppress(psycopg.Error):  # the server may have aborted it
-                    await conn.execute("ROLLBACK")
-                raise
-            await conn.execute("COMMIT")
-    except BaseException:
-        # A statement the server refused leaves the transaction aborted (the COMMIT after
-        # it was skipped): end it, or every later statement on the connection fails.
-        if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
-            with contextlib.suppress(psycopg.Error):
-                await conn.execute("ROLLBACK")
-        raise
-    return curs
-
-
-async def _count(cur: psycopg.AsyncCursor[Any], counted: bool) -> int:
-    if not counted:
-        return cur.rowcount
-    row = await cur.fetchone()
-    return int(row[0]) if row else 0
 
 
 __all__ = ["PostgresStore"]

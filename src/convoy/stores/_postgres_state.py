@@ -1,10 +1,11 @@
 """The PostgreSQL store's shared state: versioned keys, compare-and-set, history and watches.
 
-Every write of a key runs in a transaction of its own (off the journal's group commit),
-sent with its ``BEGIN`` and ``COMMIT`` in one pipeline (one round trip), under a
-transaction-level advisory lock on the key (``pg_advisory_xact_lock``) taken by a statement
-of its own: writers and watchers of one key run one after the other, and each one's next
-statement (READ COMMITTED: a fresh snapshot) sees everything the one before committed.
+Every write of a key runs in a transaction of its own (off the journal's group commit): two
+statements sent in one pipeline (one round trip, one implicit transaction). The first takes
+a transaction-level advisory lock on the key (``pg_advisory_xact_lock``), the second does
+the work: writers and watchers of one key run one after the other, and the second
+statement (READ COMMITTED: a snapshot of its own, taken once the lock is held) sees
+everything the one before committed.
 
 Why a lock rather than SERIALIZABLE: with many writers on one key, SERIALIZABLE would roll
 back and retry whole transactions (and may fail transactions on other keys whose index
@@ -15,9 +16,11 @@ on the lock: the upsert lands only ``WHERE state.version = expected`` (the row l
 writer check (a writer that wrote before gets its version back) and the watches exact: a
 watch of a key that does not exist yet has no row to lock.
 
-A write that fires watches signals their sessions in the same transaction, after locking
-their rows (in id order); ``park`` locks its session's row before it looks for a signal, so
-a signal sent while a session is being parked is never missed.
+A write that fires watches signals their sessions in the same statement, and updates each
+of their rows whatever its status (waking it if it waits for the signal): the update waits
+for a park in flight and then sees the session parked, while ``park`` locks its session's
+row before it looks for a signal. A signal sent while a session is being parked is never
+missed.
 """
 
 from __future__ import annotations
@@ -27,15 +30,14 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy.stores._postgres_conn import Statements
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
 
 _COLS = "tenant,namespace,key,version,value,session_id,agent,step_key,at"
 _WHERE_KEY = "tenant=%(tenant)s AND namespace=%(ns)s AND key=%(key)s"
 _LOCK_KEY = "SELECT pg_advisory_xact_lock(%(lock)s)"
-# The sessions a write of the next version would signal, locked before the write reads them.
-_LOCK_WATCHERS = (
-    f"SELECT id FROM sessions WHERE id IN (SELECT session_id FROM state_watch WHERE "
-    f"{_WHERE_KEY} AND after_version<%(version)s) ORDER BY id FOR UPDATE")
+# Whether a fired watch wakes its session (``s``) at once.
+_WAKES = "s.status='waiting' AND s.wait_name=f.name"
 # One compare-and-set: lands only if this writer did not write the key before (``prior``)
 # and the key is at the expected version; keeps the version in the history, fires the
 # key's watches, signals their sessions and wakes those that wait for the signal. Returns
@@ -68,8 +70,10 @@ WITH prior AS (
   SELECT f.session_id, f.name, %(payload)s, %(at)s FROM fired f
   WHERE EXISTS (SELECT 1 FROM sessions s WHERE s.id=f.session_id)
 ), woke AS (
-  UPDATE sessions s SET status='pending', wake_at=NULL, wait_name=NULL FROM fired f
-  WHERE s.id=f.session_id AND s.status='waiting' AND s.wait_name=f.name
+  UPDATE sessions s SET status=CASE WHEN {_WAKES} THEN 'pending' ELSE s.status END,
+    wake_at=CASE WHEN {_WAKES} THEN NULL ELSE s.wake_at END,
+    wait_name=CASE WHEN {_WAKES} THEN NULL ELSE s.wait_name END
+  FROM fired f WHERE s.id=f.session_id
 )
 SELECT 0, {_COLS}, (SELECT count(*) FROM fired) FROM new
 UNION ALL SELECT 1, {_COLS}, 0 FROM prior
@@ -92,9 +96,6 @@ SELECT COALESCE((SELECT version FROM cur), 0)
 """
 _CURRENT = f"SELECT {_COLS} FROM state WHERE tenant=%s AND namespace=%s AND key=%s"
 
-Statements = Sequence[tuple[str, Any]]
-
-
 def _entry(r: Sequence[Any]) -> StateEntry:
     return StateEntry(tenant=r[0], namespace=r[1], key=r[2], version=int(r[3]), value=r[4],
                       session_id=r[5], agent=r[6], step_key=r[7], at=r[8])
@@ -107,7 +108,7 @@ class PostgresState:
     schema: str
 
     if TYPE_CHECKING:
-        async def _transaction(self, statements: Statements, *,
+        async def _locked_then(self, statements: Statements, *,
                                again: bool) -> list[list[Any]]: ...
 
         async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]: ...
@@ -136,8 +137,8 @@ class PostgresState:
         # A write that names its writer lands once however often it runs: after a lost
         # connection it may simply run again.
         again = w.session_id is not None and w.step_key is not None
-        *_, rows = await self._transaction(
-            [(_LOCK_KEY, params), (_LOCK_WATCHERS, params), (_PUT, params)], again=again)
+        *_, rows = await self._locked_then(
+            [(_LOCK_KEY, params), (_PUT, params)], again=again)
         # One row each: the new version (0), this writer's earlier one (1), the current (2).
         row = min(rows, key=lambda r: int(r[0]), default=None)
         if row is None:  # a conflict on a key that does not exist
@@ -171,7 +172,7 @@ class PostgresState:
         params = {"tenant": tenant, "ns": namespace, "key": key, "session": session_id,
                   "name": name, "after": after_version,
                   "lock": self._key_lock(tenant, namespace, key)}
-        *_, rows = await self._transaction([(_LOCK_KEY, params), (_WATCH, params)],
+        *_, rows = await self._locked_then([(_LOCK_KEY, params), (_WATCH, params)],
                                            again=True)
         return int(rows[0][0]) > after_version
 
