@@ -50,6 +50,7 @@ def _members(cls: type) -> dict[str, Any]:
 IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
               "PostgresStore": ("convoy.stores", "Store"),
+              "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 
