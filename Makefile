@@ -6,7 +6,7 @@ BASE   := $(VENV)/.installed-dev
 LOCAL  := $(VENV)/.installed-local
 BENCH  := $(VENV)/.installed-bench
 
-.PHONY: install demo test test-fast lint docs bench llama-server clean
+.PHONY: install demo test test-fast lint docs bench bench-postgres postgres llama-server clean
 
 $(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,15 @@ install: $(LOCAL)
 demo: $(BASE)  ## the support-desk example, end to end on the simulator
 	$(BIN)/python -m examples.support_desk.demo
 
-test: $(LOCAL)  ## every test, including the real llama.cpp server and SIGKILL crash tests
+# The PostgreSQL store's tests start a private server of their own (tests/pg_cluster.py);
+# this installs the Debian package if no server binaries are found.
+postgres:
+	bash scripts/postgres.sh install
+
+test: $(LOCAL) postgres  ## every test, including the real llama.cpp server, PostgreSQL and SIGKILL crash tests
 	$(BIN)/python -m pytest
 
-test-fast: $(BASE)  ## the quick loop: no llama.cpp build, no llama server or slow crash tests
+test-fast: $(BASE) postgres  ## the quick loop: no llama.cpp build, no llama server or slow crash tests
 	$(BIN)/python -m pytest -m "not llama and not slow"
 
 lint: $(BASE)
