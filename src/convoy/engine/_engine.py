@@ -136,18 +136,18 @@ class Engine(SessionControl):
         if on_nondeterminism not in ("error", "warn"):
             raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
                             f"{on_nondeterminism!r}")
-        self.store: Store = store if isinstance(store, Store) else SQLiteStore(
-            store, durability=durability)
-        self.timings = StepTimings()
-        self.accounting = UsageAccounting(prices)
-        #: Shared-state reads, writes and conflicts of the sessions this engine ran.
-        self.state_stats = StateStats()
         if escalation is not None and not isinstance(escalation, Escalation):
             raise UserError(f"escalation must be a convoy.Escalation, got {escalation!r}")
         for name in tenant_scopes or {}:
             check_tenant(name)
         #: Scopes and approvals, checked before every tool call that declares them.
         self.tool_guard = ToolGuard(tenant_scopes)
+        self.store: Store = store if isinstance(store, Store) else SQLiteStore(
+            store, durability=durability)
+        self.timings = StepTimings()
+        self.accounting = UsageAccounting(prices)
+        #: Shared-state reads, writes and conflicts of the sessions this engine ran.
+        self.state_stats = StateStats()
         self.runtime = Runtime(self.store, limits=limits or Limits(),
                                interceptors=[self.timings, self.tool_guard, *interceptors,
                                              self.accounting, self.state_stats],
