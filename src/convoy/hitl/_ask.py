@@ -6,9 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic_core import to_json
 
+from convoy._adapters import adapter_for, schema_for
 from convoy._errors import HumanTimeout, UserError
 from convoy.definitions._tools import readable_validation_error
 from convoy.hitl._decide import TaskSpec, decide
@@ -63,7 +64,7 @@ async def ask_human(ctx: Context, prompt: str, type: Any, *, context: Any = None
         raise UserError(f"ctx.ask_human deadline must be >= 0 seconds, got {deadline}")
     if not queue or not escalate_to:
         raise UserError("ctx.ask_human queue and escalate_to must be non-empty names")
-    adapter: TypeAdapter[Any] = TypeAdapter(type)
+    adapter = adapter_for(type)
     stored_default = None
     if on_deadline == "default":
         if default is _UNSET:
@@ -78,7 +79,7 @@ async def ask_human(ctx: Context, prompt: str, type: Any, *, context: Any = None
     except Exception as e:  # pydantic_core's serialisation error
         raise UserError(f"ctx.ask_human context must be JSON-able: {e}") from None
     out = await decide(ctx, TaskSpec(
-        kind="question", prompt=prompt, context=context, answer_schema=adapter.json_schema(),
+        kind="question", prompt=prompt, context=context, answer_schema=schema_for(type),
         answer_type=type_name(type), queue=queue, assignees=_names(assignees, "assignees"),
         deadline=deadline, on_deadline=on_deadline, default=stored_default,
         escalate_to=escalate_to, check=adapter.validate_python))

@@ -40,9 +40,9 @@ if TYPE_CHECKING:
     from convoy.models._messages import Message
     from convoy.runtime._context import Context
 
-#: ``leg(note, again)``: run the agent's turns (``note``: a reviewer's comment for the
-#: model; ``again``: a run a person asked for, not one loop detection should see).
-Leg = Callable[[str | None, bool], Awaitable[tuple[bool, Any]]]
+#: ``leg(note)``: run the agent's turns again, as a person asked (``note``: their comment
+#: for the model; loop detection does not count the run).
+Leg = Callable[[str | None], Awaitable[tuple[bool, Any]]]
 
 _SAYS: dict[str, str] = {
     "retries_exhausted": "failed after its retries",
@@ -114,58 +114,70 @@ def _spec(agent: Agent[Any, Any], rules: Escalation, reason: EscalationReason,
         on_deadline="fail", check=agent.validate_output)
 
 
-async def escalating(ctx: Context, agent: Agent[Any, Any], rules: Escalation, leg: Leg,
-                     messages: list[Message]) -> tuple[bool, Any]:
-    """Run ``leg`` under ``rules`` (see the module docstring)."""
+def escalates(rules: Escalation, e: BaseException) -> bool:
+    """Whether ``rules`` send this failure of a leg to a person."""
+    reason = reason_for(e)
+    return reason is not None and reason in rules.on
+
+
+def reviews(rules: Escalation, done: bool, result: Any) -> bool:
+    """Whether ``rules`` send this answer of a leg to a person (low confidence)."""
+    if not done or rules.confidence_below is None or "low_confidence" not in rules.on:
+        return False
+    conf = _confidence(result, rules.confidence_field)
+    return conf is not None and conf < rules.confidence_below
+
+
+async def escalated(ctx: Context, agent: Agent[Any, Any], rules: Escalation, leg: Leg,
+                    messages: list[Message], *, error: BaseException | None = None,
+                    outcome: tuple[bool, Any] | None = None) -> tuple[bool, Any]:
+    """After a leg of ``agent`` failed with ``error`` (one :func:`escalates`), or answered
+    ``outcome`` that :func:`reviews`: ask a person, and go on as they decide (see the
+    module docstring). The agent loop calls this only then: a run that needs nobody pays
+    nothing for the rules."""
     s = ctx.session
-    note: str | None = None
-    again = False
     asked = 0
     while True:
-        error: BaseException | None = None
-        try:
-            done, result = await leg(note, again)
-        except (Exception, SessionTerminated) as e:
-            reason = reason_for(e)
+        if error is not None:
+            reason = reason_for(error)
             if reason is None or reason not in rules.on or asked >= rules.max_escalations:
-                raise
-            error = e
-        if error is None:
-            conf = None
-            if done and rules.confidence_below is not None and \
-                    "low_confidence" in rules.on and asked < rules.max_escalations:
-                conf = _confidence(result, rules.confidence_field)
-            if conf is None or conf >= (rules.confidence_below or 0.0):
-                return done, result
+                raise error
             asked += 1
-            out = await decide(ctx, _spec(agent, rules, "low_confidence", messages, None,
-                                          agent.output_json(result)))
+            said = [m.content for m in messages if m.role == "assistant" and m.content]
+            out = await decide(ctx, _spec(agent, rules, reason, messages, error,
+                                          said[-1] if reason == "invalid_output" and said
+                                          else None))
             d = out.decision
             if d.action == "edit":
                 return True, out.value
-            if d.action == "reject":
-                raise Rejected(f"a person ({d.by}) rejected the answer of agent "
-                               f"{agent.name!r}" + (f": {d.comment}" if d.comment else ""),
-                               by=d.by, comment=d.comment, task_id=out.task.id)
-            return done, result  # approved, or nobody decided in time: the answer stands
+            if d.action in ("reject", "expire"):
+                error.escalated_task = out.task.id  # type: ignore[attr-defined]
+                raise error
+            if isinstance(error, Escalated) and error.grant:
+                s.grant(error.grant)
+            if isinstance(error, LoopDetected):
+                s.forget_loops()
+            try:
+                outcome = await leg(d.comment)
+            except (Exception, SessionTerminated) as e:
+                error = e
+                continue
+            error = None
+        assert outcome is not None
+        done, result = outcome
+        if asked >= rules.max_escalations or not reviews(rules, done, result):
+            return outcome
         asked += 1
-        reason = reason_for(error)
-        assert reason is not None
-        said = [m.content for m in messages if m.role == "assistant" and m.content]
-        out = await decide(ctx, _spec(agent, rules, reason, messages, error,
-                                      said[-1] if reason == "invalid_output" and said
-                                      else None))
+        out = await decide(ctx, _spec(agent, rules, "low_confidence", messages, None,
+                                      agent.output_json(result)))
         d = out.decision
         if d.action == "edit":
             return True, out.value
-        if d.action in ("reject", "expire"):
-            error.escalated_task = out.task.id  # type: ignore[attr-defined]
-            raise error
-        if isinstance(error, Escalated) and error.grant:
-            s.grant(error.grant)
-        if isinstance(error, LoopDetected):
-            s.forget_loops()
-        note, again = d.comment, True
+        if d.action == "reject":
+            raise Rejected(f"a person ({d.by}) rejected the answer of agent {agent.name!r}"
+                           + (f": {d.comment}" if d.comment else ""), by=d.by,
+                           comment=d.comment, task_id=out.task.id)
+        return outcome  # approved, or nobody decided in time: the answer stands
 
 
-__all__ = ["escalating", "reason_for"]
+__all__ = ["Leg", "escalated", "escalates", "reason_for", "reviews"]

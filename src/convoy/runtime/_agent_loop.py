@@ -30,6 +30,7 @@ from convoy._errors import (
     CircuitOpenError,
     HandoffError,
     OutputValidationError,
+    SessionTerminated,
     StepError,
     ToolError,
     UserError,
@@ -39,7 +40,7 @@ from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.durability._executor import fingerprint
 from convoy.hitl._approve import approve_then_call
-from convoy.hitl._escalate import Leg, escalating
+from convoy.hitl._escalate import Leg, escalated, escalates, reviews
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
@@ -86,12 +87,21 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
         messages: list[Message] = []
-        rules = agent.escalation or s.runtime.escalation
-        if rules is None:
+        try:
             done, result = await _leg(ctx, agent, value, routed, messages)
-        else:  # a failure the rules name goes to a person, who decides how to go on
-            done, result = await escalating(ctx, agent, rules, _leg_of(
-                ctx, agent, value, routed, messages), messages)
+        except (Exception, SessionTerminated) as e:
+            rules = agent.escalation or s.runtime.escalation
+            if rules is None or not escalates(rules, e):
+                raise
+            # A failure the rules name goes to a person, who decides how to go on.
+            done, result = await escalated(ctx, agent, rules, _leg_of(
+                ctx, agent, value, messages), messages, error=e)
+        else:
+            rules = agent.escalation or s.runtime.escalation
+            if rules is not None and rules.confidence_below is not None and \
+                    reviews(rules, done, result):
+                done, result = await escalated(ctx, agent, rules, _leg_of(
+                    ctx, agent, value, messages), messages, outcome=(done, result))
         if done:
             return result
         routed = True  # whatever comes next was chosen by a model: a handoff
@@ -107,17 +117,21 @@ def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
     if routed:
         ctx.session.note_input(agent.name, rendered)
     system = agent.render_instructions(value)
-    messages[:] = [Message(role="system", content=system)] if system else []
+    if messages:
+        messages.clear()
+    if system:
+        messages.append(Message(role="system", content=system))
     messages.append(Message(role="user", content=rendered))
     if note:
         messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
     return _loop(ctx, agent, messages)
 
 
-def _leg_of(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
+def _leg_of(ctx: Context, agent: Agent[Any, Any], value: Any,
             messages: list[Message]) -> Leg:
-    def leg(note: str | None, again: bool) -> Awaitable[tuple[bool, Any]]:
-        return _leg(ctx, agent, value, routed and not again, messages, note)
+    """A leg again, as a person asked for it (loop detection does not count it)."""
+    def leg(note: str | None) -> Awaitable[tuple[bool, Any]]:
+        return _leg(ctx, agent, value, False, messages, note)
 
     return leg
 

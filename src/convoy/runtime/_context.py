@@ -21,8 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pydantic import TypeAdapter
-
+from convoy._adapters import adapter_for
 from convoy._errors import UserError
 from convoy.durability._executor import decode_json, encode_json
 from convoy.hitl._ask import _UNSET, HumanAnswer, ask_human
@@ -177,7 +176,7 @@ class Context:
         payload = await self.session.executor.wait_for(key, name, timeout)
         if type is None:
             return decode_json(payload)
-        return TypeAdapter(type).validate_json(payload)
+        return adapter_for(type).validate_json(payload)
 
 
     # -- people ----------------------------------------------------------------------------
