@@ -191,3 +191,33 @@ async def test_a_policy_can_require_an_approval(db: Path) -> None:
         await eng.inbox.approve(task.id, by="fin")
         [res] = await eng.resume()
         assert res.ok and CALLS == [("c1", 500)]
+
+
+async def test_nobody_approving_before_the_deadline_refuses_the_call(db: Path) -> None:
+    @convoy.tool(writes=True, requires_approval=convoy.Approval(deadline=300))
+    def wire(account: str, cents: int) -> str:
+        CALLS.append((account, cents))
+        return "sent"
+
+    agent = convoy.Agent(name="clerk", tools=[wire], model="sim:")
+
+    @convoy.workflow(name="approvals.deadline")
+    async def flow(ctx: convoy.Context, text: str) -> str:
+        return await ctx.run(agent, text)
+
+    sim = convoy.SimModel({"clerk": [
+        {"tool_calls": [{"name": "wire", "arguments": {"account": "x", "cents": 1}}]},
+        lambda req: {"text": req.messages[-1].content or ""}]})
+    clock = FakeClock()
+    async with _engine(db, clock, sim=sim) as eng:
+        res = await eng.run(flow, "wire it", session_id="dl")
+        assert res.status == "waiting"
+        [task] = await eng.inbox.tasks()
+        history = task.history or {}
+        assert history["input"] == "wire it" and history["tool"] == "wire"
+        assert history["messages"][-1]["tool_calls"][0]["name"] == "wire"  # the call itself
+        clock.advance(301)
+        [res] = await eng.resume()
+        assert res.ok and CALLS == []
+        assert "nobody approved this call of tool 'wire' before its deadline" in res.output
+        assert (await eng.inbox.get(task.id)).status == "expired"

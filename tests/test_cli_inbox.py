@@ -132,3 +132,12 @@ def test_reserved_namespaces_are_read_only_from_the_cli(workdir: Path) -> None: 
     res = cli("state", "set", "convoy.inbox", "r4:0", '{"status": "answered"}')
     assert res.code == 2 and "reserved for Convoy" in res.stderr
     assert cli("state", "history", "convoy.inbox", "r4:0").code == 0  # reading is fine
+
+
+def test_sessions_say_which_task_they_wait_for() -> None:
+    start("refund", "c-2", "r5")
+    shown = cli("sessions", "show", "r5")
+    assert shown.code == 0 and "inbox task r5:0" in shown.stdout
+    assert "convoy inbox show r5:0" in shown.stdout
+    listed = cli("sessions", "list", "--status", "waiting")
+    assert "a person (task r5:0)" in listed.stdout

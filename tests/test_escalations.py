@@ -204,3 +204,49 @@ async def test_bad_rules_are_one_clear_error() -> None:
         convoy.Escalation(on="loop")  # type: ignore[arg-type]
     with pytest.raises(convoy.UserError, match=r"must be a convoy\.Escalation"):
         convoy.Agent(name="a", escalation="always")  # type: ignore[arg-type]
+
+
+async def test_nobody_deciding_in_time_keeps_the_original_error(db: Path) -> None:
+    agent = convoy.Agent(name="judge", output_type=Verdict, model="sim:", output_retries=0,
+                         escalation=convoy.Escalation(deadline=60))
+    clock = FakeClock()
+    eng = convoy.Engine(SQLiteStore(db, clock=clock), models={"sim:": ALWAYS_BAD})
+    async with eng:
+        res = await eng.run(_flow(agent, "esc.deadline"), "mail", session_id="d1")
+        assert res.status == "waiting"
+        clock.advance(61)
+        [res] = await eng.resume()
+        assert res.status == "failed" and res.error["type"] == "OutputValidationError"
+
+
+ATTEMPTS: list[int] = []
+
+
+@convoy.workflow(name="esc.step")
+async def risky_step(ctx: convoy.Context, x: int) -> Any:
+    async def charge() -> str:
+        ATTEMPTS.append(x)
+        if len(ATTEMPTS) == 1:
+            raise convoy.Escalated("the card processor needs a person to look")
+        return "charged"
+
+    return await ctx.step("charge", charge)
+
+
+async def test_an_escalated_session_is_approved_or_edited_in_the_inbox(db: Path) -> None:
+    ATTEMPTS.clear()
+    async with _engine(db, convoy.SimModel({})) as eng:
+        res = await eng.run(risky_step, 1, session_id="st1")
+        assert res.status == "escalated"
+        shown = await eng.inbox.get("st1:escalated")
+        assert shown.history is not None and shown.history["step"] == "0"
+        await eng.inbox.approve("st1:escalated", by="ops", comment="try again")
+        [res] = await eng.resume()  # the step ran again
+        assert res.ok and res.output == "charged" and ATTEMPTS == [1, 1]
+        ATTEMPTS.clear()
+        res = await eng.run(risky_step, 2, session_id="st2")
+        await eng.inbox.edit("st2:escalated", "charged by hand", by="ops")
+        [res] = await eng.resume()  # the step is recorded done with that result
+        assert res.ok and res.output == "charged by hand" and ATTEMPTS == [2]
+        [answered] = await eng.inbox.history("st2:escalated")
+        assert answered.decision is not None and answered.decision.action == "edit"

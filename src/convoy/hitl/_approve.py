@@ -17,11 +17,13 @@ from pydantic import BaseModel
 
 from convoy._errors import ApprovalRequired, ToolDenied
 from convoy.hitl._decide import TaskSpec, decide
+from convoy.hitl._escalate import conversation
 from convoy.security._approval import Approval, binding, canonical_args
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
     from convoy.definitions._tools import Tool
+    from convoy.models._messages import Message
     from convoy.runtime._context import Context
 
 #: Approval tasks one call may raise (an approval that expired before the call ran, or
@@ -32,7 +34,8 @@ CallWith = Callable[[BaseModel, str], Awaitable[Any]]
 
 
 async def approve_then_call(ctx: Context, agent: Agent[Any, Any], tool: Tool,
-                            args: BaseModel, need: ApprovalRequired, call: CallWith) -> Any:
+                            args: BaseModel, need: ApprovalRequired, call: CallWith,
+                            messages: list[Message]) -> Any:
     """Ask a person to approve ``tool(args)``, then ``call(args, task_id)``.
 
     Raises:
@@ -46,8 +49,8 @@ async def approve_then_call(ctx: Context, agent: Agent[Any, Any], tool: Tool,
             kind="approval",
             prompt=f"Agent {agent.name!r} wants to call tool {tool.name!r}. Approve?",
             reason=need.reason, context={"rule": need.rule, "tool": tool.description},
-            history={"agent": agent.name, "tool": tool.name, "writes": tool.writes,
-                     "scopes": sorted(tool.scopes)},
+            history={**conversation(agent, messages, None), "tool": tool.name,
+                     "writes": tool.writes, "scopes": sorted(tool.scopes)},
             proposal={"tool": tool.name, "arguments": canonical_args(args)},
             answer_schema=tool.spec.parameters, queue=policy.queue,
             assignees=tuple(policy.assignees), deadline=policy.deadline, on_deadline="fail",

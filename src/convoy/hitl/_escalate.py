@@ -81,8 +81,10 @@ def _confidence(output: Any, field: str) -> float | None:
         else None
 
 
-def _history(agent: Agent[Any, Any], messages: list[Message],
-             error: BaseException | None) -> dict[str, Any]:
+def conversation(agent: Agent[Any, Any], messages: list[Message],
+                 error: BaseException | None) -> dict[str, Any]:
+    """What a reviewer reads of an agent's run: its input, last answer, the error, and
+    the last messages (each cut to a readable length)."""
     said = [m for m in messages if m.role == "assistant" and m.content]
     kept = []
     for m in messages[-_MESSAGES:]:
@@ -107,7 +109,7 @@ def _spec(agent: Agent[Any, Any], rules: Escalation, reason: EscalationReason,
         + (" (keeping its answer)" if reason == "low_confidence" else "")
         + ", edit to give its output yourself, or reject.",
         reason=reason if error is None else f"{reason}: {str(error)[:_TEXT]}",
-        history=_history(agent, messages, error), proposal=proposal, answer_schema=schema,
+        history=conversation(agent, messages, error), proposal=proposal, answer_schema=schema,
         answer_type=type_name(agent.output_type) if isinstance(agent.output_type, type)
         and issubclass(agent.output_type, BaseModel) else None,
         queue=rules.queue, assignees=tuple(rules.assignees), deadline=rules.deadline,

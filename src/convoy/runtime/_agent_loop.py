@@ -244,7 +244,7 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
         if checked.tool is not None:
             tool = checked.tool
             try:
-                result = await tool_step(ctx, agent, tool, checked.value)
+                result = await tool_step(ctx, agent, tool, checked.value, messages)
             except (ToolError, CircuitOpenError) as e:
                 replies[i] = _tool_failure(call, e)
                 turn.failures += 1
@@ -305,16 +305,17 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     return resp
 
 
-async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) -> Any:
+async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
+                    messages: list[Message] | None = None) -> Any:
     """A tool call; one a policy sends to a person runs once they approved it (a new step
-    carrying the approval)."""
+    carrying the approval; ``messages``, the conversation so far, go to the reviewer)."""
     try:
         return await _tool_call(ctx, agent, tool, args)
     except ApprovalRequired as e:
         def again(approved_args: Any, approval: str) -> Awaitable[Any]:
             return _tool_call(ctx, agent, tool, approved_args, approval)
 
-        return await approve_then_call(ctx, agent, tool, args, e, again)
+        return await approve_then_call(ctx, agent, tool, args, e, again, messages or [])
 
 
 async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
