@@ -320,8 +320,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
     task = _task_waited_for(row)
     if row.status == "escalated":
-        console.print(f"answer it: convoy inbox approve|reject {row.id}:escalated, or convoy "
-                      f"signal {row.id} convoy.escalation --payload "
+        console.print(f"answer it: convoy inbox approve|reject {row.id}:escalated", markup=False)
+        console.print(f"        or convoy signal {row.id} convoy.escalation --payload "
                       """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",
                       markup=False)
     elif task is not None:
