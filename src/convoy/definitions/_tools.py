@@ -14,7 +14,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
@@ -33,6 +33,8 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create
 from convoy._errors import StepError, ToolError, UserError
 from convoy.definitions._tool_runner import DEFAULT_TOOL_THREADS, ToolThreads, run_in_process
 from convoy.models._messages import ToolSpec
+from convoy.security._approval import Approval
+from convoy.security._scopes import check_scopes
 
 if TYPE_CHECKING:
     from convoy.state._access import StateAccess
@@ -84,7 +86,9 @@ class ToolContext(Generic[DepsT]):
         if self._state is None:
             raise UserError("this ToolContext was built outside a session, so it has no "
                             "shared state; tools get one when an agent calls them")
-        ns = f"session:{self.session_id}" if namespace is None else namespace
+        from convoy.hitl._task import check_namespace
+
+        ns = f"session:{self.session_id}" if namespace is None else check_namespace(namespace)
         return State(ns, self._state, type)
 
 
@@ -102,13 +106,19 @@ class Tool:
     idempotent: bool = True
     isolate: Literal["thread", "process"] = "thread"
     threads: ToolThreads | None = None
+    scopes: frozenset[str] = frozenset()
+    approval: Approval | None = None
     spec: ToolSpec = field(init=False)
+    #: Scopes or an approval to check before a call runs (the tool guard skips the rest).
+    guarded: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         schema = self.args_model.model_json_schema()
         schema.pop("title", None)
         object.__setattr__(self, "spec", ToolSpec(
             name=self.name, description=self.description, parameters=schema))
+        object.__setattr__(self, "scopes", check_scopes(self.scopes, f"tool {self.name!r}"))
+        object.__setattr__(self, "guarded", bool(self.scopes) or self.approval is not None)
 
     def validate_args(self, arguments: str) -> BaseModel:
         """Parse JSON-text arguments; raises ``ValueError`` with a readable reason."""
@@ -178,13 +188,17 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None, writes: bool = False,
          idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
-         threads: ToolThreads | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+         threads: ToolThreads | None = None, scopes: Iterable[str] = (),
+         requires_approval: bool | Approval = False,
+         ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          description: str | None = None, writes: bool = False,
          idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
-         threads: ToolThreads | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         threads: ToolThreads | None = None, scopes: Iterable[str] = (),
+         requires_approval: bool | Approval = False,
+         ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function into a :class:`Tool`.
 
     Args:
@@ -202,16 +216,28 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             (forked where the platform can) killed when the call times out or is
             cancelled, for tools that may hang; arguments, result and exceptions must pickle.
         threads: a :class:`ToolThreads` pool of its own for this tool (a bulkhead).
+        scopes: the scopes a call needs (``"payments:refund"``); an agent not granted all
+            of them (``Agent(scopes=...)``) is refused before the tool runs, and the
+            model is told (``ToolDenied``).
+        requires_approval: ``True`` or an :class:`Approval`: every call waits for a
+            person to approve it (an inbox task; the session parks), bound to its exact
+            arguments, tenant and session, valid for ``expires_after`` seconds, used once.
     """
     if isolate not in ("thread", "process"):
         raise UserError(f"tool isolate must be 'thread' or 'process', got {isolate!r}")
+    if not isinstance(requires_approval, bool | Approval):
+        raise UserError(f"tool requires_approval is True, False or a convoy.Approval, got "
+                        f"{requires_approval!r}")
+    approval = Approval() if requires_approval is True else requires_approval or None
+    scope_set = frozenset(scopes) if not isinstance(scopes, str) else scopes
 
     localns = dict(sys._getframe(1).f_locals)  # resolve annotations naming local classes
 
     def build(f: Callable[..., Any]) -> Tool:
         return _build_tool(f, localns, name=name, description=description, writes=writes,
                            idempotent=(not writes) if idempotent is None else idempotent,
-                           isolate=isolate, threads=threads)
+                           isolate=isolate, threads=threads, scopes=scope_set,
+                           approval=approval)
 
     return build(fn) if fn is not None else build
 
@@ -219,7 +245,8 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
 def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | None,
                 description: str | None, writes: bool, idempotent: bool,
                 isolate: Literal["thread", "process"] = "thread",
-                threads: ToolThreads | None = None) -> Tool:
+                threads: ToolThreads | None = None, scopes: Any = frozenset(),
+                approval: Approval | None = None) -> Tool:
     tool_name = name or f.__name__
     if not tool_name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
@@ -254,5 +281,7 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
         idempotent=idempotent,
         isolate=isolate,
         threads=threads,
+        scopes=scopes,
+        approval=approval,
     )
 

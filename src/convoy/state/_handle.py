@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 
+from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, UserError
 from convoy.definitions._tools import readable_validation_error
 from convoy.state._access import StateAccess
@@ -44,7 +45,7 @@ class State(Generic[T]):
             raise UserError(f"a state namespace is a non-empty string, got {namespace!r}")
         self.namespace = namespace
         self._access = access
-        self._adapter: TypeAdapter[T] | None = None if type is None else TypeAdapter(type)
+        self._adapter: TypeAdapter[T] | None = None if type is None else adapter_for(type)
         self._type_name = getattr(type, "__name__", None) or str(type)
 
     def __repr__(self) -> str:
