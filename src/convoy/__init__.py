@@ -69,6 +69,7 @@ from convoy.models._messages import (
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.sandbox import Sandbox, ToolSandboxError
 from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
@@ -112,6 +113,7 @@ __all__ = [
     "PriceTable",
     "RecordedError",
     "ReplayResult",
+    "Sandbox",
     "SessionEnd",
     "SessionFailed",
     "SessionInfo",
@@ -136,6 +138,7 @@ __all__ = [
     "ToolCallInput",
     "ToolContext",
     "ToolError",
+    "ToolSandboxError",
     "ToolSpec",
     "ToolThreads",
     "ToolThreadsExhausted",
