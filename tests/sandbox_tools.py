@@ -66,6 +66,16 @@ def bomb() -> int:
 
 
 @convoy.tool(sandbox=TIGHT)
+def escape() -> int:
+    """Starts a process that leaves the call's process group and lives on."""
+    if os.fork() == 0:
+        os.setsid()
+        time.sleep(3600)
+        os._exit(0)
+    return 1
+
+
+@convoy.tool(sandbox=TIGHT)
 def dial(port: int) -> str:
     """Opens a TCP connection to a loopback port."""
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:

@@ -153,15 +153,30 @@ async def test_sleeping_past_the_wall_clock_is_stopped() -> None:
     assert e.limit == "wall_seconds"
 
 
+@pytest.fixture(params=["namespaces", "no namespaces"])
+def namespaces(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool:
+    """Both ways a sandbox is built: in new namespaces, and without (as where the kernel
+    refuses them) on the per-call user id, rlimits, Landlock and seccomp alone."""
+    monkeypatch.setattr(_runner, "USE_NAMESPACES", request.param == "namespaces")
+    return bool(request.param == "namespaces")
+
+
 @pytest.mark.skipif(not ROOT, reason="a per-call user id (for RLIMIT_NPROC) needs root")
-async def test_a_fork_bomb_is_stopped_and_leaves_no_process() -> None:
+async def test_a_fork_bomb_is_stopped_and_leaves_no_process(namespaces: bool) -> None:
     e = await stopped(T.bomb)
     assert e.limit == "max_processes" and e.value == 8
     await until(lambda: not sandbox_pids())  # every process of the call was killed
 
 
+@pytest.mark.skipif(not ROOT, reason="a per-call user id needs root")
+async def test_a_process_that_leaves_the_group_does_not_outlive_the_call(
+        namespaces: bool) -> None:
+    assert await call(T.escape) == 1
+    await until(lambda: not sandbox_pids())
+
+
 async def test_a_socket_to_a_loopback_server_is_refused(
-        loopback: tuple[int, list[bytes]]) -> None:
+        loopback: tuple[int, list[bytes]], namespaces: bool) -> None:
     port, accepted = loopback
     e = await stopped(T.dial, {"port": port})
     assert e.limit == "network"
@@ -171,7 +186,7 @@ async def test_a_socket_to_a_loopback_server_is_refused(
     assert accepted == []
 
 
-async def test_the_engines_secrets_do_not_reach_the_sandbox() -> None:
+async def test_the_engines_secrets_do_not_reach_the_sandbox(namespaces: bool) -> None:
     os.environ["CONVOY_TEST_SECRET"] = secret = uuid.uuid4().hex
     try:
         assert await call(T.secret, {"name": "CONVOY_TEST_SECRET"}) == "<unset>"
@@ -186,7 +201,8 @@ async def test_the_engines_secrets_do_not_reach_the_sandbox() -> None:
         _runner.WARM.close()
 
 
-async def test_writing_outside_its_temporary_directory_is_refused(tmp_path: Path) -> None:
+async def test_writing_outside_its_temporary_directory_is_refused(
+        tmp_path: Path, namespaces: bool) -> None:
     target = tmp_path / "escaped.txt"
     e = await stopped(T.scribble, {"path": str(target)})
     assert e.limit == "filesystem" and "outside its temporary directory" in str(e)

@@ -188,6 +188,10 @@ def _lock_down(setup: dict[str, Any], prison: _Prison, isolated: bool) -> list[s
 
     sb = setup["sandbox"]
     applied: list[str] = []
+    # What the standard library imports lazily on common paths (a socket's host name goes
+    # through the idna codec), loaded while the whole installation is still readable.
+    import encodings.idna  # noqa: F401
+
     gc.collect()
     used = resource.getrusage(resource.RUSAGE_SELF)
     cpu = math.ceil(used.ru_utime + used.ru_stime + sb["cpu_seconds"])

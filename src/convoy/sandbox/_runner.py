@@ -33,6 +33,9 @@ _UID_BASE = 1_500_000_000  # per-call user ids: no account uses these
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
          "from convoy.sandbox._child import main; main()")
 _CONVOY_HOME = str(Path(__file__).resolve().parents[2])  # the directory holding convoy/
+#: Try namespaces (Linux). Off, the sandbox rests on the rest alone, as where the kernel
+#: refuses them (Docker's default profile); tests turn it off to check that path.
+USE_NAMESPACES = sys.platform == "linux"
 _uids = itertools.count()
 _uids_in_use: set[int] = set()
 _lock = threading.Lock()
@@ -84,9 +87,10 @@ class _Process:
         self.lines: deque[dict[str, Any]] = deque()
         self.eof = False
         self.exited = False
+        self.pid_namespace = False  # known once the process said ready
         self.closed = False
         setup = {"tool": ref, "sys_path": sys.path, "read_paths": _read_paths(sandbox),
-                 "uid": self.uid, "namespaces": sys.platform == "linux",
+                 "uid": self.uid, "namespaces": USE_NAMESPACES,
                  "sandbox": {"cpu_seconds": sandbox.cpu_seconds,
                              "memory_mb": sandbox.memory_mb, "file_mb": sandbox.file_mb,
                              "max_processes": sandbox.max_processes,
@@ -173,6 +177,8 @@ class _Process:
         the namespace's init, whose death takes down everything that left the group."""
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signal.SIGKILL)
+        if not self.pid_namespace and self.uid is not None:
+            _kill_user(self.uid)  # those that left the group (setsid) run as its user id
 
     async def exit_status(self) -> int | None:
         """After :meth:`kill`: wait until the process is gone (its pidfd says so, without
@@ -217,6 +223,22 @@ class _Process:
             _Process.live.discard(self)
 
 
+def _kill_user(uid: int) -> None:
+    """SIGKILL every process of a call's own user id, until none is left (each kill may
+    race a fork; ``max_processes`` bounds how many there can be)."""
+    for _ in range(100):
+        found = False
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError):
+                if os.stat(f"/proc/{entry}").st_uid == uid:
+                    os.kill(int(entry), signal.SIGKILL)
+                    found = True
+        if not found:
+            return
+
+
 def _resolve(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
@@ -229,23 +251,27 @@ class _Warm:
         self._idle: dict[tuple[str, str], deque[_Process]] = {}
 
     def take(self, ref: dict[str, str], sandbox: Sandbox) -> _Process:
-        key = (ref["module"], ref["qualname"])
+        """A started process for this tool: a warm one if one is alive, else a new one."""
         with _lock:
-            idle = self._idle.setdefault(key, deque())
-            proc = None
+            idle = self._idle.setdefault((ref["module"], ref["qualname"]), deque())
             while idle:
-                candidate = idle.popleft()
-                if candidate.popen.poll() is None:
-                    proc = candidate
-                    break
-                candidate.close()
-        if proc is None:
-            proc = _Process(ref, sandbox)
-        while len(idle) < sandbox.warm:  # start the next ones now; they load meanwhile
+                proc = idle.popleft()
+                if proc.popen.poll() is None:
+                    return proc
+                proc.close()
+        return _Process(ref, sandbox)
+
+    def refill(self, ref: dict[str, str], sandbox: Sandbox) -> None:
+        """Start processes until ``sandbox.warm`` wait for this tool. Called after a call,
+        so they load while the agent does something else (its next model turn)."""
+        key = (ref["module"], ref["qualname"])
+        while True:
+            with _lock:
+                if len(self._idle.setdefault(key, deque())) >= sandbox.warm:
+                    return
             started = _Process(ref, sandbox)
             with _lock:
-                idle.append(started)
-        return proc
+                self._idle[key].append(started)
 
     def idle(self, tool: Any) -> int:
         """Processes started for ``tool`` and waiting for a call."""
@@ -279,6 +305,8 @@ async def run_sandboxed(name: str, ref: dict[str, str], sandbox: Sandbox, args_j
         return await _call(name, proc, sandbox, args_json, ctx)
     finally:
         proc.close()
+        if sandbox.warm:
+            WARM.refill(ref, sandbox)
 
 
 async def _call(name: str, proc: _Process, sandbox: Sandbox, args_json: str,
@@ -292,6 +320,7 @@ async def _call(name: str, proc: _Process, sandbox: Sandbox, args_json: str,
     if ready is None or "ready" not in ready:
         why = (ready or {}).get("setup_error") or proc.stderr_tail() or "it exited"
         raise _stopped(name, sandbox, "unavailable", f"its sandbox could not be built: {why}")
+    proc.pid_namespace = any(str(m).startswith("namespaces") for m in ready["ready"])
     proc.send({"args": args_json, "ctx": ctx})
     try:
         answer = await proc.next(sandbox.wall_seconds)
