@@ -8,6 +8,7 @@ import asyncio
 import json
 import os
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
@@ -310,3 +311,71 @@ async def test_the_engine_keeps_running_other_sessions(engine_factory: Any,
         err = error_from_record(json.loads(rec.result or "{}"))
         assert isinstance(err, ToolSandboxError) and err.limit == expected[tool.name]
     assert accepted == []
+
+
+# -- an engine that does not run as root ---------------------------------------------------
+
+NOT_ROOT_SCRIPT = """
+import asyncio, json, sys
+sys.path[:0] = json.loads(sys.argv[1])
+import convoy
+from convoy.sandbox import _runner
+from tests import sandbox_tools as T
+
+CTX = convoy.ToolContext(session_id="s", tenant="t", agent="a", step_key="k",
+                         idempotency_key="i")
+
+async def outcome(t, args):
+    try:
+        return await t.invoke(t.validate_args(json.dumps(args)), CTX)
+    except convoy.ToolSandboxError as e:
+        return e.limit
+
+async def main():
+    out = {"add": await outcome(T.add, {"a": 1, "b": 2}),
+           "bomb": await outcome(T.bomb, {}), "hog": await outcome(T.hog, {}),
+           "dial": await outcome(T.dial, {"port": 9}),
+           "scribble": await outcome(T.scribble, {"path": "/tmp/escaped"})}
+    _runner.USE_NAMESPACES = False  # as where user namespaces are refused
+    out["without namespaces"] = await outcome(T.add, {"a": 1, "b": 2})
+    print(json.dumps(out))
+
+asyncio.run(main())
+"""
+
+
+NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+          "--inh-caps=-all", "--bounding-set=-all"]
+
+
+def _python_for_nobody() -> str | None:
+    """An interpreter of this Python version that an unprivileged user may run."""
+    import shutil
+    import sys
+
+    for exe in (f"/usr/bin/python{sys.version_info[0]}.{sys.version_info[1]}", sys.executable):
+        probe = [*NOBODY, exe, "-c", "import os, sys; os.execv(sys.executable, ['python'])"]
+        if shutil.which("setpriv") and os.path.exists(exe) and \
+                subprocess.run(probe, capture_output=True, check=False).returncode == 0:
+            return exe
+    return None
+
+
+@pytest.mark.skipif(not ROOT, reason="starts the engine as another user")
+def test_an_engine_that_is_not_root_sandboxes_in_a_user_namespace(tmp_path: Path) -> None:
+    import sys
+
+    exe = _python_for_nobody()
+    if exe is None:
+        pytest.skip("no Python interpreter an unprivileged user may run")
+    os.chmod(tmp_path, 0o777)
+    paths = [str(Path(_runner.__file__).parents[2]), str(Path(__file__).parents[1]),
+             *[p for p in sys.path if p.endswith("site-packages")]]
+    out = subprocess.run([*NOBODY, exe, "-c", NOT_ROOT_SCRIPT, json.dumps(paths)], cwd=tmp_path,
+                         capture_output=True, text=True, check=False, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout) == {
+        "add": 3, "bomb": "max_processes", "hog": "memory_mb", "dial": "network",
+        "scribble": "filesystem",
+        # RLIMIT_NPROC would count every process of the engine's user: refused, not weaker
+        "without namespaces": "unavailable"}

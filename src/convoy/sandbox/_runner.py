@@ -30,7 +30,7 @@ from convoy.sandbox._config import Sandbox, SandboxStop, ToolSandboxError
 
 _MAX_LINE = 64 * 2**20  # a larger answer is refused, not buffered without end
 _UID_BASE = 1_500_000_000  # per-call user ids: no account uses these
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+_BOOT = ("import json, sys; sys.path[:0] = json.loads(sys.argv[1]); "
          "from convoy.sandbox._child import main; main()")
 _CONVOY_HOME = str(Path(__file__).resolve().parents[2])  # the directory holding convoy/
 #: Try namespaces (Linux). Off, the sandbox rests on the rest alone, as where the kernel
@@ -73,13 +73,20 @@ class _Process:
         self.uid = _own_uid()
         if self.uid is not None:
             os.chown(self.tmpdir, self.uid, self.uid)
-        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _cleanup
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                "HOME": self.tmpdir, "TMPDIR": self.tmpdir, **sandbox.env}
-        self.popen = subprocess.Popen(
-            [sys.executable, "-I", "-B", "-c", _BOOT, _CONVOY_HOME],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
-            cwd=self.tmpdir, env=env, start_new_session=True, close_fds=True)
+        self.stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed by _cleanup
+        try:
+            self.popen = subprocess.Popen(
+                [sys.executable, "-I", "-B", "-c", _BOOT, json.dumps([_CONVOY_HOME, *sys.path])],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr,
+                cwd=self.tmpdir, env=env, start_new_session=True, close_fds=True)
+        except OSError:
+            self.stderr.close()
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            with _lock:
+                _uids_in_use.discard(self.uid or -1)
+            raise
         self.pidfd = os.pidfd_open(self.popen.pid)
         self.out = self.popen.stdout.fileno()  # type: ignore[union-attr]
         os.set_blocking(self.out, False)
@@ -300,7 +307,10 @@ async def run_sandboxed(name: str, ref: dict[str, str], sandbox: Sandbox, args_j
             be built here.
         Exception: what the tool raised (rebuilt from its journal record).
     """
-    proc = WARM.take(ref, sandbox)
+    try:
+        proc = WARM.take(ref, sandbox)
+    except OSError as e:  # the interpreter cannot be started (or its directory made)
+        raise _stopped(name, sandbox, "unavailable", f"its process could not start: {e}") from e
     try:
         return await _call(name, proc, sandbox, args_json, ctx)
     finally:
