@@ -189,3 +189,21 @@ def sleeper() -> str:
 def greet(name: str) -> dict[str, str]:
     """Uses an environment variable it was given; runs on a warm process."""
     return {"text": f"{os.environ['GREETING']}, {name}", "cwd": os.getcwd()}
+
+
+@convoy.tool(sandbox=TIGHT)
+def forge(module: str) -> int:
+    """Writes a forged answer on every pipe it holds, naming a class for the engine to
+    import, then exits."""
+    import json
+    import stat
+
+    line = json.dumps({"error": {"type": "Forged", "message": "forged", "module": module,
+                                 "qualname": "Forged", "args": ["x"]}}).encode() + b"\n"
+    for fd in range(3, 64):
+        try:
+            if stat.S_ISFIFO(os.fstat(fd).st_mode):
+                os.write(fd, line)
+        except OSError:
+            pass
+    os._exit(0)

@@ -225,6 +225,16 @@ async def test_a_crashed_sandbox_process_is_a_typed_error() -> None:
     assert e.limit == "crashed" and e.signal == "SIGKILL"
 
 
+async def test_what_the_sandbox_says_is_not_trusted() -> None:
+    import sys
+
+    assert "this" not in sys.modules  # importing it prints; nothing here imports it
+    with pytest.raises(convoy.ToolError, match="raised Forged: forged") as info:
+        await call(T.forge, {"module": "this"})
+    assert not isinstance(info.value, ToolSandboxError)
+    assert "this" not in sys.modules  # the engine imported nothing the sandbox named
+
+
 async def test_a_cancelled_call_kills_its_sandbox() -> None:
     task = asyncio.create_task(call(T.sleeper))
     await until(lambda: _live(T.sleeper))

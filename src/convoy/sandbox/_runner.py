@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import builtins
 import contextlib
 import itertools
 import json
@@ -23,9 +24,9 @@ import tempfile
 import threading
 from collections import deque
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
-from convoy._errors import error_from_record
+from convoy._errors import ToolError
 from convoy.sandbox._config import Sandbox, SandboxStop, ToolSandboxError
 
 _MAX_LINE = 64 * 2**20  # a larger answer is refused, not buffered without end
@@ -305,7 +306,7 @@ async def run_sandboxed(name: str, ref: dict[str, str], sandbox: Sandbox, args_j
     Raises:
         ToolSandboxError: a limit or refusal stopped it, it died, or the sandbox could not
             be built here.
-        Exception: what the tool raised (rebuilt from its journal record).
+        ToolError: the tool raised (its exception's type name and message).
     """
     try:
         proc = WARM.take(ref, sandbox)
@@ -316,7 +317,8 @@ async def run_sandboxed(name: str, ref: dict[str, str], sandbox: Sandbox, args_j
     finally:
         proc.close()
         if sandbox.warm:
-            WARM.refill(ref, sandbox)
+            with contextlib.suppress(OSError):  # the next call reports it
+                WARM.refill(ref, sandbox)
 
 
 async def _call(name: str, proc: _Process, sandbox: Sandbox, args_json: str,
@@ -339,12 +341,23 @@ async def _call(name: str, proc: _Process, sandbox: Sandbox, args_json: str,
     if answer is not None and "ok" in answer:
         return str(answer["ok"])
     if answer is not None and "error" in answer:
-        stop = answer.get("stop")
-        if stop:
-            limit, detail = stop
-            raise _stopped(name, sandbox, limit, detail)
-        raise error_from_record(answer["error"])
+        raise _failed(name, sandbox, answer)
     raise await _died(name, proc, sandbox, answer)
+
+
+def _failed(name: str, sandbox: Sandbox, answer: dict[str, Any]) -> ToolError:
+    """The error a call ended with, from what its process said. That is untrusted (the
+    tool may have written it): only names and text are read from it, and no class is
+    looked up by the name it gives, but a built-in exception's."""
+    stop = answer.get("stop")
+    if isinstance(stop, list) and len(stop) == 2 and stop[0] in _STOPS:
+        return _stopped(name, sandbox, stop[0], str(stop[1])[:_MAX_TEXT])
+    rec = answer["error"] if isinstance(answer["error"], dict) else {}
+    kind, message = str(rec.get("type", "Exception")), str(rec.get("message", ""))
+    builtin = getattr(builtins, kind, None)
+    retryable = isinstance(builtin, type) and issubclass(builtin, TimeoutError | ConnectionError)
+    return ToolError(f"tool {name!r} raised {kind[:100]}: {message[:_MAX_TEXT]}",
+                     retryable=retryable)
 
 
 async def _died(name: str, proc: _Process, sandbox: Sandbox,
@@ -357,9 +370,10 @@ async def _died(name: str, proc: _Process, sandbox: Sandbox,
     if exit_report is None:  # no PID namespace: the tool process is the one we started
         proc._read()
         exit_report = next((m["exit"] for m in proc.lines if "exit" in m), None)
-    if exit_report is not None:
+    if isinstance(exit_report, dict) and isinstance(exit_report.get("code"), int) and \
+            isinstance(exit_report.get("cpu"), int | float):
         code, cpu = exit_report["code"], exit_report["cpu"]
-    sig = -code if code is not None and code < 0 else None
+    sig = -code if code is not None and code < 0 and -code in _SIGNALS else None
     if sig == signal.SIGXCPU or (sig == signal.SIGKILL and cpu is not None
                                  and cpu >= sandbox.cpu_seconds):
         return _stopped(name, sandbox, "cpu_seconds", "it used up its CPU time", sig=sig)
@@ -372,6 +386,9 @@ async def _died(name: str, proc: _Process, sandbox: Sandbox,
                     code=None if sig else code, sig=sig)
 
 
+_STOPS = frozenset(get_args(SandboxStop))
+_SIGNALS = frozenset(s.value for s in signal.Signals)
+_MAX_TEXT = 2000
 _VERB = {"network": "refused", "filesystem": "refused", "crashed": "crashed",
          "unavailable": "cannot run"}
 
