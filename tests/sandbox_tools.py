@@ -185,6 +185,13 @@ def sleeper() -> str:
     return "late"
 
 
+@convoy.tool(sandbox=convoy.Sandbox(wall_seconds=600, max_concurrent=2))
+def pair_sleeper() -> str:
+    """Sleeps until it is cancelled; two calls at most run at once."""
+    time.sleep(3600)
+    return "late"
+
+
 @convoy.tool(sandbox=convoy.Sandbox(env={"GREETING": "hello"}, warm=1))
 def greet(name: str) -> dict[str, str]:
     """Uses an environment variable it was given; runs on a warm process."""

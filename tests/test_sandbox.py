@@ -246,6 +246,18 @@ async def test_a_cancelled_call_kills_its_sandbox() -> None:
                             for p in procs))
 
 
+async def test_calls_past_max_concurrent_wait_for_a_process() -> None:
+    tasks = [asyncio.create_task(call(T.pair_sleeper)) for _ in range(4)]
+    await until(lambda: len(_live(T.pair_sleeper)) == 2)
+    _, slots = _runner._SLOTS[asyncio.get_running_loop()][id(T.pair_sleeper.sandbox)]
+    await until(lambda: len(slots._waiters or ()) == 2)  # the other two wait, no process
+    assert len(_live(T.pair_sleeper)) == 2
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await until(lambda: not _live(T.pair_sleeper))
+
+
 def _live(t: convoy.Tool) -> list[_runner._Process]:
     return [p for p in list(_runner._Process.live) if p.sandbox is t.sandbox]
 

@@ -47,6 +47,9 @@ class Sandbox:
             is passed (``PATH``, ``LANG``, ``HOME`` and ``TMPDIR`` are set for it).
         warm: processes kept started and locked down ahead of calls (each serves one call),
             to take the interpreter's start-up off the call's latency.
+        max_concurrent: calls of the tools sharing this ``Sandbox`` that run at once (per
+            event loop); more wait their turn, so a burst of sessions cannot start
+            processes without end.
     """
 
     cpu_seconds: float = 10
@@ -59,10 +62,11 @@ class Sandbox:
     read_paths: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     warm: int = 0
+    max_concurrent: int = 16
 
     def __post_init__(self) -> None:
         for name in ("cpu_seconds", "memory_mb", "wall_seconds", "start_seconds",
-                     "max_processes", "file_mb"):
+                     "max_processes", "file_mb", "max_concurrent"):
             value = getattr(self, name)
             if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0 \
                     or not math.isfinite(value):

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import weakref
 from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar, get_args
@@ -308,17 +309,33 @@ async def run_sandboxed(name: str, ref: dict[str, str], sandbox: Sandbox, args_j
             be built here.
         ToolError: the tool raised (its exception's type name and message).
     """
-    try:
-        proc = WARM.take(ref, sandbox)
-    except OSError as e:  # the interpreter cannot be started (or its directory made)
-        raise _stopped(name, sandbox, "unavailable", f"its process could not start: {e}") from e
-    try:
-        return await _call(name, proc, sandbox, args_json, ctx)
-    finally:
-        proc.close()
-        if sandbox.warm:
-            with contextlib.suppress(OSError):  # the next call reports it
-                WARM.refill(ref, sandbox)
+    async with _slots(sandbox):
+        try:
+            proc = WARM.take(ref, sandbox)
+        except OSError as e:  # the interpreter cannot be started (or its directory made)
+            raise _stopped(name, sandbox, "unavailable",
+                           f"its process could not start: {e}") from e
+        try:
+            return await _call(name, proc, sandbox, args_json, ctx)
+        finally:
+            proc.close()
+            if sandbox.warm:
+                with contextlib.suppress(OSError):  # the next call reports it
+                    WARM.refill(ref, sandbox)
+
+
+#: per event loop, per ``Sandbox`` (by identity; the entry keeps it alive): its bound
+_SLOTS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
+                                  dict[int, tuple[Sandbox, asyncio.Semaphore]]] = \
+    weakref.WeakKeyDictionary()
+
+
+def _slots(sandbox: Sandbox) -> asyncio.Semaphore:
+    """The bound on calls of one ``Sandbox`` at once, in the running loop."""
+    per_loop = _SLOTS.setdefault(asyncio.get_running_loop(), {})
+    if id(sandbox) not in per_loop:
+        per_loop[id(sandbox)] = (sandbox, asyncio.Semaphore(sandbox.max_concurrent))
+    return per_loop[id(sandbox)][1]
 
 
 async def _call(name: str, proc: _Process, sandbox: Sandbox, args_json: str,
