@@ -74,7 +74,7 @@ SAMPLES: dict[str, Any] = {
     "tenant": "acme", "limit": 10, "what": "tool", "used": 2.5, "timeout": True,
     "details": {"conflict": {"current_version": 2}}, "namespace": "customer:42",
     "expected_version": 1, "current_version": 2, "current_value": {"credit": 5},
-    "agent": "billing", "max_turns": 8,
+    "agent": "billing", "max_turns": 8, "value": 64, "exit_code": 3, "signal": "SIGKILL",
     "transcript": [{"role": "user", "content": "hi"},
                    {"role": "assistant", "content": None,
                     "tool_calls": [{"id": "c1", "name": "poll", "arguments": "{}"}]}],

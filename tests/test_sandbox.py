@@ -218,6 +218,12 @@ async def test_writing_outside_its_temporary_directory_is_refused(
     await until(lambda: not os.path.exists(out["cwd"]))
 
 
+async def test_no_new_namespaces_inside_the_sandbox(namespaces: bool) -> None:
+    import errno
+
+    assert await call(T.new_namespace) == errno.EPERM  # seccomp refuses unshare
+
+
 async def test_a_crashed_sandbox_process_is_a_typed_error() -> None:
     e = await stopped(T.die, {"code": 3})
     assert e.limit == "crashed" and e.exit_code == 3

@@ -13,7 +13,8 @@ answers; then exits. Lines are JSON on private copies of stdin/stdout (the tool'
    ``RLIMIT_AS``, ``RLIMIT_FSIZE``, ``RLIMIT_NPROC``, no core dumps; as root, the process
    then becomes a user id of its own for the call (no capabilities, and the process count
    is per user id: root is exempt from ``RLIMIT_NPROC``);
-4. Landlock (file system, TCP, signals) and seccomp (``socket()``), for good;
+4. Landlock (file system, TCP, signals) and seccomp (no new namespaces, no ``socket()``),
+   for good;
 5. an audit hook that refuses, *typed*, what Python code asks for outside the sandbox
    (the kernel layers above refuse it anyway; the hook only names it).
 """
@@ -213,13 +214,13 @@ def _lock_down(setup: dict[str, Any], prison: _Prison, isolated: bool) -> list[s
                                    "RLIMIT_NPROC counts every process of the engine's user")
     abi = L.landlock(read=prison.readable, write=prison.writable, network=sb["network"])
     applied.append(f"landlock ABI {abi}")
-    if not sb["network"]:
-        try:
-            L.refuse_sockets()
-            applied.append("seccomp (socket refused)")
-        except OSError:
-            if not isolated:  # neither a network namespace nor seccomp: no sandbox
-                raise
+    try:
+        L.seccomp_filter(network=sb["network"])
+        applied.append("seccomp (no new namespaces" + ("" if sb["network"] else ", no socket")
+                       + ")")
+    except OSError:
+        if not sb["network"] and not isolated:  # no network namespace either: no sandbox
+            raise
     prison.watch_forks()
     sys.addaudithook(prison.hook)
     return applied

@@ -39,8 +39,8 @@ class Sandbox:
         max_processes: processes *and threads* the call may have at once, itself included
             (``RLIMIT_NPROC`` under a user id of its own).
         file_mb: largest file the call may write (``RLIMIT_FSIZE``).
-        network: allow network access. Off: no network namespace interface, TCP refused by
-            Landlock, ``socket()`` refused by seccomp.
+        network: allow network access. Off: a network namespace without interfaces, TCP
+            refused by Landlock, ``socket()`` refused by seccomp.
         read_paths: directories or files the call may read besides the Python installation,
             the system's libraries and ``/etc``; it may write only its temporary directory.
         env: environment variables for the call; nothing else of the engine's environment

@@ -10,8 +10,9 @@ in the engine's process except :func:`landlock_abi` and :func:`can_unshare` (pro
 - Landlock: file-system access limited to the temporary directory (read-write) and an
   allow-list (read-only); TCP bind/connect refused; signals and abstract Unix sockets
   scoped to the call's own processes;
-- seccomp: ``socket()`` and ``io_uring_setup()`` fail with ``EACCES``, foreign-ABI system
-  calls (i386 ``int 0x80``, x32) with ``ENOSYS``.
+- seccomp: no new namespaces (a user namespace would give the tool capabilities inside
+  it), no mounts, ``bpf``, keyrings, ``io_uring``; without network, ``socket()`` fails
+  with ``EACCES``; foreign-ABI system calls (i386 ``int 0x80``, x32) with ``ENOSYS``.
 """
 
 from __future__ import annotations
@@ -197,12 +198,26 @@ def _allow(ruleset: int, path: str, rights: int) -> None:
 
 # -- seccomp -----------------------------------------------------------------------------
 
-# (audit arch, socket, io_uring_setup, lowest x32 number or None) per machine
-_ARCH = {
-    "x86_64": (0xC000003E, 41, 425, 0x40000000),
-    "aarch64": (0xC00000B7, 198, 425, None),
+# Per machine: audit arch, lowest x32 number (or None), and system call numbers.
+_ARCH: dict[str, tuple[int, int | None, dict[str, int]]] = {
+    "x86_64": (0xC000003E, 0x40000000, {
+        "socket": 41, "clone": 56, "clone3": 435, "io_uring_setup": 425, "unshare": 272,
+        "setns": 308, "mount": 165, "umount2": 166, "pivot_root": 155, "bpf": 321,
+        "perf_event_open": 298, "keyctl": 250, "add_key": 248, "request_key": 249,
+        "userfaultfd": 323}),
+    "aarch64": (0xC00000B7, None, {
+        "socket": 198, "clone": 220, "clone3": 435, "io_uring_setup": 425, "unshare": 97,
+        "setns": 268, "mount": 40, "umount2": 39, "pivot_root": 41, "bpf": 280,
+        "perf_event_open": 241, "keyctl": 219, "add_key": 217, "request_key": 218,
+        "userfaultfd": 282}),
 }
-_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06
+#: refused with EPERM: new namespaces (a user namespace gives capabilities inside it, and
+#: kernel attack surface), mounts, and interfaces a tool has no business with
+_DENIED = ("unshare", "setns", "mount", "umount2", "pivot_root", "bpf", "perf_event_open",
+           "keyctl", "add_key", "request_key", "userfaultfd")
+_CLONE_NEW = (0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000 | 0x20000000
+              | 0x40000000 | 0x00000080)  # CLONE_NEWNS .. CLONE_NEWNET, CLONE_NEWTIME
+_LD_W_ABS, _JEQ_K, _JGE_K, _JSET_K, _RET_K = 0x20, 0x15, 0x35, 0x45, 0x06
 _RET_ALLOW = 0x7FFF0000
 _RET_ERRNO = 0x00050000
 
@@ -215,28 +230,29 @@ def seccomp_available() -> bool:
     return platform.machine() in _ARCH
 
 
-def refuse_sockets() -> None:
-    """A seccomp filter, for good: ``socket()`` (every family; ``socketpair`` stays) and
-    ``io_uring_setup()`` fail with ``EACCES``; system calls of another ABI with ``ENOSYS``."""
+def seccomp_filter(*, network: bool) -> None:
+    """A seccomp filter, for good: no new namespaces (``unshare``, ``setns``, ``clone``
+    with a ``CLONE_NEW*`` flag; ``clone3`` says ENOSYS so libc falls back to ``clone``),
+    no mounts, ``bpf``, ``perf_event_open``, keyrings or ``userfaultfd`` (EPERM), no
+    ``io_uring`` (EACCES); without ``network``, ``socket()`` of every family (EACCES;
+    ``socketpair`` stays). System calls of another ABI (i386 ``int 0x80``, x32): ENOSYS."""
     machine = platform.machine()
     if machine not in _ARCH:
         raise OSError(errno.ENOSYS, f"no seccomp filter for {machine!r}")
-    arch, nr_socket, nr_uring, x32 = _ARCH[machine]
-    deny = _RET_ERRNO | errno.EACCES
-    prog = [
-        _insn(_LD_W_ABS, 4),                      # seccomp_data.arch
-        _insn(_JEQ_K, arch, jt=1),
-        _insn(_RET_K, _RET_ERRNO | errno.ENOSYS),  # another ABI: i386 socketcall, ...
-        _insn(_LD_W_ABS, 0),                      # seccomp_data.nr
-    ]
+    arch, x32, nr = _ARCH[machine]
+    enosys, eperm = _RET_ERRNO | errno.ENOSYS, _RET_ERRNO | errno.EPERM
+    eacces = _RET_ERRNO | errno.EACCES
+    prog = [_insn(_LD_W_ABS, 4), _insn(_JEQ_K, arch, jt=1), _insn(_RET_K, enosys),
+            _insn(_LD_W_ABS, 0)]  # seccomp_data.arch, then .nr
     if x32 is not None:
-        prog += [_insn(_JGE_K, x32, jf=1), _insn(_RET_K, _RET_ERRNO | errno.ENOSYS)]
-    prog += [
-        _insn(_JEQ_K, nr_socket, jt=2),
-        _insn(_JEQ_K, nr_uring, jt=1),
-        _insn(_RET_K, _RET_ALLOW),
-        _insn(_RET_K, deny),
-    ]
+        prog += [_insn(_JGE_K, x32, jf=1), _insn(_RET_K, enosys)]
+    rules = [("clone3", enosys), ("io_uring_setup", eacces), *((n, eperm) for n in _DENIED)]
+    if not network:
+        rules.append(("socket", eacces))
+    for name, ret in rules:
+        prog += [_insn(_JEQ_K, nr[name], jf=1), _insn(_RET_K, ret)]
+    prog += [_insn(_JEQ_K, nr["clone"], jf=3), _insn(_LD_W_ABS, 16),  # clone's flags
+             _insn(_JSET_K, _CLONE_NEW, jf=1), _insn(_RET_K, eperm), _insn(_RET_K, _RET_ALLOW)]
     code = b"".join(prog)
     filt = ctypes.create_string_buffer(code, len(code))
     fprog = struct.pack("=HxxxxxxQ", len(prog), ctypes.addressof(filt))
