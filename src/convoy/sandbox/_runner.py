@@ -60,7 +60,7 @@ def _read_paths(sandbox: Sandbox) -> list[str]:
 
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
              str(Path(__file__).resolve().parents[1]), *site.getsitepackages()}
-    return sorted(paths) + list(sandbox.read_paths)
+    return sorted(paths) + [os.path.abspath(p) for p in sandbox.read_paths]
 
 
 class _Process:
