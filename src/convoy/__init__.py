@@ -79,6 +79,7 @@ from convoy.models._messages import (
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.sandbox import Sandbox, ToolSandboxError
 from convoy.security._approval import Approval
 from convoy.security._guard import ToolGuard, approved
 from convoy.state import State, StateVersion, Versioned
@@ -134,6 +135,7 @@ __all__ = [
     "RecordedError",
     "Rejected",
     "ReplayResult",
+    "Sandbox",
     "SessionEnd",
     "SessionFailed",
     "SessionInfo",
@@ -160,6 +162,7 @@ __all__ = [
     "ToolDenied",
     "ToolError",
     "ToolGuard",
+    "ToolSandboxError",
     "ToolSpec",
     "ToolThreads",
     "ToolThreadsExhausted",
