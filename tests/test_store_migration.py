@@ -91,7 +91,7 @@ async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
     finally:
         await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "4"
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "5"
 
 
 async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(

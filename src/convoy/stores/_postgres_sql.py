@@ -16,6 +16,7 @@ import psycopg
 
 from convoy._errors import StoreError
 from convoy.stores._sqlite_sql import _in_tenant, _tenant_cond
+from convoy.stores._subjects_sql import subject_tables
 
 #: Migrations, oldest first: ``(version, statements)``. A database at version ``v`` gets
 #: every step above ``v``, in order, in one transaction. PostgreSQL stores begin at
@@ -112,6 +113,9 @@ CREATE TABLE state_watch(
 """),
     # A tenant's sessions by status (counts, unfinished and claims scoped to a tenant).
     (4, "CREATE INDEX sessions_tenant_status ON sessions(tenant, status)"),
+    # Data subjects: a session's subject, subject keys, recorded erasures.
+    (5, subject_tables(real="DOUBLE PRECISION",
+                       serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")),
 )
 
 #: The schema version this Convoy writes to PostgreSQL.
@@ -229,7 +233,8 @@ APPEND = {(check, consume): _append_sql(check, consume)
 
 INSERT_SESSION = (
     "INSERT INTO sessions(id,workflow,version,tenant,status,input,created,started,owner,"
-    "lease_until,seg_mark,headers,parent) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+    "lease_until,seg_mark,headers,parent,subject) "
+    "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
     "ON CONFLICT(id) DO NOTHING")
 ACCRUE = "active_s = active_s + GREATEST(0, %s - COALESCE(seg_mark, %s))"
 FINISH = (

@@ -50,6 +50,7 @@ from convoy.stores._sqlite_sql import (
     _MIGRATE_2,
     _MIGRATE_3,
     _MIGRATE_4,
+    _MIGRATE_5,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -64,6 +65,7 @@ from convoy.stores._sqlite_sql import (
     _tenant_cond,
 )
 from convoy.stores._sqlite_state import SQLiteState
+from convoy.stores._sqlite_subjects import SQLiteSubjects
 from convoy.stores._sqlite_wal import _Checkpointer
 
 Durability = Literal["process", "power"]
@@ -100,7 +102,7 @@ class _Op:
         self.lease = lease
 
 
-class SQLiteStore(SQLiteState):
+class SQLiteStore(SQLiteState, SQLiteSubjects):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -206,7 +208,8 @@ class SQLiteStore(SQLiteState):
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4)):
+            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4),
+                                   (5, _MIGRATE_5)):
                 if version < target:
                     for stmt in script.split(";"):
                         if stmt.strip():
@@ -491,9 +494,9 @@ class SQLiteStore(SQLiteState):
         headers = json.dumps(dict(s.headers)) if s.headers else "{}"
         if owner is None:
             return (s.id, s.workflow, s.version, s.tenant, "pending", s.input, now, None, None,
-                    None, None, headers, s.parent)
+                    None, None, headers, s.parent, s.subject)
         return (s.id, s.workflow, s.version, s.tenant, "running", s.input, now, now, owner,
-                now + lease_s, now, headers, s.parent)
+                now + lease_s, now, headers, s.parent, s.subject)
 
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> asyncio.Future[None]:

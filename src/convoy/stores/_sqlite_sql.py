@@ -13,6 +13,7 @@ from typing import Any
 
 from convoy._errors import StoreError
 from convoy.stores._protocol import SessionRow, StepRecord
+from convoy.stores._subjects_sql import subject_tables
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -131,9 +132,12 @@ CREATE TABLE IF NOT EXISTS state_watch(
 # tenant read the index instead of every session).
 _MIGRATE_4 = "CREATE INDEX IF NOT EXISTS sessions_tenant_status ON sessions(tenant, status)"
 
+# Version 4 -> 5: data subjects (a session's subject, subject keys, recorded erasures).
+_MIGRATE_5 = subject_tables(real="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
-                 "wake_at,wait_name,headers,parent")
+                 "wake_at,wait_name,headers,parent,subject")
 _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
                 "cost,at"
 
@@ -159,7 +163,7 @@ _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHE
 _CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
 _INSERT_SESSION = (
     "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"
-    "owner,lease_until,seg_mark,headers,parent) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "owner,lease_until,seg_mark,headers,parent,subject) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _ACCRUE = "active_s = active_s + MAX(0, ? - COALESCE(seg_mark, ?))"
 _FINISH = (
     "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
@@ -217,7 +221,8 @@ def _session(r: Sequence[Any]) -> SessionRow:
                       input=r[5], output=r[6], error=r[7], created=r[8], started=r[9],
                       finished=r[10], steps=r[11], input_tokens=r[12], output_tokens=r[13],
                       cost=r[14], owner=r[15], lease_until=r[16], active_s=r[17] or 0.0,
-                      wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21])
+                      wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21],
+                      subject=r[22])
 
 
 def _record(r: Sequence[Any]) -> StepRecord:
