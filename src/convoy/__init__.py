@@ -76,6 +76,7 @@ from convoy.models._messages import (
     ToolSpec,
     Usage,
 )
+from convoy.privacy import MasterKey
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
@@ -117,6 +118,7 @@ __all__ = [
     "LeaseLost",
     "LimitExceeded",
     "Limits",
+    "MasterKey",
     "LoopDetected",
     "Message",
     "Model",

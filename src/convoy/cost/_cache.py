@@ -66,7 +66,7 @@ class ResponseCache(Interceptor):
         self._agents.setdefault(id(agent), agent)  # keeps the id from being reused
         req = input.request
         s = req.settings
-        return (req.tenant, input.model.name, id(agent),
+        return (req.tenant, input.session.subject, input.model.name, id(agent),
                 tuple((m.role, (m.content or "").strip(), m.tool_call_id,
                        tuple((c.name, c.arguments) for c in m.tool_calls)
                        if m.tool_calls else ()) for m in req.messages),
@@ -95,6 +95,14 @@ class ResponseCache(Interceptor):
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return resp
+
+    def forget_subject(self, tenant: str, subject: str) -> int:
+        """Drop every answer given to sessions of a data subject (``engine.erase`` calls
+        it); how many. Answers are cached per subject, never shared across subjects."""
+        gone = [k for k in self._entries if k[0] == tenant and k[1] == subject]
+        for k in gone:
+            del self._entries[k]
+        return len(gone)
 
     @property
     def hit_rate(self) -> float:

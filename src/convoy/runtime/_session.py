@@ -32,7 +32,8 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "grants", "handoffs",
-        "headers", "id", "last_known", "resumed", "runtime", "steps", "tenant", "usage",
+        "headers", "id", "last_known", "resumed", "runtime", "steps", "subject", "tenant",
+        "usage",
         "version", "workflow",
     )
 
@@ -40,8 +41,10 @@ class SessionState:
                  executor: StepExecutor, version: str = "1", active_s: float = 0.0,
                  created: float | None = None, replay_only: bool = False,
                  resumed: bool = False, headers: dict[str, str] | None = None,
-                 agents: Sequence[Agent[Any, Any]] = ()) -> None:
+                 agents: Sequence[Agent[Any, Any]] = (), subject: str | None = None) -> None:
         self.runtime = runtime
+        #: The data subject the session is about (its personal data is sealed), or ``None``.
+        self.subject = subject
         self.id = session_id
         self.tenant = tenant
         self.workflow = workflow

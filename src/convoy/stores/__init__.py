@@ -14,6 +14,7 @@ from convoy.stores._protocol import (
     SCHEMA_VERSION,
     STATUSES,
     UNFINISHED,
+    Erasure,
     NewSession,
     SessionFilter,
     SessionOutcome,
@@ -47,7 +48,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED",
-           "NewSession", "PostgresStore", "SQLiteStore", "SessionFilter", "SessionOutcome",
-           "SessionRow", "SessionStatus", "Signal", "StateEntry", "StateWrite",
+           "Erasure", "NewSession", "PostgresStore", "SQLiteStore", "SessionFilter",
+           "SessionOutcome", "SessionRow", "SessionStatus", "Signal", "StateEntry", "StateWrite",
            "StateWriteResult", "StepRecord", "Store", "default_store_url", "is_postgres_url",
            "store_from_url"]
