@@ -110,7 +110,7 @@ async def test_erasure_leaves_no_byte_of_the_subject_in_any_file_sqlite(tmp_path
         exported = json.dumps(await eng.export("customer-42"))
         assert all(v in exported for v in PLANTED)
         # At rest: sealed (no plaintext in the files) while the key exists.
-        raw = [e for e in await eng.store.inner.journal(res.id)]  # type: ignore[attr-defined]
+        raw = list(await eng.store.inner.journal(res.id))  # type: ignore[attr-defined]
         assert raw and all(is_sealed(r.result) for r in raw if r.result)
         sealed_bytes = [r.result for r in raw if r.result]
     files = files_of(tmp_path)
@@ -201,3 +201,50 @@ async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
     with pytest.raises(UserError, match="cannot read the master key file"):
         MasterKey.from_env()
+
+
+async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> None:
+    """On PostgreSQL: every table of the store's schema is read back, and the files of the
+    test cluster's data directory are scanned after a checkpoint. The server's WAL
+    (``pg_wal``) is scanned for plaintext only: it keeps the sealed rows (and the wrapped
+    key) until PostgreSQL recycles its segments, which the store cannot force."""
+    import psycopg
+
+    from tests import pg_cluster
+
+    schema = pg_cluster.fresh_schema()
+    url = f"{pg_cluster.server_url()}?schema={schema}"
+    try:
+        async with engine(url) as eng:
+            res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+            await eng.run(serve, {"name": OTHER[0]})
+            raw = await eng.store.inner.journal(res.id)  # type: ignore[attr-defined]
+            cipher = [json.loads(r.result)["d"][20:60] for r in raw if r.result]
+        datadir = Path(pg_cluster._state["dir"])
+
+        def dump() -> str:
+            with psycopg.connect(pg_cluster.server_url(), autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+                tables = [r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname=%s", (schema,))]
+                return json.dumps([conn.execute(  # type: ignore[call-overload]
+                    f'SELECT * FROM "{schema}"."{t}"').fetchall() for t in tables],
+                    default=str)
+
+        def data_files() -> list[Path]:
+            return [p for p in files_of(datadir) if "pg_wal" not in p.parts]
+
+        before = dump()
+        assert not any(v in before for v in PLANTED)  # sealed: never there in plaintext
+        assert all(c in before for c in cipher) and OTHER[0] in before
+        assert scan(data_files(), (OTHER[0],))  # the control: the scan sees the heap
+        assert any(scan(data_files(), (c,)) for c in cipher)
+        async with engine(url) as eng:
+            await eng.erase("customer-42")
+        after = dump()
+        assert not any(v in after for v in (*PLANTED, *cipher, "customer-42"))
+        assert OTHER[0] in after
+        assert scan(data_files(), (*PLANTED, *cipher)) == {}
+        assert scan(files_of(datadir), PLANTED) == {}  # pg_wal included: no plaintext
+    finally:
+        pg_cluster.drop_schema(schema)
