@@ -11,6 +11,7 @@ from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._inbox import inbox_app
+from convoy.cli._privacy import erase, export, keygen, purge
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
@@ -66,3 +67,7 @@ app.add_typer(state_app)
 app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.command("erase")(erase)
+app.command("export")(export)
+app.command("purge")(purge)
+app.command("keygen")(keygen)
