@@ -124,7 +124,7 @@ class Engine(SessionControl, SubjectRights):
         tenant_scopes: per tenant, the most its sessions' agents may be granted: a tool
             scope is granted only if the agent's ``scopes`` and the tenant's cap both
             cover it (tenants not named are not capped).
-        master_key: the key that wraps data subjects' keys (see :doc:`privacy`). Default:
+        master_key: the key that wraps data subjects' keys (see docs/how-to/privacy.md). Default:
             ``$CONVOY_MASTER_KEY`` or the file ``$CONVOY_MASTER_KEY_FILE`` names; with
             neither, sessions cannot name a subject (and nothing is sealed).
     """
@@ -335,7 +335,7 @@ class Engine(SessionControl, SubjectRights):
 
         ``subject`` names the data subject (a person) the session holds personal data
         about: its input, output, step results and state writes are sealed under the
-        subject's key, and :meth:`erase` removes them (see :doc:`privacy`).
+        subject's key, and :meth:`erase` removes them (see docs/how-to/privacy.md).
         """
         check_tenant(tenant)
         await self.open()
