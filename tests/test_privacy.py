@@ -248,3 +248,33 @@ async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> N
         assert scan(files_of(datadir), PLANTED) == {}  # pg_wal included: no plaintext
     finally:
         pg_cluster.drop_schema(schema)
+
+
+class Refund(BaseModel):
+    approve: bool
+    note: str = ""
+
+
+@convoy.workflow(name="privacy.refund")
+async def ask_refund(ctx: convoy.Context, name: str) -> str:
+    got = await ctx.ask_human(f"Refund {name}?", Refund, queue="billing")
+    return got.value.note
+
+
+async def test_a_persons_decision_on_a_subjects_task_is_sealed_and_erased(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    note = "Spoke to Ingrid on +44 20 7946 0958"
+    async with engine(db) as eng:
+        acme = eng.tenant("acme")
+        res = await acme.run(ask_refund, IN_NAME, subject="s-1", session_id="r1")
+        assert res.status == "waiting"
+        [task] = await acme.inbox.tasks()
+        assert IN_NAME in task.prompt  # opened for the inbox
+        await acme.inbox.answer(task.id, {"approve": True, "note": note}, by="alice")
+        [res] = await acme.resume()
+        assert res.ok and res.output == note
+        assert scan(files_of(tmp_path), (IN_NAME, note)) == {}  # sealed at rest
+        await acme.erase("s-1")
+        assert await acme.inbox.tasks(status="answered") == []  # the subject's task is gone
+    assert scan(files_of(tmp_path), (IN_NAME, note)) == {}

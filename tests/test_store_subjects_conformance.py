@@ -49,18 +49,22 @@ async def test_purge_deletes_sessions_with_all_they_wrote_and_records_it(
     assert (await store.state_put(write("k", 2, 1, "gone"))).written     # v2: purged
     assert (await store.state_put(write("only", 3, 0, "gone"))).written  # removed
     assert (await store.state_put(write("other", 4, 0, "kept"))).written
+    assert (await store.state_put(write("made", 5, 0, "gone"))).written    # created by it:
+    assert (await store.state_put(write("made", 6, 1, None))).written      # every version
     await store.subject_key_put("t1", "p", "wrapped")
     assert await store.purge("t2", ["gone"], reason="erasure") == \
         (await store.erasures(tenant="t2"))[0]  # another tenant's purge deletes nothing
     assert await suite.must(store, "gone")
     event = await store.purge("t1", ["gone"], reason="erasure", subject="p", subject_ref="r")
     assert (event.sessions, event.state_versions, event.key, event.subject_ref) == \
-        (1, 2, True, "r")
+        (1, 4, True, "r")
     assert await store.get_session("gone") is None
     assert await store.journal("gone") == [] and await store.next_signal("gone", "go") is None
     cur = await store.state_get("t1", "ns", "k")
     assert cur is not None and (cur.version, cur.value) == (1, "1")  # falls back
     assert await store.state_get("t1", "ns", "only") is None
+    assert await store.state_get("t1", "ns", "made") is None
+    assert await store.state_history("t1", "ns", "made") == []
     assert [e.version for e in await store.state_history("t1", "ns", "k")] == [1]
     assert await store.subject_key_get("t1", "p") is None
     assert await suite.must(store, "kept") and len(await store.journal("kept")) == 1

@@ -229,6 +229,8 @@ class SealingStore:
 
     async def state_put(self, write: StateWrite) -> StateWriteResult:
         live = self._live.get(write.session_id) if write.session_id is not None else None
+        if live is None and write.session_id is None:
+            live = await self._subject_of_key(write)
         if live is not None:
             _, subject, key = live
             w = write
@@ -236,6 +238,16 @@ class SealingStore:
                 w.tenant, w.namespace, w.key, w.session_id, w.step_key), w.value))
         res = await self.inner.state_put(write)
         return replace(res, entry=await self._open_entry(res.entry))
+
+    async def _subject_of_key(self, w: StateWrite) -> tuple[str, str, AESGCM] | None:
+        """A write from outside any session (a person deciding a task in the inbox) to a
+        key whose current version is a subject's stays sealed under that subject's key."""
+        cur = await self.inner.state_get(w.tenant, w.namespace, w.key)
+        if cur is None or not is_sealed(cur.value):
+            return None
+        subject = sealed_subject(cur.value)
+        key = await self.keys.load(w.tenant, subject, create=False)
+        return None if key is None else (w.tenant, subject, key)
 
     async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
         return await self._open_entry(await self.inner.state_get(tenant, namespace, key))

@@ -98,6 +98,11 @@ class PostgresSubjects:
                                        (self._key_lock(tenant, ns, key),))
                 for text, params in plain:
                     await conn.execute(text, params)
+                cur = await conn.execute(_SQL.created(len(chunk)), (tenant, *chunk))
+                for ns, key in await cur.fetchall():
+                    versions += (await conn.execute(_SQL.key_versions,
+                                                    (tenant, ns, key))).rowcount
+                    await conn.execute(_SQL.key_current, (tenant, ns, key))
                 versions += (await conn.execute(history, (tenant, *chunk))).rowcount
                 cur = await conn.execute(current, (tenant, *chunk))
                 for key in await cur.fetchall():

@@ -486,9 +486,10 @@ class Store(Protocol):
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
-        signals, watches and every state version they wrote (a key whose current version
-        goes falls back to its newest remaining one, or is removed), destroy ``subject``'s
-        key when given, and record the :class:`Erasure` (returned)."""
+        signals, watches, every state key one of them created (all its versions, whoever
+        wrote them) and every other state version they wrote (a key whose current version
+        goes falls back to its newest remaining one), destroy ``subject``'s key when
+        given, and record the :class:`Erasure` (returned)."""
         ...
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:

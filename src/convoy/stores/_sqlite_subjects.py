@@ -87,6 +87,10 @@ class SQLiteSubjects:
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 for text, params in plain:
                     conn.execute(text, params)
+                for ns, key in conn.execute(_SQL.created(len(chunk)),
+                                            (tenant, *chunk)).fetchall():
+                    versions += conn.execute(_SQL.key_versions, (tenant, ns, key)).rowcount
+                    conn.execute(_SQL.key_current, (tenant, ns, key))
                 versions += conn.execute(history, (tenant, *chunk)).rowcount
                 for key in conn.execute(current, (tenant, *chunk)).fetchall():
                     conn.execute(_SQL.fall_back, tuple(key))

@@ -60,6 +60,10 @@ class SubjectSQL:
         self.finished_before = (
             "SELECT id FROM sessions WHERE finished IS NOT NULL AND finished < "
             f"{m} AND status NOT IN ('pending','running','waiting')")
+        # Keys one of the sessions created: the subject's, every version of them goes.
+        self.key_versions = (f"DELETE FROM state_history WHERE tenant={m} AND namespace={m} "
+                             f"AND key={m}")
+        self.key_current = f"DELETE FROM state WHERE tenant={m} AND namespace={m} AND key={m}"
         # The newest remaining version of a key whose current version was purged.
         self.fall_back = (
             "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
@@ -69,6 +73,11 @@ class SubjectSQL:
 
     def ids(self, n: int) -> str:
         return ",".join([self.mark] * n)
+
+    def created(self, n: int) -> str:
+        """The state keys (of a tenant) that one of ``n`` sessions created (version 1)."""
+        return (f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant={self.mark} "
+                f"AND version=1 AND session_id IN ({self.ids(n)}) ORDER BY 1, 2")
 
     def purge_chunk(self, tenant: str, ids: Sequence[str]
                     ) -> tuple[list[tuple[str, tuple[Any, ...]]], str, str, str]:
