@@ -51,6 +51,8 @@ IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
               "PostgresStore": ("convoy.stores", "Store"),
               "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
+              "SQLiteSubjects": ("convoy.stores", "Store"),  # their data-subject methods
+              "PostgresSubjects": ("convoy.stores", "Store"),
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 

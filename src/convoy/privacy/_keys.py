@@ -56,6 +56,7 @@ class MasterKey:
 
     @classmethod
     def from_text(cls, text: str, *, source: str = "the master key") -> MasterKey:
+        """The key ``text`` holds (base64 of 32 bytes); ``source`` names it in errors."""
         try:
             raw = base64.b64decode(text.strip(), validate=True)
         except (binascii.Error, ValueError):
@@ -85,10 +86,13 @@ class MasterKey:
         return cls.from_text(content, source=f"the master key file {path!r}")
 
     def wrap(self, key: bytes, aad: bytes) -> str:
+        """``key`` encrypted under this key (AES-GCM, bound to ``aad``), as base64."""
         nonce = secrets.token_bytes(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, key, aad)).decode()
 
     def unwrap(self, wrapped: str, aad: bytes) -> bytes:
+        """The key :meth:`wrap` wrapped; :class:`~convoy.UserError` if this master key (or
+        ``aad``) is not the one it was wrapped with."""
         from cryptography.exceptions import InvalidTag
 
         raw = base64.b64decode(wrapped)
