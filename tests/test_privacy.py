@@ -278,3 +278,24 @@ async def test_a_persons_decision_on_a_subjects_task_is_sealed_and_erased(
         await acme.erase("s-1")
         assert await acme.inbox.tasks(status="answered") == []  # the subject's task is gone
     assert scan(files_of(tmp_path), (IN_NAME, note)) == {}
+
+
+@convoy.workflow(name="privacy.wait")
+async def wait_a_day(ctx: convoy.Context, name: str) -> str:
+    await ctx.sleep(86400)
+    return name
+
+
+async def test_a_subjects_session_cancelled_from_another_process_stays_sealed(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        res = await eng.run(wait_a_day, IN_NAME, subject="s-1")
+        assert res.status == "waiting"
+    async with engine(db) as other:  # another process: it never ran the session
+        await other.cancel(res.id)
+        row = await other.store.inner.get_session(res.id)  # type: ignore[attr-defined]
+        assert row.status == "cancelled" and is_sealed(row.error)
+        opened = await other.store.get_session(res.id)
+        assert opened is not None and opened.error_record == {"type": "Cancelled",
+                                                              "message": "cancelled"}

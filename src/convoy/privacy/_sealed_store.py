@@ -127,7 +127,10 @@ class SealingStore:
 
     async def get_session(self, session_id: str, *,
                           tenant: str | None = None) -> SessionRow | None:
-        return await self._open_row(await self.inner.get_session(session_id, tenant=tenant))
+        # Tracked: a session read by id may be finished next (cancelled, an escalation
+        # answered), and its outcome must be sealed too.
+        return await self._open_row(await self.inner.get_session(session_id, tenant=tenant),
+                                    track=True)
 
     async def get_sessions(self, ids: Sequence[str], *,
                            tenant: str | None = None) -> dict[str, SessionRow]:
