@@ -10,6 +10,7 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convoy._errors import UserError
+from convoy.definitions._config_hash import config_hash
 from convoy.definitions._tools import Tool, readable_validation_error
 from convoy.hitl._rules import Escalation
 from convoy.models._base import Model
@@ -114,6 +115,7 @@ class Agent(Generic[InT, OutT]):
     static_links: AgentLinks | None = field(init=False, repr=False, compare=False)
     _resolved: tuple[tuple[Agent[Any, Any], ...], AgentLinks] | None = field(
         init=False, repr=False)
+    _config_hash: str | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         if not _valid_name(self.name):
@@ -153,9 +155,22 @@ class Agent(Generic[InT, OutT]):
                 seen[HANDOFF_PREFIX + name if kind == "handoffs" else name] = ref
         s(self, "tools_by_name", by_name)
         s(self, "_resolved", None)
+        s(self, "_config_hash", None)
         static = not any(isinstance(r, str) for r in (*self.workers, *self.handoffs))
         s(self, "static_links", self._build_links(list(self.workers), list(self.handoffs))  # type: ignore[arg-type]
           if static else None)
+
+    @property
+    def config_hash(self) -> str:
+        """The sha256 (hex) of this definition's canonical JSON: instructions, model route,
+        schemas, tools, handoffs, workers, scopes and policies (see
+        :mod:`convoy.definitions._config_hash`). Computed once; journaled with every step
+        this agent takes and shown by ``convoy sessions show``."""
+        h = self._config_hash
+        if h is None:
+            h = config_hash(self)
+            object.__setattr__(self, "_config_hash", h)
+        return h
 
     # -- links to other agents -----------------------------------------------------------
 

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
+from convoy.stores._addons import ADDONS, split_script
 from convoy.stores._protocol import (
     SCHEMA_VERSION,
     NewSession,
@@ -185,8 +186,28 @@ class SQLiteStore(SQLiteState):
         self._checkpointer = _Checkpointer(self.path)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Create or upgrade the schema. A store already at this version is only read, so
-        a read-only file can still be inspected."""
+        """Create or upgrade the schema, then its add-ons. A store already at this version
+        with every add-on is only read, so a read-only file can still be inspected."""
+        self._migrate_core(conn)
+        done = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'addon:%'"))
+        todo = [a for a in ADDONS if int(done.get(a.meta_key, 0)) < a.version]
+        if not todo:
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            done = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'addon:%'"))
+            for addon in todo:
+                if int(done.get(addon.meta_key, 0)) < addon.version:
+                    for stmt in split_script(addon.sqlite):
+                        conn.execute(stmt)
+                    conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
+                                 (addon.meta_key, str(addon.version)))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def _migrate_core(self, conn: sqlite3.Connection) -> None:
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError:
@@ -727,7 +748,7 @@ class SQLiteStore(SQLiteState):
         self._seq = seq = t if t > seq else seq
         r = record
         params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
-                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
         guard = None
         if owner is not None:
