@@ -49,13 +49,13 @@ CREATE TABLE IF NOT EXISTS alert_outbox(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   alert_id INTEGER NOT NULL,
   url TEXT NOT NULL,
-  payload TEXT NOT NULL,
+  event TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
-  next_at REAL NOT NULL,
+  next_at REAL,
   delivered REAL,
   last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at) WHERE delivered IS NULL
+CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at) WHERE delivered IS NULL AND next_at IS NOT NULL
 """
 
 _ALERTS_POSTGRES = """
@@ -80,13 +80,13 @@ CREATE TABLE IF NOT EXISTS alert_outbox(
   id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   alert_id BIGINT NOT NULL,
   url TEXT NOT NULL,
-  payload TEXT NOT NULL,
+  event TEXT NOT NULL,
   attempts INTEGER NOT NULL DEFAULT 0,
-  next_at DOUBLE PRECISION NOT NULL,
+  next_at DOUBLE PRECISION,
   delivered DOUBLE PRECISION,
   last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at) WHERE delivered IS NULL
+CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at) WHERE delivered IS NULL AND next_at IS NOT NULL
 """
 
 #: Every add-on, in the order they are applied.

@@ -43,6 +43,7 @@ from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
 from convoy.stores._addons import ADDONS, split_script
+from convoy.stores._postgres_alerts import PostgresAlerts
 from convoy.stores._postgres_conn import (
     Conn,
     Statements,
@@ -95,7 +96,7 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class PostgresStore(PostgresState):
+class PostgresStore(PostgresState, PostgresAlerts):
     """Everything in one schema of a PostgreSQL database.
 
     Args:

@@ -38,6 +38,7 @@ from convoy.stores._protocol import (
     StepRecord,
 )
 from convoy.stores._rows import conditions, next_seq
+from convoy.stores._sqlite_alerts import SQLiteAlerts
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
     _APPEND,
@@ -101,7 +102,7 @@ class _Op:
         self.lease = lease
 
 
-class SQLiteStore(SQLiteState):
+class SQLiteStore(SQLiteState, SQLiteAlerts):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
