@@ -50,7 +50,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED",
-           "AlertDelivery", "AlertRow", "NewAlert", "NewSession", "PostgresStore", "SQLiteStore", "SessionFilter", "SessionOutcome",
-           "SessionRow", "SessionStatus", "Signal", "StateEntry", "StateWrite",
-           "StateWriteResult", "StepRecord", "Store", "default_store_url", "is_postgres_url",
-           "store_from_url"]
+           "AlertDelivery", "AlertRow", "NewAlert", "NewSession", "PostgresStore",
+           "SQLiteStore", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
+           "Signal", "StateEntry", "StateWrite", "StateWriteResult", "StepRecord", "Store",
+           "default_store_url", "is_postgres_url", "store_from_url"]

@@ -55,7 +55,8 @@ CREATE TABLE IF NOT EXISTS alert_outbox(
   delivered REAL,
   last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at) WHERE delivered IS NULL AND next_at IS NOT NULL
+CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at)
+  WHERE delivered IS NULL AND next_at IS NOT NULL
 """
 
 _ALERTS_POSTGRES = """
@@ -86,7 +87,8 @@ CREATE TABLE IF NOT EXISTS alert_outbox(
   delivered DOUBLE PRECISION,
   last_error TEXT
 );
-CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at) WHERE delivered IS NULL AND next_at IS NOT NULL
+CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at)
+  WHERE delivered IS NULL AND next_at IS NOT NULL
 """
 
 #: Every add-on, in the order they are applied.
