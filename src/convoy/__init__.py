@@ -39,6 +39,7 @@ from convoy._errors import (
     UserError,
     WaitTimeout,
 )
+from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
 from convoy.cost._pricing import Price, PriceTable
 from convoy.definitions._agent import Agent
 from convoy.definitions._tool_runner import ToolThreads, ToolThreadsExhausted
@@ -91,6 +92,8 @@ __all__ = [
     "AgentTurnsExhausted",
     "Approval",
     "ApprovalRequired",
+    "BaselineAlerts",
+    "BaselinePolicy",
     "BudgetExhausted",
     "CircuitOpenError",
     "Comment",
@@ -172,6 +175,7 @@ __all__ = [
     "UserError",
     "Versioned",
     "WaitTimeout",
+    "Webhook",
     "Workflow",
     "__version__",
     "approved",

@@ -10,8 +10,10 @@ rises.
 Hysteresis, so an alert does not flap: it fires after ``fire_after`` consecutive
 observations above ``mean + k * dev``, and clears after ``clear_after`` consecutive
 observations at or below ``mean + clear_k * dev`` (``clear_k < k``). Nothing fires before
-``warmup`` observations have been learned. Observations above the band are not learned, so
-a drift does not become the new normal while it alerts.
+``warmup`` observations have been learned. An observation above the band is learned as the
+band's top (clipped, so a spike barely moves the baseline and the baseline is not biased
+low by leaving them out), and nothing is learned while an alert is open, so a drift does
+not become the new normal while it alerts.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ class BaselinePolicy:
 
     @property
     def clear_width(self) -> float:
+        """The band width (in deviations) an open alert must be back within to clear."""
         return self.k / 2 if self.clear_k is None else self.clear_k
 
 
@@ -95,11 +98,15 @@ class Baseline:
             self._learn(x, policy)
             return None
         spread = self.spread(policy)
-        if x > self.mean + policy.k * spread:
+        top = self.mean + policy.k * spread
+        if x > top:
             self.above += 1
             self.within = 0
-            if self.alert_id is None and self.above >= policy.fire_after:
+            if self.alert_id is not None:
+                return None
+            if self.above >= policy.fire_after:
                 return "fired"
+            self._learn(top, policy)  # clipped: a spike moves the band by one band at most
             return None
         self.above = 0
         if self.alert_id is not None:
