@@ -44,6 +44,8 @@ from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
 from convoy.engine._tenant import Tenant
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -75,6 +77,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentRunEnd",
+    "AgentRunInput",
     "AgentTurnsExhausted",
     "BudgetExhausted",
     "CircuitOpenError",

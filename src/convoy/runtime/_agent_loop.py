@@ -31,7 +31,13 @@ from convoy.definitions._agent import Agent, AgentLinks, render_input
 from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.durability._executor import fingerprint
-from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
+from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
+    HandoffInput,
+    ModelCallInput,
+    ToolCallInput,
+)
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
 from convoy.state._access import ToolAccess
@@ -75,6 +81,9 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     except ValidationError as e:
         raise UserError(f"input for agent {agent.name!r} does not match its input type "
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
+    chain = s.runtime.agent_chain
+    source: Agent[Any, Any] | None = None
+    handoff_key: str | None = None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
         rendered = render_input(value)
         if routed:
@@ -84,14 +93,35 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
         system = agent.render_instructions(value)
         if system:
             messages.insert(0, Message(role="system", content=system))
-        done, result = await _loop(ctx, agent, messages)
-        if done:
-            return result
-        agent, value = result
+        if chain.call is agent_turns:  # no agent hooks: no input to build
+            done, result = await _loop(ctx, agent, messages)
+            if done:
+                return result
+            source = agent
+            agent, value, handoff_key = result
+            continue
+        end = await chain.call(AgentRunInput(
+            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+            handoff_from=source, handoff_key=handoff_key,
+            replaying=getattr(s.executor, "replaying", False), context=ctx))
+        if end.handoff is None:
+            return end.output
+        source = agent
+        agent, value, handoff_key = end.handoff, end.payload, end.handoff_key
+
+
+async def agent_turns(i: AgentRunInput) -> AgentRunEnd:
+    """The end of the agent chain: the agent's model turns."""
+    done, result = await _loop(i.context, i.agent, i.messages)
+    if done:
+        return AgentRunEnd(output=result)
+    target, payload, key = result
+    return AgentRunEnd(handoff=target, payload=payload, handoff_key=key)
 
 
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
-    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload))``."""
+    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload,
+    handoff step key))``."""
     s = ctx.session
     # Names fail here, before the agent's first model call.
     links = agent.static_links or agent.links(s.agents)
@@ -172,7 +202,7 @@ class _Turn:
     __slots__ = ("failures", "handoff", "last_failure", "last_mistake", "mistakes")
 
     def __init__(self) -> None:
-        self.handoff: tuple[Agent[Any, Any], Any] | None = None
+        self.handoff: tuple[Agent[Any, Any], Any, str] | None = None
         self.mistakes = 0  # invalid calls: unknown names, invalid arguments or payloads
         self.last_mistake = ""
         self.failures = 0  # valid calls whose tool failed, timed out or was refused
@@ -218,8 +248,8 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
             replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
     if handoff is not None:
         target, payload = handoff
-        await handoff_step(ctx, agent, target, payload)
-        turn.handoff = handoff
+        key = await handoff_step(ctx, agent, target, payload)
+        turn.handoff = (target, payload, key)
         return turn
     messages.extend(m for m in replies if m is not None)
     return turn
@@ -284,7 +314,8 @@ async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) 
 
 
 async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
-                       payload: Any) -> None:
+                       payload: Any) -> str:
+    """Journal the handoff from ``source`` to ``target``; its step key."""
     s = ctx.session
     key = ctx.next_key()
     s.count_step(key)
@@ -298,6 +329,7 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
                               input_hash=fingerprint(rendered), agent=source.name)
+    return key
 
 
 def _timed_out(e: ToolError) -> bool:
@@ -312,4 +344,4 @@ def _ident(x: str) -> str:
     return x
 
 
-__all__ = ["model_step", "run_agent", "tool_step"]
+__all__ = ["agent_turns", "model_step", "run_agent", "tool_step"]
