@@ -16,6 +16,7 @@ from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
 from convoy.cli._state import state_app
+from convoy.cli._trace import trace
 from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
 
@@ -63,3 +64,4 @@ app.add_typer(sessions_app)
 app.add_typer(state_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.command("trace")(trace)

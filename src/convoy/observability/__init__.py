@@ -1,6 +1,13 @@
 """Observability: OpenTelemetry traces, Prometheus metrics, JSON logs, and the redaction of
-personal data before any of them leaves the process."""
+personal data before any of them leaves the process.
 
+:func:`observe` assembles the interceptors for ``Engine(interceptors=...)``.
+"""
+
+from convoy.observability._observe import observe
 from convoy.observability._redact import PII_KINDS, Found, PiiKind, Redactor
+from convoy.observability._spans import SEMCONV_VERSION
+from convoy.observability._tracing import TRACE_HEADER, AttemptSpans, Tracing
 
-__all__ = ["PII_KINDS", "Found", "PiiKind", "Redactor"]
+__all__ = ["PII_KINDS", "SEMCONV_VERSION", "TRACE_HEADER", "AttemptSpans", "Found", "PiiKind",
+           "Redactor", "Tracing", "observe"]

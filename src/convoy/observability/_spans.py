@@ -1,0 +1,169 @@
+"""Spans as Convoy records them, and what they become for OpenTelemetry and the store.
+
+A span is recorded as a :class:`SpanData` (a few slots, filled in place): starting one costs
+a random id and a clock read, not the SDK's span machinery. When it ends it goes, as an
+OpenTelemetry SDK :class:`~opentelemetry.sdk.trace.ReadableSpan`, to the SDK span
+processors and exporters configured (OTLP, console, any ``SpanExporter``), and, as JSON,
+to the embedded store (``convoy trace``).
+
+Attributes follow the OpenTelemetry semantic conventions for generative AI
+(:data:`SEMCONV_VERSION`); Convoy's own are under ``convoy.``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import ReadableSpan
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from convoy.observability._tracing import _Run
+
+#: The OpenTelemetry semantic conventions followed: v1.41.0, the last release with the
+#: generative-AI conventions (status: Development) in the main repository.
+SEMCONV_VERSION = "1.41.0"
+SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
+#: Version of the JSON the store keeps spans in (``convoy trace``).
+SPANS_FORMAT = 1
+
+Attrs = dict[str, Any]
+
+
+def new_id(bits: int) -> int:
+    """A random non-zero id of ``bits`` bits (W3C trace context ids)."""
+    while True:
+        n = random.getrandbits(bits)
+        if n:
+            return n
+
+
+class SpanData:
+    """One span, open or ended. ``links`` are ``(trace_id, span_id, attributes)``."""
+
+    __slots__ = ("agent", "attempts", "attrs", "end", "events", "key", "kind", "links",
+                 "message", "name", "parent_id", "run", "span_id", "start", "status",
+                 "trace_id")
+
+    def __init__(self, run: _Run | None, name: str, trace_id: int, span_id: int,
+                 parent_id: int | None, start: int, attrs: Attrs, *, kind: str = "internal",
+                 agent: str | None = None, key: str = "") -> None:
+        self.run = run
+        self.name = name
+        self.trace_id = trace_id
+        self.span_id = span_id
+        self.parent_id = parent_id
+        self.start = start
+        self.end = 0
+        self.attrs = attrs
+        self.kind = kind
+        self.agent = agent
+        self.key = key
+        self.links: list[tuple[int, int, Attrs]] | None = None
+        self.events: list[tuple[str, int, Attrs]] | None = None
+        self.status = "unset"
+        self.message: str | None = None
+        self.attempts = 0
+
+    # -- as JSON, for the store --------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {
+            "name": self.name, "trace_id": f"{self.trace_id:032x}",
+            "span_id": f"{self.span_id:016x}",
+            "parent_id": f"{self.parent_id:016x}" if self.parent_id else None,
+            "kind": self.kind, "start": self.start, "end": self.end, "attrs": self.attrs,
+            "status": self.status}
+        if self.message:
+            d["message"] = self.message
+        if self.links:
+            d["links"] = [{"trace_id": f"{t:032x}", "span_id": f"{s:016x}", "attrs": a}
+                          for t, s, a in self.links]
+        if self.events:
+            d["events"] = [{"name": n, "time": t, "attrs": a} for n, t, a in self.events]
+        return d
+
+    # -- as an OpenTelemetry SDK span ------------------------------------------------------
+
+    def to_readable(self, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
+        from opentelemetry.sdk.trace import Event, ReadableSpan
+        from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
+
+        flags = _SAMPLED
+        ctx = SpanContext(self.trace_id, self.span_id, is_remote=False, trace_flags=flags)
+        parent = SpanContext(self.trace_id, self.parent_id, is_remote=False,
+                             trace_flags=flags) if self.parent_id else None
+        links = [Link(SpanContext(t, s, is_remote=False, trace_flags=flags), a)
+                 for t, s, a in self.links or ()]
+        events = [Event(n, a, t) for n, t, a in self.events or ()]
+        status = Status(StatusCode.ERROR, self.message) if self.status == "error" else \
+            Status(StatusCode.OK) if self.status == "ok" else Status(StatusCode.UNSET)
+        return ReadableSpan(
+            name=self.name, context=ctx, parent=parent, resource=resource,
+            attributes=self.attrs, events=events, links=links,
+            kind=SpanKind.CLIENT if self.kind == "client" else SpanKind.INTERNAL,
+            status=status, start_time=self.start, end_time=self.end,
+            instrumentation_scope=scope)
+
+
+def _flags() -> Any:
+    try:
+        from opentelemetry.trace import TraceFlags
+    except ImportError:  # the store alone needs no OpenTelemetry package
+        return None
+    return TraceFlags(TraceFlags.SAMPLED)
+
+
+_SAMPLED = _flags()
+
+#: The span steps and logs run in: set around every session run, agent run and step.
+CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
+
+
+def chunk_json(spans: Iterable[SpanData]) -> dict[str, Any]:
+    """What the store keeps for a batch of ended spans."""
+    return {"v": SPANS_FORMAT, "spans": [s.to_json() for s in spans]}
+
+
+def load_chunks(values: Mapping[str, str] | Sequence[str]) -> list[dict[str, Any]]:
+    """Every span of the stored chunks, oldest first (unknown formats are refused)."""
+    import json
+
+    from convoy._errors import JournalError
+
+    texts = values.values() if isinstance(values, Mapping) else values
+    spans: list[dict[str, Any]] = []
+    for text in texts:
+        chunk = json.loads(text)
+        if chunk.get("v") != SPANS_FORMAT:
+            raise JournalError(f"stored spans are in format {chunk.get('v')!r}; this Convoy "
+                               f"reads format {SPANS_FORMAT} (upgrade Convoy)")
+        spans.extend(chunk["spans"])
+    spans.sort(key=lambda s: (s["start"], s["end"]))
+    return spans
+
+
+def parse_traceparent(value: str | None) -> tuple[int, int] | None:
+    """``(trace_id, span_id)`` of a W3C ``traceparent`` header, or ``None``."""
+    if not value:
+        return None
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None
+    return (trace_id, span_id) if trace_id and span_id else None
+
+
+def format_traceparent(trace_id: int, span_id: int) -> str:
+    return f"00-{trace_id:032x}-{span_id:016x}-01"
+
+
+__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SpanData",
+           "chunk_json", "format_traceparent", "load_chunks", "new_id", "parse_traceparent"]
