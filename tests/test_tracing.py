@@ -47,8 +47,11 @@ def parent_of(s: ReadableSpan) -> int | None:
 
 
 async def stored(engine: convoy.Engine, session_id: str) -> list[dict[str, Any]]:
+    for ic in engine.runtime.interceptors:
+        if isinstance(ic, Tracing):
+            await ic.flush()
     chunks = await engine.store.kv_all(SPANS_NAMESPACE + session_id)
-    return load_chunks([chunks[k] for k in sorted(chunks)])
+    return load_chunks(chunks[k] for k in sorted(chunks))
 
 
 async def test_one_trace_per_session_with_genai_spans_and_a_linked_handoff(db: Path) -> None:
@@ -138,6 +141,7 @@ async def test_a_resumed_session_continues_its_trace_and_marks_what_it_replays(
     eng = convoy.Engine(db, interceptors=observe(first))
     with pytest.raises(Crash):
         await eng.run(wf, TICKET, session_id="t2")
+    await first.flush()  # as its flusher would have, before the crash
     second, mem2 = traced()
     async with later_engine(db, workflows=[wf], interceptors=observe(second)) as eng2:
         [res] = await eng2.resume()

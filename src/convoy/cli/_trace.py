@@ -76,7 +76,7 @@ async def _load(db: Path, session_id: str, scope: Scope) -> tuple[bool, list[dic
         if row is None:
             return False, []
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
-        return True, load_chunks([chunks[k] for k in sorted(chunks)])
+        return True, load_chunks(chunks[k] for k in sorted(chunks))
 
 
 def waterfall(spans: list[dict[str, Any]]) -> Table:

@@ -30,6 +30,9 @@ PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
 _MAYBE = re.compile(r"[0-9@]")
+# One word of letters, digits and ``_`` (an id, a name): personal data in it can only be
+# the whole of it, as a card number, an IBAN or a phone number written without spaces.
+_TOKEN = re.compile(r"\w+")
 _EMAIL = re.compile(
     r"(?<![\w.%+-])[\w.%+-]*\w@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])")
 # 13-19 digits, in groups separated by one space or dash at most.
@@ -132,67 +135,42 @@ class Redactor:
         """Every piece of personal data in ``text``, in order, none overlapping."""
         if not text or _MAYBE.search(text) is None:
             return []
-        found: list[Found] = []
-        taken: list[tuple[int, int]] = []
-        # Card- or IBAN-shaped numbers that fail their check: not personal data, and not
-        # to be read as a phone number either.
-        shaped: list[tuple[int, int]] = []
-
-        def add(kind: PiiKind, start: int, end: int) -> None:
-            if any(start < e and s < end for s, e in taken):
-                return
-            taken.append((start, end))
-            found.append(Found(kind=kind, start=start, end=end, value=text[start:end]))
-
+        if _TOKEN.fullmatch(text) and not text.isdigit() and not _IBAN.fullmatch(text):
+            return []  # a uuid, a session id, a tool name: nothing in it can match
         kinds = self.kinds
+        # (start, end, kind); kind None: card- or IBAN-shaped but failing its check, so not
+        # personal data, and not to be read as a phone number either.
+        spans: list[tuple[int, int, PiiKind | None]] = []
         if "email" in kinds and "@" in text:
-            for m in _EMAIL.finditer(text):
-                add("email", m.start(), m.end())
+            spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
         if "iban" in kinds:
-            for start, end, valid in self._ibans(text):
-                if valid:
-                    add("iban", start, end)
-                else:
-                    shaped.append((start, end))
+            for m in _IBAN.finditer(text):
+                end = _iban_end(m.group())
+                spans.append((m.start(), m.start() + end if end else m.end(),
+                              "iban" if end else None))
         if "card" in kinds:
-            from stdnum import luhn
             for m in _CARD.finditer(text):
                 digits = _SEPARATORS.sub("", m.group())
                 if 13 <= len(digits) <= 19 and _card_issuer_ok(digits):
-                    if luhn.is_valid(digits):
-                        add("card", m.start(), m.end())
-                    else:
-                        shaped.append((m.start(), m.end()))
+                    spans.append((m.start(), m.end(), "card" if _luhn_ok(digits) else None))
         if "ip" in kinds:
-            for m in _IPV4.finditer(text):
-                add("ip", m.start(), m.end())
+            spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
-                for m in _IPV6.finditer(text):
-                    if m.group().count(":") >= 2 and _is_ipv6(m.group()):
-                        add("ip", m.start(), m.end())
+                spans += [(m.start(), m.end(), "ip") for m in _IPV6.finditer(text)
+                          if m.group().count(":") >= 2 and _is_ipv6(m.group())]
         if "phone" in kinds:
             for m in _PHONE.finditer(text):
-                if not any(m.start() < e and s < m.end() for s, e in (*taken, *shaped)) and \
-                        self._is_phone(m.group(), text[max(0, m.start() - 24):m.start()]):
-                    add("phone", m.start(), m.end())
-        found.sort(key=lambda f: f.start)
+                a, b = m.start(), m.end()
+                if not any(a < e and s < b for s, e, _ in spans) and \
+                        self._is_phone(m.group(), text[max(0, a - 24):a]):
+                    spans.append((a, b, "phone"))
+        found: list[Found] = []
+        last = -1
+        for s, e, kind in sorted(spans, key=lambda t: (t[0], -t[1])):
+            if kind is not None and s >= last:  # the first (longest) finding wins
+                found.append(Found(kind=kind, start=s, end=e, value=text[s:e]))
+                last = e
         return found
-
-    def _ibans(self, text: str) -> Iterable[tuple[int, int, bool]]:
-        """IBAN-shaped spans, and whether each checks out."""
-        from stdnum import iban
-
-        for m in _IBAN.finditer(text):
-            raw = m.group()
-            # The match may run on into the next word: the longest prefix that checks out.
-            ends = [i + 1 for i, ch in enumerate(raw) if ch.isalnum()]
-            for end in reversed(ends):
-                if end < 15:
-                    yield m.start(), m.end(), False
-                    break
-                if iban.is_valid(raw[:end]):
-                    yield m.start(), m.start() + end, True
-                    break
 
     def _is_phone(self, candidate: str, before: str) -> bool:
         import phonenumbers
@@ -249,6 +227,44 @@ class Redactor:
         return out
 
     __call__ = redact
+
+
+def _iban_end(raw: str) -> int:
+    """How long the IBAN at the start of ``raw`` is (its country fixes the length), or 0 if
+    it does not check out."""
+    from stdnum import iban
+
+    length = _iban_length(raw[:2].upper())
+    if not length:
+        return 0
+    n = 0
+    for i, ch in enumerate(raw):
+        if ch.isalnum():
+            n += 1
+            if n == length:
+                return i + 1 if iban.is_valid(raw[:i + 1]) else 0
+    return 0
+
+
+_IBAN_LENGTHS: dict[str, int] = {}
+
+
+def _iban_length(country: str) -> int:
+    length = _IBAN_LENGTHS.get(country)
+    if length is None:
+        from stdnum import iban
+
+        info = iban._ibandb.info(country)
+        structure = info[0][1].get("bban", "") if info else ""
+        length = 4 + sum(int(n) for n in re.findall(r"(\d+)!", structure)) if structure else 0
+        _IBAN_LENGTHS[country] = length
+    return length
+
+
+def _luhn_ok(digits: str) -> bool:
+    from stdnum import luhn
+
+    return bool(luhn.is_valid(digits))
 
 
 def _is_ipv6(text: str) -> bool:

@@ -13,7 +13,8 @@ Attributes follow the OpenTelemetry semantic conventions for generative AI
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
@@ -36,10 +37,11 @@ Attrs = dict[str, Any]
 
 def new_id(bits: int) -> int:
     """A random non-zero id of ``bits`` bits (W3C trace context ids)."""
-    while True:
-        n = random.getrandbits(bits)
-        if n:
-            return n
+    return _bits(bits) or 1
+
+
+_bits = random.getrandbits
+time_ns = time.time_ns
 
 
 class SpanData:
@@ -50,7 +52,7 @@ class SpanData:
                  "trace_id")
 
     def __init__(self, run: _Run | None, name: str, trace_id: int, span_id: int,
-                 parent_id: int | None, start: int, attrs: Attrs, *, kind: str = "internal",
+                 parent_id: int | None, start: int, attrs: Attrs, kind: str = "internal",
                  agent: str | None = None, key: str = "") -> None:
         self.run = run
         self.name = name
@@ -69,23 +71,21 @@ class SpanData:
         self.message: str | None = None
         self.attempts = 0
 
+    def child(self, name: str, attrs: Attrs, kind: str = "internal",
+              agent: str | None = None, key: str = "") -> SpanData:
+        """A span under this one, starting now."""
+        return SpanData(self.run, name, self.trace_id, _bits(64) or 1, self.span_id,
+                        time_ns(), attrs, kind, agent, key)
+
     # -- as JSON, for the store --------------------------------------------------------------
 
-    def to_json(self) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "name": self.name, "trace_id": f"{self.trace_id:032x}",
-            "span_id": f"{self.span_id:016x}",
-            "parent_id": f"{self.parent_id:016x}" if self.parent_id else None,
-            "kind": self.kind, "start": self.start, "end": self.end, "attrs": self.attrs,
-            "status": self.status}
-        if self.message:
-            d["message"] = self.message
-        if self.links:
-            d["links"] = [{"trace_id": f"{t:032x}", "span_id": f"{s:016x}", "attrs": a}
-                          for t, s, a in self.links]
-        if self.events:
-            d["events"] = [{"name": n, "time": t, "attrs": a} for n, t, a in self.events]
-        return d
+    def to_row(self) -> list[Any]:
+        """The compact form the store keeps (see :func:`chunk_json`)."""
+        return [self.name, f"{self.span_id:016x}",
+                f"{self.parent_id:016x}" if self.parent_id else None, self.start, self.end,
+                self.kind, self.status, self.attrs, self.message,
+                [[f"{s:016x}", a] for _, s, a in self.links] if self.links else None,
+                [[n, t, a] for n, t, a in self.events] if self.events else None]
 
     # -- as an OpenTelemetry SDK span ------------------------------------------------------
 
@@ -124,25 +124,38 @@ _SAMPLED = _flags()
 CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
 
 
-def chunk_json(spans: Iterable[SpanData]) -> dict[str, Any]:
-    """What the store keeps for a batch of ended spans."""
-    return {"v": SPANS_FORMAT, "spans": [s.to_json() for s in spans]}
+def chunk_json(spans: Sequence[SpanData]) -> dict[str, Any]:
+    """What the store keeps for a batch of one session's ended spans: the trace id once,
+    each span as a row (:meth:`SpanData.to_row`)."""
+    return {"v": SPANS_FORMAT, "trace_id": f"{spans[0].trace_id:032x}",
+            "spans": [s.to_row() for s in spans]}
 
 
-def load_chunks(values: Mapping[str, str] | Sequence[str]) -> list[dict[str, Any]]:
-    """Every span of the stored chunks, oldest first (unknown formats are refused)."""
+def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
+    """Every span of the stored chunks as a dict, oldest first (unknown formats are
+    refused): ``name``, ``trace_id``, ``span_id``, ``parent_id``, ``start`` and ``end``
+    (ns since the epoch), ``kind``, ``status``, ``attrs``, ``message``, ``links`` and
+    ``events``."""
     import json
 
     from convoy._errors import JournalError
 
-    texts = values.values() if isinstance(values, Mapping) else values
     spans: list[dict[str, Any]] = []
-    for text in texts:
+    for text in values:
         chunk = json.loads(text)
         if chunk.get("v") != SPANS_FORMAT:
             raise JournalError(f"stored spans are in format {chunk.get('v')!r}; this Convoy "
                                f"reads format {SPANS_FORMAT} (upgrade Convoy)")
-        spans.extend(chunk["spans"])
+        trace_id = chunk["trace_id"]
+        for name, sid, parent, start, end, kind, status, attrs, message, links, events \
+                in chunk["spans"]:
+            spans.append({
+                "name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
+                "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
+                "message": message,
+                "links": [{"trace_id": trace_id, "span_id": s, "attrs": a}
+                          for s, a in links or ()],
+                "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]})
     spans.sort(key=lambda s: (s["start"], s["end"]))
     return spans
 
