@@ -34,7 +34,7 @@ _MAYBE = re.compile(r"[0-9@]")
 # the whole of it, as a card number, an IBAN or a phone number written without spaces.
 _TOKEN = re.compile(r"\w+")
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[\w.%+-]*\w@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?![\w-])")
+    r"(?<![\w.%+-])[\w.%+-]*\w@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?!\w)")
 # 13-19 digits, in groups separated by one space or dash at most.
 _CARD = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){12,18}(?![\w]|-\d)")
 _IBAN = re.compile(r"(?<![\w])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,32}(?![\w])")

@@ -290,7 +290,7 @@ class Tracing(Interceptor):
             caller = parse_traceparent(headers.get("traceparent"))
             trace_id, parent_id = caller if caller is not None else (new_id(128), None)
             headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
-        run = _Run(self, info.session_id)
+        run = _Run(self, info.session_id, info.tenant)
         sid = run.root_sid
         span = SpanData(run, f"invoke_workflow {info.workflow}", trace_id, span_id, parent_id,
                         time_ns(), {
@@ -581,10 +581,11 @@ class AttemptSpans(Interceptor):
 class _Run:
     """One traced run of a session: the handoffs whose target has not started yet."""
 
-    __slots__ = ("handoff_spans", "handoffs", "root", "root_sid", "session_id")
+    __slots__ = ("handoff_spans", "handoffs", "root", "root_sid", "session_id", "tenant")
 
-    def __init__(self, tracing: Tracing, session_id: str) -> None:
+    def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
         self.session_id = session_id
+        self.tenant = tenant
         self.root_sid = tracing.redact(session_id)
         self.root: SpanData | None = None
         self.handoffs: dict[str, tuple[int, int]] = {}  # handoff key -> (agent, handoff span)
