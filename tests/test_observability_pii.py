@@ -85,8 +85,8 @@ async def test_no_planted_value_reaches_spans_logs_or_metric_labels(
         ok = await engine.run(desk, TICKET, session_id=f"{EMAIL}-session")
         failed = await engine.run(audit, TICKET)
         await tracing.flush()
-        spans_json = json.dumps([c for c in (await engine.store.kv_all(
-            f"trace:{EMAIL}-session")).values()])
+        spans_json = json.dumps(list((await engine.store.kv_all(
+            f"trace:{EMAIL}-session")).values()))
     assert ok.ok and failed.status == "failed"
     # the personal values were really there: in the input, outputs and errors
     assert EMAIL in json.dumps(failed.error) and IBAN in ok.output.note  # type: ignore[union-attr]
