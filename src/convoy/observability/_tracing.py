@@ -300,7 +300,6 @@ class Tracing(Interceptor):
                             "convoy.tenant": self.redact(info.tenant),
                             "convoy.workflow.version": info.version,
                             "convoy.session.resumed": root is not None})
-        run.root = span
         token = CURRENT.set(span)
         try:
             end = await next(input)
@@ -581,13 +580,12 @@ class AttemptSpans(Interceptor):
 class _Run:
     """One traced run of a session: the handoffs whose target has not started yet."""
 
-    __slots__ = ("handoff_spans", "handoffs", "root", "root_sid", "session_id", "tenant")
+    __slots__ = ("handoff_spans", "handoffs", "root_sid", "session_id", "tenant")
 
     def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
         self.session_id = session_id
         self.tenant = tenant
         self.root_sid = tracing.redact(session_id)
-        self.root: SpanData | None = None
         self.handoffs: dict[str, tuple[int, int]] = {}  # handoff key -> (agent, handoff span)
         self.handoff_spans: dict[str, int] = {}
 
