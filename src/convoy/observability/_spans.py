@@ -45,16 +45,19 @@ time_ns = time.time_ns
 
 
 class SpanData:
-    """One span, open or ended. ``links`` are ``(trace_id, span_id, attributes)``."""
+    """One span, open or ended. Its attributes are ``base`` (shared by every span of its
+    kind, agent and model: built once) updated with ``attrs`` (its own). ``links`` are
+    ``(trace_id, span_id, attributes)``."""
 
-    __slots__ = ("agent", "attempts", "attrs", "end", "events", "key", "kind", "links",
-                 "message", "name", "parent_id", "run", "span_id", "start", "status",
-                 "trace_id")
+    __slots__ = ("agent", "attempts", "attrs", "base", "end", "events", "key", "kind",
+                 "links", "message", "name", "parent_id", "run", "span_id", "start",
+                 "status", "trace_id")
 
     def __init__(self, run: _Run | None, name: str, trace_id: int, span_id: int,
                  parent_id: int | None, start: int, attrs: Attrs, kind: str = "internal",
-                 agent: str | None = None, key: str = "") -> None:
+                 agent: str | None = None, key: str = "", base: Attrs | None = None) -> None:
         self.run = run
+        self.base = base
         self.name = name
         self.trace_id = trace_id
         self.span_id = span_id
@@ -72,20 +75,26 @@ class SpanData:
         self.attempts = 0
 
     def child(self, name: str, attrs: Attrs, kind: str = "internal",
-              agent: str | None = None, key: str = "") -> SpanData:
+              agent: str | None = None, key: str = "", base: Attrs | None = None
+              ) -> SpanData:
         """A span under this one, starting now."""
         return SpanData(self.run, name, self.trace_id, _bits(64) or 1, self.span_id,
-                        time_ns(), attrs, kind, agent, key)
+                        time_ns(), attrs, kind, agent, key, base)
+
+    @property
+    def attributes(self) -> Attrs:
+        """All its attributes."""
+        return {**self.base, **self.attrs} if self.base else self.attrs
 
     # -- as JSON, for the store --------------------------------------------------------------
 
-    def to_row(self) -> list[Any]:
-        """The compact form the store keeps (see :func:`chunk_json`)."""
-        return [self.name, f"{self.span_id:016x}",
-                f"{self.parent_id:016x}" if self.parent_id else None, self.start, self.end,
-                self.kind, self.status, self.attrs, self.message,
-                [[f"{s:016x}", a] for _, s, a in self.links] if self.links else None,
-                [[n, t, a] for n, t, a in self.events] if self.events else None]
+    def to_row(self, base: int | None) -> tuple[Any, ...]:
+        """The compact form the store keeps (see :func:`chunk_json`): ids as integers,
+        the shared attributes as the index ``base`` of the chunk's table of them."""
+        return (self.name, self.span_id, self.parent_id, self.start, self.end, self.kind,
+                self.status, base, self.attrs, self.message,
+                [(s, a) for _, s, a in self.links] if self.links else None,
+                self.events)
 
     # -- as an OpenTelemetry SDK span ------------------------------------------------------
 
@@ -104,7 +113,7 @@ class SpanData:
             Status(StatusCode.OK) if self.status == "ok" else Status(StatusCode.UNSET)
         return ReadableSpan(
             name=self.name, context=ctx, parent=parent, resource=resource,
-            attributes=self.attrs, events=events, links=links,
+            attributes=self.attributes, events=events, links=links,
             kind=SpanKind.CLIENT if self.kind == "client" else SpanKind.INTERNAL,
             status=status, start_time=self.start, end_time=self.end,
             instrumentation_scope=scope)
@@ -127,8 +136,21 @@ CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
 def chunk_json(spans: Sequence[SpanData]) -> dict[str, Any]:
     """What the store keeps for a batch of one session's ended spans: the trace id once,
     each span as a row (:meth:`SpanData.to_row`)."""
-    return {"v": SPANS_FORMAT, "trace_id": f"{spans[0].trace_id:032x}",
-            "spans": [s.to_row() for s in spans]}
+    bases: dict[int, int] = {}
+    table: list[Attrs] = []
+    rows = []
+    for s in spans:
+        b = s.base
+        if b is None:
+            rows.append(s.to_row(None))
+            continue
+        i = bases.get(id(b))
+        if i is None:
+            i = bases[id(b)] = len(table)
+            table.append(b)
+        rows.append(s.to_row(i))
+    return {"v": SPANS_FORMAT, "trace_id": spans[0].trace_id, "bases": table,
+            "spans": rows}
 
 
 def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
@@ -146,14 +168,17 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
         if chunk.get("v") != SPANS_FORMAT:
             raise JournalError(f"stored spans are in format {chunk.get('v')!r}; this Convoy "
                                f"reads format {SPANS_FORMAT} (upgrade Convoy)")
-        trace_id = chunk["trace_id"]
-        for name, sid, parent, start, end, kind, status, attrs, message, links, events \
-                in chunk["spans"]:
+        trace_id = f"{chunk['trace_id']:032x}"
+        bases = chunk["bases"]
+        for name, sid, parent, start, end, kind, status, base, own, message, links, \
+                events in chunk["spans"]:
+            attrs = {**bases[base], **own} if base is not None else own
             spans.append({
-                "name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
+                "name": name, "trace_id": trace_id, "span_id": f"{sid:016x}",
+                "parent_id": f"{parent:016x}" if parent else None,
                 "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
                 "message": message,
-                "links": [{"trace_id": trace_id, "span_id": s, "attrs": a}
+                "links": [{"trace_id": trace_id, "span_id": f"{s:016x}", "attrs": a}
                           for s, a in links or ()],
                 "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]})
     spans.sort(key=lambda s: (s["start"], s["end"]))

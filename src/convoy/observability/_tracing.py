@@ -130,6 +130,8 @@ class Tracing(Interceptor):
         self._resource: Resource | None = None
         self._scope: InstrumentationScope | None = None
         self._models: dict[Model, tuple[str, str, str]] = {}
+        # Attributes every span of a kind shares with others of its agent, model or tool.
+        self._bases: dict[tuple[Any, ...], Attrs] = {}
         #: The interceptor that records retry attempts (stage ``attempt``).
         self.attempts = AttemptSpans(self)
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
@@ -263,6 +265,15 @@ class Tracing(Interceptor):
         else:
             span.attrs["convoy.interrupted"] = type(exc).__name__
 
+    def base(self, key: tuple[Any, ...], make: Any) -> Attrs:
+        """The shared attributes ``key`` names, made by ``make()`` the first time."""
+        b = self._bases.get(key)
+        if b is None:
+            if len(self._bases) > 10_000:  # names that churn: stay bounded
+                self._bases.clear()
+            b = self._bases[key] = make()
+        return b
+
     def model_names(self, model: Model) -> tuple[str, str, str]:
         """``(span name, provider, model)`` for a model instance."""
         names = self._models.get(model)
@@ -292,14 +303,14 @@ class Tracing(Interceptor):
             headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
         run = _Run(self, info.session_id, info.tenant)
         sid = run.root_sid
-        span = SpanData(run, f"invoke_workflow {info.workflow}", trace_id, span_id, parent_id,
-                        time_ns(), {
-                            "gen_ai.operation.name": "invoke_workflow",
-                            "gen_ai.workflow.name": info.workflow,
-                            "gen_ai.conversation.id": sid, "convoy.session.id": sid,
-                            "convoy.tenant": self.redact(info.tenant),
-                            "convoy.workflow.version": info.version,
-                            "convoy.session.resumed": root is not None})
+        wf, version, tenant = info.workflow, info.version, info.tenant
+        base = self.base(("session", wf, version, tenant), lambda: {
+            "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
+            "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)})
+        span = SpanData(run, f"invoke_workflow {wf}", trace_id, span_id, parent_id,
+                        time_ns(), {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
+                                    "convoy.session.resumed": root is not None},
+                        "internal", None, "", base)
         token = CURRENT.set(span)
         try:
             end = await next(input)
@@ -330,15 +341,15 @@ class Tracing(Interceptor):
             return await next(input)
         run = parent.run
         name = input.agent.name
-        attrs: Attrs = {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": name,
-                        "convoy.step.key": input.key,
-                        "convoy.agent.depth": input.depth}
+        base = self.base(("agent", name), lambda: {"gen_ai.operation.name": "invoke_agent",
+                                                   "gen_ai.agent.name": name})
+        attrs: Attrs = {"convoy.step.key": input.key, "convoy.agent.depth": input.depth}
         if input.replaying:
             attrs["convoy.replay"] = True
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [{"role": m.role, "content": m.content} for m in input.messages])
-        span = parent.child(f"invoke_agent {name}", attrs, "internal", name, input.key)
+        span = parent.child(f"invoke_agent {name}", attrs, "internal", name, input.key, base)
         if input.handoff_from is not None:
             attrs["convoy.handoff.from"] = input.handoff_from.name
             came = run.handoffs.pop(input.handoff_key or "", None)
@@ -378,13 +389,14 @@ class Tracing(Interceptor):
             return await next(input)
         span_name, provider, model = self.model_names(input.model)
         agent = input.agent.name
-        attrs: Attrs = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-                        "gen_ai.request.model": model, "gen_ai.agent.name": agent,
-                        "convoy.step.key": input.key}
+        base = self.base(("chat", input.model, agent), lambda: {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+            "gen_ai.request.model": model, "gen_ai.agent.name": agent})
+        attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [m.to_dict() for m in input.request.messages])
-        span = parent.child(span_name, attrs, "client", agent, input.key)
+        span = parent.child(span_name, attrs, "client", agent, input.key, base)
         token = CURRENT.set(span)
         try:
             resp = await next(input)
@@ -397,7 +409,8 @@ class Tracing(Interceptor):
             raise
         CURRENT.reset(token)
         usage = resp.usage
-        attrs["gen_ai.response.model"] = resp.model or model
+        if resp.model and resp.model != input.model.name:
+            attrs["gen_ai.response.model"] = resp.model
         attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
         attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
         if resp.finish_reason:
@@ -422,18 +435,16 @@ class Tracing(Interceptor):
             return await next(input)
         tool = input.tool.name
         agent = input.agent.name
-        attrs: Attrs = {"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-                        "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
-                        "convoy.step.key": input.key}
-        if input.tool.writes:
-            attrs["convoy.tool.writes"] = True
+        writes = input.tool.writes
+        base = self.base(("tool", tool, agent, writes), lambda: {
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+            "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
+            "convoy.tool.writes": writes})
+        attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
-        span = parent.child(f"execute_tool {tool}", attrs, "internal", agent, input.key)
-        out = await self._user_code(span, next, input)
-        if self.capture_content:
-            attrs["gen_ai.tool.call.result"] = self.text(_plain(out))
-        return out
+        span = parent.child(f"execute_tool {tool}", attrs, "internal", agent, input.key, base)
+        return await self._user_code(span, next, input, "gen_ai.tool.call.result")
 
     async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
         parent = CURRENT.get()
@@ -498,9 +509,11 @@ class Tracing(Interceptor):
         self.ended(span)
         return out
 
-    async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any) -> Any:
+    async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any,
+                         result: str | None = None) -> Any:
         """Run a tool or ``ctx.step`` in ``span``, which OpenTelemetry sees as the current
-        span too, so spans the user's code makes nest under it."""
+        span too, so spans the user's code makes nest under it; with content captured,
+        the value it returns is the attribute ``result``."""
         token = CURRENT.set(span)
         otel = _attach(span)
         try:
@@ -512,6 +525,8 @@ class Tracing(Interceptor):
         finally:
             _detach(otel)
             CURRENT.reset(token)
+        if result is not None and self.capture_content:
+            span.attrs[result] = self.text(_plain(out))
         span.status = "ok"
         self.ended(span)
         return out
