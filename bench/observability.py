@@ -17,7 +17,9 @@ timing, on stores of their own:
 * tracing_metrics: tracing to the store and metrics together (the issue's figure: at most
                   +25% per step, audit to come);
 * all:            the same plus ``logs=True`` (LogEvents; JSON records at INFO to
-                  /dev/null).
+                  /dev/null);
+* tracing_10pct_metrics: metrics, and tracing of one session in ten
+                  (``Tracing(sample_rate=0.1)``).
 
 Runs alternate (bare, tracing, ..., bare, ...) ``--runs`` times each; prints the median µs
 per agent step of each and the added percentages, as one JSON line. ``--clock cpu`` times
@@ -51,7 +53,7 @@ class _Sink(BaseHTTPRequestHandler):
 
     received = 0
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         self.rfile.read(int(self.headers.get("Content-Length", 0)))
         type(self).received += 1
         self.send_response(200)
@@ -75,6 +77,8 @@ def engines(tmp: Path, otlp: str) -> dict[str, convoy.Engine]:
         "metrics": make("metrics", observe(metrics=Metrics())),
         "tracing_metrics": make("tracing_metrics", observe(Tracing(["store"]), Metrics())),
         "all": make("all", observe(Tracing(["store"]), Metrics(), logs=True)),
+        "tracing_10pct_metrics": make("tracing_10pct_metrics", observe(
+            Tracing(["store"], sample_rate=0.1), Metrics())),
     }
 
 
@@ -83,7 +87,7 @@ async def main_async(sessions: int, runs: int, warmup: int, clock: str) -> dict[
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    devnull = open(os.devnull, "w")  # noqa: SIM115 - closed below
+    devnull = open(os.devnull, "w")  # noqa: SIM115, ASYNC230 - closed below; no I/O
     handler = json_logging(logging.INFO, stream=devnull, logger_name="convoy")
     try:
         with tempfile.TemporaryDirectory(prefix="convoy-observability-") as tmp:

@@ -313,3 +313,31 @@ def test_convoy_trace_prints_the_waterfall(tmp_path: Path) -> None:
     # another tenant's session is an unknown id
     other = cli("trace", "w1", "--db", str(db))
     assert other.code == 2 and "no session 'w1' of tenant 'default'" in other.stderr
+
+
+async def test_sampling_decides_per_session_and_keeps_to_it(engine_factory: Any) -> None:
+    tracing, mem = traced(sample_rate=0.5)
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    agent = convoy.Agent(name="a", model=sim)
+
+    @convoy.workflow(name="obs.sampled")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    eng = engine_factory(interceptors=observe(tracing))
+    results = [await eng.run(wf, str(i)) for i in range(200)]
+    assert all(r.ok for r in results)
+    traced_ids = {s.attributes["convoy.session.id"] for s in mem.get_finished_spans()
+                  if s.name == "invoke_workflow obs.sampled"}
+    assert 60 < len(traced_ids) < 140  # about half, drawn by trace id
+    for r in results:  # a traced session has all its spans, an untraced one none
+        row = await eng.store.get_session(r.id)
+        assert (TRACE_HEADER in row.header_map) == (r.id in traced_ids)
+    assert len(mem.get_finished_spans()) == 3 * len(traced_ids)
+    unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    before = len(mem.get_finished_spans())
+    assert (await eng.run(wf, "x", headers={"traceparent": unsampled})).ok
+    assert len(mem.get_finished_spans()) == before  # the caller said: not sampled
+    with pytest.raises(convoy.UserError, match="sample_rate"):
+        Tracing(sample_rate=2.0)

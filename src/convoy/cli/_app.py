@@ -10,6 +10,7 @@ import convoy
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._metrics import metrics_app
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
@@ -65,3 +66,4 @@ app.add_typer(state_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
 app.command("trace")(trace)
+app.add_typer(metrics_app)

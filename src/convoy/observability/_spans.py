@@ -89,11 +89,13 @@ class SpanData:
     # -- as JSON, for the store --------------------------------------------------------------
 
     def to_row(self, base: int | None) -> tuple[Any, ...]:
-        """The compact form the store keeps (see :func:`chunk_json`): ids as integers,
-        the shared attributes as the index ``base`` of the chunk's table of them."""
-        return (self.name, self.span_id, self.parent_id, self.start, self.end, self.kind,
-                self.status, base, self.attrs, self.message,
-                [(s, a) for _, s, a in self.links] if self.links else None,
+        """The compact form the store keeps (see :func:`chunk_json`): the shared
+        attributes as the index ``base`` of the chunk's table of them. (Ids as hex text:
+        JSON encoders take the slow path for integers past 63 bits.)"""
+        return (self.name, f"{self.span_id:016x}",
+                f"{self.parent_id:016x}" if self.parent_id else None, self.start, self.end,
+                self.kind, self.status, base, self.attrs, self.message,
+                [(f"{s:016x}", a) for _, s, a in self.links] if self.links else None,
                 self.events)
 
     # -- as an OpenTelemetry SDK span ------------------------------------------------------
@@ -149,7 +151,7 @@ def chunk_json(spans: Sequence[SpanData]) -> dict[str, Any]:
             i = bases[id(b)] = len(table)
             table.append(b)
         rows.append(s.to_row(i))
-    return {"v": SPANS_FORMAT, "trace_id": spans[0].trace_id, "bases": table,
+    return {"v": SPANS_FORMAT, "trace_id": f"{spans[0].trace_id:032x}", "bases": table,
             "spans": rows}
 
 
@@ -168,17 +170,16 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
         if chunk.get("v") != SPANS_FORMAT:
             raise JournalError(f"stored spans are in format {chunk.get('v')!r}; this Convoy "
                                f"reads format {SPANS_FORMAT} (upgrade Convoy)")
-        trace_id = f"{chunk['trace_id']:032x}"
+        trace_id = chunk["trace_id"]
         bases = chunk["bases"]
         for name, sid, parent, start, end, kind, status, base, own, message, links, \
                 events in chunk["spans"]:
             attrs = {**bases[base], **own} if base is not None else own
             spans.append({
-                "name": name, "trace_id": trace_id, "span_id": f"{sid:016x}",
-                "parent_id": f"{parent:016x}" if parent else None,
+                "name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
                 "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
                 "message": message,
-                "links": [{"trace_id": trace_id, "span_id": f"{s:016x}", "attrs": a}
+                "links": [{"trace_id": trace_id, "span_id": s, "attrs": a}
                           for s, a in links or ()],
                 "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]})
     spans.sort(key=lambda s: (s["start"], s["end"]))

@@ -94,6 +94,9 @@ class Tracing(Interceptor):
             every ``flush_interval`` seconds, and when the engine closes (a crash loses at
             most what was not written yet, as with any batching span processor).
         flush_interval: see ``flush_every``.
+        sample_rate: the share of sessions traced (by trace id, so every run of a session
+            decides alike; a caller's ``traceparent`` decides by its sampled flag). An
+            untraced session costs a check per step, and its log records carry no ids.
 
     Put :attr:`attempts` in the chain too (``convoy.observability.observe`` does) for a
     span per retry attempt.
@@ -105,7 +108,8 @@ class Tracing(Interceptor):
                  *, capture_content: bool = False, redact: Redactor | bool = True,
                  service_name: str = "convoy",
                  resource_attributes: Mapping[str, str] | None = None,
-                 flush_every: int = 2048, flush_interval: float = 1.0) -> None:
+                 flush_every: int = 2048, flush_interval: float = 1.0,
+                 sample_rate: float = 1.0) -> None:
         if isinstance(exporters, str):
             exporters = (exporters,)
         for e in exporters:
@@ -114,6 +118,10 @@ class Tracing(Interceptor):
                                 "'console' or an OpenTelemetry SpanExporter")
         if flush_every < 1 or flush_interval <= 0:
             raise UserError("Tracing: flush_every must be >= 1 and flush_interval > 0")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise UserError(f"Tracing: sample_rate must be in [0, 1], got {sample_rate!r}")
+        self.sample_rate = sample_rate
+        self._threshold = int(sample_rate * (1 << 64))
         self.exporters = tuple(exporters)
         self.to_store = "store" in self.exporters
         self.capture_content = capture_content
@@ -265,6 +273,10 @@ class Tracing(Interceptor):
         else:
             span.attrs["convoy.interrupted"] = type(exc).__name__
 
+    def _sampled(self, trace_id: int) -> bool:
+        """Whether a session of this trace is traced (``sample_rate``)."""
+        return self.sample_rate >= 1.0 or (trace_id & 0xFFFFFFFFFFFFFFFF) < self._threshold
+
     def base(self, key: tuple[Any, ...], make: Any) -> Attrs:
         """The shared attributes ``key`` names, made by ``make()`` the first time."""
         b = self._bases.get(key)
@@ -297,9 +309,19 @@ class Tracing(Interceptor):
         parent_id: int | None
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
+            if not self._sampled(trace_id):
+                return await next(input)
         else:
-            caller = parse_traceparent(headers.get("traceparent"))
-            trace_id, parent_id = caller if caller is not None else (new_id(128), None)
+            value = headers.get("traceparent")
+            caller = parse_traceparent(value)
+            if caller is not None:
+                trace_id, parent_id = caller
+                if not (value or "").rstrip().endswith("1"):  # the caller's sampled flag
+                    return await next(input)
+            else:
+                trace_id, parent_id = new_id(128), None
+                if not self._sampled(trace_id):
+                    return await next(input)
             headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
         run = _Run(self, info.session_id, info.tenant)
         sid = run.root_sid
