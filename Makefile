@@ -11,7 +11,7 @@ PHOENIX_VENV    := .venv-phoenix
 PHOENIX         := $(PHOENIX_VENV)/.installed
 PHOENIX_VERSION ?= 20.26.1
 
-.PHONY: install demo test test-fast lint docs bench llama-server phoenix prometheus clean
+.PHONY: install demo test test-fast lint docs bench bench-postgres postgres llama-server phoenix prometheus clean
 
 $(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,10 +54,15 @@ install: $(LOCAL)
 demo: $(BASE)  ## the support-desk example, end to end on the simulator
 	$(BIN)/python -m examples.support_desk.demo
 
-test: $(LOCAL) $(PHOENIX) prometheus  ## every test: the real llama.cpp server, SIGKILL crash tests, Phoenix, Prometheus
+# The PostgreSQL store's tests start a private server of their own (tests/pg_cluster.py);
+# this installs the Debian package if no server binaries are found.
+postgres:
+	bash scripts/postgres.sh install
+
+test: $(LOCAL) postgres $(PHOENIX) prometheus  ## every test: the real llama.cpp server, PostgreSQL, SIGKILL crash tests, Phoenix, Prometheus
 	$(BIN)/python -m pytest
 
-test-fast: $(BASE)  ## the quick loop: no llama.cpp build, no llama server, slow crash tests or telemetry backends
+test-fast: $(BASE) postgres  ## the quick loop: no llama.cpp build, no llama server, slow crash tests or telemetry backends
 	$(BIN)/python -m pytest -m "not llama and not slow and not backend"
 
 lint: $(BASE)

@@ -31,10 +31,12 @@ k == 3. No shared script state.
 Durability: journaling is ON, in a real SQLite file store in a fresh temp directory
 (`$CONVOY_BENCH_DB_DIR` or the system temp dir; removed when the run is over), with the
 engine's default durability `"process"` (WAL, `synchronous=NORMAL`: a committed record
-survives a crash of the process, not a power loss). Every model step is committed to the
-journal (group commit) before the session continues, and session rows are written at
-start and finish. Override with `CONVOY_DURABILITY=power` (`synchronous=FULL`, fsync per
-commit batch on a dedicated thread) for comparison runs.
+survives a crash of the process, not a power loss). `CONVOY_BENCH_DB=postgresql://...`
+runs on that PostgreSQL database instead (`bench/postgres.py` does), whose commits are as
+durable as the server's settings make them (by default `synchronous_commit=on`, fsync).
+Every model step is committed to the journal (group commit) before the session continues,
+and session rows are written at start and finish. Override with `CONVOY_DURABILITY=power`
+(`synchronous=FULL`, fsync per commit batch on a dedicated thread) for comparison runs.
 
 W2 runs all N sessions truly concurrently: `Engine(concurrency=...)` is set to at least
 N + warm-up, so no session waits for admission.
@@ -149,7 +151,9 @@ def _planned_sessions() -> int:
 
 _DURABILITY = os.environ.get("CONVOY_DURABILITY", "process")
 _DB_DIR = Path(tempfile.mkdtemp(prefix="convoy-bench-", dir=os.environ.get("CONVOY_BENCH_DB_DIR")))
-_DB = _DB_DIR / "convoy.db"
+_PG = os.environ.get("CONVOY_BENCH_DB", "")
+_DB = _PG if convoy.stores.is_postgres_url(_PG) else _DB_DIR / "convoy.db"
+_STORE = "PostgreSQL" if _PG else f"SQLite file store, durability={_DURABILITY}"
 # Every session of a W2 burst is admitted at once: concurrency >= sessions + warm-up.
 engine = convoy.Engine(_DB, durability=_DURABILITY,  # type: ignore[arg-type]
                        concurrency=max(1000, _planned_sessions()),
@@ -173,7 +177,9 @@ async def supervisor_session(i: int) -> SupervisorReport:
 
 # ----------------------------------------------- store statistics in the JSON --
 
-def _db_mb() -> float:
+def _db_mb() -> float | None:
+    if _PG:
+        return None
     return round(sum(p.stat().st_size for p in _DB_DIR.glob("convoy.db*")) / 2**20, 2)
 
 
@@ -192,7 +198,8 @@ def _with_store_stats(measure):
         started = n + warmup
         commits = engine.store.commits - c0
         records = engine.store.records - r0
-        res.update(durability=_DURABILITY, store_commits=commits, store_records=records,
+        res.update(store=_STORE, durability=_DURABILITY, store_commits=commits,
+                   store_records=records,
                    commits_per_session=round(commits / started, 3),
                    records_per_session=round(records / started, 3), db_mb=_db_mb())
         shutil.rmtree(_DB_DIR, ignore_errors=True)   # the open connection keeps its fds
@@ -207,4 +214,4 @@ common._concurrent = _with_store_stats(common._concurrent)
 
 if __name__ == "__main__":
     common.main("convoy", ["convoy", "pydantic"], chain_session, supervisor_session,
-                notes=f"journal on: SQLite file store, durability={_DURABILITY}")
+                notes=f"journal on: {_STORE}")

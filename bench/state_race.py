@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/state_race.py                       # N = 10, 100, 1000, one process
     .venv/bin/python bench/state_race.py --writers 1000 --processes 4
-    .venv/bin/python bench/state_race.py --db postgresql://...  # once the PostgreSQL store exists
+    .venv/bin/python bench/state_race.py --db postgresql://USER@HOST/DB --processes 4 --kill-at 0.3
 
 Each writer is a durable session. It applies ``--ops`` operations to 10 shared keys
 (5 counters it increments, 5 lists it appends its tag to), and between reading a key and
@@ -27,8 +27,10 @@ once; and a journaled ``ctx.state(...).set`` step in a session, uncontended.
 ``--processes P`` runs the writers in P engine processes on the same store (real
 processes: ``multiprocessing`` with ``spawn``), and the checks run in this one;
 ``--kill-at F`` SIGKILLs the first of them once a fraction F of its sessions completed,
-and an engine in this process takes its sessions over. Results:
-one JSON line per measurement, then a summary table.
+and an engine in this process takes its sessions over. ``--db`` is any store URL
+(:func:`convoy.stores.store_from_url`); a PostgreSQL URL without ``?schema=`` gets a fresh
+schema of its own (printed), so runs never meet each other's keys. Results: one JSON line
+per measurement, then a summary table.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -49,7 +52,7 @@ from typing import Any
 from pydantic import BaseModel
 
 import convoy
-from convoy.stores import NewSession, StateWrite, Store
+from convoy.stores import NewSession, StateWrite, Store, is_postgres_url, store_from_url
 
 KEYS = 10
 NS = "race"
@@ -80,17 +83,18 @@ def apply(key: str, value: Any, tag: str) -> Any:
 
 
 def store_for(db: str) -> Store:
-    """The store at ``db``: a SQLite path, or a ``postgresql://`` URL once Convoy has a
-    PostgreSQL store (``convoy.stores`` then exports one)."""
-    if db.startswith(("postgresql://", "postgres://")):
-        import convoy.stores as stores
+    """The (unopened) store at ``db``: a SQLite path or any store URL."""
+    return store_from_url(db)
 
-        factory = getattr(stores, "store_from_url", None) or getattr(stores, "open_store",
-                                                                      None)
-        if factory is None:
-            sys.exit("error: this Convoy has no PostgreSQL store yet; pass a SQLite path")
-        return factory(db)  # type: ignore[no-any-return]
-    return convoy.stores.SQLiteStore(db)
+
+def fresh_place(db: str | None) -> str:
+    """Where this run keeps its store: a new temporary SQLite file, or a PostgreSQL URL
+    with a schema of its own (a new one, unless the URL names one)."""
+    if db is None:
+        return str(Path(tempfile.mkdtemp(prefix="convoy-race-")) / "race.db")
+    if is_postgres_url(db) and "schema=" not in db:
+        db += ("&" if "?" in db else "?") + f"schema=race_{uuid.uuid4().hex[:8]}"
+    return db
 
 
 # -- the two workflows ---------------------------------------------------------------------
@@ -343,7 +347,8 @@ async def cas_cost(db: str, writes: int, writers: int) -> dict[str, Any]:
     return {"uncontended_us_p50": statistics.median(lat) * 1e6,
             "uncontended_us_mean": statistics.fmean(lat) * 1e6,
             "contended_writers": writers,
-            "contended_us_per_attempt": put_s / attempts * 1e6,
+            "contended_us_per_attempt": put_s / attempts * 1e6,  # waits for the pool too
+            "contended_us_wall_per_attempt": wall / attempts * 1e6,
             "contended_us_per_write": wall / writers * 1e6,
             "contended_attempts_per_write": attempts / writers}
 
@@ -387,7 +392,9 @@ def main() -> None:
                    help="writers of the contended measurement (one landed write each)")
     p.add_argument("--seed", type=int, default=1)
     args = p.parse_args()
-    db = args.db or str(Path(tempfile.mkdtemp(prefix="convoy-race-")) / "race.db")
+    db = fresh_place(args.db)
+    shown = store_for(db).url  # without a password
+    print(f"store: {shown}", file=sys.stderr, flush=True)
     rows = []
     for n in args.writers:
         for kind in ("state", "update", "naive"):
@@ -405,7 +412,7 @@ def main() -> None:
     cost["session_set_us"] = asyncio.run(session_set_cost(db, 2000))
     print(json.dumps(cost), flush=True)
     killed = [r for r in rows if r.get("killed")]
-    print(f"\nstore {db}, {args.processes} process(es), {args.ops} ops per writer, delays "
+    print(f"\nstore {shown}, {args.processes} process(es), {args.ops} ops per writer, delays "
           f"up to {args.delay_ms} ms" + (
               f"; in {len(killed)} runs a process SIGKILLed once {args.kill_at:.0%} of its "
               f"sessions completed, {sum(r['taken_over'] for r in killed)} sessions taken "
@@ -423,7 +430,8 @@ def main() -> None:
               f"{v['lost']:,} = {v['lost'] / v['updates']:.0%} ({v['wall_s']:.2f}) |")
     print(f"\nCAS write on the store: {cost['uncontended_us_p50']:.0f} µs uncontended (p50); "
           f"with {cost['contended_writers']:,} writers on {KEYS} keys "
-          f"{cost['contended_us_per_attempt']:.0f} µs per attempt, "
+          f"{cost['contended_us_per_attempt']:.0f} µs per attempt "
+          f"({cost['contended_us_wall_per_attempt']:.0f} µs of wall time), "
           f"{cost['contended_attempts_per_write']:.1f} attempts and "
           f"{cost['contended_us_per_write']:.0f} µs of wall time per landed write; "
           f"a journaled ctx.state().set in a session: {cost['session_set_us']:.0f} µs")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import convoy
 from convoy.cli import app
-from convoy.stores import SessionFilter, SessionRow, SQLiteStore, StepRecord
+from convoy.stores import SessionFilter, SessionRow, StepRecord, store_from_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SRC = Path(convoy.__file__).resolve().parents[1]  # the convoy under test, for subprocesses
@@ -101,9 +101,9 @@ def one_line_error(res: Res, code: int, text: str) -> None:
 # -- the store, read through its API -------------------------------------------------------
 
 
-def sessions(db: Path = Path("convoy.db")) -> list[SessionRow]:
+def sessions(db: str | Path = Path("convoy.db")) -> list[SessionRow]:
     async def read() -> list[SessionRow]:
-        store = SQLiteStore(db)
+        store = store_from_url(db)
         await store.open()
         try:
             return await store.list_sessions(SessionFilter(limit=10_000))
@@ -118,9 +118,9 @@ def session(sid: str, db: Path = Path("convoy.db")) -> SessionRow:
     return row
 
 
-def journal(sid: str, db: Path = Path("convoy.db")) -> list[StepRecord]:
+def journal(sid: str, db: str | Path = Path("convoy.db")) -> list[StepRecord]:
     async def read() -> list[StepRecord]:
-        store = SQLiteStore(db)
+        store = store_from_url(db)
         await store.open()
         try:
             return await store.journal(sid)

@@ -2,18 +2,17 @@
 counter ROUNDS times (random pauses between) and append their id to a shared list, all
 through ``ctx.state(...).update``: compare-and-set writes racing on three keys.
 
-usage: python state_crash_worker.py run|resume DIR N
+usage: python state_crash_worker.py run|resume STORE N  (STORE: a SQLite path or a URL)
 """
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from pathlib import Path
 
 import convoy
 
-DIR = Path(sys.argv[2])
+STORE = sys.argv[2]
 N = int(sys.argv[3])
 ROUNDS = 3
 
@@ -31,7 +30,7 @@ async def bump(ctx: convoy.Context, i: int) -> int:
 
 
 async def main() -> None:
-    async with convoy.Engine(DIR / "convoy.db", concurrency=50, workflows=[bump]) as engine:
+    async with convoy.Engine(STORE, concurrency=50, workflows=[bump]) as engine:
         if sys.argv[1] == "run":
             await engine.run_many(bump, list(range(N)), ids=[f"s{i}" for i in range(N)])
         else:

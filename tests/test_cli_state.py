@@ -5,19 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
-from convoy.stores import SQLiteStore, StateWrite
+import pytest
+
+from convoy.stores import StateWrite, store_from_url
 from tests.clikit import (
     cli,
     one_line_error,
     workdir,  # noqa: F401  (autouse fixture)
 )
 
+from .conftest import STORE_KINDS, store_db
 
-def seed(*writes: StateWrite, db: Path = Path("convoy.db")) -> None:
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, workdir: Path,  # noqa: F811
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The store of the test's commands (``CONVOY_DB``): SQLite (``convoy.db`` in the
+    test's own directory), then PostgreSQL."""
+    where = store_db(request.param, workdir)
+    url = str(next(where))
+    monkeypatch.setenv("CONVOY_DB", url)
+    yield url
+    next(where, None)
+
+
+def seed(*writes: StateWrite) -> None:
     async def go() -> None:
-        store = SQLiteStore(db)
+        store = store_from_url(os.environ.get("CONVOY_DB") or "convoy.db")
         await store.open()
         try:
             for w in writes:
@@ -35,6 +53,7 @@ def w(value: object, expected: int, *, key: str = "account", tenant: str = "defa
                       step_key="0/2" if session else None, agent="billing" if session else None)
 
 
+@pytest.mark.usefixtures("store")
 def test_get_shows_the_value_its_version_and_its_writer() -> None:
     seed(w({"credit": 10}, 0), w({"credit": 4}, 1, session="s-1"))
     res = cli("state", "get", "customer:42", "account")
@@ -46,6 +65,7 @@ def test_get_shows_the_value_its_version_and_its_writer() -> None:
         2, {"credit": 4}, "s-1")
 
 
+@pytest.mark.usefixtures("store")
 def test_set_is_compare_and_set() -> None:
     res = cli("state", "set", "customer:42", "account", '{"credit": 1}')
     assert res.code == 0, res.stderr
@@ -60,6 +80,7 @@ def test_set_is_compare_and_set() -> None:
         "value"] == {"credit": 3}
 
 
+@pytest.mark.usefixtures("store")
 def test_history_lists_every_version_oldest_first() -> None:
     seed(w(1, 0), w(2, 1, session="s-1"), w(3, 2))
     res = cli("state", "history", "customer:42", "account")
@@ -72,6 +93,7 @@ def test_history_lists_every_version_oldest_first() -> None:
     assert [e["version"] for e in newest] == [2, 3]
 
 
+@pytest.mark.usefixtures("store")
 def test_list_shows_namespaces_then_keys_of_one() -> None:
     seed(w(1, 0), w(2, 0, key="notes"), w(3, 0, namespace="settings", key="mode"))
     res = cli("state", "list")
@@ -83,6 +105,7 @@ def test_list_shows_namespaces_then_keys_of_one() -> None:
     assert "no keys in namespace 'nope'" in cli("state", "list", "nope").stdout
 
 
+@pytest.mark.usefixtures("store")
 def test_every_command_sees_only_its_tenant() -> None:
     seed(w("acme's", 0, tenant="acme"), w("default's", 0))
     assert json.loads(cli("state", "get", "customer:42", "account", "--tenant", "acme",

@@ -49,6 +49,8 @@ def _members(cls: type) -> dict[str, Any]:
 #: it structurally, so the MRO does not show it); their own extra members still need docs.
 IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
+              "PostgresStore": ("convoy.stores", "Store"),
+              "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 

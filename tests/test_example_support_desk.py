@@ -7,7 +7,7 @@ import asyncio
 import io
 import re
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,8 @@ from examples.support_desk.sim_script import SUPPORT_SIM
 from examples.support_desk.workflow import handle_ticket
 
 import convoy
+
+from .conftest import STORE_KINDS, store_db
 
 TERMINAL = set(convoy.stores.STATUSES) - set(convoy.stores.UNFINISHED)
 TICKETS = report.load_tickets()
@@ -45,6 +47,12 @@ def desk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> crm.CRM:
     return crm.CRM(path)
 
 
+@pytest.fixture(params=STORE_KINDS)
+def sessions_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """The desk's sessions and shared customer records: on SQLite, then on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
+
+
 def test_tickets_validate_and_hide_ground_truth() -> None:
     assert len(TICKETS) >= 200
     ticket = Ticket.model_validate(TICKETS[0])
@@ -65,10 +73,11 @@ def test_tickets_reference_real_crm_rows(desk: crm.CRM) -> None:
             assert invoice is not None and invoice.customer_id == customer.id, t["id"]
 
 
-async def test_desk_kpis_and_exactly_once_refunds(tmp_path: Path, desk: crm.CRM) -> None:
+async def test_desk_kpis_and_exactly_once_refunds(sessions_db: str | Path,
+                                                  desk: crm.CRM) -> None:
     tickets = sample()
     ids = [t["id"] for t in tickets]
-    async with convoy.Engine(tmp_path / "sessions.db", concurrency=8) as engine:
+    async with convoy.Engine(sessions_db, concurrency=8) as engine:
         results: list[convoy.SessionResult[TicketOutcome]] = await engine.run_many(
             handle_ticket, tickets, ids=ids)
         assert [r.id for r in results] == ids
@@ -137,8 +146,9 @@ class CrashAfterRefund(convoy.Interceptor):
         return result
 
 
-async def test_resume_after_crash_does_not_refund_twice(tmp_path: Path, desk: crm.CRM) -> None:
-    db = tmp_path / "sessions.db"
+async def test_resume_after_crash_does_not_refund_twice(sessions_db: str | Path,
+                                                        desk: crm.CRM) -> None:
+    db = sessions_db
     ticket = next(t for t in TICKETS if t["expected_action"] == "refund")
     sid = ticket["id"]
     crash = CrashAfterRefund()

@@ -4,7 +4,7 @@ session sees what it saw and never writes twice)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +12,15 @@ import pytest
 from pydantic import BaseModel
 
 import convoy
-from convoy.stores import SQLiteStore
+from convoy.stores import store_from_url
 
-from .conftest import Crash, FakeClock
+from .conftest import STORE_KINDS, Crash, FakeClock, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
 
 
 class Account(BaseModel):
@@ -22,11 +28,11 @@ class Account(BaseModel):
     open_tickets: int = 0
 
 
-def _engine(db: Path, clock: FakeClock | None = None, **kw: Any) -> convoy.Engine:
-    return convoy.Engine(SQLiteStore(db, clock=clock or FakeClock()), **kw)
+def _engine(db: str | Path, clock: FakeClock | None = None, **kw: Any) -> convoy.Engine:
+    return convoy.Engine(store_from_url(db, clock=clock or FakeClock()), **kw)
 
 
-def _later(db: Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
+def _later(db: str | Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
     """Another engine (process) on the store, once the first one's leases have expired."""
     clock.advance(3600)
     return _engine(db, clock, **kw)
@@ -46,7 +52,7 @@ async def open_ticket(ctx: convoy.Context, customer: str) -> int:
     return done.version
 
 
-async def test_values_and_versions_round_trip_typed(db: Path) -> None:
+async def test_values_and_versions_round_trip_typed(db: str | Path) -> None:
     @convoy.workflow(name="state.basics")
     async def wf(ctx: convoy.Context, x: int) -> list[Any]:
         acct = ctx.state("customer:42", type=Account)
@@ -64,7 +70,7 @@ async def test_values_and_versions_round_trip_typed(db: Path) -> None:
                                      Account(credit=7.5, open_tickets=1), 2]
 
 
-async def test_a_stale_write_raises_a_typed_conflict_with_the_current_value(db: Path) -> None:
+async def test_a_stale_write_raises_a_typed_conflict_with_the_current_value(db: str | Path) -> None:
     @convoy.workflow(name="state.stale")
     async def wf(ctx: convoy.Context, x: int) -> list[Any]:
         acct = ctx.state("customer:1", type=Account)
@@ -83,7 +89,7 @@ async def test_a_stale_write_raises_a_typed_conflict_with_the_current_value(db: 
     assert res.ok and res.output == ["customer:1", "account", 1, 2, Account(credit=4), True]
 
 
-async def test_values_that_do_not_match_the_type_are_refused(db: Path) -> None:
+async def test_values_that_do_not_match_the_type_are_refused(db: str | Path) -> None:
     async with _engine(db) as eng:
         acct = eng.state("customer:1", type=Account)
         with pytest.raises(convoy.UserError, match="open_tickets"):
@@ -93,7 +99,7 @@ async def test_values_that_do_not_match_the_type_are_refused(db: Path) -> None:
             await eng.state("raw").set("k", object(), expected_version=0)
 
 
-async def test_concurrent_sessions_updating_one_record_lose_no_update(db: Path) -> None:
+async def test_concurrent_sessions_updating_one_record_lose_no_update(db: str | Path) -> None:
     async with _engine(db, concurrency=50) as eng:
         results = await eng.run_many(open_ticket, ["c1"] * WRITERS)
         assert all(r.ok for r in results)
@@ -120,7 +126,7 @@ class Meddler(convoy.Interceptor):
         return await next(input)
 
 
-async def test_update_gives_up_after_its_attempts_with_the_last_conflict(db: Path) -> None:
+async def test_update_gives_up_after_its_attempts_with_the_last_conflict(db: str | Path) -> None:
     @convoy.workflow(name="state.contended")
     async def wf(ctx: convoy.Context, attempts: int) -> str:
         try:
@@ -145,7 +151,7 @@ async def test_update_gives_up_after_its_attempts_with_the_last_conflict(db: Pat
         assert (await eng.replay(res.id)).matches
 
 
-async def test_history_and_keys(db: Path) -> None:
+async def test_history_and_keys(db: str | Path) -> None:
     clock = FakeClock()
 
     @convoy.workflow(name="state.history")
@@ -167,7 +173,7 @@ async def test_history_and_keys(db: Path) -> None:
         [[1, 1, "h", "0", None], [2, 10, "h", "3", None]], [2]]
 
 
-async def test_the_default_namespace_is_the_sessions_own(db: Path) -> None:
+async def test_the_default_namespace_is_the_sessions_own(db: str | Path) -> None:
     @convoy.workflow(name="state.own")
     async def wf(ctx: convoy.Context, x: int) -> str:
         own = ctx.state()
@@ -180,7 +186,7 @@ async def test_the_default_namespace_is_the_sessions_own(db: Path) -> None:
         assert (await eng.state("session:mine").get("note")).value == "from mine"
 
 
-async def test_sessions_see_only_their_tenants_state(db: Path) -> None:
+async def test_sessions_see_only_their_tenants_state(db: str | Path) -> None:
     @convoy.workflow(name="state.tenant")
     async def wf(ctx: convoy.Context, x: int) -> Any:
         return (await ctx.state("shared").get("k")).value
@@ -194,7 +200,7 @@ async def test_sessions_see_only_their_tenants_state(db: Path) -> None:
 
 
 async def test_replay_sees_what_the_session_saw_not_what_the_store_holds_now(
-        db: Path) -> None:
+        db: str | Path) -> None:
     async with _engine(db) as eng:
         res = await eng.run(open_ticket, "c9")
         admin = eng.state("customer:c9", type=Account)
@@ -222,7 +228,7 @@ class CrashAfter(convoy.Interceptor):
 
 
 async def test_a_write_that_landed_before_a_crash_is_not_applied_again_on_resume(
-        db: Path) -> None:
+        db: str | Path) -> None:
     clock = FakeClock()
     crash = CrashAfter("set")
     async with _engine(db, clock, interceptors=[crash]) as eng:
@@ -240,7 +246,7 @@ async def test_a_write_that_landed_before_a_crash_is_not_applied_again_on_resume
 
 
 async def test_a_resumed_session_replays_its_read_even_after_the_key_moved_on(
-        db: Path) -> None:
+        db: str | Path) -> None:
     """Crash after the read was journaled; another writer changes the key meanwhile. The
     resumed session sees the value it read, so its write against that version is refused
     (no lost update), and update then re-applies on the current value."""

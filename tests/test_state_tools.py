@@ -5,7 +5,7 @@ run again after a crash does not apply its write twice."""
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +13,15 @@ import pytest
 from pydantic import BaseModel
 
 import convoy
-from convoy.stores import SQLiteStore
+from convoy.stores import store_from_url
 
-from .conftest import Crash, FakeClock
+from .conftest import STORE_KINDS, Crash, FakeClock, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
 
 
 class Credit(BaseModel):
@@ -81,7 +87,7 @@ class WriteAfterRead(convoy.Interceptor):
         return out
 
 
-async def test_a_conflict_in_a_tool_goes_back_to_the_model_which_re_plans(db: Path) -> None:
+async def test_a_conflict_in_a_tool_goes_back_to_the_model_which_re_plans(db: str | Path) -> None:
     TOLD.clear()
     sim = convoy.SimModel({"cashier": cashier})
     agent = convoy.Agent(name="cashier", output_type=Done, tools=[read_credit, set_credit],
@@ -145,7 +151,7 @@ async def bump(ctx: convoy.ToolContext) -> int:
     return (await visits.set("visits", cur.value + 1, expected_version=cur.version)).value
 
 
-async def test_a_tool_run_again_after_a_crash_does_not_write_twice(db: Path) -> None:
+async def test_a_tool_run_again_after_a_crash_does_not_write_twice(db: str | Path) -> None:
     sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "bump", "arguments": {}}]},
                                  {"output": {"amount": 1, "version": 1}}]})
     agent = convoy.Agent(name="a", output_type=Done, tools=[bump], model=sim)
@@ -156,13 +162,13 @@ async def test_a_tool_run_again_after_a_crash_does_not_write_twice(db: Path) -> 
         return out
 
     clock = FakeClock()
-    async with convoy.Engine(SQLiteStore(db, clock=clock),
+    async with convoy.Engine(store_from_url(db, clock=clock),
                              interceptors=[CrashAfterTool()]) as eng:
         with pytest.raises(Crash):
             await eng.run(wf, "go", session_id="b")
         assert (await eng.state("site").get("visits")).value == 1
     clock.advance(3600)  # the crashed engine's lease expired
-    async with convoy.Engine(SQLiteStore(db, clock=clock), workflows=[wf],
+    async with convoy.Engine(store_from_url(db, clock=clock), workflows=[wf],
                              models={}) as eng2:
         [res] = await eng2.resume()
         assert res.ok

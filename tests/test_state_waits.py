@@ -5,19 +5,26 @@ store), the wait survives a restart, and it times out durably."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import convoy
-from convoy.stores import SQLiteStore
+from convoy.stores import store_from_url
 
-from .conftest import FakeClock
+from .conftest import STORE_KINDS, FakeClock, store_db
 
 
-def _engine(db: Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
-    return convoy.Engine(SQLiteStore(db, clock=clock), **kw)
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
+
+
+def _engine(db: str | Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
+    return convoy.Engine(store_from_url(db, clock=clock), **kw)
 
 
 @convoy.workflow(name="state.until_shipped")
@@ -43,7 +50,7 @@ async def parked(eng: convoy.Engine, sid: str) -> None:
     assert sid not in eng._running  # no coroutine, no slot
 
 
-async def test_a_session_waits_parked_until_the_condition_holds(db: Path) -> None:
+async def test_a_session_waits_parked_until_the_condition_holds(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         res = await eng.run(until_shipped, "o1", session_id="o1")
@@ -61,7 +68,7 @@ async def test_a_session_waits_parked_until_the_condition_holds(db: Path) -> Non
         assert (await eng.replay("o1")).matches
 
 
-async def test_a_condition_already_true_returns_at_once(db: Path) -> None:
+async def test_a_condition_already_true_returns_at_once(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         await eng.state("order:o2").set("status", "shipped", expected_version=0)
@@ -69,7 +76,7 @@ async def test_a_condition_already_true_returns_at_once(db: Path) -> None:
         assert res.ok and res.output == "shipped at version 1"
 
 
-async def test_without_a_condition_it_waits_for_the_next_version(db: Path) -> None:
+async def test_without_a_condition_it_waits_for_the_next_version(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         config = eng.state("config")
@@ -81,7 +88,7 @@ async def test_without_a_condition_it_waits_for_the_next_version(db: Path) -> No
         assert res.ok and res.output == ["b", 2]
 
 
-async def test_a_write_by_another_session_wakes_the_waiter_under_serve(db: Path) -> None:
+async def test_a_write_by_another_session_wakes_the_waiter_under_serve(db: str | Path) -> None:
     clock = FakeClock()
 
     @convoy.workflow(name="state.shipper")
@@ -108,12 +115,12 @@ async def test_a_write_by_another_session_wakes_the_waiter_under_serve(db: Path)
                 await server
 
 
-async def test_the_wait_survives_a_restart(db: Path) -> None:
+async def test_the_wait_survives_a_restart(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         assert (await eng.run(until_shipped, "o4", session_id="o4")).status == "waiting"
     # the process is gone; a write from the outside (another process) wakes the session
-    writer = SQLiteStore(db, clock=clock)
+    writer = store_from_url(db, clock=clock)
     await writer.open()
     from convoy.stores import StateWrite
 
@@ -127,7 +134,7 @@ async def test_the_wait_survives_a_restart(db: Path) -> None:
     assert done.ok and done.output == "shipped at version 1"
 
 
-async def test_the_wait_times_out_durably(db: Path) -> None:
+async def test_the_wait_times_out_durably(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         assert (await eng.run(until_shipped, "o5", session_id="o5")).status == "waiting"
@@ -143,7 +150,7 @@ async def test_the_wait_times_out_durably(db: Path) -> None:
         assert (await eng.replay("o5")).matches
 
 
-async def test_waiting_is_for_workflow_code(db: Path) -> None:
+async def test_waiting_is_for_workflow_code(db: str | Path) -> None:
     async with _engine(db, FakeClock()) as eng:
         with pytest.raises(convoy.UserError, match="workflow code"):
             await eng.state("x").wait("k")

@@ -995,6 +995,25 @@ async def test_send_signal_to_an_unknown_session_stores_nothing(store: Store) ->
     assert await store.next_signal("nope", "go") is None
 
 
+async def test_an_id_with_a_nul_character_is_an_unknown_id(store: Store) -> None:
+    """A forged id no store need be able to hold (PostgreSQL text cannot hold NUL) is
+    answered like any unknown id, never with a failed statement."""
+    LeaseLost = lease_lost()
+    row = await owned(store, "s")
+    forged = "s\x00"
+    assert await store.get_session(forged) is None
+    assert await store.get_sessions(["s", forged]) == {"s": row}
+    assert await store.journal(forged) == [] and await store.load_journal(forged) == {}
+    assert await store.send_signal(forged, "go", "{}") == 0
+    assert await store.next_signal(forged, "go") is None
+    assert await store.claim(forged, "B", LEASE) is None
+    assert await store.reopen(forged) is False
+    with pytest.raises(LeaseLost):
+        await store.finish(forged, None, SessionOutcome(status="cancelled"))
+    assert await store.state_get("t1", "ns", forged) is None
+    assert await must(store, "s") == row
+
+
 # -- interceptor state ---------------------------------------------------------------------
 
 

@@ -91,4 +91,25 @@ async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
     finally:
         await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "3"
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "4"
+
+
+async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
+        tmp_path: Path) -> None:
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3
+
+    db = tmp_path / "v3.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 3 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3)
+        c.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.counts(tenant="acme") == {"running": 1}
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        plan = c.execute("EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM sessions WHERE "
+                         "tenant='acme' GROUP BY status").fetchall()
+        assert "sessions_tenant_status" in str(plan)

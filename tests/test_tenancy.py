@@ -16,16 +16,20 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import re
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import convoy
-from convoy.stores import SessionFilter, SessionRow, SQLiteStore, Store
+from convoy.stores import SessionFilter, SessionRow, SQLiteStore, Store, store_from_url
 from tests.clikit import FIXTURES, cli, one_line_error, summary, workdir, write_jsonl  # noqa: F401
+
+from .conftest import STORE_KINDS, store_db
 
 
 def _flows() -> Any:
@@ -43,7 +47,6 @@ def _flows() -> Any:
 
 answer, approval, pay = _flows().answer, _flows().approval, _flows().pay
 
-DB = Path("convoy.db")  # in the test's own directory (the autouse ``workdir`` fixture)
 STATES = ("done", "failed", "waiting", "woken", "escalated")
 ACME = [f"acme-{s}" for s in STATES]
 #: Ids that look like acme's, or like a query, but are no session at all.
@@ -58,9 +61,25 @@ BAD_TENANTS: list[Any] = ["", " acme", "acme ", "acme/x", "../acme", "acme\\x", 
                           ".acme", "a" * 65, "ácme", "acme\u200b", 42, None]
 
 
-async def populate(db: Path = DB) -> None:
+@pytest.fixture(params=STORE_KINDS, autouse=True)
+def store_kind(request: pytest.FixtureRequest, workdir: Path,  # noqa: F811
+               monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """Every test runs on SQLite (``convoy.db`` in the test's own directory) and on
+    PostgreSQL; the store is ``CONVOY_DB``, for the Python API and the CLI alike."""
+    where = store_db(request.param, workdir)
+    monkeypatch.setenv("CONVOY_DB", str(next(where)))
+    yield request.param
+    next(where, None)
+
+
+def db() -> str:
+    """The store of the test (see :func:`store_kind`)."""
+    return os.environ["CONVOY_DB"]
+
+
+async def populate() -> None:
     """Every state, for both tenants, through each tenant's own handle."""
-    async with convoy.Engine(db) as engine:
+    async with convoy.Engine(db()) as engine:
         for t in ("acme", "globex"):
             h = engine.tenant(t)
             assert (await h.run(answer, {"text": f"{t}: what is my plan?"},
@@ -89,9 +108,9 @@ async def snapshot(store: Store, tenant: str = "acme") -> dict[str, Any]:
     return found
 
 
-def read_snapshot(db: Path = DB) -> dict[str, Any]:
+def read_snapshot() -> dict[str, Any]:
     async def read() -> dict[str, Any]:
-        store = SQLiteStore(db)
+        store = store_from_url(db())
         await store.open()
         try:
             return await snapshot(store)
@@ -136,7 +155,7 @@ async def refused(attempt: Attempt, h: convoy.Tenant, sid: str) -> str:
 
 async def test_a_tenant_reaches_none_of_another_tenants_sessions_through_its_handle() -> None:
     await populate()
-    async with convoy.Engine(DB, workflows=[answer, approval, pay]) as engine:
+    async with convoy.Engine(db(), workflows=[answer, approval, pay]) as engine:
         before = await snapshot(engine.store)
         assert sorted(before) == sorted([*ACME, "state acme-only", "state customer:42"])
         globex = engine.tenant("globex")
@@ -195,7 +214,7 @@ async def test_a_tenant_reaches_none_of_another_tenants_sessions_through_its_han
 
 async def test_the_operator_view_is_the_engine_and_a_tenant_exposes_no_engine() -> None:
     await populate()
-    async with convoy.Engine(DB) as engine:
+    async with convoy.Engine(db()) as engine:
         assert {r.tenant for r in await engine.sessions(limit=1000)} == {"acme", "globex"}
         assert sum((await engine.counts()).values()) == 2 * len(STATES)
         assert (await engine.session("acme-done")).tenant == "acme"
@@ -205,17 +224,18 @@ async def test_the_operator_view_is_the_engine_and_a_tenant_exposes_no_engine() 
         for name in dir(globex):
             if not name.startswith("_"):
                 value = getattr(globex, name)
-                assert not isinstance(value, convoy.Engine | SQLiteStore), name
+                assert not isinstance(value, convoy.Engine | Store), name
                 assert getattr(value, "__self__", globex) is globex, name
         # The operator's unknown-id error names no tenant.
-        with pytest.raises(convoy.UserError, match=r"^no session 'nope' in sqlite:///"):
+        with pytest.raises(convoy.UserError,
+                           match=f"^no session 'nope' in {re.escape(engine.store.url)}"):
             await engine.session("nope")
 
 
 class NetworkedReads(SQLiteStore):
     """A real SQLite store whose session lookups yield to the event loop first, as a
-    networked store's (PostgreSQL's) do: two starts of one id then both look it up before
-    either creates it."""
+    networked store's (PostgreSQL's, which the test uses as it is) do: two starts of one id
+    then both look it up before either creates it."""
 
     async def get_session(self, session_id: str, *,
                           tenant: str | None = None) -> SessionRow | None:
@@ -228,9 +248,11 @@ class NetworkedReads(SQLiteStore):
         return await super().get_sessions(ids, tenant=tenant)
 
 
-async def test_two_tenants_starting_the_same_session_id_at_once_never_share_it() -> None:
+async def test_two_tenants_starting_the_same_session_id_at_once_never_share_it(
+        store_kind: str) -> None:
     inputs = {"acme": {"text": "from acme"}, "globex": {"text": "from globex"}}
-    async with convoy.Engine(NetworkedReads(DB)) as engine:
+    store = NetworkedReads(db()) if store_kind == "sqlite" else store_from_url(db())
+    async with convoy.Engine(store) as engine:
         acme, globex = engine.tenant("acme"), engine.tenant("globex")
         starts = {
             "run": lambda h, sid: h.run(answer, inputs[h.name], session_id=sid),
@@ -257,7 +279,7 @@ async def test_two_tenants_starting_the_same_session_id_at_once_never_share_it()
 
 @pytest.mark.parametrize("name", BAD_TENANTS, ids=repr)
 async def test_forged_tenant_names_are_refused_with_one_clear_error(name: Any) -> None:
-    async with convoy.Engine(DB) as engine:
+    async with convoy.Engine(db()) as engine:
         for use in (lambda: engine.tenant(name),
                     lambda: engine.state("customer:42", tenant=name),
                     lambda: engine.run(answer, {"text": "q"}, tenant=name),
@@ -274,7 +296,7 @@ async def test_forged_tenant_names_are_refused_with_one_clear_error(name: Any) -
 
 async def test_tenant_names_are_exact_a_lookalike_is_another_tenant() -> None:
     await populate()
-    async with convoy.Engine(DB) as engine:
+    async with convoy.Engine(db()) as engine:
         for lookalike in ("ACME", "Acme", "acme.", "acme-", "acme_", "acm"):
             try:
                 h = engine.tenant(lookalike)

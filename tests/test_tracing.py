@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +27,15 @@ from convoy.observability._tracing import SPANS_NAMESPACE
 from convoy.resilience import Retry, RetryPolicy
 
 from .clikit import cli
-from .conftest import Crash, later_engine
+from .conftest import STORE_KINDS, Crash, later_engine, store_db
 from .obs_flows import TICKET, agents, desk_workflow, script
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Spans go through the store protocol: every test here runs on SQLite and on
+    PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
 
 
 def traced(**kw: Any) -> tuple[Tracing, InMemorySpanExporter]:
@@ -54,7 +62,7 @@ async def stored(engine: convoy.Engine, session_id: str) -> list[dict[str, Any]]
     return load_chunks(chunks[k] for k in sorted(chunks))
 
 
-async def test_one_trace_per_session_with_genai_spans_and_a_linked_handoff(db: Path) -> None:
+async def test_one_trace_per_session_with_genai_spans_and_a_linked_handoff(db: str) -> None:
     tracing, mem = traced()
     sim = convoy.SimModel(script())
     wf = desk_workflow(agents(sim))
@@ -125,7 +133,7 @@ async def test_one_trace_per_session_with_genai_spans_and_a_linked_handoff(db: P
 
 
 async def test_a_resumed_session_continues_its_trace_and_marks_what_it_replays(
-        db: Path) -> None:
+        db: str) -> None:
     crashed: list[bool] = []
 
     class CrashInBilling(convoy.SimModel):
@@ -268,7 +276,7 @@ async def test_a_caller_traceparent_becomes_the_sessions_parent(engine_factory: 
     assert parent_of(root) == 0xB7AD6B7169203331
 
 
-async def test_replay_writes_no_spans_and_tracing_off_changes_nothing(db: Path) -> None:
+async def test_replay_writes_no_spans_and_tracing_off_changes_nothing(db: str) -> None:
     tracing, mem = traced()
     wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.replayed")
     async with convoy.Engine(db, interceptors=observe(tracing)) as engine:

@@ -24,8 +24,9 @@ from convoy.stores import SCHEMA_VERSION
 app = typer.Typer(
     name="convoy",
     help="Convoy: run typed multi-agent LLM workflows durably.\n\n"
-         "Sessions and their step journals live in a SQLite store (--db, default "
-         "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
+         "Sessions and their step journals live in a store (--db or $CONVOY_DB: a SQLite "
+         "file, default ./convoy.db, or a postgresql:// URL): a crashed run resumes where "
+         "it stopped.\n\n"
          "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
          "Exit codes: 0 done; 1 the run could not complete (a store error: one line, "
          "sessions stay unfinished), or `run --strict` found an input that did not "

@@ -23,7 +23,6 @@ import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -32,12 +31,13 @@ from rich.console import Console
 from convoy import Engine, Interceptor, Model, StoreError, Tenant, UserError, infer_model
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
-from convoy.stores import SQLiteStore
+from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
+from convoy.stores._url import redacted, sqlite_path
 
 T = TypeVar("T")
 
 #: Where the session store lives unless ``--db`` or ``CONVOY_DB`` says otherwise.
-DEFAULT_DB = "convoy.db"
+DEFAULT_DB = DEFAULT_STORE
 #: Exit code of a command that could not do its work (a store error, for one).
 RUN_FAILURE = 1
 #: Exit code of a usage error (the same code click uses for bad options).
@@ -45,9 +45,9 @@ USAGE_ERROR = 2
 #: Exit code after Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
 
-DbOption = Annotated[Path, typer.Option(
-    "--db", envvar="CONVOY_DB", show_envvar=True, dir_okay=False,
-    help="SQLite session store.")]
+DbOption = Annotated[str, typer.Option(
+    "--db", envvar="CONVOY_DB", show_envvar=True, metavar="PATH|URL",
+    help="Session store: a SQLite file, or postgresql://user:password@host:port/dbname.")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", metavar="SPEC",
     help="Run every agent on this model instead of its own, e.g. 'sim:' or "
@@ -224,20 +224,33 @@ def import_modules(modules: list[str] | None) -> list[Any]:
     return imported
 
 
-def check_db_path(db: Path, *, create: bool = False) -> None:
+def label(db: str) -> str:
+    """How messages name the store ``db``: the path as given, or the URL without its
+    password."""
+    return redacted(db)
+
+
+def check_db_path(db: str, *, create: bool = False) -> None:
     """Refuse a ``--db`` that cannot be a store file, in one line: a directory, a path under
     a regular file, or (when the command would ``create`` the store) a path whose directory
-    does not exist: it is not created behind the user's back."""
-    if db.is_dir():
-        fail(f"--db {str(db)!r} is a directory, not a Convoy store file")
-    for parent in db.parents:
+    does not exist: it is not created behind the user's back. A PostgreSQL URL is checked
+    when the store opens (the server says what is wrong)."""
+    if is_postgres_url(db):
+        return
+    try:
+        path = sqlite_path(db)
+    except UserError as e:
+        fail(f"--db: {e}")
+    if path.is_dir():
+        fail(f"--db {db!r} is a directory, not a Convoy store file")
+    for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                fail(f"--db {str(db)!r}: {str(parent)!r} is a file, not a directory")
+                fail(f"--db {db!r}: {str(parent)!r} is a file, not a directory")
             break
-    if create and not db.parent.exists():
-        fail(f"the directory {str(db.parent)!r} of --db {str(db)!r} does not exist; create "
-             f"it first (mkdir -p {db.parent})")
+    if create and not path.parent.exists():
+        fail(f"the directory {str(path.parent)!r} of --db {db!r} does not exist; create "
+             f"it first (mkdir -p {path.parent})")
 
 
 def tracing(exporters: list[str] | None) -> list[Interceptor]:
@@ -252,7 +265,7 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
         fail(f"--trace: {e}")
 
 
-def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
+def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
                  busy_timeout: float = 10.0, interceptors: Sequence[Interceptor] = ()
                  ) -> Engine:
     """An engine on ``db``; ``--model`` (if given) overrides every agent's model.
@@ -270,24 +283,34 @@ def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
             fail(f"--model {model!r} needs a package that is not installed: {e}")
     check_db_path(db, create=True)
     with convoy_errors():
-        return Engine(SQLiteStore(db, busy_timeout=busy_timeout), models=models, model=model,
-                      concurrency=concurrency, interceptors=interceptors)
+        return Engine(store_from_url(db, busy_timeout=busy_timeout), models=models,
+                      model=model, concurrency=concurrency, interceptors=interceptors)
 
 
-def require_store(db: Path) -> None:
-    """Commands that read sessions must not silently create an empty store."""
+def require_store(db: str) -> None:
+    """Commands that read sessions must not silently create an empty SQLite store. (A
+    PostgreSQL database must exist already; its tables are created on open.)"""
     check_db_path(db)
-    if not db.exists():
-        fail(f"no Convoy store at {str(db)!r}; pass --db PATH or set CONVOY_DB "
+    if is_postgres_url(db):
+        return
+    if not sqlite_path(db).exists():
+        fail(f"no Convoy store at {db!r}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
 
 
 @asynccontextmanager
-async def open_store(db: Path) -> AsyncIterator[SQLiteStore]:
+async def open_store(db: str) -> AsyncIterator[Store]:
     """The store at ``db`` (which must exist), open, for commands that only read it."""
-    store = SQLiteStore(db)
+    store = store_from_url(db)
     await store.open()
     try:
         yield store
     finally:
         await store.aclose()
+
+
+async def workflow_names(store: Store, tenant: str | None = None) -> list[str]:
+    """The workflows that have sessions (of ``tenant``) in ``store`` (for "did you mean"
+    messages), if the store can tell."""
+    names = getattr(store, "workflow_names", None)
+    return list(await names(tenant=tenant)) if names is not None else []

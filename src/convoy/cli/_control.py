@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -33,7 +32,7 @@ def signal(
     payload: Annotated[str | None, typer.Option(
         "--payload", "-p", metavar="JSON",
         help="The signal's value, as JSON (default: null).")] = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
@@ -79,7 +78,7 @@ async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, valu
 
 def cancel(
     session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +22,7 @@ from convoy.cli._common import (
     DbOption,
     TenantOption,
     fail,
+    label,
     open_store,
     out,
     require_store,
@@ -89,13 +89,13 @@ async def cost_rows(store: Store, by: str, tenant: str | None = None) -> list[Co
     return rows
 
 
-async def _read(db: Path, by: str, tenant: str | None) -> list[CostRow]:
+async def _read(db: str, by: str, tenant: str | None) -> list[CostRow]:
     async with open_store(db) as store:
         return await cost_rows(store, by, tenant)
 
 
 def cost(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     by: Annotated[str, typer.Option(
         "--by", "-b", metavar="session|agent|model|tenant",
         help="Group model calls by this.")] = "agent",
@@ -117,9 +117,9 @@ def cost(
     require_store(db)
     rows = run_async(_read(db, by, scope.tenant))
     if not rows:
-        out.print(f"no model calls{scope.of} in {db}{scope.hint}", markup=False)
+        out.print(f"no model calls{scope.of} in {label(db)}{scope.hint}", markup=False)
         return
-    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {db}{scope.of}"))
+    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {label(db)}{scope.of}"))
     if len(rows) > limit:
         out.print(f"showing {limit} of {len(rows):,} {by}s (most expensive first); use "
                   "--limit N for more", markup=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -22,7 +21,7 @@ from convoy.cli._common import (
     require_store,
     tenant_scope,
 )
-from convoy.stores import STATUSES, SQLiteStore
+from convoy.stores import STATUSES, store_from_url
 
 metrics_app = typer.Typer(
     name="metrics", no_args_is_help=True, rich_markup_mode="markdown",
@@ -34,7 +33,7 @@ metrics_app = typer.Typer(
 class StoreCollector:
     """Sessions by status (and by workflow) read from the store at each scrape."""
 
-    def __init__(self, db: Path, scope: Scope) -> None:
+    def __init__(self, db: str, scope: Scope) -> None:
         self.db = db
         self.scope = scope
 
@@ -58,7 +57,7 @@ class StoreCollector:
         yield unfinished
 
     async def _read(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-        store = SQLiteStore(self.db)
+        store = store_from_url(self.db)
         await store.open()
         try:
             counts = await store.counts(tenant=self.scope.tenant)
@@ -73,7 +72,7 @@ class StoreCollector:
 
 @metrics_app.command("serve")
 def serve(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535,
                                       help="The port to listen on.")] = 9464,
     addr: Annotated[str, typer.Option("--addr", help="The address to listen on.")

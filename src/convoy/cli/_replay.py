@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -31,7 +30,7 @@ from convoy.cli._render import plural, short, status_text
 
 def replay(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from convoy import Engine, UserError
@@ -22,6 +20,7 @@ from convoy.cli._common import (
     build_engine,
     err,
     import_modules,
+    label,
     out,
     require_store,
     run_async,
@@ -36,7 +35,7 @@ from convoy.cli._stats import RunStats
 def resume(
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
     trace: TraceOption = None,
@@ -71,10 +70,10 @@ def resume(
         err.print("interrupted: run 'convoy resume' again to finish", markup=False)
         raise typer.Exit(INTERRUPTED) from None
     if stats is None:
-        out.print(f"nothing to resume: no unfinished sessions{scope.of} in {db}{scope.hint}",
-                  markup=False)
+        out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"
+                  f"{scope.hint}", markup=False)
         return
-    out.print(summary_table(f"convoy resume · {db}{scope.of}", stats))
+    out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
     exit_on_store_errors(stats)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -25,11 +24,13 @@ from convoy.cli._common import (
     err,
     fail,
     import_modules,
+    label,
     open_store,
     out,
     require_store,
     run_async,
     tenant_scope,
+    workflow_names,
 )
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -65,7 +66,7 @@ def retry(
         "--strict", help="Exit 1 unless every retry completed.")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
@@ -113,20 +114,20 @@ def retry(
         err.print("interrupted: the retries already created are saved; 'convoy resume' "
                   "finishes them", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    out.print(summary_table(f"convoy retry · {db}{scope.of}", stats))
+    out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
     exit_on_store_errors(stats)
     if strict:
         exit_if_strict(stats, "retries")
 
 
-async def _select(db: Path, scope: Scope, ids: list[str], status: list[str] | None,
+async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | None,
                   error_type: str | None, workflow: str | None) -> list[SessionRow]:
     async with open_store(db) as store:
         if workflow is not None:
-            known = await store.workflow_names(tenant=scope.tenant)
+            known = await workflow_names(store, scope.tenant)
             if workflow not in known:
-                fail(f"no sessions of workflow {workflow!r}{scope.of} in {str(db)!r}; its "
+                fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its "
                      f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
         return await select_retryable(store, ids=ids, status=status, error_type=error_type,
                                       workflow=workflow, tenant=scope.tenant)

@@ -20,6 +20,7 @@ from convoy.cli._common import (
     build_engine,
     convoy_errors,
     err,
+    label,
     out,
     run_async,
     tenant_option,
@@ -49,7 +50,7 @@ def run(
         help="One workflow input (a JSON value) per line.")],
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     id_field: Annotated[str | None, typer.Option(
         "--id-field", metavar="FIELD",
         help="Take each session's id from this field of the line's JSON object (a string "
@@ -109,8 +110,8 @@ def run(
         err.print("interrupted: unfinished sessions are saved; run the same command again "
                   "(or 'convoy resume') to finish them", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    out.print(summary_table(f"convoy run {wf.name} · {input} · {db}", stats, batch.invalid,
-                            batch.identical))
+    out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
+                            batch.invalid, batch.identical))
     print_failures(out, stats)
     exit_on_store_errors(stats)
     if strict:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -16,11 +15,13 @@ from convoy.cli._common import (
     Scope,
     TenantOption,
     fail,
+    label,
     open_store,
     out,
     require_store,
     run_async,
     tenant_scope,
+    workflow_names,
 )
 from convoy.cli._render import print_session, sessions_table
 from convoy.engine._retry import retry_id
@@ -34,7 +35,7 @@ sessions_app = typer.Typer(
 
 @sessions_app.command("list")
 def list_sessions(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     status: Annotated[str | None, typer.Option(
         "--status", "-s", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
     workflow: Annotated[str | None, typer.Option(
@@ -61,12 +62,12 @@ def list_sessions(
                           offset=offset)
     rows, counts, known = run_async(_list(db, where))
     if workflow is not None and workflow not in known:
-        fail(f"no sessions of workflow {workflow!r}{scope.of} in {str(db)!r}; its workflows: "
+        fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its workflows: "
              f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if not rows:
         what = f" with status {status!r}" if status else ""
-        out.print(f"no sessions{scope.of}{what} in {db}"
+        out.print(f"no sessions{scope.of}{what} in {label(db)}"
                   + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
         return
     out.print(sessions_table(rows, tenants=scope.tenant is None))
@@ -79,10 +80,10 @@ def list_sessions(
                   markup=False)
 
 
-async def _list(db: Path, where: SessionFilter
+async def _list(db: str, where: SessionFilter
                 ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
-        known = (await store.workflow_names(tenant=where.tenant) if where.workflow is not None
+        known = (await workflow_names(store, where.tenant) if where.workflow is not None
                  else [])
         return (await store.list_sessions(where), await store.counts(tenant=where.tenant),
                 known)
@@ -91,7 +92,7 @@ async def _list(db: Path, where: SessionFilter
 @sessions_app.command("show")
 def show_session(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
@@ -106,7 +107,7 @@ def show_session(
     require_store(db)
     row, steps, retried_as = run_async(_show(db, session_id, scope))
     if row is None:
-        fail(f"no session {session_id!r}{scope.of} in {str(db)!r}; 'convoy sessions list' "
+        fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
              f"shows the ids{scope.hint}")
     if as_json:
         typer.echo(json.dumps(session_json(row, steps, retried_as), indent=2))
@@ -114,7 +115,7 @@ def show_session(
         print_session(out, row, steps, now=time.time(), retried_as=retried_as)
 
 
-async def _show(db: Path, session_id: str, scope: Scope
+async def _show(db: str, session_id: str, scope: Scope
                 ) -> tuple[SessionRow | None, list[StepRecord], SessionRow | None]:
     async with open_store(db) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)

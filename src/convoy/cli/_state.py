@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +17,7 @@ from convoy.cli._common import (
     TenantOption,
     check_db_path,
     fail,
+    label,
     one_tenant,
     open_store,
     out,
@@ -25,7 +25,7 @@ from convoy.cli._common import (
     run_async,
 )
 from convoy.cli._render import fmt_time, short
-from convoy.stores import SQLiteStore, StateEntry, StateWrite, StateWriteResult
+from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 
 state_app = typer.Typer(
     name="state", no_args_is_help=True, rich_markup_mode="markdown",
@@ -62,7 +62,7 @@ def _where(namespace: str, key: str, tenant: str) -> str:
 
 @state_app.command("get")
 def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
-        db: DbOption = Path(DEFAULT_DB), as_json: JsonOption = False) -> None:
+        db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Show the current value of a key, its version and who wrote it.
 
     Example: `convoy state get customer:42 account --tenant acme`
@@ -71,7 +71,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     require_store(db)
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
-        fail(f"no state {_where(namespace, key, tenant)} in {str(db)!r}; 'convoy state list "
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
              f"{namespace}' shows its keys")
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
@@ -81,7 +81,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     out.print(f"version {entry.version}, written {by} at {fmt_time(entry.at)}", markup=False)
 
 
-async def _get(db: Path, tenant: str, namespace: str, key: str) -> StateEntry | None:
+async def _get(db: str, tenant: str, namespace: str, key: str) -> StateEntry | None:
     async with open_store(db) as store:
         return await store.state_get(tenant, namespace, key)
 
@@ -93,7 +93,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
              "--expected-version", "-e", min=0, metavar="N",
              help="Write only if the key is still at version N (0: only if it does not "
                   "exist). Default: the version it has when the command reads it.")] = None,
-         tenant: TenantOption = None, db: DbOption = Path(DEFAULT_DB),
+         tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
          busy_timeout: BusyTimeoutOption = 10.0) -> None:
     """Write a key, compare-and-set: against --expected-version, or the version the command
     reads just before. A write that finds another version fails and writes nothing.
@@ -121,10 +121,10 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     out.print(f"{namespace}/{key} is at version {res.entry.version}{woke}", markup=False)
 
 
-async def _set(db: Path, busy_timeout: float, write: StateWrite
+async def _set(db: str, busy_timeout: float, write: StateWrite
                ) -> tuple[int, StateWriteResult]:
     """The version the write expected, and what it did."""
-    store = SQLiteStore(db, busy_timeout=busy_timeout)
+    store = store_from_url(db, busy_timeout=busy_timeout)
     await store.open()
     try:
         expected = write.expected_version
@@ -141,7 +141,7 @@ async def _set(db: Path, busy_timeout: float, write: StateWrite
 def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
             limit: Annotated[int | None, typer.Option(
                 "--limit", "-n", min=1, help="Only the newest N versions.")] = None,
-            db: DbOption = Path(DEFAULT_DB), as_json: JsonOption = False) -> None:
+            db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Every version of a key, oldest first: value, writer (session, agent, step), time.
 
     Example: `convoy state history customer:42 account --limit 20`
@@ -150,7 +150,7 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     require_store(db)
     entries = run_async(_history(db, tenant, namespace, key, limit))
     if not entries:
-        fail(f"no state {_where(namespace, key, tenant)} in {str(db)!r}; 'convoy state list "
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
              f"{namespace}' shows its keys")
     if as_json:
         typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
@@ -165,7 +165,7 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     out.print(t)
 
 
-async def _history(db: Path, tenant: str, namespace: str, key: str,
+async def _history(db: str, tenant: str, namespace: str, key: str,
                    limit: int | None) -> list[StateEntry]:
     async with open_store(db) as store:
         return await store.state_history(tenant, namespace, key, limit=limit)
@@ -175,7 +175,7 @@ async def _history(db: Path, tenant: str, namespace: str, key: str,
 def list_(namespace: Annotated[str | None, typer.Argument(
               metavar="[NAMESPACE]", help="List this namespace's keys (default: list the "
                                          "tenant's namespaces).")] = None,
-          tenant: TenantOption = None, db: DbOption = Path(DEFAULT_DB),
+          tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
           as_json: JsonOption = False) -> None:
     """The tenant's namespaces with their key counts, or one namespace's keys with their
     current version and value.
@@ -213,7 +213,7 @@ def list_(namespace: Annotated[str | None, typer.Argument(
     out.print(t)
 
 
-async def _list(db: Path, tenant: str, namespace: str | None
+async def _list(db: str, tenant: str, namespace: str | None
                 ) -> tuple[dict[str, int], list[StateEntry]]:
     async with open_store(db) as store:
         if namespace is None:

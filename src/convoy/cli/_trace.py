@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -33,7 +32,7 @@ BAR = 32
 
 def trace(
     session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print the spans as JSON.")] = False,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
@@ -51,7 +50,7 @@ def trace(
     require_store(db)
     found, spans = run_async(_load(db, session_id, scope))
     if not found:
-        fail(f"no session {session_id!r}{scope.of} in {str(db)!r}; 'convoy sessions list' "
+        fail(f"no session {session_id!r}{scope.of} in {db!r}; 'convoy sessions list' "
              f"shows the ids{scope.hint}")
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
@@ -70,7 +69,7 @@ def trace(
               + (f"  {plural(errors, 'error')}" if errors else ""), markup=False)
 
 
-async def _load(db: Path, session_id: str, scope: Scope) -> tuple[bool, list[dict[str, Any]]]:
+async def _load(db: str, session_id: str, scope: Scope) -> tuple[bool, list[dict[str, Any]]]:
     async with open_store(db) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:

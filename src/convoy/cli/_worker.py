@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -26,6 +25,7 @@ from convoy.cli._common import (
     err,
     fail,
     import_modules,
+    label,
     out,
     run_async,
     tenant_scope,
@@ -79,7 +79,7 @@ def worker(
         "(left: those waiting for a signal).")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     poll_interval: Annotated[float, typer.Option(
         "--poll-interval", metavar="SECONDS", min=0.01,
         help="How often to look for sessions other processes made runnable.")] = 1.0,
@@ -130,7 +130,7 @@ def worker(
         engine.register(wf)
     names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
     try:
-        err.print(f"worker on {db}: serving {names}"
+        err.print(f"worker on {label(db)}: serving {names}"
                   + (" for every tenant" if scope.tenant is None else f" for tenant "
                      f"{scope.tenant!r}"), markup=False, style="dim", soft_wrap=True)
         left = run_async(_serve(engine, scope, until_idle, poll_interval,

@@ -76,7 +76,8 @@ from convoy.stores._protocol import (
     StepRecord,
     Store,
 )
-from convoy.stores._sqlite import Durability, SQLiteStore
+from convoy.stores._sqlite import Durability
+from convoy.stores._url import store_from_url
 
 OutT = TypeVar("OutT")
 T = TypeVar("T")
@@ -89,8 +90,10 @@ class Engine(SessionControl):
     the same methods, confined to that tenant.
 
     Args:
-        store: a :class:`~convoy.stores.Store`, or the path of a SQLite store (created if
-            missing).
+        store: a :class:`~convoy.stores.Store`, or a store URL: the path of a SQLite file
+            (created if missing) or ``postgresql://user:password@host:port/dbname`` (see
+            :func:`~convoy.stores.store_from_url`). Default: ``$CONVOY_DB``, else
+            ``convoy.db``.
         models: named model instances, e.g. ``{"sim:": SimModel(script)}``; agents whose
             ``model`` string matches use them. Other strings go through ``infer_model``.
         model: run every agent on this model instead of its own (e.g. ``"sim:"``).
@@ -112,7 +115,7 @@ class Engine(SessionControl):
             unused.
     """
 
-    def __init__(self, store: str | Path | Store = "convoy.db", *,
+    def __init__(self, store: str | Path | Store | None = None, *,
                  models: Mapping[str, Model] | None = None, model: str | Model | None = None,
                  interceptors: Sequence[Interceptor] = (), limits: Limits | None = None,
                  concurrency: int = 1000, durability: Durability = "process",
@@ -126,7 +129,7 @@ class Engine(SessionControl):
         if on_nondeterminism not in ("error", "warn"):
             raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
                             f"{on_nondeterminism!r}")
-        self.store: Store = store if isinstance(store, Store) else SQLiteStore(
+        self.store: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
         self.timings = StepTimings()
         self.accounting = UsageAccounting(prices)
@@ -154,6 +157,7 @@ class Engine(SessionControl):
         self._starting: dict[str, str] = {}
         self._cancelling: set[str] = set()
         self._open = False
+        self._opening: asyncio.Lock | None = None
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -167,19 +171,24 @@ class Engine(SessionControl):
         """Open the store and start the interceptors (``async with`` does this)."""
         if self._open:
             return
-        await self.store.open()
-        started: list[Interceptor] = []
-        try:
-            for ic in self.runtime.interceptors:
-                await ic.start(self)
-                started.append(ic)
-        except BaseException:
-            for ic in reversed(started):
-                await ic.close()
-            await self.store.aclose()
-            raise
-        self._open = True
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
+        if self._opening is None:  # sessions started at once open the engine once
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._open:
+                return
+            await self.store.open()
+            started: list[Interceptor] = []
+            try:
+                for ic in self.runtime.interceptors:
+                    await ic.start(self)
+                    started.append(ic)
+            except BaseException:
+                for ic in reversed(started):
+                    await ic.close()
+                await self.store.aclose()
+                raise
+            self._open = True
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
 
     async def aclose(self) -> None:
         """Stop renewing leases, close interceptors (exporters flush), commit and close the
@@ -199,6 +208,7 @@ class Engine(SessionControl):
         for m in models.values():
             await m.aclose()
         self._open = False
+        self._opening = None
         self._slots = None  # bound to this event loop; the next open may run on another
         self._wake = None
 

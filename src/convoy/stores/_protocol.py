@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -229,7 +229,8 @@ class StateWriteResult:
 
 @runtime_checkable
 class Store(Protocol):
-    """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`."""
+    """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`,
+    :class:`~convoy.stores.PostgresStore`."""
 
     url: str
 

@@ -48,6 +48,7 @@ from convoy.stores._sqlite_sql import (
     _JOURNAL_COLS,
     _MIGRATE_2,
     _MIGRATE_3,
+    _MIGRATE_4,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -205,7 +206,7 @@ class SQLiteStore(SQLiteState):
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3)):
+            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4)):
                 if version < target:
                     for stmt in script.split(";"):
                         if stmt.strip():
