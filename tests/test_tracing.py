@@ -349,3 +349,30 @@ async def test_sampling_decides_per_session_and_keeps_to_it(engine_factory: Any)
     assert len(mem.get_finished_spans()) == before  # the caller said: not sampled
     with pytest.raises(convoy.UserError, match="sample_rate"):
         Tracing(sample_rate=2.0)
+
+
+async def test_concurrent_sessions_keep_their_spans_apart(engine_factory: Any) -> None:
+    tracing, mem = traced()
+    sim = convoy.SimModel({"*": {"output": "ok"}}, latency=0.002)
+    a = convoy.Agent(name="a", model=sim)
+    b = convoy.Agent(name="b", model=sim)
+
+    @convoy.workflow(name="obs.concurrent")
+    async def wf(ctx: convoy.Context, t: str) -> list[str]:
+        return await ctx.gather(lambda c: c.run(a, t), lambda c: c.run(b, t + "!"))
+
+    results = await engine_factory(interceptors=observe(tracing)).run_many(
+        wf, [str(i) for i in range(20)])
+    assert all(r.ok for r in results)
+    spans = mem.get_finished_spans()
+    roots = {s.context.trace_id: s for s in spans if s.parent is None}
+    assert len(roots) == 20
+    by_id = {s.context.span_id: s for s in spans}
+    for s in spans:  # every span's chain of parents ends at its own trace's root
+        top = s
+        while top.parent is not None:
+            parent = by_id[top.parent.span_id]
+            assert parent.context.trace_id == s.context.trace_id
+            top = parent
+        assert top is roots[s.context.trace_id]
+    assert sum(s.name.startswith("chat") for s in spans) == 40
