@@ -88,7 +88,7 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
     t0 = min(s["start"] for s in spans)
     total = max(max(s["end"] for s in spans) - t0, 1)
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
-    t.add_column("span", no_wrap=True)
+    t.add_column("span", overflow="fold")
     t.add_column("start", justify="right")
     t.add_column("took", justify="right")
     t.add_column("", no_wrap=True)
