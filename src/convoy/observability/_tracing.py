@@ -140,6 +140,8 @@ class Tracing(Interceptor):
         self._models: dict[Model, tuple[str, str, str]] = {}
         # Attributes every span of a kind shares with others of its agent, model or tool.
         self._bases: dict[tuple[Any, ...], Attrs] = {}
+        self._chats: dict[tuple[Model, str], tuple[str, Attrs]] = {}
+        self._agents: dict[str, Attrs] = {}
         #: The interceptor that records retry attempts (stage ``attempt``).
         self.attempts = AttemptSpans(self)
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
@@ -283,8 +285,20 @@ class Tracing(Interceptor):
         if b is None:
             if len(self._bases) > 10_000:  # names that churn: stay bounded
                 self._bases.clear()
+                self._agents.clear()
             b = self._bases[key] = make()
         return b
+
+    def _chat_names(self, model: Model, agent: str) -> tuple[str, Attrs]:
+        """The span name and shared attributes of ``agent``'s calls to ``model``."""
+        span_name, provider, name = self.model_names(model)
+        base = self.base(("chat", model, agent), lambda: {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+            "gen_ai.request.model": name, "gen_ai.agent.name": agent})
+        if len(self._chats) > 10_000:
+            self._chats.clear()
+        found = self._chats[(model, agent)] = (span_name, base)
+        return found
 
     def model_names(self, model: Model) -> tuple[str, str, str]:
         """``(span name, provider, model)`` for a model instance."""
@@ -363,8 +377,11 @@ class Tracing(Interceptor):
             return await next(input)
         run = parent.run
         name = input.agent.name
-        base = self.base(("agent", name), lambda: {"gen_ai.operation.name": "invoke_agent",
-                                                   "gen_ai.agent.name": name})
+        base = self._agents.get(name)
+        if base is None:
+            base = self.base(("agent", name), lambda: {"gen_ai.operation.name": "invoke_agent",
+                                                       "gen_ai.agent.name": name})
+            self._agents[name] = base
         attrs: Attrs = {"convoy.step.key": input.key, "convoy.agent.depth": input.depth}
         if input.replaying:
             attrs["convoy.replay"] = True
@@ -409,11 +426,11 @@ class Tracing(Interceptor):
         parent = CURRENT.get()
         if parent is None or parent.run is None:
             return await next(input)
-        span_name, provider, model = self.model_names(input.model)
         agent = input.agent.name
-        base = self.base(("chat", input.model, agent), lambda: {
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-            "gen_ai.request.model": model, "gen_ai.agent.name": agent})
+        found = self._chats.get((input.model, agent))
+        if found is None:
+            found = self._chat_names(input.model, agent)
+        span_name, base = found
         attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
