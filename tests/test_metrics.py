@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import re
 from pathlib import Path
 from typing import Any
@@ -209,3 +210,37 @@ async def test_a_real_prometheus_scrapes_and_answers(prometheus: Any,  # noqa: F
             assert not any(re.fullmatch(r"[0-9a-f]{32}", v) for v in s["metric"].values())
     finally:
         server.close()
+
+
+async def test_the_asgi_and_wsgi_apps_serve_the_metrics(engine_factory: Any) -> None:
+    metrics = Metrics()
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    agent = convoy.Agent(name="mounted", model=sim)
+
+    @convoy.workflow(name="obs.mounted")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    assert (await engine_factory(interceptors=observe(metrics=metrics)).run(wf, "t")).ok
+    # WSGI, as a WSGI server calls it
+    started: list[str] = []
+    body = b"".join(metrics.wsgi_app()(
+        {"REQUEST_METHOD": "GET", "PATH_INFO": "/metrics", "QUERY_STRING": "",
+         "wsgi.input": io.BytesIO(b""), "SERVER_NAME": "x", "SERVER_PORT": "80"},
+        lambda status, headers, exc_info=None: started.append(status)))
+    assert started == ["200 OK"] and b'agent="mounted"' in body
+    # ASGI, as an ASGI server calls it
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await metrics.asgi_app()({"type": "http", "method": "GET", "path": "/metrics",
+                              "query_string": b"", "headers": []}, receive, send)
+    assert sent[0]["status"] == 200
+    assert b'convoy_agent_runs_total{agent="mounted"' in b"".join(
+        m.get("body", b"") for m in sent)
