@@ -72,7 +72,7 @@ lint: $(BASE)
 docs: $(BASE)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-bench: $(BENCH)  ## reliability, budgets, resilience, fault server, leases, waits, codec, then Convoy vs the peers
+bench: $(BENCH)  ## reliability, budgets, resilience, fault server, leases, waits, codec, sandbox, then Convoy vs the peers
 	$(BIN)/python bench/reliability.py --agents 5 --fault-rate 0.05 --sessions 10000 \
 	  --plot bench/reliability.png
 	$(BIN)/python bench/budget_stress.py --sessions 2000
@@ -84,6 +84,7 @@ bench: $(BENCH)  ## reliability, budgets, resilience, fault server, leases, wait
 	$(BIN)/python bench/faults.py --sessions 300 --concurrency 20 --outage-s 30
 	$(BIN)/python bench/observability.py --clock cpu
 	$(BIN)/python bench/pii_redaction.py
+	$(BIN)/python bench/sandbox.py
 	bash bench/run.sh
 
 llama-server: $(LOCAL)  ## serve SmolLM2-135M on http://127.0.0.1:8765/v1

@@ -108,12 +108,19 @@ class FakeModel(convoy.Model):
 
 # ------------------------------------------------------------------ W1 / W2 --
 
+# CONVOY_BENCH_GUARDED=1: the people-and-privilege features configured but never
+# triggered (every agent granted scopes, every agent run under escalation rules), to
+# show they cost nothing on the hot path.
+_GUARDED = os.environ.get("CONVOY_BENCH_GUARDED") == "1"
+_AGENT_KW: dict[str, object] = {"scopes": ["tickets:*"]} if _GUARDED else {}
+_ENGINE_KW: dict[str, object] = {"escalation": convoy.Escalation()} if _GUARDED else {}
+
 chain_model = FakeModel("chain")
 chain_agents = [
     convoy.Agent(name=f"agent{k}",
                  instructions=f"You are agent {k} of {CHAIN_LEN}. Classify the ticket.",
                  input_type=str if k == 0 else Classification, output_type=Classification,
-                 model=chain_model)
+                 model=chain_model, **_AGENT_KW)
     for k in range(CHAIN_LEN)
 ]
 
@@ -126,12 +133,12 @@ async def chain5(ctx: convoy.Context, ticket: str) -> Classification:
 # ----------------------------------------------------------------------- W3 --
 
 workers = [convoy.Agent(name=w, instructions=f"You are the {w} worker.", input_type=str,
-                        output_type=WorkerResult, model=FakeModel(f"worker:{w}"))
+                        output_type=WorkerResult, model=FakeModel(f"worker:{w}"), **_AGENT_KW)
            for w in WORKERS]
 supervisor_agent = convoy.Agent(
     name="supervisor", instructions="You are a supervisor. Delegate to workers, then report.",
     input_type=str, output_type=SupervisorReport, model=FakeModel("supervisor"),
-    workers=workers)
+    workers=workers, **_AGENT_KW)
 
 
 @convoy.workflow(name="bench:supervisor")
@@ -157,7 +164,7 @@ _STORE = "PostgreSQL" if _PG else f"SQLite file store, durability={_DURABILITY}"
 # Every session of a W2 burst is admitted at once: concurrency >= sessions + warm-up.
 engine = convoy.Engine(_DB, durability=_DURABILITY,  # type: ignore[arg-type]
                        concurrency=max(1000, _planned_sessions()),
-                       workflows=[chain5, supervise])
+                       workflows=[chain5, supervise], **_ENGINE_KW)
 
 
 async def _run(wf: convoy.Workflow, i: int):

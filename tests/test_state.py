@@ -151,6 +151,44 @@ async def test_update_gives_up_after_its_attempts_with_the_last_conflict(db: str
         assert (await eng.replay(res.id)).matches
 
 
+class MeddleTimes(Meddler):
+    """A :class:`Meddler` that gets in before the first ``times`` writes only."""
+
+    def __init__(self, engine: Callable[[], convoy.Engine], times: int) -> None:
+        super().__init__(engine)
+        self.left = times
+
+    async def state_op(self, input: convoy.StateInput,
+                       next: Callable[[convoy.StateInput], Awaitable[Any]]) -> Any:
+        if input.op == "set" and self.left > 0:
+            self.left -= 1
+            return await super().state_op(input, next)
+        return await next(input)
+
+
+@pytest.mark.parametrize("conflicts", [0, 1, 3])
+async def test_an_update_takes_one_step_position_however_many_attempts_it_took(
+        db: str | Path, conflicts: int) -> None:
+    # The steps after an update keep their keys (and so their idempotency keys) whether it
+    # wrote at once or after conflicts: a run and its resume after a crash agree on them.
+    async def after() -> str:
+        return "done"
+
+    @convoy.workflow(name="state.then_step")
+    async def wf(ctx: convoy.Context, _: int) -> str:
+        await ctx.state("c").update("n", lambda n: n + 1, default=0, attempts=5)
+        return str(await ctx.step("after", after, idempotent=True))
+
+    eng: convoy.Engine
+    eng = _engine(db, interceptors=[MeddleTimes(lambda: eng, conflicts)])
+    async with eng:
+        res = await eng.run(wf, 0)
+        assert res.ok, res.error
+        keys = {r.target: r.key for r in await eng.store.journal(res.id)}
+        assert keys["after"] == "1"
+        assert eng.state_stats.conflicts == conflicts
+
+
 async def test_history_and_keys(db: str | Path) -> None:
     clock = FakeClock()
 
@@ -170,7 +208,7 @@ async def test_history_and_keys(db: str | Path) -> None:
         res = await eng.run(wf, 1, session_id="h")
     assert res.ok and res.output == [
         ["apples", "pears"], {"apples": 10, "pears": 2},
-        [[1, 1, "h", "0", None], [2, 10, "h", "3", None]], [2]]
+        [[1, 1, "h", "0", None], [2, 10, "h", "2/1", None]], [2]]
 
 
 async def test_the_default_namespace_is_the_sessions_own(db: str | Path) -> None:

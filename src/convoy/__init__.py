@@ -4,10 +4,13 @@ Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on
 :class:`Engine`: every model call, tool call and handoff is journaled, so a crashed process
 resumes where it stopped without paying for anything twice. ``engine.tenant("acme")`` is one
 tenant's view of the engine (a :class:`Tenant`), reaching nothing of another tenant.
+People decide through the inbox (``ctx.ask_human``, tool approvals, escalations:
+``engine.inbox``), and tools declare the scopes an agent must be granted.
 """
 
 from convoy._errors import (
     AgentTurnsExhausted,
+    ApprovalRequired,
     BudgetExhausted,
     CircuitOpenError,
     ContentPolicyViolation,
@@ -15,6 +18,7 @@ from convoy._errors import (
     ConvoyError,
     Escalated,
     HandoffError,
+    HumanTimeout,
     JournalError,
     LimitExceeded,
     LoopDetected,
@@ -23,11 +27,13 @@ from convoy._errors import (
     OutputValidationError,
     PolicyDenied,
     RecordedError,
+    Rejected,
     SessionTerminated,
     StateConflict,
     StepError,
     StoreError,
     TerminalReason,
+    ToolDenied,
     ToolError,
     UnknownOutcomeError,
     UserError,
@@ -42,6 +48,10 @@ from convoy.durability import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._engine import ESCALATION, Engine
 from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
 from convoy.engine._tenant import Tenant
+from convoy.hitl._ask import HumanAnswer
+from convoy.hitl._inbox import Inbox
+from convoy.hitl._rules import Escalation
+from convoy.hitl._task import Comment, Decision, HumanTask
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     AgentRunEnd,
@@ -71,6 +81,9 @@ from convoy.models._messages import (
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.sandbox import Sandbox, ToolSandboxError
+from convoy.security._approval import Approval
+from convoy.security._guard import ToolGuard, approved
 from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
@@ -80,19 +93,28 @@ __all__ = [
     "AgentRunEnd",
     "AgentRunInput",
     "AgentTurnsExhausted",
+    "Approval",
+    "ApprovalRequired",
     "BudgetExhausted",
     "CircuitOpenError",
+    "Comment",
     "ContentPolicyViolation",
     "Context",
     "ContextWindowExceeded",
     "ConvoyError",
+    "Decision",
     "ESCALATION",
     "EffectInput",
     "Engine",
     "Escalated",
+    "Escalation",
     "Faults",
     "HandoffError",
     "HandoffInput",
+    "HumanAnswer",
+    "HumanTask",
+    "HumanTimeout",
+    "Inbox",
     "Interceptor",
     "JournalError",
     "Latency",
@@ -115,7 +137,9 @@ __all__ = [
     "Price",
     "PriceTable",
     "RecordedError",
+    "Rejected",
     "ReplayResult",
+    "Sandbox",
     "SessionEnd",
     "SessionFailed",
     "SessionInfo",
@@ -139,7 +163,10 @@ __all__ = [
     "ToolCall",
     "ToolCallInput",
     "ToolContext",
+    "ToolDenied",
     "ToolError",
+    "ToolGuard",
+    "ToolSandboxError",
     "ToolSpec",
     "ToolThreads",
     "ToolThreadsExhausted",
@@ -151,6 +178,7 @@ __all__ = [
     "WaitTimeout",
     "Workflow",
     "__version__",
+    "approved",
     "decompose",
     "fan_out",
     "infer_model",

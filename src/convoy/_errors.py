@@ -10,12 +10,17 @@ One root, a shallow tree::
     │   │   └── ContentPolicyViolation  the provider's content policy refused it
     │   ├── OutputValidationError  model output still invalid after the repair attempts
     │   ├── ToolError              a tool failed or returned an invalid result
+    │   │   └── ToolDenied         refused before it ran: outside the agent's scopes, or
+    │   │                          a person rejected it (or nobody approved it in time)
     │   ├── HandoffError           a handoff still invalid after the repair attempts
     │   ├── AgentTurnsExhausted    an agent used its ``max_turns`` without a final answer
     │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
     │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
     │   ├── PolicyDenied           a policy refused the step (terminal)
+    │   ├── ApprovalRequired       a policy asks a person to approve this call first
+    │   ├── Rejected               a person rejected what an agent proposed
     │   ├── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   │   └── HumanTimeout       nobody answered a human task before its deadline
     │   └── StateConflict          a compare-and-set write of shared state found a newer
     │                              version (carries the current value and version)
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
@@ -223,6 +228,32 @@ class ToolError(StepError):
             self.details = details
 
 
+class ToolDenied(ToolError):
+    """A tool call refused before the tool ran: the agent lacks a scope the tool needs
+    (``reason="scope"``), a person rejected the call (``"rejected"``), or nobody approved
+    it before its deadline (``"expired"``). The agent loop reports it to the model as a
+    failed call, like any tool failure; the refusal is journaled as the step's outcome.
+
+    Attributes:
+        tool: the tool that was refused.
+        reason: ``"scope"``, ``"rejected"`` or ``"expired"``.
+        missing: the scopes the agent lacked (``reason="scope"``).
+        by: who rejected it (``reason="rejected"``).
+    """
+
+    kind = "denied"
+    terminal = True
+
+    def __init__(self, message: str, *, tool: str = "", reason: str = "scope",
+                 missing: Sequence[str] = (), by: str | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.reason = reason
+        self.missing = list(missing)
+        self.by = by
+        self.details = {"refused": reason}
+
+
 class HandoffError(StepError):
     """A handoff named an undeclared target or carried an invalid payload, too often."""
 
@@ -281,10 +312,57 @@ class PolicyDenied(StepError):
     terminal = True
 
 
+class ApprovalRequired(StepError):
+    """Raised by a policy (an interceptor's ``tool_call``) to ask a person to approve this
+    tool call before it runs. The agent loop parks the session on an approval task in the
+    inbox; once approved, the call runs again carrying the approval, which the policy
+    checks with :func:`convoy.approved` (bound to the call's tool, arguments, tenant and
+    session; it expires and is used once). Raised elsewhere, it fails the step.
+
+    Attributes:
+        reason: why an approval is needed, shown to the reviewer.
+        rule: the name of the rule that asked (for audit), or ``None``.
+    """
+
+    kind = "approval_required"
+    terminal = True
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message
+        self.rule = rule
+
+
+class Rejected(StepError):
+    """A person rejected what an agent proposed (an output escalated for review).
+    Terminal. ``by`` and ``comment`` say who and why; ``task_id`` names the inbox task."""
+
+    kind = "rejected"
+    terminal = True
+
+    def __init__(self, message: str, *, by: str = "", comment: str | None = None,
+                 task_id: str = "") -> None:
+        super().__init__(message)
+        self.by = by
+        self.comment = comment
+        self.task_id = task_id
+
+
 class WaitTimeout(StepError):
     """``ctx.wait_for`` timed out before its signal arrived."""
 
     kind = "wait_timeout"
+
+
+class HumanTimeout(WaitTimeout):
+    """Nobody answered a human task (``ctx.ask_human``) before its deadline, and its
+    ``on_deadline`` is ``"fail"``. ``task_id`` names the task (now ``expired``)."""
+
+    kind = "human_timeout"
+
+    def __init__(self, message: str, *, task_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
 
 
 class StateConflict(StepError):
@@ -349,9 +427,19 @@ class BudgetExhausted(SessionTerminated):
 
 
 class Escalated(SessionTerminated):
-    """The session needs a human: it is parked with reason ``escalated``."""
+    """The session needs a human: it is parked with reason ``escalated``.
+
+    ``grant`` names what a person approving it allows (``"budget:<ledger>"``: one more
+    budget's worth on that ledger, for this session); agents with
+    :class:`~convoy.Escalation` rules turn it into an inbox task instead of ending the
+    session."""
 
     reason: TerminalReason = "escalated"
+
+    def __init__(self, message: str, *, reason: TerminalReason | None = None,
+                 grant: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.grant = grant
 
 
 for _cls in (ConvoyError, SessionTerminated):

@@ -10,6 +10,7 @@ import convoy
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._inbox import inbox_app
 from convoy.cli._metrics import metrics_app
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
@@ -64,6 +65,7 @@ app.command("cancel")(cancel)
 app.command("replay")(replay)
 app.add_typer(sessions_app)
 app.add_typer(state_app)
+app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
 app.command("trace")(trace)

@@ -17,7 +17,9 @@ from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.engine._retry import RETRYABLE
+from convoy.hitl._task import INBOX
 from convoy.resilience._classify import error_kind_of
+from convoy.state._access import watch_signal
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
@@ -188,12 +190,24 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False) -> Tabl
     return t
 
 
+def _task_waited_for(row: SessionRow) -> str | None:
+    """The inbox task a waiting session waits for (its wait is a watch on the task)."""
+    prefix = watch_signal(INBOX, "")
+    name = row.wait_name
+    if row.status == "waiting" and name is not None and name.startswith(prefix):
+        return name[len(prefix):]
+    return None
+
+
 def waits_for(row: SessionRow) -> str:
     """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
     if row.status != "waiting":
         return ""
     parts = []
-    if row.wait_name is not None:
+    task = _task_waited_for(row)
+    if task is not None:
+        parts.append(f"a person (task {task})")
+    elif row.wait_name is not None:
         parts.append(f"signal {row.wait_name!r}")
     if row.wake_at is not None:
         parts.append(f"{'or ' if parts else ''}{fmt_time(row.wake_at)}")
@@ -278,7 +292,10 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
             + (", expired)" if row.lease_until < now else ")"))
         info.add_row("owner", row.owner + lease)
     if row.status == "waiting":
-        if row.wait_name is not None:
+        task = _task_waited_for(row)
+        if task is not None:
+            info.add_row("waits for a person", f"inbox task {task}")
+        elif row.wait_name is not None:
             info.add_row("waits for signal", row.wait_name)
         if row.wake_at is not None:
             info.add_row("wakes at" if row.wait_name is None else "times out at",
@@ -309,10 +326,15 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and retried_as is None:
         console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
+    task = _task_waited_for(row)
     if row.status == "escalated":
-        console.print(f"answer it: convoy signal {row.id} convoy.escalation --payload "
+        console.print(f"answer it: convoy inbox approve|reject {row.id}:escalated", markup=False)
+        console.print(f"        or convoy signal {row.id} convoy.escalation --payload "
                       """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",
                       markup=False)
+    elif task is not None:
+        console.print(f"waiting for a person: convoy inbox show {task} (then a 'convoy "
+                      "worker' or 'convoy resume' continues it)", markup=False)
     elif row.status == "waiting" and row.wait_name is not None:
         console.print(f"waiting: convoy signal {row.id} {row.wait_name} --payload JSON, then "
                       "a 'convoy worker' (or 'convoy resume') continues it", markup=False)

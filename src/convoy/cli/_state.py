@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from convoy import UserError
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -25,6 +26,7 @@ from convoy.cli._common import (
     run_async,
 )
 from convoy.cli._render import fmt_time, short
+from convoy.hitl._task import check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 
 state_app = typer.Typer(
@@ -102,6 +104,10 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     Example: `convoy state set customer:42 account '{"credit": 10}' --expected-version 3`
     """
     tenant = one_tenant(tenant)
+    try:
+        check_namespace(namespace)
+    except UserError as e:
+        fail(str(e))
     try:
         json.loads(value)
     except json.JSONDecodeError as e:

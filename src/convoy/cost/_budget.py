@@ -12,7 +12,10 @@ answer outgrows its ceiling and no prompt its estimate, that is less than one ca
 
 On exhaustion, the policy decides: ``"stop"`` ends the session (``budget_exhausted``),
 ``"downgrade"`` sends the call to a cheaper model while the *hard* limit
-(``limit * hard_factor``) lasts, ``"escalate"`` parks the session for a human.
+(``limit * hard_factor``) lasts, ``"escalate"`` hands the session to a human: an inbox task
+(the session parks) when the agent has :class:`~convoy.Escalation` rules with
+``"budget"``, whose approval grants the session one more budget's worth on that ledger;
+else the session ends ``escalated``.
 """
 
 from __future__ import annotations
@@ -70,17 +73,20 @@ class BudgetLedger:
     waited: int = 0
     _settled: asyncio.Event | None = None
 
-    def full(self) -> bool:
-        """Whether spent plus reserved has reached the limit: no new call is admitted."""
-        b = self.budget
-        return bool((b.tokens is not None and self.tokens + self.reserved_tokens >= b.tokens)
-                    or (b.usd is not None and self.usd + self.reserved_usd >= b.usd))
+    def full(self, extra: int = 0) -> bool:
+        """Whether spent plus reserved has reached the limit (plus ``extra`` more budgets'
+        worth a person granted): no new call is admitted."""
+        b, f = self.budget, 1 + extra
+        return bool((b.tokens is not None and
+                     self.tokens + self.reserved_tokens >= b.tokens * f)
+                    or (b.usd is not None and self.usd + self.reserved_usd >= b.usd * f))
 
-    def spent_out(self) -> bool:
-        """Whether the settled spend alone has reached the limit: the budget is exhausted."""
-        b = self.budget
-        return bool((b.tokens is not None and self.tokens >= b.tokens)
-                    or (b.usd is not None and self.usd >= b.usd))
+    def spent_out(self, extra: int = 0) -> bool:
+        """Whether the settled spend alone has reached the limit (plus ``extra`` budgets'
+        worth): the budget is exhausted."""
+        b, f = self.budget, 1 + extra
+        return bool((b.tokens is not None and self.tokens >= b.tokens * f)
+                    or (b.usd is not None and self.usd >= b.usd * f))
 
     async def wait_settled(self) -> None:
         """Wait until a call in flight settles (what it reserved becomes what it cost)."""
@@ -259,10 +265,17 @@ class Budgets(Interceptor):
         ledgers = await self._applicable(input)
         if not ledgers:
             return await next(input)
+        grants = input.session.grants  # one more budget's worth per approved escalation
         while True:
-            full = [led for led in ledgers if led.full()]
-            if not full or any(led.spent_out() for led in full):
-                break
+            if grants is None:
+                full = [led for led in ledgers if led.full()]
+                if not full or any(led.spent_out() for led in full):
+                    break
+            else:
+                full = [led for led in ledgers if led.full(grants.get(f"budget:{led.name}", 0))]
+                if not full or any(led.spent_out(grants.get(f"budget:{led.name}", 0))
+                                   for led in full):
+                    break
             # Reserved, not spent: the calls in flight hold their output ceilings and
             # usually cost far less. Wait for one to settle instead of refusing.
             await full[0].wait_settled()
@@ -278,7 +291,7 @@ class Budgets(Interceptor):
                 msg = (f"budget {led.name!r} exhausted ({_describe(led)}) before a call of "
                        f"agent {input.agent.name!r}")
                 if self.on_exhausted == "escalate":
-                    raise Escalated(msg)
+                    raise Escalated(msg, grant=f"budget:{led.name}")
                 raise BudgetExhausted(msg)
         est_in, est_out = reserve_usage(input.request, input.model)
         tokens = est_in + est_out

@@ -28,6 +28,7 @@ from convoy.engine._results import (
 )
 from convoy.engine._retry import retry_sessions, select_retryable
 from convoy.engine._tenancy import unknown_session
+from convoy.hitl._inbox import Inbox
 from convoy.stores._protocol import STATUSES, SessionFilter, SessionOutcome, SessionRow, StepRecord
 
 if TYPE_CHECKING:
@@ -179,6 +180,13 @@ class SessionControl:
 
     def _scope(self) -> tuple[Engine, str | None]:
         raise NotImplementedError
+
+    @property
+    def inbox(self) -> Inbox:
+        """The human tasks (of every tenant, or of this tenant): questions
+        (``ctx.ask_human``), approvals of tool calls, escalations; list, read and decide
+        them (see :class:`~convoy.Inbox`)."""
+        return Inbox(*self._scope())
 
     async def session(self, session_id: str) -> SessionRow:
         """One session as the store holds it (status, owner, wait, usage, ...).

@@ -23,7 +23,7 @@ import asyncio
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, TypeVar, cast, overload
@@ -59,12 +59,15 @@ from convoy.engine._results import (
 from convoy.engine._runtime import Runtime, _run_session
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant, taken_session
 from convoy.engine._tenant import Tenant
+from convoy.hitl._rules import Escalation
+from convoy.hitl._task import check_namespace
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
+from convoy.security._guard import ToolGuard
 from convoy.state._access import DirectAccess
 from convoy.state._handle import State
 from convoy.stores._protocol import (
@@ -113,6 +116,11 @@ class Engine(SessionControl):
         on_nondeterminism: ``"error"`` (default) or ``"warn"`` when a resumed session asks
             a journaled step with a different input, or finishes leaving journal entries
             unused.
+        escalation: the :class:`~convoy.Escalation` rules of every agent that has none of
+            its own: which failures go to a person (an inbox task) instead of failing.
+        tenant_scopes: per tenant, the most its sessions' agents may be granted: a tool
+            scope is granted only if the agent's ``scopes`` and the tenant's cap both
+            cover it (tenants not named are not capped).
     """
 
     def __init__(self, store: str | Path | Store | None = None, *,
@@ -121,7 +129,9 @@ class Engine(SessionControl):
                  concurrency: int = 1000, durability: Durability = "process",
                  prices: PriceTable | None = None, workflows: Iterable[Workflow[Any, Any]] = (),
                  deps: Any = None, lease_seconds: float = 30.0, park_after: float = 1.0,
-                 on_nondeterminism: OnNonDeterminism = "error") -> None:
+                 on_nondeterminism: OnNonDeterminism = "error",
+                 escalation: Escalation | None = None,
+                 tenant_scopes: Mapping[str, Collection[str]] | None = None) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
         if lease_seconds <= 0 or park_after < 0:
@@ -129,6 +139,12 @@ class Engine(SessionControl):
         if on_nondeterminism not in ("error", "warn"):
             raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
                             f"{on_nondeterminism!r}")
+        if escalation is not None and not isinstance(escalation, Escalation):
+            raise UserError(f"escalation must be a convoy.Escalation, got {escalation!r}")
+        for name in tenant_scopes or {}:
+            check_tenant(name)
+        #: Scopes and approvals, checked before every tool call that declares them.
+        self.tool_guard = ToolGuard(tenant_scopes)
         self.store: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
         self.timings = StepTimings()
@@ -136,10 +152,11 @@ class Engine(SessionControl):
         #: Shared-state reads, writes and conflicts of the sessions this engine ran.
         self.state_stats = StateStats()
         self.runtime = Runtime(self.store, limits=limits or Limits(),
-                               interceptors=[self.timings, *interceptors, self.accounting,
-                                             self.state_stats],
+                               interceptors=[self.timings, self.tool_guard, *interceptors,
+                                             self.accounting, self.state_stats],
                                models=models or {}, model_override=model,
-                               prices=self.accounting.prices, deps=deps)
+                               prices=self.accounting.prices, deps=deps,
+                               escalation=escalation)
         self.runtime.wake = self._poke
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
@@ -289,6 +306,7 @@ class Engine(SessionControl):
             UserError: ``tenant`` is not a valid tenant name.
         """
         check_tenant(tenant)
+        check_namespace(namespace)
         return State(namespace, DirectAccess(self.store, tenant, self._poke), type)
 
     # -- running -------------------------------------------------------------------------

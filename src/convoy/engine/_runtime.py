@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.cost._pricing import PriceTable
+from convoy.hitl._rules import Escalation
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
@@ -65,13 +66,15 @@ class Runtime:
     def __init__(self, store: Store, *, limits: Limits,
                  interceptors: Sequence[Interceptor], models: Mapping[str, Model],
                  model_override: str | Model | None, prices: PriceTable | None = None,
-                 deps: Any = None) -> None:
+                 deps: Any = None, escalation: Escalation | None = None) -> None:
         self.store = store
         #: The wall clock every session reads (deadlines, timers): the store's.
         self.clock: Callable[[], float] = getattr(store, "clock", time.time)
         self.prices = prices
         self.limits = limits
         self.deps = deps
+        #: The escalation rules of agents that have none of their own.
+        self.escalation = escalation
         interceptors = ordered(interceptors)
         self.interceptors = tuple(interceptors)
         self.session_chain: Chain[SessionInput, SessionEnd] = Chain(

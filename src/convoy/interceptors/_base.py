@@ -14,8 +14,8 @@ steps nest in.
 Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engine sorts the
 chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
 
-    timing → trace → audit → custom → step_timeout → route → cache → fallback → retry
-    → attempt → deployment → breaker → budget → rate_limit → bulkhead → timeout
+    timing → trace → audit → policy → custom → step_timeout → route → cache → fallback
+    → retry → attempt → deployment → breaker → budget → rate_limit → bulkhead → timeout
     → accounting → fault → (adapter)
 
 so a cache hit costs nothing, every retry attempt (seen one by one at ``attempt``, where
@@ -48,13 +48,13 @@ if TYPE_CHECKING:
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
-Stage = Literal["timing", "trace", "audit", "custom", "step_timeout", "route", "cache",
-                "fallback", "retry", "attempt", "deployment", "breaker", "budget",
+Stage = Literal["timing", "trace", "audit", "policy", "custom", "step_timeout", "route",
+                "cache", "fallback", "retry", "attempt", "deployment", "breaker", "budget",
                 "rate_limit", "bulkhead", "timeout", "accounting", "fault"]
 #: Stages, outermost first. The engine sorts interceptors by stage (stable).
 STAGES: tuple[Stage, ...] = (
-    "timing", "trace", "audit", "custom", "step_timeout", "route", "cache", "fallback",
-    "retry", "attempt", "deployment", "breaker", "budget", "rate_limit", "bulkhead",
+    "timing", "trace", "audit", "policy", "custom", "step_timeout", "route", "cache",
+    "fallback", "retry", "attempt", "deployment", "breaker", "budget", "rate_limit", "bulkhead",
     "timeout", "accounting", "fault")
 _RANK = {s: i for i, s in enumerate(STAGES)}
 
@@ -141,7 +141,10 @@ class ModelCallInput:
 
 @dataclass(slots=True, kw_only=True)
 class ToolCallInput:
-    """One call of a tool with already-validated arguments."""
+    """One call of a tool with already-validated arguments.
+
+    ``approval`` is the id of the approval task a person approved this call in, when the
+    call runs after one (see :func:`convoy.approved`)."""
 
     session: SessionState
     key: str
@@ -149,6 +152,7 @@ class ToolCallInput:
     tool: Tool
     args: BaseModel
     context: ToolContext[Any]
+    approval: str | None = None
 
     @property
     def info(self) -> StepInfo:

@@ -4,14 +4,20 @@ Every model call, tool call and handoff is a journaled step of the session, run 
 interceptor chain of its kind. Mistakes a model can fix (invalid output, an unknown tool, an
 undeclared handoff target, invalid arguments or payload) go back to it as messages, within
 bounded budgets; past them the run fails with a typed error. A tool that fails (raises,
-times out, or is refused by its open breaker) is reported to the model as that, within its
-own budget (``Agent.tool_failures``); past it the run fails with the tool's own error.
+times out, is refused by its open breaker, or by the tool guard for a scope the agent
+lacks) is reported to the model as that, within its own budget (``Agent.tool_failures``);
+past it the run fails with the tool's own error.
+
+People: a tool call a policy sends for approval parks the session on an approval task and
+runs once approved (:mod:`convoy.hitl._approve`); an agent with escalation rules hands a
+failed run to a person instead of failing (:mod:`convoy.hitl._escalate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from zlib import crc32 as _crc32
 
@@ -20,9 +26,11 @@ from pydantic_core import from_json, to_json
 
 from convoy._errors import (
     AgentTurnsExhausted,
+    ApprovalRequired,
     CircuitOpenError,
     HandoffError,
     OutputValidationError,
+    SessionTerminated,
     StepError,
     ToolError,
     UserError,
@@ -31,6 +39,8 @@ from convoy.definitions._agent import Agent, AgentLinks, render_input
 from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.durability._executor import fingerprint
+from convoy.hitl._approve import approve_then_call
+from convoy.hitl._escalate import escalated, escalates, reviews
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
@@ -81,33 +91,79 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     except ValidationError as e:
         raise UserError(f"input for agent {agent.name!r} does not match its input type "
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
-    chain = s.runtime.agent_chain
     source: Agent[Any, Any] | None = None
     handoff_key: str | None = None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
-        rendered = render_input(value)
-        if routed:
-            s.note_input(agent.name, rendered)
+        messages: list[Message] = []
+        leg = _Leg(ctx, agent, value, routed, messages, source, handoff_key)
+        try:
+            done, result = await leg.run()
+        except (Exception, SessionTerminated) as e:
+            rules = agent.escalation or s.runtime.escalation
+            if rules is None or not escalates(rules, e):
+                raise
+            # A failure the rules name goes to a person, who decides how to go on.
+            done, result = await escalated(ctx, agent, rules, leg.again, messages, error=e)
+        else:
+            rules = agent.escalation or s.runtime.escalation
+            if rules is not None and rules.confidence_below is not None and \
+                    reviews(rules, done, result):
+                done, result = await escalated(ctx, agent, rules, leg.again, messages,
+                                               outcome=(done, result))
+        if done:
+            return result
         routed = True  # whatever comes next was chosen by a model: a handoff
-        messages = [Message(role="user", content=rendered)]
-        system = agent.render_instructions(value)
-        if system:
-            messages.insert(0, Message(role="system", content=system))
-        if chain.call is agent_turns:  # no agent hooks: no input to build
-            done, result = await _loop(ctx, agent, messages)
-            if done:
-                return result
-            source = agent
-            agent, value, handoff_key = result
-            continue
-        end = await chain.call(AgentRunInput(
-            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
-            handoff_from=source, handoff_key=handoff_key,
-            replaying=getattr(s.executor, "replaying", False), context=ctx))
-        if end.handoff is None:
-            return end.output
         source = agent
-        agent, value, handoff_key = end.handoff, end.payload, end.handoff_key
+        agent, value, handoff_key = result
+
+
+class _Leg:
+    """One agent's turns on ``value`` (into ``messages``), until it answers or hands off:
+    through the agent chain when interceptors hook agent runs, else straight to the turns."""
+
+    __slots__ = ("agent", "ctx", "handoff_key", "messages", "routed", "source", "value")
+
+    def __init__(self, ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
+                 messages: list[Message], source: Agent[Any, Any] | None,
+                 handoff_key: str | None) -> None:
+        self.ctx, self.agent, self.value, self.routed = ctx, agent, value, routed
+        self.messages, self.source, self.handoff_key = messages, source, handoff_key
+
+    def run(self, note: str | None = None) -> Awaitable[tuple[bool, Any]]:
+        """``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine
+        itself: it costs no frame of its own on every agent run.)"""
+        ctx, agent, value, messages = self.ctx, self.agent, self.value, self.messages
+        s = ctx.session
+        rendered = render_input(value)
+        if self.routed:
+            s.note_input(agent.name, rendered)
+        system = agent.render_instructions(value)
+        if messages:
+            messages.clear()
+        if system:
+            messages.append(Message(role="system", content=system))
+        messages.append(Message(role="user", content=rendered))
+        if note:
+            messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
+        chain = s.runtime.agent_chain
+        if chain.call is agent_turns:  # no agent hooks: no input to build
+            return _loop(ctx, agent, messages)
+        return _chained(chain.call(AgentRunInput(
+            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+            handoff_from=self.source, handoff_key=self.handoff_key,
+            replaying=getattr(s.executor, "replaying", False), context=ctx)))
+
+    def again(self, note: str | None) -> Awaitable[tuple[bool, Any]]:
+        """The leg again, as a person asked for it (loop detection does not count it)."""
+        self.routed = False
+        return self.run(note)
+
+
+async def _chained(end: Awaitable[AgentRunEnd]) -> tuple[bool, Any]:
+    e = await end
+    if e.handoff is None:
+        return True, e.output
+    return False, (e.handoff, e.payload, e.handoff_key)
 
 
 async def agent_turns(i: AgentRunInput) -> AgentRunEnd:
@@ -117,6 +173,7 @@ async def agent_turns(i: AgentRunInput) -> AgentRunEnd:
         return AgentRunEnd(output=result)
     target, payload, key = result
     return AgentRunEnd(handoff=target, payload=payload, handoff_key=key)
+
 
 
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
@@ -228,7 +285,7 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
         if checked.tool is not None:
             tool = checked.tool
             try:
-                result = await tool_step(ctx, agent, tool, checked.value)
+                result = await tool_step(ctx, agent, tool, checked.value, messages)
             except (ToolError, CircuitOpenError) as e:
                 replies[i] = _tool_failure(call, e)
                 turn.failures += 1
@@ -289,7 +346,21 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     return resp
 
 
-async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) -> Any:
+async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
+                    messages: list[Message] | None = None) -> Any:
+    """A tool call; one a policy sends to a person runs once they approved it (a new step
+    carrying the approval; ``messages``, the conversation so far, go to the reviewer)."""
+    try:
+        return await _tool_call(ctx, agent, tool, args)
+    except ApprovalRequired as e:
+        def again(approved_args: Any, approval: str) -> Awaitable[Any]:
+            return _tool_call(ctx, agent, tool, approved_args, approval)
+
+        return await approve_then_call(ctx, agent, tool, args, e, again, messages or [])
+
+
+async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
+                     approval: str | None = None) -> Any:
     s = ctx.session
     key = ctx.next_key()
     s.count_step(key)
@@ -300,7 +371,8 @@ async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) 
     async def execute() -> Any:
         try:
             return await s.runtime.tool_chain.call(ToolCallInput(
-                session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+                session=s, key=key, agent=agent, tool=tool, args=args, context=tctx,
+                approval=approval))
         except ToolError as e:
             if not e.timeout and _timed_out(e):
                 # Marked before the failure is journaled, so a replay sees it too.

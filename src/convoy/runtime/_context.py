@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pydantic import TypeAdapter
-
+from convoy._adapters import adapter_for
 from convoy._errors import UserError
 from convoy.durability._executor import decode_json, encode_json
+from convoy.hitl._ask import _UNSET, HumanAnswer, ask_human
+from convoy.hitl._task import OnDeadline, check_namespace
 from convoy.interceptors._base import EffectInput
 from convoy.runtime._agent_loop import run_agent
 from convoy.runtime._concurrency import concurrently
@@ -59,6 +60,12 @@ class Context:
     def tenant(self) -> str:
         """The tenant of the session (``engine.run(..., tenant=...)``)."""
         return self.session.tenant
+
+    @property
+    def position(self) -> str:
+        """This scope's position in the step tree (``"2/0"``; ``""`` for the session's
+        root): the steps it takes are keyed under it."""
+        return self._prefix[:-1]
 
     def next_key(self) -> str:
         """Take the next position in this scope (``2``, ``2/0/1``): the key of the next step.
@@ -173,8 +180,36 @@ class Context:
         payload = await self.session.executor.wait_for(key, name, timeout)
         if type is None:
             return decode_json(payload)
-        return TypeAdapter(type).validate_json(payload)
+        return adapter_for(type).validate_json(payload)
 
+
+    # -- people ----------------------------------------------------------------------------
+
+    async def ask_human(self, prompt: str, type: type[T], *, context: Any = None,
+                        queue: str = "default", assignees: Sequence[str] = (),
+                        deadline: float | None = None, on_deadline: OnDeadline = "fail",
+                        default: Any = _UNSET, escalate_to: str = "escalations",
+                        ) -> HumanAnswer[T]:
+        """Ask a person a typed question and wait, durably, for the answer.
+
+        The question becomes a task in the tenant's inbox (``convoy inbox``,
+        ``engine.inbox``): ``prompt`` and ``context`` (any JSON-able value) are what the
+        reviewer reads, ``type`` (a Pydantic model, ``bool``, a ``Literal``, ...) is what
+        the answer must be (the CLI builds its form from it), ``queue`` and ``assignees``
+        say who should answer. The session parks while it waits (no coroutine, memory or
+        slot, for days if need be) and survives restarts; the answer wakes it, validated
+        into ``type`` (an invalid one reopens the task with the error) and journaled with
+        who gave it.
+
+        Past ``deadline`` seconds, ``on_deadline`` decides: ``"fail"`` raises
+        :class:`~convoy.HumanTimeout`, ``"default"`` answers ``default``, ``"escalate"``
+        moves the task to the queue ``escalate_to`` and waits on.
+        """
+        answer: HumanAnswer[T] = await ask_human(
+            self, prompt, type, context=context, queue=queue, assignees=assignees,
+            deadline=deadline, on_deadline=on_deadline, default=default,
+            escalate_to=escalate_to)
+        return answer
 
     # -- shared state --------------------------------------------------------------------
 
@@ -192,7 +227,7 @@ class Context:
         replayed session sees exactly what it saw and never writes twice; every write is a
         compare-and-set (see :class:`~convoy.State`).
         """
-        ns = f"session:{self.session.id}" if namespace is None else namespace
+        ns = f"session:{self.session.id}" if namespace is None else check_namespace(namespace)
         return State(ns, JournaledAccess(self), type)
 
 

@@ -112,6 +112,12 @@ class StateAccess(Protocol):
         """Sleep a random time up to ``most`` seconds (between two attempts of a write)."""
         ...
 
+    def scoped(self) -> StateAccess:
+        """Access for one compound operation (an update and its retries, a wait and its
+        reads): in workflow code its steps are keyed under one position of the caller, so
+        the steps after it keep their keys however many attempts it took."""
+        ...
+
 
 async def _jitter(most: float) -> None:
     await asyncio.sleep(random.random() * most)
@@ -153,6 +159,9 @@ class JournaledAccess(_SessionAccess):
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
+
+    def scoped(self) -> StateAccess:
+        return JournaledAccess(self.ctx.child(deeper=False))
 
     async def _op(self, op: StateOp, namespace: str, key: str = "", *,
                   value: str | None = None, expected: int | None = None,
@@ -237,11 +246,17 @@ class ToolAccess(_SessionAccess):
     async def pause(self, most: float) -> None:
         await _jitter(most)
 
+    def scoped(self) -> StateAccess:
+        return self  # the tool call is the journaled step
+
 
 class DirectAccess:
     """State operations on the store itself, outside any session (no journal, no chain)."""
 
     __slots__ = ("store", "tenant", "wake")
+
+    def scoped(self) -> StateAccess:
+        return self
 
     def __init__(self, store: Store, tenant: str,
                  wake: Callable[[], None] | None = None) -> None:

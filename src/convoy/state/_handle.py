@@ -9,6 +9,7 @@ from typing import Any, Generic, TypeVar, overload
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
 
+from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, UserError
 from convoy.definitions._tools import readable_validation_error
 from convoy.state._access import StateAccess
@@ -44,11 +45,21 @@ class State(Generic[T]):
             raise UserError(f"a state namespace is a non-empty string, got {namespace!r}")
         self.namespace = namespace
         self._access = access
-        self._adapter: TypeAdapter[T] | None = None if type is None else TypeAdapter(type)
+        self._adapter: TypeAdapter[T] | None = None if type is None else adapter_for(type)
         self._type_name = getattr(type, "__name__", None) or str(type)
 
     def __repr__(self) -> str:
         return f"State({self.namespace!r})"
+
+    def _scoped(self) -> State[T]:
+        """This handle on :meth:`StateAccess.scoped` access (same namespace and type)."""
+        access = self._access.scoped()
+        if access is self._access:
+            return self
+        twin: State[T] = object.__new__(State)
+        twin.namespace, twin._access = self.namespace, access
+        twin._adapter, twin._type_name = self._adapter, self._type_name
+        return twin
 
     # -- values ------------------------------------------------------------------------
 
@@ -152,16 +163,17 @@ class State(Generic[T]):
         if attempts < 1 or backoff < 0:
             raise UserError(f"update needs attempts >= 1 and backoff >= 0, got {attempts} "
                             f"and {backoff}")
-        current = await self.get(key, default)
+        one = self._scoped()  # however many attempts, one position of the caller
+        current = await one.get(key, default)
         for attempt in range(attempts):
             try:
-                return await self.set(key, fn(current.value), expected_version=current.version)
+                return await one.set(key, fn(current.value), expected_version=current.version)
             except StateConflict as e:
                 if attempt == attempts - 1:
                     raise
                 if backoff:
-                    await self._access.pause(min(_MAX_PAUSE, backoff * 2 ** attempt))
-                    current = await self.get(key, default)
+                    await one._access.pause(min(_MAX_PAUSE, backoff * 2 ** attempt))
+                    current = await one.get(key, default)
                 else:  # the conflict carries the current value: no read needed
                     current = Versioned(value=e.current_value if e.current_version
                                         else default, version=e.current_version)
@@ -225,7 +237,7 @@ class State(Generic[T]):
                 return False
             return until is None or until(self._versioned(entry, default))
 
-        entry = await self._access.wait(self.namespace, name, satisfied, timeout)
+        entry = await self._access.scoped().wait(self.namespace, name, satisfied, timeout)
         return self._versioned(entry, default)
 
 

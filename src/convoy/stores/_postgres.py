@@ -60,6 +60,7 @@ from convoy.stores._protocol import (
     Signal,
     StepRecord,
 )
+from convoy.stores._rows import conditions, next_seq
 from convoy.stores._sqlite_sql import (
     _JOURNAL_COLS,
     _SESSION_COLS,
@@ -635,7 +636,7 @@ class PostgresStore(PostgresState):
         return {r[0]: _session(r) for r in rows}
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        cond, params = sql.conditions(where.status, where.workflow, where.tenant)
+        cond, params = conditions(where.status, where.workflow, where.tenant, mark="%s")
         rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY "
                                 "created, id LIMIT %s OFFSET %s",
                                 (*params, where.limit, where.offset))
@@ -649,7 +650,7 @@ class PostgresStore(PostgresState):
         return [_session(r) for r in rows]
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
-        cond, params = sql.conditions(None, None, tenant)
+        cond, params = conditions(None, None, tenant, mark="%s")
         rows = await self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
                                 params)
         return {status: int(n) for status, n in rows}
@@ -658,7 +659,7 @@ class PostgresStore(PostgresState):
         """The names of the workflows that have sessions (of ``tenant``) in this store,
         sorted (for "did you mean" messages; not part of the
         :class:`~convoy.stores.Store` protocol)."""
-        cond, params = sql.conditions(None, None, tenant)
+        cond, params = conditions(None, None, tenant, mark="%s")
         return [r[0] for r in await self._read(
             f"SELECT DISTINCT workflow FROM sessions{cond} ORDER BY 1", params)]
 
@@ -671,11 +672,7 @@ class PostgresStore(PostgresState):
     # -- the journal -------------------------------------------------------------------------
 
     def _next_seq(self, now: float) -> int:
-        """Journal write order: strictly increasing in this process, close to time order
-        across processes (a session is written by one engine at a time)."""
-        seq = self._seq + 1
-        t = int(now * 1e6)
-        self._seq = seq = t if t > seq else seq
+        self._seq = seq = next_seq(self._seq, now)
         return seq
 
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,

@@ -274,17 +274,6 @@ SESSION_SPEND = (
     "journal WHERE session_id=%s AND kind='model' AND status='completed'{tenant} GROUP BY 1")
 
 
-def conditions(status: str | None, workflow: str | None, tenant: str | None
-               ) -> tuple[str, list[Any]]:
-    """A ``WHERE`` clause (or nothing) for the given filters, and its parameters."""
-    where, params = [], []
-    for col, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
-        if value is not None:
-            where.append(f"{col}=%s")
-            params.append(value)
-    return (" WHERE " + " AND ".join(where)) if where else "", params
-
-
 def tenant_cond(tenant: str | None) -> tuple[str, tuple[str, ...]]:
     """`` AND tenant=%s`` for a statement on ``sessions``, or nothing (no tenant given)."""
     return _tenant_cond(tenant, "%s")

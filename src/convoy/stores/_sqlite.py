@@ -36,6 +36,7 @@ from convoy.stores._protocol import (
     Signal,
     StepRecord,
 )
+from convoy.stores._rows import conditions, next_seq
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
     _APPEND,
@@ -54,7 +55,6 @@ from convoy.stores._sqlite_sql import (
     _SCHEMA,
     _SESSION_COLS,
     _append_params,
-    _conditions,
     _in_tenant,
     _is_busy,
     _record,
@@ -682,7 +682,7 @@ class SQLiteStore(SQLiteState):
         return out
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        cond, params = _conditions(where.status, where.workflow, where.tenant)
+        cond, params = conditions(where.status, where.workflow, where.tenant)
         rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created, id "
                           "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
         return [_session(r) for r in rows]
@@ -695,7 +695,7 @@ class SQLiteStore(SQLiteState):
         return [_session(r) for r in rows]
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
-        cond, params = _conditions(None, None, tenant)
+        cond, params = conditions(None, None, tenant)
         return dict(self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
                                params))
 
@@ -703,7 +703,7 @@ class SQLiteStore(SQLiteState):
         """The names of the workflows that have sessions (of ``tenant``) in this store,
         sorted (for "did you mean" messages; not part of the
         :class:`~convoy.stores.Store` protocol)."""
-        cond, params = _conditions(None, None, tenant)
+        cond, params = conditions(None, None, tenant)
         return [r[0] for r in self._read(
             f"SELECT DISTINCT workflow FROM sessions{cond} ORDER BY 1", params)]
 
@@ -716,11 +716,7 @@ class SQLiteStore(SQLiteState):
     # -- the journal -------------------------------------------------------------------------
 
     def _next_seq(self, now: float) -> int:
-        """Journal write order: strictly increasing in this process, close to time order
-        across processes (a session is written by one engine at a time)."""
-        seq = self._seq + 1
-        t = int(now * 1e6)
-        self._seq = seq = t if t > seq else seq
+        self._seq = seq = next_seq(self._seq, now)
         return seq
 
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,

@@ -197,16 +197,6 @@ def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tupl
             r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
 
 
-def _conditions(status: str | None, workflow: str | None, tenant: str | None
-                ) -> tuple[str, list[Any]]:
-    where, params = [], []
-    for col, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
-        if value is not None:
-            where.append(f"{col}=?")
-            params.append(value)
-    return (" WHERE " + " AND ".join(where)) if where else "", params
-
-
 def _tenant_cond(tenant: str | None, mark: str = "?") -> tuple[str, tuple[str, ...]]:
     """`` AND tenant=?`` for a statement on ``sessions``, or nothing (no tenant given).
     ``mark``: the driver's parameter placeholder (PostgreSQL's is ``%s``)."""
