@@ -27,7 +27,7 @@ from convoy.interceptors._base import (
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
-from convoy.resilience._classify import failure_kind
+from convoy.resilience._classify import error_kind
 from convoy.stores._protocol import NewAlert, Store
 
 if TYPE_CHECKING:
@@ -194,7 +194,7 @@ class BaselineAlerts(Interceptor):
             resp = await next(input)
         except Exception as e:
             tally.errors += 1
-            tally.kinds[failure_kind(e)] += 1
+            tally.kinds[error_kind(e)] += 1
             raise
         finally:
             tally.seconds += clock() - t0
@@ -211,7 +211,7 @@ class BaselineAlerts(Interceptor):
             return await next(input)
         except Exception as e:
             tally.errors += 1
-            tally.kinds[failure_kind(e)] += 1
+            tally.kinds[error_kind(e)] += 1
             raise
 
     # -- learning and alerting --------------------------------------------------------
@@ -255,7 +255,7 @@ class BaselineAlerts(Interceptor):
             self._wake.set()
             log.info("alert %d cleared: %s of %s %r is back to %.4g (baseline %.4g)",
                      alert_id, key[3], key[1], key[2], value, baseline.mean,
-                     extra={"convoy_alert": {"id": alert_id, "event": "cleared",
+                     extra={"alert": {"id": alert_id, "event": "cleared",
                                              "tenant": key[0], "scope": key[1],
                                              "subject": key[2], "metric": key[3],
                                              "value": value}})
@@ -275,7 +275,7 @@ class BaselineAlerts(Interceptor):
         self._wake.set()
         log.warning("alert %d fired: %s of %s %r is %.4g, above its band %.4g (baseline "
                     "%.4g ± %.4g)", alert_id, metric, scope, subject, value, threshold, mean,
-                    spread, extra={"convoy_alert": {
+                    spread, extra={"alert": {
                         "id": alert_id, "event": "fired", "tenant": tenant, "scope": scope,
                         "subject": subject, "metric": metric, "value": value,
                         "threshold": threshold, **detail}})
