@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -307,6 +309,48 @@ async def test_a_queued_event_survives_a_restart_and_is_delivered_later(
         await later.engine.open()
         assert await later.alerts.deliver_due() == 2
         assert sorted(b["alert"]["scope"] for b, _ in server.received) == ["agent", "tenant"]
+    finally:
+        await later.engine.aclose()
+        server.close()
+
+
+CHILD = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from convoy.models import Latency
+from tests.fakeclock import FakeClock
+from tests.test_alerts import make_rig
+
+async def main() -> None:
+    r = make_rig(Path(sys.argv[1]), FakeClock(), webhooks=[sys.argv[2]], background=False)
+    await r.sessions(30)
+    r.sim.latency = Latency(value=3.0)
+    await r.sessions(3)
+    assert len(await r.engine.store.list_alerts(open_only=True)) == 2
+    os.kill(os.getpid(), signal.SIGKILL)  # before any delivery was attempted
+
+asyncio.run(main())
+"""
+
+
+async def test_alert_events_queued_before_a_sigkill_are_delivered_after_it(
+        tmp_path: Path) -> None:
+    url = free_port_url()
+    db = tmp_path / "a.db"
+    root = Path(__file__).resolve().parents[1]
+    child = subprocess.run([sys.executable, "-c", CHILD, str(db), url], cwd=root,
+                           env={"PYTHONPATH": f"{root}:{root / 'src'}"}, capture_output=True,
+                           text=True, timeout=120, check=False)
+    assert child.returncode == -9, child.stderr
+    server = Receiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
+    clock = FakeClock()
+    clock.advance(3600)
+    later = make_rig(db, clock, webhooks=[url], background=False)
+    try:
+        await later.engine.open()
+        assert await later.alerts.deliver_due() == 2
+        assert sorted((b["event"], b["alert"]["scope"]) for b, _ in server.received) == [
+            ("fired", "agent"), ("fired", "tenant")]
     finally:
         await later.engine.aclose()
         server.close()
