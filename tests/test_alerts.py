@@ -25,6 +25,7 @@ from convoy.models import Latency
 from convoy.stores import SQLiteStore
 from tests.fakeclock import FakeClock
 
+ROOT = Path(__file__).resolve().parents[1]
 POLICY = BaselinePolicy(alpha=0.2, k=3.0, warmup=10, fire_after=3, clear_after=3)
 
 
@@ -337,10 +338,10 @@ async def test_alert_events_queued_before_a_sigkill_are_delivered_after_it(
         tmp_path: Path) -> None:
     url = free_port_url()
     db = tmp_path / "a.db"
-    root = Path(__file__).resolve().parents[1]
-    child = subprocess.run([sys.executable, "-c", CHILD, str(db), url], cwd=root,
-                           env={"PYTHONPATH": f"{root}:{root / 'src'}"}, capture_output=True,
-                           text=True, timeout=120, check=False)
+    child = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CHILD, str(db), url], cwd=ROOT,
+        env={"PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}, capture_output=True, text=True,
+        timeout=120, check=False)
     assert child.returncode == -9, child.stderr
     server = Receiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
     clock = FakeClock()
