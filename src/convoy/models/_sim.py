@@ -138,7 +138,7 @@ class SimModel(Model):
             characters per token.
         faults: what to inject at random, see :class:`Faults`.
         name: the ``"sim:..."`` name used for pricing and metrics.
-        sleep: how the latency is waited (``asyncio.sleep``); a test gives its fake
+        sleep: how the latency is waited (default ``asyncio.sleep``); a test gives its fake
             clock's sleep, so simulated latency moves simulated time.
     """
 
@@ -146,7 +146,7 @@ class SimModel(Model):
                  seed: int = 0, latency: float | Latency = 0.0,
                  usage: tuple[int, int] | None = None, faults: Faults | None = None,
                  name: str = "sim:default",
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.name = name
         self.sleep = sleep
         self.calls = 0
@@ -193,7 +193,7 @@ class SimModel(Model):
         if slow:
             delay += self.faults.slow_seconds
         if delay > 0:
-            await self.sleep(delay)
+            await (self.sleep or asyncio.sleep)(delay)
         resp = await self._fault(request, kind) if kind is not None else None
         if resp is None:
             reply = self._reply(request)
