@@ -78,7 +78,8 @@ def test_every_step_journals_its_agents_hash_and_sessions_show_prints_it() -> No
     (sid,) = ids_of([GOOD[0]])
     import cli_flows  # type: ignore[import-not-found]  # on sys.path through workdir
 
-    want = cli_flows.triage.config_hash
+    want = cli_flows.triage.config_id
+    assert want == cli_flows.triage.config_hash[:16]
     steps = journal(sid)
     assert [(s.kind, s.config) for s in steps] == [
         ("model", want), ("tool", want), ("model", want)]

@@ -7,7 +7,8 @@ it may hand off or delegate to (by name), its scopes, and its policies (retries,
 sampling settings, criticality, escalation). It is the sha256 of a canonical JSON document
 (sorted keys, no whitespace), so the same definition gives the same hash in every process
 and any change to one of those gives another. It is computed once per definition
-(:attr:`convoy.Agent.config_hash`) and journaled with every step the agent takes.
+(:attr:`convoy.Agent.config_hash`); its first 16 hex digits (:attr:`convoy.Agent.config_id`)
+are journaled with every step the agent takes.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 #: Hex digits of the short form shown by the CLI (``convoy sessions show``).
 SHORT = 12
+#: Hex digits journaled with each step (:attr:`convoy.Agent.config_id`).
+JOURNALED = 16
 
 
 def short_hash(full: str | None) -> str:

@@ -342,7 +342,7 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     resp: ModelResponse = await s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
         input_hash=_messages_fingerprint(messages), spend=_response_spend,  # agent: the target
-        config=agent.config_hash)
+        config=agent.config_id)
     s.add_spend(resp.usage, resp.cost)
     return resp
 
@@ -384,7 +384,7 @@ async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
         key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
         effect=tool.writes, idempotent=tool.idempotent,
         input_hash=fingerprint(args.model_dump_json()), agent=agent.name,
-        config=agent.config_hash)
+        config=agent.config_id)
 
 
 async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
@@ -403,7 +403,7 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
                               input_hash=fingerprint(rendered), agent=source.name,
-                              config=source.config_hash)
+                              config=source.config_id)
     return key
 
 

@@ -93,7 +93,7 @@ CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at)
 
 #: Every add-on, in the order they are applied.
 ADDONS: tuple[Addon, ...] = (
-    # The configuration hash of the agent that took each step (Agent.config_hash).
+    # The configuration of the agent that took each step (Agent.config_id).
     Addon("agent_config", 1, "ALTER TABLE journal ADD COLUMN config TEXT",
           "ALTER TABLE journal ADD COLUMN IF NOT EXISTS config TEXT"),
     # Baseline alerts and their webhook deliveries (convoy.alerts).

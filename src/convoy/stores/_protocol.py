@@ -66,8 +66,8 @@ class StepRecord:
     one. ``agent`` is the agent that took the step when it is not the ``target`` itself
     (a model step's target is its agent). ``input_hash`` fingerprints what the step was
     asked (a changed input on replay is non-determinism). Tokens and cost are columns so
-    spend is summed without parsing. ``config`` is the configuration hash of the agent that
-    took the step (:attr:`convoy.Agent.config_hash`), ``None`` for steps of no agent.
+    spend is summed without parsing. ``config`` identifies the configuration of the agent that
+    took the step (:attr:`convoy.Agent.config_id`), ``None`` for steps of no agent.
     """
 
     key: str
