@@ -12,11 +12,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-import httpx
-
 from convoy.alerts._baseline import Baseline, BaselinePolicy, Transition
 from convoy.alerts._metrics import METRICS, Metric, Tally, Window
-from convoy.alerts._webhook import Deliverer, Webhook
+from convoy.alerts._webhook import Deliverer, Webhook, load_httpx
 from convoy.interceptors._base import (
     Interceptor,
     ModelCallInput,
@@ -85,6 +83,8 @@ class BaselineAlerts(Interceptor):
             base, min_deviation=max(base.min_deviation, 0.05))
         self.policies.update(policies or {})
         hooks = [w if isinstance(w, Webhook) else Webhook(url=w) for w in webhooks]
+        if hooks:
+            load_httpx()  # missing: one clear error now, not at the first alert
         self.webhooks: dict[str, Webhook] = {w.url: w for w in hooks}
         self.window_s = window_s
         self.poll_interval = poll_interval
@@ -141,12 +141,12 @@ class BaselineAlerts(Interceptor):
         queued event that is due; how many were delivered."""
         if self._deliverer is None:
             raise RuntimeError("BaselineAlerts has not started: give it to an Engine")
-        async with httpx.AsyncClient() as client:
+        async with load_httpx().AsyncClient() as client:
             return await self._deliverer.deliver_due(client)
 
     async def _deliver_loop(self) -> None:
         assert self._deliverer is not None
-        async with httpx.AsyncClient() as client:
+        async with load_httpx().AsyncClient() as client:
             while True:
                 self._wake.clear()
                 try:

@@ -11,12 +11,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.stores._protocol import AlertDelivery, AlertRow, Store
+
+if TYPE_CHECKING:
+    import httpx
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -51,6 +52,16 @@ class Webhook:
     def delay(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts."""
         return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempts - 1)))
+
+
+def load_httpx() -> Any:
+    """The ``httpx`` module, imported where webhooks are used (``import convoy`` stays
+    light), or one clear error naming the extra that installs it."""
+    try:
+        import httpx
+    except ImportError:
+        raise UserError("alert webhooks need httpx: pip install 'convoy[alerts]'") from None
+    return httpx
 
 
 def alert_json(alert: AlertRow) -> dict[str, Any]:
@@ -94,6 +105,7 @@ class Deliverer:
         headers = {"Idempotency-Key": f"convoy-alert-{d.alert.id}-{d.event}",
                    **(hook.headers or {})}
         error: str | None = None
+        httpx = load_httpx()
         try:
             resp = await client.post(d.url, json=body, headers=headers, timeout=hook.timeout)
             if not 200 <= resp.status_code < 300:
