@@ -9,6 +9,7 @@ dialect differs. A database that has every add-on at its version is only read.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass
 
 
@@ -104,3 +105,26 @@ ADDONS: tuple[Addon, ...] = (
 def split_script(script: str) -> list[str]:
     """The statements of a script, in order."""
     return [s for s in (p.strip() for p in script.split(";")) if s]
+
+
+def _pending(done: dict[str, str]) -> list[Addon]:
+    return [a for a in ADDONS if int(done.get(a.meta_key, 0)) < a.version]
+
+
+def apply_sqlite_addons(conn: sqlite3.Connection) -> None:
+    """Apply the add-ons a SQLite store lacks, in one transaction (nothing is written when
+    none is missing, so a read-only file can still be inspected)."""
+    select = "SELECT key, value FROM meta WHERE key LIKE 'addon:%'"
+    if not _pending(dict(conn.execute(select))):
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for addon in _pending(dict(conn.execute(select))):  # another process may have
+            for stmt in split_script(addon.sqlite):
+                conn.execute(stmt)
+            conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
+                         (addon.meta_key, str(addon.version)))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise

@@ -27,7 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
-from convoy.stores._addons import ADDONS, split_script
+from convoy.stores._addons import apply_sqlite_addons
 from convoy.stores._protocol import (
     SCHEMA_VERSION,
     NewSession,
@@ -190,23 +190,7 @@ class SQLiteStore(SQLiteState, SQLiteAlerts):
         """Create or upgrade the schema, then its add-ons. A store already at this version
         with every add-on is only read, so a read-only file can still be inspected."""
         self._migrate_core(conn)
-        done = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'addon:%'"))
-        todo = [a for a in ADDONS if int(done.get(a.meta_key, 0)) < a.version]
-        if not todo:
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            done = dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'addon:%'"))
-            for addon in todo:
-                if int(done.get(addon.meta_key, 0)) < addon.version:
-                    for stmt in split_script(addon.sqlite):
-                        conn.execute(stmt)
-                    conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
-                                 (addon.meta_key, str(addon.version)))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        apply_sqlite_addons(conn)
 
     def _migrate_core(self, conn: sqlite3.Connection) -> None:
         try:
