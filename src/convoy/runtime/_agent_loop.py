@@ -338,7 +338,10 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     resp: ModelResponse = await s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
         input_hash=_messages_fingerprint(messages), spend=_response_spend)  # agent: the target
-    s.add_spend(resp.usage, resp.cost)
+    usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
+    total.input_tokens += usage.input_tokens
+    total.output_tokens += usage.output_tokens
+    s.cost += resp.cost
     return resp
 
 

@@ -103,11 +103,6 @@ class SessionState:
         return self._agents
 
 
-    def add_spend(self, usage: Usage, cost: float) -> None:
-        """Count a model step's tokens and cost (replayed steps included)."""
-        self.usage.add(usage)
-        self.cost += cost
-
     # -- limits and loops ----------------------------------------------------------------
 
     def count_step(self, key: str) -> None:
