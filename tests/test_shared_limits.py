@@ -1,0 +1,147 @@
+"""What engines must agree on is kept in the store: two engine *processes* on one SQLite
+store share a tenant's and an agent's daily budget, a circuit breaker and a rate limit.
+
+Each engine is a real process (``tests/limits_worker.py``). They read one clock from a
+file the test writes, so the test moves time for both and no assertion depends on how
+fast the machine is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.limits_worker import AGENT_LIMIT, BURST, CALL_TOKENS, TENANT_LIMIT
+
+WORKER = Path(__file__).with_name("limits_worker.py")
+NOON = 1_800_000_000.0 // 86400 * 86400 + 43200  # a fixed noon (UTC), never today's date
+
+
+class Worker:
+    """One engine process, driven line by line."""
+
+    def __init__(self, db: Path, clock: Path, scenario: str) -> None:
+        src = str(Path(__file__).resolve().parents[1] / "src")
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, root])}
+        self.proc = subprocess.Popen([sys.executable, str(WORKER), str(db), str(clock),
+                                      scenario], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True, env=env)
+        assert self._line() == "ready"
+
+    def _line(self) -> str:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"the engine process died: {err[-3000:]}")
+        return line.strip()
+
+    def send(self, command: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(command + "\n")
+        self.proc.stdin.flush()
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self._line())
+        return out
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.send("quit")
+            try:
+                self.proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.communicate()
+
+
+@pytest.fixture
+def clock(tmp_path: Path) -> Iterator[Path]:
+    path = tmp_path / "clock"
+    set_clock(path, NOON)
+    yield path
+
+
+def set_clock(path: Path, now: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(repr(now))
+    os.replace(tmp, path)  # readers see the old time or the new one, never half of it
+
+
+def both(tmp_path: Path, clock: Path, scenario: str) -> tuple[Worker, Worker]:
+    db = tmp_path / "shared.db"
+    a = Worker(db, clock, scenario)
+    try:
+        b = Worker(db, clock, scenario)
+    except BaseException:
+        a.close()
+        raise
+    return a, b
+
+
+def run_both(a: Worker, b: Worker, command: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Send ``command`` to both engines before reading either result: they run at once."""
+    a.send(command)
+    b.send(command)
+    return a.result(), b.result()
+
+
+@pytest.mark.parametrize("scenario,limit", [("tenant", TENANT_LIMIT), ("agent", AGENT_LIMIT)])
+def test_two_engines_together_stay_within_one_daily_budget(tmp_path: Path, clock: Path,
+                                                           scenario: str, limit: int) -> None:
+    # Each engine alone would spend the whole budget (40 sessions of one call each want
+    # 4,000 tokens); with a ledger per process, the two spent twice the budget together.
+    a, b = both(tmp_path, clock, scenario)
+    try:
+        ra, rb = run_both(a, b, "run 40")
+    finally:
+        a.close()
+        b.close()
+    spent = (ra["calls"] + rb["calls"]) * CALL_TOKENS
+    # Every call reserves at least what it costs, so the budget is exceeded by less than
+    # the one call admitted last.
+    assert spent <= limit + CALL_TOKENS, (spent, ra, rb)
+    assert spent >= limit - CALL_TOKENS, (spent, ra, rb)  # and it is used, not refused
+    assert set(ra["statuses"]) | set(rb["statuses"]) == {"completed", "budget_exhausted"}
+
+
+def test_a_breaker_opened_on_one_engine_rejects_calls_on_another(tmp_path: Path,
+                                                                 clock: Path) -> None:
+    a, b = both(tmp_path, clock, "breaker")
+    try:
+        a.send("seq 8")
+        ra = a.result()
+        # A's breaker opened after the minimum 4 failed calls and rejected the rest.
+        assert ra["calls"] == 4 and ra["errors"]["CircuitOpenError"] == 4, ra
+        set_clock(clock, NOON + 5)  # well within the 30 s the circuit stays open
+        b.send("seq 3")
+        rb = b.result()
+    finally:
+        a.close()
+        b.close()
+    # B, running all along, rejects at once: the failing endpoint is not called again.
+    assert rb["calls"] == 0 and rb["errors"] == {"CircuitOpenError": 3}, rb
+
+
+def test_a_rate_limit_holds_across_engines(tmp_path: Path, clock: Path) -> None:
+    # rpm=60 with a burst of 3, and calls refuse rather than wait: while time stands still
+    # the two engines together get the 3 requests of the bucket, not 3 each.
+    a, b = both(tmp_path, clock, "rpm")
+    try:
+        ra, rb = run_both(a, b, "run 5")
+        assert ra["calls"] + rb["calls"] == BURST, (ra, rb)
+        set_clock(clock, NOON + 60)  # a minute refills the bucket (to its burst of 3)
+        ra, rb = run_both(a, b, "run 5")
+        assert ra["calls"] + rb["calls"] == BURST, (ra, rb)
+    finally:
+        a.close()
+        b.close()
