@@ -66,3 +66,29 @@ async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Pa
         [res] = await eng.resume()  # its owner-less 'running' row is claimable
     assert res.ok and res.output == Out(label="x", confidence=1)  # replayed, not re-asked
     assert sim.calls == 0
+
+
+async def test_a_schema_2_store_gains_the_shared_limits_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores import Hold
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _SCHEMA
+
+    db = tmp_path / "v2.db"
+    with sqlite3.connect(db) as c:  # what Convoy wrote at schema 2
+        c.executescript(_SCHEMA + _MIGRATE_2)
+        c.execute("INSERT INTO meta VALUES('schema_version', '2')")
+        c.execute("INSERT INTO sessions(id,workflow,version,tenant,status,input,created) "
+                  "VALUES('s','w','1','t','pending','{}',100)")
+    c.close()
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        row = await store.get_session("s")
+        assert row is not None and row.status == "pending"
+        res = await store.reserve("r", "A", [Hold(scope="s", unit="tokens", amount=1,
+                                                  limit=2)], lease_s=30)
+        assert res.granted
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)

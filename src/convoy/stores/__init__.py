@@ -8,17 +8,21 @@ from convoy.stores._protocol import (
     SCHEMA_VERSION,
     STATUSES,
     UNFINISHED,
+    Hold,
+    Level,
     NewSession,
+    Reservation,
     SessionFilter,
     SessionOutcome,
     SessionRow,
     SessionStatus,
     Signal,
+    Spend,
     StepRecord,
     Store,
 )
 from convoy.stores._sqlite import SQLiteStore
 
-__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "NewSession",
-           "SQLiteStore", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
-           "Signal", "StepRecord", "Store"]
+__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold", "Level",
+           "NewSession", "Reservation", "SQLiteStore", "SessionFilter", "SessionOutcome",
+           "SessionRow", "SessionStatus", "Signal", "Spend", "StepRecord", "Store"]

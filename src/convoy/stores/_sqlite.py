@@ -36,6 +36,7 @@ from convoy.stores._protocol import (
     Signal,
     StepRecord,
 )
+from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
     _APPEND,
@@ -45,7 +46,7 @@ from convoy.stores._sqlite_sql import (
     _FINISH,
     _INSERT_SESSION,
     _JOURNAL_COLS,
-    _MIGRATE_2,
+    _MIGRATIONS,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -73,25 +74,34 @@ class _Op:
     writer still owns the session.
 
     ``lease`` (session id, owner, expiry) marks a session creation that claims the session:
-    if its row is written, the lease is recorded in the store's lease map."""
+    if its row is written, the lease is recorded in the store's lease map.
 
-    __slots__ = ("fenced", "fut", "guard", "lease", "more", "params", "quiet", "sql")
+    ``call`` (instead of ``sql``) runs inside the batch's transaction and its return value
+    resolves the future: a read-decide-write that must be atomic (a reservation against a
+    shared limit) still rides the group commit. It is run again if the batch is retried,
+    so it may only touch the connection."""
+
+    __slots__ = ("call", "fenced", "fut", "guard", "lease", "more", "params", "quiet",
+                 "result", "sql")
 
     def __init__(self, sql: str, params: tuple[Any, ...], *,
                  more: list[tuple[str, tuple[Any, ...]]] | None = None,
                  fenced: str | None = None, guard: tuple[str, str] | None = None,
-                 lease: tuple[str, str, float] | None = None) -> None:
+                 lease: tuple[str, str, float] | None = None,
+                 call: Callable[[sqlite3.Connection], Any] | None = None) -> None:
         self.sql = sql
         self.params = params
         self.more = more
         self.fenced = fenced  # session id, for the error message
         self.guard = guard
         self.lease = lease
-        self.fut: asyncio.Future[None] | None = None
+        self.call = call
+        self.result: Any = None
+        self.fut: asyncio.Future[Any] | None = None
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteLimits):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -197,10 +207,11 @@ class SQLiteStore:
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            if version < 2:
-                for stmt in _MIGRATE_2.split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+            for target, script in _MIGRATIONS:
+                if version < target:
+                    for stmt in script.split(";"):
+                        if stmt.strip():
+                            conn.execute(stmt)
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'",
                          (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
@@ -245,11 +256,11 @@ class SQLiteStore:
 
     # -- group commit --------------------------------------------------------------------
 
-    def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[None]:
+    def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[Any]:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         op.fut = fut
         op.quiet = not wait
         self._pending.append(op)
@@ -270,6 +281,13 @@ class SQLiteStore:
     def _end_tick(self) -> None:
         self._tick_busy = False
 
+    def _batched(self, call: Callable[[sqlite3.Connection], T], *,
+                 wait: bool = True) -> asyncio.Future[T]:
+        """Run ``call`` in the transaction of the next group-commit batch; the future resolves
+        to what it returned once the batch is committed. ``wait=False``: nobody needs to
+        wait for it, so it does not commit on its own but joins the next batch."""
+        return self._submit(_Op("", (), call=call), wait=wait)
+
     def _write_batch(self, batch: Sequence[_Op]) -> list[bool] | None:
         """Commit a batch in one transaction; which fenced ops found their session owned
         by someone else (those wrote nothing), or ``None`` if none did. Raises
@@ -279,7 +297,7 @@ class SQLiteStore:
         refused: list[bool] | None = None
         if len(batch) == 1:  # the common case: one statement, autocommitted
             op = batch[0]
-            if op.guard is None and op.more is None:
+            if op.guard is None and op.more is None and op.call is None:
                 if op.fenced is None and op.lease is None:
                     execute(op.sql, op.params)
                 else:
@@ -294,13 +312,16 @@ class SQLiteStore:
                 if self.commits % 128 == 0:
                     self._after_commit(conn)
                 return refused
-        single = len(batch) == 1 and batch[0].more is None
+        single = len(batch) == 1 and batch[0].more is None and batch[0].call is None
         safe = -1.0
         leases = self._leases
         if not single:
             execute("BEGIN IMMEDIATE")
         try:
             for i, op in enumerate(batch):
+                if op.call is not None:
+                    op.result = op.call(conn)
+                    continue
                 sql, params = op.sql, op.params
                 check = op.fenced is not None
                 guard = op.guard
@@ -375,7 +396,7 @@ class SQLiteStore:
                     f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
             else:
-                fut.set_result(None)
+                fut.set_result(op.result)
 
     def _flush_inline(self) -> None:
         self._scheduled = False
@@ -557,6 +578,8 @@ class SQLiteStore:
                 f"UPDATE sessions SET lease_until=?, {_ACCRUE}, seg_mark=? WHERE owner=? AND "
                 "status='running' RETURNING id", (now + lease_s, now, now, now, owner)
             ).fetchall()
+            conn.execute("UPDATE holds SET until=? WHERE owner=? AND until>?",
+                         (now + lease_s, owner, now))
             for (sid,) in ids:
                 self._leases[sid] = (owner, now + lease_s)
             return len(ids)
@@ -572,9 +595,13 @@ class SQLiteStore:
             (now, now, session_id, owner)))
 
     async def expire_owner(self, owner: str) -> int:
-        return await self._write(lambda conn: conn.execute(
-            "UPDATE sessions SET lease_until=0 WHERE owner=? AND status='running'",
-            (owner,)).rowcount)
+        def expire(conn: sqlite3.Connection) -> int:
+            conn.execute("DELETE FROM holds WHERE owner=?", (owner,))
+            return int(conn.execute(
+                "UPDATE sessions SET lease_until=0 WHERE owner=? AND status='running'",
+                (owner,)).rowcount)
+
+        return await self._write(expire)
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
@@ -765,12 +792,14 @@ class SQLiteStore:
 
     # -- spend --------------------------------------------------------------------------------
 
-    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
+    async def tenant_spend(self, tenant: str, since: float, until: float, *,
+                           agent: str | None = None) -> tuple[int, float]:
+        by_agent = "" if agent is None else " AND COALESCE(j.agent, j.target)=?"
         rows = self._read(
             "SELECT COALESCE(SUM(j.input_tokens + j.output_tokens), 0), COALESCE(SUM(j.cost), 0)"
             " FROM journal j JOIN sessions s ON s.id = j.session_id WHERE s.tenant=? AND "
-            "j.kind='model' AND j.status='completed' AND j.at>=? AND j.at<?",
-            (tenant, since, until))
+            f"j.kind='model' AND j.status='completed' AND j.at>=? AND j.at<?{by_agent}",
+            (tenant, since, until) if agent is None else (tenant, since, until, agent))
         return int(rows[0][0]), float(rows[0][1])
 
     async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:

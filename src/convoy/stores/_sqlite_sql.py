@@ -87,6 +87,44 @@ CREATE TABLE IF NOT EXISTS kv(
 ) WITHOUT ROWID;
 """
 
+# Limits shared by engines: counts and reservations (budgets), token buckets (rate limits)
+# and the response cache. A migration step of its own, so it is renumbered easily.
+_MIGRATE_SHARED_LIMITS = """
+CREATE TABLE IF NOT EXISTS meters(
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  used REAL NOT NULL,
+  PRIMARY KEY(scope, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holds(
+  id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  amount REAL NOT NULL,
+  owner TEXT NOT NULL,
+  until REAL NOT NULL,
+  PRIMARY KEY(id, scope, unit)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS holds_scope ON holds(scope, unit, until);
+CREATE INDEX IF NOT EXISTS holds_owner ON holds(owner);
+CREATE TABLE IF NOT EXISTS buckets(
+  name TEXT PRIMARY KEY,
+  tokens REAL NOT NULL,
+  at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cache(
+  tenant TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  expires REAL NOT NULL,
+  PRIMARY KEY(tenant, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_expiry ON cache(expires);
+"""
+
+#: Schema migrations, in order: (the version a step brings the schema to, its script).
+_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_SHARED_LIMITS))
+
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent")

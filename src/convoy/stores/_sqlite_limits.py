@@ -1,0 +1,142 @@
+"""The SQLite store's limits shared by engines: reservations against counted limits
+(budgets), token buckets (rate limits) and the response cache.
+
+A reservation or a take reads, decides and writes in one transaction that rides the group
+commit (a batch runs under SQLite's one write lock, so the decision is atomic across every
+connection and process on the file) and is committed before the caller hears the answer.
+Settling a reservation, giving tokens back and caching an answer need no answer: they join
+the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from convoy.stores._protocol import Hold, Level, Reservation, Spend
+
+T = TypeVar("T")
+
+_COUNT = "INSERT INTO meters(scope, unit, used) VALUES(?,?,?) ON CONFLICT(scope, unit) DO NOTHING"
+_LEVEL = ("SELECT m.used, COALESCE((SELECT SUM(h.amount) FROM holds h WHERE h.scope=m.scope "
+          "AND h.unit=m.unit AND h.until>?), 0) FROM meters m WHERE m.scope=? AND m.unit=?")
+_LAPSED = "DELETE FROM holds WHERE scope=? AND unit=? AND until<=?"
+_HOLD = "INSERT INTO holds(id, scope, unit, amount, owner, until) VALUES(?,?,?,?,?,?)"
+_RELEASE = "DELETE FROM holds WHERE id=?"
+_SPEND = "UPDATE meters SET used=used+? WHERE scope=? AND unit=?"
+_LEVELS = ("SELECT m.unit, m.used, COALESCE((SELECT SUM(h.amount) FROM holds h WHERE "
+           "h.scope=m.scope AND h.unit=m.unit AND h.until>?), 0) FROM meters m WHERE m.scope=?")
+_BUCKET = "SELECT tokens, at FROM buckets WHERE name=?"
+_SET_BUCKET = ("INSERT INTO buckets(name, tokens, at) VALUES(?,?,?) ON CONFLICT(name) DO "
+               "UPDATE SET tokens=excluded.tokens, at=excluded.at")
+_CACHE_GET = "SELECT value FROM cache WHERE tenant=? AND key=? AND expires>?"
+_CACHE_PUT = ("INSERT INTO cache(tenant, key, value, expires) VALUES(?,?,?,?) ON CONFLICT("
+              "tenant, key) DO UPDATE SET value=excluded.value, expires=excluded.expires")
+_CACHE_EXPIRED = "DELETE FROM cache WHERE expires<=?"
+#: Every this many cache writes, expired entries are deleted (in the same transaction).
+_CACHE_SWEEP_EVERY = 256
+
+
+def _refilled(row: Sequence[Any] | None, now: float, rate: float,
+              capacity: float) -> float:
+    """A bucket's balance now (a bucket never seen is full)."""
+    if row is None:
+        return capacity
+    tokens, at = float(row[0]), float(row[1])
+    return min(capacity, tokens + max(0.0, now - at) * rate)
+
+
+class SQLiteLimits:
+    """The shared-limit methods of :class:`~convoy.stores.SQLiteStore`."""
+
+    clock: Callable[[], float]
+
+    if TYPE_CHECKING:
+        def _batched(self, call: Callable[[sqlite3.Connection], T], *,
+                     wait: bool = True) -> asyncio.Future[T]: ...
+
+        def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    _cache_puts = 0
+
+    async def reserve(self, id: str, owner: str, holds: Sequence[Hold], *,
+                      lease_s: float) -> Reservation:
+        now = self.clock()
+        until = now + lease_s
+
+        def reserve(conn: sqlite3.Connection) -> Reservation:
+            execute = conn.execute
+            levels = []
+            granted = True
+            for h in holds:
+                execute(_COUNT, (h.scope, h.unit, h.start))
+                execute(_LAPSED, (h.scope, h.unit, now))
+                used, held = execute(_LEVEL, (now, h.scope, h.unit)).fetchone()
+                levels.append(Level(scope=h.scope, unit=h.unit, used=used, held=held))
+                if used + held >= h.limit:
+                    granted = False
+            if granted:
+                for h in holds:
+                    execute(_HOLD, (id, h.scope, h.unit, h.amount, owner, until))
+            return Reservation(granted=granted, levels=tuple(levels))
+
+        return await self._batched(reserve)
+
+    def settle(self, id: str, spent: Sequence[Spend]) -> asyncio.Future[None]:
+        def settle(conn: sqlite3.Connection) -> None:
+            conn.execute(_RELEASE, (id,))
+            for s in spent:
+                conn.execute(_SPEND, (s.amount, s.scope, s.unit))
+
+        return self._batched(settle, wait=False)
+
+    async def levels(self, scope: str) -> dict[str, Level]:
+        return {unit: Level(scope=scope, unit=unit, used=used, held=held)
+                for unit, used, held in self._read(_LEVELS, (self.clock(), scope))}
+
+    async def take(self, bucket: str, amount: float, *, rate: float, capacity: float,
+                   max_wait: float | None = None) -> float | None:
+        now = self.clock()
+
+        def take(conn: sqlite3.Connection) -> float | None:
+            row = conn.execute(_BUCKET, (bucket,)).fetchone()
+            tokens = _refilled(row, now, rate, capacity)
+            wait = max(0.0, (min(amount, capacity) - tokens) / rate)
+            if max_wait is not None and wait > max_wait:
+                return None
+            at = now if row is None else max(now, float(row[1]))
+            conn.execute(_SET_BUCKET, (bucket, tokens - amount, at))
+            return wait
+
+        return await self._batched(take)
+
+    def give(self, bucket: str, amount: float, *, rate: float,
+             capacity: float) -> asyncio.Future[None]:
+        now = self.clock()
+
+        def give(conn: sqlite3.Connection) -> None:
+            row = conn.execute(_BUCKET, (bucket,)).fetchone()
+            tokens = min(capacity, _refilled(row, now, rate, capacity) + amount)
+            at = now if row is None else max(now, float(row[1]))
+            conn.execute(_SET_BUCKET, (bucket, tokens, at))
+
+        return self._batched(give, wait=False)
+
+    async def cache_get(self, tenant: str, key: str) -> str | None:
+        rows = self._read(_CACHE_GET, (tenant, key, self.clock()))
+        return str(rows[0][0]) if rows else None
+
+    def cache_put(self, tenant: str, key: str, value: str, *,
+                  ttl: float) -> asyncio.Future[None]:
+        now = self.clock()
+        self._cache_puts += 1
+        sweep = self._cache_puts % _CACHE_SWEEP_EVERY == 0
+
+        def put(conn: sqlite3.Connection) -> None:
+            if sweep:
+                conn.execute(_CACHE_EXPIRED, (now,))
+            conn.execute(_CACHE_PUT, (tenant, key, value, now + ttl))
+
+        return self._batched(put, wait=False)
