@@ -145,3 +145,34 @@ def test_a_rate_limit_holds_across_engines(tmp_path: Path, clock: Path) -> None:
     finally:
         a.close()
         b.close()
+
+
+async def test_a_tokens_per_minute_limit_holds_across_engines(tmp_path: Path) -> None:
+    # Two engines in one process, each with a store object of its own on one file (as two
+    # processes would have). Each call is estimated at a few hundred tokens and uses 1,000;
+    # the bucket holds 2,000 and time stands still: two calls in all, not two per engine.
+    import convoy
+    from convoy.resilience import Rate, RateLimit, RateLimited
+    from convoy.stores import SQLiteStore
+    from tests.fakeclock import FakeClock
+
+    clock = FakeClock(NOON)
+    sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(0, 1000))
+    agent = convoy.Agent(name="writer", model="sim:")
+
+    @convoy.workflow(name="tpm")
+    async def wf(ctx: convoy.Context, text: str) -> str:
+        out: str = await ctx.run(agent, text)
+        return out
+
+    def engine() -> convoy.Engine:
+        limit = RateLimit(Rate(tpm=60_000, tpm_burst=2_000, max_wait=0), clock=clock,
+                          sleep=clock.sleep)
+        return convoy.Engine(SQLiteStore(tmp_path / "tpm.db", clock=clock),
+                             models={"sim:": sim}, interceptors=[limit])
+
+    async with engine() as a, engine() as b:
+        results = [await e.run(wf, f"ticket {i}") for i, e in enumerate((a, b, a, b))]
+    assert [r.status for r in results] == ["completed", "completed", "failed", "failed"]
+    assert {(r.error or {}).get("type") for r in results[2:]} == {RateLimited.__name__}
+    assert sim.calls == 2

@@ -259,63 +259,69 @@ def test_reservations_match_the_spec_under_random_interleavings(
 # -- token buckets -----------------------------------------------------------------------------
 
 
+NOW = (True, 0.0)  # taken, no wait
+
+
 async def test_a_new_bucket_is_full_and_a_take_within_it_waits_nothing(store: Store) -> None:
-    assert await store.take("rpm:m", 1, rate=1.0, capacity=3) == 0.0
-    assert await store.take("rpm:m", 2, rate=1.0, capacity=3) == 0.0
+    assert await store.take("rpm:m", 1, rate=1.0, capacity=3) == NOW
+    assert await store.take("rpm:m", 2, rate=1.0, capacity=3) == NOW
 
 
 async def test_a_take_past_the_balance_goes_into_debt_and_says_how_long_to_wait(
         store: Store) -> None:
-    assert await store.take("b", 3, rate=2.0, capacity=3) == 0.0
-    assert await store.take("b", 1, rate=2.0, capacity=3) == pytest.approx(0.5)
+    assert await store.take("b", 3, rate=2.0, capacity=3) == NOW
+    assert await store.take("b", 1, rate=2.0, capacity=3) == (True, pytest.approx(0.5))
     # later takers wait behind the debt: -1 now, so 1 more is 1 s away at 2 a second
-    assert await store.take("b", 1, rate=2.0, capacity=3) == pytest.approx(1.0)
+    assert await store.take("b", 1, rate=2.0, capacity=3) == (True, pytest.approx(1.0))
 
 
 async def test_a_take_that_would_wait_past_max_wait_takes_nothing(store: Store) -> None:
     await store.take("b", 3, rate=1.0, capacity=3)
-    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=0) is None
-    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=0.5) is None
-    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=1) == pytest.approx(1.0)
+    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=0) == (False,
+                                                                          pytest.approx(1.0))
+    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=0.5) == (False,
+                                                                            pytest.approx(1.0))
+    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=1) == (True,
+                                                                          pytest.approx(1.0))
 
 
 async def test_a_take_larger_than_the_bucket_waits_for_a_full_one(store: Store) -> None:
-    assert await store.take("b", 10, rate=1.0, capacity=4) == 0.0  # full: 6 left as debt
-    assert await store.take("b", 1, rate=1.0, capacity=4) == pytest.approx(7.0)
+    assert await store.take("b", 10, rate=1.0, capacity=4) == NOW  # full: 6 left as debt
+    assert await store.take("b", 1, rate=1.0, capacity=4) == (True, pytest.approx(7.0))
 
 
 async def test_buckets_refill_by_the_stores_clock_up_to_their_capacity(
         store: Store, clock: FakeClock) -> None:
     await store.take("b", 3, rate=1.0, capacity=3)
     clock.advance(2)
-    assert await store.take("b", 2, rate=1.0, capacity=3, max_wait=0) == 0.0
-    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=0) is None
+    assert await store.take("b", 2, rate=1.0, capacity=3, max_wait=0) == NOW
+    assert (await store.take("b", 1, rate=1.0, capacity=3, max_wait=0))[0] is False
     clock.advance(100)  # never more than the capacity
-    assert await store.take("b", 3, rate=1.0, capacity=3, max_wait=0) == 0.0
-    assert await store.take("b", 1, rate=1.0, capacity=3, max_wait=0) is None
+    assert await store.take("b", 3, rate=1.0, capacity=3, max_wait=0) == NOW
+    assert (await store.take("b", 1, rate=1.0, capacity=3, max_wait=0))[0] is False
 
 
 async def test_give_puts_tokens_back_up_to_the_capacity_or_takes_more(store: Store) -> None:
     await store.take("b", 3, rate=1.0, capacity=3)
     await store.give("b", 2, rate=1.0, capacity=3)
-    assert await store.take("b", 2, rate=1.0, capacity=3, max_wait=0) == 0.0
+    assert await store.take("b", 2, rate=1.0, capacity=3, max_wait=0) == NOW
     await store.give("b", 50, rate=1.0, capacity=3)
-    assert await store.take("b", 3, rate=1.0, capacity=3, max_wait=0) == 0.0
+    assert await store.take("b", 3, rate=1.0, capacity=3, max_wait=0) == NOW
     await store.give("b", 3, rate=1.0, capacity=3)
     await store.give("b", -5, rate=1.0, capacity=3)  # a call that used more than it took
-    assert await store.take("b", 1, rate=1.0, capacity=3) == pytest.approx(3.0)
+    assert await store.take("b", 1, rate=1.0, capacity=3) == (True, pytest.approx(3.0))
 
 
 async def test_buckets_are_kept_apart(store: Store) -> None:
     await store.take("a", 3, rate=1.0, capacity=3)
-    assert await store.take("b", 3, rate=1.0, capacity=3, max_wait=0) == 0.0
+    assert await store.take("b", 3, rate=1.0, capacity=3, max_wait=0) == NOW
 
 
 async def test_two_store_objects_share_one_bucket(stores: Opener) -> None:
     a, b = await stores(), await stores()
-    waits = await asyncio.gather(*(s.take("b", 1, rate=1.0, capacity=5, max_wait=0)
+    takes = await asyncio.gather(*(s.take("b", 1, rate=1.0, capacity=5, max_wait=0)
                                    for _ in range(10) for s in (a, b)))
-    assert sum(w is not None for w in waits) == 5
+    assert sum(taken for taken, _ in takes) == 5
 
 
 # -- the response cache ------------------------------------------------------------------------

@@ -388,13 +388,13 @@ class Store(Protocol):
         ...
 
     async def take(self, bucket: str, amount: float, *, rate: float, capacity: float,
-                   max_wait: float | None = None) -> float | None:
+                   max_wait: float | None = None) -> tuple[bool, float]:
         """Take ``amount`` from a token bucket every engine shares: it holds at most
         ``capacity`` and refills at ``rate`` a second by the store's clock (a new bucket
         is full). The balance may go negative (a debt later takers wait behind). Returns
-        the seconds the caller must wait until its amount is covered (``min(amount,
-        capacity)`` of it: a take larger than the bucket waits for a full one); if that
-        is more than ``max_wait``, takes nothing and returns ``None``."""
+        ``(taken, wait)``: ``wait`` is the seconds until the amount is covered
+        (``min(amount, capacity)`` of it: a take larger than the bucket waits for a full
+        one); if that is more than ``max_wait``, nothing is taken."""
         ...
 
     def give(self, bucket: str, amount: float, *, rate: float,

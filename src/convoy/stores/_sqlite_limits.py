@@ -97,18 +97,18 @@ class SQLiteLimits:
                 for unit, used, held in self._read(_LEVELS, (self.clock(), scope))}
 
     async def take(self, bucket: str, amount: float, *, rate: float, capacity: float,
-                   max_wait: float | None = None) -> float | None:
+                   max_wait: float | None = None) -> tuple[bool, float]:
         now = self.clock()
 
-        def take(conn: sqlite3.Connection) -> float | None:
+        def take(conn: sqlite3.Connection) -> tuple[bool, float]:
             row = conn.execute(_BUCKET, (bucket,)).fetchone()
             tokens = _refilled(row, now, rate, capacity)
             wait = max(0.0, (min(amount, capacity) - tokens) / rate)
             if max_wait is not None and wait > max_wait:
-                return None
+                return False, wait
             at = now if row is None else max(now, float(row[1]))
             conn.execute(_SET_BUCKET, (bucket, tokens - amount, at))
-            return wait
+            return True, wait
 
         return await self._batched(take)
 
