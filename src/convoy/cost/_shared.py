@@ -79,26 +79,28 @@ class SharedBudgets:
         wanted = holds(ledgers, tokens, usd, factor)
         gate = ledgers[0].gate
         if not gate.locked():  # nobody is queued: ask at once
-            res = await self._ask(rid, wanted, ledgers)
-            if res.granted:
-                return rid, []
-            out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
-            if out:
-                return None, out
+            decided = await self._try(rid, wanted, ledgers, factor)
+            if decided is not None:
+                return decided
         async with gate:  # one caller at a time asks again; the others queue behind it
             delay = RETRY_FIRST
-            while True:
-                res = await self._ask(rid, wanted, ledgers)
-                if res.granted:
-                    return rid, []
-                out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
-                if out:
-                    return None, out
+            while (decided := await self._try(rid, wanted, ledgers, factor)) is None:
                 ledgers[0].waited += 1
                 with suppress(TimeoutError):
                     async with asyncio.timeout(delay):
                         await ledgers[0].settled()
                 delay = min(delay * 2, RETRY_MAX)
+            return decided
+
+    async def _try(self, rid: str, wanted: list[Hold], ledgers: Sequence[BudgetLedger],
+                   factor: float) -> tuple[str | None, list[BudgetLedger]] | None:
+        """One reservation attempt: granted, refused for good, or ``None``: held by calls
+        in flight, try again."""
+        res = await self._ask(rid, wanted, ledgers)
+        if res.granted:
+            return rid, []
+        out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
+        return (None, out) if out else None
 
     async def _ask(self, rid: str, wanted: list[Hold],
                    ledgers: Sequence[BudgetLedger]) -> Reservation:
