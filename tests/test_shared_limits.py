@@ -18,6 +18,10 @@ from typing import Any
 
 import pytest
 
+import convoy
+from convoy.resilience import BreakerPolicy, Breakers, Rate, RateLimit, RateLimited
+from convoy.stores import SQLiteStore
+from tests.fakeclock import FakeClock
 from tests.limits_worker import AGENT_LIMIT, BURST, CALL_TOKENS, TENANT_LIMIT
 
 WORKER = Path(__file__).with_name("limits_worker.py")
@@ -147,32 +151,66 @@ def test_a_rate_limit_holds_across_engines(tmp_path: Path, clock: Path) -> None:
         b.close()
 
 
-async def test_a_tokens_per_minute_limit_holds_across_engines(tmp_path: Path) -> None:
-    # Two engines in one process, each with a store object of its own on one file (as two
-    # processes would have). Each call is estimated at a few hundred tokens and uses 1,000;
-    # the bucket holds 2,000 and time stands still: two calls in all, not two per engine.
-    import convoy
-    from convoy.resilience import Rate, RateLimit, RateLimited
-    from convoy.stores import SQLiteStore
-    from tests.fakeclock import FakeClock
+# -- engines in one process, each with a store object of its own on one file (as two
+# processes would have), on one fake clock -------------------------------------------------
 
-    clock = FakeClock(NOON)
-    sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(0, 1000))
+
+def one_call() -> convoy.Workflow[str, str]:
     agent = convoy.Agent(name="writer", model="sim:")
 
-    @convoy.workflow(name="tpm")
+    @convoy.workflow(name="one-call")
     async def wf(ctx: convoy.Context, text: str) -> str:
         out: str = await ctx.run(agent, text)
         return out
 
+    return wf
+
+
+def engine_on(db: Path, clock: FakeClock, model: convoy.Model,
+              interceptor: convoy.Interceptor) -> convoy.Engine:
+    return convoy.Engine(SQLiteStore(db, clock=clock), models={"sim:": model},
+                         interceptors=[interceptor])
+
+
+async def test_a_tokens_per_minute_limit_holds_across_engines(tmp_path: Path) -> None:
+    # Each call is estimated at a few hundred tokens and uses 1,000; the bucket holds 2,000
+    # and time stands still: two calls in all, not two per engine.
+    clock = FakeClock(NOON)
+    sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(0, 1000))
+    wf = one_call()
+
     def engine() -> convoy.Engine:
-        limit = RateLimit(Rate(tpm=60_000, tpm_burst=2_000, max_wait=0), clock=clock,
-                          sleep=clock.sleep)
-        return convoy.Engine(SQLiteStore(tmp_path / "tpm.db", clock=clock),
-                             models={"sim:": sim}, interceptors=[limit])
+        return engine_on(tmp_path / "tpm.db", clock, sim, RateLimit(
+            Rate(tpm=60_000, tpm_burst=2_000, max_wait=0), clock=clock, sleep=clock.sleep))
 
     async with engine() as a, engine() as b:
         results = [await e.run(wf, f"ticket {i}") for i, e in enumerate((a, b, a, b))]
     assert [r.status for r in results] == ["completed", "completed", "failed", "failed"]
     assert {(r.error or {}).get("type") for r in results[2:]} == {RateLimited.__name__}
     assert sim.calls == 2
+
+
+async def test_failures_engines_see_apart_open_their_breakers_together(tmp_path: Path) -> None:
+    # A breaker opens at 6 calls with half of them failed. Each engine sees 3 failures:
+    # neither opens alone, but once they have exchanged what they saw, both do.
+    clock = FakeClock(NOON)
+    down = convoy.SimModel(faults=convoy.Faults(server_error=1.0))
+    wf = one_call()
+    policy = BreakerPolicy(window_type="count", window=20, minimum_calls=6, wait_in_open=30)
+
+    def engine() -> convoy.Engine:
+        return engine_on(tmp_path / "breakers.db", clock, down,
+                         Breakers(policy, clock=clock, sync_interval=1.0))
+
+    async def errors(e: convoy.Engine, n: int) -> list[str]:
+        return [((await e.run(wf, "t")).error or {}).get("type", "") for _ in range(n)]
+
+    async with engine() as a, engine() as b:
+        assert await errors(a, 3) + await errors(b, 3) == ["ModelError"] * 6
+        clock.advance(1.5)
+        assert await errors(a, 1) == ["ModelError"]  # A hears nothing yet: B has not told
+        assert await errors(b, 1) == ["CircuitOpenError"]  # B hears of A's 3 and opens
+        assert down.calls == 7
+        clock.advance(1.5)
+        assert await errors(a, 1) == ["CircuitOpenError"]  # A adopts B's open circuit
+    assert down.calls == 7
