@@ -152,16 +152,19 @@ async def test_cache_hits_are_free_and_never_cross_tenants(engine_factory: Any) 
     assert '"cached":true' in ((await eng.store.journal(second.id))[0].result or "")
 
 
-async def test_cache_entries_expire(engine_factory: Any) -> None:
-    clock = FakeClock(0.0)
+@pytest.mark.parametrize("shared", [True, False], ids=["in the store", "in memory"])
+async def test_cache_entries_expire(engine_factory: Any, db: Path, shared: bool) -> None:
+    clock = FakeClock(NOON)  # the cache's and the store's
     sim = convoy.SimModel({"*": {"output": OK}})
-    cache = ResponseCache(ttl=10, clock=clock)
-    eng = engine_factory(interceptors=[cache])
+    cache = ResponseCache(ttl=10, clock=clock, shared=shared)
+    eng = engine_factory(db=SQLiteStore(db, clock=clock), interceptors=[cache])
     wf = chain(1, sim)
     await eng.run(wf, "q")
-    clock.t = 11
+    clock.advance(9)
     await eng.run(wf, "q")
-    assert sim.calls == 2 and cache.hits == 0
+    clock.advance(2)
+    await eng.run(wf, "q")
+    assert sim.calls == 2 and cache.hits == 1
 
 
 def test_velocity_learns_a_baseline_and_alerts_on_a_spike() -> None:

@@ -214,3 +214,26 @@ async def test_failures_engines_see_apart_open_their_breakers_together(tmp_path:
         clock.advance(1.5)
         assert await errors(a, 1) == ["CircuitOpenError"]  # A adopts B's open circuit
     assert down.calls == 7
+
+
+async def test_an_answer_one_engine_cached_is_served_by_another(tmp_path: Path) -> None:
+    from convoy.cost import ResponseCache
+
+    clock = FakeClock(NOON)
+    sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(100, 20))
+    wf = one_call()
+
+    def engine() -> tuple[convoy.Engine, ResponseCache]:
+        cache = ResponseCache(ttl=60, clock=clock)
+        return engine_on(tmp_path / "cache.db", clock, sim, cache), cache
+
+    (a, cache_a), (b, cache_b) = engine(), engine()
+    async with a, b:
+        assert (await a.run(wf, "same question", tenant="acme")).usage.total_tokens == 120
+        hit = await b.run(wf, "same question", tenant="acme")
+        assert hit.ok and hit.usage.total_tokens == 0 and hit.cost == 0
+        assert (await b.run(wf, "same question", tenant="globex")).ok  # not across tenants
+        assert sim.calls == 2 and cache_b.shared_hits == 1 and cache_b.misses == 1
+        clock.advance(61)  # expired for every engine
+        assert (await b.run(wf, "same question", tenant="acme")).usage.total_tokens == 120
+    assert sim.calls == 3 and cache_a.hits == 0
