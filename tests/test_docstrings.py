@@ -48,6 +48,7 @@ def _members(cls: type) -> dict[str, Any]:
 #: Implementations of a documented protocol inherit its method contracts (they implement
 #: it structurally, so the MRO does not show it); their own extra members still need docs.
 IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
+              "SQLiteLimits": ("convoy.stores", "Store"),  # SQLiteStore's shared limits
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 
