@@ -192,7 +192,9 @@ class Level:
 @dataclass(slots=True, frozen=True, kw_only=True)
 class Reservation:
     """What :meth:`Store.reserve` decided: ``granted``, and the level of every hold asked
-    for, in order, as the decision saw it (before this reservation's own holds)."""
+    for, in order, as the decision saw it (before this reservation's own holds). A refusal
+    counts only live holds; a grant may still count holds that lapsed (they only made the
+    limit look fuller)."""
 
     granted: bool
     levels: tuple[Level, ...]

@@ -596,7 +596,11 @@ class SQLiteStore(SQLiteLimits):
 
     async def expire_owner(self, owner: str) -> int:
         def expire(conn: sqlite3.Connection) -> int:
-            conn.execute("DELETE FROM holds WHERE owner=?", (owner,))
+            for scope, unit, amount in conn.execute(
+                    "DELETE FROM holds WHERE owner=? RETURNING scope, unit, amount",
+                    (owner,)).fetchall():
+                conn.execute("UPDATE meters SET held=held-? WHERE scope=? AND unit=?",
+                             (amount, scope, unit))
             return int(conn.execute(
                 "UPDATE sessions SET lease_until=0 WHERE owner=? AND status='running'",
                 (owner,)).rowcount)

@@ -1,6 +1,12 @@
 """The SQLite store's limits shared by engines: reservations against counted limits
 (budgets), token buckets (rate limits) and the response cache.
 
+A limit's row (``meters``) keeps what was used and what live reservations hold; each
+reservation's holds are rows of their own (``holds``), so they can be settled, renewed with
+their engine's leases, and dropped with a dead engine. A hold that lapsed is cleared (and
+the held amount counted again from the live holds) when it would refuse a reservation:
+until then it only makes the limit look fuller than it is.
+
 A reservation or a take reads, decides and writes in one transaction that rides the group
 commit (a batch runs under SQLite's one write lock, so the decision is atomic across every
 connection and process on the file) and is committed before the caller hears the answer.
@@ -19,13 +25,18 @@ from convoy.stores._protocol import Hold, Level, Reservation, Spend
 
 T = TypeVar("T")
 
-_COUNT = "INSERT INTO meters(scope, unit, used) VALUES(?,?,?) ON CONFLICT(scope, unit) DO NOTHING"
-_LEVEL = ("SELECT m.used, COALESCE((SELECT SUM(h.amount) FROM holds h WHERE h.scope=m.scope "
-          "AND h.unit=m.unit AND h.until>?), 0) FROM meters m WHERE m.scope=? AND m.unit=?")
+_METER = "SELECT used, held FROM meters WHERE scope=? AND unit=?"
+# Check and hold in one statement: the row comes back only if the limit had room.
+_TRY = ("UPDATE meters SET held=held+? WHERE scope=? AND unit=? AND used+held<? "
+        "RETURNING used, held-?")
+_COUNT = ("INSERT INTO meters(scope, unit, used, held) VALUES(?,?,?,0) ON CONFLICT(scope, unit)"
+          " DO NOTHING")
 _LAPSED = "DELETE FROM holds WHERE scope=? AND unit=? AND until<=?"
+_LIVE = "SELECT COALESCE(SUM(amount), 0) FROM holds WHERE scope=? AND unit=?"
+_SET_HELD = "UPDATE meters SET held=? WHERE scope=? AND unit=?"
 _HOLD = "INSERT INTO holds(id, scope, unit, amount, owner, until) VALUES(?,?,?,?,?,?)"
-_RELEASE = "DELETE FROM holds WHERE id=?"
-_SPEND = "UPDATE meters SET used=used+? WHERE scope=? AND unit=?"
+_ADD = "UPDATE meters SET used=used+?, held=held+? WHERE scope=? AND unit=?"
+_RELEASE = "DELETE FROM holds WHERE id=? RETURNING scope, unit, amount"
 _LEVELS = ("SELECT m.unit, m.used, COALESCE((SELECT SUM(h.amount) FROM holds h WHERE "
            "h.scope=m.scope AND h.unit=m.unit AND h.until>?), 0) FROM meters m WHERE m.scope=?")
 _BUCKET = "SELECT tokens, at FROM buckets WHERE name=?"
@@ -37,6 +48,16 @@ _CACHE_PUT = ("INSERT INTO cache(tenant, key, value, expires) VALUES(?,?,?,?) ON
 _CACHE_EXPIRED = "DELETE FROM cache WHERE expires<=?"
 #: Every this many cache writes, expired entries are deleted (in the same transaction).
 _CACHE_SWEEP_EVERY = 256
+
+
+def _recount(execute: Callable[..., sqlite3.Cursor], h: Hold,
+             now: float) -> tuple[float, float]:
+    """A limit refused: clear the holds on it that lapsed (their engines died) and count
+    the live ones again. Returns (used, held)."""
+    execute(_LAPSED, (h.scope, h.unit, now))
+    live = float(execute(_LIVE, (h.scope, h.unit)).fetchone()[0])
+    execute(_SET_HELD, (live, h.scope, h.unit))
+    return float(execute(_METER, (h.scope, h.unit)).fetchone()[0]), live
 
 
 def _refilled(row: Sequence[Any] | None, now: float, rate: float,
@@ -68,27 +89,45 @@ class SQLiteLimits:
 
         def reserve(conn: sqlite3.Connection) -> Reservation:
             execute = conn.execute
-            levels = []
-            granted = True
-            for h in holds:
-                execute(_COUNT, (h.scope, h.unit, h.start))
-                execute(_LAPSED, (h.scope, h.unit, now))
-                used, held = execute(_LEVEL, (now, h.scope, h.unit)).fetchone()
-                levels.append(Level(scope=h.scope, unit=h.unit, used=used, held=held))
-                if used + held >= h.limit:
-                    granted = False
+            levels: list[tuple[float, float]] = []
+            for h in holds:  # the usual case: every limit has room, one statement each
+                row = execute(_TRY, (h.amount, h.scope, h.unit, h.limit, h.amount)).fetchone()
+                if row is None and execute(_METER, (h.scope, h.unit)).fetchone() is None:
+                    execute(_COUNT, (h.scope, h.unit, h.start))  # a limit never counted
+                    row = execute(_TRY, (h.amount, h.scope, h.unit, h.limit,
+                                         h.amount)).fetchone()
+                if row is None:
+                    break
+                levels.append((float(row[0]), float(row[1])))
+            granted = len(levels) == len(holds)
+            if not granted:
+                for h in holds[:len(levels)]:  # all or nothing: give back what was held
+                    execute(_ADD, (0.0, -h.amount, h.scope, h.unit))
+                levels = [_recount(execute, h, now) for h in holds]
+                granted = all(u + held < h.limit
+                              for (u, held), h in zip(levels, holds, strict=True))
+                if granted:  # only holds that had lapsed were in the way
+                    for h in holds:
+                        execute(_ADD, (0.0, h.amount, h.scope, h.unit))
             if granted:
                 for h in holds:
                     execute(_HOLD, (id, h.scope, h.unit, h.amount, owner, until))
-            return Reservation(granted=granted, levels=tuple(levels))
+            return Reservation(granted=granted, levels=tuple(
+                Level(scope=h.scope, unit=h.unit, used=u, held=held)
+                for (u, held), h in zip(levels, holds, strict=True)))
 
         return await self._batched(reserve)
 
     def settle(self, id: str, spent: Sequence[Spend]) -> asyncio.Future[None]:
         def settle(conn: sqlite3.Connection) -> None:
-            conn.execute(_RELEASE, (id,))
+            execute = conn.execute
+            moves: dict[tuple[str, str], list[float]] = {}  # (scope, unit) -> used+, held-
+            for scope, unit, amount in execute(_RELEASE, (id,)).fetchall():
+                moves.setdefault((scope, unit), [0.0, 0.0])[1] += amount
             for s in spent:
-                conn.execute(_SPEND, (s.amount, s.scope, s.unit))
+                moves.setdefault((s.scope, s.unit), [0.0, 0.0])[0] += s.amount
+            for (scope, unit), (used, released) in moves.items():
+                execute(_ADD, (used, -released, scope, unit))
 
         return self._batched(settle, wait=False)
 

@@ -94,6 +94,7 @@ CREATE TABLE IF NOT EXISTS meters(
   scope TEXT NOT NULL,
   unit TEXT NOT NULL,
   used REAL NOT NULL,
+  held REAL NOT NULL DEFAULT 0,
   PRIMARY KEY(scope, unit)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS holds(
@@ -105,8 +106,6 @@ CREATE TABLE IF NOT EXISTS holds(
   until REAL NOT NULL,
   PRIMARY KEY(id, scope, unit)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS holds_scope ON holds(scope, unit, until);
-CREATE INDEX IF NOT EXISTS holds_owner ON holds(owner);
 CREATE TABLE IF NOT EXISTS buckets(
   name TEXT PRIMARY KEY,
   tokens REAL NOT NULL,
