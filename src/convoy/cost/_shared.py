@@ -9,7 +9,8 @@ ledger mirrors what the store reports, so it can tell a spent-out budget without
 While the store refuses because calls in flight hold the budget (not because it is spent),
 the call waits: one caller per budget asks the store again whenever one of this engine's
 calls settles, or after a short back-off (other engines' calls settle unseen); the callers
-behind it wait their turn, so a crowd of waiting calls costs one store write per try.
+refused after it wait their turn behind it, so a crowd of waiting calls costs one store
+write per try.
 """
 
 from __future__ import annotations
@@ -77,12 +78,13 @@ class SharedBudgets:
         waited for."""
         rid = uuid.uuid4().hex
         wanted = holds(ledgers, tokens, usd, factor)
-        gate = ledgers[0].gate
-        if not gate.locked():  # nobody is queued: ask at once
-            decided = await self._try(rid, wanted, ledgers, factor)
-            if decided is not None:
-                return decided
-        async with gate:  # one caller at a time asks again; the others queue behind it
+        # A call arriving asks at once, even past callers queued for the budget: arriving
+        # as another call settles, it takes the room that call left (a session already
+        # under way goes on rather than one more starting).
+        decided = await self._try(rid, wanted, ledgers, factor)
+        if decided is not None:
+            return decided
+        async with ledgers[0].gate:  # one caller at a time asks again; the others queue
             delay = RETRY_FIRST
             while (decided := await self._try(rid, wanted, ledgers, factor)) is None:
                 ledgers[0].waited += 1
