@@ -5,9 +5,10 @@ usage: python limits_worker.py DB CLOCK SCENARIO
 
 ``CLOCK`` is a file holding the time (epoch seconds) every process reads, so the test moves
 time for all of them at once and nothing depends on how fast the machine is. SCENARIO is
-``tenant`` (a tenant budget per day), ``agent`` (an agent budget per day), ``breaker`` (an
-endpoint that always fails, behind circuit breakers) or ``rpm`` (a requests-per-minute
-limit that refuses instead of waiting).
+``tenant`` (a tenant budget per day), ``agent`` (an agent budget per day), ``hang`` (the
+tenant budget, and calls that never return), ``breaker`` (an endpoint that always fails,
+behind circuit breakers) or ``rpm`` (a requests-per-minute limit that refuses instead of
+waiting).
 
 The worker prints ``ready`` once its engine is open, then reads commands from stdin:
 ``run N`` runs N sessions at once, ``seq N`` N sessions one after another; both print one
@@ -53,11 +54,12 @@ class FileClock:
 
 
 def build(scenario: str, clock: FileClock) -> tuple[convoy.SimModel, list[convoy.Interceptor]]:
-    if scenario in ("tenant", "agent"):
-        sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(1, 99), latency=0.01)
+    if scenario in ("tenant", "agent", "hang"):
+        sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(1, 99),
+                              latency=3600 if scenario == "hang" else 0.01)
         sim.max_output_tokens = 99  # budgets reserve the input estimate plus this ceiling
-        budgets = Budgets(tenant_daily=Budget(tokens=TENANT_LIMIT)) if scenario == "tenant" \
-            else Budgets(agent_daily={"writer": Budget(tokens=AGENT_LIMIT)})
+        budgets = Budgets(agent_daily={"writer": Budget(tokens=AGENT_LIMIT)}) \
+            if scenario == "agent" else Budgets(tenant_daily=Budget(tokens=TENANT_LIMIT))
         return sim, [budgets]
     if scenario == "breaker":
         sim = convoy.SimModel(faults=convoy.Faults(server_error=1.0))

@@ -8,11 +8,12 @@ fast the machine is.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,57 @@ async def test_an_answer_one_engine_cached_is_served_by_another(tmp_path: Path) 
         clock.advance(61)  # expired for every engine
         assert (await b.run(wf, "same question", tenant="acme")).usage.total_tokens == 120
     assert sim.calls == 3 and cache_a.hits == 0
+
+
+def day_scope(now: float) -> str:
+    import datetime as dt
+
+    return f"budget:tenant:acme:{dt.datetime.fromtimestamp(now, dt.UTC).date().isoformat()}"
+
+
+async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> None:
+    """Wait until ``condition()`` holds (polling; the bound is a safety net, not a wait)."""
+    for _ in range(6000):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"never: {what}")
+
+
+async def test_what_a_killed_engine_held_of_a_budget_lapses_with_its_lease(
+        tmp_path: Path, clock: Path) -> None:
+    from convoy.cost import Budget, Budgets
+    from tests.limits_worker import FileClock
+
+    db = tmp_path / "shared.db"
+    a = Worker(db, clock, "hang")  # its calls never return: they hold the whole budget
+    try:
+        a.send("run 40")
+        watch = SQLiteStore(db, clock=FileClock(clock))
+        await watch.open()
+
+        async def held() -> bool:
+            lv = (await watch.levels(day_scope(NOON))).get("tokens")
+            return lv is not None and lv.held >= TENANT_LIMIT
+
+        try:
+            await eventually(held, "the engine held the whole budget")
+        finally:
+            await watch.aclose()
+    finally:
+        a.proc.kill()  # SIGKILL: nothing is settled or released
+        a.proc.communicate()
+    sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(1, 99))
+    budgets = Budgets(tenant_daily=Budget(tokens=TENANT_LIMIT))
+    async with convoy.Engine(SQLiteStore(db, clock=FileClock(clock)), models={"sim:": sim},
+                             interceptors=[budgets]) as b:
+        run = asyncio.create_task(b.run(one_call(), "after the crash", tenant="acme"))
+
+        async def waiting() -> bool:  # held, not spent: the call waits
+            return any(led.waited for led in budgets.ledgers.values())
+
+        await eventually(waiting, "the call waited for the budget")
+        assert not run.done() and sim.calls == 0
+        set_clock(clock, NOON + 31)  # past the dead engine's 30 s lease
+        res = await asyncio.wait_for(run, 120)  # a safety net: the lapse frees it at once
+    assert res.ok and sim.calls == 1
