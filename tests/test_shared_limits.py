@@ -292,3 +292,23 @@ async def test_what_a_killed_engine_held_of_a_budget_lapses_with_its_lease(
         set_clock(clock, NOON + 31)  # past the dead engine's 30 s lease
         res = await asyncio.wait_for(run, 120)  # a safety net: the lapse frees it at once
     assert res.ok and sim.calls == 1
+
+
+async def test_a_read_decide_write_that_fails_fails_its_batch_instead_of_hanging_it(
+        tmp_path: Path) -> None:
+    # SQLite's group commit runs reservations as calls inside a batch's transaction; one
+    # that raises must fail its batch (rolled back) and leave no write waiting forever.
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.open()
+    try:
+        bad = store._batched(lambda conn: 1 // 0, wait=False)
+        other = store.kv_put("ns", "k", "v")  # joins the same batch
+        with pytest.raises(ZeroDivisionError):
+            await asyncio.wait_for(bad, 10)
+        with pytest.raises(ZeroDivisionError):
+            await asyncio.wait_for(other, 10)
+        assert await store.kv_get("ns", "k") is None  # rolled back with it
+        await store.kv_put("ns", "k", "v")  # and the store goes on
+        assert await store.kv_get("ns", "k") == "v"
+    finally:
+        await store.aclose()

@@ -417,6 +417,9 @@ class SQLiteStore(SQLiteLimits):
         except sqlite3.Error as e:
             self._settle(batch, None, _store_error(e, self.path, "write"))
             return
+        except Exception as e:  # a call op that failed: its batch fails, nobody hangs
+            self._settle(batch, None, e)
+            return
         self._settle(batch, refused, None)
 
     async def _flush_async(self) -> None:
@@ -443,6 +446,8 @@ class SQLiteStore(SQLiteLimits):
                         self._settle(batch, None, _store_error(e, self.path, "write"))
                     except sqlite3.Error as e:
                         self._settle(batch, None, _store_error(e, self.path, "write"))
+                    except Exception as e:  # a call op that failed: its batch fails
+                        self._settle(batch, None, e)
                     else:
                         self._settle(batch, refused, None)
                     break
