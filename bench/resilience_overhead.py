@@ -11,10 +11,15 @@ sessions one after another. Three engines, opened and warmed up before timing:
   endpoint and per agent), per-attempt timeouts;
 * full:        `protections(cache=ResponseCache(), budgets=Budgets(session=...,
   tenant_daily=...))`: the same plus the response cache and the budgets. Every input is
-  unique, so the cache never hits: what is measured is the cost of the checks.
+  unique, so the cache never hits: what is measured is the cost of the checks. The
+  tenant's budget and the cache are kept in the store (the default, shared by every
+  engine on it): a reservation per call and a cache read per call;
+* full_local:  the same with `shared=False`: the tenant's budget and the cache in the
+  process only (right with one engine).
 
-Runs alternate (bare, protections, full, bare, ...) `--runs` times each; prints the median
-µs per agent step of each and the added percentages (target: < 20%), as one JSON line.
+Runs alternate (bare, protections, full, full_local, bare, ...) `--runs` times each; prints
+the median µs per agent step of each and the added percentages (target: < 20%), as one
+JSON line.
 """
 
 from __future__ import annotations
@@ -65,14 +70,19 @@ async def w1(ctx: convoy.Context, ticket: str) -> Classification:
     return out
 
 
-def engines(tmp: Path) -> dict[str, convoy.Engine]:
-    full = protections(cache=ResponseCache(),
+def full(shared: bool) -> list[convoy.Interceptor]:
+    return protections(cache=ResponseCache(shared=shared),
                        budgets=Budgets(session=Budget(usd=10.0, tokens=10_000_000),
-                                       tenant_daily=Budget(usd=1e9)))
+                                       tenant_daily=Budget(usd=1e9), shared=shared))
+
+
+def engines(tmp: Path) -> dict[str, convoy.Engine]:
     return {"bare": convoy.Engine(tmp / "bare.db", concurrency=1000),
             "protections": convoy.Engine(tmp / "protections.db", interceptors=protections(),
                                          concurrency=1000),
-            "full": convoy.Engine(tmp / "full.db", interceptors=full, concurrency=1000)}
+            "full": convoy.Engine(tmp / "full.db", interceptors=full(True), concurrency=1000),
+            "full_local": convoy.Engine(tmp / "full_local.db", interceptors=full(False),
+                                        concurrency=1000)}
 
 
 async def timed(engine: convoy.Engine, tag: str, sessions: int) -> float:
@@ -107,8 +117,10 @@ async def main_async(sessions: int, runs: int, warmup: int) -> dict[str, object]
             "us_per_step_bare": round(bare, 1),
             "us_per_step_protections": round(med["protections"], 1),
             "us_per_step_full": round(med["full"], 1),
+            "us_per_step_full_local": round(med["full_local"], 1),
             "added_pct_protections": round(100 * (med["protections"] - bare) / bare, 1),
             "added_pct_full": round(100 * (med["full"] - bare) / bare, 1),
+            "added_pct_full_local": round(100 * (med["full_local"] - bare) / bare, 1),
             "target_pct": 20,
             "samples": {name: [round(x, 1) for x in xs] for name, xs in samples.items()}}
 
