@@ -21,7 +21,7 @@ import pytest
 
 import convoy
 from convoy.resilience import BreakerPolicy, Breakers, Rate, RateLimit, RateLimited
-from convoy.stores import SQLiteStore
+from convoy.stores import Level, SQLiteStore
 from tests.fakeclock import FakeClock
 from tests.limits_worker import AGENT_LIMIT, BURST, CALL_TOKENS, TENANT_LIMIT
 
@@ -310,5 +310,27 @@ async def test_a_read_decide_write_that_fails_fails_its_batch_instead_of_hanging
         assert await store.kv_get("ns", "k") is None  # rolled back with it
         await store.kv_put("ns", "k", "v")  # and the store goes on
         assert await store.kv_get("ns", "k") == "v"
+    finally:
+        await store.aclose()
+
+
+async def test_far_from_its_limit_a_shared_budget_reserves_for_many_calls_at_once(
+        tmp_path: Path) -> None:
+    from convoy.cost import Budget, Budgets
+
+    clock = FakeClock(NOON)
+    sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(1, 99))
+    budgets = Budgets(tenant_daily=Budget(tokens=10**9))
+    db = tmp_path / "slabs.db"
+    async with engine_on(db, clock, sim, budgets) as eng:
+        for i in range(50):
+            assert (await eng.run(one_call(), f"t{i}", tenant="acme")).ok
+    # one reservation (a slab) holds room for up to 16 calls, reused as they settle
+    assert budgets.store_reserves <= 5
+    store = SQLiteStore(db, clock=clock)  # and what they spent is counted once they end
+    await store.open()
+    try:
+        assert (await store.levels(day_scope(NOON)))["tokens"] == Level(
+            scope=day_scope(NOON), unit="tokens", used=50 * CALL_TOKENS, held=0)
     finally:
         await store.aclose()

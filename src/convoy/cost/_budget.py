@@ -234,6 +234,10 @@ class Budgets(Interceptor):
         self._store = SharedBudgets(engine.store, engine.owner, engine.lease_seconds) \
             if self.shared else None
 
+    async def close(self) -> None:
+        if self._store is not None:  # what this engine's reservations spent is counted
+            self._store.close()
+
     @property
     def store_reserves(self) -> int:
         """Reservations asked of the store so far (shared daily budgets)."""
@@ -364,18 +368,18 @@ class Budgets(Interceptor):
             self._refuse(input, full)
         tokens, usd = self._estimate(input)
         shared = [led for led in ledgers if led.scope is not None]
-        rid = None
+        ticket = None
         if shared:
             assert self._store is not None
             factor = self.hard_factor if downgraded else 1.0
-            rid, refused = await self._store.reserve(shared, tokens, usd, factor=factor)
-            if rid is None and not downgraded and self._downgrade(input, refused):
+            ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor)
+            if ticket is None and not downgraded and self._downgrade(input, refused):
                 # Spent out in the store: the cheaper model, against the hard limits.
                 downgraded = True
                 tokens, usd = self._estimate(input)
-                rid, refused = await self._store.reserve(shared, tokens, usd,
-                                                         factor=self.hard_factor)
-            if rid is None:
+                ticket, refused = await self._store.reserve(shared, tokens, usd,
+                                                            factor=self.hard_factor)
+            if ticket is None:
                 self._refuse(input, refused)
         for led in ledgers:
             led.reserve(tokens, usd)
@@ -388,9 +392,9 @@ class Budgets(Interceptor):
             cost = resp.cost if resp else 0.0
             for led in ledgers:
                 led.settle(tokens, usd, usage, cost)
-            if rid is not None:
+            if ticket is not None:
                 assert self._store is not None
-                self._store.settle(rid, shared, usage.total_tokens if usage else 0, cost)
+                self._store.settle(ticket, usage.total_tokens if usage else 0, cost)
 
     @staticmethod
     def _estimate(input: ModelCallInput) -> tuple[int, float]:

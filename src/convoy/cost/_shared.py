@@ -1,12 +1,23 @@
-"""Budgets that several engines share: reserved in the store, one call at a time.
+"""Budgets that several engines share: reserved in the store.
 
 A tenant's (or an agent's) budget for a day is counted in the store (:meth:`Store.reserve`),
-so engine processes on one database draw on one budget. Before a call, its worst-case cost
-is held there under a reservation owned by the engine (it lapses with the engine's lease if
-the engine dies); after it, the reservation settles on what the call cost. The engine's own
-ledger mirrors what the store reports, so it can tell a spent-out budget without asking.
+so engine processes on one database draw on one budget. What a call may cost (its input
+estimate plus output ceiling) is held there before it starts, under a reservation owned by
+the engine (it lapses with the engine's lease if the engine dies); what it cost is counted
+when the reservation settles. The engine's own ledger mirrors what the store reports, so
+it can tell a spent-out budget without asking.
 
-While the store refuses because calls in flight hold the budget (not because it is spent),
+*Slabs.* One reservation may hold room for several calls of this engine: a *slab*. Calls
+take their share of it without a store round trip, and it settles (what its calls cost)
+once it is full or a second old and its calls have ended. Far from the limit a slab holds
+up to :data:`SLAB_CALLS` calls' worth, never more than :data:`SLAB_SHARE` of the room the
+store reported left; near the limit, one call's worth: every call asks the store. A slab
+is used only up to the room that was left when it was granted, so the engines together
+exceed a limit by at most one call's reservation, as with a reservation per call. What a
+slab's calls spent reaches the store's count when it settles: until then the slab's hold
+covers it (other engines see the budget held, not spent, and wait).
+
+While the store refuses because reservations hold the budget (not because it is spent),
 the call waits: one caller per budget asks the store again whenever one of this engine's
 calls settles, or after a short back-off (other engines' calls settle unseen); the callers
 refused after it wait their turn behind it, so a crowd of waiting calls costs one store
@@ -16,6 +27,7 @@ write per try.
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 import warnings
 from collections.abc import Sequence
@@ -30,12 +42,60 @@ if TYPE_CHECKING:
 #: Back-off between tries while other engines' calls hold a budget (seconds): doubling
 #: from the first to the last.
 RETRY_FIRST, RETRY_MAX = 0.002, 0.1
+#: A slab holds at most this many calls' reservations ...
+SLAB_CALLS = 16
+#: ... and at most this share of the room the store reported left (1/8).
+SLAB_SHARE = 8
+#: A slab takes no call after this many seconds, and settles once its calls have ended:
+#: the store's count of what was spent is never older than about that.
+SLAB_SECONDS = 1.0
+
+Key = tuple[tuple[str | None, ...], float]
 
 
-def holds(ledgers: Sequence[BudgetLedger], tokens: int, usd: float,
+class Slab:
+    """One reservation in the store, shared by this engine's calls against one set of
+    budgets: what it holds (``cap_*``), what its calls in flight reserved, and what its
+    settled calls spent."""
+
+    __slots__ = ("cap_tokens", "cap_usd", "closed", "id", "in_flight", "key", "ledgers",
+                 "reserved_tokens", "reserved_usd", "spent_tokens", "spent_usd", "timer")
+
+    def __init__(self, rid: str, key: Key, ledgers: Sequence[BudgetLedger], cap_tokens: float,
+                 cap_usd: float) -> None:
+        self.id, self.key, self.ledgers = rid, key, tuple(ledgers)
+        self.cap_tokens, self.cap_usd = cap_tokens, cap_usd
+        self.reserved_tokens, self.reserved_usd = 0, 0.0
+        self.spent_tokens, self.spent_usd = 0, 0.0
+        self.in_flight = 0
+        self.closed = False
+        self.timer: asyncio.TimerHandle | None = None
+
+    def fits(self, tokens: int, usd: float) -> bool:
+        return not self.closed and (
+            self.spent_tokens + self.reserved_tokens + tokens <= self.cap_tokens
+            and self.spent_usd + self.reserved_usd + usd <= self.cap_usd)
+
+    def take(self, tokens: int, usd: float) -> Ticket:
+        self.reserved_tokens += tokens
+        self.reserved_usd += usd
+        self.in_flight += 1
+        return Ticket(self, tokens, usd)
+
+
+class Ticket:
+    """One call's share of a slab."""
+
+    __slots__ = ("slab", "tokens", "usd")
+
+    def __init__(self, slab: Slab, tokens: int, usd: float) -> None:
+        self.slab, self.tokens, self.usd = slab, tokens, usd
+
+
+def holds(ledgers: Sequence[BudgetLedger], tokens: float, usd: float,
           factor: float = 1.0) -> list[Hold]:
-    """What one call holds on each shared ledger (its limited units only), against
-    ``factor`` times the limits."""
+    """What to hold on each shared ledger (its limited units only), against ``factor``
+    times the limits."""
     out = []
     for led in ledgers:
         b = led.budget
@@ -49,8 +109,8 @@ def holds(ledgers: Sequence[BudgetLedger], tokens: int, usd: float,
     return out
 
 
-def spends(ledgers: Sequence[BudgetLedger], tokens: int, usd: float) -> list[Spend]:
-    """What one call cost, on each shared ledger's limited units."""
+def spends(ledgers: Sequence[BudgetLedger], tokens: float, usd: float) -> list[Spend]:
+    """What was spent, on each shared ledger's limited units."""
     out = []
     for led in ledgers:
         assert led.scope is not None
@@ -62,31 +122,37 @@ def spends(ledgers: Sequence[BudgetLedger], tokens: int, usd: float) -> list[Spe
 
 
 class SharedBudgets:
-    """Reservations of one engine against budgets kept in its store."""
+    """One engine's reservations against budgets kept in its store."""
 
     def __init__(self, store: Store, owner: str, lease_s: float) -> None:
         self.store = store
         self.owner = owner
         self.lease_s = lease_s
+        self._slabs: dict[Key, Slab] = {}  # the slab calls take from, per set of budgets
+        self._ahead: dict[Key, int] = {}  # calls' worth the next slab may hold
         self.reserves = 0  # store round trips, for reports
 
     async def reserve(self, ledgers: Sequence[BudgetLedger], tokens: int, usd: float, *,
-                      factor: float = 1.0) -> tuple[str | None, list[BudgetLedger]]:
-        """Hold one call's cost on every ledger. Returns the reservation id, or ``None``
+                      factor: float = 1.0) -> tuple[Ticket | None, list[BudgetLedger]]:
+        """Hold one call's cost on every ledger. Returns the call's ticket, or ``None``
         and the ledgers that refused for good: spent out, or, against ``factor`` times the
         limits (a downgraded call), full. Otherwise a budget held by calls in flight is
         waited for."""
-        rid = uuid.uuid4().hex
-        wanted = holds(ledgers, tokens, usd, factor)
+        key: Key = (tuple(led.scope for led in ledgers), factor)
+        slab = self._slabs.get(key)
+        if slab is not None:
+            if slab.fits(tokens, usd):
+                return slab.take(tokens, usd), []
+            self._close(slab)
         # A call arriving asks at once, even past callers queued for the budget: arriving
         # as another call settles, it takes the room that call left (a session already
         # under way goes on rather than one more starting).
-        decided = await self._try(rid, wanted, ledgers, factor)
+        decided = await self._try(key, ledgers, tokens, usd)
         if decided is not None:
             return decided
         async with ledgers[0].gate:  # one caller at a time asks again; the others queue
             delay = RETRY_FIRST
-            while (decided := await self._try(rid, wanted, ledgers, factor)) is None:
+            while (decided := await self._try(key, ledgers, tokens, usd)) is None:
                 ledgers[0].waited += 1
                 with suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -94,31 +160,100 @@ class SharedBudgets:
                 delay = min(delay * 2, RETRY_MAX)
             return decided
 
-    async def _try(self, rid: str, wanted: list[Hold], ledgers: Sequence[BudgetLedger],
-                   factor: float) -> tuple[str | None, list[BudgetLedger]] | None:
-        """One reservation attempt: granted, refused for good, or ``None``: held by calls
-        in flight, try again."""
-        res = await self._ask(rid, wanted, ledgers)
-        if res.granted:
-            return rid, []
-        out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
-        return (None, out) if out else None
-
-    async def _ask(self, rid: str, wanted: list[Hold],
-                   ledgers: Sequence[BudgetLedger]) -> Reservation:
+    async def _try(self, key: Key, ledgers: Sequence[BudgetLedger], tokens: int,
+                   usd: float) -> tuple[Ticket | None, list[BudgetLedger]] | None:
+        """One reservation attempt: granted (a new slab, and the call's ticket), refused
+        for good, or ``None``: held by reservations, try again."""
+        factor = key[1]
+        calls = self._ahead.get(key, 1)
+        rid = uuid.uuid4().hex
         self.reserves += 1
-        res = await self.store.reserve(rid, self.owner, wanted, lease_s=self.lease_s)
+        res = await self.store.reserve(rid, self.owner,
+                                       holds(ledgers, calls * tokens, calls * usd, factor),
+                                       lease_s=self.lease_s)
         for lv in res.levels:  # mirror what every engine has spent so far
             for led in ledgers:
                 if led.scope == lv.scope:
                     led.observe(lv.unit, lv.used)
-        return res
+        # The room left, in calls like this one: the next slab holds a share of it.
+        room = _room(ledgers, res, factor)
+        share = max(_fraction(tokens, room[0]), _fraction(usd, room[1]))
+        self._ahead[key] = SLAB_CALLS if share == 0 else \
+            max(1, min(SLAB_CALLS, int(1 / (share * SLAB_SHARE))))
+        if not res.granted:
+            out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
+            return (None, out) if out else None
+        # Used only up to the room that was left (at least one call): a slab held while
+        # the limit was near never takes the engines past it by more than one call.
+        slab = Slab(rid, key, ledgers, _cap(tokens, calls, room[0]), _cap(usd, calls, room[1]))
+        old = self._slabs.get(key)
+        if old is not None:
+            self._close(old)
+        self._slabs[key] = slab
+        slab.timer = asyncio.get_running_loop().call_later(SLAB_SECONDS, self._close, slab)
+        return slab.take(tokens, usd), []
 
-    def settle(self, rid: str, ledgers: Sequence[BudgetLedger], tokens: int,
-               usd: float) -> None:
-        """Release the call's holds and count what it cost (committed with the next batch
-        of the store's writes)."""
-        self.store.settle(rid, spends(ledgers, tokens, usd)).add_done_callback(_report)
+    def settle(self, ticket: Ticket, tokens: int, usd: float) -> None:
+        """A call ended, having cost ``tokens`` and ``usd``. Its slab settles in the store
+        once it is closed and its calls have ended (committed with the store's next
+        batch of writes)."""
+        slab = ticket.slab
+        slab.reserved_tokens -= ticket.tokens
+        slab.reserved_usd -= ticket.usd
+        slab.spent_tokens += tokens
+        slab.spent_usd += usd
+        slab.in_flight -= 1
+        if slab.closed and not slab.in_flight:
+            self._settle(slab)
+
+    def _close(self, slab: Slab) -> None:
+        """No more calls take from ``slab``; it settles once its calls have ended."""
+        if slab.closed:
+            return
+        slab.closed = True
+        if slab.timer is not None:
+            slab.timer.cancel()
+        if self._slabs.get(slab.key) is slab:
+            del self._slabs[slab.key]
+        if not slab.in_flight:
+            self._settle(slab)
+
+    def _settle(self, slab: Slab) -> None:
+        self.store.settle(slab.id, spends(slab.ledgers, slab.spent_tokens, slab.spent_usd)
+                          ).add_done_callback(_report)
+
+    def close(self) -> None:
+        """Settle every slab whose calls have ended (the engine is closing)."""
+        for slab in list(self._slabs.values()):
+            self._close(slab)
+
+
+def _cap(amount: float, calls: int, room: float) -> float:
+    """What a slab of ``calls`` calls of ``amount`` may use: no more than the room left,
+    no less than one call (a unit no budget limits: no bound)."""
+    if room == math.inf:
+        return math.inf
+    return max(amount, min(calls * amount, room))
+
+
+def _fraction(amount: float, room: float) -> float:
+    """How much of ``room`` one call's ``amount`` takes (infinite: none is left)."""
+    if room <= 0:
+        return math.inf
+    return amount / room
+
+
+def _room(ledgers: Sequence[BudgetLedger], res: Reservation,
+          factor: float) -> tuple[float, float]:
+    """The room the store reported left before this reservation: (tokens, usd), the least
+    over the ledgers (infinite for a unit no ledger limits: a slab never counts it)."""
+    room = [math.inf, math.inf]
+    for lv in res.levels:
+        for led in ledgers:
+            if led.scope == lv.scope:
+                i = 0 if lv.unit == "tokens" else 1
+                room[i] = min(room[i], led.limit_of(lv.unit) * factor - lv.used - lv.held)
+    return room[0], room[1]
 
 
 def _refusing(ledgers: Sequence[BudgetLedger], res: Reservation, factor: float,
