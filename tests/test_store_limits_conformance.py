@@ -78,6 +78,31 @@ async def test_settle_of_a_failed_call_spends_nothing(store: Store) -> None:
     assert await level(store) == (0, 0)
 
 
+async def test_settle_can_release_part_of_a_reservation_and_keep_the_rest(
+        store: Store) -> None:
+    # One reservation for several calls: each call settles its share as it ends.
+    await store.reserve("slab", "A", [tokens(100, 1000)], lease_s=LEASE)
+    part = [Spend(scope=DAY, unit="tokens", amount=30)]
+    await store.settle("slab", [Spend(scope=DAY, unit="tokens", amount=20)], release=part)
+    assert await level(store) == (20, 70)
+    await store.settle("slab", [], release=[Spend(scope=DAY, unit="tokens", amount=500)])
+    assert await level(store) == (20, 0)  # never more than it held
+    await store.settle("slab", [Spend(scope=DAY, unit="tokens", amount=5)])  # the last one
+    assert await level(store) == (25, 0)
+    await store.settle("slab", [], release=part)  # settled: nothing left to release
+    assert await level(store) == (25, 0)
+
+
+async def test_releasing_part_of_a_lapsed_reservation_still_counts_the_spend(
+        store: Store, clock: FakeClock) -> None:
+    await store.reserve("slab", "A", [tokens(100, 100)], lease_s=LEASE)
+    clock.advance(LEASE + 1)
+    assert (await store.reserve("other", "B", [tokens(10, 100)], lease_s=LEASE)).granted
+    await store.settle("slab", [Spend(scope=DAY, unit="tokens", amount=40)],
+                       release=[Spend(scope=DAY, unit="tokens", amount=50)])
+    assert await level(store) == (40, 10)
+
+
 async def test_a_reservation_holds_on_every_scope_or_on_none(store: Store) -> None:
     agent = "budget:agent:t1:writer:day"
     await store.reserve("r1", "A", [tokens(50, 50, scope=agent)], lease_s=LEASE)

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Literal
 from weakref import WeakKeyDictionary
 
 from convoy._errors import BudgetExhausted, Escalated, UserError
-from convoy.cost._shared import SharedBudgets
+from convoy.cost._shared import SharedBudgets, Ticket
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse, Usage
@@ -367,22 +367,16 @@ class Budgets(Interceptor):
         if full and not downgraded:
             self._refuse(input, full)
         tokens, usd = self._estimate(input)
+        # Claimed here at once (no await between the check and the claim), then confirmed
+        # by the store for the budgets it keeps: this engine's calls never race each other
+        # to the store for room its own ledger says is taken.
+        for led in ledgers:
+            led.reserve(tokens, usd)
         shared = [led for led in ledgers if led.scope is not None]
         ticket = None
         if shared:
-            assert self._store is not None
-            factor = self.hard_factor if downgraded else 1.0
-            ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor)
-            if ticket is None and not downgraded and self._downgrade(input, refused):
-                # Spent out in the store: the cheaper model, against the hard limits.
-                downgraded = True
-                tokens, usd = self._estimate(input)
-                ticket, refused = await self._store.reserve(shared, tokens, usd,
-                                                            factor=self.hard_factor)
-            if ticket is None:
-                self._refuse(input, refused)
-        for led in ledgers:
-            led.reserve(tokens, usd)
+            ticket, tokens, usd = await self._confirm(input, ledgers, shared, tokens, usd,
+                                                      downgraded)
         resp: ModelResponse | None = None
         try:
             resp = await next(input)
@@ -395,6 +389,34 @@ class Budgets(Interceptor):
             if ticket is not None:
                 assert self._store is not None
                 self._store.settle(ticket, usage.total_tokens if usage else 0, cost)
+
+    async def _confirm(self, input: ModelCallInput, ledgers: list[BudgetLedger],
+                       shared: list[BudgetLedger], tokens: int, usd: float,
+                       downgraded: bool) -> tuple[Ticket, int, float]:
+        """Reserve the call in the store (the budgets shared by engines). Spent out there:
+        the policy decides (a downgraded call is estimated again, and claimed again). The
+        call's local claims are released if it is refused (or cancelled)."""
+        assert self._store is not None
+        try:
+            factor = self.hard_factor if downgraded else 1.0
+            ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor)
+            if ticket is None and not downgraded and self._downgrade(input, refused):
+                # The cheaper model, against the hard limits.
+                for led in ledgers:
+                    led.settle(tokens, usd, None, 0.0)
+                tokens, usd = self._estimate(input)
+                for led in ledgers:
+                    led.reserve(tokens, usd)
+                ticket, refused = await self._store.reserve(shared, tokens, usd,
+                                                            factor=self.hard_factor)
+            if ticket is None:
+                self._refuse(input, refused)
+        except BaseException:
+            for led in ledgers:
+                led.settle(tokens, usd, None, 0.0)
+            raise
+        assert ticket is not None
+        return ticket, tokens, usd
 
     @staticmethod
     def _estimate(input: ModelCallInput) -> tuple[int, float]:

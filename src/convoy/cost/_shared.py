@@ -8,14 +8,14 @@ when the reservation settles. The engine's own ledger mirrors what the store rep
 it can tell a spent-out budget without asking.
 
 *Slabs.* One reservation may hold room for several calls of this engine: a *slab*. Calls
-take their share of it without a store round trip, and it settles (what its calls cost)
-once it is full or a second old and its calls have ended. Far from the limit a slab holds
-up to :data:`SLAB_CALLS` calls' worth, never more than :data:`SLAB_SHARE` of the room the
-store reported left; near the limit, one call's worth: every call asks the store. A slab
-is used only up to the room that was left when it was granted, so the engines together
-exceed a limit by at most one call's reservation, as with a reservation per call. What a
-slab's calls spent reaches the store's count when it settles: until then the slab's hold
-covers it (other engines see the budget held, not spent, and wait).
+take their share of it without a store round trip; as each call ends, what it cost is
+counted and its share released (with the store's next commit, as a call with a
+reservation of its own would). Far from the limit a slab holds up to :data:`SLAB_CALLS`
+calls' worth, never more than :data:`SLAB_SHARE` of the room the store reported left;
+near the limit, one call's worth: every call asks the store. A slab is used (and held)
+only up to the room that was left when it was granted, so the engines together exceed a
+limit by at most one call's reservation, as with a reservation per call. A slab takes
+calls for at most :data:`SLAB_SECONDS`; what it has not given out is then released.
 
 While the store refuses because reservations hold the budget (not because it is spent),
 the call waits: one caller per budget asks the store again whenever one of this engine's
@@ -46,39 +46,34 @@ RETRY_FIRST, RETRY_MAX = 0.002, 0.1
 SLAB_CALLS = 16
 #: ... and at most this share of the room the store reported left (1/8).
 SLAB_SHARE = 8
-#: A slab takes no call after this many seconds, and settles once its calls have ended:
-#: the store's count of what was spent is never older than about that.
+#: A slab takes no call after this many seconds (what it holds unused is released).
 SLAB_SECONDS = 1.0
 
 Key = tuple[tuple[str | None, ...], float]
 
 
 class Slab:
-    """One reservation in the store, shared by this engine's calls against one set of
-    budgets: what it holds (``cap_*``), what its calls in flight reserved, and what its
-    settled calls spent."""
+    """One reservation in the store that this engine's calls against one set of budgets
+    take their shares of: what it still holds for calls to come (``cap_*``; infinite for
+    a unit no budget limits) and how many of its calls are in flight."""
 
     __slots__ = ("cap_tokens", "cap_usd", "closed", "id", "in_flight", "key", "ledgers",
-                 "reserved_tokens", "reserved_usd", "spent_tokens", "spent_usd", "timer")
+                 "timer")
 
     def __init__(self, rid: str, key: Key, ledgers: Sequence[BudgetLedger], cap_tokens: float,
                  cap_usd: float) -> None:
         self.id, self.key, self.ledgers = rid, key, tuple(ledgers)
         self.cap_tokens, self.cap_usd = cap_tokens, cap_usd
-        self.reserved_tokens, self.reserved_usd = 0, 0.0
-        self.spent_tokens, self.spent_usd = 0, 0.0
         self.in_flight = 0
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
 
     def fits(self, tokens: int, usd: float) -> bool:
-        return not self.closed and (
-            self.spent_tokens + self.reserved_tokens + tokens <= self.cap_tokens
-            and self.spent_usd + self.reserved_usd + usd <= self.cap_usd)
+        return not self.closed and tokens <= self.cap_tokens and usd <= self.cap_usd
 
     def take(self, tokens: int, usd: float) -> Ticket:
-        self.reserved_tokens += tokens
-        self.reserved_usd += usd
+        self.cap_tokens -= tokens
+        self.cap_usd -= usd
         self.in_flight += 1
         return Ticket(self, tokens, usd)
 
@@ -129,6 +124,7 @@ class SharedBudgets:
         self.owner = owner
         self.lease_s = lease_s
         self._slabs: dict[Key, Slab] = {}  # the slab calls take from, per set of budgets
+        self._opening: set[Key] = set()  # budgets a slab is on its way for
         self._ahead: dict[Key, int] = {}  # calls' worth the next slab may hold
         self.reserves = 0  # store round trips, for reports
 
@@ -152,7 +148,8 @@ class SharedBudgets:
             return decided
         async with ledgers[0].gate:  # one caller at a time asks again; the others queue
             delay = RETRY_FIRST
-            while (decided := await self._try(key, ledgers, tokens, usd)) is None:
+            while (decided := self._spent_out(ledgers, factor)
+                   or await self._try(key, ledgers, tokens, usd)) is None:
                 ledgers[0].waited += 1
                 with suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -160,17 +157,33 @@ class SharedBudgets:
                 delay = min(delay * 2, RETRY_MAX)
             return decided
 
+    @staticmethod
+    def _spent_out(ledgers: Sequence[BudgetLedger],
+                   factor: float) -> tuple[None, list[BudgetLedger]] | None:
+        """Refused without asking: the mirror says a budget is spent (a caller that
+        queued while it ran out learns it from this engine's settled calls)."""
+        out = [led for led in ledgers if factor == 1.0 and led.spent_out()]
+        return (None, out) if out else None
+
     async def _try(self, key: Key, ledgers: Sequence[BudgetLedger], tokens: int,
                    usd: float) -> tuple[Ticket | None, list[BudgetLedger]] | None:
         """One reservation attempt: granted (a new slab, and the call's ticket), refused
         for good, or ``None``: held by reservations, try again."""
         factor = key[1]
-        calls = self._ahead.get(key, 1)
+        # One slab on its way at a time: calls arriving meanwhile reserve for themselves
+        # (side by side, in one commit), so no two slabs hold room that one would do.
+        calls = 1 if key in self._opening else self._ahead.get(key, 1)
         rid = uuid.uuid4().hex
         self.reserves += 1
-        res = await self.store.reserve(rid, self.owner,
-                                       holds(ledgers, calls * tokens, calls * usd, factor),
-                                       lease_s=self.lease_s)
+        wanted = holds(ledgers, calls * tokens, calls * usd, factor)
+        if calls == 1:
+            res = await self.store.reserve(rid, self.owner, wanted, lease_s=self.lease_s)
+        else:
+            self._opening.add(key)
+            try:
+                res = await self.store.reserve(rid, self.owner, wanted, lease_s=self.lease_s)
+            finally:
+                self._opening.discard(key)
         for lv in res.levels:  # mirror what every engine has spent so far
             for led in ledgers:
                 if led.scope == lv.scope:
@@ -184,8 +197,12 @@ class SharedBudgets:
             out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
             return (None, out) if out else None
         # Used only up to the room that was left (at least one call): a slab held while
-        # the limit was near never takes the engines past it by more than one call.
+        # the limit was near never takes the engines past it by more than one call. The
+        # rest is released at once.
         slab = Slab(rid, key, ledgers, _cap(tokens, calls, room[0]), _cap(usd, calls, room[1]))
+        excess = (_excess(calls * tokens, slab.cap_tokens), _excess(calls * usd, slab.cap_usd))
+        if excess != (0.0, 0.0):
+            self._release(slab, *excess)
         old = self._slabs.get(key)
         if old is not None:
             self._close(old)
@@ -194,38 +211,58 @@ class SharedBudgets:
         return slab.take(tokens, usd), []
 
     def settle(self, ticket: Ticket, tokens: int, usd: float) -> None:
-        """A call ended, having cost ``tokens`` and ``usd``. Its slab settles in the store
-        once it is closed and its calls have ended (committed with the store's next
-        batch of writes)."""
+        """A call ended, having cost ``tokens`` and ``usd``: count it and release its share
+        (committed with the store's next batch of writes)."""
         slab = ticket.slab
-        slab.reserved_tokens -= ticket.tokens
-        slab.reserved_usd -= ticket.usd
-        slab.spent_tokens += tokens
-        slab.spent_usd += usd
         slab.in_flight -= 1
-        if slab.closed and not slab.in_flight:
-            self._settle(slab)
+        release_t, release_u = float(ticket.tokens), ticket.usd
+        if not slab.fits(ticket.tokens, ticket.usd) and self._retire(slab):
+            # No room for another call like this one: what is left is released now.
+            release_t += _excess(slab.cap_tokens, 0.0)
+            release_u += _excess(slab.cap_usd, 0.0)
+        spent = spends(slab.ledgers, tokens, usd)
+        if slab.closed and not slab.in_flight:  # its last call: nothing stays held
+            self.store.settle(slab.id, spent).add_done_callback(_report)
+        else:
+            self.store.settle(slab.id, spent, release=spends(slab.ledgers, release_t, release_u)
+                              ).add_done_callback(_report)
 
-    def _close(self, slab: Slab) -> None:
-        """No more calls take from ``slab``; it settles once its calls have ended."""
+    def _retire(self, slab: Slab) -> bool:
+        """No more calls take from ``slab`` (``False`` if none did already)."""
         if slab.closed:
-            return
+            return False
         slab.closed = True
         if slab.timer is not None:
             slab.timer.cancel()
         if self._slabs.get(slab.key) is slab:
             del self._slabs[slab.key]
-        if not slab.in_flight:
-            self._settle(slab)
+        return True
 
-    def _settle(self, slab: Slab) -> None:
-        self.store.settle(slab.id, spends(slab.ledgers, slab.spent_tokens, slab.spent_usd)
-                          ).add_done_callback(_report)
+    def _close(self, slab: Slab) -> None:
+        """No more calls take from ``slab``: what it holds for calls to come is released
+        (all of it once its calls have ended)."""
+        if not self._retire(slab):
+            return
+        if not slab.in_flight:
+            self.store.settle(slab.id, []).add_done_callback(_report)
+        else:
+            self._release(slab, _excess(slab.cap_tokens, 0.0), _excess(slab.cap_usd, 0.0))
+
+    def _release(self, slab: Slab, tokens: float, usd: float) -> None:
+        """Release part of what a slab holds."""
+        part = spends(slab.ledgers, tokens, usd)
+        if part:
+            self.store.settle(slab.id, [], release=part).add_done_callback(_report)
 
     def close(self) -> None:
-        """Settle every slab whose calls have ended (the engine is closing)."""
+        """Release what this engine's slabs hold unused (the engine is closing)."""
         for slab in list(self._slabs.values()):
             self._close(slab)
+
+
+def _excess(amount: float, cap: float) -> float:
+    """What of ``amount`` is beyond ``cap`` (none for a unit no budget limits)."""
+    return 0.0 if math.isinf(amount) or math.isinf(cap) else max(0.0, amount - cap)
 
 
 def _cap(amount: float, calls: int, room: float) -> float:

@@ -379,9 +379,12 @@ class Store(Protocol):
         :meth:`expire_owner` drops them at once."""
         ...
 
-    def settle(self, id: str, spent: Sequence[Spend]) -> asyncio.Future[None]:
-        """Release the holds of reservation ``id`` (if they have not lapsed) and add
-        ``spent`` to what those scopes used, in one transaction. Rides the group commit."""
+    def settle(self, id: str, spent: Sequence[Spend], *,
+               release: Sequence[Spend] | None = None) -> asyncio.Future[None]:
+        """Add ``spent`` to what its scopes used and release holds of reservation ``id``
+        (those that have not lapsed), in one transaction: all of them, or with
+        ``release`` only those amounts (never more than is held; the rest stays held, for
+        calls still to come). Rides the group commit."""
         ...
 
     async def levels(self, scope: str) -> dict[str, Level]:

@@ -37,6 +37,8 @@ _SET_HELD = "UPDATE meters SET held=? WHERE scope=? AND unit=?"
 _HOLD = "INSERT INTO holds(id, scope, unit, amount, owner, until) VALUES(?,?,?,?,?,?)"
 _ADD = "UPDATE meters SET used=used+?, held=held+? WHERE scope=? AND unit=?"
 _RELEASE = "DELETE FROM holds WHERE id=? RETURNING scope, unit, amount"
+_HELD_BY = "SELECT amount FROM holds WHERE id=? AND scope=? AND unit=?"
+_RELEASE_PART = "UPDATE holds SET amount=amount-? WHERE id=? AND scope=? AND unit=?"
 _LEVELS = ("SELECT m.unit, m.used, COALESCE((SELECT SUM(h.amount) FROM holds h WHERE "
            "h.scope=m.scope AND h.unit=m.unit AND h.until>?), 0) FROM meters m WHERE m.scope=?")
 _BUCKET = "SELECT tokens, at FROM buckets WHERE name=?"
@@ -118,12 +120,20 @@ class SQLiteLimits:
 
         return await self._batched(reserve)
 
-    def settle(self, id: str, spent: Sequence[Spend]) -> asyncio.Future[None]:
+    def settle(self, id: str, spent: Sequence[Spend], *,
+               release: Sequence[Spend] | None = None) -> asyncio.Future[None]:
         def settle(conn: sqlite3.Connection) -> None:
             execute = conn.execute
             moves: dict[tuple[str, str], list[float]] = {}  # (scope, unit) -> used+, held-
-            for scope, unit, amount in execute(_RELEASE, (id,)).fetchall():
-                moves.setdefault((scope, unit), [0.0, 0.0])[1] += amount
+            if release is None:
+                for scope, unit, amount in execute(_RELEASE, (id,)).fetchall():
+                    moves.setdefault((scope, unit), [0.0, 0.0])[1] += amount
+            for r in release or ():
+                row = execute(_HELD_BY, (id, r.scope, r.unit)).fetchone()
+                if row is not None:  # not lapsed
+                    part = min(r.amount, float(row[0]))
+                    execute(_RELEASE_PART, (part, id, r.scope, r.unit))
+                    moves.setdefault((r.scope, r.unit), [0.0, 0.0])[1] += part
             for s in spent:
                 moves.setdefault((s.scope, s.unit), [0.0, 0.0])[0] += s.amount
             for (scope, unit), (used, released) in moves.items():
