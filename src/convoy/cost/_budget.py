@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
@@ -84,6 +85,7 @@ class BudgetLedger:
     start_usd: float = 0.0
     _settled: asyncio.Event | None = None
     _gate: asyncio.Lock | None = None
+    _queue: deque[asyncio.Future[None]] | None = None
 
     def full(self) -> bool:
         """Whether spent plus reserved has reached the limit: no new call is admitted."""
@@ -97,10 +99,42 @@ class BudgetLedger:
         return bool((b.tokens is not None and self.tokens >= b.tokens)
                     or (b.usd is not None and self.usd >= b.usd))
 
-    async def wait_settled(self) -> None:
-        """Wait until a call in flight settles (what it reserved becomes what it cost)."""
+    async def wait_settled(self, *, again: bool = False) -> None:
+        """Wait for room: until a call in flight settles (what it reserved becomes what it
+        cost) and the callers queued before this one have had their turn. Waiters are
+        woken one at a time, in order (each admitted call wakes the next while room is
+        left), and all at once when the budget is spent. ``again``: a waiter woken that
+        found no room keeps its place at the front."""
         self.waited += 1
-        await self.settled()
+        if self._queue is None:
+            self._queue = deque()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if again:
+            self._queue.appendleft(fut)
+        else:
+            self._queue.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.pass_turn()  # woken, then cancelled: the turn goes to the next one
+            elif fut in self._queue:
+                self._queue.remove(fut)
+            raise
+
+    def pass_turn(self) -> None:
+        """Wake the next waiter if there is room for it (after a call was admitted)."""
+        if self._queue and not self.full():
+            self._wake(all_of_them=False)
+
+    def _wake(self, *, all_of_them: bool) -> None:
+        q = self._queue
+        while q:
+            fut = q.popleft()
+            if not fut.done():
+                fut.set_result(None)
+                if not all_of_them:
+                    return
 
     async def settled(self) -> None:
         """Return when the next of this engine's calls in flight settles."""
@@ -137,6 +171,7 @@ class BudgetLedger:
             # The calls in flight when the limit was reached, the one reaching it included:
             # together they bound the overshoot.
             self.in_flight_at_limit = self.in_flight
+            self._wake(all_of_them=True)  # spent: every waiter learns it now
 
     def reserve(self, tokens: int, usd: float) -> None:
         """Hold an estimate for a call about to start."""
@@ -157,6 +192,8 @@ class BudgetLedger:
         if self._settled is not None:
             self._settled.set()
             self._settled = None
+        if self._queue:
+            self._wake(all_of_them=self.spent_out())
 
     @property
     def overshoot_tokens(self) -> int:
@@ -356,13 +393,19 @@ class Budgets(Interceptor):
         ledgers = await self._applicable(input)
         if not ledgers:
             return await next(input)
+        woken_on: BudgetLedger | None = None
         while True:
             full = [led for led in ledgers if led.full()]
             if not full or any(led.spent_out() for led in full):
                 break
+            if woken_on is not None and woken_on is not full[0]:
+                woken_on.pass_turn()  # its room is not for this call: the next one's turn
             # Reserved, not spent: the calls in flight hold their output ceilings and
             # usually cost far less. Wait for one to settle instead of refusing.
-            await full[0].wait_settled()
+            await full[0].wait_settled(again=woken_on is full[0])
+            woken_on = full[0]
+        if woken_on is not None:
+            woken_on.pass_turn()
         downgraded = bool(full) and self._downgrade(input, full)
         if full and not downgraded:
             self._refuse(input, full)
@@ -372,6 +415,7 @@ class Budgets(Interceptor):
         # to the store for room its own ledger says is taken.
         for led in ledgers:
             led.reserve(tokens, usd)
+            led.pass_turn()
         shared = [led for led in ledgers if led.scope is not None]
         ticket = None
         if shared:

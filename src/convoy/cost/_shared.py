@@ -8,14 +8,15 @@ when the reservation settles. The engine's own ledger mirrors what the store rep
 it can tell a spent-out budget without asking.
 
 *Slabs.* One reservation may hold room for several calls of this engine: a *slab*. Calls
-take their share of it without a store round trip; as each call ends, what it cost is
-counted and its share released (with the store's next commit, as a call with a
-reservation of its own would). Far from the limit a slab holds up to :data:`SLAB_CALLS`
-calls' worth, never more than :data:`SLAB_SHARE` of the room the store reported left;
-near the limit, one call's worth: every call asks the store. A slab is used (and held)
-only up to the room that was left when it was granted, so the engines together exceed a
-limit by at most one call's reservation, as with a reservation per call. A slab takes
-calls for at most :data:`SLAB_SECONDS`; what it has not given out is then released.
+take their share of it without a store round trip, and a call that ended gives its share
+back to the slab, keeping only what it cost. Far from the limit a slab holds up to
+:data:`SLAB_CALLS` calls' worth, never more than :data:`SLAB_SHARE` of the room the store
+reported left; near the limit, one call's worth: every call asks the store. A slab is used
+(and held) only up to the room that was left when it was granted, so the engines together
+exceed a limit by at most one call's reservation, as with a reservation per call. A slab
+takes calls until it is full or :data:`SLAB_SECONDS` old; then what its calls spent is
+counted in the store (with its next commit) and the rest released: until then the slab's
+hold covers that spend (other engines see the budget held, not spent, and wait).
 
 While the store refuses because reservations hold the budget (not because it is spent),
 the call waits: one caller per budget asks the store again whenever one of this engine's
@@ -54,26 +55,33 @@ Key = tuple[tuple[str | None, ...], float]
 
 class Slab:
     """One reservation in the store that this engine's calls against one set of budgets
-    take their shares of: what it still holds for calls to come (``cap_*``; infinite for
-    a unit no budget limits) and how many of its calls are in flight."""
+    take their shares of: what it may hold in all (``cap_*``; infinite for a unit no budget
+    limits), what its calls in flight reserved, and what its ended calls spent (not yet
+    counted in the store)."""
 
     __slots__ = ("cap_tokens", "cap_usd", "closed", "id", "in_flight", "key", "ledgers",
-                 "timer")
+                 "reserved_tokens", "reserved_usd", "spent_tokens", "spent_usd", "timer")
 
     def __init__(self, rid: str, key: Key, ledgers: Sequence[BudgetLedger], cap_tokens: float,
                  cap_usd: float) -> None:
         self.id, self.key, self.ledgers = rid, key, tuple(ledgers)
         self.cap_tokens, self.cap_usd = cap_tokens, cap_usd
+        self.reserved_tokens, self.reserved_usd = 0, 0.0
+        self.spent_tokens, self.spent_usd = 0, 0.0
         self.in_flight = 0
         self.closed = False
         self.timer: asyncio.TimerHandle | None = None
 
     def fits(self, tokens: int, usd: float) -> bool:
-        return not self.closed and tokens <= self.cap_tokens and usd <= self.cap_usd
+        """Room for one more call: what was spent, what is reserved and this call's
+        reservation are within what the slab holds."""
+        return not self.closed and (
+            self.spent_tokens + self.reserved_tokens + tokens <= self.cap_tokens
+            and self.spent_usd + self.reserved_usd + usd <= self.cap_usd)
 
     def take(self, tokens: int, usd: float) -> Ticket:
-        self.cap_tokens -= tokens
-        self.cap_usd -= usd
+        self.reserved_tokens += tokens
+        self.reserved_usd += usd
         self.in_flight += 1
         return Ticket(self, tokens, usd)
 
@@ -211,21 +219,25 @@ class SharedBudgets:
         return slab.take(tokens, usd), []
 
     def settle(self, ticket: Ticket, tokens: int, usd: float) -> None:
-        """A call ended, having cost ``tokens`` and ``usd``: count it and release its share
-        (committed with the store's next batch of writes)."""
+        """A call ended, having cost ``tokens`` and ``usd``. While its slab takes calls,
+        that is only noted (the slab's hold covers it); the slab reports it when it
+        closes. A call of a closed slab reports itself, and releases its share."""
         slab = ticket.slab
         slab.in_flight -= 1
-        release_t, release_u = float(ticket.tokens), ticket.usd
-        if not slab.fits(ticket.tokens, ticket.usd) and self._retire(slab):
-            # No room for another call like this one: what is left is released now.
-            release_t += _excess(slab.cap_tokens, 0.0)
-            release_u += _excess(slab.cap_usd, 0.0)
-        spent = spends(slab.ledgers, tokens, usd)
-        if slab.closed and not slab.in_flight:  # its last call: nothing stays held
-            self.store.settle(slab.id, spent).add_done_callback(_report)
-        else:
-            self.store.settle(slab.id, spent, release=spends(slab.ledgers, release_t, release_u)
-                              ).add_done_callback(_report)
+        slab.reserved_tokens -= ticket.tokens
+        slab.reserved_usd -= ticket.usd
+        if slab.closed:
+            spent = spends(slab.ledgers, tokens, usd)
+            if not slab.in_flight:  # its last call: nothing stays held
+                self.store.settle(slab.id, spent).add_done_callback(_report)
+            else:
+                self.store.settle(slab.id, spent, release=spends(
+                    slab.ledgers, ticket.tokens, ticket.usd)).add_done_callback(_report)
+            return
+        slab.spent_tokens += tokens
+        slab.spent_usd += usd
+        if not slab.fits(ticket.tokens, ticket.usd):
+            self._close(slab)  # no room for another call like this one
 
     def _retire(self, slab: Slab) -> bool:
         """No more calls take from ``slab`` (``False`` if none did already)."""
@@ -239,14 +251,19 @@ class SharedBudgets:
         return True
 
     def _close(self, slab: Slab) -> None:
-        """No more calls take from ``slab``: what it holds for calls to come is released
-        (all of it once its calls have ended)."""
+        """No more calls take from ``slab``: what its ended calls spent is counted, and
+        what it holds is released but for its calls in flight (all once they ended)."""
         if not self._retire(slab):
             return
+        spent = spends(slab.ledgers, slab.spent_tokens, slab.spent_usd)
+        slab.spent_tokens, slab.spent_usd = 0, 0.0
         if not slab.in_flight:
-            self.store.settle(slab.id, []).add_done_callback(_report)
-        else:
-            self._release(slab, _excess(slab.cap_tokens, 0.0), _excess(slab.cap_usd, 0.0))
+            self.store.settle(slab.id, spent).add_done_callback(_report)
+            return
+        rest = spends(slab.ledgers, _excess(slab.cap_tokens, slab.reserved_tokens),
+                      _excess(slab.cap_usd, slab.reserved_usd))
+        self.store.settle(slab.id, spent, release=rest).add_done_callback(_report)
+        slab.cap_tokens, slab.cap_usd = slab.reserved_tokens, slab.reserved_usd
 
     def _release(self, slab: Slab, tokens: float, usd: float) -> None:
         """Release part of what a slab holds."""
