@@ -415,3 +415,30 @@ async def test_a_shared_budget_with_long_answers_stays_within_one_call(
     await asyncio.gather(*(eng.run(chain(1, sim), f"t{i}") for i in range(100)))
     [led] = budgets.ledgers.values()
     assert led.reached and led.tokens <= 20_000 + 2_020
+
+
+async def test_calls_waiting_for_room_are_woken_in_turn_and_all_when_it_is_spent() -> None:
+    from convoy.cost import BudgetLedger
+
+    led = BudgetLedger("t", Budget(tokens=100))
+    led.reserve(100, 0.0)  # one call in flight holds the whole budget
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await led.wait_settled()
+        woken.append(i)
+        if i == 1:  # the first one woken takes the room it was woken for
+            led.reserve(60, 0.0)
+            led.pass_turn()
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(1, 5)]
+    cancelled = asyncio.create_task(waiter(99))
+    await asyncio.sleep(0)
+    led.settle(100, 0.0, convoy.Usage(10, 0), 0.0)  # 10 spent: room for one call
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert woken == [1, 2]  # 1 took 60 and passed the turn (30 left): 2 was woken
+    cancelled.cancel()  # a waiter that gives up loses nothing for the others
+    led.settle(60, 0.0, convoy.Usage(95, 0), 0.0)  # 105 spent: the budget is spent
+    await asyncio.gather(*tasks)
+    assert sorted(woken) == [1, 2, 3, 4] and led.spent_out()
