@@ -442,3 +442,26 @@ async def test_calls_waiting_for_room_are_woken_in_turn_and_all_when_it_is_spent
     led.settle(60, 0.0, convoy.Usage(95, 0), 0.0)  # 105 spent: the budget is spent
     await asyncio.gather(*tasks)
     assert sorted(woken) == [1, 2, 3, 4] and led.spent_out()
+
+
+async def test_calls_of_sessions_under_way_get_the_room_first() -> None:
+    from convoy.cost import BudgetLedger
+
+    led = BudgetLedger("t", Budget(tokens=100))
+    led.reserve(100, 0.0)
+    woken: list[str] = []
+
+    async def waiter(name: str, under_way: bool) -> None:
+        await led.wait_settled(under_way=under_way)
+        woken.append(name)
+        led.reserve(90, 0.0)  # takes the room: nobody else fits
+
+    starting = asyncio.create_task(waiter("starting", False))
+    await asyncio.sleep(0)
+    going_on = asyncio.create_task(waiter("under way", True))  # came later, goes first
+    await asyncio.sleep(0)
+    led.settle(100, 0.0, convoy.Usage(5, 0), 0.0)
+    await asyncio.sleep(0)
+    assert woken == ["under way"]
+    starting.cancel()
+    await asyncio.gather(going_on, starting, return_exceptions=True)

@@ -85,7 +85,8 @@ class BudgetLedger:
     start_usd: float = 0.0
     _settled: asyncio.Event | None = None
     _gate: asyncio.Lock | None = None
-    _queue: deque[asyncio.Future[None]] | None = None
+    _queue: deque[asyncio.Future[None]] | None = None  # calls of sessions starting
+    _under_way: deque[asyncio.Future[None]] | None = None  # calls of sessions that spent
 
     def full(self) -> bool:
         """Whether spent plus reserved has reached the limit: no new call is admitted."""
@@ -99,42 +100,46 @@ class BudgetLedger:
         return bool((b.tokens is not None and self.tokens >= b.tokens)
                     or (b.usd is not None and self.usd >= b.usd))
 
-    async def wait_settled(self, *, again: bool = False) -> None:
+    async def wait_settled(self, *, again: bool = False, under_way: bool = False) -> None:
         """Wait for room: until a call in flight settles (what it reserved becomes what it
         cost) and the callers queued before this one have had their turn. Waiters are
         woken one at a time, in order (each admitted call wakes the next while room is
-        left), and all at once when the budget is spent. ``again``: a waiter woken that
-        found no room keeps its place at the front."""
+        left), and all at once when the budget is spent. Calls of sessions ``under_way``
+        (that have spent already) go before calls of sessions starting: a budget running
+        low finishes work rather than starting more. ``again``: a waiter woken that found
+        no room keeps its place at the front."""
         self.waited += 1
-        if self._queue is None:
-            self._queue = deque()
+        if under_way:
+            q = self._under_way = self._under_way if self._under_way is not None else deque()
+        else:
+            q = self._queue = self._queue if self._queue is not None else deque()
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if again:
-            self._queue.appendleft(fut)
+            q.appendleft(fut)
         else:
-            self._queue.append(fut)
+            q.append(fut)
         try:
             await fut
         except asyncio.CancelledError:
             if fut.done() and not fut.cancelled():
                 self.pass_turn()  # woken, then cancelled: the turn goes to the next one
-            elif fut in self._queue:
-                self._queue.remove(fut)
+            elif fut in q:
+                q.remove(fut)
             raise
 
     def pass_turn(self) -> None:
         """Wake the next waiter if there is room for it (after a call was admitted)."""
-        if self._queue and not self.full():
+        if (self._under_way or self._queue) and not self.full():
             self._wake(all_of_them=False)
 
     def _wake(self, *, all_of_them: bool) -> None:
-        q = self._queue
-        while q:
-            fut = q.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                if not all_of_them:
-                    return
+        for q in (self._under_way, self._queue):
+            while q:
+                fut = q.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    if not all_of_them:
+                        return
 
     async def settled(self) -> None:
         """Return when the next of this engine's calls in flight settles."""
@@ -192,7 +197,7 @@ class BudgetLedger:
         if self._settled is not None:
             self._settled.set()
             self._settled = None
-        if self._queue:
+        if self._under_way or self._queue:
             self._wake(all_of_them=self.spent_out())
 
     @property
@@ -394,6 +399,8 @@ class Budgets(Interceptor):
         if not ledgers:
             return await next(input)
         woken_on: BudgetLedger | None = None
+        s = input.session
+        under_way = s.resumed or s.usage.total_tokens > 0
         while True:
             full = [led for led in ledgers if led.full()]
             if not full or any(led.spent_out() for led in full):
@@ -402,7 +409,7 @@ class Budgets(Interceptor):
                 woken_on.pass_turn()  # its room is not for this call: the next one's turn
             # Reserved, not spent: the calls in flight hold their output ceilings and
             # usually cost far less. Wait for one to settle instead of refusing.
-            await full[0].wait_settled(again=woken_on is full[0])
+            await full[0].wait_settled(again=woken_on is full[0], under_way=under_way)
             woken_on = full[0]
         if woken_on is not None:
             woken_on.pass_turn()
