@@ -211,11 +211,12 @@ class SharedBudgets:
         excess = (_excess(calls * tokens, slab.cap_tokens), _excess(calls * usd, slab.cap_usd))
         if excess != (0.0, 0.0):
             self._release(slab, *excess)
-        old = self._slabs.get(key)
-        if old is not None:
-            self._close(old)
-        self._slabs[key] = slab
         slab.timer = asyncio.get_running_loop().call_later(SLAB_SECONDS, self._close, slab)
+        old = self._slabs.get(key)
+        if old is None or calls > 1:  # a slab for one call never displaces a larger one
+            if old is not None:
+                self._close(old)
+            self._slabs[key] = slab
         return slab.take(tokens, usd), []
 
     def settle(self, ticket: Ticket, tokens: int, usd: float) -> None:
