@@ -110,6 +110,8 @@ async def main_async(sessions: int, runs: int, warmup: int) -> dict[str, object]
         finally:
             for e in es.values():
                 await e.aclose()
+        budgets = next(ic for ic in es["full"].runtime.interceptors if isinstance(ic, Budgets))
+        calls = (warmup + runs * sessions) * AGENTS
     med = {name: statistics.median(xs) for name, xs in samples.items()}
     bare = med["bare"]
     return {"workload": "W1-like, 5 agents, zero latency, journaling on",
@@ -121,6 +123,7 @@ async def main_async(sessions: int, runs: int, warmup: int) -> dict[str, object]
             "added_pct_protections": round(100 * (med["protections"] - bare) / bare, 1),
             "added_pct_full": round(100 * (med["full"] - bare) / bare, 1),
             "added_pct_full_local": round(100 * (med["full_local"] - bare) / bare, 1),
+            "full_store_reserves_per_call": round(budgets.store_reserves / calls, 4),
             "target_pct": 20,
             "samples": {name: [round(x, 1) for x in xs] for name, xs in samples.items()}}
 

@@ -2,7 +2,8 @@
 
 Two levels: the engine's memory, and the store, which every engine on it shares (and which
 outlives a restart). A lookup that misses in memory asks the store; an answer worth
-keeping goes into both.
+keeping goes into both (into the store with the next of its writes at most
+:data:`PUT_DELAY` seconds later, many answers in one commit).
 """
 
 from __future__ import annotations
@@ -27,6 +28,9 @@ from convoy.models._messages import ModelRequest, ModelResponse, Usage
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.stores._protocol import Store
+
+#: Answers wait at most this long (seconds) before they are written to the store together.
+PUT_DELAY = 0.05
 
 
 def cache_key(model: str, req: ModelRequest) -> str:
@@ -75,6 +79,8 @@ class ResponseCache(Interceptor):
         self.shared = shared
         self._store: Store | None = None
         self._wall: Callable[[], float] = time.time
+        self._puts: list[tuple[str, str, str]] = []  # (tenant, key, value) not yet written
+        self._flush: asyncio.TimerHandle | None = None
         self.hits = 0
         self.misses = 0
         self.shared_hits = 0
@@ -84,6 +90,24 @@ class ResponseCache(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._store = engine.store if self.shared else None
         self._wall = engine.clock
+
+    async def close(self) -> None:
+        self._write()  # the store is still open: answers not yet written go now
+
+    def _put(self, tenant: str, key: str, value: str) -> None:
+        self._puts.append((tenant, key, value))
+        if self._flush is None:
+            self._flush = asyncio.get_running_loop().call_later(PUT_DELAY, self._write)
+
+    def _write(self) -> None:
+        if self._flush is not None:
+            self._flush.cancel()
+            self._flush = None
+        puts, self._puts = self._puts, []
+        if self._store is not None:
+            for tenant, key, value in puts:
+                self._store.cache_put(tenant, key, value, ttl=self.ttl).add_done_callback(
+                    _report)
 
     def _shared_key(self, key: tuple[object, ...], input: ModelCallInput) -> str:
         """The memory key as every engine computes it: the agent's identity (an object id
@@ -137,9 +161,8 @@ class ResponseCache(Interceptor):
                            usage=Usage(resp.usage.input_tokens, resp.usage.output_tokens))
             self._keep(key, now, kept)
             if store is not None:
-                store.cache_put(input.request.tenant, shared_key,
-                                _encode(kept, self._wall() + self.ttl),
-                                ttl=self.ttl).add_done_callback(_report)
+                self._put(input.request.tenant, shared_key,
+                          _encode(kept, self._wall() + self.ttl))
         return resp
 
     def _hit(self, stored: ModelResponse) -> ModelResponse:
