@@ -12,8 +12,8 @@ W1-like session makes them. Per simulated call:
 * `reserve_settle_append`: the two above with the journal append, as a step with a shared
   budget makes them (the settlement rides the append's batch);
 * `take_give`: a rate-limit take (awaited) and the tokens-per-minute adjustment (not);
-* `cache_miss`: a cache lookup that misses (`Store.cache_get`, a read) and the put of the
-  answer (not awaited), plus the journal append.
+* `cache_miss`: a cache lookup that misses (`Store.cache_get`, a read) and the journal
+  append; the answers are put 50 at a time (not awaited), as `ResponseCache` batches them.
 
 Rounds alternate the kinds; prints the median µs per call of each as one JSON line.
 """
@@ -67,7 +67,10 @@ async def main_async(calls: int, rounds: int) -> dict[str, object]:
 
         async def cache_miss() -> None:
             await store.cache_get("t", f"k{n}")
-            store.cache_put("t", f"k{n}", '{"v":1,"response":{"text":"ok"}}', ttl=3600)
+            if n % 50 == 0:
+                for k in range(n - 50, n):
+                    store.cache_put("t", f"k{k}", '{"v":1,"response":{"text":"ok"}}',
+                                    ttl=3600)
             await store.append("s", OWNER, record())
 
         kinds: dict[str, Callable[[], Awaitable[None]]] = {
