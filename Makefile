@@ -6,7 +6,7 @@ BASE   := $(VENV)/.installed-dev
 LOCAL  := $(VENV)/.installed-local
 BENCH  := $(VENV)/.installed-bench
 
-.PHONY: install demo test test-fast lint docs bench llama-server clean
+.PHONY: install demo test test-fast lint docs bench bench-postgres postgres llama-server clean
 
 $(BASE): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,10 +34,15 @@ install: $(LOCAL)
 demo: $(BASE)  ## the support-desk example, end to end on the simulator
 	$(BIN)/python -m examples.support_desk.demo
 
-test: $(LOCAL)  ## every test, including the real llama.cpp server and SIGKILL crash tests
+# The PostgreSQL store's tests start a private server of their own (tests/pg_cluster.py);
+# this installs the Debian package if no server binaries are found.
+postgres:
+	bash scripts/postgres.sh install
+
+test: $(LOCAL) postgres  ## every test, including the real llama.cpp server, PostgreSQL and SIGKILL crash tests
 	$(BIN)/python -m pytest
 
-test-fast: $(BASE)  ## the quick loop: no llama.cpp build, no llama server or slow crash tests
+test-fast: $(BASE) postgres  ## the quick loop: no llama.cpp build, no llama server or slow crash tests
 	$(BIN)/python -m pytest -m "not llama and not slow"
 
 lint: $(BASE)
@@ -47,7 +52,7 @@ lint: $(BASE)
 docs: $(BASE)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-bench: $(BENCH)  ## reliability, budgets (one engine, several), store limits, resilience, fault server, leases, waits, codec, then Convoy vs the peers
+bench: $(BENCH)  ## reliability, budgets (one engine, several), store limits, resilience, fault server, leases, waits, codec, sandbox, then Convoy vs the peers
 	$(BIN)/python bench/reliability.py --agents 5 --fault-rate 0.05 --sessions 10000 \
 	  --plot bench/reliability.png
 	$(BIN)/python bench/budget_stress.py --sessions 2000
@@ -59,6 +64,7 @@ bench: $(BENCH)  ## reliability, budgets (one engine, several), store limits, re
 	$(BIN)/python bench/waits.py
 	$(BIN)/python bench/journal_codec.py
 	$(BIN)/python bench/faults.py --sessions 300 --concurrency 20 --outage-s 30
+	$(BIN)/python bench/sandbox.py
 	bash bench/run.sh
 
 llama-server: $(LOCAL)  ## serve SmolLM2-135M on http://127.0.0.1:8765/v1

@@ -7,8 +7,9 @@ the clock Convoy's breakers use) and which session it carried (``sess-N`` in the
 
 Actions: ``ok`` answers a valid ``chat.completion`` whose content is the smallest JSON
 value satisfying the request's ``response_format`` schema, with usage; ``status`` answers
-an HTTP error (500, 503, 429 with ``Retry-After``); ``hang`` never answers (the connection
-stays open until the client gives up); ``badjson`` answers 200 with a body that is not JSON.
+an HTTP error (500, 503, 429 with ``Retry-After``, 400 with an error ``code``); ``hang``
+never answers (the connection stays open until the client gives up); ``badjson`` answers 200
+with a body that is not JSON; :func:`held` answers once an event is set.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 _SESSION = re.compile(rb"sess-(\d+)")
-_REASONS = {200: "OK", 404: "Not Found", 429: "Too Many Requests",
+_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 429: "Too Many Requests",
             500: "Internal Server Error", 503: "Service Unavailable"}
 
 
@@ -33,6 +34,8 @@ class Action:
     kind: str  # "ok" | "status" | "hang" | "badjson"
     status: int = 200
     headers: tuple[tuple[str, str], ...] = ()
+    code: str | None = None  # the error's ``code`` in the body (``context_length_exceeded``)
+    hold: threading.Event | None = None  # answer only once this is set (requests in flight)
 
     @property
     def label(self) -> str:
@@ -44,9 +47,14 @@ HANG = Action("hang")
 BADJSON = Action("badjson")
 
 
-def error(status: int, retry_after: float | None = None) -> Action:
+def error(status: int, retry_after: float | None = None, code: str | None = None) -> Action:
     headers = (("Retry-After", f"{retry_after:g}"),) if retry_after is not None else ()
-    return Action("status", status, headers)
+    return Action("status", status, headers, code)
+
+
+def held(release: threading.Event) -> Action:
+    """A valid answer, sent once ``release`` is set: keeps a request in flight."""
+    return Action("ok", hold=release)
 
 
 @dataclass(slots=True)
@@ -54,6 +62,7 @@ class Logged:
     t: float
     action: str
     session: int | None
+    auth: str | None = None  # the Authorization header
 
 
 @dataclass
@@ -126,7 +135,10 @@ class FaultServer:
                 action = self.script(time.monotonic())
                 m = _SESSION.search(body)
                 session = int(m.group(1)) if m else None
-                self.log.append(Logged(time.monotonic(), action.label, session))
+                self.log.append(Logged(time.monotonic(), action.label, session,
+                                       headers.get("authorization")))
+                if action.hold is not None:
+                    await asyncio.to_thread(action.hold.wait, self.hang_cap)
                 if action.kind == "hang":  # never answer; wait for the client to give up
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(reader.read(), self.hang_cap)
@@ -135,7 +147,7 @@ class FaultServer:
                     self._send(writer, 200, '{"id": "chatcmpl-broken", "choices": [{"mess')
                 elif action.kind == "status":
                     msg = {"error": {"message": f"scripted HTTP {action.status}",
-                                     "type": "server_error", "code": None}}
+                                     "type": "server_error", "code": action.code}}
                     self._send(writer, action.status, json.dumps(msg), action.headers)
                 else:
                     self._send(writer, 200, json.dumps(self._completion(json.loads(body))))

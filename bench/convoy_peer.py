@@ -31,10 +31,12 @@ k == 3. No shared script state.
 Durability: journaling is ON, in a real SQLite file store in a fresh temp directory
 (`$CONVOY_BENCH_DB_DIR` or the system temp dir; removed when the run is over), with the
 engine's default durability `"process"` (WAL, `synchronous=NORMAL`: a committed record
-survives a crash of the process, not a power loss). Every model step is committed to the
-journal (group commit) before the session continues, and session rows are written at
-start and finish. Override with `CONVOY_DURABILITY=power` (`synchronous=FULL`, fsync per
-commit batch on a dedicated thread) for comparison runs.
+survives a crash of the process, not a power loss). `CONVOY_BENCH_DB=postgresql://...`
+runs on that PostgreSQL database instead (`bench/postgres.py` does), whose commits are as
+durable as the server's settings make them (by default `synchronous_commit=on`, fsync).
+Every model step is committed to the journal (group commit) before the session continues,
+and session rows are written at start and finish. Override with `CONVOY_DURABILITY=power`
+(`synchronous=FULL`, fsync per commit batch on a dedicated thread) for comparison runs.
 
 W2 runs all N sessions truly concurrently: `Engine(concurrency=...)` is set to at least
 N + warm-up, so no session waits for admission.
@@ -106,12 +108,19 @@ class FakeModel(convoy.Model):
 
 # ------------------------------------------------------------------ W1 / W2 --
 
+# CONVOY_BENCH_GUARDED=1: the people-and-privilege features configured but never
+# triggered (every agent granted scopes, every agent run under escalation rules), to
+# show they cost nothing on the hot path.
+_GUARDED = os.environ.get("CONVOY_BENCH_GUARDED") == "1"
+_AGENT_KW: dict[str, object] = {"scopes": ["tickets:*"]} if _GUARDED else {}
+_ENGINE_KW: dict[str, object] = {"escalation": convoy.Escalation()} if _GUARDED else {}
+
 chain_model = FakeModel("chain")
 chain_agents = [
     convoy.Agent(name=f"agent{k}",
                  instructions=f"You are agent {k} of {CHAIN_LEN}. Classify the ticket.",
                  input_type=str if k == 0 else Classification, output_type=Classification,
-                 model=chain_model)
+                 model=chain_model, **_AGENT_KW)
     for k in range(CHAIN_LEN)
 ]
 
@@ -124,12 +133,12 @@ async def chain5(ctx: convoy.Context, ticket: str) -> Classification:
 # ----------------------------------------------------------------------- W3 --
 
 workers = [convoy.Agent(name=w, instructions=f"You are the {w} worker.", input_type=str,
-                        output_type=WorkerResult, model=FakeModel(f"worker:{w}"))
+                        output_type=WorkerResult, model=FakeModel(f"worker:{w}"), **_AGENT_KW)
            for w in WORKERS]
 supervisor_agent = convoy.Agent(
     name="supervisor", instructions="You are a supervisor. Delegate to workers, then report.",
     input_type=str, output_type=SupervisorReport, model=FakeModel("supervisor"),
-    workers=workers)
+    workers=workers, **_AGENT_KW)
 
 
 @convoy.workflow(name="bench:supervisor")
@@ -149,11 +158,13 @@ def _planned_sessions() -> int:
 
 _DURABILITY = os.environ.get("CONVOY_DURABILITY", "process")
 _DB_DIR = Path(tempfile.mkdtemp(prefix="convoy-bench-", dir=os.environ.get("CONVOY_BENCH_DB_DIR")))
-_DB = _DB_DIR / "convoy.db"
+_PG = os.environ.get("CONVOY_BENCH_DB", "")
+_DB = _PG if convoy.stores.is_postgres_url(_PG) else _DB_DIR / "convoy.db"
+_STORE = "PostgreSQL" if _PG else f"SQLite file store, durability={_DURABILITY}"
 # Every session of a W2 burst is admitted at once: concurrency >= sessions + warm-up.
 engine = convoy.Engine(_DB, durability=_DURABILITY,  # type: ignore[arg-type]
                        concurrency=max(1000, _planned_sessions()),
-                       workflows=[chain5, supervise])
+                       workflows=[chain5, supervise], **_ENGINE_KW)
 
 
 async def _run(wf: convoy.Workflow, i: int):
@@ -173,7 +184,9 @@ async def supervisor_session(i: int) -> SupervisorReport:
 
 # ----------------------------------------------- store statistics in the JSON --
 
-def _db_mb() -> float:
+def _db_mb() -> float | None:
+    if _PG:
+        return None
     return round(sum(p.stat().st_size for p in _DB_DIR.glob("convoy.db*")) / 2**20, 2)
 
 
@@ -192,7 +205,8 @@ def _with_store_stats(measure):
         started = n + warmup
         commits = engine.store.commits - c0
         records = engine.store.records - r0
-        res.update(durability=_DURABILITY, store_commits=commits, store_records=records,
+        res.update(store=_STORE, durability=_DURABILITY, store_commits=commits,
+                   store_records=records,
                    commits_per_session=round(commits / started, 3),
                    records_per_session=round(records / started, 3), db_mb=_db_mb())
         shutil.rmtree(_DB_DIR, ignore_errors=True)   # the open connection keeps its fds
@@ -207,4 +221,4 @@ common._concurrent = _with_store_stats(common._concurrent)
 
 if __name__ == "__main__":
     common.main("convoy", ["convoy", "pydantic"], chain_session, supervisor_session,
-                notes=f"journal on: SQLite file store, durability={_DURABILITY}")
+                notes=f"journal on: {_STORE}")

@@ -12,12 +12,16 @@ breaker policy, ``--call-timeout`` per attempt; fallbacks in ``fallback``):
 * ``outage``: the endpoint answers 503 for ``--outage-s`` seconds, then recovers; sessions
   arrive at a steady rate before, during and after it.
 * ``fallback``: the primary answers 503 throughout; a healthy second server on another port
-  is the agent's fallback deployment.
+  is the agent's fallback model (``--fallback-model``: the same model id makes it a second
+  deployment of the primary's model, with breakers of its own).
+* ``deployments``: the same two servers as two named deployments of one model
+  (``convoy.resilience.Deployment``), routed ``in_order``: the first answers 503
+  throughout, the second serves.
 
 Prints one JSON line per scenario on stdout, and a table on stderr. Targets (issue 8):
 >= 99.9% success at 10% random faults and with 12.6% bursty 429s; during an outage at most
 the configured half-open probes reach the failing endpoint; a healthy fallback serves 100%
-of sessions during the primary's outage.
+of sessions during the primary's outage (or its first deployment's).
 """
 
 from __future__ import annotations
@@ -46,12 +50,14 @@ import convoy
 from convoy.resilience import (
     BreakerPolicy,
     Breakers,
+    Deployment,
+    Deployments,
     Fallback,
     Retry,
     protections,
 )
 
-SCENARIOS = ("random", "burst429", "outage", "fallback")
+SCENARIOS = ("random", "burst429", "outage", "fallback", "deployments")
 AGENT = "extract"
 
 
@@ -149,21 +155,30 @@ async def run_scenario(name: str, args: argparse.Namespace, seed: int) -> dict[s
         servers["primary"] = FaultServer(bursty_429(rng))
     elif name == "outage":
         servers["primary"] = FaultServer(outage(window))
-    else:
+    else:  # fallback, deployments
         servers["primary"] = FaultServer(lambda now: error(503))
         servers["fallback"] = FaultServer(lambda now: OK)
     for s in servers.values():
         s.start()
     primary_spec = f"openai:{args.model}?base_url={servers['primary'].base_url()}"
     fallbacks = None
-    if "fallback" in servers:
-        # Another deployment under its own model name: with the same name, today's breakers
-        # (keyed by model name) would be shared between the two (issue 8, item 10).
+    deployments = None
+    if name == "fallback":
+        # Breakers are keyed by deployment: the same model id on another base URL is a
+        # deployment of its own, never refused by the primary's record (issue 8, item 10).
         fb_model = args.fallback_model or f"{args.model}-fallback"
         fallbacks = {AGENT: [f"openai:{fb_model}?base_url="
                              f"{servers['fallback'].base_url()}"]}
+    if name == "deployments":
+        deployments = Deployments([
+            Deployment(name="east", model=f"openai:{args.model}",
+                       base_url=servers["primary"].base_url()),
+            Deployment(name="west", model=f"openai:{args.model}",
+                       base_url=servers["fallback"].base_url())], strategy="in_order")
+        primary_spec = f"openai:{args.model}"  # the model name: routed among its deployments
     policy = BreakerPolicy(wait_in_open=args.wait_in_open)
-    chain = protections(call_timeout=args.call_timeout, breaker=policy, fallbacks=fallbacks)
+    chain = protections(call_timeout=args.call_timeout, breaker=policy, fallbacks=fallbacks,
+                        deployments=deployments)
     breakers: Breakers = _find(chain, Breakers)
     retry: Retry = _find(chain, Retry)
     fallback: Fallback | None = _find(chain, Fallback)
@@ -195,7 +210,7 @@ async def run_scenario(name: str, args: argparse.Namespace, seed: int) -> dict[s
                     return await engine.run(wf, inputs[i])
                 results = list(await asyncio.gather(*(start(i) for i in range(n))))
             else:
-                if name == "fallback":
+                if name in ("fallback", "deployments"):
                     window[0], window[1] = t0, float("inf")
                 results = await engine.run_many(wf, inputs)
             wall = time.monotonic() - t0
@@ -231,12 +246,14 @@ async def run_scenario(name: str, args: argparse.Namespace, seed: int) -> dict[s
         out["fault_share"] = round(faulty / max(1, len(primary.log)), 4)
     if name == "outage":
         out.update(_outage_figures(primary, watch, window, policy))
-    if name == "fallback":
+    if name in ("fallback", "deployments"):
         fb = servers["fallback"]
         out["fallback_share"] = round(len(fb.served & set(range(n))) / n, 5)
         out["fallback_requests"] = len(fb.log)
         out["primary_requests"] = len(primary.log)
         out["fallback_used"] = fallback.used if fallback is not None else 0
+        if deployments is not None:
+            out["failovers"] = deployments.failovers
         out.update(_probe_figures(primary, watch, window, policy))
     return out
 
@@ -282,7 +299,7 @@ def _outage_figures(server: FaultServer, watch: Watch, window: list[float],
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = [f"{'scenario':<9} {'success':>8} {'extra':>7} {'429/5xx/hang/bad':>17} "
+    lines = [f"{'scenario':<11} {'success':>8} {'extra':>7} {'429/5xx/hang/bad':>17} "
              f"{'outage req':>10} {'after open':>10} {'probes':>6} {'to close':>8} "
              f"{'fallback':>8}  failures"]
     for r in rows:
@@ -294,7 +311,7 @@ def table(rows: list[dict[str, Any]]) -> str:
             v = r.get(key)
             return "-" if v is None else fmt.format(v)
         lines.append(
-            f"{r['scenario']:<9} {100 * r['success_rate']:>7.2f}% {r['extra_calls']:>+7.3f} "
+            f"{r['scenario']:<11} {100 * r['success_rate']:>7.2f}% {r['extra_calls']:>+7.3f} "
             f"{mix:>17} {g('outage_requests'):>10} {g('requests_after_open'):>10} "
             f"{g('probes_allowed'):>6} {g('recovery_to_close_s', '{:.2f}s'):>8} "
             f"{g('fallback_share', '{:.1%}'):>8}  "
@@ -326,8 +343,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"comma-separated subset of {','.join(SCENARIOS)}")
     ap.add_argument("--model", default="gpt-4o-mini")
     ap.add_argument("--fallback-model", default=None,
-                    help="the fallback deployment's model id (default: MODEL-fallback; the "
-                    "same id as --model makes today's breakers shared between the two)")
+                    help="the fallback's model id (default: MODEL-fallback; the same id as "
+                    "--model makes it a second deployment of the primary's model)")
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--quick", action="store_true",
                     help="tiny sizes (for the test): 40 sessions, 1.5 s outage, 1 s open wait")

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 import convoy
 from convoy.cli import app
-from convoy.stores import SessionFilter, SessionRow, SQLiteStore, StepRecord
+from convoy.stores import SessionFilter, SessionRow, StepRecord, store_from_url
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SRC = Path(convoy.__file__).resolve().parents[1]  # the convoy under test, for subprocesses
@@ -45,6 +45,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.syspath_prepend(str(FIXTURES))  # also restores sys.path afterwards
     monkeypatch.delenv("CONVOY_DB", raising=False)
     monkeypatch.delenv("CONVOY_BUSY_TIMEOUT", raising=False)
+    monkeypatch.delenv("CONVOY_TENANT", raising=False)
     return tmp_path
 
 
@@ -59,7 +60,7 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Res:
 
 def subprocess_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     """``python -m convoy.cli ARGS`` for real."""
-    env = {k: v for k, v in os.environ.items() if k != "CONVOY_DB"}
+    env = {k: v for k, v in os.environ.items() if k not in ("CONVOY_DB", "CONVOY_TENANT")}
     env.update({"PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
                 "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", "NO_COLOR": "1"})
     return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
@@ -100,9 +101,9 @@ def one_line_error(res: Res, code: int, text: str) -> None:
 # -- the store, read through its API -------------------------------------------------------
 
 
-def sessions(db: Path = Path("convoy.db")) -> list[SessionRow]:
+def sessions(db: str | Path = Path("convoy.db")) -> list[SessionRow]:
     async def read() -> list[SessionRow]:
-        store = SQLiteStore(db)
+        store = store_from_url(db)
         await store.open()
         try:
             return await store.list_sessions(SessionFilter(limit=10_000))
@@ -117,9 +118,9 @@ def session(sid: str, db: Path = Path("convoy.db")) -> SessionRow:
     return row
 
 
-def journal(sid: str, db: Path = Path("convoy.db")) -> list[StepRecord]:
+def journal(sid: str, db: str | Path = Path("convoy.db")) -> list[StepRecord]:
     async def read() -> list[StepRecord]:
-        store = SQLiteStore(db)
+        store = store_from_url(db)
         await store.open()
         try:
             return await store.journal(sid)

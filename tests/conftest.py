@@ -13,6 +13,8 @@ from pydantic import BaseModel
 
 import convoy
 
+from .fault_servers import servers  # noqa: F401 - the fixture
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "llama_server.sh"
 
@@ -29,6 +31,34 @@ class Classification(BaseModel):
 @pytest.fixture
 def db(tmp_path: Path) -> Path:
     return tmp_path / "convoy.db"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _postgres_cluster() -> Iterator[None]:
+    """The tests' PostgreSQL cluster starts on first use (``tests/pg_cluster.py``); this
+    stops it when the session ends."""
+    yield
+    from tests import pg_cluster
+
+    pg_cluster.stop()
+
+
+#: The stores engine-level test modules run on: they override ``db`` with
+#: ``@pytest.fixture(params=STORE_KINDS)`` and ``yield from store_db(...)``.
+STORE_KINDS = ("sqlite", "postgres")
+
+
+def store_db(kind: str, tmp_path: Path) -> Iterator[str | Path]:
+    """A fresh store location of ``kind``: a SQLite path, or the URL of a new schema in the
+    tests' PostgreSQL cluster (dropped afterwards)."""
+    if kind == "sqlite":
+        yield tmp_path / "convoy.db"
+        return
+    from tests import pg_cluster
+
+    schema = pg_cluster.fresh_schema()
+    yield f"{pg_cluster.server_url()}?schema={schema}"
+    pg_cluster.drop_schema(schema)
 
 
 @pytest.fixture
@@ -51,14 +81,14 @@ class Crash(BaseException):
     held at that moment. (``BaseException``: the engine must not turn it into an outcome.)"""
 
 
-def later_engine(db: Path, seconds: float = 3600.0, **kw: object) -> convoy.Engine:
+def later_engine(db: str | Path, seconds: float = 3600.0, **kw: object) -> convoy.Engine:
     """An engine on the same store whose clock is ``seconds`` ahead, so the leases of the
     engine that "crashed" have expired and it takes their sessions over."""
     import time
 
-    from convoy.stores import SQLiteStore
+    from convoy.stores import store_from_url
 
-    store = SQLiteStore(db, clock=lambda: time.time() + seconds)
+    store = store_from_url(db, clock=lambda: time.time() + seconds)
     return convoy.Engine(store, **kw)  # type: ignore[arg-type]
 
 

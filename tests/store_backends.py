@@ -86,5 +86,40 @@ class SQLiteBackend(Backend):
         conn.close()
 
 
-#: Every store implementation the suite runs against (PostgreSQL: one more entry).
-BACKENDS: list[type[Backend]] = [SQLiteBackend]
+class PostgresBackend(Backend):
+    """A fresh schema in the tests' private PostgreSQL cluster (``tests/pg_cluster.py``)."""
+
+    name = "postgres"
+
+    def __init__(self, tmp: Path) -> None:
+        from tests import pg_cluster
+
+        super().__init__(tmp)
+        self.url = f"{pg_cluster.server_url()}?schema={pg_cluster.fresh_schema()}"
+
+    def new(self, clock: FakeClock, **options: Any) -> Store:
+        from convoy.stores._postgres import PostgresStore
+
+        return PostgresStore(self.url, clock=clock, **options)  # type: ignore[return-value]
+
+    def child_source(self, clock_expr: str) -> str:
+        return ("from convoy.stores._postgres import PostgresStore\n"
+                f"store = PostgresStore({self.url!r}, clock={clock_expr})\n")
+
+    def set_schema_version(self, version: int) -> None:
+        # Stands in for a newer Convoy having migrated this schema (as for SQLite above).
+        import psycopg
+
+        base, _, schema = self.url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'UPDATE "{schema}".meta SET value=%s '  # type: ignore[arg-type]
+                         "WHERE key='schema_version'", (str(version),))
+
+    def cleanup(self) -> None:
+        from tests import pg_cluster
+
+        pg_cluster.drop_schema(self.url.partition("?schema=")[2])
+
+
+#: Every store implementation the suite runs against.
+BACKENDS: list[type[Backend]] = [SQLiteBackend, PostgresBackend]

@@ -43,7 +43,8 @@ from tests.clikit import (
 
 
 COMMANDS = (["run"], ["resume"], ["retry"], ["worker"], ["signal"], ["cancel"], ["replay"],
-            ["sessions", "list"], ["sessions", "show"], ["cost"], ["chaos"])
+            ["sessions", "list"], ["sessions", "show"], ["state", "get"], ["state", "set"],
+            ["state", "history"], ["state", "list"], ["cost"], ["chaos"])
 
 
 def test_version_and_help() -> None:

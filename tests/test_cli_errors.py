@@ -81,8 +81,8 @@ def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
     run_ok()
     run_ok(lines=['"hi"'], flow="cli_flows:shout")
     res = cli("sessions", "list", "--workflow", "handle")
-    one_line_error(res, 2, "no sessions of workflow 'handle' in 'convoy.db'; its workflows: "
-                   "cli_flows:handle, cli_flows:shout")
+    one_line_error(res, 2, "no sessions of workflow 'handle' of tenant 'default' in "
+                   "'convoy.db'; its workflows: cli_flows:handle, cli_flows:shout")
     ok = cli("sessions", "list", "--workflow", "cli_flows:shout")
     assert ok.code == 0 and "cli_flows:shout" in ok.stdout
     none = cli("sessions", "list", "--workflow", "cli_flows:shout", "--status", "failed")

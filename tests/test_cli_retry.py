@@ -88,8 +88,8 @@ def test_retry_usage_errors() -> None:
                    "'running' is not a status a retry runs")
     one_line_error(cli("retry", "nope"), 2, "no session 'nope'")
     one_line_error(cli("retry", "--workflow", "handle"), 2,
-                   "no sessions of workflow 'handle' in 'convoy.db'; its workflows: "
-                   "cli_flows:handle")
+                   "no sessions of workflow 'handle' of tenant 'default' in 'convoy.db'; its "
+                   "workflows: cli_flows:handle")
     one_line_error(cli("retry", "--status", "failed", "--db", "absent.db"), 2,
                    "no Convoy store at 'absent.db'")
 

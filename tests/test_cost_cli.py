@@ -81,7 +81,7 @@ def totals(db: Path) -> tuple[int, int, float, int]:
 
 
 def test_by_agent_rows_and_totals_match_the_sessions(store: Path) -> None:
-    res = cli("--db", str(store), "--by", "agent")
+    res = cli("--db", str(store), "--by", "agent", "--all-tenants")
     assert res.returncode == 0, res.stderr
     table = rows(res.stdout)
     assert {"triage", "writer", "total"} <= set(table)
@@ -95,14 +95,26 @@ def test_by_agent_rows_and_totals_match_the_sessions(store: Path) -> None:
 
 
 def test_by_tenant_session_and_model(store: Path) -> None:
-    by_tenant = rows(cli("--db", str(store), "--by", "tenant").stdout)
+    by_tenant = rows(cli("--db", str(store), "--by", "tenant", "--all-tenants").stdout)
     assert by_tenant["acme"][0] == "10" and by_tenant["globex"][0] == "4"
     # the longer tickets cost more per session, so globex's two sessions come first
-    res = cli("--db", str(store), "--by", "session", "--limit", "2")
+    res = cli("--db", str(store), "--by", "session", "--limit", "2", "--all-tenants")
     assert "showing 2 of 7 sessions" in res.stdout
     assert len([k for k in rows(res.stdout) if k not in ("session", "total")]) == 2
-    by_model = rows(cli("--db", str(store), "-b", "model").stdout)
+    by_model = rows(cli("--db", str(store), "-b", "model", "--all-tenants").stdout)
     assert by_model["sim:cost"][0] == "14"
+
+
+def test_one_tenants_report_and_the_default_tenant_by_default(store: Path) -> None:
+    acme = rows(cli("--db", str(store), "--by", "tenant", "--tenant", "acme").stdout)
+    assert set(acme) == {"acme", "total"} and acme["total"][0] == "10"
+    by_session = cli("--db", str(store), "--by", "session", "--tenant", "globex")
+    assert "showing" not in by_session.stdout
+    assert rows(by_session.stdout)["total"][0] == "4"
+    res = cli("--db", str(store))
+    assert res.returncode == 0
+    assert res.stdout.startswith("no model calls of tenant 'default' in ")
+    assert "--all-tenants" in res.stdout
 
 
 def test_usage_errors(tmp_path: Path, store: Path) -> None:

@@ -72,6 +72,15 @@ SAMPLES: dict[str, Any] = {
     "key": "0/1/2", "transient": True, "original_type": "SomeLibError", "reason": "escalated",
     "session_id": "s-1", "status": "failed", "error": {"type": "X", "message": "m"},
     "tenant": "acme", "limit": 10, "what": "tool", "used": 2.5, "timeout": True,
+    "details": {"conflict": {"current_version": 2}}, "namespace": "customer:42",
+    "expected_version": 1, "current_version": 2, "current_value": {"credit": 5},
+    "agent": "billing", "max_turns": 8, "tool": "refund", "missing": ["payments:refund"],
+    "by": "alice", "rule": "requires_approval", "grant": "budget:session:s-1",
+    "comment": "too much", "task_id": "s-1:0/3", "value": 64, "exit_code": 3,
+    "signal": "SIGKILL",
+    "transcript": [{"role": "user", "content": "hi"},
+                   {"role": "assistant", "content": None,
+                    "tool_calls": [{"id": "c1", "name": "poll", "arguments": "{}"}]}],
 }
 
 

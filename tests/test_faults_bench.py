@@ -19,6 +19,8 @@ FIELDS = {
     "burst429": (*COMMON, "fault_share"),
     "outage": (*COMMON, *PROBES, "recovery_to_close_s", "requests_before_outage"),
     "fallback": (*COMMON, *PROBES, "fallback_share", "fallback_requests", "primary_requests"),
+    "deployments": (*COMMON, *PROBES, "fallback_share", "fallback_requests",
+                    "primary_requests", "failovers"),
 }
 
 

@@ -71,19 +71,6 @@ async def test_step_limit_stops_a_tool_call_loop(engine_factory: Any) -> None:
     assert res.steps == 26
 
 
-async def test_max_turns_of_one_agent(engine_factory: Any) -> None:
-    @convoy.tool
-    def poll() -> str:
-        """Poll."""
-        return "not yet"
-
-    sim = convoy.SimModel({"a": {"tool_calls": [{"name": "poll"}]}})
-    a = convoy.Agent(name="a", input_type=Ticket, tools=[poll], model=sim, max_turns=3)
-    res = await engine_factory().run(flow(a), {"text": "x"})
-    assert res.status == "limit_exceeded"
-    assert res.error is not None and "max_turns=3" in res.error["message"]
-
-
 async def test_depth_limit_on_recursive_delegation(engine_factory: Any) -> None:
     def script(req: ModelRequest) -> Any:
         n = len(req.messages[-1].content or "")

@@ -4,6 +4,7 @@ hole 8: determinism breaks are never silent."""
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,13 @@ import pytest
 import convoy
 from convoy.cost import Budget, Budgets
 
-from .conftest import Classification, Crash, later_engine
+from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
 
 OK = {"label": "billing", "confidence": 0.9}
 
@@ -22,7 +29,7 @@ class QuotaError(Exception):
 
 
 async def test_an_ordinary_exception_caught_by_the_workflow_is_journaled(
-        engine_factory: Any, db: Path) -> None:
+        engine_factory: Any, db: str | Path) -> None:
     """The reproduction: a ctx.step raising ConnectionRefusedError that the workflow
     catches; after a crash the session resumes (not escalated) and replay agrees."""
     calls: list[str] = []
@@ -166,7 +173,7 @@ class _CrashingSim(convoy.SimModel):
         return await super().request(request)
 
 
-async def test_a_changed_step_input_is_non_determinism(engine_factory: Any, db: Path) -> None:
+async def test_a_changed_step_input_is_non_determinism(engine_factory: Any, db: str | Path) -> None:
     """Hole 8: changing what an already-journaled agent call is asked no longer replays
     the old answer silently."""
     _CrashingSim.crashed = False
@@ -179,7 +186,7 @@ async def test_a_changed_step_input_is_non_determinism(engine_factory: Any, db: 
     assert "different input" in res.error["message"]
 
 
-async def test_a_changed_step_input_can_be_a_warning(engine_factory: Any, db: Path) -> None:
+async def test_a_changed_step_input_can_be_a_warning(engine_factory: Any, db: str | Path) -> None:
     _CrashingSim.crashed = False
     with pytest.raises(Crash):
         await engine_factory().run(_two_step("original question"), "t", session_id="d")

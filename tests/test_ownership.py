@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import convoy
-from convoy.stores import SQLiteStore
+from convoy.stores import store_from_url
 
-from .conftest import Classification, Crash, FakeClock
+from .conftest import STORE_KINDS, Classification, Crash, FakeClock, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
 
 OK = {"label": "billing", "confidence": 0.9}
 
@@ -29,7 +36,7 @@ def _flow(tool: convoy.Tool, *, latency: float = 0.0) -> convoy.Workflow[Any, An
     return wf
 
 
-async def test_two_engines_resuming_one_store_run_each_session_once(db: Path) -> None:
+async def test_two_engines_resuming_one_store_run_each_session_once(db: str | Path) -> None:
     """The reproduction: two engines on one store both call resume(); a non-idempotent
     write tool must run once per session, not twice."""
     applied: list[str] = []
@@ -47,15 +54,15 @@ async def test_two_engines_resuming_one_store_run_each_session_once(db: Path) ->
 
     wf = _flow(write)
     clock = FakeClock()
-    first = convoy.Engine(SQLiteStore(db, clock=clock), workflows=[wf])
+    first = convoy.Engine(store_from_url(db, clock=clock), workflows=[wf])
     for i in range(20):
         with pytest.raises(Crash):
             await first.run(wf, "t", session_id=f"s{i}")
     clock.advance(3600)  # the first engine's leases have expired
     # The crashed tool calls left 'started' records: non-idempotent, so they escalate;
     # answer every escalation with "retry" so both engines have real work to race on.
-    a = convoy.Engine(SQLiteStore(db, clock=clock), workflows=[wf])
-    b = convoy.Engine(SQLiteStore(db, clock=clock), workflows=[wf])
+    a = convoy.Engine(store_from_url(db, clock=clock), workflows=[wf])
+    b = convoy.Engine(store_from_url(db, clock=clock), workflows=[wf])
     async with a, b:
         escalated = await a.resume()
         assert {r.status for r in escalated} == {"escalated"}
@@ -70,10 +77,10 @@ async def test_two_engines_resuming_one_store_run_each_session_once(db: Path) ->
     await first.aclose()
 
 
-async def test_a_live_owner_keeps_its_session(db: Path) -> None:
+async def test_a_live_owner_keeps_its_session(db: str | Path) -> None:
     """While its lease holds, no other engine may claim a session."""
     clock = FakeClock()
-    store = SQLiteStore(db, clock=clock)
+    store = store_from_url(db, clock=clock)
     await store.open()
     store.create_session(convoy.stores.NewSession(id="x", workflow="w", version="1",
                                                   tenant="t", input="1"),
@@ -88,7 +95,7 @@ async def test_a_live_owner_keeps_its_session(db: Path) -> None:
     await store.aclose()
 
 
-async def test_an_engine_that_lost_its_lease_cannot_write(db: Path) -> None:
+async def test_an_engine_that_lost_its_lease_cannot_write(db: str | Path) -> None:
     """Fencing: once another engine took the session over, the first engine's journal
     writes and its final status are refused; the session is not run twice."""
     clock = FakeClock()
@@ -108,8 +115,8 @@ async def test_an_engine_that_lost_its_lease_cannot_write(db: Path) -> None:
         return n
 
     wf = _flow(slow)
-    first = convoy.Engine(SQLiteStore(db, clock=clock), workflows=[wf])
-    second = convoy.Engine(SQLiteStore(db, clock=clock), workflows=[wf])
+    first = convoy.Engine(store_from_url(db, clock=clock), workflows=[wf])
+    second = convoy.Engine(store_from_url(db, clock=clock), workflows=[wf])
     async with first, second:
         task = asyncio.create_task(first.run(wf, "t", session_id="s"))
         await gate.wait()
@@ -126,9 +133,9 @@ async def test_an_engine_that_lost_its_lease_cannot_write(db: Path) -> None:
     assert row is not None and row.status == "completed"
 
 
-async def test_a_session_of_a_dead_local_process_is_taken_over_at_once(db: Path) -> None:
+async def test_a_session_of_a_dead_local_process_is_taken_over_at_once(db: str | Path) -> None:
     """An owner on this machine whose process no longer exists holds no lease."""
-    store = SQLiteStore(db)
+    store = store_from_url(db)
     await store.open()
     store.create_session(convoy.stores.NewSession(id="x", workflow="own", version="1",
                                                   tenant="t", input='"t"'),
@@ -136,7 +143,7 @@ async def test_a_session_of_a_dead_local_process_is_taken_over_at_once(db: Path)
     await store.aclose()
     import socket
 
-    store = SQLiteStore(db)
+    store = store_from_url(db)
     await store.open()
     # A pid that certainly belonged to a process that is gone: one we started and reaped.
     import sys
@@ -161,9 +168,9 @@ async def test_a_session_of_a_dead_local_process_is_taken_over_at_once(db: Path)
     assert results == {"x": "running", "y": "completed"}
 
 
-async def test_renewed_leases_outlive_their_first_term(db: Path) -> None:
+async def test_renewed_leases_outlive_their_first_term(db: str | Path) -> None:
     clock = FakeClock()
-    store = SQLiteStore(db, clock=clock)
+    store = store_from_url(db, clock=clock)
     await store.open()
     store.create_session(convoy.stores.NewSession(id="x", workflow="w", version="1",
                                                   tenant="t", input="1"),

@@ -846,6 +846,174 @@ async def test_counts_by_status_and_by_tenant(store: Store, clock: FakeClock) ->
     assert nonzero(await store.counts(tenant="nobody")) == {}
 
 
+# -- tenants --------------------------------------------------------------------------------
+#
+# Every method that takes a session id takes ``tenant=`` too: given, a session of another
+# tenant is exactly an unknown id (the same empty answer, nothing written). ``None`` is the
+# operator's view of every tenant.
+
+#: Tenant names that look like "t1" but are other tenants (case, spaces, SQL wildcards).
+NOT_T1 = ("t2", "T1", "t1 ", " t1", "t%", "t_", "%", "*", "")
+
+
+async def _tenant_session(store: Store, clock: FakeClock, sid: str = "s",
+                          tenant: str = "t1") -> SessionRow:
+    """A session of ``tenant`` parked for the signal ``go``, with a model step, a tool
+    step and a pending signal ``note``."""
+    await owned(store, sid, "A", tenant=tenant)
+    await store.append(sid, "A", model_step("0", clock.now, "triage", (10, 5), 0.5))
+    await store.append(sid, "A", step("1", clock.now))
+    await store.send_signal(sid, "note", '"hi"')
+    await store.park(sid, "A", SessionOutcome(status="waiting", steps=2), wake_at=None,
+                     wait_name="go")
+    return await must(store, sid)
+
+
+async def test_reads_scoped_to_the_sessions_tenant_see_it_and_others_see_nothing(
+        store: Store, clock: FakeClock) -> None:
+    row = await _tenant_session(store, clock)
+    for tenant in (None, "t1"):
+        assert await store.get_session("s", tenant=tenant) == row
+        assert await store.get_sessions(["s", "nope"], tenant=tenant) == {"s": row}
+        assert list(await store.load_journal("s", tenant=tenant)) == ["0", "1"]
+        assert await keys(store, "s") == [r.key for r in await store.journal(
+            "s", tenant=tenant)]
+        sig = await store.next_signal("s", "note", tenant=tenant)
+        assert sig is not None and sig.payload == '"hi"'
+        assert set(await store.session_spend("s", tenant=tenant)) == {"triage"}
+    for other in NOT_T1:
+        assert await store.get_session("s", tenant=other) is None
+        assert await store.get_sessions(["s", "nope"], tenant=other) == {}
+        assert await store.load_journal("s", tenant=other) == {}
+        assert await store.journal("s", tenant=other) == []
+        assert await store.next_signal("s", "note", tenant=other) is None
+        assert await store.session_spend("s", tenant=other) == {}
+        assert await _listed(store, tenant=other) == []
+        assert not any((await store.counts(tenant=other)).values())
+        assert await store.unfinished(tenant=other) == []
+    assert await must(store, "s") == row
+
+
+async def test_claim_scoped_to_another_tenant_is_none_and_changes_nothing(
+        store: Store, clock: FakeClock) -> None:
+    await store.create_session(new("s", tenant="t1"), owner=None, lease_s=LEASE)
+    before = await must(store, "s")
+    for other in NOT_T1:
+        assert await store.claim("s", "B", LEASE, tenant=other) is None
+    assert await must(store, "s") == before
+    row = await store.claim("s", "B", LEASE, tenant="t1")
+    assert row is not None and row.owner == "B"
+
+
+async def test_claim_runnable_scoped_to_a_tenant_claims_only_its_sessions(
+        store: Store, clock: FakeClock) -> None:
+    for sid, tenant in (("a1", "t1"), ("b1", "t2"), ("a2", "t1"), ("b2", "T1")):
+        await store.create_session(new(sid, tenant=tenant), owner=None, lease_s=LEASE)
+        clock.advance(1)
+    for other in ("t%", "t_", ""):
+        assert await store.claim_runnable("B", LEASE, workflows=WF, limit=10,
+                                          tenant=other) == []
+    rows = await store.claim_runnable("B", LEASE, workflows=WF, limit=10, tenant="t1")
+    assert [r.id for r in rows] == ["a1", "a2"]
+    assert (await must(store, "b1")).status == "pending"
+    rows = await store.claim_runnable("B", LEASE, workflows=WF, limit=10)
+    assert [r.id for r in rows] == ["b1", "b2"]
+
+
+async def test_next_wake_scoped_to_a_tenant_sees_only_its_timers(
+        store: Store, clock: FakeClock) -> None:
+    t0 = clock.now
+    for sid, tenant, wake_at in (("a", "t1", t0 + 50), ("b", "t2", t0 + 20)):
+        await owned(store, sid, "A", tenant=tenant)
+        await store.park(sid, "A", SessionOutcome(status="waiting"), wake_at=wake_at,
+                         wait_name=None)
+    assert await store.next_wake() == t0 + 20
+    assert await store.next_wake(tenant="t1") == t0 + 50
+    assert await store.next_wake(tenant="t2") == t0 + 20
+    assert await store.next_wake(tenant="t3") is None
+
+
+async def test_finish_scoped_to_another_tenant_is_refused_and_changes_nothing(
+        store: Store, clock: FakeClock) -> None:
+    LeaseLost = lease_lost()
+    await store.create_session(new("free", tenant="t1"), owner=None, lease_s=LEASE)
+    await owned(store, "s", "A", tenant="t1")
+    rows = await store.get_sessions(["free", "s"])
+    for other in NOT_T1:
+        with pytest.raises(LeaseLost):
+            await store.finish("free", None, SessionOutcome(status="cancelled"),
+                               tenant=other)
+        with pytest.raises(LeaseLost):
+            await store.finish("s", "A", SessionOutcome(status="failed"), tenant=other)
+    assert await store.get_sessions(["free", "s"]) == rows
+    await store.finish("free", None, SessionOutcome(status="cancelled"), tenant="t1")
+    await store.finish("s", "A", SessionOutcome(status="completed"), tenant="t1")
+    assert {r.status for r in (await store.get_sessions(["free", "s"])).values()} == {
+        "cancelled", "completed"}
+
+
+async def test_reopen_scoped_to_another_tenant_is_false_and_changes_nothing(
+        store: Store, clock: FakeClock) -> None:
+    await _escalated(store, clock)
+    row, journal = await must(store, "s"), await store.journal("s")
+    for other in NOT_T1:
+        assert await store.reopen("s", drop_step="1", tenant=other) is False
+        assert await store.reopen("s", journal=step("1", clock.now, result='"forged"'),
+                                  tenant=other) is False
+    assert await must(store, "s") == row
+    assert await store.journal("s") == journal
+    assert await store.reopen("s", drop_step="1", tenant="t1") is True
+    assert await keys(store, "s") == ["0"]
+
+
+async def test_set_version_scoped_to_another_tenant_changes_nothing(store: Store) -> None:
+    await store.create_session(new("s", version="v1"), owner=None, lease_s=LEASE)
+    for other in NOT_T1:
+        await store.set_version("s", "v2", tenant=other)
+    assert (await must(store, "s")).version == "v1"
+    await store.set_version("s", "v2", tenant="t1")
+    assert (await must(store, "s")).version == "v2"
+
+
+async def test_send_signal_scoped_to_another_tenant_stores_nothing_and_wakes_nothing(
+        store: Store, clock: FakeClock) -> None:
+    await _tenant_session(store, clock)
+    for other in NOT_T1:
+        assert await store.send_signal("s", "go", '"forged"', tenant=other) == 0
+    assert (await must(store, "s")).status == "waiting"
+    assert await store.next_signal("s", "go") is None
+    assert await store.send_signal("s", "go", '"real"', tenant="t1") > 0
+    assert (await must(store, "s")).status == "pending"
+    sig = await store.next_signal("s", "go")
+    assert sig is not None and sig.payload == '"real"'
+
+
+async def test_send_signal_to_an_unknown_session_stores_nothing(store: Store) -> None:
+    assert await store.send_signal("nope", "go", "{}") == 0
+    assert await store.next_signal("nope", "go") is None
+    await store.create_session(new("nope"), owner=None, lease_s=LEASE)
+    assert await store.next_signal("nope", "go") is None
+
+
+async def test_an_id_with_a_nul_character_is_an_unknown_id(store: Store) -> None:
+    """A forged id no store need be able to hold (PostgreSQL text cannot hold NUL) is
+    answered like any unknown id, never with a failed statement."""
+    LeaseLost = lease_lost()
+    row = await owned(store, "s")
+    forged = "s\x00"
+    assert await store.get_session(forged) is None
+    assert await store.get_sessions(["s", forged]) == {"s": row}
+    assert await store.journal(forged) == [] and await store.load_journal(forged) == {}
+    assert await store.send_signal(forged, "go", "{}") == 0
+    assert await store.next_signal(forged, "go") is None
+    assert await store.claim(forged, "B", LEASE) is None
+    assert await store.reopen(forged) is False
+    with pytest.raises(LeaseLost):
+        await store.finish(forged, None, SessionOutcome(status="cancelled"))
+    assert await store.state_get("t1", "ns", forged) is None
+    assert await must(store, "s") == row
+
+
 # -- interceptor state ---------------------------------------------------------------------
 
 

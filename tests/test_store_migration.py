@@ -68,15 +68,62 @@ async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Pa
     assert sim.calls == 0
 
 
-async def test_a_schema_2_store_gains_the_shared_limits_and_keeps_its_sessions(
+async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
         tmp_path: Path) -> None:
-    from convoy.stores import Hold
-    from convoy.stores._sqlite_sql import _MIGRATE_2, _SCHEMA
+    from convoy.stores import StateWrite
+    from convoy.stores._sqlite_sql import _MIGRATE_2
 
     db = tmp_path / "v2.db"
-    with sqlite3.connect(db) as c:  # what Convoy wrote at schema 2
-        c.executescript(_SCHEMA + _MIGRATE_2)
-        c.execute("INSERT INTO meta VALUES('schema_version', '2')")
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 2 left on disk
+        c.executescript(_MIGRATE_2)
+        c.execute("UPDATE meta SET value='2' WHERE key='schema_version'")
+        c.execute("INSERT INTO kv VALUES('ns', 'k', 'v')")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert (await store.get_session("old")) is not None
+        assert await store.kv_get("ns", "k") == "v"
+        assert await store.state_get("acme", "customer:1", "credit") is None
+        res = await store.state_put(StateWrite(tenant="acme", namespace="customer:1",
+                                               key="credit", value="10", expected_version=0))
+        assert res.written
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
+async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
+        tmp_path: Path) -> None:
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3
+
+    db = tmp_path / "v3.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 3 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3)
+        c.execute("UPDATE meta SET value='3' WHERE key='schema_version'")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.counts(tenant="acme") == {"running": 1}
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        plan = c.execute("EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM sessions WHERE "
+                         "tenant='acme' GROUP BY status").fetchall()
+        assert "sessions_tenant_status" in str(plan)
+
+
+async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores import Hold
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4, _SCHEMA
+
+    db = tmp_path / "v4.db"
+    with sqlite3.connect(db) as c:  # what Convoy wrote at schema 4
+        c.executescript(_SCHEMA + _MIGRATE_2 + _MIGRATE_3 + _MIGRATE_4 + ";")
+        c.execute("INSERT INTO meta VALUES('schema_version', '4')")
         c.execute("INSERT INTO sessions(id,workflow,version,tenant,status,input,created) "
                   "VALUES('s','w','1','t','pending','{}',100)")
     c.close()

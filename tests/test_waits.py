@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +13,15 @@ import pytest
 from pydantic import BaseModel
 
 import convoy
-from convoy.stores import SQLiteStore
+from convoy.stores import store_from_url
 
-from .conftest import FakeClock
+from .conftest import STORE_KINDS, FakeClock, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Every test of this module runs on SQLite and on PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
 
 
 class Approval(BaseModel):
@@ -22,8 +29,8 @@ class Approval(BaseModel):
     by: str
 
 
-def _engine(db: Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
-    return convoy.Engine(SQLiteStore(db, clock=clock), **kw)
+def _engine(db: str | Path, clock: FakeClock, **kw: Any) -> convoy.Engine:
+    return convoy.Engine(store_from_url(db, clock=clock), **kw)
 
 
 @convoy.workflow(name="approve")
@@ -39,7 +46,7 @@ async def nap_flow(ctx: convoy.Context, hours: float) -> float:
     return await ctx.now() - start
 
 
-async def test_a_signal_wakes_a_parked_session(db: Path) -> None:
+async def test_a_signal_wakes_a_parked_session(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         res = await eng.run(approval_flow, 500, session_id="w")
@@ -55,7 +62,7 @@ async def test_a_signal_wakes_a_parked_session(db: Path) -> None:
     assert done.ok and done.output == "500:True:ann"
 
 
-async def test_a_parked_session_survives_a_restart(db: Path) -> None:
+async def test_a_parked_session_survives_a_restart(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         await eng.run(approval_flow, 7, session_id="w")
@@ -66,7 +73,7 @@ async def test_a_parked_session_survives_a_restart(db: Path) -> None:
     assert done.ok and done.output == "7:False:bob"
 
 
-async def test_a_signal_sent_before_the_wait_is_kept(db: Path) -> None:
+async def test_a_signal_sent_before_the_wait_is_kept(db: str | Path) -> None:
     clock = FakeClock()
     gate = asyncio.Event()
 
@@ -91,7 +98,7 @@ async def test_a_signal_sent_before_the_wait_is_kept(db: Path) -> None:
     assert res.ok and res.output is True
 
 
-async def test_a_wait_times_out_durably(db: Path) -> None:
+async def test_a_wait_times_out_durably(db: str | Path) -> None:
     clock = FakeClock()
 
     @convoy.workflow(name="timeout")
@@ -112,7 +119,7 @@ async def test_a_wait_times_out_durably(db: Path) -> None:
         assert (await eng.replay("t")).matches
 
 
-async def test_a_long_sleep_parks_and_wakes_when_due(db: Path) -> None:
+async def test_a_long_sleep_parks_and_wakes_when_due(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         res = await eng.run(nap_flow, 2.0, session_id="n")
@@ -127,7 +134,7 @@ async def test_a_long_sleep_parks_and_wakes_when_due(db: Path) -> None:
     assert done.ok and done.output == pytest.approx(7201)
 
 
-async def test_serve_wakes_sessions_as_signals_arrive(db: Path) -> None:
+async def test_serve_wakes_sessions_as_signals_arrive(db: str | Path) -> None:
     async with convoy.Engine(db, workflows=[approval_flow]) as eng:
         for i in range(5):
             assert (await eng.run(approval_flow, i, session_id=f"s{i}")).status == "waiting"
@@ -139,7 +146,7 @@ async def test_serve_wakes_sessions_as_signals_arrive(db: Path) -> None:
     assert counts == {"completed": 5}
 
 
-async def test_parked_sessions_hold_no_coroutine(db: Path) -> None:
+async def test_parked_sessions_hold_no_coroutine(db: str | Path) -> None:
     """A thousand parked sessions leave nothing of themselves in the engine's memory."""
     clock = FakeClock()
     async with _engine(db, clock) as eng:
@@ -164,7 +171,7 @@ def _session_of(o: object) -> str | None:
     return None
 
 
-async def test_signals_to_finished_or_unknown_sessions_are_refused(db: Path) -> None:
+async def test_signals_to_finished_or_unknown_sessions_are_refused(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         with pytest.raises(convoy.UserError, match="no session"):
@@ -176,7 +183,7 @@ async def test_signals_to_finished_or_unknown_sessions_are_refused(db: Path) -> 
             await eng.signal("w", "approval", {"approved": True, "by": "a"})
 
 
-async def test_an_invalid_signal_payload_fails_the_wait_typed(db: Path) -> None:
+async def test_an_invalid_signal_payload_fails_the_wait_typed(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         await eng.run(approval_flow, 1, session_id="w")
@@ -186,7 +193,7 @@ async def test_an_invalid_signal_payload_fails_the_wait_typed(db: Path) -> None:
     assert res.error["type"] == "ValidationError"
 
 
-async def test_cancel_a_waiting_session(db: Path) -> None:
+async def test_cancel_a_waiting_session(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         await eng.run(approval_flow, 1, session_id="w")
@@ -199,7 +206,7 @@ async def test_cancel_a_waiting_session(db: Path) -> None:
 # -- hole 3: limits count active time ------------------------------------------------------
 
 
-async def test_replay_long_after_the_run_applies_no_deadline(db: Path) -> None:
+async def test_replay_long_after_the_run_applies_no_deadline(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock, limits=convoy.Limits(max_seconds=60)) as eng:
         res = await eng.run(nap_flow, 0.0, session_id="r")
@@ -209,7 +216,7 @@ async def test_replay_long_after_the_run_applies_no_deadline(db: Path) -> None:
     assert rr.matches and rr.status == "completed"
 
 
-async def test_time_parked_does_not_count_against_max_seconds(db: Path) -> None:
+async def test_time_parked_does_not_count_against_max_seconds(db: str | Path) -> None:
     """A session waiting a day for its approval is not killed by a 60 s active limit."""
     clock = FakeClock()
     async with _engine(db, clock, limits=convoy.Limits(max_seconds=60)) as eng:
@@ -220,7 +227,7 @@ async def test_time_parked_does_not_count_against_max_seconds(db: Path) -> None:
     assert res.ok
 
 
-async def test_max_age_bounds_the_total_age(db: Path) -> None:
+async def test_max_age_bounds_the_total_age(db: str | Path) -> None:
     clock = FakeClock()
     async with _engine(db, clock, limits=convoy.Limits(max_seconds=60, max_age=3600)) as eng:
         await eng.run(approval_flow, 1, session_id="w")

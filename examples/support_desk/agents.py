@@ -2,7 +2,8 @@
 
 ``triage`` classifies a :class:`Ticket`; ``supervisor`` gets the :class:`CaseFile` and
 delegates to one of three workers (``billing``, ``technical``, ``account``), each with its
-CRM tools, then writes the :class:`Resolution`. Every agent runs on
+CRM tools, then writes the :class:`Resolution`. The workflow returns a
+:class:`TicketOutcome`: that resolution, or a :class:`Handover` to a person. Every agent runs on
 :data:`~examples.support_desk.sim_script.SUPPORT_SIM` unless the engine overrides the model
 (``Engine(model="openai:gpt-4o-mini")`` or ``--model`` on the demo).
 """
@@ -76,7 +77,7 @@ class WorkerOutcome(BaseModel):
 
 
 class Resolution(BaseModel):
-    """The desk's final answer for one ticket."""
+    """The supervisor's final answer for one ticket."""
 
     ticket_id: str
     category: Category
@@ -86,6 +87,29 @@ class Resolution(BaseModel):
     reply: str = Field(max_length=600)
 
 
+class Handover(BaseModel):
+    """Why the agents handed a ticket to a person, and where it waits."""
+
+    reason: str = Field(description="The error that ended the agents' work, in words.")
+    error: str = Field(description="Its type: AgentTurnsExhausted, OutputValidationError, ...")
+    agent: str | None = Field(default=None, description="The agent that gave up, if known.")
+    reference: str = Field(description="The ticket's entry in the CRM's human queue.")
+
+
+class TicketOutcome(BaseModel):
+    """What the desk did with one ticket: the supervisor's :class:`Resolution`, or, when
+    the agents gave up, an escalation with the :class:`Handover` (``category`` is triage's,
+    ``None`` if triage itself gave up)."""
+
+    ticket_id: str
+    category: Category | None
+    action: Action
+    resolved: bool
+    escalated: bool
+    reply: str
+    handover: Handover | None = None
+
+
 # -- agents ----------------------------------------------------------------------------------
 
 SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=400)
@@ -93,9 +117,9 @@ SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=400)
 TRIAGE_SETTINGS = convoy.ModelSettings(temperature=0.0, max_tokens=150)
 """A triage is three short fields: a tighter cap stops a small model rambling to 400."""
 WORKER_TURNS = 8
-GAVE_UP_REPLY = ("Thank you for your message. A member of our team will look into it and "
-                 "get back to you shortly.")
-"""The reply when the agents give up on a ticket and a human takes it over."""
+HANDOVER_REPLY = ("Thank you for your message. A member of our team will look into it and "
+                  "get back to you shortly.")
+"""The reply when the agents give up on a ticket and a person takes it over."""
 
 _POLICY = (
     "Policy: refunds up to $500.00 are automatic; anything larger, any legal threat "

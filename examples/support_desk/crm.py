@@ -20,7 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS account_events(
   id INTEGER PRIMARY KEY AUTOINCREMENT, customer_id TEXT NOT NULL, kind TEXT NOT NULL,
   detail TEXT NOT NULL, idempotency_key TEXT,
   created TEXT NOT NULL DEFAULT (datetime('now')));
+CREATE TABLE IF NOT EXISTS human_queue(
+  id INTEGER PRIMARY KEY AUTOINCREMENT, ticket_id TEXT NOT NULL, category TEXT,
+  reason TEXT NOT NULL, transcript TEXT NOT NULL, reference TEXT NOT NULL,
+  idempotency_key TEXT, created TEXT NOT NULL DEFAULT (datetime('now')));
 CREATE TABLE IF NOT EXISTS applied_requests(idempotency_key TEXT PRIMARY KEY,
   result TEXT NOT NULL);
 """
@@ -130,6 +134,16 @@ class BugReport(BaseModel):
     report_id: str | None = None
     product: str
     message: str
+
+
+class QueuedTicket(BaseModel):
+    """A ticket the agents gave up on, waiting in the human queue."""
+
+    reference: str
+    ticket_id: str
+    category: str | None
+    reason: str
+    transcript: list[dict[str, Any]]
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -260,8 +274,42 @@ class CRM:
                 out.setdefault(key, []).append(invoice_id)
         return out
 
+    def refunded_by_session(self, session_id: str) -> float:
+        """The total of the refunds a Convoy session issued (its idempotency keys are
+        ``"<session id>:<step key>"``)."""
+        prefix = f"{session_id}:"
+        with self.connect() as conn:
+            row = conn.execute("SELECT COALESCE(SUM(amount), 0) FROM refunds WHERE "
+                               "substr(idempotency_key, 1, ?) = ?",
+                               (len(prefix), prefix)).fetchone()
+        return round(float(row[0]), 2)
+    def writes_by_session(self) -> dict[str, set[str]]:
+        """The write actions each session applied (``refund``, ``bug_report``,
+        ``reset_password``, ``update_email``), from the idempotency keys
+        (``"<session id>:<step key>"``) of the rows they wrote."""
+        out: dict[str, set[str]] = {}
+        with self.connect() as conn:
+            rows = conn.execute(
+                "SELECT idempotency_key, 'refund' FROM refunds UNION ALL "
+                "SELECT idempotency_key, 'bug_report' FROM bug_reports UNION ALL "
+                "SELECT idempotency_key, CASE kind WHEN 'password_reset' THEN 'reset_password'"
+                " ELSE 'update_email' END FROM account_events").fetchall()
+        for key, action in rows:
+            if key:
+                out.setdefault(key.rsplit(":", 1)[0], set()).add(action)
+        return out
+
+    def human_queue(self) -> list[QueuedTicket]:
+        """The tickets handed to a person, oldest first."""
+        with self.connect() as conn:
+            rows = conn.execute("SELECT reference, ticket_id, category, reason, transcript "
+                                "FROM human_queue ORDER BY id").fetchall()
+        return [QueuedTicket(reference=r[0], ticket_id=r[1], category=r[2], reason=r[3],
+                             transcript=json.loads(r[4])) for r in rows]
+
     def changes(self) -> dict[str, int]:
-        """What the agents changed: refunds issued, bug reports filed, account changes."""
+        """What the desk changed: refunds issued, bug reports filed, account changes,
+        tickets handed to a person."""
         with self.connect() as conn:
             def n(sql: str) -> int:
                 return int(conn.execute(sql).fetchone()[0])
@@ -274,6 +322,7 @@ class CRM:
                                      "WHERE kind='password_reset'"),
                 "email changes": n("SELECT COUNT(*) FROM account_events "
                                    "WHERE kind='email_change'"),
+                "tickets handed to a person": n("SELECT COUNT(*) FROM human_queue"),
             }
 
     # -- writes ----------------------------------------------------------------------------
@@ -367,6 +416,21 @@ class CRM:
                              message="Bug report filed with the engineering team.")
 
         return self._once(key, BugReport, apply)
+
+
+    def hand_to_human(self, ticket_id: str, category: str | None, reason: str,
+                      transcript: list[dict[str, Any]], *, key: str) -> str:
+        """Put a ticket in the human queue, once per ``key``; its reference."""
+
+        def apply(conn: sqlite3.Connection) -> QueuedTicket:
+            ref = _reference("HQ", key, None)
+            conn.execute("INSERT INTO human_queue(ticket_id, category, reason, transcript, "
+                         "reference, idempotency_key) VALUES(?,?,?,?,?,?)",
+                         (ticket_id, category, reason, json.dumps(transcript), ref, key))
+            return QueuedTicket(reference=ref, ticket_id=ticket_id, category=category,
+                                reason=reason, transcript=[])
+
+        return self._once(key, QueuedTicket, apply).reference
 
 
 def _reference(prefix: str, key: str | None, rowid: int | None) -> str:

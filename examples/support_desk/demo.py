@@ -34,8 +34,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 import convoy
 from convoy.cost import ResponseCache
 from convoy.resilience import Router, protections
-from examples.support_desk import crm, report
-from examples.support_desk.agents import Resolution
+from examples.support_desk import accounts, crm, report
+from examples.support_desk.agents import TicketOutcome
 from examples.support_desk.sim_script import LARGE_SIM, MINI_SIM, PRICES
 from examples.support_desk.workflow import handle_ticket
 
@@ -148,7 +148,7 @@ async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
         with Progress(*columns, console=console, transient=False) as progress:
             task = progress.add_task("tickets", total=len(tickets), status="")
 
-            def on_done(res: convoy.SessionResult[Resolution]) -> None:
+            def on_done(res: convoy.SessionResult[TicketOutcome]) -> None:
                 statuses[res.status] += 1
                 summary = " ".join(f"{s}={n}" for s, n in sorted(statuses.items()))
                 progress.update(task, advance=1, status=summary)
@@ -157,7 +157,8 @@ async def run(args: argparse.Namespace, console: Console) -> report.Kpis:
             results = await engine.run_many(handle_ticket, tickets,
                                             ids=[t["id"] for t in tickets], on_done=on_done)
             wall = time.perf_counter() - t0
-        kpis = report.score(results, tickets, engine, wall)
+        kpis = report.score(results, tickets, engine, wall, crm=desk_crm)
+        kpis.accounts = await accounts.totals(engine, [t["customer_email"] for t in tickets])
         if control is not None:
             kpis.savings = report.savings(engine, control.cache, strong=LARGE_SIM.name)
     kpis.crm_changes = desk_crm.changes()
@@ -182,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(report.action_table(kpis))
     if kpis.savings is not None:
         console.print(report.savings_table(kpis.savings))
-    for reason, example in sorted(kpis.failure_examples.items()):
+    examples = [(f"handed over: {kind}", ex) for kind, ex in kpis.handover_examples.items()]
+    for reason, example in sorted([*examples, *kpis.failure_examples.items()]):
         console.print(f"[yellow]{escape(reason)}[/yellow], e.g. {escape(example[:300])}",
                       highlight=False)
     return 0

@@ -1,4 +1,11 @@
-"""KPIs of a support-desk run, scored against the tickets' ground truth, and their tables."""
+"""KPIs of a support-desk run, scored against the tickets' ground truth, and their tables.
+
+The accuracies credit only what the agents decided and did: a ticket handed to a person
+because the agents gave up counts as a wrong action (even when its expected action is to
+escalate), and a write action the desk claims (``refund``, ``bug_report``,
+``reset_password``, ``update_email``) counts only if the CRM holds a write of that kind by
+the session. Sessions that did not complete count as wrong in both accuracies.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +20,9 @@ from typing import Any
 from rich.table import Table
 
 import convoy
-from examples.support_desk.agents import GAVE_UP_REPLY, Resolution
+from examples.support_desk.accounts import Totals
+from examples.support_desk.agents import TicketOutcome
+from examples.support_desk.crm import CRM
 
 TICKETS = Path(__file__).with_name("tickets.jsonl")
 
@@ -84,7 +93,10 @@ class Kpis:
     completed: int = 0
     resolved: int = 0
     escalated: int = 0
-    gave_up: int = 0  # escalated because the agents' answers stayed invalid
+    # Handed to a person because the agents gave up: "error (agent)" -> tickets.
+    handed_over: Counter[str] = field(default_factory=Counter)
+    handover_examples: dict[str, str] = field(default_factory=dict)  # kind -> first reason
+    unbacked: int = 0  # write actions claimed with no such write in the CRM
     failed: Counter[str] = field(default_factory=Counter)
     failure_examples: dict[str, str] = field(default_factory=dict)  # reason -> first message
     category_correct: int = 0
@@ -98,6 +110,7 @@ class Kpis:
     tool_calls: int = 0
     wall_s: float = 0.0
     crm_changes: dict[str, int] = field(default_factory=dict)
+    accounts: Totals | None = None
     savings: Savings | None = None
 
     @property
@@ -115,12 +128,17 @@ class Kpis:
         return xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))]
 
 
-def score(results: Sequence[convoy.SessionResult[Resolution]],
+WRITE_ACTIONS = frozenset({"refund", "bug_report", "reset_password", "update_email"})
+"""Actions that change the CRM: a claim of one needs the write to count."""
+
+
+def score(results: Sequence[convoy.SessionResult[TicketOutcome]],
           tickets: Sequence[dict[str, Any]], engine: convoy.Engine | None = None,
-          wall_s: float = 0.0) -> Kpis:
-    """KPIs of ``results`` (in ticket order). Sessions that did not complete count as wrong
-    in both accuracies."""
+          wall_s: float = 0.0, *, crm: CRM | None = None) -> Kpis:
+    """KPIs of ``results`` (in ticket order); see the module docstring for what counts as
+    right. Without ``crm`` claimed writes are taken at their word."""
     k = Kpis(sessions=len(results), wall_s=wall_s)
+    writes = crm.writes_by_session() if crm is not None else None
     per_action: dict[str, list[int]] = {}
     for res, truth in zip(results, tickets, strict=True):
         k.input_tokens += res.usage.input_tokens
@@ -140,9 +158,17 @@ def score(results: Sequence[convoy.SessionResult[Resolution]],
         k.completed += 1
         k.resolved += out.resolved
         k.escalated += out.escalated
-        k.gave_up += out.escalated and out.reply == GAVE_UP_REPLY
         k.category_correct += out.category == truth["category"]
-        hit = out.action == truth["expected_action"]
+        if out.handover is not None:
+            agent = out.handover.agent
+            kind = f"{out.handover.error} ({agent})" if agent else out.handover.error
+            k.handed_over[kind] += 1
+            k.handover_examples.setdefault(kind, f"{res.id}: {out.handover.reason}")
+            continue  # the agents did not decide the action: never right
+        done = writes is None or out.action not in WRITE_ACTIONS or \
+            out.action in writes.get(res.id, set())
+        k.unbacked += not done
+        hit = done and out.action == truth["expected_action"]
         k.action_correct += hit
         tally[1] += hit
     k.by_action = {a: (n, ok) for a, (n, ok) in sorted(per_action.items())}
@@ -156,6 +182,10 @@ def _pct(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.1%}"
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms" if seconds < 10 else f"{seconds:.1f} s"
+
+
 def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
     t = Table(title=title, show_header=True, header_style="bold")
     t.add_column("metric")
@@ -165,23 +195,37 @@ def kpi_table(k: Kpis, title: str = "Support desk KPIs") -> Table:
         ("completed", str(k.completed)),
         ("resolved", f"{k.resolved} ({_pct(k.resolved / k.sessions if k.sessions else math.nan)})"),
         ("escalated to a human", str(k.escalated)),
-        ("  the agents gave up", str(k.gave_up)),
+        ("  handed over: the agents gave up", str(sum(k.handed_over.values()))),
+        *((f"    {kind}", str(n)) for kind, n in sorted(k.handed_over.items())),
         ("failed", str(sum(k.failed.values()))),
         *((f"  {reason}", str(n)) for reason, n in sorted(k.failed.items())),
         ("category accuracy", _pct(k.category_accuracy)),
         ("action accuracy", _pct(k.action_accuracy)),
+        ("  writes claimed, not in the CRM", str(k.unbacked)),
         ("tokens (in / out)", f"{k.input_tokens:,} / {k.output_tokens:,}"),
         ("cost", f"${k.cost:.4f}"),
-        ("session latency p50", f"{k.latency(50) * 1000:.0f} ms"),
-        ("session latency p99", f"{k.latency(99) * 1000:.0f} ms"),
+        ("session latency p50", _duration(k.latency(50))),
+        ("session latency p99", _duration(k.latency(99))),
         ("model calls", f"{k.model_calls:,}"),
         ("tool calls", f"{k.tool_calls:,}"),
         ("wall time", f"{k.wall_s:.2f} s"),
         *((f"CRM: {what}", str(n)) for what, n in k.crm_changes.items()),
+        *_account_rows(k),
     ]
     for name, value in rows:
         t.add_row(name, value)
     return t
+
+
+def _account_rows(k: Kpis) -> list[tuple[str, str]]:
+    a = k.accounts
+    if a is None:
+        return []
+    return [("shared customer records", f"{a.customers:,}"),
+            ("  tickets counted in them", f"{a.tickets:,} of {k.sessions:,}"),
+            ("  tickets left open", f"{a.open_tickets:,}"),
+            ("  refunds credited", f"${a.credit:,.2f}"),
+            ("  concurrent writes re-applied", f"{a.conflicts:,}")]
 
 
 def action_table(k: Kpis) -> Table:

@@ -2,15 +2,23 @@
 
 Define typed :class:`Agent` s, compose them in a :func:`workflow`, and run it on an
 :class:`Engine`: every model call, tool call and handoff is journaled, so a crashed process
-resumes where it stopped without paying for anything twice.
+resumes where it stopped without paying for anything twice. ``engine.tenant("acme")`` is one
+tenant's view of the engine (a :class:`Tenant`), reaching nothing of another tenant.
+People decide through the inbox (``ctx.ask_human``, tool approvals, escalations:
+``engine.inbox``), and tools declare the scopes an agent must be granted.
 """
 
 from convoy._errors import (
+    AgentTurnsExhausted,
+    ApprovalRequired,
     BudgetExhausted,
     CircuitOpenError,
+    ContentPolicyViolation,
+    ContextWindowExceeded,
     ConvoyError,
     Escalated,
     HandoffError,
+    HumanTimeout,
     JournalError,
     LimitExceeded,
     LoopDetected,
@@ -19,10 +27,13 @@ from convoy._errors import (
     OutputValidationError,
     PolicyDenied,
     RecordedError,
+    Rejected,
     SessionTerminated,
+    StateConflict,
     StepError,
     StoreError,
     TerminalReason,
+    ToolDenied,
     ToolError,
     UnknownOutcomeError,
     UserError,
@@ -36,7 +47,12 @@ from convoy.definitions._workflow import Workflow, load_workflow, workflow
 from convoy.durability import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._engine import ESCALATION, Engine
 from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.engine._tenant import Tenant
+from convoy.hitl._ask import HumanAnswer
+from convoy.hitl._inbox import Inbox
+from convoy.hitl._rules import Escalation
+from convoy.hitl._task import Comment, Decision, HumanTask
+from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -46,6 +62,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInfo,
     SessionInput,
+    StateInput,
     StepInfo,
     ToolCallInput,
 )
@@ -62,22 +79,38 @@ from convoy.models._messages import (
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
+from convoy.sandbox import Sandbox, ToolSandboxError
+from convoy.security._approval import Approval
+from convoy.security._guard import ToolGuard, approved
+from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentTurnsExhausted",
+    "Approval",
+    "ApprovalRequired",
     "BudgetExhausted",
     "CircuitOpenError",
+    "Comment",
+    "ContentPolicyViolation",
     "Context",
+    "ContextWindowExceeded",
     "ConvoyError",
+    "Decision",
     "ESCALATION",
     "EffectInput",
     "Engine",
     "Escalated",
+    "Escalation",
     "Faults",
     "HandoffError",
     "HandoffInput",
+    "HumanAnswer",
+    "HumanTask",
+    "HumanTimeout",
+    "Inbox",
     "Interceptor",
     "JournalError",
     "Latency",
@@ -100,7 +133,9 @@ __all__ = [
     "Price",
     "PriceTable",
     "RecordedError",
+    "Rejected",
     "ReplayResult",
+    "Sandbox",
     "SessionEnd",
     "SessionFailed",
     "SessionInfo",
@@ -109,16 +144,25 @@ __all__ = [
     "SessionResult",
     "SessionTerminated",
     "SimModel",
+    "State",
+    "StateConflict",
+    "StateInput",
+    "StateStats",
+    "StateVersion",
     "StepError",
     "StepInfo",
     "StepTimings",
     "StoreError",
+    "Tenant",
     "TerminalReason",
     "Tool",
     "ToolCall",
     "ToolCallInput",
     "ToolContext",
+    "ToolDenied",
     "ToolError",
+    "ToolGuard",
+    "ToolSandboxError",
     "ToolSpec",
     "ToolThreads",
     "ToolThreadsExhausted",
@@ -126,9 +170,11 @@ __all__ = [
     "Usage",
     "UsageAccounting",
     "UserError",
+    "Versioned",
     "WaitTimeout",
     "Workflow",
     "__version__",
+    "approved",
     "decompose",
     "fan_out",
     "infer_model",

@@ -6,13 +6,23 @@ One root, a shallow tree::
     ├── UserError                  misuse of the API (bad config, unknown model, bad workflow)
     ├── StepError                  a step failed; ``retryable`` classifies it
     │   ├── ModelError             the model endpoint failed (timeout, 429, 5xx, auth, ...)
+    │   │   ├── ContextWindowExceeded   the request is longer than the model's context
+    │   │   └── ContentPolicyViolation  the provider's content policy refused it
     │   ├── OutputValidationError  model output still invalid after the repair attempts
     │   ├── ToolError              a tool failed or returned an invalid result
+    │   │   └── ToolDenied         refused before it ran: outside the agent's scopes, or
+    │   │                          a person rejected it (or nobody approved it in time)
     │   ├── HandoffError           a handoff still invalid after the repair attempts
+    │   ├── AgentTurnsExhausted    an agent used its ``max_turns`` without a final answer
     │   ├── UnknownOutcomeError    a non-idempotent step started but never finished
     │   ├── CircuitOpenError       a circuit breaker rejected the call without making it
-    │   └── PolicyDenied           a policy refused the step (terminal)
-    │   └── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   ├── PolicyDenied           a policy refused the step (terminal)
+    │   ├── ApprovalRequired       a policy asks a person to approve this call first
+    │   ├── Rejected               a person rejected what an agent proposed
+    │   ├── WaitTimeout            ``ctx.wait_for`` reached its timeout without a signal
+    │   │   └── HumanTimeout       nobody answered a human task before its deadline
+    │   └── StateConflict          a compare-and-set write of shared state found a newer
+    │                              version (carries the current value and version)
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
     ├── StoreError                 the store failed (``transient``: try again later)
     │   └── JournalError           the store holds something this version cannot read
@@ -131,7 +141,8 @@ class NonDeterminismError(ConvoyError):
 
 
 class StepError(ConvoyError):
-    """A step failed. ``retryable`` says whether trying again may succeed.
+    """A step failed. ``retryable`` says whether trying again may succeed; ``timeout`` that
+    the call did not finish in time (which makes it retryable).
 
     Kinds that are ``terminal`` by nature (an open circuit, a policy denial, output still
     invalid after the repair attempts) are never ``retryable``, whatever the caller says:
@@ -140,11 +151,16 @@ class StepError(ConvoyError):
 
     kind: ClassVar[str] = "step"
     terminal: ClassVar[bool] = False
+    #: JSON-able facts about the failure a model can act on: a failed tool call reports
+    #: them to the model beside the message (a :class:`StateConflict`'s current value).
+    details: dict[str, Any] | None = None
+    timeout: bool = False
 
-    def __init__(self, message: str, *, retryable: bool = False, status_code: int | None = None,
-                 retry_after: float | None = None) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable and not self.terminal
+        self.retryable = (retryable or timeout) and not self.terminal
+        self.timeout = timeout
         self.status_code = status_code
         self.retry_after = retry_after
 
@@ -156,9 +172,31 @@ class StepError(ConvoyError):
 
 
 class ModelError(StepError):
-    """The model endpoint failed: timeout, rate limit, server error, auth, bad request."""
+    """The model endpoint failed: timeout, rate limit, server error, auth, bad request.
+
+    ``convoy.resilience.failure_kind`` names what went wrong (``"rate_limited"``,
+    ``"timeout"``, ``"server_error"``, ...).
+    """
 
     kind = "model"
+
+
+class ContextWindowExceeded(ModelError):
+    """The request (prompt plus the answer asked for) is longer than the model's context
+    window. Terminal on this model: sending it again cannot help, a model with a larger
+    window may (``Fallback(by_kind={"context_window_exceeded": ...})``)."""
+
+    kind = "context_window_exceeded"
+    terminal = True
+
+
+class ContentPolicyViolation(ModelError):
+    """The provider's content policy refused the request or filtered the answer. Terminal
+    on this model; another provider or model may answer
+    (``Fallback(by_kind={"content_policy": ...})``)."""
+
+    kind = "content_policy"
+    terminal = True
 
 
 class OutputValidationError(StepError):
@@ -180,19 +218,78 @@ class ToolError(StepError):
     """
 
     kind = "tool"
-    timeout: bool = False
 
     def __init__(self, message: str, *, retryable: bool = False, timeout: bool = False,
-                 status_code: int | None = None, retry_after: float | None = None) -> None:
-        super().__init__(message, retryable=retryable or timeout, status_code=status_code,
-                         retry_after=retry_after)
-        self.timeout = timeout
+                 status_code: int | None = None, retry_after: float | None = None,
+                 details: dict[str, Any] | None = None) -> None:
+        super().__init__(message, retryable=retryable, timeout=timeout,
+                         status_code=status_code, retry_after=retry_after)
+        if details is not None:
+            self.details = details
+
+
+class ToolDenied(ToolError):
+    """A tool call refused before the tool ran: the agent lacks a scope the tool needs
+    (``reason="scope"``), a person rejected the call (``"rejected"``), or nobody approved
+    it before its deadline (``"expired"``). The agent loop reports it to the model as a
+    failed call, like any tool failure; the refusal is journaled as the step's outcome.
+
+    Attributes:
+        tool: the tool that was refused.
+        reason: ``"scope"``, ``"rejected"`` or ``"expired"``.
+        missing: the scopes the agent lacked (``reason="scope"``).
+        by: who rejected it (``reason="rejected"``).
+    """
+
+    kind = "denied"
+    terminal = True
+
+    def __init__(self, message: str, *, tool: str = "", reason: str = "scope",
+                 missing: Sequence[str] = (), by: str | None = None) -> None:
+        super().__init__(message)
+        self.tool = tool
+        self.reason = reason
+        self.missing = list(missing)
+        self.by = by
+        self.details = {"refused": reason}
 
 
 class HandoffError(StepError):
     """A handoff named an undeclared target or carried an invalid payload, too often."""
 
     kind = "handoff"
+
+
+class AgentTurnsExhausted(StepError):
+    """An agent used all its ``max_turns`` model calls without a final answer.
+
+    A failure of that agent's run, not of the session (``LimitExceeded`` bounds the
+    session): like ``OutputValidationError`` it propagates out of ``ctx.run`` (and out of
+    the supervisor that delegated to the agent), where the workflow may catch it and route
+    the work elsewhere, for instance to a person with :attr:`transcript`; uncaught, it
+    fails the session. Terminal: running the agent again would spend the same turns.
+
+    Attributes:
+        agent: the agent that ran out of turns.
+        max_turns: its turn budget.
+        transcript: its conversation so far, as OpenAI-shaped message dicts (``role``,
+            ``content``, ``tool_calls``, ``tool_call_id``), the tool results included.
+    """
+
+    kind = "max_turns"
+    terminal = True
+
+    def __init__(self, message: str, *, agent: str = "", max_turns: int = 0,
+                 transcript: Sequence[Mapping[str, Any]] = (), retryable: bool = False,
+                 status_code: int | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, retryable=retryable, status_code=status_code,
+                         retry_after=retry_after)
+        self.agent = agent
+        self.max_turns = max_turns
+        self.transcript = [dict(m) for m in transcript]
+
+    def to_record(self) -> dict[str, Any]:
+        return {**super().to_record(), "agent": self.agent, "max_turns": self.max_turns}
 
 
 class UnknownOutcomeError(StepError):
@@ -215,10 +312,82 @@ class PolicyDenied(StepError):
     terminal = True
 
 
+class ApprovalRequired(StepError):
+    """Raised by a policy (an interceptor's ``tool_call``) to ask a person to approve this
+    tool call before it runs. The agent loop parks the session on an approval task in the
+    inbox; once approved, the call runs again carrying the approval, which the policy
+    checks with :func:`convoy.approved` (bound to the call's tool, arguments, tenant and
+    session; it expires and is used once). Raised elsewhere, it fails the step.
+
+    Attributes:
+        reason: why an approval is needed, shown to the reviewer.
+        rule: the name of the rule that asked (for audit), or ``None``.
+    """
+
+    kind = "approval_required"
+    terminal = True
+
+    def __init__(self, message: str, *, rule: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message
+        self.rule = rule
+
+
+class Rejected(StepError):
+    """A person rejected what an agent proposed (an output escalated for review).
+    Terminal. ``by`` and ``comment`` say who and why; ``task_id`` names the inbox task."""
+
+    kind = "rejected"
+    terminal = True
+
+    def __init__(self, message: str, *, by: str = "", comment: str | None = None,
+                 task_id: str = "") -> None:
+        super().__init__(message)
+        self.by = by
+        self.comment = comment
+        self.task_id = task_id
+
+
 class WaitTimeout(StepError):
     """``ctx.wait_for`` timed out before its signal arrived."""
 
     kind = "wait_timeout"
+
+
+class HumanTimeout(WaitTimeout):
+    """Nobody answered a human task (``ctx.ask_human``) before its deadline, and its
+    ``on_deadline`` is ``"fail"``. ``task_id`` names the task (now ``expired``)."""
+
+    kind = "human_timeout"
+
+    def __init__(self, message: str, *, task_id: str = "") -> None:
+        super().__init__(message)
+        self.task_id = task_id
+
+
+class StateConflict(StepError):
+    """A compare-and-set write of shared state found the key at another version than the
+    one its writer read: another writer got there first, and nothing was written.
+
+    ``current_version`` and ``current_value`` are what the key holds now (version 0: it
+    does not exist). Re-read, decide again and write against that version; ``update``
+    on a :class:`~convoy.State` does so by itself. Inside a tool the conflict reaches the
+    model as a failed tool call carrying the current value, so the agent re-plans.
+    """
+
+    kind = "state_conflict"
+
+    def __init__(self, message: str, *, namespace: str, key: str, expected_version: int,
+                 current_version: int, current_value: Any = None) -> None:
+        super().__init__(message, retryable=True)
+        self.namespace = namespace
+        self.key = key
+        self.expected_version = expected_version
+        self.current_version = current_version
+        self.current_value = current_value
+        self.details = {"conflict": {
+            "namespace": namespace, "key": key, "expected_version": expected_version,
+            "current_version": current_version, "current_value": current_value}}
 
 
 class SessionTerminated(BaseException):
@@ -258,9 +427,19 @@ class BudgetExhausted(SessionTerminated):
 
 
 class Escalated(SessionTerminated):
-    """The session needs a human: it is parked with reason ``escalated``."""
+    """The session needs a human: it is parked with reason ``escalated``.
+
+    ``grant`` names what a person approving it allows (``"budget:<ledger>"``: one more
+    budget's worth on that ledger, for this session); agents with
+    :class:`~convoy.Escalation` rules turn it into an inbox task instead of ending the
+    session."""
 
     reason: TerminalReason = "escalated"
+
+    def __init__(self, message: str, *, reason: TerminalReason | None = None,
+                 grant: str | None = None) -> None:
+        super().__init__(message, reason=reason)
+        self.grant = grant
 
 
 for _cls in (ConvoyError, SessionTerminated):

@@ -27,6 +27,7 @@ from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
 from convoy.chaos._process import KillPoint, kill_after, resume
 from convoy.definitions._workflow import Workflow, load_workflow
+from convoy.engine._tenancy import check_tenant
 
 Event = Callable[[str], None]
 
@@ -133,6 +134,7 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
         raise UserError("a chaos experiment needs at least one input")
     if concurrency < 1:
         raise UserError(f"concurrency must be >= 1, got {concurrency}")
+    check_tenant(tenant)
     if phase_timeout is not None and not phase_timeout > 0:
         raise UserError(f"phase_timeout must be > 0 seconds or None, got {phase_timeout}")
     kill = None

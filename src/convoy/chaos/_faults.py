@@ -136,7 +136,7 @@ class FaultInjector(Interceptor):
         if kind == "timeout":
             await self._sleep(spec.hang_seconds)
             raise ModelError(f"chaos: {where} hung for {spec.hang_seconds:g}s (injected "
-                             "timeout; no timeout interceptor cut it)", retryable=True)
+                             "timeout; no timeout interceptor cut it)", timeout=True)
         if kind == "rate_limit":
             raise ModelError(f"chaos: {where} answered HTTP 429 (injected rate limit)",
                              retryable=True, status_code=429, retry_after=spec.retry_after)

@@ -1,5 +1,5 @@
 """The ``convoy`` command line: ``run``, ``resume``, ``worker``, ``signal``, ``cancel``,
-``replay``, ``sessions``, ``cost`` and ``chaos``."""
+``replay``, ``sessions``, ``state``, ``cost`` and ``chaos``."""
 
 from __future__ import annotations
 

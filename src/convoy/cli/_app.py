@@ -10,19 +10,22 @@ import convoy
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._inbox import inbox_app
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
+from convoy.cli._state import state_app
 from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
 
 app = typer.Typer(
     name="convoy",
     help="Convoy: run typed multi-agent LLM workflows durably.\n\n"
-         "Sessions and their step journals live in a SQLite store (--db, default "
-         "./convoy.db or $CONVOY_DB): a crashed run resumes where it stopped.\n\n"
+         "Sessions and their step journals live in a store (--db or $CONVOY_DB: a SQLite "
+         "file, default ./convoy.db, or a postgresql:// URL): a crashed run resumes where "
+         "it stopped.\n\n"
          "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
          "Exit codes: 0 done; 1 the run could not complete (a store error: one line, "
          "sessions stay unfinished), or `run --strict` found an input that did not "
@@ -59,5 +62,7 @@ app.command("signal")(signal)
 app.command("cancel")(cancel)
 app.command("replay")(replay)
 app.add_typer(sessions_app)
+app.add_typer(state_app)
+app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)

@@ -1,10 +1,17 @@
-"""What every command shares: consoles, the ``--db`` option, one-line errors, the engine.
+"""What every command shares: consoles, the ``--db`` and ``--tenant`` options, one-line
+errors, the engine.
 
 Exit codes: 0 when the command did its work, 1 when it could not (a store error, sessions
 left unfinished by one, a divergent replay, ``run --strict`` with an input that did not
 complete), 2 on usage errors, 130 after Ctrl-C. Every error Convoy raises
 reaches the user as one line, ``error: <message>``, never as a traceback, including errors
 raised inside the event loop and inside task groups.
+
+Tenants: every command that reads or acts on sessions sees one tenant's sessions, the
+tenant ``--tenant NAME`` (or ``$CONVOY_TENANT``) names, or the tenant ``default`` when none
+is named (the one ``convoy run`` uses); a session of another tenant is exactly an unknown
+id. ``--all-tenants`` is the operator's view of every tenant, refused when
+``$CONVOY_TENANT`` confines the shell to one.
 """
 
 from __future__ import annotations
@@ -15,20 +22,22 @@ import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 
-from convoy import Engine, Interceptor, Model, StoreError, UserError, infer_model
+from convoy import Engine, Interceptor, Model, StoreError, Tenant, UserError, infer_model
 from convoy.durability import SessionInterrupted
-from convoy.stores import SQLiteStore
+from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
+from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
+from convoy.stores._url import redacted, sqlite_path
 
 T = TypeVar("T")
 
 #: Where the session store lives unless ``--db`` or ``CONVOY_DB`` says otherwise.
-DEFAULT_DB = "convoy.db"
+DEFAULT_DB = DEFAULT_STORE
 #: Exit code of a command that could not do its work (a store error, for one).
 RUN_FAILURE = 1
 #: Exit code of a usage error (the same code click uses for bad options).
@@ -36,9 +45,9 @@ USAGE_ERROR = 2
 #: Exit code after Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
 
-DbOption = Annotated[Path, typer.Option(
-    "--db", envvar="CONVOY_DB", show_envvar=True, dir_okay=False,
-    help="SQLite session store.")]
+DbOption = Annotated[str, typer.Option(
+    "--db", envvar="CONVOY_DB", show_envvar=True, metavar="PATH|URL",
+    help="Session store: a SQLite file, or postgresql://user:password@host:port/dbname.")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", metavar="SPEC",
     help="Run every agent on this model instead of its own, e.g. 'sim:' or "
@@ -49,6 +58,74 @@ BusyTimeoutOption = Annotated[float, typer.Option(
     "--busy-timeout", metavar="SECONDS", min=0.0, envvar="CONVOY_BUSY_TIMEOUT",
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
+TENANT_ENV = "CONVOY_TENANT"
+
+
+def tenant_option(ctx: typer.Context, param: typer.CallbackParam, value: str | None
+                  ) -> str | None:
+    """Validate ``--tenant`` (or ``$CONVOY_TENANT``) in one line naming where it came from."""
+    if value is None:
+        return None
+    try:
+        return check_tenant(value)
+    except UserError as e:
+        source = ctx.get_parameter_source(param.name or "")
+        fail(f"{TENANT_ENV if source is not None and source.name == 'ENVIRONMENT' else '--tenant'}"
+             f": {e}")
+
+
+TenantOption = Annotated[str | None, typer.Option(
+    "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+    callback=tenant_option, show_default=False,
+    help=f"Act as this tenant: another tenant's sessions (and state) are unknown to the "
+         f"command (default: the tenant {DEFAULT_TENANT!r}).")]
+AllTenantsOption = Annotated[bool, typer.Option(
+    "--all-tenants", help="Every tenant's sessions: the operator's view.")]
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Whose sessions a command sees: one ``tenant``, or every tenant (``None``)."""
+
+    tenant: str | None
+    #: The tenant was named (``--tenant``, ``$CONVOY_TENANT``), not the default.
+    named: bool = True
+
+    @property
+    def of(self) -> str:
+        """`` of tenant 'acme'`` (nothing for every tenant), to follow "sessions"."""
+        return "" if self.tenant is None else f" of tenant {self.tenant!r}"
+
+    @property
+    def hint(self) -> str:
+        """How to see other tenants, when the default tenant was not asked for."""
+        return "" if self.named else " (other tenants: --tenant NAME or --all-tenants)"
+
+    def view(self, engine: Engine) -> Engine | Tenant:
+        """The engine as this scope sees it."""
+        return engine if self.tenant is None else engine.tenant(self.tenant)
+
+
+def one_tenant(tenant: str | None) -> str:
+    """The tenant ``--tenant`` / ``$CONVOY_TENANT`` names, else ``default``."""
+    return DEFAULT_TENANT if tenant is None else tenant
+
+
+def tenant_scope(tenant: str | None, all_tenants: bool) -> Scope:
+    """The scope of ``--tenant`` / ``$CONVOY_TENANT`` / ``--all-tenants`` (validated by the
+    option's callback); exits 2 when they contradict each other."""
+    if all_tenants:
+        if tenant is not None:
+            if os.environ.get(TENANT_ENV) == tenant:
+                fail(f"{TENANT_ENV} is set to {tenant!r}, which confines this shell to that "
+                     f"tenant; unset it to use --all-tenants")
+            fail("--tenant and --all-tenants exclude each other: pick one")
+        return Scope(None)
+    if tenant is None:
+        return Scope(DEFAULT_TENANT, named=False)
+    return Scope(tenant)
+
+
 ImportOption = Annotated[list[str] | None, typer.Option(
     "--import", metavar="MODULE",
     help="Import this module first, so the workflows it defines (also under explicit "
@@ -142,23 +219,36 @@ def import_modules(modules: list[str] | None) -> list[Any]:
     return imported
 
 
-def check_db_path(db: Path, *, create: bool = False) -> None:
+def label(db: str) -> str:
+    """How messages name the store ``db``: the path as given, or the URL without its
+    password."""
+    return redacted(db)
+
+
+def check_db_path(db: str, *, create: bool = False) -> None:
     """Refuse a ``--db`` that cannot be a store file, in one line: a directory, a path under
     a regular file, or (when the command would ``create`` the store) a path whose directory
-    does not exist: it is not created behind the user's back."""
-    if db.is_dir():
-        fail(f"--db {str(db)!r} is a directory, not a Convoy store file")
-    for parent in db.parents:
+    does not exist: it is not created behind the user's back. A PostgreSQL URL is checked
+    when the store opens (the server says what is wrong)."""
+    if is_postgres_url(db):
+        return
+    try:
+        path = sqlite_path(db)
+    except UserError as e:
+        fail(f"--db: {e}")
+    if path.is_dir():
+        fail(f"--db {db!r} is a directory, not a Convoy store file")
+    for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                fail(f"--db {str(db)!r}: {str(parent)!r} is a file, not a directory")
+                fail(f"--db {db!r}: {str(parent)!r} is a file, not a directory")
             break
-    if create and not db.parent.exists():
-        fail(f"the directory {str(db.parent)!r} of --db {str(db)!r} does not exist; create "
-             f"it first (mkdir -p {db.parent})")
+    if create and not path.parent.exists():
+        fail(f"the directory {str(path.parent)!r} of --db {db!r} does not exist; create "
+             f"it first (mkdir -p {path.parent})")
 
 
-def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
+def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
                  busy_timeout: float = 10.0, interceptors: Sequence[Interceptor] = ()
                  ) -> Engine:
     """An engine on ``db``; ``--model`` (if given) overrides every agent's model.
@@ -176,24 +266,34 @@ def build_engine(db: Path, *, concurrency: int = 1000, model: str | None = None,
             fail(f"--model {model!r} needs a package that is not installed: {e}")
     check_db_path(db, create=True)
     with convoy_errors():
-        return Engine(SQLiteStore(db, busy_timeout=busy_timeout), models=models, model=model,
-                      concurrency=concurrency, interceptors=interceptors)
+        return Engine(store_from_url(db, busy_timeout=busy_timeout), models=models,
+                      model=model, concurrency=concurrency, interceptors=interceptors)
 
 
-def require_store(db: Path) -> None:
-    """Commands that read sessions must not silently create an empty store."""
+def require_store(db: str) -> None:
+    """Commands that read sessions must not silently create an empty SQLite store. (A
+    PostgreSQL database must exist already; its tables are created on open.)"""
     check_db_path(db)
-    if not db.exists():
-        fail(f"no Convoy store at {str(db)!r}; pass --db PATH or set CONVOY_DB "
+    if is_postgres_url(db):
+        return
+    if not sqlite_path(db).exists():
+        fail(f"no Convoy store at {db!r}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
 
 
 @asynccontextmanager
-async def open_store(db: Path) -> AsyncIterator[SQLiteStore]:
+async def open_store(db: str) -> AsyncIterator[Store]:
     """The store at ``db`` (which must exist), open, for commands that only read it."""
-    store = SQLiteStore(db)
+    store = store_from_url(db)
     await store.open()
     try:
         yield store
     finally:
         await store.aclose()
+
+
+async def workflow_names(store: Store, tenant: str | None = None) -> list[str]:
+    """The workflows that have sessions (of ``tenant``) in ``store`` (for "did you mean"
+    messages), if the store can tell."""
+    names = getattr(store, "workflow_names", None)
+    return list(await names(tenant=tenant)) if names is not None else []

@@ -10,14 +10,25 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy.cli._common import DEFAULT_DB, DbOption, fail, open_store, out, require_store, run_async
+from convoy.cli._common import (
+    DEFAULT_DB,
+    AllTenantsOption,
+    DbOption,
+    TenantOption,
+    fail,
+    label,
+    open_store,
+    out,
+    require_store,
+    run_async,
+    tenant_scope,
+)
 from convoy.cli._render import fmt_cost
 from convoy.stores import SessionFilter, SessionRow, StepRecord, Store
 
@@ -42,16 +53,17 @@ class CostRow:
     cached: int = 0
 
 
-async def cost_rows(store: Store, by: str) -> list[CostRow]:
-    """Completed model calls of every session grouped by ``by``, most expensive first
-    (then by tokens)."""
+async def cost_rows(store: Store, by: str, tenant: str | None = None) -> list[CostRow]:
+    """Completed model calls of every session (of ``tenant``, when given) grouped by
+    ``by``, most expensive first (then by tokens)."""
     key = _KEY[by]
     groups: dict[str, CostRow] = {}
     offset = 0
     while True:
-        page = await store.list_sessions(SessionFilter(limit=_PAGE, offset=offset))
+        page = await store.list_sessions(SessionFilter(tenant=tenant, limit=_PAGE,
+                                                        offset=offset))
         for row in page:
-            for rec in await store.journal(row.id):
+            for rec in await store.journal(row.id, tenant=row.tenant):
                 if rec.kind != "model" or rec.status != "completed":
                     continue
                 try:
@@ -77,31 +89,37 @@ async def cost_rows(store: Store, by: str) -> list[CostRow]:
     return rows
 
 
-async def _read(db: Path, by: str) -> list[CostRow]:
+async def _read(db: str, by: str, tenant: str | None) -> list[CostRow]:
     async with open_store(db) as store:
-        return await cost_rows(store, by)
+        return await cost_rows(store, by, tenant)
 
 
 def cost(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     by: Annotated[str, typer.Option(
         "--by", "-b", metavar="session|agent|model|tenant",
         help="Group model calls by this.")] = "agent",
     limit: Annotated[int, typer.Option(
         "--limit", "-n", min=1, help="Rows to show (totals cover every row).")] = 20,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """Cost report: model calls, tokens and money by session, agent, model or tenant.
+
+    Covers the sessions of the tenant --tenant names (default: 'default'), or of every
+    tenant with --all-tenants (e.g. `convoy cost --by tenant --all-tenants`).
 
     Example: `convoy cost --by model` or `convoy cost --by session --limit 10`
     """
     if by not in _KEY:
         fail(f"--by {by!r} is not a grouping; use one of {', '.join(_KEY)}")
+    scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    rows = run_async(_read(db, by))
+    rows = run_async(_read(db, by, scope.tenant))
     if not rows:
-        out.print(f"no model calls in {db}", markup=False)
+        out.print(f"no model calls{scope.of} in {label(db)}{scope.hint}", markup=False)
         return
-    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {db}"))
+    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {label(db)}{scope.of}"))
     if len(rows) > limit:
         out.print(f"showing {limit} of {len(rows):,} {by}s (most expensive first); use "
                   "--limit N for more", markup=False)

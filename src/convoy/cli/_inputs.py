@@ -12,7 +12,10 @@ lines, so copying, renaming, reordering or growing the file runs only inputs not
 * otherwise the id is ``<workflow>-<12 hex>``: a hash of the workflow's name and the line's
   canonical JSON (the input as validated and dumped by the workflow's input type, keys
   sorted), so key order, spacing and defaults spelled out do not matter. Identical lines are
-  one session.
+  one session. For a tenant other than ``default`` the tenant is hashed too, so two tenants
+  running the same line get a session each (and learn nothing of each other's); the id
+  such a line had before Convoy hashed the tenant is kept as ``legacy_id``, so a session it
+  already has is found again.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from pydantic import ValidationError
 
 from convoy import UserError, Workflow
 from convoy.definitions._tools import readable_validation_error
+from convoy.engine._tenancy import DEFAULT_TENANT
 
 
 @dataclass(slots=True, frozen=True)
@@ -35,6 +39,7 @@ class InputLine:
     line: int
     value: Any
     session_id: str
+    legacy_id: str | None = None
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,12 +59,15 @@ class InputBatch:
     identical: list[tuple[int, int]] = field(default_factory=list)
 
 
-def content_id(wf: Workflow[Any, Any], value: Any) -> str:
+def content_id(wf: Workflow[Any, Any], value: Any, tenant: str = DEFAULT_TENANT) -> str:
     """The session id of a validated input without an id field: the workflow's short name
-    and 12 hex digits of a hash of its full name and the input's canonical JSON."""
+    and 12 hex digits of a hash of its full name and the input's canonical JSON (and of the
+    tenant, for a tenant other than ``default``)."""
     canonical = json.dumps(json.loads(wf.input_adapter.dump_json(value)), sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     h = hashlib.blake2b(digest_size=6)
+    if tenant != DEFAULT_TENANT:
+        h.update(f"tenant {tenant}\n".encode())
     h.update(f"{wf.name}\n{canonical}".encode())
     short = re.sub(r"[^A-Za-z0-9_]+", "_", re.split(r"[:.]", wf.name)[-1]).strip("_")
     return f"{short or 'session'}-{h.hexdigest()}"
@@ -82,9 +90,10 @@ def _field_id(obj: Any, id_field: str) -> str:
     return sid
 
 
-def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = None
-                ) -> InputBatch:
-    """Parse and validate every non-blank line of ``path`` and give each its session id.
+def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = None,
+                tenant: str = DEFAULT_TENANT) -> InputBatch:
+    """Parse and validate every non-blank line of ``path`` and give each its session id
+    (content ids are ``tenant``'s).
 
     Raises:
         UserError: the file is missing or unreadable (nothing can run).
@@ -108,8 +117,11 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
             batch.invalid.append(InvalidLine(number, result))
             continue
         obj, value = result
+        legacy = None
         if id_field is None:
-            sid = content_id(wf, value)
+            sid = content_id(wf, value, tenant)
+            if tenant != DEFAULT_TENANT:
+                legacy = content_id(wf, value)
         else:
             try:
                 sid = _field_id(obj, id_field)
@@ -125,7 +137,7 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
                     number, f"duplicate {id_field} {sid!r} (first on line {seen})"))
             continue
         first_line[sid] = number
-        batch.valid.append(InputLine(number, value, sid))
+        batch.valid.append(InputLine(number, value, sid, legacy))
     return batch
 
 

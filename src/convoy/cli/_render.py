@@ -17,6 +17,8 @@ from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.engine._retry import RETRYABLE
+from convoy.hitl._task import INBOX
+from convoy.state._access import watch_signal
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
@@ -159,10 +161,13 @@ def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> Non
 # -- sessions ----------------------------------------------------------------------------
 
 
-def sessions_table(rows: Sequence[SessionRow]) -> Table:
+def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False) -> Table:
+    """Sessions as a table; with ``tenants``, a column says whose each one is."""
     waiting = any(r.status == "waiting" for r in rows)
     t = Table()
     t.add_column("id", no_wrap=True)
+    if tenants:
+        t.add_column("tenant", no_wrap=True)
     t.add_column("workflow", overflow="fold")
     t.add_column("status", no_wrap=True)
     t.add_column("steps", justify="right")
@@ -172,11 +177,21 @@ def sessions_table(rows: Sequence[SessionRow]) -> Table:
     if waiting:
         t.add_column("waits for", no_wrap=True)
     for r in rows:
-        cells: list[str | Text] = [r.id, r.workflow, status_text(r.status), str(r.steps),
+        cells: list[str | Text] = [r.id, *([r.tenant] if tenants else []), r.workflow,
+                                   status_text(r.status), str(r.steps),
                                    fmt_tokens(r.input_tokens, r.output_tokens),
                                    fmt_cost(r.cost), fmt_time(r.created)]
         t.add_row(*cells, *([waits_for(r)] if waiting else []))
     return t
+
+
+def _task_waited_for(row: SessionRow) -> str | None:
+    """The inbox task a waiting session waits for (its wait is a watch on the task)."""
+    prefix = watch_signal(INBOX, "")
+    name = row.wait_name
+    if row.status == "waiting" and name is not None and name.startswith(prefix):
+        return name[len(prefix):]
+    return None
 
 
 def waits_for(row: SessionRow) -> str:
@@ -184,7 +199,10 @@ def waits_for(row: SessionRow) -> str:
     if row.status != "waiting":
         return ""
     parts = []
-    if row.wait_name is not None:
+    task = _task_waited_for(row)
+    if task is not None:
+        parts.append(f"a person (task {task})")
+    elif row.wait_name is not None:
         parts.append(f"signal {row.wait_name!r}")
     if row.wake_at is not None:
         parts.append(f"{'or ' if parts else ''}{fmt_time(row.wake_at)}")
@@ -207,7 +225,21 @@ def step_summary(kind: str, status: str, result: str | None) -> str:
             return short("→ " + ", ".join(f"{c.get('name')}({c.get('arguments', '')})"
                                           for c in calls))
         return short(str(value.get("text", "")))
+    if kind == "state":
+        return _state_summary(value)
     return short(result or "")
+
+
+def _state_summary(value: Any) -> str:
+    """A state step's result: an entry (``v3 {...}``), a list of them, or a flag."""
+    if value is None:
+        return "(not set)"
+    if isinstance(value, dict) and "version" in value:
+        return short(f"v{value['version']} {value.get('value', '')}")
+    if isinstance(value, list):
+        return short(", ".join(f"{e.get('key')}@v{e.get('version')}" for e in value
+                               if isinstance(e, dict)) or "(none)")
+    return short(json.dumps(value))
 
 
 def journal_table(steps: Sequence[StepRecord]) -> Table:
@@ -255,7 +287,10 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
             + (", expired)" if row.lease_until < now else ")"))
         info.add_row("owner", row.owner + lease)
     if row.status == "waiting":
-        if row.wait_name is not None:
+        task = _task_waited_for(row)
+        if task is not None:
+            info.add_row("waits for a person", f"inbox task {task}")
+        elif row.wait_name is not None:
             info.add_row("waits for signal", row.wait_name)
         if row.wake_at is not None:
             info.add_row("wakes at" if row.wait_name is None else "times out at",
@@ -283,10 +318,15 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                                     f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
     if row.status in RETRYABLE and retried_as is None:
         console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
+    task = _task_waited_for(row)
     if row.status == "escalated":
-        console.print(f"answer it: convoy signal {row.id} convoy.escalation --payload "
+        console.print(f"answer it: convoy inbox approve|reject {row.id}:escalated", markup=False)
+        console.print(f"        or convoy signal {row.id} convoy.escalation --payload "
                       """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",
                       markup=False)
+    elif task is not None:
+        console.print(f"waiting for a person: convoy inbox show {task} (then a 'convoy "
+                      "worker' or 'convoy resume' continues it)", markup=False)
     elif row.status == "waiting" and row.wait_name is not None:
         console.print(f"waiting: convoy signal {row.id} {row.wait_name} --payload JSON, then "
                       "a 'convoy worker' (or 'convoy resume') continues it", markup=False)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,36 +12,44 @@ from convoy import Engine, ReplayResult
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
+    AllTenantsOption,
     DbOption,
     ImportOption,
+    Scope,
+    TenantOption,
     build_engine,
     err,
     import_modules,
     out,
     require_store,
     run_async,
+    tenant_scope,
 )
 from convoy.cli._render import plural, short, status_text
 
 
 def replay(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """Re-execute a finished session from its journal and compare the result.
 
     No model and no tool is called: every step comes from the journal, so this checks that
     the current workflow code still reaches the recorded result (e.g. after a code change).
     Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1). Workflows
-    with explicit names need '--import MODULE'.
+    with explicit names need '--import MODULE'. Only sessions of the tenant --tenant names
+    (default: 'default'), or of every tenant with --all-tenants.
 
     Example: `convoy replay handle_ticket-3f2a9c1b7e4d`
     """
+    scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
     engine = build_engine(db)
-    rr = run_async(_replay(engine, session_id))
+    rr = run_async(_replay(engine, scope, session_id))
     if rr.matches:
         out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),
                                 f" ({rr.status}, {plural(rr.steps, 'step')} replayed from "
@@ -62,13 +69,14 @@ def replay(
     raise typer.Exit(RUN_FAILURE)
 
 
-async def _replay(engine: Engine, session_id: str) -> ReplayResult:
+async def _replay(engine: Engine, scope: Scope, session_id: str) -> ReplayResult:
     async with engine:
-        row = await engine.store.get_session(session_id)
-        if row is not None and not row.unfinished:
+        view = scope.view(engine)
+        row = await view.session(session_id)
+        if not row.unfinished:
             wf = engine.workflow_named(row.workflow)
             if wf.version != row.version:
                 err.print(f"warning: session {session_id} ran version {row.version!r} of "
                           f"{row.workflow}; the code is now version {wf.version!r}",
                           markup=False, style="yellow")
-        return await engine.replay(session_id)
+        return await view.replay(session_id)

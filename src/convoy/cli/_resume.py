@@ -2,25 +2,28 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import typer
 
 from convoy import Engine, UserError
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    AllTenantsOption,
     BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
     ImportOption,
     ModelOption,
+    Scope,
+    TenantOption,
     build_engine,
     err,
     import_modules,
+    label,
     out,
     require_store,
     run_async,
+    tenant_scope,
 )
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
@@ -30,9 +33,11 @@ from convoy.cli._stats import RunStats
 def resume(
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """Run every unfinished session that can run now (after a crash or Ctrl-C, a due
     timer, a signal), and count the ones left: waiting for a timer or a signal, owned by
@@ -43,30 +48,35 @@ def resume(
     from the same directory (or PYTHONPATH) as 'convoy run'; for workflows with explicit
     names, '--import MODULE' imports the module that defines them.
 
+    Resumes the sessions of the tenant --tenant names (default: 'default'), or of every
+    tenant with --all-tenants (the operator's restart after a crash).
+
     Exit code 0 when the resume happened, 1 when a store error stopped it, 2 on usage
     errors.
 
     Example: `convoy resume --db convoy.db --concurrency 32 --import myapp.flows`
     """
+    scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
     try:
-        stats = run_async(_resume(engine))
+        stats = run_async(_resume(engine, scope))
     except KeyboardInterrupt:
         err.print("interrupted: run 'convoy resume' again to finish", markup=False)
         raise typer.Exit(INTERRUPTED) from None
     if stats is None:
-        out.print(f"nothing to resume: no unfinished sessions in {db}", markup=False)
+        out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"
+                  f"{scope.hint}", markup=False)
         return
-    out.print(summary_table(f"convoy resume · {db}", stats))
+    out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
     exit_on_store_errors(stats)
 
 
-async def _resume(engine: Engine) -> RunStats | None:
+async def _resume(engine: Engine, scope: Scope) -> RunStats | None:
     async with engine:
-        rows = await engine.store.unfinished()
+        rows = await engine.store.unfinished(tenant=scope.tenant)
         if not rows:
             return None
         # Import every workflow first: a missing one must not stop the resume half-way.
@@ -82,7 +92,7 @@ async def _resume(engine: Engine) -> RunStats | None:
                   for r in rows)
         stats = RunStats()
         with session_progress(due, "resuming") as on_done:
-            results = await engine.resume(on_done=on_done)
+            results = await scope.view(engine).resume(on_done=on_done)
         for res in results:
             stats.add(res)
     stats.stop()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,19 +12,25 @@ from convoy import Engine
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    AllTenantsOption,
     BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
     ImportOption,
     ModelOption,
+    Scope,
+    TenantOption,
     build_engine,
     err,
     fail,
     import_modules,
+    label,
     open_store,
     out,
     require_store,
     run_async,
+    tenant_scope,
+    workflow_names,
 )
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -61,9 +66,11 @@ def retry(
         "--strict", help="Exit 1 unless every retry completed.")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """Run finished sessions that did not complete (failed, escalated, budget_exhausted,
     loop_detected, limit_exceeded, cancelled) again, each as a new session.
@@ -72,8 +79,10 @@ def retry(
     tenant and headers, linked to X ('convoy sessions show' prints the lineage both ways);
     X and its journal are kept as they are. Retries run the workflow code (and version) you
     have now, from the start. A session already retried is not selected again: retry its
-    retry. Select by IDs, or by --status, --error-type and --workflow (all must match).
-    Workflows with explicit names need '--import MODULE'.
+    retry. Select by IDs, or by --status, --error-type and --workflow (all must match),
+    among the sessions of the tenant --tenant names (default: 'default'), or of every
+    tenant with --all-tenants; a retry belongs to its session's tenant. Workflows with
+    explicit names need '--import MODULE'.
 
     Exit codes: 0 when the retries ran (even if some failed again, unless --strict); 1
     when a store error stopped them (run 'convoy resume' to finish), or with --strict when
@@ -85,9 +94,10 @@ def retry(
     if not session_ids and not status and error_type is None and workflow is None:
         fail("say which sessions to retry: IDs, or --status, --error-type or --workflow "
              "(e.g. 'convoy retry --status failed --dry-run')")
+    scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
-    rows = run_async(_select(db, session_ids or [], status, error_type, workflow))
+    rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow))
     if not rows:
         out.print("nothing to retry: no session that finished without completing matches "
                   "(sessions already retried are not selected again)", markup=False)
@@ -99,35 +109,36 @@ def retry(
         return
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
     try:
-        stats = run_async(_retry(engine, rows))
+        stats = run_async(_retry(engine, scope, rows))
     except KeyboardInterrupt:
         err.print("interrupted: the retries already created are saved; 'convoy resume' "
                   "finishes them", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    out.print(summary_table(f"convoy retry · {db}", stats))
+    out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
     exit_on_store_errors(stats)
     if strict:
         exit_if_strict(stats, "retries")
 
 
-async def _select(db: Path, ids: list[str], status: list[str] | None,
+async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | None,
                   error_type: str | None, workflow: str | None) -> list[SessionRow]:
     async with open_store(db) as store:
         if workflow is not None:
-            known = await store.workflow_names()
+            known = await workflow_names(store, scope.tenant)
             if workflow not in known:
-                fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
-                     f"{', '.join(known) or '(none: the store has no sessions)'}")
-        return await select_retryable(store, ids=ids, status=status,
-                                      error_type=error_type, workflow=workflow)
+                fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its "
+                     f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
+        return await select_retryable(store, ids=ids, status=status, error_type=error_type,
+                                      workflow=workflow, tenant=scope.tenant)
 
 
-async def _retry(engine: Engine, rows: list[SessionRow]) -> RunStats:
+async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow]) -> RunStats:
     stats = RunStats()
     async with engine:
         with session_progress(len(rows), "retrying") as on_done:
-            results = await engine.retry_many([r.id for r in rows], on_done=on_done)
+            results = await scope.view(engine).retry_many([r.id for r in rows],
+                                                          on_done=on_done)
         for res in results:
             stats.add(res)
             stats.outcomes[res.status] += 1

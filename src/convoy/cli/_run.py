@@ -11,6 +11,7 @@ from convoy import Engine, SessionResult, Workflow, load_workflow
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    TENANT_ENV,
     BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
@@ -18,11 +19,13 @@ from convoy.cli._common import (
     build_engine,
     convoy_errors,
     err,
+    label,
     out,
     run_async,
+    tenant_option,
     workflows_from_cwd,
 )
-from convoy.cli._inputs import InputBatch, InvalidLine, read_inputs
+from convoy.cli._inputs import InputBatch, InputLine, InvalidLine, read_inputs
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
@@ -32,6 +35,7 @@ from convoy.cli._render import (
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason
+from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
 
 def run(
@@ -44,7 +48,7 @@ def run(
         help="One workflow input (a JSON value) per line.")],
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     id_field: Annotated[str | None, typer.Option(
         "--id-field", metavar="FIELD",
         help="Take each session's id from this field of the line's JSON object (a string "
@@ -54,7 +58,11 @@ def run(
         "--strict", help="Exit 1 unless every input completed: a session that failed, "
         "escalated, waits or was left unfinished, or a skipped line, fails the command.")
     ] = False,
-    tenant: Annotated[str, typer.Option(help="Tenant the sessions are billed to.")] = "default",
+    tenant: Annotated[str | None, typer.Option(
+        "--tenant", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+        callback=tenant_option, show_default=False,
+        help=f"The tenant the sessions belong to (default: {DEFAULT_TENANT!r}); "
+             "'convoy sessions list --tenant NAME' shows them.")] = None,
     busy_timeout: BusyTimeoutOption = 10.0,
 ) -> None:
     """Run a workflow once per line of a JSONL file and print a summary.
@@ -86,20 +94,20 @@ def run(
         wf = load_workflow(workflow)
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
     with convoy_errors():
-        batch = read_inputs(wf, input, id_field=id_field)
+        batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)
     for bad in batch.invalid:
         err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
                   style="yellow", soft_wrap=True)
     if not batch.valid and not batch.invalid and not batch.identical:
         err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
     try:
-        stats = run_async(_run(engine, wf, batch, tenant, input))
+        stats = run_async(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input))
     except KeyboardInterrupt:
         err.print("interrupted: unfinished sessions are saved; run the same command again "
                   "(or 'convoy resume') to finish them", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    out.print(summary_table(f"convoy run {wf.name} · {input} · {db}", stats, batch.invalid,
-                            batch.identical))
+    out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
+                            batch.invalid, batch.identical))
     print_failures(out, stats)
     exit_on_store_errors(stats)
     if strict:
@@ -110,12 +118,15 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                tenant: str, path: Path) -> RunStats:
     stats = RunStats()
     async with engine:
-        lines = {item.session_id: item for item in batch.valid}
+        lines = await _own_ids(engine, batch, tenant)
         known = await engine.store.get_sessions(list(lines))
         ids: list[str] = []
         values: list[Any] = []
         for sid, item in lines.items():
             row = known.get(sid)
+            if row is not None and row.tenant != tenant:
+                _skip(batch, path, InvalidLine(item.line, str(taken_session(sid))))
+                continue
             if row is not None and row.workflow != wf.name:
                 _skip(batch, path, InvalidLine(item.line, (
                     f"session {sid!r} belongs to workflow {row.workflow!r}, not "
@@ -138,6 +149,15 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
             _say_left(results, {sid: item.line for sid, item in lines.items()})
     stats.stop()
     return stats
+
+
+async def _own_ids(engine: Engine, batch: InputBatch, tenant: str) -> dict[str, InputLine]:
+    """The lines by session id: a line whose id from before tenants were hashed into
+    content ids names a session of this tenant keeps that id (it never runs twice)."""
+    legacy = [item.legacy_id for item in batch.valid if item.legacy_id is not None]
+    kept = await engine.store.get_sessions(legacy, tenant=tenant) if legacy else {}
+    return {item.legacy_id if item.legacy_id in kept else item.session_id: item
+            for item in batch.valid}
 
 
 def _skip(batch: InputBatch, path: Path, bad: InvalidLine) -> None:

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from convoy.cli._common import (
     DEFAULT_DB,
+    AllTenantsOption,
     DbOption,
+    Scope,
+    TenantOption,
     fail,
+    label,
     open_store,
     out,
     require_store,
     run_async,
+    tenant_scope,
+    workflow_names,
 )
 from convoy.cli._render import print_session, sessions_table
 from convoy.engine._retry import retry_id
@@ -24,12 +29,13 @@ from convoy.stores import STATUSES, SessionFilter, SessionRow, StepRecord
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
-    help="Inspect the sessions in a store.\n\nExample: `convoy sessions list --status failed`")
+    help="Inspect the sessions in a store (of the tenant 'default', --tenant NAME, or "
+         "--all-tenants).\n\nExample: `convoy sessions list --status failed --tenant acme`")
 
 
 @sessions_app.command("list")
 def list_sessions(
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     status: Annotated[str | None, typer.Option(
         "--status", "-s", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
     workflow: Annotated[str | None, typer.Option(
@@ -37,29 +43,34 @@ def list_sessions(
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 50,
     offset: Annotated[int, typer.Option(
         "--offset", min=0, help="Skip this many (oldest) sessions first.")] = 0,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """List sessions, oldest first (the order they were created in).
 
     Waiting sessions show what they wait for (a signal, a time); the last line counts
-    every session by status.
+    every session by status. Lists the sessions of the tenant 'default' unless --tenant
+    NAME (or $CONVOY_TENANT) names another, or --all-tenants asks for every tenant's.
 
-    Example: `convoy sessions list --status waiting --limit 20`
+    Example: `convoy sessions list --status waiting --limit 20 --tenant acme`
     """
     if status is not None and status not in STATUSES:
         fail(f"--status {status!r} is not a session status; use one of {', '.join(STATUSES)}")
+    scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    where = SessionFilter(status=status, workflow=workflow, limit=limit, offset=offset)
+    where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
+                          offset=offset)
     rows, counts, known = run_async(_list(db, where))
     if workflow is not None and workflow not in known:
-        fail(f"no sessions of workflow {workflow!r} in {str(db)!r}; its workflows: "
-             f"{', '.join(known) or '(none: the store has no sessions)'}")
+        fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its workflows: "
+             f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if not rows:
-        what = f"with status {status!r} " if status else ""
-        out.print(f"no sessions {what}in {db}" + (f" past the first {offset}" if offset else ""),
-                  markup=False)
+        what = f" with status {status!r}" if status else ""
+        out.print(f"no sessions{scope.of}{what} in {label(db)}"
+                  + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
         return
-    out.print(sessions_table(rows))
+    out.print(sessions_table(rows, tenants=scope.tenant is None))
     if workflow is None and total > len(rows):
         out.print(f"showing {len(rows)} of {total:,} sessions (from the oldest"
                   f"{f', skipping {offset}' if offset else ''}); use --limit N or --offset N "
@@ -69,45 +80,51 @@ def list_sessions(
                   markup=False)
 
 
-async def _list(db: Path, where: SessionFilter
+async def _list(db: str, where: SessionFilter
                 ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
-        known = await store.workflow_names() if where.workflow is not None else []
-        return await store.list_sessions(where), await store.counts(), known
+        known = (await workflow_names(store, where.tenant) if where.workflow is not None
+                 else [])
+        return (await store.list_sessions(where), await store.counts(tenant=where.tenant),
+                known)
 
 
 @sessions_app.command("show")
 def show_session(
     session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """Show one session: status, workflow, headers, owner or what it waits for, the
-    journaled steps (with tokens and cost of model calls), output or error.
+    journaled steps (with tokens and cost of model calls), output or error. A session of
+    another tenant than --tenant (default: 'default') is an unknown id.
 
     Example: `convoy sessions show handle_ticket-3f2a9c1b7e4d --json`
     """
+    scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    row, steps, retried_as = run_async(_show(db, session_id))
+    row, steps, retried_as = run_async(_show(db, session_id, scope))
     if row is None:
-        fail(f"no session {session_id!r} in {str(db)!r}; 'convoy sessions list' shows "
-             "the ids")
+        fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
+             f"shows the ids{scope.hint}")
     if as_json:
         typer.echo(json.dumps(session_json(row, steps, retried_as), indent=2))
     else:
         print_session(out, row, steps, now=time.time(), retried_as=retried_as)
 
 
-async def _show(db: Path, session_id: str
+async def _show(db: str, session_id: str, scope: Scope
                 ) -> tuple[SessionRow | None, list[StepRecord], SessionRow | None]:
     async with open_store(db) as store:
-        row = await store.get_session(session_id)
+        row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
             return None, [], None
-        retry = await store.get_session(retry_id(row))
+        retry = await store.get_session(retry_id(row), tenant=row.tenant)
         if retry is not None and retry.parent != row.id:
             retry = None
-        return row, await store.journal(session_id), retry
+        return row, await store.journal(session_id, tenant=row.tenant), retry
 
 
 def session_json(row: SessionRow, steps: list[StepRecord],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -14,16 +13,21 @@ from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    AllTenantsOption,
     BusyTimeoutOption,
     ConcurrencyOption,
     DbOption,
     ModelOption,
+    Scope,
+    TenantOption,
     build_engine,
     err,
     fail,
     import_modules,
+    label,
     out,
     run_async,
+    tenant_scope,
 )
 from convoy.cli._render import plural, short, status_text
 
@@ -73,19 +77,24 @@ def worker(
         "(left: those waiting for a signal).")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
-    db: DbOption = Path(DEFAULT_DB),
+    db: DbOption = DEFAULT_DB,
     poll_interval: Annotated[float, typer.Option(
         "--poll-interval", metavar="SECONDS", min=0.01,
         help="How often to look for sessions other processes made runnable.")] = 1.0,
     busy_timeout: BusyTimeoutOption = 10.0,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
 ) -> None:
     """Run the sessions of the workflows these modules define as they become runnable:
     new ones, waits whose timer is due or whose signal arrived, and sessions whose engine
     died. Prints a line as each run ends. Runs until Ctrl-C (or, with --until-idle, until
     nothing is left to run); sessions it was running resume later from their journal.
+    Serves the sessions of the tenant --tenant names (default: 'default'), or of every
+    tenant with --all-tenants.
 
     Example: `convoy worker myapp.flows --concurrency 32`
     """
+    scope = tenant_scope(tenant, all_tenants)
     workflows = workflows_in(import_modules(modules))
     if not workflows:
         fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the modules "
@@ -97,9 +106,11 @@ def worker(
         engine.register(wf)
     names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
     try:
-        err.print(f"worker on {db}: serving {names}", markup=False, style="dim",
-                  soft_wrap=True)
-        left = run_async(_serve(engine, until_idle, poll_interval, {w.name for w in workflows}))
+        err.print(f"worker on {label(db)}: serving {names}"
+                  + (" for every tenant" if scope.tenant is None else f" for tenant "
+                     f"{scope.tenant!r}"), markup=False, style="dim", soft_wrap=True)
+        left = run_async(_serve(engine, scope, until_idle, poll_interval,
+                                {w.name for w in workflows}))
     except KeyboardInterrupt:
         err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the sessions it "
                   "was running continue from their journal with the next worker or 'convoy resume'",
@@ -111,9 +122,9 @@ def worker(
     out.print(f"idle: {runs} ({ran}); left unfinished: {waiting}", markup=False)
 
 
-async def _serve(engine: Engine, until_idle: bool, poll_interval: float,
+async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: float,
                  served: set[str]) -> Counter[str]:
     async with engine:
-        await engine.serve(until_idle=until_idle, poll_interval=poll_interval)
-        return Counter(r.status for r in await engine.store.unfinished()
+        await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval)
+        return Counter(r.status for r in await engine.store.unfinished(tenant=scope.tenant)
                        if r.workflow in served)

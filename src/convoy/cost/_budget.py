@@ -17,7 +17,10 @@ answer outgrows its ceiling and no prompt its estimate, that is less than one ca
 
 On exhaustion, the policy decides: ``"stop"`` ends the session (``budget_exhausted``),
 ``"downgrade"`` sends the call to a cheaper model while the *hard* limit
-(``limit * hard_factor``) lasts, ``"escalate"`` parks the session for a human.
+(``limit * hard_factor``) lasts, ``"escalate"`` hands the session to a human: an inbox task
+(the session parks) when the agent has :class:`~convoy.Escalation` rules with
+``"budget"``, whose approval grants the session one more budget's worth on that ledger;
+else the session ends ``escalated``.
 """
 
 from __future__ import annotations
@@ -88,17 +91,20 @@ class BudgetLedger:
     _queue: deque[asyncio.Future[None]] | None = None  # calls of sessions starting
     _under_way: deque[asyncio.Future[None]] | None = None  # calls of sessions that spent
 
-    def full(self) -> bool:
-        """Whether spent plus reserved has reached the limit: no new call is admitted."""
-        b = self.budget
-        return bool((b.tokens is not None and self.tokens + self.reserved_tokens >= b.tokens)
-                    or (b.usd is not None and self.usd + self.reserved_usd >= b.usd))
+    def full(self, extra: int = 0) -> bool:
+        """Whether spent plus reserved has reached the limit (plus ``extra`` more budgets'
+        worth a person granted): no new call is admitted."""
+        b, f = self.budget, 1 + extra
+        return bool((b.tokens is not None and
+                     self.tokens + self.reserved_tokens >= b.tokens * f)
+                    or (b.usd is not None and self.usd + self.reserved_usd >= b.usd * f))
 
-    def spent_out(self) -> bool:
-        """Whether the settled spend alone has reached the limit: the budget is exhausted."""
-        b = self.budget
-        return bool((b.tokens is not None and self.tokens >= b.tokens)
-                    or (b.usd is not None and self.usd >= b.usd))
+    def spent_out(self, extra: int = 0) -> bool:
+        """Whether the settled spend alone has reached the limit (plus ``extra`` budgets'
+        worth): the budget is exhausted."""
+        b, f = self.budget, 1 + extra
+        return bool((b.tokens is not None and self.tokens >= b.tokens * f)
+                    or (b.usd is not None and self.usd >= b.usd * f))
 
     async def wait_settled(self, *, again: bool = False, under_way: bool = False) -> None:
         """Wait for room: until a call in flight settles (what it reserved becomes what it
@@ -380,7 +386,7 @@ class Budgets(Interceptor):
         msg = (f"budget {led.name!r} exhausted ({_describe(led)}) before a call of "
                f"agent {input.agent.name!r}")
         if self.on_exhausted == "escalate":
-            raise Escalated(msg)
+            raise Escalated(msg, grant=f"budget:{led.name}")
         raise BudgetExhausted(msg)
 
     def _downgrade(self, input: ModelCallInput, full: list[BudgetLedger]) -> bool:
@@ -401,10 +407,17 @@ class Budgets(Interceptor):
         woken_on: BudgetLedger | None = None
         s = input.session
         under_way = s.resumed or s.usage.total_tokens > 0
+        grants = s.grants  # one more budget's worth per approved escalation
         while True:
-            full = [led for led in ledgers if led.full()]
-            if not full or any(led.spent_out() for led in full):
-                break
+            if grants is None:
+                full = [led for led in ledgers if led.full()]
+                if not full or any(led.spent_out() for led in full):
+                    break
+            else:
+                full = [led for led in ledgers if led.full(grants.get(f"budget:{led.name}", 0))]
+                if not full or any(led.spent_out(grants.get(f"budget:{led.name}", 0))
+                                   for led in full):
+                    break
             if woken_on is not None and woken_on is not full[0]:
                 woken_on.pass_turn()  # its room is not for this call: the next one's turn
             # Reserved, not spent: the calls in flight hold their output ceilings and
@@ -448,8 +461,13 @@ class Budgets(Interceptor):
         the policy decides (a downgraded call is estimated again, and claimed again). The
         call's local claims are released if it is refused (or cancelled)."""
         assert self._store is not None
+        grants = input.session.grants
+        # An approved escalation on a shared ledger lets this session's calls use that
+        # many more budgets' worth of it in the store too.
+        extra = max((grants.get(f"budget:{led.name}", 0) for led in shared), default=0) \
+            if grants else 0
         try:
-            factor = self.hard_factor if downgraded else 1.0
+            factor = self.hard_factor if downgraded else 1.0 + extra
             ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor)
             if ticket is None and not downgraded and self._downgrade(input, refused):
                 # The cheaper model, against the hard limits.
@@ -474,7 +492,9 @@ class Budgets(Interceptor):
         """What a call reserves: input estimate plus output ceiling, in tokens and USD."""
         est_in, est_out = reserve_usage(input.request, input.model)
         prices = input.session.runtime.prices
-        usd = prices.cost(input.model.name, Usage(est_in, est_out)) if prices else 0.0
+        model = input.model
+        usd = prices.cost(model.name, Usage(est_in, est_out), model.deployment) \
+            if prices else 0.0
         return est_in + est_out, usd
 
 

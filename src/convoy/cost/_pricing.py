@@ -22,7 +22,8 @@ class Price:
 
 
 class PriceTable:
-    """Maps a model name (``"provider:model"``, or a bare model id) to its :class:`Price`.
+    """Maps a model name (``"provider:model"``, or a bare model id) or a deployment
+    (``"provider:model@name"``) to its :class:`Price`.
 
     Lookup tries the full name, then the part after ``provider:``, then a ``provider:*``
     wildcard. Unknown models cost 0 and are listed in ``unknown`` so a report can flag them.
@@ -54,9 +55,14 @@ class PriceTable:
         self._cache[model] = price
         return price
 
-    def cost(self, model: str, usage: Usage) -> float:
-        """USD for ``usage`` on ``model``; an unknown model costs 0 and is added to ``unknown``."""
-        price = self.get(model)
+    def cost(self, model: str, usage: Usage, deployment: str | None = None) -> float:
+        """USD for ``usage`` on ``model``: at the price set for its ``deployment`` (exact
+        name, e.g. ``"openai:gpt-4o-mini@east"``) if there is one, else at the model's. An
+        unknown model costs 0 and is added to ``unknown``."""
+        price = self._prices.get(deployment) if deployment is not None and \
+            deployment != model else None
+        if price is None:
+            price = self.get(model)
         if price is None:
             self.unknown.add(model)
             return 0.0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
@@ -11,8 +11,10 @@ from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convoy._errors import UserError
 from convoy.definitions._tools import Tool, readable_validation_error
+from convoy.hitl._rules import Escalation
 from convoy.models._base import Model
 from convoy.models._messages import ModelSettings, ToolSpec
+from convoy.security._scopes import check_grants
 
 InT = TypeVar("InT")
 OutT = TypeVar("OutT")
@@ -63,6 +65,12 @@ class Agent(Generic[InT, OutT]):
             model call of this agent.
         criticality: ``"low"``, ``"normal"`` or ``"high"``; a model router sends critical
             steps to a stronger model and the rest to a cheaper one.
+        scopes: the scopes this agent is granted (``"payments:refund"``, ``"payments:*"``,
+            ``"*"``). A call of a tool that needs a scope the grant does not cover is
+            refused before it runs and reported to the model (``ToolDenied``).
+        escalation: which failures of this agent's runs go to a person (an inbox task)
+            instead of ending the run (see :class:`~convoy.Escalation`); default: the
+            engine's ``escalation``.
 
     **Naming agents by string.** Agents are frozen, so two agents that hand off to each
     other cannot both hold the other: name one of them instead, and the name is resolved
@@ -93,6 +101,8 @@ class Agent(Generic[InT, OutT]):
     max_turns: int = 12
     model_settings: ModelSettings = field(default_factory=ModelSettings)
     criticality: Literal["low", "normal", "high"] = "normal"
+    scopes: Collection[str] = frozenset()
+    escalation: Escalation | None = None
 
     # Derived once, at definition time, so the hot path never rebuilds schemas.
     output_schema: dict[str, Any] | None = field(init=False, repr=False)
@@ -115,6 +125,10 @@ class Agent(Generic[InT, OutT]):
             if v < 0 or (n == "max_turns" and v < 1):
                 raise UserError(f"agent {self.name!r}: {n} must be positive, got {v}")
         s = object.__setattr__
+        s(self, "scopes", check_grants(self.scopes, f"agent {self.name!r}"))
+        if self.escalation is not None and not isinstance(self.escalation, Escalation):
+            raise UserError(f"agent {self.name!r}: escalation must be a convoy.Escalation, "
+                            f"got {self.escalation!r}")
         out_is_model = isinstance(self.output_type, type) and issubclass(self.output_type,
                                                                          BaseModel)
         s(self, "_out_adapter", None if self.output_type is str else TypeAdapter(self.output_type))
@@ -283,6 +297,21 @@ class Agent(Generic[InT, OutT]):
         if self._out_adapter is None:
             return str(value)
         return self._out_adapter.dump_json(value).decode()
+
+    def validate_output(self, value: Any) -> Any:
+        """A JSON value (a person's edit of this agent's answer) validated into the output
+        type; ``ValueError`` / ``ValidationError`` says what is wrong."""
+        if self._out_adapter is None:
+            if not isinstance(value, str):
+                raise ValueError(f"agent {self.name!r} answers text, got {value!r}")
+            return value
+        return self._out_adapter.validate_python(value)
+
+    def output_json(self, value: Any) -> Any:
+        """An output as JSON values (what a reviewer sees and may edit)."""
+        if self._out_adapter is None:
+            return str(value)
+        return self._out_adapter.dump_python(value, mode="json")
 
     def render_instructions(self, value: Any) -> str:
         """The system prompt for this input: ``instructions`` itself, or its result when it is a

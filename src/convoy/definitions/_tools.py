@@ -14,17 +14,35 @@ from __future__ import annotations
 import inspect
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar, cast, get_origin, get_type_hints, overload
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    TypeVar,
+    cast,
+    get_origin,
+    get_type_hints,
+    overload,
+)
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
-from convoy._errors import ToolError, UserError
+from convoy._errors import StepError, ToolError, UserError
 from convoy.definitions._tool_runner import DEFAULT_TOOL_THREADS, ToolThreads, run_in_process
 from convoy.models._messages import ToolSpec
+from convoy.sandbox._config import Sandbox
+from convoy.security._approval import Approval
+from convoy.security._scopes import check_scopes
+
+if TYPE_CHECKING:
+    from convoy.state._access import StateAccess
+    from convoy.state._handle import State
 
 DepsT = TypeVar("DepsT")
+T = TypeVar("T")
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -35,6 +53,8 @@ class ToolContext(Generic[DepsT]):
     ``deps`` is whatever the engine was given as ``Engine(deps=...)``: database clients,
     HTTP sessions, configuration. Tools get their dependencies here instead of from
     globals or environment variables, and tests pass fakes the same way.
+
+    ``state(...)`` is the session's shared state (see :meth:`state`).
     """
 
     session_id: str
@@ -43,6 +63,34 @@ class ToolContext(Generic[DepsT]):
     step_key: str
     idempotency_key: str
     deps: DepsT = None  # type: ignore[assignment]
+    _state: StateAccess | None = field(default=None, repr=False, compare=False)
+
+    @overload
+    def state(self, namespace: str | None = None, *, type: type[T]) -> State[T]: ...
+    @overload
+    def state(self, namespace: str | None = None, *, type: None = None) -> State[Any]: ...
+
+    def state(self, namespace: str | None = None, *, type: Any = None) -> State[Any]:
+        """A namespace of the session's tenant's shared state, as ``ctx.state`` gives
+        workflow code, for an ``async`` tool (``None``: the session's own namespace).
+
+        The tool call is the journaled step: its result replays, and the operations inside
+        it are not journaled one by one. Each write names its writer (this call's step key
+        and the write's position in the call), so a tool run again after a crash (declare
+        it ``writes=True, idempotent=True``) does not apply a write twice if it makes the
+        same calls in the same order. A stale write raises
+        :class:`~convoy.StateConflict`; left uncaught, it reaches the model as a failed
+        tool call carrying the current value and version, so the agent can re-plan.
+        """
+        from convoy.state._handle import State
+
+        if self._state is None:
+            raise UserError("this ToolContext was built outside a session, so it has no "
+                            "shared state; tools get one when an agent calls them")
+        from convoy.hitl._task import check_namespace
+
+        ns = f"session:{self.session_id}" if namespace is None else check_namespace(namespace)
+        return State(ns, self._state, type)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -59,13 +107,20 @@ class Tool:
     idempotent: bool = True
     isolate: Literal["thread", "process"] = "thread"
     threads: ToolThreads | None = None
+    scopes: frozenset[str] = frozenset()
+    approval: Approval | None = None
+    sandbox: Sandbox | None = None
     spec: ToolSpec = field(init=False)
+    #: Scopes or an approval to check before a call runs (the tool guard skips the rest).
+    guarded: bool = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         schema = self.args_model.model_json_schema()
         schema.pop("title", None)
         object.__setattr__(self, "spec", ToolSpec(
             name=self.name, description=self.description, parameters=schema))
+        object.__setattr__(self, "scopes", check_scopes(self.scopes, f"tool {self.name!r}"))
+        object.__setattr__(self, "guarded", bool(self.scopes) or self.approval is not None)
 
     def validate_args(self, arguments: str) -> BaseModel:
         """Parse JSON-text arguments; raises ``ValueError`` with a readable reason."""
@@ -79,6 +134,8 @@ class Tool:
         process, as ``isolate`` says) and validate
         its result. Any exception becomes a :class:`~convoy.ToolError`, retryable for
         timeouts and connection errors."""
+        if self.sandbox is not None:
+            return await self._invoke_sandboxed(args, ctx)
         kwargs = {name: getattr(args, name) for name in type(args).model_fields}
         try:
             if inspect.iscoroutinefunction(self.fn):
@@ -93,8 +150,10 @@ class Tool:
         except ToolError:
             raise
         except Exception as e:
+            # Facts a model can act on (a state conflict's current value) go with it.
             raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
-                            retryable=isinstance(e, TimeoutError | ConnectionError)) from e
+                            retryable=isinstance(e, TimeoutError | ConnectionError),
+                            details=e.details if isinstance(e, StepError) else None) from e
         if self.result_adapter is not None:
             try:
                 result = self.result_adapter.validate_python(result)
@@ -102,6 +161,35 @@ class Tool:
                 raise ToolError(f"tool {self.name!r} returned an invalid result: "
                                 f"{_readable(e)}") from None
         return result
+
+    async def _invoke_sandboxed(self, args: BaseModel, ctx: ToolContext[Any]) -> Any:
+        """One call in a sandbox process: arguments and result cross as JSON, validated by
+        the tool's types on both sides; a limit, refusal or crash is a ToolSandboxError."""
+        from convoy.sandbox._crossing import deps_adapter, dump_deps, tool_ref
+        from convoy.sandbox._runner import run_sandboxed
+
+        assert self.sandbox is not None
+        call_ctx: dict[str, Any] | None = None
+        if self.takes_ctx:
+            adapter = deps_adapter(self.fn)
+            call_ctx = {"session_id": ctx.session_id, "tenant": ctx.tenant,
+                        "agent": ctx.agent, "step_key": ctx.step_key,
+                        "idempotency_key": ctx.idempotency_key,
+                        "deps": None if adapter is None else
+                        dump_deps(adapter, ctx.deps, self.name)}
+        try:
+            text = await run_sandboxed(self.name, tool_ref(self.fn, self.name), self.sandbox,
+                                       args.model_dump_json(), call_ctx)
+        except ToolError:
+            raise
+        except Exception as e:  # what the tool raised, rebuilt from its record
+            raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
+                            retryable=isinstance(e, TimeoutError | ConnectionError)) from e
+        try:
+            return self.load_result(text)
+        except ValidationError as e:
+            raise ToolError(f"tool {self.name!r} returned an invalid result: "
+                            f"{_readable(e)}") from None
 
     def dump_result(self, result: Any) -> str:
         """The result as JSON text, for the journal and for the model."""
@@ -133,13 +221,17 @@ def tool(fn: Callable[..., Any], /) -> Tool: ...
 @overload
 def tool(*, name: str | None = None, description: str | None = None, writes: bool = False,
          idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
-         threads: ToolThreads | None = None) -> Callable[[Callable[..., Any]], Tool]: ...
+         threads: ToolThreads | None = None, scopes: Iterable[str] = (),
+         requires_approval: bool | Approval = False, sandbox: Sandbox | None = None,
+         ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
 def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          description: str | None = None, writes: bool = False,
          idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
-         threads: ToolThreads | None = None) -> Tool | Callable[[Callable[..., Any]], Tool]:
+         threads: ToolThreads | None = None, scopes: Iterable[str] = (),
+         requires_approval: bool | Approval = False, sandbox: Sandbox | None = None,
+         ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function into a :class:`Tool`.
 
     Args:
@@ -157,16 +249,37 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             (forked where the platform can) killed when the call times out or is
             cancelled, for tools that may hang; arguments, result and exceptions must pickle.
         threads: a :class:`ToolThreads` pool of its own for this tool (a bulkhead).
+        scopes: the scopes a call needs (``"payments:refund"``); an agent not granted all
+            of them (``Agent(scopes=...)``) is refused before the tool runs, and the
+            model is told (``ToolDenied``).
+        requires_approval: ``True`` or an :class:`Approval`: every call waits for a
+            person to approve it (an inbox task; the session parks), bound to its exact
+            arguments, tenant and session, valid for ``expires_after`` seconds, used once.
+        sandbox: run every call (sync or async) in a fresh, locked-down process with these
+            limits (:class:`~convoy.Sandbox`); a limit hit, a refusal or a crash is a
+            :class:`~convoy.ToolSandboxError`. The function must be defined at the top of
+            a module, and its arguments and result must be JSON.
     """
     if isolate not in ("thread", "process"):
         raise UserError(f"tool isolate must be 'thread' or 'process', got {isolate!r}")
+    if not isinstance(requires_approval, bool | Approval):
+        raise UserError(f"tool requires_approval is True, False or a convoy.Approval, got "
+                        f"{requires_approval!r}")
+    approval = Approval() if requires_approval is True else requires_approval or None
+    scope_set = frozenset(scopes) if not isinstance(scopes, str) else scopes
+    if sandbox is not None and not isinstance(sandbox, Sandbox):
+        raise UserError(f"tool sandbox must be a convoy.Sandbox, got {sandbox!r}")
+    if sandbox is not None and (isolate != "thread" or threads is not None):
+        raise UserError("a sandboxed tool already runs in a process of its own; drop "
+                        "isolate= and threads=")
 
     localns = dict(sys._getframe(1).f_locals)  # resolve annotations naming local classes
 
     def build(f: Callable[..., Any]) -> Tool:
         return _build_tool(f, localns, name=name, description=description, writes=writes,
                            idempotent=(not writes) if idempotent is None else idempotent,
-                           isolate=isolate, threads=threads)
+                           isolate=isolate, threads=threads, scopes=scope_set,
+                           approval=approval, sandbox=sandbox)
 
     return build(fn) if fn is not None else build
 
@@ -174,7 +287,8 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
 def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | None,
                 description: str | None, writes: bool, idempotent: bool,
                 isolate: Literal["thread", "process"] = "thread",
-                threads: ToolThreads | None = None) -> Tool:
+                threads: ToolThreads | None = None, scopes: Any = frozenset(),
+                approval: Approval | None = None, sandbox: Sandbox | None = None) -> Tool:
     tool_name = name or f.__name__
     if not tool_name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
@@ -197,6 +311,12 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
     args_model = cast(type[BaseModel], create_model(
         f"{tool_name}_args", __config__=ConfigDict(extra="forbid"), **fields))
     ret = hints.get("return")
+    if sandbox is not None:  # what cannot cross into its process fails here, not per call
+        from convoy.sandbox._crossing import check_deps, tool_ref
+
+        tool_ref(f, tool_name)
+        if takes_ctx:
+            check_deps(first, tool_name)
     doc = inspect.getdoc(f) or ""
     return Tool(
         name=tool_name,
@@ -209,5 +329,8 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
         idempotent=idempotent,
         isolate=isolate,
         threads=threads,
+        scopes=scopes,
+        approval=approval,
+        sandbox=sandbox,
     )
 

@@ -20,6 +20,7 @@ import asyncio
 import random as _random
 import uuid as _uuid
 import warnings
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
@@ -80,6 +81,15 @@ class StepExecutor(Protocol):
     async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
         """The payload (JSON text) of the next signal ``name`` sent to the session."""
         ...
+
+
+def fingerprint(text: str) -> str:
+    """A short digest of what a step is asked (its ``input_hash``), stable across processes
+    (unlike ``hash``).
+
+    It detects an accidental change of input on replay, so a fast checksum is enough: it
+    is not a security boundary."""
+    return format(zlib.crc32(text.encode()), "08x")
 
 
 def encode_json(value: Any) -> str:
@@ -302,4 +312,4 @@ class JournaledExecutor:
 
 
 __all__ = ["JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism", "StepExecutor",
-           "decode_json", "encode_json"]
+           "decode_json", "encode_json", "fingerprint"]

@@ -10,6 +10,11 @@ Waiting: a session that sleeps past ``park_after`` or waits for a signal is *par
 coroutine unwinds, it holds no memory and no concurrency slot, and the store keeps its
 timer. :meth:`Engine.serve` (``convoy worker``) wakes it when its timer is due or its
 signal arrives; :meth:`Engine.resume` runs whatever is due now.
+
+Tenants: every session belongs to one tenant. The engine is the operator's view of every
+tenant; :meth:`Engine.tenant` gives one tenant's view (:class:`~convoy.Tenant`), which reaches
+nothing of another tenant. Session ids are unique in a store: a new session never takes an
+id another tenant's session has, even one being started at the same moment by this engine.
 """
 
 from __future__ import annotations
@@ -18,10 +23,10 @@ import asyncio
 import time
 import uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar, cast, overload
 
 from pydantic import ValidationError
 from pydantic_core import to_json
@@ -40,7 +45,8 @@ from convoy.definitions._tools import readable_validation_error
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
-from convoy.engine._escalation import ESCALATION, answer_escalation
+from convoy.engine._control import SessionControl
+from convoy.engine._escalation import ESCALATION
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.engine._results import (
     ReplayResult,
@@ -50,14 +56,20 @@ from convoy.engine._results import (
     _unfinished_result,
     _version_skip,
 )
-from convoy.engine._retry import retry_sessions, select_retryable
 from convoy.engine._runtime import Runtime, _run_session
-from convoy.interceptors._accounting import StepTimings, UsageAccounting
+from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant, taken_session
+from convoy.engine._tenant import Tenant
+from convoy.hitl._rules import Escalation
+from convoy.hitl._task import check_namespace
+from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
+from convoy.security._guard import ToolGuard
+from convoy.state._access import DirectAccess
+from convoy.state._handle import State
 from convoy.stores._protocol import (
     NewSession,
     SessionFilter,
@@ -67,18 +79,24 @@ from convoy.stores._protocol import (
     StepRecord,
     Store,
 )
-from convoy.stores._sqlite import Durability, SQLiteStore
+from convoy.stores._sqlite import Durability
+from convoy.stores._url import store_from_url
 
 OutT = TypeVar("OutT")
+T = TypeVar("T")
 
 
+class Engine(SessionControl):
+    """Runs workflows durably: the operator's view of every tenant's sessions.
 
-class Engine:
-    """Runs workflows durably.
+    Code that serves one tenant gets :meth:`tenant` (a :class:`~convoy.Tenant`) instead:
+    the same methods, confined to that tenant.
 
     Args:
-        store: a :class:`~convoy.stores.Store`, or the path of a SQLite store (created if
-            missing).
+        store: a :class:`~convoy.stores.Store`, or a store URL: the path of a SQLite file
+            (created if missing) or ``postgresql://user:password@host:port/dbname`` (see
+            :func:`~convoy.stores.store_from_url`). Default: ``$CONVOY_DB``, else
+            ``convoy.db``.
         models: named model instances, e.g. ``{"sim:": SimModel(script)}``; agents whose
             ``model`` string matches use them. Other strings go through ``infer_model``.
         model: run every agent on this model instead of its own (e.g. ``"sim:"``).
@@ -98,15 +116,22 @@ class Engine:
         on_nondeterminism: ``"error"`` (default) or ``"warn"`` when a resumed session asks
             a journaled step with a different input, or finishes leaving journal entries
             unused.
+        escalation: the :class:`~convoy.Escalation` rules of every agent that has none of
+            its own: which failures go to a person (an inbox task) instead of failing.
+        tenant_scopes: per tenant, the most its sessions' agents may be granted: a tool
+            scope is granted only if the agent's ``scopes`` and the tenant's cap both
+            cover it (tenants not named are not capped).
     """
 
-    def __init__(self, store: str | Path | Store = "convoy.db", *,
+    def __init__(self, store: str | Path | Store | None = None, *,
                  models: Mapping[str, Model] | None = None, model: str | Model | None = None,
                  interceptors: Sequence[Interceptor] = (), limits: Limits | None = None,
                  concurrency: int = 1000, durability: Durability = "process",
                  prices: PriceTable | None = None, workflows: Iterable[Workflow[Any, Any]] = (),
                  deps: Any = None, lease_seconds: float = 30.0, park_after: float = 1.0,
-                 on_nondeterminism: OnNonDeterminism = "error") -> None:
+                 on_nondeterminism: OnNonDeterminism = "error",
+                 escalation: Escalation | None = None,
+                 tenant_scopes: Mapping[str, Collection[str]] | None = None) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
         if lease_seconds <= 0 or park_after < 0:
@@ -114,14 +139,25 @@ class Engine:
         if on_nondeterminism not in ("error", "warn"):
             raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
                             f"{on_nondeterminism!r}")
-        self.store: Store = store if isinstance(store, Store) else SQLiteStore(
+        if escalation is not None and not isinstance(escalation, Escalation):
+            raise UserError(f"escalation must be a convoy.Escalation, got {escalation!r}")
+        for name in tenant_scopes or {}:
+            check_tenant(name)
+        #: Scopes and approvals, checked before every tool call that declares them.
+        self.tool_guard = ToolGuard(tenant_scopes)
+        self.store: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
         self.timings = StepTimings()
         self.accounting = UsageAccounting(prices)
+        #: Shared-state reads, writes and conflicts of the sessions this engine ran.
+        self.state_stats = StateStats()
         self.runtime = Runtime(self.store, limits=limits or Limits(),
-                               interceptors=[self.timings, *interceptors, self.accounting],
+                               interceptors=[self.timings, self.tool_guard, *interceptors,
+                                             self.accounting, self.state_stats],
                                models=models or {}, model_override=model,
-                               prices=self.accounting.prices, deps=deps)
+                               prices=self.accounting.prices, deps=deps,
+                               escalation=escalation)
+        self.runtime.wake = self._poke
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.park_after = park_after
@@ -132,8 +168,13 @@ class Engine:
         self._wake: asyncio.Event | None = None
         self._renewer: asyncio.Task[None] | None = None
         self._running: dict[str, asyncio.Task[Any]] = {}
+        # Sessions with ids chosen by the caller that this engine is creating and running,
+        # by id: their tenant. Until its row is committed, only this tells another start of
+        # the same id (same owner: the store cannot tell them apart) that it is taken.
+        self._starting: dict[str, str] = {}
         self._cancelling: set[str] = set()
         self._open = False
+        self._opening: asyncio.Lock | None = None
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -147,19 +188,24 @@ class Engine:
         """Open the store and start the interceptors (``async with`` does this)."""
         if self._open:
             return
-        await self.store.open()
-        started: list[Interceptor] = []
-        try:
-            for ic in self.runtime.interceptors:
-                await ic.start(self)
-                started.append(ic)
-        except BaseException:
-            for ic in reversed(started):
-                await ic.close()
-            await self.store.aclose()
-            raise
-        self._open = True
-        self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
+        if self._opening is None:  # sessions started at once open the engine once
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._open:
+                return
+            await self.store.open()
+            started: list[Interceptor] = []
+            try:
+                for ic in self.runtime.interceptors:
+                    await ic.start(self)
+                    started.append(ic)
+            except BaseException:
+                for ic in reversed(started):
+                    await ic.close()
+                await self.store.aclose()
+                raise
+            self._open = True
+            self._renewer = asyncio.get_running_loop().create_task(self._renew_leases())
 
     async def aclose(self) -> None:
         """Stop renewing leases, close interceptors (exporters flush), commit and close the
@@ -179,6 +225,7 @@ class Engine:
         for m in models.values():
             await m.aclose()
         self._open = False
+        self._opening = None
         self._slots = None  # bound to this event loop; the next open may run on another
         self._wake = None
 
@@ -215,63 +262,165 @@ class Engine:
         self._workflows[name] = wf
         return wf
 
+    def tenant(self, name: str) -> Tenant:
+        """One tenant's view of this engine: :meth:`run`, :meth:`resume`, :meth:`signal`,
+        :meth:`sessions` and the rest, confined to the tenant ``name``. A session of another
+        tenant is exactly an unknown id through it. Cheap: make one per request.
+
+        Raises:
+            UserError: ``name`` is not a valid tenant name (1 to 64 letters, digits, ``.``,
+                ``_`` or ``-``, starting and ending with a letter or digit).
+        """
+        return Tenant(self, name)
+
+    def _scope(self) -> tuple[Engine, str | None]:
+        return self, None
+
     def _wake_event(self) -> asyncio.Event:
         if self._wake is None:
             self._wake = asyncio.Event()
         return self._wake
 
+    def _poke(self) -> None:
+        """Something became runnable (a state write woke a parked session): the serve
+        loop claims it now instead of at its next poll."""
+        self._wake_event().set()
+
+    # -- shared state --------------------------------------------------------------------
+
+    @overload
+    def state(self, namespace: str, *, tenant: str = DEFAULT_TENANT, type: type[T]
+              ) -> State[T]: ...
+    @overload
+    def state(self, namespace: str, *, tenant: str = DEFAULT_TENANT, type: None = None
+              ) -> State[Any]: ...
+
+    def state(self, namespace: str, *, tenant: str = DEFAULT_TENANT, type: Any = None
+              ) -> State[Any]:
+        """A namespace of ``tenant``'s shared state, outside any session: to seed, inspect
+        or correct what sessions share (``ctx.state`` in workflow code). Reads and writes
+        go to the store directly (no journal); writes are compare-and-set, and wake the
+        sessions waiting for a change. Open the engine first (``async with``).
+
+        Raises:
+            UserError: ``tenant`` is not a valid tenant name.
+        """
+        check_tenant(tenant)
+        check_namespace(namespace)
+        return State(namespace, DirectAccess(self.store, tenant, self._poke), type)
+
     # -- running -------------------------------------------------------------------------
 
     async def run(self, wf: Workflow[Any, OutT], input: Any, *, session_id: str | None = None,
-                  tenant: str = "default", headers: Mapping[str, str] | None = None,
+                  tenant: str = DEFAULT_TENANT, headers: Mapping[str, str] | None = None,
                   ) -> SessionResult[OutT]:
-        """Start a session and run it until it ends or parks. The session is durable from
-        the moment it starts: after a crash, :meth:`resume` finishes it.
+        """Start a session of ``tenant`` and run it until it ends or parks. The session is
+        durable from the moment it starts: after a crash, :meth:`resume` finishes it.
 
         A ``session_id`` that already exists is never run twice: a finished session returns
         its recorded result, an unfinished one resumes from its journal (unless another
-        engine owns it: then the result says ``running``).
+        engine owns it: then the result says ``running``). Session ids are unique in a
+        store: an id that a session of another tenant has raises :class:`UserError`.
         """
+        check_tenant(tenant)
         await self.open()
         self.register(wf)
         value = _validate_input(wf, input)
-        if session_id is not None:
+        if session_id is None:
+            sid = uuid.uuid4().hex
+        else:
             row = await self.store.get_session(session_id)
             if row is not None:  # never run a known session twice
+                if row.tenant != tenant:
+                    raise taken_session(session_id)
                 return await self._known(wf, row)
-        sid = session_id or uuid.uuid4().hex
-        new = NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
-                         input=_dump_input(wf, value), headers=dict(headers or {}))
-        # Not awaited on its own: the first journal commit (or the final one) carries it.
-        self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
-        return await self._admit(wf, sid, tenant, value, None, None, new=new)
+            early = self._start(session_id, tenant)
+            if early is not None:
+                return early
+            sid = session_id
+        try:
+            new = NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
+                             input=_dump_input(wf, value), headers=dict(headers or {}))
+            # Not awaited on its own: the first journal commit (or the final one) carries it.
+            self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
+            return await self._admit(wf, sid, tenant, value, None, None, new=new)
+        finally:
+            if session_id is not None:
+                self._starting.pop(sid, None)
+
+    def _start(self, sid: str, tenant: str) -> SessionResult[Any] | None:
+        """Mark a new session with a chosen id as being started here; if it already is
+        (its row may not be committed yet), what this start of it returns instead."""
+        held = self._starting.get(sid)
+        if held is None:
+            self._starting[sid] = tenant
+            return None
+        if held != tenant:
+            raise taken_session(sid)
+        return SessionResult(id=sid, status="running")
 
     async def run_many(self, wf: Workflow[Any, OutT], inputs: Iterable[Any], *,
-                       tenant: str = "default", ids: Iterable[str] | None = None,
+                       tenant: str = DEFAULT_TENANT, ids: Iterable[str] | None = None,
                        on_done: Callable[[SessionResult[OutT]], None] | None = None,
                        ) -> list[SessionResult[OutT]]:
-        """Run many sessions with at most ``concurrency`` at once; results in input order.
+        """Run many sessions of ``tenant`` with at most ``concurrency`` at once; results in
+        input order.
 
         Every session is created (and claimed) durably before any runs, so a crash loses
         none of them. Ids that already exist are not started twice: a finished session
-        returns its stored result, an unfinished one resumes from its journal.
+        returns its stored result, an unfinished one resumes from its journal. An id that
+        a session of another tenant has raises :class:`UserError` before anything runs.
         """
+        check_tenant(tenant)
         await self.open()
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         sids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
+        if ids is not None and len(set(sids)) != len(sids):
+            dup = next(sid for i, sid in enumerate(sids) if sid in sids[:i])
+            raise UserError(f"run_many got the session id {dup!r} more than once")
         existing = await self.store.get_sessions(sids)
+        for row in existing.values():
+            if row.tenant != tenant:
+                raise taken_session(row.id)
+        started: list[str] = []
+        busy: dict[str, SessionResult[Any]] = {}
+        try:
+            if ids is not None:
+                for sid in sids:
+                    if sid not in existing:
+                        res = self._start(sid, tenant)
+                        if res is None:
+                            started.append(sid)
+                        else:
+                            busy[sid] = res
+            return await self._run_many(wf, sids, values, tenant, existing, busy, on_done)
+        finally:
+            for sid in started:
+                self._starting.pop(sid, None)
+
+    async def _run_many(self, wf: Workflow[Any, OutT], sids: list[str], values: list[Any],
+                        tenant: str, existing: dict[str, SessionRow],
+                        busy: dict[str, SessionResult[Any]],
+                        on_done: Callable[[SessionResult[OutT]], None] | None,
+                        ) -> list[SessionResult[OutT]]:
         await self.store.create_sessions(
             [NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
                         input=_dump_input(wf, v))
-             for sid, v in zip(sids, values, strict=True) if sid not in existing],
+             for sid, v in zip(sids, values, strict=True)
+             if sid not in existing and sid not in busy],
             owner=self.owner, lease_s=self.lease_seconds)
         jobs: list[_Job] = []
         done: list[SessionResult[OutT]] = []
         for sid, v in zip(sids, values, strict=True):
             row = existing.get(sid)
+            if sid in busy:  # being started by another call on this engine
+                done.append(busy[sid])
+                if on_done is not None:
+                    on_done(busy[sid])
+                continue
             if row is None:
                 jobs.append(_Job(sid, tenant, v, None, new=True))  # claimed at creation
             else:
@@ -318,15 +467,25 @@ class Engine:
         return True
 
     async def _claim(self, row: SessionRow) -> SessionRow | None:
-        if row.id in self._running:  # this engine is running it right now
+        if row.id in self._running or row.id in self._starting:  # this engine runs it now
             return None
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
-        return await self.store.claim(row.id, self.owner, self.lease_seconds)
+        return await self.store.claim(row.id, self.owner, self.lease_seconds, tenant=row.tenant)
 
-    async def _sweep_dead_owners(self) -> None:
+    def _stop_running(self, sid: str) -> bool:
+        """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``)."""
+        task = self._running.get(sid)
+        if task is None:
+            return False
+        self._cancelling.add(sid)
+        task.cancel()
+        return True
+
+    async def _sweep_dead_owners(self, tenant: str | None) -> None:
         owners = {r.owner for r in await self.store.list_sessions(
-            SessionFilter(status="running", limit=10_000)) if r.owner and r.owner != self.owner}
+            SessionFilter(status="running", tenant=tenant, limit=10_000))
+            if r.owner and r.owner != self.owner}
         for owner in owners:
             await self._expire_if_dead(owner)
 
@@ -344,8 +503,13 @@ class Engine:
         no signal yet), ``running`` (another live engine owns it), or their status with an
         error explaining a workflow version this code does not have.
         """
+        return await self._resume(None, on_done)
+
+    async def _resume(self, tenant: str | None,
+                      on_done: Callable[[SessionResult[Any]], None] | None
+                      ) -> list[SessionResult[Any]]:
         await self.open()
-        rows = await self.store.unfinished()
+        rows = await self.store.unfinished(tenant=tenant)
         by_wf: dict[str, list[SessionRow]] = {}
         for row in rows:
             by_wf.setdefault(row.workflow, []).append(row)
@@ -374,6 +538,9 @@ class Engine:
         sessions of engines that died. Runs until cancelled, or with ``until_idle`` until
         no session of a registered workflow is left unfinished.
         """
+        await self._serve(None, until_idle, poll_interval)
+
+    async def _serve(self, tenant: str | None, until_idle: bool, poll_interval: float) -> None:
         await self.open()
         wake = self._wake_event()
         next_sweep = 0.0
@@ -386,18 +553,20 @@ class Engine:
                 if free > 0 and workflows:
                     if self.clock() >= next_sweep:  # owners that died on this machine
                         next_sweep = self.clock() + self.lease_seconds / 3
-                        await self._sweep_dead_owners()
+                        await self._sweep_dead_owners(tenant)
                     rows = await self.store.claim_runnable(
-                        self.owner, self.lease_seconds, workflows=workflows, limit=free)
+                        self.owner, self.lease_seconds, workflows=workflows, limit=free,
+                        tenant=tenant)
                 for row in rows:
                     wf = self._workflows[row.workflow]
                     tg.create_task(self._run_claimed(wf, row))
                 if until_idle and not rows and not self._running:
-                    left = [r for r in await self.store.unfinished() if r.workflow in workflows]
+                    left = [r for r in await self.store.unfinished(tenant=tenant)
+                            if r.workflow in workflows]
                     if not left or all(r.status == "waiting" and r.wake_at is None
                                        for r in left):
                         return
-                nxt = await self.store.next_wake()
+                nxt = await self.store.next_wake(tenant=tenant)
                 timeout = poll_interval if nxt is None else \
                     max(0.0, min(poll_interval, nxt - self.clock()))
                 with suppress(TimeoutError):
@@ -409,113 +578,6 @@ class Engine:
         journal = await self.store.load_journal(row.id)
         await self._admit(wf, row.id, row.tenant, value, row, journal)
         self._wake_event().set()
-
-    async def signal(self, session_id: str, name: str, payload: Any = None) -> None:
-        """Send the signal ``name`` to a session: it wakes the session if it waits for it
-        (``ctx.wait_for``), or is kept for its next wait.
-
-        ``ESCALATION`` (``"convoy.escalation"``) answers an escalated session:
-        ``{"action": "retry"}`` runs the step that escalated again,
-        ``{"action": "complete", "result": ...}`` records that step as done with that
-        result (a person checked that it took effect), ``{"action": "fail", "reason":
-        ...}`` ends the session as failed.
-        """
-        await self.open()
-        row = await self.store.get_session(session_id)
-        if row is None:
-            raise UserError(f"no session {session_id!r} in {self.store.url}")
-        if name == ESCALATION:
-            await answer_escalation(self.store, row, payload)
-        elif not row.unfinished:
-            raise UserError(f"session {session_id!r} is {row.status}: signals go to "
-                            "unfinished sessions")
-        else:
-            await self.store.send_signal(session_id, name, to_json(payload).decode())
-        self._wake_event().set()
-
-    async def cancel(self, session_id: str) -> None:
-        """Cancel a session: one running here stops at once (``cancelled``); one that is
-        pending or waiting is finished as ``cancelled``."""
-        await self.open()
-        task = self._running.get(session_id)
-        if task is not None:
-            self._cancelling.add(session_id)
-            task.cancel()
-            return
-        row = await self.store.get_session(session_id)
-        if row is None:
-            raise UserError(f"no session {session_id!r} in {self.store.url}")
-        if not row.unfinished:
-            raise UserError(f"session {session_id!r} is already {row.status}")
-        owner: str | None = None
-        if row.status == "running":
-            claimed = await self._claim(row)
-            if claimed is None:
-                raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
-                                "cancel it there")
-            owner = self.owner
-        await self.store.finish(session_id, owner, SessionOutcome(
-            status="cancelled", error={"type": "Cancelled", "message": "cancelled"},
-            steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
-            cost=row.cost))
-
-    async def retryable(self, *, ids: Sequence[str] = (),
-                        status: str | Iterable[str] | None = None,
-                        error_type: str | None = None, workflow: str | None = None,
-                        ) -> list[SessionRow]:
-        """The sessions :meth:`retry_many` would run, oldest first: finished without
-        completing (see ``RETRYABLE``), not yet retried, and matching every condition given
-        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``)."""
-        await self.open()
-        return await select_retryable(self.store, ids=ids, status=status,
-                                      error_type=error_type, workflow=workflow)
-
-    async def retry(self, session_id: str) -> SessionResult[Any]:
-        """Run a session that finished without completing again, as a new session
-        ``<id>.r1`` (a retry of ``x.r1`` is ``x.r2``) with ``parent=<id>``, the same input,
-        tenant and headers, an empty journal, on this engine's current workflow code and
-        version. The old session and its journal are kept. Raises :class:`UserError` for a
-        session that is unknown, unfinished, completed or already retried."""
-        return (await self.retry_many([session_id]))[0]
-
-    async def retry_many(self, session_ids: Iterable[str], *,
-                         on_done: Callable[[SessionResult[Any]], None] | None = None,
-                         ) -> list[SessionResult[Any]]:
-        """:meth:`retry` for many sessions, ``concurrency`` at once, results in order. The
-        retries are created durably before any runs (:meth:`resume` finishes them)."""
-        await self.open()
-        return await retry_sessions(self, await select_retryable(self.store,
-                                                                 ids=list(session_ids)),
-                                    on_done=on_done)
-
-    async def replay(self, session_id: str) -> ReplayResult:
-        """Re-execute a finished session from its journal, calling no model and no tool."""
-        await self.open()
-        row = await self.store.get_session(session_id)
-        if row is None:
-            raise UserError(f"no session {session_id!r} in {self.store.url}")
-        if row.unfinished:
-            raise UserError(f"session {session_id!r} is still {row.status}; resume it first")
-        wf = self.workflow_named(row.workflow)
-        value = wf.input_adapter.validate_json(row.input)
-        journal = await self.store.load_journal(session_id)
-        res, executor = await self._execute(wf, session_id, row.tenant, value, row, journal,
-                                            replay_only=True)
-        out = None
-        if res.status == "completed":
-            out = wf.output_adapter.dump_json(res.output).decode()
-        matches = res.status == row.status and (out == row.output if out else
-                                                _same_error(res.error, row.error_record))
-        if not matches and executor.exhausted and row.status in ("limit_exceeded", "cancelled"):
-            # The recorded run was stopped from outside the steps (time limit, cancel)
-            # where the journal ends: replaying up to there is the whole match.
-            return ReplayResult(id=session_id, matches=True, status=row.status,
-                                recorded_status=row.status, output=None,
-                                recorded_output=row.output, steps=res.steps,
-                                error=row.error_record, recorded_error=row.error_record)
-        return ReplayResult(id=session_id, matches=matches, status=res.status,
-                            recorded_status=row.status, output=out, recorded_output=row.output,
-                            steps=res.steps, error=res.error, recorded_error=row.error_record)
 
     # -- internals -----------------------------------------------------------------------
 
@@ -777,12 +839,6 @@ def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:
 
 def _dump_input(wf: Workflow[Any, Any], value: Any) -> str:
     return wf.input_adapter.dump_json(value).decode()
-
-
-def _same_error(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
-    if a is None or b is None:
-        return a is b
-    return bool(a.get("type") == b.get("type") and a.get("message") == b.get("message"))
 
 
 __all__ = ["ESCALATION", "Engine", "ReplayResult", "SessionResult"]

@@ -29,16 +29,16 @@ async def answer_escalation(store: Store, row: SessionRow, decision: Any) -> Non
             status="failed", error={"type": "Escalated", "message": str(reason),
                                     "escalation": row.error_record},
             steps=row.steps, input_tokens=row.input_tokens,
-            output_tokens=row.output_tokens, cost=row.cost))
+            output_tokens=row.output_tokens, cost=row.cost), tenant=row.tenant)
     elif action == "retry":
-        await store.reopen(row.id, drop_step=key)
+        await store.reopen(row.id, drop_step=key, tenant=row.tenant)
     else:
-        journal = await store.load_journal(row.id)
+        journal = await store.load_journal(row.id, tenant=row.tenant)
         rec = journal.get(key or "")
         if rec is None:
             raise UserError(f"session {row.id!r} escalated outside a step; answer it "
                             "with 'retry' or 'fail'")
-        await store.reopen(row.id, journal=StepRecord(
+        await store.reopen(row.id, tenant=row.tenant, journal=StepRecord(
             key=rec.key, kind=rec.kind, target=rec.target, status="completed",
             result=to_json(decision.get("result")).decode(), input_hash=rec.input_hash,
             agent=rec.agent))

@@ -87,11 +87,16 @@ class ReplayResult:
 
 def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
     """The stored result of a finished session."""
+    return _stored_result(row, wf.output_adapter.validate_json(row.output) if row.output
+                          else None)
+
+
+def _stored_result(row: SessionRow, output: OutT | None) -> SessionResult[OutT]:
+    """The stored result of a finished session, with its output decoded by the caller."""
     return SessionResult(
-        id=row.id, status=row.status,
-        output=wf.output_adapter.validate_json(row.output) if row.output else None,
-        error=row.error_record, steps=row.steps, usage=Usage(row.input_tokens, row.output_tokens),
-        cost=row.cost, duration_s=(row.finished or 0) - (row.started or row.created))
+        id=row.id, status=row.status, output=output, error=row.error_record, steps=row.steps,
+        usage=Usage(row.input_tokens, row.output_tokens), cost=row.cost,
+        duration_s=(row.finished or 0) - (row.started or row.created))
 
 
 def _unfinished_result(row: SessionRow) -> SessionResult[Any]:

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from convoy._errors import UserError
 from convoy.definitions._tools import readable_validation_error
 from convoy.engine._results import SessionResult
+from convoy.engine._tenancy import unknown_session
 from convoy.stores._protocol import NewSession, SessionFilter, SessionRow, SessionStatus, Store
 
 if TYPE_CHECKING:
@@ -41,9 +42,10 @@ def retry_id(row: SessionRow) -> str:
 async def select_retryable(store: Store, *, ids: Sequence[str] = (),
                            status: str | Iterable[str] | None = None,
                            error_type: str | None = None, workflow: str | None = None,
-                           ) -> list[SessionRow]:
+                           tenant: str | None = None) -> list[SessionRow]:
     """Sessions a retry would run again (in the order of ``ids``, else oldest first):
-    finished without completing, never retried, and matching every condition given.
+    finished without completing, never retried, and matching every condition given (of
+    ``tenant`` only, when given: another tenant's id is an unknown id).
 
     Raises:
         UserError: an unknown status, or an id that is unknown, not retryable (unfinished
@@ -51,11 +53,11 @@ async def select_retryable(store: Store, *, ids: Sequence[str] = (),
     """
     statuses = _statuses(status)
     if ids:
-        found = await store.get_sessions(list(ids))
+        found = await store.get_sessions(list(ids), tenant=tenant)
         for sid in ids:
             row = found.get(sid)
             if row is None:
-                raise UserError(f"no session {sid!r} in {store.url}")
+                raise unknown_session(sid, store.url, tenant)
             if row.status not in RETRYABLE:
                 raise UserError(f"session {sid!r} is {row.status}; a retry runs sessions that "
                                 f"finished without completing ({', '.join(RETRYABLE)})")
@@ -66,7 +68,7 @@ async def select_retryable(store: Store, *, ids: Sequence[str] = (),
             offset = 0
             while True:
                 page = await store.list_sessions(SessionFilter(
-                    status=st, workflow=workflow, limit=_PAGE, offset=offset))
+                    status=st, workflow=workflow, tenant=tenant, limit=_PAGE, offset=offset))
                 rows.extend(page)
                 offset += len(page)
                 if len(page) < _PAGE:
@@ -97,10 +99,12 @@ def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
 
 
 async def _retries(store: Store, rows: Sequence[SessionRow]) -> dict[str, SessionRow]:
-    """The existing retry of each of ``rows`` that has one, by the retried session's id."""
-    nxt = {retry_id(r): r.id for r in rows}
+    """The existing retry of each of ``rows`` that has one, by the retried session's id
+    (a retry is a session of the same tenant)."""
+    nxt = {retry_id(r): r for r in rows}
     found = await store.get_sessions(list(nxt))
-    return {nxt[sid]: row for sid, row in found.items() if row.parent == nxt[sid]}
+    return {nxt[sid].id: row for sid, row in found.items()
+            if row.parent == nxt[sid].id and row.tenant == nxt[sid].tenant}
 
 
 async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.cost._pricing import PriceTable
+from convoy.hitl._rules import Escalation
 from convoy.interceptors._base import (
     Chain,
     EffectInput,
@@ -16,6 +17,7 @@ from convoy.interceptors._base import (
     ModelCallInput,
     SessionEnd,
     SessionInput,
+    StateInput,
     ToolCallInput,
     ordered,
 )
@@ -23,6 +25,7 @@ from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
 from convoy.runtime._limits import Limits
+from convoy.state._access import run_state_op
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -45,6 +48,10 @@ async def _effect(i: EffectInput) -> Any:
     return await i.fn()
 
 
+def _nobody() -> None:
+    return None
+
+
 async def _run_session(i: SessionInput) -> SessionEnd:
     """The end of the session chain: run the workflow."""
     return await i.proceed(i)
@@ -56,13 +63,15 @@ class Runtime:
     def __init__(self, store: Store, *, limits: Limits,
                  interceptors: Sequence[Interceptor], models: Mapping[str, Model],
                  model_override: str | Model | None, prices: PriceTable | None = None,
-                 deps: Any = None) -> None:
+                 deps: Any = None, escalation: Escalation | None = None) -> None:
         self.store = store
         #: The wall clock every session reads (deadlines, timers): the store's.
         self.clock: Callable[[], float] = getattr(store, "clock", time.time)
         self.prices = prices
         self.limits = limits
         self.deps = deps
+        #: The escalation rules of agents that have none of their own.
+        self.escalation = escalation
         interceptors = ordered(interceptors)
         self.interceptors = tuple(interceptors)
         self.session_chain: Chain[SessionInput, SessionEnd] = Chain(
@@ -75,6 +84,9 @@ class Runtime:
         self.tool_chain: Chain[ToolCallInput, Any] = Chain("tool_call", interceptors, _call_tool)
         self.handoff_chain: Chain[HandoffInput, Any] = Chain("handoff", interceptors, _handoff)
         self.effect_chain: Chain[EffectInput, Any] = Chain("effect", interceptors, _effect)
+        self.state_chain: Chain[StateInput, Any] = Chain("state_op", interceptors, run_state_op)
+        #: Called when a state write woke parked sessions (the engine's serve loop listens).
+        self.wake: Callable[[], None] = _nobody
 
     def resolve(self, spec: str | Model) -> Model:
         if isinstance(spec, Model):

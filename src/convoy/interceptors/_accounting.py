@@ -1,4 +1,4 @@
-"""Built-in interceptors: step timing, and token / cost accounting."""
+"""Built-in interceptors: step timing, token / cost accounting, shared-state counters."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from convoy._errors import StateConflict
 from convoy._stats import percentile
 from convoy.cost._pricing import PriceTable
 from convoy.interceptors._base import (
@@ -17,6 +18,7 @@ from convoy.interceptors._base import (
     ModelCallInput,
     Next,
     Stage,
+    StateInput,
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse, Usage
@@ -74,6 +76,10 @@ class StepTimings(Interceptor):
                next: Next[EffectInput, Any]) -> Coroutine[Any, Any, Any]:
         return self._timed("effect", next(input))
 
+    def state_op(self, input: StateInput,
+                 next: Next[StateInput, Any]) -> Coroutine[Any, Any, Any]:
+        return self._timed("state", next(input))
+
 
 @dataclass(slots=True)
 class Spend:
@@ -83,7 +89,8 @@ class Spend:
 
 
 class UsageAccounting(Interceptor):
-    """Prices every model response and totals tokens and cost per agent and per model.
+    """Prices every model response and totals tokens and cost per agent, per model, per
+    deployment (:attr:`convoy.Model.deployment`) and per tenant.
 
     It sets ``response.cost``, which is journaled with the response, so a session's totals
     survive a restart and replayed steps are never billed again.
@@ -95,15 +102,64 @@ class UsageAccounting(Interceptor):
         self.prices = prices or PriceTable()
         self.by_agent: dict[str, Spend] = defaultdict(Spend)
         self.by_model: dict[str, Spend] = defaultdict(Spend)
+        self.by_deployment: dict[str, Spend] = defaultdict(Spend)
         self.by_tenant: dict[str, Spend] = defaultdict(Spend)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         resp = await next(input)
-        resp.cost = cost = self.prices.cost(resp.model or input.model.name, resp.usage)
+        model = input.model
+        deployment = model.deployment
+        resp.cost = cost = self.prices.cost(resp.model or model.name, resp.usage, deployment)
         for spend in (self.by_agent[input.agent.name], self.by_model[resp.model],
-                      self.by_tenant[input.session.tenant]):
+                      self.by_deployment[deployment], self.by_tenant[input.session.tenant]):
             spend.usage.add(resp.usage)
             spend.cost += cost
             spend.calls += 1
         return resp
+
+
+@dataclass(slots=True)
+class StateCounts:
+    """Shared-state operations that ran (replayed ones are not counted again)."""
+
+    reads: int = 0
+    writes: int = 0
+    conflicts: int = 0
+
+
+class StateStats(Interceptor):
+    """Counts shared-state operations: reads (``get``, ``history``, ``keys``), writes that
+    landed, and conflicts (stale compare-and-set writes refused), in all and by the kind of
+    namespace (what precedes its first ``:``: ``customer`` for ``customer:42``, ``session``
+    for a session's own), so entities do not each get a counter.
+
+    The engine keeps one as ``engine.state_stats``.
+    """
+
+    stage: Stage = "accounting"
+
+    def __init__(self) -> None:
+        self.total = StateCounts()
+        self.by_kind: dict[str, StateCounts] = defaultdict(StateCounts)
+
+    @property
+    def conflicts(self) -> int:
+        """Stale writes refused so far."""
+        return self.total.conflicts
+
+    async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        kind = self.by_kind[input.namespace.split(":", 1)[0]]
+        try:
+            out = await next(input)
+        except StateConflict:
+            self.total.conflicts += 1
+            kind.conflicts += 1
+            raise
+        if input.op == "set":
+            self.total.writes += 1
+            kind.writes += 1
+        elif input.op != "watch":
+            self.total.reads += 1
+            kind.reads += 1
+        return out

@@ -1,23 +1,25 @@
 """The interceptor chain: the single extension point around every step and session.
 
-Each kind of step has a typed input (one dataclass per kind) and a method on
-:class:`Interceptor`; an interceptor overrides the methods it cares about and calls
-``next(input)`` to continue down the chain (or does not, to short-circuit). Every input
-carries a :class:`StepInfo` (``input.info``). :meth:`Interceptor.session_run` wraps a whole run
-of a session (a start, or a resume after a crash or a wait) and may set
-:attr:`SessionInput.headers`, which are persisted with the session, so a trace id or an
-audit cursor survives a resume.
+Each kind of step (a shared-state operation too) has a typed input (one dataclass per
+kind) and a method on :class:`Interceptor`; an interceptor overrides the methods it cares
+about and calls ``next(input)`` to continue down the chain (or does not, to
+short-circuit). Every input carries a :class:`StepInfo` (``input.info``).
+:meth:`Interceptor.session_run` wraps a whole run of a session (a start, or a resume
+after a crash or a wait) and may set :attr:`SessionInput.headers`, which are persisted
+with the session, so a trace id or an audit cursor survives a resume.
 
 Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engine sorts the
 chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
 
-    timing → trace → audit → custom → step_timeout → route → cache → fallback → retry
-    → breaker → budget → rate_limit → bulkhead → timeout → accounting → fault → (adapter)
+    timing → trace → audit → policy → custom → step_timeout → route → cache → fallback → retry
+    → deployment → breaker → budget → rate_limit → bulkhead → timeout → accounting → fault
+    → (adapter)
 
-so a cache hit costs nothing, every retry attempt passes the breaker, reserves budget,
-takes a rate-limit token and gets its own timeout, and injected faults look like the
-adapter's own. Journaling sits outside the chain: a step already in the journal is replayed
-without running any interceptor, so a resumed session pays nothing twice.
+so a cache hit costs nothing, every retry attempt is routed to a deployment of its model,
+passes that deployment's breaker, reserves budget, takes a rate-limit token and gets its
+own timeout, and injected faults look like the adapter's own. Journaling sits outside the
+chain: a step already in the journal is replayed without running any interceptor, so a
+resumed session pays nothing twice.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ if TYPE_CHECKING:
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
-Stage = Literal["timing", "trace", "audit", "custom", "step_timeout", "route", "cache",
-                "fallback", "retry", "breaker", "budget", "rate_limit", "bulkhead", "timeout",
-                "accounting", "fault"]
+Stage = Literal["timing", "trace", "audit", "policy", "custom", "step_timeout", "route",
+                "cache", "fallback", "retry", "deployment", "breaker", "budget", "rate_limit",
+                "bulkhead", "timeout", "accounting", "fault"]
 #: Stages, outermost first. The engine sorts interceptors by stage (stable).
 STAGES: tuple[Stage, ...] = (
-    "timing", "trace", "audit", "custom", "step_timeout", "route", "cache", "fallback",
-    "retry", "breaker", "budget", "rate_limit", "bulkhead", "timeout", "accounting", "fault")
+    "timing", "trace", "audit", "policy", "custom", "step_timeout", "route", "cache",
+    "fallback", "retry", "deployment", "breaker", "budget", "rate_limit", "bulkhead",
+    "timeout", "accounting", "fault")
 _RANK = {s: i for i, s in enumerate(STAGES)}
 
 
@@ -93,7 +96,10 @@ class ModelCallInput:
 
 @dataclass(slots=True, kw_only=True)
 class ToolCallInput:
-    """One call of a tool with already-validated arguments."""
+    """One call of a tool with already-validated arguments.
+
+    ``approval`` is the id of the approval task a person approved this call in, when the
+    call runs after one (see :func:`convoy.approved`)."""
 
     session: SessionState
     key: str
@@ -101,6 +107,7 @@ class ToolCallInput:
     tool: Tool
     args: BaseModel
     context: ToolContext[Any]
+    approval: str | None = None
 
     @property
     def info(self) -> StepInfo:
@@ -142,6 +149,45 @@ class EffectInput:
     def info(self) -> StepInfo:
         """Who and where this effect is; ``target`` is the step's name."""
         return _info(self.session, self.key, "effect", self.name, None)
+
+
+StateOp = Literal["get", "set", "history", "keys", "watch"]
+
+
+@dataclass(slots=True, kw_only=True)
+class StateInput:
+    """One operation on shared state (``ctx.state(...)`` or a tool's ``ctx.state(...)``).
+
+    ``namespace`` and ``state_key`` name the key (``state_key`` is empty for ``keys``);
+    ``value`` is the JSON text a ``set`` writes, against ``expected_version``; a ``watch``
+    asks for a signal at the first version past ``after_version``; ``limit`` bounds a
+    ``history``. ``key`` names the writer: the operation's own journaled step in workflow
+    code, ``"<tool call's step>#<n>"`` for the n-th operation inside a tool call.
+    Raising from ``next`` (or not calling it) fails the operation; a stale ``set`` raises
+    :class:`~convoy.StateConflict` out of ``next``.
+    """
+
+    session: SessionState
+    key: str
+    op: StateOp
+    namespace: str
+    state_key: str = ""
+    value: str | None = None
+    expected_version: int | None = None
+    agent: str | None = None
+    after_version: int = 0
+    limit: int | None = None
+
+    @property
+    def info(self) -> StepInfo:
+        """Who and where this operation is; ``target`` is ``"<op> <namespace>/<key>"``."""
+        return _info(self.session, self.key, "state", state_target(self.op, self.namespace,
+                                                                   self.state_key), self.agent)
+
+
+def state_target(op: str, namespace: str, key: str) -> str:
+    """How a state operation is named in the journal and in :class:`StepInfo`."""
+    return f"{op} {namespace}/{key}" if key else f"{op} {namespace}"
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -223,6 +269,12 @@ class Interceptor:
     async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
         """Around one workflow-level effect (``ctx.step``). Clock reads, random numbers, sleeps
         and waits are journaled by the executor and do not pass here."""
+        return await next(input)
+
+    async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        """Around one operation on shared state: a read, a compare-and-set write (a stale
+        one raises :class:`~convoy.StateConflict` out of ``next``), a history or key
+        listing, or the watch of a durable wait for a change."""
         return await next(input)
 
 

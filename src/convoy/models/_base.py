@@ -10,7 +10,8 @@ from convoy.models._messages import ModelRequest, ModelResponse
 class Model(ABC):
     """A model endpoint. Subclasses implement ``request``; nothing else is required.
 
-    ``name`` is the ``"provider:model"`` string used for routing, pricing and metrics.
+    ``name`` is the ``"provider:model"`` string used for routing, pricing and metrics;
+    ``deployment`` names the endpoint (the same, unless there are several of one model).
     Adapters raise :class:`convoy.ModelError` with ``retryable`` and ``status_code`` set,
     so resilience interceptors can classify failures without knowing the vendor SDK.
     """
@@ -19,6 +20,20 @@ class Model(ABC):
     #: The most output tokens one answer of this endpoint can have (``None``: unknown; the
     #: budgets then use ``convoy.resilience.output_ceiling``'s table or its default).
     max_output_tokens: int | None = None
+    _deployment: str | None = None
+
+    @property
+    def deployment(self) -> str:
+        """The endpoint this instance reaches: what circuit breakers, rate limits, cooldowns
+        and metrics are keyed by. The model name, unless the instance is one of several
+        deployments of its model: an ``openai:`` model with a base URL of its own
+        (``"openai:gpt-4o-mini@127.0.0.1:8000/v1"``), or a named
+        :class:`~convoy.Deployment` (``"openai:gpt-4o-mini@east"``)."""
+        return self._deployment or self.name
+
+    @deployment.setter
+    def deployment(self, value: str) -> None:
+        self._deployment = value
 
     @abstractmethod
     async def request(self, request: ModelRequest) -> ModelResponse:

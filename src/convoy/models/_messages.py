@@ -34,6 +34,15 @@ class Message:
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The message as a plain dict (only the fields it has), e.g. for a transcript."""
+        out: dict[str, Any] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            out["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            out["tool_call_id"] = self.tool_call_id
+        return out
+
 
 @dataclass(slots=True)
 class Usage:

@@ -17,7 +17,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
-from convoy._errors import ModelError, UserError
+from convoy._errors import ContentPolicyViolation, ContextWindowExceeded, ModelError, UserError
 from convoy.models._base import Model
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 
@@ -28,6 +28,12 @@ if TYPE_CHECKING:
 StructuredOutput = Literal["json_schema", "json_object", "none"]
 
 _LOCAL_KEY = "sk-local"
+# How OpenAI, Azure OpenAI, vLLM and llama.cpp's server say a request is too long, or was
+# refused by a content filter (error code, type or message; matched in lower case).
+_CONTEXT_WINDOW = ("context_length_exceeded", "exceed_context_size", "maximum context length",
+                   "context window", "exceeds the available context size")
+_CONTENT_POLICY = ("content_policy_violation", "content_filter", "content management policy",
+                   "content policy")
 
 
 def _import_openai() -> ModuleType:
@@ -48,6 +54,15 @@ def _is_loopback(base_url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _endpoint(base_url: str) -> str:
+    """``host:port/path`` of a base URL: no scheme, credentials or query, so an endpoint's
+    name can go into breaker keys, metrics and logs."""
+    parts = urlsplit(base_url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port is not None else ""
+    return f"{host}{port}{parts.path.rstrip('/')}"
 
 
 def _retry_after(headers: Any) -> float | None:
@@ -140,6 +155,10 @@ class OpenAIModel(Model):
             client = self._openai.AsyncOpenAI(
                 api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout
             )
+        if base_url is not None:
+            # One model behind two base URLs is two deployments: breakers, rate limits and
+            # metrics must not be shared between them.
+            self.deployment = f"{self.name}@{_endpoint(base_url)}"
         self._client: AsyncOpenAI = client
 
     def _response_format(self, request: ModelRequest) -> dict[str, Any] | None:
@@ -201,6 +220,10 @@ class OpenAIModel(Model):
         if not completion.choices:
             return ModelResponse(usage=usage, model=self.name, finish_reason=None)
         choice = completion.choices[0]
+        if choice.finish_reason == "content_filter" and not choice.message.content and \
+                not choice.message.tool_calls:
+            raise ContentPolicyViolation(f"model {self.name!r}: the answer was withheld by "
+                                         "the content filter (finish_reason content_filter)")
         calls: list[ToolCall] = []
         for i, tc in enumerate(choice.message.tool_calls or ()):
             fn = getattr(tc, "function", None)
@@ -229,22 +252,35 @@ class OpenAIModel(Model):
             return ModelError(f"{where}: invalid response body: {type(exc).__name__}: "
                               f"{_short(exc)}", retryable=True)
         if isinstance(exc, TimeoutError):
-            return ModelError(f"{where}: request timed out", retryable=True)
+            return ModelError(f"{where}: request timed out", timeout=True)
         if isinstance(exc, OSError):
             return ModelError(f"{where}: connection failed: {exc}", retryable=True)
         if isinstance(exc, oa.APITimeoutError):
-            return ModelError(f"{where}: request timed out", retryable=True)
+            return ModelError(f"{where}: request timed out", timeout=True)
         if isinstance(exc, oa.APIConnectionError):
             cause = exc.__cause__ or exc
             return ModelError(f"{where}: connection failed: {cause}", retryable=True)
         if isinstance(exc, oa.APIStatusError):
             status = int(exc.status_code)
             detail = getattr(exc, "message", None) or str(exc)
+            code = f"{getattr(exc, 'code', None) or ''} {getattr(exc, 'type', None) or ''}"
             if status == 429:
+                if "insufficient_quota" in code:  # billing, not flow control: no retry helps
+                    return ModelError(f"{where}: quota exhausted (HTTP 429): {detail}",
+                                      retryable=False, status_code=status)
                 wait = _retry_after(exc.response.headers)
                 hint = f", retry after {wait:g}s" if wait is not None else ""
                 return ModelError(f"{where}: rate limited (HTTP 429{hint}): {detail}",
                                   retryable=True, status_code=status, retry_after=wait)
+            if 400 <= status < 500:
+                said = f"{code} {detail}".lower()
+                if any(k in said for k in _CONTEXT_WINDOW):
+                    return ContextWindowExceeded(f"{where}: context window exceeded (HTTP "
+                                                 f"{status}): {detail}", status_code=status)
+                if any(k in said for k in _CONTENT_POLICY):
+                    return ContentPolicyViolation(f"{where}: refused by the content policy "
+                                                  f"(HTTP {status}): {detail}",
+                                                  status_code=status)
             if status >= 500 or status in (408, 409):
                 return ModelError(f"{where}: server error (HTTP {status}): {detail}",
                                   retryable=True, status_code=status,

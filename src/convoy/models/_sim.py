@@ -256,7 +256,7 @@ class SimModel(Model):
             if f.hang_seconds > 0:
                 await asyncio.sleep(f.hang_seconds)
             raise ModelError(f"{self.name}: simulated timeout for agent {req.agent!r}",
-                             retryable=True)
+                             timeout=True)
         if kind == "rate_limit":
             raise ModelError(f"{self.name}: simulated HTTP 429 rate limit", retryable=True,
                              status_code=429, retry_after=f.retry_after)

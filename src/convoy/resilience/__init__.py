@@ -1,5 +1,6 @@
-"""Resilience as interceptors: retries, timeouts, circuit breakers, fallbacks, routing,
-bulkheads and rate limits. :func:`protections` assembles them in the recommended order."""
+"""Resilience as interceptors: retries, timeouts, circuit breakers, fallbacks, routing among
+models and among the deployments of a model, bulkheads and rate limits. :func:`protections`
+assembles them in the recommended order."""
 
 from convoy.resilience._breaker import BreakerPolicy, Breakers, CircuitBreaker
 from convoy.resilience._bulkhead import (
@@ -12,7 +13,16 @@ from convoy.resilience._bulkhead import (
     TokenBucket,
     output_ceiling,
 )
-from convoy.resilience._classify import classify, is_downstream_failure
+from convoy.resilience._classify import (
+    FAILURE_KINDS,
+    ErrorMatch,
+    ErrorMatches,
+    FailureKind,
+    classify,
+    failure_kind,
+    is_downstream_failure,
+)
+from convoy.resilience._deployments import Deployment, Deployments, DeploymentStats, Strategy
 from convoy.resilience._fallback import Fallback, Router
 from convoy.resilience._protections import protections
 from convoy.resilience._retry import Retry, RetryBudget, RetryPolicy
@@ -20,11 +30,18 @@ from convoy.resilience._timeout import Timeout
 
 __all__ = [
     "DEFAULT_OUTPUT_CEILING",
+    "FAILURE_KINDS",
     "KNOWN_OUTPUT_CEILINGS",
     "BreakerPolicy",
     "Breakers",
     "Bulkhead",
     "CircuitBreaker",
+    "Deployment",
+    "DeploymentStats",
+    "Deployments",
+    "ErrorMatch",
+    "ErrorMatches",
+    "FailureKind",
     "Fallback",
     "Rate",
     "RateLimit",
@@ -33,9 +50,11 @@ __all__ = [
     "RetryBudget",
     "RetryPolicy",
     "Router",
+    "Strategy",
     "Timeout",
     "TokenBucket",
     "classify",
+    "failure_kind",
     "is_downstream_failure",
     "output_ceiling",
     "protections",

@@ -24,9 +24,15 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import CircuitOpenError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
+from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
 from convoy.resilience._breaker_sync import BreakerSync, Counts
-from convoy.resilience._classify import is_downstream_failure
+from convoy.resilience._classify import (
+    ErrorMatches,
+    check_matches,
+    is_downstream_failure,
+    matches,
+)
 from convoy.resilience._scope import Scoped
 from convoy.stores._sqlite import SQLiteStore
 
@@ -47,6 +53,18 @@ class BreakerPolicy:
     ``"count"`` keeps the last ``window`` calls. The time-based window is the safer default
     under high concurrency: a burst of calls that fail together (a timeout wave) weighs as
     what it is, a few seconds, instead of filling a short count window.
+
+    What counts is yours to say (resilience4j's ``recordExceptions``,
+    ``ignoreExceptions`` and ``recordResultPredicate``), each an exception class, a
+    failure kind (``"server_error"``, see ``convoy.resilience.failure_kind``), a predicate,
+    or a tuple of those:
+
+    * ``record``: the failures that count against the breaker; other failures count as
+      successes. Default: ``convoy.resilience.is_downstream_failure`` (timeouts, 5xx,
+      connection failures, unusable answers; not rate limits, not 4xx).
+    * ``ignore``: failures that count neither way (checked first).
+    * ``record_result``: a predicate on the answer; ``True`` counts it as a failure (the
+      answer is still returned).
     """
 
     failure_rate_threshold: float = 50.0     # percent of recorded calls that failed
@@ -58,8 +76,15 @@ class BreakerPolicy:
     minimum_calls: int = 20                  # calls needed before rates are evaluated
     wait_in_open: float = 30.0               # seconds in OPEN before probing
     half_open_calls: int = 5                 # probes allowed in HALF_OPEN
+    record: ErrorMatches | None = None       # None: is_downstream_failure
+    ignore: ErrorMatches | None = None
+    record_result: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
+        check_matches(self.record, "BreakerPolicy.record")
+        check_matches(self.ignore, "BreakerPolicy.ignore")
+        if self.record_result is not None and not callable(self.record_result):
+            raise UserError("BreakerPolicy.record_result must be a predicate on the answer")
         if not (0 < self.failure_rate_threshold <= 100 and 0 < self.slow_call_rate_threshold
                 <= 100):
             raise UserError("BreakerPolicy thresholds are percentages in (0, 100]")
@@ -255,6 +280,15 @@ class CircuitBreaker:
                                                                  w.slow + rs):
             self._to("open")
 
+    def failed(self, error: BaseException) -> bool | None:
+        """Does ``error`` count as a failure under this breaker's policy (``None``:
+        ignored, neither a failure nor a success)?"""
+        p = self.policy
+        if p.ignore is not None and matches(p.ignore, error):
+            return None
+        return matches(p.record, error) if p.record is not None else \
+            is_downstream_failure(error)
+
     def release(self, ticket: int) -> None:
         """A call that was admitted but ended without an outcome (cancelled)."""
         if ticket == self._generation and self.state == "half_open" and \
@@ -275,13 +309,16 @@ class CircuitBreaker:
 
 
 class Breakers(Interceptor):
-    """Circuit breakers for model endpoints, agents and tools.
+    """Circuit breakers for model deployments, agents and tools.
 
-    A model call must be admitted by the breaker of its endpoint (key ``model:NAME``) and
-    by the breaker of its agent on that endpoint (key ``agent:AGENT@NAME``); a tool call by
-    the breaker of its tool (``tool:NAME``). A breaker protects one downstream: an agent
-    whose primary endpoint is failing still reaches a healthy fallback endpoint. ``None``
-    for a target turns its breaker off.
+    A model call must be admitted by the breaker of its deployment (key
+    ``model:DEPLOYMENT``, see :attr:`convoy.Model.deployment`: the model name unless there
+    are several deployments of it) and by the breaker of its agent on that deployment (key
+    ``agent:AGENT@DEPLOYMENT``); a tool call by the breaker of its tool (``tool:NAME``). A
+    breaker protects one downstream: an agent whose primary endpoint is failing still
+    reaches a healthy fallback, even one of the same model behind another base URL.
+    ``models`` is keyed by model name or by deployment. ``None`` for a target turns its
+    breaker off.
 
     The breakers' state is kept in the engine's store (or, with ``state_path``, in a store
     of their own) and shared by every engine on it, exchanged at most every
@@ -306,7 +343,8 @@ class Breakers(Interceptor):
         self._tools: Scoped[BreakerPolicy] = Scoped(default=default, tools=tools or {})
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
-        self._pairs: dict[tuple[str, str], tuple[CircuitBreaker, ...]] = {}
+        # By model instance (few, long-lived): no lookup of its deployment on every call.
+        self._pairs: dict[tuple[Model, str], tuple[CircuitBreaker, ...]] = {}
         self._state_path = Path(state_path) if state_path is not None else None
         self._own_store: SQLiteStore | None = None
         self._state: BreakerSync | None = None
@@ -361,18 +399,19 @@ class Breakers(Interceptor):
                     b.restore_open(remaining)
         return b
 
-    def _for_model(self, model: str, agent: str) -> tuple[CircuitBreaker, ...]:
+    def _for_model(self, model: Model, agent: str) -> tuple[CircuitBreaker, ...]:
         found = self._pairs.get((model, agent))
         if found is None:
-            mp = self._models.for_model("", model)
+            deployment = model.deployment
+            mp = self._models.for_endpoint("", model)
             ap = self._agents.for_model(agent, "")
             pair = []
             if mp is not None:
-                pair.append(self.get(f"model:{model}", mp))
+                pair.append(self.get(f"model:{deployment}", mp))
             if ap is not None:
-                # Keyed by (agent, endpoint): the agent's failures on one endpoint must
+                # Keyed by (agent, deployment): the agent's failures on one endpoint must
                 # not refuse its calls to another (a fallback to a healthy provider).
-                pair.append(self.get(f"agent:{agent}@{model}", ap))
+                pair.append(self.get(f"agent:{agent}@{deployment}", ap))
             found = self._pairs[(model, agent)] = tuple(pair)
         return found
 
@@ -394,10 +433,13 @@ class Breakers(Interceptor):
         try:
             out = await call(input)
         except Exception as e:
-            failed = is_downstream_failure(e)
             now = clock()
             for b, ticket in zip(breakers, tickets, strict=True):
-                b.record(ticket, failed, now - t0, now)
+                failed = b.failed(e)
+                if failed is None:
+                    b.release(ticket)
+                else:
+                    b.record(ticket, failed, now - t0, now)
             raise
         except BaseException:
             for b, ticket in zip(breakers, tickets, strict=True):
@@ -405,12 +447,13 @@ class Breakers(Interceptor):
             raise
         now = clock()
         for b, ticket in zip(breakers, tickets, strict=True):
-            b.record(ticket, False, now - t0, now)
+            judge = b.policy.record_result
+            b.record(ticket, judge is not None and bool(judge(out)), now - t0, now)
         return out
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        found = self._for_model(input.model.name, input.agent.name)
+        found = self._for_model(input.model, input.agent.name)
         if not found:
             return await next(input)
         return await self._guarded(found, next, input)

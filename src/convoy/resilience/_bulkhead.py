@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 class Bulkhead(Interceptor):
-    """At most N concurrent calls per model endpoint and per tool; the rest wait."""
+    """At most N concurrent calls per model deployment and per tool; the rest wait."""
 
     stage: Stage = "bulkhead"
 
@@ -44,10 +44,11 @@ class Bulkhead(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        n = self._models.for_model("", input.model.name)
+        model = input.model
+        n = self._models.for_endpoint("", model)
         if n is None:
             return await next(input)
-        sem = self._sem("model:" + input.model.name, n)
+        sem = self._sem("model:" + model.deployment, n)
         if sem.locked():
             self.waited += 1
         async with sem:
@@ -200,7 +201,9 @@ def reserve_usage(req: ModelRequest, model: Model | None) -> tuple[int, int]:
 
 
 class RateLimit(Interceptor):
-    """Requests-per-minute and tokens-per-minute token buckets per model endpoint.
+    """Requests-per-minute and tokens-per-minute token buckets per model deployment (two
+    deployments of one model have buckets of their own; ``models`` is keyed by model name
+    or by deployment).
 
     The buckets live in the engine's store (``shared=True``, the default): every engine on
     that store draws on the same ones, on the store's clock, one store round trip per
@@ -227,24 +230,32 @@ class RateLimit(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._store = engine.store if self.shared else None
 
-    def _for(self, model: str, rate: Rate) -> tuple[TokenBucket | None, TokenBucket | None]:
-        b = self._buckets.get(model)
+    def _for(self, deployment: str, rate: Rate) -> tuple[TokenBucket | None, TokenBucket | None]:
+        b = self._buckets.get(deployment)
         if b is None:
             rpm = TokenBucket(rate.rpm / 60, rate.burst or 1.0, self._clock, self._sleep) \
                 if rate.rpm else None
             tpm = TokenBucket(rate.tpm / 60, rate.tpm_burst or 1.0, self._clock, self._sleep) \
                 if rate.tpm else None
-            b = self._buckets[model] = (rpm, tpm)
+            b = self._buckets[deployment] = (rpm, tpm)
         return b
+
+    def wait_for(self, model: Model) -> float:
+        """Seconds a call to ``model`` would wait now for its request token (0: none)."""
+        rate = self._scope.for_endpoint("", model)
+        if rate is None or rate.rpm is None:
+            return 0.0
+        rpm, _ = self._for(model.deployment, rate)
+        return rpm.wait_for(1) if rpm is not None else 0.0
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        rate = self._scope.for_model("", input.model.name)
+        rate = self._scope.for_endpoint("", input.model)
         if rate is None:
             return await next(input)
         if self._store is not None:
             return await self._shared(self._store, rate, input, next)
-        rpm, tpm = self._for(input.model.name, rate)
+        rpm, tpm = self._for(input.model.deployment, rate)
         # ``self.waited_s += await ...`` would read the total before the wait and lose
         # what concurrent calls add meanwhile.
         estimate = estimate_tokens(input.request) if tpm is not None else 0
@@ -272,7 +283,7 @@ class RateLimit(Interceptor):
                       next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         """The buckets in the store: the request and its token estimate are taken at once,
         and the call waits until both are covered."""
-        model = input.model.name
+        model = input.model.deployment
         rpm = (f"rate:rpm:{model}", 1.0, rate.rpm / 60, rate.burst or 1.0) if rate.rpm \
             else None
         tpm = (f"rate:tpm:{model}", float(estimate_tokens(input.request)), rate.tpm / 60,

@@ -1,25 +1,57 @@
-"""Explicit error classification: what may be retried, and what counts against a breaker.
+"""Explicit error classification: what may be retried, what counts against a breaker, and
+what kind of failure it was.
 
 Retryable: timeouts, HTTP 429 (``Retry-After`` honoured), 5xx, connection errors, and
-malformed or schema-invalid output (re-prompted by the agent loop). Terminal: auth and
-other 4xx errors, contract violations after the repair attempts, policy denials, open
-circuits (a fallback may still take over), budget exhaustion.
+malformed responses. Terminal: auth and other 4xx errors (a context window exceeded, a
+content policy violation, an exhausted quota), contract violations after the repair
+attempts, policy denials, open circuits (a fallback may still take over), budget exhaustion.
+
+A breaker counts what says the downstream itself failed: timeouts, 5xx, connection
+failures, unusable answers, an exhausted quota, a tool that raised. Not rate limiting: an
+HTTP 429 with its ``Retry-After`` is the endpoint's flow control, not a failure (it is
+retried after the delay, and a deployment that sent it is passed over for a while). Not the
+caller's own mistakes either (4xx).
+
+These are the defaults. ``RetryPolicy(retry_on=..., ignore=...)``,
+``BreakerPolicy(record=..., ignore=...)`` and ``Fallback(by_kind=...)`` say otherwise,
+matching errors by class, by :data:`FailureKind` or by a predicate (:data:`ErrorMatch`).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+from collections.abc import Callable
+from typing import Literal, TypeAlias, get_args
 
 from convoy._errors import (
     CircuitOpenError,
+    ContentPolicyViolation,
+    ContextWindowExceeded,
     ModelError,
     OutputValidationError,
     PolicyDenied,
     StepError,
     ToolError,
+    UserError,
 )
 
 Classification = Literal["retryable", "terminal"]
+
+FailureKind = Literal[
+    "rate_limited", "quota_exhausted", "context_window_exceeded", "content_policy",
+    "timeout", "server_error", "unavailable", "auth", "bad_request", "circuit_open",
+    "invalid_output", "denied", "other"]
+#: Every :data:`FailureKind`, in the order :func:`failure_kind` documents them.
+FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
+
+#: What a policy matches an error with: an exception class, a :data:`FailureKind`, or a
+#: predicate.
+ErrorMatch: TypeAlias = "type[BaseException] | FailureKind | Callable[[BaseException], bool]"
+#: One :data:`ErrorMatch` or a tuple of them (any may match).
+ErrorMatches: TypeAlias = "ErrorMatch | tuple[ErrorMatch, ...]"
+
+_DOWNSTREAM: frozenset[FailureKind] = frozenset(
+    {"timeout", "server_error", "unavailable", "quota_exhausted"})
 
 
 def classify(exc: BaseException) -> Classification:
@@ -34,11 +66,87 @@ def classify(exc: BaseException) -> Classification:
     return "terminal"
 
 
+def failure_kind(exc: BaseException) -> FailureKind:
+    """What kind of failure ``exc`` is.
+
+    ``"rate_limited"`` (HTTP 429 that may be retried, or :class:`RateLimited`),
+    ``"quota_exhausted"`` (HTTP 429 that may not: the account is out of quota),
+    ``"context_window_exceeded"``, ``"content_policy"``, ``"timeout"``, ``"server_error"``
+    (5xx, 409), ``"unavailable"`` (no connection, or an answer that is not a completion),
+    ``"auth"`` (401, 403), ``"bad_request"`` (other 4xx), ``"circuit_open"``,
+    ``"invalid_output"`` (still invalid after the repair attempts), ``"denied"`` (a policy
+    refused the step), ``"other"``.
+    """
+    if isinstance(exc, StepError):
+        if isinstance(exc, CircuitOpenError):
+            return "circuit_open"
+        if isinstance(exc, PolicyDenied):
+            return "denied"
+        if isinstance(exc, OutputValidationError):
+            return "invalid_output"
+        if isinstance(exc, ContextWindowExceeded):
+            return "context_window_exceeded"
+        if isinstance(exc, ContentPolicyViolation):
+            return "content_policy"
+        if exc.kind == "rate_limited":
+            return "rate_limited"
+        if exc.timeout:
+            return "timeout"
+        status = exc.status_code
+        if status == 429:
+            return "rate_limited" if exc.retryable else "quota_exhausted"
+        if status is not None:
+            if status == 408:
+                return "timeout"
+            if status >= 500 or status == 409:
+                return "server_error"
+            if status in (401, 403):
+                return "auth"
+            if 400 <= status < 500:
+                return "bad_request"
+        return "unavailable" if exc.retryable else "other"
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionError):
+        return "unavailable"
+    return "other"
+
+
 def is_downstream_failure(exc: BaseException) -> bool:
-    """Does ``exc`` say the endpoint or tool itself failed (what a breaker counts)?"""
-    if isinstance(exc, CircuitOpenError | PolicyDenied | OutputValidationError):
-        return False
-    if isinstance(exc, ModelError | ToolError):
-        return exc.status_code is None or exc.status_code >= 500 or exc.status_code == 429 \
-            or exc.retryable
-    return isinstance(exc, TimeoutError | ConnectionError)
+    """Does ``exc`` say the endpoint or tool itself failed (what a breaker counts by
+    default)? Timeouts, 5xx, connection failures, unusable answers, an exhausted quota,
+    and any other failure a model or tool raised; not rate limiting, 4xx, open circuits,
+    policy denials or invalid output."""
+    kind = failure_kind(exc)
+    if kind in _DOWNSTREAM:
+        return True
+    return kind == "other" and isinstance(exc, ModelError | ToolError)
+
+
+def matches(match: ErrorMatches, exc: BaseException) -> bool:
+    """Does ``exc`` match: an instance of the class, of the failure kind, accepted by the
+    predicate, or (a tuple) matching any of them?"""
+    if isinstance(match, tuple):
+        return any(matches(m, exc) for m in match)
+    if isinstance(match, type):
+        return isinstance(exc, match)
+    if isinstance(match, str):
+        return failure_kind(exc) == match
+    return bool(match(exc))
+
+
+def check_matches(match: ErrorMatches | None, where: str) -> None:
+    """Raise :class:`UserError` for a failure kind that does not exist (with a hint), or
+    something that is neither a class, a kind nor a callable."""
+    if match is None:
+        return
+    for m in match if isinstance(match, tuple) else (match,):
+        if isinstance(m, str):
+            if m not in FAILURE_KINDS:
+                hint = difflib.get_close_matches(m, FAILURE_KINDS, n=1)
+                did_you_mean = f" Did you mean {hint[0]!r}?" if hint else ""
+                raise UserError(f"{where}: unknown failure kind {m!r}; known: "
+                                f"{', '.join(FAILURE_KINDS)}.{did_you_mean}")
+        elif not (isinstance(m, type) and issubclass(m, BaseException)) and not callable(m):
+            raise UserError(f"{where}: {m!r} is not an exception class, a failure kind or a "
+                            "predicate")

@@ -9,6 +9,8 @@ from convoy.interceptors._base import Interceptor
 from convoy.models._base import Model
 from convoy.resilience._breaker import BreakerPolicy, Breakers
 from convoy.resilience._bulkhead import Bulkhead, Rate, RateLimit
+from convoy.resilience._classify import FailureKind
+from convoy.resilience._deployments import Deployment, Deployments
 from convoy.resilience._fallback import Fallback, Router
 from convoy.resilience._retry import Retry, RetryBudget, RetryPolicy
 from convoy.resilience._timeout import Timeout
@@ -24,19 +26,27 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
                 breaker: BreakerPolicy | None = _DEFAULT_BREAKER,
                 breaker_state: str | Path | None = None,
                 fallbacks: Mapping[str, Sequence[str | Model]] | None = None,
+                fallbacks_by_kind: Mapping[FailureKind, Mapping[str, Sequence[str | Model]]]
+                | None = None,
                 router: Router | None = None,
+                deployments: Deployments | Sequence[Deployment] | None = None,
                 bulkhead: Bulkhead | None = None, rate: Rate | RateLimit | None = None,
                 cache: Interceptor | None = None, budgets: Interceptor | None = None,
                 before: Sequence[Interceptor] = ()) -> list[Interceptor]:
     """Interceptors for ``Engine(interceptors=...)``, outermost first:
 
     ``before`` (tracing, audit) → step timeout → router → cache → fallback → retry →
-    circuit breaker → budget → rate limit → bulkhead → per-attempt timeout → adapter.
+    deployments → circuit breaker → budget → rate limit → bulkhead → per-attempt timeout →
+    adapter.
 
-    A cache hit costs nothing; every retry attempt passes the breaker, reserves budget,
-    takes a rate-limit token and gets its own timeout; a fallback model gets the whole
-    retry policy again. ``breaker_state`` is a file where open circuits are kept, so a
-    restarted engine keeps rejecting calls to a downstream that was failing.
+    A cache hit costs nothing; every retry attempt is routed to one of its model's
+    ``deployments`` (a :class:`Deployments`, or a list of :class:`Deployment` routed
+    ``"in_order"``), passes that deployment's breaker, reserves budget, takes a rate-limit
+    token and gets its own timeout; a fallback model gets the whole retry policy again.
+    ``fallbacks_by_kind`` are fallback chains by failure kind (:class:`Fallback`'s
+    ``by_kind``): ``{"context_window_exceeded": {"*": ["openai:gpt-4.1"]}}``.
+    ``breaker_state`` is a file where open circuits are kept, so a restarted engine keeps
+    rejecting calls to a downstream that was failing.
     """
     chain: list[Interceptor] = list(before)
     if step_timeout is not None:
@@ -45,10 +55,13 @@ def protections(*, retry: RetryPolicy | None = _DEFAULT_RETRY,
         chain.append(router)
     if cache is not None:
         chain.append(cache)
-    if fallbacks:
-        chain.append(Fallback(fallbacks))
+    if fallbacks or fallbacks_by_kind:
+        chain.append(Fallback(fallbacks or {}, by_kind=fallbacks_by_kind))
     if retry is not None:
         chain.append(Retry(retry, budget=retry_budget))
+    if deployments:
+        chain.append(deployments if isinstance(deployments, Deployments)
+                     else Deployments(deployments))
     if breaker is not None:
         chain.append(Breakers(breaker, state_path=breaker_state))
     if budgets is not None:

@@ -13,7 +13,7 @@ from typing import Any
 from convoy._errors import StepError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._messages import ModelResponse
-from convoy.resilience._classify import classify
+from convoy.resilience._classify import ErrorMatches, check_matches, classify, failure_kind, matches
 from convoy.resilience._scope import Scoped
 
 
@@ -25,6 +25,23 @@ class RetryPolicy:
     multiplier**n)]`` ("full jitter"), or the server's ``Retry-After`` when it sent one
     (capped at ``max_retry_after``) plus a random ``0..retry_after_jitter`` of it, so the
     calls a burst of 429s sent back do not return as one synchronised wave.
+
+    A call makes at most ``max_attempts`` attempts (1: no retries at all). Rate limits
+    (failure kind ``"rate_limited"``: HTTP 429, :class:`RateLimited`) do not use them up:
+    the endpoint did not fail, it asked to be called later. They are retried, after their
+    ``Retry-After``, until the call has waited ``max_rate_limited_wait`` seconds for them
+    in total (``None``: they count as attempts like any failure); the retry budget still
+    caps how many retries all calls make together.
+
+    What is retried is yours to say (resilience4j's ``retryExceptions``,
+    ``ignoreExceptions`` and ``retryOnResult``), each an exception class, a failure kind
+    (``"server_error"``), a predicate, or a tuple of those:
+
+    * ``retry_on``: the failures that are retried. Default: those
+      ``convoy.resilience.classify`` calls retryable.
+    * ``ignore``: failures never retried (checked first).
+    * ``retry_on_result``: a predicate on the answer; ``True`` retries the call (counting
+      an attempt); out of attempts, the last answer is returned.
     """
 
     max_attempts: int = 4
@@ -34,15 +51,34 @@ class RetryPolicy:
     honour_retry_after: bool = True
     max_retry_after: float = 60.0
     retry_after_jitter: float = 0.2
+    max_rate_limited_wait: float | None = 60.0
+    retry_on: ErrorMatches | None = None
+    ignore: ErrorMatches | None = None
+    retry_on_result: Callable[[Any], bool] | None = None
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise UserError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.max_rate_limited_wait is not None and self.max_rate_limited_wait < 0:
+            raise UserError("RetryPolicy.max_rate_limited_wait must be >= 0 or None")
+        check_matches(self.retry_on, "RetryPolicy.retry_on")
+        check_matches(self.ignore, "RetryPolicy.ignore")
+        if self.retry_on_result is not None and not callable(self.retry_on_result):
+            raise UserError("RetryPolicy.retry_on_result must be a predicate on the answer")
         if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
             raise UserError("RetryPolicy delays must be >= 0 and multiplier >= 1")
         if not 0 <= self.retry_after_jitter <= 1:
             raise UserError(f"RetryPolicy.retry_after_jitter must be in [0, 1], got "
                             f"{self.retry_after_jitter!r}")
+
+    def retries(self, error: BaseException) -> bool:
+        """Is ``error`` one this policy retries (``ignore``, then ``retry_on``, then
+        ``classify``), attempts left or not?"""
+        if self.ignore is not None and matches(self.ignore, error):
+            return False
+        if self.retry_on is not None:
+            return matches(self.retry_on, error)
+        return classify(error) == "retryable"
 
     def delay(self, retry: int, error: BaseException | None, rng: random.Random) -> float:
         """Seconds to wait before retry number ``retry``: the server's ``Retry-After`` if
@@ -63,16 +99,19 @@ class RetryBudget:
     Every first attempt deposits ``ratio`` tokens and every retry withdraws one; both expire
     after ``ttl`` seconds, so a long healthy period does not bank retries for an outage,
     while a minute of history lets a burst of failures (a wave of 429s) draw on the calls
-    around it. A floor of ``min_retries`` per ``ttl`` window lets a quiet system still
-    retry; it is per window, not per second, so at low traffic it does not dominate.
+    around it. A floor lets a quiet or newly started system still retry: per ``ttl``
+    window, ``min_retries`` retries, or as many as there are calls in flight when that is
+    more (``try_retry(in_flight=...)``; :class:`Retry` passes it), so one failure that hits
+    every call in flight at once (a burst of 429s right after a start) can be retried once
+    whatever the history (``min_retries=0`` turns the floor off). It is per window, not
+    per second, so at low traffic it does not dominate.
 
     Bound: over any ``ttl`` window, retries are at most ``ratio`` times the first attempts
-    of the window plus ``min_retries``. With the defaults (``ratio=0.2``,
-    ``min_retries=5``, ``ttl=60``) an outage adds at most about 20% extra calls (plus 5 a
-    minute), and a fault rate up to ~15% in bursts is retried in full once a minute of
-    traffic has been seen; a cold budget has only its floor. A denied retry re-raises the
-    failure marked ``retry_budget_exhausted = True`` and counts in ``denied`` (and
-    ``Retry.denied``).
+    of the window plus the floor (``max(min_retries, calls in flight)``). With the defaults
+    (``ratio=0.2``, ``min_retries=5``, ``ttl=60``) an outage adds at most about 20% extra
+    calls (plus one retry per call in flight, once a minute), and a fault rate up to ~15%
+    in bursts is retried in full. A denied retry re-raises the failure marked
+    ``retry_budget_exhausted = True`` and counts in ``denied`` (and ``Retry.denied``).
 
     Args:
         ratio: retries allowed per first attempt, in ``[0, 1]``.
@@ -113,12 +152,13 @@ class RetryBudget:
         b[-1][1] += amount
         self._net += amount
 
-    def _floor_left(self) -> float:
+    def _floor_left(self, in_flight: int = 0) -> float:
         horizon = self._clock() - self.ttl
         f = self._floor_used
         while f and f[0] <= horizon:
             f.popleft()
-        return self.min_retries - len(f)
+        floor = max(self.min_retries, in_flight) if self.min_retries > 0 else 0.0
+        return floor - len(f)
 
     @property
     def balance(self) -> float:
@@ -132,13 +172,14 @@ class RetryBudget:
         self.calls += 1
         self._add(self.ratio)
 
-    def try_retry(self) -> bool:
+    def try_retry(self, in_flight: int = 0) -> bool:
         """Withdraw one retry if the budget allows it; ``False`` (and counted in ``denied``) if
-        not. Deposits pay first; the floor pays when they run out."""
+        not. Deposits pay first; the floor (``max(min_retries, in_flight)`` per window)
+        pays when they run out."""
         self._add(0.0)
         if self._net >= 1.0:
             self._add(-1.0)
-        elif self._floor_left() >= 1.0:
+        elif self._floor_left(in_flight) >= 1.0:
             self._floor_used.append(self._clock())
         else:
             self.denied += 1
@@ -147,15 +188,28 @@ class RetryBudget:
         return True
 
 
+class _Tally:
+    """What one call has used of its policy: attempts made, failures counted against
+    ``max_attempts``, seconds waited for rate limits."""
+
+    __slots__ = ("attempts", "failures", "waited")
+
+    def __init__(self) -> None:
+        self.attempts = self.failures = 0
+        self.waited = 0.0
+
+
 class Retry(Interceptor):
     """Retries retryable failures of model calls and of idempotent tool calls.
 
     ``retries`` counts retries made, ``denied`` retries the :class:`RetryBudget` refused
-    (the failure is then re-raised with ``retry_budget_exhausted = True``).
+    (the failure is then re-raised with ``retry_budget_exhausted = True``), ``in_flight``
+    the calls inside it now.
 
     Non-idempotent tools are never retried here: a write whose outcome is unknown must not
     be applied twice. Each attempt passes everything inside this interceptor again
-    (breaker, budget, rate limit, timeout) and the model sees ``request.attempt``.
+    (deployment routing, breaker, budget, rate limit, timeout) and the model sees
+    ``request.attempt``.
     """
 
     stage: Stage = "retry"
@@ -174,24 +228,73 @@ class Retry(Interceptor):
         self._sleep = sleep
         self.retries = 0
         self.denied = 0
+        self.in_flight = 0
 
     @property
     def gave_up(self) -> int:
         """Older name of :attr:`denied`."""
         return self.denied
 
-    async def _retry_or_raise(self, policy: RetryPolicy, attempt: int, error: Exception) -> None:
+    def _spend(self) -> bool:
+        if self.budget.try_retry(self.in_flight):
+            self.retries += 1
+            return True
+        self.denied += 1
+        return False
+
+    async def _retry_or_raise(self, policy: RetryPolicy, tally: _Tally,
+                              error: Exception) -> None:
         """Sleep before the next attempt, or re-raise ``error`` if it may not be retried."""
-        if classify(error) != "retryable" or attempt + 1 >= policy.max_attempts:
+        if not policy.retries(error):
             raise error
-        if not self.budget.try_retry():
-            self.denied += 1
+        limit = policy.max_rate_limited_wait
+        rate_limited = limit is not None and failure_kind(error) == "rate_limited"
+        if (tally.waited >= limit) if rate_limited else (  # type: ignore[operator]
+                tally.failures + 1 >= policy.max_attempts):
+            raise error
+        if not self._spend():
             # Reported distinctly (journaled with the error): the failure itself may have
             # been retryable; the retry budget refused to amplify it.
             error.retry_budget_exhausted = True  # type: ignore[attr-defined]
             raise error
-        self.retries += 1
-        await self._sleep(policy.delay(attempt, error, self._rng))
+        delay = policy.delay(tally.attempts, error, self._rng)
+        if rate_limited:
+            tally.waited += delay
+        else:
+            tally.failures += 1
+        tally.attempts += 1
+        await self._sleep(delay)
+
+    async def _retry_result(self, policy: RetryPolicy, tally: _Tally, result: Any) -> bool:
+        """Sleep and say ``True`` if ``result`` is to be retried (``retry_on_result``)."""
+        judge = policy.retry_on_result
+        if judge is None or not judge(result) or tally.failures + 1 >= policy.max_attempts \
+                or not self._spend():
+            return False
+        delay = policy.delay(tally.attempts, None, self._rng)
+        tally.failures += 1
+        tally.attempts += 1
+        await self._sleep(delay)
+        return True
+
+    async def _again(self, policy: RetryPolicy, call: Callable[[Any], Awaitable[Any]],
+                     input: Any, error: Exception | None, result: Any) -> Any:
+        """The attempts after the first, which failed with ``error`` or answered ``result``
+        (a frame of its own, paid only by calls that are retried)."""
+        tally = _Tally()
+        model = isinstance(input, ModelCallInput)
+        while True:
+            if error is not None:
+                await self._retry_or_raise(policy, tally, error)
+            elif not await self._retry_result(policy, tally, result):
+                return result
+            if model:
+                input.request.attempt = tally.attempts
+            try:
+                result = await call(input)
+                error = None
+            except Exception as e:
+                error = e
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -199,24 +302,34 @@ class Retry(Interceptor):
         if policy is None or policy.max_attempts == 1:
             return await next(input)
         self.budget.on_call()
-        attempt = 0
-        while True:
-            input.request.attempt = attempt
+        self.in_flight += 1
+        try:
+            input.request.attempt = 0
             try:
-                return await next(input)
+                resp = await next(input)
             except Exception as e:
-                await self._retry_or_raise(policy, attempt, e)
-            attempt += 1
+                out: ModelResponse = await self._again(policy, next, input, e, None)
+                return out
+            if policy.retry_on_result is None:
+                return resp
+            out = await self._again(policy, next, input, None, resp)
+            return out
+        finally:
+            self.in_flight -= 1
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         policy = self.scope.for_tool(input.agent.name, input.tool.name)
         if policy is None or policy.max_attempts == 1 or not input.tool.idempotent:
             return await next(input)
         self.budget.on_call()
-        attempt = 0
-        while True:
+        self.in_flight += 1
+        try:
             try:
-                return await next(input)
+                out = await next(input)
             except Exception as e:
-                await self._retry_or_raise(policy, attempt, e)
-            attempt += 1
+                return await self._again(policy, next, input, e, None)
+            if policy.retry_on_result is None:
+                return out
+            return await self._again(policy, next, input, None, out)
+        finally:
+            self.in_flight -= 1

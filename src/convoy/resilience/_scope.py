@@ -1,17 +1,22 @@
-"""Per-agent, per-model-endpoint and per-tool configuration with a default."""
+"""Per-agent, per-model (or per-deployment) and per-tool configuration with a default."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from convoy.models._base import Model
 
 P = TypeVar("P")
 
 
 @dataclass(frozen=True, kw_only=True)
 class Scoped(Generic[P]):
-    """Picks the most specific setting: tool, then agent, then model endpoint, then default.
+    """Picks the most specific setting: tool, then agent, then deployment, then model name,
+    then default. ``models`` is keyed by model name (``"openai:gpt-4o-mini"``: every
+    deployment of it) or by deployment (``"openai:gpt-4o-mini@east"``).
 
     A value of ``None`` in a mapping switches the feature off for that target.
     """
@@ -26,6 +31,20 @@ class Scoped(Generic[P]):
             return self.agents[agent]
         if model in self.models:
             return self.models[model]
+        return self.default
+
+    def for_endpoint(self, agent: str, model: Model) -> P | None:
+        """The setting for ``agent``'s calls to ``model``: by agent, then by the model's
+        deployment, then by its name."""
+        if agent in self.agents:
+            return self.agents[agent]
+        models = self.models
+        if models:
+            deployment = model.deployment
+            if deployment in models:
+                return models[deployment]
+            if model.name in models:
+                return models[model.name]
         return self.default
 
     def for_tool(self, agent: str, tool: str) -> P | None:

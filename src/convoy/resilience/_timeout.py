@@ -57,7 +57,7 @@ class Timeout(Interceptor):
     # add a frame to every model and tool call.
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        seconds = self.model_scope.for_model(input.agent.name, input.model.name)
+        seconds = self.model_scope.for_endpoint(input.agent.name, input.model)
         if seconds is None:
             return await next(input)
         d, w = self._watch(seconds)
@@ -67,7 +67,7 @@ class Timeout(Interceptor):
             self._expired(d, w)
             raise ModelError(f"model {input.model.name!r} (agent {input.agent.name!r}) did not "
                              f"answer within {seconds:g}s ({self.label} timeout)",
-                             retryable=True) from None
+                             timeout=True) from None
         finally:
             w.done = True
 
@@ -81,6 +81,6 @@ class Timeout(Interceptor):
         except asyncio.CancelledError:
             self._expired(d, w)
             raise ToolError(f"tool {input.tool.name!r} did not finish within {seconds:g}s "
-                            f"({self.label} timeout)", retryable=True) from None
+                            f"({self.label} timeout)", timeout=True) from None
         finally:
             w.done = True

@@ -4,14 +4,20 @@ Every model call, tool call and handoff is a journaled step of the session, run 
 interceptor chain of its kind. Mistakes a model can fix (invalid output, an unknown tool, an
 undeclared handoff target, invalid arguments or payload) go back to it as messages, within
 bounded budgets; past them the run fails with a typed error. A tool that fails (raises,
-times out, or is refused by its open breaker) is reported to the model as that, within its
-own budget (``Agent.tool_failures``); past it the run fails with the tool's own error.
+times out, is refused by its open breaker, or by the tool guard for a scope the agent
+lacks) is reported to the model as that, within its own budget (``Agent.tool_failures``);
+past it the run fails with the tool's own error.
+
+People: a tool call a policy sends for approval parks the session on an approval task and
+runs once approved (:mod:`convoy.hitl._approve`); an agent with escalation rules hands a
+failed run to a person instead of failing (:mod:`convoy.hitl._escalate`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from zlib import crc32 as _crc32
 
@@ -19,10 +25,12 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    AgentTurnsExhausted,
+    ApprovalRequired,
     CircuitOpenError,
     HandoffError,
-    LimitExceeded,
     OutputValidationError,
+    SessionTerminated,
     StepError,
     ToolError,
     UserError,
@@ -30,9 +38,13 @@ from convoy._errors import (
 from convoy.definitions._agent import Agent, AgentLinks, render_input
 from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
+from convoy.durability._executor import fingerprint
+from convoy.hitl._approve import approve_then_call
+from convoy.hitl._escalate import Leg, escalated, escalates, reviews
 from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
+from convoy.state._access import ToolAccess
 
 if TYPE_CHECKING:
     from convoy.runtime._context import Context
@@ -48,14 +60,6 @@ def _encode_response(resp: ModelResponse) -> str:
 
 def _response_spend(resp: ModelResponse) -> tuple[int, int, float]:
     return resp.usage.input_tokens, resp.usage.output_tokens, resp.cost
-
-
-def fingerprint(text: str) -> str:
-    """A short digest of what a step is asked, stable across processes (unlike ``hash``).
-
-    It detects an accidental change of input on replay, so a fast checksum is enough: it
-    is not a security boundary."""
-    return format(_crc32(text.encode()), "08x")
 
 
 def _messages_fingerprint(messages: list[Message]) -> str:
@@ -82,18 +86,54 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
         raise UserError(f"input for agent {agent.name!r} does not match its input type "
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
-        rendered = render_input(value)
-        if routed:
-            s.note_input(agent.name, rendered)
-        routed = True  # whatever comes next was chosen by a model: a handoff
-        messages = [Message(role="user", content=rendered)]
-        system = agent.render_instructions(value)
-        if system:
-            messages.insert(0, Message(role="system", content=system))
-        done, result = await _loop(ctx, agent, messages)
+        messages: list[Message] = []
+        try:
+            done, result = await _leg(ctx, agent, value, routed, messages)
+        except (Exception, SessionTerminated) as e:
+            rules = agent.escalation or s.runtime.escalation
+            if rules is None or not escalates(rules, e):
+                raise
+            # A failure the rules name goes to a person, who decides how to go on.
+            done, result = await escalated(ctx, agent, rules, _leg_of(
+                ctx, agent, value, messages), messages, error=e)
+        else:
+            rules = agent.escalation or s.runtime.escalation
+            if rules is not None and rules.confidence_below is not None and \
+                    reviews(rules, done, result):
+                done, result = await escalated(ctx, agent, rules, _leg_of(
+                    ctx, agent, value, messages), messages, outcome=(done, result))
         if done:
             return result
+        routed = True  # whatever comes next was chosen by a model: a handoff
         agent, value = result
+
+
+def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
+         messages: list[Message], note: str | None = None) -> Awaitable[tuple[bool, Any]]:
+    """One agent's turns on ``value`` (into ``messages``), until it answers or hands off.
+    ``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine
+    itself: it costs no frame of its own on every agent run.)"""
+    rendered = render_input(value)
+    if routed:
+        ctx.session.note_input(agent.name, rendered)
+    system = agent.render_instructions(value)
+    if messages:
+        messages.clear()
+    if system:
+        messages.append(Message(role="system", content=system))
+    messages.append(Message(role="user", content=rendered))
+    if note:
+        messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
+    return _loop(ctx, agent, messages)
+
+
+def _leg_of(ctx: Context, agent: Agent[Any, Any], value: Any,
+            messages: list[Message]) -> Leg:
+    """A leg again, as a person asked for it (loop detection does not count it)."""
+    def leg(note: str | None) -> Awaitable[tuple[bool, Any]]:
+        return _leg(ctx, agent, value, False, messages, note)
+
+    return leg
 
 
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
@@ -136,8 +176,12 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
                 # The tool's own error says why (timed out, breaker open, raised): it
                 # ends the run typed as that, not as a mistake of the model.
                 raise turn.last_failure
-    raise LimitExceeded(f"agent {agent.name!r} reached max_turns={agent.max_turns} in "
-                        f"session {s.id!r} without a final answer")
+    # A failure of this agent's run, not a session limit: the workflow may catch it. It is
+    # derived from the journaled turns alone, so a replay raises it again at this point.
+    raise AgentTurnsExhausted(
+        f"agent {agent.name!r} reached max_turns={agent.max_turns} in session {s.id!r} "
+        "without a final answer", agent=agent.name, max_turns=agent.max_turns,
+        transcript=[m.to_dict() for m in messages])
 
 
 def _repair_prompt(agent: Agent[Any, Any], error: str) -> str:
@@ -163,6 +207,8 @@ def _tool_failure(call: ToolCall, e: StepError) -> Message:
                 "retryable": True}
     else:
         body = {"error": str(e)}
+        if e.details:  # e.g. a state conflict: the current value, to decide again on
+            body.update(e.details)
     return Message(role="tool", tool_call_id=call.id, content=json.dumps(body))
 
 
@@ -198,7 +244,7 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
         if checked.tool is not None:
             tool = checked.tool
             try:
-                result = await tool_step(ctx, agent, tool, checked.value)
+                result = await tool_step(ctx, agent, tool, checked.value, messages)
             except (ToolError, CircuitOpenError) as e:
                 replies[i] = _tool_failure(call, e)
                 turn.failures += 1
@@ -259,17 +305,33 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
     return resp
 
 
-async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any) -> Any:
+async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
+                    messages: list[Message] | None = None) -> Any:
+    """A tool call; one a policy sends to a person runs once they approved it (a new step
+    carrying the approval; ``messages``, the conversation so far, go to the reviewer)."""
+    try:
+        return await _tool_call(ctx, agent, tool, args)
+    except ApprovalRequired as e:
+        def again(approved_args: Any, approval: str) -> Awaitable[Any]:
+            return _tool_call(ctx, agent, tool, approved_args, approval)
+
+        return await approve_then_call(ctx, agent, tool, args, e, again, messages or [])
+
+
+async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
+                     approval: str | None = None) -> Any:
     s = ctx.session
     key = ctx.next_key()
     s.count_step(key)
     tctx = ToolContext(session_id=s.id, tenant=s.tenant, agent=agent.name, step_key=key,
-                       idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps)
+                       idempotency_key=f"{s.id}:{key}", deps=s.runtime.deps,
+                       _state=ToolAccess(s, key, agent.name))
 
     async def execute() -> Any:
         try:
             return await s.runtime.tool_chain.call(ToolCallInput(
-                session=s, key=key, agent=agent, tool=tool, args=args, context=tctx))
+                session=s, key=key, agent=agent, tool=tool, args=args, context=tctx,
+                approval=approval))
         except ToolError as e:
             if not e.timeout and _timed_out(e):
                 # Marked before the failure is journaled, so a replay sees it too.

@@ -9,6 +9,9 @@ steps in the same tree positions):
   instead of ``asyncio.sleep``, ``await ctx.wait_for(name, type)`` to wait for a signal,
   and ``await ctx.step(name, fn)`` for any other I/O. Each is journaled and replays its
   value; sleeps and waits are durable (a long one parks the session).
+* Share state with other sessions through ``ctx.state(namespace)``: its reads and
+  compare-and-set writes are journaled steps too (use a handle in the scope that made
+  it; in a ``ctx.gather`` branch, make it from the branch's context).
 * Run branches concurrently only with ``ctx.gather`` (each branch gets its own position in
   the step tree, whatever order the scheduler runs them in).
 """
@@ -18,13 +21,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from pydantic import TypeAdapter
-
+from convoy._adapters import adapter_for
 from convoy._errors import UserError
 from convoy.durability._executor import decode_json, encode_json
+from convoy.hitl._ask import _UNSET, HumanAnswer, ask_human
+from convoy.hitl._task import OnDeadline, check_namespace
 from convoy.interceptors._base import EffectInput
 from convoy.runtime._agent_loop import run_agent
 from convoy.runtime._concurrency import concurrently
+from convoy.state._access import JournaledAccess
+from convoy.state._handle import State
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -54,6 +60,12 @@ class Context:
     def tenant(self) -> str:
         """The tenant of the session (``engine.run(..., tenant=...)``)."""
         return self.session.tenant
+
+    @property
+    def position(self) -> str:
+        """This scope's position in the step tree (``"2/0"``; ``""`` for the session's
+        root): the steps it takes are keyed under it."""
+        return self._prefix[:-1]
 
     def next_key(self) -> str:
         """Take the next position in this scope (``2``, ``2/0/1``): the key of the next step.
@@ -164,7 +176,55 @@ class Context:
         payload = await self.session.executor.wait_for(key, name, timeout)
         if type is None:
             return decode_json(payload)
-        return TypeAdapter(type).validate_json(payload)
+        return adapter_for(type).validate_json(payload)
+
+
+    # -- people ----------------------------------------------------------------------------
+
+    async def ask_human(self, prompt: str, type: type[T], *, context: Any = None,
+                        queue: str = "default", assignees: Sequence[str] = (),
+                        deadline: float | None = None, on_deadline: OnDeadline = "fail",
+                        default: Any = _UNSET, escalate_to: str = "escalations",
+                        ) -> HumanAnswer[T]:
+        """Ask a person a typed question and wait, durably, for the answer.
+
+        The question becomes a task in the tenant's inbox (``convoy inbox``,
+        ``engine.inbox``): ``prompt`` and ``context`` (any JSON-able value) are what the
+        reviewer reads, ``type`` (a Pydantic model, ``bool``, a ``Literal``, ...) is what
+        the answer must be (the CLI builds its form from it), ``queue`` and ``assignees``
+        say who should answer. The session parks while it waits (no coroutine, memory or
+        slot, for days if need be) and survives restarts; the answer wakes it, validated
+        into ``type`` (an invalid one reopens the task with the error) and journaled with
+        who gave it.
+
+        Past ``deadline`` seconds, ``on_deadline`` decides: ``"fail"`` raises
+        :class:`~convoy.HumanTimeout`, ``"default"`` answers ``default``, ``"escalate"``
+        moves the task to the queue ``escalate_to`` and waits on.
+        """
+        answer: HumanAnswer[T] = await ask_human(
+            self, prompt, type, context=context, queue=queue, assignees=assignees,
+            deadline=deadline, on_deadline=on_deadline, default=default,
+            escalate_to=escalate_to)
+        return answer
+
+    # -- shared state --------------------------------------------------------------------
+
+    @overload
+    def state(self, namespace: str | None = None, *, type: type[T]) -> State[T]: ...
+    @overload
+    def state(self, namespace: str | None = None, *, type: None = None) -> State[Any]: ...
+
+    def state(self, namespace: str | None = None, *, type: Any = None) -> State[Any]:
+        """A namespace of versioned shared state in the session's tenant: an entity such as
+        ``"customer:42"``, a tenant-wide name, or (``None``) the session's own
+        (``"session:<id>"``). Values are validated against ``type`` if given.
+
+        Every read and write through the handle is a journaled step, so a resumed or
+        replayed session sees exactly what it saw and never writes twice; every write is a
+        compare-and-set (see :class:`~convoy.State`).
+        """
+        ns = f"session:{self.session.id}" if namespace is None else check_namespace(namespace)
+        return State(ns, JournaledAccess(self), type)
 
 
 def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awaitable[OutT]]:

@@ -31,7 +31,7 @@ class SessionState:
 
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
-        "deadline", "executor", "handoffs",
+        "deadline", "executor", "grants", "handoffs",
         "headers", "id", "last_known", "resumed", "runtime", "steps", "tenant", "usage",
         "version", "workflow",
     )
@@ -63,6 +63,21 @@ class SessionState:
         #: The agent :meth:`know` learnt last (the agent loop skips the call for it).
         self.last_known: Agent[Any, Any] | None = self._roots[-1] if self._roots else None
         self._agents: dict[str, Agent[Any, Any]] | None = None
+        #: What people allowed this session past a limit (``"budget:<ledger>"``: one
+        #: more budget's worth each), by name; ``None`` until the first grant.
+        self.grants: dict[str, int] | None = None
+
+    def grant(self, name: str) -> None:
+        """A person approved an escalation that asked for ``name`` (see
+        :attr:`convoy.Escalated.grant`)."""
+        if self.grants is None:
+            self.grants = {}
+        self.grants[name] = self.grants.get(name, 0) + 1
+
+    def forget_loops(self) -> None:
+        """A person approved going on past loop detection: start watching afresh."""
+        self._seen = None
+        self._pingpong = None
 
     def know(self, agent: Agent[Any, Any]) -> None:
         """Learn ``agent`` and every agent it holds; the first agent under a name stays."""

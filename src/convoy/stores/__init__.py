@@ -1,7 +1,13 @@
 """Stores: everything Convoy persists, behind one protocol (:class:`Store`).
 
-``SQLiteStore`` is the zero-setup default (one file, WAL, group commit).
+``SQLiteStore`` is the zero-setup default (one file, WAL, group commit); ``PostgresStore``
+(the ``postgres`` extra) lets several engine processes share one PostgreSQL database.
+:func:`store_from_url` picks one by URL: a path, ``sqlite:///PATH`` or ``postgresql://...``.
 """
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 from convoy.stores._protocol import (
     RUNNABLE,
@@ -18,11 +24,34 @@ from convoy.stores._protocol import (
     SessionStatus,
     Signal,
     Spend,
+    StateEntry,
+    StateWrite,
+    StateWriteResult,
     StepRecord,
     Store,
 )
 from convoy.stores._sqlite import SQLiteStore
+from convoy.stores._url import DEFAULT_STORE, default_store_url, is_postgres_url, store_from_url
 
-__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold", "Level",
-           "NewSession", "Reservation", "SQLiteStore", "SessionFilter", "SessionOutcome",
-           "SessionRow", "SessionStatus", "Signal", "Spend", "StepRecord", "Store"]
+if TYPE_CHECKING:
+    from convoy.stores._postgres import PostgresStore
+
+
+def __getattr__(name: str) -> Any:
+    # PostgresStore needs psycopg (an optional dependency): imported on first use.
+    if name == "PostgresStore":
+        try:
+            from convoy.stores._postgres import PostgresStore
+        except ImportError as e:
+            raise ImportError(f"convoy.stores.PostgresStore needs psycopg 3 and psycopg_pool "
+                              f"({e}); install them with: pip install 'convoy[postgres]'"
+                              ) from None
+        return PostgresStore
+    raise AttributeError(f"module 'convoy.stores' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold",
+           "Level", "NewSession", "PostgresStore", "Reservation", "SQLiteStore", "SessionFilter",
+           "SessionOutcome", "SessionRow", "SessionStatus", "Signal", "Spend", "StateEntry",
+           "StateWrite", "StateWriteResult", "StepRecord", "Store", "default_store_url",
+           "is_postgres_url", "store_from_url"]

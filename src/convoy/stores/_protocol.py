@@ -19,6 +19,21 @@ Limits that several engines share are kept here too, atomically across every sto
 and process on the same database: *reservations* against a limit (budgets: a call holds its
 worst-case cost while in flight, owned by its engine like a lease, and settles on what it
 cost), *token buckets* (rate limits) and a *response cache* with expiry.
+
+Tenants: every session belongs to one tenant, fixed when it is created. Every method that
+reads or acts on a session by its id, or lists sessions, takes ``tenant=``: given, it acts
+only on sessions of that tenant, and a session of another tenant is exactly an unknown id
+(the same empty answer, nothing written, a refused fenced write). Names compare exactly
+(case, spaces; no patterns). ``None`` is the operator's view of every tenant. Writes fenced
+on an owner (``append``, ``park``, ``release``, ``update_headers``, ``renew``) take no
+tenant: an owner holds only sessions it created or claimed, and the engine checks the
+tenant before either. Session ids are unique across tenants: creating an id another tenant
+holds leaves that session as it is.
+
+Shared state (``state_*``) is versioned per key: every write is a compare-and-set against
+the version the writer read, atomic across processes, and each version is kept as history
+with who wrote it. Every key belongs to one tenant; a namespace groups keys within a tenant
+(a session's own, a tenant-wide one, or a named entity such as ``customer:42``).
 """
 
 from __future__ import annotations
@@ -30,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 5
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -209,9 +224,63 @@ class Spend:
     amount: float
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StateEntry:
+    """One version of one key of shared state.
+
+    ``value`` is JSON text. ``session_id``, ``agent`` and ``step_key`` name the writer
+    (``None`` for a write from outside any session, such as ``convoy state set``).
+    """
+
+    tenant: str
+    namespace: str
+    key: str
+    version: int
+    value: str
+    session_id: str | None = None
+    agent: str | None = None
+    step_key: str | None = None
+    at: float = 0.0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StateWrite:
+    """A compare-and-set write for :meth:`Store.state_put`.
+
+    ``expected_version`` is the version the writer read: the write lands only if the key is
+    still at it (``0`` or ``None``: only if the key does not exist). A write that names its
+    writer (``session_id`` and ``step_key``) is idempotent: if that writer already wrote
+    this key, the store returns that version and writes nothing.
+    """
+
+    tenant: str
+    namespace: str
+    key: str
+    value: str
+    expected_version: int | None
+    session_id: str | None = None
+    agent: str | None = None
+    step_key: str | None = None
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StateWriteResult:
+    """What :meth:`Store.state_put` did.
+
+    ``written``: the entry is the new version (or the one this writer wrote before). Not
+    written (a conflict): ``entry`` is the current version, ``None`` if the key does not
+    exist. ``woken`` counts the sessions whose watch on the key the write fired.
+    """
+
+    written: bool
+    entry: StateEntry | None
+    woken: int = 0
+
+
 @runtime_checkable
 class Store(Protocol):
-    """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`."""
+    """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`,
+    :class:`~convoy.stores.PostgresStore`."""
 
     url: str
 
@@ -246,16 +315,20 @@ class Store(Protocol):
         pending); how many were new. Existing ids are left as they are."""
         ...
 
-    async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
-        """Own a runnable session: it is ``pending``, or ``running`` under an expired lease
-        or under ``owner`` itself. Returns the claimed row, or ``None``."""
+    async def claim(self, session_id: str, owner: str, lease_s: float, *,
+                    tenant: str | None = None) -> SessionRow | None:
+        """Own a runnable session (of ``tenant``, when given): it is ``pending``, or
+        ``running`` under an expired lease or under ``owner`` itself. Returns the claimed
+        row, or ``None``."""
         ...
 
     async def claim_runnable(self, owner: str, lease_s: float, *,
-                             workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
-        """Claim up to ``limit`` sessions of the given ``{workflow: version}`` that can run
-        now: pending ones, running ones of other owners whose lease expired, and waiting
-        ones whose timer is due. Never the caller's own running sessions."""
+                             workflows: Mapping[str, str], limit: int,
+                             tenant: str | None = None) -> list[SessionRow]:
+        """Claim up to ``limit`` sessions of the given ``{workflow: version}`` (and of
+        ``tenant``, when given) that can run now: pending ones, running ones of other owners
+        whose lease expired, and waiting ones whose timer is due. Never the caller's own
+        running sessions."""
         ...
 
     async def renew(self, owner: str, lease_s: float) -> int:
@@ -279,16 +352,17 @@ class Store(Protocol):
         (``wait_name``). A signal already sent for it makes it runnable at once."""
         ...
 
-    def finish(self, session_id: str, owner: str | None,
-               outcome: SessionOutcome) -> asyncio.Future[None]:
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
+               tenant: str | None = None) -> asyncio.Future[None]:
         """Record how a session ended. Fenced on ``owner`` (``None``: the session must be
-        owned by nobody). Rides the group commit."""
+        owned by nobody) and on ``tenant`` when given. Rides the group commit."""
         ...
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
-                     journal: StepRecord | None = None) -> bool:
+                     journal: StepRecord | None = None, tenant: str | None = None) -> bool:
         """Make a finished (escalated) session runnable again, optionally dropping one
-        journal entry or writing one, in one transaction. ``False`` if it does not exist."""
+        journal entry or writing one, in one transaction. ``False`` (nothing written) if it
+        does not exist (in ``tenant``)."""
         ...
 
     def update_headers(self, session_id: str, owner: str,
@@ -296,16 +370,21 @@ class Store(Protocol):
         """Persist a running session's headers (fenced). Rides the group commit."""
         ...
 
-    async def set_version(self, session_id: str, version: str) -> None:
-        """Move a session that has journaled nothing to another workflow version."""
+    async def set_version(self, session_id: str, version: str, *,
+                          tenant: str | None = None) -> None:
+        """Move a session (of ``tenant``) that has journaled nothing to another workflow
+        version."""
         ...
 
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        """One session, or ``None`` if the id is unknown."""
+    async def get_session(self, session_id: str, *,
+                          tenant: str | None = None) -> SessionRow | None:
+        """One session, or ``None`` if the id is unknown (in ``tenant``)."""
         ...
 
-    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
-        """The sessions among ``ids`` that exist, by id (one query for many)."""
+    async def get_sessions(self, ids: Sequence[str], *,
+                           tenant: str | None = None) -> dict[str, SessionRow]:
+        """The sessions among ``ids`` that exist (in ``tenant``), by id (one query for
+        many)."""
         ...
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
@@ -320,8 +399,8 @@ class Store(Protocol):
         """Sessions by status."""
         ...
 
-    async def next_wake(self) -> float | None:
-        """The earliest timer of a waiting session, or ``None``."""
+    async def next_wake(self, *, tenant: str | None = None) -> float | None:
+        """The earliest timer of a waiting session (of ``tenant``), or ``None``."""
         ...
 
     # -- the journal ------------------------------------------------------------------
@@ -333,22 +412,28 @@ class Store(Protocol):
         same transaction."""
         ...
 
-    async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
-        """A session's journal by step key, as replay consumes it."""
+    async def load_journal(self, session_id: str, *,
+                           tenant: str | None = None) -> dict[str, StepRecord]:
+        """A session's journal by step key, as replay consumes it (empty for a session
+        unknown in ``tenant``)."""
         ...
 
-    async def journal(self, session_id: str) -> list[StepRecord]:
-        """Every record of a session, in the order it was written."""
+    async def journal(self, session_id: str, *,
+                      tenant: str | None = None) -> list[StepRecord]:
+        """Every record of a session (of ``tenant``), in the order it was written."""
         ...
 
     # -- signals ------------------------------------------------------------------------
 
-    async def send_signal(self, session_id: str, name: str, payload: str) -> int:
-        """Store a signal; wakes the session if it waits for ``name``. Returns its seq."""
+    async def send_signal(self, session_id: str, name: str, payload: str, *,
+                          tenant: str | None = None) -> int:
+        """Store a signal; wakes the session if it waits for ``name``. Returns its seq
+        (> 0), or 0, storing nothing, if there is no such session (in ``tenant``)."""
         ...
 
-    async def next_signal(self, session_id: str, name: str) -> Signal | None:
-        """The oldest unconsumed signal ``name`` of a session."""
+    async def next_signal(self, session_id: str, name: str, *,
+                          tenant: str | None = None) -> Signal | None:
+        """The oldest unconsumed signal ``name`` of a session (of ``tenant``)."""
         ...
 
     # -- state of interceptors -----------------------------------------------------------
@@ -364,6 +449,38 @@ class Store(Protocol):
     def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
         """Set (``None``: delete) one value. Rides the group commit."""
         ...
+
+    # -- shared state ---------------------------------------------------------------------
+
+    async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
+        """The current version of a key, or ``None`` if it was never written."""
+        ...
+
+    async def state_put(self, write: StateWrite) -> StateWriteResult:
+        """Compare-and-set one key (see :class:`StateWrite`), atomically across every store
+        object and process on the same database. A write that lands is kept in the key's
+        history, and fires every watch on the key (:meth:`state_watch`) in the same
+        transaction."""
+        ...
+
+    async def state_history(self, tenant: str, namespace: str, key: str, *,
+                            limit: int | None = None) -> list[StateEntry]:
+        """Every version of a key, oldest first (with ``limit``: the newest ``limit``)."""
+        ...
+
+    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
+        """The current version of every key of a namespace, by key."""
+        ...
+
+    async def state_namespaces(self, tenant: str) -> dict[str, int]:
+        """A tenant's namespaces with how many keys each holds, by name."""
+        ...
+
+    async def state_watch(self, tenant: str, namespace: str, key: str, *, session_id: str,
+                          name: str, after_version: int) -> bool:
+        """Ask for the signal ``name`` to be sent to ``session_id`` (of ``tenant``) by the
+        first write of a version past ``after_version``. ``True`` (and nothing is
+        registered) if the key is already past it. A watch fires once."""
 
     # -- limits shared by engines ---------------------------------------------------------
 
@@ -427,11 +544,13 @@ class Store(Protocol):
         ``agent``: only that agent's steps)."""
         ...
 
-    async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:
-        """Tokens and USD of a session's journaled model steps, by agent."""
+    async def session_spend(self, session_id: str, *,
+                            tenant: str | None = None) -> dict[str, tuple[int, float]]:
+        """Tokens and USD of a session's (of ``tenant``) journaled model steps, by agent."""
         ...
 
 
 __all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold", "Level",
            "NewSession", "Reservation", "SessionFilter", "SessionOutcome", "SessionRow",
-           "SessionStatus", "Signal", "Spend", "StepRecord", "StepStatus", "Store"]
+           "SessionStatus", "Signal", "Spend", "StateEntry", "StateWrite", "StateWriteResult",
+           "StepRecord", "StepStatus", "Store"]

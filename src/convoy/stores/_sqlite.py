@@ -36,6 +36,7 @@ from convoy.stores._protocol import (
     Signal,
     StepRecord,
 )
+from convoy.stores._rows import conditions, next_seq
 from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
@@ -44,6 +45,7 @@ from convoy.stores._sqlite_sql import (
     _CLAIM_SET,
     _CONSUME,
     _FINISH,
+    _FINISH_TENANT,
     _INSERT_SESSION,
     _JOURNAL_COLS,
     _MIGRATIONS,
@@ -52,12 +54,15 @@ from convoy.stores._sqlite_sql import (
     _SCHEMA,
     _SESSION_COLS,
     _append_params,
-    _conditions,
+    _in_tenant,
     _is_busy,
     _record,
+    _send_signal,
     _session,
     _store_error,
+    _tenant_cond,
 )
+from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_wal import _Checkpointer
 
 Durability = Literal["process", "power"]
@@ -84,7 +89,11 @@ class _Op:
     __slots__ = ("call", "fenced", "fut", "guard", "lease", "more", "params", "quiet",
                  "result", "sql")
 
-    def __init__(self, sql: str, params: tuple[Any, ...], *,
+    fut: asyncio.Future[Any]  # set by ``_submit``
+    quiet: bool  # nobody need await it: its error is its batch's, seen there
+
+    # Positional: built once per journal write.
+    def __init__(self, sql: str, params: tuple[Any, ...],
                  more: list[tuple[str, tuple[Any, ...]]] | None = None,
                  fenced: str | None = None, guard: tuple[str, str] | None = None,
                  lease: tuple[str, str, float] | None = None,
@@ -97,11 +106,9 @@ class _Op:
         self.lease = lease
         self.call = call
         self.result: Any = None
-        self.fut: asyncio.Future[Any] | None = None
-        self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class SQLiteStore(SQLiteLimits):
+class SQLiteStore(SQLiteLimits, SQLiteState):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -384,7 +391,7 @@ class SQLiteStore(SQLiteLimits):
             self._forget_failed_leases(batch)
         for i, op in enumerate(batch):
             fut = op.fut
-            if fut is None or fut.done():
+            if fut.done():
                 continue
             if error is not None:
                 fut.set_exception(error)
@@ -540,14 +547,17 @@ class SQLiteStore(SQLiteLimits):
 
         return await self._write(insert)
 
-    async def claim(self, session_id: str, owner: str, lease_s: float) -> SessionRow | None:
+    async def claim(self, session_id: str, owner: str, lease_s: float, *,
+                    tenant: str | None = None) -> SessionRow | None:
         now = self.clock()
+        cond, tparams = _tenant_cond(tenant)
 
         def claim(conn: sqlite3.Connection) -> SessionRow | None:
             row = conn.execute(
-                f"UPDATE sessions {_CLAIM_SET} WHERE id=? AND {_RUNNABLE} "
+                f"UPDATE sessions {_CLAIM_SET} WHERE id=? AND {_RUNNABLE}{cond} "
                 f"RETURNING {_SESSION_COLS}",
-                (owner, now + lease_s, now, now, session_id, owner, now, now)).fetchone()
+                (owner, now + lease_s, now, now, session_id, owner, now, now, *tparams)
+            ).fetchone()
             if not row:
                 return None
             self._leases[session_id] = (owner, now + lease_s)
@@ -556,19 +566,22 @@ class SQLiteStore(SQLiteLimits):
         return await self._write(claim)
 
     async def claim_runnable(self, owner: str, lease_s: float, *,
-                             workflows: Mapping[str, str], limit: int) -> list[SessionRow]:
+                             workflows: Mapping[str, str], limit: int,
+                             tenant: str | None = None) -> list[SessionRow]:
         if not workflows or limit < 1:
             return []
         now = self.clock()
         which = " OR ".join("(workflow=? AND version=?)" for _ in workflows)
         wf_params = [x for item in workflows.items() for x in item]
+        cond, tparams = _tenant_cond(tenant)
 
         def claim(conn: sqlite3.Connection) -> list[SessionRow]:
             rows = conn.execute(
                 f"UPDATE sessions {_CLAIM_SET} WHERE id IN (SELECT id FROM sessions WHERE "
-                f"status IN ('pending','running','waiting') AND ({which}) AND {_RUNNABLE_OTHERS} "
-                f"ORDER BY created, id LIMIT ?) RETURNING {_SESSION_COLS}",
-                (owner, now + lease_s, now, now, *wf_params, owner, now, now, limit)).fetchall()
+                f"status IN ('pending','running','waiting') AND ({which}) AND {_RUNNABLE_OTHERS}"
+                f"{cond} ORDER BY created, id LIMIT ?) RETURNING {_SESSION_COLS}",
+                (owner, now + lease_s, now, now, *wf_params, owner, now, now, *tparams, limit)
+            ).fetchall()
             for r in rows:
                 self._leases[r[0]] = (owner, now + lease_s)
             return sorted((_session(r) for r in rows), key=lambda r: (r.created, r.id))
@@ -634,25 +647,29 @@ class SQLiteStore(SQLiteLimits):
 
         await self._write(park)
 
-    def finish(self, session_id: str, owner: str | None,
-               outcome: SessionOutcome) -> asyncio.Future[None]:
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
+               tenant: str | None = None) -> asyncio.Future[None]:
         now = self.clock()
         self._leases.pop(session_id, None)
         error = json.dumps(outcome.error) if outcome.error else None
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
-        return self._submit(_Op(_FINISH, (
-            outcome.status, outcome.output, error, now, outcome.steps, outcome.input_tokens,
-            outcome.output_tokens, outcome.cost, headers, now, now, session_id, owner),
-            fenced=session_id))
+        params = (outcome.status, outcome.output, error, now, outcome.steps,
+                  outcome.input_tokens, outcome.output_tokens, outcome.cost, headers, now, now,
+                  session_id, owner)
+        if tenant is not None:
+            return self._submit(_Op(_FINISH_TENANT, (*params, tenant), fenced=session_id))
+        return self._submit(_Op(_FINISH, params, None, session_id))
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
-                     journal: StepRecord | None = None) -> bool:
+                     journal: StepRecord | None = None, tenant: str | None = None) -> bool:
         now = self.clock()
+        cond, tparams = _tenant_cond(tenant)
 
         def reopen(conn: sqlite3.Connection) -> bool:
             n = conn.execute(
                 "UPDATE sessions SET status='pending', output=NULL, error=NULL, finished=NULL,"
-                " owner=NULL, lease_until=NULL WHERE id=?", (session_id,)).rowcount
+                f" owner=NULL, lease_until=NULL WHERE id=?{cond}", (session_id, *tparams)
+            ).rowcount
             if n == 0:
                 return False
             if drop_step is not None:
@@ -671,26 +688,33 @@ class SQLiteStore(SQLiteLimits):
                                 (json.dumps(dict(headers)), session_id, owner),
                                 fenced=session_id))
 
-    async def set_version(self, session_id: str, version: str) -> None:
+    async def set_version(self, session_id: str, version: str, *,
+                          tenant: str | None = None) -> None:
+        cond, tparams = _tenant_cond(tenant)
         await self._write(lambda conn: conn.execute(
-            "UPDATE sessions SET version=? WHERE id=?", (version, session_id)))
+            f"UPDATE sessions SET version=? WHERE id=?{cond}", (version, session_id, *tparams)))
 
-    async def get_session(self, session_id: str) -> SessionRow | None:
-        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id=?", (session_id,))
+    async def get_session(self, session_id: str, *,
+                          tenant: str | None = None) -> SessionRow | None:
+        cond, tparams = _tenant_cond(tenant)
+        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id=?{cond}",
+                          (session_id, *tparams))
         return _session(rows[0]) if rows else None
 
-    async def get_sessions(self, ids: Sequence[str]) -> dict[str, SessionRow]:
+    async def get_sessions(self, ids: Sequence[str], *,
+                           tenant: str | None = None) -> dict[str, SessionRow]:
         out: dict[str, SessionRow] = {}
+        cond, tparams = _tenant_cond(tenant)
         for i in range(0, len(ids), 500):
             chunk = list(ids[i:i + 500])
             marks = ",".join("?" * len(chunk))
-            for r in self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id IN ({marks})",
-                                chunk):
+            for r in self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id IN ({marks})"
+                                f"{cond}", (*chunk, *tparams)):
                 out[r[0]] = _session(r)
         return out
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        cond, params = _conditions(where.status, where.workflow, where.tenant)
+        cond, params = conditions(where.status, where.workflow, where.tenant)
         rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created, id "
                           "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
         return [_session(r) for r in rows]
@@ -703,27 +727,28 @@ class SQLiteStore(SQLiteLimits):
         return [_session(r) for r in rows]
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
-        cond, params = _conditions(None, None, tenant)
+        cond, params = conditions(None, None, tenant)
         return dict(self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
                                params))
 
-    async def workflow_names(self) -> list[str]:
-        """The names of the workflows that have sessions in this store, sorted (for "did
-        you mean" messages; not part of the :class:`~convoy.stores.Store` protocol)."""
-        return [r[0] for r in self._read("SELECT DISTINCT workflow FROM sessions ORDER BY 1")]
+    async def workflow_names(self, *, tenant: str | None = None) -> list[str]:
+        """The names of the workflows that have sessions (of ``tenant``) in this store,
+        sorted (for "did you mean" messages; not part of the
+        :class:`~convoy.stores.Store` protocol)."""
+        cond, params = conditions(None, None, tenant)
+        return [r[0] for r in self._read(
+            f"SELECT DISTINCT workflow FROM sessions{cond} ORDER BY 1", params)]
 
-    async def next_wake(self) -> float | None:
-        rows = self._read("SELECT MIN(wake_at) FROM sessions WHERE status='waiting'")
+    async def next_wake(self, *, tenant: str | None = None) -> float | None:
+        cond, tparams = _tenant_cond(tenant)
+        rows = self._read(f"SELECT MIN(wake_at) FROM sessions WHERE status='waiting'{cond}",
+                          tparams)
         return rows[0][0] if rows and rows[0][0] is not None else None
 
     # -- the journal -------------------------------------------------------------------------
 
     def _next_seq(self, now: float) -> int:
-        """Journal write order: strictly increasing in this process, close to time order
-        across processes (a session is written by one engine at a time)."""
-        seq = self._seq + 1
-        t = int(now * 1e6)
-        self._seq = seq = t if t > seq else seq
+        self._seq = seq = next_seq(self._seq, now)
         return seq
 
     def append(self, session_id: str, owner: str | None, record: StepRecord, *,
@@ -746,36 +771,36 @@ class SQLiteStore(SQLiteLimits):
             if held is None or held[0] != owner or \
                     held[1] <= now + self.lease_margin + 2 * self.busy_timeout:
                 guard = (session_id, owner)
-        return self._submit(_Op(_APPEND, params, more=more, guard=guard))
+        return self._submit(_Op(_APPEND, params, more, None, guard))
 
-    async def load_journal(self, session_id: str) -> dict[str, StepRecord]:
-        rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?",
-                          (session_id,))
+    async def load_journal(self, session_id: str, *,
+                           tenant: str | None = None) -> dict[str, StepRecord]:
+        cond, tparams = _in_tenant("journal", tenant)
+        rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?{cond}",
+                          (session_id, *tparams))
         return {r[0]: _record(r) for r in rows}
 
-    async def journal(self, session_id: str) -> list[StepRecord]:
-        rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=? "
-                          "ORDER BY seq, at, key", (session_id,))
+    async def journal(self, session_id: str, *,
+                      tenant: str | None = None) -> list[StepRecord]:
+        cond, tparams = _in_tenant("journal", tenant)
+        rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?{cond} "
+                          "ORDER BY seq, at, key", (session_id, *tparams))
         return [_record(r) for r in rows]
 
     # -- signals ------------------------------------------------------------------------------
 
-    async def send_signal(self, session_id: str, name: str, payload: str) -> int:
+    async def send_signal(self, session_id: str, name: str, payload: str, *,
+                          tenant: str | None = None) -> int:
         now = self.clock()
+        return await self._write(lambda conn: _send_signal(conn, session_id, name, payload,
+                                                           now, tenant))
 
-        def send(conn: sqlite3.Connection) -> int:
-            cur = conn.execute("INSERT INTO signals(session_id,name,payload,at) VALUES(?,?,?,?)",
-                               (session_id, name, payload, now))
-            conn.execute("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL "
-                         "WHERE id=? AND status='waiting' AND wait_name=?", (session_id, name))
-            return int(cur.lastrowid or 0)
-
-        return await self._write(send)
-
-    async def next_signal(self, session_id: str, name: str) -> Signal | None:
+    async def next_signal(self, session_id: str, name: str, *,
+                          tenant: str | None = None) -> Signal | None:
+        cond, tparams = _in_tenant("signals", tenant)
         rows = self._read("SELECT seq,session_id,name,payload,at FROM signals WHERE "
-                          "session_id=? AND name=? AND consumed=0 ORDER BY seq LIMIT 1",
-                          (session_id, name))
+                          f"session_id=? AND name=? AND consumed=0{cond} ORDER BY seq LIMIT 1",
+                          (session_id, name, *tparams))
         if not rows:
             return None
         seq, sid, nm, payload, at = rows[0]
@@ -811,11 +836,13 @@ class SQLiteStore(SQLiteLimits):
             (tenant, since, until) if agent is None else (tenant, since, until, agent))
         return int(rows[0][0]), float(rows[0][1])
 
-    async def session_spend(self, session_id: str) -> dict[str, tuple[int, float]]:
+    async def session_spend(self, session_id: str, *,
+                            tenant: str | None = None) -> dict[str, tuple[int, float]]:
+        cond, tparams = _in_tenant("journal", tenant)
         rows = self._read(
             "SELECT COALESCE(agent, target), SUM(input_tokens + output_tokens), SUM(cost) FROM "
-            "journal WHERE session_id=? AND kind='model' AND status='completed' GROUP BY 1",
-            (session_id,))
+            f"journal WHERE session_id=? AND kind='model' AND status='completed'{cond} "
+            "GROUP BY 1", (session_id, *tparams))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
 
 

@@ -56,6 +56,7 @@ def _recount(execute: Callable[..., sqlite3.Cursor], h: Hold,
              now: float) -> tuple[float, float]:
     """A limit refused: clear the holds on it that lapsed (their engines died) and count
     the live ones again. Returns (used, held)."""
+    execute(_COUNT, (h.scope, h.unit, h.start))  # a limit never counted yet
     execute(_LAPSED, (h.scope, h.unit, now))
     live = float(execute(_LIVE, (h.scope, h.unit)).fetchone()[0])
     execute(_SET_HELD, (live, h.scope, h.unit))

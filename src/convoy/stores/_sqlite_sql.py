@@ -87,8 +87,52 @@ CREATE TABLE IF NOT EXISTS kv(
 ) WITHOUT ROWID;
 """
 
+# Version 2 -> 3: versioned shared state (the current version of each key, every version
+# with its writer, and watches that signal a waiting session when a key changes).
+_MIGRATE_3 = """
+CREATE TABLE IF NOT EXISTS state(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  session_id TEXT,
+  agent TEXT,
+  step_key TEXT,
+  at REAL NOT NULL,
+  PRIMARY KEY(tenant, namespace, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS state_history(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  version INTEGER NOT NULL,
+  value TEXT NOT NULL,
+  session_id TEXT,
+  agent TEXT,
+  step_key TEXT,
+  at REAL NOT NULL,
+  PRIMARY KEY(tenant, namespace, key, version)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS state_writer ON state_history(session_id, step_key)
+  WHERE session_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS state_watch(
+  tenant TEXT NOT NULL,
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  session_id TEXT NOT NULL,
+  name TEXT NOT NULL,
+  after_version INTEGER NOT NULL,
+  PRIMARY KEY(tenant, namespace, key, session_id, name)
+) WITHOUT ROWID;
+"""
+
+# Version 3 -> 4: a tenant's sessions by status (counts, unfinished and claims scoped to a
+# tenant read the index instead of every session).
+_MIGRATE_4 = "CREATE INDEX IF NOT EXISTS sessions_tenant_status ON sessions(tenant, status)"
+
 # Limits shared by engines: counts and reservations (budgets), token buckets (rate limits)
-# and the response cache. A migration step of its own, so it is renumbered easily.
+# and the response cache (version 4 -> 5).
 _MIGRATE_SHARED_LIMITS = """
 CREATE TABLE IF NOT EXISTS meters(
   scope TEXT NOT NULL,
@@ -121,8 +165,9 @@ CREATE TABLE IF NOT EXISTS cache(
 CREATE INDEX IF NOT EXISTS cache_expiry ON cache(expires);
 """
 
+
 #: Schema migrations, in order: (the version a step brings the schema to, its script).
-_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_SHARED_LIMITS))
+_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
@@ -144,6 +189,11 @@ _APPEND_FENCED = (
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
     "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+# Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
+_SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
+           "(SELECT 1 FROM sessions WHERE id=?{tenant})")
+_WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
+         "status='waiting' AND wait_name=?")
 _CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
 _INSERT_SESSION = (
     "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"
@@ -153,6 +203,8 @@ _FINISH = (
     "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
     "output_tokens=?, cost=?, headers=COALESCE(?, headers), owner=NULL, lease_until=NULL, "
     f"wake_at=NULL, wait_name=NULL, seg_mark=NULL, {_ACCRUE} WHERE id=? AND owner IS ?")
+# The same, also fenced on the session's tenant (a session of another tenant is refused).
+_FINISH_TENANT = f"{_FINISH} AND tenant=?"
 _RUNNABLE = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
     " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
@@ -164,19 +216,38 @@ _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(st
               "seg_mark=?, wake_at=NULL, wait_name=NULL")
 
 
+def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: str,
+                 now: float, tenant: str | None = None) -> int:
+    """Store a signal and wake its session if it waits for it (in the caller's
+    transaction); the signal's seq, or 0 (nothing stored) if there is no such session (of
+    ``tenant``)."""
+    cond, tparams = _tenant_cond(tenant)
+    cur = conn.execute(_SIGNAL.format(tenant=cond),
+                       (session_id, name, payload, now, session_id, *tparams))
+    if cur.rowcount == 0:
+        return 0
+    conn.execute(_WAKE, (session_id, name))
+    return int(cur.lastrowid or 0)
+
+
 def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
     return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
             r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
 
 
-def _conditions(status: str | None, workflow: str | None, tenant: str | None
-                ) -> tuple[str, list[Any]]:
-    where, params = [], []
-    for col, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
-        if value is not None:
-            where.append(f"{col}=?")
-            params.append(value)
-    return (" WHERE " + " AND ".join(where)) if where else "", params
+def _tenant_cond(tenant: str | None, mark: str = "?") -> tuple[str, tuple[str, ...]]:
+    """`` AND tenant=?`` for a statement on ``sessions``, or nothing (no tenant given).
+    ``mark``: the driver's parameter placeholder (PostgreSQL's is ``%s``)."""
+    return ("", ()) if tenant is None else (f" AND tenant={mark}", (tenant,))
+
+
+def _in_tenant(table: str, tenant: str | None, mark: str = "?") -> tuple[str, tuple[str, ...]]:
+    """For a statement on ``table`` (rows with a ``session_id``): only rows of a session
+    of ``tenant``, or nothing (no tenant given)."""
+    if tenant is None:
+        return "", ()
+    return (f" AND EXISTS (SELECT 1 FROM sessions s WHERE s.id={table}.session_id AND "
+            f"s.tenant={mark})", (tenant,))
 
 
 def _session(r: Sequence[Any]) -> SessionRow:

@@ -1,0 +1,318 @@
+"""``convoy inbox list|show|answer|approve|reject|comment``: the human tasks of a tenant.
+
+Questions (``ctx.ask_human``), approvals of tool calls and escalations wait here; a
+decision is recorded with who made it (``--by``, default ``$CONVOY_USER`` or the login
+name) and wakes the session ('convoy worker' runs it, or 'convoy resume').
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from convoy import Engine, HumanTask, Inbox
+from convoy.cli._common import (
+    DEFAULT_DB,
+    AllTenantsOption,
+    BusyTimeoutOption,
+    DbOption,
+    ImportOption,
+    Scope,
+    TenantOption,
+    build_engine,
+    fail,
+    import_modules,
+    label,
+    out,
+    require_store,
+    run_async,
+    tenant_scope,
+)
+from convoy.cli._form import ask, fields, from_sets
+from convoy.cli._render import fmt_time, short
+
+inbox_app = typer.Typer(
+    name="inbox", no_args_is_help=True, rich_markup_mode="markdown",
+    help="The human tasks of a tenant: questions (`ctx.ask_human`), approvals of tool "
+         "calls, escalations. List them, read one, and decide.\n\n"
+         "Example: `convoy inbox list --tenant acme`, then "
+         "`convoy inbox approve <task> --tenant acme`")
+
+TaskArg = Annotated[str, typer.Argument(metavar="TASK", help="Task id, as 'list' shows it.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
+ByOption = Annotated[str | None, typer.Option(
+    "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+    help="Who decides (recorded with the decision). Default: the login name.")]
+CommentOption = Annotated[str | None, typer.Option(
+    "--comment", "-m", metavar="TEXT", help="Say why (the agent reads it on a re-run; a "
+                                            "rejected tool call's error carries it).")]
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="FIELD=VALUE",
+    help="One field of the answer (repeatable); fields not set keep the proposal's.")]
+ValueOption = Annotated[str | None, typer.Option(
+    "--value", metavar="JSON", help="The whole answer as JSON.")]
+
+
+def _who(by: str | None) -> str:
+    if by:
+        return by
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        fail("say who decides: --by NAME (or set CONVOY_USER)")
+
+
+def _json(value: str, option: str) -> Any:
+    try:
+        return json.loads(value)
+    except json.JSONDecodeError as e:
+        fail(f"{option} is not JSON: {e.msg} at column {e.colno} (quote strings: "
+             """'"text"')""")
+
+
+def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
+          ) -> tuple[Engine, Scope]:
+    scope = tenant_scope(tenant, all_tenants)
+    require_store(db)
+    return build_engine(db, busy_timeout=busy_timeout), scope
+
+
+def _run(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        async with engine:
+            return await act(scope.view(engine).inbox)
+
+    return run_async(main())
+
+
+def _task_json(t: HumanTask) -> dict[str, Any]:
+    return {**t.model_dump(mode="json"), "version": t.version, "actions": list(t.actions)}
+
+
+def _when(t: HumanTask) -> str:
+    return "-" if t.deadline is None else fmt_time(t.deadline)
+
+
+@inbox_app.command("list")
+def list_(status: Annotated[str, typer.Option(
+              "--status", help="open, answered, expired, used or all.")] = "open",
+          queue: Annotated[str | None, typer.Option("--queue", "-q", metavar="QUEUE",
+                                                    help="Only this queue.")] = None,
+          kind: Annotated[str | None, typer.Option(
+              "--kind", help="question, approval or escalation.")] = None,
+          assignee: Annotated[str | None, typer.Option(
+              "--assignee", metavar="NAME", help="Only tasks NAME may decide.")] = None,
+          db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0,
+          tenant: TenantOption = None, all_tenants: AllTenantsOption = False,
+          as_json: JsonOption = False) -> None:
+    """The tasks waiting for a decision (or of another --status), oldest first.
+
+    Example: `convoy inbox list --queue billing --tenant acme`
+    """
+    if status not in ("open", "answered", "expired", "used", "all"):
+        fail(f"--status {status!r}: use open, answered, expired, used or all")
+    if kind not in (None, "question", "approval", "escalation"):
+        fail(f"--kind {kind!r}: use question, approval or escalation")
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    tasks: list[HumanTask] = _run(engine, scope, lambda inbox: inbox.tasks(
+        status=status, queue=queue, kind=kind, assignee=assignee))  # type: ignore[arg-type]
+    if as_json:
+        typer.echo(json.dumps([_task_json(t) for t in tasks], indent=2))
+        return
+    if not tasks:
+        out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in {label(db)}"
+                  f"{scope.hint}", markup=False)
+        return
+    t = Table(title=f"{len(tasks)} task(s){scope.of}")
+    cols = ["task", "kind", "queue", "question", "assignees", "created", "deadline"]
+    if status != "open":
+        cols.insert(3, "status")
+    if scope.tenant is None:
+        cols.insert(1, "tenant")
+    for c in cols:
+        t.add_column(c, overflow="fold" if c in ("task", "question") else "ellipsis")
+    for task in tasks:
+        cells = {"task": task.id, "tenant": task.tenant, "kind": task.kind,
+                 "queue": task.queue + (" (escalated)" if task.escalated else ""),
+                 "status": task.status, "question": short(task.prompt, 60),
+                 "assignees": ", ".join(task.assignees) or "anyone",
+                 "created": fmt_time(task.created_at), "deadline": _when(task)}
+        t.add_row(*(cells[c] for c in cols))
+    out.print(t)
+
+
+@inbox_app.command("show")
+def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
+         busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+         all_tenants: AllTenantsOption = False, as_json: JsonOption = False) -> None:
+    """One task: the question, its context and history, the form of an answer, what was
+    decided and by whom.
+
+    Example: `convoy inbox show 3f2a9c1b:0/4 --tenant acme`
+    """
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    task: HumanTask = _run(engine, scope, lambda inbox: inbox.get(task_id))
+    if as_json:
+        typer.echo(json.dumps(_task_json(task), indent=2))
+        return
+    p = out.print
+    p(f"[bold]{task.id}[/bold]  {task.kind} in queue {task.queue!r}, {task.status}"
+      f"{' (escalated)' if task.escalated else ''}")
+    p(task.prompt, markup=False)
+    for name, value in (("reason", task.reason), ("context", task.context),
+                         ("proposal", task.proposal)):
+        if value is not None:
+            p(f"[bold]{name}:[/bold]")
+            p(json.dumps(value, indent=2) if not isinstance(value, str) else value,
+              markup=False)
+    if task.history:
+        p("[bold]history:[/bold]")
+        p(json.dumps(task.history, indent=2), markup=False)
+    p(f"session {task.session_id}, created {fmt_time(task.created_at)}, deadline "
+      f"{_when(task)}" + (f" (then: {task.on_deadline})" if task.deadline else "")
+      + (f", assignees {', '.join(task.assignees)}" if task.assignees else ""),
+      markup=False)
+    if task.error:
+        p(f"[yellow]the last answer was refused:[/yellow] {task.error}", markup=False)
+    for c in task.comments:
+        p(f"comment by {c.by} at {fmt_time(c.at)}: {c.text}", markup=False)
+    d = task.decision
+    if d is not None:
+        p(f"decided: {d.action} by {d.by} at {fmt_time(d.at)}"
+          + (f": {json.dumps(d.value)}" if d.value is not None else "")
+          + (f" ({d.comment})" if d.comment else ""), markup=False)
+    if task.is_open:
+        form = fields(task.answer_schema)
+        if form:
+            p("[bold]form:[/bold]" if task.kind == "question" else "[bold]edit form:[/bold]")
+            for f in form:
+                p(f"  {f.name}: {f.describe}", markup=False)
+        how = (f"convoy inbox answer {task.id}" if task.kind == "question" else
+               f"convoy inbox approve {task.id} | reject {task.id} | approve {task.id} "
+               "--set FIELD=VALUE")
+        p(f"decide: {how}", markup=False)
+
+
+@inbox_app.command("answer")
+def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
+           by: ByOption = None, comment: CommentOption = None,
+           imports: ImportOption = None, db: DbOption = DEFAULT_DB,
+           busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+           all_tenants: AllTenantsOption = False) -> None:
+    """Answer a question: --value JSON, --set FIELD=VALUE, or, with neither, a form that
+    asks each field of the answer type in turn. The answer is checked against the type
+    (the Pydantic type if --import loads it, else its JSON schema) before it is recorded.
+    On an approval or escalation, an answer is an edit ('approve --set').
+
+    Example: `convoy inbox answer 3f2a9c1b:0 --set approve=true --set amount=120`
+    """
+    import_modules(imports)
+    if value is not None and sets:
+        fail("give --value or --set, not both")
+    who = _who(by)
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+
+    async def act(inbox: Inbox) -> HumanTask:
+        task = await inbox.get(task_id)
+        if value is not None:
+            got = _json(value, "--value")
+        elif sets:
+            got = from_sets(task.answer_schema, sets,
+                            _start(task) if task.kind != "question" else None)
+        else:
+            out.print(task.prompt, markup=False)
+            got = ask(task.answer_schema)
+        if task.kind == "question":
+            return await inbox.answer(task.id, got, by=who, comment=comment)
+        return await inbox.edit(task.id, got, by=who, comment=comment)
+
+    done: HumanTask = _run(engine, scope, act)
+    _decided(done)
+
+
+def _start(task: HumanTask) -> Any:
+    """What an edit starts from: the proposed arguments or output."""
+    p = task.proposal
+    return p.get("arguments") if task.kind == "approval" and isinstance(p, dict) else p
+
+
+_DONE = {"answer": "answered", "approve": "approved", "edit": "approved with changes",
+         "reject": "rejected"}
+
+
+def _decided(task: HumanTask) -> None:
+    d = task.decision
+    assert d is not None
+    out.print(f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by}); 'convoy worker' "
+              f"or 'convoy resume' continues session {task.session_id}", markup=False)
+
+
+@inbox_app.command("approve")
+def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
+                "--edit", metavar="JSON", help="Approve these arguments (or this output) "
+                                               "instead of the proposal.")] = None,
+            sets: SetOption = None, by: ByOption = None, comment: CommentOption = None,
+            imports: ImportOption = None, db: DbOption = DEFAULT_DB,
+            busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+            all_tenants: AllTenantsOption = False) -> None:
+    """Approve a tool call (it runs, once, with exactly these arguments) or an escalation
+    (the agent runs again; an escalated session runs its step again). With --edit or
+    --set, approve changed arguments (or give the agent's output), checked against the
+    schema.
+
+    Example: `convoy inbox approve 3f2a9c1b:0/2 --set cents=500 -m "capped"`
+    """
+    import_modules(imports)
+    if edit is not None and sets:
+        fail("give --edit or --set, not both")
+    who = _who(by)
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+
+    async def act(inbox: Inbox) -> HumanTask:
+        if edit is None and not sets:
+            return await inbox.approve(task_id, by=who, comment=comment)
+        task = await inbox.get(task_id)
+        got = _json(edit, "--edit") if edit is not None else \
+            from_sets(task.answer_schema, sets or [], _start(task))
+        return await inbox.edit(task.id, got, by=who, comment=comment)
+
+    _decided(_run(engine, scope, act))
+
+
+@inbox_app.command("reject")
+def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
+           db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0,
+           tenant: TenantOption = None, all_tenants: AllTenantsOption = False) -> None:
+    """Reject a tool call (the model is told, with your comment) or an escalation (the
+    run fails with its error; an escalated session fails).
+
+    Example: `convoy inbox reject 3f2a9c1b:0/2 -m "not for this customer"`
+    """
+    who = _who(by)
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    _decided(_run(engine, scope, lambda inbox: inbox.reject(task_id, by=who,
+                                                             comment=comment)))
+
+
+@inbox_app.command("comment")
+def comment_(task_id: TaskArg,
+             text: Annotated[str, typer.Argument(metavar="TEXT", help="The comment.")],
+             by: ByOption = None, db: DbOption = DEFAULT_DB,
+             busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+             all_tenants: AllTenantsOption = False) -> None:
+    """Comment on an open task without deciding it.
+
+    Example: `convoy inbox comment 3f2a9c1b:0 "asking finance"`
+    """
+    who = _who(by)
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    _run(engine, scope, lambda inbox: inbox.comment(task_id, text, by=who))
+    out.print(f"commented on task {task_id} (by {who})", markup=False)
+
+
+__all__ = ["inbox_app"]

@@ -1,0 +1,227 @@
+"""``convoy state get|set|history|list``: a tenant's versioned shared state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from convoy import UserError
+from convoy.cli._common import (
+    DEFAULT_DB,
+    RUN_FAILURE,
+    BusyTimeoutOption,
+    DbOption,
+    TenantOption,
+    check_db_path,
+    fail,
+    label,
+    one_tenant,
+    open_store,
+    out,
+    require_store,
+    run_async,
+)
+from convoy.cli._render import fmt_time, short
+from convoy.hitl._task import check_namespace
+from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
+
+state_app = typer.Typer(
+    name="state", no_args_is_help=True, rich_markup_mode="markdown",
+    help="Read and write a tenant's versioned shared state (what `ctx.state(...)` shares "
+         "between sessions).\n\nExample: `convoy state get customer:42 account`")
+
+NamespaceArg = Annotated[str, typer.Argument(
+    metavar="NAMESPACE", help="The namespace, e.g. customer:42 or session:<id>.")]
+KeyArg = Annotated[str, typer.Argument(metavar="KEY", help="The key in the namespace.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
+
+
+def _decode(text: str) -> Any:
+    return json.loads(text)
+
+
+def _writer(e: StateEntry) -> str:
+    """``session s1 (agent billing, step 0/3)``, or ``-`` for a write from outside."""
+    if e.session_id is None:
+        return "-"
+    agent = f"agent {e.agent}, " if e.agent else ""
+    return f"session {e.session_id} ({agent}step {e.step_key})"
+
+
+def _entry_json(e: StateEntry) -> dict[str, Any]:
+    return {"namespace": e.namespace, "key": e.key, "version": e.version,
+            "value": _decode(e.value), "session_id": e.session_id, "agent": e.agent,
+            "step_key": e.step_key, "at": e.at}
+
+
+def _where(namespace: str, key: str, tenant: str) -> str:
+    return f"{namespace}/{key} (tenant {tenant!r})"
+
+
+@state_app.command("get")
+def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
+        db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """Show the current value of a key, its version and who wrote it.
+
+    Example: `convoy state get customer:42 account --tenant acme`
+    """
+    tenant = one_tenant(tenant)
+    require_store(db)
+    entry = run_async(_get(db, tenant, namespace, key))
+    if entry is None:
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
+             f"{namespace}' shows its keys")
+    if as_json:
+        typer.echo(json.dumps(_entry_json(entry), indent=2))
+        return
+    out.print_json(entry.value)
+    by = "outside any session" if entry.session_id is None else f"by {_writer(entry)}"
+    out.print(f"version {entry.version}, written {by} at {fmt_time(entry.at)}", markup=False)
+
+
+async def _get(db: str, tenant: str, namespace: str, key: str) -> StateEntry | None:
+    async with open_store(db) as store:
+        return await store.state_get(tenant, namespace, key)
+
+
+@state_app.command("set")
+def set_(namespace: NamespaceArg, key: KeyArg,
+         value: Annotated[str, typer.Argument(metavar="JSON", help="The new value, as JSON.")],
+         expected_version: Annotated[int | None, typer.Option(
+             "--expected-version", "-e", min=0, metavar="N",
+             help="Write only if the key is still at version N (0: only if it does not "
+                  "exist). Default: the version it has when the command reads it.")] = None,
+         tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+         busy_timeout: BusyTimeoutOption = 10.0) -> None:
+    """Write a key, compare-and-set: against --expected-version, or the version the command
+    reads just before. A write that finds another version fails and writes nothing.
+    Sessions waiting for the key to change wake ('convoy worker' runs them).
+
+    Example: `convoy state set customer:42 account '{"credit": 10}' --expected-version 3`
+    """
+    tenant = one_tenant(tenant)
+    try:
+        check_namespace(namespace)
+    except UserError as e:
+        fail(str(e))
+    try:
+        json.loads(value)
+    except json.JSONDecodeError as e:
+        fail(f"the value is not JSON: {e.msg} at column {e.colno} (quote strings: "
+             """'"text"')""")
+    check_db_path(db, create=True)
+    expected, res = run_async(_set(db, busy_timeout, StateWrite(
+        tenant=tenant, namespace=namespace, key=key, value=value,
+        expected_version=expected_version)))
+    if not res.written or res.entry is None:
+        now = (f"it is at version {res.entry.version}" if res.entry is not None
+               else "it does not exist")
+        fail(f"state {_where(namespace, key, tenant)} changed: the write expected version "
+             f"{expected} but {now}; nothing was written ('convoy state get' shows it)",
+             RUN_FAILURE)
+    woke = f"; woke {res.woken} waiting session(s)" if res.woken else ""
+    out.print(f"{namespace}/{key} is at version {res.entry.version}{woke}", markup=False)
+
+
+async def _set(db: str, busy_timeout: float, write: StateWrite
+               ) -> tuple[int, StateWriteResult]:
+    """The version the write expected, and what it did."""
+    store = store_from_url(db, busy_timeout=busy_timeout)
+    await store.open()
+    try:
+        expected = write.expected_version
+        if expected is None:
+            current = await store.state_get(write.tenant, write.namespace, write.key)
+            expected = current.version if current is not None else 0
+            write = replace(write, expected_version=expected)
+        return expected, await store.state_put(write)
+    finally:
+        await store.aclose()
+
+
+@state_app.command("history")
+def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
+            limit: Annotated[int | None, typer.Option(
+                "--limit", "-n", min=1, help="Only the newest N versions.")] = None,
+            db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """Every version of a key, oldest first: value, writer (session, agent, step), time.
+
+    Example: `convoy state history customer:42 account --limit 20`
+    """
+    tenant = one_tenant(tenant)
+    require_store(db)
+    entries = run_async(_history(db, tenant, namespace, key, limit))
+    if not entries:
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
+             f"{namespace}' shows its keys")
+    if as_json:
+        typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
+        return
+    t = Table(title=f"{namespace}/{key}")
+    for col in ("version", "value", "session", "agent", "step", "written"):
+        t.add_column(col, justify="right" if col == "version" else "left",
+                     overflow="fold" if col == "value" else "ellipsis")
+    for e in entries:
+        t.add_row(str(e.version), short(e.value), e.session_id or "-", e.agent or "-",
+                  e.step_key or "-", fmt_time(e.at))
+    out.print(t)
+
+
+async def _history(db: str, tenant: str, namespace: str, key: str,
+                   limit: int | None) -> list[StateEntry]:
+    async with open_store(db) as store:
+        return await store.state_history(tenant, namespace, key, limit=limit)
+
+
+@state_app.command("list")
+def list_(namespace: Annotated[str | None, typer.Argument(
+              metavar="[NAMESPACE]", help="List this namespace's keys (default: list the "
+                                         "tenant's namespaces).")] = None,
+          tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+          as_json: JsonOption = False) -> None:
+    """The tenant's namespaces with their key counts, or one namespace's keys with their
+    current version and value.
+
+    Example: `convoy state list customer:42`
+    """
+    tenant = one_tenant(tenant)
+    require_store(db)
+    spaces, entries = run_async(_list(db, tenant, namespace))
+    if as_json:
+        typer.echo(json.dumps(spaces if namespace is None else
+                              [_entry_json(e) for e in entries], indent=2))
+        return
+    if namespace is None:
+        if not spaces:
+            out.print(f"no shared state for tenant {tenant!r} in {db}", markup=False)
+            return
+        t = Table()
+        t.add_column("namespace")
+        t.add_column("keys", justify="right")
+        for name, n in spaces.items():
+            t.add_row(name, f"{n:,}")
+        out.print(t)
+        return
+    if not entries:
+        out.print(f"no keys in namespace {namespace!r} of tenant {tenant!r} in {db}",
+                  markup=False)
+        return
+    t = Table(title=namespace)
+    for col in ("key", "version", "value", "written by", "written"):
+        t.add_column(col, justify="right" if col == "version" else "left",
+                     overflow="fold" if col == "value" else "ellipsis")
+    for e in entries:
+        t.add_row(e.key, str(e.version), short(e.value), _writer(e), fmt_time(e.at))
+    out.print(t)
+
+
+async def _list(db: str, tenant: str, namespace: str | None
+                ) -> tuple[dict[str, int], list[StateEntry]]:
+    async with open_store(db) as store:
+        if namespace is None:
+            return await store.state_namespaces(tenant), []
+        return {}, await store.state_list(tenant, namespace)

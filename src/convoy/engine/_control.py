@@ -1,0 +1,277 @@
+"""What the engine does with stored sessions, by id or by listing: read, signal, cancel,
+replay, retry. The :class:`~convoy.Engine` calls these for every tenant (``tenant=None``,
+the operator's view), a :class:`~convoy.engine._tenant.Tenant` for its own.
+
+Each function looks the session up in its tenant first, in the store (which filters on the
+tenant itself, see :mod:`convoy.stores._protocol`), and then acts on that row only: a
+session of another tenant is exactly an unknown id, with the same error.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+from pydantic_core import to_json
+
+from convoy._errors import UserError
+from convoy.definitions._workflow import registered_workflow
+from convoy.engine._escalation import ESCALATION, answer_escalation
+from convoy.engine._results import (
+    ReplayResult,
+    SessionResult,
+    _result_of,
+    _stored_result,
+    _unfinished_result,
+)
+from convoy.engine._retry import retry_sessions, select_retryable
+from convoy.engine._tenancy import unknown_session
+from convoy.hitl._inbox import Inbox
+from convoy.stores._protocol import STATUSES, SessionFilter, SessionOutcome, SessionRow, StepRecord
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+
+
+async def session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
+    """The stored session ``session_id`` of ``tenant`` (any tenant for ``None``)."""
+    await engine.open()
+    row = await engine.store.get_session(session_id, tenant=tenant)
+    if row is None:
+        raise unknown_session(session_id, engine.store.url, tenant)
+    return row
+
+
+async def result(engine: Engine, session_id: str, tenant: str | None) -> SessionResult[Any]:
+    """Where a stored session stands. The output is validated into the workflow's output
+    type when this process knows the workflow (registered or decorated), else it is the
+    decoded JSON."""
+    row = await session(engine, session_id, tenant)
+    if row.unfinished:
+        return _unfinished_result(row)
+    wf = engine._workflows.get(row.workflow) or registered_workflow(row.workflow)
+    if wf is not None:
+        try:
+            return _result_of(wf, row)
+        except ValidationError:
+            pass  # the output type changed since: the recorded JSON is the result
+    return _stored_result(row, json.loads(row.output) if row.output else None)
+
+
+async def journal(engine: Engine, session_id: str, tenant: str | None) -> list[StepRecord]:
+    """Every journal record of a session, in the order written."""
+    row = await session(engine, session_id, tenant)
+    return await engine.store.journal(row.id, tenant=row.tenant)
+
+
+async def sessions(engine: Engine, tenant: str | None, *, status: str | None,
+                   workflow: str | None, limit: int, offset: int) -> list[SessionRow]:
+    """Sessions, oldest first, matching every condition given."""
+    if status is not None and status not in STATUSES:
+        raise UserError(f"{status!r} is not a session status; use one of "
+                        f"{', '.join(STATUSES)}")
+    await engine.open()
+    return await engine.store.list_sessions(SessionFilter(
+        status=status, workflow=workflow, tenant=tenant, limit=limit, offset=offset))
+
+
+async def counts(engine: Engine, tenant: str | None) -> dict[str, int]:
+    """Sessions by status."""
+    await engine.open()
+    return await engine.store.counts(tenant=tenant)
+
+
+async def signal(engine: Engine, session_id: str, name: str, payload: Any,
+                 tenant: str | None) -> None:
+    """Send a signal, or answer an escalation (:data:`~convoy.ESCALATION`)."""
+    row = await session(engine, session_id, tenant)
+    if name == ESCALATION:
+        await answer_escalation(engine.store, row, payload)
+    elif not row.unfinished:
+        raise UserError(f"session {session_id!r} is {row.status}: signals go to "
+                        "unfinished sessions")
+    elif not await engine.store.send_signal(row.id, name, to_json(payload).decode(),
+                                            tenant=row.tenant):
+        raise unknown_session(session_id, engine.store.url, tenant)
+    engine._wake_event().set()
+
+
+async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
+    """Cancel a session: one running on this engine stops at once; one that is pending or
+    waiting is finished as ``cancelled``."""
+    if tenant is None and engine._stop_running(session_id):
+        return  # the operator's view needs no store read to stop a session it runs
+    row = await session(engine, session_id, tenant)
+    if engine._stop_running(row.id):
+        return
+    if not row.unfinished:
+        raise UserError(f"session {session_id!r} is already {row.status}")
+    owner: str | None = None
+    if row.status == "running":
+        if await engine._claim(row) is None:
+            raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
+                            "cancel it there")
+        owner = engine.owner
+    await engine.store.finish(row.id, owner, SessionOutcome(
+        status="cancelled", error={"type": "Cancelled", "message": "cancelled"},
+        steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
+        cost=row.cost), tenant=row.tenant)
+
+
+async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayResult:
+    """Re-execute a finished session from its journal, calling no model and no tool."""
+    row = await session(engine, session_id, tenant)
+    if row.unfinished:
+        raise UserError(f"session {session_id!r} is still {row.status}; resume it first")
+    wf = engine.workflow_named(row.workflow)
+    value = wf.input_adapter.validate_json(row.input)
+    recorded = await engine.store.load_journal(row.id, tenant=row.tenant)
+    res, executor = await engine._execute(wf, row.id, row.tenant, value, row, recorded,
+                                          replay_only=True)
+    out = None
+    if res.status == "completed":
+        out = wf.output_adapter.dump_json(res.output).decode()
+    matches = res.status == row.status and (out == row.output if out else
+                                            _same_error(res.error, row.error_record))
+    if not matches and executor.exhausted and row.status in ("limit_exceeded", "cancelled"):
+        # The recorded run was stopped from outside the steps (time limit, cancel)
+        # where the journal ends: replaying up to there is the whole match.
+        return ReplayResult(id=row.id, matches=True, status=row.status,
+                            recorded_status=row.status, output=None,
+                            recorded_output=row.output, steps=res.steps,
+                            error=row.error_record, recorded_error=row.error_record)
+    return ReplayResult(id=row.id, matches=matches, status=res.status,
+                        recorded_status=row.status, output=out, recorded_output=row.output,
+                        steps=res.steps, error=res.error, recorded_error=row.error_record)
+
+
+async def retryable(engine: Engine, tenant: str | None, *, ids: Sequence[str],
+                    status: str | Iterable[str] | None, error_type: str | None,
+                    workflow: str | None) -> list[SessionRow]:
+    """The sessions a retry would run (see :func:`~convoy.engine._retry.select_retryable`)."""
+    await engine.open()
+    return await select_retryable(engine.store, ids=ids, status=status,
+                                  error_type=error_type, workflow=workflow, tenant=tenant)
+
+
+async def retry_many(engine: Engine, session_ids: Iterable[str], tenant: str | None, *,
+                     on_done: Callable[[SessionResult[Any]], None] | None,
+                     ) -> list[SessionResult[Any]]:
+    """Retry sessions that did not complete, each as a new session of its tenant."""
+    await engine.open()
+    rows = await select_retryable(engine.store, ids=list(session_ids), tenant=tenant)
+    return await retry_sessions(engine, rows, on_done=on_done)
+
+
+def _same_error(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return bool(a.get("type") == b.get("type") and a.get("message") == b.get("message"))
+
+
+class SessionControl:
+    """The methods the :class:`~convoy.Engine` (every tenant) and a
+    :class:`~convoy.Tenant` (one tenant) share: sessions by id, and listings. Through a
+    ``Tenant``, a session of another tenant is exactly an unknown id."""
+
+    __slots__ = ()
+
+    def _scope(self) -> tuple[Engine, str | None]:
+        raise NotImplementedError
+
+    @property
+    def inbox(self) -> Inbox:
+        """The human tasks (of every tenant, or of this tenant): questions
+        (``ctx.ask_human``), approvals of tool calls, escalations; list, read and decide
+        them (see :class:`~convoy.Inbox`)."""
+        return Inbox(*self._scope())
+
+    async def session(self, session_id: str) -> SessionRow:
+        """One session as the store holds it (status, owner, wait, usage, ...).
+
+        Raises:
+            UserError: no session has this id (in this tenant).
+        """
+        return await session(*self._at(session_id))
+
+    async def result(self, session_id: str) -> SessionResult[Any]:
+        """Where a session stands, as a :class:`~convoy.SessionResult`: the recorded result
+        of a finished one (its output validated into the workflow's output type when this
+        process knows the workflow, else the decoded JSON), or ``waiting``, ``pending`` or
+        ``running``."""
+        return await result(*self._at(session_id))
+
+    async def journal(self, session_id: str) -> list[StepRecord]:
+        """Every journal record of a session, in the order it was written."""
+        return await journal(*self._at(session_id))
+
+    async def sessions(self, *, status: str | None = None, workflow: str | None = None,
+                       limit: int = 50, offset: int = 0) -> list[SessionRow]:
+        """Sessions (of every tenant, or of this tenant), oldest first, optionally of one
+        status or workflow; ``limit`` and ``offset`` page through them."""
+        engine, tenant = self._scope()
+        return await sessions(engine, tenant, status=status, workflow=workflow, limit=limit,
+                              offset=offset)
+
+    async def counts(self) -> dict[str, int]:
+        """Sessions (of every tenant, or of this tenant) by status."""
+        return await counts(*self._scope())
+
+    async def signal(self, session_id: str, name: str, payload: Any = None) -> None:
+        """Send the signal ``name`` to a session: it wakes the session if it waits for it
+        (``ctx.wait_for``), or is kept for its next wait.
+
+        ``ESCALATION`` (``"convoy.escalation"``) answers an escalated session:
+        ``{"action": "retry"}`` runs the step that escalated again,
+        ``{"action": "complete", "result": ...}`` records that step as done with that
+        result (a person checked that it took effect), ``{"action": "fail", "reason":
+        ...}`` ends the session as failed.
+        """
+        engine, tenant = self._scope()
+        await signal(engine, session_id, name, payload, tenant)
+
+    async def cancel(self, session_id: str) -> None:
+        """Cancel a session: one running on this engine stops at once (``cancelled``); one
+        that is pending or waiting is finished as ``cancelled``."""
+        await cancel(*self._at(session_id))
+
+    async def replay(self, session_id: str) -> ReplayResult:
+        """Re-execute a finished session from its journal, calling no model and no tool."""
+        return await replay(*self._at(session_id))
+
+    async def retryable(self, *, ids: Sequence[str] = (),
+                        status: str | Iterable[str] | None = None,
+                        error_type: str | None = None, workflow: str | None = None,
+                        ) -> list[SessionRow]:
+        """The sessions :meth:`retry_many` would run, oldest first: finished without
+        completing (see ``RETRYABLE``), not yet retried, and matching every condition given
+        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``)."""
+        engine, tenant = self._scope()
+        return await retryable(engine, tenant, ids=ids, status=status,
+                               error_type=error_type, workflow=workflow)
+
+    async def retry(self, session_id: str) -> SessionResult[Any]:
+        """Run a session that finished without completing again, as a new session
+        ``<id>.r1`` (a retry of ``x.r1`` is ``x.r2``) with ``parent=<id>``, the same input,
+        tenant and headers, an empty journal, on the engine's current workflow code and
+        version. The old session and its journal are kept. Raises
+        :class:`~convoy.UserError` for a session that is unknown, unfinished, completed or
+        already retried."""
+        return (await self.retry_many([session_id]))[0]
+
+    async def retry_many(self, session_ids: Iterable[str], *,
+                         on_done: Callable[[SessionResult[Any]], None] | None = None,
+                         ) -> list[SessionResult[Any]]:
+        """:meth:`retry` for many sessions, ``concurrency`` at once, results in order. The
+        retries are created durably before any runs (``resume`` finishes them)."""
+        engine, tenant = self._scope()
+        return await retry_many(engine, session_ids, tenant, on_done=on_done)
+
+    def _at(self, session_id: str) -> tuple[Engine, str, str | None]:
+        engine, tenant = self._scope()
+        return engine, session_id, tenant
+
+
+__all__ = ["SessionControl"]

@@ -1,0 +1,49 @@
+"""Tenant names, and the errors that must not tell one tenant about another."""
+
+from __future__ import annotations
+
+import re
+
+from convoy._errors import UserError
+
+#: The tenant of sessions started without one (``engine.run(...)``, ``convoy run``).
+DEFAULT_TENANT = "default"
+
+_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,62}[A-Za-z0-9])?")
+
+
+def check_tenant(name: object) -> str:
+    """``name`` if it is a valid tenant name, else :class:`~convoy.UserError`.
+
+    A tenant name is 1 to 64 ASCII letters, digits, ``.``, ``_`` or ``-``, starting and
+    ending with a letter or digit: no separators, spaces, control characters or wildcards
+    that could pass for another name in a path, a key, a log line or a query. Names are
+    case-sensitive (``Acme`` and ``acme`` are two tenants).
+    """
+    if name is DEFAULT_TENANT:  # the default argument itself (every run without a tenant)
+        return DEFAULT_TENANT
+    if not isinstance(name, str):
+        raise UserError(f"a tenant name is a string, got {type(name).__name__}")
+    if _NAME.fullmatch(name) is None:
+        raise UserError(f"invalid tenant name {name!r}: use 1 to 64 letters, digits, '.', "
+                        "'_' or '-', starting and ending with a letter or digit (e.g. "
+                        "'acme' or 'acme-eu')")
+    return name
+
+
+def unknown_session(session_id: str, store_url: str, tenant: str | None) -> UserError:
+    """The one error for a session id that does not exist, or belongs to another tenant
+    than ``tenant``: the same words either way, so it tells nothing about other tenants."""
+    where = f" of tenant {tenant!r}" if tenant is not None else ""
+    return UserError(f"no session {session_id!r}{where} in {store_url}")
+
+
+def taken_session(session_id: str) -> UserError:
+    """A session id chosen for a new session that another tenant's session already has
+    (ids are unique in a store)."""
+    return UserError(f"session id {session_id!r} is already used by a session of another "
+                     "tenant; session ids are unique in a store: pick another id (for "
+                     "example prefixed with the tenant)")
+
+
+__all__ = ["DEFAULT_TENANT", "check_tenant", "taken_session", "unknown_session"]

@@ -1,0 +1,274 @@
+"""The inbox: the human tasks of one tenant (``engine.tenant("acme").inbox``) or of every
+tenant (``engine.inbox``, the operator's view), and the decisions people make on them.
+
+Tasks are shared state (:mod:`convoy.hitl._task`): a decision is a compare-and-set of the
+task against the version read, so a task is decided once (a second reviewer is told who
+came first), the key's history is the audit, and the write wakes the waiting session in
+the same transaction. Sessions that ended ``escalated`` (an unknown outcome after a
+crash, ``Escalated`` raised) are listed as escalation tasks too (id
+``<session>:escalated``): approving runs the escalated step again, editing records it as
+done with the given result, rejecting fails the session (the existing
+:data:`~convoy.ESCALATION` answers), and each decision is kept in the inbox's history.
+
+Through a tenant's inbox, another tenant's task is exactly an unknown id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Literal
+
+from convoy._errors import UserError
+from convoy.engine._escalation import answer_escalation
+from convoy.hitl._task import (
+    INBOX,
+    Action,
+    Comment,
+    Decision,
+    HumanTask,
+    TaskKind,
+    TaskStatus,
+    answer_checker,
+    load_task,
+    session_of,
+)
+from convoy.stores._protocol import SessionFilter, SessionRow, StateEntry, StateWrite
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+
+ESCALATED = "escalated"  # the step part of the id of a session-level escalation
+_SESSION_ACTION: dict[str, str] = {"approve": "retry", "edit": "complete", "reject": "fail"}
+
+
+def _unknown_task(task_id: str, tenant: str | None) -> UserError:
+    where = f" of tenant {tenant!r}" if tenant is not None else ""
+    return UserError(f"no human task {task_id!r}{where}; 'convoy inbox list' shows them")
+
+
+def _check_by(by: object) -> str:
+    if not isinstance(by, str) or not by.strip():
+        raise UserError("say who decides: by='<name>' (it is recorded with the decision)")
+    return by
+
+
+def _escalated_task(row: SessionRow) -> HumanTask:
+    """An ``escalated`` session, as the task that answers it."""
+    err = row.error_record or {}
+    return HumanTask(
+        id=f"{row.id}:{ESCALATED}", tenant=row.tenant, session_id=row.id, kind="escalation",
+        prompt=f"Session {row.id!r} of workflow {row.workflow!r} escalated: "
+               f"{err.get('message', 'it needs a person')}. Approve to run its step "
+               "again, edit to record the step as done with a result, or reject to fail "
+               "the session.",
+        reason=str(err.get("type") or "Escalated"),
+        history={"workflow": row.workflow, "step": err.get("key"), "error": err},
+        queue="escalations", created_at=row.finished or row.created)
+
+
+class Inbox:
+    """Human tasks and the decisions on them: ``engine.inbox`` (every tenant) or
+    ``engine.tenant(name).inbox`` (one tenant). Every method opens the engine if needed.
+
+    Decisions name who made them (``by``): they are journaled with the task and shown in
+    its history. ``by`` is what the caller says: authenticate people before they reach
+    this API.
+    """
+
+    __slots__ = ("__engine", "__tenant")
+
+    def __init__(self, engine: Engine, tenant: str | None) -> None:
+        self.__engine = engine
+        self.__tenant = tenant
+
+    def __repr__(self) -> str:
+        return f"Inbox(tenant={self.__tenant!r})"
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def tasks(self, *, status: TaskStatus | Literal["all"] = "open",
+                    queue: str | None = None, kind: TaskKind | None = None,
+                    assignee: str | None = None) -> list[HumanTask]:
+        """Tasks, oldest first: ``open`` ones by default (of sessions still waiting, and
+        escalated sessions), or of one ``status``, or ``"all"``; optionally of one queue,
+        kind, or assigned to ``assignee`` (tasks with no assignees are anyone's)."""
+        engine = self.__engine
+        await engine.open()
+        store = engine.store
+        tasks: dict[str, HumanTask] = {}
+        for tenant in await self._tenants(open_only=status == "open"):
+            for e in await store.state_list(tenant, INBOX):
+                task = load_task(e.value, e.version)
+                tasks[task.id] = task
+            escalated = await store.list_sessions(SessionFilter(
+                status="escalated", tenant=tenant, limit=1_000_000))
+            for esc in escalated:
+                t = _escalated_task(esc)
+                tasks[t.id] = t.model_copy(update={"version": tasks[t.id].version}) \
+                    if t.id in tasks else t
+        if status in ("open", "all"):
+            waiting = [t for t in tasks.values()
+                       if t.is_open and not t.id.endswith(f":{ESCALATED}")]
+            rows = await store.get_sessions(list({t.session_id for t in waiting}))
+            for t in waiting:
+                found = rows.get(t.session_id)
+                if found is None or not found.unfinished:
+                    tasks.pop(t.id)  # its session ended: nobody waits for it any more
+        out = [t for t in tasks.values()
+               if status in ("all", t.status)
+               and (queue is None or t.queue == queue) and (kind is None or t.kind == kind)
+               and (assignee is None or not t.assignees or assignee in t.assignees)]
+        return sorted(out, key=lambda t: (t.created_at, t.id))
+
+    async def _tenants(self, *, open_only: bool) -> list[str]:
+        if self.__tenant is not None:
+            return [self.__tenant]
+        store = self.__engine.store
+        rows = await store.unfinished() if open_only else \
+            await store.list_sessions(SessionFilter(limit=10_000_000))
+        rows += await store.list_sessions(SessionFilter(status="escalated", limit=1_000_000))
+        return sorted({r.tenant for r in rows})
+
+    async def get(self, task_id: str) -> HumanTask:
+        """One task, as it stands now.
+
+        Raises:
+            UserError: no such task (in this tenant).
+        """
+        task, _ = await self._find(task_id)
+        return task
+
+    async def history(self, task_id: str) -> list[HumanTask]:
+        """Every version of a task, oldest first: who created, commented on, decided and
+        used it, and when (the audit of a decision)."""
+        task, _ = await self._find(task_id)
+        entries = await self.__engine.store.state_history(task.tenant, INBOX, task.id)
+        return [load_task(e.value, e.version) for e in entries]
+
+    async def _find(self, task_id: str) -> tuple[HumanTask, SessionRow]:
+        engine = self.__engine
+        await engine.open()
+        if not isinstance(task_id, str):
+            raise UserError(f"a task id is a string, got {task_id!r}")
+        sid = session_of(task_id)
+        row = await engine.store.get_session(sid, tenant=self.__tenant)
+        if row is None:
+            raise _unknown_task(task_id, self.__tenant)
+        entry = await engine.store.state_get(row.tenant, INBOX, task_id)
+        if task_id == f"{sid}:{ESCALATED}":
+            if row.status == "escalated":
+                return _escalated_task(row).model_copy(
+                    update={"version": entry.version if entry else 0}), row
+            if entry is None:
+                raise _unknown_task(task_id, self.__tenant)
+        elif entry is None:
+            raise _unknown_task(task_id, self.__tenant)
+        assert entry is not None
+        return load_task(entry.value, entry.version), row
+
+    # -- deciding ------------------------------------------------------------------------
+
+    async def answer(self, task_id: str, value: Any, *, by: str,
+                     comment: str | None = None) -> HumanTask:
+        """Answer a question (``ctx.ask_human``) with ``value``, validated against its
+        answer type (the Pydantic type when this process has it loaded, else its JSON
+        schema). The waiting session wakes. Answering an approval or an escalation is
+        :meth:`edit`."""
+        return await self._decide(task_id, "answer", value, by, comment)
+
+    async def approve(self, task_id: str, *, by: str, comment: str | None = None
+                      ) -> HumanTask:
+        """Approve: the tool call runs (an approval is then valid for its
+        ``expires_after`` and used once), or the escalated agent runs again (see
+        :class:`~convoy.Escalation`)."""
+        return await self._decide(task_id, "approve", None, by, comment)
+
+    async def edit(self, task_id: str, value: Any, *, by: str, comment: str | None = None
+                   ) -> HumanTask:
+        """Approve with changes: a tool call runs with the arguments ``value``; an
+        escalated agent's output is ``value``. Validated against the task's schema."""
+        return await self._decide(task_id, "edit", value, by, comment)
+
+    async def reject(self, task_id: str, *, by: str, comment: str | None = None
+                     ) -> HumanTask:
+        """Reject: the tool call is refused (the model is told, with ``comment``); an
+        escalated run fails with its error (see :class:`~convoy.Escalation`)."""
+        return await self._decide(task_id, "reject", None, by, comment)
+
+    async def comment(self, task_id: str, text: str, *, by: str) -> HumanTask:
+        """Add a comment to an open task; it decides nothing."""
+        if not isinstance(text, str) or not text.strip():
+            raise UserError("a comment needs some text")
+        task, row = await self._find(task_id)
+        self._check_open(task, row, _check_by(by))
+        if task.id.endswith(f":{ESCALATED}") and row.status == "escalated":
+            raise UserError(f"task {task.id!r} is an escalated session: decide it (approve, "
+                            "edit or reject) with a comment")
+        now = self.__engine.clock()
+        return await self._write(task, task.model_copy(update={
+            "comments": (*task.comments, Comment(by=by, text=text, at=now))}))
+
+    async def _decide(self, task_id: str, action: Action, value: Any, by: str,
+                      comment: str | None) -> HumanTask:
+        task, row = await self._find(task_id)
+        self._check_open(task, row, _check_by(by))
+        if action not in task.actions:
+            raise UserError(f"task {task.id!r} is {_a(task.kind)}: "
+                            f"{' / '.join(task.actions)} it, not {action}")
+        if action in ("answer", "edit"):
+            value = answer_checker(task)(value)
+        now = self.__engine.clock()
+        decision = Decision(action=action, value=value, by=by, comment=comment, at=now)
+        if task.id.endswith(f":{ESCALATED}") and row.status == "escalated":
+            return await self._answer_session(task, row, decision)
+        update: dict[str, Any] = {"status": "answered", "decision": decision, "error": None}
+        if task.kind == "approval" and action in ("approve", "edit"):
+            update["expires_at"] = now + (task.expires_after or 3600.0)
+        return await self._write(task, task.model_copy(update=update))
+
+    def _check_open(self, task: HumanTask, row: SessionRow, by: str) -> None:
+        if not task.is_open:
+            d = task.decision
+            who = f" by {d.by!r}" if d is not None else ""
+            raise UserError(f"task {task.id!r} is already {task.status}{who}; nothing was "
+                            "changed ('convoy inbox show' has its history)")
+        if row.status != "escalated" and not row.unfinished:
+            raise UserError(f"task {task.id!r} belongs to session {row.id!r}, which is "
+                            f"{row.status}: nobody waits for this answer any more")
+        if task.assignees and by not in task.assignees:
+            raise UserError(f"task {task.id!r} is assigned to {', '.join(task.assignees)}, "
+                            f"not {by!r}")
+
+    async def _answer_session(self, task: HumanTask, row: SessionRow,
+                              decision: Decision) -> HumanTask:
+        reason = decision.comment or f"rejected by {decision.by}"
+        await answer_escalation(self.__engine.store, row, {
+            "action": _SESSION_ACTION[decision.action], "result": decision.value,
+            "reason": reason})
+        done = task.model_copy(update={"status": "answered", "decision": decision})
+        written = await self._write(task, done)
+        return written
+
+    async def _write(self, task: HumanTask, new: HumanTask) -> HumanTask:
+        engine = self.__engine
+        res = await engine.store.state_put(StateWrite(
+            tenant=task.tenant, namespace=INBOX, key=task.id, value=new.model_dump_json(),
+            expected_version=task.version))
+        if not res.written or res.entry is None:
+            raise _changed(task, res.entry)
+        engine._poke()
+        return load_task(res.entry.value, res.entry.version)
+
+
+def _changed(task: HumanTask, entry: StateEntry | None) -> UserError:
+    now = load_task(entry.value, entry.version) if entry is not None else None
+    d = now.decision if now is not None else None
+    by = f" (by {d.by!r})" if d is not None else ""
+    return UserError(f"task {task.id!r} changed while you decided{by}; nothing was "
+                     f"written: look at it again ('convoy inbox show {task.id}')")
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
+
+
+__all__ = ["ESCALATED", "Inbox"]

@@ -1,0 +1,213 @@
+"""Human tasks: what the inbox holds, and how an answer is checked.
+
+A task is one value of shared state in the tenant's reserved namespace ``convoy.inbox``,
+keyed by its id (``<session id>:<step key>``): every change is a compare-and-set, so a
+task is answered exactly once, and the key's history is the audit of who did what. The
+session that asked waits durably for a change of the key (a state watch), so an answer
+wakes it in the same transaction that records it. No store table of its own: every store
+that keeps shared state keeps tasks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from convoy._errors import JournalError, UserError
+from convoy.definitions._tools import readable_validation_error
+
+#: The namespace of every tenant's human tasks. Names starting ``convoy.`` are reserved:
+#: workflow code, tools, ``engine.state`` and ``convoy state set`` cannot write them.
+INBOX = "convoy.inbox"
+RESERVED = "convoy."
+#: The format of a stored task; a task of another format is refused, not misread.
+TASK_FORMAT = 1
+
+TaskKind = Literal["question", "approval", "escalation"]
+TaskStatus = Literal["open", "answered", "expired", "used"]
+Action = Literal["answer", "approve", "reject", "edit", "default", "expire"]
+OnDeadline = Literal["fail", "default", "escalate"]
+#: What a reviewer may do, by kind of task (a comment is always allowed).
+ACTIONS: dict[str, tuple[Action, ...]] = {
+    "question": ("answer",), "approval": ("approve", "reject", "edit"),
+    "escalation": ("approve", "reject", "edit")}
+#: Who decided when nobody did before the deadline.
+DEADLINE = "convoy:deadline"
+
+
+class Decision(BaseModel):
+    """What a person decided on a task (or what its deadline decided)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    action: Action
+    value: Any = None
+    by: str
+    comment: str | None = None
+    at: float
+
+
+class Comment(BaseModel):
+    """A remark on a task that decides nothing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    by: str
+    text: str
+    at: float
+
+
+class HumanTask(BaseModel):
+    """One task in a tenant's inbox: a question, an approval of a tool call, or an
+    escalated agent run.
+
+    ``status`` is ``open`` until someone decides (``answered``), its deadline decides
+    (``expired``), or an approved call consumes its approval (``used``). ``version`` is
+    the task's version in the store (every change makes one; ``history`` lists them).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    format: int = TASK_FORMAT
+    id: str
+    tenant: str
+    session_id: str
+    kind: TaskKind
+    prompt: str
+    context: Any = None
+    reason: str | None = None
+    history: dict[str, Any] | None = None
+    proposal: Any = None
+    answer_schema: dict[str, Any] | None = None
+    answer_type: str | None = None
+    queue: str = "default"
+    assignees: tuple[str, ...] = ()
+    created_at: float
+    deadline: float | None = None
+    on_deadline: OnDeadline = "fail"
+    default: Any = None
+    escalate_to: str | None = None
+    escalated: bool = False
+    status: TaskStatus = "open"
+    decision: Decision | None = None
+    comments: tuple[Comment, ...] = ()
+    error: str | None = None
+    binding: str | None = None
+    expires_after: float | None = None
+    expires_at: float | None = None
+    used_by: str | None = None
+    version: int = Field(default=0, exclude=True)
+
+    @property
+    def actions(self) -> tuple[Action, ...]:
+        """What a reviewer may do with this task (besides commenting)."""
+        return ACTIONS[self.kind]
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the task still waits for a decision."""
+        return self.status == "open"
+
+
+_TASK: TypeAdapter[HumanTask] = TypeAdapter(HumanTask)
+
+
+def load_task(text: str | bytes, version: int) -> HumanTask:
+    """A stored task, with its store version; refuses a format this Convoy does not know."""
+    try:
+        task = _TASK.validate_json(text)
+    except ValidationError as e:
+        raise JournalError(f"a stored human task does not parse: "
+                           f"{readable_validation_error(e)}") from None
+    if task.format != TASK_FORMAT:
+        raise JournalError(f"human task {task.id!r} has format {task.format}; this Convoy "
+                           f"reads format {TASK_FORMAT} (upgrade Convoy)")
+    return task.model_copy(update={"version": version})
+
+
+def task_id(session_id: str, step_key: str) -> str:
+    """``<session id>:<step key>``: unique in a store, stable across restarts."""
+    return f"{session_id}:{step_key}"
+
+
+def session_of(task: str) -> str:
+    """The session id in a task id (step keys hold no ``:``)."""
+    sid, sep, key = task.rpartition(":")
+    if not sep or not sid or not key:
+        raise UserError(f"{task!r} is not a task id (they look like '<session id>:<step>', "
+                        "as 'convoy inbox list' shows them)")
+    return sid
+
+
+def check_namespace(namespace: str) -> str:
+    """Refuse a reserved namespace to code outside the runtime (tasks must not be forged)."""
+    if isinstance(namespace, str) and namespace.startswith(RESERVED):
+        raise UserError(f"the state namespace {namespace!r} is reserved for Convoy (human "
+                        f"tasks live in {INBOX!r}): read tasks with 'convoy inbox' or "
+                        "engine.inbox, and pick another namespace for your own state")
+    return namespace
+
+
+def type_name(tp: Any) -> str | None:
+    """``module:qualname`` of a class an answer can be validated with in another process,
+    or ``None``."""
+    module, qual = getattr(tp, "__module__", None), getattr(tp, "__qualname__", None)
+    if not isinstance(tp, type) or not module or not qual or "<locals>" in qual:
+        return None
+    return f"{module}:{qual}"
+
+
+def _loaded_type(name: str | None) -> Any:
+    """The class ``module:qualname`` if its module is already imported (never imports:
+    a stored name must not make the inbox run code; ``--import`` loads a module)."""
+    if not name:
+        return None
+    module, _, qual = name.partition(":")
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        return None
+    for part in qual.split("."):
+        obj = getattr(obj, part, None)
+    return obj if isinstance(obj, type) else None
+
+
+def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
+    """How the inbox checks an answer (or edit) before recording it: the answer's Pydantic
+    type when this process has it loaded, else its JSON schema. Returns the value as JSON
+    values; raises :class:`UserError` saying what is wrong."""
+    tp = _loaded_type(task.answer_type)
+    if tp is not None:
+        adapter: TypeAdapter[Any] = TypeAdapter(tp)
+
+        def by_type(value: Any) -> Any:
+            try:
+                return adapter.dump_python(adapter.validate_python(value), mode="json")
+            except ValidationError as e:
+                raise UserError(f"the answer does not match {tp.__name__}: "
+                                f"{readable_validation_error(e)}") from None
+
+        return by_type
+    schema = task.answer_schema
+
+    def by_schema(value: Any) -> Any:
+        if schema is None:
+            return value
+        import jsonschema
+
+        try:
+            jsonschema.validate(value, schema)
+        except jsonschema.ValidationError as e:
+            where = ".".join(str(p) for p in e.absolute_path) or "(answer)"
+            raise UserError(f"the answer does not match the task's schema: {where}: "
+                            f"{e.message}") from None
+        return value
+
+    return by_schema
+
+
+__all__ = ["ACTIONS", "DEADLINE", "INBOX", "RESERVED", "TASK_FORMAT", "Action", "Comment",
+           "Decision", "HumanTask", "OnDeadline", "TaskKind", "TaskStatus", "answer_checker",
+           "check_namespace", "load_task", "session_of", "task_id", "type_name"]

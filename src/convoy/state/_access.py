@@ -1,0 +1,293 @@
+"""Where the operations of a :class:`~convoy.State` handle go.
+
+* :class:`JournaledAccess` (workflow code, ``ctx.state``): every operation is a step of its
+  own, through the state interceptor chain and the step executor: journaled, replayed
+  from the journal on resume or ``convoy replay``, so a resumed session sees exactly what
+  it saw, and a write is never applied twice.
+* :class:`ToolAccess` (a tool's ``ctx.state``): the tool call is the journaled step;
+  operations inside it pass the interceptor chain and each write names its writer (the
+  tool call's step key and the operation's number in the call), so a tool run again after
+  a crash does not apply a write twice.
+* :class:`DirectAccess` (``engine.state``, ``convoy state``): the store itself, outside
+  any session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+from pydantic import TypeAdapter
+
+from convoy._errors import StateConflict, UserError, WaitTimeout
+from convoy.durability._executor import fingerprint
+from convoy.interceptors._base import StateInput, StateOp, state_target
+from convoy.stores._protocol import StateEntry, StateWrite
+
+if TYPE_CHECKING:
+    from convoy.runtime._context import Context
+    from convoy.runtime._session import SessionState
+    from convoy.stores._protocol import Store
+
+T = TypeVar("T")
+Satisfied = Callable[[StateEntry | None], bool]
+
+_ENTRY: TypeAdapter[StateEntry | None] = TypeAdapter(StateEntry | None)
+_ENTRIES: TypeAdapter[list[StateEntry]] = TypeAdapter(list[StateEntry])
+_FLAG: TypeAdapter[bool] = TypeAdapter(bool)
+_CODECS: dict[str, TypeAdapter[Any]] = {"get": _ENTRY, "set": _ENTRY, "history": _ENTRIES,
+                                        "keys": _ENTRIES, "watch": _FLAG}
+
+
+def watch_signal(namespace: str, key: str) -> str:
+    """The signal a write of a watched key sends to the waiting session."""
+    return f"convoy.state:{namespace}/{key}"
+
+
+def conflict(namespace: str, key: str, expected: int | None,
+             current: StateEntry | None) -> StateConflict:
+    """The error of a stale write, carrying what the key holds now (raw JSON value)."""
+    from pydantic_core import from_json
+
+    version = current.version if current is not None else 0
+    value = from_json(current.value) if current is not None else None
+    now = f"it is at version {version}" if version else "it does not exist"
+    return StateConflict(
+        f"state {namespace}/{key} changed since it was read: the write expected version "
+        f"{expected or 0} but {now}; read it again and decide again",
+        namespace=namespace, key=key, expected_version=expected or 0,
+        current_version=version, current_value=value)
+
+
+async def run_state_op(i: StateInput) -> Any:
+    """The end of the state interceptor chain: the operation on the session's store."""
+    s = i.session
+    rt = s.runtime
+    store = rt.store
+    if i.op == "get":
+        return await store.state_get(s.tenant, i.namespace, i.state_key)
+    if i.op == "set":
+        res = await store.state_put(StateWrite(
+            tenant=s.tenant, namespace=i.namespace, key=i.state_key, value=i.value or "null",
+            expected_version=i.expected_version, session_id=s.id, agent=i.agent,
+            step_key=i.key))
+        if res.woken:
+            rt.wake()
+        if not res.written:
+            raise conflict(i.namespace, i.state_key, i.expected_version, res.entry)
+        return res.entry
+    if i.op == "history":
+        return await store.state_history(s.tenant, i.namespace, i.state_key, limit=i.limit)
+    if i.op == "keys":
+        return await store.state_list(s.tenant, i.namespace)
+    return await store.state_watch(s.tenant, i.namespace, i.state_key, session_id=s.id,
+                                   name=watch_signal(i.namespace, i.state_key),
+                                   after_version=i.after_version)
+
+
+class StateAccess(Protocol):
+    """The operations a :class:`~convoy.State` handle is built on."""
+
+    async def get(self, namespace: str, key: str) -> StateEntry | None: ...
+
+    async def put(self, namespace: str, key: str, value: str,
+                  expected: int | None) -> StateEntry:
+        """Compare-and-set; raises :class:`~convoy.StateConflict` when stale."""
+        ...
+
+    async def history(self, namespace: str, key: str, limit: int | None) -> list[StateEntry]:
+        ...
+
+    async def items(self, namespace: str) -> list[StateEntry]: ...
+
+    async def wait(self, namespace: str, key: str, satisfied: Satisfied,
+                   timeout: float | None) -> StateEntry | None:  # noqa: ASYNC109
+        """Read the key until ``satisfied``, parking durably between changes."""
+        ...
+
+    async def pause(self, most: float) -> None:
+        """Sleep a random time up to ``most`` seconds (between two attempts of a write)."""
+        ...
+
+    def scoped(self) -> StateAccess:
+        """Access for one compound operation (an update and its retries, a wait and its
+        reads): in workflow code its steps are keyed under one position of the caller, so
+        the steps after it keep their keys however many attempts it took."""
+        ...
+
+
+async def _jitter(most: float) -> None:
+    await asyncio.sleep(random.random() * most)
+
+
+class _SessionAccess:
+    """Operations of a session: each goes through its state interceptor chain."""
+
+    __slots__ = ()
+
+    async def _op(self, op: StateOp, namespace: str, key: str = "", *,
+                  value: str | None = None, expected: int | None = None,
+                  after: int = 0, limit: int | None = None) -> Any:
+        raise NotImplementedError
+
+    async def get(self, namespace: str, key: str) -> StateEntry | None:
+        entry: StateEntry | None = await self._op("get", namespace, key)
+        return entry
+
+    async def put(self, namespace: str, key: str, value: str,
+                  expected: int | None) -> StateEntry:
+        entry: StateEntry = await self._op("set", namespace, key, value=value,
+                                           expected=expected)
+        return entry
+
+    async def history(self, namespace: str, key: str, limit: int | None) -> list[StateEntry]:
+        entries: list[StateEntry] = await self._op("history", namespace, key, limit=limit)
+        return entries
+
+    async def items(self, namespace: str) -> list[StateEntry]:
+        entries: list[StateEntry] = await self._op("keys", namespace)
+        return entries
+
+
+class JournaledAccess(_SessionAccess):
+    """State operations of workflow code: each one a journaled step at ``ctx``'s next key."""
+
+    __slots__ = ("ctx",)
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    def scoped(self) -> StateAccess:
+        return JournaledAccess(self.ctx.child(deeper=False))
+
+    async def _op(self, op: StateOp, namespace: str, key: str = "", *,
+                  value: str | None = None, expected: int | None = None,
+                  after: int = 0, limit: int | None = None) -> Any:
+        ctx = self.ctx
+        s = ctx.session
+        step = ctx.next_key()
+        s.count_step(step)
+        chain = s.runtime.state_chain
+        i = StateInput(session=s, key=step, op=op, namespace=namespace, state_key=key,
+                       value=value, expected_version=expected, after_version=after,
+                       limit=limit)
+
+        async def execute() -> Any:
+            return await chain.call(i)
+
+        codec = _CODECS[op]
+        return await s.executor.run_step(
+            step, "state", state_target(op, namespace, key), execute,
+            lambda v: codec.dump_json(v).decode(), codec.validate_json,
+            input_hash=fingerprint(f"{expected}\x1f{value}") if op == "set" else None)
+
+    async def pause(self, most: float) -> None:
+        # A durable timer; its length is drawn from the session and step, so it needs no
+        # journaled random number and differs between sessions that collided.
+        ctx = self.ctx
+        s = ctx.session
+        step = ctx.next_key()
+        s.count_step(step)
+        share = zlib.crc32(f"{s.id}/{step}".encode()) / 2**32
+        await s.executor.sleep(step, share * most)
+
+    async def wait(self, namespace: str, key: str, satisfied: Satisfied,
+                   timeout: float | None) -> StateEntry | None:  # noqa: ASYNC109
+        ctx = self.ctx
+        s = ctx.session
+        deadline = None if timeout is None else await ctx.now() + timeout
+        name = watch_signal(namespace, key)
+        while True:
+            entry = await self.get(namespace, key)
+            if satisfied(entry):
+                return entry
+            seen = entry.version if entry is not None else 0
+            if await self._op("watch", namespace, key, after=seen):
+                continue  # it changed between the read and the watch: read it again
+            step = ctx.next_key()
+            s.count_step(step)
+            left = None if deadline is None else max(0.0, deadline - s.runtime.clock())
+            try:
+                await s.executor.wait_for(step, name, left)
+            except WaitTimeout:
+                raise WaitTimeout(f"session {s.id!r} waited for state {namespace}/{key} "
+                                  f"past its timeout of {timeout}s (step {step})") from None
+
+
+class ToolAccess(_SessionAccess):
+    """State operations inside one tool call (the call itself is the journaled step)."""
+
+    __slots__ = ("agent", "n", "session", "step_key")
+
+    def __init__(self, session: SessionState, step_key: str, agent: str) -> None:
+        self.session = session
+        self.step_key = step_key
+        self.agent = agent
+        self.n = 0
+
+    async def _op(self, op: StateOp, namespace: str, key: str = "", *,
+                  value: str | None = None, expected: int | None = None,
+                  after: int = 0, limit: int | None = None) -> Any:
+        s = self.session
+        writer = f"{self.step_key}#{self.n}"
+        self.n += 1
+        return await s.runtime.state_chain.call(StateInput(
+            session=s, key=writer, op=op, namespace=namespace, state_key=key, value=value,
+            expected_version=expected, agent=self.agent, limit=limit))
+
+    async def wait(self, namespace: str, key: str, satisfied: Satisfied,
+                   timeout: float | None) -> StateEntry | None:  # noqa: ASYNC109
+        raise UserError("a tool cannot wait for state: it would hold its step open; wait "
+                        "in the workflow (ctx.state(...).wait) and pass the value to the tool")
+
+    async def pause(self, most: float) -> None:
+        await _jitter(most)
+
+    def scoped(self) -> StateAccess:
+        return self  # the tool call is the journaled step
+
+
+class DirectAccess:
+    """State operations on the store itself, outside any session (no journal, no chain)."""
+
+    __slots__ = ("store", "tenant", "wake")
+
+    def scoped(self) -> StateAccess:
+        return self
+
+    def __init__(self, store: Store, tenant: str,
+                 wake: Callable[[], None] | None = None) -> None:
+        self.store = store
+        self.tenant = tenant
+        self.wake = wake
+
+    async def get(self, namespace: str, key: str) -> StateEntry | None:
+        return await self.store.state_get(self.tenant, namespace, key)
+
+    async def put(self, namespace: str, key: str, value: str,
+                  expected: int | None) -> StateEntry:
+        res = await self.store.state_put(StateWrite(tenant=self.tenant, namespace=namespace,
+                                                    key=key, value=value,
+                                                    expected_version=expected))
+        if res.woken and self.wake is not None:
+            self.wake()
+        if not res.written or res.entry is None:
+            raise conflict(namespace, key, expected, res.entry)
+        return res.entry
+
+    async def history(self, namespace: str, key: str, limit: int | None) -> list[StateEntry]:
+        return await self.store.state_history(self.tenant, namespace, key, limit=limit)
+
+    async def items(self, namespace: str) -> list[StateEntry]:
+        return await self.store.state_list(self.tenant, namespace)
+
+    async def wait(self, namespace: str, key: str, satisfied: Satisfied,
+                   timeout: float | None) -> StateEntry | None:  # noqa: ASYNC109
+        raise UserError("waiting for state is for workflow code (ctx.state(...).wait): "
+                        "outside a session nothing can park durably")
+
+    async def pause(self, most: float) -> None:
+        await _jitter(most)

@@ -1,0 +1,101 @@
+"""The PostgreSQL store's connections: its URL, transactions sent in one pipeline, and
+parameters no stored text can equal.
+
+Kept apart from :mod:`convoy.stores._postgres` (the group commit and the protocol methods).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg.pq import TransactionStatus
+
+from convoy.stores import _postgres_sql as sql
+
+Conn = psycopg.AsyncConnection[Any]
+#: Statements of one transaction: ``(text, params)`` each.
+Statements = Sequence[tuple[str, Any]]
+
+
+def split_url(url: str) -> tuple[str, str, str]:
+    """The libpq connection string, the schema (``?schema=`` is Convoy's, not libpq's) and
+    the URL to show (without its password)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schema = "convoy"
+    kept = []
+    for k, v in query:
+        if k == "schema":
+            schema = v
+        else:
+            kept.append((k, v))
+    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    netloc = parts.netloc
+    if parts.password is not None:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.partition(':')[0]}:***@{host}"
+    shown = [(k, "***" if k == "password" else v) for k, v in query]
+    return conninfo, sql.check_schema_name(schema), urlunsplit(
+        parts._replace(netloc=netloc, query=urlencode(shown)))
+
+
+def matches_nothing(params: Any) -> bool:
+    """Whether a text parameter (or an element of a list parameter) holds a NUL character:
+    PostgreSQL text cannot, so no stored id, name or key equals it (a forged session id
+    such as ``"s\\x00"`` is an unknown one, as on SQLite, not a failed statement)."""
+    items = params.values() if isinstance(params, Mapping) else params
+    return any("\x00" in p if isinstance(p, str) else
+               isinstance(p, list) and matches_nothing(p) for p in items)
+
+
+async def pipelined(conn: Conn, statements: Statements) -> list[psycopg.AsyncCursor[Any]]:
+    """BEGIN, ``statements`` and COMMIT in one pipeline: one round trip; their cursors.
+    (Not conn.transaction(), which waits for the server at its start and end; and not an
+    implicit transaction up to the pipeline's Sync, which would commit the statements
+    already sent if a later one failed on this side, while its parameters are encoded.)
+    On any failure nothing is committed and the connection is left out of the
+    transaction, ready for the next one."""
+    try:
+        async with conn.pipeline():
+            await conn.execute("BEGIN")
+            try:
+                curs = [await conn.execute(text, params) for text, params in statements]
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # the server may have aborted it
+                    await conn.execute("ROLLBACK")
+                raise
+            await conn.execute("COMMIT")
+    except BaseException:
+        # A statement the server refused leaves the transaction aborted (the COMMIT after
+        # it was skipped): end it, or every later statement on the connection fails.
+        if not conn.broken and conn.info.transaction_status != TransactionStatus.IDLE:
+            with contextlib.suppress(psycopg.Error):
+                await conn.execute("ROLLBACK")
+        raise
+    return curs
+
+
+async def locked_then(conn: Conn, statements: Statements) -> list[psycopg.AsyncCursor[Any]]:
+    """``statements`` in one pipeline (one round trip), as one implicit transaction (up to
+    the pipeline's Sync, without ``BEGIN`` and ``COMMIT``): each runs with a snapshot of
+    its own (READ COMMITTED), so the first ones can take locks that the later ones' reads
+    then see past. A statement the server refuses rolls back all of them. Only the last
+    statement may write: one that failed on this side while its parameters were encoded
+    would leave the statements sent before it to be committed at the Sync."""
+    async with conn.pipeline():
+        return [await conn.execute(text, params) for text, params in statements]
+
+
+async def count(cur: psycopg.AsyncCursor[Any], counted: bool) -> int:
+    if not counted:
+        return cur.rowcount
+    row = await cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+__all__ = ["Conn", "Statements", "count", "locked_then", "matches_nothing", "pipelined",
+           "split_url"]

@@ -1,0 +1,25 @@
+"""What the SQLite and PostgreSQL stores build their statements from alike: journal row
+parameters, the journal's write order, and session-list filters (only the placeholder
+differs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def next_seq(last: int, now: float) -> int:
+    """The journal write order after ``last``: strictly increasing in this process, close
+    to time order across processes (a session is written by one engine at a time)."""
+    t = int(now * 1e6)
+    return t if t > last else last + 1
+
+
+def conditions(status: str | None, workflow: str | None, tenant: str | None, *,
+               mark: str = "?") -> tuple[str, list[Any]]:
+    """A ``WHERE`` clause (or nothing) for the given filters, and its parameters."""
+    where, params = [], []
+    for col, value in (("status", status), ("workflow", workflow), ("tenant", tenant)):
+        if value is not None:
+            where.append(f"{col}={mark}")
+            params.append(value)
+    return (" WHERE " + " AND ".join(where)) if where else "", params

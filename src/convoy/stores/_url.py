@@ -1,0 +1,100 @@
+"""Choosing a store by URL: ``Engine("postgresql://...")``, the CLI's ``--db``, ``CONVOY_DB``.
+
+A plain path (or ``sqlite:///PATH``) is a SQLite file, the zero-setup default;
+``postgresql://`` (or ``postgres://``) is a PostgreSQL database. The PostgreSQL store is
+imported only when asked for, so its driver is an optional dependency.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from convoy._errors import UserError
+
+if TYPE_CHECKING:
+    from convoy.stores._protocol import Store
+    from convoy.stores._sqlite import Durability
+
+#: The store used when none is given and ``CONVOY_DB`` is not set.
+DEFAULT_STORE = "convoy.db"
+_SCHEMES = ("sqlite", "postgresql", "postgres")
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def default_store_url() -> str:
+    """``$CONVOY_DB`` if it is set, else :data:`DEFAULT_STORE` (``convoy.db``)."""
+    return os.environ.get("CONVOY_DB") or DEFAULT_STORE
+
+
+def is_postgres_url(url: str | Path) -> bool:
+    """Whether ``url`` names a PostgreSQL database rather than a SQLite file."""
+    return isinstance(url, str) and url.lower().startswith(("postgresql://", "postgres://"))
+
+
+def store_from_url(url: str | Path | None = None, *, durability: Durability = "process",
+                   busy_timeout: float = 10.0,
+                   clock: Callable[[], float] = time.time) -> Store:
+    """The (unopened) store that ``url`` names.
+
+    Args:
+        url: a SQLite file path or ``sqlite:///PATH``, or ``postgresql://user:password@host
+            :port/dbname`` (optionally ``?schema=NAME``, default schema ``convoy``);
+            ``None``: ``$CONVOY_DB``, else ``convoy.db``.
+        durability: SQLite only (``"process"`` or ``"power"``); a PostgreSQL commit is as
+            durable as the server's settings make it (by default: power-loss safe).
+        busy_timeout: seconds a write may wait for another process (a lock) before it fails.
+        clock: the wall clock of leases and timers (tests pass a fake one).
+    """
+    if url is None:
+        url = default_store_url()
+    if is_postgres_url(url):
+        return _postgres(str(url), busy_timeout=busy_timeout, clock=clock)
+    from convoy.stores._sqlite import SQLiteStore
+
+    return SQLiteStore(sqlite_path(url), durability=durability, busy_timeout=busy_timeout,
+                       clock=clock)
+
+
+def sqlite_path(url: str | Path) -> Path:
+    """The file a SQLite store URL names (a path, or ``sqlite:///PATH``); a
+    :class:`~convoy.UserError` for a URL of another kind."""
+    if isinstance(url, Path):
+        return url
+    m = _SCHEME.match(url)
+    if m is None:
+        return Path(url)
+    scheme = m.group(1).lower()
+    if scheme != "sqlite":
+        near = difflib.get_close_matches(scheme, _SCHEMES, n=1)
+        hint = f" Did you mean {near[0]!r}?" if near else ""
+        raise UserError(f"unknown store URL scheme {scheme!r} in {redacted(url)!r}: use a "
+                        f"file path, 'sqlite:///PATH' or 'postgresql://...'.{hint}")
+    path = url[len("sqlite:///"):] if url.startswith("sqlite:///") else ""
+    if not path:
+        raise UserError("a SQLite URL is 'sqlite:///PATH': 'sqlite:///convoy.db' (relative) "
+                        "or 'sqlite:////var/lib/convoy.db' (absolute)")
+    return Path(path)
+
+
+def _postgres(url: str, *, busy_timeout: float, clock: Callable[[], float]) -> Store:
+    try:
+        from convoy.stores._postgres import PostgresStore
+    except ImportError as e:
+        raise UserError(f"a PostgreSQL store needs psycopg 3 and psycopg_pool ({e}); install "
+                        "them with: pip install 'convoy[postgres]'") from None
+    return PostgresStore(url, busy_timeout=busy_timeout, clock=clock)
+
+
+def redacted(url: str | Path) -> str:
+    """``url`` as messages show it: without a password."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+
+
+__all__ = ["DEFAULT_STORE", "default_store_url", "is_postgres_url", "redacted", "sqlite_path",
+           "store_from_url"]

@@ -1,0 +1,143 @@
+"""``convoy inbox``: list, show, answer (a form from the answer type), approve, reject and
+comment human tasks from the terminal, one tenant at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+from typer.testing import CliRunner
+
+import convoy
+from convoy.cli import app
+
+from .clikit import cli, workdir  # noqa: F401 - the fixture
+
+
+def start(flow: str, value: str, sid: str, tenant: str = "default") -> None:
+    import hitl_flows
+
+    async def main() -> None:
+        async with convoy.Engine("convoy.db") as eng:
+            res = await eng.tenant(tenant).run(getattr(hitl_flows, flow), value,
+                                               session_id=sid)
+            assert res.status == "waiting", res
+
+    asyncio.run(main())
+
+
+def finish(sid: str) -> Any:
+    async def main() -> Any:
+        async with convoy.Engine("convoy.db") as eng:
+            await eng.resume()
+            return await eng.result(sid)
+
+    return asyncio.run(main())
+
+
+def test_list_show_and_answer_with_options() -> None:
+    start("refund", "c-7", "r1", tenant="acme")
+    res = cli("inbox", "list", "--tenant", "acme")
+    assert res.code == 0 and "r1:0" in res.stdout and "billing" in res.stdout
+    assert "Refund customer c-7?" in res.stdout
+    res = cli("inbox", "list")  # the default tenant has none
+    assert res.code == 0 and "no open tasks" in res.stdout and "--tenant" in res.stdout
+    shown = cli("inbox", "show", "r1:0", "-t", "acme")
+    assert shown.code == 0, shown.stderr
+    for text in ('"customer": "c-7"', "amount: integer", 'one of "goodwill", "error"',
+                 "note: string or empty", "convoy inbox answer r1:0"):
+        assert text in shown.stdout, (text, shown.stdout)
+    data = json.loads(cli("inbox", "show", "r1:0", "-t", "acme", "--json").stdout)
+    assert data["kind"] == "question" and data["actions"] == ["answer"]
+    bad = cli("inbox", "answer", "r1:0", "-t", "acme", "--by", "ann", "--set", "approve=yes",
+              "--set", "amount=-5", "--set", "reason=error")
+    assert bad.code == 2 and "amount" in bad.stderr and "Traceback" not in bad.stderr
+    ok = cli("inbox", "answer", "r1:0", "-t", "acme", "--by", "ann", "--set", "approve=yes",
+             "--set", "amount=500", "--set", "reason=error", "-m", "sorry")
+    assert ok.code == 0 and "answered task r1:0 (by ann)" in ok.stdout, ok.stderr
+    again = cli("inbox", "answer", "r1:0", "-t", "acme", "--by", "bob", "--value", "{}")
+    assert again.code == 2 and "already answered by 'ann'" in again.stderr
+    out = finish("r1")
+    assert out.output == {"approve": True, "amount": 500, "reason": "error", "note": None,
+                          "by": "ann", "comment": "sorry"}
+    listed = json.loads(cli("inbox", "list", "-t", "acme", "--status", "all",
+                            "--json").stdout)
+    assert [t["status"] for t in listed] == ["answered"]
+
+
+def test_answer_with_the_form() -> None:
+    start("refund", "c-8", "r2")
+    res = CliRunner().invoke(app, ["inbox", "answer", "r2:0", "--by", "ann"],
+                             input="y\nabc\n250\nmaybe\nerror\n\n")
+    assert res.exit_code == 0, res.output
+    assert "Refund customer c-8?" in res.output and "Approve [y/n]" in res.output
+    assert "'abc' is not a valid integer" in res.output  # asked again
+    assert "Reason [goodwill/error]" in res.output and "use one of goodwill" in res.output
+    out = finish("r2")
+    assert out.output["amount"] == 250 and out.output["reason"] == "error"
+    assert out.output["note"] is None
+
+
+def test_approve_reject_and_edit_tool_calls() -> None:
+    import hitl_flows
+
+    hitl_flows.PAID.clear()
+    for sid in ("p1", "p2", "p3"):
+        start("payout", "pay a-1", sid)
+    listed = json.loads(cli("inbox", "list", "--kind", "approval", "--json").stdout)
+    ids = {t["session_id"]: t["id"] for t in listed}
+    assert set(ids) == {"p1", "p2", "p3"}
+    assert listed[0]["proposal"] == {"tool": "pay", "arguments": {"account": "a-1",
+                                                                  "cents": 900}}
+    shown = cli("inbox", "show", ids["p1"]).stdout
+    assert "cents: integer, required" in shown and "approve" in shown
+    assert cli("inbox", "approve", ids["p1"], "--by", "fin").code == 0
+    assert cli("inbox", "reject", ids["p2"], "--by", "fin", "-m", "wrong account").code == 0
+    bad = cli("inbox", "approve", ids["p3"], "--by", "fin", "--set", "cents=lots")
+    assert bad.code == 2 and "cents" in bad.stderr
+    assert cli("inbox", "approve", ids["p3"], "--by", "fin", "--set", "cents=100").code == 0
+    assert finish("p1").output == '"paid 900"'
+    assert "wrong account" in finish("p2").output
+    assert finish("p3").output == '"paid 100"'
+    assert sorted(hitl_flows.PAID) == [100, 900]
+
+
+def test_comments_tenants_and_bad_input_are_one_line() -> None:
+    start("refund", "c-9", "r3", tenant="acme")
+    assert cli("inbox", "comment", "r3:0", "asking finance", "-t", "acme",
+               "--by", "ann").code == 0
+    shown = cli("inbox", "show", "r3:0", "-t", "acme").stdout
+    assert "comment by ann" in shown and "asking finance" in shown
+    other = cli("inbox", "show", "r3:0", "-t", "globex")
+    assert other.code == 2 and "no human task 'r3:0' of tenant 'globex'" in other.stderr
+    every = cli("inbox", "list", "--all-tenants")
+    assert every.code == 0 and "acme" in every.stdout and "r3:0" in every.stdout
+    for args, msg in ((["show", "nonsense"], "not a task id"),
+                      (["list", "--status", "maybe"], "--status 'maybe'"),
+                      (["answer", "r3:0", "-t", "acme", "--by", "x", "--value", "{"],
+                       "--value is not JSON"),
+                      (["answer", "r3:0", "-t", "acme", "--by", "x", "--set", "colour=red"],
+                       "no field 'colour'"),
+                      (["approve", "r3:0", "-t", "acme", "--by", "x"], "answer it, not "
+                                                                         "approve")):
+        res = cli("inbox", *args)
+        assert res.code == 2 and msg in res.stderr and "Traceback" not in res.stderr, \
+            (args, res.stderr)
+
+
+def test_reserved_namespaces_are_read_only_from_the_cli(workdir: Path) -> None:  # noqa: F811
+    start("refund", "c-1", "r4")
+    res = cli("state", "set", "convoy.inbox", "r4:0", '{"status": "answered"}')
+    assert res.code == 2 and "reserved for Convoy" in res.stderr
+    assert cli("state", "history", "convoy.inbox", "r4:0").code == 0  # reading is fine
+
+
+def test_sessions_say_which_task_they_wait_for() -> None:
+    start("refund", "c-2", "r5")
+    shown = cli("sessions", "show", "r5")
+    assert shown.code == 0 and "inbox task r5:0" in shown.stdout
+    assert "convoy inbox show r5:0" in shown.stdout
+    listed = cli("sessions", "list", "--status", "waiting")
+    assert "a person (task r5:0)" in listed.stdout

@@ -1,0 +1,132 @@
+"""``convoy state get|set|history|list``: a tenant's shared state from the command line,
+compare-and-set writes, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from convoy.stores import StateWrite, store_from_url
+from tests.clikit import (
+    cli,
+    one_line_error,
+    workdir,  # noqa: F401  (autouse fixture)
+)
+
+from .conftest import STORE_KINDS, store_db
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, workdir: Path,  # noqa: F811
+          monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The store of the test's commands (``CONVOY_DB``): SQLite (``convoy.db`` in the
+    test's own directory), then PostgreSQL."""
+    where = store_db(request.param, workdir)
+    url = str(next(where))
+    monkeypatch.setenv("CONVOY_DB", url)
+    yield url
+    next(where, None)
+
+
+def seed(*writes: StateWrite) -> None:
+    async def go() -> None:
+        store = store_from_url(os.environ.get("CONVOY_DB") or "convoy.db")
+        await store.open()
+        try:
+            for w in writes:
+                assert (await store.state_put(w)).written
+        finally:
+            await store.aclose()
+
+    asyncio.run(go())
+
+
+def w(value: object, expected: int, *, key: str = "account", tenant: str = "default",
+      namespace: str = "customer:42", session: str | None = None) -> StateWrite:
+    return StateWrite(tenant=tenant, namespace=namespace, key=key, value=json.dumps(value),
+                      expected_version=expected, session_id=session,
+                      step_key="0/2" if session else None, agent="billing" if session else None)
+
+
+@pytest.mark.usefixtures("store")
+def test_get_shows_the_value_its_version_and_its_writer() -> None:
+    seed(w({"credit": 10}, 0), w({"credit": 4}, 1, session="s-1"))
+    res = cli("state", "get", "customer:42", "account")
+    assert res.code == 0, res.stderr
+    assert json.loads(res.stdout[:res.stdout.index("version")]) == {"credit": 4}
+    assert "version 2, written by session s-1 (agent billing, step 0/2)" in res.stdout
+    as_json = json.loads(cli("state", "get", "customer:42", "account", "--json").stdout)
+    assert (as_json["version"], as_json["value"], as_json["session_id"]) == (
+        2, {"credit": 4}, "s-1")
+
+
+@pytest.mark.usefixtures("store")
+def test_set_is_compare_and_set() -> None:
+    res = cli("state", "set", "customer:42", "account", '{"credit": 1}')
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip() == "customer:42/account is at version 1"
+    res = cli("state", "set", "customer:42", "account", '{"credit": 2}', "--expected-version", "1")
+    assert res.code == 0 and "version 2" in res.stdout
+    stale = cli("state", "set", "customer:42", "account", '{"credit": 9}', "-e", "1")
+    one_line_error(stale, 1, "expected version 1 but it is at version 2; nothing was written")
+    res = cli("state", "set", "customer:42", "account", '{"credit": 3}')  # the current one
+    assert res.code == 0 and "version 3" in res.stdout
+    assert json.loads(cli("state", "get", "customer:42", "account", "--json").stdout)[
+        "value"] == {"credit": 3}
+
+
+@pytest.mark.usefixtures("store")
+def test_history_lists_every_version_oldest_first() -> None:
+    seed(w(1, 0), w(2, 1, session="s-1"), w(3, 2))
+    res = cli("state", "history", "customer:42", "account")
+    assert res.code == 0, res.stderr
+    rows = [line for line in res.stdout.splitlines() if line.startswith("│")]
+    assert [r.split("│")[1].strip() for r in rows] == ["1", "2", "3"]
+    assert "s-1" in rows[1] and "billing" in rows[1]
+    newest = json.loads(cli("state", "history", "customer:42", "account", "-n", "2",
+                            "--json").stdout)
+    assert [e["version"] for e in newest] == [2, 3]
+
+
+@pytest.mark.usefixtures("store")
+def test_list_shows_namespaces_then_keys_of_one() -> None:
+    seed(w(1, 0), w(2, 0, key="notes"), w(3, 0, namespace="settings", key="mode"))
+    res = cli("state", "list")
+    assert res.code == 0 and "customer:42" in res.stdout and "settings" in res.stdout
+    assert json.loads(cli("state", "list", "--json").stdout) == {"customer:42": 2,
+                                                                 "settings": 1}
+    keys = json.loads(cli("state", "list", "customer:42", "--json").stdout)
+    assert [(e["key"], e["value"]) for e in keys] == [("account", 1), ("notes", 2)]
+    assert "no keys in namespace 'nope'" in cli("state", "list", "nope").stdout
+
+
+@pytest.mark.usefixtures("store")
+def test_every_command_sees_only_its_tenant() -> None:
+    seed(w("acme's", 0, tenant="acme"), w("default's", 0))
+    assert json.loads(cli("state", "get", "customer:42", "account", "--tenant", "acme",
+                          "--json").stdout)["value"] == "acme's"
+    assert json.loads(cli("state", "get", "customer:42", "account", "--json").stdout)[
+        "value"] == "default's"
+    one_line_error(cli("state", "get", "customer:42", "account", "-t", "globex"), 2,
+                   "no state customer:42/account (tenant 'globex')")
+    one_line_error(cli("state", "history", "customer:42", "account", "-t", "globex"), 2,
+                   "no state customer:42/account (tenant 'globex')")
+    assert "no shared state for tenant 'globex'" in cli("state", "list", "-t",
+                                                        "globex").stdout
+    res = cli("state", "set", "customer:42", "account", '"globex\'s"', "-t", "globex")
+    assert res.code == 0 and "version 1" in res.stdout  # its own key, not acme's
+
+
+def test_bad_input_is_one_line() -> None:
+    one_line_error(cli("state", "get", "ns", "k"), 2, "no Convoy store at 'convoy.db'")
+    one_line_error(cli("state", "set", "ns", "k", "not json"), 2, "the value is not JSON")
+    seed(w(1, 0))
+    one_line_error(cli("state", "get", "customer:42", "missing"), 2,
+                   "'convoy state list customer:42' shows its keys")
+    one_line_error(cli("state", "set", "ns", "k", "1", "--db", "no/such/dir/x.db"), 2,
+                   "does not exist")

@@ -1,0 +1,494 @@
+"""PostgreSQL beside SQLite: choosing a store by URL (``Engine``, ``--db``, ``CONVOY_DB``),
+schema migrations, clear errors, and a lost connection. The store's behaviour itself is the
+conformance suite's (``tests/test_store_conformance.py`` runs it on both stores)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+import convoy
+from convoy._errors import JournalError, StoreError, UserError
+from convoy.stores import (
+    SCHEMA_VERSION,
+    NewSession,
+    PostgresStore,
+    SQLiteStore,
+    StepRecord,
+    store_from_url,
+)
+from convoy.stores import _postgres_sql as pg_sql
+from tests import pg_cluster
+from tests.clikit import (
+    FLOW,
+    GOOD,
+    cli,
+    one_line_error,
+    sessions,
+    summary,
+    workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
+)
+
+from .conftest import store_db
+
+
+@pytest.fixture
+def pg(tmp_path: Path) -> Iterator[str]:
+    """The URL of a fresh schema in the tests' PostgreSQL cluster."""
+    it = store_db("postgres", tmp_path)
+    yield str(next(it))
+    next(it, None)
+
+
+def closed_port() -> int:
+    from tests.conftest import free_port
+
+    return free_port()  # nothing listens there
+
+
+def new(sid: str) -> NewSession:
+    return NewSession(id=sid, workflow="wf", version="v1", tenant="t", input="{}")
+
+
+# -- choosing a store by URL ------------------------------------------------------------
+
+
+def test_a_path_or_sqlite_url_is_sqlite_and_a_postgresql_url_is_postgres(tmp_path: Path
+                                                                          ) -> None:
+    for url, path in ((tmp_path / "a.db", tmp_path / "a.db"), ("b.db", Path("b.db")),
+                      ("sqlite:///c.db", Path("c.db")),
+                      (f"sqlite:///{tmp_path}/d.db", tmp_path / "d.db")):
+        store = store_from_url(url)
+        assert isinstance(store, SQLiteStore) and store.path == path
+    for url in ("postgresql://u:secret@db.example:5433/app?schema=desk",
+                "postgres://u:secret@db.example:5433/app?schema=desk"):
+        pg = store_from_url(url)
+        assert isinstance(pg, PostgresStore)
+        assert pg.schema == "desk" and "secret" not in pg.url and "***" in pg.url
+    assert store_from_url("postgresql://db.example/app").schema == "convoy"  # type: ignore[attr-defined]
+
+
+def test_a_bad_store_url_is_one_clear_error() -> None:
+    with pytest.raises(UserError, match=r"unknown store URL scheme 'postgress'.*'postgres'"):
+        store_from_url("postgress://u:secret@h/db")
+    with pytest.raises(UserError) as e:
+        store_from_url("mysql://u:secret@h/db")
+    assert "secret" not in str(e.value)
+    with pytest.raises(UserError, match="sqlite:///PATH"):
+        store_from_url("sqlite://")
+    with pytest.raises(UserError, match="schema name"):
+        store_from_url("postgresql://h/db?schema=a;drop")
+
+
+def test_engine_picks_its_store_from_the_url_or_convoy_db(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    assert isinstance(convoy.Engine("postgresql://h/db").store, PostgresStore)
+    monkeypatch.setenv("CONVOY_DB", "postgresql://h/db?schema=from_env")
+    store = convoy.Engine().store
+    assert isinstance(store, PostgresStore) and store.schema == "from_env"
+    monkeypatch.setenv("CONVOY_DB", str(tmp_path / "env.db"))
+    assert convoy.Engine().store.url == f"sqlite:///{tmp_path / 'env.db'}"
+    monkeypatch.delenv("CONVOY_DB")
+    assert convoy.Engine().store.url == "sqlite:///convoy.db"  # the zero-setup default
+
+
+async def test_a_workflow_runs_on_postgres_given_only_the_url(pg: str) -> None:
+    from pydantic import BaseModel
+
+    class Verdict(BaseModel):
+        label: str
+
+    sim = convoy.SimModel({"a": {"output": {"label": "ok"}}})
+    agent = convoy.Agent(name="a", output_type=Verdict, model="sim:")
+
+    @convoy.workflow(name="pg_url")
+    async def wf(ctx: convoy.Context, text: str) -> Verdict:
+        out: Verdict = await ctx.run(agent, text)
+        return out
+
+    async with convoy.Engine(pg, models={"sim:": sim}) as engine:
+        res = await engine.run(wf, "hello")
+        assert res.ok and res.output == Verdict(label="ok")
+        assert isinstance(engine.store, PostgresStore)
+        assert [r.kind for r in await engine.store.journal(res.id)] == ["model"]
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def test_the_cli_runs_and_lists_sessions_on_postgres(pg: str) -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    res = cli("run", FLOW, "-i", "in.jsonl", "--db", pg)
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "completed") == "3"
+    assert not Path("convoy.db").exists()
+    assert {r.status for r in sessions(pg)} == {"completed"}
+    listed = cli("sessions", "list", env={"CONVOY_DB": pg})  # the store from the environment
+    assert listed.code == 0, listed.stderr
+    assert listed.stdout.count("completed") >= 3
+    costs = cli("cost", "--db", pg)
+    assert costs.code == 0 and "triage" in costs.stdout
+
+
+def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+    url = f"postgresql://convoy:s3cret@127.0.0.1:{closed_port()}/app"
+    for args in (["sessions", "list"], ["resume"]):
+        res = cli(*args, "--db", url)
+        one_line_error(res, 1, "cannot connect to the PostgreSQL store")
+        assert "s3cret" not in res.stderr and "convoy:***@" in res.stderr
+
+
+def test_a_bad_db_url_scheme_is_a_usage_error() -> None:
+    res = cli("sessions", "list", "--db", "postgressql://h/db")
+    one_line_error(res, 2, "unknown store URL scheme 'postgressql'")
+
+
+# -- schema versions ------------------------------------------------------------------------
+
+
+def test_the_postgres_schema_is_the_version_this_convoy_writes() -> None:
+    """Every schema change comes with a PostgreSQL migration: the two stores share version
+    numbers (a store feature is added to both)."""
+    assert pg_sql.PG_SCHEMA_VERSION == SCHEMA_VERSION
+
+
+async def test_a_store_at_an_older_version_is_migrated_on_open(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = PostgresStore(pg)
+    await old.open()
+    await old.create_session(new("kept"), owner=None, lease_s=30)
+    await old.aclose()
+    # A later Convoy adds a version: one more migration step.
+    step = (pg_sql.PG_SCHEMA_VERSION + 1,
+            "CREATE TABLE notes(id TEXT PRIMARY KEY); INSERT INTO notes VALUES('migrated')")
+    monkeypatch.setattr(pg_sql, "MIGRATIONS", (*pg_sql.MIGRATIONS, step))
+    monkeypatch.setattr(pg_sql, "PG_SCHEMA_VERSION", step[0])
+    newer = PostgresStore(pg)
+    await newer.open()
+    try:
+        assert (await newer.get_session("kept")) is not None
+    finally:
+        await newer.aclose()
+    schema = pg.partition("?schema=")[2]
+    with psycopg.connect(pg_cluster.server_url()) as conn:
+        assert conn.execute(f'SELECT id FROM "{schema}".notes').fetchall() == [("migrated",)]
+        assert conn.execute(f'SELECT value FROM "{schema}".meta').fetchall() == [
+            (str(step[0]),)]
+    monkeypatch.undo()
+    refused = PostgresStore(pg)  # this Convoy again: the store is newer than it reads
+    with pytest.raises(JournalError, match=f"version {step[0]}, newer"):
+        await refused.open()
+
+
+async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    v3 = tuple(m for m in pg_sql.MIGRATIONS if m[0] <= 3)
+    monkeypatch.setattr(pg_sql, "MIGRATIONS", v3)
+    monkeypatch.setattr(pg_sql, "PG_SCHEMA_VERSION", 3)
+    old = PostgresStore(pg)  # what Convoy with schema 3 left
+    await old.open()
+    await old.create_session(new("kept"), owner=None, lease_s=30)
+    await old.aclose()
+    monkeypatch.undo()
+    schema = pg.partition("?schema=")[2]
+
+    def indexes() -> list[str]:
+        with psycopg.connect(pg_cluster.server_url()) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT indexname FROM pg_indexes WHERE schemaname=%s AND tablename="
+                "'sessions'", (schema,)).fetchall()]
+
+    assert "sessions_tenant_status" not in indexes()
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        assert await store.counts(tenant="t") == {"pending": 1}
+    finally:
+        await store.aclose()
+    assert "sessions_tenant_status" in indexes()
+
+
+async def test_engines_opening_a_new_database_at_once_create_its_schema_once(pg: str) -> None:
+    stores = [PostgresStore(pg) for _ in range(6)]
+    await asyncio.gather(*(s.open() for s in stores))
+    try:
+        await stores[0].create_session(new("s"), owner=None, lease_s=30)
+        assert all([await s.get_session("s") is not None for s in stores])
+    finally:
+        for s in stores:
+            await s.aclose()
+
+
+async def test_schemas_of_one_database_are_separate_stores(tmp_path: Path) -> None:
+    url = pg_cluster.fresh_database()
+    default, other = PostgresStore(url), PostgresStore(f"{url}?schema=other")
+    await default.open()
+    await other.open()
+    try:
+        await default.create_session(new("s"), owner=None, lease_s=30)
+        assert await other.get_session("s") is None
+        assert default.schema == "convoy"
+    finally:
+        await default.aclose()
+        await other.aclose()
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_a_store_survives_its_connections_being_killed(pg: str) -> None:
+    """A server restart or failover drops every connection: the store reconnects. Writes
+    that may simply land again (appends, creations) and reads are retried once on a new
+    connection."""
+    url = pg.replace("?", "?application_name=victim&")
+    store = PostgresStore(url)
+    await store.open()
+    try:
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                                status="completed", result='"a"'))
+        assert await store.get_session("s") is not None  # a pooled connection too
+        with psycopg.connect(pg_cluster.server_url(), autocommit=True) as admin:
+            killed = admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name='victim'").fetchall()
+        assert len(killed) >= 2
+        await store.append("s", "A", StepRecord(key="1", kind="tool", target="t",
+                                                status="completed", result='"b"'))
+        assert [r.key for r in await store.journal("s")] == ["0", "1"]
+        assert (await store.claim("s", "A", 30)) is not None
+    finally:
+        await store.aclose()
+
+
+async def test_a_store_whose_server_is_gone_fails_with_a_transient_error() -> None:
+    store = PostgresStore(f"postgresql://u:pw@127.0.0.1:{closed_port()}/db", busy_timeout=2)
+    with pytest.raises(StoreError, match="cannot connect to the PostgreSQL store") as e:
+        await store.open()
+    assert "pw" not in str(e.value).replace("***", "")
+    assert not store.is_open
+
+
+# -- fencing against a takeover in flight -------------------------------------------------------
+
+
+async def _lock_waiters() -> int:
+    """How many connections to the test cluster wait for a lock."""
+    async with await psycopg.AsyncConnection.connect(pg_cluster.server_url()) as c:
+        cur = await c.execute("SELECT count(*) FROM pg_stat_activity WHERE "
+                              "wait_event_type='Lock' AND datname=current_database()")
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def test_a_takeover_waits_for_an_append_in_flight_of_the_old_owner(pg: str) -> None:
+    """The race a row count cannot see: A's append (its lease just over) has run but its
+    batch has not committed yet when B claims the session and reads its journal. The append
+    share-locks the session row, so B's claim waits for A's commit: B then sees the record
+    (or A's append was refused). Never a record B missed, landing after B took over."""
+    from tests.store_backends import FakeClock
+
+    clock = FakeClock()
+    a, b = PostgresStore(pg, clock=clock), PostgresStore(pg, clock=clock)
+    await a.open()
+    await b.open()
+    schema = pg.partition("?schema=")[2]
+    admin = await psycopg.AsyncConnection.connect(pg_cluster.server_url())
+    try:
+        await a.create_session(new("s"), owner="A", lease_s=30)
+        await a.create_session(new("x"), owner="A", lease_s=30)
+        clock.advance(31)  # A's lease is over; A has not noticed
+        # Hold x's row, so A's next batch (an append to s, then finishing x) stays open.
+        await admin.execute(f'SELECT 1 FROM "{schema}".sessions WHERE id=%s FOR UPDATE',
+                            ("x",))
+        append = a.append("s", "A", StepRecord(key="0", kind="tool", target="pay",
+                                               status="completed", result='"paid"'))
+        finish = a.finish("x", "A", convoy.stores.SessionOutcome(status="completed"))
+
+        async def until(cond: Callable[[], Awaitable[bool]]) -> None:
+            for _ in range(6000):  # observable state; the bound is only a safety net
+                if await cond():
+                    return
+                await asyncio.sleep(0.01)
+            pytest.fail("the sessions never reached the state the test waits for")
+
+        async def a_waits() -> bool:  # A's batch ran its append and waits for the held row
+            return await _lock_waiters() >= 1
+
+        await until(a_waits)
+        claim = asyncio.create_task(b.claim("s", "B", 30))
+
+        async def b_done_or_waits() -> bool:  # B took over, or waits for A's commit
+            return claim.done() or await _lock_waiters() >= 2
+
+        await until(b_done_or_waits)
+        seen = None
+        if claim.done():  # B took the session over while A's append was in flight
+            seen = await b.load_journal("s")
+        await admin.rollback()
+        taken = await claim
+        if seen is None:
+            seen = await b.load_journal("s")
+        outcome = (await asyncio.gather(append, finish, return_exceptions=True))[0]
+    finally:
+        await admin.close()
+        await a.aclose()
+        await b.aclose()
+    assert taken is not None and taken.owner == "B"
+    if outcome is None:  # A's record landed: B must have seen it when it took over
+        assert "0" in seen, "A's append landed after B took the session over, unseen"
+    else:
+        assert "0" not in seen
+
+
+@pytest.mark.parametrize("via", ["send_signal", "state_put"])
+async def test_a_signal_sent_while_its_session_is_being_parked_wakes_it(pg: str,
+                                                                        via: str) -> None:
+    """The race of a park and a signal: the park's statement has looked for a signal (none
+    yet) and set the session waiting, but has not committed, when the signal (or a state
+    write firing the session's watch) is sent. The sender must wait for the park to commit
+    and then wake the session; storing the signal beside a session left waiting would
+    strand it."""
+    store = PostgresStore(pg)
+    await store.open()
+    schema = pg.partition("?schema=")[2]
+    park = await psycopg.AsyncConnection.connect(pg_cluster.server_url())
+    try:
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        if via == "state_put":
+            assert not await store.state_watch("t", "ns", "k", session_id="s", name="go",
+                                               after_version=0)
+        await park.execute(f'SELECT 1 FROM "{schema}".sessions WHERE id=%s FOR UPDATE',
+                           ("s",))
+        await park.execute(f"UPDATE \"{schema}\".sessions SET status='waiting', owner=NULL, "
+                           "wait_name='go' WHERE id=%s", ("s",))
+        sent = asyncio.create_task(
+            store.send_signal("s", "go", "{}") if via == "send_signal" else
+            store.state_put(convoy.stores.StateWrite(
+                tenant="t", namespace="ns", key="k", value="1", expected_version=0)))
+        for _ in range(6000):  # observable state; the bound is only a safety net
+            if sent.done() or await _lock_waiters() >= 1:
+                break
+            await asyncio.sleep(0.01)
+        await park.commit()
+        await sent
+        row = await store.get_session("s")
+        assert row is not None and row.status == "pending"
+        assert await store.next_signal("s", "go") is not None
+    finally:
+        await park.close()
+        await store.aclose()
+
+
+# -- opening ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+async def test_sessions_started_at_once_on_a_new_engine_open_it_once(any_db: str | Path
+                                                                     ) -> None:
+    """A burst of first runs (W2 starts 10,000 at once) opens the store and starts each
+    interceptor once, whatever the store awaits while it opens."""
+    started: list[int] = []
+
+    class Counting(convoy.Interceptor):
+        async def start(self, engine: convoy.Engine) -> None:
+            await asyncio.sleep(0)
+            started.append(1)
+
+    @convoy.workflow(name="burst")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        return x
+
+    engine = convoy.Engine(any_db, interceptors=[Counting()])
+    opens: list[int] = []
+    store_open = engine.store.open
+
+    async def counted_open() -> None:
+        opens.append(1)
+        await store_open()
+
+    engine.store.open = counted_open  # type: ignore[method-assign]
+    try:
+        results = await asyncio.gather(*(engine.run(wf, i) for i in range(50)))
+    finally:
+        await engine.aclose()
+    assert [r.output for r in results] == list(range(50))
+    assert started == [1] and opens == [1]
+
+
+async def test_writes_of_one_batch_land_in_order_also_twice_to_one_key(any_db: str | Path
+                                                                        ) -> None:
+    """A batch carries whatever was submitted together: a started record and its outcome,
+    a session's creation and its first records, many sessions at once."""
+    store = store_from_url(any_db)
+    await store.open()
+    try:
+        writes = []
+        for i in range(50):
+            writes.append(store.create_session(new(f"s{i}"), owner="A", lease_s=30))
+            writes.append(store.append(f"s{i}", "A", StepRecord(
+                key="0", kind="tool", target="pay", status="started")))
+            writes.append(store.append(f"s{i}", "A", StepRecord(
+                key="1", kind="tool", target="t", status="completed", result='"x"')))
+            writes.append(store.append(f"s{i}", "A", StepRecord(
+                key="0", kind="tool", target="pay", status="completed", result='"paid"')))
+        await asyncio.gather(*writes)
+        for i in range(50):
+            journal = await store.journal(f"s{i}")
+            assert [(r.key, r.status) for r in journal] == [("0", "completed"),
+                                                            ("1", "completed")]
+    finally:
+        await store.aclose()
+
+
+async def test_a_batch_that_fails_writes_nothing_of_it(pg: str) -> None:
+    """The writes of one commit land together or not at all: a value the server refuses (a
+    NUL character) fails its whole batch, and the records batched with it are not written
+    (each caller sees the error; its session stays unfinished for a resume)."""
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        ok = store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                               status="completed", result='"fine"'))
+        bad = store.kv_put("ns", "k", "nul\x00byte")
+        also = store.append("s", "A", StepRecord(key="1", kind="tool", target="t",
+                                                 status="completed", result='"fine"'))
+        results = await asyncio.gather(ok, bad, also, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert await store.journal("s") == []
+        assert await store.kv_get("ns", "k") is None
+        await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                                status="completed", result='"again"'))
+        assert [r.key for r in await store.journal("s")] == ["0"]
+    finally:
+        await store.aclose()
+
+
+async def test_a_batch_the_server_refuses_writes_nothing_and_the_store_goes_on(pg: str) -> None:
+    """A statement the server refuses (a count out of range for its column) fails its
+    whole batch; the store's connection is not left inside the aborted transaction, so the
+    next writes land."""
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        first = store.create_session(new("s"), owner="A", lease_s=30)
+        bad = store.append("s", "A", StepRecord(key="0", kind="model", target="m",
+                                                status="completed", input_tokens=2**70))
+        results = await asyncio.gather(first, bad, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert await store.get_session("s") is None
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                                status="completed", result='"ok"'))
+        assert [r.key for r in await store.journal("s")] == ["0"]
+    finally:
+        await store.aclose()
