@@ -3,6 +3,8 @@ engine on a store that other processes share, with one kind of limit, driven lin
 
 usage: python limits_worker.py DB CLOCK SCENARIO
 
+``DB`` is a SQLite path or a ``postgresql://`` URL.
+
 ``CLOCK`` is a file holding the time (epoch seconds) every process reads, so the test moves
 time for all of them at once and nothing depends on how fast the machine is. SCENARIO is
 ``tenant`` (a tenant budget per day), ``agent`` (an agent budget per day), ``hang`` (the
@@ -29,7 +31,7 @@ from pydantic import BaseModel
 import convoy
 from convoy.cost import Budget, Budgets
 from convoy.resilience import BreakerPolicy, Breakers, Rate, RateLimit
-from convoy.stores import SQLiteStore
+from convoy.stores import store_from_url
 
 TENANT = "acme"
 #: Every call costs exactly this many tokens (1 in, 99 out).
@@ -72,7 +74,7 @@ def build(scenario: str, clock: FileClock) -> tuple[convoy.SimModel, list[convoy
     raise SystemExit(f"unknown scenario {scenario!r}")
 
 
-async def main(db: Path, clock_file: Path, scenario: str) -> None:
+async def main(db: str, clock_file: Path, scenario: str) -> None:
     clock = FileClock(clock_file)
     sim, interceptors = build(scenario, clock)
     writer = convoy.Agent(name="writer", instructions="Write.", output_type=Out, model="sim:")
@@ -82,7 +84,7 @@ async def main(db: Path, clock_file: Path, scenario: str) -> None:
         out: Out = await ctx.run(writer, text)
         return out
 
-    store = SQLiteStore(db, clock=clock)
+    store = store_from_url(db, clock=clock)
     async with convoy.Engine(store, models={"sim:": sim}, interceptors=interceptors,
                              concurrency=1000) as engine:
         print("ready", flush=True)
@@ -109,4 +111,4 @@ async def main(db: Path, clock_file: Path, scenario: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]))
+    asyncio.run(main(sys.argv[1], Path(sys.argv[2]), sys.argv[3]))

@@ -1,5 +1,6 @@
-"""What engines must agree on is kept in the store: two engine *processes* on one SQLite
-store share a tenant's and an agent's daily budget, a circuit breaker and a rate limit.
+"""What engines must agree on is kept in the store: two engine *processes* on one store
+(a SQLite file, or one PostgreSQL database) share a tenant's and an agent's daily budget, a
+circuit breaker and a rate limit.
 
 Each engine is a real process (``tests/limits_worker.py``). They read one clock from a
 file the test writes, so the test moves time for both and no assertion depends on how
@@ -21,7 +22,8 @@ import pytest
 
 import convoy
 from convoy.resilience import BreakerPolicy, Breakers, Rate, RateLimit, RateLimited
-from convoy.stores import Level, SQLiteStore
+from convoy.stores import Level, SQLiteStore, store_from_url
+from tests.conftest import store_db
 from tests.fakeclock import FakeClock
 from tests.limits_worker import AGENT_LIMIT, BURST, CALL_TOKENS, TENANT_LIMIT
 
@@ -32,7 +34,7 @@ NOON = 1_800_000_000.0 // 86400 * 86400 + 43200  # a fixed noon (UTC), never tod
 class Worker:
     """One engine process, driven line by line."""
 
-    def __init__(self, db: Path, clock: Path, scenario: str) -> None:
+    def __init__(self, db: str | Path, clock: Path, scenario: str) -> None:
         src = str(Path(__file__).resolve().parents[1] / "src")
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, root])}
@@ -69,6 +71,12 @@ class Worker:
                 self.proc.communicate()
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def shared_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """One store the engine processes share: a SQLite file, or a PostgreSQL schema."""
+    yield from store_db(request.param, tmp_path)
+
+
 @pytest.fixture
 def clock(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "clock"
@@ -82,8 +90,7 @@ def set_clock(path: Path, now: float) -> None:
     os.replace(tmp, path)  # readers see the old time or the new one, never half of it
 
 
-def both(tmp_path: Path, clock: Path, scenario: str) -> tuple[Worker, Worker]:
-    db = tmp_path / "shared.db"
+def both(db: str | Path, clock: Path, scenario: str) -> tuple[Worker, Worker]:
     a = Worker(db, clock, scenario)
     try:
         b = Worker(db, clock, scenario)
@@ -101,11 +108,11 @@ def run_both(a: Worker, b: Worker, command: str) -> tuple[dict[str, Any], dict[s
 
 
 @pytest.mark.parametrize("scenario,limit", [("tenant", TENANT_LIMIT), ("agent", AGENT_LIMIT)])
-def test_two_engines_together_stay_within_one_daily_budget(tmp_path: Path, clock: Path,
+def test_two_engines_together_stay_within_one_daily_budget(shared_db: str | Path, clock: Path,
                                                            scenario: str, limit: int) -> None:
     # Each engine alone would spend the whole budget (40 sessions of one call each want
     # 4,000 tokens); with a ledger per process, the two spent twice the budget together.
-    a, b = both(tmp_path, clock, scenario)
+    a, b = both(shared_db, clock, scenario)
     try:
         ra, rb = run_both(a, b, "run 40")
     finally:
@@ -119,9 +126,9 @@ def test_two_engines_together_stay_within_one_daily_budget(tmp_path: Path, clock
     assert set(ra["statuses"]) | set(rb["statuses"]) == {"completed", "budget_exhausted"}
 
 
-def test_a_breaker_opened_on_one_engine_rejects_calls_on_another(tmp_path: Path,
+def test_a_breaker_opened_on_one_engine_rejects_calls_on_another(shared_db: str | Path,
                                                                  clock: Path) -> None:
-    a, b = both(tmp_path, clock, "breaker")
+    a, b = both(shared_db, clock, "breaker")
     try:
         a.send("seq 8")
         ra = a.result()
@@ -137,10 +144,10 @@ def test_a_breaker_opened_on_one_engine_rejects_calls_on_another(tmp_path: Path,
     assert rb["calls"] == 0 and rb["errors"] == {"CircuitOpenError": 3}, rb
 
 
-def test_a_rate_limit_holds_across_engines(tmp_path: Path, clock: Path) -> None:
+def test_a_rate_limit_holds_across_engines(shared_db: str | Path, clock: Path) -> None:
     # rpm=60 with a burst of 3, and calls refuse rather than wait: while time stands still
     # the two engines together get the 3 requests of the bucket, not 3 each.
-    a, b = both(tmp_path, clock, "rpm")
+    a, b = both(shared_db, clock, "rpm")
     try:
         ra, rb = run_both(a, b, "run 5")
         assert ra["calls"] + rb["calls"] == BURST, (ra, rb)
@@ -167,13 +174,13 @@ def one_call() -> convoy.Workflow[str, str]:
     return wf
 
 
-def engine_on(db: Path, clock: FakeClock, model: convoy.Model,
+def engine_on(db: str | Path, clock: FakeClock, model: convoy.Model,
               interceptor: convoy.Interceptor) -> convoy.Engine:
-    return convoy.Engine(SQLiteStore(db, clock=clock), models={"sim:": model},
+    return convoy.Engine(store_from_url(db, clock=clock), models={"sim:": model},
                          interceptors=[interceptor])
 
 
-async def test_a_tokens_per_minute_limit_holds_across_engines(tmp_path: Path) -> None:
+async def test_a_tokens_per_minute_limit_holds_across_engines(shared_db: str | Path) -> None:
     # Each call is estimated at a few hundred tokens and uses 1,000; the bucket holds 2,000
     # and time stands still: two calls in all, not two per engine.
     clock = FakeClock(NOON)
@@ -181,7 +188,7 @@ async def test_a_tokens_per_minute_limit_holds_across_engines(tmp_path: Path) ->
     wf = one_call()
 
     def engine() -> convoy.Engine:
-        return engine_on(tmp_path / "tpm.db", clock, sim, RateLimit(
+        return engine_on(shared_db, clock, sim, RateLimit(
             Rate(tpm=60_000, tpm_burst=2_000, max_wait=0), clock=clock, sleep=clock.sleep))
 
     async with engine() as a, engine() as b:
@@ -191,7 +198,8 @@ async def test_a_tokens_per_minute_limit_holds_across_engines(tmp_path: Path) ->
     assert sim.calls == 2
 
 
-async def test_failures_engines_see_apart_open_their_breakers_together(tmp_path: Path) -> None:
+async def test_failures_engines_see_apart_open_their_breakers_together(
+        shared_db: str | Path) -> None:
     # A breaker opens at 6 calls with half of them failed. Each engine sees 3 failures:
     # neither opens alone, but once they have exchanged what they saw, both do.
     clock = FakeClock(NOON)
@@ -200,7 +208,7 @@ async def test_failures_engines_see_apart_open_their_breakers_together(tmp_path:
     policy = BreakerPolicy(window_type="count", window=20, minimum_calls=6, wait_in_open=30)
 
     def engine() -> convoy.Engine:
-        return engine_on(tmp_path / "breakers.db", clock, down,
+        return engine_on(shared_db, clock, down,
                          Breakers(policy, clock=clock, sync_interval=1.0))
 
     async def errors(e: convoy.Engine, n: int) -> list[str]:
@@ -217,7 +225,8 @@ async def test_failures_engines_see_apart_open_their_breakers_together(tmp_path:
     assert down.calls == 7
 
 
-async def test_an_answer_one_engine_cached_is_served_by_another(tmp_path: Path) -> None:
+async def test_an_answer_one_engine_cached_is_served_by_another(
+        shared_db: str | Path) -> None:
     from convoy.cost import ResponseCache
 
     clock = FakeClock(NOON)
@@ -226,7 +235,7 @@ async def test_an_answer_one_engine_cached_is_served_by_another(tmp_path: Path) 
 
     def engine() -> tuple[convoy.Engine, ResponseCache]:
         cache = ResponseCache(ttl=60, clock=clock)
-        return engine_on(tmp_path / "cache.db", clock, sim, cache), cache
+        return engine_on(shared_db, clock, sim, cache), cache
 
     (a, cache_a), (b, cache_b) = engine(), engine()
     async with b:
@@ -257,15 +266,15 @@ async def eventually(condition: Callable[[], Awaitable[bool]], what: str) -> Non
 
 
 async def test_what_a_killed_engine_held_of_a_budget_lapses_with_its_lease(
-        tmp_path: Path, clock: Path) -> None:
+        shared_db: str | Path, clock: Path) -> None:
     from convoy.cost import Budget, Budgets
     from tests.limits_worker import FileClock
 
-    db = tmp_path / "shared.db"
+    db = shared_db
     a = Worker(db, clock, "hang")  # its calls never return: they hold the whole budget
     try:
         a.send("run 40")
-        watch = SQLiteStore(db, clock=FileClock(clock))
+        watch = store_from_url(db, clock=FileClock(clock))
         await watch.open()
 
         async def held() -> bool:
@@ -281,7 +290,7 @@ async def test_what_a_killed_engine_held_of_a_budget_lapses_with_its_lease(
         a.proc.communicate()
     sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(1, 99))
     budgets = Budgets(tenant_daily=Budget(tokens=TENANT_LIMIT))
-    async with convoy.Engine(SQLiteStore(db, clock=FileClock(clock)), models={"sim:": sim},
+    async with convoy.Engine(store_from_url(db, clock=FileClock(clock)), models={"sim:": sim},
                              interceptors=[budgets]) as b:
         run = asyncio.create_task(b.run(one_call(), "after the crash", tenant="acme"))
 
@@ -316,19 +325,19 @@ async def test_a_read_decide_write_that_fails_fails_its_batch_instead_of_hanging
 
 
 async def test_far_from_its_limit_a_shared_budget_reserves_for_many_calls_at_once(
-        tmp_path: Path) -> None:
+        shared_db: str | Path) -> None:
     from convoy.cost import Budget, Budgets
 
     clock = FakeClock(NOON)
     sim = convoy.SimModel({"*": {"output": {"label": "ok"}}}, usage=(1, 99))
     budgets = Budgets(tenant_daily=Budget(tokens=10**9))
-    db = tmp_path / "slabs.db"
+    db = shared_db
     async with engine_on(db, clock, sim, budgets) as eng:
         for i in range(50):
             assert (await eng.run(one_call(), f"t{i}", tenant="acme")).ok
     # one reservation (a slab) holds room for up to 16 calls, reused as they settle
     assert budgets.store_reserves <= 5
-    store = SQLiteStore(db, clock=clock)  # and what they spent is counted once they end
+    store = store_from_url(db, clock=clock)  # and what they spent is counted once they end
     await store.open()
     try:
         assert (await store.levels(day_scope(NOON)))["tokens"] == Level(
