@@ -1,6 +1,10 @@
-"""Several engine processes on one SQLite store share one tenant's daily budget.
+"""Several engine processes on one store share one tenant's daily budget.
 
     .venv/bin/python bench/budget_engines.py [--engines 2] [--sessions 1000] [--seed S]
+    .venv/bin/python bench/budget_engines.py --db postgresql://USER@HOST/DB
+
+The store is a fresh SQLite file, or with `--db postgresql://...` a fresh schema of that
+database for each mode (`?schema=budget_<random>`, left in place for inspection).
 
 Each engine process runs the workload of `bench/budget_stress.py` (sessions of 3 agents
 against a seeded fake endpoint with lognormal latency, median 50 ms; tickets of 25-2,000
@@ -35,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -45,7 +50,7 @@ from budget_stress import TENANT, Endpoint, build, ticket
 
 import convoy
 from convoy.cost import Budget, Budgets
-from convoy.stores import SQLiteStore
+from convoy.stores import is_postgres_url, store_from_url
 
 
 class Log(convoy.Interceptor):
@@ -61,7 +66,7 @@ class Log(convoy.Interceptor):
         return resp
 
 
-async def worker(db: Path, shared: bool, sessions: int, budget: float, seed: int,
+async def worker(db: str, shared: bool, sessions: int, budget: float, seed: int,
                  index: int, day: float) -> None:
     sim = Endpoint(seed)
     budgets = Budgets(tenant_daily=Budget(usd=budget), clock=lambda: day, shared=shared)
@@ -79,19 +84,25 @@ async def worker(db: Path, shared: bool, sessions: int, budget: float, seed: int
                       "wall_s": wall, "store_reserves": budgets.store_reserves}), flush=True)
 
 
-def run_mode(shared: bool, engines: int, sessions: int, budget: float, seed: int
-             ) -> dict[str, Any]:
+async def _create(db: str) -> None:
+    store = store_from_url(db)  # created once, before the processes race to create it
+    await store.open()
+    await store.aclose()
+
+
+def run_mode(shared: bool, engines: int, sessions: int, budget: float, seed: int,
+             url: str | None) -> dict[str, Any]:
     day = time.time()
     with tempfile.TemporaryDirectory(prefix="convoy-engines-") as tmp:
-        db = Path(tmp) / "budget.db"
-        created = SQLiteStore(db)  # created once, before the processes race to create it
-        created.open_sync()
-        created.close()
+        db = str(Path(tmp) / "budget.db")
+        if url is not None:
+            db = url + ("&" if "?" in url else "?") + f"schema=budget_{uuid.uuid4().hex[:8]}"
+        asyncio.run(_create(db))
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (str(Path(__file__).resolve().parents[1] / "src"),
                         os.environ.get("PYTHONPATH")) if p)}
         procs = [subprocess.Popen(
-            [sys.executable, __file__, "--worker", str(db), "1" if shared else "0",
+            [sys.executable, __file__, "--worker", db, "1" if shared else "0",
              str(sessions), repr(budget), str(seed), str(i), repr(day)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
             for i in range(engines)]
@@ -132,8 +143,8 @@ def run_mode(shared: bool, engines: int, sessions: int, budget: float, seed: int
             "store_reserves": sum(o["store_reserves"] for o in outs)}
 
 
-async def _journal_spend(db: Path, day: float) -> float:
-    store = SQLiteStore(db)
+async def _journal_spend(db: str, day: float) -> float:
+    store = store_from_url(db)
     await store.open()
     try:
         d = dt.datetime.fromtimestamp(day, dt.UTC).date()
@@ -146,7 +157,7 @@ async def _journal_spend(db: Path, day: float) -> float:
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--worker":
         db, shared, sessions, budget, seed, index, day = sys.argv[2:9]
-        asyncio.run(worker(Path(db), shared == "1", int(sessions), float(budget), int(seed),
+        asyncio.run(worker(db, shared == "1", int(sessions), float(budget), int(seed),
                            int(index), float(day)))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -155,15 +166,20 @@ def main() -> None:
     ap.add_argument("--budget-usd", type=float, default=None,
                     help="default: $0.00025 a session, a fraction of what they would spend")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--db", default=None, metavar="URL",
+                    help="a postgresql:// database (a fresh schema per mode); default: a "
+                         "fresh SQLite file")
     a = ap.parse_args()
     if a.engines < 1 or a.sessions < 1:
         ap.error("--engines and --sessions must be >= 1")
+    if a.db is not None and not is_postgres_url(a.db):
+        ap.error("--db takes a postgresql:// URL (SQLite is the default)")
     budget = a.budget_usd if a.budget_usd is not None else \
         round(a.engines * a.sessions * 0.00025, 6)
-    out: dict[str, Any] = {"engines": a.engines, "sessions_per_engine": a.sessions,
-                           "budget": budget}
+    out: dict[str, Any] = {"store": "postgres" if a.db else "sqlite", "engines": a.engines,
+                           "sessions_per_engine": a.sessions, "budget": budget}
     for mode, shared in (("per_process", False), ("shared", True)):
-        out[mode] = run_mode(shared, a.engines, a.sessions, budget, a.seed)
+        out[mode] = run_mode(shared, a.engines, a.sessions, budget, a.seed, a.db)
     print(json.dumps(out))
     sys.exit(0 if out["shared"]["within_bound"] else 1)
 

@@ -1,5 +1,5 @@
 """The ``convoy`` command line: ``run``, ``resume``, ``worker``, ``signal``, ``cancel``,
-``replay``, ``sessions``, ``state``, ``cost`` and ``chaos``."""
+``replay``, ``sessions``, ``state``, ``inbox``, ``cost``, ``chaos`` and ``db``."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ import convoy
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._db import db_app
 from convoy.cli._inbox import inbox_app
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
@@ -66,3 +67,4 @@ app.add_typer(state_app)
 app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.add_typer(db_app)

@@ -29,6 +29,7 @@ from convoy.stores._protocol import (
     StateWriteResult,
     StepRecord,
     Store,
+    StoreSummary,
 )
 from convoy.stores._sqlite import SQLiteStore
 from convoy.stores._url import DEFAULT_STORE, default_store_url, is_postgres_url, store_from_url
@@ -53,5 +54,5 @@ def __getattr__(name: str) -> Any:
 __all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold",
            "Level", "NewSession", "PostgresStore", "Reservation", "SQLiteStore", "SessionFilter",
            "SessionOutcome", "SessionRow", "SessionStatus", "Signal", "Spend", "StateEntry",
-           "StateWrite", "StateWriteResult", "StepRecord", "Store", "default_store_url",
-           "is_postgres_url", "store_from_url"]
+           "StateWrite", "StateWriteResult", "StepRecord", "Store", "StoreSummary",
+           "default_store_url", "is_postgres_url", "store_from_url"]

@@ -60,8 +60,9 @@ from convoy.stores._protocol import (
     SessionRow,
     Signal,
     StepRecord,
+    StoreSummary,
 )
-from convoy.stores._rows import conditions, next_seq
+from convoy.stores._rows import SUMMARY, conditions, next_seq
 from convoy.stores._sqlite_sql import (
     _JOURNAL_COLS,
     _SESSION_COLS,
@@ -197,6 +198,21 @@ class PostgresStore(PostgresLimits, PostgresState):
             f'SELECT value FROM "{self.schema}".meta WHERE key=\'schema_version\'')
         row = await cur.fetchone()
         return int(row[0]) if row else None
+
+    async def schema_version(self) -> int | None:
+        conn = await self._connect()
+        try:
+            return await self._schema_version(conn)
+        except psycopg.Error as e:
+            raise sql.store_error(e, self.url, "read") from None
+        finally:
+            await conn.close()
+
+    async def summary(self) -> StoreSummary:
+        journal, keys, tenants = (await self._read(SUMMARY))[0]
+        return StoreSummary(schema_version=sql.PG_SCHEMA_VERSION, sessions=await self.counts(),
+                            journal_entries=int(journal), state_keys=int(keys),
+                            tenants=int(tenants))
 
     def _check_not_newer(self, version: int | None) -> None:
         if version is not None and version > sql.PG_SCHEMA_VERSION:

@@ -277,6 +277,18 @@ class StateWriteResult:
     woken: int = 0
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StoreSummary:
+    """What a store holds (``convoy db info``): its schema version, sessions by status,
+    journal entries, keys of shared state, and tenants (with a session or a state key)."""
+
+    schema_version: int
+    sessions: dict[str, int]
+    journal_entries: int
+    state_keys: int
+    tenants: int
+
+
 @runtime_checkable
 class Store(Protocol):
     """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`,
@@ -297,6 +309,17 @@ class Store(Protocol):
     @property
     def is_open(self) -> bool:
         """Whether :meth:`open` has run and :meth:`aclose` has not."""
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The schema version the database holds, read without opening, creating or
+        migrating anything (``None``: no Convoy store there yet). Works on a store object
+        that is not open; raises :class:`~convoy.StoreError` if the database cannot be
+        reached."""
+        ...
+
+    async def summary(self) -> StoreSummary:
+        """What the store holds, counted across every tenant (see :class:`StoreSummary`)."""
         ...
 
     # -- sessions ----------------------------------------------------------------------
@@ -553,4 +576,4 @@ class Store(Protocol):
 __all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold", "Level",
            "NewSession", "Reservation", "SessionFilter", "SessionOutcome", "SessionRow",
            "SessionStatus", "Signal", "Spend", "StateEntry", "StateWrite", "StateWriteResult",
-           "StepRecord", "StepStatus", "Store"]
+           "StepRecord", "StepStatus", "Store", "StoreSummary"]

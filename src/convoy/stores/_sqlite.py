@@ -35,8 +35,9 @@ from convoy.stores._protocol import (
     SessionRow,
     Signal,
     StepRecord,
+    StoreSummary,
 )
-from convoy.stores._rows import conditions, next_seq
+from convoy.stores._rows import SUMMARY, conditions, next_seq
 from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
@@ -191,6 +192,32 @@ class SQLiteStore(SQLiteLimits, SQLiteState):
         if self.durability == "power":
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
         self._checkpointer = _Checkpointer(self.path)
+
+    async def schema_version(self) -> int | None:
+        if not self.path.exists():
+            return None
+        try:  # read-only: nothing is created or migrated
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # a SQLite file, but not a Convoy store (yet)
+            raise _store_error(e, self.path, "read") from None
+        except sqlite3.DatabaseError as e:
+            raise _store_error(e, self.path, "read") from None
+        finally:
+            conn.close()
+        return int(row[0]) if row else 1
+
+    async def summary(self) -> StoreSummary:
+        journal, keys, tenants = self._read(SUMMARY)[0]
+        return StoreSummary(schema_version=SCHEMA_VERSION, sessions=await self.counts(),
+                            journal_entries=int(journal), state_keys=int(keys),
+                            tenants=int(tenants))
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create or upgrade the schema. A store already at this version is only read, so
