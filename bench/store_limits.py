@@ -1,8 +1,10 @@
-"""What the limits engines share cost per model call, on the SQLite store.
+"""What the limits engines share cost per model call, on the SQLite or PostgreSQL store.
 
     .venv/bin/python bench/store_limits.py [--calls 20000] [--rounds 5]
+    .venv/bin/python bench/store_limits.py --db postgresql://USER@HOST/DB
 
-One store (a SQLite file, durability "process"), one caller, calls one after another, as a
+One store (a SQLite file, durability "process"; or with `--db` a fresh schema
+`limits_<random>` of that PostgreSQL database), one caller, calls one after another, as a
 W1-like session makes them. Per simulated call:
 
 * `journal_append`: one awaited journal append (what every step already pays: reference);
@@ -26,17 +28,20 @@ import json
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-from convoy.stores import Hold, NewSession, Spend, SQLiteStore, StepRecord
+from convoy.stores import Hold, NewSession, Spend, StepRecord, is_postgres_url, store_from_url
 
 OWNER = "bench"
 
 
-async def main_async(calls: int, rounds: int) -> dict[str, object]:
+async def main_async(calls: int, rounds: int, url: str | None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="convoy-limits-") as tmp:
-        store = SQLiteStore(Path(tmp) / "limits.db")
+        db = str(Path(tmp) / "limits.db") if url is None else \
+            url + ("&" if "?" in url else "?") + f"schema=limits_{uuid.uuid4().hex[:8]}"
+        store = store_from_url(db)
         await store.open()
         await store.create_sessions([NewSession(id="s", workflow="w", version="1", tenant="t",
                                                 input="{}")], owner=OWNER, lease_s=1e9)
@@ -87,7 +92,8 @@ async def main_async(calls: int, rounds: int) -> dict[str, object]:
                 samples[name].append((time.perf_counter() - t0) / calls * 1e6)
         await store.aclose()
     med = {k: round(statistics.median(v), 1) for k, v in samples.items()}
-    return {"calls_per_round": calls, "rounds": rounds, "us_per_call": med,
+    return {"store": "sqlite" if url is None else "postgres", "calls_per_round": calls,
+            "rounds": rounds, "us_per_call": med,
             "us_reserve_added_to_a_step": round(med["reserve_settle_append"]
                                                 - med["journal_append"], 1),
             "samples": {k: [round(x, 1) for x in v] for k, v in samples.items()}}
@@ -97,10 +103,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--calls", type=int, default=20_000)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--db", default=None, metavar="URL",
+                    help="a postgresql:// database (a fresh schema); default: a SQLite file")
     a = ap.parse_args()
     if a.calls < 1 or a.rounds < 1:
         ap.error("--calls and --rounds must be >= 1")
-    print(json.dumps(asyncio.run(main_async(a.calls, a.rounds))))
+    if a.db is not None and not is_postgres_url(a.db):
+        ap.error("--db takes a postgresql:// URL (SQLite is the default)")
+    print(json.dumps(asyncio.run(main_async(a.calls, a.rounds, a.db))))
 
 
 if __name__ == "__main__":
