@@ -468,7 +468,8 @@ class Budgets(Interceptor):
             if grants else 0
         try:
             factor = self.hard_factor if downgraded else 1.0 + extra
-            ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor)
+            ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor,
+                                                        wait_held=not downgraded)
             if ticket is None and not downgraded and self._downgrade(input, refused):
                 # The cheaper model, against the hard limits.
                 for led in ledgers:
@@ -477,7 +478,8 @@ class Budgets(Interceptor):
                 for led in ledgers:
                     led.reserve(tokens, usd)
                 ticket, refused = await self._store.reserve(shared, tokens, usd,
-                                                            factor=self.hard_factor)
+                                                            factor=self.hard_factor,
+                                                            wait_held=False)
             if ticket is None:
                 self._refuse(input, refused)
         except BaseException:

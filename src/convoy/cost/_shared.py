@@ -137,11 +137,13 @@ class SharedBudgets:
         self.reserves = 0  # store round trips, for reports
 
     async def reserve(self, ledgers: Sequence[BudgetLedger], tokens: int, usd: float, *,
-                      factor: float = 1.0) -> tuple[Ticket | None, list[BudgetLedger]]:
-        """Hold one call's cost on every ledger. Returns the call's ticket, or ``None``
-        and the ledgers that refused for good: spent out, or, against ``factor`` times the
-        limits (a downgraded call), full. Otherwise a budget held by calls in flight is
-        waited for."""
+                      factor: float = 1.0, wait_held: bool = True
+                      ) -> tuple[Ticket | None, list[BudgetLedger]]:
+        """Hold one call's cost on every ledger, against ``factor`` times their limits (a
+        downgraded call's hard limits, or the extra budgets an approved escalation
+        granted). Returns the call's ticket, or ``None`` and the ledgers that refused for
+        good: spent out, or full if ``wait_held`` is false (a downgraded call). Otherwise a
+        budget held by calls in flight is waited for."""
         key: Key = (tuple(led.scope for led in ledgers), factor)
         slab = self._slabs.get(key)
         if slab is not None:
@@ -151,13 +153,13 @@ class SharedBudgets:
         # A call arriving asks at once, even past callers queued for the budget: arriving
         # as another call settles, it takes the room that call left (a session already
         # under way goes on rather than one more starting).
-        decided = await self._try(key, ledgers, tokens, usd)
+        decided = await self._try(key, ledgers, tokens, usd, wait_held)
         if decided is not None:
             return decided
         async with ledgers[0].gate:  # one caller at a time asks again; the others queue
             delay = RETRY_FIRST
             while (decided := self._spent_out(ledgers, factor)
-                   or await self._try(key, ledgers, tokens, usd)) is None:
+                   or await self._try(key, ledgers, tokens, usd, wait_held)) is None:
                 ledgers[0].waited += 1
                 with suppress(TimeoutError):
                     async with asyncio.timeout(delay):
@@ -174,7 +176,8 @@ class SharedBudgets:
         return (None, out) if out else None
 
     async def _try(self, key: Key, ledgers: Sequence[BudgetLedger], tokens: int,
-                   usd: float) -> tuple[Ticket | None, list[BudgetLedger]] | None:
+                   usd: float, wait_held: bool
+                   ) -> tuple[Ticket | None, list[BudgetLedger]] | None:
         """One reservation attempt: granted (a new slab, and the call's ticket), refused
         for good, or ``None``: held by reservations, try again."""
         factor = key[1]
@@ -202,7 +205,7 @@ class SharedBudgets:
         self._ahead[key] = SLAB_CALLS if share == 0 else \
             max(1, min(SLAB_CALLS, int(1 / (share * SLAB_SHARE))))
         if not res.granted:
-            out = _refusing(ledgers, res, factor, held_waits=factor == 1.0)
+            out = _refusing(ledgers, res, factor, held_waits=wait_held)
             return (None, out) if out else None
         # Used only up to the room that was left (at least one call): a slab held while
         # the limit was near never takes the engines past it by more than one call. The
