@@ -1,5 +1,5 @@
 """The ``convoy`` command line: ``run``, ``resume``, ``worker``, ``signal``, ``cancel``,
-``replay``, ``sessions``, ``state``, ``inbox``, ``cost``, ``chaos`` and ``db``."""
+``replay``, ``sessions``, ``state``, ``inbox``, ``cost``, ``chaos``, ``db``, ``trace`` and ``metrics``."""
 
 from __future__ import annotations
 
