@@ -10,6 +10,7 @@ import convoy
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._db import db_app
 from convoy.cli._inbox import inbox_app
 from convoy.cli._metrics import metrics_app
 from convoy.cli._replay import replay
@@ -68,5 +69,6 @@ app.add_typer(state_app)
 app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.add_typer(db_app)
 app.command("trace")(trace)
 app.add_typer(metrics_app)

@@ -14,17 +14,22 @@ from convoy.stores._protocol import (
     SCHEMA_VERSION,
     STATUSES,
     UNFINISHED,
+    Hold,
+    Level,
     NewSession,
+    Reservation,
     SessionFilter,
     SessionOutcome,
     SessionRow,
     SessionStatus,
     Signal,
+    Spend,
     StateEntry,
     StateWrite,
     StateWriteResult,
     StepRecord,
     Store,
+    StoreSummary,
 )
 from convoy.stores._sqlite import SQLiteStore
 from convoy.stores._url import DEFAULT_STORE, default_store_url, is_postgres_url, store_from_url
@@ -46,8 +51,8 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'convoy.stores' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED",
-           "NewSession", "PostgresStore", "SQLiteStore", "SessionFilter", "SessionOutcome",
-           "SessionRow", "SessionStatus", "Signal", "StateEntry", "StateWrite",
-           "StateWriteResult", "StepRecord", "Store", "default_store_url", "is_postgres_url",
-           "store_from_url"]
+__all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold",
+           "Level", "NewSession", "PostgresStore", "Reservation", "SQLiteStore", "SessionFilter",
+           "SessionOutcome", "SessionRow", "SessionStatus", "Signal", "Spend", "StateEntry",
+           "StateWrite", "StateWriteResult", "StepRecord", "Store", "StoreSummary",
+           "default_store_url", "is_postgres_url", "store_from_url"]
