@@ -84,6 +84,7 @@ from convoy.security._approval import Approval
 from convoy.security._guard import ToolGuard, approved
 from convoy.security._policy import ProvenancePolicy, ProvenanceRule
 from convoy.security._provenance import Origin, Provenance, Untrusted
+from convoy.security._redteam import RedteamReport, run_redteam
 from convoy.security._spotlight import detect_injection, spotlight
 from convoy.state import State, StateVersion, Versioned
 
@@ -140,6 +141,7 @@ __all__ = [
     "ProvenancePolicy",
     "ProvenanceRule",
     "RecordedError",
+    "RedteamReport",
     "Rejected",
     "ReplayResult",
     "Sandbox",
@@ -189,6 +191,7 @@ __all__ = [
     "infer_model",
     "load_workflow",
     "pipeline",
+    "run_redteam",
     "spotlight",
     "supervisor",
     "tool",

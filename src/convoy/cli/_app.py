@@ -11,6 +11,7 @@ from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._inbox import inbox_app
+from convoy.cli._redteam import redteam
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
@@ -66,3 +67,4 @@ app.add_typer(state_app)
 app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.command("redteam")(redteam)

@@ -88,9 +88,7 @@ class Untrusted:
 
     Its text joins the session's untrusted content (the policy checks tool arguments
     against it) and is not part of the user's request; the agent's input message is
-    tainted."""
-
-    label: str = "input"
+    tainted (its provenance names the field: ``"user:attachment"``)."""
 
 
 @lru_cache(maxsize=256)

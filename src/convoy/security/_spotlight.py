@@ -67,7 +67,6 @@ PATTERNS: dict[str, re.Pattern[str]] = {name: re.compile(rx, re.IGNORECASE | re.
                    r"act as (an? )?(admin|root|developer|system))",
     "prompt_extraction": r"\b(system prompt|initial (instructions|prompt)|instructions you "
                          r"were given|(text|everything) above)\b",
-    "tool_command": r"\b(call|invoke|use|run)\s+(the\s+)?(tool|function)?\s*\w+\s+with\s*\{",
     "script": r"<\s*script|javascript:|\bon(error|load)\s*=|data:text/html",
     "exfil_link": r"!\[[^\]]*\]\(\s*https?://[^)\s]*[?&=]",
     "code_exec": r"__import__|\b(os\.)?(system|popen|subprocess\.run|exec|eval)\s*\(|\$\(",
