@@ -112,6 +112,7 @@ async def test_arguments_from_untrusted_content_wait_for_a_person(db: Path) -> N
         await eng.inbox.reject(task.id, by="ops", comment="not ours")
         [res] = await eng.resume()
         assert res.ok and RAN == [] and '"refused": "rejected"' in res.output
+        assert (await eng.replay("p1")).matches  # the ledger rebuilds from the journal
 
 
 async def test_arguments_from_the_request_or_trusted_tools_need_no_approval(db: Path) -> None:
@@ -136,11 +137,14 @@ async def test_destructive_calls_after_an_untrusted_read_need_approval(db: Path)
     RAN.clear()
     after = convoy.SimModel({"clerk": _calls(("read_doc", {"name": "x"}),
                                              ("close_account", {"customer": "c1"}))})
+    flow = _flow("prov.d1", _clerk())
     async with _engine(db.with_name("b.db"), after) as eng:
-        res = await eng.run(_flow("prov.d1", _clerk()), "close c1", session_id="d1")
+        res = await eng.run(flow, "close c1", session_id="d1")
         [task] = await eng.inbox.tasks()
         assert res.status == "waiting" and RAN == []
         assert task.context["rule"] == "destructive_after_untrusted"
+    # Another engine (a restart) resumes it: the ledger is rebuilt from the journal.
+    async with _engine(db.with_name("b.db"), after, workflows=[flow]) as eng:
         await eng.inbox.approve(task.id, by="ops")
         [res] = await eng.resume()
         assert res.ok and RAN == [("close", "c1")]
@@ -278,3 +282,20 @@ def test_spotlight_delimits_untrusted_content_with_an_unforgeable_boundary() -> 
 ])
 def test_injection_patterns_are_detected(text: str, names: list[str]) -> None:
     assert convoy.detect_injection(text) == names
+
+
+async def test_a_restarted_engine_remembers_what_the_session_read(db: Path) -> None:
+    sim = convoy.SimModel({"clerk": _calls(
+        ("read_doc", {"name": "report"}),
+        ("transfer", {"iban": "DE89370400440532013000", "cents": 1}),
+        ("close_account", {"customer": "c1"}))})
+    flow = _flow("prov.restart", _clerk())
+    async with _engine(db, sim) as eng:
+        assert (await eng.run(flow, "go", session_id="r")).status == "waiting"
+        [first] = await eng.inbox.tasks()
+    async with _engine(db, sim, workflows=[flow]) as eng:  # nothing read in this process
+        await eng.inbox.reject(first.id, by="ops")
+        [res] = await eng.resume()
+        assert res.status == "waiting" and RAN == []
+        [second] = await eng.inbox.tasks()
+        assert second.context["rule"] == "destructive_after_untrusted"
