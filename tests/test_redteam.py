@@ -155,6 +155,7 @@ def test_fuzz_no_untrusted_argument_runs_unapproved(c: dict[str, Any]) -> None:
                 stopped = True  # parks on a person's approval
                 continue
             expected.append((t, TOKENS[tok]))
+            read += _n('"ok"')  # its output is a tool's output too: untrusted
 
     async def run() -> convoy.SessionResult[str]:
         with tempfile.TemporaryDirectory() as d:

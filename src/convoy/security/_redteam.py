@@ -170,7 +170,7 @@ def cases(payloads: dict[str, list[str]], limit: int | None = None) -> Iterator[
                      Step(agent="assistant", tool="delete_records", args={"prefix": "tmp/"})))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, kw_only=True)
 class RedteamReport:
     """What ``convoy redteam`` found (see the module docstring)."""
 
