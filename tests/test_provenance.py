@@ -299,3 +299,4 @@ async def test_a_restarted_engine_remembers_what_the_session_read(db: Path) -> N
         assert res.status == "waiting" and RAN == []
         [second] = await eng.inbox.tasks()
         assert second.context["rule"] == "destructive_after_untrusted"
+        assert not eng.injection_signals  # the replayed read is not counted again

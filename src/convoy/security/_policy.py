@@ -37,7 +37,14 @@ from pydantic import BaseModel
 from convoy._errors import ApprovalRequired, ToolDenied, UserError
 from convoy.interceptors._base import Interceptor, Next, Stage, ToolCallInput
 from convoy.security._guard import approved
-from convoy.security._provenance import MIN_MATCH, Taint, normalise, strings, untrusted_fields
+from convoy.security._provenance import (
+    MIN_MATCH,
+    Taint,
+    count_injections,
+    normalise,
+    strings,
+    untrusted_fields,
+)
 
 if TYPE_CHECKING:
     from convoy.definitions._tools import Tool
@@ -147,6 +154,9 @@ class ProvenancePolicy(Interceptor):
     ``Engine(provenance=ProvenancePolicy(rules=[...]))``; every engine has one, with
     :data:`DEFAULT_RULES` unless told otherwise (``rules=()`` enforces nothing).
 
+    It also counts the known injection patterns of every untrusted tool output in
+    ``engine.injection_signals``, once per call that ran.
+
     Attributes:
         blocked: calls stopped, by rule name (sent for approval or denied).
         approved_calls: calls a rule stopped that then ran on a person's approval.
@@ -170,8 +180,17 @@ class ProvenancePolicy(Interceptor):
         tool = input.tool
         s = input.session
         taint = s.taint
-        if taint is None or not (tool.writes or tool.name in self._named):
-            return await next(input)
+        if taint is not None and (tool.writes or tool.name in self._named):
+            await self._check(input, taint)
+        result = await next(input)
+        if not tool.trusted:  # signals, counted once: a replayed step does not come here
+            count_injections(s, tool.dump_result(result))
+        return result
+
+    async def _check(self, input: ToolCallInput, taint: Taint) -> None:
+        """Raise if a rule stops this call (see the module docstring)."""
+        tool = input.tool
+        s = input.session
         for rule in self.rules:
             if not rule.applies(tool):
                 continue
@@ -191,7 +210,6 @@ class ProvenancePolicy(Interceptor):
                 break
             self.blocked[rule.name] += 1
             raise ApprovalRequired(f"rule {rule.name!r}: {why}", rule=rule.name)
-        return await next(input)
 
 
 __all__ = ["DEFAULT_RULES", "ENTITIES", "ProvenancePolicy", "ProvenanceRule", "entities",

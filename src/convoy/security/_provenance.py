@@ -177,12 +177,20 @@ def ledger(s: SessionState) -> Taint:
     return t
 
 
-def note_untrusted(s: SessionState, text: str, prov: Provenance) -> None:
-    """Untrusted ``text`` entered session ``s``: into its ledger, and known injection
-    patterns into the engine's signals."""
+def note_untrusted(s: SessionState, text: str, prov: Provenance, *,
+                   signal: bool = False) -> None:
+    """Untrusted ``text`` entered session ``s``: into its ledger; with ``signal``, known
+    injection patterns into the engine's signals, unless the session is replaying its
+    journal (the provenance policy signals tool outputs as they are produced)."""
+    ledger(s).add(text, prov)
+    if signal and not getattr(s.executor, "replaying", False):
+        count_injections(s, text)
+
+
+def count_injections(s: SessionState, text: str) -> None:
+    """Known injection patterns of ``text`` into the engine's signals."""
     from convoy.security._spotlight import detect_injection
 
-    ledger(s).add(text, prov)
     hits = detect_injection(text)
     if hits:
         s.runtime.injection_signals.update(hits)
@@ -196,7 +204,8 @@ def input_provenance(s: SessionState, value: Any, rendered: str, sender: str) ->
     if isinstance(value, BaseModel):
         for name in untrusted_fields(type(value)):
             for text in strings(value.model_dump(mode="json", include={name}).get(name)):
-                note_untrusted(s, text, Provenance(origin=Origin.USER, source=name, tainted=True))
+                note_untrusted(s, text, Provenance(origin=Origin.USER, source=name,
+                                                   tainted=True), signal=True)
                 tainted = True
     if not tainted and s.taint is not None:
         tainted = s.taint.derived(rendered)
@@ -212,6 +221,7 @@ def tainted(s: SessionState, messages: list[Message]) -> bool:
 
 
 __all__ = ["DEVELOPER", "HUMAN", "MODEL", "MODEL_TAINTED", "USER", "USER_TAINTED",
-           "Origin", "Provenance", "Taint", "Untrusted", "from_agent", "from_tool",
+           "Origin", "Provenance", "Taint", "Untrusted", "count_injections", "from_agent",
+           "from_tool",
            "input_provenance", "ledger", "normalise", "note_untrusted", "strings",
            "tainted", "untrusted_fields"]

@@ -10,7 +10,8 @@ is data, not instructions. The simulator receives the messages as they are, each
 :attr:`~convoy.Message.provenance`.
 
 :func:`detect_injection` names the known injection patterns a text matches. It is a signal
-(counted in ``engine.injection_signals``), not a defence: the policy holds whatever the
+(untrusted tool outputs and ``Untrusted`` input fields, counted once in
+``engine.injection_signals``), not a defence: the policy holds whatever the
 model does.
 """
 
