@@ -66,6 +66,8 @@ from convoy.state._access import ToolAccess
 
 if TYPE_CHECKING:
     from convoy.runtime._context import Context
+    from convoy.runtime._session import SessionState
+    from convoy.security._provenance import Provenance
 
 
 def _decode_response(text: str) -> ModelResponse:
@@ -247,7 +249,7 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
         transcript=[m.to_dict() for m in messages])
 
 
-def _said(s: Any, messages: list[Message]) -> Any:
+def _said(s: SessionState, messages: list[Message]) -> Provenance:
     """The provenance of a model's turn: tainted once it read untrusted content."""
     return MODEL_TAINTED if tainted(s, messages) else MODEL
 
