@@ -16,18 +16,23 @@ from convoy.stores._protocol import (
     UNFINISHED,
     AlertDelivery,
     AlertRow,
+    Hold,
+    Level,
     NewAlert,
     NewSession,
+    Reservation,
     SessionFilter,
     SessionOutcome,
     SessionRow,
     SessionStatus,
     Signal,
+    Spend,
     StateEntry,
     StateWrite,
     StateWriteResult,
     StepRecord,
     Store,
+    StoreSummary,
 )
 from convoy.stores._sqlite import SQLiteStore
 from convoy.stores._url import DEFAULT_STORE, default_store_url, is_postgres_url, store_from_url
@@ -50,7 +55,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED",
-           "AlertDelivery", "AlertRow", "NewAlert", "NewSession", "PostgresStore",
-           "SQLiteStore", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
-           "Signal", "StateEntry", "StateWrite", "StateWriteResult", "StepRecord", "Store",
+           "AlertDelivery", "AlertRow", "Hold", "Level", "NewAlert", "NewSession",
+           "PostgresStore", "Reservation", "SQLiteStore", "SessionFilter", "SessionOutcome",
+           "SessionRow", "SessionStatus", "Signal", "Spend", "StateEntry", "StateWrite",
+           "StateWriteResult", "StepRecord", "Store", "StoreSummary",
            "default_store_url", "is_postgres_url", "store_from_url"]
