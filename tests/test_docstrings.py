@@ -52,6 +52,8 @@ IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
               "PostgresStore": ("convoy.stores", "Store"),
               "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
+              "SQLiteAlerts": ("convoy.stores", "Store"),  # SQLiteStore's alert methods
+              "PostgresAlerts": ("convoy.stores", "Store"),  # PostgresStore's alert methods
               "PostgresLimits": ("convoy.stores", "Store"),  # PostgresStore's shared limits
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 

@@ -46,7 +46,8 @@ async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Pa
     assert (rec.input_tokens, rec.output_tokens, rec.cost, rec.agent) == (40, 8, 0.25, "a")
     await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)
 
     from pydantic import BaseModel
 
@@ -91,7 +92,8 @@ async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
     finally:
         await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)
 
 
 async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
@@ -138,4 +140,5 @@ async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
     finally:
         await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)

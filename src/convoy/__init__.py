@@ -39,6 +39,7 @@ from convoy._errors import (
     UserError,
     WaitTimeout,
 )
+from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
 from convoy.cost._pricing import Price, PriceTable
 from convoy.definitions._agent import Agent
 from convoy.definitions._tool_runner import ToolThreads, ToolThreadsExhausted
@@ -99,6 +100,8 @@ __all__ = [
     "AgentTurnsExhausted",
     "Approval",
     "ApprovalRequired",
+    "BaselineAlerts",
+    "BaselinePolicy",
     "BudgetExhausted",
     "CircuitOpenError",
     "Comment",
@@ -186,6 +189,7 @@ __all__ = [
     "UserError",
     "Versioned",
     "WaitTimeout",
+    "Webhook",
     "Workflow",
     "__version__",
     "approved",

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 import convoy
+from convoy.cli._alerts import alerts
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
@@ -70,6 +71,7 @@ app.add_typer(state_app)
 app.add_typer(inbox_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.command("alerts")(alerts)
 app.add_typer(db_app)
 app.command("redteam")(redteam)
 app.command("trace")(trace)

@@ -16,6 +16,7 @@ from convoy import TerminalReason
 from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
+from convoy.definitions._config_hash import short_hash
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
 from convoy.resilience._classify import error_kind_of
@@ -247,6 +248,21 @@ def _state_summary(value: Any) -> str:
     return short(json.dumps(value))
 
 
+def agent_configs(steps: Sequence[StepRecord]) -> dict[str, list[str]]:
+    """The configuration hashes journaled for each agent of a session, in the order the
+    agents and their versions first took a step (a resume under a changed definition shows
+    two)."""
+    out: dict[str, list[str]] = {}
+    for r in steps:
+        if r.config is None:
+            continue
+        agent = r.agent or r.target
+        seen = out.setdefault(agent, [])
+        if r.config not in seen:
+            seen.append(r.config)
+    return out
+
+
 def journal_table(steps: Sequence[StepRecord]) -> Table:
     spend = any(r.input_tokens or r.output_tokens or r.cost for r in steps)
     t = Table()
@@ -304,6 +320,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("active time", fmt_duration(row.active_s))
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
     info.add_row("cost", fmt_cost(row.cost))
+    for agent, hashes in agent_configs(steps).items():
+        info.add_row(f"agent {agent}", "config " + ", ".join(short_hash(h) for h in hashes))
     for name, value in sorted(row.header_map.items()):
         info.add_row(f"header {name}", value)
     console.print(info)

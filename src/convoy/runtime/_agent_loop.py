@@ -383,7 +383,8 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
 
     resp: ModelResponse = await s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
-        input_hash=_messages_fingerprint(messages), spend=_response_spend)  # agent: the target
+        input_hash=_messages_fingerprint(messages), spend=_response_spend,  # agent: the target
+        config=agent.config_id)
     usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
     total.input_tokens += usage.input_tokens
     total.output_tokens += usage.output_tokens
@@ -427,7 +428,8 @@ async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
     return await s.executor.run_step(
         key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
         effect=tool.writes, idempotent=tool.idempotent,
-        input_hash=fingerprint(args.model_dump_json()), agent=agent.name)
+        input_hash=fingerprint(args.model_dump_json()), agent=agent.name,
+        config=agent.config_id)
 
 
 async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
@@ -445,7 +447,8 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
         return render_input(out)
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
-                              input_hash=fingerprint(rendered), agent=source.name)
+                              input_hash=fingerprint(rendered), agent=source.name,
+                              config=source.config_id)
     return key
 
 

@@ -14,8 +14,11 @@ from convoy.stores._protocol import (
     SCHEMA_VERSION,
     STATUSES,
     UNFINISHED,
+    AlertDelivery,
+    AlertRow,
     Hold,
     Level,
+    NewAlert,
     NewSession,
     Reservation,
     SessionFilter,
@@ -51,8 +54,9 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'convoy.stores' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold",
-           "Level", "NewSession", "PostgresStore", "Reservation", "SQLiteStore", "SessionFilter",
-           "SessionOutcome", "SessionRow", "SessionStatus", "Signal", "Spend", "StateEntry",
-           "StateWrite", "StateWriteResult", "StepRecord", "Store", "StoreSummary",
+__all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED",
+           "AlertDelivery", "AlertRow", "Hold", "Level", "NewAlert", "NewSession",
+           "PostgresStore", "Reservation", "SQLiteStore", "SessionFilter", "SessionOutcome",
+           "SessionRow", "SessionStatus", "Signal", "Spend", "StateEntry", "StateWrite",
+           "StateWriteResult", "StepRecord", "Store", "StoreSummary",
            "default_store_url", "is_postgres_url", "store_from_url"]

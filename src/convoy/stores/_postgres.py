@@ -42,6 +42,8 @@ from psycopg_pool import AsyncConnectionPool
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
+from convoy.stores._addons import ADDONS, split_script
+from convoy.stores._postgres_alerts import PostgresAlerts
 from convoy.stores._postgres_conn import (
     Conn,
     Statements,
@@ -99,7 +101,7 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class PostgresStore(PostgresLimits, PostgresState):
+class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts):
     """Everything in one schema of a PostgreSQL database.
 
     Args:
@@ -226,7 +228,7 @@ class PostgresStore(PostgresLimits, PostgresState):
         already at this version is only read, so a read-only role can still inspect it."""
         version = await self._schema_version(conn)
         self._check_not_newer(version)
-        if version == sql.PG_SCHEMA_VERSION:
+        if version == sql.PG_SCHEMA_VERSION and await self._addons_done(conn):
             return
         key = int.from_bytes(hashlib.blake2b(f"convoy:{self.schema}".encode(),
                                              digest_size=8).digest(), "big", signed=True)
@@ -246,6 +248,23 @@ class PostgresStore(PostgresLimits, PostgresState):
             await conn.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', %s) ON CONFLICT(key) "
                 "DO UPDATE SET value=excluded.value", (str(sql.PG_SCHEMA_VERSION),))
+            cur = await conn.execute("SELECT key, value FROM meta WHERE key LIKE %s",
+                                     ("addon:%",))
+            done = {k: int(v) for k, v in await cur.fetchall()}
+            for addon in ADDONS:
+                if done.get(addon.meta_key, 0) < addon.version:
+                    for stmt in split_script(addon.postgres):
+                        await conn.execute(stmt)
+                    await conn.execute(
+                        "INSERT INTO meta(key, value) VALUES(%s, %s) ON CONFLICT(key) "
+                        "DO UPDATE SET value=excluded.value", (addon.meta_key, str(addon.version)))
+
+    async def _addons_done(self, conn: Conn) -> bool:
+        """Whether every add-on is at its version (see :mod:`convoy.stores._addons`)."""
+        cur = await conn.execute(
+            f'SELECT key, value FROM "{self.schema}".meta WHERE key LIKE %s', ("addon:%",))
+        done = {k: int(v) for k, v in await cur.fetchall()}
+        return all(done.get(a.meta_key, 0) >= a.version for a in ADDONS)
 
     async def aclose(self) -> None:
         while self._pending or self._flusher is not None:

@@ -71,7 +71,8 @@ class StepRecord:
     one. ``agent`` is the agent that took the step when it is not the ``target`` itself
     (a model step's target is its agent). ``input_hash`` fingerprints what the step was
     asked (a changed input on replay is non-determinism). Tokens and cost are columns so
-    spend is summed without parsing.
+    spend is summed without parsing. ``config`` identifies the configuration of the agent that
+    took the step (:attr:`convoy.Agent.config_id`), ``None`` for steps of no agent.
     """
 
     key: str
@@ -85,6 +86,7 @@ class StepRecord:
     output_tokens: int = 0
     cost: float = 0.0
     at: float = 0.0
+    config: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -288,6 +290,61 @@ class StoreSummary:
     journal_entries: int
     state_keys: int
     tenants: int
+
+
+AlertStatus = Literal["open", "cleared"]
+AlertEvent = Literal["fired", "cleared"]
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class NewAlert:
+    """An alert that fires: ``metric`` of ``subject`` (an agent's name, or the tenant's, as
+    ``scope`` says) left its learned band. ``value`` is the observation that fired it,
+    ``mean`` / ``deviation`` the baseline, ``threshold`` the band's top; ``detail`` is JSON
+    text (error kinds, the observations that led to it)."""
+
+    tenant: str
+    scope: Literal["agent", "tenant"]
+    subject: str
+    metric: str
+    value: float
+    mean: float
+    deviation: float
+    threshold: float
+    opened: float
+    detail: str = "{}"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AlertRow:
+    """An alert as the store holds it (``cleared`` and ``cleared_value`` once it cleared)."""
+
+    id: int
+    tenant: str
+    scope: str
+    subject: str
+    metric: str
+    status: AlertStatus
+    value: float
+    mean: float
+    deviation: float
+    threshold: float
+    opened: float
+    cleared: float | None = None
+    cleared_value: float | None = None
+    detail: str = "{}"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AlertDelivery:
+    """One webhook delivery of an alert event, claimed by :meth:`Store.due_deliveries`.
+    ``attempts`` counts the attempts made before this one."""
+
+    id: int
+    url: str
+    event: AlertEvent
+    attempts: int
+    alert: AlertRow
 
 
 @runtime_checkable
@@ -574,7 +631,43 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Hold", "Level",
-           "NewSession", "Reservation", "SessionFilter", "SessionOutcome", "SessionRow",
-           "SessionStatus", "Signal", "Spend", "StateEntry", "StateWrite", "StateWriteResult",
-           "StepRecord", "StepStatus", "Store", "StoreSummary"]
+    # -- alerts ------------------------------------------------------------------------
+
+    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> int:
+        """Record an alert that fired, and queue its ``fired`` event for each webhook URL
+        (due at once), in one transaction. Returns the alert's id."""
+        ...
+
+    async def alert_clear(self, alert_id: int, at: float, value: float,
+                          webhooks: Sequence[str]) -> bool:
+        """Mark an open alert cleared (at ``at``, by the observation ``value``) and queue its
+        ``cleared`` event for each webhook URL, in one transaction. ``False`` (nothing
+        written) if it is not open."""
+        ...
+
+    async def list_alerts(self, *, tenant: str | None = None, open_only: bool = False,
+                          limit: int = 100) -> list[AlertRow]:
+        """Alerts (of ``tenant``; only open ones with ``open_only``), newest first."""
+        ...
+
+    async def due_deliveries(self, now: float, *, limit: int = 50,
+                             lease_s: float = 60.0) -> list[AlertDelivery]:
+        """Claim up to ``limit`` undelivered webhook events due at ``now``, oldest first:
+        each is due again ``lease_s`` later unless :meth:`delivery_result` says otherwise
+        first (so an engine that dies mid-delivery loses nothing, and two engines do not
+        deliver one event at once)."""
+        ...
+
+    async def delivery_result(self, delivery_id: int, *, attempts: int,
+                              delivered: float | None = None, next_at: float | None = None,
+                              error: str | None = None) -> None:
+        """Record an attempt: ``delivered`` (when it succeeded), else the ``error`` and when to
+        try again (``next_at``; ``None``: given up)."""
+        ...
+
+
+__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "AlertDelivery",
+           "AlertEvent", "AlertRow", "AlertStatus", "Hold", "Level", "NewAlert", "NewSession",
+           "Reservation", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
+           "Signal", "Spend", "StateEntry", "StateWrite", "StateWriteResult", "StepRecord",
+           "StepStatus", "Store", "StoreSummary"]

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
+from convoy.stores._addons import apply_sqlite_addons
 from convoy.stores._protocol import (
     SCHEMA_VERSION,
     NewSession,
@@ -38,6 +39,7 @@ from convoy.stores._protocol import (
     StoreSummary,
 )
 from convoy.stores._rows import SUMMARY, conditions, next_seq
+from convoy.stores._sqlite_alerts import SQLiteAlerts
 from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
@@ -109,7 +111,7 @@ class _Op:
         self.result: Any = None
 
 
-class SQLiteStore(SQLiteLimits, SQLiteState):
+class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -220,8 +222,12 @@ class SQLiteStore(SQLiteLimits, SQLiteState):
                             tenants=int(tenants))
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Create or upgrade the schema. A store already at this version is only read, so
-        a read-only file can still be inspected."""
+        """Create or upgrade the schema, then its add-ons. A store already at this version
+        with every add-on is only read, so a read-only file can still be inspected."""
+        self._migrate_core(conn)
+        apply_sqlite_addons(conn)
+
+    def _migrate_core(self, conn: sqlite3.Connection) -> None:
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError:
@@ -788,7 +794,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState):
         self._seq = seq = t if t > seq else seq
         r = record
         params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
-                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
         guard = None
         if owner is not None:

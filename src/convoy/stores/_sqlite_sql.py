@@ -173,22 +173,24 @@ _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,s
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent")
 _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
-                "cost,at"
+                "cost,at,config"
 
 _APPEND = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "input_tokens,output_tokens,cost,at,seq,config) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
-    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at, "
+    "config=excluded.config")
 # Fenced: the row lands only while ``owner`` owns the session.
 _APPEND_FENCED = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? "
+    "input_tokens,output_tokens,cost,at,seq,config) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? "
     "WHERE EXISTS (SELECT 1 FROM sessions WHERE id=? AND owner=?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
-    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at, "
+    "config=excluded.config")
 # Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
 _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
            "(SELECT 1 FROM sessions WHERE id=?{tenant})")
@@ -232,7 +234,7 @@ def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: 
 
 def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
     return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
-            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
 
 
 def _tenant_cond(tenant: str | None, mark: str = "?") -> tuple[str, tuple[str, ...]]:
@@ -261,7 +263,7 @@ def _session(r: Sequence[Any]) -> SessionRow:
 def _record(r: Sequence[Any]) -> StepRecord:
     return StepRecord(key=r[0], kind=r[1], target=r[2], status=r[3], result=r[4],
                       input_hash=r[5], agent=r[6], input_tokens=r[7], output_tokens=r[8],
-                      cost=r[9], at=r[10])
+                      cost=r[9], at=r[10], config=r[11])
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
