@@ -50,6 +50,7 @@ from convoy.stores._sqlite_sql import (
     _MIGRATE_2,
     _MIGRATE_3,
     _MIGRATE_4,
+    _MIGRATE_5,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -206,7 +207,8 @@ class SQLiteStore(SQLiteState):
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4)):
+            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4),
+                                   (5, _MIGRATE_5)):
                 if version < target:
                     for stmt in script.split(";"):
                         if stmt.strip():

@@ -131,6 +131,21 @@ CREATE TABLE IF NOT EXISTS state_watch(
 # tenant read the index instead of every session).
 _MIGRATE_4 = "CREATE INDEX IF NOT EXISTS sessions_tenant_status ON sessions(tenant, status)"
 
+# Version 4 -> 5: ``kv`` as a rowid table. WITHOUT ROWID suits small rows only: a value past
+# ~1 kB (a session's spans, a few kB) went to overflow pages of the key's B-tree, and
+# storing it cost several times as much.
+_MIGRATE_5 = """
+CREATE TABLE kv_rows(
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(namespace, key)
+);
+INSERT INTO kv_rows(namespace, key, value) SELECT namespace, key, value FROM kv;
+DROP TABLE kv;
+ALTER TABLE kv_rows RENAME TO kv
+"""
+
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent")
