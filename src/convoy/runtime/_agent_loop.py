@@ -40,7 +40,7 @@ from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.durability._executor import fingerprint
 from convoy.hitl._approve import approve_then_call
-from convoy.hitl._escalate import escalated, escalates, reviews
+from convoy.hitl._escalate import Leg, escalated, escalates, reviews
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
@@ -95,21 +95,22 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     handoff_key: str | None = None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
         messages: list[Message] = []
-        leg = _Leg(ctx, agent, value, routed, messages, source, handoff_key)
         try:
-            done, result = await leg.run()
+            done, result = await _leg(ctx, agent, value, routed, messages, source, handoff_key)
         except (Exception, SessionTerminated) as e:
             rules = agent.escalation or s.runtime.escalation
             if rules is None or not escalates(rules, e):
                 raise
             # A failure the rules name goes to a person, who decides how to go on.
-            done, result = await escalated(ctx, agent, rules, leg.again, messages, error=e)
+            done, result = await escalated(ctx, agent, rules, _again(
+                ctx, agent, value, messages, source, handoff_key), messages, error=e)
         else:
             rules = agent.escalation or s.runtime.escalation
             if rules is not None and rules.confidence_below is not None and \
                     reviews(rules, done, result):
-                done, result = await escalated(ctx, agent, rules, leg.again, messages,
-                                               outcome=(done, result))
+                done, result = await escalated(ctx, agent, rules, _again(
+                    ctx, agent, value, messages, source, handoff_key), messages,
+                    outcome=(done, result))
         if done:
             return result
         routed = True  # whatever comes next was chosen by a model: a handoff
@@ -117,46 +118,41 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
         agent, value, handoff_key = result
 
 
-class _Leg:
+def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
+         messages: list[Message], source: Agent[Any, Any] | None, handoff_key: str | None,
+         note: str | None = None) -> Awaitable[tuple[bool, Any]]:
     """One agent's turns on ``value`` (into ``messages``), until it answers or hands off:
-    through the agent chain when interceptors hook agent runs, else straight to the turns."""
+    through the agent chain when interceptors hook agent runs, else straight to the turns.
+    ``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine itself:
+    it costs no frame of its own on every agent run.)"""
+    s = ctx.session
+    rendered = render_input(value)
+    if routed:
+        s.note_input(agent.name, rendered)
+    system = agent.render_instructions(value)
+    if messages:
+        messages.clear()
+    if system:
+        messages.append(Message(role="system", content=system))
+    messages.append(Message(role="user", content=rendered))
+    if note:
+        messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
+    chain = s.runtime.agent_chain
+    if chain.call is agent_turns:  # no agent hooks: no input to build
+        return _loop(ctx, agent, messages)
+    return _chained(chain.call(AgentRunInput(
+        session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+        handoff_from=source, handoff_key=handoff_key,
+        replaying=getattr(s.executor, "replaying", False), context=ctx)))
 
-    __slots__ = ("agent", "ctx", "handoff_key", "messages", "routed", "source", "value")
 
-    def __init__(self, ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
-                 messages: list[Message], source: Agent[Any, Any] | None,
-                 handoff_key: str | None) -> None:
-        self.ctx, self.agent, self.value, self.routed = ctx, agent, value, routed
-        self.messages, self.source, self.handoff_key = messages, source, handoff_key
+def _again(ctx: Context, agent: Agent[Any, Any], value: Any, messages: list[Message],
+           source: Agent[Any, Any] | None, handoff_key: str | None) -> Leg:
+    """The leg again, as a person asked for it (loop detection does not count it)."""
+    def leg(note: str | None) -> Awaitable[tuple[bool, Any]]:
+        return _leg(ctx, agent, value, False, messages, source, handoff_key, note)
 
-    def run(self, note: str | None = None) -> Awaitable[tuple[bool, Any]]:
-        """``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine
-        itself: it costs no frame of its own on every agent run.)"""
-        ctx, agent, value, messages = self.ctx, self.agent, self.value, self.messages
-        s = ctx.session
-        rendered = render_input(value)
-        if self.routed:
-            s.note_input(agent.name, rendered)
-        system = agent.render_instructions(value)
-        if messages:
-            messages.clear()
-        if system:
-            messages.append(Message(role="system", content=system))
-        messages.append(Message(role="user", content=rendered))
-        if note:
-            messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
-        chain = s.runtime.agent_chain
-        if chain.call is agent_turns:  # no agent hooks: no input to build
-            return _loop(ctx, agent, messages)
-        return _chained(chain.call(AgentRunInput(
-            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
-            handoff_from=self.source, handoff_key=self.handoff_key,
-            replaying=getattr(s.executor, "replaying", False), context=ctx)))
-
-    def again(self, note: str | None) -> Awaitable[tuple[bool, Any]]:
-        """The leg again, as a person asked for it (loop detection does not count it)."""
-        self.routed = False
-        return self.run(note)
+    return leg
 
 
 async def _chained(end: Awaitable[AgentRunEnd]) -> tuple[bool, Any]:
