@@ -49,7 +49,7 @@ COMMANDS = (["run"], ["resume"], ["retry"], ["worker"], ["signal"], ["cancel"], 
 def test_version_and_help() -> None:
     res = cli("--version")
     assert res.code == 0
-    assert res.stdout.strip() == "convoy 0.1.0 (store schema 4)"
+    assert res.stdout.strip() == "convoy 0.1.0 (store schema 5)"
     top = cli("--help")
     assert top.code == 0
     for command in COMMANDS:
