@@ -645,6 +645,26 @@ async def test_finish_records_the_outcome(store: Store, clock: FakeClock) -> Non
     assert not row.unfinished
 
 
+async def test_update_headers_lands_with_a_creation_not_yet_committed(store: Store) -> None:
+    created = store.create_session(new("s", headers={"a": "1"}), owner="A", lease_s=LEASE)
+    updated = store.update_headers("s", "A", {"a": "1", "trace": "t"})
+    await store.append("s", "A", step("0", 1.0))
+    await asyncio.gather(created, updated)
+    row = await must(store, "s")
+    assert row.header_map == {"a": "1", "trace": "t"} and row.owner == "A"
+
+
+async def test_update_headers_of_a_committed_session_is_fenced_on_its_owner(
+        store: Store) -> None:
+    await owned(store, "s", "A", headers={"a": "1"})
+    await store.update_headers("s", "A", {"trace": "t"})
+    assert (await must(store, "s")).header_map == {"trace": "t"}
+    LeaseLost = lease_lost()
+    with pytest.raises(LeaseLost):
+        await store.update_headers("s", "B", {"trace": "other"})
+    assert (await must(store, "s")).header_map == {"trace": "t"}
+
+
 async def test_finish_without_owner_ends_an_unowned_session(store: Store) -> None:
     await store.create_session(new("s"), owner=None, lease_s=LEASE)
     await store.finish("s", None, SessionOutcome(status="cancelled"))

@@ -142,3 +142,29 @@ async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
     with sqlite3.connect(db) as c:
         row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert row[0] == str(SCHEMA_VERSION)
+
+
+async def test_a_schema_4_store_keeps_its_kv_values_in_a_rowid_table(tmp_path: Path) -> None:
+    """Schema 6 rebuilds ``kv`` as a rowid table: a WITHOUT ROWID table stores a value of a
+    few kB (a session's spans) in overflow pages at several times the cost."""
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4
+
+    db = tmp_path / "v4.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 4 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3 + ";" + _MIGRATE_4)
+        c.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+        c.execute("INSERT INTO kv VALUES('trace:old', 'k', ?)", ("x" * 5000,))
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.kv_all("trace:old") == {"k": "x" * 5000}
+        await store.kv_put("trace:old", "k2", "y")
+        assert await store.kv_get("trace:old", "k2") == "y"
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        [sql] = c.execute("SELECT sql FROM sqlite_master WHERE name='kv'").fetchone()
+        assert "WITHOUT ROWID" not in sql
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)

@@ -23,8 +23,6 @@ from collections.abc import Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from pydantic_core import to_json
-
 from convoy._errors import SessionTerminated, UserError
 from convoy.interceptors._base import (
     AgentRunEnd,
@@ -47,7 +45,7 @@ from convoy.observability._spans import (
     SCHEMA_URL,
     Attrs,
     SpanData,
-    chunk_json,
+    chunk_text,
     format_traceparent,
     new_id,
     parse_traceparent,
@@ -225,7 +223,7 @@ class Tracing(Interceptor):
             # One value per session and batch, keyed so they sort by time.
             futures.append(store.kv_put(
                 SPANS_NAMESPACE + sid, f"{first.start:020d}-{first.span_id:016x}",
-                to_json(chunk_json(batch)).decode()))
+                chunk_text(batch)))
         return futures
 
     def shutdown(self) -> None:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",

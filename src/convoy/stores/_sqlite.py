@@ -72,6 +72,10 @@ Durability = Literal["process", "power"]
 T = TypeVar("T")
 _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past this size
 
+# The position of ``headers`` in a creation's parameters (``_INSERT_SESSION``).
+_HEADERS_AT = 11
+
+
 class _Op:
     """One write of a batch: ``sql`` with ``params`` (and ``more`` statements after it) run
     in the batch's transaction. ``fenced`` ops check the first statement's row count (zero:
@@ -718,9 +722,18 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts):
     def update_headers(self, session_id: str, owner: str,
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
         # Like a creation, it never commits on its own: the next batch carries it.
+        text = json.dumps(dict(headers))
+        for op in reversed(self._pending):
+            lease = op.lease
+            if lease is not None and lease[0] == session_id and op.sql is _INSERT_SESSION:
+                # Its creation is not written yet: the row is written with these headers
+                # (a statement less; the session's first run sets its trace header).
+                if lease[1] != owner:
+                    break
+                op.params = (*op.params[:_HEADERS_AT], text, *op.params[_HEADERS_AT + 1:])
+                return op.fut
         return self._submit(_Op("UPDATE sessions SET headers=? WHERE id=? AND owner=?",
-                                (json.dumps(dict(headers)), session_id, owner),
-                                fenced=session_id), wait=False)
+                                (text, session_id, owner), fenced=session_id), wait=False)
 
     async def set_version(self, session_id: str, version: str, *,
                           tenant: str | None = None) -> None:

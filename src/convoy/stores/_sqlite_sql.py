@@ -166,8 +166,25 @@ CREATE INDEX IF NOT EXISTS cache_expiry ON cache(expires);
 """
 
 
+# Version 5 -> 6: ``kv`` as a rowid table. WITHOUT ROWID suits small rows only: a value past
+# ~1 kB (a session's spans, a few kB) went to overflow pages of the key's B-tree, and
+# storing it cost several times as much.
+_MIGRATE_KV_ROWID = """
+CREATE TABLE kv_rows(
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(namespace, key)
+);
+INSERT INTO kv_rows(namespace, key, value) SELECT namespace, key, value FROM kv;
+DROP TABLE kv;
+ALTER TABLE kv_rows RENAME TO kv
+"""
+
+
 #: Schema migrations, in order: (the version a step brings the schema to, its script).
-_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS))
+_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS),
+               (6, _MIGRATE_KV_ROWID))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
