@@ -89,3 +89,13 @@ class Frontier:
         for left in reversed(self._stack[:-1]):
             h = node_hash(left, h)
         return h
+
+
+def entry_leaf(tenant: str, index: int, body: bytes) -> bytes:
+    """The leaf hash of entry ``index`` of ``tenant``'s log: it commits to the entry's place
+    and log as well as its body, so a moved or transplanted entry no longer matches.
+    ``SHA-256(0x00 || index (8 bytes, big-endian) || len(tenant) (4 bytes) || tenant ||
+    body)``."""
+    t = tenant.encode()
+    return _sha256(b"\x00" + index.to_bytes(8, "big") + len(t).to_bytes(4, "big") + t
+                   + body).digest()

@@ -14,6 +14,7 @@ from convoy.stores._protocol import (
     SCHEMA_VERSION,
     STATUSES,
     UNFINISHED,
+    AuditRow,
     NewSession,
     SessionFilter,
     SessionOutcome,
@@ -46,8 +47,27 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'convoy.stores' has no attribute {name!r}")
 
 
-__all__ = ["DEFAULT_STORE", "RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED",
-           "NewSession", "PostgresStore", "SQLiteStore", "SessionFilter", "SessionOutcome",
-           "SessionRow", "SessionStatus", "Signal", "StateEntry", "StateWrite",
-           "StateWriteResult", "StepRecord", "Store", "default_store_url", "is_postgres_url",
-           "store_from_url"]
+__all__ = [
+    "DEFAULT_STORE",
+    "RUNNABLE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "UNFINISHED",
+    "AuditRow",
+    "NewSession",
+    "PostgresStore",
+    "SQLiteStore",
+    "SessionFilter",
+    "SessionOutcome",
+    "SessionRow",
+    "SessionStatus",
+    "Signal",
+    "StateEntry",
+    "StateWrite",
+    "StateWriteResult",
+    "StepRecord",
+    "Store",
+    "default_store_url",
+    "is_postgres_url",
+    "store_from_url",
+]

@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
+from convoy.stores._postgres_audit import PostgresAudit
 from convoy.stores._postgres_conn import (
     Conn,
     Statements,
@@ -94,7 +95,7 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class PostgresStore(PostgresState):
+class PostgresStore(PostgresState, PostgresAudit):
     """Everything in one schema of a PostgreSQL database.
 
     Args:

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION, PG_MIGRATION
 from convoy.stores._sqlite_sql import _in_tenant, _tenant_cond
 
 #: Migrations, oldest first: ``(version, statements)``. A database at version ``v`` gets
@@ -112,6 +113,7 @@ CREATE TABLE state_watch(
 """),
     # A tenant's sessions by status (counts, unfinished and claims scoped to a tenant).
     (4, "CREATE INDEX sessions_tenant_status ON sessions(tenant, status)"),
+    (AUDIT_SCHEMA_VERSION, PG_MIGRATION),
 )
 
 #: The schema version this Convoy writes to PostgreSQL.

@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -224,6 +224,16 @@ class StateWriteResult:
     written: bool
     entry: StateEntry | None
     woken: int = 0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AuditRow:
+    """One stored entry of a tenant's audit log: its ``index``, its ``body`` (the encoded
+    event) and the ``leaf`` hash the store computed when it appended it."""
+
+    index: int
+    body: bytes
+    leaf: bytes
 
 
 @runtime_checkable
@@ -442,6 +452,58 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "NewSession",
-           "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus", "Signal",
-           "StateEntry", "StateWrite", "StateWriteResult", "StepRecord", "StepStatus", "Store"]
+    # -- audit log (see convoy.audit) ----------------------------------------------------
+
+    def audit_append(self, tenant: str, bodies: Sequence[bytes]) -> asyncio.Future[None]:
+        """Append entries to ``tenant``'s audit log, in order, with the group commit: the
+        store gives them the next indexes and computes their leaf hashes
+        (:func:`convoy.audit.entry_leaf`) in the commit's transaction."""
+        ...
+
+    async def audit_size(self, tenant: str) -> int:
+        """How many entries ``tenant``'s log has had appended (0 for none)."""
+        ...
+
+    async def audit_tenants(self) -> list[str]:
+        """The tenants that have an audit log, by name."""
+        ...
+
+    async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
+        """Up to ``limit`` stored entries of ``tenant`` from index ``start`` on, by index."""
+        ...
+
+    async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
+        """One stored entry, or ``None``."""
+        ...
+
+    async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
+        """The stored leaf hashes of the entries below index ``size``, by index."""
+        ...
+
+    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
+        """Keep a signed checkpoint of ``tenant``'s log at tree ``size``."""
+        ...
+
+    async def audit_checkpoints(self, tenant: str) -> list[str]:
+        """The kept checkpoints of ``tenant``, smallest tree first."""
+        ...
+
+__all__ = [
+    "RUNNABLE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "UNFINISHED",
+    "AuditRow",
+    "NewSession",
+    "SessionFilter",
+    "SessionOutcome",
+    "SessionRow",
+    "SessionStatus",
+    "Signal",
+    "StateEntry",
+    "StateWrite",
+    "StateWriteResult",
+    "StepRecord",
+    "StepStatus",
+    "Store",
+]

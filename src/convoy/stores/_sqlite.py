@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION, SQLITE_MIGRATION
 from convoy.stores._protocol import (
     SCHEMA_VERSION,
     NewSession,
@@ -37,6 +38,7 @@ from convoy.stores._protocol import (
     StepRecord,
 )
 from convoy.stores._rows import conditions, next_seq
+from convoy.stores._sqlite_audit import SQLiteAudit, register_leaf_function
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
     _APPEND,
@@ -100,7 +102,7 @@ class _Op:
         self.lease = lease
 
 
-class SQLiteStore(SQLiteState):
+class SQLiteStore(SQLiteState, SQLiteAudit):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -161,6 +163,7 @@ class SQLiteStore(SQLiteState):
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
+        register_leaf_function(conn)
         try:
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -206,7 +209,8 @@ class SQLiteStore(SQLiteState):
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4)):
+            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4),
+                                   (AUDIT_SCHEMA_VERSION, SQLITE_MIGRATION)):
                 if version < target:
                     for stmt in script.split(";"):
                         if stmt.strip():
