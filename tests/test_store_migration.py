@@ -91,7 +91,7 @@ async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
     finally:
         await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "4"
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
 
 
 async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
@@ -113,3 +113,25 @@ async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
         plan = c.execute("EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM sessions WHERE "
                          "tenant='acme' GROUP BY status").fetchall()
         assert "sessions_tenant_status" in str(plan)
+
+
+async def test_a_schema_4_store_gains_the_audit_log_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4
+
+    db = tmp_path / "v4.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 4 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3 + ";" + _MIGRATE_4)
+        c.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.counts(tenant="acme") == {"running": 1}
+        await store.audit_append("acme", [b"first"])
+        assert await store.audit_size("acme") == 1
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert int(c.execute("SELECT value FROM meta").fetchone()[0]) >= AUDIT_SCHEMA_VERSION
