@@ -38,11 +38,12 @@ class PostgresAudit:
         async def _exec(self, text: str, params: Sequence[Any], *,
                         again: bool = False) -> tuple[int, list[Any]]: ...
 
-    def audit_append(self, tenant: str, bodies: Sequence[bytes]) -> asyncio.Future[None]:
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
+                     wait: bool = True) -> asyncio.Future[None]:
         from convoy.stores._postgres import _Op
 
         n = len(bodies)
-        return self._submit(_Op(q.PG_APPEND, (tenant, n, n, list(bodies))))
+        return self._submit(_Op(q.PG_APPEND, (tenant, n, n, list(bodies))), wait=wait)
 
     async def audit_size(self, tenant: str) -> int:
         rows = await self._read(_SIZE, (tenant,))

@@ -38,12 +38,13 @@ class SQLiteAudit:
 
         async def _write(self, fn: Any) -> Any: ...
 
-    def audit_append(self, tenant: str, bodies: Sequence[bytes]) -> asyncio.Future[None]:
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
+                     wait: bool = True) -> asyncio.Future[None]:
         from convoy.stores._sqlite import _Op
 
         n = len(bodies)
         more = [(q.SQLITE_ENTRY, (tenant, n - i, body)) for i, body in enumerate(bodies)]
-        return self._submit(_Op(q.SQLITE_HEAD, (tenant, n), more))
+        return self._submit(_Op(q.SQLITE_HEAD, (tenant, n), more), wait=wait)
 
     async def audit_size(self, tenant: str) -> int:
         rows = self._read(q.SIZE, (tenant,))
