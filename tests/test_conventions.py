@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import convoy
+import convoy.audit
 import convoy.chaos
 import convoy.cost
 import convoy.resilience
@@ -37,7 +38,7 @@ POSITIONAL_VALUES = {
 
 def _public_dataclasses() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos):
+    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos, convoy.audit):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and dataclasses.is_dataclass(obj):

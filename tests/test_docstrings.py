@@ -51,6 +51,8 @@ IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
               "PostgresStore": ("convoy.stores", "Store"),
               "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
+              "SQLiteAudit": ("convoy.stores", "Store"),  # SQLiteStore's audit methods
+              "PostgresAudit": ("convoy.stores", "Store"),  # PostgresStore's audit methods
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 
