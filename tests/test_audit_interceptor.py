@@ -85,15 +85,16 @@ async def test_every_step_of_a_multi_agent_session_has_one_entry(db: Path,
     assert decisions == ["transfer_to_billing", "refund", "answer"]
     assert all(e.session_id == "s1" for e in events)
     # one entry per step that passed the chain, keyed by the journal's step key
-    stepped = [e.step_key for e in events if e.kind != "config_change"]
+    stepped = [(e.kind, e.step_key) for e in events if e.kind != "config_change"]
     assert len(stepped) == len(set(stepped))
+    assert [e.status for e in events if e.kind == "agent_decision"] == ["handoff", "answer"]
     keys = {r.key: r.kind for r in journal}
     for e in events:
         if e.kind in ("model_call", "tool_call", "handoff", "policy_refusal"):
             assert e.step_key in keys, e
     for r in journal:
         if r.kind in ("model", "handoff"):
-            assert r.key in stepped, r
+            assert r.key in {k for _, k in stepped}, r
     # hashes, never the raw values
     assert SECRET.encode() not in raw
     tool = next(e for e in events if e.kind == "tool_call")
@@ -117,7 +118,7 @@ async def test_a_resumed_session_appends_nothing_twice(db: Path) -> None:
         assert res.ok
         events = await _events(again.log, "acme")
     assert before > 0
-    keys = [e.step_key for e in events if e.step_key is not None]
+    keys = [(e.kind, e.step_key) for e in events if e.step_key is not None]
     assert len(keys) == len(set(keys))  # no step audited twice
     # the workflow version was recorded once, by the first process
     assert [e.kind for e in events].count("config_change") == 1
@@ -139,3 +140,52 @@ def test_an_event_round_trips_and_holds_only_what_it_was_given() -> None:
     assert isinstance(digest([1, 2]), str) and digest([1, 2]).startswith("sha256:")
 
 
+
+
+async def test_every_step_has_one_span_and_one_entry_sharing_trace_id_and_key(
+        db: Path) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from convoy.observability import Tracing
+
+    mem = InMemorySpanExporter()
+    audit = AuditInterceptor()
+    eng = convoy.Engine(SQLiteStore(db, clock=FakeClock()), models={"sim:": _sim()},
+                        interceptors=[Tracing(exporters=[SimpleSpanProcessor(mem)]), audit])
+    async with eng:
+        await eng.tenant("acme").run(desk, "x", session_id="s1")
+        [task] = await eng.tenant("acme").inbox.tasks()
+        await eng.tenant("acme").inbox.approve(task.id, by="fin")
+        [res] = await eng.tenant("acme").resume()
+        assert res.ok
+        events = await _events(audit.log, "acme")
+    spans: dict[tuple[str, str], list[str]] = {}
+    for span in mem.get_finished_spans():
+        attrs = dict(span.attributes or {})
+        key = attrs.get("convoy.step.key")
+        if key is None or attrs.get("convoy.replay"):
+            continue
+        kind = str(attrs.get("gen_ai.operation.name") or span.name.split(" ")[0])
+        spans.setdefault((_family(kind), str(key)), []).append(
+            f"{span.context.trace_id:032x}")
+    entries: dict[tuple[str, str], list[str]] = {}
+    for e in events:
+        if e.step_key is None:
+            continue
+        # an approval asked for is the tool step's; the decision, the inbox read's
+        family = "tool" if (e.kind, e.status) == ("approval", "required") else \
+            _family(e.kind)
+        entries.setdefault((family, e.step_key), []).append(e.refs.get("trace_id", ""))
+    assert spans and set(spans) == set(entries)
+    for k, traces in spans.items():
+        assert len(traces) == 1 and entries[k] == traces, k  # one each, one trace id
+
+
+def _family(kind: str) -> str:
+    """What a span's operation and an audit entry's kind are both about."""
+    return {"invoke_agent": "agent", "agent_decision": "agent", "chat": "model",
+            "model_call": "model", "execute_tool": "tool", "tool_call": "tool",
+            "policy_refusal": "tool", "handoff": "handoff",
+            "effect": "step", "step": "step"}.get(kind, "state" if "state" in kind or
+                                                   kind in ("human_decision", "approval") else kind)

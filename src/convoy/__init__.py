@@ -56,6 +56,8 @@ from convoy.hitl._rules import Escalation
 from convoy.hitl._task import Comment, Decision, HumanTask
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -90,6 +92,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentRunEnd",
+    "AgentRunInput",
     "AgentTurnsExhausted",
     "Approval",
     "ApprovalRequired",

@@ -22,7 +22,7 @@ from convoy._errors import AuditError
 EVENT_FORMAT = 1
 
 AuditKind = Literal["agent_decision", "model_call", "tool_call", "handoff", "effect",
-                    "state_write", "policy_refusal", "approval", "human_decision",
+                    "state_write", "state_read", "policy_refusal", "approval", "human_decision",
                     "config_change", "session"]
 
 

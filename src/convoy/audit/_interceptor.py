@@ -2,15 +2,19 @@
 
 Which entry each hook appends (hashes and references only, see :class:`AuditEvent`):
 
+- an agent run (the ``agent_run`` hook): ``agent_decision``: ``answer`` with the hash of
+  its typed output, or ``handoff`` to the target agent with the hash of the payload, keyed
+  by the run's first step;
 - a model call: ``model_call`` with the hashes of the prompt (the request's messages) and
-  the output, the model, the tokens, and the agent's decision (``answer``, the tools it
-  called, or ``handoff:<agent>``);
+  the output, the model, the tokens, and what the model chose this turn (``answer``, or the
+  tools it called, a handoff being the call of its transfer tool);
 - a tool call: ``tool_call`` with the hash of its arguments and its status (``ok`` or the
   error's type), the approval it ran under; refused before it ran: ``policy_refusal``
   (scopes, a policy, a person's rejection); a policy asking a person first: ``approval``
   with status ``required``;
 - a handoff (``handoff``: source, target, payload hash), a workflow effect (``effect``);
 - a state write (``state_write``: the key, the hash of the value, ``ok`` or ``conflict``);
+  any other state operation (``state_read``: the operation, the hash of the value read);
   a read of a human task that was decided: ``human_decision`` (or ``approval`` for a tool
   approval) with the action, who decided and the task id;
 - a new workflow version seen for a tenant: ``config_change``.
@@ -27,11 +31,19 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convoy._errors import ApprovalRequired, PolicyDenied, StateConflict, ToolDenied
+from convoy._errors import (
+    ApprovalRequired,
+    PolicyDenied,
+    SessionTerminated,
+    StateConflict,
+    ToolDenied,
+)
 from convoy.audit._event import AuditEvent, AuditKind, digest
 from convoy.audit._log import AuditLog
 from convoy.hitl._task import INBOX
 from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -55,6 +67,13 @@ _CONFIG_NAMESPACE = "convoy.audit.config"
 
 def _status(e: BaseException | None) -> str:
     return "ok" if e is None else type(e).__name__
+
+
+def _outcome(e: BaseException) -> bool:
+    """Whether an exception is how the step ended (an error, a terminal reason), not the
+    engine parking the session or a cancellation: the step ends later, and is audited
+    then."""
+    return isinstance(e, (Exception, SessionTerminated))
 
 
 class AuditInterceptor(Interceptor):
@@ -114,14 +133,36 @@ class AuditInterceptor(Interceptor):
             self._versions.add(seen)
         return await next(input)
 
+    async def agent_run(self, input: AgentRunInput,
+                        next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
+        try:
+            end = await next(input)
+        except BaseException as e:
+            if _outcome(e) and not getattr(input.session.executor, "replaying", False):
+                self._append(input.info, "agent_decision", _status(e), actor=input.agent.name)
+            raise
+        # A run whose end came from the journal (a resume replaying it) was audited when it
+        # ended the first time.
+        if not getattr(input.session.executor, "replaying", False):
+            if end.handoff is not None:
+                self._append(input.info, "agent_decision", "handoff", actor=input.agent.name,
+                             target=end.handoff.name, hashes={"payload": digest(end.payload)},
+                             refs={} if end.handoff_key is None else
+                             {"handoff_step": end.handoff_key})
+            else:
+                self._append(input.info, "agent_decision", "answer", actor=input.agent.name,
+                             hashes={"output": digest(end.output)})
+        return end
+
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         prompt = digest([m.to_dict() for m in input.request.messages])
         try:
             response = await next(input)
         except BaseException as e:
-            self._append(input.info, "model_call", _status(e), actor=input.agent.name,
-                         hashes={"prompt": prompt})
+            if _outcome(e):
+                self._append(input.info, "model_call", _status(e), actor=input.agent.name,
+                             hashes={"prompt": prompt})
             raise
         calls = [c.name for c in response.tool_calls]
         decision = ",".join(calls) if calls else "answer"
@@ -149,8 +190,9 @@ class AuditInterceptor(Interceptor):
                          target=input.tool.name, hashes=hashes, refs=refs)
             raise
         except BaseException as e:
-            self._append(input.info, kind, _status(e), actor=input.agent.name,
-                         target=input.tool.name, hashes=hashes, refs=refs)
+            if _outcome(e):
+                self._append(input.info, kind, _status(e), actor=input.agent.name,
+                             target=input.tool.name, hashes=hashes, refs=refs)
             raise
         self._append(input.info, kind, "ok", actor=input.agent.name, target=input.tool.name,
                      hashes={**hashes, "result": digest(result)}, refs=refs)
@@ -160,8 +202,9 @@ class AuditInterceptor(Interceptor):
         try:
             payload = await next(input)
         except BaseException as e:
-            self._append(input.info, "handoff", _status(e), actor=input.source.name,
-                         target=input.target.name, hashes={"payload": digest(input.payload)})
+            if _outcome(e):
+                self._append(input.info, "handoff", _status(e), actor=input.source.name,
+                             target=input.target.name, hashes={"payload": digest(input.payload)})
             raise
         self._append(input.info, "handoff", "ok", actor=input.source.name,
                      target=input.target.name, hashes={"payload": digest(payload)})
@@ -171,15 +214,16 @@ class AuditInterceptor(Interceptor):
         try:
             result = await next(input)
         except BaseException as e:
-            self._append(input.info, "effect", _status(e), target=input.name)
+            if _outcome(e):
+                self._append(input.info, "effect", _status(e), target=input.name)
             raise
         self._append(input.info, "effect", "ok", target=input.name,
                      hashes={"result": digest(result)})
         return result
 
     async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        target = f"{input.namespace}/{input.state_key}" if input.state_key else input.namespace
         if input.op == "set":
-            target = f"{input.namespace}/{input.state_key}"
             hashes = {"value": digest(input.value or "")}
             try:
                 written = await next(input)
@@ -188,29 +232,43 @@ class AuditInterceptor(Interceptor):
                              target=target, hashes=hashes)
                 raise
             except BaseException as e:
-                self._append(input.info, "state_write", _status(e), actor=input.agent,
-                             target=target, hashes=hashes)
+                if _outcome(e):
+                    self._append(input.info, "state_write", _status(e), actor=input.agent,
+                                 target=target, hashes=hashes)
                 raise
             self._append(input.info, "state_write", "ok", actor=input.agent, target=target,
                          hashes=hashes, refs={"version": str(getattr(written, "version", ""))})
             return written
-        result = await next(input)
-        if input.op == "get" and input.namespace == INBOX:
-            self._decision(input, result)
+        try:
+            result = await next(input)
+        except BaseException as e:
+            if _outcome(e):
+                self._append(input.info, "state_read", _status(e), actor=input.agent,
+                             target=target, refs={"op": input.op})
+            raise
+        if not (input.op == "get" and input.namespace == INBOX and
+                self._decision(input, result)):
+            value = getattr(result, "value", None)
+            self._append(input.info, "state_read", "ok", actor=input.agent, target=target,
+                         hashes={} if value is None else {"value": digest(value)},
+                         refs={"op": input.op,
+                               "version": str(getattr(result, "version", "") or "")})
         return result
 
-    def _decision(self, input: StateInput, got: Any) -> None:
-        """A read of a decided human task: the decision, as the session sees it."""
+    def _decision(self, input: StateInput, got: Any) -> bool:
+        """A read of a decided human task: its entry is the decision, as the session sees
+        it. Whether it was one."""
         raw = getattr(got, "value", None)
         try:
             task = json.loads(raw) if isinstance(raw, str) else None
         except ValueError:
-            return
+            return False
         if not isinstance(task, dict) or not isinstance(task.get("decision"), dict):
-            return
+            return False
         decision = task["decision"]
         kind: AuditKind = "approval" if task.get("kind") == "approval" else "human_decision"
         self._append(input.info, kind, str(decision.get("action")),
                      actor=str(decision.get("by")), target=str(task.get("id")),
                      hashes={"decision": digest(decision)},
                      refs={"task_id": str(task.get("id"))})
+        return True

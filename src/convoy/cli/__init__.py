@@ -1,5 +1,5 @@
 """The ``convoy`` command line: ``run``, ``resume``, ``worker``, ``signal``, ``cancel``,
-``replay``, ``sessions``, ``state``, ``cost`` and ``chaos``."""
+``replay``, ``sessions``, ``state``, ``cost``, ``chaos``, ``trace`` and ``metrics``."""
 
 from __future__ import annotations
 

@@ -12,12 +12,14 @@ from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._inbox import inbox_app
+from convoy.cli._metrics import metrics_app
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
 from convoy.cli._state import state_app
+from convoy.cli._trace import trace
 from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
 
@@ -68,3 +70,5 @@ app.add_typer(inbox_app)
 app.add_typer(audit_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.command("trace")(trace)
+app.add_typer(metrics_app)

@@ -135,6 +135,12 @@ class JournaledExecutor:
 
 
     @property
+    def replaying(self) -> bool:
+        """Steps asked for now come from the journal: a resumed session that has not
+        caught up with it yet, or ``convoy replay``."""
+        return self._journal is not None or self.replay_only
+
+    @property
     def leftover(self) -> list[str]:
         """Journal entries the workflow has not asked for (yet)."""
         return sorted(self._journal) if self._journal else []

@@ -670,12 +670,11 @@ class Engine(SessionControl):
         async def proceed(si: SessionInput) -> SessionEnd:
             state.headers = si.headers
             if owner is not None and si.headers != headers:
-                try:
-                    await self.store.update_headers(state.id, owner, si.headers)
-                except StoreError as e:
-                    return SessionEnd(status="interrupted", error=error_to_record(e))
-                except LeaseLost as e:
-                    return SessionEnd(status="interrupted", error=_interrupt_record(e))
+                # Not awaited: the write joins the run's next commit (its first journal
+                # write, fenced on the same lease), so a trace id costs no commit of its
+                # own; if it fails, that write fails with it and the run is interrupted.
+                self.store.update_headers(state.id, owner, si.headers).add_done_callback(
+                    _retrieved)
             return await self._body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
@@ -818,6 +817,12 @@ def _result(state: SessionState, end: SessionEnd, status: str, t0: float
                          output=end.output if status == "completed" else None,
                          error=end.error, steps=state.steps, usage=state.usage,
                          cost=state.cost, duration_s=time.perf_counter() - t0)
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    """A write nobody awaits: its failure is its batch's, seen by the write awaited next."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:

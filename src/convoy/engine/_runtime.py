@@ -10,6 +10,8 @@ from convoy._errors import UserError
 from convoy.cost._pricing import PriceTable
 from convoy.hitl._rules import Escalation
 from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
     Chain,
     EffectInput,
     HandoffInput,
@@ -24,6 +26,7 @@ from convoy.interceptors._base import (
 from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
+from convoy.runtime._agent_loop import agent_turns
 from convoy.runtime._limits import Limits
 from convoy.state._access import run_state_op
 
@@ -79,6 +82,8 @@ class Runtime:
         self.models: dict[str, Model] = dict(models)
         self.override = model_override
         self._by_agent: dict[Agent[Any, Any], Model] = {}
+        self.agent_chain: Chain[AgentRunInput, AgentRunEnd] = Chain(
+            "agent_run", interceptors, agent_turns)
         self.model_chain: Chain[ModelCallInput, ModelResponse] = Chain(
             "model_call", interceptors, _call_model)
         self.tool_chain: Chain[ToolCallInput, Any] = Chain("tool_call", interceptors, _call_tool)

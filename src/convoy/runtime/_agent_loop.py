@@ -40,8 +40,14 @@ from convoy.definitions._calls import InvalidCall, check_call
 from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.durability._executor import fingerprint
 from convoy.hitl._approve import approve_then_call
-from convoy.hitl._escalate import Leg, escalated, escalates, reviews
-from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
+from convoy.hitl._escalate import escalated, escalates, reviews
+from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
+    HandoffInput,
+    ModelCallInput,
+    ToolCallInput,
+)
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
 from convoy.state._access import ToolAccess
@@ -85,59 +91,94 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     except ValidationError as e:
         raise UserError(f"input for agent {agent.name!r} does not match its input type "
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
+    source: Agent[Any, Any] | None = None
+    handoff_key: str | None = None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
         messages: list[Message] = []
+        leg = _Leg(ctx, agent, value, routed, messages, source, handoff_key)
         try:
-            done, result = await _leg(ctx, agent, value, routed, messages)
+            done, result = await leg.run()
         except (Exception, SessionTerminated) as e:
             rules = agent.escalation or s.runtime.escalation
             if rules is None or not escalates(rules, e):
                 raise
             # A failure the rules name goes to a person, who decides how to go on.
-            done, result = await escalated(ctx, agent, rules, _leg_of(
-                ctx, agent, value, messages), messages, error=e)
+            done, result = await escalated(ctx, agent, rules, leg.again, messages, error=e)
         else:
             rules = agent.escalation or s.runtime.escalation
             if rules is not None and rules.confidence_below is not None and \
                     reviews(rules, done, result):
-                done, result = await escalated(ctx, agent, rules, _leg_of(
-                    ctx, agent, value, messages), messages, outcome=(done, result))
+                done, result = await escalated(ctx, agent, rules, leg.again, messages,
+                                               outcome=(done, result))
         if done:
             return result
         routed = True  # whatever comes next was chosen by a model: a handoff
-        agent, value = result
+        source = agent
+        agent, value, handoff_key = result
 
 
-def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
-         messages: list[Message], note: str | None = None) -> Awaitable[tuple[bool, Any]]:
-    """One agent's turns on ``value`` (into ``messages``), until it answers or hands off.
-    ``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine
-    itself: it costs no frame of its own on every agent run.)"""
-    rendered = render_input(value)
-    if routed:
-        ctx.session.note_input(agent.name, rendered)
-    system = agent.render_instructions(value)
-    if messages:
-        messages.clear()
-    if system:
-        messages.append(Message(role="system", content=system))
-    messages.append(Message(role="user", content=rendered))
-    if note:
-        messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
-    return _loop(ctx, agent, messages)
+class _Leg:
+    """One agent's turns on ``value`` (into ``messages``), until it answers or hands off:
+    through the agent chain when interceptors hook agent runs, else straight to the turns."""
+
+    __slots__ = ("agent", "ctx", "handoff_key", "messages", "routed", "source", "value")
+
+    def __init__(self, ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
+                 messages: list[Message], source: Agent[Any, Any] | None,
+                 handoff_key: str | None) -> None:
+        self.ctx, self.agent, self.value, self.routed = ctx, agent, value, routed
+        self.messages, self.source, self.handoff_key = messages, source, handoff_key
+
+    def run(self, note: str | None = None) -> Awaitable[tuple[bool, Any]]:
+        """``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine
+        itself: it costs no frame of its own on every agent run.)"""
+        ctx, agent, value, messages = self.ctx, self.agent, self.value, self.messages
+        s = ctx.session
+        rendered = render_input(value)
+        if self.routed:
+            s.note_input(agent.name, rendered)
+        system = agent.render_instructions(value)
+        if messages:
+            messages.clear()
+        if system:
+            messages.append(Message(role="system", content=system))
+        messages.append(Message(role="user", content=rendered))
+        if note:
+            messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
+        chain = s.runtime.agent_chain
+        if chain.call is agent_turns:  # no agent hooks: no input to build
+            return _loop(ctx, agent, messages)
+        return _chained(chain.call(AgentRunInput(
+            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+            handoff_from=self.source, handoff_key=self.handoff_key,
+            replaying=getattr(s.executor, "replaying", False), context=ctx)))
+
+    def again(self, note: str | None) -> Awaitable[tuple[bool, Any]]:
+        """The leg again, as a person asked for it (loop detection does not count it)."""
+        self.routed = False
+        return self.run(note)
 
 
-def _leg_of(ctx: Context, agent: Agent[Any, Any], value: Any,
-            messages: list[Message]) -> Leg:
-    """A leg again, as a person asked for it (loop detection does not count it)."""
-    def leg(note: str | None) -> Awaitable[tuple[bool, Any]]:
-        return _leg(ctx, agent, value, False, messages, note)
+async def _chained(end: Awaitable[AgentRunEnd]) -> tuple[bool, Any]:
+    e = await end
+    if e.handoff is None:
+        return True, e.output
+    return False, (e.handoff, e.payload, e.handoff_key)
 
-    return leg
+
+async def agent_turns(i: AgentRunInput) -> AgentRunEnd:
+    """The end of the agent chain: the agent's model turns."""
+    done, result = await _loop(i.context, i.agent, i.messages)
+    if done:
+        return AgentRunEnd(output=result)
+    target, payload, key = result
+    return AgentRunEnd(handoff=target, payload=payload, handoff_key=key)
+
 
 
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
-    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload))``."""
+    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload,
+    handoff step key))``."""
     s = ctx.session
     # Names fail here, before the agent's first model call.
     links = agent.static_links or agent.links(s.agents)
@@ -218,7 +259,7 @@ class _Turn:
     __slots__ = ("failures", "handoff", "last_failure", "last_mistake", "mistakes")
 
     def __init__(self) -> None:
-        self.handoff: tuple[Agent[Any, Any], Any] | None = None
+        self.handoff: tuple[Agent[Any, Any], Any, str] | None = None
         self.mistakes = 0  # invalid calls: unknown names, invalid arguments or payloads
         self.last_mistake = ""
         self.failures = 0  # valid calls whose tool failed, timed out or was refused
@@ -264,8 +305,8 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
             replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
     if handoff is not None:
         target, payload = handoff
-        await handoff_step(ctx, agent, target, payload)
-        turn.handoff = handoff
+        key = await handoff_step(ctx, agent, target, payload)
+        turn.handoff = (target, payload, key)
         return turn
     messages.extend(m for m in replies if m is not None)
     return turn
@@ -345,7 +386,8 @@ async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
 
 
 async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
-                       payload: Any) -> None:
+                       payload: Any) -> str:
+    """Journal the handoff from ``source`` to ``target``; its step key."""
     s = ctx.session
     key = ctx.next_key()
     s.count_step(key)
@@ -359,6 +401,7 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
                               input_hash=fingerprint(rendered), agent=source.name)
+    return key
 
 
 def _timed_out(e: ToolError) -> bool:
@@ -373,4 +416,4 @@ def _ident(x: str) -> str:
     return x
 
 
-__all__ = ["model_step", "run_agent", "tool_step"]
+__all__ = ["agent_turns", "model_step", "run_agent", "tool_step"]

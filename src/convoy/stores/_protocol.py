@@ -13,7 +13,8 @@ Methods that do I/O are async. Writes that ride the group commit (``append``, ``
 ``update_headers``, ``kv_put``) return a future that resolves once the write is
 committed; callers that need no confirmation may drop it: the store still commits it, in
 order, before any later write of the same store, and before ``aclose`` returns.
-``create_session`` never commits on its own: the next batch carries it.
+``create_session`` and ``update_headers`` never commit on their own: the next batch carries
+them (a store may commit them at once; callers must not rely on either).
 
 Tenants: every session belongs to one tenant, fixed when it is created. Every method that
 reads or acts on a session by its id, or lists sessions, takes ``tenant=``: given, it acts

@@ -655,9 +655,10 @@ class SQLiteStore(SQLiteState, SQLiteAudit):
 
     def update_headers(self, session_id: str, owner: str,
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
+        # Like a creation, it never commits on its own: the next batch carries it.
         return self._submit(_Op("UPDATE sessions SET headers=? WHERE id=? AND owner=?",
                                 (json.dumps(dict(headers)), session_id, owner),
-                                fenced=session_id))
+                                fenced=session_id), wait=False)
 
     async def set_version(self, session_id: str, version: str, *,
                           tenant: str | None = None) -> None:
