@@ -17,7 +17,8 @@ from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
 from convoy.audit._keys import load_or_create_key, public_key_text
 from convoy.audit._merkle import entry_leaf, tree_root
-from convoy.audit._proofs import consistency_proof, inclusion_proof
+from convoy.audit._proofs import consistency_path, inclusion_path, verify_inclusion
+from convoy.audit._tiles import tile_roots, with_subtrees
 from convoy.stores._protocol import Store
 
 #: The format of a published inclusion proof.
@@ -74,6 +75,7 @@ class AuditLog:
                              f"{size} were appended; run 'convoy audit verify'")
         cp = Checkpoint.sign(self.key, tenant=tenant, size=size, root=tree_root(leaves),
                              timestamp=self.clock())
+        await tile_roots(self.store, tenant, size, leaves=leaves)  # proofs read tiles
         await self.store.audit_put_checkpoint(tenant, size, cp.to_json())
         return cp
 
@@ -90,14 +92,26 @@ class AuditLog:
         row = await self.store.audit_entry(tenant, index)
         if row is None or index >= cp.size:
             raise UserError(f"tenant {tenant!r} has no audit entry {index}")
-        leaves = await self.store.audit_leaves(tenant, cp.size)
+        leaf = entry_leaf(tenant, index, row.body)
+        proof: list[bytes] = []
+        for rebuild in (False, True):  # kept tile roots, then (if they fail) rebuilt ones
+            proof = await with_subtrees(self.store, tenant, cp.size,
+                                        lambda sub: inclusion_path(sub, index, cp.size),
+                                        rebuild=rebuild)
+            try:
+                verify_inclusion(leaf, index, cp.size, proof, cp.root)
+                break
+            except AuditError:
+                continue
+        else:
+            raise AuditError(f"tenant {tenant!r}: entry {index} is not in the log its "
+                             f"checkpoint of size {cp.size} signed; run 'convoy audit verify'",
+                             index=index)
         return {"format": PROOF_FORMAT, "tenant": tenant, "index": index,
-                "entry": _b64(row.body), "leaf_hash": _b64(entry_leaf(tenant, index, row.body)),
-                "tree_size": cp.size,
-                "proof": [_b64(h) for h in inclusion_proof(leaves, index, cp.size)],
-                "checkpoint": cp.to_dict()}
+                "entry": _b64(row.body), "leaf_hash": _b64(leaf), "tree_size": cp.size,
+                "proof": [_b64(h) for h in proof], "checkpoint": cp.to_dict()}
 
     async def consistency(self, tenant: str, size1: int, size2: int) -> list[bytes]:
         """A consistency proof between two sizes of ``tenant``'s log."""
-        leaves = await self.store.audit_leaves(tenant, size2)
-        return consistency_proof(leaves, size1, size2)
+        return await with_subtrees(self.store, tenant, size2,
+                                   lambda sub: consistency_path(sub, size1, size2))

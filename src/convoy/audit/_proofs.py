@@ -8,10 +8,13 @@ A proof is a list of 32-byte hashes, in the order RFC 9162 gives; the verifiers 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from convoy._errors import AuditProofError
 from convoy.audit._merkle import HASH_SIZE, node_hash, range_root, split_point
+
+#: The root of the leaves ``[lo, hi)`` of a tree: what proofs are built from.
+Subtree = Callable[[int, int], bytes]
 
 
 def inclusion_proof(leaves: Sequence[bytes], index: int, size: int) -> list[bytes]:
@@ -19,15 +22,22 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int) -> list[byte
     ``size`` leaf hashes."""
     if not 0 <= index < size <= len(leaves):
         raise AuditProofError(f"no leaf {index} in a tree of size {size}")
+    return inclusion_path(lambda lo, hi: range_root(leaves, lo, hi), index, size)
+
+
+def inclusion_path(subtree: Subtree, index: int, size: int) -> list[bytes]:
+    """:func:`inclusion_proof` from a function giving subtree roots."""
+    if not 0 <= index < size:
+        raise AuditProofError(f"no leaf {index} in a tree of size {size}")
     path: list[bytes] = []
     lo, hi = 0, size
     while hi - lo > 1:  # walk down, collecting the sibling subtree of each level
         k = split_point(hi - lo)
         if index < lo + k:
-            path.append(range_root(leaves, lo + k, hi))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(range_root(leaves, lo, lo + k))
+            path.append(subtree(lo, lo + k))
             lo = lo + k
     path.reverse()  # RFC order: from the leaf up
     return path
@@ -36,7 +46,14 @@ def inclusion_proof(leaves: Sequence[bytes], index: int, size: int) -> list[byte
 def consistency_proof(leaves: Sequence[bytes], size1: int, size2: int) -> list[bytes]:
     """``PROOF(size1, D[0:size2])``: proves the tree of ``size1`` leaves is a prefix of the
     tree of ``size2`` leaves (empty when the sizes are equal)."""
-    if not 0 < size1 <= size2 <= len(leaves):
+    if size2 > len(leaves):
+        raise AuditProofError(f"no consistency proof from size {size1} to size {size2}")
+    return consistency_path(lambda lo, hi: range_root(leaves, lo, hi), size1, size2)
+
+
+def consistency_path(subtree: Subtree, size1: int, size2: int) -> list[bytes]:
+    """:func:`consistency_proof` from a function giving subtree roots."""
+    if not 0 < size1 <= size2:
         raise AuditProofError(f"no consistency proof from size {size1} to size {size2}")
     if size1 == size2:
         return []
@@ -45,13 +62,13 @@ def consistency_proof(leaves: Sequence[bytes], size1: int, size2: int) -> list[b
     while m != hi - lo:  # SUBPROOF(m, D[lo:hi], whole), unrolled
         k = split_point(hi - lo)
         if m <= k:
-            path.append(range_root(leaves, lo + k, hi))
+            path.append(subtree(lo + k, hi))
             hi = lo + k
         else:
-            path.append(range_root(leaves, lo, lo + k))
+            path.append(subtree(lo, lo + k))
             lo, m, whole = lo + k, m - k, False
     if not whole:
-        path.append(range_root(leaves, lo, hi))
+        path.append(subtree(lo, hi))
     path.reverse()
     return path
 
