@@ -189,3 +189,32 @@ def _family(kind: str) -> str:
             "policy_refusal": "tool", "handoff": "handoff",
             "effect": "step", "step": "step"}.get(kind, "state" if "state" in kind or
                                                    kind in ("human_decision", "approval") else kind)
+
+
+async def test_entries_ride_the_journals_commits(tmp_path: Path) -> None:
+    """Auditing adds entries, not commits: the same sessions take as many commits of the
+    store with the interceptor as without it."""
+    commits = []
+    for audited in (False, True):
+        store = SQLiteStore(tmp_path / f"{audited}.db", clock=FakeClock())
+        sim = convoy.SimModel({"triage": {"handoff": "billing", "payload": {"text": "t"}},
+                               "billing": {"text": "done"}})
+        bill = convoy.Agent(name="billing", input_type=Ticket, model=sim)
+        tri = convoy.Agent(name="triage", input_type=Ticket, handoffs=[bill], model=sim)
+
+        @convoy.workflow(name=f"audit.commits{audited}")
+        async def flow(ctx: convoy.Context, text: str) -> str:
+            await ctx.state(f"customer:{ctx.session_id}").set("n", 1, expected_version=0)
+            return str(await ctx.run(tri, Ticket(text=text)))
+
+        audit = AuditInterceptor()
+        async with convoy.Engine(store, interceptors=[audit] if audited else []) as eng:
+            for i in range(5):
+                assert (await eng.tenant("acme").run(flow, "x", session_id=f"s{i}")).ok
+            before = store.commits
+            for i in range(5, 10):
+                assert (await eng.tenant("acme").run(flow, "x", session_id=f"s{i}")).ok
+            commits.append(store.commits - before)
+            if audited:
+                assert await store.audit_size("acme") > 5 * 6
+    assert commits[1] == commits[0], commits
