@@ -194,18 +194,19 @@ def _family(kind: str) -> str:
 async def test_entries_ride_the_journals_commits(tmp_path: Path) -> None:
     """Auditing adds entries, not commits: the same sessions take as many commits of the
     store with the interceptor as without it."""
+    sim = convoy.SimModel({"triage": {"handoff": "billing", "payload": {"text": "t"}},
+                           "billing": {"text": "done"}})
+    bill = convoy.Agent(name="billing", input_type=Ticket, model=sim)
+    tri = convoy.Agent(name="triage", input_type=Ticket, handoffs=[bill], model=sim)
+
+    @convoy.workflow(name="audit.commits")
+    async def flow(ctx: convoy.Context, text: str) -> str:
+        await ctx.state(f"customer:{ctx.session_id}").set("n", 1, expected_version=0)
+        return str(await ctx.run(tri, Ticket(text=text)))
+
     commits = []
     for audited in (False, True):
         store = SQLiteStore(tmp_path / f"{audited}.db", clock=FakeClock())
-        sim = convoy.SimModel({"triage": {"handoff": "billing", "payload": {"text": "t"}},
-                               "billing": {"text": "done"}})
-        bill = convoy.Agent(name="billing", input_type=Ticket, model=sim)
-        tri = convoy.Agent(name="triage", input_type=Ticket, handoffs=[bill], model=sim)
-
-        @convoy.workflow(name=f"audit.commits{audited}")
-        async def flow(ctx: convoy.Context, text: str) -> str:
-            await ctx.state(f"customer:{ctx.session_id}").set("n", 1, expected_version=0)
-            return str(await ctx.run(tri, Ticket(text=text)))
 
         audit = AuditInterceptor()
         async with convoy.Engine(store, interceptors=[audit] if audited else []) as eng:
