@@ -72,10 +72,12 @@ lint: $(BASE)
 docs: $(BASE)  ## the documentation site (docs/, mkdocs.yml) into site/, warnings are errors
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-bench: $(BENCH)  ## reliability, budgets, resilience, fault server, leases, waits, codec, sandbox, then Convoy vs the peers
+bench: $(BENCH)  ## reliability, budgets (one engine, several), store limits, resilience, fault server, leases, waits, codec, sandbox, then Convoy vs the peers
 	$(BIN)/python bench/reliability.py --agents 5 --fault-rate 0.05 --sessions 10000 \
 	  --plot bench/reliability.png
 	$(BIN)/python bench/budget_stress.py --sessions 2000
+	$(BIN)/python bench/budget_engines.py --engines 2 --sessions 1000
+	$(BIN)/python bench/store_limits.py
 	$(BIN)/python bench/resilience_overhead.py
 	$(BIN)/python bench/breaker_reject.py
 	$(BIN)/python bench/lease_overhead.py

@@ -44,7 +44,8 @@ from tests.clikit import (
 
 COMMANDS = (["run"], ["resume"], ["retry"], ["worker"], ["signal"], ["cancel"], ["replay"],
             ["sessions", "list"], ["sessions", "show"], ["state", "get"], ["state", "set"],
-            ["state", "history"], ["state", "list"], ["cost"], ["chaos"])
+            ["state", "history"], ["state", "list"], ["cost"], ["chaos"], ["db", "migrate"],
+            ["db", "info"])
 
 
 def test_version_and_help() -> None:

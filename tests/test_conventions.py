@@ -95,7 +95,8 @@ def test_resilience_guide_example_runs_on_the_simulator(
     engine = namespace["engine"]
     assert isinstance(engine, convoy.Engine)
     names = [type(i).__name__ for i in engine.runtime.interceptors]
-    assert names == ["StepTimings", "ToolGuard", "TokenVelocity", "Router", "ResponseCache",
+    assert names == ["StepTimings", "ToolGuard", "ProvenancePolicy", "TokenVelocity", "Router",
+                     "ResponseCache",
                      "Fallback",
                      "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting",
                      "StateStats"]

@@ -48,11 +48,13 @@ def _members(cls: type) -> dict[str, Any]:
 #: Implementations of a documented protocol inherit its method contracts (they implement
 #: it structurally, so the MRO does not show it); their own extra members still need docs.
 IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
+              "SQLiteLimits": ("convoy.stores", "Store"),  # SQLiteStore's shared limits
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
               "PostgresStore": ("convoy.stores", "Store"),
               "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
               "SQLiteAudit": ("convoy.stores", "Store"),  # SQLiteStore's audit methods
               "PostgresAudit": ("convoy.stores", "Store"),  # PostgresStore's audit methods
+              "PostgresLimits": ("convoy.stores", "Store"),  # PostgresStore's shared limits
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 

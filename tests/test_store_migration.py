@@ -115,6 +115,32 @@ async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
         assert "sessions_tenant_status" in str(plan)
 
 
+async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores import Hold
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4, _SCHEMA
+
+    db = tmp_path / "v4.db"
+    with sqlite3.connect(db) as c:  # what Convoy wrote at schema 4
+        c.executescript(_SCHEMA + _MIGRATE_2 + _MIGRATE_3 + _MIGRATE_4 + ";")
+        c.execute("INSERT INTO meta VALUES('schema_version', '4')")
+        c.execute("INSERT INTO sessions(id,workflow,version,tenant,status,input,created) "
+                  "VALUES('s','w','1','t','pending','{}',100)")
+    c.close()
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        row = await store.get_session("s")
+        assert row is not None and row.status == "pending"
+        res = await store.reserve("r", "A", [Hold(scope="s", unit="tokens", amount=1,
+                                                  limit=2)], lease_s=30)
+        assert res.granted
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+
+
 async def test_a_schema_4_store_gains_the_audit_log_and_keeps_its_sessions(
         tmp_path: Path) -> None:
     from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION

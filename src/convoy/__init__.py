@@ -86,6 +86,10 @@ from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
 from convoy.sandbox import Sandbox, ToolSandboxError
 from convoy.security._approval import Approval
 from convoy.security._guard import ToolGuard, approved
+from convoy.security._policy import ProvenancePolicy, ProvenanceRule
+from convoy.security._provenance import Origin, Provenance, Untrusted
+from convoy.security._redteam import RedteamReport, run_redteam
+from convoy.security._spotlight import detect_injection, spotlight
 from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
@@ -135,12 +139,17 @@ __all__ = [
     "ModelSettings",
     "Next",
     "NonDeterminismError",
+    "Origin",
     "OutputValidationError",
     "Parked",
     "PolicyDenied",
     "Price",
     "PriceTable",
+    "Provenance",
+    "ProvenancePolicy",
+    "ProvenanceRule",
     "RecordedError",
+    "RedteamReport",
     "Rejected",
     "ReplayResult",
     "Sandbox",
@@ -175,6 +184,7 @@ __all__ = [
     "ToolThreads",
     "ToolThreadsExhausted",
     "UnknownOutcomeError",
+    "Untrusted",
     "Usage",
     "UsageAccounting",
     "UserError",
@@ -184,10 +194,13 @@ __all__ = [
     "__version__",
     "approved",
     "decompose",
+    "detect_injection",
     "fan_out",
     "infer_model",
     "load_workflow",
     "pipeline",
+    "run_redteam",
+    "spotlight",
     "supervisor",
     "tool",
     "workflow",

@@ -246,27 +246,32 @@ class ToolError(StepError):
 
 class ToolDenied(ToolError):
     """A tool call refused before the tool ran: the agent lacks a scope the tool needs
-    (``reason="scope"``), a person rejected the call (``"rejected"``), or nobody approved
-    it before its deadline (``"expired"``). The agent loop reports it to the model as a
+    (``reason="scope"``), a person rejected the call (``"rejected"``), nobody approved
+    it before its deadline (``"expired"``), or a provenance rule denies it
+    (``"untrusted"``). The agent loop reports it to the model as a
     failed call, like any tool failure; the refusal is journaled as the step's outcome.
 
     Attributes:
         tool: the tool that was refused.
-        reason: ``"scope"``, ``"rejected"`` or ``"expired"``.
+        reason: ``"scope"``, ``"rejected"``, ``"expired"`` or ``"untrusted"``.
         missing: the scopes the agent lacked (``reason="scope"``).
         by: who rejected it (``reason="rejected"``).
+        rule: the rule that refused it, or that asked for the approval a person
+            rejected (``"scope"``, ``"requires_approval"``, a provenance rule's name).
     """
 
     kind = "denied"
     terminal = True
 
     def __init__(self, message: str, *, tool: str = "", reason: str = "scope",
-                 missing: Sequence[str] = (), by: str | None = None) -> None:
+                 missing: Sequence[str] = (), by: str | None = None,
+                 rule: str | None = None) -> None:
         super().__init__(message)
         self.tool = tool
         self.reason = reason
         self.missing = list(missing)
         self.by = by
+        self.rule = rule or (reason if reason == "scope" else None)
         self.details = {"refused": reason}
 
 

@@ -20,8 +20,13 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from convoy.audit._needs import MISSING_CRYPTOGRAPHY
+
+try:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+except ImportError as e:  # the extra is not installed
+    raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import AuditProofError, UserError
 from convoy.audit._keys import key_id, public_key_from_text, public_key_text

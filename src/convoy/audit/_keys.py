@@ -8,8 +8,16 @@ import hashlib
 import os
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from convoy.audit._needs import MISSING_CRYPTOGRAPHY
+
+try:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+except ImportError as e:  # the extra is not installed
+    raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import UserError
 

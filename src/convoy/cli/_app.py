@@ -11,8 +11,10 @@ from convoy.cli._audit import audit_app
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._db import db_app
 from convoy.cli._inbox import inbox_app
 from convoy.cli._metrics import metrics_app
+from convoy.cli._redteam import redteam
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
@@ -70,5 +72,7 @@ app.add_typer(inbox_app)
 app.add_typer(audit_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.add_typer(db_app)
+app.command("redteam")(redteam)
 app.command("trace")(trace)
 app.add_typer(metrics_app)

@@ -23,6 +23,7 @@ import asyncio
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -68,6 +69,7 @@ from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
 from convoy.security._guard import ToolGuard
+from convoy.security._policy import ProvenancePolicy
 from convoy.state._access import DirectAccess
 from convoy.state._handle import State
 from convoy.stores._protocol import (
@@ -121,6 +123,9 @@ class Engine(SessionControl):
         tenant_scopes: per tenant, the most its sessions' agents may be granted: a tool
             scope is granted only if the agent's ``scopes`` and the tenant's cap both
             cover it (tenants not named are not capped).
+        provenance: the rules that hold side-effecting tool calls whose arguments come
+            from untrusted content (:class:`~convoy.ProvenancePolicy`); default: one with its
+            ``default_rules``.
     """
 
     def __init__(self, store: str | Path | Store | None = None, *,
@@ -131,7 +136,8 @@ class Engine(SessionControl):
                  deps: Any = None, lease_seconds: float = 30.0, park_after: float = 1.0,
                  on_nondeterminism: OnNonDeterminism = "error",
                  escalation: Escalation | None = None,
-                 tenant_scopes: Mapping[str, Collection[str]] | None = None) -> None:
+                 tenant_scopes: Mapping[str, Collection[str]] | None = None,
+                 provenance: ProvenancePolicy | None = None) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
         if lease_seconds <= 0 or park_after < 0:
@@ -145,6 +151,10 @@ class Engine(SessionControl):
             check_tenant(name)
         #: Scopes and approvals, checked before every tool call that declares them.
         self.tool_guard = ToolGuard(tenant_scopes)
+        if provenance is not None and not isinstance(provenance, ProvenancePolicy):
+            raise UserError(f"provenance must be a convoy.ProvenancePolicy, got {provenance!r}")
+        #: Provenance rules, checked before side-effecting tool calls.
+        self.provenance = provenance if provenance is not None else ProvenancePolicy()
         self.store: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
         self.timings = StepTimings()
@@ -152,7 +162,8 @@ class Engine(SessionControl):
         #: Shared-state reads, writes and conflicts of the sessions this engine ran.
         self.state_stats = StateStats()
         self.runtime = Runtime(self.store, limits=limits or Limits(),
-                               interceptors=[self.timings, self.tool_guard, *interceptors,
+                               interceptors=[self.timings, self.tool_guard, self.provenance,
+                                             *interceptors,
                                              self.accounting, self.state_stats],
                                models=models or {}, model_override=model,
                                prices=self.accounting.prices, deps=deps,
@@ -175,6 +186,12 @@ class Engine(SessionControl):
         self._cancelling: set[str] = set()
         self._open = False
         self._opening: asyncio.Lock | None = None
+
+    @property
+    def injection_signals(self) -> Counter[str]:
+        """Known injection patterns found in the untrusted content sessions read, by
+        pattern name (a signal for dashboards; the provenance policy is the defence)."""
+        return self.runtime.injection_signals
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -687,6 +704,7 @@ class Engine(SessionControl):
                     executor: JournaledExecutor, value: Any) -> SessionEnd:
         sid = state.id
         deadline = state.deadline
+        state.input = value
         cm = asyncio.timeout(None if deadline is None else deadline - self.clock())
         try:
             async with cm:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -75,6 +76,8 @@ class Runtime:
         self.deps = deps
         #: The escalation rules of agents that have none of their own.
         self.escalation = escalation
+        #: Known injection patterns found in untrusted content, by pattern name.
+        self.injection_signals: Counter[str] = Counter()
         interceptors = ordered(interceptors)
         self.interceptors = tuple(interceptors)
         self.session_chain: Chain[SessionInput, SessionEnd] = Chain(

@@ -16,7 +16,7 @@ connection, PostgreSQL computes it with its own ``sha256``.
 from __future__ import annotations
 
 #: The store schema version that adds the audit tables.
-AUDIT_SCHEMA_VERSION = 5
+AUDIT_SCHEMA_VERSION = 6
 
 SQLITE_MIGRATION = """
 CREATE TABLE IF NOT EXISTS audit_head(tenant TEXT PRIMARY KEY, size INTEGER NOT NULL);

@@ -113,6 +113,41 @@ CREATE TABLE state_watch(
 """),
     # A tenant's sessions by status (counts, unfinished and claims scoped to a tenant).
     (4, "CREATE INDEX sessions_tenant_status ON sessions(tenant, status)"),
+    # Limits shared by engines: counts and reservations (budgets), token buckets (rate
+    # limits) and the response cache (see convoy.stores._postgres_limits).
+    (5, """
+CREATE TABLE meters(
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  used DOUBLE PRECISION NOT NULL,
+  held DOUBLE PRECISION NOT NULL DEFAULT 0,
+  PRIMARY KEY(scope, unit)
+);
+CREATE TABLE holds(
+  id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  amount DOUBLE PRECISION NOT NULL,
+  owner TEXT NOT NULL,
+  until DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY(id, scope, unit)
+);
+CREATE INDEX holds_limit ON holds(scope, unit);
+CREATE INDEX holds_owner ON holds(owner);
+CREATE TABLE buckets(
+  name TEXT PRIMARY KEY,
+  tokens DOUBLE PRECISION NOT NULL,
+  at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE cache(
+  tenant TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  expires DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY(tenant, key)
+);
+CREATE INDEX cache_expiry ON cache(expires);
+"""),
     (AUDIT_SCHEMA_VERSION, PG_MIGRATION),
 )
 

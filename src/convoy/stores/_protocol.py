@@ -16,6 +16,11 @@ order, before any later write of the same store, and before ``aclose`` returns.
 ``create_session`` and ``update_headers`` never commit on their own: the next batch carries
 them (a store may commit them at once; callers must not rely on either).
 
+Limits that several engines share are kept here too, atomically across every store object
+and process on the same database: *reservations* against a limit (budgets: a call holds its
+worst-case cost while in flight, owned by its engine like a lease, and settles on what it
+cost), *token buckets* (rate limits) and a *response cache* with expiry.
+
 Tenants: every session belongs to one tenant, fixed when it is created. Every method that
 reads or acts on a session by its id, or lists sessions, takes ``tenant=``: given, it acts
 only on sessions of that tenant, and a session of another tenant is exactly an unknown id
@@ -41,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -175,6 +180,52 @@ class Signal:
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
+class Hold:
+    """One amount to hold against one shared limit, for :meth:`Store.reserve`.
+
+    ``scope`` names what is limited (say ``budget:tenant:acme:2026-11-30``) and ``unit`` what
+    it is counted in (``tokens``, ``usd``). ``start`` is what the scope has used already if
+    the store has no count for it yet (spend journaled before anything was counted).
+    """
+
+    scope: str
+    unit: str
+    amount: float
+    limit: float
+    start: float = 0.0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Level:
+    """How much of one shared limit is used (settled) and held (by live reservations)."""
+
+    scope: str
+    unit: str
+    used: float
+    held: float
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Reservation:
+    """What :meth:`Store.reserve` decided: ``granted``, and the level of every hold asked
+    for, in order, as the decision saw it (before this reservation's own holds). A refusal
+    counts only live holds; a grant may still count holds that lapsed (they only made the
+    limit look fuller)."""
+
+    granted: bool
+    levels: tuple[Level, ...]
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Spend:
+    """What a reservation turned out to use of one scope and unit (:meth:`Store.settle`)."""
+
+    scope: str
+    unit: str
+    amount: float
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
 class StateEntry:
     """One version of one key of shared state.
 
@@ -237,6 +288,18 @@ class AuditRow:
     leaf: bytes
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StoreSummary:
+    """What a store holds (``convoy db info``): its schema version, sessions by status,
+    journal entries, keys of shared state, and tenants (with a session or a state key)."""
+
+    schema_version: int
+    sessions: dict[str, int]
+    journal_entries: int
+    state_keys: int
+    tenants: int
+
+
 @runtime_checkable
 class Store(Protocol):
     """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`,
@@ -257,6 +320,17 @@ class Store(Protocol):
     @property
     def is_open(self) -> bool:
         """Whether :meth:`open` has run and :meth:`aclose` has not."""
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The schema version the database holds, read without opening, creating or
+        migrating anything (``None``: no Convoy store there yet). Works on a store object
+        that is not open; raises :class:`~convoy.StoreError` if the database cannot be
+        reached."""
+        ...
+
+    async def summary(self) -> StoreSummary:
+        """What the store holds, counted across every tenant (see :class:`StoreSummary`)."""
         ...
 
     # -- sessions ----------------------------------------------------------------------
@@ -292,8 +366,9 @@ class Store(Protocol):
         ...
 
     async def renew(self, owner: str, lease_s: float) -> int:
-        """Extend every lease ``owner`` holds and add the time since the last renewal to
-        their active time. Returns how many sessions it still owns."""
+        """Extend every lease ``owner`` holds (its reservations' holds too) and add the time
+        since the last renewal to their active time. Returns how many sessions it still
+        owns."""
         ...
 
     async def release(self, session_id: str, owner: str) -> None:
@@ -301,7 +376,8 @@ class Store(Protocol):
         ...
 
     async def expire_owner(self, owner: str) -> int:
-        """End every lease of ``owner`` (a process known to be dead)."""
+        """End every lease of ``owner`` (a process known to be dead), and drop the holds of
+        its reservations. Returns how many sessions it owned."""
         ...
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
@@ -439,12 +515,67 @@ class Store(Protocol):
         """Ask for the signal ``name`` to be sent to ``session_id`` (of ``tenant``) by the
         first write of a version past ``after_version``. ``True`` (and nothing is
         registered) if the key is already past it. A watch fires once."""
+
+    # -- limits shared by engines ---------------------------------------------------------
+
+    async def reserve(self, id: str, owner: str, holds: Sequence[Hold], *,
+                      lease_s: float) -> Reservation:
+        """Hold every amount of ``holds`` under the reservation ``id``, or none of them.
+
+        Granted only if, for each scope and unit, ``used + held < limit``, where ``held``
+        is what live reservations hold (this one not included): so a limit is exceeded by
+        at most what the reservations admitted last turn out to cost beyond it. Atomic
+        across every store object and process on the database. The holds belong to
+        ``owner`` and lapse ``lease_s`` seconds from now unless :meth:`renew` extends them;
+        :meth:`expire_owner` drops them at once."""
+        ...
+
+    def settle(self, id: str, spent: Sequence[Spend], *,
+               release: Sequence[Spend] | None = None) -> asyncio.Future[None]:
+        """Add ``spent`` to what its scopes used and release holds of reservation ``id``
+        (those that have not lapsed), in one transaction: all of them, or with
+        ``release`` only those amounts (never more than is held; the rest stays held, for
+        calls still to come). Rides the group commit."""
+        ...
+
+    async def levels(self, scope: str) -> dict[str, Level]:
+        """What ``scope`` has used and what live reservations hold on it, by unit (units
+        never counted are absent)."""
+        ...
+
+    async def take(self, bucket: str, amount: float, *, rate: float, capacity: float,
+                   max_wait: float | None = None) -> tuple[bool, float]:
+        """Take ``amount`` from a token bucket every engine shares: it holds at most
+        ``capacity`` and refills at ``rate`` a second by the store's clock (a new bucket
+        is full). The balance may go negative (a debt later takers wait behind). Returns
+        ``(taken, wait)``: ``wait`` is the seconds until the amount is covered
+        (``min(amount, capacity)`` of it: a take larger than the bucket waits for a full
+        one); if that is more than ``max_wait``, nothing is taken."""
+        ...
+
+    def give(self, bucket: str, amount: float, *, rate: float,
+             capacity: float) -> asyncio.Future[None]:
+        """Put ``amount`` back into a bucket (never above ``capacity``; negative: take
+        more, without waiting): a take that was cancelled, or what a call used less than
+        it took. Rides the group commit."""
+        ...
+
+    async def cache_get(self, tenant: str, key: str) -> str | None:
+        """A tenant's cached value for ``key``, or ``None`` if there is none or it expired."""
+        ...
+
+    def cache_put(self, tenant: str, key: str, value: str, *,
+                  ttl: float) -> asyncio.Future[None]:
+        """Cache ``value`` for a tenant under ``key`` for ``ttl`` seconds (replacing what
+        was there). Rides the group commit."""
         ...
 
     # -- spend ------------------------------------------------------------------------
 
-    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
-        """Tokens and USD a tenant's model steps journaled in ``[since, until)`` cost."""
+    async def tenant_spend(self, tenant: str, since: float, until: float, *,
+                           agent: str | None = None) -> tuple[int, float]:
+        """Tokens and USD a tenant's model steps journaled in ``[since, until)`` cost (with
+        ``agent``: only that agent's steps)."""
         ...
 
     async def session_spend(self, session_id: str, *,
@@ -492,22 +623,28 @@ class Store(Protocol):
         """The kept checkpoints of ``tenant``, smallest tree first."""
         ...
 
+
 __all__ = [
     "RUNNABLE",
     "SCHEMA_VERSION",
     "STATUSES",
     "UNFINISHED",
     "AuditRow",
+    "Hold",
+    "Level",
     "NewSession",
+    "Reservation",
     "SessionFilter",
     "SessionOutcome",
     "SessionRow",
     "SessionStatus",
     "Signal",
+    "Spend",
     "StateEntry",
     "StateWrite",
     "StateWriteResult",
     "StepRecord",
     "StepStatus",
     "Store",
+    "StoreSummary",
 ]

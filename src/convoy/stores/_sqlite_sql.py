@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
+from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import SessionRow, StepRecord
 
 _SCHEMA = """
@@ -130,6 +132,45 @@ CREATE TABLE IF NOT EXISTS state_watch(
 # Version 3 -> 4: a tenant's sessions by status (counts, unfinished and claims scoped to a
 # tenant read the index instead of every session).
 _MIGRATE_4 = "CREATE INDEX IF NOT EXISTS sessions_tenant_status ON sessions(tenant, status)"
+
+# Limits shared by engines: counts and reservations (budgets), token buckets (rate limits)
+# and the response cache (version 4 -> 5).
+_MIGRATE_SHARED_LIMITS = """
+CREATE TABLE IF NOT EXISTS meters(
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  used REAL NOT NULL,
+  held REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY(scope, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holds(
+  id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  amount REAL NOT NULL,
+  owner TEXT NOT NULL,
+  until REAL NOT NULL,
+  PRIMARY KEY(id, scope, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buckets(
+  name TEXT PRIMARY KEY,
+  tokens REAL NOT NULL,
+  at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cache(
+  tenant TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  expires REAL NOT NULL,
+  PRIMARY KEY(tenant, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_expiry ON cache(expires);
+"""
+
+
+#: Schema migrations, in order: (the version a step brings the schema to, its script).
+_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS),
+               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
