@@ -5,13 +5,11 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from convoy import AuditError, UserError
-from convoy.audit import AuditLog, Checkpoint, check_inclusion, verify_log
-from convoy.audit._verify import VerifyReport
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -23,6 +21,9 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
+
+if TYPE_CHECKING:
+    from convoy.audit import AuditLog, Checkpoint, VerifyReport
 
 audit_app = typer.Typer(
     name="audit", no_args_is_help=True, rich_markup_mode="markdown",
@@ -39,8 +40,23 @@ PublicKeyOption = Annotated[str | None, typer.Option(
          "print it).")]
 
 
+def _audit() -> Any:
+    """``convoy.audit``, imported on first use: it needs the ``audit`` extra."""
+    try:
+        import convoy.audit
+    except ImportError as e:
+        fail(str(e))
+    return convoy.audit
+
+
+def _log(store: Any, key: Path | None) -> AuditLog:
+    log: AuditLog = _audit().AuditLog(store, key_path=key)
+    return log
+
+
 def _published(files: list[Path] | None) -> list[Checkpoint]:
     """Checkpoints from files: one JSON checkpoint per line."""
+    checkpoint = _audit().Checkpoint
     found: list[Checkpoint] = []
     for f in files or ():
         try:
@@ -50,7 +66,7 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
         for n, line in enumerate(lines, 1):
             if line.strip():
                 try:
-                    found.append(Checkpoint.from_json(line))
+                    found.append(checkpoint.from_json(line))
                 except UserError as e:
                     fail(f"--checkpoint {str(f)!r} line {n}: {e}")
     return found
@@ -88,7 +104,8 @@ def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOptio
 async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
                   published: list[Checkpoint]) -> list[VerifyReport]:
     async with open_store(db) as store:
-        log = AuditLog(store, key_path=key)
+        log = _log(store, key)
+        verify_log = _audit().verify_log
         tenants = [tenant] if tenant is not None else \
             sorted({*await store.audit_tenants(), *(cp.tenant for cp in published)})
         try:
@@ -117,7 +134,7 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
 async def _checkpoint(db: str, tenant: str, key: Path) -> Checkpoint:
     async with open_store(db) as store:
         try:
-            return await AuditLog(store, key_path=key).checkpoint(tenant)
+            return await _log(store, key).checkpoint(tenant)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
 
@@ -139,7 +156,7 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
 
 async def _prove(db: str, tenant: str, entry: int, key: Path | None) -> dict[str, Any]:
     async with open_store(db) as store:
-        log = AuditLog(store, key_path=key)
+        log = _log(store, key)
         if await store.audit_size(tenant) <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has "
                  f"{await store.audit_size(tenant)} entries)")
@@ -165,7 +182,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     except ValueError as e:
         fail(f"{str(proof)!r} is not JSON: {e}")
     try:
-        event = check_inclusion(doc, public_key=public_key)
+        event = _audit().check_inclusion(doc, public_key=public_key)
     except (AuditError, UserError) as e:
         fail(str(e), RUN_FAILURE)
     typer.echo(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed log of "
