@@ -32,7 +32,8 @@ def python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_python_dash_m_convoy(tmp_path: Path) -> None:
     res = python_m("--version", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"convoy {convoy.__version__} (store schema {SCHEMA_VERSION})"
+    assert res.stdout.strip() == \
+        f"convoy {convoy.__version__} (store schema {SCHEMA_VERSION})"
     res = python_m("sessions", "list", cwd=tmp_path)
     assert res.returncode == 2 and "no Convoy store at 'convoy.db'" in res.stderr
 

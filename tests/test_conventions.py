@@ -13,6 +13,7 @@ import pytest
 
 import convoy
 import convoy.alerts
+import convoy.audit
 import convoy.chaos
 import convoy.cost
 import convoy.resilience
@@ -38,7 +39,8 @@ POSITIONAL_VALUES = {
 
 def _public_dataclasses() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos, convoy.alerts):
+    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos, convoy.alerts,
+                   convoy.audit):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and dataclasses.is_dataclass(obj):

@@ -54,6 +54,8 @@ IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
               "SQLiteAlerts": ("convoy.stores", "Store"),  # SQLiteStore's alert methods
               "PostgresAlerts": ("convoy.stores", "Store"),  # PostgresStore's alert methods
+              "SQLiteAudit": ("convoy.stores", "Store"),  # SQLiteStore's audit methods
+              "PostgresAudit": ("convoy.stores", "Store"),  # PostgresStore's audit methods
               "PostgresLimits": ("convoy.stores", "Store"),  # PostgresStore's shared limits
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 

@@ -236,7 +236,7 @@ async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
     schema = pg.partition("?schema=")[2]
     with psycopg.connect(pg_cluster.server_url()) as conn:
         assert conn.execute(f'SELECT value FROM "{schema}".meta WHERE key=%s',
-                            ("schema_version",)).fetchall() == [("5",)]
+                            ("schema_version",)).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 async def test_engines_opening_a_new_database_at_once_create_its_schema_once(pg: str) -> None:

@@ -168,3 +168,26 @@ async def test_a_schema_4_store_keeps_its_kv_values_in_a_rowid_table(tmp_path: P
         assert "WITHOUT ROWID" not in sql
         row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert row[0] == str(SCHEMA_VERSION)
+
+
+async def test_a_schema_4_store_gains_the_audit_log_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4
+
+    db = tmp_path / "v4.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 4 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3 + ";" + _MIGRATE_4)
+        c.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.counts(tenant="acme") == {"running": 1}
+        await store.audit_append("acme", [b"first"])
+        assert await store.audit_size("acme") == 1
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert int(row[0]) >= AUDIT_SCHEMA_VERSION

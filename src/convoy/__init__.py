@@ -11,6 +11,8 @@ People decide through the inbox (``ctx.ask_human``, tool approvals, escalations:
 from convoy._errors import (
     AgentTurnsExhausted,
     ApprovalRequired,
+    AuditError,
+    AuditProofError,
     BudgetExhausted,
     CircuitOpenError,
     ContentPolicyViolation,
@@ -100,6 +102,8 @@ __all__ = [
     "AgentTurnsExhausted",
     "Approval",
     "ApprovalRequired",
+    "AuditError",
+    "AuditProofError",
     "BaselineAlerts",
     "BaselinePolicy",
     "BudgetExhausted",

@@ -26,6 +26,8 @@ One root, a shallow tree::
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
     ├── StoreError                 the store failed (``transient``: try again later)
     │   └── JournalError           the store holds something this version cannot read
+    ├── AuditError                 the audit log does not verify (``index``: first bad entry)
+    │   └── AuditProofError        an inclusion or consistency proof does not hold
     ├── RecordedError              a non-Convoy error replayed from the journal whose type
     │                              cannot be rebuilt (``original_type`` names it)
     └── SessionTerminated          control flow: ends a session with a terminal reason
@@ -116,6 +118,20 @@ class StoreError(ConvoyError):
 
 class JournalError(StoreError):
     """The store holds data this version of Convoy cannot read, or refused a write."""
+
+
+class AuditError(ConvoyError):
+    """The audit log does not verify: an entry was changed, removed, inserted, reordered or
+    cut off, or the log forked from a signed checkpoint. ``index`` is the first bad entry
+    (``None`` when no single entry can be named)."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class AuditProofError(AuditError):
+    """An inclusion or consistency proof, or a checkpoint signature, does not hold."""
 
 
 class RecordedError(ConvoyError):

@@ -8,6 +8,7 @@ import typer
 
 import convoy
 from convoy.cli._alerts import alerts
+from convoy.cli._audit import audit_app
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
@@ -69,6 +70,7 @@ app.command("replay")(replay)
 app.add_typer(sessions_app)
 app.add_typer(state_app)
 app.add_typer(inbox_app)
+app.add_typer(audit_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
 app.command("alerts")(alerts)

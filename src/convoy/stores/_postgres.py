@@ -43,7 +43,9 @@ from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
 from convoy.stores._addons import ADDONS, split_script
+from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
 from convoy.stores._postgres_alerts import PostgresAlerts
+from convoy.stores._postgres_audit import PostgresAudit
 from convoy.stores._postgres_conn import (
     Conn,
     Statements,
@@ -101,7 +103,7 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts):
+class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit):
     """Everything in one schema of a PostgreSQL database.
 
     Args:
@@ -331,7 +333,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts):
     def _statement(self, op: _Op, safe: float) -> sql.Stmt:
         """One op as it runs at commit time (the form of an append depends on its lease)."""
         if op.sql is not None:
-            return sql.Stmt(op.sql, op.params)
+            return sql.Stmt(op.sql, op.params, audit=op.sql is AUDIT_APPEND)
         params = op.params
         check = None
         if op.guard is not None:
@@ -393,12 +395,12 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts):
         plan = sql.plan_batch([self._statement(op, safe) for op in batch])
         if len(plan) == 1 and plan[0].keys is None:  # commits on its own: one round trip
             cur = await conn.execute(plan[0].text, plan[0].params)
-            return [await count(cur, plan[0].counted)]
+            return [await count(cur, plan[0].counted)] * plan[0].ops
         curs = await pipelined(conn, [(unit.text, unit.params) for unit in plan])
         counts: list[int] = []
         for cur, unit in zip(curs, plan, strict=True):
             if unit.keys is None:
-                counts.append(await count(cur, unit.counted))
+                counts += [await count(cur, unit.counted)] * unit.ops
             else:
                 landed = {(sid, key) for sid, key in await cur.fetchall()}
                 counts += [int(k in landed) for k in unit.keys]

@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION, PG_MIGRATION
 from convoy.stores._sqlite_sql import _in_tenant, _tenant_cond
 
 #: Migrations, oldest first: ``(version, statements)``. A database at version ``v`` gets
@@ -150,6 +151,7 @@ CREATE INDEX cache_expiry ON cache(expires);
     # Nothing to change: SQLite's 6 rebuilt its kv table as a rowid table (big values were
     # slow in a WITHOUT ROWID one); PostgreSQL's is a heap table already.
     (6, "SELECT 1"),
+    (AUDIT_SCHEMA_VERSION, PG_MIGRATION),
 )
 
 #: The schema version this Convoy writes to PostgreSQL.
@@ -216,17 +218,20 @@ class Stmt:
     params: tuple[Any, ...]
     counted: bool = False
     row: tuple[Any, ...] | None = None
+    audit: bool = False  # an audit append: ``(tenant, n, n, bodies)``, may join others
 
 
 @dataclass(slots=True)
 class Unit:
     """One statement sent for a batch: one :class:`Stmt`, or several appends merged
-    (``keys``: their (session, key), in the batch's order)."""
+    (``keys``: their (session, key), in the batch's order), or ``ops`` audit appends of one
+    tenant merged (each op's count is the merged statement's)."""
 
     text: str
     params: Sequence[Any]
     counted: bool = False
     keys: list[tuple[str, str]] | None = None
+    ops: int = 1
 
 
 def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
@@ -247,7 +252,24 @@ def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
         run.clear()
 
     seen: set[tuple[str, str]] = set()
+    audits: list[Stmt] = []
+
+    def close_audits() -> None:
+        if audits:
+            bodies = [b for a in audits for b in a.params[3]]
+            plan.append(Unit(audits[0].text, (audits[0].params[0], len(bodies), len(bodies),
+                                              bodies), ops=len(audits)))
+            audits.clear()
+
     for st in stmts:
+        if st.audit:  # consecutive appends to one tenant's log: one statement
+            close()
+            seen.clear()
+            if audits and audits[0].params[0] != st.params[0]:
+                close_audits()
+            audits.append(st)
+            continue
+        close_audits()
         key = (st.row[0], st.row[1]) if st.row is not None else None
         if key is None or key in seen:
             close()
@@ -258,6 +280,7 @@ def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
             run.append(st)
             seen.add(key)
     close()
+    close_audits()
     return plan
 
 

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -278,6 +278,16 @@ class StateWriteResult:
     written: bool
     entry: StateEntry | None
     woken: int = 0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AuditRow:
+    """One stored entry of a tenant's audit log: its ``index``, its ``body`` (the encoded
+    event) and the ``leaf`` hash the store computed when it appended it."""
+
+    index: int
+    body: bytes
+    leaf: bytes
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -666,8 +676,72 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "AlertDelivery",
-           "AlertEvent", "AlertRow", "AlertStatus", "Hold", "Level", "NewAlert", "NewSession",
-           "Reservation", "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus",
-           "Signal", "Spend", "StateEntry", "StateWrite", "StateWriteResult", "StepRecord",
-           "StepStatus", "Store", "StoreSummary"]
+    # -- audit log (see convoy.audit) ----------------------------------------------------
+
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
+                     wait: bool = True) -> asyncio.Future[None]:
+        """Append entries to ``tenant``'s audit log, in order, with the group commit: the
+        store gives them the next indexes and computes their leaf hashes
+        (:func:`convoy.audit.entry_leaf`) in the commit's transaction. ``wait=False``:
+        join the next batch instead of committing at once (for an entry that goes with a
+        journal write about to follow)."""
+        ...
+
+    async def audit_size(self, tenant: str) -> int:
+        """How many entries ``tenant``'s log has had appended (0 for none)."""
+        ...
+
+    async def audit_tenants(self) -> list[str]:
+        """The tenants that have an audit log, by name."""
+        ...
+
+    async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
+        """Up to ``limit`` stored entries of ``tenant`` from index ``start`` on, by index."""
+        ...
+
+    async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
+        """One stored entry, or ``None``."""
+        ...
+
+    async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
+        """The stored leaf hashes of the entries below index ``size``, by index."""
+        ...
+
+    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
+        """Keep a signed checkpoint of ``tenant``'s log at tree ``size``."""
+        ...
+
+    async def audit_checkpoints(self, tenant: str) -> list[str]:
+        """The kept checkpoints of ``tenant``, smallest tree first."""
+        ...
+
+
+__all__ = [
+    "RUNNABLE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "UNFINISHED",
+    "AlertDelivery",
+    "AlertEvent",
+    "AlertRow",
+    "AlertStatus",
+    "AuditRow",
+    "Hold",
+    "Level",
+    "NewAlert",
+    "NewSession",
+    "Reservation",
+    "SessionFilter",
+    "SessionOutcome",
+    "SessionRow",
+    "SessionStatus",
+    "Signal",
+    "Spend",
+    "StateEntry",
+    "StateWrite",
+    "StateWriteResult",
+    "StepRecord",
+    "StepStatus",
+    "Store",
+    "StoreSummary",
+]

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
+from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import SessionRow, StepRecord
 
 _SCHEMA = """
@@ -184,7 +186,8 @@ ALTER TABLE kv_rows RENAME TO kv
 
 #: Schema migrations, in order: (the version a step brings the schema to, its script).
 _MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS),
-               (6, _MIGRATE_KV_ROWID))
+               (6, _MIGRATE_KV_ROWID),
+               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
