@@ -11,12 +11,16 @@ sessions one after another. Three engines, opened and warmed up before timing:
   endpoint and per agent), per-attempt timeouts;
 * full:        `protections(cache=ResponseCache(), budgets=Budgets(session=...,
   tenant_daily=...))`: the same plus the response cache and the budgets. Every input is
-  unique, so the cache never hits: what is measured is the cost of the checks.
+  unique, so the cache never hits: what is measured is the cost of the checks. The
+  tenant's budget and the cache are kept in the store (the default, shared by every
+  engine on it): a reservation per call and a cache read per call;
+* full_local:  the same with `shared=False`: the tenant's budget and the cache in the
+  process only (right with one engine).
 
-Runs alternate (bare, protections, full, bare, ...) `--runs` times each; prints the median
-µs per agent step of each and the added percentages (target: < 20%), as one JSON line.
-``--clock cpu`` times the process's CPU time instead of elapsed time: on a shared host
-busy with other work, elapsed time mostly measures the neighbours.
+Runs alternate (bare, protections, full, full_local, bare, ...) `--runs` times each; prints
+the median µs per agent step of each and the added percentages (target: < 20%), as one
+JSON line. ``--clock cpu`` times the process's CPU time instead of elapsed time: on a
+shared host busy with other work, elapsed time mostly measures the neighbours.
 """
 
 from __future__ import annotations
@@ -68,14 +72,19 @@ async def w1(ctx: convoy.Context, ticket: str) -> Classification:
     return out
 
 
-def engines(tmp: Path) -> dict[str, convoy.Engine]:
-    full = protections(cache=ResponseCache(),
+def full(shared: bool) -> list[convoy.Interceptor]:
+    return protections(cache=ResponseCache(shared=shared),
                        budgets=Budgets(session=Budget(usd=10.0, tokens=10_000_000),
-                                       tenant_daily=Budget(usd=1e9)))
+                                       tenant_daily=Budget(usd=1e9), shared=shared))
+
+
+def engines(tmp: Path) -> dict[str, convoy.Engine]:
     return {"bare": convoy.Engine(tmp / "bare.db", concurrency=1000),
             "protections": convoy.Engine(tmp / "protections.db", interceptors=protections(),
                                          concurrency=1000),
-            "full": convoy.Engine(tmp / "full.db", interceptors=full, concurrency=1000)}
+            "full": convoy.Engine(tmp / "full.db", interceptors=full(True), concurrency=1000),
+            "full_local": convoy.Engine(tmp / "full_local.db", interceptors=full(False),
+                                        concurrency=1000)}
 
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
@@ -109,6 +118,8 @@ async def main_async(sessions: int, runs: int, warmup: int,
         finally:
             for e in es.values():
                 await e.aclose()
+        budgets = next(ic for ic in es["full"].runtime.interceptors if isinstance(ic, Budgets))
+        calls = (warmup + runs * sessions) * AGENTS
     med = {name: statistics.median(xs) for name, xs in samples.items()}
     bare = med["bare"]
     return {"workload": "W1-like, 5 agents, zero latency, journaling on",
@@ -116,8 +127,11 @@ async def main_async(sessions: int, runs: int, warmup: int,
             "us_per_step_bare": round(bare, 1),
             "us_per_step_protections": round(med["protections"], 1),
             "us_per_step_full": round(med["full"], 1),
+            "us_per_step_full_local": round(med["full_local"], 1),
             "added_pct_protections": round(100 * (med["protections"] - bare) / bare, 1),
             "added_pct_full": round(100 * (med["full"] - bare) / bare, 1),
+            "added_pct_full_local": round(100 * (med["full_local"] - bare) / bare, 1),
+            "full_store_reserves_per_call": round(budgets.store_reserves / calls, 4),
             "target_pct": 20,
             "samples": {name: [round(x, 1) for x in xs] for name, xs in samples.items()}}
 

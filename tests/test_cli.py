@@ -17,6 +17,7 @@ import typer
 
 import convoy
 from convoy.cli._common import convoy_errors, reportable
+from convoy.stores import SCHEMA_VERSION
 from tests.clikit import (
     FIXTURES,
     FLOW,
@@ -43,13 +44,14 @@ from tests.clikit import (
 
 COMMANDS = (["run"], ["resume"], ["retry"], ["worker"], ["signal"], ["cancel"], ["replay"],
             ["sessions", "list"], ["sessions", "show"], ["state", "get"], ["state", "set"],
-            ["state", "history"], ["state", "list"], ["cost"], ["chaos"])
+            ["state", "history"], ["state", "list"], ["cost"], ["chaos"], ["db", "migrate"],
+            ["db", "info"], ["alerts"])
 
 
 def test_version_and_help() -> None:
     res = cli("--version")
     assert res.code == 0
-    assert res.stdout.strip() == "convoy 0.1.0 (store schema 5)"
+    assert res.stdout.strip() == f"convoy 0.1.0 (store schema {SCHEMA_VERSION})"
     top = cli("--help")
     assert top.code == 0
     for command in COMMANDS:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 import convoy
 from convoy.cli import app
+from convoy.stores import SCHEMA_VERSION
 
 ROOT = Path(__file__).resolve().parents[1]
 SRC = Path(convoy.__file__).resolve().parents[1]
@@ -31,7 +32,8 @@ def python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_python_dash_m_convoy(tmp_path: Path) -> None:
     res = python_m("--version", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
-    assert res.stdout.strip() == f"convoy {convoy.__version__} (store schema 5)"
+    assert res.stdout.strip() == \
+        f"convoy {convoy.__version__} (store schema {SCHEMA_VERSION})"
     res = python_m("sessions", "list", cwd=tmp_path)
     assert res.returncode == 2 and "no Convoy store at 'convoy.db'" in res.stderr
 

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 import convoy
+import convoy.alerts
+import convoy.audit
 import convoy.chaos
 import convoy.cost
 import convoy.resilience
@@ -37,7 +39,8 @@ POSITIONAL_VALUES = {
 
 def _public_dataclasses() -> dict[str, type]:
     found: dict[str, type] = {}
-    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos):
+    for module in (convoy, convoy.resilience, convoy.cost, convoy.chaos, convoy.alerts,
+                   convoy.audit):
         for name in module.__all__:
             obj = getattr(module, name)
             if isinstance(obj, type) and dataclasses.is_dataclass(obj):
@@ -94,14 +97,17 @@ def test_resilience_guide_example_runs_on_the_simulator(
     engine = namespace["engine"]
     assert isinstance(engine, convoy.Engine)
     names = [type(i).__name__ for i in engine.runtime.interceptors]
-    assert names == ["StepTimings", "ToolGuard", "TokenVelocity", "Router", "ResponseCache",
+    assert names == ["StepTimings", "ToolGuard", "ProvenancePolicy", "TokenVelocity", "Router",
+                     "ResponseCache",
                      "Fallback",
                      "Retry", "Breakers", "Budgets", "RateLimit", "Timeout", "UsageAccounting",
                      "StateStats"]
     # TokenVelocity may print an alert first (it measures tokens per second of wall time).
     lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[")]
     assert len(lines) == 1 and lines[0].startswith("['completed'] "), lines
-    assert int(lines[0].split()[1]) > 20  # the injected faults were retried
+    # Every session called the model; the faults drawn (seeded by the random session ids,
+    # so their number varies, none at all about once in 70 runs) were retried.
+    assert int(lines[0].split()[1]) >= 20
 
 
 def test_the_package_ships_py_typed() -> None:

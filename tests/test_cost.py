@@ -152,16 +152,19 @@ async def test_cache_hits_are_free_and_never_cross_tenants(engine_factory: Any) 
     assert '"cached":true' in ((await eng.store.journal(second.id))[0].result or "")
 
 
-async def test_cache_entries_expire(engine_factory: Any) -> None:
-    clock = FakeClock(0.0)
+@pytest.mark.parametrize("shared", [True, False], ids=["in the store", "in memory"])
+async def test_cache_entries_expire(engine_factory: Any, db: Path, shared: bool) -> None:
+    clock = FakeClock(NOON)  # the cache's and the store's
     sim = convoy.SimModel({"*": {"output": OK}})
-    cache = ResponseCache(ttl=10, clock=clock)
-    eng = engine_factory(interceptors=[cache])
+    cache = ResponseCache(ttl=10, clock=clock, shared=shared)
+    eng = engine_factory(db=SQLiteStore(db, clock=clock), interceptors=[cache])
     wf = chain(1, sim)
     await eng.run(wf, "q")
-    clock.t = 11
+    clock.advance(9)
     await eng.run(wf, "q")
-    assert sim.calls == 2 and cache.hits == 0
+    clock.advance(2)
+    await eng.run(wf, "q")
+    assert sim.calls == 2 and cache.hits == 1
 
 
 def test_velocity_learns_a_baseline_and_alerts_on_a_spike() -> None:
@@ -412,3 +415,53 @@ async def test_a_shared_budget_with_long_answers_stays_within_one_call(
     await asyncio.gather(*(eng.run(chain(1, sim), f"t{i}") for i in range(100)))
     [led] = budgets.ledgers.values()
     assert led.reached and led.tokens <= 20_000 + 2_020
+
+
+async def test_calls_waiting_for_room_are_woken_in_turn_and_all_when_it_is_spent() -> None:
+    from convoy.cost import BudgetLedger
+
+    led = BudgetLedger("t", Budget(tokens=100))
+    led.reserve(100, 0.0)  # one call in flight holds the whole budget
+    woken: list[int] = []
+
+    async def waiter(i: int) -> None:
+        await led.wait_settled()
+        woken.append(i)
+        if i == 1:  # the first one woken takes the room it was woken for
+            led.reserve(60, 0.0)
+            led.pass_turn()
+
+    tasks = [asyncio.create_task(waiter(i)) for i in range(1, 5)]
+    cancelled = asyncio.create_task(waiter(99))
+    await asyncio.sleep(0)
+    led.settle(100, 0.0, convoy.Usage(10, 0), 0.0)  # 10 spent: room for one call
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert woken == [1, 2]  # 1 took 60 and passed the turn (30 left): 2 was woken
+    cancelled.cancel()  # a waiter that gives up loses nothing for the others
+    led.settle(60, 0.0, convoy.Usage(95, 0), 0.0)  # 105 spent: the budget is spent
+    await asyncio.gather(*tasks)
+    assert sorted(woken) == [1, 2, 3, 4] and led.spent_out()
+
+
+async def test_calls_of_sessions_under_way_get_the_room_first() -> None:
+    from convoy.cost import BudgetLedger
+
+    led = BudgetLedger("t", Budget(tokens=100))
+    led.reserve(100, 0.0)
+    woken: list[str] = []
+
+    async def waiter(name: str, under_way: bool) -> None:
+        await led.wait_settled(under_way=under_way)
+        woken.append(name)
+        led.reserve(90, 0.0)  # takes the room: nobody else fits
+
+    starting = asyncio.create_task(waiter("starting", False))
+    await asyncio.sleep(0)
+    going_on = asyncio.create_task(waiter("under way", True))  # came later, goes first
+    await asyncio.sleep(0)
+    led.settle(100, 0.0, convoy.Usage(5, 0), 0.0)
+    await asyncio.sleep(0)
+    assert woken == ["under way"]
+    starting.cancel()
+    await asyncio.gather(going_on, starting, return_exceptions=True)

@@ -48,9 +48,15 @@ def _members(cls: type) -> dict[str, Any]:
 #: Implementations of a documented protocol inherit its method contracts (they implement
 #: it structurally, so the MRO does not show it); their own extra members still need docs.
 IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
+              "SQLiteLimits": ("convoy.stores", "Store"),  # SQLiteStore's shared limits
               "SQLiteState": ("convoy.stores", "Store"),  # SQLiteStore's state methods
               "PostgresStore": ("convoy.stores", "Store"),
               "PostgresState": ("convoy.stores", "Store"),  # PostgresStore's state methods
+              "SQLiteAlerts": ("convoy.stores", "Store"),  # SQLiteStore's alert methods
+              "PostgresAlerts": ("convoy.stores", "Store"),  # PostgresStore's alert methods
+              "SQLiteAudit": ("convoy.stores", "Store"),  # SQLiteStore's audit methods
+              "PostgresAudit": ("convoy.stores", "Store"),  # PostgresStore's audit methods
+              "PostgresLimits": ("convoy.stores", "Store"),  # PostgresStore's shared limits
               "SQLiteSubjects": ("convoy.stores", "Store"),  # their data-subject methods
               "PostgresSubjects": ("convoy.stores", "Store"),
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}

@@ -143,6 +143,29 @@ async def test_an_exhausted_budget_asks_for_more(db: Path) -> None:
         assert res.usage.total_tokens == 2 * per_call
 
 
+async def test_an_approved_escalation_of_a_tenant_budget_kept_in_the_store_lets_it_go_on(
+        db: Path) -> None:
+    # The tenant's daily budget is reserved in the store (shared by engines): the grant
+    # of the approved escalation must count there too, not only in the engine's ledger.
+    agent = convoy.Agent(name="judge", model="sim:", escalation=convoy.Escalation(
+        on=["budget"]))
+
+    @convoy.workflow(name="esc.tenant_budget")
+    async def flow(ctx: convoy.Context, text: str) -> list[str]:
+        return [await ctx.run(agent, f"{text} {i}") for i in range(2)]
+
+    sim = convoy.SimModel({"judge": {"text": "ok"}}, usage=(10, 10))
+    sim.max_output_tokens = 10  # a call reserves about what it costs
+    budgets = Budgets(tenant_daily=Budget(tokens=20), on_exhausted="escalate")
+    async with _engine(db, sim, interceptors=[budgets]) as eng:
+        res = await eng.run(flow, "t", session_id="tb1", tenant="acme")
+        assert res.status == "waiting"  # the first call spent the day's budget
+        [task] = await eng.inbox.tasks()
+        await eng.inbox.approve(task.id, by="finance")  # one more budget's worth
+        [res] = await eng.resume()
+    assert res.ok and sim.calls == 2 and budgets.store_reserves > 0
+
+
 async def test_without_rules_an_escalated_session_is_answered_in_the_inbox(db: Path) -> None:
     agent = convoy.Agent(name="judge", model="sim:")
     budgets = Budgets(session=Budget(tokens=1), on_exhausted="escalate")

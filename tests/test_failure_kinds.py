@@ -310,3 +310,38 @@ async def test_a_call_waits_for_a_rate_limit_at_most_max_rate_limited_wait(
     eng = engine_factory(db=tmp_path / "second.db", interceptors=[retry])
     assert await run_many(eng, agent, 1) == ["failed"]
     assert m.calls == 2  # None: rate limits count as attempts, as before
+
+
+def test_error_kind_refines_other_into_one_taxonomy() -> None:
+    from convoy._errors import error_to_record
+    from convoy.resilience import ERROR_KINDS, error_kind, error_kind_of
+
+    assert ERROR_KINDS[:len(FAILURE_KINDS) - 1] == FAILURE_KINDS[:-1]
+    assert ERROR_KINDS[-1] == "other"
+    cases: dict[BaseException, str] = {
+        convoy.ModelError("503", retryable=True, status_code=503): "server_error",
+        convoy.ModelError("odd answer"): "provider_error",
+        convoy.ToolError("the CRM said no"): "tool_error",
+        convoy.ToolError("slow", timeout=True): "timeout",
+        convoy.HandoffError("undeclared"): "handoff_invalid",
+        convoy.AgentTurnsExhausted("out of turns"): "turns_exhausted",
+        convoy.UnknownOutcomeError("crashed mid-write"): "unknown_outcome",
+        convoy.StateConflict("stale", namespace="n", key="k", expected_version=1,
+                             current_version=2): "conflict",
+        convoy.WaitTimeout("no signal"): "wait_timeout",
+        convoy.BudgetExhausted("spent"): "budget_exhausted",
+        convoy.LoopDetected("ping-pong"): "loop_detected",
+        convoy.LimitExceeded("max_steps"): "limit_exceeded",
+        convoy.Escalated("a person"): "escalated",
+        convoy.NonDeterminismError("changed"): "nondeterminism",
+        convoy.StoreError("disk full"): "store_error",
+        convoy.PolicyDenied("no"): "denied",
+        ValueError("x"): "other",
+    }
+    for exc, kind in cases.items():
+        assert error_kind(exc) == kind, exc
+        assert kind in ERROR_KINDS
+        # a session's journaled error record classifies the same
+        assert error_kind_of(error_to_record(exc)) == kind, exc
+    assert error_kind_of(None) is None
+    assert error_kind_of({"wake_at": 1.0, "wait_name": "ok"}) is None

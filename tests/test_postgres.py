@@ -177,8 +177,8 @@ async def test_a_store_at_an_older_version_is_migrated_on_open(
     schema = pg.partition("?schema=")[2]
     with psycopg.connect(pg_cluster.server_url()) as conn:
         assert conn.execute(f'SELECT id FROM "{schema}".notes').fetchall() == [("migrated",)]
-        assert conn.execute(f'SELECT value FROM "{schema}".meta').fetchall() == [
-            (str(step[0]),)]
+        assert conn.execute(f'SELECT value FROM "{schema}".meta WHERE key=%s',
+                            ("schema_version",)).fetchall() == [(str(step[0]),)]
     monkeypatch.undo()
     refused = PostgresStore(pg)  # this Convoy again: the store is newer than it reads
     with pytest.raises(JournalError, match=f"version {step[0]}, newer"):
@@ -213,6 +213,32 @@ async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
     finally:
         await store.aclose()
     assert "sessions_tenant_status" in indexes()
+
+
+async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
+        pg: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convoy.stores import Hold
+
+    monkeypatch.setattr(pg_sql, "MIGRATIONS", tuple(m for m in pg_sql.MIGRATIONS if m[0] <= 4))
+    monkeypatch.setattr(pg_sql, "PG_SCHEMA_VERSION", 4)
+    old = PostgresStore(pg)  # what Convoy with schema 4 left
+    await old.open()
+    await old.create_session(new("kept"), owner=None, lease_s=30)
+    await old.aclose()
+    monkeypatch.undo()
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        assert (await store.get_session("kept")) is not None
+        res = await store.reserve("r", "A", [Hold(scope="s", unit="tokens", amount=1,
+                                                  limit=2)], lease_s=30)
+        assert res.granted
+    finally:
+        await store.aclose()
+    schema = pg.partition("?schema=")[2]
+    with psycopg.connect(pg_cluster.server_url()) as conn:
+        assert conn.execute(f'SELECT value FROM "{schema}".meta WHERE key=%s',
+                            ("schema_version",)).fetchall() == [(str(SCHEMA_VERSION),)]
 
 
 async def test_engines_opening_a_new_database_at_once_create_its_schema_once(pg: str) -> None:

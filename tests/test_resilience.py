@@ -425,15 +425,17 @@ async def test_bulkhead_caps_concurrent_calls_with_backpressure(engine_factory: 
     assert all(r.ok for r in results) and live["max"] == 3
 
 
-async def test_rate_limit_waits_instead_of_failing(engine_factory: Any) -> None:
+@pytest.mark.parametrize("shared", [True, False], ids=["in the store", "in the process"])
+async def test_rate_limit_waits_instead_of_failing(engine_factory: Any, db: Path,
+                                                   shared: bool) -> None:
     agent = convoy.Agent(name="a", output_type=Classification,
                          model=convoy.SimModel({"*": {"output": OK}}))
     clock = FakeClock()
-    limiter = RateLimit(Rate(rpm=600), clock=clock, sleep=clock.sleep)  # 10/s, burst 10
-    limiter._for("sim:default", Rate(rpm=600))[0].tokens = 0  # type: ignore[union-attr]
-    eng = engine_factory(interceptors=[limiter])
+    limiter = RateLimit(Rate(rpm=600, burst=1), clock=clock, sleep=clock.sleep, shared=shared)
+    eng = engine_factory(db=SQLiteStore(db, clock=clock), interceptors=[limiter])
+    assert (await eng.run(flow(agent), "empties the bucket")).ok
     t0 = clock()
-    results = await asyncio.gather(*(eng.run(flow(agent), f"t{i}") for i in range(3)))
+    results = [await eng.run(flow(agent), f"t{i}") for i in range(3)]
     assert all(r.ok for r in results)
     # An empty bucket refilling at 10 tokens a second: each call waits its 0.1 s, in turn.
     assert clock.slept == pytest.approx([0.1, 0.1, 0.1])
@@ -574,7 +576,8 @@ async def test_a_failing_primary_never_closes_the_way_to_a_healthy_fallback(
     assert len(attempts) < 30 * 2  # the primary's own circuit opened and spared it
 
 
-async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory: Any) -> None:
+async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory: Any,
+                                                                 db: Path) -> None:
     # Rate(rpm=120) used to start with a burst of 120: 240 calls in the first minute
     # (issue 8, bug 6). A smoothed bucket lets at most rpm (+ burst) through any 60 s.
     clock = FakeClock()
@@ -587,7 +590,8 @@ async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory
     agent = convoy.Agent(name="a", output_type=Classification, model=convoy.SimModel(script))
     rate = Rate(rpm=120)
     assert rate.burst == 2  # the default: one second's worth
-    eng = engine_factory(interceptors=[RateLimit(rate, clock=clock, sleep=clock.sleep)])
+    eng = engine_factory(db=SQLiteStore(db, clock=clock),
+                         interceptors=[RateLimit(rate, clock=clock, sleep=clock.sleep)])
     for i in range(300):  # a client calling as fast as it is let through
         assert (await eng.run(flow(agent), f"t{i}")).ok
     assert len(times) == 300
@@ -597,12 +601,15 @@ async def test_a_rate_limit_holds_over_every_window_of_its_period(engine_factory
     assert sum(1 for u in times if u < times[0] + 1) <= rate.burst + 120 / 60
 
 
-async def test_waiting_for_a_rate_limit_token_has_a_timeout(engine_factory: Any) -> None:
+@pytest.mark.parametrize("shared", [True, False], ids=["in the store", "in the process"])
+async def test_waiting_for_a_rate_limit_token_has_a_timeout(engine_factory: Any, db: Path,
+                                                            shared: bool) -> None:
     clock = FakeClock()
     agent = convoy.Agent(name="a", output_type=Classification,
                          model=convoy.SimModel({"*": {"output": OK}}))
-    limiter = RateLimit(Rate(rpm=60, burst=1, max_wait=0.5), clock=clock, sleep=clock.sleep)
-    eng = engine_factory(interceptors=[limiter])
+    limiter = RateLimit(Rate(rpm=60, burst=1, max_wait=0.5), clock=clock, sleep=clock.sleep,
+                        shared=shared)
+    eng = engine_factory(db=SQLiteStore(db, clock=clock), interceptors=[limiter])
     assert (await eng.run(flow(agent), "first")).ok
     res = await eng.run(flow(agent), "second")  # its token is 1 s away: more than 0.5 s
     assert res.status == "failed" and res.error is not None

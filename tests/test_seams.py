@@ -139,6 +139,75 @@ async def test_user_interceptors_sit_between_trace_and_the_resilience_chain(
     assert order == ["audit", "mine", "retry"]
 
 
+async def test_agent_run_wraps_each_invocation_and_names_the_handoff(db: Path) -> None:
+    """The agent hook: one call per agent invocation (a handoff's target is the next one,
+    naming its source and the handoff step; a worker runs inside its supervisor's), and a
+    resumed session's replayed agent says so."""
+    crashed: list[bool] = []
+
+    class CrashInBilling(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.agent == "billing" and not crashed:
+                crashed.append(True)
+                raise Crash
+            return await super().request(request)
+
+    sim = CrashInBilling({
+        "triage": {"handoff": "billing", "payload": {"task": "charged twice"}},
+        "billing": [{"tool_calls": [{"name": "lookup", "arguments": {"task": "x"}}]},
+                    {"output": OK}],
+        "lookup": {"output": OK}})
+    lookup = convoy.Agent(name="lookup", output_type=Classification, model=sim)
+    billing = convoy.Agent(name="billing", output_type=Classification, workers=[lookup],
+                           model=sim)
+    triage = convoy.Agent(name="triage", output_type=Classification, handoffs=[billing],
+                          model=sim)
+
+    @convoy.workflow(name="agent_runs")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(triage, t)
+        return out
+
+    class Runs(convoy.Interceptor):
+        stage = "trace"
+
+        def __init__(self) -> None:
+            self.seen: list[tuple[str, str, str | None, str | None, bool, int]] = []
+            self.ends: list[tuple[str, str | None]] = []
+
+        async def agent_run(self, input: convoy.AgentRunInput,
+                            next: convoy.Next[convoy.AgentRunInput, convoy.AgentRunEnd],
+                            ) -> convoy.AgentRunEnd:
+            src = input.handoff_from.name if input.handoff_from else None
+            self.seen.append((input.agent.name, input.key, src, input.handoff_key,
+                              input.replaying, input.depth))
+            assert input.info.kind == "agent" and input.info.agent == input.agent.name
+            assert input.messages[-1].content == 'charged twice' or \
+                input.agent.name != "billing"
+            end = await next(input)
+            self.ends.append((input.agent.name,
+                              end.handoff.name if end.handoff is not None else None))
+            return end
+
+    first = Runs()
+    eng = convoy.Engine(db, interceptors=[first])
+    with pytest.raises(Crash):
+        await eng.run(wf, "t", session_id="s")
+    assert first.seen == [("triage", "0/0", None, None, False, 1),
+                          ("billing", "0/2", "triage", "0/1", False, 1)]
+    assert first.ends == [("triage", "billing")]
+    second = Runs()
+    async with later_engine(db, workflows=[wf], interceptors=[second]) as eng2:
+        [res] = await eng2.resume()
+    assert res.ok
+    # triage replays from the journal; billing starts live (its model call never finished)
+    assert second.seen == [("triage", "0/0", None, None, True, 1),
+                           ("billing", "0/2", "triage", "0/1", False, 1),
+                           ("lookup", "0/3/0", None, None, False, 2)]
+    assert second.ends == [("triage", "billing"), ("lookup", None), ("billing", None)]
+    await eng.aclose()
+
+
 async def test_an_unknown_stage_is_refused() -> None:
     class Odd(convoy.Interceptor):
         stage = "sideways"  # type: ignore[assignment]

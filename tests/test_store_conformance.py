@@ -177,6 +177,40 @@ async def test_store_written_by_a_newer_schema_is_refused_on_open(
     assert not newer.is_open
 
 
+async def test_the_schema_version_is_read_without_creating_or_migrating_anything(
+        backend: Backend, clock: FakeClock, stores: Opener) -> None:
+    fresh = backend.new(clock)
+    assert await fresh.schema_version() is None  # nothing there yet
+    assert await fresh.schema_version() is None  # and reading it created nothing
+    s = await stores()
+    assert await s.schema_version() == SCHEMA_VERSION
+    await s.aclose()
+    backend.set_schema_version(SCHEMA_VERSION + 1)
+    newer = backend.new(clock)
+    assert await newer.schema_version() == SCHEMA_VERSION + 1  # read, not refused
+    assert not newer.is_open
+
+
+async def test_a_summary_counts_sessions_journal_entries_state_keys_and_tenants(
+        store: Store) -> None:
+    from convoy.stores import StateWrite
+
+    empty = await store.summary()
+    assert (empty.schema_version, empty.sessions, empty.journal_entries, empty.state_keys,
+            empty.tenants) == (SCHEMA_VERSION, {}, 0, 0, 0)
+    await store.create_session(new("a", tenant="acme"), owner="A", lease_s=LEASE)
+    await store.create_session(new("b", tenant="acme"), owner=None, lease_s=LEASE)
+    await store.append("a", "A", step("0", EPOCH))
+    await store.append("a", "A", step("1", EPOCH))
+    await store.state_put(StateWrite(tenant="globex", namespace="n", key="k", value="1",
+                                     expected_version=0))
+    await store.state_put(StateWrite(tenant="acme", namespace="n", key="k", value="1",
+                                     expected_version=0))
+    got = await store.summary()
+    assert got.sessions == {"running": 1, "pending": 1}
+    assert (got.journal_entries, got.state_keys, got.tenants) == (2, 2, 2)
+
+
 # -- creating sessions --------------------------------------------------------------------
 
 
@@ -609,6 +643,26 @@ async def test_finish_records_the_outcome(store: Store, clock: FakeClock) -> Non
     assert row.cost == pytest.approx(0.25)
     assert row.header_map == {"trace": "2"}
     assert not row.unfinished
+
+
+async def test_update_headers_lands_with_a_creation_not_yet_committed(store: Store) -> None:
+    created = store.create_session(new("s", headers={"a": "1"}), owner="A", lease_s=LEASE)
+    updated = store.update_headers("s", "A", {"a": "1", "trace": "t"})
+    await store.append("s", "A", step("0", 1.0))
+    await asyncio.gather(created, updated)
+    row = await must(store, "s")
+    assert row.header_map == {"a": "1", "trace": "t"} and row.owner == "A"
+
+
+async def test_update_headers_of_a_committed_session_is_fenced_on_its_owner(
+        store: Store) -> None:
+    await owned(store, "s", "A", headers={"a": "1"})
+    await store.update_headers("s", "A", {"trace": "t"})
+    assert (await must(store, "s")).header_map == {"trace": "t"}
+    LeaseLost = lease_lost()
+    with pytest.raises(LeaseLost):
+        await store.update_headers("s", "B", {"trace": "other"})
+    assert (await must(store, "s")).header_map == {"trace": "t"}
 
 
 async def test_finish_without_owner_ends_an_unowned_session(store: Store) -> None:

@@ -46,7 +46,8 @@ async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Pa
     assert (rec.input_tokens, rec.output_tokens, rec.cost, rec.agent) == (40, 8, 0.25, "a")
     await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)
 
     from pydantic import BaseModel
 
@@ -91,7 +92,8 @@ async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
     finally:
         await store.aclose()
     with sqlite3.connect(db) as c:
-        assert c.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION) == "5"
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)
 
 
 async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
@@ -113,3 +115,79 @@ async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
         plan = c.execute("EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM sessions WHERE "
                          "tenant='acme' GROUP BY status").fetchall()
         assert "sessions_tenant_status" in str(plan)
+
+
+async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores import Hold
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4, _SCHEMA
+
+    db = tmp_path / "v4.db"
+    with sqlite3.connect(db) as c:  # what Convoy wrote at schema 4
+        c.executescript(_SCHEMA + _MIGRATE_2 + _MIGRATE_3 + _MIGRATE_4 + ";")
+        c.execute("INSERT INTO meta VALUES('schema_version', '4')")
+        c.execute("INSERT INTO sessions(id,workflow,version,tenant,status,input,created) "
+                  "VALUES('s','w','1','t','pending','{}',100)")
+    c.close()
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        row = await store.get_session("s")
+        assert row is not None and row.status == "pending"
+        res = await store.reserve("r", "A", [Hold(scope="s", unit="tokens", amount=1,
+                                                  limit=2)], lease_s=30)
+        assert res.granted
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)
+
+
+async def test_a_schema_4_store_keeps_its_kv_values_in_a_rowid_table(tmp_path: Path) -> None:
+    """Schema 6 rebuilds ``kv`` as a rowid table: a WITHOUT ROWID table stores a value of a
+    few kB (a session's spans) in overflow pages at several times the cost."""
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4
+
+    db = tmp_path / "v4.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 4 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3 + ";" + _MIGRATE_4)
+        c.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+        c.execute("INSERT INTO kv VALUES('trace:old', 'k', ?)", ("x" * 5000,))
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.kv_all("trace:old") == {"k": "x" * 5000}
+        await store.kv_put("trace:old", "k2", "y")
+        assert await store.kv_get("trace:old", "k2") == "y"
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        [sql] = c.execute("SELECT sql FROM sqlite_master WHERE name='kv'").fetchone()
+        assert "WITHOUT ROWID" not in sql
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert row[0] == str(SCHEMA_VERSION)
+
+
+async def test_a_schema_4_store_gains_the_audit_log_and_keeps_its_sessions(
+        tmp_path: Path) -> None:
+    from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
+    from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3, _MIGRATE_4
+
+    db = tmp_path / "v4.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 4 left on disk
+        c.executescript(_MIGRATE_2 + _MIGRATE_3 + ";" + _MIGRATE_4)
+        c.execute("UPDATE meta SET value='4' WHERE key='schema_version'")
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.counts(tenant="acme") == {"running": 1}
+        await store.audit_append("acme", [b"first"])
+        assert await store.audit_size("acme") == 1
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        assert int(row[0]) >= AUDIT_SCHEMA_VERSION

@@ -488,27 +488,27 @@ Email = Annotated[str, Field(max_length=120)]
 Text = Annotated[str, Field(max_length=300)]
 
 
-@convoy.tool
+@convoy.tool(trusted=True)  # our own system of record, not untrusted content
 def lookup_customer(email: Email) -> CustomerLookup:
     """Find a customer account by email address."""
     customer = current_crm().customer_by_email(email)
     return CustomerLookup(found=customer is not None, customer=customer)
 
 
-@convoy.tool
+@convoy.tool(trusted=True)  # our own system of record, not untrusted content
 def list_invoices(customer_id: Id) -> list[InvoiceSummary]:
     """List a customer's invoices, newest first, with their amounts and refund status."""
     return current_crm().invoices_of(customer_id)
 
 
-@convoy.tool
+@convoy.tool(trusted=True)  # our own system of record, not untrusted content
 def get_invoice(invoice_id: Id) -> InvoiceLookup:
     """Get one invoice (like INV-1234) with its line items and how much was refunded."""
     invoice = current_crm().invoice(invoice_id)
     return InvoiceLookup(found=invoice is not None, invoice=invoice)
 
 
-@convoy.tool
+@convoy.tool(trusted=True)  # our own system of record, not untrusted content
 def check_service_status(product: Id) -> ServiceStatus:
     """Current status of a product (dashboard, api, mobile, reports, sync, notifications)."""
     return current_crm().service(product)

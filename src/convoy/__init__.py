@@ -11,6 +11,8 @@ People decide through the inbox (``ctx.ask_human``, tool approvals, escalations:
 from convoy._errors import (
     AgentTurnsExhausted,
     ApprovalRequired,
+    AuditError,
+    AuditProofError,
     BudgetExhausted,
     CircuitOpenError,
     ContentPolicyViolation,
@@ -39,6 +41,7 @@ from convoy._errors import (
     UserError,
     WaitTimeout,
 )
+from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
 from convoy.cost._pricing import Price, PriceTable
 from convoy.definitions._agent import Agent
 from convoy.definitions._tool_runner import ToolThreads, ToolThreadsExhausted
@@ -54,6 +57,8 @@ from convoy.hitl._rules import Escalation
 from convoy.hitl._task import Comment, Decision, HumanTask
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -83,15 +88,25 @@ from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
 from convoy.sandbox import Sandbox, ToolSandboxError
 from convoy.security._approval import Approval
 from convoy.security._guard import ToolGuard, approved
+from convoy.security._policy import ProvenancePolicy, ProvenanceRule
+from convoy.security._provenance import Origin, Provenance, Untrusted
+from convoy.security._redteam import RedteamReport, run_redteam
+from convoy.security._spotlight import detect_injection, spotlight
 from convoy.state import State, StateVersion, Versioned
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Agent",
+    "AgentRunEnd",
+    "AgentRunInput",
     "AgentTurnsExhausted",
     "Approval",
     "ApprovalRequired",
+    "AuditError",
+    "AuditProofError",
+    "BaselineAlerts",
+    "BaselinePolicy",
     "BudgetExhausted",
     "CircuitOpenError",
     "Comment",
@@ -129,12 +144,17 @@ __all__ = [
     "ModelSettings",
     "Next",
     "NonDeterminismError",
+    "Origin",
     "OutputValidationError",
     "Parked",
     "PolicyDenied",
     "Price",
     "PriceTable",
+    "Provenance",
+    "ProvenancePolicy",
+    "ProvenanceRule",
     "RecordedError",
+    "RedteamReport",
     "Rejected",
     "ReplayResult",
     "Sandbox",
@@ -169,19 +189,24 @@ __all__ = [
     "ToolThreads",
     "ToolThreadsExhausted",
     "UnknownOutcomeError",
+    "Untrusted",
     "Usage",
     "UsageAccounting",
     "UserError",
     "Versioned",
     "WaitTimeout",
+    "Webhook",
     "Workflow",
     "__version__",
     "approved",
     "decompose",
+    "detect_injection",
     "fan_out",
     "infer_model",
     "load_workflow",
     "pipeline",
+    "run_redteam",
+    "spotlight",
     "supervisor",
     "tool",
     "workflow",

@@ -26,6 +26,8 @@ One root, a shallow tree::
     ├── NonDeterminismError        resumed workflow code no longer matches its journal
     ├── StoreError                 the store failed (``transient``: try again later)
     │   └── JournalError           the store holds something this version cannot read
+    ├── AuditError                 the audit log does not verify (``index``: first bad entry)
+    │   └── AuditProofError        an inclusion or consistency proof does not hold
     ├── RecordedError              a non-Convoy error replayed from the journal whose type
     │                              cannot be rebuilt (``original_type`` names it)
     └── SessionTerminated          control flow: ends a session with a terminal reason
@@ -116,6 +118,20 @@ class StoreError(ConvoyError):
 
 class JournalError(StoreError):
     """The store holds data this version of Convoy cannot read, or refused a write."""
+
+
+class AuditError(ConvoyError):
+    """The audit log does not verify: an entry was changed, removed, inserted, reordered or
+    cut off, or the log forked from a signed checkpoint. ``index`` is the first bad entry
+    (``None`` when no single entry can be named)."""
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        super().__init__(message)
+        self.index = index
+
+
+class AuditProofError(AuditError):
+    """An inclusion or consistency proof, or a checkpoint signature, does not hold."""
 
 
 class RecordedError(ConvoyError):
@@ -230,27 +246,32 @@ class ToolError(StepError):
 
 class ToolDenied(ToolError):
     """A tool call refused before the tool ran: the agent lacks a scope the tool needs
-    (``reason="scope"``), a person rejected the call (``"rejected"``), or nobody approved
-    it before its deadline (``"expired"``). The agent loop reports it to the model as a
+    (``reason="scope"``), a person rejected the call (``"rejected"``), nobody approved
+    it before its deadline (``"expired"``), or a provenance rule denies it
+    (``"untrusted"``). The agent loop reports it to the model as a
     failed call, like any tool failure; the refusal is journaled as the step's outcome.
 
     Attributes:
         tool: the tool that was refused.
-        reason: ``"scope"``, ``"rejected"`` or ``"expired"``.
+        reason: ``"scope"``, ``"rejected"``, ``"expired"`` or ``"untrusted"``.
         missing: the scopes the agent lacked (``reason="scope"``).
         by: who rejected it (``reason="rejected"``).
+        rule: the rule that refused it, or that asked for the approval a person
+            rejected (``"scope"``, ``"requires_approval"``, a provenance rule's name).
     """
 
     kind = "denied"
     terminal = True
 
     def __init__(self, message: str, *, tool: str = "", reason: str = "scope",
-                 missing: Sequence[str] = (), by: str | None = None) -> None:
+                 missing: Sequence[str] = (), by: str | None = None,
+                 rule: str | None = None) -> None:
         super().__init__(message)
         self.tool = tool
         self.reason = reason
         self.missing = list(missing)
         self.by = by
+        self.rule = rule or (reason if reason == "scope" else None)
         self.details = {"refused": reason}
 
 

@@ -1,5 +1,6 @@
 """The ``convoy`` command line: ``run``, ``resume``, ``worker``, ``signal``, ``cancel``,
-``replay``, ``sessions``, ``state``, ``cost`` and ``chaos``."""
+``replay``, ``sessions``, ``state``, ``inbox``, ``cost``, ``chaos``, ``db``, ``trace`` and
+``metrics``."""
 
 from __future__ import annotations
 

@@ -7,17 +7,23 @@ from typing import Annotated
 import typer
 
 import convoy
+from convoy.cli._alerts import alerts
+from convoy.cli._audit import audit_app
 from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
+from convoy.cli._db import db_app
 from convoy.cli._inbox import inbox_app
+from convoy.cli._metrics import metrics_app
 from convoy.cli._privacy import erase, export, keygen, purge
+from convoy.cli._redteam import redteam
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
 from convoy.cli._retry import retry
 from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
 from convoy.cli._state import state_app
+from convoy.cli._trace import trace
 from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
 
@@ -65,8 +71,14 @@ app.command("replay")(replay)
 app.add_typer(sessions_app)
 app.add_typer(state_app)
 app.add_typer(inbox_app)
+app.add_typer(audit_app)
 app.command("chaos")(chaos)
 app.command("cost")(cost)
+app.command("alerts")(alerts)
+app.add_typer(db_app)
+app.command("redteam")(redteam)
+app.command("trace")(trace)
+app.add_typer(metrics_app)
 app.command("erase")(erase)
 app.command("export")(export)
 app.command("purge")(purge)

@@ -52,6 +52,11 @@ ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", metavar="SPEC",
     help="Run every agent on this model instead of its own, e.g. 'sim:' or "
          "'openai:gpt-4o-mini'.")]
+TraceOption = Annotated[list[str] | None, typer.Option(
+    "--trace", metavar="EXPORTER",
+    help="Trace every session with OpenTelemetry: 'store' (then 'convoy trace SESSION'), "
+         "'otlp' (OTLP over HTTP, set by OTEL_EXPORTER_OTLP_ENDPOINT) or 'console'. "
+         "Repeatable.")]
 ConcurrencyOption = Annotated[int, typer.Option(
     "--concurrency", "-c", min=1, help="Sessions running at once.")]
 BusyTimeoutOption = Annotated[float, typer.Option(
@@ -246,6 +251,18 @@ def check_db_path(db: str, *, create: bool = False) -> None:
     if create and not path.parent.exists():
         fail(f"the directory {str(path.parent)!r} of --db {db!r} does not exist; create "
              f"it first (mkdir -p {path.parent})")
+
+
+def tracing(exporters: list[str] | None) -> list[Interceptor]:
+    """The interceptors ``--trace`` asks for (none without it)."""
+    if not exporters:
+        return []
+    from convoy.observability import Tracing, observe
+
+    try:
+        return observe(Tracing(exporters=exporters))
+    except UserError as e:
+        fail(f"--trace: {e}")
 
 
 def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,

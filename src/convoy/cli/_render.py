@@ -16,8 +16,10 @@ from convoy import TerminalReason
 from convoy.cli._common import RUN_FAILURE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
+from convoy.definitions._config_hash import short_hash
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
+from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 
@@ -91,6 +93,9 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
               and stats.by_status[s]]
     for status, n in failed or [("failed", 0)]:
         t.add_row(status, Text(str(n), style="red" if n else ""))
+    if stats.kinds:
+        t.add_row("by error kind", ", ".join(f"{k} {n}" for k, n in sorted(
+            stats.kinds.items(), key=lambda kv: (-kv[1], kv[0]))))
     if stats.skipped:
         detail = ", ".join(f"{s} {n}" for s, n in sorted(stats.skipped.items()))
         t.add_row("already finished", f"{stats.skipped.total()} (not re-run: {detail})")
@@ -121,6 +126,7 @@ def print_failures(console: Console, stats: RunStats) -> None:
     for res in stats.failures[:MAX_LISTED]:
         err = res.error or {}
         line = Text.assemble((res.id, "bold"), "  ", status_text(res.status), "  ",
+                             (error_kind_of(err) or "-", "yellow"), "  ",
                              short(f"{err.get('type', '')}: {err.get('message', '')}", 100))
         console.print(line)
     more = len(stats.failures) - MAX_LISTED
@@ -242,6 +248,21 @@ def _state_summary(value: Any) -> str:
     return short(json.dumps(value))
 
 
+def agent_configs(steps: Sequence[StepRecord]) -> dict[str, list[str]]:
+    """The configuration hashes journaled for each agent of a session, in the order the
+    agents and their versions first took a step (a resume under a changed definition shows
+    two)."""
+    out: dict[str, list[str]] = {}
+    for r in steps:
+        if r.config is None:
+            continue
+        agent = r.agent or r.target
+        seen = out.setdefault(agent, [])
+        if r.config not in seen:
+            seen.append(r.config)
+    return out
+
+
 def journal_table(steps: Sequence[StepRecord]) -> Table:
     spend = any(r.input_tokens or r.output_tokens or r.cost for r in steps)
     t = Table()
@@ -299,6 +320,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("active time", fmt_duration(row.active_s))
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
     info.add_row("cost", fmt_cost(row.cost))
+    for agent, hashes in agent_configs(steps).items():
+        info.add_row(f"agent {agent}", "config " + ", ".join(short_hash(h) for h in hashes))
     for name, value in sorted(row.header_map.items()):
         info.add_row(f"header {name}", value)
     console.print(info)
@@ -316,6 +339,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
         console.print(Text.assemble(("error: ", "bold"),
                                     f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
+        kind = error_kind_of(rec)
+        if kind is not None:
+            console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and retried_as is None:
         console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
     task = _task_waited_for(row)

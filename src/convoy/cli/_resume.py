@@ -16,6 +16,7 @@ from convoy.cli._common import (
     ModelOption,
     Scope,
     TenantOption,
+    TraceOption,
     build_engine,
     err,
     import_modules,
@@ -24,6 +25,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
     tenant_scope,
+    tracing,
 )
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
@@ -36,6 +38,7 @@ def resume(
     db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    trace: TraceOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -59,7 +62,8 @@ def resume(
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
+                          interceptors=tracing(trace))
     try:
         stats = run_async(_resume(engine, scope))
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from convoy.cli._common import (
     ConcurrencyOption,
     DbOption,
     ModelOption,
+    TraceOption,
     build_engine,
     convoy_errors,
     err,
@@ -23,6 +24,7 @@ from convoy.cli._common import (
     out,
     run_async,
     tenant_option,
+    tracing,
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, InputLine, InvalidLine, read_inputs
@@ -64,6 +66,7 @@ def run(
         help=f"The tenant the sessions belong to (default: {DEFAULT_TENANT!r}); "
              "'convoy sessions list --tenant NAME' shows them.")] = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    trace: TraceOption = None,
     subject: Annotated[str | None, typer.Option(
         "--subject", metavar="NAME",
         help="The data subject (a person) every session of the file is about: their "
@@ -97,7 +100,8 @@ def run(
     workflows_from_cwd()
     with convoy_errors():
         wf = load_workflow(workflow)
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
+                          interceptors=tracing(trace))
     with convoy_errors():
         batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)
     for bad in batch.invalid:

@@ -23,7 +23,7 @@ from convoy.cli._common import (
     tenant_scope,
     workflow_names,
 )
-from convoy.cli._render import print_session, sessions_table
+from convoy.cli._render import agent_configs, print_session, sessions_table
 from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, SessionFilter, SessionRow, StepRecord
 
@@ -142,8 +142,10 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
                      "result": _json(r.result), "agent": r.agent,
                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
-                     "cost": r.cost, "input_hash": r.input_hash, "at": r.at}
+                     "cost": r.cost, "input_hash": r.input_hash, "config": r.config,
+                     "at": r.at}
                     for r in steps],
+        "agent_configs": agent_configs(steps),
     }
 
 

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from convoy import SessionResult
 from convoy._stats import percentile
+from convoy.resilience._classify import error_kind_of
 
 #: Why a session is still unfinished after a command: it waits for a timer or a signal,
 #: another live engine owns it, it started on another workflow version, or a store error
@@ -44,12 +45,15 @@ class RunStats:
     status); they are reported, not re-run, and their tokens are not counted again.
     ``left`` counts the sessions still unfinished afterwards, by why. ``outcomes`` counts
     the status every input of the command ended in, run now or before (``run --strict``).
+    ``kinds`` counts the sessions that ran and did not complete by the kind of their error
+    (``convoy.resilience.error_kind``: the taxonomy metrics and traces use too).
     """
 
     by_status: Counter[str] = field(default_factory=Counter)
     skipped: Counter[str] = field(default_factory=Counter)
     left: Counter[LeftReason] = field(default_factory=Counter)
     outcomes: Counter[str] = field(default_factory=Counter)
+    kinds: Counter[str] = field(default_factory=Counter)
     input_tokens: int = 0
     output_tokens: int = 0
     cost: float = 0.0
@@ -78,6 +82,7 @@ class RunStats:
         self.latencies.append(res.duration_s)
         if why is None and not res.ok:
             self.failures.append(res)
+            self.kinds[error_kind_of(res.error) or res.status] += 1
 
     def start(self) -> None:
         self.started = time.perf_counter()

@@ -20,6 +20,7 @@ from convoy.cli._common import (
     ModelOption,
     Scope,
     TenantOption,
+    TraceOption,
     build_engine,
     err,
     fail,
@@ -28,6 +29,7 @@ from convoy.cli._common import (
     out,
     run_async,
     tenant_scope,
+    tracing,
 )
 from convoy.cli._render import plural, short, status_text
 
@@ -82,6 +84,14 @@ def worker(
         "--poll-interval", metavar="SECONDS", min=0.01,
         help="How often to look for sessions other processes made runnable.")] = 1.0,
     busy_timeout: BusyTimeoutOption = 10.0,
+    trace: TraceOption = None,
+    metrics_port: Annotated[int | None, typer.Option(
+        "--metrics-port", metavar="PORT", min=1, max=65535,
+        help="Serve this worker's Prometheus metrics on http://127.0.0.1:PORT/metrics "
+             "(--metrics-addr to listen elsewhere).")] = None,
+    metrics_addr: Annotated[str, typer.Option(
+        "--metrics-addr", metavar="ADDR", help="The address --metrics-port listens on.")
+    ] = "127.0.0.1",
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -100,8 +110,22 @@ def worker(
         fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the modules "
              "whose @convoy.workflow functions should run here")
     log = SessionLog()
+    chain: list[Interceptor] = [log, *tracing(trace)]
+    server = None
+    if metrics_port is not None:
+        from convoy.observability import Metrics, observe
+
+        metrics = Metrics()
+        chain += observe(metrics=metrics)
+        try:
+            server = metrics.serve(metrics_port, metrics_addr)
+        except OSError as e:
+            fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_addr}: "
+                 f"{e.strerror or e}")
+        err.print(f"metrics on http://{metrics_addr}:{server.port}/metrics", markup=False,
+                  style="dim")
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
-                          interceptors=[log])
+                          interceptors=chain)
     for wf in workflows:
         engine.register(wf)
     names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
@@ -112,10 +136,14 @@ def worker(
         left = run_async(_serve(engine, scope, until_idle, poll_interval,
                                 {w.name for w in workflows}))
     except KeyboardInterrupt:
+        if server is not None:
+            server.close()
         err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the sessions it "
                   "was running continue from their journal with the next worker or 'convoy resume'",
                   markup=False)
         raise typer.Exit(INTERRUPTED) from None
+    if server is not None:
+        server.close()
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
     waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
     runs = plural(log.ends.total(), "session run")

@@ -1,8 +1,13 @@
-"""Token and money budgets per agent, per session and per tenant per day.
+"""Token and money budgets per agent, per session, per tenant per day and per agent of a
+tenant per day.
 
-Enforced before every model call (each retry attempt included) and settled after it. In
-one asyncio process the check-and-reserve has no ``await`` in it, so it is atomic however
-many sessions share a budget. A call is admitted while ``spent + reserved < limit``, where
+Enforced before every model call (each retry attempt included) and settled after it. The
+daily budgets of a tenant and of its agents are shared by every engine on the store: they
+are counted and reserved in the store (:mod:`convoy.cost._shared`), atomically across
+engine processes. A session's own budgets are kept by the engine running it (one engine at
+a time runs a session): in one asyncio process their check-and-reserve has no ``await`` in
+it, so it is atomic however many branches of the session share them. A call is admitted
+while ``spent + reserved < limit``, where
 ``reserved`` holds, for each call in flight, its input estimate plus its output *ceiling*
 (``max_tokens``, else the model's ``max_output_tokens``, known limit, or 4,096: see
 ``convoy.resilience.output_ceiling``), settled on the actual usage when it ends. A budget
@@ -23,12 +28,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 from weakref import WeakKeyDictionary
 
 from convoy._errors import BudgetExhausted, Escalated, UserError
+from convoy.cost._shared import SharedBudgets, Ticket
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse, Usage
@@ -58,7 +65,12 @@ class Budget:
 
 @dataclass(slots=True)
 class BudgetLedger:
-    """Spend against one budget: settled, reserved by calls in flight, and the overshoot."""
+    """Spend against one budget: settled, reserved by calls in flight, and the overshoot.
+
+    A budget shared by engines (``scope`` names it in the store) is counted in the store;
+    its ledger holds this engine's calls in flight and mirrors the spend of every engine as
+    the store last reported it (``start_*``: what the journal held when it was opened).
+    """
 
     name: str
     budget: Budget
@@ -71,7 +83,13 @@ class BudgetLedger:
     in_flight_at_limit: int | None = None
     rejected: int = 0
     waited: int = 0
+    scope: str | None = None
+    start_tokens: int = 0
+    start_usd: float = 0.0
     _settled: asyncio.Event | None = None
+    _gate: asyncio.Lock | None = None
+    _queue: deque[asyncio.Future[None]] | None = None  # calls of sessions starting
+    _under_way: deque[asyncio.Future[None]] | None = None  # calls of sessions that spent
 
     def full(self, extra: int = 0) -> bool:
         """Whether spent plus reserved has reached the limit (plus ``extra`` more budgets'
@@ -88,12 +106,83 @@ class BudgetLedger:
         return bool((b.tokens is not None and self.tokens >= b.tokens * f)
                     or (b.usd is not None and self.usd >= b.usd * f))
 
-    async def wait_settled(self) -> None:
-        """Wait until a call in flight settles (what it reserved becomes what it cost)."""
+    async def wait_settled(self, *, again: bool = False, under_way: bool = False) -> None:
+        """Wait for room: until a call in flight settles (what it reserved becomes what it
+        cost) and the callers queued before this one have had their turn. Waiters are
+        woken one at a time, in order (each admitted call wakes the next while room is
+        left), and all at once when the budget is spent. Calls of sessions ``under_way``
+        (that have spent already) go before calls of sessions starting: a budget running
+        low finishes work rather than starting more. ``again``: a waiter woken that found
+        no room keeps its place at the front."""
         self.waited += 1
+        if under_way:
+            q = self._under_way = self._under_way if self._under_way is not None else deque()
+        else:
+            q = self._queue = self._queue if self._queue is not None else deque()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if again:
+            q.appendleft(fut)
+        else:
+            q.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.pass_turn()  # woken, then cancelled: the turn goes to the next one
+            elif fut in q:
+                q.remove(fut)
+            raise
+
+    def pass_turn(self) -> None:
+        """Wake the next waiter if there is room for it (after a call was admitted)."""
+        if (self._under_way or self._queue) and not self.full():
+            self._wake(all_of_them=False)
+
+    def _wake(self, *, all_of_them: bool) -> None:
+        for q in (self._under_way, self._queue):
+            while q:
+                fut = q.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    if not all_of_them:
+                        return
+
+    async def settled(self) -> None:
+        """Return when the next of this engine's calls in flight settles."""
         if self._settled is None:
             self._settled = asyncio.Event()
         await self._settled.wait()
+
+    @property
+    def gate(self) -> asyncio.Lock:
+        """Held by the one call that asks the store again while the budget is full."""
+        if self._gate is None:
+            self._gate = asyncio.Lock()
+        return self._gate
+
+    def limit_of(self, unit: str) -> float:
+        """The limit in ``unit`` (``"tokens"`` or ``"usd"``; infinite if not limited)."""
+        limit = self.budget.tokens if unit == "tokens" else self.budget.usd
+        return float("inf") if limit is None else float(limit)
+
+    def observe(self, unit: str, used: float) -> None:
+        """What the store says every engine has spent (a shared budget): the mirror only
+        moves up (this engine's latest calls may not be committed yet)."""
+        if unit == "tokens":
+            self.tokens = max(self.tokens, int(used))
+        else:
+            self.usd = max(self.usd, used)
+        self._note_reached()
+
+    def _note_reached(self) -> None:
+        b = self.budget
+        if not self.reached and ((b.tokens is not None and self.tokens >= b.tokens)
+                                 or (b.usd is not None and self.usd >= b.usd)):
+            self.reached = True
+            # The calls in flight when the limit was reached, the one reaching it included:
+            # together they bound the overshoot.
+            self.in_flight_at_limit = self.in_flight
+            self._wake(all_of_them=True)  # spent: every waiter learns it now
 
     def reserve(self, tokens: int, usd: float) -> None:
         """Hold an estimate for a call about to start."""
@@ -109,17 +198,13 @@ class BudgetLedger:
         if usage is not None:
             self.tokens += usage.total_tokens
             self.usd += usd
-        b = self.budget
-        if not self.reached and ((b.tokens is not None and self.tokens >= b.tokens)
-                                 or (b.usd is not None and self.usd >= b.usd)):
-            self.reached = True
-            # The calls in flight when the limit was reached, the one reaching it included:
-            # together they bound the overshoot.
-            self.in_flight_at_limit = self.in_flight
+        self._note_reached()
         self.in_flight -= 1
         if self._settled is not None:
             self._settled.set()
             self._settled = None
+        if self._under_way or self._queue:
+            self._wake(all_of_them=self.spent_out())
 
     @property
     def overshoot_tokens(self) -> int:
@@ -141,16 +226,21 @@ class Budgets(Interceptor):
         session: one budget applied to every session separately.
         agents: agent name -> budget (per session and agent).
         tenant_daily: a budget per tenant per UTC day (one for all tenants, or a mapping).
+        agent_daily: a budget per agent of a tenant per UTC day, across its sessions (one
+            for every agent, or agent name -> budget).
         on_exhausted: ``"stop"``, ``"downgrade"`` or ``"escalate"``.
         downgrade_to: the cheaper model for ``"downgrade"``.
         hard_factor: with ``"downgrade"``, calls stop for good at ``limit * hard_factor``.
         clock: wall clock (seconds since the epoch) that decides the UTC day; by default
             the engine's (its store's) clock, so spend journaled by the store and the day
             it counts against come from one clock.
+        shared: keep the daily budgets in the engine's store (default), so every engine
+            on that store draws on the same ones; ``False`` keeps them in this process
+            (one store round trip less per call; only right if one engine spends them).
 
     Session and agent ledgers start from what the session has already spent (its
-    journaled model steps), so a resumed session keeps its budget; a tenant's day ledger
-    starts from the spend the store journaled for that tenant in that UTC day.
+    journaled model steps), so a resumed session keeps its budget; a daily budget starts
+    from the spend the store journaled for that tenant (and agent) in that UTC day.
     """
 
     stage: Stage = "budget"
@@ -158,8 +248,10 @@ class Budgets(Interceptor):
     def __init__(self, *, session: Budget | None = None,
                  agents: Mapping[str, Budget] | None = None,
                  tenant_daily: Budget | Mapping[str, Budget] | None = None,
+                 agent_daily: Budget | Mapping[str, Budget] | None = None,
                  on_exhausted: Policy = "stop", downgrade_to: str | Model | None = None,
-                 hard_factor: float = 1.5, clock: Callable[[], float] | None = None) -> None:
+                 hard_factor: float = 1.5, clock: Callable[[], float] | None = None,
+                 shared: bool = True) -> None:
         if on_exhausted not in ("stop", "downgrade", "escalate"):
             raise UserError(f"on_exhausted must be 'stop', 'downgrade' or 'escalate', got "
                             f"{on_exhausted!r}")
@@ -168,24 +260,39 @@ class Budgets(Interceptor):
         self.session = session
         self.agents = dict(agents or {})
         self.tenant_daily = tenant_daily
+        self.agent_daily = agent_daily
         self.on_exhausted: Policy = on_exhausted
         self.downgrade_to = downgrade_to
         self.hard_factor = hard_factor
+        self.shared = shared
         self._clock = clock
-        self.ledgers: dict[str, BudgetLedger] = {}  # tenant-day ledgers
+        self.ledgers: dict[str, BudgetLedger] = {}  # daily ledgers (tenant, agent of a tenant)
         # Session and agent ledgers live as long as their session does.
         self._per_session: WeakKeyDictionary[SessionState, dict[str, BudgetLedger]] = \
             WeakKeyDictionary()
         self.downgraded = 0
         self._loading: asyncio.Lock | None = None
+        self._store: SharedBudgets | None = None
 
     async def start(self, engine: Engine) -> None:
         if self._clock is None:
             self._clock = engine.clock
         self._loading = asyncio.Lock()  # bound to this run's event loop
+        self.ledgers.clear()  # a daily ledger mirrors the store of this run
+        self._store = SharedBudgets(engine.store, engine.owner, engine.lease_seconds) \
+            if self.shared else None
+
+    async def close(self) -> None:
+        if self._store is not None:  # what this engine's reservations spent is counted
+            self._store.close()
+
+    @property
+    def store_reserves(self) -> int:
+        """Reservations asked of the store so far (shared daily budgets)."""
+        return self._store.reserves if self._store is not None else 0
 
     def today(self) -> dt.date:
-        """The UTC day the tenant budgets count against now."""
+        """The UTC day the daily budgets count against now."""
         now = (self._clock or time.time)()
         return dt.datetime.fromtimestamp(now, dt.UTC).date()
 
@@ -222,20 +329,27 @@ class Budgets(Interceptor):
         out = []
         if self.session is not None:
             out.append(await self._own(s, f"session:{s.id}", self.session))
-        ab = self.agents.get(input.agent.name)
+        name = input.agent.name
+        ab = self.agents.get(name)
         if ab is not None:
-            out.append(await self._own(s, f"agent:{s.id}:{input.agent.name}", ab, input.agent.name))
+            out.append(await self._own(s, f"agent:{s.id}:{name}", ab, name))
         td = self.tenant_daily
         if td is not None:
             tb = td if isinstance(td, Budget) else td.get(s.tenant)
             if tb is not None:
-                out.append(await self._tenant_day(input, tb))
+                out.append(await self._daily(input, f"tenant:{s.tenant}", tb, None))
+        ad = self.agent_daily
+        if ad is not None:
+            adb = ad if isinstance(ad, Budget) else ad.get(name)
+            if adb is not None:
+                out.append(await self._daily(input, f"agent:{s.tenant}:{name}", adb, name))
         return out
 
-    async def _tenant_day(self, input: ModelCallInput, budget: Budget) -> BudgetLedger:
+    async def _daily(self, input: ModelCallInput, prefix: str, budget: Budget,
+                     agent: str | None) -> BudgetLedger:
         s = input.session
         day = self.today()
-        key = f"tenant:{s.tenant}:{day.isoformat()}"
+        key = f"{prefix}:{day.isoformat()}"
         led = self.ledgers.get(key)
         if led is not None:
             return led
@@ -246,13 +360,18 @@ class Budgets(Interceptor):
         async with self._loading:
             led = self.ledgers.get(key)
             if led is None:
-                # A restarted engine starts from what the store journaled for this tenant
-                # in this UTC day, and only this day.
+                # The day's ledger starts from what the store journaled for this tenant
+                # (and agent) in this UTC day, and only this day.
                 midnight = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC).timestamp()
-                tokens, usd = await s.runtime.store.tenant_spend(s.tenant, midnight,
-                                                                 midnight + 86400.0)
-                led = self.ledger(key, budget)
-                led.tokens, led.usd = tokens, usd
+                store = s.runtime.store
+                tokens, usd = await (
+                    store.tenant_spend(s.tenant, midnight, midnight + 86400.0)
+                    if agent is None else
+                    store.tenant_spend(s.tenant, midnight, midnight + 86400.0, agent=agent))
+                led = BudgetLedger(key, budget, tokens=tokens, usd=usd,
+                                   start_tokens=tokens, start_usd=usd,
+                                   scope=f"budget:{key}" if self._store is not None else None)
+                self.ledgers[key] = led
         return led
 
     def _over_hard(self, led: BudgetLedger) -> bool:
@@ -260,12 +379,35 @@ class Budgets(Interceptor):
         return bool((b.tokens is not None and led.tokens + led.reserved_tokens >= b.tokens * f)
                     or (b.usd is not None and led.usd + led.reserved_usd >= b.usd * f))
 
+    def _refuse(self, input: ModelCallInput, full: list[BudgetLedger]) -> None:
+        for x in full:
+            x.rejected += 1
+        led = full[0]
+        msg = (f"budget {led.name!r} exhausted ({_describe(led)}) before a call of "
+               f"agent {input.agent.name!r}")
+        if self.on_exhausted == "escalate":
+            raise Escalated(msg, grant=f"budget:{led.name}")
+        raise BudgetExhausted(msg)
+
+    def _downgrade(self, input: ModelCallInput, full: list[BudgetLedger]) -> bool:
+        """Send the call to the cheaper model, if the policy says so and the hard limits
+        of the exhausted budgets still have room."""
+        if self.on_exhausted != "downgrade" or self.downgrade_to is None or \
+                any(self._over_hard(x) for x in full):
+            return False
+        input.model = input.session.runtime.resolve(self.downgrade_to)
+        self.downgraded += 1
+        return True
+
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         ledgers = await self._applicable(input)
         if not ledgers:
             return await next(input)
-        grants = input.session.grants  # one more budget's worth per approved escalation
+        woken_on: BudgetLedger | None = None
+        s = input.session
+        under_way = s.resumed or s.usage.total_tokens > 0
+        grants = s.grants  # one more budget's worth per approved escalation
         while True:
             if grants is None:
                 full = [led for led in ledgers if led.full()]
@@ -276,38 +418,86 @@ class Budgets(Interceptor):
                 if not full or any(led.spent_out(grants.get(f"budget:{led.name}", 0))
                                    for led in full):
                     break
+            if woken_on is not None and woken_on is not full[0]:
+                woken_on.pass_turn()  # its room is not for this call: the next one's turn
             # Reserved, not spent: the calls in flight hold their output ceilings and
             # usually cost far less. Wait for one to settle instead of refusing.
-            await full[0].wait_settled()
-        if full:
-            led = full[0]
-            if self.on_exhausted == "downgrade" and self.downgrade_to is not None and \
-                    not any(self._over_hard(x) for x in full):
-                input.model = input.session.runtime.resolve(self.downgrade_to)
-                self.downgraded += 1
-            else:
-                for x in full:
-                    x.rejected += 1
-                msg = (f"budget {led.name!r} exhausted ({_describe(led)}) before a call of "
-                       f"agent {input.agent.name!r}")
-                if self.on_exhausted == "escalate":
-                    raise Escalated(msg, grant=f"budget:{led.name}")
-                raise BudgetExhausted(msg)
-        est_in, est_out = reserve_usage(input.request, input.model)
-        tokens = est_in + est_out
-        prices = input.session.runtime.prices
-        model = input.model
-        usd = prices.cost(model.name, Usage(est_in, est_out), model.deployment) \
-            if prices else 0.0
+            await full[0].wait_settled(again=woken_on is full[0], under_way=under_way)
+            woken_on = full[0]
+        if woken_on is not None:
+            woken_on.pass_turn()
+        downgraded = bool(full) and self._downgrade(input, full)
+        if full and not downgraded:
+            self._refuse(input, full)
+        tokens, usd = self._estimate(input)
+        # Claimed here at once (no await between the check and the claim), then confirmed
+        # by the store for the budgets it keeps: this engine's calls never race each other
+        # to the store for room its own ledger says is taken.
         for led in ledgers:
             led.reserve(tokens, usd)
+            led.pass_turn()
+        shared = [led for led in ledgers if led.scope is not None]
+        ticket = None
+        if shared:
+            ticket, tokens, usd = await self._confirm(input, ledgers, shared, tokens, usd,
+                                                      downgraded)
         resp: ModelResponse | None = None
         try:
             resp = await next(input)
             return resp
         finally:
+            usage = resp.usage if resp else None
+            cost = resp.cost if resp else 0.0
             for led in ledgers:
-                led.settle(tokens, usd, resp.usage if resp else None, resp.cost if resp else 0.0)
+                led.settle(tokens, usd, usage, cost)
+            if ticket is not None:
+                assert self._store is not None
+                self._store.settle(ticket, usage.total_tokens if usage else 0, cost)
+
+    async def _confirm(self, input: ModelCallInput, ledgers: list[BudgetLedger],
+                       shared: list[BudgetLedger], tokens: int, usd: float,
+                       downgraded: bool) -> tuple[Ticket, int, float]:
+        """Reserve the call in the store (the budgets shared by engines). Spent out there:
+        the policy decides (a downgraded call is estimated again, and claimed again). The
+        call's local claims are released if it is refused (or cancelled)."""
+        assert self._store is not None
+        grants = input.session.grants
+        # An approved escalation on a shared ledger lets this session's calls use that
+        # many more budgets' worth of it in the store too.
+        extra = max((grants.get(f"budget:{led.name}", 0) for led in shared), default=0) \
+            if grants else 0
+        try:
+            factor = self.hard_factor if downgraded else 1.0 + extra
+            ticket, refused = await self._store.reserve(shared, tokens, usd, factor=factor,
+                                                        wait_held=not downgraded)
+            if ticket is None and not downgraded and self._downgrade(input, refused):
+                # The cheaper model, against the hard limits.
+                for led in ledgers:
+                    led.settle(tokens, usd, None, 0.0)
+                tokens, usd = self._estimate(input)
+                for led in ledgers:
+                    led.reserve(tokens, usd)
+                ticket, refused = await self._store.reserve(shared, tokens, usd,
+                                                            factor=self.hard_factor,
+                                                            wait_held=False)
+            if ticket is None:
+                self._refuse(input, refused)
+        except BaseException:
+            for led in ledgers:
+                led.settle(tokens, usd, None, 0.0)
+            raise
+        assert ticket is not None
+        return ticket, tokens, usd
+
+    @staticmethod
+    def _estimate(input: ModelCallInput) -> tuple[int, float]:
+        """What a call reserves: input estimate plus output ceiling, in tokens and USD."""
+        est_in, est_out = reserve_usage(input.request, input.model)
+        prices = input.session.runtime.prices
+        model = input.model
+        usd = prices.cost(model.name, Usage(est_in, est_out), model.deployment) \
+            if prices else 0.0
+        return est_in + est_out, usd
 
 
 def _describe(led: BudgetLedger) -> str:

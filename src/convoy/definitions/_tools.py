@@ -110,6 +110,8 @@ class Tool:
     scopes: frozenset[str] = frozenset()
     approval: Approval | None = None
     sandbox: Sandbox | None = None
+    destructive: bool = False
+    trusted: bool = False
     spec: ToolSpec = field(init=False)
     #: Scopes or an approval to check before a call runs (the tool guard skips the rest).
     guarded: bool = field(init=False, repr=False)
@@ -223,6 +225,7 @@ def tool(*, name: str | None = None, description: str | None = None, writes: boo
          idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
          threads: ToolThreads | None = None, scopes: Iterable[str] = (),
          requires_approval: bool | Approval = False, sandbox: Sandbox | None = None,
+         destructive: bool = False, trusted: bool = False,
          ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -231,6 +234,7 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
          idempotent: bool | None = None, isolate: Literal["thread", "process"] = "thread",
          threads: ToolThreads | None = None, scopes: Iterable[str] = (),
          requires_approval: bool | Approval = False, sandbox: Sandbox | None = None,
+         destructive: bool = False, trusted: bool = False,
          ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Turn a typed function into a :class:`Tool`.
 
@@ -259,6 +263,11 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
             limits (:class:`~convoy.Sandbox`); a limit hit, a refusal or a crash is a
             :class:`~convoy.ToolSandboxError`. The function must be defined at the top of
             a module, and its arguments and result must be JSON.
+        destructive: the tool destroys or moves something that cannot be taken back
+            (implies ``writes``); by default, once a session has read untrusted content,
+            every call of it needs a person's approval (:class:`~convoy.ProvenancePolicy`).
+        trusted: its output is trusted data (your own system of record), not untrusted
+            content: it is not spotlighted, and arguments found in it need no approval.
     """
     if isolate not in ("thread", "process"):
         raise UserError(f"tool isolate must be 'thread' or 'process', got {isolate!r}")
@@ -275,11 +284,14 @@ def tool(fn: Callable[..., Any] | None = None, /, *, name: str | None = None,
 
     localns = dict(sys._getframe(1).f_locals)  # resolve annotations naming local classes
 
+    writes = writes or destructive
+
     def build(f: Callable[..., Any]) -> Tool:
         return _build_tool(f, localns, name=name, description=description, writes=writes,
                            idempotent=(not writes) if idempotent is None else idempotent,
                            isolate=isolate, threads=threads, scopes=scope_set,
-                           approval=approval, sandbox=sandbox)
+                           approval=approval, sandbox=sandbox, destructive=destructive,
+                           trusted=trusted)
 
     return build(fn) if fn is not None else build
 
@@ -288,7 +300,8 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
                 description: str | None, writes: bool, idempotent: bool,
                 isolate: Literal["thread", "process"] = "thread",
                 threads: ToolThreads | None = None, scopes: Any = frozenset(),
-                approval: Approval | None = None, sandbox: Sandbox | None = None) -> Tool:
+                approval: Approval | None = None, sandbox: Sandbox | None = None,
+                destructive: bool = False, trusted: bool = False) -> Tool:
     tool_name = name or f.__name__
     if not tool_name.replace("_", "").replace("-", "").isalnum():
         raise UserError(f"tool name {tool_name!r} must be letters, digits, '_' or '-'")
@@ -332,5 +345,7 @@ def _build_tool(f: Callable[..., Any], localns: dict[str, Any], *, name: str | N
         scopes=scopes,
         approval=approval,
         sandbox=sandbox,
+        destructive=destructive,
+        trusted=trusted,
     )
 

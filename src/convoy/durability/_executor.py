@@ -56,9 +56,10 @@ class StepExecutor(Protocol):
                        execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
                        decode: Callable[[str], T], *, effect: bool = False,
                        idempotent: bool = True, input_hash: str | None = None,
-                       agent: str | None = None,
+                       agent: str | None = None, config: str | None = None,
                        spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
-        """Run one step exactly once per session, durably."""
+        """Run one step exactly once per session, durably. ``config`` (the taking
+        agent's configuration hash) is journaled with the step."""
         ...
 
     async def now(self, key: str) -> float:
@@ -135,6 +136,12 @@ class JournaledExecutor:
 
 
     @property
+    def replaying(self) -> bool:
+        """Steps asked for now come from the journal: a resumed session that has not
+        caught up with it yet, or ``convoy replay``."""
+        return self._journal is not None or self.replay_only
+
+    @property
     def leftover(self) -> list[str]:
         """Journal entries the workflow has not asked for (yet)."""
         return sorted(self._journal) if self._journal else []
@@ -184,7 +191,7 @@ class JournaledExecutor:
                        execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
                        decode: Callable[[str], T], *, effect: bool = False,
                        idempotent: bool = True, input_hash: str | None = None,
-                       agent: str | None = None,
+                       agent: str | None = None, config: str | None = None,
                        spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
         # Live (no journal left, not a replay): the common path, with no lookup at all.
         rec = None if self._journal is None and not self.replay_only else \
@@ -207,7 +214,7 @@ class JournaledExecutor:
                     f"session {self.session_id!r} step {key}: {kind} {target!r} started "
                     "before a crash and is not idempotent, so it is not retried; a human "
                     "must check whether it took effect")
-                await self._fail(key, kind, target, input_hash, agent, err)
+                await self._fail(key, kind, target, input_hash, agent, err, config)
                 raise err
             if self.replay_only:
                 raise NonDeterminismError(
@@ -215,22 +222,24 @@ class JournaledExecutor:
                     key=key)
         if effect:
             await self._write(StepRecord(key=key, kind=kind, target=target, status="started",
-                                         input_hash=input_hash, agent=agent))
+                                         input_hash=input_hash, agent=agent, config=config))
         try:
             value = await execute()
         except (Exception, SessionTerminated) as e:
             if isinstance(e, NonDeterminismError):
                 raise
-            await self._fail(key, kind, target, input_hash, agent, e)
+            await self._fail(key, kind, target, input_hash, agent, e, config)
             raise
         if spend is None:
             record = StepRecord(key=key, kind=kind, target=target, status="completed",
-                                result=encode(value), input_hash=input_hash, agent=agent)
+                                result=encode(value), input_hash=input_hash, agent=agent,
+                                config=config)
         else:
             tokens_in, tokens_out, cost = spend(value)
             record = StepRecord(key=key, kind=kind, target=target, status="completed",
                                 result=encode(value), input_hash=input_hash, agent=agent,
-                                input_tokens=tokens_in, output_tokens=tokens_out, cost=cost)
+                                input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
+                                config=config)
         if self.owner is not None:  # ``_write``, inlined: once per step
             try:
                 await self.store.append(self.session_id, self.owner, record)
@@ -239,11 +248,12 @@ class JournaledExecutor:
         return value
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,
-                    agent: str | None, error: BaseException) -> None:
+                    agent: str | None, error: BaseException,
+                    config: str | None = None) -> None:
         self.failed_key = key
         await self._write(StepRecord(key=key, kind=kind, target=target, status="failed",
                                      result=encode_json({**error_to_record(error), "key": key}),
-                                     input_hash=input_hash, agent=agent))
+                                     input_hash=input_hash, agent=agent, config=config))
 
     # -- values the workflow must not compute itself ---------------------------------------
 

@@ -23,6 +23,7 @@ import asyncio
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -71,6 +72,7 @@ from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
 from convoy.security._guard import ToolGuard
+from convoy.security._policy import ProvenancePolicy
 from convoy.state._access import DirectAccess
 from convoy.state._handle import State
 from convoy.stores._protocol import (
@@ -124,8 +126,11 @@ class Engine(SessionControl, SubjectRights):
         tenant_scopes: per tenant, the most its sessions' agents may be granted: a tool
             scope is granted only if the agent's ``scopes`` and the tenant's cap both
             cover it (tenants not named are not capped).
-        master_key: the key that wraps data subjects' keys (see docs/how-to/privacy.md). Default:
-            ``$CONVOY_MASTER_KEY`` or the file ``$CONVOY_MASTER_KEY_FILE`` names; with
+        provenance: the rules that hold side-effecting tool calls whose arguments come
+            from untrusted content (:class:`~convoy.ProvenancePolicy`); default: one with its
+            ``default_rules``.
+        master_key: the key that wraps data subjects' keys (see docs/how-to/privacy.md).
+            Default: ``$CONVOY_MASTER_KEY`` or the file ``$CONVOY_MASTER_KEY_FILE`` names; with
             neither, sessions cannot name a subject (and nothing is sealed).
     """
 
@@ -138,6 +143,7 @@ class Engine(SessionControl, SubjectRights):
                  on_nondeterminism: OnNonDeterminism = "error",
                  escalation: Escalation | None = None,
                  tenant_scopes: Mapping[str, Collection[str]] | None = None,
+                 provenance: ProvenancePolicy | None = None,
                  master_key: MasterKey | None = None) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
@@ -152,6 +158,10 @@ class Engine(SessionControl, SubjectRights):
             check_tenant(name)
         #: Scopes and approvals, checked before every tool call that declares them.
         self.tool_guard = ToolGuard(tenant_scopes)
+        if provenance is not None and not isinstance(provenance, ProvenancePolicy):
+            raise UserError(f"provenance must be a convoy.ProvenancePolicy, got {provenance!r}")
+        #: Provenance rules, checked before side-effecting tool calls.
+        self.provenance = provenance if provenance is not None else ProvenancePolicy()
         plain: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
         master = master_key if master_key is not None else MasterKey.from_env()
@@ -163,7 +173,8 @@ class Engine(SessionControl, SubjectRights):
         #: Shared-state reads, writes and conflicts of the sessions this engine ran.
         self.state_stats = StateStats()
         self.runtime = Runtime(self.store, limits=limits or Limits(),
-                               interceptors=[self.timings, self.tool_guard, *interceptors,
+                               interceptors=[self.timings, self.tool_guard, self.provenance,
+                                             *interceptors,
                                              self.accounting, self.state_stats],
                                models=models or {}, model_override=model,
                                prices=self.accounting.prices, deps=deps,
@@ -186,6 +197,12 @@ class Engine(SessionControl, SubjectRights):
         self._cancelling: set[str] = set()
         self._open = False
         self._opening: asyncio.Lock | None = None
+
+    @property
+    def injection_signals(self) -> Counter[str]:
+        """Known injection patterns found in the untrusted content sessions read, by
+        pattern name (a signal for dashboards; the provenance policy is the defence)."""
+        return self.runtime.injection_signals
 
     @property
     def clock(self) -> Callable[[], float]:
@@ -705,12 +722,11 @@ class Engine(SessionControl, SubjectRights):
         async def proceed(si: SessionInput) -> SessionEnd:
             state.headers = si.headers
             if owner is not None and si.headers != headers:
-                try:
-                    await self.store.update_headers(state.id, owner, si.headers)
-                except StoreError as e:
-                    return SessionEnd(status="interrupted", error=error_to_record(e))
-                except LeaseLost as e:
-                    return SessionEnd(status="interrupted", error=_interrupt_record(e))
+                # Not awaited: the write joins the run's next commit (its first journal
+                # write, fenced on the same lease), so a trace id costs no commit of its
+                # own; if it fails, that write fails with it and the run is interrupted.
+                self.store.update_headers(state.id, owner, si.headers).add_done_callback(
+                    _retrieved)
             return await self._body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
@@ -723,6 +739,7 @@ class Engine(SessionControl, SubjectRights):
                     executor: JournaledExecutor, value: Any) -> SessionEnd:
         sid = state.id
         deadline = state.deadline
+        state.input = value
         cm = asyncio.timeout(None if deadline is None else deadline - self.clock())
         try:
             async with cm:
@@ -853,6 +870,12 @@ def _result(state: SessionState, end: SessionEnd, status: str, t0: float
                          output=end.output if status == "completed" else None,
                          error=end.error, steps=state.steps, usage=state.usage,
                          cost=state.cost, duration_s=time.perf_counter() - t0)
+
+
+def _retrieved(fut: asyncio.Future[None]) -> None:
+    """A write nobody awaits: its failure is its batch's, seen by the write awaited next."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -10,6 +11,8 @@ from convoy._errors import UserError
 from convoy.cost._pricing import PriceTable
 from convoy.hitl._rules import Escalation
 from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
     Chain,
     EffectInput,
     HandoffInput,
@@ -24,6 +27,7 @@ from convoy.interceptors._base import (
 from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
+from convoy.runtime._agent_loop import agent_turns
 from convoy.runtime._limits import Limits
 from convoy.state._access import run_state_op
 
@@ -72,6 +76,8 @@ class Runtime:
         self.deps = deps
         #: The escalation rules of agents that have none of their own.
         self.escalation = escalation
+        #: Known injection patterns found in untrusted content, by pattern name.
+        self.injection_signals: Counter[str] = Counter()
         interceptors = ordered(interceptors)
         self.interceptors = tuple(interceptors)
         self.session_chain: Chain[SessionInput, SessionEnd] = Chain(
@@ -79,6 +85,8 @@ class Runtime:
         self.models: dict[str, Model] = dict(models)
         self.override = model_override
         self._by_agent: dict[Agent[Any, Any], Model] = {}
+        self.agent_chain: Chain[AgentRunInput, AgentRunEnd] = Chain(
+            "agent_run", interceptors, agent_turns)
         self.model_chain: Chain[ModelCallInput, ModelResponse] = Chain(
             "model_call", interceptors, _call_model)
         self.tool_chain: Chain[ToolCallInput, Any] = Chain("tool_call", interceptors, _call_tool)

@@ -61,11 +61,11 @@ async def approve_then_call(ctx: Context, agent: Agent[Any, Any], tool: Tool,
             raise ToolDenied(f"a person ({d.by}) rejected this call of tool {tool.name!r}"
                              + (f": {d.comment}" if d.comment else "")
                              + "; do not try it again with the same arguments",
-                             tool=tool.name, reason="rejected", by=d.by)
+                             tool=tool.name, reason="rejected", by=d.by, rule=need.rule)
         if d.action == "expire":
             raise ToolDenied(f"nobody approved this call of tool {tool.name!r} before its "
                              f"deadline ({policy.deadline}s)", tool=tool.name,
-                             reason="expired")
+                             reason="expired", rule=need.rule)
         if d.action == "edit":
             args = out.value
         try:
@@ -73,7 +73,8 @@ async def approve_then_call(ctx: Context, agent: Agent[Any, Any], tool: Tool,
         except ApprovalRequired as e:
             need = e
     raise ToolDenied(f"tool {tool.name!r} still needed an approval after {MAX_ASKS} "
-                     f"approvals ({need.reason})", tool=tool.name, reason="expired")
+                     f"approvals ({need.reason})", tool=tool.name, reason="expired",
+                     rule=need.rule)
 
 
 __all__ = ["MAX_ASKS", "approve_then_call"]

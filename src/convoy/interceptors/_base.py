@@ -7,15 +7,19 @@ short-circuit). Every input carries a :class:`StepInfo` (``input.info``).
 :meth:`Interceptor.session_run` wraps a whole run of a session (a start, or a resume
 after a crash or a wait) and may set :attr:`SessionInput.headers`, which are persisted
 with the session, so a trace id or an audit cursor survives a resume.
+:meth:`Interceptor.agent_run` wraps one invocation of an agent (its model turns and tool
+calls, until it answers or hands the session over): not a step of its own, the span its
+steps nest in.
 
 Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engine sorts the
 chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
 
-    timing → trace → audit → policy → custom → step_timeout → route → cache → fallback → retry
-    → deployment → breaker → budget → rate_limit → bulkhead → timeout → accounting → fault
-    → (adapter)
+    timing → trace → audit → policy → custom → step_timeout → route → cache → fallback
+    → retry → attempt → deployment → breaker → budget → rate_limit → bulkhead → timeout
+    → accounting → fault → (adapter)
 
-so a cache hit costs nothing, every retry attempt is routed to a deployment of its model,
+so a cache hit costs nothing, every retry attempt (seen one by one at ``attempt``, where
+tracing and metrics record it) is routed to a deployment of its model,
 passes that deployment's breaker, reserves budget, takes a rate-limit token and gets its
 own timeout, and injected faults look like the adapter's own. Journaling sits outside the
 chain: a step already in the journal is replayed without running any interceptor, so a
@@ -37,18 +41,20 @@ if TYPE_CHECKING:
     from convoy.definitions._tools import Tool, ToolContext
     from convoy.engine._engine import Engine
     from convoy.models._base import Model
+    from convoy.models._messages import Message
+    from convoy.runtime._context import Context
     from convoy.runtime._session import SessionState
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
 
 Stage = Literal["timing", "trace", "audit", "policy", "custom", "step_timeout", "route",
-                "cache", "fallback", "retry", "deployment", "breaker", "budget", "rate_limit",
-                "bulkhead", "timeout", "accounting", "fault"]
+                "cache", "fallback", "retry", "attempt", "deployment", "breaker", "budget",
+                "rate_limit", "bulkhead", "timeout", "accounting", "fault"]
 #: Stages, outermost first. The engine sorts interceptors by stage (stable).
 STAGES: tuple[Stage, ...] = (
     "timing", "trace", "audit", "policy", "custom", "step_timeout", "route", "cache",
-    "fallback", "retry", "deployment", "breaker", "budget", "rate_limit", "bulkhead",
+    "fallback", "retry", "attempt", "deployment", "breaker", "budget", "rate_limit", "bulkhead",
     "timeout", "accounting", "fault")
 _RANK = {s: i for i, s in enumerate(STAGES)}
 
@@ -75,6 +81,45 @@ def _info(session: SessionState, key: str, kind: str, target: str, agent: str | 
     return StepInfo(session_id=session.id, tenant=session.tenant, workflow=session.workflow,
                     version=session.version, key=key, kind=kind, target=target, agent=agent,
                     attempt=attempt, resumed=session.resumed, headers=session.headers)
+
+
+@dataclass(slots=True, kw_only=True)
+class AgentRunInput:
+    """One invocation of an agent: its model turns, tool calls and worker delegations,
+    until it answers or hands the session over (then the target's run is the next one).
+
+    ``key`` is the position of the run's first step. ``messages`` are what the agent
+    starts from (its instructions and input). ``handoff_from`` is the agent that handed
+    the session over to this one, at the handoff step ``handoff_key``. ``replaying``: the
+    session is still replaying its journal as this run starts (a resume), so its first
+    steps come from the journal and pass no interceptor.
+    """
+
+    session: SessionState
+    key: str
+    agent: Agent[Any, Any]
+    messages: list[Message]
+    depth: int
+    handoff_from: Agent[Any, Any] | None = None
+    handoff_key: str | None = None
+    replaying: bool = False
+    context: Context = field(repr=False)
+
+    @property
+    def info(self) -> StepInfo:
+        """Who and where this run is (``kind`` ``"agent"``, ``target`` the agent)."""
+        return _info(self.session, self.key, "agent", self.agent.name, self.agent.name)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AgentRunEnd:
+    """How an agent run ended: its typed ``output``, or a ``handoff`` to another agent
+    with the ``payload`` it receives (at the handoff step ``handoff_key``)."""
+
+    output: Any = None
+    handoff: Agent[Any, Any] | None = None
+    payload: Any = None
+    handoff_key: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -248,6 +293,12 @@ class Interceptor:
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         """Around one run of a session (its start, or a resume)."""
+        return await next(input)
+
+    async def agent_run(self, input: AgentRunInput,
+                        next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
+        """Around one invocation of an agent (see :class:`AgentRunInput`). Runs again for
+        an agent whose run a resumed session replays (``input.replaying``)."""
         return await next(input)
 
     async def model_call(self, input: ModelCallInput,

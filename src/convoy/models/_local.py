@@ -18,6 +18,7 @@ from convoy._errors import ModelError, UserError
 from convoy.models._base import Model
 from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.models._openai import message_to_openai
+from convoy.security._spotlight import spotlight
 
 
 def bundled_gguf() -> Path:
@@ -55,7 +56,7 @@ class LocalModel(Model):
     def _params(self, request: ModelRequest) -> dict[str, Any]:
         s = request.settings
         params: dict[str, Any] = {
-            "messages": [message_to_openai(m) for m in request.messages],
+            "messages": [message_to_openai(m) for m in spotlight(request)],
             "temperature": 0.0 if s.temperature is None else s.temperature,
             "max_tokens": s.max_tokens or 256,
         }

@@ -7,7 +7,10 @@ explicit ``to_dict`` / ``from_dict`` so the persisted form is stable and version
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from convoy.security._provenance import Provenance
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -27,12 +30,16 @@ class ToolCall:
 
 @dataclass(slots=True, kw_only=True)
 class Message:
-    """One chat message in OpenAI's shape."""
+    """One chat message in OpenAI's shape.
+
+    ``provenance`` says where its content came from and whether it is untrusted (see
+    :class:`~convoy.Provenance`); ``None`` for messages built outside an agent loop."""
 
     role: Role
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
     tool_call_id: str | None = None
+    provenance: Provenance | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The message as a plain dict (only the fields it has), e.g. for a transcript."""
@@ -41,6 +48,8 @@ class Message:
             out["tool_calls"] = [c.to_dict() for c in self.tool_calls]
         if self.tool_call_id is not None:
             out["tool_call_id"] = self.tool_call_id
+        if self.provenance is not None and self.provenance.tainted:
+            out["untrusted"] = self.provenance.label
         return out
 
 
@@ -101,6 +110,9 @@ class ModelRequest:
     attempt: int = 0
     repairs: int = 0
     tenant: str = "default"
+    boundary: str = ""
+    """Set when a message is untrusted: the session's spotlighting boundary (adapters
+    send :func:`convoy.spotlight` of the request)."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from convoy._errors import ContentPolicyViolation, ContextWindowExceeded, ModelError, UserError
 from convoy.models._base import Model
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
+from convoy.security._spotlight import spotlight
 
 if TYPE_CHECKING:
     from openai import AsyncOpenAI
@@ -176,7 +177,7 @@ class OpenAIModel(Model):
         s = request.settings
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": [message_to_openai(m) for m in request.messages],
+            "messages": [message_to_openai(m) for m in spotlight(request)],
             "timeout": s.timeout if s.timeout is not None else self.timeout,
         }
         if request.tools:

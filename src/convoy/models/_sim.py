@@ -9,7 +9,7 @@ import asyncio
 import json
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -138,13 +138,17 @@ class SimModel(Model):
             characters per token.
         faults: what to inject at random, see :class:`Faults`.
         name: the ``"sim:..."`` name used for pricing and metrics.
+        sleep: how the latency is waited (default ``asyncio.sleep``); a test gives its fake
+            clock's sleep, so simulated latency moves simulated time.
     """
 
     def __init__(self, script: ScriptFn | Mapping[str, Any] | str | Path | None = None, *,
                  seed: int = 0, latency: float | Latency = 0.0,
                  usage: tuple[int, int] | None = None, faults: Faults | None = None,
-                 name: str = "sim:default") -> None:
+                 name: str = "sim:default",
+                 sleep: Callable[[float], Awaitable[None]] | None = None) -> None:
         self.name = name
+        self.sleep = sleep
         self.calls = 0
         self.calls_by_agent: dict[str, int] = {}
         if isinstance(script, str | Path):
@@ -189,7 +193,7 @@ class SimModel(Model):
         if slow:
             delay += self.faults.slow_seconds
         if delay > 0:
-            await asyncio.sleep(delay)
+            await (self.sleep or asyncio.sleep)(delay)
         resp = await self._fault(request, kind) if kind is not None else None
         if resp is None:
             reply = self._reply(request)

@@ -14,11 +14,15 @@ from convoy.resilience._bulkhead import (
     output_ceiling,
 )
 from convoy.resilience._classify import (
+    ERROR_KINDS,
     FAILURE_KINDS,
+    ErrorKind,
     ErrorMatch,
     ErrorMatches,
     FailureKind,
     classify,
+    error_kind,
+    error_kind_of,
     failure_kind,
     is_downstream_failure,
 )
@@ -30,6 +34,7 @@ from convoy.resilience._timeout import Timeout
 
 __all__ = [
     "DEFAULT_OUTPUT_CEILING",
+    "ERROR_KINDS",
     "FAILURE_KINDS",
     "KNOWN_OUTPUT_CEILINGS",
     "BreakerPolicy",
@@ -39,6 +44,7 @@ __all__ = [
     "Deployment",
     "DeploymentStats",
     "Deployments",
+    "ErrorKind",
     "ErrorMatch",
     "ErrorMatches",
     "FailureKind",
@@ -54,6 +60,8 @@ __all__ = [
     "Timeout",
     "TokenBucket",
     "classify",
+    "error_kind",
+    "error_kind_of",
     "failure_kind",
     "is_downstream_failure",
     "output_ceiling",

@@ -7,17 +7,17 @@ OPEN: every call is rejected at once with :class:`CircuitOpenError`, downstream 
 until ``wait_in_open`` has passed; then the breaker is HALF_OPEN.
 HALF_OPEN: ``half_open_calls`` probes are let through (others are rejected); when they have
 all finished, their failure rate decides: CLOSED again, or OPEN for another wait.
+
+Engines on one store share their breakers (:mod:`convoy.resilience._breaker_sync`): a
+circuit one engine opens is open on the others within ``sync_interval`` seconds, and the
+outcomes every engine saw count together towards opening it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import time
-import warnings
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -26,6 +26,7 @@ from convoy._errors import CircuitOpenError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
+from convoy.resilience._breaker_sync import BreakerSync, Counts
 from convoy.resilience._classify import (
     ErrorMatches,
     check_matches,
@@ -184,6 +185,7 @@ class CircuitBreaker:
         self._probe_calls = 0
         self._probe_failures = 0
         self._probe_slow = 0
+        self._remote: Counts = (0, 0, 0)
         self.rejected = 0
         self.transitions: list[tuple[State, State]] = []
 
@@ -198,14 +200,35 @@ class CircuitBreaker:
             self._probe_slow = 0
         else:
             self._window.clear()
+            self._remote = (0, 0, 0)
         if self._on_change is not None:
             self._on_change(self)
 
     def restore_open(self, remaining: float) -> None:
-        """Start OPEN with ``remaining`` seconds of the wait left (state from a restart)."""
+        """Be OPEN with ``remaining`` seconds of the wait left (state from a restart, or
+        from another engine)."""
         self.state = "open"
         self._generation += 1
         self._opened_at = self._clock() - (self.policy.wait_in_open - remaining)
+        self._remote = (0, 0, 0)
+
+    def reset(self) -> None:
+        """Close, with an empty window (another engine's probes found the downstream
+        healthy again)."""
+        self._to("closed")
+
+    def counts(self) -> Counts:
+        """This engine's outcomes in the current window: calls, failures, slow calls."""
+        w = self._window
+        w.expire(self._clock())
+        return w.calls, w.failures, w.slow
+
+    def set_remote(self, counts: Counts) -> None:
+        """The other engines' outcomes in their current windows; they count towards
+        opening this breaker, which may open now."""
+        self._remote = counts
+        if self.state == "closed" and counts[0]:
+            self._maybe_open()
 
     @property
     def open_remaining(self) -> float:
@@ -247,9 +270,14 @@ class CircuitBreaker:
                 self._to("open" if self._tripped(self._probe_calls, self._probe_failures,
                                                   self._probe_slow) else "closed")
             return
-        w = self._window
-        w.add(failed, slow, self._clock() if now is None else now)
-        if w.calls >= p.minimum_calls and self._tripped(w.calls, w.failures, w.slow):
+        self._window.add(failed, slow, self._clock() if now is None else now)
+        self._maybe_open()
+
+    def _maybe_open(self) -> None:
+        w, (rc, rf, rs) = self._window, self._remote
+        calls = w.calls + rc
+        if calls >= self.policy.minimum_calls and self._tripped(calls, w.failures + rf,
+                                                                 w.slow + rs):
             self._to("open")
 
     def failed(self, error: BaseException) -> bool | None:
@@ -291,6 +319,10 @@ class Breakers(Interceptor):
     reaches a healthy fallback, even one of the same model behind another base URL.
     ``models`` is keyed by model name or by deployment. ``None`` for a target turns its
     breaker off.
+
+    The breakers' state is kept in the engine's store (or, with ``state_path``, in a store
+    of their own) and shared by every engine on it, exchanged at most every
+    ``sync_interval`` seconds of ``clock`` (``None``: only loaded when the engine opens).
     """
 
     stage: Stage = "breaker"
@@ -300,7 +332,10 @@ class Breakers(Interceptor):
                  models: Mapping[str, BreakerPolicy | None] | None = None,
                  tools: Mapping[str, BreakerPolicy | None] | None = None,
                  per_agent: bool = True, clock: Callable[[], float] = time.monotonic,
-                 state_path: str | Path | None = None) -> None:
+                 state_path: str | Path | None = None,
+                 sync_interval: float | None = 1.0) -> None:
+        if sync_interval is not None and sync_interval < 0:
+            raise UserError(f"sync_interval must be >= 0 or None, got {sync_interval!r}")
         default = policy if policy is not None else BreakerPolicy()
         self._models: Scoped[BreakerPolicy] = Scoped(default=default, models=models or {})
         self._agents: Scoped[BreakerPolicy] = Scoped(default=default if per_agent else None,
@@ -312,18 +347,32 @@ class Breakers(Interceptor):
         self._pairs: dict[tuple[Model, str], tuple[CircuitBreaker, ...]] = {}
         self._state_path = Path(state_path) if state_path is not None else None
         self._own_store: SQLiteStore | None = None
-        self._state: _BreakerState | None = None
+        self._state: BreakerSync | None = None
+        self.sync_interval = sync_interval
+        self._next_sync = float("inf")
+        self._syncing = False
 
     async def start(self, engine: Engine) -> None:
-        """Open circuits are kept in the engine's own store (or, with ``state_path``, in a
-        store of their own), so a restarted engine keeps rejecting calls to a downstream
-        that was failing instead of hammering it again."""
+        """Load the breakers' state: a restarted engine keeps rejecting calls to a
+        downstream that was failing instead of hammering it again."""
         store: Store = engine.store
         if self._state_path is not None:
             store = self._own_store = SQLiteStore(self._state_path)
             await store.open()
-        self._state = _BreakerState(store, engine.clock)
+        self._state = BreakerSync(store, engine.clock, engine.owner)
         await self._state.load()
+        if self.sync_interval is not None:
+            self._next_sync = self._clock() + self.sync_interval
+
+    async def _sync(self, st: BreakerSync) -> None:
+        """Exchange state with the other engines (one caller at a time; the others go on)."""
+        assert self.sync_interval is not None
+        self._syncing = True
+        try:
+            await st.sync(self.breakers)
+        finally:
+            self._syncing = False
+            self._next_sync = self._clock() + self.sync_interval
 
     async def close(self) -> None:
         self._state = None
@@ -368,6 +417,9 @@ class Breakers(Interceptor):
 
     async def _guarded(self, breakers: tuple[CircuitBreaker, ...],
                        call: Callable[[I], Awaitable[O]], input: I) -> O:
+        st = self._state
+        if st is not None and not self._syncing and self._clock() >= self._next_sync:
+            await self._sync(st)
         tickets = []
         try:
             for b in breakers:
@@ -411,41 +463,3 @@ class Breakers(Interceptor):
         if tp is None:
             return await next(input)
         return await self._guarded((self.get(f"tool:{input.tool.name}", tp),), next, input)
-
-
-class _BreakerState:
-    """Open breakers in the store's interceptor state (namespace ``breakers``), so a
-    restarted engine (after a crash, say) keeps rejecting calls to a downstream that was
-    failing, instead of hammering it. Loaded once when the engine opens."""
-
-    NAMESPACE = "breakers"
-
-    def __init__(self, store: Store, wall: Callable[[], float]) -> None:
-        self.store = store
-        self.wall = wall
-        self.saved: dict[str, tuple[str, float]] = {}
-
-    async def load(self) -> None:
-        for key, raw in (await self.store.kv_all(self.NAMESPACE)).items():
-            with suppress(ValueError, KeyError, TypeError):
-                d = json.loads(raw)
-                self.saved[key] = (str(d["state"]), float(d["until"]))
-
-    def save(self, b: CircuitBreaker) -> None:
-        until = self.wall() + b.open_remaining
-        self.saved[b.name] = (b.state, until)
-        fut = self.store.kv_put(self.NAMESPACE, b.name,
-                                json.dumps({"state": b.state, "until": until}))
-        fut.add_done_callback(_report_failure)
-
-    def open_remaining(self, key: str) -> float | None:
-        found = self.saved.get(key)
-        if found is None or found[0] != "open":
-            return None
-        return max(0.0, found[1] - self.wall())
-
-
-def _report_failure(fut: asyncio.Future[None]) -> None:
-    if not fut.cancelled() and fut.exception() is not None:
-        warnings.warn(f"convoy: could not save breaker state: {fut.exception()}",
-                      RuntimeWarning, stacklevel=1)

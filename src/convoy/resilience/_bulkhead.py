@@ -7,13 +7,17 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from convoy._errors import StepError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
 from convoy.models._base import Model
 from convoy.models._messages import ModelRequest, ModelResponse
 from convoy.resilience._scope import Scoped
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+    from convoy.stores._protocol import Store
 
 
 class Bulkhead(Interceptor):
@@ -201,20 +205,30 @@ class RateLimit(Interceptor):
     deployments of one model have buckets of their own; ``models`` is keyed by model name
     or by deployment).
 
-    ``clock`` (monotonic seconds) and ``sleep`` are injectable, for tests that fake time.
+    The buckets live in the engine's store (``shared=True``, the default): every engine on
+    that store draws on the same ones, on the store's clock, one store round trip per
+    call. ``shared=False`` keeps them in this process (right only if one engine calls the
+    endpoint), on ``clock`` (monotonic seconds). ``sleep`` waits for a token; both are
+    injectable, for tests that fake time.
     """
 
     stage: Stage = "rate_limit"
 
     def __init__(self, default: Rate | None = None, *, models: Mapping[str, Rate | None] | None
                  = None, clock: Callable[[], float] = time.monotonic,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+                 shared: bool = True) -> None:
         self._scope: Scoped[Rate] = Scoped(default=default, models=models or {})
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[str, tuple[TokenBucket | None, TokenBucket | None]] = {}
+        self.shared = shared
+        self._store: Store | None = None
         self.waited_s = 0.0
         self.refused = 0
+
+    async def start(self, engine: Engine) -> None:
+        self._store = engine.store if self.shared else None
 
     def _for(self, deployment: str, rate: Rate) -> tuple[TokenBucket | None, TokenBucket | None]:
         b = self._buckets.get(deployment)
@@ -239,6 +253,8 @@ class RateLimit(Interceptor):
         rate = self._scope.for_endpoint("", input.model)
         if rate is None:
             return await next(input)
+        if self._store is not None:
+            return await self._shared(self._store, rate, input, next)
         rpm, tpm = self._for(input.model.deployment, rate)
         # ``self.waited_s += await ...`` would read the total before the wait and lose
         # what concurrent calls add meanwhile.
@@ -262,3 +278,49 @@ class RateLimit(Interceptor):
         if tpm is not None:
             tpm.adjust(resp.usage.total_tokens - estimate)
         return resp
+
+    async def _shared(self, store: Store, rate: Rate, input: ModelCallInput,
+                      next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        """The buckets in the store: the request and its token estimate are taken at once,
+        and the call waits until both are covered."""
+        model = input.model.deployment
+        rpm = (f"rate:rpm:{model}", 1.0, rate.rpm / 60, rate.burst or 1.0) if rate.rpm \
+            else None
+        tpm = (f"rate:tpm:{model}", float(estimate_tokens(input.request)), rate.tpm / 60,
+               rate.tpm_burst or 1.0) if rate.tpm else None
+        taken: list[tuple[str, float, float, float]] = []
+        wait = 0.0
+        try:
+            for bucket in (rpm, tpm):
+                if bucket is None:
+                    continue
+                name, n, per_s, cap = bucket
+                ok, w = await store.take(name, n, rate=per_s, capacity=cap,
+                                         max_wait=rate.max_wait)
+                if not ok:
+                    self.refused += 1
+                    raise RateLimited(f"rate limit: the next token is {w:.3g}s away, more "
+                                      f"than max_wait={rate.max_wait:g}s", retryable=True,
+                                      retry_after=w)
+                taken.append(bucket)
+                wait = max(wait, w)
+            if wait > 0:
+                await self._sleep(wait)
+        except BaseException:
+            for name, n, per_s, cap in taken:  # refused or cancelled: the tokens go back
+                store.give(name, n, rate=per_s, capacity=cap).add_done_callback(_quiet)
+            raise
+        self.waited_s += wait
+        resp = await next(input)
+        if tpm is not None:
+            name, n, per_s, cap = tpm
+            store.give(name, n - resp.usage.total_tokens, rate=per_s,
+                       capacity=cap).add_done_callback(_quiet)
+        return resp
+
+
+def _quiet(fut: asyncio.Future[None]) -> None:
+    """A bucket adjustment nobody waits for: a failure only leaves the bucket a little off
+    (it refills anyway), so it is retrieved and dropped."""
+    if not fut.cancelled():
+        fut.exception()

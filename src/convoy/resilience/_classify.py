@@ -20,19 +20,28 @@ matching errors by class, by :data:`FailureKind` or by a predicate (:data:`Error
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
-from typing import Literal, TypeAlias, get_args
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias, get_args
 
 from convoy._errors import (
+    AgentTurnsExhausted,
     CircuitOpenError,
     ContentPolicyViolation,
     ContextWindowExceeded,
+    HandoffError,
     ModelError,
+    NonDeterminismError,
     OutputValidationError,
     PolicyDenied,
+    SessionTerminated,
+    StateConflict,
     StepError,
+    StoreError,
     ToolError,
+    UnknownOutcomeError,
     UserError,
+    WaitTimeout,
+    error_from_record,
 )
 
 Classification = Literal["retryable", "terminal"]
@@ -43,6 +52,16 @@ FailureKind = Literal[
     "invalid_output", "denied", "other"]
 #: Every :data:`FailureKind`, in the order :func:`failure_kind` documents them.
 FAILURE_KINDS: tuple[FailureKind, ...] = get_args(FailureKind)
+
+ErrorKind = Literal[
+    "rate_limited", "quota_exhausted", "context_window_exceeded", "content_policy",
+    "timeout", "server_error", "unavailable", "auth", "bad_request", "circuit_open",
+    "invalid_output", "denied", "provider_error", "tool_error", "handoff_invalid",
+    "turns_exhausted", "unknown_outcome", "conflict", "wait_timeout", "budget_exhausted",
+    "loop_detected", "limit_exceeded", "escalated", "nondeterminism", "store_error", "other"]
+#: Every :data:`ErrorKind`: the one error taxonomy of metrics labels, span attributes, logs
+#: and the CLI's summaries. The :data:`FailureKind` values come first, in their order.
+ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
 #: What a policy matches an error with: an exception class, a :data:`FailureKind`, or a
 #: predicate.
@@ -150,3 +169,44 @@ def check_matches(match: ErrorMatches | None, where: str) -> None:
         elif not (isinstance(m, type) and issubclass(m, BaseException)) and not callable(m):
             raise UserError(f"{where}: {m!r} is not an exception class, a failure kind or a "
                             "predicate")
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """The kind of any failure a step or session can end with: its :func:`failure_kind`,
+    or, where that says ``"other"``, what the error is: ``"provider_error"`` (a model
+    endpoint failed otherwise), ``"tool_error"``, ``"handoff_invalid"``,
+    ``"turns_exhausted"``, ``"unknown_outcome"``, ``"conflict"`` (a stale shared-state
+    write), ``"wait_timeout"``, a session's terminal reason (``"budget_exhausted"``,
+    ``"loop_detected"``, ``"limit_exceeded"``, ``"escalated"``), ``"nondeterminism"``,
+    ``"store_error"``; ``"other"`` for anything else (see :data:`ERROR_KINDS`)."""
+    for cls, name in _OWN_KIND:  # never a downstream's failure, whatever ``retryable`` says
+        if isinstance(exc, cls):
+            return name
+    kind = failure_kind(exc)
+    if kind != "other":
+        return kind
+    for cls, name in _REFINED:
+        if isinstance(exc, cls):
+            return name
+    if isinstance(exc, SessionTerminated):
+        return _REASONS.get(exc.reason, "other")
+    return "other"
+
+
+def error_kind_of(record: Mapping[str, Any] | None) -> ErrorKind | None:
+    """:func:`error_kind` of a journaled error record (a session's ``error``); ``None`` for
+    no record or one that is not an error (a parked session's wait)."""
+    if not record or "type" not in record:
+        return None
+    return error_kind(error_from_record(record))
+
+
+_OWN_KIND: tuple[tuple[type[BaseException], ErrorKind], ...] = (
+    (StateConflict, "conflict"), (UnknownOutcomeError, "unknown_outcome"),
+    (HandoffError, "handoff_invalid"), (AgentTurnsExhausted, "turns_exhausted"),
+    (WaitTimeout, "wait_timeout"))
+_REFINED: tuple[tuple[type[BaseException], ErrorKind], ...] = (
+    (ToolError, "tool_error"), (ModelError, "provider_error"),
+    (NonDeterminismError, "nondeterminism"), (StoreError, "store_error"))
+_REASONS: dict[str, ErrorKind] = {r: r for r in (
+    "budget_exhausted", "loop_detected", "limit_exceeded", "escalated")}

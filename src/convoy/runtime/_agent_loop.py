@@ -21,7 +21,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 from zlib import crc32 as _crc32
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
@@ -41,13 +41,33 @@ from convoy.definitions._tools import ToolContext, readable_validation_error
 from convoy.durability._executor import fingerprint
 from convoy.hitl._approve import approve_then_call
 from convoy.hitl._escalate import Leg, escalated, escalates, reviews
-from convoy.interceptors._base import HandoffInput, ModelCallInput, ToolCallInput
+from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
+    HandoffInput,
+    ModelCallInput,
+    ToolCallInput,
+)
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
+from convoy.security._provenance import (
+    DEVELOPER,
+    HUMAN,
+    MODEL,
+    MODEL_TAINTED,
+    from_agent,
+    from_tool,
+    input_provenance,
+    ledger,
+    note_untrusted,
+    tainted,
+)
 from convoy.state._access import ToolAccess
 
 if TYPE_CHECKING:
     from convoy.runtime._context import Context
+    from convoy.runtime._session import SessionState
+    from convoy.security._provenance import Provenance
 
 
 def _decode_response(text: str) -> ModelResponse:
@@ -70,11 +90,12 @@ def _messages_fingerprint(messages: list[Message]) -> str:
 
 
 async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
-                    routed: bool = False) -> Any:
+                    routed: bool = False, sender: str = "") -> Any:
     """Run ``agent`` in scope ``ctx`` until it produces a valid output.
 
     ``routed`` marks a run a model asked for (a delegation); such runs, and every handoff,
     take part in loop detection. Runs your workflow code asks for explicitly do not.
+    ``sender``: the agent that delegated this run (the input's provenance).
     """
     s = ctx.session
     s.check_depth(agent.name, ctx.depth)
@@ -85,59 +106,95 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
     except ValidationError as e:
         raise UserError(f"input for agent {agent.name!r} does not match its input type "
                         f"{agent.input_type.__name__}: {readable_validation_error(e)}") from None
+    source: Agent[Any, Any] | None = None
+    handoff_key: str | None = None
     while True:  # one iteration per agent; a handoff switches agent and goes round again
         messages: list[Message] = []
+        if source is not None:  # who sent the input (its provenance): the handoff's source
+            sender = source.name
         try:
-            done, result = await _leg(ctx, agent, value, routed, messages)
+            done, result = await _leg(ctx, agent, value, routed, messages, source, handoff_key,
+                                      sender)
         except (Exception, SessionTerminated) as e:
             rules = agent.escalation or s.runtime.escalation
             if rules is None or not escalates(rules, e):
                 raise
             # A failure the rules name goes to a person, who decides how to go on.
-            done, result = await escalated(ctx, agent, rules, _leg_of(
-                ctx, agent, value, messages), messages, error=e)
+            done, result = await escalated(ctx, agent, rules, _again(
+                ctx, agent, value, messages, source, handoff_key, sender), messages, error=e)
         else:
             rules = agent.escalation or s.runtime.escalation
             if rules is not None and rules.confidence_below is not None and \
                     reviews(rules, done, result):
-                done, result = await escalated(ctx, agent, rules, _leg_of(
-                    ctx, agent, value, messages), messages, outcome=(done, result))
+                done, result = await escalated(ctx, agent, rules, _again(
+                    ctx, agent, value, messages, source, handoff_key, sender), messages,
+                    outcome=(done, result))
         if done:
             return result
         routed = True  # whatever comes next was chosen by a model: a handoff
-        agent, value = result
+        source = agent
+        agent, value, handoff_key = result
 
 
 def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
-         messages: list[Message], note: str | None = None) -> Awaitable[tuple[bool, Any]]:
-    """One agent's turns on ``value`` (into ``messages``), until it answers or hands off.
-    ``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine
-    itself: it costs no frame of its own on every agent run.)"""
+         messages: list[Message], source: Agent[Any, Any] | None, handoff_key: str | None,
+         sender: str, note: str | None = None) -> Awaitable[tuple[bool, Any]]:
+    """One agent's turns on ``value`` (into ``messages``), until it answers or hands off:
+    through the agent chain when interceptors hook agent runs, else straight to the turns.
+    ``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine itself:
+    it costs no frame of its own on every agent run.)"""
+    s = ctx.session
     rendered = render_input(value)
     if routed:
-        ctx.session.note_input(agent.name, rendered)
+        s.note_input(agent.name, rendered)
     system = agent.render_instructions(value)
     if messages:
         messages.clear()
     if system:
-        messages.append(Message(role="system", content=system))
-    messages.append(Message(role="user", content=rendered))
+        messages.append(Message(role="system", content=system, provenance=DEVELOPER))
+    messages.append(Message(role="user", content=rendered, provenance=input_provenance(
+        s, value, rendered, sender)))
     if note:
-        messages.append(Message(role="user", content=f"A reviewer's note: {note}"))
-    return _loop(ctx, agent, messages)
+        messages.append(Message(role="user", content=f"A reviewer's note: {note}",
+                                provenance=HUMAN))
+    chain = s.runtime.agent_chain
+    if chain.call is agent_turns:  # no agent hooks: no input to build
+        return _loop(ctx, agent, messages)
+    return _chained(chain.call(AgentRunInput(
+        session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+        handoff_from=source, handoff_key=handoff_key,
+        replaying=getattr(s.executor, "replaying", False), context=ctx)))
 
 
-def _leg_of(ctx: Context, agent: Agent[Any, Any], value: Any,
-            messages: list[Message]) -> Leg:
-    """A leg again, as a person asked for it (loop detection does not count it)."""
+def _again(ctx: Context, agent: Agent[Any, Any], value: Any, messages: list[Message],
+           source: Agent[Any, Any] | None, handoff_key: str | None, sender: str) -> Leg:
+    """The leg again, as a person asked for it (loop detection does not count it)."""
     def leg(note: str | None) -> Awaitable[tuple[bool, Any]]:
-        return _leg(ctx, agent, value, False, messages, note)
+        return _leg(ctx, agent, value, False, messages, source, handoff_key, sender, note)
 
     return leg
 
 
+async def _chained(end: Awaitable[AgentRunEnd]) -> tuple[bool, Any]:
+    e = await end
+    if e.handoff is None:
+        return True, e.output
+    return False, (e.handoff, e.payload, e.handoff_key)
+
+
+async def agent_turns(i: AgentRunInput) -> AgentRunEnd:
+    """The end of the agent chain: the agent's model turns."""
+    done, result = await _loop(i.context, i.agent, i.messages)
+    if done:
+        return AgentRunEnd(output=result)
+    target, payload, key = result
+    return AgentRunEnd(handoff=target, payload=payload, handoff_key=key)
+
+
+
 async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -> tuple[bool, Any]:
-    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload))``."""
+    """Model turns of one agent: ``(True, output)`` or ``(False, (target, payload,
+    handoff step key))``."""
     s = ctx.session
     # Names fail here, before the agent's first model call.
     links = agent.static_links or agent.links(s.agents)
@@ -155,12 +212,16 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
                     raise OutputValidationError(
                         f"agent {agent.name!r} gave invalid output {invalid_outputs} times; "
                         f"last error: {e}") from None
-                messages.append(Message(role="assistant", content=resp.text))
-                messages.append(Message(role="user", content=_repair_prompt(agent, str(e))))
+                messages.append(Message(role="assistant", content=resp.text,
+                                        provenance=_said(s, messages)))
+                messages.append(Message(role="user", content=_repair_prompt(agent, str(e)),
+                                        provenance=DEVELOPER))
                 continue
+            if tainted(s, messages):  # an answer built from untrusted content
+                ledger(s).add_derived(_plain(out), from_agent(agent.name, True))
             return True, out
         messages.append(Message(role="assistant", content=resp.text,
-                                tool_calls=list(resp.tool_calls)))
+                                tool_calls=list(resp.tool_calls), provenance=_said(s, messages)))
         turn = await _dispatch(ctx, agent, links, resp.tool_calls, messages)
         if turn.handoff is not None:
             return False, turn.handoff
@@ -182,6 +243,16 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
         f"agent {agent.name!r} reached max_turns={agent.max_turns} in session {s.id!r} "
         "without a final answer", agent=agent.name, max_turns=agent.max_turns,
         transcript=[m.to_dict() for m in messages])
+
+
+def _said(s: SessionState, messages: list[Message]) -> Provenance:
+    """The provenance of a model's turn: tainted once it read untrusted content."""
+    return MODEL_TAINTED if tainted(s, messages) else MODEL
+
+
+def _plain(value: Any) -> Any:
+    """A value as JSON-like data, for the taint ledger."""
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
 
 
 def _repair_prompt(agent: Agent[Any, Any], error: str) -> str:
@@ -218,7 +289,7 @@ class _Turn:
     __slots__ = ("failures", "handoff", "last_failure", "last_mistake", "mistakes")
 
     def __init__(self) -> None:
-        self.handoff: tuple[Agent[Any, Any], Any] | None = None
+        self.handoff: tuple[Agent[Any, Any], Any, str] | None = None
         self.mistakes = 0  # invalid calls: unknown names, invalid arguments or payloads
         self.last_mistake = ""
         self.failures = 0  # valid calls whose tool failed, timed out or was refused
@@ -250,29 +321,40 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
                 turn.failures += 1
                 turn.last_failure = e
                 continue
-            replies[i] = Message(role="tool", tool_call_id=call.id,
-                                 content=tool.dump_result(result))
+            content = tool.dump_result(result)
+            prov = from_tool(tool.name, not tool.trusted)
+            if prov.tainted:
+                note_untrusted(ctx.session, content, prov)
+            replies[i] = Message(role="tool", tool_call_id=call.id, content=content,
+                                 provenance=prov)
         elif checked.agent is not None and checked.kind == "worker":
             workers.append((i, checked.agent, checked.value))
         elif checked.agent is not None:
             handoff = (checked.agent, checked.value)
     if workers:
         scopes = [ctx.child() for _ in workers]
-        results = await concurrently([_run_worker(sc, w, p)
+        results = await concurrently([_run_worker(sc, w, p, agent.name)
                                       for sc, (_, w, p) in zip(scopes, workers, strict=True)])
+        taint = ctx.session.taint
         for (i, w, _), out in zip(workers, results, strict=True):
-            replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=w.dump_output(out))
+            content = w.dump_output(out)
+            replies[i] = Message(role="tool", tool_call_id=calls[i].id, content=content,
+                                 provenance=from_agent(w.name, taint is not None and
+                                                       taint.derived(content)))
     if handoff is not None:
         target, payload = handoff
-        await handoff_step(ctx, agent, target, payload)
-        turn.handoff = handoff
+        if tainted(ctx.session, messages):  # a payload built from untrusted content
+            ledger(ctx.session).add_derived(_plain(payload), from_agent(agent.name, True))
+        key = await handoff_step(ctx, agent, target, payload)
+        turn.handoff = (target, payload, key)
         return turn
     messages.extend(m for m in replies if m is not None)
     return turn
 
 
-async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any) -> Any:
-    return await run_agent(scope, worker, payload, routed=True)
+async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any,
+                      sender: str) -> Any:
+    return await run_agent(scope, worker, payload, routed=True, sender=sender)
 
 
 # -- the three step kinds of an agent run -----------------------------------------------
@@ -294,14 +376,19 @@ async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Messag
                            output_schema=agent.output_schema,
                            output_name=getattr(agent.output_type, "__name__", None),
                            settings=agent.model_settings, agent=agent.name, session_id=s.id,
-                           step_key=key, repairs=repairs, tenant=s.tenant)
+                           step_key=key, repairs=repairs, tenant=s.tenant,
+                           boundary=ledger(s).boundary if tainted(s, messages) else "")
         return await rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent,
                                                         model=model, request=req))
 
     resp: ModelResponse = await s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
-        input_hash=_messages_fingerprint(messages), spend=_response_spend)  # agent: the target
-    s.add_spend(resp.usage, resp.cost)
+        input_hash=_messages_fingerprint(messages), spend=_response_spend,  # agent: the target
+        config=agent.config_id)
+    usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
+    total.input_tokens += usage.input_tokens
+    total.output_tokens += usage.output_tokens
+    s.cost += resp.cost
     return resp
 
 
@@ -341,11 +428,13 @@ async def _tool_call(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
     return await s.executor.run_step(
         key, "tool", tool.name, execute, tool.dump_result, tool.load_result,
         effect=tool.writes, idempotent=tool.idempotent,
-        input_hash=fingerprint(args.model_dump_json()), agent=agent.name)
+        input_hash=fingerprint(args.model_dump_json()), agent=agent.name,
+        config=agent.config_id)
 
 
 async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any, Any],
-                       payload: Any) -> None:
+                       payload: Any) -> str:
+    """Journal the handoff from ``source`` to ``target``; its step key."""
     s = ctx.session
     key = ctx.next_key()
     s.count_step(key)
@@ -358,7 +447,9 @@ async def handoff_step(ctx: Context, source: Agent[Any, Any], target: Agent[Any,
         return render_input(out)
 
     await s.executor.run_step(key, "handoff", target.name, execute, _ident, _ident,
-                              input_hash=fingerprint(rendered), agent=source.name)
+                              input_hash=fingerprint(rendered), agent=source.name,
+                              config=source.config_id)
+    return key
 
 
 def _timed_out(e: ToolError) -> bool:
@@ -373,4 +464,4 @@ def _ident(x: str) -> str:
     return x
 
 
-__all__ = ["model_step", "run_agent", "tool_step"]
+__all__ = ["agent_turns", "model_step", "run_agent", "tool_step"]

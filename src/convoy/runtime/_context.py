@@ -74,6 +74,10 @@ class Context:
         self._n += 1
         return key
 
+    def peek_key(self) -> str:
+        """The key :meth:`next_key` will give next, without taking it."""
+        return f"{self._prefix}{self._n}"
+
     def child(self, *, deeper: bool = True) -> Context:
         """A new scope at the next position of this one (one agent level down if
         ``deeper``; concurrent branches of :meth:`gather` stay at the same depth)."""

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import LimitExceeded, LoopDetected
 from convoy.models._messages import Usage
+from convoy.security._provenance import Taint
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -32,9 +33,8 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "grants", "handoffs",
-        "headers", "id", "last_known", "resumed", "runtime", "steps", "subject", "tenant",
-        "usage",
-        "version", "workflow",
+        "headers", "id", "input", "last_known", "resumed", "runtime", "steps", "subject",
+        "taint", "tenant", "usage", "version", "workflow",
     )
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
@@ -69,6 +69,10 @@ class SessionState:
         #: What people allowed this session past a limit (``"budget:<ledger>"``: one
         #: more budget's worth each), by name; ``None`` until the first grant.
         self.grants: dict[str, int] | None = None
+        #: The session's input (the user's request, for the provenance policy).
+        self.input: Any = None
+        #: The untrusted content this session read; ``None`` until the first.
+        self.taint: Taint | None = None
 
     def grant(self, name: str) -> None:
         """A person approved an escalation that asked for ``name`` (see
@@ -105,11 +109,6 @@ class SessionState:
             self._agents = known
         return self._agents
 
-
-    def add_spend(self, usage: Usage, cost: float) -> None:
-        """Count a model step's tokens and cost (replayed steps included)."""
-        self.usage.add(usage)
-        self.cost += cost
 
     # -- limits and loops ----------------------------------------------------------------
 

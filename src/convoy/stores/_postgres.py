@@ -42,6 +42,10 @@ from psycopg_pool import AsyncConnectionPool
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
+from convoy.stores._addons import ADDONS, split_script
+from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
+from convoy.stores._postgres_alerts import PostgresAlerts
+from convoy.stores._postgres_audit import PostgresAudit
 from convoy.stores._postgres_conn import (
     Conn,
     Statements,
@@ -51,6 +55,7 @@ from convoy.stores._postgres_conn import (
     pipelined,
     split_url,
 )
+from convoy.stores._postgres_limits import PostgresLimits
 from convoy.stores._postgres_state import PostgresState
 from convoy.stores._postgres_subjects import PostgresSubjects
 from convoy.stores._protocol import (
@@ -60,8 +65,9 @@ from convoy.stores._protocol import (
     SessionRow,
     Signal,
     StepRecord,
+    StoreSummary,
 )
-from convoy.stores._rows import conditions, next_seq
+from convoy.stores._rows import SUMMARY, conditions, next_seq
 from convoy.stores._sqlite_sql import (
     _JOURNAL_COLS,
     _SESSION_COLS,
@@ -79,14 +85,17 @@ class _Op:
     session id and owner whose lease decides the fenced form at commit time; ``consume``:
     the signal the append consumes). ``fenced`` ops are refused when no row changed."""
 
-    __slots__ = ("consume", "fenced", "fut", "guard", "on_commit", "params", "quiet", "sql")
+    __slots__ = ("consume", "fenced", "fut", "guard", "on_commit", "once", "params", "quiet",
+                 "sql")
 
-    def __init__(self, sql: str | None, params: tuple[Any, ...], *,
+    def __init__(self, sql: str | None, params: Any, *,
                  fenced: str | None = None, guard: tuple[str, str] | None = None,
                  consume: int | None = None,
-                 on_commit: Callable[[int | None], None] | None = None) -> None:
+                 on_commit: Callable[[int | None], None] | None = None,
+                 once: bool = False) -> None:
         self.sql = sql
         self.params = params
+        self.once = once  # not run again after a lost connection (it adds to a count)
         self.fenced = fenced
         self.guard = guard
         self.consume = consume
@@ -95,7 +104,8 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class PostgresStore(PostgresState, PostgresSubjects):
+class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit,
+                    PostgresSubjects):
     """Everything in one schema of a PostgreSQL database.
 
     Args:
@@ -195,6 +205,21 @@ class PostgresStore(PostgresState, PostgresSubjects):
         row = await cur.fetchone()
         return int(row[0]) if row else None
 
+    async def schema_version(self) -> int | None:
+        conn = await self._connect()
+        try:
+            return await self._schema_version(conn)
+        except psycopg.Error as e:
+            raise sql.store_error(e, self.url, "read") from None
+        finally:
+            await conn.close()
+
+    async def summary(self) -> StoreSummary:
+        journal, keys, tenants = (await self._read(SUMMARY))[0]
+        return StoreSummary(schema_version=sql.PG_SCHEMA_VERSION, sessions=await self.counts(),
+                            journal_entries=int(journal), state_keys=int(keys),
+                            tenants=int(tenants))
+
     def _check_not_newer(self, version: int | None) -> None:
         if version is not None and version > sql.PG_SCHEMA_VERSION:
             raise JournalError(
@@ -207,7 +232,7 @@ class PostgresStore(PostgresState, PostgresSubjects):
         already at this version is only read, so a read-only role can still inspect it."""
         version = await self._schema_version(conn)
         self._check_not_newer(version)
-        if version == sql.PG_SCHEMA_VERSION:
+        if version == sql.PG_SCHEMA_VERSION and await self._addons_done(conn):
             return
         key = int.from_bytes(hashlib.blake2b(f"convoy:{self.schema}".encode(),
                                              digest_size=8).digest(), "big", signed=True)
@@ -227,6 +252,23 @@ class PostgresStore(PostgresState, PostgresSubjects):
             await conn.execute(
                 "INSERT INTO meta(key, value) VALUES('schema_version', %s) ON CONFLICT(key) "
                 "DO UPDATE SET value=excluded.value", (str(sql.PG_SCHEMA_VERSION),))
+            cur = await conn.execute("SELECT key, value FROM meta WHERE key LIKE %s",
+                                     ("addon:%",))
+            done = {k: int(v) for k, v in await cur.fetchall()}
+            for addon in ADDONS:
+                if done.get(addon.meta_key, 0) < addon.version:
+                    for stmt in split_script(addon.postgres):
+                        await conn.execute(stmt)
+                    await conn.execute(
+                        "INSERT INTO meta(key, value) VALUES(%s, %s) ON CONFLICT(key) "
+                        "DO UPDATE SET value=excluded.value", (addon.meta_key, str(addon.version)))
+
+    async def _addons_done(self, conn: Conn) -> bool:
+        """Whether every add-on is at its version (see :mod:`convoy.stores._addons`)."""
+        cur = await conn.execute(
+            f'SELECT key, value FROM "{self.schema}".meta WHERE key LIKE %s', ("addon:%",))
+        done = {k: int(v) for k, v in await cur.fetchall()}
+        return all(done.get(a.meta_key, 0) >= a.version for a in ADDONS)
 
     async def aclose(self) -> None:
         while self._pending or self._flusher is not None:
@@ -265,6 +307,18 @@ class PostgresStore(PostgresState, PostgresSubjects):
             self._start_flusher()
         return fut
 
+    def _submit_once(self, statements: Sequence[tuple[str, Any]], *,
+                     wait: bool) -> asyncio.Future[None]:
+        """Submit ``statements`` to the group commit as one unit (they join the same batch:
+        one transaction), not run again after a lost connection; the future of the last."""
+        fut: asyncio.Future[None] | None = None
+        for text, params in statements:
+            fut = self._submit(_Op(text, params, once=True), wait=wait)
+        if fut is None:  # nothing to write
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+        return fut
+
     def _start_flusher(self) -> None:
         self._flusher = asyncio.get_running_loop().create_task(self._flush())
 
@@ -281,7 +335,7 @@ class PostgresStore(PostgresState, PostgresSubjects):
     def _statement(self, op: _Op, safe: float) -> sql.Stmt:
         """One op as it runs at commit time (the form of an append depends on its lease)."""
         if op.sql is not None:
-            return sql.Stmt(op.sql, op.params)
+            return sql.Stmt(op.sql, op.params, audit=op.sql is AUDIT_APPEND)
         params = op.params
         check = None
         if op.guard is not None:
@@ -310,7 +364,8 @@ class PostgresStore(PostgresState, PostgresSubjects):
                 # The connection was lost (a server restart, a failover): committed or not,
                 # the batch may simply run again if none of its writes is fenced by a row
                 # count (appends, creations and state writes land the same way twice).
-                if lost and not reconnected and all(op.fenced is None for op in batch):
+                if lost and not reconnected and \
+                        all(op.fenced is None and not op.once for op in batch):
                     reconnected = True
                     continue
                 self._settle(batch, None, sql.store_error(e, self.url, "write"))
@@ -342,12 +397,12 @@ class PostgresStore(PostgresState, PostgresSubjects):
         plan = sql.plan_batch([self._statement(op, safe) for op in batch])
         if len(plan) == 1 and plan[0].keys is None:  # commits on its own: one round trip
             cur = await conn.execute(plan[0].text, plan[0].params)
-            return [await count(cur, plan[0].counted)]
+            return [await count(cur, plan[0].counted)] * plan[0].ops
         curs = await pipelined(conn, [(unit.text, unit.params) for unit in plan])
         counts: list[int] = []
         for cur, unit in zip(curs, plan, strict=True):
             if unit.keys is None:
-                counts.append(await count(cur, unit.counted))
+                counts += [await count(cur, unit.counted)] * unit.ops
             else:
                 landed = {(sid, key) for sid, key in await cur.fetchall()}
                 counts += [int(k in landed) for k in unit.keys]
@@ -534,9 +589,10 @@ class PostgresStore(PostgresState, PostgresSubjects):
     async def renew(self, owner: str, lease_s: float) -> int:
         now = self.clock()
         _, ids = await self._exec(
+            f"WITH h AS (UPDATE holds SET until=%s WHERE owner=%s AND until>%s) "
             f"UPDATE sessions SET lease_until=%s, {sql.ACCRUE}, seg_mark=%s WHERE id IN "
-            f"({sql.OWNED_ROWS}) RETURNING id", (now + lease_s, now, now, now, owner),
-            again=True)
+            f"({sql.OWNED_ROWS}) RETURNING id",
+            (now + lease_s, owner, now, now + lease_s, now, now, now, owner), again=True)
         for (sid,) in ids:
             self._leases[sid] = (owner, now + lease_s)
         return len(ids)
@@ -550,8 +606,13 @@ class PostgresStore(PostgresState, PostgresSubjects):
             (now, now, session_id, owner), again=True)
 
     async def expire_owner(self, owner: str) -> int:
-        n, _ = await self._exec(f"UPDATE sessions SET lease_until=0 WHERE id IN "
-                                f"({sql.OWNED_ROWS})", (owner,), again=True)
+        # Its reservations' holds go with it (what they held is free again).
+        n, _ = await self._exec(
+            "WITH gone AS (DELETE FROM holds WHERE owner=%s RETURNING scope, unit, amount), "
+            "freed AS (UPDATE meters m SET held = m.held - g.amount FROM (SELECT scope, unit, "
+            "SUM(amount) AS amount FROM gone GROUP BY scope, unit) g WHERE m.scope = g.scope "
+            f"AND m.unit = g.unit) UPDATE sessions SET lease_until=0 WHERE id IN "
+            f"({sql.OWNED_ROWS})", (owner, owner), again=True)
         return n
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
@@ -742,8 +803,13 @@ class PostgresStore(PostgresState, PostgresSubjects):
 
     # -- spend --------------------------------------------------------------------------------
 
-    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
-        rows = await self._read(sql.TENANT_SPEND, (tenant, since, until))
+    async def tenant_spend(self, tenant: str, since: float, until: float, *,
+                           agent: str | None = None) -> tuple[int, float]:
+        if agent is None:
+            rows = await self._read(sql.TENANT_SPEND, (tenant, since, until))
+        else:
+            rows = await self._read(sql.TENANT_SPEND + " AND COALESCE(j.agent, j.target)=%s",
+                                    (tenant, since, until, agent))
         return int(rows[0][0]), float(rows[0][1])
 
     async def session_spend(self, session_id: str, *,

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION, PG_MIGRATION
 from convoy.stores._sqlite_sql import _in_tenant, _tenant_cond
-from convoy.stores._subjects_sql import subject_tables
 
 #: Migrations, oldest first: ``(version, statements)``. A database at version ``v`` gets
 #: every step above ``v``, in order, in one transaction. PostgreSQL stores begin at
@@ -113,9 +113,45 @@ CREATE TABLE state_watch(
 """),
     # A tenant's sessions by status (counts, unfinished and claims scoped to a tenant).
     (4, "CREATE INDEX sessions_tenant_status ON sessions(tenant, status)"),
-    # Data subjects: a session's subject, subject keys, recorded erasures.
-    (5, subject_tables(real="DOUBLE PRECISION",
-                       serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")),
+    # Limits shared by engines: counts and reservations (budgets), token buckets (rate
+    # limits) and the response cache (see convoy.stores._postgres_limits).
+    (5, """
+CREATE TABLE meters(
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  used DOUBLE PRECISION NOT NULL,
+  held DOUBLE PRECISION NOT NULL DEFAULT 0,
+  PRIMARY KEY(scope, unit)
+);
+CREATE TABLE holds(
+  id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  amount DOUBLE PRECISION NOT NULL,
+  owner TEXT NOT NULL,
+  until DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY(id, scope, unit)
+);
+CREATE INDEX holds_limit ON holds(scope, unit);
+CREATE INDEX holds_owner ON holds(owner);
+CREATE TABLE buckets(
+  name TEXT PRIMARY KEY,
+  tokens DOUBLE PRECISION NOT NULL,
+  at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE cache(
+  tenant TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  expires DOUBLE PRECISION NOT NULL,
+  PRIMARY KEY(tenant, key)
+);
+CREATE INDEX cache_expiry ON cache(expires);
+"""),
+    # Nothing to change: SQLite's 6 rebuilt its kv table as a rowid table (big values were
+    # slow in a WITHOUT ROWID one); PostgreSQL's is a heap table already.
+    (6, "SELECT 1"),
+    (AUDIT_SCHEMA_VERSION, PG_MIGRATION),
 )
 
 #: The schema version this Convoy writes to PostgreSQL.
@@ -125,14 +161,14 @@ META = "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NUL
 
 _JOURNAL_INSERT = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq) ")
+    "input_tokens,output_tokens,cost,at,seq,config) ")
 _JOURNAL_UPSERT = (
     " ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, "
     "result=excluded.result, input_hash=excluded.input_hash, "
     "input_tokens=excluded.input_tokens, output_tokens=excluded.output_tokens, "
-    "cost=excluded.cost, at=excluded.at")
-_VALUES13 = "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-_SELECT13 = "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s"
+    "cost=excluded.cost, at=excluded.at, config=excluded.config")
+_VALUES14 = "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+_SELECT14 = "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s"
 
 
 def _append_sql(check: str | None, consume: bool) -> str:
@@ -144,10 +180,10 @@ def _append_sql(check: str | None, consume: bool) -> str:
     the signal is marked consumed in the same statement, only if the record landed, and the
     statement returns how many records landed (0 or 1); without, its row count says it."""
     if check is None:
-        insert = _JOURNAL_INSERT + _VALUES13 + _JOURNAL_UPSERT
+        insert = _JOURNAL_INSERT + _VALUES14 + _JOURNAL_UPSERT
     else:
         lock = " FOR SHARE" if check == "locked" else ""
-        insert = (_JOURNAL_INSERT + _SELECT13 + " WHERE EXISTS (SELECT 1 FROM sessions "
+        insert = (_JOURNAL_INSERT + _SELECT14 + " WHERE EXISTS (SELECT 1 FROM sessions "
                   f"WHERE id=%s AND owner=%s{lock})" + _JOURNAL_UPSERT)
     if not consume:
         return insert
@@ -158,41 +194,44 @@ def _append_sql(check: str | None, consume: bool) -> str:
 
 _COLUMNS = ("session_id text, key text, kind text, target text, status text, result text, "
             "input_hash text, agent text, input_tokens int8, output_tokens int8, cost float8, "
-            "at float8, seq int8, owner text")
+            "at float8, seq int8, config text, owner text")
 #: Many appends in one statement: rows land while their ``owner`` (NULL: anyone) owns the
 #: session; returns the (session, key) of every row that landed. For runs of appends whose
 #: lease is known to hold, and no key twice (one statement cannot upsert a row twice).
 APPEND_MANY = (
     _JOURNAL_INSERT + "SELECT session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq FROM unnest(" +
+    "input_tokens,output_tokens,cost,at,seq,config FROM unnest(" +
     ",".join(f"%b::{c.split()[1]}[]" for c in _COLUMNS.split(", ")) +
     ") AS v(" + ",".join(c.split()[0] for c in _COLUMNS.split(", ")) + ") WHERE "
     "v.owner IS NULL OR EXISTS (SELECT 1 FROM sessions s WHERE s.id=v.session_id AND "
     "s.owner=v.owner)" + _JOURNAL_UPSERT + " RETURNING session_id, key")
-_CASTS = (str, str, str, str, str, str, str, str, int, int, float, float, int, str)
+_CASTS = (str, str, str, str, str, str, str, str, int, int, float, float, int, str, str)
 
 
 @dataclass(slots=True)
 class Stmt:
     """One write of a batch at commit time: ``text`` with ``params``; ``counted``: its count
     comes back as a row (else: the row count). ``row``: an append that may join others in
-    one :data:`APPEND_MANY` (its 13 columns and the owner it is fenced on, or ``None``)."""
+    one :data:`APPEND_MANY` (its 14 columns and the owner it is fenced on, or ``None``)."""
 
     text: str
     params: tuple[Any, ...]
     counted: bool = False
     row: tuple[Any, ...] | None = None
+    audit: bool = False  # an audit append: ``(tenant, n, n, bodies)``, may join others
 
 
 @dataclass(slots=True)
 class Unit:
     """One statement sent for a batch: one :class:`Stmt`, or several appends merged
-    (``keys``: their (session, key), in the batch's order)."""
+    (``keys``: their (session, key), in the batch's order), or ``ops`` audit appends of one
+    tenant merged (each op's count is the merged statement's)."""
 
     text: str
     params: Sequence[Any]
     counted: bool = False
     keys: list[tuple[str, str]] | None = None
+    ops: int = 1
 
 
 def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
@@ -213,7 +252,24 @@ def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
         run.clear()
 
     seen: set[tuple[str, str]] = set()
+    audits: list[Stmt] = []
+
+    def close_audits() -> None:
+        if audits:
+            bodies = [b for a in audits for b in a.params[3]]
+            plan.append(Unit(audits[0].text, (audits[0].params[0], len(bodies), len(bodies),
+                                              bodies), ops=len(audits)))
+            audits.clear()
+
     for st in stmts:
+        if st.audit:  # consecutive appends to one tenant's log: one statement
+            close()
+            seen.clear()
+            if audits and audits[0].params[0] != st.params[0]:
+                close_audits()
+            audits.append(st)
+            continue
+        close_audits()
         key = (st.row[0], st.row[1]) if st.row is not None else None
         if key is None or key in seen:
             close()
@@ -224,6 +280,7 @@ def plan_batch(stmts: Sequence[Stmt]) -> list[Unit]:
             run.append(st)
             seen.add(key)
     close()
+    close_audits()
     return plan
 
 

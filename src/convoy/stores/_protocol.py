@@ -13,7 +13,13 @@ Methods that do I/O are async. Writes that ride the group commit (``append``, ``
 ``update_headers``, ``kv_put``) return a future that resolves once the write is
 committed; callers that need no confirmation may drop it: the store still commits it, in
 order, before any later write of the same store, and before ``aclose`` returns.
-``create_session`` never commits on its own: the next batch carries it.
+``create_session`` and ``update_headers`` never commit on their own: the next batch carries
+them (a store may commit them at once; callers must not rely on either).
+
+Limits that several engines share are kept here too, atomically across every store object
+and process on the same database: *reservations* against a limit (budgets: a call holds its
+worst-case cost while in flight, owned by its engine like a lease, and settles on what it
+cost), *token buckets* (rate limits) and a *response cache* with expiry.
 
 Tenants: every session belongs to one tenant, fixed when it is created. Every method that
 reads or acts on a session by its id, or lists sessions, takes ``tenant=``: given, it acts
@@ -46,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -71,7 +77,8 @@ class StepRecord:
     one. ``agent`` is the agent that took the step when it is not the ``target`` itself
     (a model step's target is its agent). ``input_hash`` fingerprints what the step was
     asked (a changed input on replay is non-determinism). Tokens and cost are columns so
-    spend is summed without parsing.
+    spend is summed without parsing. ``config`` identifies the configuration of the agent that
+    took the step (:attr:`convoy.Agent.config_id`), ``None`` for steps of no agent.
     """
 
     key: str
@@ -85,6 +92,7 @@ class StepRecord:
     output_tokens: int = 0
     cost: float = 0.0
     at: float = 0.0
+    config: str | None = None
 
 
 @dataclass(slots=True, kw_only=True)
@@ -182,6 +190,52 @@ class Signal:
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
+class Hold:
+    """One amount to hold against one shared limit, for :meth:`Store.reserve`.
+
+    ``scope`` names what is limited (say ``budget:tenant:acme:2026-11-30``) and ``unit`` what
+    it is counted in (``tokens``, ``usd``). ``start`` is what the scope has used already if
+    the store has no count for it yet (spend journaled before anything was counted).
+    """
+
+    scope: str
+    unit: str
+    amount: float
+    limit: float
+    start: float = 0.0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Level:
+    """How much of one shared limit is used (settled) and held (by live reservations)."""
+
+    scope: str
+    unit: str
+    used: float
+    held: float
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Reservation:
+    """What :meth:`Store.reserve` decided: ``granted``, and the level of every hold asked
+    for, in order, as the decision saw it (before this reservation's own holds). A refusal
+    counts only live holds; a grant may still count holds that lapsed (they only made the
+    limit look fuller)."""
+
+    granted: bool
+    levels: tuple[Level, ...]
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Spend:
+    """What a reservation turned out to use of one scope and unit (:meth:`Store.settle`)."""
+
+    scope: str
+    unit: str
+    amount: float
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
 class StateEntry:
     """One version of one key of shared state.
 
@@ -253,6 +307,83 @@ class Erasure:
     seq: int = 0
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AuditRow:
+    """One stored entry of a tenant's audit log: its ``index``, its ``body`` (the encoded
+    event) and the ``leaf`` hash the store computed when it appended it."""
+
+    index: int
+    body: bytes
+    leaf: bytes
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class StoreSummary:
+    """What a store holds (``convoy db info``): its schema version, sessions by status,
+    journal entries, keys of shared state, and tenants (with a session or a state key)."""
+
+    schema_version: int
+    sessions: dict[str, int]
+    journal_entries: int
+    state_keys: int
+    tenants: int
+
+
+AlertStatus = Literal["open", "cleared"]
+AlertEvent = Literal["fired", "cleared"]
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class NewAlert:
+    """An alert that fires: ``metric`` of ``subject`` (an agent's name, or the tenant's, as
+    ``scope`` says) left its learned band. ``value`` is the observation that fired it,
+    ``mean`` / ``deviation`` the baseline, ``threshold`` the band's top; ``detail`` is JSON
+    text (error kinds, the observations that led to it)."""
+
+    tenant: str
+    scope: Literal["agent", "tenant"]
+    subject: str
+    metric: str
+    value: float
+    mean: float
+    deviation: float
+    threshold: float
+    opened: float
+    detail: str = "{}"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AlertRow:
+    """An alert as the store holds it (``cleared`` and ``cleared_value`` once it cleared)."""
+
+    id: int
+    tenant: str
+    scope: str
+    subject: str
+    metric: str
+    status: AlertStatus
+    value: float
+    mean: float
+    deviation: float
+    threshold: float
+    opened: float
+    cleared: float | None = None
+    cleared_value: float | None = None
+    detail: str = "{}"
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AlertDelivery:
+    """One webhook delivery of an alert event, claimed by :meth:`Store.due_deliveries`.
+    ``attempts`` counts the attempts made before this one."""
+
+    id: int
+    url: str
+    event: AlertEvent
+    attempts: int
+    alert: AlertRow
+
+
 @runtime_checkable
 class Store(Protocol):
     """Everything Convoy persists. Implementations: :class:`~convoy.stores.SQLiteStore`,
@@ -273,6 +404,17 @@ class Store(Protocol):
     @property
     def is_open(self) -> bool:
         """Whether :meth:`open` has run and :meth:`aclose` has not."""
+        ...
+
+    async def schema_version(self) -> int | None:
+        """The schema version the database holds, read without opening, creating or
+        migrating anything (``None``: no Convoy store there yet). Works on a store object
+        that is not open; raises :class:`~convoy.StoreError` if the database cannot be
+        reached."""
+        ...
+
+    async def summary(self) -> StoreSummary:
+        """What the store holds, counted across every tenant (see :class:`StoreSummary`)."""
         ...
 
     # -- sessions ----------------------------------------------------------------------
@@ -308,8 +450,9 @@ class Store(Protocol):
         ...
 
     async def renew(self, owner: str, lease_s: float) -> int:
-        """Extend every lease ``owner`` holds and add the time since the last renewal to
-        their active time. Returns how many sessions it still owns."""
+        """Extend every lease ``owner`` holds (its reservations' holds too) and add the time
+        since the last renewal to their active time. Returns how many sessions it still
+        owns."""
         ...
 
     async def release(self, session_id: str, owner: str) -> None:
@@ -317,7 +460,8 @@ class Store(Protocol):
         ...
 
     async def expire_owner(self, owner: str) -> int:
-        """End every lease of ``owner`` (a process known to be dead)."""
+        """End every lease of ``owner`` (a process known to be dead), and drop the holds of
+        its reservations. Returns how many sessions it owned."""
         ...
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
@@ -455,6 +599,59 @@ class Store(Protocol):
         """Ask for the signal ``name`` to be sent to ``session_id`` (of ``tenant``) by the
         first write of a version past ``after_version``. ``True`` (and nothing is
         registered) if the key is already past it. A watch fires once."""
+
+    # -- limits shared by engines ---------------------------------------------------------
+
+    async def reserve(self, id: str, owner: str, holds: Sequence[Hold], *,
+                      lease_s: float) -> Reservation:
+        """Hold every amount of ``holds`` under the reservation ``id``, or none of them.
+
+        Granted only if, for each scope and unit, ``used + held < limit``, where ``held``
+        is what live reservations hold (this one not included): so a limit is exceeded by
+        at most what the reservations admitted last turn out to cost beyond it. Atomic
+        across every store object and process on the database. The holds belong to
+        ``owner`` and lapse ``lease_s`` seconds from now unless :meth:`renew` extends them;
+        :meth:`expire_owner` drops them at once."""
+        ...
+
+    def settle(self, id: str, spent: Sequence[Spend], *,
+               release: Sequence[Spend] | None = None) -> asyncio.Future[None]:
+        """Add ``spent`` to what its scopes used and release holds of reservation ``id``
+        (those that have not lapsed), in one transaction: all of them, or with
+        ``release`` only those amounts (never more than is held; the rest stays held, for
+        calls still to come). Rides the group commit."""
+        ...
+
+    async def levels(self, scope: str) -> dict[str, Level]:
+        """What ``scope`` has used and what live reservations hold on it, by unit (units
+        never counted are absent)."""
+        ...
+
+    async def take(self, bucket: str, amount: float, *, rate: float, capacity: float,
+                   max_wait: float | None = None) -> tuple[bool, float]:
+        """Take ``amount`` from a token bucket every engine shares: it holds at most
+        ``capacity`` and refills at ``rate`` a second by the store's clock (a new bucket
+        is full). The balance may go negative (a debt later takers wait behind). Returns
+        ``(taken, wait)``: ``wait`` is the seconds until the amount is covered
+        (``min(amount, capacity)`` of it: a take larger than the bucket waits for a full
+        one); if that is more than ``max_wait``, nothing is taken."""
+        ...
+
+    def give(self, bucket: str, amount: float, *, rate: float,
+             capacity: float) -> asyncio.Future[None]:
+        """Put ``amount`` back into a bucket (never above ``capacity``; negative: take
+        more, without waiting): a take that was cancelled, or what a call used less than
+        it took. Rides the group commit."""
+        ...
+
+    async def cache_get(self, tenant: str, key: str) -> str | None:
+        """A tenant's cached value for ``key``, or ``None`` if there is none or it expired."""
+        ...
+
+    def cache_put(self, tenant: str, key: str, value: str, *,
+                  ttl: float) -> asyncio.Future[None]:
+        """Cache ``value`` for a tenant under ``key`` for ``ttl`` seconds (replacing what
+        was there). Rides the group commit."""
         ...
 
     # -- data subjects -------------------------------------------------------------------
@@ -504,8 +701,10 @@ class Store(Protocol):
 
     # -- spend ------------------------------------------------------------------------
 
-    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
-        """Tokens and USD a tenant's model steps journaled in ``[since, until)`` cost."""
+    async def tenant_spend(self, tenant: str, since: float, until: float, *,
+                           agent: str | None = None) -> tuple[int, float]:
+        """Tokens and USD a tenant's model steps journaled in ``[since, until)`` cost (with
+        ``agent``: only that agent's steps)."""
         ...
 
     async def session_spend(self, session_id: str, *,
@@ -514,6 +713,108 @@ class Store(Protocol):
         ...
 
 
-__all__ = ["RUNNABLE", "SCHEMA_VERSION", "STATUSES", "UNFINISHED", "Erasure", "NewSession",
-           "SessionFilter", "SessionOutcome", "SessionRow", "SessionStatus", "Signal",
-           "StateEntry", "StateWrite", "StateWriteResult", "StepRecord", "StepStatus", "Store"]
+    # -- alerts ------------------------------------------------------------------------
+
+    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> int:
+        """Record an alert that fired, and queue its ``fired`` event for each webhook URL
+        (due at once), in one transaction. Returns the alert's id."""
+        ...
+
+    async def alert_clear(self, alert_id: int, at: float, value: float,
+                          webhooks: Sequence[str]) -> bool:
+        """Mark an open alert cleared (at ``at``, by the observation ``value``) and queue its
+        ``cleared`` event for each webhook URL, in one transaction. ``False`` (nothing
+        written) if it is not open."""
+        ...
+
+    async def list_alerts(self, *, tenant: str | None = None, open_only: bool = False,
+                          limit: int = 100) -> list[AlertRow]:
+        """Alerts (of ``tenant``; only open ones with ``open_only``), newest first."""
+        ...
+
+    async def due_deliveries(self, now: float, *, limit: int = 50,
+                             lease_s: float = 60.0) -> list[AlertDelivery]:
+        """Claim up to ``limit`` undelivered webhook events due at ``now``, oldest first:
+        each is due again ``lease_s`` later unless :meth:`delivery_result` says otherwise
+        first (so an engine that dies mid-delivery loses nothing, and two engines do not
+        deliver one event at once)."""
+        ...
+
+    async def delivery_result(self, delivery_id: int, *, attempts: int,
+                              delivered: float | None = None, next_at: float | None = None,
+                              error: str | None = None) -> None:
+        """Record an attempt: ``delivered`` (when it succeeded), else the ``error`` and when to
+        try again (``next_at``; ``None``: given up)."""
+        ...
+
+
+    # -- audit log (see convoy.audit) ----------------------------------------------------
+
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
+                     wait: bool = True) -> asyncio.Future[None]:
+        """Append entries to ``tenant``'s audit log, in order, with the group commit: the
+        store gives them the next indexes and computes their leaf hashes
+        (:func:`convoy.audit.entry_leaf`) in the commit's transaction. ``wait=False``:
+        join the next batch instead of committing at once (for an entry that goes with a
+        journal write about to follow)."""
+        ...
+
+    async def audit_size(self, tenant: str) -> int:
+        """How many entries ``tenant``'s log has had appended (0 for none)."""
+        ...
+
+    async def audit_tenants(self) -> list[str]:
+        """The tenants that have an audit log, by name."""
+        ...
+
+    async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
+        """Up to ``limit`` stored entries of ``tenant`` from index ``start`` on, by index."""
+        ...
+
+    async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
+        """One stored entry, or ``None``."""
+        ...
+
+    async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
+        """The stored leaf hashes of the entries below index ``size``, by index."""
+        ...
+
+    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
+        """Keep a signed checkpoint of ``tenant``'s log at tree ``size``."""
+        ...
+
+    async def audit_checkpoints(self, tenant: str) -> list[str]:
+        """The kept checkpoints of ``tenant``, smallest tree first."""
+        ...
+
+
+__all__ = [
+    "RUNNABLE",
+    "SCHEMA_VERSION",
+    "STATUSES",
+    "UNFINISHED",
+    "AlertDelivery",
+    "AlertEvent",
+    "AlertRow",
+    "AlertStatus",
+    "AuditRow",
+    "Erasure",
+    "Hold",
+    "Level",
+    "NewAlert",
+    "NewSession",
+    "Reservation",
+    "SessionFilter",
+    "SessionOutcome",
+    "SessionRow",
+    "SessionStatus",
+    "Signal",
+    "Spend",
+    "StateEntry",
+    "StateWrite",
+    "StateWriteResult",
+    "StepRecord",
+    "StepStatus",
+    "Store",
+    "StoreSummary",
+]

@@ -1,6 +1,6 @@
 """What the SQLite and PostgreSQL stores build their statements from alike: journal row
-parameters, the journal's write order, and session-list filters (only the placeholder
-differs)."""
+parameters, the journal's write order, session-list filters (only the placeholder
+differs), and what a summary of the store counts."""
 
 from __future__ import annotations
 
@@ -23,3 +23,9 @@ def conditions(status: str | None, workflow: str | None, tenant: str | None, *,
             where.append(f"{col}={mark}")
             params.append(value)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+#: Journal entries, keys of shared state, and tenants (with a session or a state key).
+SUMMARY = ("SELECT (SELECT COUNT(*) FROM journal), (SELECT COUNT(*) FROM state), "
+           "(SELECT COUNT(*) FROM (SELECT tenant FROM sessions UNION SELECT tenant FROM state)"
+           " t)")

@@ -27,6 +27,7 @@ from typing import Any, Literal, TypeVar
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
+from convoy.stores._addons import apply_sqlite_addons
 from convoy.stores._protocol import (
     SCHEMA_VERSION,
     NewSession,
@@ -35,8 +36,12 @@ from convoy.stores._protocol import (
     SessionRow,
     Signal,
     StepRecord,
+    StoreSummary,
 )
-from convoy.stores._rows import conditions, next_seq
+from convoy.stores._rows import SUMMARY, conditions, next_seq
+from convoy.stores._sqlite_alerts import SQLiteAlerts
+from convoy.stores._sqlite_audit import SQLiteAudit, register_leaf_function
+from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
     _APPEND,
@@ -47,10 +52,7 @@ from convoy.stores._sqlite_sql import (
     _FINISH_TENANT,
     _INSERT_SESSION,
     _JOURNAL_COLS,
-    _MIGRATE_2,
-    _MIGRATE_3,
-    _MIGRATE_4,
-    _MIGRATE_5,
+    _MIGRATIONS,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -72,6 +74,10 @@ Durability = Literal["process", "power"]
 T = TypeVar("T")
 _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past this size
 
+# The position of ``headers`` in a creation's parameters (``_INSERT_SESSION``).
+_HEADERS_AT = 11
+
+
 class _Op:
     """One write of a batch: ``sql`` with ``params`` (and ``more`` statements after it) run
     in the batch's transaction. ``fenced`` ops check the first statement's row count (zero:
@@ -82,27 +88,36 @@ class _Op:
     writer still owns the session.
 
     ``lease`` (session id, owner, expiry) marks a session creation that claims the session:
-    if its row is written, the lease is recorded in the store's lease map."""
+    if its row is written, the lease is recorded in the store's lease map.
 
-    __slots__ = ("fenced", "fut", "guard", "lease", "more", "params", "quiet", "sql")
+    ``call`` (instead of ``sql``) runs inside the batch's transaction and its return value
+    resolves the future: a read-decide-write that must be atomic (a reservation against a
+    shared limit) still rides the group commit. It is run again if the batch is retried,
+    so it may only touch the connection."""
 
-    fut: asyncio.Future[None]  # set by ``_submit``
+    __slots__ = ("call", "fenced", "fut", "guard", "lease", "more", "params", "quiet",
+                 "result", "sql")
+
+    fut: asyncio.Future[Any]  # set by ``_submit``
     quiet: bool  # nobody need await it: its error is its batch's, seen there
 
     # Positional: built once per journal write.
     def __init__(self, sql: str, params: tuple[Any, ...],
                  more: list[tuple[str, tuple[Any, ...]]] | None = None,
                  fenced: str | None = None, guard: tuple[str, str] | None = None,
-                 lease: tuple[str, str, float] | None = None) -> None:
+                 lease: tuple[str, str, float] | None = None,
+                 call: Callable[[sqlite3.Connection], Any] | None = None) -> None:
         self.sql = sql
         self.params = params
         self.more = more
         self.fenced = fenced  # session id, for the error message
         self.guard = guard
         self.lease = lease
+        self.call = call
+        self.result: Any = None
 
 
-class SQLiteStore(SQLiteState, SQLiteSubjects):
+class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSubjects):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -163,6 +178,7 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
+        register_leaf_function(conn)
         try:
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
@@ -186,9 +202,39 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
         self._checkpointer = _Checkpointer(self.path)
 
+    async def schema_version(self) -> int | None:
+        if not self.path.exists():
+            return None
+        try:  # read-only: nothing is created or migrated
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as e:
+            raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
+        try:
+            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # a SQLite file, but not a Convoy store (yet)
+            raise _store_error(e, self.path, "read") from None
+        except sqlite3.DatabaseError as e:
+            raise _store_error(e, self.path, "read") from None
+        finally:
+            conn.close()
+        return int(row[0]) if row else 1
+
+    async def summary(self) -> StoreSummary:
+        journal, keys, tenants = self._read(SUMMARY)[0]
+        return StoreSummary(schema_version=SCHEMA_VERSION, sessions=await self.counts(),
+                            journal_entries=int(journal), state_keys=int(keys),
+                            tenants=int(tenants))
+
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Create or upgrade the schema. A store already at this version is only read, so
-        a read-only file can still be inspected."""
+        """Create or upgrade the schema, then its add-ons. A store already at this version
+        with every add-on is only read, so a read-only file can still be inspected."""
+        self._migrate_core(conn)
+        apply_sqlite_addons(conn)
+
+    def _migrate_core(self, conn: sqlite3.Connection) -> None:
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError:
@@ -208,8 +254,7 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
                 raise JournalError(
                     f"{self.path} has store schema version {version}, newer than the version "
                     f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
-            for target, script in ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4),
-                                   (5, _MIGRATE_5)):
+            for target, script in _MIGRATIONS:
                 if version < target:
                     for stmt in script.split(";"):
                         if stmt.strip():
@@ -258,11 +303,11 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
 
     # -- group commit --------------------------------------------------------------------
 
-    def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[None]:
+    def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[Any]:
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
-        fut: asyncio.Future[None] = loop.create_future()
+        fut: asyncio.Future[Any] = loop.create_future()
         op.fut = fut
         op.quiet = not wait
         self._pending.append(op)
@@ -283,6 +328,13 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
     def _end_tick(self) -> None:
         self._tick_busy = False
 
+    def _batched(self, call: Callable[[sqlite3.Connection], T], *,
+                 wait: bool = True) -> asyncio.Future[T]:
+        """Run ``call`` in the transaction of the next group-commit batch; the future resolves
+        to what it returned once the batch is committed. ``wait=False``: nobody needs to
+        wait for it, so it does not commit on its own but joins the next batch."""
+        return self._submit(_Op("", (), call=call), wait=wait)
+
     def _write_batch(self, batch: Sequence[_Op]) -> list[bool] | None:
         """Commit a batch in one transaction; which fenced ops found their session owned
         by someone else (those wrote nothing), or ``None`` if none did. Raises
@@ -292,7 +344,7 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
         refused: list[bool] | None = None
         if len(batch) == 1:  # the common case: one statement, autocommitted
             op = batch[0]
-            if op.guard is None and op.more is None:
+            if op.guard is None and op.more is None and op.call is None:
                 if op.fenced is None and op.lease is None:
                     execute(op.sql, op.params)
                 else:
@@ -307,13 +359,16 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
                 if self.commits % 128 == 0:
                     self._after_commit(conn)
                 return refused
-        single = len(batch) == 1 and batch[0].more is None
+        single = len(batch) == 1 and batch[0].more is None and batch[0].call is None
         safe = -1.0
         leases = self._leases
         if not single:
             execute("BEGIN IMMEDIATE")
         try:
             for i, op in enumerate(batch):
+                if op.call is not None:
+                    op.result = op.call(conn)
+                    continue
                 sql, params = op.sql, op.params
                 check = op.fenced is not None
                 guard = op.guard
@@ -388,7 +443,7 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
                     f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
             else:
-                fut.set_result(None)
+                fut.set_result(op.result)
 
     def _flush_inline(self) -> None:
         self._scheduled = False
@@ -408,6 +463,9 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
             return
         except sqlite3.Error as e:
             self._settle(batch, None, _store_error(e, self.path, "write"))
+            return
+        except Exception as e:  # a call op that failed: its batch fails, nobody hangs
+            self._settle(batch, None, e)
             return
         self._settle(batch, refused, None)
 
@@ -435,6 +493,8 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
                         self._settle(batch, None, _store_error(e, self.path, "write"))
                     except sqlite3.Error as e:
                         self._settle(batch, None, _store_error(e, self.path, "write"))
+                    except Exception as e:  # a call op that failed: its batch fails
+                        self._settle(batch, None, e)
                     else:
                         self._settle(batch, refused, None)
                     break
@@ -576,6 +636,8 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
                 f"UPDATE sessions SET lease_until=?, {_ACCRUE}, seg_mark=? WHERE owner=? AND "
                 "status='running' RETURNING id", (now + lease_s, now, now, now, owner)
             ).fetchall()
+            conn.execute("UPDATE holds SET until=? WHERE owner=? AND until>?",
+                         (now + lease_s, owner, now))
             for (sid,) in ids:
                 self._leases[sid] = (owner, now + lease_s)
             return len(ids)
@@ -591,9 +653,17 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
             (now, now, session_id, owner)))
 
     async def expire_owner(self, owner: str) -> int:
-        return await self._write(lambda conn: conn.execute(
-            "UPDATE sessions SET lease_until=0 WHERE owner=? AND status='running'",
-            (owner,)).rowcount)
+        def expire(conn: sqlite3.Connection) -> int:
+            for scope, unit, amount in conn.execute(
+                    "DELETE FROM holds WHERE owner=? RETURNING scope, unit, amount",
+                    (owner,)).fetchall():
+                conn.execute("UPDATE meters SET held=held-? WHERE scope=? AND unit=?",
+                             (amount, scope, unit))
+            return int(conn.execute(
+                "UPDATE sessions SET lease_until=0 WHERE owner=? AND status='running'",
+                (owner,)).rowcount)
+
+        return await self._write(expire)
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
@@ -654,9 +724,19 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
 
     def update_headers(self, session_id: str, owner: str,
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
+        # Like a creation, it never commits on its own: the next batch carries it.
+        text = json.dumps(dict(headers))
+        for op in reversed(self._pending):
+            lease = op.lease
+            if lease is not None and lease[0] == session_id and op.sql is _INSERT_SESSION:
+                # Its creation is not written yet: the row is written with these headers
+                # (a statement less; the session's first run sets its trace header).
+                if lease[1] != owner:
+                    break
+                op.params = (*op.params[:_HEADERS_AT], text, *op.params[_HEADERS_AT + 1:])
+                return op.fut
         return self._submit(_Op("UPDATE sessions SET headers=? WHERE id=? AND owner=?",
-                                (json.dumps(dict(headers)), session_id, owner),
-                                fenced=session_id))
+                                (text, session_id, owner), fenced=session_id), wait=False)
 
     async def set_version(self, session_id: str, version: str, *,
                           tenant: str | None = None) -> None:
@@ -730,7 +810,7 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
         self._seq = seq = t if t > seq else seq
         r = record
         params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
-                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
         guard = None
         if owner is not None:
@@ -796,12 +876,14 @@ class SQLiteStore(SQLiteState, SQLiteSubjects):
 
     # -- spend --------------------------------------------------------------------------------
 
-    async def tenant_spend(self, tenant: str, since: float, until: float) -> tuple[int, float]:
+    async def tenant_spend(self, tenant: str, since: float, until: float, *,
+                           agent: str | None = None) -> tuple[int, float]:
+        by_agent = "" if agent is None else " AND COALESCE(j.agent, j.target)=?"
         rows = self._read(
             "SELECT COALESCE(SUM(j.input_tokens + j.output_tokens), 0), COALESCE(SUM(j.cost), 0)"
             " FROM journal j JOIN sessions s ON s.id = j.session_id WHERE s.tenant=? AND "
-            "j.kind='model' AND j.status='completed' AND j.at>=? AND j.at<?",
-            (tenant, since, until))
+            f"j.kind='model' AND j.status='completed' AND j.at>=? AND j.at<?{by_agent}",
+            (tenant, since, until) if agent is None else (tenant, since, until, agent))
         return int(rows[0][0]), float(rows[0][1])
 
     async def session_spend(self, session_id: str, *,

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
+from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import SessionRow, StepRecord
-from convoy.stores._subjects_sql import subject_tables
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -132,29 +133,84 @@ CREATE TABLE IF NOT EXISTS state_watch(
 # tenant read the index instead of every session).
 _MIGRATE_4 = "CREATE INDEX IF NOT EXISTS sessions_tenant_status ON sessions(tenant, status)"
 
-# Version 4 -> 5: data subjects (a session's subject, subject keys, recorded erasures).
-_MIGRATE_5 = subject_tables(real="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT")
+# Limits shared by engines: counts and reservations (budgets), token buckets (rate limits)
+# and the response cache (version 4 -> 5).
+_MIGRATE_SHARED_LIMITS = """
+CREATE TABLE IF NOT EXISTS meters(
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  used REAL NOT NULL,
+  held REAL NOT NULL DEFAULT 0,
+  PRIMARY KEY(scope, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS holds(
+  id TEXT NOT NULL,
+  scope TEXT NOT NULL,
+  unit TEXT NOT NULL,
+  amount REAL NOT NULL,
+  owner TEXT NOT NULL,
+  until REAL NOT NULL,
+  PRIMARY KEY(id, scope, unit)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS buckets(
+  name TEXT PRIMARY KEY,
+  tokens REAL NOT NULL,
+  at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS cache(
+  tenant TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  expires REAL NOT NULL,
+  PRIMARY KEY(tenant, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS cache_expiry ON cache(expires);
+"""
+
+
+# Version 5 -> 6: ``kv`` as a rowid table. WITHOUT ROWID suits small rows only: a value past
+# ~1 kB (a session's spans, a few kB) went to overflow pages of the key's B-tree, and
+# storing it cost several times as much.
+_MIGRATE_KV_ROWID = """
+CREATE TABLE kv_rows(
+  namespace TEXT NOT NULL,
+  key TEXT NOT NULL,
+  value TEXT NOT NULL,
+  PRIMARY KEY(namespace, key)
+);
+INSERT INTO kv_rows(namespace, key, value) SELECT namespace, key, value FROM kv;
+DROP TABLE kv;
+ALTER TABLE kv_rows RENAME TO kv
+"""
+
+
+#: Schema migrations, in order: (the version a step brings the schema to, its script).
+_MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS),
+               (6, _MIGRATE_KV_ROWID),
+               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent,subject")
 _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
-                "cost,at"
+                "cost,at,config"
 
 _APPEND = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "input_tokens,output_tokens,cost,at,seq,config) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
-    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at, "
+    "config=excluded.config")
 # Fenced: the row lands only while ``owner`` owns the session.
 _APPEND_FENCED = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,? "
+    "input_tokens,output_tokens,cost,at,seq,config) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? "
     "WHERE EXISTS (SELECT 1 FROM sessions WHERE id=? AND owner=?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
-    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at")
+    "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at, "
+    "config=excluded.config")
 # Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
 _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
            "(SELECT 1 FROM sessions WHERE id=?{tenant})")
@@ -198,7 +254,7 @@ def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: 
 
 def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
     return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
-            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq)
+            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
 
 
 def _tenant_cond(tenant: str | None, mark: str = "?") -> tuple[str, tuple[str, ...]]:
@@ -228,7 +284,7 @@ def _session(r: Sequence[Any]) -> SessionRow:
 def _record(r: Sequence[Any]) -> StepRecord:
     return StepRecord(key=r[0], kind=r[1], target=r[2], status=r[3], result=r[4],
                       input_hash=r[5], agent=r[6], input_tokens=r[7], output_tokens=r[8],
-                      cost=r[9], at=r[10])
+                      cost=r[9], at=r[10], config=r[11])
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:

@@ -1,0 +1,140 @@
+"""Learned baselines: an EWMA mean and an EWMA deviation per metric, with a band around them.
+
+Each observation ``x`` updates ``mean += alpha * (x - mean)`` and ``deviation += alpha *
+(|x - mean| - deviation)`` (the deviation from the mean before the update). The band's top
+is ``mean + k * max(deviation, floor)``, where ``floor = max(min_deviation, rel_deviation *
+|mean|)`` keeps a perfectly steady metric from alerting on noise. Alerts are one-sided:
+every metric watched here (error rate, latency, tokens, tokens per minute) is bad when it
+rises.
+
+Hysteresis, so an alert does not flap: it fires after ``fire_after`` consecutive
+observations above ``mean + k * dev``, and clears after ``clear_after`` consecutive
+observations at or below ``mean + clear_k * dev`` (``clear_k < k``). Nothing fires before
+``warmup`` observations have been learned. An observation above the band is learned as the
+band's top (clipped, so a spike barely moves the baseline and the baseline is not biased
+low by leaving them out), and nothing is learned while an alert is open, so a drift does
+not become the new normal while it alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from convoy._errors import UserError
+
+Transition = Literal["fired", "cleared"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BaselinePolicy:
+    """How a baseline learns and when it alerts.
+
+    Args:
+        alpha: EWMA weight of a new observation (0 < alpha <= 1).
+        k: band width in deviations above the mean that fires.
+        clear_k: band width at or below which an open alert clears (default ``k / 2``).
+        warmup: observations learned before any alert.
+        fire_after: consecutive observations above the band that fire.
+        clear_after: consecutive observations back in the band that clear.
+        min_deviation: the smallest deviation used for the band (absolute).
+        rel_deviation: the smallest deviation used, as a fraction of the mean.
+    """
+
+    alpha: float = 0.1
+    k: float = 3.0
+    clear_k: float | None = None
+    warmup: int = 20
+    fire_after: int = 3
+    clear_after: int = 3
+    min_deviation: float = 0.0
+    rel_deviation: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0 < self.alpha <= 1:
+            raise UserError(f"BaselinePolicy.alpha must be in (0, 1], got {self.alpha!r}")
+        if self.k <= 0:
+            raise UserError(f"BaselinePolicy.k must be > 0, got {self.k!r}")
+        if self.clear_k is not None and not 0 <= self.clear_k <= self.k:
+            raise UserError(f"BaselinePolicy.clear_k must be in [0, k={self.k}], got "
+                            f"{self.clear_k!r}")
+        for name in ("warmup", "fire_after", "clear_after"):
+            value = getattr(self, name)
+            if value < (0 if name == "warmup" else 1):
+                raise UserError(f"BaselinePolicy.{name} must be "
+                                f"{'>= 0' if name == 'warmup' else '>= 1'}, got {value!r}")
+        if self.min_deviation < 0 or self.rel_deviation < 0:
+            raise UserError("BaselinePolicy.min_deviation and rel_deviation must be >= 0")
+
+    @property
+    def clear_width(self) -> float:
+        """The band width (in deviations) an open alert must be back within to clear."""
+        return self.k / 2 if self.clear_k is None else self.clear_k
+
+
+@dataclass(slots=True, kw_only=True)
+class Baseline:
+    """The learned state of one metric of one agent or tenant (JSON-serialisable)."""
+
+    count: int = 0
+    mean: float = 0.0
+    deviation: float = 0.0
+    above: int = 0
+    within: int = 0
+    alert_id: int | None = None
+
+    def spread(self, policy: BaselinePolicy) -> float:
+        """The deviation the band uses (never below the policy's floor)."""
+        return max(self.deviation, policy.min_deviation, policy.rel_deviation * abs(self.mean))
+
+    def threshold(self, policy: BaselinePolicy) -> float:
+        """The band's top: an observation above it counts towards firing."""
+        return self.mean + policy.k * self.spread(policy)
+
+    def observe(self, x: float, policy: BaselinePolicy) -> Transition | None:
+        """Learn ``x`` (unless it is above the band) and say whether an alert fires or
+        clears now."""
+        if self.count < policy.warmup:
+            self._learn(x, policy)
+            return None
+        spread = self.spread(policy)
+        top = self.mean + policy.k * spread
+        if x > top:
+            self.above += 1
+            self.within = 0
+            if self.alert_id is not None:
+                return None
+            if self.above >= policy.fire_after:
+                return "fired"
+            self._learn(top, policy)  # clipped: a spike moves the band by one band at most
+            return None
+        self.above = 0
+        if self.alert_id is not None:
+            if x <= self.mean + policy.clear_width * spread:
+                self.within += 1
+                if self.within >= policy.clear_after:
+                    self.within = 0
+                    self._learn(x, policy)
+                    return "cleared"
+            else:
+                self.within = 0
+            return None
+        self._learn(x, policy)
+        return None
+
+    def _learn(self, x: float, policy: BaselinePolicy) -> None:
+        if self.count == 0:
+            self.mean = x
+        else:
+            diff = abs(x - self.mean)
+            self.mean += policy.alpha * (x - self.mean)
+            self.deviation += policy.alpha * (diff - self.deviation)
+        self.count += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Baseline:
+        return cls(**{k: data[k] for k in ("count", "mean", "deviation", "above", "within",
+                                            "alert_id") if k in data})

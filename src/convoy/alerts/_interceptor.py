@@ -1,0 +1,282 @@
+"""The baseline-alerts interceptor: learns what is normal per agent and per tenant, and
+raises an alert when a metric leaves its band (see :mod:`convoy.alerts._baseline` and
+:mod:`convoy.alerts._metrics`)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, cast
+
+from convoy.alerts._baseline import Baseline, BaselinePolicy, Transition
+from convoy.alerts._metrics import METRICS, Metric, Tally, Window
+from convoy.alerts._webhook import Deliverer, Webhook, load_httpx
+from convoy.interceptors._base import (
+    Interceptor,
+    ModelCallInput,
+    Next,
+    SessionEnd,
+    SessionInput,
+    Stage,
+    ToolCallInput,
+)
+from convoy.models._messages import ModelResponse
+from convoy.resilience._classify import error_kind
+from convoy.stores._protocol import NewAlert, Store
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+
+log = logging.getLogger("convoy.alerts")
+
+#: The interceptor-state namespace the learned baselines are kept in.
+KV_NAMESPACE = "convoy.alerts"
+Scope = Literal["agent", "tenant"]
+SeriesKey = tuple[str, Scope, str, Metric]
+"""(tenant, scope, subject, metric): one learned series."""
+
+_SEP = "\x1f"
+
+
+class BaselineAlerts(Interceptor):
+    """Alerts on learned baselines, per agent and per tenant, for the error rate, latency,
+    tokens per session and tokens per minute (:data:`~convoy.alerts.METRICS`).
+
+    Each run of a session is one observation of each metric, for each agent that made
+    calls in it and for its tenant. An alert fires when a metric rises out of its band and
+    clears when it is back (:class:`BaselinePolicy`). Alerts go to the ``convoy.alerts``
+    logger (a child of ``convoy``), to the store (``convoy alerts``), and to every
+    webhook: queued in the store with the alert, delivered by the engine while it is open,
+    retried with backoff.
+
+    The baselines are kept in the store (interceptor state), so they survive a restart;
+    the token-per-minute window in progress does not.
+
+    Args:
+        policy: how every metric's baseline learns and alerts.
+        policies: a policy per metric, over ``policy`` (the error rate defaults to
+            ``policy`` with a ``min_deviation`` of at least 0.05: a run of sessions without
+            one error must not make a single failure an anomaly).
+        webhooks: URLs (or :class:`Webhook`) every alert event is POSTed to.
+        window_s: the token-velocity window, in seconds.
+        clock: seconds, for latency, windows and alert times (default: the engine's clock,
+            which its store shares).
+        poll_interval: seconds between delivery passes when nothing new fired.
+        background: deliver webhook events from a task the engine runs while it is open
+            (``False``: only :meth:`deliver_due` delivers, for tests and cron-style runs).
+    """
+
+    stage: Stage = "custom"
+
+    def __init__(self, policy: BaselinePolicy | None = None, *,
+                 policies: Mapping[Metric, BaselinePolicy] | None = None,
+                 webhooks: Sequence[str | Webhook] = (), window_s: float = 60.0,
+                 clock: Callable[[], float] | None = None, poll_interval: float = 1.0,
+                 background: bool = True) -> None:
+        base = policy or BaselinePolicy()
+        self.policies: dict[Metric, BaselinePolicy] = dict.fromkeys(METRICS, base)
+        self.policies["error_rate"] = dataclasses.replace(
+            base, min_deviation=max(base.min_deviation, 0.05))
+        self.policies.update(policies or {})
+        hooks = [w if isinstance(w, Webhook) else Webhook(url=w) for w in webhooks]
+        if hooks:
+            load_httpx()  # missing: one clear error now, not at the first alert
+        self.webhooks: dict[str, Webhook] = {w.url: w for w in hooks}
+        self.window_s = window_s
+        self.poll_interval = poll_interval
+        self.background = background
+        self._clock = clock
+        self.baselines: dict[SeriesKey, Baseline] = {}
+        self._windows: dict[SeriesKey, Window] = {}
+        self._runs: dict[str, dict[str, Tally]] = {}
+        self._store: Store | None = None
+        self._lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._deliverer: Deliverer | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    @property
+    def clock(self) -> Callable[[], float]:
+        """The clock alerts are timed by (the engine's, unless one was given)."""
+        if self._clock is None:
+            raise RuntimeError("BaselineAlerts has not started: give it to an Engine")
+        return self._clock
+
+    @property
+    def store(self) -> Store:
+        """The store of the engine this interceptor runs in."""
+        if self._store is None:
+            raise RuntimeError("BaselineAlerts has not started: give it to an Engine")
+        return self._store
+
+    async def start(self, engine: Engine) -> None:
+        self._store = engine.store
+        if self._clock is None:
+            self._clock = engine.clock
+        for key, text in (await self._store.kv_all(KV_NAMESPACE)).items():
+            parts = key.split(_SEP)
+            if len(parts) == 4 and parts[1] in ("agent", "tenant") and parts[3] in METRICS:
+                series = cast(SeriesKey, tuple(parts))
+                self.baselines[series] = Baseline.from_json(json.loads(text))
+        self._deliverer = Deliverer(self._store, self.webhooks, self._clock)
+        if self.background and self.webhooks:
+            self._task = asyncio.get_running_loop().create_task(self._deliver_loop(),
+                                                                name="convoy-alert-webhooks")
+
+    async def close(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def deliver_due(self) -> int:
+        """One delivery pass now (the engine runs them in the background): POST every
+        queued event that is due; how many were delivered."""
+        if self._deliverer is None:
+            raise RuntimeError("BaselineAlerts has not started: give it to an Engine")
+        async with load_httpx().AsyncClient() as client:
+            return await self._deliverer.deliver_due(client)
+
+    async def _deliver_loop(self) -> None:
+        assert self._deliverer is not None
+        async with load_httpx().AsyncClient() as client:
+            while True:
+                self._wake.clear()
+                try:
+                    await self._deliverer.deliver_due(client)
+                except Exception:  # a store hiccup: the events stay queued for the next pass
+                    log.exception("alert webhook delivery pass failed; retrying later")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.poll_interval)
+
+    # -- the hooks --------------------------------------------------------------------
+
+    async def session_run(self, input: SessionInput,
+                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        info = input.info
+        if info.replay:
+            return await next(input)
+        tallies: dict[str, Tally] = {}
+        self._runs[info.session_id] = tallies
+        try:
+            return await next(input)
+        finally:
+            if self._runs.get(info.session_id) is tallies:
+                del self._runs[info.session_id]
+            if tallies:
+                try:
+                    await self.observe(info.tenant, tallies)
+                except Exception:  # alerting must never fail a session
+                    log.exception("baseline alerts: could not record the observations of "
+                                  "session %s", info.session_id)
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        tallies = self._runs.get(input.session.id)
+        if tallies is None:
+            return await next(input)
+        tally = tallies.setdefault(input.agent.name, Tally())
+        tally.calls += 1
+        tally.model_calls += 1
+        if input.request.repairs:
+            tally.errors += 1
+            tally.kinds["invalid_output"] += 1
+        clock = self.clock
+        t0 = clock()
+        try:
+            resp = await next(input)
+        except Exception as e:
+            tally.errors += 1
+            tally.kinds[error_kind(e)] += 1
+            raise
+        finally:
+            tally.seconds += clock() - t0
+        tally.tokens += resp.usage.total_tokens
+        return resp
+
+    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        tallies = self._runs.get(input.session.id)
+        if tallies is None:
+            return await next(input)
+        tally = tallies.setdefault(input.agent.name, Tally())
+        tally.calls += 1
+        try:
+            return await next(input)
+        except Exception as e:
+            tally.errors += 1
+            tally.kinds[error_kind(e)] += 1
+            raise
+
+    # -- learning and alerting --------------------------------------------------------
+
+    async def observe(self, tenant: str, tallies: Mapping[str, Tally]) -> None:
+        """Feed one run's calls (by agent) to the baselines of its agents and tenant."""
+        total = Tally()
+        subjects: list[tuple[Scope, str, Tally]] = []
+        for agent, tally in tallies.items():
+            total.add(tally)
+            subjects.append(("agent", agent, tally))
+        subjects.append(("tenant", tenant, total))
+        now = self.clock()
+        async with self._lock:
+            for scope, subject, tally in subjects:
+                values: dict[Metric, float] = tally.observations()
+                if tally.model_calls:
+                    key: SeriesKey = (tenant, scope, subject, "velocity")
+                    window = self._windows.get(key)
+                    if window is None:
+                        self._windows[key] = Window(now, tally.tokens)
+                    else:
+                        rate = window.add(now, tally.tokens, self.window_s)
+                        if rate is not None:
+                            values["velocity"] = rate
+                for metric, value in values.items():
+                    await self._observe((tenant, scope, subject, metric), value, tally, now)
+
+    async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
+        policy = self.policies[key[3]]
+        baseline = self.baselines.get(key)
+        if baseline is None:
+            baseline = self.baselines[key] = Baseline()
+        before = (baseline.mean, baseline.spread(policy), baseline.threshold(policy))
+        change: Transition | None = baseline.observe(value, policy)
+        if change == "fired":
+            baseline.alert_id = await self._fire(key, value, before, baseline, tally, now)
+        elif change == "cleared" and baseline.alert_id is not None:
+            alert_id, baseline.alert_id = baseline.alert_id, None
+            await self.store.alert_clear(alert_id, now, value, list(self.webhooks))
+            self._wake.set()
+            log.info("alert %d cleared: %s of %s %r is back to %.4g (baseline %.4g)",
+                     alert_id, key[3], key[1], key[2], value, baseline.mean,
+                     extra={"alert": {"id": alert_id, "event": "cleared",
+                                             "tenant": key[0], "scope": key[1],
+                                             "subject": key[2], "metric": key[3],
+                                             "value": value}})
+        self.store.kv_put(KV_NAMESPACE, _SEP.join(key), json.dumps(baseline.to_json()))
+
+    async def _fire(self, key: SeriesKey, value: float, before: tuple[float, float, float],
+                    baseline: Baseline, tally: Tally, now: float) -> int:
+        tenant, scope, subject, metric = key
+        mean, spread, threshold = before
+        detail: dict[str, Any] = {"observations": baseline.count, "above": baseline.above}
+        if metric == "error_rate":
+            detail["error_kinds"] = dict(sorted(tally.kinds.items()))
+        alert_id = await self.store.alert_open(NewAlert(
+            tenant=tenant, scope=scope, subject=subject, metric=metric, value=value, mean=mean,
+            deviation=spread, threshold=threshold, opened=now,
+            detail=json.dumps(detail, sort_keys=True)), list(self.webhooks))
+        self._wake.set()
+        log.warning("alert %d fired: %s of %s %r is %.4g, above its band %.4g (baseline "
+                    "%.4g ± %.4g)", alert_id, metric, scope, subject, value, threshold, mean,
+                    spread, extra={"alert": {
+                        "id": alert_id, "event": "fired", "tenant": tenant, "scope": scope,
+                        "subject": subject, "metric": metric, "value": value,
+                        "threshold": threshold, **detail}})
+        return alert_id

@@ -1,0 +1,124 @@
+"""Webhook delivery of alert events: an HTTP POST of JSON, retried with exponential backoff.
+
+Events are queued in the store in the same transaction as the alert they report
+(:meth:`~convoy.stores.Store.alert_open`), so a crash loses none; the engine delivers them
+(:class:`~convoy.alerts.BaselineAlerts` runs the delivery loop while the engine is open).
+Delivery is at least once: a receiver deduplicates on the ``Idempotency-Key`` header.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from convoy._errors import UserError
+from convoy.stores._protocol import AlertDelivery, AlertRow, Store
+
+if TYPE_CHECKING:
+    import httpx
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Webhook:
+    """Where alert events are POSTed, and how hard to try.
+
+    Args:
+        url: an ``http://`` or ``https://`` URL.
+        max_attempts: attempts before the event is given up (kept in the store, not
+            deleted).
+        backoff: seconds before the second attempt; doubled for each further one.
+        max_backoff: the longest wait between attempts.
+        timeout: seconds one attempt may take.
+        headers: extra request headers (an authorization token).
+    """
+
+    url: str
+    max_attempts: int = 8
+    backoff: float = 1.0
+    max_backoff: float = 300.0
+    timeout: float = 10.0
+    headers: Mapping[str, str] | None = None
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("http://", "https://")):
+            raise UserError(f"Webhook url must start with http:// or https://, got {self.url!r}")
+        if self.max_attempts < 1:
+            raise UserError(f"Webhook.max_attempts must be >= 1, got {self.max_attempts}")
+        if self.backoff < 0 or self.max_backoff < 0 or self.timeout <= 0:
+            raise UserError("Webhook backoff and max_backoff must be >= 0, timeout > 0")
+
+    def delay(self, attempts: int) -> float:
+        """Seconds to wait after ``attempts`` failed attempts."""
+        return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempts - 1)))
+
+
+def load_httpx() -> Any:
+    """The ``httpx`` module, imported where webhooks are used (``import convoy`` stays
+    light), or one clear error naming the extra that installs it."""
+    try:
+        import httpx
+    except ImportError:
+        raise UserError("alert webhooks need httpx: pip install 'convoy[alerts]'") from None
+    return httpx
+
+
+def alert_json(alert: AlertRow) -> dict[str, Any]:
+    """An alert as JSON values (what a webhook receives, and ``convoy alerts --json``)."""
+    try:
+        detail = json.loads(alert.detail or "{}")
+    except json.JSONDecodeError:
+        detail = alert.detail
+    return {"id": alert.id, "tenant": alert.tenant, "scope": alert.scope,
+            "subject": alert.subject, "metric": alert.metric, "status": alert.status,
+            "value": alert.value, "mean": alert.mean, "deviation": alert.deviation,
+            "threshold": alert.threshold, "opened": alert.opened, "cleared": alert.cleared,
+            "cleared_value": alert.cleared_value, "detail": detail}
+
+
+class Deliverer:
+    """Delivers the due events of a store's queue, one pass at a time."""
+
+    def __init__(self, store: Store, webhooks: Mapping[str, Webhook],
+                 clock: Callable[[], float], *, lease_s: float = 60.0) -> None:
+        self.store = store
+        self.webhooks = dict(webhooks)
+        self.clock = clock
+        self.lease_s = lease_s
+        self.delivered = 0
+        self.failed_attempts = 0
+
+    async def deliver_due(self, client: httpx.AsyncClient) -> int:
+        """One pass: claim what is due now, POST each, record the outcome. Returns how many
+        were delivered."""
+        done = 0
+        for d in await self.store.due_deliveries(self.clock(), lease_s=self.lease_s):
+            if await self._deliver(client, d):
+                done += 1
+        return done
+
+    async def _deliver(self, client: httpx.AsyncClient, d: AlertDelivery) -> bool:
+        hook = self.webhooks.get(d.url) or Webhook(url=d.url)
+        attempts = d.attempts + 1
+        body = {"event": d.event, "alert": alert_json(d.alert)}
+        headers = {"Idempotency-Key": f"convoy-alert-{d.alert.id}-{d.event}",
+                   **(hook.headers or {})}
+        error: str | None = None
+        httpx = load_httpx()
+        try:
+            resp = await client.post(d.url, json=body, headers=headers, timeout=hook.timeout)
+            if not 200 <= resp.status_code < 300:
+                error = f"HTTP {resp.status_code}"
+        except httpx.HTTPError as e:
+            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+        now = self.clock()
+        if error is None:
+            self.delivered += 1
+            await self.store.delivery_result(d.id, attempts=attempts, delivered=now)
+            return True
+        self.failed_attempts += 1
+        next_at = None if attempts >= hook.max_attempts else now + hook.delay(attempts)
+        await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
+                                         error=error[:500])
+        return False

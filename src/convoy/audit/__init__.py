@@ -1,0 +1,57 @@
+"""Tamper-evident audit log: a per-tenant RFC 9162 Merkle tree of events (hashes and
+references only), signed checkpoints, inclusion and consistency proofs.
+
+- :class:`AuditEvent` is one entry; :func:`digest` fingerprints what it must not hold raw.
+- :class:`AuditLog` appends to a store's logs, signs :class:`Checkpoint` s (Ed25519, key
+  file generated on first use) and proves an entry (:meth:`AuditLog.prove`), which a third
+  party checks with :func:`check_inclusion`.
+- :func:`verify_log` re-derives a log and names the first bad entry.
+- :class:`AuditInterceptor` appends an entry for every step of every session.
+"""
+
+from convoy.audit._check import check_inclusion
+from convoy.audit._checkpoint import Checkpoint
+from convoy.audit._event import AuditEvent, AuditKind, digest
+from convoy.audit._interceptor import AuditInterceptor
+from convoy.audit._keys import load_or_create_key
+from convoy.audit._log import AuditLog
+from convoy.audit._merkle import (
+    EMPTY_ROOT,
+    Frontier,
+    entry_leaf,
+    leaf_hash,
+    node_hash,
+    tree_root,
+)
+from convoy.audit._proofs import (
+    consistency_proof,
+    inclusion_proof,
+    root_from_inclusion,
+    verify_consistency,
+    verify_inclusion,
+)
+from convoy.audit._verify import VerifyReport, verify_log
+
+__all__ = [
+    "EMPTY_ROOT",
+    "AuditEvent",
+    "AuditInterceptor",
+    "AuditKind",
+    "AuditLog",
+    "Checkpoint",
+    "Frontier",
+    "VerifyReport",
+    "check_inclusion",
+    "consistency_proof",
+    "digest",
+    "entry_leaf",
+    "inclusion_proof",
+    "leaf_hash",
+    "load_or_create_key",
+    "node_hash",
+    "root_from_inclusion",
+    "tree_root",
+    "verify_consistency",
+    "verify_inclusion",
+    "verify_log",
+]

@@ -1,0 +1,80 @@
+"""The Ed25519 key that signs checkpoints: one PEM file at a path the user configures,
+generated on first use (readable by its owner only, ``0600``)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from pathlib import Path
+
+from convoy.audit._needs import MISSING_CRYPTOGRAPHY
+
+try:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
+except ImportError as e:  # the extra is not installed
+    raise ImportError(MISSING_CRYPTOGRAPHY) from e
+
+from convoy._errors import UserError
+
+
+def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
+    """The signing key in ``path`` (PEM, PKCS #8, unencrypted); a new one is written there
+    with mode ``0600`` if the file does not exist."""
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        return _create(p)
+    except OSError as e:
+        raise UserError(f"cannot read the audit key {str(p)!r}: {e.strerror or e}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"the audit key {str(p)!r} is not an unencrypted PEM private key: "
+                        f"{e}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise UserError(f"the audit key {str(p)!r} is not an Ed25519 key")
+    return key
+
+
+def _create(p: Path) -> Ed25519PrivateKey:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # O_EXCL: two processes creating the key at once cannot both write one.
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return load_or_create_key(p)
+    except OSError as e:
+        raise UserError(f"cannot create the audit key {str(p)!r}: {e.strerror or e}") from None
+    with os.fdopen(fd, "wb") as f:
+        f.write(pem)
+        f.flush()
+        os.fsync(f.fileno())
+    return key
+
+
+def public_key_text(key: Ed25519PublicKey) -> str:
+    """The raw 32-byte public key, base64: what checkpoints carry and verifiers pin."""
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def public_key_from_text(text: str) -> Ed25519PublicKey:
+    """The public key of :func:`public_key_text`; :class:`~convoy.UserError` if malformed."""
+    try:
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except ValueError as e:
+        raise UserError(f"not a base64 Ed25519 public key: {text!r} ({e})") from None
+
+
+def key_id(public: str) -> str:
+    """A short name for a public key (the first 8 bytes of its SHA-256, hex)."""
+    return hashlib.sha256(base64.b64decode(public)).hexdigest()[:16]

@@ -1,0 +1,117 @@
+"""A tenant's audit log on a store: append events, publish signed checkpoints, prove an
+entry is in the log (:class:`AuditLog`)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from convoy._errors import AuditError, UserError
+from convoy.audit._checkpoint import Checkpoint
+from convoy.audit._event import AuditEvent
+from convoy.audit._keys import load_or_create_key, public_key_text
+from convoy.audit._merkle import entry_leaf, tree_root
+from convoy.audit._proofs import consistency_path, inclusion_path, verify_inclusion
+from convoy.audit._tiles import tile_roots, with_subtrees
+from convoy.stores._protocol import Store
+
+#: The format of a published inclusion proof.
+PROOF_FORMAT = "convoy-audit-inclusion/v1"
+
+
+def _b64(b: bytes) -> str:
+    return base64.b64encode(b).decode()
+
+
+class AuditLog:
+    """The audit logs of every tenant of a store.
+
+    Args:
+        store: where the logs live (an open store).
+        key_path: the Ed25519 signing key of checkpoints (PEM; created with mode ``0600`` on
+            first use). Needed to sign checkpoints and to pin the key when verifying.
+        clock: the wall clock of checkpoint timestamps (seconds since the epoch).
+    """
+
+    def __init__(self, store: Store, *, key_path: str | Path | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.key_path = None if key_path is None else Path(key_path).expanduser()
+        self.clock = clock
+        self._key: Ed25519PrivateKey | None = None
+
+    @property
+    def key(self) -> Ed25519PrivateKey:
+        """The signing key (loaded, or generated, on first use)."""
+        if self._key is None:
+            if self.key_path is None:
+                raise UserError("signing an audit checkpoint needs a key file: pass "
+                                "key_path= (or --key / CONVOY_AUDIT_KEY on the command line)")
+            self._key = load_or_create_key(self.key_path)
+        return self._key
+
+    @property
+    def public_key(self) -> str | None:
+        """The signing key's public half (base64), if a key file is configured."""
+        return None if self.key_path is None else public_key_text(self.key.public_key())
+
+    def append(self, tenant: str, events: Sequence[AuditEvent], *,
+               wait: bool = True) -> asyncio.Future[None]:
+        """Append ``events`` to ``tenant``'s log with the store's group commit."""
+        return self.store.audit_append(tenant, [e.encode() for e in events], wait=wait)
+
+    async def checkpoint(self, tenant: str) -> Checkpoint:
+        """Sign and keep a checkpoint of ``tenant``'s log as it is now."""
+        size = await self.store.audit_size(tenant)
+        leaves = await self.store.audit_leaves(tenant, size)
+        if len(leaves) != size:
+            raise AuditError(f"tenant {tenant!r}: the log has {len(leaves)} entries but "
+                             f"{size} were appended; run 'convoy audit verify'")
+        cp = Checkpoint.sign(self.key, tenant=tenant, size=size, root=tree_root(leaves),
+                             timestamp=self.clock())
+        await tile_roots(self.store, tenant, size, leaves=leaves)  # proofs read tiles
+        await self.store.audit_put_checkpoint(tenant, size, cp.to_json())
+        return cp
+
+    async def checkpoints(self, tenant: str) -> list[Checkpoint]:
+        """The kept checkpoints of ``tenant``, smallest tree first."""
+        return [Checkpoint.from_json(t) for t in await self.store.audit_checkpoints(tenant)]
+
+    async def prove(self, tenant: str, index: int) -> dict[str, Any]:
+        """An inclusion proof of entry ``index`` against the newest checkpoint that covers
+        it (a new one is signed if none does), as a JSON-ready dict that a third party
+        checks with :func:`check_inclusion` and the signer's public key."""
+        kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]
+        cp = kept[-1] if kept else await self.checkpoint(tenant)
+        row = await self.store.audit_entry(tenant, index)
+        if row is None or index >= cp.size:
+            raise UserError(f"tenant {tenant!r} has no audit entry {index}")
+        leaf = entry_leaf(tenant, index, row.body)
+        proof: list[bytes] = []
+        for rebuild in (False, True):  # kept tile roots, then (if they fail) rebuilt ones
+            proof = await with_subtrees(self.store, tenant, cp.size,
+                                        lambda sub: inclusion_path(sub, index, cp.size),
+                                        rebuild=rebuild)
+            try:
+                verify_inclusion(leaf, index, cp.size, proof, cp.root)
+                break
+            except AuditError:
+                continue
+        else:
+            raise AuditError(f"tenant {tenant!r}: entry {index} is not in the log its "
+                             f"checkpoint of size {cp.size} signed; run 'convoy audit verify'",
+                             index=index)
+        return {"format": PROOF_FORMAT, "tenant": tenant, "index": index,
+                "entry": _b64(row.body), "leaf_hash": _b64(leaf), "tree_size": cp.size,
+                "proof": [_b64(h) for h in proof], "checkpoint": cp.to_dict()}
+
+    async def consistency(self, tenant: str, size1: int, size2: int) -> list[bytes]:
+        """A consistency proof between two sizes of ``tenant``'s log."""
+        return await with_subtrees(self.store, tenant, size2,
+                                   lambda sub: consistency_path(sub, size1, size2))

@@ -1,0 +1,95 @@
+"""Building proofs without reading the whole log: the roots of complete *tiles* (aligned
+runs of :data:`TILE` leaves) kept in the store, beside the leaves.
+
+A proof needs the roots of O(log n) subtrees that together cover the whole tree. Each
+subtree of at least a tile, aligned, is a fold of tile roots; a smaller one lies inside one
+tile and is hashed from that tile's leaves. So a proof reads the tile roots (n / 1,024
+hashes) and the leaves of the two or three tiles it cuts, instead of every leaf.
+
+Tile roots are derived data, kept in the store's key-value space
+(``convoy.audit.tiles/<tenant>``): nothing verifies *with* them. A tile that was tampered
+with makes a proof that does not lead to the signed root; :meth:`AuditLog.prove` checks
+every proof before it returns it and rebuilds the tiles from the leaves if one does not.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Sequence
+
+from convoy.audit._merkle import EMPTY_ROOT, node_hash, range_root, split_point
+from convoy.stores._protocol import Store
+
+#: Leaves per tile (a power of two).
+TILE = 1024
+_NAMESPACE = "convoy.audit.tiles/"
+
+
+class _Need(Exception):
+    """The leaves of tile ``tile`` are needed to go on."""
+
+    def __init__(self, tile: int) -> None:
+        super().__init__(tile)
+        self.tile = tile
+
+
+class Subtrees:
+    """Subtree roots of a tenant's tree from tile roots and the leaves of a few tiles."""
+
+    def __init__(self, tiles: list[bytes], leaves: dict[int, list[bytes]]) -> None:
+        self.tiles = tiles  # roots of the complete tiles, in order
+        self.leaves = leaves  # tile number -> its leaf hashes
+
+    def root(self, lo: int, hi: int) -> bytes:
+        """The root of the leaves ``[lo, hi)``; raises :class:`_Need` for a missing tile."""
+        n = hi - lo
+        if n == 0:
+            return EMPTY_ROOT
+        if n >= TILE and n & (n - 1) == 0 and lo % TILE == 0 and hi // TILE <= len(self.tiles):
+            return range_root(self.tiles, lo // TILE, hi // TILE)
+        if lo // TILE == (hi - 1) // TILE:  # inside one tile
+            t = lo // TILE
+            if t not in self.leaves:
+                raise _Need(t)
+            return range_root(self.leaves[t], lo - t * TILE, hi - t * TILE)
+        k = split_point(n)
+        return node_hash(self.root(lo, lo + k), self.root(lo + k, hi))
+
+
+async def tile_roots(store: Store, tenant: str, size: int, *, rebuild: bool = False,
+                     leaves: Sequence[bytes] | None = None) -> list[bytes]:
+    """The roots of the complete tiles below ``size``, kept ones read, missing ones built
+    from the leaves (``leaves``, if the caller has them) and kept (all rebuilt with
+    ``rebuild``)."""
+    namespace = _NAMESPACE + tenant
+    complete = size // TILE
+    kept = {} if rebuild else await store.kv_all(namespace)
+    roots: list[bytes] = []
+    for t in range(complete):
+        text = kept.get(str(t))
+        if text is None:
+            break
+        roots.append(base64.b64decode(text))
+    if len(roots) < complete:
+        if leaves is None or len(leaves) < complete * TILE:
+            leaves = await store.audit_leaves(tenant, complete * TILE)
+        for t in range(len(roots), complete):
+            root = range_root(leaves, t * TILE, (t + 1) * TILE)
+            roots.append(root)
+            store.kv_put(namespace, str(t), base64.b64encode(root).decode())
+    return roots
+
+
+async def with_subtrees(store: Store, tenant: str, size: int,
+                        build: Callable[[Callable[[int, int], bytes]], list[bytes]], *,
+                        rebuild: bool = False) -> list[bytes]:
+    """Run ``build`` (a proof builder taking a subtree-root function) over the tenant's
+    tree of ``size`` leaves, fetching the tiles it cuts as it asks for them."""
+    sub = Subtrees(await tile_roots(store, tenant, size, rebuild=rebuild), {})
+    while True:
+        try:
+            return build(sub.root)
+        except _Need as need:
+            t = need.tile
+            rows = await store.audit_entries(tenant, t * TILE, min(TILE, size - t * TILE))
+            sub.leaves[t] = [r.leaf for r in rows]

@@ -1,0 +1,104 @@
+"""``convoy audit verify``: re-derive a tenant's log from its stored entries and compare it
+with what was committed to.
+
+One pass over the entries, by index:
+
+- every index from 0 on is present (a gap: an entry was deleted, or the ones after it
+  renumbered);
+- every entry hashes to its stored leaf, and the leaf commits to the entry's index and
+  tenant (a flipped byte, an entry moved, swapped or inserted from elsewhere);
+- every entry decodes as an :class:`~convoy.audit.AuditEvent`;
+- the tree of the first ``n`` entries has the root of every signed checkpoint of size ``n``
+  (kept in the store, or published and handed in): a rewrite that recomputed every hash is
+  a fork from the checkpoint, localised between the last checkpoint that still matches and
+  the first that does not; and every checkpoint's signature holds (by the pinned key);
+- the log is as long as the number of entries appended, and as every checkpoint (an entry
+  cut off the end, or one added past it).
+
+The first problem raises :class:`~convoy.AuditError` naming the first bad index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from convoy._errors import AuditError, UserError
+from convoy.audit._checkpoint import Checkpoint
+from convoy.audit._event import AuditEvent
+from convoy.audit._log import AuditLog
+from convoy.audit._merkle import Frontier, entry_leaf
+
+_CHUNK = 10_000
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class VerifyReport:
+    """A tenant's log that verified: its size, root and how many checkpoints it matched."""
+
+    tenant: str
+    size: int
+    root: bytes
+    checkpoints: int
+
+
+async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoint] = (),
+                     public_key: str | None = None) -> VerifyReport:
+    """Verify ``tenant``'s log (see the module docstring); ``published``: checkpoints kept
+    outside the store; ``public_key`` (base64): the key every checkpoint must be signed by
+    (default: the log's key file, if it has one)."""
+    store = log.store
+    if public_key is None:
+        public_key = log.public_key
+    appended = await store.audit_size(tenant)
+    try:
+        kept = await log.checkpoints(tenant)
+    except UserError as e:
+        raise AuditError(f"tenant {tenant!r}: a stored checkpoint is unreadable: {e}") from None
+    cps = sorted([*kept, *(cp for cp in published if cp.tenant == tenant)],
+                 key=lambda cp: cp.size)
+    for cp in cps:
+        cp.check(public_key)
+    pending = [cp for cp in cps if cp.size > 0]
+    frontier = Frontier()
+    good = 0  # the size of the last checkpoint the entries still match
+
+    def reached(n: int) -> None:
+        nonlocal good
+        while pending and pending[0].size == n:
+            cp = pending.pop(0)
+            if frontier.root() != cp.root:
+                raise AuditError(
+                    f"tenant {tenant!r}: the log forked from its signed checkpoint of size "
+                    f"{cp.size}: entries {good} to {cp.size - 1} no longer hash to the signed "
+                    f"root; the first bad entry is at index {good} or after", index=good)
+            good = n
+
+    n = 0
+    while True:
+        rows = await store.audit_entries(tenant, n, _CHUNK)
+        for row in rows:
+            if row.index != n:
+                raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, or "
+                                 "the entries after it renumbered)", index=n)
+            if row.leaf != entry_leaf(tenant, n, row.body):
+                raise AuditError(f"tenant {tenant!r}: audit entry {n} does not match its leaf "
+                                 "hash (changed, moved or inserted)", index=n)
+            try:
+                AuditEvent.decode(row.body)
+            except AuditError as e:
+                raise AuditError(f"tenant {tenant!r}: audit entry {n}: {e}", index=n) from None
+            frontier.append(row.leaf)
+            n += 1
+            reached(n)
+        if len(rows) < _CHUNK:
+            break
+    if n < appended or pending:
+        expected = max(appended, pending[-1].size if pending else 0)
+        raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
+                         f"{expected} entries: entries from {n} on were cut off (truncated)",
+                         index=n)
+    if n > appended:
+        raise AuditError(f"tenant {tenant!r}: the log has {n} entries but {appended} were "
+                         f"appended: entries from {appended} on were inserted", index=appended)
+    return VerifyReport(tenant=tenant, size=n, root=frontier.root(), checkpoints=len(cps))

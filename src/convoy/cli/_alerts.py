@@ -1,0 +1,84 @@
+"""``convoy alerts``: the baseline alerts in a store, newest first (see
+:class:`convoy.BaselineAlerts`)."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from convoy.alerts import alert_json
+from convoy.cli._common import (
+    DEFAULT_DB,
+    AllTenantsOption,
+    DbOption,
+    TenantOption,
+    label,
+    open_store,
+    out,
+    require_store,
+    run_async,
+    tenant_scope,
+)
+from convoy.cli._render import fmt_time
+from convoy.stores import AlertRow
+
+
+async def _read(db: str, tenant: str | None, open_only: bool, limit: int) -> list[AlertRow]:
+    async with open_store(db) as store:
+        return await store.list_alerts(tenant=tenant, open_only=open_only, limit=limit)
+
+
+def alerts(
+    db: DbOption = DEFAULT_DB,
+    open_only: Annotated[bool, typer.Option(
+        "--open", help="Only alerts that have not cleared.")] = False,
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
+) -> None:
+    """Baseline alerts, newest first: which metric of which agent or tenant left its learned
+    band, by how much, and whether it cleared.
+
+    Covers the tenant --tenant names (default: 'default'), or every tenant with
+    --all-tenants.
+
+    Example: `convoy alerts --open --all-tenants`
+    """
+    scope = tenant_scope(tenant, all_tenants)
+    require_store(db)
+    rows = run_async(_read(db, scope.tenant, open_only, limit))
+    if as_json:
+        typer.echo(json.dumps([alert_json(a) for a in rows], indent=2))
+        return
+    if not rows:
+        what = "open alerts" if open_only else "alerts"
+        out.print(f"no {what}{scope.of} in {label(db)}{scope.hint}", markup=False)
+        return
+    out.print(alerts_table(rows, f"convoy alerts · {label(db)}{scope.of}",
+                           tenants=scope.tenant is None))
+
+
+def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool) -> Table:
+    """One row per alert; a tenant column when the rows span tenants."""
+    t = Table(title=title, title_justify="left")
+    names = ("id", "status", *(("tenant",) if tenants else ()), "of", "metric", "value",
+             "band ≤ (mean ± dev)", "opened", "cleared")
+    for name in names:
+        t.add_column(name, justify="right" if name in ("id", "value") else "left",
+                     no_wrap=name not in ("band ≤ (mean ± dev)",))
+    for a in rows:
+        status = Text(a.status, style="red" if a.status == "open" else "green")
+        t.add_row(str(a.id), status, *((a.tenant,) if tenants else ()),
+                  f"{a.scope} {a.subject}", a.metric, _num(a.value),
+                  f"{_num(a.threshold)} ({_num(a.mean)} ± {_num(a.deviation)})",
+                  fmt_time(a.opened), fmt_time(a.cleared))
+    return t
+
+
+def _num(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4g}"

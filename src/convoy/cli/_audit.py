@@ -1,0 +1,190 @@
+"""``convoy audit verify|prove|checkpoint|check``: the tamper-evident audit log."""
+
+from __future__ import annotations
+
+import base64
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from convoy import AuditError, UserError
+from convoy.cli._common import (
+    DEFAULT_DB,
+    RUN_FAILURE,
+    DbOption,
+    TenantOption,
+    fail,
+    one_tenant,
+    open_store,
+    require_store,
+    run_async,
+)
+
+if TYPE_CHECKING:
+    from convoy.audit import AuditLog, Checkpoint, VerifyReport
+
+audit_app = typer.Typer(
+    name="audit", no_args_is_help=True, rich_markup_mode="markdown",
+    help="Check and prove the tamper-evident audit log (a Merkle tree per tenant, with "
+         "Ed25519-signed checkpoints).\n\nExample: `convoy audit verify --key audit.key`")
+
+KeyOption = Annotated[Path | None, typer.Option(
+    "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
+    help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
+         "create it, mode 0600, if it does not exist). `verify` pins its public key.")]
+PublicKeyOption = Annotated[str | None, typer.Option(
+    "--public-key", metavar="BASE64",
+    help="The signer's public key every checkpoint must be signed by (as checkpoints "
+         "print it).")]
+
+
+def _audit() -> Any:
+    """``convoy.audit``, imported on first use: it needs the ``audit`` extra."""
+    try:
+        import convoy.audit
+    except ImportError as e:
+        fail(str(e))
+    return convoy.audit
+
+
+def _log(store: Any, key: Path | None) -> AuditLog:
+    log: AuditLog = _audit().AuditLog(store, key_path=key)
+    return log
+
+
+def _published(files: list[Path] | None) -> list[Checkpoint]:
+    """Checkpoints from files: one JSON checkpoint per line."""
+    checkpoint = _audit().Checkpoint
+    found: list[Checkpoint] = []
+    for f in files or ():
+        try:
+            lines = f.read_text().splitlines()
+        except OSError as e:
+            fail(f"--checkpoint {str(f)!r}: {e.strerror or e}")
+        for n, line in enumerate(lines, 1):
+            if line.strip():
+                try:
+                    found.append(checkpoint.from_json(line))
+                except UserError as e:
+                    fail(f"--checkpoint {str(f)!r} line {n}: {e}")
+    return found
+
+
+@audit_app.command("verify")
+def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
+           public_key: PublicKeyOption = None,
+           checkpoint: Annotated[list[Path] | None, typer.Option(
+               "--checkpoint", metavar="FILE",
+               help="Checkpoints published earlier (one JSON per line, as `convoy audit "
+                    "checkpoint` prints them): the log must still extend each. "
+                    "Repeatable.")] = None) -> None:
+    """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
+    checkpoints. Names the first bad entry of a changed, deleted, inserted, reordered or
+    truncated log, or of a fork from a checkpoint; exits 1 if one is found.
+
+    Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
+    """
+    require_store(db)
+    if key is not None and not key.expanduser().exists():
+        fail(f"--key {str(key)!r} does not exist: verify pins the key that signed the "
+             "checkpoints, it does not create one")
+    published = _published(checkpoint)
+    reports = run_async(_verify(db, tenant, key, public_key, published))
+    if not reports:
+        typer.echo("no audit log" + ("" if tenant is None else f" for tenant {tenant!r}"))
+        return
+    for r in reports:
+        root = base64.b64encode(r.root).decode()
+        typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
+                   f"{r.checkpoints} signed checkpoint(s) matched")
+
+
+async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
+                  published: list[Checkpoint]) -> list[VerifyReport]:
+    async with open_store(db) as store:
+        log = _log(store, key)
+        verify_log = _audit().verify_log
+        tenants = [tenant] if tenant is not None else \
+            sorted({*await store.audit_tenants(), *(cp.tenant for cp in published)})
+        try:
+            return [await verify_log(log, t, published=published, public_key=public_key)
+                    for t in tenants]
+        except AuditError as e:
+            fail(str(e), RUN_FAILURE)
+
+
+@audit_app.command("checkpoint")
+def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+               key: KeyOption = None) -> None:
+    """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
+    keep it in the store and print it as one line of JSON: publish it (append it to a file
+    or send it somewhere the operators of this store cannot rewrite).
+
+    Example: `convoy audit checkpoint --tenant acme --key audit.key >> published.jsonl`
+    """
+    require_store(db)
+    if key is None:
+        fail("--key PATH (or CONVOY_AUDIT_KEY) is needed to sign a checkpoint; the file is "
+             "created (mode 0600) if it does not exist")
+    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key)).to_json())
+
+
+async def _checkpoint(db: str, tenant: str, key: Path) -> Checkpoint:
+    async with open_store(db) as store:
+        try:
+            return await _log(store, key).checkpoint(tenant)
+        except AuditError as e:
+            fail(str(e), RUN_FAILURE)
+
+
+@audit_app.command("prove")
+def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
+                                               help="The entry's index in the log.")],
+          tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+          key: KeyOption = None) -> None:
+    """Print an inclusion proof of one entry (JSON) against the newest signed checkpoint
+    that covers it (one is signed if none does): anyone can check it with `convoy audit
+    check` and the signer's public key, without the store.
+
+    Example: `convoy audit prove 41 --tenant acme --key audit.key > proof.json`
+    """
+    require_store(db)
+    typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key)), indent=2))
+
+
+async def _prove(db: str, tenant: str, entry: int, key: Path | None) -> dict[str, Any]:
+    async with open_store(db) as store:
+        log = _log(store, key)
+        if await store.audit_size(tenant) <= entry:
+            fail(f"tenant {tenant!r} has no audit entry {entry} (the log has "
+                 f"{await store.audit_size(tenant)} entries)")
+        try:
+            return await log.prove(tenant, entry)
+        except AuditError as e:
+            fail(str(e), RUN_FAILURE)
+
+
+@audit_app.command("check")
+def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
+                                                help="A proof `convoy audit prove` printed.")],
+          public_key: PublicKeyOption = None) -> None:
+    """Check an inclusion proof without any store: the checkpoint's signature (pin the
+    signer with --public-key), the entry's leaf hash and the path to the signed root.
+
+    Example: `convoy audit check proof.json --public-key 'MCow...'`
+    """
+    try:
+        doc = json.loads(proof.read_text())
+    except OSError as e:
+        fail(f"{str(proof)!r}: {e.strerror or e}")
+    except ValueError as e:
+        fail(f"{str(proof)!r} is not JSON: {e}")
+    try:
+        event = _audit().check_inclusion(doc, public_key=public_key)
+    except (AuditError, UserError) as e:
+        fail(str(e), RUN_FAILURE)
+    typer.echo(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed log of "
+               f"{doc['tree_size']} entries: {event.kind} {event.status} (session "
+               f"{event.session_id}, step {event.step_key})")

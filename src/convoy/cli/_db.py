@@ -1,0 +1,117 @@
+"""``convoy db migrate|info``: the store's schema version and what it holds."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from convoy._errors import JournalError
+from convoy.cli._common import (
+    DEFAULT_DB,
+    BusyTimeoutOption,
+    DbOption,
+    check_db_path,
+    fail,
+    label,
+    out,
+    require_store,
+    run_async,
+)
+from convoy.stores import SCHEMA_VERSION, StoreSummary, store_from_url
+
+db_app = typer.Typer(
+    name="db", no_args_is_help=True, rich_markup_mode="markdown",
+    help="The store itself: its schema version, migrations, and what it holds.\n\n"
+         "Example: `convoy db info --db postgresql://convoy@db.internal/convoy`")
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
+
+
+def _newer(db: str, version: int) -> str:
+    return (f"the store {label(db)} has store schema version {version}, newer than the "
+            f"version {SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
+
+
+@db_app.command("migrate")
+def migrate(db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0) -> None:
+    """Bring the store to the schema this Convoy writes (creating it if there is none) and
+    print the versions it went from and to. Engines migrate a store when they open it
+    too; this does it ahead of time, once, for every engine that will share the store.
+
+    Example: `convoy db migrate --db postgresql://convoy@db.internal/convoy`
+    """
+    check_db_path(db, create=True)
+    before, after = run_async(_migrate(db, busy_timeout))
+    if before == after:
+        out.print(f"{label(db)}: already at store schema {after}", markup=False)
+    elif before is None:
+        out.print(f"{label(db)}: created at store schema {after}", markup=False)
+    else:
+        out.print(f"{label(db)}: migrated from store schema {before} to {after}", markup=False)
+
+
+async def _migrate(db: str, busy_timeout: float) -> tuple[int | None, int | None]:
+    store = store_from_url(db, busy_timeout=busy_timeout)
+    before = await store.schema_version()
+    if before is not None and before > SCHEMA_VERSION:
+        raise JournalError(_newer(db, before))
+    await store.open()  # creates or migrates
+    await store.aclose()
+    return before, await store.schema_version()
+
+
+@db_app.command("info")
+def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
+    """Show the store's URL (never its password), schema version, and how many sessions
+    (by status), journal entries, state keys and tenants it holds. A store at an older
+    schema is not migrated: the command says so and counts nothing.
+
+    Example: `convoy db info --json`
+    """
+    require_store(db)
+    version, summary = run_async(_info(db))
+    if version is None:
+        fail(f"no Convoy store at {label(db)}; 'convoy db migrate' creates one")
+    if as_json:
+        typer.echo(json.dumps({
+            "store": label(db), "schema_version": version,
+            "current_schema_version": SCHEMA_VERSION,
+            "sessions": None if summary is None else summary.sessions,
+            "journal_entries": None if summary is None else summary.journal_entries,
+            "state_keys": None if summary is None else summary.state_keys,
+            "tenants": None if summary is None else summary.tenants}, indent=2))
+        return
+    out.print(f"store           {label(db)}", markup=False)
+    if summary is None:
+        out.print(f"schema version  {version} (this Convoy writes {SCHEMA_VERSION}: run "
+                  "'convoy db migrate' to upgrade it)", markup=False)
+        return
+    out.print(f"schema version  {version}", markup=False)
+    out.print(f"journal entries {summary.journal_entries:,}", markup=False)
+    out.print(f"state keys      {summary.state_keys:,}", markup=False)
+    out.print(f"tenants         {summary.tenants:,}", markup=False)
+    if not summary.sessions:
+        out.print("sessions        0", markup=False)
+        return
+    table = Table("status", "sessions", title=f"{sum(summary.sessions.values()):,} sessions",
+                  title_justify="left")
+    for status, n in sorted(summary.sessions.items()):
+        table.add_row(status, f"{n:,}")
+    out.print(table)
+
+
+async def _info(db: str) -> tuple[int | None, StoreSummary | None]:
+    store = store_from_url(db)
+    version = await store.schema_version()
+    if version is None or version < SCHEMA_VERSION:
+        return version, None
+    if version > SCHEMA_VERSION:
+        raise JournalError(_newer(db, version))
+    await store.open()
+    try:
+        return version, await store.summary()
+    finally:
+        await store.aclose()

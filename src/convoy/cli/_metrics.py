@@ -1,0 +1,110 @@
+"""``convoy metrics serve``: a Prometheus endpoint for what a store knows."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+
+from convoy.cli._common import (
+    DEFAULT_DB,
+    INTERRUPTED,
+    AllTenantsOption,
+    DbOption,
+    Scope,
+    TenantOption,
+    err,
+    fail,
+    require_store,
+    tenant_scope,
+)
+from convoy.stores import STATUSES, store_from_url
+
+metrics_app = typer.Typer(
+    name="metrics", no_args_is_help=True, rich_markup_mode="markdown",
+    help="Prometheus metrics.\n\nA running engine serves its own with "
+         "`convoy.observability.Metrics` (`convoy worker --metrics-port PORT`); "
+         "`convoy metrics serve` serves what the store knows, whichever engines wrote it.")
+
+
+class StoreCollector:
+    """Sessions by status (and by workflow) read from the store at each scrape."""
+
+    def __init__(self, db: str, scope: Scope) -> None:
+        self.db = db
+        self.scope = scope
+
+    def describe(self) -> list[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.core import GaugeMetricFamily
+
+        counts, by_workflow = asyncio.run(self._read())
+        sessions = GaugeMetricFamily(
+            "convoy_store_sessions", "Sessions in the store by status.", labels=["status"])
+        for status in STATUSES:
+            sessions.add_metric([status], counts.get(status, 0))
+        yield sessions
+        unfinished = GaugeMetricFamily(
+            "convoy_store_unfinished_sessions", "Unfinished sessions (pending, running, "
+            "waiting) by workflow and status.", labels=["workflow", "status"])
+        for (workflow, state), n in sorted(by_workflow.items()):
+            unfinished.add_metric([workflow, state], n)
+        yield unfinished
+
+    async def _read(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        store = store_from_url(self.db)
+        await store.open()
+        try:
+            counts = await store.counts(tenant=self.scope.tenant)
+            by: dict[tuple[str, str], int] = {}
+            for row in await store.unfinished(tenant=self.scope.tenant):
+                key = (row.workflow, row.status)
+                by[key] = by.get(key, 0) + 1
+            return counts, by
+        finally:
+            await store.aclose()
+
+
+@metrics_app.command("serve")
+def serve(
+    db: DbOption = DEFAULT_DB,
+    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535,
+                                      help="The port to listen on.")] = 9464,
+    addr: Annotated[str, typer.Option("--addr", help="The address to listen on.")
+                    ] = "127.0.0.1",
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
+) -> None:
+    """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, and
+    its unfinished ones by workflow, read at each scrape (of the tenant 'default',
+    --tenant NAME, or --all-tenants). Runs until Ctrl-C.
+
+    Example: `convoy metrics serve --db app.db --port 9464 --all-tenants`
+    """
+    try:
+        from prometheus_client import CollectorRegistry, start_http_server
+    except ImportError:
+        fail("metrics need prometheus-client: pip install 'convoy[metrics]'")
+    scope = tenant_scope(tenant, all_tenants)
+    require_store(db)
+    registry = CollectorRegistry()
+    registry.register(StoreCollector(db, scope))
+    try:
+        server, thread = start_http_server(port, addr, registry=registry)
+    except OSError as e:
+        fail(f"--port {port}: cannot listen on {addr}: {e.strerror or e}")
+    err.print(f"metrics of {db}{scope.of} on http://{addr}:{server.server_address[1]}/metrics",
+              markup=False, style="dim")
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        raise typer.Exit(INTERRUPTED) from None
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

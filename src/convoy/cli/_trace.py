@@ -1,0 +1,140 @@
+"""``convoy trace SESSION``: a session's spans, from the store, as a waterfall."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from convoy.cli._common import (
+    DEFAULT_DB,
+    AllTenantsOption,
+    DbOption,
+    Scope,
+    TenantOption,
+    fail,
+    open_store,
+    out,
+    require_store,
+    run_async,
+    tenant_scope,
+)
+from convoy.cli._render import fmt_duration, plural
+from convoy.observability._spans import load_chunks
+from convoy.observability._tracing import SPANS_NAMESPACE
+
+BAR = 32
+
+
+def trace(
+    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
+    db: DbOption = DEFAULT_DB,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the spans as JSON.")] = False,
+    tenant: TenantOption = None,
+    all_tenants: AllTenantsOption = False,
+) -> None:
+    """Print a session's trace as a waterfall: every span the store kept (agents, model
+    and tool calls, handoffs, state operations, retry attempts), nested under its parent,
+    with when it started, how long it took, and its tokens or error.
+
+    Spans are kept when the engine ran with tracing to the store
+    (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace``).
+
+    Example: `convoy trace handle_ticket-3f2a9c1b7e4d --tenant acme`
+    """
+    scope = tenant_scope(tenant, all_tenants)
+    require_store(db)
+    found, spans = run_async(_load(db, session_id, scope))
+    if not found:
+        fail(f"no session {session_id!r}{scope.of} in {db!r}; 'convoy sessions list' "
+             f"shows the ids{scope.hint}")
+    if as_json:
+        typer.echo(json.dumps(spans, indent=2))
+        return
+    if not spans:
+        out.print(f"no spans kept for session {session_id!r}: run it with tracing to the "
+                  "store (Tracing(exporters=['store']), or 'convoy run --trace')",
+                  markup=False)
+        return
+    out.print(waterfall(spans))
+    t0 = min(s["start"] for s in spans)
+    t1 = max(s["end"] for s in spans)
+    errors = sum(1 for s in spans if s["status"] == "error")
+    out.print(f"trace {spans[0]['trace_id']}  {plural(len(spans), 'span')}  "
+              f"{fmt_duration((t1 - t0) / 1e9)}"
+              + (f"  {plural(errors, 'error')}" if errors else ""), markup=False)
+
+
+async def _load(db: str, session_id: str, scope: Scope) -> tuple[bool, list[dict[str, Any]]]:
+    async with open_store(db) as store:
+        row = await store.get_session(session_id, tenant=scope.tenant)
+        if row is None:
+            return False, []
+        chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
+        return True, load_chunks(chunks[k] for k in sorted(chunks))
+
+
+def waterfall(spans: list[dict[str, Any]]) -> Table:
+    """Spans as rows, each under its parent, with a bar placing it in the trace's time."""
+    ids = {s["span_id"] for s in spans}
+    children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
+    for s in spans:
+        parent = s["parent_id"] if s["parent_id"] in ids else None
+        children[parent].append(s)
+    t0 = min(s["start"] for s in spans)
+    total = max(max(s["end"] for s in spans) - t0, 1)
+    t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    t.add_column("span", overflow="fold")
+    t.add_column("start", justify="right")
+    t.add_column("took", justify="right")
+    t.add_column("", no_wrap=True)
+    t.add_column("detail", overflow="fold")
+
+    def add(span: dict[str, Any], depth: int) -> None:
+        start, end = span["start"] - t0, span["end"] - t0
+        left = int(start / total * BAR)
+        width = max(1, round((end - start) / total * BAR))
+        style = "red" if span["status"] == "error" else \
+            "dim" if span["attrs"].get("convoy.replay") else "cyan"
+        bar = Text(" " * left + "█" * min(width, BAR - left), style=style)
+        name = Text("  " * depth + span["name"],
+                    style="red" if span["status"] == "error" else "")
+        t.add_row(name, fmt_duration(start / 1e9), fmt_duration((end - start) / 1e9), bar,
+                  detail(span))
+        for c in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
+            add(c, depth + 1)
+
+    for root in sorted(children[None], key=lambda s: s["start"]):
+        add(root, 0)
+    return t
+
+
+def detail(span: dict[str, Any]) -> str:
+    a = span["attrs"]
+    parts: list[str] = [f"key {a['convoy.step.key']}"] if a.get("convoy.step.key") else []
+    if "gen_ai.usage.input_tokens" in a:
+        parts.append(f"{a['gen_ai.usage.input_tokens']}+{a['gen_ai.usage.output_tokens']} "
+                     "tokens")
+    if a.get("convoy.cost_usd"):
+        parts.append(f"${a['convoy.cost_usd']:.6f}")
+    if a.get("convoy.attempts"):
+        parts.append(f"{a['convoy.attempts']} attempts")
+    if a.get("convoy.session.status"):
+        parts.append(str(a["convoy.session.status"]))
+    if a.get("convoy.session.resumed"):
+        parts.append("resumed")
+    if a.get("convoy.replay"):
+        parts.append("replayed from the journal")
+    if a.get("convoy.handoff.from"):
+        parts.append(f"handed over by {a['convoy.handoff.from']}")
+    if a.get("convoy.state.version") is not None:
+        parts.append(f"version {a['convoy.state.version']}")
+    if span["status"] == "error":
+        parts.append(span.get("message") or str(a.get("error.type", "error")))
+    elif a.get("convoy.interrupted"):
+        parts.append(f"interrupted ({a['convoy.interrupted']})")
+    return ", ".join(parts)

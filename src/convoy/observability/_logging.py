@@ -1,0 +1,154 @@
+"""Structured logs: JSON lines through the standard :mod:`logging` module.
+
+Every record carries the tenant, session, agent, step key, trace id and span id of the
+step it was logged in (your tools' records too), read from the span
+:class:`~convoy.observability.Tracing` keeps current, and every string in it goes through
+a :class:`~convoy.observability.Redactor` first. :class:`LogEvents` logs what Convoy does
+(a session run starting and ending, a step failing) on the ``convoy`` logger.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import sys
+from collections.abc import Callable
+from typing import IO, Any
+
+from convoy.interceptors._base import (
+    EffectInput,
+    HandoffInput,
+    Interceptor,
+    ModelCallInput,
+    Next,
+    SessionEnd,
+    SessionInput,
+    Stage,
+    StateInput,
+    ToolCallInput,
+)
+from convoy.models._messages import ModelResponse
+from convoy.observability._redact import Redactor
+from convoy.observability._spans import CURRENT
+from convoy.resilience._classify import error_kind, error_kind_of
+
+#: Attributes every ``logging.LogRecord`` has: the rest are a call's ``extra=...``.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+logger = logging.getLogger("convoy")
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one JSON object: ``time``, ``level``, ``logger``, ``message``,
+    ``tenant``, ``session_id``, ``agent``, ``step_key``, ``trace_id``, ``span_id`` (``null``
+    outside a session), the call's ``extra`` fields, and ``exception``. Strings are
+    redacted (``redact=False``: not)."""
+
+    def __init__(self, *, redact: Redactor | bool = True) -> None:
+        super().__init__()
+        redactor = Redactor() if redact is True else redact if isinstance(redact, Redactor) \
+            else None
+        self.redact: Callable[[str], str] = redactor.redact if redactor else _same
+
+    def format(self, record: logging.LogRecord) -> str:
+        r = self.redact
+        span = CURRENT.get()
+        run = span.run if span is not None else None
+        out: dict[str, Any] = {
+            "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
+                timespec="milliseconds"),
+            "level": record.levelname.lower(), "logger": record.name,
+            "message": r(record.getMessage()),
+            "tenant": r(run.tenant) if run is not None else None,
+            "session_id": r(run.session_id) if run is not None else None,
+            "agent": span.agent if span is not None else None,
+            "step_key": (span.key or None) if span is not None else None,
+            "trace_id": f"{span.trace_id:032x}" if span is not None else None,
+            "span_id": f"{span.span_id:016x}" if span is not None else None,
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and key not in out and not key.startswith("_"):
+                out[key] = _clean(value, r)
+        if record.exc_info:
+            out["exception"] = r(self.formatException(record.exc_info))
+        return json.dumps(out, default=str)
+
+
+def _clean(value: Any, redact: Callable[[str], str]) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {str(k): _clean(v, redact) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v, redact) for v in value]
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    return redact(str(value))
+
+
+def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = None,
+                 logger_name: str | None = None, redact: Redactor | bool = True,
+                 ) -> logging.Handler:
+    """Send log records (of ``logger_name``; default: the root logger) to ``stream``
+    (default: stderr) as JSON lines; returns the handler (remove it to stop)."""
+    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
+    handler.setFormatter(JsonFormatter(redact=redact))
+    target = logging.getLogger(logger_name)
+    target.addHandler(handler)
+    target.setLevel(level)
+    return handler
+
+
+class LogEvents(Interceptor):
+    """Logs on the ``convoy`` logger: each session run's start (debug) and end (info; a
+    warning when it did not complete), and each step that failed (warning), with its kind
+    of error. Put it after :class:`~convoy.observability.Tracing` (same stage, later in the
+    list) so the records carry the span's ids."""
+
+    stage: Stage = "trace"
+
+    async def session_run(self, input: SessionInput,
+                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        info = input.info
+        logger.debug("session run started", extra={"workflow": info.workflow,
+                                                   "resumed": info.resumed})
+        end = await next(input)
+        if end.status in ("completed", "waiting"):
+            logger.info("session run ended %s", end.status,
+                        extra={"workflow": info.workflow, "status": end.status})
+        else:
+            err = end.error or {}
+            logger.warning("session run ended %s: %s", end.status, err.get("message", ""),
+                           extra={"workflow": info.workflow, "status": end.status,
+                                  "error_kind": error_kind_of(err)})
+        return end
+
+    async def _step(self, what: str, next: Next[Any, Any], input: Any) -> Any:
+        try:
+            return await next(input)
+        except Exception as e:
+            logger.warning("%s failed: %s", what, e, extra={"error_kind": error_kind(e)})
+            raise
+
+    def model_call(self, input: ModelCallInput,
+                   next: Next[ModelCallInput, ModelResponse]) -> Any:
+        return self._step(f"model call to {input.model.name}", next, input)
+
+    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        return self._step(f"tool {input.tool.name}", next, input)
+
+    def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+        return self._step(f"handoff to {input.target.name}", next, input)
+
+    def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+        return self._step(f"step {input.name}", next, input)
+
+    def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        return self._step(f"state {input.op} {input.namespace}", next, input)
+
+
+def _same(text: str) -> str:
+    return text
+
+
+__all__ = ["JsonFormatter", "LogEvents", "json_logging"]

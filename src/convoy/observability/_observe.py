@@ -1,0 +1,27 @@
+"""The observability interceptors, assembled."""
+
+from __future__ import annotations
+
+from convoy.interceptors._base import Interceptor
+from convoy.observability._logging import LogEvents
+from convoy.observability._metrics import Metrics
+from convoy.observability._tracing import Tracing
+
+
+def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
+            logs: bool = False) -> list[Interceptor]:
+    """Interceptors for ``Engine(interceptors=...)`` (or ``protections(before=...)``):
+    ``tracing`` and ``metrics`` (stage ``trace``) with their per-attempt parts (stage
+    ``attempt``, inside ``retry``), and with ``logs`` :class:`LogEvents` (and, without
+    ``tracing``, a ``Tracing(exporters=())`` that exports nothing but gives every log
+    record its session, agent, step and ids). Nothing when all are off."""
+    chain: list[Interceptor] = []
+    if tracing is None and logs:
+        tracing = Tracing(exporters=())
+    if tracing is not None:
+        chain += [tracing, tracing.attempts]
+    if logs:
+        chain.append(LogEvents())
+    if metrics is not None:
+        chain += [metrics, metrics.attempts]
+    return chain

@@ -1,0 +1,278 @@
+"""Personal data found and masked offline, before text leaves for logs, span attributes and
+metric labels.
+
+Kinds: ``email``, ``phone`` (validated by ``phonenumbers``, Google's libphonenumber
+metadata: a number in international form anywhere, a national number of one of
+``regions``), ``card`` (13–19 digits with a known issuer prefix, Luhn-checked by
+``python-stdnum``), ``iban`` (country format and mod-97 checksum, ``python-stdnum``) and
+``ip`` (IPv4 and IPv6, checked by :mod:`ipaddress`). Candidates are found by regular
+expressions and kept only if they validate, so an order number, a date or a version is left
+alone; cards, IBANs, e-mail addresses and IP addresses are masked before phone numbers are
+looked for, so their digits are never taken for a phone number.
+
+Text with no digit and no ``@`` is returned as it is without any other work, and a
+:class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
+ids), so redacting what telemetry repeats costs a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from convoy._errors import UserError
+
+PiiKind = Literal["email", "phone", "card", "iban", "ip"]
+#: Every kind a :class:`Redactor` finds, in the order it looks for them.
+PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
+
+_MAYBE = re.compile(r"[0-9@]")
+# One word of letters, digits and ``_`` (an id, a name): personal data in it can only be
+# the whole of it, as a card number, an IBAN or a phone number written without spaces.
+_TOKEN = re.compile(r"\w+")
+_EMAIL = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]*\w@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?!\w)")
+# 13-19 digits, in groups separated by one space or dash at most.
+_CARD = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){12,18}(?![\w]|-\d)")
+_IBAN = re.compile(r"(?<![\w])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,32}(?![\w])")
+_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)")
+_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
+                   r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)")
+# A phone number: an optional international prefix, an optional area code in brackets,
+# then 6 to 15 digits in groups separated by one space, dot, dash or slash.
+_PHONE = re.compile(
+    r"(?<![\w+@/.-])(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d(?:[ ./-]?\d){5,14}"
+    r"(?![\w@]|[.-]\d)")
+_SEPARATORS = re.compile(r"[^0-9A-Za-z]")
+# Words that say the digits after them are a phone number.
+_PHONE_CUE = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
+                        r"contact|reach|number|no|nr|num)\b\W{0,4}$")
+# What a date looks like (2026-11-30, 30/11/2026, 30.11.2026), or a year and a number
+# (2026-402021): never a phone number.
+_DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{2,4}(?:[ T]\d{1,2})?|(?:19|20)\d\d[./-]\d{5,}")
+# A decimal number (72.03665): one dot between two runs of digits.
+_DECIMAL = re.compile(r"\d+\.\d+")
+
+# Issuer prefixes (IIN ranges) of the card brands in circulation: Visa, Mastercard,
+# American Express, Discover, JCB, Diners Club, UnionPay, Maestro, Mir.
+_CARD_PREFIXES: tuple[tuple[int, int, tuple[int, ...]], ...] = (
+    (4, 4, (16, 19)),  # (13-digit Visa numbers are no longer issued; EAN-13 codes are)
+    (51, 55, (16,)), (2221, 2720, (16,)),
+    (34, 34, (15,)), (37, 37, (15,)),
+    (6011, 6011, (16, 19)), (644, 649, (16, 19)), (65, 65, (16, 19)),
+    (3528, 3589, (16, 19)),
+    (300, 305, (14, 16, 19)), (36, 36, (14, 16, 19)), (38, 39, (16, 19)),
+    (62, 62, (16, 17, 18, 19)),
+    (50, 50, (12, 13, 14, 15, 16, 17, 18, 19)), (56, 58, (12, 13, 14, 15, 16, 17, 18, 19)),
+    (67, 67, (12, 13, 14, 15, 16, 17, 18, 19)), (2200, 2204, (16, 17, 18, 19)),
+)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Found:
+    """One piece of personal data in a text: its kind and where it is (``text[start:end]``)."""
+
+    kind: PiiKind
+    start: int
+    end: int
+    value: str
+
+
+def _card_issuer_ok(digits: str) -> bool:
+    n = len(digits)
+    for lo, hi, lengths in _CARD_PREFIXES:
+        width = len(str(lo))
+        if n in lengths and lo <= int(digits[:width]) <= hi:
+            return True
+    return False
+
+
+class Redactor:
+    """Finds personal data in text and masks it as ``[EMAIL]``, ``[PHONE]``, ``[CARD]``,
+    ``[IBAN]`` or ``[IP]`` (``mask="{kind}"`` decides the form).
+
+    Args:
+        kinds: what to look for (default: every kind, :data:`PII_KINDS`).
+        regions: ISO country codes whose national phone formats are recognised besides
+            the international ``+CC ...`` / ``00CC ...`` form, tried in order.
+        mask: what replaces a finding; ``{kind}`` is its kind in capitals.
+        memo: how many distinct strings to remember the answer for (0: none).
+    """
+
+    def __init__(self, *, kinds: Iterable[PiiKind] = PII_KINDS,
+                 regions: Sequence[str] = ("US", "GB", "DE", "FR", "ES", "IT", "NL", "IN"),
+                 mask: str = "[{kind}]", memo: int = 4096) -> None:
+        chosen = tuple(kinds)
+        unknown = [k for k in chosen if k not in PII_KINDS]
+        if unknown:
+            raise UserError(f"Redactor: unknown kind {unknown[0]!r}; kinds: "
+                            f"{', '.join(PII_KINDS)}")
+        self.kinds: frozenset[PiiKind] = frozenset(chosen)
+        self.regions = tuple(r.upper() for r in regions)
+        self.mask = mask
+        self._memo: dict[str, str] = {}
+        self._memo_size = memo
+        if "phone" in self.kinds:
+            try:
+                import phonenumbers  # noqa: F401
+            except ImportError:
+                raise UserError("finding phone numbers needs the 'phonenumbers' package: "
+                                "pip install 'convoy[pii]'") from None
+        if {"card", "iban"} & self.kinds:
+            try:
+                import stdnum  # noqa: F401
+            except ImportError:
+                raise UserError("checking card numbers and IBANs needs 'python-stdnum': "
+                                "pip install 'convoy[pii]'") from None
+
+    # -- finding ---------------------------------------------------------------------------
+
+    def find(self, text: str) -> list[Found]:
+        """Every piece of personal data in ``text``, in order, none overlapping."""
+        if not text or _MAYBE.search(text) is None:
+            return []
+        if _TOKEN.fullmatch(text) and not text.isdigit() and not _IBAN.fullmatch(text):
+            return []  # a uuid, a session id, a tool name: nothing in it can match
+        kinds = self.kinds
+        # (start, end, kind); kind None: card- or IBAN-shaped but failing its check, so not
+        # personal data, and not to be read as a phone number either.
+        spans: list[tuple[int, int, PiiKind | None]] = []
+        if "email" in kinds and "@" in text:
+            spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
+        if "iban" in kinds:
+            for m in _IBAN.finditer(text):
+                end = _iban_end(m.group())
+                spans.append((m.start(), m.start() + end if end else m.end(),
+                              "iban" if end else None))
+        if "card" in kinds:
+            for m in _CARD.finditer(text):
+                digits = _SEPARATORS.sub("", m.group())
+                if 13 <= len(digits) <= 19 and _card_issuer_ok(digits):
+                    spans.append((m.start(), m.end(), "card" if _luhn_ok(digits) else None))
+        if "ip" in kinds:
+            spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
+            if ":" in text:
+                spans += [(m.start(), m.end(), "ip") for m in _IPV6.finditer(text)
+                          if m.group().count(":") >= 2 and _is_ipv6(m.group())]
+        if "phone" in kinds:
+            for m in _PHONE.finditer(text):
+                a, b = m.start(), m.end()
+                if not any(a < e and s < b for s, e, _ in spans) and \
+                        self._is_phone(m.group(), text[max(0, a - 24):a]):
+                    spans.append((a, b, "phone"))
+        found: list[Found] = []
+        last = -1
+        for s, e, kind in sorted(spans, key=lambda t: (t[0], -t[1])):
+            if kind is not None and s >= last:  # the first (longest) finding wins
+                found.append(Found(kind=kind, start=s, end=e, value=text[s:e]))
+                last = e
+        return found
+
+    def _is_phone(self, candidate: str, before: str) -> bool:
+        import phonenumbers
+
+        digits = sum(ch.isdigit() for ch in candidate)
+        if digits < 7 or digits > 15:
+            return False
+        text = candidate.strip()
+        if _DATE.fullmatch(text) or _DECIMAL.fullmatch(text):
+            return False
+        if text.startswith("00"):
+            text = "+" + text[2:]
+        international = text.startswith("+")
+        if not international and text.isdigit() and not text.startswith("0") and \
+                _PHONE_CUE.search(before) is None:
+            # A bare run of digits without a trunk prefix is an id, an amount or a
+            # timestamp far more often than a phone number written without any spacing,
+            # unless a word before it says it is one ("tel. 4155550132").
+            return False
+        regions: Sequence[str | None] = (None,) if international else self.regions
+        for region in regions:
+            try:
+                number = phonenumbers.parse(text, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return True
+        return False
+
+    # -- masking ---------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        """``text`` with every finding replaced by its mask."""
+        memo = self._memo
+        out = memo.get(text)
+        if out is not None:
+            return out
+        found = self.find(text)
+        if not found:
+            out = text
+        else:
+            parts: list[str] = []
+            pos = 0
+            for f in found:
+                parts.append(text[pos:f.start])
+                parts.append(self.mask.replace("{kind}", f.kind.upper()))
+                pos = f.end
+            parts.append(text[pos:])
+            out = "".join(parts)
+        if self._memo_size:
+            if len(memo) >= self._memo_size:
+                memo.clear()  # a burst of distinct strings: start again, stay bounded
+            memo[text] = out
+        return out
+
+    __call__ = redact
+
+
+def _iban_end(raw: str) -> int:
+    """How long the IBAN at the start of ``raw`` is (its country fixes the length), or 0 if
+    it does not check out."""
+    from stdnum import iban
+
+    length = _iban_length(raw[:2].upper())
+    if not length:
+        return 0
+    n = 0
+    for i, ch in enumerate(raw):
+        if ch.isalnum():
+            n += 1
+            if n == length:
+                return i + 1 if iban.is_valid(raw[:i + 1]) else 0
+    return 0
+
+
+_IBAN_LENGTHS: dict[str, int] = {}
+
+
+def _iban_length(country: str) -> int:
+    length = _IBAN_LENGTHS.get(country)
+    if length is None:
+        from stdnum import iban
+
+        info = iban._ibandb.info(country)
+        structure = info[0][1].get("bban", "") if info else ""
+        length = 4 + sum(int(n) for n in re.findall(r"(\d+)!", structure)) if structure else 0
+        _IBAN_LENGTHS[country] = length
+    return length
+
+
+def _luhn_ok(digits: str) -> bool:
+    from stdnum import luhn
+
+    return bool(luhn.is_valid(digits))
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+__all__ = ["PII_KINDS", "Found", "PiiKind", "Redactor"]

@@ -1,0 +1,670 @@
+"""Tracing as an interceptor: one OpenTelemetry trace per session.
+
+Spans, parent first: the session's run (``invoke_workflow WORKFLOW``), each agent
+invocation (``invoke_agent AGENT``), and in it each model call (``chat MODEL``), tool call
+(``execute_tool TOOL``), handoff (``handoff A -> B``), ``ctx.step`` (``step NAME``) and
+shared-state operation (``state.OP KIND``), and, with :attr:`Tracing.attempts` in the
+chain, each retry attempt (``attempt N``) under its step. A handoff's target agent links
+to the source agent's span and to the handoff's. The trace id and the session's first span
+are kept in the session's headers (``convoy.trace``), so a resumed session continues its
+trace: its new run is a child of the first, and an agent whose steps it replays from the
+journal is marked ``convoy.replay``. Message content is not recorded unless
+``capture_content``, and every string that may carry personal data goes through a
+:class:`~convoy.observability.Redactor` first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import json
+import time
+from collections.abc import Mapping, Sequence
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+from convoy._errors import SessionTerminated, UserError
+from convoy.interceptors._base import (
+    AgentRunEnd,
+    AgentRunInput,
+    EffectInput,
+    HandoffInput,
+    Interceptor,
+    ModelCallInput,
+    Next,
+    SessionEnd,
+    SessionInput,
+    Stage,
+    StateInput,
+    ToolCallInput,
+)
+from convoy.models._messages import ModelResponse
+from convoy.observability._redact import Redactor
+from convoy.observability._spans import (
+    CURRENT,
+    SCHEMA_URL,
+    Attrs,
+    SpanData,
+    chunk_text,
+    format_traceparent,
+    new_id,
+    parse_traceparent,
+)
+from convoy.resilience._classify import error_kind, error_kind_of
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import SpanProcessor
+    from opentelemetry.sdk.trace.export import SpanExporter
+    from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+
+    from convoy.engine._engine import Engine
+    from convoy.models._base import Model
+    from convoy.stores._protocol import Store
+
+#: The session header that holds the trace id and the session's first span (W3C form).
+TRACE_HEADER = "convoy.trace"
+#: The kv namespace of a session's spans in the store: ``trace:<session id>``.
+SPANS_NAMESPACE = "trace:"
+_TEXT_LIMIT = 4096
+_ERROR_LIMIT = 500
+
+time_ns = time.time_ns
+
+
+class Tracing(Interceptor):
+    """Traces every session with OpenTelemetry (see the module docstring for the spans).
+
+    Args:
+        exporters: where ended spans go: ``"store"`` (the engine's store: ``convoy trace
+            SESSION`` prints the waterfall), ``"otlp"`` (OTLP over HTTP, configured by the
+            standard ``OTEL_EXPORTER_OTLP_*`` variables), ``"console"``, or any
+            OpenTelemetry SDK ``SpanExporter`` (batched) or ``SpanProcessor`` (as is).
+        capture_content: record messages, tool arguments and results (redacted) as
+            ``gen_ai.input.messages``, ``gen_ai.output.messages``,
+            ``gen_ai.tool.call.arguments`` and ``gen_ai.tool.call.result``.
+        redact: the :class:`~convoy.observability.Redactor` every attribute that may carry
+            personal data goes through (``True``: a default one; ``False``: none).
+        service_name: the ``service.name`` resource attribute (``OTEL_SERVICE_NAME`` and
+            ``OTEL_RESOURCE_ATTRIBUTES`` apply too).
+        resource_attributes: more resource attributes.
+        flush_every: the store gets ended spans in batches: every ``flush_every`` spans,
+            every ``flush_interval`` seconds, and when the engine closes (a crash loses at
+            most what was not written yet, as with any batching span processor).
+        flush_interval: see ``flush_every``.
+        sample_rate: the share of sessions traced (by trace id, so every run of a session
+            decides alike; a caller's ``traceparent`` decides by its sampled flag). An
+            untraced session costs a check per step, and its log records carry no ids.
+
+    Put :attr:`attempts` in the chain too (``convoy.observability.observe`` does) for a
+    span per retry attempt.
+    """
+
+    stage: Stage = "trace"
+
+    def __init__(self, exporters: Sequence[str | SpanExporter | SpanProcessor] = ("store",),
+                 *, capture_content: bool = False, redact: Redactor | bool = True,
+                 service_name: str = "convoy",
+                 resource_attributes: Mapping[str, str] | None = None,
+                 flush_every: int = 2048, flush_interval: float = 1.0,
+                 sample_rate: float = 1.0) -> None:
+        if isinstance(exporters, str):
+            exporters = (exporters,)
+        for e in exporters:
+            if isinstance(e, str) and e not in ("store", "otlp", "console"):
+                raise UserError(f"Tracing: unknown exporter {e!r}; use 'store', 'otlp', "
+                                "'console' or an OpenTelemetry SpanExporter")
+        if flush_every < 1 or flush_interval <= 0:
+            raise UserError("Tracing: flush_every must be >= 1 and flush_interval > 0")
+        if not 0.0 <= sample_rate <= 1.0:
+            raise UserError(f"Tracing: sample_rate must be in [0, 1], got {sample_rate!r}")
+        self.sample_rate = sample_rate
+        self._threshold = int(sample_rate * (1 << 64))
+        self.exporters = tuple(exporters)
+        self.to_store = "store" in self.exporters
+        self.capture_content = capture_content
+        self.redactor: Redactor | None = (Redactor() if redact is True else
+                                          redact if isinstance(redact, Redactor) else None)
+        self.service_name = service_name
+        self.resource_attributes = dict(resource_attributes or {})
+        self.flush_every = flush_every
+        self.flush_interval = flush_interval
+        self.store: Store | None = None
+        self._pending: list[SpanData] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.processors: list[SpanProcessor] = []
+        self._resource: Resource | None = None
+        self._scope: InstrumentationScope | None = None
+        self._models: dict[Model, tuple[str, str, str]] = {}
+        # Attributes every span of a kind shares with others of its agent, model or tool.
+        self._bases: dict[tuple[Any, ...], Attrs] = {}
+        self._chats: dict[tuple[Model, str], tuple[str, Attrs]] = {}
+        self._agents: dict[str, Attrs] = {}
+        #: The interceptor that records retry attempts (stage ``attempt``).
+        self.attempts = AttemptSpans(self)
+        if any(not isinstance(e, str) or e != "store" for e in self.exporters):
+            self._sdk_processors()  # fail now if the SDK is missing, not at engine start
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def _sdk_processors(self) -> None:
+        try:
+            from opentelemetry.sdk.resources import Resource
+            from opentelemetry.sdk.trace import SpanProcessor
+            from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+            from opentelemetry.sdk.util.instrumentation import InstrumentationScope
+        except ImportError:
+            raise UserError("exporting spans needs the OpenTelemetry SDK: "
+                            "pip install 'convoy[otel]'") from None
+        import convoy
+
+        if self.processors:
+            return
+        procs: list[SpanProcessor] = []
+        for e in self.exporters:
+            if e == "store":
+                continue
+            if e == "otlp":
+                from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+                    OTLPSpanExporter,
+                )
+                procs.append(BatchSpanProcessor(OTLPSpanExporter()))
+            elif e == "console":
+                procs.append(BatchSpanProcessor(ConsoleSpanExporter()))
+            elif isinstance(e, SpanProcessor):
+                procs.append(e)
+            else:
+                procs.append(BatchSpanProcessor(e))  # type: ignore[arg-type]
+        self._resource = Resource.create({"service.name": self.service_name,
+                                          **self.resource_attributes})
+        self._scope = InstrumentationScope("convoy", convoy.__version__, SCHEMA_URL)
+        self.processors = procs
+        atexit.register(self.shutdown)
+
+    async def start(self, engine: Engine) -> None:
+        if self.to_store:
+            self.store = engine.store
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_now_and_then())
+
+    async def close(self) -> None:
+        """Write what the store has not got yet and flush every exporter (the engine may
+        open again: they stay usable)."""
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._flusher
+            self._flusher = None
+        await self.flush()
+        self.store = None
+        for p in self.processors:
+            p.force_flush()
+
+    async def _flush_now_and_then(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            self._write_pending()
+
+    async def flush(self) -> None:
+        """Write the ended spans the store has not got yet, and wait for the commit."""
+        await asyncio.gather(*self._write_pending())
+
+    def _write_pending(self) -> list[asyncio.Future[None]]:
+        spans, self._pending = self._pending, []
+        store = self.store
+        if not spans or store is None:
+            return []
+        by_session: dict[str, list[SpanData]] = {}
+        for span in spans:
+            assert span.run is not None
+            by_session.setdefault(span.run.session_id, []).append(span)
+        futures = []
+        for sid, batch in by_session.items():
+            first = batch[0]
+            # One value per session and batch, keyed so they sort by time.
+            futures.append(store.kv_put(
+                SPANS_NAMESPACE + sid, f"{first.start:020d}-{first.span_id:016x}",
+                chunk_text(batch)))
+        return futures
+
+    def shutdown(self) -> None:
+        """Flush and shut every exporter down (at exit)."""
+        procs, self.processors = self.processors, []
+        for p in procs:
+            p.shutdown()
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def redact(self, text: str) -> str:
+        r = self.redactor
+        return r.redact(text) if r is not None else text
+
+    def text(self, value: Any, limit: int = _TEXT_LIMIT) -> str:
+        """Content as an attribute: JSON text, redacted, bounded."""
+        s = value if isinstance(value, str) else json.dumps(value, default=str)
+        return self.redact(s[:limit])
+
+    def ended(self, span: SpanData) -> None:
+        span.end = time_ns()
+        run = span.run
+        if run is None:
+            return
+        if self.processors:
+            assert self._resource is not None and self._scope is not None
+            rs = span.to_readable(self._resource, self._scope)
+            for p in self.processors:
+                p.on_end(rs)
+        if self.to_store:
+            pending = self._pending
+            pending.append(span)
+            if len(pending) >= self.flush_every:
+                self._write_pending()  # dropped futures: the store commits them in order
+
+    def failed(self, span: SpanData, exc: BaseException) -> None:
+        """Mark ``span`` as ended by ``exc``: an error (with its kind), or an interruption
+        (a parked or cancelled run, a lost lease)."""
+        if isinstance(exc, Exception | SessionTerminated):
+            kind = error_kind(exc)
+            message = self.redact(str(exc)[:_ERROR_LIMIT])
+            span.status = "error"
+            span.message = f"{kind}: {message}"
+            span.attrs["error.type"] = kind
+            span.events = [("exception", time_ns(), {
+                "exception.type": type(exc).__name__, "exception.message": message})]
+        else:
+            span.attrs["convoy.interrupted"] = type(exc).__name__
+
+    def _sampled(self, trace_id: int) -> bool:
+        """Whether a session of this trace is traced (``sample_rate``)."""
+        return self.sample_rate >= 1.0 or (trace_id & 0xFFFFFFFFFFFFFFFF) < self._threshold
+
+    def base(self, key: tuple[Any, ...], make: Any) -> Attrs:
+        """The shared attributes ``key`` names, made by ``make()`` the first time."""
+        b = self._bases.get(key)
+        if b is None:
+            if len(self._bases) > 10_000:  # names that churn: stay bounded
+                self._bases.clear()
+                self._agents.clear()
+            b = self._bases[key] = make()
+        return b
+
+    def _chat_names(self, model: Model, agent: str) -> tuple[str, Attrs]:
+        """The span name and shared attributes of ``agent``'s calls to ``model``."""
+        span_name, provider, name = self.model_names(model)
+        base = self.base(("chat", model, agent), lambda: {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+            "gen_ai.request.model": name, "gen_ai.agent.name": agent})
+        if len(self._chats) > 10_000:
+            self._chats.clear()
+        found = self._chats[(model, agent)] = (span_name, base)
+        return found
+
+    def model_names(self, model: Model) -> tuple[str, str, str]:
+        """``(span name, provider, model)`` for a model instance."""
+        names = self._models.get(model)
+        if names is None:
+            provider, _, name = model.name.partition(":")
+            if not name:
+                provider, name = "convoy", model.name
+            names = self._models[model] = (f"chat {name}", provider, name)
+        return names
+
+    # -- the session ------------------------------------------------------------------------
+
+    async def session_run(self, input: SessionInput,
+                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        info = input.info
+        if info.replay:  # ``convoy replay`` writes nothing, spans included
+            return await next(input)
+        headers = input.headers
+        root = parse_traceparent(headers.get(TRACE_HEADER))
+        span_id = new_id(64)
+        parent_id: int | None
+        if root is not None:  # a resumed session: its trace goes on under its first span
+            trace_id, parent_id = root
+            if not self._sampled(trace_id):
+                return await next(input)
+        else:
+            value = headers.get("traceparent")
+            caller = parse_traceparent(value)
+            if caller is not None:
+                trace_id, parent_id = caller
+                if not (value or "").rstrip().endswith("1"):  # the caller's sampled flag
+                    return await next(input)
+            else:
+                trace_id, parent_id = new_id(128), None
+                if not self._sampled(trace_id):
+                    return await next(input)
+            headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
+        run = _Run(self, info.session_id, info.tenant)
+        sid = run.root_sid
+        wf, version, tenant = info.workflow, info.version, info.tenant
+        base = self.base(("session", wf, version, tenant), lambda: {
+            "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
+            "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)})
+        span = SpanData(run, f"invoke_workflow {wf}", trace_id, span_id, parent_id,
+                        time_ns(), {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
+                                    "convoy.session.resumed": root is not None},
+                        "internal", None, "", base)
+        token = CURRENT.set(span)
+        try:
+            end = await next(input)
+        except BaseException as e:
+            self.failed(span, e)
+            self.ended(span)
+            raise
+        finally:
+            CURRENT.reset(token)
+        span.attrs["convoy.session.status"] = end.status
+        if end.status == "completed":
+            span.status = "ok"
+        elif end.status not in ("waiting", "interrupted"):
+            kind = error_kind_of(end.error) or end.status
+            span.status = "error"
+            span.attrs["error.type"] = kind
+            span.message = f"{end.status}: " + self.redact(
+                str((end.error or {}).get("message", ""))[:_ERROR_LIMIT])
+        self.ended(span)
+        return end
+
+    # -- agents -----------------------------------------------------------------------------
+
+    async def agent_run(self, input: AgentRunInput,
+                        next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
+        parent = CURRENT.get()
+        if parent is None or parent.run is None:
+            return await next(input)
+        run = parent.run
+        name = input.agent.name
+        base = self._agents.get(name)
+        if base is None:
+            base = self.base(("agent", name), lambda: {"gen_ai.operation.name": "invoke_agent",
+                                                       "gen_ai.agent.name": name})
+            self._agents[name] = base
+        attrs: Attrs = {"convoy.step.key": input.key, "convoy.agent.depth": input.depth}
+        if input.replaying:
+            attrs["convoy.replay"] = True
+        if self.capture_content:
+            attrs["gen_ai.input.messages"] = self.text(
+                [{"role": m.role, "content": m.content} for m in input.messages])
+        span = parent.child(f"invoke_agent {name}", attrs, "internal", name, input.key, base)
+        if input.handoff_from is not None:
+            attrs["convoy.handoff.from"] = input.handoff_from.name
+            came = run.handoffs.pop(input.handoff_key or "", None)
+            if came is not None:
+                source_span, handoff_span = came
+                span.links = [(span.trace_id, source_span, {"convoy.link": "handoff_source"})]
+                # Mirrored as attributes: not every backend keeps span links.
+                attrs["convoy.handoff.source_span_id"] = f"{source_span:016x}"
+                if handoff_span:
+                    span.links.append((span.trace_id, handoff_span, {"convoy.link": "handoff"}))
+                    attrs["convoy.handoff.span_id"] = f"{handoff_span:016x}"
+        token = CURRENT.set(span)
+        try:
+            end = await next(input)
+        except BaseException as e:
+            self.failed(span, e)
+            self.ended(span)
+            raise
+        finally:
+            CURRENT.reset(token)
+        if end.handoff is not None:
+            attrs["convoy.handoff.to"] = end.handoff.name
+            key = end.handoff_key or ""
+            run.handoffs[key] = (span.span_id, run.handoff_spans.pop(key, 0))
+        elif self.capture_content:
+            attrs["gen_ai.output.messages"] = self.text(_plain(end.output))
+        span.status = "ok"
+        self.ended(span)
+        return end
+
+    # -- steps ------------------------------------------------------------------------------
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        parent = CURRENT.get()
+        if parent is None or parent.run is None:
+            return await next(input)
+        agent = input.agent.name
+        found = self._chats.get((input.model, agent))
+        if found is None:
+            found = self._chat_names(input.model, agent)
+        span_name, base = found
+        attrs: Attrs = {"convoy.step.key": input.key}
+        if self.capture_content:
+            attrs["gen_ai.input.messages"] = self.text(
+                [m.to_dict() for m in input.request.messages])
+        span = parent.child(span_name, attrs, "client", agent, input.key, base)
+        token = CURRENT.set(span)
+        try:
+            resp = await next(input)
+        except BaseException as e:
+            CURRENT.reset(token)
+            self.failed(span, e)
+            if span.attempts > 1:
+                attrs["convoy.attempts"] = span.attempts
+            self.ended(span)
+            raise
+        CURRENT.reset(token)
+        usage = resp.usage
+        if resp.model and resp.model != input.model.name:
+            attrs["gen_ai.response.model"] = resp.model
+        attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
+        attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
+        if resp.finish_reason:
+            attrs["gen_ai.response.finish_reasons"] = (resp.finish_reason,)
+        if resp.cost:
+            attrs["convoy.cost_usd"] = resp.cost
+        if resp.cached:
+            attrs["convoy.cached"] = True
+        if span.attempts > 1:
+            attrs["convoy.attempts"] = span.attempts
+        if self.capture_content:
+            attrs["gen_ai.output.messages"] = self.text([{
+                "role": "assistant", "content": resp.text,
+                "tool_calls": [c.to_dict() for c in resp.tool_calls]}])
+        span.status = "ok"
+        self.ended(span)
+        return resp
+
+    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        parent = CURRENT.get()
+        if parent is None or parent.run is None:
+            return await next(input)
+        tool = input.tool.name
+        agent = input.agent.name
+        writes = input.tool.writes
+        base = self.base(("tool", tool, agent, writes), lambda: {
+            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+            "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
+            "convoy.tool.writes": writes})
+        attrs: Attrs = {"convoy.step.key": input.key}
+        if self.capture_content:
+            attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
+        span = parent.child(f"execute_tool {tool}", attrs, "internal", agent, input.key, base)
+        return await self._user_code(span, next, input, "gen_ai.tool.call.result")
+
+    async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+        parent = CURRENT.get()
+        if parent is None or parent.run is None:
+            return await next(input)
+        source, target = input.source.name, input.target.name
+        attrs: Attrs = {"gen_ai.agent.name": source, "convoy.handoff.to": target,
+                        "convoy.step.key": input.key}
+        if self.capture_content:
+            attrs["convoy.handoff.payload"] = self.text(_plain(input.payload))
+        span = parent.child(f"handoff {source} -> {target}", attrs, "internal", source,
+                            input.key)
+        try:
+            out = await next(input)
+        except BaseException as e:
+            self.failed(span, e)
+            self.ended(span)
+            raise
+        parent.run.handoff_spans[input.key] = span.span_id
+        span.status = "ok"
+        self.ended(span)
+        return out
+
+    async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+        parent = CURRENT.get()
+        if parent is None or parent.run is None:
+            return await next(input)
+        attrs: Attrs = {"convoy.step.name": self.redact(input.name),
+                        "convoy.step.idempotent": input.idempotent,
+                        "convoy.step.key": input.key}
+        span = parent.child("step " + self.redact(input.name), attrs, "internal",
+                            parent.agent, input.key)
+        return await self._user_code(span, next, input)
+
+    async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        parent = CURRENT.get()
+        if parent is None or parent.run is None:
+            return await next(input)
+        ns = input.namespace
+        attrs: Attrs = {"convoy.state.op": input.op,
+                        "convoy.state.namespace": self.redact(ns),
+                        "convoy.step.key": input.key}
+        if input.state_key:
+            attrs["convoy.state.key"] = self.redact(input.state_key)
+        if input.expected_version is not None:
+            attrs["convoy.state.expected_version"] = input.expected_version
+        span = parent.child(f"state.{input.op} {ns.split(':', 1)[0]}", attrs, "internal",
+                            input.agent, input.key)
+        token = CURRENT.set(span)
+        try:
+            out = await next(input)
+        except BaseException as e:
+            CURRENT.reset(token)
+            self.failed(span, e)
+            self.ended(span)
+            raise
+        CURRENT.reset(token)
+        version = getattr(out, "version", None)
+        if isinstance(version, int):
+            attrs["convoy.state.version"] = version
+        span.status = "ok"
+        self.ended(span)
+        return out
+
+    async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any,
+                         result: str | None = None) -> Any:
+        """Run a tool or ``ctx.step`` in ``span``, which OpenTelemetry sees as the current
+        span too, so spans the user's code makes nest under it; with content captured,
+        the value it returns is the attribute ``result``."""
+        token = CURRENT.set(span)
+        otel = _attach(span)
+        try:
+            out = await next(input)
+        except BaseException as e:
+            self.failed(span, e)
+            self.ended(span)
+            raise
+        finally:
+            _detach(otel)
+            CURRENT.reset(token)
+        if result is not None and self.capture_content:
+            span.attrs[result] = self.text(_plain(out))
+        span.status = "ok"
+        self.ended(span)
+        return out
+
+
+class AttemptSpans(Interceptor):
+    """A span per retry attempt, under its step's span (stage ``attempt``, inside
+    ``retry``): every attempt that failed, and every attempt after the first. A call that
+    succeeds at once has none (its step's span says it all)."""
+
+    stage: Stage = "attempt"
+
+    def __init__(self, tracing: Tracing) -> None:
+        self.tracing = tracing
+
+    def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
+        return SpanData(step.run, f"attempt {n}", step.trace_id, new_id(64), step.span_id,
+                        start, {"convoy.attempt": n, "convoy.attempt.target": target,
+                                "convoy.step.key": step.key}, "internal", step.agent, step.key)
+
+    def _failed(self, step: SpanData, n: int, start: int, target: str,
+                exc: BaseException) -> None:
+        span = self._span(step, n, start, target)
+        self.tracing.failed(span, exc)
+        self.tracing.ended(span)
+
+    def _retried(self, step: SpanData, n: int, start: int, target: str) -> None:
+        span = self._span(step, n, start, target)
+        span.status = "ok"
+        self.tracing.ended(span)
+
+    # (Two copies of a few lines rather than a shared coroutine: one frame less per call.)
+
+    async def model_call(self, input: ModelCallInput,
+                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        step = CURRENT.get()
+        if step is None or step.run is None:
+            return await next(input)
+        n = step.attempts = step.attempts + 1
+        start = time_ns()
+        try:
+            out = await next(input)
+        except BaseException as e:
+            self._failed(step, n, start, input.model.name, e)
+            raise
+        if n > 1:
+            self._retried(step, n, start, input.model.name)
+        return out
+
+    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        step = CURRENT.get()
+        if step is None or step.run is None:
+            return await next(input)
+        n = step.attempts = step.attempts + 1
+        start = time_ns()
+        try:
+            out = await next(input)
+        except BaseException as e:
+            self._failed(step, n, start, input.tool.name, e)
+            raise
+        if n > 1:
+            self._retried(step, n, start, input.tool.name)
+        return out
+
+
+class _Run:
+    """One traced run of a session: the handoffs whose target has not started yet."""
+
+    __slots__ = ("handoff_spans", "handoffs", "root_sid", "session_id", "tenant")
+
+    def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
+        self.session_id = session_id
+        self.tenant = tenant
+        self.root_sid = tracing.redact(session_id)
+        self.handoffs: dict[str, tuple[int, int]] = {}  # handoff key -> (agent, handoff span)
+        self.handoff_spans: dict[str, int] = {}
+
+
+def _plain(value: Any) -> Any:
+    dump = getattr(value, "model_dump", None)
+    return dump(mode="json") if callable(dump) else value
+
+
+try:  # user code's own OpenTelemetry spans nest under Convoy's tool and step spans
+    from opentelemetry import context as _otel_context
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, set_span_in_context
+    _FLAGS = TraceFlags(TraceFlags.SAMPLED)
+except ImportError:  # pragma: no cover - the API comes with the SDK
+    _otel_context = None  # type: ignore[assignment]
+
+
+def _attach(span: SpanData) -> object | None:
+    if _otel_context is None:
+        return None
+    ctx = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=_FLAGS)
+    return _otel_context.attach(set_span_in_context(NonRecordingSpan(ctx)))
+
+
+def _detach(token: object | None) -> None:
+    if token is not None:
+        _otel_context.detach(token)  # type: ignore[arg-type]
+
+
+__all__ = ["SPANS_NAMESPACE", "TRACE_HEADER", "AttemptSpans", "Tracing"]

@@ -1,0 +1,39 @@
+"""The alert tables' statements and row converters, shared by the SQLite and PostgreSQL
+stores (``{p}`` is the driver's parameter mark)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+
+ALERT_COLS = ("id,tenant,scope,subject,metric,status,value,mean,deviation,threshold,opened,"
+              "cleared,cleared_value,detail")
+_A = ",".join(f"a.{c}" for c in ALERT_COLS.split(","))
+#: A delivery joined with its alert (``o``: the outbox, ``a``: the alert).
+DELIVERY_COLS = f"o.id,o.url,o.event,o.attempts,{_A}"
+INSERT_ALERT = ("INSERT INTO alerts(tenant,scope,subject,metric,status,value,mean,deviation,"
+                "threshold,opened,detail) VALUES({p},{p},{p},{p},{p},{p},{p},{p},{p},{p},{p}) "
+                "RETURNING id")
+QUEUE = "INSERT INTO alert_outbox(alert_id,url,event,next_at) VALUES({p},{p},{p},{p})"
+CLEAR = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value={p} "
+         "WHERE id={p} AND status='open'")
+RESULT = ("UPDATE alert_outbox SET attempts={p}, delivered={p}, next_at={p}, last_error={p} "
+          "WHERE id={p}")
+
+
+def alert_row(r: Sequence[Any]) -> AlertRow:
+    return AlertRow(id=int(r[0]), tenant=r[1], scope=r[2], subject=r[3], metric=r[4],
+                    status=r[5], value=r[6], mean=r[7], deviation=r[8], threshold=r[9],
+                    opened=r[10], cleared=r[11], cleared_value=r[12], detail=r[13])
+
+
+def delivery(r: Sequence[Any]) -> AlertDelivery:
+    return AlertDelivery(id=int(r[0]), url=r[1], event=r[2], attempts=int(r[3]),
+                         alert=alert_row(r[4:]))
+
+
+def new_alert_params(a: NewAlert) -> tuple[Any, ...]:
+    return (a.tenant, a.scope, a.subject, a.metric, "open", a.value, a.mean, a.deviation,
+            a.threshold, a.opened, a.detail)

@@ -1,0 +1,92 @@
+"""The audit log's tables and statements, for SQLite and PostgreSQL, in one place.
+
+The migration is self-contained: it only creates the three audit tables, so moving it to
+another schema version is the one line :data:`AUDIT_SCHEMA_VERSION`.
+
+A tenant's log is ``audit_log`` (one row per entry: its index, its body and its leaf hash),
+``audit_head`` (how many entries the log has: an append takes the next indexes from it, in
+the append's transaction, so engines sharing a database never collide) and
+``audit_checkpoints`` (signed checkpoints, by tree size). The leaf hash is computed in the
+same statement that stores the entry, from the index the statement took:
+``SHA-256(0x00 || index (8 bytes, big-endian) || len(tenant) (4 bytes) || tenant || body)``
+(see :func:`convoy.audit.entry_leaf`); SQLite calls it through a function registered on the
+connection, PostgreSQL computes it with its own ``sha256``.
+"""
+
+from __future__ import annotations
+
+#: The store schema version that adds the audit tables.
+AUDIT_SCHEMA_VERSION = 7
+
+SQLITE_MIGRATION = """
+CREATE TABLE IF NOT EXISTS audit_head(tenant TEXT PRIMARY KEY, size INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_log(
+  tenant TEXT NOT NULL,
+  idx INTEGER NOT NULL,
+  body BLOB NOT NULL,
+  leaf BLOB NOT NULL,
+  PRIMARY KEY(tenant, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audit_checkpoints(
+  tenant TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY(tenant, size)
+)
+"""
+
+PG_MIGRATION = """
+CREATE TABLE audit_head(tenant TEXT PRIMARY KEY, size BIGINT NOT NULL);
+CREATE TABLE audit_log(
+  tenant TEXT NOT NULL,
+  idx BIGINT NOT NULL,
+  body BYTEA NOT NULL,
+  leaf BYTEA NOT NULL,
+  PRIMARY KEY(tenant, idx)
+);
+CREATE TABLE audit_checkpoints(
+  tenant TEXT NOT NULL,
+  size BIGINT NOT NULL,
+  body TEXT NOT NULL,
+  PRIMARY KEY(tenant, size)
+);
+"""
+
+#: The SQLite function that computes a leaf hash (tenant, index, body).
+SQLITE_LEAF_FUNCTION = "convoy_audit_leaf"
+
+# SQLite: the head takes ``n`` more entries, then each entry is stored at ``size - k``.
+SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tenant) "
+               "DO UPDATE SET size=size+excluded.size")
+SQLITE_ENTRY = ("INSERT INTO audit_log(tenant,idx,body,leaf) SELECT ?1, size-?2, ?3, "
+                f"{SQLITE_LEAF_FUNCTION}(?1, size-?2, ?3) FROM audit_head WHERE tenant=?1")
+
+# PostgreSQL: one statement takes the indexes and stores every entry with its leaf hash.
+PG_APPEND = """
+WITH h AS (
+  INSERT INTO audit_head(tenant, size) VALUES(%s, %s)
+  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
+  RETURNING tenant, size - %s AS base)
+INSERT INTO audit_log(tenant, idx, body, leaf)
+SELECT h.tenant, h.base + b.ord - 1, b.body,
+       sha256('\\x00'::bytea || int8send(h.base + b.ord - 1)
+              || int4send(octet_length(convert_to(h.tenant, 'UTF8')))
+              || convert_to(h.tenant, 'UTF8') || b.body)
+FROM h, unnest(%s::bytea[]) WITH ORDINALITY AS b(body, ord)
+"""
+
+# Both dialects (``?`` is turned into ``%s`` for PostgreSQL by :func:`pg`).
+SIZE = "SELECT size FROM audit_head WHERE tenant=?"
+TENANTS = "SELECT tenant FROM audit_head ORDER BY tenant"
+ENTRIES = ("SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx>=? ORDER BY idx "
+           "LIMIT ?")
+LEAVES = "SELECT leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
+ENTRY = "SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx=?"
+CHECKPOINTS = "SELECT body FROM audit_checkpoints WHERE tenant=? ORDER BY size"
+PUT_CHECKPOINT = ("INSERT INTO audit_checkpoints(tenant,size,body) VALUES(?,?,?) "
+                  "ON CONFLICT(tenant,size) DO UPDATE SET body=excluded.body")
+
+
+def pg(statement: str) -> str:
+    """A statement of both dialects, in PostgreSQL's placeholders."""
+    return statement.replace("?", "%s")

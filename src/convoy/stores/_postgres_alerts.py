@@ -1,0 +1,94 @@
+"""The PostgreSQL store's alerts: baseline alerts and their queued webhook deliveries.
+
+Each write is one transaction off the journal's group commit. Deliveries are claimed with
+``FOR UPDATE SKIP LOCKED``, so engines sharing the database never claim one event at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from convoy.stores._alert_rows import (
+    ALERT_COLS,
+    CLEAR,
+    DELIVERY_COLS,
+    INSERT_ALERT,
+    QUEUE,
+    RESULT,
+    alert_row,
+    delivery,
+    new_alert_params,
+)
+from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+from convoy.stores._sqlite_alerts import _where
+
+if TYPE_CHECKING:
+    from convoy.stores._postgres_conn import Conn
+
+T = TypeVar("T")
+
+_CLAIM = (
+    "WITH due AS (SELECT id FROM alert_outbox WHERE delivered IS NULL AND next_at IS NOT NULL"
+    " AND next_at<=%s ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "claimed AS (UPDATE alert_outbox o SET next_at=%s FROM due WHERE o.id=due.id "
+    "RETURNING o.*) "
+    f"SELECT {DELIVERY_COLS} FROM claimed o JOIN alerts a ON a.id=o.alert_id ORDER BY o.id")
+
+
+class PostgresAlerts:
+    """The alert methods of :class:`~convoy.stores.PostgresStore`."""
+
+    if TYPE_CHECKING:
+        async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
+
+        async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> int:
+        async def write(conn: Conn) -> int:
+            cur = await conn.execute(INSERT_ALERT.format(p="%s"), new_alert_params(alert))
+            row = await cur.fetchone()
+            assert row is not None
+            alert_id = int(row[0])
+            for url in webhooks:
+                await conn.execute(QUEUE.format(p="%s"), (alert_id, url, "fired",
+                                                           alert.opened))
+            return alert_id
+
+        return await self._write(write)
+
+    async def alert_clear(self, alert_id: int, at: float, value: float,
+                          webhooks: Sequence[str]) -> bool:
+        async def write(conn: Conn) -> bool:
+            cur = await conn.execute(CLEAR.format(p="%s"), (at, value, alert_id))
+            if cur.rowcount == 0:
+                return False
+            for url in webhooks:
+                await conn.execute(QUEUE.format(p="%s"), (alert_id, url, "cleared", at))
+            return True
+
+        return await self._write(write)
+
+    async def list_alerts(self, *, tenant: str | None = None, open_only: bool = False,
+                          limit: int = 100) -> list[AlertRow]:
+        where, params = _where(tenant, open_only, "%s")
+        rows = await self._read(f"SELECT {ALERT_COLS} FROM alerts{where} ORDER BY id DESC "
+                                "LIMIT %s", (*params, limit))
+        return [alert_row(r) for r in rows]
+
+    async def due_deliveries(self, now: float, *, limit: int = 50,
+                             lease_s: float = 60.0) -> list[AlertDelivery]:
+        async def claim(conn: Conn) -> list[Any]:
+            cur = await conn.execute(_CLAIM, (now, limit, now + lease_s))
+            return await cur.fetchall()
+
+        return [delivery(r) for r in await self._write(claim)]
+
+    async def delivery_result(self, delivery_id: int, *, attempts: int,
+                              delivered: float | None = None, next_at: float | None = None,
+                              error: str | None = None) -> None:
+        async def write(conn: Conn) -> None:
+            await conn.execute(RESULT.format(p="%s"), (attempts, delivered, next_at, error,
+                                                       delivery_id))
+
+        await self._write(write)

@@ -1,0 +1,322 @@
+"""A synthetic corpus of support-desk text with personal data in varied formats, and text
+that looks like it but is not (dates, times, amounts, order and tracking numbers, versions,
+hashes, numbers that fail their checksum), each sample with its true findings.
+
+``samples(n, seed)`` is deterministic; ``score(redactor, corpus)`` gives recall and
+precision per kind: a finding counts when it overlaps a true value of its kind.
+Used by tests/test_redact.py and bench/pii_redaction.py.
+"""
+
+from __future__ import annotations
+
+import random
+import string
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import phonenumbers
+from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from stdnum import iban as _iban
+from stdnum import luhn
+
+from convoy.observability import Redactor
+
+KINDS = ("email", "phone", "card", "iban", "ip")
+
+
+@dataclass
+class Sample:
+    text: str
+    truth: list[tuple[str, int, int]] = field(default_factory=list)  # (kind, start, end)
+
+
+# -- values ---------------------------------------------------------------------------------
+
+FIRST = ["anna", "jose", "li", "mohammed", "olga", "pierre", "sven", "chloe", "raj", "maria",
+         "jean-luc", "o.brien", "ines", "kai", "zoe"]
+LAST = ["smith", "garcia", "wang", "khan", "ivanova", "dubois", "larsen", "martin", "patel",
+        "rossi", "mueller", "nguyen", "silva", "kowalski", "tanaka"]
+DOMAINS = ["example.com", "mail.example.org", "corp.example.co.uk", "example.io",
+           "post.example.de", "example-shop.fr", "uni.example.edu", "example.net"]
+
+
+def email(r: random.Random) -> str:
+    f, last = r.choice(FIRST), r.choice(LAST)
+    local = r.choice([f"{f}.{last}", f"{f}{r.randint(1, 99)}", f"{f[0]}{last}",
+                      f"{f}+{r.choice(['orders', 'news', 'x1'])}", f"{f}_{last}",
+                      f"{last}.{f}.{r.randint(1970, 2005)}"])
+    addr = f"{local}@{r.choice(DOMAINS)}"
+    return addr.upper() if r.random() < 0.08 else addr
+
+
+PHONE_REGIONS = ["US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "CA", "AU", "BR", "JP"]
+NATIONAL_OK = {"US", "GB", "DE", "FR", "ES", "IT", "NL", "IN", "CA"}  # the redactor's regions
+
+
+def _phone_number(r: random.Random, region: str) -> phonenumbers.PhoneNumber:
+    kind = r.choice([PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE])
+    example = phonenumbers.example_number_for_type(region, kind) or \
+        phonenumbers.example_number(region)
+    assert example is not None
+    national = str(example.national_number)
+    for _ in range(200):  # vary the subscriber digits, keep it valid
+        keep = max(3, len(national) - 4)
+        digits = national[:keep] + "".join(r.choice(string.digits)
+                                           for _ in range(len(national) - keep))
+        n = phonenumbers.parse("+" + str(example.country_code) + digits, None)
+        if phonenumbers.is_valid_number(n):
+            return n
+    return example
+
+
+def phone(r: random.Random) -> str:
+    region = r.choice(PHONE_REGIONS)
+    n = _phone_number(r, region)
+    styles: list[Callable[[], str]] = [
+        lambda: phonenumbers.format_number(n, PhoneNumberFormat.INTERNATIONAL),
+        lambda: phonenumbers.format_number(n, PhoneNumberFormat.E164),
+        lambda: phonenumbers.format_number(n, PhoneNumberFormat.INTERNATIONAL)
+        .replace(" ", "-"),
+        lambda: "00" + phonenumbers.format_number(n, PhoneNumberFormat.INTERNATIONAL)[1:],
+    ]
+    if region in ("US", "CA"):  # digits only, after a word that says what they are
+        styles.append(lambda: "tel. " + str(n.national_number))
+    if region in NATIONAL_OK:  # a number without its country code, in its own format
+        styles += [
+            lambda: phonenumbers.format_number(n, PhoneNumberFormat.NATIONAL),
+            lambda: _dotted(phonenumbers.format_number(n, PhoneNumberFormat.NATIONAL)),
+            lambda: phonenumbers.format_number(n, PhoneNumberFormat.NATIONAL)
+            .replace("(", "").replace(") ", "-").replace(" ", "-"),
+        ]
+    return r.choice(styles)()
+
+
+def _dotted(national: str) -> str:
+    """Dots for spaces (06.12.34.56.78, 415.555.0132); one dot alone reads as a decimal
+    number, so such a number keeps its space."""
+    dotted = national.replace("(", "").replace(") ", " ").replace(" ", ".")
+    return dotted if dotted.count(".") >= 2 else national
+
+
+CARD_PREFIXES = [("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("2720", 16),
+                 ("34", 15), ("37", 15), ("6011", 16), ("65", 16), ("3528", 16), ("36", 14),
+                 ("62", 16), ("4", 19)]
+
+
+def card_digits(r: random.Random) -> str:
+    prefix, length = r.choice(CARD_PREFIXES)
+    body = prefix + "".join(r.choice(string.digits) for _ in range(length - len(prefix) - 1))
+    return body + luhn.calc_check_digit(body)
+
+
+def card(r: random.Random) -> str:
+    d = card_digits(r)
+    amex = len(d) == 15  # grouped 4-6-5
+    groups = [d[:4], d[4:10], d[10:]] if amex else [d[i:i + 4] for i in range(0, len(d), 4)]
+    return r.choice([d, " ".join(groups), "-".join(groups)])
+
+
+IBAN_COUNTRIES = ["DE", "GB", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "PL", "IE", "PT",
+                  "FI", "LU"]
+
+
+def _bban(r: random.Random, structure: str) -> str:
+    out = []
+    for count, kind in _parse_structure(structure):
+        pool = {"n": string.digits, "a": string.ascii_uppercase,
+                "c": string.ascii_uppercase + string.digits}[kind]
+        out.append("".join(r.choice(pool) for _ in range(count)))
+    return "".join(out)
+
+
+def _parse_structure(structure: str) -> list[tuple[int, str]]:
+    import re
+    return [(int(n), k) for n, k in re.findall(r"(\d+)!([nac])", structure)]
+
+
+def iban_compact(r: random.Random) -> str:
+    while True:
+        cc = r.choice(IBAN_COUNTRIES)
+        structure = _iban._ibandb.info(cc + "00")[0][1]["bban"]
+        bban = _bban(r, structure)
+        check = _iban.calc_check_digits(cc + "00" + bban)
+        number = cc + check + bban
+        if _iban.is_valid(number):
+            return number
+
+
+def iban(r: random.Random) -> str:
+    n = iban_compact(r)
+    grouped = " ".join(n[i:i + 4] for i in range(0, len(n), 4))
+    return r.choice([n, grouped, grouped, grouped.lower() if r.random() < 0.2 else grouped])
+
+
+def ip(r: random.Random) -> str:
+    v4 = ".".join(str(r.randint(1 if i == 0 else 0, 255)) for i in range(4))
+    groups = [format(r.randint(0, 0xFFFF), "x") for _ in range(8)]
+    full = ":".join(groups)
+    compressed = ":".join(groups[:3]) + "::" + ":".join(groups[6:])
+    return r.choice([v4, v4, f"192.168.{r.randint(0, 255)}.{r.randint(1, 254)}",
+                     f"10.{r.randint(0, 255)}.{r.randint(0, 255)}.{r.randint(1, 254)}",
+                     f"{v4}:{r.randint(1024, 65535)}", full, compressed, "::1",
+                     f"fe80::{groups[0]}:{groups[1]}", f"[{compressed}]:443",
+                     f"::ffff:{v4}"])
+
+
+MAKERS: dict[str, Callable[[random.Random], str]] = {
+    "email": email, "phone": phone, "card": card, "iban": iban, "ip": ip}
+
+
+# -- look-alikes that are not personal data ---------------------------------------------------
+
+def lookalike(r: random.Random) -> str:
+    d = r.randint(1, 28)
+    m = r.randint(1, 12)
+    y = r.randint(2019, 2027)
+    bad_card = card_digits(r)
+    bad_card = bad_card[:-1] + str((int(bad_card[-1]) + 1) % 10)  # fails Luhn
+    bad_iban = iban_compact(r)
+    bad_iban = bad_iban[:2] + format((int(bad_iban[2:4]) + 1) % 97 + 2, "02d") + bad_iban[4:]
+    choices = [
+        f"{y}-{m:02d}-{d:02d}", f"{d:02d}/{m:02d}/{y}", f"{d}.{m}.{y}",
+        f"{y}-{m:02d}-{d:02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:"
+        f"{r.randint(0, 59):02d}Z",
+        f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}",
+        f"order #{r.randint(10000, 99999)}", f"ORD-{y}-{r.randint(10000, 99999)}",
+        f"INV-{r.randint(10 ** 7, 10 ** 8 - 1)}", f"ticket {r.randint(100, 99999)}",
+        f"${r.randint(1, 9999):,}.{r.randint(0, 99):02d}",
+        f"{r.randint(1000, 999999):,}".replace(",", " ") + f",{r.randint(0, 99):02d} EUR",
+        f"v{r.randint(0, 9)}.{r.randint(0, 20)}.{r.randint(0, 30)}",
+        f"{r.randint(0, 3)}.{r.randint(0, 12)}.{r.randint(0, 9)}",
+        f"1Z{r.randint(100, 999)}AA{r.randint(10 ** 9, 10 ** 10 - 1)}",
+        f"{r.getrandbits(128):032x}", f"sha {r.getrandbits(64):016x}",
+        f"{r.randint(1, 99)}%", f"zip {r.randint(10000, 99999)}",
+        f"step {r.randint(1, 9)}/{r.randint(10, 20)}", "HTTP/1.1 404", "x86_64",
+        f"{r.randint(1, 500)} kg", f"{r.randint(1_600_000_000, 1_800_000_000)} (unix time)",
+        f"{bad_card} (a number that fails its check digit)",
+        f"{bad_iban} (an IBAN with a wrong checksum)",
+        f"@{r.choice(FIRST)}", f"{r.choice(FIRST)} at example dot com",
+        f"room {r.randint(100, 999)}", f"{r.randint(2, 12)} x {r.randint(2, 12)} cm",
+        f"ISBN 978-{r.randint(0, 9)}-{r.randint(10, 99)}-{r.randint(100000, 999999)}-"
+        f"{r.randint(0, 9)}",
+        f"EAN {r.randint(4 * 10 ** 12, 5 * 10 ** 12)}",
+        f"build 10.0.{r.randint(10000, 30000)}.{r.randint(1000, 9999)}",
+        f"{r.uniform(-90, 90):.4f}, {r.uniform(-180, 180):.4f}",
+        f"{y}-{m:02d}-{d:02d} {r.randint(0, 23):02d}:{r.randint(0, 59):02d}:"
+        f"{r.randint(0, 59):02d}",
+        f"case {y}-{r.randint(100000, 999999)}", f"{r.uniform(0, 100):.5f}",
+        f"qty {r.randint(1, 50)} @ {r.randint(1, 999)}.{r.randint(0, 99):02d}",
+        f"account {r.randint(10 ** 5, 10 ** 6 - 1)}", f"PIN length {r.randint(4, 6)}",
+        f"port {r.randint(1024, 65535)}", f"{r.randint(0, 255)}.{r.randint(0, 255)}",
+    ]
+    return r.choice(choices)
+
+
+TEMPLATES = [
+    "Hi, this is {a}. My contact is {x} and I was charged twice on {n}.",
+    "Please refund the payment; the card was {x}. Reference {n}.",
+    "Customer wrote from {x} about {n}: the parcel never arrived.",
+    "Call back on {x} after {n}, or write to {y}.",
+    "Wire it to {x} (see {n}). Thanks!",
+    "login failed from {x} at {n}",
+    "Contact: {x}; alt: {y}; note: {n}",
+    "{x}",
+    "Nothing personal here: {n} and {m}.",
+    "Details -> {x}, {n}, {y}.",
+    "tool result: {{\"email\": \"{x}\", \"ref\": \"{n}\"}}",
+    "Le client {a} ({x}) a payé le {n}.",
+    "From: {a} <{x}>\nSubject: {n}",
+    "name,contact,ref\n{a},{x},{n}",
+    "[{n}] WARN session s-{n}: upstream {x} refused; retry with {y}",
+    "Der Kunde erreichte uns unter {x} wegen {n}.",
+]
+
+
+def samples(n: int, seed: int = 7) -> list[Sample]:
+    r = random.Random(seed)
+    out: list[Sample] = []
+    kinds = list(MAKERS)
+    for i in range(n):
+        template = TEMPLATES[i % len(TEMPLATES)]
+        values: dict[str, tuple[str | None, str]] = {}
+        for slot in ("x", "y"):
+            kind = kinds[(i + (slot == "y")) % len(kinds)] if r.random() < 0.9 else None
+            values[slot] = (kind, MAKERS[kind](r) if kind else lookalike(r))
+        values["n"] = (None, lookalike(r))
+        values["m"] = (None, lookalike(r))
+        values["a"] = (None, r.choice(FIRST).title())
+        text, truth = _fill(template, values)
+        out.append(Sample(text=text, truth=truth))
+    return out
+
+
+def _fill(template: str, values: dict[str, tuple[str | None, str]]
+          ) -> tuple[str, list[tuple[str, int, int]]]:
+    import re
+    text = ""
+    truth: list[tuple[str, int, int]] = []
+    pos = 0
+    for m in re.finditer(r"(?<!\{)\{([a-z])\}(?!\})", template):
+        text += template[pos:m.start()].replace("{{", "{").replace("}}", "}")
+        kind, value = values[m.group(1)]
+        if kind is not None:
+            truth.append((kind, len(text), len(text) + len(value)))
+        text += value
+        pos = m.end()
+    text += template[pos:].replace("{{", "{").replace("}}", "}")
+    return text, truth
+
+
+@dataclass
+class Score:
+    true: int = 0  # true values
+    found: int = 0  # findings
+    hits: int = 0  # true values found (a finding of the kind overlaps them)
+    right: int = 0  # findings that overlap a true value of their kind
+
+    @property
+    def recall(self) -> float:
+        return self.hits / self.true if self.true else 1.0
+
+    @property
+    def precision(self) -> float:
+        return self.right / self.found if self.found else 1.0
+
+
+def score(redactor: Redactor, corpus: list[Sample]) -> dict[str, Score]:
+    scores = {k: Score() for k in KINDS}
+    for s in corpus:
+        found = redactor.find(s.text)
+        for kind, start, end in s.truth:
+            scores[kind].true += 1
+            if any(f.kind == kind and f.start < end and start < f.end for f in found):
+                scores[kind].hits += 1
+        for f in found:
+            scores[f.kind].found += 1
+            if any(kind == f.kind and f.start < end and start < f.end
+                   for kind, start, end in s.truth):
+                scores[f.kind].right += 1
+    return scores
+
+
+def misses(redactor: Redactor, corpus: list[Sample], kind: str) -> list[str]:
+    """Texts where a true value of ``kind`` was not found (to look at)."""
+    out = []
+    for s in corpus:
+        found = redactor.find(s.text)
+        for k, start, end in s.truth:
+            if k == kind and not any(f.kind == k and f.start < end and start < f.end
+                                     for f in found):
+                out.append(s.text[start:end])
+    return out
+
+
+def false_finds(redactor: Redactor, corpus: list[Sample], kind: str) -> list[str]:
+    """Findings of ``kind`` that are not a true value of it (to look at)."""
+    out = []
+    for s in corpus:
+        for f in redactor.find(s.text):
+            if f.kind == kind and not any(k == kind and f.start < end and start < f.end
+                                          for k, start, end in s.truth):
+                out.append(f.value)
+    return out

@@ -1,0 +1,357 @@
+"""Baseline alerts: learned bands per agent and tenant, fired by injected drift (a slow
+model, a spike of invalid output, a token burn), never by a steady run; logged, stored and
+POSTed to a real webhook server on loopback, durably."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import convoy
+from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
+from convoy.models import Latency
+from convoy.stores import SQLiteStore
+from tests.fakeclock import FakeClock
+
+ROOT = Path(__file__).resolve().parents[1]
+POLICY = BaselinePolicy(alpha=0.2, k=3.0, warmup=10, fire_after=3, clear_after=3)
+
+
+class Label(BaseModel):
+    label: str
+
+
+@dataclass
+class Drift:
+    """What the simulated model does now; a test changes it between sessions."""
+
+    invalid: bool = False
+    seen: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Rig:
+    engine: convoy.Engine
+    alerts: BaselineAlerts
+    sim: convoy.SimModel
+    clock: FakeClock
+    drift: Drift
+    wf: convoy.Workflow[Any, Any]
+    n: int = 0
+
+    async def sessions(self, count: int, gap: float = 10.0) -> None:
+        for _ in range(count):
+            self.n += 1
+            await self.engine.run(self.wf, f"ticket {self.n}")
+            self.clock.advance(gap)
+
+    async def alerts_in_store(self, **kw: Any) -> list[tuple[str, str, str, str]]:
+        return [(a.scope, a.subject, a.metric, a.status)
+                for a in reversed(await self.engine.store.list_alerts(**kw))]
+
+
+def make_rig(db: Path, clock: FakeClock, webhooks: list[str | Webhook] | None = None,
+             **alert_kw: Any) -> Rig:
+    drift = Drift()
+
+    def script(req: convoy.ModelRequest) -> dict[str, Any]:
+        if drift.invalid:
+            return {"text": "no JSON here"}
+        return {"output": {"label": "billing"}}
+
+    sim = convoy.SimModel({"triage": script}, seed=7, usage=(100, 20), sleep=clock.sleep,
+                          latency=Latency(kind="uniform", low=0.4, high=0.6))
+    agent = convoy.Agent(name="triage", output_type=Label, model=sim, output_retries=1)
+
+    @convoy.workflow(name="alerting")
+    async def wf(ctx: convoy.Context, ticket: str) -> Label:
+        out: Label = await ctx.run(agent, ticket)
+        return out
+
+    alerts = BaselineAlerts(POLICY, webhooks=webhooks or [], **alert_kw)
+    engine = convoy.Engine(SQLiteStore(db, clock=clock), interceptors=[alerts])
+    return Rig(engine, alerts, sim, clock, drift, wf)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    yield r
+    await r.engine.aclose()
+
+
+def fired(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "convoy.alerts" and r.levelno >= logging.WARNING]
+
+
+async def test_a_steady_run_never_alerts(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="convoy")
+    await rig.sessions(80)
+    assert await rig.alerts_in_store() == []
+    assert fired(caplog) == []
+    latency = rig.alerts.baselines[("default", "agent", "triage", "latency")]
+    assert latency.count == 80 and 0.4 < latency.mean < 0.6
+
+
+async def test_a_slow_model_fires_a_latency_alert_that_clears_when_it_recovers(
+        rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="convoy")
+    await rig.sessions(30)
+    rig.sim.latency = Latency(value=3.0)
+    await rig.sessions(2)
+    assert await rig.alerts_in_store() == []  # two slow calls: not yet (fire_after=3)
+    await rig.sessions(2)
+    assert await rig.alerts_in_store() == [("agent", "triage", "latency", "open"),
+                                           ("tenant", "default", "latency", "open")]
+    (row, _) = await rig.engine.store.list_alerts(open_only=True)
+    assert row.value == 3.0 and row.threshold < 1.0 and 0.4 < row.mean < 0.6
+    assert any("latency of agent 'triage' is 3" in m for m in fired(caplog))
+    rig.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+    await rig.sessions(2)
+    assert len(await rig.alerts_in_store(open_only=True)) == 2  # hysteresis: not yet
+    await rig.sessions(1)
+    assert await rig.alerts_in_store() == [("agent", "triage", "latency", "cleared"),
+                                           ("tenant", "default", "latency", "cleared")]
+    await rig.sessions(20)  # back to normal: it stays cleared, nothing new fires
+    assert len(await rig.alerts_in_store()) == 2
+
+
+async def test_a_spike_of_invalid_output_fires_an_error_rate_alert(rig: Rig) -> None:
+    await rig.sessions(30)
+    rig.drift.invalid = True
+    await rig.sessions(3)
+    assert ("agent", "triage", "error_rate", "open") in await rig.alerts_in_store()
+    alert = next(a for a in await rig.engine.store.list_alerts()
+                 if a.metric == "error_rate" and a.scope == "agent")
+    assert json.loads(alert.detail)["error_kinds"] == {"invalid_output": 1}
+    assert alert.value == 0.5  # one repair of two model calls per session
+    rig.drift.invalid = False
+    await rig.sessions(3)
+    assert ("agent", "triage", "error_rate", "cleared") in await rig.alerts_in_store()
+
+
+async def test_a_token_burn_fires_tokens_and_token_velocity_alerts(tmp_path: Path) -> None:
+    r = make_rig(tmp_path / "a.db", FakeClock(), window_s=20.0,
+                 policies={"velocity": BaselinePolicy(alpha=0.2, warmup=5)})
+    try:
+        await r.sessions(40)
+        assert await r.alerts_in_store() == []
+        r.sim.usage = (100, 4000)
+        await r.sessions(8)
+        got = await r.alerts_in_store(open_only=True)
+        for scope, subject in (("agent", "triage"), ("tenant", "default")):
+            assert (scope, subject, "tokens", "open") in got
+            assert (scope, subject, "velocity", "open") in got
+    finally:
+        await r.engine.aclose()
+
+
+async def test_tenants_and_agents_learn_apart(rig: Rig) -> None:
+    for _ in range(30):
+        await rig.engine.run(rig.wf, f"a {rig.n}", tenant="acme")
+        rig.n += 1
+        rig.clock.advance(10)
+    rig.sim.latency = Latency(value=3.0)
+    for _ in range(3):
+        await rig.engine.run(rig.wf, f"g {rig.n}", tenant="globex")  # globex: still warming up
+        rig.n += 1
+    assert await rig.alerts_in_store() == []
+    for _ in range(3):
+        await rig.engine.run(rig.wf, f"a {rig.n}", tenant="acme")
+        rig.n += 1
+    assert await rig.alerts_in_store(tenant="acme") == [
+        ("agent", "triage", "latency", "open"), ("tenant", "acme", "latency", "open")]
+    assert await rig.alerts_in_store(tenant="globex") == []
+
+
+async def test_baselines_survive_a_restart(tmp_path: Path) -> None:
+    clock = FakeClock()
+    first = make_rig(tmp_path / "a.db", clock)
+    await first.sessions(30)
+    await first.engine.aclose()
+    again = make_rig(tmp_path / "a.db", clock)
+    try:
+        again.sim.latency = Latency(value=3.0)
+        await again.sessions(3)  # no new warm-up: the learned baseline was loaded
+        assert ("agent", "triage", "latency", "open") in await again.alerts_in_store()
+    finally:
+        await again.engine.aclose()
+
+
+# -- the webhook, on a real HTTP server on loopback ---------------------------------------
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every POST and answers the next statuses in
+    ``answers`` (then 200)."""
+
+    def __init__(self, port: int = 0) -> None:
+        self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.answers: list[int] = []
+        self.got = threading.Condition()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with outer.got:
+                    status = outer.answers.pop(0) if outer.answers else 200
+                    if status == 200:
+                        outer.received.append((body, dict(self.headers)))
+                    outer.got.notify_all()
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+def free_port_url() -> str:
+    """A loopback URL nobody listens on (the port was bound once, then released)."""
+    probe = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    port = probe.server_address[1]
+    probe.server_close()
+    return f"http://127.0.0.1:{port}/hook"
+
+
+async def test_alert_events_are_posted_to_a_webhook_with_retries(
+        tmp_path: Path, receiver: Receiver) -> None:
+    receiver.answers = [503, 503, 500, 500]  # the first two attempts of each event fail
+    hook = Webhook(url=receiver.url, backoff=5.0)
+    r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=[hook], background=False)
+    try:
+        await r.sessions(30)
+        r.sim.latency = Latency(value=3.0)
+        await r.sessions(3)
+        assert await r.alerts.deliver_due() == 0  # fired events: first attempt, 503
+        assert receiver.received == []
+        r.clock.advance(4)
+        assert await r.alerts.deliver_due() == 0  # backoff: not due yet
+        r.clock.advance(2)
+        assert await r.alerts.deliver_due() == 0  # second attempt (after 5 s), 503 / 500
+        r.clock.advance(9)
+        assert await r.alerts.deliver_due() == 0  # the next backoff is 10 s
+        r.clock.advance(1)
+        assert await r.alerts.deliver_due() == 2  # third attempt: both delivered
+        bodies = sorted((b["event"], b["alert"]["scope"], b["alert"]["metric"])
+                        for b, _ in receiver.received)
+        assert bodies == [("fired", "agent", "latency"), ("fired", "tenant", "latency")]
+        body, headers = receiver.received[0]
+        assert body["alert"]["value"] == 3.0 and body["alert"]["status"] == "open"
+        assert headers["Idempotency-Key"] == f"convoy-alert-{body['alert']['id']}-fired"
+        assert headers["Content-Type"] == "application/json"
+    finally:
+        await r.engine.aclose()
+
+
+async def test_the_engine_delivers_in_the_background(tmp_path: Path,
+                                                     receiver: Receiver) -> None:
+    r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=[receiver.url])
+    try:
+        await r.sessions(30)
+        r.sim.latency = Latency(value=3.0)
+        await r.sessions(3)
+        def two_received() -> bool:
+            with receiver.got:
+                return receiver.got.wait_for(lambda: len(receiver.received) == 2, timeout=30)
+
+        # The engine's delivery task POSTs the events it was woken for (waited for on a
+        # thread, so the event loop keeps running it).
+        assert await asyncio.to_thread(two_received)
+    finally:
+        await r.engine.aclose()
+
+
+async def test_a_queued_event_survives_a_restart_and_is_delivered_later(
+        tmp_path: Path) -> None:
+    down = free_port_url()
+    clock = FakeClock()
+    first = make_rig(tmp_path / "a.db", clock, webhooks=[down], background=False)
+    await first.sessions(30)
+    first.sim.latency = Latency(value=3.0)
+    await first.sessions(3)
+    await first.alerts.deliver_due()  # connection refused: stays queued
+    await first.engine.aclose()
+    # The receiver comes up where the hook pointed; a new engine on the same store delivers.
+    server = Receiver(port=int(down.rsplit(":", 1)[1].split("/")[0]))
+    later = make_rig(tmp_path / "a.db", clock, webhooks=[down], background=False)
+    try:
+        clock.advance(3600)
+        await later.engine.open()
+        assert await later.alerts.deliver_due() == 2
+        assert sorted(b["alert"]["scope"] for b, _ in server.received) == ["agent", "tenant"]
+    finally:
+        await later.engine.aclose()
+        server.close()
+
+
+CHILD = """
+import asyncio, os, signal, sys
+from pathlib import Path
+from convoy.models import Latency
+from tests.fakeclock import FakeClock
+from tests.test_alerts import make_rig
+
+async def main() -> None:
+    r = make_rig(Path(sys.argv[1]), FakeClock(), webhooks=[sys.argv[2]], background=False)
+    await r.sessions(30)
+    r.sim.latency = Latency(value=3.0)
+    await r.sessions(3)
+    assert len(await r.engine.store.list_alerts(open_only=True)) == 2
+    os.kill(os.getpid(), signal.SIGKILL)  # before any delivery was attempted
+
+asyncio.run(main())
+"""
+
+
+async def test_alert_events_queued_before_a_sigkill_are_delivered_after_it(
+        tmp_path: Path) -> None:
+    url = free_port_url()
+    db = tmp_path / "a.db"
+    child = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", CHILD, str(db), url], cwd=ROOT,
+        env={"PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert child.returncode == -9, child.stderr
+    server = Receiver(port=int(url.rsplit(":", 1)[1].split("/")[0]))
+    clock = FakeClock()
+    clock.advance(3600)
+    later = make_rig(db, clock, webhooks=[url], background=False)
+    try:
+        await later.engine.open()
+        assert await later.alerts.deliver_due() == 2
+        assert sorted((b["event"], b["alert"]["scope"]) for b, _ in server.received) == [
+            ("fired", "agent"), ("fired", "tenant")]
+    finally:
+        await later.engine.aclose()
+        server.close()

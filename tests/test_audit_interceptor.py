@@ -1,0 +1,221 @@
+"""The audit interceptor on a real engine: one entry per step that passes the chain
+(model calls with the agent's decision, a handoff, a state write, an approval asked for,
+the person's decision, the approved tool call, a workflow version seen), sharing the
+session id and step key; no raw prompt, output or argument in any entry; a resumed
+session appends nothing twice; and the log verifies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pydantic import BaseModel
+
+import convoy
+from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, digest, verify_log
+from convoy.stores import SQLiteStore
+
+from .conftest import FakeClock
+
+SECRET = "alice@example.com"
+
+
+@convoy.tool(writes=True, idempotent=True, requires_approval=convoy.Approval(queue="finance"))
+def refund(customer: str, cents: int) -> str:
+    """Refund a customer."""
+    return f"refunded {cents} to {customer}"
+
+
+class Ticket(BaseModel):
+    text: str
+
+
+billing = convoy.Agent(name="billing", input_type=Ticket, tools=[refund], model="sim:")
+triage = convoy.Agent(name="triage", input_type=Ticket, handoffs=[billing], model="sim:")
+
+
+def _sim() -> convoy.SimModel:
+    return convoy.SimModel({
+        "triage": {"handoff": "billing", "payload": {"text": f"refund {SECRET}"}},
+        "billing": [
+            {"tool_calls": [{"name": "refund", "arguments": {"customer": SECRET,
+                                                             "cents": 500}}]},
+            lambda req: {"text": f"done for {SECRET}"}]})
+
+
+@convoy.workflow(name="audit.desk", version="v1")
+async def desk(ctx: convoy.Context, text: str) -> str:
+    notes = ctx.state("customer:1")
+    await notes.set("last", {"email": SECRET}, expected_version=0)
+    return str(await ctx.run(triage, Ticket(text=text)))
+
+
+def _engine(db: Path, clock: FakeClock, audit: AuditInterceptor) -> convoy.Engine:
+    return convoy.Engine(SQLiteStore(db, clock=clock), models={"sim:": _sim()},
+                         interceptors=[audit])
+
+
+async def _events(log: AuditLog, tenant: str) -> list[AuditEvent]:
+    rows = await log.store.audit_entries(tenant, 0, 1000)
+    return [AuditEvent.decode(r.body) for r in rows]
+
+
+async def test_every_step_of_a_multi_agent_session_has_one_entry(db: Path,
+                                                                 tmp_path: Path) -> None:
+    clock = FakeClock()
+    audit = AuditInterceptor(key_path=tmp_path / "audit.key")
+    async with _engine(db, clock, audit) as eng:
+        res = await eng.tenant("acme").run(desk, f"help {SECRET}", session_id="s1")
+        assert res.status == "waiting"
+        [task] = await eng.tenant("acme").inbox.tasks()
+        await eng.tenant("acme").inbox.approve(task.id, by="fin")
+        [res] = await eng.tenant("acme").resume()
+        assert res.ok, res
+        events = await _events(audit.log, "acme")
+        journal = await eng.journal("s1")
+        raw = b"".join(r.body for r in await eng.store.audit_entries("acme", 0, 1000))
+        report = await verify_log(audit.log, "acme")
+        stored = await eng.store.state_get("acme", "customer:1", "last")
+    kinds = [(e.kind, e.status) for e in events]
+    assert kinds[0] == ("config_change", "ok")
+    assert ("state_write", "ok") in kinds and ("handoff", "ok") in kinds
+    assert ("approval", "required") in kinds and ("approval", "approve") in kinds
+    assert ("tool_call", "ok") in kinds
+    decisions = [e.refs["decision"] for e in events if e.kind == "model_call"]
+    assert decisions == ["transfer_to_billing", "refund", "answer"]
+    assert all(e.session_id == "s1" for e in events)
+    # one entry per step that passed the chain, keyed by the journal's step key
+    stepped = [(e.kind, e.step_key) for e in events if e.kind != "config_change"]
+    assert len(stepped) == len(set(stepped))
+    assert [e.status for e in events if e.kind == "agent_decision"] == ["handoff", "answer"]
+    keys = {r.key: r.kind for r in journal}
+    for e in events:
+        if e.kind in ("model_call", "tool_call", "handoff", "policy_refusal"):
+            assert e.step_key in keys, e
+    for r in journal:
+        if r.kind in ("model", "handoff"):
+            assert r.key in {k for _, k in stepped}, r
+    # hashes, never the raw values
+    assert SECRET.encode() not in raw
+    tool = next(e for e in events if e.kind == "tool_call")
+    assert tool.hashes["args"] == digest(refund.args_model(customer=SECRET, cents=500))
+    write = next(e for e in events if e.kind == "state_write")
+    assert stored is not None and json.loads(stored.value) == {"email": SECRET}
+    assert write.hashes["value"] == digest(stored.value)
+    assert report.size == len(events)
+
+
+async def test_a_resumed_session_appends_nothing_twice(db: Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock, AuditInterceptor()) as eng:
+        await eng.tenant("acme").run(desk, "x", session_id="s1")
+        before = await eng.store.audit_size("acme")
+    again = AuditInterceptor()  # a new process: the steps journaled so far replay
+    async with _engine(db, clock, again) as eng:
+        [task] = await eng.tenant("acme").inbox.tasks()
+        await eng.tenant("acme").inbox.approve(task.id, by="fin")
+        [res] = await eng.tenant("acme").resume()
+        assert res.ok
+        events = await _events(again.log, "acme")
+    assert before > 0
+    keys = [(e.kind, e.step_key) for e in events if e.step_key is not None]
+    assert len(keys) == len(set(keys))  # no step audited twice
+    # the workflow version was recorded once, by the first process
+    assert [e.kind for e in events].count("config_change") == 1
+
+
+async def test_without_the_interceptor_nothing_is_audited(db: Path) -> None:
+    async with convoy.Engine(SQLiteStore(db, clock=FakeClock()),
+                             models={"sim:": _sim()}) as eng:
+        await eng.tenant("acme").run(desk, "x", session_id="s1")
+        assert await eng.store.audit_tenants() == []
+
+
+def test_an_event_round_trips_and_holds_only_what_it_was_given() -> None:
+    e = AuditEvent(kind="tool_call", status="ok", at=1.5, session_id="s", step_key="0/1",
+                   actor="a", target="t", hashes={"args": digest({"x": 1})}, refs={"k": "v"})
+    assert AuditEvent.decode(e.encode()) == e
+    assert e.encode() == AuditEvent.decode(e.encode()).encode()
+    assert digest("abc") == digest(b"abc") != digest({"abc": 1})
+    assert isinstance(digest([1, 2]), str) and digest([1, 2]).startswith("sha256:")
+
+
+
+
+async def test_every_step_has_one_span_and_one_entry_sharing_trace_id_and_key(
+        db: Path) -> None:
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from convoy.observability import Tracing
+
+    mem = InMemorySpanExporter()
+    audit = AuditInterceptor()
+    eng = convoy.Engine(SQLiteStore(db, clock=FakeClock()), models={"sim:": _sim()},
+                        interceptors=[Tracing(exporters=[SimpleSpanProcessor(mem)]), audit])
+    async with eng:
+        await eng.tenant("acme").run(desk, "x", session_id="s1")
+        [task] = await eng.tenant("acme").inbox.tasks()
+        await eng.tenant("acme").inbox.approve(task.id, by="fin")
+        [res] = await eng.tenant("acme").resume()
+        assert res.ok
+        events = await _events(audit.log, "acme")
+    spans: dict[tuple[str, str], list[str]] = {}
+    for span in mem.get_finished_spans():
+        attrs = dict(span.attributes or {})
+        key = attrs.get("convoy.step.key")
+        if key is None or attrs.get("convoy.replay"):
+            continue
+        kind = str(attrs.get("gen_ai.operation.name") or span.name.split(" ")[0])
+        spans.setdefault((_family(kind), str(key)), []).append(
+            f"{span.context.trace_id:032x}")
+    entries: dict[tuple[str, str], list[str]] = {}
+    for e in events:
+        if e.step_key is None:
+            continue
+        # an approval asked for is the tool step's; the decision, the inbox read's
+        family = "tool" if (e.kind, e.status) == ("approval", "required") else \
+            _family(e.kind)
+        entries.setdefault((family, e.step_key), []).append(e.refs.get("trace_id", ""))
+    assert spans and set(spans) == set(entries)
+    for k, traces in spans.items():
+        assert len(traces) == 1 and entries[k] == traces, k  # one each, one trace id
+
+
+def _family(kind: str) -> str:
+    """What a span's operation and an audit entry's kind are both about."""
+    return {"invoke_agent": "agent", "agent_decision": "agent", "chat": "model",
+            "model_call": "model", "execute_tool": "tool", "tool_call": "tool",
+            "policy_refusal": "tool", "handoff": "handoff",
+            "effect": "step", "step": "step"}.get(kind, "state" if "state" in kind or
+                                                   kind in ("human_decision", "approval") else kind)
+
+
+async def test_entries_ride_the_journals_commits(tmp_path: Path) -> None:
+    """Auditing adds entries, not commits: the same sessions take as many commits of the
+    store with the interceptor as without it."""
+    sim = convoy.SimModel({"triage": {"handoff": "billing", "payload": {"text": "t"}},
+                           "billing": {"text": "done"}})
+    bill = convoy.Agent(name="billing", input_type=Ticket, model=sim)
+    tri = convoy.Agent(name="triage", input_type=Ticket, handoffs=[bill], model=sim)
+
+    @convoy.workflow(name="audit.commits")
+    async def flow(ctx: convoy.Context, text: str) -> str:
+        await ctx.state(f"customer:{ctx.session_id}").set("n", 1, expected_version=0)
+        return str(await ctx.run(tri, Ticket(text=text)))
+
+    commits = []
+    for audited in (False, True):
+        store = SQLiteStore(tmp_path / f"{audited}.db", clock=FakeClock())
+
+        audit = AuditInterceptor()
+        async with convoy.Engine(store, interceptors=[audit] if audited else []) as eng:
+            for i in range(5):
+                assert (await eng.tenant("acme").run(flow, "x", session_id=f"s{i}")).ok
+            before = store.commits
+            for i in range(5, 10):
+                assert (await eng.tenant("acme").run(flow, "x", session_id=f"s{i}")).ok
+            commits.append(store.commits - before)
+            if audited:
+                assert await store.audit_size("acme") > 5 * 6
+    assert commits[1] == commits[0], commits

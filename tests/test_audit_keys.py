@@ -1,0 +1,44 @@
+"""The checkpoint signing key: created on first use with mode 0600, loaded after, refused
+in one line when it is not an Ed25519 PEM key; checkpoints sign and verify with it."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+
+from convoy import AuditProofError, UserError
+from convoy.audit import Checkpoint, load_or_create_key
+from convoy.audit._keys import public_key_text
+
+
+def test_the_key_is_created_0600_on_first_use_and_loaded_after(tmp_path: Path) -> None:
+    path = tmp_path / "keys" / "audit.key"
+    key = load_or_create_key(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    again = load_or_create_key(path)
+    assert public_key_text(again.public_key()) == public_key_text(key.public_key())
+
+
+def test_a_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "audit.key"
+    path.write_text("not a key")
+    with pytest.raises(UserError, match="not an unencrypted PEM private key"):
+        load_or_create_key(path)
+
+
+def test_a_checkpoint_verifies_and_any_change_breaks_it(tmp_path: Path) -> None:
+    key = load_or_create_key(tmp_path / "k")
+    cp = Checkpoint.sign(key, tenant="acme", size=3, root=b"\1" * 32, timestamp=1000.5)
+    back = Checkpoint.from_json(cp.to_json())
+    back.check(public_key_text(key.public_key()))
+    for change in ({"size": 4}, {"root": b"\2" * 32}, {"timestamp": 1000.6},
+                   {"tenant": "globex"}):
+        forged = Checkpoint(**{**{f: getattr(cp, f) for f in (
+            "tenant", "size", "root", "timestamp", "public_key", "signature")}, **change})
+        with pytest.raises(AuditProofError, match="invalid signature"):
+            forged.check()
+    other = load_or_create_key(tmp_path / "other")
+    with pytest.raises(AuditProofError, match="not by the expected key"):
+        cp.check(public_key_text(other.public_key()))

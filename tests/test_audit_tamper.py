@@ -1,0 +1,288 @@
+"""``convoy audit verify`` against a log tampered with directly in the database (a real
+SQLite file, a real PostgreSQL schema), as someone with write access to the store would:
+every case is detected and the first bad entry named; ``prove`` prints a proof a third
+party checks with ``convoy audit check``; errors are one line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convoy.audit import AuditEvent, AuditLog, Checkpoint, entry_leaf
+from tests.clikit import cli, workdir  # noqa: F401  (fixture)
+from tests.store_backends import BACKENDS, Backend, FakeClock, PostgresBackend, SQLiteBackend
+
+N = 20
+T = "acme"
+
+
+def _event(i: int) -> AuditEvent:
+    return AuditEvent(kind="tool_call", status="ok", at=1000.0 + i, session_id="s1",
+                      step_key=f"0/{i}", actor="clerk", target=f"tool-{i:03d}")
+
+
+@pytest.fixture(params=BACKENDS, ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b: Backend = request.param(tmp_path)
+    yield b
+    b.cleanup()
+
+
+def _url(b: Backend) -> str:
+    return str(b.path) if isinstance(b, SQLiteBackend) else b.url  # type: ignore[attr-defined]
+
+
+class Raw:
+    """Straight SQL on the store's database, bypassing Convoy (the attacker's access)."""
+
+    def __init__(self, b: Backend) -> None:
+        self.b = b
+
+    def run(self, *statements: tuple[str, tuple[Any, ...]]) -> list[Any]:
+        rows: list[Any] = []
+        if isinstance(self.b, SQLiteBackend):
+            conn = sqlite3.connect(self.b.path)
+            with conn:
+                for sql, params in statements:
+                    rows = conn.execute(sql, params).fetchall()
+            conn.close()
+            return rows
+        import psycopg
+
+        assert isinstance(self.b, PostgresBackend)
+        base, _, schema = self.b.url.partition("?schema=")
+        with psycopg.connect(base) as pg:
+            pg.execute(f'SET search_path TO "{schema}"')  # type: ignore[arg-type]
+            for sql, params in statements:
+                cur = pg.execute(sql.replace("?", "%s"), params)  # type: ignore[arg-type]
+                rows = cur.fetchall() if cur.description else []
+        return rows
+
+    def body(self, i: int) -> bytes:
+        return bytes(self.run(("SELECT body FROM audit_log WHERE tenant=? AND idx=?",
+                               (T, i)))[0][0])
+
+    def move(self, where: str, by: int) -> None:
+        """Renumber entries (in two steps, so the primary key never collides)."""
+        self.run((f"UPDATE audit_log SET idx=idx+1000000 WHERE tenant=? AND {where}", (T,)),
+                 ("UPDATE audit_log SET idx=idx-1000000+? WHERE tenant=? AND idx>=1000000",
+                  (by, T)))
+
+
+@pytest.fixture
+def log(backend: Backend, tmp_path: Path) -> dict[str, Any]:
+    """A log of N entries with checkpoints at 8 and 12 (published to a file) and N (kept
+    in the store only)."""
+
+    async def build() -> dict[str, Any]:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append(T, [_event(i) for i in range(8)])
+            cp8 = await alog.checkpoint(T)
+            await alog.append(T, [_event(i) for i in range(8, 12)])
+            cp12 = await alog.checkpoint(T)
+            await alog.append(T, [_event(i) for i in range(12, N)])
+            cp20 = await alog.checkpoint(T)
+            await alog.append("globex", [_event(0)])
+        finally:
+            await store.aclose()
+        published = tmp_path / "published.jsonl"
+        published.write_text("".join(cp.to_json() + "\n" for cp in (cp8, cp12, cp20)))
+        return {"cps": [cp8, cp12, cp20], "published": published}
+
+    built = asyncio.run(build())
+    return {**built, "key": tmp_path / "audit.key", "db": _url(backend), "raw": Raw(backend)}
+
+
+def verify(log: dict[str, Any], *more: str) -> tuple[int, str]:
+    r = cli("audit", "verify", "--db", log["db"], "--key", str(log["key"]), *more)
+    return r.code, (r.stdout + r.stderr).strip()
+
+
+def test_an_untouched_log_verifies(log: dict[str, Any]) -> None:
+    code, out = verify(log, "--checkpoint", str(log["published"]))
+    assert code == 0, out
+    assert f"tenant 'acme': {N} entries verified" in out and "'globex': 1 entries" in out
+    assert "6 signed checkpoint(s) matched" in out  # three kept, three published
+
+
+def _bad(log: dict[str, Any], index: int, why: str, *more: str) -> None:
+    code, out = verify(log, "--tenant", T, *more)
+    assert code == 1, out
+    assert len(out.splitlines()) == 1 and out.startswith("error: "), out
+    assert why in out, out
+    assert f"entry {index}" in out or f"index {index}" in out or f"from {index}" in out, out
+
+
+def test_a_flipped_byte_in_the_sqlite_file_is_found(log: dict[str, Any],
+                                                    backend: Backend) -> None:
+    if not isinstance(backend, SQLiteBackend):
+        pytest.skip("a byte of the file itself: the SQLite case")
+    data = bytearray(backend.path.read_bytes())
+    at = data.find(b"tool-005")
+    assert at > 0 and data.find(b"tool-005", at + 1) == -1
+    data[at + 5] ^= 0x01  # tool-005 -> tool-105
+    backend.path.write_bytes(bytes(data))
+    _bad(log, 5, "does not match its leaf hash")
+
+
+def test_a_changed_entry_is_found(log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    body = bytearray(raw.body(5))
+    body[-3] ^= 0x01
+    raw.run(("UPDATE audit_log SET body=? WHERE tenant=? AND idx=5", (bytes(body), T)))
+    _bad(log, 5, "does not match its leaf hash")
+
+
+def test_a_changed_leaf_hash_is_found(log: dict[str, Any]) -> None:
+    log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=9", (b"\0" * 32, T)))
+    _bad(log, 9, "does not match its leaf hash")
+
+
+def test_a_deleted_entry_is_found(log: dict[str, Any]) -> None:
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=7", (T,)))
+    _bad(log, 7, "is missing")
+
+
+def test_a_deleted_entry_with_the_rest_renumbered_is_found(log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=7", (T,)))
+    raw.move("idx>7", -1)
+    raw.run(("UPDATE audit_head SET size=size-1 WHERE tenant=?", (T,)))
+    _bad(log, 7, "does not match its leaf hash")
+
+
+def test_an_inserted_entry_is_found(log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    leaf = raw.run(("SELECT leaf FROM audit_log WHERE tenant=? AND idx=7", (T,)))[0][0]
+    raw.move("idx>=7", 1)
+    raw.run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,7,?,?)",
+             (T, _event(99).encode(), leaf)))
+    _bad(log, 7, "does not match its leaf hash")
+
+
+def test_an_inserted_entry_with_a_well_formed_leaf_is_found(log: dict[str, Any]) -> None:
+    """Whoever knows the leaf formula can make an inserted entry look right: the signed
+    checkpoint of size 8 no longer matches (no earlier checkpoint: from entry 0 on)."""
+    raw: Raw = log["raw"]
+    raw.move("idx>=7", 1)
+    forged = _event(99).encode()
+    raw.run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,7,?,?)",
+             (T, forged, entry_leaf(T, 7, forged))))
+    _bad(log, 0, "forked from its signed checkpoint of size 8: entries 0 to 7")
+
+
+def test_an_entry_appended_behind_convoys_back_is_found(log: dict[str, Any]) -> None:
+    forged = _event(99).encode()
+    log["raw"].run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)",
+                    (T, N, forged, entry_leaf(T, N, forged))))
+    _bad(log, N, "were inserted")
+
+
+def test_reordered_entries_are_found(log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    raw.move("idx=3", 997)  # 3 -> 1000, 4 -> 3, 1000 -> 4
+    raw.move("idx=4", -1)
+    raw.move("idx=1000", -996)
+    _bad(log, 3, "does not match its leaf hash")
+
+
+def test_a_truncated_log_is_found(log: dict[str, Any]) -> None:
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx>=15", (T,)))
+    _bad(log, 15, "truncated")
+
+
+def test_a_truncation_that_covers_its_tracks_is_found_by_a_published_checkpoint(
+        log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx>=15", (T,)),
+            ("UPDATE audit_head SET size=15 WHERE tenant=?", (T,)),
+            ("DELETE FROM audit_checkpoints WHERE tenant=?", (T,)))
+    assert verify(log, "--tenant", T)[0] == 0  # nothing left in the store to tell
+    _bad(log, 15, "truncated", "--checkpoint", str(log["published"]))
+
+
+def test_a_fork_after_a_published_checkpoint_is_found(log: dict[str, Any]) -> None:
+    """A rewrite of entries 10.. with every hash recomputed, the store's checkpoints
+    deleted: only the published checkpoints can tell, and they bound the first bad entry
+    (8: the last one that still matches)."""
+    raw: Raw = log["raw"]
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        ("DELETE FROM audit_checkpoints WHERE tenant=?", (T,))]
+    for i in range(10, N):
+        body = AuditEvent(kind="tool_call", status="ok", at=5.0, session_id="s1",
+                          step_key=f"0/{i}", actor="clerk", target="other").encode()
+        statements.append(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=?",
+                           (body, entry_leaf(T, i, body), T, i)))
+    raw.run(*statements)
+    assert verify(log, "--tenant", T)[0] == 0
+    _bad(log, 8, "forked from its signed checkpoint of size 12", "--checkpoint",
+         str(log["published"]))
+
+
+def test_a_forged_checkpoint_is_found(log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    [[text]] = raw.run(("SELECT body FROM audit_checkpoints WHERE tenant=? AND size=12", (T,)))
+    doc = json.loads(text)
+    doc["size"] = 11
+    raw.run(("UPDATE audit_checkpoints SET body=? WHERE tenant=? AND size=12",
+             (json.dumps(doc), T)))
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and "invalid signature" in out and len(out.splitlines()) == 1, out
+
+
+def test_a_checkpoint_signed_by_another_key_is_refused(log: dict[str, Any],
+                                                       tmp_path: Path) -> None:
+    other = tmp_path / "other.key"
+    assert cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key",
+               str(other)).code == 0
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and "not by the expected key" in out, out
+
+
+def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    r = cli("audit", "prove", "9", "--db", log["db"], "--tenant", T, "--key", str(log["key"]))
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert doc["tree_size"] == N and doc["index"] == 9  # the newest checkpoint covering it
+    public = log["cps"][0].public_key
+    proof = tmp_path / "proof.json"
+    proof.write_text(r.stdout)
+    ok = cli("audit", "check", str(proof), "--public-key", public)
+    assert ok.code == 0 and "entry 9 of tenant 'acme'" in ok.stdout, ok.stderr
+    doc["entry"] = doc["entry"][:-4] + ("AAAA" if doc["entry"][-4:] != "AAAA" else "BBBB")
+    proof.write_text(json.dumps(doc))
+    bad = cli("audit", "check", str(proof), "--public-key", public)
+    assert bad.code == 1 and "does not lead to the root" in bad.stderr
+
+
+def test_checkpoint_prints_a_signed_checkpoint(log: dict[str, Any]) -> None:
+    r = cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key", str(log["key"]))
+    assert r.code == 0, r.stderr
+    cp = Checkpoint.from_json(r.stdout)
+    cp.check(log["cps"][0].public_key)
+    assert cp.size == N and cp.root == log["cps"][2].root
+
+
+def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:
+    r = cli("audit", "prove", "999", "--db", log["db"], "--tenant", T)
+    assert r.code == 2 and "has no audit entry 999" in r.stderr
+    r = cli("audit", "checkpoint", "--db", log["db"])
+    assert r.code == 2 and "--key" in r.stderr
+    r = cli("audit", "verify", "--db", log["db"], "--key", str(tmp_path / "nope.key"))
+    assert r.code == 2 and "does not exist" in r.stderr
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{}\n")
+    r = cli("audit", "verify", "--db", log["db"], "--checkpoint", str(bad))
+    assert r.code == 2 and "line 1" in r.stderr
+    for res in (r,):
+        assert len(res.stderr.strip().splitlines()) == 1

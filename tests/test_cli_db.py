@@ -1,0 +1,137 @@
+"""``convoy db migrate|info`` on both stores: versions from and to, what a store holds, a
+password never shown, one-line errors (an unreachable server, a store newer than Convoy)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import convoy
+from convoy.stores import SCHEMA_VERSION, store_from_url
+from tests.clikit import (
+    FLOW,
+    GOOD,
+    cli,
+    one_line_error,
+    workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
+)
+from tests.store_backends import Backend, PostgresBackend, SQLiteBackend
+from tests.test_postgres import closed_port
+
+
+@pytest.fixture(params=[SQLiteBackend, PostgresBackend], ids=lambda b: b.name)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b: Backend = request.param(tmp_path)
+    yield b
+    b.cleanup()
+
+
+def url(b: Backend) -> str:
+    return str(b.path) if isinstance(b, SQLiteBackend) else b.url  # type: ignore[attr-defined]
+
+
+def at_version_4(b: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store as Convoy with schema 4 left it."""
+    from convoy.stores import _postgres_sql, _sqlite
+
+    monkeypatch.setattr(_sqlite, "_MIGRATIONS", tuple(m for m in _sqlite._MIGRATIONS
+                                                       if m[0] <= 4))
+    monkeypatch.setattr(_sqlite, "SCHEMA_VERSION", 4)
+    monkeypatch.setattr(_postgres_sql, "MIGRATIONS", tuple(m for m in _postgres_sql.MIGRATIONS
+                                                            if m[0] <= 4))
+    monkeypatch.setattr(_postgres_sql, "PG_SCHEMA_VERSION", 4)
+    async def create() -> None:
+        store = store_from_url(url(b))
+        await store.open()
+        await store.aclose()
+
+    asyncio.run(create())
+    monkeypatch.undo()
+
+
+def test_migrate_says_from_which_version_to_which(backend: Backend,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    db = url(backend)
+    at_version_4(backend, monkeypatch)
+    info = cli("db", "info", "--db", db)
+    assert info.code == 0, info.stderr
+    assert (f"schema version  4 (this Convoy writes {SCHEMA_VERSION}: run 'convoy db migrate'"
+            in info.stdout)
+    assert asyncio.run(store_from_url(db).schema_version()) == 4  # info migrated nothing
+    res = cli("db", "migrate", "--db", db)
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip().endswith(f"migrated from store schema 4 to {SCHEMA_VERSION}")
+    again = cli("db", "migrate", "--db", db)
+    assert again.code == 0 and f"already at store schema {SCHEMA_VERSION}" in again.stdout
+
+
+def test_migrate_creates_a_store_that_does_not_exist(backend: Backend) -> None:
+    res = cli("db", "migrate", "--db", url(backend))
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip().endswith(f"created at store schema {SCHEMA_VERSION}")
+
+
+def test_info_counts_sessions_by_status_journal_entries_state_keys_and_tenants(
+        backend: Backend) -> None:
+    db = url(backend)
+    write_jsonl(Path("in.jsonl"), GOOD)
+    assert cli("run", FLOW, "-i", "in.jsonl", "--db", db).code == 0
+    assert cli("run", FLOW, "-i", "in.jsonl", "--db", db, "--tenant", "acme").code == 0
+    assert cli("state", "set", "customer:1", "credit", "10", "--db", db).code == 0
+    res = cli("db", "info", "--db", db, "--json")
+    assert res.code == 0, res.stderr
+    got = json.loads(res.stdout)
+    assert got["schema_version"] == got["current_schema_version"] == SCHEMA_VERSION
+    assert got["sessions"] == {"completed": 6}
+    assert got["journal_entries"] >= 6 and got["state_keys"] == 1
+    assert got["tenants"] == 2  # default and acme
+    table = cli("db", "info", "--db", db)
+    assert table.code == 0, table.stderr
+    assert f"schema version  {SCHEMA_VERSION}" in table.stdout
+    assert "6 sessions" in table.stdout and "completed" in table.stdout
+    assert "state keys      1" in table.stdout and "tenants         2" in table.stdout
+
+
+def test_info_never_shows_the_password_of_the_store_url(backend: Backend) -> None:
+    if isinstance(backend, SQLiteBackend):
+        pytest.skip("a SQLite path has no password")
+    db = url(backend).replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
+    assert "s3cret" in db  # the test cluster trusts loopback: any password is accepted
+    assert cli("db", "migrate", "--db", db).code == 0
+    res = cli("db", "info", "--db", db, "--json")
+    assert res.code == 0, res.stderr
+    assert "s3cret" not in res.stdout and "postgres:***@" in json.loads(res.stdout)["store"]
+
+
+def test_a_store_newer_than_this_convoy_is_one_line(backend: Backend) -> None:
+    db = url(backend)
+    assert cli("db", "migrate", "--db", db).code == 0
+    backend.set_schema_version(SCHEMA_VERSION + 1)
+    for command in ("info", "migrate"):
+        res = cli("db", command, "--db", db)
+        one_line_error(res, 1, f"store schema version {SCHEMA_VERSION + 1}, newer than the "
+                               f"version {SCHEMA_VERSION} this Convoy reads")
+
+
+def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+    db = f"postgresql://convoy:s3cret@127.0.0.1:{closed_port()}/app"
+    for command in ("info", "migrate"):
+        res = cli("db", command, "--db", db)
+        one_line_error(res, 1, "cannot connect to the PostgreSQL store")
+        assert "s3cret" not in res.stderr and "convoy:***@" in res.stderr
+
+
+def test_info_on_no_store_is_one_line() -> None:
+    one_line_error(cli("db", "info"), 2, "no Convoy store at 'convoy.db'")
+    assert not Path("convoy.db").exists()
+
+
+def test_the_db_commands_are_in_the_help() -> None:
+    res = cli("db", "--help")
+    assert res.code == 0 and "migrate" in res.stdout and "info" in res.stdout
+    assert convoy.__version__

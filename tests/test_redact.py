@@ -1,0 +1,66 @@
+"""PII redaction (issue 11, item 8): e-mail addresses, phone numbers, payment cards (Luhn),
+IBANs (checksum) and IP addresses are found offline and masked; look-alikes are left alone.
+Recall and precision per kind on the synthetic corpus of tests/pii_corpus.py."""
+
+from __future__ import annotations
+
+import pytest
+
+import convoy
+from convoy.observability import PII_KINDS, Redactor
+
+from .pii_corpus import KINDS, samples, score
+
+
+def test_recall_and_precision_per_kind_on_the_synthetic_corpus() -> None:
+    corpus = samples(1500, seed=3)
+    scores = score(Redactor(), corpus)
+    assert set(scores) == set(PII_KINDS) == set(KINDS)
+    for kind, s in scores.items():
+        assert s.true > 200, kind  # every kind is well represented
+        assert s.recall >= 0.95, (kind, s)
+        assert s.precision >= 0.95, (kind, s)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("write to Anna.Smith+orders@mail.example.co.uk today",
+     "write to [EMAIL] today"),
+    ("call +1 (415) 555-0132 or 020 7946 0958.", "call [PHONE] or [PHONE]."),
+    ("card 4111 1111 1111 1111, exp 12/27", "card [CARD], exp 12/27"),
+    ("amex 3782-822463-10005", "amex [CARD]"),
+    ("IBAN: DE89 3704 0044 0532 0130 00 thanks", "IBAN: [IBAN] thanks"),
+    ("gb82west12345698765432", "[IBAN]"),
+    ("from 203.0.113.7:8080 and [2001:db8::1]:443", "from [IP]:8080 and [[IP]]:443"),
+    ('{"ip": "::1", "phone": "+33 6 12 34 56 78"}', '{"ip": "[IP]", "phone": "[PHONE]"}'),
+])
+def test_personal_data_is_masked(text: str, masked: str) -> None:
+    assert Redactor().redact(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "order ORD-2026-48213 shipped on 2026-11-30 at 12:30:45",
+    "4111 1111 1111 1112 fails its check digit",
+    "DE88 3704 0044 0532 0130 00 has a wrong checksum",
+    "version 3.12.1, build 10.0.19045.2965, EAN 4006381333931",
+    "total $1,234.56 for 3 x 12 cm; unix time 1732950000; 48.8566, 2.3522",
+    "agent triage, model sim:, tool lookup_customer, key 0/3/1",
+])
+def test_look_alikes_are_left_alone(text: str) -> None:
+    assert Redactor().redact(text) == text
+
+
+def test_kinds_mask_and_memo() -> None:
+    r = Redactor(kinds=["email"], mask="<{kind}>", memo=2)
+    assert r("a@example.com, +44 20 7946 0958") == "<EMAIL>, +44 20 7946 0958"
+    for i in range(5):  # the memo stays bounded
+        r(f"x{i}@example.com")
+    assert len(r._memo) <= 2
+    with pytest.raises(convoy.UserError, match="unknown kind 'name'"):
+        Redactor(kinds=["name"])  # type: ignore[list-item]
+
+
+def test_findings_say_what_and_where() -> None:
+    text = "mail li@example.com from 10.0.0.1"
+    found = Redactor().find(text)
+    assert [(f.kind, text[f.start:f.end]) for f in found] == \
+        [("email", "li@example.com"), ("ip", "10.0.0.1")]

@@ -1,0 +1,77 @@
+"""Store conformance, audit log: appends ride the group commit, take consecutive indexes
+per tenant (also from two store objects on one database), and the store's leaf hash is
+:func:`convoy.audit.entry_leaf` of the index it gave. Every backend runs it unchanged."""
+
+from __future__ import annotations
+
+import asyncio
+
+from convoy.audit import entry_leaf
+from convoy.stores._protocol import Store
+from tests import test_store_conformance as suite
+from tests.test_store_conformance import Opener
+
+backend, clock, store, stores = suite.backend, suite.clock, suite.store, suite.stores
+
+
+async def test_an_empty_log(store: Store) -> None:
+    assert await store.audit_size("acme") == 0
+    assert await store.audit_tenants() == []
+    assert await store.audit_entries("acme", 0, 10) == []
+    assert await store.audit_entry("acme", 0) is None
+    assert await store.audit_leaves("acme", 5) == []
+    assert await store.audit_checkpoints("acme") == []
+
+
+async def test_appends_take_consecutive_indexes_per_tenant(store: Store) -> None:
+    await store.audit_append("acme", [b"a0", b"a1"])
+    await store.audit_append("globex", [b"g0"])
+    await store.audit_append("acme", [b"a2"])
+    assert await store.audit_size("acme") == 3
+    assert await store.audit_tenants() == ["acme", "globex"]
+    rows = await store.audit_entries("acme", 0, 10)
+    assert [(r.index, r.body) for r in rows] == [(0, b"a0"), (1, b"a1"), (2, b"a2")]
+    assert [r.leaf for r in rows] == [entry_leaf("acme", i, r.body) for i, r in enumerate(rows)]
+    assert await store.audit_leaves("acme", 2) == [rows[0].leaf, rows[1].leaf]
+    assert await store.audit_entries("acme", 1, 1) == [rows[1]]
+    assert await store.audit_entry("globex", 0) is not None
+    # a tenant name that is not ASCII is hashed as UTF-8 on every store
+    await store.audit_append("zoë", [b"\x00\xff"])
+    row = await store.audit_entry("zoë", 0)
+    assert row is not None and row.leaf == entry_leaf("zoë", 0, b"\x00\xff")
+
+
+async def test_appends_dropped_unawaited_still_land_in_order(stores: Opener) -> None:
+    s = await stores()
+    for i in range(50):
+        s.audit_append("acme", [str(i).encode()])  # nobody awaits: the group commit does
+    await s.aclose()
+    again = await stores()
+    rows = await again.audit_entries("acme", 0, 100)
+    assert [r.body for r in rows] == [str(i).encode() for i in range(50)]
+
+
+async def test_two_store_objects_appending_to_one_log_never_collide(stores: Opener) -> None:
+    a, b = await stores(), await stores()
+
+    async def write(s: Store, tag: str) -> None:
+        for i in range(20):
+            await s.audit_append("acme", [f"{tag}{i}".encode(), f"{tag}{i}'".encode()])
+
+    await asyncio.gather(write(a, "a"), write(b, "b"))
+    rows = await a.audit_entries("acme", 0, 1000)
+    assert [r.index for r in rows] == list(range(80))
+    bodies = [r.body.decode() for r in rows]
+    assert sorted(bodies) == sorted([f"{t}{i}{q}" for t in "ab" for i in range(20)
+                                     for q in ("", "'")])
+    for t in "ab":  # each writer's entries keep their order, each pair stays together
+        mine = [x for x in bodies if x.startswith(t)]
+        assert mine == [f"{t}{i}{q}" for i in range(20) for q in ("", "'")]
+    assert all(r.leaf == entry_leaf("acme", r.index, r.body) for r in rows)
+
+
+async def test_checkpoints_are_kept_by_size(store: Store) -> None:
+    await store.audit_put_checkpoint("acme", 5, "five")
+    await store.audit_put_checkpoint("acme", 2, "two")
+    await store.audit_put_checkpoint("globex", 1, "other")
+    assert await store.audit_checkpoints("acme") == ["two", "five"]

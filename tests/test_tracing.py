@@ -1,0 +1,378 @@
+"""Tracing (issue 11, item 1): one OpenTelemetry trace per session, spans per agent
+invocation, model call, tool call, handoff, state operation and retry attempt with GenAI
+semantic-convention attributes; a handoff links both agents; a resumed session continues
+its trace; replayed agents are marked; the store keeps the spans for ``convoy trace``.
+
+The SDK's own ``InMemorySpanExporter`` (behind a ``SimpleSpanProcessor``) receives exactly
+what an OTLP exporter would."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from opentelemetry import trace as otel_trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import convoy
+from convoy.observability import SEMCONV_VERSION, TRACE_HEADER, Tracing, observe
+from convoy.observability._spans import load_chunks
+from convoy.observability._tracing import SPANS_NAMESPACE
+from convoy.resilience import Retry, RetryPolicy
+
+from .clikit import cli
+from .conftest import STORE_KINDS, Crash, later_engine, store_db
+from .obs_flows import TICKET, agents, desk_workflow, script
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    """Spans go through the store protocol: every test here runs on SQLite and on
+    PostgreSQL."""
+    yield from store_db(request.param, tmp_path)
+
+
+def traced(**kw: Any) -> tuple[Tracing, InMemorySpanExporter]:
+    mem = InMemorySpanExporter()
+    return Tracing(exporters=["store", SimpleSpanProcessor(mem)], **kw), mem
+
+
+def by_name(spans: list[ReadableSpan]) -> dict[str, list[ReadableSpan]]:
+    out: dict[str, list[ReadableSpan]] = {}
+    for s in spans:
+        out.setdefault(s.name, []).append(s)
+    return out
+
+
+def parent_of(s: ReadableSpan) -> int | None:
+    return s.parent.span_id if s.parent is not None else None
+
+
+async def stored(engine: convoy.Engine, session_id: str) -> list[dict[str, Any]]:
+    for ic in engine.runtime.interceptors:
+        if isinstance(ic, Tracing):
+            await ic.flush()
+    chunks = await engine.store.kv_all(SPANS_NAMESPACE + session_id)
+    return load_chunks(chunks[k] for k in sorted(chunks))
+
+
+async def test_one_trace_per_session_with_genai_spans_and_a_linked_handoff(db: str) -> None:
+    tracing, mem = traced()
+    sim = convoy.SimModel(script())
+    wf = desk_workflow(agents(sim))
+    async with convoy.Engine(db, interceptors=observe(tracing)) as engine:
+        res = await engine.run(wf, TICKET, session_id="t1")
+        row = await engine.store.get_session("t1")
+        kept = await stored(engine, "t1")
+    assert res.ok, res.error
+    spans = mem.get_finished_spans()
+    assert len({s.context.trace_id for s in spans}) == 1  # one trace
+    names = by_name(list(spans))
+    [root] = names["invoke_workflow obs.desk"]
+    [triage] = names["invoke_agent triage"]
+    [billing] = names["invoke_agent billing"]
+    [plans] = names["invoke_agent plans"]
+    [handoff] = names["handoff triage -> billing"]
+    [tool] = names["execute_tool find_customer"]
+    [state] = names["state.set customer"]
+    chats = names["chat default"]
+    assert len(chats) == 5  # triage 1, billing 3, plans 1
+    # parentage
+    assert root.parent is None
+    assert parent_of(triage) == parent_of(billing) == parent_of(state) == root.context.span_id
+    assert parent_of(handoff) == triage.context.span_id
+    assert parent_of(tool) == billing.context.span_id
+    assert parent_of(plans) == billing.context.span_id  # a worker runs inside its supervisor
+    assert sorted(parent_of(c) or 0 for c in chats) == sorted(
+        [triage.context.span_id] + [billing.context.span_id] * 3 + [plans.context.span_id])
+    # the handoff links the spans of both agents
+    assert {(link.context.span_id, link.attributes["convoy.link"])
+            for link in billing.links} == {(triage.context.span_id, "handoff_source"),
+                                           (handoff.context.span_id, "handoff")}
+    assert billing.attributes["convoy.handoff.from"] == "triage"
+    assert triage.attributes["convoy.handoff.to"] == "billing"
+    # GenAI semantic conventions
+    assert root.attributes["gen_ai.operation.name"] == "invoke_workflow"
+    assert root.attributes["gen_ai.conversation.id"] == "t1"
+    assert root.attributes["convoy.session.status"] == "completed"
+    assert triage.attributes["gen_ai.operation.name"] == "invoke_agent"
+    assert triage.attributes["gen_ai.agent.name"] == "triage"
+    chat = chats[0]
+    assert chat.kind == otel_trace.SpanKind.CLIENT
+    assert chat.attributes["gen_ai.operation.name"] == "chat"
+    assert chat.attributes["gen_ai.provider.name"] == "sim"
+    assert chat.attributes["gen_ai.request.model"] == "default"
+    assert chat.attributes["gen_ai.usage.input_tokens"] > 0
+    assert chat.attributes["gen_ai.usage.output_tokens"] > 0
+    assert chat.attributes["convoy.step.key"] == "1/0"  # after the state update (one position)
+    assert tool.attributes["gen_ai.operation.name"] == "execute_tool"
+    assert tool.attributes["gen_ai.tool.name"] == "find_customer"
+    assert tool.attributes["gen_ai.agent.name"] == "billing"
+    assert state.attributes["convoy.state.op"] == "set"
+    assert state.attributes["convoy.state.version"] == 1
+    assert chat.instrumentation_scope is not None
+    assert chat.instrumentation_scope.name == "convoy"
+    assert chat.instrumentation_scope.schema_url.endswith(SEMCONV_VERSION)
+    assert chat.resource.attributes["service.name"] == "convoy"
+    # the trace id is kept with the session; the store has the same spans
+    assert row is not None
+    assert row.header_map[TRACE_HEADER] == \
+        f"00-{root.context.trace_id:032x}-{root.context.span_id:016x}-01"
+    assert {(s["name"], s["span_id"], s["parent_id"]) for s in kept} == {
+        (s.name, f"{s.context.span_id:016x}",
+         f"{s.parent.span_id:016x}" if s.parent else None) for s in spans}
+    [kept_billing] = [s for s in kept if s["name"] == "invoke_agent billing"]
+    assert {link["span_id"] for link in kept_billing["links"]} == {
+        f"{triage.context.span_id:016x}", f"{handoff.context.span_id:016x}"}
+
+
+async def test_a_resumed_session_continues_its_trace_and_marks_what_it_replays(
+        db: str) -> None:
+    crashed: list[bool] = []
+
+    class CrashInBilling(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.agent == "billing" and not crashed:
+                crashed.append(True)
+                raise Crash
+            return await super().request(request)
+
+    sim = CrashInBilling(script())
+    wf = desk_workflow(agents(sim))
+    first, mem1 = traced()
+    eng = convoy.Engine(db, interceptors=observe(first))
+    with pytest.raises(Crash):
+        await eng.run(wf, TICKET, session_id="t2")
+    await first.flush()  # as its flusher would have, before the crash
+    second, mem2 = traced()
+    async with later_engine(db, workflows=[wf], interceptors=observe(second)) as eng2:
+        [res] = await eng2.resume()
+        kept = await stored(eng2, "t2")
+    await eng.aclose()
+    assert res.ok
+    run1, run2 = by_name(list(mem1.get_finished_spans())), by_name(list(mem2.get_finished_spans()))
+    [root1] = run1["invoke_workflow obs.desk"]
+    [root2] = run2["invoke_workflow obs.desk"]
+    assert root2.context.trace_id == root1.context.trace_id  # the trace goes on
+    assert parent_of(root2) == root1.context.span_id
+    assert root1.attributes["convoy.interrupted"] == "Crash"
+    assert root2.attributes["convoy.session.resumed"] is True
+    # triage's step was journaled before the crash: replayed, not traced again
+    [triage2] = run2["invoke_agent triage"]
+    assert triage2.attributes["convoy.replay"] is True
+    assert not any(parent_of(c) == triage2.context.span_id for c in run2["chat default"])
+    assert "handoff triage -> billing" not in run2
+    [billing2] = run2["invoke_agent billing"]
+    assert "convoy.replay" not in billing2.attributes
+    assert [link.context.span_id for link in billing2.links] == [triage2.context.span_id]
+    # both runs are in the store, under one trace
+    assert {s["trace_id"] for s in kept} == {f"{root1.context.trace_id:032x}"}
+    assert sum(s["name"] == "invoke_workflow obs.desk" for s in kept) == 2
+
+
+async def test_retry_attempts_get_their_own_spans(engine_factory: Any) -> None:
+    class Flaky(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.attempt < 2:
+                raise convoy.ModelError("upstream 503", retryable=True, status_code=503)
+            return await super().request(request)
+
+    tracing, mem = traced()
+    sim = Flaky({"*": {"output": {"action": "ok", "note": "-"}}})
+    agent = convoy.Agent(name="solo", output_type=dict[str, str], model=sim)
+
+    @convoy.workflow(name="obs.flaky")
+    async def wf(ctx: convoy.Context, t: str) -> Any:
+        return await ctx.run(agent, t)
+
+    retry = Retry(RetryPolicy(initial_delay=0, max_delay=0))
+    res = await engine_factory(interceptors=[*observe(tracing), retry]).run(wf, "t")
+    assert res.ok
+    names = by_name(list(mem.get_finished_spans()))
+    [chat] = names["chat default"]
+    attempts = sorted(names["attempt 1"] + names["attempt 2"] + names["attempt 3"],
+                      key=lambda s: s.attributes["convoy.attempt"])
+    assert [a.attributes["convoy.attempt"] for a in attempts] == [1, 2, 3]
+    assert all(parent_of(a) == chat.context.span_id for a in attempts)
+    assert [a.attributes.get("error.type") for a in attempts] == \
+        ["server_error", "server_error", None]
+    assert chat.attributes["convoy.attempts"] == 3
+    assert chat.status.is_ok
+
+
+async def test_content_is_off_by_default_and_redacted_when_on(engine_factory: Any) -> None:
+    from .obs_flows import CARD, EMAIL
+
+    for capture in (False, True):
+        tracing, mem = traced(capture_content=capture)
+        wf = desk_workflow(agents(convoy.SimModel(script())), name=f"obs.content{capture}")
+        res = await engine_factory(interceptors=observe(tracing)).run(wf, TICKET)
+        assert res.ok
+        spans = mem.get_finished_spans()
+        chats = [s for s in spans if s.name == "chat default"]
+        if not capture:
+            assert not any("gen_ai.input.messages" in s.attributes for s in spans)
+            continue
+        text = chats[0].attributes["gen_ai.input.messages"]
+        assert "[EMAIL]" in text and "[CARD]" in text and EMAIL not in text and CARD not in text
+        [tool] = [s for s in spans if s.name == "execute_tool find_customer"]
+        assert "[IP]" in tool.attributes["gen_ai.tool.call.result"]
+
+
+async def test_spans_a_tool_makes_nest_under_its_span(engine_factory: Any) -> None:
+    provider = TracerProvider()
+    mine = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(mine))
+    tracer = provider.get_tracer("my-app")
+
+    @convoy.tool
+    def lookup(query: str) -> str:
+        """Look it up."""
+        with tracer.start_as_current_span("crm.query"):
+            return "found"
+
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "lookup",
+                                                   "arguments": {"query": "x"}}]},
+                                 {"output": "done"}]})
+    agent = convoy.Agent(name="a", tools=[lookup], model=sim)
+
+    @convoy.workflow(name="obs.nested")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    tracing, mem = traced()
+    res = await engine_factory(interceptors=observe(tracing)).run(wf, "t")
+    assert res.ok
+    [tool] = [s for s in mem.get_finished_spans() if s.name == "execute_tool lookup"]
+    [crm] = mine.get_finished_spans()
+    assert crm.context.trace_id == tool.context.trace_id
+    assert parent_of(crm) == tool.context.span_id
+
+
+async def test_a_caller_traceparent_becomes_the_sessions_parent(engine_factory: Any) -> None:
+    tracing, mem = traced()
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    agent = convoy.Agent(name="a", model=sim)
+
+    @convoy.workflow(name="obs.parented")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    res = await engine_factory(interceptors=observe(tracing)).run(
+        wf, "t", headers={"traceparent": caller})
+    assert res.ok
+    [root] = [s for s in mem.get_finished_spans() if s.parent is None or
+              s.name.startswith("invoke_workflow")]
+    assert f"{root.context.trace_id:032x}" == "0af7651916cd43dd8448eb211c80319c"
+    assert parent_of(root) == 0xB7AD6B7169203331
+
+
+async def test_replay_writes_no_spans_and_tracing_off_changes_nothing(db: str) -> None:
+    tracing, mem = traced()
+    wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.replayed")
+    async with convoy.Engine(db, interceptors=observe(tracing)) as engine:
+        res = await engine.run(wf, TICKET, session_id="r1")
+        before = len(mem.get_finished_spans())
+        replayed = await engine.replay("r1")
+        assert replayed.status == "completed"
+        assert len(mem.get_finished_spans()) == before
+        assert len(await stored(engine, "r1")) == before
+    assert res.ok
+    async with convoy.Engine(db, workflows=[wf]) as plain:
+        again = await plain.run(wf, TICKET, session_id="r2")
+        assert again.ok and await stored(plain, "r2") == []
+
+
+def test_bad_exporters_are_refused_in_one_line() -> None:
+    with pytest.raises(convoy.UserError, match="unknown exporter 'jaeger'"):
+        Tracing(exporters=["jaeger"])
+
+
+def test_convoy_trace_prints_the_waterfall(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    tracing = Tracing(exporters=["store"])
+    wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.cli")
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(tracing)) as engine:
+            await engine.tenant("acme").run(wf, TICKET, session_id="w1")
+
+    asyncio.run(run())
+    res = cli("trace", "w1", "--db", str(db), "--tenant", "acme")
+    assert res.code == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert lines[1].startswith("invoke_workflow obs.cli")
+    assert any(line.startswith("  invoke_agent billing") for line in lines)
+    assert any(line.startswith("    execute_tool find_customer") for line in lines)
+    assert any("handed over by triage" in line for line in lines)
+    assert "tokens" in res.stdout and lines[-1].startswith("trace ")
+    as_json = cli("trace", "w1", "--db", str(db), "--tenant", "acme", "--json")
+    spans = json.loads(as_json.stdout)
+    assert {s["name"] for s in spans} >= {"invoke_agent triage", "handoff triage -> billing"}
+    # another tenant's session is an unknown id
+    other = cli("trace", "w1", "--db", str(db))
+    assert other.code == 2 and "no session 'w1' of tenant 'default'" in other.stderr
+
+
+async def test_sampling_decides_per_session_and_keeps_to_it(engine_factory: Any) -> None:
+    tracing, mem = traced(sample_rate=0.5)
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    agent = convoy.Agent(name="a", model=sim)
+
+    @convoy.workflow(name="obs.sampled")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    eng = engine_factory(interceptors=observe(tracing))
+    results = [await eng.run(wf, str(i)) for i in range(200)]
+    assert all(r.ok for r in results)
+    traced_ids = {s.attributes["convoy.session.id"] for s in mem.get_finished_spans()
+                  if s.name == "invoke_workflow obs.sampled"}
+    assert 60 < len(traced_ids) < 140  # about half, drawn by trace id
+    for r in results:  # a traced session has all its spans, an untraced one none
+        row = await eng.store.get_session(r.id)
+        assert (TRACE_HEADER in row.header_map) == (r.id in traced_ids)
+    assert len(mem.get_finished_spans()) == 3 * len(traced_ids)
+    unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+    before = len(mem.get_finished_spans())
+    assert (await eng.run(wf, "x", headers={"traceparent": unsampled})).ok
+    assert len(mem.get_finished_spans()) == before  # the caller said: not sampled
+    with pytest.raises(convoy.UserError, match="sample_rate"):
+        Tracing(sample_rate=2.0)
+
+
+async def test_concurrent_sessions_keep_their_spans_apart(engine_factory: Any) -> None:
+    tracing, mem = traced()
+    sim = convoy.SimModel({"*": {"output": "ok"}}, latency=0.002)
+    a = convoy.Agent(name="a", model=sim)
+    b = convoy.Agent(name="b", model=sim)
+
+    @convoy.workflow(name="obs.concurrent")
+    async def wf(ctx: convoy.Context, t: str) -> list[str]:
+        return await ctx.gather(lambda c: c.run(a, t), lambda c: c.run(b, t + "!"))
+
+    results = await engine_factory(interceptors=observe(tracing)).run_many(
+        wf, [str(i) for i in range(20)])
+    assert all(r.ok for r in results)
+    spans = mem.get_finished_spans()
+    roots = {s.context.trace_id: s for s in spans if s.parent is None}
+    assert len(roots) == 20
+    by_id = {s.context.span_id: s for s in spans}
+    for s in spans:  # every span's chain of parents ends at its own trace's root
+        top = s
+        while top.parent is not None:
+            parent = by_id[top.parent.span_id]
+            assert parent.context.trace_id == s.context.trace_id
+            top = parent
+        assert top is roots[s.context.trace_id]
+    assert sum(s.name.startswith("chat") for s in spans) == 40
