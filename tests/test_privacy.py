@@ -299,3 +299,24 @@ async def test_a_subjects_session_cancelled_from_another_process_stays_sealed(
         opened = await other.store.get_session(res.id)
         assert opened is not None and opened.error_record == {"type": "Cancelled",
                                                               "message": "cancelled"}
+
+
+async def test_erasure_is_an_audit_entry_and_the_log_still_verifies(tmp_path: Path) -> None:
+    from convoy.audit import AuditEvent, AuditInterceptor
+    from convoy.audit._verify import verify_log
+
+    db = tmp_path / "convoy.db"
+    audit = AuditInterceptor(key_path=tmp_path / "audit.key")
+    async with engine(db, interceptors=[audit]) as eng:
+        await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        before = await verify_log(audit.log, "default")
+        await audit.log.checkpoint("default")
+        event = await eng.erase("customer-42")
+        after = await verify_log(audit.log, "default")
+        assert after.size == before.size + 1 and after.checkpoints == 1
+        last = await eng.store.audit_entry("default", after.size - 1)
+        assert last is not None
+        entry = AuditEvent.decode(last.body)
+        assert entry.kind == "erasure" and entry.refs["subject_ref"] == event.subject_ref
+        assert entry.refs["sessions"] == "1"
+    assert scan(files_of(tmp_path), (*PLANTED, "customer-42")) == {}

@@ -45,6 +45,7 @@ class SubjectRights:
             forget = getattr(ic, "forget_subject", None)
             if forget is not None:
                 forget(tenant, subject)
+        await _audit(engine, event)
         return event
 
     async def export(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
@@ -70,7 +71,30 @@ class SubjectRights:
             check_tenant(tenant)
         engine = _engine(self)
         await engine.open()
-        return await purge_older_than(engine.store, older_than, engine.clock(), tenant=tenant)
+        events = await purge_older_than(engine.store, older_than, engine.clock(),
+                                        tenant=tenant)
+        for event in events:
+            await _audit(engine, event)
+        return events
+
+
+async def _audit(engine: Engine, event: Erasure) -> None:
+    """Append the erasure to the tenant's audit log when the tenant has one (entries hold
+    references, never the subject's name: the keyed fingerprint and the counts). Nothing
+    is removed from the log, so it still verifies."""
+    from convoy.audit._event import AuditEvent
+    from convoy.audit._interceptor import AuditInterceptor
+
+    store = engine.store
+    if not any(isinstance(ic, AuditInterceptor) for ic in engine.runtime.interceptors) \
+            and await store.audit_size(event.tenant) == 0:
+        return
+    refs = {"reason": event.reason, "erasure": str(event.seq), "sessions": str(event.sessions),
+            "state_versions": str(event.state_versions)}
+    if event.subject_ref is not None:
+        refs["subject_ref"] = event.subject_ref
+    await store.audit_append(event.tenant, [AuditEvent(
+        kind="erasure", status="ok", at=event.at, refs=refs).encode()])
 
 
 def _engine(obj: SubjectRights) -> Engine:
