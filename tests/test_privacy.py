@@ -320,3 +320,17 @@ async def test_erasure_is_an_audit_entry_and_the_log_still_verifies(tmp_path: Pa
         assert entry.kind == "erasure" and entry.refs["subject_ref"] == event.subject_ref
         assert entry.refs["sessions"] == "1"
     assert scan(files_of(tmp_path), (*PLANTED, "customer-42")) == {}
+
+
+async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
+        tmp_path: Path) -> None:
+    from convoy.observability._tracing import SPANS_NAMESPACE, Tracing
+
+    db = tmp_path / "convoy.db"
+    async with engine(db, interceptors=[Tracing()]) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+    async with engine(db) as eng:
+        assert await eng.store.kv_all(SPANS_NAMESPACE + res.id)  # spans were stored
+        await eng.erase("customer-42")
+        assert await eng.store.kv_all(SPANS_NAMESPACE + res.id) == {}
+    assert scan(files_of(tmp_path), (*PLANTED, res.id)) == {}

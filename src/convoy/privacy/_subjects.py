@@ -24,6 +24,7 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     rows = await store.subject_sessions(tenant, subject)
     if not rows and await store.subject_key_get(tenant, subject) is None:
         raise _unknown(store, tenant, subject, ref, await store.erasures(tenant=tenant))
+    await _drop_session_kv(store, [r.id for r in rows])
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                               subject=subject, subject_ref=ref)
     keys.forget(tenant, subject)
@@ -72,10 +73,21 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
         for row in (await store.get_sessions(ids)).values():
             by_tenant[row.tenant].append(row.id)
         for t, group in sorted(by_tenant.items()):
+            await _drop_session_kv(store, group)
             events.append(await store.purge(t, group, reason="retention"))
     if events:
         await store.compact()
     return events
+
+
+async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
+    """Delete what interceptors keep per session (the spans of the embedded trace store)."""
+    from convoy.observability._tracing import SPANS_NAMESPACE
+
+    for sid in session_ids:
+        ns = SPANS_NAMESPACE + sid
+        for key in await store.kv_all(ns):
+            store.kv_put(ns, key, None)
 
 
 def _unknown(store: Store, tenant: str, subject: str, ref: str,
