@@ -57,6 +57,8 @@ IMPLEMENTS = {"SQLiteStore": ("convoy.stores", "Store"),
               "SQLiteAudit": ("convoy.stores", "Store"),  # SQLiteStore's audit methods
               "PostgresAudit": ("convoy.stores", "Store"),  # PostgresStore's audit methods
               "PostgresLimits": ("convoy.stores", "Store"),  # PostgresStore's shared limits
+              "SQLiteSubjects": ("convoy.stores", "Store"),  # their data-subject methods
+              "PostgresSubjects": ("convoy.stores", "Store"),
               "JournaledExecutor": ("convoy.durability", "StepExecutor")}
 
 

@@ -192,10 +192,12 @@ async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
     monkeypatch.setattr(pg_sql, "PG_SCHEMA_VERSION", 3)
     old = PostgresStore(pg)  # what Convoy with schema 3 left
     await old.open()
-    await old.create_session(new("kept"), owner=None, lease_s=30)
     await old.aclose()
     monkeypatch.undo()
     schema = pg.partition("?schema=")[2]
+    with psycopg.connect(pg_cluster.server_url()) as conn:  # a session as schema 3 wrote it
+        conn.execute(f'INSERT INTO "{schema}".sessions(id,workflow,version,tenant,status,'  # type: ignore[arg-type]
+                     "input,created) VALUES('kept','wf','1','t','pending','{}',0)")
 
     def indexes() -> list[str]:
         with psycopg.connect(pg_cluster.server_url()) as conn:

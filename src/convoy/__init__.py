@@ -81,6 +81,7 @@ from convoy.models._messages import (
     ToolSpec,
     Usage,
 )
+from convoy.privacy import MasterKey
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._patterns import decompose, fan_out, pipeline, supervisor
@@ -133,6 +134,7 @@ __all__ = [
     "LimitExceeded",
     "Limits",
     "LoopDetected",
+    "MasterKey",
     "Message",
     "Model",
     "ModelCallInput",

@@ -15,6 +15,7 @@ from convoy.cli._cost import cost
 from convoy.cli._db import db_app
 from convoy.cli._inbox import inbox_app
 from convoy.cli._metrics import metrics_app
+from convoy.cli._privacy import erase, export, keygen, purge
 from convoy.cli._redteam import redteam
 from convoy.cli._replay import replay
 from convoy.cli._resume import resume
@@ -78,3 +79,7 @@ app.add_typer(db_app)
 app.command("redteam")(redteam)
 app.command("trace")(trace)
 app.add_typer(metrics_app)
+app.command("erase")(erase)
+app.command("export")(export)
+app.command("purge")(purge)
+app.command("keygen")(keygen)

@@ -67,6 +67,11 @@ def run(
              "'convoy sessions list --tenant NAME' shows them.")] = None,
     busy_timeout: BusyTimeoutOption = 10.0,
     trace: TraceOption = None,
+    subject: Annotated[str | None, typer.Option(
+        "--subject", metavar="NAME",
+        help="The data subject (a person) every session of the file is about: their "
+             "personal data is sealed under the subject's key, and 'convoy erase NAME' "
+             "removes it. Needs $CONVOY_MASTER_KEY_FILE.")] = None,
 ) -> None:
     """Run a workflow once per line of a JSONL file and print a summary.
 
@@ -105,7 +110,7 @@ def run(
     if not batch.valid and not batch.invalid and not batch.identical:
         err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
     try:
-        stats = run_async(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input))
+        stats = run_async(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input, subject))
     except KeyboardInterrupt:
         err.print("interrupted: unfinished sessions are saved; run the same command again "
                   "(or 'convoy resume') to finish them", markup=False)
@@ -119,7 +124,7 @@ def run(
 
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
-               tenant: str, path: Path) -> RunStats:
+               tenant: str, path: Path, subject: str | None) -> RunStats:
     stats = RunStats()
     async with engine:
         lines = await _own_ids(engine, batch, tenant)
@@ -146,7 +151,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
         if ids:
             with session_progress(len(ids), wf.name) as on_done:
                 results = await engine.run_many(wf, values, ids=ids, tenant=tenant,
-                                                on_done=on_done)
+                                                on_done=on_done, subject=subject)
             for res in results:
                 stats.add(res)
                 stats.outcomes[res.status] += 1

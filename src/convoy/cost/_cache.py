@@ -133,7 +133,7 @@ class ResponseCache(Interceptor):
                 tuple((m.role, (m.content or "").strip(), m.tool_call_id,
                        tuple((c.name, c.arguments) for c in m.tool_calls)
                        if m.tool_calls else ()) for m in req.messages),
-                s.temperature, s.max_tokens, s.seed)
+                s.temperature, s.max_tokens, s.seed, input.session.subject)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -143,7 +143,9 @@ class ResponseCache(Interceptor):
         if hit is not None and now - hit[0] < self.ttl:
             self._entries.move_to_end(key)
             return self._hit(hit[1])
-        store = self._store
+        # A data subject's answers stay in this engine's memory: never in the shared store
+        # (where they would be plaintext personal data that erasure could not find).
+        store = self._store if input.session.subject is None else None
         shared_key = ""
         if store is not None:
             shared_key = self._shared_key(key, input)
@@ -177,6 +179,15 @@ class ResponseCache(Interceptor):
         self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
             self._entries.popitem(last=False)
+
+    def forget_subject(self, tenant: str, subject: str) -> int:
+        """Drop every answer given to sessions of a data subject (``engine.erase`` calls
+        it); how many. Answers are cached per subject, never shared across subjects, and
+        never kept in the store."""
+        gone = [k for k in self._entries if k[0] == tenant and k[-1] == subject]
+        for k in gone:
+            del self._entries[k]
+        return len(gone)
 
     @property
     def hit_rate(self) -> float:

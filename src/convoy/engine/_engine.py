@@ -58,6 +58,7 @@ from convoy.engine._results import (
     _version_skip,
 )
 from convoy.engine._runtime import Runtime, _run_session
+from convoy.engine._subjects import SubjectRights
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant, taken_session
 from convoy.engine._tenant import Tenant
 from convoy.hitl._rules import Escalation
@@ -65,6 +66,8 @@ from convoy.hitl._task import check_namespace
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
+from convoy.privacy._keys import KeyRing, MasterKey
+from convoy.privacy._sealed_store import sealing
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
@@ -88,7 +91,7 @@ OutT = TypeVar("OutT")
 T = TypeVar("T")
 
 
-class Engine(SessionControl):
+class Engine(SessionControl, SubjectRights):
     """Runs workflows durably: the operator's view of every tenant's sessions.
 
     Code that serves one tenant gets :meth:`tenant` (a :class:`~convoy.Tenant`) instead:
@@ -126,6 +129,9 @@ class Engine(SessionControl):
         provenance: the rules that hold side-effecting tool calls whose arguments come
             from untrusted content (:class:`~convoy.ProvenancePolicy`); default: one with its
             ``default_rules``.
+        master_key: the key that wraps data subjects' keys (see docs/how-to/privacy.md).
+            Default: ``$CONVOY_MASTER_KEY`` or the file ``$CONVOY_MASTER_KEY_FILE`` names; with
+            neither, sessions cannot name a subject (and nothing is sealed).
     """
 
     def __init__(self, store: str | Path | Store | None = None, *,
@@ -137,7 +143,8 @@ class Engine(SessionControl):
                  on_nondeterminism: OnNonDeterminism = "error",
                  escalation: Escalation | None = None,
                  tenant_scopes: Mapping[str, Collection[str]] | None = None,
-                 provenance: ProvenancePolicy | None = None) -> None:
+                 provenance: ProvenancePolicy | None = None,
+                 master_key: MasterKey | None = None) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
         if lease_seconds <= 0 or park_after < 0:
@@ -155,8 +162,12 @@ class Engine(SessionControl):
             raise UserError(f"provenance must be a convoy.ProvenancePolicy, got {provenance!r}")
         #: Provenance rules, checked before side-effecting tool calls.
         self.provenance = provenance if provenance is not None else ProvenancePolicy()
-        self.store: Store = store if isinstance(store, Store) else store_from_url(
+        plain: Store = store if isinstance(store, Store) else store_from_url(
             store, durability=durability)
+        master = master_key if master_key is not None else MasterKey.from_env()
+        #: Subject keys (``None``: no master key configured, nothing is sealed).
+        self.keys = None if master is None else KeyRing(plain, master)
+        self.store: Store = plain if self.keys is None else sealing(plain, self.keys)
         self.timings = StepTimings()
         self.accounting = UsageAccounting(prices)
         #: Shared-state reads, writes and conflicts of the sessions this engine ran.
@@ -330,7 +341,7 @@ class Engine(SessionControl):
 
     async def run(self, wf: Workflow[Any, OutT], input: Any, *, session_id: str | None = None,
                   tenant: str = DEFAULT_TENANT, headers: Mapping[str, str] | None = None,
-                  ) -> SessionResult[OutT]:
+                  subject: str | None = None) -> SessionResult[OutT]:
         """Start a session of ``tenant`` and run it until it ends or parks. The session is
         durable from the moment it starts: after a crash, :meth:`resume` finishes it.
 
@@ -338,11 +349,16 @@ class Engine(SessionControl):
         its recorded result, an unfinished one resumes from its journal (unless another
         engine owns it: then the result says ``running``). Session ids are unique in a
         store: an id that a session of another tenant has raises :class:`UserError`.
+
+        ``subject`` names the data subject (a person) the session holds personal data
+        about: its input, output, step results and state writes are sealed under the
+        subject's key, and :meth:`erase` removes them (see docs/how-to/privacy.md).
         """
         check_tenant(tenant)
         await self.open()
         self.register(wf)
         value = _validate_input(wf, input)
+        await self._subject_key(tenant, subject)
         if session_id is None:
             sid = uuid.uuid4().hex
         else:
@@ -357,13 +373,27 @@ class Engine(SessionControl):
             sid = session_id
         try:
             new = NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
-                             input=_dump_input(wf, value), headers=dict(headers or {}))
+                             input=_dump_input(wf, value), headers=dict(headers or {}),
+                             subject=subject)
             # Not awaited on its own: the first journal commit (or the final one) carries it.
             self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
             return await self._admit(wf, sid, tenant, value, None, None, new=new)
         finally:
             if session_id is not None:
                 self._starting.pop(sid, None)
+
+    async def _subject_key(self, tenant: str, subject: str | None) -> None:
+        """Have the subject's key ready (made on first use) before its session starts."""
+        if subject is None:
+            return
+        if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
+            raise UserError(f"a subject is a non-empty name of at most 256 characters, got "
+                            f"{subject!r}")
+        if self.keys is None:
+            raise UserError(f"session names the data subject {subject!r} but no master key "
+                            "is configured: set $CONVOY_MASTER_KEY_FILE to a key file "
+                            "('convoy keygen FILE' makes one) or pass master_key=")
+        await self.keys.load(tenant, subject, create=True)
 
     def _start(self, sid: str, tenant: str) -> SessionResult[Any] | None:
         """Mark a new session with a chosen id as being started here; if it already is
@@ -379,9 +409,10 @@ class Engine(SessionControl):
     async def run_many(self, wf: Workflow[Any, OutT], inputs: Iterable[Any], *,
                        tenant: str = DEFAULT_TENANT, ids: Iterable[str] | None = None,
                        on_done: Callable[[SessionResult[OutT]], None] | None = None,
-                       ) -> list[SessionResult[OutT]]:
+                       subject: str | None = None) -> list[SessionResult[OutT]]:
         """Run many sessions of ``tenant`` with at most ``concurrency`` at once; results in
-        input order.
+        input order. ``subject``: the data subject every one of them is about (as for
+        :meth:`run`).
 
         Every session is created (and claimed) durably before any runs, so a crash loses
         none of them. Ids that already exist are not started twice: a finished session
@@ -392,6 +423,7 @@ class Engine(SessionControl):
         await self.open()
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
+        await self._subject_key(tenant, subject)
         sids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
@@ -413,7 +445,8 @@ class Engine(SessionControl):
                             started.append(sid)
                         else:
                             busy[sid] = res
-            return await self._run_many(wf, sids, values, tenant, existing, busy, on_done)
+            return await self._run_many(wf, sids, values, tenant, existing, busy, on_done,
+                                        subject)
         finally:
             for sid in started:
                 self._starting.pop(sid, None)
@@ -422,10 +455,10 @@ class Engine(SessionControl):
                         tenant: str, existing: dict[str, SessionRow],
                         busy: dict[str, SessionResult[Any]],
                         on_done: Callable[[SessionResult[OutT]], None] | None,
-                        ) -> list[SessionResult[OutT]]:
+                        subject: str | None) -> list[SessionResult[OutT]]:
         await self.store.create_sessions(
             [NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
-                        input=_dump_input(wf, v))
+                        input=_dump_input(wf, v), subject=subject)
              for sid, v in zip(sids, values, strict=True)
              if sid not in existing and sid not in busy],
             owner=self.owner, lease_s=self.lease_seconds)
@@ -670,7 +703,9 @@ class Engine(SessionControl):
                              active_s=row.active_s if row is not None else 0.0,
                              created=row.created if row is not None else None,
                              replay_only=replay_only, resumed=bool(journal), headers=headers,
-                             agents=wf.agents)
+                             agents=wf.agents,
+                             subject=row.subject if row is not None else
+                             new.subject if new is not None else None)
         return state, executor
 
     def _session(self, wf: Workflow[Any, Any], state: SessionState,

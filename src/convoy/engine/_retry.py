@@ -134,7 +134,7 @@ async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,
         plans.append((row, NewSession(
             id=sid, workflow=wf.name, version=wf.version, tenant=row.tenant,
             input=wf.input_adapter.dump_json(value).decode(), headers=row.header_map,
-            parent=row.id), value))
+            parent=row.id, subject=row.subject), value))
     await engine.store.create_sessions([new for _, new, _ in plans])
     groups: dict[tuple[str, str], list[tuple[NewSession, Any]]] = {}
     for _, new, value in plans:

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.engine._results import SessionResult
     from convoy.state._handle import State
+    from convoy.stores._protocol import Erasure
 
 OutT = TypeVar("OutT")
 T = TypeVar("T")
@@ -61,22 +62,39 @@ class Tenant(SessionControl):
     # -- running -------------------------------------------------------------------------
 
     async def run(self, wf: Workflow[Any, OutT], input: Any, *, session_id: str | None = None,
-                  headers: Mapping[str, str] | None = None) -> SessionResult[OutT]:
+                  headers: Mapping[str, str] | None = None, subject: str | None = None
+                  ) -> SessionResult[OutT]:
         """Start a session of this tenant and run it until it ends or parks
         (:meth:`Engine.run <convoy.Engine.run>`). A ``session_id`` this tenant used before
         returns or resumes that session; one another tenant used raises
         :class:`~convoy.UserError` (ids are unique in a store)."""
         return await self.__engine.run(wf, input, session_id=session_id, tenant=self.__name,
-                                       headers=headers)
+                                       headers=headers, subject=subject)
 
     async def run_many(self, wf: Workflow[Any, OutT], inputs: Iterable[Any], *,
                        ids: Iterable[str] | None = None,
                        on_done: Callable[[SessionResult[OutT]], None] | None = None,
-                       ) -> list[SessionResult[OutT]]:
+                       subject: str | None = None) -> list[SessionResult[OutT]]:
         """Run many sessions of this tenant (:meth:`Engine.run_many
         <convoy.Engine.run_many>`)."""
         return await self.__engine.run_many(wf, inputs, tenant=self.__name, ids=ids,
-                                            on_done=on_done)
+                                            on_done=on_done, subject=subject)
+
+    # -- data subjects -------------------------------------------------------------------
+
+    async def erase(self, subject: str) -> Erasure:
+        """Erase a data subject of this tenant (:meth:`Engine.erase <convoy.Engine.erase>`)."""
+        return await self.__engine.erase(subject, tenant=self.__name)
+
+    async def export(self, subject: str) -> dict[str, Any]:
+        """Everything held about a data subject of this tenant (:meth:`Engine.export
+        <convoy.Engine.export>`)."""
+        return await self.__engine.export(subject, tenant=self.__name)
+
+    async def purge(self, older_than: float) -> list[Erasure]:
+        """Delete this tenant's sessions that finished more than ``older_than`` seconds
+        ago (:meth:`Engine.purge <convoy.Engine.purge>`)."""
+        return await self.__engine.purge(older_than, tenant=self.__name)
 
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:

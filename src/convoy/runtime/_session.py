@@ -33,16 +33,18 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "grants", "handoffs",
-        "headers", "id", "input", "last_known", "resumed", "runtime", "steps", "taint",
-        "tenant", "usage", "version", "workflow",
+        "headers", "id", "input", "last_known", "resumed", "runtime", "steps", "subject",
+        "taint", "tenant", "usage", "version", "workflow",
     )
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
                  executor: StepExecutor, version: str = "1", active_s: float = 0.0,
                  created: float | None = None, replay_only: bool = False,
                  resumed: bool = False, headers: dict[str, str] | None = None,
-                 agents: Sequence[Agent[Any, Any]] = ()) -> None:
+                 agents: Sequence[Agent[Any, Any]] = (), subject: str | None = None) -> None:
         self.runtime = runtime
+        #: The data subject the session is about (its personal data is sealed), or ``None``.
+        self.subject = subject
         self.id = session_id
         self.tenant = tenant
         self.workflow = workflow

@@ -12,6 +12,8 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from convoy.stores._subjects_sql import subject_tables
+
 
 @dataclass(frozen=True, slots=True)
 class Addon:
@@ -99,6 +101,12 @@ ADDONS: tuple[Addon, ...] = (
           "ALTER TABLE journal ADD COLUMN IF NOT EXISTS config TEXT"),
     # Baseline alerts and their webhook deliveries (convoy.alerts).
     Addon("alerts", 1, _ALERTS_SQLITE, _ALERTS_POSTGRES),
+    # Data subjects: a session's subject, wrapped subject keys, recorded erasures
+    # (convoy.privacy).
+    Addon("subjects", 1,
+          subject_tables(real="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT"),
+          subject_tables(real="DOUBLE PRECISION",
+                         serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")),
 )
 
 

@@ -57,6 +57,7 @@ from convoy.stores._postgres_conn import (
 )
 from convoy.stores._postgres_limits import PostgresLimits
 from convoy.stores._postgres_state import PostgresState
+from convoy.stores._postgres_subjects import PostgresSubjects
 from convoy.stores._protocol import (
     NewSession,
     SessionFilter,
@@ -103,7 +104,8 @@ class _Op:
         self.quiet = False  # nobody need await it: its error is its batch's, seen there
 
 
-class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit):
+class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit,
+                    PostgresSubjects):
     """Everything in one schema of a PostgreSQL database.
 
     Args:
@@ -506,9 +508,9 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         headers = json.dumps(dict(s.headers)) if s.headers else "{}"
         if owner is None:
             return (s.id, s.workflow, s.version, s.tenant, "pending", s.input, now, None, None,
-                    None, None, headers, s.parent)
+                    None, None, headers, s.parent, s.subject)
         return (s.id, s.workflow, s.version, s.tenant, "running", s.input, now, now, owner,
-                now + lease_s, now, headers, s.parent)
+                now + lease_s, now, headers, s.parent, s.subject)
 
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> asyncio.Future[None]:

@@ -290,7 +290,8 @@ APPEND = {(check, consume): _append_sql(check, consume)
 
 INSERT_SESSION = (
     "INSERT INTO sessions(id,workflow,version,tenant,status,input,created,started,owner,"
-    "lease_until,seg_mark,headers,parent) VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
+    "lease_until,seg_mark,headers,parent,subject) "
+    "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) "
     "ON CONFLICT(id) DO NOTHING")
 ACCRUE = "active_s = active_s + GREATEST(0, %s - COALESCE(seg_mark, %s))"
 FINISH = (

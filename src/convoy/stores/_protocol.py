@@ -31,6 +31,12 @@ tenant: an owner holds only sessions it created or claimed, and the engine check
 tenant before either. Session ids are unique across tenants: creating an id another tenant
 holds leaves that session as it is.
 
+Data subjects (``subject_*``, ``purge``): a session may name the data subject (a person) it
+holds personal data about; the store keeps each subject's key (wrapped: the store never
+sees it in the clear), and ``purge`` deletes sessions with everything written for them, in
+one transaction, recording what it did (:class:`Erasure`). ``compact`` then leaves no trace
+of deleted rows in the database files it can reach.
+
 Shared state (``state_*``) is versioned per key: every write is a compare-and-set against
 the version the writer read, atomic across processes, and each version is kept as history
 with who wrote it. Every key belongs to one tenant; a namespace groups keys within a tenant
@@ -100,6 +106,7 @@ class NewSession:
     input: str
     headers: Mapping[str, str] = field(default_factory=dict)
     parent: str | None = None
+    subject: str | None = None
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -128,6 +135,7 @@ class SessionRow:
     wait_name: str | None = None
     headers: str = "{}"
     parent: str | None = None
+    subject: str | None = None
 
     @property
     def error_record(self) -> dict[str, Any] | None:
@@ -278,6 +286,25 @@ class StateWriteResult:
     written: bool
     entry: StateEntry | None
     woken: int = 0
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class Erasure:
+    """What one :meth:`Store.purge` deleted, as the store records it.
+
+    ``subject_ref`` is a keyed fingerprint of the subject (never its name), ``None`` for a
+    purge by age. ``sessions`` and ``state_versions`` count the rows deleted; ``key`` says
+    whether a subject key was destroyed.
+    """
+
+    tenant: str
+    reason: Literal["erasure", "retention"]
+    subject_ref: str | None = None
+    sessions: int = 0
+    state_versions: int = 0
+    key: bool = False
+    at: float = 0.0
+    seq: int = 0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -627,6 +654,51 @@ class Store(Protocol):
         was there). Rides the group commit."""
         ...
 
+    # -- data subjects -------------------------------------------------------------------
+
+    async def subject_key_get(self, tenant: str, subject: str) -> str | None:
+        """The wrapped key of ``tenant``'s data subject ``subject``, or ``None``."""
+        ...
+
+    async def subject_key_put(self, tenant: str, subject: str, wrapped: str) -> str:
+        """Keep ``wrapped`` as the subject's key unless it has one already; the key the
+        store holds after the call (two engines racing to create one agree on it)."""
+        ...
+
+    async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:
+        """Every session of ``tenant`` that names ``subject``, oldest first."""
+        ...
+
+    async def state_written_by(self, tenant: str,
+                               session_ids: Sequence[str]) -> list[StateEntry]:
+        """Every version of shared state that the given sessions (of ``tenant``) wrote."""
+        ...
+
+    async def finished_before(self, cutoff: float, *, tenant: str | None = None,
+                              limit: int = 1000) -> list[str]:
+        """Ids of finished sessions (of ``tenant``) that finished before ``cutoff``."""
+        ...
+
+    async def purge(self, tenant: str, session_ids: Sequence[str], *,
+                    reason: Literal["erasure", "retention"], subject: str | None = None,
+                    subject_ref: str | None = None) -> Erasure:
+        """In one transaction: delete the sessions (of ``tenant``) with their journal,
+        signals, watches, every state key one of them created (all its versions, whoever
+        wrote them) and every other state version they wrote (a key whose current version
+        goes falls back to its newest remaining one), destroy ``subject``'s key when
+        given, and record the :class:`Erasure` (returned)."""
+        ...
+
+    async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:
+        """Every recorded :class:`Erasure` (of ``tenant``), oldest first."""
+        ...
+
+    async def compact(self) -> None:
+        """Leave no trace of deleted rows in the files the store can reach (SQLite: WAL
+        checkpoint, ``VACUUM``, WAL truncated; PostgreSQL: ``VACUUM`` of the tables a purge
+        touches). Slow and locking: run it after a purge, not on a hot path."""
+        ...
+
     # -- spend ------------------------------------------------------------------------
 
     async def tenant_spend(self, tenant: str, since: float, until: float, *,
@@ -726,6 +798,7 @@ __all__ = [
     "AlertRow",
     "AlertStatus",
     "AuditRow",
+    "Erasure",
     "Hold",
     "Level",
     "NewAlert",

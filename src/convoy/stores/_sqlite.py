@@ -67,6 +67,7 @@ from convoy.stores._sqlite_sql import (
     _tenant_cond,
 )
 from convoy.stores._sqlite_state import SQLiteState
+from convoy.stores._sqlite_subjects import SQLiteSubjects
 from convoy.stores._sqlite_wal import _Checkpointer
 
 Durability = Literal["process", "power"]
@@ -116,7 +117,7 @@ class _Op:
         self.result: Any = None
 
 
-class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit):
+class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSubjects):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
@@ -553,9 +554,9 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit):
         headers = json.dumps(dict(s.headers)) if s.headers else "{}"
         if owner is None:
             return (s.id, s.workflow, s.version, s.tenant, "pending", s.input, now, None, None,
-                    None, None, headers, s.parent)
+                    None, None, headers, s.parent, s.subject)
         return (s.id, s.workflow, s.version, s.tenant, "running", s.input, now, now, owner,
-                now + lease_s, now, headers, s.parent)
+                now + lease_s, now, headers, s.parent, s.subject)
 
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> asyncio.Future[None]:

@@ -191,7 +191,7 @@ _MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_S
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
-                 "wake_at,wait_name,headers,parent")
+                 "wake_at,wait_name,headers,parent,subject")
 _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
                 "cost,at,config"
 
@@ -219,7 +219,7 @@ _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHE
 _CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
 _INSERT_SESSION = (
     "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"
-    "owner,lease_until,seg_mark,headers,parent) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)")
+    "owner,lease_until,seg_mark,headers,parent,subject) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
 _ACCRUE = "active_s = active_s + MAX(0, ? - COALESCE(seg_mark, ?))"
 _FINISH = (
     "UPDATE sessions SET status=?, output=?, error=?, finished=?, steps=?, input_tokens=?, "
@@ -277,7 +277,8 @@ def _session(r: Sequence[Any]) -> SessionRow:
                       input=r[5], output=r[6], error=r[7], created=r[8], started=r[9],
                       finished=r[10], steps=r[11], input_tokens=r[12], output_tokens=r[13],
                       cost=r[14], owner=r[15], lease_until=r[16], active_s=r[17] or 0.0,
-                      wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21])
+                      wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21],
+                      subject=r[22])
 
 
 def _record(r: Sequence[Any]) -> StepRecord:

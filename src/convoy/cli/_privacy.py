@@ -1,0 +1,134 @@
+"""``convoy erase``, ``convoy export``, ``convoy purge`` and ``convoy keygen``: the rights of
+data subjects, from the command line (see docs/privacy.md)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from convoy import Engine
+from convoy._errors import UserError
+from convoy.cli._common import (
+    DEFAULT_DB,
+    AllTenantsOption,
+    BusyTimeoutOption,
+    DbOption,
+    TenantOption,
+    build_engine,
+    fail,
+    out,
+    require_store,
+    run_async,
+    tenant_scope,
+)
+from convoy.engine._tenancy import DEFAULT_TENANT
+from convoy.privacy import MasterKey, parse_age
+from convoy.stores import Erasure
+
+SubjectArg = Annotated[str, typer.Argument(metavar="SUBJECT",
+                                           help="The data subject, as sessions named it.")]
+
+
+def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
+          busy_timeout: BusyTimeoutOption = 10.0) -> None:
+    """Erase a data subject of the tenant --tenant names (default: 'default'): destroy
+    their key, delete every session that names them (inputs, outputs, every journaled
+    step, signals, the shared-state versions they wrote), record the erasure, and compact
+    the store so no deleted row is left in its files. Needs $CONVOY_MASTER_KEY_FILE (or
+    $CONVOY_MASTER_KEY).
+
+    Example: `convoy erase customer-42 --tenant acme`
+    """
+    require_store(db)
+    event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
+                             tenant or DEFAULT_TENANT))
+    out.print(f"erased subject {subject!r} of tenant {event.tenant!r}: {event.sessions} "
+              f"session(s), {event.state_versions} state version(s), key "
+              f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
+
+
+async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure:
+    async with engine:
+        return await engine.erase(subject, tenant=tenant)
+
+
+def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
+        "--output", "-o", metavar="FILE.json", help="Write here (default: stdout).")] = None,
+        db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
+        busy_timeout: BusyTimeoutOption = 10.0) -> None:
+    """Write everything the store holds about a data subject of the tenant --tenant names
+    as JSON (the right of access): their sessions with inputs, outputs and every step, and
+    the shared-state versions those sessions wrote. Needs the master key.
+
+    Example: `convoy export customer-42 -o customer-42.json`
+    """
+    require_store(db)
+    doc = run_async(_export(build_engine(db, busy_timeout=busy_timeout), subject,
+                            tenant or DEFAULT_TENANT))
+    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    if output is None:
+        typer.echo(text)
+        return
+    try:
+        output.write_text(text + "\n")
+    except OSError as e:
+        fail(f"cannot write {str(output)!r}: {e.strerror or e}")
+    out.print(f"wrote {len(doc['sessions'])} session(s) of subject {subject!r} to {output}",
+              markup=False)
+
+
+async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:
+    async with engine:
+        return await engine.export(subject, tenant=tenant)
+
+
+def purge(older_than: Annotated[str, typer.Option(
+        "--older-than", metavar="AGE",
+        help="Delete finished sessions that finished longer ago than this: '30d', '12h', "
+             "'90m', '2w'.")],
+        db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
+        all_tenants: AllTenantsOption = False,
+        busy_timeout: BusyTimeoutOption = 10.0) -> None:
+    """Retention: delete finished sessions older than an age as erasure does (with their
+    journal, signals and shared-state versions), record it, and compact the store.
+
+    Example: `convoy purge --older-than 30d --all-tenants`
+    """
+    try:
+        seconds = parse_age(older_than)
+    except UserError as e:
+        fail(f"--older-than: {e}")
+    scope = tenant_scope(tenant, all_tenants)
+    require_store(db)
+    events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
+                              scope.tenant))
+    n = sum(e.sessions for e in events)
+    out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
+
+
+async def _purge(engine: Engine, seconds: float, tenant: str | None) -> list[Erasure]:
+    async with engine:
+        return await engine.purge(seconds, tenant=tenant)
+
+
+def keygen(path: Annotated[Path, typer.Argument(
+        metavar="FILE", help="Where to write the new master key (must not exist).")]) -> None:
+    """Write a new master key (32 random bytes, base64) to FILE, readable by its owner
+    only. Point $CONVOY_MASTER_KEY_FILE at it; keep it out of the store's backups.
+
+    Example: `convoy keygen ~/.convoy/master.key`
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        fail(f"{str(path)!r} exists already; a master key is never overwritten")
+    except OSError as e:
+        fail(f"cannot create {str(path)!r}: {e.strerror or e}")
+    with os.fdopen(fd, "w") as f:
+        f.write(MasterKey.generate() + "\n")
+    out.print(f"wrote a new master key to {path}; export CONVOY_MASTER_KEY_FILE={path}",
+              markup=False)

@@ -1,0 +1,107 @@
+"""The engine's side of data subjects: erase, export, and purge by age."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from convoy._errors import UserError
+from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
+from convoy.privacy._subjects import erase_subject, export_subject, purge_older_than
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+    from convoy.privacy._keys import KeyRing
+    from convoy.stores._protocol import Erasure
+
+
+class SubjectRights:
+    """:meth:`erase`, :meth:`export` and :meth:`purge` of :class:`~convoy.Engine`."""
+
+    def _keyring(self, what: str) -> KeyRing:
+        keys = _engine(self).keys
+        if keys is None:
+            raise UserError(f"{what} needs the master key: set $CONVOY_MASTER_KEY_FILE to "
+                            "the key file the subjects' keys were made with (or pass "
+                            "master_key=)")
+        return keys
+
+    async def erase(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> Erasure:
+        """Erase a data subject: destroy its key, delete every session that names it (with
+        its journal, signals and the shared-state versions it wrote), record the erasure
+        (with a keyed fingerprint of the subject, not its name) and compact the store so
+        no deleted row is left in its files. A session of the subject running elsewhere at
+        that moment can write nothing more (its lease is gone with its row).
+
+        Raises:
+            UserError: the subject is unknown (or erased already), or no master key is
+                configured.
+        """
+        check_tenant(tenant)
+        keys = self._keyring("erasing a subject")
+        engine = _engine(self)
+        await engine.open()
+        event = await erase_subject(keys.store, keys, tenant, subject)
+        for ic in engine.runtime.interceptors:  # cached answers given to the subject
+            forget = getattr(ic, "forget_subject", None)
+            if forget is not None:
+                forget(tenant, subject)
+        await _audit(engine, event)
+        return event
+
+    async def export(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
+        """Everything the store holds about a data subject of ``tenant``, as JSON data
+        (the right of access): sessions with inputs, outputs and every step, and the
+        shared-state versions they wrote.
+
+        Raises:
+            UserError: the subject is unknown, or no master key is configured.
+        """
+        check_tenant(tenant)
+        self._keyring("exporting a subject")
+        engine = _engine(self)
+        await engine.open()
+        return await export_subject(engine.store, tenant, subject)
+
+    async def purge(self, older_than: float, *, tenant: str | None = None) -> list[Erasure]:
+        """Delete every finished session (of ``tenant``; ``None``: of every tenant) that
+        finished more than ``older_than`` seconds ago (by the engine's clock), as
+        :meth:`erase` does; one recorded :class:`~convoy.stores.Erasure` per tenant and
+        batch. Subject keys are kept."""
+        if tenant is not None:
+            check_tenant(tenant)
+        engine = _engine(self)
+        await engine.open()
+        events = await purge_older_than(engine.store, older_than, engine.clock(),
+                                        tenant=tenant)
+        for event in events:
+            await _audit(engine, event)
+        return events
+
+
+async def _audit(engine: Engine, event: Erasure) -> None:
+    """Append the erasure to the tenant's audit log when the tenant has one (entries hold
+    references, never the subject's name: the keyed fingerprint and the counts). Nothing
+    is removed from the log, so it still verifies."""
+    from convoy.audit._event import AuditEvent
+    from convoy.audit._interceptor import AuditInterceptor
+
+    store = engine.store
+    if not any(isinstance(ic, AuditInterceptor) for ic in engine.runtime.interceptors) \
+            and await store.audit_size(event.tenant) == 0:
+        return
+    refs = {"reason": event.reason, "erasure": str(event.seq), "sessions": str(event.sessions),
+            "state_versions": str(event.state_versions)}
+    if event.subject_ref is not None:
+        refs["subject_ref"] = event.subject_ref
+    await store.audit_append(event.tenant, [AuditEvent(
+        kind="erasure", status="ok", at=event.at, refs=refs).encode()])
+
+
+def _engine(obj: SubjectRights) -> Engine:
+    from convoy.engine._engine import Engine
+
+    assert isinstance(obj, Engine)
+    return obj
+
+
+__all__ = ["SubjectRights"]

@@ -1,0 +1,152 @@
+"""Subject keys: one random AES-256 key per data subject, kept in the store wrapped (AES-GCM)
+under a master key the operator configures, so erasing a subject destroys its key.
+
+The master key is 32 random bytes, base64-encoded: in ``$CONVOY_MASTER_KEY``, or in the file
+``$CONVOY_MASTER_KEY_FILE`` names (``convoy keygen FILE`` writes one). Lose it and every
+subject's data is unreadable; keep it out of the database's backups.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convoy._errors import UserError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from convoy.stores._protocol import Store
+
+MASTER_KEY_ENV = "CONVOY_MASTER_KEY"
+MASTER_KEY_FILE_ENV = "CONVOY_MASTER_KEY_FILE"
+
+
+def _aesgcm(key: bytes) -> AESGCM:
+    try:
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    except ImportError:  # pragma: no cover - the extra is part of dev installs
+        raise UserError("data subjects need the 'cryptography' package: "
+                        "pip install 'convoy[privacy]'") from None
+    return AESGCM(key)
+
+
+class MasterKey:
+    """The key that wraps every subject key (32 bytes). Build it with :meth:`from_env`,
+    :meth:`from_text` or :meth:`generate`."""
+
+    __slots__ = ("_aead", "_key")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) != 32:
+            raise UserError(f"a master key is 32 bytes (base64-encoded), got {len(key)}")
+        self._key = key
+        self._aead = _aesgcm(key)
+
+    @classmethod
+    def generate(cls) -> str:
+        """A new master key, as the base64 text to keep in a file or variable."""
+        return base64.b64encode(secrets.token_bytes(32)).decode()
+
+    @classmethod
+    def from_text(cls, text: str, *, source: str = "the master key") -> MasterKey:
+        """The key ``text`` holds (base64 of 32 bytes); ``source`` names it in errors."""
+        try:
+            raw = base64.b64decode(text.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise UserError(f"{source} is not base64 text (make one with "
+                            "'convoy keygen FILE')") from None
+        if len(raw) != 32:
+            raise UserError(f"{source} decodes to {len(raw)} bytes, not 32 (make one with "
+                            "'convoy keygen FILE')")
+        return cls(raw)
+
+    @classmethod
+    def from_env(cls, env: Any = None) -> MasterKey | None:
+        """The key ``$CONVOY_MASTER_KEY`` holds, or the one in the file
+        ``$CONVOY_MASTER_KEY_FILE`` names; ``None`` if neither is set."""
+        env = os.environ if env is None else env
+        text = env.get(MASTER_KEY_ENV)
+        if text:
+            return cls.from_text(text, source=f"${MASTER_KEY_ENV}")
+        path = env.get(MASTER_KEY_FILE_ENV)
+        if not path:
+            return None
+        try:
+            content = Path(path).read_text()
+        except OSError as e:
+            raise UserError(f"cannot read the master key file {path!r} "
+                            f"(${MASTER_KEY_FILE_ENV}): {e.strerror or e}") from None
+        return cls.from_text(content, source=f"the master key file {path!r}")
+
+    def wrap(self, key: bytes, aad: bytes) -> str:
+        """``key`` encrypted under this key (AES-GCM, bound to ``aad``), as base64."""
+        nonce = secrets.token_bytes(12)
+        return base64.b64encode(nonce + self._aead.encrypt(nonce, key, aad)).decode()
+
+    def unwrap(self, wrapped: str, aad: bytes) -> bytes:
+        """The key :meth:`wrap` wrapped; :class:`~convoy.UserError` if this master key (or
+        ``aad``) is not the one it was wrapped with."""
+        from cryptography.exceptions import InvalidTag
+
+        raw = base64.b64decode(wrapped)
+        try:
+            return self._aead.decrypt(raw[:12], raw[12:], aad)
+        except InvalidTag:
+            raise UserError("the master key does not open the subject keys of this store "
+                            "(wrong key?): configure the key they were made with") from None
+
+    def ref(self, tenant: str, subject: str) -> str:
+        """A keyed fingerprint of a subject: what an erasure record keeps instead of its
+        name (nobody without the master key can test a guess against it)."""
+        return hmac.new(self._key, f"convoy-subject\0{tenant}\0{subject}".encode(),
+                        hashlib.sha256).hexdigest()
+
+
+def _key_aad(tenant: str, subject: str) -> bytes:
+    return f"convoy/subject-key/v1\0{tenant}\0{subject}".encode()
+
+
+class KeyRing:
+    """Subject keys of one store, unwrapped on first use and kept in memory."""
+
+    __slots__ = ("_keys", "master", "store")
+
+    def __init__(self, store: Store, master: MasterKey) -> None:
+        self.store = store
+        self.master = master
+        self._keys: dict[tuple[str, str], AESGCM] = {}
+
+    def cached(self, tenant: str, subject: str) -> AESGCM:
+        """A key :meth:`load` loaded before (the sync write paths need it ready)."""
+        key = self._keys.get((tenant, subject))
+        if key is None:
+            raise UserError(f"the key of subject {subject!r} (tenant {tenant!r}) is not loaded")
+        return key
+
+    async def load(self, tenant: str, subject: str, *, create: bool) -> AESGCM | None:
+        """The subject's key (made and stored if ``create`` and it has none), or ``None``."""
+        key = self._keys.get((tenant, subject))
+        if key is not None:
+            return key
+        aad = _key_aad(tenant, subject)
+        wrapped = await self.store.subject_key_get(tenant, subject)
+        if wrapped is None:
+            if not create:
+                return None
+            wrapped = await self.store.subject_key_put(
+                tenant, subject, self.master.wrap(secrets.token_bytes(32), aad))
+        key = self._keys[(tenant, subject)] = _aesgcm(self.master.unwrap(wrapped, aad))
+        return key
+
+    def forget(self, tenant: str, subject: str) -> None:
+        self._keys.pop((tenant, subject), None)
+
+
+__all__ = ["MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV", "KeyRing", "MasterKey"]

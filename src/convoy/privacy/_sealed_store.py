@@ -1,0 +1,281 @@
+"""A store that seals the personal data of data subjects' sessions.
+
+The engine writes and reads through this wrapper when a master key is configured; nothing
+else changes. For a session that names a subject, the values that can hold personal data
+are sealed (:mod:`convoy.privacy._seal`) on their way into the store and opened on their
+way out: the session's input, output and error, the result of every journaled step (model
+outputs, tool results, human answers, errors), and every shared-state version it writes.
+Sessions without a subject pass through untouched (one dictionary lookup per write).
+
+A value whose subject key was destroyed (an erased subject) stays sealed when read.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any, cast
+
+from convoy.privacy._keys import KeyRing
+from convoy.privacy._seal import (
+    is_sealed,
+    seal,
+    sealed_subject,
+    session_aad,
+    state_aad,
+    step_aad,
+    unseal,
+)
+from convoy.stores._protocol import (
+    NewSession,
+    SessionFilter,
+    SessionOutcome,
+    SessionRow,
+    StateEntry,
+    StateWrite,
+    StateWriteResult,
+    StepRecord,
+    Store,
+)
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+
+_OWN = frozenset({"inner", "keys", "_live"})
+
+
+class SealingStore:
+    """Wraps a :class:`~convoy.stores.Store`; every method it does not define is the inner
+    store's own (so it is a ``Store`` wherever one is expected: see :func:`sealing`)."""
+
+    def __init__(self, inner: Store, keys: KeyRing) -> None:
+        self.inner = inner
+        self.keys = keys
+        # Sessions of a subject this process writes for: id -> (tenant, subject, key).
+        self._live: dict[str, tuple[str, str, AESGCM]] = {}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Settings of the store (its clock, timeouts) are the inner store's.
+        if name in _OWN:
+            object.__setattr__(self, name, value)
+        else:
+            setattr(self.inner, name, value)
+
+    # -- sessions ----------------------------------------------------------------------
+
+    def _seal_new(self, s: NewSession, key: AESGCM) -> NewSession:
+        assert s.subject is not None
+        self._live[s.id] = (s.tenant, s.subject, key)
+        return replace(s, input=seal(key, s.subject, session_aad(s.tenant, s.id, "input"),
+                                     s.input))
+
+    def create_session(self, session: NewSession, *, owner: str | None,
+                       lease_s: float) -> asyncio.Future[None]:
+        if session.subject is not None:
+            session = self._seal_new(session, self.keys.cached(session.tenant,
+                                                                session.subject))
+        return self.inner.create_session(session, owner=owner, lease_s=lease_s)
+
+    async def create_sessions(self, sessions: Sequence[NewSession], *,
+                              owner: str | None = None, lease_s: float = 0.0) -> int:
+        out = []
+        for s in sessions:
+            if s.subject is None:
+                out.append(s)
+                continue
+            key = await self.keys.load(s.tenant, s.subject, create=True)
+            assert key is not None
+            out.append(self._seal_new(s, key))
+        return await self.inner.create_sessions(out, owner=owner, lease_s=lease_s)
+
+    async def _open_row(self, row: SessionRow | None, *, track: bool = False
+                        ) -> SessionRow | None:
+        if row is None or row.subject is None:
+            return row
+        key = await self.keys.load(row.tenant, row.subject, create=False)
+        if key is None:
+            return row
+        if track:
+            self._live[row.id] = (row.tenant, row.subject, key)
+        t, sid = row.tenant, row.id
+        return replace(
+            row, input=_open(key, session_aad(t, sid, "input"), row.input) or "",
+            output=_open(key, session_aad(t, sid, "output"), row.output),
+            error=_open(key, session_aad(t, sid, "error"), row.error))
+
+    async def _open_rows(self, rows: Sequence[SessionRow], *, track: bool = False
+                         ) -> list[SessionRow]:
+        return [cast(SessionRow, await self._open_row(r, track=track)) for r in rows]
+
+    async def claim(self, session_id: str, owner: str, lease_s: float, *,
+                    tenant: str | None = None) -> SessionRow | None:
+        return await self._open_row(
+            await self.inner.claim(session_id, owner, lease_s, tenant=tenant), track=True)
+
+    async def claim_runnable(self, owner: str, lease_s: float, *,
+                             workflows: Mapping[str, str], limit: int,
+                             tenant: str | None = None) -> list[SessionRow]:
+        return await self._open_rows(await self.inner.claim_runnable(
+            owner, lease_s, workflows=workflows, limit=limit, tenant=tenant), track=True)
+
+    async def get_session(self, session_id: str, *,
+                          tenant: str | None = None) -> SessionRow | None:
+        # Tracked: a session read by id may be finished next (cancelled, an escalation
+        # answered), and its outcome must be sealed too.
+        return await self._open_row(await self.inner.get_session(session_id, tenant=tenant),
+                                    track=True)
+
+    async def get_sessions(self, ids: Sequence[str], *,
+                           tenant: str | None = None) -> dict[str, SessionRow]:
+        rows = await self.inner.get_sessions(ids, tenant=tenant)
+        return {k: cast(SessionRow, await self._open_row(v)) for k, v in rows.items()}
+
+    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
+        return await self._open_rows(await self.inner.list_sessions(where))
+
+    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
+        return await self._open_rows(await self.inner.unfinished(tenant=tenant))
+
+    async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:
+        return await self._open_rows(await self.inner.subject_sessions(tenant, subject))
+
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
+               tenant: str | None = None) -> asyncio.Future[None]:
+        live = self._live.pop(session_id, None)
+        if live is not None:
+            t, subject, key = live
+            error = None if outcome.error is None else json.loads(seal(
+                key, subject, session_aad(t, session_id, "error"), json.dumps(outcome.error)))
+            outcome = replace(outcome, error=error, output=None if outcome.output is None
+                              else seal(key, subject, session_aad(t, session_id, "output"),
+                                        outcome.output))
+        return self.inner.finish(session_id, owner, outcome, tenant=tenant)
+
+    async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
+                   wake_at: float | None, wait_name: str | None) -> None:
+        self._live.pop(session_id, None)
+        await self.inner.park(session_id, owner, outcome, wake_at=wake_at,
+                              wait_name=wait_name)
+
+    async def release(self, session_id: str, owner: str) -> None:
+        self._live.pop(session_id, None)
+        await self.inner.release(session_id, owner)
+
+    async def reopen(self, session_id: str, *, drop_step: str | None = None,
+                     journal: StepRecord | None = None, tenant: str | None = None) -> bool:
+        if journal is not None and journal.result is not None:
+            row = await self.inner.get_session(session_id, tenant=tenant)
+            if row is not None and row.subject is not None:
+                key = await self.keys.load(row.tenant, row.subject, create=False)
+                if key is not None:
+                    journal = replace(journal, result=seal(
+                        key, row.subject, step_aad(row.tenant, session_id, journal.key),
+                        journal.result))
+        return await self.inner.reopen(session_id, drop_step=drop_step, journal=journal,
+                                       tenant=tenant)
+
+    # -- the journal ------------------------------------------------------------------
+
+    def append(self, session_id: str, owner: str | None, record: StepRecord, *,
+               consume_signal: int | None = None) -> asyncio.Future[None]:
+        live = self._live.get(session_id)
+        if live is not None and record.result is not None:
+            t, subject, key = live
+            record = replace(record, result=seal(key, subject,
+                                                 step_aad(t, session_id, record.key),
+                                                 record.result))
+        return self.inner.append(session_id, owner, record, consume_signal=consume_signal)
+
+    async def _open_records(self, session_id: str, records: list[StepRecord]
+                            ) -> list[StepRecord]:
+        if not any(is_sealed(r.result) for r in records):
+            return records
+        row = await self.inner.get_session(session_id)
+        if row is None or row.subject is None:
+            return records
+        key = await self.keys.load(row.tenant, row.subject, create=False)
+        if key is None:
+            return records
+        return [replace(r, result=_open(key, step_aad(row.tenant, session_id, r.key),
+                                        r.result)) for r in records]
+
+    async def load_journal(self, session_id: str, *,
+                           tenant: str | None = None) -> dict[str, StepRecord]:
+        recs = await self.inner.load_journal(session_id, tenant=tenant)
+        return {r.key: r for r in await self._open_records(session_id, list(recs.values()))}
+
+    async def journal(self, session_id: str, *,
+                      tenant: str | None = None) -> list[StepRecord]:
+        return await self._open_records(
+            session_id, await self.inner.journal(session_id, tenant=tenant))
+
+    # -- shared state ---------------------------------------------------------------------
+
+    async def _open_entry(self, e: StateEntry | None) -> StateEntry | None:
+        if e is None or not is_sealed(e.value):
+            return e
+        key = await self.keys.load(e.tenant, sealed_subject(e.value), create=False)
+        if key is None:
+            return e
+        return replace(e, value=unseal(key, state_aad(e.tenant, e.namespace, e.key,
+                                                      e.session_id, e.step_key), e.value))
+
+    async def _open_entries(self, entries: Sequence[StateEntry]) -> list[StateEntry]:
+        return [cast(StateEntry, await self._open_entry(e)) for e in entries]
+
+    async def state_put(self, write: StateWrite) -> StateWriteResult:
+        live = self._live.get(write.session_id) if write.session_id is not None else None
+        if live is None and write.session_id is None:
+            live = await self._subject_of_key(write)
+        if live is not None:
+            _, subject, key = live
+            w = write
+            write = replace(w, value=seal(key, subject, state_aad(
+                w.tenant, w.namespace, w.key, w.session_id, w.step_key), w.value))
+        res = await self.inner.state_put(write)
+        return replace(res, entry=await self._open_entry(res.entry))
+
+    async def _subject_of_key(self, w: StateWrite) -> tuple[str, str, AESGCM] | None:
+        """A write from outside any session (a person deciding a task in the inbox) to a
+        key whose current version is a subject's stays sealed under that subject's key."""
+        cur = await self.inner.state_get(w.tenant, w.namespace, w.key)
+        if cur is None or not is_sealed(cur.value):
+            return None
+        subject = sealed_subject(cur.value)
+        key = await self.keys.load(w.tenant, subject, create=False)
+        return None if key is None else (w.tenant, subject, key)
+
+    async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
+        return await self._open_entry(await self.inner.state_get(tenant, namespace, key))
+
+    async def state_history(self, tenant: str, namespace: str, key: str, *,
+                            limit: int | None = None) -> list[StateEntry]:
+        return await self._open_entries(
+            await self.inner.state_history(tenant, namespace, key, limit=limit))
+
+    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
+        return await self._open_entries(await self.inner.state_list(tenant, namespace))
+
+    async def state_written_by(self, tenant: str,
+                               session_ids: Sequence[str]) -> list[StateEntry]:
+        return await self._open_entries(
+            await self.inner.state_written_by(tenant, session_ids))
+
+
+def _open(key: AESGCM, aad: str, text: str | None) -> str | None:
+    return unseal(key, aad, text) if text is not None and is_sealed(text) else text
+
+
+def sealing(inner: Store, keys: KeyRing) -> Store:
+    """``inner`` behind a :class:`SealingStore` (typed as the store it stands for)."""
+    return cast(Store, SealingStore(inner, keys))
+
+
+__all__ = ["SealingStore", "sealing"]

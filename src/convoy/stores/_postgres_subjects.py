@@ -1,0 +1,136 @@
+"""The PostgreSQL store's data subjects: subject keys, purges and compaction.
+
+A purge deletes in one transaction, taking each shared-state key's advisory lock before it
+touches the key (as writers do). PostgreSQL keeps deleted rows as dead tuples until a
+``VACUUM``: :meth:`PostgresSubjects.compact` runs ``VACUUM FULL`` on the tables a purge
+touches, which rewrites them into new files (the old ones are unlinked). What the server's
+WAL segments and backups still hold is the cluster operator's to manage.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from psycopg import AsyncConnection
+
+from convoy.stores._postgres_state import _COLS as _STATE_COLS
+from convoy.stores._postgres_state import _entry
+from convoy.stores._protocol import Erasure, SessionRow, StateEntry
+from convoy.stores._sqlite_sql import _SESSION_COLS, _session
+from convoy.stores._subjects_sql import PURGED_TABLES, SubjectSQL, chunks, erasure
+
+T = TypeVar("T")
+Conn = AsyncConnection[Any]
+_SQL = SubjectSQL("%s")
+
+
+class PostgresSubjects:
+    """The ``subject_*``, ``purge``, ``erasures`` and ``compact`` methods of
+    :class:`~convoy.stores.PostgresStore`."""
+
+    clock: Callable[[], float]
+
+    if TYPE_CHECKING:
+        async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
+
+        async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+        async def _drain(self) -> None: ...
+
+        async def _on_pool(self, fn: Callable[[Conn], Awaitable[T]], what: str, *,
+                           atomic: bool, again: bool) -> T: ...
+
+        def _key_lock(self, tenant: str, namespace: str, key: str) -> int: ...
+
+    async def subject_key_get(self, tenant: str, subject: str) -> str | None:
+        rows = await self._read(_SQL.key_get, (tenant, subject))
+        return str(rows[0][0]) if rows else None
+
+    async def subject_key_put(self, tenant: str, subject: str, wrapped: str) -> str:
+        now = self.clock()
+
+        async def put(conn: Conn) -> str:
+            await conn.execute(_SQL.key_put, (tenant, subject, wrapped, now))
+            cur = await conn.execute(_SQL.key_get, (tenant, subject))
+            row = await cur.fetchone()
+            assert row is not None
+            return str(row[0])
+
+        return await self._write(put)
+
+    async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:
+        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE tenant=%s AND "
+                                "subject=%s ORDER BY created, id", (tenant, subject))
+        return [_session(r) for r in rows]
+
+    async def state_written_by(self, tenant: str,
+                               session_ids: Sequence[str]) -> list[StateEntry]:
+        out: list[StateEntry] = []
+        for chunk in chunks(session_ids):
+            out += [_entry(r) for r in await self._read(
+                f"SELECT {_STATE_COLS} FROM state_history WHERE tenant=%s AND session_id IN "
+                f"({_SQL.ids(len(chunk))}) ORDER BY at, namespace, key, version",
+                (tenant, *chunk))]
+        return out
+
+    async def finished_before(self, cutoff: float, *, tenant: str | None = None,
+                              limit: int = 1000) -> list[str]:
+        cond, params = ("", ()) if tenant is None else (" AND tenant=%s", (tenant,))
+        return [r[0] for r in await self._read(
+            f"{_SQL.finished_before}{cond} ORDER BY finished, id LIMIT %s",
+            (cutoff, *params, limit))]
+
+    async def purge(self, tenant: str, session_ids: Sequence[str], *,
+                    reason: Literal["erasure", "retention"], subject: str | None = None,
+                    subject_ref: str | None = None) -> Erasure:
+        now = self.clock()
+
+        async def purge(conn: Conn) -> Erasure:
+            sessions = versions = 0
+            for chunk in chunks(session_ids):
+                plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
+                cur = await conn.execute(
+                    f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant=%s AND "
+                    f"session_id IN ({_SQL.ids(len(chunk))}) ORDER BY 1, 2", (tenant, *chunk))
+                for ns, key in await cur.fetchall():  # in one order: no deadlock
+                    await conn.execute("SELECT pg_advisory_xact_lock(%s)",
+                                       (self._key_lock(tenant, ns, key),))
+                for text, params in plain:
+                    await conn.execute(text, params)
+                cur = await conn.execute(_SQL.created(len(chunk)), (tenant, *chunk))
+                for ns, key in await cur.fetchall():
+                    versions += (await conn.execute(_SQL.key_versions,
+                                                    (tenant, ns, key))).rowcount
+                    await conn.execute(_SQL.key_current, (tenant, ns, key))
+                versions += (await conn.execute(history, (tenant, *chunk))).rowcount
+                cur = await conn.execute(current, (tenant, *chunk))
+                for key in await cur.fetchall():
+                    await conn.execute(_SQL.fall_back, tuple(key))
+                sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
+            destroyed = subject is not None and \
+                (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0
+            cur = await conn.execute(_SQL.record + " RETURNING seq",
+                                     (tenant, reason, subject_ref, sessions, versions,
+                                      int(destroyed), now))
+            row = await cur.fetchone()
+            return Erasure(tenant=tenant, reason=reason, subject_ref=subject_ref,
+                           sessions=sessions, state_versions=versions, key=destroyed, at=now,
+                           seq=int(row[0]) if row else 0)
+
+        return await self._write(purge)
+
+    async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:
+        cond, params = ("", ()) if tenant is None else (" WHERE tenant=%s", (tenant,))
+        return [erasure(r) for r in await self._read(f"{_SQL.erasures}{cond} ORDER BY seq",
+                                                     params)]
+
+    async def compact(self) -> None:
+        async def vacuum(conn: Conn) -> None:
+            await conn.execute(f"VACUUM FULL {', '.join(PURGED_TABLES)}")
+
+        await self._drain()
+        await self._on_pool(vacuum, "compact", atomic=False, again=True)
+
+
+__all__ = ["PostgresSubjects"]

@@ -1,0 +1,134 @@
+"""The SQLite store's data subjects: subject keys, purges and compaction.
+
+A purge runs in one transaction with ``secure_delete`` on (SQLite overwrites what it
+deletes with zeros); :meth:`SQLiteSubjects.compact` then copies the WAL into the database,
+rebuilds the file (``VACUUM``: no free page keeps an old row) and truncates the WAL to
+zero bytes, so no deleted row is left in any file the store wrote.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+
+from convoy.stores._protocol import Erasure, SessionRow, StateEntry
+from convoy.stores._sqlite_sql import _SESSION_COLS, _session, _store_error
+from convoy.stores._sqlite_state import _COLS as _STATE_COLS
+from convoy.stores._sqlite_state import _entry
+from convoy.stores._subjects_sql import SubjectSQL, chunks, erasure
+
+T = TypeVar("T")
+_SQL = SubjectSQL("?")
+
+
+class SQLiteSubjects:
+    """The ``subject_*``, ``purge``, ``erasures`` and ``compact`` methods of
+    :class:`~convoy.stores.SQLiteStore`."""
+
+    clock: Callable[[], float]
+    path: Path
+
+    if TYPE_CHECKING:
+        async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+        def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
+
+        async def _drain(self) -> None: ...
+
+        @property
+        def conn(self) -> sqlite3.Connection: ...
+
+    async def subject_key_get(self, tenant: str, subject: str) -> str | None:
+        rows = self._read(_SQL.key_get, (tenant, subject))
+        return str(rows[0][0]) if rows else None
+
+    async def subject_key_put(self, tenant: str, subject: str, wrapped: str) -> str:
+        now = self.clock()
+
+        def put(conn: sqlite3.Connection) -> str:
+            conn.execute(_SQL.key_put, (tenant, subject, wrapped, now))
+            return str(conn.execute(_SQL.key_get, (tenant, subject)).fetchone()[0])
+
+        return await self._write(put)
+
+    async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:
+        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE tenant=? AND "
+                          "subject=? ORDER BY created, id", (tenant, subject))
+        return [_session(r) for r in rows]
+
+    async def state_written_by(self, tenant: str,
+                               session_ids: Sequence[str]) -> list[StateEntry]:
+        out: list[StateEntry] = []
+        for chunk in chunks(session_ids):
+            out += [_entry(r) for r in self._read(
+                f"SELECT {_STATE_COLS} FROM state_history WHERE tenant=? AND session_id IN "
+                f"({_SQL.ids(len(chunk))}) ORDER BY at, namespace, key, version",
+                (tenant, *chunk))]
+        return out
+
+    async def finished_before(self, cutoff: float, *, tenant: str | None = None,
+                              limit: int = 1000) -> list[str]:
+        cond, params = ("", ()) if tenant is None else (" AND tenant=?", (tenant,))
+        return [r[0] for r in self._read(
+            f"{_SQL.finished_before}{cond} ORDER BY finished, id LIMIT ?",
+            (cutoff, *params, limit))]
+
+    async def purge(self, tenant: str, session_ids: Sequence[str], *,
+                    reason: Literal["erasure", "retention"], subject: str | None = None,
+                    subject_ref: str | None = None) -> Erasure:
+        now = self.clock()
+
+        def purge(conn: sqlite3.Connection) -> Erasure:
+            sessions = versions = 0
+            for chunk in chunks(session_ids):
+                plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
+                for text, params in plain:
+                    conn.execute(text, params)
+                for ns, key in conn.execute(_SQL.created(len(chunk)),
+                                            (tenant, *chunk)).fetchall():
+                    versions += conn.execute(_SQL.key_versions, (tenant, ns, key)).rowcount
+                    conn.execute(_SQL.key_current, (tenant, ns, key))
+                versions += conn.execute(history, (tenant, *chunk)).rowcount
+                for key in conn.execute(current, (tenant, *chunk)).fetchall():
+                    conn.execute(_SQL.fall_back, tuple(key))
+                sessions += conn.execute(drop, (tenant, *chunk)).rowcount
+            destroyed = subject is not None and \
+                conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0
+            event = Erasure(tenant=tenant, reason=reason, subject_ref=subject_ref,
+                            sessions=sessions, state_versions=versions, key=destroyed, at=now)
+            cur = conn.execute(_SQL.record, (tenant, reason, subject_ref, sessions, versions,
+                                             int(destroyed), now))
+            return replace(event, seq=int(cur.lastrowid or 0))
+
+        await self._drain()
+        self.conn.execute("PRAGMA secure_delete=ON")
+        try:
+            return await self._write(purge)
+        finally:
+            self.conn.execute("PRAGMA secure_delete=OFF")
+
+    async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:
+        cond, params = ("", ()) if tenant is None else (" WHERE tenant=?", (tenant,))
+        return [erasure(r) for r in self._read(f"{_SQL.erasures}{cond} ORDER BY seq", params)]
+
+    async def compact(self) -> None:
+        await self._drain()
+        conn = self.conn
+        try:
+            conn.execute("PRAGMA secure_delete=ON")
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            conn.execute("VACUUM")
+            busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        except sqlite3.Error as e:
+            raise _store_error(e, self.path, "compact") from None
+        finally:
+            conn.execute("PRAGMA secure_delete=OFF")
+        if busy and busy[0]:
+            raise _store_error(sqlite3.OperationalError("database is locked"), self.path,
+                               "compact")
+
+
+__all__ = ["SQLiteSubjects"]

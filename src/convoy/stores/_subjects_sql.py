@@ -1,0 +1,106 @@
+"""The SQL of data subjects and purges, alike on SQLite and PostgreSQL (only the parameter
+placeholder differs): subject keys, the erasure record, and the statements that delete a
+set of sessions with everything written for them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from convoy.stores._protocol import Erasure
+
+#: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean.
+PURGED_TABLES = ("sessions", "journal", "signals", "state", "state_history", "state_watch",
+                 "subject_keys")
+
+#: How many session ids one statement names.
+CHUNK = 500
+
+_ERASURE_COLS = "tenant,reason,subject_ref,sessions,state_versions,key_destroyed,at,seq"
+
+
+def subject_tables(*, real: str, serial: str) -> str:
+    """The tables of schema version 5: subject keys and recorded erasures (``real``: the
+    dialect's float type; ``serial``: its auto-numbered primary key)."""
+    return f"""
+ALTER TABLE sessions ADD COLUMN subject TEXT;
+CREATE INDEX sessions_subject ON sessions(tenant, subject) WHERE subject IS NOT NULL;
+CREATE TABLE subject_keys(
+  tenant TEXT NOT NULL,
+  subject TEXT NOT NULL,
+  wrapped TEXT NOT NULL,
+  created {real} NOT NULL,
+  PRIMARY KEY(tenant, subject)
+);
+CREATE TABLE erasures(
+  seq {serial},
+  tenant TEXT NOT NULL,
+  reason TEXT NOT NULL,
+  subject_ref TEXT,
+  sessions INTEGER NOT NULL,
+  state_versions INTEGER NOT NULL,
+  key_destroyed INTEGER NOT NULL,
+  at {real} NOT NULL
+);
+"""
+
+
+class SubjectSQL:
+    """Statements for one dialect (``mark``: its placeholder)."""
+
+    def __init__(self, mark: str) -> None:
+        m = self.mark = mark
+        self.key_get = f"SELECT wrapped FROM subject_keys WHERE tenant={m} AND subject={m}"
+        self.key_put = (f"INSERT INTO subject_keys(tenant,subject,wrapped,created) "
+                        f"VALUES({m},{m},{m},{m}) ON CONFLICT(tenant,subject) DO NOTHING")
+        self.key_delete = f"DELETE FROM subject_keys WHERE tenant={m} AND subject={m}"
+        self.record = (f"INSERT INTO erasures(tenant,reason,subject_ref,sessions,"
+                       f"state_versions,key_destroyed,at) VALUES({m},{m},{m},{m},{m},{m},{m})")
+        self.erasures = f"SELECT {_ERASURE_COLS} FROM erasures"
+        self.finished_before = (
+            "SELECT id FROM sessions WHERE finished IS NOT NULL AND finished < "
+            f"{m} AND status NOT IN ('pending','running','waiting')")
+        # Keys one of the sessions created: the subject's, every version of them goes.
+        self.key_versions = (f"DELETE FROM state_history WHERE tenant={m} AND namespace={m} "
+                             f"AND key={m}")
+        self.key_current = f"DELETE FROM state WHERE tenant={m} AND namespace={m} AND key={m}"
+        # The newest remaining version of a key whose current version was purged.
+        self.fall_back = (
+            "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
+            "at) SELECT tenant,namespace,key,version,value,session_id,agent,step_key,at FROM "
+            f"state_history WHERE tenant={m} AND namespace={m} AND key={m} "
+            "ORDER BY version DESC LIMIT 1")
+
+    def ids(self, n: int) -> str:
+        return ",".join([self.mark] * n)
+
+    def created(self, n: int) -> str:
+        """The state keys (of a tenant) that one of ``n`` sessions created (version 1)."""
+        return (f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant={self.mark} "
+                f"AND version=1 AND session_id IN ({self.ids(n)}) ORDER BY 1, 2")
+
+    def purge_chunk(self, tenant: str, ids: Sequence[str]
+                    ) -> tuple[list[tuple[str, tuple[Any, ...]]], str, str, str]:
+        """For one chunk of session ids (of ``tenant``): the plain deletes, the statement
+        that deletes their state versions (counted), the one that deletes the current
+        versions they wrote (returning the keys), and the one that deletes the sessions
+        (counted)."""
+        m, marks = self.mark, self.ids(len(ids))
+        owned = f"session_id IN ({marks}) AND session_id IN (SELECT id FROM sessions WHERE " \
+                f"tenant={m})"
+        plain = [(f"DELETE FROM {t} WHERE {owned}", (*ids, tenant))
+                 for t in ("journal", "signals", "state_watch")]
+        history = f"DELETE FROM state_history WHERE tenant={m} AND session_id IN ({marks})"
+        current = (f"DELETE FROM state WHERE tenant={m} AND session_id IN ({marks}) "
+                   "RETURNING tenant, namespace, key")
+        sessions = f"DELETE FROM sessions WHERE tenant={m} AND id IN ({marks})"
+        return plain, history, current, sessions
+
+
+def erasure(r: Sequence[Any]) -> Erasure:
+    return Erasure(tenant=r[0], reason=r[1], subject_ref=r[2], sessions=int(r[3]),
+                   state_versions=int(r[4]), key=bool(r[5]), at=float(r[6]), seq=int(r[7]))
+
+
+def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
+    return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]

@@ -1,0 +1,44 @@
+"""``convoy run --subject``, ``erase``, ``export``, ``purge`` and ``keygen`` from the command
+line: what they print, what they leave in the store's files, one line for each misuse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .clikit import FLOW, cli, one_line_error, workdir, write_jsonl
+
+__all__ = ["workdir"]  # the autouse fixture: each test in its own directory
+
+PLANTED = "Yolanda Verbatim-Personal"
+
+
+def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
+    assert cli("keygen", "m.key").code == 0
+    one_line_error(cli("keygen", "m.key"), 2, "never overwritten")
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9"), 2,
+                   "no master key is configured")
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("convoy.db")]
+    assert files and not any(PLANTED.encode() in p.read_bytes() for p in files)
+    res = cli("export", "c-9", env=env)
+    assert res.code == 0 and json.loads(res.stdout)["sessions"][0]["input"]["body"] == PLANTED
+    one_line_error(cli("export", "c-9"), 2, "needs the master key")
+    res = cli("erase", "c-9", env=env)
+    assert res.code == 0 and "1 session(s)" in res.stdout and "key destroyed" in res.stdout
+    one_line_error(cli("erase", "c-9", env=env), 2, "erased already")
+    one_line_error(cli("export", "c-9", env=env), 2, "unknown subject 'c-9'")
+    assert not (tmp_path / "convoy.db-wal").exists() or \
+        (tmp_path / "convoy.db-wal").stat().st_size == 0
+    assert b"c-9" not in (tmp_path / "convoy.db").read_bytes()
+
+
+def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": "x"}])
+    assert cli("run", FLOW, "-i", "in.jsonl").code == 0
+    one_line_error(cli("purge", "--older-than", "3x"), 2, "unit s, m, h, d or w")
+    res = cli("purge", "--older-than", "30d")
+    assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
+        res.stdout

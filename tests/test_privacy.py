@@ -1,0 +1,336 @@
+"""Data subjects: personal data sealed under per-subject keys, erasure that leaves no byte
+of it in any file the project wrote, export (right of access), retention by age, and one
+clear line for each misuse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel
+
+import convoy
+from convoy import MasterKey
+from convoy._errors import UserError
+from convoy.privacy._seal import is_sealed
+
+from .conftest import STORE_KINDS, FakeClock, store_db
+
+# Personal values planted in every place a session holds data: its input, a tool's
+# output, the model's output and a shared-state write.
+IN_NAME = "Ingrid Quellenberg-Saxby"
+TOOL_IBAN = "DE89370400440532013000"
+MODEL_PHONE = "+49 170 5550123 Quellenberg"
+STATE_MAIL = "ingrid.q.saxby@example.org"
+PLANTED = (IN_NAME, TOOL_IBAN, MODEL_PHONE, STATE_MAIL)
+# The same kinds of values for a session without a subject: they must stay (the control
+# that shows the scan finds what is there).
+OTHER = ("Bertrand Olafsdottir-Mwangi", "FR7630006000011234567890189")
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+class Customer(BaseModel):
+    name: str
+
+
+class Reply(BaseModel):
+    text: str
+
+
+@convoy.tool
+async def lookup(ctx: convoy.ToolContext, name: str) -> dict[str, str]:
+    """The customer's bank account."""
+    return {"name": name, "iban": TOOL_IBAN if name == IN_NAME else OTHER[1]}
+
+
+def script(req: convoy.ModelRequest) -> Any:
+    tools = [json.loads(m.content or "{}") for m in req.messages if m.role == "tool"]
+    if not tools:
+        name = IN_NAME if IN_NAME in (req.messages[-1].content or "") else OTHER[0]
+        return {"tool_calls": [{"name": "lookup", "arguments": {"name": name}}]}
+    return {"output": {"text": f"call {MODEL_PHONE} about {tools[-1]['iban']}"
+                       if tools[-1]["name"] == IN_NAME else f"no phone for {OTHER[0]}"}}
+
+
+clerk = convoy.Agent(name="clerk", input_type=Customer, output_type=Reply,
+                     model=convoy.SimModel(script), tools=[lookup])
+
+
+@convoy.workflow(name="privacy.serve")
+async def serve(ctx: convoy.Context, c: Customer) -> str:
+    reply = await ctx.run(clerk, c)
+    # State keys are names, not data: they are not sealed (see docs/privacy.md).
+    key = "subject" if c.name == IN_NAME else "control"
+    await ctx.state("contacts").set(key, {"mail": STATE_MAIL if c.name == IN_NAME else
+                                          "none"}, expected_version=0)
+    return reply.text
+
+
+def engine(db: str | Path, clock: FakeClock | None = None, **kw: Any) -> convoy.Engine:
+    eng = convoy.Engine(db, master_key=MasterKey.from_text(KEY), **kw)
+    if clock is not None:
+        eng.store.clock = clock  # type: ignore[attr-defined]
+    return eng
+
+
+KEY = MasterKey.generate()
+
+
+def scan(paths: list[Path], values: tuple[str, ...]) -> dict[str, list[str]]:
+    """Which values occur, byte for byte, in which of the files."""
+    found: dict[str, list[str]] = {}
+    for p in paths:
+        if not p.exists():
+            continue
+        data = p.read_bytes()
+        for v in values:
+            if v.encode() in data:
+                found.setdefault(v, []).append(p.name)
+    return found
+
+
+def files_of(directory: Path) -> list[Path]:
+    return sorted(p for p in directory.rglob("*") if p.is_file())
+
+
+async def test_erasure_leaves_no_byte_of_the_subject_in_any_file_sqlite(tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        ctl = await eng.run(serve, {"name": OTHER[0]})
+        assert res.ok and ctl.ok and MODEL_PHONE in res.output
+        # Held and readable through the engine: the export has every planted value.
+        exported = json.dumps(await eng.export("customer-42"))
+        assert all(v in exported for v in PLANTED)
+        # At rest: sealed (no plaintext in the files) while the key exists.
+        raw = list(await eng.store.inner.journal(res.id))  # type: ignore[attr-defined]
+        assert raw and all(is_sealed(r.result) for r in raw if r.result)
+        sealed_bytes = [r.result for r in raw if r.result]
+    files = files_of(tmp_path)
+    assert scan(files, PLANTED) == {}
+    assert scan(files, OTHER)  # the control: plaintext of a session without a subject
+    assert any(scan(files, (s[30:70],)) for s in sealed_bytes)  # the ciphertext is there
+
+    async with engine(db) as eng:
+        event = await eng.erase("customer-42")
+        assert event.sessions == 1 and event.key and event.state_versions == 1
+        assert await eng.store.get_session(res.id) is None
+        assert (await eng.state("contacts").get("control")).exists
+        assert not (await eng.state("contacts").get("subject")).exists
+    files = files_of(tmp_path)
+    assert scan(files, PLANTED) == {}
+    assert not any(scan(files, (s[30:70],)) for s in sealed_bytes)
+    assert scan(files, ("customer-42",)) == {}
+    assert set(scan(files, OTHER)) == set(OTHER)  # what is not the subject's stays
+    assert {p.name for p in files} <= {"convoy.db", "convoy.db-wal", "convoy.db-shm"}
+
+
+async def test_sessions_of_a_subject_are_sealed_at_rest_and_open_through_the_engine(
+        db: str | Path) -> None:
+    async with engine(db) as eng:
+        res = await eng.tenant("acme").run(serve, {"name": IN_NAME}, subject="s-1")
+        row = await eng.store.inner.get_session(res.id)  # type: ignore[attr-defined]
+        assert row.subject == "s-1" and is_sealed(row.input) and is_sealed(row.output)
+        entry = await eng.store.inner.state_get("acme", "contacts", "subject")  # type: ignore[attr-defined]
+        assert is_sealed(entry.value)
+        opened = await eng.store.get_session(res.id)
+        assert opened is not None and IN_NAME in opened.input
+        got = await eng.tenant("acme").state("contacts").get("subject")
+        assert got.value == {"mail": STATE_MAIL}
+        again = await eng.tenant("acme").run(serve, {"name": IN_NAME}, session_id=res.id)
+        assert again.output == res.output
+
+
+async def test_erasure_and_export_on_both_stores(db: str | Path) -> None:
+    async with engine(db) as eng:
+        acme = eng.tenant("acme")
+        res = await acme.run(serve, {"name": IN_NAME}, subject="s-1")
+        other = await eng.tenant("globex").run(serve, {"name": IN_NAME}, subject="s-1")
+        doc = await acme.export("s-1")
+        assert [s["id"] for s in doc["sessions"]] == [res.id]  # tenant-scoped
+        assert doc["state"][0]["value"] == {"mail": STATE_MAIL}
+        assert any(TOOL_IBAN in json.dumps(st["result"]) for st in doc["sessions"][0]["steps"])
+        event = await acme.erase("s-1")
+        assert event.sessions == 1 and event.subject_ref and "s-1" not in event.subject_ref
+        assert [e.seq for e in await eng.store.erasures(tenant="acme")] == [event.seq]
+        assert await eng.store.get_session(res.id) is None
+        assert await eng.store.get_session(other.id) is not None  # globex's s-1 stays
+        with pytest.raises(UserError, match="erased already"):
+            await acme.erase("s-1")
+        with pytest.raises(UserError, match="unknown subject 'nobody'"):
+            await acme.export("nobody")
+
+
+async def test_retention_purges_finished_sessions_older_than_the_age(db: str | Path) -> None:
+    clock = FakeClock()
+    async with engine(db, clock) as eng:
+        old = await eng.run(serve, {"name": IN_NAME}, subject="s-1")
+        clock.advance(31 * 86400)
+        new = await eng.run(serve, {"name": OTHER[0]})
+        events = await eng.purge(30 * 86400)
+        assert [(e.reason, e.sessions) for e in events] == [("retention", 1)]
+        assert await eng.store.get_session(old.id) is None
+        assert await eng.store.get_session(new.id) is not None
+        assert await eng.purge(30 * 86400) == []
+
+
+async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    async with convoy.Engine(tmp_path / "a.db") as eng:
+        with pytest.raises(UserError, match="no master key is configured"):
+            await eng.run(serve, {"name": IN_NAME}, subject="s-1")
+        with pytest.raises(UserError, match="needs the master key"):
+            await eng.erase("s-1")
+    async with engine(tmp_path / "b.db") as eng:
+        await eng.run(serve, {"name": IN_NAME}, subject="s-1")
+    wrong = convoy.Engine(tmp_path / "b.db", master_key=MasterKey.from_text(
+        MasterKey.generate()))
+    async with wrong:
+        with pytest.raises(UserError, match="wrong key"):
+            await wrong.export("s-1")
+    with pytest.raises(UserError, match="not base64"):
+        MasterKey.from_text("not a key!")
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
+    with pytest.raises(UserError, match="cannot read the master key file"):
+        MasterKey.from_env()
+
+
+async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> None:
+    """On PostgreSQL: every table of the store's schema is read back, and the files of the
+    test cluster's data directory are scanned after a checkpoint. The server's WAL
+    (``pg_wal``) is scanned for plaintext only: it keeps the sealed rows (and the wrapped
+    key) until PostgreSQL recycles its segments, which the store cannot force."""
+    import psycopg
+
+    from tests import pg_cluster
+
+    schema = pg_cluster.fresh_schema()
+    url = f"{pg_cluster.server_url()}?schema={schema}"
+    try:
+        async with engine(url) as eng:
+            res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+            await eng.run(serve, {"name": OTHER[0]})
+            raw = await eng.store.inner.journal(res.id)  # type: ignore[attr-defined]
+            cipher = [json.loads(r.result)["d"][20:60] for r in raw if r.result]
+        datadir = Path(pg_cluster._state["dir"])
+
+        def dump() -> str:
+            with psycopg.connect(pg_cluster.server_url(), autocommit=True) as conn:
+                conn.execute("CHECKPOINT")
+                tables = [r[0] for r in conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname=%s", (schema,))]
+                return json.dumps([conn.execute(  # type: ignore[call-overload]
+                    f'SELECT * FROM "{schema}"."{t}"').fetchall() for t in tables],
+                    default=str)
+
+        def data_files() -> list[Path]:
+            return [p for p in files_of(datadir) if "pg_wal" not in p.parts]
+
+        before = dump()
+        assert not any(v in before for v in PLANTED)  # sealed: never there in plaintext
+        assert all(c in before for c in cipher) and OTHER[0] in before
+        assert scan(data_files(), (OTHER[0],))  # the control: the scan sees the heap
+        assert any(scan(data_files(), (c,)) for c in cipher)
+        async with engine(url) as eng:
+            await eng.erase("customer-42")
+        after = dump()
+        assert not any(v in after for v in (*PLANTED, *cipher, "customer-42"))
+        assert OTHER[0] in after
+        assert scan(data_files(), (*PLANTED, *cipher)) == {}
+        assert scan(files_of(datadir), PLANTED) == {}  # pg_wal included: no plaintext
+    finally:
+        pg_cluster.drop_schema(schema)
+
+
+class Refund(BaseModel):
+    approve: bool
+    note: str = ""
+
+
+@convoy.workflow(name="privacy.refund")
+async def ask_refund(ctx: convoy.Context, name: str) -> str:
+    got = await ctx.ask_human(f"Refund {name}?", Refund, queue="billing")
+    return got.value.note
+
+
+async def test_a_persons_decision_on_a_subjects_task_is_sealed_and_erased(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    note = "Spoke to Ingrid on +44 20 7946 0958"
+    async with engine(db) as eng:
+        acme = eng.tenant("acme")
+        res = await acme.run(ask_refund, IN_NAME, subject="s-1", session_id="r1")
+        assert res.status == "waiting"
+        [task] = await acme.inbox.tasks()
+        assert IN_NAME in task.prompt  # opened for the inbox
+        await acme.inbox.answer(task.id, {"approve": True, "note": note}, by="alice")
+        [res] = await acme.resume()
+        assert res.ok and res.output == note
+        assert scan(files_of(tmp_path), (IN_NAME, note)) == {}  # sealed at rest
+        await acme.erase("s-1")
+        assert await acme.inbox.tasks(status="answered") == []  # the subject's task is gone
+    assert scan(files_of(tmp_path), (IN_NAME, note)) == {}
+
+
+@convoy.workflow(name="privacy.wait")
+async def wait_a_day(ctx: convoy.Context, name: str) -> str:
+    await ctx.sleep(86400)
+    return name
+
+
+async def test_a_subjects_session_cancelled_from_another_process_stays_sealed(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        res = await eng.run(wait_a_day, IN_NAME, subject="s-1")
+        assert res.status == "waiting"
+    async with engine(db) as other:  # another process: it never ran the session
+        await other.cancel(res.id)
+        row = await other.store.inner.get_session(res.id)  # type: ignore[attr-defined]
+        assert row.status == "cancelled" and is_sealed(row.error)
+        opened = await other.store.get_session(res.id)
+        assert opened is not None and opened.error_record == {"type": "Cancelled",
+                                                              "message": "cancelled"}
+
+
+async def test_erasure_is_an_audit_entry_and_the_log_still_verifies(tmp_path: Path) -> None:
+    from convoy.audit import AuditEvent, AuditInterceptor
+    from convoy.audit._verify import verify_log
+
+    db = tmp_path / "convoy.db"
+    audit = AuditInterceptor(key_path=tmp_path / "audit.key")
+    async with engine(db, interceptors=[audit]) as eng:
+        await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        before = await verify_log(audit.log, "default")
+        await audit.log.checkpoint("default")
+        event = await eng.erase("customer-42")
+        after = await verify_log(audit.log, "default")
+        assert after.size == before.size + 1 and after.checkpoints == 1
+        last = await eng.store.audit_entry("default", after.size - 1)
+        assert last is not None
+        entry = AuditEvent.decode(last.body)
+        assert entry.kind == "erasure" and entry.refs["subject_ref"] == event.subject_ref
+        assert entry.refs["sessions"] == "1"
+    assert scan(files_of(tmp_path), (*PLANTED, "customer-42")) == {}
+
+
+async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
+        tmp_path: Path) -> None:
+    from convoy.observability._tracing import SPANS_NAMESPACE, Tracing
+
+    db = tmp_path / "convoy.db"
+    async with engine(db, interceptors=[Tracing()]) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+    async with engine(db) as eng:
+        assert await eng.store.kv_all(SPANS_NAMESPACE + res.id)  # spans were stored
+        await eng.erase("customer-42")
+        assert await eng.store.kv_all(SPANS_NAMESPACE + res.id) == {}
+    assert scan(files_of(tmp_path), (*PLANTED, res.id)) == {}
