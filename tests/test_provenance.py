@@ -129,6 +129,30 @@ async def test_arguments_from_the_request_or_trusted_tools_need_no_approval(db: 
                    ("transfer", "DE44500105175407324931")]
 
 
+async def test_an_account_nothing_trusted_named_waits_after_an_untrusted_read(
+        db: Path) -> None:
+    """The injection spells the account out ("DE89 3704 ..." is not what the model writes:
+    it follows "the account in words"), so the argument never occurs in the untrusted
+    text: it is stopped because nothing trusted named it, not because it was seen."""
+    spelled = "DE00 1111 2222 3333 4444 55"  # what an obeying model wrote from the words
+    sim = convoy.SimModel({"clerk": _calls(
+        ("read_doc", {"name": "report"}),
+        ("transfer", {"iban": spelled, "cents": 100}))})
+    async with _engine(db, sim) as eng:
+        res = await eng.run(_flow("prov.ground", _clerk()), "read the report",
+                            session_id="g1")
+        [task] = await eng.inbox.tasks()
+        assert res.status == "waiting" and RAN == []
+        assert task.context["rule"] == "ungrounded_entities"
+        assert eng.provenance.blocked == {"ungrounded_entities": 1}
+    # Before any untrusted read, the same call runs: nothing could have steered it.
+    RAN.clear()
+    plain = convoy.SimModel({"clerk": _calls(("transfer", {"iban": spelled, "cents": 1}))})
+    async with _engine(db.with_name("p.db"), plain) as eng:
+        assert (await eng.run(_flow("prov.ground2", _clerk()), "pay it")).ok
+    assert [("transfer", spelled)] == RAN
+
+
 async def test_destructive_calls_after_an_untrusted_read_need_approval(db: Path) -> None:
     before = convoy.SimModel({"clerk": _calls(("close_account", {"customer": "c1"}))})
     async with _engine(db, before) as eng:

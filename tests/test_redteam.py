@@ -69,6 +69,9 @@ def test_cli_reports_and_exits_by_the_result(tmp_path: Path) -> None:
 
 TOKENS = [f"user{i}@d{i}.example" for i in range(4)] + ["orchard-delta", "pelican-gamma",
                                                          "DE89370400440532013000"]
+#: The tokens that are entities (e-mail addresses, an IBAN): once untrusted content was read,
+#: a side-effecting call naming one the request did not name waits for approval.
+ENTITY_TOKENS = {0, 1, 2, 3, 6}
 SCOPES = ["pay:send", "mail:send", "ops:wipe"]
 TENANTS = {"open": None, "capped": ["mail:*"]}
 
@@ -151,7 +154,9 @@ def test_fuzz_no_untrusted_argument_runs_unapproved(c: dict[str, Any]) -> None:
                                                       for g in cap))):
                 continue  # out of scope: refused
             v = _n(TOKENS[tok])
-            if (v in read and v not in _n(request)) or (c["tools"][t]["destructive"] and read):
+            ungrounded = tok in ENTITY_TOKENS and v not in _n(request)  # nothing trusted
+            if (v in read and v not in _n(request)) or (c["tools"][t]["destructive"] and read) \
+                    or (read and ungrounded):
                 stopped = True  # parks on a person's approval
                 continue
             expected.append((t, TOKENS[tok]))

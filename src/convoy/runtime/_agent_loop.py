@@ -59,6 +59,7 @@ from convoy.security._provenance import (
     from_tool,
     input_provenance,
     ledger,
+    note_grounded,
     note_untrusted,
     tainted,
 )
@@ -325,6 +326,8 @@ async def _dispatch(ctx: Context, agent: Agent[Any, Any], links: AgentLinks,
             prov = from_tool(tool.name, not tool.trusted)
             if prov.tainted:
                 note_untrusted(ctx.session, content, prov)
+            else:
+                note_grounded(ctx.session, content)
             replies[i] = Message(role="tool", tool_call_id=call.id, content=content,
                                  provenance=prov)
         elif checked.agent is not None and checked.kind == "worker":

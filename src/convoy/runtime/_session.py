@@ -32,9 +32,9 @@ class SessionState:
 
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
-        "deadline", "executor", "grants", "handoffs",
-        "headers", "id", "input", "last_known", "resumed", "runtime", "steps", "subject",
-        "taint", "tenant", "usage", "version", "workflow",
+        "deadline", "executor", "grants", "grounded", "handoffs",
+        "headers", "id", "input", "last_known", "resumed", "runtime", "steps",
+        "subject", "taint", "tenant", "usage", "version", "workflow",
     )
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
@@ -73,6 +73,9 @@ class SessionState:
         self.input: Any = None
         #: The untrusted content this session read; ``None`` until the first.
         self.taint: Taint | None = None
+        #: Normalised outputs of trusted tools this session read (what grounds an
+        #: argument besides the user's request: see ``convoy.security._policy``).
+        self.grounded: list[str] | None = None
 
     def grant(self, name: str) -> None:
         """A person approved an escalation that asked for ``name`` (see

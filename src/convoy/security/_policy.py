@@ -10,7 +10,14 @@ checked in order; the first whose condition holds decides:
   address, a URL, a domain, an IBAN, an account or card number), occurs in untrusted
   content the session read but not in the user's request (the session's input, without
   its :class:`~convoy.Untrusted` fields);
-* ``when="untrusted_read"``: the session has read any untrusted content.
+* ``when="untrusted_read"``: the session has read any untrusted content;
+* ``when="ungrounded_entities"``: the session has read untrusted content, and an entity
+  inside an argument (an e-mail address, a URL, a domain, an IBAN, an account number) is
+  grounded nowhere trusted: not in the user's request, not in the calling agent's
+  instructions, not in the output of a tool declared ``trusted=True``. This catches what
+  ``untrusted_arguments`` cannot: an injected instruction that has the model *write* an
+  address or account it was told in another form (``"attacker at evil dot com"``, spelled
+  out, split, encoded), so the value never occurs in the untrusted text as such.
 
 and its ``action``: ``"approve"`` (the call waits for a person's approval, bound to these
 exact arguments: the session parks on an approval task, as for ``requires_approval``),
@@ -19,8 +26,10 @@ exact arguments: the session parks on an approval task, as for ``requires_approv
 as the step's outcome with the rule's name, and counted in :attr:`ProvenancePolicy.blocked`.
 
 The defaults (:data:`DEFAULT_RULES`, ``ProvenancePolicy.default_rules``) ask for approval
-of a side-effecting call whose arguments come from untrusted content, and of every
-destructive call (``@convoy.tool(destructive=True)``) once untrusted content was read.
+of a side-effecting call whose arguments come from untrusted content, of every
+destructive call (``@convoy.tool(destructive=True)``) once untrusted content was read,
+and of a side-effecting call, once untrusted content was read, whose arguments name an
+address, URL or account that nothing trusted named.
 """
 
 from __future__ import annotations
@@ -68,7 +77,8 @@ def entities(text: str) -> Iterator[tuple[str, str]]:
 
 
 Action = Literal["approve", "deny", "allow"]
-When = Literal["untrusted_arguments", "untrusted_read"]
+When = Literal["untrusted_arguments", "untrusted_read", "ungrounded_entities"]
+_WHEN = ("untrusted_arguments", "untrusted_read", "ungrounded_entities")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -77,7 +87,8 @@ class ProvenanceRule:
 
     Args:
         name: recorded with every call it stops (journal, approval task, counters).
-        when: ``"untrusted_arguments"`` or ``"untrusted_read"``.
+        when: ``"untrusted_arguments"``, ``"untrusted_read"`` or
+            ``"ungrounded_entities"``.
         action: ``"approve"``, ``"deny"`` or ``"allow"``.
         tools: ``"writes"`` (every side-effecting tool), ``"destructive"`` (tools
             declared ``destructive=True``), or tool names.
@@ -91,9 +102,9 @@ class ProvenanceRule:
     def __post_init__(self) -> None:
         if not self.name:
             raise UserError("ProvenanceRule.name must be a non-empty name")
-        if self.when not in ("untrusted_arguments", "untrusted_read"):
-            raise UserError(f"ProvenanceRule.when must be 'untrusted_arguments' or "
-                            f"'untrusted_read', got {self.when!r}")
+        if self.when not in _WHEN:
+            raise UserError(f"ProvenanceRule.when must be 'untrusted_arguments', "
+                            f"'untrusted_read' or 'ungrounded_entities', got {self.when!r}")
         if self.action not in ("approve", "deny", "allow"):
             raise UserError(f"ProvenanceRule.action must be 'approve', 'deny' or 'allow', "
                             f"got {self.action!r}")
@@ -110,12 +121,14 @@ class ProvenanceRule:
         return tool.name in self.tools
 
 
-#: Approval for side-effecting calls with arguments from untrusted content, and for
-#: destructive calls after untrusted content was read.
+#: Approval for side-effecting calls with arguments from untrusted content, for
+#: destructive calls after untrusted content was read, and for side-effecting calls after
+#: untrusted content was read whose addresses, URLs or accounts nothing trusted named.
 DEFAULT_RULES: tuple[ProvenanceRule, ...] = (
     ProvenanceRule(name="untrusted_arguments", when="untrusted_arguments"),
     ProvenanceRule(name="destructive_after_untrusted", when="untrusted_read",
                    tools="destructive"),
+    ProvenanceRule(name="ungrounded_entities", when="ungrounded_entities"),
 )
 
 
@@ -145,6 +158,25 @@ def untrusted_argument(s: SessionState, taint: Taint, args: BaseModel) -> str | 
                     return (f"argument {name!r} carries {entity[:80]!r} ({kind}), found in "
                             f"untrusted content ({', '.join(taint.sources)}) but not in the "
                             "user's request")
+    return None
+
+
+def ungrounded_entity(s: SessionState, taint: Taint, input: ToolCallInput) -> str | None:
+    """Why an argument names something nothing trusted named (``None``: all grounded)."""
+    request = request_text(s, taint)
+    instructions = input.agent.instructions
+    developer = normalise(instructions) if isinstance(instructions, str) else ""
+    grounded = s.grounded or ()
+    for name, value in input.args.model_dump(mode="json").items():
+        for text in strings(value):
+            for kind, entity in entities(text):
+                n = normalise(entity)
+                if not n or n in request or n in developer or any(n in g for g in grounded):
+                    continue
+                return (f"argument {name!r} carries {entity[:80]!r} ({kind}), which neither "
+                        "the user's request, the agent's instructions nor a trusted tool "
+                        f"named, after the session read untrusted content "
+                        f"({', '.join(taint.sources)})")
     return None
 
 
@@ -194,9 +226,12 @@ class ProvenancePolicy(Interceptor):
         for rule in self.rules:
             if not rule.applies(tool):
                 continue
-            why = untrusted_argument(s, taint, input.args) \
-                if rule.when == "untrusted_arguments" else \
-                f"the session read untrusted content ({', '.join(taint.sources)})"
+            if rule.when == "untrusted_arguments":
+                why = untrusted_argument(s, taint, input.args)
+            elif rule.when == "ungrounded_entities":
+                why = ungrounded_entity(s, taint, input)
+            else:
+                why = f"the session read untrusted content ({', '.join(taint.sources)})"
             if why is None:
                 continue
             if rule.action == "allow":
@@ -213,4 +248,4 @@ class ProvenancePolicy(Interceptor):
 
 
 __all__ = ["DEFAULT_RULES", "ENTITIES", "ProvenancePolicy", "ProvenanceRule", "entities",
-           "request_text", "untrusted_argument"]
+           "request_text", "ungrounded_entity", "untrusted_argument"]

@@ -187,6 +187,14 @@ def note_untrusted(s: SessionState, text: str, prov: Provenance, *,
         count_injections(s, text)
 
 
+def note_grounded(s: SessionState, text: str) -> None:
+    """A trusted tool's output entered session ``s``: what it holds may ground a later
+    call's arguments (the ``ungrounded_entities`` rule)."""
+    if s.grounded is None:
+        s.grounded = []
+    s.grounded.append(normalise(text))
+
+
 def count_injections(s: SessionState, text: str) -> None:
     """Known injection patterns of ``text`` into the engine's signals."""
     from convoy.security._spotlight import detect_injection
@@ -223,5 +231,5 @@ def tainted(s: SessionState, messages: list[Message]) -> bool:
 __all__ = ["DEVELOPER", "HUMAN", "MODEL", "MODEL_TAINTED", "USER", "USER_TAINTED",
            "Origin", "Provenance", "Taint", "Untrusted", "count_injections", "from_agent",
            "from_tool",
-           "input_provenance", "ledger", "normalise", "note_untrusted", "strings",
+           "input_provenance", "ledger", "normalise", "note_grounded", "note_untrusted", "strings",
            "tainted", "untrusted_fields"]
