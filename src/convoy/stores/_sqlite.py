@@ -40,7 +40,7 @@ from convoy.stores._protocol import (
 )
 from convoy.stores._rows import SUMMARY, conditions, next_seq
 from convoy.stores._sqlite_alerts import SQLiteAlerts
-from convoy.stores._sqlite_audit import SQLiteAudit, register_leaf_function
+from convoy.stores._sqlite_audit import SQLiteAudit
 from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
@@ -177,7 +177,6 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit):
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
-        register_leaf_function(conn)
         try:
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")

@@ -4,24 +4,30 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy.audit._merkle import entry_leaf
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
 
-if TYPE_CHECKING:
-    from convoy.stores._sqlite import _Op
 
+def _appender(tenant: str, bodies: Sequence[bytes]) -> Callable[[sqlite3.Connection], None]:
+    """What appends ``bodies`` inside a batch's write transaction: take the indexes, then
+    store each entry with its leaf hash. Run again if the batch is retried: it only touches
+    the connection."""
+    n = len(bodies)
 
-def register_leaf_function(conn: sqlite3.Connection) -> None:
-    """Let statements on ``conn`` compute leaf hashes (``convoy_audit_leaf``)."""
-    conn.create_function(q.SQLITE_LEAF_FUNCTION, 3, _leaf, deterministic=True)
+    def append(conn: sqlite3.Connection) -> None:
+        base = int(conn.execute(q.SQLITE_HEAD, (tenant, n)).fetchall()[0][0]) - n
+        if n == 1:
+            body = bodies[0]
+            conn.execute(q.SQLITE_ENTRY, (tenant, base, body, entry_leaf(tenant, base, body)))
+        else:
+            conn.executemany(q.SQLITE_ENTRY, [(tenant, base + i, b, entry_leaf(tenant, base + i, b))
+                                              for i, b in enumerate(bodies)])
 
-
-def _leaf(tenant: str, index: int, body: bytes) -> bytes:
-    return entry_leaf(tenant, index, body)
+    return append
 
 
 def _row(r: Sequence[Any]) -> AuditRow:
@@ -32,7 +38,8 @@ class SQLiteAudit:
     """The ``audit_*`` methods of :class:`~convoy.stores.SQLiteStore`."""
 
     if TYPE_CHECKING:
-        def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[None]: ...
+        def _batched(self, call: Callable[[sqlite3.Connection], None], *,
+                     wait: bool = True) -> asyncio.Future[None]: ...
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
@@ -40,11 +47,7 @@ class SQLiteAudit:
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
                      wait: bool = True) -> asyncio.Future[None]:
-        from convoy.stores._sqlite import _Op
-
-        n = len(bodies)
-        more = [(q.SQLITE_ENTRY, (tenant, n - i, body)) for i, body in enumerate(bodies)]
-        return self._submit(_Op(q.SQLITE_HEAD, (tenant, n), more), wait=wait)
+        return self._batched(_appender(tenant, bodies), wait=wait)
 
     async def audit_size(self, tenant: str) -> int:
         rows = self._read(q.SIZE, (tenant,))
