@@ -19,7 +19,8 @@ def _appender(tenant: str, bodies: Sequence[bytes]) -> Callable[[sqlite3.Connect
     n = len(bodies)
 
     def append(conn: sqlite3.Connection) -> None:
-        base = int(conn.execute(q.SQLITE_HEAD, (tenant, n)).fetchall()[0][0]) - n
+        conn.execute(q.SQLITE_HEAD, (tenant, n))
+        base = int(conn.execute(q.SIZE, (tenant,)).fetchone()[0]) - n
         if n == 1:
             body = bodies[0]
             conn.execute(q.SQLITE_ENTRY, (tenant, base, body, entry_leaf(tenant, base, body)))
