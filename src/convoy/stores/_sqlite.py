@@ -158,6 +158,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit):
         self._seq = 0
         self.commits = 0
         self.records = 0
+        self._audit_queue: list[tuple[str, Sequence[bytes]]] = []  # see SQLiteAudit
+        self._audit_fut: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
