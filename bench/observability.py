@@ -145,7 +145,7 @@ def main() -> None:
     a = ap.parse_args()
     only = [n for n in a.only.split(",") if n]
     known = ("bare", "tracing", "tracing_otlp", "metrics", "tracing_metrics", "all",
-             "tracing_10pct_metrics")
+             "tracing_10pct_metrics", "audit", "tracing_metrics_audit")
     if any(n not in known for n in only):
         ap.error(f"--only: engines are {', '.join(known)}")
     if a.sessions < 1 or a.runs < 1 or a.warmup < 0:

@@ -51,6 +51,22 @@ async def test_appends_dropped_unawaited_still_land_in_order(stores: Opener) -> 
     assert [r.body for r in rows] == [str(i).encode() for i in range(50)]
 
 
+async def test_appends_joining_the_next_batch_land_in_order_per_tenant(store: Store) -> None:
+    # wait=False appends of two tenants interleaved, then one that commits: every entry is
+    # in, at the index of its turn, with its leaf hash (the SQLite store writes the queued
+    # ones in one go).
+    futures = [store.audit_append(t, [f"{t}{i}".encode(), f"{t}{i}'".encode()], wait=False)
+               for i in range(5) for t in ("acme", "globex")]
+    await store.audit_append("acme", [b"last"])
+    await asyncio.gather(*futures)
+    for t in ("acme", "globex"):
+        rows = await store.audit_entries(t, 0, 100)
+        want = [f"{t}{i}{q}".encode() for i in range(5) for q in ("", "'")]
+        assert [r.body for r in rows] == want + ([b"last"] if t == "acme" else [])
+        assert [r.index for r in rows] == list(range(len(rows)))
+        assert [r.leaf for r in rows] == [entry_leaf(t, r.index, r.body) for r in rows]
+
+
 async def test_two_store_objects_appending_to_one_log_never_collide(stores: Opener) -> None:
     a, b = await stores(), await stores()
 

@@ -12,6 +12,7 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -56,17 +57,8 @@ class AuditEvent:
 
     def encode(self) -> bytes:
         """The canonical bytes the log stores and hashes (sorted keys, no spaces, UTF-8)."""
-        d: dict[str, Any] = {"v": EVENT_FORMAT, "kind": self.kind, "status": self.status,
-                             "at": self.at}
-        for name in ("session_id", "step_key", "actor", "target"):
-            value = getattr(self, name)
-            if value is not None:
-                d[name] = value
-        if self.hashes:
-            d["hashes"] = dict(self.hashes)
-        if self.refs:
-            d["refs"] = dict(self.refs)
-        return _canonical(d)
+        return encode_event(self.kind, self.status, self.at, self.session_id, self.step_key,
+                            self.actor, self.target, self.hashes, self.refs)
 
     @classmethod
     def decode(cls, body: bytes) -> AuditEvent:
@@ -80,9 +72,58 @@ class AuditEvent:
             raise AuditError(f"not an audit event of format {EVENT_FORMAT}: {e}") from None
 
 
+def encode_event(kind: str, status: str, at: float, session_id: str | None,
+                 step_key: str | None, actor: str | None, target: str | None,
+                 hashes: Mapping[str, str], refs: Mapping[str, str]) -> bytes:
+    """:meth:`AuditEvent.encode` of an event with these fields, without building it: the
+    canonical JSON written key by key in sorted order (what the interceptor appends for
+    every step). Byte for byte what ``json.dumps(..., sort_keys=True)`` of the event's dict
+    gives, which it falls back to when a field is not text (or ``at`` not a finite
+    number)."""
+    t = type(at)
+    if (t is float and at - at == 0.0) or t is int:  # finite: ``repr`` is JSON's form
+        s = encode_basestring  # JSON's own quoting (C), as ``ensure_ascii=False`` quotes
+        try:
+            out = "{"
+            if actor is not None:
+                out += '"actor":' + s(actor) + ","
+            out += '"at":' + repr(at)
+            if hashes:
+                out += ',"hashes":{' + ",".join([s(k) + ":" + s(v)
+                                                 for k, v in sorted(hashes.items())]) + "}"
+            out += ',"kind":' + s(kind)
+            if refs:
+                out += ',"refs":{' + ",".join([s(k) + ":" + s(v)
+                                               for k, v in sorted(refs.items())]) + "}"
+            if session_id is not None:
+                out += ',"session_id":' + s(session_id)
+            out += ',"status":' + s(status)
+            if step_key is not None:
+                out += ',"step_key":' + s(step_key)
+            if target is not None:
+                out += ',"target":' + s(target)
+            return (out + _TAIL).encode()
+        except TypeError:  # a field that is not text: the general encoder
+            pass
+    d: dict[str, Any] = {"v": EVENT_FORMAT, "kind": kind, "status": status, "at": at}
+    for name, value in (("session_id", session_id), ("step_key", step_key),
+                        ("actor", actor), ("target", target)):
+        if value is not None:
+            d[name] = value
+    if hashes:
+        d["hashes"] = dict(hashes)
+    if refs:
+        d["refs"] = dict(refs)
+    return _canonical(d)
+
+
+_TAIL = f',"v":{EVENT_FORMAT}}}'
+
+
 def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=_plain).encode()
+    if _iterencode is None:  # no C accelerator: the stdlib's encoder, as configured
+        return _ENCODER.encode(value).encode()
+    return "".join(_iterencode(value, 0)).encode()
 
 
 def _plain(value: Any) -> Any:
@@ -95,6 +136,15 @@ def _plain(value: Any) -> Any:
     if isinstance(value, bytes):
         return value.hex()
     return repr(value)
+
+
+# Canonical JSON: sorted keys, no spaces, UTF-8, ``_plain`` for what JSON has no type for.
+# The encoder is built once (``json.dumps`` builds one per call): a digest is taken for
+# every model call and agent run.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                            default=_plain)
+_iterencode = None if c_make_encoder is None else c_make_encoder(
+    {}, _plain, encode_basestring, None, ":", ",", True, False, True)
 
 
 def digest(value: Any) -> str:

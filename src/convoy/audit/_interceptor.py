@@ -38,7 +38,7 @@ from convoy._errors import (
     StateConflict,
     ToolDenied,
 )
-from convoy.audit._event import AuditEvent, AuditKind, digest
+from convoy.audit._event import AuditEvent, AuditKind, digest, encode_event
 from convoy.audit._log import AuditLog
 from convoy.hitl._task import INBOX
 from convoy.interceptors._base import (
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 #: The session header tracing keeps its W3C ``traceparent`` in.
 TRACE_HEADER = "convoy.trace"
 _CONFIG_NAMESPACE = "convoy.audit.config"
+_NONE: dict[str, str] = {}
 
 
 def _status(e: BaseException | None) -> str:
@@ -105,15 +106,15 @@ class AuditInterceptor(Interceptor):
                 actor: str | None = None, target: str | None = None,
                 hashes: dict[str, str] | None = None, refs: dict[str, str] | None = None,
                 ) -> None:
-        refs = refs or {}
         trace = info.headers.get(TRACE_HEADER)
         if trace is not None and trace.count("-") == 3:
-            refs["trace_id"] = trace.split("-")[1]
+            refs = {**refs, "trace_id": trace.split("-")[1]} if refs else {
+                "trace_id": trace.split("-")[1]}
         log = self.log
-        event = AuditEvent(kind=kind, status=status, at=log.clock(), session_id=info.session_id,
-                           step_key=info.key, actor=actor, target=target, hashes=hashes or {},
-                           refs=refs)
-        log.append(info.tenant, [event], wait=False)
+        # ``AuditEvent(...).encode()``, without building the event: this runs for every step.
+        body = encode_event(kind, status, log.clock(), info.session_id, info.key, actor, target,
+                            hashes or _NONE, refs or _NONE)
+        log.store.audit_append(info.tenant, (body,), wait=False)
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:

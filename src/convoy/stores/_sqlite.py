@@ -40,7 +40,7 @@ from convoy.stores._protocol import (
 )
 from convoy.stores._rows import SUMMARY, conditions, next_seq
 from convoy.stores._sqlite_alerts import SQLiteAlerts
-from convoy.stores._sqlite_audit import SQLiteAudit, register_leaf_function
+from convoy.stores._sqlite_audit import SQLiteAudit
 from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
@@ -159,6 +159,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self._seq = 0
         self.commits = 0
         self.records = 0
+        self._audit_queue: list[tuple[str, Sequence[bytes]]] = []  # see SQLiteAudit
+        self._audit_fut: asyncio.Future[None] | None = None
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -178,7 +180,6 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
-        register_leaf_function(conn)
         try:
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
