@@ -94,16 +94,16 @@ class UsageAccounting(Interceptor):
 
     It sets ``response.cost``, which is journaled with the response, so a session's totals
     survive a restart and replayed steps are never billed again.
+
+    A step adds to one total, of its (agent, model, deployment, tenant); the totals by
+    each of them (:attr:`by_agent`, ...) are summed from those when read.
     """
 
     stage: Stage = "accounting"
 
     def __init__(self, prices: PriceTable | None = None) -> None:
         self.prices = prices or PriceTable()
-        self.by_agent: dict[str, Spend] = defaultdict(Spend)
-        self.by_model: dict[str, Spend] = defaultdict(Spend)
-        self.by_deployment: dict[str, Spend] = defaultdict(Spend)
-        self.by_tenant: dict[str, Spend] = defaultdict(Spend)
+        self._spends: dict[tuple[str, str, str, str], Spend] = {}
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -112,15 +112,45 @@ class UsageAccounting(Interceptor):
         deployment = model.deployment
         usage = resp.usage
         resp.cost = cost = self.prices.cost(resp.model or model.name, usage, deployment)
-        tokens_in, tokens_out = usage.input_tokens, usage.output_tokens
-        for spend in (self.by_agent[input.agent.name], self.by_model[resp.model],
-                      self.by_deployment[deployment], self.by_tenant[input.session.tenant]):
-            total = spend.usage  # ``Usage.add``, inlined: four times per model step
-            total.input_tokens += tokens_in
-            total.output_tokens += tokens_out
-            spend.cost += cost
-            spend.calls += 1
+        key = (input.agent.name, resp.model, deployment, input.session.tenant)
+        spend = self._spends.get(key)
+        if spend is None:
+            spend = self._spends[key] = Spend()
+        total = spend.usage  # ``Usage.add``, inlined: once per model step
+        total.input_tokens += usage.input_tokens
+        total.output_tokens += usage.output_tokens
+        spend.cost += cost
+        spend.calls += 1
         return resp
+
+    def _by(self, part: int) -> defaultdict[str, Spend]:
+        out: defaultdict[str, Spend] = defaultdict(Spend)
+        for key, spend in self._spends.items():
+            acc = out[key[part]]
+            acc.usage.add(spend.usage)
+            acc.cost += spend.cost
+            acc.calls += spend.calls
+        return out
+
+    @property
+    def by_agent(self) -> defaultdict[str, Spend]:
+        """Totals per agent name (a snapshot)."""
+        return self._by(0)
+
+    @property
+    def by_model(self) -> defaultdict[str, Spend]:
+        """Totals per model name, as the responses gave it (a snapshot)."""
+        return self._by(1)
+
+    @property
+    def by_deployment(self) -> defaultdict[str, Spend]:
+        """Totals per deployment (a snapshot)."""
+        return self._by(2)
+
+    @property
+    def by_tenant(self) -> defaultdict[str, Spend]:
+        """Totals per tenant (a snapshot)."""
+        return self._by(3)
 
 
 @dataclass(slots=True)
