@@ -514,7 +514,7 @@ def check_service_status(product: Id) -> ServiceStatus:
     return current_crm().service(product)
 
 
-@convoy.tool(writes=True, idempotent=True)
+@convoy.tool(writes=True, idempotent=True, trusted=True)  # our CRM's own reply
 def issue_refund(ctx: convoy.ToolContext, invoice_id: Id, amount: float,
                  reason: Text) -> RefundResult:
     """Refund part or all of an invoice. Refuses amounts above the invoice total, invoices
@@ -522,19 +522,19 @@ def issue_refund(ctx: convoy.ToolContext, invoice_id: Id, amount: float,
     return current_crm().issue_refund(invoice_id, amount, reason, key=ctx.idempotency_key)
 
 
-@convoy.tool(writes=True, idempotent=True)
+@convoy.tool(writes=True, idempotent=True, trusted=True)  # our CRM's own reply
 def reset_password(ctx: convoy.ToolContext, customer_id: Id) -> AccountChange:
     """Send the customer a password reset link."""
     return current_crm().reset_password(customer_id, key=ctx.idempotency_key)
 
 
-@convoy.tool(writes=True, idempotent=True)
+@convoy.tool(writes=True, idempotent=True, trusted=True)  # our CRM's own reply
 def update_email(ctx: convoy.ToolContext, customer_id: Id, new_email: Email) -> AccountChange:
     """Change the email address of a customer's account."""
     return current_crm().update_email(customer_id, new_email, key=ctx.idempotency_key)
 
 
-@convoy.tool(writes=True, idempotent=True)
+@convoy.tool(writes=True, idempotent=True, trusted=True)  # our CRM's own reply
 def open_bug_report(ctx: convoy.ToolContext, customer_id: Id, product: Id,
                     summary: Text) -> BugReport:
     """File a bug report for engineering about a product."""

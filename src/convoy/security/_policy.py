@@ -8,8 +8,9 @@ checked in order; the first whose condition holds decides:
 
 * ``when="untrusted_arguments"``: an argument's text, or an entity inside it (an e-mail
   address, a URL, a domain, an IBAN, an account or card number), occurs in untrusted
-  content the session read but not in the user's request (the session's input, without
-  its :class:`~convoy.Untrusted` fields);
+  content the session read but in nothing trusted: not in the user's request (the
+  session's input, without its :class:`~convoy.Untrusted` fields), not in the calling
+  agent's instructions, not in the output of a tool declared ``trusted=True``;
 * ``when="untrusted_read"``: the session has read any untrusted content;
 * ``when="ungrounded_entities"``: the session has read untrusted content, and an entity
   inside an argument (an e-mail address, a URL, a domain, an IBAN, an account number) is
@@ -145,16 +146,26 @@ def request_text(s: SessionState, taint: Taint) -> str:
     return taint.request
 
 
-def untrusted_argument(s: SessionState, taint: Taint, args: BaseModel) -> str | None:
-    """Why an argument comes from untrusted content (``None``: none does)."""
-    request = request_text(s, taint)
-    for name, value in args.model_dump(mode="json").items():
+def _trusted_text(s: SessionState, taint: Taint, input: ToolCallInput) -> tuple[str, ...]:
+    """What grounds an argument, normalised: the user's request, the calling agent's
+    instructions (when they are a string), the outputs of trusted tools the session read."""
+    instructions = input.agent.instructions
+    developer = normalise(instructions) if isinstance(instructions, str) else ""
+    return (request_text(s, taint), developer, *(s.grounded or ()))
+
+
+def untrusted_argument(s: SessionState, taint: Taint, input: ToolCallInput) -> str | None:
+    """Why an argument comes from untrusted content (``None``: none does). A value a
+    trusted source also holds (the request, the agent's instructions, a trusted tool's
+    output: an id the CRM returned, quoted back by a tool's reply) is not one."""
+    trusted = _trusted_text(s, taint, input)
+    for name, value in input.args.model_dump(mode="json").items():
         for text in strings(value):
             whole = normalise(text)
             found = [("value", text)] if len(whole) >= MIN_MATCH else []
             for kind, entity in [*found, *entities(text)]:
                 n = normalise(entity)
-                if n and n not in request and taint.seen_in(n):
+                if n and taint.seen_in(n) and not any(n in t for t in trusted):
                     return (f"argument {name!r} carries {entity[:80]!r} ({kind}), found in "
                             f"untrusted content ({', '.join(taint.sources)}) but not in the "
                             "user's request")
@@ -163,15 +174,12 @@ def untrusted_argument(s: SessionState, taint: Taint, args: BaseModel) -> str | 
 
 def ungrounded_entity(s: SessionState, taint: Taint, input: ToolCallInput) -> str | None:
     """Why an argument names something nothing trusted named (``None``: all grounded)."""
-    request = request_text(s, taint)
-    instructions = input.agent.instructions
-    developer = normalise(instructions) if isinstance(instructions, str) else ""
-    grounded = s.grounded or ()
+    trusted = _trusted_text(s, taint, input)
     for name, value in input.args.model_dump(mode="json").items():
         for text in strings(value):
             for kind, entity in entities(text):
                 n = normalise(entity)
-                if not n or n in request or n in developer or any(n in g for g in grounded):
+                if not n or any(n in t for t in trusted):
                     continue
                 return (f"argument {name!r} carries {entity[:80]!r} ({kind}), which neither "
                         "the user's request, the agent's instructions nor a trusted tool "
@@ -227,7 +235,7 @@ class ProvenancePolicy(Interceptor):
             if not rule.applies(tool):
                 continue
             if rule.when == "untrusted_arguments":
-                why = untrusted_argument(s, taint, input.args)
+                why = untrusted_argument(s, taint, input)
             elif rule.when == "ungrounded_entities":
                 why = ungrounded_entity(s, taint, input)
             else:
