@@ -50,11 +50,14 @@ class Rig:
     drift: Drift
     wf: convoy.Workflow[Any, Any]
     n: int = 0
+    prefix: str = "s"  # of its session ids
 
     async def sessions(self, count: int, gap: float = 10.0) -> None:
         for _ in range(count):
             self.n += 1
-            await self.engine.run(self.wf, f"ticket {self.n}")
+            # A fixed id: the simulator seeds its latencies by session id, so the drawn
+            # latencies (and the alerts) are the same in every run.
+            await self.engine.run(self.wf, f"ticket {self.n}", session_id=f"{self.prefix}{self.n}")
             self.clock.advance(gap)
 
     async def alerts_in_store(self, **kw: Any) -> list[tuple[str, str, str, str]]:
@@ -183,6 +186,7 @@ async def test_baselines_survive_a_restart(tmp_path: Path) -> None:
     await first.sessions(30)
     await first.engine.aclose()
     again = make_rig(tmp_path / "a.db", clock)
+    again.prefix = "again-"  # new sessions, not the first engine's finished ones
     try:
         again.sim.latency = Latency(value=3.0)
         await again.sessions(3)  # no new warm-up: the learned baseline was loaded
