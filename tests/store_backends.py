@@ -56,6 +56,11 @@ class Backend:
         newer Convoy: the protocol has no public way to do it."""
         raise NotImplementedError
 
+    def refuse_sessions_of(self, workflow: str) -> None:
+        """Make the database itself refuse every new session of ``workflow`` (as a table
+        altered under the store would): a write that fails in the database, not in Convoy."""
+        raise NotImplementedError
+
     def cleanup(self) -> None:
         """Drop the storage (nothing to do for a temporary directory)."""
 
@@ -83,6 +88,13 @@ class SQLiteBackend(Backend):
         with sqlite3.connect(self.path) as conn:
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
             conn.execute(f"PRAGMA user_version={int(version)}")
+        conn.close()
+
+    def refuse_sessions_of(self, workflow: str) -> None:
+        with sqlite3.connect(self.path) as conn:
+            conn.execute("CREATE TRIGGER refused BEFORE INSERT ON sessions WHEN "
+                         f"NEW.workflow = '{workflow}' BEGIN "
+                         "SELECT RAISE(ABORT, 'refused by a trigger'); END")
         conn.close()
 
 
@@ -114,6 +126,14 @@ class PostgresBackend(Backend):
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'UPDATE "{schema}".meta SET value=%s '  # type: ignore[arg-type]
                          "WHERE key='schema_version'", (str(version),))
+
+    def refuse_sessions_of(self, workflow: str) -> None:
+        import psycopg
+
+        base, _, schema = self.url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'ALTER TABLE "{schema}".sessions ADD CONSTRAINT refused '  # type: ignore[arg-type]
+                         f"CHECK (workflow <> '{workflow}')")
 
     def cleanup(self) -> None:
         from tests import pg_cluster

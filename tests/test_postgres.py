@@ -5,6 +5,9 @@ conformance suite's (``tests/test_store_conformance.py`` runs it on both stores)
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -520,3 +523,25 @@ async def test_a_batch_the_server_refuses_writes_nothing_and_the_store_goes_on(p
         assert [r.key for r in await store.journal("s")] == ["0"]
     finally:
         await store.aclose()
+
+
+def test_a_store_left_open_does_not_keep_the_event_loop_from_ending(pg: str) -> None:
+    # A program (or a failing test) that ends while its store is still open: asyncio.run
+    # cancels the store's tasks, and must then end with the program's own error. It hung
+    # forever when the pool was still opening its connections in the background (psycopg_pool
+    # swallows the cancellation of a worker that is connecting).
+    child = ("import asyncio\n"
+             "from convoy.stores import PostgresStore\n"
+             "async def main() -> None:\n"
+             f"    await PostgresStore({pg!r}).open()\n"
+             "    raise SystemExit('the program ended with its store open')\n"
+             "asyncio.run(main())\n")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    try:
+        done = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True,
+                              env=env, timeout=60, check=False)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the program hung at its end with its PostgreSQL store open")
+    assert done.returncode == 1, done.stderr
+    assert "the program ended with its store open" in done.stderr

@@ -191,6 +191,39 @@ async def test_the_schema_version_is_read_without_creating_or_migrating_anything
     assert not newer.is_open
 
 
+#: How long a test waits for a store call that must finish: a hang fails the test.
+PROMPTLY = 30.0
+
+
+async def test_a_write_the_database_refuses_fails_with_a_store_error_and_the_store_goes_on(
+        backend: Backend, clock: FakeClock, stores: Opener) -> None:
+    s = await stores()
+    await owned(s, "ok", owner="A")
+    backend.refuse_sessions_of("refused")  # the table changed under the store
+    with pytest.raises(StoreError, match="refused"):  # a lone write
+        await asyncio.wait_for(s.create_session(new("x", workflow="refused"), owner=None,
+                                                lease_s=LEASE), PROMPTLY)
+    # In one batch with writes of other sessions: every write of the batch gets the error.
+    batch = [s.create_session(new("y", workflow="refused"), owner="A", lease_s=LEASE),
+             s.append("ok", "A", step("k1", clock.now)),
+             s.create_session(new("z"), owner=None, lease_s=LEASE)]
+    results = await asyncio.wait_for(asyncio.gather(*batch, return_exceptions=True), PROMPTLY)
+    assert isinstance(results[0], StoreError), results
+    assert all(r is None or isinstance(r, StoreError) for r in results), results
+    await asyncio.wait_for(s.append("ok", "A", step("k2", clock.now)), PROMPTLY)  # goes on
+    await asyncio.wait_for(s.create_session(new("w"), owner=None, lease_s=LEASE), PROMPTLY)
+    assert "k2" in await keys(s, "ok")
+    assert await s.get_session("w") is not None
+    assert await s.get_session("x") is None and await s.get_session("y") is None
+    with pytest.raises(StoreError, match="refused"):  # failing last, then closing
+        await asyncio.wait_for(s.create_session(new("v", workflow="refused"), owner=None,
+                                                lease_s=LEASE), PROMPTLY)
+    await asyncio.wait_for(s.aclose(), PROMPTLY)
+    assert not s.is_open
+    again = await stores()
+    assert (await must(again, "w")).status == "pending"
+
+
 async def test_a_summary_counts_sessions_journal_entries_state_keys_and_tenants(
         store: Store) -> None:
     from convoy.stores import StateWrite

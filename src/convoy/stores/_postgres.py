@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
+import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
@@ -172,13 +173,24 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         except BaseException:
             await writer.close()
             raise
-        # Reads and transactional writes: connections open in the background while the
-        # first writes go through the writer.
+        # Reads and transactional writes. The pool's first connections are open before
+        # open() returns: a pool worker cancelled while it connects (the event loop ending
+        # with the store still open) swallows the cancellation and waits forever, and so
+        # would asyncio.run's end.
         pool: AsyncConnectionPool[Conn] = AsyncConnectionPool(
             self._conninfo, min_size=self.pool_min, max_size=self.pool_max,
             kwargs={"autocommit": True}, configure=self._configure, open=False,
             timeout=self.busy_timeout, name=f"convoy:{self.schema}")
-        await pool.open(wait=False)
+        try:
+            await pool.open(wait=True, timeout=self.busy_timeout)
+        except BaseException as e:
+            await pool.close()
+            await writer.close()
+            if isinstance(e, psycopg_pool.PoolTimeout):
+                raise StoreError(f"the store {self.url} could not open {self.pool_min} pooled "
+                                 f"connection(s) within {self.busy_timeout:g}s",
+                                 transient=True) from None
+            raise
         self._writer, self._pool = writer, pool
 
     async def _connect(self) -> Conn:
