@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -71,6 +71,10 @@ class TaskSpec:
     check: Callable[[Any], Any] = field(default=lambda v: v)
 
 
+#: The fields of a :class:`TaskSpec` that a task does not take as they are.
+_NOT_ASKED = frozenset({"check", "deadline"})
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class Outcome:
     """The decided task, and its answer or edit as the caller's type (``None`` for the
@@ -92,14 +96,9 @@ async def decide(ctx: Context, spec: TaskSpec) -> Outcome:
     tid = task_id(s.id, scope.position)
     inbox: State[HumanTask] = State(INBOX, JournaledAccess(scope), HumanTask)
     now = await scope.now()
-    task = HumanTask(
-        id=tid, tenant=s.tenant, session_id=s.id, kind=spec.kind, prompt=spec.prompt,
-        context=spec.context, reason=spec.reason, history=spec.history,
-        proposal=spec.proposal, answer_schema=spec.answer_schema,
-        answer_type=spec.answer_type, queue=spec.queue, assignees=spec.assignees,
-        created_at=now, deadline=None if spec.deadline is None else now + spec.deadline,
-        on_deadline=spec.on_deadline, escalate_to=spec.escalate_to, binding=spec.binding,
-        expires_after=spec.expires_after, default=spec.default)
+    asked = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in _NOT_ASKED}
+    task = HumanTask(id=tid, tenant=s.tenant, session_id=s.id, created_at=now,
+                     deadline=None if spec.deadline is None else now + spec.deadline, **asked)
     made: Versioned[Any] = await inbox.set(tid, task, expected_version=0)
     current: Versioned[HumanTask | None] = made
     while True:
