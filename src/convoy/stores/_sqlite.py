@@ -78,6 +78,14 @@ _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past
 _HEADERS_AT = 11
 
 
+def _alone(loop: asyncio.AbstractEventLoop) -> bool:
+    """Is nothing but the end-of-tick callback ready to run on ``loop``? asyncio's loop
+    keeps its ready callbacks in ``_ready`` (a loop without one, such as uvloop's, is
+    taken as busy: its writes of an iteration after the first join the next batch)."""
+    ready = getattr(loop, "_ready", None)
+    return ready is not None and len(ready) <= 1
+
+
 class _Op:
     """One write of a batch: ``sql`` with ``params`` (and ``more`` statements after it) run
     in the batch's transaction. ``fenced`` ops check the first statement's row count (zero:
@@ -312,12 +320,19 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         op.fut = fut
         op.quiet = not wait
         self._pending.append(op)
-        if wait and not self._scheduled and not self._tick_busy and self._executor is None:
-            # The first write of a loop iteration commits at once, in the caller.
-            self._tick_busy = True
-            loop.call_soon(self._end_tick)
-            self._flush_inline()
-            return fut
+        if wait and not self._scheduled and self._executor is None:
+            if not self._tick_busy:
+                # The first write of a loop iteration commits at once, in the caller.
+                self._tick_busy = True
+                loop.call_soon(self._end_tick)
+                self._flush_inline()
+                return fut
+            if _alone(loop):
+                # Another write of this iteration, but nothing else is ready to run: no
+                # other write could join a batch, so waiting for one would only cost a
+                # loop iteration (a session running alone commits every step here).
+                self._flush_inline()
+                return fut
         if not self._scheduled:
             self._scheduled = True
             if self._executor is None:
