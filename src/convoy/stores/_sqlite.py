@@ -20,7 +20,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -78,12 +78,12 @@ _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past
 _HEADERS_AT = 11
 
 
-def _alone(loop: asyncio.AbstractEventLoop) -> bool:
-    """Is nothing but the end-of-tick callback ready to run on ``loop``? asyncio's loop
-    keeps its ready callbacks in ``_ready`` (a loop without one, such as uvloop's, is
-    taken as busy: its writes of an iteration after the first join the next batch)."""
+def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
+    """The callbacks ready to run on ``loop``: asyncio's loop keeps them in ``_ready``.
+    ``None`` for a loop without one (uvloop's): it is taken as always busy, so its writes
+    of an iteration after the first join the next batch."""
     ready = getattr(loop, "_ready", None)
-    return ready is not None and len(ready) <= 1
+    return ready if isinstance(ready, Sized) else None
 
 
 class _Op:
@@ -159,6 +159,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self._checkpointer: _Checkpointer | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: Sized | None = None  # the loop's ready callbacks (see _ready_queue)
         # Leases this store object granted, confirmed by a committed claim or renewal:
         # session id -> (owner, expiry). Another engine can claim a session only after its
         # lease expired, so until then a journal append needs no ownership check.
@@ -297,6 +298,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             self._conn.close()
             self._conn = None
         self._loop = None
+        self._ready = None
 
     @property
     def is_open(self) -> bool:
@@ -316,6 +318,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+            self._ready = _ready_queue(loop)
         fut: asyncio.Future[Any] = loop.create_future()
         op.fut = fut
         op.quiet = not wait
@@ -327,7 +330,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 loop.call_soon(self._end_tick)
                 self._flush_inline()
                 return fut
-            if _alone(loop):
+            ready = self._ready
+            if ready is not None and len(ready) <= 1:
                 # Another write of this iteration, but nothing else is ready to run: no
                 # other write could join a batch, so waiting for one would only cost a
                 # loop iteration (a session running alone commits every step here).
