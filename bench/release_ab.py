@@ -1,15 +1,16 @@
-"""CPU time and Python bytecodes per W1 step / W3 session: this checkout against another.
+"""CPU time and Python bytecodes per W1 step / W2 or W3 session: this checkout against another.
 
     git worktree add /tmp/old <commit>          # the release to compare with
-    .venv/bin/python bench/release_ab.py --old /tmp/old [--workload W1|W3]
+    .venv/bin/python bench/release_ab.py --old /tmp/old [--workload W1|W2|W3]
         [--sessions 3000] [--runs 5] [--bytecodes]
 
 Each run is a fresh process that imports one checkout's ``src`` and its own
 ``bench/convoy_peer.py`` (the W1 chain or the W3 supervisor of
 ../shared/bench/WORKLOADS.md, journaling on), warms up with 50 sessions, then runs
-``--sessions`` sessions one after another. Runs alternate between the two checkouts.
+``--sessions`` sessions one after another (W2: all at once, each model call waiting
+50 ms as the workload says). Runs alternate between the two checkouts.
 
-Printed: the medians of user and system CPU time per W1 step (per W3 session) of the
+Printed: the medians of user and system CPU time per W1 step (per W2 / W3 session) of the
 process (``os.times``; on a host shared with other work, elapsed time mostly measures the
 neighbours) and their ratio. ``--bytecodes`` instead counts the Python bytecodes executed
 (``sys.settrace`` with opcode events: deterministic, whatever the load) over 100 sessions,
@@ -34,7 +35,9 @@ tree, workload, n, bytecodes = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.a
 sys.argv = ["x", "--sessions", str(n)]
 sys.path.insert(0, os.path.join(tree, "bench"))
 import convoy_peer as cp
-run = cp.chain_session if workload == "W1" else cp.supervisor_session
+run = cp.supervisor_session if workload == "W3" else cp.chain_session
+if workload == "W2":
+    cp.common._state["latency"] = cp.common.W2_LATENCY_S
 ops, calls = collections.Counter(), collections.Counter()
 def name(co):
     f = co.co_filename
@@ -53,7 +56,9 @@ async def main():
         t0 = os.times()
         if bytecodes:
             sys.settrace(trace)
-        for i in range(n):
+        if workload == "W2":
+            await asyncio.gather(*[run(100_000 + i) for i in range(n)])
+        for i in range(n if workload != "W2" else 0):
             await run(100_000 + i)
         sys.settrace(None)
         t1 = os.times()
@@ -78,7 +83,7 @@ def _run(tree: Path, workload: str, sessions: int, bytecodes: bool) -> dict[str,
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--old", type=Path, required=True, help="the other checkout")
-    ap.add_argument("--workload", choices=["W1", "W3"], default="W1")
+    ap.add_argument("--workload", choices=["W1", "W2", "W3"], default="W1")
     ap.add_argument("--sessions", type=int, default=3000)
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--bytecodes", action="store_true")

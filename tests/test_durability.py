@@ -381,3 +381,36 @@ async def test_the_wal_stays_bounded_under_a_steady_stream_of_commits(tmp_path: 
     written = commits * 2 * 4096  # each commit appends at least two pages to the WAL
     assert written > 40 * 1024 * 1024, "too few commits to tell"
     assert biggest < written / 3, (biggest, written)
+
+
+async def test_a_write_commits_in_the_caller_unless_another_write_could_join_it(
+        tmp_path: Path) -> None:
+    """Group commit: the first write of a loop iteration commits at once; a later one of
+    the same iteration commits at once too when nothing else is ready to run (nobody could
+    join its batch), else it waits for the next iteration's batch."""
+    import asyncio
+
+    from convoy.stores import NewSession, SQLiteStore, StepRecord
+
+    store = SQLiteStore(tmp_path / "g.db")
+    await store.open()
+    try:
+        await store.create_session(NewSession(id="s", workflow="w", version="1", tenant="t",
+                                              input="1"), owner="me", lease_s=60)
+        await asyncio.sleep(0)  # a fresh loop iteration
+
+        def record(key: str) -> StepRecord:
+            return StepRecord(key=key, kind="model", target="a", status="completed",
+                              result="{}")
+
+        alone = [store.append("s", "me", record(str(i))) for i in range(3)]
+        assert all(f.done() for f in alone), "a session running alone waited for a batch"
+        commits = store.commits
+        asyncio.get_running_loop().call_soon(lambda: None)  # something else is ready
+        later = [store.append("s", "me", record(k)) for k in ("a", "b", "c")]
+        assert not any(f.done() for f in later), "a write did not wait for its batch"
+        await asyncio.gather(*later)
+        assert store.commits == commits + 1  # the three in one batch
+        assert [r.key for r in await store.journal("s")] == ["0", "1", "2", "a", "b", "c"]
+    finally:
+        await store.aclose()

@@ -8,7 +8,7 @@ import sqlite3
 from pathlib import Path
 
 import convoy
-from convoy.stores import SCHEMA_VERSION, SQLiteStore
+from convoy.stores import SCHEMA_VERSION, SessionFilter, SQLiteStore
 
 # The schema Convoy 0.1 wrote (the one place a test writes SQL: it plays the old release).
 V1 = """
@@ -96,7 +96,7 @@ async def test_a_schema_2_store_gains_shared_state_and_keeps_its_sessions(
         assert row[0] == str(SCHEMA_VERSION)
 
 
-async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
+async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions(
         tmp_path: Path) -> None:
     from convoy.stores._sqlite_sql import _MIGRATE_2, _MIGRATE_3
 
@@ -114,7 +114,37 @@ async def test_a_schema_3_store_gains_the_index_of_a_tenants_sessions_by_status(
     with sqlite3.connect(db) as c:
         plan = c.execute("EXPLAIN QUERY PLAN SELECT status, COUNT(*) FROM sessions WHERE "
                          "tenant='acme' GROUP BY status").fetchall()
-        assert "sessions_tenant_status" in str(plan)
+        assert "sessions_tenant" in str(plan)
+
+
+async def test_a_schema_7_store_indexes_a_tenants_sessions_by_creation_not_status(
+        tmp_path: Path) -> None:
+    """Schema 8: (tenant, status) is replaced by (tenant, created, id), which a status
+    change does not rewrite; a tenant's listing in order reads it."""
+    from convoy.stores._sqlite_sql import _MIGRATIONS
+
+    db = tmp_path / "v7.db"
+    _v1_store(db)
+    with sqlite3.connect(db) as c:  # what Convoy with schema 7 left on disk
+        for version, script in _MIGRATIONS:
+            if version <= 7:
+                c.executescript(script + ";")
+        c.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "sessions_tenant_status" in names and "sessions_tenant" not in names
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert await store.counts(tenant="acme") == {"running": 1}
+        assert [r.id for r in await store.list_sessions(SessionFilter(tenant="acme"))] == ["old"]
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "sessions_tenant_status" not in names and "sessions_tenant" in names
+        plan = c.execute("EXPLAIN QUERY PLAN SELECT id FROM sessions WHERE tenant='acme' "
+                         "ORDER BY created, id").fetchall()
+        assert "sessions_tenant" in str(plan) and "TEMP B-TREE" not in str(plan)
 
 
 async def test_a_schema_4_store_gains_the_shared_limits_and_keeps_its_sessions(

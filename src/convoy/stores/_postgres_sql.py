@@ -152,6 +152,9 @@ CREATE INDEX cache_expiry ON cache(expires);
     # slow in a WITHOUT ROWID one); PostgreSQL's is a heap table already.
     (6, "SELECT 1"),
     (AUDIT_SCHEMA_VERSION, PG_MIGRATION),
+    # Status changes rewrite every index on status: a tenant's sessions are found through
+    # sessions_tenant (tenant, created, id), which a status change leaves alone.
+    (8, "DROP INDEX IF EXISTS sessions_tenant_status"),
 )
 
 #: The schema version this Convoy writes to PostgreSQL.

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",

@@ -20,7 +20,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -76,6 +76,14 @@ _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past
 
 # The position of ``headers`` in a creation's parameters (``_INSERT_SESSION``).
 _HEADERS_AT = 11
+
+
+def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
+    """The callbacks ready to run on ``loop``: asyncio's loop keeps them in ``_ready``.
+    ``None`` for a loop without one (uvloop's): it is taken as always busy, so its writes
+    of an iteration after the first join the next batch."""
+    ready = getattr(loop, "_ready", None)
+    return ready if isinstance(ready, Sized) else None
 
 
 class _Op:
@@ -151,6 +159,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self._checkpointer: _Checkpointer | None = None
         self._flusher: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._ready: Sized | None = None  # the loop's ready callbacks (see _ready_queue)
         # Leases this store object granted, confirmed by a committed claim or renewal:
         # session id -> (owner, expiry). Another engine can claim a session only after its
         # lease expired, so until then a journal append needs no ownership check.
@@ -289,6 +298,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             self._conn.close()
             self._conn = None
         self._loop = None
+        self._ready = None
 
     @property
     def is_open(self) -> bool:
@@ -308,16 +318,25 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
+            self._ready = _ready_queue(loop)
         fut: asyncio.Future[Any] = loop.create_future()
         op.fut = fut
         op.quiet = not wait
         self._pending.append(op)
-        if wait and not self._scheduled and not self._tick_busy and self._executor is None:
-            # The first write of a loop iteration commits at once, in the caller.
-            self._tick_busy = True
-            loop.call_soon(self._end_tick)
-            self._flush_inline()
-            return fut
+        if wait and not self._scheduled and self._executor is None:
+            if not self._tick_busy:
+                # The first write of a loop iteration commits at once, in the caller.
+                self._tick_busy = True
+                loop.call_soon(self._end_tick)
+                self._flush_inline()
+                return fut
+            ready = self._ready
+            if ready is not None and len(ready) <= 1:
+                # Another write of this iteration, but nothing else is ready to run: no
+                # other write could join a batch, so waiting for one would only cost a
+                # loop iteration (a session running alone commits every step here).
+                self._flush_inline()
+                return fut
         if not self._scheduled:
             self._scheduled = True
             if self._executor is None:

@@ -184,10 +184,20 @@ ALTER TABLE kv_rows RENAME TO kv
 """
 
 
+# Version 7 -> 8: a tenant's sessions by creation, not by status. An index on status is
+# rewritten whenever a session's status changes (at least twice per session); one on
+# (tenant, created) is written once, when the session is created, and serves listings in
+# order. Status queries scoped to a tenant read the status index and filter.
+_MIGRATE_8 = """
+DROP INDEX IF EXISTS sessions_tenant_status;
+CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions(tenant, created, id)
+"""
+
+
 #: Schema migrations, in order: (the version a step brings the schema to, its script).
 _MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS),
                (6, _MIGRATE_KV_ROWID),
-               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION))
+               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION), (8, _MIGRATE_8))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
