@@ -320,6 +320,17 @@ def test_breaker_needs_minimum_calls() -> None:
     for _ in range(19):
         b.record(b.acquire(), True, 0.0)
     assert b.state == "closed"
+    b.record(b.acquire(), False, 0.0)  # a success makes the 20th call: 95% failed
+    assert b.state == "open"
+
+
+def test_other_engines_failures_trip_a_breaker_on_this_engines_success() -> None:
+    b = CircuitBreaker("m", BreakerPolicy(window_type="count", minimum_calls=10))
+    b.set_remote((8, 8, 0))  # the other engines' window: 8 calls, all failed
+    b.record(b.acquire(), False, 0.0)
+    assert b.state == "closed"  # 9 calls
+    b.record(b.acquire(), False, 0.0)
+    assert b.state == "open"  # 10 calls, 80% failed
 
 
 def test_time_window_forgets_old_failures_and_stale_tickets_are_ignored() -> None:

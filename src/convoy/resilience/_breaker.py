@@ -115,8 +115,10 @@ class _CountWindow:
             self.slow -= s
         self._ring.append((failed, slow))
         self.calls += 1
-        self.failures += failed
-        self.slow += slow
+        if failed:
+            self.failures += 1
+        if slow:
+            self.slow += 1
 
     def expire(self, now: float) -> None:
         return None
@@ -151,11 +153,13 @@ class _TimeWindow:
             b.append([sec, 0, 0, 0])
         last = b[-1]
         last[1] += 1
-        last[2] += failed
-        last[3] += slow
         self.calls += 1
-        self.failures += failed
-        self.slow += slow
+        if failed:
+            last[2] += 1
+            self.failures += 1
+        if slow:
+            last[3] += 1
+            self.slow += 1
 
     def clear(self) -> None:
         self._buckets.clear()
@@ -270,8 +274,10 @@ class CircuitBreaker:
                 self._to("open" if self._tripped(self._probe_calls, self._probe_failures,
                                                   self._probe_slow) else "closed")
             return
-        self._window.add(failed, slow, self._clock() if now is None else now)
-        self._maybe_open()
+        w = self._window
+        w.add(failed, slow, self._clock() if now is None else now)
+        if w.failures or w.slow or self._remote[0]:  # else nothing could trip it
+            self._maybe_open()
 
     def _maybe_open(self) -> None:
         w, (rc, rf, rs) = self._window, self._remote
