@@ -162,6 +162,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self.records = 0
         self._audit_queue: list[tuple[str, Sequence[bytes]]] = []  # see SQLiteAudit
         self._audit_fut: asyncio.Future[None] | None = None
+        self._audit_heads: dict[str, int] = {}  # see SQLiteAudit
 
     # -- lifecycle -----------------------------------------------------------------------
 
