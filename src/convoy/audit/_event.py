@@ -126,9 +126,10 @@ def encode_event(kind: str, status: str, at: float, session_id: str | None,
     return _canonical(d)
 
 
-# Where pydantic writes a float as ``repr`` does (outside, one writes ``1e-05``, the other
-# ``0.00001``).
-_LOW, _HIGH = 1e-4, 1e16
+#: Where pydantic writes a float as ``json.dumps`` (``repr``) does: ``1e-4 <= |x| < 1e16``
+#: (below, one writes ``1e-05``, the other ``0.00001``).
+FLOAT_RANGE = (1e-4, 1e16)
+_LOW, _HIGH = FLOAT_RANGE
 
 
 def _text_map(m: Mapping[str, str]) -> Mapping[str, str] | None:

@@ -42,6 +42,7 @@ from convoy._errors import (
 )
 from convoy.audit._event import AuditEvent, AuditKind, digest, encode_event
 from convoy.audit._log import AuditLog
+from convoy.audit._step_digests import prompt_digest, response_digest
 from convoy.hitl._task import INBOX
 from convoy.interceptors._base import (
     AgentRunEnd,
@@ -170,7 +171,7 @@ class AuditInterceptor(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        prompt = digest([m.to_dict() for m in input.request.messages])
+        prompt = prompt_digest(input.request.messages)
         try:
             response = await next(input)
         except BaseException as e:
@@ -182,7 +183,7 @@ class AuditInterceptor(Interceptor):
         decision = ",".join(calls) if calls else "answer"
         self._append(input, "model_call", "ok", actor=input.agent.name,
                      target=response.model or None,
-                     hashes={"prompt": prompt, "output": digest(response.to_dict())},
+                     hashes={"output": response_digest(response), "prompt": prompt},
                      refs={"decision": decision,
                            "tokens": f"{response.usage.input_tokens}+"
                                      f"{response.usage.output_tokens}"})
