@@ -8,7 +8,6 @@ original can show it is the one the log committed to.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pydantic import BaseModel
 from pydantic_core import to_json
 
 from convoy._errors import AuditError
+from convoy.audit._merkle import sha256
 
 #: The format of an encoded event; readers refuse a newer one.
 EVENT_FORMAT = 1
@@ -180,4 +180,4 @@ def digest(value: Any) -> str:
         data = value
     else:
         data = _canonical(value)
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256(data).hexdigest()

@@ -6,20 +6,20 @@ range of floats both encoders write alike)."""
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from pydantic_core import to_json
 
 from convoy.audit._event import FLOAT_RANGE, digest
+from convoy.audit._merkle import sha256
 from convoy.models._messages import Message, ModelResponse, ToolCall
 
 _LOW, _HIGH = FLOAT_RANGE
 
 
 def _sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256(data).hexdigest()
 
 
 def _calls(calls: Sequence[ToolCall]) -> list[dict[str, str]] | None:

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy.audit._merkle import sha256 as _sha256
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
-
-_sha256 = hashlib.sha256
 
 
 def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes]]],
