@@ -12,7 +12,8 @@ left unknown must then be escalated, never run again. ``CRASH_DB`` is the store 
 test moves); ``CRASH_HOST`` the host name in the engine's owner id (an engine "on another
 machine", whose death is seen only when its leases expire); ``CRASH_LEASE`` its lease in
 seconds; ``CRASH_WHO`` a name logged with each write (``who.log``); ``CRASH_GATE`` a file
-whose creation ``serve`` waits for once its engine is open (``DIR/ready-PID`` says it is).
+whose creation ``serve`` waits for once its engine is open (``DIR/ready-PID`` says it is);
+``CRASH_AUDIT=1`` audits every step (:class:`convoy.audit.AuditInterceptor`).
 """
 
 from __future__ import annotations
@@ -111,9 +112,14 @@ async def main() -> None:
     db = os.environ.get("CRASH_DB") or DIR / "convoy.db"
     store = convoy.stores.store_from_url(
         db, clock=shared_clock if os.environ.get("CRASH_CLOCK") else time.time)
+    interceptors: list[convoy.Interceptor] = []
+    if os.environ.get("CRASH_AUDIT") == "1":
+        from convoy.audit import AuditInterceptor
+
+        interceptors.append(AuditInterceptor())
     async with convoy.Engine(store, concurrency=CONCURRENCY, workflows=[flow],
-                             lease_seconds=float(os.environ.get("CRASH_LEASE", "30"))
-                             ) as engine:
+                             lease_seconds=float(os.environ.get("CRASH_LEASE", "30")),
+                             interceptors=interceptors) as engine:
         if os.environ.get("CRASH_HOST"):
             engine.owner = f"{os.environ['CRASH_HOST']}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         if mode == "run":

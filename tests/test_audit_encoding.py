@@ -1,8 +1,9 @@
 """An audit event's bytes and a digest are canonical JSON (sorted keys, no spaces, UTF-8,
 ``json.dumps``'s own quoting and number forms), whichever way they are written: the
-interceptor's key-by-key encoder gives byte for byte what the general encoder gives, for
-text that needs escaping, non-ASCII text, every optional field absent or present, and the
-fields that are not text it hands over to the general encoder."""
+interceptor's fast encoder (pydantic's) gives byte for byte what ``json.dumps`` gives, for
+text that needs escaping, non-ASCII text, any text, every optional field absent or
+present, floats in and out of the range where the two writers agree, and the fields that
+are not text it hands over to the general encoder."""
 
 from __future__ import annotations
 
@@ -12,9 +13,14 @@ import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convoy.audit import AuditEvent, digest
 from convoy.audit._event import EVENT_FORMAT, encode_event
+from convoy.audit._step_digests import prompt_digest, response_digest
+from convoy.models._messages import Message, ModelResponse, ToolCall, Usage
+from convoy.security._provenance import USER, USER_TAINTED, from_agent, from_tool
 
 
 def _reference(e: AuditEvent) -> bytes:
@@ -32,7 +38,8 @@ def _reference(e: AuditEvent) -> bytes:
 TEXTS = [None, "plain", 'quo"te\\back', "tab\tnew\nline\x01\x7f", "é → 日本 🚀", ""]
 
 
-@pytest.mark.parametrize("at", [0.0, 1.5, 1764513000.123456, 1e16, 1e-7, -2.0, 3, 10**20])
+@pytest.mark.parametrize("at", [0.0, -0.0, 1.5, 1764513000.123456, 1e16, 9.99e15, 1e-4, 1e-5,
+                                1e-7, -2.0, 3, 10**20])
 def test_every_shape_of_event_encodes_as_canonical_json(at: float) -> None:
     for actor, target, sid, key in itertools.product(TEXTS, repeat=4):
         if (actor, target, sid, key).count(None) not in (0, 4) and actor == target:
@@ -61,3 +68,67 @@ def test_a_digest_is_sha256_of_the_canonical_json() -> None:
     canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     assert digest(value) == "sha256:" + hashlib.sha256(canonical.encode()).hexdigest()
     assert digest(value) == digest(json.loads(canonical))  # key order does not matter
+
+
+_TEXT = st.text() | st.sampled_from(TEXTS[1:])
+_MAP = st.dictionaries(_TEXT, _TEXT, max_size=4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(at=st.floats(allow_nan=False, allow_infinity=False) | st.integers(),
+       sid=st.none() | _TEXT, key=st.none() | _TEXT, actor=st.none() | _TEXT,
+       target=st.none() | _TEXT, status=_TEXT, hashes=_MAP, refs=_MAP)
+def test_any_event_encodes_as_json_dumps_does(at: float, sid: str | None, key: str | None,
+                                              actor: str | None, target: str | None,
+                                              status: str, hashes: dict[str, str],
+                                              refs: dict[str, str]) -> None:
+    e = AuditEvent(kind="model_call", status=status, at=at, session_id=sid, step_key=key,
+                   actor=actor, target=target, hashes=hashes, refs=refs)
+    assert e.encode() == _reference(e)
+
+
+def test_text_that_is_not_utf_8_fails_as_json_dumps_does() -> None:
+    e = AuditEvent(kind="model_call", status="ok", at=1.0, actor="\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        _reference(e)
+    with pytest.raises(UnicodeEncodeError):
+        e.encode()
+
+
+# -- the digests every model step takes ------------------------------------------------
+
+_CALLS = st.lists(st.builds(ToolCall, id=_TEXT, name=_TEXT, arguments=_TEXT), max_size=2)
+_MESSAGES = st.lists(st.builds(
+    Message, role=st.sampled_from(["system", "user", "assistant", "tool"]),
+    content=st.none() | _TEXT, tool_calls=st.none() | _CALLS,
+    tool_call_id=st.none() | _TEXT,
+    provenance=st.none() | st.sampled_from([USER, USER_TAINTED, from_tool("search"),
+                                            from_agent("é\"x", True)])), max_size=4)
+_COSTS = st.sampled_from([0.0, 0.5, 1e-5, 0.00012, 1e20, float("nan"), 3])
+
+
+@settings(max_examples=300, deadline=None)
+@given(messages=_MESSAGES)
+def test_a_prompt_digest_is_the_digest_of_the_messages_dicts(messages: list[Message]) -> None:
+    assert prompt_digest(messages) == digest([m.to_dict() for m in messages])
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.none() | _TEXT, calls=_CALLS, model=_TEXT, finish=st.none() | _TEXT,
+       cost=_COSTS, cached=st.booleans(), tokens=st.tuples(st.integers(0, 10**9),
+                                                            st.integers(0, 10**9)))
+def test_a_response_digest_is_the_digest_of_its_dict(text: str | None, calls: list[ToolCall],
+                                                     model: str, finish: str | None,
+                                                     cost: float, cached: bool,
+                                                     tokens: tuple[int, int]) -> None:
+    r = ModelResponse(text=text, tool_calls=calls, usage=Usage(*tokens), model=model,
+                      finish_reason=finish, cost=cost, cached=cached)
+    assert response_digest(r) == digest(r.to_dict())
+
+
+def test_step_digests_of_values_that_are_not_text_take_the_general_encoder() -> None:
+    odd: Any = 7
+    messages = [Message(role="user", content=odd), Message(role="tool", tool_call_id=odd)]
+    assert prompt_digest(messages) == digest([m.to_dict() for m in messages])
+    r = ModelResponse(text=odd, usage=Usage(odd, 2.5))  # type: ignore[arg-type]
+    assert response_digest(r) == digest(r.to_dict())

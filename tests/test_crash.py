@@ -4,6 +4,7 @@ applied twice."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -17,13 +18,17 @@ from pathlib import Path
 import pytest
 
 import convoy
+import convoy.stores
+from convoy.audit import AuditEvent, AuditLog, verify_log
 
 WORKER = Path(__file__).with_name("crash_worker.py")
 N = 300
 
 
-def start(mode: str, d: Path, *, idempotent: bool = True) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "CRASH_IDEMPOTENT": "1" if idempotent else "0"}
+def start(mode: str, d: Path, *, idempotent: bool = True,
+          audit: bool = False) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "CRASH_IDEMPOTENT": "1" if idempotent else "0",
+           "CRASH_AUDIT": "1" if audit else "0"}
     return subprocess.Popen([sys.executable, str(WORKER), mode, str(d), str(N)],
                             stderr=subprocess.PIPE, env=env)
 
@@ -100,6 +105,51 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
     assert repeated <= kills * 20
     tool_repeats = sum(n - 1 for n in Counter(lines(crash / "tool_calls.log")).values())
     assert tool_repeats <= kills * 20
+
+
+@pytest.mark.slow
+def test_sigkill_never_leaves_a_journaled_step_without_its_audit_entry(tmp_path: Path) -> None:
+    """An audit entry is committed with its step's journal record or before it: after
+    SIGKILLs at random points and a resume, every model and tool call the journal holds as
+    done has its entry (a step re-run after a kill may have two), and the log verifies."""
+    rng = random.Random(3)
+    d = tmp_path / "audited"
+    d.mkdir()
+    kills = 0
+    for mode in ("run", "resume", "resume"):
+        proc = start(mode, d, audit=True)
+        target = completed(d) + rng.randint(5, 60)
+        deadline = time.monotonic() + 120
+        while completed(d) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.05))
+        kills += kill(proc)
+        assert completed(d) < N, "the run finished before the kill; the test proves nothing"
+    assert kills == 3
+    finish(start("resume", d, audit=True))
+
+    with sqlite3.connect(d / "convoy.db") as c:
+        done = c.execute("SELECT session_id, key, kind FROM journal WHERE status='completed' "
+                         "AND kind IN ('model', 'tool')").fetchall()
+        bodies = [bytes(r[0]) for r in c.execute(
+            "SELECT body FROM audit_log WHERE tenant='default' ORDER BY idx")]
+    assert len(done) >= N * 4
+    events = [AuditEvent.decode(b) for b in bodies]
+    audited = Counter((e.session_id, e.step_key, e.kind) for e in events)
+    missing = [(sid, key, kind) for sid, key, kind in done
+               if not audited[(sid, key, "model_call" if kind == "model" else "tool_call")]]
+    assert missing == []
+    assert max(audited.values()) <= 2  # only a step in flight at a kill runs (and is audited) again
+
+    async def verified() -> int:
+        store = convoy.stores.SQLiteStore(d / "convoy.db")
+        await store.open()
+        try:
+            return (await verify_log(AuditLog(store), "default")).size
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(verified()) == len(events)
 
 
 def statuses(d: Path) -> dict[str, tuple[str, str | None]]:

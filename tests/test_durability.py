@@ -285,6 +285,22 @@ async def test_group_commit_batches_across_sessions(engine_factory: Any) -> None
     assert eng.store.commits < eng.store.records / 20  # batched, not one commit per record
 
 
+async def test_an_awaited_write_commits_at_once_with_the_unawaited_ones_before_it(
+        tmp_path: Path) -> None:
+    # An unawaited write (an audit entry, a span) queued just before a step's journal
+    # record rides that record's commit, in the caller: no commit, nor loop turn, of its
+    # own.
+    async with convoy.Engine(tmp_path / "s.db") as eng:
+        store = eng.store
+        assert isinstance(store, convoy.stores.SQLiteStore)
+        before = store.commits
+        queued = store.audit_append("acme", [b"entry"], wait=False)
+        awaited = store.kv_put("ns", "k", "v")
+        assert queued.done() and awaited.done()
+        assert store.commits == before + 1
+        assert await store.audit_size("acme") == 1
+
+
 async def test_power_durability_commits_on_a_thread(tmp_path: Path) -> None:
     sim = convoy.SimModel({"*": {"output": OK}})
     a = convoy.Agent(name="a", output_type=Classification, model=sim)

@@ -296,6 +296,35 @@ async def test_tools_get_their_dependencies_from_the_engine(engine_factory: Any)
     assert res.ok and crm.notes == ["hi"]
 
 
+async def test_writes_queued_around_a_commit_that_finds_the_store_locked_land_in_order(
+        db: Path) -> None:
+    # An unawaited write schedules the end of the loop iteration's batch; an awaited one
+    # then commits at once with it and finds the store locked, so a task retries them.
+    # The scheduled end-of-batch must leave them to that task: a second retrying task
+    # could commit later writes before earlier ones.
+    store = SQLiteStore(db, busy_timeout=5.0)
+    await store.open()
+    other = sqlite3.connect(db, isolation_level=None)  # another process's transaction
+    try:
+        other.execute("BEGIN EXCLUSIVE")
+        futures = [store.audit_append("acme", [b"entry"], wait=False),
+                   store.kv_put("ns", "k", "first")]
+        # The scheduled end of the batch runs; the retrying task backs off a while (a
+        # second retrying task, started afresh, would then retry sooner than the first).
+        await asyncio.sleep(0.05)
+        futures.append(store.kv_put("ns", "k", "second"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not any(f.done() for f in futures)
+        other.execute("ROLLBACK")
+        await asyncio.gather(*futures)
+        assert await store.kv_get("ns", "k") == "second"
+        assert [r.body for r in await store.audit_entries("acme", 0, 10)] == [b"entry"]
+    finally:
+        other.close()
+        await store.aclose()
+
+
 async def test_a_locked_store_leaves_the_session_unfinished_and_the_loop_free(
         db: Path) -> None:
     """Hole 7: a commit that finds the database locked by another process longer than the

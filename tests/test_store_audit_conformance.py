@@ -9,7 +9,8 @@ import asyncio
 from convoy.audit import entry_leaf
 from convoy.stores._protocol import Store
 from tests import test_store_conformance as suite
-from tests.test_store_conformance import Opener
+from tests.store_backends import Backend
+from tests.test_store_conformance import LEASE, Opener, new
 
 backend, clock, store, stores = suite.backend, suite.clock, suite.store, suite.stores
 
@@ -84,6 +85,25 @@ async def test_two_store_objects_appending_to_one_log_never_collide(stores: Open
         mine = [x for x in bodies if x.startswith(t)]
         assert mine == [f"{t}{i}{q}" for i in range(20) for q in ("", "'")]
     assert all(r.leaf == entry_leaf("acme", r.index, r.body) for r in rows)
+
+
+async def test_appends_after_a_batch_that_failed_take_the_next_free_indexes(
+        backend: Backend, stores: Opener) -> None:
+    # The batch that carried appends failed (another write of it was refused by the
+    # database): whatever the store believed the log's size to be, the next appends take
+    # the indexes that are free.
+    s = await stores()
+    await s.audit_append("acme", [b"a0"])
+    backend.refuse_sessions_of("refused")
+    failed = [s.audit_append("acme", [b"lost?"], wait=False),
+              s.create_session(new("x", workflow="refused"), owner=None, lease_s=LEASE)]
+    await asyncio.gather(*failed, return_exceptions=True)
+    await s.audit_append("acme", [b"a1", b"a2"])
+    rows = await s.audit_entries("acme", 0, 10)
+    assert [r.index for r in rows] == list(range(len(rows)))
+    assert [r.body for r in rows][-2:] == [b"a1", b"a2"]
+    assert all(r.leaf == entry_leaf("acme", r.index, r.body) for r in rows)
+    assert await s.audit_size("acme") == len(rows)
 
 
 async def test_checkpoints_are_kept_by_size(store: Store) -> None:

@@ -8,7 +8,6 @@ original can show it is the one the log committed to.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,8 +15,10 @@ from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-
 from typing import Any, Literal
 
 from pydantic import BaseModel
+from pydantic_core import to_json
 
 from convoy._errors import AuditError
+from convoy.audit._merkle import sha256
 
 #: The format of an encoded event; readers refuse a newer one.
 EVENT_FORMAT = 1
@@ -75,37 +76,45 @@ class AuditEvent:
 def encode_event(kind: str, status: str, at: float, session_id: str | None,
                  step_key: str | None, actor: str | None, target: str | None,
                  hashes: Mapping[str, str], refs: Mapping[str, str]) -> bytes:
-    """:meth:`AuditEvent.encode` of an event with these fields, without building it: the
-    canonical JSON written key by key in sorted order (what the interceptor appends for
-    every step). Byte for byte what ``json.dumps(..., sort_keys=True)`` of the event's dict
-    gives, which it falls back to when a field is not text (or ``at`` not a finite
-    number)."""
+    """:meth:`AuditEvent.encode` of an event with these fields, without building it (what
+    the interceptor appends for every step): byte for byte what ``json.dumps(...,
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` of the event's dict gives.
+
+    The dict is built in sorted key order and written by pydantic's (Rust) encoder, whose
+    output is the same for text, integers, and floats from 1e-4 to 1e16 (a timestamp);
+    anything else (a field that is not text, another ``at``) takes the general encoder."""
     t = type(at)
-    if (t is float and at - at == 0.0) or t is int:  # finite: ``repr`` is JSON's form
-        s = encode_basestring  # JSON's own quoting (C), as ``ensure_ascii=False`` quotes
-        try:
-            out = "{"
-            if actor is not None:
-                out += '"actor":' + s(actor) + ","
-            out += '"at":' + repr(at)
-            if hashes:
-                out += ',"hashes":{' + ",".join([s(k) + ":" + s(v)
-                                                 for k, v in sorted(hashes.items())]) + "}"
-            out += ',"kind":' + s(kind)
-            if refs:
-                out += ',"refs":{' + ",".join([s(k) + ":" + s(v)
-                                               for k, v in sorted(refs.items())]) + "}"
-            if session_id is not None:
-                out += ',"session_id":' + s(session_id)
-            out += ',"status":' + s(status)
-            if step_key is not None:
-                out += ',"step_key":' + s(step_key)
-            if target is not None:
-                out += ',"target":' + s(target)
-            return (out + _TAIL).encode()
-        except TypeError:  # a field that is not text: the general encoder
-            pass
-    d: dict[str, Any] = {"v": EVENT_FORMAT, "kind": kind, "status": status, "at": at}
+    if (t is float and (_LOW <= abs(at) < _HIGH or at == 0.0)) or t is int:
+        ok = type(kind) is str and type(status) is str
+        d: dict[str, Any] = {}
+        if actor is not None:
+            d["actor"] = actor
+            ok = ok and type(actor) is str
+        d["at"] = at
+        if hashes:
+            h = d["hashes"] = _text_map(hashes)
+            ok = ok and h is not None
+        d["kind"] = kind
+        if refs:
+            r = d["refs"] = _text_map(refs)
+            ok = ok and r is not None
+        if session_id is not None:
+            d["session_id"] = session_id
+            ok = ok and type(session_id) is str
+        d["status"] = status
+        if step_key is not None:
+            d["step_key"] = step_key
+            ok = ok and type(step_key) is str
+        if target is not None:
+            d["target"] = target
+            ok = ok and type(target) is str
+        d["v"] = EVENT_FORMAT
+        if ok:
+            try:
+                return to_json(d)
+            except ValueError:  # text that is not UTF-8 (a lone surrogate): as json fails
+                pass
+    d = {"v": EVENT_FORMAT, "kind": kind, "status": status, "at": at}
     for name, value in (("session_id", session_id), ("step_key", step_key),
                         ("actor", actor), ("target", target)):
         if value is not None:
@@ -117,7 +126,22 @@ def encode_event(kind: str, status: str, at: float, session_id: str | None,
     return _canonical(d)
 
 
-_TAIL = f',"v":{EVENT_FORMAT}}}'
+#: Where pydantic writes a float as ``json.dumps`` (``repr``) does: ``1e-4 <= |x| < 1e16``
+#: (below, one writes ``1e-05``, the other ``0.00001``).
+FLOAT_RANGE = (1e-4, 1e16)
+_LOW, _HIGH = FLOAT_RANGE
+
+
+def _text_map(m: Mapping[str, str]) -> Mapping[str, str] | None:
+    """``m`` in sorted key order, if it maps text to text (else ``None``)."""
+    if len(m) == 1:
+        for k, v in m.items():
+            return m if type(k) is str and type(v) is str else None
+    items = sorted(m.items()) if all(type(k) is str for k in m) else ()
+    for _, v in items:
+        if type(v) is not str:
+            return None
+    return dict(items) if items else None
 
 
 def _canonical(value: Any) -> bytes:
@@ -156,4 +180,4 @@ def digest(value: Any) -> str:
         data = value
     else:
         data = _canonical(value)
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha256(data).hexdigest()

@@ -28,6 +28,8 @@ the journal record of its step (``wait=False``): auditing adds no commit of its 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +42,7 @@ from convoy._errors import (
 )
 from convoy.audit._event import AuditEvent, AuditKind, digest, encode_event
 from convoy.audit._log import AuditLog
+from convoy.audit._step_digests import prompt_digest, response_digest
 from convoy.hitl._task import INBOX
 from convoy.interceptors._base import (
     AgentRunEnd,
@@ -52,13 +55,17 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInput,
     StateInput,
-    StepInfo,
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
+    from convoy.stores._protocol import Store
+
+#: What an entry is appended for: each has the step's ``session`` and ``key``.
+_Step = (AgentRunInput | ModelCallInput | ToolCallInput | HandoffInput | EffectInput |
+         StateInput)
 
 #: The session header tracing keeps its W3C ``traceparent`` in.
 TRACE_HEADER = "convoy.trace"
@@ -90,6 +97,8 @@ class AuditInterceptor(Interceptor):
     def __init__(self, *, key_path: str | Path | None = None) -> None:
         self.key_path = key_path
         self._log: AuditLog | None = None
+        self._store: Store | None = None
+        self._clock: Callable[[], float] = time.time
         self._versions: set[tuple[str, str, str]] = set()
 
     @property
@@ -101,20 +110,25 @@ class AuditInterceptor(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock)
+        self._store, self._clock = engine.store, engine.clock
 
-    def _append(self, info: StepInfo, kind: AuditKind, status: str, *,
-                actor: str | None = None, target: str | None = None,
-                hashes: dict[str, str] | None = None, refs: dict[str, str] | None = None,
-                ) -> None:
-        trace = info.headers.get(TRACE_HEADER)
+    def _append(self, step: _Step, kind: AuditKind, status: str, actor: str | None = None,
+                target: str | None = None, hashes: dict[str, str] | None = None,
+                refs: dict[str, str] | None = None) -> None:
+        """Append the entry of ``step`` (its session and step key, not its
+        :class:`~convoy.interceptors.StepInfo`: this runs for every step)."""
+        session = step.session
+        trace = session.headers.get(TRACE_HEADER)
         if trace is not None and trace.count("-") == 3:
             refs = {**refs, "trace_id": trace.split("-")[1]} if refs else {
                 "trace_id": trace.split("-")[1]}
-        log = self.log
+        store = self._store
+        if store is None:
+            raise RuntimeError("the audit interceptor is not started: open the engine first")
         # ``AuditEvent(...).encode()``, without building the event: this runs for every step.
-        body = encode_event(kind, status, log.clock(), info.session_id, info.key, actor, target,
+        body = encode_event(kind, status, self._clock(), session.id, step.key, actor, target,
                             hashes or _NONE, refs or _NONE)
-        log.store.audit_append(info.tenant, (body,), wait=False)
+        store.audit_append(session.tenant, (body,), wait=False)
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -140,36 +154,36 @@ class AuditInterceptor(Interceptor):
             end = await next(input)
         except BaseException as e:
             if _outcome(e) and not getattr(input.session.executor, "replaying", False):
-                self._append(input.info, "agent_decision", _status(e), actor=input.agent.name)
+                self._append(input, "agent_decision", _status(e), actor=input.agent.name)
             raise
         # A run whose end came from the journal (a resume replaying it) was audited when it
         # ended the first time.
         if not getattr(input.session.executor, "replaying", False):
             if end.handoff is not None:
-                self._append(input.info, "agent_decision", "handoff", actor=input.agent.name,
+                self._append(input, "agent_decision", "handoff", actor=input.agent.name,
                              target=end.handoff.name, hashes={"payload": digest(end.payload)},
                              refs={} if end.handoff_key is None else
                              {"handoff_step": end.handoff_key})
             else:
-                self._append(input.info, "agent_decision", "answer", actor=input.agent.name,
+                self._append(input, "agent_decision", "answer", actor=input.agent.name,
                              hashes={"output": digest(end.output)})
         return end
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        prompt = digest([m.to_dict() for m in input.request.messages])
+        prompt = prompt_digest(input.request.messages)
         try:
             response = await next(input)
         except BaseException as e:
             if _outcome(e):
-                self._append(input.info, "model_call", _status(e), actor=input.agent.name,
+                self._append(input, "model_call", _status(e), actor=input.agent.name,
                              hashes={"prompt": prompt})
             raise
         calls = [c.name for c in response.tool_calls]
         decision = ",".join(calls) if calls else "answer"
-        self._append(input.info, "model_call", "ok", actor=input.agent.name,
+        self._append(input, "model_call", "ok", actor=input.agent.name,
                      target=response.model or None,
-                     hashes={"prompt": prompt, "output": digest(response.to_dict())},
+                     hashes={"output": response_digest(response), "prompt": prompt},
                      refs={"decision": decision,
                            "tokens": f"{response.usage.input_tokens}+"
                                      f"{response.usage.output_tokens}"})
@@ -182,20 +196,20 @@ class AuditInterceptor(Interceptor):
         try:
             result = await next(input)
         except ApprovalRequired:
-            self._append(input.info, "approval", "required", actor=input.agent.name,
+            self._append(input, "approval", "required", actor=input.agent.name,
                          target=input.tool.name, hashes=hashes, refs=refs)
             raise
         except (ToolDenied, PolicyDenied) as e:
             status = getattr(e, "reason", None) or type(e).__name__
-            self._append(input.info, "policy_refusal", str(status), actor=input.agent.name,
+            self._append(input, "policy_refusal", str(status), actor=input.agent.name,
                          target=input.tool.name, hashes=hashes, refs=refs)
             raise
         except BaseException as e:
             if _outcome(e):
-                self._append(input.info, kind, _status(e), actor=input.agent.name,
+                self._append(input, kind, _status(e), actor=input.agent.name,
                              target=input.tool.name, hashes=hashes, refs=refs)
             raise
-        self._append(input.info, kind, "ok", actor=input.agent.name, target=input.tool.name,
+        self._append(input, kind, "ok", actor=input.agent.name, target=input.tool.name,
                      hashes={**hashes, "result": digest(result)}, refs=refs)
         return result
 
@@ -204,10 +218,10 @@ class AuditInterceptor(Interceptor):
             payload = await next(input)
         except BaseException as e:
             if _outcome(e):
-                self._append(input.info, "handoff", _status(e), actor=input.source.name,
+                self._append(input, "handoff", _status(e), actor=input.source.name,
                              target=input.target.name, hashes={"payload": digest(input.payload)})
             raise
-        self._append(input.info, "handoff", "ok", actor=input.source.name,
+        self._append(input, "handoff", "ok", actor=input.source.name,
                      target=input.target.name, hashes={"payload": digest(payload)})
         return payload
 
@@ -216,9 +230,9 @@ class AuditInterceptor(Interceptor):
             result = await next(input)
         except BaseException as e:
             if _outcome(e):
-                self._append(input.info, "effect", _status(e), target=input.name)
+                self._append(input, "effect", _status(e), target=input.name)
             raise
-        self._append(input.info, "effect", "ok", target=input.name,
+        self._append(input, "effect", "ok", target=input.name,
                      hashes={"result": digest(result)})
         return result
 
@@ -229,28 +243,28 @@ class AuditInterceptor(Interceptor):
             try:
                 written = await next(input)
             except StateConflict:
-                self._append(input.info, "state_write", "conflict", actor=input.agent,
+                self._append(input, "state_write", "conflict", actor=input.agent,
                              target=target, hashes=hashes)
                 raise
             except BaseException as e:
                 if _outcome(e):
-                    self._append(input.info, "state_write", _status(e), actor=input.agent,
+                    self._append(input, "state_write", _status(e), actor=input.agent,
                                  target=target, hashes=hashes)
                 raise
-            self._append(input.info, "state_write", "ok", actor=input.agent, target=target,
+            self._append(input, "state_write", "ok", actor=input.agent, target=target,
                          hashes=hashes, refs={"version": str(getattr(written, "version", ""))})
             return written
         try:
             result = await next(input)
         except BaseException as e:
             if _outcome(e):
-                self._append(input.info, "state_read", _status(e), actor=input.agent,
+                self._append(input, "state_read", _status(e), actor=input.agent,
                              target=target, refs={"op": input.op})
             raise
         if not (input.op == "get" and input.namespace == INBOX and
                 self._decision(input, result)):
             value = getattr(result, "value", None)
-            self._append(input.info, "state_read", "ok", actor=input.agent, target=target,
+            self._append(input, "state_read", "ok", actor=input.agent, target=target,
                          hashes={} if value is None else {"value": digest(value)},
                          refs={"op": input.op,
                                "version": str(getattr(result, "version", "") or "")})
@@ -268,7 +282,7 @@ class AuditInterceptor(Interceptor):
             return False
         decision = task["decision"]
         kind: AuditKind = "approval" if task.get("kind") == "approval" else "human_decision"
-        self._append(input.info, kind, str(decision.get("action")),
+        self._append(input, kind, str(decision.get("action")),
                      actor=str(decision.get("by")), target=str(task.get("id")),
                      hashes={"decision": digest(decision)},
                      refs={"task_id": str(task.get("id"))})

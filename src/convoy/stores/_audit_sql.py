@@ -54,9 +54,12 @@ CREATE TABLE audit_checkpoints(
 );
 """
 
-# SQLite: the head takes ``n`` more entries, its new size is read back (in the same write
-# transaction: ``RETURNING`` costs SQLite about 15 µs more), and the entries are stored at
-# ``size - n`` onwards, with the leaf hashes computed from those indexes.
+# SQLite: the head takes ``n`` more entries and the entries are stored at the head's old
+# size onwards, with the leaf hashes computed from those indexes. The head is moved from
+# the size the store last wrote (a compare-and-set: one statement); if another writer moved
+# it since, it takes ``n`` more and its new size is read back (in the same write
+# transaction: ``RETURNING`` costs SQLite about 15 µs more).
+SQLITE_MOVE_HEAD = "UPDATE audit_head SET size=? WHERE tenant=? AND size=?"
 SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tenant) "
                "DO UPDATE SET size=size+excluded.size")
 SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"

@@ -1,9 +1,10 @@
 """The SQLite store (the zero-setup default): WAL, group commit, leases, fenced writes.
 
-Group commit: every write from every session joins one pending batch. The first write of a
-loop iteration commits at once, in the caller (a lone session never waits for a window);
-writes that arrive later in the same iteration join one batch committed at its end, and
-whatever arrives while a commit is retried joins the next. A session continues only after
+Group commit: every write from every session joins one pending batch. The first awaited
+write of a loop iteration commits at once, in the caller (a lone session never waits for a
+window), with the unawaited writes queued before it (audit entries, spans); writes that
+arrive later in the same iteration join one batch committed at its end, and whatever
+arrives while a commit is retried joins the next. A session continues only after
 its record is committed. ``durability="process"`` (``synchronous=NORMAL``) survives a crash
 of the process; ``"power"`` (``synchronous=FULL``) also survives power loss and commits on a
 dedicated thread so fsync never blocks the loop.
@@ -170,6 +171,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self.records = 0
         self._audit_queue: list[tuple[str, Sequence[bytes]]] = []  # see SQLiteAudit
         self._audit_fut: asyncio.Future[None] | None = None
+        self._audit_heads: dict[str, int] = {}  # see SQLiteAudit
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -323,16 +325,20 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         op.fut = fut
         op.quiet = not wait
         self._pending.append(op)
-        if wait and not self._scheduled and self._executor is None:
+        if wait and self._flusher is None and self._executor is None:
             if not self._tick_busy:
-                # The first write of a loop iteration commits at once, in the caller.
+                # The first awaited write of a loop iteration commits at once, in the
+                # caller, with the writes nobody awaits that were queued before it (an
+                # audit entry, a span): they would otherwise cost a commit, or a loop
+                # iteration, of their own.
                 self._tick_busy = True
                 loop.call_soon(self._end_tick)
                 self._flush_inline()
                 return fut
             ready = self._ready
-            if ready is not None and len(ready) <= 1:
-                # Another write of this iteration, but nothing else is ready to run: no
+            if ready is not None and len(ready) <= 1 + self._scheduled:
+                # Another write of this iteration, but nothing else is ready to run (only
+                # the end of the tick, and the batch's own flush if one is scheduled): no
                 # other write could join a batch, so waiting for one would only cost a
                 # loop iteration (a session running alone commits every step here).
                 self._flush_inline()
@@ -340,13 +346,20 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         if not self._scheduled:
             self._scheduled = True
             if self._executor is None:
-                loop.call_soon(self._flush_inline)
+                loop.call_soon(self._flush_soon)
             else:
                 self._flusher = loop.create_task(self._flush_async())
         return fut
 
     def _end_tick(self) -> None:
         self._tick_busy = False
+
+    def _flush_soon(self) -> None:
+        """The end of a loop iteration's batch (scheduled by :meth:`_submit`). Nothing to
+        do if a write retried meanwhile (the retrying task has the pending writes)."""
+        if self._flusher is None:
+            self._scheduled = False
+            self._flush_inline()
 
     def _batched(self, call: Callable[[sqlite3.Connection], T], *,
                  wait: bool = True) -> asyncio.Future[T]:
@@ -466,7 +479,6 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 fut.set_result(op.result)
 
     def _flush_inline(self) -> None:
-        self._scheduled = False
         batch, self._pending = self._pending, []
         if not batch:
             return

@@ -7,25 +7,41 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy.audit._merkle import entry_leaf
+from convoy.audit._merkle import sha256 as _sha256
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
 
 
-def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes]]]) -> None:
+def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes]]],
+           heads: dict[str, int]) -> None:
     """Append every ``(tenant, bodies)`` in order, in the caller's write transaction: per
-    tenant, the head takes the indexes (its new size is read back: ``RETURNING`` costs
-    SQLite about 15 µs more), then one ``executemany`` stores the entries with their leaf
-    hashes."""
-    tenants: dict[str, list[bytes]] = {}
-    for tenant, bodies in appends:
-        tenants.setdefault(tenant, []).extend(bodies)
-    for tenant, all_bodies in tenants.items():
+    tenant, the head takes the indexes, then one ``executemany`` stores the entries with
+    their leaf hashes (:func:`~convoy.audit.entry_leaf`, inlined).
+
+    ``heads`` caches each tenant's size as this store last wrote it: the head is moved
+    with a compare-and-set from it (one statement), and only when another writer moved it
+    meanwhile (or a batch that wrote it was rolled back) is it moved and read back."""
+    if len(appends) > 1:  # one run of entries per tenant, in order
+        tenants: dict[str, list[bytes]] = {}
+        for tenant, bodies in appends:
+            tenants.setdefault(tenant, []).extend(bodies)
+        appends = list(tenants.items())
+    execute = conn.execute
+    for tenant, all_bodies in appends:
         n = len(all_bodies)
-        conn.execute(q.SQLITE_HEAD, (tenant, n))
-        base = int(conn.execute(q.SIZE, (tenant,)).fetchone()[0]) - n
-        conn.executemany(q.SQLITE_ENTRY, [(tenant, base + i, b, entry_leaf(tenant, base + i, b))
-                                          for i, b in enumerate(all_bodies)])
+        base = heads.get(tenant)
+        if base is None or execute(q.SQLITE_MOVE_HEAD, (base + n, tenant, base)).rowcount != 1:
+            execute(q.SQLITE_HEAD, (tenant, n))
+            base = int(execute(q.SIZE, (tenant,)).fetchone()[0]) - n
+        heads[tenant] = base + n
+        t = tenant.encode()
+        mid = len(t).to_bytes(4, "big") + t
+        # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
+        # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
+        conn.executemany(q.SQLITE_ENTRY, [
+            (tenant, i, bytearray(b),
+             bytearray(_sha256(b"\x00" + i.to_bytes(8, "big") + mid + b).digest()))
+            for i, b in enumerate(all_bodies, base)])
 
 
 def _row(r: Sequence[Any]) -> AuditRow:
@@ -37,6 +53,7 @@ class SQLiteAudit:
 
     if TYPE_CHECKING:
         _audit_queue: list[tuple[str, Sequence[bytes]]]
+        _audit_heads: dict[str, int]
         _audit_fut: asyncio.Future[None] | None
 
         def _batched(self, call: Callable[[sqlite3.Connection], None], *,
@@ -49,7 +66,8 @@ class SQLiteAudit:
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
                      wait: bool = True) -> asyncio.Future[None]:
         if wait:
-            return self._batched(lambda conn: _write(conn, [(tenant, bodies)]))
+            return self._batched(lambda conn: _write(conn, [(tenant, bodies)],
+                                                     self._audit_heads))
         # Appends that join the next batch share one write of it: they queue, and the
         # first one since the last write submits the write that takes the whole queue (or
         # since a batch that failed before its write took the queue: the next takes it).
@@ -69,7 +87,7 @@ class SQLiteAudit:
                 # (the commit thread runs this) is taken here, or submits the next write.
                 self._audit_fut = None
                 taken, self._audit_queue = self._audit_queue, []
-            _write(conn, taken)
+            _write(conn, taken, self._audit_heads)
 
         return write
 
