@@ -155,6 +155,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Op] = []
         self._scheduled = False
+        self._soon = False  # a _flush_soon callback is waiting in the loop
         self._tick_busy = False
         self._executor: ThreadPoolExecutor | None = None
         self._checkpointer: _Checkpointer | None = None
@@ -301,6 +302,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             self._conn = None
         self._loop = None
         self._ready = None
+        self._soon = self._tick_busy = False  # callbacks of that loop will never run
 
     @property
     def is_open(self) -> bool:
@@ -336,9 +338,9 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 self._flush_inline()
                 return fut
             ready = self._ready
-            if ready is not None and len(ready) <= 1 + self._scheduled:
+            if ready is not None and len(ready) <= 1 + self._soon:
                 # Another write of this iteration, but nothing else is ready to run (only
-                # the end of the tick, and the batch's own flush if one is scheduled): no
+                # the end of the tick, and the end-of-batch callback if one waits): no
                 # other write could join a batch, so waiting for one would only cost a
                 # loop iteration (a session running alone commits every step here).
                 self._flush_inline()
@@ -346,7 +348,9 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         if not self._scheduled:
             self._scheduled = True
             if self._executor is None:
-                loop.call_soon(self._flush_soon)
+                if not self._soon:  # one end-of-batch callback waiting at a time
+                    self._soon = True
+                    loop.call_soon(self._flush_soon)
             else:
                 self._flusher = loop.create_task(self._flush_async())
         return fut
@@ -357,6 +361,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     def _flush_soon(self) -> None:
         """The end of a loop iteration's batch (scheduled by :meth:`_submit`). Nothing to
         do if a write retried meanwhile (the retrying task has the pending writes)."""
+        self._soon = False
         if self._flusher is None:
             self._scheduled = False
             self._flush_inline()
