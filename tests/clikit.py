@@ -4,11 +4,16 @@ subprocess, input files, summary-table cells, and the store read through its API
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import queue
+import signal
 import sqlite3
 import subprocess
 import sys
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,13 +63,145 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Res:
     return Res(result.exit_code, result.stdout, result.stderr)
 
 
-def subprocess_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m convoy.cli ARGS`` for real."""
+def subprocess_env() -> dict[str, str]:
+    """The environment of a real ``python -m convoy.cli``: the convoy under test and the
+    fixture workflows importable, no store or tenant from the caller's shell."""
     env = {k: v for k, v in os.environ.items() if k not in ("CONVOY_DB", "CONVOY_TENANT")}
     env.update({"PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
                 "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", "NO_COLOR": "1"})
-    return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    return env
+
+
+def subprocess_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m convoy.cli ARGS`` for real."""
+    return subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=cwd,
+                          env=subprocess_env(), capture_output=True, text=True, timeout=120,
+                          check=False)
+
+
+#: How long a background command may take to print a line or to exit after a signal: a
+#: limit for a broken setup (a hang), not a timing any test relies on.
+LIMIT = 120.0
+
+
+#: ``python -c`` code that starts ``python ARGV[2:]`` in its place with SIGINT ignored
+#: (ARGV[1] ``ignored``) or at its default: a background job of a non-interactive shell
+#: (``cmd &`` in a script, a CI runner's step) and everything it starts inherit SIGINT
+#: ignored, and Python then raises no ``KeyboardInterrupt``.
+WITH_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN "
+               "if sys.argv[1] == 'ignored' else signal.SIG_DFL); "
+               "os.execv(sys.executable, [sys.executable, *sys.argv[2:]])")
+
+
+class Background:
+    """``python -m convoy.cli ARGS`` running alongside the test: what it prints read line by
+    line as it comes (the lines a command prints once it is ready, or as it works), its
+    stdin a pipe the test may write to. Start it with the ``background`` fixture, which
+    kills it if the test did not stop it, so a failure cannot leave it running into other
+    tests. It starts with SIGINT at its default, or ``sigint="ignored"`` (see
+    :data:`WITH_SIGINT`), whatever the test process inherited."""
+
+    def __init__(self, cwd: Path, args: tuple[str, ...], sigint: str = "default") -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WITH_SIGINT, sigint, "-m", "convoy.cli", *args], cwd=cwd,
+            env=subprocess_env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True)
+        self.printed: dict[str, list[str]] = {"stdout": [], "stderr": []}  # lines seen
+        self._lines: queue.Queue[tuple[str, str | None]] = queue.Queue()
+        self._readers = [threading.Thread(target=self._read, args=(name,), daemon=True)
+                         for name in self.printed]
+        for t in self._readers:
+            t.start()
+
+    def _read(self, name: str) -> None:
+        with getattr(self.proc, name) as stream:
+            for line in stream:
+                self._lines.put((name, line))
+        self._lines.put((name, None))
+
+    def _next(self, timeout: float | None) -> tuple[str, str | None]:
+        name, line = self._lines.get(timeout=timeout)
+        if line is not None:
+            self.printed[name].append(line)
+        return name, line
+
+    def wait_for_line(self, *texts: str) -> str:
+        """The next line (stdout or stderr) that contains one of ``texts``; fails if the
+        process closes its output first."""
+        while True:
+            try:
+                _, line = self._next(LIMIT)
+            except queue.Empty:
+                pytest.fail(f"no line with {texts} after {LIMIT:.0f} s: {self.printed}")
+            if line is None:
+                self.proc.wait(timeout=LIMIT)
+                pytest.fail(f"exited with {self.proc.returncode} before a line with "
+                            f"{texts}: {self.printed}")
+            if any(text in line for text in texts):
+                return line
+
+    def send(self, line: str) -> None:
+        """Write ``line`` to the process's stdin (nothing if it exited already)."""
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def stop(self, sig: int = signal.SIGINT) -> Res:
+        """Send ``sig`` and :meth:`wait`."""
+        self.proc.send_signal(sig)
+        return self.wait()
+
+    def wait(self) -> Res:
+        """Wait for the exit: the exit code, all of stdout and stderr."""
+        try:
+            self.proc.wait(timeout=LIMIT)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running {LIMIT:.0f} s later (the fixture kills it); it "
+                        f"printed {self.printed}")
+        self._close_stdin()
+        for t in self._readers:
+            t.join(timeout=LIMIT)
+        while not self._lines.empty():
+            self._next(None)
+        return Res(self.proc.returncode, "".join(self.printed["stdout"]),
+                   "".join(self.printed["stderr"]))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._close_stdin()
+        for t in self._readers:
+            t.join()
+
+    def _close_stdin(self) -> None:
+        assert self.proc.stdin is not None
+        with contextlib.suppress(BrokenPipeError):
+            self.proc.stdin.close()
+
+
+#: A stop signal, how SIGINT was when the process started, the exit code: Ctrl-C; SIGINT to
+#: a worker started from a script's or CI runner's background job (SIGINT ignored: Python
+#: raises no KeyboardInterrupt); SIGTERM.
+STOPS = [pytest.param(signal.SIGINT, "default", 130, id="SIGINT"),
+         pytest.param(signal.SIGINT, "ignored", 130, id="SIGINT-inherited-ignored"),
+         pytest.param(signal.SIGTERM, "default", 143, id="SIGTERM")]
+
+
+@pytest.fixture(name="background")
+def background_fixture(tmp_path: Path) -> Iterator[Callable[..., Background]]:
+    """Start ``convoy ARGS`` in the background (in ``tmp_path``); each one still running
+    when the test ends is killed (finalizer), whatever the test's outcome."""
+    started: list[Background] = []
+
+    def start(*args: str, sigint: str = "default") -> Background:
+        started.append(Background(tmp_path, args, sigint))
+        return started[-1]
+
+    yield start
+    for b in started:
+        b.kill()
 
 
 def write_jsonl(path: Path, lines: list[object]) -> Path:

@@ -3,19 +3,28 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .clikit import FIXTURES, FLOW, GOOD, SRC, cli, ids_of, one_line_error, workdir, write_jsonl
-from .telemetry_servers import free_port, wait_until
+from .clikit import (
+    FLOW,
+    GOOD,
+    LIMIT,
+    STOPS,
+    Background,
+    background_fixture,
+    cli,
+    ids_of,
+    one_line_error,
+    workdir,
+    write_jsonl,
+)
 
-__all__ = ["workdir"]
+__all__ = ["background_fixture", "workdir"]
 
 
 def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
@@ -41,67 +50,55 @@ def test_bad_trace_exporter_is_one_line() -> None:
                    "--trace: Tracing: unknown exporter 'jaeger'")
 
 
-def test_metrics_serve_answers_a_scrape(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_metrics_serve_answers_a_scrape(tmp_path: Path, background: Callable[..., Background],
+                                        sig: int, sigint: str, code: int) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", GOOD)
     assert cli("run", FLOW, "--input", str(inputs)).code == 0
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)])}
-    env.pop("CONVOY_DB", None)
-    proc = subprocess.Popen([sys.executable, "-m", "convoy.cli", "metrics", "serve", "--db",
-                             str(tmp_path / "convoy.db"), "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    body: list[str] = []
-
-    def scraped() -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            body.append(r.read().decode())
-        return True
-
-    try:
-        wait_until("convoy metrics serve", scraped, None, None, 60.0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, stderr = proc.communicate(timeout=30)
-    assert proc.returncode == 130, stderr
+    server = background("metrics", "serve", "--port", "0", sigint=sigint)
+    ready = server.wait_for_line("metrics of convoy.db of tenant 'default' on http://")
+    url = ready.split(" on ", 1)[1].strip()
+    with urllib.request.urlopen(url, timeout=LIMIT) as r:
+        body = r.read().decode()
+    res = server.stop(sig)
+    assert res.code == code, res.stderr
+    assert "Traceback" not in res.stderr
     values = {(s.name, s.labels.get("status")): s.value
-              for fam in text_string_to_metric_families(body[-1]) for s in fam.samples}
+              for fam in text_string_to_metric_families(body) for s in fam.samples}
     assert values[("convoy_store_sessions", "completed")] == len(GOOD)
     assert values[("convoy_store_sessions", "failed")] == 0
 
 
-def test_worker_serves_its_metrics_while_it_works(tmp_path: Path) -> None:
+def test_worker_serves_its_metrics_while_it_works(
+        tmp_path: Path, background: Callable[..., Background]) -> None:
     lines = ['"order 1"', '"order 2"']
     inputs = write_jsonl(tmp_path / "in.jsonl", lines)
     assert cli("run", "cli_flows:approval", "--input", str(inputs)).code == 0
     first, second = ids_of(lines, "cli_flows:approval")
-    port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)])}
-    env.pop("CONVOY_DB", None)
-    proc = subprocess.Popen([sys.executable, "-m", "convoy.cli", "worker", "cli_flows",
-                             "--metrics-port", str(port), "--poll-interval", "0.05",
-                             "--trace", "store"],
-                            cwd=tmp_path, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    worker = background("worker", "cli_flows", "--metrics-port", "0", "--poll-interval",
+                        "0.05", "--trace", "store")
+    ready = worker.wait_for_line("metrics on http://")
+    url = ready.split(" on ", 1)[1].strip()
+    worker.wait_for_line("worker on convoy.db")
     body: list[str] = []
 
     def completed(n: int) -> bool:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        with urllib.request.urlopen(url, timeout=LIMIT) as r:
             text = r.read().decode()
         body.append(text)
         return sum(s.value for fam in text_string_to_metric_families(text)
                    for s in fam.samples if s.name == "convoy_sessions_total"
                    and s.labels.get("outcome") == "completed") == n
 
-    try:
-        wait_until("the worker's metrics", lambda: completed(0), proc, None, 60.0)
-        assert cli("signal", first, "approve", "--payload", "true").code == 0
-        assert cli("signal", second, "approve", "--payload", "false").code == 0
-        wait_until("two completed sessions", lambda: completed(2), proc, None, 60.0)
-    finally:
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 130
+    assert completed(0)
+    assert cli("signal", first, "approve", "--payload", "true").code == 0
+    assert cli("signal", second, "approve", "--payload", "false").code == 0
+    ended = worker.wait_for_line(first, second)  # a line as each run ends, in any order
+    worker.wait_for_line(second if first in ended else first)
+    assert completed(2)
+    res = worker.stop()
+    assert res.code == 130, res.stderr
+    assert "stopped after 2 session runs" in res.stderr, res.stderr
     names = {s.name for fam in text_string_to_metric_families(body[-1]) for s in fam.samples}
     assert "convoy_session_run_seconds_count" in names
     shown = cli("trace", first)  # and the worker kept the spans of the run it made

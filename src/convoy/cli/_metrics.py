@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -21,6 +20,7 @@ from convoy.cli._common import (
     require_store,
     tenant_scope,
 )
+from convoy.cli._stop import Stopped, stop_signals
 from convoy.stores import STATUSES, store_from_url
 
 metrics_app = typer.Typer(
@@ -73,8 +73,9 @@ class StoreCollector:
 @metrics_app.command("serve")
 def serve(
     db: DbOption = DEFAULT_DB,
-    port: Annotated[int, typer.Option("--port", "-p", min=1, max=65535,
-                                      help="The port to listen on.")] = 9464,
+    port: Annotated[int, typer.Option(
+        "--port", "-p", min=0, max=65535,
+        help="The port to listen on (0: a free port, printed at start).")] = 9464,
     addr: Annotated[str, typer.Option("--addr", help="The address to listen on.")
                     ] = "127.0.0.1",
     tenant: TenantOption = None,
@@ -82,29 +83,31 @@ def serve(
 ) -> None:
     """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, and
     its unfinished ones by workflow, read at each scrape (of the tenant 'default',
-    --tenant NAME, or --all-tenants). Runs until Ctrl-C.
+    --tenant NAME, or --all-tenants). Runs until Ctrl-C or SIGTERM.
 
     Example: `convoy metrics serve --db app.db --port 9464 --all-tenants`
     """
-    try:
-        from prometheus_client import CollectorRegistry, start_http_server
-    except ImportError:
-        fail("metrics need prometheus-client: pip install 'convoy[metrics]'")
-    scope = tenant_scope(tenant, all_tenants)
-    require_store(db)
-    registry = CollectorRegistry()
-    registry.register(StoreCollector(db, scope))
-    try:
-        server, thread = start_http_server(port, addr, registry=registry)
-    except OSError as e:
-        fail(f"--port {port}: cannot listen on {addr}: {e.strerror or e}")
-    err.print(f"metrics of {db}{scope.of} on http://{addr}:{server.server_address[1]}/metrics",
-              markup=False, style="dim")
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        raise typer.Exit(INTERRUPTED) from None
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with stop_signals() as stop:  # first: from now on a signal stops the server cleanly
+        try:
+            from prometheus_client import CollectorRegistry, start_http_server
+        except ImportError:
+            fail("metrics need prometheus-client: pip install 'convoy[metrics]'")
+        scope = tenant_scope(tenant, all_tenants)
+        require_store(db)
+        registry = CollectorRegistry()
+        registry.register(StoreCollector(db, scope))
+        try:
+            server, thread = start_http_server(port, addr, registry=registry)
+        except OSError as e:
+            fail(f"--port {port}: cannot listen on {addr}: {e.strerror or e}")
+        try:
+            err.print(f"metrics of {db}{scope.of} on "
+                      f"http://{addr}:{server.server_address[1]}/metrics",
+                      markup=False, style="dim")
+            stop.wait()
+        except (Stopped, KeyboardInterrupt) as e:
+            raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
+        finally:
+            server.shutdown()
+            server.server_close()
+            thread.join()

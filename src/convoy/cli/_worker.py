@@ -22,16 +22,17 @@ from convoy.cli._common import (
     TenantOption,
     TraceOption,
     build_engine,
+    convoy_errors,
     err,
     fail,
     import_modules,
     label,
     out,
-    run_async,
     tenant_scope,
     tracing,
 )
 from convoy.cli._render import plural, short, status_text
+from convoy.cli._stop import Stopped, stop_signals
 
 
 class SessionLog(Interceptor):
@@ -86,9 +87,10 @@ def worker(
     busy_timeout: BusyTimeoutOption = 10.0,
     trace: TraceOption = None,
     metrics_port: Annotated[int | None, typer.Option(
-        "--metrics-port", metavar="PORT", min=1, max=65535,
+        "--metrics-port", metavar="PORT", min=0, max=65535,
         help="Serve this worker's Prometheus metrics on http://127.0.0.1:PORT/metrics "
-             "(--metrics-addr to listen elsewhere).")] = None,
+             "(--metrics-addr to listen elsewhere; 0: a free port, printed at start).")
+    ] = None,
     metrics_addr: Annotated[str, typer.Option(
         "--metrics-addr", metavar="ADDR", help="The address --metrics-port listens on.")
     ] = "127.0.0.1",
@@ -97,53 +99,55 @@ def worker(
 ) -> None:
     """Run the sessions of the workflows these modules define as they become runnable:
     new ones, waits whose timer is due or whose signal arrived, and sessions whose engine
-    died. Prints a line as each run ends. Runs until Ctrl-C (or, with --until-idle, until
-    nothing is left to run); sessions it was running resume later from their journal.
+    died. Prints a line as each run ends. Runs until Ctrl-C or SIGTERM (or, with
+    --until-idle, until nothing is left to run); sessions it was running resume later
+    from their journal.
     Serves the sessions of the tenant --tenant names (default: 'default'), or of every
     tenant with --all-tenants.
 
     Example: `convoy worker myapp.flows --concurrency 32`
     """
-    scope = tenant_scope(tenant, all_tenants)
-    workflows = workflows_in(import_modules(modules))
-    if not workflows:
-        fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the modules "
-             "whose @convoy.workflow functions should run here")
-    log = SessionLog()
-    chain: list[Interceptor] = [log, *tracing(trace)]
-    server = None
-    if metrics_port is not None:
-        from convoy.observability import Metrics, observe
-
-        metrics = Metrics()
-        chain += observe(metrics=metrics)
+    with stop_signals() as stop:  # first: from now on a signal stops the worker cleanly
+        scope = tenant_scope(tenant, all_tenants)
+        workflows = workflows_in(import_modules(modules))
+        if not workflows:
+            fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
+                 "modules whose @convoy.workflow functions should run here")
+        log = SessionLog()
+        chain: list[Interceptor] = [log, *tracing(trace)]
+        server = None
         try:
-            server = metrics.serve(metrics_port, metrics_addr)
-        except OSError as e:
-            fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_addr}: "
-                 f"{e.strerror or e}")
-        err.print(f"metrics on http://{metrics_addr}:{server.port}/metrics", markup=False,
-                  style="dim")
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
-                          interceptors=chain)
-    for wf in workflows:
-        engine.register(wf)
-    names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
-    try:
-        err.print(f"worker on {label(db)}: serving {names}"
-                  + (" for every tenant" if scope.tenant is None else f" for tenant "
-                     f"{scope.tenant!r}"), markup=False, style="dim", soft_wrap=True)
-        left = run_async(_serve(engine, scope, until_idle, poll_interval,
-                                {w.name for w in workflows}))
-    except KeyboardInterrupt:
-        if server is not None:
-            server.close()
-        err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the sessions it "
-                  "was running continue from their journal with the next worker or 'convoy resume'",
-                  markup=False)
-        raise typer.Exit(INTERRUPTED) from None
-    if server is not None:
-        server.close()
+            if metrics_port is not None:
+                from convoy.observability import Metrics, observe
+
+                metrics = Metrics()
+                chain += observe(metrics=metrics)
+                try:
+                    server = metrics.serve(metrics_port, metrics_addr)
+                except OSError as e:
+                    fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_addr}: "
+                         f"{e.strerror or e}")
+                err.print(f"metrics on http://{metrics_addr}:{server.port}/metrics",
+                          markup=False, style="dim")
+            engine = build_engine(db, concurrency=concurrency, model=model,
+                                  busy_timeout=busy_timeout, interceptors=chain)
+            for wf in workflows:
+                engine.register(wf)
+            names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
+            err.print(f"worker on {label(db)}: serving {names}"
+                      + (" for every tenant" if scope.tenant is None else f" for tenant "
+                         f"{scope.tenant!r}"), markup=False, style="dim", soft_wrap=True)
+            with convoy_errors():
+                left = stop.run(_serve(engine, scope, until_idle, poll_interval,
+                                       {w.name for w in workflows}))
+        except (Stopped, KeyboardInterrupt) as e:
+            err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the "
+                      "sessions it was running continue from their journal with the next "
+                      "worker or 'convoy resume'", markup=False)
+            raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
+        finally:
+            if server is not None:
+                server.close()
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
     waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
     runs = plural(log.ends.total(), "session run")

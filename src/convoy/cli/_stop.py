@@ -1,0 +1,118 @@
+"""Stopping the long-running commands (``convoy worker``, ``convoy metrics serve``) on SIGINT
+(Ctrl-C) or SIGTERM, whenever the signal arrives and however the process was started.
+
+Python's own handling is not enough for a server: it turns SIGINT into a
+``KeyboardInterrupt`` only if SIGINT was not ignored when the process started (a background
+job of a non-interactive shell, and everything it starts, inherits it ignored: such a worker
+never stops on SIGINT), raises it wherever the main thread happens to be (between
+``asyncio.run`` creating its task and installing its own handler, the task is left running
+on a loop that is then closed; inside ``Thread.start`` it breaks a lock), and SIGTERM ends
+the process at once, without closing anything. :func:`stop_signals` handles both signals
+itself for the duration of a command: the first one is noted, and the command's coroutine
+is cancelled from inside its event loop (at once if it runs, as soon as it starts if not
+yet), so the command closes what it opened and exits ``128 + signal`` (130, 143). A second
+signal acts as Python's defaults do (stop now).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import signal
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager, suppress
+from types import FrameType
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: The signals that stop a long-running command.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(Exception):
+    """A stop signal arrived: the command exits with :attr:`exit_code`."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """The stop signal a command received, if any, and the coroutine it cancels."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # Runs in the main thread between two bytecodes of whatever it was doing: it only
+        # takes note, and leaves the cancelling to the event loop.
+        if self.signum is not None:
+            return
+        self.signum = signum
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second one stops now
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        loop = self._loop
+        if loop is not None:
+            with suppress(RuntimeError):  # the loop closed meanwhile: run() checks signum
+                loop.call_soon_threadsafe(self._cancel)
+
+    def _cancel(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+
+    def check(self) -> None:
+        """Raise :class:`Stopped` if a stop signal arrived."""
+        if self.signum is not None:
+            raise Stopped(self.signum)
+
+    def run(self, main: Coroutine[Any, Any, T]) -> T:
+        """``asyncio.run(main)``, cancelled by a stop signal that arrives before or while it
+        runs; then raises :class:`Stopped` (once ``main`` has closed what it opened)."""
+
+        async def guarded() -> T:
+            self._task = asyncio.current_task()
+            self.check()  # a signal that came before the loop ran
+            return await main
+
+        try:
+            with asyncio.Runner() as runner:
+                self._loop = runner.get_loop()
+                try:
+                    result = runner.run(guarded())
+                except asyncio.CancelledError:
+                    self.check()
+                    raise
+                finally:
+                    self._loop = self._task = None
+        finally:
+            if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
+                main.close()  # stopped before it started: no "never awaited" warning
+        self.check()  # a signal that came as it returned
+        return result
+
+    def wait(self) -> None:
+        """Block until a stop signal arrives; raises :class:`Stopped`."""
+        self.run(asyncio.Event().wait())
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopSignals]:
+    """Handle SIGINT and SIGTERM as stop requests (see the module) inside the block; the
+    previous handlers come back after it. Outside the main thread (a command called from
+    another thread) Python's handling stays."""
+    stop = StopSignals()
+    previous: dict[signal.Signals, Any] = {}
+    try:
+        for sig in STOP_SIGNALS:
+            previous[sig] = signal.signal(sig, stop._on_signal)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
