@@ -336,7 +336,10 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
 
 
 def test_worker_wakes_a_session_whose_timer_is_due() -> None:
-    res = run_ok(lines=["1.5"], flow="cli_flows:nap")
+    # Long enough that the timer is not yet due when `resume` looks, even when each of the
+    # CLI processes before it takes a second or two to start on a busy machine (1.5 s was
+    # already due there once); the worker then waits for it.
+    res = run_ok(lines=["8"], flow="cli_flows:nap")
     assert summary(res.stdout, "waiting (timer or signal)") == "1"
     (sid,) = session_ids()
     row = session(sid)
