@@ -68,6 +68,22 @@ def applied(d: Path) -> list[tuple[str, str, int]]:
         return sorted(c.execute("SELECT key, note, amount FROM applied"))
 
 
+def kill_three_times(d: Path, rng: random.Random, *, audit: bool = False) -> int:
+    """Run, then resume twice; SIGKILL each process at a random point once it completed a
+    few more sessions. How many kills landed on a live process."""
+    kills = 0
+    for mode in ("run", "resume", "resume"):
+        proc = start(mode, d, audit=audit)
+        target = completed(d) + rng.randint(5, 60)
+        deadline = time.monotonic() + 120
+        while completed(d) < target and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0, 0.05))
+        kills += kill(proc)
+        assert completed(d) < N, "the run finished before the kill; the test proves nothing"
+    return kills
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None:
@@ -79,19 +95,7 @@ def test_sigkill_at_random_points_then_resume(tmp_path: Path, seed: int) -> None
     expected = outputs(ref)
     assert len(expected) == N and {s for s, _ in expected.values()} == {"completed"}
 
-    kills = 0
-    proc = start("run", crash)
-    for mode in ("run", "resume", "resume"):
-        if mode == "resume":
-            proc = start("resume", crash)
-        target = completed(crash) + rng.randint(5, 60)
-        deadline = time.monotonic() + 120
-        while completed(crash) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.05))
-        kills += kill(proc)
-        done = completed(crash)
-        assert done < N, "the run finished before the kill; the test proves nothing"
+    kills = kill_three_times(crash, rng)
     assert kills == 3
     finish(start("resume", crash))
 
@@ -115,16 +119,7 @@ def test_sigkill_never_leaves_a_journaled_step_without_its_audit_entry(tmp_path:
     rng = random.Random(3)
     d = tmp_path / "audited"
     d.mkdir()
-    kills = 0
-    for mode in ("run", "resume", "resume"):
-        proc = start(mode, d, audit=True)
-        target = completed(d) + rng.randint(5, 60)
-        deadline = time.monotonic() + 120
-        while completed(d) < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0, 0.05))
-        kills += kill(proc)
-        assert completed(d) < N, "the run finished before the kill; the test proves nothing"
+    kills = kill_three_times(d, rng, audit=True)
     assert kills == 3
     finish(start("resume", d, audit=True))
 

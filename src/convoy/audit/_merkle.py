@@ -31,20 +31,18 @@ def sha256(data: bytes) -> hashlib._Hash:
     return h
 
 
-_sha256 = sha256
-
 #: The root hash of the empty tree: ``SHA-256("")``.
-EMPTY_ROOT = _sha256(b"").digest()
+EMPTY_ROOT = sha256(b"").digest()
 
 
 def leaf_hash(data: bytes) -> bytes:
     """``SHA-256(0x00 || data)``: the hash of one log entry."""
-    return _sha256(b"\x00" + data).digest()
+    return sha256(b"\x00" + data).digest()
 
 
 def node_hash(left: bytes, right: bytes) -> bytes:
     """``SHA-256(0x01 || left || right)``: the hash of an interior node."""
-    return _sha256(b"\x01" + left + right).digest()
+    return sha256(b"\x01" + left + right).digest()
 
 
 def split_point(n: int) -> int:
@@ -60,7 +58,7 @@ def range_root(leaves: Sequence[bytes], lo: int, hi: int) -> bytes:
     if n & (n - 1) == 0:  # a perfect subtree: hash level by level, no recursion
         level = list(leaves[lo:hi])
         while len(level) > 1:
-            level = [_sha256(b"\x01" + level[i] + level[i + 1]).digest()
+            level = [sha256(b"\x01" + level[i] + level[i + 1]).digest()
                      for i in range(0, len(level), 2)]
         return level[0]
     k = split_point(n)
@@ -88,7 +86,7 @@ class Frontier:
         n = self.size
         stack = self._stack
         while n & 1:  # merge equal-sized subtrees, as a binary counter carries
-            h = _sha256(b"\x01" + stack.pop() + h).digest()
+            h = sha256(b"\x01" + stack.pop() + h).digest()
             n >>= 1
         stack.append(h)
         self.size += 1
@@ -109,5 +107,5 @@ def entry_leaf(tenant: str, index: int, body: bytes) -> bytes:
     ``SHA-256(0x00 || index (8 bytes, big-endian) || len(tenant) (4 bytes) || tenant ||
     body)``."""
     t = tenant.encode()
-    return _sha256(b"\x00" + index.to_bytes(8, "big") + len(t).to_bytes(4, "big") + t
+    return sha256(b"\x00" + index.to_bytes(8, "big") + len(t).to_bytes(4, "big") + t
                    + body).digest()

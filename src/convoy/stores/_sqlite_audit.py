@@ -7,7 +7,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy.audit._merkle import sha256 as _sha256
+from convoy.audit._merkle import entry_leaf
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
 
@@ -16,7 +16,7 @@ def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes
            heads: dict[str, int]) -> None:
     """Append every ``(tenant, bodies)`` in order, in the caller's write transaction: per
     tenant, the head takes the indexes, then one ``executemany`` stores the entries with
-    their leaf hashes (:func:`~convoy.audit.entry_leaf`, inlined).
+    their leaf hashes (:func:`~convoy.audit.entry_leaf`).
 
     ``heads`` caches each tenant's size as this store last wrote it: the head is moved
     with a compare-and-set from it (one statement), and only when another writer moved it
@@ -34,13 +34,10 @@ def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes
             execute(q.SQLITE_HEAD, (tenant, n))
             base = int(execute(q.SIZE, (tenant,)).fetchone()[0]) - n
         heads[tenant] = base + n
-        t = tenant.encode()
-        mid = len(t).to_bytes(4, "big") + t
         # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
         # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
         conn.executemany(q.SQLITE_ENTRY, [
-            (tenant, i, bytearray(b),
-             bytearray(_sha256(b"\x00" + i.to_bytes(8, "big") + mid + b).digest()))
+            (tenant, i, bytearray(b), bytearray(entry_leaf(tenant, i, b)))
             for i, b in enumerate(all_bodies, base)])
 
 
