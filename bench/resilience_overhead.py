@@ -19,14 +19,18 @@ sessions one after another. Three engines, opened and warmed up before timing:
 
 Runs alternate (bare, protections, full, full_local, bare, ...) `--runs` times each; prints
 the median µs per agent step of each and the added percentages (target: < 20%), as one
-JSON line. ``--clock cpu`` times the process's CPU time instead of elapsed time: on a
-shared host busy with other work, elapsed time mostly measures the neighbours.
+JSON line; ``paired_added_pct`` is the median of each round's ratio to that round's bare
+run, steadier when the host's speed drifts. Each timed run starts after a full garbage
+collection, so none pays for the garbage another engine left. ``--clock cpu`` times the
+process's CPU time instead of elapsed time: on a shared host busy with other work,
+elapsed time mostly measures the neighbours.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import statistics
 import tempfile
@@ -114,6 +118,7 @@ async def main_async(sessions: int, runs: int, warmup: int,
                 await timed(e, f"warm-{name}", warmup, tick)
             for r in range(runs):
                 for name, e in es.items():
+                    gc.collect()  # no run pays for the garbage of the one before
                     samples[name].append(await timed(e, f"{name}-{r}", sessions, tick))
         finally:
             for e in es.values():
@@ -131,6 +136,12 @@ async def main_async(sessions: int, runs: int, warmup: int,
             "added_pct_protections": round(100 * (med["protections"] - bare) / bare, 1),
             "added_pct_full": round(100 * (med["full"] - bare) / bare, 1),
             "added_pct_full_local": round(100 * (med["full_local"] - bare) / bare, 1),
+            # Each round's engine against the bare one of the same round, the median of
+            # those: what drifts between rounds (the neighbours, the clock speed) cancels.
+            "paired_added_pct": {
+                name: round(100 * (statistics.median(
+                    x / b for x, b in zip(samples[name], samples["bare"], strict=True)) - 1), 1)
+                for name in es if name != "bare"},
             "full_store_reserves_per_call": round(budgets.store_reserves / calls, 4),
             "target_pct": 20,
             "samples": {name: [round(x, 1) for x in xs] for name, xs in samples.items()}}

@@ -29,6 +29,8 @@ export W2_SIZES=${W2_SIZES:-"1000 10000"}
 SKIP_RUNS=${SKIP_RUNS:-}
 export OUT=${OUT:-$HERE/out/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)   # absolute: the peers' driver runs from a temp dir
+export OUT
 
 [ -x "$CONVOY_PY" ] || { echo "run.sh: no Python at $CONVOY_PY (create the repo venv first)" >&2; exit 1; }
 "$CONVOY_PY" -c 'import convoy' || { echo "run.sh: convoy is not importable by $CONVOY_PY" >&2; exit 1; }

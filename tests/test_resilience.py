@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 import convoy
@@ -354,6 +354,52 @@ def test_time_window_forgets_old_failures_and_stale_tickets_are_ignored() -> Non
     assert b.state == "half_open"
     b.record(probe, False, 0.0)
     assert b.state == "closed"
+
+
+@given(st.lists(st.tuples(st.sampled_from(["ok", "fail", "slow", "count", "tick", "jump",
+                                           "back"]),
+                          st.floats(0.0, 3.0)), max_size=120),
+       st.sampled_from(["time", "count"]), st.booleans())
+@example([("ok", 0.0), ("jump", 0.5), ("count", 0.0), ("back", 0.5), ("ok", 0.0),
+          ("jump", 1.0)], "time", False)  # a count empties the window, then the clock goes back
+def test_a_success_reported_by_succeeded_counts_as_record_counts_it(
+        ops: list[tuple[str, float]], window_type: str, judged: bool) -> None:
+    """``succeeded`` (the success fast path the interceptor takes) and ``record`` keep
+    the same state, counts and transitions through every sequence of outcomes, window
+    expiries (a clock set back too) and state changes."""
+    policy = BreakerPolicy(window_type=window_type,  # type: ignore[arg-type]
+                           window=6, window_seconds=3, minimum_calls=4, half_open_calls=2,
+                           wait_in_open=2, slow_call_duration=1.0,
+                           record_result=(lambda r: r == "bad") if judged else None)
+    clocks = FakeClock(), FakeClock()
+    fast, slow = (CircuitBreaker("m", policy, c) for c in clocks)
+    latest = float("-inf")  # the latest time a call ended at
+    for i, (op, x) in enumerate(ops):
+        for b, clock in zip((fast, slow), clocks, strict=True):
+            if op in ("tick", "jump", "back"):  # "back": a wall clock set back
+                clock.t += {"tick": x, "jump": 10 * x, "back": -10 * x}[op]
+                continue
+            if op == "count":
+                b.counts()
+                continue
+            try:
+                ticket = b.acquire()
+            except convoy.CircuitOpenError:
+                continue
+            answer = "bad" if i % 3 == 0 else "good"
+            duration = 2.0 if op == "slow" else 0.1
+            if op == "fail":
+                b.record(ticket, True, duration)
+            elif b is fast:
+                b.succeeded(ticket, duration, clock(), answer)
+            else:
+                b.record(ticket, judged and answer == "bad", duration, clock())
+        assert (fast.state, fast.counts(), fast.transitions) == \
+            (slow.state, slow.counts(), slow.transitions)
+        if op in ("ok", "fail", "slow"):
+            latest = max(latest, clocks[0]())
+        if window_type == "time" and fast.state == "closed" and clocks[0]() >= latest + 4:
+            assert fast.counts() == (0, 0, 0)  # every call has left the 3 s window
 
 
 async def test_open_breaker_rejects_without_calling_downstream(engine_factory: Any) -> None:

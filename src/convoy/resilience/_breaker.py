@@ -120,6 +120,10 @@ class _CountWindow:
         if slow:
             self.slow += 1
 
+    def ok(self, now: float) -> None:
+        """Add a call that succeeded, in time."""
+        self.add(False, False, now)
+
     def expire(self, now: float) -> None:
         return None
 
@@ -135,6 +139,8 @@ class _TimeWindow:
         self._buckets: deque[list[int]] = deque()  # [second, calls, failures, slow]
         self._seconds = seconds
         self.calls = self.failures = self.slow = 0
+        self._sec: int | None = None  # the second of the newest bucket, ``_last``
+        self._last: list[int] = []
 
     def expire(self, now: float) -> None:
         horizon = int(now) - self._seconds
@@ -144,14 +150,28 @@ class _TimeWindow:
             self.calls -= c
             self.failures -= f
             self.slow -= s
+            if not b:  # the newest bucket left too
+                self._sec = None
+
+    def _bucket(self, now: float) -> list[int]:
+        """The bucket of ``now``'s second (a new second drops the ones that left the
+        window)."""
+        sec = int(now)
+        if sec != self._sec:
+            self.expire(now)
+            self._last = [sec, 0, 0, 0]
+            self._buckets.append(self._last)
+            self._sec = sec
+        return self._last
+
+    def ok(self, now: float) -> None:
+        """Add a call that succeeded, in time (the common case, kept short)."""
+        last = self._last if int(now) == self._sec else self._bucket(now)
+        last[1] += 1
+        self.calls += 1
 
     def add(self, failed: bool, slow: bool, now: float) -> None:
-        sec = int(now)
-        b = self._buckets
-        if not b or b[-1][0] != sec:  # a new second: drop the ones that left the window
-            self.expire(now)
-            b.append([sec, 0, 0, 0])
-        last = b[-1]
+        last = self._bucket(now)
         last[1] += 1
         self.calls += 1
         if failed:
@@ -164,6 +184,7 @@ class _TimeWindow:
     def clear(self) -> None:
         self._buckets.clear()
         self.calls = self.failures = self.slow = 0
+        self._sec = None
 
 
 class CircuitBreaker:
@@ -184,6 +205,9 @@ class CircuitBreaker:
             _TimeWindow(policy.window_seconds) if policy.window_type == "time"
             else _CountWindow(policy.window))
         self._generation = 0
+        # The generation while a success needs no more than a count (closed, answers not
+        # judged), else -1: ``succeeded``'s one test.
+        self._plain = 0 if policy.record_result is None else -1
         self._opened_at = 0.0
         self._probes_started = 0
         self._probe_calls = 0
@@ -197,6 +221,8 @@ class CircuitBreaker:
         self.transitions.append((self.state, state))
         self.state = state
         self._generation += 1
+        self._plain = self._generation if state == "closed" and \
+            self.policy.record_result is None else -1
         if state == "open":
             self._opened_at = self._clock()
         elif state == "half_open":
@@ -213,6 +239,7 @@ class CircuitBreaker:
         from another engine)."""
         self.state = "open"
         self._generation += 1
+        self._plain = -1
         self._opened_at = self._clock() - (self.policy.wait_in_open - remaining)
         self._remote = (0, 0, 0)
 
@@ -241,6 +268,8 @@ class CircuitBreaker:
 
     def acquire(self) -> int:
         """A ticket for one call, or :class:`CircuitOpenError` if it may not go through."""
+        if self.state == "closed":
+            return self._generation
         if self.state == "open":
             waited = self._clock() - self._opened_at
             if waited < self.policy.wait_in_open:
@@ -276,6 +305,18 @@ class CircuitBreaker:
             return
         w = self._window
         w.add(failed, slow, self._clock() if now is None else now)
+        if w.failures or w.slow or self._remote[0]:  # else nothing could trip it
+            self._maybe_open()
+
+    def succeeded(self, ticket: int, duration: float, now: float, result: Any) -> None:
+        """Report that the call ``ticket`` admitted answered ``result`` (``record`` with
+        the policy's ``record_result`` applied; the closed breaker's fast path)."""
+        if ticket != self._plain or duration >= self.policy.slow_call_duration:
+            judge = self.policy.record_result
+            self.record(ticket, judge is not None and bool(judge(result)), duration, now)
+            return
+        w = self._window
+        w.ok(now)
         if w.failures or w.slow or self._remote[0]:  # else nothing could trip it
             self._maybe_open()
 
@@ -423,9 +464,13 @@ class Breakers(Interceptor):
 
     async def _guarded(self, breakers: tuple[CircuitBreaker, ...],
                        call: Callable[[I], Awaitable[O]], input: I) -> O:
-        st = self._state
-        if st is not None and not self._syncing and self._clock() >= self._next_sync:
-            await self._sync(st)
+        clock = self._clock
+        t0 = clock()
+        if t0 >= self._next_sync:  # never without a state to sync (then it is inf)
+            st = self._state
+            if st is not None and not self._syncing:
+                await self._sync(st)
+                t0 = clock()
         tickets = []
         try:
             for b in breakers:
@@ -434,8 +479,6 @@ class Breakers(Interceptor):
             for b, ticket in zip(breakers, tickets, strict=False):
                 b.release(ticket)
             raise
-        clock = self._clock
-        t0 = clock()
         try:
             out = await call(input)
         except Exception as e:
@@ -452,17 +495,19 @@ class Breakers(Interceptor):
                 b.release(ticket)
             raise
         now = clock()
-        for b, ticket in zip(breakers, tickets, strict=True):
-            judge = b.policy.record_result
-            b.record(ticket, judge is not None and bool(judge(out)), now - t0, now)
+        duration = now - t0
+        for b, ticket in zip(breakers, tickets):  # noqa: B905 - one ticket per breaker
+            b.succeeded(ticket, duration, now, out)
         return out
 
-    async def model_call(self, input: ModelCallInput,
-                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+    def model_call(  # type: ignore[override]
+            self, input: ModelCallInput,
+            next: Next[ModelCallInput, ModelResponse]) -> Awaitable[ModelResponse]:
+        # Not a coroutine: returns ``_guarded``'s, one frame fewer per model call.
         found = self._for_model(input.model, input.agent.name)
         if not found:
-            return await next(input)
-        return await self._guarded(found, next, input)
+            return next(input)
+        return self._guarded(found, next, input)
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         tp = self._tools.for_tool("", input.tool.name)

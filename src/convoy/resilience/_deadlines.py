@@ -42,7 +42,7 @@ class Deadlines:
         q = self._queue
         while q and q[0].done:
             q.popleft()
-        w = Watch(asyncio.current_task(), loop.time() + self.seconds)
+        w = Watch(asyncio.current_task(loop), loop.time() + self.seconds)
         q.append(w)
         if self._handle is None:
             self._handle = loop.call_at(w.deadline, self._fire)

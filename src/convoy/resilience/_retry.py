@@ -134,6 +134,8 @@ class RetryBudget:
         self.ttl = ttl
         self._clock = clock
         self._buckets: deque[list[float]] = deque()  # [second, net deposits]
+        self._sec: int | None = None  # the second of the newest bucket, ``_last``
+        self._last: list[float] = []
         self._net = 0.0
         self._floor_used: deque[float] = deque()  # times the floor paid for a retry
         self.calls = 0
@@ -143,13 +145,15 @@ class RetryBudget:
     def _add(self, amount: float) -> None:
         now = self._clock()
         sec = int(now)
-        b = self._buckets
-        if not b or b[-1][0] != sec:  # a new second: expire what left the window
+        if sec != self._sec:  # a new second: expire what left the window
+            b = self._buckets
             horizon = now - self.ttl
             while b and b[0][0] < horizon:
                 self._net -= b.popleft()[1]
-            b.append([sec, 0.0])
-        b[-1][1] += amount
+            self._last = [sec, 0.0]
+            b.append(self._last)
+            self._sec = sec
+        self._last[1] += amount
         self._net += amount
 
     def _floor_left(self, in_flight: int = 0) -> float:
@@ -170,7 +174,11 @@ class RetryBudget:
     def on_call(self) -> None:
         """Deposit for a first attempt."""
         self.calls += 1
-        self._add(self.ratio)
+        if int(self._clock()) == self._sec:  # the common case, kept short
+            self._last[1] += self.ratio
+            self._net += self.ratio
+        else:
+            self._add(self.ratio)
 
     def try_retry(self, in_flight: int = 0) -> bool:
         """Withdraw one retry if the budget allows it; ``False`` (and counted in ``denied``) if
@@ -229,6 +237,8 @@ class Retry(Interceptor):
         self.retries = 0
         self.denied = 0
         self.in_flight = 0
+        # By (agent, model): few, long-lived; no scope lookup on every call.
+        self._by_model: dict[tuple[str, str], RetryPolicy | None] = {}
 
     @property
     def gave_up(self) -> int:
@@ -298,7 +308,11 @@ class Retry(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        policy = self.scope.for_model(input.agent.name, input.model.name)
+        key = (input.agent.name, input.model.name)
+        try:
+            policy = self._by_model[key]
+        except KeyError:
+            policy = self._by_model[key] = self.scope.for_model(*key)
         if policy is None or policy.max_attempts == 1:
             return await next(input)
         self.budget.on_call()

@@ -8,6 +8,7 @@ from typing import Any
 
 from convoy._errors import ModelError, ToolError, UserError
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, ToolCallInput
+from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
 from convoy.resilience._deadlines import Deadlines, Watch
 from convoy.resilience._scope import Scoped
@@ -40,12 +41,20 @@ class Timeout(Interceptor):
             self.stage = "step_timeout"
         self.timeouts = 0
         self._deadlines: dict[float, Deadlines] = {}
+        # By (agent, model instance): few, long-lived; no scope lookup on every call.
+        self._by_call: dict[tuple[str, Model], Deadlines | None] = {}
 
-    def _watch(self, seconds: float) -> tuple[Deadlines, Watch]:
+    def _deadline(self, seconds: float) -> Deadlines:
         d = self._deadlines.get(seconds)
         if d is None:
             d = self._deadlines[seconds] = Deadlines(seconds)
-        return d, d.watch()
+        return d
+
+    def _for_model(self, agent: str, model: Model) -> Deadlines | None:
+        seconds = self.model_scope.for_endpoint(agent, model)
+        d = self._by_call[(agent, model)] = None if seconds is None else \
+            self._deadline(seconds)
+        return d
 
     def _expired(self, d: Deadlines, w: Watch) -> None:
         """In ``except CancelledError``: re-raise it unless our deadline caused it."""
@@ -57,16 +66,19 @@ class Timeout(Interceptor):
     # add a frame to every model and tool call.
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        seconds = self.model_scope.for_endpoint(input.agent.name, input.model)
-        if seconds is None:
+        try:
+            d = self._by_call[(input.agent.name, input.model)]
+        except KeyError:
+            d = self._for_model(input.agent.name, input.model)
+        if d is None:
             return await next(input)
-        d, w = self._watch(seconds)
+        w = d.watch()
         try:
             return await next(input)
         except asyncio.CancelledError:
             self._expired(d, w)
             raise ModelError(f"model {input.model.name!r} (agent {input.agent.name!r}) did not "
-                             f"answer within {seconds:g}s ({self.label} timeout)",
+                             f"answer within {d.seconds:g}s ({self.label} timeout)",
                              timeout=True) from None
         finally:
             w.done = True
@@ -75,7 +87,8 @@ class Timeout(Interceptor):
         seconds = self.tool_scope.for_tool(input.agent.name, input.tool.name)
         if seconds is None:
             return await next(input)
-        d, w = self._watch(seconds)
+        d = self._deadline(seconds)
+        w = d.watch()
         try:
             return await next(input)
         except asyncio.CancelledError:
