@@ -130,7 +130,11 @@ class Tracing(Interceptor):
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         self.store: Store | None = None
-        self._pending: list[SpanData] = []
+        # Chunks of ended spans the store has not got yet: (session id, key, JSON text).
+        self._pending: list[tuple[str, str, str]] = []
+        self._pending_spans = 0
+        # Runs going on now, whose ended spans the flusher takes too.
+        self._runs: set[_Run] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.processors: list[SpanProcessor] = []
         self._resource: Resource | None = None
@@ -144,6 +148,7 @@ class Tracing(Interceptor):
         self.attempts = AttemptSpans(self)
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
             self._sdk_processors()  # fail now if the SDK is missing, not at engine start
+        self._keep = self.to_store or bool(self.processors)  # ended spans go somewhere
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -209,26 +214,40 @@ class Tracing(Interceptor):
         await asyncio.gather(*self._write_pending())
 
     def _write_pending(self) -> list[asyncio.Future[None]]:
-        spans, self._pending = self._pending, []
+        for run in list(self._runs):  # runs going on: what they ended so far
+            if run.spans:
+                self._batch(run)
+        pending, self._pending = self._pending, []
+        self._pending_spans = 0
         store = self.store
-        if not spans or store is None:
+        if not pending or store is None:
             return []
-        by_session: dict[str, list[SpanData]] = {}
-        for span in spans:
-            assert span.run is not None
-            by_session.setdefault(span.run.session_id, []).append(span)
-        futures = []
-        for sid, batch in by_session.items():
-            first = batch[0]
-            # One value per session and batch, keyed so they sort by time.
-            futures.append(store.kv_put(
-                SPANS_NAMESPACE + sid, f"{first.start:020d}-{first.span_id:016x}",
-                chunk_text(batch)))
-        return futures
+        return [store.kv_put(SPANS_NAMESPACE + sid, key, text) for sid, key, text in pending]
+
+    def _batch(self, run: _Run) -> None:
+        """Hand the spans ``run`` ended so far to the exporters: one chunk for the store
+        (made now, so the spans waiting for the next write are one string per run, not
+        objects the garbage collector walks again and again)."""
+        spans, run.spans = run.spans, []
+        if self.processors:
+            assert self._resource is not None and self._scope is not None
+            for span in spans:
+                rs = span.to_readable(self._resource, self._scope)
+                for p in self.processors:
+                    p.on_end(rs)
+        if self.to_store:
+            first = spans[0]
+            # One value per run and batch, keyed so they sort by time.
+            self._pending.append((run.session_id, f"{first.start:020d}-{first.span_id:016x}",
+                                  chunk_text(spans)))
+            self._pending_spans += len(spans)
+            if self._pending_spans >= self.flush_every:
+                self._write_pending()  # dropped futures: the store commits them in order
 
     def shutdown(self) -> None:
         """Flush and shut every exporter down (at exit)."""
         procs, self.processors = self.processors, []
+        self._keep = self.to_store
         for p in procs:
             p.shutdown()
 
@@ -246,18 +265,17 @@ class Tracing(Interceptor):
     def ended(self, span: SpanData) -> None:
         span.end = time_ns()
         run = span.run
-        if run is None:
-            return
-        if self.processors:
-            assert self._resource is not None and self._scope is not None
-            rs = span.to_readable(self._resource, self._scope)
-            for p in self.processors:
-                p.on_end(rs)
-        if self.to_store:
-            pending = self._pending
-            pending.append(span)
-            if len(pending) >= self.flush_every:
-                self._write_pending()  # dropped futures: the store commits them in order
+        if run is not None and self._keep:
+            run.spans.append(span)
+            if run.closed:  # (a span that ends after its run did: not seen in practice)
+                self._batch(run)
+
+    def _close(self, run: _Run) -> None:
+        """``run``'s session span has ended: its spans go to the exporters."""
+        run.closed = True
+        self._runs.discard(run)
+        if run.spans:
+            self._batch(run)
 
     def failed(self, span: SpanData, exc: BaseException) -> None:
         """Mark ``span`` as ended by ``exc``: an error (with its kind), or an interruption
@@ -345,12 +363,14 @@ class Tracing(Interceptor):
                         time_ns(), {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
                                     "convoy.session.resumed": root is not None},
                         "internal", None, "", base)
+        self._runs.add(run)
         token = CURRENT.set(span)
         try:
             end = await next(input)
         except BaseException as e:
             self.failed(span, e)
             self.ended(span)
+            self._close(run)
             raise
         finally:
             CURRENT.reset(token)
@@ -364,6 +384,7 @@ class Tracing(Interceptor):
             span.message = f"{end.status}: " + self.redact(
                 str((end.error or {}).get("message", ""))[:_ERROR_LIMIT])
         self.ended(span)
+        self._close(run)
         return end
 
     # -- agents -----------------------------------------------------------------------------
@@ -630,11 +651,15 @@ class AttemptSpans(Interceptor):
 
 
 class _Run:
-    """One traced run of a session: the handoffs whose target has not started yet."""
+    """One traced run of a session: its ended spans not exported yet, and the handoffs
+    whose target has not started yet."""
 
-    __slots__ = ("handoff_spans", "handoffs", "root_sid", "session_id", "tenant")
+    __slots__ = ("closed", "handoff_spans", "handoffs", "root_sid", "session_id", "spans",
+                 "tenant")
 
     def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
+        self.spans: list[SpanData] = []  # ended, not handed to the exporters yet
+        self.closed = False
         self.session_id = session_id
         self.tenant = tenant
         self.root_sid = tracing.redact(session_id)
