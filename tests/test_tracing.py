@@ -9,6 +9,7 @@ what an OTLP exporter would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -376,3 +377,56 @@ async def test_concurrent_sessions_keep_their_spans_apart(engine_factory: Any) -
             top = parent
         assert top is roots[s.context.trace_id]
     assert sum(s.name.startswith("chat") for s in spans) == 40
+
+
+def test_spans_stored_by_an_earlier_convoy_still_read() -> None:
+    """Format 1 (a name, kind and shared-attribute index per span, absolute times) is read
+    as format 2 is; a format this Convoy does not know is refused in one line."""
+    v1 = json.dumps({"v": 1, "trace_id": "ab" * 16, "bases": [
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}], "spans": [
+        ["invoke_agent a", "1" * 16, "2" * 16, 1_000, 5_000, "internal", "ok", 0,
+         {"convoy.step.key": "0/0"}, None, None, None],
+        ["handoff a -> b", "3" * 16, "1" * 16, 2_000, 3_000, "internal", "error", None,
+         {"convoy.step.key": "0/1"}, "handoff_invalid: no", [["4" * 16, {"k": 1}]],
+         [["exception", 2_500, {"exception.type": "HandoffError"}]]]]})
+    agent, handoff = load_chunks([v1])
+    assert agent["name"] == "invoke_agent a" and agent["parent_id"] == "2" * 16
+    assert agent["attrs"] == {"gen_ai.operation.name": "invoke_agent",
+                              "gen_ai.agent.name": "a", "convoy.step.key": "0/0"}
+    assert (agent["start"], agent["end"], agent["trace_id"]) == (1_000, 5_000, "ab" * 16)
+    assert handoff["message"] == "handoff_invalid: no"
+    assert handoff["links"] == [{"trace_id": "ab" * 16, "span_id": "4" * 16, "attrs": {"k": 1}}]
+    assert handoff["events"] == [{"name": "exception", "time": 2_500,
+                                  "attrs": {"exception.type": "HandoffError"}}]
+    with pytest.raises(convoy.JournalError, match="format 9"):
+        load_chunks(['{"v": 9}'])
+
+
+async def test_failed_spans_keep_their_message_links_and_events_in_the_store(
+        engine_factory: Any) -> None:
+    sim = convoy.SimModel({"a": {"handoff": "b", "payload": {"task": "x"}},
+                           "b": {"output": "done"}})
+    b = convoy.Agent(name="b", model=sim)
+    a = convoy.Agent(name="a", handoffs=[b], model=sim)
+    boom = convoy.Agent(name="boom", model=convoy.SimModel({"*": {"error": {
+        "message": "bad key", "status_code": 401, "retryable": False}}}))
+
+    @convoy.workflow(name="obs.stored")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(a, t)
+        with contextlib.suppress(Exception):
+            await ctx.run(boom, t)
+        return out
+
+    tracing = Tracing(exporters=["store"])
+    engine = engine_factory(interceptors=observe(tracing))
+    res = await engine.run(wf, "t")
+    assert res.ok, res.error
+    spans = {s["name"]: s for s in await stored(engine, res.id)}
+    handoff = spans["handoff a -> b"]
+    assert [link["span_id"] for link in spans["invoke_agent b"]["links"]] == [
+        spans["invoke_agent a"]["span_id"], handoff["span_id"]]
+    failed = spans["invoke_agent boom"]
+    assert failed["status"] == "error" and "bad key" in failed["message"]
+    assert failed["events"][0]["name"] == "exception"
+    assert spans["invoke_workflow obs.stored"]["end"] >= failed["end"] > failed["start"]

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 #: generative-AI conventions (status: Development) in the main repository.
 SEMCONV_VERSION = "1.41.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
-#: Version of the JSON the store keeps spans in (``convoy trace``).
-SPANS_FORMAT = 1
+#: Version of the JSON the store keeps spans in (``convoy trace``); format 1 is read too.
+SPANS_FORMAT = 2
 
 Attrs = dict[str, Any]
 
@@ -46,28 +46,38 @@ _bits = random.getrandbits
 time_ns = time.time_ns
 
 
-class SpanData:
-    """One span, open or ended. Its attributes are ``base`` (shared by every span of its
-    kind, agent and model: built once) updated with ``attrs`` (its own). ``links`` are
-    ``(trace_id, span_id, attributes)``."""
+class Shape:
+    """What the spans of one kind, agent, model or tool share: name, span kind and
+    attributes. Made once (``Tracing.shape``) and never changed, so the store encodes it
+    once per process."""
 
-    __slots__ = ("agent", "attempts", "attrs", "base", "end", "events", "key", "kind",
-                 "links", "message", "name", "parent_id", "run", "span_id", "start",
-                 "status", "trace_id")
+    __slots__ = ("attrs", "json", "kind", "name")
 
-    def __init__(self, run: _Run | None, name: str, trace_id: int, span_id: int,
-                 parent_id: int | None, start: int, attrs: Attrs, kind: str = "internal",
-                 agent: str | None = None, key: str = "", base: Attrs | None = None) -> None:
-        self.run = run
-        self.base = base
+    def __init__(self, name: str, attrs: Attrs, kind: str = "internal") -> None:
         self.name = name
+        self.kind = kind
+        self.attrs = attrs
+        self.json = to_json([name, kind, attrs]).decode()
+
+
+class SpanData:
+    """One span, open or ended: its :class:`Shape` and its own attributes ``attrs`` (which
+    win over the shape's). ``links`` are ``(trace_id, span_id, attributes)``."""
+
+    __slots__ = ("agent", "attempts", "attrs", "end", "events", "key", "links", "message",
+                 "parent_id", "run", "shape", "span_id", "start", "status", "trace_id")
+
+    def __init__(self, run: _Run, shape: Shape, trace_id: int, span_id: int,
+                 parent_id: int | None, start: int, attrs: Attrs, agent: str | None = None,
+                 key: str = "") -> None:
+        self.run = run
+        self.shape = shape
         self.trace_id = trace_id
         self.span_id = span_id
         self.parent_id = parent_id
         self.start = start
         self.end = 0
         self.attrs = attrs
-        self.kind = kind
         self.agent = agent
         self.key = key
         self.links: list[tuple[int, int, Attrs]] | None = None
@@ -76,31 +86,21 @@ class SpanData:
         self.message: str | None = None
         self.attempts = 0
 
-    def child(self, name: str, attrs: Attrs, kind: str = "internal",
-              agent: str | None = None, key: str = "", base: Attrs | None = None
+    def child(self, shape: Shape, attrs: Attrs, agent: str | None = None, key: str = ""
               ) -> SpanData:
         """A span under this one, starting now."""
-        return SpanData(self.run, name, self.trace_id, _bits(64) or 1, self.span_id,
-                        time_ns(), attrs, kind, agent, key, base)
+        return SpanData(self.run, shape, self.trace_id, _bits(64) or 1, self.span_id,
+                        time_ns(), attrs, agent, key)
+
+    @property
+    def name(self) -> str:
+        return self.shape.name
 
     @property
     def attributes(self) -> Attrs:
         """All its attributes."""
-        return {**self.base, **self.attrs} if self.base else self.attrs
-
-    # -- as JSON, for the store --------------------------------------------------------------
-
-    def to_row(self, base: int | None) -> tuple[Any, ...]:
-        """The compact form the store keeps (see :func:`chunk_text`): the shared
-        attributes as the index ``base`` of the chunk's table of them. (Ids as hex text:
-        JSON encoders take the slow path for integers past 63 bits.)"""
-        links, parent = self.links, self.parent_id
-        # (``to_bytes().hex()``: the quickest 16-digit hex text, for 2-3 ids per span.)
-        return (self.name, self.span_id.to_bytes(8, "big").hex(),
-                parent.to_bytes(8, "big").hex() if parent else None, self.start, self.end,
-                self.kind, self.status, base, self.attrs, self.message,
-                [(s.to_bytes(8, "big").hex(), a) for _, s, a in links] if links else None,
-                self.events)
+        base = self.shape.attrs
+        return {**base, **self.attrs} if base else self.attrs
 
     # -- as an OpenTelemetry SDK span ------------------------------------------------------
 
@@ -118,9 +118,9 @@ class SpanData:
         status = Status(StatusCode.ERROR, self.message) if self.status == "error" else \
             Status(StatusCode.OK) if self.status == "ok" else Status(StatusCode.UNSET)
         return ReadableSpan(
-            name=self.name, context=ctx, parent=parent, resource=resource,
+            name=self.shape.name, context=ctx, parent=parent, resource=resource,
             attributes=self.attributes, events=events, links=links,
-            kind=SpanKind.CLIENT if self.kind == "client" else SpanKind.INTERNAL,
+            kind=SpanKind.CLIENT if self.shape.kind == "client" else SpanKind.INTERNAL,
             status=status, start_time=self.start, end_time=self.end,
             instrumentation_scope=scope)
 
@@ -140,36 +140,34 @@ CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
 
 
 def chunk_text(spans: Sequence[SpanData]) -> str:
-    """The JSON the store keeps for a batch of one session's ended spans: the trace id
-    once, the shared attribute tables the spans use (each encoded once per process: the
-    same few tables recur in every session), and each span as a row
-    (:meth:`SpanData.to_row`)."""
-    bases: dict[int, int] = {}
+    """The JSON the store keeps for a batch of one session's ended spans (format 2): the
+    trace id and a time origin once, the shapes the spans use (each encoded once per
+    process), and a row per span: ``[shape, span id, parent id, start, duration, status,
+    own attributes]`` (start from the origin, both in ns), then, only if the span has
+    them, its status message, links (``[span id, attributes]``) and events (``[name,
+    time, attributes]``). (Ids as hex text: JSON encoders take the slow path for integers
+    past 63 bits.)"""
+    at: dict[Shape, int] = {}
     table: list[str] = []
-    rows = []
-    encoded = _ENCODED
+    rows: list[list[Any]] = []
+    origin = spans[0].start
     for s in spans:
-        b = s.base
-        if b is None:
-            rows.append(s.to_row(None))
-            continue
-        i = bases.get(id(b))
+        shape = s.shape
+        i = at.get(shape)
         if i is None:
-            i = bases[id(b)] = len(table)
-            found = encoded.get(id(b))
-            if found is None or found[0] is not b:
-                if len(encoded) > 10_000:
-                    encoded.clear()
-                found = encoded[id(b)] = (b, to_json(b).decode())
-            table.append(found[1])
-        rows.append(s.to_row(i))
-    return (f'{{"v":{SPANS_FORMAT},"trace_id":"{spans[0].trace_id:032x}","bases":['
-            f'{",".join(table)}],"spans":{to_json(rows).decode()}}}')
-
-
-# id(shared attributes) -> (them, their JSON). Shared attribute dicts are never changed
-# once made (Tracing.base); the reference kept makes the id stay theirs.
-_ENCODED: dict[int, tuple[Attrs, str]] = {}
+            i = at[shape] = len(table)
+            table.append(shape.json)
+        parent, start = s.parent_id, s.start
+        # (``to_bytes().hex()``: the quickest 16-digit hex text, for 2-3 ids per span.)
+        row = [i, s.span_id.to_bytes(8, "big").hex(),
+               parent.to_bytes(8, "big").hex() if parent else None, start - origin,
+               s.end - start, s.status, s.attrs]
+        if s.message is not None or s.links or s.events:
+            row += (s.message, [(sid.to_bytes(8, "big").hex(), a) for _, sid, a in s.links]
+                    if s.links else None, s.events)
+        rows.append(row)
+    return (f'{{"v":{SPANS_FORMAT},"trace_id":"{spans[0].trace_id:032x}","origin":{origin},'
+            f'"shapes":[{",".join(table)}],"spans":{to_json(rows).decode()}}}')
 
 
 def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
@@ -184,23 +182,45 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
     spans: list[dict[str, Any]] = []
     for text in values:
         chunk = json.loads(text)
-        if chunk.get("v") != SPANS_FORMAT:
-            raise JournalError(f"stored spans are in format {chunk.get('v')!r}; this Convoy "
-                               f"reads format {SPANS_FORMAT} (upgrade Convoy)")
-        trace_id = chunk["trace_id"]
-        bases = chunk["bases"]
-        for name, sid, parent, start, end, kind, status, base, own, message, links, \
-                events in chunk["spans"]:
-            attrs = {**bases[base], **own} if base is not None else own
-            spans.append({
-                "name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
-                "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
-                "message": message,
-                "links": [{"trace_id": trace_id, "span_id": s, "attrs": a}
-                          for s, a in links or ()],
-                "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]})
+        version = chunk.get("v")
+        if version == 2:
+            _load_v2(chunk, spans)
+        elif version == 1:
+            _load_v1(chunk, spans)
+        else:
+            raise JournalError(f"stored spans are in format {version!r}; this Convoy "
+                               f"reads formats 1 and {SPANS_FORMAT} (upgrade Convoy)")
     spans.sort(key=lambda s: (s["start"], s["end"]))
     return spans
+
+
+def _span(name: str, trace_id: str, sid: str, parent: str | None, start: int, end: int,
+          kind: str, status: str, attrs: Attrs, message: str | None, links: Any,
+          events: Any) -> dict[str, Any]:
+    return {"name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
+            "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
+            "message": message,
+            "links": [{"trace_id": trace_id, "span_id": s, "attrs": a} for s, a in links or ()],
+            "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]}
+
+
+def _load_v2(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
+    trace_id, origin, shapes = chunk["trace_id"], chunk["origin"], chunk["shapes"]
+    for shape, sid, parent, offset, took, status, own, *more in chunk["spans"]:
+        name, kind, base = shapes[shape]
+        message, links, events = (*more, None, None, None)[:3]
+        start = origin + offset
+        spans.append(_span(name, trace_id, sid, parent, start, start + took, kind, status,
+                           {**base, **own}, message, links, events))
+
+
+def _load_v1(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
+    trace_id, bases = chunk["trace_id"], chunk["bases"]
+    for name, sid, parent, start, end, kind, status, base, own, message, links, \
+            events in chunk["spans"]:
+        attrs = {**bases[base], **own} if base is not None else own
+        spans.append(_span(name, trace_id, sid, parent, start, end, kind, status, attrs,
+                           message, links, events))
 
 
 def parse_traceparent(value: str | None) -> tuple[int, int] | None:
@@ -221,5 +241,5 @@ def format_traceparent(trace_id: int, span_id: int) -> str:
     return f"00-{trace_id:032x}-{span_id:016x}-01"
 
 
-__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SpanData",
+__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "Shape", "SpanData",
            "chunk_text", "format_traceparent", "load_chunks", "new_id", "parse_traceparent"]

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +45,7 @@ from convoy.observability._spans import (
     CURRENT,
     SCHEMA_URL,
     Attrs,
+    Shape,
     SpanData,
     chunk_text,
     format_traceparent,
@@ -70,6 +72,7 @@ _TEXT_LIMIT = 4096
 _ERROR_LIMIT = 500
 
 time_ns = time.time_ns
+_bits = random.getrandbits  # (``new_id`` inlined on the hot paths)
 
 
 class Tracing(Interceptor):
@@ -140,10 +143,10 @@ class Tracing(Interceptor):
         self._resource: Resource | None = None
         self._scope: InstrumentationScope | None = None
         self._models: dict[Model, tuple[str, str, str]] = {}
-        # Attributes every span of a kind shares with others of its agent, model or tool.
-        self._bases: dict[tuple[Any, ...], Attrs] = {}
-        self._chats: dict[tuple[Model, str], tuple[str, Attrs]] = {}
-        self._agents: dict[str, Attrs] = {}
+        # What the spans of a kind share with others of its agent, model or tool.
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+        self._chats: dict[tuple[Model, str], Shape] = {}
+        self._agents: dict[str, Shape] = {}
         #: The interceptor that records retry attempts (stage ``attempt``).
         self.attempts = AttemptSpans(self)
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
@@ -265,7 +268,7 @@ class Tracing(Interceptor):
     def ended(self, span: SpanData) -> None:
         span.end = time_ns()
         run = span.run
-        if run is not None and self._keep:
+        if self._keep:
             run.spans.append(span)
             if run.closed:  # (a span that ends after its run did: not seen in practice)
                 self._batch(run)
@@ -295,26 +298,30 @@ class Tracing(Interceptor):
         """Whether a session of this trace is traced (``sample_rate``)."""
         return self.sample_rate >= 1.0 or (trace_id & 0xFFFFFFFFFFFFFFFF) < self._threshold
 
-    def base(self, key: tuple[Any, ...], make: Any) -> Attrs:
-        """The shared attributes ``key`` names, made by ``make()`` the first time."""
-        b = self._bases.get(key)
-        if b is None:
-            if len(self._bases) > 10_000:  # names that churn: stay bounded
-                self._bases.clear()
+    def shape(self, key: tuple[Any, ...], make: Callable[[], Shape]) -> Shape:
+        """The shape ``key`` names, made by ``make()`` the first time."""
+        found = self._shapes.get(key)
+        if found is None:
+            if len(self._shapes) > 10_000:  # names that churn: stay bounded
+                self._shapes.clear()
                 self._agents.clear()
-            b = self._bases[key] = make()
-        return b
-
-    def _chat_names(self, model: Model, agent: str) -> tuple[str, Attrs]:
-        """The span name and shared attributes of ``agent``'s calls to ``model``."""
-        span_name, provider, name = self.model_names(model)
-        base = self.base(("chat", model, agent), lambda: {
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-            "gen_ai.request.model": name, "gen_ai.agent.name": agent})
-        if len(self._chats) > 10_000:
-            self._chats.clear()
-        found = self._chats[(model, agent)] = (span_name, base)
+                self._chats.clear()
+            found = self._shapes[key] = make()
         return found
+
+    def _agent_shape(self, name: str) -> Shape:
+        shape = self._agents[name] = self.shape(("agent", name), lambda: Shape(
+            f"invoke_agent {name}", {"gen_ai.operation.name": "invoke_agent",
+                                     "gen_ai.agent.name": name}))
+        return shape
+
+    def _chat_shape(self, model: Model, agent: str) -> Shape:
+        """The shape of ``agent``'s calls to ``model``."""
+        span_name, provider, name = self.model_names(model)
+        shape = self._chats[(model, agent)] = self.shape(("chat", model, agent), lambda: Shape(
+            span_name, {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+                        "gen_ai.request.model": name, "gen_ai.agent.name": agent}, "client"))
+        return shape
 
     def model_names(self, model: Model) -> tuple[str, str, str]:
         """``(span name, provider, model)`` for a model instance."""
@@ -328,41 +335,47 @@ class Tracing(Interceptor):
 
     # -- the session ------------------------------------------------------------------------
 
-    async def session_run(self, input: SessionInput,
-                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+    def session_run(self, input: SessionInput,
+                    next: Next[SessionInput, SessionEnd]) -> Any:
+        # (Not a coroutine itself: a session it does not trace costs it no frame.)
         info = input.info
         if info.replay:  # ``convoy replay`` writes nothing, spans included
-            return await next(input)
+            return next(input)
         headers = input.headers
         root = parse_traceparent(headers.get(TRACE_HEADER))
-        span_id = new_id(64)
         parent_id: int | None
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
-            if not self._sampled(trace_id):
-                return await next(input)
+            traced = self._sampled(trace_id)
         else:
             value = headers.get("traceparent")
             caller = parse_traceparent(value)
             if caller is not None:
                 trace_id, parent_id = caller
-                if not (value or "").rstrip().endswith("1"):  # the caller's sampled flag
-                    return await next(input)
+                traced = (value or "").rstrip().endswith("1")  # the caller's sampled flag
             else:
                 trace_id, parent_id = new_id(128), None
-                if not self._sampled(trace_id):
-                    return await next(input)
-            headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
+                traced = self._sampled(trace_id)
+        if not traced:
+            return next(input)
+        return self._session_run(input, next, trace_id, parent_id, root is not None)
+
+    async def _session_run(self, input: SessionInput, next: Next[SessionInput, SessionEnd],
+                           trace_id: int, parent_id: int | None, resumed: bool) -> SessionEnd:
+        info = input.info
+        span_id = new_id(64)
+        if not resumed:
+            input.headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
         run = _Run(self, info.session_id, info.tenant)
         sid = run.root_sid
         wf, version, tenant = info.workflow, info.version, info.tenant
-        base = self.base(("session", wf, version, tenant), lambda: {
-            "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
-            "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)})
-        span = SpanData(run, f"invoke_workflow {wf}", trace_id, span_id, parent_id,
-                        time_ns(), {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
-                                    "convoy.session.resumed": root is not None},
-                        "internal", None, "", base)
+        shape = self.shape(("session", wf, version, tenant), lambda: Shape(
+            f"invoke_workflow {wf}", {
+                "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
+                "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)}))
+        span = SpanData(run, shape, trace_id, span_id, parent_id, time_ns(),
+                        {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
+                         "convoy.session.resumed": resumed})
         self._runs.add(run)
         token = CURRENT.set(span)
         try:
@@ -389,72 +402,91 @@ class Tracing(Interceptor):
 
     # -- agents -----------------------------------------------------------------------------
 
-    async def agent_run(self, input: AgentRunInput,
-                        next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
+    # Every hook below hands a step of a session it does not trace straight on (no frame
+    # of its own), and runs a traced one in a coroutine that records its span.
+
+    def agent_run(self, input: AgentRunInput,
+                  next: Next[AgentRunInput, AgentRunEnd]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
-        run = parent.run
+        if parent is None:
+            return next(input)
+        return self._agent_run(parent, input, next)
+
+    async def _agent_run(self, parent: SpanData, input: AgentRunInput,
+                         next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
         name = input.agent.name
-        base = self._agents.get(name)
-        if base is None:
-            base = self.base(("agent", name), lambda: {"gen_ai.operation.name": "invoke_agent",
-                                                       "gen_ai.agent.name": name})
-            self._agents[name] = base
-        attrs: Attrs = {"convoy.step.key": input.key, "convoy.agent.depth": input.depth}
+        shape = self._agents.get(name)
+        if shape is None:
+            shape = self._agent_shape(name)
+        key = input.key
+        attrs: Attrs = {"convoy.step.key": key, "convoy.agent.depth": input.depth}
         if input.replaying:
             attrs["convoy.replay"] = True
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [{"role": m.role, "content": m.content} for m in input.messages])
-        span = parent.child(f"invoke_agent {name}", attrs, "internal", name, input.key, base)
+        run = parent.run
+        span = SpanData(run, shape, parent.trace_id, _bits(64) or 1, parent.span_id,
+                        time_ns(), attrs, name, key)
         if input.handoff_from is not None:
-            attrs["convoy.handoff.from"] = input.handoff_from.name
-            came = run.handoffs.pop(input.handoff_key or "", None)
-            if came is not None:
-                source_span, handoff_span = came
-                span.links = [(span.trace_id, source_span, {"convoy.link": "handoff_source"})]
-                # Mirrored as attributes: not every backend keeps span links.
-                attrs["convoy.handoff.source_span_id"] = f"{source_span:016x}"
-                if handoff_span:
-                    span.links.append((span.trace_id, handoff_span, {"convoy.link": "handoff"}))
-                    attrs["convoy.handoff.span_id"] = f"{handoff_span:016x}"
+            self._handed_over(span, input)
         token = CURRENT.set(span)
         try:
             end = await next(input)
         except BaseException as e:
+            CURRENT.reset(token)
             self.failed(span, e)
             self.ended(span)
             raise
-        finally:
-            CURRENT.reset(token)
+        CURRENT.reset(token)
         if end.handoff is not None:
             attrs["convoy.handoff.to"] = end.handoff.name
-            key = end.handoff_key or ""
-            run.handoffs[key] = (span.span_id, run.handoff_spans.pop(key, 0))
+            hkey = end.handoff_key or ""
+            run.handoffs[hkey] = (span.span_id, run.handoff_spans.pop(hkey, 0))
         elif self.capture_content:
             attrs["gen_ai.output.messages"] = self.text(_plain(end.output))
         span.status = "ok"
         self.ended(span)
         return end
 
+    def _handed_over(self, span: SpanData, input: AgentRunInput) -> None:
+        """Link the span of an agent a handoff started to its source's and the handoff's."""
+        assert input.handoff_from is not None
+        attrs = span.attrs
+        attrs["convoy.handoff.from"] = input.handoff_from.name
+        came = span.run.handoffs.pop(input.handoff_key or "", None)
+        if came is None:
+            return
+        source_span, handoff_span = came
+        span.links = [(span.trace_id, source_span, {"convoy.link": "handoff_source"})]
+        # Mirrored as attributes: not every backend keeps span links.
+        attrs["convoy.handoff.source_span_id"] = f"{source_span:016x}"
+        if handoff_span:
+            span.links.append((span.trace_id, handoff_span, {"convoy.link": "handoff"}))
+            attrs["convoy.handoff.span_id"] = f"{handoff_span:016x}"
+
     # -- steps ------------------------------------------------------------------------------
 
-    async def model_call(self, input: ModelCallInput,
-                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+    def model_call(self, input: ModelCallInput,
+                   next: Next[ModelCallInput, ModelResponse]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
+        if parent is None:
+            return next(input)
+        return self._model_call(parent, input, next)
+
+    async def _model_call(self, parent: SpanData, input: ModelCallInput,
+                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         agent = input.agent.name
-        found = self._chats.get((input.model, agent))
-        if found is None:
-            found = self._chat_names(input.model, agent)
-        span_name, base = found
-        attrs: Attrs = {"convoy.step.key": input.key}
+        shape = self._chats.get((input.model, agent))
+        if shape is None:
+            shape = self._chat_shape(input.model, agent)
+        key = input.key
+        attrs: Attrs = {"convoy.step.key": key}
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [m.to_dict() for m in input.request.messages])
-        span = parent.child(span_name, attrs, "client", agent, input.key, base)
+        span = SpanData(parent.run, shape, parent.trace_id, _bits(64) or 1, parent.span_id,
+                        time_ns(), attrs, agent, key)
         token = CURRENT.set(span)
         try:
             resp = await next(input)
@@ -487,34 +519,40 @@ class Tracing(Interceptor):
         self.ended(span)
         return resp
 
-    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
+        if parent is None:
+            return next(input)
         tool = input.tool.name
         agent = input.agent.name
         writes = input.tool.writes
-        base = self.base(("tool", tool, agent, writes), lambda: {
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-            "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
-            "convoy.tool.writes": writes})
+        shape = self.shape(("tool", tool, agent, writes), lambda: Shape(
+            f"execute_tool {tool}", {
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
+                "convoy.tool.writes": writes}))
         attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
-        span = parent.child(f"execute_tool {tool}", attrs, "internal", agent, input.key, base)
-        return await self._user_code(span, next, input, "gen_ai.tool.call.result")
+        span = parent.child(shape, attrs, agent, input.key)
+        return self._user_code(span, next, input, "gen_ai.tool.call.result")
 
-    async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+    def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
+        if parent is None:
+            return next(input)
+        return self._handoff(parent, input, next)
+
+    async def _handoff(self, parent: SpanData, input: HandoffInput,
+                       next: Next[HandoffInput, Any]) -> Any:
         source, target = input.source.name, input.target.name
-        attrs: Attrs = {"gen_ai.agent.name": source, "convoy.handoff.to": target,
-                        "convoy.step.key": input.key}
+        shape = self.shape(("handoff", source, target), lambda: Shape(
+            f"handoff {source} -> {target}", {"gen_ai.agent.name": source,
+                                             "convoy.handoff.to": target}))
+        attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["convoy.handoff.payload"] = self.text(_plain(input.payload))
-        span = parent.child(f"handoff {source} -> {target}", attrs, "internal", source,
-                            input.key)
+        span = parent.child(shape, attrs, source, input.key)
         try:
             out = await next(input)
         except BaseException as e:
@@ -526,31 +564,35 @@ class Tracing(Interceptor):
         self.ended(span)
         return out
 
-    async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+    def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
-        attrs: Attrs = {"convoy.step.name": self.redact(input.name),
-                        "convoy.step.idempotent": input.idempotent,
-                        "convoy.step.key": input.key}
-        span = parent.child("step " + self.redact(input.name), attrs, "internal",
-                            parent.agent, input.key)
-        return await self._user_code(span, next, input)
+        if parent is None:
+            return next(input)
+        name, idempotent = input.name, input.idempotent
+        shape = self.shape(("step", name, idempotent), lambda: Shape(
+            "step " + self.redact(name), {"convoy.step.name": self.redact(name),
+                                          "convoy.step.idempotent": idempotent}))
+        span = parent.child(shape, {"convoy.step.key": input.key}, parent.agent, input.key)
+        return self._user_code(span, next, input)
 
-    async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+    def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
-        ns = input.namespace
-        attrs: Attrs = {"convoy.state.op": input.op,
-                        "convoy.state.namespace": self.redact(ns),
+        if parent is None:
+            return next(input)
+        return self._state_op(parent, input, next)
+
+    async def _state_op(self, parent: SpanData, input: StateInput,
+                        next: Next[StateInput, Any]) -> Any:
+        op, kind = input.op, input.namespace.split(":", 1)[0]
+        shape = self.shape(("state", op, kind), lambda: Shape(
+            f"state.{op} {kind}", {"convoy.state.op": op}))
+        attrs: Attrs = {"convoy.state.namespace": self.redact(input.namespace),
                         "convoy.step.key": input.key}
         if input.state_key:
             attrs["convoy.state.key"] = self.redact(input.state_key)
         if input.expected_version is not None:
             attrs["convoy.state.expected_version"] = input.expected_version
-        span = parent.child(f"state.{input.op} {ns.split(':', 1)[0]}", attrs, "internal",
-                            input.agent, input.key)
+        span = parent.child(shape, attrs, input.agent, input.key)
         token = CURRENT.set(span)
         try:
             out = await next(input)
@@ -601,9 +643,11 @@ class AttemptSpans(Interceptor):
         self.tracing = tracing
 
     def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
-        return SpanData(step.run, f"attempt {n}", step.trace_id, new_id(64), step.span_id,
-                        start, {"convoy.attempt": n, "convoy.attempt.target": target,
-                                "convoy.step.key": step.key}, "internal", step.agent, step.key)
+        shape = self.tracing.shape(("attempt", n), lambda: Shape(
+            f"attempt {n}", {"convoy.attempt": n}))
+        return SpanData(step.run, shape, step.trace_id, new_id(64), step.span_id, start,
+                        {"convoy.attempt.target": target, "convoy.step.key": step.key},
+                        step.agent, step.key)
 
     def _failed(self, step: SpanData, n: int, start: int, target: str,
                 exc: BaseException) -> None:
@@ -616,37 +660,30 @@ class AttemptSpans(Interceptor):
         span.status = "ok"
         self.tracing.ended(span)
 
-    # (Two copies of a few lines rather than a shared coroutine: one frame less per call.)
-
-    async def model_call(self, input: ModelCallInput,
-                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+    def model_call(self, input: ModelCallInput,
+                   next: Next[ModelCallInput, ModelResponse]) -> Any:
         step = CURRENT.get()
-        if step is None or step.run is None:
-            return await next(input)
+        if step is None:
+            return next(input)
+        return self._attempt(step, input.model.name, next, input)
+
+    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        step = CURRENT.get()
+        if step is None:
+            return next(input)
+        return self._attempt(step, input.tool.name, next, input)
+
+    async def _attempt(self, step: SpanData, target: str, next: Next[Any, Any],
+                       input: Any) -> Any:
         n = step.attempts = step.attempts + 1
         start = time_ns()
         try:
             out = await next(input)
         except BaseException as e:
-            self._failed(step, n, start, input.model.name, e)
+            self._failed(step, n, start, target, e)
             raise
         if n > 1:
-            self._retried(step, n, start, input.model.name)
-        return out
-
-    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
-        step = CURRENT.get()
-        if step is None or step.run is None:
-            return await next(input)
-        n = step.attempts = step.attempts + 1
-        start = time_ns()
-        try:
-            out = await next(input)
-        except BaseException as e:
-            self._failed(step, n, start, input.tool.name, e)
-            raise
-        if n > 1:
-            self._retried(step, n, start, input.tool.name)
+            self._retried(step, n, start, target)
         return out
 
 
