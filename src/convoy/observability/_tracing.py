@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 
     from convoy.engine._engine import Engine
     from convoy.models._base import Model
+    from convoy.observability._metrics import Metrics
     from convoy.stores._protocol import Store
 
 #: The session header that holds the trace id and the session's first span (W3C form).
@@ -149,6 +150,10 @@ class Tracing(Interceptor):
         self._agents: dict[str, Shape] = {}
         #: The interceptor that records retry attempts (stage ``attempt``).
         self.attempts = AttemptSpans(self)
+        #: Metrics these hooks record too (:func:`~convoy.observability.observe` sets it
+        #: when given both: one hook per step for both, the :class:`Metrics` itself then
+        #: not in the chain).
+        self.metrics: Metrics | None = None
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
             self._sdk_processors()  # fail now if the SDK is missing, not at engine start
         self._keep = self.to_store or bool(self.processors)  # ended spans go somewhere
@@ -190,6 +195,8 @@ class Tracing(Interceptor):
         atexit.register(self.shutdown)
 
     async def start(self, engine: Engine) -> None:
+        if self.metrics is not None:
+            await self.metrics.start(engine)
         if self.to_store:
             self.store = engine.store
             self._flusher = asyncio.get_running_loop().create_task(self._flush_now_and_then())
@@ -357,7 +364,8 @@ class Tracing(Interceptor):
                 trace_id, parent_id = new_id(128), None
                 traced = self._sampled(trace_id)
         if not traced:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.session_run(input, next)
         return self._session_run(input, next, trace_id, parent_id, root is not None)
 
     async def _session_run(self, input: SessionInput, next: Next[SessionInput, SessionEnd],
@@ -377,6 +385,9 @@ class Tracing(Interceptor):
                         {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
                          "convoy.session.resumed": resumed})
         self._runs.add(run)
+        m = self.metrics
+        if m is not None:
+            m._session_began(wf)
         token = CURRENT.set(span)
         try:
             end = await next(input)
@@ -384,6 +395,8 @@ class Tracing(Interceptor):
             self.failed(span, e)
             self.ended(span)
             self._close(run)
+            if m is not None:
+                m._session_ended(info, None, 0.0)
             raise
         finally:
             CURRENT.reset(token)
@@ -398,18 +411,22 @@ class Tracing(Interceptor):
                 str((end.error or {}).get("message", ""))[:_ERROR_LIMIT])
         self.ended(span)
         self._close(run)
+        if m is not None:
+            m._session_ended(info, end, _seconds(span))
         return end
 
     # -- agents -----------------------------------------------------------------------------
 
     # Every hook below hands a step of a session it does not trace straight on (no frame
-    # of its own), and runs a traced one in a coroutine that records its span.
+    # of its own; to the metrics' hook if any), and runs a traced one in a coroutine that
+    # records its span and metrics.
 
     def agent_run(self, input: AgentRunInput,
                   next: Next[AgentRunInput, AgentRunEnd]) -> Any:
         parent = CURRENT.get()
         if parent is None:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.agent_run(input, next)
         return self._agent_run(parent, input, next)
 
     async def _agent_run(self, parent: SpanData, input: AgentRunInput,
@@ -437,6 +454,8 @@ class Tracing(Interceptor):
             CURRENT.reset(token)
             self.failed(span, e)
             self.ended(span)
+            if self.metrics is not None:
+                self.metrics._agent_failed(name, e)
             raise
         CURRENT.reset(token)
         if end.handoff is not None:
@@ -447,6 +466,8 @@ class Tracing(Interceptor):
             attrs["gen_ai.output.messages"] = self.text(_plain(end.output))
         span.status = "ok"
         self.ended(span)
+        if self.metrics is not None:
+            self.metrics._agent_ok(name, end.handoff is not None, _seconds(span))
         return end
 
     def _handed_over(self, span: SpanData, input: AgentRunInput) -> None:
@@ -471,7 +492,8 @@ class Tracing(Interceptor):
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
         parent = CURRENT.get()
         if parent is None:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.model_call(input, next)
         return self._model_call(parent, input, next)
 
     async def _model_call(self, parent: SpanData, input: ModelCallInput,
@@ -496,6 +518,8 @@ class Tracing(Interceptor):
             if span.attempts > 1:
                 attrs["convoy.attempts"] = span.attempts
             self.ended(span)
+            if self.metrics is not None:
+                self.metrics._step_failed("model", agent, input.model.name, input, e)
             raise
         CURRENT.reset(token)
         usage = resp.usage
@@ -517,12 +541,15 @@ class Tracing(Interceptor):
                 "tool_calls": [c.to_dict() for c in resp.tool_calls]}])
         span.status = "ok"
         self.ended(span)
+        if self.metrics is not None:
+            self.metrics._model_ok(input, resp, _seconds(span))
         return resp
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         parent = CURRENT.get()
         if parent is None:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.tool_call(input, next)
         tool = input.tool.name
         agent = input.agent.name
         writes = input.tool.writes
@@ -535,12 +562,14 @@ class Tracing(Interceptor):
         if self.capture_content:
             attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
         span = parent.child(shape, attrs, agent, input.key)
-        return self._user_code(span, next, input, "gen_ai.tool.call.result")
+        return self._user_code(span, next, input, ("tool", agent, tool),
+                               "gen_ai.tool.call.result")
 
     def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
         parent = CURRENT.get()
         if parent is None:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.handoff(input, next)
         return self._handoff(parent, input, next)
 
     async def _handoff(self, parent: SpanData, input: HandoffInput,
@@ -553,32 +582,39 @@ class Tracing(Interceptor):
         if self.capture_content:
             attrs["convoy.handoff.payload"] = self.text(_plain(input.payload))
         span = parent.child(shape, attrs, source, input.key)
+        m = self.metrics
         try:
             out = await next(input)
         except BaseException as e:
             self.failed(span, e)
             self.ended(span)
+            if m is not None:
+                m._step_failed("handoff", source, target, input, e)
             raise
         parent.run.handoff_spans[input.key] = span.span_id
         span.status = "ok"
         self.ended(span)
+        if m is not None:
+            m._step_ok("handoff", source, target, input, _seconds(span))
         return out
 
     def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
         parent = CURRENT.get()
         if parent is None:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.effect(input, next)
         name, idempotent = input.name, input.idempotent
         shape = self.shape(("step", name, idempotent), lambda: Shape(
             "step " + self.redact(name), {"convoy.step.name": self.redact(name),
                                           "convoy.step.idempotent": idempotent}))
         span = parent.child(shape, {"convoy.step.key": input.key}, parent.agent, input.key)
-        return self._user_code(span, next, input)
+        return self._user_code(span, next, input, ("effect", "", name))
 
     def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
         parent = CURRENT.get()
         if parent is None:
-            return next(input)
+            m = self.metrics
+            return next(input) if m is None else m.state_op(input, next)
         return self._state_op(parent, input, next)
 
     async def _state_op(self, parent: SpanData, input: StateInput,
@@ -593,6 +629,7 @@ class Tracing(Interceptor):
         if input.expected_version is not None:
             attrs["convoy.state.expected_version"] = input.expected_version
         span = parent.child(shape, attrs, input.agent, input.key)
+        m = self.metrics
         token = CURRENT.set(span)
         try:
             out = await next(input)
@@ -600,6 +637,8 @@ class Tracing(Interceptor):
             CURRENT.reset(token)
             self.failed(span, e)
             self.ended(span)
+            if m is not None:
+                m._step_failed("state", input.agent or "", op, input, e)
             raise
         CURRENT.reset(token)
         version = getattr(out, "version", None)
@@ -607,13 +646,17 @@ class Tracing(Interceptor):
             attrs["convoy.state.version"] = version
         span.status = "ok"
         self.ended(span)
+        if m is not None:
+            m._step_ok("state", input.agent or "", op, input, _seconds(span))
         return out
 
     async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any,
-                         result: str | None = None) -> Any:
+                         series: tuple[str, str, str], result: str | None = None) -> Any:
         """Run a tool or ``ctx.step`` in ``span``, which OpenTelemetry sees as the current
         span too, so spans the user's code makes nest under it; with content captured,
-        the value it returns is the attribute ``result``."""
+        the value it returns is the attribute ``result``. ``series``: its metrics' kind,
+        agent and target."""
+        m = self.metrics
         token = CURRENT.set(span)
         otel = _attach(span)
         try:
@@ -621,6 +664,8 @@ class Tracing(Interceptor):
         except BaseException as e:
             self.failed(span, e)
             self.ended(span)
+            if m is not None:
+                m._step_failed(*series, input, e)
             raise
         finally:
             _detach(otel)
@@ -629,6 +674,8 @@ class Tracing(Interceptor):
             span.attrs[result] = self.text(_plain(out))
         span.status = "ok"
         self.ended(span)
+        if m is not None:
+            m._step_ok(*series, input, _seconds(span))
         return out
 
 
@@ -664,23 +711,29 @@ class AttemptSpans(Interceptor):
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
         step = CURRENT.get()
         if step is None:
-            return next(input)
-        return self._attempt(step, input.model.name, next, input)
+            m = self.tracing.metrics
+            return next(input) if m is None else m.attempts.model_call(input, next)
+        return self._attempt(step, "model", input.agent.name, input.model.name, next, input)
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         step = CURRENT.get()
         if step is None:
-            return next(input)
-        return self._attempt(step, input.tool.name, next, input)
+            m = self.tracing.metrics
+            return next(input) if m is None else m.attempts.tool_call(input, next)
+        return self._attempt(step, "tool", input.agent.name, input.tool.name, next, input)
 
-    async def _attempt(self, step: SpanData, target: str, next: Next[Any, Any],
-                       input: Any) -> Any:
+    async def _attempt(self, step: SpanData, kind: str, agent: str, target: str,
+                       next: Next[Any, Any], input: Any) -> Any:
         n = step.attempts = step.attempts + 1
+        m = self.tracing.metrics
+        before = 0 if m is None else m.attempts._began(kind, agent, target, input)
         start = time_ns()
         try:
             out = await next(input)
         except BaseException as e:
             self._failed(step, n, start, target, e)
+            if m is not None and isinstance(e, Exception):
+                m.attempts._failed(kind, agent, target, input, before, e)
             raise
         if n > 1:
             self._retried(step, n, start, target)
@@ -702,6 +755,12 @@ class _Run:
         self.root_sid = tracing.redact(session_id)
         self.handoffs: dict[str, tuple[int, int]] = {}  # handoff key -> (agent, handoff span)
         self.handoff_spans: dict[str, int] = {}
+
+
+def _seconds(span: SpanData) -> float:
+    """How long an ended span took, for metrics (0 if the wall clock went back)."""
+    took = span.end - span.start
+    return took / 1e9 if took > 0 else 0.0
 
 
 def _plain(value: Any) -> Any:
