@@ -263,3 +263,24 @@ async def test_the_asgi_and_wsgi_apps_serve_the_metrics(engine_factory: Any) -> 
     assert sent[0]["status"] == 200
     assert b'convoy_agent_runs_total{agent="mounted"' in b"".join(
         m.get("body", b"") for m in sent)
+
+
+async def test_where_nothing_retries_a_failed_step_is_one_failed_attempt(
+        engine_factory: Any) -> None:
+    sim = convoy.SimModel({"*": {"error": {"message": "down", "status_code": 503}}})
+    agent = convoy.Agent(name="solo", model=sim)
+
+    @convoy.workflow(name="obs.once")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    for how in ("alone", "traced"):
+        metrics = Metrics()
+        eng = engine_factory(interceptors=observed(metrics, how))
+        assert (await eng.run(wf, "t")).status == "failed"
+        assert total(metrics, "convoy_steps_total", agent="solo", outcome="error",
+                     error="server_error") == 1
+        assert total(metrics, "convoy_attempt_errors_total", agent="solo",
+                     error="server_error") == 1
+        assert total(metrics, "convoy_retries_total") == 0

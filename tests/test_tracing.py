@@ -430,3 +430,49 @@ async def test_failed_spans_keep_their_message_links_and_events_in_the_store(
     assert failed["status"] == "error" and "bad key" in failed["message"]
     assert failed["events"][0]["name"] == "exception"
     assert spans["invoke_workflow obs.stored"]["end"] >= failed["end"] > failed["start"]
+
+
+async def test_attempt_spans_where_something_can_retry(engine_factory: Any) -> None:
+    """With nothing in the chain that can call a step again, a step is one attempt and
+    its span says it all; a custom interceptor may retry, so attempts are traced."""
+    sim = convoy.SimModel({"*": {"error": {"message": "down", "status_code": 503}}})
+    agent = convoy.Agent(name="solo", model=sim)
+
+    @convoy.workflow(name="obs.attempts")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    class Twice(convoy.Interceptor):
+        async def model_call(self, input: convoy.ModelCallInput, next: Any) -> Any:
+            try:
+                return await next(input)
+            except convoy.ModelError:
+                return await next(input)
+
+    alone, mem = traced()
+    assert (await engine_factory(interceptors=observe(alone)).run(wf, "t")).status == "failed"
+    names = by_name(list(mem.get_finished_spans()))
+    assert not [n for n in names if n.startswith("attempt")]
+    [chat] = names["chat default"]
+    assert chat.attributes["error.type"] == "server_error" and not chat.status.is_ok
+    retried, mem2 = traced()
+    eng = engine_factory(interceptors=[*observe(retried), Twice()])
+    assert (await eng.run(wf, "t")).status == "failed"
+    names = by_name(list(mem2.get_finished_spans()))
+    assert len(names["attempt 1"]) == len(names["attempt 2"]) == 1
+    assert names["chat default"][0].attributes["convoy.attempts"] == 2
+
+
+def test_which_chains_can_make_more_than_one_attempt() -> None:
+    from convoy.observability._attempts import attempts_vary
+    from convoy.resilience import protections
+
+    class Mine(convoy.Interceptor):  # stage "custom": it may call a tool again
+        async def tool_call(self, input: convoy.ToolCallInput, next: Any) -> Any:
+            return await next(input)
+
+    assert not attempts_vary(observe(Tracing(exporters=())))
+    assert attempts_vary([*observe(Tracing(exporters=())), *protections()])
+    assert attempts_vary([Mine()])
+    assert not attempts_vary([convoy.Interceptor()])  # passes everything through

@@ -37,6 +37,7 @@ from convoy.interceptors._base import (
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
+from convoy.observability._attempts import PerAttempt
 from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -139,6 +140,7 @@ class Metrics(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._engine = engine
+        await self.attempts.start(engine)
 
     # -- labels -----------------------------------------------------------------------------
 
@@ -330,6 +332,9 @@ class Metrics(Interceptor):
             st = self._step(kind, agent, target)
             error = error_kind(exc)
             st.errors[error] = st.errors.get(error, 0) + 1
+            if not self.attempts.needed and kind in ("model", "tool"):  # its one attempt
+                key = (kind, agent, target, error)
+                self._attempt_errors[key] = self._attempt_errors.get(key, 0) + 1
             if isinstance(exc, StateConflict):
                 ns = exc.namespace.split(":", 1)[0]
                 self._conflicts[ns] = self._conflicts.get(ns, 0) + 1
@@ -352,14 +357,14 @@ class MetricsServer:
         self._thread.join()
 
 
-class AttemptMetrics(Interceptor):
+class AttemptMetrics(PerAttempt):
     """Counts retries (by the kind of error that made them) and failed attempts (stage
     ``attempt``, inside ``retry``; the :class:`Metrics` it belongs to must be in the
-    chain too)."""
-
-    stage: Stage = "attempt"
+    chain too). In an engine where nothing retries, a step is one attempt: it steps
+    aside, and :class:`Metrics` counts a failed step as a failed attempt."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
 
     async def _attempt(self, kind: str, agent: str, target: str, next: Next[Any, Any],
@@ -397,9 +402,13 @@ class AttemptMetrics(Interceptor):
 
     def model_call(self, input: ModelCallInput,
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
+        if not self.needed:
+            return next(input)
         return self._attempt("model", input.agent.name, input.model.name, next, input)
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        if not self.needed:
+            return next(input)
         return self._attempt("tool", input.agent.name, input.tool.name, next, input)
 
 

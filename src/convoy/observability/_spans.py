@@ -1,10 +1,12 @@
 """Spans as Convoy records them, and what they become for OpenTelemetry and the store.
 
 A span is recorded as a :class:`SpanData` (a few slots, filled in place): starting one costs
-a random id and a clock read, not the SDK's span machinery. When it ends it goes, as an
-OpenTelemetry SDK :class:`~opentelemetry.sdk.trace.ReadableSpan`, to the SDK span
-processors and exporters configured (OTLP, console, any ``SpanExporter``), and, as JSON,
-to the embedded store (``convoy trace``).
+a random id and a clock read, not the SDK's span machinery. What the spans of one kind,
+agent, model or tool share (name, kind, attributes) is a :class:`Shape`, made once. Ended
+spans go, as OpenTelemetry SDK :class:`~opentelemetry.sdk.trace.ReadableSpan` objects, to
+the SDK span processors and exporters configured (OTLP, console, any ``SpanExporter``),
+and, as JSON, to the embedded store (``convoy trace``). Ids are kept as lowercase hex text
+(their W3C form): that is what logs, headers and the store write.
 
 Attributes follow the OpenTelemetry semantic conventions for generative AI
 (:data:`SEMCONV_VERSION`); Convoy's own are under ``convoy.``.
@@ -12,10 +14,12 @@ Attributes follow the OpenTelemetry semantic conventions for generative AI
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -35,40 +39,51 @@ SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 SPANS_FORMAT = 2
 
 Attrs = dict[str, Any]
-
-
-def new_id(bits: int) -> int:
-    """A random non-zero id of ``bits`` bits (W3C trace context ids)."""
-    return _bits(bits) or 1
-
+Link = tuple[str, Attrs]  # (span id, attributes): a span of the same trace
+Event = tuple[str, int, Attrs]  # (name, time in ns, attributes)
 
 _bits = random.getrandbits
 time_ns = time.time_ns
 
 
+def new_span_id() -> str:
+    """A random span id (16 hex digits, not all zero)."""
+    return (_bits(64) or 1).to_bytes(8, "big").hex()
+
+
+def new_trace_id() -> str:
+    """A random trace id (32 hex digits, not all zero)."""
+    return (_bits(128) or 1).to_bytes(16, "big").hex()
+
+
+_shape_ids = itertools.count()
+
+
 class Shape:
     """What the spans of one kind, agent, model or tool share: name, span kind and
-    attributes. Made once (``Tracing.shape``) and never changed, so the store encodes it
-    once per process."""
+    attributes. Made once (``Tracing.shape``) and never changed; ``json`` is how the store
+    writes it (with its ``id``, which the spans' rows name)."""
 
-    __slots__ = ("attrs", "json", "kind", "name")
+    __slots__ = ("attrs", "id", "json", "kind", "name")
 
     def __init__(self, name: str, attrs: Attrs, kind: str = "internal") -> None:
+        self.id = next(_shape_ids)
         self.name = name
         self.kind = kind
         self.attrs = attrs
-        self.json = to_json([name, kind, attrs]).decode()
+        self.json = to_json([self.id, name, kind, attrs]).decode()
 
 
 class SpanData:
     """One span, open or ended: its :class:`Shape` and its own attributes ``attrs`` (which
-    win over the shape's). ``links`` are ``(trace_id, span_id, attributes)``."""
+    win over the shape's). ``extra`` is ``None`` or ``[message, links, events]`` (a status
+    message, :data:`Link` s and :data:`Event` s: most spans have none)."""
 
-    __slots__ = ("agent", "attempts", "attrs", "end", "events", "key", "links", "message",
-                 "parent_id", "run", "shape", "span_id", "start", "status", "trace_id")
+    __slots__ = ("agent", "attempts", "attrs", "end", "extra", "key", "parent_id", "run",
+                 "shape", "span_id", "start", "status", "trace_id")
 
-    def __init__(self, run: _Run, shape: Shape, trace_id: int, span_id: int,
-                 parent_id: int | None, start: int, attrs: Attrs, agent: str | None = None,
+    def __init__(self, run: _Run, shape: Shape, trace_id: str, span_id: str,
+                 parent_id: str | None, start: int, attrs: Attrs, agent: str | None = None,
                  key: str = "") -> None:
         self.run = run
         self.shape = shape
@@ -80,16 +95,14 @@ class SpanData:
         self.attrs = attrs
         self.agent = agent
         self.key = key
-        self.links: list[tuple[int, int, Attrs]] | None = None
-        self.events: list[tuple[str, int, Attrs]] | None = None
         self.status = "unset"
-        self.message: str | None = None
+        self.extra: list[Any] | None = None
         self.attempts = 0
 
     def child(self, shape: Shape, attrs: Attrs, agent: str | None = None, key: str = ""
               ) -> SpanData:
         """A span under this one, starting now."""
-        return SpanData(self.run, shape, self.trace_id, _bits(64) or 1, self.span_id,
+        return SpanData(self.run, shape, self.trace_id, new_span_id(), self.span_id,
                         time_ns(), attrs, agent, key)
 
     @property
@@ -102,6 +115,31 @@ class SpanData:
         base = self.shape.attrs
         return {**base, **self.attrs} if base else self.attrs
 
+    @property
+    def message(self) -> str | None:
+        return self.extra[0] if self.extra else None
+
+    @property
+    def links(self) -> list[Link]:
+        return (self.extra[1] if self.extra else None) or []
+
+    @property
+    def events(self) -> list[Event]:
+        return (self.extra[2] if self.extra else None) or []
+
+    def note(self, message: str | None = None, link: Link | None = None,
+             event: Event | None = None) -> None:
+        """Give it a status message, or one more link or event."""
+        extra = self.extra
+        if extra is None:
+            extra = self.extra = [None, None, None]
+        if message is not None:
+            extra[0] = message
+        if link is not None:
+            extra[1] = [*(extra[1] or ()), link]
+        if event is not None:
+            extra[2] = [*(extra[2] or ()), event]
+
     # -- as an OpenTelemetry SDK span ------------------------------------------------------
 
     def to_readable(self, resource: Resource, scope: InstrumentationScope) -> ReadableSpan:
@@ -109,12 +147,13 @@ class SpanData:
         from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
         flags = _SAMPLED
-        ctx = SpanContext(self.trace_id, self.span_id, is_remote=False, trace_flags=flags)
-        parent = SpanContext(self.trace_id, self.parent_id, is_remote=False,
+        trace_id = int(self.trace_id, 16)
+        ctx = SpanContext(trace_id, int(self.span_id, 16), is_remote=False, trace_flags=flags)
+        parent = SpanContext(trace_id, int(self.parent_id, 16), is_remote=False,
                              trace_flags=flags) if self.parent_id else None
-        links = [Link(SpanContext(t, s, is_remote=False, trace_flags=flags), a)
-                 for t, s, a in self.links or ()]
-        events = [Event(n, a, t) for n, t, a in self.events or ()]
+        links = [Link(SpanContext(trace_id, int(s, 16), is_remote=False, trace_flags=flags), a)
+                 for s, a in self.links]
+        events = [Event(n, a, t) for n, t, a in self.events]
         status = Status(StatusCode.ERROR, self.message) if self.status == "error" else \
             Status(StatusCode.OK) if self.status == "ok" else Status(StatusCode.UNSET)
         return ReadableSpan(
@@ -138,36 +177,22 @@ _SAMPLED = _flags()
 #: The span steps and logs run in: set around every session run, agent run and step.
 CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
 
+# A span's row in the store, and its shape: read in C, no Python code per span.
+_ROW = attrgetter("shape.id", "span_id", "parent_id", "start", "end", "status", "attrs",
+                  "extra")
+_SHAPE = attrgetter("shape")
+
 
 def chunk_text(spans: Sequence[SpanData]) -> str:
     """The JSON the store keeps for a batch of one session's ended spans (format 2): the
-    trace id and a time origin once, the shapes the spans use (each encoded once per
-    process), and a row per span: ``[shape, span id, parent id, start, duration, status,
-    own attributes]`` (start from the origin, both in ns), then, only if the span has
-    them, its status message, links (``[span id, attributes]``) and events (``[name,
-    time, attributes]``). (Ids as hex text: JSON encoders take the slow path for integers
-    past 63 bits.)"""
-    at: dict[Shape, int] = {}
-    table: list[str] = []
-    rows: list[list[Any]] = []
-    origin = spans[0].start
-    for s in spans:
-        shape = s.shape
-        i = at.get(shape)
-        if i is None:
-            i = at[shape] = len(table)
-            table.append(shape.json)
-        parent, start = s.parent_id, s.start
-        # (``to_bytes().hex()``: the quickest 16-digit hex text, for 2-3 ids per span.)
-        row = [i, s.span_id.to_bytes(8, "big").hex(),
-               parent.to_bytes(8, "big").hex() if parent else None, start - origin,
-               s.end - start, s.status, s.attrs]
-        if s.message is not None or s.links or s.events:
-            row += (s.message, [(sid.to_bytes(8, "big").hex(), a) for _, sid, a in s.links]
-                    if s.links else None, s.events)
-        rows.append(row)
-    return (f'{{"v":{SPANS_FORMAT},"trace_id":"{spans[0].trace_id:032x}","origin":{origin},'
-            f'"shapes":[{",".join(table)}],"spans":{to_json(rows).decode()}}}')
+    trace id once, the shapes the spans use (``[id, name, kind, attributes]``, each
+    encoded once per process), and a row per span: ``[shape id, span id, parent id,
+    start, end, status, own attributes, extra]`` (times in ns since the epoch; ``extra``
+    as in :class:`SpanData`)."""
+    shapes = ",".join([shape.json for shape in set(map(_SHAPE, spans))])
+    rows = to_json(list(map(_ROW, spans))).decode()
+    return f'{{"v":{SPANS_FORMAT},"trace_id":"{spans[0].trace_id}","shapes":[{shapes}],' \
+           f'"spans":{rows}}}'
 
 
 def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
@@ -205,12 +230,12 @@ def _span(name: str, trace_id: str, sid: str, parent: str | None, start: int, en
 
 
 def _load_v2(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
-    trace_id, origin, shapes = chunk["trace_id"], chunk["origin"], chunk["shapes"]
-    for shape, sid, parent, offset, took, status, own, *more in chunk["spans"]:
+    trace_id = chunk["trace_id"]
+    shapes = {shape[0]: shape[1:] for shape in chunk["shapes"]}
+    for shape, sid, parent, start, end, status, own, extra in chunk["spans"]:
         name, kind, base = shapes[shape]
-        message, links, events = (*more, None, None, None)[:3]
-        start = origin + offset
-        spans.append(_span(name, trace_id, sid, parent, start, start + took, kind, status,
+        message, links, events = extra or (None, None, None)
+        spans.append(_span(name, trace_id, sid, parent, start, end, kind, status,
                            {**base, **own}, message, links, events))
 
 
@@ -223,23 +248,27 @@ def _load_v1(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
                            message, links, events))
 
 
-def parse_traceparent(value: str | None) -> tuple[int, int] | None:
-    """``(trace_id, span_id)`` of a W3C ``traceparent`` header, or ``None``."""
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """``(trace id, span id)`` of a W3C ``traceparent`` header (lowercase hex), or
+    ``None``."""
     if not value:
         return None
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
         return None
-    try:
-        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
+    trace_id, span_id = parts[1].lower(), parts[2].lower()
+    if not (_HEX.issuperset(trace_id) and _HEX.issuperset(span_id)):
         return None
-    return (trace_id, span_id) if trace_id and span_id else None
+    return (trace_id, span_id) if trace_id.strip("0") and span_id.strip("0") else None
 
 
-def format_traceparent(trace_id: int, span_id: int) -> str:
-    return f"00-{trace_id:032x}-{span_id:016x}-01"
+_HEX = frozenset("0123456789abcdef")
 
 
-__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "Shape", "SpanData",
-           "chunk_text", "format_traceparent", "load_chunks", "new_id", "parse_traceparent"]
+def format_traceparent(trace_id: str, span_id: str) -> str:
+    return f"00-{trace_id}-{span_id}-01"
+
+
+__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "Event", "Link",
+           "Shape", "SpanData", "chunk_text", "format_traceparent", "load_chunks",
+           "new_span_id", "new_trace_id", "parse_traceparent"]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
-import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -40,6 +39,7 @@ from convoy.interceptors._base import (
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
+from convoy.observability._attempts import PerAttempt
 from convoy.observability._redact import Redactor
 from convoy.observability._spans import (
     CURRENT,
@@ -49,7 +49,8 @@ from convoy.observability._spans import (
     SpanData,
     chunk_text,
     format_traceparent,
-    new_id,
+    new_span_id,
+    new_trace_id,
     parse_traceparent,
 )
 from convoy.resilience._classify import error_kind, error_kind_of
@@ -73,7 +74,6 @@ _TEXT_LIMIT = 4096
 _ERROR_LIMIT = 500
 
 time_ns = time.time_ns
-_bits = random.getrandbits  # (``new_id`` inlined on the hot paths)
 
 
 class Tracing(Interceptor):
@@ -248,7 +248,7 @@ class Tracing(Interceptor):
         if self.to_store:
             first = spans[0]
             # One value per run and batch, keyed so they sort by time.
-            self._pending.append((run.session_id, f"{first.start:020d}-{first.span_id:016x}",
+            self._pending.append((run.session_id, f"{first.start:020d}-{first.span_id}",
                                   chunk_text(spans)))
             self._pending_spans += len(spans)
             if self._pending_spans >= self.flush_every:
@@ -294,16 +294,16 @@ class Tracing(Interceptor):
             kind = error_kind(exc)
             message = self.redact(str(exc)[:_ERROR_LIMIT])
             span.status = "error"
-            span.message = f"{kind}: {message}"
             span.attrs["error.type"] = kind
-            span.events = [("exception", time_ns(), {
-                "exception.type": type(exc).__name__, "exception.message": message})]
+            span.note(f"{kind}: {message}", event=("exception", time_ns(), {
+                "exception.type": type(exc).__name__, "exception.message": message}))
         else:
             span.attrs["convoy.interrupted"] = type(exc).__name__
 
-    def _sampled(self, trace_id: int) -> bool:
-        """Whether a session of this trace is traced (``sample_rate``)."""
-        return self.sample_rate >= 1.0 or (trace_id & 0xFFFFFFFFFFFFFFFF) < self._threshold
+    def _sampled(self, trace_id: str) -> bool:
+        """Whether a session of this trace is traced (``sample_rate``): by the trace id's
+        low 64 bits."""
+        return self.sample_rate >= 1.0 or int(trace_id[16:], 16) < self._threshold
 
     def shape(self, key: tuple[Any, ...], make: Callable[[], Shape]) -> Shape:
         """The shape ``key`` names, made by ``make()`` the first time."""
@@ -350,7 +350,7 @@ class Tracing(Interceptor):
             return next(input)
         headers = input.headers
         root = parse_traceparent(headers.get(TRACE_HEADER))
-        parent_id: int | None
+        parent_id: str | None
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
             traced = self._sampled(trace_id)
@@ -361,7 +361,7 @@ class Tracing(Interceptor):
                 trace_id, parent_id = caller
                 traced = (value or "").rstrip().endswith("1")  # the caller's sampled flag
             else:
-                trace_id, parent_id = new_id(128), None
+                trace_id, parent_id = new_trace_id(), None
                 traced = self._sampled(trace_id)
         if not traced:
             m = self.metrics
@@ -369,9 +369,9 @@ class Tracing(Interceptor):
         return self._session_run(input, next, trace_id, parent_id, root is not None)
 
     async def _session_run(self, input: SessionInput, next: Next[SessionInput, SessionEnd],
-                           trace_id: int, parent_id: int | None, resumed: bool) -> SessionEnd:
+                           trace_id: str, parent_id: str | None, resumed: bool) -> SessionEnd:
         info = input.info
-        span_id = new_id(64)
+        span_id = new_span_id()
         if not resumed:
             input.headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
         run = _Run(self, info.session_id, info.tenant)
@@ -407,8 +407,8 @@ class Tracing(Interceptor):
             kind = error_kind_of(end.error) or end.status
             span.status = "error"
             span.attrs["error.type"] = kind
-            span.message = f"{end.status}: " + self.redact(
-                str((end.error or {}).get("message", ""))[:_ERROR_LIMIT])
+            span.note(f"{end.status}: " + self.redact(
+                str((end.error or {}).get("message", ""))[:_ERROR_LIMIT]))
         self.ended(span)
         self._close(run)
         if m is not None:
@@ -443,7 +443,7 @@ class Tracing(Interceptor):
             attrs["gen_ai.input.messages"] = self.text(
                 [{"role": m.role, "content": m.content} for m in input.messages])
         run = parent.run
-        span = SpanData(run, shape, parent.trace_id, _bits(64) or 1, parent.span_id,
+        span = SpanData(run, shape, parent.trace_id, new_span_id(), parent.span_id,
                         time_ns(), attrs, name, key)
         if input.handoff_from is not None:
             self._handed_over(span, input)
@@ -461,7 +461,7 @@ class Tracing(Interceptor):
         if end.handoff is not None:
             attrs["convoy.handoff.to"] = end.handoff.name
             hkey = end.handoff_key or ""
-            run.handoffs[hkey] = (span.span_id, run.handoff_spans.pop(hkey, 0))
+            run.handoffs[hkey] = (span.span_id, run.handoff_spans.pop(hkey, ""))
         elif self.capture_content:
             attrs["gen_ai.output.messages"] = self.text(_plain(end.output))
         span.status = "ok"
@@ -479,12 +479,12 @@ class Tracing(Interceptor):
         if came is None:
             return
         source_span, handoff_span = came
-        span.links = [(span.trace_id, source_span, {"convoy.link": "handoff_source"})]
+        span.note(link=(source_span, {"convoy.link": "handoff_source"}))
         # Mirrored as attributes: not every backend keeps span links.
-        attrs["convoy.handoff.source_span_id"] = f"{source_span:016x}"
+        attrs["convoy.handoff.source_span_id"] = source_span
         if handoff_span:
-            span.links.append((span.trace_id, handoff_span, {"convoy.link": "handoff"}))
-            attrs["convoy.handoff.span_id"] = f"{handoff_span:016x}"
+            span.note(link=(handoff_span, {"convoy.link": "handoff"}))
+            attrs["convoy.handoff.span_id"] = handoff_span
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -507,7 +507,7 @@ class Tracing(Interceptor):
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [m.to_dict() for m in input.request.messages])
-        span = SpanData(parent.run, shape, parent.trace_id, _bits(64) or 1, parent.span_id,
+        span = SpanData(parent.run, shape, parent.trace_id, new_span_id(), parent.span_id,
                         time_ns(), attrs, agent, key)
         token = CURRENT.set(span)
         try:
@@ -679,20 +679,21 @@ class Tracing(Interceptor):
         return out
 
 
-class AttemptSpans(Interceptor):
+class AttemptSpans(PerAttempt):
     """A span per retry attempt, under its step's span (stage ``attempt``, inside
     ``retry``): every attempt that failed, and every attempt after the first. A call that
-    succeeds at once has none (its step's span says it all)."""
-
-    stage: Stage = "attempt"
+    succeeds at once has none (its step's span says it all), and so has every call of an
+    engine where nothing retries (no interceptor at the ``retry``, ``fallback`` or
+    ``custom`` stage hooks model or tool calls): a step is then one attempt."""
 
     def __init__(self, tracing: Tracing) -> None:
+        super().__init__()
         self.tracing = tracing
 
     def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
         shape = self.tracing.shape(("attempt", n), lambda: Shape(
             f"attempt {n}", {"convoy.attempt": n}))
-        return SpanData(step.run, shape, step.trace_id, new_id(64), step.span_id, start,
+        return SpanData(step.run, shape, step.trace_id, new_span_id(), step.span_id, start,
                         {"convoy.attempt.target": target, "convoy.step.key": step.key},
                         step.agent, step.key)
 
@@ -709,6 +710,8 @@ class AttemptSpans(Interceptor):
 
     def model_call(self, input: ModelCallInput,
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
+        if not self.needed:  # (nor are the metrics', in the same chain)
+            return next(input)
         step = CURRENT.get()
         if step is None:
             m = self.tracing.metrics
@@ -716,6 +719,8 @@ class AttemptSpans(Interceptor):
         return self._attempt(step, "model", input.agent.name, input.model.name, next, input)
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        if not self.needed:
+            return next(input)
         step = CURRENT.get()
         if step is None:
             m = self.tracing.metrics
@@ -753,8 +758,8 @@ class _Run:
         self.session_id = session_id
         self.tenant = tenant
         self.root_sid = tracing.redact(session_id)
-        self.handoffs: dict[str, tuple[int, int]] = {}  # handoff key -> (agent, handoff span)
-        self.handoff_spans: dict[str, int] = {}
+        self.handoffs: dict[str, tuple[str, str]] = {}  # handoff key -> (agent, handoff span)
+        self.handoff_spans: dict[str, str] = {}
 
 
 def _seconds(span: SpanData) -> float:
@@ -779,7 +784,8 @@ except ImportError:  # pragma: no cover - the API comes with the SDK
 def _attach(span: SpanData) -> object | None:
     if _otel_context is None:
         return None
-    ctx = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=_FLAGS)
+    ctx = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), is_remote=False,
+                      trace_flags=_FLAGS)
     return _otel_context.attach(set_span_in_context(NonRecordingSpan(ctx)))
 
 
