@@ -20,7 +20,7 @@ from convoy.cost import Budget, Budgets
 from convoy.observability import Metrics, Tracing, observe
 from convoy.resilience import ERROR_KINDS, Retry, RetryPolicy, protections
 
-from .obs_flows import PLANTED_FORMS, TICKET, agents, desk_workflow, script
+from .obs_flows import PLANTED_FORMS, TICKET, agents, desk_workflow, down_workflow, script
 from .telemetry_servers import Prometheus, free_port, prometheus, wait_until  # noqa: F401
 
 
@@ -267,13 +267,7 @@ async def test_the_asgi_and_wsgi_apps_serve_the_metrics(engine_factory: Any) -> 
 
 async def test_where_nothing_retries_a_failed_step_is_one_failed_attempt(
         engine_factory: Any) -> None:
-    sim = convoy.SimModel({"*": {"error": {"message": "down", "status_code": 503}}})
-    agent = convoy.Agent(name="solo", model=sim)
-
-    @convoy.workflow(name="obs.once")
-    async def wf(ctx: convoy.Context, t: str) -> str:
-        out: str = await ctx.run(agent, t)
-        return out
+    wf = down_workflow("obs.once")
 
     for how in ("alone", "traced"):
         metrics = Metrics()

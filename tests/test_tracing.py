@@ -29,7 +29,7 @@ from convoy.resilience import Retry, RetryPolicy
 
 from .clikit import cli
 from .conftest import STORE_KINDS, Crash, later_engine, store_db
-from .obs_flows import TICKET, agents, desk_workflow, script
+from .obs_flows import TICKET, agents, desk_workflow, down_workflow, script
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -435,13 +435,7 @@ async def test_failed_spans_keep_their_message_links_and_events_in_the_store(
 async def test_attempt_spans_where_something_can_retry(engine_factory: Any) -> None:
     """With nothing in the chain that can call a step again, a step is one attempt and
     its span says it all; a custom interceptor may retry, so attempts are traced."""
-    sim = convoy.SimModel({"*": {"error": {"message": "down", "status_code": 503}}})
-    agent = convoy.Agent(name="solo", model=sim)
-
-    @convoy.workflow(name="obs.attempts")
-    async def wf(ctx: convoy.Context, t: str) -> str:
-        out: str = await ctx.run(agent, t)
-        return out
+    wf = down_workflow("obs.attempts")
 
     class Twice(convoy.Interceptor):
         async def model_call(self, input: convoy.ModelCallInput, next: Any) -> Any:
