@@ -55,7 +55,7 @@ OTHER = "other"
 _BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _MAX_SERIES = 100_000
 
-perf = time.perf_counter
+perf_ns = time.perf_counter_ns
 _OK = ("ok", "")
 _HANDOFF = ("handoff", "")
 
@@ -68,6 +68,12 @@ class _Hist:
     def __init__(self, buckets: int) -> None:
         self.counts = [0] * (buckets + 1)
         self.sum = 0.0
+
+    def observe(self, bounds: Sequence[float], ns: int) -> None:
+        """Count a duration of ``ns`` nanoseconds (none, if a wall clock went back)."""
+        seconds = ns / 1e9 if ns > 0 else 0.0
+        self.counts[bisect_left(bounds, seconds)] += 1
+        self.sum += seconds
 
 
 class _Step:
@@ -203,46 +209,46 @@ class Metrics(Interceptor):
                            next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         info = input.info
         self._session_began(info.workflow)
-        t = perf()
+        t = perf_ns()
         try:
             end = await next(input)
         except BaseException:
-            self._session_ended(info, None, 0.0)
+            self._session_ended(info, None, 0)
             raise
-        self._session_ended(info, end, perf() - t)
+        self._session_ended(info, end, perf_ns() - t)
         return end
 
     async def agent_run(self, input: AgentRunInput,
                         next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
-        t = perf()
+        t = perf_ns()
         try:
             end = await next(input)
         except BaseException as e:
             self._agent_failed(input.agent.name, e)
             raise
-        self._agent_ok(input.agent.name, end.handoff is not None, perf() - t)
+        self._agent_ok(input.agent.name, end.handoff is not None, perf_ns() - t)
         return end
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        t = perf()
+        t = perf_ns()
         try:
             resp = await next(input)
         except BaseException as e:
             self._step_failed("model", input.agent.name, input.model.name, input, e)
             raise
-        self._model_ok(input, resp, perf() - t)
+        self._model_ok(input, resp, perf_ns() - t)
         return resp
 
     async def _timed(self, kind: str, agent: str, target: str, next: Next[Any, Any],
                      input: Any) -> Any:
-        t = perf()
+        t = perf_ns()
         try:
             out = await next(input)
         except BaseException as e:
             self._step_failed(kind, agent, target, input, e)
             raise
-        self._step_ok(kind, agent, target, input, perf() - t)
+        self._step_ok(kind, agent, target, input, perf_ns() - t)
         return out
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
@@ -258,14 +264,13 @@ class Metrics(Interceptor):
         return self._timed("state", input.agent or "", input.op, next, input)
 
     # -- what is counted: called by the hooks above, or by Tracing's when observe() puts
-    # tracing and metrics in one hook per step (Tracing.metrics) ------------------------------
+    # tracing and metrics in one hook per step (Tracing.metrics); durations in ns ----------
 
     def _session_began(self, wf: str) -> None:
         running = self._running
         running[wf] = running.get(wf, 0) + 1
 
-    def _session_ended(self, info: SessionInfo, end: SessionEnd | None,
-                       seconds: float) -> None:
+    def _session_ended(self, info: SessionInfo, end: SessionEnd | None, ns: int) -> None:
         """A run of a session ended (``end`` is ``None`` when it was interrupted by an
         exception: a crash, a cancellation)."""
         wf = info.workflow
@@ -277,38 +282,33 @@ class Metrics(Interceptor):
             h = self._session_hist.get((wf, status))
             if h is None:
                 h = self._session_hist[(wf, status)] = _Hist(len(SESSION_BUCKETS))
-            h.counts[bisect_left(SESSION_BUCKETS, seconds)] += 1
-            h.sum += seconds
+            h.observe(SESSION_BUCKETS, ns)
             kind = "" if status in ("completed", "waiting") else error_kind_of(end.error) or ""
         key = (wf, info.tenant, status, kind)
         self._sessions[key] = self._sessions.get(key, 0) + 1
 
     def _agent(self, name: str) -> _AgentSeries:
-        entry = self._agents.get(name)
-        if entry is None:
-            entry = self._agents[name] = ((self.label("agent", name),), {},
-                                          _Hist(len(SESSION_BUCKETS)))
+        entry = self._agents[name] = ((self.label("agent", name),), {},
+                                      _Hist(len(SESSION_BUCKETS)))
         return entry
 
-    def _agent_ok(self, name: str, handoff: bool, seconds: float) -> None:
-        _, outcomes, h = self._agent(name)
-        h.counts[bisect_left(SESSION_BUCKETS, seconds)] += 1
-        h.sum += seconds
+    def _agent_ok(self, name: str, handoff: bool, ns: int) -> None:
+        _, outcomes, h = self._agents.get(name) or self._agent(name)
+        h.observe(SESSION_BUCKETS, ns)
         key = _HANDOFF if handoff else _OK
         outcomes[key] = outcomes.get(key, 0) + 1
 
     def _agent_failed(self, name: str, exc: BaseException) -> None:
         if isinstance(exc, Exception):  # (not a cancelled or parked run)
-            outcomes = self._agent(name)[1]
+            outcomes = (self._agents.get(name) or self._agent(name))[1]
             key = ("error", error_kind(exc))
             outcomes[key] = outcomes.get(key, 0) + 1
 
-    def _model_ok(self, input: ModelCallInput, resp: ModelResponse, seconds: float) -> None:
-        st = self._step("model", input.agent.name, input.model.name)
+    def _model_ok(self, input: ModelCallInput, resp: ModelResponse, ns: int) -> None:
+        agent, model = input.agent.name, input.model.name
+        st = self._steps.get(("model", agent, model)) or self._step("model", agent, model)
         st.ok += 1
-        h = st.hist
-        h.counts[bisect_left(STEP_BUCKETS, seconds)] += 1
-        h.sum += seconds
+        st.hist.observe(STEP_BUCKETS, ns)
         usage = resp.usage
         st.tokens_in += usage.input_tokens
         st.tokens_out += usage.output_tokens
@@ -316,13 +316,10 @@ class Metrics(Interceptor):
         if self._tries:
             self._tries.pop(id(input), None)
 
-    def _step_ok(self, kind: str, agent: str, target: str, input: Any,
-                 seconds: float) -> None:
+    def _step_ok(self, kind: str, agent: str, target: str, input: Any, ns: int) -> None:
         st = self._step(kind, agent, target)
         st.ok += 1
-        h = st.hist
-        h.counts[bisect_left(STEP_BUCKETS, seconds)] += 1
-        h.sum += seconds
+        st.hist.observe(STEP_BUCKETS, ns)
         if self._tries:
             self._tries.pop(id(input), None)
 

@@ -396,7 +396,7 @@ class Tracing(Interceptor):
             self.ended(span)
             self._close(run)
             if m is not None:
-                m._session_ended(info, None, 0.0)
+                m._session_ended(info, None, 0)
             raise
         finally:
             CURRENT.reset(token)
@@ -412,7 +412,7 @@ class Tracing(Interceptor):
         self.ended(span)
         self._close(run)
         if m is not None:
-            m._session_ended(info, end, _seconds(span))
+            m._session_ended(info, end, span.end - span.start)
         return end
 
     # -- agents -----------------------------------------------------------------------------
@@ -467,7 +467,7 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if self.metrics is not None:
-            self.metrics._agent_ok(name, end.handoff is not None, _seconds(span))
+            self.metrics._agent_ok(name, end.handoff is not None, span.end - span.start)
         return end
 
     def _handed_over(self, span: SpanData, input: AgentRunInput) -> None:
@@ -542,7 +542,7 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if self.metrics is not None:
-            self.metrics._model_ok(input, resp, _seconds(span))
+            self.metrics._model_ok(input, resp, span.end - span.start)
         return resp
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
@@ -595,7 +595,7 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if m is not None:
-            m._step_ok("handoff", source, target, input, _seconds(span))
+            m._step_ok("handoff", source, target, input, span.end - span.start)
         return out
 
     def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
@@ -647,7 +647,7 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if m is not None:
-            m._step_ok("state", input.agent or "", op, input, _seconds(span))
+            m._step_ok("state", input.agent or "", op, input, span.end - span.start)
         return out
 
     async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any,
@@ -675,7 +675,7 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if m is not None:
-            m._step_ok(*series, input, _seconds(span))
+            m._step_ok(*series, input, span.end - span.start)
         return out
 
 
@@ -760,12 +760,6 @@ class _Run:
         self.root_sid = tracing.redact(session_id)
         self.handoffs: dict[str, tuple[str, str]] = {}  # handoff key -> (agent, handoff span)
         self.handoff_spans: dict[str, str] = {}
-
-
-def _seconds(span: SpanData) -> float:
-    """How long an ended span took, for metrics (0 if the wall clock went back)."""
-    took = span.end - span.start
-    return took / 1e9 if took > 0 else 0.0
 
 
 def _plain(value: Any) -> Any:
