@@ -77,33 +77,54 @@ class Shape:
 class SpanData:
     """One span, open or ended: its :class:`Shape` and its own attributes ``attrs`` (which
     win over the shape's). ``extra`` is ``None`` or ``[message, links, events]`` (a status
-    message, :data:`Link` s and :data:`Event` s: most spans have none)."""
+    message, :data:`Link` s and :data:`Event` s: most spans have none).
+
+    ``SpanData(parent, ...)`` starts a span under ``parent`` now, with a new id;
+    :meth:`root` makes a run's first span."""
 
     __slots__ = ("agent", "attempts", "attrs", "end", "extra", "key", "parent_id", "run",
                  "shape", "span_id", "start", "status", "trace_id")
+    run: _Run
+    shape: Shape
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    start: int
+    end: int
+    attrs: Attrs
+    agent: str | None
+    key: str
+    status: str
+    extra: list[Any] | None
+    attempts: int
 
-    def __init__(self, run: _Run, shape: Shape, trace_id: str, span_id: str,
-                 parent_id: str | None, start: int, attrs: Attrs, agent: str | None = None,
-                 key: str = "") -> None:
-        self.run = run
+    def __init__(self, parent: SpanData, shape: Shape, attrs: Attrs,
+                 agent: str | None = None, key: str = "") -> None:
+        self.run = parent.run
         self.shape = shape
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.start = start
+        self.trace_id = parent.trace_id
+        # (``new_span_id()`` and ``time_ns()`` inlined: a span is made on every step.)
+        self.span_id = (_bits(64) or 1).to_bytes(8, "big").hex()
+        self.parent_id = parent.span_id
+        self.start = time_ns()
         self.end = 0
         self.attrs = attrs
         self.agent = agent
         self.key = key
         self.status = "unset"
-        self.extra: list[Any] | None = None
+        self.extra = None
         self.attempts = 0
 
-    def child(self, shape: Shape, attrs: Attrs, agent: str | None = None, key: str = ""
-              ) -> SpanData:
-        """A span under this one, starting now."""
-        return SpanData(self.run, shape, self.trace_id, new_span_id(), self.span_id,
-                        time_ns(), attrs, agent, key)
+    @classmethod
+    def root(cls, run: _Run, shape: Shape, trace_id: str, span_id: str,
+             parent_id: str | None, attrs: Attrs) -> SpanData:
+        """The first span of a run (its parent, if any, is not one of Convoy's)."""
+        span = cls.__new__(cls)
+        span.run, span.shape, span.trace_id = run, shape, trace_id
+        span.span_id, span.parent_id, span.start, span.end = span_id, parent_id, time_ns(), 0
+        span.attrs, span.agent, span.key, span.status = attrs, None, "", "unset"
+        span.extra, span.attempts = None, 0
+        return span
 
     @property
     def name(self) -> str:

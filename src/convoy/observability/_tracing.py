@@ -381,9 +381,9 @@ class Tracing(Interceptor):
             f"invoke_workflow {wf}", {
                 "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
                 "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)}))
-        span = SpanData(run, shape, trace_id, span_id, parent_id, time_ns(),
-                        {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
-                         "convoy.session.resumed": resumed})
+        span = SpanData.root(run, shape, trace_id, span_id, parent_id, {
+            "gen_ai.conversation.id": sid, "convoy.session.id": sid,
+            "convoy.session.resumed": resumed})
         self._runs.add(run)
         m = self.metrics
         if m is not None:
@@ -443,8 +443,7 @@ class Tracing(Interceptor):
             attrs["gen_ai.input.messages"] = self.text(
                 [{"role": m.role, "content": m.content} for m in input.messages])
         run = parent.run
-        span = SpanData(run, shape, parent.trace_id, new_span_id(), parent.span_id,
-                        time_ns(), attrs, name, key)
+        span = SpanData(parent, shape, attrs, name, key)
         if input.handoff_from is not None:
             self._handed_over(span, input)
         token = CURRENT.set(span)
@@ -507,8 +506,7 @@ class Tracing(Interceptor):
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [m.to_dict() for m in input.request.messages])
-        span = SpanData(parent.run, shape, parent.trace_id, new_span_id(), parent.span_id,
-                        time_ns(), attrs, agent, key)
+        span = SpanData(parent, shape, attrs, agent, key)
         token = CURRENT.set(span)
         try:
             resp = await next(input)
@@ -561,7 +559,7 @@ class Tracing(Interceptor):
         attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
-        span = parent.child(shape, attrs, agent, input.key)
+        span = SpanData(parent, shape, attrs, agent, input.key)
         return self._user_code(span, next, input, ("tool", agent, tool),
                                "gen_ai.tool.call.result")
 
@@ -581,7 +579,7 @@ class Tracing(Interceptor):
         attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["convoy.handoff.payload"] = self.text(_plain(input.payload))
-        span = parent.child(shape, attrs, source, input.key)
+        span = SpanData(parent, shape, attrs, source, input.key)
         m = self.metrics
         try:
             out = await next(input)
@@ -607,7 +605,8 @@ class Tracing(Interceptor):
         shape = self.shape(("step", name, idempotent), lambda: Shape(
             "step " + self.redact(name), {"convoy.step.name": self.redact(name),
                                           "convoy.step.idempotent": idempotent}))
-        span = parent.child(shape, {"convoy.step.key": input.key}, parent.agent, input.key)
+        span = SpanData(parent, shape, {"convoy.step.key": input.key}, parent.agent,
+                        input.key)
         return self._user_code(span, next, input, ("effect", "", name))
 
     def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
@@ -628,7 +627,7 @@ class Tracing(Interceptor):
             attrs["convoy.state.key"] = self.redact(input.state_key)
         if input.expected_version is not None:
             attrs["convoy.state.expected_version"] = input.expected_version
-        span = parent.child(shape, attrs, input.agent, input.key)
+        span = SpanData(parent, shape, attrs, input.agent, input.key)
         m = self.metrics
         token = CURRENT.set(span)
         try:
@@ -693,9 +692,10 @@ class AttemptSpans(PerAttempt):
     def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
         shape = self.tracing.shape(("attempt", n), lambda: Shape(
             f"attempt {n}", {"convoy.attempt": n}))
-        return SpanData(step.run, shape, step.trace_id, new_span_id(), step.span_id, start,
-                        {"convoy.attempt.target": target, "convoy.step.key": step.key},
-                        step.agent, step.key)
+        span = SpanData(step, shape, {"convoy.attempt.target": target,
+                                      "convoy.step.key": step.key}, step.agent, step.key)
+        span.start = start
+        return span
 
     def _failed(self, step: SpanData, n: int, start: int, target: str,
                 exc: BaseException) -> None:
