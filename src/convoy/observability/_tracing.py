@@ -232,7 +232,9 @@ class Tracing(Interceptor):
         store = self.store
         if not pending or store is None:
             return []
-        return [store.kv_put(SPANS_NAMESPACE + sid, key, text) for sid, key, text in pending]
+        # One write for all (one commit), not one per run.
+        return [store.kv_put_many([(SPANS_NAMESPACE + sid, key, text)
+                                   for sid, key, text in pending])]
 
     def _batch(self, run: _Run) -> None:
         """Hand the spans ``run`` ended so far to the exporters: one chunk for the store

@@ -568,6 +568,11 @@ class Store(Protocol):
         """Set (``None``: delete) one value. Rides the group commit."""
         ...
 
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+        """Set many values, ``(namespace, key, value)`` each, in one write: it rides the
+        group commit as one (one commit for all of them, not one each)."""
+        ...
+
     # -- shared state ---------------------------------------------------------------------
 
     async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
