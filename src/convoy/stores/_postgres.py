@@ -438,6 +438,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 fut.set_exception(LeaseLost(
                     f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
+                if op.quiet:
+                    fut.exception()
             else:
                 fut.set_result(None)
 
@@ -684,7 +686,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
         return self._submit(_Op("UPDATE sessions SET headers=%s WHERE id=%s AND owner=%s",
                                 (json.dumps(dict(headers)), session_id, owner),
-                                fenced=session_id))
+                                fenced=session_id), wait=False)
 
     async def set_version(self, session_id: str, version: str, *,
                           tenant: str | None = None) -> None:

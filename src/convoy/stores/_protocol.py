@@ -485,7 +485,9 @@ class Store(Protocol):
 
     def update_headers(self, session_id: str, owner: str,
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
-        """Persist a running session's headers (fenced). Rides the group commit."""
+        """Persist a running session's headers (fenced). Rides the group commit; nobody
+        need await it (its failure is its batch's, seen by the write awaited next: the
+        store retrieves it)."""
         ...
 
     async def set_version(self, session_id: str, version: str, *,

@@ -483,6 +483,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 fut.set_exception(LeaseLost(
                     f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
+                if op.quiet:
+                    fut.exception()
             else:
                 fut.set_result(op.result)
 
