@@ -114,6 +114,9 @@ async def test_sessions_steps_tokens_retries_and_the_error_taxonomy(
     assert total(m, "convoy_tokens_total", agent="billing", direction="input") > 0
     assert total(m, "convoy_cost_usd_total", agent="billing") > 0
     assert total(m, "convoy_step_seconds_count", kind="model", agent="triage") == 3
+    assert total(m, "convoy_step_seconds_bucket", kind="model", agent="triage", le="+Inf") == 3
+    assert 0 < total(m, "convoy_step_seconds_sum", kind="model", agent="triage") < 10
+    assert total(m, "convoy_agent_run_seconds_bucket", agent="triage", le="10.0") == 3
     assert total(m, "convoy_session_run_seconds_count", workflow="obs.metrics") == 3
     assert total(m, "convoy_sessions_running", workflow="obs.metrics") == 0
     # retries and failed attempts, by the kind of error

@@ -61,19 +61,20 @@ _HANDOFF = ("handoff", "")
 
 
 class _Hist:
-    """A histogram's bucket counts and sum (``counts[i]``: observations in bucket ``i``)."""
+    """A histogram of durations: ``counts[i]`` observations in bucket ``i`` of ``bounds``,
+    and their sum, in integer nanoseconds (no float arithmetic per observation)."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * (buckets + 1)
-        self.sum = 0.0
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(round(b * 1e9) for b in bounds)
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0
 
-    def observe(self, bounds: Sequence[float], ns: int) -> None:
-        """Count a duration of ``ns`` nanoseconds (none, if a wall clock went back)."""
-        seconds = ns / 1e9 if ns > 0 else 0.0
-        self.counts[bisect_left(bounds, seconds)] += 1
-        self.sum += seconds
+    def observe(self, ns: int) -> None:
+        """Count a duration of ``ns`` nanoseconds (0 if a wall clock went back)."""
+        self.counts[bisect_left(self.bounds, ns)] += 1  # (below 0: the first bucket)
+        self.sum += ns if ns > 0 else 0
 
 
 class _Step:
@@ -85,7 +86,7 @@ class _Step:
         self.labels = labels
         self.ok = 0
         self.errors: dict[str, int] = {}
-        self.hist = _Hist(len(STEP_BUCKETS))
+        self.hist = _Hist(STEP_BUCKETS)
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
 
@@ -281,20 +282,20 @@ class Metrics(Interceptor):
             status = end.status
             h = self._session_hist.get((wf, status))
             if h is None:
-                h = self._session_hist[(wf, status)] = _Hist(len(SESSION_BUCKETS))
-            h.observe(SESSION_BUCKETS, ns)
+                h = self._session_hist[(wf, status)] = _Hist(SESSION_BUCKETS)
+            h.observe(ns)
             kind = "" if status in ("completed", "waiting") else error_kind_of(end.error) or ""
         key = (wf, info.tenant, status, kind)
         self._sessions[key] = self._sessions.get(key, 0) + 1
 
     def _agent(self, name: str) -> _AgentSeries:
         entry = self._agents[name] = ((self.label("agent", name),), {},
-                                      _Hist(len(SESSION_BUCKETS)))
+                                      _Hist(SESSION_BUCKETS))
         return entry
 
     def _agent_ok(self, name: str, handoff: bool, ns: int) -> None:
         _, outcomes, h = self._agents.get(name) or self._agent(name)
-        h.observe(SESSION_BUCKETS, ns)
+        h.observe(ns)
         key = _HANDOFF if handoff else _OK
         outcomes[key] = outcomes.get(key, 0) + 1
 
@@ -308,7 +309,7 @@ class Metrics(Interceptor):
         agent, model = input.agent.name, input.model.name
         st = self._steps.get(("model", agent, model)) or self._step("model", agent, model)
         st.ok += 1
-        st.hist.observe(STEP_BUCKETS, ns)
+        st.hist.observe(ns)
         usage = resp.usage
         st.tokens_in += usage.input_tokens
         st.tokens_out += usage.output_tokens
@@ -319,7 +320,7 @@ class Metrics(Interceptor):
     def _step_ok(self, kind: str, agent: str, target: str, input: Any, ns: int) -> None:
         st = self._step(kind, agent, target)
         st.ok += 1
-        st.hist.observe(STEP_BUCKETS, ns)
+        st.hist.observe(ns)
         if self._tries:
             self._tries.pop(id(input), None)
 
@@ -436,7 +437,7 @@ class _Collector:
             for bound, c in zip((*bounds, float("inf")), counts, strict=True):
                 acc += c
                 cumulative.append((_le(bound), acc))
-            fam.add_metric(list(labels), cumulative, h.sum)
+            fam.add_metric(list(labels), cumulative, h.sum / 1e9)
 
         sessions = CounterMetricFamily(
             f"{ns}_sessions", "Runs of sessions by how they ended (completed, a terminal "
