@@ -77,3 +77,16 @@ def desk_workflow(triage: convoy.Agent[Any, Any], name: str = "obs.desk"
 
 
 TICKET = {"text": f"I am {EMAIL}, card {CARD}, IBAN {IBAN}, phone {PHONE}, ip {IP}"}
+
+
+def down_workflow(name: str) -> Any:
+    """One agent whose model always answers 503 (retryable)."""
+    sim = convoy.SimModel({"*": {"error": {"message": "down", "status_code": 503}}})
+    agent = convoy.Agent(name="solo", model=sim)
+
+    @convoy.workflow(name=name)
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    return wf

@@ -6,6 +6,7 @@ edits the store with SQL."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -299,6 +300,39 @@ async def test_an_awaited_write_commits_at_once_with_the_unawaited_ones_before_i
         assert queued.done() and awaited.done()
         assert store.commits == before + 1
         assert await store.audit_size("acme") == 1
+
+
+async def test_a_session_hook_that_sets_a_header_costs_no_loop_turn(tmp_path: Path) -> None:
+    # A lone session commits each step in the caller, start to end; a session hook that
+    # sets a header (as tracing does, for its trace id) must not change that.
+    class Header(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            input.headers["trace"] = "x"
+            return await next(input)
+
+    sim = convoy.SimModel({"*": {"output": OK}})
+    wf = make_flow([convoy.Agent(name=f"a{i}", output_type=Classification, model=sim)
+                    for i in range(3)])
+    loop = asyncio.get_running_loop()
+    turns = 0
+
+    def counted() -> None:  # the loop's iterations, counted
+        nonlocal turns
+        turns += 1
+        type(loop)._run_once(loop)  # type: ignore[attr-defined]
+
+    for chain in ([], [Header()]):
+        async with convoy.Engine(tmp_path / f"h{len(chain)}.db", interceptors=chain) as eng:
+            await eng.run(wf, "warm")
+            turns = 0
+            loop._run_once = counted  # type: ignore[attr-defined]
+            try:
+                res = await eng.run(wf, "t")
+            finally:
+                del loop._run_once  # type: ignore[attr-defined]
+            assert res.ok and turns == 0, (chain, turns)
+            assert (await eng.store.get_session(res.id)).header_map == (  # type: ignore[union-attr]
+                {"trace": "x"} if chain else {})
 
 
 async def test_power_durability_commits_on_a_thread(tmp_path: Path) -> None:

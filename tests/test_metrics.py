@@ -17,10 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import convoy
 from convoy.cost import Budget, Budgets
-from convoy.observability import Metrics, observe
+from convoy.observability import Metrics, Tracing, observe
 from convoy.resilience import ERROR_KINDS, Retry, RetryPolicy, protections
 
-from .obs_flows import PLANTED_FORMS, TICKET, agents, desk_workflow, script
+from .obs_flows import PLANTED_FORMS, TICKET, agents, desk_workflow, down_workflow, script
 from .telemetry_servers import Prometheus, free_port, prometheus, wait_until  # noqa: F401
 
 
@@ -43,12 +43,30 @@ class Flaky(convoy.SimModel):
         return await super().request(request)
 
 
+def observed(metrics: Metrics, how: str) -> list[convoy.Interceptor]:
+    """``metrics`` alone, or recorded by the hooks of a tracing that traces every session
+    (``traced``) or none (``untraced``): the same figures either way."""
+    if how == "alone":
+        return observe(metrics=metrics)
+    return observe(Tracing(exporters=(), sample_rate=1.0 if how == "traced" else 0.0),
+                   metrics)
+
+
+def test_observe_records_metrics_in_the_tracing_hooks() -> None:
+    tracing, metrics = Tracing(exporters=()), Metrics()
+    chain = observe(tracing, metrics)
+    assert chain == [tracing, tracing.attempts] and tracing.metrics is metrics
+    assert observe(tracing) == [tracing, tracing.attempts] and tracing.metrics is None
+    assert observe(metrics=metrics) == [metrics, metrics.attempts]
+
+
+@pytest.mark.parametrize("how", ["alone", "traced", "untraced"])
 async def test_sessions_steps_tokens_retries_and_the_error_taxonomy(
-        engine_factory: Any) -> None:
+        engine_factory: Any, how: str) -> None:
     metrics = Metrics()
     sim = convoy.SimModel(script())
     wf = desk_workflow(agents(sim), name="obs.metrics")
-    eng = engine_factory(interceptors=[*observe(metrics=metrics),
+    eng = engine_factory(interceptors=[*observed(metrics, how),
                                        *protections(retry=RetryPolicy(initial_delay=0,
                                                                       max_delay=0))])
     for _ in range(3):
@@ -96,7 +114,11 @@ async def test_sessions_steps_tokens_retries_and_the_error_taxonomy(
     assert total(m, "convoy_tokens_total", agent="billing", direction="input") > 0
     assert total(m, "convoy_cost_usd_total", agent="billing") > 0
     assert total(m, "convoy_step_seconds_count", kind="model", agent="triage") == 3
+    assert total(m, "convoy_step_seconds_bucket", kind="model", agent="triage", le="+Inf") == 3
+    assert 0 < total(m, "convoy_step_seconds_sum", kind="model", agent="triage") < 10
+    assert total(m, "convoy_agent_run_seconds_bucket", agent="triage", le="10.0") == 3
     assert total(m, "convoy_session_run_seconds_count", workflow="obs.metrics") == 3
+    assert total(m, "convoy_sessions_running", workflow="obs.metrics") == 0
     # retries and failed attempts, by the kind of error
     assert total(m, "convoy_retries_total", agent="flaky", error="server_error") == 2
     assert total(m, "convoy_attempt_errors_total", agent="flaky", error="server_error") == 2
@@ -244,3 +266,18 @@ async def test_the_asgi_and_wsgi_apps_serve_the_metrics(engine_factory: Any) -> 
     assert sent[0]["status"] == 200
     assert b'convoy_agent_runs_total{agent="mounted"' in b"".join(
         m.get("body", b"") for m in sent)
+
+
+async def test_where_nothing_retries_a_failed_step_is_one_failed_attempt(
+        engine_factory: Any) -> None:
+    wf = down_workflow("obs.once")
+
+    for how in ("alone", "traced"):
+        metrics = Metrics()
+        eng = engine_factory(interceptors=observed(metrics, how))
+        assert (await eng.run(wf, "t")).status == "failed"
+        assert total(metrics, "convoy_steps_total", agent="solo", outcome="error",
+                     error="server_error") == 1
+        assert total(metrics, "convoy_attempt_errors_total", agent="solo",
+                     error="server_error") == 1
+        assert total(metrics, "convoy_retries_total") == 0

@@ -1117,6 +1117,14 @@ async def test_kv_put_get_overwrite_and_delete_with_none(store: Store) -> None:
     assert await store.kv_all("ns") == {}
 
 
+async def test_kv_put_many_sets_values_of_many_namespaces_in_one_write(store: Store) -> None:
+    await store.kv_put("trace:a", "1", "old")
+    await store.kv_put_many([("trace:a", "1", "x"), ("trace:a", "2", "y"), ("trace:b", "1", "z")])
+    assert await store.kv_all("trace:a") == {"1": "x", "2": "y"}
+    assert await store.kv_all("trace:b") == {"1": "z"}
+    await store.kv_put_many([])  # nothing to write: done at once
+
+
 async def test_kv_namespaces_are_kept_apart(store: Store) -> None:
     await store.kv_put("breaker", "k", "open")
     await store.kv_put("budget", "k", "12")

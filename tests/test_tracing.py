@@ -9,6 +9,7 @@ what an OTLP exporter would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +29,7 @@ from convoy.resilience import Retry, RetryPolicy
 
 from .clikit import cli
 from .conftest import STORE_KINDS, Crash, later_engine, store_db
-from .obs_flows import TICKET, agents, desk_workflow, script
+from .obs_flows import TICKET, agents, desk_workflow, down_workflow, script
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -376,3 +377,96 @@ async def test_concurrent_sessions_keep_their_spans_apart(engine_factory: Any) -
             top = parent
         assert top is roots[s.context.trace_id]
     assert sum(s.name.startswith("chat") for s in spans) == 40
+
+
+def test_spans_stored_by_an_earlier_convoy_still_read() -> None:
+    """Format 1 (a name, kind and shared-attribute index per span, absolute times) is read
+    as format 2 is; a format this Convoy does not know is refused in one line."""
+    v1 = json.dumps({"v": 1, "trace_id": "ab" * 16, "bases": [
+        {"gen_ai.operation.name": "invoke_agent", "gen_ai.agent.name": "a"}], "spans": [
+        ["invoke_agent a", "1" * 16, "2" * 16, 1_000, 5_000, "internal", "ok", 0,
+         {"convoy.step.key": "0/0"}, None, None, None],
+        ["handoff a -> b", "3" * 16, "1" * 16, 2_000, 3_000, "internal", "error", None,
+         {"convoy.step.key": "0/1"}, "handoff_invalid: no", [["4" * 16, {"k": 1}]],
+         [["exception", 2_500, {"exception.type": "HandoffError"}]]]]})
+    agent, handoff = load_chunks([v1])
+    assert agent["name"] == "invoke_agent a" and agent["parent_id"] == "2" * 16
+    assert agent["attrs"] == {"gen_ai.operation.name": "invoke_agent",
+                              "gen_ai.agent.name": "a", "convoy.step.key": "0/0"}
+    assert (agent["start"], agent["end"], agent["trace_id"]) == (1_000, 5_000, "ab" * 16)
+    assert handoff["message"] == "handoff_invalid: no"
+    assert handoff["links"] == [{"trace_id": "ab" * 16, "span_id": "4" * 16, "attrs": {"k": 1}}]
+    assert handoff["events"] == [{"name": "exception", "time": 2_500,
+                                  "attrs": {"exception.type": "HandoffError"}}]
+    with pytest.raises(convoy.JournalError, match="format 9"):
+        load_chunks(['{"v": 9}'])
+
+
+async def test_failed_spans_keep_their_message_links_and_events_in_the_store(
+        engine_factory: Any) -> None:
+    sim = convoy.SimModel({"a": {"handoff": "b", "payload": {"task": "x"}},
+                           "b": {"output": "done"}})
+    b = convoy.Agent(name="b", model=sim)
+    a = convoy.Agent(name="a", handoffs=[b], model=sim)
+    boom = convoy.Agent(name="boom", model=convoy.SimModel({"*": {"error": {
+        "message": "bad key", "status_code": 401, "retryable": False}}}))
+
+    @convoy.workflow(name="obs.stored")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(a, t)
+        with contextlib.suppress(Exception):
+            await ctx.run(boom, t)
+        return out
+
+    tracing = Tracing(exporters=["store"])
+    engine = engine_factory(interceptors=observe(tracing))
+    res = await engine.run(wf, "t")
+    assert res.ok, res.error
+    spans = {s["name"]: s for s in await stored(engine, res.id)}
+    handoff = spans["handoff a -> b"]
+    assert [link["span_id"] for link in spans["invoke_agent b"]["links"]] == [
+        spans["invoke_agent a"]["span_id"], handoff["span_id"]]
+    failed = spans["invoke_agent boom"]
+    assert failed["status"] == "error" and "bad key" in failed["message"]
+    assert failed["events"][0]["name"] == "exception"
+    assert spans["invoke_workflow obs.stored"]["end"] >= failed["end"] > failed["start"]
+
+
+async def test_attempt_spans_where_something_can_retry(engine_factory: Any) -> None:
+    """With nothing in the chain that can call a step again, a step is one attempt and
+    its span says it all; a custom interceptor may retry, so attempts are traced."""
+    wf = down_workflow("obs.attempts")
+
+    class Twice(convoy.Interceptor):
+        async def model_call(self, input: convoy.ModelCallInput, next: Any) -> Any:
+            try:
+                return await next(input)
+            except convoy.ModelError:
+                return await next(input)
+
+    alone, mem = traced()
+    assert (await engine_factory(interceptors=observe(alone)).run(wf, "t")).status == "failed"
+    names = by_name(list(mem.get_finished_spans()))
+    assert not [n for n in names if n.startswith("attempt")]
+    [chat] = names["chat default"]
+    assert chat.attributes["error.type"] == "server_error" and not chat.status.is_ok
+    retried, mem2 = traced()
+    eng = engine_factory(interceptors=[*observe(retried), Twice()])
+    assert (await eng.run(wf, "t")).status == "failed"
+    names = by_name(list(mem2.get_finished_spans()))
+    assert len(names["attempt 1"]) == len(names["attempt 2"]) == 1
+    assert names["chat default"][0].attributes["convoy.attempts"] == 2
+
+
+def test_which_chains_can_make_more_than_one_attempt() -> None:
+    from convoy.observability._attempts import attempts_vary
+    from convoy.resilience import protections
+
+    class Mine(convoy.Interceptor):  # stage "custom": it may call a tool again
+        async def tool_call(self, input: convoy.ToolCallInput, next: Any) -> Any:
+            return await next(input)
+
+    assert not attempts_vary(observe(Tracing(exporters=())))
+    assert attempts_vary([*observe(Tracing(exporters=())), *protections()])
+    assert attempts_vary([Mine()])
+    assert not attempts_vary([convoy.Interceptor()])  # passes everything through

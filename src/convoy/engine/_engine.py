@@ -725,8 +725,9 @@ class Engine(SessionControl, SubjectRights):
                 # Not awaited: the write joins the run's next commit (its first journal
                 # write, fenced on the same lease), so a trace id costs no commit of its
                 # own; if it fails, that write fails with it and the run is interrupted.
-                self.store.update_headers(state.id, owner, si.headers).add_done_callback(
-                    _retrieved)
+                # (No done callback: it would wait in the loop's ready queue, and a lone
+                # session's next write would then not commit in the caller.)
+                self.store.update_headers(state.id, owner, si.headers)
             return await self._body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
@@ -870,12 +871,6 @@ def _result(state: SessionState, end: SessionEnd, status: str, t0: float
                          output=end.output if status == "completed" else None,
                          error=end.error, steps=state.steps, usage=state.usage,
                          cost=state.cost, duration_s=time.perf_counter() - t0)
-
-
-def _retrieved(fut: asyncio.Future[None]) -> None:
-    """A write nobody awaits: its failure is its batch's, seen by the write awaited next."""
-    if not fut.cancelled():
-        fut.exception()
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:

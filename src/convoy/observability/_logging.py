@@ -63,8 +63,8 @@ class JsonFormatter(logging.Formatter):
             "session_id": r(run.session_id) if run is not None else None,
             "agent": span.agent if span is not None else None,
             "step_key": (span.key or None) if span is not None else None,
-            "trace_id": f"{span.trace_id:032x}" if span is not None else None,
-            "span_id": f"{span.span_id:016x}" if span is not None else None,
+            "trace_id": span.trace_id if span is not None else None,
+            "span_id": span.span_id if span is not None else None,
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in out and not key.startswith("_"):

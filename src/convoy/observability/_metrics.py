@@ -30,12 +30,14 @@ from convoy.interceptors._base import (
     ModelCallInput,
     Next,
     SessionEnd,
+    SessionInfo,
     SessionInput,
     Stage,
     StateInput,
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
+from convoy.observability._attempts import PerAttempt
 from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -53,17 +55,26 @@ OTHER = "other"
 _BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _MAX_SERIES = 100_000
 
-perf = time.perf_counter
+perf_ns = time.perf_counter_ns
+_OK = ("ok", "")
+_HANDOFF = ("handoff", "")
 
 
 class _Hist:
-    """A histogram's bucket counts and sum (``counts[i]``: observations in bucket ``i``)."""
+    """A histogram of durations: ``counts[i]`` observations in bucket ``i`` of ``bounds``,
+    and their sum, in integer nanoseconds (no float arithmetic per observation)."""
 
-    __slots__ = ("counts", "sum")
+    __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(self, buckets: int) -> None:
-        self.counts = [0] * (buckets + 1)
-        self.sum = 0.0
+    def __init__(self, bounds: Sequence[float]) -> None:
+        self.bounds = tuple(round(b * 1e9) for b in bounds)
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0
+
+    def observe(self, ns: int) -> None:
+        """Count a duration of ``ns`` nanoseconds (0 if a wall clock went back)."""
+        self.counts[bisect_left(self.bounds, ns)] += 1  # (below 0: the first bucket)
+        self.sum += ns if ns > 0 else 0
 
 
 class _Step:
@@ -75,9 +86,13 @@ class _Step:
         self.labels = labels
         self.ok = 0
         self.errors: dict[str, int] = {}
-        self.hist = _Hist(len(STEP_BUCKETS))
+        self.hist = _Hist(STEP_BUCKETS)
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
+
+
+# An agent's series: its labels, its runs by (outcome, error kind), its durations.
+_AgentSeries = tuple[tuple[str, ...], dict[tuple[str, str], int], _Hist]
 
 
 class Metrics(Interceptor):
@@ -116,7 +131,7 @@ class Metrics(Interceptor):
         self._seen: dict[str, set[str]] = {}
         # The series, by raw label values; each keeps its bounded, redacted labels.
         self._steps: dict[tuple[str, str, str], _Step] = {}
-        self._agents: dict[str, tuple[tuple[str, ...], dict[tuple[str, str], int], _Hist]] = {}
+        self._agents: dict[str, _AgentSeries] = {}
         self._sessions: dict[tuple[str, str, str, str], int] = {}
         self._session_hist: dict[tuple[str, str], _Hist] = {}
         self._running: dict[str, int] = {}
@@ -132,6 +147,7 @@ class Metrics(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._engine = engine
+        await self.attempts.start(engine)
 
     # -- labels -----------------------------------------------------------------------------
 
@@ -185,117 +201,143 @@ class Metrics(Interceptor):
 
     # -- hooks ------------------------------------------------------------------------------
 
-    async def session_run(self, input: SessionInput,
-                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+    def session_run(self, input: SessionInput, next: Next[SessionInput, SessionEnd]) -> Any:
+        if input.info.replay:
+            return next(input)
+        return self._session_run(input, next)
+
+    async def _session_run(self, input: SessionInput,
+                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         info = input.info
-        if info.replay:
-            return await next(input)
-        wf = info.workflow
-        running = self._running
-        running[wf] = running.get(wf, 0) + 1
-        t = perf()
+        self._session_began(info.workflow)
+        t = perf_ns()
         try:
             end = await next(input)
         except BaseException:
-            running[wf] -= 1
-            self._count_session(wf, info.tenant, "interrupted", "")
+            self._session_ended(info, None, 0)
             raise
-        running[wf] -= 1
-        status = end.status
-        d = perf() - t
-        h = self._session_hist.get((wf, status))
-        if h is None:
-            h = self._session_hist[(wf, status)] = _Hist(len(SESSION_BUCKETS))
-        h.counts[bisect_left(SESSION_BUCKETS, d)] += 1
-        h.sum += d
-        kind = "" if status in ("completed", "waiting") else error_kind_of(end.error) or ""
-        self._count_session(wf, info.tenant, status, kind)
+        self._session_ended(info, end, perf_ns() - t)
         return end
-
-    def _count_session(self, wf: str, tenant: str, status: str, kind: str) -> None:
-        key = (wf, tenant, status, kind)
-        self._sessions[key] = self._sessions.get(key, 0) + 1
 
     async def agent_run(self, input: AgentRunInput,
                         next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
-        name = input.agent.name
-        t = perf()
-        entry = self._agents.get(name)
-        if entry is None:
-            entry = self._agents[name] = ((self.label("agent", name),), {},
-                                          _Hist(len(SESSION_BUCKETS)))
-        outcomes = entry[1]
+        t = perf_ns()
         try:
             end = await next(input)
-        except Exception as e:
-            failed: tuple[str, str] = ("error", error_kind(e))
-            outcomes[failed] = outcomes.get(failed, 0) + 1
+        except BaseException as e:
+            self._agent_failed(input.agent.name, e)
             raise
-        d = perf() - t
-        h = entry[2]
-        h.counts[bisect_left(SESSION_BUCKETS, d)] += 1
-        h.sum += d
-        key = ("ok", "") if end.handoff is None else ("handoff", "")
-        outcomes[key] = outcomes.get(key, 0) + 1
+        self._agent_ok(input.agent.name, end.handoff is not None, perf_ns() - t)
         return end
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        st = self._step("model", input.agent.name, input.model.name)
-        t = perf()
+        t = perf_ns()
         try:
             resp = await next(input)
-        except Exception as e:
-            kind = error_kind(e)
-            st.errors[kind] = st.errors.get(kind, 0) + 1
+        except BaseException as e:
+            self._step_failed("model", input.agent.name, input.model.name, input, e)
             raise
-        finally:
-            if self._tries:
-                self._tries.pop(id(input), None)
-        d = perf() - t
+        self._model_ok(input, resp, perf_ns() - t)
+        return resp
+
+    async def _timed(self, kind: str, agent: str, target: str, next: Next[Any, Any],
+                     input: Any) -> Any:
+        t = perf_ns()
+        try:
+            out = await next(input)
+        except BaseException as e:
+            self._step_failed(kind, agent, target, input, e)
+            raise
+        self._step_ok(kind, agent, target, input, perf_ns() - t)
+        return out
+
+    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        return self._timed("tool", input.agent.name, input.tool.name, next, input)
+
+    def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+        return self._timed("handoff", input.source.name, input.target.name, next, input)
+
+    def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+        return self._timed("effect", "", input.name, next, input)
+
+    def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+        return self._timed("state", input.agent or "", input.op, next, input)
+
+    # -- what is counted: called by the hooks above, or by Tracing's when observe() puts
+    # tracing and metrics in one hook per step (Tracing.metrics); durations in ns ----------
+
+    def _session_began(self, wf: str) -> None:
+        running = self._running
+        running[wf] = running.get(wf, 0) + 1
+
+    def _session_ended(self, info: SessionInfo, end: SessionEnd | None, ns: int) -> None:
+        """A run of a session ended (``end`` is ``None`` when it was interrupted by an
+        exception: a crash, a cancellation)."""
+        wf = info.workflow
+        self._running[wf] -= 1
+        if end is None:
+            status, kind = "interrupted", ""
+        else:
+            status = end.status
+            h = self._session_hist.get((wf, status))
+            if h is None:
+                h = self._session_hist[(wf, status)] = _Hist(SESSION_BUCKETS)
+            h.observe(ns)
+            kind = "" if status in ("completed", "waiting") else error_kind_of(end.error) or ""
+        key = (wf, info.tenant, status, kind)
+        self._sessions[key] = self._sessions.get(key, 0) + 1
+
+    def _agent(self, name: str) -> _AgentSeries:
+        entry = self._agents[name] = ((self.label("agent", name),), {},
+                                      _Hist(SESSION_BUCKETS))
+        return entry
+
+    def _agent_ok(self, name: str, handoff: bool, ns: int) -> None:
+        _, outcomes, h = self._agents.get(name) or self._agent(name)
+        h.observe(ns)
+        key = _HANDOFF if handoff else _OK
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    def _agent_failed(self, name: str, exc: BaseException) -> None:
+        if isinstance(exc, Exception):  # (not a cancelled or parked run)
+            outcomes = (self._agents.get(name) or self._agent(name))[1]
+            key = ("error", error_kind(exc))
+            outcomes[key] = outcomes.get(key, 0) + 1
+
+    def _model_ok(self, input: ModelCallInput, resp: ModelResponse, ns: int) -> None:
+        agent, model = input.agent.name, input.model.name
+        st = self._steps.get(("model", agent, model)) or self._step("model", agent, model)
         st.ok += 1
-        h = st.hist
-        h.counts[bisect_left(STEP_BUCKETS, d)] += 1
-        h.sum += d
+        st.hist.observe(ns)
         usage = resp.usage
         st.tokens_in += usage.input_tokens
         st.tokens_out += usage.output_tokens
         st.cost += resp.cost
-        return resp
+        if self._tries:
+            self._tries.pop(id(input), None)
 
-    async def _timed(self, st: _Step, next: Next[Any, Any], input: Any) -> Any:
-        t = perf()
-        try:
-            out = await next(input)
-        except Exception as e:
-            kind = error_kind(e)
-            st.errors[kind] = st.errors.get(kind, 0) + 1
-            if isinstance(e, StateConflict):
-                ns = e.namespace.split(":", 1)[0]
-                self._conflicts[ns] = self._conflicts.get(ns, 0) + 1
-            raise
-        finally:
-            if self._tries:
-                self._tries.pop(id(input), None)
-        d = perf() - t
+    def _step_ok(self, kind: str, agent: str, target: str, input: Any, ns: int) -> None:
+        st = self._step(kind, agent, target)
         st.ok += 1
-        h = st.hist
-        h.counts[bisect_left(STEP_BUCKETS, d)] += 1
-        h.sum += d
-        return out
+        st.hist.observe(ns)
+        if self._tries:
+            self._tries.pop(id(input), None)
 
-    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
-        return self._timed(self._step("tool", input.agent.name, input.tool.name), next, input)
-
-    def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
-        return self._timed(self._step("handoff", input.source.name, input.target.name),
-                           next, input)
-
-    def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
-        return self._timed(self._step("effect", "", input.name), next, input)
-
-    def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
-        return self._timed(self._step("state", input.agent or "", input.op), next, input)
+    def _step_failed(self, kind: str, agent: str, target: str, input: Any,
+                     exc: BaseException) -> None:
+        if isinstance(exc, Exception):  # (not a cancelled or parked run)
+            st = self._step(kind, agent, target)
+            error = error_kind(exc)
+            st.errors[error] = st.errors.get(error, 0) + 1
+            if not self.attempts.needed and kind in ("model", "tool"):  # its one attempt
+                key = (kind, agent, target, error)
+                self._attempt_errors[key] = self._attempt_errors.get(key, 0) + 1
+            if isinstance(exc, StateConflict):
+                ns = exc.namespace.split(":", 1)[0]
+                self._conflicts[ns] = self._conflicts.get(ns, 0) + 1
+        if self._tries:
+            self._tries.pop(id(input), None)
 
 
 class MetricsServer:
@@ -313,43 +355,58 @@ class MetricsServer:
         self._thread.join()
 
 
-class AttemptMetrics(Interceptor):
+class AttemptMetrics(PerAttempt):
     """Counts retries (by the kind of error that made them) and failed attempts (stage
     ``attempt``, inside ``retry``; the :class:`Metrics` it belongs to must be in the
-    chain too)."""
-
-    stage: Stage = "attempt"
+    chain too). In an engine where nothing retries, a step is one attempt: it steps
+    aside, and :class:`Metrics` counts a failed step as a failed attempt."""
 
     def __init__(self, metrics: Metrics) -> None:
+        super().__init__()
         self.metrics = metrics
 
     async def _attempt(self, kind: str, agent: str, target: str, next: Next[Any, Any],
                        input: Any) -> Any:
-        m = self.metrics
-        tries = m._tries
-        if tries:
-            n, last = tries.get(id(input), (0, ""))
-            if n:
-                key = (kind, agent, target, last)
-                m._retries[key] = m._retries.get(key, 0) + 1
-        else:
-            n = 0
+        n = self._began(kind, agent, target, input)
         try:
             return await next(input)
         except Exception as e:
-            k = error_kind(e)
-            key = (kind, agent, target, k)
-            m._attempt_errors[key] = m._attempt_errors.get(key, 0) + 1
-            if len(tries) > _MAX_SERIES:  # inputs of calls that never came back
-                tries.clear()
-            tries[id(input)] = (n + 1, k)
+            self._failed(kind, agent, target, input, n, e)
             raise
+
+    def _began(self, kind: str, agent: str, target: str, input: Any) -> int:
+        """An attempt of ``input`` starts: count it as a retry if one failed before it;
+        the attempts before it."""
+        m = self.metrics
+        if not m._tries:
+            return 0
+        n, last = m._tries.get(id(input), (0, ""))
+        if n:
+            key = (kind, agent, target, last)
+            m._retries[key] = m._retries.get(key, 0) + 1
+        return n
+
+    def _failed(self, kind: str, agent: str, target: str, input: Any, n: int,
+                exc: Exception) -> None:
+        """The attempt after ``n`` others failed with ``exc``."""
+        m = self.metrics
+        error = error_kind(exc)
+        key = (kind, agent, target, error)
+        m._attempt_errors[key] = m._attempt_errors.get(key, 0) + 1
+        tries = m._tries
+        if len(tries) > _MAX_SERIES:  # inputs of calls that never came back
+            tries.clear()
+        tries[id(input)] = (n + 1, error)
 
     def model_call(self, input: ModelCallInput,
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
+        if not self.needed:
+            return next(input)
         return self._attempt("model", input.agent.name, input.model.name, next, input)
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        if not self.needed:
+            return next(input)
         return self._attempt("tool", input.agent.name, input.tool.name, next, input)
 
 
@@ -380,7 +437,7 @@ class _Collector:
             for bound, c in zip((*bounds, float("inf")), counts, strict=True):
                 acc += c
                 cumulative.append((_le(bound), acc))
-            fam.add_metric(list(labels), cumulative, h.sum)
+            fam.add_metric(list(labels), cumulative, h.sum / 1e9)
 
         sessions = CounterMetricFamily(
             f"{ns}_sessions", "Runs of sessions by how they ended (completed, a terminal "

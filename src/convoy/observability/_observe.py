@@ -14,14 +14,19 @@ def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
     ``tracing`` and ``metrics`` (stage ``trace``) with their per-attempt parts (stage
     ``attempt``, inside ``retry``), and with ``logs`` :class:`LogEvents` (and, without
     ``tracing``, a ``Tracing(exporters=())`` that exports nothing but gives every log
-    record its session, agent, step and ids). Nothing when all are off."""
+    record its session, agent, step and ids). Nothing when all are off.
+
+    Given both, ``tracing`` records ``metrics`` too (:attr:`Tracing.metrics`), so a step
+    passes one hook for both, not two; ``metrics`` itself is then not in the list (do
+    not add it: its steps would be counted twice)."""
     chain: list[Interceptor] = []
     if tracing is None and logs:
         tracing = Tracing(exporters=())
     if tracing is not None:
+        tracing.metrics = metrics
         chain += [tracing, tracing.attempts]
     if logs:
         chain.append(LogEvents())
-    if metrics is not None:
+    if metrics is not None and tracing is None:
         chain += [metrics, metrics.attempts]
     return chain

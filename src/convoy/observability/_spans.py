@@ -1,10 +1,12 @@
 """Spans as Convoy records them, and what they become for OpenTelemetry and the store.
 
 A span is recorded as a :class:`SpanData` (a few slots, filled in place): starting one costs
-a random id and a clock read, not the SDK's span machinery. When it ends it goes, as an
-OpenTelemetry SDK :class:`~opentelemetry.sdk.trace.ReadableSpan`, to the SDK span
-processors and exporters configured (OTLP, console, any ``SpanExporter``), and, as JSON,
-to the embedded store (``convoy trace``).
+a random id and a clock read, not the SDK's span machinery. What the spans of one kind,
+agent, model or tool share (name, kind, attributes) is a :class:`Shape`, made once. Ended
+spans go, as OpenTelemetry SDK :class:`~opentelemetry.sdk.trace.ReadableSpan` objects, to
+the SDK span processors and exporters configured (OTLP, console, any ``SpanExporter``),
+and, as JSON, to the embedded store (``convoy trace``). Ids are kept as lowercase hex text
+(their W3C form): that is what logs, headers and the store write.
 
 Attributes follow the OpenTelemetry semantic conventions for generative AI
 (:data:`SEMCONV_VERSION`); Convoy's own are under ``convoy.``.
@@ -12,10 +14,12 @@ Attributes follow the OpenTelemetry semantic conventions for generative AI
 
 from __future__ import annotations
 
+import itertools
 import random
 import time
 from collections.abc import Iterable, Sequence
 from contextvars import ContextVar
+from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
@@ -31,76 +35,131 @@ if TYPE_CHECKING:
 #: generative-AI conventions (status: Development) in the main repository.
 SEMCONV_VERSION = "1.41.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
-#: Version of the JSON the store keeps spans in (``convoy trace``).
-SPANS_FORMAT = 1
+#: Version of the JSON the store keeps spans in (``convoy trace``); format 1 is read too.
+SPANS_FORMAT = 2
 
 Attrs = dict[str, Any]
-
-
-def new_id(bits: int) -> int:
-    """A random non-zero id of ``bits`` bits (W3C trace context ids)."""
-    return _bits(bits) or 1
-
+Link = tuple[str, Attrs]  # (span id, attributes): a span of the same trace
+Event = tuple[str, int, Attrs]  # (name, time in ns, attributes)
 
 _bits = random.getrandbits
 time_ns = time.time_ns
 
 
-class SpanData:
-    """One span, open or ended. Its attributes are ``base`` (shared by every span of its
-    kind, agent and model: built once) updated with ``attrs`` (its own). ``links`` are
-    ``(trace_id, span_id, attributes)``."""
+def new_span_id() -> str:
+    """A random span id (16 hex digits, not all zero)."""
+    return (_bits(64) or 1).to_bytes(8, "big").hex()
 
-    __slots__ = ("agent", "attempts", "attrs", "base", "end", "events", "key", "kind",
-                 "links", "message", "name", "parent_id", "run", "span_id", "start",
-                 "status", "trace_id")
 
-    def __init__(self, run: _Run | None, name: str, trace_id: int, span_id: int,
-                 parent_id: int | None, start: int, attrs: Attrs, kind: str = "internal",
-                 agent: str | None = None, key: str = "", base: Attrs | None = None) -> None:
-        self.run = run
-        self.base = base
+def new_trace_id() -> str:
+    """A random trace id (32 hex digits, not all zero)."""
+    return (_bits(128) or 1).to_bytes(16, "big").hex()
+
+
+_shape_ids = itertools.count()
+
+
+class Shape:
+    """What the spans of one kind, agent, model or tool share: name, span kind and
+    attributes. Made once (``Tracing.shape``) and never changed; ``json`` is how the store
+    writes it (with its ``id``, which the spans' rows name)."""
+
+    __slots__ = ("attrs", "id", "json", "kind", "name")
+
+    def __init__(self, name: str, attrs: Attrs, kind: str = "internal") -> None:
+        self.id = next(_shape_ids)
         self.name = name
-        self.trace_id = trace_id
-        self.span_id = span_id
-        self.parent_id = parent_id
-        self.start = start
+        self.kind = kind
+        self.attrs = attrs
+        self.json = to_json([self.id, name, kind, attrs]).decode()
+
+
+class SpanData:
+    """One span, open or ended: its :class:`Shape` and its own attributes ``attrs`` (which
+    win over the shape's). ``extra`` is ``None`` or ``[message, links, events]`` (a status
+    message, :data:`Link` s and :data:`Event` s: most spans have none).
+
+    ``SpanData(parent, ...)`` starts a span under ``parent`` now, with a new id;
+    :meth:`root` makes a run's first span."""
+
+    __slots__ = ("agent", "attempts", "attrs", "end", "extra", "key", "parent_id", "run",
+                 "shape", "span_id", "start", "status", "trace_id")
+    run: _Run
+    shape: Shape
+    trace_id: str
+    span_id: str
+    parent_id: str | None
+    start: int
+    end: int
+    attrs: Attrs
+    agent: str | None
+    key: str
+    status: str
+    extra: list[Any] | None
+    attempts: int
+
+    def __init__(self, parent: SpanData, shape: Shape, attrs: Attrs,
+                 agent: str | None = None, key: str = "") -> None:
+        self.run = parent.run
+        self.shape = shape
+        self.trace_id = parent.trace_id
+        # (``new_span_id()`` and ``time_ns()`` inlined: a span is made on every step.)
+        self.span_id = (_bits(64) or 1).to_bytes(8, "big").hex()
+        self.parent_id = parent.span_id
+        self.start = time_ns()
         self.end = 0
         self.attrs = attrs
-        self.kind = kind
         self.agent = agent
         self.key = key
-        self.links: list[tuple[int, int, Attrs]] | None = None
-        self.events: list[tuple[str, int, Attrs]] | None = None
         self.status = "unset"
-        self.message: str | None = None
+        self.extra = None
         self.attempts = 0
 
-    def child(self, name: str, attrs: Attrs, kind: str = "internal",
-              agent: str | None = None, key: str = "", base: Attrs | None = None
-              ) -> SpanData:
-        """A span under this one, starting now."""
-        return SpanData(self.run, name, self.trace_id, _bits(64) or 1, self.span_id,
-                        time_ns(), attrs, kind, agent, key, base)
+    @classmethod
+    def root(cls, run: _Run, shape: Shape, trace_id: str, span_id: str,
+             parent_id: str | None, attrs: Attrs) -> SpanData:
+        """The first span of a run (its parent, if any, is not one of Convoy's)."""
+        span = cls.__new__(cls)
+        span.run, span.shape, span.trace_id = run, shape, trace_id
+        span.span_id, span.parent_id, span.start, span.end = span_id, parent_id, time_ns(), 0
+        span.attrs, span.agent, span.key, span.status = attrs, None, "", "unset"
+        span.extra, span.attempts = None, 0
+        return span
+
+    @property
+    def name(self) -> str:
+        return self.shape.name
 
     @property
     def attributes(self) -> Attrs:
         """All its attributes."""
-        return {**self.base, **self.attrs} if self.base else self.attrs
+        base = self.shape.attrs
+        return {**base, **self.attrs} if base else self.attrs
 
-    # -- as JSON, for the store --------------------------------------------------------------
+    @property
+    def message(self) -> str | None:
+        return self.extra[0] if self.extra else None
 
-    def to_row(self, base: int | None) -> tuple[Any, ...]:
-        """The compact form the store keeps (see :func:`chunk_text`): the shared
-        attributes as the index ``base`` of the chunk's table of them. (Ids as hex text:
-        JSON encoders take the slow path for integers past 63 bits.)"""
-        links, parent = self.links, self.parent_id
-        # (``to_bytes().hex()``: the quickest 16-digit hex text, for 2-3 ids per span.)
-        return (self.name, self.span_id.to_bytes(8, "big").hex(),
-                parent.to_bytes(8, "big").hex() if parent else None, self.start, self.end,
-                self.kind, self.status, base, self.attrs, self.message,
-                [(s.to_bytes(8, "big").hex(), a) for _, s, a in links] if links else None,
-                self.events)
+    @property
+    def links(self) -> list[Link]:
+        return (self.extra[1] if self.extra else None) or []
+
+    @property
+    def events(self) -> list[Event]:
+        return (self.extra[2] if self.extra else None) or []
+
+    def note(self, message: str | None = None, link: Link | None = None,
+             event: Event | None = None) -> None:
+        """Give it a status message, or one more link or event."""
+        extra = self.extra
+        if extra is None:
+            extra = self.extra = [None, None, None]
+        if message is not None:
+            extra[0] = message
+        if link is not None:
+            extra[1] = [*(extra[1] or ()), link]
+        if event is not None:
+            extra[2] = [*(extra[2] or ()), event]
 
     # -- as an OpenTelemetry SDK span ------------------------------------------------------
 
@@ -109,18 +168,19 @@ class SpanData:
         from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode
 
         flags = _SAMPLED
-        ctx = SpanContext(self.trace_id, self.span_id, is_remote=False, trace_flags=flags)
-        parent = SpanContext(self.trace_id, self.parent_id, is_remote=False,
+        trace_id = int(self.trace_id, 16)
+        ctx = SpanContext(trace_id, int(self.span_id, 16), is_remote=False, trace_flags=flags)
+        parent = SpanContext(trace_id, int(self.parent_id, 16), is_remote=False,
                              trace_flags=flags) if self.parent_id else None
-        links = [Link(SpanContext(t, s, is_remote=False, trace_flags=flags), a)
-                 for t, s, a in self.links or ()]
-        events = [Event(n, a, t) for n, t, a in self.events or ()]
+        links = [Link(SpanContext(trace_id, int(s, 16), is_remote=False, trace_flags=flags), a)
+                 for s, a in self.links]
+        events = [Event(n, a, t) for n, t, a in self.events]
         status = Status(StatusCode.ERROR, self.message) if self.status == "error" else \
             Status(StatusCode.OK) if self.status == "ok" else Status(StatusCode.UNSET)
         return ReadableSpan(
-            name=self.name, context=ctx, parent=parent, resource=resource,
+            name=self.shape.name, context=ctx, parent=parent, resource=resource,
             attributes=self.attributes, events=events, links=links,
-            kind=SpanKind.CLIENT if self.kind == "client" else SpanKind.INTERNAL,
+            kind=SpanKind.CLIENT if self.shape.kind == "client" else SpanKind.INTERNAL,
             status=status, start_time=self.start, end_time=self.end,
             instrumentation_scope=scope)
 
@@ -138,38 +198,22 @@ _SAMPLED = _flags()
 #: The span steps and logs run in: set around every session run, agent run and step.
 CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
 
+# A span's row in the store, and its shape: read in C, no Python code per span.
+_ROW = attrgetter("shape.id", "span_id", "parent_id", "start", "end", "status", "attrs",
+                  "extra")
+_SHAPE = attrgetter("shape")
+
 
 def chunk_text(spans: Sequence[SpanData]) -> str:
-    """The JSON the store keeps for a batch of one session's ended spans: the trace id
-    once, the shared attribute tables the spans use (each encoded once per process: the
-    same few tables recur in every session), and each span as a row
-    (:meth:`SpanData.to_row`)."""
-    bases: dict[int, int] = {}
-    table: list[str] = []
-    rows = []
-    encoded = _ENCODED
-    for s in spans:
-        b = s.base
-        if b is None:
-            rows.append(s.to_row(None))
-            continue
-        i = bases.get(id(b))
-        if i is None:
-            i = bases[id(b)] = len(table)
-            found = encoded.get(id(b))
-            if found is None or found[0] is not b:
-                if len(encoded) > 10_000:
-                    encoded.clear()
-                found = encoded[id(b)] = (b, to_json(b).decode())
-            table.append(found[1])
-        rows.append(s.to_row(i))
-    return (f'{{"v":{SPANS_FORMAT},"trace_id":"{spans[0].trace_id:032x}","bases":['
-            f'{",".join(table)}],"spans":{to_json(rows).decode()}}}')
-
-
-# id(shared attributes) -> (them, their JSON). Shared attribute dicts are never changed
-# once made (Tracing.base); the reference kept makes the id stay theirs.
-_ENCODED: dict[int, tuple[Attrs, str]] = {}
+    """The JSON the store keeps for a batch of one session's ended spans (format 2): the
+    trace id once, the shapes the spans use (``[id, name, kind, attributes]``, each
+    encoded once per process), and a row per span: ``[shape id, span id, parent id,
+    start, end, status, own attributes, extra]`` (times in ns since the epoch; ``extra``
+    as in :class:`SpanData`)."""
+    shapes = ",".join([shape.json for shape in set(map(_SHAPE, spans))])
+    rows = to_json(list(map(_ROW, spans))).decode()
+    return f'{{"v":{SPANS_FORMAT},"trace_id":"{spans[0].trace_id}","shapes":[{shapes}],' \
+           f'"spans":{rows}}}'
 
 
 def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
@@ -184,42 +228,68 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
     spans: list[dict[str, Any]] = []
     for text in values:
         chunk = json.loads(text)
-        if chunk.get("v") != SPANS_FORMAT:
-            raise JournalError(f"stored spans are in format {chunk.get('v')!r}; this Convoy "
-                               f"reads format {SPANS_FORMAT} (upgrade Convoy)")
-        trace_id = chunk["trace_id"]
-        bases = chunk["bases"]
-        for name, sid, parent, start, end, kind, status, base, own, message, links, \
-                events in chunk["spans"]:
-            attrs = {**bases[base], **own} if base is not None else own
-            spans.append({
-                "name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
-                "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
-                "message": message,
-                "links": [{"trace_id": trace_id, "span_id": s, "attrs": a}
-                          for s, a in links or ()],
-                "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]})
+        version = chunk.get("v")
+        if version == 2:
+            _load_v2(chunk, spans)
+        elif version == 1:
+            _load_v1(chunk, spans)
+        else:
+            raise JournalError(f"stored spans are in format {version!r}; this Convoy "
+                               f"reads formats 1 and {SPANS_FORMAT} (upgrade Convoy)")
     spans.sort(key=lambda s: (s["start"], s["end"]))
     return spans
 
 
-def parse_traceparent(value: str | None) -> tuple[int, int] | None:
-    """``(trace_id, span_id)`` of a W3C ``traceparent`` header, or ``None``."""
+def _span(name: str, trace_id: str, sid: str, parent: str | None, start: int, end: int,
+          kind: str, status: str, attrs: Attrs, message: str | None, links: Any,
+          events: Any) -> dict[str, Any]:
+    return {"name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
+            "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
+            "message": message,
+            "links": [{"trace_id": trace_id, "span_id": s, "attrs": a} for s, a in links or ()],
+            "events": [{"name": n, "time": t, "attrs": a} for n, t, a in events or ()]}
+
+
+def _load_v2(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
+    trace_id = chunk["trace_id"]
+    shapes = {shape[0]: shape[1:] for shape in chunk["shapes"]}
+    for shape, sid, parent, start, end, status, own, extra in chunk["spans"]:
+        name, kind, base = shapes[shape]
+        message, links, events = extra or (None, None, None)
+        spans.append(_span(name, trace_id, sid, parent, start, end, kind, status,
+                           {**base, **own}, message, links, events))
+
+
+def _load_v1(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
+    trace_id, bases = chunk["trace_id"], chunk["bases"]
+    for name, sid, parent, start, end, kind, status, base, own, message, links, \
+            events in chunk["spans"]:
+        attrs = {**bases[base], **own} if base is not None else own
+        spans.append(_span(name, trace_id, sid, parent, start, end, kind, status, attrs,
+                           message, links, events))
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """``(trace id, span id)`` of a W3C ``traceparent`` header (lowercase hex), or
+    ``None``."""
     if not value:
         return None
     parts = value.strip().split("-")
     if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
         return None
-    try:
-        trace_id, span_id = int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
+    trace_id, span_id = parts[1].lower(), parts[2].lower()
+    if not (_HEX.issuperset(trace_id) and _HEX.issuperset(span_id)):
         return None
-    return (trace_id, span_id) if trace_id and span_id else None
+    return (trace_id, span_id) if trace_id.strip("0") and span_id.strip("0") else None
 
 
-def format_traceparent(trace_id: int, span_id: int) -> str:
-    return f"00-{trace_id:032x}-{span_id:016x}-01"
+_HEX = frozenset("0123456789abcdef")
 
 
-__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SpanData",
-           "chunk_text", "format_traceparent", "load_chunks", "new_id", "parse_traceparent"]
+def format_traceparent(trace_id: str, span_id: str) -> str:
+    return f"00-{trace_id}-{span_id}-01"
+
+
+__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "Event", "Link",
+           "Shape", "SpanData", "chunk_text", "format_traceparent", "load_chunks",
+           "new_span_id", "new_trace_id", "parse_traceparent"]

@@ -19,7 +19,7 @@ import asyncio
 import atexit
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
@@ -39,15 +39,18 @@ from convoy.interceptors._base import (
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
+from convoy.observability._attempts import PerAttempt
 from convoy.observability._redact import Redactor
 from convoy.observability._spans import (
     CURRENT,
     SCHEMA_URL,
     Attrs,
+    Shape,
     SpanData,
     chunk_text,
     format_traceparent,
-    new_id,
+    new_span_id,
+    new_trace_id,
     parse_traceparent,
 )
 from convoy.resilience._classify import error_kind, error_kind_of
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
 
     from convoy.engine._engine import Engine
     from convoy.models._base import Model
+    from convoy.observability._metrics import Metrics
     from convoy.stores._protocol import Store
 
 #: The session header that holds the trace id and the session's first span (W3C form).
@@ -130,20 +134,29 @@ class Tracing(Interceptor):
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         self.store: Store | None = None
-        self._pending: list[SpanData] = []
+        # Chunks of ended spans the store has not got yet: (session id, key, JSON text).
+        self._pending: list[tuple[str, str, str]] = []
+        self._pending_spans = 0
+        # Runs going on now, whose ended spans the flusher takes too.
+        self._runs: set[_Run] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.processors: list[SpanProcessor] = []
         self._resource: Resource | None = None
         self._scope: InstrumentationScope | None = None
         self._models: dict[Model, tuple[str, str, str]] = {}
-        # Attributes every span of a kind shares with others of its agent, model or tool.
-        self._bases: dict[tuple[Any, ...], Attrs] = {}
-        self._chats: dict[tuple[Model, str], tuple[str, Attrs]] = {}
-        self._agents: dict[str, Attrs] = {}
+        # What the spans of a kind share with others of its agent, model or tool.
+        self._shapes: dict[tuple[Any, ...], Shape] = {}
+        self._chats: dict[tuple[Model, str], Shape] = {}
+        self._agents: dict[str, Shape] = {}
         #: The interceptor that records retry attempts (stage ``attempt``).
         self.attempts = AttemptSpans(self)
+        #: Metrics these hooks record too (:func:`~convoy.observability.observe` sets it
+        #: when given both: one hook per step for both, the :class:`Metrics` itself then
+        #: not in the chain).
+        self.metrics: Metrics | None = None
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
             self._sdk_processors()  # fail now if the SDK is missing, not at engine start
+        self._keep = self.to_store or bool(self.processors)  # ended spans go somewhere
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -182,6 +195,8 @@ class Tracing(Interceptor):
         atexit.register(self.shutdown)
 
     async def start(self, engine: Engine) -> None:
+        if self.metrics is not None:
+            await self.metrics.start(engine)
         if self.to_store:
             self.store = engine.store
             self._flusher = asyncio.get_running_loop().create_task(self._flush_now_and_then())
@@ -209,26 +224,42 @@ class Tracing(Interceptor):
         await asyncio.gather(*self._write_pending())
 
     def _write_pending(self) -> list[asyncio.Future[None]]:
-        spans, self._pending = self._pending, []
+        for run in list(self._runs):  # runs going on: what they ended so far
+            if run.spans:
+                self._batch(run)
+        pending, self._pending = self._pending, []
+        self._pending_spans = 0
         store = self.store
-        if not spans or store is None:
+        if not pending or store is None:
             return []
-        by_session: dict[str, list[SpanData]] = {}
-        for span in spans:
-            assert span.run is not None
-            by_session.setdefault(span.run.session_id, []).append(span)
-        futures = []
-        for sid, batch in by_session.items():
-            first = batch[0]
-            # One value per session and batch, keyed so they sort by time.
-            futures.append(store.kv_put(
-                SPANS_NAMESPACE + sid, f"{first.start:020d}-{first.span_id:016x}",
-                chunk_text(batch)))
-        return futures
+        # One write for all (one commit), not one per run.
+        return [store.kv_put_many([(SPANS_NAMESPACE + sid, key, text)
+                                   for sid, key, text in pending])]
+
+    def _batch(self, run: _Run) -> None:
+        """Hand the spans ``run`` ended so far to the exporters: one chunk for the store
+        (made now, so the spans waiting for the next write are one string per run, not
+        objects the garbage collector walks again and again)."""
+        spans, run.spans = run.spans, []
+        if self.processors:
+            assert self._resource is not None and self._scope is not None
+            for span in spans:
+                rs = span.to_readable(self._resource, self._scope)
+                for p in self.processors:
+                    p.on_end(rs)
+        if self.to_store:
+            first = spans[0]
+            # One value per run and batch, keyed so they sort by time.
+            self._pending.append((run.session_id, f"{first.start:020d}-{first.span_id}",
+                                  chunk_text(spans)))
+            self._pending_spans += len(spans)
+            if self._pending_spans >= self.flush_every:
+                self._write_pending()  # dropped futures: the store commits them in order
 
     def shutdown(self) -> None:
         """Flush and shut every exporter down (at exit)."""
         procs, self.processors = self.processors, []
+        self._keep = self.to_store
         for p in procs:
             p.shutdown()
 
@@ -246,18 +277,17 @@ class Tracing(Interceptor):
     def ended(self, span: SpanData) -> None:
         span.end = time_ns()
         run = span.run
-        if run is None:
-            return
-        if self.processors:
-            assert self._resource is not None and self._scope is not None
-            rs = span.to_readable(self._resource, self._scope)
-            for p in self.processors:
-                p.on_end(rs)
-        if self.to_store:
-            pending = self._pending
-            pending.append(span)
-            if len(pending) >= self.flush_every:
-                self._write_pending()  # dropped futures: the store commits them in order
+        if self._keep:
+            run.spans.append(span)
+            if run.closed:  # (a span that ends after its run did: not seen in practice)
+                self._batch(run)
+
+    def _close(self, run: _Run) -> None:
+        """``run``'s session span has ended: its spans go to the exporters."""
+        run.closed = True
+        self._runs.discard(run)
+        if run.spans:
+            self._batch(run)
 
     def failed(self, span: SpanData, exc: BaseException) -> None:
         """Mark ``span`` as ended by ``exc``: an error (with its kind), or an interruption
@@ -266,37 +296,41 @@ class Tracing(Interceptor):
             kind = error_kind(exc)
             message = self.redact(str(exc)[:_ERROR_LIMIT])
             span.status = "error"
-            span.message = f"{kind}: {message}"
             span.attrs["error.type"] = kind
-            span.events = [("exception", time_ns(), {
-                "exception.type": type(exc).__name__, "exception.message": message})]
+            span.note(f"{kind}: {message}", event=("exception", time_ns(), {
+                "exception.type": type(exc).__name__, "exception.message": message}))
         else:
             span.attrs["convoy.interrupted"] = type(exc).__name__
 
-    def _sampled(self, trace_id: int) -> bool:
-        """Whether a session of this trace is traced (``sample_rate``)."""
-        return self.sample_rate >= 1.0 or (trace_id & 0xFFFFFFFFFFFFFFFF) < self._threshold
+    def _sampled(self, trace_id: str) -> bool:
+        """Whether a session of this trace is traced (``sample_rate``): by the trace id's
+        low 64 bits."""
+        return self.sample_rate >= 1.0 or int(trace_id[16:], 16) < self._threshold
 
-    def base(self, key: tuple[Any, ...], make: Any) -> Attrs:
-        """The shared attributes ``key`` names, made by ``make()`` the first time."""
-        b = self._bases.get(key)
-        if b is None:
-            if len(self._bases) > 10_000:  # names that churn: stay bounded
-                self._bases.clear()
+    def shape(self, key: tuple[Any, ...], make: Callable[[], Shape]) -> Shape:
+        """The shape ``key`` names, made by ``make()`` the first time."""
+        found = self._shapes.get(key)
+        if found is None:
+            if len(self._shapes) > 10_000:  # names that churn: stay bounded
+                self._shapes.clear()
                 self._agents.clear()
-            b = self._bases[key] = make()
-        return b
-
-    def _chat_names(self, model: Model, agent: str) -> tuple[str, Attrs]:
-        """The span name and shared attributes of ``agent``'s calls to ``model``."""
-        span_name, provider, name = self.model_names(model)
-        base = self.base(("chat", model, agent), lambda: {
-            "gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
-            "gen_ai.request.model": name, "gen_ai.agent.name": agent})
-        if len(self._chats) > 10_000:
-            self._chats.clear()
-        found = self._chats[(model, agent)] = (span_name, base)
+                self._chats.clear()
+            found = self._shapes[key] = make()
         return found
+
+    def _agent_shape(self, name: str) -> Shape:
+        shape = self._agents[name] = self.shape(("agent", name), lambda: Shape(
+            f"invoke_agent {name}", {"gen_ai.operation.name": "invoke_agent",
+                                     "gen_ai.agent.name": name}))
+        return shape
+
+    def _chat_shape(self, model: Model, agent: str) -> Shape:
+        """The shape of ``agent``'s calls to ``model``."""
+        span_name, provider, name = self.model_names(model)
+        shape = self._chats[(model, agent)] = self.shape(("chat", model, agent), lambda: Shape(
+            span_name, {"gen_ai.operation.name": "chat", "gen_ai.provider.name": provider,
+                        "gen_ai.request.model": name, "gen_ai.agent.name": agent}, "client"))
+        return shape
 
     def model_names(self, model: Model) -> tuple[str, str, str]:
         """``(span name, provider, model)`` for a model instance."""
@@ -310,47 +344,61 @@ class Tracing(Interceptor):
 
     # -- the session ------------------------------------------------------------------------
 
-    async def session_run(self, input: SessionInput,
-                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+    def session_run(self, input: SessionInput,
+                    next: Next[SessionInput, SessionEnd]) -> Any:
+        # (Not a coroutine itself: a session it does not trace costs it no frame.)
         info = input.info
         if info.replay:  # ``convoy replay`` writes nothing, spans included
-            return await next(input)
+            return next(input)
         headers = input.headers
         root = parse_traceparent(headers.get(TRACE_HEADER))
-        span_id = new_id(64)
-        parent_id: int | None
+        parent_id: str | None
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
-            if not self._sampled(trace_id):
-                return await next(input)
+            traced = self._sampled(trace_id)
         else:
             value = headers.get("traceparent")
             caller = parse_traceparent(value)
             if caller is not None:
                 trace_id, parent_id = caller
-                if not (value or "").rstrip().endswith("1"):  # the caller's sampled flag
-                    return await next(input)
+                traced = (value or "").rstrip().endswith("1")  # the caller's sampled flag
             else:
-                trace_id, parent_id = new_id(128), None
-                if not self._sampled(trace_id):
-                    return await next(input)
-            headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
+                trace_id, parent_id = new_trace_id(), None
+                traced = self._sampled(trace_id)
+        if not traced:
+            m = self.metrics
+            return next(input) if m is None else m.session_run(input, next)
+        return self._session_run(input, next, trace_id, parent_id, root is not None)
+
+    async def _session_run(self, input: SessionInput, next: Next[SessionInput, SessionEnd],
+                           trace_id: str, parent_id: str | None, resumed: bool) -> SessionEnd:
+        info = input.info
+        span_id = new_span_id()
+        if not resumed:
+            input.headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
         run = _Run(self, info.session_id, info.tenant)
         sid = run.root_sid
         wf, version, tenant = info.workflow, info.version, info.tenant
-        base = self.base(("session", wf, version, tenant), lambda: {
-            "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
-            "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)})
-        span = SpanData(run, f"invoke_workflow {wf}", trace_id, span_id, parent_id,
-                        time_ns(), {"gen_ai.conversation.id": sid, "convoy.session.id": sid,
-                                    "convoy.session.resumed": root is not None},
-                        "internal", None, "", base)
+        shape = self.shape(("session", wf, version, tenant), lambda: Shape(
+            f"invoke_workflow {wf}", {
+                "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
+                "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)}))
+        span = SpanData.root(run, shape, trace_id, span_id, parent_id, {
+            "gen_ai.conversation.id": sid, "convoy.session.id": sid,
+            "convoy.session.resumed": resumed})
+        self._runs.add(run)
+        m = self.metrics
+        if m is not None:
+            m._session_began(wf)
         token = CURRENT.set(span)
         try:
             end = await next(input)
         except BaseException as e:
             self.failed(span, e)
             self.ended(span)
+            self._close(run)
+            if m is not None:
+                m._session_ended(info, None, 0)
             raise
         finally:
             CURRENT.reset(token)
@@ -361,79 +409,106 @@ class Tracing(Interceptor):
             kind = error_kind_of(end.error) or end.status
             span.status = "error"
             span.attrs["error.type"] = kind
-            span.message = f"{end.status}: " + self.redact(
-                str((end.error or {}).get("message", ""))[:_ERROR_LIMIT])
+            span.note(f"{end.status}: " + self.redact(
+                str((end.error or {}).get("message", ""))[:_ERROR_LIMIT]))
         self.ended(span)
+        self._close(run)
+        if m is not None:
+            m._session_ended(info, end, span.end - span.start)
         return end
 
     # -- agents -----------------------------------------------------------------------------
 
-    async def agent_run(self, input: AgentRunInput,
-                        next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
+    # Every hook below hands a step of a session it does not trace straight on (no frame
+    # of its own; to the metrics' hook if any), and runs a traced one in a coroutine that
+    # records its span and metrics.
+
+    def agent_run(self, input: AgentRunInput,
+                  next: Next[AgentRunInput, AgentRunEnd]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
-        run = parent.run
+        if parent is None:
+            m = self.metrics
+            return next(input) if m is None else m.agent_run(input, next)
+        return self._agent_run(parent, input, next)
+
+    async def _agent_run(self, parent: SpanData, input: AgentRunInput,
+                         next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
         name = input.agent.name
-        base = self._agents.get(name)
-        if base is None:
-            base = self.base(("agent", name), lambda: {"gen_ai.operation.name": "invoke_agent",
-                                                       "gen_ai.agent.name": name})
-            self._agents[name] = base
-        attrs: Attrs = {"convoy.step.key": input.key, "convoy.agent.depth": input.depth}
+        shape = self._agents.get(name)
+        if shape is None:
+            shape = self._agent_shape(name)
+        key = input.key
+        attrs: Attrs = {"convoy.step.key": key, "convoy.agent.depth": input.depth}
         if input.replaying:
             attrs["convoy.replay"] = True
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [{"role": m.role, "content": m.content} for m in input.messages])
-        span = parent.child(f"invoke_agent {name}", attrs, "internal", name, input.key, base)
+        run = parent.run
+        span = SpanData(parent, shape, attrs, name, key)
         if input.handoff_from is not None:
-            attrs["convoy.handoff.from"] = input.handoff_from.name
-            came = run.handoffs.pop(input.handoff_key or "", None)
-            if came is not None:
-                source_span, handoff_span = came
-                span.links = [(span.trace_id, source_span, {"convoy.link": "handoff_source"})]
-                # Mirrored as attributes: not every backend keeps span links.
-                attrs["convoy.handoff.source_span_id"] = f"{source_span:016x}"
-                if handoff_span:
-                    span.links.append((span.trace_id, handoff_span, {"convoy.link": "handoff"}))
-                    attrs["convoy.handoff.span_id"] = f"{handoff_span:016x}"
+            self._handed_over(span, input)
         token = CURRENT.set(span)
         try:
             end = await next(input)
         except BaseException as e:
+            CURRENT.reset(token)
             self.failed(span, e)
             self.ended(span)
+            if self.metrics is not None:
+                self.metrics._agent_failed(name, e)
             raise
-        finally:
-            CURRENT.reset(token)
+        CURRENT.reset(token)
         if end.handoff is not None:
             attrs["convoy.handoff.to"] = end.handoff.name
-            key = end.handoff_key or ""
-            run.handoffs[key] = (span.span_id, run.handoff_spans.pop(key, 0))
+            hkey = end.handoff_key or ""
+            run.handoffs[hkey] = (span.span_id, run.handoff_spans.pop(hkey, ""))
         elif self.capture_content:
             attrs["gen_ai.output.messages"] = self.text(_plain(end.output))
         span.status = "ok"
         self.ended(span)
+        if self.metrics is not None:
+            self.metrics._agent_ok(name, end.handoff is not None, span.end - span.start)
         return end
+
+    def _handed_over(self, span: SpanData, input: AgentRunInput) -> None:
+        """Link the span of an agent a handoff started to its source's and the handoff's."""
+        assert input.handoff_from is not None
+        attrs = span.attrs
+        attrs["convoy.handoff.from"] = input.handoff_from.name
+        came = span.run.handoffs.pop(input.handoff_key or "", None)
+        if came is None:
+            return
+        source_span, handoff_span = came
+        span.note(link=(source_span, {"convoy.link": "handoff_source"}))
+        # Mirrored as attributes: not every backend keeps span links.
+        attrs["convoy.handoff.source_span_id"] = source_span
+        if handoff_span:
+            span.note(link=(handoff_span, {"convoy.link": "handoff"}))
+            attrs["convoy.handoff.span_id"] = handoff_span
 
     # -- steps ------------------------------------------------------------------------------
 
-    async def model_call(self, input: ModelCallInput,
-                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+    def model_call(self, input: ModelCallInput,
+                   next: Next[ModelCallInput, ModelResponse]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
+        if parent is None:
+            m = self.metrics
+            return next(input) if m is None else m.model_call(input, next)
+        return self._model_call(parent, input, next)
+
+    async def _model_call(self, parent: SpanData, input: ModelCallInput,
+                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         agent = input.agent.name
-        found = self._chats.get((input.model, agent))
-        if found is None:
-            found = self._chat_names(input.model, agent)
-        span_name, base = found
-        attrs: Attrs = {"convoy.step.key": input.key}
+        shape = self._chats.get((input.model, agent))
+        if shape is None:
+            shape = self._chat_shape(input.model, agent)
+        key = input.key
+        attrs: Attrs = {"convoy.step.key": key}
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(
                 [m.to_dict() for m in input.request.messages])
-        span = parent.child(span_name, attrs, "client", agent, input.key, base)
+        span = SpanData(parent, shape, attrs, agent, key)
         token = CURRENT.set(span)
         try:
             resp = await next(input)
@@ -443,6 +518,8 @@ class Tracing(Interceptor):
             if span.attempts > 1:
                 attrs["convoy.attempts"] = span.attempts
             self.ended(span)
+            if self.metrics is not None:
+                self.metrics._step_failed("model", agent, input.model.name, input, e)
             raise
         CURRENT.reset(token)
         usage = resp.usage
@@ -464,72 +541,96 @@ class Tracing(Interceptor):
                 "tool_calls": [c.to_dict() for c in resp.tool_calls]}])
         span.status = "ok"
         self.ended(span)
+        if self.metrics is not None:
+            self.metrics._model_ok(input, resp, span.end - span.start)
         return resp
 
-    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
+        if parent is None:
+            m = self.metrics
+            return next(input) if m is None else m.tool_call(input, next)
         tool = input.tool.name
         agent = input.agent.name
         writes = input.tool.writes
-        base = self.base(("tool", tool, agent, writes), lambda: {
-            "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
-            "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
-            "convoy.tool.writes": writes})
+        shape = self.shape(("tool", tool, agent, writes), lambda: Shape(
+            f"execute_tool {tool}", {
+                "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
+                "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
+                "convoy.tool.writes": writes}))
         attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
-        span = parent.child(f"execute_tool {tool}", attrs, "internal", agent, input.key, base)
-        return await self._user_code(span, next, input, "gen_ai.tool.call.result")
+        span = SpanData(parent, shape, attrs, agent, input.key)
+        return self._user_code(span, next, input, ("tool", agent, tool),
+                               "gen_ai.tool.call.result")
 
-    async def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
+    def handoff(self, input: HandoffInput, next: Next[HandoffInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
+        if parent is None:
+            m = self.metrics
+            return next(input) if m is None else m.handoff(input, next)
+        return self._handoff(parent, input, next)
+
+    async def _handoff(self, parent: SpanData, input: HandoffInput,
+                       next: Next[HandoffInput, Any]) -> Any:
         source, target = input.source.name, input.target.name
-        attrs: Attrs = {"gen_ai.agent.name": source, "convoy.handoff.to": target,
-                        "convoy.step.key": input.key}
+        shape = self.shape(("handoff", source, target), lambda: Shape(
+            f"handoff {source} -> {target}", {"gen_ai.agent.name": source,
+                                             "convoy.handoff.to": target}))
+        attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
             attrs["convoy.handoff.payload"] = self.text(_plain(input.payload))
-        span = parent.child(f"handoff {source} -> {target}", attrs, "internal", source,
-                            input.key)
+        span = SpanData(parent, shape, attrs, source, input.key)
+        m = self.metrics
         try:
             out = await next(input)
         except BaseException as e:
             self.failed(span, e)
             self.ended(span)
+            if m is not None:
+                m._step_failed("handoff", source, target, input, e)
             raise
         parent.run.handoff_spans[input.key] = span.span_id
         span.status = "ok"
         self.ended(span)
+        if m is not None:
+            m._step_ok("handoff", source, target, input, span.end - span.start)
         return out
 
-    async def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
+    def effect(self, input: EffectInput, next: Next[EffectInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
-        attrs: Attrs = {"convoy.step.name": self.redact(input.name),
-                        "convoy.step.idempotent": input.idempotent,
-                        "convoy.step.key": input.key}
-        span = parent.child("step " + self.redact(input.name), attrs, "internal",
-                            parent.agent, input.key)
-        return await self._user_code(span, next, input)
+        if parent is None:
+            m = self.metrics
+            return next(input) if m is None else m.effect(input, next)
+        name, idempotent = input.name, input.idempotent
+        shape = self.shape(("step", name, idempotent), lambda: Shape(
+            "step " + self.redact(name), {"convoy.step.name": self.redact(name),
+                                          "convoy.step.idempotent": idempotent}))
+        span = SpanData(parent, shape, {"convoy.step.key": input.key}, parent.agent,
+                        input.key)
+        return self._user_code(span, next, input, ("effect", "", name))
 
-    async def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
+    def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
         parent = CURRENT.get()
-        if parent is None or parent.run is None:
-            return await next(input)
-        ns = input.namespace
-        attrs: Attrs = {"convoy.state.op": input.op,
-                        "convoy.state.namespace": self.redact(ns),
+        if parent is None:
+            m = self.metrics
+            return next(input) if m is None else m.state_op(input, next)
+        return self._state_op(parent, input, next)
+
+    async def _state_op(self, parent: SpanData, input: StateInput,
+                        next: Next[StateInput, Any]) -> Any:
+        op, kind = input.op, input.namespace.split(":", 1)[0]
+        shape = self.shape(("state", op, kind), lambda: Shape(
+            f"state.{op} {kind}", {"convoy.state.op": op}))
+        attrs: Attrs = {"convoy.state.namespace": self.redact(input.namespace),
                         "convoy.step.key": input.key}
         if input.state_key:
             attrs["convoy.state.key"] = self.redact(input.state_key)
         if input.expected_version is not None:
             attrs["convoy.state.expected_version"] = input.expected_version
-        span = parent.child(f"state.{input.op} {ns.split(':', 1)[0]}", attrs, "internal",
-                            input.agent, input.key)
+        span = SpanData(parent, shape, attrs, input.agent, input.key)
+        m = self.metrics
         token = CURRENT.set(span)
         try:
             out = await next(input)
@@ -537,6 +638,8 @@ class Tracing(Interceptor):
             CURRENT.reset(token)
             self.failed(span, e)
             self.ended(span)
+            if m is not None:
+                m._step_failed("state", input.agent or "", op, input, e)
             raise
         CURRENT.reset(token)
         version = getattr(out, "version", None)
@@ -544,13 +647,17 @@ class Tracing(Interceptor):
             attrs["convoy.state.version"] = version
         span.status = "ok"
         self.ended(span)
+        if m is not None:
+            m._step_ok("state", input.agent or "", op, input, span.end - span.start)
         return out
 
     async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any,
-                         result: str | None = None) -> Any:
+                         series: tuple[str, str, str], result: str | None = None) -> Any:
         """Run a tool or ``ctx.step`` in ``span``, which OpenTelemetry sees as the current
         span too, so spans the user's code makes nest under it; with content captured,
-        the value it returns is the attribute ``result``."""
+        the value it returns is the attribute ``result``. ``series``: its metrics' kind,
+        agent and target."""
+        m = self.metrics
         token = CURRENT.set(span)
         otel = _attach(span)
         try:
@@ -558,6 +665,8 @@ class Tracing(Interceptor):
         except BaseException as e:
             self.failed(span, e)
             self.ended(span)
+            if m is not None:
+                m._step_failed(*series, input, e)
             raise
         finally:
             _detach(otel)
@@ -566,23 +675,29 @@ class Tracing(Interceptor):
             span.attrs[result] = self.text(_plain(out))
         span.status = "ok"
         self.ended(span)
+        if m is not None:
+            m._step_ok(*series, input, span.end - span.start)
         return out
 
 
-class AttemptSpans(Interceptor):
+class AttemptSpans(PerAttempt):
     """A span per retry attempt, under its step's span (stage ``attempt``, inside
     ``retry``): every attempt that failed, and every attempt after the first. A call that
-    succeeds at once has none (its step's span says it all)."""
-
-    stage: Stage = "attempt"
+    succeeds at once has none (its step's span says it all), and so has every call of an
+    engine where nothing retries (no interceptor at the ``retry``, ``fallback`` or
+    ``custom`` stage hooks model or tool calls): a step is then one attempt."""
 
     def __init__(self, tracing: Tracing) -> None:
+        super().__init__()
         self.tracing = tracing
 
     def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
-        return SpanData(step.run, f"attempt {n}", step.trace_id, new_id(64), step.span_id,
-                        start, {"convoy.attempt": n, "convoy.attempt.target": target,
-                                "convoy.step.key": step.key}, "internal", step.agent, step.key)
+        shape = self.tracing.shape(("attempt", n), lambda: Shape(
+            f"attempt {n}", {"convoy.attempt": n}))
+        span = SpanData(step, shape, {"convoy.attempt.target": target,
+                                      "convoy.step.key": step.key}, step.agent, step.key)
+        span.start = start
+        return span
 
     def _failed(self, step: SpanData, n: int, start: int, target: str,
                 exc: BaseException) -> None:
@@ -595,51 +710,58 @@ class AttemptSpans(Interceptor):
         span.status = "ok"
         self.tracing.ended(span)
 
-    # (Two copies of a few lines rather than a shared coroutine: one frame less per call.)
-
-    async def model_call(self, input: ModelCallInput,
-                         next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+    def model_call(self, input: ModelCallInput,
+                   next: Next[ModelCallInput, ModelResponse]) -> Any:
+        if not self.needed:  # (nor are the metrics', in the same chain)
+            return next(input)
         step = CURRENT.get()
-        if step is None or step.run is None:
-            return await next(input)
+        if step is None:
+            m = self.tracing.metrics
+            return next(input) if m is None else m.attempts.model_call(input, next)
+        return self._attempt(step, "model", input.agent.name, input.model.name, next, input)
+
+    def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
+        if not self.needed:
+            return next(input)
+        step = CURRENT.get()
+        if step is None:
+            m = self.tracing.metrics
+            return next(input) if m is None else m.attempts.tool_call(input, next)
+        return self._attempt(step, "tool", input.agent.name, input.tool.name, next, input)
+
+    async def _attempt(self, step: SpanData, kind: str, agent: str, target: str,
+                       next: Next[Any, Any], input: Any) -> Any:
         n = step.attempts = step.attempts + 1
+        m = self.tracing.metrics
+        before = 0 if m is None else m.attempts._began(kind, agent, target, input)
         start = time_ns()
         try:
             out = await next(input)
         except BaseException as e:
-            self._failed(step, n, start, input.model.name, e)
+            self._failed(step, n, start, target, e)
+            if m is not None and isinstance(e, Exception):
+                m.attempts._failed(kind, agent, target, input, before, e)
             raise
         if n > 1:
-            self._retried(step, n, start, input.model.name)
-        return out
-
-    async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
-        step = CURRENT.get()
-        if step is None or step.run is None:
-            return await next(input)
-        n = step.attempts = step.attempts + 1
-        start = time_ns()
-        try:
-            out = await next(input)
-        except BaseException as e:
-            self._failed(step, n, start, input.tool.name, e)
-            raise
-        if n > 1:
-            self._retried(step, n, start, input.tool.name)
+            self._retried(step, n, start, target)
         return out
 
 
 class _Run:
-    """One traced run of a session: the handoffs whose target has not started yet."""
+    """One traced run of a session: its ended spans not exported yet, and the handoffs
+    whose target has not started yet."""
 
-    __slots__ = ("handoff_spans", "handoffs", "root_sid", "session_id", "tenant")
+    __slots__ = ("closed", "handoff_spans", "handoffs", "root_sid", "session_id", "spans",
+                 "tenant")
 
     def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
+        self.spans: list[SpanData] = []  # ended, not handed to the exporters yet
+        self.closed = False
         self.session_id = session_id
         self.tenant = tenant
         self.root_sid = tracing.redact(session_id)
-        self.handoffs: dict[str, tuple[int, int]] = {}  # handoff key -> (agent, handoff span)
-        self.handoff_spans: dict[str, int] = {}
+        self.handoffs: dict[str, tuple[str, str]] = {}  # handoff key -> (agent, handoff span)
+        self.handoff_spans: dict[str, str] = {}
 
 
 def _plain(value: Any) -> Any:
@@ -658,7 +780,8 @@ except ImportError:  # pragma: no cover - the API comes with the SDK
 def _attach(span: SpanData) -> object | None:
     if _otel_context is None:
         return None
-    ctx = SpanContext(span.trace_id, span.span_id, is_remote=False, trace_flags=_FLAGS)
+    ctx = SpanContext(int(span.trace_id, 16), int(span.span_id, 16), is_remote=False,
+                      trace_flags=_FLAGS)
     return _otel_context.attach(set_span_in_context(NonRecordingSpan(ctx)))
 
 

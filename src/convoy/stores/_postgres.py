@@ -438,6 +438,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 fut.set_exception(LeaseLost(
                     f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
+                if op.quiet:
+                    fut.exception()
             else:
                 fut.set_result(None)
 
@@ -684,7 +686,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
         return self._submit(_Op("UPDATE sessions SET headers=%s WHERE id=%s AND owner=%s",
                                 (json.dumps(dict(headers)), session_id, owner),
-                                fenced=session_id))
+                                fenced=session_id), wait=False)
 
     async def set_version(self, session_id: str, version: str, *,
                           tenant: str | None = None) -> None:
@@ -812,6 +814,16 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         if value is None:
             return self._submit(_Op(sql.KV_DELETE, (namespace, key)))
         return self._submit(_Op(sql.KV_PUT, (namespace, key, value)))
+
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+        # One batch of the group commit: what is submitted in one go commits together.
+        fut: asyncio.Future[None] | None = None
+        for item in items:
+            fut = self._submit(_Op(sql.KV_PUT, item))
+        if fut is None:  # nothing to write
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+        return fut
 
     # -- spend --------------------------------------------------------------------------------
 

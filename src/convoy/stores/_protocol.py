@@ -485,7 +485,9 @@ class Store(Protocol):
 
     def update_headers(self, session_id: str, owner: str,
                        headers: Mapping[str, str]) -> asyncio.Future[None]:
-        """Persist a running session's headers (fenced). Rides the group commit."""
+        """Persist a running session's headers (fenced). Rides the group commit; nobody
+        need await it (its failure is its batch's, seen by the write awaited next: the
+        store retrieves it)."""
         ...
 
     async def set_version(self, session_id: str, version: str, *,
@@ -566,6 +568,11 @@ class Store(Protocol):
 
     def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
         """Set (``None``: delete) one value. Rides the group commit."""
+        ...
+
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+        """Set many values, ``(namespace, key, value)`` each, in one write: it rides the
+        group commit as one (one commit for all of them, not one each)."""
         ...
 
     # -- shared state ---------------------------------------------------------------------

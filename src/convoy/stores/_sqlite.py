@@ -126,6 +126,9 @@ class _Op:
         self.result: Any = None
 
 
+_KV_PUT = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) ON CONFLICT(namespace,key) DO "
+           "UPDATE SET value=excluded.value")
+
 class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSubjects):
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
@@ -480,6 +483,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 fut.set_exception(LeaseLost(
                     f"session {sid!r} is owned by another engine now; this engine's "
                     "lease expired and the write was refused"))
+                if op.quiet:
+                    fut.exception()
             else:
                 fut.set_result(op.result)
 
@@ -907,9 +912,16 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         if value is None:
             stmt = ("DELETE FROM kv WHERE namespace=? AND key=?", (namespace, key))
         else:
-            stmt = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) ON CONFLICT(namespace,"
-                    "key) DO UPDATE SET value=excluded.value", (namespace, key, value))
+            stmt = (_KV_PUT, (namespace, key, value))
         return self._submit(_Op(*stmt))
+
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+        rows = list(items)
+
+        def put(conn: sqlite3.Connection) -> None:
+            conn.executemany(_KV_PUT, rows)
+
+        return self._batched(put)
 
     # -- spend --------------------------------------------------------------------------------
 

@@ -1,0 +1,47 @@
+"""Whether a chain can make more than one attempt of a step (so per-attempt hooks matter).
+
+Retries come from interceptors at the stages between ``trace`` and ``attempt`` that may call
+``next`` more than once: ``retry`` (:class:`~convoy.resilience.Retry`), ``fallback``, and
+``custom`` (yours: Convoy cannot tell). With none of them hooking model or tool calls, a
+step is exactly one attempt, and the per-attempt hooks of tracing and metrics step aside.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from convoy.interceptors._base import Interceptor, Stage
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+
+_RETRYING = ("custom", "fallback", "retry")
+
+
+def attempts_vary(interceptors: Sequence[Interceptor]) -> bool:
+    """Whether an interceptor of ``interceptors`` may make a step more than one attempt."""
+    base_model, base_tool = Interceptor.model_call, Interceptor.tool_call
+    return any(ic.stage in _RETRYING and (type(ic).model_call is not base_model or
+                                          type(ic).tool_call is not base_tool)
+               for ic in interceptors)
+
+
+class PerAttempt(Interceptor):
+    """Base of the per-attempt interceptors: :attr:`needed` tells whether an engine it
+    runs in can make a step more than one attempt (until one starts: yes)."""
+
+    stage: Stage = "attempt"
+
+    def __init__(self) -> None:
+        self.needed = True
+        self._started = False
+
+    async def start(self, engine: Engine) -> None:
+        vary = attempts_vary(engine.runtime.interceptors)
+        # Shared by engines: needed if any of them retries.
+        self.needed = vary or (self._started and self.needed)
+        self._started = True
+
+
+__all__ = ["PerAttempt", "attempts_vary"]
