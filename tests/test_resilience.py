@@ -31,6 +31,7 @@ from convoy.resilience import (
     classify,
     protections,
 )
+from convoy.resilience._scope import MODELS_KEPT
 from convoy.stores import SQLiteStore
 
 from .conftest import Classification
@@ -414,6 +415,23 @@ async def test_open_breaker_rejects_without_calling_downstream(engine_factory: A
     assert breakers.breakers["model:sim:default"].rejected == 15
     assert results[-1].error is not None
     assert results[-1].error["type"] == "CircuitOpenError"
+
+
+async def test_a_model_made_anew_for_every_session_shares_its_breakers(
+        engine_factory: Any) -> None:
+    """The chain's per-(agent, model instance) settings are bounded: an application that
+    makes a model for every request (a factory per tenant, say) grows nothing without
+    bound, and every instance of one deployment shares its breakers."""
+    breakers = Breakers(BreakerPolicy(), clock=FakeClock())
+    timeout = Timeout(5.0, None)
+    eng = engine_factory(interceptors=[breakers, timeout])
+    for i in range(MODELS_KEPT + 10):
+        fresh = convoy.Agent(name="a", output_type=Classification,
+                             model=convoy.SimModel(lambda req: {"output": OK}))
+        assert (await eng.run(flow(fresh), f"n{i}")).ok
+    assert sorted(breakers.breakers) == ["agent:a@sim:default", "model:sim:default"]
+    assert breakers.breakers["model:sim:default"].counts()[0] == MODELS_KEPT + 10
+    assert len(breakers._pairs) <= MODELS_KEPT and len(timeout._by_call) <= MODELS_KEPT
 
 
 # -- fallbacks and routing -----------------------------------------------------------------

@@ -28,7 +28,8 @@ class Model(ABC):
         and metrics are keyed by. The model name, unless the instance is one of several
         deployments of its model: an ``openai:`` model with a base URL of its own
         (``"openai:gpt-4o-mini@127.0.0.1:8000/v1"``), or a named
-        :class:`~convoy.Deployment` (``"openai:gpt-4o-mini@east"``)."""
+        :class:`~convoy.Deployment` (``"openai:gpt-4o-mini@east"``). Set it before the
+        instance's first call: the resilience interceptors read it once per instance."""
         return self._deployment or self.name
 
     @deployment.setter

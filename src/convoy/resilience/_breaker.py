@@ -33,7 +33,7 @@ from convoy.resilience._classify import (
     is_downstream_failure,
     matches,
 )
-from convoy.resilience._scope import Scoped
+from convoy.resilience._scope import MODELS_KEPT, Scoped
 from convoy.stores._sqlite import SQLiteStore
 
 if TYPE_CHECKING:
@@ -390,7 +390,8 @@ class Breakers(Interceptor):
         self._tools: Scoped[BreakerPolicy] = Scoped(default=default, tools=tools or {})
         self._clock = clock
         self.breakers: dict[str, CircuitBreaker] = {}
-        # By model instance (few, long-lived): no lookup of its deployment on every call.
+        # By model instance: no lookup of its deployment on every call (bounded: an
+        # application may make a model per request).
         self._pairs: dict[tuple[Model, str], tuple[CircuitBreaker, ...]] = {}
         self._state_path = Path(state_path) if state_path is not None else None
         self._own_store: SQLiteStore | None = None
@@ -459,6 +460,8 @@ class Breakers(Interceptor):
                 # Keyed by (agent, deployment): the agent's failures on one endpoint must
                 # not refuse its calls to another (a fallback to a healthy provider).
                 pair.append(self.get(f"agent:{agent}@{deployment}", ap))
+            if len(self._pairs) >= MODELS_KEPT:
+                self._pairs.clear()
             found = self._pairs[(model, agent)] = tuple(pair)
         return found
 

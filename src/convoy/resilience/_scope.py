@@ -11,6 +11,11 @@ if TYPE_CHECKING:
 
 P = TypeVar("P")
 
+#: How many (agent, model instance) pairs an interceptor keeps its settings for before it
+#: starts again: the usual few long-lived models never reach it, models made anew for
+#: every request cannot grow it without bound.
+MODELS_KEPT = 1024
+
 
 @dataclass(frozen=True, kw_only=True)
 class Scoped(Generic[P]):

@@ -11,7 +11,7 @@ from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage, 
 from convoy.models._base import Model
 from convoy.models._messages import ModelResponse
 from convoy.resilience._deadlines import Deadlines, Watch
-from convoy.resilience._scope import Scoped
+from convoy.resilience._scope import MODELS_KEPT, Scoped
 
 
 class Timeout(Interceptor):
@@ -41,7 +41,8 @@ class Timeout(Interceptor):
             self.stage = "step_timeout"
         self.timeouts = 0
         self._deadlines: dict[float, Deadlines] = {}
-        # By (agent, model instance): few, long-lived; no scope lookup on every call.
+        # By (agent, model instance): no scope lookup on every call (bounded: an
+        # application may make a model per request).
         self._by_call: dict[tuple[str, Model], Deadlines | None] = {}
 
     def _deadline(self, seconds: float) -> Deadlines:
@@ -52,6 +53,8 @@ class Timeout(Interceptor):
 
     def _for_model(self, agent: str, model: Model) -> Deadlines | None:
         seconds = self.model_scope.for_endpoint(agent, model)
+        if len(self._by_call) >= MODELS_KEPT:
+            self._by_call.clear()
         d = self._by_call[(agent, model)] = None if seconds is None else \
             self._deadline(seconds)
         return d
