@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import pytest
 import typer
 
 import convoy
+from convoy.cli import _common as common
 from convoy.cli._common import convoy_errors, reportable
 from convoy.stores import SCHEMA_VERSION
 from tests.clikit import (
@@ -41,6 +41,9 @@ from tests.clikit import (
     workdir,  # noqa: F401  (autouse fixture)
     write_jsonl,
 )
+from tests.fakeclock import FakeClock
+
+T0 = 1_800_000_000.0  # the fake clock's start: a fixed instant, never today's date
 
 # -- help and version (and the real console script) ---------------------------------------
 
@@ -335,25 +338,31 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
     one_line_error(cli("signal", third, "approve"), 2, "signals go to unfinished sessions")
 
 
-def test_worker_wakes_a_session_whose_timer_is_due() -> None:
-    # Long enough that the timer is not yet due when `resume` looks, even when each of the
-    # CLI processes before it takes a second or two to start on a busy machine (1.5 s was
-    # already due there once); the worker then waits for it.
+def test_worker_wakes_a_session_whose_timer_is_due(monkeypatch: pytest.MonkeyPatch) -> None:
+    # One fake clock for every store the commands open: the timer is not due when `resume`
+    # looks, then the clock passes it and the worker wakes the session, with no waiting
+    # and whatever the machine's speed.
+    clock = FakeClock(T0)
+    real = common.store_from_url
+    monkeypatch.setattr(common, "store_from_url",
+                        lambda *a, **kw: real(*a, **{**kw, "clock": clock}))
     res = run_ok(lines=["8"], flow="cli_flows:nap")
     assert summary(res.stdout, "waiting (timer or signal)") == "1"
     (sid,) = session_ids()
     row = session(sid)
-    assert row.status == "waiting" and row.wake_at is not None and row.wait_name is None
+    assert row.status == "waiting" and row.wait_name is None
+    assert row.wake_at == T0 + 8
     shown = cli("sessions", "show", sid)
     assert "wakes at" in shown.stdout and "waiting for its timer" in shown.stdout
+    clock.advance(7.9)
     not_due = cli("resume")
     assert summary(not_due.stdout, "sessions run") == "0"
     assert summary(not_due.stdout, "waiting (timer or signal)") == "1"
+    clock.advance(0.1)
     res = cli("worker", "cli_flows", "--until-idle", "--poll-interval", "0.05")
     assert res.code == 0, res.stderr
     assert "left unfinished: none" in res.stdout
     assert session(sid).output == '"rested"'
-    assert time.time() >= row.wake_at
 
 
 def test_signal_errors_are_one_line() -> None:
