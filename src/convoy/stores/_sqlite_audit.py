@@ -37,10 +37,16 @@ def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes
             execute(q.SQLITE_HEAD, (tenant, n))
             base = int(execute(q.SIZE, (tenant,)).fetchone()[0]) - n
         heads[tenant] = base + n
+        # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
+        # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
+        if n <= q.BUNDLE_MAX:
+            execute(q.SQLITE_BUNDLE, (
+                tenant, base, n, bytearray(b"".join(all_bodies)),
+                ",".join([str(len(b)) for b in all_bodies]),
+                bytearray(entry_leaves(tenant, base, all_bodies))))
+            continue
         for at in range(0, n, q.BUNDLE_MAX):
-            part = all_bodies[at:at + q.BUNDLE_MAX] if n > q.BUNDLE_MAX else all_bodies
-            # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
-            # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
+            part = all_bodies[at:at + q.BUNDLE_MAX]
             execute(q.SQLITE_BUNDLE, (
                 tenant, base + at, len(part), bytearray(b"".join(part)),
                 bundles.sizes_text(part), bytearray(entry_leaves(tenant, base + at, part))))
