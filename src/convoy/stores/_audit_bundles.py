@@ -4,6 +4,7 @@ a bundle back as entries, and the reads that span bundles."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from itertools import accumulate
 from typing import Any
 
 from convoy.audit._merkle import HASH_SIZE
@@ -24,20 +25,19 @@ def bundle_rows(r: Sequence[Any]) -> list[AuditRow]:
     tampered with) reads as one entry at its first index with no body and no leaf hash,
     which no leaf hash matches: verification names that index."""
     idx, n, bodies, sizes, leaves = int(r[0]), int(r[1]), bytes(r[2]), str(r[3]), bytes(r[4])
+    if n == 1 and len(leaves) == HASH_SIZE and sizes == str(len(bodies)):  # one entry
+        return [AuditRow(index=idx, body=bodies, leaf=leaves)]
     try:
-        lengths = [int(s) for s in sizes.split(",")] if sizes else []
+        lengths = list(map(int, sizes.split(",")))
     except ValueError:
         lengths = []
-    if (n < 1 or len(lengths) != n or len(leaves) != n * HASH_SIZE
-            or sum(lengths) != len(bodies) or min(lengths) < 0):
+    ends = list(accumulate(lengths))
+    if (n < 1 or len(ends) != n or len(leaves) != n * HASH_SIZE or ends[-1] != len(bodies)
+            or min(lengths) < 0):
         return [AuditRow(index=idx, body=b"", leaf=b"")]
-    rows = []
-    at = 0
-    for i, length in enumerate(lengths):
-        rows.append(AuditRow(index=idx + i, body=bodies[at:at + length],
-                             leaf=leaves[i * HASH_SIZE:(i + 1) * HASH_SIZE]))
-        at += length
-    return rows
+    return [AuditRow(index=i, body=bodies[start:end], leaf=leaves[at:at + HASH_SIZE])
+            for i, start, end, at in zip(range(idx, idx + n), [0, *ends], ends,
+                                         range(0, n * HASH_SIZE, HASH_SIZE), strict=False)]
 
 
 def sizes_text(bodies: Sequence[bytes]) -> str:
@@ -76,12 +76,13 @@ async def entry(read: Read, tenant: str, index: int) -> AuditRow | None:
 
 async def leaves(read: Read, tenant: str, size: int) -> list[bytes]:
     """The stored leaf hashes of ``tenant``'s entries below index ``size``, by index."""
-    out: list[bytes] = []
-    for r in await read(q.LEAVES, (tenant, size)):
-        idx, blob = int(r[0]), bytes(r[2])
-        for i in range(0, min(len(blob), (size - idx) * HASH_SIZE), HASH_SIZE):
-            out.append(blob[i:i + HASH_SIZE])
-    return out
+    parts = [bytes(r[2])[:(size - int(r[0])) * HASH_SIZE]
+             for r in await read(q.LEAVES, (tenant, size))]
+    # A bundle whose leaves were cut short (tampered with) is padded, so the leaves after
+    # it stay in place.
+    blob = b"".join([p if len(p) % HASH_SIZE == 0 else
+                     p.ljust(len(p) + HASH_SIZE - len(p) % HASH_SIZE, b"\0") for p in parts])
+    return [blob[i:i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
 
 
 async def tenants(read: Read) -> list[str]:

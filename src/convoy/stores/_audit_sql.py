@@ -6,9 +6,10 @@ and ``audit_checkpoints`` (signed checkpoints, by tree size). The ``audit_bundle
 ``audit_bundles``, of two kinds of rows per tenant:
 
 - a *bundle*: the entries one append stored (at most :data:`BUNDLE_MAX`), keyed by the
-  index of its first entry ``idx``: ``n`` entries, their ``bodies`` one after the other,
-  ``sizes`` (their lengths in bytes, in decimal, comma-separated) and ``leaves`` (their
-  32-byte leaf hashes, one after the other);
+  index of its first entry ``idx``: ``n`` entries, ``sizes`` (their lengths in bytes, in
+  decimal, comma-separated), ``leaves`` (their 32-byte leaf hashes, one after the other)
+  and their ``bodies`` one after the other (last: reading the leaves of a bundle too big
+  for one page does not walk through its bodies);
 - the *head*, at index :data:`HEAD` (past every entry's): ``n`` is how many entries the log
   has had appended. An append takes the next indexes from it, in the append's transaction,
   so engines sharing a database never collide; it is kept apart from the entries, so
@@ -84,9 +85,9 @@ CREATE TABLE IF NOT EXISTS audit_bundles(
   tenant TEXT NOT NULL,
   idx {int} NOT NULL,
   n {int} NOT NULL,
-  bodies {blob} NOT NULL,
   sizes TEXT NOT NULL,
   leaves {blob} NOT NULL,
+  bodies {blob} NOT NULL,
   PRIMARY KEY(tenant, idx)
 ){without_rowid};
 INSERT INTO audit_bundles(tenant, idx, n, bodies, sizes, leaves)

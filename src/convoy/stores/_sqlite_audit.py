@@ -69,16 +69,14 @@ class SQLiteAudit:
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
                      wait: bool = True) -> asyncio.Future[None]:
-        if wait:
-            return self._batched(lambda conn: _write(conn, [(tenant, bodies)],
-                                                     self._audit_heads))
-        # Appends that join the next batch share one write of it: they queue, and the
-        # first one since the last write submits the write that takes the whole queue (or
-        # since a batch that failed before its write took the queue: the next takes it).
+        # Appends share one write per batch, whether their callers wait or not (so a batch
+        # stores one bundle row per tenant): they queue, and the first one since the last
+        # write submits the write that takes the whole queue (or since a batch that failed
+        # before its write took the queue: the next takes it); the others' futures are its.
         self._audit_queue.append((tenant, bodies))
         fut = self._audit_fut
         if fut is None or fut.done():
-            fut = self._audit_fut = self._batched(self._queued_writer(), wait=False)
+            fut = self._audit_fut = self._batched(self._queued_writer(), wait=wait)
         return fut
 
     def _queued_writer(self) -> Callable[[sqlite3.Connection], None]:
