@@ -665,7 +665,9 @@ class Engine(SessionControl, SubjectRights):
         slots = self._slots
         if slots is None:
             slots = self._slots = asyncio.Semaphore(self.concurrency)
-        async with slots:
+        # Not ``async with slots``: that would hold a bound ``__aexit__`` per session.
+        await slots.acquire()
+        try:
             task = asyncio.current_task()
             if task is not None:
                 self._running[sid] = task
@@ -677,6 +679,8 @@ class Engine(SessionControl, SubjectRights):
                 return _result(state, end, status, t0)
             finally:
                 self._running.pop(sid, None)
+        finally:
+            slots.release()
 
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                        row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
