@@ -205,6 +205,10 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
     failures = 0
     for _turn in range(agent.max_turns):
         resp = await model_step(ctx, agent, messages, repairs=invalid_outputs)
+        usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
+        total.input_tokens += usage.input_tokens
+        total.output_tokens += usage.output_tokens
+        s.cost += resp.cost
         if not resp.tool_calls:
             try:
                 out = agent.parse_output(resp.text)
@@ -364,24 +368,22 @@ async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any,
 # -- the three step kinds of an agent run -----------------------------------------------
 
 
-async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message], *,
-                     repairs: int = 0) -> Any:
+def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message], *,
+               repairs: int = 0) -> Awaitable[ModelResponse]:
+    """Take the next step key for a model call and return the journaled step; the caller
+    adds the response's spend to the session's totals (:func:`_loop` does).
+
+    Neither this nor the call it journals is a coroutine of its own: while a model call is
+    in flight a session holds as few objects as it can for the cyclic GC to walk (a
+    partial and its arguments, not a closure's function, cells and frames)."""
     s = ctx.session
     key = ctx.next_key()
     s.count_step(key)
-    # A partial of a plain function, not a closure: while the model call is in flight a
-    # session keeps two objects for it (the partial, its arguments) instead of the
-    # function, its cells and a coroutine (fewer objects for the cyclic GC to walk).
     execute = partial(_call_model, s, agent, messages, key, repairs)
-    resp: ModelResponse = await s.executor.run_step(
+    return s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
         input_hash=_messages_fingerprint(messages), spend=_response_spend,  # agent: the target
         config=agent.config_id)
-    usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
-    total.input_tokens += usage.input_tokens
-    total.output_tokens += usage.output_tokens
-    s.cost += resp.cost
-    return resp
 
 
 def _call_model(s: SessionState, agent: Agent[Any, Any], messages: list[Message], key: str,
