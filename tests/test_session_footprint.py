@@ -78,9 +78,10 @@ async def test_a_session_waiting_on_its_model_holds_few_tracked_objects(
     model.gate.set()
     results = await asyncio.gather(*runs)
     assert all(r.ok and r.steps == 3 for r in results)
-    # 36.8 on CPython 3.11 (48.8 before the frames and closures of the model step, the
-    # pattern and the admission were cut); the test's own model, task and run included.
-    assert per_session <= 38, f"{per_session:.1f} tracked objects per session in flight"
+    # 31.8 on CPython 3.11 (48.8 before the frames and closures of the model step, the
+    # pattern and the admission, and the session's own asyncio.timeout, were cut); the
+    # test's own model, task and run included.
+    assert per_session <= 33, f"{per_session:.1f} tracked objects per session in flight"
 
 
 async def test_a_model_that_cannot_be_resolved_fails_its_step_in_the_journal(
