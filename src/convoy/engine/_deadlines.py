@@ -60,7 +60,9 @@ class Deadlines:
         """Stop watching the run ``token``, which ends with ``exc`` (``None``: it returned).
         If its deadline cancelled it, the task is un-cancelled, and a ``CancelledError``
         that was the deadline's alone is raised as :class:`TimeoutError`."""
-        task = self._tasks.pop(token)
+        task = self._tasks.pop(token, None)
+        if task is None:  # watched on a loop that is gone (see ``_reset``)
+            return
         cancelling = self._cancelling.pop(token)
         if token in self._expired:  # its heap entry is gone already
             self._expired.discard(token)
