@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
@@ -36,8 +36,10 @@ if TYPE_CHECKING:
     from convoy.stores._protocol import Store
 
 
-async def _call_model(i: ModelCallInput) -> ModelResponse:
-    return await i.model.request(i.request)
+def _call_model(i: ModelCallInput) -> Awaitable[ModelResponse]:
+    # Not a coroutine: the model's own coroutine is the end of the chain (one frame fewer
+    # per model call in flight).
+    return i.model.request(i.request)
 
 
 async def _call_tool(i: ToolCallInput) -> Any:

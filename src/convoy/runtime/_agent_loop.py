@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 from zlib import crc32 as _crc32
 
@@ -204,6 +205,10 @@ async def _loop(ctx: Context, agent: Agent[Any, Any], messages: list[Message]) -
     failures = 0
     for _turn in range(agent.max_turns):
         resp = await model_step(ctx, agent, messages, repairs=invalid_outputs)
+        usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
+        total.input_tokens += usage.input_tokens
+        total.output_tokens += usage.output_tokens
+        s.cost += resp.cost
         if not resp.tool_calls:
             try:
                 out = agent.parse_output(resp.text)
@@ -363,36 +368,40 @@ async def _run_worker(scope: Context, worker: Agent[Any, Any], payload: Any,
 # -- the three step kinds of an agent run -----------------------------------------------
 
 
-async def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message], *,
-                     repairs: int = 0) -> Any:
+def model_step(ctx: Context, agent: Agent[Any, Any], messages: list[Message], *,
+               repairs: int = 0) -> Awaitable[ModelResponse]:
+    """Take the next step key for a model call and return the journaled step; the caller
+    adds the response's spend to the session's totals (:func:`_loop` does).
+
+    Neither this nor the call it journals is a coroutine of its own: while a model call is
+    in flight a session holds as few objects as it can for the cyclic GC to walk (a
+    partial and its arguments, not a closure's function, cells and frames)."""
     s = ctx.session
-    rt = s.runtime
     key = ctx.next_key()
     s.count_step(key)
-
-    async def execute() -> ModelResponse:
-        # Resolved only when the step runs: a step served from the journal (resume,
-        # ``convoy replay``) needs neither the model nor its credentials.
-        model = rt.model_for(agent)
-        links = agent.static_links or agent.links(s.agents)
-        req = ModelRequest(messages=list(messages), tools=links.tool_specs,
-                           output_schema=agent.output_schema,
-                           output_name=getattr(agent.output_type, "__name__", None),
-                           settings=agent.model_settings, agent=agent.name, session_id=s.id,
-                           step_key=key, repairs=repairs, tenant=s.tenant,
-                           boundary=ledger(s).boundary if tainted(s, messages) else "")
-        return await rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent,
-                                                        model=model, request=req))
-
-    resp: ModelResponse = await s.executor.run_step(
+    execute = partial(_call_model, s, agent, messages, key, repairs)
+    return s.executor.run_step(
         key, "model", agent.name, execute, _encode_response, _decode_response,
         input_hash=_messages_fingerprint(messages), spend=_response_spend,  # agent: the target
         config=agent.config_id)
-    usage, total = resp.usage, s.usage  # ``s.add_spend``, inlined: once per model step
-    total.input_tokens += usage.input_tokens
-    total.output_tokens += usage.output_tokens
-    s.cost += resp.cost
-    return resp
+
+
+def _call_model(s: SessionState, agent: Agent[Any, Any], messages: list[Message], key: str,
+                repairs: int) -> Awaitable[ModelResponse]:
+    """A model step's call, through the model chain; made only when the step runs: a
+    step served from the journal (resume, ``convoy replay``) needs neither the model nor
+    its credentials. (Not a coroutine: the chain's own awaitable is the step's.)"""
+    rt = s.runtime
+    model = rt.model_for(agent)
+    links = agent.static_links or agent.links(s.agents)
+    req = ModelRequest(messages=list(messages), tools=links.tool_specs,
+                       output_schema=agent.output_schema,
+                       output_name=getattr(agent.output_type, "__name__", None),
+                       settings=agent.model_settings, agent=agent.name, session_id=s.id,
+                       step_key=key, repairs=repairs, tenant=s.tenant,
+                       boundary=ledger(s).boundary if tainted(s, messages) else "")
+    return rt.model_chain.call(ModelCallInput(session=s, key=key, agent=agent, model=model,
+                                              request=req))
 
 
 async def tool_step(ctx: Context, agent: Agent[Any, Any], tool: Any, args: Any,
