@@ -8,14 +8,13 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from convoy.audit import AuditEvent, AuditLog, Checkpoint, entry_leaf
-from convoy.stores._audit_sql import HEAD
 from tests.clikit import cli, workdir  # noqa: F401  (fixture)
 from tests.store_backends import BACKENDS, Backend, FakeClock, PostgresBackend, SQLiteBackend
 
@@ -65,53 +64,15 @@ class Raw:
                 rows = cur.fetchall() if cur.description else []
         return rows
 
-    # The log's layout, as the attacker reads it: bundle rows (see convoy.stores._audit_sql).
-
-    def entries(self) -> dict[int, tuple[bytes, bytes]]:
-        """Every entry of ``T``: index -> (body, leaf hash)."""
-        out: dict[int, tuple[bytes, bytes]] = {}
-        for idx, _n, bodies, sizes, leaves in self.run((
-                f"SELECT idx, n, bodies, sizes, leaves FROM audit_bundles WHERE tenant=? "
-                f"AND idx<{HEAD} ORDER BY idx", (T,))):
-            at = 0
-            for i, size in enumerate(int(x) for x in sizes.split(",")):
-                out[idx + i] = (bytes(bodies[at:at + size]), bytes(leaves[32 * i:32 * i + 32]))
-                at += size
-        return out
-
-    def rewrite(self, entries: dict[int, tuple[bytes, bytes]]) -> None:
-        """Replace ``T``'s entries with ``entries``, one bundle row each (the head stays)."""
-        self.run((f"DELETE FROM audit_bundles WHERE tenant=? AND idx<{HEAD}", (T,)),
-                 *(("INSERT INTO audit_bundles(tenant,idx,n,bodies,sizes,leaves) "
-                    "VALUES(?,?,1,?,?,?)", (T, i, body, str(len(body)), leaf))
-                   for i, (body, leaf) in entries.items()))
-
     def body(self, i: int) -> bytes:
-        return self.entries()[i][0]
+        return bytes(self.run(("SELECT body FROM audit_log WHERE tenant=? AND idx=?",
+                               (T, i)))[0][0])
 
-    def leaf(self, i: int) -> bytes:
-        return self.entries()[i][1]
-
-    def set(self, i: int, body: bytes | None = None, leaf: bytes | None = None) -> None:
-        e = self.entries()
-        e[i] = (e[i][0] if body is None else body, e[i][1] if leaf is None else leaf)
-        self.rewrite(e)
-
-    def delete(self, *indexes: int) -> None:
-        e = self.entries()
-        self.rewrite({i: v for i, v in e.items() if i not in indexes})
-
-    def insert(self, i: int, body: bytes, leaf: bytes) -> None:
-        self.rewrite({**self.entries(), i: (body, leaf)})
-
-    def move(self, where: Callable[[int], bool], by: int) -> None:
-        """Renumber the entries ``where`` holds for."""
-        e = self.entries()
-        self.rewrite({**{i: v for i, v in e.items() if not where(i)},
-                      **{i + by: v for i, v in e.items() if where(i)}})
-
-    def set_size(self, size: int) -> None:
-        self.run((f"UPDATE audit_bundles SET n=? WHERE tenant=? AND idx={HEAD}", (size, T)))
+    def move(self, where: str, by: int) -> None:
+        """Renumber entries (in two steps, so the primary key never collides)."""
+        self.run((f"UPDATE audit_log SET idx=idx+1000000 WHERE tenant=? AND {where}", (T,)),
+                 ("UPDATE audit_log SET idx=idx-1000000+? WHERE tenant=? AND idx>=1000000",
+                  (by, T)))
 
 
 @pytest.fixture
@@ -177,33 +138,34 @@ def test_a_changed_entry_is_found(log: dict[str, Any]) -> None:
     raw: Raw = log["raw"]
     body = bytearray(raw.body(5))
     body[-3] ^= 0x01
-    raw.set(5, body=bytes(body))
+    raw.run(("UPDATE audit_log SET body=? WHERE tenant=? AND idx=5", (bytes(body), T)))
     _bad(log, 5, "does not match its leaf hash")
 
 
 def test_a_changed_leaf_hash_is_found(log: dict[str, Any]) -> None:
-    log["raw"].set(9, leaf=b"\0" * 32)
+    log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=9", (b"\0" * 32, T)))
     _bad(log, 9, "does not match its leaf hash")
 
 
 def test_a_deleted_entry_is_found(log: dict[str, Any]) -> None:
-    log["raw"].delete(7)
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=7", (T,)))
     _bad(log, 7, "is missing")
 
 
 def test_a_deleted_entry_with_the_rest_renumbered_is_found(log: dict[str, Any]) -> None:
     raw: Raw = log["raw"]
-    raw.delete(7)
-    raw.move(lambda i: i > 7, -1)
-    raw.set_size(N - 1)
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=7", (T,)))
+    raw.move("idx>7", -1)
+    raw.run(("UPDATE audit_head SET size=size-1 WHERE tenant=?", (T,)))
     _bad(log, 7, "does not match its leaf hash")
 
 
 def test_an_inserted_entry_is_found(log: dict[str, Any]) -> None:
     raw: Raw = log["raw"]
-    leaf = raw.leaf(7)
-    raw.move(lambda i: i >= 7, 1)
-    raw.insert(7, _event(99).encode(), leaf)
+    leaf = raw.run(("SELECT leaf FROM audit_log WHERE tenant=? AND idx=7", (T,)))[0][0]
+    raw.move("idx>=7", 1)
+    raw.run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,7,?,?)",
+             (T, _event(99).encode(), leaf)))
     _bad(log, 7, "does not match its leaf hash")
 
 
@@ -211,36 +173,39 @@ def test_an_inserted_entry_with_a_well_formed_leaf_is_found(log: dict[str, Any])
     """Whoever knows the leaf formula can make an inserted entry look right: the signed
     checkpoint of size 8 no longer matches (no earlier checkpoint: from entry 0 on)."""
     raw: Raw = log["raw"]
-    raw.move(lambda i: i >= 7, 1)
+    raw.move("idx>=7", 1)
     forged = _event(99).encode()
-    raw.insert(7, forged, entry_leaf(T, 7, forged))
+    raw.run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,7,?,?)",
+             (T, forged, entry_leaf(T, 7, forged))))
     _bad(log, 0, "forked from its signed checkpoint of size 8: entries 0 to 7")
 
 
 def test_an_entry_appended_behind_convoys_back_is_found(log: dict[str, Any]) -> None:
     forged = _event(99).encode()
-    log["raw"].insert(N, forged, entry_leaf(T, N, forged))
+    log["raw"].run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)",
+                    (T, N, forged, entry_leaf(T, N, forged))))
     _bad(log, N, "were inserted")
 
 
 def test_reordered_entries_are_found(log: dict[str, Any]) -> None:
     raw: Raw = log["raw"]
-    e = raw.entries()
-    raw.rewrite({**e, 3: e[4], 4: e[3]})
+    raw.move("idx=3", 997)  # 3 -> 1000, 4 -> 3, 1000 -> 4
+    raw.move("idx=4", -1)
+    raw.move("idx=1000", -996)
     _bad(log, 3, "does not match its leaf hash")
 
 
 def test_a_truncated_log_is_found(log: dict[str, Any]) -> None:
-    log["raw"].delete(*range(15, N))
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx>=15", (T,)))
     _bad(log, 15, "truncated")
 
 
 def test_a_truncation_that_covers_its_tracks_is_found_by_a_published_checkpoint(
         log: dict[str, Any]) -> None:
     raw: Raw = log["raw"]
-    raw.delete(*range(15, N))
-    raw.set_size(15)
-    raw.run(("DELETE FROM audit_checkpoints WHERE tenant=?", (T,)))
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx>=15", (T,)),
+            ("UPDATE audit_head SET size=15 WHERE tenant=?", (T,)),
+            ("DELETE FROM audit_checkpoints WHERE tenant=?", (T,)))
     assert verify(log, "--tenant", T)[0] == 0  # nothing left in the store to tell
     _bad(log, 15, "truncated", "--checkpoint", str(log["published"]))
 
@@ -250,65 +215,17 @@ def test_a_fork_after_a_published_checkpoint_is_found(log: dict[str, Any]) -> No
     deleted: only the published checkpoints can tell, and they bound the first bad entry
     (8: the last one that still matches)."""
     raw: Raw = log["raw"]
-    raw.run(("DELETE FROM audit_checkpoints WHERE tenant=?", (T,)))
-    e = raw.entries()
+    statements: list[tuple[str, tuple[Any, ...]]] = [
+        ("DELETE FROM audit_checkpoints WHERE tenant=?", (T,))]
     for i in range(10, N):
         body = AuditEvent(kind="tool_call", status="ok", at=5.0, session_id="s1",
                           step_key=f"0/{i}", actor="clerk", target="other").encode()
-        e[i] = (body, entry_leaf(T, i, body))
-    raw.rewrite(e)
+        statements.append(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=?",
+                           (body, entry_leaf(T, i, body), T, i)))
+    raw.run(*statements)
     assert verify(log, "--tenant", T)[0] == 0
     _bad(log, 8, "forked from its signed checkpoint of size 12", "--checkpoint",
          str(log["published"]))
-
-
-# Tampering with a bundle row as it is (the fixture's appends of 8, 4 and 8 entries are the
-# bundles at 0, 8 and 12).
-
-def _bundle(raw: Raw, idx: int) -> tuple[bytes, str]:
-    [(bodies, sizes)] = raw.run(("SELECT bodies, sizes FROM audit_bundles WHERE tenant=? AND "
-                                 "idx=?", (T, idx)))
-    return bytes(bodies), str(sizes)
-
-
-def test_a_byte_changed_inside_a_bundle_names_its_entry(log: dict[str, Any]) -> None:
-    raw: Raw = log["raw"]
-    bodies, _ = _bundle(raw, 12)
-    at = bodies.find(b"tool-015")
-    assert at > 0
-    changed = bytearray(bodies)
-    changed[at + 6] ^= 0x01
-    raw.run(("UPDATE audit_bundles SET bodies=? WHERE tenant=? AND idx=12",
-             (bytes(changed), T)))
-    _bad(log, 15, "does not match its leaf hash")
-
-
-@pytest.mark.parametrize("sizes", ["oops", "1,2", "", "-5," + ",".join(["1"] * 3)])
-def test_a_bundle_whose_sizes_do_not_hold_together_names_its_first_entry(
-        log: dict[str, Any], sizes: str) -> None:
-    log["raw"].run(("UPDATE audit_bundles SET sizes=? WHERE tenant=? AND idx=8", (sizes, T)))
-    _bad(log, 8, "does not match its leaf hash")
-
-
-def test_entries_moved_between_bundles_are_found(log: dict[str, Any]) -> None:
-    """Sizes shifted so one entry's bytes end up in its neighbour: both leaf hashes break,
-    the first is named."""
-    raw: Raw = log["raw"]
-    _, sizes = _bundle(raw, 8)
-    first, second, *rest = [int(x) for x in sizes.split(",")]
-    shifted = ",".join(str(x) for x in (first - 3, second + 3, *rest))
-    raw.run(("UPDATE audit_bundles SET sizes=? WHERE tenant=? AND idx=8", (shifted, T)))
-    _bad(log, 8, "does not match its leaf hash")
-
-
-def test_a_deleted_bundle_is_found(log: dict[str, Any]) -> None:
-    log["raw"].run(("DELETE FROM audit_bundles WHERE tenant=? AND idx=8", (T,)))
-    _bad(log, 8, "is missing")
-
-
-def test_a_deleted_head_is_found(log: dict[str, Any]) -> None:
-    log["raw"].run((f"DELETE FROM audit_bundles WHERE tenant=? AND idx={HEAD}", (T,)))
-    _bad(log, 0, "were inserted")
 
 
 def test_a_forged_checkpoint_is_found(log: dict[str, Any]) -> None:

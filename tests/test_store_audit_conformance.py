@@ -111,27 +111,3 @@ async def test_checkpoints_are_kept_by_size(store: Store) -> None:
     await store.audit_put_checkpoint("acme", 2, "two")
     await store.audit_put_checkpoint("globex", 1, "other")
     assert await store.audit_checkpoints("acme") == ["two", "five"]
-
-
-async def test_reads_cut_across_appends_of_every_size(store: Store) -> None:
-    """Entries stored by appends of 1, 3, 150 (more than one bundle row holds) and 70
-    entries read back the same from any start, limit and size."""
-    bodies = [f"entry {i}".encode() * (i % 3 + 1) for i in range(224)]
-    at = 0
-    for n in (1, 3, 150, 70):
-        await store.audit_append("acme", bodies[at:at + n])
-        at += n
-    await store.audit_append("globex", [b"other"])
-    assert await store.audit_size("acme") == len(bodies)
-    rows = await store.audit_entries("acme", 0, 1000)
-    assert [(r.index, r.body) for r in rows] == list(enumerate(bodies))
-    assert [r.leaf for r in rows] == [entry_leaf("acme", i, b) for i, b in enumerate(bodies)]
-    for start, limit in ((0, 1), (1, 3), (3, 1), (4, 64), (60, 10), (67, 200), (223, 5),
-                         (224, 5), (100, 0)):
-        assert await store.audit_entries("acme", start, limit) == rows[start:start + limit]
-    for i in (0, 1, 3, 4, 67, 68, 153, 154, 223):
-        assert await store.audit_entry("acme", i) == rows[i]
-    assert await store.audit_entry("acme", 224) is None
-    for size in (0, 1, 4, 5, 68, 154, 224, 300):
-        assert await store.audit_leaves("acme", size) == [r.leaf for r in rows[:size]]
-    assert await store.audit_tenants() == ["acme", "globex"]

@@ -134,15 +134,9 @@ _LOW, _HIGH = FLOAT_RANGE
 
 def _text_map(m: Mapping[str, str]) -> Mapping[str, str] | None:
     """``m`` in sorted key order, if it maps text to text (else ``None``)."""
-    n = len(m)
-    if n == 1:
+    if len(m) == 1:
         for k, v in m.items():
             return m if type(k) is str and type(v) is str else None
-    if n == 2:  # a model call's hashes and refs: already in order
-        (k1, v1), (k2, v2) = m.items()
-        if type(k1) is str and type(k2) is str and type(v1) is str and type(v2) is str:
-            return m if k1 < k2 else {k2: v2, k1: v1}
-        return None
     items = sorted(m.items()) if all(type(k) is str for k in m) else ()
     for _, v in items:
         if type(v) is not str:

@@ -109,18 +109,3 @@ def entry_leaf(tenant: str, index: int, body: bytes) -> bytes:
     t = tenant.encode()
     return sha256(b"\x00" + index.to_bytes(8, "big") + len(t).to_bytes(4, "big") + t
                    + body).digest()
-
-
-def entry_leaves(tenant: str, first: int, bodies: Sequence[bytes]) -> bytes:
-    """The leaf hashes (:func:`entry_leaf`) of ``bodies`` as entries ``first``, ``first +
-    1``, ... of ``tenant``'s log, one after the other."""
-    t = tenant.encode()
-    place = len(t).to_bytes(4, "big") + t
-    copy = _SHA256.copy
-    out = []
-    for i, body in enumerate(bodies, first):
-        h = copy()
-        h.update(b"\x00" + i.to_bytes(8, "big") + place)
-        h.update(body)
-        out.append(h.digest())
-    return b"".join(out)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from convoy.stores._audit_sql import PG_BUNDLES, SQLITE_BUNDLES
 from convoy.stores._subjects_sql import subject_tables
 
 
@@ -108,9 +107,6 @@ ADDONS: tuple[Addon, ...] = (
           subject_tables(real="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT"),
           subject_tables(real="DOUBLE PRECISION",
                          serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")),
-    # The audit log as bundle rows, its head a row beside them (convoy.audit; the entries
-    # and heads of schema 7's two tables are moved over).
-    Addon("audit_bundles", 1, SQLITE_BUNDLES, PG_BUNDLES),
 )
 
 

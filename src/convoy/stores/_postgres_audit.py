@@ -1,7 +1,6 @@
 """The PostgreSQL store's audit log: an append is one statement of the group commit that
 takes the next indexes (the head row stays locked until the batch commits, so engines
-appending to one tenant's log take turns) and stores the entries as one bundle row (see
-:mod:`._audit_sql`), with their leaf hashes."""
+appending to one tenant's log take turns) and stores every entry with its leaf hash."""
 
 from __future__ import annotations
 
@@ -9,7 +8,6 @@ import asyncio
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy.stores import _audit_bundles as bundles
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
 
@@ -17,8 +15,16 @@ if TYPE_CHECKING:
     from convoy.stores._postgres import _Op
 
 _SIZE = q.pg(q.SIZE)
+_TENANTS = q.pg(q.TENANTS)
+_ENTRIES = q.pg(q.ENTRIES)
+_ENTRY = q.pg(q.ENTRY)
+_LEAVES = q.pg(q.LEAVES)
 _CHECKPOINTS = q.pg(q.CHECKPOINTS)
 _PUT_CHECKPOINT = q.pg(q.PUT_CHECKPOINT)
+
+
+def _row(r: Sequence[Any]) -> AuditRow:
+    return AuditRow(index=int(r[0]), body=bytes(r[1]), leaf=bytes(r[2]))
 
 
 class PostgresAudit:
@@ -39,24 +45,22 @@ class PostgresAudit:
         n = len(bodies)
         return self._submit(_Op(q.PG_APPEND, (tenant, n, n, list(bodies))), wait=wait)
 
-    async def _read_pg(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        return await self._read(q.pg(sql), params)
-
     async def audit_size(self, tenant: str) -> int:
         rows = await self._read(_SIZE, (tenant,))
         return int(rows[0][0]) if rows else 0
 
     async def audit_tenants(self) -> list[str]:
-        return await bundles.tenants(self._read_pg)
+        return [r[0] for r in await self._read(_TENANTS)]
 
     async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
-        return await bundles.entries(self._read_pg, tenant, start, limit)
+        return [_row(r) for r in await self._read(_ENTRIES, (tenant, start, limit))]
 
     async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
-        return await bundles.entry(self._read_pg, tenant, index)
+        rows = await self._read(_ENTRY, (tenant, index))
+        return _row(rows[0]) if rows else None
 
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
-        return await bundles.leaves(self._read_pg, tenant, size)
+        return [bytes(r[0]) for r in await self._read(_LEAVES, (tenant, size))]
 
     async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
         await self._exec(_PUT_CHECKPOINT, (tenant, size, body), again=True)

@@ -1,5 +1,4 @@
-"""The SQLite store's audit log: appends ride the group commit, as bundle rows (see
-:mod:`._audit_sql`)."""
+"""The SQLite store's audit log: appends ride the group commit (see :mod:`._audit_sql`)."""
 
 from __future__ import annotations
 
@@ -8,8 +7,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy.audit._merkle import entry_leaves
-from convoy.stores import _audit_bundles as bundles
+from convoy.audit._merkle import entry_leaf
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
 
@@ -17,9 +15,8 @@ from convoy.stores._protocol import AuditRow
 def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes]]],
            heads: dict[str, int]) -> None:
     """Append every ``(tenant, bodies)`` in order, in the caller's write transaction: per
-    tenant, the head takes the indexes, then the entries are stored as bundle rows of at
-    most :data:`~._audit_sql.BUNDLE_MAX` with their leaf hashes
-    (:func:`~convoy.audit.entry_leaf`).
+    tenant, the head takes the indexes, then one ``executemany`` stores the entries with
+    their leaf hashes (:func:`~convoy.audit.entry_leaf`).
 
     ``heads`` caches each tenant's size as this store last wrote it: the head is moved
     with a compare-and-set from it (one statement), and only when another writer moved it
@@ -39,17 +36,13 @@ def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes
         heads[tenant] = base + n
         # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
         # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
-        if n <= q.BUNDLE_MAX:
-            execute(q.SQLITE_BUNDLE, (
-                tenant, base, n, bytearray(b"".join(all_bodies)),
-                ",".join([str(len(b)) for b in all_bodies]),
-                bytearray(entry_leaves(tenant, base, all_bodies))))
-            continue
-        for at in range(0, n, q.BUNDLE_MAX):
-            part = all_bodies[at:at + q.BUNDLE_MAX]
-            execute(q.SQLITE_BUNDLE, (
-                tenant, base + at, len(part), bytearray(b"".join(part)),
-                bundles.sizes_text(part), bytearray(entry_leaves(tenant, base + at, part))))
+        conn.executemany(q.SQLITE_ENTRY, [
+            (tenant, i, bytearray(b), bytearray(entry_leaf(tenant, i, b)))
+            for i, b in enumerate(all_bodies, base)])
+
+
+def _row(r: Sequence[Any]) -> AuditRow:
+    return AuditRow(index=int(r[0]), body=bytes(r[1]), leaf=bytes(r[2]))
 
 
 class SQLiteAudit:
@@ -69,14 +62,16 @@ class SQLiteAudit:
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
                      wait: bool = True) -> asyncio.Future[None]:
-        # Appends share one write per batch, whether their callers wait or not (so a batch
-        # stores one bundle row per tenant): they queue, and the first one since the last
-        # write submits the write that takes the whole queue (or since a batch that failed
-        # before its write took the queue: the next takes it); the others' futures are its.
+        if wait:
+            return self._batched(lambda conn: _write(conn, [(tenant, bodies)],
+                                                     self._audit_heads))
+        # Appends that join the next batch share one write of it: they queue, and the
+        # first one since the last write submits the write that takes the whole queue (or
+        # since a batch that failed before its write took the queue: the next takes it).
         self._audit_queue.append((tenant, bodies))
         fut = self._audit_fut
         if fut is None or fut.done():
-            fut = self._audit_fut = self._batched(self._queued_writer(), wait=wait)
+            fut = self._audit_fut = self._batched(self._queued_writer(), wait=False)
         return fut
 
     def _queued_writer(self) -> Callable[[sqlite3.Connection], None]:
@@ -93,24 +88,22 @@ class SQLiteAudit:
 
         return write
 
-    async def _read_async(self, sql: str, params: Sequence[Any]) -> list[Any]:
-        return self._read(sql, params)
-
     async def audit_size(self, tenant: str) -> int:
         rows = self._read(q.SIZE, (tenant,))
         return int(rows[0][0]) if rows else 0
 
     async def audit_tenants(self) -> list[str]:
-        return await bundles.tenants(self._read_async)
+        return [r[0] for r in self._read(q.TENANTS)]
 
     async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
-        return await bundles.entries(self._read_async, tenant, start, limit)
+        return [_row(r) for r in self._read(q.ENTRIES, (tenant, start, limit))]
 
     async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
-        return await bundles.entry(self._read_async, tenant, index)
+        rows = self._read(q.ENTRY, (tenant, index))
+        return _row(rows[0]) if rows else None
 
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
-        return await bundles.leaves(self._read_async, tenant, size)
+        return [bytes(r[0]) for r in self._read(q.LEAVES, (tenant, size))]
 
     async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
         def put(conn: sqlite3.Connection) -> None:
