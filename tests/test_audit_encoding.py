@@ -104,7 +104,8 @@ _MESSAGES = st.lists(st.builds(
     tool_call_id=st.none() | _TEXT,
     provenance=st.none() | st.sampled_from([USER, USER_TAINTED, from_tool("search"),
                                             from_agent("é\"x", True)])), max_size=4)
-_COSTS = st.sampled_from([0.0, 0.5, 1e-5, 0.00012, 1e20, float("nan"), 3])
+_COSTS = st.sampled_from([0.0, -0.0, 0.5, 1e-5, 1.35e-05, 0.00012, 1e20, float("nan"),
+                          float("inf"), 3]) | st.floats() | st.integers()
 
 
 @settings(max_examples=300, deadline=None)
@@ -124,6 +125,22 @@ def test_a_response_digest_is_the_digest_of_its_dict(text: str | None, calls: li
     r = ModelResponse(text=text, tool_calls=calls, usage=Usage(*tokens), model=model,
                       finish_reason=finish, cost=cost, cached=cached)
     assert response_digest(r) == digest(r.to_dict())
+
+
+@pytest.mark.parametrize("cost", [1.35e-05, 2e-7, 0.003, 12, 1e17])
+def test_a_response_with_a_cost_any_size_takes_the_fast_form(
+        cost: float, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A call's cost is often far below a cent (the simulator's W1 step: 1.35e-05 USD):
+    hashing it must not fall back to the general encoder (it did below 1e-4)."""
+    r = ModelResponse(text='{"a":1}', usage=Usage(50, 10), model="m", finish_reason="stop",
+                      cost=cost)
+    expected = digest(r.to_dict())
+
+    def general(value: Any) -> str:
+        raise AssertionError(f"took the general encoder for {value!r}")
+
+    monkeypatch.setattr("convoy.audit._step_digests.digest", general)
+    assert response_digest(r) == expected
 
 
 def test_step_digests_of_values_that_are_not_text_take_the_general_encoder() -> None:

@@ -1,8 +1,8 @@
 """The digests every model step takes (its prompt, its response), written by pydantic's
 encoder from dicts built in sorted key order: byte for byte :func:`~convoy.audit.digest`
 of ``[m.to_dict() for m in messages]`` and of ``response.to_dict()``, which they fall back
-to for a value the fast form does not cover (a field that is not text, a cost outside the
-range of floats both encoders write alike)."""
+to for a value the fast form does not cover (a field that is not text, a cost that is not
+a finite number)."""
 
 from __future__ import annotations
 
@@ -11,11 +11,9 @@ from typing import Any
 
 from pydantic_core import to_json
 
-from convoy.audit._event import FLOAT_RANGE, digest
+from convoy.audit._event import digest
 from convoy.audit._merkle import sha256
 from convoy.models._messages import Message, ModelResponse, ToolCall
-
-_LOW, _HIGH = FLOAT_RANGE
 
 
 def _sha(data: bytes) -> str:
@@ -68,14 +66,20 @@ def prompt_digest(messages: Sequence[Message]) -> str:
 
 
 def response_digest(r: ModelResponse) -> str:
-    """``digest(r.to_dict())``."""
+    """``digest(r.to_dict())``. The cost is written by ``repr`` (``json.dumps``'s form of a
+    finite float), not by pydantic: a call's cost is often below the range where both
+    write floats alike (``1.35e-05`` USD)."""
     u = r.usage
     cost = r.cost
-    d: dict[str, Any] = {}
-    if r.cached:
-        d["cached"] = True
+    head = '{"cached":true,' if r.cached else "{"
+    ok = True
     if cost:
-        d["cost"] = cost
+        t = type(cost)
+        if t is int or (t is float and cost - cost == 0.0):
+            head += '"cost":' + repr(cost) + ","
+        else:
+            ok = False
+    d: dict[str, Any] = {}
     if r.finish_reason is not None:
         d["finish"] = r.finish_reason
     d["in"] = u.input_tokens
@@ -83,17 +87,18 @@ def response_digest(r: ModelResponse) -> str:
     d["out"] = u.output_tokens
     if r.text is not None:
         d["text"] = r.text
-    ok = (type(u.input_tokens) is int and type(u.output_tokens) is int
+    ok = (ok and type(u.input_tokens) is int and type(u.output_tokens) is int
           and type(r.model) is str and (r.text is None or type(r.text) is str)
-          and (r.finish_reason is None or type(r.finish_reason) is str)
-          and (not cost or (type(cost) is float and _LOW <= abs(cost) < _HIGH)
-               or type(cost) is int))
+          and (r.finish_reason is None or type(r.finish_reason) is str))
     if r.tool_calls:
         calls = d["tool_calls"] = _calls(r.tool_calls)
         ok = ok and calls is not None
     if ok:
         try:
-            return _sha(to_json(d))
+            tail = to_json(d)  # "{...}": never empty ("in", "model", "out")
         except ValueError:
-            pass
+            return digest(r.to_dict())
+        h = sha256(head.encode())
+        h.update(memoryview(tail)[1:])
+        return "sha256:" + h.hexdigest()
     return digest(r.to_dict())
