@@ -284,5 +284,19 @@ def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:
     bad.write_text("{}\n")
     r = cli("audit", "verify", "--db", log["db"], "--checkpoint", str(bad))
     assert r.code == 2 and "line 1" in r.stderr
-    for res in (r,):
-        assert len(res.stderr.strip().splitlines()) == 1
+    # a tenant's name mistyped is not a log that "verified 0 entries"
+    typo = cli("audit", "verify", "--db", log["db"], "--tenant", "acmee")
+    assert typo.code == 2 and "tenant 'acmee' has no audit log (tenants with one: acme, " \
+        "globex)" in typo.stderr
+    # a malformed pinned key is a usage error, not a traceback
+    pinned = cli("audit", "verify", "--db", log["db"], "--public-key", "x")
+    assert pinned.code == 2 and "--public-key: not a base64 Ed25519 public key" in \
+        pinned.stderr
+    proof = tmp_path / "proof.json"
+    proof.write_text(cli("audit", "prove", "3", "--db", log["db"], "--tenant", T, "--key",
+                         str(log["key"])).stdout)
+    check = cli("audit", "check", str(proof), "--public-key", "not base64!")
+    assert check.code == 2 and "--public-key: not a base64 Ed25519 public key" in \
+        check.stderr
+    for res in (r, typo, pinned, check):
+        assert len(res.stderr.strip().splitlines()) == 1, res.stderr

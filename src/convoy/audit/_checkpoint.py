@@ -68,6 +68,8 @@ class Checkpoint:
     def check(self, public_key: str | None = None) -> None:
         """Check the signature, with ``public_key`` (base64) when given (pin it: a
         checkpoint's own key proves only that someone signed it), else the checkpoint's."""
+        if public_key is not None:
+            public_key_from_text(public_key)  # a malformed pin is the caller's error
         if public_key is not None and public_key != self.public_key:
             raise AuditProofError(f"checkpoint of size {self.size} is signed by key "
                                   f"{self.key_id}, not by the expected key {key_id(public_key)}")

@@ -72,6 +72,18 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
     return found
 
 
+def _check_public_key(text: str | None) -> None:
+    """A malformed --public-key is a usage error (exit 2), said in one line."""
+    if text is not None:
+        _audit()  # the extra is installed
+        from convoy.audit._keys import public_key_from_text
+
+        try:
+            public_key_from_text(text)
+        except UserError as e:
+            fail(f"--public-key: {e}")
+
+
 @audit_app.command("verify")
 def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
            public_key: PublicKeyOption = None,
@@ -87,6 +99,7 @@ def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOptio
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
     require_store(db)
+    _check_public_key(public_key)
     if key is not None and not key.expanduser().exists():
         fail(f"--key {str(key)!r} does not exist: verify pins the key that signed the "
              "checkpoints, it does not create one")
@@ -106,8 +119,14 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
     async with open_store(db) as store:
         log = _log(store, key)
         verify_log = _audit().verify_log
+        known = await store.audit_tenants()
+        if tenant is not None and tenant not in known and \
+                not any(cp.tenant == tenant for cp in published) and \
+                not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
+            fail(f"tenant {tenant!r} has no audit log"
+                 + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
         tenants = [tenant] if tenant is not None else \
-            sorted({*await store.audit_tenants(), *(cp.tenant for cp in published)})
+            sorted({*known, *(cp.tenant for cp in published)})
         try:
             return [await verify_log(log, t, published=published, public_key=public_key)
                     for t in tenants]
@@ -175,6 +194,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
 
     Example: `convoy audit check proof.json --public-key 'MCow...'`
     """
+    _check_public_key(public_key)
     try:
         doc = json.loads(proof.read_text())
     except OSError as e:
