@@ -243,7 +243,7 @@ def test_a_checkpoint_signed_by_another_key_is_refused(log: dict[str, Any],
                                                        tmp_path: Path) -> None:
     other = tmp_path / "other.key"
     assert cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key",
-               str(other)).code == 0
+               str(other), "--new-key").code == 0  # (a rotation the verifier was not told of)
     code, out = verify(log, "--tenant", T)
     assert code == 1 and "not by the expected key" in out, out
 
@@ -271,6 +271,20 @@ def test_checkpoint_prints_a_signed_checkpoint(log: dict[str, Any]) -> None:
     cp = Checkpoint.from_json(r.stdout)
     cp.check(log["cps"][0].public_key)
     assert cp.size == N and cp.root == log["cps"][2].root
+
+
+def test_a_mistyped_key_does_not_start_a_second_signer(log: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    typo = tmp_path / "audti.key"
+    r = cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key", str(typo))
+    assert r.code == 2 and not typo.exists()
+    assert f"tenant {T!r}'s checkpoints are signed by key {log['cps'][0].key_id}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    rotated = cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key", str(typo),
+                  "--new-key")
+    assert rotated.code == 0 and typo.exists()
+    assert "created a new audit key" in rotated.stderr
+    assert Checkpoint.from_json(rotated.stdout).key_id != log["cps"][0].key_id
 
 
 def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from convoy.cli._common import (
     RUN_FAILURE,
     DbOption,
     TenantOption,
+    err,
     fail,
     one_tenant,
     open_store,
@@ -136,7 +137,11 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
 
 @audit_app.command("checkpoint")
 def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
-               key: KeyOption = None) -> None:
+               key: KeyOption = None,
+               new_key: Annotated[bool, typer.Option(
+                   "--new-key", help="Create --key even though the tenant's checkpoints "
+                   "were signed by another key (a key rotation: verifiers must then pin "
+                   "the new key).")] = False) -> None:
     """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
     keep it in the store and print it as one line of JSON: publish it (append it to a file
     or send it somewhere the operators of this store cannot rewrite).
@@ -147,15 +152,28 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
     if key is None:
         fail("--key PATH (or CONVOY_AUDIT_KEY) is needed to sign a checkpoint; the file is "
              "created (mode 0600) if it does not exist")
-    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key)).to_json())
+    created = not key.expanduser().exists()
+    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, created and not new_key,
+                                     created)).to_json())
 
 
-async def _checkpoint(db: str, tenant: str, key: Path) -> Checkpoint:
+async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
+                      created: bool) -> Checkpoint:
     async with open_store(db) as store:
+        kept = await store.audit_checkpoints(tenant) if guard else []
+        if kept:  # a mistyped path would start a second key that no verifier pins
+            signer = _audit().Checkpoint.from_json(kept[-1]).key_id
+            fail(f"--key {str(key)!r} does not exist, and tenant {tenant!r}'s checkpoints "
+                 f"are signed by key {signer}: pass the key file that signed them (or "
+                 "--new-key to start signing with a new one)")
         try:
-            return await _log(store, key).checkpoint(tenant)
+            cp: Checkpoint = await _log(store, key).checkpoint(tenant)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
+        if created:
+            err.print(f"created a new audit key {str(key)!r} (mode 0600, key {cp.key_id}); "
+                      "keep it: 'convoy audit verify --key' pins it", markup=False)
+        return cp
 
 
 @audit_app.command("prove")
