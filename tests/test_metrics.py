@@ -60,6 +60,15 @@ def test_observe_records_metrics_in_the_tracing_hooks() -> None:
     assert observe(metrics=metrics) == [metrics, metrics.attempts]
 
 
+async def test_metrics_added_again_after_observe_are_refused(engine_factory: Any) -> None:
+    """``observe(tracing, metrics)`` wires the metrics into the tracing hooks; adding them
+    to the chain as well would count every step twice: the engine refuses to open."""
+    metrics = Metrics()
+    eng = engine_factory(interceptors=[*observe(Tracing(["store"]), metrics), metrics])
+    with pytest.raises(convoy.UserError, match="would count twice"):
+        await eng.open()
+
+
 @pytest.mark.parametrize("how", ["alone", "traced", "untraced"])
 async def test_sessions_steps_tokens_retries_and_the_error_taxonomy(
         engine_factory: Any, how: str) -> None:

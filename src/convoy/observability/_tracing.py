@@ -196,6 +196,11 @@ class Tracing(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         if self.metrics is not None:
+            if any(ic is self.metrics for ic in engine.runtime.interceptors):
+                raise UserError("these metrics are recorded by the tracing interceptor "
+                                "(observe(tracing, metrics) wires them in): do not add them "
+                                "to the engine's interceptors again, every step would count "
+                                "twice")
             await self.metrics.start(engine)
         if self.to_store:
             self.store = engine.store
