@@ -67,7 +67,8 @@ async def _migrate(db: str, busy_timeout: float) -> tuple[int | None, int | None
 def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Show the store's URL (never its password), schema version, and how many sessions
     (by status), journal entries, state keys and tenants it holds. A store at an older
-    schema is not migrated: the command says so and counts nothing.
+    schema version is not migrated: the command says so and counts nothing (a store at
+    this version gets the tables of features added since, as when any command opens it).
 
     Example: `convoy db info --json`
     """
