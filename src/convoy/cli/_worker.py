@@ -22,6 +22,7 @@ from convoy.cli._common import (
     TenantOption,
     TraceOption,
     build_engine,
+    check_db_path,
     convoy_errors,
     err,
     fail,
@@ -109,6 +110,7 @@ def worker(
     """
     with stop_signals() as stop:  # first: from now on a signal stops the worker cleanly
         scope = tenant_scope(tenant, all_tenants)
+        check_db_path(db, create=True)  # before the modules' import code runs
         workflows = workflows_in(import_modules(modules))
         if not workflows:
             fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
