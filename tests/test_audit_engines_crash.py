@@ -10,29 +10,21 @@ PostgreSQL (a fresh schema in the tests' private cluster).
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
-import sys
-import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TypeVar
 
 import pytest
 
-import convoy
 from convoy.audit import AuditEvent, AuditLog, verify_log
-from convoy.stores import SessionFilter, SessionRow, Store, store_from_url
+from convoy.stores import Store, store_from_url
 
+from . import engine_procs as procs
 from .conftest import store_db
+from .engine_procs import T0, finish, kill, lines, wait_until
 
-WORKER = Path(__file__).with_name("crash_worker.py")
-SRC = Path(convoy.__file__).resolve().parents[1]
 N = 200
-T = TypeVar("T")
-T0 = 1_800_000_000.0  # the shared clock's start: a fixed instant, never today's date
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -43,49 +35,7 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 def start(mode: str, d: Path, url: str, **env: str) -> subprocess.Popen[bytes]:
-    full = {**os.environ, "CRASH_AUDIT": "1", "CRASH_DB": url,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH"))
-                                          if p), **env}
-    return subprocess.Popen([sys.executable, str(WORKER), mode, str(d), str(N)],
-                            stderr=subprocess.PIPE, env=full)
-
-
-def finish(p: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    _, err = p.communicate(timeout=timeout)
-    assert p.returncode == 0, err.decode()[-3000:]
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().split("\n")[:-1] if path.exists() else []
-
-
-def wait_until(what: str, cond: object, *procs: subprocess.Popen[bytes],
-               limit: float = 120) -> None:
-    """Poll an observable condition (a safety deadline only: never a timed assertion)."""
-    deadline = time.monotonic() + limit
-    while not cond():  # type: ignore[operator]
-        for p in procs:
-            if p.poll() is not None:
-                _, err = p.communicate()
-                pytest.fail(f"a worker ended while waiting for {what}: {err.decode()[-2000:]}")
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
-
-
-async def _with_store(url: str, fn: Callable[[Store], Awaitable[T]]) -> T:
-    store = store_from_url(url)
-    await store.open()
-    try:
-        return await fn(store)
-    finally:
-        await store.aclose()
-
-
-def sessions(url: str) -> dict[str, SessionRow]:
-    async def read(store: Store) -> dict[str, SessionRow]:
-        return {r.id: r for r in await store.list_sessions(SessionFilter(limit=10 * N))}
-
-    return asyncio.run(_with_store(url, read))
+    return procs.start(mode, d, url, N, CRASH_AUDIT="1", **env)
 
 
 @pytest.mark.slow
@@ -108,19 +58,14 @@ def test_two_engines_share_one_audit_log_through_a_kill_and_a_takeover(
         return sum(line.startswith(f"{who} ") for line in lines(tmp_path / "who.log"))
 
     wait_until("a and b writing", lambda: min(writes_by(w) for w in "ab") >= 10, a, b)
-    assert a.poll() is None, "a finished before the kill; the test proves nothing"
-    os.kill(a.pid, signal.SIGKILL)
-    a.communicate()
-    assert a.returncode == -signal.SIGKILL
-    held = {sid for sid, r in sessions(url).items()
+    kill(a)  # (asserts it was still running and died by SIGKILL)
+    held = {sid for sid, r in procs.sessions(url, N).items()
             if r.unfinished and (r.owner or "").startswith("machine-a:")}
     assert held, "the killed engine held no session; the test proves nothing"
-    tmp = tmp_path / "clock.tmp"
-    tmp.write_text(repr(T0 + 31))  # a's leases have expired: b takes its sessions over
-    tmp.replace(clock)
+    procs.advance(clock, 31)  # a's leases have expired: b takes its sessions over
     finish(b)
 
-    final = sessions(url)
+    final = procs.sessions(url, N)
     assert len(final) == N and all(not r.unfinished for r in final.values())
 
     async def check(store: Store) -> tuple[list[tuple[str, str, str]], list[AuditEvent], int]:
@@ -133,7 +78,15 @@ def test_two_engines_share_one_audit_log_through_a_kill_and_a_takeover(
         verified = (await verify_log(AuditLog(store), "default")).size
         return done, [AuditEvent.decode(r.body) for r in rows], verified
 
-    done, events, verified = asyncio.run(_with_store(url, check))
+    async def checked() -> tuple[list[tuple[str, str, str]], list[AuditEvent], int]:
+        store = store_from_url(url)
+        await store.open()
+        try:
+            return await check(store)
+        finally:
+            await store.aclose()
+
+    done, events, verified = asyncio.run(checked())
     assert len(done) >= N * 4
     audited = Counter((e.session_id, e.step_key, e.kind) for e in events)
     kind = {"model": "model_call", "tool": "tool_call"}

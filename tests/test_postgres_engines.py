@@ -8,28 +8,21 @@ private cluster (``tests/pg_cluster.py``).
 
 from __future__ import annotations
 
-import asyncio
-import os
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-import convoy
-from convoy.stores import SessionFilter, SessionRow, store_from_url
+from convoy.stores import SessionRow
 
+from . import engine_procs as procs
 from .conftest import store_db
+from .engine_procs import T0, finish, kill, lines, wait_until
 
-WORKER = Path(__file__).with_name("crash_worker.py")
-SRC = Path(convoy.__file__).resolve().parents[1]
 N = 300
-T0 = 1_800_000_000.0  # the shared clock's start: a fixed instant, never today's date
 
 
 @pytest.fixture
@@ -40,52 +33,11 @@ def pg(tmp_path: Path) -> Iterator[str]:
 
 
 def start(mode: str, d: Path, url: str, **env: str) -> subprocess.Popen[bytes]:
-    full = {**os.environ, "CRASH_IDEMPOTENT": "0", "CRASH_DB": url,
-            "PYTHONPATH": os.pathsep.join(p for p in (str(SRC), os.environ.get("PYTHONPATH"))
-                                          if p), **env}
-    return subprocess.Popen([sys.executable, str(WORKER), mode, str(d), str(N)],
-                            stderr=subprocess.PIPE, env=full)
-
-
-def finish(p: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    _, err = p.communicate(timeout=timeout)
-    assert p.returncode == 0, err.decode()[-3000:]
-
-
-def kill(p: subprocess.Popen[bytes]) -> None:
-    assert p.poll() is None, "the process ended before the kill; the test proves nothing"
-    os.kill(p.pid, signal.SIGKILL)
-    p.communicate()
-    assert p.returncode == -signal.SIGKILL
-
-
-def lines(path: Path) -> list[str]:
-    return path.read_text().split("\n")[:-1] if path.exists() else []
+    return procs.start(mode, d, url, N, **{"CRASH_IDEMPOTENT": "0", **env})
 
 
 def sessions(url: str) -> dict[str, SessionRow]:
-    async def read() -> dict[str, SessionRow]:
-        store = store_from_url(url)
-        await store.open()
-        try:
-            return {r.id: r for r in await store.list_sessions(SessionFilter(limit=10 * N))}
-        finally:
-            await store.aclose()
-
-    return asyncio.run(read())
-
-
-def wait_until(what: str, cond: object, *procs: subprocess.Popen[bytes],
-               limit: float = 120) -> None:
-    """Poll an observable condition (a safety deadline only: never a timed assertion)."""
-    deadline = time.monotonic() + limit
-    while not cond():  # type: ignore[operator]
-        for p in procs:
-            if p.poll() is not None:
-                _, err = p.communicate()
-                pytest.fail(f"a worker ended while waiting for {what}: {err.decode()[-2000:]}")
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        time.sleep(0.02)
+    return procs.sessions(url, N)
 
 
 def applied(d: Path) -> set[str]:
@@ -126,11 +78,6 @@ def test_engines_on_one_database_share_the_work_and_take_over_a_killed_one(
     clock = tmp_path / "clock"
     clock.write_text(repr(T0))
 
-    def advance(seconds: float) -> None:
-        tmp = tmp_path / "clock.tmp"
-        tmp.write_text(repr(float(clock.read_text()) + seconds))
-        tmp.replace(clock)
-
     gate = tmp_path / "go"
     shared = {"CRASH_CLOCK": str(clock), "CRASH_GATE": str(gate)}
     finish(start("submit", tmp_path, pg, **shared))
@@ -161,7 +108,7 @@ def test_engines_on_one_database_share_the_work_and_take_over_a_killed_one(
     assert all(rows[sid].owner.startswith("machine-a:") for sid in held)  # type: ignore[union-attr]
     assert b.poll() is None and c.poll() is None  # still serving: a's sessions are unfinished
 
-    advance(31)  # a's leases have expired
+    procs.advance(clock, 31)  # a's leases have expired
     finish(b)
     finish(c)
     final = sessions(pg)
