@@ -10,6 +10,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -154,9 +155,15 @@ class Racer(Interceptor):
             raise
 
 
+async def _spans(eng: convoy.Engine, tracing: Tracing, sid: str) -> list[dict[str, Any]]:
+    await tracing.flush()
+    chunks = await eng.store.kv_all(SPANS_NAMESPACE + sid)
+    return load_chunks(chunks[k] for k in sorted(chunks))
+
+
 async def test_a_decision_that_loses_the_race_audits_nothing(db: str | Path) -> None:
-    audit, racer = AuditInterceptor(), Racer()
-    async with _engine(db, FakeClock(), audit, racer) as eng:
+    audit, racer, tracing = AuditInterceptor(), Racer(), Tracing(exporters=["store"])
+    async with _engine(db, FakeClock(), audit, racer, tracing) as eng:
         acme = eng.tenant("acme")
         await acme.run(ask, "c-1", session_id="q3")
         [task] = await acme.inbox.tasks()
@@ -166,9 +173,14 @@ async def test_a_decision_that_loses_the_race_audits_nothing(db: str | Path) -> 
             await acme.inbox.answer(task.id, {"approve": False, "cents": 0}, by="ann")
         events = await _events(audit.log, "acme")
         assert (await verify_log(audit.log, "acme")).size == len(events)
+        spans = await _spans(eng, tracing, "q3")
     [entry] = _decisions(events)  # bob's, who came first; ann's refusals are not decisions
     assert entry.actor == "bob"
     assert [who for who, _ in racer.seen] == ["ann"]  # the write's error reached the hook
+    # bob's decision, and ann's write that failed (an already decided task is refused
+    # before any write: no span)
+    assert sorted(s["status"] for s in spans if s["name"] == "human_decision") == \
+        ["error", "ok"]
 
 
 async def test_the_decision_span_is_in_the_sessions_trace(db: str | Path) -> None:
@@ -178,10 +190,8 @@ async def test_the_decision_span_is_in_the_sessions_trace(db: str | Path) -> Non
         await acme.run(ask, "ann@example.com", session_id="q4")
         [task] = await acme.inbox.tasks()
         await acme.inbox.answer(task.id, {"approve": True, "cents": 7}, by="ann@example.com")
-        await tracing.flush()
-        chunks = await eng.store.kv_all(SPANS_NAMESPACE + "q4")
+        spans = await _spans(eng, tracing, "q4")
         text = metrics.text()
-    spans = load_chunks(chunks[k] for k in sorted(chunks))
     [root] = [s for s in spans if s["name"] == "invoke_workflow decisions.ask"]
     [span] = [s for s in spans if s["name"] == "human_decision"]
     assert span["trace_id"] == root["trace_id"] and span["parent_id"] == root["span_id"]
@@ -191,6 +201,18 @@ async def test_the_decision_span_is_in_the_sessions_trace(db: str | Path) -> Non
     assert attrs["convoy.step.key"] == task.id.split(":")[1]
     assert "ann@example.com" not in json.dumps(span)  # neither who decided nor the value
     assert 'convoy_human_decisions_total{action="answer",kind="question"} 1.0' in text
+
+
+async def test_with_content_who_decided_is_a_redacted_attribute(db: str | Path) -> None:
+    tracing = Tracing(exporters=["store"], capture_content=True)
+    async with _engine(db, FakeClock(), tracing) as eng:
+        await eng.run(ask, "c-9", session_id="q5")
+        [task] = await eng.inbox.tasks()
+        await eng.inbox.answer(task.id, {"approve": True, "cents": 9}, by="ann@example.com")
+        [span] = [s for s in await _spans(eng, tracing, "q5") if s["name"] == "human_decision"]
+    assert "ann@example.com" not in json.dumps(span)
+    assert span["attrs"]["convoy.decision.by"] != "ann@example.com"
+    assert json.loads(span["attrs"]["convoy.decision.value"]) == {"approve": True, "cents": 9}
 
 
 def test_convoy_inbox_answer_is_audited_on_an_audited_store(tmp_path: Path) -> None:

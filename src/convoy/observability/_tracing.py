@@ -685,7 +685,7 @@ class Tracing(Interceptor):
         if input.step_key is not None:
             attrs["convoy.step.key"] = input.step_key
         if self.capture_content:
-            attrs["convoy.decision.by"] = self.redact(input.by)
+            attrs["convoy.decision.by"] = self.text(input.by)
             attrs["convoy.decision.value"] = self.text(input.decision.get("value"))
         span = SpanData.root(run, shape, trace_id, new_span_id(), parent_id, attrs)
         m = self.metrics
