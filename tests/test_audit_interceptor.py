@@ -1,8 +1,8 @@
 """The audit interceptor on a real engine: one entry per step that passes the chain
 (model calls with the agent's decision, a handoff, a state write, an approval asked for,
-the person's decision, the approved tool call, a workflow version seen), sharing the
-session id and step key; no raw prompt, output or argument in any entry; a resumed
-session appends nothing twice; and the log verifies."""
+the person's decision as it is made, the approved tool call, a workflow version seen),
+sharing the session id and step key; no raw prompt, output or argument in any entry; a
+resumed session appends nothing twice; and the log verifies."""
 
 from __future__ import annotations
 
@@ -173,11 +173,13 @@ async def test_every_step_has_one_span_and_one_entry_sharing_trace_id_and_key(
     for e in events:
         if e.step_key is None:
             continue
-        # an approval asked for is the tool step's; the decision, the inbox read's
+        # an approval asked for is the tool step's; the person's decision has its own
+        # entry and span, at the task's key, made when the person decided
         family = "tool" if (e.kind, e.status) == ("approval", "required") else \
             _family(e.kind)
         entries.setdefault((family, e.step_key), []).append(e.refs.get("trace_id", ""))
     assert spans and set(spans) == set(entries)
+    assert ("decision", task.id.rpartition(":")[2]) in spans
     for k, traces in spans.items():
         assert len(traces) == 1 and entries[k] == traces, k  # one each, one trace id
 
@@ -187,8 +189,8 @@ def _family(kind: str) -> str:
     return {"invoke_agent": "agent", "agent_decision": "agent", "chat": "model",
             "model_call": "model", "execute_tool": "tool", "tool_call": "tool",
             "policy_refusal": "tool", "handoff": "handoff",
-            "effect": "step", "step": "step"}.get(kind, "state" if "state" in kind or
-                                                   kind in ("human_decision", "approval") else kind)
+            "effect": "step", "step": "step", "human_decision": "decision",
+            "approval": "decision"}.get(kind, "state" if "state" in kind else kind)
 
 
 async def test_entries_ride_the_journals_commits(tmp_path: Path) -> None:

@@ -59,6 +59,7 @@ from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccoun
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
+    DecisionInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -115,6 +116,7 @@ __all__ = [
     "ContextWindowExceeded",
     "ConvoyError",
     "Decision",
+    "DecisionInput",
     "ESCALATION",
     "EffectInput",
     "Engine",

@@ -14,22 +14,27 @@ Which entry each hook appends (hashes and references only, see :class:`AuditEven
   with status ``required``;
 - a handoff (``handoff``: source, target, payload hash), a workflow effect (``effect``);
 - a state write (``state_write``: the key, the hash of the value, ``ok`` or ``conflict``);
-  any other state operation (``state_read``: the operation, the hash of the value read);
-  a read of a human task that was decided: ``human_decision`` (or ``approval`` for a tool
-  approval) with the action, who decided and the task id;
+  any other state operation (``state_read``: the operation, the hash of the value read;
+  the session reading a decided human task too);
+- a person's decision on a human task, when it is made (the ``human_decision`` hook, run
+  by the inbox around the write, whether the session ever resumes or not):
+  ``human_decision`` (``approval`` for a tool approval) with the action as status, who
+  decided as actor, the task id, its kind and the hash of the decision; a decision whose
+  write fails (the task was decided meanwhile) appends nothing;
 - a new workflow version seen for a tenant: ``config_change``.
 
-Each entry carries the session id and step key, and the trace id when tracing put one in
-the session's headers. Steps replayed from the journal pass no interceptor, so a resumed
-session appends nothing twice. An entry joins the store's next group commit together with
-the journal record of its step (``wait=False``): auditing adds no commit of its own.
+Each entry carries the session id and step key (a decision: the task's), and the trace id
+when tracing put one in the session's headers. Steps replayed from the journal pass no
+interceptor, so a resumed session appends nothing twice. A step's entry joins the store's
+next group commit together with the journal record of its step (``wait=False``): auditing
+adds no commit of its own to a session's steps. A decision's entry is committed before the
+person is told the decision is recorded (no journal write follows to carry it).
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,10 +48,10 @@ from convoy._errors import (
 from convoy.audit._event import AuditEvent, AuditKind, digest, encode_event
 from convoy.audit._log import AuditLog
 from convoy.audit._step_digests import prompt_digest, response_digest
-from convoy.hitl._task import INBOX
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
+    DecisionInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -61,6 +66,7 @@ from convoy.models._messages import ModelResponse
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
+    from convoy.hitl._task import HumanTask
     from convoy.stores._protocol import Store
 
 #: What an entry is appended for: each has the step's ``session`` and ``key``.
@@ -71,6 +77,12 @@ _Step = (AgentRunInput | ModelCallInput | ToolCallInput | HandoffInput | EffectI
 TRACE_HEADER = "convoy.trace"
 _CONFIG_NAMESPACE = "convoy.audit.config"
 _NONE: dict[str, str] = {}
+
+
+def _trace_id(headers: Mapping[str, str]) -> str | None:
+    """The trace id in a session's headers, if tracing put one there."""
+    trace = headers.get(TRACE_HEADER)
+    return trace.split("-")[1] if trace is not None and trace.count("-") == 3 else None
 
 
 def _status(e: BaseException | None) -> str:
@@ -118,10 +130,9 @@ class AuditInterceptor(Interceptor):
         """Append the entry of ``step`` (its session and step key, not its
         :class:`~convoy.interceptors.StepInfo`: this runs for every step)."""
         session = step.session
-        trace = session.headers.get(TRACE_HEADER)
-        if trace is not None and trace.count("-") == 3:
-            refs = {**refs, "trace_id": trace.split("-")[1]} if refs else {
-                "trace_id": trace.split("-")[1]}
+        trace = _trace_id(session.headers)
+        if trace is not None:
+            refs = {**refs, "trace_id": trace} if refs else {"trace_id": trace}
         store = self._store
         if store is None:
             raise RuntimeError("the audit interceptor is not started: open the engine first")
@@ -261,29 +272,26 @@ class AuditInterceptor(Interceptor):
                 self._append(input, "state_read", _status(e), actor=input.agent,
                              target=target, refs={"op": input.op})
             raise
-        if not (input.op == "get" and input.namespace == INBOX and
-                self._decision(input, result)):
-            value = getattr(result, "value", None)
-            self._append(input, "state_read", "ok", actor=input.agent, target=target,
-                         hashes={} if value is None else {"value": digest(value)},
-                         refs={"op": input.op,
-                               "version": str(getattr(result, "version", "") or "")})
+        value = getattr(result, "value", None)
+        self._append(input, "state_read", "ok", actor=input.agent, target=target,
+                     hashes={} if value is None else {"value": digest(value)},
+                     refs={"op": input.op,
+                           "version": str(getattr(result, "version", "") or "")})
         return result
 
-    def _decision(self, input: StateInput, got: Any) -> bool:
-        """A read of a decided human task: its entry is the decision, as the session sees
-        it. Whether it was one."""
-        raw = getattr(got, "value", None)
-        try:
-            task = json.loads(raw) if isinstance(raw, str) else None
-        except ValueError:
-            return False
-        if not isinstance(task, dict) or not isinstance(task.get("decision"), dict):
-            return False
-        decision = task["decision"]
-        kind: AuditKind = "approval" if task.get("kind") == "approval" else "human_decision"
-        self._append(input, kind, str(decision.get("action")),
-                     actor=str(decision.get("by")), target=str(task.get("id")),
-                     hashes={"decision": digest(decision)},
-                     refs={"task_id": str(task.get("id"))})
-        return True
+    async def human_decision(self, input: DecisionInput,
+                             next: Next[DecisionInput, HumanTask]) -> HumanTask:
+        written = await next(input)  # a write that fails decided nothing: no entry
+        refs = {"task_id": input.task_id, "task_kind": input.kind}
+        trace = _trace_id(input.headers)
+        if trace is not None:
+            refs["trace_id"] = trace
+        kind: AuditKind = "approval" if input.kind == "approval" else "human_decision"
+        event = AuditEvent(kind=kind, status=input.action, at=input.at,
+                           session_id=input.session_id, step_key=input.step_key,
+                           actor=input.by, target=input.task_id,
+                           hashes={"decision": digest(dict(input.decision))}, refs=refs)
+        # Committed before the person is told it is done (no journal write follows to
+        # carry it, as it does for a step's entry).
+        await self.log.append(input.tenant, [event])
+        return written

@@ -3,6 +3,11 @@
 Questions (``ctx.ask_human``), approvals of tool calls and escalations wait here; a
 decision is recorded with who made it (``--by``, default ``$CONVOY_USER`` or the login
 name) and wakes the session ('convoy worker' runs it, or 'convoy resume').
+
+The CLI has none of the application's interceptors, so it cannot know whether the
+application audits a tenant; it goes by the store: a decision on a task of a tenant that
+already has an audit log (``convoy audit verify`` lists them) is appended to it, as the
+application's :class:`~convoy.audit.AuditInterceptor` would.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from convoy import Engine, HumanTask, Inbox
+from convoy import DecisionInput, Engine, HumanTask, Inbox, Interceptor, Next, UserError
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -80,6 +85,49 @@ def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     return build_engine(db, busy_timeout=busy_timeout), scope
+
+
+class _AuditAudited(Interceptor):
+    """Audits the decisions on tasks of tenants whose audit log the store already holds
+    (the CLI cannot tell whether the application audits a tenant: the store can), with
+    an :class:`~convoy.audit.AuditInterceptor` (imported only then: it needs the
+    ``audit`` extra)."""
+
+    stage = "audit"
+
+    def __init__(self) -> None:
+        self._audited: frozenset[str] = frozenset()
+        self._audit: Interceptor | None = None
+        self._engine: Engine | None = None
+
+    async def start(self, engine: Engine) -> None:
+        self._audited = frozenset(await engine.store.audit_tenants())
+        self._engine = engine
+
+    async def human_decision(self, input: DecisionInput,
+                             next: Next[DecisionInput, HumanTask]) -> HumanTask:
+        if input.tenant not in self._audited:
+            return await next(input)
+        if self._audit is None:
+            try:
+                from convoy.audit import AuditInterceptor
+            except ImportError:
+                from convoy.audit._needs import MISSING_CRYPTOGRAPHY
+                raise UserError(f"tenant {input.tenant!r} is audited: nothing was "
+                                f"decided. {MISSING_CRYPTOGRAPHY}") from None
+            assert self._engine is not None
+            audit = AuditInterceptor()
+            await audit.start(self._engine)
+            self._audit = audit
+        return await self._audit.human_decision(input, next)
+
+
+def _decider(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
+             ) -> tuple[Engine, Scope]:
+    """An engine for commands that decide: audited where the store audits."""
+    scope = tenant_scope(tenant, all_tenants)
+    require_store(db)
+    return build_engine(db, busy_timeout=busy_timeout, interceptors=[_AuditAudited()]), scope
 
 
 def _run(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[Any]]) -> Any:
@@ -215,7 +263,7 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
     if value is not None and sets:
         fail("give --value or --set, not both")
     who = _who(by)
-    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    engine, scope = _decider(db, busy_timeout, tenant, all_tenants)
 
     async def act(inbox: Inbox) -> HumanTask:
         task = await inbox.get(task_id)
@@ -271,7 +319,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
     if edit is not None and sets:
         fail("give --edit or --set, not both")
     who = _who(by)
-    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    engine, scope = _decider(db, busy_timeout, tenant, all_tenants)
 
     async def act(inbox: Inbox) -> HumanTask:
         if edit is None and not sets:
@@ -294,7 +342,7 @@ def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
     Example: `convoy inbox reject 3f2a9c1b:0/2 -m "not for this customer"`
     """
     who = _who(by)
-    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    engine, scope = _decider(db, busy_timeout, tenant, all_tenants)
     _decided(_run(engine, scope, lambda inbox: inbox.reject(task_id, by=who,
                                                              comment=comment)))
 

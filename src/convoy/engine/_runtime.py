@@ -14,6 +14,7 @@ from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
     Chain,
+    DecisionInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -33,6 +34,7 @@ from convoy.state._access import run_state_op
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
+    from convoy.hitl._task import HumanTask
     from convoy.stores._protocol import Store
 
 
@@ -60,6 +62,11 @@ def _nobody() -> None:
 
 async def _run_session(i: SessionInput) -> SessionEnd:
     """The end of the session chain: run the workflow."""
+    return await i.proceed(i)
+
+
+async def _write_decision(i: DecisionInput) -> HumanTask:
+    """The end of the decision chain: write the decision."""
     return await i.proceed(i)
 
 
@@ -95,6 +102,8 @@ class Runtime:
         self.handoff_chain: Chain[HandoffInput, Any] = Chain("handoff", interceptors, _handoff)
         self.effect_chain: Chain[EffectInput, Any] = Chain("effect", interceptors, _effect)
         self.state_chain: Chain[StateInput, Any] = Chain("state_op", interceptors, run_state_op)
+        self.decision_chain: Chain[DecisionInput, HumanTask] = Chain(
+            "human_decision", interceptors, _write_decision)
         #: Called when a state write woke parked sessions (the engine's serve loop listens).
         self.wake: Callable[[], None] = _nobody
 

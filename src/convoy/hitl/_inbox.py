@@ -31,6 +31,7 @@ from convoy.hitl._task import (
     load_task,
     session_of,
 )
+from convoy.interceptors._base import DecisionInput
 from convoy.stores._protocol import SessionFilter, SessionRow, StateEntry, StateWrite
 
 if TYPE_CHECKING:
@@ -216,14 +217,27 @@ class Inbox:
                             f"{' / '.join(task.actions)} it, not {action}")
         if action in ("answer", "edit"):
             value = answer_checker(task)(value)
-        now = self.__engine.clock()
+        engine = self.__engine
+        now = engine.clock()
         decision = Decision(action=action, value=value, by=by, comment=comment, at=now)
-        if task.id.endswith(f":{ESCALATED}") and row.status == "escalated":
-            return await self._answer_session(task, row, decision)
-        update: dict[str, Any] = {"status": "answered", "decision": decision, "error": None}
-        if task.kind == "approval" and action in ("approve", "edit"):
-            update["expires_at"] = now + (task.expires_after or 3600.0)
-        return await self._write(task, task.model_copy(update=update))
+        escalated = task.id.endswith(f":{ESCALATED}") and row.status == "escalated"
+
+        async def write(_: DecisionInput) -> HumanTask:
+            if escalated:
+                return await self._answer_session(task, row, decision)
+            update: dict[str, Any] = {"status": "answered", "decision": decision,
+                                      "error": None}
+            if task.kind == "approval" and action in ("approve", "edit"):
+                update["expires_at"] = now + (task.expires_after or 3600.0)
+            return await self._write(task, task.model_copy(update=update))
+
+        # The chain sees the decision as it is made (audit, tracing), around its write.
+        step = (row.error_record or {}).get("key") if escalated else task.id.rpartition(":")[2]
+        return await engine.runtime.decision_chain.call(DecisionInput(
+            tenant=task.tenant, session_id=task.session_id,
+            step_key=None if step is None else str(step), task_id=task.id, kind=task.kind,
+            action=action, by=by, decision=decision.model_dump(mode="json"), at=now,
+            headers=row.header_map, proceed=write))
 
     def _check_open(self, task: HumanTask, row: SessionRow, by: str) -> None:
         if not task.is_open:

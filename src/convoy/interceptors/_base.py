@@ -9,7 +9,8 @@ after a crash or a wait) and may set :attr:`SessionInput.headers`, which are per
 with the session, so a trace id or an audit cursor survives a resume.
 :meth:`Interceptor.agent_run` wraps one invocation of an agent (its model turns and tool
 calls, until it answers or hands the session over): not a step of its own, the span its
-steps nest in.
+steps nest in. :meth:`Interceptor.human_decision` wraps a person's decision on a human
+task, when the person makes it (the inbox runs it around the write; no session runs).
 
 Order is explicit: every interceptor has a :attr:`~Interceptor.stage`; the engine sorts the
 chain by stage, outermost first (:data:`STAGES`), keeping the given order within a stage:
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
     from convoy.definitions._tools import Tool, ToolContext
     from convoy.engine._engine import Engine
+    from convoy.hitl._task import Action, HumanTask, TaskKind
     from convoy.models._base import Model
     from convoy.models._messages import Message
     from convoy.runtime._context import Context
@@ -271,6 +273,35 @@ class SessionEnd:
     error: dict[str, Any] | None = None
 
 
+@dataclass(slots=True, frozen=True, kw_only=True)
+class DecisionInput:
+    """A person's decision on a human task, as it is made (``engine.inbox.answer``,
+    ``approve``, ``edit``, ``reject``, ``convoy inbox``): not a step of the session, which
+    may be parked, or never resume. ``next`` writes it (and answers an escalated session);
+    a task decided meanwhile makes ``next`` raise :class:`~convoy.UserError`. Raising
+    before ``next`` refuses the decision: nothing is written.
+
+    ``step_key`` is the task's position in the session (the step that escalated, for an
+    escalated session; ``None`` if it escalated outside a step); ``decision`` is the
+    decision as the task records it (JSON: action, value, by, comment, at), the value
+    audit hashes; ``at`` is when it was made (the engine's clock); ``headers`` are the
+    session's persisted headers (its trace, see :class:`SessionInput`).
+    """
+
+    tenant: str
+    session_id: str
+    step_key: str | None
+    task_id: str
+    kind: TaskKind
+    action: Action
+    by: str
+    decision: Mapping[str, Any]
+    at: float
+    headers: Mapping[str, str]
+    proceed: Callable[[DecisionInput], Awaitable[HumanTask]] = field(repr=False)
+    """Writes the decision (the end of the chain); interceptors call ``next``."""
+
+
 Next = Callable[[I], Awaitable[O]]
 
 
@@ -326,6 +357,12 @@ class Interceptor:
         """Around one operation on shared state: a read, a compare-and-set write (a stale
         one raises :class:`~convoy.StateConflict` out of ``next``), a history or key
         listing, or the watch of a durable wait for a change."""
+        return await next(input)
+
+    async def human_decision(self, input: DecisionInput,
+                             next: Next[DecisionInput, HumanTask]) -> HumanTask:
+        """Around a person's decision on a human task, when it is made (see
+        :class:`DecisionInput`); returns the task as written. Runs only on decisions."""
         return await next(input)
 
 

@@ -24,6 +24,7 @@ from convoy._errors import StateConflict, UserError
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
+    DecisionInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
     from convoy.engine._engine import Engine
+    from convoy.hitl._task import HumanTask
 
 #: Seconds: from a fast step to a slow model call.
 STEP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -138,6 +140,7 @@ class Metrics(Interceptor):
         self._retries: dict[tuple[str, str, str, str], int] = {}
         self._attempt_errors: dict[tuple[str, str, str, str], int] = {}
         self._conflicts: dict[str, int] = {}
+        self._decisions: dict[tuple[str, str], int] = {}  # (action, task kind): bounded
         # Attempts of the calls in flight, by input object: (attempts, last error kind).
         self._tries: dict[int, tuple[int, str]] = {}
         self._engine: Engine | None = None
@@ -264,6 +267,12 @@ class Metrics(Interceptor):
     def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
         return self._timed("state", input.agent or "", input.op, next, input)
 
+    async def human_decision(self, input: DecisionInput,
+                             next: Next[DecisionInput, HumanTask]) -> HumanTask:
+        written = await next(input)
+        self._decided(input)
+        return written
+
     # -- what is counted: called by the hooks above, or by Tracing's when observe() puts
     # tracing and metrics in one hook per step (Tracing.metrics); durations in ns ----------
 
@@ -323,6 +332,10 @@ class Metrics(Interceptor):
         st.hist.observe(ns)
         if self._tries:
             self._tries.pop(id(input), None)
+
+    def _decided(self, input: DecisionInput) -> None:
+        key = (input.action, input.kind)
+        self._decisions[key] = self._decisions.get(key, 0) + 1
 
     def _step_failed(self, kind: str, agent: str, target: str, input: Any,
                      exc: BaseException) -> None:
@@ -506,6 +519,12 @@ class _Collector:
         for space, n in list(m._conflicts.items()):
             conflicts.add_metric([label("namespace", space)], n)
         yield conflicts
+        decisions = CounterMetricFamily(
+            f"{ns}_human_decisions", "Decisions people made on human tasks (written), by "
+            "action and kind of task.", labels=["action", "kind"])
+        for (action, kind), n in list(m._decisions.items()):
+            decisions.add_metric([action, kind], n)
+        yield decisions
         yield from _engine_families(m, ns)
 
 

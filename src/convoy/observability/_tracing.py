@@ -4,12 +4,15 @@ Spans, parent first: the session's run (``invoke_workflow WORKFLOW``), each agen
 invocation (``invoke_agent AGENT``), and in it each model call (``chat MODEL``), tool call
 (``execute_tool TOOL``), handoff (``handoff A -> B``), ``ctx.step`` (``step NAME``) and
 shared-state operation (``state.OP KIND``), and, with :attr:`Tracing.attempts` in the
-chain, each retry attempt (``attempt N``) under its step. A handoff's target agent links
-to the source agent's span and to the handoff's. The trace id and the session's first span
-are kept in the session's headers (``convoy.trace``), so a resumed session continues its
-trace: its new run is a child of the first, and an agent whose steps it replays from the
-journal is marked ``convoy.replay``. Message content is not recorded unless
-``capture_content``, and every string that may carry personal data goes through a
+chain, each retry attempt (``attempt N``) under its step. A person's decision on a human
+task (``human_decision``) is a span of the session's trace too, made when the person
+decides, under the session's first span (the session may be parked, or never resume).
+A handoff's target agent links to the source agent's span and to the handoff's. The
+trace id and the session's first span are kept in the session's headers
+(``convoy.trace``), so a resumed session continues its trace: its new run is a child of
+the first, and an agent whose steps it replays from the journal is marked
+``convoy.replay``. Message content is not recorded unless ``capture_content``, and every
+string that may carry personal data goes through a
 :class:`~convoy.observability.Redactor` first.
 """
 
@@ -27,6 +30,7 @@ from convoy._errors import SessionTerminated, UserError
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
+    DecisionInput,
     EffectInput,
     HandoffInput,
     Interceptor,
@@ -62,6 +66,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
     from convoy.engine._engine import Engine
+    from convoy.hitl._task import HumanTask
     from convoy.models._base import Model
     from convoy.observability._metrics import Metrics
     from convoy.stores._protocol import Store
@@ -655,6 +660,48 @@ class Tracing(Interceptor):
         if m is not None:
             m._step_ok("state", input.agent or "", op, input, span.end - span.start)
         return out
+
+    # -- a person's decision ----------------------------------------------------------------
+
+    def human_decision(self, input: DecisionInput,
+                       next: Next[DecisionInput, HumanTask]) -> Any:
+        root = parse_traceparent(input.headers.get(TRACE_HEADER))
+        if root is None or not self._sampled(root[0]):  # the session is not traced
+            m = self.metrics
+            return next(input) if m is None else m.human_decision(input, next)
+        return self._human_decision(input, next, *root)
+
+    async def _human_decision(self, input: DecisionInput,
+                              next: Next[DecisionInput, HumanTask], trace_id: str,
+                              parent_id: str) -> HumanTask:
+        kind = input.kind
+        shape = self.shape(("human_decision", kind), lambda: Shape(
+            "human_decision", {"convoy.task.kind": kind}))
+        run = _Run(self, input.session_id, input.tenant)  # a run of its own: one span
+        attrs: Attrs = {"convoy.task.id": self.redact(input.task_id),
+                        "convoy.decision.action": input.action,
+                        "gen_ai.conversation.id": run.root_sid,
+                        "convoy.session.id": run.root_sid}
+        if input.step_key is not None:
+            attrs["convoy.step.key"] = input.step_key
+        if self.capture_content:
+            attrs["convoy.decision.by"] = self.text(input.by)
+            attrs["convoy.decision.value"] = self.text(input.decision.get("value"))
+        span = SpanData.root(run, shape, trace_id, new_span_id(), parent_id, attrs)
+        m = self.metrics
+        try:
+            written = await next(input)
+        except BaseException as e:
+            self.failed(span, e)
+            self.ended(span)
+            self._close(run)
+            raise
+        span.status = "ok"
+        self.ended(span)
+        self._close(run)
+        if m is not None:
+            m._decided(input)
+        return written
 
     async def _user_code(self, span: SpanData, next: Next[Any, Any], input: Any,
                          series: tuple[str, str, str], result: str | None = None) -> Any:
