@@ -271,13 +271,16 @@ async def test_two_tenants_starting_the_same_session_id_at_once_never_share_it(
             assert row.tenant == won and json.loads(row.input) == inputs[won]
             assert [r.kind for r in await engine.journal(sid)] == ["model"]
             assert (await engine.result(sid)).status == "completed"
-            # one tenant starting the same id twice at once runs it once
+            # one tenant starting the same id twice at once runs it once: the other start
+            # reports the session as it finds it (running, or already completed when the
+            # first run finished before it looked: on PostgreSQL under load it may)
             c, d = await asyncio.gather(start(acme, f"{sid}-again"),
                                         start(acme, f"{sid}-again"))
             statuses = sorted(x.status if isinstance(x, convoy.SessionResult) else x[0].status
                               for x in (c, d))
-            assert statuses == ["completed", "running"], (c, d)
+            assert statuses in (["completed", "running"], ["completed", "completed"]), (c, d)
             assert len(await engine.journal(f"{sid}-again")) == 1
+            assert (await engine.result(f"{sid}-again")).status == "completed"
 
 
 @pytest.mark.parametrize("name", BAD_TENANTS, ids=repr)
