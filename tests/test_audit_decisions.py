@@ -246,3 +246,50 @@ def test_convoy_inbox_answer_is_audited_on_an_audited_store(tmp_path: Path) -> N
     assert tenants == ["acme"]
     verified = cli("audit", "verify", "--db", str(db), "-t", "acme")
     assert verified.code == 0 and f"{len(events)} entries verified" in verified.stdout
+
+
+async def test_an_escalation_answered_by_signal_is_a_decision_of_its_sender(
+        db: str | Path) -> None:
+    """``engine.signal(sid, ESCALATION, ...)`` answers through the inbox: the decision is
+    audited (who: the payload's ``by``, else the signal) and kept in the task's history."""
+    ATTEMPTS.clear()
+    audit = AuditInterceptor()
+    async with _engine(db, FakeClock(), audit) as eng:
+        assert (await eng.run(escalate, 1, session_id="e2")).status == "escalated"
+        await eng.signal("e2", convoy.ESCALATION, {"action": "complete",
+                                                  "result": "charged by hand", "by": "ops"})
+        [res] = await eng.resume()
+        assert res.ok and res.output == "charged by hand"
+        ATTEMPTS.clear()
+        assert (await eng.run(escalate, 2, session_id="e3")).status == "escalated"
+        await eng.signal("e3", convoy.ESCALATION, {"action": "fail", "reason": "fraud"})
+        row = await eng.store.get_session("e3")
+        assert row is not None and row.status == "failed"
+        [*_, last] = await eng.inbox.history("e3:escalated")
+        events = await _events(audit.log, "default")
+    first, second = _decisions(events)
+    assert (first.kind, first.status, first.actor, first.target) == (
+        "human_decision", "edit", "ops", "e2:escalated")
+    assert (second.status, second.actor) == ("reject", convoy.ESCALATION + " signal")
+    assert last.decision is not None and last.decision.by == second.actor
+
+
+def test_convoy_signal_escalation_is_audited_with_by(tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    ATTEMPTS.clear()
+
+    async def start() -> None:
+        async with convoy.Engine(db, interceptors=[AuditInterceptor()]) as eng:
+            assert (await eng.run(escalate, 1, session_id="e4")).status == "escalated"
+
+    asyncio.run(start())
+    res = cli("signal", "e4", convoy.ESCALATION, "--db", str(db), "--by", "ann",
+              "--payload", '{"action": "retry"}')
+    assert res.code == 0, res.stderr
+
+    async def read() -> list[AuditEvent]:
+        async with convoy.Engine(db) as eng:
+            return await _events(AuditLog(eng.store), "default")
+
+    [entry] = _decisions(asyncio.run(read()))
+    assert (entry.actor, entry.status, entry.target) == ("ann", "approve", "e4:escalated")

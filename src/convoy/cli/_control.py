@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Any
 
 import typer
@@ -22,6 +23,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._deciders import decider_engine, who_decides
 
 
 def signal(
@@ -32,6 +34,10 @@ def signal(
     payload: Annotated[str | None, typer.Option(
         "--payload", "-p", metavar="JSON",
         help="The signal's value, as JSON (default: null).")] = None,
+    by: Annotated[str | None, typer.Option(
+        "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+        help="Who answers an escalation (recorded with the decision, audited where the "
+             "store audits the tenant). Default: the login name.")] = None,
     db: DbOption = DEFAULT_DB,
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
@@ -42,7 +48,9 @@ def signal(
 
     An escalated session is answered with the signal 'convoy.escalation' and a payload
     '{"action": "retry"}' (run the step again), '{"action": "complete", "result": ...}'
-    (a person did it: record that result) or '{"action": "fail", "reason": "..."}'.
+    (a person did it: record that result) or '{"action": "fail", "reason": "..."}'; it is
+    a decision by --by, kept in the inbox ('convoy inbox show SESSION:escalated') and
+    audited as 'convoy inbox' decisions are.
 
     Only sessions of the tenant --tenant names (default: 'default'), or of every tenant
     with --all-tenants: another tenant's session is an unknown id.
@@ -56,10 +64,18 @@ def signal(
         except json.JSONDecodeError as e:
             fail(f"--payload is not JSON: {e.msg} at column {e.colno} (quote strings: "
                  """--payload '"yes"')""")
-    scope = tenant_scope(tenant, all_tenants)
-    require_store(db)
-    run_async(_signal(build_engine(db, busy_timeout=busy_timeout), scope, session_id, name,
-                      value))
+    if name == ESCALATION:
+        if isinstance(value, dict) and not value.get("by"):
+            value = {**value, "by": who_decides(by)}
+        engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
+    else:
+        if by is not None and by != os.environ.get("CONVOY_USER"):
+            fail(f"--by names who answers an escalation ({ESCALATION!r}); a signal "
+                 f"{name!r} records no decider")
+        scope = tenant_scope(tenant, all_tenants)
+        require_store(db)
+        engine = build_engine(db, busy_timeout=busy_timeout)
+    run_async(_signal(engine, scope, session_id, name, value))
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value
         out.print(f"answered the escalation of session {session_id}: {action}"

@@ -4,15 +4,11 @@ Questions (``ctx.ask_human``), approvals of tool calls and escalations wait here
 decision is recorded with who made it (``--by``, default ``$CONVOY_USER`` or the login
 name) and wakes the session ('convoy worker' runs it, or 'convoy resume').
 
-The CLI has none of the application's interceptors, so it cannot know whether the
-application audits a tenant; it goes by the store: a decision on a task of a tenant that
-already has an audit log (``convoy audit verify`` lists them) is appended to it, as the
-application's :class:`~convoy.audit.AuditInterceptor` would.
+Decisions are audited where the store audits (see :mod:`convoy.cli._deciders`).
 """
 
 from __future__ import annotations
 
-import getpass
 import json
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
@@ -20,7 +16,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from convoy import DecisionInput, Engine, HumanTask, Inbox, Interceptor, Next, UserError
+from convoy import Engine, HumanTask, Inbox
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -38,6 +34,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._render import fmt_time, short
 
@@ -50,9 +47,6 @@ inbox_app = typer.Typer(
 
 TaskArg = Annotated[str, typer.Argument(metavar="TASK", help="Task id, as 'list' shows it.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
-ByOption = Annotated[str | None, typer.Option(
-    "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
-    help="Who decides (recorded with the decision). Default: the login name.")]
 CommentOption = Annotated[str | None, typer.Option(
     "--comment", "-m", metavar="TEXT", help="Say why (the agent reads it on a re-run; a "
                                             "rejected tool call's error carries it).")]
@@ -61,15 +55,6 @@ SetOption = Annotated[list[str] | None, typer.Option(
     help="One field of the answer (repeatable); fields not set keep the proposal's.")]
 ValueOption = Annotated[str | None, typer.Option(
     "--value", metavar="JSON", help="The whole answer as JSON.")]
-
-
-def _who(by: str | None) -> str:
-    if by:
-        return by
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        fail("say who decides: --by NAME (or set CONVOY_USER)")
 
 
 def _json(value: str, option: str) -> Any:
@@ -85,49 +70,6 @@ def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     return build_engine(db, busy_timeout=busy_timeout), scope
-
-
-class _AuditAudited(Interceptor):
-    """Audits the decisions on tasks of tenants whose audit log the store already holds
-    (the CLI cannot tell whether the application audits a tenant: the store can), with
-    an :class:`~convoy.audit.AuditInterceptor` (imported only then: it needs the
-    ``audit`` extra)."""
-
-    stage = "audit"
-
-    def __init__(self) -> None:
-        self._audited: frozenset[str] = frozenset()
-        self._audit: Interceptor | None = None
-        self._engine: Engine | None = None
-
-    async def start(self, engine: Engine) -> None:
-        self._audited = frozenset(await engine.store.audit_tenants())
-        self._engine = engine
-
-    async def human_decision(self, input: DecisionInput,
-                             next: Next[DecisionInput, HumanTask]) -> HumanTask:
-        if input.tenant not in self._audited:
-            return await next(input)
-        if self._audit is None:
-            try:
-                from convoy.audit import AuditInterceptor
-            except ImportError:
-                from convoy.audit._needs import MISSING_CRYPTOGRAPHY
-                raise UserError(f"tenant {input.tenant!r} is audited: nothing was "
-                                f"decided. {MISSING_CRYPTOGRAPHY}") from None
-            assert self._engine is not None
-            audit = AuditInterceptor()
-            await audit.start(self._engine)
-            self._audit = audit
-        return await self._audit.human_decision(input, next)
-
-
-def _decider(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
-             ) -> tuple[Engine, Scope]:
-    """An engine for commands that decide: audited where the store audits."""
-    scope = tenant_scope(tenant, all_tenants)
-    require_store(db)
-    return build_engine(db, busy_timeout=busy_timeout, interceptors=[_AuditAudited()]), scope
 
 
 def _run(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[Any]]) -> Any:
@@ -262,8 +204,8 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
     import_modules(imports)
     if value is not None and sets:
         fail("give --value or --set, not both")
-    who = _who(by)
-    engine, scope = _decider(db, busy_timeout, tenant, all_tenants)
+    who = who_decides(by)
+    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
 
     async def act(inbox: Inbox) -> HumanTask:
         task = await inbox.get(task_id)
@@ -318,8 +260,8 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
     import_modules(imports)
     if edit is not None and sets:
         fail("give --edit or --set, not both")
-    who = _who(by)
-    engine, scope = _decider(db, busy_timeout, tenant, all_tenants)
+    who = who_decides(by)
+    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
 
     async def act(inbox: Inbox) -> HumanTask:
         if edit is None and not sets:
@@ -341,8 +283,8 @@ def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
 
     Example: `convoy inbox reject 3f2a9c1b:0/2 -m "not for this customer"`
     """
-    who = _who(by)
-    engine, scope = _decider(db, busy_timeout, tenant, all_tenants)
+    who = who_decides(by)
+    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
     _decided(_run(engine, scope, lambda inbox: inbox.reject(task_id, by=who,
                                                              comment=comment)))
 
@@ -357,7 +299,7 @@ def comment_(task_id: TaskArg,
 
     Example: `convoy inbox comment 3f2a9c1b:0 "asking finance"`
     """
-    who = _who(by)
+    who = who_decides(by)
     engine, scope = _view(db, busy_timeout, tenant, all_tenants)
     _run(engine, scope, lambda inbox: inbox.comment(task_id, text, by=who))
     out.print(f"commented on task {task_id} (by {who})", markup=False)

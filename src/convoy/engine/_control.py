@@ -18,7 +18,7 @@ from pydantic_core import to_json
 
 from convoy._errors import UserError
 from convoy.definitions._workflow import registered_workflow
-from convoy.engine._escalation import ESCALATION, answer_escalation
+from convoy.engine._escalation import ESCALATION
 from convoy.engine._results import (
     ReplayResult,
     SessionResult,
@@ -28,7 +28,7 @@ from convoy.engine._results import (
 )
 from convoy.engine._retry import retry_sessions, select_retryable
 from convoy.engine._tenancy import unknown_session
-from convoy.hitl._inbox import Inbox
+from convoy.hitl._inbox import ESCALATED, Inbox
 from convoy.stores._protocol import STATUSES, SessionFilter, SessionOutcome, SessionRow, StepRecord
 
 if TYPE_CHECKING:
@@ -88,7 +88,7 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     """Send a signal, or answer an escalation (:data:`~convoy.ESCALATION`)."""
     row = await session(engine, session_id, tenant)
     if name == ESCALATION:
-        await answer_escalation(engine.store, row, payload)
+        await _answer_escalation(engine, row, payload)
     elif not row.unfinished:
         raise UserError(f"session {session_id!r} is {row.status}: signals go to "
                         "unfinished sessions")
@@ -96,6 +96,33 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                                             tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)
     engine._wake_event().set()
+
+
+#: Who decided, for an escalation answered by a signal whose payload names nobody.
+SIGNAL_DECIDER = f"{ESCALATION} signal"
+_INBOX_ACTION = {"retry": "approve", "complete": "edit", "fail": "reject"}
+
+
+async def _answer_escalation(engine: Engine, row: SessionRow, payload: Any) -> None:
+    """An :data:`~convoy.ESCALATION` signal is a person's decision: it goes through the
+    inbox (the ``human_decision`` chain audits and traces it; the task's history keeps it),
+    by ``payload["by"]``, else by :data:`SIGNAL_DECIDER`."""
+    if row.status != "escalated":
+        raise UserError(f"session {row.id!r} is {row.status}, not escalated")
+    action = payload.get("action") if isinstance(payload, dict) else None
+    if action not in _INBOX_ACTION:
+        raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
+                        f"| 'fail', ...}}, got {payload!r}")
+    assert isinstance(payload, dict)
+    by = payload.get("by") or SIGNAL_DECIDER
+    inbox, task = Inbox(engine, row.tenant), f"{row.id}:{ESCALATED}"
+    if action == "retry":
+        await inbox.approve(task, by=by)
+    elif action == "complete":
+        await inbox.edit(task, payload.get("result"), by=by)
+    else:
+        reason = payload.get("reason")
+        await inbox.reject(task, by=by, comment=None if reason is None else str(reason))
 
 
 async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
@@ -227,7 +254,10 @@ class SessionControl:
         ``{"action": "retry"}`` runs the step that escalated again,
         ``{"action": "complete", "result": ...}`` records that step as done with that
         result (a person checked that it took effect), ``{"action": "fail", "reason":
-        ...}`` ends the session as failed.
+        ...}`` ends the session as failed. It is a person's decision, made through the
+        inbox (approve, edit or reject of the task ``SESSION:escalated``) by the payload's
+        ``"by"`` (default ``"convoy.escalation signal"``): kept in the task's history, and
+        seen by the ``human_decision`` hook (audited, traced).
         """
         engine, tenant = self._scope()
         await signal(engine, session_id, name, payload, tenant)
