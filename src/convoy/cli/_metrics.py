@@ -57,7 +57,7 @@ class StoreCollector:
         yield unfinished
 
     async def _read(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-        store = store_from_url(self.db)
+        store = store_from_url(self.db, read_only=True)  # a scrape never migrates it
         await store.open()
         try:
             counts = await store.counts(tenant=self.scope.tenant)
