@@ -19,9 +19,11 @@ from convoy.stores import SCHEMA_VERSION, store_from_url
 from tests.clikit import (
     FLOW,
     GOOD,
+    Res,
     cli,
     ids_of,
     one_line_error,
+    subprocess_cli,
     workdir,  # noqa: F401  (autouse fixture)
     write_jsonl,
 )
@@ -133,6 +135,9 @@ def test_read_only_commands_on_an_older_schema_say_to_migrate(
         assert backend.snapshot() == before, f"'convoy {' '.join(args)}' changed the store"
     with pytest.raises(StoreError, match="run 'convoy db migrate"):
         scrape(db)
+    # A real process (a timeout, not a hang, if it served a store it cannot read).
+    served = subprocess_cli(Path.cwd(), "metrics", "serve", "--db", db, "--port", "0")
+    one_line_error(Res(served.returncode, served.stdout, served.stderr), 1, told)
     assert asyncio.run(store_from_url(db).schema_version()) == 4
 
 
