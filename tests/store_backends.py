@@ -8,6 +8,7 @@ tests do not change.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -56,6 +57,16 @@ class Backend:
         newer Convoy: the protocol has no public way to do it."""
         raise NotImplementedError
 
+    def drop_addons(self) -> None:
+        """Take every schema add-on out of the (closed) store, its ``addon:*`` meta rows
+        with it: the store as the Convoy before those features left it."""
+        raise NotImplementedError
+
+    def snapshot(self) -> object:
+        """What a read-only command must leave as it found it: the schema, the ``meta``
+        rows, and (SQLite) the file's bytes."""
+        raise NotImplementedError
+
     def refuse_sessions_of(self, workflow: str) -> None:
         """Make the database itself refuse every new session of ``workflow`` (as a table
         altered under the store would): a write that fails in the database, not in Convoy."""
@@ -89,6 +100,22 @@ class SQLiteBackend(Backend):
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
             conn.execute(f"PRAGMA user_version={int(version)}")
         conn.close()
+
+    def drop_addons(self) -> None:
+        # Plays the Convoy before the add-ons (src/convoy/stores/_addons.py).
+        conn = sqlite3.connect(self.path)
+        conn.executescript(_DROP_ADDONS.format(schema="main", cascade=""))
+        conn.close()
+
+    def snapshot(self) -> object:
+        digest = hashlib.sha256(self.path.read_bytes()).hexdigest()
+        conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            schema = sorted(conn.execute("SELECT type, name, sql FROM sqlite_master"))
+            meta = sorted(conn.execute("SELECT key, value FROM meta"))
+        finally:
+            conn.close()
+        return digest, schema, meta
 
     def refuse_sessions_of(self, workflow: str) -> None:
         with sqlite3.connect(self.path) as conn:
@@ -127,6 +154,28 @@ class PostgresBackend(Backend):
             conn.execute(f'UPDATE "{schema}".meta SET value=%s '  # type: ignore[arg-type]
                          "WHERE key='schema_version'", (str(version),))
 
+    def drop_addons(self) -> None:
+        import psycopg
+
+        base, _, schema = self.url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(_DROP_ADDONS.format(  # type: ignore[arg-type]
+                schema=f'"{schema}"', cascade=" CASCADE"))
+
+    def snapshot(self) -> object:
+        import psycopg
+
+        base, _, schema = self.url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            columns = conn.execute(
+                "SELECT table_name, column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema=%s ORDER BY 1, 2", (schema,)).fetchall()
+            indexes = conn.execute("SELECT indexname, indexdef FROM pg_indexes WHERE "
+                                   "schemaname=%s ORDER BY 1", (schema,)).fetchall()
+            meta = conn.execute(f'SELECT key, value FROM "{schema}".meta '  # type: ignore[arg-type]
+                                "ORDER BY key").fetchall()
+        return columns, indexes, meta
+
     def refuse_sessions_of(self, workflow: str) -> None:
         import psycopg
 
@@ -140,6 +189,18 @@ class PostgresBackend(Backend):
 
         pg_cluster.drop_schema(self.url.partition("?schema=")[2])
 
+
+# What the add-ons added, taken out again (``schema``: where the tables live).
+_DROP_ADDONS = """
+DELETE FROM {schema}.meta WHERE key LIKE 'addon:%';
+DROP TABLE {schema}.alerts{cascade};
+DROP TABLE {schema}.alert_outbox{cascade};
+DROP TABLE {schema}.subject_keys{cascade};
+DROP TABLE {schema}.erasures{cascade};
+DROP INDEX {schema}.sessions_subject;
+ALTER TABLE {schema}.sessions DROP COLUMN subject;
+ALTER TABLE {schema}.journal DROP COLUMN config;
+"""
 
 #: Every store implementation the suite runs against.
 BACKENDS: list[type[Backend]] = [SQLiteBackend, PostgresBackend]

@@ -159,7 +159,7 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
 
 async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
                       created: bool) -> Checkpoint:
-    async with open_store(db) as store:
+    async with open_store(db, write=True) as store:
         kept = await store.audit_checkpoints(tenant) if guard else []
         if kept:  # a mistyped path would start a second key that no verifier pins
             signer = _audit().Checkpoint.from_json(kept[-1]).key_id
@@ -192,7 +192,7 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
 
 
 async def _prove(db: str, tenant: str, entry: int, key: Path | None) -> dict[str, Any]:
-    async with open_store(db) as store:
+    async with open_store(db, write=True) as store:  # it may sign a checkpoint
         log = _log(store, key)
         if await store.audit_size(tenant) <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has "

@@ -266,9 +266,11 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
 
 
 def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
-                 busy_timeout: float = 10.0, interceptors: Sequence[Interceptor] = ()
-                 ) -> Engine:
-    """An engine on ``db``; ``--model`` (if given) overrides every agent's model.
+                 busy_timeout: float = 10.0, interceptors: Sequence[Interceptor] = (),
+                 read_only: bool = False) -> Engine:
+    """An engine on ``db``; ``--model`` (if given) overrides every agent's model. A
+    ``read_only`` engine (for commands that only read) opens the store read-only: it
+    never creates, migrates or writes it.
 
     The model is built here, not lazily by the engine, so a typo fails before any session
     starts; it is registered under its spec so the engine closes it. Bad specs exit 2.
@@ -283,7 +285,8 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
             fail(f"--model {model!r} needs a package that is not installed: {e}")
     check_db_path(db, create=True)
     with convoy_errors():
-        return Engine(store_from_url(db, busy_timeout=busy_timeout), models=models,
+        return Engine(store_from_url(db, busy_timeout=busy_timeout, read_only=read_only),
+                      models=models,
                       model=model, concurrency=concurrency, interceptors=interceptors)
 
 
@@ -299,9 +302,12 @@ def require_store(db: str) -> None:
 
 
 @asynccontextmanager
-async def open_store(db: str) -> AsyncIterator[Store]:
-    """The store at ``db`` (which must exist), open, for commands that only read it."""
-    store = store_from_url(db)
+async def open_store(db: str, *, write: bool = False) -> AsyncIterator[Store]:
+    """The store at ``db`` (which must exist), open: read-only (nothing is created,
+    migrated or written: a store at an older schema version is one line saying to run
+    'convoy db migrate'), or, for a command that may ``write``, migrated as an engine
+    opens it."""
+    store = store_from_url(db, read_only=not write)
     await store.open()
     try:
         yield store

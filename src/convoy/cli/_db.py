@@ -65,10 +65,11 @@ async def _migrate(db: str, busy_timeout: float) -> tuple[int | None, int | None
 
 @db_app.command("info")
 def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
-    """Show the store's URL (never its password), schema version, and how many sessions
-    (by status), journal entries, state keys and tenants it holds. A store at an older
-    schema version is not migrated: the command says so and counts nothing (a store at
-    this version gets the tables of features added since, as when any command opens it).
+    """Show the store's URL (never its password), schema version, the schema add-ons it
+    lacks, and how many sessions (by status), journal entries, state keys and tenants it
+    holds. Read-only: nothing is migrated or added. A store at an older schema version is
+    reported as such and nothing is counted; add-ons are applied by 'convoy db migrate'
+    (or by an engine opening the store).
 
     Example: `convoy db info --json`
     """
@@ -83,7 +84,9 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
             "sessions": None if summary is None else summary.sessions,
             "journal_entries": None if summary is None else summary.journal_entries,
             "state_keys": None if summary is None else summary.state_keys,
-            "tenants": None if summary is None else summary.tenants}, indent=2))
+            "tenants": None if summary is None else summary.tenants,
+            "addons_missing": None if summary is None else list(summary.addons_missing)},
+            indent=2))
         return
     out.print(f"store           {label(db)}", markup=False)
     if summary is None:
@@ -94,6 +97,9 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(f"journal entries {summary.journal_entries:,}", markup=False)
     out.print(f"state keys      {summary.state_keys:,}", markup=False)
     out.print(f"tenants         {summary.tenants:,}", markup=False)
+    if summary.addons_missing:
+        out.print(f"add-ons         missing {', '.join(summary.addons_missing)} ('convoy db "
+                  "migrate' adds them; until then they read as empty)", markup=False)
     if not summary.sessions:
         out.print("sessions        0", markup=False)
         return
@@ -105,7 +111,7 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
 
 async def _info(db: str) -> tuple[int | None, StoreSummary | None]:
-    store = store_from_url(db)
+    store = store_from_url(db, read_only=True)
     version = await store.schema_version()
     if version is None or version < SCHEMA_VERSION:
         return version, None

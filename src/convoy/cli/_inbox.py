@@ -65,11 +65,11 @@ def _json(value: str, option: str) -> Any:
              """'"text"')""")
 
 
-def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
-          ) -> tuple[Engine, Scope]:
+def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool,
+          read_only: bool = False) -> tuple[Engine, Scope]:
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    return build_engine(db, busy_timeout=busy_timeout), scope
+    return build_engine(db, busy_timeout=busy_timeout, read_only=read_only), scope
 
 
 def _run(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[Any]]) -> Any:
@@ -108,7 +108,7 @@ def list_(status: Annotated[str, typer.Option(
         fail(f"--status {status!r}: use open, answered, expired, used or all")
     if kind not in (None, "question", "approval", "escalation"):
         fail(f"--kind {kind!r}: use question, approval or escalation")
-    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants, read_only=True)
     tasks: list[HumanTask] = _run(engine, scope, lambda inbox: inbox.tasks(
         status=status, queue=queue, kind=kind, assignee=assignee))  # type: ignore[arg-type]
     if as_json:
@@ -145,7 +145,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
 
     Example: `convoy inbox show 3f2a9c1b:0/4 --tenant acme`
     """
-    engine, scope = _view(db, busy_timeout, tenant, all_tenants)
+    engine, scope = _view(db, busy_timeout, tenant, all_tenants, read_only=True)
     task: HumanTask = _run(engine, scope, lambda inbox: inbox.get(task_id))
     if as_json:
         typer.echo(json.dumps(_task_json(task), indent=2))

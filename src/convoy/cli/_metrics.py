@@ -18,6 +18,7 @@ from convoy.cli._common import (
     err,
     fail,
     require_store,
+    run_async,
     tenant_scope,
 )
 from convoy.cli._stop import Stopped, stop_signals
@@ -43,7 +44,7 @@ class StoreCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        counts, by_workflow = asyncio.run(self._read())
+        counts, by_workflow = asyncio.run(self.read())
         sessions = GaugeMetricFamily(
             "convoy_store_sessions", "Sessions in the store by status.", labels=["status"])
         for status in STATUSES:
@@ -56,8 +57,9 @@ class StoreCollector:
             unfinished.add_metric([workflow, state], n)
         yield unfinished
 
-    async def _read(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-        store = store_from_url(self.db)
+    async def read(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
+        """Sessions by status, and unfinished ones by workflow and status."""
+        store = store_from_url(self.db, read_only=True)  # a scrape never migrates it
         await store.open()
         try:
             counts = await store.counts(tenant=self.scope.tenant)
@@ -94,8 +96,10 @@ def serve(
             fail("metrics need prometheus-client: pip install 'convoy[metrics]'")
         scope = tenant_scope(tenant, all_tenants)
         require_store(db)
+        collector = StoreCollector(db, scope)
+        run_async(collector.read())  # a store it cannot read: one line now, not at scrapes
         registry = CollectorRegistry()
-        registry.register(StoreCollector(db, scope))
+        registry.register(collector)
         try:
             server, thread = start_http_server(port, addr, registry=registry)
         except OSError as e:

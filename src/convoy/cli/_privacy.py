@@ -67,8 +67,8 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     Example: `convoy export customer-42 -o customer-42.json`
     """
     require_store(db)
-    doc = run_async(_export(build_engine(db, busy_timeout=busy_timeout), subject,
-                            tenant or DEFAULT_TENANT))
+    engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
+    doc = run_async(_export(engine, subject, tenant or DEFAULT_TENANT))
     text = json.dumps(doc, indent=2, ensure_ascii=False)
     if output is None:
         typer.echo(text)

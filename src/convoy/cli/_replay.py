@@ -48,7 +48,7 @@ def replay(
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
-    engine = build_engine(db)
+    engine = build_engine(db, read_only=True)
     rr = run_async(_replay(engine, scope, session_id))
     if rr.matches:
         out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),

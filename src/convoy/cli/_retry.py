@@ -123,7 +123,7 @@ def retry(
 
 async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | None,
                   error_type: str | None, workflow: str | None) -> list[SessionRow]:
-    async with open_store(db) as store:
+    async with open_store(db, write=True) as store:  # the retries are written next
         if workflow is not None:
             known = await workflow_names(store, scope.tenant)
             if workflow not in known:

@@ -5,13 +5,22 @@ is applied once per database and recorded in ``meta`` as ``addon:<name>`` = its 
 independently of that number, so features developed side by side never compete for the
 next schema version. Each add-on has the same tables on SQLite and PostgreSQL; only the
 dialect differs. A database that has every add-on at its version is only read.
+
+A store opened read-only (``read_only=True``) applies nothing: for each add-on the database
+lacks it creates temporary stand-ins on its own connection (:func:`stand_ins`), empty
+tables under the add-on's table names and views that give the columns it adds as NULL, so
+the reads of that feature find nothing there instead of failing.
 """
 
 from __future__ import annotations
 
+import re
+import shlex
 import sqlite3
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from convoy._errors import JournalError, StoreError
 from convoy.stores._subjects_sql import subject_tables
 
 
@@ -24,6 +33,8 @@ class Addon:
     version: int
     sqlite: str
     postgres: str
+    #: The TEXT columns it adds to tables of the core schema, as ``(table, column)``.
+    text_columns: tuple[tuple[str, str], ...] = ()
 
     @property
     def meta_key(self) -> str:
@@ -98,7 +109,8 @@ CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at)
 ADDONS: tuple[Addon, ...] = (
     # The configuration of the agent that took each step (Agent.config_id).
     Addon("agent_config", 1, "ALTER TABLE journal ADD COLUMN config TEXT",
-          "ALTER TABLE journal ADD COLUMN IF NOT EXISTS config TEXT"),
+          "ALTER TABLE journal ADD COLUMN IF NOT EXISTS config TEXT",
+          text_columns=(("journal", "config"),)),
     # Baseline alerts and their webhook deliveries (convoy.alerts).
     Addon("alerts", 1, _ALERTS_SQLITE, _ALERTS_POSTGRES),
     # Data subjects: a session's subject, wrapped subject keys, recorded erasures
@@ -106,7 +118,8 @@ ADDONS: tuple[Addon, ...] = (
     Addon("subjects", 1,
           subject_tables(real="REAL", serial="INTEGER PRIMARY KEY AUTOINCREMENT"),
           subject_tables(real="DOUBLE PRECISION",
-                         serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")),
+                         serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+          text_columns=(("sessions", "subject"),)),
 )
 
 
@@ -117,6 +130,61 @@ def split_script(script: str) -> list[str]:
 
 def _pending(done: dict[str, str]) -> list[Addon]:
     return [a for a in ADDONS if int(done.get(a.meta_key, 0)) < a.version]
+
+
+def check_readable(version: int | None, reads: int, where: str) -> None:
+    """Refuse to read a database that holds no store (``version`` None) or an older schema
+    than the version this Convoy ``reads``, in one line naming ``where`` and how to
+    migrate it. (A newer one is refused by the store itself.)"""
+    migrate = f"convoy db migrate --db {shlex.quote(where)}"
+    if version is None:
+        raise StoreError(f"no Convoy store at {where}: '{migrate}' creates one ('convoy "
+                         "run' too)")
+    if version < reads:
+        raise JournalError(f"the store {where} is at store schema {version}; this Convoy "
+                           f"reads {reads}: run '{migrate}' (engines migrate it when they "
+                           "open it too)")
+
+
+def missing_addons(done: Mapping[str, str | int], where: str) -> tuple[Addon, ...]:
+    """The add-ons a database lacks, given its ``addon:*`` meta rows. One that it holds at
+    an older version of its own cannot be stood in for: a :class:`~convoy.JournalError`
+    that says to migrate ``where``."""
+    missing = []
+    for a in ADDONS:
+        have = int(done.get(a.meta_key, 0))
+        if have >= a.version:
+            continue
+        if have:
+            raise JournalError(f"the store {where} has add-on {a.name!r} at version {have}; "
+                               f"this Convoy reads version {a.version}: run 'convoy db "
+                               f"migrate --db {shlex.quote(where)}' (engines migrate it when "
+                               "they open it too)")
+        missing.append(a)
+    return tuple(missing)
+
+
+_CREATE_TABLE = re.compile(r"^CREATE TABLE (IF NOT EXISTS )?", re.IGNORECASE)
+
+
+def stand_ins(missing: tuple[Addon, ...], *, postgres: bool, schema: str) -> list[str]:
+    """Statements that create, on one connection, temporary stand-ins for the ``missing``
+    add-ons: their tables (empty) and views of the core tables they add columns to, with
+    those columns NULL (in PostgreSQL's dialect if ``postgres``). ``schema`` names where the
+    real tables live (``main`` on SQLite, the quoted store schema on PostgreSQL).
+    Both databases look a name up among temporary objects before the real tables."""
+    out: list[str] = []
+    added: dict[str, list[str]] = {}
+    for addon in missing:
+        for table, column in addon.text_columns:
+            added.setdefault(table, []).append(column)
+        for stmt in split_script(addon.postgres if postgres else addon.sqlite):
+            if _CREATE_TABLE.match(stmt):
+                out.append(_CREATE_TABLE.sub("CREATE TEMPORARY TABLE ", stmt, count=1))
+    for table, columns in added.items():
+        nulls = ", ".join(f"CAST(NULL AS TEXT) AS {c}" for c in columns)
+        out.append(f"CREATE TEMPORARY VIEW {table} AS SELECT *, {nulls} FROM {schema}.{table}")
+    return out
 
 
 def apply_sqlite_addons(conn: sqlite3.Connection) -> None:

@@ -43,7 +43,7 @@ from psycopg_pool import AsyncConnectionPool
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
-from convoy.stores._addons import ADDONS, split_script
+from convoy.stores._addons import ADDONS, check_readable, missing_addons, split_script, stand_ins
 from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
 from convoy.stores._postgres_alerts import PostgresAlerts
 from convoy.stores._postgres_audit import PostgresAudit
@@ -119,11 +119,15 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         lease_margin: seconds of doubt about a lease near its expiry: closer than this, a
             journal append share-locks the session row to check that it still owns it.
         clock: the wall clock (seconds since the epoch) for leases, timers and record times.
+        read_only: open a store at this schema version for reading only: nothing is
+            created, migrated or written (every connection's transactions are read-only,
+            ``default_transaction_read_only``); the add-ons it lacks get temporary
+            stand-ins on each connection (see :mod:`convoy.stores._addons`).
     """
 
     def __init__(self, url: str, *, busy_timeout: float = 10.0, pool_min: int = 1,
                  pool_max: int = 10, lease_margin: float = 5.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, read_only: bool = False) -> None:
         if not url.lower().startswith(("postgresql://", "postgres://")):
             raise UserError(f"not a PostgreSQL URL: {url!r}; use "
                             "'postgresql://user:password@host:port/dbname'")
@@ -137,6 +141,9 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         self.pool_max = pool_max
         self.lease_margin = lease_margin
         self.clock = clock
+        self.read_only = read_only
+        self._missing: tuple[str, ...] = ()  # add-ons a read-only store stands in for
+        self._stand_ins: list[str] = []
         self._pool: AsyncConnectionPool[Conn] | None = None
         self._writer: Conn | None = None  # the group commit's connection
         self._opening: asyncio.Task[None] | None = None
@@ -163,15 +170,21 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         await asyncio.shield(self._opening)
 
     async def _open(self) -> None:
-        writer = await self._connect()
+        # A read-only store has no group commit: its writer would only be refused.
+        writer = None if self.read_only else await self._connect()
         try:
-            await self._migrate(writer)
-            await self._configure(writer)
+            if writer is None:
+                await self._check_readable()
+            else:
+                await self._migrate(writer)
+                await self._configure(writer)
         except psycopg.Error as e:
-            await writer.close()
+            if writer is not None:
+                await writer.close()
             raise sql.store_error(e, self.url, "open") from None
         except BaseException:
-            await writer.close()
+            if writer is not None:
+                await writer.close()
             raise
         # Reads and transactional writes. The pool's first connections are open before
         # open() returns: a pool worker cancelled while it connects (the event loop ending
@@ -185,7 +198,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             await pool.open(wait=True, timeout=self.busy_timeout)
         except BaseException as e:
             await pool.close()
-            await writer.close()
+            if writer is not None:
+                await writer.close()
             if isinstance(e, psycopg_pool.PoolTimeout):
                 raise StoreError(f"the store {self.url} could not open {self.pool_min} pooled "
                                  f"connection(s) within {self.busy_timeout:g}s",
@@ -206,6 +220,35 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     async def _configure(self, conn: Conn) -> None:
         await conn.execute(f'SET search_path TO "{self.schema}"; '
                            f"SET lock_timeout = {int(self.busy_timeout * 1000)}")
+        if self.read_only:
+            for stmt in self._stand_ins:  # temporary: this connection's own
+                await conn.execute(stmt)
+            await conn.execute("SET default_transaction_read_only = on")
+
+    async def _check_readable(self) -> None:
+        """Refuse (one line) a schema this read-only store cannot read, and prepare the
+        stand-ins for the add-ons it lacks, tried once here: a connection that may not
+        create temporary views (a standby server) says so now, not in the pool."""
+        conn = await self._connect()
+        try:
+            version = await self._schema_version(conn)
+            self._check_not_newer(version)
+            check_readable(version, sql.PG_SCHEMA_VERSION, self.url)
+            cur = await conn.execute(
+                f'SELECT key, value FROM "{self.schema}".meta WHERE key LIKE %s', ("addon:%",))
+            missing = missing_addons(dict(await cur.fetchall()), self.url)
+            self._missing = tuple(a.name for a in missing)
+            self._stand_ins = stand_ins(missing, postgres=True, schema=f'"{self.schema}"')
+            try:
+                await self._configure(conn)
+            except psycopg.Error as e:
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise StoreError(
+                    f"the store {self.url} lacks the add-ons {', '.join(self._missing)} and "
+                    f"this connection cannot stand in for them ({first}): run 'convoy db "
+                    "migrate' on it") from None
+        finally:
+            await conn.close()
 
     async def _schema_version(self, conn: Conn) -> int | None:
         cur = await conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))
@@ -230,7 +273,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         journal, keys, tenants = (await self._read(SUMMARY))[0]
         return StoreSummary(schema_version=sql.PG_SCHEMA_VERSION, sessions=await self.counts(),
                             journal_entries=int(journal), state_keys=int(keys),
-                            tenants=int(tenants))
+                            tenants=int(tenants), addons_missing=self._missing)
 
     def _check_not_newer(self, version: int | None) -> None:
         if version is not None and version > sql.PG_SCHEMA_VERSION:

@@ -320,13 +320,15 @@ class AuditRow:
 @dataclass(slots=True, frozen=True, kw_only=True)
 class StoreSummary:
     """What a store holds (``convoy db info``): its schema version, sessions by status,
-    journal entries, keys of shared state, and tenants (with a session or a state key)."""
+    journal entries, keys of shared state, and tenants (with a session or a state key);
+    the schema add-ons a store opened read-only lacks (``convoy db migrate`` applies them)."""
 
     schema_version: int
     sessions: dict[str, int]
     journal_entries: int
     state_keys: int
     tenants: int
+    addons_missing: tuple[str, ...] = ()
 
 
 AlertStatus = Literal["open", "cleared"]
@@ -390,11 +392,19 @@ class Store(Protocol):
     :class:`~convoy.stores.PostgresStore`."""
 
     url: str
+    #: Opened read-only (``store_from_url(..., read_only=True)``): :meth:`open` creates,
+    #: migrates and writes nothing, and the database refuses every write.
+    read_only: bool
 
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create or migrate the schema; refuse a store written by a newer Convoy."""
+        """Create or migrate the schema; refuse a store written by a newer Convoy.
+
+        A ``read_only`` store does neither: it opens a store at this schema version only
+        (an older one, or none, is a :class:`~convoy.StoreError` that says to run
+        ``convoy db migrate``), applies no schema add-on, and reads a feature whose add-on
+        the database lacks as empty (no alerts, no agent configurations, no subjects)."""
         ...
 
     async def aclose(self) -> None:

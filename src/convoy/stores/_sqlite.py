@@ -28,7 +28,12 @@ from typing import Any, Literal, TypeVar
 
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
-from convoy.stores._addons import apply_sqlite_addons
+from convoy.stores._addons import (
+    apply_sqlite_addons,
+    check_readable,
+    missing_addons,
+    stand_ins,
+)
 from convoy.stores._protocol import (
     SCHEMA_VERSION,
     NewSession,
@@ -138,11 +143,14 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         busy_timeout: seconds a write may keep finding the database locked by another
             process before it fails (transient :class:`~convoy.StoreError`).
         clock: the wall clock (seconds since the epoch) for leases, timers and record times.
+        read_only: open the file read-only (SQLite's ``mode=ro``): nothing is created,
+            migrated or written; a store at an older schema version is refused (see
+            :meth:`open_sync`).
     """
 
     def __init__(self, path: str | Path, *, durability: Durability = "process",
                  busy_timeout: float = 10.0, wal_limit_bytes: int = _WAL_LIMIT,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, read_only: bool = False) -> None:
         if str(path) == ":memory:":
             raise UserError("the store must be a file: ':memory:' would lose every session "
                             "on a crash; pass a path such as 'convoy.db'")
@@ -154,6 +162,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self.busy_timeout = busy_timeout
         self.wal_limit_bytes = wal_limit_bytes
         self.clock = clock
+        self.read_only = read_only
+        self._missing: tuple[str, ...] = ()  # add-ons a read-only store stands in for
         self._wal_path = Path(f"{self.path}-wal")
         self._conn: sqlite3.Connection | None = None
         self._pending: list[_Op] = []
@@ -183,8 +193,16 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self.open_sync()
 
     def open_sync(self) -> None:
-        """Open (and create or migrate) the database. Blocking; :meth:`open` wraps it."""
+        """Open (and create or migrate) the database. Blocking; :meth:`open` wraps it.
+
+        A ``read_only`` store only opens an existing store at this schema version (else a
+        :class:`~convoy.StoreError` saying to run ``convoy db migrate``) and applies no
+        add-on: the features of the add-ons it lacks read as empty (see
+        :mod:`convoy.stores._addons`)."""
         if self._conn is not None:
+            return
+        if self.read_only:
+            self._conn = self._open_read_only()
             return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -218,31 +236,73 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
         self._checkpointer = _Checkpointer(self.path)
 
-    async def schema_version(self) -> int | None:
+    def _open_read_only(self) -> sqlite3.Connection:
+        """A ``mode=ro`` connection (SQLite refuses every write on it) to a store at this
+        schema version, with stand-ins for the add-ons it lacks."""
         if not self.path.exists():
-            return None
-        try:  # read-only: nothing is created or migrated
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True)
+            check_readable(None, SCHEMA_VERSION, str(self.path))
+        conn = self._connect_ro()
+        try:
+            version = self._version_of(conn)
+            if version is not None and version > SCHEMA_VERSION:
+                raise self._newer(version)
+            check_readable(version, SCHEMA_VERSION, str(self.path))
+            missing = missing_addons(
+                dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'addon:%'")),
+                str(self.path))
+            for stmt in stand_ins(missing, postgres=False, schema="main"):
+                conn.execute(stmt)  # temporary: this connection's own, in memory
+            conn.execute("PRAGMA busy_timeout=0")
+        except sqlite3.DatabaseError as e:
+            conn.close()
+            raise _store_error(e, self.path, "open") from None
+        except BaseException:
+            conn.close()
+            raise
+        self._missing = tuple(a.name for a in missing)
+        return conn
+
+    def _connect_ro(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
+                                   isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
+        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+        return conn
+
+    @staticmethod
+    def _version_of(conn: sqlite3.Connection) -> int | None:
+        """The schema version ``conn``'s database holds (``None``: no Convoy store)."""
         try:
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
                 return None  # a SQLite file, but not a Convoy store (yet)
-            raise _store_error(e, self.path, "read") from None
+            raise
+        return int(row[0]) if row else 1
+
+    def _newer(self, version: int) -> JournalError:
+        return JournalError(
+            f"{self.path} has store schema version {version}, newer than the version "
+            f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
+
+    async def schema_version(self) -> int | None:
+        if not self.path.exists():
+            return None
+        conn = self._connect_ro()  # read-only: nothing is created or migrated
+        try:
+            return self._version_of(conn)
         except sqlite3.DatabaseError as e:
             raise _store_error(e, self.path, "read") from None
         finally:
             conn.close()
-        return int(row[0]) if row else 1
 
     async def summary(self) -> StoreSummary:
         journal, keys, tenants = self._read(SUMMARY)[0]
         return StoreSummary(schema_version=SCHEMA_VERSION, sessions=await self.counts(),
                             journal_entries=int(journal), state_keys=int(keys),
-                            tenants=int(tenants))
+                            tenants=int(tenants), addons_missing=self._missing)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         """Create or upgrade the schema, then its add-ons. A store already at this version
@@ -267,9 +327,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             if row is None:
                 conn.execute("INSERT INTO meta VALUES('schema_version', '1')")
             if version > SCHEMA_VERSION:
-                raise JournalError(
-                    f"{self.path} has store schema version {version}, newer than the version "
-                    f"{SCHEMA_VERSION} this Convoy reads; upgrade Convoy to use it")
+                raise self._newer(version)
             for target, script in _MIGRATIONS:
                 if version < target:
                     for stmt in script.split(";"):

@@ -39,7 +39,7 @@ def is_postgres_url(url: str | Path) -> bool:
 
 def store_from_url(url: str | Path | None = None, *, durability: Durability = "process",
                    busy_timeout: float = 10.0,
-                   clock: Callable[[], float] = time.time) -> Store:
+                   clock: Callable[[], float] = time.time, read_only: bool = False) -> Store:
     """The (unopened) store that ``url`` names.
 
     Args:
@@ -50,15 +50,18 @@ def store_from_url(url: str | Path | None = None, *, durability: Durability = "p
             durable as the server's settings make it (by default: power-loss safe).
         busy_timeout: seconds a write may wait for another process (a lock) before it fails.
         clock: the wall clock of leases and timers (tests pass a fake one).
+        read_only: open it for reading only: nothing is created, migrated or written
+            (:attr:`Store.read_only <convoy.stores.Store.read_only>`).
     """
     if url is None:
         url = default_store_url()
     if is_postgres_url(url):
-        return _postgres(str(url), busy_timeout=busy_timeout, clock=clock)
+        return _postgres(str(url), busy_timeout=busy_timeout, clock=clock,
+                         read_only=read_only)
     from convoy.stores._sqlite import SQLiteStore
 
     return SQLiteStore(sqlite_path(url), durability=durability, busy_timeout=busy_timeout,
-                       clock=clock)
+                       clock=clock, read_only=read_only)
 
 
 def sqlite_path(url: str | Path) -> Path:
@@ -82,13 +85,14 @@ def sqlite_path(url: str | Path) -> Path:
     return Path(path)
 
 
-def _postgres(url: str, *, busy_timeout: float, clock: Callable[[], float]) -> Store:
+def _postgres(url: str, *, busy_timeout: float, clock: Callable[[], float],
+              read_only: bool) -> Store:
     try:
         from convoy.stores._postgres import PostgresStore
     except ImportError as e:
         raise UserError(f"a PostgreSQL store needs psycopg 3 and psycopg_pool ({e}); install "
                         "them with: pip install 'convoy[postgres]'") from None
-    return PostgresStore(url, busy_timeout=busy_timeout, clock=clock)
+    return PostgresStore(url, busy_timeout=busy_timeout, clock=clock, read_only=read_only)
 
 
 def redacted(url: str | Path) -> str:
