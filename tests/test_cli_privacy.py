@@ -29,7 +29,10 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     res = cli("erase", "c-9", env=env)
     assert res.code == 0 and "1 session(s)" in res.stdout and "key destroyed" in res.stdout
     one_line_error(cli("erase", "c-9", env=env), 2, "erased already")
-    one_line_error(cli("export", "c-9", env=env), 2, "unknown subject 'c-9'")
+    # the right of access after erasure: said so, not 'unknown' (as if mistyped)
+    one_line_error(cli("export", "c-9", env=env), 2,
+                   "subject 'c-9' of tenant 'default' was erased already (erasure #1)")
+    one_line_error(cli("export", "c-8", env=env), 2, "unknown subject 'c-8'")
     assert not (tmp_path / "convoy.db-wal").exists() or \
         (tmp_path / "convoy.db-wal").stat().st_size == 0
     assert b"c-9" not in (tmp_path / "convoy.db").read_bytes()

@@ -95,6 +95,9 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
             break
     if n < appended or pending:
         expected = max(appended, pending[-1].size if pending else 0)
+        if n == 0:
+            raise AuditError(f"tenant {tenant!r}: the log has no entries but had {expected}: "
+                             "every entry was cut off (deleted)", index=0)
         raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
                          f"{expected} entries: entries from {n} on were cut off (truncated)",
                          index=n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -115,6 +115,11 @@ def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOptio
                    f"{r.checkpoints} signed checkpoint(s) matched")
 
 
+def _no_log(tenant: str, known: list[str]) -> NoReturn:
+    fail(f"tenant {tenant!r} has no audit log"
+         + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
+
+
 async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
                   published: list[Checkpoint]) -> list[VerifyReport]:
     async with open_store(db) as store:
@@ -124,8 +129,7 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         if tenant is not None and tenant not in known and \
                 not any(cp.tenant == tenant for cp in published) and \
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
-            fail(f"tenant {tenant!r} has no audit log"
-                 + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
+            _no_log(tenant, known)
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
         try:
@@ -160,6 +164,9 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
 async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
                       created: bool) -> Checkpoint:
     async with open_store(db) as store:
+        known = await store.audit_tenants()
+        if tenant not in known and not await store.audit_checkpoints(tenant):
+            _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
         kept = await store.audit_checkpoints(tenant) if guard else []
         if kept:  # a mistyped path would start a second key that no verifier pins
             signer = _audit().Checkpoint.from_json(kept[-1]).key_id
@@ -209,8 +216,10 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
           public_key: PublicKeyOption = None) -> None:
     """Check an inclusion proof without any store: the checkpoint's signature (pin the
     signer with --public-key), the entry's leaf hash and the path to the signed root.
+    The public key is the `public_key` every checkpoint prints (the raw 32-byte key in
+    base64, such as 'y51pj+l55WfSRbas2/WV5qEvMZ548nr7yPYoGRcB4SU='; not a PEM or DER form).
 
-    Example: `convoy audit check proof.json --public-key 'MCow...'`
+    Example: `convoy audit check proof.json --public-key "$SIGNER_PUBLIC_KEY"`
     """
     _check_public_key(public_key)
     try:
