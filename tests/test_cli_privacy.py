@@ -45,3 +45,14 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout
+
+
+def test_keygen_makes_the_directory_the_docs_put_it_in(tmp_path: Path) -> None:
+    """`convoy keygen ~/.convoy/master.key`, as documented, on a machine with no
+    ~/.convoy yet: the directory is made, readable by its owner only."""
+    res = cli("keygen", "home/.convoy/master.key")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "home/.convoy").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "home/.convoy/master.key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "file").write_text("")
+    one_line_error(cli("keygen", "file/master.key"), 2, "cannot create 'file/master.key'")
