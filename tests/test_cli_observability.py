@@ -42,6 +42,7 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     [plain] = ids_of(GOOD[1:2])
     none = cli("trace", plain)
     assert none.code == 0 and "no spans kept" in none.stdout
+    assert "'convoy run --trace store'" in " ".join(none.stdout.split())  # a flag that works
 
 
 def test_bad_trace_exporter_is_one_line() -> None:

@@ -42,7 +42,7 @@ def trace(
     with when it started, how long it took, and its tokens or error.
 
     Spans are kept when the engine ran with tracing to the store
-    (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace``).
+    (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace store``).
 
     Example: `convoy trace handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
@@ -57,7 +57,7 @@ def trace(
         return
     if not spans:
         out.print(f"no spans kept for session {session_id!r}: run it with tracing to the "
-                  "store (Tracing(exporters=['store']), or 'convoy run --trace')",
+                  "store (Tracing(exporters=['store']), or 'convoy run --trace store')",
                   markup=False)
         return
     out.print(waterfall(spans))
