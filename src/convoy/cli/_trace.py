@@ -12,6 +12,7 @@ from rich.text import Text
 
 from convoy.cli._common import (
     DEFAULT_DB,
+    RUN_FAILURE,
     AllTenantsOption,
     DbOption,
     Scope,
@@ -75,7 +76,10 @@ async def _load(db: str, session_id: str, scope: Scope) -> tuple[bool, list[dict
         if row is None:
             return False, []
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
-        return True, load_chunks(chunks[k] for k in sorted(chunks))
+        try:
+            return True, load_chunks(chunks[k] for k in sorted(chunks))
+        except ValueError as e:  # (a JournalError is not one: it is said as it is)
+            fail(f"the spans kept for session {session_id!r} are damaged: {e}", RUN_FAILURE)
 
 
 def waterfall(spans: list[dict[str, Any]]) -> Table:
