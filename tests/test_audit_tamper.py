@@ -357,3 +357,14 @@ def test_checkpoint_of_a_tenant_with_no_log_is_refused(log: dict[str, Any]) -> N
     assert "tenant 'acmee' has no audit log (tenants with one: acme, globex)" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     assert cli("audit", "verify", "--db", log["db"], "--tenant", "acmee").code == 2
+
+
+def test_a_damaged_stored_checkpoint_is_a_failure_of_the_log_for_prove_too(
+        log: dict[str, Any]) -> None:
+    log["raw"].run(("UPDATE audit_checkpoints SET body=? WHERE tenant=? AND size=12",
+                    ("{bad", T)))
+    for args in (("verify", "--tenant", T), ("prove", "3", "--tenant", T)):
+        r = cli("audit", *args, "--db", log["db"], "--key", str(log["key"]))
+        assert r.code == 1, (args, r.stderr)
+        assert r.stderr.startswith("error: tenant 'acme': a stored checkpoint is unreadable")
+        assert len(r.stderr.strip().splitlines()) == 1
