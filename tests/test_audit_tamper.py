@@ -368,3 +368,9 @@ def test_a_damaged_stored_checkpoint_is_a_failure_of_the_log_for_prove_too(
         assert r.code == 1, (args, r.stderr)
         assert r.stderr.startswith("error: tenant 'acme': a stored checkpoint is unreadable")
         assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_verify_help_says_it_checks_every_tenant_by_default() -> None:
+    text = " ".join(cli("audit", "verify", "--help").stdout.replace("│", " ").split())
+    assert "Verify this tenant's log only (default: every tenant's)" in text
+    assert "Act as this tenant" not in text

@@ -13,6 +13,7 @@ from convoy import AuditError, UserError
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
+    TENANT_ENV,
     DbOption,
     TenantOption,
     err,
@@ -21,6 +22,7 @@ from convoy.cli._common import (
     open_store,
     require_store,
     run_async,
+    tenant_option,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ KeyOption = Annotated[Path | None, typer.Option(
     "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
          "create it, mode 0600, if it does not exist). `verify` pins its public key.")]
+VerifyTenantOption = Annotated[str | None, typer.Option(
+    "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+    callback=tenant_option, show_default=False,
+    help="Verify this tenant's log only (default: every tenant's).")]
 PublicKeyOption = Annotated[str | None, typer.Option(
     "--public-key", metavar="BASE64",
     help="The signer's public key every checkpoint must be signed by (as checkpoints "
@@ -86,7 +92,7 @@ def _check_public_key(text: str | None) -> None:
 
 
 @audit_app.command("verify")
-def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
+def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
            public_key: PublicKeyOption = None,
            checkpoint: Annotated[list[Path] | None, typer.Option(
                "--checkpoint", metavar="FILE",
