@@ -314,3 +314,63 @@ def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:
         check.stderr
     for res in (r, typo, pinned, check):
         assert len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_a_log_deleted_entirely_says_so(log: dict[str, Any]) -> None:
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=?", (T,)))
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "has no entries but had 20: every entry was cut off" in out, out
+    assert "entry -1" not in out
+
+
+def test_a_malformed_proof_is_one_line_not_a_traceback(log: dict[str, Any],
+                                                        tmp_path: Path) -> None:
+    r = cli("audit", "prove", "3", "--db", log["db"], "--tenant", T, "--key", str(log["key"]))
+    good = json.loads(r.stdout)
+    proof = tmp_path / "proof.json"
+    cases: list[tuple[Any, str]] = [
+        ({**good, "index": -1}, "'index'"),
+        ({**good, "index": 3.0}, "'index'"),
+        ({**good, "index": True}, "'index'"),
+        ({**good, "tree_size": "x"}, "'tree_size'"),
+        ({k: v for k, v in good.items() if k != "tenant"}, "'tenant': Field required"),
+        ({**good, "format": "something-else/v1"}, "'format'"),
+        ({**good, "proof": "AAAA"}, "'proof'"),
+        ([], "a JSON object"),
+        ("x", "a JSON object"),
+    ]
+    for doc, why in cases:
+        proof.write_text(json.dumps(doc))
+        res = cli("audit", "check", str(proof))
+        assert res.code == 1, (doc, res.stderr)
+        assert res.stderr.startswith("error: not a Convoy inclusion proof"), res.stderr
+        assert why in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+
+
+def test_checkpoint_of_a_tenant_with_no_log_is_refused(log: dict[str, Any]) -> None:
+    """A mistyped --tenant signs nothing (an empty checkpoint would make the typo a
+    tenant that 'verifies')."""
+    r = cli("audit", "checkpoint", "--db", log["db"], "--tenant", "acmee", "--key",
+            str(log["key"]))
+    assert r.code == 2 and r.stdout == "", r.stdout
+    assert "tenant 'acmee' has no audit log (tenants with one: acme, globex)" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert cli("audit", "verify", "--db", log["db"], "--tenant", "acmee").code == 2
+
+
+def test_a_damaged_stored_checkpoint_is_a_failure_of_the_log_for_prove_too(
+        log: dict[str, Any]) -> None:
+    log["raw"].run(("UPDATE audit_checkpoints SET body=? WHERE tenant=? AND size=12",
+                    ("{bad", T)))
+    for args in (("verify", "--tenant", T), ("prove", "3", "--tenant", T)):
+        r = cli("audit", *args, "--db", log["db"], "--key", str(log["key"]))
+        assert r.code == 1, (args, r.stderr)
+        assert r.stderr.startswith("error: tenant 'acme': a stored checkpoint is unreadable")
+        assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_verify_help_says_it_checks_every_tenant_by_default() -> None:
+    text = " ".join(cli("audit", "verify", "--help").stdout.replace("│", " ").split())
+    assert "Verify this tenant's log only (default: every tenant's)" in text
+    assert "Act as this tenant" not in text

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,21 @@ from .clikit import (
 __all__ = ["background_fixture", "workdir"]
 
 
+@pytest.mark.parametrize("chunk", ["{not json", '[{"name": 1}]', '{"v": 2}',
+                                   '{"v": 2, "trace_id": "x", "shapes": [], "spans": [1]}'])
+def test_damaged_stored_spans_are_one_line(tmp_path: Path, chunk: str) -> None:
+    inputs = write_jsonl(tmp_path / "in.jsonl", GOOD[:1])
+    assert cli("run", FLOW, "--input", str(inputs), "--trace", "store").code == 0
+    [sid] = ids_of(GOOD[:1])
+    with sqlite3.connect(tmp_path / "convoy.db") as db:
+        assert db.execute("UPDATE kv SET value=? WHERE namespace=?",
+                          (chunk, f"trace:{sid}")).rowcount > 0
+    db.close()
+    for args in ((), ("--json",)):
+        one_line_error(cli("trace", sid, *args), 1,
+                       f"the spans kept for session {sid!r} are damaged")
+
+
 def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     inputs = write_jsonl(tmp_path / "in.jsonl", GOOD[:1])
     res = cli("run", FLOW, "--input", str(inputs), "--trace", "store")
@@ -42,6 +58,7 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     [plain] = ids_of(GOOD[1:2])
     none = cli("trace", plain)
     assert none.code == 0 and "no spans kept" in none.stdout
+    assert "'convoy run --trace store'" in " ".join(none.stdout.split())  # a flag that works
 
 
 def test_bad_trace_exporter_is_one_line() -> None:

@@ -29,7 +29,10 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     res = cli("erase", "c-9", env=env)
     assert res.code == 0 and "1 session(s)" in res.stdout and "key destroyed" in res.stdout
     one_line_error(cli("erase", "c-9", env=env), 2, "erased already")
-    one_line_error(cli("export", "c-9", env=env), 2, "unknown subject 'c-9'")
+    # the right of access after erasure: said so, not 'unknown' (as if mistyped)
+    one_line_error(cli("export", "c-9", env=env), 2,
+                   "subject 'c-9' of tenant 'default' was erased already (erasure #1)")
+    one_line_error(cli("export", "c-8", env=env), 2, "unknown subject 'c-8'")
     assert not (tmp_path / "convoy.db-wal").exists() or \
         (tmp_path / "convoy.db-wal").stat().st_size == 0
     assert b"c-9" not in (tmp_path / "convoy.db").read_bytes()
@@ -42,3 +45,14 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout
+
+
+def test_keygen_makes_the_directory_the_docs_put_it_in(tmp_path: Path) -> None:
+    """`convoy keygen ~/.convoy/master.key`, as documented, on a machine with no
+    ~/.convoy yet: the directory is made, readable by its owner only."""
+    res = cli("keygen", "home/.convoy/master.key")
+    assert res.code == 0, res.stderr
+    assert (tmp_path / "home/.convoy").stat().st_mode & 0o777 == 0o700
+    assert (tmp_path / "home/.convoy/master.key").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "file").write_text("")
+    one_line_error(cli("keygen", "file/master.key"), 2, "cannot create 'file/master.key'")

@@ -57,6 +57,10 @@ def test_kinds_mask_and_memo() -> None:
     assert len(r._memo) <= 2
     with pytest.raises(convoy.UserError, match="unknown kind 'name'"):
         Redactor(kinds=["name"])  # type: ignore[list-item]
+    # a region phonenumbers does not know would find no national number, silently
+    with pytest.raises(convoy.UserError, match="unknown phone region 'XX'"):
+        Redactor(regions=["US", "XX"])
+    assert Redactor(kinds=["email"], regions=["XX"])("a@b.co") == "[EMAIL]"  # no phones
 
 
 def test_findings_say_what_and_where() -> None:

@@ -5,13 +5,48 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from convoy._errors import AuditProofError
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
+from convoy.audit._log import PROOF_FORMAT
 from convoy.audit._merkle import entry_leaf
 from convoy.audit._proofs import verify_inclusion
+
+
+class _Proof(BaseModel):
+    """The fields of a proof :meth:`AuditLog.prove` prints, as their JSON types (strict:
+    an index of ``-1``, ``3.0`` or ``true`` is not a proof's)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    format: str
+    tenant: str
+    index: Annotated[int, Field(ge=0)]
+    entry: str
+    tree_size: Annotated[int, Field(ge=1)]
+    proof: list[str]
+    checkpoint: dict[str, Any]
+
+
+def _parse(doc: Any) -> _Proof:
+    if not isinstance(doc, dict):
+        raise AuditProofError("not a Convoy inclusion proof: expected a JSON object, got "
+                              f"{type(doc).__name__}")
+    try:
+        p = _Proof.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise AuditProofError(f"not a Convoy inclusion proof: {where!r}: {first['msg']}"
+                              ) from None
+    if p.format != PROOF_FORMAT:
+        raise AuditProofError(f"not a Convoy inclusion proof: 'format' is {p.format!r}, not "
+                              f"{PROOF_FORMAT!r}")
+    return p
 
 
 def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
@@ -19,16 +54,16 @@ def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
     checkpoint's signature (by ``public_key``, base64, when given: pin it), that the entry
     hashes to the leaf at its index, and that the path leads to the signed root. Returns
     the entry's event; raises :class:`~convoy.AuditProofError` if anything does not hold."""
+    p = _parse(doc)
     try:
-        tenant, index = str(doc["tenant"]), int(doc["index"])
-        body = base64.b64decode(doc["entry"], validate=True)
-        proof = [base64.b64decode(h, validate=True) for h in doc["proof"]]
-        size = int(doc["tree_size"])
-        cp = Checkpoint.from_dict(doc["checkpoint"])
-    except (KeyError, TypeError, ValueError, binascii.Error) as e:
+        body = base64.b64decode(p.entry, validate=True)
+        proof = [base64.b64decode(h, validate=True) for h in p.proof]
+    except (ValueError, binascii.Error) as e:
         raise AuditProofError(f"not a Convoy inclusion proof: {e}") from None
+    cp = Checkpoint.from_dict(p.checkpoint)
     cp.check(public_key)
-    if cp.tenant != tenant or cp.size != size:
+    if cp.tenant != p.tenant or cp.size != p.tree_size:
         raise AuditProofError("the proof and its checkpoint name different logs or sizes")
-    verify_inclusion(entry_leaf(tenant, index, body), index, size, proof, cp.root)
+    verify_inclusion(entry_leaf(p.tenant, p.index, body), p.index, p.tree_size, proof,
+                     cp.root)
     return AuditEvent.decode(body)

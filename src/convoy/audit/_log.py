@@ -80,8 +80,14 @@ class AuditLog:
         return cp
 
     async def checkpoints(self, tenant: str) -> list[Checkpoint]:
-        """The kept checkpoints of ``tenant``, smallest tree first."""
-        return [Checkpoint.from_json(t) for t in await self.store.audit_checkpoints(tenant)]
+        """The kept checkpoints of ``tenant``, smallest tree first; :class:`~convoy.AuditError`
+        if one is not a checkpoint (changed in the database)."""
+        try:
+            return [Checkpoint.from_json(t)
+                    for t in await self.store.audit_checkpoints(tenant)]
+        except UserError as e:
+            raise AuditError(f"tenant {tenant!r}: a stored checkpoint is unreadable: {e}"
+                             ) from None
 
     async def prove(self, tenant: str, index: int) -> dict[str, Any]:
         """An inclusion proof of entry ``index`` against the newest checkpoint that covers

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convoy._errors import AuditError, UserError
+from convoy._errors import AuditError
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
 from convoy.audit._log import AuditLog
@@ -51,10 +51,7 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     if public_key is None:
         public_key = log.public_key
     appended = await store.audit_size(tenant)
-    try:
-        kept = await log.checkpoints(tenant)
-    except UserError as e:
-        raise AuditError(f"tenant {tenant!r}: a stored checkpoint is unreadable: {e}") from None
+    kept = await log.checkpoints(tenant)
     cps = sorted([*kept, *(cp for cp in published if cp.tenant == tenant)],
                  key=lambda cp: cp.size)
     for cp in cps:
@@ -95,6 +92,9 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
             break
     if n < appended or pending:
         expected = max(appended, pending[-1].size if pending else 0)
+        if n == 0:
+            raise AuditError(f"tenant {tenant!r}: the log has no entries but had {expected}: "
+                             "every entry was cut off (deleted)", index=0)
         raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
                          f"{expected} entries: entries from {n} on were cut off (truncated)",
                          index=n)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 
@@ -13,6 +13,7 @@ from convoy import AuditError, UserError
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
+    TENANT_ENV,
     DbOption,
     TenantOption,
     err,
@@ -21,6 +22,7 @@ from convoy.cli._common import (
     open_store,
     require_store,
     run_async,
+    tenant_option,
 )
 
 if TYPE_CHECKING:
@@ -35,6 +37,10 @@ KeyOption = Annotated[Path | None, typer.Option(
     "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
          "create it, mode 0600, if it does not exist). `verify` pins its public key.")]
+VerifyTenantOption = Annotated[str | None, typer.Option(
+    "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+    callback=tenant_option, show_default=False,
+    help="Verify this tenant's log only (default: every tenant's).")]
 PublicKeyOption = Annotated[str | None, typer.Option(
     "--public-key", metavar="BASE64",
     help="The signer's public key every checkpoint must be signed by (as checkpoints "
@@ -86,7 +92,7 @@ def _check_public_key(text: str | None) -> None:
 
 
 @audit_app.command("verify")
-def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
+def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
            public_key: PublicKeyOption = None,
            checkpoint: Annotated[list[Path] | None, typer.Option(
                "--checkpoint", metavar="FILE",
@@ -115,6 +121,11 @@ def verify(tenant: TenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOptio
                    f"{r.checkpoints} signed checkpoint(s) matched")
 
 
+def _no_log(tenant: str, known: list[str]) -> NoReturn:
+    fail(f"tenant {tenant!r} has no audit log"
+         + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
+
+
 async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
                   published: list[Checkpoint]) -> list[VerifyReport]:
     async with open_store(db) as store:
@@ -124,8 +135,7 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         if tenant is not None and tenant not in known and \
                 not any(cp.tenant == tenant for cp in published) and \
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
-            fail(f"tenant {tenant!r} has no audit log"
-                 + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
+            _no_log(tenant, known)
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
         try:
@@ -160,6 +170,9 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
 async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
                       created: bool) -> Checkpoint:
     async with open_store(db, write=True) as store:
+        known = await store.audit_tenants()
+        if tenant not in known and not await store.audit_checkpoints(tenant):
+            _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
         kept = await store.audit_checkpoints(tenant) if guard else []
         if kept:  # a mistyped path would start a second key that no verifier pins
             signer = _audit().Checkpoint.from_json(kept[-1]).key_id
@@ -209,8 +222,10 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
           public_key: PublicKeyOption = None) -> None:
     """Check an inclusion proof without any store: the checkpoint's signature (pin the
     signer with --public-key), the entry's leaf hash and the path to the signed root.
+    The public key is the `public_key` every checkpoint prints (the raw 32-byte key in
+    base64, such as 'y51pj+l55WfSRbas2/WV5qEvMZ548nr7yPYoGRcB4SU='; not a PEM or DER form).
 
-    Example: `convoy audit check proof.json --public-key 'MCow...'`
+    Example: `convoy audit check proof.json --public-key "$SIGNER_PUBLIC_KEY"`
     """
     _check_public_key(public_key)
     try:

@@ -118,10 +118,16 @@ async def _purge(engine: Engine, seconds: float, tenant: str | None) -> list[Era
 def keygen(path: Annotated[Path, typer.Argument(
         metavar="FILE", help="Where to write the new master key (must not exist).")]) -> None:
     """Write a new master key (32 random bytes, base64) to FILE, readable by its owner
-    only. Point $CONVOY_MASTER_KEY_FILE at it; keep it out of the store's backups.
+    only (a missing directory is made, mode 0700). Point $CONVOY_MASTER_KEY_FILE at it;
+    keep it out of the store's backups.
 
     Example: `convoy keygen ~/.convoy/master.key`
     """
+    path = path.expanduser()
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot create {str(path)!r}: {e.strerror or e}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

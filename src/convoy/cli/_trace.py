@@ -12,6 +12,7 @@ from rich.text import Text
 
 from convoy.cli._common import (
     DEFAULT_DB,
+    RUN_FAILURE,
     AllTenantsOption,
     DbOption,
     Scope,
@@ -42,7 +43,7 @@ def trace(
     with when it started, how long it took, and its tokens or error.
 
     Spans are kept when the engine ran with tracing to the store
-    (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace``).
+    (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace store``).
 
     Example: `convoy trace handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
@@ -57,7 +58,7 @@ def trace(
         return
     if not spans:
         out.print(f"no spans kept for session {session_id!r}: run it with tracing to the "
-                  "store (Tracing(exporters=['store']), or 'convoy run --trace')",
+                  "store (Tracing(exporters=['store']), or 'convoy run --trace store')",
                   markup=False)
         return
     out.print(waterfall(spans))
@@ -75,7 +76,10 @@ async def _load(db: str, session_id: str, scope: Scope) -> tuple[bool, list[dict
         if row is None:
             return False, []
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
-        return True, load_chunks(chunks[k] for k in sorted(chunks))
+        try:
+            return True, load_chunks(chunks[k] for k in sorted(chunks))
+        except ValueError as e:  # (a JournalError is not one: it is said as it is)
+            fail(f"the spans kept for session {session_id!r} are damaged: {e}", RUN_FAILURE)
 
 
 def waterfall(spans: list[dict[str, Any]]) -> Table:

@@ -54,13 +54,13 @@ class SubjectRights:
         shared-state versions they wrote.
 
         Raises:
-            UserError: the subject is unknown, or no master key is configured.
+            UserError: the subject is unknown (or erased), or no master key is configured.
         """
         check_tenant(tenant)
-        self._keyring("exporting a subject")
+        keys = self._keyring("exporting a subject")
         engine = _engine(self)
         await engine.open()
-        return await export_subject(engine.store, tenant, subject)
+        return await export_subject(engine.store, keys, tenant, subject)
 
     async def purge(self, older_than: float, *, tenant: str | None = None) -> list[Erasure]:
         """Delete every finished session (of ``tenant``; ``None``: of every tenant) that

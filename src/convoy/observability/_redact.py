@@ -118,10 +118,14 @@ class Redactor:
         self._memo_size = memo
         if "phone" in self.kinds:
             try:
-                import phonenumbers  # noqa: F401
+                import phonenumbers
             except ImportError:
                 raise UserError("finding phone numbers needs the 'phonenumbers' package: "
                                 "pip install 'convoy[pii]'") from None
+            bad = [r for r in self.regions if r not in phonenumbers.SUPPORTED_REGIONS]
+            if bad:
+                raise UserError(f"Redactor: unknown phone region {bad[0]!r}; use ISO 3166 "
+                                "country codes, such as 'US', 'GB' or 'DE'")
         if {"card", "iban"} & self.kinds:
             try:
                 import stdnum  # noqa: F401

@@ -220,22 +220,27 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
     """Every span of the stored chunks as a dict, oldest first (unknown formats are
     refused): ``name``, ``trace_id``, ``span_id``, ``parent_id``, ``start`` and ``end``
     (ns since the epoch), ``kind``, ``status``, ``attrs``, ``message``, ``links`` and
-    ``events``."""
+    ``events``. A chunk that is not one (changed in the database) raises ``ValueError``."""
     import json
 
     from convoy._errors import JournalError
 
     spans: list[dict[str, Any]] = []
     for text in values:
-        chunk = json.loads(text)
-        version = chunk.get("v")
-        if version == 2:
-            _load_v2(chunk, spans)
-        elif version == 1:
-            _load_v1(chunk, spans)
-        else:
-            raise JournalError(f"stored spans are in format {version!r}; this Convoy "
-                               f"reads formats 1 and {SPANS_FORMAT} (upgrade Convoy)")
+        try:
+            chunk = json.loads(text)
+            version = chunk.get("v")
+            if version == 2:
+                _load_v2(chunk, spans)
+            elif version == 1:
+                _load_v1(chunk, spans)
+            elif not isinstance(version, int) or isinstance(version, bool):
+                raise ValueError(f"no format version: {text[:40]!r}")
+            else:
+                raise JournalError(f"stored spans are in format {version!r}; this Convoy "
+                                   f"reads formats 1 and {SPANS_FORMAT} (upgrade Convoy)")
+        except (KeyError, TypeError, AttributeError, IndexError) as e:
+            raise ValueError(f"not a chunk of spans: {type(e).__name__}: {e}") from None
     spans.sort(key=lambda s: (s["start"], s["end"]))
     return spans
 

@@ -32,14 +32,15 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     return event
 
 
-async def export_subject(store: Store, tenant: str, subject: str) -> dict[str, Any]:
+async def export_subject(store: Store, keys: KeyRing, tenant: str,
+                         subject: str) -> dict[str, Any]:
     """Everything ``store`` holds about ``tenant``'s subject ``subject``, as JSON data:
     its sessions (input, output, error, headers, every journaled step) and the shared-state
     versions they wrote. ``store`` must open sealed values (a sealing store)."""
     rows = await store.subject_sessions(tenant, subject)
     if not rows and await store.subject_key_get(tenant, subject) is None:
-        raise UserError(f"unknown subject {subject!r} in tenant {tenant!r}: no session names "
-                        "it")
+        raise _unknown(store, tenant, subject, keys.master.ref(tenant, subject),
+                       await store.erasures(tenant=tenant))
     sessions = []
     for r in rows:
         journal = await store.journal(r.id, tenant=tenant)
