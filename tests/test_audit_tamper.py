@@ -374,3 +374,17 @@ def test_verify_help_says_it_checks_every_tenant_by_default() -> None:
     text = " ".join(cli("audit", "verify", "--help").stdout.replace("│", " ").split())
     assert "Verify this tenant's log only (default: every tenant's)" in text
     assert "Act as this tenant" not in text
+
+
+@pytest.mark.parametrize("delete", ["head", "head and entries"])
+def test_a_tenant_whose_head_row_is_deleted_is_still_verified(log: dict[str, Any],
+                                                               delete: str) -> None:
+    """Verifying every tenant finds the tenants from the entries and the checkpoints too,
+    not only from the head row an attacker can delete with them."""
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_head WHERE tenant=?", (T,)))
+    if delete == "head and entries":
+        raw.run(("DELETE FROM audit_log WHERE tenant=?", (T,)))
+    code, out = verify(log)
+    assert code == 1, out
+    assert f"'{T}'" in out, out

@@ -80,7 +80,10 @@ FROM h, unnest(%s::bytea[]) WITH ORDINALITY AS b(body, ord)
 
 # Both dialects (``?`` is turned into ``%s`` for PostgreSQL by :func:`pg`).
 SIZE = "SELECT size FROM audit_head WHERE tenant=?"
-TENANTS = "SELECT tenant FROM audit_head ORDER BY tenant"
+# Every tenant with a trace of a log: its head, its entries or its checkpoints (a tenant
+# whose head row was deleted, its entries too, is still listed, and fails verification).
+TENANTS = ("SELECT tenant FROM audit_head UNION SELECT DISTINCT tenant FROM audit_log "
+           "UNION SELECT tenant FROM audit_checkpoints ORDER BY 1")
 ENTRIES = ("SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx>=? ORDER BY idx "
            "LIMIT ?")
 LEAVES = "SELECT leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
