@@ -334,3 +334,54 @@ async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
         await eng.erase("customer-42")
         assert await eng.store.kv_all(SPANS_NAMESPACE + res.id) == {}
     assert scan(files_of(tmp_path), (*PLANTED, res.id)) == {}
+
+
+# Another session's reads of a subject's shared state: the values it journals (a read, a
+# lost compare-and-set's current value, its output, what it writes from them) are the
+# subject's data too, and go with the subject's key.
+SHARED_NAME = "Zed Secretname-Oyelaran"
+
+
+@convoy.workflow(name="privacy.note")
+async def note_subject(ctx: convoy.Context, name: str) -> str:
+    await ctx.state("crm").set("c-9", {"name": name}, expected_version=0)
+    return "noted"
+
+
+@convoy.workflow(name="privacy.copy")
+async def copy_note(ctx: convoy.Context, wait: bool) -> str:
+    got = await ctx.state("crm").get("c-9")
+    if wait:
+        await ctx.wait_for("go")  # parks: the rest runs after a resume, in another engine
+    await ctx.state("copies").set(ctx.session_id, got.value, expected_version=0)
+    return f"copied {got.value['name']}"
+
+
+@convoy.workflow(name="privacy.race")
+async def lose_race(ctx: convoy.Context, name: str) -> str:
+    await ctx.state("crm").set("c-9", {"name": "someone else"}, expected_version=0)
+    return "won"
+
+
+async def test_another_sessions_copies_of_a_subjects_state_are_erased_with_it(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        copied = await eng.run(copy_note, False)  # no subject of its own
+        assert copied.ok and copied.output == f"copied {SHARED_NAME}"
+        raced = await eng.run(lose_race, "x")  # loses: the error holds zed's value
+        assert raced.status == "failed"
+        parked = await eng.run(copy_note, True, session_id="later")
+        assert parked.status == "waiting"
+        assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}  # sealed at rest
+    async with engine(db) as other:  # resumed by another engine
+        await other.signal("later", "go")
+        [done] = await other.resume()
+        assert done.ok and done.output == f"copied {SHARED_NAME}"
+        assert (await other.result(copied.id)).output == f"copied {SHARED_NAME}"
+        assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
+        await other.erase("zed")
+        kept = await other.state("copies").get(copied.id)
+        assert kept.exists and SHARED_NAME not in str(kept.value)  # kept, but unreadable
+    assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}

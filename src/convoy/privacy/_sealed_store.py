@@ -7,6 +7,14 @@ way out: the session's input, output and error, the result of every journaled st
 outputs, tool results, human answers, errors), and every shared-state version it writes.
 Sessions without a subject pass through untouched (one dictionary lookup per write).
 
+A session that reads a subject's shared state (any session: without a subject, or of
+another one) holds that subject's data from then on: what it journals after the read (the
+read itself, a lost compare-and-set's current value, the values it writes, its output and
+error) is sealed again under that subject's key, outermost, so erasing the subject leaves
+it unreadable. The store learns who reads from :data:`~convoy.state._reader.STATE_READER`;
+a resumed session learns it again from its journal (a record it opens with another
+subject's key). Only this process's sessions are tracked, and only while they run.
+
 A value whose subject key was destroyed (an erased subject) stays sealed when read.
 """
 
@@ -27,6 +35,7 @@ from convoy.privacy._seal import (
     step_aad,
     unseal,
 )
+from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import (
     NewSession,
     SessionFilter,
@@ -45,7 +54,7 @@ if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
-_OWN = frozenset({"inner", "keys", "_live"})
+_OWN = frozenset({"inner", "keys", "_live", "_read"})
 
 
 class SealingStore:
@@ -57,6 +66,8 @@ class SealingStore:
         self.keys = keys
         # Sessions of a subject this process writes for: id -> (tenant, subject, key).
         self._live: dict[str, tuple[str, str, AESGCM]] = {}
+        # Sessions that read other subjects' data: id -> (tenant, {subject: key}).
+        self._read: dict[str, tuple[str, dict[str, AESGCM]]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -97,18 +108,56 @@ class SealingStore:
 
     async def _open_row(self, row: SessionRow | None, *, track: bool = False
                         ) -> SessionRow | None:
-        if row is None or row.subject is None:
+        if row is None or (row.subject is None and not is_sealed(row.output)
+                           and not is_sealed(row.error)):
             return row
-        key = await self.keys.load(row.tenant, row.subject, create=False)
-        if key is None:
-            return row
-        if track:
-            self._live[row.id] = (row.tenant, row.subject, key)
         t, sid = row.tenant, row.id
+        if row.subject is not None:
+            key = await self.keys.load(row.tenant, row.subject, create=False)
+            if key is None:
+                return row
+            if track:
+                self._live[row.id] = (row.tenant, row.subject, key)
         return replace(
-            row, input=_open(key, session_aad(t, sid, "input"), row.input) or "",
-            output=_open(key, session_aad(t, sid, "output"), row.output),
-            error=_open(key, session_aad(t, sid, "error"), row.error))
+            row, input=await self._open_text(t, session_aad(t, sid, "input"), row.input)
+            or "",
+            output=await self._open_text(t, session_aad(t, sid, "output"), row.output),
+            error=await self._open_text(t, session_aad(t, sid, "error"), row.error))
+
+    async def _open_text(self, tenant: str, aad: str, text: str | None, *,
+                         reader: str | None = None, own: str | None = None) -> str | None:
+        """``text`` opened layer by layer, each with the key of the subject it names (it
+        stays sealed from a layer whose key was destroyed). A layer of another subject than
+        ``own`` makes ``reader`` a reader of that subject's data."""
+        while text is not None and is_sealed(text):
+            subject = sealed_subject(text)
+            key = await self.keys.load(tenant, subject, create=False)
+            if key is None:
+                return text
+            text = unseal(key, aad, text)
+            if reader is not None and subject != own:
+                self._reads(reader, tenant, subject, key)
+        return text
+
+    def _reads(self, session_id: str, tenant: str, subject: str, key: AESGCM) -> None:
+        """``session_id`` read ``subject``'s data (nothing new if it is its own)."""
+        live = self._live.get(session_id)
+        if live is not None and live[1] == subject:
+            return
+        read = self._read.get(session_id)
+        if read is None:
+            self._read[session_id] = (tenant, {subject: key})
+        else:
+            read[1][subject] = key
+
+    def _seal_read(self, session_id: str, aad: str, text: str) -> str:
+        """``text`` sealed again under the key of each subject whose data the session read
+        (outermost), if it read any."""
+        read = self._read.get(session_id)
+        if read is not None:
+            for subject, key in read[1].items():
+                text = seal(key, subject, aad, text)
+        return text
 
     async def _open_rows(self, rows: Sequence[SessionRow], *, track: bool = False
                          ) -> list[SessionRow]:
@@ -156,16 +205,27 @@ class SealingStore:
             outcome = replace(outcome, error=error, output=None if outcome.output is None
                               else seal(key, subject, session_aad(t, session_id, "output"),
                                         outcome.output))
+        read = self._read.get(session_id)
+        if read is not None:
+            t = read[0]
+            error = None if outcome.error is None else json.loads(self._seal_read(
+                session_id, session_aad(t, session_id, "error"), json.dumps(outcome.error)))
+            outcome = replace(outcome, error=error, output=None if outcome.output is None
+                              else self._seal_read(session_id, session_aad(
+                                  t, session_id, "output"), outcome.output))
+            del self._read[session_id]
         return self.inner.finish(session_id, owner, outcome, tenant=tenant)
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
         self._live.pop(session_id, None)
+        self._read.pop(session_id, None)  # a resume learns it again from the journal
         await self.inner.park(session_id, owner, outcome, wake_at=wake_at,
                               wait_name=wait_name)
 
     async def release(self, session_id: str, owner: str) -> None:
         self._live.pop(session_id, None)
+        self._read.pop(session_id, None)
         await self.inner.release(session_id, owner)
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
@@ -191,25 +251,31 @@ class SealingStore:
             record = replace(record, result=seal(key, subject,
                                                  step_aad(t, session_id, record.key),
                                                  record.result))
+        read = self._read.get(session_id)
+        if read is not None and record.result is not None:
+            record = replace(record, result=self._seal_read(
+                session_id, step_aad(read[0], session_id, record.key), record.result))
         return self.inner.append(session_id, owner, record, consume_signal=consume_signal)
 
-    async def _open_records(self, session_id: str, records: list[StepRecord]
-                            ) -> list[StepRecord]:
+    async def _open_records(self, session_id: str, records: list[StepRecord], *,
+                            resuming: bool = False) -> list[StepRecord]:
+        """The records opened (a session about to be resumed learns again whose data it
+        read: the records sealed with another subject's key)."""
         if not any(is_sealed(r.result) for r in records):
             return records
         row = await self.inner.get_session(session_id)
-        if row is None or row.subject is None:
+        if row is None:
             return records
-        key = await self.keys.load(row.tenant, row.subject, create=False)
-        if key is None:
-            return records
-        return [replace(r, result=_open(key, step_aad(row.tenant, session_id, r.key),
-                                        r.result)) for r in records]
+        t, reader = row.tenant, session_id if resuming else None
+        return [replace(r, result=await self._open_text(
+            t, step_aad(t, session_id, r.key), r.result, reader=reader, own=row.subject))
+            for r in records]
 
     async def load_journal(self, session_id: str, *,
                            tenant: str | None = None) -> dict[str, StepRecord]:
         recs = await self.inner.load_journal(session_id, tenant=tenant)
-        return {r.key: r for r in await self._open_records(session_id, list(recs.values()))}
+        return {r.key: r for r in await self._open_records(
+            session_id, list(recs.values()), resuming=True)}
 
     async def journal(self, session_id: str, *,
                       tenant: str | None = None) -> list[StepRecord]:
@@ -221,11 +287,10 @@ class SealingStore:
     async def _open_entry(self, e: StateEntry | None) -> StateEntry | None:
         if e is None or not is_sealed(e.value):
             return e
-        key = await self.keys.load(e.tenant, sealed_subject(e.value), create=False)
-        if key is None:
-            return e
-        return replace(e, value=unseal(key, state_aad(e.tenant, e.namespace, e.key,
-                                                      e.session_id, e.step_key), e.value))
+        value = await self._open_text(
+            e.tenant, state_aad(e.tenant, e.namespace, e.key, e.session_id, e.step_key),
+            e.value, reader=STATE_READER.get())
+        return replace(e, value=value if value is not None else e.value)
 
     async def _open_entries(self, entries: Sequence[StateEntry]) -> list[StateEntry]:
         return [cast(StateEntry, await self._open_entry(e)) for e in entries]
@@ -234,11 +299,13 @@ class SealingStore:
         live = self._live.get(write.session_id) if write.session_id is not None else None
         if live is None and write.session_id is None:
             live = await self._subject_of_key(write)
+        w = write
+        aad = state_aad(w.tenant, w.namespace, w.key, w.session_id, w.step_key)
         if live is not None:
             _, subject, key = live
-            w = write
-            write = replace(w, value=seal(key, subject, state_aad(
-                w.tenant, w.namespace, w.key, w.session_id, w.step_key), w.value))
+            write = replace(w, value=seal(key, subject, aad, w.value))
+        if w.session_id is not None and w.session_id in self._read:
+            write = replace(write, value=self._seal_read(w.session_id, aad, write.value))
         res = await self.inner.state_put(write)
         return replace(res, entry=await self._open_entry(res.entry))
 
@@ -267,10 +334,6 @@ class SealingStore:
                                session_ids: Sequence[str]) -> list[StateEntry]:
         return await self._open_entries(
             await self.inner.state_written_by(tenant, session_ids))
-
-
-def _open(key: AESGCM, aad: str, text: str | None) -> str | None:
-    return unseal(key, aad, text) if text is not None and is_sealed(text) else text
 
 
 def sealing(inner: Store, keys: KeyRing) -> Store:

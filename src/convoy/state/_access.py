@@ -25,6 +25,7 @@ from pydantic import TypeAdapter
 from convoy._errors import StateConflict, UserError, WaitTimeout
 from convoy.durability._executor import fingerprint
 from convoy.interceptors._base import StateInput, StateOp, state_target
+from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import StateEntry, StateWrite
 
 if TYPE_CHECKING:
@@ -63,7 +64,16 @@ def conflict(namespace: str, key: str, expected: int | None,
 
 
 async def run_state_op(i: StateInput) -> Any:
-    """The end of the state interceptor chain: the operation on the session's store."""
+    """The end of the state interceptor chain: the operation on the session's store, on
+    behalf of the session (:data:`~convoy.state._reader.STATE_READER`)."""
+    token = STATE_READER.set(i.session.id)
+    try:
+        return await _state_op(i)
+    finally:
+        STATE_READER.reset(token)
+
+
+async def _state_op(i: StateInput) -> Any:
     s = i.session
     rt = s.runtime
     store = rt.store
