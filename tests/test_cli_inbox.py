@@ -141,3 +141,27 @@ def test_sessions_say_which_task_they_wait_for() -> None:
     assert "convoy inbox show r5:0" in shown.stdout
     listed = cli("sessions", "list", "--status", "waiting")
     assert "a person (task r5:0)" in listed.stdout
+
+
+def test_metrics_serve_counts_the_open_human_tasks_by_kind_and_queue() -> None:
+    """The parked human tasks, as ``convoy metrics serve`` reads them at a scrape."""
+    from convoy.cli._common import Scope
+    from convoy.cli._metrics import StoreCollector
+
+    start("refund", "c-1", "r1")
+    start("refund", "c-2", "r2")
+    start("payout", "pay it", "p1")
+    start("refund", "c-3", "r3", tenant="globex")
+
+    def scrape(scope: Scope) -> dict[tuple[str, str], float]:
+        return {(s.labels["kind"], s.labels["queue"]): s.value
+                for fam in StoreCollector("convoy.db", scope).collect()
+                if fam.name == "convoy_store_human_tasks_open" for s in fam.samples}
+
+    assert scrape(Scope("default")) == {("question", "billing"): 2,
+                                        ("approval", "approvals"): 1}
+    assert scrape(Scope(None)) == {("question", "billing"): 3, ("approval", "approvals"): 1}
+    assert cli("inbox", "answer", "r1:0", "--by", "ann", "--set", "approve=true",
+               "--set", "amount=5", "--set", "reason=goodwill").code == 0
+    assert scrape(Scope("default")) == {("question", "billing"): 1,
+                                        ("approval", "approvals"): 1}

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections import Counter
 from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
 
+from convoy import Engine
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -32,7 +34,8 @@ metrics_app = typer.Typer(
 
 
 class StoreCollector:
-    """Sessions by status (and by workflow) read from the store at each scrape."""
+    """Sessions by status (and by workflow), and the open human tasks (parked sessions
+    waiting for a person) by kind and queue, read from the store at each scrape."""
 
     def __init__(self, db: str, scope: Scope) -> None:
         self.db = db
@@ -44,7 +47,7 @@ class StoreCollector:
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        counts, by_workflow = asyncio.run(self.read())
+        counts, by_workflow, tasks = asyncio.run(self.read())
         sessions = GaugeMetricFamily(
             "convoy_store_sessions", "Sessions in the store by status.", labels=["status"])
         for status in STATUSES:
@@ -56,20 +59,32 @@ class StoreCollector:
         for (workflow, state), n in sorted(by_workflow.items()):
             unfinished.add_metric([workflow, state], n)
         yield unfinished
+        human = GaugeMetricFamily(
+            "convoy_store_human_tasks_open", "Open human tasks (questions, approvals of "
+            "tool calls, escalated sessions) waiting for a person, by kind and queue.",
+            labels=["kind", "queue"])
+        for (kind, queue), n in sorted(tasks.items()):
+            human.add_metric([kind, queue], n)
+        yield human
 
-    async def read(self) -> tuple[dict[str, int], dict[tuple[str, str], int]]:
-        """Sessions by status, and unfinished ones by workflow and status."""
-        store = store_from_url(self.db, read_only=True)  # a scrape never migrates it
-        await store.open()
-        try:
+    async def read(self) -> tuple[dict[str, int], dict[tuple[str, str], int],
+                                  Counter[tuple[str, str]]]:
+        """Sessions by status, unfinished ones by workflow and status, and open human
+        tasks by kind and queue."""
+        # Read-only: a scrape never migrates the store. The inbox reads through an engine
+        # (sealed tasks open with the master key of the environment, if one is set).
+        engine = Engine(store_from_url(self.db, read_only=True))
+        async with engine:
+            store = engine.store
             counts = await store.counts(tenant=self.scope.tenant)
             by: dict[tuple[str, str], int] = {}
             for row in await store.unfinished(tenant=self.scope.tenant):
                 key = (row.workflow, row.status)
                 by[key] = by.get(key, 0) + 1
-            return counts, by
-        finally:
-            await store.aclose()
+            inbox = self.scope.view(engine).inbox
+            tasks: Counter[tuple[str, str]] = Counter(
+                (str(t.kind), t.queue or "") for t in await inbox.tasks())
+            return counts, by, tasks
 
 
 @metrics_app.command("serve")
@@ -83,8 +98,9 @@ def serve(
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
-    """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, and
-    its unfinished ones by workflow, read at each scrape (of the tenant 'default',
+    """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, its
+    unfinished ones by workflow, and its open human tasks by kind and queue, read at each
+    scrape (of the tenant 'default',
     --tenant NAME, or --all-tenants). Runs until Ctrl-C or SIGTERM.
 
     Example: `convoy metrics serve --db app.db --port 9464 --all-tenants`
