@@ -58,18 +58,19 @@ _BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
 _MAX_SERIES = 100_000
 
 perf_ns = time.perf_counter_ns
-_OK = ("ok", "")
-_HANDOFF = ("handoff", "")
 
 
 class _Hist:
-    """A histogram of durations: ``counts[i]`` observations in bucket ``i`` of ``bounds``,
-    and their sum, in integer nanoseconds (no float arithmetic per observation)."""
+    """A histogram of durations: ``counts[i]`` observations in bucket ``i`` of ``bounds``
+    (integer nanoseconds: no float arithmetic per observation), and their ``sum``. The
+    series of steps and agents are histograms too: their hooks add to ``counts`` and
+    ``sum`` inline (a step that succeeded is one observation, so its count is the
+    bucket counts' total)."""
 
     __slots__ = ("bounds", "counts", "sum")
 
-    def __init__(self, bounds: Sequence[float]) -> None:
-        self.bounds = tuple(round(b * 1e9) for b in bounds)
+    def __init__(self, bounds: tuple[int, ...]) -> None:
+        self.bounds = bounds
         self.counts = [0] * (len(bounds) + 1)
         self.sum = 0
 
@@ -79,22 +80,40 @@ class _Hist:
         self.sum += ns if ns > 0 else 0
 
 
-class _Step:
-    """One series of steps: ``(kind, agent, target)``."""
+def _ns(bounds: Sequence[float]) -> tuple[int, ...]:
+    return tuple(round(b * 1e9) for b in bounds)
 
-    __slots__ = ("cost", "errors", "hist", "labels", "ok", "tokens_in", "tokens_out")
+
+STEP_NS, SESSION_NS = _ns(STEP_BUCKETS), _ns(SESSION_BUCKETS)
+
+
+class _Step(_Hist):
+    """One series of steps, ``labels`` ``(kind, agent, target)``: the durations of those
+    that succeeded, failures by error kind, a model's tokens and cost."""
+
+    __slots__ = ("cost", "errors", "labels", "tokens_in", "tokens_out")
 
     def __init__(self, labels: tuple[str, ...]) -> None:
+        super().__init__(STEP_NS)
         self.labels = labels
-        self.ok = 0
         self.errors: dict[str, int] = {}
-        self.hist = _Hist(STEP_BUCKETS)
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
 
 
-# An agent's series: its labels, its runs by (outcome, error kind), its durations.
-_AgentSeries = tuple[tuple[str, ...], dict[tuple[str, str], int], _Hist]
+class _Agent(_Hist):
+    """An agent's series, ``labels`` ``(agent,)``: the durations of its runs that ended
+    (ok or by a handoff), failures by error kind. ``counts`` has one more item than the
+    histogram's buckets, last: the runs that ended by a handoff; a scrape copies the list
+    at once, so its ok runs (all minus those) never go back."""
+
+    __slots__ = ("errors", "labels")
+
+    def __init__(self, labels: tuple[str, ...]) -> None:
+        super().__init__(SESSION_NS)
+        self.counts.append(0)
+        self.labels = labels
+        self.errors: dict[str, int] = {}
 
 
 class Metrics(Interceptor):
@@ -133,7 +152,7 @@ class Metrics(Interceptor):
         self._seen: dict[str, set[str]] = {}
         # The series, by raw label values; each keeps its bounded, redacted labels.
         self._steps: dict[tuple[str, str, str], _Step] = {}
-        self._agents: dict[str, _AgentSeries] = {}
+        self._agents: dict[str, _Agent] = {}
         self._sessions: dict[tuple[str, str, str, str], int] = {}
         self._session_hist: dict[tuple[str, str], _Hist] = {}
         self._running: dict[str, int] = {}
@@ -291,34 +310,35 @@ class Metrics(Interceptor):
             status = end.status
             h = self._session_hist.get((wf, status))
             if h is None:
-                h = self._session_hist[(wf, status)] = _Hist(SESSION_BUCKETS)
+                h = self._session_hist[(wf, status)] = _Hist(SESSION_NS)
             h.observe(ns)
             kind = "" if status in ("completed", "waiting") else error_kind_of(end.error) or ""
         key = (wf, info.tenant, status, kind)
         self._sessions[key] = self._sessions.get(key, 0) + 1
 
-    def _agent(self, name: str) -> _AgentSeries:
-        entry = self._agents[name] = ((self.label("agent", name),), {},
-                                      _Hist(SESSION_BUCKETS))
-        return entry
+    def _agent(self, name: str) -> _Agent:
+        a = self._agents[name] = _Agent((self.label("agent", name),))
+        return a
 
     def _agent_ok(self, name: str, handoff: bool, ns: int) -> None:
-        _, outcomes, h = self._agents.get(name) or self._agent(name)
-        h.observe(ns)
-        key = _HANDOFF if handoff else _OK
-        outcomes[key] = outcomes.get(key, 0) + 1
+        a = self._agents.get(name) or self._agent(name)
+        counts = a.counts
+        counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe)
+        a.sum += ns if ns > 0 else 0
+        if handoff:
+            counts[-1] += 1
 
     def _agent_failed(self, name: str, exc: BaseException) -> None:
         if isinstance(exc, Exception):  # (not a cancelled or parked run)
-            outcomes = (self._agents.get(name) or self._agent(name))[1]
-            key = ("error", error_kind(exc))
-            outcomes[key] = outcomes.get(key, 0) + 1
+            errors = (self._agents.get(name) or self._agent(name)).errors
+            kind = error_kind(exc)
+            errors[kind] = errors.get(kind, 0) + 1
 
     def _model_ok(self, input: ModelCallInput, resp: ModelResponse, ns: int) -> None:
         agent, model = input.agent.name, input.model.name
         st = self._steps.get(("model", agent, model)) or self._step("model", agent, model)
-        st.ok += 1
-        st.hist.observe(ns)
+        st.counts[bisect_left(STEP_NS, ns)] += 1  # (as _Hist.observe)
+        st.sum += ns if ns > 0 else 0
         usage = resp.usage
         st.tokens_in += usage.input_tokens
         st.tokens_out += usage.output_tokens
@@ -327,9 +347,7 @@ class Metrics(Interceptor):
             self._tries.pop(id(input), None)
 
     def _step_ok(self, kind: str, agent: str, target: str, input: Any, ns: int) -> None:
-        st = self._step(kind, agent, target)
-        st.ok += 1
-        st.hist.observe(ns)
+        self._step(kind, agent, target).observe(ns)
         if self._tries:
             self._tries.pop(id(input), None)
 
@@ -444,13 +462,13 @@ class _Collector:
         ns = m.namespace
         label = m.label
 
-        def hist(fam: Any, labels: Sequence[str], h: _Hist, bounds: Sequence[float]) -> None:
-            counts = list(h.counts)
+        def hist(fam: Any, labels: Sequence[str], counts: list[int], total: int,
+                 bounds: Sequence[float]) -> None:
             cumulative, acc = [], 0
             for bound, c in zip((*bounds, float("inf")), counts, strict=True):
                 acc += c
                 cumulative.append((_le(bound), acc))
-            fam.add_metric(list(labels), cumulative, h.sum / 1e9)
+            fam.add_metric(list(labels), cumulative, total / 1e9)
 
         sessions = CounterMetricFamily(
             f"{ns}_sessions", "Runs of sessions by how they ended (completed, a terminal "
@@ -463,7 +481,8 @@ class _Collector:
         session_s = HistogramMetricFamily(f"{ns}_session_run_seconds", "Duration of one run "
                                           "of a session.", labels=["workflow", "outcome"])
         for (wf, status), h in list(m._session_hist.items()):
-            hist(session_s, [label("workflow", wf), status], h, SESSION_BUCKETS)
+            hist(session_s, [label("workflow", wf), status], list(h.counts), h.sum,
+                 SESSION_BUCKETS)
         yield session_s
         running = GaugeMetricFamily(f"{ns}_sessions_running", "Sessions running on this "
                                     "engine now.", labels=["workflow"])
@@ -475,10 +494,15 @@ class _Collector:
             "kind.", labels=["agent", "outcome", "error"])
         agent_s = HistogramMetricFamily(f"{ns}_agent_run_seconds", "Duration of one agent "
                                         "invocation.", labels=["agent"])
-        for labels, outcomes, h in list(m._agents.values()):
-            for (outcome, kind), n in list(outcomes.items()):
-                agent_runs.add_metric([labels[0], outcome, kind], n)
-            hist(agent_s, labels, h, SESSION_BUCKETS)
+        for a in list(m._agents.values()):
+            name, = a.labels
+            *counts, handoffs = list(a.counts)
+            for outcome, n in (("ok", sum(counts) - handoffs), ("handoff", handoffs)):
+                if n:
+                    agent_runs.add_metric([name, outcome, ""], n)
+            for kind, n in list(a.errors.items()):
+                agent_runs.add_metric([name, "error", kind], n)
+            hist(agent_s, a.labels, counts, a.sum, SESSION_BUCKETS)
         yield agent_runs
         yield agent_s
         steps = CounterMetricFamily(
@@ -494,10 +518,11 @@ class _Collector:
                                    labels=["agent", "model"])
         for st in list(m._steps.values()):
             kind_, agent, target = st.labels
-            steps.add_metric([kind_, agent, target, "ok", ""], st.ok)
+            counts = list(st.counts)
+            steps.add_metric([kind_, agent, target, "ok", ""], sum(counts))
             for kind, n in list(st.errors.items()):
                 steps.add_metric([kind_, agent, target, "error", kind], n)
-            hist(step_s, st.labels, st.hist, STEP_BUCKETS)
+            hist(step_s, st.labels, counts, st.sum, STEP_BUCKETS)
             if kind_ == "model":
                 tokens.add_metric([agent, target, "input"], st.tokens_in)
                 tokens.add_metric([agent, target, "output"], st.tokens_out)
