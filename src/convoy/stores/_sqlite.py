@@ -21,8 +21,9 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -213,7 +214,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
-        try:
+        with self._opening(conn):
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             conn.execute("PRAGMA journal_mode=WAL")
@@ -225,16 +226,23 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             conn.execute(f"PRAGMA journal_size_limit={int(self.wal_limit_bytes)}")
             self._migrate(conn)
             conn.execute("PRAGMA busy_timeout=0")
+        self._conn = conn
+        if self.durability == "power":
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
+        self._checkpointer = _Checkpointer(self.path)
+
+    @contextmanager
+    def _opening(self, conn: sqlite3.Connection) -> Iterator[None]:
+        """Set a new connection up: on any error it is closed (a database error becomes
+        one clear :class:`~convoy.StoreError`)."""
+        try:
+            yield
         except sqlite3.DatabaseError as e:
             conn.close()
             raise _store_error(e, self.path, "open") from None
         except BaseException:
             conn.close()
             raise
-        self._conn = conn
-        if self.durability == "power":
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
-        self._checkpointer = _Checkpointer(self.path)
 
     def _open_read_only(self) -> sqlite3.Connection:
         """A ``mode=ro`` connection (SQLite refuses every write on it) to a store at this
@@ -242,7 +250,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         if not self.path.exists():
             check_readable(None, SCHEMA_VERSION, str(self.path))
         conn = self._connect_ro()
-        try:
+        with self._opening(conn):
             version = self._version_of(conn)
             if version is not None and version > SCHEMA_VERSION:
                 raise self._newer(version)
@@ -253,12 +261,6 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             for stmt in stand_ins(missing, postgres=False, schema="main"):
                 conn.execute(stmt)  # temporary: this connection's own, in memory
             conn.execute("PRAGMA busy_timeout=0")
-        except sqlite3.DatabaseError as e:
-            conn.close()
-            raise _store_error(e, self.path, "open") from None
-        except BaseException:
-            conn.close()
-            raise
         self._missing = tuple(a.name for a in missing)
         return conn
 
