@@ -20,8 +20,8 @@ import asyncio
 import random as _random
 import uuid as _uuid
 import warnings
-import zlib
 from collections.abc import Awaitable, Callable
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic_core import from_json, to_json
@@ -85,12 +85,18 @@ class StepExecutor(Protocol):
 
 
 def fingerprint(text: str) -> str:
-    """A short digest of what a step is asked (its ``input_hash``), stable across processes
-    (unlike ``hash``).
+    """The digest of what a step is asked (its ``input_hash``): BLAKE2b-128, hex.
 
-    It detects an accidental change of input on replay, so a fast checksum is enough: it
-    is not a security boundary."""
-    return format(zlib.crc32(text.encode()), "08x")
+    Replay compares it to detect a changed input; the audit log keeps it as the step's
+    input hash (a prompt's, a tool's arguments'), so it is a cryptographic hash, not a
+    checksum. Records journaled by releases up to 0.1.0 hold an 8-digit CRC-32 instead: replay does
+    not compare those (see :data:`LEGACY_FINGERPRINT_LENGTH`)."""
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+#: The length of the CRC-32 input fingerprints older releases journaled: a record holding
+#: one replays without its input being compared (the digests are of different kinds).
+LEGACY_FINGERPRINT_LENGTH = 8
 
 
 def encode_json(value: Any) -> str:
@@ -198,7 +204,8 @@ class JournaledExecutor:
             self._take(key, kind, target)
         if rec is not None:
             if input_hash is not None and rec.input_hash is not None and \
-                    rec.input_hash != input_hash:
+                    rec.input_hash != input_hash and \
+                    len(rec.input_hash) != LEGACY_FINGERPRINT_LENGTH:
                 self._nondeterminism(
                     f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
                     "is now asked with a different input than the journal recorded; the "
