@@ -123,7 +123,7 @@ class JournaledExecutor:
     """
 
     __slots__ = ("_journal", "clock", "exhausted", "failed_key", "on_nondeterminism", "owner",
-                 "park_after", "replay_only", "session_id", "store")
+                 "park_after", "replay_only", "session_id", "store", "tap")
 
     def __init__(self, store: Store, session_id: str, owner: str | None, *,
                  journal: dict[str, StepRecord] | None, replay_only: bool = False,
@@ -139,6 +139,9 @@ class JournaledExecutor:
         self.on_nondeterminism = on_nondeterminism
         self.exhausted = False  # replay asked for a step past the end of the journal
         self.failed_key: str | None = None  # the step whose error ended the session
+        #: Called with each record just before it is written (the session hooks'
+        #: ``journal_taps``), ``None`` for none.
+        self.tap: Callable[[StepRecord], None] | None = None
 
 
     @property
@@ -187,6 +190,8 @@ class JournaledExecutor:
     async def _write(self, record: StepRecord, consume_signal: int | None = None) -> None:
         if self.owner is None:
             return
+        if self.tap is not None:
+            self.tap(record)
         try:
             await self.store.append(self.session_id, self.owner, record,
                                     consume_signal=consume_signal)
@@ -248,6 +253,8 @@ class JournaledExecutor:
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
                                 config=config)
         if self.owner is not None:  # ``_write``, inlined: once per step
+            if self.tap is not None:
+                self.tap(record)
             try:
                 await self.store.append(self.session_id, self.owner, record)
             except StoreError as e:
