@@ -15,12 +15,13 @@ timing, on stores of their own:
                   answers 200 and keeps nothing;
 * metrics:        ``observe(metrics=Metrics())``;
 * tracing_metrics: tracing to the store and metrics together (the issue's figure: at most
-                  +25% per step, audit to come);
+                  +25% per step with audit);
 * all:            the same plus ``logs=True`` (LogEvents; JSON records at INFO to
                   /dev/null);
 * tracing_10pct_metrics: metrics, and tracing of one session in ten
                   (``Tracing(sample_rate=0.1)``);
-* audit:          ``AuditInterceptor()``: an audit entry per step and per agent run;
+* audit:          ``AuditInterceptor()``: an audit entry per journaled step, appended when
+                  the session's run ends;
 * tracing_metrics_audit: tracing to the store, metrics and audit together (the issue's
                   figure).
 

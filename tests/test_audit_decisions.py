@@ -110,7 +110,7 @@ async def test_a_resumed_session_reads_it_as_state_not_as_a_second_decision(
     assert len(_decisions(events)) == 1
     later = events[decided:]
     reads = [e for e in later if e.kind == "state_read" and
-             e.target == f"convoy.inbox/{task.id}" and e.refs.get("op") == "get"]
+             e.target == f"get convoy.inbox/{task.id}"]
     assert reads and not _decisions(later)
 
 

@@ -18,9 +18,6 @@ from hypothesis import strategies as st
 
 from convoy.audit import AuditEvent, digest
 from convoy.audit._event import EVENT_FORMAT, encode_event
-from convoy.audit._step_digests import prompt_digest, response_digest
-from convoy.models._messages import Message, ModelResponse, ToolCall, Usage
-from convoy.security._provenance import USER, USER_TAINTED, from_agent, from_tool
 
 
 def _reference(e: AuditEvent) -> bytes:
@@ -94,58 +91,3 @@ def test_text_that_is_not_utf_8_fails_as_json_dumps_does() -> None:
     with pytest.raises(UnicodeEncodeError):
         e.encode()
 
-
-# -- the digests every model step takes ------------------------------------------------
-
-_CALLS = st.lists(st.builds(ToolCall, id=_TEXT, name=_TEXT, arguments=_TEXT), max_size=2)
-_MESSAGES = st.lists(st.builds(
-    Message, role=st.sampled_from(["system", "user", "assistant", "tool"]),
-    content=st.none() | _TEXT, tool_calls=st.none() | _CALLS,
-    tool_call_id=st.none() | _TEXT,
-    provenance=st.none() | st.sampled_from([USER, USER_TAINTED, from_tool("search"),
-                                            from_agent("é\"x", True)])), max_size=4)
-_COSTS = st.sampled_from([0.0, -0.0, 0.5, 1e-5, 1.35e-05, 0.00012, 1e20, float("nan"),
-                          float("inf"), 3]) | st.floats() | st.integers()
-
-
-@settings(max_examples=300, deadline=None)
-@given(messages=_MESSAGES)
-def test_a_prompt_digest_is_the_digest_of_the_messages_dicts(messages: list[Message]) -> None:
-    assert prompt_digest(messages) == digest([m.to_dict() for m in messages])
-
-
-@settings(max_examples=300, deadline=None)
-@given(text=st.none() | _TEXT, calls=_CALLS, model=_TEXT, finish=st.none() | _TEXT,
-       cost=_COSTS, cached=st.booleans(), tokens=st.tuples(st.integers(0, 10**9),
-                                                            st.integers(0, 10**9)))
-def test_a_response_digest_is_the_digest_of_its_dict(text: str | None, calls: list[ToolCall],
-                                                     model: str, finish: str | None,
-                                                     cost: float, cached: bool,
-                                                     tokens: tuple[int, int]) -> None:
-    r = ModelResponse(text=text, tool_calls=calls, usage=Usage(*tokens), model=model,
-                      finish_reason=finish, cost=cost, cached=cached)
-    assert response_digest(r) == digest(r.to_dict())
-
-
-@pytest.mark.parametrize("cost", [1.35e-05, 2e-7, 0.003, 12, 1e17])
-def test_a_response_with_a_cost_any_size_takes_the_fast_form(
-        cost: float, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A call's cost is often far below a cent (the simulator's W1 step: 1.35e-05 USD):
-    hashing it must not fall back to the general encoder (it did below 1e-4)."""
-    r = ModelResponse(text='{"a":1}', usage=Usage(50, 10), model="m", finish_reason="stop",
-                      cost=cost)
-    expected = digest(r.to_dict())
-
-    def general(value: Any) -> str:
-        raise AssertionError(f"took the general encoder for {value!r}")
-
-    monkeypatch.setattr("convoy.audit._step_digests.digest", general)
-    assert response_digest(r) == expected
-
-
-def test_step_digests_of_values_that_are_not_text_take_the_general_encoder() -> None:
-    odd: Any = 7
-    messages = [Message(role="user", content=odd), Message(role="tool", tool_call_id=odd)]
-    assert prompt_digest(messages) == digest([m.to_dict() for m in messages])
-    r = ModelResponse(text=odd, usage=Usage(odd, 2.5))  # type: ignore[arg-type]
-    assert response_digest(r) == digest(r.to_dict())

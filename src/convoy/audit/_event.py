@@ -25,7 +25,7 @@ EVENT_FORMAT = 1
 
 AuditKind = Literal["agent_decision", "model_call", "tool_call", "handoff", "effect",
                     "state_write", "state_read", "policy_refusal", "approval", "human_decision",
-                    "config_change", "session", "erasure"]
+                    "config_change", "session", "erasure", "signal"]
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -20,8 +20,8 @@ import asyncio
 import random as _random
 import uuid as _uuid
 import warnings
-import zlib
 from collections.abc import Awaitable, Callable
+from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
 from pydantic_core import from_json, to_json
@@ -85,12 +85,18 @@ class StepExecutor(Protocol):
 
 
 def fingerprint(text: str) -> str:
-    """A short digest of what a step is asked (its ``input_hash``), stable across processes
-    (unlike ``hash``).
+    """The digest of what a step is asked (its ``input_hash``): BLAKE2b-128, hex.
 
-    It detects an accidental change of input on replay, so a fast checksum is enough: it
-    is not a security boundary."""
-    return format(zlib.crc32(text.encode()), "08x")
+    Replay compares it to detect a changed input; the audit log keeps it as the step's
+    input hash (a prompt's, a tool's arguments'), so it is a cryptographic hash, not a
+    checksum. Records journaled by releases up to 0.1.0 hold an 8-digit CRC-32 instead: replay does
+    not compare those (see :data:`LEGACY_FINGERPRINT_LENGTH`)."""
+    return blake2b(text.encode(), digest_size=16).hexdigest()
+
+
+#: The length of the CRC-32 input fingerprints older releases journaled: a record holding
+#: one replays without its input being compared (the digests are of different kinds).
+LEGACY_FINGERPRINT_LENGTH = 8
 
 
 def encode_json(value: Any) -> str:
@@ -117,7 +123,7 @@ class JournaledExecutor:
     """
 
     __slots__ = ("_journal", "clock", "exhausted", "failed_key", "on_nondeterminism", "owner",
-                 "park_after", "replay_only", "session_id", "store")
+                 "park_after", "replay_only", "session_id", "store", "tap")
 
     def __init__(self, store: Store, session_id: str, owner: str | None, *,
                  journal: dict[str, StepRecord] | None, replay_only: bool = False,
@@ -133,6 +139,9 @@ class JournaledExecutor:
         self.on_nondeterminism = on_nondeterminism
         self.exhausted = False  # replay asked for a step past the end of the journal
         self.failed_key: str | None = None  # the step whose error ended the session
+        #: Called with each record just before it is written (the session hooks'
+        #: ``journal_taps``), ``None`` for none.
+        self.tap: Callable[[StepRecord], None] | None = None
 
 
     @property
@@ -181,6 +190,8 @@ class JournaledExecutor:
     async def _write(self, record: StepRecord, consume_signal: int | None = None) -> None:
         if self.owner is None:
             return
+        if self.tap is not None:
+            self.tap(record)
         try:
             await self.store.append(self.session_id, self.owner, record,
                                     consume_signal=consume_signal)
@@ -198,7 +209,8 @@ class JournaledExecutor:
             self._take(key, kind, target)
         if rec is not None:
             if input_hash is not None and rec.input_hash is not None and \
-                    rec.input_hash != input_hash:
+                    rec.input_hash != input_hash and \
+                    len(rec.input_hash) != LEGACY_FINGERPRINT_LENGTH:
                 self._nondeterminism(
                     f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
                     "is now asked with a different input than the journal recorded; the "
@@ -241,6 +253,8 @@ class JournaledExecutor:
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
                                 config=config)
         if self.owner is not None:  # ``_write``, inlined: once per step
+            if self.tap is not None:
+                self.tap(record)
             try:
                 await self.store.append(self.session_id, self.owner, record)
             except StoreError as e:

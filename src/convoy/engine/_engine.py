@@ -734,13 +734,18 @@ class Engine(SessionControl, SubjectRights):
                 # (No done callback: it would wait in the loop's ready queue, and a lone
                 # session's next write would then not commit in the caller.)
                 self.store.update_headers(state.id, owner, si.headers)
+            state.written_headers = dict(si.headers)
+            taps = si.journal_taps
+            if taps:
+                executor.tap = taps[0] if len(taps) == 1 else _all_of(tuple(taps))
             return await self._body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
                            version=wf.version, resumed=bool(journal),
                            replay=executor.replay_only)
         return rt.session_chain.call(SessionInput(info=info, input=value,
-                                                  headers=dict(headers), proceed=proceed))
+                                                  headers=dict(headers), proceed=proceed,
+                                                  journal=dict(journal) if journal else {}))
 
     async def _body(self, wf: Workflow[Any, Any], state: SessionState,
                     executor: JournaledExecutor, value: Any) -> SessionEnd:
@@ -819,7 +824,11 @@ class Engine(SessionControl, SubjectRights):
         if owner is None:  # replay: nothing is written
             return end.status
         usage = state.usage
-        # Headers are written only if this run changed them (update_headers did already).
+        written = state.written_headers
+        if written is not None and state.headers != written:
+            # A session hook set headers after the run (an audit cursor): written with how
+            # it ended, in the same commit (a fenced write nobody awaits joins the next).
+            self.store.update_headers(sid, owner, state.headers)
         outcome = SessionOutcome(status=cast(SessionStatus, end.status), error=end.error,
                                  steps=state.steps, input_tokens=usage.input_tokens,
                                  output_tokens=usage.output_tokens, cost=state.cost)
@@ -881,6 +890,15 @@ class _Job:
     def __init__(self, sid: str, tenant: str, value: Any, row: SessionRow | None, *,
                  new: bool = False) -> None:
         self.sid, self.tenant, self.value, self.row, self.new = sid, tenant, value, row, new
+
+
+def _all_of(taps: tuple[Callable[[StepRecord], None], ...]) -> Callable[[StepRecord], None]:
+    """One journal tap calling each of ``taps`` in turn."""
+    def tap(record: StepRecord) -> None:
+        for t in taps:
+            t(record)
+
+    return tap
 
 
 def _result(state: SessionState, end: SessionEnd, status: str, t0: float

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from convoy.models._messages import Message
     from convoy.runtime._context import Context
     from convoy.runtime._session import SessionState
+    from convoy.stores._protocol import StepRecord
 
 I = TypeVar("I")  # noqa: E741
 O = TypeVar("O")  # noqa: E741
@@ -254,13 +255,22 @@ class SessionInfo:
 @dataclass(slots=True, kw_only=True)
 class SessionInput:
     """One run of a session. ``headers`` are persisted with the session: set them before
-    calling ``next`` and they are there again when the session resumes."""
+    calling ``next``, or after it returned (they are then written with how the run ended,
+    in the same commit), and they are there again when the session resumes."""
 
     info: SessionInfo
     input: Any
     headers: dict[str, str] = field(default_factory=dict)
     proceed: Callable[[SessionInput], Awaitable[SessionEnd]] = field(repr=False)
     """Runs the workflow (the end of the chain); interceptors call ``next``, not this."""
+    journal: Mapping[str, StepRecord] = field(default_factory=dict, repr=False)
+    """The records the session had journaled when this run began (by step key; empty
+    for a first run): a resumed run replays them."""
+    journal_taps: list[Callable[[StepRecord], None]] = field(default_factory=list,
+                                                             repr=False)
+    """Called with every record this run journals, just before its write (what they
+    write with ``wait=False`` joins the record's commit): add one before calling
+    ``next``. Records replayed from the journal are not written again, so not seen."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -19,8 +19,8 @@ import asyncio
 import json
 from collections.abc import Awaitable
 from functools import partial
+from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any
-from zlib import crc32 as _crc32
 
 from pydantic import BaseModel, ValidationError
 from pydantic_core import from_json, to_json
@@ -88,7 +88,8 @@ def _messages_fingerprint(messages: list[Message]) -> str:
     # Assistant turns and tool results come from journaled steps, which replay as recorded;
     # the texts (instructions, input, repair prompts, tool outputs) are what can change.
     # (``fingerprint`` inlined: this runs on every model step.)
-    return format(_crc32("\x1f".join([m.content or "" for m in messages]).encode()), "08x")
+    return _blake2b("\x1f".join([m.content or "" for m in messages]).encode(),
+                    digest_size=16).hexdigest()
 
 
 async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,

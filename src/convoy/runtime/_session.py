@@ -34,7 +34,7 @@ class SessionState:
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "grants", "grounded", "handoffs",
         "headers", "id", "input", "last_known", "resumed", "runtime", "steps",
-        "subject", "taint", "tenant", "usage", "version", "workflow",
+        "subject", "taint", "tenant", "usage", "version", "workflow", "written_headers",
     )
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
@@ -52,6 +52,9 @@ class SessionState:
         self.executor = executor
         self.resumed = resumed
         self.headers: dict[str, str] = headers if headers is not None else {}
+        #: The headers as the store has them, once session hooks ran (``None`` before):
+        #: headers a hook sets after the run are written with how it ended.
+        self.written_headers: dict[str, str] | None = None
         self.steps = 0
         self.handoffs = 0
         self.usage = Usage()

@@ -1,0 +1,245 @@
+"""A session's audit entries, derived from its journal records as they are written.
+
+Every record a session journals (the outcome of a model call, a tool call, a handoff, a
+state operation, a ``ctx.step``, a signal received) is one accountable step, and holds
+what an entry needs: the step's key, kind, agent and target, its status (an error's
+type), the fingerprint of what it was asked (:func:`~convoy.durability._executor.
+fingerprint`, BLAKE2b-128 of the prompt's texts, of the arguments, of the payload) and
+what it returned, as journaled. :func:`entry_of` makes the entry from the record alone
+(hashes and references, never the values), so auditing a step costs no hook of its own
+around it, and the entry joins the same commit as its record: a step is journaled with its
+entry or not at all, and a resumed session, whose replayed steps are not journaled again,
+appends nothing twice.
+
+Which entry each record makes (``blake2b:`` the record's input fingerprint, ``sha256:``
+the SHA-256 of its journaled result):
+
+============  ====================================  ====================================
+record        entry (kind, actor, target)           hashes, refs
+============  ====================================  ====================================
+model         ``model_call``, the agent, the model  ``prompt``, ``output``; ``decision``
+                                                    (``answer`` or the tools it called, a
+                                                    handoff's transfer tool included),
+                                                    ``tokens``
+tool          ``tool_call``, the agent, the tool    ``args``, ``result``
+  refused     ``policy_refusal`` (a scope, a        ``args``
+              policy, a person's rejection), or
+              ``approval`` ``required``
+handoff       ``handoff``, source, target agent     ``payload`` (what the target got)
+state         ``state_write`` (``set``) or          ``input`` (expected version and
+              ``state_read``, the agent,            value), ``result``
+              ``OP namespace/key``
+effect        ``effect``, -, the step's name        ``result``
+wait          ``signal``, -, the signal's name      ``payload``
+============  ====================================  ====================================
+
+A failed step's status is its error's type (a refusal's reason); every entry has the
+agent's configuration id (``refs.config``) when the step had one, and the session's trace
+id (``refs.trace_id``) when tracing put one in its headers. A step that only started (the
+``started`` record of a call with effects) has its entry when its outcome is journaled.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from hashlib import sha256
+from json.encoder import encode_basestring as _quote
+from typing import Any
+
+from pydantic_core import from_json
+
+from convoy.audit._event import EVENT_FORMAT, encode_event
+from convoy.stores._protocol import StepRecord
+
+_KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "effect": "effect",
+          "wait": "signal"}
+_REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
+
+
+def _sha(text: str | None) -> str:
+    return "sha256:" + sha256((text or "").encode()).hexdigest()
+
+
+def _failure(record: StepRecord) -> tuple[str, str | None]:
+    """``(error type, refusal reason)`` of a failed step's error record."""
+    try:
+        err = from_json(record.result or "{}")
+    except ValueError:
+        return "unknown", None
+    if not isinstance(err, dict):
+        return "unknown", None
+    attrs = err.get("attrs")
+    reason = attrs.get("reason") if isinstance(attrs, dict) else None
+    return str(err.get("type") or "unknown"), None if reason is None else str(reason)
+
+
+_MODEL_OK = ('{"actor":%s,"at":%r,"hashes":{"output":"sha256:%s","prompt":"blake2b:%s"},'
+             '"kind":"model_call","refs":{%s"decision":"answer","tokens":"%d+%d"%s},'
+             '"session_id":%s,"status":"ok","step_key":%s%s,"v":%d}')
+
+
+def _model_answer(record: StepRecord, session_id: str, at: float,
+                  trace_id: str | None) -> bytes | None:
+    """:func:`entry_of` of the commonest record, a model's answer, written in one
+    formatting (every other record, and any field this cannot write as :func:`encode_entry`
+    would, returns ``None``: the general path)."""
+    text, fp = record.result, record.input_hash
+    if text is None or fp is None or not fp.isalnum() or '"tool_calls":' in text or \
+            type(at) is not float or not math.isfinite(at) or \
+            not text.startswith('{"model":"'):
+        return None
+    end = text.find('"', 10)
+    model = text[10:end]
+    if "\\" in model:  # an escape: the general path reads it
+        return None
+    q = _quote
+    try:
+        return (_MODEL_OK % (
+            q(record.agent or record.target), at, sha256(text.encode()).hexdigest(), fp,
+            "" if not record.config else '"config":' + q(record.config) + ",",
+            record.input_tokens, record.output_tokens,
+            "" if trace_id is None else ',"trace_id":' + q(trace_id), q(session_id),
+            q(record.key), ',"target":' + q(model) if model else "", EVENT_FORMAT)).encode()
+    except UnicodeEncodeError:
+        return None
+
+
+def entry_of(record: StepRecord, session_id: str, at: float,
+             trace_id: str | None = None) -> bytes | None:
+    """The encoded audit entry of ``record`` (see the module docstring), ``None`` for a
+    step that only started."""
+    if record.status == "started":
+        return None
+    if record.kind == "model" and record.status == "completed":
+        body = _model_answer(record, session_id, at, trace_id)
+        if body is not None:
+            return body
+    kind = record.kind
+    target: str | None = record.target
+    actor = record.agent
+    fp = record.input_hash
+    hashes: dict[str, str] = {}
+    refs: dict[str, str] = {}
+    ok = record.status == "completed"
+    status, reason = ("ok", None) if ok else _failure(record)
+    if kind == "model":
+        entry = "model_call"
+        actor, target = record.agent or record.target, None
+        if fp:
+            hashes["prompt"] = "blake2b:" + fp
+        if ok:
+            hashes["output"] = _sha(record.result)
+            response = _response(record.result)
+            model = response.get("model")
+            target = model if isinstance(model, str) and model else None
+            calls = response.get("tool_calls")
+            names = [str(c.get("name")) for c in calls if isinstance(c, dict)] \
+                if isinstance(calls, list) else []
+            refs["decision"] = ",".join(names) if names else "answer"
+            refs["tokens"] = f"{record.input_tokens}+{record.output_tokens}"
+    elif kind == "state":
+        entry = "state_write" if record.target.startswith("set ") else "state_read"
+        if fp:
+            hashes["input"] = "blake2b:" + fp
+        if ok:
+            hashes["result"] = _sha(record.result)
+    else:
+        entry = _KINDS.get(kind, kind)
+        if kind == "tool":
+            if fp:
+                hashes["args"] = "blake2b:" + fp
+            if ok:
+                hashes["result"] = _sha(record.result)
+            elif status == "ApprovalRequired":
+                entry, status = "approval", "required"
+            elif status in _REFUSALS:
+                entry, status = "policy_refusal", reason or status
+        elif ok:
+            hashes["payload" if kind in ("handoff", "wait") else "result"] = \
+                _sha(record.result)
+    if record.config:
+        refs["config"] = record.config
+    if trace_id is not None:
+        refs["trace_id"] = trace_id
+    return encode_entry(entry, status, at, session_id, record.key, actor, target, hashes,
+                        refs)
+
+
+_TAIL = f'"v":{EVENT_FORMAT}}}'
+
+
+def encode_entry(kind: str, status: str, at: float, session_id: str, step_key: str,
+                 actor: str | None, target: str | None, hashes: dict[str, str],
+                 refs: dict[str, str]) -> bytes:
+    """:func:`~convoy.audit._event.encode_event` of an entry :func:`entry_of` makes,
+    written directly: keys in sorted order, text quoted as ``json.dumps`` does (its own
+    quoting function), the float as ``repr`` (what ``json.dumps`` writes); anything else
+    (an ``at`` that is not a finite float, text that is not UTF-8) takes
+    :func:`encode_event`. It runs for every journaled step: about a third of the time."""
+    if type(at) is not float or not math.isfinite(at):
+        return encode_event(kind, status, at, session_id, step_key, actor, target, hashes,
+                            refs)
+    q = _quote
+    out = "{"
+    if actor is not None:
+        out += '"actor":' + q(actor) + ","
+    out += '"at":' + repr(at) + ","
+    if hashes:
+        out += '"hashes":{' + ",".join([q(k) + ":" + q(hashes[k]) for k in sorted(hashes)]) \
+            + "},"
+    out += '"kind":' + q(kind) + ","
+    if refs:
+        out += '"refs":{' + ",".join([q(k) + ":" + q(refs[k]) for k in sorted(refs)]) + "},"
+    out += '"session_id":' + q(session_id) + ',"status":' + q(status) + ',"step_key":' + \
+        q(step_key) + ","
+    if target is not None:
+        out += '"target":' + q(target) + ","
+    try:
+        return (out + _TAIL).encode()
+    except UnicodeEncodeError:  # a lone surrogate: as the general encoder does
+        return encode_event(kind, status, at, session_id, step_key, actor, target, hashes,
+                            refs)
+
+
+def _response(text: str | None) -> dict[str, Any]:
+    try:
+        d = from_json(text or "{}")
+    except ValueError:
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+class JournalEntries:
+    """The journal tap of one run of one session: the entries of the records it journals
+    (:func:`entry_of`), held until :meth:`take` (the run's end)."""
+
+    __slots__ = ("bodies", "clock", "session_id", "trace_id")
+
+    def __init__(self, session_id: str, clock: Callable[[], float],
+                 trace_id: str | None) -> None:
+        self.session_id = session_id
+        self.clock = clock
+        self.trace_id = trace_id
+        self.bodies: list[bytes] = []
+
+    def __call__(self, record: StepRecord) -> None:
+        body = entry_of(record, self.session_id, self.clock(), self.trace_id)
+        if body is not None:
+            self.bodies.append(body)
+
+    def recover(self, records: Iterable[StepRecord]) -> None:
+        """Add the entries of ``records`` a run journaled without appending them (it was
+        killed), in the order they were written, each at its record's time."""
+        for r in sorted(records, key=lambda r: r.at):
+            body = entry_of(r, self.session_id, r.at, self.trace_id)
+            if body is not None:
+                self.bodies.append(body)
+
+    def take(self) -> list[bytes]:
+        """The entries held, emptied."""
+        bodies, self.bodies = self.bodies, []
+        return bodies
+
+
+__all__ = ["JournalEntries", "encode_entry", "entry_of"]

@@ -1,0 +1,132 @@
+"""The audit entry each journal record makes (convoy.audit._journal): the kind, actor,
+target, status, hashes and references of every kind of record, never a raw value; bytes
+that are canonical JSON (what ``json.dumps`` with sorted keys writes) for any text, the
+fast path of a model's answer byte for byte the same as the general one."""
+
+from __future__ import annotations
+
+import json
+from hashlib import sha256
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic_core import to_json
+
+import convoy
+from convoy._errors import error_to_record
+from convoy.audit import AuditEvent
+from convoy.audit import _journal as journal
+from convoy.audit._journal import entry_of
+from convoy.stores import StepRecord
+
+FP = "0123456789abcdef0123456789abcdef"
+
+
+def _sha(text: str) -> str:
+    return "sha256:" + sha256(text.encode()).hexdigest()
+
+
+def _canonical(body: bytes) -> bytes:
+    return json.dumps(json.loads(body), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False).encode()
+
+
+def _decode(body: bytes | None) -> AuditEvent:
+    assert body is not None
+    assert body == _canonical(body)
+    return AuditEvent.decode(body)
+
+
+def _failed(kind: str, target: str, exc: BaseException, **kw: Any) -> StepRecord:
+    return StepRecord(key="1/2", kind=kind, target=target, status="failed",
+                      result=to_json(error_to_record(exc)).decode(), **kw)
+
+
+def test_a_models_answer_and_its_tool_calls() -> None:
+    answer = to_json({"model": "gpt-x", "in": 5, "out": 2, "text": "alice@example.com"}).decode()
+    e = _decode(entry_of(StepRecord(key="0/0", kind="model", target="triage",
+                                    status="completed", result=answer, input_hash=FP,
+                                    input_tokens=5, output_tokens=2, config="cfg:1"),
+                         "s1", 1.8e9, "t" * 32))
+    assert (e.kind, e.status, e.actor, e.target, e.step_key, e.session_id) == (
+        "model_call", "ok", "triage", "gpt-x", "0/0", "s1")
+    assert e.hashes == {"prompt": "blake2b:" + FP, "output": _sha(answer)}
+    assert e.refs == {"decision": "answer", "tokens": "5+2", "config": "cfg:1",
+                      "trace_id": "t" * 32}
+    calls = to_json({"model": "gpt-x", "in": 5, "out": 2, "tool_calls": [
+        {"id": "c1", "name": "refund", "arguments": "{}"},
+        {"id": "c2", "name": "transfer_to_billing", "arguments": "{}"}]}).decode()
+    e = _decode(entry_of(StepRecord(key="0/1", kind="model", target="triage",
+                                    status="completed", result=calls, input_hash=FP),
+                         "s1", 1.8e9))
+    assert e.refs["decision"] == "refund,transfer_to_billing" and "trace_id" not in e.refs
+
+
+def test_every_other_kind_of_record() -> None:
+    at = 1.8e9
+
+    def one(r: StepRecord) -> AuditEvent:
+        return _decode(entry_of(r, "s", at))
+
+    tool = one(StepRecord(key="k", kind="tool", target="refund", status="completed",
+                          result='"done"', input_hash=FP, agent="billing"))
+    assert (tool.kind, tool.status, tool.actor, tool.target) == (
+        "tool_call", "ok", "billing", "refund")
+    assert tool.hashes == {"args": "blake2b:" + FP, "result": _sha('"done"')}
+    err = one(_failed("tool", "refund", convoy.ToolError("boom"), agent="billing",
+                      input_hash=FP))
+    assert (err.kind, err.status, err.hashes) == ("tool_call", "ToolError",
+                                                 {"args": "blake2b:" + FP})
+    ask = one(_failed("tool", "refund", convoy.ApprovalRequired("ask"), agent="billing"))
+    assert (ask.kind, ask.status) == ("approval", "required")
+    denied = one(_failed("tool", "refund", convoy.ToolDenied("no", reason="scope"),
+                         agent="billing"))
+    assert (denied.kind, denied.status) == ("policy_refusal", "scope")
+    hand = one(StepRecord(key="k", kind="handoff", target="billing", status="completed",
+                          result='{"text":"x"}', input_hash=FP, agent="triage"))
+    assert (hand.kind, hand.actor, hand.target, hand.hashes) == (
+        "handoff", "triage", "billing", {"payload": _sha('{"text":"x"}')})
+    write = one(StepRecord(key="k", kind="state", target="set c:1/last", status="completed",
+                           result='{"version":1}', input_hash=FP))
+    assert (write.kind, write.target) == ("state_write", "set c:1/last")
+    assert write.hashes == {"input": "blake2b:" + FP, "result": _sha('{"version":1}')}
+    read = one(StepRecord(key="k", kind="state", target="get c:1/last", status="completed",
+                          result="null"))
+    assert (read.kind, read.hashes) == ("state_read", {"result": _sha("null")})
+    step = one(StepRecord(key="k", kind="effect", target="charge", status="completed",
+                          result="1"))
+    assert (step.kind, step.target, step.hashes) == ("effect", "charge", {"result": _sha("1")})
+    sig = one(StepRecord(key="k", kind="wait", target="go", status="completed", result='"x"'))
+    assert (sig.kind, sig.target, sig.hashes) == ("signal", "go", {"payload": _sha('"x"')})
+    assert entry_of(StepRecord(key="k", kind="effect", target="charge", status="started"),
+                    "s", at) is None
+    damaged = one(StepRecord(key="k", kind="tool", target="t", status="failed",
+                             result="not json"))
+    assert damaged.status == "unknown"
+
+
+TEXT = st.text(max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(agent=TEXT, model=TEXT, key=TEXT, sid=TEXT, config=st.one_of(st.none(), TEXT),
+       trace=st.one_of(st.none(), TEXT), content=TEXT,
+       at=st.floats(min_value=1e-3, max_value=1e12, allow_nan=False),
+       tokens=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)))
+def test_a_models_answer_takes_the_fast_path_byte_for_byte(
+        agent: str, model: str, key: str, sid: str,
+        config: str | None, trace: str | None, content: str, at: float,
+        tokens: tuple[int, int]) -> None:
+    result = to_json({"model": model, "in": tokens[0], "out": tokens[1],
+                      "text": content}).decode()
+    r = StepRecord(key=key, kind="model", target=agent, status="completed", result=result,
+                   input_hash=FP, input_tokens=tokens[0], output_tokens=tokens[1],
+                   config=config)
+    fast = entry_of(r, sid, at, trace)
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(journal, "_model_answer", lambda *a: None)
+        general = entry_of(r, sid, at, trace)
+    assert fast == general
+    assert general is not None and general == _canonical(general)

@@ -1,0 +1,137 @@
+"""A session's audit entries are appended when its run ends, in the commit that records
+how it ended; a run that dies first appends nothing, and the run that resumes the session
+appends the entries of what the dead run journaled (after the session's audit cursor),
+each once. In one process: the "death" is ``Crash``, a ``BaseException`` nothing catches,
+raised inside a model call; the SIGKILL case with two processes is
+tests/test_audit_engines_crash.py."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy import ModelRequest
+from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
+from convoy.audit._interceptor import AUDIT_CURSOR
+from convoy.stores import Store, store_from_url
+
+from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
+
+OK = {"label": "billing", "confidence": 0.9}
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+class CrashAt(convoy.SimModel):
+    """Crashes the process at the ``n``-th call of the model (once)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__({"*": {"output": OK}})
+        self.n, self.seen = n, 0
+
+    async def request(self, request: ModelRequest) -> convoy.ModelResponse:
+        self.seen += 1
+        if self.seen == self.n:
+            raise Crash
+        return await super().request(request)
+
+
+def _flow(model: convoy.SimModel) -> convoy.Workflow[Any, Any]:
+    agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=model)
+              for i in range(4)]
+
+    @convoy.workflow(name="audit.recovery")
+    async def flow(ctx: convoy.Context, text: str) -> str:
+        first = await convoy.pipeline(ctx, agents[:2], text)
+        note = await ctx.wait_for("go", str)  # parks: a clean end of the first run
+        await ctx.state(f"c:{ctx.session_id}").set("n", note, expected_version=0)
+        last = await convoy.pipeline(ctx, agents[2:], first.label)
+        return f"{last.label} {note}"
+
+    return flow
+
+
+async def _entries(store: Store, tenant: str = "default") -> list[AuditEvent]:
+    return [AuditEvent.decode(r.body) for r in await store.audit_entries(tenant, 0, 10_000)]
+
+
+async def _check_one_entry_per_record(eng: convoy.Engine, sid: str) -> list[AuditEvent]:
+    events = [e for e in await _entries(eng.store) if e.session_id == sid
+              and e.kind != "config_change"]
+    journal = [r for r in await eng.journal(sid) if r.status != "started"]
+    keys = Counter(e.step_key for e in events)
+    assert sorted(keys) == sorted(r.key for r in journal), (keys, journal)
+    assert set(keys.values()) == {1}, keys  # none twice
+    report = await verify_log(AuditLog(eng.store), "default")  # raises if it does not
+    assert report.size == len(await _entries(eng.store))
+    return events
+
+
+@pytest.mark.parametrize("crash_at", [2, 3, 4])
+async def test_a_killed_runs_steps_are_audited_once_by_the_run_that_resumes_it(
+        db: str | Path, crash_at: int) -> None:
+    """Killed in the first run (before the park: call 2), or in the second (calls 3, 4),
+    after a clean end that set the session's cursor."""
+    sim = CrashAt(crash_at)
+    flow = _flow(sim)
+    async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
+        if crash_at == 2:
+            with pytest.raises(Crash):
+                await eng.run(flow, "t", session_id="s1")
+            assert await _entries(eng.store) == [] or all(
+                e.kind == "config_change" for e in await _entries(eng.store))
+        else:
+            res = await eng.run(flow, "t", session_id="s1")
+            assert res.status == "waiting"
+            row = await eng.store.get_session("s1")
+            assert row is not None and AUDIT_CURSOR in row.header_map
+            before = await _entries(eng.store)
+            await eng.signal("s1", "go", "now")
+            with pytest.raises(BaseExceptionGroup) as died:  # (resume's task group)
+                await eng.resume()
+            assert died.group_contains(Crash)
+            assert await _entries(eng.store) == before  # the dead run appended nothing
+    async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng2:
+        if crash_at == 2:
+            [res] = await eng2.resume()
+            assert res.status == "waiting"
+            await eng2.signal("s1", "go", "now")
+        [res] = await eng2.resume()
+        assert res.ok, res
+        events = await _check_one_entry_per_record(eng2, "s1")
+    kinds = Counter(e.kind for e in events)
+    assert kinds["model_call"] == 4 and kinds["signal"] == 1 and kinds["state_write"] == 1
+
+
+async def test_a_resumed_session_after_a_clean_park_appends_nothing_twice(
+        db: str | Path) -> None:
+    sim = convoy.SimModel({"*": {"output": OK}})
+    flow = _flow(sim)
+    async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
+    async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng2:
+        await eng2.signal("s1", "go", "now")
+        [res] = await eng2.resume()
+        assert res.ok
+        await _check_one_entry_per_record(eng2, "s1")
+
+
+async def test_entries_join_the_commit_that_ends_the_run(db: str | Path) -> None:
+    """The log holds a run's entries once the store holds how it ended."""
+    sim = convoy.SimModel({"*": {"output": OK}})
+    flow = _flow(sim)
+    store = store_from_url(str(db))
+    async with convoy.Engine(store, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
+        events = await _entries(eng.store)
+        journal = [r for r in await eng.journal("s1") if r.status != "started"]
+        assert {e.step_key for e in events if e.kind != "config_change"} == {
+            r.key for r in journal}
