@@ -293,3 +293,37 @@ def test_convoy_signal_escalation_is_audited_with_by(tmp_path: Path) -> None:
 
     [entry] = _decisions(asyncio.run(read()))
     assert (entry.actor, entry.status, entry.target) == ("ann", "approve", "e4:escalated")
+
+
+def _sql(db: str | Path, text: str, params: tuple[object, ...] = ()) -> list[Any]:
+    """Rows of a query on the test's store (outside it: what the database holds)."""
+    if isinstance(db, Path) or "://" not in str(db):
+        import sqlite3
+
+        with sqlite3.connect(str(db)) as conn:  # (commits on leaving)
+            return conn.execute(text, params).fetchall()
+    import psycopg
+
+    base, _, schema = str(db).partition("?schema=")
+    with psycopg.connect(base) as pg:
+        pg.execute(f'SET search_path TO "{schema}"')  # type: ignore[arg-type]
+        cur = pg.execute(text.replace("?", "%s"), params)  # type: ignore[arg-type]
+        return cur.fetchall() if cur.description else []
+
+
+async def test_a_decision_and_its_entry_land_together_or_not_at_all(db: str | Path) -> None:
+    """A person's decision and its audit entry are written by one transaction: a crash
+    can never leave a decision without its entry. Shown by an entry that cannot be
+    appended (a stray row holds its index): the decision is not written either."""
+    audit = AuditInterceptor()
+    async with _engine(db, FakeClock(), audit) as eng:
+        acme = eng.tenant("acme")
+        await acme.run(ask, "c-1", session_id="q9")
+        [task] = await acme.inbox.tasks()
+        size = await eng.store.audit_size("acme")
+        _sql(db, "INSERT INTO audit_log(tenant, idx, body, leaf) VALUES(?,?,?,?)",
+             ("acme", size, b"stray", b"\0" * 32))
+        with pytest.raises(convoy.StoreError):
+            await acme.inbox.answer(task.id, {"approve": True, "cents": 5}, by="ann")
+        [still] = await acme.inbox.tasks()
+        assert still.is_open and still.decision is None

@@ -131,7 +131,6 @@ class AuditInterceptor(Interceptor):
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:
-        written = await next(input)  # a write that fails decided nothing: no entry
         refs = {"task_id": input.task_id, "task_kind": input.kind}
         trace = _trace_id(input.headers)
         if trace is not None:
@@ -141,7 +140,7 @@ class AuditInterceptor(Interceptor):
                            session_id=input.session_id, step_key=input.step_key,
                            actor=input.by, target=input.task_id,
                            hashes={"decision": digest(dict(input.decision))}, refs=refs)
-        # Committed before the person is told it is done (no journal write follows to
-        # carry it, as it does for a step's entry).
-        await self.log.append(input.tenant, [event])
-        return written
+        # Appended by the write of the decision, in its transaction: both land, or neither
+        # (a write that fails, the task decided meanwhile, appends nothing).
+        input.audit.append(event.encode())
+        return await next(input)

@@ -15,6 +15,7 @@ Through a tenant's inbox, another tenant's task is exactly an unknown id.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from convoy._errors import UserError
@@ -222,14 +223,15 @@ class Inbox:
         decision = Decision(action=action, value=value, by=by, comment=comment, at=now)
         escalated = task.id.endswith(f":{ESCALATED}") and row.status == "escalated"
 
-        async def write(_: DecisionInput) -> HumanTask:
+        async def write(made: DecisionInput) -> HumanTask:
+            audit = tuple(made.audit)  # entries that ride the task's write
             if escalated:
-                return await self._answer_session(task, row, decision)
+                return await self._answer_session(task, row, decision, audit)
             update: dict[str, Any] = {"status": "answered", "decision": decision,
                                       "error": None}
             if task.kind == "approval" and action in ("approve", "edit"):
                 update["expires_at"] = now + (task.expires_after or 3600.0)
-            return await self._write(task, task.model_copy(update=update))
+            return await self._write(task, task.model_copy(update=update), audit)
 
         # The chain sees the decision as it is made (audit, tracing), around its write.
         step = (row.error_record or {}).get("key") if escalated else task.id.rpartition(":")[2]
@@ -253,20 +255,21 @@ class Inbox:
                             f"not {by!r}")
 
     async def _answer_session(self, task: HumanTask, row: SessionRow,
-                              decision: Decision) -> HumanTask:
+                              decision: Decision, audit: Sequence[bytes] = ()) -> HumanTask:
         reason = decision.comment or f"rejected by {decision.by}"
         await answer_escalation(self.__engine.store, row, {
             "action": _SESSION_ACTION[decision.action], "result": decision.value,
             "reason": reason})
         done = task.model_copy(update={"status": "answered", "decision": decision})
-        written = await self._write(task, done)
+        written = await self._write(task, done, audit)
         return written
 
-    async def _write(self, task: HumanTask, new: HumanTask) -> HumanTask:
+    async def _write(self, task: HumanTask, new: HumanTask,
+                     audit: Sequence[bytes] = ()) -> HumanTask:
         engine = self.__engine
         res = await engine.store.state_put(StateWrite(
             tenant=task.tenant, namespace=INBOX, key=task.id, value=new.model_dump_json(),
-            expected_version=task.version))
+            expected_version=task.version, audit=audit))
         if not res.written or res.entry is None:
             raise _changed(task, res.entry)
         engine._poke()

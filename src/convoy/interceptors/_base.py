@@ -310,6 +310,10 @@ class DecisionInput:
     headers: Mapping[str, str]
     proceed: Callable[[DecisionInput], Awaitable[HumanTask]] = field(repr=False)
     """Writes the decision (the end of the chain); interceptors call ``next``."""
+    audit: list[bytes] = field(default_factory=list, repr=False)
+    """Encoded audit entries (:class:`~convoy.audit.AuditEvent`) to append to the tenant's
+    log with the decision, in the transaction that writes it: add them before calling
+    ``next``; a write that fails appends none."""
 
 
 Next = Callable[[I], Awaitable[O]]

@@ -65,18 +65,25 @@ SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tena
 SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"
 
 # PostgreSQL: one statement takes the indexes and stores every entry with its leaf hash.
+def pg_store_entries(bodies: str) -> str:
+    """The statement's end that stores the entries ``bodies`` (a ``bytea[]`` parameter)
+    from index ``h.base`` on, with their leaf hashes, after a ``WITH h AS (...)`` that moved
+    the tenant's head."""
+    return f"""INSERT INTO audit_log(tenant, idx, body, leaf)
+SELECT h.tenant, h.base + b.ord - 1, b.body,
+       sha256('\\x00'::bytea || int8send(h.base + b.ord - 1)
+              || int4send(octet_length(convert_to(h.tenant, 'UTF8')))
+              || convert_to(h.tenant, 'UTF8') || b.body)
+FROM h, unnest({bodies}::bytea[]) WITH ORDINALITY AS b(body, ord)
+"""
+
+
 PG_APPEND = """
 WITH h AS (
   INSERT INTO audit_head(tenant, size) VALUES(%s, %s)
   ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
   RETURNING tenant, size - %s AS base)
-INSERT INTO audit_log(tenant, idx, body, leaf)
-SELECT h.tenant, h.base + b.ord - 1, b.body,
-       sha256('\\x00'::bytea || int8send(h.base + b.ord - 1)
-              || int4send(octet_length(convert_to(h.tenant, 'UTF8')))
-              || convert_to(h.tenant, 'UTF8') || b.body)
-FROM h, unnest(%s::bytea[]) WITH ORDINALITY AS b(body, ord)
-"""
+""" + pg_store_entries("%s")
 
 # Both dialects (``?`` is turned into ``%s`` for PostgreSQL by :func:`pg`).
 SIZE = "SELECT size FROM audit_head WHERE tenant=?"

@@ -83,9 +83,11 @@ async def locked_then(conn: Conn, statements: Statements) -> list[psycopg.AsyncC
     """``statements`` in one pipeline (one round trip), as one implicit transaction (up to
     the pipeline's Sync, without ``BEGIN`` and ``COMMIT``): each runs with a snapshot of
     its own (READ COMMITTED), so the first ones can take locks that the later ones' reads
-    then see past. A statement the server refuses rolls back all of them. Only the last
-    statement may write: one that failed on this side while its parameters were encoded
-    would leave the statements sent before it to be committed at the Sync."""
+    then see past. A statement the server refuses rolls back all of them. A statement that
+    failed on this side while its parameters were encoded would leave the statements sent
+    before it to be committed at the Sync: only the last statement may write, or the ones
+    after a write must have parameters that always encode (text, numbers, bytes: the audit
+    entries of a state write)."""
     async with conn.pipeline():
         return [await conn.execute(text, params) for text, params in statements]
 

@@ -30,6 +30,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy.stores._audit_sql import pg_store_entries
 from convoy.stores._postgres_conn import Statements
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
 
@@ -79,6 +80,17 @@ SELECT 0, {_COLS}, (SELECT count(*) FROM fired) FROM new
 UNION ALL SELECT 1, {_COLS}, 0 FROM prior
 UNION ALL SELECT 2, {_COLS}, 0 FROM cur
 """
+# The audit entries of a write, appended only if this transaction wrote the key's new
+# version (``xmin``: the row version it made), as ``PG_APPEND`` appends.
+_AUDIT_IF_WRITTEN = f"""
+WITH won AS (
+  SELECT 1 FROM state WHERE {_WHERE_KEY} AND version=%(version)s
+    AND xmin = pg_current_xact_id()::xid
+), h AS (
+  INSERT INTO audit_head(tenant, size) SELECT %(tenant)s, %(n)s WHERE EXISTS (SELECT 1 FROM won)
+  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
+  RETURNING tenant, size - %(n)s AS base)
+""" + pg_store_entries("%(bodies)s")
 # A watch, registered only if the key is not past ``after`` yet and the session is one of
 # the tenant's; returns the key's current version.
 _WATCH = f"""
@@ -137,8 +149,12 @@ class PostgresState:
         # A write that names its writer lands once however often it runs: after a lost
         # connection it may simply run again.
         again = w.session_id is not None and w.step_key is not None
-        *_, rows = await self._locked_then(
-            [(_LOCK_KEY, params), (_PUT, params)], again=again)
+        statements: list[tuple[str, Any]] = [(_LOCK_KEY, params), (_PUT, params)]
+        if w.audit:  # the entries ride this transaction, appended only if the write landed
+            statements.append((_AUDIT_IF_WRITTEN, {
+                **params, "n": len(w.audit), "bodies": list(w.audit)}))
+        results = await self._locked_then(statements, again=again)
+        rows = results[1]
         # One row each: the new version (0), this writer's earlier one (1), the current (2).
         row = min(rows, key=lambda r: int(r[0]), default=None)
         if row is None:  # a conflict on a key that does not exist

@@ -262,6 +262,10 @@ class StateWrite:
     still at it (``0`` or ``None``: only if the key does not exist). A write that names its
     writer (``session_id`` and ``step_key``) is idempotent: if that writer already wrote
     this key, the store returns that version and writes nothing.
+
+    ``audit``: encoded audit entries (:meth:`Store.audit_append`) appended to the tenant's
+    log in the write's own transaction, only if it lands (a person's decision and its
+    entry are one commit).
     """
 
     tenant: str
@@ -272,6 +276,7 @@ class StateWrite:
     session_id: str | None = None
     agent: str | None = None
     step_key: str | None = None
+    audit: Sequence[bytes] = ()
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
+from convoy.stores._sqlite_audit import _write as audit_write
 from convoy.stores._sqlite_sql import _send_signal
 
 T = TypeVar("T")
@@ -49,6 +50,8 @@ class SQLiteState:
     clock: Callable[[], float]
 
     if TYPE_CHECKING:
+        _audit_heads: dict[str, int]
+
         async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
@@ -78,6 +81,8 @@ class SQLiteState:
             params = _params(entry)
             conn.execute(_PUT_CURRENT, params)
             conn.execute(_PUT_HISTORY, params)
+            if w.audit:  # the entries ride this transaction: both land, or neither
+                audit_write(conn, [(w.tenant, w.audit)], self._audit_heads)
             fired = conn.execute(_FIRE, (*where, entry.version)).fetchall()
             if fired:
                 payload = json.dumps({"namespace": w.namespace, "key": w.key,
