@@ -79,6 +79,7 @@ class AuditInterceptor(Interceptor):
         self.key_path = key_path
         self._log: AuditLog | None = None
         self._clock: Callable[[], float] = time.time
+        self._owner = ""
         self._versions: set[tuple[str, str, str]] = set()
 
     @property
@@ -91,6 +92,7 @@ class AuditInterceptor(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock)
         self._clock = engine.clock
+        self._owner = engine.owner
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -124,7 +126,10 @@ class AuditInterceptor(Interceptor):
             # Both join the commit that records how the run ended (the records are
             # committed already, before this time): a run killed before it appends
             # nothing, and the run that resumes it appends its entries from the journal.
-            store.audit_append(i.tenant, bodies, wait=False)
+            # Fenced like that end: if another engine took the session over meanwhile
+            # (this one's end is refused), nothing is appended, and that one appends them.
+            store.audit_append(i.tenant, bodies, wait=False,
+                               fence=(i.session_id, self._owner))
             if end.status != "completed":  # a completed session never runs again
                 input.headers[AUDIT_CURSOR] = repr(self._clock())
         return end
