@@ -6,9 +6,11 @@
   handoff), a tool call (its arguments' hash and its status; refused: ``policy_refusal``,
   or ``approval`` ``required``), a handoff, a state read or write, a ``ctx.step``, a signal
   received. The interceptor hooks no step: it adds a journal tap to each session run (a
-  session hook), and the entry joins the same commit as its record, so a step is journaled
-  with its entry or not at all, even when the process is killed; steps replayed from the
-  journal are not written again, so a resumed session appends nothing twice.
+  session hook); the run's entries are appended when it ends, in the commit that records
+  how it ended, with the session's audit cursor (:data:`AUDIT_CURSOR`). A run that is
+  killed appends nothing: the run that resumes the session appends the entries of the
+  records after the cursor first. Steps replayed from the journal are not written again,
+  so a resumed session appends nothing twice.
 - A person's decision on a human task, when it is made (the ``human_decision`` hook, run
   by the inbox around the write, whether the session ever resumes or not):
   ``human_decision`` (``approval`` for a tool approval) with the action as status, who
