@@ -7,6 +7,7 @@ tests/test_audit_engines_crash.py."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,7 +19,7 @@ import convoy
 from convoy import ModelRequest
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.audit._interceptor import AUDIT_CURSOR
-from convoy.stores import Store, store_from_url
+from convoy.stores import SQLiteStore, StepRecord, Store, store_from_url
 
 from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
 
@@ -135,3 +136,42 @@ async def test_entries_join_the_commit_that_ends_the_run(db: str | Path) -> None
         journal = [r for r in await eng.journal("s1") if r.status != "started"]
         assert {e.step_key for e in events if e.kind != "config_change"} == {
             r.key for r in journal}
+
+
+class RefusesOneRecord(SQLiteStore):
+    """A store whose ``n``-th journal write of a model step fails (a store error), once."""
+
+    def __init__(self, path: Path, n: int) -> None:
+        super().__init__(path)
+        self.n, self.seen = n, 0
+
+    def append(self, session_id: str, owner: str | None, record: StepRecord, *,
+               consume_signal: int | None = None) -> asyncio.Future[None]:
+        if record.kind == "model":
+            self.seen += 1
+            if self.seen == self.n:
+                failed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                failed.set_exception(convoy.StoreError("the disk is full"))
+                return failed
+        return super().append(session_id, owner, record, consume_signal=consume_signal)
+
+
+async def test_a_record_whose_write_failed_has_no_entry(tmp_path: Path) -> None:
+    """The run that met the store error ends without it: its entries are those of the
+    records written, and the run that resumes the session audits the rest, once."""
+    flow = _flow(convoy.SimModel({"*": {"output": OK}}))
+    db = tmp_path / "refuses.db"
+    async with convoy.Engine(RefusesOneRecord(db, 2), workflows=[flow],
+                             interceptors=[AuditInterceptor()]) as eng:
+        res = await eng.run(flow, "t", session_id="s1")
+        assert res.status != "completed", res  # interrupted by the store error
+        events = [e for e in await _entries(eng.store) if e.kind == "model_call"]
+        journal = {r.key for r in await eng.journal("s1") if r.kind == "model"}
+        assert {e.step_key for e in events} == journal and len(journal) == 1
+    async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng2:
+        [res] = await eng2.resume()
+        assert res.status == "waiting", res
+        await eng2.signal("s1", "go", "now")
+        [res] = await eng2.resume()
+        assert res.ok, res
+        await _check_one_entry_per_record(eng2, "s1")

@@ -111,3 +111,19 @@ async def test_checkpoints_are_kept_by_size(store: Store) -> None:
     await store.audit_put_checkpoint("acme", 2, "two")
     await store.audit_put_checkpoint("globex", 1, "other")
     assert await store.audit_checkpoints("acme") == ["two", "five"]
+
+
+async def test_fenced_appends_land_only_while_their_engine_owns_the_session(
+        store: Store) -> None:
+    """A run's entries are fenced like its end: appended only if the engine still owns
+    the session when the batch is written, waiting or joining the next batch."""
+    await store.create_session(new("s1"), owner="me", lease_s=LEASE)
+    await store.audit_append("acme", [b"mine"], fence=("s1", "me"))
+    await store.audit_append("acme", [b"not mine"], fence=("s1", "other"))
+    await store.audit_append("acme", [b"no session"], fence=("nope", "me"))
+    await asyncio.gather(store.audit_append("acme", [b"late"], wait=False, fence=("s1", "other")),
+                         store.audit_append("acme", [b"queued"], wait=False, fence=("s1", "me")),
+                         store.audit_append("acme", [b"plain"]))
+    rows = await store.audit_entries("acme", 0, 10)
+    assert [r.body for r in rows] == [b"mine", b"queued", b"plain"]
+    assert [r.index for r in rows] == [0, 1, 2] and await store.audit_size("acme") == 3

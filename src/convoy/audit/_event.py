@@ -41,9 +41,12 @@ class AuditEvent:
         step_key: the step's position in the session's call tree.
         actor: who acted: an agent, or the person who decided.
         target: what was acted on: a model, a tool, the receiving agent, a state key.
-        hashes: ``"sha256:<hex>"`` fingerprints (:func:`digest`) by name: ``prompt``,
-            ``output``, ``args``, ``payload``, ``value``, ``config``.
-        refs: references by name: ``trace_id``, ``task_id``, ``approval``, ``version``.
+        hashes: fingerprints by name: a step's ``"blake2b:<hex>"`` input fingerprint
+            (``prompt``, ``args``, ``input``) and ``"sha256:<hex>"`` of its journaled
+            result (``output``, ``result``, ``payload``); ``"sha256:<hex>"``
+            (:func:`digest`) of a decision or a ``config``.
+        refs: references by name: ``trace_id``, ``task_id``, ``config``, ``decision``,
+            ``tokens``, ``version``.
     """
 
     kind: AuditKind

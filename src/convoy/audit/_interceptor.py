@@ -6,9 +6,11 @@
   handoff), a tool call (its arguments' hash and its status; refused: ``policy_refusal``,
   or ``approval`` ``required``), a handoff, a state read or write, a ``ctx.step``, a signal
   received. The interceptor hooks no step: it adds a journal tap to each session run (a
-  session hook), and the entry joins the same commit as its record, so a step is journaled
-  with its entry or not at all, even when the process is killed; steps replayed from the
-  journal are not written again, so a resumed session appends nothing twice.
+  session hook); the run's entries are appended when it ends, in the commit that records
+  how it ended, with the session's audit cursor (:data:`AUDIT_CURSOR`). A run that is
+  killed appends nothing: the run that resumes the session appends the entries of the
+  records after the cursor first. Steps replayed from the journal are not written again,
+  so a resumed session appends nothing twice.
 - A person's decision on a human task, when it is made (the ``human_decision`` hook, run
   by the inbox around the write, whether the session ever resumes or not):
   ``human_decision`` (``approval`` for a tool approval) with the action as status, who
@@ -79,6 +81,7 @@ class AuditInterceptor(Interceptor):
         self.key_path = key_path
         self._log: AuditLog | None = None
         self._clock: Callable[[], float] = time.time
+        self._owner = ""
         self._versions: set[tuple[str, str, str]] = set()
 
     @property
@@ -91,6 +94,7 @@ class AuditInterceptor(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock)
         self._clock = engine.clock
+        self._owner = engine.owner
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -124,7 +128,10 @@ class AuditInterceptor(Interceptor):
             # Both join the commit that records how the run ended (the records are
             # committed already, before this time): a run killed before it appends
             # nothing, and the run that resumes it appends its entries from the journal.
-            store.audit_append(i.tenant, bodies, wait=False)
+            # Fenced like that end: if another engine took the session over meanwhile
+            # (this one's end is refused), nothing is appended, and that one appends them.
+            store.audit_append(i.tenant, bodies, wait=False,
+                               fence=(i.session_id, self._owner))
             if end.status != "completed":  # a completed session never runs again
                 input.headers[AUDIT_CURSOR] = repr(self._clock())
         return end

@@ -7,9 +7,9 @@ type), the fingerprint of what it was asked (:func:`~convoy.durability._executor
 fingerprint`, BLAKE2b-128 of the prompt's texts, of the arguments, of the payload) and
 what it returned, as journaled. :func:`entry_of` makes the entry from the record alone
 (hashes and references, never the values), so auditing a step costs no hook of its own
-around it, and the entry joins the same commit as its record: a step is journaled with its
-entry or not at all, and a resumed session, whose replayed steps are not journaled again,
-appends nothing twice.
+around it. The entries of a run are appended when it ends (see
+:mod:`convoy.audit._interceptor`), and a resumed session, whose replayed steps are not
+journaled again, appends nothing twice.
 
 Which entry each record makes (``blake2b:`` the record's input fingerprint, ``sha256:``
 the SHA-256 of its journaled result):

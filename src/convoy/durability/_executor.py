@@ -139,7 +139,7 @@ class JournaledExecutor:
         self.on_nondeterminism = on_nondeterminism
         self.exhausted = False  # replay asked for a step past the end of the journal
         self.failed_key: str | None = None  # the step whose error ended the session
-        #: Called with each record just before it is written (the session hooks'
+        #: Called with each record once it is written (the session hooks'
         #: ``journal_taps``), ``None`` for none.
         self.tap: Callable[[StepRecord], None] | None = None
 
@@ -190,13 +190,13 @@ class JournaledExecutor:
     async def _write(self, record: StepRecord, consume_signal: int | None = None) -> None:
         if self.owner is None:
             return
-        if self.tap is not None:
-            self.tap(record)
         try:
             await self.store.append(self.session_id, self.owner, record,
                                     consume_signal=consume_signal)
         except StoreError as e:
             raise SessionInterrupted(str(e), cause=e) from None
+        if self.tap is not None:
+            self.tap(record)
 
     async def run_step(self, key: str, kind: str, target: str,
                        execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
@@ -253,12 +253,12 @@ class JournaledExecutor:
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
                                 config=config)
         if self.owner is not None:  # ``_write``, inlined: once per step
-            if self.tap is not None:
-                self.tap(record)
             try:
                 await self.store.append(self.session_id, self.owner, record)
             except StoreError as e:
                 raise SessionInterrupted(str(e), cause=e) from None
+            if self.tap is not None:
+                self.tap(record)
         return value
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,

@@ -268,9 +268,9 @@ class SessionInput:
     for a first run): a resumed run replays them."""
     journal_taps: list[Callable[[StepRecord], None]] = field(default_factory=list,
                                                              repr=False)
-    """Called with every record this run journals, just before its write (what they
-    write with ``wait=False`` joins the record's commit): add one before calling
-    ``next``. Records replayed from the journal are not written again, so not seen."""
+    """Called with every record this run journals, once it is written (a write that
+    fails is not seen): add one before calling ``next``. Records replayed from the journal
+    are not written again, so not seen."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -63,6 +63,7 @@ SQLITE_MOVE_HEAD = "UPDATE audit_head SET size=? WHERE tenant=? AND size=?"
 SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tenant) "
                "DO UPDATE SET size=size+excluded.size")
 SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"
+SQLITE_OWNED = "SELECT 1 FROM sessions WHERE id=? AND owner=?"
 
 # PostgreSQL: one statement takes the indexes and stores every entry with its leaf hash.
 def pg_store_entries(bodies: str) -> str:
@@ -81,6 +82,15 @@ FROM h, unnest({bodies}::bytea[]) WITH ORDINALITY AS b(body, ord)
 PG_APPEND = """
 WITH h AS (
   INSERT INTO audit_head(tenant, size) VALUES(%s, %s)
+  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
+  RETURNING tenant, size - %s AS base)
+""" + pg_store_entries("%s")
+# The same, only if the engine ``owner`` still owns session ``id`` (parameters: tenant, n,
+# id, owner, n, bodies).
+PG_APPEND_FENCED = """
+WITH h AS (
+  INSERT INTO audit_head(tenant, size) SELECT %s, %s
+  WHERE EXISTS (SELECT 1 FROM sessions WHERE id=%s AND owner=%s)
   ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
   RETURNING tenant, size - %s AS base)
 """ + pg_store_entries("%s")

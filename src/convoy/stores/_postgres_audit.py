@@ -38,11 +38,14 @@ class PostgresAudit:
         async def _exec(self, text: str, params: Sequence[Any], *,
                         again: bool = False) -> tuple[int, list[Any]]: ...
 
-    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
-                     wait: bool = True) -> asyncio.Future[None]:
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,
+                     fence: tuple[str, str] | None = None) -> asyncio.Future[None]:
         from convoy.stores._postgres import _Op
 
         n = len(bodies)
+        if fence is not None:
+            return self._submit(_Op(q.PG_APPEND_FENCED, (tenant, n, *fence, n, list(bodies))),
+                                wait=wait)
         return self._submit(_Op(q.PG_APPEND, (tenant, n, n, list(bodies))), wait=wait)
 
     async def audit_size(self, tenant: str) -> int:

@@ -772,13 +772,15 @@ class Store(Protocol):
 
     # -- audit log (see convoy.audit) ----------------------------------------------------
 
-    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
-                     wait: bool = True) -> asyncio.Future[None]:
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,
+                     fence: tuple[str, str] | None = None) -> asyncio.Future[None]:
         """Append entries to ``tenant``'s audit log, in order, with the group commit: the
         store gives them the next indexes and computes their leaf hashes
         (:func:`convoy.audit.entry_leaf`) in the commit's transaction. ``wait=False``:
         join the next batch instead of committing at once (for an entry that goes with a
-        journal write about to follow)."""
+        journal write about to follow). ``fence=(session id, owner)``: append them only if
+        that engine still owns the session when the batch is written (a run's entries go
+        with its end, which is fenced the same way); otherwise nothing is appended."""
         ...
 
     async def audit_size(self, tenant: str) -> int:

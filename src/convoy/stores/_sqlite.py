@@ -47,7 +47,7 @@ from convoy.stores._protocol import (
 )
 from convoy.stores._rows import SUMMARY, conditions, next_seq
 from convoy.stores._sqlite_alerts import SQLiteAlerts
-from convoy.stores._sqlite_audit import SQLiteAudit
+from convoy.stores._sqlite_audit import Append, SQLiteAudit
 from convoy.stores._sqlite_limits import SQLiteLimits
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
@@ -184,7 +184,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self._seq = 0
         self.commits = 0
         self.records = 0
-        self._audit_queue: list[tuple[str, Sequence[bytes]]] = []  # see SQLiteAudit
+        self._audit_queue: list[Append] = []  # see SQLiteAudit
         self._audit_fut: asyncio.Future[None] | None = None
         self._audit_heads: dict[str, int] = {}  # see SQLiteAudit
 

@@ -11,23 +11,31 @@ from convoy.audit._merkle import entry_leaf
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
 
+#: Entries to append: ``(tenant, bodies, fence)`` (see :meth:`Store.audit_append`).
+Append = tuple[str, Sequence[bytes], "tuple[str, str] | None"]
 
-def _write(conn: sqlite3.Connection, appends: Sequence[tuple[str, Sequence[bytes]]],
+
+def _write(conn: sqlite3.Connection, appends: Sequence[Append],
            heads: dict[str, int]) -> None:
-    """Append every ``(tenant, bodies)`` in order, in the caller's write transaction: per
-    tenant, the head takes the indexes, then one ``executemany`` stores the entries with
-    their leaf hashes (:func:`~convoy.audit.entry_leaf`).
+    """Append every ``(tenant, bodies, fence)`` in order, in the caller's write transaction
+    (those whose fence's engine no longer owns its session: not at all): per tenant, the
+    head takes the indexes, then one ``executemany`` stores the entries with their leaf
+    hashes (:func:`~convoy.audit.entry_leaf`).
 
     ``heads`` caches each tenant's size as this store last wrote it: the head is moved
     with a compare-and-set from it (one statement), and only when another writer moved it
     meanwhile (or a batch that wrote it was rolled back) is it moved and read back."""
-    if len(appends) > 1:  # one run of entries per tenant, in order
-        tenants: dict[str, list[bytes]] = {}
-        for tenant, bodies in appends:
-            tenants.setdefault(tenant, []).extend(bodies)
-        appends = list(tenants.items())
     execute = conn.execute
-    for tenant, all_bodies in appends:
+    runs: Sequence[tuple[str, Sequence[bytes]]]
+    if len(appends) == 1 and appends[0][2] is None:
+        runs = [appends[0][:2]]
+    else:  # one run of entries per tenant, in order
+        tenants: dict[str, list[bytes]] = {}
+        for tenant, bodies, fence in appends:
+            if fence is None or execute(q.SQLITE_OWNED, fence).fetchone() is not None:
+                tenants.setdefault(tenant, []).extend(bodies)
+        runs = list(tenants.items())
+    for tenant, all_bodies in runs:
         n = len(all_bodies)
         base = heads.get(tenant)
         if base is None or execute(q.SQLITE_MOVE_HEAD, (base + n, tenant, base)).rowcount != 1:
@@ -49,7 +57,7 @@ class SQLiteAudit:
     """The ``audit_*`` methods of :class:`~convoy.stores.SQLiteStore`."""
 
     if TYPE_CHECKING:
-        _audit_queue: list[tuple[str, Sequence[bytes]]]
+        _audit_queue: list[Append]
         _audit_heads: dict[str, int]
         _audit_fut: asyncio.Future[None] | None
 
@@ -60,22 +68,22 @@ class SQLiteAudit:
 
         async def _write(self, fn: Any) -> Any: ...
 
-    def audit_append(self, tenant: str, bodies: Sequence[bytes], *,
-                     wait: bool = True) -> asyncio.Future[None]:
+    def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,
+                     fence: tuple[str, str] | None = None) -> asyncio.Future[None]:
         if wait:
-            return self._batched(lambda conn: _write(conn, [(tenant, bodies)],
+            return self._batched(lambda conn: _write(conn, [(tenant, bodies, fence)],
                                                      self._audit_heads))
         # Appends that join the next batch share one write of it: they queue, and the
         # first one since the last write submits the write that takes the whole queue (or
         # since a batch that failed before its write took the queue: the next takes it).
-        self._audit_queue.append((tenant, bodies))
+        self._audit_queue.append((tenant, bodies, fence))
         fut = self._audit_fut
         if fut is None or fut.done():
             fut = self._audit_fut = self._batched(self._queued_writer(), wait=False)
         return fut
 
     def _queued_writer(self) -> Callable[[sqlite3.Connection], None]:
-        taken: list[tuple[str, Sequence[bytes]]] | None = None
+        taken: list[Append] | None = None
 
         def write(conn: sqlite3.Connection) -> None:
             nonlocal taken

@@ -82,7 +82,7 @@ class SQLiteState:
             conn.execute(_PUT_CURRENT, params)
             conn.execute(_PUT_HISTORY, params)
             if w.audit:  # the entries ride this transaction: both land, or neither
-                audit_write(conn, [(w.tenant, w.audit)], self._audit_heads)
+                audit_write(conn, [(w.tenant, w.audit, None)], self._audit_heads)
             fired = conn.execute(_FIRE, (*where, entry.version)).fetchall()
             if fired:
                 payload = json.dumps({"namespace": w.namespace, "key": w.key,
