@@ -74,6 +74,7 @@ def reads(sid: str) -> list[tuple[list[str], int]]:
         (["state", "history", "customer:1", "credit"], 0),
         (["state", "list"], 0),
         (["audit", "verify"], 0),
+        (["audit", "list"], 2),  # no log yet: one line saying so
         (["replay", sid], 0),
         (["export", "c-9"], 2),  # an unknown subject
     ]

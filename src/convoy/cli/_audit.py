@@ -1,13 +1,15 @@
-"""``convoy audit verify|prove|checkpoint|check``: the tamper-evident audit log."""
+"""``convoy audit list|verify|prove|checkpoint|check``: the tamper-evident audit log."""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
 import typer
+from rich.table import Table
 
 from convoy import AuditError, UserError
 from convoy.cli._common import (
@@ -18,15 +20,19 @@ from convoy.cli._common import (
     TenantOption,
     err,
     fail,
+    label,
     one_tenant,
     open_store,
+    out,
     require_store,
     run_async,
     tenant_option,
 )
+from convoy.cli._render import fmt_time
 
 if TYPE_CHECKING:
-    from convoy.audit import AuditLog, Checkpoint, VerifyReport
+    from convoy.audit import AuditEvent, AuditLog, Checkpoint, VerifyReport
+    from convoy.stores import Store
 
 audit_app = typer.Typer(
     name="audit", no_args_is_help=True, rich_markup_mode="markdown",
@@ -89,6 +95,117 @@ def _check_public_key(text: str | None) -> None:
             public_key_from_text(text)
         except UserError as e:
             fail(f"--public-key: {e}")
+
+
+#: Entries read per query while looking for the ones that match (newest first).
+_PAGE = 1000
+
+
+@audit_app.command("list")
+def list_entries(
+        tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+        session: Annotated[str | None, typer.Option(
+            "--session", "-s", metavar="ID",
+            help="Only this session's entries (its steps and the decisions on its tasks).")
+        ] = None,
+        kind: Annotated[list[str] | None, typer.Option(
+            "--kind", "-k", metavar="KIND",
+            help="Only entries of this kind (repeatable): model_call, tool_call, "
+                 "policy_refusal, approval, human_decision, handoff, state_write, "
+                 "state_read, effect, signal, config_change, erasure, ...")] = None,
+        limit: Annotated[int, typer.Option(
+            "--limit", "-n", min=1, help="The newest N entries that match.")] = 50,
+        as_json: Annotated[bool, typer.Option(
+            "--json", help="One JSON object per line (the entry with its index).")] = False,
+) -> None:
+    """The newest entries of the tenant's audit log, oldest first: when, what (kind,
+    status), which session and step, who (actor) and what it acted on (target). Entries
+    hold hashes and references only. The index is what `convoy audit prove` takes. With
+    --session or --kind the log is read from its end until --limit entries match (on a
+    long log, that is a read of all of it).
+
+    Example: `convoy audit list --tenant acme --session s-42`
+    """
+    require_store(db)
+    known = set(get_args(_audit().AuditKind))
+    wrong = sorted(set(kind or ()) - known)
+    if wrong:
+        raise typer.BadParameter(f"unknown kind {', '.join(map(repr, wrong))}; kinds: "
+                                 f"{', '.join(sorted(known))}", param_hint="--kind")
+    name = one_tenant(tenant)
+    rows = run_async(_entries(db, name, session, set(kind or ()), limit))
+    if as_json:
+        for index, event in rows:
+            typer.echo(json.dumps({"index": index, **_event_json(event)}, ensure_ascii=False))
+        return
+    if not rows:
+        out.print(f"no audit entries of tenant {name!r}"
+                  + (f" for session {session!r}" if session else "")
+                  + (f" of kind {', '.join(kind or ())}" if kind else ""), markup=False)
+        return
+    out.print(_entries_table(rows, f"convoy audit list · {label(db)} · tenant {name!r}"))
+
+
+async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
+                   limit: int) -> list[tuple[int, AuditEvent | None]]:
+    """The newest ``limit`` entries of ``tenant`` that match, oldest first (an entry that
+    does not decode: ``None``, shown as such, for ``verify`` to explain)."""
+    async with open_store(db) as store:
+        known = await store.audit_tenants()
+        if tenant not in known:
+            _no_log(tenant, known)
+        found: list[tuple[int, AuditEvent | None]] = []
+        end = await store.audit_size(tenant)
+        while end > 0 and len(found) < limit:
+            start = max(0, end - (_PAGE if session or kinds else limit))
+            page = await _page(store, tenant, start, end - start)
+            for index, event in reversed(page):
+                if _matches(event, session, kinds):
+                    found.append((index, event))
+                    if len(found) == limit:
+                        break
+            end = start
+        return found[::-1]
+
+
+async def _page(store: Store, tenant: str, start: int,
+                count: int) -> list[tuple[int, AuditEvent | None]]:
+    decode = _audit().AuditEvent.decode
+    page: list[tuple[int, AuditEvent | None]] = []
+    for row in await store.audit_entries(tenant, start, count):
+        try:
+            page.append((row.index, decode(row.body)))
+        except AuditError:
+            page.append((row.index, None))
+    return page
+
+
+def _matches(event: AuditEvent | None, session: str | None, kinds: set[str]) -> bool:
+    if event is None:  # unreadable: shown whatever the filters (verify names it)
+        return True
+    return (session is None or event.session_id == session) and \
+        (not kinds or event.kind in kinds)
+
+
+def _event_json(event: AuditEvent | None) -> dict[str, Any]:
+    if event is None:
+        return {"kind": None, "error": "not an audit event: run 'convoy audit verify'"}
+    return dataclasses.asdict(event)
+
+
+def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for name in ("index", "at", "kind", "status", "session", "step", "actor", "target"):
+        t.add_column(name, justify="right" if name == "index" else "left",
+                     no_wrap=name in ("index", "at", "kind"))
+    for index, e in rows:
+        if e is None:
+            t.add_row(str(index), "-", "?", "not an audit event: run 'convoy audit verify'",
+                      "", "", "", "")
+            continue
+        t.add_row(str(index), fmt_time(e.at), e.kind, e.status, e.session_id or "-",
+                  e.step_key or "-", e.actor or "-", e.target or "-")
+    return t
 
 
 @audit_app.command("verify")

@@ -1,0 +1,108 @@
+"""``convoy audit list``: the entries of a tenant's log an operator reads to answer "why did
+the agent do this?" (and the index ``convoy audit prove`` takes), filtered by session and
+kind, as a table or JSON lines, read-only, never a value the entries do not hold."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+
+import convoy
+from convoy.audit import AuditInterceptor
+from convoy.stores import SQLiteStore
+from tests.clikit import cli, workdir  # noqa: F401  (fixture)
+
+from .conftest import FakeClock
+
+SECRET = "alice@example.com"
+
+
+@convoy.tool(writes=True, idempotent=True)
+def refund(customer: str, cents: int) -> str:
+    """Refund a customer."""
+    return f"refunded {cents} to {customer}"
+
+
+class Ticket(BaseModel):
+    text: str
+
+
+desk = convoy.Agent(name="desk", input_type=Ticket, tools=[refund], model="sim:")
+
+
+@convoy.workflow(name="audit.list")
+async def flow(ctx: convoy.Context, text: str) -> str:
+    await ctx.state(f"customer:{ctx.session_id}").set("last", {"email": SECRET},
+                                                      expected_version=0)
+    return str(await ctx.run(desk, Ticket(text=text)))
+
+
+def _sim() -> convoy.SimModel:
+    return convoy.SimModel({"desk": [
+        {"tool_calls": [{"name": "refund", "arguments": {"customer": SECRET, "cents": 5}}]},
+        {"text": f"done for {SECRET}"}]})
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = tmp_path / "audit.db"
+
+    async def run() -> None:
+        async with convoy.Engine(SQLiteStore(path, clock=FakeClock()),
+                                 models={"sim:": _sim()},
+                                 interceptors=[AuditInterceptor()]) as eng:
+            for sid in ("s1", "s2"):
+                assert (await eng.tenant("acme").run(flow, f"refund {SECRET}",
+                                                     session_id=sid)).ok
+
+    asyncio.run(run())
+    return str(path)
+
+
+def test_the_entries_of_a_session_as_json_lines(db: str) -> None:
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "s2", "--json")
+    assert r.code == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows and all(row["session_id"] == "s2" for row in rows)
+    assert [row["kind"] for row in rows] == ["state_write", "model_call", "tool_call",
+                                             "model_call"]
+    assert rows == sorted(rows, key=lambda row: row["index"])
+    assert SECRET not in r.stdout
+    # the index is what `convoy audit prove` takes
+    tool = next(row for row in rows if row["kind"] == "tool_call")
+    proof = cli("audit", "prove", str(tool["index"]), "--db", db, "--tenant", "acme",
+                "--key", str(Path(db).parent / "audit.key"))
+    assert proof.code == 0 and json.loads(proof.stdout)["index"] == tool["index"]
+
+
+def test_a_table_of_the_newest_entries_filtered_by_kind(db: str) -> None:
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "--kind", "tool_call")
+    assert r.code == 0, r.stderr
+    assert r.stdout.count("tool_call") == 2 and "model_call" not in r.stdout
+    assert "refund" in r.stdout and "s1" in r.stdout and "s2" in r.stdout
+    assert SECRET not in r.stdout
+    last = cli("audit", "list", "--db", db, "--tenant", "acme", "--limit", "1", "--json")
+    [row] = [json.loads(line) for line in last.stdout.splitlines()]
+    everything = cli("audit", "list", "--db", db, "--tenant", "acme", "--limit", "1000",
+                     "--json").stdout.splitlines()
+    assert row == json.loads(everything[-1])  # the newest
+
+
+def test_bad_input_is_one_line(db: str) -> None:
+    r = cli("audit", "list", "--db", db, "--tenant", "nobody")
+    assert r.code != 0 and "tenant 'nobody' has no audit log" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "--kind", "nonsense")
+    assert r.code == 2 and "nonsense" in r.stderr
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "nope")
+    assert r.code == 0 and "no audit entries" in r.stdout
+
+
+def test_listing_writes_nothing(db: str) -> None:
+    before = Path(db).read_bytes()
+    assert cli("audit", "list", "--db", db, "--tenant", "acme").code == 0
+    assert Path(db).read_bytes() == before
