@@ -175,3 +175,15 @@ async def test_a_record_whose_write_failed_has_no_entry(tmp_path: Path) -> None:
         [res] = await eng2.resume()
         assert res.ok, res
         await _check_one_entry_per_record(eng2, "s1")
+
+
+async def test_an_engine_whose_owner_id_is_set_after_it_opened_audits(tmp_path: Path) -> None:
+    """The entries are fenced on the engine's owner id as it is when the run ends (an
+    application may name its engine after opening it, as tests/crash_worker.py does)."""
+    flow = _flow(convoy.SimModel({"*": {"output": OK}}))
+    async with convoy.Engine(tmp_path / "o.db", workflows=[flow],
+                             interceptors=[AuditInterceptor()]) as eng:
+        eng.owner = "machine-b:1234"
+        assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
+        assert {e.step_key for e in await _entries(eng.store) if e.kind == "model_call"} == {
+            r.key for r in await eng.journal("s1") if r.kind == "model"}

@@ -81,7 +81,7 @@ class AuditInterceptor(Interceptor):
         self.key_path = key_path
         self._log: AuditLog | None = None
         self._clock: Callable[[], float] = time.time
-        self._owner = ""
+        self._engine: Engine | None = None
         self._versions: set[tuple[str, str, str]] = set()
 
     @property
@@ -94,7 +94,7 @@ class AuditInterceptor(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock)
         self._clock = engine.clock
-        self._owner = engine.owner
+        self._engine = engine  # its owner id is read at each run's end (it may be set later)
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -130,8 +130,8 @@ class AuditInterceptor(Interceptor):
             # nothing, and the run that resumes it appends its entries from the journal.
             # Fenced like that end: if another engine took the session over meanwhile
             # (this one's end is refused), nothing is appended, and that one appends them.
-            store.audit_append(i.tenant, bodies, wait=False,
-                               fence=(i.session_id, self._owner))
+            owner = self._engine.owner if self._engine is not None else ""
+            store.audit_append(i.tenant, bodies, wait=False, fence=(i.session_id, owner))
             if end.status != "completed":  # a completed session never runs again
                 input.headers[AUDIT_CURSOR] = repr(self._clock())
         return end
