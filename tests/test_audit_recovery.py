@@ -187,3 +187,30 @@ async def test_an_engine_whose_owner_id_is_set_after_it_opened_audits(tmp_path: 
         assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
         assert {e.step_key for e in await _entries(eng.store) if e.kind == "model_call"} == {
             r.key for r in await eng.journal("s1") if r.kind == "model"}
+
+
+async def test_a_long_run_appends_what_it_holds_every_flush_every_entries(
+        db: str | Path) -> None:
+    """With ``flush_every=2``, a run appends its entries (and moves its cursor) with the
+    commit after every second entry: killed later, only what it held since is left for
+    the resume, and every step still has one entry."""
+    flow = _flow(CrashAt(4))  # calls 1, 2 before the park; 3 journaled; killed in 4
+    async with convoy.Engine(db, workflows=[flow],
+                             interceptors=[AuditInterceptor(flush_every=2)]) as eng:
+        assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
+        await eng.signal("s1", "go", "now")
+        with pytest.raises(BaseExceptionGroup):
+            await eng.resume()  # the signal and the state write: flushed; call 3: held
+        logged = {e.step_key for e in await _entries(eng.store) if e.session_id == "s1"
+                  and e.kind in ("signal", "state_write")}
+        assert len(logged) == 2, logged  # appended before the run ended
+    async with later_engine(db, workflows=[flow],
+                            interceptors=[AuditInterceptor(flush_every=2)]) as eng2:
+        [res] = await eng2.resume()
+        assert res.ok, res
+        await _check_one_entry_per_record(eng2, "s1")
+
+
+def test_flush_every_must_be_positive() -> None:
+    with pytest.raises(convoy.UserError, match="flush_every"):
+        AuditInterceptor(flush_every=0)

@@ -25,8 +25,6 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
     yield from store_db(request.param, tmp_path)
 
 
-@pytest.mark.xfail(strict=True, reason="open: a killed run's records are audited only by a run "
-                   "that resumes the session; cancel finishes it without one")
 async def test_a_killed_session_that_is_cancelled_keeps_the_entries_of_its_steps(
         db: str | Path) -> None:
     """The run journals a model call and is killed; the operator cancels the session

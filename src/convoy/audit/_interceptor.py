@@ -30,6 +30,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from convoy._errors import UserError
 from convoy.audit._event import AuditEvent, AuditKind, digest
 from convoy.audit._journal import JournalEntries
 from convoy.audit._log import AuditLog
@@ -73,12 +74,19 @@ class AuditInterceptor(Interceptor):
     Args:
         key_path: the Ed25519 key file that signs checkpoints (created ``0600`` on first
             use); only :attr:`log` uses it, appending needs no key.
+        flush_every: a run that has held this many entries appends them (with the
+            session's cursor) with its next commit instead of at its end: a long run's
+            memory and the log's lag behind it stay bounded.
     """
 
     stage = "audit"
 
-    def __init__(self, *, key_path: str | Path | None = None) -> None:
+    def __init__(self, *, key_path: str | Path | None = None,
+                 flush_every: int = 1024) -> None:
+        if flush_every < 1:
+            raise UserError(f"AuditInterceptor: flush_every must be >= 1, got {flush_every}")
         self.key_path = key_path
+        self.flush_every = flush_every
         self._log: AuditLog | None = None
         self._clock: Callable[[], float] = time.time
         self._engine: Engine | None = None
@@ -114,7 +122,17 @@ class AuditInterceptor(Interceptor):
             self._versions.add(seen)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
-        entries = JournalEntries(i.session_id, self._clock, _trace_id(input.headers))
+        def flush() -> None:
+            """Append what the run holds with its next commit, and move the cursor there
+            (both fenced on this engine's lease, in that commit)."""
+            owner = self._owner()
+            store.audit_append(i.tenant, entries.take(), wait=False,
+                               fence=(i.session_id, owner))
+            input.headers[AUDIT_CURSOR] = repr(self._clock())
+            store.update_headers(i.session_id, owner, input.headers)
+
+        entries = JournalEntries(i.session_id, self._clock, _trace_id(input.headers),
+                                 flush_every=self.flush_every, on_full=flush)
         if input.journal:  # what a run that was killed journaled after the cursor
             cursor = _cursor(input.headers.get(AUDIT_CURSOR))
             entries.recover(r for r in input.journal.values() if r.at > cursor)
@@ -130,11 +148,15 @@ class AuditInterceptor(Interceptor):
             # nothing, and the run that resumes it appends its entries from the journal.
             # Fenced like that end: if another engine took the session over meanwhile
             # (this one's end is refused), nothing is appended, and that one appends them.
-            owner = self._engine.owner if self._engine is not None else ""
-            store.audit_append(i.tenant, bodies, wait=False, fence=(i.session_id, owner))
+            store.audit_append(i.tenant, bodies, wait=False,
+                               fence=(i.session_id, self._owner()))
             if end.status != "completed":  # a completed session never runs again
                 input.headers[AUDIT_CURSOR] = repr(self._clock())
         return end
+
+    def _owner(self) -> str:
+        """The engine's owner id as it is now (an application may set it after opening)."""
+        return self._engine.owner if self._engine is not None else ""
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:

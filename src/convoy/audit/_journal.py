@@ -214,19 +214,25 @@ class JournalEntries:
     """The journal tap of one run of one session: the entries of the records it journals
     (:func:`entry_of`), held until :meth:`take` (the run's end)."""
 
-    __slots__ = ("bodies", "clock", "session_id", "trace_id")
+    __slots__ = ("bodies", "clock", "flush_every", "on_full", "session_id", "trace_id")
 
     def __init__(self, session_id: str, clock: Callable[[], float],
-                 trace_id: str | None) -> None:
+                 trace_id: str | None, *, flush_every: int = 1024,
+                 on_full: Callable[[], None] | None = None) -> None:
         self.session_id = session_id
         self.clock = clock
         self.trace_id = trace_id
         self.bodies: list[bytes] = []
+        self.flush_every = flush_every
+        self.on_full = on_full
 
     def __call__(self, record: StepRecord) -> None:
         body = entry_of(record, self.session_id, self.clock(), self.trace_id)
         if body is not None:
-            self.bodies.append(body)
+            bodies = self.bodies
+            bodies.append(body)
+            if len(bodies) >= self.flush_every and self.on_full is not None:
+                self.on_full()  # a long run: what it holds goes with its next commit
 
     def recover(self, records: Iterable[StepRecord]) -> None:
         """Add the entries of ``records`` a run journaled without appending them (it was

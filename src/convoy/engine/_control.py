@@ -27,8 +27,10 @@ from convoy.engine._results import (
     _unfinished_result,
 )
 from convoy.engine._retry import retry_sessions, select_retryable
+from convoy.engine._runtime import _run_session
 from convoy.engine._tenancy import unknown_session
 from convoy.hitl._inbox import ESCALATED, Inbox
+from convoy.interceptors._base import SessionEnd
 from convoy.stores._protocol import STATUSES, SessionFilter, SessionOutcome, SessionRow, StepRecord
 
 if TYPE_CHECKING:
@@ -136,11 +138,27 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
     if not row.unfinished:
         raise UserError(f"session {session_id!r} is already {row.status}")
     owner: str | None = None
+    claimed: SessionRow | None = None
     if row.status == "running":
-        if await engine._claim(row) is None:
+        claimed = await engine._claim(row)
+        if claimed is None:
             raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
                             "cancel it there")
         owner = engine.owner
+    elif row.status == "pending" and engine.runtime.session_chain.call is not _run_session:
+        claimed = await engine._claim(row)
+        owner = None if claimed is None else engine.owner
+    wf = engine._workflows.get(row.workflow)
+    if claimed is not None and wf is not None and \
+            engine.runtime.session_chain.call is not _run_session:
+        # A run that died (or never ran) ends here, in a run of its own: the session hooks
+        # see it (audit appends the steps a killed run journaled).
+        try:
+            await engine._end_in_a_run(wf, claimed, SessionEnd(status="cancelled", error={
+                "type": "Cancelled", "message": "cancelled"}))
+            return
+        except ValidationError:
+            pass  # an input this workflow no longer takes: finished as below
     await engine.store.finish(row.id, owner, SessionOutcome(
         status="cancelled", error={"type": "Cancelled", "message": "cancelled"},
         steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,

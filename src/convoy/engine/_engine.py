@@ -684,6 +684,25 @@ class Engine(SessionControl, SubjectRights):
         finally:
             slots.release()
 
+    async def _end_in_a_run(self, wf: Workflow[Any, Any], row: SessionRow,
+                            end: SessionEnd) -> None:
+        """Finish a session this engine claimed with ``end`` through a run that executes
+        nothing: its session hooks see it end (audit appends what a killed run journaled,
+        tracing and metrics see the outcome). Its counts stay the row's."""
+        value = wf.input_adapter.validate_json(row.input)
+        journal = await self.store.load_journal(row.id, tenant=row.tenant)
+        state, executor = self._prepare(wf, row.id, row.tenant, row, journal, False, None)
+        state.steps, state.cost = row.steps, row.cost
+        state.usage.input_tokens, state.usage.output_tokens = row.input_tokens, \
+            row.output_tokens
+
+        async def ends(*_: Any) -> SessionEnd:
+            return end
+
+        await self._settle(row.id, self.owner, state,
+                           await self._session(wf, state, executor, value, journal, None,
+                                               body=ends), None)
+
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                        row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
                        replay_only: bool = False,
@@ -717,11 +736,13 @@ class Engine(SessionControl, SubjectRights):
     def _session(self, wf: Workflow[Any, Any], state: SessionState,
                  executor: JournaledExecutor, value: Any,
                  journal: dict[str, StepRecord] | None, new: NewSession | None,
+                 body: Callable[..., Awaitable[SessionEnd]] | None = None,
                  ) -> Awaitable[SessionEnd]:
-        """The run: the workflow itself, or through the session hooks if any."""
+        """The run: the workflow itself (or ``body``), through the session hooks if any."""
         rt = self.runtime
+        run_body = self._body if body is None else body
         if rt.session_chain.call is _run_session:  # no session hooks: no inputs to build
-            return self._body(wf, state, executor, value)
+            return run_body(wf, state, executor, value)
         owner = executor.owner
         headers = dict(state.headers)
 
@@ -738,7 +759,7 @@ class Engine(SessionControl, SubjectRights):
             taps = si.journal_taps
             if taps:
                 executor.tap = taps[0] if len(taps) == 1 else _all_of(tuple(taps))
-            return await self._body(wf, state, executor, value)
+            return await run_body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
                            version=wf.version, resumed=bool(journal),
