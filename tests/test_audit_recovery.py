@@ -45,11 +45,11 @@ class CrashAt(convoy.SimModel):
         return await super().request(request)
 
 
-def _flow(model: convoy.SimModel) -> convoy.Workflow[Any, Any]:
+def _flow(model: convoy.SimModel, version: str = "1") -> convoy.Workflow[Any, Any]:
     agents = [convoy.Agent(name=f"a{i}", output_type=Classification, model=model)
               for i in range(4)]
 
-    @convoy.workflow(name="audit.recovery")
+    @convoy.workflow(name="audit.recovery", version=version)
     async def flow(ctx: convoy.Context, text: str) -> str:
         first = await convoy.pipeline(ctx, agents[:2], text)
         note = await ctx.wait_for("go", str)  # parks: a clean end of the first run
@@ -214,3 +214,22 @@ async def test_a_long_run_appends_what_it_holds_every_flush_every_entries(
 def test_flush_every_must_be_positive() -> None:
     with pytest.raises(convoy.UserError, match="flush_every"):
         AuditInterceptor(flush_every=0)
+
+
+async def test_a_cancel_on_an_engine_with_another_version_of_the_workflow_runs_nothing(
+        tmp_path: Path) -> None:
+    """Cancelling a killed session through a run needs the session's own workflow version:
+    an engine that has only another one finishes it as before (and claims no version ran)."""
+    db = tmp_path / "v.db"
+    flow = _flow(CrashAt(1))
+    async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
+        with pytest.raises(Crash):
+            await eng.run(flow, "t", session_id="s1")
+    newer = _flow(convoy.SimModel({"*": {"output": OK}}), version="2")
+    async with later_engine(db, workflows=[newer], interceptors=[AuditInterceptor()]) as eng2:
+        await eng2.cancel("s1")
+        row = await eng2.store.get_session("s1")
+        assert row is not None and row.status == "cancelled"
+        versions = [e.refs.get("version") for e in await _entries(eng2.store)
+                    if e.kind == "config_change"]
+        assert versions == ["1"], versions

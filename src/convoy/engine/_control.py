@@ -149,7 +149,7 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
         claimed = await engine._claim(row)
         owner = None if claimed is None else engine.owner
     wf = engine._workflows.get(row.workflow)
-    if claimed is not None and wf is not None and \
+    if claimed is not None and wf is not None and wf.version == row.version and \
             engine.runtime.session_chain.call is not _run_session:
         # A run that died (or never ran) ends here, in a run of its own: the session hooks
         # see it (audit appends the steps a killed run journaled).
