@@ -49,16 +49,12 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from convoy.audit._event import EVENT_FORMAT, encode_event
+from convoy.audit._event import EVENT_FORMAT, digest, encode_event
 from convoy.stores._protocol import StepRecord
 
 _KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "effect": "effect",
           "wait": "signal"}
 _REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
-
-
-def _sha(text: str | None) -> str:
-    return "sha256:" + sha256((text or "").encode()).hexdigest()
 
 
 def _failure(record: StepRecord) -> tuple[str, str | None]:
@@ -82,8 +78,8 @@ _MODEL_OK = ('{"actor":%s,"at":%r,"hashes":{"output":"sha256:%s","prompt":"blake
 def _model_answer(record: StepRecord, session_id: str, at: float,
                   trace_id: str | None) -> bytes | None:
     """:func:`entry_of` of the commonest record, a model's answer, written in one
-    formatting (every other record, and any field this cannot write as :func:`encode_entry`
-    would, returns ``None``: the general path)."""
+    formatting (every other record, and any field this cannot write as
+    :func:`~convoy.audit._event.encode_event` would, returns ``None``: the general path)."""
     text, fp = record.result, record.input_hash
     if text is None or fp is None or not fp.isalnum() or '"tool_calls":' in text or \
             type(at) is not float or not math.isfinite(at) or \
@@ -129,7 +125,7 @@ def entry_of(record: StepRecord, session_id: str, at: float,
         if fp:
             hashes["prompt"] = "blake2b:" + fp
         if ok:
-            hashes["output"] = _sha(record.result)
+            hashes["output"] = digest(record.result or "")
             response = _response(record.result)
             model = response.get("model")
             target = model if isinstance(model, str) and model else None
@@ -143,63 +139,27 @@ def entry_of(record: StepRecord, session_id: str, at: float,
         if fp:
             hashes["input"] = "blake2b:" + fp
         if ok:
-            hashes["result"] = _sha(record.result)
+            hashes["result"] = digest(record.result or "")
     else:
         entry = _KINDS.get(kind, kind)
         if kind == "tool":
             if fp:
                 hashes["args"] = "blake2b:" + fp
             if ok:
-                hashes["result"] = _sha(record.result)
+                hashes["result"] = digest(record.result or "")
             elif status == "ApprovalRequired":
                 entry, status = "approval", "required"
             elif status in _REFUSALS:
                 entry, status = "policy_refusal", reason or status
         elif ok:
             hashes["payload" if kind in ("handoff", "wait") else "result"] = \
-                _sha(record.result)
+                digest(record.result or "")
     if record.config:
         refs["config"] = record.config
     if trace_id is not None:
         refs["trace_id"] = trace_id
-    return encode_entry(entry, status, at, session_id, record.key, actor, target, hashes,
+    return encode_event(entry, status, at, session_id, record.key, actor, target, hashes,
                         refs)
-
-
-_TAIL = f'"v":{EVENT_FORMAT}}}'
-
-
-def encode_entry(kind: str, status: str, at: float, session_id: str, step_key: str,
-                 actor: str | None, target: str | None, hashes: dict[str, str],
-                 refs: dict[str, str]) -> bytes:
-    """:func:`~convoy.audit._event.encode_event` of an entry :func:`entry_of` makes,
-    written directly: keys in sorted order, text quoted as ``json.dumps`` does (its own
-    quoting function), the float as ``repr`` (what ``json.dumps`` writes); anything else
-    (an ``at`` that is not a finite float, text that is not UTF-8) takes
-    :func:`encode_event`. It runs for every journaled step: about a third of the time."""
-    if type(at) is not float or not math.isfinite(at):
-        return encode_event(kind, status, at, session_id, step_key, actor, target, hashes,
-                            refs)
-    q = _quote
-    out = "{"
-    if actor is not None:
-        out += '"actor":' + q(actor) + ","
-    out += '"at":' + repr(at) + ","
-    if hashes:
-        out += '"hashes":{' + ",".join([q(k) + ":" + q(hashes[k]) for k in sorted(hashes)]) \
-            + "},"
-    out += '"kind":' + q(kind) + ","
-    if refs:
-        out += '"refs":{' + ",".join([q(k) + ":" + q(refs[k]) for k in sorted(refs)]) + "},"
-    out += '"session_id":' + q(session_id) + ',"status":' + q(status) + ',"step_key":' + \
-        q(step_key) + ","
-    if target is not None:
-        out += '"target":' + q(target) + ","
-    try:
-        return (out + _TAIL).encode()
-    except UnicodeEncodeError:  # a lone surrogate: as the general encoder does
-        return encode_event(kind, status, at, session_id, step_key, actor, target, hashes,
-                            refs)
 
 
 def _response(text: str | None) -> dict[str, Any]:
@@ -248,4 +208,4 @@ class JournalEntries:
         return bodies
 
 
-__all__ = ["JournalEntries", "encode_entry", "entry_of"]
+__all__ = ["JournalEntries", "entry_of"]

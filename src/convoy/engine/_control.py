@@ -139,18 +139,17 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
         raise UserError(f"session {session_id!r} is already {row.status}")
     owner: str | None = None
     claimed: SessionRow | None = None
-    if row.status == "running":
+    # Session hooks that can see a run here (the session's own workflow version)?
+    wf = engine._workflows.get(row.workflow)
+    hooked = wf is not None and wf.version == row.version and \
+        engine.runtime.session_chain.call is not _run_session
+    if row.status == "running" or (row.status == "pending" and hooked):
         claimed = await engine._claim(row)
-        if claimed is None:
+        if claimed is None and row.status == "running":
             raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
                             "cancel it there")
-        owner = engine.owner
-    elif row.status == "pending" and engine.runtime.session_chain.call is not _run_session:
-        claimed = await engine._claim(row)
         owner = None if claimed is None else engine.owner
-    wf = engine._workflows.get(row.workflow)
-    if claimed is not None and wf is not None and wf.version == row.version and \
-            engine.runtime.session_chain.call is not _run_session:
+    if claimed is not None and hooked and wf is not None:
         # A run that died (or never ran) ends here, in a run of its own: the session hooks
         # see it (audit appends the steps a killed run journaled).
         try:

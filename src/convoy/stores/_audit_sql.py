@@ -65,12 +65,19 @@ SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tena
 SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"
 SQLITE_OWNED = "SELECT 1 FROM sessions WHERE id=? AND owner=?"
 
-# PostgreSQL: one statement takes the indexes and stores every entry with its leaf hash.
-def pg_store_entries(bodies: str) -> str:
-    """The statement's end that stores the entries ``bodies`` (a ``bytea[]`` parameter)
-    from index ``h.base`` on, with their leaf hashes, after a ``WITH h AS (...)`` that moved
-    the tenant's head."""
-    return f"""INSERT INTO audit_log(tenant, idx, body, leaf)
+def pg_append(tenant: str, n: str, bodies: str, *, only_if: str = "",
+              before: str = "") -> str:
+    """PostgreSQL: one statement that takes the next ``n`` indexes of ``tenant``'s log and
+    stores the entries ``bodies`` (a ``bytea[]``) with their leaf hashes (the arguments are
+    parameter placeholders); ``only_if``: a condition without which nothing is appended;
+    ``before``: CTEs it names (``"x AS (...), "``)."""
+    where = f" WHERE {only_if}" if only_if else ""
+    return f"""
+WITH {before}h AS (
+  INSERT INTO audit_head(tenant, size) SELECT {tenant}, {n}{where}
+  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
+  RETURNING tenant, size - {n} AS base)
+INSERT INTO audit_log(tenant, idx, body, leaf)
 SELECT h.tenant, h.base + b.ord - 1, b.body,
        sha256('\\x00'::bytea || int8send(h.base + b.ord - 1)
               || int4send(octet_length(convert_to(h.tenant, 'UTF8')))
@@ -79,21 +86,12 @@ FROM h, unnest({bodies}::bytea[]) WITH ORDINALITY AS b(body, ord)
 """
 
 
-PG_APPEND = """
-WITH h AS (
-  INSERT INTO audit_head(tenant, size) VALUES(%s, %s)
-  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
-  RETURNING tenant, size - %s AS base)
-""" + pg_store_entries("%s")
-# The same, only if the engine ``owner`` still owns session ``id`` (parameters: tenant, n,
-# id, owner, n, bodies).
-PG_APPEND_FENCED = """
-WITH h AS (
-  INSERT INTO audit_head(tenant, size) SELECT %s, %s
-  WHERE EXISTS (SELECT 1 FROM sessions WHERE id=%s AND owner=%s)
-  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
-  RETURNING tenant, size - %s AS base)
-""" + pg_store_entries("%s")
+# Parameters: tenant, n, n, bodies.
+PG_APPEND = pg_append("%s", "%s", "%s")
+# Only if the engine ``owner`` still owns session ``id`` (parameters: tenant, n, id, owner,
+# n, bodies).
+PG_APPEND_FENCED = pg_append(
+    "%s", "%s", "%s", only_if="EXISTS (SELECT 1 FROM sessions WHERE id=%s AND owner=%s)")
 
 # Both dialects (``?`` is turned into ``%s`` for PostgreSQL by :func:`pg`).
 SIZE = "SELECT size FROM audit_head WHERE tenant=?"

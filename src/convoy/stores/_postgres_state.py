@@ -30,7 +30,7 @@ import json
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy.stores._audit_sql import pg_store_entries
+from convoy.stores._audit_sql import pg_append
 from convoy.stores._postgres_conn import Statements
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
 
@@ -82,15 +82,10 @@ UNION ALL SELECT 2, {_COLS}, 0 FROM cur
 """
 # The audit entries of a write, appended only if this transaction wrote the key's new
 # version (``xmin``: the row version it made), as ``PG_APPEND`` appends.
-_AUDIT_IF_WRITTEN = f"""
-WITH won AS (
-  SELECT 1 FROM state WHERE {_WHERE_KEY} AND version=%(version)s
-    AND xmin = pg_current_xact_id()::xid
-), h AS (
-  INSERT INTO audit_head(tenant, size) SELECT %(tenant)s, %(n)s WHERE EXISTS (SELECT 1 FROM won)
-  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
-  RETURNING tenant, size - %(n)s AS base)
-""" + pg_store_entries("%(bodies)s")
+_AUDIT_IF_WRITTEN = pg_append(
+    "%(tenant)s", "%(n)s", "%(bodies)s", only_if="EXISTS (SELECT 1 FROM won)",
+    before=f"won AS (SELECT 1 FROM state WHERE {_WHERE_KEY} AND version=%(version)s "
+           "AND xmin = pg_current_xact_id()::xid), ")
 # A watch, registered only if the key is not past ``after`` yet and the session is one of
 # the tenant's; returns the key's current version.
 _WATCH = f"""
