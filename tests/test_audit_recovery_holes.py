@@ -39,8 +39,6 @@ async def test_a_killed_session_that_is_cancelled_keeps_the_entries_of_its_steps
         await _check_one_entry_per_record(eng2, "s1")
 
 
-@pytest.mark.xfail(strict=True, reason="open: the audit cursor is a time; records a killed run "
-                   "journaled at times before it (another engine's clock) are skipped")
 async def test_a_killed_run_on_an_engine_whose_clock_is_behind_is_audited(
         db: str | Path) -> None:
     """Engine A parks the session (its audit cursor is A's clock); engine B, whose clock is

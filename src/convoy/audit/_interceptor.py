@@ -25,8 +25,7 @@ when tracing put one in the session's headers.
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,8 +48,9 @@ if TYPE_CHECKING:
 #: The session header tracing keeps its W3C ``traceparent`` in.
 TRACE_HEADER = "convoy.trace"
 _CONFIG_NAMESPACE = "convoy.audit.config"
-#: The session header that says up to when (the store's clock) the session's journal
-#: records have their audit entries.
+#: The session header that says up to when the session's journal records have their audit
+#: entries: the time of the last record audited (the records a session journals are
+#: stamped in increasing time, whichever engine writes them).
 AUDIT_CURSOR = "convoy.audit"
 
 
@@ -88,7 +88,6 @@ class AuditInterceptor(Interceptor):
         self.key_path = key_path
         self.flush_every = flush_every
         self._log: AuditLog | None = None
-        self._clock: Callable[[], float] = time.time
         self._engine: Engine | None = None
         self._versions: set[tuple[str, str, str]] = set()
 
@@ -101,7 +100,6 @@ class AuditInterceptor(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock)
-        self._clock = engine.clock
         self._engine = engine  # its owner id is read at each run's end (it may be set later)
 
     async def session_run(self, input: SessionInput,
@@ -128,10 +126,10 @@ class AuditInterceptor(Interceptor):
             owner = self._owner()
             store.audit_append(i.tenant, entries.take(), wait=False,
                                fence=(i.session_id, owner))
-            input.headers[AUDIT_CURSOR] = repr(self._clock())
+            input.headers[AUDIT_CURSOR] = repr(entries.last_at)
             store.update_headers(i.session_id, owner, input.headers)
 
-        entries = JournalEntries(i.session_id, self._clock, _trace_id(input.headers),
+        entries = JournalEntries(i.session_id, _trace_id(input.headers),
                                  flush_every=self.flush_every, on_full=flush)
         if input.journal:  # what a run that was killed journaled after the cursor
             cursor = _cursor(input.headers.get(AUDIT_CURSOR))
@@ -151,7 +149,7 @@ class AuditInterceptor(Interceptor):
             store.audit_append(i.tenant, bodies, wait=False,
                                fence=(i.session_id, self._owner()))
             if end.status != "completed":  # a completed session never runs again
-                input.headers[AUDIT_CURSOR] = repr(self._clock())
+                input.headers[AUDIT_CURSOR] = repr(entries.last_at)
         return end
 
     def _owner(self) -> str:

@@ -172,22 +172,25 @@ def _response(text: str | None) -> dict[str, Any]:
 
 class JournalEntries:
     """The journal tap of one run of one session: the entries of the records it journals
-    (:func:`entry_of`), held until :meth:`take` (the run's end)."""
+    (:func:`entry_of`, each at its record's time), held until :meth:`take` (the run's
+    end). :attr:`last_at` is the time of the last record seen: every record of the session
+    journaled after it is later (the executor stamps them so), which makes it the audit
+    cursor."""
 
-    __slots__ = ("bodies", "clock", "flush_every", "on_full", "session_id", "trace_id")
+    __slots__ = ("bodies", "flush_every", "last_at", "on_full", "session_id", "trace_id")
 
-    def __init__(self, session_id: str, clock: Callable[[], float],
-                 trace_id: str | None, *, flush_every: int = 1024,
+    def __init__(self, session_id: str, trace_id: str | None, *, flush_every: int = 1024,
                  on_full: Callable[[], None] | None = None) -> None:
         self.session_id = session_id
-        self.clock = clock
         self.trace_id = trace_id
         self.bodies: list[bytes] = []
         self.flush_every = flush_every
         self.on_full = on_full
+        self.last_at: float | None = None
 
     def __call__(self, record: StepRecord) -> None:
-        body = entry_of(record, self.session_id, self.clock(), self.trace_id)
+        self.last_at = at = record.at
+        body = entry_of(record, self.session_id, at, self.trace_id)
         if body is not None:
             bodies = self.bodies
             bodies.append(body)
@@ -198,6 +201,7 @@ class JournalEntries:
         """Add the entries of ``records`` a run journaled without appending them (it was
         killed), in the order they were written, each at its record's time."""
         for r in sorted(records, key=lambda r: r.at):
+            self.last_at = r.at
             body = entry_of(r, self.session_id, r.at, self.trace_id)
             if body is not None:
                 self.bodies.append(body)

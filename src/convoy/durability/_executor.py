@@ -17,6 +17,7 @@ call) is retried only if the step is idempotent; otherwise the session is escala
 from __future__ import annotations
 
 import asyncio
+import math
 import random as _random
 import uuid as _uuid
 import warnings
@@ -122,8 +123,9 @@ class JournaledExecutor:
         clock: the wall clock.
     """
 
-    __slots__ = ("_journal", "clock", "exhausted", "failed_key", "on_nondeterminism", "owner",
-                 "park_after", "replay_only", "session_id", "store", "tap")
+    __slots__ = ("_journal", "_last_at", "clock", "exhausted", "failed_key",
+                 "on_nondeterminism", "owner", "park_after", "replay_only", "session_id",
+                 "store", "tap")
 
     def __init__(self, store: Store, session_id: str, owner: str | None, *,
                  journal: dict[str, StepRecord] | None, replay_only: bool = False,
@@ -133,6 +135,10 @@ class JournaledExecutor:
         self.session_id = session_id
         self.owner = owner
         self._journal = journal or None
+        # The time of the last record the session journaled: every record this run writes
+        # is stamped after it (:meth:`_stamp`), whatever this engine's clock says.
+        self._last_at = max((r.at for r in journal.values()), default=0.0) \
+            if journal else 0.0
         self.replay_only = replay_only
         self.park_after = park_after
         self.clock = clock
@@ -187,9 +193,21 @@ class JournaledExecutor:
                 "(bump its version and start new sessions)", key=key)
         return rec
 
+    def _stamp(self) -> float:
+        """The time of a record this run writes: the clock's, but later than any record
+        the session journaled before, so a session's records are in time order of writing
+        even when the engine that wrote the previous ones has a clock ahead of this one's
+        (an audit cursor, a time, then stays behind every record written after it)."""
+        now = self.clock()
+        if now <= self._last_at:
+            now = math.nextafter(self._last_at, math.inf)
+        self._last_at = now
+        return now
+
     async def _write(self, record: StepRecord, consume_signal: int | None = None) -> None:
         if self.owner is None:
             return
+        record.at = self._stamp()
         try:
             await self.store.append(self.session_id, self.owner, record,
                                     consume_signal=consume_signal)
@@ -253,6 +271,10 @@ class JournaledExecutor:
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
                                 config=config)
         if self.owner is not None:  # ``_write``, inlined: once per step
+            now = self.clock()
+            if now <= self._last_at:
+                now = math.nextafter(self._last_at, math.inf)
+            record.at = self._last_at = now
             try:
                 await self.store.append(self.session_id, self.owner, record)
             except StoreError as e:
