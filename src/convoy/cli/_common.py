@@ -270,7 +270,8 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
                  read_only: bool = False) -> Engine:
     """An engine on ``db``; ``--model`` (if given) overrides every agent's model. A
     ``read_only`` engine (for commands that only read) opens the store read-only: it
-    never creates, migrates or writes it.
+    never creates, migrates or writes it; any other audits the sessions it runs and the
+    decisions it records where the store audits (:mod:`convoy.cli._audited`).
 
     The model is built here, not lazily by the engine, so a typo fails before any session
     starts; it is registered under its spec so the engine closes it. Bad specs exit 2.
@@ -284,6 +285,10 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
         except ImportError as e:
             fail(f"--model {model!r} needs a package that is not installed: {e}")
     check_db_path(db, create=True)
+    if not read_only:
+        from convoy.cli._audited import AuditWhereAudited
+
+        interceptors = [*interceptors, AuditWhereAudited()]
     with convoy_errors():
         return Engine(store_from_url(db, busy_timeout=busy_timeout, read_only=read_only),
                       models=models,

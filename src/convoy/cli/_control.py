@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+from contextlib import suppress
 from typing import Annotated, Any
 
 import typer
 
-from convoy import ESCALATION, Engine
+from convoy import ESCALATION, Engine, UserError
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
     BusyTimeoutOption,
     DbOption,
+    ImportOption,
     Scope,
     TenantOption,
     build_engine,
     fail,
+    import_modules,
     out,
     require_store,
     run_async,
@@ -98,6 +101,7 @@ def cancel(
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
+    imports: ImportOption = None,
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.
 
@@ -105,9 +109,15 @@ def cancel(
     of the tenant --tenant names (default: 'default'), or of every tenant with
     --all-tenants.
 
+    A session whose run was killed ends in a run of its own that executes nothing, when
+    its workflow can be imported (as 'convoy resume' imports it; '--import MODULE' for
+    workflows with explicit names) at the version it was started on: where the store
+    audits its tenant, the steps the killed run journaled are appended to the audit log.
+
     Example: `convoy cancel handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
     scope = tenant_scope(tenant, all_tenants)
+    import_modules(imports)
     require_store(db)
     run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id))
     out.print(f"cancelled session {session_id}", markup=False)
@@ -115,4 +125,10 @@ def cancel(
 
 async def _cancel(engine: Engine, scope: Scope, session_id: str) -> None:
     async with engine:
-        await scope.view(engine).cancel(session_id)
+        view = scope.view(engine)
+        row = await view.session(session_id)
+        if row.unfinished:
+            # Its workflow, so the session's hooks see the cancel (not required).
+            with suppress(UserError, ImportError):
+                engine.workflow_named(row.workflow)
+        await view.cancel(session_id)

@@ -1,0 +1,91 @@
+"""The command line audits where the store audits.
+
+The CLI has none of the application's interceptors, so it cannot know whether the
+application audits a tenant; it goes by the store: the sessions a command runs (``convoy
+run``, ``resume``, ``worker``, ``retry``, a killed session ``convoy cancel`` ends) and the
+decisions it records (``convoy inbox``, an escalation's answer) of a tenant that already
+has an audit log (``convoy audit verify`` lists them) are appended to it, as the
+application's :class:`~convoy.audit.AuditInterceptor` would append them. A tenant with no
+audit log is not audited: the command line keeps the logs an application started, it
+starts none.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from convoy import (
+    DecisionInput,
+    Engine,
+    HumanTask,
+    Interceptor,
+    Next,
+    SessionEnd,
+    SessionInput,
+    UserError,
+)
+
+if TYPE_CHECKING:
+    from convoy.audit import AuditInterceptor
+
+#: How long (seconds) the set of audited tenants is trusted before a session of a tenant
+#: not in it makes the store be asked again (a long-running worker sees a log that an
+#: application starts after it).
+REFRESH_SECONDS = 10.0
+
+
+class AuditWhereAudited(Interceptor):
+    """Audits the sessions and decisions of the tenants whose audit log the store holds,
+    with an :class:`~convoy.audit.AuditInterceptor` (imported only then: it needs the
+    ``audit`` extra)."""
+
+    stage = "audit"
+
+    def __init__(self) -> None:
+        self._audited: frozenset[str] = frozenset()
+        self._read_at = float("-inf")
+        self._audit: AuditInterceptor | None = None
+        self._engine: Engine | None = None
+
+    async def start(self, engine: Engine) -> None:
+        self._engine = engine
+        await self._read()
+
+    async def _read(self) -> None:
+        assert self._engine is not None
+        self._read_at = self._engine.clock()
+        self._audited = frozenset(await self._engine.store.audit_tenants())
+
+    async def _audit_of(self, tenant: str, refresh: bool = False) -> AuditInterceptor | None:
+        """The interceptor that audits ``tenant``, ``None`` if the store does not."""
+        assert self._engine is not None
+        if tenant not in self._audited and refresh and \
+                self._engine.clock() - self._read_at >= REFRESH_SECONDS:
+            await self._read()
+        if tenant not in self._audited:
+            return None
+        if self._audit is None:
+            try:
+                from convoy.audit import AuditInterceptor
+            except ImportError:
+                from convoy.audit._needs import MISSING_CRYPTOGRAPHY
+                raise UserError(f"tenant {tenant!r} is audited and this command would write "
+                                f"to its log: {MISSING_CRYPTOGRAPHY}") from None
+            audit = AuditInterceptor()
+            await audit.start(self._engine)
+            self._audit = audit
+        return self._audit
+
+    async def session_run(self, input: SessionInput,
+                          next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        audit = await self._audit_of(input.info.tenant, refresh=True)
+        if audit is None:
+            return await next(input)
+        return await audit.session_run(input, next)
+
+    async def human_decision(self, input: DecisionInput,
+                             next: Next[DecisionInput, HumanTask]) -> HumanTask:
+        audit = await self._audit_of(input.tenant)
+        if audit is None:
+            return await next(input)
+        return await audit.human_decision(input, next)

@@ -1,0 +1,132 @@
+"""The command line audits where the store audits: the sessions ``convoy resume`` runs and
+the killed session ``convoy cancel`` ends, of a tenant whose audit log the store holds, get
+their entries as the application's ``AuditInterceptor`` would append them; a tenant with
+no log gets none (the command line starts no log)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections import Counter
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+import convoy
+from convoy import ModelRequest
+from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
+from convoy.stores import SQLiteStore
+from tests.clikit import cli, journal, session, tamper, workdir  # noqa: F401  (fixture)
+
+from .conftest import Crash
+
+OK = {"label": "billing"}
+
+
+class CrashAt(convoy.SimModel):
+    """Crashes the process at the ``n``-th call of the model (once)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__({"*": {"output": OK}})
+        self.n, self.seen = n, 0
+
+    async def request(self, request: ModelRequest) -> convoy.ModelResponse:
+        self.seen += 1
+        if self.seen == self.n:
+            raise Crash
+        return await super().request(request)
+
+
+def _flows() -> ModuleType:
+    return importlib.import_module("audited_flows")  # tests/fixtures, on the path
+
+
+def _entries(db: Path, tenant: str = "acme") -> list[AuditEvent]:
+    async def read() -> list[AuditEvent]:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            if tenant not in await store.audit_tenants():
+                return []
+            return [AuditEvent.decode(r.body)
+                    for r in await store.audit_entries(tenant, 0, 10_000)]
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def _check_one_entry_per_record(db: Path, sid: str) -> None:
+    events = [e for e in _entries(db) if e.session_id == sid and e.kind != "config_change"]
+    keys = Counter(e.step_key for e in events)
+    records = [r for r in journal(sid, db) if r.status != "started"]
+    assert sorted(keys) == sorted(r.key for r in records), (keys, records)
+    assert set(keys.values()) == {1}, keys  # none twice
+
+    async def verify() -> int:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            return (await verify_log(AuditLog(store), "acme")).size
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(verify()) == len(_entries(db))
+
+
+def _parked(db: Path, audited: bool) -> None:
+    """The application runs session s1 of tenant acme up to its wait and signals it."""
+    flows = _flows()
+
+    async def run() -> None:
+        async with convoy.Engine(SQLiteStore(db), models={"sim:": convoy.SimModel(
+                {"*": {"output": OK}})}, interceptors=[AuditInterceptor()] if audited
+                else []) as eng:
+            acme = eng.tenant("acme")
+            assert (await acme.run(flows.flow, "hi", session_id="s1")).status == "waiting"
+            await acme.signal("s1", "go", "now")
+
+    asyncio.run(run())
+
+
+def test_convoy_resume_audits_the_sessions_of_an_audited_tenant(tmp_path: Path) -> None:
+    db = tmp_path / "audited.db"
+    _parked(db, audited=True)
+    before = len(_entries(db))
+    res = cli("resume", "--db", str(db), "--tenant", "acme", "--model", "sim:")
+    assert res.code == 0, res.stderr
+    assert session("s1", db).status == "completed"
+    assert len(_entries(db)) > before  # the steps after the wait
+    _check_one_entry_per_record(db, "s1")
+
+
+def test_convoy_resume_starts_no_log_for_a_tenant_that_has_none(tmp_path: Path) -> None:
+    db = tmp_path / "plain.db"
+    _parked(db, audited=False)
+    res = cli("resume", "--db", str(db), "--tenant", "acme", "--model", "sim:")
+    assert res.code == 0, res.stderr
+    assert session("s1", db).status == "completed"
+    assert _entries(db) == []
+
+
+def test_convoy_cancel_of_a_killed_session_audits_what_its_run_journaled(
+        tmp_path: Path) -> None:
+    """The run journals a model call and is killed; the operator cancels the session on
+    the command line instead of resuming it: its journaled steps are in the log."""
+    db, flows = tmp_path / "killed.db", _flows()
+
+    async def run() -> None:
+        async with convoy.Engine(SQLiteStore(db), models={"sim:": CrashAt(2)},
+                                 interceptors=[AuditInterceptor()]) as eng:
+            with pytest.raises(Crash):
+                await eng.tenant("acme").run(flows.flow, "hi", session_id="s1")
+
+    asyncio.run(run())
+    assert [r.kind for r in journal("s1", db)] == ["model"]  # killed in the second call
+    tamper("UPDATE sessions SET lease_until=0 WHERE id='s1'", db=db)  # its engine is gone
+    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme",
+              "--import", "audited_flows")
+    assert res.code == 0, res.stderr
+    assert session("s1", db).status == "cancelled"
+    _check_one_entry_per_record(db, "s1")
