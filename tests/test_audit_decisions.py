@@ -248,6 +248,40 @@ def test_convoy_inbox_answer_is_audited_on_an_audited_store(tmp_path: Path) -> N
     assert verified.code == 0 and f"{len(events)} entries verified" in verified.stdout
 
 
+def test_convoy_inbox_answer_is_traced_where_the_store_keeps_the_trace(
+        tmp_path: Path) -> None:
+    """A session traced to the store gets the span of a decision made on the command line,
+    in its trace; one traced nowhere the command line can see gets none."""
+    db = tmp_path / "convoy.db"
+
+    async def start(traced: bool, sid: str) -> str:
+        ics: list[Interceptor] = [Tracing(exporters=["store"])] if traced else []
+        async with convoy.Engine(db, interceptors=ics) as eng:
+            await eng.run(ask, "c-1", session_id=sid)
+            [task] = [t for t in await eng.inbox.tasks() if t.session_id == sid]
+            return task.id
+
+    traced, plain = asyncio.run(start(True, "t1")), asyncio.run(start(False, "t2"))
+    for task, who in ((traced, "ann"), (plain, "bob")):
+        res = cli("inbox", "answer", task, "--db", str(db), "--by", who,
+                  "--value", '{"approve": true, "cents": 3}')
+        assert res.code == 0, res.stderr
+
+    async def read(sid: str) -> list[dict[str, Any]]:
+        async with convoy.Engine(db) as eng:
+            chunks = await eng.store.kv_all(SPANS_NAMESPACE + sid)
+            return load_chunks(chunks[k] for k in sorted(chunks))
+
+    spans = asyncio.run(read("t1"))
+    [root] = [s for s in spans if s["name"] == "invoke_workflow decisions.ask"]
+    [span] = [s for s in spans if s["name"] == "human_decision"]
+    assert span["trace_id"] == root["trace_id"] and span["parent_id"] == root["span_id"]
+    assert span["attrs"]["convoy.task.id"] == traced and span["status"] == "ok"
+    assert asyncio.run(read("t2")) == []
+    shown = cli("trace", "t1", "--db", str(db))
+    assert shown.code == 0 and "human_decision" in shown.stdout, shown.stderr
+
+
 async def test_an_escalation_answered_by_signal_is_a_decision_of_its_sender(
         db: str | Path) -> None:
     """``engine.signal(sid, ESCALATION, ...)`` answers through the inbox: the decision is

@@ -1,7 +1,8 @@
 """What the commands that record a person's decision share (``convoy inbox answer``,
 ``approve``, ``reject``, and ``convoy signal SESSION convoy.escalation``): who
 decides, and an engine that audits the decision where the store audits
-(:mod:`convoy.cli._audited`).
+(:mod:`convoy.cli._audited`) and traces it where the store keeps the session's trace
+(:mod:`convoy.cli._traced`).
 """
 
 from __future__ import annotations
@@ -34,4 +35,7 @@ def decider_engine(db: str, busy_timeout: float, tenant: str | None, all_tenants
     """An engine for commands that decide: audited where the store audits."""
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    return build_engine(db, busy_timeout=busy_timeout), scope
+    from convoy.cli._traced import TraceWhereTraced
+
+    return build_engine(db, busy_timeout=busy_timeout,
+                        interceptors=[TraceWhereTraced()]), scope
