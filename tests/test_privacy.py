@@ -385,3 +385,26 @@ async def test_another_sessions_copies_of_a_subjects_state_are_erased_with_it(
         kept = await other.state("copies").get(copied.id)
         assert kept.exists and SHARED_NAME not in str(kept.value)  # kept, but unreadable
     assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
+
+
+async def test_the_export_holds_other_sessions_copies_of_the_subjects_data(
+        tmp_path: Path) -> None:
+    """Right of access: what other sessions hold of the subject's data (they read its
+    shared state and wrote from it, sealed under its key) is in the subject's export too,
+    opened; nothing of a session that never read it is."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        noted = await eng.run(note_subject, SHARED_NAME, subject="zed")
+        copied = await eng.run(copy_note, False)  # no subject of its own
+        unrelated = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        assert noted.ok and copied.ok and unrelated.ok
+        doc = await eng.export("zed")
+    assert [s["id"] for s in doc["sessions"]] == [noted.id]
+    [copy] = doc["copies"]["sessions"]
+    assert copy["id"] == copied.id and copy["output"] == f"copied {SHARED_NAME}"
+    assert [st["target"] for st in copy["steps"]] == ["get crm/c-9", f"set copies/{copied.id}"]
+    assert all(SHARED_NAME in json.dumps(st["result"]) for st in copy["steps"]), copy
+    [state] = doc["copies"]["state"]
+    assert (state["namespace"], state["key"], state["value"]) == (
+        "copies", copied.id, {"name": SHARED_NAME})
+    assert IN_NAME not in json.dumps(doc)  # another subject's session is not a copy

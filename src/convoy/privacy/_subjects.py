@@ -14,8 +14,15 @@ from typing import Any
 
 from convoy._errors import UserError
 from convoy.privacy._keys import KeyRing
-from convoy.privacy._seal import is_sealed
-from convoy.stores._protocol import Erasure, Store
+from convoy.privacy._seal import (
+    is_sealed,
+    sealed_subject,
+    session_aad,
+    state_aad,
+    step_aad,
+    unseal,
+)
+from convoy.stores._protocol import Erasure, SessionFilter, Store
 
 
 async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
@@ -35,8 +42,10 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
 async def export_subject(store: Store, keys: KeyRing, tenant: str,
                          subject: str) -> dict[str, Any]:
     """Everything ``store`` holds about ``tenant``'s subject ``subject``, as JSON data:
-    its sessions (input, output, error, headers, every journaled step) and the shared-state
-    versions they wrote. ``store`` must open sealed values (a sealing store)."""
+    its sessions (input, output, error, headers, every journaled step), the shared-state
+    versions they wrote, and ``copies``: what other sessions of the tenant hold of its data
+    (they read it, and what they wrote from it is sealed under its key too), opened.
+    ``store`` must open sealed values (a sealing store)."""
     rows = await store.subject_sessions(tenant, subject)
     if not rows and await store.subject_key_get(tenant, subject) is None:
         raise _unknown(store, tenant, subject, keys.master.ref(tenant, subject),
@@ -55,8 +64,67 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
               "value": _json(e.value), "session": e.session_id, "step": e.step_key,
               "at": e.at}
              for e in await store.state_written_by(tenant, [r.id for r in rows])]
+    copies = await _copies(getattr(store, "inner", store), keys, tenant, subject,
+                           {r.id for r in rows})
     return {"format": "convoy-subject-export/1", "tenant": tenant, "subject": subject,
-            "sessions": sessions, "state": state}
+            "sessions": sessions, "state": state, "copies": copies}
+
+
+async def _copies(raw: Store, keys: KeyRing, tenant: str, subject: str,
+                  own: set[str]) -> dict[str, Any]:
+    """The values of the tenant's other sessions (their input, output, error, journaled
+    steps, and the state versions they wrote) sealed under ``subject``'s key, opened as far
+    as the keys of their layers go. A scan of the tenant's sessions and journals: its cost
+    grows with the tenant, as an access request's does."""
+    sessions: list[dict[str, Any]] = []
+    state: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        rows = await raw.list_sessions(SessionFilter(tenant=tenant, limit=500, offset=offset))
+        if not rows:
+            break
+        offset += len(rows)
+        others = [r for r in rows if r.id not in own]
+        for r in others:
+            found: dict[str, Any] = {}
+            for part, text in (("input", r.input), ("output", r.output), ("error", r.error)):
+                held, value = await _held(keys, tenant, subject,
+                                          session_aad(tenant, r.id, part), text)
+                if held:
+                    found[part] = value
+            steps = []
+            for st in await raw.journal(r.id, tenant=tenant):
+                held, value = await _held(keys, tenant, subject,
+                                          step_aad(tenant, r.id, st.key), st.result)
+                if held:
+                    steps.append({"key": st.key, "kind": st.kind, "target": st.target,
+                                  "status": st.status, "at": st.at, "result": value})
+            if found or steps:
+                sessions.append({"id": r.id, "workflow": r.workflow, "status": r.status,
+                                 "created": r.created, **found, "steps": steps})
+        for e in await raw.state_written_by(tenant, [r.id for r in others]):
+            held, value = await _held(keys, tenant, subject, state_aad(
+                e.tenant, e.namespace, e.key, e.session_id, e.step_key), e.value)
+            if held:
+                state.append({"namespace": e.namespace, "key": e.key, "version": e.version,
+                              "value": value, "session": e.session_id, "step": e.step_key,
+                              "at": e.at})
+    return {"sessions": sessions, "state": state}
+
+
+async def _held(keys: KeyRing, tenant: str, subject: str, aad: str,
+                text: str | None) -> tuple[bool, Any]:
+    """Whether ``text`` has a sealed layer of ``subject``, and its value opened layer by
+    layer (``{"sealed": true}`` from a layer whose key is gone)."""
+    held = False
+    while text is not None and is_sealed(text):
+        name = sealed_subject(text)
+        held = held or name == subject
+        key = await keys.load(tenant, name, create=False)
+        if key is None:
+            return held, {"sealed": True}
+        text = unseal(key, aad, text)
+    return held, _json(text) if held else None
 
 
 async def purge_older_than(store: Store, seconds: float, now: float, *,
