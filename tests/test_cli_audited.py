@@ -14,28 +14,14 @@ from types import ModuleType
 import pytest
 
 import convoy
-from convoy import ModelRequest
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.stores import SQLiteStore
 from tests.clikit import cli, journal, session, tamper, workdir  # noqa: F401  (fixture)
 
 from .conftest import Crash
+from .test_audit_recovery import CrashAt
 
 OK = {"label": "billing"}
-
-
-class CrashAt(convoy.SimModel):
-    """Crashes the process at the ``n``-th call of the model (once)."""
-
-    def __init__(self, n: int) -> None:
-        super().__init__({"*": {"output": OK}})
-        self.n, self.seen = n, 0
-
-    async def request(self, request: ModelRequest) -> convoy.ModelResponse:
-        self.seen += 1
-        if self.seen == self.n:
-            raise Crash
-        return await super().request(request)
 
 
 def _flows() -> ModuleType:
