@@ -408,3 +408,28 @@ async def test_the_export_holds_other_sessions_copies_of_the_subjects_data(
     assert (state["namespace"], state["key"], state["value"]) == (
         "copies", copied.id, {"name": SHARED_NAME})
     assert IN_NAME not in json.dumps(doc)  # another subject's session is not a copy
+
+
+@convoy.workflow(name="privacy.mix")
+async def mix_notes(ctx: convoy.Context, own: str) -> str:
+    got = await ctx.state("crm").get("c-9")  # another subject's data
+    return f"{own} saw {got.value['name']}"
+
+
+async def test_the_export_never_discloses_another_subjects_data(tmp_path: Path) -> None:
+    """A value that holds two subjects' data (a session of one that read the other's
+    state) is in both exports, withheld: a copy for one person must not show another's."""
+    db = tmp_path / "convoy.db"
+    bob_value = "Bob Hiddenname-Quist"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        mixed = await eng.run(mix_notes, bob_value, subject="bob")
+        assert mixed.ok and mixed.output == f"{bob_value} saw {SHARED_NAME}"
+        zed, bob = await eng.export("zed"), await eng.export("bob")
+    assert bob_value not in json.dumps(zed) and SHARED_NAME not in json.dumps(bob)
+    [copy] = zed["copies"]["sessions"]
+    assert copy["id"] == mixed.id and copy["output"]["withheld"]
+    [own] = bob["sessions"]
+    assert own["input"] == bob_value  # bob's alone: opened
+    assert own["output"] == {"sealed": True,
+                             "withheld": "it holds another data subject's data too"}

@@ -61,8 +61,10 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
         busy_timeout: BusyTimeoutOption = 10.0) -> None:
     """Write everything the store holds about a data subject of the tenant --tenant names
-    as JSON (the right of access): their sessions with inputs, outputs and every step, and
-    the shared-state versions those sessions wrote. Needs the master key.
+    as JSON (the right of access): their sessions with inputs, outputs and every step, the
+    shared-state versions those sessions wrote, and under "copies" what other sessions
+    hold of their data. A value that also holds another subject's data is withheld.
+    Needs the master key.
 
     Example: `convoy export customer-42 -o customer-42.json`
     """
@@ -77,8 +79,10 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
         output.write_text(text + "\n")
     except OSError as e:
         fail(f"cannot write {str(output)!r}: {e.strerror or e}")
-    out.print(f"wrote {len(doc['sessions'])} session(s) of subject {subject!r} to {output}",
-              markup=False)
+    copies = len(doc["copies"]["sessions"])
+    out.print(f"wrote {len(doc['sessions'])} session(s) of subject {subject!r}"
+              + (f" and {copies} other session(s)' copies of their data" if copies else "")
+              + f" to {output}", markup=False)
 
 
 async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:

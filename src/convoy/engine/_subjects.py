@@ -50,8 +50,10 @@ class SubjectRights:
 
     async def export(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
         """Everything the store holds about a data subject of ``tenant``, as JSON data
-        (the right of access): sessions with inputs, outputs and every step, and the
-        shared-state versions they wrote.
+        (the right of access): sessions with inputs, outputs and every step, the
+        shared-state versions they wrote, and ``copies``: what other sessions of the
+        tenant hold of the subject's data. A value that also holds another subject's data
+        is withheld (``{"sealed": true, "withheld": ...}``).
 
         Raises:
             UserError: the subject is unknown (or erased), or no master key is configured.

@@ -22,7 +22,7 @@ from convoy.privacy._seal import (
     step_aad,
     unseal,
 )
-from convoy.stores._protocol import Erasure, SessionFilter, Store
+from convoy.stores._protocol import Erasure, SessionFilter, SessionRow, Store
 
 
 async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
@@ -44,87 +44,108 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
     """Everything ``store`` holds about ``tenant``'s subject ``subject``, as JSON data:
     its sessions (input, output, error, headers, every journaled step), the shared-state
     versions they wrote, and ``copies``: what other sessions of the tenant hold of its data
-    (they read it, and what they wrote from it is sealed under its key too), opened.
-    ``store`` must open sealed values (a sealing store)."""
-    rows = await store.subject_sessions(tenant, subject)
-    if not rows and await store.subject_key_get(tenant, subject) is None:
+    (they read it, and what they wrote from it is sealed under its key too).
+
+    A value is opened only when every sealed layer of it is the subject's: one that holds
+    another subject's data too (a session that read both) is ``{"sealed": true,
+    "withheld": ...}``, since a copy for one person must not disclose another's data; one
+    whose key is gone (an erased subject) is ``{"sealed": true}``."""
+    raw = getattr(store, "inner", store)  # values as stored: opened here, layer by layer
+    rows = await raw.subject_sessions(tenant, subject)
+    if not rows and await raw.subject_key_get(tenant, subject) is None:
         raise _unknown(store, tenant, subject, keys.master.ref(tenant, subject),
-                       await store.erasures(tenant=tenant))
-    sessions = []
-    for r in rows:
-        journal = await store.journal(r.id, tenant=tenant)
-        sessions.append({
-            "id": r.id, "workflow": r.workflow, "version": r.version, "status": r.status,
-            "created": r.created, "finished": r.finished, "input": _json(r.input),
-            "output": _json(r.output), "error": _json(r.error), "headers": r.header_map,
-            "steps": [{"key": s.key, "kind": s.kind, "target": s.target, "status": s.status,
-                       "agent": s.agent, "at": s.at, "result": _json(s.result)}
-                      for s in journal]})
-    state = [{"namespace": e.namespace, "key": e.key, "version": e.version,
-              "value": _json(e.value), "session": e.session_id, "step": e.step_key,
-              "at": e.at}
-             for e in await store.state_written_by(tenant, [r.id for r in rows])]
-    copies = await _copies(getattr(store, "inner", store), keys, tenant, subject,
-                           {r.id for r in rows})
-    return {"format": "convoy-subject-export/1", "tenant": tenant, "subject": subject,
-            "sessions": sessions, "state": state, "copies": copies}
-
-
-async def _copies(raw: Store, keys: KeyRing, tenant: str, subject: str,
-                  own: set[str]) -> dict[str, Any]:
-    """The values of the tenant's other sessions (their input, output, error, journaled
-    steps, and the state versions they wrote) sealed under ``subject``'s key, opened as far
-    as the keys of their layers go. A scan of the tenant's sessions and journals: its cost
-    grows with the tenant, as an access request's does."""
-    sessions: list[dict[str, Any]] = []
-    state: list[dict[str, Any]] = []
+                       await raw.erasures(tenant=tenant))
+    opener = _Opener(keys, tenant, subject)
+    sessions = [await _session(raw, opener, r, always=True) for r in rows]
+    state = await _state(raw, opener, [r.id for r in rows], always=True)
+    copies: list[dict[str, Any]] = []
+    copied_state: list[dict[str, Any]] = []
+    own = {r.id for r in rows}
     offset = 0
-    while True:
-        rows = await raw.list_sessions(SessionFilter(tenant=tenant, limit=500, offset=offset))
-        if not rows:
+    while True:  # the tenant's other sessions: a scan, as an access request's is
+        page = await raw.list_sessions(SessionFilter(tenant=tenant, limit=500, offset=offset))
+        if not page:
             break
-        offset += len(rows)
-        others = [r for r in rows if r.id not in own]
+        offset += len(page)
+        others = [r for r in page if r.id not in own]
         for r in others:
-            found: dict[str, Any] = {}
-            for part, text in (("input", r.input), ("output", r.output), ("error", r.error)):
-                held, value = await _held(keys, tenant, subject,
-                                          session_aad(tenant, r.id, part), text)
-                if held:
-                    found[part] = value
-            steps = []
-            for st in await raw.journal(r.id, tenant=tenant):
-                held, value = await _held(keys, tenant, subject,
-                                          step_aad(tenant, r.id, st.key), st.result)
-                if held:
-                    steps.append({"key": st.key, "kind": st.kind, "target": st.target,
-                                  "status": st.status, "at": st.at, "result": value})
-            if found or steps:
-                sessions.append({"id": r.id, "workflow": r.workflow, "status": r.status,
-                                 "created": r.created, **found, "steps": steps})
-        for e in await raw.state_written_by(tenant, [r.id for r in others]):
-            held, value = await _held(keys, tenant, subject, state_aad(
-                e.tenant, e.namespace, e.key, e.session_id, e.step_key), e.value)
-            if held:
-                state.append({"namespace": e.namespace, "key": e.key, "version": e.version,
-                              "value": value, "session": e.session_id, "step": e.step_key,
-                              "at": e.at})
-    return {"sessions": sessions, "state": state}
+            found = await _session(raw, opener, r, always=False)
+            if found["steps"] or any(p in found for p in _PARTS):
+                copies.append(found)
+        copied_state += await _state(raw, opener, [r.id for r in others], always=False)
+    return {"format": "convoy-subject-export/1", "tenant": tenant, "subject": subject,
+            "sessions": sessions, "state": state,
+            "copies": {"sessions": copies, "state": copied_state}}
 
 
-async def _held(keys: KeyRing, tenant: str, subject: str, aad: str,
-                text: str | None) -> tuple[bool, Any]:
-    """Whether ``text`` has a sealed layer of ``subject``, and its value opened layer by
-    layer (``{"sealed": true}`` from a layer whose key is gone)."""
-    held = False
-    while text is not None and is_sealed(text):
-        name = sealed_subject(text)
-        held = held or name == subject
-        key = await keys.load(tenant, name, create=False)
-        if key is None:
-            return held, {"sealed": True}
-        text = unseal(key, aad, text)
-    return held, _json(text) if held else None
+_PARTS = ("input", "output", "error")
+_NOT_HELD = object()
+_WITHHELD = {"sealed": True, "withheld": "it holds another data subject's data too"}
+
+
+class _Opener:
+    """Opens the values of one subject's export (see :func:`export_subject`)."""
+
+    def __init__(self, keys: KeyRing, tenant: str, subject: str) -> None:
+        self.keys, self.tenant, self.subject = keys, tenant, subject
+
+    async def open(self, aad: str, text: str | None, *, always: bool) -> Any:
+        """The value to export; ``_NOT_HELD`` for one with no sealed layer of the subject,
+        unless ``always`` (a value of the subject's own session: plain ones are its too)."""
+        layers: list[str] = []
+        gone = False
+        while text is not None and is_sealed(text):
+            name = sealed_subject(text)
+            layers.append(name)
+            key = await self.keys.load(self.tenant, name, create=False)
+            if key is None:
+                gone = True
+                break
+            text = unseal(key, aad, text)
+        if self.subject not in layers and not (always and not layers):
+            return {"sealed": True} if always else _NOT_HELD
+        if any(name != self.subject for name in layers):
+            return dict(_WITHHELD)
+        return {"sealed": True} if gone else _json(text)
+
+
+async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
+                   always: bool) -> dict[str, Any]:
+    """One session's part of the export: all of it (``always``: the subject's own), or
+    only the values that hold the subject's data (another session's copies)."""
+    t, sid = opener.tenant, r.id
+    out: dict[str, Any] = {"id": sid, "workflow": r.workflow, "version": r.version,
+                           "status": r.status, "created": r.created, "finished": r.finished}
+    for part, text in (("input", r.input), ("output", r.output), ("error", r.error)):
+        value = await opener.open(session_aad(t, sid, part), text, always=always)
+        if value is not _NOT_HELD:
+            out[part] = value
+    if always:
+        out["headers"] = r.header_map
+    steps = []
+    for st in await raw.journal(sid, tenant=t):
+        value = await opener.open(step_aad(t, sid, st.key), st.result, always=always)
+        if value is not _NOT_HELD:
+            steps.append({"key": st.key, "kind": st.kind, "target": st.target,
+                          "status": st.status, "agent": st.agent, "at": st.at,
+                          "result": value})
+    out["steps"] = steps
+    return out
+
+
+async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
+                 always: bool) -> list[dict[str, Any]]:
+    """The shared-state versions these sessions wrote (``always``), or those of them that
+    hold the subject's data."""
+    out = []
+    for e in await raw.state_written_by(opener.tenant, session_ids):
+        value = await opener.open(state_aad(e.tenant, e.namespace, e.key, e.session_id,
+                                            e.step_key), e.value, always=always)
+        if value is not _NOT_HELD:
+            out.append({"namespace": e.namespace, "key": e.key, "version": e.version,
+                        "value": value, "session": e.session_id, "step": e.step_key,
+                        "at": e.at})
+    return out
 
 
 async def purge_older_than(store: Store, seconds: float, now: float, *,
