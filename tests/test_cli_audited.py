@@ -16,7 +16,14 @@ import pytest
 import convoy
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.stores import SQLiteStore
-from tests.clikit import cli, journal, session, tamper, workdir  # noqa: F401  (fixture)
+from tests.clikit import (  # noqa: F401  (workdir: a fixture)
+    cli,
+    journal,
+    one_line_error,
+    session,
+    tamper,
+    workdir,
+)
 
 from .conftest import Crash
 from .test_audit_recovery import CrashAt
@@ -100,7 +107,20 @@ def test_convoy_cancel_of_a_killed_session_audits_what_its_run_journaled(
         tmp_path: Path) -> None:
     """The run journals a model call and is killed; the operator cancels the session on
     the command line instead of resuming it: its journaled steps are in the log."""
-    db, flows = tmp_path / "killed.db", _flows()
+    db = tmp_path / "killed.db"
+    _killed(db)
+    assert [r.kind for r in journal("s1", db)] == ["model"]  # killed in the second call
+    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme",
+              "--import", "audited_flows")
+    assert res.code == 0, res.stderr
+    assert session("s1", db).status == "cancelled"
+    _check_one_entry_per_record(db, "s1")
+
+
+def _killed(db: Path) -> None:
+    """The application's run of s1 (tenant acme, audited) journals a model call and is
+    killed; its engine is gone (its lease lapsed)."""
+    flows = _flows()
 
     async def run() -> None:
         async with convoy.Engine(SQLiteStore(db), models={"sim:": CrashAt(2)},
@@ -109,10 +129,37 @@ def test_convoy_cancel_of_a_killed_session_audits_what_its_run_journaled(
                 await eng.tenant("acme").run(flows.flow, "hi", session_id="s1")
 
     asyncio.run(run())
-    assert [r.kind for r in journal("s1", db)] == ["model"]  # killed in the second call
-    tamper("UPDATE sessions SET lease_until=0 WHERE id='s1'", db=db)  # its engine is gone
-    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme",
-              "--import", "audited_flows")
+    tamper("UPDATE sessions SET lease_until=0 WHERE id='s1'", db=db)
+
+
+def test_convoy_cancel_refuses_to_lose_a_killed_runs_entries_unless_forced(
+        tmp_path: Path) -> None:
+    """The killed session's workflow cannot be loaded where the operator cancels it (its
+    module's import fails): cancelling would leave the killed run's steps unaudited, so it
+    is refused in one line; --force cancels it, and says what is not audited."""
+    db = tmp_path / "killed.db"
+    _killed(db)
+    tamper("UPDATE sessions SET workflow='boom_flows:flow' WHERE id='s1'", db=db)
+    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme")
+    one_line_error(res, 2, "RuntimeError: config missing: set API_KEY")
+    assert "--force" in res.stderr and session("s1", db).status == "running"
+    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme", "--force")
     assert res.code == 0, res.stderr
+    assert "not audited (--force)" in res.stderr and "Traceback" not in res.stderr
     assert session("s1", db).status == "cancelled"
-    _check_one_entry_per_record(db, "s1")
+
+
+def test_convoy_cancel_of_a_waiting_session_imports_nothing(tmp_path: Path) -> None:
+    """A parked session ends without a run: its workflow's module is not imported (an
+    application whose import fails is when an operator cancels)."""
+    db = tmp_path / "parked.db"
+    _parked(db, audited=True)
+    tamper("UPDATE sessions SET workflow='boom_flows:flow' WHERE id='s1'", db=db)
+    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme")
+    assert res.code == 0 and res.stderr == "", res.stderr
+    assert session("s1", db).status == "cancelled"
+
+
+def test_a_module_whose_import_fails_is_one_line() -> None:
+    one_line_error(cli("resume", "--import", "boom_flows"), 2,
+                   "importing module 'boom_flows' failed: RuntimeError: config missing")

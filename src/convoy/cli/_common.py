@@ -221,6 +221,8 @@ def import_modules(modules: list[str] | None) -> list[Any]:
         except ImportError as e:
             fail(f"cannot import module {name!r}: {e}. Run from the directory that contains "
                  "it, or put it on PYTHONPATH")
+        except Exception as e:  # the module's own code failed: one line, not its traceback
+            fail(f"importing module {name!r} failed: {type(e).__name__}: {e}")
     return imported
 
 

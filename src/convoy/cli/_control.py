@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from contextlib import suppress
 from typing import Annotated, Any
 
 import typer
@@ -19,6 +18,7 @@ from convoy.cli._common import (
     Scope,
     TenantOption,
     build_engine,
+    err,
     fail,
     import_modules,
     out,
@@ -102,6 +102,10 @@ def cancel(
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
     imports: ImportOption = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Cancel a killed session of an audited tenant even when its "
+        "workflow cannot be loaded here (the steps its killed run journaled stay "
+        "unaudited).")] = False,
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.
 
@@ -109,26 +113,49 @@ def cancel(
     of the tenant --tenant names (default: 'default'), or of every tenant with
     --all-tenants.
 
-    A session whose run was killed ends in a run of its own that executes nothing, when
-    its workflow can be imported (as 'convoy resume' imports it; '--import MODULE' for
+    A session whose run was killed ends in a run of its own that executes nothing, with
+    its workflow imported (as 'convoy resume' imports it; '--import MODULE' for
     workflows with explicit names) at the version it was started on: where the store
     audits its tenant, the steps the killed run journaled are appended to the audit log.
+    If the workflow cannot be loaded there, the cancel is refused (--force cancels it
+    without those entries).
 
     Example: `convoy cancel handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
-    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id))
+    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id, force))
     out.print(f"cancelled session {session_id}", markup=False)
 
 
-async def _cancel(engine: Engine, scope: Scope, session_id: str) -> None:
+async def _cancel(engine: Engine, scope: Scope, session_id: str, force: bool) -> None:
     async with engine:
         view = scope.view(engine)
         row = await view.session(session_id)
-        if row.unfinished:
-            # Its workflow, so the session's hooks see the cancel (not required).
-            with suppress(UserError, ImportError):
-                engine.workflow_named(row.workflow)
+        seen, why = True, ""
+        if row.status in ("running", "pending"):
+            # A killed (or never started) run ends in a run of its own when the session's
+            # workflow is here at its version: its hooks see it (audit appends what the
+            # killed run journaled).
+            try:
+                seen = engine.workflow_named(row.workflow).version == row.version
+            except UserError as e:
+                seen, why = False, str(e)
+            except Exception as e:  # the application's import code, whatever it raised
+                seen, why = False, f"{type(e).__name__}: {e}"
+            else:
+                why = f"it is at version {row.version!r}, the one imported is not"
+        killed = row.status == "running" and (row.lease_until or 0.0) <= engine.clock()
+        lost = not seen and killed and row.tenant in await engine.store.audit_tenants()
+        if lost and not force:
+            raise UserError(
+                f"session {row.id!r} was killed while running and its tenant is audited, "
+                f"but its workflow {row.workflow!r} could not be loaded ({why}): cancelling "
+                "it here would leave the steps its killed run journaled unaudited. Pass "
+                "--import MODULE (or run from the application's directory), or --force to "
+                "cancel it anyway")
         await view.cancel(session_id)
+        if lost:
+            err.print(f"warning: the steps the killed run of session {row.id} journaled "
+                      "are not audited (--force)", markup=False, soft_wrap=True)

@@ -112,6 +112,9 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
         raise UserError(f"cannot import module {module_name!r} for workflow {ref!r}: {e}. "
                         "Run from the directory that contains it, or put it on PYTHONPATH"
                         ) from e
+    except Exception as e:  # the module's own code failed on import
+        raise UserError(f"importing module {module_name!r} for workflow {ref!r} failed: "
+                        f"{type(e).__name__}: {e}") from e
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
