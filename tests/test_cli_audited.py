@@ -163,3 +163,30 @@ def test_convoy_cancel_of_a_waiting_session_imports_nothing(tmp_path: Path) -> N
 def test_a_module_whose_import_fails_is_one_line() -> None:
     one_line_error(cli("resume", "--import", "boom_flows"), 2,
                    "importing module 'boom_flows' failed: RuntimeError: config missing")
+
+
+def test_an_engine_of_the_command_line_opened_before_the_log_audits_the_session(
+        tmp_path: Path) -> None:
+    """A long-running engine of the command line (say ``convoy worker``) opened before the
+    application started the tenant's log: the session the application parked and the
+    worker finishes gets its entries (no window in which its steps go unaudited)."""
+    from convoy.cli._common import build_engine
+
+    db = tmp_path / "later.db"
+    flows = _flows()
+
+    async def run() -> None:
+        worker = build_engine(str(db), model="sim:")
+        async with worker:  # the store has no audit log yet
+            assert await worker.store.audit_tenants() == []
+            async with convoy.Engine(SQLiteStore(db), models={"sim:": convoy.SimModel(
+                    {"*": {"output": OK}})}, interceptors=[AuditInterceptor()]) as app:
+                acme = app.tenant("acme")
+                assert (await acme.run(flows.flow, "hi", session_id="s1")).status == \
+                    "waiting"
+                await acme.signal("s1", "go", "now")
+            [res] = await worker.tenant("acme").resume()
+            assert res.ok, res
+
+    asyncio.run(run())
+    _check_one_entry_per_record(db, "s1")

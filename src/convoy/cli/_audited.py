@@ -28,9 +28,15 @@ from convoy import (
 if TYPE_CHECKING:
     from convoy.audit import AuditInterceptor
 
-#: How long (seconds) the set of audited tenants is trusted before a session of a tenant
-#: not in it makes the store be asked again (a long-running worker sees a log that an
-#: application starts after it).
+#: The session header of the audit cursor (``convoy.audit._interceptor.AUDIT_CURSOR``: not
+#: imported, the ``audit`` extra may be missing).
+AUDIT_CURSOR = "convoy.audit"
+
+#: How long (seconds) the set of audited tenants is trusted before a new session of a
+#: tenant not in it makes the store be asked again (a long-running worker sees a log that
+#: an application starts after it). A session an audited engine ran before (the audit
+#: cursor in its headers) is audited at once, and one that journaled before makes the
+#: store be asked at once.
 REFRESH_SECONDS = 10.0
 
 
@@ -56,11 +62,14 @@ class AuditWhereAudited(Interceptor):
         self._read_at = self._engine.clock()
         self._audited = frozenset(await self._engine.store.audit_tenants())
 
-    async def _audit_of(self, tenant: str, refresh: bool = False) -> AuditInterceptor | None:
-        """The interceptor that audits ``tenant``, ``None`` if the store does not."""
+    async def _audit_of(self, tenant: str, refresh: bool = False,
+                        now: bool = False) -> AuditInterceptor | None:
+        """The interceptor that audits ``tenant``, ``None`` if the store does not. The
+        store is asked again (``refresh``) when its answer is older than
+        :data:`REFRESH_SECONDS`, or at once (``now``)."""
         assert self._engine is not None
-        if tenant not in self._audited and refresh and \
-                self._engine.clock() - self._read_at >= REFRESH_SECONDS:
+        if tenant not in self._audited and refresh and (
+                now or self._engine.clock() - self._read_at >= REFRESH_SECONDS):
             await self._read()
         if tenant not in self._audited:
             return None
@@ -78,7 +87,12 @@ class AuditWhereAudited(Interceptor):
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
-        audit = await self._audit_of(input.info.tenant, refresh=True)
+        tenant = input.info.tenant
+        if tenant not in self._audited and AUDIT_CURSOR in input.headers:
+            self._audited |= {tenant}  # an audited engine ran it: the tenant has a log
+        # A session that journaled before (a resume) is asked about at once: an
+        # application may have started its tenant's log since the set was read.
+        audit = await self._audit_of(tenant, refresh=True, now=bool(input.journal))
         if audit is None:
             return await next(input)
         return await audit.session_run(input, next)
