@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import convoy
-from convoy.audit import AuditInterceptor
+from convoy.audit import AuditEvent, AuditInterceptor
 from convoy.stores import store_from_url
 
 from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
@@ -94,3 +94,40 @@ async def test_a_run_whose_end_is_refused_after_a_takeover_appends_nothing(
             gate.set()
             assert (await run_a).status == "running"  # refused: B has finished it
             await _check_one_entry_per_record(b, "s1")
+
+
+_CHARGES: list[int] = []
+
+
+@convoy.workflow(name="audit.escalated")
+async def _escalating(ctx: convoy.Context, x: int) -> str:
+    async def charge() -> str:
+        _CHARGES.append(x)
+        raise convoy.Escalated("the card processor needs a person")
+
+    return await ctx.step("charge", charge)
+
+
+async def test_an_escalation_completed_on_an_engine_whose_clock_is_behind_is_audited(
+        db: str | Path) -> None:
+    """Engine A, whose clock is an hour ahead, runs the session until a step escalates
+    (its audit cursor is that step's failure); a person completes the step by hand through
+    engine B, whose clock is behind, and B resumes the session: the step's completion is
+    audited."""
+    now = time.time()
+    store_a = store_from_url(str(db), clock=lambda: now + 3600)
+    async with convoy.Engine(store_a, interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(_escalating, 1, session_id="e1")).status == "escalated"
+    async with convoy.Engine(store_from_url(str(db), clock=lambda: now),
+                             workflows=[_escalating],
+                             interceptors=[AuditInterceptor()]) as eng_b:
+        await eng_b.signal("e1", convoy.ESCALATION, {"action": "complete",
+                                                     "result": "charged by hand"})
+        [res] = await eng_b.resume()
+        assert res.ok and res.output == "charged by hand", res
+        [record] = [r for r in await eng_b.journal("e1") if r.target == "charge"]
+        events = [AuditEvent.decode(r.body)
+                  for r in await eng_b.store.audit_entries("default", 0, 100)]
+    assert [(e.status, e.at) for e in events if e.step_key == record.key
+            and e.kind == "effect"] == [
+        ("Escalated", pytest.approx(now + 3600, abs=60)), ("ok", record.at)]

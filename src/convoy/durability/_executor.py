@@ -108,6 +108,15 @@ def decode_json(text: str) -> Any:
     return from_json(text)
 
 
+def stamp_after(latest: float, now: float) -> float:
+    """The time to stamp a session's next record with: ``now`` (the writer's clock), but
+    later than ``latest``, the last record the session journaled, so a session's records
+    are in time order of writing even when the engine that wrote the previous ones has a
+    clock ahead of this one's (an audit cursor, a time, then stays behind every record
+    written after it)."""
+    return now if now > latest else math.nextafter(latest, math.inf)
+
+
 class JournaledExecutor:
     """:class:`StepExecutor` on a store: journal records, replay, durable waits.
 
@@ -194,14 +203,8 @@ class JournaledExecutor:
         return rec
 
     def _stamp(self) -> float:
-        """The time of a record this run writes: the clock's, but later than any record
-        the session journaled before, so a session's records are in time order of writing
-        even when the engine that wrote the previous ones has a clock ahead of this one's
-        (an audit cursor, a time, then stays behind every record written after it)."""
-        now = self.clock()
-        if now <= self._last_at:
-            now = math.nextafter(self._last_at, math.inf)
-        self._last_at = now
+        """The time of a record this run writes (:func:`stamp_after`)."""
+        self._last_at = now = stamp_after(self._last_at, self.clock())
         return now
 
     async def _write(self, record: StepRecord, consume_signal: int | None = None) -> None:

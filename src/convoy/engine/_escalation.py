@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from pydantic_core import to_json
 
 from convoy._errors import UserError
+from convoy.durability._executor import stamp_after
 from convoy.stores._protocol import SessionOutcome, SessionRow, StepRecord, Store
 
 #: The signal that answers an escalated session: ``{"action": "retry" | "complete" |
@@ -38,7 +40,10 @@ async def answer_escalation(store: Store, row: SessionRow, decision: Any) -> Non
         if rec is None:
             raise UserError(f"session {row.id!r} escalated outside a step; answer it "
                             "with 'retry' or 'fail'")
+        # Stamped after the session's records, like every record (whatever this clock).
+        at = stamp_after(max(r.at for r in journal.values()),
+                         getattr(store, "clock", time.time)())
         await store.reopen(row.id, tenant=row.tenant, journal=StepRecord(
             key=rec.key, kind=rec.kind, target=rec.target, status="completed",
             result=to_json(decision.get("result")).decode(), input_hash=rec.input_hash,
-            agent=rec.agent))
+            agent=rec.agent, at=at))
