@@ -131,3 +131,42 @@ async def test_an_escalation_completed_on_an_engine_whose_clock_is_behind_is_aud
     assert [(e.status, e.at) for e in events if e.step_key == record.key
             and e.kind == "effect"] == [
         ("Escalated", pytest.approx(now + 3600, abs=60)), ("ok", record.at)]
+
+
+class _OldCursor(convoy.Interceptor):
+    """What Convoy wrote as a session's audit cursor before records were stamped in order:
+    the engine's clock when the run ended (here a second after its last record)."""
+
+    stage = "timing"  # outermost: it writes the header after the audit interceptor
+
+    def __init__(self, at: float) -> None:
+        self.at = at
+
+    async def session_run(self, input: convoy.SessionInput,
+                          next: convoy.Next[convoy.SessionInput, convoy.SessionEnd]
+                          ) -> convoy.SessionEnd:
+        end = await next(input)
+        input.headers["convoy.audit"] = repr(self.at)
+        return end
+
+
+async def test_a_cursor_written_before_the_upgrade_loses_no_entries(db: str | Path) -> None:
+    """A session parked by an older Convoy (its cursor a clock's time, ahead of its last
+    record) is resumed by this one on an engine whose clock is behind, which is killed;
+    the next resume audits what the killed run journaled."""
+    now = time.time()
+    flow = _flow(convoy.SimModel({"*": {"output": {"label": "billing", "confidence": 0.9}}}))
+    store_a = store_from_url(str(db), clock=lambda: now + 60)
+    async with convoy.Engine(store_a, workflows=[flow], interceptors=[
+            AuditInterceptor(), _OldCursor(now + 61)]) as eng:
+        assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
+        await eng.signal("s1", "go", "now")
+    store_b = store_from_url(str(db), clock=lambda: now)
+    async with convoy.Engine(store_b, workflows=[_flow(CrashAt(2))],
+                             interceptors=[AuditInterceptor()]) as eng_b:
+        with pytest.raises(BaseExceptionGroup):
+            await eng_b.resume()
+    async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng_c:
+        [res] = await eng_c.resume()
+        assert res.ok, res
+        await _check_one_entry_per_record(eng_c, "s1")
