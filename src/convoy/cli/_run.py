@@ -61,7 +61,7 @@ def run(
         "escalated, waits or was left unfinished, or a skipped line, fails the command.")
     ] = False,
     tenant: Annotated[str | None, typer.Option(
-        "--tenant", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
+        "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
         callback=tenant_option, show_default=False,
         help=f"The tenant the sessions belong to (default: {DEFAULT_TENANT!r}); "
              "'convoy sessions list --tenant NAME' shows them.")] = None,
