@@ -433,3 +433,59 @@ async def test_the_export_never_discloses_another_subjects_data(tmp_path: Path) 
     assert own["input"] == bob_value  # bob's alone: opened
     assert own["output"] == {"sealed": True,
                              "withheld": "it holds another data subject's data too"}
+
+
+@convoy.workflow(name="privacy.escalate_on")
+async def escalate_on(ctx: convoy.Context, own: str) -> str:
+    got = await ctx.state("crm").get("c-9")  # another subject's data
+
+    async def charge() -> str:
+        raise convoy.Escalated(f"cannot charge {got.value['name']}")
+
+    return await ctx.step("charge", charge)
+
+
+async def test_an_escalation_failed_by_a_person_keeps_the_other_subjects_seal(
+        tmp_path: Path) -> None:
+    """Bob's session read Zed's state and escalated with Zed's name in its error; a person
+    fails it from another engine: the error that ends it is still sealed under Zed's key
+    too (withheld from Bob's export, unreadable once Zed is erased)."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        res = await eng.run(escalate_on, "bob's", subject="bob")
+        assert res.status == "escalated"
+    async with engine(db, workflows=[escalate_on]) as other:
+        await other.signal(res.id, convoy.ESCALATION, {"action": "fail", "reason": "no"})
+        bob = await other.export("bob")
+        assert bob["sessions"][0]["status"] == "failed"
+        assert SHARED_NAME not in json.dumps(bob), bob["sessions"][0]["error"]
+        await other.erase("zed")
+        row = await other.store.get_session(res.id)
+        assert row is not None and SHARED_NAME not in json.dumps(row.error_record)
+    assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
+
+
+@convoy.workflow(name="privacy.escalate_own")
+async def escalate_own(ctx: convoy.Context, name: str) -> str:
+    async def charge() -> str:
+        raise convoy.Escalated(f"cannot charge {name}")
+
+    return await ctx.step("charge", charge)
+
+
+async def test_an_answered_escalation_of_a_subject_is_sealed_and_erased(
+        tmp_path: Path) -> None:
+    """The task that answers an escalated session holds its error (the subject's data):
+    it is sealed at rest and erased with the subject, whatever the answer."""
+    db = tmp_path / "convoy.db"
+    async with engine(db, workflows=[escalate_own]) as eng:
+        for sid, action in (("e1", "fail"), ("e2", "retry"), ("e3", "complete")):
+            res = await eng.run(escalate_own, IN_NAME, subject="s-1", session_id=sid)
+            assert res.status == "escalated"
+            await eng.signal(sid, convoy.ESCALATION, {"action": action, "result": "done",
+                                                      "by": "ann"})
+        assert scan(files_of(tmp_path), (IN_NAME,)) == {}  # sealed at rest
+        assert IN_NAME in json.dumps(await eng.export("s-1"))  # and readable
+        await eng.erase("s-1")
+    assert scan(files_of(tmp_path), (IN_NAME,)) == {}

@@ -261,15 +261,17 @@ class Inbox:
             "action": _SESSION_ACTION[decision.action], "result": decision.value,
             "reason": reason})
         done = task.model_copy(update={"status": "answered", "decision": decision})
-        written = await self._write(task, done, audit)
+        # Written on the session's behalf: its error (in the task) is the session's data,
+        # sealed as the session's are, and erased with it.
+        written = await self._write(task, done, audit, writer=row.id)
         return written
 
     async def _write(self, task: HumanTask, new: HumanTask,
-                     audit: Sequence[bytes] = ()) -> HumanTask:
+                     audit: Sequence[bytes] = (), writer: str | None = None) -> HumanTask:
         engine = self.__engine
         res = await engine.store.state_put(StateWrite(
             tenant=task.tenant, namespace=INBOX, key=task.id, value=new.model_dump_json(),
-            expected_version=task.version, audit=audit))
+            expected_version=task.version, session_id=writer, audit=audit))
         if not res.written or res.entry is None:
             raise _changed(task, res.entry)
         engine._poke()

@@ -118,11 +118,17 @@ class SealingStore:
                 return row
             if track:
                 self._live[row.id] = (row.tenant, row.subject, key)
+        # A row read to be acted on (``track``: it may be finished next, its error or
+        # output built from what is read here) learns whose data it holds, so what is
+        # written from it is sealed under their keys again.
+        reader, own = (sid, row.subject) if track else (None, None)
         return replace(
-            row, input=await self._open_text(t, session_aad(t, sid, "input"), row.input)
-            or "",
-            output=await self._open_text(t, session_aad(t, sid, "output"), row.output),
-            error=await self._open_text(t, session_aad(t, sid, "error"), row.error))
+            row, input=await self._open_text(t, session_aad(t, sid, "input"), row.input,
+                                             reader=reader, own=own) or "",
+            output=await self._open_text(t, session_aad(t, sid, "output"), row.output,
+                                         reader=reader, own=own),
+            error=await self._open_text(t, session_aad(t, sid, "error"), row.error,
+                                        reader=reader, own=own))
 
     async def _open_text(self, tenant: str, aad: str, text: str | None, *,
                          reader: str | None = None, own: str | None = None) -> str | None:
@@ -296,6 +302,20 @@ class SealingStore:
         return [cast(StateEntry, await self._open_entry(e)) for e in entries]
 
     async def state_put(self, write: StateWrite) -> StateWriteResult:
+        sid = write.session_id
+        if sid is not None and write.step_key is None and sid not in self._live and \
+                sid not in self._read:
+            # Written on a session's behalf from outside its run (the inbox recording the
+            # answer to its escalation): its row says whose data the session holds.
+            await self._open_row(await self.inner.get_session(sid), track=True)
+            try:
+                return await self._state_put(write)
+            finally:
+                self._live.pop(sid, None)
+                self._read.pop(sid, None)
+        return await self._state_put(write)
+
+    async def _state_put(self, write: StateWrite) -> StateWriteResult:
         live = self._live.get(write.session_id) if write.session_id is not None else None
         if live is None and write.session_id is None:
             live = await self._subject_of_key(write)
