@@ -913,6 +913,24 @@ async def test_list_sessions_pages_with_limit_and_offset(store: Store,
     assert await _listed(store, tenant="t1", limit=2, offset=1) == ["r1", "c3"]
 
 
+async def test_list_sessions_pages_after_a_session(store: Store, clock: FakeClock) -> None:
+    """Keyset paging (``after``: the last session of the page before, by creation time
+    and id): a session deleted or added before the page meanwhile shifts nothing."""
+    await _population(store, clock)
+    await store.create_session(new("p4b", workflow="other"), owner=None, lease_s=LEASE)
+    await store.create_session(new("p4a", workflow="other"), owner=None, lease_s=LEASE)
+    rows = await store.list_sessions(SessionFilter(limit=3))
+    assert [r.id for r in rows] == ["p0", "r1", "w2"]
+    last = rows[-1]
+    after = (last.created, last.id)
+    # p5, p4b and p4a were created at one time: by id
+    assert await _listed(store, after=after, limit=3) == ["c3", "f4", "p4a"]
+    assert await _listed(store, after=after) == ["c3", "f4", "p4a", "p4b", "p5"]
+    assert await _listed(store, after=after, tenant="t1") == ["c3", "p4a", "p4b", "p5"]
+    [p4a] = [r for r in await store.list_sessions(SessionFilter()) if r.id == "p4a"]
+    assert await _listed(store, after=(p4a.created, p4a.id)) == ["p4b", "p5"]
+
+
 async def test_unfinished_lists_pending_running_and_waiting_only_oldest_first(
         store: Store, clock: FakeClock) -> None:
     await _population(store, clock)

@@ -61,12 +61,12 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
     copies: list[dict[str, Any]] = []
     copied_state: list[dict[str, Any]] = []
     own = {r.id for r in rows}
-    offset = 0
+    after: tuple[float, str] | None = None
     while True:  # the tenant's other sessions: a scan, as an access request's is
-        page = await raw.list_sessions(SessionFilter(tenant=tenant, limit=500, offset=offset))
+        page = await raw.list_sessions(SessionFilter(tenant=tenant, limit=500, after=after))
         if not page:
             break
-        offset += len(page)
+        after = (page[-1].created, page[-1].id)
         others = [r for r in page if r.id not in own]
         for r in others:
             found = await _session(raw, opener, r, always=False)

@@ -68,7 +68,7 @@ from convoy.stores._protocol import (
     StepRecord,
     StoreSummary,
 )
-from convoy.stores._rows import SUMMARY, conditions, next_seq
+from convoy.stores._rows import SUMMARY, conditions, next_seq, session_page
 from convoy.stores._sqlite_sql import (
     _JOURNAL_COLS,
     _SESSION_COLS,
@@ -755,7 +755,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         return {r[0]: _session(r) for r in rows}
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        cond, params = conditions(where.status, where.workflow, where.tenant, mark="%s")
+        cond, params = session_page(where, mark="%s")
         rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY "
                                 "created, id LIMIT %s OFFSET %s",
                                 (*params, where.limit, where.offset))

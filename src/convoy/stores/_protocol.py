@@ -176,6 +176,9 @@ class SessionFilter:
     tenant: str | None = None
     limit: int = 50
     offset: int = 0
+    #: Only the sessions after this one, as ``(created, id)`` of the last session of the
+    #: page before (keyset paging: sessions deleted or added meanwhile shift nothing).
+    after: tuple[float, str] | None = None
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

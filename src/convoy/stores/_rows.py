@@ -4,7 +4,10 @@ differs), and what a summary of the store counts."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from convoy.stores._protocol import SessionFilter
 
 
 def next_seq(last: int, now: float) -> int:
@@ -23,6 +26,18 @@ def conditions(status: str | None, workflow: str | None, tenant: str | None, *,
             where.append(f"{col}={mark}")
             params.append(value)
     return (" WHERE " + " AND ".join(where)) if where else "", params
+
+
+def session_page(where: SessionFilter, *, mark: str = "?") -> tuple[str, list[Any]]:
+    """The ``WHERE`` clause (or nothing) of a :class:`SessionFilter`, keyset paging
+    (``after``) included, and its parameters."""
+    cond, params = conditions(where.status, where.workflow, where.tenant, mark=mark)
+    if where.after is not None:
+        created, sid = where.after
+        cond += (" AND " if cond else " WHERE ") + \
+            f"(created > {mark} OR (created = {mark} AND id > {mark}))"
+        params += [created, created, sid]
+    return cond, params
 
 
 #: Journal entries, keys of shared state, and tenants (with a session or a state key).

@@ -45,7 +45,7 @@ from convoy.stores._protocol import (
     StepRecord,
     StoreSummary,
 )
-from convoy.stores._rows import SUMMARY, conditions, next_seq
+from convoy.stores._rows import SUMMARY, conditions, next_seq, session_page
 from convoy.stores._sqlite_alerts import SQLiteAlerts
 from convoy.stores._sqlite_audit import Append, SQLiteAudit
 from convoy.stores._sqlite_limits import SQLiteLimits
@@ -866,7 +866,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         return out
 
     async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        cond, params = conditions(where.status, where.workflow, where.tenant)
+        cond, params = session_page(where)
         rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created, id "
                           "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
         return [_session(r) for r in rows]
