@@ -170,3 +170,94 @@ async def test_a_cursor_written_before_the_upgrade_loses_no_entries(db: str | Pa
         [res] = await eng_c.resume()
         assert res.ok, res
         await _check_one_entry_per_record(eng_c, "s1")
+
+
+_MODE = {"escalate": True, "crash": False}
+
+
+@convoy.workflow(name="audit.retried")
+async def _retried(ctx: convoy.Context, x: int) -> str:
+    async def charge() -> str:
+        if _MODE["escalate"]:
+            raise convoy.Escalated("needs a person")
+        return "charged"
+
+    async def second() -> str:
+        return "two"
+
+    a = await ctx.step("charge", charge)
+    if _MODE["crash"]:
+        raise Crash
+    return a + await ctx.step("second", second)
+
+
+async def _stepped(eng: convoy.Engine, sid: str) -> None:
+    """Every completed step of ``sid`` has an ``ok`` entry."""
+    events = [AuditEvent.decode(r.body) for r in await eng.store.audit_entries(
+        "default", 0, 1000)]
+    ok = {e.step_key for e in events if e.session_id == sid and e.status == "ok"}
+    done = {r.key for r in await eng.journal(sid) if r.status == "completed"}
+    assert done and done <= ok, (done, events)
+
+
+async def test_a_step_retried_after_an_escalation_on_an_engine_whose_clock_is_behind(
+        db: str | Path) -> None:
+    """The escalated step (the last record audited) is dropped by a person's retry; the
+    engine that runs it again has a clock an hour behind and is killed after it: the next
+    resume audits it."""
+    now = time.time()
+    _MODE.update(escalate=True, crash=False)
+    async with convoy.Engine(store_from_url(str(db), clock=lambda: now + 3600),
+                             interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(_retried, 1, session_id="e1")).status == "escalated"
+    _MODE.update(escalate=False, crash=True)
+    async with convoy.Engine(store_from_url(str(db), clock=lambda: now),
+                             workflows=[_retried], interceptors=[AuditInterceptor()]) as eng_b:
+        await eng_b.signal("e1", convoy.ESCALATION, {"action": "retry"})
+        with pytest.raises(BaseExceptionGroup):
+            await eng_b.resume()
+    _MODE.update(crash=False)
+    async with later_engine(db, 7200, workflows=[_retried],
+                            interceptors=[AuditInterceptor()]) as eng_c:
+        [res] = await eng_c.resume()
+        assert res.ok, res
+        await _stepped(eng_c, "e1")
+
+
+async def test_a_retry_of_an_audited_session_on_an_engine_whose_clock_is_behind(
+        db: str | Path) -> None:
+    """``retry_many`` makes a new session with the old one's headers (its audit cursor
+    among them); run on an engine whose clock is behind and killed, then resumed: its
+    steps are audited."""
+    now = time.time()
+    _MODE.update(escalate=False, crash=False)
+
+    @convoy.workflow(name="audit.retry_failed")
+    async def failing(ctx: convoy.Context, x: int) -> str:
+        async def one() -> str:
+            if _MODE["escalate"]:
+                raise ValueError("boom")
+            return "one"
+
+        async def two() -> str:
+            if _MODE["crash"]:
+                raise Crash
+            return "two"
+
+        return await ctx.step("one", one) + await ctx.step("two", two, idempotent=True)
+
+    _MODE.update(escalate=True)
+    async with convoy.Engine(store_from_url(str(db), clock=lambda: now + 3600),
+                             interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(failing, 1, session_id="r1")).status == "failed"
+    _MODE.update(escalate=False, crash=True)
+    async with convoy.Engine(store_from_url(str(db), clock=lambda: now), workflows=[failing],
+                             interceptors=[AuditInterceptor()]) as eng_b:
+        with pytest.raises(BaseException):  # noqa: B017 - the Crash, however it is wrapped
+            await eng_b.retry_many(["r1"])
+    _MODE.update(crash=False)
+    async with later_engine(db, 7200, workflows=[failing],
+                            interceptors=[AuditInterceptor()]) as eng_c:
+        [res] = await eng_c.resume()
+        assert res.ok, res
+        await _stepped(eng_c, res.id)

@@ -50,28 +50,17 @@ TRACE_HEADER = "convoy.trace"
 _CONFIG_NAMESPACE = "convoy.audit.config"
 #: The session header that says up to when the session's journal records have their audit
 #: entries: the time of the last record audited (the records a session journals are
-#: stamped in increasing time, whichever engine writes them).
+#: stamped in increasing time, whichever engine writes them). A bare number, as earlier
+#: versions wrote it (a clock's time), so engines of both can run one store.
 AUDIT_CURSOR = "convoy.audit"
-# Marks a cursor that is a record's time (a bare number: an old cursor, a clock's time).
-_CURSOR_PREFIX = "r"
 
 
-def _cursor(text: str | None) -> tuple[float, bool]:
-    """The time of an audit cursor header (``-inf``: none, every record is after it), and
-    whether it is an old one: a clock's time when a run ended (written before records were
-    stamped in order), which records written since may be stamped below."""
-    if text is None:
-        return -math.inf, False
-    old = not text.startswith(_CURSOR_PREFIX)
+def _cursor(text: str | None) -> float:
+    """The time of an audit cursor header (``-inf``: none, every record is after it)."""
     try:
-        return float(text if old else text[len(_CURSOR_PREFIX):]), old
+        return float(text) if text is not None else -math.inf
     except ValueError:
-        return -math.inf, False
-
-
-def _cursor_text(at: float | None) -> str:
-    """The header of a cursor at the record time ``at``."""
-    return _CURSOR_PREFIX + repr(at)
+        return -math.inf
 
 
 def _trace_id(headers: Mapping[str, str]) -> str | None:
@@ -138,17 +127,23 @@ class AuditInterceptor(Interceptor):
             owner = self._owner()
             store.audit_append(i.tenant, entries.take(), wait=False,
                                fence=(i.session_id, owner))
-            input.headers[AUDIT_CURSOR] = _cursor_text(entries.last_at)
+            input.headers[AUDIT_CURSOR] = repr(entries.last_at)
             store.update_headers(i.session_id, owner, input.headers)
 
         entries = JournalEntries(i.session_id, _trace_id(input.headers),
                                  flush_every=self.flush_every, on_full=flush)
+        cursor = _cursor(input.headers.get(AUDIT_CURSOR))
         if input.journal:  # what a run that was killed journaled after the cursor
-            cursor, old = _cursor(input.headers.get(AUDIT_CURSOR))
             entries.recover(r for r in input.journal.values() if r.at > cursor)
-            if old:  # every record is audited now: the cursor moves to the last, at once
-                entries.last_at = max(r.at for r in input.journal.values())
-                flush()
+        last = max((r.at for r in input.journal.values()), default=-math.inf)
+        if cursor > last:
+            # Ahead of every record (the one it was dropped: a person retried an escalated
+            # step; a retry's copy of its session's headers; a cursor of an earlier Convoy,
+            # a clock's time): this run's records, stamped after the journal's last, may
+            # fall below it. Every record is audited: the cursor moves back to the last,
+            # with this run's first commit.
+            entries.last_at = last
+            flush()
         input.journal_taps.append(entries)
         end = await next(input)
         if end.status == "interrupted" and (end.error or {}).get("type") == "LeaseLost":
@@ -164,7 +159,7 @@ class AuditInterceptor(Interceptor):
             store.audit_append(i.tenant, bodies, wait=False,
                                fence=(i.session_id, self._owner()))
             if end.status != "completed":  # a completed session never runs again
-                input.headers[AUDIT_CURSOR] = _cursor_text(entries.last_at)
+                input.headers[AUDIT_CURSOR] = repr(entries.last_at)
         return end
 
     def _owner(self) -> str:
