@@ -275,6 +275,11 @@ async def test_a_persons_decision_on_a_subjects_task_is_sealed_and_erased(
         [res] = await acme.resume()
         assert res.ok and res.output == note
         assert scan(files_of(tmp_path), (IN_NAME, note)) == {}  # sealed at rest
+        # The export has the task as asked and as answered (the answer written by the
+        # person, not the session), opened.
+        versions = [v for v in (await acme.export("s-1"))["state"] if v["key"] == task.id]
+        assert [v["version"] for v in versions] == [1, 2], versions
+        assert "alice" in json.dumps(versions[1]["value"]) and note in json.dumps(versions[1])
         await acme.erase("s-1")
         assert await acme.inbox.tasks(status="answered") == []  # the subject's task is gone
     assert scan(files_of(tmp_path), (IN_NAME, note)) == {}
@@ -331,6 +336,8 @@ async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
         res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
     async with engine(db) as eng:
         assert await eng.store.kv_all(SPANS_NAMESPACE + res.id)  # spans were stored
+        [held] = (await eng.export("customer-42"))["sessions"]  # and are exported
+        assert any(s["name"].startswith("invoke_workflow") for s in held["spans"]), held
         await eng.erase("customer-42")
         assert await eng.store.kv_all(SPANS_NAMESPACE + res.id) == {}
     assert scan(files_of(tmp_path), (*PLANTED, res.id)) == {}

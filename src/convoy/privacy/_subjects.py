@@ -122,6 +122,7 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
             out[part] = value
     if always:
         out["headers"] = r.header_map
+        out["spans"] = await _spans(raw, sid)
     steps = []
     for st in await raw.journal(sid, tenant=t):
         value = await opener.open(step_aad(t, sid, st.key), st.result, always=always)
@@ -133,12 +134,33 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
     return out
 
 
+async def _spans(raw: Store, session_id: str) -> list[dict[str, Any]]:
+    """The spans the embedded trace store keeps for a session (``convoy trace``)."""
+    from convoy.observability._spans import load_chunks
+    from convoy.observability._tracing import SPANS_NAMESPACE
+
+    chunks = await raw.kv_all(SPANS_NAMESPACE + session_id)
+    try:
+        return load_chunks(chunks[k] for k in sorted(chunks))
+    except ValueError:
+        return [{"damaged": True}]  # changed in the database: said, not hidden
+
+
 async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
                  always: bool) -> list[dict[str, Any]]:
-    """The shared-state versions these sessions wrote (``always``), or those of them that
+    """The shared-state versions these sessions wrote, and (``always``: the subject's
+    own sessions) every version of the keys they created, whoever wrote it (a person's
+    answer to the subject's question; erasure deletes them too); else only those that
     hold the subject's data."""
     out = []
-    for e in await raw.state_written_by(opener.tenant, session_ids):
+    entries = await raw.state_written_by(opener.tenant, session_ids)
+    if always:
+        ids = set(session_ids)
+        created = {(e.namespace, e.key) for e in entries if e.version == 1}
+        for ns, key in sorted(created):
+            entries += [e for e in await raw.state_history(opener.tenant, ns, key)
+                        if e.session_id not in ids]
+    for e in entries:
         value = await opener.open(state_aad(e.tenant, e.namespace, e.key, e.session_id,
                                             e.step_key), e.value, always=always)
         if value is not _NOT_HELD:
