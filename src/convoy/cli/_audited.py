@@ -32,47 +32,46 @@ if TYPE_CHECKING:
 #: imported, the ``audit`` extra may be missing).
 AUDIT_CURSOR = "convoy.audit"
 
-#: How long (seconds) the set of audited tenants is trusted before a new session of a
-#: tenant not in it makes the store be asked again (a long-running worker sees a log that
-#: an application starts after it). A session an audited engine ran before (the audit
-#: cursor in its headers) is audited at once, and one that journaled before makes the
-#: store be asked at once.
+#: How long (seconds) the answer "this tenant has no audit log" is trusted before a new
+#: session of the tenant makes the store be asked again (a long-running worker sees a log
+#: that an application starts after it). A session an audited engine ran before (the audit
+#: cursor in its headers) is audited at once; one that journaled before, and a decision,
+#: make the store be asked at once.
 REFRESH_SECONDS = 10.0
 
 
 class AuditWhereAudited(Interceptor):
     """Audits the sessions and decisions of the tenants whose audit log the store holds,
     with an :class:`~convoy.audit.AuditInterceptor` (imported only then: it needs the
-    ``audit`` extra)."""
+    ``audit`` extra). Whether a tenant has a log is one indexed read of its log's head
+    (``Store.audit_size``), remembered: for good once it has one, for
+    :data:`REFRESH_SECONDS` when it has none."""
 
     stage = "audit"
 
     def __init__(self) -> None:
-        self._audited: frozenset[str] = frozenset()
-        self._read_at = float("-inf")
+        self._audited: set[str] = set()
+        self._unaudited: dict[str, float] = {}  # tenant -> until when that answer holds
         self._audit: AuditInterceptor | None = None
         self._engine: Engine | None = None
 
     async def start(self, engine: Engine) -> None:
         self._engine = engine
-        await self._read()
 
-    async def _read(self) -> None:
-        assert self._engine is not None
-        self._read_at = self._engine.clock()
-        self._audited = frozenset(await self._engine.store.audit_tenants())
-
-    async def _audit_of(self, tenant: str, refresh: bool = False,
-                        now: bool = False) -> AuditInterceptor | None:
+    async def _audit_of(self, tenant: str, now: bool = False) -> AuditInterceptor | None:
         """The interceptor that audits ``tenant``, ``None`` if the store does not. The
-        store is asked again (``refresh``) when its answer is older than
-        :data:`REFRESH_SECONDS`, or at once (``now``)."""
-        assert self._engine is not None
-        if tenant not in self._audited and refresh and (
-                now or self._engine.clock() - self._read_at >= REFRESH_SECONDS):
-            await self._read()
+        store is asked again when its answer is older than :data:`REFRESH_SECONDS`, or at
+        once (``now``)."""
+        engine = self._engine
+        assert engine is not None
         if tenant not in self._audited:
-            return None
+            clock = engine.clock()
+            if not now and self._unaudited.get(tenant, -1.0) > clock:
+                return None
+            if await engine.store.audit_size(tenant) == 0:
+                self._unaudited[tenant] = clock + REFRESH_SECONDS
+                return None
+            self._audited.add(tenant)
         if self._audit is None:
             try:
                 from convoy.audit import AuditInterceptor
@@ -81,25 +80,25 @@ class AuditWhereAudited(Interceptor):
                 raise UserError(f"tenant {tenant!r} is audited and this command would write "
                                 f"to its log: {MISSING_CRYPTOGRAPHY}") from None
             audit = AuditInterceptor()
-            await audit.start(self._engine)
+            await audit.start(engine)
             self._audit = audit
         return self._audit
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         tenant = input.info.tenant
-        if tenant not in self._audited and AUDIT_CURSOR in input.headers:
-            self._audited |= {tenant}  # an audited engine ran it: the tenant has a log
+        if AUDIT_CURSOR in input.headers:
+            self._audited.add(tenant)  # an audited engine ran it: the tenant has a log
         # A session that journaled before (a resume) is asked about at once: an
-        # application may have started its tenant's log since the set was read.
-        audit = await self._audit_of(tenant, refresh=True, now=bool(input.journal))
+        # application may have started its tenant's log since the last answer.
+        audit = await self._audit_of(tenant, now=bool(input.journal))
         if audit is None:
             return await next(input)
         return await audit.session_run(input, next)
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:
-        audit = await self._audit_of(input.tenant)
+        audit = await self._audit_of(input.tenant, now=True)
         if audit is None:
             return await next(input)
         return await audit.human_decision(input, next)
