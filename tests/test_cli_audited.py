@@ -68,8 +68,8 @@ def _check_one_entry_per_record(db: Path, sid: str) -> None:
     assert asyncio.run(verify()) == len(_entries(db))
 
 
-def _parked(db: Path, audited: bool) -> None:
-    """The application runs session s1 of tenant acme up to its wait and signals it."""
+def _parked(db: Path, audited: bool, signal: bool = True) -> None:
+    """The application runs session s1 of tenant acme up to its wait (and signals it)."""
     flows = _flows()
 
     async def run() -> None:
@@ -78,7 +78,8 @@ def _parked(db: Path, audited: bool) -> None:
                 else []) as eng:
             acme = eng.tenant("acme")
             assert (await acme.run(flows.flow, "hi", session_id="s1")).status == "waiting"
-            await acme.signal("s1", "go", "now")
+            if signal:
+                await acme.signal("s1", "go", "now")
 
     asyncio.run(run())
 
@@ -141,11 +142,11 @@ def test_convoy_cancel_refuses_to_lose_a_killed_runs_entries_unless_forced(
     _killed(db)
     tamper("UPDATE sessions SET workflow='boom_flows:flow' WHERE id='s1'", db=db)
     res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme")
-    one_line_error(res, 2, "RuntimeError: config missing: set API_KEY")
+    one_line_error(res, 2, "failed: RuntimeError: config missing: set API_KEY")
     assert "--force" in res.stderr and session("s1", db).status == "running"
     res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme", "--force")
     assert res.code == 0, res.stderr
-    assert "not audited (--force)" in res.stderr and "Traceback" not in res.stderr
+    assert "are not audited (--force)" in res.stderr and "Traceback" not in res.stderr
     assert session("s1", db).status == "cancelled"
 
 
@@ -153,7 +154,7 @@ def test_convoy_cancel_of_a_waiting_session_imports_nothing(tmp_path: Path) -> N
     """A parked session ends without a run: its workflow's module is not imported (an
     application whose import fails is when an operator cancels)."""
     db = tmp_path / "parked.db"
-    _parked(db, audited=True)
+    _parked(db, audited=True, signal=False)
     tamper("UPDATE sessions SET workflow='boom_flows:flow' WHERE id='s1'", db=db)
     res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme")
     assert res.code == 0 and res.stderr == "", res.stderr
@@ -190,3 +191,37 @@ def test_an_engine_of_the_command_line_opened_before_the_log_audits_the_session(
 
     asyncio.run(run())
     _check_one_entry_per_record(db, "s1")
+
+
+def test_convoy_cancel_of_a_session_whose_steps_are_all_audited_needs_no_workflow(
+        tmp_path: Path) -> None:
+    """Parked with every step audited, then signalled (runnable again): cancelling it loses
+    no entry, so a workflow that does not import does not stop the cancel."""
+    db = tmp_path / "signalled.db"
+    _parked(db, audited=True)
+    assert session("s1", db).status == "pending"
+    tamper("UPDATE sessions SET workflow='boom_flows:flow' WHERE id='s1'", db=db)
+    res = cli("cancel", "s1", "--db", str(db), "--tenant", "acme")
+    assert res.code == 0 and res.stderr == "", res.stderr
+    assert session("s1", db).status == "cancelled"
+
+
+def test_convoy_cancel_refuses_to_lose_the_step_a_person_completed(tmp_path: Path) -> None:
+    """A person completed an escalated step by hand: the session is runnable with that
+    step journaled and not audited yet; cancelling it where its workflow does not load is
+    refused like a killed run's."""
+    db, flows = tmp_path / "completed.db", _flows()
+
+    async def run() -> None:
+        async with convoy.Engine(SQLiteStore(db), interceptors=[AuditInterceptor()]) as eng:
+            acme = eng.tenant("acme")
+            res = await acme.run(flows.escalating, 5, session_id="e1")
+            assert res.status == "escalated"
+            await acme.signal("e1", convoy.ESCALATION, {"action": "complete",
+                                                        "result": "charged by hand"})
+
+    asyncio.run(run())
+    assert session("e1", db).status == "pending"
+    tamper("UPDATE sessions SET workflow='boom_flows:flow' WHERE id='e1'", db=db)
+    one_line_error(cli("cancel", "e1", "--db", str(db), "--tenant", "acme"), 2,
+                   "has journaled steps to audit")

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 import typer
 
 from convoy import ESCALATION, Engine, UserError
+from convoy.cli._audited import AUDIT_CURSOR
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -27,6 +30,7 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
+from convoy.stores import SessionRow, StepRecord
 
 
 def signal(
@@ -133,29 +137,46 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, force: bool) ->
     async with engine:
         view = scope.view(engine)
         row = await view.session(session_id)
-        seen, why = True, ""
+        loaded, why, advice = True, "", ""
         if row.status in ("running", "pending"):
-            # A killed (or never started) run ends in a run of its own when the session's
-            # workflow is here at its version: its hooks see it (audit appends what the
-            # killed run journaled).
+            # A killed (or not yet resumed) run ends in a run of its own when the
+            # session's workflow is here at its version: its hooks see it (audit appends
+            # what the killed run journaled).
             try:
-                seen = engine.workflow_named(row.workflow).version == row.version
+                wf = engine.workflow_named(row.workflow)
             except UserError as e:
-                seen, why = False, str(e)
+                loaded, why = False, str(e).split(";")[0]
             except Exception as e:  # the application's import code, whatever it raised
-                seen, why = False, f"{type(e).__name__}: {e}"
+                loaded, why = False, f"importing it failed: {type(e).__name__}: {e}"
             else:
-                why = f"it is at version {row.version!r}, the one imported is not"
+                if wf.version != row.version:
+                    loaded = False
+                    why = (f"the one imported here is at version {wf.version!r}, the "
+                           f"session at {row.version!r}")
+                    advice = f"cancel it where version {row.version!r} runs"
         killed = row.status == "running" and (row.lease_until or 0.0) <= engine.clock()
-        lost = not seen and killed and row.tenant in await engine.store.audit_tenants()
+        # Steps journaled after the session's audit cursor (a killed run's, or the step a
+        # person's answer to its escalation completed), in an audited tenant.
+        lost = not loaded and (killed or row.status == "pending") and \
+            await engine.store.audit_size(row.tenant) > 0 and \
+            _past_cursor(row, await engine.store.load_journal(row.id, tenant=row.tenant))
         if lost and not force:
             raise UserError(
-                f"session {row.id!r} was killed while running and its tenant is audited, "
-                f"but its workflow {row.workflow!r} could not be loaded ({why}): cancelling "
-                "it here would leave the steps its killed run journaled unaudited. Pass "
-                "--import MODULE (or run from the application's directory), or --force to "
-                "cancel it anyway")
+                f"session {row.id!r} has journaled steps to audit (its tenant is audited), "
+                f"but its workflow {row.workflow!r} cannot run here ({why}), so cancelling "
+                "it here would leave them unaudited. "
+                + (advice or "Pass --import MODULE (or run from the application's "
+                   "directory)") + ", or pass --force to cancel it anyway")
         await view.cancel(session_id)
         if lost:
-            err.print(f"warning: the steps the killed run of session {row.id} journaled "
-                      "are not audited (--force)", markup=False, soft_wrap=True)
+            err.print(f"warning: steps session {row.id} journaled are not audited (--force)",
+                      markup=False, soft_wrap=True)
+
+
+def _past_cursor(row: SessionRow, journal: Mapping[str, StepRecord]) -> bool:
+    """Whether the session journaled steps after its audit cursor (none: every step)."""
+    try:
+        cursor = float(row.header_map.get(AUDIT_CURSOR, "-inf"))
+    except ValueError:
+        cursor = -math.inf
+    return any(r.at > cursor and r.status != "started" for r in journal.values())
