@@ -137,11 +137,11 @@ class AuditInterceptor(Interceptor):
             entries.recover(r for r in input.journal.values() if r.at > cursor)
         last = max((r.at for r in input.journal.values()), default=-math.inf)
         if cursor > last:
-            # Ahead of every record (the one it was dropped: a person retried an escalated
-            # step; a retry's copy of its session's headers; a cursor of an earlier Convoy,
-            # a clock's time): this run's records, stamped after the journal's last, may
-            # fall below it. Every record is audited: the cursor moves back to the last,
-            # with this run's first commit.
+            # Ahead of every record (its record was dropped by a person's retry of an
+            # escalated step; a retry copied its session's headers; an earlier Convoy
+            # wrote a clock's time): this run's records, stamped after the journal's last,
+            # may fall below it. Every record is audited, so the cursor moves back to the
+            # last one, with this run's first commit.
             entries.last_at = last
             flush()
         input.journal_taps.append(entries)
