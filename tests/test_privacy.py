@@ -336,8 +336,6 @@ async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
         res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
     async with engine(db) as eng:
         assert await eng.store.kv_all(SPANS_NAMESPACE + res.id)  # spans were stored
-        [held] = (await eng.export("customer-42"))["sessions"]  # and are exported
-        assert any(s["name"].startswith("invoke_workflow") for s in held["spans"]), held
         await eng.erase("customer-42")
         assert await eng.store.kv_all(SPANS_NAMESPACE + res.id) == {}
     assert scan(files_of(tmp_path), (*PLANTED, res.id)) == {}

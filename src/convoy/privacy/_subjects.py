@@ -122,7 +122,6 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
             out[part] = value
     if always:
         out["headers"] = r.header_map
-        out["spans"] = await _spans(raw, sid)
     steps = []
     for st in await raw.journal(sid, tenant=t):
         value = await opener.open(step_aad(t, sid, st.key), st.result, always=always)
@@ -132,18 +131,6 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
                           "result": value})
     out["steps"] = steps
     return out
-
-
-async def _spans(raw: Store, session_id: str) -> list[dict[str, Any]]:
-    """The spans the embedded trace store keeps for a session (``convoy trace``)."""
-    from convoy.observability._spans import load_chunks
-    from convoy.observability._tracing import SPANS_NAMESPACE
-
-    chunks = await raw.kv_all(SPANS_NAMESPACE + session_id)
-    try:
-        return load_chunks(chunks[k] for k in sorted(chunks))
-    except ValueError:
-        return [{"damaged": True}]  # changed in the database: said, not hidden
 
 
 async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
