@@ -158,8 +158,8 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, force: bool) ->
         # Steps journaled after the session's audit cursor (a killed run's, or the step a
         # person's answer to its escalation completed), in an audited tenant.
         lost = not loaded and (killed or row.status == "pending") and \
-            await engine.store.audit_size(row.tenant) > 0 and \
-            _past_cursor(row, await engine.store.load_journal(row.id, tenant=row.tenant))
+            (AUDIT_CURSOR in row.header_map or await engine.store.audit_size(row.tenant) > 0) \
+            and _past_cursor(row, await engine.store.load_journal(row.id, tenant=row.tenant))
         if lost and not force:
             raise UserError(
                 f"session {row.id!r} has journaled steps to audit (its tenant is audited), "

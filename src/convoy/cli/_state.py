@@ -45,9 +45,13 @@ def _decode(text: str) -> Any:
 
 
 def _writer(e: StateEntry) -> str:
-    """``session s1 (agent billing, step 0/3)``, or ``-`` for a write from outside."""
+    """``session s1 (agent billing, step 0/3)``, ``session s1 (outside its run)`` for a
+    write on its behalf (the answer to its escalation), or ``-`` for a write from
+    outside."""
     if e.session_id is None:
         return "-"
+    if e.step_key is None:
+        return f"session {e.session_id} (outside its run)"
     agent = f"agent {e.agent}, " if e.agent else ""
     return f"session {e.session_id} ({agent}step {e.step_key})"
 
