@@ -494,3 +494,26 @@ async def test_an_answered_escalation_of_a_subject_is_sealed_and_erased(
         assert IN_NAME in json.dumps(await eng.export("s-1"))  # and readable
         await eng.erase("s-1")
     assert scan(files_of(tmp_path), (IN_NAME,)) == {}
+
+
+async def test_a_persons_answer_to_an_escalation_is_sealed_like_the_session(
+        tmp_path: Path) -> None:
+    """A session with no subject of its own read Zed's state and escalated; a person
+    completes the step by hand with Zed's name in the result: the step is sealed under
+    Zed's key like everything else the session holds of Zed (unreadable once Zed is
+    erased), and the engine keeps nothing about the answered sessions."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        done = await eng.run(escalate_on, "no subject")
+        again = await eng.run(escalate_on, "no subject")
+        assert done.status == again.status == "escalated"
+    async with engine(db, workflows=[escalate_on]) as other:
+        await other.signal(done.id, convoy.ESCALATION, {
+            "action": "complete", "result": f"charged {SHARED_NAME} by hand"})
+        await other.signal(again.id, convoy.ESCALATION, {"action": "retry"})
+        assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}  # sealed at rest
+        store = other.store
+        assert not store._live and not store._read  # type: ignore[attr-defined]
+        await other.erase("zed")
+    assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}

@@ -236,14 +236,16 @@ class SealingStore:
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None, tenant: str | None = None) -> bool:
+        # The session runs again (a person answered its escalation): whatever tracked it
+        # here is dropped, the run that claims it learns it again from its row and journal.
+        self._live.pop(session_id, None)
+        self._read.pop(session_id, None)
         if journal is not None and journal.result is not None:
             row = await self.inner.get_session(session_id, tenant=tenant)
-            if row is not None and row.subject is not None:
-                key = await self.keys.load(row.tenant, row.subject, create=False)
-                if key is not None:
-                    journal = replace(journal, result=seal(
-                        key, row.subject, step_aad(row.tenant, session_id, journal.key),
-                        journal.result))
+            if row is not None:
+                journal = replace(journal, result=await self._seal_as(
+                    session_id, step_aad(row.tenant, session_id, journal.key),
+                    journal.result))
         return await self.inner.reopen(session_id, drop_step=drop_step, journal=journal,
                                        tenant=tenant)
 
@@ -306,14 +308,48 @@ class SealingStore:
         if sid is not None and write.step_key is None and sid not in self._live and \
                 sid not in self._read:
             # Written on a session's behalf from outside its run (the inbox recording the
-            # answer to its escalation): its row says whose data the session holds.
-            await self._open_row(await self.inner.get_session(sid), track=True)
-            try:
-                return await self._state_put(write)
-            finally:
-                self._live.pop(sid, None)
-                self._read.pop(sid, None)
+            # answer to its escalation): sealed as the session's data is.
+            w = write
+            aad = state_aad(w.tenant, w.namespace, w.key, w.session_id, w.step_key)
+            value = await self._seal_as(sid, aad, w.value)
+            res = await self.inner.state_put(replace(w, value=value))
+            return replace(res, entry=await self._open_entry(res.entry))
         return await self._state_put(write)
+
+    async def _seals_of(self, session_id: str) -> list[tuple[str, AESGCM]]:
+        """The keys a value of ``session_id`` written outside its run is sealed under,
+        innermost first: its subject's, then those of the subjects whose data it read
+        (found in its row and journal). Computed here, not tracked: the session may be
+        running in this process meanwhile."""
+        row = await self.inner.get_session(session_id)
+        if row is None:
+            return []
+        t = row.tenant
+        seals: dict[str, AESGCM] = {}
+        if row.subject is not None:
+            key = await self.keys.load(t, row.subject, create=False)
+            if key is not None:
+                seals[row.subject] = key
+        texts = [(session_aad(t, session_id, part), text) for part, text in
+                 (("input", row.input), ("output", row.output), ("error", row.error))]
+        texts += [(step_aad(t, session_id, r.key), r.result)
+                  for r in (await self.inner.load_journal(session_id)).values()]
+        for aad, stored in texts:
+            text = stored
+            while text is not None and is_sealed(text):
+                name = sealed_subject(text)
+                key = await self.keys.load(t, name, create=False)
+                if key is None:
+                    break
+                seals.setdefault(name, key)
+                text = unseal(key, aad, text)
+        return list(seals.items())
+
+    async def _seal_as(self, session_id: str, aad: str, text: str) -> str:
+        """``text`` sealed as ``session_id``'s data is (:meth:`_seals_of`)."""
+        for subject, key in await self._seals_of(session_id):
+            text = seal(key, subject, aad, text)
+        return text
 
     async def _state_put(self, write: StateWrite) -> StateWriteResult:
         live = self._live.get(write.session_id) if write.session_id is not None else None
