@@ -44,11 +44,19 @@ async def test_a_killed_run_on_an_engine_whose_clock_is_behind_is_audited(
     """Engine A parks the session (its audit cursor is A's clock); engine B, whose clock is
     a minute behind A's, resumes it and is killed; engine C resumes it again: B's steps
     must be audited (once)."""
+    await _parked_ahead_killed_behind_resumed(db)
+
+
+async def _parked_ahead_killed_behind_resumed(db: str | Path,
+                                              *more: convoy.Interceptor) -> None:
+    """Engine A, whose clock is a minute ahead, parks s1 and signals it; engine B, whose
+    clock is behind A's, resumes it and is killed after one model call; engine C resumes
+    it: every journaled step has one entry."""
     now = time.time()
     flow = _flow(convoy.SimModel({"*": {"output": {"label": "billing", "confidence": 0.9}}}))
     store_a = store_from_url(str(db), clock=lambda: now + 60)
     async with convoy.Engine(store_a, workflows=[flow],
-                             interceptors=[AuditInterceptor()]) as eng:
+                             interceptors=[AuditInterceptor(), *more]) as eng:
         assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
         await eng.signal("s1", "go", "now")
     flow_b = _flow(CrashAt(2))  # the second agent after the wait: one model call journaled
@@ -154,22 +162,7 @@ async def test_a_cursor_written_before_the_upgrade_loses_no_entries(db: str | Pa
     """A session parked by an older Convoy (its cursor a clock's time, ahead of its last
     record) is resumed by this one on an engine whose clock is behind, which is killed;
     the next resume audits what the killed run journaled."""
-    now = time.time()
-    flow = _flow(convoy.SimModel({"*": {"output": {"label": "billing", "confidence": 0.9}}}))
-    store_a = store_from_url(str(db), clock=lambda: now + 60)
-    async with convoy.Engine(store_a, workflows=[flow], interceptors=[
-            AuditInterceptor(), _OldCursor(now + 61)]) as eng:
-        assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
-        await eng.signal("s1", "go", "now")
-    store_b = store_from_url(str(db), clock=lambda: now)
-    async with convoy.Engine(store_b, workflows=[_flow(CrashAt(2))],
-                             interceptors=[AuditInterceptor()]) as eng_b:
-        with pytest.raises(BaseExceptionGroup):
-            await eng_b.resume()
-    async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng_c:
-        [res] = await eng_c.resume()
-        assert res.ok, res
-        await _check_one_entry_per_record(eng_c, "s1")
+    await _parked_ahead_killed_behind_resumed(db, _OldCursor(time.time() + 61))
 
 
 _MODE = {"escalate": True, "crash": False}
