@@ -15,6 +15,7 @@ from pydantic import BaseModel
 import convoy
 from convoy import MasterKey
 from convoy._errors import UserError
+from convoy.cli._state import _writer
 from convoy.privacy._seal import is_sealed
 
 from .conftest import STORE_KINDS, FakeClock, store_db
@@ -513,6 +514,11 @@ async def test_a_persons_answer_to_an_escalation_is_sealed_like_the_session(
             "action": "complete", "result": f"charged {SHARED_NAME} by hand"})
         await other.signal(again.id, convoy.ESCALATION, {"action": "retry"})
         assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}  # sealed at rest
+        # Written on the session's behalf, outside its run (erased with it), and said so.
+        [entry] = await other.store.state_history("default", "convoy.inbox",
+                                                  f"{done.id}:escalated")
+        assert (entry.session_id, entry.step_key) == (done.id, None)
+        assert _writer(entry) == f"session {done.id} (outside its run)"
         store = other.store
         assert not store._live and not store._read  # type: ignore[attr-defined]
         await other.erase("zed")

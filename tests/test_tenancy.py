@@ -347,8 +347,8 @@ def test_no_cli_command_with_a_tenant_reaches_another_tenants_sessions() -> None
     # `convoy run` of the same line by both tenants: two sessions, one each (content ids
     # are per tenant); under an id acme has, the line is skipped, saying only that.
     write_jsonl(Path("in.jsonl"), [{"text": "same question"}])
-    for tenant in ("acme", "globex"):
-        res = cli("run", "tenant_flows:answer", "-i", "in.jsonl", "--tenant", tenant)
+    for flag, tenant in (("--tenant", "acme"), ("-t", "globex")):
+        res = cli("run", "tenant_flows:answer", "-i", "in.jsonl", flag, tenant)
         assert res.code == 0 and summary(res.stdout, "completed") == "1", res.stdout
     write_jsonl(Path("in.jsonl"), [{"id": "acme-done", "text": "x"}])
     res = cli("run", "tenant_flows:answer", "-i", "in.jsonl", "--tenant", "globex",
