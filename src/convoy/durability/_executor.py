@@ -274,10 +274,7 @@ class JournaledExecutor:
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
                                 config=config)
         if self.owner is not None:  # ``_write``, inlined: once per step
-            now = self.clock()
-            if now <= self._last_at:
-                now = math.nextafter(self._last_at, math.inf)
-            record.at = self._last_at = now
+            record.at = self._last_at = stamp_after(self._last_at, self.clock())
             try:
                 await self.store.append(self.session_id, self.owner, record)
             except StoreError as e:

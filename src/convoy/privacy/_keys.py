@@ -145,6 +145,23 @@ class KeyRing:
         key = self._keys[(tenant, subject)] = _aesgcm(self.master.unwrap(wrapped, aad))
         return key
 
+    async def peel(self, tenant: str, aad: str, text: str | None
+                   ) -> tuple[list[tuple[str, AESGCM | None]], str | None]:
+        """``text`` opened layer by layer, outermost first, each with the key of the
+        subject it names: the layers' ``(subject, key)`` and the text as far as it opened
+        (still sealed from a layer whose key is gone: that layer's key is ``None``)."""
+        from convoy.privacy._seal import is_sealed, sealed_subject, unseal
+
+        layers: list[tuple[str, AESGCM | None]] = []
+        while text is not None and is_sealed(text):
+            subject = sealed_subject(text)
+            key = await self.load(tenant, subject, create=False)
+            layers.append((subject, key))
+            if key is None:
+                break
+            text = unseal(key, aad, text)
+        return layers, text
+
     def forget(self, tenant: str, subject: str) -> None:
         self._keys.pop((tenant, subject), None)
 

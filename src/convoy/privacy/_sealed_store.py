@@ -33,7 +33,6 @@ from convoy.privacy._seal import (
     session_aad,
     state_aad,
     step_aad,
-    unseal,
 )
 from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import (
@@ -135,15 +134,12 @@ class SealingStore:
         """``text`` opened layer by layer, each with the key of the subject it names (it
         stays sealed from a layer whose key was destroyed). A layer of another subject than
         ``own`` makes ``reader`` a reader of that subject's data."""
-        while text is not None and is_sealed(text):
-            subject = sealed_subject(text)
-            key = await self.keys.load(tenant, subject, create=False)
-            if key is None:
-                return text
-            text = unseal(key, aad, text)
-            if reader is not None and subject != own:
-                self._reads(reader, tenant, subject, key)
-        return text
+        layers, opened = await self.keys.peel(tenant, aad, text)
+        if reader is not None:
+            for subject, key in layers:
+                if key is not None and subject != own:
+                    self._reads(reader, tenant, subject, key)
+        return opened
 
     def _reads(self, session_id: str, tenant: str, subject: str, key: AESGCM) -> None:
         """``session_id`` read ``subject``'s data (nothing new if it is its own)."""
@@ -334,15 +330,10 @@ class SealingStore:
                  (("input", row.input), ("output", row.output), ("error", row.error))]
         texts += [(step_aad(t, session_id, r.key), r.result)
                   for r in (await self.inner.load_journal(session_id)).values()]
-        for aad, stored in texts:
-            text = stored
-            while text is not None and is_sealed(text):
-                name = sealed_subject(text)
-                key = await self.keys.load(t, name, create=False)
-                if key is None:
-                    break
-                seals.setdefault(name, key)
-                text = unseal(key, aad, text)
+        for aad, text in texts:
+            for name, key in (await self.keys.peel(t, aad, text))[0]:
+                if key is not None:
+                    seals.setdefault(name, key)
         return list(seals.items())
 
     async def _seal_as(self, session_id: str, aad: str, text: str) -> str:

@@ -16,11 +16,9 @@ from convoy._errors import UserError
 from convoy.privacy._keys import KeyRing
 from convoy.privacy._seal import (
     is_sealed,
-    sealed_subject,
     session_aad,
     state_aad,
     step_aad,
-    unseal,
 )
 from convoy.stores._protocol import Erasure, SessionFilter, SessionRow, Store
 
@@ -92,16 +90,9 @@ class _Opener:
     async def open(self, aad: str, text: str | None, *, always: bool) -> Any:
         """The value to export; ``_NOT_HELD`` for one with no sealed layer of the subject,
         unless ``always`` (a value of the subject's own session: plain ones are its too)."""
-        layers: list[str] = []
-        gone = False
-        while text is not None and is_sealed(text):
-            name = sealed_subject(text)
-            layers.append(name)
-            key = await self.keys.load(self.tenant, name, create=False)
-            if key is None:
-                gone = True
-                break
-            text = unseal(key, aad, text)
+        peeled, text = await self.keys.peel(self.tenant, aad, text)
+        layers = [name for name, _ in peeled]
+        gone = bool(peeled) and peeled[-1][1] is None
         if self.subject not in layers and not (always and not layers):
             return {"sealed": True} if always else _NOT_HELD
         if any(name != self.subject for name in layers):
