@@ -1143,6 +1143,15 @@ async def test_kv_put_many_sets_values_of_many_namespaces_in_one_write(store: St
     await store.kv_put_many([])  # nothing to write: done at once
 
 
+async def test_kv_put_many_nobody_waits_for_commits_with_the_next_write(store: Store) -> None:
+    quiet = store.kv_put_many([("trace:q", "1", "x")], wait=False)
+    await store.kv_put("ns", "k", "v")  # a write somebody waits for: the same commit
+    assert quiet.done() and quiet.exception() is None
+    assert await store.kv_all("trace:q") == {"1": "x"}
+    await store.kv_put_many([("trace:q", "2", "y")], wait=False)  # alone: it commits too
+    assert await store.kv_all("trace:q") == {"1": "x", "2": "y"}
+
+
 async def test_kv_namespaces_are_kept_apart(store: Store) -> None:
     await store.kv_put("breaker", "k", "open")
     await store.kv_put("budget", "k", "12")

@@ -858,11 +858,12 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             return self._submit(_Op(sql.KV_DELETE, (namespace, key)))
         return self._submit(_Op(sql.KV_PUT, (namespace, key, value)))
 
-    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
+                    wait: bool = True) -> asyncio.Future[None]:
         # One batch of the group commit: what is submitted in one go commits together.
         fut: asyncio.Future[None] | None = None
         for item in items:
-            fut = self._submit(_Op(sql.KV_PUT, item))
+            fut = self._submit(_Op(sql.KV_PUT, item), wait=wait)
         if fut is None:  # nothing to write
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(None)

@@ -588,9 +588,12 @@ class Store(Protocol):
         """Set (``None``: delete) one value. Rides the group commit."""
         ...
 
-    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
+                    wait: bool = True) -> asyncio.Future[None]:
         """Set many values, ``(namespace, key, value)`` each, in one write: it rides the
-        group commit as one (one commit for all of them, not one each)."""
+        group commit as one (one commit for all of them, not one each). ``wait=False``:
+        nobody waits for it, so it commits with the next write (a run's spans, with the
+        commit that records how the run ended) instead of on its own."""
         ...
 
     # -- shared state ---------------------------------------------------------------------

@@ -975,13 +975,14 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             stmt = (_KV_PUT, (namespace, key, value))
         return self._submit(_Op(*stmt))
 
-    def kv_put_many(self, items: Sequence[tuple[str, str, str]]) -> asyncio.Future[None]:
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
+                    wait: bool = True) -> asyncio.Future[None]:
         rows = list(items)
 
         def put(conn: sqlite3.Connection) -> None:
             conn.executemany(_KV_PUT, rows)
 
-        return self._batched(put)
+        return self._batched(put, wait=wait)
 
     # -- spend --------------------------------------------------------------------------------
 
