@@ -13,6 +13,7 @@ from rich.text import Text
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
+    USAGE_ERROR,
     AllTenantsOption,
     DbOption,
     Scope,
@@ -25,8 +26,11 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._render import fmt_duration, plural
-from convoy.observability._spans import load_chunks
-from convoy.observability._tracing import SPANS_NAMESPACE
+from convoy.observability._spans import SPANS_NAMESPACE, load_chunks
+from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, KeyRing, MasterKey
+from convoy.privacy._seal import is_sealed
+from convoy.privacy._sealed_store import SealingStore
+from convoy.stores._protocol import Store
 
 BAR = 32
 
@@ -49,12 +53,16 @@ def trace(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    found, spans = run_async(_load(db, session_id, scope))
+    found, spans, gone = run_async(_load(db, session_id, scope))
     if not found:
         fail(f"no session {session_id!r}{scope.of} in {db!r}; 'convoy sessions list' "
              f"shows the ids{scope.hint}")
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
+        return
+    if not spans and gone:
+        out.print(f"the spans of session {session_id!r} stay sealed: they hold the data of a "
+                  "data subject who was erased (its key is destroyed)", markup=False)
         return
     if not spans:
         out.print(f"no spans kept for session {session_id!r}: run it with tracing to the "
@@ -70,16 +78,40 @@ def trace(
               + (f"  {plural(errors, 'error')}" if errors else ""), markup=False)
 
 
-async def _load(db: str, session_id: str, scope: Scope) -> tuple[bool, list[dict[str, Any]]]:
-    async with open_store(db) as store:
-        row = await store.get_session(session_id, tenant=scope.tenant)
+async def _load(db: str, session_id: str, scope: Scope
+                ) -> tuple[bool, list[dict[str, Any]], int]:
+    """Whether the session exists, its spans, and how many chunks of them stay sealed."""
+    async with open_store(db) as raw:
+        row = await raw.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return False, []
-        chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
+            return False, [], 0
+        chunks = await raw.kv_all(SPANS_NAMESPACE + session_id)
+        gone = 0
+        if any(map(is_sealed, chunks.values())):
+            opened = await _opened(raw, session_id, chunks)
+            gone, chunks = len(chunks) - len(opened), opened
         try:
-            return True, load_chunks(chunks[k] for k in sorted(chunks))
+            return True, load_chunks(chunks[k] for k in sorted(chunks)), gone
         except ValueError as e:  # (a JournalError is not one: it is said as it is)
             fail(f"the spans kept for session {session_id!r} are damaged: {e}", RUN_FAILURE)
+
+
+async def _opened(raw: Store, session_id: str, chunks: dict[str, str]) -> dict[str, str]:
+    """The chunks of a session that holds a data subject's data, opened with the master
+    key (sealed like the rest of its data); one line if they cannot be."""
+    master = MasterKey.from_env()
+    if master is None:
+        fail(f"the spans of session {session_id!r} are sealed (it holds a data subject's "
+             f"data): set ${MASTER_KEY_FILE_ENV} (or ${MASTER_KEY_ENV}) to the master key "
+             "the engine ran with", USAGE_ERROR)
+    opened = await SealingStore(raw, KeyRing(raw, master)).kv_all(
+        SPANS_NAMESPACE + session_id)
+    gone = [k for k, v in opened.items() if is_sealed(v)]
+    if gone and len(gone) < len(opened):
+        typer.echo(f"left out: {plural(len(gone), 'chunk')} of the spans of session "
+                   f"{session_id!r}, sealed under the key of an erased data subject whose "
+                   "data the session read", err=True)
+    return {k: v for k, v in opened.items() if k not in gone}
 
 
 def waterfall(spans: list[dict[str, Any]]) -> Table:

@@ -120,6 +120,12 @@ def load_task(text: str | bytes, version: int) -> HumanTask:
     try:
         task = _TASK.validate_json(text)
     except ValidationError as e:
+        from convoy.privacy._seal import is_sealed
+
+        if is_sealed(text if isinstance(text, str) else text.decode(errors="replace")):
+            raise UserError("a human task is sealed (it holds a data subject's data): set "
+                            "$CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY) to the master "
+                            "key the engine ran with") from None
         raise JournalError(f"a stored human task does not parse: "
                            f"{readable_validation_error(e)}") from None
     if task.format != TASK_FORMAT:

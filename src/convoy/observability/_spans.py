@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 #: generative-AI conventions (status: Development) in the main repository.
 SEMCONV_VERSION = "1.41.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
+#: The store keeps the spans of session ``S`` in the namespace ``SPANS_NAMESPACE + S`` of its
+#: interceptors' values, one chunk (JSON text) per key.
+SPANS_NAMESPACE = "trace:"
 #: Version of the JSON the store keeps spans in (``convoy trace``); format 1 is read too.
 SPANS_FORMAT = 2
 
@@ -295,6 +298,6 @@ def format_traceparent(trace_id: str, span_id: str) -> str:
     return f"00-{trace_id}-{span_id}-01"
 
 
-__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "Event", "Link",
-           "Shape", "SpanData", "chunk_text", "format_traceparent", "load_chunks",
-           "new_span_id", "new_trace_id", "parse_traceparent"]
+__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SPANS_NAMESPACE",
+           "Event", "Link", "Shape", "SpanData", "chunk_text", "format_traceparent",
+           "load_chunks", "new_span_id", "new_trace_id", "parse_traceparent"]

@@ -48,6 +48,7 @@ from convoy.observability._redact import Redactor
 from convoy.observability._spans import (
     CURRENT,
     SCHEMA_URL,
+    SPANS_NAMESPACE,
     Attrs,
     Shape,
     SpanData,
@@ -74,7 +75,6 @@ if TYPE_CHECKING:
 #: The session header that holds the trace id and the session's first span (W3C form).
 TRACE_HEADER = "convoy.trace"
 #: The kv namespace of a session's spans in the store: ``trace:<session id>``.
-SPANS_NAMESPACE = "trace:"
 _TEXT_LIMIT = 4096
 _ERROR_LIMIT = 500
 
@@ -99,7 +99,10 @@ class Tracing(Interceptor):
         resource_attributes: more resource attributes.
         flush_every: the store gets ended spans in batches: every ``flush_every`` spans,
             every ``flush_interval`` seconds, and when the engine closes (a crash loses at
-            most what was not written yet, as with any batching span processor).
+            most what was not written yet, as with any batching span processor). An
+            engine with a master key (data subjects) writes a run's spans with the commit
+            that records how the run ended instead, sealed like the session's other data
+            (a run going on writes what it ended so far at those moments too).
         flush_interval: see ``flush_every``.
         sample_rate: the share of sessions traced (by trace id, so every run of a session
             decides alike; a caller's ``traceparent`` decides by its sampled flag). An
@@ -142,6 +145,11 @@ class Tracing(Interceptor):
         # Chunks of ended spans the store has not got yet: (session id, key, JSON text).
         self._pending: list[tuple[str, str, str]] = []
         self._pending_spans = 0
+        # Each run's spans written as it ends, in its session's name (sealed by the store
+        # as its data), not batched with other runs': set when the engine seals.
+        self._per_run = False
+        # Writes of spans not committed yet (:meth:`flush` waits for them).
+        self._writes: list[asyncio.Future[None]] = []
         # Runs going on now, whose ended spans the flusher takes too.
         self._runs: set[_Run] = set()
         self._flusher: asyncio.Task[None] | None = None
@@ -209,6 +217,7 @@ class Tracing(Interceptor):
             await self.metrics.start(engine)
         if self.to_store:
             self.store = engine.store
+            self._per_run = engine.keys is not None
             self._flusher = asyncio.get_running_loop().create_task(self._flush_now_and_then())
 
     async def close(self) -> None:
@@ -231,25 +240,35 @@ class Tracing(Interceptor):
 
     async def flush(self) -> None:
         """Write the ended spans the store has not got yet, and wait for the commit."""
-        await asyncio.gather(*self._write_pending())
+        self._write_pending()
+        writes, self._writes = self._writes, []
+        await asyncio.gather(*writes)
 
-    def _write_pending(self) -> list[asyncio.Future[None]]:
+    def _write_pending(self) -> None:
         for run in list(self._runs):  # runs going on: what they ended so far
             if run.spans:
                 self._batch(run)
         pending, self._pending = self._pending, []
         self._pending_spans = 0
-        store = self.store
-        if not pending or store is None:
-            return []
-        # One write for all (one commit), not one per run.
-        return [store.kv_put_many([(SPANS_NAMESPACE + sid, key, text)
-                                   for sid, key, text in pending])]
+        if pending and self.store is not None:
+            # One write for all (one commit), not one per run.
+            self._write([(SPANS_NAMESPACE + sid, key, text) for sid, key, text in pending],
+                        wait=True)
+
+    def _write(self, items: list[tuple[str, str, str]], *, wait: bool) -> None:
+        assert self.store is not None
+        writes = self._writes
+        if len(writes) >= 64:  # forget the committed ones
+            writes[:] = [f for f in writes if not f.done()]
+        writes.append(self.store.kv_put_many(items, wait=wait))
 
     def _batch(self, run: _Run) -> None:
         """Hand the spans ``run`` ended so far to the exporters: one chunk for the store
         (made now, so the spans waiting for the next write are one string per run, not
-        objects the garbage collector walks again and again)."""
+        objects the garbage collector walks again and again), keyed so chunks sort by
+        time. An engine that seals writes it now, nobody waiting: it joins the store's
+        next commit (the one that records how the run ended, for a run that ended), and
+        the store seals it as the session's data while the run is this engine's."""
         spans, run.spans = run.spans, []
         if self.processors:
             assert self._resource is not None and self._scope is not None
@@ -259,12 +278,14 @@ class Tracing(Interceptor):
                     p.on_end(rs)
         if self.to_store:
             first = spans[0]
-            # One value per run and batch, keyed so they sort by time.
-            self._pending.append((run.session_id, f"{first.start:020d}-{first.span_id}",
-                                  chunk_text(spans)))
+            chunk = (run.session_id, f"{first.start:020d}-{first.span_id}", chunk_text(spans))
+            if self._per_run and self.store is not None:
+                self._write([(SPANS_NAMESPACE + chunk[0], chunk[1], chunk[2])], wait=False)
+                return
+            self._pending.append(chunk)
             self._pending_spans += len(spans)
             if self._pending_spans >= self.flush_every:
-                self._write_pending()  # dropped futures: the store commits them in order
+                self._write_pending()  # not waited for: the store commits them in order
 
     def shutdown(self) -> None:
         """Flush and shut every exporter down (at exit)."""

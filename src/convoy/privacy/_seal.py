@@ -57,10 +57,15 @@ def step_aad(tenant: str, session_id: str, key: str) -> str:
     return f"convoy/v1/{tenant}/session/{session_id}/step/{key}"
 
 
+def spans_aad(tenant: str, session_id: str, key: str) -> str:
+    """Of a chunk of a session's spans in the embedded trace store (``key``: the chunk's)."""
+    return f"convoy/v1/{tenant}/session/{session_id}/spans/{key}"
+
+
 def state_aad(tenant: str, namespace: str, key: str, session_id: str | None,
               step_key: str | None) -> str:
     return f"convoy/v1/{tenant}/state/{namespace}/{key}/{session_id}/{step_key}"
 
 
-__all__ = ["is_sealed", "seal", "sealed_subject", "session_aad", "state_aad", "step_aad",
-           "unseal"]
+__all__ = ["is_sealed", "seal", "sealed_subject", "session_aad", "spans_aad", "state_aad",
+           "step_aad", "unseal"]

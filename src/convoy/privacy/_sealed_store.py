@@ -15,11 +15,17 @@ it unreadable. The store learns who reads from :data:`~convoy.state._reader.STAT
 a resumed session learns it again from its journal (a record it opens with another
 subject's key). Only this process's sessions are tracked, and only while they run.
 
+The spans the embedded trace store keeps for such a session (the chunks tracing writes with
+the commit that ends each run) are sealed alike, under the same keys; a chunk written for a
+session that is not running here (a person's decision on it) is sealed under the keys found
+in its row and journal.
+
 A value whose subject key was destroyed (an erased subject) stays sealed when read.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -31,6 +37,7 @@ from convoy.privacy._seal import (
     seal,
     sealed_subject,
     session_aad,
+    spans_aad,
     state_aad,
     step_aad,
 )
@@ -48,12 +55,12 @@ from convoy.stores._protocol import (
 )
 
 if TYPE_CHECKING:
-    import asyncio
-
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
-_OWN = frozenset({"inner", "keys", "_live", "_read"})
+_OWN = frozenset({"inner", "keys", "_live", "_read", "_running"})
+#: The namespace prefix of a session's spans (``convoy.observability``'s).
+_SPANS = "trace:"
 
 
 class SealingStore:
@@ -67,6 +74,9 @@ class SealingStore:
         self._live: dict[str, tuple[str, str, AESGCM]] = {}
         # Sessions that read other subjects' data: id -> (tenant, {subject: key}).
         self._read: dict[str, tuple[str, dict[str, AESGCM]]] = {}
+        # Sessions whose run this process holds (with a subject or not): what is written
+        # for one of them that is in neither map above holds nobody's personal data.
+        self._running: set[str] = set()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -88,6 +98,8 @@ class SealingStore:
 
     def create_session(self, session: NewSession, *, owner: str | None,
                        lease_s: float) -> asyncio.Future[None]:
+        if owner is not None:
+            self._running.add(session.id)
         if session.subject is not None:
             session = self._seal_new(session, self.keys.cached(session.tenant,
                                                                 session.subject))
@@ -167,14 +179,18 @@ class SealingStore:
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
                     tenant: str | None = None) -> SessionRow | None:
-        return await self._open_row(
-            await self.inner.claim(session_id, owner, lease_s, tenant=tenant), track=True)
+        row = await self.inner.claim(session_id, owner, lease_s, tenant=tenant)
+        if row is not None:
+            self._running.add(row.id)
+        return await self._open_row(row, track=True)
 
     async def claim_runnable(self, owner: str, lease_s: float, *,
                              workflows: Mapping[str, str], limit: int,
                              tenant: str | None = None) -> list[SessionRow]:
-        return await self._open_rows(await self.inner.claim_runnable(
-            owner, lease_s, workflows=workflows, limit=limit, tenant=tenant), track=True)
+        rows = await self.inner.claim_runnable(owner, lease_s, workflows=workflows,
+                                               limit=limit, tenant=tenant)
+        self._running.update(r.id for r in rows)
+        return await self._open_rows(rows, track=True)
 
     async def get_session(self, session_id: str, *,
                           tenant: str | None = None) -> SessionRow | None:
@@ -199,6 +215,7 @@ class SealingStore:
 
     def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
                tenant: str | None = None) -> asyncio.Future[None]:
+        self._running.discard(session_id)
         live = self._live.pop(session_id, None)
         if live is not None:
             t, subject, key = live
@@ -220,12 +237,14 @@ class SealingStore:
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
+        self._running.discard(session_id)
         self._live.pop(session_id, None)
         self._read.pop(session_id, None)  # a resume learns it again from the journal
         await self.inner.park(session_id, owner, outcome, wake_at=wake_at,
                               wait_name=wait_name)
 
     async def release(self, session_id: str, owner: str) -> None:
+        self._running.discard(session_id)
         self._live.pop(session_id, None)
         self._read.pop(session_id, None)
         await self.inner.release(session_id, owner)
@@ -234,6 +253,7 @@ class SealingStore:
                      journal: StepRecord | None = None, tenant: str | None = None) -> bool:
         # The session runs again (a person answered its escalation): whatever tracked it
         # here is dropped, the run that claims it learns it again from its row and journal.
+        self._running.discard(session_id)
         self._live.pop(session_id, None)
         self._read.pop(session_id, None)
         if journal is not None and journal.result is not None:
@@ -285,6 +305,67 @@ class SealingStore:
                       tenant: str | None = None) -> list[StepRecord]:
         return await self._open_records(
             session_id, await self.inner.journal(session_id, tenant=tenant))
+
+    # -- the spans of the embedded trace store -----------------------------------------
+
+    def _sealed_spans(self, session_id: str, key: str, text: str) -> str | None:
+        """A chunk of a session's spans sealed as its data is now (``None``: the session's
+        run is not this process's, its keys are not known here)."""
+        live = self._live.get(session_id)
+        read = self._read.get(session_id)
+        if live is None and read is None:
+            return text if session_id in self._running else None
+        tenant = live[0] if live is not None else read[0]  # type: ignore[index]
+        aad = spans_aad(tenant, session_id, key)
+        if live is not None:
+            text = seal(live[2], live[1], aad, text)
+        return self._seal_read(session_id, aad, text)
+
+    def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
+                    wait: bool = True) -> asyncio.Future[None]:
+        out: list[tuple[str, str, str]] = []
+        later: list[tuple[str, str, str]] = []
+        for ns, key, value in items:
+            if not ns.startswith(_SPANS):
+                out.append((ns, key, value))
+                continue
+            sealed = self._sealed_spans(ns[len(_SPANS):], key, value)
+            if sealed is None:
+                later.append((ns, key, value))
+            else:
+                out.append((ns, key, sealed))
+        if not later:
+            return self.inner.kv_put_many(out, wait=wait)
+        return asyncio.ensure_future(self._put_sealed_later(out, later))
+
+    async def _put_sealed_later(self, ready: list[tuple[str, str, str]],
+                                later: list[tuple[str, str, str]]) -> None:
+        """Write ``later``'s spans sealed under the keys found in their sessions' rows and
+        journals (a session gone meanwhile, erased: its spans are not written at all)."""
+        for ns, key, value in later:
+            sid = ns[len(_SPANS):]
+            row = await self.inner.get_session(sid)
+            if row is not None:
+                ready.append((ns, key, await self._seal_as(
+                    sid, spans_aad(row.tenant, sid, key), value)))
+        await self.inner.kv_put_many(ready)
+
+    def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
+        if value is None or not namespace.startswith(_SPANS):
+            return self.inner.kv_put(namespace, key, value)
+        return self.kv_put_many([(namespace, key, value)])
+
+    async def kv_all(self, namespace: str) -> dict[str, str]:
+        values = await self.inner.kv_all(namespace)
+        if not namespace.startswith(_SPANS) or not any(map(is_sealed, values.values())):
+            return values
+        sid = namespace[len(_SPANS):]
+        row = await self.inner.get_session(sid)
+        if row is None:
+            return values
+        t = row.tenant
+        return {k: (await self.keys.peel(t, spans_aad(t, sid, k), v))[1] or v
+                for k, v in values.items()}
 
     # -- shared state ---------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from convoy.privacy._keys import KeyRing
 from convoy.privacy._seal import (
     is_sealed,
     session_aad,
+    spans_aad,
     state_aad,
     step_aad,
 )
@@ -40,7 +41,8 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
 async def export_subject(store: Store, keys: KeyRing, tenant: str,
                          subject: str) -> dict[str, Any]:
     """Everything ``store`` holds about ``tenant``'s subject ``subject``, as JSON data:
-    its sessions (input, output, error, headers, every journaled step), the shared-state
+    its sessions (input, output, error, headers, every journaled step, the spans of the
+    embedded trace store), the shared-state
     versions they wrote, and ``copies``: what other sessions of the tenant hold of its data
     (they read it, and what they wrote from it is sealed under its key too).
 
@@ -68,7 +70,7 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
         others = [r for r in page if r.id not in own]
         for r in others:
             found = await _session(raw, opener, r, always=False)
-            if found["steps"] or any(p in found for p in _PARTS):
+            if found["steps"] or found["spans"] or any(p in found for p in _PARTS):
                 copies.append(found)
         copied_state += await _state(raw, opener, [r.id for r in others], always=False)
     return {"format": "convoy-subject-export/1", "tenant": tenant, "subject": subject,
@@ -121,6 +123,29 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
                           "status": st.status, "agent": st.agent, "at": st.at,
                           "result": value})
     out["steps"] = steps
+    out["spans"] = await _spans(raw, opener, sid, always=always)
+    return out
+
+
+async def _spans(raw: Store, opener: _Opener, sid: str, *, always: bool) -> list[Any]:
+    """The spans the embedded trace store keeps for a session (sealed as its data is),
+    each as ``convoy trace --json`` prints it; a chunk that cannot be opened for this
+    subject is one ``{"sealed": true, ...}`` item."""
+    from convoy.observability._spans import SPANS_NAMESPACE, load_chunks
+
+    out: list[Any] = []
+    t = opener.tenant
+    for key, text in sorted((await raw.kv_all(SPANS_NAMESPACE + sid)).items()):
+        value = await opener.open(spans_aad(t, sid, key), text, always=always)
+        if value is _NOT_HELD:
+            continue
+        if isinstance(value, dict) and "sealed" not in value:
+            try:
+                out += load_chunks([json.dumps(value)])
+                continue
+            except ValueError:
+                pass
+        out.append(value)
     return out
 
 
@@ -172,12 +197,13 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
 
 async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
     """Delete what interceptors keep per session (the spans of the embedded trace store)."""
-    from convoy.observability._tracing import SPANS_NAMESPACE
+    from convoy.observability._spans import SPANS_NAMESPACE
 
+    raw = getattr(store, "inner", store)  # the keys are enough: nothing is opened
     for sid in session_ids:
         ns = SPANS_NAMESPACE + sid
-        for key in await store.kv_all(ns):
-            store.kv_put(ns, key, None)
+        for key in await raw.kv_all(ns):
+            raw.kv_put(ns, key, None)
 
 
 def _unknown(store: Store, tenant: str, subject: str, ref: str,

@@ -1,0 +1,202 @@
+"""The spans the embedded trace store keeps for a session that holds a data subject's data
+are sealed like the rest of that data: under the subject's key (and the keys of the
+subjects whose data it read), written with the commit that ends each run, opened through
+the engine and by ``convoy trace`` with the master key, unreadable once the subject is
+erased."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from convoy.observability import Tracing
+from convoy.observability._spans import load_chunks
+from convoy.observability._tracing import SPANS_NAMESPACE
+from convoy.privacy._seal import is_sealed, sealed_subject
+
+from .clikit import cli, workdir  # noqa: F401 - the fixture every CLI test runs in
+from .conftest import STORE_KINDS, store_db
+from .test_privacy import (
+    IN_NAME,
+    KEY,
+    PLANTED,
+    SHARED_NAME,
+    ask_refund,
+    copy_note,
+    engine,
+    files_of,
+    mix_notes,
+    note_subject,
+    scan,
+    serve,
+)
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+def tracing() -> Tracing:
+    # Content captured and not redacted: the planted values are in the spans' attributes.
+    return Tracing(["store"], capture_content=True, redact=False)
+
+
+def attributes(chunks: dict[str, str]) -> str:
+    return json.dumps([s["attrs"] for s in load_chunks(chunks[k] for k in sorted(chunks))])
+
+
+async def test_a_subjects_spans_are_sealed_at_rest_and_open_through_the_engine(
+        db: str | Path) -> None:
+    async with engine(db, interceptors=[tracing()]) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        ctl = await eng.run(serve, {"name": "Nobody In Particular"})
+        ns = SPANS_NAMESPACE + res.id
+        raw = await eng.store.inner.kv_all(ns)  # type: ignore[attr-defined]
+        assert raw and all(is_sealed(v) for v in raw.values())
+        assert not any(v in text for v in PLANTED for text in raw.values())
+        opened = await eng.store.kv_all(ns)
+        assert IN_NAME in attributes(opened)  # what was sealed is the spans, all of them
+        # A session without a subject: its spans as they were.
+        plain = await eng.store.inner.kv_all(  # type: ignore[attr-defined]
+            SPANS_NAMESPACE + ctl.id)
+        assert plain and not any(is_sealed(v) for v in plain.values())
+        await eng.erase("customer-42")
+        assert await eng.store.inner.kv_all(ns) == {}  # type: ignore[attr-defined]
+
+
+async def test_no_byte_of_a_subjects_spans_is_in_the_files_before_or_after_erasure(
+        tmp_path: Path) -> None:
+    path = tmp_path / "convoy.db"
+    async with engine(path, interceptors=[tracing()]) as eng:
+        await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+    assert scan(files_of(tmp_path), PLANTED) == {}
+    async with engine(path) as eng:
+        await eng.erase("customer-42")
+    assert scan(files_of(tmp_path), (*PLANTED, "customer-42")) == {}
+
+
+async def test_the_spans_of_a_session_that_read_a_subjects_data_go_with_its_key(
+        tmp_path: Path) -> None:
+    path = tmp_path / "convoy.db"
+    async with engine(path, interceptors=[tracing()]) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        copy = await eng.run(copy_note, False)  # no subject of its own; reads zed's
+        assert copy.ok
+        ns = SPANS_NAMESPACE + copy.id
+        raw = await eng.store.inner.kv_all(ns)  # type: ignore[attr-defined]
+        assert raw and all(sealed_subject(v) == "zed" for v in raw.values())
+        assert "privacy.copy" in attributes(await eng.store.kv_all(ns))  # opened
+        await eng.erase("zed")
+        # The reader's spans stay (it is not zed's session), unreadable.
+        after = await eng.store.kv_all(ns)
+        assert after and all(is_sealed(v) for v in after.values())
+    assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
+
+
+async def test_a_persons_decision_on_a_subjects_session_is_a_sealed_span(
+        tmp_path: Path) -> None:
+    path = tmp_path / "convoy.db"
+    note = "Spoke to Ingrid on +44 20 7946 0958"
+    async with engine(path, interceptors=[tracing()]) as eng:
+        res = await eng.run(ask_refund, IN_NAME, subject="customer-42")
+        assert res.status == "waiting"
+    # Decided by another engine, outside the session's run: the span of the decision is
+    # sealed under the keys found in the session's row and journal.
+    async with engine(path, interceptors=[tracing()]) as eng:
+        [task] = await eng.inbox.tasks()
+        await eng.inbox.answer(task.id, {"approve": True, "note": note}, by="alice")
+        await eng.aclose()  # the spans are written
+        await eng.open()
+        ns = SPANS_NAMESPACE + res.id
+        raw = await eng.store.inner.kv_all(ns)  # type: ignore[attr-defined]
+        assert len(raw) == 2 and all(is_sealed(v) for v in raw.values())
+        opened = await eng.store.kv_all(ns)
+        names = [s["name"] for s in load_chunks(opened[k] for k in sorted(opened))]
+        assert "human_decision" in names and note in attributes(opened)
+    assert scan(files_of(tmp_path), (*PLANTED, note)) == {}
+
+
+def test_convoy_trace_opens_sealed_spans_with_the_master_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path, interceptors=[tracing()]) as eng:
+            return (await eng.run(serve, {"name": IN_NAME}, subject="customer-42")).id
+
+    sid = asyncio.run(run())
+    monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    locked = cli("trace", sid, "--db", str(path))
+    assert locked.code == 2
+    assert "sealed" in locked.stderr and "CONVOY_MASTER_KEY_FILE" in locked.stderr
+    assert len(locked.stderr.strip().splitlines()) == 1
+    opened = cli("trace", sid, "--db", str(path), "--json", env={"CONVOY_MASTER_KEY": KEY})
+    assert opened.code == 0, opened.stderr
+    assert IN_NAME in opened.stdout
+    assert "invoke_workflow privacy.serve" in {s["name"] for s in json.loads(opened.stdout)}
+
+
+async def test_the_export_has_the_subjects_spans_and_withholds_mixed_ones(
+        tmp_path: Path) -> None:
+    path = tmp_path / "convoy.db"
+    bob_value = "Bob Hiddenname-Quist"
+    async with engine(path, interceptors=[tracing()]) as eng:
+        own = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        mixed = await eng.run(mix_notes, bob_value, subject="bob")  # reads zed's data
+        assert own.ok and mixed.ok
+        mine, zed, bob = (await eng.export("customer-42"), await eng.export("zed"),
+                          await eng.export("bob"))
+    [session] = mine["sessions"]
+    names = {s["name"] for s in session["spans"]}
+    assert "invoke_workflow privacy.serve" in names and "invoke_agent clerk" in names
+    assert IN_NAME in json.dumps(session["spans"])  # opened, with the captured content
+    # Bob's run read zed's data: its spans hold both, withheld from each.
+    [bobs] = bob["sessions"]
+    assert bobs["spans"] and all(s.get("withheld") for s in bobs["spans"])
+    [copy] = zed["copies"]["sessions"]
+    assert copy["id"] == mixed.id and all(s.get("withheld") for s in copy["spans"])
+    assert bob_value not in json.dumps(zed) and SHARED_NAME not in json.dumps(bob)
+
+
+def test_convoy_trace_of_a_session_that_read_an_erased_subjects_data(
+        tmp_path: Path) -> None:
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path, interceptors=[tracing()]) as eng:
+            assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+            copy = await eng.run(copy_note, False)
+            await eng.erase("zed")
+            return copy.id
+
+    sid = asyncio.run(run())
+    res = cli("trace", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
+    assert res.code == 0, res.stderr
+    assert "stay sealed" in res.stdout and "erased" in res.stdout
+    assert "no spans kept" not in res.stdout
+
+
+def test_the_inbox_without_the_master_key_says_so_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "convoy.db"
+
+    async def run() -> None:
+        async with engine(path) as eng:
+            res = await eng.run(ask_refund, IN_NAME, subject="customer-42")
+            assert res.status == "waiting"
+
+    asyncio.run(run())
+    monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    locked = cli("inbox", "list", "--db", str(path))
+    assert locked.code == 2 and "CONVOY_MASTER_KEY_FILE" in locked.stderr, locked
+    assert len(locked.stderr.strip().splitlines()) == 1
+    opened = cli("inbox", "list", "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
+    assert opened.code == 0 and "1 task(s)" in opened.stdout, opened
