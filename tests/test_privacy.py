@@ -113,11 +113,13 @@ async def test_erasure_leaves_no_byte_of_the_subject_in_any_file_sqlite(tmp_path
         # At rest: sealed (no plaintext in the files) while the key exists.
         raw = list(await eng.store.inner.journal(res.id))  # type: ignore[attr-defined]
         assert raw and all(is_sealed(r.result) for r in raw if r.result)
-        sealed_bytes = [r.result for r in raw if r.result]
+        # (a stretch of each one's ciphertext: its label names the key, and stays in the
+        # erasure's record as the subject's fingerprint)
+        sealed_bytes = [json.loads(r.result)["d"][10:50] for r in raw if r.result]
     files = files_of(tmp_path)
     assert scan(files, PLANTED) == {}
     assert scan(files, OTHER)  # the control: plaintext of a session without a subject
-    assert any(scan(files, (s[30:70],)) for s in sealed_bytes)  # the ciphertext is there
+    assert any(scan(files, (s,)) for s in sealed_bytes)  # the ciphertext is there
 
     async with engine(db) as eng:
         event = await eng.erase("customer-42")
@@ -127,7 +129,7 @@ async def test_erasure_leaves_no_byte_of_the_subject_in_any_file_sqlite(tmp_path
         assert not (await eng.state("contacts").get("subject")).exists
     files = files_of(tmp_path)
     assert scan(files, PLANTED) == {}
-    assert not any(scan(files, (s[30:70],)) for s in sealed_bytes)
+    assert not any(scan(files, (s,)) for s in sealed_bytes)
     assert scan(files, ("customer-42",)) == {}
     assert set(scan(files, OTHER)) == set(OTHER)  # what is not the subject's stays
     assert {p.name for p in files} <= {"convoy.db", "convoy.db-wal", "convoy.db-shm"}
@@ -393,6 +395,25 @@ async def test_another_sessions_copies_of_a_subjects_state_are_erased_with_it(
     assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
 
 
+async def test_erasure_leaves_no_trace_of_the_subjects_id_in_other_sessions_values(
+        tmp_path: Path) -> None:
+    """Sealed values name their key by the subject's keyed fingerprint, and erasure deletes
+    what maps it back: the values another session keeps sealed under an erased subject's
+    key no longer say whose they were (a subject id may be personal data itself)."""
+    db = tmp_path / "convoy.db"
+    subject = "zed.secretname@example.org"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject=subject)).ok
+        copied = await eng.run(copy_note, False)  # no subject of its own: reads zed's
+        assert copied.ok and copied.output == f"copied {SHARED_NAME}"
+        raw = await eng.store.inner.get_session(copied.id)  # type: ignore[attr-defined]
+        assert is_sealed(raw.output) and subject not in raw.output
+        await eng.erase(subject)
+        kept = await eng.result(copied.id)
+        assert kept.output is not None and SHARED_NAME not in str(kept.output)
+    assert scan(files_of(tmp_path), (SHARED_NAME, subject)) == {}
+
+
 async def test_the_export_holds_other_sessions_copies_of_the_subjects_data(
         tmp_path: Path) -> None:
     """Right of access: what other sessions hold of the subject's data (they read its
@@ -523,3 +544,23 @@ async def test_a_persons_answer_to_an_escalation_is_sealed_like_the_session(
         assert not store._live and not store._read  # type: ignore[attr-defined]
         await other.erase("zed")
     assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
+
+
+async def test_values_sealed_by_earlier_versions_name_their_subject_and_still_open(
+        tmp_path: Path) -> None:
+    import base64
+    import secrets
+
+    async with engine(tmp_path / "convoy.db") as eng:
+        keys = eng.keys
+        assert keys is not None
+        key = await keys.load("acme", "s-1", create=True)
+        assert key is not None and "s-1" not in key.label
+        nonce = secrets.token_bytes(12)
+        data = base64.b64encode(nonce + key.aead.encrypt(nonce, b'"hello"', b"aad")).decode()
+        v1 = json.dumps({"$sealed": "s-1", "v": 1, "d": data})  # format 1: the subject
+        layers, text = await keys.peel("acme", "aad", v1)
+        assert text == '"hello"' and [name for name, _ in layers] == ["s-1"]
+        v3 = json.dumps({"$sealed": key.label, "v": 3, "d": data})
+        with pytest.raises(UserError, match="format 3; this Convoy reads formats 1 and 2"):
+            await keys.peel("acme", "aad", v3)

@@ -16,7 +16,7 @@ import pytest
 from convoy.observability import Tracing
 from convoy.observability._spans import load_chunks
 from convoy.observability._tracing import SPANS_NAMESPACE
-from convoy.privacy._seal import is_sealed, sealed_subject
+from convoy.privacy._seal import is_sealed
 
 from .clikit import cli, workdir  # noqa: F401 - the fixture every CLI test runs in
 from .conftest import STORE_KINDS, store_db
@@ -89,7 +89,10 @@ async def test_the_spans_of_a_session_that_read_a_subjects_data_go_with_its_key(
         assert copy.ok
         ns = SPANS_NAMESPACE + copy.id
         raw = await eng.store.inner.kv_all(ns)  # type: ignore[attr-defined]
-        assert raw and all(sealed_subject(v) == "zed" for v in raw.values())
+        assert raw and all(is_sealed(v) for v in raw.values())
+        assert eng.keys is not None
+        assert [(await eng.keys.outer("default", v))[0] for v in raw.values()] == \
+            ["zed"] * len(raw)
         assert "privacy.copy" in attributes(await eng.store.kv_all(ns))  # opened
         await eng.erase("zed")
         # The reader's spans stay (it is not zed's session), unreadable.

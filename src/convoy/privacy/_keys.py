@@ -4,6 +4,12 @@ under a master key the operator configures, so erasing a subject destroys its ke
 The master key is 32 random bytes, base64-encoded: in ``$CONVOY_MASTER_KEY``, or in the file
 ``$CONVOY_MASTER_KEY_FILE`` names (``convoy keygen FILE`` writes one). Lose it and every
 subject's data is unreadable; keep it out of the database's backups.
+
+A sealed value names the key it is sealed under by the subject's keyed fingerprint
+(:meth:`MasterKey.ref`), not by the subject's id: the store maps fingerprints back to ids in
+its interceptors' values (:data:`REFS_NAMESPACE`), and erasure deletes that mapping with the
+key, so the values other sessions keep sealed under an erased subject's key no longer say
+whose they were.
 """
 
 from __future__ import annotations
@@ -26,6 +32,20 @@ if TYPE_CHECKING:
 
 MASTER_KEY_ENV = "CONVOY_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "CONVOY_MASTER_KEY_FILE"
+#: The namespace (``+ tenant``) of the store's values that map a subject's fingerprint, as
+#: sealed values name it, to the subject's id (deleted when the subject is erased).
+REFS_NAMESPACE = "convoy.subject-refs/"
+
+
+class SubjectKey:
+    """A subject's key (``aead``) and the label sealed values name it by (``label``: the
+    subject's keyed fingerprint)."""
+
+    __slots__ = ("aead", "label")
+
+    def __init__(self, aead: AESGCM, label: str) -> None:
+        self.aead = aead
+        self.label = label
 
 
 def _aesgcm(key: bytes) -> AESGCM:
@@ -116,22 +136,25 @@ def _key_aad(tenant: str, subject: str) -> bytes:
 class KeyRing:
     """Subject keys of one store, unwrapped on first use and kept in memory."""
 
-    __slots__ = ("_keys", "master", "store")
+    __slots__ = ("_keys", "_refs", "master", "store")
 
     def __init__(self, store: Store, master: MasterKey) -> None:
         self.store = store
         self.master = master
-        self._keys: dict[tuple[str, str], AESGCM] = {}
+        self._keys: dict[tuple[str, str], SubjectKey] = {}
+        self._refs: dict[tuple[str, str], str] = {}  # (tenant, fingerprint) -> subject
 
-    def cached(self, tenant: str, subject: str) -> AESGCM:
+    def cached(self, tenant: str, subject: str) -> SubjectKey:
         """A key :meth:`load` loaded before (the sync write paths need it ready)."""
         key = self._keys.get((tenant, subject))
         if key is None:
             raise UserError(f"the key of subject {subject!r} (tenant {tenant!r}) is not loaded")
         return key
 
-    async def load(self, tenant: str, subject: str, *, create: bool) -> AESGCM | None:
-        """The subject's key (made and stored if ``create`` and it has none), or ``None``."""
+    async def load(self, tenant: str, subject: str, *, create: bool) -> SubjectKey | None:
+        """The subject's key (made and stored if ``create`` and it has none), or ``None``.
+        The store maps its fingerprint back to it from then on (for a key made by an
+        earlier Convoy: once a writable store loads it)."""
         key = self._keys.get((tenant, subject))
         if key is not None:
             return key
@@ -142,20 +165,48 @@ class KeyRing:
                 return None
             wrapped = await self.store.subject_key_put(
                 tenant, subject, self.master.wrap(secrets.token_bytes(32), aad))
-        key = self._keys[(tenant, subject)] = _aesgcm(self.master.unwrap(wrapped, aad))
+        aead = _aesgcm(self.master.unwrap(wrapped, aad))
+        ref = self.master.ref(tenant, subject)
+        ns = REFS_NAMESPACE + tenant
+        if not getattr(self.store, "read_only", False) and \
+                await self.store.kv_get(ns, ref) != subject:
+            await self.store.kv_put(ns, ref, subject)
+        self._refs[(tenant, ref)] = subject
+        key = self._keys[(tenant, subject)] = SubjectKey(aead, ref)
         return key
 
+    async def subject_of(self, tenant: str, label: str, version: int) -> str | None:
+        """The subject a sealed value's label names (format 1 named the subject itself);
+        ``None``: nobody the store knows (the subject was erased)."""
+        if version == 1:
+            return label
+        subject = self._refs.get((tenant, label))
+        if subject is None:
+            subject = await self.store.kv_get(REFS_NAMESPACE + tenant, label)
+        return subject
+
+    async def outer(self, tenant: str, text: str) -> tuple[str, SubjectKey | None]:
+        """Whose key a sealed value's outermost layer is sealed under: the subject (its
+        label if it is unknown: erased) and the key (``None``: destroyed)."""
+        from convoy.privacy._seal import sealed_label
+
+        label, version = sealed_label(text)
+        subject = await self.subject_of(tenant, label, version)
+        if subject is None:
+            return label, None
+        return subject, await self.load(tenant, subject, create=False)
+
     async def peel(self, tenant: str, aad: str, text: str | None
-                   ) -> tuple[list[tuple[str, AESGCM | None]], str | None]:
+                   ) -> tuple[list[tuple[str, SubjectKey | None]], str | None]:
         """``text`` opened layer by layer, outermost first, each with the key of the
         subject it names: the layers' ``(subject, key)`` and the text as far as it opened
-        (still sealed from a layer whose key is gone: that layer's key is ``None``)."""
-        from convoy.privacy._seal import is_sealed, sealed_subject, unseal
+        (still sealed from a layer whose key is gone: that layer's key is ``None``, and
+        its subject the label it was named by, if the store no longer knows whose)."""
+        from convoy.privacy._seal import is_sealed, unseal
 
-        layers: list[tuple[str, AESGCM | None]] = []
+        layers: list[tuple[str, SubjectKey | None]] = []
         while text is not None and is_sealed(text):
-            subject = sealed_subject(text)
-            key = await self.load(tenant, subject, create=False)
+            subject, key = await self.outer(tenant, text)
             layers.append((subject, key))
             if key is None:
                 break
@@ -163,7 +214,10 @@ class KeyRing:
         return layers, text
 
     def forget(self, tenant: str, subject: str) -> None:
-        self._keys.pop((tenant, subject), None)
+        key = self._keys.pop((tenant, subject), None)
+        if key is not None:
+            self._refs.pop((tenant, key.label), None)
 
 
-__all__ = ["MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV", "KeyRing", "MasterKey"]
+__all__ = ["MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV", "REFS_NAMESPACE", "KeyRing", "MasterKey",
+           "SubjectKey"]

@@ -3,7 +3,9 @@
 session, step or state key), so a sealed value moved elsewhere does not open.
 
 A sealed value is JSON text that stands where the plain value was:
-``{"$sealed": "<subject>", "v": 1, "d": "<base64 of nonce and ciphertext>"}``.
+``{"$sealed": "<label>", "v": 2, "d": "<base64 of nonce and ciphertext>"}``, the label being
+the subject's keyed fingerprint (see :mod:`convoy.privacy._keys`); format 1 (earlier
+versions) named the subject itself, and is read as before.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 from convoy._errors import UserError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+    from convoy.privacy._keys import SubjectKey
 
 _PREFIX = '{"$sealed"'
 
@@ -25,25 +27,31 @@ def is_sealed(text: str | None) -> bool:
     return text is not None and text.startswith(_PREFIX)
 
 
-def sealed_subject(text: str) -> str:
-    return str(json.loads(text)["$sealed"])
+def sealed_label(text: str) -> tuple[str, int]:
+    """The label a sealed value names its key by, and the value's format."""
+    env = json.loads(text)
+    version = env.get("v")
+    if version not in (1, 2):
+        raise UserError(f"a sealed value has format {version!r}; this Convoy reads formats 1 "
+                        "and 2 (upgrade Convoy)")
+    return str(env["$sealed"]), int(version)
 
 
-def seal(key: AESGCM, subject: str, aad: str, text: str) -> str:
+def seal(key: SubjectKey, aad: str, text: str) -> str:
     nonce = secrets.token_bytes(12)
-    data = base64.b64encode(nonce + key.encrypt(nonce, text.encode(), aad.encode())).decode()
-    return json.dumps({"$sealed": subject, "v": 1, "d": data}, separators=(",", ":"))
+    data = base64.b64encode(nonce + key.aead.encrypt(nonce, text.encode(), aad.encode()))
+    return json.dumps({"$sealed": key.label, "v": 2, "d": data.decode()},
+                      separators=(",", ":"))
 
 
-def unseal(key: AESGCM, aad: str, text: str) -> str:
+def unseal(key: SubjectKey, aad: str, text: str) -> str:
     from cryptography.exceptions import InvalidTag
 
     env = json.loads(text)
-    if env.get("v") != 1:
-        raise UserError(f"a sealed value has version {env.get('v')!r}, not 1: upgrade Convoy")
+    sealed_label(text)  # a format this Convoy reads
     raw = base64.b64decode(env["d"])
     try:
-        return key.decrypt(raw[:12], raw[12:], aad.encode()).decode()
+        return key.aead.decrypt(raw[:12], raw[12:], aad.encode()).decode()
     except InvalidTag:
         raise UserError(f"a sealed value ({aad}) does not open with its subject's key: it "
                         "was moved or altered") from None
@@ -67,5 +75,5 @@ def state_aad(tenant: str, namespace: str, key: str, session_id: str | None,
     return f"convoy/v1/{tenant}/state/{namespace}/{key}/{session_id}/{step_key}"
 
 
-__all__ = ["is_sealed", "seal", "sealed_subject", "session_aad", "spans_aad", "state_aad",
+__all__ = ["is_sealed", "seal", "sealed_label", "session_aad", "spans_aad", "state_aad",
            "step_aad", "unseal"]

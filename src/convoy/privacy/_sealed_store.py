@@ -29,13 +29,12 @@ import asyncio
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any, cast
 
-from convoy.privacy._keys import KeyRing
+from convoy.privacy._keys import KeyRing, SubjectKey
 from convoy.privacy._seal import (
     is_sealed,
     seal,
-    sealed_subject,
     session_aad,
     spans_aad,
     state_aad,
@@ -54,10 +53,6 @@ from convoy.stores._protocol import (
     Store,
 )
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
-
 _OWN = frozenset({"inner", "keys", "_live", "_read", "_running"})
 #: The namespace prefix of a session's spans (``convoy.observability``'s).
 _SPANS = "trace:"
@@ -71,9 +66,9 @@ class SealingStore:
         self.inner = inner
         self.keys = keys
         # Sessions of a subject this process writes for: id -> (tenant, subject, key).
-        self._live: dict[str, tuple[str, str, AESGCM]] = {}
+        self._live: dict[str, tuple[str, str, SubjectKey]] = {}
         # Sessions that read other subjects' data: id -> (tenant, {subject: key}).
-        self._read: dict[str, tuple[str, dict[str, AESGCM]]] = {}
+        self._read: dict[str, tuple[str, dict[str, SubjectKey]]] = {}
         # Sessions whose run this process holds (with a subject or not): what is written
         # for one of them that is in neither map above holds nobody's personal data.
         self._running: set[str] = set()
@@ -90,10 +85,10 @@ class SealingStore:
 
     # -- sessions ----------------------------------------------------------------------
 
-    def _seal_new(self, s: NewSession, key: AESGCM) -> NewSession:
+    def _seal_new(self, s: NewSession, key: SubjectKey) -> NewSession:
         assert s.subject is not None
         self._live[s.id] = (s.tenant, s.subject, key)
-        return replace(s, input=seal(key, s.subject, session_aad(s.tenant, s.id, "input"),
+        return replace(s, input=seal(key, session_aad(s.tenant, s.id, "input"),
                                      s.input))
 
     def create_session(self, session: NewSession, *, owner: str | None,
@@ -153,7 +148,7 @@ class SealingStore:
                     self._reads(reader, tenant, subject, key)
         return opened
 
-    def _reads(self, session_id: str, tenant: str, subject: str, key: AESGCM) -> None:
+    def _reads(self, session_id: str, tenant: str, subject: str, key: SubjectKey) -> None:
         """``session_id`` read ``subject``'s data (nothing new if it is its own)."""
         live = self._live.get(session_id)
         if live is not None and live[1] == subject:
@@ -169,8 +164,8 @@ class SealingStore:
         (outermost), if it read any."""
         read = self._read.get(session_id)
         if read is not None:
-            for subject, key in read[1].items():
-                text = seal(key, subject, aad, text)
+            for key in read[1].values():
+                text = seal(key, aad, text)
         return text
 
     async def _open_rows(self, rows: Sequence[SessionRow], *, track: bool = False
@@ -218,11 +213,11 @@ class SealingStore:
         self._running.discard(session_id)
         live = self._live.pop(session_id, None)
         if live is not None:
-            t, subject, key = live
+            t, _, key = live
             error = None if outcome.error is None else json.loads(seal(
-                key, subject, session_aad(t, session_id, "error"), json.dumps(outcome.error)))
+                key, session_aad(t, session_id, "error"), json.dumps(outcome.error)))
             outcome = replace(outcome, error=error, output=None if outcome.output is None
-                              else seal(key, subject, session_aad(t, session_id, "output"),
+                              else seal(key, session_aad(t, session_id, "output"),
                                         outcome.output))
         read = self._read.get(session_id)
         if read is not None:
@@ -271,9 +266,8 @@ class SealingStore:
                consume_signal: int | None = None) -> asyncio.Future[None]:
         live = self._live.get(session_id)
         if live is not None and record.result is not None:
-            t, subject, key = live
-            record = replace(record, result=seal(key, subject,
-                                                 step_aad(t, session_id, record.key),
+            t, _, key = live
+            record = replace(record, result=seal(key, step_aad(t, session_id, record.key),
                                                  record.result))
         read = self._read.get(session_id)
         if read is not None and record.result is not None:
@@ -318,7 +312,7 @@ class SealingStore:
         tenant = live[0] if live is not None else read[0]  # type: ignore[index]
         aad = spans_aad(tenant, session_id, key)
         if live is not None:
-            text = seal(live[2], live[1], aad, text)
+            text = seal(live[2], aad, text)
         return self._seal_read(session_id, aad, text)
 
     def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
@@ -393,7 +387,7 @@ class SealingStore:
             return replace(res, entry=await self._open_entry(res.entry))
         return await self._state_put(write)
 
-    async def _seals_of(self, session_id: str) -> list[tuple[str, AESGCM]]:
+    async def _seals_of(self, session_id: str) -> list[tuple[str, SubjectKey]]:
         """The keys a value of ``session_id`` written outside its run is sealed under,
         innermost first: its subject's, then those of the subjects whose data it read
         (found in its row and journal). Computed here, not tracked: the session may be
@@ -402,7 +396,7 @@ class SealingStore:
         if row is None:
             return []
         t = row.tenant
-        seals: dict[str, AESGCM] = {}
+        seals: dict[str, SubjectKey] = {}
         if row.subject is not None:
             key = await self.keys.load(t, row.subject, create=False)
             if key is not None:
@@ -419,8 +413,8 @@ class SealingStore:
 
     async def _seal_as(self, session_id: str, aad: str, text: str) -> str:
         """``text`` sealed as ``session_id``'s data is (:meth:`_seals_of`)."""
-        for subject, key in await self._seals_of(session_id):
-            text = seal(key, subject, aad, text)
+        for _, key in await self._seals_of(session_id):
+            text = seal(key, aad, text)
         return text
 
     async def _state_put(self, write: StateWrite) -> StateWriteResult:
@@ -430,21 +424,20 @@ class SealingStore:
         w = write
         aad = state_aad(w.tenant, w.namespace, w.key, w.session_id, w.step_key)
         if live is not None:
-            _, subject, key = live
-            write = replace(w, value=seal(key, subject, aad, w.value))
+            key = live[2]
+            write = replace(w, value=seal(key, aad, w.value))
         if w.session_id is not None and w.session_id in self._read:
             write = replace(write, value=self._seal_read(w.session_id, aad, write.value))
         res = await self.inner.state_put(write)
         return replace(res, entry=await self._open_entry(res.entry))
 
-    async def _subject_of_key(self, w: StateWrite) -> tuple[str, str, AESGCM] | None:
+    async def _subject_of_key(self, w: StateWrite) -> tuple[str, str, SubjectKey] | None:
         """A write from outside any session (a person deciding a task in the inbox) to a
         key whose current version is a subject's stays sealed under that subject's key."""
         cur = await self.inner.state_get(w.tenant, w.namespace, w.key)
         if cur is None or not is_sealed(cur.value):
             return None
-        subject = sealed_subject(cur.value)
-        key = await self.keys.load(w.tenant, subject, create=False)
+        subject, key = await self.keys.outer(w.tenant, cur.value)
         return None if key is None else (w.tenant, subject, key)
 
     async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:

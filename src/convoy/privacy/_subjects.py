@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Any
 
 from convoy._errors import UserError
-from convoy.privacy._keys import KeyRing
+from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
     is_sealed,
     session_aad,
@@ -31,6 +31,9 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     if not rows and await store.subject_key_get(tenant, subject) is None:
         raise _unknown(store, tenant, subject, ref, await store.erasures(tenant=tenant))
     await _drop_session_kv(store, [r.id for r in rows])
+    # What maps the label other sessions' sealed values name its key by back to the
+    # subject goes first (a purge that fails leaves the key: loading it maps it again).
+    await getattr(store, "inner", store).kv_put(REFS_NAMESPACE + tenant, ref, None)
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                               subject=subject, subject_ref=ref)
     keys.forget(tenant, subject)
