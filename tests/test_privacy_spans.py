@@ -29,6 +29,7 @@ from .test_privacy import (
     copy_note,
     engine,
     files_of,
+    lose_race,
     mix_notes,
     note_subject,
     scan,
@@ -203,3 +204,26 @@ def test_the_inbox_without_the_master_key_says_so_in_one_line(
     assert len(locked.stderr.strip().splitlines()) == 1
     opened = cli("inbox", "list", "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
     assert opened.code == 0 and "1 task(s)" in opened.stdout, opened
+
+
+def test_convoy_sessions_show_opens_a_sealed_error_with_the_master_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path) as eng:
+            assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+            raced = await eng.run(lose_race, "x")  # its error holds zed's current value
+            assert raced.status == "failed"
+            return raced.id
+
+    sid = asyncio.run(run())
+    monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    locked = cli("sessions", "show", sid, "--db", str(path))
+    assert locked.code == 0 and "error: (sealed: it holds a data subject's data" in \
+        locked.stdout, locked
+    opened = cli("sessions", "show", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
+    assert opened.code == 0 and "StateConflict" in opened.stdout, opened
+    assert SHARED_NAME in cli("sessions", "show", sid, "--db", str(path), "--json",
+                              env={"CONVOY_MASTER_KEY": KEY}).stdout

@@ -309,17 +309,32 @@ def require_store(db: str) -> None:
 
 
 @asynccontextmanager
-async def open_store(db: str, *, write: bool = False) -> AsyncIterator[Store]:
+async def open_store(db: str, *, write: bool = False,
+                     unseal: bool = False) -> AsyncIterator[Store]:
     """The store at ``db`` (which must exist), open: read-only (nothing is created,
     migrated or written: a store at an older schema version is one line saying to run
     'convoy db migrate'), or, for a command that may ``write``, migrated as an engine
-    opens it."""
+    opens it. ``unseal``: a data subject's values come opened when the master key is
+    configured (``$CONVOY_MASTER_KEY_FILE``, ``$CONVOY_MASTER_KEY``), as an engine reads
+    them; sealed otherwise."""
     store = store_from_url(db, read_only=not write)
     await store.open()
     try:
+        if unseal:
+            from convoy.privacy._keys import KeyRing, MasterKey
+            from convoy.privacy._sealed_store import sealing
+
+            master = MasterKey.from_env()
+            if master is not None:
+                yield sealing(store, KeyRing(store, master))
+                return
         yield store
     finally:
         await store.aclose()
+
+
+SEALED_NOTE = ("(sealed: it holds a data subject's data; set $CONVOY_MASTER_KEY_FILE to the "
+               "master key to read it)")
 
 
 async def workflow_names(store: Store, tenant: str | None = None) -> list[str]:

@@ -13,12 +13,13 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy.cli._common import RUN_FAILURE, fail
+from convoy.cli._common import RUN_FAILURE, SEALED_NOTE, fail
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
+from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
@@ -331,14 +332,16 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     else:
         console.print("(no steps journaled)")
     console.print()
-    if row.output is not None:
+    if row.output is not None and is_sealed(row.output):
+        console.print(Text.assemble(("output: ", "bold"), SEALED_NOTE))
+    elif row.output is not None:
         console.print("output:", style="bold")
         console.print_json(row.output)
     elif row.error_record is not None:
         rec = row.error_record
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
-        console.print(Text.assemble(("error: ", "bold"),
-                                    f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
+        console.print(Text.assemble(("error: ", "bold"), SEALED_NOTE if is_sealed(row.error)
+                                    else f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
         kind = error_kind_of(rec)
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))

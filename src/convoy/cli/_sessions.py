@@ -117,7 +117,7 @@ def show_session(
 
 async def _show(db: str, session_id: str, scope: Scope
                 ) -> tuple[SessionRow | None, list[StepRecord], SessionRow | None]:
-    async with open_store(db) as store:
+    async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
             return None, [], None
