@@ -8,6 +8,8 @@ original can show it is the one the log committed to.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -44,7 +46,8 @@ class AuditEvent:
         hashes: fingerprints by name: a step's ``"blake2b:<hex>"`` input fingerprint
             (``prompt``, ``args``, ``input``) and ``"sha256:<hex>"`` of its journaled
             result (``output``, ``result``, ``payload``); ``"sha256:<hex>"``
-            (:func:`digest`) of a decision or a ``config``.
+            (:func:`digest`) of a decision or a ``config``. In a data subject's session
+            each is ``"hmac-sha256:<hex>"`` of that (:func:`keyed`).
         refs: references by name: ``trace_id``, ``task_id``, ``config``, ``decision``,
             ``tokens``, ``version``.
     """
@@ -174,13 +177,24 @@ _iterencode = None if c_make_encoder is None else c_make_encoder(
     {}, _plain, encode_basestring, None, ":", ",", True, False, True)
 
 
-def digest(value: Any) -> str:
+def digest(value: Any, mac: bytes | None = None) -> str:
     """``"sha256:<hex>"`` of ``value``'s canonical JSON (text and bytes are hashed as they
-    are): what an audit entry keeps instead of the value."""
+    are): what an audit entry keeps instead of the value; with ``mac`` (a data subject's
+    session), that :func:`keyed`."""
     if isinstance(value, str):
         data = value.encode()
     elif isinstance(value, bytes):
         data = value
     else:
         data = _canonical(value)
-    return "sha256:" + sha256(data).hexdigest()
+    plain = "sha256:" + sha256(data).hexdigest()
+    return plain if mac is None else keyed(mac, plain)
+
+
+def keyed(mac: bytes, hashed: str) -> str:
+    """A hash of a data subject's session keyed with a key derived from the subject's own
+    (:class:`~convoy.privacy._keys.SubjectKey`): ``"hmac-sha256:<hex>"`` of the plain hash
+    (``"sha256:..."``, ``"blake2b:..."``). Whoever holds the key can check a value against
+    it; nobody can once the subject is erased (a guessable value, an e-mail address, can no
+    longer be tested against the log)."""
+    return "hmac-sha256:" + hmac.new(mac, hashed.encode(), hashlib.sha256).hexdigest()

@@ -131,7 +131,8 @@ class AuditInterceptor(Interceptor):
             store.update_headers(i.session_id, owner, input.headers)
 
         entries = JournalEntries(i.session_id, _trace_id(input.headers),
-                                 flush_every=self.flush_every, on_full=flush)
+                                 flush_every=self.flush_every, on_full=flush,
+                                 mac=await self._mac(i.tenant, i.subject))
         cursor = _cursor(input.headers.get(AUDIT_CURSOR))
         if input.journal:  # what a run that was killed journaled after the cursor
             entries.recover(r for r in input.journal.values() if r.at > cursor)
@@ -162,6 +163,14 @@ class AuditInterceptor(Interceptor):
                 input.headers[AUDIT_CURSOR] = repr(entries.last_at)
         return end
 
+    async def _mac(self, tenant: str, subject: str | None) -> bytes | None:
+        """The key a data subject's session's hashes are keyed with (``None``: none)."""
+        keys = self._engine.keys if self._engine is not None else None
+        if subject is None or keys is None:
+            return None
+        key = await keys.load(tenant, subject, create=False)
+        return None if key is None else key.mac
+
     def _owner(self) -> str:
         """The engine's owner id as it is now (an application may set it after opening)."""
         return self._engine.owner if self._engine is not None else ""
@@ -173,10 +182,11 @@ class AuditInterceptor(Interceptor):
         if trace is not None:
             refs["trace_id"] = trace
         kind: AuditKind = "approval" if input.kind == "approval" else "human_decision"
+        mac = await self._mac(input.tenant, input.subject)
         event = AuditEvent(kind=kind, status=input.action, at=input.at,
                            session_id=input.session_id, step_key=input.step_key,
                            actor=input.by, target=input.task_id,
-                           hashes={"decision": digest(dict(input.decision))}, refs=refs)
+                           hashes={"decision": digest(dict(input.decision), mac)}, refs=refs)
         # Appended by the write of the decision, in its transaction: both land, or neither
         # (a write that fails, the task decided meanwhile, appends nothing).
         input.audit.append(event.encode())

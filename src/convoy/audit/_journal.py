@@ -49,7 +49,7 @@ from typing import Any
 
 from pydantic_core import from_json
 
-from convoy.audit._event import EVENT_FORMAT, digest, encode_event
+from convoy.audit._event import EVENT_FORMAT, digest, encode_event, keyed
 from convoy.stores._protocol import StepRecord
 
 _KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "effect": "effect",
@@ -102,12 +102,13 @@ def _model_answer(record: StepRecord, session_id: str, at: float,
 
 
 def entry_of(record: StepRecord, session_id: str, at: float,
-             trace_id: str | None = None) -> bytes | None:
+             trace_id: str | None = None, mac: bytes | None = None) -> bytes | None:
     """The encoded audit entry of ``record`` (see the module docstring), ``None`` for a
-    step that only started."""
+    step that only started. ``mac``: the session's data subject's hash key (its hashes
+    are :func:`~convoy.audit._event.keyed`)."""
     if record.status == "started":
         return None
-    if record.kind == "model" and record.status == "completed":
+    if record.kind == "model" and record.status == "completed" and mac is None:
         body = _model_answer(record, session_id, at, trace_id)
         if body is not None:
             return body
@@ -123,9 +124,9 @@ def entry_of(record: StepRecord, session_id: str, at: float,
         entry = "model_call"
         actor, target = record.agent or record.target, None
         if fp:
-            hashes["prompt"] = "blake2b:" + fp
+            hashes["prompt"] = fingerprint(fp, mac)
         if ok:
-            hashes["output"] = digest(record.result or "")
+            hashes["output"] = digest(record.result or "", mac)
             response = _response(record.result)
             model = response.get("model")
             target = model if isinstance(model, str) and model else None
@@ -137,29 +138,34 @@ def entry_of(record: StepRecord, session_id: str, at: float,
     elif kind == "state":
         entry = "state_write" if record.target.startswith("set ") else "state_read"
         if fp:
-            hashes["input"] = "blake2b:" + fp
+            hashes["input"] = fingerprint(fp, mac)
         if ok:
-            hashes["result"] = digest(record.result or "")
+            hashes["result"] = digest(record.result or "", mac)
     else:
         entry = _KINDS.get(kind, kind)
         if kind == "tool":
             if fp:
-                hashes["args"] = "blake2b:" + fp
+                hashes["args"] = fingerprint(fp, mac)
             if ok:
-                hashes["result"] = digest(record.result or "")
+                hashes["result"] = digest(record.result or "", mac)
             elif status == "ApprovalRequired":
                 entry, status = "approval", "required"
             elif status in _REFUSALS:
                 entry, status = "policy_refusal", reason or status
         elif ok:
             hashes["payload" if kind in ("handoff", "wait") else "result"] = \
-                digest(record.result or "")
+                digest(record.result or "", mac)
     if record.config:
         refs["config"] = record.config
     if trace_id is not None:
         refs["trace_id"] = trace_id
     return encode_event(entry, status, at, session_id, record.key, actor, target, hashes,
                         refs)
+
+
+def fingerprint(fp: str, mac: bytes | None) -> str:
+    """An input fingerprint as an entry keeps it (keyed in a data subject's session)."""
+    return "blake2b:" + fp if mac is None else keyed(mac, "blake2b:" + fp)
 
 
 def _response(text: str | None) -> dict[str, Any]:
@@ -177,12 +183,14 @@ class JournalEntries:
     journaled after it is later (the executor stamps them so), which makes it the audit
     cursor."""
 
-    __slots__ = ("bodies", "flush_every", "last_at", "on_full", "session_id", "trace_id")
+    __slots__ = ("bodies", "flush_every", "last_at", "mac", "on_full", "session_id",
+                 "trace_id")
 
     def __init__(self, session_id: str, trace_id: str | None, *, flush_every: int = 1024,
-                 on_full: Callable[[], None] | None = None) -> None:
+                 on_full: Callable[[], None] | None = None, mac: bytes | None = None) -> None:
         self.session_id = session_id
         self.trace_id = trace_id
+        self.mac = mac
         self.bodies: list[bytes] = []
         self.flush_every = flush_every
         self.on_full = on_full
@@ -190,7 +198,7 @@ class JournalEntries:
 
     def __call__(self, record: StepRecord) -> None:
         self.last_at = at = record.at
-        body = entry_of(record, self.session_id, at, self.trace_id)
+        body = entry_of(record, self.session_id, at, self.trace_id, self.mac)
         if body is not None:
             bodies = self.bodies
             bodies.append(body)
@@ -202,7 +210,7 @@ class JournalEntries:
         killed), in the order they were written, each at its record's time."""
         for r in sorted(records, key=lambda r: r.at):
             self.last_at = r.at
-            body = entry_of(r, self.session_id, r.at, self.trace_id)
+            body = entry_of(r, self.session_id, r.at, self.trace_id, self.mac)
             if body is not None:
                 self.bodies.append(body)
 

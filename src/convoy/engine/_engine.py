@@ -763,7 +763,7 @@ class Engine(SessionControl, SubjectRights):
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
                            version=wf.version, resumed=bool(journal),
-                           replay=executor.replay_only)
+                           replay=executor.replay_only, subject=state.subject)
         return rt.session_chain.call(SessionInput(info=info, input=value,
                                                   headers=dict(headers), proceed=proceed,
                                                   journal=dict(journal) if journal else {}))

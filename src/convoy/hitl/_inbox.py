@@ -239,7 +239,7 @@ class Inbox:
             tenant=task.tenant, session_id=task.session_id,
             step_key=None if step is None else str(step), task_id=task.id, kind=task.kind,
             action=action, by=by, decision=decision.model_dump(mode="json"), at=now,
-            headers=row.header_map, proceed=write))
+            headers=row.header_map, proceed=write, subject=row.subject))
 
     def _check_open(self, task: HumanTask, row: SessionRow, by: str) -> None:
         if not task.is_open:

@@ -250,6 +250,8 @@ class SessionInfo:
     """The run continues a session that has journaled steps (after a crash or a wait)."""
     replay: bool
     """``engine.replay``: nothing is executed, every step comes from the journal."""
+    subject: str | None = None
+    """The data subject the session names, if any (see ``engine.run(..., subject=...)``)."""
 
 
 @dataclass(slots=True, kw_only=True)
@@ -310,6 +312,8 @@ class DecisionInput:
     headers: Mapping[str, str]
     proceed: Callable[[DecisionInput], Awaitable[HumanTask]] = field(repr=False)
     """Writes the decision (the end of the chain); interceptors call ``next``."""
+    subject: str | None = None
+    """The data subject the session names, if any."""
     audit: list[bytes] = field(default_factory=list, repr=False)
     """Encoded audit entries (:class:`~convoy.audit.AuditEvent`) to append to the tenant's
     log with the decision, in the transaction that writes it: add them before calling

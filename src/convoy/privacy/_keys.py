@@ -38,14 +38,16 @@ REFS_NAMESPACE = "convoy.subject-refs/"
 
 
 class SubjectKey:
-    """A subject's key (``aead``) and the label sealed values name it by (``label``: the
-    subject's keyed fingerprint)."""
+    """A subject's key (``aead``), the label sealed values name it by (``label``: the
+    subject's keyed fingerprint), and the key its audit hashes are keyed with (``mac``:
+    derived from the subject's key, so destroyed with it)."""
 
-    __slots__ = ("aead", "label")
+    __slots__ = ("aead", "label", "mac")
 
-    def __init__(self, aead: AESGCM, label: str) -> None:
+    def __init__(self, aead: AESGCM, label: str, mac: bytes) -> None:
         self.aead = aead
         self.label = label
+        self.mac = mac
 
 
 def _aesgcm(key: bytes) -> AESGCM:
@@ -165,14 +167,16 @@ class KeyRing:
                 return None
             wrapped = await self.store.subject_key_put(
                 tenant, subject, self.master.wrap(secrets.token_bytes(32), aad))
-        aead = _aesgcm(self.master.unwrap(wrapped, aad))
+        raw = self.master.unwrap(wrapped, aad)
+        aead = _aesgcm(raw)
+        mac = hmac.new(raw, b"convoy/audit-hashes/v1", hashlib.sha256).digest()
         ref = self.master.ref(tenant, subject)
         ns = REFS_NAMESPACE + tenant
         if not getattr(self.store, "read_only", False) and \
                 await self.store.kv_get(ns, ref) != subject:
             await self.store.kv_put(ns, ref, subject)
         self._refs[(tenant, ref)] = subject
-        key = self._keys[(tenant, subject)] = SubjectKey(aead, ref)
+        key = self._keys[(tenant, subject)] = SubjectKey(aead, ref, mac)
         return key
 
     async def subject_of(self, tenant: str, label: str, version: int) -> str | None:

@@ -1,0 +1,65 @@
+"""The audit log of a data subject's session keeps keyed hashes: HMAC-SHA256 under a key
+derived from the subject's key, so a guessable value (an e-mail address, a name) can be
+checked against the log while the subject's key exists, and by nobody once the subject is
+erased; the log still verifies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from convoy.audit import AuditEvent, AuditInterceptor
+from convoy.audit._event import digest, keyed
+from convoy.audit._verify import verify_log
+from convoy.durability._executor import fingerprint
+
+from .test_privacy import IN_NAME, ask_refund, engine, serve
+
+
+async def entries(eng: object, audit: AuditInterceptor) -> list[AuditEvent]:
+    size = await audit.log.store.audit_size("default")
+    rows = await audit.log.store.audit_entries("default", 0, size)
+    return [AuditEvent.decode(r.body) for r in rows]
+
+
+async def test_a_subjects_audit_hashes_are_keyed_and_nobody_can_test_them_after_erasure(
+        tmp_path: Path) -> None:
+    audit = AuditInterceptor(key_path=tmp_path / "audit.key")
+    async with engine(tmp_path / "convoy.db", interceptors=[audit]) as eng:
+        mine = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        other = await eng.run(serve, {"name": "Nobody In Particular"})
+        asked = await eng.run(ask_refund, IN_NAME, subject="customer-42")
+        assert mine.ok and other.ok and asked.status == "waiting"
+        [task] = await eng.inbox.tasks()
+        await eng.inbox.answer(task.id, {"approve": True, "note": "ok"}, by="alice")
+        log = await entries(eng, audit)
+        by_session: dict[str | None, list[AuditEvent]] = {}
+        for e in log:
+            by_session.setdefault(e.session_id, []).append(e)
+        # (a workflow's version is no one's data: its config_change hash is not keyed)
+        keyed_hashes = [h for e in by_session[mine.id] + by_session[asked.id]
+                        if e.kind != "config_change" for h in e.hashes.values()]
+        plain_hashes = [h for e in by_session[other.id] for h in e.hashes.values()]
+        assert keyed_hashes and all(h.startswith("hmac-sha256:") for h in keyed_hashes)
+        assert plain_hashes and not any(h.startswith("hmac-") for h in plain_hashes)
+        assert any(e.kind == "human_decision" for e in by_session[asked.id])
+        # While the key exists, whoever holds it can check a value against the log: the
+        # model's output, and the prompt by the journal's fingerprint of it.
+        assert eng.keys is not None
+        key = await eng.keys.load("default", "customer-42", create=False)
+        assert key is not None
+        steps = {r.key: r for r in await eng.store.journal(mine.id)}
+        model_entries = [e for e in by_session[mine.id] if e.kind == "model_call"]
+        for e in model_entries:
+            record = steps[e.step_key or ""]
+            assert e.hashes["output"] == keyed(key.mac, digest(record.result or ""))
+            assert e.hashes["prompt"] == keyed(key.mac, "blake2b:" + (record.input_hash or ""))
+        assert all(IN_NAME not in json.dumps(e.refs) for e in log)
+        before = await verify_log(audit.log, "default")
+        await eng.erase("customer-42")
+        after = await verify_log(audit.log, "default")
+        assert after.size == before.size + 1  # the erasure's entry; nothing removed
+        assert await eng.keys.load("default", "customer-42", create=False) is None
+    # Without the key, a guess (the planted name, as the prompt held it) matches no hash.
+    guess = fingerprint(IN_NAME)
+    assert not any(guess in h for e in log for h in e.hashes.values())
