@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import os
-from collections.abc import Mapping
+from contextlib import suppress
 from typing import Annotated, Any
 
 import typer
 
-from convoy import ESCALATION, Engine, UserError
-from convoy.cli._audited import AUDIT_CURSOR
+from convoy import ESCALATION, Engine
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -21,7 +19,6 @@ from convoy.cli._common import (
     Scope,
     TenantOption,
     build_engine,
-    err,
     fail,
     import_modules,
     out,
@@ -30,7 +27,6 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
-from convoy.stores import SessionRow, StepRecord
 
 
 def signal(
@@ -107,9 +103,7 @@ def cancel(
     all_tenants: AllTenantsOption = False,
     imports: ImportOption = None,
     force: Annotated[bool, typer.Option(
-        "--force", help="Cancel a killed session of an audited tenant even when its "
-        "workflow cannot be loaded here (the steps its killed run journaled stay "
-        "unaudited).")] = False,
+        "--force", hidden=True, help="No longer needed: accepted and ignored.")] = False,
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.
 
@@ -117,66 +111,28 @@ def cancel(
     of the tenant --tenant names (default: 'default'), or of every tenant with
     --all-tenants.
 
-    A session whose run was killed ends in a run of its own that executes nothing, with
-    its workflow imported (as 'convoy resume' imports it; '--import MODULE' for
-    workflows with explicit names) at the version it was started on: where the store
-    audits its tenant, the steps the killed run journaled are appended to the audit log.
-    If the workflow cannot be loaded there, the cancel is refused (--force cancels it
-    without those entries).
+    A session whose run was killed (or that never ran) ends in a run of its own that
+    executes nothing: where the store audits its tenant, the steps the killed run
+    journaled are appended to the audit log. Its workflow is imported if it can be (as
+    'convoy resume' imports it; '--import MODULE' for workflows with explicit names), to
+    give the engine's session hooks its input typed; it need not be.
 
     Example: `convoy cancel handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_store(db)
-    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id, force))
+    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id))
     out.print(f"cancelled session {session_id}", markup=False)
 
 
-async def _cancel(engine: Engine, scope: Scope, session_id: str, force: bool) -> None:
+async def _cancel(engine: Engine, scope: Scope, session_id: str) -> None:
     async with engine:
         view = scope.view(engine)
         row = await view.session(session_id)
-        loaded, why, advice = True, "", ""
         if row.status in ("running", "pending"):
-            # A killed (or not yet resumed) run ends in a run of its own when the
-            # session's workflow is here at its version: its hooks see it (audit appends
-            # what the killed run journaled).
-            try:
-                wf = engine.workflow_named(row.workflow)
-            except UserError as e:
-                loaded, why = False, str(e).split(";")[0]
-            except Exception as e:  # the application's import code, whatever it raised
-                loaded, why = False, f"importing it failed: {type(e).__name__}: {e}"
-            else:
-                if wf.version != row.version:
-                    loaded = False
-                    why = (f"the one imported here is at version {wf.version!r}, the "
-                           f"session at {row.version!r}")
-                    advice = f"cancel it where version {row.version!r} runs"
-        killed = row.status == "running" and (row.lease_until or 0.0) <= engine.clock()
-        # Steps journaled after the session's audit cursor (a killed run's, or the step a
-        # person's answer to its escalation completed), in an audited tenant.
-        lost = not loaded and (killed or row.status == "pending") and \
-            (AUDIT_CURSOR in row.header_map or await engine.store.audit_size(row.tenant) > 0) \
-            and _past_cursor(row, await engine.store.load_journal(row.id, tenant=row.tenant))
-        if lost and not force:
-            raise UserError(
-                f"session {row.id!r} has journaled steps to audit (its tenant is audited), "
-                f"but its workflow {row.workflow!r} cannot run here ({why}), so cancelling "
-                "it here would leave them unaudited. "
-                + (advice or "Pass --import MODULE (or run from the application's "
-                   "directory)") + ", or pass --force to cancel it anyway")
+            # Its workflow, if it imports: the run that ends a killed session gives the
+            # session hooks its input typed (they see it as stored otherwise).
+            with suppress(Exception):
+                engine.workflow_named(row.workflow)
         await view.cancel(session_id)
-        if lost:
-            err.print(f"warning: steps session {row.id} journaled are not audited (--force)",
-                      markup=False, soft_wrap=True)
-
-
-def _past_cursor(row: SessionRow, journal: Mapping[str, StepRecord]) -> bool:
-    """Whether the session journaled steps after its audit cursor (none: every step)."""
-    try:
-        cursor = float(row.header_map.get(AUDIT_CURSOR, "-inf"))
-    except ValueError:
-        cursor = -math.inf
-    return any(r.at > cursor and r.status != "started" for r in journal.values())

@@ -139,25 +139,26 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
         raise UserError(f"session {session_id!r} is already {row.status}")
     owner: str | None = None
     claimed: SessionRow | None = None
-    # Session hooks that can see a run here (the session's own workflow version)?
+    # Session hooks that see a run end (with the session's workflow if this engine has it
+    # at its version, to give them its input typed; else the input as stored)?
     wf = engine._workflows.get(row.workflow)
-    hooked = wf is not None and wf.version == row.version and \
-        engine.runtime.session_chain.call is not _run_session
+    hooked = engine.runtime.session_chain.call is not _run_session
     if row.status == "running" or (row.status == "pending" and hooked):
         claimed = await engine._claim(row)
         if claimed is None and row.status == "running":
             raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
                             "cancel it there")
         owner = None if claimed is None else engine.owner
-    if claimed is not None and hooked and wf is not None:
+    if claimed is not None and hooked:
         # A run that died (or never ran) ends here, in a run of its own: the session hooks
         # see it (audit appends the steps a killed run journaled).
+        end = SessionEnd(status="cancelled", error={"type": "Cancelled",
+                                                     "message": "cancelled"})
         try:
-            await engine._end_in_a_run(wf, claimed, SessionEnd(status="cancelled", error={
-                "type": "Cancelled", "message": "cancelled"}))
-            return
-        except ValidationError:
-            pass  # an input this workflow no longer takes: finished as below
+            await engine._end_in_a_run(wf, claimed, end)
+        except ValidationError:  # an input this workflow no longer takes: as stored
+            await engine._end_in_a_run(None, claimed, end)
+        return
     await engine.store.finish(row.id, owner, SessionOutcome(
         status="cancelled", error={"type": "Cancelled", "message": "cancelled"},
         steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,

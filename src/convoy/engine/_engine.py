@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, TypeVar, cast, overload
 
 from pydantic import ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 
 from convoy._errors import (
     ConvoyError,
@@ -59,6 +59,7 @@ from convoy.engine._results import (
     _version_skip,
 )
 from convoy.engine._runtime import Runtime, _run_session
+from convoy.engine._stored import StoredWorkflow
 from convoy.engine._subjects import SubjectRights
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant, taken_session
 from convoy.engine._tenant import Tenant
@@ -684,12 +685,18 @@ class Engine(SessionControl, SubjectRights):
         finally:
             slots.release()
 
-    async def _end_in_a_run(self, wf: Workflow[Any, Any], row: SessionRow,
+    async def _end_in_a_run(self, wf: Workflow[Any, Any] | None, row: SessionRow,
                             end: SessionEnd) -> None:
         """Finish a session this engine claimed with ``end`` through a run that executes
         nothing: its session hooks see it end (audit appends what a killed run journaled,
-        tracing and metrics see the outcome). Its counts stay the row's."""
-        value = wf.input_adapter.validate_json(row.input)
+        tracing and metrics see the outcome). Its counts stay the row's. The run needs
+        the session's workflow only to give the hooks its input typed: without it (or at
+        another version), they see the input as stored (JSON)."""
+        if wf is not None and wf.version == row.version:
+            value = wf.input_adapter.validate_json(row.input)
+        else:
+            value = from_json(row.input) if row.input else None
+            wf = cast(Workflow[Any, Any], StoredWorkflow(row.workflow, row.version))
         journal = await self.store.load_journal(row.id, tenant=row.tenant)
         state, executor = self._prepare(wf, row.id, row.tenant, row, journal, False, None)
         state.steps, state.cost = row.steps, row.cost
