@@ -564,3 +564,58 @@ async def test_values_sealed_by_earlier_versions_name_their_subject_and_still_op
         v3 = json.dumps({"$sealed": key.label, "v": 3, "d": data})
         with pytest.raises(UserError, match="format 3; this Convoy reads formats 1 and 2"):
             await keys.peel("acme", "aad", v3)
+
+
+async def test_erasure_with_another_master_key_is_refused_and_erases_nothing(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+    wrong = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
+    async with wrong:
+        with pytest.raises(UserError, match="the master key does not open"):
+            await wrong.erase("customer-42")
+    async with engine(db) as eng:
+        assert (await eng.result(res.id)).output == res.output  # still there, and opens
+        assert await eng.store.erasures() == []
+
+
+async def test_a_subject_id_used_again_after_erasure_gets_a_new_key_and_label(
+        tmp_path: Path) -> None:
+    """The values another session keeps sealed under the erased key stay sealed (they are
+    not the new key's), and nothing maps their label to the subject again."""
+    from convoy.privacy._keys import REFS_NAMESPACE
+
+    db = tmp_path / "convoy.db"
+    subject = "zed.secretname@example.org"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject=subject)).ok
+        copied = await eng.run(copy_note, False)
+        old = await eng.store.inner.get_session(copied.id)  # type: ignore[attr-defined]
+        await eng.erase(subject)
+        assert await eng.store.kv_all(REFS_NAMESPACE + "default") == {}
+        again = await eng.run(serve, {"name": IN_NAME}, subject=subject)
+        assert again.ok
+        labels = await eng.store.kv_all(REFS_NAMESPACE + "default")
+        assert list(labels.values()) == [subject]
+        assert not any(label in old.output for label in labels)
+        kept = await eng.result(copied.id)  # sealed under the destroyed key: no error
+        assert kept.output is not None and SHARED_NAME not in str(kept.output)
+        [session] = (await eng.export(subject))["sessions"]
+        assert session["id"] == again.id
+
+
+async def test_a_session_that_read_an_erased_subjects_data_fails_in_one_clear_line(
+        tmp_path: Path) -> None:
+    """Parked after reading a subject's data, resumed after the subject's erasure: the read
+    it replays stays sealed, so it cannot go on, and says why."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        parked = await eng.run(copy_note, True, session_id="later")
+        assert parked.status == "waiting"
+        await eng.erase("zed")
+        await eng.signal("later", "go")
+        [res] = await eng.resume()
+    assert res.status == "failed" and res.error is not None
+    assert "holds the data of a data subject who was erased" in res.error["message"]

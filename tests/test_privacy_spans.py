@@ -227,3 +227,26 @@ def test_convoy_sessions_show_opens_a_sealed_error_with_the_master_key(
     assert opened.code == 0 and "StateConflict" in opened.stdout, opened
     assert SHARED_NAME in cli("sessions", "show", sid, "--db", str(path), "--json",
                               env={"CONVOY_MASTER_KEY": KEY}).stdout
+
+    async def erase() -> None:
+        async with engine(path) as eng:
+            await eng.erase("zed")
+
+    asyncio.run(erase())
+    gone = cli("sessions", "show", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
+    assert "error: (sealed under the key of a data subject who was erased)" in gone.stdout
+
+
+def test_convoy_sessions_show_names_the_data_subject(tmp_path: Path) -> None:
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path) as eng:
+            return (await eng.run(serve, {"name": IN_NAME}, subject="customer-42")).id
+
+    sid = asyncio.run(run())
+    shown = cli("sessions", "show", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
+    assert "data subject" in shown.stdout and "customer-42" in shown.stdout
+    as_json = cli("sessions", "show", sid, "--db", str(path), "--json",
+                  env={"CONVOY_MASTER_KEY": KEY})
+    assert json.loads(as_json.stdout)["subject"] == "customer-42"

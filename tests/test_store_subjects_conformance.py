@@ -85,3 +85,19 @@ async def test_finished_before_lists_old_finished_sessions_only(
     assert await store.finished_before(clock() - 50) == ["old"]
     assert await store.finished_before(clock() + 1, tenant="t2") == []
     assert await store.state_written_by("t1", ["old"]) == []
+
+
+async def test_a_purge_that_destroys_a_key_deletes_the_labels_that_name_its_subject(
+        store: Store) -> None:
+    from convoy.stores._protocol import SUBJECT_REFS
+
+    await store.kv_put(SUBJECT_REFS + "t1", "label-1", "p")
+    await store.kv_put(SUBJECT_REFS + "t1", "label-0", "p")  # an older key's (a crash)
+    await store.kv_put(SUBJECT_REFS + "t1", "label-2", "q")
+    await store.kv_put(SUBJECT_REFS + "t2", "label-3", "p")  # another tenant's "p"
+    await store.subject_key_put("t1", "p", "wrapped")
+    await store.purge("t1", [], reason="erasure", subject="p", subject_ref="ref")
+    assert await store.kv_all(SUBJECT_REFS + "t1") == {"label-2": "q"}
+    assert await store.kv_all(SUBJECT_REFS + "t2") == {"label-3": "p"}
+    await store.purge("t1", [], reason="retention")  # no subject: no label goes
+    assert await store.kv_all(SUBJECT_REFS + "t1") == {"label-2": "q"}

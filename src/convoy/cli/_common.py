@@ -333,8 +333,15 @@ async def open_store(db: str, *, write: bool = False,
         await store.aclose()
 
 
-SEALED_NOTE = ("(sealed: it holds a data subject's data; set $CONVOY_MASTER_KEY_FILE to the "
-               "master key to read it)")
+def sealed_note() -> str:
+    """What the command line prints for a value that is still sealed: without the master
+    key, how to read it; with it, that its subject was erased."""
+    from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV
+
+    if os.environ.get(MASTER_KEY_ENV) or os.environ.get(MASTER_KEY_FILE_ENV):
+        return "(sealed under the key of a data subject who was erased)"
+    return ("(sealed: it holds a data subject's data; set $CONVOY_MASTER_KEY_FILE to the "
+            "master key to read it)")
 
 
 async def workflow_names(store: Store, tenant: str | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy.cli._common import RUN_FAILURE, SEALED_NOTE, fail
+from convoy.cli._common import RUN_FAILURE, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
@@ -294,6 +294,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("status", status_text(row.status))
     info.add_row("workflow", f"{row.workflow} (version {row.version})")
     info.add_row("tenant", row.tenant)
+    if row.subject is not None:
+        info.add_row("data subject", row.subject)
     if row.parent is not None:
         info.add_row("retry of", row.parent)
     if retried_as is not None:
@@ -333,14 +335,14 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print("(no steps journaled)")
     console.print()
     if row.output is not None and is_sealed(row.output):
-        console.print(Text.assemble(("output: ", "bold"), SEALED_NOTE))
+        console.print(Text.assemble(("output: ", "bold"), sealed_note()))
     elif row.output is not None:
         console.print("output:", style="bold")
         console.print_json(row.output)
     elif row.error_record is not None:
         rec = row.error_record
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
-        console.print(Text.assemble(("error: ", "bold"), SEALED_NOTE if is_sealed(row.error)
+        console.print(Text.assemble(("error: ", "bold"), sealed_note() if is_sealed(row.error)
                                     else f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
         kind = error_kind_of(rec)
         if kind is not None:

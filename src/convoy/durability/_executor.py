@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    JournalError,
     NonDeterminismError,
     SessionTerminated,
     StoreError,
@@ -83,6 +84,10 @@ class StepExecutor(Protocol):
     async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
         """The payload (JSON text) of the next signal ``name`` sent to the session."""
         ...
+
+
+#: How a sealed value starts (:mod:`convoy.privacy._seal`): one whose key is gone stays so.
+_SEALED = '{"$sealed"'
 
 
 def fingerprint(text: str) -> str:
@@ -238,6 +243,12 @@ class JournaledExecutor:
                     "workflow or its input changed (bump its version and start new "
                     "sessions)", key)
             if rec.status == "completed":
+                if rec.result is not None and rec.result.startswith(_SEALED):
+                    # (``convoy.privacy``: its subject key was destroyed)
+                    raise JournalError(
+                        f"session {self.session_id!r} step {key}: its journaled result holds "
+                        "the data of a data subject who was erased, so the session cannot "
+                        "go on")
                 return decode(rec.result or "")
             if rec.status == "failed":
                 raise error_from_record(decode_json(rec.result or "{}"))

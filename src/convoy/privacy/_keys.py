@@ -5,11 +5,12 @@ The master key is 32 random bytes, base64-encoded: in ``$CONVOY_MASTER_KEY``, or
 ``$CONVOY_MASTER_KEY_FILE`` names (``convoy keygen FILE`` writes one). Lose it and every
 subject's data is unreadable; keep it out of the database's backups.
 
-A sealed value names the key it is sealed under by the subject's keyed fingerprint
-(:meth:`MasterKey.ref`), not by the subject's id: the store maps fingerprints back to ids in
-its interceptors' values (:data:`REFS_NAMESPACE`), and erasure deletes that mapping with the
-key, so the values other sessions keep sealed under an erased subject's key no longer say
-whose they were.
+A sealed value names the key it is sealed under by the key's label (a digest of the key as
+stored, wrapped: a new key, for a subject id used again after an erasure, has a new one),
+not by the subject's id: the store maps labels back to subjects in its interceptors' values
+(:data:`REFS_NAMESPACE`), written before the key itself and deleted with it when the
+subject is erased, so the values other sessions keep sealed under an erased subject's key
+no longer say whose they were.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
+from convoy.stores._protocol import SUBJECT_REFS
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -32,15 +34,20 @@ if TYPE_CHECKING:
 
 MASTER_KEY_ENV = "CONVOY_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "CONVOY_MASTER_KEY_FILE"
-#: The namespace (``+ tenant``) of the store's values that map a subject's fingerprint, as
-#: sealed values name it, to the subject's id (deleted when the subject is erased).
-REFS_NAMESPACE = "convoy.subject-refs/"
+#: The namespace (``+ tenant``) of the store's values that map a key's label, as sealed
+#: values name it, to the subject's id (deleted with the key when the subject is erased).
+REFS_NAMESPACE = SUBJECT_REFS
+
+
+def key_label(wrapped: str) -> str:
+    """The label of a subject key, from the key as the store keeps it (wrapped)."""
+    return hashlib.sha256(b"convoy/subject-key-label/v1\0" + wrapped.encode()).hexdigest()[:32]
 
 
 class SubjectKey:
-    """A subject's key (``aead``), the label sealed values name it by (``label``: the
-    subject's keyed fingerprint), and the key its audit hashes are keyed with (``mac``:
-    derived from the subject's key, so destroyed with it)."""
+    """A subject's key (``aead``), the label sealed values name it by (``label``:
+    :func:`key_label`), and the key its audit hashes are keyed with (``mac``: derived from
+    the subject's key, so destroyed with it)."""
 
     __slots__ = ("aead", "label", "mac")
 
@@ -155,28 +162,29 @@ class KeyRing:
 
     async def load(self, tenant: str, subject: str, *, create: bool) -> SubjectKey | None:
         """The subject's key (made and stored if ``create`` and it has none), or ``None``.
-        The store maps its fingerprint back to it from then on (for a key made by an
-        earlier Convoy: once a writable store loads it)."""
+        What maps its label back to the subject is stored before a new key is (a crash in
+        between leaves a label of no key, which erasure deletes too), and again when a
+        writable store loads a key whose label it lacks (made by an earlier Convoy)."""
         key = self._keys.get((tenant, subject))
         if key is not None:
             return key
         aad = _key_aad(tenant, subject)
+        ns = REFS_NAMESPACE + tenant
+        writable = not getattr(self.store, "read_only", False)
         wrapped = await self.store.subject_key_get(tenant, subject)
         if wrapped is None:
             if not create:
                 return None
-            wrapped = await self.store.subject_key_put(
-                tenant, subject, self.master.wrap(secrets.token_bytes(32), aad))
+            mine = self.master.wrap(secrets.token_bytes(32), aad)
+            await self.store.kv_put(ns, key_label(mine), subject)
+            wrapped = await self.store.subject_key_put(tenant, subject, mine)
         raw = self.master.unwrap(wrapped, aad)
-        aead = _aesgcm(raw)
+        label = key_label(wrapped)
+        if writable and await self.store.kv_get(ns, label) != subject:
+            await self.store.kv_put(ns, label, subject)
+        self._refs[(tenant, label)] = subject
         mac = hmac.new(raw, b"convoy/audit-hashes/v1", hashlib.sha256).digest()
-        ref = self.master.ref(tenant, subject)
-        ns = REFS_NAMESPACE + tenant
-        if not getattr(self.store, "read_only", False) and \
-                await self.store.kv_get(ns, ref) != subject:
-            await self.store.kv_put(ns, ref, subject)
-        self._refs[(tenant, ref)] = subject
-        key = self._keys[(tenant, subject)] = SubjectKey(aead, ref, mac)
+        key = self._keys[(tenant, subject)] = SubjectKey(_aesgcm(raw), label, mac)
         return key
 
     async def subject_of(self, tenant: str, label: str, version: int) -> str | None:
@@ -224,4 +232,4 @@ class KeyRing:
 
 
 __all__ = ["MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV", "REFS_NAMESPACE", "KeyRing", "MasterKey",
-           "SubjectKey"]
+           "SubjectKey", "key_label"]

@@ -29,11 +29,12 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     ref = keys.master.ref(tenant, subject)
     rows = await store.subject_sessions(tenant, subject)
     if not rows and await store.subject_key_get(tenant, subject) is None:
+        await _drop_labels(store, tenant, subject)  # of a key whose write never landed
         raise _unknown(store, tenant, subject, ref, await store.erasures(tenant=tenant))
+    # The master key must open the subject's key: with another one, the erasure would be
+    # recorded under a fingerprint that is not the subject's.
+    await keys.load(tenant, subject, create=False)
     await _drop_session_kv(store, [r.id for r in rows])
-    # What maps the label other sessions' sealed values name its key by back to the
-    # subject goes first (a purge that fails leaves the key: loading it maps it again).
-    await getattr(store, "inner", store).kv_put(REFS_NAMESPACE + tenant, ref, None)
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                               subject=subject, subject_ref=ref)
     keys.forget(tenant, subject)
@@ -207,6 +208,15 @@ async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
         ns = SPANS_NAMESPACE + sid
         for key in await raw.kv_all(ns):
             raw.kv_put(ns, key, None)
+
+
+async def _drop_labels(store: Store, tenant: str, subject: str) -> None:
+    """Delete what maps a label to ``subject`` (a purge that destroys its key does too)."""
+    raw = getattr(store, "inner", store)
+    ns = REFS_NAMESPACE + tenant
+    for label, value in (await raw.kv_all(ns)).items():
+        if value == subject:
+            await raw.kv_put(ns, label, None)
 
 
 def _unknown(store: Store, tenant: str, subject: str, ref: str,

@@ -16,7 +16,7 @@ from psycopg import AsyncConnection
 
 from convoy.stores._postgres_state import _COLS as _STATE_COLS
 from convoy.stores._postgres_state import _entry
-from convoy.stores._protocol import Erasure, SessionRow, StateEntry
+from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
 from convoy.stores._sqlite_sql import _SESSION_COLS, _session
 from convoy.stores._subjects_sql import PURGED_TABLES, SubjectSQL, chunks, erasure
 
@@ -110,6 +110,8 @@ class PostgresSubjects:
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0
+            if subject is not None:
+                await conn.execute(_SQL.refs_delete, (SUBJECT_REFS + tenant, subject))
             cur = await conn.execute(_SQL.record + " RETURNING seq",
                                      (tenant, reason, subject_ref, sessions, versions,
                                       int(destroyed), now))

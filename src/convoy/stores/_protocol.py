@@ -61,6 +61,10 @@ SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", 
 #: A session in one of these states still has work to do: the engine runs it, or a signal
 #: or timer will wake it. This is the one definition of "unfinished".
 UNFINISHED: tuple[SessionStatus, ...] = ("pending", "running", "waiting")
+#: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed
+#: value names its key by to the data subject (``convoy.privacy``): a purge that destroys
+#: a subject's key deletes them with it.
+SUBJECT_REFS = "convoy.subject-refs/"
 #: Statuses in which a session may be claimed and run right away.
 RUNNABLE: tuple[SessionStatus, ...] = ("pending", "running")
 #: Every status, in the order reports list them.
@@ -714,7 +718,8 @@ class Store(Protocol):
         signals, watches, every state key one of them created (all its versions, whoever
         wrote them) and every other state version they wrote (a key whose current version
         goes falls back to its newest remaining one), destroy ``subject``'s key when
-        given, and record the :class:`Erasure` (returned)."""
+        given (with the values in :data:`SUBJECT_REFS` that name it), and record the
+        :class:`Erasure` (returned)."""
         ...
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:

@@ -14,7 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from convoy.stores._protocol import Erasure, SessionRow, StateEntry
+from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
 from convoy.stores._sqlite_sql import _SESSION_COLS, _session, _store_error
 from convoy.stores._sqlite_state import _COLS as _STATE_COLS
 from convoy.stores._sqlite_state import _entry
@@ -97,6 +97,8 @@ class SQLiteSubjects:
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0
+            if subject is not None:
+                conn.execute(_SQL.refs_delete, (SUBJECT_REFS + tenant, subject))
             event = Erasure(tenant=tenant, reason=reason, subject_ref=subject_ref,
                             sessions=sessions, state_versions=versions, key=destroyed, at=now)
             cur = conn.execute(_SQL.record, (tenant, reason, subject_ref, sessions, versions,

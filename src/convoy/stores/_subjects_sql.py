@@ -54,6 +54,8 @@ class SubjectSQL:
         self.key_put = (f"INSERT INTO subject_keys(tenant,subject,wrapped,created) "
                         f"VALUES({m},{m},{m},{m}) ON CONFLICT(tenant,subject) DO NOTHING")
         self.key_delete = f"DELETE FROM subject_keys WHERE tenant={m} AND subject={m}"
+        # What maps the labels of its key(s) back to the subject goes with the key.
+        self.refs_delete = f"DELETE FROM kv WHERE namespace={m} AND value={m}"
         self.record = (f"INSERT INTO erasures(tenant,reason,subject_ref,sessions,"
                        f"state_versions,key_destroyed,at) VALUES({m},{m},{m},{m},{m},{m},{m})")
         self.erasures = f"SELECT {_ERASURE_COLS} FROM erasures"
