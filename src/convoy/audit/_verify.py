@@ -52,8 +52,10 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
         public_key = log.public_key
     appended = await store.audit_size(tenant)
     kept = await log.checkpoints(tenant)
-    cps = sorted([*kept, *(cp for cp in published if cp.tenant == tenant)],
-                 key=lambda cp: cp.size)
+    # (a published checkpoint that is also kept in the store counts once)
+    unique = {(cp.size, cp.root, cp.signature): cp
+              for cp in [*kept, *(cp for cp in published if cp.tenant == tenant)]}
+    cps = sorted(unique.values(), key=lambda cp: cp.size)
     for cp in cps:
         cp.check(public_key)
     pending = [cp for cp in cps if cp.size > 0]
