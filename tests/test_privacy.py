@@ -619,3 +619,43 @@ async def test_a_session_that_read_an_erased_subjects_data_fails_in_one_clear_li
         [res] = await eng.resume()
     assert res.status == "failed" and res.error is not None
     assert "holds the data of a data subject who was erased" in res.error["message"]
+
+
+async def test_a_resume_with_another_master_key_leaves_the_session_to_the_right_one(
+        tmp_path: Path) -> None:
+    """A session that read a subject's data, resumed by an engine whose master key does not
+    open the subject's key: the claim is given up at once, not held by the failed engine
+    until its lease lapses."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        res = await eng.run(copy_note, True, session_id="w")  # no subject of its own
+        assert res.status == "waiting"
+        await eng.signal("w", "go")
+    wrong = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
+    async with wrong:
+        with pytest.raises(ExceptionGroup) as failed:
+            await wrong.resume()
+        assert failed.group_contains(UserError, match="the master key does not open")
+        row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
+        assert row.status == "pending" and row.owner is None, row
+    async with engine(db) as eng:
+        [done] = await eng.resume()
+        assert done.ok and done.output == f"copied {SHARED_NAME}"
+
+
+async def test_a_worker_with_another_master_key_gives_a_subjects_session_up(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        res = await eng.run(copy_note, True, subject="zed", session_id="w")
+        assert res.status == "waiting"
+        await eng.signal("w", "go")
+    wrong = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
+    wrong.register(copy_note)
+    async with wrong:
+        with pytest.raises(ExceptionGroup) as failed:
+            await wrong.serve(until_idle=True)
+        assert failed.group_contains(UserError, match="the master key does not open")
+        row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
+        assert row.status == "pending" and row.owner is None, row

@@ -220,6 +220,8 @@ def step_summary(kind: str, status: str, result: str | None) -> str:
     """One line saying what a journaled step returned."""
     if status == "started":
         return "(started; no outcome recorded)"
+    if is_sealed(result):
+        return sealed_note()
     try:
         value: Any = json.loads(result) if result else None
     except json.JSONDecodeError:

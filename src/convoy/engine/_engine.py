@@ -526,6 +526,18 @@ class Engine(SessionControl, SubjectRights):
             await self._expire_if_dead(row.owner)
         return await self.store.claim(row.id, self.owner, self.lease_seconds, tenant=row.tenant)
 
+    async def _claimed_journal(self, sid: str) -> dict[str, StepRecord]:
+        """The journal of a session this engine just claimed. If it cannot be read (a
+        store error; a master key that does not open a subject's data it holds), the claim
+        is given up before the error goes on: the session is not held by this engine
+        until its lease lapses."""
+        try:
+            return await self.store.load_journal(sid)
+        except BaseException:
+            with suppress(Exception):
+                await self.store.release(sid, self.owner)
+            raise
+
     def _stop_running(self, sid: str) -> bool:
         """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``)."""
         task = self._running.get(sid)
@@ -628,7 +640,7 @@ class Engine(SessionControl, SubjectRights):
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
         value = wf.input_adapter.validate_json(row.input)
-        journal = await self.store.load_journal(row.id)
+        journal = await self._claimed_journal(row.id)
         await self._admit(wf, row.id, row.tenant, value, row, journal)
         self._wake_event().set()
 
@@ -649,7 +661,7 @@ class Engine(SessionControl, SubjectRights):
                     if claimed is None:
                         results[i] = _unfinished_result(row)
                         continue
-                    row, journal = claimed, await self.store.load_journal(job.sid)
+                    row, journal = claimed, await self._claimed_journal(job.sid)
                 res = await self._admit(wf, job.sid, job.tenant, job.value, row, journal)
                 results[i] = res
                 if on_done is not None:

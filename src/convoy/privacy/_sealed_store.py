@@ -175,9 +175,10 @@ class SealingStore:
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
                     tenant: str | None = None) -> SessionRow | None:
         row = await self.inner.claim(session_id, owner, lease_s, tenant=tenant)
-        if row is not None:
-            self._running.add(row.id)
-        return await self._open_row(row, track=True)
+        if row is None:
+            return None
+        self._running.add(row.id)
+        return (await self._opened_claims([row], owner))[0]
 
     async def claim_runnable(self, owner: str, lease_s: float, *,
                              workflows: Mapping[str, str], limit: int,
@@ -185,7 +186,19 @@ class SealingStore:
         rows = await self.inner.claim_runnable(owner, lease_s, workflows=workflows,
                                                limit=limit, tenant=tenant)
         self._running.update(r.id for r in rows)
-        return await self._open_rows(rows, track=True)
+        return await self._opened_claims(rows, owner)
+
+    async def _opened_claims(self, rows: Sequence[SessionRow], owner: str
+                             ) -> list[SessionRow]:
+        """Claimed rows, opened; if they cannot be (a master key that does not open their
+        subject's key), released again before the error goes on: they are not left held
+        by this engine until its lease lapses."""
+        try:
+            return await self._open_rows(rows, track=True)
+        except BaseException:
+            for r in rows:
+                await self.release(r.id, owner)
+            raise
 
     async def get_session(self, session_id: str, *,
                           tenant: str | None = None) -> SessionRow | None:
