@@ -659,3 +659,29 @@ async def test_a_worker_with_another_master_key_gives_a_subjects_session_up(
         assert failed.group_contains(UserError, match="the master key does not open")
         row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
         assert row.status == "pending" and row.owner is None, row
+
+
+@convoy.workflow(name="privacy.hear")
+async def hear(ctx: convoy.Context, who: str) -> str:
+    said = await ctx.wait_for("note")
+    return f"{who} said {said}"
+
+
+async def test_a_signal_to_a_subjects_session_is_sealed_until_and_after_it_is_consumed(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    said = "call me on +49 170 5550199 Quellenberg"
+    async with engine(db) as eng:
+        res = await eng.run(hear, "ingrid", subject="customer-42", session_id="h1")
+        other = await eng.run(hear, "nobody", session_id="h2")
+        assert res.status == other.status == "waiting"
+        await eng.signal("h1", "note", said)
+        await eng.signal("h2", "note", OTHER[0])
+        assert scan(files_of(tmp_path), (said,)) == {}  # waiting to be consumed: sealed
+        assert scan(files_of(tmp_path), (OTHER[0],))  # (a session without a subject: plain)
+        done = {r.id: r for r in await eng.resume()}
+        assert done["h1"].output == f"ingrid said {said}"  # opened for the session
+        assert done["h2"].output == f"nobody said {OTHER[0]}"
+        assert scan(files_of(tmp_path), (said,)) == {}
+        await eng.erase("customer-42")
+    assert scan(files_of(tmp_path), (said,)) == {}

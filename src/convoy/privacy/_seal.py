@@ -70,10 +70,15 @@ def spans_aad(tenant: str, session_id: str, key: str) -> str:
     return f"convoy/v1/{tenant}/session/{session_id}/spans/{key}"
 
 
+def signal_aad(tenant: str, session_id: str, name: str) -> str:
+    """Of the payload of a signal sent to a session (``name``: the signal's)."""
+    return f"convoy/v1/{tenant}/session/{session_id}/signal/{name}"
+
+
 def state_aad(tenant: str, namespace: str, key: str, session_id: str | None,
               step_key: str | None) -> str:
     return f"convoy/v1/{tenant}/state/{namespace}/{key}/{session_id}/{step_key}"
 
 
-__all__ = ["is_sealed", "seal", "sealed_label", "session_aad", "spans_aad", "state_aad",
-           "step_aad", "unseal"]
+__all__ = ["is_sealed", "seal", "sealed_label", "session_aad", "signal_aad", "spans_aad",
+           "state_aad", "step_aad", "unseal"]

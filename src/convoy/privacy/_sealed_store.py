@@ -36,6 +36,7 @@ from convoy.privacy._seal import (
     is_sealed,
     seal,
     session_aad,
+    signal_aad,
     spans_aad,
     state_aad,
     step_aad,
@@ -46,6 +47,7 @@ from convoy.stores._protocol import (
     SessionFilter,
     SessionOutcome,
     SessionRow,
+    Signal,
     StateEntry,
     StateWrite,
     StateWriteResult,
@@ -312,6 +314,30 @@ class SealingStore:
                       tenant: str | None = None) -> list[StepRecord]:
         return await self._open_records(
             session_id, await self.inner.journal(session_id, tenant=tenant))
+
+    # -- signals -----------------------------------------------------------------------
+
+    async def send_signal(self, session_id: str, name: str, payload: str, *,
+                          tenant: str | None = None) -> int:
+        # Sent from outside the session's run: sealed as its data is (its row and journal
+        # say under whose keys), so a payload waiting to be consumed is not plaintext.
+        row = await self.inner.get_session(session_id, tenant=tenant)
+        if row is not None:
+            payload = await self._seal_as(
+                session_id, signal_aad(row.tenant, session_id, name), payload)
+        return await self.inner.send_signal(session_id, name, payload, tenant=tenant)
+
+    async def next_signal(self, session_id: str, name: str, *,
+                          tenant: str | None = None) -> Signal | None:
+        signal = await self.inner.next_signal(session_id, name, tenant=tenant)
+        if signal is None or not is_sealed(signal.payload):
+            return signal
+        row = await self.inner.get_session(session_id, tenant=tenant)
+        if row is None:
+            return signal
+        t = row.tenant
+        opened = await self._open_text(t, signal_aad(t, session_id, name), signal.payload)
+        return replace(signal, payload=opened if opened is not None else signal.payload)
 
     # -- the spans of the embedded trace store -----------------------------------------
 
