@@ -273,7 +273,9 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
     """An engine on ``db``; ``--model`` (if given) overrides every agent's model. A
     ``read_only`` engine (for commands that only read) opens the store read-only: it
     never creates, migrates or writes it; any other audits the sessions it runs and the
-    decisions it records where the store audits (:mod:`convoy.cli._audited`).
+    decisions it records where the store audits (:mod:`convoy.cli._audited`), and traces
+    them where the store keeps their trace (:mod:`convoy.cli._traced`; ``--trace``
+    instead traces every session, to where it says).
 
     The model is built here, not lazily by the engine, so a typo fails before any session
     starts; it is registered under its spec so the engine closes it. Bad specs exit 2.
@@ -289,8 +291,12 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
     check_db_path(db, create=True)
     if not read_only:
         from convoy.cli._audited import AuditWhereAudited
+        from convoy.cli._traced import TraceWhereTraced
+        from convoy.observability import Tracing
 
         interceptors = [*interceptors, AuditWhereAudited()]
+        if not any(isinstance(ic, Tracing) for ic in interceptors):  # (no --trace)
+            interceptors.append(TraceWhereTraced())
     with convoy_errors():
         return Engine(store_from_url(db, busy_timeout=busy_timeout, read_only=read_only),
                       models=models,

@@ -35,7 +35,5 @@ def decider_engine(db: str, busy_timeout: float, tenant: str | None, all_tenants
     """An engine for commands that decide: audited where the store audits."""
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    from convoy.cli._traced import TraceWhereTraced
-
-    return build_engine(db, busy_timeout=busy_timeout,
-                        interceptors=[TraceWhereTraced()]), scope
+    # (build_engine traces a decision where the store keeps the session's trace)
+    return build_engine(db, busy_timeout=busy_timeout), scope

@@ -1,55 +1,54 @@
-"""The command line traces a person's decision where the store keeps the session's trace.
+"""The command line traces where the store keeps the session's trace.
 
-A decision recorded on the command line (``convoy inbox answer|approve|reject``, an
-escalation's answer) runs none of the application's interceptors. When the session's
-trace is kept in the store (``Tracing(exporters=["store"])``, ``--trace store``: ``convoy
-trace SESSION`` prints it), the decision's ``human_decision`` span is kept there too, in
-the session's trace, as the application's :class:`~convoy.observability.Tracing` would
-make it. A session traced elsewhere only (OTLP, the console) gets no span from here: the
-command line does not know where the application exports.
+The command line runs none of the application's interceptors. When a session's trace is
+kept in the store (``Tracing(exporters=["store"])``, ``--trace store``: ``convoy trace
+SESSION`` prints it), what the command line does with the session goes into that trace,
+as the application's :class:`~convoy.observability.Tracing` would record it: a run that
+``convoy resume``, ``worker`` or ``cancel`` makes (its agents, model and tool
+calls, ...: the trace goes on, as a resumed session's does), and a person's decision
+(``convoy inbox answer|approve|reject``, an escalation's answer: its ``human_decision``
+span). A session traced elsewhere only (OTLP, the console) gets nothing from here: the
+command line does not know where the application exports; ``--trace`` traces every
+session the command runs, to where it says.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
-from convoy import DecisionInput, Engine, HumanTask, Interceptor, Next
+from convoy import DecisionInput, HumanTask, Next, SessionEnd, SessionInput
+from convoy.observability import Tracing
+from convoy.observability._spans import SPANS_NAMESPACE
+from convoy.observability._tracing import TRACE_HEADER
 
-if TYPE_CHECKING:
-    from convoy.observability import Tracing
 
-
-class TraceWhereTraced(Interceptor):
-    """Makes the span of a decision on a session whose spans the store keeps (see the
-    module docstring), with a :class:`~convoy.observability.Tracing` to the store made
-    the first time one is needed."""
-
-    stage = "trace"
+class TraceWhereTraced(Tracing):
+    """Tracing to the store, of the sessions (and decisions) whose trace the store keeps
+    already (see the module docstring); every other session passes untraced."""
 
     def __init__(self) -> None:
-        self._engine: Engine | None = None
-        self._tracing: Tracing | None = None
+        super().__init__(["store"])
 
-    async def start(self, engine: Engine) -> None:
-        self._engine = engine
+    async def _kept(self, session_id: str, headers: Any) -> bool:
+        """Whether the store keeps spans of the session's trace."""
+        store = self.store
+        return TRACE_HEADER in headers and store is not None and \
+            bool(await store.kv_all(SPANS_NAMESPACE + session_id))
 
-    async def close(self) -> None:
-        if self._tracing is not None:
-            await self._tracing.close()  # the span is written before the store closes
+    def session_run(self, input: SessionInput,
+                    next: Next[SessionInput, SessionEnd]) -> Any:
+        return self._run_if_kept(input, next)
+
+    async def _run_if_kept(self, input: SessionInput,
+                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        if input.info.replay or not await self._kept(input.info.session_id, input.headers):
+            return await next(input)
+        end: SessionEnd = await super().session_run(input, next)
+        return end
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:
-        from convoy.observability._tracing import SPANS_NAMESPACE, TRACE_HEADER
-
-        assert self._engine is not None
-        if TRACE_HEADER not in input.headers or not await self._engine.store.kv_all(
-                SPANS_NAMESPACE + input.session_id):
+        if not await self._kept(input.session_id, input.headers):
             return await next(input)
-        if self._tracing is None:
-            from convoy.observability import Tracing
-
-            tracing = Tracing(["store"])
-            await tracing.start(self._engine)
-            self._tracing = tracing
-        out: HumanTask = await self._tracing.human_decision(input, next)
+        out: HumanTask = await super().human_decision(input, next)
         return out
