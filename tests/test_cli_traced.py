@@ -66,3 +66,28 @@ def test_convoy_resume_goes_on_with_the_trace_the_store_keeps(tmp_path: Path) ->
     assert _spans(db, "s2") == []  # traced nowhere the command line can see
     shown = cli("trace", "s1", "--db", str(db))
     assert shown.code == 0 and "invoke_agent au3" in shown.stdout, shown.stderr
+
+
+async def test_a_session_found_traced_is_remembered_not_read_again_each_run(
+        tmp_path: Path) -> None:
+    from convoy.cli._traced import TraceWhereTraced
+    from convoy.observability._tracing import TRACE_HEADER
+
+    db = tmp_path / "known.db"
+    async with convoy.Engine(db) as eng:
+        await eng.store.kv_put(SPANS_NAMESPACE + "s1", "0", "{}")
+        traced = TraceWhereTraced()
+        await traced.start(eng)
+        reads: list[str] = []
+        real = eng.store.kv_all
+
+        async def counted(namespace: str) -> dict[str, str]:
+            reads.append(namespace)
+            return await real(namespace)
+
+        eng.store.kv_all = counted  # type: ignore[method-assign]
+        headers = {TRACE_HEADER: "00-" + "ab" * 16 + "-" + "cd" * 8 + "-01"}
+        assert await traced._kept("s1", headers) and await traced._kept("s1", headers)
+        assert not await traced._kept("s2", headers) and not await traced._kept("s2", {})
+        assert reads == [SPANS_NAMESPACE + "s1", SPANS_NAMESPACE + "s2"]
+        await traced.close()

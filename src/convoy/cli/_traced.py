@@ -14,6 +14,7 @@ session the command runs, to where it says.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import Any
 
 from convoy import DecisionInput, HumanTask, Next, SessionEnd, SessionInput
@@ -26,14 +27,29 @@ class TraceWhereTraced(Tracing):
     """Tracing to the store, of the sessions (and decisions) whose trace the store keeps
     already (see the module docstring); every other session passes untraced."""
 
+    #: Sessions found traced, remembered (a worker resumes one session again and again).
+    KNOWN = 4096
+
     def __init__(self) -> None:
         super().__init__(["store"])
+        self._known: OrderedDict[str, None] = OrderedDict()
 
     async def _kept(self, session_id: str, headers: Any) -> bool:
-        """Whether the store keeps spans of the session's trace."""
+        """Whether the store keeps spans of the session's trace (once found, remembered:
+        they are not read again for each of its runs)."""
         store = self.store
-        return TRACE_HEADER in headers and store is not None and \
-            bool(await store.kv_all(SPANS_NAMESPACE + session_id))
+        if TRACE_HEADER not in headers or store is None:
+            return False
+        known = self._known
+        if session_id in known:
+            known.move_to_end(session_id)
+            return True
+        if not await store.kv_all(SPANS_NAMESPACE + session_id):
+            return False
+        known[session_id] = None
+        if len(known) > self.KNOWN:
+            known.popitem(last=False)
+        return True
 
     def session_run(self, input: SessionInput,
                     next: Next[SessionInput, SessionEnd]) -> Any:
