@@ -18,7 +18,7 @@ from convoy.observability._spans import load_chunks
 from convoy.observability._tracing import SPANS_NAMESPACE
 from convoy.privacy._seal import is_sealed
 
-from .clikit import cli, workdir  # noqa: F401 - the fixture every CLI test runs in
+from .clikit import cli, subprocess_cli, workdir  # noqa: F401 - workdir: a fixture
 from .conftest import STORE_KINDS, store_db
 from .test_privacy import (
     IN_NAME,
@@ -250,3 +250,27 @@ def test_convoy_sessions_show_names_the_data_subject(tmp_path: Path) -> None:
     as_json = cli("sessions", "show", sid, "--db", str(path), "--json",
                   env={"CONVOY_MASTER_KEY": KEY})
     assert json.loads(as_json.stdout)["subject"] == "customer-42"
+
+
+def test_another_process_opens_a_readers_copy_by_its_label(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The label a sealed value names its key by is mapped back to the subject through the
+    store, not this process's memory: a fresh process (the real command line) opens the
+    copy another session keeps of the subject's data, and its spans."""
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path, interceptors=[tracing()]) as eng:
+            assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+            copy = await eng.run(copy_note, False)
+            assert copy.ok
+            return copy.id
+
+    sid = asyncio.run(run())
+    monkeypatch.setenv("CONVOY_MASTER_KEY", KEY)
+    shown = subprocess_cli(tmp_path, "sessions", "show", sid, "--db", str(path), "--json")
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["output"] == f"copied {SHARED_NAME}"
+    traced = subprocess_cli(tmp_path, "trace", sid, "--db", str(path), "--json")
+    assert traced.returncode == 0, traced.stderr
+    assert "invoke_workflow privacy.copy" in {s["name"] for s in json.loads(traced.stdout)}

@@ -27,10 +27,8 @@ from convoy.cli._common import (
 )
 from convoy.cli._render import fmt_duration, plural
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks
-from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, KeyRing, MasterKey
+from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey
 from convoy.privacy._seal import is_sealed
-from convoy.privacy._sealed_store import SealingStore
-from convoy.stores._protocol import Store
 
 BAR = 32
 
@@ -80,38 +78,27 @@ def trace(
 
 async def _load(db: str, session_id: str, scope: Scope
                 ) -> tuple[bool, list[dict[str, Any]], int]:
-    """Whether the session exists, its spans, and how many chunks of them stay sealed."""
-    async with open_store(db) as raw:
-        row = await raw.get_session(session_id, tenant=scope.tenant)
+    """Whether the session exists, its spans, and how many chunks of them stay sealed (a
+    data subject's, opened with the master key when it is configured)."""
+    async with open_store(db, unseal=True) as store:
+        row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
             return False, [], 0
-        chunks = await raw.kv_all(SPANS_NAMESPACE + session_id)
-        gone = 0
-        if any(map(is_sealed, chunks.values())):
-            opened = await _opened(raw, session_id, chunks)
-            gone, chunks = len(chunks) - len(opened), opened
+        chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
+        gone = [k for k, v in chunks.items() if is_sealed(v)]
+        if gone and MasterKey.from_env() is None:
+            fail(f"the spans of session {session_id!r} are sealed (it holds a data "
+                 f"subject's data): set ${MASTER_KEY_FILE_ENV} (or ${MASTER_KEY_ENV}) to "
+                 "the master key the engine ran with", USAGE_ERROR)
+        if gone and len(gone) < len(chunks):
+            typer.echo(f"left out: {plural(len(gone), 'chunk')} of the spans of session "
+                       f"{session_id!r}, sealed under the key of an erased data subject "
+                       "whose data the session read", err=True)
         try:
-            return True, load_chunks(chunks[k] for k in sorted(chunks)), gone
+            return True, load_chunks(chunks[k] for k in sorted(chunks) if k not in gone), \
+                len(gone)
         except ValueError as e:  # (a JournalError is not one: it is said as it is)
             fail(f"the spans kept for session {session_id!r} are damaged: {e}", RUN_FAILURE)
-
-
-async def _opened(raw: Store, session_id: str, chunks: dict[str, str]) -> dict[str, str]:
-    """The chunks of a session that holds a data subject's data, opened with the master
-    key (sealed like the rest of its data); one line if they cannot be."""
-    master = MasterKey.from_env()
-    if master is None:
-        fail(f"the spans of session {session_id!r} are sealed (it holds a data subject's "
-             f"data): set ${MASTER_KEY_FILE_ENV} (or ${MASTER_KEY_ENV}) to the master key "
-             "the engine ran with", USAGE_ERROR)
-    opened = await SealingStore(raw, KeyRing(raw, master)).kv_all(
-        SPANS_NAMESPACE + session_id)
-    gone = [k for k, v in opened.items() if is_sealed(v)]
-    if gone and len(gone) < len(opened):
-        typer.echo(f"left out: {plural(len(gone), 'chunk')} of the spans of session "
-                   f"{session_id!r}, sealed under the key of an erased data subject whose "
-                   "data the session read", err=True)
-    return {k: v for k, v in opened.items() if k not in gone}
 
 
 def waterfall(spans: list[dict[str, Any]]) -> Table:

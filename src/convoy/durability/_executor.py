@@ -38,7 +38,7 @@ from convoy._errors import (
     error_to_record,
 )
 from convoy.durability._signals import Parked, SessionInterrupted
-from convoy.stores._protocol import StepRecord
+from convoy.stores._protocol import SEALED_PREFIX, StepRecord
 
 if TYPE_CHECKING:
     from convoy.stores._protocol import Store
@@ -84,10 +84,6 @@ class StepExecutor(Protocol):
     async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
         """The payload (JSON text) of the next signal ``name`` sent to the session."""
         ...
-
-
-#: How a sealed value starts (:mod:`convoy.privacy._seal`): one whose key is gone stays so.
-_SEALED = '{"$sealed"'
 
 
 def fingerprint(text: str) -> str:
@@ -243,7 +239,7 @@ class JournaledExecutor:
                     "workflow or its input changed (bump its version and start new "
                     "sessions)", key)
             if rec.status == "completed":
-                if rec.result is not None and rec.result.startswith(_SEALED):
+                if rec.result is not None and rec.result.startswith(SEALED_PREFIX):
                     # (``convoy.privacy``: its subject key was destroyed)
                     raise JournalError(
                         f"session {self.session_id!r} step {key}: its journaled result holds "

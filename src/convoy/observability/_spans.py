@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
+from convoy.stores._protocol import SPANS_NAMESPACE
+
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import ReadableSpan
@@ -35,9 +37,6 @@ if TYPE_CHECKING:
 #: generative-AI conventions (status: Development) in the main repository.
 SEMCONV_VERSION = "1.41.0"
 SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
-#: The store keeps the spans of session ``S`` in the namespace ``SPANS_NAMESPACE + S`` of its
-#: interceptors' values, one chunk (JSON text) per key.
-SPANS_NAMESPACE = "trace:"
 #: Version of the JSON the store keeps spans in (``convoy trace``); format 1 is read too.
 SPANS_FORMAT = 2
 

@@ -151,7 +151,7 @@ class KeyRing:
         self.store = store
         self.master = master
         self._keys: dict[tuple[str, str], SubjectKey] = {}
-        self._refs: dict[tuple[str, str], str] = {}  # (tenant, fingerprint) -> subject
+        self._refs: dict[tuple[str, str], str] = {}  # (tenant, label) -> subject
 
     def cached(self, tenant: str, subject: str) -> SubjectKey:
         """A key :meth:`load` loaded before (the sync write paths need it ready)."""
@@ -170,17 +170,19 @@ class KeyRing:
             return key
         aad = _key_aad(tenant, subject)
         ns = REFS_NAMESPACE + tenant
-        writable = not getattr(self.store, "read_only", False)
+        mapped: str | None = None  # the label this call mapped, if it made the key
         wrapped = await self.store.subject_key_get(tenant, subject)
         if wrapped is None:
             if not create:
                 return None
             mine = self.master.wrap(secrets.token_bytes(32), aad)
-            await self.store.kv_put(ns, key_label(mine), subject)
-            wrapped = await self.store.subject_key_put(tenant, subject, mine)
+            mapped = key_label(mine)
+            await self.store.kv_put(ns, mapped, subject)
+            wrapped = await self.store.subject_key_put(tenant, subject, mine)  # or a rival's
         raw = self.master.unwrap(wrapped, aad)
         label = key_label(wrapped)
-        if writable and await self.store.kv_get(ns, label) != subject:
+        if label != mapped and not getattr(self.store, "read_only", False) and \
+                await self.store.kv_get(ns, label) != subject:
             await self.store.kv_put(ns, label, subject)
         self._refs[(tenant, label)] = subject
         mac = hmac.new(raw, b"convoy/audit-hashes/v1", hashlib.sha256).digest()

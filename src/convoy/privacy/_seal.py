@@ -3,9 +3,9 @@
 session, step or state key), so a sealed value moved elsewhere does not open.
 
 A sealed value is JSON text that stands where the plain value was:
-``{"$sealed": "<label>", "v": 2, "d": "<base64 of nonce and ciphertext>"}``, the label being
-the subject's keyed fingerprint (see :mod:`convoy.privacy._keys`); format 1 (earlier
-versions) named the subject itself, and is read as before.
+``{"$sealed": "<label>", "v": 2, "d": "<base64 of nonce and ciphertext>"}``, the label naming
+the subject's key (:func:`~convoy.privacy._keys.key_label`); format 1 (earlier versions)
+named the subject itself, and is read as before.
 """
 
 from __future__ import annotations
@@ -16,15 +16,15 @@ import secrets
 from typing import TYPE_CHECKING
 
 from convoy._errors import UserError
+from convoy.stores._protocol import SEALED_PREFIX
 
 if TYPE_CHECKING:
     from convoy.privacy._keys import SubjectKey
 
-_PREFIX = '{"$sealed"'
 
 
 def is_sealed(text: str | None) -> bool:
-    return text is not None and text.startswith(_PREFIX)
+    return text is not None and text.startswith(SEALED_PREFIX)
 
 
 def sealed_label(text: str) -> tuple[str, int]:

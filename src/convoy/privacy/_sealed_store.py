@@ -43,6 +43,7 @@ from convoy.privacy._seal import (
 )
 from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import (
+    SPANS_NAMESPACE,
     NewSession,
     SessionFilter,
     SessionOutcome,
@@ -56,8 +57,6 @@ from convoy.stores._protocol import (
 )
 
 _OWN = frozenset({"inner", "keys", "_live", "_read", "_running"})
-#: The namespace prefix of a session's spans (``convoy.observability``'s).
-_SPANS = "trace:"
 
 
 class SealingStore:
@@ -359,10 +358,10 @@ class SealingStore:
         out: list[tuple[str, str, str]] = []
         later: list[tuple[str, str, str]] = []
         for ns, key, value in items:
-            if not ns.startswith(_SPANS):
+            if not ns.startswith(SPANS_NAMESPACE):
                 out.append((ns, key, value))
                 continue
-            sealed = self._sealed_spans(ns[len(_SPANS):], key, value)
+            sealed = self._sealed_spans(ns[len(SPANS_NAMESPACE):], key, value)
             if sealed is None:
                 later.append((ns, key, value))
             else:
@@ -376,7 +375,7 @@ class SealingStore:
         """Write ``later``'s spans sealed under the keys found in their sessions' rows and
         journals (a session gone meanwhile, erased: its spans are not written at all)."""
         for ns, key, value in later:
-            sid = ns[len(_SPANS):]
+            sid = ns[len(SPANS_NAMESPACE):]
             row = await self.inner.get_session(sid)
             if row is not None:
                 ready.append((ns, key, await self._seal_as(
@@ -384,15 +383,15 @@ class SealingStore:
         await self.inner.kv_put_many(ready)
 
     def kv_put(self, namespace: str, key: str, value: str | None) -> asyncio.Future[None]:
-        if value is None or not namespace.startswith(_SPANS):
+        if value is None or not namespace.startswith(SPANS_NAMESPACE):
             return self.inner.kv_put(namespace, key, value)
         return self.kv_put_many([(namespace, key, value)])
 
     async def kv_all(self, namespace: str) -> dict[str, str]:
         values = await self.inner.kv_all(namespace)
-        if not namespace.startswith(_SPANS) or not any(map(is_sealed, values.values())):
+        if not namespace.startswith(SPANS_NAMESPACE) or not any(map(is_sealed, values.values())):
             return values
-        sid = namespace[len(_SPANS):]
+        sid = namespace[len(SPANS_NAMESPACE):]
         row = await self.inner.get_session(sid)
         if row is None:
             return values

@@ -21,7 +21,7 @@ from convoy.privacy._seal import (
     state_aad,
     step_aad,
 )
-from convoy.stores._protocol import Erasure, SessionFilter, SessionRow, Store
+from convoy.stores._protocol import SPANS_NAMESPACE, Erasure, SessionFilter, SessionRow, Store
 
 
 async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
@@ -135,7 +135,7 @@ async def _spans(raw: Store, opener: _Opener, sid: str, *, always: bool) -> list
     """The spans the embedded trace store keeps for a session (sealed as its data is),
     each as ``convoy trace --json`` prints it; a chunk that cannot be opened for this
     subject is one ``{"sealed": true, ...}`` item."""
-    from convoy.observability._spans import SPANS_NAMESPACE, load_chunks
+    from convoy.observability._spans import load_chunks
 
     out: list[Any] = []
     t = opener.tenant
@@ -201,8 +201,6 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
 
 async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
     """Delete what interceptors keep per session (the spans of the embedded trace store)."""
-    from convoy.observability._spans import SPANS_NAMESPACE
-
     raw = getattr(store, "inner", store)  # the keys are enough: nothing is opened
     for sid in session_ids:
         ns = SPANS_NAMESPACE + sid

@@ -61,6 +61,11 @@ SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", 
 #: A session in one of these states still has work to do: the engine runs it, or a signal
 #: or timer will wake it. This is the one definition of "unfinished".
 UNFINISHED: tuple[SessionStatus, ...] = ("pending", "running", "waiting")
+#: The namespace (``+ session id``) of the interceptors' values that hold a session's spans
+#: (``convoy.observability``'s embedded trace store: one chunk of JSON per key).
+SPANS_NAMESPACE = "trace:"
+#: How a sealed value (``convoy.privacy``) starts: the JSON text of its envelope.
+SEALED_PREFIX = '{"$sealed"'
 #: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed
 #: value names its key by to the data subject (``convoy.privacy``): a purge that destroys
 #: a subject's key deletes them with it.
