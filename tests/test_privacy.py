@@ -4,6 +4,7 @@ clear line for each misuse."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,7 @@ from convoy import MasterKey
 from convoy._errors import UserError
 from convoy.cli._state import _writer
 from convoy.privacy._seal import is_sealed
+from convoy.stores import store_from_url
 
 from .conftest import STORE_KINDS, FakeClock, store_db
 
@@ -685,3 +687,55 @@ async def test_a_signal_to_a_subjects_session_is_sealed_until_and_after_it_is_co
         assert scan(files_of(tmp_path), (said,)) == {}
         await eng.erase("customer-42")
     assert scan(files_of(tmp_path), (said,)) == {}
+
+
+async def test_a_run_that_loses_its_lease_leaves_nothing_of_its_subject_behind(
+        tmp_path: Path) -> None:
+    """An engine stalls in a subject's session past its lease; another engine takes the
+    session over and finishes it. The first one's run ends refused (LeaseLost), and it
+    keeps nothing of the session: not its subject's key, not the session as its own."""
+    db = tmp_path / "convoy.db"
+    clock = FakeClock()
+    stalled, go, both_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    calls: list[str] = []
+
+    @convoy.tool
+    async def slow(ctx: convoy.ToolContext, name: str) -> dict[str, str]:
+        """The customer's bank account, slowly."""
+        calls.append(name)
+        stalled.set()
+        if len(calls) == 2:
+            both_in.set()
+        await go.wait()
+        return {"name": name, "iban": TOOL_IBAN}
+
+    def slow_script(req: convoy.ModelRequest) -> Any:
+        if not any(m.role == "tool" for m in req.messages):
+            return {"tool_calls": [{"name": "slow", "arguments": {"name": IN_NAME}}]}
+        return {"output": {"text": "done"}}
+
+    slow_clerk = convoy.Agent(name="slow-clerk", input_type=Customer, output_type=Reply,
+                              model=convoy.SimModel(slow_script), tools=[slow])
+
+    @convoy.workflow(name="privacy.slow")
+    async def slow_serve(ctx: convoy.Context, c: Customer) -> str:
+        return (await ctx.run(slow_clerk, c)).text
+
+    first, second = (convoy.Engine(store_from_url(db, clock=clock), workflows=[slow_serve],
+                                   master_key=MasterKey.from_text(KEY)) for _ in range(2))
+    async with first, second:
+        task = asyncio.create_task(first.run(slow_serve, Customer(name=IN_NAME),
+                                             subject="s-1", session_id="lost"))
+        await stalled.wait()
+        clock.advance(3600)  # the first engine stalled past its lease
+        taker = asyncio.create_task(second.resume())
+        await both_in.wait()
+        go.set()
+        [taken] = await taker
+        lost = await task
+        assert taken.ok and lost.status == "running"
+        assert (lost.error or {}).get("type") == "LeaseLost"
+        store = first.store
+        assert "lost" not in store._running  # type: ignore[attr-defined]
+        assert "lost" not in store._live and "lost" not in store._read  # type: ignore[attr-defined]
+

@@ -63,3 +63,18 @@ async def test_a_subjects_audit_hashes_are_keyed_and_nobody_can_test_them_after_
     # Without the key, a guess (the planted name, as the prompt held it) matches no hash.
     guess = fingerprint(IN_NAME)
     assert not any(guess in h for e in log for h in e.hashes.values())
+
+
+async def test_sessions_started_together_know_their_subject(tmp_path: Path) -> None:
+    """``run_many(subject=)`` (and ``convoy run --subject``, which calls it) starts
+    sessions of a data subject: their hooks see the subject, so their audit hashes are
+    keyed like those of a session ``run`` starts."""
+    audit = AuditInterceptor()
+    async with engine(tmp_path / "convoy.db", interceptors=[audit]) as eng:
+        results = await eng.run_many(serve, [{"name": IN_NAME}, {"name": "Someone Else"}],
+                                     subject="customer-42")
+        assert all(r.ok for r in results), [r.error for r in results]
+        ids = {r.id for r in results}
+        log = [e for e in await entries(eng, audit) if e.session_id in ids]
+        hashes = [h for e in log if e.kind != "config_change" for h in e.hashes.values()]
+        assert hashes and all(h.startswith("hmac-sha256:") for h in hashes), hashes

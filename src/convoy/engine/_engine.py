@@ -459,12 +459,12 @@ class Engine(SessionControl, SubjectRights):
                         busy: dict[str, SessionResult[Any]],
                         on_done: Callable[[SessionResult[OutT]], None] | None,
                         subject: str | None) -> list[SessionResult[OutT]]:
-        await self.store.create_sessions(
-            [NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
-                        input=_dump_input(wf, v), subject=subject)
-             for sid, v in zip(sids, values, strict=True)
-             if sid not in existing and sid not in busy],
-            owner=self.owner, lease_s=self.lease_seconds)
+        created = {sid: NewSession(id=sid, workflow=wf.name, version=wf.version,
+                                   tenant=tenant, input=_dump_input(wf, v), subject=subject)
+                   for sid, v in zip(sids, values, strict=True)
+                   if sid not in existing and sid not in busy}
+        await self.store.create_sessions(list(created.values()), owner=self.owner,
+                                         lease_s=self.lease_seconds)
         jobs: list[_Job] = []
         done: list[SessionResult[OutT]] = []
         for sid, v in zip(sids, values, strict=True):
@@ -475,7 +475,7 @@ class Engine(SessionControl, SubjectRights):
                     on_done(busy[sid])
                 continue
             if row is None:
-                jobs.append(_Job(sid, tenant, v, None, new=True))  # claimed at creation
+                jobs.append(_Job(sid, tenant, v, None, new=created[sid]))  # claimed
             else:
                 early = await self._known_early(wf, row)
                 if early is not None:
@@ -655,14 +655,15 @@ class Engine(SessionControl, SubjectRights):
         async def worker() -> None:
             for i, job in it:
                 row, journal = job.row, None
-                if not job.new:
+                if job.new is None:
                     assert row is not None
                     claimed = await self._claim(row)
                     if claimed is None:
                         results[i] = _unfinished_result(row)
                         continue
                     row, journal = claimed, await self._claimed_journal(job.sid)
-                res = await self._admit(wf, job.sid, job.tenant, job.value, row, journal)
+                res = await self._admit(wf, job.sid, job.tenant, job.value, row, journal,
+                                        new=job.new)
                 results[i] = res
                 if on_done is not None:
                     on_done(res)
@@ -875,7 +876,12 @@ class Engine(SessionControl, SubjectRights):
         try:
             if end.status == "interrupted":
                 if (end.error or {}).get("type") == "LeaseLost":
-                    return "running"  # on the engine that took it over
+                    # On the engine that took it over. Give up what this one still held
+                    # of it (the release writes nothing: the session is another's now;
+                    # a sealing store forgets the keys of the session's subjects).
+                    with suppress(StoreError, LeaseLost):
+                        await self.store.release(sid, owner)
+                    return "running"
                 await self._leave_unfinished(sid, owner, new)
                 return "pending"
             if end.status == "waiting":
@@ -922,13 +928,14 @@ class Engine(SessionControl, SubjectRights):
 
 
 class _Job:
-    """A session to run: ``new`` ones were claimed when created; others are claimed by
-    the worker right before they run (a lease is held only while a session can run)."""
+    """A session to run: ``new`` ones (the session as created) were claimed when created;
+    others are claimed by the worker right before they run (a lease is held only while a
+    session can run)."""
 
     __slots__ = ("new", "row", "sid", "tenant", "value")
 
     def __init__(self, sid: str, tenant: str, value: Any, row: SessionRow | None, *,
-                 new: bool = False) -> None:
+                 new: NewSession | None = None) -> None:
         self.sid, self.tenant, self.value, self.row, self.new = sid, tenant, value, row, new
 
 
