@@ -739,3 +739,41 @@ async def test_a_run_that_loses_its_lease_leaves_nothing_of_its_subject_behind(
         assert "lost" not in store._running  # type: ignore[attr-defined]
         assert "lost" not in store._live and "lost" not in store._read  # type: ignore[attr-defined]
 
+
+def _summary(req: convoy.ModelRequest) -> Any:
+    return {"text": "reach the customer: " + (req.messages[-1].content or "")}
+
+
+summarizer = convoy.Agent(name="summarizer", model=convoy.SimModel(_summary))
+
+
+@convoy.workflow(name="privacy.summarize")
+async def summarize_note(ctx: convoy.Context, key: str) -> str:
+    got = await ctx.state("crm").get(key)
+    return str(await ctx.run(summarizer, f"write to {got.value['name']}"))
+
+
+async def test_a_model_answer_about_a_subject_read_from_shared_state_is_not_cached(
+        tmp_path: Path) -> None:
+    """A session without a subject of its own reads a subject's shared state and gives
+    it to a model. The answer holds the subject's data: the response cache keeps it
+    nowhere (the shared store's cache would hold it in plaintext, out of erasure's
+    reach), so nothing of the subject is left once erased. The same question asked of
+    data that is no one's is cached as before."""
+    from convoy.cost import ResponseCache
+
+    db = tmp_path / "convoy.db"
+    cache = ResponseCache()
+    async with engine(db, interceptors=[cache]) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        for _ in range(2):
+            res = await eng.run(summarize_note, "c-9")  # no subject of its own
+            assert res.ok and SHARED_NAME in str(res.output)
+        assert cache.hits == 0
+        await eng.run(note_subject, OTHER[0], session_id="n2", tenant="t2")
+        for _ in range(2):
+            assert (await eng.run(summarize_note, "c-9", tenant="t2")).ok
+        assert cache.hits == 1  # no one's data: cached
+        await eng.erase("zed")
+    assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
+    assert scan(files_of(tmp_path), (OTHER[0],))  # the control is still there

@@ -24,6 +24,7 @@ from convoy._errors import UserError
 from convoy.definitions._calls import calls_valid
 from convoy.interceptors._base import Interceptor, ModelCallInput, Next, Stage
 from convoy.models._messages import ModelRequest, ModelResponse, Usage
+from convoy.privacy._sealed_store import SealingStore
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -78,6 +79,7 @@ class ResponseCache(Interceptor):
         self._fingerprints: dict[int, str] = {}
         self.shared = shared
         self._store: Store | None = None
+        self._sealing: SealingStore | None = None  # an engine's that seals subjects' data
         self._wall: Callable[[], float] = time.time
         self._puts: list[tuple[str, str, str]] = []  # (tenant, key, value) not yet written
         self._flush: asyncio.TimerHandle | None = None
@@ -89,6 +91,7 @@ class ResponseCache(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._store = engine.store if self.shared else None
+        self._sealing = engine.store if isinstance(engine.store, SealingStore) else None
         self._wall = engine.clock
 
     async def close(self) -> None:
@@ -137,6 +140,13 @@ class ResponseCache(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
+        session = input.session
+        if session.subject is None and self._sealing is not None and \
+                self._sealing.holds_personal_data(session.id):
+            # A session of no subject that read a subject's data (shared state): its
+            # answers may hold that data, which is no one's to reuse and which erasure
+            # must reach: kept nowhere.
+            return await next(input)
         key = self._key(input)
         now = self._clock()
         hit = self._entries.get(key)

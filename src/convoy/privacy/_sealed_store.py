@@ -149,6 +149,11 @@ class SealingStore:
                     self._reads(reader, tenant, subject, key)
         return opened
 
+    def holds_personal_data(self, session_id: str) -> bool:
+        """Whether the run of ``session_id`` here holds a data subject's data: its own
+        subject's, or what it read of another's (shared state, a resumed journal)."""
+        return session_id in self._live or session_id in self._read
+
     def _reads(self, session_id: str, tenant: str, subject: str, key: SubjectKey) -> None:
         """``session_id`` read ``subject``'s data (nothing new if it is its own)."""
         live = self._live.get(session_id)
