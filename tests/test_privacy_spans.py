@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+import convoy
 from convoy.observability import Tracing
 from convoy.observability._spans import load_chunks
 from convoy.observability._tracing import SPANS_NAMESPACE
@@ -200,10 +201,59 @@ def test_the_inbox_without_the_master_key_says_so_in_one_line(
     monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
     locked = cli("inbox", "list", "--db", str(path))
-    assert locked.code == 2 and "CONVOY_MASTER_KEY_FILE" in locked.stderr, locked
-    assert len(locked.stderr.strip().splitlines()) == 1
+    assert locked.code == 0 and "CONVOY_MASTER_KEY_FILE" in locked.stdout, locked
+    [line] = [ln for ln in locked.stdout.splitlines() if "sealed" in ln]
+    assert line.startswith("1 task is sealed"), locked
     opened = cli("inbox", "list", "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
     assert opened.code == 0 and "1 task(s)" in opened.stdout, opened
+    assert "sealed" not in opened.stdout
+
+
+@convoy.workflow(name="privacy.ask-about")
+async def ask_about(ctx: convoy.Context, key: str) -> str:
+    got = await ctx.state("crm").get(key)
+    answer = await ctx.ask_human(f"Call {got.value['name']}?", str, queue="calls")
+    return answer.value
+
+
+def test_a_task_holding_an_erased_subjects_data_leaves_the_inbox_usable(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session of no subject read Zed's data and asked a person about it; Zed is erased.
+    The task stays sealed for good: the inbox still lists the other tasks and says which
+    one stays sealed and why, the metrics exporter still counts, and once the session is
+    cancelled the task is gone from the open ones."""
+    from convoy.cli._common import Scope
+    from convoy.cli._metrics import StoreCollector
+
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path) as eng:
+            assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+            asked = await eng.run(ask_about, "c-9")  # no subject of its own
+            other = await eng.run(ask_refund, "nobody's data")
+            assert asked.status == other.status == "waiting"
+            await eng.erase("zed")
+            sealed: list[str] = []
+            tasks = await eng.inbox.tasks(sealed=sealed)
+            assert [t.session_id for t in tasks] == [other.id]
+            assert [s.split(":")[0] for s in sealed] == [asked.id]
+            return asked.id
+
+    sid = asyncio.run(run())
+    monkeypatch.setenv("CONVOY_MASTER_KEY", KEY)
+    listed = cli("inbox", "list", "--db", str(path))
+    assert listed.code == 0 and "1 task(s)" in listed.stdout, listed
+    assert "Refund nobody's data?" in listed.stdout
+    [line] = [ln for ln in listed.stdout.splitlines() if "sealed" in ln]
+    assert "erased" in line and sid in line and "convoy cancel" in line, line
+    families = {f.name: f for f in StoreCollector(str(path), Scope(None)).collect()}
+    counts = {tuple(s.labels.values()): s.value
+              for s in families["convoy_store_human_tasks_open"].samples}
+    assert counts == {("question", "billing"): 1, ("sealed", ""): 1}, counts
+    assert cli("cancel", sid, "--db", str(path)).code == 0
+    after = cli("inbox", "list", "--db", str(path))
+    assert after.code == 0 and "sealed" not in after.stdout, after
 
 
 def test_convoy_sessions_show_opens_a_sealed_error_with_the_master_key(
