@@ -258,12 +258,21 @@ def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],
     public = log["cps"][0].public_key
     proof = tmp_path / "proof.json"
     proof.write_text(r.stdout)
+    (tmp_path / "good.json").write_text(r.stdout)
     ok = cli("audit", "check", str(proof), "--public-key", public)
     assert ok.code == 0 and "entry 9 of tenant 'acme'" in ok.stdout, ok.stderr
     doc["entry"] = doc["entry"][:-4] + ("AAAA" if doc["entry"][-4:] != "AAAA" else "BBBB")
     proof.write_text(json.dumps(doc))
     bad = cli("audit", "check", str(proof), "--public-key", public)
     assert bad.code == 1 and "does not lead to the root" in bad.stderr
+    unpinned = cli("audit", "check", str(tmp_path / "good.json"))
+    assert unpinned.code == 0 and "the signer was not pinned" in unpinned.stderr, unpinned
+    doc = json.loads(r.stdout)
+    doc["leaf_hash"] = doc["leaf_hash"][:-4] + ("AAAA" if doc["leaf_hash"][-4:] != "AAAA"
+                                                else "BBBB")
+    proof.write_text(json.dumps(doc))
+    leaf = cli("audit", "check", str(proof), "--public-key", public)
+    assert leaf.code == 1 and "leaf_hash" in leaf.stderr, leaf
 
 
 def test_checkpoint_prints_a_signed_checkpoint(log: dict[str, Any]) -> None:
@@ -286,6 +295,34 @@ def test_a_mistyped_key_does_not_start_a_second_signer(log: dict[str, Any],
     assert rotated.code == 0 and typo.exists()
     assert "created a new audit key" in rotated.stderr
     assert Checkpoint.from_json(rotated.stdout).key_id != log["cps"][0].key_id
+
+
+def test_prove_with_a_mistyped_key_does_not_start_a_second_signer(
+        log: dict[str, Any], backend: Backend, tmp_path: Path) -> None:
+    """``prove`` of an entry no kept checkpoint covers signs one: with a key file that
+    does not exist while the tenant's checkpoints are signed by another key, it is
+    refused (as ``checkpoint`` refuses it); an entry a checkpoint covers needs no key."""
+
+    async def one_more() -> None:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            await AuditLog(store, clock=FakeClock()).append(T, [_event(N)])
+        finally:
+            await store.aclose()
+
+    asyncio.run(one_more())
+    typo = tmp_path / "audti.key"
+    covered = cli("audit", "prove", "3", "--db", log["db"], "--tenant", T, "--key", str(typo))
+    assert covered.code == 0 and not typo.exists(), covered.stderr
+    r = cli("audit", "prove", str(N), "--db", log["db"], "--tenant", T, "--key", str(typo))
+    assert r.code == 2 and not typo.exists(), r
+    assert f"tenant {T!r}'s checkpoints are signed by key {log['cps'][0].key_id}" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    first = tmp_path / "first.key"
+    made = cli("audit", "prove", "0", "--db", log["db"], "--tenant", "globex", "--key",
+               str(first))
+    assert made.code == 0 and first.exists() and "created a new audit key" in made.stderr
 
 
 def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:

@@ -27,6 +27,7 @@ class _Proof(BaseModel):
     tenant: str
     index: Annotated[int, Field(ge=0)]
     entry: str
+    leaf_hash: str | None = None  # (recomputed from the entry; checked against it if given)
     tree_size: Annotated[int, Field(ge=1)]
     proof: list[str]
     checkpoint: dict[str, Any]
@@ -64,6 +65,9 @@ def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
     cp.check(public_key)
     if cp.tenant != p.tenant or cp.size != p.tree_size:
         raise AuditProofError("the proof and its checkpoint name different logs or sizes")
-    verify_inclusion(entry_leaf(p.tenant, p.index, body), p.index, p.tree_size, proof,
-                     cp.root)
+    leaf = entry_leaf(p.tenant, p.index, body)
+    verify_inclusion(leaf, p.index, p.tree_size, proof, cp.root)
+    if p.leaf_hash is not None and p.leaf_hash != base64.b64encode(leaf).decode():
+        raise AuditProofError(f"the proof's leaf_hash is not the hash of its entry "
+                              f"{p.index}: the proof was altered")
     return AuditEvent.decode(body)

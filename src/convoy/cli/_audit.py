@@ -291,19 +291,29 @@ async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
         if tenant not in known and not await store.audit_checkpoints(tenant):
             _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
         kept = await store.audit_checkpoints(tenant) if guard else []
-        if kept:  # a mistyped path would start a second key that no verifier pins
-            signer = _audit().Checkpoint.from_json(kept[-1]).key_id
-            fail(f"--key {str(key)!r} does not exist, and tenant {tenant!r}'s checkpoints "
-                 f"are signed by key {signer}: pass the key file that signed them (or "
-                 "--new-key to start signing with a new one)")
+        if kept:
+            _second_signer(key, tenant, kept[-1], "--new-key to start signing with a new one")
         try:
             cp: Checkpoint = await _log(store, key).checkpoint(tenant)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
         if created:
-            err.print(f"created a new audit key {str(key)!r} (mode 0600, key {cp.key_id}); "
-                      "keep it: 'convoy audit verify --key' pins it", markup=False)
+            _created(key, cp.key_id)
         return cp
+
+
+def _second_signer(key: Path, tenant: str, newest: str, instead: str) -> None:
+    """Refuse to sign with a key file that does not exist while ``tenant``'s checkpoints
+    (the ``newest`` kept) are signed by another key: a mistyped path would start a second
+    key that no verifier pins."""
+    signer = _audit().Checkpoint.from_json(newest).key_id
+    fail(f"--key {str(key)!r} does not exist, and tenant {tenant!r}'s checkpoints are signed "
+         f"by key {signer}: pass the key file that signed them (or {instead})")
+
+
+def _created(key: Path, key_id: str) -> None:
+    err.print(f"created a new audit key {str(key)!r} (mode 0600, key {key_id}); keep it: "
+              "'convoy audit verify --key' pins it", markup=False)
 
 
 @audit_app.command("prove")
@@ -318,19 +328,31 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
     Example: `convoy audit prove 41 --tenant acme --key audit.key > proof.json`
     """
     require_store(db)
-    typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key)), indent=2))
+    created = key is not None and not key.expanduser().exists()
+    typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created)),
+                          indent=2))
 
 
-async def _prove(db: str, tenant: str, entry: int, key: Path | None) -> dict[str, Any]:
+async def _prove(db: str, tenant: str, entry: int, key: Path | None,
+                 created: bool) -> dict[str, Any]:
     async with open_store(db, write=True) as store:  # it may sign a checkpoint
         log = _log(store, key)
         if await store.audit_size(tenant) <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has "
                  f"{await store.audit_size(tenant)} entries)")
+        kept = await store.audit_checkpoints(tenant) if created else []
+        covered = any(_audit().Checkpoint.from_json(t).size > entry for t in kept)
+        if kept and not covered:  # a checkpoint is signed for the proof
+            assert key is not None
+            _second_signer(key, tenant, kept[-1], "sign one with it first: 'convoy audit "
+                           "checkpoint --new-key'")
         try:
-            return await log.prove(tenant, entry)
+            proof = await log.prove(tenant, entry)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
+        if created and key is not None and not kept:  # it signed with a new key
+            _created(key, proof["checkpoint"]["key_id"])
+        return proof
 
 
 @audit_app.command("check")
@@ -358,3 +380,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     typer.echo(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed log of "
                f"{doc['tree_size']} entries: {event.kind} {event.status} (session "
                f"{event.session_id}, step {event.step_key})")
+    if public_key is None:
+        err.print("note: the signer was not pinned: the proof's own checkpoint names the key "
+                  "it was signed with; pass --public-key (the key you trust) to check who "
+                  "signed it", markup=False, soft_wrap=True)

@@ -26,6 +26,7 @@ from convoy.cli._common import (
     Scope,
     TenantOption,
     build_engine,
+    err,
     fail,
     import_modules,
     label,
@@ -109,15 +110,40 @@ def list_(status: Annotated[str, typer.Option(
     if kind not in (None, "question", "approval", "escalation"):
         fail(f"--kind {kind!r}: use question, approval or escalation")
     engine, scope = _view(db, busy_timeout, tenant, all_tenants, read_only=True)
+    sealed: list[str] = []
     tasks: list[HumanTask] = _run(engine, scope, lambda inbox: inbox.tasks(
-        status=status, queue=queue, kind=kind, assignee=assignee))  # type: ignore[arg-type]
+        status=status, queue=queue, kind=kind, assignee=assignee,  # type: ignore[arg-type]
+        sealed=sealed))
     if as_json:
         typer.echo(json.dumps([_task_json(t) for t in tasks], indent=2))
+        if sealed:
+            err.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
         return
     if not tasks:
         out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in {label(db)}"
                   f"{scope.hint}", markup=False)
-        return
+    else:
+        out.print(_table(tasks, status, scope))
+    if sealed:
+        out.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
+
+
+def _sealed_note(sealed: list[str], engine: Engine) -> str:
+    """One line on the tasks that stayed sealed (left out of the list)."""
+    n = len(sealed)
+    which = f"{n} task is sealed" if n == 1 else f"{n} tasks are sealed"
+    ids = ", ".join(sealed[:5]) + (", ..." if n > 5 else "")
+    if engine.keys is None:
+        return (f"{which} (a data subject's data), not listed: {ids}; set "
+                "$CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY) to the master key the "
+                "engine ran with to see them")
+    sessions = sorted({t.rpartition(":")[0] for t in sealed})
+    return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
+            f"end the sessions that wait for them with 'convoy cancel "
+            f"{' '.join(sessions[:5])}'")
+
+
+def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
     t = Table(title=f"{len(tasks)} task(s){scope.of}")
     cols = ["task", "kind", "queue", "question", "assignees", "created", "deadline"]
     if status != "open":
@@ -133,7 +159,7 @@ def list_(status: Annotated[str, typer.Option(
                  "assignees": ", ".join(task.assignees) or "anyone",
                  "created": fmt_time(task.created_at), "deadline": _when(task)}
         t.add_row(*(cells[c] for c in cols))
-    out.print(t)
+    return t
 
 
 @inbox_app.command("show")

@@ -61,7 +61,9 @@ class StoreCollector:
         yield unfinished
         human = GaugeMetricFamily(
             "convoy_store_human_tasks_open", "Open human tasks (questions, approvals of "
-            "tool calls, escalated sessions) waiting for a person, by kind and queue.",
+            "tool calls, escalated sessions) waiting for a person, by kind and queue "
+            "(kind 'sealed': a task holding a data subject's data, without the master key "
+            "or of an erased subject).",
             labels=["kind", "queue"])
         for (kind, queue), n in sorted(tasks.items()):
             human.add_metric([kind, queue], n)
@@ -82,8 +84,11 @@ class StoreCollector:
                 key = (row.workflow, row.status)
                 by[key] = by.get(key, 0) + 1
             inbox = self.scope.view(engine).inbox
+            sealed: list[str] = []
             tasks: Counter[tuple[str, str]] = Counter(
-                (str(t.kind), t.queue or "") for t in await inbox.tasks())
+                (str(t.kind), t.queue or "") for t in await inbox.tasks(sealed=sealed))
+            if sealed:  # kind and queue sealed too (no master key, an erased subject)
+                tasks[("sealed", "")] = len(sealed)
             return counts, by, tasks
 
 

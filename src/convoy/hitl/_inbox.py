@@ -33,6 +33,7 @@ from convoy.hitl._task import (
     session_of,
 )
 from convoy.interceptors._base import DecisionInput
+from convoy.privacy._seal import is_sealed
 from convoy.stores._protocol import SessionFilter, SessionRow, StateEntry, StateWrite
 
 if TYPE_CHECKING:
@@ -89,16 +90,26 @@ class Inbox:
 
     async def tasks(self, *, status: TaskStatus | Literal["all"] = "open",
                     queue: str | None = None, kind: TaskKind | None = None,
-                    assignee: str | None = None) -> list[HumanTask]:
+                    assignee: str | None = None,
+                    sealed: list[str] | None = None) -> list[HumanTask]:
         """Tasks, oldest first: ``open`` ones by default (of sessions still waiting, and
         escalated sessions), or of one ``status``, or ``"all"``; optionally of one queue,
-        kind, or assigned to ``assignee`` (tasks with no assignees are anyone's)."""
+        kind, or assigned to ``assignee`` (tasks with no assignees are anyone's).
+
+        A task that stays sealed (it holds a data subject's data, and the engine has no
+        master key, or the subject was erased) can be neither read nor filtered: it is
+        left out, and its id added to ``sealed`` if given (for ``open``: only if its
+        session still waits)."""
         engine = self.__engine
         await engine.open()
         store = engine.store
         tasks: dict[str, HumanTask] = {}
+        locked: dict[str, str] = {}  # sealed task id -> its session
         for tenant in await self._tenants(open_only=status == "open"):
             for e in await store.state_list(tenant, INBOX):
+                if is_sealed(e.value):
+                    locked[e.key] = e.session_id or e.key.rpartition(":")[0]
+                    continue
                 task = load_task(e.value, e.version)
                 tasks[task.id] = task
             escalated = await store.list_sessions(SessionFilter(
@@ -110,11 +121,17 @@ class Inbox:
         if status in ("open", "all"):
             waiting = [t for t in tasks.values()
                        if t.is_open and not t.id.endswith(f":{ESCALATED}")]
-            rows = await store.get_sessions(list({t.session_id for t in waiting}))
+            rows = await store.get_sessions(list({t.session_id for t in waiting}
+                                                 | set(locked.values())))
             for t in waiting:
                 found = rows.get(t.session_id)
                 if found is None or not found.unfinished:
                     tasks.pop(t.id)  # its session ended: nobody waits for it any more
+            if status == "open":
+                locked = {k: v for k, v in locked.items()
+                          if (row := rows.get(v)) is not None and row.unfinished}
+        if sealed is not None:
+            sealed.extend(sorted(locked))
         out = [t for t in tasks.values()
                if status in ("all", t.status)
                and (queue is None or t.queue == queue) and (kind is None or t.kind == kind)
@@ -165,6 +182,10 @@ class Inbox:
         elif entry is None:
             raise _unknown_task(task_id, self.__tenant)
         assert entry is not None
+        if is_sealed(entry.value) and engine.keys is not None:
+            raise UserError(f"task {task_id!r} holds the data of a data subject who was "
+                            f"erased: it stays sealed for good; end its session with "
+                            f"'convoy cancel {sid}'")
         return load_task(entry.value, entry.version), row
 
     # -- deciding ------------------------------------------------------------------------
