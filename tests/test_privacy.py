@@ -777,3 +777,44 @@ async def test_a_model_answer_about_a_subject_read_from_shared_state_is_not_cach
         await eng.erase("zed")
     assert scan(files_of(tmp_path), (SHARED_NAME,)) == {}
     assert scan(files_of(tmp_path), (OTHER[0],))  # the control is still there
+
+
+async def test_a_subject_is_not_erased_while_another_engine_runs_its_session(
+        tmp_path: Path) -> None:
+    """Erasing a subject whose session another engine is running would leave that engine
+    writing journal and state rows for a session that no longer exists (out of every
+    later erasure's reach): it is refused, with nothing deleted, until the run ends."""
+    db = tmp_path / "convoy.db"
+    reached, go = asyncio.Event(), asyncio.Event()
+
+    @convoy.tool
+    async def held(ctx: convoy.ToolContext, name: str) -> dict[str, str]:
+        """The customer's bank account, once told to go on."""
+        reached.set()
+        await go.wait()
+        return {"name": name, "iban": TOOL_IBAN}
+
+    def held_script(req: convoy.ModelRequest) -> Any:
+        if not any(m.role == "tool" for m in req.messages):
+            return {"tool_calls": [{"name": "held", "arguments": {"name": IN_NAME}}]}
+        return {"output": {"text": f"call {MODEL_PHONE}"}}
+
+    held_clerk = convoy.Agent(name="held-clerk", input_type=Customer, output_type=Reply,
+                              model=convoy.SimModel(held_script), tools=[held])
+
+    @convoy.workflow(name="privacy.held")
+    async def held_serve(ctx: convoy.Context, c: Customer) -> str:
+        return (await ctx.run(held_clerk, c)).text
+
+    async with engine(db) as runner, engine(db) as eraser:
+        task = asyncio.create_task(runner.run(held_serve, Customer(name=IN_NAME),
+                                              subject="s-1", session_id="busy"))
+        await reached.wait()
+        with pytest.raises(UserError, match="'busy' is running on engine"):
+            await eraser.erase("s-1")
+        assert await eraser.store.get_session("busy") is not None  # nothing deleted
+        go.set()
+        assert (await task).ok
+        event = await eraser.erase("s-1")
+        assert event.sessions == 1 and event.key
+    assert scan(files_of(tmp_path), PLANTED) == {}

@@ -9,6 +9,9 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
+from convoy._errors import UserError
 from convoy.stores._protocol import SessionOutcome, StateWrite, Store
 from tests import test_store_conformance as suite
 from tests.store_backends import FakeClock
@@ -52,6 +55,7 @@ async def test_purge_deletes_sessions_with_all_they_wrote_and_records_it(
     assert (await store.state_put(write("made", 5, 0, "gone"))).written    # created by it:
     assert (await store.state_put(write("made", 6, 1, None))).written      # every version
     await store.subject_key_put("t1", "p", "wrapped")
+    await store.release("gone", "A")  # (a session held by a live lease is not purged)
     assert await store.purge("t2", ["gone"], reason="erasure") == \
         (await store.erasures(tenant="t2"))[0]  # another tenant's purge deletes nothing
     assert await suite.must(store, "gone")
@@ -101,3 +105,22 @@ async def test_a_purge_that_destroys_a_key_deletes_the_labels_that_name_its_subj
     assert await store.kv_all(SUBJECT_REFS + "t2") == {"label-3": "p"}
     await store.purge("t1", [], reason="retention")  # no subject: no label goes
     assert await store.kv_all(SUBJECT_REFS + "t1") == {"label-2": "q"}
+
+
+async def test_a_session_held_by_a_live_lease_is_not_purged(
+        store: Store, clock: FakeClock) -> None:
+    """A purge (an erasure) of a session another engine runs would leave that engine
+    writing rows for a session that no longer exists, which no later purge finds: it is
+    refused, and nothing is deleted, until the session ends or its lease lapses."""
+    await owned(store, "busy", owner="A", lease_s=30)
+    await owned(store, "idle", owner="A", lease_s=30)
+    await store.release("idle", "A")
+    await store.subject_key_put("t1", "p", "wrapped")
+    with pytest.raises(UserError, match="'busy' is running on engine 'A'"):
+        await store.purge("t1", ["idle", "busy"], reason="erasure", subject="p")
+    assert await suite.must(store, "idle") and await suite.must(store, "busy")
+    assert await store.subject_key_get("t1", "p") == "wrapped"
+    assert await store.erasures(tenant="t1") == []
+    clock.advance(31)  # its lease lapsed: its engine's writes are fenced from now on
+    event = await store.purge("t1", ["idle", "busy"], reason="erasure", subject="p")
+    assert (event.sessions, event.key) == (2, True)

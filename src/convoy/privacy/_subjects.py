@@ -22,6 +22,7 @@ from convoy.privacy._seal import (
     step_aad,
 )
 from convoy.stores._protocol import SPANS_NAMESPACE, Erasure, SessionFilter, SessionRow, Store
+from convoy.stores._subjects_sql import refuse_held
 
 
 async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
@@ -34,6 +35,9 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     # The master key must open the subject's key: with another one, the erasure would be
     # recorded under a fingerprint that is not the subject's.
     await keys.load(tenant, subject, create=False)
+    now = store.clock()  # (the purge checks it again, in its transaction)
+    refuse_held([(r.id, r.owner) for r in rows if r.status == "running" and r.owner
+                 and r.lease_until is not None and r.lease_until > now])
     await _drop_session_kv(store, [r.id for r in rows])
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                               subject=subject, subject_ref=ref)

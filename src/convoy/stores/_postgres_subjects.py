@@ -18,7 +18,13 @@ from convoy.stores._postgres_state import _COLS as _STATE_COLS
 from convoy.stores._postgres_state import _entry
 from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
 from convoy.stores._sqlite_sql import _SESSION_COLS, _session
-from convoy.stores._subjects_sql import PURGED_TABLES, SubjectSQL, chunks, erasure
+from convoy.stores._subjects_sql import (
+    PURGED_TABLES,
+    SubjectSQL,
+    chunks,
+    erasure,
+    refuse_held,
+)
 
 T = TypeVar("T")
 Conn = AsyncConnection[Any]
@@ -88,6 +94,10 @@ class PostgresSubjects:
 
         async def purge(conn: Conn) -> Erasure:
             sessions = versions = 0
+            for chunk in chunks(session_ids):  # locked: a claim waits for the purge
+                cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
+                                         (tenant, *chunk, now))
+                refuse_held(await cur.fetchall())
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 cur = await conn.execute(

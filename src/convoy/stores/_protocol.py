@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -412,6 +412,8 @@ class Store(Protocol):
     #: Opened read-only (``store_from_url(..., read_only=True)``): :meth:`open` creates,
     #: migrates and writes nothing, and the database refuses every write.
     read_only: bool
+    #: The store's clock (seconds): leases, timers and records are stamped by it.
+    clock: Callable[[], float]
 
     # -- lifecycle ---------------------------------------------------------------------
 

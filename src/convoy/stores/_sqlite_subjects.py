@@ -18,7 +18,7 @@ from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntr
 from convoy.stores._sqlite_sql import _SESSION_COLS, _session, _store_error
 from convoy.stores._sqlite_state import _COLS as _STATE_COLS
 from convoy.stores._sqlite_state import _entry
-from convoy.stores._subjects_sql import SubjectSQL, chunks, erasure
+from convoy.stores._subjects_sql import SubjectSQL, chunks, erasure, refuse_held
 
 T = TypeVar("T")
 _SQL = SubjectSQL("?")
@@ -83,6 +83,9 @@ class SQLiteSubjects:
 
         def purge(conn: sqlite3.Connection) -> Erasure:
             sessions = versions = 0
+            for chunk in chunks(session_ids):
+                refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk, now)
+                                         ).fetchall())
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 for text, params in plain:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from convoy._errors import UserError
 from convoy.stores._protocol import Erasure
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean.
@@ -76,6 +77,15 @@ class SubjectSQL:
     def ids(self, n: int) -> str:
         return ",".join([self.mark] * n)
 
+    def held(self, n: int, *, lock: str = "") -> str:
+        """Which of ``n`` sessions (of a tenant) run on an engine whose lease holds at a
+        time: ``(id, owner)``; ``lock``: a locking clause (the rows stay as read until the
+        purge commits)."""
+        m = self.mark
+        return (f"SELECT id, owner FROM sessions WHERE tenant={m} AND id IN ({self.ids(n)}) "
+                f"AND status='running' AND owner IS NOT NULL AND lease_until > {m} "
+                f"ORDER BY id{lock}")
+
     def created(self, n: int) -> str:
         """The state keys (of a tenant) that one of ``n`` sessions created (version 1)."""
         return (f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant={self.mark} "
@@ -106,3 +116,14 @@ def erasure(r: Sequence[Any]) -> Erasure:
 
 def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+def refuse_held(rows: Sequence[Any]) -> None:
+    """A purge of sessions another engine runs would leave it writing rows for sessions
+    that no longer exist (its lease lets it write unfenced): refused while one holds."""
+    if rows:
+        sid, owner = rows[0]
+        more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+        raise UserError(f"session {sid!r} is running on engine {owner!r}{more}: stop it "
+                        f"there ('convoy cancel {sid}' on that engine) or wait until it ends "
+                        "or its lease lapses, then purge (erase) again; nothing was deleted")
