@@ -818,3 +818,33 @@ async def test_a_subject_is_not_erased_while_another_engine_runs_its_session(
         event = await eraser.erase("s-1")
         assert event.sessions == 1 and event.key
     assert scan(files_of(tmp_path), PLANTED) == {}
+
+
+@convoy.workflow(name="privacy.serve-then-wait")
+async def serve_then_wait(ctx: convoy.Context, c: Customer) -> str:
+    reply = await ctx.run(clerk, c)
+    await ctx.wait_for("go")  # parks: the steps before replay in the run that resumes it
+    return reply.text
+
+
+async def test_a_subjects_journal_fingerprints_are_keyed(tmp_path: Path) -> None:
+    """The journal keeps a digest of what each step was asked (replay compares it). For a
+    subject's session it is keyed with the subject's key: whoever holds the database file
+    but not the master key cannot test a guess (an e-mail address, a name) against it.
+    The same steps of a session without a subject keep the plain digest; a subject's
+    session resumed from its journal still replays."""
+    db = tmp_path / "convoy.db"
+    async with engine(db, workflows=[serve_then_wait]) as eng:
+        mine = await eng.run(serve_then_wait, {"name": IN_NAME}, subject="customer-42",
+                             session_id="mine")
+        other = await eng.run(serve_then_wait, {"name": IN_NAME}, tenant="t2",
+                              session_id="other")
+        assert mine.status == other.status == "waiting"
+        raw = eng.store.inner  # type: ignore[attr-defined]
+        keyed_fps = {r.input_hash for r in await raw.journal("mine") if r.input_hash}
+        plain_fps = {r.input_hash for r in await raw.journal("other") if r.input_hash}
+        assert keyed_fps and plain_fps and not keyed_fps & plain_fps
+        await eng.signal("mine", "go", True)
+    async with engine(db, workflows=[serve_then_wait]) as again:
+        done = {r.id: r for r in await again.resume()}
+        assert done["mine"].ok, done["mine"].error

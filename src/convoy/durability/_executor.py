@@ -17,6 +17,7 @@ call) is retried only if the step is idempotent; otherwise the session is escala
 from __future__ import annotations
 
 import asyncio
+import hmac
 import math
 import random as _random
 import uuid as _uuid
@@ -96,6 +97,13 @@ def fingerprint(text: str) -> str:
     return blake2b(text.encode(), digest_size=16).hexdigest()
 
 
+def keyed_fingerprint(key: bytes, fp: str) -> str:
+    """A data subject's step's :func:`fingerprint` keyed with ``key`` (the subject's hash
+    key): HMAC-SHA256, 128 bits in hex, the same length. Without the key nobody can test
+    a guess of what the step was asked against it."""
+    return hmac.new(key, b"convoy.journal\x1f" + fp.encode(), "sha256").hexdigest()[:32]
+
+
 #: The length of the CRC-32 input fingerprints older releases journaled: a record holding
 #: one replays without its input being compared (the digests are of different kinds).
 LEGACY_FINGERPRINT_LENGTH = 8
@@ -133,7 +141,7 @@ class JournaledExecutor:
         clock: the wall clock.
     """
 
-    __slots__ = ("_journal", "_last_at", "clock", "exhausted", "failed_key",
+    __slots__ = ("_journal", "_last_at", "clock", "exhausted", "failed_key", "fingerprint_key",
                  "on_nondeterminism", "owner", "park_after", "replay_only", "session_id",
                  "store", "tap")
 
@@ -158,6 +166,9 @@ class JournaledExecutor:
         #: Called with each record once it is written (the session hooks'
         #: ``journal_taps``), ``None`` for none.
         self.tap: Callable[[StepRecord], None] | None = None
+        #: A data subject's session's hash key: its steps' fingerprints are journaled
+        #: keyed (:func:`keyed_fingerprint`), ``None`` for plain ones.
+        self.fingerprint_key: bytes | None = None
 
 
     @property
@@ -226,13 +237,17 @@ class JournaledExecutor:
                        idempotent: bool = True, input_hash: str | None = None,
                        agent: str | None = None, config: str | None = None,
                        spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
+        plain = input_hash
+        if self.fingerprint_key is not None and input_hash is not None:
+            input_hash = keyed_fingerprint(self.fingerprint_key, input_hash)
         # Live (no journal left, not a replay): the common path, with no lookup at all.
         rec = None if self._journal is None and not self.replay_only else \
             self._take(key, kind, target)
         if rec is not None:
             if input_hash is not None and rec.input_hash is not None and \
-                    rec.input_hash != input_hash and \
+                    rec.input_hash not in (input_hash, plain) and \
                     len(rec.input_hash) != LEGACY_FINGERPRINT_LENGTH:
+                # (plain: journaled by a Convoy that did not key a subject's fingerprints)
                 self._nondeterminism(
                     f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
                     "is now asked with a different input than the journal recorded; the "

@@ -751,6 +751,9 @@ class Engine(SessionControl, SubjectRights):
                              agents=wf.agents,
                              subject=row.subject if row is not None else
                              new.subject if new is not None else None)
+        if state.subject is not None and self.keys is not None:
+            key = self.keys.peek(tenant, state.subject)  # loaded as its row was opened
+            executor.fingerprint_key = None if key is None else key.mac
         return state, executor
 
     def _session(self, wf: Workflow[Any, Any], state: SessionState,

@@ -153,6 +153,10 @@ class KeyRing:
         self._keys: dict[tuple[str, str], SubjectKey] = {}
         self._refs: dict[tuple[str, str], str] = {}  # (tenant, label) -> subject
 
+    def peek(self, tenant: str, subject: str) -> SubjectKey | None:
+        """A key :meth:`load` loaded before, or ``None``."""
+        return self._keys.get((tenant, subject))
+
     def cached(self, tenant: str, subject: str) -> SubjectKey:
         """A key :meth:`load` loaded before (the sync write paths need it ready)."""
         key = self._keys.get((tenant, subject))
