@@ -426,3 +426,64 @@ def test_a_tenant_whose_head_row_is_deleted_is_still_verified(log: dict[str, Any
     code, out = verify(log)
     assert code == 1, out
     assert f"'{T}'" in out, out
+
+
+def _sqlite_only(backend: Backend) -> None:
+    if not isinstance(backend, SQLiteBackend):
+        pytest.skip("PostgreSQL's columns are typed: a value of another type is the SQLite case")
+
+
+def _one_line_failure(r: Any, *why: str) -> None:
+    out = (r.stdout + r.stderr).strip()
+    assert r.code == 1, out
+    assert len(out.splitlines()) == 1 and out.startswith("error: "), out
+    for w in why:
+        assert w in out, out
+
+
+@pytest.mark.parametrize("change", [
+    "body=replace(body, 'tool-005', 'tool-105')",  # a text function: the blob becomes text
+    "body=CAST(body AS TEXT)",  # the same bytes, stored as text
+    "leaf=hex(leaf)",
+])
+def test_an_entry_rewritten_as_text_is_found(log: dict[str, Any], backend: Backend,
+                                             change: str) -> None:
+    """SQLite stores whatever type an UPDATE gives it: an entry that is no longer the
+    bytes Convoy stored is a changed entry, named, for every command that reads it."""
+    _sqlite_only(backend)
+    log["raw"].run((f"UPDATE audit_log SET {change} WHERE tenant=? AND idx=5", (T,)))
+    _bad(log, 5, "audit entry 5 was changed")
+    _one_line_failure(cli("audit", "list", "--db", log["db"], "--tenant", T),
+                      "audit entry 5 was changed")
+    if change.startswith("leaf"):  # the leaf hashes make checkpoints and proofs
+        for args in (("prove", "3"), ("checkpoint",)):
+            _one_line_failure(cli("audit", *args, "--db", log["db"], "--tenant", T, "--key",
+                                  str(log["key"])), "audit entry 5 was changed")
+
+
+def test_an_index_that_is_not_a_number_is_found(log: dict[str, Any],
+                                                backend: Backend) -> None:
+    _sqlite_only(backend)
+    log["raw"].run(("UPDATE audit_log SET idx='5x' WHERE tenant=? AND idx=5", (T,)))
+    for args in (("verify", "--key", str(log["key"])), ("list",)):
+        _one_line_failure(cli("audit", *args, "--db", log["db"], "--tenant", T),
+                          "tenant 'acme': an audit entry's index was changed to '5x'")
+
+
+def test_a_head_size_that_is_not_a_number_is_found(log: dict[str, Any],
+                                                   backend: Backend) -> None:
+    _sqlite_only(backend)
+    log["raw"].run(("UPDATE audit_head SET size='abc' WHERE tenant=?", (T,)))
+    for args in (("verify", "--key", str(log["key"])), ("list",), ("prove", "3")):
+        _one_line_failure(cli("audit", *args, "--db", log["db"], "--tenant", T),
+                          "tenant 'acme': the audit log's head was changed: its size is "
+                          "'abc'")
+
+
+@pytest.mark.parametrize("table", ["audit_log", "audit_head"])
+def test_a_tenant_that_is_not_text_is_found(log: dict[str, Any], backend: Backend,
+                                            table: str) -> None:
+    _sqlite_only(backend)
+    log["raw"].run((f"UPDATE {table} SET tenant=CAST(tenant AS BLOB) WHERE tenant=?", (T,)))
+    _one_line_failure(cli("audit", "verify", "--db", log["db"], "--key", str(log["key"])),
+                      "an audit log's tenant was changed to b'acme'")

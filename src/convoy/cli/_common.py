@@ -28,7 +28,16 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 
-from convoy import Engine, Interceptor, Model, StoreError, Tenant, UserError, infer_model
+from convoy import (
+    AuditError,
+    Engine,
+    Interceptor,
+    Model,
+    StoreError,
+    Tenant,
+    UserError,
+    infer_model,
+)
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -154,12 +163,13 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
-def reportable(e: BaseException) -> StoreError | UserError | None:
+def reportable(e: BaseException) -> StoreError | AuditError | UserError | None:
     """The Convoy error to tell the user about, looking inside exception groups (a
     ``TaskGroup`` wraps what its tasks raise) and interrupted sessions; store errors
-    first, since they explain the rest."""
+    first, since they explain the rest, then an audit log found changed (a store that
+    holds a tampered entry where it is read)."""
     leaves = list(_leaves(e))
-    for cls in (StoreError, UserError):
+    for cls in (StoreError, AuditError, UserError):
         for leaf in leaves:
             if isinstance(leaf, cls):
                 return leaf
@@ -176,14 +186,14 @@ def _leaves(e: BaseException) -> Iterator[BaseException]:
         yield e
 
 
-def exit_code(e: StoreError | UserError) -> int:
-    return RUN_FAILURE if isinstance(e, StoreError) else USAGE_ERROR
+def exit_code(e: StoreError | AuditError | UserError) -> int:
+    return USAGE_ERROR if isinstance(e, UserError) else RUN_FAILURE
 
 
 @contextmanager
 def convoy_errors() -> Iterator[None]:
-    """Turn a Convoy error into one line on stderr: a store error exits 1, misuse exits 2.
-    Anything else (a bug) keeps its traceback."""
+    """Turn a Convoy error into one line on stderr: a store error (or an audit log found
+    changed) exits 1, misuse exits 2. Anything else (a bug) keeps its traceback."""
     try:
         yield
     except (Exception, BaseExceptionGroup) as e:

@@ -64,6 +64,9 @@ SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tena
                "DO UPDATE SET size=size+excluded.size")
 SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"
 SQLITE_OWNED = "SELECT 1 FROM sessions WHERE id=? AND owner=?"
+# :data:`LEAVES` with each entry's index, to name an entry whose leaf hash is no longer
+# the bytes SQLite was given.
+SQLITE_LEAVES = "SELECT idx, leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
 
 def pg_append(tenant: str, n: str, bodies: str, *, only_if: str = "",
               before: str = "") -> str:

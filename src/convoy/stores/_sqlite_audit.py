@@ -7,6 +7,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from convoy._errors import AuditError
 from convoy.audit._merkle import entry_leaf
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AuditRow
@@ -49,8 +50,33 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
             for i, b in enumerate(all_bodies, base)])
 
 
-def _row(r: Sequence[Any]) -> AuditRow:
-    return AuditRow(index=int(r[0]), body=bytes(r[1]), leaf=bytes(r[2]))
+# What the store reads back is what it wrote, or the log was changed: SQLite keeps any
+# type an UPDATE gives a column (``replace(body, ...)`` makes the blob text, ``idx='5x'``
+# is kept as text), so a value of another type is an :class:`~convoy.AuditError` naming
+# the entry, as ``convoy audit verify`` names any other change.
+
+_TYPES = {str: "text", int: "an integer", float: "a real number", type(None): "NULL"}
+
+
+def _index(tenant: str, value: Any) -> int:
+    if type(value) is not int:
+        raise AuditError(f"tenant {tenant!r}: an audit entry's index was changed to "
+                         f"{value!r}, which is not a whole number")
+    return value
+
+
+def _blob(tenant: str, index: int, column: str, value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise AuditError(f"tenant {tenant!r}: audit entry {index} was changed: its {column} "
+                         f"is stored as {_TYPES.get(type(value), type(value).__name__)}, not "
+                         "as the bytes Convoy wrote", index=index)
+    return value
+
+
+def _row(tenant: str, r: Sequence[Any]) -> AuditRow:
+    index = _index(tenant, r[0])
+    return AuditRow(index=index, body=_blob(tenant, index, "body", r[1]),
+                    leaf=_blob(tenant, index, "leaf hash", r[2]))
 
 
 class SQLiteAudit:
@@ -98,20 +124,31 @@ class SQLiteAudit:
 
     async def audit_size(self, tenant: str) -> int:
         rows = self._read(q.SIZE, (tenant,))
-        return int(rows[0][0]) if rows else 0
+        if not rows:
+            return 0
+        if type(rows[0][0]) is not int:
+            raise AuditError(f"tenant {tenant!r}: the audit log's head was changed: its size "
+                             f"is {rows[0][0]!r}, not a whole number")
+        return int(rows[0][0])
 
     async def audit_tenants(self) -> list[str]:
-        return [r[0] for r in self._read(q.TENANTS)]
+        tenants = [r[0] for r in self._read(q.TENANTS)]
+        for t in tenants:
+            if not isinstance(t, str):
+                raise AuditError(f"an audit log's tenant was changed to {t!r}, which is not "
+                                 "text")
+        return tenants
 
     async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
-        return [_row(r) for r in self._read(q.ENTRIES, (tenant, start, limit))]
+        return [_row(tenant, r) for r in self._read(q.ENTRIES, (tenant, start, limit))]
 
     async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
         rows = self._read(q.ENTRY, (tenant, index))
-        return _row(rows[0]) if rows else None
+        return _row(tenant, rows[0]) if rows else None
 
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
-        return [bytes(r[0]) for r in self._read(q.LEAVES, (tenant, size))]
+        return [_blob(tenant, _index(tenant, r[0]), "leaf hash", r[1])
+                for r in self._read(q.SQLITE_LEAVES, (tenant, size))]
 
     async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
         def put(conn: sqlite3.Connection) -> None:
