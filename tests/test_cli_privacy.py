@@ -38,6 +38,20 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     assert b"c-9" not in (tmp_path / "convoy.db").read_bytes()
 
 
+def test_a_master_key_file_of_raw_bytes_is_one_line(tmp_path: Path) -> None:
+    """Raw random bytes where the base64 text belongs: said so, not a UnicodeDecodeError."""
+    (tmp_path / "raw.key").write_bytes(b"\xff\xfe" + bytes(range(30)))
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "raw.key")}
+    assert cli("keygen", "m.key").code == 0
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env={
+        "CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}).code == 0
+    for args in (("export", "c-9"), ("erase", "c-9")):
+        one_line_error(cli(*args, env=env), 2,
+                       "is not a Convoy master key: it holds binary data, not base64 text "
+                       "(make one with 'convoy keygen FILE')")
+
+
 def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": "x"}])
     assert cli("run", FLOW, "-i", "in.jsonl").code == 0

@@ -206,6 +206,14 @@ async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monk
     monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
     with pytest.raises(UserError, match="cannot read the master key file"):
         MasterKey.from_env()
+    # 32 raw bytes written where the base64 text belongs (not UTF-8 at all)
+    raw = tmp_path / "raw.key"
+    raw.write_bytes(b"\xff\xfe" + bytes(range(30)))
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", str(raw))
+    with pytest.raises(UserError, match=f"the master key file {str(raw)!r} is not a Convoy "
+                       "master key: it holds binary data, not base64 text .make one with "
+                       "'convoy keygen FILE'.$"):
+        MasterKey.from_env()
 
 
 async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> None:

@@ -108,10 +108,14 @@ class MasterKey:
         if not path:
             return None
         try:
-            content = Path(path).read_text()
+            content = Path(path).read_text(encoding="utf-8")
         except OSError as e:
             raise UserError(f"cannot read the master key file {path!r} "
                             f"(${MASTER_KEY_FILE_ENV}): {e.strerror or e}") from None
+        except UnicodeDecodeError:  # raw key bytes, say, where the base64 text belongs
+            raise UserError(f"the master key file {path!r} is not a Convoy master key: it "
+                            "holds binary data, not base64 text (make one with 'convoy "
+                            "keygen FILE')") from None
         return cls.from_text(content, source=f"the master key file {path!r}")
 
     def wrap(self, key: bytes, aad: bytes) -> str:
