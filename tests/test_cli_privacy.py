@@ -4,6 +4,7 @@ line: what they print, what they leave in the store's files, one line for each m
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 from .clikit import FLOW, cli, one_line_error, workdir, write_jsonl
@@ -59,6 +60,31 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout
+
+
+def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
+        tmp_path: Path) -> None:
+    """An application's own SQLite file (or an empty one) passed as --db: erase and purge
+    refuse it in one line and leave it byte for byte (they open the store writable, and a
+    writable store is created as it opens); a missing file is not created, as for export."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    conn = sqlite3.connect(tmp_path / "app.db")
+    with conn:
+        conn.execute("CREATE TABLE customers(name TEXT)")
+        conn.execute("INSERT INTO customers VALUES('Alice')")
+    conn.close()
+    app = (tmp_path / "app.db").read_bytes()
+    (tmp_path / "empty.db").write_bytes(b"")
+    for db in ("app.db", "empty.db"):
+        for args in (("erase", "c-1"), ("purge", "--older-than", "1d")):
+            one_line_error(cli(*args, "--db", db, env=env), 2,
+                           f"{db!r} is not a Convoy database")
+    assert (tmp_path / "app.db").read_bytes() == app
+    assert (tmp_path / "empty.db").read_bytes() == b""
+    one_line_error(cli("erase", "c-1", "--db", "missing.db", env=env), 2,
+                   "no Convoy store at 'missing.db'")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["app.db", "empty.db", "m.key"]
 
 
 def test_keygen_makes_the_directory_the_docs_put_it_in(tmp_path: Path) -> None:

@@ -324,6 +324,20 @@ def require_store(db: str) -> None:
              "('convoy run' creates it)")
 
 
+def require_convoy_store(db: str, *, nothing: str) -> None:
+    """Commands that change sessions a store holds already (``erase``, ``purge``) open it
+    writable, and a writable store is created or migrated as it opens: a database that
+    holds no Convoy store (an application's own SQLite file, an empty file, a PostgreSQL
+    schema without Convoy's tables) is refused first, in one line, and left as it is,
+    read as ``open_store`` reads it (nothing created). ``nothing``: what there is not to do
+    in it ("erase")."""
+    require_store(db)
+    if run_async(store_from_url(db, read_only=True).schema_version()) is None:
+        fail(f"{label(db)!r} is not a Convoy database (it holds no Convoy store): nothing "
+             f"to {nothing} there, and it is left as it is; pass --db PATH or set "
+             "CONVOY_DB to the store the sessions ran in")
+
+
 @asynccontextmanager
 async def open_store(db: str, *, write: bool = False,
                      unseal: bool = False) -> AsyncIterator[Store]:

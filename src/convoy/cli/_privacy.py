@@ -21,6 +21,7 @@ from convoy.cli._common import (
     build_engine,
     fail,
     out,
+    require_convoy_store,
     require_store,
     run_async,
     tenant_scope,
@@ -43,7 +44,7 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
 
     Example: `convoy erase customer-42 --tenant acme`
     """
-    require_store(db)
+    require_convoy_store(db, nothing="erase")
     event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
                              tenant or DEFAULT_TENANT))
     out.print(f"erased subject {subject!r} of tenant {event.tenant!r}: {event.sessions} "
@@ -107,7 +108,7 @@ def purge(older_than: Annotated[str, typer.Option(
     except UserError as e:
         fail(f"--older-than: {e}")
     scope = tenant_scope(tenant, all_tenants)
-    require_store(db)
+    require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant))
     n = sum(e.sessions for e in events)
