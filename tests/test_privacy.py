@@ -84,6 +84,8 @@ def engine(db: str | Path, clock: FakeClock | None = None, **kw: Any) -> convoy.
 
 
 KEY = MasterKey.generate()
+#: What refuses a master key that is not the store's.
+TYPO = "is not the one this store's data subjects are sealed with"
 
 
 def scan(paths: list[Path], values: tuple[str, ...]) -> dict[str, list[str]]:
@@ -199,7 +201,7 @@ async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monk
     wrong = convoy.Engine(tmp_path / "b.db", master_key=MasterKey.from_text(
         MasterKey.generate()))
     async with wrong:
-        with pytest.raises(UserError, match="wrong key"):
+        with pytest.raises(UserError, match=TYPO):
             await wrong.export("s-1")
     with pytest.raises(UserError, match="not base64"):
         MasterKey.from_text("not a key!")
@@ -583,7 +585,7 @@ async def test_erasure_with_another_master_key_is_refused_and_erases_nothing(
         res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
     wrong = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
     async with wrong:
-        with pytest.raises(UserError, match="the master key does not open"):
+        with pytest.raises(UserError, match=TYPO):
             await wrong.erase("customer-42")
     async with engine(db) as eng:
         assert (await eng.result(res.id)).output == res.output  # still there, and opens
@@ -646,7 +648,7 @@ async def test_a_resume_with_another_master_key_leaves_the_session_to_the_right_
     async with wrong:
         with pytest.raises(ExceptionGroup) as failed:
             await wrong.resume()
-        assert failed.group_contains(UserError, match="the master key does not open")
+        assert failed.group_contains(UserError, match=TYPO)
         row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
         assert row.status == "pending" and row.owner is None, row
     async with engine(db) as eng:
@@ -666,7 +668,7 @@ async def test_a_worker_with_another_master_key_gives_a_subjects_session_up(
     async with wrong:
         with pytest.raises(ExceptionGroup) as failed:
             await wrong.serve(until_idle=True)
-        assert failed.group_contains(UserError, match="the master key does not open")
+        assert failed.group_contains(UserError, match=TYPO)
         row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
         assert row.status == "pending" and row.owner is None, row
 
@@ -856,3 +858,101 @@ async def test_a_subjects_journal_fingerprints_are_keyed(tmp_path: Path) -> None
     async with engine(db, workflows=[serve_then_wait]) as again:
         done = {r.id: r for r in await again.resume()}
         assert done["mine"].ok, done["mine"].error
+
+
+async def test_a_second_master_key_is_refused_before_it_seals_anything(db: str | Path) -> None:
+    """A store is bound to the master key its first subject key was wrapped under: an engine
+    with another one (a typo'd key file) is refused before it writes a key, a label or a
+    session, so the store never holds subjects that its own key cannot open."""
+    from convoy.privacy._keys import REFS_NAMESPACE
+    from convoy.stores._protocol import SessionFilter
+
+    async with engine(db) as eng:
+        assert (await eng.run(serve, {"name": IN_NAME}, subject="a")).ok
+    typo = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
+    async with typo:
+        with pytest.raises(UserError, match=TYPO) as refused:
+            await typo.run(serve, {"name": OTHER[0]}, subject="b")
+        assert "\n" not in str(refused.value) and "$CONVOY_MASTER_KEY_FILE" in str(refused.value)
+        raw = typo.store.inner  # type: ignore[attr-defined]
+        assert await raw.subject_key_get("default", "b") is None
+        assert list((await raw.kv_all(REFS_NAMESPACE + "default")).values()) == ["a"]
+        assert [r.subject for r in await raw.list_sessions(SessionFilter())] == ["a"]
+        for wrong in (typo.export, typo.erase):  # not "unknown subject": the key is wrong
+            for who in ("a", "b"):
+                with pytest.raises(UserError, match=TYPO):
+                    await wrong(who)
+        assert await raw.erasures() == []
+    async with engine(db) as eng:
+        assert (await eng.run(serve, {"name": OTHER[0]}, subject="b")).ok
+        [session] = (await eng.export("b"))["sessions"]
+        assert session["input"] == {"name": OTHER[0]}
+        assert (await eng.erase("b")).key and (await eng.erase("a")).key
+
+
+async def test_a_store_made_before_the_master_key_check_is_bound_to_the_key_that_opens_it(
+        db: str | Path) -> None:
+    """A store an earlier Convoy wrote keeps no check of its master key: one of its subject
+    keys is the check (another key is refused), and the first key that opens it writes it."""
+    from convoy.privacy._keys import CHECK_KEY, CHECK_NAMESPACE
+
+    async with engine(db) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="a")
+        raw = eng.store.inner  # type: ignore[attr-defined]
+        assert await raw.kv_get(CHECK_NAMESPACE, CHECK_KEY) is not None
+        await raw.kv_put(CHECK_NAMESPACE, CHECK_KEY, None)  # as an earlier Convoy left it
+    typo = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
+    async with typo:
+        with pytest.raises(UserError, match=TYPO):
+            await typo.run(serve, {"name": OTHER[0]}, subject="b")
+        with pytest.raises(UserError, match=TYPO):
+            await typo.erase("a")
+        raw = typo.store.inner  # type: ignore[attr-defined]
+        assert await raw.subject_key_get("default", "b") is None
+        assert await raw.kv_get(CHECK_NAMESPACE, CHECK_KEY) is None
+        assert await raw.erasures() == []
+    async with engine(db) as eng:
+        assert (await eng.result(res.id)).output == res.output  # opens, and writes the check
+        raw = eng.store.inner  # type: ignore[attr-defined]
+        assert await raw.kv_get(CHECK_NAMESPACE, CHECK_KEY) is not None
+        assert (await eng.run(serve, {"name": OTHER[0]}, subject="b")).ok
+
+
+async def test_the_master_key_is_checked_once_per_engine_not_per_session(
+        db: str | Path) -> None:
+    """Starting a subject's session costs no read of the check once the engine made one (a
+    check that changed under a running engine, which nothing does, goes unnoticed by it;
+    a new engine reads it)."""
+    from convoy.privacy._keys import CHECK_KEY, CHECK_NAMESPACE
+
+    async with engine(db) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="a")
+        raw = eng.store.inner  # type: ignore[attr-defined]
+        await raw.kv_put(CHECK_NAMESPACE, CHECK_KEY, "not this key's")
+        assert (await eng.run(serve, {"name": OTHER[0]}, subject="b")).ok
+    async with engine(db) as eng:
+        with pytest.raises(UserError, match=TYPO):
+            await eng.result(res.id)
+
+
+async def test_a_subject_key_wrapped_under_another_master_key_names_the_cause_and_erases(
+        tmp_path: Path) -> None:
+    """A store an earlier Convoy split across two master keys: with the store's key, the
+    other subject's export says its key was wrapped under another master key, and its
+    erasure (which needs no key opened: the check proves the master key) goes through."""
+    import secrets
+
+    from convoy.privacy._keys import _key_aad
+
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(serve, {"name": IN_NAME}, subject="a")).ok
+        other = MasterKey.from_text(MasterKey.generate())
+        raw = eng.store.inner  # type: ignore[attr-defined]
+        await raw.subject_key_put("default", "b", other.wrap(secrets.token_bytes(32),
+                                                             _key_aad("default", "b")))
+        with pytest.raises(UserError, match=r"key of subject 'b' .* another master key"):
+            await eng.export("b")
+        assert (await eng.erase("b")).key
+        assert await raw.subject_key_get("default", "b") is None
+        assert [s["input"] for s in (await eng.export("a"))["sessions"]] == [{"name": IN_NAME}]

@@ -34,6 +34,25 @@ async def test_a_subject_key_is_kept_once_and_the_first_one_wins(store: Store) -
     assert await store.subject_key_get("t2", "p") is None
 
 
+async def test_the_oldest_subject_key_of_any_tenant_is_found(
+        store: Store, clock: FakeClock) -> None:
+    assert await store.subject_key_oldest() is None
+    await store.subject_key_put("t2", "q", "k-q")
+    clock.advance(1)
+    await store.subject_key_put("t1", "p", "k-p")
+    assert await store.subject_key_oldest() == ("t2", "q", "k-q")
+    await store.purge("t2", [], reason="erasure", subject="q", subject_ref="r")
+    assert await store.subject_key_oldest() == ("t1", "p", "k-p")
+
+
+async def test_kv_setdefault_keeps_the_first_value(store: Store) -> None:
+    assert await store.kv_setdefault("ns", "k", "v1") == "v1"
+    assert await store.kv_setdefault("ns", "k", "v2") == "v1"
+    assert await store.kv_get("ns", "k") == "v1"
+    await store.kv_put("ns", "k", None)
+    assert await store.kv_setdefault("ns", "k", "v3") == "v3"
+
+
 async def test_sessions_remember_their_subject_per_tenant(store: Store) -> None:
     await store.create_sessions([replace(new("a"), subject="p"), replace(new("b"), subject="q"),
                                  replace(new("c", tenant="t2"), subject="p")])

@@ -11,6 +11,12 @@ not by the subject's id: the store maps labels back to subjects in its intercept
 (:data:`REFS_NAMESPACE`), written before the key itself and deleted with it when the
 subject is erased, so the values other sessions keep sealed under an erased subject's key
 no longer say whose they were.
+
+A store is bound to one master key: the first subject key made on it also keeps a check of
+the master key in the store (:data:`CHECK_NAMESPACE`: an HMAC of a constant under it, which
+tells nothing of the key), and a key ring refuses another master key before it makes or
+opens a subject key (once per key ring: the check is cached). A store an earlier Convoy
+wrote has no check: one of its subject keys, opened, is the check, and is then written.
 """
 
 from __future__ import annotations
@@ -37,6 +43,10 @@ MASTER_KEY_FILE_ENV = "CONVOY_MASTER_KEY_FILE"
 #: The namespace (``+ tenant``) of the store's values that map a key's label, as sealed
 #: values name it, to the subject's id (deleted with the key when the subject is erased).
 REFS_NAMESPACE = SUBJECT_REFS
+#: The store's value (namespace, key) that checks the master key its subject keys are
+#: wrapped under (:meth:`MasterKey.check`).
+CHECK_NAMESPACE = "convoy.master-key"
+CHECK_KEY = "check"
 
 
 def key_label(wrapped: str) -> str:
@@ -70,13 +80,15 @@ class MasterKey:
     """The key that wraps every subject key (32 bytes). Build it with :meth:`from_env`,
     :meth:`from_text` or :meth:`generate`."""
 
-    __slots__ = ("_aead", "_key")
+    __slots__ = ("_aead", "_key", "origin")
 
     def __init__(self, key: bytes) -> None:
         if len(key) != 32:
             raise UserError(f"a master key is 32 bytes (base64-encoded), got {len(key)}")
         self._key = key
         self._aead = _aesgcm(key)
+        #: Where it was configured, for errors (``from_env`` sets it).
+        self.origin = ""
 
     @classmethod
     def generate(cls) -> str:
@@ -103,7 +115,9 @@ class MasterKey:
         env = os.environ if env is None else env
         text = env.get(MASTER_KEY_ENV)
         if text:
-            return cls.from_text(text, source=f"${MASTER_KEY_ENV}")
+            key = cls.from_text(text, source=f"${MASTER_KEY_ENV}")
+            key.origin = f"${MASTER_KEY_ENV}"
+            return key
         path = env.get(MASTER_KEY_FILE_ENV)
         if not path:
             return None
@@ -116,24 +130,47 @@ class MasterKey:
             raise UserError(f"the master key file {path!r} is not a Convoy master key: it "
                             "holds binary data, not base64 text (make one with 'convoy "
                             "keygen FILE')") from None
-        return cls.from_text(content, source=f"the master key file {path!r}")
+        key = cls.from_text(content, source=f"the master key file {path!r}")
+        key.origin = f"the file {path!r}"
+        return key
 
     def wrap(self, key: bytes, aad: bytes) -> str:
         """``key`` encrypted under this key (AES-GCM, bound to ``aad``), as base64."""
         nonce = secrets.token_bytes(12)
         return base64.b64encode(nonce + self._aead.encrypt(nonce, key, aad)).decode()
 
-    def unwrap(self, wrapped: str, aad: bytes) -> bytes:
-        """The key :meth:`wrap` wrapped; :class:`~convoy.UserError` if this master key (or
-        ``aad``) is not the one it was wrapped with."""
+    def opens(self, wrapped: str, aad: bytes) -> bytes | None:
+        """The key :meth:`wrap` wrapped; ``None`` if this master key (or ``aad``) is not
+        the one it was wrapped with."""
         from cryptography.exceptions import InvalidTag
 
         raw = base64.b64decode(wrapped)
         try:
             return self._aead.decrypt(raw[:12], raw[12:], aad)
         except InvalidTag:
+            return None
+
+    def unwrap(self, wrapped: str, aad: bytes) -> bytes:
+        """The key :meth:`wrap` wrapped; :class:`~convoy.UserError` if this master key (or
+        ``aad``) is not the one it was wrapped with."""
+        raw = self.opens(wrapped, aad)
+        if raw is None:
             raise UserError("the master key does not open the subject keys of this store "
-                            "(wrong key?): configure the key they were made with") from None
+                            "(wrong key?): configure the key they were made with")
+        return raw
+
+    def check(self) -> str:
+        """What a store keeps to tell this key from another (an HMAC of a constant under
+        it: nothing of the key can be learned from it)."""
+        return hmac.new(self._key, b"convoy/master-key-check/v1", hashlib.sha256).hexdigest()
+
+    def not_the_stores(self) -> UserError:
+        """The error for a master key that is not the one a store's subjects are sealed
+        with."""
+        where = f" ({self.origin})" if self.origin else ""
+        return UserError(f"the configured master key{where} is not the one this store's data "
+                         f"subjects are sealed with: set ${MASTER_KEY_FILE_ENV} (or "
+                         f"${MASTER_KEY_ENV}, which wins over it) to the store's master key")
 
     def ref(self, tenant: str, subject: str) -> str:
         """A keyed fingerprint of a subject: what an erasure record keeps instead of its
@@ -149,13 +186,38 @@ def _key_aad(tenant: str, subject: str) -> bytes:
 class KeyRing:
     """Subject keys of one store, unwrapped on first use and kept in memory."""
 
-    __slots__ = ("_keys", "_refs", "master", "store")
+    __slots__ = ("_checked", "_keys", "_refs", "master", "store")
 
     def __init__(self, store: Store, master: MasterKey) -> None:
         self.store = store
         self.master = master
         self._keys: dict[tuple[str, str], SubjectKey] = {}
         self._refs: dict[tuple[str, str], str] = {}  # (tenant, label) -> subject
+        self._checked = False  # the master key is the store's (see :meth:`check`)
+
+    async def check(self, *, create: bool = False) -> None:
+        """Refuse (:class:`~convoy.UserError`) a master key that is not the one the store's
+        subject keys are wrapped under, before anything is made or opened with it. The
+        store's check, else (a store of an earlier Convoy) its oldest subject key, decides;
+        a store with neither is bound to this key when ``create`` (its first subject key
+        is about to be made). Once passed, never read again by this key ring."""
+        if self._checked:
+            return
+        mine = self.master.check()
+        held = await self.store.kv_get(CHECK_NAMESPACE, CHECK_KEY)
+        if held is None:
+            oldest = await self.store.subject_key_oldest()
+            if oldest is None and not create:
+                return  # nothing is sealed yet: nothing to tell the key by
+            if oldest is not None:
+                tenant, subject, wrapped = oldest
+                if self.master.opens(wrapped, _key_aad(tenant, subject)) is None:
+                    raise self.master.not_the_stores()
+            if not getattr(self.store, "read_only", False):
+                held = await self.store.kv_setdefault(CHECK_NAMESPACE, CHECK_KEY, mine)
+        if held is not None and not hmac.compare_digest(held, mine):
+            raise self.master.not_the_stores()
+        self._checked = True
 
     def peek(self, tenant: str, subject: str) -> SubjectKey | None:
         """A key :meth:`load` loaded before, or ``None``."""
@@ -176,6 +238,7 @@ class KeyRing:
         key = self._keys.get((tenant, subject))
         if key is not None:
             return key
+        await self.check(create=create)
         aad = _key_aad(tenant, subject)
         ns = REFS_NAMESPACE + tenant
         mapped: str | None = None  # the label this call mapped, if it made the key
@@ -187,7 +250,12 @@ class KeyRing:
             mapped = key_label(mine)
             await self.store.kv_put(ns, mapped, subject)
             wrapped = await self.store.subject_key_put(tenant, subject, mine)  # or a rival's
-        raw = self.master.unwrap(wrapped, aad)
+        raw = self.master.opens(wrapped, aad)
+        if raw is None:  # the master key is the store's (checked): this key is not its
+            raise UserError(f"the key of subject {subject!r} (tenant {tenant!r}) does not "
+                            "open with this store's master key: an earlier Convoy wrapped "
+                            "it under another master key, or it was altered; erasing the "
+                            "subject still works")
         label = key_label(wrapped)
         if label != mapped and not getattr(self.store, "read_only", False) and \
                 await self.store.kv_get(ns, label) != subject:
@@ -241,5 +309,5 @@ class KeyRing:
             self._refs.pop((tenant, key.label), None)
 
 
-__all__ = ["MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV", "REFS_NAMESPACE", "KeyRing", "MasterKey",
-           "SubjectKey", "key_label"]
+__all__ = ["CHECK_KEY", "CHECK_NAMESPACE", "MASTER_KEY_ENV", "MASTER_KEY_FILE_ENV",
+           "REFS_NAMESPACE", "KeyRing", "MasterKey", "SubjectKey", "key_label"]

@@ -27,14 +27,16 @@ from convoy.stores._subjects_sql import refuse_held
 
 async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
     """Erase ``tenant``'s data subject ``subject`` (see the module docstring)."""
+    # The master key must be the store's: with another one, the erasure would be recorded
+    # under a fingerprint that is not the subject's (and an erased subject would look
+    # unknown). Its key need not open: one an earlier Convoy wrapped under another master
+    # key is destroyed all the same.
+    await keys.check()
     ref = keys.master.ref(tenant, subject)
     rows = await store.subject_sessions(tenant, subject)
     if not rows and await store.subject_key_get(tenant, subject) is None:
         await _drop_labels(store, tenant, subject)  # of a key whose write never landed
         raise _unknown(store, tenant, subject, ref, await store.erasures(tenant=tenant))
-    # The master key must open the subject's key: with another one, the erasure would be
-    # recorded under a fingerprint that is not the subject's.
-    await keys.load(tenant, subject, create=False)
     now = store.clock()  # (the purge checks it again, in its transaction)
     refuse_held([(r.id, r.owner) for r in rows if r.status == "running" and r.owner
                  and r.lease_until is not None and r.lease_until > now])
@@ -59,10 +61,12 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
     "withheld": ...}``, since a copy for one person must not disclose another's data; one
     whose key is gone (an erased subject) is ``{"sealed": true}``."""
     raw = getattr(store, "inner", store)  # values as stored: opened here, layer by layer
+    await keys.check()  # a wrong master key, not "unknown subject"
     rows = await raw.subject_sessions(tenant, subject)
     if not rows and await raw.subject_key_get(tenant, subject) is None:
         raise _unknown(store, tenant, subject, keys.master.ref(tenant, subject),
                        await raw.erasures(tenant=tenant))
+    await keys.load(tenant, subject, create=False)  # its key opens (else: one line, why)
     opener = _Opener(keys, tenant, subject)
     sessions = [await _session(raw, opener, r, always=True) for r in rows]
     state = await _state(raw, opener, [r.id for r in rows], always=True)

@@ -32,8 +32,8 @@ _SQL = SubjectSQL("%s")
 
 
 class PostgresSubjects:
-    """The ``subject_*``, ``purge``, ``erasures`` and ``compact`` methods of
-    :class:`~convoy.stores.PostgresStore`."""
+    """The ``subject_*``, ``kv_setdefault`` (the master key's check), ``purge``,
+    ``erasures`` and ``compact`` methods of :class:`~convoy.stores.PostgresStore`."""
 
     clock: Callable[[], float]
 
@@ -59,6 +59,20 @@ class PostgresSubjects:
         async def put(conn: Conn) -> str:
             await conn.execute(_SQL.key_put, (tenant, subject, wrapped, now))
             cur = await conn.execute(_SQL.key_get, (tenant, subject))
+            row = await cur.fetchone()
+            assert row is not None
+            return str(row[0])
+
+        return await self._write(put)
+
+    async def subject_key_oldest(self) -> tuple[str, str, str] | None:
+        rows = await self._read(_SQL.key_oldest)
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+    async def kv_setdefault(self, namespace: str, key: str, value: str) -> str:
+        async def put(conn: Conn) -> str:
+            await conn.execute(_SQL.kv_new, (namespace, key, value))
+            cur = await conn.execute(_SQL.kv_get, (namespace, key))
             row = await cur.fetchone()
             assert row is not None
             return str(row[0])

@@ -599,6 +599,11 @@ class Store(Protocol):
         """Set (``None``: delete) one value. Rides the group commit."""
         ...
 
+    async def kv_setdefault(self, namespace: str, key: str, value: str) -> str:
+        """Set ``value`` unless the key has one; the value it holds after the call (two
+        writers racing agree on the first one's). Committed when it returns."""
+        ...
+
     def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
                     wait: bool = True) -> asyncio.Future[None]:
         """Set many values, ``(namespace, key, value)`` each, in one write: it rides the
@@ -702,6 +707,11 @@ class Store(Protocol):
     async def subject_key_put(self, tenant: str, subject: str, wrapped: str) -> str:
         """Keep ``wrapped`` as the subject's key unless it has one already; the key the
         store holds after the call (two engines racing to create one agree on it)."""
+        ...
+
+    async def subject_key_oldest(self) -> tuple[str, str, str] | None:
+        """The subject key the store has held longest, of any tenant, as ``(tenant,
+        subject, wrapped)``; ``None`` if it holds none."""
         ...
 
     async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:

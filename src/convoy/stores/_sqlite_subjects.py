@@ -25,8 +25,8 @@ _SQL = SubjectSQL("?")
 
 
 class SQLiteSubjects:
-    """The ``subject_*``, ``purge``, ``erasures`` and ``compact`` methods of
-    :class:`~convoy.stores.SQLiteStore`."""
+    """The ``subject_*``, ``kv_setdefault`` (the master key's check), ``purge``,
+    ``erasures`` and ``compact`` methods of :class:`~convoy.stores.SQLiteStore`."""
 
     clock: Callable[[], float]
     path: Path
@@ -51,6 +51,17 @@ class SQLiteSubjects:
         def put(conn: sqlite3.Connection) -> str:
             conn.execute(_SQL.key_put, (tenant, subject, wrapped, now))
             return str(conn.execute(_SQL.key_get, (tenant, subject)).fetchone()[0])
+
+        return await self._write(put)
+
+    async def subject_key_oldest(self) -> tuple[str, str, str] | None:
+        rows = self._read(_SQL.key_oldest)
+        return (str(rows[0][0]), str(rows[0][1]), str(rows[0][2])) if rows else None
+
+    async def kv_setdefault(self, namespace: str, key: str, value: str) -> str:
+        def put(conn: sqlite3.Connection) -> str:
+            conn.execute(_SQL.kv_new, (namespace, key, value))
+            return str(conn.execute(_SQL.kv_get, (namespace, key)).fetchone()[0])
 
         return await self._write(put)
 

@@ -54,9 +54,14 @@ class SubjectSQL:
         self.key_get = f"SELECT wrapped FROM subject_keys WHERE tenant={m} AND subject={m}"
         self.key_put = (f"INSERT INTO subject_keys(tenant,subject,wrapped,created) "
                         f"VALUES({m},{m},{m},{m}) ON CONFLICT(tenant,subject) DO NOTHING")
+        self.key_oldest = ("SELECT tenant,subject,wrapped FROM subject_keys "
+                           "ORDER BY created, tenant, subject LIMIT 1")
         self.key_delete = f"DELETE FROM subject_keys WHERE tenant={m} AND subject={m}"
         # What maps the labels of its key(s) back to the subject goes with the key.
         self.refs_delete = f"DELETE FROM kv WHERE namespace={m} AND value={m}"
+        self.kv_new = (f"INSERT INTO kv(namespace,key,value) VALUES({m},{m},{m}) "
+                       "ON CONFLICT(namespace,key) DO NOTHING")
+        self.kv_get = f"SELECT value FROM kv WHERE namespace={m} AND key={m}"
         self.record = (f"INSERT INTO erasures(tenant,reason,subject_ref,sessions,"
                        f"state_versions,key_destroyed,at) VALUES({m},{m},{m},{m},{m},{m},{m})")
         self.erasures = f"SELECT {_ERASURE_COLS} FROM erasures"
