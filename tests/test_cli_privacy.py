@@ -27,6 +27,12 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     res = cli("export", "c-9", env=env)
     assert res.code == 0 and json.loads(res.stdout)["sessions"][0]["input"]["body"] == PLANTED
     one_line_error(cli("export", "c-9"), 2, "needs the master key")
+    (tmp_path / "old.json").write_text("{}")
+    (tmp_path / "old.json").chmod(0o644)
+    for name in ("c-9.json", "old.json"):  # personal data in plaintext: the owner's only
+        assert cli("export", "c-9", "-o", name, env=env).code == 0
+        assert PLANTED in (tmp_path / name).read_text()
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
     res = cli("erase", "c-9", env=env)
     assert res.code == 0 and "1 session(s)" in res.stdout and "key destroyed" in res.stdout
     one_line_error(cli("erase", "c-9", env=env), 2, "erased already")

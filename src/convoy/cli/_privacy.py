@@ -76,8 +76,11 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     if output is None:
         typer.echo(text)
         return
-    try:
-        output.write_text(text + "\n")
+    try:  # a subject's personal data in plaintext: readable by the file's owner only
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            os.fchmod(f.fileno(), 0o600)  # (a file that was there kept its mode)
+            f.write(text + "\n")
     except OSError as e:
         fail(f"cannot write {str(output)!r}: {e.strerror or e}")
     copies = len(doc["copies"]["sessions"])
