@@ -102,3 +102,30 @@ def test_keygen_makes_the_directory_the_docs_put_it_in(tmp_path: Path) -> None:
     assert (tmp_path / "home/.convoy/master.key").stat().st_mode & 0o777 == 0o600
     (tmp_path / "file").write_text("")
     one_line_error(cli("keygen", "file/master.key"), 2, "cannot create 'file/master.key'")
+
+
+def test_an_erasure_the_store_could_not_compact_says_so_and_db_compact_finishes_it(
+        tmp_path: Path) -> None:
+    """Another process holds a read transaction on the store (a backup, a long export):
+    the erasure happens, but the file cannot be compacted; the command says both in one
+    line (exit 1), and 'convoy db compact' finishes the job once the store is quiet."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "subject-c-9", env=env).code == 0
+    reader = sqlite3.connect(tmp_path / "convoy.db", isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM sessions").fetchone()  # a read transaction
+    try:
+        res = cli("erase", "subject-c-9", "--busy-timeout", "0.2", env=env)
+        one_line_error(res, 1, "erased subject 'subject-c-9' of tenant 'default' "
+                               "(erasure #1: 1 session(s), key destroyed), but the store")
+        assert "convoy db compact" in res.stderr
+    finally:
+        reader.close()
+    one_line_error(cli("erase", "subject-c-9", env=env), 2, "erased already")
+    done = cli("db", "compact")
+    assert done.code == 0 and "compacted" in done.stdout, done
+    for p in tmp_path.iterdir():
+        if p.name.startswith("convoy.db"):
+            assert b"subject-c-9" not in p.read_bytes(), p.name

@@ -1,4 +1,5 @@
-"""``convoy db migrate|info``: the store's schema version and what it holds."""
+"""``convoy db migrate|info|compact``: the store's schema version, what it holds, and
+leaving no trace of deleted rows in its files."""
 
 from __future__ import annotations
 
@@ -16,7 +17,9 @@ from convoy.cli._common import (
     check_db_path,
     fail,
     label,
+    open_store,
     out,
+    require_convoy_store,
     require_store,
     run_async,
 )
@@ -61,6 +64,26 @@ async def _migrate(db: str, busy_timeout: float) -> tuple[int | None, int | None
     await store.open()  # creates or migrates
     await store.aclose()
     return before, await store.schema_version()
+
+
+@db_app.command("compact")
+def compact(db: DbOption = DEFAULT_DB) -> None:
+    """Leave no trace of deleted rows (erased subjects, purged sessions) in the store's
+    files: SQLite: a checkpoint, `VACUUM`, the WAL truncated; PostgreSQL: `VACUUM FULL` of
+    the tables a purge touches. `convoy erase` and `purge` do this themselves; run it when
+    they said the store could not be compacted (another process held it). Locks the store
+    while it runs.
+
+    Example: `convoy db compact --db convoy.db`
+    """
+    require_convoy_store(db, nothing="compact")
+    run_async(_compact(db))
+    out.print(f"{label(db)}: compacted", markup=False)
+
+
+async def _compact(db: str) -> None:
+    async with open_store(db, write=True) as store:
+        await store.compact()
 
 
 @db_app.command("info")

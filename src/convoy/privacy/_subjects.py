@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from typing import Any
 
-from convoy._errors import UserError
+from convoy._errors import StoreError, UserError
 from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
     is_sealed,
@@ -44,7 +44,13 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                               subject=subject, subject_ref=ref)
     keys.forget(tenant, subject)
-    await store.compact()
+    try:
+        await store.compact()
+    except StoreError as e:  # erased all the same: said so, with what is left to do
+        raise StoreError(f"erased subject {subject!r} of tenant {tenant!r} (erasure "
+                         f"#{event.seq}: {event.sessions} session(s), key "
+                         f"{'destroyed' if event.key else 'absent'}), but {e}",
+                         transient=e.transient) from None
     return event
 
 

@@ -14,8 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
+from convoy._errors import StoreError
 from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
-from convoy.stores._sqlite_sql import _SESSION_COLS, _session, _store_error
+from convoy.stores._sqlite_sql import _SESSION_COLS, _is_busy, _session, _store_error
 from convoy.stores._sqlite_state import _COLS as _STATE_COLS
 from convoy.stores._sqlite_state import _entry
 from convoy.stores._subjects_sql import SubjectSQL, chunks, erasure, refuse_held
@@ -139,12 +140,20 @@ class SQLiteSubjects:
             conn.execute("VACUUM")
             busy = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as e:
+            if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
+                raise _busy(self.path) from None
             raise _store_error(e, self.path, "compact") from None
         finally:
             conn.execute("PRAGMA secure_delete=OFF")
         if busy and busy[0]:
-            raise _store_error(sqlite3.OperationalError("database is locked"), self.path,
-                               "compact")
+            raise _busy(self.path)
+
+
+def _busy(path: Path) -> StoreError:
+    return StoreError(f"the store {str(path)!r} could not be compacted: another process "
+                      "holds it in a transaction (a backup, a long read), so deleted rows "
+                      "may remain in its files until 'convoy db compact' succeeds (run it "
+                      "when the store is quiet)", transient=True)
 
 
 __all__ = ["SQLiteSubjects"]
