@@ -71,7 +71,8 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
 def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
         tmp_path: Path) -> None:
     """An application's own SQLite file (or an empty one) passed as --db: erase and purge
-    refuse it in one line and leave it byte for byte (they open the store writable, and a
+    (and the commands that act on a store's sessions: resume, cancel, signal, retry, a
+    decision) refuse it in one line and leave it byte for byte (they open the store writable, and a
     writable store is created as it opens); a missing file is not created, as for export."""
     assert cli("keygen", "m.key").code == 0
     env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
@@ -83,7 +84,9 @@ def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
     app = (tmp_path / "app.db").read_bytes()
     (tmp_path / "empty.db").write_bytes(b"")
     for db in ("app.db", "empty.db"):
-        for args in (("erase", "c-1"), ("purge", "--older-than", "1d")):
+        for args in (("erase", "c-1"), ("purge", "--older-than", "1d"), ("resume",),
+                     ("cancel", "s-1"), ("signal", "s-1", "go"), ("retry", "s-1"),
+                     ("inbox", "answer", "s-1:1", "--value", "1", "--by", "ann")):
             one_line_error(cli(*args, "--db", db, env=env), 2,
                            f"{db!r} is not a Convoy database")
     assert (tmp_path / "app.db").read_bytes() == app

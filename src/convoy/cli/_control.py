@@ -22,7 +22,7 @@ from convoy.cli._common import (
     fail,
     import_modules,
     out,
-    require_store,
+    require_convoy_store,
     run_async,
     tenant_scope,
 )
@@ -76,7 +76,7 @@ def signal(
             fail(f"--by names who answers an escalation ({ESCALATION!r}); a signal "
                  f"{name!r} records no decider")
         scope = tenant_scope(tenant, all_tenants)
-        require_store(db)
+        require_convoy_store(db, nothing="signal")
         engine = build_engine(db, busy_timeout=busy_timeout)
     run_async(_signal(engine, scope, session_id, name, value))
     if name == ESCALATION:
@@ -121,7 +121,7 @@ def cancel(
     """
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
-    require_store(db)
+    require_convoy_store(db, nothing="cancel")
     run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id))
     out.print(f"cancelled session {session_id}", markup=False)
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from convoy import Engine
-from convoy.cli._common import Scope, build_engine, fail, require_store, tenant_scope
+from convoy.cli._common import Scope, build_engine, fail, require_convoy_store, tenant_scope
 
 ByOption = Annotated[str | None, typer.Option(
     "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
@@ -34,6 +34,6 @@ def decider_engine(db: str, busy_timeout: float, tenant: str | None, all_tenants
                    ) -> tuple[Engine, Scope]:
     """An engine for commands that decide: audited where the store audits."""
     scope = tenant_scope(tenant, all_tenants)
-    require_store(db)
+    require_convoy_store(db, nothing="decide")
     # (build_engine traces a decision where the store keeps the session's trace)
     return build_engine(db, busy_timeout=busy_timeout), scope

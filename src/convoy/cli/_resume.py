@@ -22,7 +22,7 @@ from convoy.cli._common import (
     import_modules,
     label,
     out,
-    require_store,
+    require_convoy_store,
     run_async,
     tenant_scope,
     tracing,
@@ -61,7 +61,7 @@ def resume(
     """
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
-    require_store(db)
+    require_convoy_store(db, nothing="resume")
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
                           interceptors=tracing(trace))
     try:

@@ -27,7 +27,7 @@ from convoy.cli._common import (
     label,
     open_store,
     out,
-    require_store,
+    require_convoy_store,
     run_async,
     tenant_scope,
     workflow_names,
@@ -96,7 +96,7 @@ def retry(
              "(e.g. 'convoy retry --status failed --dry-run')")
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
-    require_store(db)
+    require_convoy_store(db, nothing="retry")
     rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow))
     if not rows:
         out.print("nothing to retry: no session that finished without completing matches "
