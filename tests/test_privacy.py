@@ -956,3 +956,67 @@ async def test_a_subject_key_wrapped_under_another_master_key_names_the_cause_an
         assert (await eng.erase("b")).key
         assert await raw.subject_key_get("default", "b") is None
         assert [s["input"] for s in (await eng.export("a"))["sessions"]] == [{"name": IN_NAME}]
+
+
+async def test_an_erasure_the_store_could_not_compact_is_audited_and_forgotten(
+        tmp_path: Path) -> None:
+    """Another process holds the store in a read transaction, so the erasure cannot be
+    compacted: it is erased all the same, and everything that goes with an erasure
+    happens (its audit entry, the caches forgetting the subject's answers) before the
+    error says what is left to do."""
+    import sqlite3
+
+    from convoy._errors import StoreError
+    from convoy.audit import AuditInterceptor
+    from convoy.cost import ResponseCache
+
+    db = tmp_path / "convoy.db"
+    cache, audit = ResponseCache(), AuditInterceptor()
+    async with engine(db, interceptors=[cache, audit]) as eng:
+        assert (await eng.run(serve, {"name": IN_NAME}, subject="s-1")).ok
+        assert cache.forget_subject("default", "nobody") == 0
+        reader = sqlite3.connect(db, isolation_level=None)
+        reader.execute("BEGIN")
+        reader.execute("SELECT count(*) FROM sessions").fetchone()
+        eng.store.busy_timeout = 0.2  # type: ignore[attr-defined]
+        try:
+            with pytest.raises(StoreError, match="erased subject 's-1' .* but the store"):
+                await eng.erase("s-1")
+        finally:
+            reader.close()
+        size = await eng.store.audit_size("default")
+        last = await eng.store.audit_entry("default", size - 1)
+        assert last is not None and b'"kind":"erasure"' in last.body
+        assert cache.forget_subject("default", "s-1") == 0  # forgotten already
+
+
+async def test_a_compaction_another_transaction_blocks_says_what_is_left(
+        db: str | Path) -> None:
+    """On both stores: a transaction of another process keeps the erasure's compaction
+    from running (SQLite: a read transaction; PostgreSQL: a lock VACUUM FULL waits
+    for): one line that says the subject was erased and to run 'convoy db compact'."""
+    from convoy._errors import StoreError
+
+    store = store_from_url(db, busy_timeout=0.3)
+    async with convoy.Engine(store, master_key=MasterKey.from_text(KEY)) as eng:
+        assert (await eng.run(serve, {"name": IN_NAME}, subject="s-1")).ok
+        if isinstance(db, Path):
+            import sqlite3
+
+            reader: Any = sqlite3.connect(db, isolation_level=None)
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM journal").fetchone()
+        else:
+            import psycopg
+
+            base, _, schema = db.partition("?schema=")
+            reader = psycopg.connect(base)
+            reader.execute(f'SET search_path TO "{schema}"')  # type: ignore[arg-type]
+            reader.execute("SELECT count(*) FROM journal").fetchone()  # holds a lock
+        try:
+            with pytest.raises(StoreError, match=r"erased subject 's-1' .*could not be "
+                                                 r"compacted.*'convoy db compact'"):
+                await eng.erase("s-1")
+        finally:
+            reader.close()
+        assert await eng.store.subject_sessions("default", "s-1") == []

@@ -324,3 +324,31 @@ def test_another_process_opens_a_readers_copy_by_its_label(
     traced = subprocess_cli(tmp_path, "trace", sid, "--db", str(path), "--json")
     assert traced.returncode == 0, traced.stderr
     assert "invoke_workflow privacy.copy" in {s["name"] for s in json.loads(traced.stdout)}
+
+
+@convoy.workflow(name="privacy.two-questions")
+async def two_questions(ctx: convoy.Context, x: str) -> str:
+    a = await ctx.ask_human(f"first about {x}?", str, queue="q")
+    b = await ctx.ask_human(f"second about {x}?", str, queue="q")
+    return a.value + b.value
+
+
+async def test_only_the_sealed_task_a_session_waits_for_counts_as_open(
+        tmp_path: Path) -> None:
+    """Without the master key a sealed task's status cannot be read: of a waiting
+    session's sealed tasks, only the one it waits for is reported open (not the ones
+    already answered)."""
+    db = tmp_path / "convoy.db"
+    async with engine(db, workflows=[two_questions]) as eng:
+        await eng.run(two_questions, IN_NAME, subject="c-1")
+        [first] = await eng.inbox.tasks()
+        await eng.inbox.answer(first.id, "yes", by="ann")
+        await eng.resume()
+        [second] = await eng.inbox.tasks()
+    async with convoy.Engine(db, workflows=[two_questions]) as locked:  # no master key
+        sealed: list[str] = []
+        assert await locked.inbox.tasks(sealed=sealed) == []
+        assert sealed == [second.id]
+        everything: list[str] = []
+        await locked.inbox.tasks(status="all", sealed=everything)
+        assert sorted(everything) == sorted([first.id, second.id])

@@ -38,6 +38,7 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._render import fmt_time, short
+from convoy.hitl._task import session_of
 
 inbox_app = typer.Typer(
     name="inbox", no_args_is_help=True, rich_markup_mode="markdown",
@@ -137,7 +138,7 @@ def _sealed_note(sealed: list[str], engine: Engine) -> str:
         return (f"{which} (a data subject's data), not listed: {ids}; set "
                 "$CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY) to the master key the "
                 "engine ran with to see them")
-    sessions = sorted({t.rpartition(":")[0] for t in sealed})
+    sessions = sorted({session_of(t) for t in sealed})
     return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
             f"end the sessions that wait for them with 'convoy cancel "
             f"{' '.join(sessions[:5])}'")

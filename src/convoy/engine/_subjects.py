@@ -6,7 +6,12 @@ from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
-from convoy.privacy._subjects import erase_subject, export_subject, purge_older_than
+from convoy.privacy._subjects import (
+    compact_after,
+    erase_subject,
+    export_subject,
+    purge_older_than,
+)
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -28,13 +33,15 @@ class SubjectRights:
     async def erase(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> Erasure:
         """Erase a data subject: destroy its key, delete every session that names it (with
         its journal, signals and the shared-state versions it wrote), record the erasure
-        (with a keyed fingerprint of the subject, not its name) and compact the store so
-        no deleted row is left in its files. A session of the subject running elsewhere at
-        that moment can write nothing more (its lease is gone with its row).
+        (with a keyed fingerprint of the subject, not its name; in the audit log too, when
+        the tenant has one) and compact the store so no deleted row is left in its files.
 
         Raises:
-            UserError: the subject is unknown (or erased already), or no master key is
-                configured.
+            UserError: the subject is unknown (or erased already), no master key is
+                configured (or not the store's), or another engine is running one of the
+                subject's sessions (nothing is deleted: erase again once it ended).
+            StoreError: erased, but the store could not be compacted (another process
+                held it): ``convoy db compact`` finishes it.
         """
         check_tenant(tenant)
         keys = self._keyring("erasing a subject")
@@ -46,6 +53,9 @@ class SubjectRights:
             if forget is not None:
                 forget(tenant, subject)
         await _audit(engine, event)
+        await compact_after(engine.store, f"erased subject {subject!r} of tenant {tenant!r} "
+                            f"(erasure #{event.seq}: {event.sessions} session(s), key "
+                            f"{'destroyed' if event.key else 'absent'})")
         return event
 
     async def export(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
@@ -77,6 +87,9 @@ class SubjectRights:
                                         tenant=tenant)
         for event in events:
             await _audit(engine, event)
+        if events:
+            await compact_after(engine.store, f"purged {sum(e.sessions for e in events)} "
+                                "session(s) by age")
         return events
 
 

@@ -34,6 +34,7 @@ from convoy.hitl._task import (
 )
 from convoy.interceptors._base import DecisionInput
 from convoy.privacy._seal import is_sealed
+from convoy.state._access import watch_signal
 from convoy.stores._protocol import SessionFilter, SessionRow, StateEntry, StateWrite
 
 if TYPE_CHECKING:
@@ -108,7 +109,7 @@ class Inbox:
         for tenant in await self._tenants(open_only=status == "open"):
             for e in await store.state_list(tenant, INBOX):
                 if is_sealed(e.value):
-                    locked[e.key] = e.session_id or e.key.rpartition(":")[0]
+                    locked[e.key] = e.session_id or session_of(e.key)
                     continue
                 task = load_task(e.value, e.version)
                 tasks[task.id] = task
@@ -127,9 +128,10 @@ class Inbox:
                 found = rows.get(t.session_id)
                 if found is None or not found.unfinished:
                     tasks.pop(t.id)  # its session ended: nobody waits for it any more
-            if status == "open":
+            if status == "open":  # (its status is sealed: the one its session waits for)
                 locked = {k: v for k, v in locked.items()
-                          if (row := rows.get(v)) is not None and row.unfinished}
+                          if (row := rows.get(v)) is not None and row.unfinished
+                          and row.wait_name == watch_signal(INBOX, k)}
         if sealed is not None:
             sealed.extend(sorted(locked))
         out = [t for t in tasks.values()

@@ -37,21 +37,23 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     if not rows and await store.subject_key_get(tenant, subject) is None:
         await _drop_labels(store, tenant, subject)  # of a key whose write never landed
         raise _unknown(store, tenant, subject, ref, await store.erasures(tenant=tenant))
-    now = store.clock()  # (the purge checks it again, in its transaction)
-    refuse_held([(r.id, r.owner) for r in rows if r.status == "running" and r.owner
-                 and r.lease_until is not None and r.lease_until > now])
+    # (The purge checks it again, in its transaction; first here, before the spans go.)
+    refuse_held([(r.id, r.status, r.owner, r.lease_until) for r in rows], store.clock())
     await _drop_session_kv(store, [r.id for r in rows])
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                               subject=subject, subject_ref=ref)
     keys.forget(tenant, subject)
+    return event  # (not compacted yet: see :func:`compact_after`)
+
+
+async def compact_after(store: Store, done: str) -> None:
+    """Compact ``store`` after a purge (``done``: what happened, as the error says it):
+    a compaction another process keeps from running is one line that says the purge
+    happened all the same, and what is left to do."""
     try:
         await store.compact()
-    except StoreError as e:  # erased all the same: said so, with what is left to do
-        raise StoreError(f"erased subject {subject!r} of tenant {tenant!r} (erasure "
-                         f"#{event.seq}: {event.sessions} session(s), key "
-                         f"{'destroyed' if event.key else 'absent'}), but {e}",
-                         transient=e.transient) from None
-    return event
+    except StoreError as e:
+        raise StoreError(f"{done}, but {e}", transient=e.transient) from None
 
 
 async def export_subject(store: Store, keys: KeyRing, tenant: str,
@@ -208,9 +210,7 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
         for t, group in sorted(by_tenant.items()):
             await _drop_session_kv(store, group)
             events.append(await store.purge(t, group, reason="retention"))
-    if events:
-        await store.compact()
-    return events
+    return events  # (not compacted yet: see :func:`compact_after`)
 
 
 async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
@@ -269,4 +269,5 @@ def parse_age(text: str) -> float:
     return value * unit
 
 
-__all__ = ["erase_subject", "export_subject", "parse_age", "purge_older_than"]
+__all__ = ["compact_after", "erase_subject", "export_subject", "parse_age",
+           "purge_older_than"]

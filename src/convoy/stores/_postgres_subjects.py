@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from psycopg import AsyncConnection
 
+from convoy._errors import StoreError
 from convoy.stores._postgres_state import _COLS as _STATE_COLS
 from convoy.stores._postgres_state import _entry
 from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
@@ -23,6 +24,7 @@ from convoy.stores._subjects_sql import (
     SubjectSQL,
     chunks,
     erasure,
+    not_compacted,
     refuse_held,
 )
 
@@ -38,6 +40,8 @@ class PostgresSubjects:
     clock: Callable[[], float]
 
     if TYPE_CHECKING:
+        url: str
+
         async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
 
         async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]: ...
@@ -110,8 +114,8 @@ class PostgresSubjects:
             sessions = versions = 0
             for chunk in chunks(session_ids):  # locked: a claim waits for the purge
                 cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
-                                         (tenant, *chunk, now))
-                refuse_held(await cur.fetchall())
+                                         (tenant, *chunk))
+                refuse_held(await cur.fetchall(), now)
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 cur = await conn.execute(
@@ -156,7 +160,12 @@ class PostgresSubjects:
             await conn.execute(f"VACUUM FULL {', '.join(PURGED_TABLES)}")
 
         await self._drain()
-        await self._on_pool(vacuum, "compact", atomic=False, again=True)
+        try:
+            await self._on_pool(vacuum, "compact", atomic=False, again=True)
+        except StoreError as e:
+            if e.transient:  # a lock another transaction holds (lock_timeout)
+                raise not_compacted(self.url) from None
+            raise
 
 
 __all__ = ["PostgresSubjects"]

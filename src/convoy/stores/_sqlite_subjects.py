@@ -19,7 +19,13 @@ from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntr
 from convoy.stores._sqlite_sql import _SESSION_COLS, _is_busy, _session, _store_error
 from convoy.stores._sqlite_state import _COLS as _STATE_COLS
 from convoy.stores._sqlite_state import _entry
-from convoy.stores._subjects_sql import SubjectSQL, chunks, erasure, refuse_held
+from convoy.stores._subjects_sql import (
+    SubjectSQL,
+    chunks,
+    erasure,
+    not_compacted,
+    refuse_held,
+)
 
 T = TypeVar("T")
 _SQL = SubjectSQL("?")
@@ -96,8 +102,8 @@ class SQLiteSubjects:
         def purge(conn: sqlite3.Connection) -> Erasure:
             sessions = versions = 0
             for chunk in chunks(session_ids):
-                refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk, now)
-                                         ).fetchall())
+                refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk)).fetchall(),
+                            now)
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 for text, params in plain:
@@ -150,10 +156,7 @@ class SQLiteSubjects:
 
 
 def _busy(path: Path) -> StoreError:
-    return StoreError(f"the store {str(path)!r} could not be compacted: another process "
-                      "holds it in a transaction (a backup, a long read), so deleted rows "
-                      "may remain in its files until 'convoy db compact' succeeds (run it "
-                      "when the store is quiet)", transient=True)
+    return not_compacted(repr(str(path)))
 
 
 __all__ = ["SQLiteSubjects"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from convoy._errors import UserError
+from convoy._errors import StoreError, UserError
 from convoy.stores._protocol import Erasure
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean.
@@ -83,13 +83,11 @@ class SubjectSQL:
         return ",".join([self.mark] * n)
 
     def held(self, n: int, *, lock: str = "") -> str:
-        """Which of ``n`` sessions (of a tenant) run on an engine whose lease holds at a
-        time: ``(id, owner)``; ``lock``: a locking clause (the rows stay as read until the
-        purge commits)."""
-        m = self.mark
-        return (f"SELECT id, owner FROM sessions WHERE tenant={m} AND id IN ({self.ids(n)}) "
-                f"AND status='running' AND owner IS NOT NULL AND lease_until > {m} "
-                f"ORDER BY id{lock}")
+        """``(id, status, owner, lease_until)`` of ``n`` sessions (of a tenant), to tell
+        which run on an engine whose lease holds (:func:`refuse_held`); ``lock``: a
+        locking clause, so that no claim takes one of them until the purge commits."""
+        return (f"SELECT id, status, owner, lease_until FROM sessions WHERE "
+                f"tenant={self.mark} AND id IN ({self.ids(n)}) ORDER BY id{lock}")
 
     def created(self, n: int) -> str:
         """The state keys (of a tenant) that one of ``n`` sessions created (version 1)."""
@@ -123,12 +121,23 @@ def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
-def refuse_held(rows: Sequence[Any]) -> None:
+def refuse_held(rows: Sequence[Any], now: float) -> None:
     """A purge of sessions another engine runs would leave it writing rows for sessions
-    that no longer exist (its lease lets it write unfenced): refused while one holds."""
-    if rows:
-        sid, owner = rows[0]
-        more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
-        raise UserError(f"session {sid!r} is running on engine {owner!r}{more}: stop it "
-                        f"there ('convoy cancel {sid}' on that engine) or wait until it ends "
-                        "or its lease lapses, then purge (erase) again; nothing was deleted")
+    that no longer exist (its lease lets it write unfenced): refused while one holds.
+    ``rows``: ``(id, status, owner, lease_until)``."""
+    held = [(sid, owner) for sid, status, owner, until in rows
+            if status == "running" and owner is not None and until is not None and until > now]
+    if held:
+        sid, owner = held[0]
+        more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
+        raise UserError(f"session {sid!r} is running on engine {owner!r}{more}: nothing was "
+                        "deleted; erase (purge) again once it has ended, or once that engine "
+                        "is stopped and its lease has lapsed")
+
+
+def not_compacted(where: str) -> StoreError:
+    """A compaction that another process's transaction (a lock) kept from running."""
+    return StoreError(f"the store {where} could not be compacted: another process holds it "
+                      "in a transaction (a backup, a long read), so deleted rows may remain "
+                      "in its files until 'convoy db compact' succeeds (run it when the "
+                      "store is quiet)", transient=True)
