@@ -980,7 +980,7 @@ async def test_an_erasure_the_store_could_not_compact_is_audited_and_forgotten(
         reader.execute("SELECT count(*) FROM sessions").fetchone()
         eng.store.busy_timeout = 0.2  # type: ignore[attr-defined]
         try:
-            with pytest.raises(StoreError, match="erased subject 's-1' .* but the store"):
+            with pytest.raises(StoreError, match=r"erased subject 's-1' .* but the store"):
                 await eng.erase("s-1")
         finally:
             reader.close()
@@ -1009,7 +1009,7 @@ async def test_a_compaction_another_transaction_blocks_says_what_is_left(
         else:
             import psycopg
 
-            base, _, schema = db.partition("?schema=")
+            base, _, schema = str(db).partition("?schema=")
             reader = psycopg.connect(base)
             reader.execute(f'SET search_path TO "{schema}"')  # type: ignore[arg-type]
             reader.execute("SELECT count(*) FROM journal").fetchone()  # holds a lock
