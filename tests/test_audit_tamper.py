@@ -328,6 +328,9 @@ def test_prove_with_a_mistyped_key_does_not_start_a_second_signer(
 def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:
     r = cli("audit", "prove", "999", "--db", log["db"], "--tenant", T)
     assert r.code == 2 and "has no audit entry 999" in r.stderr
+    r = cli("audit", "prove", "0", "--db", log["db"], "--tenant", "nobody")
+    assert r.code == 2 and "tenant 'nobody' has no audit log (tenants with one: acme, " \
+        "globex)" in r.stderr, r
     r = cli("audit", "checkpoint", "--db", log["db"])
     assert r.code == 2 and "--key" in r.stderr
     r = cli("audit", "verify", "--db", log["db"], "--key", str(tmp_path / "nope.key"))

@@ -372,6 +372,7 @@ def test_signal_errors_are_one_line() -> None:
                    "--payload is not JSON")
     one_line_error(cli("signal", "nope", "approve"), 2, "no session 'nope'")
     one_line_error(cli("cancel", "nope"), 2, "no session 'nope'")
+    assert "'convoy sessions list' shows the ids" in cli("cancel", "nope").stderr
     one_line_error(cli("signal", sid, "convoy.escalation", "--payload", '{"action":"retry"}'),
                    2, "is waiting, not escalated")
 

@@ -337,9 +337,11 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
                  created: bool) -> dict[str, Any]:
     async with open_store(db, write=True) as store:  # it may sign a checkpoint
         log = _log(store, key)
-        if await store.audit_size(tenant) <= entry:
-            fail(f"tenant {tenant!r} has no audit entry {entry} (the log has "
-                 f"{await store.audit_size(tenant)} entries)")
+        size = await store.audit_size(tenant)
+        if size == 0:
+            _no_log(tenant, await store.audit_tenants())
+        if size <= entry:
+            fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
         kept = await store.audit_checkpoints(tenant) if created else []
         covered = any(_audit().Checkpoint.from_json(t).size > entry for t in kept)
         if kept and not covered:  # a checkpoint is signed for the proof

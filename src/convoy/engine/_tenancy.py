@@ -35,7 +35,8 @@ def unknown_session(session_id: str, store_url: str, tenant: str | None) -> User
     """The one error for a session id that does not exist, or belongs to another tenant
     than ``tenant``: the same words either way, so it tells nothing about other tenants."""
     where = f" of tenant {tenant!r}" if tenant is not None else ""
-    return UserError(f"no session {session_id!r}{where} in {store_url}")
+    return UserError(f"no session {session_id!r}{where} in {store_url}; 'convoy sessions "
+                     "list' shows the ids")
 
 
 def taken_session(session_id: str) -> UserError:
