@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -699,6 +699,32 @@ async def test_a_signal_to_a_subjects_session_is_sealed_until_and_after_it_is_co
     assert scan(files_of(tmp_path), (said,)) == {}
 
 
+def gated_serve(name: str, gate: Callable[[], Awaitable[None]]) -> convoy.Workflow[Any, Any]:
+    """A workflow whose clerk looks the customer up with a tool that first awaits
+    ``gate()`` (a test holds the session there, in the middle of a step), then answers
+    with the model's planted phone number."""
+
+    @convoy.tool(name=f"{name}-lookup")
+    async def lookup_gated(ctx: convoy.ToolContext, name: str) -> dict[str, str]:
+        """The customer's bank account, once the gate opens."""
+        await gate()
+        return {"name": name, "iban": TOOL_IBAN}
+
+    def script(req: convoy.ModelRequest) -> Any:
+        if not any(m.role == "tool" for m in req.messages):
+            return {"tool_calls": [{"name": lookup_gated.name, "arguments": {"name": IN_NAME}}]}
+        return {"output": {"text": f"call {MODEL_PHONE}"}}
+
+    clerk_gated = convoy.Agent(name=f"{name}-clerk", input_type=Customer, output_type=Reply,
+                               model=convoy.SimModel(script), tools=[lookup_gated])
+
+    @convoy.workflow(name=f"privacy.{name}")
+    async def serve_gated(ctx: convoy.Context, c: Customer) -> str:
+        return (await ctx.run(clerk_gated, c)).text
+
+    return serve_gated
+
+
 async def test_a_run_that_loses_its_lease_leaves_nothing_of_its_subject_behind(
         tmp_path: Path) -> None:
     """An engine stalls in a subject's session past its lease; another engine takes the
@@ -709,28 +735,14 @@ async def test_a_run_that_loses_its_lease_leaves_nothing_of_its_subject_behind(
     stalled, go, both_in = asyncio.Event(), asyncio.Event(), asyncio.Event()
     calls: list[str] = []
 
-    @convoy.tool
-    async def slow(ctx: convoy.ToolContext, name: str) -> dict[str, str]:
-        """The customer's bank account, slowly."""
-        calls.append(name)
+    async def gate() -> None:
+        calls.append("slow")
         stalled.set()
         if len(calls) == 2:
             both_in.set()
         await go.wait()
-        return {"name": name, "iban": TOOL_IBAN}
 
-    def slow_script(req: convoy.ModelRequest) -> Any:
-        if not any(m.role == "tool" for m in req.messages):
-            return {"tool_calls": [{"name": "slow", "arguments": {"name": IN_NAME}}]}
-        return {"output": {"text": "done"}}
-
-    slow_clerk = convoy.Agent(name="slow-clerk", input_type=Customer, output_type=Reply,
-                              model=convoy.SimModel(slow_script), tools=[slow])
-
-    @convoy.workflow(name="privacy.slow")
-    async def slow_serve(ctx: convoy.Context, c: Customer) -> str:
-        return (await ctx.run(slow_clerk, c)).text
-
+    slow_serve = gated_serve("slow", gate)
     first, second = (convoy.Engine(store_from_url(db, clock=clock), workflows=[slow_serve],
                                    master_key=MasterKey.from_text(KEY)) for _ in range(2))
     async with first, second:
@@ -797,24 +809,11 @@ async def test_a_subject_is_not_erased_while_another_engine_runs_its_session(
     db = tmp_path / "convoy.db"
     reached, go = asyncio.Event(), asyncio.Event()
 
-    @convoy.tool
-    async def held(ctx: convoy.ToolContext, name: str) -> dict[str, str]:
-        """The customer's bank account, once told to go on."""
+    async def gate() -> None:
         reached.set()
         await go.wait()
-        return {"name": name, "iban": TOOL_IBAN}
 
-    def held_script(req: convoy.ModelRequest) -> Any:
-        if not any(m.role == "tool" for m in req.messages):
-            return {"tool_calls": [{"name": "held", "arguments": {"name": IN_NAME}}]}
-        return {"output": {"text": f"call {MODEL_PHONE}"}}
-
-    held_clerk = convoy.Agent(name="held-clerk", input_type=Customer, output_type=Reply,
-                              model=convoy.SimModel(held_script), tools=[held])
-
-    @convoy.workflow(name="privacy.held")
-    async def held_serve(ctx: convoy.Context, c: Customer) -> str:
-        return (await ctx.run(held_clerk, c)).text
+    held_serve = gated_serve("held", gate)
 
     async with engine(db) as runner, engine(db) as eraser:
         task = asyncio.create_task(runner.run(held_serve, Customer(name=IN_NAME),
