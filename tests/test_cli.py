@@ -632,3 +632,29 @@ def test_errors_inside_task_groups_are_one_line() -> None:
     assert exit_info.value.exit_code == 2
     with pytest.raises(ExceptionGroup), convoy_errors():  # a bug keeps its traceback
         raise ExceptionGroup("g", [ValueError("a bug")])
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_a_narrow_sessions_table_keeps_every_id_status_and_cost_whole(width: int) -> None:
+    from rich.console import Console
+
+    from convoy.cli._render import sessions_table
+    from convoy.stores import SessionRow
+
+    rows = [SessionRow(id="handle_ticket-3f2a9c1b7e4d", workflow="examples.support_desk:desk",
+                       version="v1", tenant="default", status="waiting", input="{}",
+                       steps=12, input_tokens=12_345, output_tokens=678, cost=0.000123,
+                       created=1_700_000_000.0, wake_at=1_700_600_000.0,
+                       wait_name="approval-of-the-refund"),
+            SessionRow(id="handle_ticket-0a1b2c3d4e5f", workflow="w", version="v1",
+                       tenant="default", status="completed", input="{}", steps=3, cost=1.5,
+                       created=1_700_000_001.0)]
+    console = Console(width=width, record=True, color_system=None)
+    console.print(sessions_table(rows))
+    text = console.export_text()
+    assert "…" not in text  # nothing cut off: what does not fit wraps
+    lines = text.splitlines()
+    for whole in ("handle_ticket-3f2a9c1b7e4d", "handle_ticket-0a1b2c3d4e5f", "waiting",
+                  "completed", "$0.000123", "$1.50"):
+        assert any(whole in line for line in lines), (whole, text)
+    assert all(len(line) <= width for line in lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, get_args
 
@@ -169,20 +169,30 @@ def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> Non
 
 
 def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False) -> Table:
-    """Sessions as a table; with ``tenants``, a column says whose each one is."""
+    """Sessions as a table; with ``tenants``, a column says whose each one is.
+
+    On a narrow terminal the id, status, steps and cost keep their whole width (an id is
+    copied into other commands); the other columns wrap onto more lines instead.
+    """
     waiting = any(r.status == "waiting" for r in rows)
+
+    def widest(values: Iterable[str], header: str) -> int:
+        return max(len(header), *(len(v) for v in values))
+
     t = Table()
-    t.add_column("id", no_wrap=True)
+    t.add_column("id", no_wrap=True, min_width=widest((r.id for r in rows), "id"))
     if tenants:
-        t.add_column("tenant", no_wrap=True)
+        t.add_column("tenant", overflow="fold")
     t.add_column("workflow", overflow="fold")
-    t.add_column("status", no_wrap=True)
-    t.add_column("steps", justify="right")
-    t.add_column("tokens in / out", justify="right", no_wrap=True)
-    t.add_column("cost", justify="right", no_wrap=True)
-    t.add_column("created", no_wrap=True)
+    t.add_column("status", no_wrap=True, min_width=widest((r.status for r in rows), "status"))
+    t.add_column("steps", justify="right", no_wrap=True,
+                 min_width=widest((str(r.steps) for r in rows), "steps"))
+    t.add_column("tokens in / out", justify="right", overflow="fold")
+    t.add_column("cost", justify="right", no_wrap=True,
+                 min_width=widest((fmt_cost(r.cost) for r in rows), "cost"))
+    t.add_column("created", overflow="fold")
     if waiting:
-        t.add_column("waits for", no_wrap=True)
+        t.add_column("waits for", overflow="fold")
     for r in rows:
         cells: list[str | Text] = [r.id, *([r.tenant] if tenants else []), r.workflow,
                                    status_text(r.status), str(r.steps),
