@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import http.server
 import sqlite3
+import threading
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -65,6 +68,41 @@ def test_bad_trace_exporter_is_one_line() -> None:
     inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
     one_line_error(cli("run", FLOW, "--input", str(inputs), "--trace", "jaeger"), 2,
                    "--trace: Tracing: unknown exporter 'jaeger'")
+
+
+class _Refusing(http.server.BaseHTTPRequestHandler):
+    """A collector that refuses every batch (400: the exporter does not retry it)."""
+
+    posts: ClassVar[list[str]] = []
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).posts.append(self.path)
+        self.send_response(400)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_spans_the_collector_did_not_take_are_reported_in_one_line() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_address[1]}/v1/traces"
+        inputs = write_jsonl(Path("in.jsonl"), GOOD[:2])
+        res = cli("run", FLOW, "--input", str(inputs), "--trace", "otlp",
+                  env={"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": endpoint})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.code == 0, res.stderr  # the sessions ran: only their spans are lost
+    assert _Refusing.posts and set(_Refusing.posts) == {"/v1/traces"}
+    [line] = [ln for ln in res.stderr.splitlines() if "span" in ln]
+    assert line.startswith("warning: ") and f"could not be exported to OTLP {endpoint}" in line
+    assert "is the collector running there?" in line
 
 
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)

@@ -277,6 +277,21 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
         fail(f"--trace: {e}")
 
 
+def warn_lost_spans(engine: Engine) -> None:
+    """One line on stderr for each exporter that failed to deliver spans (``--trace
+    otlp`` with no collector listening: the SDK only logs it, where nobody sees it)."""
+    from convoy.observability import Tracing
+
+    for ic in engine.runtime.interceptors:
+        if isinstance(ic, Tracing):
+            for where, lost in ic.spans_lost:
+                err.print(f"warning: {lost:,} span(s) could not be exported to {where}: is "
+                          "the collector running there? (OTEL_EXPORTER_OTLP_ENDPOINT says "
+                          "where OTLP goes)" if where.startswith("OTLP") else
+                          f"warning: {lost:,} span(s) could not be exported to {where}",
+                          markup=False, style="yellow", soft_wrap=True)
+
+
 def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
                  busy_timeout: float = 10.0, interceptors: Sequence[Interceptor] = (),
                  read_only: bool = False) -> Engine:

@@ -26,6 +26,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
     tracing,
+    warn_lost_spans,
 )
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
@@ -75,6 +76,7 @@ def resume(
         return
     out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
+    warn_lost_spans(engine)
     exit_on_store_errors(stats)
 
 

@@ -25,6 +25,7 @@ from convoy.cli._common import (
     run_async,
     tenant_option,
     tracing,
+    warn_lost_spans,
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, InputLine, InvalidLine, read_inputs
@@ -118,6 +119,7 @@ def run(
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
                             batch.invalid, batch.identical))
     print_failures(out, stats)
+    warn_lost_spans(engine)
     exit_on_store_errors(stats)
     if strict:
         exit_if_strict(stats, "inputs", skipped_lines=len(batch.invalid))

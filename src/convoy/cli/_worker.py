@@ -31,6 +31,7 @@ from convoy.cli._common import (
     out,
     tenant_scope,
     tracing,
+    warn_lost_spans,
 )
 from convoy.cli._render import plural, short, status_text
 from convoy.cli._stop import Stopped, stop_signals
@@ -118,6 +119,7 @@ def worker(
         log = SessionLog()
         chain: list[Interceptor] = [log, *tracing(trace)]
         server = None
+        engine: Engine | None = None
         try:
             if metrics_port is not None:
                 from convoy.observability import Metrics, observe
@@ -150,6 +152,8 @@ def worker(
         finally:
             if server is not None:
                 server.close()
+            if engine is not None:
+                warn_lost_spans(engine)
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
     waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
     runs = plural(log.ends.total(), "session run")

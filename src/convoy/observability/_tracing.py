@@ -69,6 +69,7 @@ if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.hitl._task import HumanTask
     from convoy.models._base import Model
+    from convoy.observability._export import CountingExporter
     from convoy.observability._metrics import Metrics
     from convoy.stores._protocol import Store
 
@@ -154,6 +155,7 @@ class Tracing(Interceptor):
         self._runs: set[_Run] = set()
         self._flusher: asyncio.Task[None] | None = None
         self.processors: list[SpanProcessor] = []
+        self._counted: list[CountingExporter] = []
         self._resource: Resource | None = None
         self._scope: InstrumentationScope | None = None
         self._models: dict[Model, tuple[str, str, str]] = {}
@@ -186,6 +188,8 @@ class Tracing(Interceptor):
 
         if self.processors:
             return
+        from convoy.observability._export import CountingExporter, otlp_where
+
         procs: list[SpanProcessor] = []
         for e in self.exporters:
             if e == "store":
@@ -194,13 +198,17 @@ class Tracing(Interceptor):
                 from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
                     OTLPSpanExporter,
                 )
-                procs.append(BatchSpanProcessor(OTLPSpanExporter()))
+                otlp = OTLPSpanExporter()
+                counted = CountingExporter(otlp, otlp_where(otlp))
             elif e == "console":
-                procs.append(BatchSpanProcessor(ConsoleSpanExporter()))
+                counted = CountingExporter(ConsoleSpanExporter(), "the console")
             elif isinstance(e, SpanProcessor):
                 procs.append(e)
+                continue
             else:
-                procs.append(BatchSpanProcessor(e))  # type: ignore[arg-type]
+                counted = CountingExporter(e, type(e).__name__)  # type: ignore[arg-type]
+            self._counted.append(counted)
+            procs.append(BatchSpanProcessor(counted))
         self._resource = Resource.create({"service.name": self.service_name,
                                           **self.resource_attributes})
         self._scope = InstrumentationScope("convoy", convoy.__version__, SCHEMA_URL)
@@ -293,6 +301,14 @@ class Tracing(Interceptor):
         self._keep = self.to_store
         for p in procs:
             p.shutdown()
+
+    @property
+    def spans_lost(self) -> list[tuple[str, int]]:
+        """``(where, how many)`` of the spans an exporter failed to deliver so far (a
+        collector down, refusing or too slow: the SDK drops such a batch and only logs
+        it); empty when every export succeeded. Spans given to a ``SpanProcessor`` and the
+        store's are not counted here."""
+        return [(c.where, c.lost) for c in self._counted if c.lost]
 
     # -- helpers ----------------------------------------------------------------------------
 

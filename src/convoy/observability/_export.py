@@ -1,0 +1,55 @@
+"""An OpenTelemetry span exporter that counts the spans its exporter failed to deliver.
+
+The SDK's batch processor drops a batch its exporter could not deliver (a collector that
+is down, refuses, or times out) and says so only in a log record, which a command-line
+run or an application without logging configured never shows. :class:`CountingExporter`
+keeps the count, so :attr:`Tracing.spans_lost <convoy.observability.Tracing.spans_lost>`
+can tell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+
+class CountingExporter(SpanExporter):
+    """``exporter``, counting the spans of every export that did not succeed.
+
+    Args:
+        exporter: the exporter that does the work.
+        where: what it exports to, for messages (``"OTLP http://host:4318/v1/traces"``).
+    """
+
+    def __init__(self, exporter: SpanExporter, where: str) -> None:
+        self.exporter = exporter
+        self.where = where
+        #: Spans handed to an export that failed.
+        self.lost = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        try:
+            result = self.exporter.export(spans)
+        except Exception:
+            self.lost += len(spans)
+            raise
+        if result is not SpanExportResult.SUCCESS:
+            self.lost += len(spans)
+        return result
+
+    def shutdown(self) -> None:
+        self.exporter.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.exporter.force_flush(timeout_millis)
+
+
+def otlp_where(exporter: object) -> str:
+    """``"OTLP <endpoint>"`` of an OTLP exporter (its endpoint when it says)."""
+    endpoint = getattr(exporter, "_endpoint", None)
+    return f"OTLP {endpoint}" if isinstance(endpoint, str) else "OTLP"
+
+
+__all__ = ["CountingExporter", "otlp_where"]
