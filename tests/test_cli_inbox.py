@@ -165,3 +165,25 @@ def test_metrics_serve_counts_the_open_human_tasks_by_kind_and_queue() -> None:
                "--set", "amount=5", "--set", "reason=goodwill").code == 0
     assert scrape(Scope("default")) == {("question", "billing"): 1,
                                         ("approval", "approvals"): 1}
+
+
+def test_metrics_serve_redacts_and_bounds_the_queue_label() -> None:
+    """A queue's name is the application's text: as a label it is redacted, and past
+    max_label_values distinct values the smallest queues count as 'other'."""
+    from convoy.cli._common import Scope
+    from convoy.cli._metrics import StoreCollector
+
+    start("review", "review:zoe.quinn@mail.example.org", "q1")
+    start("review", "review:zoe.quinn@mail.example.org", "q2")
+    start("review", "team-a", "q3")
+    start("review", "team-b", "q4")
+
+    def scrape(cap: int) -> dict[tuple[str, str], float]:
+        collector = StoreCollector("convoy.db", Scope("default"), max_label_values=cap)
+        return {(s.labels["kind"], s.labels["queue"]): s.value
+                for fam in collector.collect()
+                if fam.name == "convoy_store_human_tasks_open" for s in fam.samples}
+
+    assert scrape(200) == {("question", "review:[EMAIL]"): 2, ("question", "team-a"): 1,
+                           ("question", "team-b"): 1}
+    assert scrape(1) == {("question", "review:[EMAIL]"): 2, ("question", "other"): 2}

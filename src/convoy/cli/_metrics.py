@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
 import typer
@@ -24,6 +24,7 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._stop import Stopped, stop_signals
+from convoy.observability._metrics import OTHER
 from convoy.stores import STATUSES, store_from_url
 
 metrics_app = typer.Typer(
@@ -35,11 +36,38 @@ metrics_app = typer.Typer(
 
 class StoreCollector:
     """Sessions by status (and by workflow), and the open human tasks (parked sessions
-    waiting for a person) by kind and queue, read from the store at each scrape."""
+    waiting for a person) by kind and queue, read from the store at each scrape. The
+    workflow and queue labels are redacted (a queue's name is the application's text) and
+    bounded as :class:`~convoy.observability.Metrics` bounds its own: past
+    ``max_label_values`` distinct values of one label, the smallest series count as
+    ``"other"``."""
 
-    def __init__(self, db: str, scope: Scope) -> None:
+    def __init__(self, db: str, scope: Scope, *, max_label_values: int = 200) -> None:
+        from convoy.observability import Redactor
+
         self.db = db
         self.scope = scope
+        self.max_label_values = max_label_values
+        self.redact = Redactor().redact
+
+    def _bounded(self, series: Mapping[tuple[str, str], int], at: int
+                 ) -> dict[tuple[str, str], int]:
+        """``series`` with label ``at`` of each key redacted, and the values of that label
+        past the ``max_label_values`` largest (by their total) merged into ``"other"``."""
+        def relabel(key: tuple[str, str], value: str) -> tuple[str, str]:
+            return (value, key[1]) if at == 0 else (key[0], value)
+
+        totals: Counter[str] = Counter()
+        redacted: Counter[tuple[str, str]] = Counter()
+        for key, n in series.items():
+            value = self.redact(key[at])
+            totals[value] += n
+            redacted[relabel(key, value)] += n
+        kept = {v for v, _ in totals.most_common(self.max_label_values)}
+        out: Counter[tuple[str, str]] = Counter()
+        for key, n in redacted.items():
+            out[key if key[at] in kept else relabel(key, OTHER)] += n
+        return dict(out)
 
     def describe(self) -> list[Any]:
         return []
@@ -56,7 +84,7 @@ class StoreCollector:
         unfinished = GaugeMetricFamily(
             "convoy_store_unfinished_sessions", "Unfinished sessions (pending, running, "
             "waiting) by workflow and status.", labels=["workflow", "status"])
-        for (workflow, state), n in sorted(by_workflow.items()):
+        for (workflow, state), n in sorted(self._bounded(by_workflow, 0).items()):
             unfinished.add_metric([workflow, state], n)
         yield unfinished
         human = GaugeMetricFamily(
@@ -65,7 +93,7 @@ class StoreCollector:
             "(kind 'sealed': a task holding a data subject's data, without the master key "
             "or of an erased subject).",
             labels=["kind", "queue"])
-        for (kind, queue), n in sorted(tasks.items()):
+        for (kind, queue), n in sorted(self._bounded(tasks, 1).items()):
             human.add_metric([kind, queue], n)
         yield human
 

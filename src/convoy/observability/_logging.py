@@ -30,6 +30,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
+from convoy.observability._scrub import scrub
 from convoy.observability._spans import CURRENT
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -68,22 +69,10 @@ class JsonFormatter(logging.Formatter):
         }
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in out and not key.startswith("_"):
-                out[key] = _clean(value, r)
+                out[key] = scrub(value, r)
         if record.exc_info:
             out["exception"] = r(self.formatException(record.exc_info))
         return json.dumps(out, default=str)
-
-
-def _clean(value: Any, redact: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, dict):
-        return {str(k): _clean(v, redact) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v, redact) for v in value]
-    if value is None or isinstance(value, bool | int | float):
-        return value
-    return redact(str(value))
 
 
 def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = None,

@@ -45,6 +45,7 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
 from convoy.observability._redact import Redactor
+from convoy.observability._scrub import bounded, scrub
 from convoy.observability._spans import (
     CURRENT,
     SCHEMA_URL,
@@ -317,9 +318,20 @@ class Tracing(Interceptor):
         return r.redact(text) if r is not None else text
 
     def text(self, value: Any, limit: int = _TEXT_LIMIT) -> str:
-        """Content as an attribute: JSON text, redacted, bounded."""
-        s = value if isinstance(value, str) else json.dumps(value, default=str)
-        return self.redact(s[:limit])
+        """Content as an attribute: redacted (each string before it is escaped, see
+        :mod:`~convoy.observability._scrub`), as JSON text, bounded."""
+        r = self.redactor
+        if r is not None:
+            value = scrub(value, r.redact, limit)
+        s = value if isinstance(value, str) else json.dumps(value, default=str,
+                                                             ensure_ascii=False)
+        return s[:limit]
+
+    def error_text(self, text: str) -> str:
+        """An error's message as an attribute: redacted, then bounded."""
+        r = self.redactor
+        return bounded(text, r.redact, _ERROR_LIMIT) if r is not None else \
+            text[:_ERROR_LIMIT]
 
     def ended(self, span: SpanData) -> None:
         span.end = time_ns()
@@ -341,7 +353,7 @@ class Tracing(Interceptor):
         (a parked or cancelled run, a lost lease)."""
         if isinstance(exc, Exception | SessionTerminated):
             kind = error_kind(exc)
-            message = self.redact(str(exc)[:_ERROR_LIMIT])
+            message = self.error_text(str(exc))
             span.status = "error"
             span.attrs["error.type"] = kind
             span.note(f"{kind}: {message}", event=("exception", time_ns(), {
@@ -456,8 +468,8 @@ class Tracing(Interceptor):
             kind = error_kind_of(end.error) or end.status
             span.status = "error"
             span.attrs["error.type"] = kind
-            span.note(f"{end.status}: " + self.redact(
-                str((end.error or {}).get("message", ""))[:_ERROR_LIMIT]))
+            span.note(f"{end.status}: " + self.error_text(
+                str((end.error or {}).get("message", ""))))
         self.ended(span)
         self._close(run)
         if m is not None:
@@ -607,7 +619,7 @@ class Tracing(Interceptor):
                 "convoy.tool.writes": writes}))
         attrs: Attrs = {"convoy.step.key": input.key}
         if self.capture_content:
-            attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump_json())
+            attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump(mode="json"))
         span = SpanData(parent, shape, attrs, agent, input.key)
         return self._user_code(span, next, input, ("tool", agent, tool),
                                "gen_ai.tool.call.result")

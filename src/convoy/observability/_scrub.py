@@ -1,0 +1,53 @@
+"""Redacting a value before it is written as JSON text (a span attribute, a log field).
+
+Redaction runs on each string of the value *before* it is encoded: once encoded, an
+escape (``\\n``, ``\\u00e9``) sits right against a value and hides it from patterns that
+want a boundary there. Keys are strings like any other, a number may be a card or a phone
+number, and an object JSON does not know is redacted as the ``str()`` it would be written
+as. Text is redacted before it is cut to its bound, so a cut cannot leave the head of a
+value that the redactor would only recognise whole.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: How far past a bound a text is still redacted before it is cut: longer than any value
+#: the redactor finds (an e-mail address is at most 254 characters), so a value the cut
+#: goes through is seen whole.
+_MARGIN = 512
+#: Nesting deeper than this is written as redacted text (and a cycle cannot recurse).
+_DEPTH = 32
+
+
+def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
+          _depth: int = 0) -> Any:
+    """``value`` with every string in it (keys too) redacted; a number the redactor would
+    change becomes its redacted text; another object its redacted ``str()``. ``limit``:
+    strings longer than this (plus a margin) are cut to it first, since at most that much
+    of any of them is kept."""
+    if isinstance(value, str):
+        return redact(value if limit is None else value[:limit + _MARGIN])
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        text = str(value)
+        masked = redact(text)
+        return value if masked == text else masked
+    if _depth < _DEPTH:
+        if isinstance(value, dict):
+            return {scrub(str(k), redact, limit): scrub(v, redact, limit, _depth + 1)
+                    for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [scrub(v, redact, limit, _depth + 1) for v in value]
+    return scrub(str(value), redact, limit)
+
+
+def bounded(text: str, redact: Callable[[str], str], limit: int) -> str:
+    """``text`` redacted, then cut to ``limit`` characters (redacting past the bound
+    first, so a value the cut goes through is not left half-shown)."""
+    return redact(text[:limit + _MARGIN])[:limit]
+
+
+__all__ = ["bounded", "scrub"]

@@ -1,0 +1,59 @@
+"""What leaves for span attributes and log fields is redacted before it is escaped as JSON
+and before it is cut to its bound (the review of issue 11, item 8): an escape right
+against a value, a number, a key, or a cut through a value does not let it out."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from convoy.observability import Tracing, json_logging
+
+CARD = "4539148803436467"
+EMAIL = "zoe.quinn@mail.example.org"
+IP = "198.51.100.23"
+UNICODE_EMAIL = "jörg.müller@example.com"
+
+
+@pytest.mark.parametrize("value", [
+    {"n": f"line one\n{CARD}"},                   # json.dumps writes \n right before it
+    [f"\t{IP}", f"\r\n{EMAIL}"],
+    {"to": UNICODE_EMAIL},                        # escaped as \u00f6 by default
+    {CARD: "the key is a card"},
+    {"card": int(CARD)},                          # a number
+    {"nested": [[{"deep": f"x\n{EMAIL}"}]]},
+])
+def test_content_is_redacted_before_it_is_written_as_json(value: object) -> None:
+    text = Tracing(exporters=()).text(value)
+    for planted in (CARD, EMAIL, IP, UNICODE_EMAIL, "müller", "m\\u00fcller"):
+        assert planted not in text, (planted, text)
+    assert "[" in text and "]" in text  # masked, not dropped
+
+
+@pytest.mark.parametrize("tail", [EMAIL, "GB82 WEST 1234 5698 7654 32", "+44 20 7946 0958"])
+def test_a_cut_through_a_value_leaves_none_of_it(tail: str) -> None:
+    tracing = Tracing(exporters=())
+    text = tracing.text("x" * 4084 + " " + tail)
+    assert len(text) <= 4096
+    assert tail[:6] not in text and not text.endswith(tail[:11]), text
+    error = tracing.error_text("y" * 490 + " " + tail)
+    assert len(error) <= 500 and tail[:6] not in error, error
+
+
+def test_log_fields_are_redacted_numbers_and_keys_too() -> None:
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.test")
+    try:
+        logging.getLogger("scrub.test").info(
+            "seen", extra={"card": int(CARD), "seen": {IP: 1}, "to": [f"\n{EMAIL}"],
+                           "count": 3})
+    finally:
+        logging.getLogger("scrub.test").removeHandler(handler)
+    line = stream.getvalue()
+    for planted in (CARD, IP, EMAIL):
+        assert planted not in line, (planted, line)
+    record = json.loads(line)
+    assert record["count"] == 3 and record["seen"] == {"[IP]": 1}
