@@ -158,3 +158,22 @@ def test_worker_serves_its_metrics_while_it_works(
     assert "convoy_session_run_seconds_count" in names
     shown = cli("trace", first)  # and the worker kept the spans of the run it made
     assert shown.code == 0 and "invoke_workflow" in shown.stdout and "1 span" in shown.stdout
+
+
+def test_a_span_name_or_message_with_line_breaks_stays_on_its_row() -> None:
+    from rich.console import Console
+
+    from convoy.cli._trace import waterfall
+
+    attrs: dict[str, object] = {"convoy.step.key": "0.1"}
+    spans = [{"span_id": "a", "parent_id": None, "name": "invoke_workflow w", "start": 0,
+              "end": 10, "status": "ok", "attrs": {}, "message": None},
+             {"span_id": "b", "parent_id": "a", "name": "step notify\n[CARD]", "start": 1,
+              "end": 5, "status": "error", "attrs": attrs,
+              "message": "ToolError: no such customer\n[IBAN]\r\n[IP]"}]
+    console = Console(width=200, record=True, color_system=None)
+    console.print(waterfall(spans))
+    rows = console.export_text().splitlines()
+    [row] = [r for r in rows if "step notify" in r]
+    assert "step notify [CARD]" in row and "no such customer [IBAN] [IP]" in row
+    assert len(rows) == 3  # the header and one row per span

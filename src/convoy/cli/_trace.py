@@ -124,7 +124,7 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
         style = "red" if span["status"] == "error" else \
             "dim" if span["attrs"].get("convoy.replay") else "cyan"
         bar = Text(" " * left + "█" * min(width, BAR - left), style=style)
-        name = Text("  " * depth + span["name"],
+        name = Text("  " * depth + one_line(span["name"]),
                     style="red" if span["status"] == "error" else "")
         t.add_row(name, fmt_duration(start / 1e9), fmt_duration((end - start) / 1e9), bar,
                   detail(span))
@@ -160,4 +160,10 @@ def detail(span: dict[str, Any]) -> str:
         parts.append(span.get("message") or str(a.get("error.type", "error")))
     elif a.get("convoy.interrupted"):
         parts.append(f"interrupted ({a['convoy.interrupted']})")
-    return ", ".join(parts)
+    return one_line(", ".join(parts))
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line: a name or message with line breaks (an application's step
+    name, an exception's text) would break the table's rows apart."""
+    return " ".join(text.split())
