@@ -26,7 +26,9 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     assert files and not any(PLANTED.encode() in p.read_bytes() for p in files)
     res = cli("export", "c-9", env=env)
     assert res.code == 0 and json.loads(res.stdout)["sessions"][0]["input"]["body"] == PLANTED
-    one_line_error(cli("export", "c-9"), 2, "needs the master key")
+    unkeyed = cli("export", "c-9")
+    one_line_error(unkeyed, 2, "needs the master key")
+    assert "Engine(master_key=...)" in unkeyed.stderr  # the API's argument, said as such
     (tmp_path / "old.json").write_text("{}")
     (tmp_path / "old.json").chmod(0o644)
     for name in ("c-9.json", "old.json"):  # personal data in plaintext: the owner's only

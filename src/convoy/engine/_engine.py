@@ -395,7 +395,8 @@ class Engine(SessionControl, SubjectRights):
         if self.keys is None:
             raise UserError(f"session names the data subject {subject!r} but no master key "
                             "is configured: set $CONVOY_MASTER_KEY_FILE to a key file "
-                            "('convoy keygen FILE' makes one) or pass master_key=")
+                            "('convoy keygen FILE' makes one; in Python: "
+                            "Engine(master_key=...))")
         await self.keys.load(tenant, subject, create=True)
 
     def _start(self, sid: str, tenant: str) -> SessionResult[Any] | None:

@@ -26,8 +26,8 @@ class SubjectRights:
         keys = _engine(self).keys
         if keys is None:
             raise UserError(f"{what} needs the master key: set $CONVOY_MASTER_KEY_FILE to "
-                            "the key file the subjects' keys were made with (or pass "
-                            "master_key=)")
+                            "the key file the subjects' keys were made with (in Python: "
+                            "Engine(master_key=...))")
         return keys
 
     async def erase(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> Erasure:
