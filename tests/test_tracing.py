@@ -23,7 +23,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import convoy
 from convoy.observability import SEMCONV_VERSION, TRACE_HEADER, Tracing, observe
-from convoy.observability._spans import load_chunks
+from convoy.observability._spans import load_chunks, traceparent_sampled
 from convoy.observability._tracing import SPANS_NAMESPACE
 from convoy.resilience import Retry, RetryPolicy
 
@@ -342,7 +342,7 @@ async def test_sampling_decides_per_session_and_keeps_to_it(engine_factory: Any)
     assert 60 < len(traced_ids) < 140  # about half, drawn by trace id
     for r in results:  # a traced session has all its spans, an untraced one none
         row = await eng.store.get_session(r.id)
-        assert (TRACE_HEADER in row.header_map) == (r.id in traced_ids)
+        assert traceparent_sampled(row.header_map[TRACE_HEADER]) == (r.id in traced_ids)
     assert len(mem.get_finished_spans()) == 3 * len(traced_ids)
     unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
     before = len(mem.get_finished_spans())
@@ -350,6 +350,48 @@ async def test_sampling_decides_per_session_and_keeps_to_it(engine_factory: Any)
     assert len(mem.get_finished_spans()) == before  # the caller said: not sampled
     with pytest.raises(convoy.UserError, match="sample_rate"):
         Tracing(sample_rate=2.0)
+
+
+@pytest.mark.parametrize(("flags", "sampled"), [("01", True), ("03", True), ("00", False),
+                                                ("02", False)])
+async def test_a_callers_sampling_decision_holds_for_every_run_of_the_session(
+        db: str, flags: str, sampled: bool) -> None:
+    """The sampled bit of the caller's traceparent (not the last character of the header)
+    decides, and the session's later runs keep to it whatever the resuming engine's
+    sample_rate says."""
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    agent = convoy.Agent(name="a", model=sim)
+
+    @convoy.workflow(name="obs.waits")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        first: str = await ctx.run(agent, t)
+        await ctx.wait_for("go")
+        second: str = await ctx.run(agent, first)
+        return second
+
+    caller = f"00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-{flags}"
+    first, mem1 = traced(sample_rate=0.0 if sampled else 1.0)
+    async with convoy.Engine(db, workflows=[wf], interceptors=observe(first)) as eng:
+        res = await eng.run(wf, "x", session_id="s1", headers={"traceparent": caller})
+        assert res.status == "waiting"
+        await eng.signal("s1", "go", {})
+    second, mem2 = traced(sample_rate=1.0 if sampled else 0.0)
+    async with convoy.Engine(db, workflows=[wf], interceptors=observe(second)) as eng2:
+        [done] = await eng2.resume()
+        assert done.ok
+        row = await eng2.store.get_session("s1")
+        kept = await stored(eng2, "s1")
+    assert traceparent_sampled(row.header_map[TRACE_HEADER]) is sampled
+    runs = [[s for s in mem.get_finished_spans() if s.name == "invoke_workflow obs.waits"]
+            for mem in (mem1, mem2)]
+    if sampled:
+        assert [len(r) for r in runs] == [1, 1]
+        assert {f"{r[0].context.trace_id:032x}" for r in runs} == \
+            {"0af7651916cd43dd8448eb211c80319c"}
+        assert sum(s["name"] == "invoke_workflow obs.waits" for s in kept) == 2
+    else:
+        assert runs == [[], []] and kept == []
+        assert not mem1.get_finished_spans() and not mem2.get_finished_spans()
 
 
 async def test_concurrent_sessions_keep_their_spans_apart(engine_factory: Any) -> None:

@@ -63,10 +63,21 @@ def _cursor(text: str | None) -> float:
         return -math.inf
 
 
+def _sampled_flag(traceparent: str) -> bool:
+    """The sampled bit of a ``traceparent``'s flags (as ``convoy.observability`` reads
+    it; not imported from there, which imports the stores that import this package)."""
+    try:
+        return bool(int(traceparent[-2:], 16) & 1)
+    except ValueError:
+        return False
+
+
 def _trace_id(headers: Mapping[str, str]) -> str | None:
     """The trace id in a session's headers, if tracing put one there."""
     trace = headers.get(TRACE_HEADER)
-    return trace.split("-")[1] if trace is not None and trace.count("-") == 3 else None
+    if trace is None or trace.count("-") != 3 or not _sampled_flag(trace):
+        return None  # no trace, or a session sampling left untraced
+    return trace.split("-")[1]
 
 
 class AuditInterceptor(Interceptor):

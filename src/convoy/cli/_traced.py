@@ -19,7 +19,7 @@ from typing import Any
 
 from convoy import DecisionInput, HumanTask, Next, SessionEnd, SessionInput
 from convoy.observability import Tracing
-from convoy.observability._spans import SPANS_NAMESPACE
+from convoy.observability._spans import SPANS_NAMESPACE, traceparent_sampled
 from convoy.observability._tracing import TRACE_HEADER
 
 
@@ -38,7 +38,7 @@ class TraceWhereTraced(Tracing):
         """Whether the store keeps spans of the session's trace (once found, remembered:
         they are not read again for each of its runs)."""
         store = self.store
-        if TRACE_HEADER not in headers or store is None:
+        if not traceparent_sampled(headers.get(TRACE_HEADER)) or store is None:
             return False
         known = self._known
         if session_id in known:

@@ -293,10 +293,25 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
 _HEX = frozenset("0123456789abcdef")
 
 
-def format_traceparent(trace_id: str, span_id: str) -> str:
-    return f"00-{trace_id}-{span_id}-01"
+def traceparent_sampled(value: str | None) -> bool:
+    """Whether a W3C ``traceparent`` header's flags have the sampled bit (``0x01``; the
+    other bits, such as Level 2's random-trace-id flag, say nothing about sampling)."""
+    if not value:
+        return False
+    parts = value.strip().split("-")
+    if len(parts) < 4 or len(parts[3]) < 2:
+        return False
+    try:
+        return bool(int(parts[3][:2], 16) & 1)
+    except ValueError:
+        return False
+
+
+def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str:
+    return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
 
 
 __all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SPANS_NAMESPACE",
            "Event", "Link", "Shape", "SpanData", "chunk_text", "format_traceparent",
-           "load_chunks", "new_span_id", "new_trace_id", "parse_traceparent"]
+           "load_chunks", "new_span_id", "new_trace_id", "parse_traceparent",
+           "traceparent_sampled"]

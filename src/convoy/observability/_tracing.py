@@ -58,6 +58,7 @@ from convoy.observability._spans import (
     new_span_id,
     new_trace_id,
     parse_traceparent,
+    traceparent_sampled,
 )
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -106,8 +107,9 @@ class Tracing(Interceptor):
             that records how the run ended instead, sealed like the session's other data
             (a run going on writes what it ended so far at those moments too).
         flush_interval: see ``flush_every``.
-        sample_rate: the share of sessions traced (by trace id, so every run of a session
-            decides alike; a caller's ``traceparent`` decides by its sampled flag). An
+        sample_rate: the share of sessions traced (by trace id; a caller's
+            ``traceparent`` decides by its sampled flag). The decision is kept in the
+            session's ``convoy.trace`` header, so every run of a session decides alike. An
             untraced session costs a check per step, and its log records carry no ids.
 
     Put :attr:`attempts` in the chain too (``convoy.observability.observe`` does) for a
@@ -410,20 +412,23 @@ class Tracing(Interceptor):
         if info.replay:  # ``convoy replay`` writes nothing, spans included
             return next(input)
         headers = input.headers
-        root = parse_traceparent(headers.get(TRACE_HEADER))
+        kept = headers.get(TRACE_HEADER)
+        root = parse_traceparent(kept)
         parent_id: str | None
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
-            traced = self._sampled(trace_id)
+            traced = traceparent_sampled(kept)  # as its first run decided
         else:
             value = headers.get("traceparent")
             caller = parse_traceparent(value)
             if caller is not None:
                 trace_id, parent_id = caller
-                traced = (value or "").rstrip().endswith("1")  # the caller's sampled flag
+                traced = traceparent_sampled(value)  # the caller's sampled flag
             else:
                 trace_id, parent_id = new_trace_id(), None
                 traced = self._sampled(trace_id)
+            if not traced:  # kept, so the session's later runs decide alike
+                headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id(), False)
         if not traced:
             m = self.metrics
             return next(input) if m is None else m.session_run(input, next)
@@ -714,8 +719,9 @@ class Tracing(Interceptor):
 
     def human_decision(self, input: DecisionInput,
                        next: Next[DecisionInput, HumanTask]) -> Any:
-        root = parse_traceparent(input.headers.get(TRACE_HEADER))
-        if root is None or not self._sampled(root[0]):  # the session is not traced
+        kept = input.headers.get(TRACE_HEADER)
+        root = parse_traceparent(kept)
+        if root is None or not traceparent_sampled(kept):  # the session is not traced
             m = self.metrics
             return next(input) if m is None else m.human_decision(input, next)
         return self._human_decision(input, next, *root)
