@@ -512,3 +512,32 @@ def test_which_chains_can_make_more_than_one_attempt() -> None:
     assert attempts_vary([*observe(Tracing(exporters=())), *protections()])
     assert attempts_vary([Mine()])
     assert not attempts_vary([convoy.Interceptor()])  # passes everything through
+
+
+@pytest.mark.parametrize(("env", "given", "name"), [
+    ({}, None, "convoy"),
+    ({"OTEL_SERVICE_NAME": "desk"}, None, "desk"),
+    ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=crm,team=ops"}, None, "crm"),
+    ({"OTEL_SERVICE_NAME": "desk"}, "billing", "billing"),
+])
+async def test_the_service_name_comes_from_the_environment_unless_given(
+        engine_factory: Any, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+        given: str | None, name: str) -> None:
+    monkeypatch.delenv("OTEL_SERVICE_NAME", raising=False)
+    monkeypatch.delenv("OTEL_RESOURCE_ATTRIBUTES", raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    mem = InMemorySpanExporter()
+    tracing = Tracing(exporters=[SimpleSpanProcessor(mem)], service_name=given)
+    agent = convoy.Agent(name="a", model=convoy.SimModel({"*": {"output": "ok"}}))
+
+    @convoy.workflow(name="obs.named")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(agent, t)
+        return out
+
+    assert (await engine_factory(interceptors=observe(tracing)).run(wf, "x")).ok
+    spans = mem.get_finished_spans()
+    assert spans and {s.resource.attributes["service.name"] for s in spans} == {name}
+    if "team" in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
+        assert {s.resource.attributes["team"] for s in spans} == {"ops"}

@@ -97,8 +97,9 @@ class Tracing(Interceptor):
             ``gen_ai.tool.call.arguments`` and ``gen_ai.tool.call.result``.
         redact: the :class:`~convoy.observability.Redactor` every attribute that may carry
             personal data goes through (``True``: a default one; ``False``: none).
-        service_name: the ``service.name`` resource attribute (``OTEL_SERVICE_NAME`` and
-            ``OTEL_RESOURCE_ATTRIBUTES`` apply too).
+        service_name: the ``service.name`` resource attribute; by default
+            ``$OTEL_SERVICE_NAME``, else a ``service.name`` in ``$OTEL_RESOURCE_ATTRIBUTES``,
+            else ``"convoy"`` (``$OTEL_RESOURCE_ATTRIBUTES`` applies in every case).
         resource_attributes: more resource attributes.
         flush_every: the store gets ended spans in batches: every ``flush_every`` spans,
             every ``flush_interval`` seconds, and when the engine closes (a crash loses at
@@ -120,7 +121,7 @@ class Tracing(Interceptor):
 
     def __init__(self, exporters: Sequence[str | SpanExporter | SpanProcessor] = ("store",),
                  *, capture_content: bool = False, redact: Redactor | bool = True,
-                 service_name: str = "convoy",
+                 service_name: str | None = None,
                  resource_attributes: Mapping[str, str] | None = None,
                  flush_every: int = 2048, flush_interval: float = 1.0,
                  sample_rate: float = 1.0) -> None:
@@ -212,8 +213,13 @@ class Tracing(Interceptor):
                 counted = CountingExporter(e, type(e).__name__)  # type: ignore[arg-type]
             self._counted.append(counted)
             procs.append(BatchSpanProcessor(counted))
-        self._resource = Resource.create({"service.name": self.service_name,
-                                          **self.resource_attributes})
+        given = {**self.resource_attributes}
+        if self.service_name is not None:
+            given["service.name"] = self.service_name
+        resource = Resource.create(given)  # (OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES)
+        if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+            resource = Resource.create({**given, "service.name": "convoy"})
+        self._resource = resource
         self._scope = InstrumentationScope("convoy", convoy.__version__, SCHEMA_URL)
         self.processors = procs
         atexit.register(self.shutdown)
