@@ -226,6 +226,39 @@ async def test_content_is_off_by_default_and_redacted_when_on(engine_factory: An
         assert "[IP]" in tool.attributes["gen_ai.tool.call.result"]
 
 
+async def test_captured_messages_follow_the_genai_conventions_shape(
+        engine_factory: Any) -> None:
+    """``{"role", "parts": [{"type": "text" | "tool_call" | "tool_call_response", ...}]}``
+    and an output message's ``finish_reason`` (semantic conventions 1.37 and later)."""
+    tracing, mem = traced(capture_content=True)
+    wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.shape")
+    assert (await engine_factory(interceptors=observe(tracing)).run(wf, TICKET)).ok
+    spans = mem.get_finished_spans()
+    chats = [s for s in spans if s.name == "chat default"]
+    inputs = [json.loads(str(s.attributes["gen_ai.input.messages"])) for s in chats]
+    outputs = [json.loads(str(s.attributes["gen_ai.output.messages"])) for s in chats]
+    for messages in (*inputs, *outputs):
+        assert messages and all(set(m) >= {"role", "parts"} for m in messages)
+        for m in messages:
+            for part in m["parts"]:
+                assert part["type"] in ("text", "tool_call", "tool_call_response"), part
+    assert all(len(o) == 1 and o[0]["role"] == "assistant" and o[0]["finish_reason"]
+               for o in outputs)
+    parts = [p for o in outputs for p in o[0]["parts"]]
+    calls = [p for p in parts if p["type"] == "tool_call"]
+    assert calls and all(isinstance(c["arguments"], dict) and c["name"] and c["id"]
+                         for c in calls)
+    answered = {p["id"] for m in inputs for msg in m if msg["role"] == "tool"
+                for p in msg["parts"] if p["type"] == "tool_call_response"}
+    assert answered and answered <= {c["id"] for c in calls}
+    agent_spans = [s for s in spans if s.name.startswith("invoke_agent")
+                   and "gen_ai.output.messages" in s.attributes]
+    assert agent_spans
+    for s in agent_spans:
+        [out] = json.loads(str(s.attributes["gen_ai.output.messages"]))
+        assert out["role"] == "assistant" and out["parts"][0]["type"] == "text"
+
+
 async def test_spans_a_tool_makes_nest_under_its_span(engine_factory: Any) -> None:
     provider = TracerProvider()
     mine = InMemorySpanExporter()

@@ -44,6 +44,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
+from convoy.observability._genai_messages import agent_output, input_messages, output_messages
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import bounded, scrub
 from convoy.observability._spans import (
@@ -512,8 +513,7 @@ class Tracing(Interceptor):
         if input.replaying:
             attrs["convoy.replay"] = True
         if self.capture_content:
-            attrs["gen_ai.input.messages"] = self.text(
-                [{"role": m.role, "content": m.content} for m in input.messages])
+            attrs["gen_ai.input.messages"] = self.text(input_messages(input.messages))
         run = parent.run
         span = SpanData(parent, shape, attrs, name, key)
         if input.handoff_from is not None:
@@ -534,7 +534,7 @@ class Tracing(Interceptor):
             hkey = end.handoff_key or ""
             run.handoffs[hkey] = (span.span_id, run.handoff_spans.pop(hkey, ""))
         elif self.capture_content:
-            attrs["gen_ai.output.messages"] = self.text(_plain(end.output))
+            attrs["gen_ai.output.messages"] = self.text(agent_output(end.output))
         span.status = "ok"
         self.ended(span)
         if self.metrics is not None:
@@ -576,8 +576,7 @@ class Tracing(Interceptor):
         key = input.key
         attrs: Attrs = {"convoy.step.key": key}
         if self.capture_content:
-            attrs["gen_ai.input.messages"] = self.text(
-                [m.to_dict() for m in input.request.messages])
+            attrs["gen_ai.input.messages"] = self.text(input_messages(input.request.messages))
         span = SpanData(parent, shape, attrs, agent, key)
         token = CURRENT.set(span)
         try:
@@ -606,9 +605,7 @@ class Tracing(Interceptor):
         if span.attempts > 1:
             attrs["convoy.attempts"] = span.attempts
         if self.capture_content:
-            attrs["gen_ai.output.messages"] = self.text([{
-                "role": "assistant", "content": resp.text,
-                "tool_calls": [c.to_dict() for c in resp.tool_calls]}])
+            attrs["gen_ai.output.messages"] = self.text(output_messages(resp))
         span.status = "ok"
         self.ended(span)
         if self.metrics is not None:
