@@ -650,7 +650,7 @@ def test_a_narrow_sessions_table_keeps_every_id_status_and_cost_whole(width: int
                        tenant="default", status="completed", input="{}", steps=3, cost=1.5,
                        created=1_700_000_001.0)]
     console = Console(width=width, record=True, color_system=None)
-    console.print(sessions_table(rows))
+    console.print(sessions_table(rows, width=width))
     text = console.export_text()
     assert "…" not in text  # nothing cut off: what does not fit wraps
     lines = text.splitlines()
@@ -658,3 +658,9 @@ def test_a_narrow_sessions_table_keeps_every_id_status_and_cost_whole(width: int
                   "completed", "$0.000123", "$1.50"):
         assert any(whole in line for line in lines), (whole, text)
     assert all(len(line) <= width for line in lines)
+    if width >= 100:  # (dropping created and tokens made room for it)
+        assert any("'approval-of-the-refund'" in line for line in lines)
+    wide = Console(width=250, record=True, color_system=None)
+    wide.print(sessions_table(rows, width=250))
+    everything = wide.export_text()
+    assert "created" in everything and "tokens in / out" in everything

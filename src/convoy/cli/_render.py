@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, get_args
 
@@ -168,37 +168,45 @@ def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> Non
 # -- sessions ----------------------------------------------------------------------------
 
 
-def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False) -> Table:
+def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
+                   width: int | None = None) -> Table:
     """Sessions as a table; with ``tenants``, a column says whose each one is.
 
-    On a narrow terminal the id, status, steps and cost keep their whole width (an id is
-    copied into other commands); the other columns wrap onto more lines instead.
+    The id, status, steps and cost keep their whole width (an id is copied into other
+    commands). On a terminal narrower than the table (``width``), the columns that say
+    least go first (created, then tokens), and what still does not fit wraps.
     """
     waiting = any(r.status == "waiting" for r in rows)
+    columns: list[tuple[str, Sequence[str | Text], dict[str, Any]]] = [
+        ("id", [r.id for r in rows], {"no_wrap": True}),
+        *([("tenant", [r.tenant for r in rows], {"overflow": "fold"})] if tenants else []),
+        ("workflow", [r.workflow for r in rows], {"overflow": "fold"}),
+        ("status", [status_text(r.status) for r in rows], {"no_wrap": True}),
+        ("steps", [str(r.steps) for r in rows], {"justify": "right", "no_wrap": True}),
+        ("tokens in / out", [fmt_tokens(r.input_tokens, r.output_tokens) for r in rows],
+         {"justify": "right", "overflow": "fold"}),
+        ("cost", [fmt_cost(r.cost) for r in rows], {"justify": "right", "no_wrap": True}),
+        ("created", [fmt_time(r.created) for r in rows], {"overflow": "fold"}),
+        *([("waits for", [waits_for(r) for r in rows], {"overflow": "fold"})]
+          if waiting else []),
+    ]
 
-    def widest(values: Iterable[str], header: str) -> int:
-        return max(len(header), *(len(v) for v in values))
+    def natural(column: tuple[str, Sequence[str | Text], dict[str, Any]]) -> int:
+        header, cells, _ = column
+        return max(len(header), *(len(c) for c in cells)) + 3  # (and the padding, a rule)
 
+    for droppable in ("created", "tokens in / out"):
+        if width is None or sum(map(natural, columns)) + 1 <= width:
+            break
+        columns = [c for c in columns if c[0] != droppable]
     t = Table()
-    t.add_column("id", no_wrap=True, min_width=widest((r.id for r in rows), "id"))
-    if tenants:
-        t.add_column("tenant", overflow="fold")
-    t.add_column("workflow", overflow="fold")
-    t.add_column("status", no_wrap=True, min_width=widest((r.status for r in rows), "status"))
-    t.add_column("steps", justify="right", no_wrap=True,
-                 min_width=widest((str(r.steps) for r in rows), "steps"))
-    t.add_column("tokens in / out", justify="right", overflow="fold")
-    t.add_column("cost", justify="right", no_wrap=True,
-                 min_width=widest((fmt_cost(r.cost) for r in rows), "cost"))
-    t.add_column("created", overflow="fold")
-    if waiting:
-        t.add_column("waits for", overflow="fold")
-    for r in rows:
-        cells: list[str | Text] = [r.id, *([r.tenant] if tenants else []), r.workflow,
-                                   status_text(r.status), str(r.steps),
-                                   fmt_tokens(r.input_tokens, r.output_tokens),
-                                   fmt_cost(r.cost), fmt_time(r.created)]
-        t.add_row(*cells, *([waits_for(r)] if waiting else []))
+    for column in columns:
+        header, _, options = column
+        whole: dict[str, Any] = {"min_width": natural(column) - 3} \
+            if options.get("no_wrap") else {}
+        t.add_column(header, **options, **whole)
+    for i in range(len(rows)):
+        t.add_row(*(cells[i] for _, cells, _ in columns))
     return t
 
 

@@ -70,7 +70,7 @@ def list_sessions(
         out.print(f"no sessions{scope.of}{what} in {label(db)}"
                   + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
         return
-    out.print(sessions_table(rows, tenants=scope.tenant is None))
+    out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width))
     if workflow is None and total > len(rows):
         out.print(f"showing {len(rows)} of {total:,} sessions (from the oldest"
                   f"{f', skipping {offset}' if offset else ''}); use --limit N or --offset N "
