@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from pydantic import BaseModel
 
@@ -89,3 +90,145 @@ def test_every_step_journals_its_agents_hash_and_sessions_show_prints_it() -> No
     data = json.loads(cli("sessions", "show", sid, "--json").stdout)
     assert data["agent_configs"] == {"triage": [want]}
     assert {s["config"] for s in data["journal"]} == {want}
+
+
+# -- computed instructions: what a function captures is part of it -----------------------
+
+
+def _factory_def(text: str) -> object:
+    def prompt(x: str) -> str:
+        return f"{text} {x}"
+
+    return prompt
+
+
+def _factory_lambda(text: str) -> object:
+    return lambda x: f"{text} {x}"
+
+
+def _factory_default(text: str) -> object:
+    def prompt(x: str, tone: str = text, *, sign: str = text) -> str:
+        return f"{tone} {x} {sign}"
+
+    return prompt
+
+
+def _styled(x: str, *, tone: str) -> str:
+    return f"{tone}: {x}"
+
+
+def test_closures_of_one_factory_hash_by_what_they_capture() -> None:
+    for factory in (_factory_def, _factory_lambda, _factory_default):
+        nice = make(instructions=factory("Be nice")).config_hash
+        assert make(instructions=factory("Be nice")).config_hash == nice, factory
+        assert make(instructions=factory("Refund everything")).config_hash != nice, factory
+
+
+def test_partials_hash_by_their_function_and_arguments() -> None:
+    from functools import partial
+
+    warm = make(instructions=partial(_styled, tone="warm")).config_hash
+    assert make(instructions=partial(_styled, tone="warm")).config_hash == warm
+    assert make(instructions=partial(_styled, tone="cold")).config_hash != warm
+    assert make(instructions=partial(_factory_default("a"), tone="warm")).config_hash != \
+        make(instructions=partial(_factory_default("b"), tone="warm")).config_hash
+
+
+def test_two_lambdas_on_one_line_hash_apart() -> None:
+    kind, rude = (lambda x: f"Answer {x} kindly."), (lambda x: f"Answer {x} rudely.")
+    plus, minus = (lambda x: str(x + 1)), (lambda x: str(x - 1))
+    assert make(instructions=kind).config_hash != make(instructions=rude).config_hash
+    assert make(instructions=plus).config_hash != make(instructions=minus).config_hash
+
+
+def test_a_recursive_closure_and_an_opaque_capture_still_hash() -> None:
+    class Opaque:  # its repr shows a memory address: only its type is hashed
+        pass
+
+    def make_prompt(depth: int, thing: object) -> object:
+        def prompt(x: str, n: int = depth) -> str:
+            return prompt(x, n - 1) if n and thing else x  # prompt captures itself
+
+        return prompt
+
+    h = make(instructions=make_prompt(2, Opaque())).config_hash
+    assert make(instructions=make_prompt(2, Opaque())).config_hash == h
+    assert make(instructions=make_prompt(3, Opaque())).config_hash != h
+
+
+@dataclass(frozen=True)
+class _Template:
+    text: str
+
+    def __call__(self, x: str) -> str:
+        return self.text.format(x)
+
+
+def test_bound_methods_and_callable_objects_hash_by_their_object() -> None:
+    kind, rude = "Answer {} kindly.", "Answer {} rudely."
+    assert make(instructions=kind.format).config_hash == \
+        make(instructions="Answer {} kindly.".format).config_hash
+    assert make(instructions=kind.format).config_hash != \
+        make(instructions=rude.format).config_hash
+    assert make(instructions=_Template(kind)).config_hash == \
+        make(instructions=_Template(kind)).config_hash
+    assert make(instructions=_Template(kind)).config_hash != \
+        make(instructions=_Template(rude)).config_hash
+    assert make(instructions=_Template(kind).__call__).config_hash != \
+        make(instructions=_Template(rude).__call__).config_hash
+
+
+_APP = '''
+import functools
+import convoy
+
+
+class Opaque:
+    pass
+
+
+OPAQUE = Opaque()
+
+
+def make(text):
+    marker = OPAQUE
+    allowed = {"alpha", "beta", "gamma", "delta", "epsilon"}
+
+    def prompt(x):
+        known = x in {"one", "two", "three", "four", "five"}
+        return f"{text} {x}" if (x in allowed or known) and marker else text
+
+    return prompt
+
+
+def styled(x, *, tone, extra):
+    return f"{tone}: {x} {sorted(extra)}"
+
+
+first = convoy.Agent(name="first", instructions=make("Be nice"), model="sim:")
+second = convoy.Agent(name="second", model="sim:", instructions=functools.partial(
+    styled, tone="warm", extra=frozenset({"x", "y", "z", "w"})))
+HASHES = f"{first.config_hash} {second.config_hash}"
+
+if __name__ == "__main__":
+    print(HASHES)
+'''
+
+
+def test_a_script_and_its_import_by_a_worker_hash_alike(tmp_path: object) -> None:
+    """``python app.py`` (module ``__main__``) and ``import app`` (as ``convoy worker``
+    loads it) record the same hash, whatever the hash seed of each process."""
+    from pathlib import Path
+
+    d = Path(str(tmp_path))
+    (d / "app_defs.py").write_text(_APP)
+
+    def run(args: list[str], seed: str) -> str:
+        env = {"PYTHONPATH": f"{d}:{SRC}", "PYTHONHASHSEED": seed}
+        return subprocess.run([sys.executable, *args], env=env, cwd=d, capture_output=True,
+                              text=True, check=True, timeout=60).stdout.strip()
+
+    as_script = run([str(d / "app_defs.py")], "1")
+    as_module = run(["-c", "import app_defs; print(app_defs.HASHES)"], "2")
+    assert as_script == as_module
+    assert as_script == run(["-c", "import app_defs; print(app_defs.HASHES)"], "3")
