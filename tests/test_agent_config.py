@@ -232,3 +232,30 @@ def test_a_script_and_its_import_by_a_worker_hash_alike(tmp_path: object) -> Non
     as_module = run(["-c", "import app_defs; print(app_defs.HASHES)"], "2")
     assert as_script == as_module
     assert as_script == run(["-c", "import app_defs; print(app_defs.HASHES)"], "3")
+
+
+# -- tools: every policy flag is part of the definition ----------------------------------
+
+
+def find_order(order: int) -> str:
+    """Look an order up."""
+    return f"order {order}"
+
+
+def _plain_tool(**flags: object) -> convoy.Tool:
+    return convoy.tool(**flags)(find_order)  # type: ignore[call-overload, no-any-return]
+
+
+def test_every_tool_policy_is_part_of_the_hash() -> None:
+    base = make(tools=[_plain_tool()]).config_hash
+    assert make(tools=[_plain_tool()]).config_hash == base
+    variants: list[dict[str, object]] = [
+        {"trusted": True}, {"destructive": True}, {"writes": True},
+        {"writes": True, "idempotent": True}, {"scopes": ["orders:read"]},
+        {"requires_approval": True}, {"isolate": "process"}, {"sandbox": convoy.Sandbox()},
+        {"sandbox": convoy.Sandbox(network=True)},
+        {"sandbox": convoy.Sandbox(read_paths=("/srv",))},
+        {"sandbox": convoy.Sandbox(env={"TOKEN": "x"})},
+        {"threads": convoy.ToolThreads(4)}]
+    hashes = [make(tools=[_plain_tool(**v)]).config_hash for v in variants]
+    assert base not in hashes and len(set(hashes)) == len(hashes)

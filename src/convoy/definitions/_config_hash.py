@@ -7,6 +7,13 @@ escalation). It is the sha256 of a canonical JSON document (sorted keys, no whit
 computed once per definition (:attr:`convoy.Agent.config_hash`); its first 16 hex digits
 (:attr:`convoy.Agent.config_id`) are journaled with every step the agent takes.
 
+**A tool** counts by its name, description, argument and result schemas, and its policies:
+``scopes``, ``writes``, ``idempotent``, ``destructive``, ``trusted``, ``requires_approval``
+(the :class:`~convoy.Approval`), ``isolate``, its ``threads`` pool's limits and its
+:class:`~convoy.Sandbox` (every limit and ``network``/``read_paths``; of ``env`` only the
+variable names, since the values may be credentials). The tool function's code does not
+count.
+
 **Computed instructions** (and any other function in the definition, such as an
 escalation's) count by what they are, not by where they were loaded from:
 
@@ -23,7 +30,7 @@ escalation's) count by what they are, not by where they were loaded from:
 The values those hold are encoded canonically: ``None``, booleans, numbers, strings,
 bytes, lists and tuples (as lists), sets (sorted), dicts, enums (type and member name),
 dataclasses and Pydantic models (field by field), classes (qualified name), modules
-(name), agents (name and hash), tools, functions (as above; one that
+(name), agents (name and hash), tools (as above), functions (as above; one that
 refers back to itself counts once). Anything else counts by its type's qualified name
 and its ``repr``, unless the repr shows a memory address (``0x...``): then by its type
 alone. So an object whose repr varies from process to process for another reason gives
@@ -109,10 +116,20 @@ def _json(doc: Any) -> str:
 
 
 def _tool(t: Tool) -> dict[str, Any]:
+    sandbox = None
+    if t.sandbox is not None:
+        sandbox = {f.name: _plain(getattr(t.sandbox, f.name))
+                   for f in dataclasses.fields(t.sandbox) if f.name != "env"}
+        sandbox["env"] = sorted(t.sandbox.env)  # names only: values may be credentials
+    threads = None if t.threads is None else {
+        "max_workers": t.threads.max_workers,
+        "max_stuck_per_tool": t.threads.max_stuck_per_tool}
     return {"name": t.name, "description": t.description, "parameters": t.spec.parameters,
             "result": t.result_adapter.json_schema() if t.result_adapter is not None else None,
             "writes": t.writes, "idempotent": t.idempotent, "scopes": sorted(t.scopes),
-            "approval": _plain(t.approval), "isolate": t.isolate}
+            "approval": _plain(t.approval), "isolate": t.isolate,
+            "destructive": t.destructive, "trusted": t.trusted, "sandbox": sandbox,
+            "threads": threads}
 
 
 def _code_or_text(value: Any) -> Any:
