@@ -7,7 +7,9 @@ import json
 import subprocess
 import sys
 from dataclasses import dataclass
+from typing import Any
 
+import pytest
 from pydantic import BaseModel
 
 import convoy
@@ -21,6 +23,7 @@ from tests.clikit import (
     run_ok,
     workdir,  # noqa: F401  (autouse fixture)
 )
+from tests.conftest import Classification, Crash, FakeClock
 
 
 class Reply(BaseModel):
@@ -259,3 +262,61 @@ def test_every_tool_policy_is_part_of_the_hash() -> None:
         {"threads": convoy.ToolThreads(4)}]
     hashes = [make(tools=[_plain_tool(**v)]).config_hash for v in variants]
     assert base not in hashes and len(set(hashes)) == len(hashes)
+
+
+# -- a session journaled under another hash still resumes --------------------------------
+
+
+async def test_a_session_journaled_under_an_older_hash_resumes(tmp_path: object) -> None:
+    """The journal's ``config`` is a record, never checked on replay: a session whose
+    steps an earlier Convoy journaled under another hash of the same definition (the
+    hash's contents changed) resumes, replaying them as they are."""
+    from pathlib import Path
+
+    from convoy.stores import store_from_url
+
+    db = Path(str(tmp_path)) / "old.db"
+    calls: list[str] = []
+    crash_at = {"second"}
+
+    class Model(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            calls.append(request.agent)
+            if request.agent in crash_at:
+                crash_at.clear()
+                raise Crash
+            return await super().request(request)
+
+    sim = Model({"*": {"output": {"label": "billing", "confidence": 0.9}}})
+
+    def agents() -> list[convoy.Agent[str, Classification]]:
+        return [convoy.Agent(name=n, instructions=_factory_def("Classify"),
+                             output_type=Classification, model=sim)
+                for n in ("first", "second")]
+
+    def flow(pair: list[convoy.Agent[str, Classification]]) -> convoy.Workflow[str, Any]:
+        @convoy.workflow(name="flow", version="1")
+        async def wf(ctx: convoy.Context, text: str) -> Classification:
+            out: Classification = await convoy.pipeline(ctx, pair, text)
+            return out
+
+        return wf
+
+    old = agents()
+    object.__setattr__(old[0], "config_id", "0123456789abcdef")  # an earlier algorithm's
+    clock = FakeClock()
+    async with convoy.Engine(store_from_url(db, clock=clock)) as eng:  # type: ignore[arg-type]
+        with pytest.raises(Crash):
+            await eng.run(flow(old), "t", session_id="s1")
+    assert calls == ["first", "second"]
+    new = agents()
+    assert new[0].config_id != "0123456789abcdef"
+    later = FakeClock(clock.now + 3600)  # past the crashed engine's lease
+    async with convoy.Engine(store_from_url(db, clock=later),  # type: ignore[arg-type]
+                             workflows=[flow(new)]) as eng2:
+        [again] = await eng2.resume()
+        steps = await eng2.store.journal("s1")
+    assert again.ok, again.error
+    assert calls == ["first", "second", "second"]  # the first step replayed, not re-run
+    assert [(s.key, s.config) for s in steps] == [
+        ("0/0", "0123456789abcdef"), ("1/0", new[1].config_id)]
