@@ -14,8 +14,8 @@ computed once per definition (:attr:`convoy.Agent.config_hash`); its first 16 he
 variable names, since the values may be credentials). The tool function's code does not
 count.
 
-**Computed instructions** (and any other function in the definition, such as an
-escalation's) count by what they are, not by where they were loaded from:
+**Computed instructions** (and any function found in a value the document holds) count by
+what they are, not by where they were loaded from:
 
 * a function: its qualified name (not its module's name, which is ``__main__`` in
   ``python app.py`` and ``app`` in ``convoy worker``), its code object (bytecode,
