@@ -177,3 +177,11 @@ def test_a_span_name_or_message_with_line_breaks_stays_on_its_row() -> None:
     [row] = [r for r in rows if "step notify" in r]
     assert "step notify [CARD]" in row and "no such customer [IBAN] [IP]" in row
     assert len(rows) == 3  # the header and one row per span
+
+
+def test_a_failed_sessions_span_says_its_status_once() -> None:
+    from convoy.cli._trace import detail
+
+    span = {"status": "error", "message": "failed: session 'tw' waited too long",
+            "attrs": {"convoy.session.status": "failed", "convoy.session.resumed": True}}
+    assert detail(span) == "resumed, failed: session 'tw' waited too long"

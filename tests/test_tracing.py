@@ -574,3 +574,19 @@ async def test_the_service_name_comes_from_the_environment_unless_given(
     assert spans and {s.resource.attributes["service.name"] for s in spans} == {name}
     if "team" in env.get("OTEL_RESOURCE_ATTRIBUTES", ""):
         assert {s.resource.attributes["team"] for s in spans} == {"ops"}
+
+
+def test_convoy_trace_of_a_session_sampling_left_out_says_so(tmp_path: Path) -> None:
+    db = tmp_path / "t.db"
+    wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.unsampled")
+    unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
+            await engine.run(wf, TICKET, session_id="u1", headers={"traceparent": unsampled})
+
+    asyncio.run(run())
+    res = cli("trace", "u1", "--db", str(db))
+    assert res.code == 0, res.stderr
+    assert "sampling left it untraced" in " ".join(res.stdout.split())
+    assert cli("trace", "u1", "--db", str(db), "--json").stdout.strip() == "[]"

@@ -26,7 +26,8 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._render import fmt_duration, plural
-from convoy.observability._spans import SPANS_NAMESPACE, load_chunks
+from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparent_sampled
+from convoy.observability._tracing import TRACE_HEADER
 from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey
 from convoy.privacy._seal import is_sealed
 
@@ -52,11 +53,16 @@ def trace(
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     found, spans, gone = run_async(_load(db, session_id, scope))
-    if not found:
+    if found is False:
         fail(f"no session {session_id!r}{scope.of} in {db!r}; 'convoy sessions list' "
              f"shows the ids{scope.hint}")
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
+        return
+    if found is None:
+        out.print(f"no spans kept for session {session_id!r}: sampling left it untraced "
+                  "(Tracing(sample_rate=...), or its caller's traceparent said not sampled)",
+                  markup=False)
         return
     if not spans and gone:
         out.print(f"the spans of session {session_id!r} stay sealed: they hold the data of a "
@@ -77,13 +83,17 @@ def trace(
 
 
 async def _load(db: str, session_id: str, scope: Scope
-                ) -> tuple[bool, list[dict[str, Any]], int]:
-    """Whether the session exists, its spans, and how many chunks of them stay sealed (a
-    data subject's, opened with the master key when it is configured)."""
+                ) -> tuple[bool | None, list[dict[str, Any]], int]:
+    """Whether the session exists (``None``: it does, but sampling left it untraced), its
+    spans, and how many chunks of them stay sealed (a data subject's, opened with the
+    master key when it is configured)."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
             return False, [], 0
+        kept = row.header_map.get(TRACE_HEADER)
+        if kept is not None and not traceparent_sampled(kept):
+            return None, [], 0
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         gone = [k for k, v in chunks.items() if is_sealed(v)]
         if gone and MasterKey.from_env() is None:
@@ -157,7 +167,9 @@ def detail(span: dict[str, Any]) -> str:
     if a.get("convoy.state.version") is not None:
         parts.append(f"version {a['convoy.state.version']}")
     if span["status"] == "error":
-        parts.append(span.get("message") or str(a.get("error.type", "error")))
+        message = span.get("message") or str(a.get("error.type", "error"))
+        parts = [p for p in parts if not message.startswith(f"{p}: ")]  # said once
+        parts.append(message)
     elif a.get("convoy.interrupted"):
         parts.append(f"interrupted ({a['convoy.interrupted']})")
     return one_line(", ".join(parts))
