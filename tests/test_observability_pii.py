@@ -149,6 +149,16 @@ async def test_every_log_record_of_a_step_carries_its_context(
     assert start["session_id"] == "ctx-1" and start["agent"] is None
     [end] = [r for r in records if r["message"] == "session run ended completed"]
     assert end["logger"] == "convoy" and end["workflow"] == "obs.logctx"
+    # a session sampling leaves untraced: no ids, but still whose the records are
+    unsampled = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"}
+    before = len(log_lines.getvalue().splitlines())
+    res = await engine_factory(interceptors=observe(tracing, logs=True)).tenant("acme").run(
+        wf, "u", session_id="ctx-2", headers=unsampled)
+    assert res.ok
+    later = [json.loads(line) for line in log_lines.getvalue().splitlines()[before:]]
+    assert later and all(r["tenant"] == "acme" and r["session_id"] == "ctx-2"
+                         and r["trace_id"] is None for r in later), later
+    assert any(r["message"] == "session run ended completed" for r in later)
     outside = logging.LogRecord("x", logging.INFO, __file__, 1, "no session", (), None)
     from convoy.observability import JsonFormatter
     line = json.loads(JsonFormatter().format(outside))

@@ -31,7 +31,7 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import scrub
-from convoy.observability._spans import CURRENT
+from convoy.observability._spans import CURRENT, UNTRACED
 from convoy.resilience._classify import error_kind, error_kind_of
 
 #: Attributes every ``logging.LogRecord`` has: the rest are a call's ``extra=...``.
@@ -55,13 +55,15 @@ class JsonFormatter(logging.Formatter):
         r = self.redact
         span = CURRENT.get()
         run = span.run if span is not None else None
+        tenant, session_id = (run.tenant, run.session_id) if run is not None else \
+            UNTRACED.get() or (None, None)
         out: dict[str, Any] = {
             "time": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(
                 timespec="milliseconds"),
             "level": record.levelname.lower(), "logger": record.name,
             "message": r(record.getMessage()),
-            "tenant": r(run.tenant) if run is not None else None,
-            "session_id": r(run.session_id) if run is not None else None,
+            "tenant": r(tenant) if tenant is not None else None,
+            "session_id": r(session_id) if session_id is not None else None,
             "agent": span.agent if span is not None else None,
             "step_key": (span.key or None) if span is not None else None,
             "trace_id": span.trace_id if span is not None else None,

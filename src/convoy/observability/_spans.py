@@ -199,6 +199,9 @@ _SAMPLED = _flags()
 
 #: The span steps and logs run in: set around every session run, agent run and step.
 CURRENT: ContextVar[SpanData | None] = ContextVar("convoy_span", default=None)
+#: ``(tenant, session id)`` around a run of a session tracing leaves untraced (sampling):
+#: its log records still say whose they are.
+UNTRACED: ContextVar[tuple[str, str] | None] = ContextVar("convoy_untraced", default=None)
 
 # A span's row in the store, and its shape: read in C, no Python code per span.
 _ROW = attrgetter("shape.id", "span_id", "parent_id", "start", "end", "status", "attrs",
@@ -312,6 +315,6 @@ def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str
 
 
 __all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SPANS_NAMESPACE",
-           "Event", "Link", "Shape", "SpanData", "chunk_text", "format_traceparent",
-           "load_chunks", "new_span_id", "new_trace_id", "parse_traceparent",
-           "traceparent_sampled"]
+           "UNTRACED", "Event", "Link", "Shape", "SpanData", "chunk_text",
+           "format_traceparent", "load_chunks", "new_span_id", "new_trace_id",
+           "parse_traceparent", "traceparent_sampled"]

@@ -51,6 +51,7 @@ from convoy.observability._spans import (
     CURRENT,
     SCHEMA_URL,
     SPANS_NAMESPACE,
+    UNTRACED,
     Attrs,
     Shape,
     SpanData,
@@ -112,7 +113,8 @@ class Tracing(Interceptor):
         sample_rate: the share of sessions traced (by trace id; a caller's
             ``traceparent`` decides by its sampled flag). The decision is kept in the
             session's ``convoy.trace`` header, so every run of a session decides alike. An
-            untraced session costs a check per step, and its log records carry no ids.
+            untraced session costs a check per step, and its log records carry its
+            tenant and session id only.
 
     Put :attr:`attempts` in the chain too (``convoy.observability.observe`` does) for a
     span per retry attempt.
@@ -437,9 +439,20 @@ class Tracing(Interceptor):
             if not traced:  # kept, so the session's later runs decide alike
                 headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id(), False)
         if not traced:
-            m = self.metrics
-            return next(input) if m is None else m.session_run(input, next)
+            return self._untraced(input, next)
         return self._session_run(input, next, trace_id, parent_id, root is not None)
+
+    async def _untraced(self, input: SessionInput,
+                        next: Next[SessionInput, SessionEnd]) -> SessionEnd:
+        """A run of a session sampling left out: no spans, but its log records still carry
+        its tenant and id."""
+        token = UNTRACED.set((input.info.tenant, input.info.session_id))
+        try:
+            m = self.metrics
+            end: SessionEnd = await (next(input) if m is None else m.session_run(input, next))
+            return end
+        finally:
+            UNTRACED.reset(token)
 
     async def _session_run(self, input: SessionInput, next: Next[SessionInput, SessionEnd],
                            trace_id: str, parent_id: str | None, resumed: bool) -> SessionEnd:
