@@ -4,6 +4,7 @@ restarts, and wake it; hole 3: limits count active time, replay applies no deadl
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 from collections.abc import Iterator
 from pathlib import Path
@@ -134,16 +135,51 @@ async def test_a_long_sleep_parks_and_wakes_when_due(db: str | Path) -> None:
     assert done.ok and done.output == pytest.approx(7201)
 
 
+class _Completions(convoy.Interceptor):
+    """Sets ``done`` once ``n`` session runs completed."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.done = asyncio.Event()
+
+    async def session_run(self, input: convoy.SessionInput,
+                          next: convoy.Next[convoy.SessionInput, convoy.SessionEnd]
+                          ) -> convoy.SessionEnd:
+        end = await next(input)
+        if end.status == "completed":
+            self.n -= 1
+            if self.n == 0:
+                self.done.set()
+        return end
+
+
 async def test_serve_wakes_sessions_as_signals_arrive(db: str | Path) -> None:
-    async with convoy.Engine(db, workflows=[approval_flow]) as eng:
+    completions = _Completions(5)
+    async with convoy.Engine(db, workflows=[approval_flow],
+                             interceptors=[completions]) as eng:
         for i in range(5):
             assert (await eng.run(approval_flow, i, session_id=f"s{i}")).status == "waiting"
-        server = asyncio.create_task(eng.serve(until_idle=True, poll_interval=0.05))
+        server = asyncio.create_task(eng.serve(poll_interval=0.05))
         for i in range(5):
             await eng.signal(f"s{i}", "approval", {"approved": True, "by": "ops"})
-        await asyncio.wait_for(server, 30)
+        await asyncio.wait_for(completions.done.wait(), 30)  # (a limit for a broken setup)
+        assert (await eng.store.counts()) == {"completed": 5}
+        server.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await server
+
+
+async def test_serve_until_idle_leaves_sessions_waiting_for_a_signal_with_a_timeout(
+        db: str | Path) -> None:
+    """Their timer (an hour) is the signal's timeout: nothing can run until a signal
+    comes, so a worker serving until idle returns, as 'convoy worker --until-idle' says."""
+    async with convoy.Engine(db, workflows=[approval_flow]) as eng:
+        for i in range(3):
+            assert (await eng.run(approval_flow, i, session_id=f"w{i}")).status == "waiting"
+        await eng.signal("w0", "approval", {"approved": True, "by": "ops"})
+        await asyncio.wait_for(eng.serve(until_idle=True, poll_interval=0.05), 30)
         counts = await eng.store.counts()
-    assert counts == {"completed": 5}
+    assert counts == {"completed": 1, "waiting": 2}
 
 
 async def test_parked_sessions_hold_no_coroutine(db: str | Path) -> None:

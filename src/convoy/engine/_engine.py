@@ -602,7 +602,9 @@ class Engine(SessionControl, SubjectRights):
     async def serve(self, *, until_idle: bool = False, poll_interval: float = 1.0) -> None:
         """Run sessions as they become runnable: new ones, due timers, signalled waits, and
         sessions of engines that died. Runs until cancelled, or with ``until_idle`` until
-        no session of a registered workflow is left unfinished.
+        no session of a registered workflow can run any more: those left wait for a signal
+        (or a person), with or without a timeout; a session that waits for a timer alone
+        (``ctx.sleep``) is waited for.
         """
         await self._serve(None, until_idle, poll_interval)
 
@@ -629,8 +631,9 @@ class Engine(SessionControl, SubjectRights):
                 if until_idle and not rows and not self._running:
                     left = [r for r in await self.store.unfinished(tenant=tenant)
                             if r.workflow in workflows]
-                    if not left or all(r.status == "waiting" and r.wake_at is None
-                                       for r in left):
+                    if all(r.status == "waiting" and (r.wake_at is None
+                                                      or r.wait_name is not None)
+                           for r in left):  # (a signal's timer is its timeout)
                         return
                 nxt = await self.store.next_wake(tenant=tenant)
                 timeout = poll_interval if nxt is None else \
