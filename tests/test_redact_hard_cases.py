@@ -63,7 +63,7 @@ def test_card_separators(text: str) -> None:
 
 
 @pytest.mark.parametrize(("text", "masked"), [
-    (f"card{CARD}", "card[CARD]"), (f"pan_{CARD}", "pan_[CARD]"),
+    (f"card{CARD}", "card[CARD]"), (f"pan_{CARD}", "pan_[CARD]"), (f"CC{CARD}", "CC[CARD]"),
     (f"{CARD}exp1229", "[CARD]exp1229"), (f"ref:{CARD}", "ref:[CARD]"),
     ("4539 1488 0343 6467 12/29", "[CARD] 12/29"),
     # glued to more digits, a card cannot be told from a longer number: left alone

@@ -206,7 +206,8 @@ class Redactor:
         if "iban" in kinds:
             for m in _IBAN.finditer(text):
                 end, valid = _iban_end(m.group())
-                spans.append((m.start(), m.start() + end, "iban" if valid else None))
+                if end:
+                    spans.append((m.start(), m.start() + end, "iban" if valid else None))
         if "card" in kinds:
             for m in _CARD.finditer(text):
                 card = _card_in(m, text)
@@ -298,7 +299,8 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
                 continue
             widths = [b - a for a, b in window]
             if not _card_issuer_ok(digits) and not (
-                    digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])):
+                    digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
+                    and _YEARS.fullmatch(m.group(), window[0][0], window[-1][1]) is None):
                 continue
             start, end = base + window[0][0], base + window[-1][1]
             if _luhn_ok(digits):
@@ -310,8 +312,9 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
 
 
 def _in_hex_word(text: str, start: int, end: int) -> bool:
-    """Whether ``text[start:end]`` is glued to letters that make it part of a hexadecimal
-    word (a hash): glued to other letters (card4539..., pan_4539...) it is a card."""
+    """Whether ``text[start:end]`` is part of a hexadecimal word (a hash, a key): glued to
+    hex letters on both sides, or in a word as long as an MD5 hash. Glued to a word on one
+    side (card4539..., pan_4539..., CC4539...) it is a card."""
     a = start
     while a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_"):
         a -= 1
@@ -320,16 +323,18 @@ def _in_hex_word(text: str, start: int, end: int) -> bool:
         b += 1
     if a == start and b == end:
         return False
-    return _HEX.fullmatch(text, a, start) is not None and \
-        _HEX.fullmatch(text, end, b) is not None
+    return (b - a >= 32 or (a < start and b > end)) and \
+        _HEX.fullmatch(text, a, start) is not None and _HEX.fullmatch(text, end, b) is not None
 
 
 def _iban_end(raw: str) -> tuple[int, bool]:
     """How long the IBAN-shaped text at the start of ``raw`` is (its country fixes the
-    length; without a known country, its first word), and whether it checks out."""
+    length; 0 if no country has IBANs so, as in CC4539...), and whether it checks out."""
     from stdnum import iban
 
     length = _iban_length(raw[:2].upper())
+    if not length:
+        return 0, False
     n = 0
     for i, ch in enumerate(raw):
         if ch.isalnum():
@@ -338,12 +343,10 @@ def _iban_end(raw: str) -> tuple[int, bool]:
                 if iban.is_valid(_SEPARATORS.sub("", raw[:i + 1])):
                     return i + 1, True
                 break
-        elif not length:
-            break
     # Not an IBAN: as long as it is written like one (compact, or in groups of four), it is
     # not a card number or a phone number either; words after it may be.
     groups = _SEPARATORS.split(raw[:i + 1])
-    if length and n == length and all(len(g) == 4 for g in groups[:-1]):
+    if n == length and all(len(g) == 4 for g in groups[:-1]):
         return i + 1, False
     return len(groups[0]), False
 
