@@ -3,12 +3,14 @@ metric labels.
 
 Kinds: ``email``, ``phone`` (validated by ``phonenumbers``, Google's libphonenumber
 metadata: a number in international form anywhere, a national number of one of
-``regions``), ``card`` (13–19 digits with a known issuer prefix, Luhn-checked by
-``python-stdnum``), ``iban`` (country format and mod-97 checksum, ``python-stdnum``) and
-``ip`` (IPv4 and IPv6, checked by :mod:`ipaddress`). Candidates are found by regular
-expressions and kept only if they validate, so an order number, a date or a version is left
-alone; cards, IBANs, e-mail addresses and IP addresses are masked before phone numbers are
-looked for, so their digits are never taken for a phone number.
+``regions``), ``card`` (13–19 digits with a known issuer prefix, or grouped 4-4-4-4 as
+cards are printed, Luhn-checked by ``python-stdnum``), ``iban`` (country format and mod-97
+checksum, ``python-stdnum``) and ``ip`` (IPv4 and IPv6, checked by :mod:`ipaddress`).
+Candidates are found by regular expressions and kept only if they validate, so an order
+number, a date or a version is left alone; cards, IBANs, e-mail addresses and IP addresses
+are masked before phone numbers are looked for, so their digits are never taken for a phone
+number. Escaped text (JSON, ``repr``) is searched as what its escapes stand for, and masked
+where they were.
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
 :class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
