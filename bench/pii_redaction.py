@@ -2,16 +2,19 @@
 
     .venv/bin/python bench/pii_redaction.py [--samples 20000] [--seed 7]
 
-The corpus is tests/pii_corpus.py: support-desk sentences (English, French, German, a
-JSON tool result, an e-mail header, a CSV row, a log line) holding e-mail addresses, phone
+The corpus is tests/pii_corpus.py: support-desk sentences (English, French, German, a JSON
+tool result, an e-mail header, a CSV row, a log line) holding e-mail addresses, phone
 numbers of 12 countries in international, E.164, 00-prefixed and national formats (with
 spaces, dots, dashes or brackets, or digits alone after a word such as "tel."), card
-numbers of 9 issuers (plain, grouped by spaces or dashes, Amex 4-6-5), IBANs of 14
-countries (compact, grouped, lower case) and IPv4/IPv6 addresses (with ports, brackets,
-compressed, mapped), beside look-alikes that are not personal data: dates and times in
-several forms, amounts, versions and build numbers, order, invoice, case, tracking,
-ISBN and EAN numbers, coordinates, unix times, hashes, card numbers and IBANs that fail
-their check digit. A finding counts when it overlaps a true value of its kind.
+numbers of 15 issuers (plain, grouped by spaces, dashes, dots or two spaces, Amex 4-6-5),
+IBANs of 14 countries (compact, grouped, lower case) and IPv4/IPv6 addresses (with ports,
+brackets, compressed, mapped), beside look-alikes that are not personal data: dates and
+times in several forms, amounts, versions and build numbers, order, invoice, case,
+tracking, ISBN, ISSN and EAN numbers, runs of years, git remotes, coordinates, unix times,
+hashes, card numbers and IBANs that fail their check digit. Values are also planted
+JSON-encoded, in repr'd exception text, with no-break and thin spaces, URL-encoded, and
+glued to words. A true value counts as found only when findings of its kind mask all of it;
+a finding counts as right when it overlaps a true value of its kind.
 
 Prints one JSON line: per kind the true values, findings, recall and precision, and the
 redactor's time per sample.

@@ -2,24 +2,36 @@
 that looks like it but is not (dates, times, amounts, order and tracking numbers, versions,
 hashes, numbers that fail their checksum), each sample with its true findings.
 
+Values are planted in clean sentences and in the shapes telemetry really carries: the
+sentence JSON-encoded (``\\n`` and ``\\u00e9`` escapes right before a value) or as a
+``repr``'d exception message, no-break and thin spaces between digit groups, URL-encoded,
+quoted and address-literal e-mail addresses, card numbers glued to a word (``card4539...``,
+``pan_4539...``); look-alikes include ISBN/ISSN numbers, runs of years and git remotes.
+
 ``samples(n, seed)`` is deterministic; ``score(redactor, corpus)`` gives recall and
-precision per kind: a finding counts when it overlaps a true value of its kind.
+precision per kind: a true value counts as found only when the findings of its kind cover
+all of it (a partial mask, or a mask of the wrong kind, is a miss), and a finding counts as
+right when it overlaps a true value of its kind.
 Used by tests/test_redact.py and bench/pii_redaction.py.
 """
 
 from __future__ import annotations
 
+import json
 import random
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import phonenumbers
 from phonenumbers import PhoneNumberFormat, PhoneNumberType
+from stdnum import ean as _ean
 from stdnum import iban as _iban
+from stdnum import issn as _issn_mod
 from stdnum import luhn
 
-from convoy.observability import Redactor
+from convoy.observability import Found, Redactor
 
 KINDS = ("email", "phone", "card", "iban", "ip")
 
@@ -45,7 +57,17 @@ def email(r: random.Random) -> str:
     local = r.choice([f"{f}.{last}", f"{f}{r.randint(1, 99)}", f"{f[0]}{last}",
                       f"{f}+{r.choice(['orders', 'news', 'x1'])}", f"{f}_{last}",
                       f"{last}.{f}.{r.randint(1970, 2005)}"])
-    addr = f"{local}@{r.choice(DOMAINS)}"
+    domain = r.choice(DOMAINS)
+    shape = r.random()
+    if shape < 0.06:  # URL-encoded, as in a query string or a logged URL
+        return f"{local}%40{domain}"
+    if shape < 0.09:  # an apostrophe, as names have
+        return f"{r.choice(['o', 'd'])}'{r.choice(LAST)}@{domain}"
+    if shape < 0.11:  # a quoted local part
+        return f'"{f} {r.choice(LAST)}"@{domain}'
+    if shape < 0.13:  # an address literal
+        return f"{local}@[192.0.2.{r.randint(1, 254)}]"
+    addr = f"{local}@{domain}"
     return addr.upper() if r.random() < 0.08 else addr
 
 
@@ -88,7 +110,16 @@ def phone(r: random.Random) -> str:
             lambda: phonenumbers.format_number(n, PhoneNumberFormat.NATIONAL)
             .replace("(", "").replace(") ", "-").replace(" ", "-"),
         ]
-    return r.choice(styles)()
+    return _spaces(r, r.choice(styles)())
+
+
+# Spaces between digit groups as word processors and locales write them: no-break, thin,
+# narrow no-break.
+OTHER_SPACES = ["\u00a0", "\u2009", "\u202f"]
+
+
+def _spaces(r: random.Random, value: str) -> str:
+    return value.replace(" ", r.choice(OTHER_SPACES)) if r.random() < 0.15 else value
 
 
 def _dotted(national: str) -> str:
@@ -100,7 +131,10 @@ def _dotted(national: str) -> str:
 
 CARD_PREFIXES = [("4", 16), ("51", 16), ("55", 16), ("2221", 16), ("2720", 16),
                  ("34", 15), ("37", 15), ("6011", 16), ("65", 16), ("3528", 16), ("36", 14),
-                 ("62", 16), ("4", 19)]
+                 ("62", 16), ("4", 19),
+                 # Maestro, Elo, RuPay, Troy, UnionPay 19, Mir
+                 ("6304", 16), ("6759", 19), ("5018", 16), ("636297", 16), ("504175", 16),
+                 ("60", 16), ("81", 16), ("508", 16), ("9792", 16), ("62", 19), ("2200", 16)]
 
 
 def card_digits(r: random.Random) -> str:
@@ -113,7 +147,8 @@ def card(r: random.Random) -> str:
     d = card_digits(r)
     amex = len(d) == 15  # grouped 4-6-5
     groups = [d[:4], d[4:10], d[10:]] if amex else [d[i:i + 4] for i in range(0, len(d), 4)]
-    return r.choice([d, " ".join(groups), "-".join(groups)])
+    sep = r.choice([" ", " ", "-", "  ", ".", *OTHER_SPACES])
+    return r.choice([d, d, sep.join(groups)])
 
 
 IBAN_COUNTRIES = ["DE", "GB", "FR", "ES", "IT", "NL", "BE", "CH", "AT", "PL", "IE", "PT",
@@ -130,7 +165,6 @@ def _bban(r: random.Random, structure: str) -> str:
 
 
 def _parse_structure(structure: str) -> list[tuple[int, str]]:
-    import re
     return [(int(n), k) for n, k in re.findall(r"(\d+)!([nac])", structure)]
 
 
@@ -147,7 +181,8 @@ def iban_compact(r: random.Random) -> str:
 
 def iban(r: random.Random) -> str:
     n = iban_compact(r)
-    grouped = " ".join(n[i:i + 4] for i in range(0, len(n), 4))
+    groups = [n[i:i + 4] for i in range(0, len(n), 4)]
+    grouped = r.choice([" ", " ", " ", "-", *OTHER_SPACES]).join(groups)
     return r.choice([n, grouped, grouped, grouped.lower() if r.random() < 0.2 else grouped])
 
 
@@ -208,8 +243,30 @@ def lookalike(r: random.Random) -> str:
         f"qty {r.randint(1, 50)} @ {r.randint(1, 999)}.{r.randint(0, 99):02d}",
         f"account {r.randint(10 ** 5, 10 ** 6 - 1)}", f"PIN length {r.randint(4, 6)}",
         f"port {r.randint(1024, 65535)}", f"{r.randint(0, 255)}.{r.randint(0, 255)}",
+        # near misses: book and serial numbers, runs of years, git remotes
+        f"ISBN {_isbn10(r)}", f"ISBN-13 {_isbn13(r)}", f"see {_isbn13(r)}",
+        f"ISSN {_issn(r)}", " ".join(str(y + i) for i in range(r.randint(2, 5))),
+        f"git@github.com:{r.choice(LAST)}/{r.choice(FIRST)}.git",
+        f"git@gitlab.example.com:{r.choice(LAST)}/app",
     ]
     return r.choice(choices)
+
+
+def _isbn10(r: random.Random) -> str:
+    body = "0" + "".join(r.choice(string.digits) for _ in range(8))
+    check = sum((10 - i) * int(c) for i, c in enumerate(body)) % 11
+    digit = "X" if (11 - check) % 11 == 10 else str((11 - check) % 11)
+    return f"{body[0]}-{body[1:4]}-{body[4:9]}-{digit}"
+
+
+def _isbn13(r: random.Random) -> str:
+    body = "978" + "".join(r.choice(string.digits) for _ in range(9))
+    return f"{body[:3]}-{body[3]}-{body[4:7]}-{body[7:12]}-{_ean.calc_check_digit(body)}"
+
+
+def _issn(r: random.Random) -> str:
+    body = "".join(r.choice(string.digits) for _ in range(7))
+    return f"{body[:4]}-{body[4:]}{_issn_mod.calc_check_digit(body)}"
 
 
 TEMPLATES = [
@@ -229,7 +286,20 @@ TEMPLATES = [
     "name,contact,ref\n{a},{x},{n}",
     "[{n}] WARN session s-{n}: upstream {x} refused; retry with {y}",
     "Der Kunde erreichte uns unter {x} wegen {n}.",
+    "note from {a}:\n{x}\n\tref {n}",
+    "field\t{x}\r\nnext: {y}",
+    "José paid with {x} (réf. {n})",
 ]
+
+# Text as telemetry carries it: (name, encode one piece of the text, before, after). Each
+# encoding is character by character, so a value's place in the result is known.
+ENCODINGS: list[tuple[str, Callable[[str], str], str, str]] = [
+    ("json", lambda piece: json.dumps(piece)[1:-1], '{"message": "', '"}'),
+    ("repr", lambda piece: piece.encode("unicode_escape").decode("ascii"),
+     "KeyError('", "')"),
+]
+# Words a card number is glued to, in ids and logs.
+GLUE = ["card", "pan_", "CC", "cc_", "no.", "ref:"]
 
 
 def samples(n: int, seed: int = 7) -> list[Sample]:
@@ -238,32 +308,47 @@ def samples(n: int, seed: int = 7) -> list[Sample]:
     kinds = list(MAKERS)
     for i in range(n):
         template = TEMPLATES[i % len(TEMPLATES)]
-        values: dict[str, tuple[str | None, str]] = {}
+        values: dict[str, tuple[str | None, str, str, str]] = {}
         for slot in ("x", "y"):
             kind = kinds[(i + (slot == "y")) % len(kinds)] if r.random() < 0.9 else None
-            values[slot] = (kind, MAKERS[kind](r) if kind else lookalike(r))
-        values["n"] = (None, lookalike(r))
-        values["m"] = (None, lookalike(r))
-        values["a"] = (None, r.choice(FIRST).title())
-        text, truth = _fill(template, values)
+            value = MAKERS[kind](r) if kind else lookalike(r)
+            glue = r.choice(GLUE) if kind == "card" and r.random() < 0.1 else ""
+            # what is around a value but not personal data: "tel. ", brackets, a port
+            around = _AROUND.fullmatch(value)
+            if around is not None:
+                glue += around.group(1) or ""
+                value = around.group(2)
+            values[slot] = (kind, value, glue, (around.group(3) if around else "") or "")
+        values["n"] = (None, lookalike(r), "", "")
+        values["m"] = (None, lookalike(r), "", "")
+        values["a"] = (None, r.choice(FIRST).title(), "", "")
+        shape = r.random()
+        encoding = ENCODINGS[0] if shape < 0.2 else ENCODINGS[1] if shape < 0.3 else None
+        text, truth = _fill(template, values, encoding)
         out.append(Sample(text=text, truth=truth))
     return out
 
 
-def _fill(template: str, values: dict[str, tuple[str | None, str]]
+_AROUND = re.compile(r"(tel\.\s|\[)?(.+?)(\]:\d+|(?:(?<=\.\d)|(?<=\.\d\d)|(?<=\.\d\d\d)):\d+)?")
+
+
+def _fill(template: str, values: dict[str, tuple[str | None, str, str, str]],
+          encoding: tuple[str, Callable[[str], str], str, str] | None = None
           ) -> tuple[str, list[tuple[str, int, int]]]:
-    import re
-    text = ""
+    enc: Callable[[str], str] = encoding[1] if encoding else (lambda piece: piece)
+    text = encoding[2] if encoding else ""
     truth: list[tuple[str, int, int]] = []
     pos = 0
     for m in re.finditer(r"(?<!\{)\{([a-z])\}(?!\})", template):
-        text += template[pos:m.start()].replace("{{", "{").replace("}}", "}")
-        kind, value = values[m.group(1)]
+        kind, value, before, after = values[m.group(1)]
+        text += enc(template[pos:m.start()].replace("{{", "{").replace("}}", "}") + before)
+        value = enc(value)
         if kind is not None:
             truth.append((kind, len(text), len(text) + len(value)))
-        text += value
+        text += value + enc(after)
         pos = m.end()
-    text += template[pos:].replace("{{", "{").replace("}}", "}")
+    text += enc(template[pos:].replace("{{", "{").replace("}}", "}"))
+    text += encoding[3] if encoding else ""
     return text, truth
 
 
@@ -271,7 +356,7 @@ def _fill(template: str, values: dict[str, tuple[str | None, str]]
 class Score:
     true: int = 0  # true values
     found: int = 0  # findings
-    hits: int = 0  # true values found (a finding of the kind overlaps them)
+    hits: int = 0  # true values found whole (findings of the kind cover all of them)
     right: int = 0  # findings that overlap a true value of their kind
 
     @property
@@ -283,13 +368,22 @@ class Score:
         return self.right / self.found if self.found else 1.0
 
 
+def _covered(found: list[Found], kind: str, start: int, end: int) -> bool:
+    """Whether findings of ``kind`` mask all of ``start:end`` (findings do not overlap)."""
+    pos = start
+    for f in found:
+        if f.kind == kind and f.start <= pos < f.end:
+            pos = f.end
+    return pos >= end
+
+
 def score(redactor: Redactor, corpus: list[Sample]) -> dict[str, Score]:
     scores = {k: Score() for k in KINDS}
     for s in corpus:
         found = redactor.find(s.text)
         for kind, start, end in s.truth:
             scores[kind].true += 1
-            if any(f.kind == kind and f.start < end and start < f.end for f in found):
+            if _covered(found, kind, start, end):
                 scores[kind].hits += 1
         for f in found:
             scores[f.kind].found += 1
@@ -305,8 +399,7 @@ def misses(redactor: Redactor, corpus: list[Sample], kind: str) -> list[str]:
     for s in corpus:
         found = redactor.find(s.text)
         for k, start, end in s.truth:
-            if k == kind and not any(f.kind == k and f.start < end and start < f.end
-                                     for f in found):
+            if k == kind and not _covered(found, k, start, end):
                 out.append(s.text[start:end])
     return out
 

@@ -3,12 +3,14 @@ metric labels.
 
 Kinds: ``email``, ``phone`` (validated by ``phonenumbers``, Google's libphonenumber
 metadata: a number in international form anywhere, a national number of one of
-``regions``), ``card`` (13–19 digits with a known issuer prefix, Luhn-checked by
-``python-stdnum``), ``iban`` (country format and mod-97 checksum, ``python-stdnum``) and
-``ip`` (IPv4 and IPv6, checked by :mod:`ipaddress`). Candidates are found by regular
-expressions and kept only if they validate, so an order number, a date or a version is left
-alone; cards, IBANs, e-mail addresses and IP addresses are masked before phone numbers are
-looked for, so their digits are never taken for a phone number.
+``regions``), ``card`` (13–19 digits with a known issuer prefix, or grouped 4-4-4-4 as
+cards are printed, Luhn-checked by ``python-stdnum``), ``iban`` (country format and mod-97
+checksum, ``python-stdnum``) and ``ip`` (IPv4 and IPv6, checked by :mod:`ipaddress`).
+Candidates are found by regular expressions and kept only if they validate, so an order
+number, a date or a version is left alone; cards, IBANs, e-mail addresses and IP addresses
+are masked before phone numbers are looked for, so their digits are never taken for a phone
+number. Escaped text (JSON, ``repr``) is searched as what its escapes stand for, and masked
+where they were.
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
 :class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
@@ -24,6 +26,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from convoy._errors import UserError
+from convoy.observability._unescape import unescape
 
 PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 #: Every kind a :class:`Redactor` finds, in the order it looks for them.
@@ -31,34 +34,66 @@ PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
 _MAYBE = re.compile(r"[0-9@]")
 # One word of letters, digits and ``_`` (an id, a name): personal data in it can only be
-# the whole of it, as a card number, an IBAN or a phone number written without spaces.
+# the whole of it (an IBAN, a phone number written without spaces) or a card number glued
+# to letters, so a run of at least 12 digits.
 _TOKEN = re.compile(r"\w+")
+_LONG_DIGITS = re.compile(r"\d{12}")
+# Spaces that are not " " but separate groups of digits as well: no-break, thin, narrow
+# no-break (what word processors and locales put between the groups of a number).
+_SP = "\u00a0\u2009\u202f"
+# Every repetition below is bounded, so the work at each start position is bounded and a
+# hostile text (100 KB of digits, spaces and @) costs linear time, not backtracking.
 _EMAIL = re.compile(
-    r"(?<![\w.%+-])[\w.%+-]*\w@(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.)+[^\W\d_]{2,63}(?!\w)")
-# 13-19 digits, in groups separated by one space or dash at most.
-_CARD = re.compile(r"(?<![\w+-])\d(?:[ -]?\d){12,18}(?![\w]|-\d)")
-_IBAN = re.compile(r"(?<![\w])[A-Za-z]{2}\d{2}(?:[ ]?[A-Za-z0-9]){11,32}(?![\w])")
+    # a local part (apostrophes allowed: o'connor) or a quoted one ("john smith"), then
+    # "@" or its URL encoding
+    r"(?:(?<![\w.%+-])(?:[\w%+-][\w.%+'-]{0,62})?\w|(?<!\w)\"[^\"\\\r\n]{1,64}\")"
+    r"(?:@|%40)"
+    # a domain name, or an address literal ([192.0.2.1], [IPv6:2001:db8::1])
+    r"(?:(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,16}[^\W\d_]{2,63}"
+    r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])"
+    # not the start of a longer name; not a git remote's host (git@github.com:org/repo)
+    r"(?![\w@]|\.[\w-]|:[\w~.-]{0,100}(?:/|\.git\b))")
+# 13-19 digits, in groups separated by a dash, a dot, or one or two spaces of any width;
+# letters may touch it (card4539..., pan_4539...), more digits may not.
+_CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"
+                   r"(?!\d|[-.]\d)")
+_CARD_GROUP = re.compile(r"\d+")
+_IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-9]){{11,32}}"
+                   r"(?![A-Za-z0-9])")
 _IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                    r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)")
 # A phone number: an optional international prefix, an optional area code in brackets,
-# then 6 to 15 digits in groups separated by one space, dot, dash or slash.
+# then 6 to 15 digits in groups separated by one space, dot, dash or slash; not a part of
+# a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
 _PHONE = re.compile(
-    r"(?<![\w+@/.-])(?:(?:\+|00)\d{1,3}[ .-]?)?(?:\(\d{1,5}\)[ .-]?)?\d(?:[ ./-]?\d){5,14}"
-    r"(?![\w@]|[.-]\d)")
+    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
+    rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:[ {_SP}./-]?\d){{5,14}}"
+    rf"(?![\w@]|[.-]\d|[ {_SP}]\d)")
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
+_SPACES = re.compile(f"[{_SP}]")
 # Words that say the digits after them are a phone number.
 _PHONE_CUE = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
                         r"contact|reach|number|no|nr|num)\b\W{0,4}$")
+# Words that say they are not: a book or serial number (ISBN 0-306-40615-2, ISSN 0317-8471).
+_NOT_PHONE_CUE = re.compile(r"(?i)\b(?:isbn|issn|ismn|ean|upc|gtin|doi)(?:-?1[03])?\W{0,3}$")
+# An ISBN-13 written with its hyphens (978-0-306-40615-7), cue or not.
+_ISBN13 = re.compile(r"97[89]-\d{1,5}-\d{1,7}-\d{1,7}-\d")
+# Years one after another (2026 2027 2028).
+_YEARS = re.compile(rf"(?:(?:19|20)\d\d[ {_SP},/-]{{1,2}})+(?:19|20)\d\d")
 # What a date looks like (2026-11-30, 30/11/2026, 30.11.2026), or a year and a number
 # (2026-402021): never a phone number.
 _DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{2,4}(?:[ T]\d{1,2})?|(?:19|20)\d\d[./-]\d{5,}")
 # A decimal number (72.03665): one dot between two runs of digits.
 _DECIMAL = re.compile(r"\d+\.\d+")
+# A hexadecimal word (a hash, a key): digits in it are not a card glued to letters.
+_HEX = re.compile(r"[0-9A-Fa-f]*")
 
-# Issuer prefixes (IIN ranges) of the card brands in circulation: Visa, Mastercard,
-# American Express, Discover, JCB, Diners Club, UnionPay, Maestro, Mir.
+# Issuer prefixes (IIN ranges) of the card brands in circulation and their lengths: Visa,
+# Mastercard, American Express, Discover, JCB, Diners Club, UnionPay, Maestro, Mir, Elo,
+# RuPay, Troy, Verve, Dankort, InterPayment. Ranges may overlap (Elo's 4011 78 is Visa's 4).
+_ANY = (12, 13, 14, 15, 16, 17, 18, 19)
 _CARD_PREFIXES: tuple[tuple[int, int, tuple[int, ...]], ...] = (
     (4, 4, (16, 19)),  # (13-digit Visa numbers are no longer issued; EAN-13 codes are)
     (51, 55, (16,)), (2221, 2720, (16,)),
@@ -66,9 +101,13 @@ _CARD_PREFIXES: tuple[tuple[int, int, tuple[int, ...]], ...] = (
     (6011, 6011, (16, 19)), (644, 649, (16, 19)), (65, 65, (16, 19)),
     (3528, 3589, (16, 19)),
     (300, 305, (14, 16, 19)), (36, 36, (14, 16, 19)), (38, 39, (16, 19)),
-    (62, 62, (16, 17, 18, 19)),
-    (50, 50, (12, 13, 14, 15, 16, 17, 18, 19)), (56, 58, (12, 13, 14, 15, 16, 17, 18, 19)),
-    (67, 67, (12, 13, 14, 15, 16, 17, 18, 19)), (2200, 2204, (16, 17, 18, 19)),
+    (62, 62, (16, 17, 18, 19)), (81, 82, (16, 17, 18, 19)),  # UnionPay, RuPay
+    (50, 50, _ANY), (56, 58, _ANY), (67, 67, _ANY),  # Maestro, Elo, RuPay 508, Verve
+    (6304, 6304, _ANY), (6390, 6390, _ANY),  # Maestro
+    (636, 636, (16, 17, 18, 19)),  # InterPayment, Elo 636297 / 636368
+    (60, 60, (16, 19)),  # RuPay
+    (2200, 2204, (16, 17, 18, 19)),  # Mir
+    (9792, 9792, (16,)),  # Troy
 )
 
 
@@ -136,27 +175,46 @@ class Redactor:
     # -- finding ---------------------------------------------------------------------------
 
     def find(self, text: str) -> list[Found]:
-        """Every piece of personal data in ``text``, in order, none overlapping."""
+        """Every piece of personal data in ``text``, in order, none overlapping.
+
+        Escaped text (JSON, ``repr``) is searched as what it stands for: in
+        ``"x\\n4539..."`` the card number follows a newline, not the letter ``n``.
+        """
         if not text or _MAYBE.search(text) is None:
             return []
-        if _TOKEN.fullmatch(text) and not text.isdigit() and not _IBAN.fullmatch(text):
+        if _TOKEN.fullmatch(text) and not text.isdigit() and \
+                _LONG_DIGITS.search(text) is None and not _IBAN.fullmatch(text):
             return []  # a uuid, a session id, a tool name: nothing in it can match
+        read = unescape(text)
+        plain = read.text if read is not None else text
+        found: list[Found] = []
+        last = -1
+        for s, e, kind in sorted(self._spans(plain), key=lambda t: (t[0], -t[1])):
+            if s < last:
+                continue  # the first (longest) finding wins
+            last = e  # and one failing its check is not personal data, nor is any of it
+            if kind is not None:
+                a, b = read.span(s, e) if read is not None else (s, e)
+                found.append(Found(kind=kind, start=a, end=b, value=text[a:b]))
+        return found
+
+    def _spans(self, text: str) -> list[tuple[int, int, PiiKind | None]]:
         kinds = self.kinds
         # (start, end, kind); kind None: card- or IBAN-shaped but failing its check, so not
-        # personal data, and not to be read as a phone number either.
+        # personal data, and no part of it is to be read as another kind either.
         spans: list[tuple[int, int, PiiKind | None]] = []
-        if "email" in kinds and "@" in text:
+        if "email" in kinds and ("@" in text or "%40" in text):
             spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
         if "iban" in kinds:
             for m in _IBAN.finditer(text):
-                end = _iban_end(m.group())
-                spans.append((m.start(), m.start() + end if end else m.end(),
-                              "iban" if end else None))
+                end, valid = _iban_end(m.group())
+                if end:
+                    spans.append((m.start(), m.start() + end, "iban" if valid else None))
         if "card" in kinds:
             for m in _CARD.finditer(text):
-                digits = _SEPARATORS.sub("", m.group())
-                if 13 <= len(digits) <= 19 and _card_issuer_ok(digits):
-                    spans.append((m.start(), m.end(), "card" if _luhn_ok(digits) else None))
+                card = _card_in(m, text)
+                if card is not None:
+                    spans.append(card)
         if "ip" in kinds:
             spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
@@ -168,13 +226,7 @@ class Redactor:
                 if not any(a < e and s < b for s, e, _ in spans) and \
                         self._is_phone(m.group(), text[max(0, a - 24):a]):
                     spans.append((a, b, "phone"))
-        found: list[Found] = []
-        last = -1
-        for s, e, kind in sorted(spans, key=lambda t: (t[0], -t[1])):
-            if kind is not None and s >= last:  # the first (longest) finding wins
-                found.append(Found(kind=kind, start=s, end=e, value=text[s:e]))
-                last = e
-        return found
+        return spans
 
     def _is_phone(self, candidate: str, before: str) -> bool:
         import phonenumbers
@@ -182,8 +234,9 @@ class Redactor:
         digits = sum(ch.isdigit() for ch in candidate)
         if digits < 7 or digits > 15:
             return False
-        text = candidate.strip()
-        if _DATE.fullmatch(text) or _DECIMAL.fullmatch(text):
+        text = _SPACES.sub(" ", candidate.strip())
+        if _DATE.fullmatch(text) or _DECIMAL.fullmatch(text) or _ISBN13.fullmatch(text) \
+                or _YEARS.fullmatch(text) or _NOT_PHONE_CUE.search(before) is not None:
             return False
         if text.startswith("00"):
             text = "+" + text[2:]
@@ -233,21 +286,71 @@ class Redactor:
     __call__ = redact
 
 
-def _iban_end(raw: str) -> int:
-    """How long the IBAN at the start of ``raw`` is (its country fixes the length), or 0 if
-    it does not check out."""
+def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | None:
+    """The card number in a card-shaped match: its longest run of whole digit groups with
+    the length and prefix of a known issuer (or grouped 4-4-4-4(-3) as cards are), masked
+    if it passes the Luhn check, marked as no finding (not a phone number either) if not."""
+    groups = [(g.start(), g.end()) for g in _CARD_GROUP.finditer(m.group())]
+    base = m.start()
+    shaped: tuple[int, int] | None = None
+    for size in range(len(groups), 0, -1):
+        for i in range(len(groups) - size + 1):
+            window = groups[i:i + size]
+            digits = _SEPARATORS.sub("", m.group()[window[0][0]:window[-1][1]])
+            if not 13 <= len(digits) <= 19:
+                continue
+            widths = [b - a for a, b in window]
+            if not _card_issuer_ok(digits) and not (
+                    digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
+                    and _YEARS.fullmatch(m.group(), window[0][0], window[-1][1]) is None):
+                continue
+            start, end = base + window[0][0], base + window[-1][1]
+            if _luhn_ok(digits):
+                if _in_hex_word(text, start, end):
+                    return None  # digits inside a hash or a key
+                return start, end, "card"
+            shaped = shaped or (start, end)
+    return (*shaped, None) if shaped is not None else None
+
+
+def _in_hex_word(text: str, start: int, end: int) -> bool:
+    """Whether ``text[start:end]`` is part of a hexadecimal word (a hash, a key): glued to
+    hex letters on both sides, or in a word as long as an MD5 hash. Glued to a word on one
+    side (card4539..., pan_4539..., CC4539...) it is a card."""
+    a = start
+    while a > 0 and (text[a - 1].isalnum() or text[a - 1] == "_"):
+        a -= 1
+    b = end
+    while b < len(text) and (text[b].isalnum() or text[b] == "_"):
+        b += 1
+    if a == start and b == end:
+        return False
+    return (b - a >= 32 or (a < start and b > end)) and \
+        _HEX.fullmatch(text, a, start) is not None and _HEX.fullmatch(text, end, b) is not None
+
+
+def _iban_end(raw: str) -> tuple[int, bool]:
+    """How long the IBAN-shaped text at the start of ``raw`` is (its country fixes the
+    length; 0 if no country has IBANs so, as in CC4539...), and whether it checks out."""
     from stdnum import iban
 
     length = _iban_length(raw[:2].upper())
     if not length:
-        return 0
+        return 0, False
     n = 0
     for i, ch in enumerate(raw):
         if ch.isalnum():
             n += 1
             if n == length:
-                return i + 1 if iban.is_valid(raw[:i + 1]) else 0
-    return 0
+                if iban.is_valid(_SEPARATORS.sub("", raw[:i + 1])):
+                    return i + 1, True
+                break
+    # Not an IBAN: as long as it is written like one (compact, or in groups of four), it is
+    # not a card number or a phone number either; words after it may be.
+    groups = _SEPARATORS.split(raw[:i + 1])
+    if n == length and all(len(g) == 4 for g in groups[:-1]):
+        return i + 1, False
+    return len(groups[0]), False
 
 
 _IBAN_LENGTHS: dict[str, int] = {}

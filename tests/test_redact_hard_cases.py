@@ -1,0 +1,135 @@
+"""PII redaction in the shapes an adversarial review found it missing or wrong: values
+right after a backslash escape (JSON, ``repr``), card brands and separators beyond the
+common ones, e-mail forms RFC 5322 allows, and look-alikes that were masked. Also: a
+hostile input's work is bounded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from convoy.observability import Redactor
+
+CARD = "4539148803436467"  # Visa, Luhn-valid
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    (json.dumps({"n": f"x\n{CARD}"}), '{"n": "x\\n[CARD]"}'),
+    (json.dumps({"n": f"x\t{CARD}"}), '{"n": "x\\t[CARD]"}'),
+    (json.dumps({"n": f"x\r{CARD} y\f{CARD}"}), '{"n": "x\\r[CARD] y\\f[CARD]"}'),
+    (json.dumps({"n": "a\\DE89370400440532013000"}), '{"n": "a\\\\[IBAN]"}'),
+    (json.dumps({"n": "x\n10.0.0.1 and\t2001:db8::1"}), '{"n": "x\\n[IP] and\\t[IP]"}'),
+    (json.dumps({"e": "jörg.müller@example.com"}), '{"e": "[EMAIL]"}'),
+    (json.dumps({"n": f"ø{CARD}"}), '{"n": "\\u00f8[CARD]"}'),
+    (str(KeyError(f"a\n{CARD}")), "'a\\n[CARD]'"),
+    (repr("card\xa04539\xa01488\xa00343\xa06467"), "'card\\xa0[CARD]'"),
+    (json.dumps(json.dumps({"n": f"x\n{CARD}"})), '"{\\"n\\": \\"x\\\\n[CARD]\\"}"'),
+    (json.dumps({"e": '"john smith"@example.com'}), '{"e": "[EMAIL]"}'),
+])
+def test_values_after_an_escape_sequence_are_masked(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "sku4539148803436468x",  # word-glued digits failing Luhn
+    "id_2026202720282029",
+    "node\\n12345 and path C:\\temp\\x41 and a\\u00e9b",
+    "hash 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+    "sha a4539148803436467fe29b41d4a716446655440000c0ffee",
+])
+def test_escapes_and_glue_do_not_make_other_digits_personal(text: str) -> None:
+    assert Redactor()(text) == text
+
+
+@pytest.mark.parametrize("number", [
+    "6304123456789015", "6390123456789010", "5018123456789014", "5020123456789012340",
+    "5038123456789010", "5893123456789014", "6759123456789015", "6762123456789010",
+    "6362971234567890", "5041751234567897", "4011781234567893", "4389351234567899",
+    "6521123456789012", "6070123456789017", "8171123456789011", "8200123456789016",
+    "5085123456789012", "9792123456789018", "6212123456789016", "6212123456789012342",
+])
+def test_card_brands(number: str) -> None:
+    assert Redactor()(f"card {number} ok") == "card [CARD] ok"
+
+
+@pytest.mark.parametrize("text", [
+    "4539\u00a01488\u00a00343\u00a06467", "4539\u20091488\u20090343\u20096467",
+    "4539\u202f1488\u202f0343\u202f6467", "4539  1488  0343  6467", "4539.1488.0343.6467",
+    "7123 1234 5678 9012",  # an issuer not in the table, but written and checked as a card
+])
+def test_card_separators(text: str) -> None:
+    assert Redactor()(f"paid with {text}, exp 12/29") == "paid with [CARD], exp 12/29"
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    (f"card{CARD}", "card[CARD]"), (f"pan_{CARD}", "pan_[CARD]"), (f"CC{CARD}", "CC[CARD]"),
+    (f"{CARD}exp1229", "[CARD]exp1229"), (f"ref:{CARD}", "ref:[CARD]"),
+    ("4539 1488 0343 6467 12/29", "[CARD] 12/29"),
+    # glued to more digits, a card cannot be told from a longer number: left alone
+    (f"ref:00{CARD}", f"ref:00{CARD}"),
+])
+def test_cards_glued_to_words(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "DE89\u00a03704\u00a00044\u00a00532\u00a00130\u00a000", "DE89-3704-0044-0532-0130-00",
+    "DE89\u20093704\u20090044\u20090532\u20090130\u200900",
+])
+def test_iban_separators(text: str) -> None:
+    assert Redactor()(f"IBAN {text}.") == "IBAN [IBAN]."
+
+
+@pytest.mark.parametrize("text", [
+    "+44\u00a020\u00a07946\u00a00958", "+44\u200920\u20097946\u20090958",
+    "020\u202f7946\u202f0958",
+])
+def test_phone_separators(text: str) -> None:
+    assert Redactor()(f"phone {text}.") == "phone [PHONE]."
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("mailto:jane.doe%40example.com", "mailto:[EMAIL]"),
+    ('"john smith"@example.com wrote', "[EMAIL] wrote"),
+    ("admin@[192.0.2.1] and root@[IPv6:2001:db8::1]", "[EMAIL] and [EMAIL]"),
+    ("o'connor@example.com", "[EMAIL]"),
+    ("'ann@example.com'", "'[EMAIL]'"),
+    ("write to ann@example.com: thanks", "write to [EMAIL]: thanks"),
+    ("session ann@example.com-7", "session [EMAIL]-7"),
+])
+def test_email_forms(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "ISBN 0-306-40615-2", "ISBN-13 978-0-306-40615-7", "ISSN 0317-8471",
+    "see 978-0-306-40615-7", "year 2026 2027 2028 2029", "seasons 2019 2020 2021",
+    "git@github.com:org/repo.git", "clone git@gitlab.example.com:team/app",
+])
+def test_near_misses_are_left_alone(text: str) -> None:
+    assert Redactor()(text) == text
+
+
+@pytest.mark.parametrize("hostile", [
+    "4" * 100_000, ("1 " * 50_000), ("1@" * 50_000), ("a@1." * 25_000),
+    ("12 34@" * 17_000), ("\\n1" * 33_000), ("DE89 " * 20_000), ("1:" * 50_000),
+    ('"' + "a" * 99_990 + '"@x'), ("a%40" * 25_000),
+])
+def test_hostile_input_is_bounded_work(hostile: str) -> None:
+    # every pattern's repetitions are bounded, so each start position costs a bounded
+    # number of steps: this returns (and would hang on catastrophic backtracking)
+    found = Redactor(memo=0).find(hostile)
+    assert all(0 <= f.start < f.end <= len(hostile) for f in found)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("FR58675896997491QHC8NX7CM03 fails its checksum", "FR58675896997491QHC8NX7CM03 fails "
+     "its checksum"),
+    ("DE88 3704 0044 0532 0130 00 fails its checksum",
+     "DE88 3704 0044 0532 0130 00 fails its checksum"),
+    # a word that only starts like an IBAN does not hide what follows it
+    ("FR12 call 4539 1488 0343 6467", "FR12 call [CARD]"),
+])
+def test_a_card_inside_a_failed_iban_is_not_one(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
