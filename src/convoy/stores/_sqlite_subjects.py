@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -19,6 +20,7 @@ from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntr
 from convoy.stores._sqlite_sql import _SESSION_COLS, _is_busy, _session, _store_error
 from convoy.stores._sqlite_state import _COLS as _STATE_COLS
 from convoy.stores._sqlite_state import _entry
+from convoy.stores._sqlite_wal import _Checkpointer
 from convoy.stores._subjects_sql import (
     SubjectSQL,
     chunks,
@@ -37,6 +39,7 @@ class SQLiteSubjects:
 
     clock: Callable[[], float]
     path: Path
+    _checkpointer: _Checkpointer | None
 
     if TYPE_CHECKING:
         async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
@@ -139,6 +142,13 @@ class SQLiteSubjects:
 
     async def compact(self) -> None:
         await self._drain()
+        checkpointer = self._checkpointer
+        paused: AbstractContextManager[object] = \
+            checkpointer.lock if checkpointer is not None else nullcontext()
+        with paused:
+            self._compact()  # (the store's own checkpoints wait: not another's busy)
+
+    def _compact(self) -> None:
         conn = self.conn
         try:
             conn.execute("PRAGMA secure_delete=ON")

@@ -18,6 +18,9 @@ class _Checkpointer:
     def __init__(self, path: Path, interval: float = 0.25) -> None:
         self._path = path
         self._interval = interval
+        #: Held around each checkpoint: whoever holds it knows none is running (SQLite runs
+        #: one checkpoint at a time, and another one's TRUNCATE would report busy).
+        self.lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="convoy-checkpoint",
                                         daemon=True)
@@ -29,7 +32,8 @@ class _Checkpointer:
             conn.execute("PRAGMA busy_timeout=1000")
             while not self._stop.wait(self._interval):
                 try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    with self.lock:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
                 except sqlite3.OperationalError:
                     continue  # busy: the next round catches up
         finally:
