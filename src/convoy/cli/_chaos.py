@@ -17,6 +17,7 @@ from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
     ModelOption,
+    check_output_file,
     convoy_errors,
     err,
     fail,
@@ -113,6 +114,8 @@ def chaos(
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = db_dir if db_dir is not None else Path(".convoy") / f"chaos-{stamp}"
     out_file = journal if journal is not None else work / "journal.json"
+    check_output_file(out_file, "--journal", [(work / f"{phase}.db", f"the store of the {phase} "
+                                               "phase") for phase in ("before", "during", "after")])
     try:
         with convoy_errors():
             result = run_experiment(

@@ -19,7 +19,9 @@ from convoy.cli._common import (
     DbOption,
     TenantOption,
     build_engine,
+    check_output_file,
     fail,
+    label,
     out,
     require_convoy_store,
     require_store,
@@ -70,6 +72,8 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     Example: `convoy export customer-42 -o customer-42.json`
     """
     require_store(db)
+    if output is not None:
+        check_output_file(output, "--output", [(db, f"the store {label(db)!r}")])
     engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
     doc = run_async(_export(engine, subject, tenant or DEFAULT_TENANT))
     text = json.dumps(doc, indent=2, ensure_ascii=False)
