@@ -77,6 +77,12 @@ def test_db_under_a_regular_file_is_one_line() -> None:
     one_line_error(res, 2, "'somefile.txt' is a file, not a directory")
 
 
+def test_an_empty_db_is_said_to_be_empty() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    for args in (("run", FLOW, "-i", "in.jsonl"), ("sessions", "list"), ("db", "info")):
+        one_line_error(cli(*args, "--db", ""), 2, "--db is empty")
+
+
 def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
     run_ok()
     run_ok(lines=['"hi"'], flow="cli_flows:shout")

@@ -248,6 +248,9 @@ def check_db_path(db: str, *, create: bool = False) -> None:
     a regular file, or (when the command would ``create`` the store) a path whose directory
     does not exist: it is not created behind the user's back. A PostgreSQL URL is checked
     when the store opens (the server says what is wrong)."""
+    if not db:
+        fail("--db is empty: pass the store's file path or postgresql:// URL (or set "
+             "CONVOY_DB)")
     if is_postgres_url(db):
         return
     try:
