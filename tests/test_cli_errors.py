@@ -83,6 +83,22 @@ def test_an_empty_db_is_said_to_be_empty() -> None:
         one_line_error(cli(*args, "--db", ""), 2, "--db is empty")
 
 
+def test_a_db_that_holds_no_store_is_a_usage_error_for_every_command() -> None:
+    """An empty file, or a file that is not SQLite at all, passed as --db: the user named
+    the wrong store, whichever command reads it (it exited 1 for some, 2 for others)."""
+    write_jsonl(Path("in.jsonl"), GOOD)
+    Path("empty.db").write_bytes(b"")
+    Path("notes.db").write_text("not sqlite " * 100)
+    for db in ("empty.db", "notes.db"):
+        for args in (("sessions", "list"), ("sessions", "show", "s1"), ("db", "info"),
+                     ("db", "compact"), ("resume",), ("cancel", "s1"), ("replay", "s1"),
+                     ("state", "list"), ("state", "get", "ns", "k"), ("inbox", "list"),
+                     ("cost",), ("trace", "s1"), ("audit", "verify")):
+            res = cli(*args, "--db", db)
+            assert res.code == 2 and "Convoy store" in res.stderr, (db, args, res.stderr)
+    assert Path("empty.db").read_bytes() == b""
+
+
 def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
     run_ok()
     run_ok(lines=['"hi"'], flow="cli_flows:shout")

@@ -39,6 +39,7 @@ from convoy import (
     UserError,
     infer_model,
 )
+from convoy._errors import NoStoreError
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -188,7 +189,9 @@ def _leaves(e: BaseException) -> Iterator[BaseException]:
 
 
 def exit_code(e: StoreError | AuditError | UserError) -> int:
-    return USAGE_ERROR if isinstance(e, UserError) else RUN_FAILURE
+    """Misuse exits 2, and so does a --db that holds no Convoy store (the wrong store was
+    named); anything else that stopped the command exits 1."""
+    return USAGE_ERROR if isinstance(e, UserError | NoStoreError) else RUN_FAILURE
 
 
 @contextmanager
