@@ -160,3 +160,26 @@ def test_replay_says_one_step() -> None:
     res = cli("replay", sid)
     assert res.code == 0, res.stderr
     assert "(completed, 1 step replayed from the journal)" in res.stdout
+
+
+def test_messages_say_what_is_wrong() -> None:
+    """Found by a hostile review: each message named the wrong thing."""
+    Path("in.jsonl").write_text('{"subject": "a\x01"}\n')
+    res = cli("run", FLOW, "-i", "in.jsonl", "--strict")
+    assert "Invalid control character at column" in res.stderr, res.stderr
+    assert "at at" not in res.stderr
+    one_line_error(cli("state", "set", "ns", "k", '"a\x01"'), 2,
+                   "Invalid control character at column 3")
+    one_line_error(cli("keygen", ""), 2, "FILE '.' is a directory (an empty FILE names the "
+                   "current one)")
+    Path("base.db").write_text("")
+    one_line_error(cli("keygen", "base.db/x"), 2,
+                   "cannot create 'base.db/x': 'base.db' is a file, not a directory")
+    for age in ("infd", "1e400d", "nand", "1e306w"):
+        one_line_error(cli("purge", "--older-than", age), 2, "not a positive number")
+    write_jsonl(Path("ok.jsonl"), GOOD)
+    for flag, value, told in (("--min-success", "1.5", "--min-success is a share in [0, 1]"),
+                              ("--max-p99", "0", "--max-p99 must be > 0"),
+                              ("--max-cost", "-1", "--max-cost must be > 0")):
+        one_line_error(cli("chaos", FLOW, "-i", "ok.jsonl", "--db-dir", "d", flag, value), 2,
+                       told)

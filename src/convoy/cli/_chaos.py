@@ -92,6 +92,11 @@ def chaos(
     --kill-after-sessions 20 --max-p99 30`
     """
     workflows_from_cwd()
+    if not 0.0 <= min_success <= 1.0:
+        fail(f"--min-success is a share in [0, 1], got {min_success:g}")
+    for flag, bound in (("--max-p99", max_p99), ("--max-cost", max_cost)):
+        if bound is not None and not bound > 0:
+            fail(f"{flag} must be > 0, got {bound:g}")
     with convoy_errors():
         spec = FaultSpec.parse(faults)
         hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)

@@ -136,6 +136,15 @@ def keygen(path: Annotated[Path, typer.Argument(
     Example: `convoy keygen ~/.convoy/master.key`
     """
     path = path.expanduser()
+    if path.is_dir():  # ('' arrives as '.')
+        fail(f"FILE {str(path)!r} is a directory"
+             f"{' (an empty FILE names the current one)' if str(path) == '.' else ''}: name "
+             "the file to write the key to, e.g. 'convoy keygen ~/.convoy/master.key'")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"cannot create {str(path)!r}: {str(parent)!r} is a file, not a directory")
+            break
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:

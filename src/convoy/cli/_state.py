@@ -131,8 +131,8 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     try:
         json.loads(value, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as e:
-        fail(f"the value is not JSON: {e.msg} at column {e.colno} (quote strings: "
-             """'"text"')""")
+        fail(f"the value is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
+             """(quote strings: '"text"')""")
     except ValueError:
         fail("the value is not JSON: NaN and infinite numbers are not JSON (readers could "
              """not parse it); write null or a string such as '"NaN"' instead""")
