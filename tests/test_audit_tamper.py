@@ -384,7 +384,7 @@ def test_a_malformed_proof_is_one_line_not_a_traceback(log: dict[str, Any],
     for doc, why in cases:
         proof.write_text(json.dumps(doc))
         res = cli("audit", "check", str(proof))
-        assert res.code == 1, (doc, res.stderr)
+        assert res.code == 2, (doc, res.stderr)  # a bad input file, as a file not JSON
         assert res.stderr.startswith("error: not a Convoy inclusion proof"), res.stderr
         assert why in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
 

@@ -415,10 +415,10 @@ def test_escalation_is_answered_with_a_signal() -> None:
 def test_store_that_is_not_a_database() -> None:
     write_jsonl(Path("in.jsonl"), GOOD)
     Path("notes.db").write_text("this is not sqlite " * 100)
-    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "notes.db"), 1,
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "notes.db"), 2,
                    "'notes.db' is not a usable Convoy store")
     for args in (["sessions", "list"], ["resume"], ["cost"], ["sessions", "show", "x"]):
-        one_line_error(cli(*args, "--db", "notes.db"), 1, "is not a usable Convoy store")
+        one_line_error(cli(*args, "--db", "notes.db"), 2, "is not a usable Convoy store")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")

@@ -77,6 +77,28 @@ def test_db_under_a_regular_file_is_one_line() -> None:
     one_line_error(res, 2, "'somefile.txt' is a file, not a directory")
 
 
+def test_an_empty_db_is_said_to_be_empty() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    for args in (("run", FLOW, "-i", "in.jsonl"), ("sessions", "list"), ("db", "info")):
+        one_line_error(cli(*args, "--db", ""), 2, "--db is empty")
+
+
+def test_a_db_that_holds_no_store_is_a_usage_error_for_every_command() -> None:
+    """An empty file, or a file that is not SQLite at all, passed as --db: the user named
+    the wrong store, whichever command reads it (it exited 1 for some, 2 for others)."""
+    write_jsonl(Path("in.jsonl"), GOOD)
+    Path("empty.db").write_bytes(b"")
+    Path("notes.db").write_text("not sqlite " * 100)
+    for db in ("empty.db", "notes.db"):
+        for args in (("sessions", "list"), ("sessions", "show", "s1"), ("db", "info"),
+                     ("db", "compact"), ("resume",), ("cancel", "s1"), ("replay", "s1"),
+                     ("state", "list"), ("state", "get", "ns", "k"), ("inbox", "list"),
+                     ("cost",), ("trace", "s1"), ("audit", "verify")):
+            res = cli(*args, "--db", db)
+            assert res.code == 2 and "Convoy store" in res.stderr, (db, args, res.stderr)
+    assert Path("empty.db").read_bytes() == b""
+
+
 def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
     run_ok()
     run_ok(lines=['"hi"'], flow="cli_flows:shout")
@@ -138,3 +160,26 @@ def test_replay_says_one_step() -> None:
     res = cli("replay", sid)
     assert res.code == 0, res.stderr
     assert "(completed, 1 step replayed from the journal)" in res.stdout
+
+
+def test_messages_say_what_is_wrong() -> None:
+    """Found by a hostile review: each message named the wrong thing."""
+    Path("in.jsonl").write_text('{"subject": "a\x01"}\n')
+    res = cli("run", FLOW, "-i", "in.jsonl", "--strict")
+    assert "Invalid control character at column" in res.stderr, res.stderr
+    assert "at at" not in res.stderr
+    one_line_error(cli("state", "set", "ns", "k", '"a\x01"'), 2,
+                   "Invalid control character at column 3")
+    one_line_error(cli("keygen", ""), 2, "FILE '.' is a directory (an empty FILE names the "
+                   "current one)")
+    Path("base.db").write_text("")
+    one_line_error(cli("keygen", "base.db/x"), 2,
+                   "cannot create 'base.db/x': 'base.db' is a file, not a directory")
+    for age in ("infd", "1e400d", "nand", "1e306w"):
+        one_line_error(cli("purge", "--older-than", age), 2, "not a positive number")
+    write_jsonl(Path("ok.jsonl"), GOOD)
+    for flag, value, told in (("--min-success", "1.5", "--min-success is a share in [0, 1]"),
+                              ("--max-p99", "0", "--max-p99 must be > 0"),
+                              ("--max-cost", "-1", "--max-cost must be > 0")):
+        one_line_error(cli("chaos", FLOW, "-i", "ok.jsonl", "--db-dir", "d", flag, value), 2,
+                       told)

@@ -130,3 +130,15 @@ def test_bad_input_is_one_line() -> None:
                    "'convoy state list customer:42' shows its keys")
     one_line_error(cli("state", "set", "ns", "k", "1", "--db", "no/such/dir/x.db"), 2,
                    "does not exist")
+
+
+@pytest.mark.usefixtures("store")
+def test_set_refuses_what_json_cannot_carry_and_empty_names() -> None:
+    """NaN and infinities (Python's json module reads them) would be printed back as
+    invalid JSON by 'get --json'; an empty namespace or key names nothing."""
+    for value in ("NaN", "Infinity", "-Infinity", "1e999", '{"a": [NaN]}', "-1e400"):
+        one_line_error(cli("state", "set", "--", "ns", "k", value), 2,
+                       "the value is not JSON: NaN and infinite numbers are not JSON")
+    one_line_error(cli("state", "set", "", "k", "1"), 2, "the namespace is empty")
+    one_line_error(cli("state", "set", "ns", "", "1"), 2, "the key is empty")
+    assert "no Convoy store" in cli("state", "get", "ns", "k").stderr  # nothing written

@@ -17,7 +17,9 @@ from hypothesis import strategies as st
 import convoy
 from convoy.security._redteam import GOALS, cases, load_payloads
 
-from .clikit import cli, one_line_error
+from .clikit import cli, one_line_error, workdir
+
+__all__ = ["workdir"]  # the autouse fixture: each test in its own directory
 
 
 async def test_the_suite_lets_nothing_through_and_benign_tasks_complete() -> None:
@@ -177,3 +179,26 @@ def test_fuzz_no_untrusted_argument_runs_unapproved(c: dict[str, Any]) -> None:
     res = asyncio.run(run())
     assert ran == expected
     assert res.status == ("waiting" if stopped else "completed"), res.error
+
+
+def test_cli_db_is_checked_like_every_command_s(tmp_path: Path) -> None:
+    """--db names a new SQLite file as elsewhere: a PostgreSQL URL is refused (not made
+    into directories named after it), a missing directory is not created."""
+    one_line_error(cli("redteam", "--limit", "1", "--db", "postgresql://u:pw@127.0.0.1:1/y"),
+                   2, "a new SQLite file")
+    one_line_error(cli("redteam", "--limit", "1", "--db", "no/such/dir/r.db"), 2,
+                   "the directory 'no/such/dir' of --db 'no/such/dir/r.db' does not "
+                   "exist")
+    one_line_error(cli("redteam", "--limit", "1", "--db", ""), 2, "--db is empty")
+    assert list(tmp_path.iterdir()) == []
+    assert cli("redteam", "--limit", "1", "--db", "sqlite:///r.db").code == 0
+    assert (tmp_path / "r.db").exists()
+    one_line_error(cli("redteam", "--limit", "1", "--db", "r.db"), 2, "already exists")
+
+
+def test_cli_with_no_attack_payloads_has_nothing_to_test(tmp_path: Path) -> None:
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "x.json").write_text('{"payloads": []}')
+    res = cli("redteam", "--payloads", str(tmp_path / "p"))
+    one_line_error(res, 2, "no attack payloads")
+    assert "PASS" not in res.stdout

@@ -97,6 +97,10 @@ async def test_values_that_do_not_match_the_type_are_refused(db: str | Path) -> 
         assert (await acct.get("account")).version == 0
         with pytest.raises(convoy.UserError, match="not JSON-able"):
             await eng.state("raw").set("k", object(), expected_version=0)
+        for value in (float("nan"), {"a": [float("inf")]}, -float("inf")):  # not JSON
+            with pytest.raises(convoy.UserError, match="NaN and infinite numbers are not JSON"):
+                await eng.state("raw").set("k", value, expected_version=0)
+        assert (await eng.state("raw").set("k", "NaN Infinity", expected_version=0)).version
 
 
 async def test_concurrent_sessions_updating_one_record_lose_no_update(db: str | Path) -> None:

@@ -116,6 +116,12 @@ class StoreError(ConvoyError):
         return {**super().to_record(), "transient": self.transient}
 
 
+class NoStoreError(StoreError):
+    """The database named holds no Convoy store: an empty or foreign file, a PostgreSQL
+    schema without Convoy's tables. The caller named the wrong store (the command line
+    says so as a usage error); an engine would create one there."""
+
+
 class JournalError(StoreError):
     """The store holds data this version of Convoy cannot read, or refused a write."""
 

@@ -16,6 +16,7 @@ from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
     TENANT_ENV,
+    USAGE_ERROR,
     DbOption,
     TenantOption,
     err,
@@ -377,8 +378,9 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
         fail(f"{str(proof)!r} is not JSON: {e}")
     try:
         event = _audit().check_inclusion(doc, public_key=public_key)
-    except (AuditError, UserError) as e:
-        fail(str(e), RUN_FAILURE)
+    except (AuditError, UserError) as e:  # a file that is no proof is a bad input file
+        fail(str(e), USAGE_ERROR if isinstance(e, UserError) or str(e).startswith(
+            "not a Convoy inclusion proof") else RUN_FAILURE)
     typer.echo(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed log of "
                f"{doc['tree_size']} entries: {event.kind} {event.status} (session "
                f"{event.session_id}, step {event.step_key})")

@@ -17,6 +17,7 @@ from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
     ModelOption,
+    check_output_file,
     convoy_errors,
     err,
     fail,
@@ -91,6 +92,11 @@ def chaos(
     --kill-after-sessions 20 --max-p99 30`
     """
     workflows_from_cwd()
+    if not 0.0 <= min_success <= 1.0:
+        fail(f"--min-success is a share in [0, 1], got {min_success:g}")
+    for flag, bound in (("--max-p99", max_p99), ("--max-cost", max_cost)):
+        if bound is not None and not bound > 0:
+            fail(f"{flag} must be > 0, got {bound:g}")
     with convoy_errors():
         spec = FaultSpec.parse(faults)
         hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)
@@ -113,6 +119,8 @@ def chaos(
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = db_dir if db_dir is not None else Path(".convoy") / f"chaos-{stamp}"
     out_file = journal if journal is not None else work / "journal.json"
+    check_output_file(out_file, "--journal", [(work / f"{phase}.db", f"the store of the {phase} "
+                                               "phase") for phase in ("before", "during", "after")])
     try:
         with convoy_errors():
             result = run_experiment(

@@ -23,6 +23,7 @@ import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -38,6 +39,7 @@ from convoy import (
     UserError,
     infer_model,
 )
+from convoy._errors import NoStoreError
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -187,7 +189,9 @@ def _leaves(e: BaseException) -> Iterator[BaseException]:
 
 
 def exit_code(e: StoreError | AuditError | UserError) -> int:
-    return USAGE_ERROR if isinstance(e, UserError) else RUN_FAILURE
+    """Misuse exits 2, and so does a --db that holds no Convoy store (the wrong store was
+    named); anything else that stopped the command exits 1."""
+    return USAGE_ERROR if isinstance(e, UserError | NoStoreError) else RUN_FAILURE
 
 
 @contextmanager
@@ -247,6 +251,9 @@ def check_db_path(db: str, *, create: bool = False) -> None:
     a regular file, or (when the command would ``create`` the store) a path whose directory
     does not exist: it is not created behind the user's back. A PostgreSQL URL is checked
     when the store opens (the server says what is wrong)."""
+    if not db:
+        fail("--db is empty: pass the store's file path or postgresql:// URL (or set "
+             "CONVOY_DB)")
     if is_postgres_url(db):
         return
     try:
@@ -263,6 +270,45 @@ def check_db_path(db: str, *, create: bool = False) -> None:
     if create and not path.parent.exists():
         fail(f"the directory {str(path.parent)!r} of --db {db!r} does not exist; create "
              f"it first (mkdir -p {path.parent})")
+
+
+#: The files a SQLite store at PATH is made of: PATH and these suffixed files beside it.
+STORE_FILE_SUFFIXES = ("-wal", "-shm", "-journal")
+SQLITE_HEADER = b"SQLite format 3\0"
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one is missing: the same path once links and '..' are resolved
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def check_output_file(path: Path, option: str,
+                      stores: Sequence[tuple[str | Path, str]] = ()) -> None:
+    """Refuse, in one line (exit 2, the file untouched), an output file ``option`` names
+    that writing would destroy a store with: one of ``stores`` (``(db, what it is)``) or
+    one of its files, or any existing SQLite database. Any other file is overwritten."""
+    for db, what in stores:
+        if is_postgres_url(db):
+            continue
+        try:
+            base = sqlite_path(db)
+        except UserError:
+            continue  # (refused as --db, where it is checked)
+        for suffix in ("", *STORE_FILE_SUFFIXES):
+            if _same_file(path, Path(f"{base}{suffix}")):
+                which = f"the {suffix} file of {what}" if suffix else what
+                fail(f"{option} {str(path)!r} is {which}: writing there would destroy it; "
+                     "pass another path")
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_HEADER))
+    except OSError:
+        return  # missing, or not readable: writing says what is wrong
+    if header == SQLITE_HEADER:
+        fail(f"{option} {str(path)!r} is a SQLite database (a store?), which is never "
+             f"overwritten; pass another path")
 
 
 def tracing(exporters: list[str] | None) -> list[Interceptor]:

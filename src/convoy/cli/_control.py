@@ -65,8 +65,8 @@ def signal(
         try:
             value = json.loads(payload)
         except json.JSONDecodeError as e:
-            fail(f"--payload is not JSON: {e.msg} at column {e.colno} (quote strings: "
-                 """--payload '"yes"')""")
+            fail(f"--payload is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
+                 """(quote strings: --payload '"yes"')""")
     if name == ESCALATION:
         if isinstance(value, dict) and not value.get("by"):
             value = {**value, "by": who_decides(by)}

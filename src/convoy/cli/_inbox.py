@@ -63,8 +63,8 @@ def _json(value: str, option: str) -> Any:
     try:
         return json.loads(value)
     except json.JSONDecodeError as e:
-        fail(f"{option} is not JSON: {e.msg} at column {e.colno} (quote strings: "
-             """'"text"')""")
+        fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
+             """(quote strings: '"text"')""")
 
 
 def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool,

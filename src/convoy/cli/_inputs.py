@@ -154,7 +154,7 @@ def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
     try:
         obj = json.loads(text)
     except json.JSONDecodeError as e:
-        return f"invalid JSON: {e.msg} at column {e.colno}"
+        return f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
     try:
         return obj, wf.input_adapter.validate_python(obj)
     except ValidationError as e:

@@ -19,7 +19,9 @@ from convoy.cli._common import (
     DbOption,
     TenantOption,
     build_engine,
+    check_output_file,
     fail,
+    label,
     out,
     require_convoy_store,
     require_store,
@@ -70,6 +72,8 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     Example: `convoy export customer-42 -o customer-42.json`
     """
     require_store(db)
+    if output is not None:
+        check_output_file(output, "--output", [(db, f"the store {label(db)!r}")])
     engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
     doc = run_async(_export(engine, subject, tenant or DEFAULT_TENANT))
     text = json.dumps(doc, indent=2, ensure_ascii=False)
@@ -132,6 +136,15 @@ def keygen(path: Annotated[Path, typer.Argument(
     Example: `convoy keygen ~/.convoy/master.key`
     """
     path = path.expanduser()
+    if path.is_dir():  # ('' arrives as '.')
+        fail(f"FILE {str(path)!r} is a directory"
+             f"{' (an empty FILE names the current one)' if str(path) == '.' else ''}: name "
+             "the file to write the key to, e.g. 'convoy keygen ~/.convoy/master.key'")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                fail(f"cannot create {str(path)!r}: {str(parent)!r} is a file, not a directory")
+            break
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as e:

@@ -10,9 +10,11 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from convoy.cli._common import out, run_async
+from convoy.cli._common import check_db_path, fail, label, out, run_async
 from convoy.security._policy import ProvenancePolicy
 from convoy.security._redteam import PAYLOADS, RedteamReport, run_redteam
+from convoy.stores import is_postgres_url
+from convoy.stores._url import sqlite_path
 
 
 def redteam(
@@ -22,10 +24,10 @@ def redteam(
              "lists).")] = PAYLOADS,
     limit: Annotated[int | None, typer.Option(
         metavar="N", min=1, help="Use the first N payloads of each list.")] = None,
-    db: Annotated[Path | None, typer.Option(
+    db: Annotated[str | None, typer.Option(
         "--db", metavar="PATH",
-        help="Keep the suite's SQLite store here (a new file) to inspect its sessions; "
-             "default: a temporary one.")] = None,
+        help="Keep the suite's SQLite store here (a new file, in a directory that exists) "
+             "to inspect its sessions; default: a temporary one.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
     no_provenance: Annotated[bool, typer.Option(
         "--no-provenance",
@@ -45,7 +47,14 @@ def redteam(
     rule, or a benign task did not complete; 2 usage errors.
     """
     policy = ProvenancePolicy(rules=()) if no_provenance else None
-    report = run_async(run_redteam(payloads, limit=limit, db=db, provenance=policy))
+    store = None
+    if db is not None:
+        if is_postgres_url(db):
+            fail(f"--db {label(db)!r}: redteam keeps its store in a new SQLite file; pass a "
+                 "file path")
+        check_db_path(db, create=True)
+        store = sqlite_path(db)
+    report = run_async(run_redteam(payloads, limit=limit, db=store, provenance=policy))
     if as_json:
         out.print_json(json.dumps(report.to_dict()))
     else:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.table import Table
@@ -42,6 +43,17 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
 
 def _decode(text: str) -> Any:
     return json.loads(text)
+
+
+def _not_json(token: str) -> NoReturn:
+    raise ValueError(token)  # NaN, Infinity, -Infinity: Python's json reads them
+
+
+def _finite(token: str) -> float:
+    number = float(token)
+    if not math.isfinite(number):  # 1e999
+        raise ValueError(token)
+    return number
 
 
 def _writer(e: StateEntry) -> str:
@@ -108,15 +120,22 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     Example: `convoy state set customer:42 account '{"credit": 10}' --expected-version 3`
     """
     tenant = one_tenant(tenant)
+    for name, given in (("namespace", namespace), ("key", key)):
+        if not given:
+            fail(f"the {name} is empty: name one (e.g. 'convoy state set customer:42 "
+                 "account 1')")
     try:
         check_namespace(namespace)
     except UserError as e:
         fail(str(e))
     try:
-        json.loads(value)
+        json.loads(value, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as e:
-        fail(f"the value is not JSON: {e.msg} at column {e.colno} (quote strings: "
-             """'"text"')""")
+        fail(f"the value is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
+             """(quote strings: '"text"')""")
+    except ValueError:
+        fail("the value is not JSON: NaN and infinite numbers are not JSON (readers could "
+             """not parse it); write null or a string such as '"NaN"' instead""")
     check_db_path(db, create=True)
     expected, res = run_async(_set(db, busy_timeout, StateWrite(
         tenant=tenant, namespace=namespace, key=key, value=value,

@@ -9,6 +9,7 @@ the store so no deleted row survives in its files (see ``Store.compact``).
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from typing import Any
 
@@ -263,7 +264,7 @@ def parse_age(text: str) -> float:
         value = float(t[:-1]) if unit else float("nan")
     except ValueError:
         value = float("nan")
-    if unit is None or not value > 0:
+    if unit is None or not 0 < value * unit < math.inf:  # (inf, nan, 1e400, an overflow)
         raise UserError(f"age {text!r} is not a positive number with a unit s, m, h, d or w "
                         "(e.g. '30d')")
     return value * unit

@@ -242,7 +242,11 @@ async def run_redteam(payloads: Path = PAYLOADS, *, limit: int | None = None,
 def _suite(payloads: Path, limit: int | None, db: Path | None) -> list[Case]:
     if db is not None and db.exists():
         raise UserError(f"redteam store {str(db)!r} already exists: give a new path")
-    return list(cases(load_payloads(payloads), limit))
+    suite = list(cases(load_payloads(payloads), limit))
+    if not any(c.kind == "attack" for c in suite):
+        raise UserError(f"no attack payloads in {str(payloads)!r} (only empty lists or "
+                        "'normal_instructions'): nothing to test")
+    return suite
 
 
 async def _run(suite: list[Case], db: Path,

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import suppress
-from typing import Any, Generic, TypeVar, overload
+from typing import Any, Generic, NoReturn, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
 from pydantic_core import from_json, to_json
@@ -19,6 +20,20 @@ from convoy.stores._protocol import StateEntry
 T = TypeVar("T")
 D = TypeVar("D")
 _MAX_PAUSE = 1.0  # seconds: the longest pause between two attempts of an update
+
+
+def _strict_json(text: str) -> bool:
+    """Whether ``text`` (valid JSON to Python) holds no NaN or infinity (to_json writes
+    them as the bare tokens ``NaN`` and ``Infinity``, which JSON has not)."""
+    try:
+        json.loads(text, parse_constant=_refuse)
+    except ValueError:
+        return False
+    return True
+
+
+def _refuse(token: str) -> NoReturn:
+    raise ValueError(token)
 
 
 class State(Generic[T]):
@@ -73,10 +88,15 @@ class State(Generic[T]):
         adapter = self._adapter
         if adapter is None:
             try:
-                return to_json(value).decode()
+                text = to_json(value).decode()
             except Exception as e:  # pydantic_core's serialisation error
                 raise UserError(f"state {self.namespace}/{key}: the value is not JSON-able: "
                                 f"{e}") from None
+            if ("NaN" in text or "Infinity" in text) and not _strict_json(text):
+                raise UserError(f"state {self.namespace}/{key}: NaN and infinite numbers are "
+                                "not JSON (readers could not parse the value); store None "
+                                "or a string instead")
+            return text
         try:
             return adapter.dump_json(adapter.validate_python(value)).decode()
         except ValidationError as e:

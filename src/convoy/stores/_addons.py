@@ -20,7 +20,7 @@ import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from convoy._errors import JournalError, StoreError
+from convoy._errors import JournalError, NoStoreError
 from convoy.stores._subjects_sql import subject_tables
 
 
@@ -138,7 +138,7 @@ def check_readable(version: int | None, reads: int, where: str) -> None:
     migrate it. (A newer one is refused by the store itself.)"""
     migrate = f"convoy db migrate --db {shlex.quote(where)}"
     if version is None:
-        raise StoreError(f"no Convoy store at {where}: '{migrate}' creates one ('convoy "
+        raise NoStoreError(f"no Convoy store at {where}: '{migrate}' creates one ('convoy "
                          "run' too)")
     if version < reads:
         raise JournalError(f"the store {where} is at store schema {version}; this Convoy "

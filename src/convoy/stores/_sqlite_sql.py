@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from convoy._errors import StoreError
+from convoy._errors import NoStoreError, StoreError
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import SessionRow, StepRecord
@@ -319,5 +319,6 @@ def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
         return StoreError(f"cannot open the store {where!r}: check that its directory "
                           "exists and is writable")
     if isinstance(e, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
-        return StoreError(f"{where!r} is not a usable Convoy store: {e}")
+        return (NoStoreError if "not a database" in msg else StoreError)(
+            f"{where!r} is not a usable Convoy store: {e}")
     return StoreError(f"the store {where!r} failed to {what}: {e}")

@@ -1,0 +1,73 @@
+"""``-o FILE`` (``export``, ``chaos``) never destroys a store: the store the command reads,
+one of its files, or any existing SQLite database is refused in one line, untouched."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from .clikit import FLOW, cli, one_line_error, workdir, write_jsonl
+
+__all__ = ["workdir"]  # the autouse fixture: each test in its own directory
+
+
+@pytest.fixture(name="env")
+def env_fixture(tmp_path: Path) -> dict[str, str]:
+    """A master key, and a store ``sub.db`` with one session of subject ``c-9``."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": "b"}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", "--db", "sub.db",
+               env=env).code == 0
+    return env
+
+
+def _files(tmp_path: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+
+
+def test_export_refuses_to_write_over_its_own_store(tmp_path: Path,
+                                                    env: dict[str, str]) -> None:
+    os.symlink("sub.db", tmp_path / "alias.db")
+    before = _files(tmp_path)
+    for target, what in (("sub.db", "is the store 'sub.db'"),
+                         ("./sub.db", "is the store 'sub.db'"),
+                         ("alias.db", "is the store 'sub.db'"),
+                         ("sub.db-wal", "is the -wal file of the store 'sub.db'"),
+                         ("sub.db-shm", "is the -shm file of the store 'sub.db'"),
+                         ("sub.db-journal",  # (none yet: it would be the store's)
+                          "is the -journal file of the store 'sub.db'")):
+        res = cli("export", "c-9", "--db", "sub.db", "-o", target, env=env)
+        one_line_error(res, 2, f"--output {str(Path(target))!r} {what}")
+        assert "another path" in res.stderr
+    res = cli("export", "c-9", "--db", f"sqlite:///{tmp_path}/sub.db", "-o", "sub.db", env=env)
+    one_line_error(res, 2, "--output 'sub.db' is the store")
+    assert _files(tmp_path) == before
+
+
+def test_export_refuses_to_write_over_any_sqlite_database(tmp_path: Path,
+                                                          env: dict[str, str]) -> None:
+    assert cli("run", FLOW, "-i", "in.jsonl", "--db", "other.db").code == 0
+    before = (tmp_path / "other.db").read_bytes()
+    res = cli("export", "c-9", "--db", "sub.db", "-o", "other.db", env=env)
+    one_line_error(res, 2, "--output 'other.db' is a SQLite database")
+    assert "another path" in res.stderr
+    assert (tmp_path / "other.db").read_bytes() == before
+    # any other existing file is overwritten (an export written again)
+    (tmp_path / "old.json").write_text("{}")
+    assert cli("export", "c-9", "--db", "sub.db", "-o", "old.json", env=env).code == 0
+    assert "c-9" in (tmp_path / "old.json").read_text()
+
+
+def test_chaos_refuses_a_journal_that_would_destroy_a_store(tmp_path: Path,
+                                                            env: dict[str, str]) -> None:
+    before = (tmp_path / "sub.db").read_bytes()
+    res = cli("chaos", FLOW, "-i", "in.jsonl", "--db-dir", "d", "-o", "sub.db")
+    one_line_error(res, 2, "--journal 'sub.db' is a SQLite database")
+    assert (tmp_path / "sub.db").read_bytes() == before
+    # a phase's store, before the phase made it
+    res = cli("chaos", FLOW, "-i", "in.jsonl", "--db-dir", "d", "-o", "d/during.db")
+    one_line_error(res, 2, "--journal 'd/during.db' is the store of the during phase")
+    assert not (tmp_path / "d").exists()  # refused before anything ran
