@@ -586,10 +586,20 @@ def test_replay_detects_divergence() -> None:
     assert "We refunded your last invoice." in res.stdout
 
 
-@pytest.mark.parametrize("args", [["replay", "nope"], ["sessions", "show", "nope"]])
+@pytest.mark.parametrize("args", [["replay", "nope"], ["sessions", "show", "nope"],
+                                  ["cancel", "nope"], ["signal", "nope", "go"],
+                                  ["trace", "nope"]])
 def test_unknown_session_id(args: list[str]) -> None:
+    """One message from every command: the store as --db named it, where the ids are,
+    and the tenant it looked in, with how to look in another."""
     run_ok(lines=[GOOD[0]])
-    one_line_error(cli(*args), 2, "no session 'nope'")
+    res = cli(*args)
+    one_line_error(res, 2, "no session 'nope' of tenant 'default' in 'convoy.db'; 'convoy "
+                           "sessions list' shows the ids (other tenants: --tenant NAME or "
+                           "--all-tenants)")
+    named = cli(*args, "--tenant", "acme")
+    one_line_error(named, 2, "no session 'nope' of tenant 'acme' in 'convoy.db'")
+    assert "sqlite://" not in res.stderr + named.stderr
 
 
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)

@@ -165,6 +165,14 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+async def require_session(engine: Engine, scope: Scope, session_id: str, db: str) -> None:
+    """Exit with the one message every command gives for an unknown session id (or one
+    of another tenant than the scope's) unless the store has it."""
+    if await engine.store.get_session(session_id, tenant=scope.tenant) is None:
+        fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
+             f"shows the ids{scope.hint}")
+
+
 def reportable(e: BaseException) -> StoreError | AuditError | UserError | None:
     """The Convoy error to tell the user about, looking inside exception groups (a
     ``TaskGroup`` wraps what its tasks raise) and interrupted sessions; store errors

@@ -23,6 +23,7 @@ from convoy.cli._common import (
     import_modules,
     out,
     require_convoy_store,
+    require_session,
     run_async,
     tenant_scope,
 )
@@ -78,7 +79,7 @@ def signal(
         scope = tenant_scope(tenant, all_tenants)
         require_convoy_store(db, nothing="signal")
         engine = build_engine(db, busy_timeout=busy_timeout)
-    run_async(_signal(engine, scope, session_id, name, value))
+    run_async(_signal(engine, scope, session_id, name, value, db))
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value
         out.print(f"answered the escalation of session {session_id}: {action}"
@@ -89,9 +90,10 @@ def signal(
                   "'convoy resume' continues it", markup=False)
 
 
-async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, value: Any
-                  ) -> None:
+async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, value: Any,
+                  db: str) -> None:
     async with engine:
+        await require_session(engine, scope, session_id, db)
         await scope.view(engine).signal(session_id, name, value)
 
 
@@ -122,12 +124,13 @@ def cancel(
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_convoy_store(db, nothing="cancel")
-    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id))
+    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id, db))
     out.print(f"cancelled session {session_id}", markup=False)
 
 
-async def _cancel(engine: Engine, scope: Scope, session_id: str) -> None:
+async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> None:
     async with engine:
+        await require_session(engine, scope, session_id, db)
         view = scope.view(engine)
         row = await view.session(session_id)
         if row.status in ("running", "pending"):

@@ -21,6 +21,7 @@ from convoy.cli._common import (
     err,
     import_modules,
     out,
+    require_session,
     require_store,
     run_async,
     tenant_scope,
@@ -49,7 +50,7 @@ def replay(
     import_modules(imports)
     require_store(db)
     engine = build_engine(db, read_only=True)
-    rr = run_async(_replay(engine, scope, session_id))
+    rr = run_async(_replay(engine, scope, session_id, db))
     if rr.matches:
         out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),
                                 f" ({rr.status}, {plural(rr.steps, 'step')} replayed from "
@@ -69,8 +70,9 @@ def replay(
     raise typer.Exit(RUN_FAILURE)
 
 
-async def _replay(engine: Engine, scope: Scope, session_id: str) -> ReplayResult:
+async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> ReplayResult:
     async with engine:
+        await require_session(engine, scope, session_id, db)
         view = scope.view(engine)
         row = await view.session(session_id)
         if not row.unfinished:
