@@ -18,6 +18,7 @@ from convoy.cli._common import (
     TENANT_ENV,
     DbOption,
     TenantOption,
+    count_option,
     err,
     fail,
     label,
@@ -113,8 +114,8 @@ def list_entries(
             help="Only entries of this kind (repeatable): model_call, tool_call, "
                  "policy_refusal, approval, human_decision, handoff, state_write, "
                  "state_read, effect, signal, config_change, erasure, ...")] = None,
-        limit: Annotated[int, typer.Option(
-            "--limit", "-n", min=1, help="The newest N entries that match.")] = 50,
+        limit: Annotated[int, count_option(
+            "--limit", "-n", least=1, help="The newest N entries that match.")] = 50,
         as_json: Annotated[bool, typer.Option(
             "--json", help="One JSON object per line (the entry with its index).")] = False,
 ) -> None:

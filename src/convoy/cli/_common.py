@@ -41,7 +41,7 @@ from convoy import (
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
-from convoy.stores._url import redacted, sqlite_path
+from convoy.stores._url import MAX_BUSY_TIMEOUT, redacted, sqlite_path
 
 T = TypeVar("T")
 
@@ -68,11 +68,46 @@ TraceOption = Annotated[list[str] | None, typer.Option(
          "Repeatable.")]
 ConcurrencyOption = Annotated[int, typer.Option(
     "--concurrency", "-c", min=1, help="Sessions running at once.")]
+
+
+def _source(ctx: typer.Context, param: typer.CallbackParam, env: str) -> str:
+    """How a message names an option's value: the option, or the variable it came from."""
+    source = ctx.get_parameter_source(param.name or "")
+    if source is not None and source.name == "ENVIRONMENT":
+        return env
+    return param.opts[0] if param.opts else (param.name or "")
+
+
+def busy_timeout_option(ctx: typer.Context, param: typer.CallbackParam, value: float
+                        ) -> float:
+    """``--busy-timeout`` (or ``$CONVOY_BUSY_TIMEOUT``): finite, from 0 to a day."""
+    if not 0 <= value <= MAX_BUSY_TIMEOUT:  # (NaN compares false: refused too)
+        fail(f"{_source(ctx, param, 'CONVOY_BUSY_TIMEOUT')} must be a number of seconds "
+             f"from 0 to {MAX_BUSY_TIMEOUT:g} (a day), got {value}")
+    return value
+
+
 BusyTimeoutOption = Annotated[float, typer.Option(
-    "--busy-timeout", metavar="SECONDS", min=0.0, envvar="CONVOY_BUSY_TIMEOUT",
+    "--busy-timeout", metavar="SECONDS", envvar="CONVOY_BUSY_TIMEOUT",
+    callback=busy_timeout_option,
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
 TENANT_ENV = "CONVOY_TENANT"
+#: The largest count, offset, index or version an option takes: a 64-bit integer, what
+#: SQLite and PostgreSQL store (a larger one is a usage error, not a failed query).
+MAX_COUNT = 2**63 - 1
+
+
+def count_option(*names: str, least: int = 0, help: str, metavar: str = "N") -> Any:
+    """A ``typer.Option`` for an integer that reaches the store (a row limit, an offset, a
+    version): from ``least`` to :data:`MAX_COUNT`, else one line and exit 2."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        if value is not None and not least <= value <= MAX_COUNT:
+            fail(f"{param.opts[0]} must be from {least} to {MAX_COUNT:,}, got {value}")
+        return value
+
+    return typer.Option(*names, metavar=metavar, callback=check, help=help)
 
 
 def tenant_option(ctx: typer.Context, param: typer.CallbackParam, value: str | None

@@ -17,6 +17,7 @@ from convoy.cli._common import (
     DbOption,
     TenantOption,
     check_db_path,
+    count_option,
     fail,
     label,
     one_tenant,
@@ -95,8 +96,8 @@ async def _get(db: str, tenant: str, namespace: str, key: str) -> StateEntry | N
 @state_app.command("set")
 def set_(namespace: NamespaceArg, key: KeyArg,
          value: Annotated[str, typer.Argument(metavar="JSON", help="The new value, as JSON.")],
-         expected_version: Annotated[int | None, typer.Option(
-             "--expected-version", "-e", min=0, metavar="N",
+         expected_version: Annotated[int | None, count_option(
+             "--expected-version", "-e",
              help="Write only if the key is still at version N (0: only if it does not "
                   "exist). Default: the version it has when the command reads it.")] = None,
          tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
@@ -149,8 +150,8 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
 
 @state_app.command("history")
 def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
-            limit: Annotated[int | None, typer.Option(
-                "--limit", "-n", min=1, help="Only the newest N versions.")] = None,
+            limit: Annotated[int | None, count_option(
+                "--limit", "-n", least=1, help="Only the newest N versions.")] = None,
             db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Every version of a key, oldest first: value, writer (session, agent, step), time.
 
