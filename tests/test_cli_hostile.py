@@ -55,3 +55,19 @@ def test_counts_beyond_a_64_bit_integer_are_usage_errors(db: str, args: tuple[st
     run_ok("--db", db)
     one_line_error(cli(*args, "--db", db), 2, f"{args[-2]} must be")
 
+
+BAD_URLS = ["postgresql://", "postgresql:///", "postgresql://[::1",
+            "postgresql://x:sekret@h/db?foo=bar", "postgresql://%zz@h/db",
+            "postgresql://u:%zz-sekret@h/db", "postgres://u:sekret@[::1/db"]
+
+
+@pytest.mark.parametrize("url", BAD_URLS)
+def test_a_malformed_postgresql_url_is_one_line_without_its_password(url: str) -> None:
+    with pytest.raises(UserError, match="PostgreSQL URL") as caught:
+        store_from_url(url)
+    assert "sekret" not in str(caught.value)
+    for args in (("sessions", "list"), ("state", "set", "ns", "k", "1"),
+                 ("run", FLOW, "-i", "in.jsonl"), ("erase", "someone")):
+        res = cli(*args, "--db", url)
+        one_line_error(res, 2, "PostgreSQL URL")
+        assert "sekret" not in res.stderr

@@ -281,8 +281,12 @@ def check_db_path(db: str, *, create: bool = False) -> None:
     """Refuse a ``--db`` that cannot be a store file, in one line: a directory, a path under
     a regular file, or (when the command would ``create`` the store) a path whose directory
     does not exist: it is not created behind the user's back. A PostgreSQL URL is checked
-    when the store opens (the server says what is wrong)."""
+    for its form here, the rest when the store opens (the server says what is wrong)."""
     if is_postgres_url(db):
+        try:
+            store_from_url(db)  # parses the URL; connects to nothing
+        except UserError as e:
+            fail(f"--db: {e}")
         return
     try:
         path = sqlite_path(db)
