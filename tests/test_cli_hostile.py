@@ -3,19 +3,27 @@ one line (or the line is skipped), never a traceback, and nothing unreadable is 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+import convoy
 from convoy import UserError
 from convoy.stores import store_from_url
 from tests.clikit import (
     FLOW,
+    GOOD,
     cli,
     one_line_error,
     run_ok,
+    session_ids,
+    sessions,
+    summary,
+    tamper,
     workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
 )
 from tests.conftest import STORE_KINDS, store_db
 
@@ -71,3 +79,101 @@ def test_a_malformed_postgresql_url_is_one_line_without_its_password(url: str) -
         res = cli(*args, "--db", url)
         one_line_error(res, 2, "PostgreSQL URL")
         assert "sekret" not in res.stderr
+
+
+# -- lone surrogates: never stored, the line skipped ------------------------------------
+
+SURROGATE = '"\\ud800"'  # JSON text: the escape of half a UTF-16 pair
+
+
+def test_a_line_with_a_lone_surrogate_is_skipped_and_the_others_run() -> None:
+    bad = '{"subject": "x", "body": ' + SURROGATE + '}'
+    write_jsonl(Path("in.jsonl"), [GOOD[0], bad, GOOD[1]])
+    res = cli("run", FLOW, "-i", "in.jsonl")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "2"
+    assert "line 2: a lone surrogate \\ud800 cannot be stored" in " ".join(res.stderr.split())
+
+    write_jsonl(Path("ids.jsonl"), [{"id": "a", **GOOD[2]},
+                                    '{"id": ' + SURROGATE + ', "subject": "y", "body": "z"}'])
+    res = cli("run", FLOW, "-i", "ids.jsonl", "--id-field", "id")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "1"
+    assert len(session_ids()) == 3
+
+
+def test_state_values_and_signal_payloads_with_a_lone_surrogate_are_refused(db: str) -> None:
+    one_line_error(cli("state", "set", "ns", "k", SURROGATE, "--db", db), 2,
+                   "a lone surrogate \\ud800 cannot be stored")
+    assert cli("state", "get", "ns", "k", "--db", db).code != 0  # (nothing was written)
+    run_ok("--db", db, lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = [r.id for r in sessions(db)]
+    one_line_error(cli("signal", sid, "approve", "--payload", SURROGATE, "--db", db), 2,
+                   "a lone surrogate \\ud800 cannot be stored")
+
+    async def api() -> None:
+        async with convoy.Engine(store_from_url(db)) as engine:
+            with pytest.raises(UserError, match="lone surrogate"):
+                await engine.signal(sid, "approve", "\ud800")
+            with pytest.raises(UserError, match="lone surrogate"):
+                await engine.state("ns").set("k", {"a": "\udfff"}, expected_version=0)
+            with pytest.raises(UserError, match="lone surrogate"):
+                await engine.state("ns", type=str).set("k", "\ud800", expected_version=0)
+            with pytest.raises(UserError, match="lone surrogate"):
+                await engine.run(convoy.load_workflow("cli_flows:shout"), "a\ud800")
+            assert not (await engine.state("ns").get("k")).exists
+
+    asyncio.run(api())
+
+
+# -- names that would be obeyed by a terminal ---------------------------------------------
+
+UNSHOWABLE = ["a\x1b[2Jb", "a\rb", "a\nb", "a\x00b", "a\u202eb", "a\x85b", "\u2066x"]
+
+
+@pytest.mark.parametrize("sid", UNSHOWABLE)
+def test_session_ids_with_control_characters_are_refused(sid: str) -> None:
+    write_jsonl(Path("ids.jsonl"), [{"id": "fine", **GOOD[0]}, {"id": sid, **GOOD[1]}])
+    res = cli("run", FLOW, "-i", "ids.jsonl", "--id-field", "id")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "1"
+    assert "cannot be shown as it is" in " ".join(res.stderr.split())
+    assert session_ids() == ["fine"]
+
+    async def api() -> None:
+        async with convoy.Engine(store_from_url("convoy.db")) as engine:
+            flow = convoy.load_workflow(FLOW)
+            for call in (engine.run(flow, GOOD[2], session_id=sid),
+                         engine.tenant("acme").run(flow, GOOD[2], session_id=sid),
+                         engine.run_many(flow, [GOOD[2]], ids=[sid])):
+                with pytest.raises(UserError, match="session id"):
+                    await call
+            with pytest.raises(UserError, match="signal name"):
+                await engine.signal("fine", sid, True)
+            with pytest.raises(UserError, match="namespace"):
+                engine.state(sid)
+            with pytest.raises(UserError, match="state key"):
+                await engine.state("ns").set(sid, 1, expected_version=0)
+
+    asyncio.run(api())
+    assert session_ids() == ["fine"]
+    for args in (("signal", "fine", sid), ("state", "set", sid, "k", "1"),
+                 ("state", "set", "ns", sid, "1")):
+        res = cli(*args)
+        one_line_error(res, 2, "cannot be shown as it is")
+        assert sid not in res.stderr
+
+
+def test_tables_show_control_characters_escaped() -> None:
+    """Defence in depth: a session id stored before ids were checked (or written behind
+    Convoy's back) is shown, not obeyed."""
+    run_ok(lines=[GOOD[0]])
+    tamper("UPDATE sessions SET id = ?, workflow = ?", "evil\x1b[2J\nrow", "wf\u202e")
+    listed = cli("sessions", "list")
+    assert listed.code == 0, listed.stderr
+    assert "evil\\x1b[2J\\nrow" in listed.stdout and "\x1b" not in listed.stdout
+    assert "wf\\u202e" in listed.stdout and "\u202e" not in listed.stdout
+    shown = cli("sessions", "show", "evil\x1b[2J\nrow")
+    assert shown.code == 0, shown.stderr
+    assert "evil\\x1b[2J\\nrow" in shown.stdout and "\x1b" not in shown.stdout
+

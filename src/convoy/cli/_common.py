@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -38,6 +39,7 @@ from convoy import (
     UserError,
     infer_model,
 )
+from convoy._text import check_storable
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -196,6 +198,20 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     """Print a one-line error to stderr and exit (no traceback)."""
     err.print(f"error: {message}", markup=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
+    """The value of an option (or argument) given as JSON, or one line and exit 2: not
+    JSON, or holding a lone surrogate (which no store can hold)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{option} is not JSON: {e.msg} at column {e.colno} (quote strings: "
+             f"{example})")
+    try:
+        return check_storable(value, option)
+    except UserError as e:
+        fail(str(e))
 
 
 def reportable(e: BaseException) -> StoreError | AuditError | UserError | None:

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from convoy import UserError
+from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -19,6 +20,7 @@ from convoy.cli._common import (
     check_db_path,
     count_option,
     fail,
+    json_value,
     label,
     one_tenant,
     open_store,
@@ -111,13 +113,10 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     tenant = one_tenant(tenant)
     try:
         check_namespace(namespace)
+        check_name(key, "state key")
     except UserError as e:
         fail(str(e))
-    try:
-        json.loads(value)
-    except json.JSONDecodeError as e:
-        fail(f"the value is not JSON: {e.msg} at column {e.colno} (quote strings: "
-             """'"text"')""")
+    json_value(value, "the value")
     check_db_path(db, create=True)
     expected, res = run_async(_set(db, busy_timeout, StateWrite(
         tenant=tenant, namespace=namespace, key=key, value=value,

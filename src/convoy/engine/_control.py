@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_core import to_json
 
 from convoy._errors import UserError
+from convoy._text import check_name, storable_json
 from convoy.definitions._workflow import registered_workflow
 from convoy.engine._escalation import ESCALATION
 from convoy.engine._results import (
@@ -88,14 +88,15 @@ async def counts(engine: Engine, tenant: str | None) -> dict[str, int]:
 async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                  tenant: str | None) -> None:
     """Send a signal, or answer an escalation (:data:`~convoy.ESCALATION`)."""
+    check_name(name, "signal name")
+    data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
     if name == ESCALATION:
         await _answer_escalation(engine, row, payload)
     elif not row.unfinished:
         raise UserError(f"session {session_id!r} is {row.status}: signals go to "
                         "unfinished sessions")
-    elif not await engine.store.send_signal(row.id, name, to_json(payload).decode(),
-                                            tenant=row.tenant):
+    elif not await engine.store.send_signal(row.id, name, data, tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)
     engine._wake_event().set()
 
