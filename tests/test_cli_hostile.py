@@ -4,6 +4,10 @@ one line (or the line is skipped), never a traceback, and nothing unreadable is 
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +24,7 @@ from tests.clikit import (
     run_ok,
     session_ids,
     sessions,
+    subprocess_env,
     summary,
     tamper,
     workdir,  # noqa: F401  (autouse fixture)
@@ -177,3 +182,54 @@ def test_tables_show_control_characters_escaped() -> None:
     assert shown.code == 0, shown.stderr
     assert "evil\\x1b[2J\\nrow" in shown.stdout and "\x1b" not in shown.stdout
 
+
+# -- Ctrl-C at any moment: one line, never a traceback ------------------------------------
+
+#: Shared libraries the command loads one after the other while it imports: SIGINT is sent
+#: as each appears in the process's memory map (observable state, no clock), and once
+#: right after the start.
+MOMENTS = [None, "_pydantic_core", "_sqlite3", "_psycopg", "_decimal"]
+
+
+def _interrupt_at(marker: str | None, args: tuple[str, ...], cwd: Path
+                  ) -> tuple[int, str]:
+    # SIGINT handled here (not ignored, as in a background job) is at its default in the
+    # child, which then turns it into KeyboardInterrupt as an interactive one does.
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "convoy", *args], cwd=cwd, env=subprocess_env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    finally:
+        signal.signal(signal.SIGINT, before)
+    maps = Path(f"/proc/{proc.pid}/maps")
+    while marker is not None and proc.poll() is None:
+        try:
+            if marker in maps.read_text():
+                break
+        except OSError:  # exiting
+            break
+        os.sched_yield()
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    return proc.returncode, stderr
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/PID/maps")
+@pytest.mark.parametrize("args", [("--version",), ("sessions", "list"),
+                                  ("resume",)])
+def test_ctrl_c_at_any_moment_is_one_line_never_a_traceback(
+        args: tuple[str, ...], workdir: Path) -> None:  # noqa: F811
+    run_ok()
+    for marker in MOMENTS:
+        code, stderr = _interrupt_at(marker, args, workdir)
+        assert "Traceback" not in stderr, (marker, stderr)
+        if code == 0:  # done before the signal landed
+            continue
+        # 130: the command said why it stopped. -SIGINT: Python ended the process by the
+        # signal after the import was interrupted (a shell shows 130), or the signal landed
+        # before Python could handle it (nothing runs then, nothing is said).
+        assert code in (130, -signal.SIGINT), (marker, code, stderr)
+        lines = stderr.strip().splitlines()
+        if code == 130 or lines:
+            assert lines and "interrupted" in lines[-1], (marker, code, stderr)
