@@ -8,6 +8,8 @@ People decide through the inbox (``ctx.ask_human``, tool approvals, escalations:
 ``engine.inbox``), and tools declare the scopes an agent must be granted.
 """
 
+# First: on the command line, Ctrl-C while the rest imports is one line, not a traceback.
+import convoy._interrupt  # noqa: F401  (isort: skip)
 from convoy._errors import (
     AgentTurnsExhausted,
     ApprovalRequired,

@@ -16,6 +16,7 @@ from convoy.cli._common import (
     AllTenantsOption,
     DbOption,
     TenantOption,
+    count_option,
     label,
     open_store,
     out,
@@ -36,7 +37,7 @@ def alerts(
     db: DbOption = DEFAULT_DB,
     open_only: Annotated[bool, typer.Option(
         "--open", help="Only alerts that have not cleared.")] = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 50,
+    limit: Annotated[int, count_option("--limit", "-n", least=1, help="Rows to show.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,

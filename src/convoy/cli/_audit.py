@@ -19,6 +19,7 @@ from convoy.cli._common import (
     USAGE_ERROR,
     DbOption,
     TenantOption,
+    count_option,
     err,
     fail,
     label,
@@ -114,8 +115,8 @@ def list_entries(
             help="Only entries of this kind (repeatable): model_call, tool_call, "
                  "policy_refusal, approval, human_decision, handoff, state_write, "
                  "state_read, effect, signal, config_change, erasure, ...")] = None,
-        limit: Annotated[int, typer.Option(
-            "--limit", "-n", min=1, help="The newest N entries that match.")] = 50,
+        limit: Annotated[int, count_option(
+            "--limit", "-n", least=1, help="The newest N entries that match.")] = 50,
         as_json: Annotated[bool, typer.Option(
             "--json", help="One JSON object per line (the entry with its index).")] = False,
 ) -> None:

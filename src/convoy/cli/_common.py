@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
 import os
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
@@ -40,10 +41,11 @@ from convoy import (
     infer_model,
 )
 from convoy._errors import NoStoreError
+from convoy._text import check_storable
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
-from convoy.stores._url import redacted, sqlite_path
+from convoy.stores._url import MAX_BUSY_TIMEOUT, redacted, sqlite_path
 
 T = TypeVar("T")
 
@@ -70,11 +72,46 @@ TraceOption = Annotated[list[str] | None, typer.Option(
          "Repeatable.")]
 ConcurrencyOption = Annotated[int, typer.Option(
     "--concurrency", "-c", min=1, help="Sessions running at once.")]
+
+
+def _source(ctx: typer.Context, param: typer.CallbackParam, env: str) -> str:
+    """How a message names an option's value: the option, or the variable it came from."""
+    source = ctx.get_parameter_source(param.name or "")
+    if source is not None and source.name == "ENVIRONMENT":
+        return env
+    return param.opts[0] if param.opts else (param.name or "")
+
+
+def busy_timeout_option(ctx: typer.Context, param: typer.CallbackParam, value: float
+                        ) -> float:
+    """``--busy-timeout`` (or ``$CONVOY_BUSY_TIMEOUT``): finite, from 0 to a day."""
+    if not 0 <= value <= MAX_BUSY_TIMEOUT:  # (NaN compares false: refused too)
+        fail(f"{_source(ctx, param, 'CONVOY_BUSY_TIMEOUT')} must be a number of seconds "
+             f"from 0 to {MAX_BUSY_TIMEOUT:g} (a day), got {value}")
+    return value
+
+
 BusyTimeoutOption = Annotated[float, typer.Option(
-    "--busy-timeout", metavar="SECONDS", min=0.0, envvar="CONVOY_BUSY_TIMEOUT",
+    "--busy-timeout", metavar="SECONDS", envvar="CONVOY_BUSY_TIMEOUT",
+    callback=busy_timeout_option,
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
 TENANT_ENV = "CONVOY_TENANT"
+#: The largest count, offset, index or version an option takes: a 64-bit integer, what
+#: SQLite and PostgreSQL store (a larger one is a usage error, not a failed query).
+MAX_COUNT = 2**63 - 1
+
+
+def count_option(*names: str, least: int = 0, help: str, metavar: str = "N") -> Any:
+    """A ``typer.Option`` for an integer that reaches the store (a row limit, an offset, a
+    version): from ``least`` to :data:`MAX_COUNT`, else one line and exit 2."""
+
+    def check(param: typer.CallbackParam, value: int | None) -> int | None:
+        if value is not None and not least <= value <= MAX_COUNT:
+            fail(f"{param.opts[0]} must be from {least} to {MAX_COUNT:,}, got {value}")
+        return value
+
+    return typer.Option(*names, metavar=metavar, callback=check, help=help)
 
 
 def tenant_option(ctx: typer.Context, param: typer.CallbackParam, value: str | None
@@ -173,6 +210,20 @@ async def require_session(engine: Engine, scope: Scope, session_id: str, db: str
              f"shows the ids{scope.hint}")
 
 
+def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
+    """The value of an option (or argument) given as JSON, or one line and exit 2: not
+    JSON, or holding a lone surrogate (which no store can hold)."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
+             f"(quote strings: {example})")
+    try:
+        return check_storable(value, option)
+    except UserError as e:
+        fail(str(e))
+
+
 def reportable(e: BaseException) -> StoreError | AuditError | UserError | None:
     """The Convoy error to tell the user about, looking inside exception groups (a
     ``TaskGroup`` wraps what its tasks raise) and interrupted sessions; store errors
@@ -258,11 +309,15 @@ def check_db_path(db: str, *, create: bool = False) -> None:
     """Refuse a ``--db`` that cannot be a store file, in one line: a directory, a path under
     a regular file, or (when the command would ``create`` the store) a path whose directory
     does not exist: it is not created behind the user's back. A PostgreSQL URL is checked
-    when the store opens (the server says what is wrong)."""
+    for its form here, the rest when the store opens (the server says what is wrong)."""
     if not db:
         fail("--db is empty: pass the store's file path or postgresql:// URL (or set "
              "CONVOY_DB)")
     if is_postgres_url(db):
+        try:
+            store_from_url(db)  # parses the URL; connects to nothing
+        except UserError as e:
+            fail(f"--db: {e}")
         return
     try:
         path = sqlite_path(db)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 from contextlib import suppress
 from typing import Annotated, Any
 
 import typer
 
-from convoy import ESCALATION, Engine
+from convoy import ESCALATION, Engine, UserError
+from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -21,6 +21,7 @@ from convoy.cli._common import (
     build_engine,
     fail,
     import_modules,
+    json_value,
     out,
     require_convoy_store,
     require_session,
@@ -61,13 +62,13 @@ def signal(
 
     Example: `convoy signal handle_ticket-3f2a9c1b7e4d approve --payload true`
     """
+    try:
+        check_name(name, "signal name")
+    except UserError as e:
+        fail(str(e))
     value: Any = None
     if payload is not None:
-        try:
-            value = json.loads(payload)
-        except json.JSONDecodeError as e:
-            fail(f"--payload is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
-                 """(quote strings: --payload '"yes"')""")
+        value = json_value(payload, "--payload", """--payload '"yes"'""")
     if name == ESCALATION:
         if isinstance(value, dict) and not value.get("by"):
             value = {**value, "by": who_decides(by)}

@@ -21,6 +21,7 @@ from convoy.cli._common import (
     AllTenantsOption,
     DbOption,
     TenantOption,
+    count_option,
     fail,
     label,
     open_store,
@@ -99,8 +100,8 @@ def cost(
     by: Annotated[str, typer.Option(
         "--by", "-b", metavar="session|agent|model|tenant",
         help="Group model calls by this.")] = "agent",
-    limit: Annotated[int, typer.Option(
-        "--limit", "-n", min=1, help="Rows to show (totals cover every row).")] = 20,
+    limit: Annotated[int, count_option(
+        "--limit", "-n", least=1, help="Rows to show (totals cover every row).")] = 20,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:

@@ -29,6 +29,7 @@ from convoy.cli._common import (
     err,
     fail,
     import_modules,
+    json_value,
     label,
     out,
     require_store,
@@ -60,11 +61,7 @@ ValueOption = Annotated[str | None, typer.Option(
 
 
 def _json(value: str, option: str) -> Any:
-    try:
-        return json.loads(value)
-    except json.JSONDecodeError as e:
-        fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
-             """(quote strings: '"text"')""")
+    return json_value(value, option)
 
 
 def _view(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool,

@@ -30,8 +30,9 @@ from typing import Any
 from pydantic import ValidationError
 
 from convoy import UserError, Workflow
+from convoy._text import lone_surrogate, surrogate_problem
 from convoy.definitions._tools import readable_validation_error
-from convoy.engine._tenancy import DEFAULT_TENANT
+from convoy.engine._tenancy import DEFAULT_TENANT, check_session_id
 
 
 @dataclass(slots=True, frozen=True)
@@ -87,7 +88,10 @@ def _field_id(obj: Any, id_field: str) -> str:
     sid = str(value)
     if not sid.strip():
         raise ValueError(f"empty {id_field!r} {where}")
-    return sid
+    try:
+        return check_session_id(sid)
+    except UserError as e:
+        raise ValueError(f"{e} {where}") from None
 
 
 def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = None,
@@ -155,6 +159,9 @@ def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         return f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    char = lone_surrogate(obj)
+    if char is not None:
+        return surrogate_problem(char)
     try:
         return obj, wf.input_adapter.validate_python(obj)
     except ValidationError as e:

@@ -159,6 +159,8 @@ def serve(
                       markup=False, style="dim")
             stop.wait()
         except (Stopped, KeyboardInterrupt) as e:
+            if isinstance(e, KeyboardInterrupt):
+                err.print("interrupted: stopped serving metrics", markup=False)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
         finally:
             server.shutdown()

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
+from convoy._text import escaped
 from convoy.cli._common import RUN_FAILURE, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
@@ -178,16 +179,16 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
     """
     waiting = any(r.status == "waiting" for r in rows)
     columns: list[tuple[str, Sequence[str | Text], dict[str, Any]]] = [
-        ("id", [r.id for r in rows], {"no_wrap": True}),
+        ("id", [escaped(r.id) for r in rows], {"no_wrap": True}),
         *([("tenant", [r.tenant for r in rows], {"overflow": "fold"})] if tenants else []),
-        ("workflow", [r.workflow for r in rows], {"overflow": "fold"}),
+        ("workflow", [escaped(r.workflow) for r in rows], {"overflow": "fold"}),
         ("status", [status_text(r.status) for r in rows], {"no_wrap": True}),
         ("steps", [str(r.steps) for r in rows], {"justify": "right", "no_wrap": True}),
         ("tokens in / out", [fmt_tokens(r.input_tokens, r.output_tokens) for r in rows],
          {"justify": "right", "overflow": "fold"}),
         ("cost", [fmt_cost(r.cost) for r in rows], {"justify": "right", "no_wrap": True}),
         ("created", [fmt_time(r.created) for r in rows], {"overflow": "fold"}),
-        *([("waits for", [waits_for(r) for r in rows], {"overflow": "fold"})]
+        *([("waits for", [escaped(waits_for(r)) for r in rows], {"overflow": "fold"})]
           if waiting else []),
     ]
 
@@ -307,19 +308,20 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
 
 def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
                   *, now: float, retried_as: SessionRow | None = None) -> None:
+    sid = escaped(row.id)  # (as every name it shows: escaped, never obeyed by a terminal)
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
-    info.add_row("session", row.id)
+    info.add_row("session", sid)
     info.add_row("status", status_text(row.status))
-    info.add_row("workflow", f"{row.workflow} (version {row.version})")
+    info.add_row("workflow", f"{escaped(row.workflow)} (version {row.version})")
     info.add_row("tenant", row.tenant)
     if row.subject is not None:
-        info.add_row("data subject", row.subject)
+        info.add_row("data subject", escaped(row.subject))
     if row.parent is not None:
-        info.add_row("retry of", row.parent)
+        info.add_row("retry of", escaped(row.parent))
     if retried_as is not None:
-        info.add_row("retried as", Text.assemble(f"{retried_as.id} (",
+        info.add_row("retried as", Text.assemble(f"{escaped(retried_as.id)} (",
                                                  status_text(retried_as.status), ")"))
     info.add_row("created", fmt_time(row.created))
     if row.started is not None and row.finished is not None:
@@ -335,7 +337,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if task is not None:
             info.add_row("waits for a person", f"inbox task {task}")
         elif row.wait_name is not None:
-            info.add_row("waits for signal", row.wait_name)
+            info.add_row("waits for signal", escaped(row.wait_name))
         if row.wake_at is not None:
             info.add_row("wakes at" if row.wait_name is None else "times out at",
                          fmt_time(row.wake_at))
@@ -346,7 +348,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     for agent, hashes in agent_configs(steps).items():
         info.add_row(f"agent {agent}", "config " + ", ".join(short_hash(h) for h in hashes))
     for name, value in sorted(row.header_map.items()):
-        info.add_row(f"header {name}", value)
+        info.add_row(f"header {escaped(name)}", escaped(value))
     console.print(info)
     console.print()
     if steps:
@@ -368,18 +370,18 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and retried_as is None:
-        console.print(f"run it again as a new session: convoy retry {row.id}", markup=False)
+        console.print(f"run it again as a new session: convoy retry {sid}", markup=False)
     task = _task_waited_for(row)
     if row.status == "escalated":
-        console.print(f"answer it: convoy inbox approve|reject {row.id}:escalated", markup=False)
-        console.print(f"        or convoy signal {row.id} convoy.escalation --payload "
+        console.print(f"answer it: convoy inbox approve|reject {sid}:escalated", markup=False)
+        console.print(f"        or convoy signal {sid} convoy.escalation --payload "
                       """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",
                       markup=False)
     elif task is not None:
         console.print(f"waiting for a person: convoy inbox show {task} (then a 'convoy "
                       "worker' or 'convoy resume' continues it)", markup=False)
     elif row.status == "waiting" and row.wait_name is not None:
-        console.print(f"waiting: convoy signal {row.id} {row.wait_name} --payload JSON, then "
+        console.print(f"waiting: convoy signal {sid} {escaped(row.wait_name)} --payload JSON, then "
                       "a 'convoy worker' (or 'convoy resume') continues it", markup=False)
     elif row.status == "waiting":
         console.print("waiting for its timer: a 'convoy worker' (or 'convoy resume' once it "

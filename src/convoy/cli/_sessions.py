@@ -14,6 +14,7 @@ from convoy.cli._common import (
     DbOption,
     Scope,
     TenantOption,
+    count_option,
     fail,
     label,
     open_store,
@@ -40,9 +41,9 @@ def list_sessions(
         "--status", "-s", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
     workflow: Annotated[str | None, typer.Option(
         "--workflow", "-w", metavar="MODULE:WORKFLOW", help="Only this workflow.")] = None,
-    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="Rows to show.")] = 50,
-    offset: Annotated[int, typer.Option(
-        "--offset", min=0, help="Skip this many (oldest) sessions first.")] = 0,
+    limit: Annotated[int, count_option("--limit", "-n", least=1, help="Rows to show.")] = 50,
+    offset: Annotated[int, count_option(
+        "--offset", help="Skip this many (oldest) sessions first.")] = 0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from convoy import UserError
+from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -18,7 +19,9 @@ from convoy.cli._common import (
     DbOption,
     TenantOption,
     check_db_path,
+    count_option,
     fail,
+    json_value,
     label,
     one_tenant,
     open_store,
@@ -107,8 +110,8 @@ async def _get(db: str, tenant: str, namespace: str, key: str) -> StateEntry | N
 @state_app.command("set")
 def set_(namespace: NamespaceArg, key: KeyArg,
          value: Annotated[str, typer.Argument(metavar="JSON", help="The new value, as JSON.")],
-         expected_version: Annotated[int | None, typer.Option(
-             "--expected-version", "-e", min=0, metavar="N",
+         expected_version: Annotated[int | None, count_option(
+             "--expected-version", "-e",
              help="Write only if the key is still at version N (0: only if it does not "
                   "exist). Default: the version it has when the command reads it.")] = None,
          tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
@@ -126,6 +129,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
                  "account 1')")
     try:
         check_namespace(namespace)
+        check_name(key, "state key")
     except UserError as e:
         fail(str(e))
     try:
@@ -136,6 +140,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     except ValueError:
         fail("the value is not JSON: NaN and infinite numbers are not JSON (readers could "
              """not parse it); write null or a string such as '"NaN"' instead""")
+    json_value(value, "the value")
     check_db_path(db, create=True)
     expected, res = run_async(_set(db, busy_timeout, StateWrite(
         tenant=tenant, namespace=namespace, key=key, value=value,
@@ -168,8 +173,8 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
 
 @state_app.command("history")
 def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
-            limit: Annotated[int | None, typer.Option(
-                "--limit", "-n", min=1, help="Only the newest N versions.")] = None,
+            limit: Annotated[int | None, count_option(
+                "--limit", "-n", least=1, help="Only the newest N versions.")] = None,
             db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Every version of a key, oldest first: value, writer (session, agent, step), time.
 

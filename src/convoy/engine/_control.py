@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
-from pydantic_core import to_json
 
 from convoy._errors import UserError
+from convoy._text import check_name, storable_json
 from convoy.definitions._workflow import registered_workflow
 from convoy.engine._escalation import ESCALATION
 from convoy.engine._results import (
@@ -88,6 +88,8 @@ async def counts(engine: Engine, tenant: str | None) -> dict[str, int]:
 async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                  tenant: str | None) -> None:
     """Send a signal, or answer an escalation (:data:`~convoy.ESCALATION`)."""
+    check_name(name, "signal name")
+    data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
     if name == ESCALATION:
         await _answer_escalation(engine, row, payload)
@@ -98,15 +100,14 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                         "unfinished sessions")
     if row.status == "waiting" and row.wait_name == name:
         _check_payload(await engine.store.journal(row.id, tenant=row.tenant), row.id, name,
-                       payload)
-    if not await engine.store.send_signal(row.id, name, to_json(payload).decode(),
-                                          tenant=row.tenant):
+                       data)
+    if not await engine.store.send_signal(row.id, name, data, tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)
     engine._wake_event().set()
 
 
 def _check_payload(journal: Sequence[StepRecord], session_id: str, name: str,
-                   payload: Any) -> None:
+                   payload: str) -> None:
     """Refuse a payload the session's wait for ``name`` would not accept: checked against
     the JSON schema of the type it waits for, kept with the wait (a wait journaled by an
     earlier release, or sealed without the master key here, is not checked: the session
@@ -122,7 +123,7 @@ def _check_payload(journal: Sequence[StepRecord], session_id: str, name: str,
             import jsonschema
 
             try:
-                jsonschema.validate(json.loads(to_json(payload)), schema)
+                jsonschema.validate(json.loads(payload), schema)
             except jsonschema.ValidationError as e:
                 where = ".".join(str(p) for p in e.absolute_path) or "(payload)"
                 raise UserError(

@@ -41,6 +41,7 @@ from convoy._errors import (
     UserError,
     error_to_record,
 )
+from convoy._text import storable_json
 from convoy.cost._pricing import PriceTable
 from convoy.definitions._tools import readable_validation_error
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
@@ -61,7 +62,12 @@ from convoy.engine._results import (
 from convoy.engine._runtime import Runtime, _run_session
 from convoy.engine._stored import StoredWorkflow
 from convoy.engine._subjects import SubjectRights
-from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant, taken_session
+from convoy.engine._tenancy import (
+    DEFAULT_TENANT,
+    check_session_id,
+    check_tenant,
+    taken_session,
+)
 from convoy.engine._tenant import Tenant
 from convoy.hitl._rules import Escalation
 from convoy.hitl._task import check_namespace
@@ -365,7 +371,7 @@ class Engine(SessionControl, SubjectRights):
         if session_id is None:
             sid = uuid.uuid4().hex
         else:
-            row = await self.store.get_session(session_id)
+            row = await self.store.get_session(check_session_id(session_id))
             if row is not None:  # never run a known session twice
                 if row.tenant != tenant:
                     raise taken_session(session_id)
@@ -428,7 +434,8 @@ class Engine(SessionControl, SubjectRights):
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         await self._subject_key(tenant, subject)
-        sids = list(ids) if ids is not None else [uuid.uuid4().hex for _ in values]
+        sids = [check_session_id(i) for i in ids] if ids is not None else \
+            [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
         if ids is not None and len(set(sids)) != len(sids):
@@ -981,7 +988,7 @@ def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:
 
 
 def _dump_input(wf: Workflow[Any, Any], value: Any) -> str:
-    return wf.input_adapter.dump_json(value).decode()
+    return storable_json(value, "input", wf.input_adapter.dump_json).decode()
 
 
 __all__ = ["ESCALATION", "Engine", "ReplayResult", "SessionResult"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 from convoy._errors import UserError
+from convoy._text import check_name
 
 #: The tenant of sessions started without one (``engine.run(...)``, ``convoy run``).
 DEFAULT_TENANT = "default"
@@ -29,6 +30,15 @@ def check_tenant(name: object) -> str:
                         "'_' or '-', starting and ending with a letter or digit (e.g. "
                         "'acme' or 'acme-eu')")
     return name
+
+
+def check_session_id(session_id: object) -> str:
+    """``session_id`` if it can name a session, else :class:`~convoy.UserError`: a string
+    without control characters or bidi overrides (it is shown in tables and logs, and
+    copied into commands: see :mod:`convoy._text`)."""
+    if not isinstance(session_id, str):
+        raise UserError(f"a session id is a string, got {type(session_id).__name__}")
+    return check_name(session_id, "session id")
 
 
 def unknown_session(session_id: str, store_url: str, tenant: str | None) -> UserError:

@@ -17,6 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from convoy._errors import JournalError, UserError
+from convoy._text import check_name
 from convoy.definitions._tools import readable_validation_error
 
 #: The namespace of every tenant's human tasks. Names starting ``convoy.`` are reserved:
@@ -149,7 +150,9 @@ def session_of(task: str) -> str:
 
 
 def check_namespace(namespace: str) -> str:
-    """Refuse a reserved namespace to code outside the runtime (tasks must not be forged)."""
+    """Refuse a reserved namespace to code outside the runtime (tasks must not be forged),
+    and one that cannot be shown as it is (a control character)."""
+    check_name(namespace, "state namespace")
     if isinstance(namespace, str) and namespace.startswith(RESERVED):
         raise UserError(f"the state namespace {namespace!r} is reserved for Convoy (human "
                         f"tasks live in {INBOX!r}): read tasks with 'convoy inbox' or "

@@ -8,10 +8,11 @@ from contextlib import suppress
 from typing import Any, Generic, NoReturn, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic_core import from_json, to_json
+from pydantic_core import from_json
 
 from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, UserError
+from convoy._text import check_name, storable_json
 from convoy.definitions._tools import readable_validation_error
 from convoy.state._access import StateAccess
 from convoy.state._values import StateVersion, Versioned
@@ -82,13 +83,15 @@ class State(Generic[T]):
         if not isinstance(key, str) or not key:
             raise UserError(f"a state key is a non-empty string, got {key!r} (namespace "
                             f"{self.namespace!r})")
-        return key
+        return check_name(key, "state key")
 
     def _dump(self, key: str, value: Any) -> str:
         adapter = self._adapter
         if adapter is None:
             try:
-                text = to_json(value).decode()
+                text = storable_json(value, f"state {self.namespace}/{key}").decode()
+            except UserError:
+                raise
             except Exception as e:  # pydantic_core's serialisation error
                 raise UserError(f"state {self.namespace}/{key}: the value is not JSON-able: "
                                 f"{e}") from None
@@ -98,7 +101,8 @@ class State(Generic[T]):
                                 "or a string instead")
             return text
         try:
-            return adapter.dump_json(adapter.validate_python(value)).decode()
+            return storable_json(adapter.validate_python(value), f"state {self.namespace}/{key}",
+                                 adapter.dump_json).decode()
         except ValidationError as e:
             raise UserError(f"state {self.namespace}/{key}: the value does not match "
                             f"{self._type_name}: {readable_validation_error(e)}") from None

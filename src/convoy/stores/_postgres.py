@@ -76,6 +76,7 @@ from convoy.stores._sqlite_sql import (
     _record,
     _session,
 )
+from convoy.stores._url import check_busy_timeout
 
 T = TypeVar("T")
 _RETRIES = 5  # deadlocks and serialization failures: the transaction simply runs again
@@ -136,7 +137,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         self._conninfo, self.schema, self.url = split_url(url)
         if "application_name" not in conninfo_to_dict(self._conninfo):  # pg_stat_activity
             self._conninfo = make_conninfo(self._conninfo, application_name="convoy")
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = check_busy_timeout(busy_timeout)
         self.pool_min = pool_min
         self.pool_max = pool_max
         self.lease_margin = lease_margin

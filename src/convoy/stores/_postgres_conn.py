@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
+from convoy._errors import UserError
 from convoy.stores import _postgres_sql as sql
+from convoy.stores._url import redacted
 
 Conn = psycopg.AsyncConnection[Any]
 #: Statements of one transaction: ``(text, params)`` each.
@@ -23,8 +26,19 @@ Statements = Sequence[tuple[str, Any]]
 
 def split_url(url: str) -> tuple[str, str, str]:
     """The libpq connection string, the schema (``?schema=`` is Convoy's, not libpq's) and
-    the URL to show (without its password)."""
-    parts = urlsplit(url)
+    the URL to show (without its password).
+
+    Raises:
+        UserError: ``url`` is not a valid PostgreSQL URL (the message never shows its
+            password).
+    """
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError as e:  # "Invalid IPv6 URL", a port that is not a number
+        raise _bad_url(url, str(e), None) from None
+    if not parts.netloc and parts.path in ("", "/"):
+        raise _bad_url(url, "it names no database", password)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = "convoy"
     kept = []
@@ -34,6 +48,10 @@ def split_url(url: str) -> tuple[str, str, str]:
         else:
             kept.append((k, v))
     conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    try:
+        conninfo_to_dict(conninfo)
+    except (psycopg.Error, ValueError) as e:  # an unknown parameter, a bad %-escape
+        raise _bad_url(url, str(e).strip(), password) from None
     netloc = parts.netloc
     if parts.password is not None:
         user, _, host = netloc.rpartition("@")
@@ -41,6 +59,15 @@ def split_url(url: str) -> tuple[str, str, str]:
     shown = [(k, "***" if k == "password" else v) for k, v in query]
     return conninfo, sql.check_schema_name(schema), urlunsplit(
         parts._replace(netloc=netloc, query=urlencode(shown)))
+
+
+def _bad_url(url: str, reason: str, password: str | None) -> UserError:
+    """The error for a malformed PostgreSQL URL: ``reason`` with the password masked."""
+    if password:
+        for secret in (password, unquote(password)):
+            reason = reason.replace(secret, "***")
+    return UserError(f"invalid PostgreSQL URL {redacted(url)!r}: {reason}; use "
+                     "'postgresql://user:password@host:port/dbname'")
 
 
 def matches_nothing(params: Any) -> bool:

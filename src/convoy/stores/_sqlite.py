@@ -76,6 +76,7 @@ from convoy.stores._sqlite_sql import (
 from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_subjects import SQLiteSubjects
 from convoy.stores._sqlite_wal import _Checkpointer
+from convoy.stores._url import check_busy_timeout
 
 Durability = Literal["process", "power"]
 T = TypeVar("T")
@@ -160,7 +161,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self.path = Path(path)
         self.url = f"sqlite:///{self.path}"
         self.durability: Durability = durability
-        self.busy_timeout = busy_timeout
+        self.busy_timeout = check_busy_timeout(busy_timeout)
         self.wal_limit_bytes = wal_limit_bytes
         self.clock = clock
         self.read_only = read_only

@@ -23,8 +23,20 @@ if TYPE_CHECKING:
 
 #: The store used when none is given and ``CONVOY_DB`` is not set.
 DEFAULT_STORE = "convoy.db"
+#: The longest ``busy_timeout`` a store takes, in seconds (a day): longer is a mistake (and
+#: SQLite's millisecond counter is a C ``int``).
+MAX_BUSY_TIMEOUT = 86_400.0
 _SCHEMES = ("sqlite", "postgresql", "postgres")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def check_busy_timeout(seconds: object) -> float:
+    """``seconds`` if it is a valid ``busy_timeout``, else :class:`~convoy.UserError`."""
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
+            not 0 <= seconds <= MAX_BUSY_TIMEOUT:  # (NaN compares false: refused too)
+        raise UserError(f"busy_timeout must be a number of seconds from 0 to "
+                        f"{MAX_BUSY_TIMEOUT:g} (a day), got {seconds!r}")
+    return float(seconds)
 
 
 def default_store_url() -> str:

@@ -1,0 +1,101 @@
+"""Text that Convoy stores or shows: names without control characters, values without lone
+surrogates.
+
+* A name that identifies something (a session id, a signal name, a state namespace or key)
+  is shown in tables, logs and commands to copy: a control character (Unicode category
+  ``Cc``: ESC, CR, newline, NUL, ...) or a bidi override could clear a terminal, forge a row
+  or make one name read as another, so such a name is refused where it enters.
+* A lone surrogate (``"\\ud800"`` in JSON, half of a UTF-16 pair) is not text: UTF-8 cannot
+  encode it, so no store can hold it and nothing could read it back. A value holding one is
+  refused before it is stored.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic_core import PydanticSerializationError, to_json
+
+from convoy._errors import UserError
+
+#: Control characters (category ``Cc``) and the bidi embeddings, overrides and isolates.
+_UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_name(name: str, what: str) -> str:
+    """``name`` if it holds no control character, bidi override or lone surrogate, else
+    :class:`~convoy.UserError` saying so (``what``: ``"session id"``, ...)."""
+    if isinstance(name, str):
+        m = _UNSHOWABLE.search(name) or _SURROGATE.search(name)
+        if m is not None:
+            raise UserError(f"{what} '{escaped(name)}' holds the character "
+                            f"{_code(m.group())}, which cannot be shown as it is; use "
+                            "printable characters only")
+    return name
+
+
+def lone_surrogate(value: Any) -> str | None:
+    """The first lone surrogate in ``value`` (decoded JSON: its strings, keys included), or
+    ``None``."""
+    if isinstance(value, str):
+        m = _SURROGATE.search(value)
+        return None if m is None else m.group()
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple):
+        for item in value:
+            found = lone_surrogate(item)
+            if found is not None:
+                return found
+    return None
+
+
+def surrogate_problem(char: str) -> str:
+    """Why a value holding the lone surrogate ``char`` is refused, and what to do."""
+    return (f"a lone surrogate {_code(char)} cannot be stored; it is half of a UTF-16 pair: "
+            "write the character itself, or both halves of its pair")
+
+
+def check_storable(value: Any, what: str) -> Any:
+    """``value`` (decoded JSON) if it holds no lone surrogate, else
+    :class:`~convoy.UserError` (``what``: what the value is, e.g. ``"--payload"``)."""
+    char = lone_surrogate(value)
+    if char is not None:
+        raise UserError(f"{what}: {surrogate_problem(char)}")
+    return value
+
+
+def storable_json(value: Any, what: str,
+                  dump: Callable[[Any], bytes] = to_json) -> bytes:
+    """``dump(value)`` (JSON to store); a value with a lone surrogate (JSON has no UTF-8 for
+    it) is a :class:`~convoy.UserError` naming ``what``, not pydantic's serialisation
+    error. Other serialisation errors propagate."""
+    try:
+        return dump(value)
+    except PydanticSerializationError as e:
+        if "surrogates not allowed" not in str(e):
+            raise
+        m = re.search(r"\\u(d[89a-f][0-9a-f]{2})", str(e), re.IGNORECASE)
+        char = chr(int(m.group(1), 16)) if m else "\ud800"
+        raise UserError(f"{what}: {surrogate_problem(char)}") from None
+
+
+def escaped(text: str) -> str:
+    """``text`` with its control characters, bidi overrides and lone surrogates written as
+    escapes (``\\x1b``, ``\\n``, ``\\u202e``), for a terminal: what a name holds, shown
+    rather than obeyed."""
+    if _UNSHOWABLE.search(text) is None and _SURROGATE.search(text) is None:
+        return text
+    return _SURROGATE.sub(lambda m: _code(m.group()),
+                          _UNSHOWABLE.sub(lambda m: _code(m.group()), text))
+
+
+def _code(char: str) -> str:
+    return f"\\u{ord(char):04x}" if ord(char) > 0xFF else repr(char)[1:-1]
+
+
+__all__ = ["check_name", "check_storable", "escaped", "lone_surrogate", "storable_json",
+           "surrogate_problem"]
