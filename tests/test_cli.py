@@ -674,3 +674,17 @@ def test_a_narrow_sessions_table_keeps_every_id_status_and_cost_whole(width: int
     wide.print(sessions_table(rows, width=250))
     everything = wide.export_text()
     assert "created" in everything and "tokens in / out" in everything
+
+
+def test_rich_markup_in_a_session_id_is_shown_not_obeyed() -> None:
+    from rich.console import Console
+
+    from convoy.cli._render import sessions_table
+    from convoy.stores import SessionRow
+
+    row = SessionRow(id="[bold red]x[/bold red]", workflow="[link=http://e.example]w[/link]",
+                     version="v1", tenant="default", status="completed", input="{}")
+    console = Console(width=200, record=True, color_system=None)
+    console.print(sessions_table([row], width=200))
+    text = console.export_text()
+    assert "[bold red]x[/bold red]" in text and "[link=http://e.example]w[/link]" in text

@@ -206,8 +206,9 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
         whole: dict[str, Any] = {"min_width": natural(column) - 3} \
             if options.get("no_wrap") else {}
         t.add_column(header, **options, **whole)
-    for i in range(len(rows)):
-        t.add_row(*(cells[i] for _, cells, _ in columns))
+    for i in range(len(rows)):  # (as Text: a '[bold]' in an id is shown, not obeyed)
+        t.add_row(*(Text(c) if isinstance(c, str) else c for c in
+                    (cells[i] for _, cells, _ in columns)))
     return t
 
 
