@@ -5,18 +5,24 @@ durations too."""
 
 from __future__ import annotations
 
+import re
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import convoy
+from convoy.cost import Budget, Budgets
 from convoy.observability import Metrics, _metrics, _spans, _tracing
+from convoy.resilience import BreakerPolicy, Breakers, Retry, RetryPolicy
+from convoy.stores import SQLiteStore
 
+from .fakeclock import FakeClock
 from .obs_flows import Ticket
 from .test_metrics import observed, total
-from .test_metrics_exposition import MS, Ticks, Timed
+from .test_metrics_exposition import MS, Ticks, Timed, scripted_run
 
 HOWS = ["alone", "traced", "untraced"]
 
@@ -227,3 +233,46 @@ async def test_failed_agent_runs_and_steps_have_durations(
     assert total(m, "convoy_step_seconds_count", kind="model", agent="fragile",
                  outcome="ok") == 1
     assert duplicates(m) == []
+
+
+DOCS = Path(__file__).parents[1] / "docs" / "how-to" / "observability.md"
+
+
+def documented() -> dict[str, set[str]]:
+    """The metrics table of the how-to: each metric's labels."""
+    text = DOCS.read_text().split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    table: dict[str, set[str]] = {}
+    for row in text.splitlines():
+        cells = row.split("|")
+        if len(cells) < 4 or not cells[1].strip().startswith("`"):
+            continue
+        names, labels = (re.findall(r"`([^`]+)`", re.sub(r"\([^()]*\)", "", cell))
+                         for cell in cells[1:3])
+        for name in names:
+            table[name] = set(labels)
+    return table
+
+
+async def test_the_docs_table_lists_each_metric_with_its_labels(
+        engine_factory: Any, tmp_path: Path) -> None:
+    clock = FakeClock()
+    metrics = Metrics()
+    budgets = Budgets(tenant_daily={"acme": Budget(usd=5.0), "poor": Budget(usd=0.00001)},
+                      clock=clock)
+    breakers = Breakers(BreakerPolicy(minimum_calls=1000), clock=clock, sync_interval=None,
+                        agents={"down": BreakerPolicy(window_type="count", window=2,
+                                                      minimum_calls=2)})
+    retry = Retry(RetryPolicy(max_attempts=3, initial_delay=0, max_delay=0))
+    eng = engine_factory(db=SQLiteStore(tmp_path / "x.db", clock=clock),
+                         interceptors=[*observed(metrics, "alone"), retry, breakers, budgets])
+    await scripted_run(eng, Ticks())
+    exposed: dict[str, set[str]] = {}
+    for fam in text_string_to_metric_families(metrics.text()):
+        name = fam.name + ("_total" if fam.type == "counter" else "")
+        exposed[name] = {k for s in fam.samples for k in s.labels if k != "le"}
+    table = documented()
+    assert set(exposed) <= set(table), set(exposed) - set(table)
+    for name, labels in exposed.items():
+        assert labels <= table[name], (name, labels, table[name])
+        if labels:  # (a family with no sample shows none of its labels)
+            assert labels == table[name], (name, labels, table[name])
