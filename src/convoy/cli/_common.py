@@ -17,9 +17,11 @@ id. ``--all-tenants`` is the operator's view of every tenant, refused when
 from __future__ import annotations
 
 import asyncio
+import errno
 import importlib
 import json
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
@@ -222,6 +224,26 @@ def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
         return check_storable(value, option)
     except UserError as e:
         fail(str(e))
+
+
+def cannot_listen(e: OSError, addr: str, port: int, *, addr_option: str,
+                  port_option: str) -> str:
+    """The one line for a server that could not listen on ``addr``:``port``, naming the
+    option at fault: the address (not one of this machine's, not an address at all) or
+    the port (taken, or privileged)."""
+    reason = e.strerror or str(e)
+    if isinstance(e, socket.gaierror) or e.errno in (
+            errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+        return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give an "
+                "address of this machine, such as 127.0.0.1, or 0.0.0.0 for all of them)")
+    where = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+    if e.errno == errno.EADDRINUSE:
+        return (f"{port_option} {port}: cannot listen on {where}: {reason} (another "
+                "process listens there: pick another port, or 0 for a free one)")
+    if e.errno in (errno.EACCES, errno.EPERM):
+        return (f"{port_option} {port}: cannot listen on {where}: {reason} (ports below "
+                "1024 need privileges: pick another port, or 0 for a free one)")
+    return f"{addr_option} {addr} {port_option} {port}: cannot listen on {where}: {reason}"
 
 
 def reportable(e: BaseException) -> StoreError | AuditError | UserError | None:

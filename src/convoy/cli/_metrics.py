@@ -17,6 +17,7 @@ from convoy.cli._common import (
     DbOption,
     Scope,
     TenantOption,
+    cannot_listen,
     err,
     fail,
     require_store,
@@ -152,7 +153,7 @@ def serve(
         try:
             server, thread = start_http_server(port, addr, registry=registry)
         except OSError as e:
-            fail(f"--port {port}: cannot listen on {addr}: {e.strerror or e}")
+            fail(cannot_listen(e, addr, port, addr_option="--addr", port_option="--port"))
         try:
             err.print(f"metrics of {db}{scope.of} on "
                       f"http://{addr}:{server.server_address[1]}/metrics",

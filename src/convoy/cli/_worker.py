@@ -22,6 +22,7 @@ from convoy.cli._common import (
     TenantOption,
     TraceOption,
     build_engine,
+    cannot_listen,
     check_db_path,
     convoy_errors,
     err,
@@ -129,8 +130,9 @@ def worker(
                 try:
                     server = metrics.serve(metrics_port, metrics_addr)
                 except OSError as e:
-                    fail(f"--metrics-port {metrics_port}: cannot listen on {metrics_addr}: "
-                         f"{e.strerror or e}")
+                    fail(cannot_listen(e, metrics_addr, metrics_port,
+                                       addr_option="--metrics-addr",
+                                       port_option="--metrics-port"))
                 err.print(f"metrics on http://{metrics_addr}:{server.port}/metrics",
                           markup=False, style="dim")
             engine = build_engine(db, concurrency=concurrency, model=model,

@@ -7,10 +7,12 @@ the taxonomy ``convoy run``'s summary counts too. No label holds a session id, a
 label has a bounded number of values (``max_label_values``; more are counted as
 ``"other"``), redacted before use.
 
-A step adds to plain counters and a histogram's buckets of its own series (one dictionary
-lookup, no lock); ``prometheus_client`` turns them into metric families when Prometheus
-scrapes, with what the engine's interceptors know at that moment (breaker states, tenants'
-daily budgets, retry-budget refusals).
+Each series is one distinct set of bounded labels: every raw value counted as ``"other"``
+adds to the one ``"other"`` series. A step adds to plain counters and a histogram's
+buckets of its series (one dictionary lookup by its raw labels, cached, no lock);
+``prometheus_client`` turns them into metric families when Prometheus scrapes, with what
+the engine's interceptors know at that moment (breaker states, tenants' daily budgets,
+retry-budget refusals).
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ SESSION_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
                    300.0, 600.0, 1800.0)
 OTHER = "other"
 _BREAKER_STATES = {"closed": 0.0, "half_open": 1.0, "open": 2.0}
-_MAX_SERIES = 100_000
+_MAX_SERIES = 100_000  # raw label values cached (they map to the bounded series)
 
 perf_ns = time.perf_counter_ns
 
@@ -88,32 +90,39 @@ STEP_NS, SESSION_NS = _ns(STEP_BUCKETS), _ns(SESSION_BUCKETS)
 
 
 class _Step(_Hist):
-    """One series of steps, ``labels`` ``(kind, agent, target)``: the durations of those
-    that succeeded, failures by error kind, a model's tokens and cost."""
+    """One series of steps, bounded ``labels`` ``(kind, agent, target)``: the durations
+    of those that succeeded, of those that ``failed`` (once one has), failures by error
+    kind, a model's tokens and cost."""
 
-    __slots__ = ("cost", "errors", "labels", "tokens_in", "tokens_out")
+    __slots__ = ("cost", "errors", "failed", "labels", "tokens_in", "tokens_out")
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
+    def __init__(self, labels: tuple[str, str, str]) -> None:
         super().__init__(STEP_NS)
         self.labels = labels
         self.errors: dict[str, int] = {}
+        self.failed: _Hist | None = None
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
 
 
-class _Agent(_Hist):
-    """An agent's series, ``labels`` ``(agent,)``: the durations of its runs that ended
-    (ok or by a handoff), failures by error kind. ``counts`` has one more item than the
-    histogram's buckets, last: the runs that ended by a handoff; a scrape copies the list
-    at once, so its ok runs (all minus those) never go back."""
+class _Agent:
+    """An agent's series, bounded ``labels`` ``(agent,)``: the durations of its runs by
+    how they ended (``ok``, by a ``handoff``, ``failed``), failures by error kind."""
 
-    __slots__ = ("errors", "labels")
+    __slots__ = ("errors", "failed", "handoff", "labels", "ok")
 
-    def __init__(self, labels: tuple[str, ...]) -> None:
-        super().__init__(SESSION_NS)
-        self.counts.append(0)
+    def __init__(self, labels: tuple[str]) -> None:
         self.labels = labels
+        self.ok, self.handoff, self.failed = (_Hist(SESSION_NS), _Hist(SESSION_NS),
+                                              _Hist(SESSION_NS))
         self.errors: dict[str, int] = {}
+
+
+def _replayed(input: AgentRunInput) -> bool:
+    """Whether an agent run that began replaying the journal ended still replaying it: a
+    run an earlier run of the session had ended (and counted); one that ran steps of its
+    own had not ended then (a parked or interrupted run)."""
+    return bool(getattr(input.session.executor, "replaying", False))
 
 
 class Metrics(Interceptor):
@@ -150,9 +159,15 @@ class Metrics(Interceptor):
             else None
         self.redact: Callable[[str], str] = redactor.redact if redactor else _same
         self._seen: dict[str, set[str]] = {}
-        # The series, by raw label values; each keeps its bounded, redacted labels.
+        # Caches of raw label values (bounded: cleared when full, losing no count): to
+        # their bounded label, to the series of steps and agents they count in.
+        self._cache_max = _MAX_SERIES
+        self._labels: dict[tuple[str, str], str] = {}
         self._steps: dict[tuple[str, str, str], _Step] = {}
         self._agents: dict[str, _Agent] = {}
+        # The series, by their bounded labels.
+        self._step_series: dict[tuple[str, str, str], _Step] = {}
+        self._agent_series: dict[str, _Agent] = {}
         self._sessions: dict[tuple[str, str, str, str], int] = {}
         self._session_hist: dict[tuple[str, str], _Hist] = {}
         self._running: dict[str, int] = {}
@@ -184,14 +199,29 @@ class Metrics(Interceptor):
             seen.add(value)
         return value
 
+    def _bounded(self, name: str, raw: str) -> str:
+        """:meth:`label`, cached."""
+        key = (name, raw)
+        labels = self._labels
+        value = labels.get(key)
+        if value is None:
+            if len(labels) >= self._cache_max:  # raw values churn: keep memory bounded
+                labels.clear()
+            value = labels[key] = self.label(name, raw)
+        return value
+
     def _step(self, kind: str, agent: str, target: str) -> _Step:
         key = (kind, agent, target)
         st = self._steps.get(key)
         if st is None:
-            if len(self._steps) > _MAX_SERIES:  # raw values churn: keep memory bounded
-                self._steps.clear()
-            st = self._steps[key] = _Step(
-                (kind, self.label("agent", agent), self.label("target", target)))
+            labels = (kind, self._bounded("agent", agent), self._bounded("target", target))
+            st = self._step_series.get(labels)
+            if st is None:
+                st = self._step_series[labels] = _Step(labels)
+            cache = self._steps
+            if len(cache) >= self._cache_max:
+                cache.clear()
+            cache[key] = st
         return st
 
     # -- serving ----------------------------------------------------------------------------
@@ -247,9 +277,9 @@ class Metrics(Interceptor):
         try:
             end = await next(input)
         except BaseException as e:
-            self._agent_failed(input.agent.name, e)
+            self._agent_failed(input, e, perf_ns() - t)
             raise
-        self._agent_ok(input.agent.name, end.handoff is not None, perf_ns() - t)
+        self._agent_ok(input, end.handoff is not None, perf_ns() - t)
         return end
 
     async def model_call(self, input: ModelCallInput,
@@ -258,7 +288,8 @@ class Metrics(Interceptor):
         try:
             resp = await next(input)
         except BaseException as e:
-            self._step_failed("model", input.agent.name, input.model.name, input, e)
+            self._step_failed("model", input.agent.name, input.model.name, input, e,
+                              perf_ns() - t)
             raise
         self._model_ok(input, resp, perf_ns() - t)
         return resp
@@ -269,7 +300,7 @@ class Metrics(Interceptor):
         try:
             out = await next(input)
         except BaseException as e:
-            self._step_failed(kind, agent, target, input, e)
+            self._step_failed(kind, agent, target, input, e, perf_ns() - t)
             raise
         self._step_ok(kind, agent, target, input, perf_ns() - t)
         return out
@@ -297,12 +328,13 @@ class Metrics(Interceptor):
 
     def _session_began(self, wf: str) -> None:
         running = self._running
+        wf = self._bounded("workflow", wf)
         running[wf] = running.get(wf, 0) + 1
 
     def _session_ended(self, info: SessionInfo, end: SessionEnd | None, ns: int) -> None:
         """A run of a session ended (``end`` is ``None`` when it was interrupted by an
         exception: a crash, a cancellation)."""
-        wf = info.workflow
+        wf = self._bounded("workflow", info.workflow)
         self._running[wf] -= 1
         if end is None:
             status, kind = "interrupted", ""
@@ -313,26 +345,40 @@ class Metrics(Interceptor):
                 h = self._session_hist[(wf, status)] = _Hist(SESSION_NS)
             h.observe(ns)
             kind = "" if status in ("completed", "waiting") else error_kind_of(end.error) or ""
-        key = (wf, info.tenant, status, kind)
+        key = (wf, self._bounded("tenant", info.tenant), status, kind)
         self._sessions[key] = self._sessions.get(key, 0) + 1
 
     def _agent(self, name: str) -> _Agent:
-        a = self._agents[name] = _Agent((self.label("agent", name),))
+        label = self._bounded("agent", name)
+        a = self._agent_series.get(label)
+        if a is None:
+            a = self._agent_series[label] = _Agent((label,))
+        cache = self._agents
+        if len(cache) >= self._cache_max:
+            cache.clear()
+        cache[name] = a
         return a
 
-    def _agent_ok(self, name: str, handoff: bool, ns: int) -> None:
-        a = self._agents.get(name) or self._agent(name)
-        counts = a.counts
-        counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe)
-        a.sum += ns if ns > 0 else 0
-        if handoff:
-            counts[-1] += 1
+    # An agent run's hooks see whether it began replaying (rarely); only then is it
+    # asked whether it ended replaying too: counted by an earlier run of its session.
 
-    def _agent_failed(self, name: str, exc: BaseException) -> None:
-        if isinstance(exc, Exception):  # (not a cancelled or parked run)
-            errors = (self._agents.get(name) or self._agent(name)).errors
+    def _agent_ok(self, input: AgentRunInput, handoff: bool, ns: int) -> None:
+        if input.replaying and _replayed(input):
+            return
+        name = input.agent.name
+        a = self._agents.get(name) or self._agent(name)
+        h = a.handoff if handoff else a.ok
+        h.counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe)
+        h.sum += ns if ns > 0 else 0
+
+    def _agent_failed(self, input: AgentRunInput, exc: BaseException, ns: int) -> None:
+        if isinstance(exc, Exception) and not (input.replaying and _replayed(input)):
+            # (not a cancelled or parked run, nor one that failed in an earlier run)
+            name = input.agent.name
+            a = self._agents.get(name) or self._agent(name)
             kind = error_kind(exc)
-            errors[kind] = errors.get(kind, 0) + 1
+            a.errors[kind] = a.errors.get(kind, 0) + 1
+            a.failed.observe(ns)
 
     def _model_ok(self, input: ModelCallInput, resp: ModelResponse, ns: int) -> None:
         agent, model = input.agent.name, input.model.name
@@ -356,17 +402,21 @@ class Metrics(Interceptor):
         self._decisions[key] = self._decisions.get(key, 0) + 1
 
     def _step_failed(self, kind: str, agent: str, target: str, input: Any,
-                     exc: BaseException) -> None:
+                     exc: BaseException, ns: int) -> None:
         if isinstance(exc, Exception):  # (not a cancelled or parked run)
             st = self._step(kind, agent, target)
             error = error_kind(exc)
             st.errors[error] = st.errors.get(error, 0) + 1
+            failed = st.failed
+            if failed is None:
+                failed = st.failed = _Hist(STEP_NS)
+            failed.observe(ns)
             if not self.attempts.needed and kind in ("model", "tool"):  # its one attempt
-                key = (kind, agent, target, error)
+                key = (kind, st.labels[1], st.labels[2], error)
                 self._attempt_errors[key] = self._attempt_errors.get(key, 0) + 1
             if isinstance(exc, StateConflict):
-                ns = exc.namespace.split(":", 1)[0]
-                self._conflicts[ns] = self._conflicts.get(ns, 0) + 1
+                space = self._bounded("namespace", exc.namespace.split(":", 1)[0])
+                self._conflicts[space] = self._conflicts.get(space, 0) + 1
         if self._tries:
             self._tries.pop(id(input), None)
 
@@ -413,7 +463,7 @@ class AttemptMetrics(PerAttempt):
             return 0
         n, last = m._tries.get(id(input), (0, ""))
         if n:
-            key = (kind, agent, target, last)
+            key = (kind, m._bounded("agent", agent), m._bounded("target", target), last)
             m._retries[key] = m._retries.get(key, 0) + 1
         return n
 
@@ -422,7 +472,7 @@ class AttemptMetrics(PerAttempt):
         """The attempt after ``n`` others failed with ``exc``."""
         m = self.metrics
         error = error_kind(exc)
-        key = (kind, agent, target, error)
+        key = (kind, m._bounded("agent", agent), m._bounded("target", target), error)
         m._attempt_errors[key] = m._attempt_errors.get(key, 0) + 1
         tries = m._tries
         if len(tries) > _MAX_SERIES:  # inputs of calls that never came back
@@ -460,7 +510,6 @@ class _Collector:
 
         m = self.m
         ns = m.namespace
-        label = m.label
 
         def hist(fam: Any, labels: Sequence[str], counts: list[int], total: int,
                  bounds: Sequence[float]) -> None:
@@ -475,54 +524,60 @@ class _Collector:
             "reason, waiting or interrupted) and the kind of error.",
             labels=["workflow", "tenant", "outcome", "error"])
         for (wf, tenant, status, kind), n in list(m._sessions.items()):
-            sessions.add_metric([label("workflow", wf), label("tenant", tenant), status,
-                                 kind], n)
+            sessions.add_metric([wf, tenant, status, kind], n)
         yield sessions
         session_s = HistogramMetricFamily(f"{ns}_session_run_seconds", "Duration of one run "
                                           "of a session.", labels=["workflow", "outcome"])
         for (wf, status), h in list(m._session_hist.items()):
-            hist(session_s, [label("workflow", wf), status], list(h.counts), h.sum,
-                 SESSION_BUCKETS)
+            hist(session_s, [wf, status], list(h.counts), h.sum, SESSION_BUCKETS)
         yield session_s
         running = GaugeMetricFamily(f"{ns}_sessions_running", "Sessions running on this "
                                     "engine now.", labels=["workflow"])
         for wf, n in list(m._running.items()):
-            running.add_metric([label("workflow", wf)], n)
+            running.add_metric([wf], n)
         yield running
         agent_runs = CounterMetricFamily(
-            f"{ns}_agent_runs", "Agent invocations by outcome (ok, handoff, error) and error "
-            "kind.", labels=["agent", "outcome", "error"])
-        agent_s = HistogramMetricFamily(f"{ns}_agent_run_seconds", "Duration of one agent "
-                                        "invocation.", labels=["agent"])
-        for a in list(m._agents.values()):
+            f"{ns}_agent_runs", "Agent invocations that ended (replayed ones are not counted "
+            "again) by outcome (ok, handoff, error) and error kind.",
+            labels=["agent", "outcome", "error"])
+        agent_s = HistogramMetricFamily(
+            f"{ns}_agent_run_seconds", "Duration of one agent invocation that ended, by "
+            "outcome (ok, handoff, error).", labels=["agent", "outcome"])
+        for a in list(m._agent_series.values()):
             name, = a.labels
-            *counts, handoffs = list(a.counts)
-            for outcome, n in (("ok", sum(counts) - handoffs), ("handoff", handoffs)):
+            for outcome, h in (("ok", a.ok), ("handoff", a.handoff), ("error", a.failed)):
+                counts = list(h.counts)
+                n = sum(counts)
                 if n:
-                    agent_runs.add_metric([name, outcome, ""], n)
+                    if outcome != "error":  # (errors: by kind, below)
+                        agent_runs.add_metric([name, outcome, ""], n)
+                    hist(agent_s, [name, outcome], counts, h.sum, SESSION_BUCKETS)
             for kind, n in list(a.errors.items()):
                 agent_runs.add_metric([name, "error", kind], n)
-            hist(agent_s, a.labels, counts, a.sum, SESSION_BUCKETS)
         yield agent_runs
         yield agent_s
         steps = CounterMetricFamily(
             f"{ns}_steps", "Steps that ran (replayed ones are not counted again) by kind, "
             "agent, target (the model, tool, target agent, step name or state operation), "
             "outcome and error kind.", labels=["kind", "agent", "target", "outcome", "error"])
-        step_s = HistogramMetricFamily(f"{ns}_step_seconds", "Duration of one step that "
-                                       "succeeded, its retries included.",
-                                       labels=["kind", "agent", "target"])
+        step_s = HistogramMetricFamily(
+            f"{ns}_step_seconds", "Duration of one step, its retries included, by outcome "
+            "(ok, error).", labels=["kind", "agent", "target", "outcome"])
         tokens = CounterMetricFamily(f"{ns}_tokens", "Tokens of model calls.",
                                      labels=["agent", "model", "direction"])
         cost = CounterMetricFamily(f"{ns}_cost_usd", "Cost of model calls in USD.",
                                    labels=["agent", "model"])
-        for st in list(m._steps.values()):
+        for st in list(m._step_series.values()):
             kind_, agent, target = st.labels
             counts = list(st.counts)
             steps.add_metric([kind_, agent, target, "ok", ""], sum(counts))
             for kind, n in list(st.errors.items()):
                 steps.add_metric([kind_, agent, target, "error", kind], n)
-            hist(step_s, st.labels, counts, st.sum, STEP_BUCKETS)
+            hist(step_s, (*st.labels, "ok"), counts, st.sum, STEP_BUCKETS)
+            failed = st.failed
+            if failed is not None:
+                hist(step_s, (*st.labels, "error"), list(failed.counts), failed.sum,
+                     STEP_BUCKETS)
             if kind_ == "model":
                 tokens.add_metric([agent, target, "input"], st.tokens_in)
                 tokens.add_metric([agent, target, "output"], st.tokens_out)
@@ -535,14 +590,14 @@ class _Collector:
                  m._attempt_errors)):
             fam = CounterMetricFamily(f"{ns}_{name}", doc,
                                       labels=["kind", "agent", "target", "error"])
-            for (kind, agent, target, err), n in list(series.items()):
-                fam.add_metric([kind, label("agent", agent), label("target", target), err], n)
+            for key, n in list(series.items()):
+                fam.add_metric(list(key), n)
             yield fam
         conflicts = CounterMetricFamily(
             f"{ns}_state_conflicts", "Stale compare-and-set writes of shared state refused, "
             "by the kind of namespace (before its first ':').", labels=["namespace"])
         for space, n in list(m._conflicts.items()):
-            conflicts.add_metric([label("namespace", space)], n)
+            conflicts.add_metric([space], n)
         yield conflicts
         decisions = CounterMetricFamily(
             f"{ns}_human_decisions", "Decisions people made on human tasks (written), by "
@@ -565,7 +620,7 @@ def _engine_families(m: Metrics, ns: str) -> Iterator[Any]:
     engine = m._engine
     if engine is None:
         return
-    label = m.label
+    label = m._bounded
     state = GaugeMetricFamily(f"{ns}_circuit_breaker_state", "Circuit breaker state: "
                               "0 closed, 1 half-open, 2 open.", labels=["breaker"])
     rejected = CounterMetricFamily(f"{ns}_circuit_breaker_rejected", "Calls an open "
@@ -579,14 +634,22 @@ def _engine_families(m: Metrics, ns: str) -> Iterator[Any]:
                              labels=["tenant"])
     denied = CounterMetricFamily(f"{ns}_retry_budget_denied", "Retries the retry budget "
                                  "refused.", labels=[])
+    # By bounded label: breakers and tenants counted as "other" are one series (the worst
+    # state, the largest share used; the sums of the rest).
+    states: dict[str, float] = {}
+    rejections: dict[str, float] = {}
+    spent_by: dict[str, float] = {}
+    limit_by: dict[str, float] = {}
+    used_by: dict[str, float] = {}
     n_denied = 0
     have_retry = False
     for ic in engine.runtime.interceptors:
         if isinstance(ic, Breakers):
             for key, breaker in list(ic.breakers.items()):
                 name = label("breaker", key)
-                state.add_metric([name], _BREAKER_STATES.get(breaker.state, 0.0))
-                rejected.add_metric([name], float(breaker.rejected))
+                states[name] = max(states.get(name, 0.0),
+                                   _BREAKER_STATES.get(breaker.state, 0.0))
+                rejections[name] = rejections.get(name, 0.0) + breaker.rejected
         elif isinstance(ic, Budgets):
             today = ic.today().isoformat()
             for key, led in list(ic.ledgers.items()):
@@ -594,16 +657,21 @@ def _engine_families(m: Metrics, ns: str) -> Iterator[Any]:
                 if len(parts) < 3 or parts[0] != "tenant" or parts[-1] != today:
                     continue
                 tenant = label("tenant", ":".join(parts[1:-1]))
-                spent.add_metric([tenant], led.usd)
+                spent_by[tenant] = spent_by.get(tenant, 0.0) + led.usd
                 b = led.budget
                 if b.usd is not None:
-                    limit.add_metric([tenant], b.usd)
-                used.add_metric([tenant], max(led.usd / b.usd if b.usd else 0.0,
-                                              led.tokens / b.tokens if b.tokens else 0.0))
+                    limit_by[tenant] = limit_by.get(tenant, 0.0) + b.usd
+                used_by[tenant] = max(used_by.get(tenant, 0.0),
+                                      led.usd / b.usd if b.usd else 0.0,
+                                      led.tokens / b.tokens if b.tokens else 0.0)
         elif isinstance(ic, Retry):
             have_retry = True
             n_denied += ic.denied
-    yield from (state, rejected, spent, limit, used)
+    for fam, values in ((state, states), (rejected, rejections), (spent, spent_by),
+                        (limit, limit_by), (used, used_by)):
+        for name, value in values.items():
+            fam.add_metric([name], value)
+        yield fam
     if have_retry:
         denied.add_metric([], float(n_denied))
         yield denied

@@ -539,7 +539,7 @@ class Tracing(Interceptor):
             self.failed(span, e)
             self.ended(span)
             if self.metrics is not None:
-                self.metrics._agent_failed(name, e)
+                self.metrics._agent_failed(input, e, span.end - span.start)
             raise
         CURRENT.reset(token)
         if end.handoff is not None:
@@ -551,7 +551,7 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if self.metrics is not None:
-            self.metrics._agent_ok(name, end.handoff is not None, span.end - span.start)
+            self.metrics._agent_ok(input, end.handoff is not None, span.end - span.start)
         return end
 
     def _handed_over(self, span: SpanData, input: AgentRunInput) -> None:
@@ -601,7 +601,8 @@ class Tracing(Interceptor):
                 attrs["convoy.attempts"] = span.attempts
             self.ended(span)
             if self.metrics is not None:
-                self.metrics._step_failed("model", agent, input.model.name, input, e)
+                self.metrics._step_failed("model", agent, input.model.name, input, e,
+                                          span.end - span.start)
             raise
         CURRENT.reset(token)
         usage = resp.usage
@@ -669,7 +670,7 @@ class Tracing(Interceptor):
             self.failed(span, e)
             self.ended(span)
             if m is not None:
-                m._step_failed("handoff", source, target, input, e)
+                m._step_failed("handoff", source, target, input, e, span.end - span.start)
             raise
         parent.run.handoff_spans[input.key] = span.span_id
         span.status = "ok"
@@ -719,7 +720,8 @@ class Tracing(Interceptor):
             self.failed(span, e)
             self.ended(span)
             if m is not None:
-                m._step_failed("state", input.agent or "", op, input, e)
+                m._step_failed("state", input.agent or "", op, input, e,
+                               span.end - span.start)
             raise
         CURRENT.reset(token)
         version = getattr(out, "version", None)
@@ -789,7 +791,7 @@ class Tracing(Interceptor):
             self.failed(span, e)
             self.ended(span)
             if m is not None:
-                m._step_failed(*series, input, e)
+                m._step_failed(*series, input, e, span.end - span.start)
             raise
         finally:
             _detach(otel)

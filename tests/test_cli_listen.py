@@ -1,0 +1,57 @@
+"""``convoy metrics serve`` and ``convoy worker --metrics-port`` that cannot listen say in
+one line which option is the problem: the address (not one of this machine's, or not an
+address at all) or the port (taken)."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+
+import pytest
+
+from .clikit import FLOW, GOOD, cli, one_line_error, workdir, write_jsonl
+
+__all__ = ["workdir"]
+
+
+@pytest.fixture
+def taken() -> Iterator[int]:
+    """A loopback port another socket listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def _store(tmp: object) -> None:
+    from pathlib import Path
+
+    inputs = write_jsonl(Path(str(tmp)) / "in.jsonl", GOOD[:1])
+    assert cli("run", FLOW, "--input", str(inputs)).code == 0
+
+
+@pytest.mark.parametrize("addr", ["999.1.1.1", "192.0.2.1", "fe80::1"])
+def test_metrics_serve_blames_a_bad_address(workdir: object, addr: str) -> None:
+    _store(workdir)
+    res = cli("metrics", "serve", "--addr", addr, "--port", "0")
+    one_line_error(res, 2, f"--addr {addr}: cannot listen on this address")
+    assert "--port" not in res.stderr
+
+
+def test_metrics_serve_blames_a_taken_port(workdir: object, taken: int) -> None:
+    _store(workdir)
+    res = cli("metrics", "serve", "--port", str(taken))
+    one_line_error(res, 2, f"--port {taken}: cannot listen on 127.0.0.1:{taken}")
+    assert "in use" in res.stderr and "--addr" not in res.stderr
+
+
+def test_worker_blames_a_bad_metrics_address(workdir: object) -> None:
+    res = cli("worker", "cli_flows", "--metrics-port", "0", "--metrics-addr", "999.1.1.1")
+    one_line_error(res, 2, "--metrics-addr 999.1.1.1: cannot listen on this address")
+    assert "--metrics-port" not in res.stderr
+
+
+def test_worker_blames_a_taken_metrics_port(workdir: object, taken: int) -> None:
+    res = cli("worker", "cli_flows", "--metrics-port", str(taken))
+    one_line_error(res, 2, f"--metrics-port {taken}: cannot listen on 127.0.0.1:{taken}")
+    assert "--metrics-addr" not in res.stderr
