@@ -69,7 +69,7 @@ def test_counts_beyond_a_64_bit_integer_are_usage_errors(db: str, args: tuple[st
     one_line_error(cli(*args, "--db", db), 2, f"{args[-2]} must be")
 
 
-BAD_URLS = ["postgresql://", "postgresql:///", "postgresql://[::1",
+BAD_URLS = ["postgresql://[::1",
             "postgresql://x:sekret@h/db?foo=bar", "postgresql://%zz@h/db",
             "postgresql://u:%zz-sekret@h/db", "postgres://u:sekret@[::1/db"]
 
@@ -84,6 +84,20 @@ def test_a_malformed_postgresql_url_is_one_line_without_its_password(url: str) -
         res = cli(*args, "--db", url)
         one_line_error(res, 2, "PostgreSQL URL")
         assert "sekret" not in res.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql://", "postgresql:///convoy",  # libpq's defaults; a local socket
+    "postgresql:///?host=/var/run/postgresql&dbname=convoy",
+    "postgresql://?dbname=convoy&host=/tmp", "postgresql:///?service=prod&schema=app"])
+def test_every_url_libpq_takes_is_taken(url: str) -> None:
+    """Parsed as libpq parses them (nothing is connected to here)."""
+    from convoy.stores._postgres_conn import split_url
+
+    conninfo, schema, shown = split_url(url)
+    assert conninfo.startswith(url.partition("?")[0]) and "schema=" not in conninfo
+    assert shown.startswith(url.partition("?")[0])
+    assert schema == ("app" if "schema=app" in url else "convoy")
 
 
 # -- lone surrogates: never stored, the line skipped ------------------------------------

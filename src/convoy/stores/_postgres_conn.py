@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -37,8 +37,6 @@ def split_url(url: str) -> tuple[str, str, str]:
         password = parts.password
     except ValueError as e:  # "Invalid IPv6 URL", a port that is not a number
         raise _bad_url(url, str(e), None) from None
-    if not parts.netloc and parts.path in ("", "/"):
-        raise _bad_url(url, "it names no database", password)
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = "convoy"
     kept = []
@@ -47,18 +45,21 @@ def split_url(url: str) -> tuple[str, str, str]:
             schema = v
         else:
             kept.append((k, v))
-    conninfo = urlunsplit(parts._replace(query=urlencode(kept)))
+    # The URL as given, less ``schema=`` (not rebuilt by urlunsplit, which drops the empty
+    # authority of 'postgresql:///dbname', a local socket's form).
+    base = url.partition("?")[0].partition("#")[0]
+    conninfo = f"{base}?{urlencode(kept)}" if kept else base
     try:
         conninfo_to_dict(conninfo)
     except (psycopg.Error, ValueError) as e:  # an unknown parameter, a bad %-escape
         raise _bad_url(url, str(e).strip(), password) from None
-    netloc = parts.netloc
+    shown_base = base
     if parts.password is not None:
-        user, _, host = netloc.rpartition("@")
-        netloc = f"{user.partition(':')[0]}:***@{host}"
+        user, _, host = parts.netloc.rpartition("@")
+        shown_base = base.replace(parts.netloc, f"{user.partition(':')[0]}:***@{host}", 1)
     shown = [(k, "***" if k == "password" else v) for k, v in query]
-    return conninfo, sql.check_schema_name(schema), urlunsplit(
-        parts._replace(netloc=netloc, query=urlencode(shown)))
+    return conninfo, sql.check_schema_name(schema), \
+        f"{shown_base}?{urlencode(shown)}" if shown else shown_base
 
 
 def _bad_url(url: str, reason: str, password: str | None) -> UserError:
