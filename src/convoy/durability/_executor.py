@@ -82,11 +82,8 @@ class StepExecutor(Protocol):
         session."""
         ...
 
-    async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
-                       schema: dict[str, Any] | None = None) -> str:
-        """The payload (JSON text) of the next signal ``name`` sent to the session.
-        ``schema``: the JSON schema of what the wait expects, kept with it so a signal
-        sent while it waits can be checked against it."""
+    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
+        """The payload (JSON text) of the next signal ``name`` sent to the session."""
         ...
 
 
@@ -347,8 +344,7 @@ class JournaledExecutor:
             raise Parked(wake_at=wake_at, wait_name=None)
         await asyncio.sleep(delay)
 
-    async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
-                       schema: dict[str, Any] | None = None) -> str:
+    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
         target = name
         rec = self._take(key, "wait", target)
         if rec is not None:
@@ -359,11 +355,8 @@ class JournaledExecutor:
             deadline = decode_json(rec.result or "{}").get("deadline")
         else:
             deadline = None if timeout is None else self.clock() + timeout
-            started: dict[str, Any] = {"deadline": deadline}
-            if schema is not None:
-                started["schema"] = schema
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
-                                         result=encode_json(started)))
+                                         result=encode_json({"deadline": deadline})))
         if self.replay_only:
             raise NonDeterminismError(
                 f"replay of session {self.session_id!r}: wait {key} for {name!r} never "

@@ -98,41 +98,9 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     if not row.unfinished:
         raise UserError(f"session {session_id!r} is {row.status}: signals go to "
                         "unfinished sessions")
-    if row.status == "waiting" and row.wait_name == name:
-        _check_payload(await engine.store.journal(row.id, tenant=row.tenant), row.id, name,
-                       data)
     if not await engine.store.send_signal(row.id, name, data, tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)
     engine._wake_event().set()
-
-
-def _check_payload(journal: Sequence[StepRecord], session_id: str, name: str,
-                   payload: str) -> None:
-    """Refuse a payload the session's wait for ``name`` would not accept: checked against
-    the JSON schema of the type it waits for, kept with the wait (a wait journaled by an
-    earlier release, or sealed without the master key here, is not checked: the session
-    then validates it itself)."""
-    for rec in reversed(journal):
-        if rec.kind == "wait" and rec.target == name and rec.status == "started":
-            try:
-                schema = json.loads(rec.result or "{}").get("schema")
-            except (ValueError, AttributeError):
-                return
-            if not isinstance(schema, dict):
-                return
-            import jsonschema
-
-            try:
-                jsonschema.validate(json.loads(payload), schema)
-            except jsonschema.ValidationError as e:
-                where = ".".join(str(p) for p in e.absolute_path) or "(payload)"
-                raise UserError(
-                    f"signal {name!r} was not sent: session {session_id!r} waits for a "
-                    f"payload its workflow accepts, and this one does not match: {where}: "
-                    f"{e.message}") from None
-            except jsonschema.SchemaError:
-                return
-            return
 
 
 #: Who decided, for an escalation answered by a signal whose payload names nobody.

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
-from convoy._adapters import adapter_for, schema_for
+from convoy._adapters import adapter_for
 from convoy._errors import UserError
 from convoy.durability._executor import decode_json, encode_json
 from convoy.hitl._ask import _UNSET, HumanAnswer, ask_human
@@ -169,9 +169,9 @@ class Context:
 
         The session parks while it waits (status ``waiting``); a signal sent before the
         wait is kept and consumed by it. Each signal is consumed by one wait. Past
-        ``timeout`` seconds the wait raises :class:`~convoy.WaitTimeout`. The JSON schema of
-        ``type`` is kept with the wait: a signal sent while the session waits is checked
-        against it and refused (``UserError``) when it does not match.
+        ``timeout`` seconds the wait raises :class:`~convoy.WaitTimeout`. A payload that
+        ``type`` does not validate fails the session (a ``ValidationError``): the sender
+        is not told when it sends it.
         """
         if not name:
             raise UserError("ctx.wait_for needs a signal name")
@@ -179,8 +179,7 @@ class Context:
             raise UserError(f"ctx.wait_for timeout must be >= 0, got {timeout}")
         key = self.next_key()
         self.session.count_step(key)
-        payload = await self.session.executor.wait_for(
-            key, name, timeout, None if type is None else schema_for(type))
+        payload = await self.session.executor.wait_for(key, name, timeout)
         if type is None:
             return decode_json(payload)
         return adapter_for(type).validate_json(payload)
