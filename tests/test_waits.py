@@ -269,3 +269,31 @@ async def test_a_signal_is_validated_as_the_workflow_validates_it(db: str | Path
         await eng.signal("lax", "go", "42")
         [done] = await eng.resume()
     assert done.ok and done.output == 42
+
+
+@convoy.workflow(name="short_wait")
+async def short_wait_flow(ctx: convoy.Context, seconds: float) -> str:
+    try:
+        await ctx.wait_for("x", timeout=seconds)
+    except convoy.WaitTimeout:
+        return "timed out"
+    return "signalled"
+
+
+async def test_serve_until_idle_waits_for_a_signals_timeout_due_soon(db: str | Path) -> None:
+    """A timeout within IDLE_HORIZON is part of the work (a script that waits 2 s for an
+    answer then goes on); one further away leaves its session waiting."""
+    from convoy.engine._engine import IDLE_HORIZON
+
+    clock = FakeClock()
+    async with _engine(db, clock, workflows=[short_wait_flow]) as eng:
+        assert (await eng.run(short_wait_flow, 2.0, session_id="soon")).status == "waiting"
+        assert (await eng.run(short_wait_flow, IDLE_HORIZON + 10, session_id="later")
+                ).status == "waiting"
+        server = asyncio.create_task(eng.serve(until_idle=True, poll_interval=0.01))
+        await asyncio.sleep(0)  # (the server makes its first pass: "soon" is not due yet)
+        clock.advance(3)
+        await asyncio.wait_for(server, 30)  # (a limit for a broken setup only)
+        soon, later = await eng.store.get_session("soon"), await eng.store.get_session("later")
+    assert soon is not None and soon.status == "completed" and soon.output == '"timed out"'
+    assert later is not None and later.status == "waiting"

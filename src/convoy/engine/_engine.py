@@ -99,6 +99,11 @@ OutT = TypeVar("OutT")
 T = TypeVar("T")
 
 
+#: ``serve(until_idle=True)`` waits for a signal's timeout due within this many seconds
+#: (a short one is part of the work); one further away leaves its session waiting.
+IDLE_HORIZON = 60.0
+
+
 class Engine(SessionControl, SubjectRights):
     """Runs workflows durably: the operator's view of every tenant's sessions.
 
@@ -610,8 +615,9 @@ class Engine(SessionControl, SubjectRights):
         """Run sessions as they become runnable: new ones, due timers, signalled waits, and
         sessions of engines that died. Runs until cancelled, or with ``until_idle`` until
         no session of a registered workflow can run any more: those left wait for a signal
-        (or a person), with or without a timeout; a session that waits for a timer alone
-        (``ctx.sleep``) is waited for.
+        (or a person), without a timeout or with one more than :data:`IDLE_HORIZON`
+        seconds away; a session that waits for a timer alone (``ctx.sleep``) is waited
+        for.
         """
         await self._serve(None, until_idle, poll_interval)
 
@@ -638,8 +644,9 @@ class Engine(SessionControl, SubjectRights):
                 if until_idle and not rows and not self._running:
                     left = [r for r in await self.store.unfinished(tenant=tenant)
                             if r.workflow in workflows]
-                    if all(r.status == "waiting" and (r.wake_at is None
-                                                      or r.wait_name is not None)
+                    soon = self.clock() + IDLE_HORIZON
+                    if all(r.status == "waiting" and (
+                            r.wake_at is None or (r.wait_name is not None and r.wake_at > soon))
                            for r in left):  # (a signal's timer is its timeout)
                         return
                 nxt = await self.store.next_wake(tenant=tenant)
