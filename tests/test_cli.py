@@ -676,6 +676,32 @@ def test_a_narrow_sessions_table_keeps_every_id_status_and_cost_whole(width: int
     assert "created" in everything and "tokens in / out" in everything
 
 
+def test_a_terminal_too_narrow_for_the_table_gets_a_list_and_loses_nothing() -> None:
+    """Ids measured in terminal cells (a CJK character takes two); below what the whole
+    columns need, each session is an id line and a line of facts, wrapped."""
+    from rich.console import Console
+
+    from convoy.cli._render import sessions_table
+    from convoy.stores import SessionRow
+
+    sid = "日本語のセッション識別子です-0001"
+    rows = [SessionRow(id=sid, workflow="w", version="v1", tenant="default",
+                       status="completed", input="{}", cost=0.25),
+            SessionRow(id="expense-ce77fc85700d", workflow="examples.expense", version="v1",
+                       tenant="default", status="waiting", input="{}", steps=2,
+                       wait_name="approval")]
+    for width in (40, 64):
+        console = Console(width=width, record=True, color_system=None)
+        console.print(sessions_table(rows, width=width))
+        text = console.export_text()
+        lines = text.splitlines()
+        ids = [line.strip() for line in lines]
+        assert sid in ids and "expense-ce77fc85700d" in ids, text
+        assert "…" not in text and all(len(line) <= width for line in lines)
+        flat = " ".join(text.split())
+        assert "$0.25" in flat and "waits for signal 'approval'" in flat
+
+
 def test_rich_markup_in_a_session_id_is_shown_not_obeyed() -> None:
     from rich.console import Console
 

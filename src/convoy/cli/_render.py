@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, get_args
 
+from rich.cells import cell_len
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
@@ -194,12 +195,16 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
 
     def natural(column: tuple[str, Sequence[str | Text], dict[str, Any]]) -> int:
         header, cells, _ = column
-        return max(len(header), *(len(c) for c in cells)) + 3  # (and the padding, a rule)
+        return max(cell_len(header),  # (in terminal cells: a CJK character takes two)
+                   *(c.cell_len if isinstance(c, Text) else cell_len(c) for c in cells)) + 3
 
     for droppable in ("created", "tokens in / out"):
         if width is None or sum(map(natural, columns)) + 1 <= width:
             break
         columns = [c for c in columns if c[0] != droppable]
+    kept_whole = [c for c in columns if c[2].get("no_wrap")]
+    if width is not None and sum(map(natural, kept_whole)) + 3 + _NARROWEST + 1 > width:
+        return _sessions_list(rows, tenants=tenants, waiting=waiting)
     t = Table()
     for column in columns:
         header, _, options = column
@@ -209,6 +214,31 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
     for i in range(len(rows)):  # (as Text: a '[bold]' in an id is shown, not obeyed)
         t.add_row(*(Text(c) if isinstance(c, str) else c for c in
                     (cells[i] for _, cells, _ in columns)))
+    return t
+
+
+#: The narrowest a wrapping column of the sessions table may get before the table gives
+#: way to a list (:func:`_sessions_list`).
+_NARROWEST = 8
+
+
+def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool) -> Table:
+    """Sessions for a terminal too narrow for their table: each one's id on a line of its
+    own, then what the table's other columns say, wrapped as the terminal needs."""
+    t = Table(box=None, show_header=False, pad_edge=False)
+    t.add_column(overflow="fold")
+    for r in rows:
+        t.add_row(Text(escaped(r.id), style="bold"))
+        line = Text("  ")
+        line.append_text(status_text(r.status))
+        facts = [*([f"tenant {r.tenant}"] if tenants else []), f"{r.steps} steps",
+                 fmt_cost(r.cost), escaped(r.workflow),
+                 f"tokens {fmt_tokens(r.input_tokens, r.output_tokens)}",
+                 f"created {fmt_time(r.created)}",
+                 *([f"waits for {escaped(waits_for(r))}"] if waiting and
+                   r.status == "waiting" else [])]
+        line.append(" · " + " · ".join(facts))
+        t.add_row(line)
     return t
 
 
