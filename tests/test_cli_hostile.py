@@ -247,3 +247,21 @@ def test_ctrl_c_at_any_moment_is_one_line_never_a_traceback(
         lines = stderr.strip().splitlines()
         if code == 130 or lines:
             assert lines and "interrupted" in lines[-1], (marker, code, stderr)
+
+
+@pytest.mark.parametrize(("sid", "shown"), [("id\u200bzw", "id\\u200bzw"),
+                                           ("a\u2028b", "a\\u2028b"),
+                                           ("\ufeffbom", "\\ufeffbom")])
+def test_characters_a_terminal_draws_as_nothing_are_shown_escaped(sid: str, shown: str
+                                                                  ) -> None:
+    from convoy._text import escaped
+
+    assert escaped(sid) == shown
+    assert escaped("👨\u200d👩\u200d👧 family") == "👨\u200d👩\u200d👧 family"  # joiners kept
+
+
+def test_an_ipv6_address_is_bracketed_in_a_url() -> None:
+    from convoy.cli._common import host_in_url
+
+    assert host_in_url("::1") == "[::1]" and host_in_url("127.0.0.1") == "127.0.0.1"
+    assert host_in_url("[::1]") == "[::1]"

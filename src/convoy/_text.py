@@ -23,6 +23,10 @@ from convoy._errors import UserError
 #: Control characters (category ``Cc``) and the bidi embeddings, overrides and isolates.
 _UNSHOWABLE = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
+#: Shown escaped too, though a name may hold them: characters a terminal draws as nothing
+#: (zero-width space, direction marks, line and paragraph separators, a byte-order mark),
+#: so two ids that differ only by one look alike. (Not the zero-width joiners emoji use.)
+_INVISIBLE = re.compile("[\u200b\u200e\u200f\u2028\u2029\u061c\ufeff]")
 
 
 def check_name(name: str, what: str) -> str:
@@ -87,10 +91,12 @@ def escaped(text: str) -> str:
     """``text`` with its control characters, bidi overrides and lone surrogates written as
     escapes (``\\x1b``, ``\\n``, ``\\u202e``), for a terminal: what a name holds, shown
     rather than obeyed."""
-    if _UNSHOWABLE.search(text) is None and _SURROGATE.search(text) is None:
+    if _UNSHOWABLE.search(text) is None and _SURROGATE.search(text) is None and \
+            _INVISIBLE.search(text) is None:
         return text
-    return _SURROGATE.sub(lambda m: _code(m.group()),
-                          _UNSHOWABLE.sub(lambda m: _code(m.group()), text))
+    for pattern in (_UNSHOWABLE, _INVISIBLE, _SURROGATE):
+        text = pattern.sub(lambda m: _code(m.group()), text)
+    return text
 
 
 def _code(char: str) -> str:

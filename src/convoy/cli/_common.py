@@ -321,6 +321,11 @@ def import_modules(modules: list[str] | None) -> list[Any]:
     return imported
 
 
+def host_in_url(addr: str) -> str:
+    """``addr`` as a URL's host: an IPv6 address in brackets (``[::1]``)."""
+    return f"[{addr}]" if ":" in addr and not addr.startswith("[") else addr
+
+
 def label(db: str) -> str:
     """How messages name the store ``db``: the path as given, or the URL without its
     password."""

@@ -20,6 +20,7 @@ from convoy.cli._common import (
     cannot_listen,
     err,
     fail,
+    host_in_url,
     require_store,
     run_async,
     tenant_scope,
@@ -156,7 +157,7 @@ def serve(
             fail(cannot_listen(e, addr, port, addr_option="--addr", port_option="--port"))
         try:
             err.print(f"metrics of {db}{scope.of} on "
-                      f"http://{addr}:{server.server_address[1]}/metrics",
+                      f"http://{host_in_url(addr)}:{server.server_address[1]}/metrics",
                       markup=False, style="dim")
             stop.wait()
         except (Stopped, KeyboardInterrupt) as e:

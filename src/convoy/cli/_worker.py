@@ -27,6 +27,7 @@ from convoy.cli._common import (
     convoy_errors,
     err,
     fail,
+    host_in_url,
     import_modules,
     label,
     out,
@@ -133,7 +134,7 @@ def worker(
                     fail(cannot_listen(e, metrics_addr, metrics_port,
                                        addr_option="--metrics-addr",
                                        port_option="--metrics-port"))
-                err.print(f"metrics on http://{metrics_addr}:{server.port}/metrics",
+                err.print(f"metrics on http://{host_in_url(metrics_addr)}:{server.port}/metrics",
                           markup=False, style="dim")
             engine = build_engine(db, concurrency=concurrency, model=model,
                                   busy_timeout=busy_timeout, interceptors=chain)
