@@ -85,6 +85,10 @@ _YEARS = re.compile(rf"(?:(?:19|20)\d\d[ {_SP},/-]{{1,2}})+(?:19|20)\d\d")
 # What a date looks like (2026-11-30, 30/11/2026, 30.11.2026), or a year and a number
 # (2026-402021): never a phone number.
 _DATE = re.compile(r"\d{1,4}([./-])\d{1,2}\1\d{2,4}(?:[ T]\d{1,2})?|(?:19|20)\d\d[./-]\d{5,}")
+# A date (or a year and a day of the year) that more digits follow: an order, ticket or
+# batch number built on one (2026-11-30-000123, 2026.11.30.0042, 2026-113-0042).
+_DATED = re.compile(r"(?:19|20)\d\d([./-])(?:(?:0?[1-9]|1[0-2])\1(?:0?[1-9]|[12]\d|3[01])"
+                    r"|[0-3]\d\d)[./-]\d")
 # A decimal number (72.03665): one dot between two runs of digits.
 _DECIMAL = re.compile(r"\d+\.\d+")
 # A hexadecimal word (a hash, a key): digits in it are not a card glued to letters.
@@ -235,7 +239,8 @@ class Redactor:
         if digits < 7 or digits > 15:
             return False
         text = _SPACES.sub(" ", candidate.strip())
-        if _DATE.fullmatch(text) or _DECIMAL.fullmatch(text) or _ISBN13.fullmatch(text) \
+        if _DATE.fullmatch(text) or _DATED.match(text) or _DECIMAL.fullmatch(text) \
+                or _ISBN13.fullmatch(text) \
                 or _YEARS.fullmatch(text) or _NOT_PHONE_CUE.search(before) is not None:
             return False
         if text.startswith("00"):
