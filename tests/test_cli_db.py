@@ -108,6 +108,19 @@ def test_info_never_shows_the_password_of_the_store_url(backend: Backend) -> Non
     assert "s3cret" not in res.stdout and "postgres:***@" in json.loads(res.stdout)["store"]
 
 
+def test_an_unknown_session_never_shows_the_password_of_the_store_url(
+        backend: Backend) -> None:
+    if isinstance(backend, SQLiteBackend):
+        pytest.skip("a SQLite path has no password")
+    db = url(backend).replace("postgresql://postgres@", "postgresql://postgres:s3cret@")
+    assert cli("db", "migrate", "--db", db).code == 0
+    for args in (("trace", "nope"), ("sessions", "show", "nope"), ("cancel", "nope"),
+                 ("signal", "nope", "go"), ("replay", "nope")):
+        res = cli(*args, "--db", db)
+        one_line_error(res, 2, "no session 'nope'")
+        assert "s3cret" not in res.stderr and "postgres:***@" in res.stderr, (args, res)
+
+
 def test_a_store_newer_than_this_convoy_is_one_line(backend: Backend) -> None:
     db = url(backend)
     assert cli("db", "migrate", "--db", db).code == 0

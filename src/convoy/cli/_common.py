@@ -204,12 +204,17 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
     raise typer.Exit(code)
 
 
+def unknown_session(db: str, scope: Scope, session_id: str) -> NoReturn:
+    """Exit with the one message every command gives for an unknown session id (or one of
+    another tenant than the scope's): the store as ``label`` names it (no password)."""
+    fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
+         f"shows the ids{scope.hint}")
+
+
 async def require_session(engine: Engine, scope: Scope, session_id: str, db: str) -> None:
-    """Exit with the one message every command gives for an unknown session id (or one
-    of another tenant than the scope's) unless the store has it."""
+    """:func:`unknown_session` unless the store has the session."""
     if await engine.store.get_session(session_id, tenant=scope.tenant) is None:
-        fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
-             f"shows the ids{scope.hint}")
+        unknown_session(db, scope, session_id)
 
 
 def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:

@@ -22,6 +22,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
     tenant_scope,
+    unknown_session,
     workflow_names,
 )
 from convoy.cli._render import agent_configs, print_session, sessions_table
@@ -108,8 +109,7 @@ def show_session(
     require_store(db)
     row, steps, retried_as = run_async(_show(db, session_id, scope))
     if row is None:
-        fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
-             f"shows the ids{scope.hint}")
+        unknown_session(db, scope, session_id)
     if as_json:
         typer.echo(json.dumps(session_json(row, steps, retried_as), indent=2))
     else:

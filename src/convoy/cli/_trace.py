@@ -24,6 +24,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
     tenant_scope,
+    unknown_session,
 )
 from convoy.cli._render import fmt_duration, plural
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparent_sampled
@@ -54,8 +55,7 @@ def trace(
     require_store(db)
     found, spans, gone = run_async(_load(db, session_id, scope))
     if found is False:
-        fail(f"no session {session_id!r}{scope.of} in {db!r}; 'convoy sessions list' "
-             f"shows the ids{scope.hint}")
+        unknown_session(db, scope, session_id)
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
         return
