@@ -141,9 +141,9 @@ class JournaledExecutor:
         clock: the wall clock.
     """
 
-    __slots__ = ("_journal", "_last_at", "clock", "exhausted", "failed_key", "fingerprint_key",
-                 "on_nondeterminism", "owner", "park_after", "replay_only", "session_id",
-                 "store", "tap")
+    __slots__ = ("_journal", "_last_at", "_recorded", "clock", "exhausted", "failed_key",
+                 "fingerprint_key", "on_nondeterminism", "owner", "park_after", "replay_only",
+                 "session_id", "store", "tap")
 
     def __init__(self, store: Store, session_id: str, owner: str | None, *,
                  journal: dict[str, StepRecord] | None, replay_only: bool = False,
@@ -157,6 +157,10 @@ class JournaledExecutor:
         # is stamped after it (:meth:`_stamp`), whatever this engine's clock says.
         self._last_at = max((r.at for r in journal.values()), default=0.0) \
             if journal else 0.0
+        # The steps that had an outcome when this run began (a ``started`` record has
+        # none: its step runs again, or fails here): :meth:`recorded`.
+        self._recorded = frozenset(k for k, r in journal.items() if r.status != "started") \
+            if journal else frozenset()
         self.replay_only = replay_only
         self.park_after = park_after
         self.clock = clock
@@ -176,6 +180,16 @@ class JournaledExecutor:
         """Steps asked for now come from the journal: a resumed session that has not
         caught up with it yet, or ``convoy replay``."""
         return self._journal is not None or self.replay_only
+
+    def recorded(self, key: str) -> bool:
+        """Whether step ``key``, or a step under it (``key/...``), had its outcome in the
+        journal when this run began: an earlier run of the session took it, so this run
+        replays it rather than running it."""
+        recorded = self._recorded
+        if key in recorded:
+            return True
+        under = key + "/"
+        return any(k.startswith(under) for k in recorded)
 
     @property
     def leftover(self) -> list[str]:

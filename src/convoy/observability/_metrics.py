@@ -119,10 +119,32 @@ class _Agent:
 
 
 def _replayed(input: AgentRunInput) -> bool:
-    """Whether an agent run that began replaying the journal ended still replaying it: a
-    run an earlier run of the session had ended (and counted); one that ran steps of its
-    own had not ended then (a parked or interrupted run)."""
-    return bool(getattr(input.session.executor, "replaying", False))
+    """Whether an agent run that began replaying the journal (a resumed session) was
+    ended, and counted, by an earlier run of its session: whether its last step came from
+    the journal.
+
+    A run ends right after its last step (its answer, its handoff, the step it failed
+    at), with nothing awaited in between: the run of the session that journaled that step
+    ended the agent run too, however long after it crashed. A run whose last step is new
+    (taken by this run: it had parked, or a crash cut it short) had not ended. What else
+    the journal holds says nothing about this run: a later record may be a concurrent
+    branch's, and a crash during the next agent's first model call leaves nothing after
+    it. (A crash in the instant between the commit of the last step and the end of the
+    run leaves the same journal as one a moment later: it counts as ended.)"""
+    executor = input.session.executor
+    recorded = getattr(executor, "recorded", None)
+    last = _last_step(input)
+    if recorded is None or last is None:  # (another executor; a run that took no step)
+        return bool(getattr(executor, "replaying", False))
+    return bool(recorded(last))
+
+
+def _last_step(input: AgentRunInput) -> str | None:
+    """The key of the last step an agent run that ended took in its scope (its first is
+    ``input.key``), ``None`` if it took none."""
+    head, sep, n = input.context.peek_key().rpartition("/")
+    last = int(n) - 1
+    return f"{head}{sep}{last}" if last >= int(input.key.rpartition("/")[2]) else None
 
 
 class Metrics(Interceptor):
@@ -360,7 +382,7 @@ class Metrics(Interceptor):
         return a
 
     # An agent run's hooks see whether it began replaying (rarely); only then is it
-    # asked whether it ended replaying too: counted by an earlier run of its session.
+    # asked whether an earlier run of its session ended it, and counted it (_replayed).
 
     def _agent_ok(self, input: AgentRunInput, handoff: bool, ns: int) -> None:
         if input.replaying and _replayed(input):
