@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 
 from convoy._errors import StoreError
 from convoy.stores._protocol import (
+    CANCEL_SIGNAL,
     RUNNABLE,
     SCHEMA_VERSION,
     STATUSES,
@@ -745,6 +746,51 @@ async def test_park_after_the_signal_was_sent_is_runnable_at_once(store: Store) 
                      wait_name="approval")
     assert (await must(store, "s")).status == "pending"
     assert await store.claim("s", "B", LEASE) is not None
+
+
+async def test_owned_signalled_names_the_running_sessions_of_an_owner_with_that_signal(
+        store: Store, clock: FakeClock) -> None:
+    """One query for an engine's renewal round: which of its running sessions have an
+    unconsumed signal of that name (a cancel request), oldest id first."""
+    for sid, owner in (("b", "A"), ("a", "A"), ("quiet", "A"), ("theirs", "B"),
+                       ("done", "A"), ("parked", "A"), ("used", "A")):
+        await owned(store, sid, owner)
+    for sid in ("b", "a", "theirs", "done", "used"):
+        await store.send_signal(sid, CANCEL_SIGNAL, "{}")
+    await store.send_signal("quiet", "go", "{}")
+    await store.finish("done", "A", SessionOutcome(status="completed"))
+    await store.park("parked", "A", SessionOutcome(status="waiting"), wake_at=None,
+                     wait_name="go")
+    await store.send_signal("parked", CANCEL_SIGNAL, "{}")
+    seq = await store.send_signal("used", "x", "{}")
+    await store.append("used", "A", step("0", clock.now, kind="signal"), consume_signal=seq)
+    cancel = await store.next_signal("used", CANCEL_SIGNAL)
+    assert cancel is not None
+    await store.append("used", "A", step("1", clock.now, kind="signal"),
+                       consume_signal=cancel.seq)
+    assert await store.owned_signalled("A", CANCEL_SIGNAL) == ["a", "b"]
+    assert await store.owned_signalled("B", CANCEL_SIGNAL) == ["theirs"]
+    assert await store.owned_signalled("A", "go") == ["quiet"]
+    assert await store.owned_signalled("nobody", CANCEL_SIGNAL) == []
+    assert await store.owned_signalled("A\x00", CANCEL_SIGNAL) == []
+
+
+async def test_park_with_a_cancel_request_leaves_the_session_runnable(
+        store: Store, clock: FakeClock) -> None:
+    """A session that parks after a cancel request was written for it is not left waiting
+    (for a signal that may never come): it is runnable at once, so the engine that claims
+    it next sees the request."""
+    for sid in ("signal", "timer"):
+        await owned(store, sid, "A")
+        await store.send_signal(sid, CANCEL_SIGNAL, "{}")
+    await store.park("signal", "A", SessionOutcome(status="waiting"), wake_at=None,
+                     wait_name="approval")
+    await store.park("timer", "A", SessionOutcome(status="waiting"),
+                     wake_at=clock.now + 3600, wait_name=None)
+    assert (await must(store, "signal")).status == "pending"
+    assert (await must(store, "timer")).status == "pending"
+    rows = await store.claim_runnable("B", LEASE, workflows=WF, limit=10)
+    assert sorted(r.id for r in rows) == ["signal", "timer"]
 
 
 async def test_next_signal_returns_the_oldest_unconsumed_signal_of_that_name(

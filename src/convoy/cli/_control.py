@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from contextlib import suppress
 from typing import Annotated, Any
@@ -110,7 +111,10 @@ def cancel(
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.
 
-    A session that another live engine is running must be cancelled there. Only sessions
+    A session that another live engine is running (a 'convoy worker' elsewhere) gets a
+    durable cancel request: that engine stops it at its next lease renewal (within its
+    lease, 30 s by default), and if it died meanwhile, the engine that takes the session
+    over ends it before running a step. The command does not wait for that. Only sessions
     of the tenant --tenant names (default: 'default'), or of every tenant with
     --all-tenants.
 
@@ -125,11 +129,13 @@ def cancel(
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_convoy_store(db, nothing="cancel")
-    run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope, session_id, db))
-    out.print(f"cancelled session {session_id}", markup=False)
+    message = run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope,
+                                   session_id, db))
+    out.print(message, markup=False, soft_wrap=True)
 
 
-async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> None:
+async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> str:
+    """Cancel the session; the line that says what happened."""
     async with engine:
         await require_session(engine, scope, session_id, db)
         view = scope.view(engine)
@@ -139,4 +145,17 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> Non
             # session hooks its input typed (they see it as stored otherwise).
             with suppress(Exception):
                 engine.workflow_named(row.workflow)
-        await view.cancel(session_id)
+        if await view.cancel(session_id) == "cancelled":
+            return f"cancelled session {session_id}"
+        row = await view.session(session_id)
+        if row.status == "cancelled":  # its engine was quick
+            return f"cancelled session {session_id}"
+        if row.owner is None or row.lease_until is None:  # parked meanwhile: runnable
+            return (f"cancel requested: session {session_id} is {row.status}; the engine "
+                    "that runs it next ('convoy worker', 'convoy resume') cancels it")
+        # Its owner renews before its lease runs out, or the lease lapses and the engine
+        # that takes the session over cancels it: either way within the lease left.
+        left = max(1, math.ceil(row.lease_until - engine.clock()))
+        return (f"cancel requested: session {session_id} is running on engine {row.owner}, "
+                f"which stops it at its next lease renewal (within about {left} s; if that "
+                "engine died, the engine that takes the session over cancels it)")

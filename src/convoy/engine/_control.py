@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from convoy._errors import UserError
 from convoy._text import check_name, storable_json
 from convoy.definitions._workflow import registered_workflow
+from convoy.engine._cancel import CancelStatus, cancel
 from convoy.engine._escalation import ESCALATION
 from convoy.engine._results import (
     ReplayResult,
@@ -27,11 +28,15 @@ from convoy.engine._results import (
     _unfinished_result,
 )
 from convoy.engine._retry import retry_sessions, select_retryable
-from convoy.engine._runtime import _run_session
 from convoy.engine._tenancy import unknown_session
 from convoy.hitl._inbox import ESCALATED, Inbox
-from convoy.interceptors._base import SessionEnd
-from convoy.stores._protocol import STATUSES, SessionFilter, SessionOutcome, SessionRow, StepRecord
+from convoy.stores._protocol import (
+    RESERVED_SIGNALS,
+    STATUSES,
+    SessionFilter,
+    SessionRow,
+    StepRecord,
+)
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -89,6 +94,10 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                  tenant: str | None) -> None:
     """Send a signal, or answer an escalation (:data:`~convoy.ESCALATION`)."""
     check_name(name, "signal name")
+    if name.startswith(RESERVED_SIGNALS) and name != ESCALATION:
+        raise UserError(f"signal names starting {RESERVED_SIGNALS!r} are reserved for Convoy "
+                        f"(send {ESCALATION!r} to answer an escalation; cancel a session "
+                        "with cancel): pick another name")
     data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
     if name == ESCALATION:
@@ -128,44 +137,6 @@ async def _answer_escalation(engine: Engine, row: SessionRow, payload: Any) -> N
     else:
         reason = payload.get("reason")
         await inbox.reject(task, by=by, comment=None if reason is None else str(reason))
-
-
-async def cancel(engine: Engine, session_id: str, tenant: str | None) -> None:
-    """Cancel a session: one running on this engine stops at once; one that is pending or
-    waiting is finished as ``cancelled``."""
-    if tenant is None and engine._stop_running(session_id):
-        return  # the operator's view needs no store read to stop a session it runs
-    row = await session(engine, session_id, tenant)
-    if engine._stop_running(row.id):
-        return
-    if not row.unfinished:
-        raise UserError(f"session {session_id!r} is already {row.status}")
-    owner: str | None = None
-    claimed: SessionRow | None = None
-    # Session hooks that see a run end (with the session's workflow if this engine has it
-    # at its version, to give them its input typed; else the input as stored)?
-    wf = engine._workflows.get(row.workflow)
-    hooked = engine.runtime.session_chain.call is not _run_session
-    if row.status == "running" or (row.status == "pending" and hooked):
-        claimed = await engine._claim(row)
-        if claimed is None and row.status == "running":
-            raise UserError(f"session {session_id!r} is running on engine {row.owner}; "
-                            "cancel it there")
-        owner = None if claimed is None else engine.owner
-    if claimed is not None and hooked:
-        # A run that died (or never ran) ends here, in a run of its own: the session hooks
-        # see it (audit appends the steps a killed run journaled).
-        end = SessionEnd(status="cancelled", error={"type": "Cancelled",
-                                                     "message": "cancelled"})
-        try:
-            await engine._end_in_a_run(wf, claimed, end)
-        except ValidationError:  # an input this workflow no longer takes: as stored
-            await engine._end_in_a_run(None, claimed, end)
-        return
-    await engine.store.finish(row.id, owner, SessionOutcome(
-        status="cancelled", error={"type": "Cancelled", "message": "cancelled"},
-        steps=row.steps, input_tokens=row.input_tokens, output_tokens=row.output_tokens,
-        cost=row.cost), tenant=row.tenant)
 
 
 async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayResult:
@@ -283,10 +254,23 @@ class SessionControl:
         engine, tenant = self._scope()
         await signal(engine, session_id, name, payload, tenant)
 
-    async def cancel(self, session_id: str) -> None:
-        """Cancel a session: one running on this engine stops at once (``cancelled``); one
-        that is pending or waiting is finished as ``cancelled``."""
-        await cancel(*self._at(session_id))
+    async def cancel(self, session_id: str) -> CancelStatus:
+        """Cancel an unfinished session; it ends ``cancelled`` and never runs again.
+
+        One running on this engine stops at once; one that is pending or waiting, or whose
+        engine died (its lease lapsed, or it was a process on this machine), is finished
+        here. One that another live engine runs gets a durable cancel request: that engine
+        stops it at its next lease renewal (every ``lease_seconds / 3``); if it died
+        meanwhile, the engine that takes the session over ends it before running a step.
+
+        Returns:
+            ``"cancelled"`` (ended, or stopping on this engine) or ``"requested"`` (another
+            engine stops it; :meth:`session` shows which, and when its lease runs out).
+
+        Raises:
+            UserError: no session has this id (in this tenant), or it already finished.
+        """
+        return await cancel(*self._at(session_id))
 
     async def replay(self, session_id: str) -> ReplayResult:
         """Re-execute a finished session from its journal, calling no model and no tool."""

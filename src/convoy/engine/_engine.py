@@ -47,6 +47,7 @@ from convoy.definitions._tools import readable_validation_error
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
+from convoy.engine._cancel import CANCELLED, ended_by_request, honour_requests
 from convoy.engine._control import SessionControl
 from convoy.engine._deadlines import Deadlines
 from convoy.engine._escalation import ESCALATION
@@ -209,6 +210,7 @@ class Engine(SessionControl, SubjectRights):
         # the same id (same owner: the store cannot tell them apart) that it is taken.
         self._starting: dict[str, str] = {}
         self._cancelling: set[str] = set()
+        self._stopped_by_request: set[str] = set()  # see ``honour_requests``
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -286,6 +288,8 @@ class Engine(SessionControl, SubjectRights):
                 continue
             try:
                 await self.store.renew(self.owner, self.lease_seconds)
+                # Cancel requests for sessions running here (``convoy cancel`` elsewhere).
+                await honour_requests(self, self._stopped_by_request)
             except StoreError as e:  # the next round tries again; leases last 3 rounds
                 warnings.warn(f"convoy: could not renew session leases: {e}", RuntimeWarning,
                               stacklevel=1)
@@ -521,6 +525,8 @@ class Engine(SessionControl, SubjectRights):
         claimed = await self._claim(row)
         if claimed is None:
             return _unfinished_result(row)
+        if await ended_by_request(self, wf, claimed):
+            return await self._stored(wf, claimed.id)
         value = wf.input_adapter.validate_json(claimed.input)
         return await self._admit(wf, claimed.id, claimed.tenant, value, claimed,
                                  await self.store.load_journal(claimed.id))
@@ -550,6 +556,13 @@ class Engine(SessionControl, SubjectRights):
             with suppress(Exception):
                 await self.store.release(sid, self.owner)
             raise
+
+    async def _stored(self, wf: Workflow[Any, OutT], sid: str) -> SessionResult[OutT]:
+        """The result of a session as the store holds it now."""
+        row = await self.store.get_session(sid)
+        if row is None:  # purged at once
+            return SessionResult(id=sid, status="cancelled", error=dict(CANCELLED))
+        return _result_of(wf, row) if not row.unfinished else _unfinished_result(row)
 
     def _stop_running(self, sid: str) -> bool:
         """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``)."""
@@ -657,9 +670,10 @@ class Engine(SessionControl, SubjectRights):
                         await wake.wait()
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
-        value = wf.input_adapter.validate_json(row.input)
-        journal = await self._claimed_journal(row.id)
-        await self._admit(wf, row.id, row.tenant, value, row, journal)
+        if not await ended_by_request(self, wf, row):
+            value = wf.input_adapter.validate_json(row.input)
+            journal = await self._claimed_journal(row.id)
+            await self._admit(wf, row.id, row.tenant, value, row, journal)
         self._wake_event().set()
 
     # -- internals -----------------------------------------------------------------------
@@ -678,6 +692,11 @@ class Engine(SessionControl, SubjectRights):
                     claimed = await self._claim(row)
                     if claimed is None:
                         results[i] = _unfinished_result(row)
+                        continue
+                    if await ended_by_request(self, wf, claimed):
+                        results[i] = res = await self._stored(wf, job.sid)
+                        if on_done is not None:
+                            on_done(res)
                         continue
                     row, journal = claimed, await self._claimed_journal(job.sid)
                 res = await self._admit(wf, job.sid, job.tenant, job.value, row, journal,

@@ -31,6 +31,7 @@ from convoy.runtime._agent_loop import run_agent
 from convoy.runtime._concurrency import concurrently
 from convoy.state._access import JournaledAccess
 from convoy.state._handle import State
+from convoy.stores._protocol import RESERVED_SIGNALS
 
 if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
@@ -175,6 +176,10 @@ class Context:
         """
         if not name:
             raise UserError("ctx.wait_for needs a signal name")
+        if name.startswith(RESERVED_SIGNALS):
+            raise UserError(f"signal names starting {RESERVED_SIGNALS!r} are reserved for "
+                            f"Convoy; ctx.wait_for({name!r}) cannot wait for one: pick "
+                            "another name")
         if timeout is not None and timeout < 0:
             raise UserError(f"ctx.wait_for timeout must be >= 0, got {timeout}")
         key = self.next_key()

@@ -60,6 +60,7 @@ from convoy.stores._postgres_limits import PostgresLimits
 from convoy.stores._postgres_state import PostgresState
 from convoy.stores._postgres_subjects import PostgresSubjects
 from convoy.stores._protocol import (
+    CANCEL_SIGNAL,
     NewSession,
     SessionFilter,
     SessionOutcome,
@@ -682,7 +683,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         # (its snapshot): a signal sent meanwhile either committed before it, and is seen,
         # or waits for the park to commit, and then wakes the session it finds waiting.
         owned, _ = await self._locked_then([(sql.LOCK_OWNED, (session_id, owner)), (
-            sql.PARK, (wait_name is not None, session_id, wait_name, wake_at, wait_name,
+            sql.PARK, (session_id, wait_name, CANCEL_SIGNAL, wake_at, wait_name,
                        outcome.steps, outcome.input_tokens, outcome.output_tokens,
                        outcome.cost, headers, now, now, session_id, owner))], again=False)
         if not owned:
@@ -842,6 +843,9 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             return None
         seq, sid, nm, payload, at = rows[0]
         return Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at)
+
+    async def owned_signalled(self, owner: str, name: str) -> list[str]:
+        return [r[0] for r in await self._read(sql.OWNED_SIGNALLED, (owner, name))]
 
     # -- state of interceptors ----------------------------------------------------------------
 

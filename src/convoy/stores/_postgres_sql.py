@@ -322,11 +322,18 @@ SIGNAL = (
     "EXISTS (SELECT 1 FROM sessions WHERE id=%s{tenant}) RETURNING seq, session_id), "
     "woke AS (UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id IN "
     "(SELECT session_id FROM sig) AND status='waiting' AND wait_name=%s) SELECT seq FROM sig")
+# Runnable at once if the awaited signal or a cancel request (the second name) came first;
+# a NULL awaited name matches no signal.
 PARK = (
-    "UPDATE sessions SET status=CASE WHEN %s AND EXISTS (SELECT 1 FROM signals WHERE "
-    "session_id=%s AND name=%s AND consumed=0) THEN 'pending' ELSE 'waiting' END, owner=NULL, "
+    "UPDATE sessions SET status=CASE WHEN EXISTS (SELECT 1 FROM signals WHERE "
+    "session_id=%s AND name IN (%s, %s) AND consumed=0) THEN 'pending' ELSE 'waiting' END, "
+    "owner=NULL, "
     "lease_until=NULL, wake_at=%s, wait_name=%s, steps=%s, input_tokens=%s, output_tokens=%s, "
     f"cost=%s, headers=COALESCE(%s, headers), {ACCRUE}, seg_mark=NULL WHERE id=%s AND owner=%s")
+# The sessions ``owner`` runs (by its index) with an unconsumed signal of a name.
+OWNED_SIGNALLED = (
+    "SELECT s.id FROM sessions s WHERE s.owner=%s AND s.status='running' AND EXISTS (SELECT 1 "
+    "FROM signals g WHERE g.session_id=s.id AND g.name=%s AND g.consumed=0) ORDER BY s.id")
 KV_PUT = ("INSERT INTO kv(namespace,key,value) VALUES(%s,%s,%s) ON CONFLICT(namespace,key) "
           "DO UPDATE SET value=excluded.value")
 KV_DELETE = "DELETE FROM kv WHERE namespace=%s AND key=%s"

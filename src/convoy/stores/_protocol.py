@@ -72,6 +72,14 @@ SEALED_PREFIX = '{"$sealed"'
 SUBJECT_REFS = "convoy.subject-refs/"
 #: Statuses in which a session may be claimed and run right away.
 RUNNABLE: tuple[SessionStatus, ...] = ("pending", "running")
+#: Signal names starting with this are Convoy's own: workflow code cannot wait for them and
+#: ``engine.signal`` / ``convoy signal`` cannot send them (except ``convoy.escalation``, an
+#: answer to an escalation, which goes through the inbox).
+RESERVED_SIGNALS = "convoy."
+#: The signal that asks for a session to be cancelled (written by ``cancel`` for a session
+#: another engine runs; its owner stops it at its next lease renewal, an engine that claims
+#: it later ends it before running it). A park finds it as it finds the awaited signal.
+CANCEL_SIGNAL = "convoy.cancel"
 #: Every status, in the order reports list them.
 STATUSES: tuple[SessionStatus, ...] = (
     "pending", "running", "waiting", "completed", "failed", "escalated", "budget_exhausted",
@@ -496,7 +504,8 @@ class Store(Protocol):
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
         """Release a session that waits for a timer (``wake_at``) and/or a signal
-        (``wait_name``). A signal already sent for it makes it runnable at once."""
+        (``wait_name``). A signal already sent for it, or a cancel request
+        (:data:`CANCEL_SIGNAL`, unconsumed), makes it runnable at once (``pending``)."""
         ...
 
     def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
@@ -583,6 +592,13 @@ class Store(Protocol):
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:
         """The oldest unconsumed signal ``name`` of a session (of ``tenant``)."""
+        ...
+
+    async def owned_signalled(self, owner: str, name: str) -> list[str]:
+        """The ids (sorted) of the sessions ``owner`` runs (``running``, owned by it) that
+        have an unconsumed signal ``name``: in one query, which an engine asks at every
+        lease renewal for :data:`CANCEL_SIGNAL` (by the owner index and the signals'
+        ``(session_id, name)`` index, not by reading the signals table)."""
         ...
 
     # -- state of interceptors -----------------------------------------------------------
@@ -841,6 +857,8 @@ class Store(Protocol):
 
 
 __all__ = [
+    "CANCEL_SIGNAL",
+    "RESERVED_SIGNALS",
     "RUNNABLE",
     "SCHEMA_VERSION",
     "STATUSES",

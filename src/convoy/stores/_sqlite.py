@@ -36,6 +36,7 @@ from convoy.stores._addons import (
     stand_ins,
 )
 from convoy.stores._protocol import (
+    CANCEL_SIGNAL,
     SCHEMA_VERSION,
     NewSession,
     SessionFilter,
@@ -60,6 +61,7 @@ from convoy.stores._sqlite_sql import (
     _INSERT_SESSION,
     _JOURNAL_COLS,
     _MIGRATIONS,
+    _OWNED_SIGNALLED,
     _RUNNABLE,
     _RUNNABLE_OTHERS,
     _SCHEMA,
@@ -775,13 +777,15 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         headers = json.dumps(dict(outcome.headers)) if outcome.headers is not None else None
 
         def park(conn: sqlite3.Connection) -> None:
+            # Runnable at once if the awaited signal or a cancel request came first (a
+            # NULL ``wait_name`` matches no signal: only the request counts then).
             n = conn.execute(
-                "UPDATE sessions SET status=CASE WHEN ? IS NOT NULL AND EXISTS (SELECT 1 FROM "
-                "signals WHERE session_id=? AND name=? AND consumed=0) THEN 'pending' ELSE "
+                "UPDATE sessions SET status=CASE WHEN EXISTS (SELECT 1 FROM signals WHERE "
+                "session_id=? AND name IN (?, ?) AND consumed=0) THEN 'pending' ELSE "
                 "'waiting' END, owner=NULL, lease_until=NULL, wake_at=?, wait_name=?, steps=?,"
                 " input_tokens=?, output_tokens=?, cost=?, headers=COALESCE(?, headers), "
                 f"{_ACCRUE}, seg_mark=NULL WHERE id=? AND owner=?",
-                (wait_name, session_id, wait_name, wake_at, wait_name, outcome.steps,
+                (session_id, wait_name, CANCEL_SIGNAL, wake_at, wait_name, outcome.steps,
                  outcome.input_tokens, outcome.output_tokens, outcome.cost, headers, now, now,
                  session_id, owner)).rowcount
             if n == 0:
@@ -958,6 +962,11 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             return None
         seq, sid, nm, payload, at = rows[0]
         return Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at)
+
+    async def owned_signalled(self, owner: str, name: str) -> list[str]:
+        # The running sessions by their status index (as ``renew`` finds them), each
+        # looked up in the signals' (session_id, name, consumed) index.
+        return [r[0] for r in self._read(_OWNED_SIGNALLED, (owner, name))]
 
     # -- state of interceptors ----------------------------------------------------------------
 

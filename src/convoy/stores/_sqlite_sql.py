@@ -226,6 +226,11 @@ _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE
            "(SELECT 1 FROM sessions WHERE id=?{tenant})")
 _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
          "status='waiting' AND wait_name=?")
+# The sessions ``owner`` runs that have an unconsumed signal of a name (cancel requests).
+_OWNED_SIGNALLED = (
+    "SELECT id FROM sessions WHERE status='running' AND owner=? AND EXISTS (SELECT 1 FROM "
+    "signals WHERE signals.session_id=sessions.id AND signals.name=? AND consumed=0) "
+    "ORDER BY id")
 _CONSUME = "UPDATE signals SET consumed=1 WHERE seq=? AND session_id=?"
 _INSERT_SESSION = (
     "INSERT OR IGNORE INTO sessions(id,workflow,version,tenant,status,input,created,started,"

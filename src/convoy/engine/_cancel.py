@@ -1,0 +1,162 @@
+"""Cancelling a session, wherever it runs.
+
+A session this engine runs stops at once; one that is pending or waiting (owned by nobody)
+is finished here; one that another live engine runs (or that an engine which died on
+another machine holds until its lease lapses) gets a durable *cancel request*: an
+unconsumed :data:`~convoy.stores._protocol.CANCEL_SIGNAL` signal. Nobody else can send or
+wait for that name (signal names starting ``convoy.`` are reserved). The request is
+honoured by
+
+- the owner, at its next lease renewal: it asks the store for the sessions it runs that
+  have one (:func:`honour_requests`, one query) and stops them; they end ``cancelled`` as
+  a local cancel does;
+- an engine that claims the session later (its owner died and the lease lapsed, it parked
+  and woke): it ends it ``cancelled`` in a run that executes nothing, so session hooks
+  (audit, tracing, metrics) see it end (:func:`ended_by_request`). A new session is never
+  looked up: nobody can have asked to cancel a session before it existed.
+
+Why no request is left unhonoured while its session waits: a session parks in one
+statement that also looks for a request (the store's ``park``; writes to a session's row
+are serialised: SQLite has one writer, PostgreSQL's ``park`` and ``send_signal`` both lock
+the row first), and ``cancel`` reads the session again *after* its request is committed.
+So either the request committed before the park (the park leaves the session runnable,
+``pending``, and the engine that claims it sees the request), or the park committed
+before the request, and then before ``cancel``'s second read, which finds the session
+parked, owned by nobody, and finishes it itself. A claim that commits after the request
+reads the signals after its claim, so it sees the request; one that committed before it
+leaves the session running under an owner whose renewals see it.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import ValidationError
+
+from convoy._errors import UserError
+from convoy.definitions._workflow import Workflow
+from convoy.durability._signals import LeaseLost
+from convoy.engine._runtime import _run_session
+from convoy.engine._tenancy import unknown_session
+from convoy.interceptors._base import SessionEnd
+from convoy.stores._protocol import CANCEL_SIGNAL, SessionOutcome, SessionRow
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
+
+#: What :func:`cancel` did: ``"cancelled"`` (the session ended, or is stopping on this
+#: engine) or ``"requested"`` (another engine runs it and stops it at its next lease
+#: renewal; if that engine died, the engine that takes the session over ends it).
+CancelStatus = Literal["cancelled", "requested"]
+
+#: The error record of a cancelled session.
+CANCELLED: dict[str, Any] = {"type": "Cancelled", "message": "cancelled"}
+
+
+async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelStatus:
+    """Cancel a session (see the module docstring)."""
+    if tenant is None and engine._stop_running(session_id):
+        return "cancelled"  # the operator's view needs no store read to stop a session it runs
+    row = await _session(engine, session_id, tenant)
+    if engine._stop_running(row.id):
+        return "cancelled"
+    if not row.unfinished:
+        raise UserError(f"session {session_id!r} is already {row.status}")
+    if await _end_here(engine, row):
+        return "cancelled"
+    # Running on another live engine: a durable request, then a second read (the module
+    # docstring says why it must come after the write).
+    by = json.dumps({"by": engine.owner})
+    if not await engine.store.send_signal(row.id, CANCEL_SIGNAL, by, tenant=row.tenant):
+        raise unknown_session(session_id, engine.store.url, tenant)  # purged meanwhile
+    row = await _session(engine, session_id, tenant)
+    if row.status == "cancelled" or engine._stop_running(row.id):
+        return "cancelled"  # its owner honoured it already, or this engine claimed it since
+    if not row.unfinished:
+        raise UserError(f"session {session_id!r} is already {row.status}")
+    if row.status == "running" or not await _end_here(engine, row):
+        return "requested"  # its owner (the one read first, or one that claimed it since)
+    return "cancelled"
+
+
+async def _session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
+    await engine.open()
+    row = await engine.store.get_session(session_id, tenant=tenant)
+    if row is None:
+        raise unknown_session(session_id, engine.store.url, tenant)
+    return row
+
+
+async def _end_here(engine: Engine, row: SessionRow) -> bool:
+    """Finish an unfinished session that no live engine runs as ``cancelled``; ``False``
+    if another engine runs it (it claimed it, even since ``row`` was read)."""
+    owner: str | None = None
+    claimed: SessionRow | None = None
+    # Session hooks that see a run end (with the session's workflow if this engine has it
+    # at its version, to give them its input typed; else the input as stored)?
+    hooked = engine.runtime.session_chain.call is not _run_session
+    if row.status == "running" or (row.status == "pending" and hooked):
+        claimed = await engine._claim(row)
+        if claimed is None and row.status == "running":
+            return False
+        owner = None if claimed is None else engine.owner
+    if claimed is not None and hooked:
+        # A run that died (or never ran) ends here, in a run of its own: the session hooks
+        # see it (audit appends the steps a killed run journaled).
+        await end_cancelled(engine, engine._workflows.get(row.workflow), claimed)
+        return True
+    try:
+        await engine.store.finish(row.id, owner, SessionOutcome(
+            status="cancelled", error=dict(CANCELLED), steps=row.steps,
+            input_tokens=row.input_tokens, output_tokens=row.output_tokens, cost=row.cost),
+            tenant=row.tenant)
+    except LeaseLost:
+        return False  # woken and claimed meanwhile: that engine runs it now
+    return True
+
+
+async def end_cancelled(engine: Engine, wf: Workflow[Any, Any] | None,
+                        row: SessionRow) -> None:
+    """End a session this engine claimed as ``cancelled``, in a run that executes
+    nothing (its workflow gives the session hooks its input typed, if it still takes it;
+    else they see it as stored)."""
+    try:
+        await engine._end_in_a_run(wf, row, SessionEnd(status="cancelled",
+                                                       error=dict(CANCELLED)))
+    except ValidationError:  # an input this workflow no longer takes: as stored
+        await engine._end_in_a_run(None, row, SessionEnd(status="cancelled",
+                                                         error=dict(CANCELLED)))
+
+
+async def ended_by_request(engine: Engine, wf: Workflow[Any, Any], row: SessionRow) -> bool:
+    """For a session this engine has just claimed (never a new one): if a cancel request
+    waits for it, end it ``cancelled`` instead of running it. If the store cannot be read,
+    the claim is given up before the error goes on."""
+    try:
+        request = await engine.store.next_signal(row.id, CANCEL_SIGNAL)
+    except BaseException:
+        with suppress(Exception):
+            await engine.store.release(row.id, engine.owner)
+        raise
+    if request is None:
+        return False
+    await end_cancelled(engine, wf, row)
+    return True
+
+
+async def honour_requests(engine: Engine, stopped: set[str]) -> None:
+    """Stop the sessions this engine runs that have a cancel request (after a renewal).
+    ``stopped``: the ones already stopped by a request, still unwinding; each is stopped
+    once (a second cancellation would hit it while it records how it ended)."""
+    stopped.intersection_update(engine._running)
+    for sid in await engine.store.owned_signalled(engine.owner, CANCEL_SIGNAL):
+        # One not (yet, or any more) in ``_running`` is claimed here but not running: it is
+        # asked again next round, or its claim ends it (``ended_by_request``).
+        if sid not in stopped and engine._stop_running(sid):
+            stopped.add(sid)
+
+
+__all__ = ["CANCELLED", "CancelStatus", "cancel", "end_cancelled", "ended_by_request",
+           "honour_requests"]

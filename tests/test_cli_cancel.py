@@ -1,0 +1,62 @@
+"""``convoy cancel`` of a session that another live engine runs: a cancel request, said in
+one line (the engine that runs it stops it; the command does not wait for it)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+from convoy.stores import store_from_url
+from convoy.stores._protocol import CANCEL_SIGNAL
+from tests.clikit import (
+    GOOD,
+    cli,
+    ids_of,
+    run_ok,
+    session,
+    tamper,
+    workdir,  # noqa: F401  (autouse fixture)
+)
+
+
+def _requested(sid: str) -> bool:
+    async def read() -> bool:
+        store = store_from_url("convoy.db")
+        await store.open()
+        try:
+            return await store.next_signal(sid, CANCEL_SIGNAL) is not None
+        finally:
+            await store.aclose()
+
+    return asyncio.run(read())
+
+
+def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
+    run_ok()
+    sid = ids_of(GOOD)[0]
+    # What a live engine on another machine holds: the session, under a 30 s lease.
+    tamper("UPDATE sessions SET status='running', output=NULL, finished=NULL, "
+           "owner='elsewhere:1:e1', lease_until=? WHERE id=?", time.time() + 30, sid)
+    res = cli("cancel", sid)
+    assert res.code == 0, res.stderr
+    [line] = res.stdout.strip().splitlines()
+    m = re.fullmatch(
+        rf"cancel requested: session {sid} is running on engine elsewhere:1:e1, which "
+        r"stops it at its next lease renewal \(within about (\d+) s; if that engine died, "
+        r"the engine that takes the session over cancels it\)", line)
+    assert m is not None, line
+    assert 1 <= int(m.group(1)) <= 30
+    assert session(sid).status == "running"  # still its owner's, until it renews
+    assert _requested(sid)
+    # Asked again: the same answer (the request stands; nothing is refused).
+    again = cli("cancel", sid)
+    assert again.code == 0 and again.stdout.startswith("cancel requested: "), again
+
+
+def test_cancel_help_says_a_session_running_elsewhere_is_stopped_by_its_engine() -> None:
+    res = cli("cancel", "--help")
+    assert res.code == 0
+    text = " ".join(res.stdout.split())
+    assert "next lease renewal" in text
+    assert "cancel it there" not in text
