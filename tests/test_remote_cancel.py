@@ -247,3 +247,46 @@ async def test_signal_names_starting_convoy_are_reserved(db: str | Path) -> None
         with pytest.raises(convoy.UserError, match="reserved"):
             await eng.signal("w", CANCEL_SIGNAL, None)
         assert (await eng.session("w")).status == "waiting"
+
+
+class _SlowFinish:
+    """A real store whose ``finish`` (how a run records its end) waits for ``release``."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self.entered = asyncio.Event()
+        self.release = asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def finish(self, *args: Any, **kw: Any) -> asyncio.Future[None]:
+        async def later() -> None:
+            self.entered.set()
+            await self.release.wait()
+            await self._store.finish(*args, **kw)
+
+        return asyncio.ensure_future(later())
+
+
+async def test_a_cancel_while_a_run_records_its_end_never_interrupts_that_write(
+        db: str | Path) -> None:
+    """A session whose workflow has returned is recording how it ended: a cancel then (a
+    local one, or its owner honouring a request at a lease renewal) cannot stop it any
+    more. The run ends as it ended, and its caller never gets a ``CancelledError``."""
+    clock = FakeClock()
+
+    @convoy.workflow(name="remote-cancel-settling")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        return x + 1
+
+    store = _SlowFinish(store_from_url(db, clock=clock))
+    async with _engine(store, clock, workflows=[wf]) as eng:  # type: ignore[arg-type]
+        run = asyncio.create_task(eng.run(wf, 1, session_id="s"))
+        await store.entered.wait()
+        assert await eng.cancel("s") == "requested"  # honoured by nobody: it is ending
+        store.release.set()
+        res = await run
+        row = await eng.session("s")
+    assert res.status == "completed" and res.output == 2
+    assert row.status == "completed"

@@ -203,7 +203,9 @@ class Engine(SessionControl, SubjectRights):
         self._slots: asyncio.Semaphore | None = None
         self._wake: asyncio.Event | None = None
         self._renewer: asyncio.Task[None] | None = None
-        self._running: dict[str, asyncio.Task[Any]] = {}
+        # The sessions this engine runs: their tasks, ``None`` once the workflow has
+        # returned and the run records how it ended (no cancel may interrupt that).
+        self._running: dict[str, asyncio.Task[Any] | None] = {}
         self._deadlines = Deadlines()  # of the sessions running here (their max_seconds)
         # Sessions with ids chosen by the caller that this engine is creating and running,
         # by id: their tenant. Until its row is committed, only this tells another start of
@@ -565,7 +567,8 @@ class Engine(SessionControl, SubjectRights):
         return _result_of(wf, row) if not row.unfinished else _unfinished_result(row)
 
     def _stop_running(self, sid: str) -> bool:
-        """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``)."""
+        """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``);
+        ``False`` if it does not, or if its run has ended and records how."""
         task = self._running.get(sid)
         if task is None:
             return False
@@ -728,6 +731,9 @@ class Engine(SessionControl, SubjectRights):
                 state, executor = self._prepare(wf, sid, tenant, row, journal, False, new)
                 t0 = time.perf_counter()
                 end = await self._session(wf, state, executor, value, journal, new)
+                # Ended: a cancel now (a request honoured at a lease renewal, a local one)
+                # would interrupt the write of how, and reach this run's caller.
+                self._running[sid] = None
                 status = await self._settle(sid, self.owner, state, end, new)
                 return _result(state, end, status, t0)
             finally:
