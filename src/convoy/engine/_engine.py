@@ -369,6 +369,8 @@ class Engine(SessionControl, SubjectRights):
         subject's key, and :meth:`erase` removes them (see docs/how-to/privacy.md).
         """
         check_tenant(tenant)
+        if session_id is not None:
+            check_session_id(session_id, hint=" (or none: session_id=None makes one up)")
         await self.open()
         self.register(wf)
         value = _validate_input(wf, input)
@@ -376,7 +378,7 @@ class Engine(SessionControl, SubjectRights):
         if session_id is None:
             sid = uuid.uuid4().hex
         else:
-            row = await self.store.get_session(check_session_id(session_id))
+            row = await self.store.get_session(session_id)
             if row is not None:  # never run a known session twice
                 if row.tenant != tenant:
                     raise taken_session(session_id)
@@ -435,12 +437,13 @@ class Engine(SessionControl, SubjectRights):
         a session of another tenant has raises :class:`UserError` before anything runs.
         """
         check_tenant(tenant)
+        given = None if ids is None else [check_session_id(sid, f"ids[{n}]")
+                                          for n, sid in enumerate(ids)]
         await self.open()
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         await self._subject_key(tenant, subject)
-        sids = [check_session_id(i) for i in ids] if ids is not None else \
-            [uuid.uuid4().hex for _ in values]
+        sids = given if given is not None else [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
         if ids is not None and len(set(sids)) != len(sids):
