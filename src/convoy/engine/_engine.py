@@ -577,7 +577,9 @@ class Engine(SessionControl, SubjectRights):
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:
         """Run every unfinished session that can run now (after a crash, a stop, or when a
-        timer is due or a signal arrived), and report the others.
+        timer is due or a signal arrived), and report the others. Only the sessions it runs
+        need their workflow (registered, or importable by name): one that waits for what
+        has not come yet is reported as waiting either way.
 
         Completed steps replay from the journal: no model or tool is called twice. The
         results of sessions that did not run say why: ``waiting`` (a timer not yet due or
@@ -591,19 +593,17 @@ class Engine(SessionControl, SubjectRights):
                       ) -> list[SessionResult[Any]]:
         await self.open()
         rows = await self.store.unfinished(tenant=tenant)
+        now = self.clock()
+        results = [_unfinished_result(r) for r in rows if r.parked_at(now)]  # (no code needed)
         by_wf: dict[str, list[SessionRow]] = {}
         for row in rows:
-            by_wf.setdefault(row.workflow, []).append(row)
+            if not row.parked_at(now):
+                by_wf.setdefault(row.workflow, []).append(row)
         workflows = {name: self.workflow_named(name) for name in by_wf}  # all import, or none run
-        results: list[SessionResult[Any]] = []
-        now = self.clock()
         for name, group in by_wf.items():
             wf = workflows[name]
             jobs: list[_Job] = []
             for row in group:
-                if row.status == "waiting" and (row.wake_at is None or row.wake_at > now):
-                    results.append(_unfinished_result(row))
-                    continue
                 early = await self._known_early(wf, row)
                 if early is not None:
                     results.append(early)
