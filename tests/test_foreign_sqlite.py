@@ -72,3 +72,15 @@ async def test_the_python_api_refuses_a_sqlite_file_of_another_application(
     await engine.aclose()
     assert (workdir / "other.db").read_bytes() == before
     assert _files(workdir) == ["other.db"]
+
+
+def test_another_applications_table_named_meta_is_no_store(workdir: Path) -> None:  # noqa: F811
+    with sqlite3.connect(workdir / "other.db") as conn:
+        conn.execute("CREATE TABLE meta(id INTEGER)")
+    conn.close()
+    before = (workdir / "other.db").read_bytes()
+    for args in (("db", "migrate"), ("sessions", "list")):
+        one_line_error(cli(*args, "--db", "other.db"), 2,
+                       "'other.db' is a SQLite database that holds no Convoy store (it has "
+                       "tables of its own: 'meta')")
+    assert (workdir / "other.db").read_bytes() == before

@@ -285,7 +285,9 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError as e:
             if "no such table" in str(e) or "no such column" in str(e):
-                return None  # a SQLite file, but not a Convoy store (another's meta table)
+                # A SQLite file, but not a Convoy store (yet), or another application's
+                # table named meta.
+                return None
             raise
         return int(row[0]) if row else 1
 
