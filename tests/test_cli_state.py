@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from convoy.stores import StateWrite, store_from_url
 from tests.clikit import (
     cli,
     one_line_error,
+    subprocess_cli,
     workdir,  # noqa: F401  (autouse fixture)
 )
 
@@ -142,3 +144,31 @@ def test_set_refuses_what_json_cannot_carry_and_empty_names() -> None:
     one_line_error(cli("state", "set", "", "k", "1"), 2, "the namespace is empty")
     one_line_error(cli("state", "set", "ns", "", "1"), 2, "the key is empty")
     assert "no Convoy store" in cli("state", "get", "ns", "k").stderr  # nothing written
+
+
+def test_a_lone_surrogate_an_earlier_release_stored_is_shown_escaped(workdir: Path  # noqa: F811
+                                                                     ) -> None:
+    """A value holding a lone surrogate (refused today, stored by an earlier release: its
+    JSON escape, written here straight into the tables) is shown escaped by every command
+    that reads it, as valid JSON where JSON is printed; never a traceback."""
+    assert cli("state", "set", "ns", "k", '"x"').code == 0
+    conn = sqlite3.connect("convoy.db")
+    with conn:
+        for table in ("state", "state_history"):
+            conn.execute(f"UPDATE {table} SET value=?", ('{"caf\\u00e9 \\ud800": "\\udfff"}',))
+    conn.close()
+    for args in (("get",), ("get", "--json"), ("history",), ("history", "--json"),
+                 ("list",), ("list", "--json")):
+        res = cli("state", *args[:1], "ns", *(("k",) if args[0] != "list" else ()),
+                  *args[1:])
+        assert res.code == 0, (args, res.stdout, res.stderr)
+        assert "\\ud800" in res.stdout and "\\udfff" in res.stdout, (args, res.stdout)
+        assert "Traceback" not in res.stdout + res.stderr
+        if "--json" in args:
+            json.loads(res.stdout)
+    assert json.loads(cli("state", "get", "ns", "k").stdout.split("\nversion")[0]) == {
+        "café \ud800": "\udfff"}
+    # The real standard output, which refuses to encode a lone surrogate.
+    res = subprocess_cli(workdir, "state", "get", "ns", "k")
+    assert res.returncode == 0 and "\\ud800" in res.stdout, res.stderr
+    assert not res.stderr

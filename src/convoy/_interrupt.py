@@ -6,13 +6,21 @@ process is the command line (the ``convoy`` script, ``python -m convoy`` or ``py
 convoy.cli``), an interrupt that ends it during that import prints ``interrupted`` instead
 of a traceback; Python then ends the process by SIGINT, as after any unhandled Ctrl-C
 (exit status 130 in a shell). A program that imports ``convoy`` is left as it is.
+
+A long-running command (``convoy worker``, ``convoy metrics serve``) started with SIGINT
+ignored (a background job of a script or a CI step) would lose a SIGINT that lands during
+that import: Python drops it, and the command then runs on. From the moment ``convoy``
+starts importing, such a SIGINT is noted instead, and the command stops as soon as it
+handles signals itself (:mod:`convoy.cli._stop`). (One that lands while Python itself
+starts, before any of Convoy runs, is still dropped: nothing can catch it.)
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
-from types import TracebackType
+from types import FrameType, TracebackType
 
 #: The line an interrupted command prints (on stderr) when it has nothing more to say.
 INTERRUPTED_LINE = "interrupted"
@@ -43,4 +51,32 @@ def quiet_interrupts() -> None:
     sys.excepthook = hook
 
 
+#: The stop signals noted before a long-running command handled them itself.
+_noted: list[int] = []
+
+
+def _long_running(argv: list[str]) -> bool:
+    """Whether ``argv`` runs a command that stops on SIGINT even when it was ignored."""
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    return words[:1] == ["worker"] or words[:2] == ["metrics", "serve"]
+
+
+def _note(signum: int, frame: FrameType | None) -> None:
+    _noted.append(signum)
+
+
+def note_early_stops() -> None:
+    """On the command line, for a long-running command with SIGINT ignored, note a SIGINT
+    from now on (see the module) for :func:`early_stop`."""
+    if is_command_line() and _long_running(sys.argv) and \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, _note)
+
+
+def early_stop() -> int | None:
+    """The stop signal noted before the command handled signals itself (once), if any."""
+    return _noted.pop(0) if _noted else None
+
+
 quiet_interrupts()  # (imported first by convoy/__init__.py)
+note_early_stops()

@@ -30,15 +30,24 @@ _INVISIBLE = re.compile("[\u200b\u200e\u200f\u2028\u2029\u061c\ufeff]")
 
 
 def check_name(name: str, what: str) -> str:
-    """``name`` if it holds no control character, bidi override or lone surrogate, else
-    :class:`~convoy.UserError` saying so (``what``: ``"session id"``, ...)."""
+    """``name`` if it is not empty (nor only spaces) and holds no control character, bidi
+    override or lone surrogate, else :class:`~convoy.UserError` saying so (``what``:
+    ``"signal name"``, ...)."""
     if isinstance(name, str):
+        if not name.strip():
+            raise UserError(f"the {what} is {blank(name)}: name it with at least one "
+                            "visible character")
         m = _UNSHOWABLE.search(name) or _SURROGATE.search(name)
         if m is not None:
             raise UserError(f"{what} '{escaped(name)}' holds the character "
                             f"{_code(m.group())}, which cannot be shown as it is; use "
                             "printable characters only")
     return name
+
+
+def blank(name: str) -> str:
+    """How a message says that ``name`` (empty or only spaces) names nothing."""
+    return "empty" if not name else f"empty (only spaces: {name!r})"
 
 
 def lone_surrogate(value: Any) -> str | None:
@@ -103,5 +112,5 @@ def _code(char: str) -> str:
     return f"\\u{ord(char):04x}" if ord(char) > 0xFF else repr(char)[1:-1]
 
 
-__all__ = ["check_name", "check_storable", "escaped", "lone_surrogate", "storable_json",
+__all__ = ["blank", "check_name", "check_storable", "escaped", "lone_surrogate", "storable_json",
            "surrogate_problem"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import sys
 from typing import Annotated
 
 import typer
@@ -59,6 +61,18 @@ def _main(
         help="Print the version (and the store schema it writes) and exit.")] = False,
 ) -> None:
     """Convoy: run typed multi-agent LLM workflows durably."""
+    _escape_what_cannot_be_printed()
+
+
+def _escape_what_cannot_be_printed() -> None:
+    """Standard output (and error) write what their encoding cannot carry as an escape
+    instead of stopping a command with a traceback halfway through its output: a lone
+    surrogate an earlier release stored in a value shows as ``\\ud800`` (valid JSON, in
+    a JSON string), a character an ASCII terminal lacks as ``\\u4e2d``. (Python's
+    standard error does so already; its standard output refuses.)"""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
 
 
 app.command("run")(run)

@@ -15,7 +15,6 @@ from convoy.cli._common import (
     BusyTimeoutOption,
     DbOption,
     check_db_path,
-    fail,
     label,
     open_store,
     out,
@@ -98,8 +97,6 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """
     require_store(db)
     version, summary = run_async(_info(db))
-    if version is None:
-        fail(f"no Convoy store at {label(db)}; 'convoy db migrate' creates one")
     if as_json:
         typer.echo(json.dumps({
             "store": label(db), "schema_version": version,
@@ -133,15 +130,17 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
-async def _info(db: str) -> tuple[int | None, StoreSummary | None]:
+async def _info(db: str) -> tuple[int, StoreSummary | None]:
     store = store_from_url(db, read_only=True)
     version = await store.schema_version()
-    if version is None or version < SCHEMA_VERSION:
+    if version is not None and version < SCHEMA_VERSION:
         return version, None
-    if version > SCHEMA_VERSION:
+    if version is not None and version > SCHEMA_VERSION:
         raise JournalError(_newer(db, version))
+    # No store there: opening says why (an empty database, another application's) in one
+    # line, and how to go on.
     await store.open()
     try:
-        return version, await store.summary()
+        return SCHEMA_VERSION, await store.summary()
     finally:
         await store.aclose()

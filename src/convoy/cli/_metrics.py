@@ -18,11 +18,11 @@ from convoy.cli._common import (
     Scope,
     TenantOption,
     cannot_listen,
+    convoy_errors,
     err,
     fail,
     host_in_url,
     require_store,
-    run_async,
     tenant_scope,
 )
 from convoy.cli._stop import Stopped, stop_signals
@@ -148,23 +148,25 @@ def serve(
         scope = tenant_scope(tenant, all_tenants)
         require_store(db)
         collector = StoreCollector(db, scope)
-        run_async(collector.read())  # a store it cannot read: one line now, not at scrapes
-        registry = CollectorRegistry()
-        registry.register(collector)
         try:
-            server, thread = start_http_server(port, addr, registry=registry)
-        except OSError as e:
-            fail(cannot_listen(e, addr, port, addr_option="--addr", port_option="--port"))
-        try:
-            err.print(f"metrics of {db}{scope.of} on "
-                      f"http://{host_in_url(addr)}:{server.server_address[1]}/metrics",
-                      markup=False, style="dim")
-            stop.wait()
+            with convoy_errors():  # a store it cannot read: one line now, not at scrapes
+                stop.run(collector.read())  # (a stop signal ends it, as it ends serving)
+            registry = CollectorRegistry()
+            registry.register(collector)
+            try:
+                server, thread = start_http_server(port, addr, registry=registry)
+            except OSError as e:
+                fail(cannot_listen(e, addr, port, addr_option="--addr", port_option="--port"))
+            try:
+                err.print(f"metrics of {db}{scope.of} on "
+                          f"http://{host_in_url(addr)}:{server.server_address[1]}/metrics",
+                          markup=False, style="dim")
+                stop.wait()
+            finally:
+                server.shutdown()
+                server.server_close()
+                thread.join()
         except (Stopped, KeyboardInterrupt) as e:
             if isinstance(e, KeyboardInterrupt):
                 err.print("interrupted: stopped serving metrics", markup=False)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join()

@@ -66,40 +66,50 @@ def resume(
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
                           interceptors=tracing(trace))
     try:
-        stats = run_async(_resume(engine, scope))
+        resumed = run_async(_resume(engine, scope))
     except KeyboardInterrupt:
         err.print("interrupted: run 'convoy resume' again to finish", markup=False)
         raise typer.Exit(INTERRUPTED) from None
-    if stats is None:
+    if resumed is None:
         out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"
                   f"{scope.hint}", markup=False)
         return
+    stats, codeless = resumed
+    for name, n in codeless.items():
+        out.print(f"left waiting: {n} session(s) of workflow {name!r}, which nothing here "
+                  "defines; none is due yet (to resume them once one is, --import the "
+                  "module that defines it)", markup=False, soft_wrap=True)
     out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
     warn_lost_spans(engine)
     exit_on_store_errors(stats)
 
 
-async def _resume(engine: Engine, scope: Scope) -> RunStats | None:
+async def _resume(engine: Engine, scope: Scope) -> tuple[RunStats, dict[str, int]] | None:
+    """What the resume did, and the workflows nothing here defines whose sessions it left
+    waiting (name -> sessions); ``None`` when nothing was unfinished."""
     async with engine:
         rows = await engine.store.unfinished(tenant=scope.tenant)
         if not rows:
             return None
+        now = engine.clock()
+        codeless: dict[str, int] = {}
         # Import every workflow first: a missing one must not stop the resume half-way.
+        # Sessions that wait for what has not come yet need none: they stay waiting.
         for name in sorted({r.workflow for r in rows}):
             try:
                 engine.workflow_named(name)
             except UserError as e:
-                n = sum(r.workflow == name for r in rows)
-                raise UserError(f"cannot resume {n} session(s) of workflow {name!r}: {e}"
-                                ) from None
-        now = engine.clock()
-        due = sum(r.status != "waiting" or (r.wake_at is not None and r.wake_at <= now)
-                  for r in rows)
+                runnable = [r for r in rows if r.workflow == name and not r.parked_at(now)]
+                if runnable:
+                    raise UserError(f"cannot resume {len(runnable)} session(s) of workflow "
+                                    f"{name!r}: {e}") from None
+                codeless[name] = sum(r.workflow == name for r in rows)
+        due = sum(not r.parked_at(now) for r in rows)
         stats = RunStats()
         with session_progress(due, "resuming") as on_done:
             results = await scope.view(engine).resume(on_done=on_done)
         for res in results:
             stats.add(res)
     stats.stop()
-    return stats
+    return stats, codeless

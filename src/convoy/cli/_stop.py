@@ -24,6 +24,8 @@ from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, TypeVar
 
+from convoy._interrupt import early_stop
+
 T = TypeVar("T")
 
 #: The signals that stop a long-running command.
@@ -111,6 +113,10 @@ def stop_signals() -> Iterator[StopSignals]:
             previous[sig] = signal.signal(sig, stop._on_signal)
     except ValueError:  # not the main thread
         pass
+    else:
+        early = early_stop()  # (after the handlers: a signal from now on is theirs)
+        if early is not None:  # a SIGINT while the command started, with SIGINT ignored
+            stop._on_signal(early, None)
     try:
         yield stop
     finally:

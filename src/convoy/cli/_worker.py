@@ -141,12 +141,12 @@ def worker(
             for wf in workflows:
                 engine.register(wf)
             names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
-            err.print(f"worker on {label(db)}: serving {names}"
-                      + (" for every tenant" if scope.tenant is None else f" for tenant "
-                         f"{scope.tenant!r}"), markup=False, style="dim", soft_wrap=True)
+            serving = (f"worker on {label(db)}: serving {names}"
+                       + (" for every tenant" if scope.tenant is None else f" for tenant "
+                          f"{scope.tenant!r}"))
             with convoy_errors():
                 left = stop.run(_serve(engine, scope, until_idle, poll_interval,
-                                       {w.name for w in workflows}))
+                                       {w.name for w in workflows}, serving))
         except (Stopped, KeyboardInterrupt) as e:
             err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the "
                       "sessions it was running continue from their journal with the next "
@@ -164,8 +164,9 @@ def worker(
 
 
 async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: float,
-                 served: set[str]) -> Counter[str]:
-    async with engine:
+                 served: set[str], serving: str) -> Counter[str]:
+    async with engine:  # (a store it cannot open is the one line said, not this one)
+        err.print(serving, markup=False, style="dim", soft_wrap=True)
         await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval)
         return Counter(r.status for r in await engine.store.unfinished(tenant=scope.tenant)
                        if r.workflow in served)

@@ -39,7 +39,7 @@ from convoy._errors import UserError
 from convoy.definitions._workflow import Workflow
 from convoy.durability._signals import LeaseLost
 from convoy.engine._runtime import _run_session
-from convoy.engine._tenancy import unknown_session
+from convoy.engine._tenancy import lookup_id, no_session, unknown_session
 from convoy.interceptors._base import SessionEnd
 from convoy.stores._protocol import CANCEL_SIGNAL, SessionOutcome, SessionRow
 
@@ -83,9 +83,9 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelS
 
 async def _session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
     await engine.open()
-    row = await engine.store.get_session(session_id, tenant=tenant)
+    row = await engine.store.get_session(lookup_id(session_id), tenant=tenant)
     if row is None:
-        raise unknown_session(session_id, engine.store.url, tenant)
+        raise no_session(session_id, engine.store.url, tenant)
     return row
 
 

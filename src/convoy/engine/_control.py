@@ -28,7 +28,7 @@ from convoy.engine._results import (
     _unfinished_result,
 )
 from convoy.engine._retry import retry_sessions, select_retryable
-from convoy.engine._tenancy import unknown_session
+from convoy.engine._tenancy import lookup_id, no_session, unknown_session
 from convoy.hitl._inbox import ESCALATED, Inbox
 from convoy.stores._protocol import (
     RESERVED_SIGNALS,
@@ -45,9 +45,9 @@ if TYPE_CHECKING:
 async def session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
     """The stored session ``session_id`` of ``tenant`` (any tenant for ``None``)."""
     await engine.open()
-    row = await engine.store.get_session(session_id, tenant=tenant)
+    row = await engine.store.get_session(lookup_id(session_id), tenant=tenant)
     if row is None:
-        raise unknown_session(session_id, engine.store.url, tenant)
+        raise no_session(session_id, engine.store.url, tenant)
     return row
 
 
@@ -172,15 +172,18 @@ async def retryable(engine: Engine, tenant: str | None, *, ids: Sequence[str],
     """The sessions a retry would run (see :func:`~convoy.engine._retry.select_retryable`)."""
     await engine.open()
     return await select_retryable(engine.store, ids=ids, status=status,
-                                  error_type=error_type, workflow=workflow, tenant=tenant)
+                                  error_type=error_type, workflow=workflow, tenant=tenant,
+                                  param="ids")
 
 
 async def retry_many(engine: Engine, session_ids: Iterable[str], tenant: str | None, *,
                      on_done: Callable[[SessionResult[Any]], None] | None,
-                     ) -> list[SessionResult[Any]]:
-    """Retry sessions that did not complete, each as a new session of its tenant."""
+                     param: str = "session_ids") -> list[SessionResult[Any]]:
+    """Retry sessions that did not complete, each as a new session of its tenant
+    (``param``: how errors name ``session_ids``)."""
     await engine.open()
-    rows = await select_retryable(engine.store, ids=list(session_ids), tenant=tenant)
+    rows = await select_retryable(engine.store, ids=list(session_ids), tenant=tenant,
+                                  param=param)
     return await retry_sessions(engine, rows, on_done=on_done)
 
 
@@ -294,7 +297,9 @@ class SessionControl:
         version. The old session and its journal are kept. Raises
         :class:`~convoy.UserError` for a session that is unknown, unfinished, completed or
         already retried."""
-        return (await self.retry_many([session_id]))[0]
+        engine, tenant = self._scope()
+        return (await retry_many(engine, [session_id], tenant, on_done=None,
+                                 param="session_id"))[0]
 
     async def retry_many(self, session_ids: Iterable[str], *,
                          on_done: Callable[[SessionResult[Any]], None] | None = None,

@@ -375,6 +375,8 @@ class Engine(SessionControl, SubjectRights):
         subject's key, and :meth:`erase` removes them (see docs/how-to/privacy.md).
         """
         check_tenant(tenant)
+        if session_id is not None:
+            check_session_id(session_id, hint=" (or none: session_id=None makes one up)")
         await self.open()
         self.register(wf)
         value = _validate_input(wf, input)
@@ -382,7 +384,7 @@ class Engine(SessionControl, SubjectRights):
         if session_id is None:
             sid = uuid.uuid4().hex
         else:
-            row = await self.store.get_session(check_session_id(session_id))
+            row = await self.store.get_session(session_id)
             if row is not None:  # never run a known session twice
                 if row.tenant != tenant:
                     raise taken_session(session_id)
@@ -441,12 +443,13 @@ class Engine(SessionControl, SubjectRights):
         a session of another tenant has raises :class:`UserError` before anything runs.
         """
         check_tenant(tenant)
+        given = None if ids is None else [check_session_id(sid, f"ids[{n}]")
+                                          for n, sid in enumerate(ids)]
         await self.open()
         self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         await self._subject_key(tenant, subject)
-        sids = [check_session_id(i) for i in ids] if ids is not None else \
-            [uuid.uuid4().hex for _ in values]
+        sids = given if given is not None else [uuid.uuid4().hex for _ in values]
         if len(sids) != len(values):
             raise UserError(f"run_many got {len(values)} inputs but {len(sids)} ids")
         if ids is not None and len(set(sids)) != len(sids):
@@ -590,7 +593,9 @@ class Engine(SessionControl, SubjectRights):
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:
         """Run every unfinished session that can run now (after a crash, a stop, or when a
-        timer is due or a signal arrived), and report the others.
+        timer is due or a signal arrived), and report the others. Only the sessions it runs
+        need their workflow (registered, or importable by name): one that waits for what
+        has not come yet is reported as waiting either way.
 
         Completed steps replay from the journal: no model or tool is called twice. The
         results of sessions that did not run say why: ``waiting`` (a timer not yet due or
@@ -604,19 +609,17 @@ class Engine(SessionControl, SubjectRights):
                       ) -> list[SessionResult[Any]]:
         await self.open()
         rows = await self.store.unfinished(tenant=tenant)
+        now = self.clock()
+        results = [_unfinished_result(r) for r in rows if r.parked_at(now)]  # (no code needed)
         by_wf: dict[str, list[SessionRow]] = {}
         for row in rows:
-            by_wf.setdefault(row.workflow, []).append(row)
+            if not row.parked_at(now):
+                by_wf.setdefault(row.workflow, []).append(row)
         workflows = {name: self.workflow_named(name) for name in by_wf}  # all import, or none run
-        results: list[SessionResult[Any]] = []
-        now = self.clock()
         for name, group in by_wf.items():
             wf = workflows[name]
             jobs: list[_Job] = []
             for row in group:
-                if row.status == "waiting" and (row.wake_at is None or row.wake_at > now):
-                    results.append(_unfinished_result(row))
-                    continue
                 early = await self._known_early(wf, row)
                 if early is not None:
                     results.append(early)

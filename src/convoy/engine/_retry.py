@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from convoy._errors import UserError
 from convoy.definitions._tools import readable_validation_error
 from convoy.engine._results import SessionResult
-from convoy.engine._tenancy import unknown_session
+from convoy.engine._tenancy import lookup_id, no_session
 from convoy.stores._protocol import NewSession, SessionFilter, SessionRow, SessionStatus, Store
 
 if TYPE_CHECKING:
@@ -42,10 +42,12 @@ def retry_id(row: SessionRow) -> str:
 async def select_retryable(store: Store, *, ids: Sequence[str] = (),
                            status: str | Iterable[str] | None = None,
                            error_type: str | None = None, workflow: str | None = None,
-                           tenant: str | None = None) -> list[SessionRow]:
+                           tenant: str | None = None, param: str = "ids"
+                           ) -> list[SessionRow]:
     """Sessions a retry would run again (in the order of ``ids``, else oldest first):
     finished without completing, never retried, and matching every condition given (of
-    ``tenant`` only, when given: another tenant's id is an unknown id).
+    ``tenant`` only, when given: another tenant's id is an unknown id). ``param``: how
+    errors name ``ids`` (``"session_id"``: the one id given).
 
     Raises:
         UserError: an unknown status, or an id that is unknown, not retryable (unfinished
@@ -53,11 +55,13 @@ async def select_retryable(store: Store, *, ids: Sequence[str] = (),
     """
     statuses = _statuses(status)
     if ids:
-        found = await store.get_sessions(list(ids), tenant=tenant)
-        for sid in ids:
+        found = await store.get_sessions([lookup_id(sid, param) for sid in ids],
+                                         tenant=tenant)
+        for n, sid in enumerate(ids):
             row = found.get(sid)
             if row is None:
-                raise unknown_session(sid, store.url, tenant)
+                raise no_session(sid, store.url, tenant,
+                                 param if param == "session_id" else f"{param}[{n}]")
             if row.status not in RETRYABLE:
                 raise UserError(f"session {sid!r} is {row.status}; a retry runs sessions that "
                                 f"finished without completing ({', '.join(RETRYABLE)})")

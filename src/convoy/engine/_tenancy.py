@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from convoy._errors import UserError
-from convoy._text import check_name
+from convoy._text import blank, check_name
 
 #: The tenant of sessions started without one (``engine.run(...)``, ``convoy run``).
 DEFAULT_TENANT = "default"
@@ -32,13 +32,39 @@ def check_tenant(name: object) -> str:
     return name
 
 
-def check_session_id(session_id: object) -> str:
-    """``session_id`` if it can name a session, else :class:`~convoy.UserError`: a string
-    without control characters or bidi overrides (it is shown in tables and logs, and
-    copied into commands: see :mod:`convoy._text`)."""
+def check_session_id(session_id: object, param: str = "session_id", hint: str = "") -> str:
+    """``session_id`` (the argument ``param``) if it can name a new session, else
+    :class:`~convoy.UserError` naming ``param`` (then ``hint``): a string, not empty nor
+    only spaces, without control characters or bidi overrides (it is shown in tables and
+    logs, and copied into commands: see :mod:`convoy._text`)."""
+    sid = lookup_id(session_id, param)
+    if not sid.strip():
+        raise empty_session_id(sid, param, hint)
+    return check_name(sid, "session id")
+
+
+def lookup_id(session_id: object, param: str = "session_id") -> str:
+    """``session_id`` if it is a string, the one thing an id to look up must be (one an
+    earlier release stored, empty or with a control character, can still be found)."""
     if not isinstance(session_id, str):
-        raise UserError(f"a session id is a string, got {type(session_id).__name__}")
-    return check_name(session_id, "session id")
+        raise UserError(f"{param} must be a session id (a string), got "
+                        f"{type(session_id).__name__}")
+    return session_id
+
+
+def empty_session_id(session_id: str, param: str, hint: str = "") -> UserError:
+    """The error for an empty (or blank) ``session_id`` given as ``param``."""
+    return UserError(f"{param} is {blank(session_id)}: a session id names a session; pass "
+                     f"one such as 'ticket-42'{hint}")
+
+
+def no_session(session_id: str, store_url: str, tenant: str | None,
+               param: str = "session_id") -> UserError:
+    """The error for a session id (the argument ``param``) the store does not have: an
+    empty one is said to be empty, any other is :func:`unknown_session`."""
+    if not session_id.strip():
+        return empty_session_id(session_id, param)
+    return unknown_session(session_id, store_url, tenant)
 
 
 def unknown_session(session_id: str, store_url: str, tenant: str | None) -> UserError:
@@ -57,4 +83,5 @@ def taken_session(session_id: str) -> UserError:
                      "example prefixed with the tenant)")
 
 
-__all__ = ["DEFAULT_TENANT", "check_tenant", "taken_session", "unknown_session"]
+__all__ = ["DEFAULT_TENANT", "check_session_id", "check_tenant", "empty_session_id", "lookup_id",
+           "no_session", "taken_session", "unknown_session"]

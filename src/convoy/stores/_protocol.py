@@ -169,6 +169,12 @@ class SessionRow:
         """Whether the session still has work to do (see :data:`UNFINISHED`)."""
         return self.status in UNFINISHED
 
+    def parked_at(self, now: float) -> bool:
+        """Whether the session waits, at ``now``, for what has not come yet: a signal (or a
+        person) not sent, a timer not due. A resume leaves it as it is (its workflow's code
+        is not needed until it wakes)."""
+        return self.status == "waiting" and (self.wake_at is None or self.wake_at > now)
+
 
 @dataclass(slots=True, kw_only=True)
 class SessionOutcome:

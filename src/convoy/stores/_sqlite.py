@@ -67,6 +67,8 @@ from convoy.stores._sqlite_sql import (
     _SCHEMA,
     _SESSION_COLS,
     _append_params,
+    _foreign,
+    _foreign_tables,
     _in_tenant,
     _is_busy,
     _record,
@@ -220,6 +222,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         with self._opening(conn):
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
+            self._refuse_foreign(conn)  # before anything is written to the file
             conn.execute("PRAGMA journal_mode=WAL")
             sync = "FULL" if self.durability == "power" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
@@ -257,6 +260,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             version = self._version_of(conn)
             if version is not None and version > SCHEMA_VERSION:
                 raise self._newer(version)
+            self._refuse_foreign(conn)
             check_readable(version, SCHEMA_VERSION, str(self.path))
             missing = missing_addons(
                 dict(conn.execute("SELECT key, value FROM meta WHERE key LIKE 'addon:%'")),
@@ -282,10 +286,21 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         try:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return None  # a SQLite file, but not a Convoy store (yet)
+            if "no such table" in str(e) or "no such column" in str(e):
+                # A SQLite file, but not a Convoy store (yet), or another application's
+                # table named meta.
+                return None
             raise
         return int(row[0]) if row else 1
+
+    def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
+        """Refuse a database that holds no Convoy store but tables of its own (another
+        application's file): Convoy's tables are never added to it. An empty database
+        (a new or empty file) passes: it becomes the store."""
+        if self._version_of(conn) is None:
+            tables = _foreign_tables(conn)
+            if tables:
+                raise _foreign(self.path, tables)
 
     def _newer(self, version: int) -> JournalError:
         return JournalError(

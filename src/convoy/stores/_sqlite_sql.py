@@ -307,6 +307,25 @@ def _is_busy(e: sqlite3.OperationalError) -> bool:
     return "locked" in msg or "busy" in msg
 
 
+def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
+    """The tables (and views) of a database that holds no Convoy store: another
+    application's; none in an empty one."""
+    return [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type IN ('table', 'view') "
+        "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")]
+
+
+def _foreign(path: Path, tables: list[str]) -> NoStoreError:
+    """Why the database at ``path``, which holds ``tables`` but no Convoy store, is refused
+    (as a store to create, or to read)."""
+    names = ", ".join(repr(t) for t in tables[:3])  # (repr: escaped, on one line)
+    more = f" and {len(tables) - 3:,} more" if len(tables) > 3 else ""
+    return NoStoreError(
+        f"{str(path)!r} is a SQLite database that holds no Convoy store (it has tables of "
+        f"its own: {names}{more}): Convoy does not add its tables to another application's "
+        "database; pass a new file (or an existing Convoy store) as the store")
+
+
 def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
     """One clear line for a SQLite failure: what happened to which file, and what to do."""
     msg = str(e).lower()

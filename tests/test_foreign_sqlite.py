@@ -1,0 +1,86 @@
+"""A SQLite file of another application (a database that holds tables, but no Convoy store)
+is never made into a store: every command refuses it in one line and leaves it byte for
+byte, and so does the Python API; an empty or missing file still becomes a new store."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+import convoy
+from convoy._errors import NoStoreError
+from tests.clikit import (
+    FLOW,
+    GOOD,
+    cli,
+    one_line_error,
+    workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
+)
+
+TOLD = ("'other.db' is a SQLite database that holds no Convoy store (it has tables of its "
+        "own: 't'): Convoy does not add its tables to another application's database")
+HOW = "pass a new file (or an existing Convoy store) as the store"
+
+
+def _other_app(path: Path) -> bytes:
+    """``sqlite3 other.db 'create table t(x)'``, with a row: the file's bytes."""
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t(x)")
+        conn.execute("INSERT INTO t VALUES(1)")
+    conn.close()
+    return path.read_bytes()
+
+
+def _files(where: Path) -> list[str]:
+    return sorted(p.name for p in where.iterdir())
+
+
+def test_every_command_refuses_a_sqlite_file_of_another_application(workdir: Path  # noqa: F811
+                                                                    ) -> None:
+    before = _other_app(workdir / "other.db")
+    write_jsonl(workdir / "in.jsonl", GOOD[:1])
+    # (resume, erase, cancel, ...: tests/test_cli_privacy.py)
+    for args in (("db", "migrate"), ("run", FLOW, "-i", "in.jsonl"),
+                 ("worker", "cli_flows", "--until-idle"), ("state", "set", "ns", "k", "1"),
+                 ("db", "info"), ("sessions", "list"), ("state", "get", "ns", "k")):
+        res = cli(*args, "--db", "other.db")
+        one_line_error(res, 2, TOLD)
+        assert HOW in res.stderr, (args, res.stderr)
+        assert (workdir / "other.db").read_bytes() == before, f"'convoy {args}' changed it"
+    assert _files(workdir) == ["in.jsonl", "other.db"]  # no -wal, no -shm
+
+
+def test_an_empty_or_missing_file_becomes_a_store(workdir: Path) -> None:  # noqa: F811
+    (workdir / "empty.db").write_bytes(b"")
+    write_jsonl(workdir / "in.jsonl", GOOD[:1])
+    assert cli("db", "migrate", "--db", "empty.db").code == 0
+    assert cli("run", FLOW, "-i", "in.jsonl", "--db", "new.db").code == 0
+    for db in ("empty.db", "new.db"):
+        assert cli("db", "info", "--db", db).code == 0
+
+
+async def test_the_python_api_refuses_a_sqlite_file_of_another_application(
+        workdir: Path) -> None:  # noqa: F811
+    before = _other_app(workdir / "other.db")
+    engine = convoy.Engine("other.db")
+    with pytest.raises(NoStoreError) as caught:
+        await engine.open()
+    assert TOLD in str(caught.value) and HOW in str(caught.value)
+    await engine.aclose()
+    assert (workdir / "other.db").read_bytes() == before
+    assert _files(workdir) == ["other.db"]
+
+
+def test_another_applications_table_named_meta_is_no_store(workdir: Path) -> None:  # noqa: F811
+    with sqlite3.connect(workdir / "other.db") as conn:
+        conn.execute("CREATE TABLE meta(id INTEGER)")
+    conn.close()
+    before = (workdir / "other.db").read_bytes()
+    for args in (("db", "migrate"), ("sessions", "list")):
+        one_line_error(cli(*args, "--db", "other.db"), 2,
+                       "'other.db' is a SQLite database that holds no Convoy store (it has "
+                       "tables of its own: 'meta')")
+    assert (workdir / "other.db").read_bytes() == before
