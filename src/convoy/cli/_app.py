@@ -38,7 +38,8 @@ app = typer.Typer(
          "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
          "Exit codes: 0 done; 1 the run could not complete (a store error: one line, "
          "sessions stay unfinished), or `run --strict` found an input that did not "
-         "complete; 2 usage errors (bad options, workflow, input file or --db path); "
+         "complete; 2 usage errors (bad options, workflow, input file or --db path; a "
+         "session, state key or subject the store does not have); "
          "130 interrupted (Ctrl-C).",
     no_args_is_help=True,
     add_completion=True,
