@@ -84,3 +84,20 @@ def test_another_applications_table_named_meta_is_no_store(workdir: Path) -> Non
                        "'other.db' is a SQLite database that holds no Convoy store (it has "
                        "tables of its own: 'meta')")
     assert (workdir / "other.db").read_bytes() == before
+
+
+@pytest.mark.parametrize("pragma", ["user_version=7", "application_id=1234"])
+def test_a_table_less_sqlite_file_marked_by_another_application_is_no_store(
+        workdir: Path, pragma: str) -> None:  # noqa: F811
+    """No tables yet, but a mark only an application sets (``PRAGMA user_version``,
+    ``application_id``): another application's database, not an empty file."""
+    with sqlite3.connect(workdir / "app.db") as conn:
+        conn.execute(f"PRAGMA {pragma}")
+    conn.close()
+    before = (workdir / "app.db").read_bytes()
+    for args in (("db", "migrate"), ("sessions", "list")):
+        one_line_error(cli(*args, "--db", "app.db"), 2,
+                       f"'app.db' is a SQLite database that holds no Convoy store (it has "
+                       f"no tables, but PRAGMA {pragma.partition('=')[0]} says another "
+                       "application made it)")
+    assert (workdir / "app.db").read_bytes() == before

@@ -68,6 +68,7 @@ from convoy.stores._sqlite_sql import (
     _SESSION_COLS,
     _append_params,
     _foreign,
+    _foreign_mark,
     _foreign_tables,
     _in_tenant,
     _is_busy,
@@ -299,8 +300,9 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         (a new or empty file) passes: it becomes the store."""
         if self._version_of(conn) is None:
             tables = _foreign_tables(conn)
-            if tables:
-                raise _foreign(self.path, tables)
+            mark = None if tables else _foreign_mark(conn)
+            if tables or mark:
+                raise _foreign(self.path, tables, mark)
 
     def _newer(self, version: int) -> JournalError:
         return JournalError(

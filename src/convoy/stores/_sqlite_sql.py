@@ -315,15 +315,26 @@ def _foreign_tables(conn: sqlite3.Connection) -> list[str]:
         "AND name NOT LIKE 'sqlite!_%' ESCAPE '!' ORDER BY name")]
 
 
-def _foreign(path: Path, tables: list[str]) -> NoStoreError:
-    """Why the database at ``path``, which holds ``tables`` but no Convoy store, is refused
-    (as a store to create, or to read)."""
+def _foreign_mark(conn: sqlite3.Connection) -> str | None:
+    """The pragma that marks a database without tables as another application's (its
+    ``user_version`` or ``application_id`` set: Convoy sets neither), ``None`` if none."""
+    for pragma in ("user_version", "application_id"):
+        if conn.execute(f"PRAGMA {pragma}").fetchone()[0]:
+            return pragma
+    return None
+
+
+def _foreign(path: Path, tables: list[str], mark: str | None = None) -> NoStoreError:
+    """Why the database at ``path``, which holds ``tables`` (or none, but the pragma
+    ``mark`` set) but no Convoy store, is refused (as a store to create, or to read)."""
     names = ", ".join(repr(t) for t in tables[:3])  # (repr: escaped, on one line)
     more = f" and {len(tables) - 3:,} more" if len(tables) > 3 else ""
+    what = f"it has tables of its own: {names}{more}" if tables else \
+        f"it has no tables, but PRAGMA {mark} says another application made it"
     return NoStoreError(
-        f"{str(path)!r} is a SQLite database that holds no Convoy store (it has tables of "
-        f"its own: {names}{more}): Convoy does not add its tables to another application's "
-        "database; pass a new file (or an existing Convoy store) as the store")
+        f"{str(path)!r} is a SQLite database that holds no Convoy store ({what}): Convoy "
+        "does not add its tables to another application's database; pass a new file (or "
+        "an existing Convoy store) as the store")
 
 
 def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
