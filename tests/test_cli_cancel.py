@@ -44,7 +44,8 @@ def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
     m = re.fullmatch(
         rf"cancel requested: session {sid} is running on engine elsewhere:1:e1, which "
         r"stops it at its next lease renewal \(within about (\d+) s; if that engine died, "
-        r"the engine that takes the session over cancels it\)", line)
+        r"the engine that takes the session over cancels it; if it parks first, the engine "
+        r"that runs it next, 'convoy worker' or 'convoy resume', does\)", line)
     assert m is not None, line
     assert 1 <= int(m.group(1)) <= 30
     assert session(sid).status == "running"  # still its owner's, until it renews

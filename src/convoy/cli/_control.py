@@ -158,4 +158,6 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> str
         left = max(1, math.ceil(row.lease_until - engine.clock()))
         return (f"cancel requested: session {session_id} is running on engine {row.owner}, "
                 f"which stops it at its next lease renewal (within about {left} s; if that "
-                "engine died, the engine that takes the session over cancels it)")
+                "engine died, the engine that takes the session over cancels it; if it "
+                "parks first, the engine that runs it next, 'convoy worker' or 'convoy "
+                "resume', does)")

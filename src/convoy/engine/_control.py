@@ -96,8 +96,8 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     check_name(name, "signal name")
     if name.startswith(RESERVED_SIGNALS) and name != ESCALATION:
         raise UserError(f"signal names starting {RESERVED_SIGNALS!r} are reserved for Convoy "
-                        f"(send {ESCALATION!r} to answer an escalation; cancel a session "
-                        "with cancel): pick another name")
+                        f"(send {ESCALATION!r} to answer an escalation; stop a session "
+                        "with 'convoy cancel' or engine.cancel()): pick another name")
     data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
     if name == ESCALATION:
