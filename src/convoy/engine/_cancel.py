@@ -59,7 +59,7 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelS
     """Cancel a session (see the module docstring)."""
     if tenant is None and engine._stop_running(session_id):
         return "cancelled"  # the operator's view needs no store read to stop a session it runs
-    row = await _session(engine, session_id, tenant)
+    row = await session(engine, session_id, tenant)
     if engine._stop_running(row.id):
         return "cancelled"
     if not row.unfinished:
@@ -71,7 +71,7 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelS
     by = json.dumps({"by": engine.owner})
     if not await engine.store.send_signal(row.id, CANCEL_SIGNAL, by, tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)  # purged meanwhile
-    row = await _session(engine, session_id, tenant)
+    row = await session(engine, session_id, tenant)
     if row.status == "cancelled" or engine._stop_running(row.id):
         return "cancelled"  # its owner honoured it already, or this engine claimed it since
     if not row.unfinished:
@@ -81,7 +81,8 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelS
     return "cancelled"
 
 
-async def _session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
+async def session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
+    """The stored session ``session_id`` of ``tenant`` (any tenant for ``None``)."""
     await engine.open()
     row = await engine.store.get_session(lookup_id(session_id), tenant=tenant)
     if row is None:
@@ -159,4 +160,4 @@ async def honour_requests(engine: Engine, stopped: set[str]) -> None:
 
 
 __all__ = ["CANCELLED", "CancelStatus", "cancel", "end_cancelled", "ended_by_request",
-           "honour_requests"]
+           "honour_requests", "session"]

@@ -18,7 +18,7 @@ from pydantic import ValidationError
 from convoy._errors import UserError
 from convoy._text import check_name, storable_json
 from convoy.definitions._workflow import registered_workflow
-from convoy.engine._cancel import CancelStatus, cancel
+from convoy.engine._cancel import CancelStatus, cancel, session
 from convoy.engine._escalation import ESCALATION
 from convoy.engine._results import (
     ReplayResult,
@@ -28,7 +28,7 @@ from convoy.engine._results import (
     _unfinished_result,
 )
 from convoy.engine._retry import retry_sessions, select_retryable
-from convoy.engine._tenancy import lookup_id, no_session, unknown_session
+from convoy.engine._tenancy import unknown_session
 from convoy.hitl._inbox import ESCALATED, Inbox
 from convoy.stores._protocol import (
     RESERVED_SIGNALS,
@@ -40,15 +40,6 @@ from convoy.stores._protocol import (
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
-
-
-async def session(engine: Engine, session_id: str, tenant: str | None) -> SessionRow:
-    """The stored session ``session_id`` of ``tenant`` (any tenant for ``None``)."""
-    await engine.open()
-    row = await engine.store.get_session(lookup_id(session_id), tenant=tenant)
-    if row is None:
-        raise no_session(session_id, engine.store.url, tenant)
-    return row
 
 
 async def result(engine: Engine, session_id: str, tenant: str | None) -> SessionResult[Any]:
