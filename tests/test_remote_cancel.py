@@ -290,3 +290,35 @@ async def test_a_cancel_while_a_run_records_its_end_never_interrupts_that_write(
         row = await eng.session("s")
     assert res.status == "completed" and res.output == 2
     assert row.status == "completed"
+
+
+async def test_running_a_known_session_again_honours_its_cancel_request(
+        db: str | Path) -> None:
+    """``run`` with the id of a session a dead engine left (the same call after a crash)
+    claims it like a worker would: a cancel request for it ends it ``cancelled`` instead of
+    running its steps again."""
+    calls: list[str] = []
+
+    async def step() -> int:
+        calls.append("step")
+        if len(calls) == 1:
+            raise Crash  # the engine dies here, mid-step
+        return 1
+
+    @convoy.workflow(name="remote-cancel-known")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        out: int = await ctx.step("step", step, idempotent=True)
+        return out
+
+    clock = FakeClock()
+    dead = _engine(db, clock, workflows=[wf])
+    with pytest.raises(Crash):
+        await dead.run(wf, 1, session_id="s")
+    await dead.aclose()  # its lease still runs (another machine)
+    async with _engine(db, clock, workflows=[wf]) as again:
+        assert await again.cancel("s") == "requested"
+        clock.advance(3600)  # the dead engine's lease lapses
+        res = await again.run(wf, 1, session_id="s")
+        row = await again.session("s")
+    assert res.status == "cancelled" and row.status == "cancelled"
+    assert calls == ["step"]  # the step did not run again
