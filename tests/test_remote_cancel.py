@@ -283,7 +283,11 @@ async def test_a_cancel_while_a_run_records_its_end_never_interrupts_that_write(
     store = _SlowFinish(store_from_url(db, clock=clock))
     async with _engine(store, clock, workflows=[wf]) as eng:  # type: ignore[arg-type]
         run = asyncio.create_task(eng.run(wf, 1, session_id="s"))
-        await store.entered.wait()
+        async with asyncio.timeout(PATIENCE):
+            await store.entered.wait()
+            # Its row is committed by the store's writer, maybe after its finish began.
+            while await store.get_session("s") is None:  # noqa: ASYNC110 - see above
+                await asyncio.sleep(0.01)
         assert await eng.cancel("s") == "requested"  # honoured by nobody: it is ending
         store.release.set()
         res = await run
