@@ -4,6 +4,7 @@ with today's classification as the default."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -336,6 +337,7 @@ def test_error_kind_refines_other_into_one_taxonomy() -> None:
         convoy.NonDeterminismError("changed"): "nondeterminism",
         convoy.StoreError("disk full"): "store_error",
         convoy.PolicyDenied("no"): "denied",
+        asyncio.CancelledError(): "cancelled",
         ValueError("x"): "other",
     }
     for exc, kind in cases.items():
@@ -344,4 +346,9 @@ def test_error_kind_refines_other_into_one_taxonomy() -> None:
         # a session's journaled error record classifies the same
         assert error_kind_of(error_to_record(exc)) == kind, exc
     assert error_kind_of(None) is None
+    # a cancelled session's record (its run ended by a cancel: no exception class)
+    assert error_kind_of({"type": "Cancelled", "message": "cancelled"}) == "cancelled"
+    # a user's own exception called ``Cancelled`` is not a cancel
+    assert error_kind_of({"type": "Cancelled", "message": "x", "module": "shop.errors",
+                          "qualname": "Cancelled"}) == "other"
     assert error_kind_of({"wake_at": 1.0, "wait_name": "ok"}) is None

@@ -12,6 +12,7 @@ import pytest
 
 import convoy
 from convoy.cost import Budget, Budgets
+from convoy.resilience import error_kind_of
 
 from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
 
@@ -140,6 +141,8 @@ async def test_cancellation_is_not_journaled(engine_factory: Any) -> None:
     await eng.cancel("c")
     res = await task
     assert res.status == "cancelled"
+    # one kind in the taxonomy metrics, spans, logs and the CLI share (not "other")
+    assert error_kind_of(res.error) == "cancelled"
     assert await eng.store.load_journal("c") == {}
     row = await eng.store.get_session("c")
     assert row is not None and row.status == "cancelled"

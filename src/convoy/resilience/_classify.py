@@ -19,6 +19,7 @@ matching errors by class, by :data:`FailureKind` or by a predicate (:data:`Error
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 from collections.abc import Callable, Mapping
 from typing import Any, Literal, TypeAlias, get_args
@@ -58,7 +59,8 @@ ErrorKind = Literal[
     "timeout", "server_error", "unavailable", "auth", "bad_request", "circuit_open",
     "invalid_output", "denied", "provider_error", "tool_error", "handoff_invalid",
     "turns_exhausted", "unknown_outcome", "conflict", "wait_timeout", "budget_exhausted",
-    "loop_detected", "limit_exceeded", "escalated", "nondeterminism", "store_error", "other"]
+    "loop_detected", "limit_exceeded", "escalated", "nondeterminism", "store_error",
+    "cancelled", "other"]
 #: Every :data:`ErrorKind`: the one error taxonomy of metrics labels, span attributes, logs
 #: and the CLI's summaries. The :data:`FailureKind` values come first, in their order.
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
@@ -178,7 +180,8 @@ def error_kind(exc: BaseException) -> ErrorKind:
     ``"turns_exhausted"``, ``"unknown_outcome"``, ``"conflict"`` (a stale shared-state
     write), ``"wait_timeout"``, a session's terminal reason (``"budget_exhausted"``,
     ``"loop_detected"``, ``"limit_exceeded"``, ``"escalated"``), ``"nondeterminism"``,
-    ``"store_error"``; ``"other"`` for anything else (see :data:`ERROR_KINDS`)."""
+    ``"store_error"``, ``"cancelled"`` (a cancelled run or session); ``"other"`` for
+    anything else (see :data:`ERROR_KINDS`)."""
     for cls, name in _OWN_KIND:  # never a downstream's failure, whatever ``retryable`` says
         if isinstance(exc, cls):
             return name
@@ -198,15 +201,20 @@ def error_kind_of(record: Mapping[str, Any] | None) -> ErrorKind | None:
     no record or one that is not an error (a parked session's wait)."""
     if not record or "type" not in record:
         return None
+    if (record["type"], record.get("module")) in _CANCELS:
+        return "cancelled"  # (no exception is rebuilt from these)
     return error_kind(error_from_record(record))
 
 
 _OWN_KIND: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (StateConflict, "conflict"), (UnknownOutcomeError, "unknown_outcome"),
     (HandoffError, "handoff_invalid"), (AgentTurnsExhausted, "turns_exhausted"),
-    (WaitTimeout, "wait_timeout"))
+    (WaitTimeout, "wait_timeout"), (asyncio.CancelledError, "cancelled"))
 _REFINED: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ToolError, "tool_error"), (ModelError, "provider_error"),
     (NonDeterminismError, "nondeterminism"), (StoreError, "store_error"))
+#: ``(type, module)`` of the records of a cancel: a cancelled session's (no exception's),
+#: an ``asyncio.CancelledError``'s.
+_CANCELS = frozenset({("Cancelled", None), ("CancelledError", "asyncio.exceptions")})
 _REASONS: dict[str, ErrorKind] = {r: r for r in (
     "budget_exhausted", "loop_detected", "limit_exceeded", "escalated")}
