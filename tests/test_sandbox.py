@@ -224,6 +224,18 @@ async def test_no_new_namespaces_inside_the_sandbox(namespaces: bool) -> None:
     assert await call(T.new_namespace) == errno.EPERM  # seccomp refuses unshare
 
 
+async def test_a_machine_without_pidfds_cannot_sandbox(monkeypatch: pytest.MonkeyPatch,
+                                                        ) -> None:
+    # Not Linux (macOS has no os.pidfd_open): every call fails typed, "unavailable",
+    # rather than with whatever the engine's side raised, and no process is started.
+    monkeypatch.delattr(os, "pidfd_open")
+    before = set(_runner._Process.live)
+    error = await stopped(T.add, {"a": 1, "b": 2})
+    assert error.limit == "unavailable"
+    assert "Linux" in str(error)
+    assert set(_runner._Process.live) == before
+
+
 async def test_a_crashed_sandbox_process_is_a_typed_error() -> None:
     e = await stopped(T.die, {"code": 3})
     assert e.limit == "crashed" and e.exit_code == 3

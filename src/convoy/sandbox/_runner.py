@@ -309,6 +309,9 @@ async def run_sandboxed(name: str, ref: dict[str, str], sandbox: Sandbox, args_j
             be built here.
         ToolError: the tool raised (its exception's type name and message).
     """
+    if sys.platform != "linux" or not hasattr(os, "pidfd_open"):  # (its exit is a pidfd)
+        raise _stopped(name, sandbox, "unavailable",
+                       f"the sandbox needs Linux with os.pidfd_open (this is {sys.platform!r})")
     async with _slots(sandbox):
         try:
             proc = WARM.take(ref, sandbox)
