@@ -61,7 +61,8 @@ class BreakerPolicy:
 
     * ``record``: the failures that count against the breaker; other failures count as
       successes. Default: ``convoy.resilience.is_downstream_failure`` (timeouts, 5xx,
-      connection failures, unusable answers; not rate limits, not 4xx).
+      connection failures, unusable answers, an exhausted quota; not rate limits, not
+      other 4xx).
     * ``ignore``: failures that count neither way (checked first).
     * ``record_result``: a predicate on the answer; ``True`` counts it as a failure (the
       answer is still returned).

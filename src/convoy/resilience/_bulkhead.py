@@ -207,9 +207,9 @@ class RateLimit(Interceptor):
 
     The buckets live in the engine's store (``shared=True``, the default): every engine on
     that store draws on the same ones, on the store's clock, one store round trip per
-    call. ``shared=False`` keeps them in this process (right only if one engine calls the
-    endpoint), on ``clock`` (monotonic seconds). ``sleep`` waits for a token; both are
-    injectable, for tests that fake time.
+    call and bucket (two with both ``rpm`` and ``tpm``). ``shared=False`` keeps them in
+    this process (right only if one engine calls the endpoint), on ``clock`` (monotonic
+    seconds). ``sleep`` waits for a token; both are injectable, for tests that fake time.
     """
 
     stage: Stage = "rate_limit"
