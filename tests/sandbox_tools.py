@@ -171,6 +171,12 @@ def fails(reason: str) -> int:
     raise ValueError(reason)
 
 
+@convoy.tool(sandbox=TIGHT)
+def gives_up(service: str) -> int:
+    """Raises ``TimeoutError`` itself (a downstream it waited for did not answer)."""
+    raise TimeoutError(f"{service} did not answer")
+
+
 @convoy.tool(sandbox=convoy.Sandbox(cpu_seconds=5, wall_seconds=0.5))
 def slow_nap() -> str:
     """Sleeps far past its wall-clock limit (it uses no CPU)."""

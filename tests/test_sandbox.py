@@ -108,6 +108,20 @@ async def test_a_tool_error_in_the_sandbox_is_an_ordinary_tool_error() -> None:
     with pytest.raises(convoy.ToolError, match="raised ValueError: no such order") as info:
         await call(T.fails, {"reason": "no such order"})
     assert not isinstance(info.value, ToolSandboxError)
+    assert not info.value.retryable and not info.value.timeout
+
+
+async def test_a_tool_that_times_out_in_the_sandbox_times_out_as_outside_it() -> None:
+    # Its own TimeoutError: retryable and a timeout (the model is told it timed out), as
+    # the same tool's call outside a sandbox is.
+    with pytest.raises(convoy.ToolError, match="raised TimeoutError: crm did not") as info:
+        await call(T.gives_up, {"service": "crm"})
+    assert not isinstance(info.value, ToolSandboxError)
+    assert info.value.retryable and info.value.timeout
+    outside = convoy.tool(T.gives_up.fn, name="gives_up_outside")
+    with pytest.raises(convoy.ToolError, match="raised TimeoutError: crm did not") as info:
+        await call(outside, {"service": "crm"})
+    assert info.value.retryable and info.value.timeout
 
 
 async def test_json_deps_cross_into_the_sandbox() -> None:

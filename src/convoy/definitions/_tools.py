@@ -155,6 +155,7 @@ class Tool:
             # Facts a model can act on (a state conflict's current value) go with it.
             raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
                             retryable=isinstance(e, TimeoutError | ConnectionError),
+                            timeout=isinstance(e, TimeoutError),
                             details=e.details if isinstance(e, StepError) else None) from e
         if self.result_adapter is not None:
             try:
@@ -186,7 +187,8 @@ class Tool:
             raise
         except Exception as e:  # what the tool raised, rebuilt from its record
             raise ToolError(f"tool {self.name!r} raised {type(e).__name__}: {e}",
-                            retryable=isinstance(e, TimeoutError | ConnectionError)) from e
+                            retryable=isinstance(e, TimeoutError | ConnectionError),
+                            timeout=isinstance(e, TimeoutError)) from e
         try:
             return self.load_result(text)
         except ValidationError as e:

@@ -1,8 +1,10 @@
 """Circuit breakers per model endpoint, per tool and per (agent, endpoint) (resilience4j
 semantics).
 
-CLOSED: outcomes go into a count-based sliding window; once it holds ``minimum_calls``
-and the failure rate (or slow-call rate) reaches its threshold, the breaker OPENS.
+CLOSED: outcomes go into a sliding window (of the last ``window_seconds`` seconds by
+default, or of the last ``window`` calls with ``window_type="count"``); once it holds
+``minimum_calls`` and the failure rate (or slow-call rate) reaches its threshold, the
+breaker OPENS.
 OPEN: every call is rejected at once with :class:`CircuitOpenError`, downstream untouched,
 until ``wait_in_open`` has passed; then the breaker is HALF_OPEN.
 HALF_OPEN: ``half_open_calls`` probes are let through (others are rejected); when they have

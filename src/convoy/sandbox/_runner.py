@@ -375,9 +375,11 @@ def _failed(name: str, sandbox: Sandbox, answer: dict[str, Any]) -> ToolError:
     rec = answer["error"] if isinstance(answer["error"], dict) else {}
     kind, message = str(rec.get("type", "Exception")), str(rec.get("message", ""))
     builtin = getattr(builtins, kind, None)
-    retryable = isinstance(builtin, type) and issubclass(builtin, TimeoutError | ConnectionError)
+    known = isinstance(builtin, type)
+    timeout = known and issubclass(builtin, TimeoutError)  # as outside a sandbox
     return ToolError(f"tool {name!r} raised {kind[:100]}: {message[:_MAX_TEXT]}",
-                     retryable=retryable)
+                     retryable=known and issubclass(builtin, TimeoutError | ConnectionError),
+                     timeout=timeout)
 
 
 async def _died(name: str, proc: _Process, sandbox: Sandbox,

@@ -88,7 +88,8 @@ class Untrusted:
 
     Its text joins the session's untrusted content (the policy checks tool arguments
     against it) and is not part of the user's request; the agent's input message is
-    tainted (its provenance names the field: ``"user:attachment"``)."""
+    tainted (a plain tainted ``user`` provenance), and the session's taint sources, which
+    the policy's refusals cite, name the field: ``"user:attachment"``."""
 
 
 @lru_cache(maxsize=256)
