@@ -375,11 +375,10 @@ def _failed(name: str, sandbox: Sandbox, answer: dict[str, Any]) -> ToolError:
     rec = answer["error"] if isinstance(answer["error"], dict) else {}
     kind, message = str(rec.get("type", "Exception")), str(rec.get("message", ""))
     builtin = getattr(builtins, kind, None)
-    known = isinstance(builtin, type)
-    timeout = known and issubclass(builtin, TimeoutError)  # as outside a sandbox
+    cls = builtin if isinstance(builtin, type) else None
     return ToolError(f"tool {name!r} raised {kind[:100]}: {message[:_MAX_TEXT]}",
-                     retryable=known and issubclass(builtin, TimeoutError | ConnectionError),
-                     timeout=timeout)
+                     retryable=cls is not None and issubclass(cls, TimeoutError | ConnectionError),
+                     timeout=cls is not None and issubclass(cls, TimeoutError))  # as outside
 
 
 async def _died(name: str, proc: _Process, sandbox: Sandbox,
