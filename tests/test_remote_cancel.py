@@ -20,7 +20,7 @@ import convoy
 from convoy.stores import store_from_url
 from convoy.stores._protocol import CANCEL_SIGNAL, Store
 
-from .conftest import STORE_KINDS, Crash, FakeClock, store_db
+from .conftest import STORE_KINDS, Classification, Crash, FakeClock, store_db
 
 #: An upper bound on the whole wait for an outcome (not a sleep: the test goes on the
 #: moment the outcome is there).
@@ -159,6 +159,43 @@ async def test_the_engine_that_takes_over_a_dead_engines_session_ends_it_cancell
     assert row.status == "cancelled" and row.owner is None
     assert calls == ["first", "second"]  # no step ran again
     assert ends.ends == [("s", "cancelled")]
+
+
+async def test_a_session_cancelled_after_its_engine_died_keeps_what_its_run_spent(
+        db: str | Path) -> None:
+    """A run that was killed never recorded its counts: the session that ends
+    ``cancelled`` without running again counts its steps, tokens and cost from its
+    journal (what a run that resumed it would have counted), not as none."""
+    model = convoy.SimModel({"*": {"output": {"label": "billing", "confidence": 0.9}}},
+                            usage=(50, 10))
+    clerk = convoy.Agent(name="clerk", output_type=Classification, model=model)
+
+    async def dies() -> int:
+        raise Crash
+
+    @convoy.workflow(name="remote-cancel-spent")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        await ctx.run(clerk, "my invoice is wrong")
+        await ctx.now()
+        return await ctx.step("dies", dies, idempotent=True)
+
+    clock = FakeClock()
+    dead = _engine(db, clock, workflows=[wf])
+    with pytest.raises(Crash):
+        await dead.run(wf, 1, session_id="s")
+    await dead.aclose()
+    operator = _engine(db, clock)
+    worker = _engine(db, clock, workflows=[wf])
+    async with operator, worker:
+        journal = await operator.journal("s")
+        assert await operator.cancel("s") == "requested"
+        clock.advance(3600)  # the dead engine's lease lapses
+        await worker.serve(until_idle=True, poll_interval=0.01)
+        row = await operator.session("s")
+    assert row.status == "cancelled"
+    assert len(journal) == 2 and row.steps == 2
+    assert (row.input_tokens, row.output_tokens) == (50, 10)
+    assert row.cost == sum(r.cost for r in journal)
 
 
 async def test_a_session_that_parks_after_the_request_ends_cancelled(db: str | Path) -> None:

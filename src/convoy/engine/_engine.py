@@ -748,8 +748,10 @@ class Engine(SessionControl, SubjectRights):
                             end: SessionEnd) -> None:
         """Finish a session this engine claimed with ``end`` through a run that executes
         nothing: its session hooks see it end (audit appends what a killed run journaled,
-        tracing and metrics see the outcome). Its counts stay the row's. The run needs
-        the session's workflow only to give the hooks its input typed: without it (or at
+        tracing and metrics see the outcome). Its counts are the row's, or, when the
+        journal holds more (a run that was killed never recorded its own), the journal's:
+        what a run that resumed the session would have counted. The run needs the
+        session's workflow only to give the hooks its input typed: without it (or at
         another version), they see the input as stored (JSON)."""
         if wf is not None and wf.version == row.version:
             value = wf.input_adapter.validate_json(row.input)
@@ -758,9 +760,12 @@ class Engine(SessionControl, SubjectRights):
             wf = cast(Workflow[Any, Any], StoredWorkflow(row.workflow, row.version))
         journal = await self.store.load_journal(row.id, tenant=row.tenant)
         state, executor = self._prepare(wf, row.id, row.tenant, row, journal, False, None)
-        state.steps, state.cost = row.steps, row.cost
-        state.usage.input_tokens, state.usage.output_tokens = row.input_tokens, \
-            row.output_tokens
+        records = journal.values()
+        state.steps = max(row.steps, len(journal))
+        state.cost = max(row.cost, sum(r.cost for r in records))
+        state.usage.input_tokens = max(row.input_tokens, sum(r.input_tokens for r in records))
+        state.usage.output_tokens = max(row.output_tokens,
+                                        sum(r.output_tokens for r in records))
 
         async def ends(*_: Any) -> SessionEnd:
             return end
