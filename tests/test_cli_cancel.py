@@ -4,6 +4,7 @@ one line (the engine that runs it stops it; the command does not wait for it).""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -53,6 +54,19 @@ def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
     # Asked again: the same answer (the request stands; nothing is refused).
     again = cli("cancel", sid)
     assert again.code == 0 and again.stdout.startswith("cancel requested: "), again
+    # 'sessions show' says a cancel is pending (an operator sees why it is still running).
+    shown = cli("sessions", "show", sid)
+    assert shown.code == 0, shown.stderr
+    assert re.search(r"cancel requested\s+at \d{4}-\d\d-\d\d", shown.stdout), shown.stdout
+    as_json = json.loads(cli("sessions", "show", sid, "--json").stdout)
+    assert isinstance(as_json["cancel_requested"], float)
+
+
+def test_sessions_show_says_no_cancel_request_for_a_session_without_one() -> None:
+    run_ok()
+    sid = ids_of(GOOD)[0]
+    assert "cancel requested" not in cli("sessions", "show", sid).stdout
+    assert json.loads(cli("sessions", "show", sid, "--json").stdout)["cancel_requested"] is None
 
 
 def test_cancel_help_says_a_session_running_elsewhere_is_stopped_by_its_engine() -> None:

@@ -338,7 +338,8 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
 
 
 def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
-                  *, now: float, retried_as: SessionRow | None = None) -> None:
+                  *, now: float, retried_as: SessionRow | None = None,
+                  cancel_requested: float | None = None) -> None:
     sid = escaped(row.id)  # (as every name it shows: escaped, never obeyed by a terminal)
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
@@ -372,6 +373,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if row.wake_at is not None:
             info.add_row("wakes at" if row.wait_name is None else "times out at",
                          fmt_time(row.wake_at))
+    if cancel_requested is not None:
+        info.add_row("cancel requested", f"at {fmt_time(cancel_requested)} (the engine that "
+                     "runs the session next, or renews its lease, ends it cancelled)")
     info.add_row("steps", str(row.steps))
     info.add_row("active time", fmt_duration(row.active_s))
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))

@@ -27,7 +27,8 @@ from convoy.cli._common import (
 )
 from convoy.cli._render import agent_configs, print_session, sessions_table
 from convoy.engine._retry import retry_id
-from convoy.stores import STATUSES, SessionFilter, SessionRow, StepRecord
+from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
+from convoy.stores._protocol import CANCEL_SIGNAL
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -107,29 +108,36 @@ def show_session(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    row, steps, retried_as = run_async(_show(db, session_id, scope))
+    row, steps, retried_as, cancel = run_async(_show(db, session_id, scope))
     if row is None:
         unknown_session(db, scope, session_id)
     if as_json:
-        typer.echo(json.dumps(session_json(row, steps, retried_as), indent=2))
+        typer.echo(json.dumps(session_json(row, steps, retried_as, cancel), indent=2))
     else:
-        print_session(out, row, steps, now=time.time(), retried_as=retried_as)
+        print_session(out, row, steps, now=time.time(), retried_as=retried_as,
+                      cancel_requested=cancel)
 
 
-async def _show(db: str, session_id: str, scope: Scope
-                ) -> tuple[SessionRow | None, list[StepRecord], SessionRow | None]:
+async def _show(db: str, session_id: str, scope: Scope) -> tuple[
+        SessionRow | None, list[StepRecord], SessionRow | None, float | None]:
+    """The session, its journal, the session that retried it, and when a cancel request
+    that waits for its engine was made (``None``: none)."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return None, [], None
+            return None, [], None, None
         retry = await store.get_session(retry_id(row), tenant=row.tenant)
         if retry is not None and retry.parent != row.id:
             retry = None
-        return row, await store.journal(session_id, tenant=row.tenant), retry
+        request = await store.next_signal(session_id, CANCEL_SIGNAL, tenant=row.tenant) \
+            if row.status in UNFINISHED else None
+        return row, await store.journal(session_id, tenant=row.tenant), retry, \
+            None if request is None else request.at
 
 
 def session_json(row: SessionRow, steps: list[StepRecord],
-                 retried_as: SessionRow | None = None) -> dict[str, Any]:
+                 retried_as: SessionRow | None = None,
+                 cancel_requested: float | None = None) -> dict[str, Any]:
     return {
         "id": row.id, "workflow": row.workflow, "version": row.version, "tenant": row.tenant,
         "status": row.status, "created": row.created, "started": row.started,
@@ -139,7 +147,7 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "subject": row.subject,
         "retried_as": retried_as.id if retried_as is not None else None,
         "owner": row.owner, "lease_until": row.lease_until, "wake_at": row.wake_at,
-        "wait_name": row.wait_name,
+        "wait_name": row.wait_name, "cancel_requested": cancel_requested,
         "input": _json(row.input), "output": _json(row.output), "error": row.error_record,
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
                      "result": _json(r.result), "agent": r.agent,
