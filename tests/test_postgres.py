@@ -15,7 +15,7 @@ import psycopg
 import pytest
 
 import convoy
-from convoy._errors import JournalError, StoreError, UserError
+from convoy._errors import JournalError, NoStoreError, StoreError, UserError
 from convoy.stores import (
     SCHEMA_VERSION,
     NewSession,
@@ -270,6 +270,40 @@ async def test_schemas_of_one_database_are_separate_stores(tmp_path: Path) -> No
     finally:
         await default.aclose()
         await other.aclose()
+
+
+async def test_a_schema_of_another_application_is_refused_and_left_as_it_was(
+        tmp_path: Path) -> None:
+    """As a SQLite file of another application: a schema that holds tables but no Convoy
+    store (``?schema=public`` of an application's database, which has its own
+    ``sessions``) is refused in one line; nothing is added to it. An empty schema becomes
+    a store."""
+    url = pg_cluster.fresh_database()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE public.sessions(id INT PRIMARY KEY, who TEXT)")
+        conn.execute("INSERT INTO public.sessions VALUES(1, 'ann')")
+        conn.execute("CREATE SCHEMA empty")
+
+    def tables(schema: str) -> list[str]:
+        with psycopg.connect(url) as conn:
+            return [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname=%s ORDER BY 1", (schema,))]
+
+    store = PostgresStore(f"{url}?schema=public")
+    with pytest.raises(NoStoreError) as info:
+        await store.open()
+    message = str(info.value)
+    assert "\n" not in message
+    assert "schema 'public'" in message and "holds no Convoy store" in message
+    assert "'sessions'" in message and "another application" in message
+    assert tables("public") == ["sessions"]
+    res = await asyncio.to_thread(cli, "sessions", "list", "--db", f"{url}?schema=public")
+    one_line_error(res, 2, "holds no Convoy store")
+    assert tables("public") == ["sessions"]
+    fresh = PostgresStore(f"{url}?schema=empty")
+    await fresh.open()
+    await fresh.aclose()
+    assert "meta" in tables("empty")
 
 
 # -- failures ---------------------------------------------------------------------------------

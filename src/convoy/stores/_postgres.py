@@ -40,7 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
-from convoy._errors import JournalError, StoreError, UserError
+from convoy._errors import JournalError, NoStoreError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
 from convoy.stores._addons import ADDONS, check_readable, missing_addons, split_script, stand_ins
@@ -235,6 +235,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         try:
             version = await self._schema_version(conn)
             self._check_not_newer(version)
+            if version is None:
+                await self._refuse_foreign(conn)
             check_readable(version, sql.PG_SCHEMA_VERSION, self.url)
             cur = await conn.execute(
                 f'SELECT key, value FROM "{self.schema}".meta WHERE key LIKE %s', ("addon:%",))
@@ -251,6 +253,24 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                     "migrate' on it") from None
         finally:
             await conn.close()
+
+    async def _refuse_foreign(self, conn: Conn) -> None:
+        """Refuse a schema that holds no Convoy store but tables (or views) of its own:
+        another application's (``?schema=public`` of its database). Convoy's tables are
+        never added to it; an empty schema becomes the store."""
+        cur = await conn.execute(
+            "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+            "ORDER BY c.relname", (self.schema,))
+        tables = [r[0] for r in await cur.fetchall()]
+        if tables:
+            names = ", ".join(repr(t) for t in tables[:3])  # (repr: escaped, on one line)
+            more = f" and {len(tables) - 3:,} more" if len(tables) > 3 else ""
+            raise NoStoreError(
+                f"schema {self.schema!r} of {self.url} holds no Convoy store (it has tables "
+                f"of its own: {names}{more}): Convoy does not add its tables to another "
+                "application's schema; name a new schema (?schema=NAME, default 'convoy') "
+                "or an existing Convoy store")
 
     async def _schema_version(self, conn: Conn) -> int | None:
         cur = await conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))
@@ -299,6 +319,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                                      (self.schema,))
             if await cur.fetchone() is None:
                 await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+            elif await self._schema_version(conn) is None:
+                await self._refuse_foreign(conn)
             await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')
             await conn.execute(sql.META)
             version = await self._schema_version(conn)  # another engine may have migrated
