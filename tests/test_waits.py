@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -195,14 +196,34 @@ async def test_signals_to_finished_or_unknown_sessions_are_refused(db: str | Pat
             await eng.signal("w", "approval", {"approved": True, "by": "a"})
 
 
-async def test_an_invalid_signal_payload_fails_the_wait_typed(db: str | Path) -> None:
+async def test_an_invalid_signal_payload_is_refused_and_the_wait_goes_on(
+        db: str | Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A payload the wait's type does not validate (a typo on the command line) does not
+    fail the session: the signal is consumed without ending the wait, a warning says why,
+    and the next valid signal ends it. Bad input loses nothing."""
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         await eng.run(approval_flow, 1, session_id="w")
         await eng.signal("w", "approval", {"approved": "perhaps"})
-        [res] = await eng.resume()
-    assert res.status == "failed" and res.error is not None
-    assert res.error["type"] == "ValidationError"
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            [res] = await eng.resume()
+        assert res.status == "waiting"
+        [warning] = [r for r in caplog.records if "refused" in r.getMessage()]
+        message = warning.getMessage()
+        assert "session 'w'" in message and "'approval'" in message
+        assert "approved" in message and "still waits" in message
+        assert "\n" not in message
+        row = await eng.store.get_session("w")
+        assert row is not None and row.status == "waiting" and row.wait_name == "approval"
+        assert await eng.store.next_signal("w", "approval") is None  # consumed
+        # Refused before the wait too (sent first, kept): the same.
+        await eng.signal("w", "approval", "not even an object")
+        await eng.signal("w", "approval", {"approved": True, "by": "ann"})
+        [done] = await eng.resume()
+        assert done.ok and done.output == "1:True:ann"
+        journal = await eng.journal("w")
+    assert [(r.kind, r.status, r.result) for r in journal] == [
+        ("wait", "completed", '{"approved":true,"by":"ann"}')]
 
 
 async def test_cancel_a_waiting_session(db: str | Path) -> None:

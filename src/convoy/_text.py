@@ -16,6 +16,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from pydantic import ValidationError
 from pydantic_core import PydanticSerializationError, to_json
 
 from convoy._errors import UserError
@@ -112,5 +113,17 @@ def _code(char: str) -> str:
     return f"\\u{ord(char):04x}" if ord(char) > 0xFF else repr(char)[1:-1]
 
 
-__all__ = ["blank", "check_name", "check_storable", "escaped", "lone_surrogate", "storable_json",
+def readable_validation_error(e: ValidationError) -> str:
+    """``body: Field required; priority: Input should be 'low' or 'high'``: where and what,
+    on one line, never the value (which may hold personal data)."""
+    parts = []
+    for err in e.errors(include_url=False):
+        loc = ".".join(str(x) for x in err["loc"]) or "(input)"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+__all__ = ["blank", "check_name", "check_storable", "escaped", "lone_surrogate",
+           "readable_validation_error", "storable_json",
            "surrogate_problem"]
+

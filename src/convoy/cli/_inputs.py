@@ -30,8 +30,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from convoy import UserError, Workflow
-from convoy._text import lone_surrogate, surrogate_problem
-from convoy.definitions._tools import readable_validation_error
+from convoy._text import lone_surrogate, readable_validation_error, surrogate_problem
 from convoy.engine._tenancy import DEFAULT_TENANT, check_session_id
 
 

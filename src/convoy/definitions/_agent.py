@@ -10,8 +10,9 @@ from typing import Any, Generic, Literal, TypeAlias, TypeVar
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from convoy._errors import UserError
+from convoy._text import readable_validation_error
 from convoy.definitions._config_hash import JOURNALED, config_hash
-from convoy.definitions._tools import Tool, readable_validation_error
+from convoy.definitions._tools import Tool
 from convoy.hitl._rules import Escalation
 from convoy.models._base import Model
 from convoy.models._messages import ModelSettings, ToolSpec

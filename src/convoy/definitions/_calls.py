@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ValidationError
 
+from convoy._text import readable_validation_error
 from convoy.definitions._agent import HANDOFF_PREFIX, ref_name
-from convoy.definitions._tools import Tool, readable_validation_error
+from convoy.definitions._tools import Tool
 from convoy.models._messages import ToolCall
 
 if TYPE_CHECKING:

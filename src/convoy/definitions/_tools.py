@@ -31,6 +31,7 @@ from typing import (
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, create_model
 
 from convoy._errors import StepError, ToolError, UserError
+from convoy._text import readable_validation_error
 from convoy.definitions._tool_runner import DEFAULT_TOOL_THREADS, ToolThreads, run_in_process
 from convoy.models._messages import ToolSpec
 from convoy.sandbox._config import Sandbox
@@ -129,7 +130,7 @@ class Tool:
         try:
             return self.args_model.model_validate_json(arguments or "{}")
         except ValidationError as e:
-            raise ValueError(_readable(e)) from None
+            raise ValueError(readable_validation_error(e)) from None
 
     async def invoke(self, args: BaseModel, ctx: ToolContext[Any]) -> Any:
         """Call the function with validated ``args`` (a sync one on a pool thread or in a child
@@ -162,7 +163,7 @@ class Tool:
                 result = self.result_adapter.validate_python(result)
             except ValidationError as e:
                 raise ToolError(f"tool {self.name!r} returned an invalid result: "
-                                f"{_readable(e)}") from None
+                                f"{readable_validation_error(e)}") from None
         return result
 
     async def _invoke_sandboxed(self, args: BaseModel, ctx: ToolContext[Any]) -> Any:
@@ -193,7 +194,7 @@ class Tool:
             return self.load_result(text)
         except ValidationError as e:
             raise ToolError(f"tool {self.name!r} returned an invalid result: "
-                            f"{_readable(e)}") from None
+                            f"{readable_validation_error(e)}") from None
 
     def dump_result(self, result: Any) -> str:
         """The result as JSON text, for the journal and for the model."""
@@ -206,18 +207,6 @@ class Tool:
         if self.result_adapter is not None:
             return self.result_adapter.validate_json(text)
         return json.loads(text)
-
-
-def _readable(e: ValidationError) -> str:
-    """``body: Field required; priority: Input should be 'low' or 'high'``."""
-    parts = []
-    for err in e.errors(include_url=False):
-        loc = ".".join(str(x) for x in err["loc"]) or "(input)"
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)
-
-
-readable_validation_error = _readable
 
 
 @overload

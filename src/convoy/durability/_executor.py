@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import math
 import random as _random
 import uuid as _uuid
 import warnings
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
 
+from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
@@ -38,6 +41,7 @@ from convoy._errors import (
     error_from_record,
     error_to_record,
 )
+from convoy._text import readable_validation_error
 from convoy.durability._signals import Parked, SessionInterrupted
 from convoy.stores._protocol import SEALED_PREFIX, StepRecord
 
@@ -45,6 +49,7 @@ if TYPE_CHECKING:
     from convoy.stores._protocol import Store
 
 T = TypeVar("T")
+log = logging.getLogger("convoy")
 OnNonDeterminism = Literal["error", "warn"]
 
 
@@ -82,8 +87,11 @@ class StepExecutor(Protocol):
         session."""
         ...
 
-    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
-        """The payload (JSON text) of the next signal ``name`` sent to the session."""
+    async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
+                       accept: Callable[[str], object] | None = None) -> str:
+        """The payload (JSON text) of the next signal ``name`` sent to the session that
+        ``accept`` takes (a signal whose payload it raises ``ValidationError`` on is
+        consumed without ending the wait, and a warning logged)."""
         ...
 
 
@@ -358,7 +366,8 @@ class JournaledExecutor:
             raise Parked(wake_at=wake_at, wait_name=None)
         await asyncio.sleep(delay)
 
-    async def wait_for(self, key: str, name: str, timeout: float | None) -> str:  # noqa: ASYNC109
+    async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
+                       accept: Callable[[str], object] | None = None) -> str:
         target = name
         rec = self._take(key, "wait", target)
         if rec is not None:
@@ -375,15 +384,27 @@ class JournaledExecutor:
             raise NonDeterminismError(
                 f"replay of session {self.session_id!r}: wait {key} for {name!r} never "
                 "completed", key=key)
-        try:
-            signal = await self.store.next_signal(self.session_id, name)
-        except StoreError as e:
-            raise SessionInterrupted(str(e), cause=e) from None
-        if signal is not None:
-            await self._write(StepRecord(key=key, kind="wait", target=target,
-                                         status="completed", result=signal.payload),
+        while True:
+            try:
+                signal = await self.store.next_signal(self.session_id, name)
+            except StoreError as e:
+                raise SessionInterrupted(str(e), cause=e) from None
+            if signal is None:
+                break
+            refused = _refusal(accept, signal.payload)
+            if refused is None:
+                await self._write(StepRecord(key=key, kind="wait", target=target,
+                                             status="completed", result=signal.payload),
+                                  consume_signal=signal.seq)
+                return signal.payload
+            # Consumed with the wait's own record written again as it was (so both land,
+            # or neither): the wait goes on.
+            await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
+                                         result=encode_json({"deadline": deadline})),
                               consume_signal=signal.seq)
-            return signal.payload
+            log.warning("session %r refused signal %r (sent at %s): its payload is not what "
+                        "the wait takes: %s; the session still waits for a valid one",
+                        self.session_id, name, _when(signal.at), refused)
         if deadline is not None and self.clock() >= deadline:
             err = WaitTimeout(f"session {self.session_id!r} waited for signal {name!r} past "
                               f"its timeout of {timeout if timeout is not None else '?'}s "
@@ -391,6 +412,21 @@ class JournaledExecutor:
             await self._fail(key, "wait", target, None, None, err)
             raise err
         raise Parked(wake_at=deadline, wait_name=name)
+
+
+def _refusal(accept: Callable[[str], object] | None, payload: str) -> str | None:
+    """Why ``accept`` refuses ``payload`` (one line), ``None`` if it takes it."""
+    if accept is None:
+        return None
+    try:
+        accept(payload)
+    except ValidationError as e:
+        return readable_validation_error(e)
+    return None
+
+
+def _when(at: float) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 __all__ = ["JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism", "StepExecutor",

@@ -41,9 +41,8 @@ from convoy._errors import (
     UserError,
     error_to_record,
 )
-from convoy._text import storable_json
+from convoy._text import readable_validation_error, storable_json
 from convoy.cost._pricing import PriceTable
-from convoy.definitions._tools import readable_validation_error
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted

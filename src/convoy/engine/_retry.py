@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._errors import UserError
-from convoy.definitions._tools import readable_validation_error
+from convoy._text import readable_validation_error
 from convoy.engine._results import SessionResult
 from convoy.engine._tenancy import lookup_id, no_session
 from convoy.stores._protocol import NewSession, SessionFilter, SessionRow, SessionStatus, Store

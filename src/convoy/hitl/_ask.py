@@ -11,7 +11,7 @@ from pydantic_core import to_json
 
 from convoy._adapters import adapter_for, schema_for
 from convoy._errors import HumanTimeout, UserError
-from convoy.definitions._tools import readable_validation_error
+from convoy._text import readable_validation_error
 from convoy.hitl._decide import TaskSpec, decide
 from convoy.hitl._task import OnDeadline, type_name
 

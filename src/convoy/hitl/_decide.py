@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._errors import StateConflict, WaitTimeout
-from convoy.definitions._tools import readable_validation_error
+from convoy._text import readable_validation_error
 from convoy.hitl._task import (
     ACTIONS,
     DEADLINE,

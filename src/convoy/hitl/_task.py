@@ -17,8 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from convoy._errors import JournalError, UserError
-from convoy._text import check_name
-from convoy.definitions._tools import readable_validation_error
+from convoy._text import check_name, readable_validation_error
 
 #: The namespace of every tenant's human tasks. Names starting ``convoy.`` are reserved:
 #: workflow code, tools, ``engine.state`` and ``convoy state set`` cannot write them.

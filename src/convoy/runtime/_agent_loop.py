@@ -36,9 +36,10 @@ from convoy._errors import (
     ToolError,
     UserError,
 )
+from convoy._text import readable_validation_error
 from convoy.definitions._agent import Agent, AgentLinks, render_input
 from convoy.definitions._calls import InvalidCall, check_call
-from convoy.definitions._tools import ToolContext, readable_validation_error
+from convoy.definitions._tools import ToolContext
 from convoy.durability._executor import fingerprint
 from convoy.hitl._approve import approve_then_call
 from convoy.hitl._escalate import Leg, escalated, escalates, reviews

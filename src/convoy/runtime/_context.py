@@ -170,9 +170,11 @@ class Context:
 
         The session parks while it waits (status ``waiting``); a signal sent before the
         wait is kept and consumed by it. Each signal is consumed by one wait. Past
-        ``timeout`` seconds the wait raises :class:`~convoy.WaitTimeout`. A payload that
-        ``type`` does not validate fails the session (a ``ValidationError``): the sender
-        is not told when it sends it.
+        ``timeout`` seconds the wait raises :class:`~convoy.WaitTimeout`. A signal whose
+        payload ``type`` does not validate is refused: consumed without ending the wait,
+        with a warning logged (``convoy`` logger) that says why; the wait goes on for the
+        next signal. (The sender is not told when it sends it: ``engine.signal`` does not
+        know the type a session waits for.)
         """
         if not name:
             raise UserError("ctx.wait_for needs a signal name")
@@ -184,10 +186,12 @@ class Context:
             raise UserError(f"ctx.wait_for timeout must be >= 0, got {timeout}")
         key = self.next_key()
         self.session.count_step(key)
-        payload = await self.session.executor.wait_for(key, name, timeout)
         if type is None:
-            return decode_json(payload)
-        return adapter_for(type).validate_json(payload)
+            return decode_json(await self.session.executor.wait_for(key, name, timeout))
+        adapter = adapter_for(type)
+        payload = await self.session.executor.wait_for(key, name, timeout,
+                                                       accept=adapter.validate_json)
+        return adapter.validate_json(payload)
 
 
     # -- people ----------------------------------------------------------------------------

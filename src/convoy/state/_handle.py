@@ -12,8 +12,7 @@ from pydantic_core import from_json
 
 from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, UserError
-from convoy._text import check_name, storable_json
-from convoy.definitions._tools import readable_validation_error
+from convoy._text import check_name, readable_validation_error, storable_json
 from convoy.state._access import StateAccess
 from convoy.state._values import StateVersion, Versioned
 from convoy.stores._protocol import StateEntry
