@@ -359,7 +359,8 @@ def test_worker_wakes_a_session_whose_timer_is_due(monkeypatch: pytest.MonkeyPat
     assert summary(not_due.stdout, "sessions run") == "0"
     assert summary(not_due.stdout, "waiting (timer or signal)") == "1"
     clock.advance(0.1)
-    res = cli("worker", "cli_flows", "--until-idle", "--poll-interval", "0.05")
+    # --import names the module as 'convoy resume --import' does (or as an argument)
+    res = cli("worker", "--import", "cli_flows", "--until-idle", "--poll-interval", "0.05")
     assert res.code == 0, res.stderr
     assert "left unfinished: none" in res.stdout
     assert session(sid).output == '"rested"'
@@ -380,6 +381,7 @@ def test_signal_errors_are_one_line() -> None:
 def test_worker_usage_errors() -> None:
     one_line_error(cli("worker", "no_such_mod"), 2, "cannot import module 'no_such_mod'")
     one_line_error(cli("worker", "json"), 2, "define(s) no workflow")
+    one_line_error(cli("worker"), 2, "name the modules that define the workflows to serve")
     # a bad --db is refused before the modules are imported (their import code not run)
     one_line_error(cli("worker", "cli_import_side_effect", "--db", "no/such/dir/c.db"), 2,
                    "of --db 'no/such/dir/c.db' does not exist")

@@ -76,9 +76,14 @@ def workflows_in(modules: list[ModuleType]) -> list[Workflow[Any, Any]]:
 
 
 def worker(
-    modules: Annotated[list[str], typer.Argument(
-        metavar="MODULE...", help="Modules that define the workflows to serve, e.g. "
-        "'myapp.flows' (importable from the current directory or PYTHONPATH).")],
+    modules: Annotated[list[str] | None, typer.Argument(
+        metavar="MODULE...", show_default=False,
+        help="Modules that define the workflows to serve, e.g. 'myapp.flows' (importable "
+             "from the current directory or PYTHONPATH).")] = None,
+    imports: Annotated[list[str] | None, typer.Option(
+        "--import", metavar="MODULE",
+        help="A module to serve, as an argument names one (as 'convoy resume --import' "
+             "takes it). Repeatable.")] = None,
     until_idle: Annotated[bool, typer.Option(
         "--until-idle", help="Return once no session of these workflows can run any more "
         "(left: those waiting for a signal).")] = False,
@@ -113,6 +118,10 @@ def worker(
     """
     with stop_signals() as stop:  # first: from now on a signal stops the worker cleanly
         scope = tenant_scope(tenant, all_tenants)
+        modules = [*(modules or ()), *(imports or ())]
+        if not modules:
+            fail("name the modules that define the workflows to serve: 'convoy worker "
+                 "myapp.flows' (or --import myapp.flows)")
         check_db_path(db, create=True)  # before the modules' import code runs
         workflows = workflows_in(import_modules(modules))
         if not workflows:
