@@ -140,7 +140,7 @@ def test_unknown_module_is_a_usage_error() -> None:
                    "cannot import module 'no_such_module'")
     res = cli("run", "cli_flows:nothing", "-i", "in.jsonl")
     assert res.code == 2
-    assert "has no attribute 'nothing'; workflows it defines: approval, charge, handle, " \
+    assert "has no attribute 'nothing'; workflows it defines: approval, charge, handle, held, " \
         "locker, nap, shout" in res.stderr
 
 
@@ -614,6 +614,37 @@ def test_worker_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Bac
     assert res.code == code, res.stderr
     assert "stopped after 0 session runs" in res.stderr, res
     assert "Traceback" not in res.stderr + res.stdout
+
+
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Background],
+                                                sig: int, sigint: str, code: int,
+                                                tmp_path: Path) -> None:
+    """A batch job stopped by its scheduler (SIGTERM) or Ctrl-C, also as a background job
+    that inherited SIGINT ignored: the sessions are saved, not left to a lease to lapse,
+    one line says how to finish them, and 'convoy resume' does."""
+    write_jsonl(tmp_path / "in.jsonl", ['"a"'])
+    (tmp_path / "hold").touch()
+    run = background("run", "cli_flows:held", "-i", "in.jsonl", "--db", "c.db", sigint=sigint)
+    run.wait_for_line("holding a")
+    res = run.stop(sig)
+    assert res.code == code, res.stderr
+    assert "interrupted: unfinished sessions are saved" in res.stderr, res
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    [row] = sessions(tmp_path / "c.db")
+    assert row.status != "completed"
+    # 'convoy resume' stops alike (a cron job's resume, stopped by its scheduler)
+    again = background("resume", "--db", "c.db", "--import", "cli_flows", sigint=sigint)
+    again.wait_for_line("holding a")
+    res = again.stop(sig)
+    assert res.code == code, res.stderr
+    assert "interrupted: run 'convoy resume' again to finish" in res.stderr, res
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    (tmp_path / "hold").unlink()
+    done = cli("resume", "--db", "c.db", "--import", "cli_flows")
+    assert done.code == 0, done.stderr
+    [row] = sessions(tmp_path / "c.db")
+    assert row.status == "completed" and row.output == '"a done"'
 
 
 def test_worker_stops_cleanly_on_a_signal_while_it_starts(

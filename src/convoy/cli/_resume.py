@@ -18,12 +18,12 @@ from convoy.cli._common import (
     TenantOption,
     TraceOption,
     build_engine,
+    convoy_errors,
     err,
     import_modules,
     label,
     out,
     require_convoy_store,
-    run_async,
     tenant_scope,
     tracing,
     warn_lost_spans,
@@ -31,6 +31,7 @@ from convoy.cli._common import (
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
 from convoy.cli._stats import RunStats
+from convoy.cli._stop import Stopped, stop_signals
 
 
 def resume(
@@ -56,20 +57,22 @@ def resume(
     tenant with --all-tenants (the operator's restart after a crash).
 
     Exit code 0 when the resume happened, 1 when a store error stopped it, 2 on usage
-    errors.
+    errors, 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM.
 
     Example: `convoy resume --db convoy.db --concurrency 32 --import myapp.flows`
     """
-    scope = tenant_scope(tenant, all_tenants)
-    import_modules(imports)
-    require_convoy_store(db, nothing="resume")
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
-                          interceptors=tracing(trace))
-    try:
-        resumed = run_async(_resume(engine, scope))
-    except KeyboardInterrupt:
-        err.print("interrupted: run 'convoy resume' again to finish", markup=False)
-        raise typer.Exit(INTERRUPTED) from None
+    with stop_signals() as stop:  # first: SIGINT and SIGTERM stop it as Ctrl-C does
+        scope = tenant_scope(tenant, all_tenants)
+        import_modules(imports)
+        require_convoy_store(db, nothing="resume")
+        engine = build_engine(db, concurrency=concurrency, model=model,
+                              busy_timeout=busy_timeout, interceptors=tracing(trace))
+        try:
+            with convoy_errors():
+                resumed = stop.run(_resume(engine, scope))
+        except (Stopped, KeyboardInterrupt) as e:
+            err.print("interrupted: run 'convoy resume' again to finish", markup=False)
+            raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     if resumed is None:
         out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"
                   f"{scope.hint}", markup=False)

@@ -22,7 +22,6 @@ from convoy.cli._common import (
     err,
     label,
     out,
-    run_async,
     tenant_option,
     tracing,
     warn_lost_spans,
@@ -38,6 +37,7 @@ from convoy.cli._render import (
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason
+from convoy.cli._stop import Stopped, stop_signals
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
 
@@ -94,28 +94,33 @@ def run(
     1 when a store error stopped it (its sessions stay unfinished: run the command again),
     or with --strict when an input did not complete or a line was skipped; 2 on usage
     errors (a bad option, workflow, input file or --db path); 130 when interrupted
-    (Ctrl-C: run the same command again to finish).
+    (Ctrl-C), 143 when stopped by SIGTERM: run the same command again to finish.
 
     Example: `convoy run examples.support_desk.workflow:handle_ticket -i tickets.jsonl`
     """
-    workflows_from_cwd()
-    with convoy_errors():
-        wf = load_workflow(workflow)
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
-                          interceptors=tracing(trace))
-    with convoy_errors():
-        batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)
-    for bad in batch.invalid:
-        err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
-                  style="yellow", soft_wrap=True)
-    if not batch.valid and not batch.invalid and not batch.identical:
-        err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
-    try:
-        stats = run_async(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input, subject))
-    except KeyboardInterrupt:
-        err.print("interrupted: unfinished sessions are saved; run the same command again "
-                  "(or 'convoy resume') to finish them", markup=False)
-        raise typer.Exit(INTERRUPTED) from None
+    # First: from now on SIGINT (also one a background job inherited ignored) and SIGTERM
+    # (a scheduler's stop) end the run as Ctrl-C does, its sessions saved.
+    with stop_signals() as stop:
+        workflows_from_cwd()
+        with convoy_errors():
+            wf = load_workflow(workflow)
+        engine = build_engine(db, concurrency=concurrency, model=model,
+                              busy_timeout=busy_timeout, interceptors=tracing(trace))
+        with convoy_errors():
+            batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)
+        for bad in batch.invalid:
+            err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
+                      style="yellow", soft_wrap=True)
+        if not batch.valid and not batch.invalid and not batch.identical:
+            err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
+        try:
+            with convoy_errors():
+                stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
+                                      subject))
+        except (Stopped, KeyboardInterrupt) as e:
+            err.print("interrupted: unfinished sessions are saved; run the same command "
+                      "again (or 'convoy resume') to finish them", markup=False)
+            raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
                             batch.invalid, batch.identical))
     print_failures(out, stats)
