@@ -177,6 +177,29 @@ def gives_up(service: str) -> int:
     raise TimeoutError(f"{service} did not answer")
 
 
+class CrmTimeout(TimeoutError):
+    """A client library's own timeout: a subclass of ``TimeoutError``."""
+
+
+class NotReallyATimeout(Exception):
+    """An unrelated class that only shares the built-in's name."""
+
+
+NotReallyATimeout.__name__ = NotReallyATimeout.__qualname__ = "TimeoutError"
+
+
+@convoy.tool(sandbox=TIGHT)
+def crm_gives_up(service: str) -> int:
+    """Raises a subclass of ``TimeoutError``."""
+    raise CrmTimeout(f"{service} did not answer")
+
+
+@convoy.tool(sandbox=TIGHT)
+def named_like_a_timeout(service: str) -> int:
+    """Raises a class named ``TimeoutError`` that is not one."""
+    raise NotReallyATimeout(f"{service} said no")
+
+
 @convoy.tool(sandbox=convoy.Sandbox(cpu_seconds=5, wall_seconds=0.5))
 def slow_nap() -> str:
     """Sleeps far past its wall-clock limit (it uses no CPU)."""

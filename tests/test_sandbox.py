@@ -122,6 +122,12 @@ async def test_a_tool_that_times_out_in_the_sandbox_times_out_as_outside_it() ->
     with pytest.raises(convoy.ToolError, match="raised TimeoutError: crm did not") as info:
         await call(outside, {"service": "crm"})
     assert info.value.retryable and info.value.timeout
+    # What counts is the class, not its name: a subclass is a timeout, a namesake is not.
+    for t, timeout in ((T.crm_gives_up, True), (T.named_like_a_timeout, False)):
+        for tool in (t, convoy.tool(t.fn, name=f"{t.name}_outside")):
+            with pytest.raises(convoy.ToolError) as info:
+                await call(tool, {"service": "crm"})
+            assert (info.value.retryable, info.value.timeout) == (timeout, timeout), tool.name
 
 
 async def test_json_deps_cross_into_the_sandbox() -> None:

@@ -296,7 +296,11 @@ def main() -> None:
         from convoy._errors import error_to_record
 
         stop = _stop_of(e, prison)
-        answer = {"error": error_to_record(e), "stop": stop}
+        # What only this side can tell from the class itself (a subclass of TimeoutError
+        # is a timeout; a class named so is not): the kind of fault, as outside a sandbox.
+        fault = "timeout" if isinstance(e, TimeoutError) else \
+            "connection" if isinstance(e, ConnectionError) else None
+        answer = {"error": error_to_record(e), "stop": stop, "fault": fault}
     if os.getpid() != me:
         os._exit(0)
     _send(out, answer)

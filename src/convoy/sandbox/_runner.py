@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import builtins
 import contextlib
 import itertools
 import json
@@ -374,11 +373,12 @@ def _failed(name: str, sandbox: Sandbox, answer: dict[str, Any]) -> ToolError:
         return _stopped(name, sandbox, stop[0], str(stop[1])[:_MAX_TEXT])
     rec = answer["error"] if isinstance(answer["error"], dict) else {}
     kind, message = str(rec.get("type", "Exception")), str(rec.get("message", ""))
-    builtin = getattr(builtins, kind, None)
-    cls = builtin if isinstance(builtin, type) else None
+    # The kind of fault the process saw in the class (a TimeoutError or a subclass of it:
+    # retryable and a timeout; a ConnectionError: retryable), as outside a sandbox. The
+    # tool could as well raise one, so trusting what it says costs nothing.
+    fault = answer.get("fault")
     return ToolError(f"tool {name!r} raised {kind[:100]}: {message[:_MAX_TEXT]}",
-                     retryable=cls is not None and issubclass(cls, TimeoutError | ConnectionError),
-                     timeout=cls is not None and issubclass(cls, TimeoutError))  # as outside
+                     retryable=fault in ("timeout", "connection"), timeout=fault == "timeout")
 
 
 async def _died(name: str, proc: _Process, sandbox: Sandbox,
