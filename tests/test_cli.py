@@ -366,6 +366,25 @@ def test_worker_wakes_a_session_whose_timer_is_due(monkeypatch: pytest.MonkeyPat
     assert session(sid).output == '"rested"'
 
 
+def test_a_signal_the_wait_refuses_is_one_warning_line_and_the_session_waits(
+        workdir: Path) -> None:  # noqa: F811
+    """The real command: 'convoy resume' says on stderr, in one 'warning:' line, that the
+    session refused the signal, and the session still waits for a valid one."""
+    run_ok(lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = session_ids()
+    assert cli("signal", sid, "approve", "--payload", '"maybe"').code == 0
+    res = subprocess_cli(workdir, "resume", "--import", "cli_flows")
+    assert res.returncode == 0, res.stderr
+    [line] = [x for x in res.stderr.splitlines() if "refused" in x]
+    assert line.startswith(f"warning: session '{sid}' refused signal 'approve' (sent at ")
+    assert line.endswith("1 error (bool_parsing); the session still waits for a valid one")
+    assert "maybe" not in res.stderr
+    assert session(sid).status == "waiting"
+    assert cli("signal", sid, "approve", "--payload", "true").code == 0
+    assert cli("resume", "--import", "cli_flows").code == 0
+    assert session(sid).output == '"order 1: approved"'
+
+
 def test_signal_errors_are_one_line() -> None:
     run_ok(lines=['"order 1"'], flow="cli_flows:approval")
     (sid,) = session_ids()

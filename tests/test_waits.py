@@ -210,9 +210,24 @@ async def test_an_invalid_signal_payload_is_refused_and_the_wait_goes_on(
         assert res.status == "waiting"
         [warning] = [r for r in caplog.records if "refused" in r.getMessage()]
         message = warning.getMessage()
-        assert "session 'w'" in message and "'approval'" in message
-        assert "approved" in message and "still waits" in message
-        assert "\n" not in message
+        assert "session 'w' refused signal 'approval'" in message
+        assert "2 errors (bool_parsing, missing)" in message and "still waits" in message
+        assert "perhaps" not in message
+        caplog.clear()
+        # A hostile payload: keys that are personal data or forge a log line, a union's
+        # tag, thousands of errors. The line says how many errors of which kinds, on one
+        # line, bounded, and holds nothing of the payload.
+        hostile = {"approved": "alice@example.com", "by": ["x\nERROR forged\x1b[31m"],
+                   **{f"k{i}\u202e": i for i in range(3000)}}
+        await eng.signal("w", "approval", hostile)
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            [res] = await eng.resume()
+        assert res.status == "waiting"
+        [warning] = [r for r in caplog.records if "refused" in r.getMessage()]
+        message = warning.getMessage()
+        assert "2 errors (bool_parsing, string_type)" in message, message
+        assert len(message) < 300 and "\n" not in message and "\x1b" not in message
+        assert "alice" not in message and "forged" not in message and "k1" not in message
         row = await eng.store.get_session("w")
         assert row is not None and row.status == "waiting" and row.wait_name == "approval"
         assert await eng.store.next_signal("w", "approval") is None  # consumed

@@ -4,9 +4,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from convoy._interrupt import INTERRUPTED_LINE
+from convoy._text import escaped
 from convoy.cli._app import app
 
 
@@ -18,6 +20,7 @@ def main() -> None:
     else (while it starts, or where Typer turns the interrupt into a silent exit 130)
     says ``interrupted``.
     """
+    _show_warnings()
     try:
         app(prog_name="convoy")
     except KeyboardInterrupt:
@@ -28,6 +31,26 @@ def main() -> None:
                 isinstance(exit_.__cause__, KeyboardInterrupt):
             _interrupted()
         raise
+
+
+class _Lines(logging.Formatter):
+    """``warning: MESSAGE``, as the commands write their own warnings and errors."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"{record.levelname.lower()}: {escaped(record.getMessage())}"
+
+
+def _show_warnings() -> None:
+    """Write what the ``convoy`` logger warns of (a refused signal, a lost export, an
+    alert) to stderr as one ``warning: ...`` line each, unless the application configured
+    that logger itself. (Python's fallback wrote the bare message.)"""
+    logger = logging.getLogger("convoy")
+    if logger.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(_Lines())
+    logger.addHandler(handler)
 
 
 def _interrupted() -> None:

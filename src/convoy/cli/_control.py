@@ -51,6 +51,9 @@ def signal(
 ) -> None:
     """Send a signal to a session: it wakes the session if it waits for it, or is kept
     for its next wait. A 'convoy worker' runs the woken session (or 'convoy resume').
+    A payload the wait's type does not take (say "maybe" for a yes/no) is consumed
+    without ending the wait: the command that runs the session warns of it, and the
+    session waits on for a valid signal.
 
     An escalated session is answered with the signal 'convoy.escalation' and a payload
     '{"action": "retry"}' (run the step again), '{"action": "complete", "result": ...}'

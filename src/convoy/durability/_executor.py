@@ -41,7 +41,7 @@ from convoy._errors import (
     error_from_record,
     error_to_record,
 )
-from convoy._text import readable_validation_error
+from convoy._text import escaped
 from convoy.durability._signals import Parked, SessionInterrupted
 from convoy.stores._protocol import SEALED_PREFIX, StepRecord
 
@@ -402,9 +402,10 @@ class JournaledExecutor:
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
                                          result=encode_json({"deadline": deadline})),
                               consume_signal=signal.seq)
-            log.warning("session %r refused signal %r (sent at %s): its payload is not what "
-                        "the wait takes: %s; the session still waits for a valid one",
-                        self.session_id, name, _when(signal.at), refused)
+            log.warning("session %s refused signal %s (sent at %s): its payload does not "
+                        "validate as the wait's type: %s; the session still waits for a "
+                        "valid one", _shown(self.session_id), _shown(name), _when(signal.at),
+                        refused)
         if deadline is not None and self.clock() >= deadline:
             err = WaitTimeout(f"session {self.session_id!r} waited for signal {name!r} past "
                               f"its timeout of {timeout if timeout is not None else '?'}s "
@@ -415,14 +416,28 @@ class JournaledExecutor:
 
 
 def _refusal(accept: Callable[[str], object] | None, payload: str) -> str | None:
-    """Why ``accept`` refuses ``payload`` (one line), ``None`` if it takes it."""
+    """Why ``accept`` refuses ``payload``, ``None`` if it takes it: how many errors, of
+    which kinds (Pydantic's error types, such as ``bool_parsing`` or ``missing``). Not
+    where, nor Pydantic's messages: a location can be one of the payload's keys, and a
+    message can quote its values (an e-mail address as a key, a union's tag), which a log
+    line must not hold; the kinds are names of the code. One short line, however large
+    the payload."""
     if accept is None:
         return None
     try:
         accept(payload)
     except ValidationError as e:
-        return readable_validation_error(e)
+        kinds = list(dict.fromkeys(err["type"] for err in e.errors(include_url=False)))
+        shown = ", ".join(escaped(k[:40]) for k in kinds[:5])
+        more = f" and {len(kinds) - 5} more" if len(kinds) > 5 else ""
+        n = e.error_count()
+        return f"{n} error{'s' if n != 1 else ''} ({shown}{more})"
     return None
+
+
+def _shown(name: str) -> str:
+    """A name in a log line: quoted, escaped (never obeyed by a terminal)."""
+    return f"'{escaped(name)}'"
 
 
 def _when(at: float) -> str:
