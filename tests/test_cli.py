@@ -118,6 +118,17 @@ def test_bad_lines_are_reported_and_skipped() -> None:
     assert session_ids() == sorted(ids_of(GOOD))
 
 
+def test_lines_nested_too_deep_are_skipped_in_one_line() -> None:
+    deep = "[" * 300 + "]" * 300
+    write_jsonl(Path("in.jsonl"), ['"hello"', deep, "[" * 5000 + "]" * 5000])  # raw lines
+    res = cli("run", "cli_flows:shout", "-i", "in.jsonl")
+    assert res.code == 0, res.stderr
+    for line in (2, 3):
+        assert f"line {line}: arrays and objects nest more than 200 levels deep" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert summary(res.stdout, "completed") == "1"
+
+
 def test_str_input_workflow_validation() -> None:
     write_jsonl(Path("in.jsonl"), ['"hello"', "42", '"world"'])  # raw lines
     res = cli("run", "cli_flows:shout", "-i", "in.jsonl")
@@ -390,6 +401,14 @@ def test_signal_errors_are_one_line() -> None:
     (sid,) = session_ids()
     one_line_error(cli("signal", sid, "approve", "--payload", "{yes"), 2,
                    "--payload is not JSON")
+    # nested past what the store keeps (past what Python's decoder reads, too), NaN
+    for depth in (300, 5000):
+        one_line_error(cli("signal", sid, "approve", "--payload", "[" * depth + "]" * depth),
+                       2, "--payload: arrays and objects nest more than 200 levels deep")
+    one_line_error(cli("signal", sid, "approve", "--payload", "NaN"), 2,
+                   "--payload is not JSON: NaN and infinite numbers are not JSON")
+    one_line_error(cli("signal", sid, "approve", "--payload", "1e999"), 2,
+                   "--payload is not JSON: NaN and infinite numbers are not JSON")
     one_line_error(cli("signal", "nope", "approve"), 2, "no session 'nope'")
     one_line_error(cli("cancel", "nope"), 2, "no session 'nope'")
     assert "'convoy sessions list' shows the ids" in cli("cancel", "nope").stderr

@@ -333,3 +333,27 @@ async def test_serve_until_idle_waits_for_a_signals_timeout_due_soon(db: str | P
         soon, later = await eng.store.get_session("soon"), await eng.store.get_session("later")
     assert soon is not None and soon.status == "completed" and soon.output == '"timed out"'
     assert later is not None and later.status == "waiting"
+
+
+async def test_a_payload_or_input_nested_too_deep_is_refused_in_one_line(
+        db: str | Path) -> None:
+    """Past what the JSON encoder writes (255 levels), a value to store is one clear
+    error naming it, not the encoder's; nothing is stored."""
+    deep: Any = []
+    for _ in range(300):
+        deep = [deep]
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        await eng.run(approval_flow, 1, session_id="w")
+        with pytest.raises(convoy.UserError, match=r"^the payload of signal 'approval': "
+                           "arrays and objects nest more than 200 levels deep"):
+            await eng.signal("w", "approval", deep)
+        assert await eng.store.next_signal("w", "approval") is None
+        with pytest.raises(convoy.UserError, match="^input: arrays and objects nest"):
+            await eng.run(lax_any_flow, deep, session_id="deep")
+        assert await eng.store.get_session("deep") is None
+
+
+@convoy.workflow(name="lax_any")
+async def lax_any_flow(ctx: convoy.Context, value: Any) -> str:
+    return "ran"

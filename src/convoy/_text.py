@@ -73,9 +73,36 @@ def surrogate_problem(char: str) -> str:
             "write the character itself, or both halves of its pair")
 
 
+#: How deep arrays and objects of a value to store may nest (the JSON encoder stops at
+#: 255 levels; a stored value is sometimes wrapped in a few more).
+MAX_DEPTH = 200
+#: Why a value nested deeper than :data:`MAX_DEPTH` is refused, and what to do.
+TOO_DEEP = (f"arrays and objects nest more than {MAX_DEPTH} levels deep, more than "
+            "Convoy stores; flatten the value")
+
+
+def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether decoded JSON ``value`` nests arrays and objects more than ``limit`` deep
+    (without recursion: any depth is measured)."""
+    level: list[Any] = [value]
+    depth = 0
+    while level:
+        inner = [v for x in level if isinstance(x, dict | list | tuple)
+                 for v in (x.values() if isinstance(x, dict) else x)]
+        if not inner and not any(isinstance(x, dict | list | tuple) for x in level):
+            return False
+        depth += 1
+        if depth > limit:
+            return True
+        level = inner
+    return False
+
+
 def check_storable(value: Any, what: str) -> Any:
-    """``value`` (decoded JSON) if it holds no lone surrogate, else
-    :class:`~convoy.UserError` (``what``: what the value is, e.g. ``"--payload"``)."""
+    """``value`` (decoded JSON) if it holds no lone surrogate and does not nest too deep,
+    else :class:`~convoy.UserError` (``what``: what the value is, e.g. ``"--payload"``)."""
+    if too_deep(value):
+        raise UserError(f"{what}: {TOO_DEEP}")
     char = lone_surrogate(value)
     if char is not None:
         raise UserError(f"{what}: {surrogate_problem(char)}")
@@ -90,6 +117,8 @@ def storable_json(value: Any, what: str,
     try:
         return dump(value)
     except PydanticSerializationError as e:
+        if "serialization depth exceeded" in str(e):
+            raise UserError(f"{what}: {TOO_DEEP}") from None
         if "surrogates not allowed" not in str(e):
             raise
         m = re.search(r"\\u(d[89a-f][0-9a-f]{2})", str(e), re.IGNORECASE)
@@ -123,7 +152,17 @@ def readable_validation_error(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
-__all__ = ["blank", "check_name", "check_storable", "escaped", "lone_surrogate",
-           "readable_validation_error", "storable_json",
-           "surrogate_problem"]
+__all__ = [
+    "MAX_DEPTH",
+    "TOO_DEEP",
+    "blank",
+    "check_name",
+    "check_storable",
+    "escaped",
+    "lone_surrogate",
+    "readable_validation_error",
+    "storable_json",
+    "surrogate_problem",
+    "too_deep",
+]
 

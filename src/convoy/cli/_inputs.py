@@ -30,7 +30,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from convoy import UserError, Workflow
-from convoy._text import lone_surrogate, readable_validation_error, surrogate_problem
+from convoy._text import (
+    TOO_DEEP,
+    lone_surrogate,
+    readable_validation_error,
+    surrogate_problem,
+    too_deep,
+)
 from convoy.engine._tenancy import DEFAULT_TENANT, check_session_id
 
 
@@ -158,6 +164,10 @@ def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
         obj = json.loads(text)
     except json.JSONDecodeError as e:
         return f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
+    except RecursionError:  # (deeper than the decoder goes)
+        return TOO_DEEP
+    if too_deep(obj):
+        return TOO_DEEP
     char = lone_surrogate(obj)
     if char is not None:
         return surrogate_problem(char)

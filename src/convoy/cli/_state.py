@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import replace
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -46,17 +45,6 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
 
 def _decode(text: str) -> Any:
     return json.loads(text)
-
-
-def _not_json(token: str) -> NoReturn:
-    raise ValueError(token)  # NaN, Infinity, -Infinity: Python's json reads them
-
-
-def _finite(token: str) -> float:
-    number = float(token)
-    if not math.isfinite(number):  # 1e999
-        raise ValueError(token)
-    return number
 
 
 def _writer(e: StateEntry) -> str:
@@ -132,14 +120,6 @@ def set_(namespace: NamespaceArg, key: KeyArg,
         check_name(key, "state key")
     except UserError as e:
         fail(str(e))
-    try:
-        json.loads(value, parse_constant=_not_json, parse_float=_finite)
-    except json.JSONDecodeError as e:
-        fail(f"the value is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
-             """(quote strings: '"text"')""")
-    except ValueError:
-        fail("the value is not JSON: NaN and infinite numbers are not JSON (readers could "
-             """not parse it); write null or a string such as '"NaN"' instead""")
     json_value(value, "the value")
     check_db_path(db, create=True)
     expected, res = run_async(_set(db, busy_timeout, StateWrite(
