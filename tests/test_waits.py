@@ -349,7 +349,7 @@ async def test_a_payload_or_input_nested_too_deep_is_refused_in_one_line(
                            "arrays and objects nest more than 200 levels deep"):
             await eng.signal("w", "approval", deep)
         assert await eng.store.next_signal("w", "approval") is None
-        with pytest.raises(convoy.UserError, match="^input: arrays and objects nest"):
+        with pytest.raises(convoy.UserError, match=r"^input: arrays and objects nest"):
             await eng.run(lax_any_flow, deep, session_id="deep")
         assert await eng.store.get_session("deep") is None
 
