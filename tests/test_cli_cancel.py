@@ -58,6 +58,12 @@ def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
     shown = cli("sessions", "show", sid)
     assert shown.code == 0, shown.stderr
     assert re.search(r"cancel requested\s+at \d{4}-\d\d-\d\d", shown.stdout), shown.stdout
+    # What happens next, as it is: its engine ends it (not "'convoy resume' finishes it",
+    # which leaves a session a live engine runs alone).
+    said = " ".join(shown.stdout.split())
+    assert "running on engine elsewhere:1:e1, which ends it cancelled at its next lease " \
+        "renewal" in said, said
+    assert "finishes it" not in said
     as_json = json.loads(cli("sessions", "show", sid, "--json").stdout)
     assert isinstance(as_json["cancel_requested"], float)
 
@@ -65,6 +71,11 @@ def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
 def test_sessions_show_says_no_cancel_request_for_a_session_without_one() -> None:
     run_ok()
     sid = ids_of(GOOD)[0]
+    tamper("UPDATE sessions SET status='running', output=NULL, finished=NULL, "
+           "owner='elsewhere:1:e1', lease_until=? WHERE id=?", time.time() + 30, sid)
+    said = " ".join(cli("sessions", "show", sid).stdout.split())
+    assert "running on engine elsewhere:1:e1; if that engine stops, its lease lapses and " \
+        "the next 'convoy worker' or 'convoy resume' continues it from its journal" in said
     assert "cancel requested" not in cli("sessions", "show", sid).stdout
     assert json.loads(cli("sessions", "show", sid, "--json").stdout)["cancel_requested"] is None
 

@@ -421,6 +421,17 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     elif row.status == "waiting":
         console.print("waiting for its timer: a 'convoy worker' (or 'convoy resume' once it "
                       "is due) continues it", markup=False)
+    elif row.status == "running" and row.owner is not None and \
+            row.lease_until is not None and row.lease_until >= now:
+        owner = escaped(row.owner)
+        console.print(f"running on engine {owner}, which ends it cancelled at its next lease "
+                      "renewal" if cancel_requested is not None else
+                      f"running on engine {owner}; if that engine stops, its lease lapses and "
+                      "the next 'convoy worker' or 'convoy resume' continues it from its "
+                      "journal", markup=False)
+    elif row.unfinished and cancel_requested is not None:
+        console.print("a cancel is requested: the next 'convoy worker' or 'convoy resume' "
+                      "ends it cancelled", markup=False)
     elif row.unfinished:
         console.print("not finished yet; 'convoy resume' (or re-running the same "
                       "'convoy run') finishes it", markup=False)
