@@ -300,6 +300,17 @@ async def test_a_schema_of_another_application_is_refused_and_left_as_it_was(
     res = await asyncio.to_thread(cli, "sessions", "list", "--db", f"{url}?schema=public")
     one_line_error(res, 2, "holds no Convoy store")
     assert tables("public") == ["sessions"]
+    # Another application's table named meta (not Convoy's columns), a composite type
+    # named sessions: refused alike, not "column value does not exist" (exit 1).
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE SCHEMA kv; CREATE TABLE kv.meta(k TEXT, v TEXT)")
+        conn.execute("CREATE SCHEMA typed; CREATE TYPE typed.sessions AS (a INT)")
+    for schema, named in (("kv", "'meta'"), ("typed", "'sessions'")):
+        with pytest.raises(NoStoreError, match=f"it has tables of its own: {named}"):
+            await PostgresStore(f"{url}?schema={schema}").open()
+        res = await asyncio.to_thread(cli, "db", "migrate", "--db", f"{url}?schema={schema}")
+        one_line_error(res, 2, "holds no Convoy store")
+    assert tables("kv") == ["meta"] and tables("typed") == []
     fresh = PostgresStore(f"{url}?schema=empty")
     await fresh.open()
     await fresh.aclose()

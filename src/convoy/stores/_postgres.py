@@ -255,12 +255,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             await conn.close()
 
     async def _refuse_foreign(self, conn: Conn) -> None:
-        """Refuse a schema that holds no Convoy store but tables (or views) of its own:
-        another application's (``?schema=public`` of its database). Convoy's tables are
-        never added to it; an empty schema becomes the store."""
+        """Refuse a schema that holds no Convoy store but tables (views, sequences,
+        composite types) of its own: another application's (``?schema=public`` of its
+        database). Convoy's tables are never added to it; an empty schema becomes the
+        store."""
         cur = await conn.execute(
             "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f') "
+            "WHERE n.nspname = %s AND c.relkind IN ('r', 'p', 'v', 'm', 'f', 'c', 'S') "
             "ORDER BY c.relname", (self.schema,))
         tables = [r[0] for r in await cur.fetchall()]
         if tables:
@@ -273,9 +274,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 "or an existing Convoy store")
 
     async def _schema_version(self, conn: Conn) -> int | None:
-        cur = await conn.execute("SELECT to_regclass(%s)", (f'"{self.schema}".meta',))
+        """The store schema version the schema holds; ``None`` when it holds no Convoy
+        store (no ``meta`` table, or another application's: without Convoy's columns)."""
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE attrelid = to_regclass(%s) AND "
+            "attname IN ('key', 'value') AND NOT attisdropped", (f'"{self.schema}".meta',))
         row = await cur.fetchone()
-        if row is None or row[0] is None:
+        if row is None or row[0] != 2:
             return None
         cur = await conn.execute(
             f'SELECT value FROM "{self.schema}".meta WHERE key=\'schema_version\'')
