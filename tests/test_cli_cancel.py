@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sqlite3
 import time
 
 from convoy.stores import store_from_url
@@ -54,6 +55,10 @@ def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
     # Asked again: the same answer (the request stands; nothing is refused).
     again = cli("cancel", sid)
     assert again.code == 0 and again.stdout.startswith("cancel requested: "), again
+    with sqlite3.connect("convoy.db") as conn:  # the request stands once, not twice
+        assert conn.execute("SELECT count(*) FROM signals WHERE name=?",
+                            (CANCEL_SIGNAL,)).fetchone() == (1,)
+    conn.close()
     # 'sessions show' says a cancel is pending (an operator sees why it is still running).
     shown = cli("sessions", "show", sid)
     assert shown.code == 0, shown.stderr

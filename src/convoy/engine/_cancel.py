@@ -68,9 +68,11 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelS
         return "cancelled"
     # Running on another live engine: a durable request, then a second read (the module
     # docstring says why it must come after the write).
-    by = json.dumps({"by": engine.owner})
-    if not await engine.store.send_signal(row.id, CANCEL_SIGNAL, by, tenant=row.tenant):
-        raise unknown_session(session_id, engine.store.url, tenant)  # purged meanwhile
+    # (Once: a request that waits already stands for this one too.)
+    if await engine.store.next_signal(row.id, CANCEL_SIGNAL, tenant=row.tenant) is None:
+        by = json.dumps({"by": engine.owner})
+        if not await engine.store.send_signal(row.id, CANCEL_SIGNAL, by, tenant=row.tenant):
+            raise unknown_session(session_id, engine.store.url, tenant)  # purged meanwhile
     row = await session(engine, session_id, tenant)
     if row.status == "cancelled" or engine._stop_running(row.id):
         return "cancelled"  # its owner honoured it already, or this engine claimed it since
