@@ -405,6 +405,11 @@ def test_signal_errors_are_one_line() -> None:
     for depth in (300, 5000):
         one_line_error(cli("signal", sid, "approve", "--payload", "[" * depth + "]" * depth),
                        2, "--payload: arrays and objects nest more than 200 levels deep")
+    # a byte that is not UTF-8 (Python keeps it as a lone surrogate), and a JSON escape
+    one_line_error(cli("signal", sid, "approve", "--payload", '"\udced"'), 2,
+                   "--payload is not UTF-8 text: it holds the byte 0xed; give it in UTF-8")
+    one_line_error(cli("signal", sid, "approve", "--payload", '"\\ud800"'), 2,
+                   "--payload: a lone surrogate \\ud800 cannot be stored")
     one_line_error(cli("signal", sid, "approve", "--payload", "NaN"), 2,
                    "--payload is not JSON: NaN and infinite numbers are not JSON")
     one_line_error(cli("signal", sid, "approve", "--payload", "1e999"), 2,

@@ -63,7 +63,8 @@ INTERRUPTED = 130
 
 DbOption = Annotated[str, typer.Option(
     "--db", envvar="CONVOY_DB", show_envvar=True, metavar="PATH|URL",
-    help="Session store: a SQLite file, or postgresql://user:password@host:port/dbname.")]
+    help="Session store: a SQLite file, or postgresql://user:password@host:port/dbname "
+         "(?schema=NAME: the schema, default 'convoy').")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", metavar="SPEC",
     help="Run every agent on this model instead of its own, e.g. 'sim:' or "
@@ -232,6 +233,10 @@ def _finite(token: str) -> float:
 def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
     """The value of an option (or argument) given as JSON, or one line and exit 2: not
     JSON, or holding a lone surrogate (which no store can hold)."""
+    byte = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
+    if byte is not None:  # how Python keeps a byte of the command line that is not UTF-8
+        fail(f"{option} is not UTF-8 text: it holds the byte 0x{ord(byte) - 0xDC00:02x}; "
+             "give it in UTF-8")
     try:
         value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
     except json.JSONDecodeError as e:
