@@ -117,15 +117,17 @@ def cancel(
     A session that another live engine is running (a 'convoy worker' elsewhere) gets a
     durable cancel request: that engine stops it at its next lease renewal (within its
     lease, 30 s by default), and if it died meanwhile, the engine that takes the session
-    over ends it before running a step. The command does not wait for that. Only sessions
-    of the tenant --tenant names (default: 'default'), or of every tenant with
-    --all-tenants.
+    over ends it before running a step. The command does not wait for that; 'convoy
+    sessions show ID' shows the request until it is honoured. Cancelling again records no
+    second request. Only sessions of the tenant --tenant names (default: 'default'), or of
+    every tenant with --all-tenants.
 
     A session whose run was killed (or that never ran) ends in a run of its own that
     executes nothing: where the store audits its tenant, the steps the killed run
     journaled are appended to the audit log. Its workflow is imported if it can be (as
-    'convoy resume' imports it; '--import MODULE' for workflows with explicit names), to
-    give the engine's session hooks its input typed; it need not be.
+    'convoy resume' imports it; '--import MODULE' for workflows with explicit names), so
+    that the interceptors that see that run end (audit, tracing, your own) get its input
+    typed; it need not be.
 
     Example: `convoy cancel handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
