@@ -36,6 +36,7 @@ from tests.clikit import (
     session_ids,
     sessions,
     subprocess_cli,
+    subprocess_env,
     summary,
     tamper,
     workdir,  # noqa: F401  (autouse fixture)
@@ -394,6 +395,31 @@ def test_a_signal_the_wait_refuses_is_one_warning_line_and_the_session_waits(
     assert cli("signal", sid, "approve", "--payload", "true").code == 0
     assert cli("resume", "--import", "cli_flows").code == 0
     assert session(sid).output == '"order 1: approved"'
+
+
+def test_a_signal_payload_can_come_from_a_file_or_stdin(workdir: Path) -> None:  # noqa: F811
+    run_ok(lines=['"order 1"', '"order 2"'], flow="cli_flows:approval")
+    first, second = ids_of(['"order 1"', '"order 2"'], "cli_flows:approval")
+    Path("yes.json").write_text("true\n")
+    assert cli("signal", first, "approve", "--payload-file", "yes.json").code == 0
+    piped = subprocess.run([sys.executable, "-m", "convoy.cli", "signal", second, "approve",
+                            "--payload-file", "-"], input="false", cwd=workdir,
+                           env=subprocess_env(), capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert cli("resume", "--import", "cli_flows").code == 0
+    assert session(first).output == '"order 1: approved"'
+    assert session(second).output == '"order 2: rejected"'
+    # one line for each way it can be wrong
+    Path("bad.json").write_bytes(b"\xff")
+    Path("nan.json").write_text("NaN")
+    for args, said in (
+            (("--payload-file", "missing.json"), "--payload-file 'missing.json': No such file"),
+            (("--payload-file", "."), "--payload-file '.' is a directory; name a file"),
+            (("--payload-file", "bad.json"), "--payload-file 'bad.json' is not UTF-8 text"),
+            (("--payload-file", "nan.json"), "--payload-file is not JSON: NaN"),
+            (("--payload-file", "yes.json", "-p", "true"), "give the signal's value once")):
+        one_line_error(cli("signal", first, "approve", *args), 2, said)
 
 
 def test_signal_errors_are_one_line() -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from contextlib import suppress
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -40,6 +42,10 @@ def signal(
     payload: Annotated[str | None, typer.Option(
         "--payload", "-p", metavar="JSON",
         help="The signal's value, as JSON (default: null).")] = None,
+    payload_file: Annotated[Path | None, typer.Option(
+        "--payload-file", metavar="FILE",
+        help="Read the signal's value (JSON) from this file instead ('-': standard input), "
+             "for a value too large for the command line.")] = None,
     by: Annotated[str | None, typer.Option(
         "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
         help="Who answers an escalation (recorded with the decision, audited where the "
@@ -71,7 +77,12 @@ def signal(
     except UserError as e:
         fail(str(e))
     value: Any = None
-    if payload is not None:
+    if payload is not None and payload_file is not None:
+        fail("give the signal's value once: --payload JSON or --payload-file FILE")
+    if payload_file is not None:
+        value = json_value(read_text(payload_file, "--payload-file"), "--payload-file",
+                           """'"yes"' in the file""")
+    elif payload is not None:
         value = json_value(payload, "--payload", """--payload '"yes"'""")
     if name == ESCALATION:
         if isinstance(value, dict) and not value.get("by"):
@@ -93,6 +104,21 @@ def signal(
     else:
         out.print(f"sent signal {name!r} to session {session_id}; 'convoy worker' or "
                   "'convoy resume' continues it", markup=False)
+
+
+def read_text(path: Path, option: str) -> str:
+    """The UTF-8 text of the file ``option`` names (``-``: standard input), or one line and
+    exit 2 saying why not."""
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except IsADirectoryError:
+        fail(f"{option} {str(path)!r} is a directory; name a file")
+    except OSError as e:
+        fail(f"{option} {str(path)!r}: {e.strerror or e}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        fail(f"{option} {str(path)!r} is not UTF-8 text: {e.reason} at byte {e.start + 1}")
 
 
 async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, value: Any,
