@@ -392,6 +392,13 @@ def test_a_signal_the_wait_refuses_is_one_warning_line_and_the_session_waits(
     assert line.endswith("1 error (bool_parsing); the session still waits for a valid one")
     assert "maybe" not in res.stderr
     assert session(sid).status == "waiting"
+    # An application that configures logging itself gets the warning in its own
+    # handlers, once, not twice.
+    assert cli("signal", sid, "approve", "--payload", "1.5").code == 0
+    res = subprocess_cli(workdir, "resume", "--import", "logging_flows")
+    assert res.returncode == 0, res.stderr
+    [line] = [x for x in res.stderr.splitlines() if "refused" in x]
+    assert line.startswith(f"app WARNING convoy: session '{sid}' refused signal"), line
     assert cli("signal", sid, "approve", "--payload", "true").code == 0
     assert cli("resume", "--import", "cli_flows").code == 0
     assert session(sid).output == '"order 1: approved"'

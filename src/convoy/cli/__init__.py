@@ -41,16 +41,30 @@ class _Lines(logging.Formatter):
 
 
 def _show_warnings() -> None:
-    """Write what the ``convoy`` logger warns of (a refused signal, a lost export, an
-    alert) to stderr as one ``warning: ...`` line each, unless the application configured
-    that logger itself. (Python's fallback wrote the bare message.)"""
+    """Write what the ``convoy`` logger warns of (a refused signal, an alert) to stderr as
+    one ``warning: ...`` line each, as Python's fallback would write the bare message:
+    only while no other handler takes the record (the application's modules, imported
+    later, may configure logging; their handlers then have it, once)."""
     logger = logging.getLogger("convoy")
     if logger.handlers:
         return
     handler = logging.StreamHandler(sys.stderr)
     handler.setLevel(logging.WARNING)
     handler.setFormatter(_Lines())
+    handler.addFilter(lambda record: _alone(logger, handler))
     logger.addHandler(handler)
+
+
+def _alone(logger: logging.Logger, handler: logging.Handler) -> bool:
+    """Whether ``handler`` is the only one a record of ``logger`` would reach."""
+    seen: logging.Logger | None = logger
+    while seen is not None:
+        if any(h is not handler for h in seen.handlers):
+            return False
+        if not seen.propagate:
+            break
+        seen = seen.parent
+    return True
 
 
 def _interrupted() -> None:
