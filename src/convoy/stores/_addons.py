@@ -136,13 +136,13 @@ def check_readable(version: int | None, reads: int, where: str) -> None:
     """Refuse to read a database that holds no store (``version`` None) or an older schema
     than the version this Convoy ``reads``, in one line naming ``where`` and how to
     migrate it. (A newer one is refused by the store itself.)"""
-    migrate = f"convoy db migrate --db {shlex.quote(where)}"
+    migrate = f"convoy db migrate --db {shlex.quote(where)}"  # (quoted once, as a shell takes it)
     if version is None:
-        raise NoStoreError(f"no Convoy store at {where}: '{migrate}' creates one ('convoy "
+        raise NoStoreError(f"no Convoy store at {where}: {migrate} creates one ('convoy "
                          "run' too)")
     if version < reads:
         raise JournalError(f"the store {where} is at store schema {version}; this Convoy "
-                           f"reads {reads}: run '{migrate}' (engines migrate it when they "
+                           f"reads {reads}: run {migrate} (engines migrate it when they "
                            "open it too)")
 
 
