@@ -35,6 +35,16 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
         assert cli("export", "c-9", "-o", name, env=env).code == 0
         assert PLANTED in (tmp_path / name).read_text()
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o600
+    # The master key is never the output (the key file $CONVOY_MASTER_KEY_FILE names, or
+    # a copy of it): overwriting it would make every sealed value unreadable.
+    key = (tmp_path / "m.key").read_bytes()
+    (tmp_path / "copy.key").write_bytes(key)
+    one_line_error(cli("export", "c-9", "-o", "m.key", env=env), 2,
+                   "--output 'm.key' is the master key file ($CONVOY_MASTER_KEY_FILE)")
+    one_line_error(cli("export", "c-9", "-o", "copy.key", env=env), 2,
+                   "--output 'copy.key' holds a key (a master key or a signing key), which "
+                   "is never overwritten")
+    assert (tmp_path / "m.key").read_bytes() == key == (tmp_path / "copy.key").read_bytes()
     res = cli("erase", "c-9", env=env)
     assert res.code == 0 and "1 session(s)" in res.stdout and "key destroyed" in res.stdout
     one_line_error(cli("erase", "c-9", env=env), 2, "erased already")

@@ -17,6 +17,7 @@ id. ``--all-tenants`` is the operator's view of every tenant, refused when
 from __future__ import annotations
 
 import asyncio
+import base64
 import errno
 import importlib
 import json
@@ -418,14 +419,38 @@ def check_output_file(path: Path, option: str,
                 which = f"the {suffix} file of {what}" if suffix else what
                 fail(f"{option} {str(path)!r} is {which}: writing there would destroy it; "
                      "pass another path")
+    for env, what in (("CONVOY_MASTER_KEY_FILE", "the master key file"),
+                      ("CONVOY_AUDIT_KEY", "the audit log's signing key")):
+        named = os.environ.get(env)
+        if named and _same_file(path, Path(named)):
+            fail(f"{option} {str(path)!r} is {what} (${env}): writing there would destroy "
+                 "it, and every value it seals or checkpoint it signs with it; pass another "
+                 "path")
     try:
         with path.open("rb") as f:
-            header = f.read(len(SQLITE_HEADER))
+            header = f.read(4096)
     except OSError:
         return  # missing, or not readable: writing says what is wrong
-    if header == SQLITE_HEADER:
+    if header.startswith(SQLITE_HEADER):
         fail(f"{option} {str(path)!r} is a SQLite database (a store?), which is never "
              f"overwritten; pass another path")
+    if _looks_like_a_key(header):
+        fail(f"{option} {str(path)!r} holds a key (a master key or a signing key), which is "
+             "never overwritten; pass another path")
+
+
+def _looks_like_a_key(head: bytes) -> bool:
+    """Whether a file starting ``head`` is a key Convoy writes: a master key (32 bytes in
+    base64, ``convoy keygen``) or a PEM private key (an audit signing key)."""
+    if b"-----BEGIN" in head and b"PRIVATE KEY-----" in head:
+        return True
+    text = head.strip()
+    if len(text) != 44:
+        return False
+    try:
+        return len(base64.b64decode(text, validate=True)) == 32
+    except ValueError:
+        return False
 
 
 def tracing(exporters: list[str] | None) -> list[Interceptor]:
