@@ -38,6 +38,22 @@ def test_python_dash_m_convoy(tmp_path: Path) -> None:
     assert res.returncode == 2 and "no Convoy store at 'convoy.db'" in res.stderr
 
 
+def test_an_argument_that_is_not_utf8_is_one_line(tmp_path: Path) -> None:
+    """Bytes that are not UTF-8 on the command line (Python keeps them as lone surrogates)
+    stopped commands with a traceback deep inside them; refused at the door, one line."""
+    bad = os.fsdecode(b"\xff")
+    for args in (("inbox", "comment", "r0:0", bad, "--by", "bob"),
+                 ("inbox", "comment", "r0:0", "x", "--by", bad), ("export", bad),
+                 ("trace", bad), ("signal", "s", "go", "-p", f'"{bad}"')):
+        res = python_m(*args, cwd=tmp_path)
+        assert res.returncode == 2, (args, res.stderr)
+        [line] = res.stderr.splitlines()
+        assert re.fullmatch(r"error: argument \d \('.*'\) is not UTF-8 text: it holds the byte "
+                            r"0xff; Convoy reads its arguments as UTF-8 \(a file name too: "
+                            r"rename the file\)", line), line
+    assert list(tmp_path.iterdir()) == []  # nothing made
+
+
 def test_shell_completion(tmp_path: Path) -> None:
     assert "--install-completion" in CliRunner().invoke(app, ["--help"]).stdout
     # What the installed bash completion script asks the program (the shell itself is not

@@ -21,6 +21,7 @@ def main() -> None:
     says ``interrupted``.
     """
     _show_warnings()
+    _refuse_bytes_that_are_not_utf8(sys.argv[1:])
     try:
         app(prog_name="convoy")
     except KeyboardInterrupt:
@@ -65,6 +66,19 @@ def _alone(logger: logging.Logger, handler: logging.Handler) -> bool:
             break
         seen = seen.parent
     return True
+
+
+def _refuse_bytes_that_are_not_utf8(args: list[str]) -> None:
+    """One line and exit 2 for an argument holding bytes that are not UTF-8 (Python keeps
+    each as a lone surrogate, which no store, JSON value or terminal line can hold): every
+    command reads its arguments as text."""
+    for i, arg in enumerate(args, 1):
+        byte = next((c for c in arg if "\udc80" <= c <= "\udcff"), None)
+        if byte is not None:
+            print(f"error: argument {i} ('{escaped(arg[:60])}') is not UTF-8 text: it holds "
+                  f"the byte 0x{ord(byte) - 0xDC00:02x}; Convoy reads its arguments as UTF-8 "
+                  "(a file name too: rename the file)", file=sys.stderr)
+            raise SystemExit(2)
 
 
 def _interrupted() -> None:
