@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
 import convoy
@@ -73,11 +74,67 @@ def test_answer_with_the_form() -> None:
                              input="y\nabc\n250\nmaybe\nerror\n\n")
     assert res.exit_code == 0, res.output
     assert "Refund customer c-8?" in res.output and "Approve [y/n]" in res.output
-    assert "'abc' is not a valid integer" in res.output  # asked again
+    assert "amount: not a valid integer: write a whole number" in res.output  # asked again
     assert "Reason [goodwill/error]" in res.output and "use one of goodwill" in res.output
     out = finish("r2")
     assert out.output["amount"] == 250 and out.output["reason"] == "error"
     assert out.output["note"] is None
+
+
+def test_a_typed_value_the_form_cannot_take_is_one_line_that_does_not_repeat_it() -> None:
+    """``--set`` and the form: NaN and infinities (they were stored as null), JSON nested
+    past what is stored or what the decoder reads, a lone surrogate: one line each, and
+    the value typed (personal data, perhaps) is not repeated."""
+    from pydantic import BaseModel
+
+    from convoy.cli._form import fields, parse
+
+    class Answer(BaseModel):
+        x: float
+        tags: list[str]
+        n: int
+
+    form = {f.name: f for f in fields(Answer.model_json_schema()) or ()}
+    cases = [("x", "nan", "x: not a valid number: NaN and infinite numbers are not JSON"),
+             ("x", "1e999", "x: not a valid number: NaN and infinite"),
+             ("x", "Jane Doe", "x: not a valid number: write a number"),
+             ("n", "Jane Doe 123-45-6789", "n: not a valid integer: write a whole number"),
+             ("tags", "[NaN]", "NaN and infinite numbers are not JSON"),
+             ("tags", '["Jane", 1e999]', "NaN and infinite numbers are not JSON"),
+             ("tags", "[" * 300 + "]" * 300, "nest more than 200 levels deep"),
+             ("tags", "[" * 5000 + "]" * 5000, "nest more than 200 levels deep"),
+             ("tags", '["\\ud800 Jane"]', "tags: a lone surrogate")]
+    for name, text, said in cases:
+        with pytest.raises(convoy.UserError) as info:
+            parse(form[name], text)
+        message = str(info.value)
+        assert said in message and "Jane" not in message and "\n" not in message, message
+    assert parse(form["x"], "4.5") == 4.5 and parse(form["tags"], '["a"]') == ["a"]
+
+
+
+def test_an_answer_checked_by_the_schema_alone_is_not_repeated_in_the_error() -> None:
+    """Without the answer's type loaded, its JSON schema checks it: the error names the
+    field and the rule, not the value (jsonschema's own message quotes it)."""
+    from pydantic import BaseModel
+
+    from convoy.hitl._task import HumanTask, answer_checker
+
+    class Refund(BaseModel):
+        amount: int
+        reason: str
+
+    task = HumanTask(id="t:0", session_id="t", tenant="default", kind="question",
+                     prompt="?", answer_type="nowhere:Refund",
+                     answer_schema=Refund.model_json_schema(), created_at=0.0)
+    check = answer_checker(task)
+    with pytest.raises(convoy.UserError) as info:
+        check({"amount": "Jane Doe SSN 123-45-6789", "reason": "x"})
+    assert str(info.value) == ("the answer does not match the task's schema: amount: its "
+                               "'type' rule (\"integer\") refuses it")
+    with pytest.raises(convoy.UserError, match="'reason' is a required property"):
+        check({"amount": 5})
+    assert check({"amount": 5, "reason": "x"}) == {"amount": 5, "reason": "x"}
 
 
 def test_approve_reject_and_edit_tool_calls() -> None:

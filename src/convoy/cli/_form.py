@@ -5,6 +5,7 @@ a tool's arguments, an agent's output), asked one field at a time, or filled fro
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import typer
 
 from convoy import UserError
+from convoy._text import TOO_DEEP, check_storable
 
 MISSING: Any = object()
 
@@ -99,6 +101,8 @@ def parse(field: Field, text: str) -> Any:
     kind = field.kind
     if text == "" and field.nullable:
         return None
+    # What was typed is not repeated in the error (it may be personal data): what the
+    # field takes is.
     try:
         if kind == "boolean":
             low = text.strip().lower()
@@ -108,19 +112,48 @@ def parse(field: Field, text: str) -> Any:
                 return False
             raise ValueError("answer yes or no")
         if kind == "integer":
-            return int(text)
+            try:
+                return int(text)
+            except ValueError:
+                raise ValueError("write a whole number, such as 42") from None
         if kind == "number":
-            return float(text)
+            try:
+                number = float(text)
+            except ValueError:
+                raise ValueError("write a number, such as 4.5") from None
+            if not math.isfinite(number):
+                raise ValueError("NaN and infinite numbers are not JSON; write a finite "
+                                 "number")
+            return number
         if kind == "string":
-            return text
+            return check_storable(text, field.name)
         if kind == "choice":
             for option in field.schema["enum"]:
                 if text == str(option) or text == json.dumps(option):
                     return option
             raise ValueError("use one of " + ", ".join(map(str, field.schema["enum"])))
-        return json.loads(text)
-    except (ValueError, json.JSONDecodeError) as e:
-        raise UserError(f"{field.name}: {text!r} is not a valid {kind}: {e}") from None
+        try:
+            value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"not JSON: {e.msg.removesuffix(' at')} at column "
+                             f"{e.colno}") from None
+        except RecursionError:
+            raise ValueError(TOO_DEEP) from None
+        return check_storable(value, field.name)
+    except ValueError as e:
+        raise UserError(f"{field.name}: not a valid {kind}: {e}") from None
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError("NaN and infinite numbers are not JSON; write null or a finite number")
+
+
+def _finite(token: str) -> float:
+    number = float(token)
+    if not math.isfinite(number):  # 1e999
+        raise ValueError("NaN and infinite numbers are not JSON; write null or a finite "
+                         "number")
+    return number
 
 
 def from_sets(schema: Mapping[str, Any] | None, sets: list[str],

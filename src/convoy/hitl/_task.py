@@ -10,6 +10,7 @@ that keeps shared state keeps tasks.
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from typing import Any, Literal
@@ -208,9 +209,15 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
         try:
             jsonschema.validate(value, schema)
         except jsonschema.ValidationError as e:
+            # The rule and what the schema asks, not jsonschema's message, which quotes
+            # the value given (an answer may be personal data).
             where = ".".join(str(p) for p in e.absolute_path) or "(answer)"
+            wants = json.dumps(e.validator_value, default=str)
+            wants = wants if len(wants) <= 80 else wants[:77] + "..."
+            said = e.message if e.validator == "required" else \
+                f"its {e.validator!r} rule ({wants}) refuses it"  # (names from the schema)
             raise UserError(f"the answer does not match the task's schema: {where}: "
-                            f"{e.message}") from None
+                            f"{said}") from None
         return value
 
     return by_schema
