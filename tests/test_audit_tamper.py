@@ -374,6 +374,8 @@ def test_a_malformed_proof_is_one_line_not_a_traceback(log: dict[str, Any],
         ({**good, "index": -1}, "'index'"),
         ({**good, "index": 3.0}, "'index'"),
         ({**good, "index": True}, "'index'"),
+        ({**good, "index": 10**30}, "'index'"),  # (past 8 bytes: was an OverflowError)
+        ({**good, "tree_size": 10**30}, "'tree_size'"),
         ({**good, "tree_size": "x"}, "'tree_size'"),
         ({k: v for k, v in good.items() if k != "tenant"}, "'tenant': Field required"),
         ({**good, "format": "something-else/v1"}, "'format'"),
@@ -387,6 +389,18 @@ def test_a_malformed_proof_is_one_line_not_a_traceback(log: dict[str, Any],
         assert res.code == 2, (doc, res.stderr)  # a bad input file, as a file not JSON
         assert res.stderr.startswith("error: not a Convoy inclusion proof"), res.stderr
         assert why in res.stderr and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    # Files that are not even that: nested past what the decoder reads, not UTF-8
+    proof.write_text("[" * 5000 + "]" * 5000)
+    deep = cli("audit", "check", str(proof))
+    assert deep.code == 2 and "thousands of levels deep" in deep.stderr, deep.stderr
+    assert len(deep.stderr.strip().splitlines()) == 1
+    cps = tmp_path / "cps"
+    for content, said in ((b"\xff\xfe garbage", "is not UTF-8 text"),
+                          (b"[" * 5000 + b"]" * 5000, "thousands of levels deep")):
+        cps.write_bytes(content)
+        res = cli("audit", "verify", "--db", log["db"], "--checkpoint", str(cps))
+        assert res.code == 2 and said in res.stderr, res.stderr
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
 
 
 def test_checkpoint_of_a_tenant_with_no_log_is_refused(log: dict[str, Any]) -> None:

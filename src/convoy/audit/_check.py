@@ -25,10 +25,10 @@ class _Proof(BaseModel):
 
     format: str
     tenant: str
-    index: Annotated[int, Field(ge=0)]
+    index: Annotated[int, Field(ge=0, lt=2**63)]  # (a log's indexes are 8 bytes)
     entry: str
     leaf_hash: str | None = None  # (recomputed from the entry; checked against it if given)
-    tree_size: Annotated[int, Field(ge=1)]
+    tree_size: Annotated[int, Field(ge=1, le=2**63)]
     proof: list[str]
     checkpoint: dict[str, Any]
 

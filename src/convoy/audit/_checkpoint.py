@@ -112,4 +112,7 @@ class Checkpoint:
             d = json.loads(text)
         except ValueError as e:
             raise UserError(f"a checkpoint must be JSON: {e}") from None
+        except RecursionError:  # (nested deeper than the decoder goes)
+            raise UserError("a checkpoint must be a JSON object: this one nests arrays or "
+                            "objects thousands of levels deep") from None
         return cls.from_dict(d)

@@ -78,6 +78,9 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
             lines = f.read_text().splitlines()
         except OSError as e:
             fail(f"--checkpoint {str(f)!r}: {e.strerror or e}")
+        except UnicodeDecodeError as e:
+            fail(f"--checkpoint {str(f)!r} is not UTF-8 text (one JSON checkpoint per line): "
+                 f"{e.reason} at byte {e.start + 1}")
         for n, line in enumerate(lines, 1):
             if line.strip():
                 try:
@@ -377,6 +380,9 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
         fail(f"{str(proof)!r}: {e.strerror or e}")
     except ValueError as e:
         fail(f"{str(proof)!r} is not JSON: {e}")
+    except RecursionError:  # (nested deeper than the decoder goes)
+        fail(f"{str(proof)!r} is not a Convoy inclusion proof: it nests arrays or objects "
+             "thousands of levels deep")
     try:
         event = _audit().check_inclusion(doc, public_key=public_key)
     except (AuditError, UserError) as e:  # a file that is no proof is a bad input file
