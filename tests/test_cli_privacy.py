@@ -98,7 +98,9 @@ def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
     for db in ("app.db", "empty.db"):
         for args in (("erase", "c-1"), ("purge", "--older-than", "1d"), ("resume",),
                      ("cancel", "s-1"), ("signal", "s-1", "go"), ("retry", "s-1"),
-                     ("inbox", "answer", "s-1:1", "--value", "1", "--by", "ann")):
+                     ("inbox", "answer", "s-1:1", "--value", "1", "--by", "ann"),
+                     ("inbox", "comment", "s-1:1", "hi", "--by", "ann"),
+                     ("audit", "checkpoint", "--key", "a.key"), ("audit", "prove", "0")):
             one_line_error(cli(*args, "--db", db, env=env), 2,
                            f"{db!r} is not a Convoy database")
     assert (tmp_path / "app.db").read_bytes() == app

@@ -26,6 +26,7 @@ from convoy.cli._common import (
     one_tenant,
     open_store,
     out,
+    require_convoy_store,
     require_store,
     run_async,
     tenant_option,
@@ -284,6 +285,7 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
     if key is None:
         fail("--key PATH (or CONVOY_AUDIT_KEY) is needed to sign a checkpoint; the file is "
              "created (mode 0600) if it does not exist")
+    require_convoy_store(db, nothing="sign")  # (never a store made in another file)
     created = not key.expanduser().exists()
     typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, created and not new_key,
                                      created)).to_json())
@@ -333,6 +335,7 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
     Example: `convoy audit prove 41 --tenant acme --key audit.key > proof.json`
     """
     require_store(db)
+    require_convoy_store(db, nothing="prove")  # (never a store made in another file)
     created = key is not None and not key.expanduser().exists()
     typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created)),
                           indent=2))

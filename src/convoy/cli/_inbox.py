@@ -32,6 +32,7 @@ from convoy.cli._common import (
     json_value,
     label,
     out,
+    require_convoy_store,
     require_store,
     run_async,
     tenant_scope,
@@ -324,6 +325,7 @@ def comment_(task_id: TaskArg,
     Example: `convoy inbox comment 3f2a9c1b:0 "asking finance"`
     """
     who = who_decides(by)
+    require_convoy_store(db, nothing="comment on")  # (never a store made in another file)
     engine, scope = _view(db, busy_timeout, tenant, all_tenants)
     _run(engine, scope, lambda inbox: inbox.comment(task_id, text, by=who))
     out.print(f"commented on task {task_id} (by {who})", markup=False)
