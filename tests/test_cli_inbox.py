@@ -137,6 +137,31 @@ def test_an_answer_checked_by_the_schema_alone_is_not_repeated_in_the_error() ->
     assert check({"amount": 5, "reason": "x"}) == {"amount": 5, "reason": "x"}
 
 
+def test_what_a_task_shows_is_never_obeyed_by_the_terminal() -> None:
+    """A question built from a customer's input can hold ESC sequences (a window title, a
+    screen clear, colours) and bidi overrides: the inbox shows them escaped, never sends
+    them to the reviewer's terminal raw, and reads no markup in them. ``--by`` refuses
+    them."""
+    hostile = "\x1b]0;pwned\x07\x1b[2J\x1b[31mX\u202eY [bold]Z[/bold]"
+    start("refund", hostile, "h1")
+    listed = cli("inbox", "list")
+    shown = cli("inbox", "show", "h1:0")
+    cli("inbox", "comment", "h1:0", "line one\nline two \x1b[2J", "--by", "ann")
+    commented = cli("inbox", "show", "h1:0")
+    for res in (listed, shown, commented):
+        assert res.code == 0, res.stderr
+        assert "\x1b" not in res.stdout and "\x07" not in res.stdout, res.stdout
+        assert "\u202e" not in res.stdout
+    assert "\\x1b]0;pwned\\x07" in shown.stdout and "[bold]Z[/bold]" in shown.stdout
+    assert "line one\nline two \\x1b[2J" in commented.stdout  # lines kept, ESC shown
+    answered = CliRunner().invoke(app, ["inbox", "answer", "h1:0", "--by", "ann"],
+                                  input="n\n1\nerror\n\n")
+    assert "\x1b" not in answered.output and "\\x1b[2J" in answered.output
+    one_line_error = cli("inbox", "comment", "h1:0", "x", "--by", "ann\x1b[31m")
+    assert one_line_error.code == 2 and "--by 'ann\\x1b[31m' holds the character" in \
+        one_line_error.stderr
+
+
 def test_approve_reject_and_edit_tool_calls() -> None:
     import hitl_flows
 

@@ -138,6 +138,14 @@ def escaped(text: str) -> str:
     return text
 
 
+def printable(text: str) -> str:
+    """:func:`escaped`, but lines and tabs kept: text meant to be read (a question, a
+    comment) with what a terminal would obey instead of show (ESC, a bidi override, a
+    carriage return) written as escapes."""
+    return "\n".join("\t".join(escaped(part) for part in line.split("\t"))
+                     for line in text.split("\n"))
+
+
 def _code(char: str) -> str:
     return f"\\u{ord(char):04x}" if ord(char) > 0xFF else repr(char)[1:-1]
 

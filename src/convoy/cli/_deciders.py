@@ -12,7 +12,8 @@ from typing import Annotated
 
 import typer
 
-from convoy import Engine
+from convoy import Engine, UserError
+from convoy._text import check_name
 from convoy.cli._common import Scope, build_engine, fail, require_convoy_store, tenant_scope
 
 ByOption = Annotated[str | None, typer.Option(
@@ -21,9 +22,13 @@ ByOption = Annotated[str | None, typer.Option(
 
 
 def who_decides(by: str | None) -> str:
-    """``--by``, else the login name."""
+    """``--by``, else the login name. A name with a control character or a bidi override
+    (which a terminal would obey wherever the name is shown) is refused."""
     if by:
-        return by
+        try:
+            return check_name(by, "--by")
+        except UserError as e:
+            fail(str(e))
     try:
         return getpass.getuser()
     except (KeyError, OSError):

@@ -15,8 +15,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
+from convoy._text import escaped, printable
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -157,7 +159,8 @@ def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
                  "status": task.status, "question": short(task.prompt, 60),
                  "assignees": ", ".join(task.assignees) or "anyone",
                  "created": fmt_time(task.created_at), "deadline": _when(task)}
-        t.add_row(*(cells[c] for c in cols))
+        # (Text: shown as written, never read as markup; escaped: never obeyed)
+        t.add_row(*(Text(escaped(cells[c])) for c in cols))
     return t
 
 
@@ -176,15 +179,16 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
         typer.echo(json.dumps(_task_json(task), indent=2))
         return
     p = out.print
-    p(f"[bold]{task.id}[/bold]  {task.kind} in queue {task.queue!r}, {task.status}"
-      f"{' (escalated)' if task.escalated else ''}")
-    p(task.prompt, markup=False)
+    p(Text.assemble((escaped(task.id), "bold"), f"  {task.kind} in queue "
+                    f"'{escaped(task.queue)}', {task.status}"
+                    f"{' (escalated)' if task.escalated else ''}"))
+    p(printable(task.prompt), markup=False)
     for name, value in (("reason", task.reason), ("context", task.context),
                          ("proposal", task.proposal)):
         if value is not None:
             p(f"[bold]{name}:[/bold]")
-            p(json.dumps(value, indent=2) if not isinstance(value, str) else value,
-              markup=False)
+            p(json.dumps(value, indent=2) if not isinstance(value, str) else
+              printable(value), markup=False)
     if task.history:
         p("[bold]history:[/bold]")
         p(json.dumps(task.history, indent=2), markup=False)
@@ -193,14 +197,15 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
       + (f", assignees {', '.join(task.assignees)}" if task.assignees else ""),
       markup=False)
     if task.error:
-        p(f"[yellow]the last answer was refused:[/yellow] {task.error}", markup=False)
+        p(Text.assemble(("the last answer was refused: ", "yellow"), printable(task.error)))
     for c in task.comments:
-        p(f"comment by {c.by} at {fmt_time(c.at)}: {c.text}", markup=False)
+        p(f"comment by {escaped(c.by)} at {fmt_time(c.at)}: {printable(c.text)}",
+          markup=False)
     d = task.decision
     if d is not None:
-        p(f"decided: {d.action} by {d.by} at {fmt_time(d.at)}"
+        p(f"decided: {d.action} by {escaped(d.by)} at {fmt_time(d.at)}"
           + (f": {json.dumps(d.value)}" if d.value is not None else "")
-          + (f" ({d.comment})" if d.comment else ""), markup=False)
+          + (f" ({printable(d.comment)})" if d.comment else ""), markup=False)
     if task.is_open:
         form = fields(task.answer_schema)
         if form:
@@ -240,7 +245,7 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
             got = from_sets(task.answer_schema, sets,
                             _start(task) if task.kind != "question" else None)
         else:
-            out.print(task.prompt, markup=False)
+            out.print(printable(task.prompt), markup=False)
             got = ask(task.answer_schema)
         if task.kind == "question":
             return await inbox.answer(task.id, got, by=who, comment=comment)
