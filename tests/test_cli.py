@@ -130,6 +130,22 @@ def test_lines_nested_too_deep_are_skipped_in_one_line() -> None:
     assert summary(res.stdout, "completed") == "1"
 
 
+def test_an_error_message_is_shown_escaped_wherever_it_is_printed() -> None:
+    """An error's text comes from code or input (a tool's exception, a customer's words):
+    'convoy run', 'sessions show' and 'trace' show an ESC sequence or a bidi override in
+    it escaped, never send it raw, and read no markup in it."""
+    hostile = "\x1b]0;pwned\x07\x1b[2J\u202eX [bold]Y[/bold]"
+    write_jsonl(Path("in.jsonl"), [json.dumps(hostile)])
+    ran = cli("run", "cli_flows:boom", "-i", "in.jsonl", "--trace", "store")
+    assert ran.code == 0, ran.stderr
+    (sid,) = session_ids()
+    for res in (ran, cli("sessions", "show", sid), cli("trace", sid)):
+        assert res.code == 0, res.stderr
+        text = res.stdout + res.stderr
+        assert "\x1b" not in text and "\x07" not in text and "\u202e" not in text, text
+        assert "\\x1b[2J" in text and "[bold]Y[/bold]" in text, text
+
+
 def test_str_input_workflow_validation() -> None:
     write_jsonl(Path("in.jsonl"), ['"hello"', "42", '"world"'])  # raw lines
     res = cli("run", "cli_flows:shout", "-i", "in.jsonl")
@@ -152,8 +168,8 @@ def test_unknown_module_is_a_usage_error() -> None:
                    "cannot import module 'no_such_module'")
     res = cli("run", "cli_flows:nothing", "-i", "in.jsonl")
     assert res.code == 2
-    assert "has no attribute 'nothing'; workflows it defines: approval, charge, handle, held, " \
-        "locker, nap, shout" in res.stderr
+    assert "has no attribute 'nothing'; workflows it defines: approval, boom, charge, handle, " \
+        "held, locker, nap, shout" in res.stderr
 
 
 def test_missing_input_file_is_a_usage_error() -> None:

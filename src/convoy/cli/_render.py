@@ -65,7 +65,9 @@ def status_text(status: str) -> Text:
 
 
 def short(text: str, width: int = 72) -> str:
-    flat = " ".join(text.split())
+    """``text`` on one line of at most ``width`` characters, escaped (what a terminal would
+    obey, an ESC sequence in an error message, is shown instead)."""
+    flat = escaped(" ".join(text.split()))
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
@@ -328,12 +330,14 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
         t.add_column("cost", justify="right", no_wrap=True)
     t.add_column("result", overflow="fold")
     for r in steps:
-        cells: list[str | Text] = [r.key, r.kind, r.target, status_text(r.status)]
+        cells: list[str | Text] = [Text(escaped(r.key)), r.kind, Text(escaped(r.target)),
+                                   status_text(r.status)]
         if spend:
             used = bool(r.input_tokens or r.output_tokens or r.cost)
             cells += [fmt_tokens(r.input_tokens, r.output_tokens) if used else "",
                       fmt_cost(r.cost) if used else ""]
-        t.add_row(*cells, step_summary(r.kind, r.status, r.result))
+        # (Text: a result's or an error's "[...]" is shown, not read as markup)
+        t.add_row(*cells, Text(step_summary(r.kind, r.status, r.result)))
     return t
 
 
@@ -400,7 +404,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         rec = row.error_record
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))
         console.print(Text.assemble(("error: ", "bold"), sealed_note() if is_sealed(row.error)
-                                    else f"{rec.get('type', 'error')}: {rec.get('message', '')}"))
+                                    else escaped(f"{rec.get('type', 'error')}: "
+                                                 f"{rec.get('message', '')}")))
         kind = error_kind_of(rec)
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))

@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from convoy._text import escaped
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -137,7 +138,7 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
         name = Text("  " * depth + one_line(span["name"]),
                     style="red" if span["status"] == "error" else "")
         t.add_row(name, fmt_duration(start / 1e9), fmt_duration((end - start) / 1e9), bar,
-                  detail(span))
+                  Text(detail(span)))  # (Text: an error's "[...]" is not markup)
         for c in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
             add(c, depth + 1)
 
@@ -177,5 +178,6 @@ def detail(span: dict[str, Any]) -> str:
 
 def one_line(text: str) -> str:
     """``text`` on one line: a name or message with line breaks (an application's step
-    name, an exception's text) would break the table's rows apart."""
-    return " ".join(text.split())
+    name, an exception's text) would break the table's rows apart; escaped, so an ESC
+    sequence in it is shown, not obeyed."""
+    return escaped(" ".join(text.split()))
