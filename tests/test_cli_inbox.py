@@ -137,6 +137,20 @@ def test_an_answer_checked_by_the_schema_alone_is_not_repeated_in_the_error() ->
     assert check({"amount": 5, "reason": "x"}) == {"amount": 5, "reason": "x"}
 
 
+def test_the_open_task_of_a_cancelled_session_says_nobody_waits_for_it() -> None:
+    start("refund", "c-9", "gone")
+    assert cli("cancel", "gone").code == 0
+    shown = cli("inbox", "show", "gone:0")
+    assert shown.code == 0, shown.stderr
+    said = " ".join(shown.stdout.split())
+    assert "but its session is cancelled: nobody waits for an answer any more" in said
+    assert "decide:" not in said
+    doc = json.loads(cli("inbox", "show", "gone:0", "--json").stdout)
+    assert doc["actions"] == [] and doc["session_ended"] == "cancelled"
+    still = json.loads(cli("inbox", "show", "gone:0", "--json").stdout)
+    assert still["status"] == "open"  # (the task itself is as it was)
+
+
 def test_what_a_task_shows_is_never_obeyed_by_the_terminal() -> None:
     """A question built from a customer's input can hold ESC sequences (a window title, a
     screen clear, colours) and bidi overrides: the inbox shows them escaped, never sends

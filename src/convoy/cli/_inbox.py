@@ -174,14 +174,28 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
     Example: `convoy inbox show 3f2a9c1b:0/4 --tenant acme`
     """
     engine, scope = _view(db, busy_timeout, tenant, all_tenants, read_only=True)
-    task: HumanTask = _run(engine, scope, lambda inbox: inbox.get(task_id))
+
+    async def get(inbox: Inbox) -> tuple[HumanTask, str | None]:
+        """The task, and the status of its session if that ended: nobody waits for an
+        answer then (an open task of a cancelled session)."""
+        got = await inbox.get(task_id)
+        row = await engine.store.get_session(got.session_id, tenant=got.tenant)
+        ended = row is not None and row.status != "escalated" and not row.unfinished
+        return got, row.status if ended and got.is_open and row is not None else None
+
+    task, ended = _run(engine, scope, get)
     if as_json:
-        typer.echo(json.dumps(_task_json(task), indent=2))
+        doc = _task_json(task)
+        if ended is not None:
+            doc["actions"], doc["session_ended"] = [], ended
+        typer.echo(json.dumps(doc, indent=2))
         return
     p = out.print
     p(Text.assemble((escaped(task.id), "bold"), f"  {task.kind} in queue "
                     f"'{escaped(task.queue)}', {task.status}"
-                    f"{' (escalated)' if task.escalated else ''}"))
+                    f"{' (escalated)' if task.escalated else ''}"
+                    + ("" if ended is None else f", but its session is {ended}: nobody "
+                       "waits for an answer any more")))
     p(printable(task.prompt), markup=False)
     for name, value in (("reason", task.reason), ("context", task.context),
                          ("proposal", task.proposal)):
@@ -206,7 +220,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
         p(f"decided: {d.action} by {escaped(d.by)} at {fmt_time(d.at)}"
           + (f": {json.dumps(d.value)}" if d.value is not None else "")
           + (f" ({printable(d.comment)})" if d.comment else ""), markup=False)
-    if task.is_open:
+    if task.is_open and ended is None:
         form = fields(task.answer_schema)
         if form:
             p("[bold]form:[/bold]" if task.kind == "question" else "[bold]edit form:[/bold]")
