@@ -342,8 +342,10 @@ def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
     msg = str(e).lower()
     where = str(path)
     if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
-        return StoreError(f"the store {where!r} stayed locked by another process; the "
-                          "session is left unfinished: resume it later", transient=True)
+        return StoreError(f"the store {where!r} stayed locked by another process past the "
+                          "busy timeout (--busy-timeout): this write was not made; try again "
+                          "(a session it was part of is left unfinished: resume it later)",
+                          transient=True)
     if "readonly" in msg or "read-only" in msg:
         return StoreError(f"the store {where!r} is read-only; give this process write "
                           "access to the file and its directory")
