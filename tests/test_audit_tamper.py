@@ -333,6 +333,10 @@ def test_usage_errors_are_one_line(log: dict[str, Any], tmp_path: Path) -> None:
         "globex)" in r.stderr, r
     r = cli("audit", "checkpoint", "--db", log["db"])
     assert r.code == 2 and "--key" in r.stderr
+    # a proof with no checkpoint to cover it needs the key: said as the command line says it
+    unsigned = cli("audit", "prove", "0", "--db", log["db"], "--tenant", "globex")
+    assert unsigned.code == 2 and "needs the key: pass --key PATH (or set " \
+        "CONVOY_AUDIT_KEY)" in unsigned.stderr and "key_path" not in unsigned.stderr, unsigned
     r = cli("audit", "verify", "--db", log["db"], "--key", str(tmp_path / "nope.key"))
     assert r.code == 2 and "does not exist" in r.stderr
     bad = tmp_path / "bad.jsonl"

@@ -360,6 +360,11 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
             proof = await log.prove(tenant, entry)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
+        except UserError:
+            if key is not None:
+                raise
+            fail(f"no signed checkpoint covers entry {entry} yet, and signing one needs the "
+                 "key: pass --key PATH (or set CONVOY_AUDIT_KEY)")
         if created and key is not None and not kept:  # it signed with a new key
             _created(key, proof["checkpoint"]["key_id"])
         return proof
