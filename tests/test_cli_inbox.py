@@ -171,6 +171,8 @@ def test_what_a_task_shows_is_never_obeyed_by_the_terminal() -> None:
     answered = CliRunner().invoke(app, ["inbox", "answer", "h1:0", "--by", "ann"],
                                   input="n\n1\nerror\n\n")
     assert "\x1b" not in answered.output and "\\x1b[2J" in answered.output
+    empty = cli("inbox", "comment", "h1:0", "x", "--by", "")
+    assert empty.code == 2 and "the --by is empty" in empty.stderr, empty.stderr
     one_line_error = cli("inbox", "comment", "h1:0", "x", "--by", "ann\x1b[31m")
     assert one_line_error.code == 2 and "--by 'ann\\x1b[31m' holds the character" in \
         one_line_error.stderr

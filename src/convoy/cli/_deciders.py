@@ -24,7 +24,7 @@ ByOption = Annotated[str | None, typer.Option(
 def who_decides(by: str | None) -> str:
     """``--by``, else the login name. A name with a control character or a bidi override
     (which a terminal would obey wherever the name is shown) is refused."""
-    if by:
+    if by is not None:  # (an empty --by names nobody: refused, not the login name)
         try:
             return check_name(by, "--by")
         except UserError as e:
