@@ -12,6 +12,8 @@ surrogates.
 
 from __future__ import annotations
 
+import json
+import math
 import re
 from collections.abc import Callable
 from typing import Any
@@ -79,6 +81,40 @@ MAX_DEPTH = 200
 #: Why a value nested deeper than :data:`MAX_DEPTH` is refused, and what to do.
 TOO_DEEP = (f"arrays and objects nest more than {MAX_DEPTH} levels deep, more than "
             "Convoy stores; flatten the value")
+
+
+#: Why NaN and infinite numbers are refused where JSON is read.
+NOT_FINITE = "NaN and infinite numbers are not JSON"
+
+
+def strict_json(text: str) -> Any:
+    """``json.loads(text)`` as JSON is written: ``NaN``, ``Infinity`` and ``1e999`` (which
+    Python's decoder reads, and no other reader does) are a ``ValueError`` saying
+    :data:`NOT_FINITE`, and nesting past what the decoder reaches is one saying
+    :data:`TOO_DEEP` (not a ``RecursionError``). A ``json.JSONDecodeError`` says what else
+    is wrong."""
+    try:
+        return json.loads(text, parse_constant=_not_finite, parse_float=_finite)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
+
+
+def _not_finite(token: str) -> Any:
+    raise ValueError(NOT_FINITE)
+
+
+def _finite(token: str) -> float:
+    number = float(token)
+    if not math.isfinite(number):  # 1e999
+        raise ValueError(NOT_FINITE)
+    return number
+
+
+def undecodable_byte(text: str) -> int | None:
+    """The first byte of ``text`` that was not UTF-8 where it came from (a command line,
+    a file name: Python keeps each such byte as a lone surrogate U+DC80..U+DCFF), if any."""
+    char = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
+    return None if char is None else ord(char) - 0xDC00
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:
@@ -152,7 +188,9 @@ def _code(char: str) -> str:
 
 def readable_validation_error(e: ValidationError) -> str:
     """``body: Field required; priority: Input should be 'low' or 'high'``: where and what,
-    on one line, never the value (which may hold personal data)."""
+    on one line, without the input values Pydantic attaches to its errors (a message can
+    still quote part of one, a union's tag say, and a location can be a key of the input:
+    a log line about personal data uses the error types alone)."""
     parts = []
     for err in e.errors(include_url=False):
         loc = ".".join(str(x) for x in err["loc"]) or "(input)"
@@ -162,6 +200,7 @@ def readable_validation_error(e: ValidationError) -> str:
 
 __all__ = [
     "MAX_DEPTH",
+    "NOT_FINITE",
     "TOO_DEEP",
     "blank",
     "check_name",
@@ -170,7 +209,9 @@ __all__ = [
     "lone_surrogate",
     "readable_validation_error",
     "storable_json",
+    "strict_json",
     "surrogate_problem",
     "too_deep",
+    "undecodable_byte",
 ]
 

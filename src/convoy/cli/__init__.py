@@ -8,7 +8,7 @@ import logging
 import sys
 
 from convoy._interrupt import INTERRUPTED_LINE
-from convoy._text import escaped
+from convoy._text import escaped, undecodable_byte
 from convoy.cli._app import app
 
 
@@ -73,11 +73,11 @@ def _refuse_bytes_that_are_not_utf8(args: list[str]) -> None:
     each as a lone surrogate, which no store, JSON value or terminal line can hold): every
     command reads its arguments as text."""
     for i, arg in enumerate(args, 1):
-        byte = next((c for c in arg if "\udc80" <= c <= "\udcff"), None)
+        byte = undecodable_byte(arg)
         if byte is not None:
             print(f"error: argument {i} ('{escaped(arg[:60])}') is not UTF-8 text: it holds "
-                  f"the byte 0x{ord(byte) - 0xDC00:02x}; Convoy reads its arguments as UTF-8 "
-                  "(a file name too: rename the file)", file=sys.stderr)
+                  f"the byte 0x{byte:02x}; Convoy reads its arguments as UTF-8 (a file name "
+                  "too: rename the file)", file=sys.stderr)
             raise SystemExit(2)
 
 

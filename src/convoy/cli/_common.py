@@ -21,7 +21,6 @@ import base64
 import errno
 import importlib
 import json
-import math
 import os
 import socket
 import sys
@@ -45,7 +44,7 @@ from convoy import (
     infer_model,
 )
 from convoy._errors import NoStoreError
-from convoy._text import TOO_DEEP, check_storable
+from convoy._text import NOT_FINITE, TOO_DEEP, check_storable, strict_json, undecodable_byte
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -220,34 +219,22 @@ async def require_session(engine: Engine, scope: Scope, session_id: str, db: str
         unknown_session(db, scope, session_id)
 
 
-def _not_json(token: str) -> NoReturn:
-    raise ValueError(token)  # NaN, Infinity, -Infinity: Python's json reads them
-
-
-def _finite(token: str) -> float:
-    number = float(token)
-    if not math.isfinite(number):  # 1e999
-        raise ValueError(token)
-    return number
-
-
 def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
     """The value of an option (or argument) given as JSON, or one line and exit 2: not
     JSON, or holding a lone surrogate (which no store can hold)."""
-    byte = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
-    if byte is not None:  # how Python keeps a byte of the command line that is not UTF-8
-        fail(f"{option} is not UTF-8 text: it holds the byte 0x{ord(byte) - 0xDC00:02x}; "
-             "give it in UTF-8")
+    byte = undecodable_byte(text)
+    if byte is not None:
+        fail(f"{option} is not UTF-8 text: it holds the byte 0x{byte:02x}; give it in UTF-8")
     try:
-        value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+        value = strict_json(text)
     except json.JSONDecodeError as e:
         fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
              f"(quote strings: {example})")
-    except RecursionError:  # (deeper than the decoder goes)
-        fail(f"{option}: {TOO_DEEP}")
-    except ValueError:
-        fail(f"{option} is not JSON: NaN and infinite numbers are not JSON (readers could "
-             """not parse it); write null or a string such as '"NaN"' instead""")
+    except ValueError as e:
+        if str(e) == TOO_DEEP:
+            fail(f"{option}: {TOO_DEEP}")
+        fail(f"{option} is not JSON: {NOT_FINITE} (readers could not parse it); write null "
+             """or a string such as '"NaN"' instead""")
     try:
         return check_storable(value, option)
     except UserError as e:

@@ -13,7 +13,7 @@ from typing import Any
 import typer
 
 from convoy import UserError
-from convoy._text import TOO_DEEP, check_storable
+from convoy._text import NOT_FINITE, check_storable, strict_json
 
 MISSING: Any = object()
 
@@ -122,8 +122,7 @@ def parse(field: Field, text: str) -> Any:
             except ValueError:
                 raise ValueError("write a number, such as 4.5") from None
             if not math.isfinite(number):
-                raise ValueError("NaN and infinite numbers are not JSON; write a finite "
-                                 "number")
+                raise ValueError(f"{NOT_FINITE}; write a finite number")
             return number
         if kind == "string":
             return check_storable(text, field.name)
@@ -133,27 +132,14 @@ def parse(field: Field, text: str) -> Any:
                     return option
             raise ValueError("use one of " + ", ".join(map(str, field.schema["enum"])))
         try:
-            value = json.loads(text, parse_constant=_not_json, parse_float=_finite)
+            value = strict_json(text)
         except json.JSONDecodeError as e:
             raise ValueError(f"not JSON: {e.msg.removesuffix(' at')} at column "
                              f"{e.colno}") from None
-        except RecursionError:
-            raise ValueError(TOO_DEEP) from None
         return check_storable(value, field.name)
     except ValueError as e:
         raise UserError(f"{field.name}: not a valid {kind}: {e}") from None
 
-
-def _not_json(token: str) -> Any:
-    raise ValueError("NaN and infinite numbers are not JSON; write null or a finite number")
-
-
-def _finite(token: str) -> float:
-    number = float(token)
-    if not math.isfinite(number):  # 1e999
-        raise ValueError("NaN and infinite numbers are not JSON; write null or a finite "
-                         "number")
-    return number
 
 
 def from_sets(schema: Mapping[str, Any] | None, sets: list[str],
