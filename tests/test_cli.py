@@ -420,6 +420,42 @@ def test_a_signal_the_wait_refuses_is_one_warning_line_and_the_session_waits(
     assert session(sid).output == '"order 1: approved"'
 
 
+def test_sessions_show_says_which_signals_wait_and_which_were_refused(
+        workdir: Path) -> None:  # noqa: F811
+    """'sessions show' of a waiting session says what a person needs after sending it a
+    signal: that a signal is queued for it (no engine has run it since), and that the
+    session refused signals (how many, when the last was sent, why: the error kinds,
+    never the payload), which outlives the warning of the process that ran it."""
+    run_ok(lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = session_ids()
+    assert cli("signal", sid, "approve", "--payload", '"maybe"').code == 0
+    shown = cli("sessions", "show", sid)
+    assert shown.code == 0, shown.stderr
+    assert "signal queued" in shown.stdout and "sent at " in shown.stdout
+    assert "refused" not in shown.stdout
+    data = json.loads(cli("sessions", "show", sid, "--json").stdout)
+    assert data["signal_queued"] is not None and data["signals_refused"] is None
+    assert cli("resume", "--import", "cli_flows").code == 0
+    assert cli("signal", sid, "approve", "--payload", '{"secret": "alice@example.com"}'
+               ).code == 0
+    assert cli("resume", "--import", "cli_flows").code == 0
+    shown = cli("sessions", "show", sid)
+    assert shown.code == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "signal queued" not in text
+    assert "signals refused 2 (the last sent at " in text, text
+    assert "1 error (bool_type)" in text, text
+    assert "alice" not in shown.stdout and "maybe" not in shown.stdout
+    data = json.loads(cli("sessions", "show", sid, "--json").stdout)
+    assert data["signal_queued"] is None
+    refused = data["signals_refused"]
+    assert refused["count"] == 2 and refused["last_why"] == "1 error (bool_type)"
+    assert isinstance(refused["last_sent_at"], float)
+    assert cli("signal", sid, "approve", "--payload", "true").code == 0
+    assert cli("resume", "--import", "cli_flows").code == 0
+    assert session(sid).output == '"order 1: approved"'
+
+
 def test_a_signal_payload_can_come_from_a_file_or_stdin(workdir: Path) -> None:  # noqa: F811
     run_ok(lines=['"order 1"', '"order 2"'], flow="cli_flows:approval")
     first, second = ids_of(['"order 1"', '"order 2"'], "cli_flows:approval")

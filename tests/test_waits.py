@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -357,3 +358,31 @@ async def test_a_payload_or_input_nested_too_deep_is_refused_in_one_line(
 @convoy.workflow(name="lax_any")
 async def lax_any_flow(ctx: convoy.Context, value: Any) -> str:
     return "ran"
+
+
+def test_the_refusals_a_wait_record_holds_are_read_only_in_the_shape_written() -> None:
+    """``convoy sessions show`` reads the refusals from the wait's record; a record of an
+    earlier Convoy (none) or one edited by hand (wrong types, not JSON, nested past the
+    decoder) says nothing rather than failing the command."""
+    from convoy.durability._executor import refused_signals, signals_refused
+    from convoy.stores import StepRecord
+
+    def wait(result: str | None, status: str = "started") -> StepRecord:
+        return StepRecord(key="1", kind="wait", target="approve", status=status,
+                          result=result)
+
+    first = refused_signals(None, 100.0, "1 error (bool_parsing)")
+    second = refused_signals(first, 200.5, "2 errors (missing)")
+    assert second == {"count": 2, "last_sent_at": 200.5, "last_why": "2 errors (missing)"}
+    assert signals_refused(wait(json.dumps({"deadline": None, "refused": second}))) == second
+    assert refused_signals({"count": "9"}, 1.0, "x")["count"] == 1
+    for result in (None, "", "{", "[1]", '{"deadline": null}', '{"refused": []}',
+                   '{"refused": {"count": 0, "last_sent_at": 1, "last_why": "x"}}',
+                   '{"refused": {"count": true, "last_sent_at": 1, "last_why": "x"}}',
+                   '{"refused": {"count": 1, "last_sent_at": "1", "last_why": "x"}}',
+                   '{"refused": {"count": 1, "last_sent_at": 1, "last_why": 5}}',
+                   '{"refused": {"count": 1, "last_sent_at": NaN, "last_why": "x"}}',
+                   '{"refused": {"count": 1, "last_sent_at": 1e300, "last_why": "x"}}',
+                   "[" * 100_000):
+        assert signals_refused(wait(result)) is None, result
+    assert signals_refused(wait(json.dumps({"refused": second}), "completed")) is None

@@ -19,6 +19,7 @@ from convoy.cli._common import RUN_FAILURE, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
+from convoy.durability._executor import signals_refused
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
 from convoy.privacy._seal import is_sealed
@@ -244,6 +245,15 @@ def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool) 
     return t
 
 
+def open_wait(steps: Sequence[StepRecord]) -> StepRecord | None:
+    """The session's wait for a signal that has not ended (its journal's last ``wait``
+    step, ``started``), if any."""
+    for record in reversed(steps):
+        if record.kind == "wait":
+            return record if record.status == "started" else None
+    return None
+
+
 def _task_waited_for(row: SessionRow) -> str | None:
     """The inbox task a waiting session waits for (its wait is a watch on the task)."""
     prefix = watch_signal(INBOX, "")
@@ -343,7 +353,8 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
 
 def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
                   *, now: float, retried_as: SessionRow | None = None,
-                  cancel_requested: float | None = None) -> None:
+                  cancel_requested: float | None = None,
+                  signal_queued: float | None = None) -> None:
     sid = escaped(row.id)  # (as every name it shows: escaped, never obeyed by a terminal)
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
@@ -377,6 +388,16 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if row.wake_at is not None:
             info.add_row("wakes at" if row.wait_name is None else "times out at",
                          fmt_time(row.wake_at))
+    wait = open_wait(steps) if row.status in UNFINISHED else None
+    if wait is not None and signal_queued is not None:
+        info.add_row("signal queued", f"{escaped(wait.target)!r}, sent at "
+                     f"{fmt_time(signal_queued)} (the engine that runs the session next "
+                     "delivers it)")
+    refused = None if wait is None else signals_refused(wait)
+    if refused is not None:
+        info.add_row("signals refused", f"{refused['count']} (the last sent at "
+                     f"{fmt_time(refused['last_sent_at'])}: {escaped(refused['last_why'])}; "
+                     "its payload did not validate as the wait's type)")
     if cancel_requested is not None:
         info.add_row("cancel requested", f"at {fmt_time(cancel_requested)} (the engine that "
                      "runs the session next, or renews its lease, ends it cancelled)")

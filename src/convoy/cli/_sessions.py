@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Annotated, Any
+from typing import Annotated, Any, NamedTuple
 
 import typer
 
@@ -25,7 +25,8 @@ from convoy.cli._common import (
     unknown_session,
     workflow_names,
 )
-from convoy.cli._render import agent_configs, print_session, sessions_table
+from convoy.cli._render import agent_configs, open_wait, print_session, sessions_table
+from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
@@ -108,36 +109,53 @@ def show_session(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    row, steps, retried_as, cancel = run_async(_show(db, session_id, scope))
-    if row is None:
+    shown = run_async(_show(db, session_id, scope))
+    if shown is None:
         unknown_session(db, scope, session_id)
+    row, steps, retried_as, cancel, queued = shown
     if as_json:
-        typer.echo(json.dumps(session_json(row, steps, retried_as, cancel), indent=2))
+        typer.echo(json.dumps(session_json(row, steps, retried_as, cancel, queued), indent=2))
     else:
         print_session(out, row, steps, now=time.time(), retried_as=retried_as,
-                      cancel_requested=cancel)
+                      cancel_requested=cancel, signal_queued=queued)
 
 
-async def _show(db: str, session_id: str, scope: Scope) -> tuple[
-        SessionRow | None, list[StepRecord], SessionRow | None, float | None]:
-    """The session, its journal, the session that retried it, and when a cancel request
-    that waits for its engine was made (``None``: none)."""
+class _Shown(NamedTuple):
+    row: SessionRow
+    steps: list[StepRecord]
+    #: the session that retried it
+    retried_as: SessionRow | None
+    #: when a cancel request that waits for its engine was made
+    cancel: float | None
+    #: when the first signal queued for the session's open wait was sent
+    queued: float | None
+
+
+async def _show(db: str, session_id: str, scope: Scope) -> _Shown | None:
+    """The session and what ``sessions show`` says of it (``None``: no such session)."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return None, [], None, None
+            return None
         retry = await store.get_session(retry_id(row), tenant=row.tenant)
         if retry is not None and retry.parent != row.id:
             retry = None
-        request = await store.next_signal(session_id, CANCEL_SIGNAL, tenant=row.tenant) \
-            if row.status in UNFINISHED else None
-        return row, await store.journal(session_id, tenant=row.tenant), retry, \
-            None if request is None else request.at
+        steps = await store.journal(session_id, tenant=row.tenant)
+        request = queued = None
+        if row.status in UNFINISHED:
+            request = await store.next_signal(session_id, CANCEL_SIGNAL, tenant=row.tenant)
+            wait = open_wait(steps)
+            if wait is not None:
+                queued = await store.next_signal(session_id, wait.target, tenant=row.tenant)
+        return _Shown(row, steps, retry, None if request is None else request.at,
+                      None if queued is None else queued.at)
 
 
 def session_json(row: SessionRow, steps: list[StepRecord],
                  retried_as: SessionRow | None = None,
-                 cancel_requested: float | None = None) -> dict[str, Any]:
+                 cancel_requested: float | None = None,
+                 signal_queued: float | None = None) -> dict[str, Any]:
+    wait = open_wait(steps) if row.status in UNFINISHED else None
     return {
         "id": row.id, "workflow": row.workflow, "version": row.version, "tenant": row.tenant,
         "status": row.status, "created": row.created, "started": row.started,
@@ -148,6 +166,8 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "retried_as": retried_as.id if retried_as is not None else None,
         "owner": row.owner, "lease_until": row.lease_until, "wake_at": row.wake_at,
         "wait_name": row.wait_name, "cancel_requested": cancel_requested,
+        "signal_queued": signal_queued,
+        "signals_refused": None if wait is None else signals_refused(wait),
         "input": _json(row.input), "output": _json(row.output), "error": row.error_record,
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
                      "result": _json(r.result), "agent": r.agent,

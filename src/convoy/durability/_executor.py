@@ -375,9 +375,12 @@ class JournaledExecutor:
                 return rec.result or "null"
             if rec.status == "failed":
                 raise error_from_record(decode_json(rec.result or "{}"))
-            deadline = decode_json(rec.result or "{}").get("deadline")
+            opened = decode_json(rec.result or "{}")
+            deadline = opened.get("deadline")
+            refusals = opened.get("refused")
         else:
             deadline = None if timeout is None else self.clock() + timeout
+            refusals = None
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
                                          result=encode_json({"deadline": deadline})))
         if self.replay_only:
@@ -397,10 +400,13 @@ class JournaledExecutor:
                                              status="completed", result=signal.payload),
                                   consume_signal=signal.seq)
                 return signal.payload
-            # Consumed with the wait's own record written again as it was (so both land,
-            # or neither): the wait goes on.
+            # Consumed with the wait's own record written again, counting the refusal (so
+            # both land, or neither): the wait goes on, and ``convoy sessions show`` says
+            # what was refused long after this process's warning is gone.
+            refusals = refused_signals(refusals, signal.at, refused)
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
-                                         result=encode_json({"deadline": deadline})),
+                                         result=encode_json({"deadline": deadline,
+                                                             "refused": refusals})),
                               consume_signal=signal.seq)
             log.warning("session %s refused signal %s (sent at %s): its payload does not "
                         "validate as the wait's type: %s; the session still waits for a "
@@ -413,6 +419,37 @@ class JournaledExecutor:
             await self._fail(key, "wait", target, None, None, err)
             raise err
         raise Parked(wake_at=deadline, wait_name=name)
+
+
+def refused_signals(before: object, sent_at: float, why: str) -> dict[str, Any]:
+    """What an open wait's record keeps of the signals it refused, one more added: how
+    many (``count``), when the last was sent and why it was refused (:func:`_refusal`:
+    error counts and kinds, never the payload). ``before``: what the record held (an
+    earlier Convoy's record holds none)."""
+    count = before.get("count") if isinstance(before, dict) else None
+    n = count if type(count) is int and count > 0 else 0
+    return {"count": n + 1, "last_sent_at": sent_at, "last_why": why}
+
+
+def signals_refused(record: StepRecord) -> dict[str, Any] | None:
+    """What the open wait ``record`` (a ``wait`` step ``started``) says of the signals it
+    refused (:func:`refused_signals`), ``None`` for none, or for a record that does not
+    hold it as this Convoy writes it (an earlier Convoy's, or one edited by hand)."""
+    if record.kind != "wait" or record.status != "started" or not record.result:
+        return None
+    try:
+        opened = from_json(record.result)
+    except ValueError:
+        return None
+    refused = opened.get("refused") if isinstance(opened, dict) else None
+    if not isinstance(refused, dict):
+        return None
+    count, at, why = refused.get("count"), refused.get("last_sent_at"), refused.get("last_why")
+    if type(count) is not int or count < 1 or not isinstance(why, str) or \
+            not isinstance(at, int | float) or isinstance(at, bool) or \
+            not math.isfinite(at) or not 0 <= at < 1e11:
+        return None
+    return {"count": count, "last_sent_at": float(at), "last_why": why}
 
 
 def _refusal(accept: Callable[[str], object] | None, payload: str) -> str | None:
@@ -445,4 +482,4 @@ def _when(at: float) -> str:
 
 
 __all__ = ["JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism", "StepExecutor",
-           "decode_json", "encode_json", "fingerprint"]
+           "decode_json", "encode_json", "fingerprint", "refused_signals", "signals_refused"]

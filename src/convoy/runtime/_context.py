@@ -172,7 +172,8 @@ class Context:
         wait is kept and consumed by it. Each signal is consumed by one wait. Past
         ``timeout`` seconds the wait raises :class:`~convoy.WaitTimeout`. A signal whose
         payload ``type`` does not validate is refused: consumed without ending the wait,
-        with a warning logged (``convoy`` logger) that says why; the wait goes on for the
+        with a warning logged (``convoy`` logger) that says why, and counted in the wait's
+        journal record (``convoy sessions show`` prints it); the wait goes on for the
         next signal. (The sender is not told when it sends it: ``engine.signal`` does not
         know the type a session waits for.)
         """
