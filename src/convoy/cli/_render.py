@@ -390,7 +390,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                          fmt_time(row.wake_at))
     wait = open_wait(steps) if row.status in UNFINISHED else None
     if wait is not None and signal_queued is not None:
-        info.add_row("signal queued", f"{escaped(wait.target)!r}, sent at "
+        info.add_row("signal queued", f"'{escaped(wait.target)}', sent at "
                      f"{fmt_time(signal_queued)} (the engine that runs the session next "
                      "delivers it)")
     refused = None if wait is None else signals_refused(wait)
