@@ -224,7 +224,9 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
                     "Repeatable.")] = None) -> None:
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names the first bad entry of a changed, deleted, inserted, reordered or
-    truncated log, or of a fork from a checkpoint; exits 1 if one is found.
+    truncated log, or of a fork from a checkpoint, or a checkpoint whose signature does not
+    verify; exits 1 if one is found. A --checkpoint line that is not a checkpoint (a field
+    missing, of the wrong JSON type or out of range) exits 2, naming the line and field.
 
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
@@ -378,6 +380,9 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     signer with --public-key), the entry's leaf hash and the path to the signed root.
     The public key is the `public_key` every checkpoint prints (the raw 32-byte key in
     base64, such as 'y51pj+l55WfSRbas2/WV5qEvMZ548nr7yPYoGRcB4SU='; not a PEM or DER form).
+    Exits 1 if the proof does not hold (a signature, hash or path that does not verify),
+    2 if PROOF is not a proof (not JSON, or a field of it or of its checkpoint missing, of
+    the wrong JSON type or out of range: named).
 
     Example: `convoy audit check proof.json --public-key "$SIGNER_PUBLIC_KEY"`
     """
