@@ -117,8 +117,9 @@ def list_entries(
         kind: Annotated[list[str] | None, typer.Option(
             "--kind", "-k", metavar="KIND",
             help="Only entries of this kind (repeatable): model_call, tool_call, "
-                 "policy_refusal, approval, human_decision, handoff, state_write, "
-                 "state_read, effect, signal, config_change, erasure, ...")] = None,
+                 "agent_decision, policy_refusal, approval, human_decision, handoff, "
+                 "state_write, state_read, effect, signal, session, config_change, "
+                 "erasure.")] = None,
         limit: Annotated[int, count_option(
             "--limit", "-n", least=1, help="The newest N entries that match.")] = 50,
         as_json: Annotated[bool, typer.Option(
@@ -135,9 +136,10 @@ def list_entries(
     require_store(db)
     known = set(get_args(_audit().AuditKind))
     wrong = sorted(set(kind or ()) - known)
-    if wrong:
-        raise typer.BadParameter(f"unknown kind {', '.join(map(repr, wrong))}; kinds: "
-                                 f"{', '.join(sorted(known))}", param_hint="--kind")
+    if wrong:  # (one line, as --status and --by are refused: no usage panel)
+        fail(f"--kind {', '.join(map(repr, wrong))} "
+             f"{'is not an audit entry kind' if len(wrong) == 1 else 'are not audit entry kinds'}"
+             f"; use one of {', '.join(sorted(known))}")
     name = one_tenant(tenant)
     rows = run_async(_entries(db, name, session, set(kind or ()), limit))
     if as_json:
