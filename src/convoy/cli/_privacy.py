@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convoy import Engine
+from convoy import Engine, SubjectErased
 from convoy._errors import UserError
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -28,6 +28,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._render import fmt_time
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
 from convoy.stores import Erasure
@@ -44,19 +45,31 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
     the store so no deleted row is left in its files. Needs $CONVOY_MASTER_KEY_FILE (or
     $CONVOY_MASTER_KEY).
 
+    A subject erased already (and named by no session since) is a repeated request,
+    answered as done: it says when, writes nothing and exits 0. A subject the tenant never
+    had (no session names it, no key, no erasure) exits 2.
+
     Example: `convoy erase customer-42 --tenant acme`
     """
     require_convoy_store(db, nothing="erase")
     event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
                              tenant or DEFAULT_TENANT))
+    if isinstance(event, SubjectErased):
+        out.print(f"subject {subject!r} of tenant {event.tenant!r} was erased already "
+                  f"(erasure #{event.seq} at {fmt_time(event.at)}): nothing of it is left; "
+                  "nothing more to do", markup=False, soft_wrap=True)
+        return
     out.print(f"erased subject {subject!r} of tenant {event.tenant!r}: {event.sessions} "
               f"session(s), {event.state_versions} state version(s), key "
               f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
 
 
-async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure:
+async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | SubjectErased:
     async with engine:
-        return await engine.erase(subject, tenant=tenant)
+        try:
+            return await engine.erase(subject, tenant=tenant)
+        except SubjectErased as e:  # (raised before anything is written)
+            return e
 
 
 def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
