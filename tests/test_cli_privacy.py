@@ -11,7 +11,17 @@ from pathlib import Path
 from convoy.cli._render import fmt_time
 from convoy.stores import Erasure, store_from_url
 
-from .clikit import FLOW, cli, one_line_error, workdir, write_jsonl
+from .clikit import (
+    FLOW,
+    cli,
+    ids_of,
+    one_line_error,
+    session_ids,
+    sessions,
+    tamper,
+    workdir,
+    write_jsonl,
+)
 
 __all__ = ["workdir"]  # the autouse fixture: each test in its own directory
 
@@ -132,6 +142,57 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout
+
+
+def _settled(db: Path) -> bytes:
+    """The store file's bytes with every committed write in it (its WAL checkpointed and
+    emptied: a write a command made would be there)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    return db.read_bytes()
+
+
+def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Path) -> None:
+    """Twelve sessions, eleven finished 40 days ago (moved back in the store: no waiting):
+    the dry run counts them per tenant, names the first ten (bounded), and leaves every
+    file of the store as it was; the real purge then purges exactly those."""
+    lines: list[object] = [{"subject": f"s{i}", "body": "x"} for i in range(12)]
+    write_jsonl(tmp_path / "in.jsonl", lines)
+    assert cli("run", FLOW, "-i", "in.jsonl").code == 0
+    assert cli("run", FLOW, "-i", "in.jsonl", "--tenant", "acme").code == 0
+    old = sorted(ids_of(lines)[1:])
+    tamper("UPDATE sessions SET finished = finished - 40 * 86400 WHERE tenant = 'default' "
+           f"AND id IN ({', '.join('?' * len(old))})", *old)
+    tamper("UPDATE sessions SET finished = finished - 40 * 86400 WHERE tenant = 'acme'")
+    before = _settled(tmp_path / "convoy.db")
+    dry = cli("purge", "--older-than", "30d", "--dry-run")
+    assert dry.code == 0 and dry.stderr == "", dry
+    lines_out = dry.stdout.splitlines()
+    assert lines_out[0] == "would purge 11 session(s) older than 30d of tenant 'default'", dry
+    shown = [ln.strip() for ln in lines_out[1:11]]
+    assert shown == sorted(shown) and set(shown) <= set(old) and len(shown) == 10
+    assert lines_out[11].strip() == "... and 1 more"
+    assert lines_out[-1] == "dry run: nothing was purged; run the same command without " \
+        "--dry-run to purge them"
+    every = cli("purge", "--older-than", "30d", "--dry-run", "--all-tenants")
+    assert every.stdout.splitlines()[0] == "would purge 23 session(s) older than 30d " \
+        "(acme: 12, default: 11)", every
+    none = cli("purge", "--older-than", "50d", "--dry-run")
+    assert none.code == 0 and none.stdout.splitlines()[0] == \
+        "would purge 0 session(s) older than 50d of tenant 'default'", none
+    assert _settled(tmp_path / "convoy.db") == before  # nothing written
+    one_line_error(cli("purge", "--older-than", "3x", "--dry-run"), 2, "unit s, m, h, d or w")
+    one_line_error(cli("purge", "--older-than", "30d", "--dry-run", "--db", "absent.db"), 2,
+                   "no Convoy store at 'absent.db'")
+    res = cli("purge", "--older-than", "30d")
+    assert res.code == 0 and "purged 11 session(s) older than 30d" in res.stdout, res
+    left = sessions()  # acme's twelve (not --all-tenants) and default's newest
+    assert len(left) == 13 and not set(old) & {r.id for r in left if r.tenant == "default"}
 
 
 def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
