@@ -16,7 +16,6 @@ from .clikit import (
     cli,
     ids_of,
     one_line_error,
-    session_ids,
     sessions,
     tamper,
     workdir,
