@@ -14,7 +14,7 @@ from pydantic import BaseModel
 import convoy
 from convoy.audit import AuditInterceptor
 from convoy.stores import SQLiteStore
-from tests.clikit import cli, workdir  # noqa: F401  (fixture)
+from tests.clikit import cli, one_line_error, workdir  # noqa: F401  (fixture)
 
 from .conftest import FakeClock
 
@@ -97,7 +97,12 @@ def test_bad_input_is_one_line(db: str) -> None:
     assert r.code != 0 and "tenant 'nobody' has no audit log" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--kind", "nonsense")
-    assert r.code == 2 and "nonsense" in r.stderr
+    one_line_error(r, 2, "--kind 'nonsense' is not an audit entry kind; use one of "
+                         "agent_decision, approval, config_change, effect, erasure, ")
+    assert "Usage:" not in r.stderr and "tool_call" in r.stderr
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "-k", "tool_call", "-k", "x",
+            "-k", "y")
+    one_line_error(r, 2, "--kind 'x', 'y' are not audit entry kinds; use one of ")
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "nope")
     assert r.code == 0 and "no audit entries" in r.stdout
 
@@ -106,3 +111,13 @@ def test_listing_writes_nothing(db: str) -> None:
     before = Path(db).read_bytes()
     assert cli("audit", "list", "--db", db, "--tenant", "acme").code == 0
     assert Path(db).read_bytes() == before
+
+
+def test_the_help_lists_every_kind() -> None:
+    from typing import get_args
+
+    from convoy.audit import AuditKind
+
+    text = " ".join(cli("audit", "list", "--help").stdout.replace("│", " ").split())
+    assert all(kind in text for kind in get_args(AuditKind)), text
+    assert "erasure, ..." not in text

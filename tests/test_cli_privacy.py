@@ -3,11 +3,24 @@ line: what they print, what they leave in the store's files, one line for each m
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 from pathlib import Path
 
-from .clikit import FLOW, cli, one_line_error, workdir, write_jsonl
+from convoy.cli._render import fmt_time
+from convoy.stores import Erasure, store_from_url
+
+from .clikit import (
+    FLOW,
+    cli,
+    ids_of,
+    one_line_error,
+    sessions,
+    tamper,
+    workdir,
+    write_jsonl,
+)
 
 __all__ = ["workdir"]  # the autouse fixture: each test in its own directory
 
@@ -47,7 +60,9 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     assert (tmp_path / "m.key").read_bytes() == key == (tmp_path / "copy.key").read_bytes()
     res = cli("erase", "c-9", env=env)
     assert res.code == 0 and "1 session(s)" in res.stdout and "key destroyed" in res.stdout
-    one_line_error(cli("erase", "c-9", env=env), 2, "erased already")
+    again = cli("erase", "c-9", env=env)  # a repeated request: done already, not an error
+    assert again.code == 0 and "subject 'c-9' of tenant 'default' was erased already " \
+        "(erasure #1 at " in again.stdout, again
     # the right of access after erasure: said so, not 'unknown' (as if mistyped)
     one_line_error(cli("export", "c-9", env=env), 2,
                    "subject 'c-9' of tenant 'default' was erased already (erasure #1)")
@@ -55,6 +70,54 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     assert not (tmp_path / "convoy.db-wal").exists() or \
         (tmp_path / "convoy.db-wal").stat().st_size == 0
     assert b"c-9" not in (tmp_path / "convoy.db").read_bytes()
+
+
+def test_a_repeated_erasure_succeeds_and_appends_nothing(tmp_path: Path) -> None:
+    """A subject erased already (a request sent twice, a retry of a script): exit 0, when
+    it was erased, and nothing written: no second erasure recorded, no audit entry, the
+    log still verifies. A subject the store never had stays a usage error (exit 2)."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+
+    async def audited() -> None:  # the tenant has an audit log: the CLI audits it
+        from convoy.audit import AuditEvent, AuditLog
+
+        store = store_from_url("convoy.db")
+        await store.open()
+        try:
+            await AuditLog(store).append("default", [AuditEvent(kind="config_change",
+                                                                status="ok", at=1.0)])
+        finally:
+            await store.aclose()
+
+    async def recorded() -> tuple[list[Erasure], int]:
+        store = store_from_url("convoy.db", read_only=True)
+        await store.open()
+        try:
+            return await store.erasures(), await store.audit_size("default")
+        finally:
+            await store.aclose()
+
+    asyncio.run(audited())
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
+    assert cli("erase", "c-9", env=env).code == 0
+    [erasure], size = asyncio.run(recorded())
+    again = cli("erase", "c-9", env=env)
+    assert again.code == 0 and again.stderr == "", again
+    assert again.stdout.strip() == (
+        f"subject 'c-9' of tenant 'default' was erased already (erasure #{erasure.seq} at "
+        f"{fmt_time(erasure.at)}): nothing of it is left; nothing more to do")
+    assert asyncio.run(recorded()) == ([erasure], size)
+    verified = cli("audit", "verify")
+    assert verified.code == 0 and f"{size} entries verified" in verified.stdout, verified
+    one_line_error(cli("erase", "c-8", env=env), 2,
+                   "unknown subject 'c-8' in tenant 'default': no session names it and it "
+                   "has no key")
+    # another tenant's c-9 was never erased: unknown there
+    one_line_error(cli("erase", "c-9", "--tenant", "acme", env=env), 2,
+                   "unknown subject 'c-9' in tenant 'acme'")
+    assert asyncio.run(recorded()) == ([erasure], size)
 
 
 def test_a_master_key_file_of_raw_bytes_is_one_line(tmp_path: Path) -> None:
@@ -78,6 +141,57 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout
+
+
+def _settled(db: Path) -> bytes:
+    """The store file's bytes with every committed write in it (its WAL checkpointed and
+    emptied: a write a command made would be there)."""
+    conn = sqlite3.connect(db)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    wal = db.with_name(db.name + "-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    return db.read_bytes()
+
+
+def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Path) -> None:
+    """Twelve sessions, eleven finished 40 days ago (moved back in the store: no waiting):
+    the dry run counts them per tenant, names the first ten (bounded), and leaves every
+    file of the store as it was; the real purge then purges exactly those."""
+    lines: list[object] = [{"subject": f"s{i}", "body": "x"} for i in range(12)]
+    write_jsonl(tmp_path / "in.jsonl", lines)
+    assert cli("run", FLOW, "-i", "in.jsonl").code == 0
+    assert cli("run", FLOW, "-i", "in.jsonl", "--tenant", "acme").code == 0
+    old = sorted(ids_of(lines)[1:])
+    tamper("UPDATE sessions SET finished = finished - 40 * 86400 WHERE tenant = 'default' "
+           f"AND id IN ({', '.join('?' * len(old))})", *old)
+    tamper("UPDATE sessions SET finished = finished - 40 * 86400 WHERE tenant = 'acme'")
+    before = _settled(tmp_path / "convoy.db")
+    dry = cli("purge", "--older-than", "30d", "--dry-run")
+    assert dry.code == 0 and dry.stderr == "", dry
+    lines_out = dry.stdout.splitlines()
+    assert lines_out[0] == "would purge 11 session(s) older than 30d of tenant 'default'", dry
+    shown = [ln.strip() for ln in lines_out[1:11]]
+    assert shown == sorted(shown) and set(shown) <= set(old) and len(shown) == 10
+    assert lines_out[11].strip() == "... and 1 more"
+    assert lines_out[-1] == "dry run: nothing was purged; run the same command without " \
+        "--dry-run to purge them"
+    every = cli("purge", "--older-than", "30d", "--dry-run", "--all-tenants")
+    assert every.stdout.splitlines()[0] == "would purge 23 session(s) older than 30d " \
+        "(acme: 12, default: 11)", every
+    none = cli("purge", "--older-than", "50d", "--dry-run")
+    assert none.code == 0 and none.stdout.splitlines()[0] == \
+        "would purge 0 session(s) older than 50d of tenant 'default'", none
+    assert _settled(tmp_path / "convoy.db") == before  # nothing written
+    one_line_error(cli("purge", "--older-than", "3x", "--dry-run"), 2, "unit s, m, h, d or w")
+    one_line_error(cli("purge", "--older-than", "30d", "--dry-run", "--db", "absent.db"), 2,
+                   "no Convoy store at 'absent.db'")
+    res = cli("purge", "--older-than", "30d")
+    assert res.code == 0 and "purged 11 session(s) older than 30d" in res.stdout, res
+    left = sessions()  # acme's twelve (not --all-tenants) and default's newest
+    assert len(left) == 13 and not set(old) & {r.id for r in left if r.tenant == "default"}
 
 
 def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
@@ -140,7 +254,8 @@ def test_an_erasure_the_store_could_not_compact_says_so_and_db_compact_finishes_
         assert "convoy db compact" in res.stderr
     finally:
         reader.close()
-    one_line_error(cli("erase", "subject-c-9", env=env), 2, "erased already")
+    again = cli("erase", "subject-c-9", env=env)
+    assert again.code == 0 and "was erased already (erasure #1 at " in again.stdout, again
     done = cli("db", "compact")
     assert done.code == 0 and "compacted" in done.stdout, done
     for p in tmp_path.iterdir():

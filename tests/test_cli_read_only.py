@@ -77,6 +77,9 @@ def reads(sid: str) -> list[tuple[list[str], int]]:
         (["audit", "list"], 2),  # no log yet: one line saying so
         (["replay", sid], 0),
         (["export", "c-9"], 2),  # an unknown subject
+        (["retry", "--status", "failed", "--dry-run", "--all-tenants"], 0),
+        (["retry", sid, "--dry-run"], 2),  # completed: not a session a retry runs
+        (["purge", "--older-than", "1s", "--dry-run", "--all-tenants"], 0),
     ]
 
 

@@ -19,6 +19,7 @@ from tests.clikit import (
     tamper,
     workdir,  # noqa: F401  (autouse fixture)
 )
+from tests.store_backends import SQLiteBackend
 
 FLAKY = {"subject": "flaky", "body": "the backend is down"}
 EXPLODE = {"subject": "explode", "body": "!"}
@@ -79,6 +80,23 @@ def test_retry_runs_the_current_version_and_a_rerun_does_not_rerun() -> None:
     # 'convoy run' with the same file still addresses the old session: not re-run.
     res = run_ok(lines=[FLAKY])
     assert summary(res.stdout, "sessions run") == "0"
+
+
+def test_a_dry_run_opens_the_store_read_only(tmp_path: Path) -> None:
+    """A dry run writes nothing: on a store an older Convoy left without its add-ons (which
+    a writable open adds), it lists the sessions and leaves the store as it was; only the
+    retry itself brings the store up to date."""
+    run_ok(lines=LINES)
+    backend = SQLiteBackend(tmp_path)
+    backend.path = tmp_path / "convoy.db"
+    backend.drop_addons()
+    before = backend.snapshot()
+    dry = cli("retry", "--status", "failed", "--dry-run")
+    assert dry.code == 0 and "2 sessions would be retried" in dry.stdout, dry
+    assert backend.snapshot() == before
+    Path("fixed").touch()
+    assert cli("retry", "--status", "failed").code == 0
+    assert backend.snapshot() != before
 
 
 def test_retry_usage_errors() -> None:

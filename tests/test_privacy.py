@@ -169,8 +169,12 @@ async def test_erasure_and_export_on_both_stores(db: str | Path) -> None:
         assert [e.seq for e in await eng.store.erasures(tenant="acme")] == [event.seq]
         assert await eng.store.get_session(res.id) is None
         assert await eng.store.get_session(other.id) is not None  # globex's s-1 stays
-        with pytest.raises(UserError, match="erased already"):
+        with pytest.raises(convoy.SubjectErased, match="erased already") as erased:
             await acme.erase("s-1")
+        assert isinstance(erased.value, UserError)  # (what it was before it had a type)
+        assert (erased.value.subject, erased.value.tenant, erased.value.seq,
+                erased.value.at) == ("s-1", "acme", event.seq, event.at)
+        assert [e.seq for e in await eng.store.erasures(tenant="acme")] == [event.seq]
         with pytest.raises(UserError, match="unknown subject 'nobody'"):
             await acme.export("nobody")
 

@@ -4,6 +4,7 @@ One root, a shallow tree::
 
     ConvoyError
     ├── UserError                  misuse of the API (bad config, unknown model, bad workflow)
+    │   └── SubjectErased          the data subject was erased already (``seq``, ``at``)
     ├── StepError                  a step failed; ``retryable`` classifies it
     │   ├── ModelError             the model endpoint failed (timeout, 429, 5xx, auth, ...)
     │   │   ├── ContextWindowExceeded   the request is longer than the model's context
@@ -98,6 +99,18 @@ class ConvoyError(Exception):
 
 class UserError(ConvoyError):
     """The API was used wrongly; the message says how to fix it."""
+
+
+class SubjectErased(UserError):
+    """``tenant``'s data subject ``subject`` was erased already, by the erasure numbered
+    ``seq`` (``Store.erasures()``) at ``at`` (seconds since the epoch): nothing of it is
+    left to erase or export. A repeated erasure request is answered by it, not an error to
+    the command line (``convoy erase`` says so and exits 0)."""
+
+    def __init__(self, message: str, *, subject: str, tenant: str, seq: int,
+                 at: float) -> None:
+        super().__init__(message)
+        self.subject, self.tenant, self.seq, self.at = subject, tenant, seq, at
 
 
 class StoreError(ConvoyError):

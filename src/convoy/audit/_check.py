@@ -10,7 +10,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from convoy._errors import AuditProofError
-from convoy.audit._checkpoint import Checkpoint
+from convoy.audit._checkpoint import Checkpoint, Published
 from convoy.audit._event import AuditEvent
 from convoy.audit._log import PROOF_FORMAT
 from convoy.audit._merkle import entry_leaf
@@ -30,7 +30,7 @@ class _Proof(BaseModel):
     leaf_hash: str | None = None  # (recomputed from the entry; checked against it if given)
     tree_size: Annotated[int, Field(ge=1, le=2**63)]
     proof: list[str]
-    checkpoint: dict[str, Any]
+    checkpoint: Published  # (as strict: 'checkpoint.size' names a field at fault)
 
 
 def _parse(doc: Any) -> _Proof:
@@ -40,10 +40,10 @@ def _parse(doc: Any) -> _Proof:
     try:
         p = _Proof.model_validate(doc)
     except ValidationError as e:
-        first = e.errors()[0]
+        first = e.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
-        raise AuditProofError(f"not a Convoy inclusion proof: {where!r}: {first['msg']}"
-                              ) from None
+        msg = "expected a JSON object" if first["type"] == "model_type" else first["msg"]
+        raise AuditProofError(f"not a Convoy inclusion proof: {where!r}: {msg}") from None
     if p.format != PROOF_FORMAT:
         raise AuditProofError(f"not a Convoy inclusion proof: 'format' is {p.format!r}, not "
                               f"{PROOF_FORMAT!r}")
@@ -61,7 +61,7 @@ def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
         proof = [base64.b64decode(h, validate=True) for h in p.proof]
     except (ValueError, binascii.Error) as e:
         raise AuditProofError(f"not a Convoy inclusion proof: {e}") from None
-    cp = Checkpoint.from_dict(p.checkpoint)
+    cp = Checkpoint.from_published(p.checkpoint)
     cp.check(public_key)
     if cp.tenant != p.tenant or cp.size != p.tree_size:
         raise AuditProofError("the proof and its checkpoint name different logs or sizes")

@@ -18,7 +18,18 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from convoy.audit._needs import MISSING_CRYPTOGRAPHY
 
@@ -29,9 +40,64 @@ except ImportError as e:  # the extra is not installed
     raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import AuditProofError, UserError
+from convoy._text import TOO_DEEP, readable_validation_error, strict_json
 from convoy.audit._keys import key_id, public_key_from_text, public_key_text
 
 HEADER = "convoy-audit-checkpoint/v1"
+#: A root is a SHA-256 hash; an Ed25519 signature is 64 bytes.
+_ROOT_BYTES, _SIGNATURE_BYTES = 32, 64
+
+
+def _base64_of(n: int, what: str) -> AfterValidator:
+    def check(text: str) -> str:
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error):
+            raise _wrong(f"not base64 (it holds {what}, {n} bytes, in base64)") from None
+        if len(raw) != n:
+            raise _wrong(f"{len(raw)} bytes in base64, not the {n} of {what}")
+        return text
+
+    return AfterValidator(check)
+
+
+def _wrong(message: str) -> PydanticCustomError:
+    """A field's error, said as is (no "Value error, " before it)."""
+    return PydanticCustomError("checkpoint_field", message)
+
+
+def _public_key(text: str) -> str:
+    try:
+        public_key_from_text(text)
+    except UserError:
+        raise _wrong("not an Ed25519 public key (its 32 bytes, in base64)") from None
+    return text
+
+
+class Published(BaseModel):
+    """The published form of a checkpoint (:meth:`Checkpoint.to_dict`), field by field as
+    its JSON types: strict, since a third party hands it over (a size of ``"3"``, ``-1``,
+    ``3.0`` or ``true``, a signature of ``null`` are no checkpoint's). Other fields are
+    ignored (a later version may add some)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    format: Literal["convoy-audit-checkpoint/v1"]
+    tenant: Annotated[str, Field(min_length=1)]
+    size: Annotated[int, Field(ge=0, lt=2**63)]  # (a log's indexes are 8 bytes)
+    root: Annotated[str, _base64_of(_ROOT_BYTES, "a SHA-256 root hash")]
+    timestamp: Annotated[float, Field(allow_inf_nan=False)]
+    public_key: Annotated[str, AfterValidator(_public_key)]
+    key_id: str | None = None  # (derived from public_key; checked against it if given)
+    signature: Annotated[str, _base64_of(_SIGNATURE_BYTES, "an Ed25519 signature")]
+
+    @field_validator("key_id")
+    @classmethod
+    def _key_id_is_the_keys(cls, value: str | None, info: ValidationInfo) -> str | None:
+        public = info.data.get("public_key")  # (absent: public_key's own error says why)
+        if value is not None and public is not None and value != key_id(public):
+            raise _wrong(f"not the id of its public_key (that is {key_id(public)})")
+        return value
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -94,25 +160,33 @@ class Checkpoint:
 
     @classmethod
     def from_dict(cls, d: Any) -> Checkpoint:
-        """Read the published form; :class:`~convoy.UserError` if it is not one."""
+        """Read the published form; :class:`~convoy.UserError` naming the field at fault
+        (missing, of another JSON type, out of range) if it is not one."""
+        if not isinstance(d, dict):
+            raise UserError(f"not a Convoy audit checkpoint ({HEADER}): expected a JSON "
+                            f"object, got {type(d).__name__}")
         try:
-            if d["format"] != HEADER:
-                raise ValueError(f"format {d['format']!r}")
-            return cls(tenant=str(d["tenant"]), size=int(d["size"]),
-                       root=base64.b64decode(d["root"], validate=True),
-                       timestamp=float(d["timestamp"]), public_key=str(d["public_key"]),
-                       signature=str(d["signature"]))
-        except (KeyError, TypeError, ValueError, binascii.Error) as e:
-            raise UserError(f"not a Convoy audit checkpoint ({HEADER}): {e}") from None
+            doc = Published.model_validate(d)
+        except ValidationError as e:
+            raise UserError(f"not a Convoy audit checkpoint ({HEADER}): "
+                            f"{readable_validation_error(e)}") from None
+        return cls.from_published(doc)
+
+    @classmethod
+    def from_published(cls, doc: Published) -> Checkpoint:
+        """The checkpoint of a validated :class:`Published` form."""
+        return cls(tenant=doc.tenant, size=doc.size, root=base64.b64decode(doc.root),
+                   timestamp=doc.timestamp, public_key=doc.public_key,
+                   signature=doc.signature)
 
     @classmethod
     def from_json(cls, text: str) -> Checkpoint:
         """Read :meth:`to_json`'s output."""
         try:
-            d = json.loads(text)
-        except ValueError as e:
+            d = strict_json(text)
+        except ValueError as e:  # (NaN, 1e999: said so)
+            if str(e) == TOO_DEEP:
+                raise UserError("a checkpoint must be a JSON object: this one nests arrays "
+                                "or objects thousands of levels deep") from None
             raise UserError(f"a checkpoint must be JSON: {e}") from None
-        except RecursionError:  # (nested deeper than the decoder goes)
-            raise UserError("a checkpoint must be a JSON object: this one nests arrays or "
-                            "objects thousands of levels deep") from None
         return cls.from_dict(d)

@@ -117,8 +117,9 @@ def list_entries(
         kind: Annotated[list[str] | None, typer.Option(
             "--kind", "-k", metavar="KIND",
             help="Only entries of this kind (repeatable): model_call, tool_call, "
-                 "policy_refusal, approval, human_decision, handoff, state_write, "
-                 "state_read, effect, signal, config_change, erasure, ...")] = None,
+                 "agent_decision, policy_refusal, approval, human_decision, handoff, "
+                 "state_write, state_read, effect, signal, session, config_change, "
+                 "erasure.")] = None,
         limit: Annotated[int, count_option(
             "--limit", "-n", least=1, help="The newest N entries that match.")] = 50,
         as_json: Annotated[bool, typer.Option(
@@ -135,9 +136,10 @@ def list_entries(
     require_store(db)
     known = set(get_args(_audit().AuditKind))
     wrong = sorted(set(kind or ()) - known)
-    if wrong:
-        raise typer.BadParameter(f"unknown kind {', '.join(map(repr, wrong))}; kinds: "
-                                 f"{', '.join(sorted(known))}", param_hint="--kind")
+    if wrong:  # (one line, as --status and --by are refused: no usage panel)
+        fail(f"--kind {', '.join(map(repr, wrong))} "
+             f"{'is not an audit entry kind' if len(wrong) == 1 else 'are not audit entry kinds'}"
+             f"; use one of {', '.join(sorted(known))}")
     name = one_tenant(tenant)
     rows = run_async(_entries(db, name, session, set(kind or ()), limit))
     if as_json:
@@ -224,7 +226,9 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
                     "Repeatable.")] = None) -> None:
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names the first bad entry of a changed, deleted, inserted, reordered or
-    truncated log, or of a fork from a checkpoint; exits 1 if one is found.
+    truncated log, or of a fork from a checkpoint, or a checkpoint whose signature does not
+    verify; exits 1 if one is found. A --checkpoint line that is not a checkpoint (a field
+    missing, of the wrong JSON type or out of range) exits 2, naming the line and field.
 
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
@@ -378,6 +382,9 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     signer with --public-key), the entry's leaf hash and the path to the signed root.
     The public key is the `public_key` every checkpoint prints (the raw 32-byte key in
     base64, such as 'y51pj+l55WfSRbas2/WV5qEvMZ548nr7yPYoGRcB4SU='; not a PEM or DER form).
+    Exits 1 if the proof does not hold (a signature, hash or path that does not verify),
+    2 if PROOF is not a proof (not JSON, or a field of it or of its checkpoint missing, of
+    the wrong JSON type or out of range: named).
 
     Example: `convoy audit check proof.json --public-key "$SIGNER_PUBLIC_KEY"`
     """

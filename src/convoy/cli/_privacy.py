@@ -10,10 +10,11 @@ from typing import Annotated, Any
 
 import typer
 
-from convoy import Engine
+from convoy import Engine, SubjectErased
 from convoy._errors import UserError
 from convoy.cli._common import (
     DEFAULT_DB,
+    MAX_COUNT,
     AllTenantsOption,
     BusyTimeoutOption,
     DbOption,
@@ -22,12 +23,14 @@ from convoy.cli._common import (
     check_output_file,
     fail,
     label,
+    open_store,
     out,
     require_convoy_store,
     require_store,
     run_async,
     tenant_scope,
 )
+from convoy.cli._render import fmt_time
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
 from convoy.stores import Erasure
@@ -44,19 +47,31 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
     the store so no deleted row is left in its files. Needs $CONVOY_MASTER_KEY_FILE (or
     $CONVOY_MASTER_KEY).
 
+    A subject erased already (and named by no session since) is a repeated request,
+    answered as done: it says when, writes nothing and exits 0. A subject the tenant never
+    had (no session names it, no key, no erasure) exits 2.
+
     Example: `convoy erase customer-42 --tenant acme`
     """
     require_convoy_store(db, nothing="erase")
     event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
                              tenant or DEFAULT_TENANT))
+    if isinstance(event, SubjectErased):
+        out.print(f"subject {subject!r} of tenant {event.tenant!r} was erased already "
+                  f"(erasure #{event.seq} at {fmt_time(event.at)}): nothing of it is left; "
+                  "nothing more to do", markup=False, soft_wrap=True)
+        return
     out.print(f"erased subject {subject!r} of tenant {event.tenant!r}: {event.sessions} "
               f"session(s), {event.state_versions} state version(s), key "
               f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
 
 
-async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure:
+async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | SubjectErased:
     async with engine:
-        return await engine.erase(subject, tenant=tenant)
+        try:
+            return await engine.erase(subject, tenant=tenant)
+        except SubjectErased as e:  # (raised before anything is written)
+            return e
 
 
 def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
@@ -104,22 +119,58 @@ def purge(older_than: Annotated[str, typer.Option(
              "'90m', '2w'.")],
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
         all_tenants: AllTenantsOption = False,
+        dry_run: Annotated[bool, typer.Option(
+            "--dry-run", help="Print how many sessions would be purged (per tenant with "
+            "--all-tenants) and the first ids, and write nothing: the store is opened "
+            "read-only.")] = False,
         busy_timeout: BusyTimeoutOption = 10.0) -> None:
     """Retention: delete finished sessions older than an age as erasure does (with their
     journal, signals and shared-state versions), record it, and compact the store.
 
-    Example: `convoy purge --older-than 30d --all-tenants`
+    Example: `convoy purge --older-than 30d --all-tenants --dry-run`
     """
     try:
         seconds = parse_age(older_than)
     except UserError as e:
         fail(f"--older-than: {e}")
     scope = tenant_scope(tenant, all_tenants)
+    if dry_run:
+        require_store(db)
+        by_tenant = run_async(_purgeable(db, seconds, scope.tenant))
+        ids = sorted(sid for group in by_tenant.values() for sid in group)
+        counts = "" if scope.tenant is not None or not by_tenant else " (" + ", ".join(
+            f"{t}: {len(group)}" for t, group in sorted(by_tenant.items())) + ")"
+        out.print(f"would purge {len(ids)} session(s) older than {older_than}{scope.of}"
+                  f"{counts}", markup=False, soft_wrap=True)
+        for sid in ids[:_SHOWN]:
+            out.print(f"  {sid}", markup=False, soft_wrap=True)
+        if len(ids) > _SHOWN:
+            out.print(f"  ... and {len(ids) - _SHOWN} more", markup=False)
+        out.print("dry run: nothing was purged; run the same command without --dry-run to "
+                  "purge them", markup=False, soft_wrap=True)
+        return
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant))
     n = sum(e.sessions for e in events)
     out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
+
+
+#: Session ids a purge's dry run names (it counts them all).
+_SHOWN = 10
+
+
+async def _purgeable(db: str, seconds: float, tenant: str | None) -> dict[str, list[str]]:
+    """The ids of the sessions ``convoy purge`` would delete now, by tenant, from the store
+    opened read-only (by the store's clock, as the purge's)."""
+    async with open_store(db) as store:
+        ids = await store.finished_before(store.clock() - seconds, tenant=tenant,
+                                          limit=MAX_COUNT)
+        found: dict[str, list[str]] = {}
+        for start in range(0, len(ids), 1000):
+            for row in (await store.get_sessions(ids[start:start + 1000])).values():
+                found.setdefault(row.tenant, []).append(row.id)
+        return found
 
 
 async def _purge(engine: Engine, seconds: float, tenant: str | None) -> list[Erasure]:

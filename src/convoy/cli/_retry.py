@@ -60,7 +60,8 @@ def retry(
     workflow: Annotated[str | None, typer.Option(
         "--workflow", "-w", metavar="MODULE:WORKFLOW", help="Only this workflow.")] = None,
     dry_run: Annotated[bool, typer.Option(
-        "--dry-run", "-n", help="List the sessions that would be retried; run nothing.")
+        "--dry-run", "-n", help="List the sessions that would be retried; run and write "
+        "nothing (the store is opened read-only).")
     ] = False,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 1 unless every retry completed.")] = False,
@@ -97,7 +98,8 @@ def retry(
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_convoy_store(db, nothing="retry")
-    rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow))
+    rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow,
+                             write=not dry_run))
     if not rows:
         out.print("nothing to retry: no session that finished without completing matches "
                   "(sessions already retried are not selected again)", markup=False)
@@ -122,8 +124,11 @@ def retry(
 
 
 async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | None,
-                  error_type: str | None, workflow: str | None) -> list[SessionRow]:
-    async with open_store(db, write=True) as store:  # the retries are written next
+                  error_type: str | None, workflow: str | None, *,
+                  write: bool) -> list[SessionRow]:
+    """The sessions to retry, from the store opened to ``write`` the retries next (then
+    migrated as the engine would), or read-only for a dry run (nothing written)."""
+    async with open_store(db, write=write) as store:
         if workflow is not None:
             known = await workflow_names(store, scope.tenant)
             if workflow not in known:

@@ -37,7 +37,9 @@ class SubjectRights:
         the tenant has one) and compact the store so no deleted row is left in its files.
 
         Raises:
-            UserError: the subject is unknown (or erased already), no master key is
+            SubjectErased: the subject was erased already and nothing names it since (a
+                repeated request: nothing is written; the error says which erasure, when).
+            UserError: the subject is unknown, no master key is
                 configured (or not the store's), or another engine is running one of the
                 subject's sessions (nothing is deleted: erase again once it ended).
             StoreError: erased, but the store could not be compacted (another process

@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from convoy._errors import StoreError, UserError
+from convoy._errors import StoreError, SubjectErased, UserError
 from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
     is_sealed,
@@ -236,8 +236,10 @@ def _unknown(store: Store, tenant: str, subject: str, ref: str,
              erasures: list[Erasure]) -> UserError:
     done = [e for e in erasures if e.subject_ref == ref]
     if done:
-        return UserError(f"subject {subject!r} of tenant {tenant!r} was erased already "
-                         f"(erasure #{done[-1].seq}); nothing of it is left")
+        return SubjectErased(f"subject {subject!r} of tenant {tenant!r} was erased already "
+                             f"(erasure #{done[-1].seq}); nothing of it is left",
+                             subject=subject, tenant=tenant, seq=done[-1].seq,
+                             at=done[-1].at)
     return UserError(f"unknown subject {subject!r} in tenant {tenant!r}: no session names it "
                      "and it has no key")
 

@@ -1,0 +1,138 @@
+"""A checkpoint is a document a third party hands you: ``convoy audit verify --checkpoint``
+and ``convoy audit check`` read its shape strictly. A field missing, of the wrong JSON type
+or out of range is "not a checkpoint" (exit 2, one line naming the field), never an
+"invalid signature" and never Python's internals; a well-formed checkpoint whose
+signature does not verify stays exit 1."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convoy import UserError
+from convoy.audit import AuditEvent, AuditLog, Checkpoint
+from convoy.stores import SQLiteStore
+from tests.clikit import cli, one_line_error, workdir  # noqa: F401  (autouse fixture)
+from tests.store_backends import FakeClock
+
+T = "acme"
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> dict[str, Any]:
+    """A store with a log of 4 entries, a published checkpoint of it and a proof of 1."""
+
+    async def build() -> Checkpoint:
+        store = SQLiteStore(tmp_path / "a.db", clock=FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append(T, [AuditEvent(kind="tool_call", status="ok", at=1000.0 + i,
+                                             session_id="s1", step_key=f"0/{i}")
+                                  for i in range(4)])
+            return await alog.checkpoint(T)
+        finally:
+            await store.aclose()
+
+    cp = asyncio.run(build())
+    db = str(tmp_path / "a.db")
+    proof = cli("audit", "prove", "1", "--db", db, "--tenant", T, "--key",
+                str(tmp_path / "audit.key"))
+    assert proof.code == 0, proof.stderr
+    return {"db": db, "cp": json.loads(cp.to_json()), "proof": json.loads(proof.stdout)}
+
+
+def _sig(flip: int) -> str:
+    return base64.b64encode(bytes([flip]) * 64).decode()
+
+
+MALFORMED: list[tuple[str, Any, str]] = [
+    ("signature", None, "signature"),
+    ("signature", 5, "signature"),
+    ("signature", "not base64!", "signature"),
+    ("signature", base64.b64encode(b"short").decode(), "signature"),
+    ("size", -1, "size"),
+    ("size", "4", "size"),  # a string, even of the right number
+    ("size", 4.0, "size"),
+    ("size", True, "size"),
+    ("size", 10**30, "size"),
+    ("tenant", 5, "tenant"),
+    ("tenant", None, "tenant"),
+    ("timestamp", "x", "timestamp"),
+    ("root", 7, "root"),
+    ("root", "AAAA", "root"),  # base64, but not a 32-byte hash
+    ("public_key", None, "public_key"),
+    ("public_key", "AAAA", "public_key"),
+    ("format", "something-else/v1", "format"),
+    ("key_id", "0000000000000000", "key_id"),  # not the id of its public key
+]
+
+
+def _cases(good: dict[str, Any]) -> list[tuple[Any, str]]:
+    cases: list[tuple[Any, str]] = [({**good, k: v}, why) for k, v, why in MALFORMED]
+    cases += [({k: v for k, v in good.items() if k != field}, field)
+              for field in ("format", "tenant", "size", "root", "timestamp", "public_key",
+                            "signature")]
+    return cases
+
+
+def test_a_malformed_published_checkpoint_is_not_a_checkpoint(log: dict[str, Any],
+                                                               tmp_path: Path) -> None:
+    path = tmp_path / "published.jsonl"
+    for doc, field in _cases(log["cp"]):
+        path.write_text(json.dumps(doc) + "\n")
+        res = cli("audit", "verify", "--db", log["db"], "--checkpoint", str(path))
+        one_line_error(res, 2, f"--checkpoint {str(path)!r} line 1: not a Convoy audit "
+                               "checkpoint")
+        assert f"{field}:" in res.stderr and "invalid signature" not in res.stderr, \
+            (doc, res.stderr)
+    for doc, said in (([], "a JSON object, got list"), ("x", "a JSON object, got str"),
+                      (7, "a JSON object, got int")):
+        path.write_text(json.dumps(doc) + "\n")
+        one_line_error(cli("audit", "verify", "--db", log["db"], "--checkpoint", str(path)),
+                       2, said)
+
+
+def test_a_proof_whose_checkpoint_is_malformed_is_not_a_proof(log: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    path = tmp_path / "proof.json"
+    for doc, field in _cases(log["cp"]):
+        path.write_text(json.dumps({**log["proof"], "checkpoint": doc}))
+        res = cli("audit", "check", str(path))
+        one_line_error(res, 2, f"not a Convoy inclusion proof: 'checkpoint.{field}'")
+        assert "invalid signature" not in res.stderr, (doc, res.stderr)
+    for doc in ([], "x", None):
+        path.write_text(json.dumps({**log["proof"], "checkpoint": doc}))
+        one_line_error(cli("audit", "check", str(path)), 2,
+                       "not a Convoy inclusion proof: 'checkpoint': expected a JSON object")
+
+
+def test_a_well_formed_checkpoint_that_does_not_verify_is_exit_1(log: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    forged = {**log["cp"], "signature": _sig(1)}
+    path = tmp_path / "published.jsonl"
+    path.write_text(json.dumps(forged) + "\n")
+    one_line_error(cli("audit", "verify", "--db", log["db"], "--checkpoint", str(path)), 1,
+                   "has an invalid signature")
+    proof = tmp_path / "proof.json"
+    proof.write_text(json.dumps({**log["proof"], "checkpoint": forged}))
+    one_line_error(cli("audit", "check", str(proof)), 1, "has an invalid signature")
+    # and the untouched ones pass
+    path.write_text(json.dumps(log["cp"]) + "\n")
+    assert cli("audit", "verify", "--db", log["db"], "--checkpoint", str(path)).code == 0
+    proof.write_text(json.dumps(log["proof"]))
+    assert cli("audit", "check", str(proof)).code == 0
+
+
+def test_the_python_api_says_which_field(log: dict[str, Any]) -> None:
+    with pytest.raises(UserError, match=r"not a Convoy audit checkpoint .*size: "):
+        Checkpoint.from_dict({**log["cp"], "size": "4"})
+    with pytest.raises(UserError, match=r"NaN"):
+        Checkpoint.from_json(json.dumps(log["cp"]).replace(
+            str(log["cp"]["timestamp"]), "NaN"))
+    assert Checkpoint.from_dict(log["cp"]).to_dict() == log["cp"]
