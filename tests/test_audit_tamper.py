@@ -229,6 +229,32 @@ def test_a_fork_after_a_published_checkpoint_is_found(log: dict[str, Any]) -> No
          str(log["published"]))
 
 
+def test_a_fork_signed_again_at_a_published_size_names_the_first_bad_entry(
+        log: dict[str, Any]) -> None:
+    """Whoever holds the key rewrites entry 10 (every hash recomputed), cuts the log back
+    to 12 and signs a checkpoint of size 12 again, in place of the store's: two signed
+    checkpoints of size 12 then disagree, and the entries that can differ are those after
+    the last checkpoint both agree on (8), not an empty range after 12."""
+    raw: Raw = log["raw"]
+    body = AuditEvent(kind="tool_call", status="ok", at=5.0, session_id="s1",
+                      step_key="0/10", actor="clerk", target="other").encode()
+    raw.run(("DELETE FROM audit_checkpoints WHERE tenant=?", (T,)),
+            ("DELETE FROM audit_log WHERE tenant=? AND idx>=12", (T,)),
+            ("UPDATE audit_head SET size=12 WHERE tenant=?", (T,)),
+            ("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=10",
+             (body, entry_leaf(T, 10, body), T)))
+    signed = cli("audit", "checkpoint", "--db", log["db"], "--key", str(log["key"]),
+                 "--tenant", T)
+    assert signed.code == 0, signed.stderr
+    assert verify(log, "--tenant", T)[0] == 0  # the store alone cannot tell
+    published = log["published"].read_text().splitlines()[:2]  # sizes 8 and 12
+    Path(log["published"]).write_text("\n".join(published) + "\n")
+    _bad(log, 8, "forked from its signed checkpoint of size 12: entries 8 to 11",
+         "--checkpoint", str(log["published"]))
+    _, out = verify(log, "--tenant", T, "--checkpoint", str(log["published"]))
+    assert "another checkpoint of size 12" in out, out
+
+
 def test_a_forged_checkpoint_is_found(log: dict[str, Any]) -> None:
     raw: Raw = log["raw"]
     [[text]] = raw.run(("SELECT body FROM audit_checkpoints WHERE tenant=? AND size=12", (T,)))

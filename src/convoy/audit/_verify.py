@@ -64,14 +64,23 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
 
     def reached(n: int) -> None:
         nonlocal good
+        sized: list[Checkpoint] = []  # every checkpoint of this size, before any counts
         while pending and pending[0].size == n:
-            cp = pending.pop(0)
-            if frontier.root() != cp.root:
-                raise AuditError(
-                    f"tenant {tenant!r}: the log forked from its signed checkpoint of size "
-                    f"{cp.size}: entries {good} to {cp.size - 1} no longer hash to the signed "
-                    f"root; the first bad entry is at index {good} or after", index=good)
-            good = n
+            sized.append(pending.pop(0))
+        if not sized:
+            return
+        root = frontier.root()
+        bad = [cp for cp in sized if cp.root != root]
+        if bad:
+            # (one that matches beside it was signed again over a rewritten log)
+            again = "" if len(bad) == len(sized) else (
+                f" (another checkpoint of size {n}, signed too, has the log's root: the "
+                "log was rewritten and signed again)")
+            raise AuditError(
+                f"tenant {tenant!r}: the log forked from its signed checkpoint of size "
+                f"{n}: entries {good} to {n - 1} no longer hash to the signed root; the "
+                f"first bad entry is at index {good} or after{again}", index=good)
+        good = n
 
     n = 0
     while True:
