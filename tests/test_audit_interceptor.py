@@ -182,8 +182,8 @@ async def test_every_step_has_one_span_and_one_entry_sharing_trace_id_and_key(
             f"{span.context.trace_id:032x}")
     entries: dict[tuple[str, str], list[str]] = {}
     for e in events:
-        if e.step_key is None or e.kind == "signal" or (e.kind, e.target) in DRAWN:
-            continue  # a wait, a value the engine draws: an entry, no span
+        if e.step_key is None:
+            continue
         # an approval asked for is the tool step's; the person's decision has its own
         # entry and span, at the task's key, made when the person decided
         family = "tool" if (e.kind, e.status) == ("approval", "required") else \
@@ -191,12 +191,11 @@ async def test_every_step_has_one_span_and_one_entry_sharing_trace_id_and_key(
         entries.setdefault((family, e.step_key), []).append(e.refs.get("trace_id", ""))
     assert spans and set(spans) == set(entries)
     assert ("decision", task.id.rpartition(":")[2]) in spans
+    # the steps no hook sees have theirs too: the time ask_human drew, its wait
+    assert {"wait", "step"} <= {family for family, _ in spans}
     for k, traces in spans.items():
         assert len(traces) == 1 and entries[k] == traces, k  # one each, one trace id
 
-
-#: Values the engine draws for the workflow (``ctx.now()``, ...): journaled, not hooked.
-DRAWN = {("effect", name) for name in ("clock", "random", "uuid", "timer")}
 
 
 def _family(kind: str) -> str:
@@ -204,7 +203,8 @@ def _family(kind: str) -> str:
     return {"invoke_agent": "agent", "agent_decision": "agent", "chat": "model",
             "model_call": "model", "execute_tool": "tool", "tool_call": "tool",
             "policy_refusal": "tool", "handoff": "handoff",
-            "effect": "step", "step": "step", "human_decision": "decision",
+            "effect": "step", "step": "step", "signal": "wait", "wait": "wait",
+            "human_decision": "decision",
             "approval": "decision"}.get(kind, "state" if "state" in kind else kind)
 
 

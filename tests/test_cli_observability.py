@@ -157,7 +157,8 @@ def test_worker_serves_its_metrics_while_it_works(
     names = {s.name for fam in text_string_to_metric_families(body[-1]) for s in fam.samples}
     assert "convoy_session_run_seconds_count" in names
     shown = cli("trace", first)  # and the worker kept the spans of the run it made
-    assert shown.code == 0 and "invoke_workflow" in shown.stdout and "1 span" in shown.stdout
+    assert shown.code == 0 and "invoke_workflow" in shown.stdout, shown.stdout
+    assert "wait approve" in shown.stdout and "2 spans" in shown.stdout, shown.stdout
 
 
 def test_a_span_name_or_message_with_line_breaks_stays_on_its_row() -> None:

@@ -590,3 +590,65 @@ def test_convoy_trace_of_a_session_sampling_left_out_says_so(tmp_path: Path) -> 
     assert res.code == 0, res.stderr
     assert "sampling left it untraced" in " ".join(res.stdout.split())
     assert cli("trace", "u1", "--db", str(db), "--json").stdout.strip() == "[]"
+
+
+@convoy.workflow(name="obs.drawn")
+async def _drawn_and_waits(ctx: convoy.Context, x: int) -> str:
+    await ctx.now()
+    await ctx.random()
+    await ctx.uuid()
+    await ctx.sleep(0)
+    await ctx.step("clock", _seven)  # a user's step with a drawn value's name
+    first = await ctx.wait_for("go", bool)
+    with contextlib.suppress(convoy.WaitTimeout):
+        await ctx.wait_for("never", timeout=0)
+    return f"{x}:{first}"
+
+
+async def _seven() -> int:
+    return 7
+
+
+async def test_drawn_values_and_waits_have_their_spans(db: str) -> None:
+    """The steps the engine journals without a hook (the values it draws for the
+    workflow, its waits for signals) have a span each, as they have an audit entry: a
+    drawn value's is an instant, a wait's runs from the wait to its signal (in the run that
+    ends it: from that run's start when the session parked, with the time waited as
+    ``convoy.wait.seconds``), one that timed out is an ERROR span."""
+    tracing, mem = traced()
+    async with convoy.Engine(db, interceptors=observe(tracing)) as engine:
+        parked = await engine.run(_drawn_and_waits, 1, session_id="d1")
+        assert parked.status == "waiting"
+        await engine.signal("d1", "go", True)
+        [res] = await engine.resume()
+        assert res.ok and res.output == "1:True"
+        journal = {r.key: r for r in await engine.journal("d1")}
+        kept = await stored(engine, "d1")
+    spans = list(mem.get_finished_spans())
+    first_run, second_run = sorted(
+        (s for s in spans if s.name == "invoke_workflow obs.drawn"),
+        key=lambda s: s.start_time or 0)
+    keyed = {str((s.attributes or {})["convoy.step.key"]): s for s in spans
+             if "convoy.step.key" in (s.attributes or {})}
+    assert set(keyed) == set(journal)  # every journaled step, one span each
+    assert sorted(str((s.attributes or {})["convoy.step.key"]) for s in spans
+                  if "convoy.step.key" in (s.attributes or {})) == sorted(journal), \
+        [(s.name, dict(s.attributes or {})) for s in spans]
+    for key, record in journal.items():
+        span = keyed[key]
+        attrs = dict(span.attributes or {})
+        if record.kind == "effect" and key != "4":
+            assert span.name == f"step {record.target}" and attrs["convoy.step.drawn"]
+            assert span.parent is not None and span.parent.span_id == \
+                first_run.context.span_id
+        elif record.kind == "effect":
+            assert span.name == "step clock" and "convoy.step.drawn" not in attrs
+    go, never = keyed["5"], keyed["6"]
+    assert go.name == "wait go" and go.status.is_ok
+    assert go.parent is not None and go.parent.span_id == second_run.context.span_id
+    assert (go.start_time or 0) >= (second_run.start_time or 0)
+    assert isinstance(go.attributes["convoy.wait.seconds"], float)  # type: ignore[index]
+    assert never.name == "wait never" and not never.status.is_ok
+    assert (never.attributes or {})["error.type"] == "wait_timeout"
+    assert {s["name"] for s in kept} >= {"wait go", "wait never", "step clock",
+                                          "step random", "step uuid", "step timer"}

@@ -62,6 +62,7 @@ from convoy.observability._spans import (
     parse_traceparent,
     traceparent_sampled,
 )
+from convoy.observability._unhooked import UnhookedSteps
 from convoy.resilience._classify import error_kind, error_kind_of
 
 if TYPE_CHECKING:
@@ -474,6 +475,7 @@ class Tracing(Interceptor):
         m = self.metrics
         if m is not None:
             m._session_began(wf)
+        input.journal_taps.append(UnhookedSteps(self, span, input.journal))
         token = CURRENT.set(span)
         try:
             end = await next(input)
@@ -690,6 +692,7 @@ class Tracing(Interceptor):
                                           "convoy.step.idempotent": idempotent}))
         span = SpanData(parent, shape, {"convoy.step.key": input.key}, parent.agent,
                         input.key)
+        parent.run.stepped.add(input.key)
         return self._user_code(span, next, input, ("effect", "", name))
 
     def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
@@ -877,7 +880,7 @@ class _Run:
     whose target has not started yet."""
 
     __slots__ = ("closed", "handoff_spans", "handoffs", "root_sid", "session_id", "spans",
-                 "tenant")
+                 "stepped", "tenant")
 
     def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
         self.spans: list[SpanData] = []  # ended, not handed to the exporters yet
@@ -887,6 +890,7 @@ class _Run:
         self.root_sid = tracing.redact(session_id)
         self.handoffs: dict[str, tuple[str, str]] = {}  # handoff key -> (agent, handoff span)
         self.handoff_spans: dict[str, str] = {}
+        self.stepped: set[str] = set()  # keys of the ctx.step effects with a span
 
 
 def _plain(value: Any) -> Any:
