@@ -24,7 +24,19 @@ def test_the_key_is_created_0600_on_first_use_and_loaded_after(tmp_path: Path) -
 def test_a_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "audit.key"
     path.write_text("not a key")
-    with pytest.raises(UserError, match="not an unencrypted PEM private key"):
+    with pytest.raises(UserError, match="not an unencrypted PEM private key") as caught:
+        load_or_create_key(path)
+    # one short line: what is wrong and what to pass, not cryptography's paragraph
+    said = str(caught.value)
+    assert "\n" not in said and "http" not in said and "MalformedFraming" not in said, said
+    assert "is not PEM, or is damaged" in said and "'convoy audit checkpoint'" in said
+    from cryptography.hazmat.primitives import serialization
+
+    encrypted = load_or_create_key(tmp_path / "plain.key").private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret"))
+    path.write_bytes(encrypted)
+    with pytest.raises(UserError, match=r"\(it is encrypted\)"):
         load_or_create_key(path)
 
 

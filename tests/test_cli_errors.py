@@ -183,3 +183,24 @@ def test_messages_say_what_is_wrong() -> None:
                               ("--max-cost", "-1", "--max-cost must be > 0")):
         one_line_error(cli("chaos", FLOW, "-i", "ok.jsonl", "--db-dir", "d", flag, value), 2,
                        told)
+
+
+def test_a_usage_error_is_one_line_that_says_where_the_help_is() -> None:
+    """What Click refuses before a command runs (an option it does not know, an argument
+    missing, a value of the wrong type) is one ``error:`` line naming the command's
+    --help, as every other error: never Rich's boxed panel after the usage line."""
+    for args, said, where in (
+            (("audit", "list", "--nope"), "No such option: --nope", "audit list"),
+            (("sessions", "show"), "Missing argument 'ID'", "sessions show"),
+            (("audit", "prove", "x"), "Invalid value for 'ENTRY'", "audit prove"),
+            (("sessions", "nope"), "No such command 'nope'", "sessions"),
+            (("purge", "--older-than"), "Option '--older-than' requires an argument",
+             None)):  # (Click raises this one with no command to name)
+        res = cli(*args)
+        one_line_error(res, 2, said)
+        assert where is None or res.stderr.rstrip().endswith(
+            f"(see 'convoy {where} --help')"), res.stderr
+        assert "╭" not in res.stderr and "Usage:" not in res.stderr
+    # a group run alone still prints its help, as before
+    res = cli("audit")
+    assert "Usage:" in res.stdout + res.stderr and "error:" not in res.stderr

@@ -261,3 +261,14 @@ def test_an_erasure_the_store_could_not_compact_says_so_and_db_compact_finishes_
     for p in tmp_path.iterdir():
         if p.name.startswith("convoy.db"):
             assert b"subject-c-9" not in p.read_bytes(), p.name
+
+
+def test_keygen_makes_every_missing_directory_its_owners_only(tmp_path: Path) -> None:
+    """The docs say the key's directory is made 0700: every directory keygen makes is, not
+    only the last (mkdir(parents=True) gives the others the umask's mode)."""
+    import stat
+
+    assert cli("keygen", "a/b/c/m.key").code == 0
+    for made in ("a", "a/b", "a/b/c"):
+        assert stat.S_IMODE((tmp_path / made).stat().st_mode) == 0o700, made
+    assert stat.S_IMODE((tmp_path / "a/b/c/m.key").stat().st_mode) == 0o600

@@ -35,8 +35,13 @@ def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
-        raise UserError(f"the audit key {str(p)!r} is not an unencrypted PEM private key: "
-                        f"{e}") from None
+        # (cryptography's message is a paragraph with a link and an OpenSSL error stack:
+        # only what says why is kept)
+        why = "it is encrypted" if isinstance(e, TypeError) else \
+            "it is not PEM, or is damaged"
+        raise UserError(f"the audit key {str(p)!r} is not an unencrypted PEM private key "
+                        f"({why}); pass the key file 'convoy audit checkpoint' created, or "
+                        "a path that does not exist to create a new key") from None
     if not isinstance(key, Ed25519PrivateKey):
         raise UserError(f"the audit key {str(p)!r} is not an Ed25519 key")
     return key

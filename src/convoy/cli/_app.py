@@ -26,8 +26,11 @@ from convoy.cli._run import run
 from convoy.cli._sessions import sessions_app
 from convoy.cli._state import state_app
 from convoy.cli._trace import trace
+from convoy.cli._usage import install as _one_line_usage_errors
 from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
+
+_one_line_usage_errors()
 
 app = typer.Typer(
     name="convoy",

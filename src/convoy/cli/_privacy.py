@@ -197,7 +197,11 @@ def keygen(path: Annotated[Path, typer.Argument(
                 fail(f"cannot create {str(path)!r}: {str(parent)!r} is a file, not a directory")
             break
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # Each missing directory, outermost first, with its own mode (``parents=True``
+        # would give all but the last the umask's).
+        for folder in reversed([path.parent, *path.parent.parents]):
+            if not folder.exists():
+                folder.mkdir(mode=0o700)
     except OSError as e:
         fail(f"cannot create {str(path)!r}: {e.strerror or e}")
     try:
