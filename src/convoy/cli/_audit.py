@@ -149,7 +149,8 @@ def list_entries(
     if not rows:
         out.print(f"no audit entries of tenant {name!r}"
                   + (f" for session {session!r}" if session else "")
-                  + (f" of kind {', '.join(kind or ())}" if kind else ""), markup=False)
+                  + (f" of kind {', '.join(kind or ())}" if kind else ""), markup=False,
+                  soft_wrap=True)
         return
     out.print(_entries_table(rows, f"convoy audit list · {label(db)} · tenant {name!r}"))
 
@@ -324,7 +325,7 @@ def _second_signer(key: Path, tenant: str, newest: str, instead: str) -> None:
 
 def _created(key: Path, key_id: str) -> None:
     err.print(f"created a new audit key {str(key)!r} (mode 0600, key {key_id}); keep it: "
-              "'convoy audit verify --key' pins it", markup=False)
+              "'convoy audit verify --key' pins it", markup=False, soft_wrap=True)
 
 
 @audit_app.command("prove")
