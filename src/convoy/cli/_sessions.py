@@ -14,6 +14,7 @@ from convoy.cli._common import (
     DbOption,
     Scope,
     TenantOption,
+    convoy_errors,
     count_option,
     fail,
     label,
@@ -29,6 +30,7 @@ from convoy.cli._render import agent_configs, print_session, sessions_table
 from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
+from convoy.stores._rows import row_name, stored_json
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -111,11 +113,12 @@ def show_session(
     row, steps, retried_as, cancel = run_async(_show(db, session_id, scope))
     if row is None:
         unknown_session(db, scope, session_id)
-    if as_json:
-        typer.echo(json.dumps(session_json(row, steps, retried_as, cancel), indent=2))
-    else:
-        print_session(out, row, steps, now=time.time(), retried_as=retried_as,
-                      cancel_requested=cancel)
+    with convoy_errors():  # (a value edited in the store: one line)
+        if as_json:
+            typer.echo(json.dumps(session_json(row, steps, retried_as, cancel), indent=2))
+        else:
+            print_session(out, row, steps, now=time.time(), retried_as=retried_as,
+                          cancel_requested=cancel)
 
 
 async def _show(db: str, session_id: str, scope: Scope) -> tuple[
@@ -148,9 +151,10 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "retried_as": retried_as.id if retried_as is not None else None,
         "owner": row.owner, "lease_until": row.lease_until, "wake_at": row.wake_at,
         "wait_name": row.wait_name, "cancel_requested": cancel_requested,
-        "input": _json(row.input), "output": _json(row.output), "error": row.error_record,
+        "input": _json(row.input, row.id, "input"),
+        "output": _json(row.output, row.id, "output"), "error": row.error_record,
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
-                     "result": _json(r.result), "agent": r.agent,
+                     "result": _json(r.result, row.id, "result", r.key), "agent": r.agent,
                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                      "cost": r.cost, "input_hash": r.input_hash, "config": r.config,
                      "at": r.at}
@@ -159,10 +163,11 @@ def session_json(row: SessionRow, steps: list[StepRecord],
     }
 
 
-def _json(text: str | None) -> Any:
+def _json(text: str | None, session_id: str, name: str, step: str | None = None) -> Any:
+    """A stored value decoded (text that is not JSON as it is); one nested too deep to
+    read is one line naming it."""
     if text is None:
         return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    what = f"session {row_name(session_id)}" + ("" if step is None else
+                                                 f" step {row_name(step)}")
+    return stored_json(text, what, name, or_text=True)

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from convoy import UserError
-from convoy._text import check_name
+from convoy._text import check_name, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -28,7 +28,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
-from convoy.cli._render import fmt_time, short
+from convoy.cli._render import fmt_time
 from convoy.hitl._task import check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 
