@@ -8,6 +8,8 @@ which value of which row, in one line, not a ``TypeError`` wherever it is first 
 from __future__ import annotations
 
 import json
+import math
+import operator
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -80,27 +82,57 @@ def row_name(value: Any) -> str:
     return quoted(value) if isinstance(value, str) else shown(value)
 
 
-def check_row(r: Sequence[Any], what: Callable[[], str], numbers: Sequence[tuple[int, str]],
-              counts: Sequence[tuple[int, str]], texts: Sequence[tuple[int, str]]) -> None:
-    """Raise :func:`damaged` (``what()`` names the row) unless every column of ``r``
-    named in ``numbers`` is a finite number, in ``counts`` a whole number and in ``texts``
-    text (or any of them ``NULL``: the schema says where one may be). SQLite keeps what it
-    is given when it cannot convert it to the column's type (``'nan'`` in a ``REAL``
-    column, a ``BLOB`` anywhere)."""
-    for i, name in numbers:
-        v = r[i]
-        t = type(v)
-        if v is not None and not ((t is float and v - v == 0.0) or t is int):
-            raise damaged(what(), f"its stored {name} {shown(v)} is not "
-                          + ("a finite number" if t is float else "a number"))
-    for i, name in counts:
-        v = r[i]
-        if v is not None and type(v) is not int:
-            raise damaged(what(), f"its stored {name} {shown(v)} is not a whole number")
-    for i, name in texts:
-        v = r[i]
-        if v is not None and type(v) is not str:
-            raise damaged(what(), f"its stored {name} {shown(v)} is not text")
+class RowCheck:
+    """What the columns of a row read back must hold: a finite number (``numbers``), a
+    whole number (``counts``), text (``texts``), each given as ``(index, name)``, any of
+    them ``NULL`` (the schema says where one may be). SQLite keeps what it is given when
+    it cannot convert it to the column's type (``'nan'`` in a ``REAL`` column, a ``BLOB``
+    anywhere)."""
+
+    __slots__ = ("_counts", "_numbers", "_texts", "counts", "numbers", "texts")
+
+    def __init__(self, numbers: Sequence[tuple[int, str]], counts: Sequence[tuple[int, str]],
+                 texts: Sequence[tuple[int, str]]) -> None:
+        self.numbers, self.counts, self.texts = numbers, counts, texts
+        # (Every row is checked: C-level getters and type sets; a loop over the columns
+        # only to say what is wrong.)
+        self._numbers = _getter(numbers)
+        self._counts = _getter(counts)
+        self._texts = _getter(texts)
+
+    def __call__(self, r: Sequence[Any], what: Callable[[], str]) -> None:
+        """Raise :func:`damaged` (``what()`` names the row) unless ``r`` holds what it
+        must."""
+        numbers = self._numbers(r)
+        if _NUMBER_TYPES.issuperset(map(type, numbers)) and \
+                math.isfinite(sum(filter(None, numbers))) and \
+                _COUNT_TYPES.issuperset(map(type, self._counts(r))) and \
+                _TEXT_TYPES.issuperset(map(type, self._texts(r))):
+            return
+        for i, name in self.numbers:
+            v = r[i]
+            t = type(v)
+            if v is not None and not ((t is float and v - v == 0.0) or t is int):
+                raise damaged(what(), f"its stored {name} {shown(v)} is not "
+                              + ("a finite number" if t is float else "a number"))
+        for i, name in self.counts:
+            v = r[i]
+            if v is not None and type(v) is not int:
+                raise damaged(what(), f"its stored {name} {shown(v)} is not a whole number")
+        for i, name in self.texts:
+            v = r[i]
+            if v is not None and type(v) is not str:
+                raise damaged(what(), f"its stored {name} {shown(v)} is not text")
+
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_COUNT_TYPES = frozenset({int, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+def _getter(columns: Sequence[tuple[int, str]]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    get = operator.itemgetter(*(i for i, _ in columns))
+    return (lambda r: (get(r),)) if len(columns) == 1 else get
 
 
 def stored_json(text: str, what: str, name: str, *, or_text: bool = False) -> Any:
