@@ -17,6 +17,10 @@ starts, before any of Convoy runs, is still dropped: nothing can catch it.)
 
 from __future__ import annotations
 
+# Before pydantic_core: its (Rust) module init imports ``datetime`` when nothing has yet,
+# and a KeyboardInterrupt inside that import is a Rust panic with a backtrace, not the
+# one line below.
+import datetime  # noqa: F401
 import os
 import signal
 import sys

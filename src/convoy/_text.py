@@ -174,6 +174,23 @@ def escaped(text: str) -> str:
     return text
 
 
+def short(text: str, width: int = 72) -> str:
+    """``text`` on one line of at most ``width`` characters, escaped (what a terminal would
+    obey, an ESC sequence in an error message, is shown instead)."""
+    return _cut(escaped(" ".join(text.split())), width)
+
+
+def quoted(name: str, width: int = 80) -> str:
+    """``name`` (an id, a key, a value read back from the store) as a message quotes it:
+    ``'...'``, escaped (spaces kept as they are) and cut to ``width`` characters: a
+    100,000-character id on the command line makes a short line, not a 100 KB one."""
+    return f"'{_cut(escaped(name), width)}'"
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
 def printable(text: str) -> str:
     """:func:`escaped`, but lines and tabs kept: text meant to be read (a question, a
     comment) with what a terminal would obey instead of show (ESC, a bidi override, a
@@ -207,7 +224,9 @@ __all__ = [
     "check_storable",
     "escaped",
     "lone_surrogate",
+    "quoted",
     "readable_validation_error",
+    "short",
     "storable_json",
     "strict_json",
     "surrogate_problem",

@@ -8,13 +8,13 @@ Delivery is at least once: a receiver deduplicates on the ``Idempotency-Key`` he
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.stores._protocol import AlertDelivery, AlertRow, Store
+from convoy.stores._rows import stored_json
 
 if TYPE_CHECKING:
     import httpx
@@ -66,10 +66,7 @@ def load_httpx() -> Any:
 
 def alert_json(alert: AlertRow) -> dict[str, Any]:
     """An alert as JSON values (what a webhook receives, and ``convoy alerts --json``)."""
-    try:
-        detail = json.loads(alert.detail or "{}")
-    except json.JSONDecodeError:
-        detail = alert.detail
+    detail = stored_json(alert.detail or "{}", f"alert {alert.id}", "detail", or_text=True)
     return {"id": alert.id, "tenant": alert.tenant, "scope": alert.scope,
             "subject": alert.subject, "metric": alert.metric, "status": alert.status,
             "value": alert.value, "mean": alert.mean, "deviation": alert.deviation,

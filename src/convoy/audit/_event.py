@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from json.encoder import c_make_encoder, encode_basestring  # type: ignore[attr-defined]
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 from pydantic_core import to_json
@@ -28,6 +28,7 @@ EVENT_FORMAT = 1
 AuditKind = Literal["agent_decision", "model_call", "tool_call", "handoff", "effect",
                     "state_write", "state_read", "policy_refusal", "approval", "human_decision",
                     "config_change", "session", "erasure", "signal"]
+_KINDS = frozenset(get_args(AuditKind))
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -74,9 +75,32 @@ class AuditEvent:
             d = json.loads(body)
             if not isinstance(d, dict) or d.pop("v") != EVENT_FORMAT:
                 raise ValueError("unknown format")
-            return cls(**d)
+            event = cls(**d)
+            _check_fields(event)
+            return event
         except (ValueError, TypeError, KeyError) as e:
             raise AuditError(f"not an audit event of format {EVENT_FORMAT}: {e}") from None
+        except RecursionError:
+            raise AuditError(f"not an audit event of format {EVENT_FORMAT}: it nests arrays "
+                             "and objects deeper than JSON can be read") from None
+
+
+def _check_fields(e: AuditEvent) -> None:
+    """``TypeError`` unless the fields of ``e`` (decoded) are what an encoded event holds:
+    a known kind, text, a number for ``at``, maps of text."""
+    if e.kind not in _KINDS:
+        raise TypeError(f"unknown kind {e.kind!r:.40}")
+    if type(e.at) not in (int, float) or e.at - e.at != 0:
+        raise TypeError("'at' is not a number")
+    for name in ("status", "session_id", "step_key", "actor", "target"):
+        value = getattr(e, name)
+        if not (type(value) is str or (value is None and name != "status")):
+            raise TypeError(f"{name!r} is not text")
+    for name in ("hashes", "refs"):
+        value = getattr(e, name)
+        if not isinstance(value, dict) or \
+                not all(type(v) is str for v in value.values()):
+            raise TypeError(f"{name!r} is not a map of text")
 
 
 def encode_event(kind: str, status: str, at: float, session_id: str | None,

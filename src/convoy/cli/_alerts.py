@@ -16,6 +16,7 @@ from convoy.cli._common import (
     AllTenantsOption,
     DbOption,
     TenantOption,
+    convoy_errors,
     count_option,
     label,
     open_store,
@@ -54,7 +55,9 @@ def alerts(
     require_store(db)
     rows = run_async(_read(db, scope.tenant, open_only, limit))
     if as_json:
-        typer.echo(json.dumps([alert_json(a) for a in rows], indent=2))
+        with convoy_errors():  # (a detail edited in the store: one line)
+            shown = [alert_json(a) for a in rows]
+        typer.echo(json.dumps(shown, indent=2))
         return
     if not rows:
         what = "open alerts" if open_only else "alerts"

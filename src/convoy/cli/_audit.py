@@ -12,6 +12,7 @@ import typer
 from rich.table import Table
 
 from convoy import AuditError, UserError
+from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -147,8 +148,8 @@ def list_entries(
             typer.echo(json.dumps({"index": index, **_event_json(event)}, ensure_ascii=False))
         return
     if not rows:
-        out.print(f"no audit entries of tenant {name!r}"
-                  + (f" for session {session!r}" if session else "")
+        out.print(f"no audit entries of tenant {quoted(name)}"
+                  + (f" for session {quoted(session)}" if session else "")
                   + (f" of kind {', '.join(kind or ())}" if kind else ""), markup=False,
                   soft_wrap=True)
         return
@@ -250,7 +251,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
 
 
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
-    fail(f"tenant {tenant!r} has no audit log"
+    fail(f"tenant {quoted(tenant)} has no audit log"
          + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
 
 

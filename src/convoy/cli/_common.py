@@ -44,7 +44,14 @@ from convoy import (
     infer_model,
 )
 from convoy._errors import NoStoreError
-from convoy._text import NOT_FINITE, TOO_DEEP, check_storable, strict_json, undecodable_byte
+from convoy._text import (
+    NOT_FINITE,
+    TOO_DEEP,
+    check_storable,
+    quoted,
+    strict_json,
+    undecodable_byte,
+)
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -209,7 +216,7 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
 def unknown_session(db: str, scope: Scope, session_id: str) -> NoReturn:
     """Exit with the one message every command gives for an unknown session id (or one of
     another tenant than the scope's): the store as ``label`` names it (no password)."""
-    fail(f"no session {session_id!r}{scope.of} in {label(db)!r}; 'convoy sessions list' "
+    fail(f"no session {quoted(session_id)}{scope.of} in {label(db)!r}; 'convoy sessions list' "
          f"shows the ids{scope.hint}")
 
 

@@ -69,7 +69,7 @@ async def cost_rows(store: Store, by: str, tenant: str | None = None) -> list[Co
                     continue
                 try:
                     result = json.loads(rec.result or "{}")
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):  # not JSON, or too deep: no model
                     result = {}
                 if not isinstance(result, dict):
                     result = {}

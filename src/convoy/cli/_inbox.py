@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
-from convoy._text import escaped, printable
+from convoy._text import escaped, printable, short
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -41,7 +41,7 @@ from convoy.cli._common import (
 )
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
-from convoy.cli._render import fmt_time, short
+from convoy.cli._render import fmt_time
 from convoy.hitl._task import session_of
 
 inbox_app = typer.Typer(

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy._text import escaped
+from convoy._text import escaped, printable, short
 from convoy.cli._common import RUN_FAILURE, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
@@ -26,6 +26,7 @@ from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
+from convoy.stores._rows import row_name, stored_json
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
 MAX_LISTED = 5
@@ -63,13 +64,6 @@ def status_text(status: str) -> Text:
     style = ("green" if status == "completed" else "yellow" if status in UNFINISHED
              else "red")
     return Text(status, style=style)
-
-
-def short(text: str, width: int = 72) -> str:
-    """``text`` on one line of at most ``width`` characters, escaped (what a terminal would
-    obey, an ESC sequence in an error message, is shown instead)."""
-    flat = escaped(" ".join(text.split()))
-    return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
 def plural(n: int, word: str, *, number: bool = True) -> str:
@@ -286,7 +280,7 @@ def step_summary(kind: str, status: str, result: str | None) -> str:
         return sealed_note()
     try:
         value: Any = json.loads(result) if result else None
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # not JSON, or too deep to read: as it is
         return short(result or "")
     if status == "failed" and isinstance(value, dict):
         return short(f"{value.get('type', 'error')}: {value.get('message', '')}")
@@ -420,7 +414,12 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(Text.assemble(("output: ", "bold"), sealed_note()))
     elif row.output is not None:
         console.print("output:", style="bold")
-        console.print_json(row.output)
+        output = stored_json(row.output, f"session {row_name(row.id)}", "output",
+                             or_text=True)
+        if output is row.output:  # not JSON: shown as it is
+            console.print(Text(printable(row.output)))
+        else:
+            console.print_json(row.output)
     elif row.error_record is not None:
         rec = row.error_record
         console.print(Text.assemble(("reason: ", "bold"), status_text(row.status)))

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, ReplayResult
+from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -26,7 +27,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
-from convoy.cli._render import plural, short, status_text
+from convoy.cli._render import plural, status_text
 
 
 def replay(

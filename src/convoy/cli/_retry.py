@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine
+from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -38,7 +39,6 @@ from convoy.cli._render import (
     exit_on_store_errors,
     plural,
     print_failures,
-    short,
     status_text,
     summary_table,
 )

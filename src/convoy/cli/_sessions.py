@@ -14,6 +14,7 @@ from convoy.cli._common import (
     DbOption,
     Scope,
     TenantOption,
+    convoy_errors,
     count_option,
     fail,
     label,
@@ -30,6 +31,7 @@ from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
+from convoy.stores._rows import row_name, stored_json
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -113,11 +115,13 @@ def show_session(
     if shown is None:
         unknown_session(db, scope, session_id)
     row, steps, retried_as, cancel, queued = shown
-    if as_json:
-        typer.echo(json.dumps(session_json(row, steps, retried_as, cancel, queued), indent=2))
-    else:
-        print_session(out, row, steps, now=time.time(), retried_as=retried_as,
-                      cancel_requested=cancel, signal_queued=queued)
+    with convoy_errors():  # (a value edited in the store: one line)
+        if as_json:
+            typer.echo(json.dumps(session_json(row, steps, retried_as, cancel, queued),
+                                  indent=2))
+        else:
+            print_session(out, row, steps, now=time.time(), retried_as=retried_as,
+                          cancel_requested=cancel, signal_queued=queued)
 
 
 class _Shown(NamedTuple):
@@ -168,9 +172,10 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "wait_name": row.wait_name, "cancel_requested": cancel_requested,
         "signal_queued": signal_queued,
         "signals_refused": None if wait is None else signals_refused(wait),
-        "input": _json(row.input), "output": _json(row.output), "error": row.error_record,
+        "input": _json(row.input, row.id, "input"),
+        "output": _json(row.output, row.id, "output"), "error": row.error_record,
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
-                     "result": _json(r.result), "agent": r.agent,
+                     "result": _json(r.result, row.id, "result", r.key), "agent": r.agent,
                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                      "cost": r.cost, "input_hash": r.input_hash, "config": r.config,
                      "at": r.at}
@@ -179,10 +184,11 @@ def session_json(row: SessionRow, steps: list[StepRecord],
     }
 
 
-def _json(text: str | None) -> Any:
+def _json(text: str | None, session_id: str, name: str, step: str | None = None) -> Any:
+    """A stored value decoded (text that is not JSON as it is); one nested too deep to
+    read is one line naming it."""
     if text is None:
         return None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return text
+    what = f"session {row_name(session_id)}" + ("" if step is None else
+                                                 f" step {row_name(step)}")
+    return stored_json(text, what, name, or_text=True)

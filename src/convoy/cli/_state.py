@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from convoy import UserError
-from convoy._text import check_name
+from convoy._text import check_name, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -28,7 +28,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
-from convoy.cli._render import fmt_time, short
+from convoy.cli._render import fmt_time
 from convoy.hitl._task import check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 
@@ -66,7 +66,7 @@ def _entry_json(e: StateEntry) -> dict[str, Any]:
 
 
 def _where(namespace: str, key: str, tenant: str) -> str:
-    return f"{namespace}/{key} (tenant {tenant!r})"
+    return f"{short(f'{namespace}/{key}', 120)} (tenant {quoted(tenant)})"
 
 
 @state_app.command("get")
@@ -81,7 +81,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
-             f"{namespace}' shows its keys")
+             f"{short(namespace, 80)}' shows its keys")
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
@@ -165,7 +165,7 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     entries = run_async(_history(db, tenant, namespace, key, limit))
     if not entries:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
-             f"{namespace}' shows its keys")
+             f"{short(namespace, 80)}' shows its keys")
     if as_json:
         typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
         return

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy._text import escaped
+from convoy._text import escaped, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -32,6 +32,7 @@ from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparen
 from convoy.observability._tracing import TRACE_HEADER
 from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey
 from convoy.privacy._seal import is_sealed
+from convoy.stores._rows import DAMAGED, shown
 
 BAR = 32
 
@@ -61,16 +62,16 @@ def trace(
         typer.echo(json.dumps(spans, indent=2))
         return
     if found is None:
-        out.print(f"no spans kept for session {session_id!r}: sampling left it untraced "
+        out.print(f"no spans kept for session {quoted(session_id)}: sampling left it untraced "
                   "(Tracing(sample_rate=...), or its caller's traceparent said not sampled)",
                   markup=False)
         return
     if not spans and gone:
-        out.print(f"the spans of session {session_id!r} stay sealed: they hold the data of a "
+        out.print(f"the spans of session {quoted(session_id)} stay sealed: they hold the data of a "
                   "data subject who was erased (its key is destroyed)", markup=False)
         return
     if not spans:
-        out.print(f"no spans kept for session {session_id!r}: run it with tracing to the "
+        out.print(f"no spans kept for session {quoted(session_id)}: run it with tracing to the "
                   "store (Tracing(exporters=['store']), or 'convoy run --trace store')",
                   markup=False)
         return
@@ -96,20 +97,43 @@ async def _load(db: str, session_id: str, scope: Scope
         if kept is not None and not traceparent_sampled(kept):
             return None, [], 0
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
-        gone = [k for k, v in chunks.items() if is_sealed(v)]
+        gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
         if gone and MasterKey.from_env() is None:
-            fail(f"the spans of session {session_id!r} are sealed (it holds a data "
+            fail(f"the spans of session {quoted(session_id)} are sealed (it holds a data "
                  f"subject's data): set ${MASTER_KEY_FILE_ENV} (or ${MASTER_KEY_ENV}) to "
                  "the master key the engine ran with", USAGE_ERROR)
         if gone and len(gone) < len(chunks):
             typer.echo(f"left out: {plural(len(gone), 'chunk')} of the spans of session "
-                       f"{session_id!r}, sealed under the key of an erased data subject "
-                       "whose data the session read", err=True)
+                       f"{quoted(session_id)}, sealed under the key of an erased data "
+                       "subject whose data the session read", err=True)
+        return True, _spans(session_id, {k: v for k, v in chunks.items() if k not in gone}), \
+            len(gone)
+
+
+def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:
+    """The spans of every chunk that reads; a chunk that does not (edited or damaged in the
+    store: not text, not JSON, not spans) is left out, said in one line on stderr, unless
+    none reads: then one line says why, and the command exits 1."""
+    spans: list[dict[str, Any]] = []
+    bad: list[tuple[str, str]] = []
+    for k in sorted(chunks):
+        v = chunks[k]
         try:
-            return True, load_chunks(chunks[k] for k in sorted(chunks) if k not in gone), \
-                len(gone)
+            if not isinstance(v, str):
+                raise ValueError(f"its stored value {shown(v)} is not text")
+            spans += load_chunks([v])
         except ValueError as e:  # (a JournalError is not one: it is said as it is)
-            fail(f"the spans kept for session {session_id!r} are damaged: {e}", RUN_FAILURE)
+            bad.append((k, str(e)))
+    if bad and not spans:
+        fail(f"the spans kept for session {quoted(session_id)} are damaged: {bad[0][1]}",
+             RUN_FAILURE)
+    if bad:
+        key, why = bad[0]
+        typer.echo(f"left out: {plural(len(bad), 'chunk')} of the spans of session "
+                   f"{quoted(session_id)} that cannot be read (key {quoted(key)}: "
+                   f"{short(why, 200)}); {DAMAGED}", err=True)
+        spans.sort(key=lambda s: (s["start"], s["end"]))
+    return spans
 
 
 def waterfall(spans: list[dict[str, Any]]) -> Table:

@@ -10,6 +10,7 @@ import typer
 from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
+from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -35,7 +36,7 @@ from convoy.cli._common import (
     tracing,
     warn_lost_spans,
 )
-from convoy.cli._render import plural, short, status_text
+from convoy.cli._render import plural, status_text
 from convoy.cli._stop import Stopped, stop_signals
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 
 from convoy._errors import UserError
-from convoy._text import blank, check_name
+from convoy._text import blank, check_name, quoted
 
 #: The tenant of sessions started without one (``engine.run(...)``, ``convoy run``).
 DEFAULT_TENANT = "default"
@@ -26,7 +26,7 @@ def check_tenant(name: object) -> str:
     if not isinstance(name, str):
         raise UserError(f"a tenant name is a string, got {type(name).__name__}")
     if _NAME.fullmatch(name) is None:
-        raise UserError(f"invalid tenant name {name!r}: use 1 to 64 letters, digits, '.', "
+        raise UserError(f"invalid tenant name {quoted(name)}: use 1 to 64 letters, digits, '.', "
                         "'_' or '-', starting and ending with a letter or digit (e.g. "
                         "'acme' or 'acme-eu')")
     return name

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from convoy._errors import UserError
+from convoy._text import quoted
 from convoy.engine._escalation import answer_escalation
 from convoy.hitl._task import (
     INBOX,
@@ -46,7 +47,7 @@ _SESSION_ACTION: dict[str, str] = {"approve": "retry", "edit": "complete", "reje
 
 def _unknown_task(task_id: str, tenant: str | None) -> UserError:
     where = f" of tenant {tenant!r}" if tenant is not None else ""
-    return UserError(f"no human task {task_id!r}{where}; 'convoy inbox list' shows them")
+    return UserError(f"no human task {quoted(task_id)}{where}; 'convoy inbox list' shows them")
 
 
 def _check_by(by: object) -> str:

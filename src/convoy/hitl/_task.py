@@ -18,7 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from convoy._errors import JournalError, UserError
-from convoy._text import check_name, readable_validation_error
+from convoy._text import check_name, quoted, readable_validation_error
 
 #: The namespace of every tenant's human tasks. Names starting ``convoy.`` are reserved:
 #: workflow code, tools, ``engine.state`` and ``convoy state set`` cannot write them.
@@ -144,7 +144,7 @@ def session_of(task: str) -> str:
     """The session id in a task id (step keys hold no ``:``)."""
     sid, sep, key = task.rpartition(":")
     if not sep or not sid or not key:
-        raise UserError(f"{task!r} is not a task id (they look like '<session id>:<step>', "
+        raise UserError(f"{quoted(task)} is not a task id (they look like '<session id>:<step>', "
                         "as 'convoy inbox list' shows them)")
     return sid
 

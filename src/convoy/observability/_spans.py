@@ -246,6 +246,9 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
                                    f"reads formats 1 and {SPANS_FORMAT} (upgrade Convoy)")
         except (KeyError, TypeError, AttributeError, IndexError) as e:
             raise ValueError(f"not a chunk of spans: {type(e).__name__}: {e}") from None
+        except RecursionError:
+            raise ValueError("not a chunk of spans: it nests arrays and objects deeper "
+                             "than JSON can be read") from None
     spans.sort(key=lambda s: (s["start"], s["end"]))
     return spans
 
@@ -253,6 +256,12 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
 def _span(name: str, trace_id: str, sid: str, parent: str | None, start: int, end: int,
           kind: str, status: str, attrs: Attrs, message: str | None, links: Any,
           events: Any) -> dict[str, Any]:
+    # What ``convoy trace`` computes with or shows must be what Convoy wrote (a chunk
+    # edited by hand is refused here, not as a TypeError while it is drawn).
+    if not (type(start) is int and type(end) is int and isinstance(name, str)
+            and isinstance(status, str) and isinstance(sid, str)
+            and isinstance(message, str | None) and isinstance(parent, str | None)):
+        raise TypeError(f"a span's fields are not what Convoy writes: {name!r:.40}")
     return {"name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
             "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
             "message": message,

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+from convoy.stores._rows import RowCheck, row_name
 
 ALERT_COLS = ("id,tenant,scope,subject,metric,status,value,mean,deviation,threshold,opened,"
               "cleared,cleared_value,detail")
@@ -23,7 +24,17 @@ RESULT = ("UPDATE alert_outbox SET attempts={p}, delivered={p}, next_at={p}, las
           "WHERE id={p}")
 
 
+_COLS = ALERT_COLS.split(",")
+#: The columns of an alert row by what they must hold when read.
+_CHECKS = RowCheck(tuple((_COLS.index(n), n) for n in ("value", "mean", "deviation", "threshold",
+                                                "opened", "cleared", "cleared_value")),
+           ((0, "id"),),
+           tuple((_COLS.index(n), n) for n in ("tenant", "scope", "subject", "metric",
+                                                "status", "detail")))
+
+
 def alert_row(r: Sequence[Any]) -> AlertRow:
+    _CHECKS(r, lambda: f"alert {row_name(r[0])}")
     return AlertRow(id=int(r[0]), tenant=r[1], scope=r[2], subject=r[3], metric=r[4],
                     status=r[5], value=r[6], mean=r[7], deviation=r[8], threshold=r[9],
                     opened=r[10], cleared=r[11], cleared_value=r[12], detail=r[13])

@@ -835,14 +835,14 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         cond, tparams = sql.in_tenant("journal", tenant)
         rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s"
                                 f"{cond}", (session_id, *tparams))
-        return {r[0]: _record(r) for r in rows}
+        return {r[0]: _record(r, session_id) for r in rows}
 
     async def journal(self, session_id: str, *,
                       tenant: str | None = None) -> list[StepRecord]:
         cond, tparams = sql.in_tenant("journal", tenant)
         rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s"
                                 f"{cond} ORDER BY seq, at, key", (session_id, *tparams))
-        return [_record(r) for r in rows]
+        return [_record(r, session_id) for r in rows]
 
     # -- signals ------------------------------------------------------------------------------
 

@@ -46,10 +46,12 @@ with who wrote it. Every key belongs to one tenant; a namespace groups keys with
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
+
+from convoy._errors import JournalError
+from convoy.stores._rows import damaged, row_name, shown, stored_json
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
 SCHEMA_VERSION = 8
@@ -156,13 +158,32 @@ class SessionRow:
 
     @property
     def error_record(self) -> dict[str, Any] | None:
-        """The decoded error (or wait) record, or ``None``."""
-        return json.loads(self.error) if self.error else None
+        """The decoded error (or wait) record, or ``None`` (a
+        :class:`~convoy.JournalError` if the store holds one that is not JSON)."""
+        if not self.error:
+            return None
+        what = f"session {row_name(self.id)}"
+        record = stored_json(self.error, what, "error")
+        if not isinstance(record, dict):
+            raise damaged(what, f"its stored error {shown(self.error)} is not a JSON object")
+        return record
 
     @property
     def header_map(self) -> dict[str, str]:
-        """The decoded headers persisted with the session."""
-        return dict(json.loads(self.headers or "{}"))
+        """The decoded headers persisted with the session (a
+        :class:`~convoy.JournalError` if the store holds what is not a JSON object of
+        text)."""
+        what = f"session {row_name(self.id)}"
+        text = self.headers or "{}"
+        try:
+            headers = stored_json(text, what, "headers")
+        except JournalError:
+            headers = None
+        if not isinstance(headers, dict) or \
+                not all(type(v) is str for v in headers.values()):
+            raise damaged(what, f"its stored headers {shown(text)} are not a JSON object "
+                          "of text")
+        return headers
 
     @property
     def unfinished(self) -> bool:

@@ -1,10 +1,20 @@
 """What the SQLite and PostgreSQL stores build their statements from alike: journal row
 parameters, the journal's write order, session-list filters (only the placeholder
-differs), and what a summary of the store counts."""
+differs), what a summary of the store counts, and how the values of a row read back are
+checked: a row edited by hand (text where a number belongs, bytes where text does, JSON
+that is not, or nests past what can be read) is a :class:`~convoy.JournalError` saying
+which value of which row, in one line, not a ``TypeError`` wherever it is first used."""
 
 from __future__ import annotations
 
+import json
+import math
+import operator
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from convoy._errors import JournalError
+from convoy._text import MAX_DEPTH, quoted, too_deep
 
 if TYPE_CHECKING:
     from convoy.stores._protocol import SessionFilter
@@ -44,3 +54,101 @@ def session_page(where: SessionFilter, *, mark: str = "?") -> tuple[str, list[An
 SUMMARY = ("SELECT (SELECT COUNT(*) FROM journal), (SELECT COUNT(*) FROM state), "
            "(SELECT COUNT(*) FROM (SELECT tenant FROM sessions UNION SELECT tenant FROM state)"
            " t)")
+
+
+#: What a message about a value read back from the store ends with.
+DAMAGED = "the store was edited or damaged"
+#: How deep a stored JSON value may nest and still be read (what Convoy writes nests at
+#: most :data:`~convoy._text.MAX_DEPTH` levels, a few more where it wraps a value).
+READ_DEPTH = 2 * MAX_DEPTH
+
+
+def damaged(what: str, problem: str) -> JournalError:
+    """The error for a value read back from the store that Convoy did not write: ``what``
+    names the row (``session 'x' step '1/0'``), ``problem`` the value
+    (``its stored cost 'nan' is not a number``)."""
+    return JournalError(f"{what}: {problem}; {DAMAGED}")
+
+
+def shown(value: Any) -> str:
+    """A value read back from the store as a message shows it (short, escaped)."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"(binary, {len(value):,} bytes)"
+    return quoted(value, 40) if isinstance(value, str) else repr(value)
+
+
+def row_name(value: Any) -> str:
+    """An id or key naming a row read back from the store, as a message quotes it."""
+    return quoted(value) if isinstance(value, str) else shown(value)
+
+
+class RowCheck:
+    """What the columns of a row read back must hold: a finite number (``numbers``), a
+    whole number (``counts``), text (``texts``), each given as ``(index, name)``, any of
+    them ``NULL`` (the schema says where one may be). SQLite keeps what it is given when
+    it cannot convert it to the column's type (``'nan'`` in a ``REAL`` column, a ``BLOB``
+    anywhere)."""
+
+    __slots__ = ("_counts", "_numbers", "_texts", "counts", "numbers", "texts")
+
+    def __init__(self, numbers: Sequence[tuple[int, str]], counts: Sequence[tuple[int, str]],
+                 texts: Sequence[tuple[int, str]]) -> None:
+        self.numbers, self.counts, self.texts = numbers, counts, texts
+        # (Every row is checked: C-level getters and type sets; a loop over the columns
+        # only to say what is wrong.)
+        self._numbers = _getter(numbers)
+        self._counts = _getter(counts)
+        self._texts = _getter(texts)
+
+    def __call__(self, r: Sequence[Any], what: Callable[[], str]) -> None:
+        """Raise :func:`damaged` (``what()`` names the row) unless ``r`` holds what it
+        must."""
+        numbers = self._numbers(r)
+        if _NUMBER_TYPES.issuperset(map(type, numbers)) and \
+                math.isfinite(sum(filter(None, numbers))) and \
+                _COUNT_TYPES.issuperset(map(type, self._counts(r))) and \
+                _TEXT_TYPES.issuperset(map(type, self._texts(r))):
+            return
+        for i, name in self.numbers:
+            v = r[i]
+            t = type(v)
+            if v is not None and not ((t is float and v - v == 0.0) or t is int):
+                raise damaged(what(), f"its stored {name} {shown(v)} is not "
+                              + ("a finite number" if t is float else "a number"))
+        for i, name in self.counts:
+            v = r[i]
+            if v is not None and type(v) is not int:
+                raise damaged(what(), f"its stored {name} {shown(v)} is not a whole number")
+        for i, name in self.texts:
+            v = r[i]
+            if v is not None and type(v) is not str:
+                raise damaged(what(), f"its stored {name} {shown(v)} is not text")
+
+
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_COUNT_TYPES = frozenset({int, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
+def _getter(columns: Sequence[tuple[int, str]]) -> Callable[[Sequence[Any]], tuple[Any, ...]]:
+    get = operator.itemgetter(*(i for i, _ in columns))
+    return (lambda r: (get(r),)) if len(columns) == 1 else get
+
+
+def stored_json(text: str, what: str, name: str, *, or_text: bool = False) -> Any:
+    """``text`` (a value of the store: the column ``name`` of the row ``what`` names)
+    decoded, or :func:`damaged`: not JSON (``or_text``: then ``text`` itself), or nested
+    deeper than :data:`READ_DEPTH`."""
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        value = None
+    except ValueError:
+        if or_text:
+            return text
+        raise damaged(what, f"its stored {name} {shown(text)} is not JSON") from None
+    else:
+        if not too_deep(value, READ_DEPTH):
+            return value
+    raise damaged(what, f"its stored {name} nests arrays and objects more than "
+                  f"{READ_DEPTH} levels deep, more than Convoy writes")

@@ -952,14 +952,14 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         cond, tparams = _in_tenant("journal", tenant)
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?{cond}",
                           (session_id, *tparams))
-        return {r[0]: _record(r) for r in rows}
+        return {r[0]: _record(r, session_id) for r in rows}
 
     async def journal(self, session_id: str, *,
                       tenant: str | None = None) -> list[StepRecord]:
         cond, tparams = _in_tenant("journal", tenant)
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?{cond} "
                           "ORDER BY seq, at, key", (session_id, *tparams))
-        return [_record(r) for r in rows]
+        return [_record(r, session_id) for r in rows]
 
     # -- signals ------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from convoy._errors import NoStoreError, StoreError
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import SessionRow, StepRecord
+from convoy.stores._rows import RowCheck, row_name
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -287,7 +288,27 @@ def _in_tenant(table: str, tenant: str | None, mark: str = "?") -> tuple[str, tu
             f"s.tenant={mark})", (tenant,))
 
 
+def _columns(cols: str, *names: str) -> tuple[tuple[int, str], ...]:
+    at = cols.split(",")
+    return tuple((at.index(n), n) for n in names)
+
+
+#: The columns of a session row and of a journal row by what they must hold when read.
+_SESSION_CHECKS = RowCheck(
+    _columns(_SESSION_COLS, "created", "started", "finished", "cost", "lease_until",
+             "active_s", "wake_at"),
+    _columns(_SESSION_COLS, "steps", "input_tokens", "output_tokens"),
+    _columns(_SESSION_COLS, "id", "workflow", "version", "tenant", "status", "input",
+             "output", "error", "owner", "wait_name", "headers", "parent", "subject"))
+_JOURNAL_CHECKS = RowCheck(
+    _columns(_JOURNAL_COLS, "cost", "at"), _columns(_JOURNAL_COLS, "input_tokens",
+                                                    "output_tokens"),
+    _columns(_JOURNAL_COLS, "key", "kind", "target", "status", "result", "input_hash",
+             "agent", "config"))
+
+
 def _session(r: Sequence[Any]) -> SessionRow:
+    _SESSION_CHECKS(r, lambda: f"session {row_name(r[0])}")
     return SessionRow(id=r[0], workflow=r[1], version=r[2], tenant=r[3], status=r[4],
                       input=r[5], output=r[6], error=r[7], created=r[8], started=r[9],
                       finished=r[10], steps=r[11], input_tokens=r[12], output_tokens=r[13],
@@ -296,7 +317,8 @@ def _session(r: Sequence[Any]) -> SessionRow:
                       subject=r[22])
 
 
-def _record(r: Sequence[Any]) -> StepRecord:
+def _record(r: Sequence[Any], session_id: str) -> StepRecord:
+    _JOURNAL_CHECKS(r, lambda: f"session {row_name(session_id)} step {row_name(r[0])}")
     return StepRecord(key=r[0], kind=r[1], target=r[2], status=r[3], result=r[4],
                       input_hash=r[5], agent=r[6], input_tokens=r[7], output_tokens=r[8],
                       cost=r[9], at=r[10], config=r[11])
