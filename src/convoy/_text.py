@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic_core import PydanticSerializationError, to_json
+from pydantic_core import PydanticSerializationError, from_json, to_json
 
 from convoy._errors import UserError
 
@@ -115,6 +115,16 @@ def undecodable_byte(text: str) -> int | None:
     a file name: Python keeps each such byte as a lone surrogate U+DC80..U+DCFF), if any."""
     char = next((c for c in text if "\udc80" <= c <= "\udcff"), None)
     return None if char is None else ord(char) - 0xDC00
+
+
+def json_object(text: str | None) -> dict[str, Any]:
+    """The JSON object ``text`` holds (a journaled result, an error record), ``{}`` if it
+    holds none that can be read (not JSON, another type, nested past the decoder)."""
+    try:
+        value = from_json(text or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def too_deep(value: Any, limit: int = MAX_DEPTH) -> bool:

@@ -45,10 +45,8 @@ import math
 from collections.abc import Callable, Iterable
 from hashlib import sha256
 from json.encoder import encode_basestring as _quote
-from typing import Any
 
-from pydantic_core import from_json
-
+from convoy._text import json_object
 from convoy.audit._event import EVENT_FORMAT, digest, encode_event, keyed
 from convoy.stores._protocol import StepRecord
 
@@ -59,12 +57,7 @@ _REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
 
 def _failure(record: StepRecord) -> tuple[str, str | None]:
     """``(error type, refusal reason)`` of a failed step's error record."""
-    try:
-        err = from_json(record.result or "{}")
-    except ValueError:
-        return "unknown", None
-    if not isinstance(err, dict):
-        return "unknown", None
+    err = json_object(record.result)
     attrs = err.get("attrs")
     reason = attrs.get("reason") if isinstance(attrs, dict) else None
     return str(err.get("type") or "unknown"), None if reason is None else str(reason)
@@ -127,7 +120,7 @@ def entry_of(record: StepRecord, session_id: str, at: float,
             hashes["prompt"] = fingerprint(fp, mac)
         if ok:
             hashes["output"] = digest(record.result or "", mac)
-            response = _response(record.result)
+            response = json_object(record.result)
             model = response.get("model")
             target = model if isinstance(model, str) and model else None
             calls = response.get("tool_calls")
@@ -166,14 +159,6 @@ def entry_of(record: StepRecord, session_id: str, at: float,
 def fingerprint(fp: str, mac: bytes | None) -> str:
     """An input fingerprint as an entry keeps it (keyed in a data subject's session)."""
     return "blake2b:" + fp if mac is None else keyed(mac, "blake2b:" + fp)
-
-
-def _response(text: str | None) -> dict[str, Any]:
-    try:
-        d = from_json(text or "{}")
-    except ValueError:
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 class JournalEntries:

@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from pydantic_core import from_json
-
+from convoy._text import json_object
 from convoy.observability._spans import CURRENT, Shape, SpanData, time_ns
 from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal
@@ -108,21 +107,12 @@ class UnhookedSteps:
         if record.status == "completed":
             span.status = "ok"
         else:
-            error = _error(record.result)
+            error = json_object(record.result)
             kind = error_kind_of(error) or "unknown"
             span.status = "error"
             span.attrs["error.type"] = kind
             span.note(f"{kind}: " + tracing.error_text(str(error.get("message", ""))))
         tracing.ended(span)
-
-
-def _error(text: str | None) -> dict[str, object]:
-    """A failed record's error (``{}`` if it holds none this can read)."""
-    try:
-        error = from_json(text or "{}")
-    except ValueError:
-        return {}
-    return error if isinstance(error, dict) else {}
 
 
 __all__ = ["DRAWN", "UnhookedSteps"]
