@@ -78,7 +78,10 @@ class UnhookedSteps:
     def _wait(self, record: StepRecord) -> None:
         key, now = record.key, time_ns()
         if record.status == "started":
-            self.opened.setdefault(key, now)  # (a refused signal writes it again)
+            # (a refused signal writes it again: the wait started the first time, in an
+            # earlier run if the journal this run resumed has it)
+            if key not in self.journal:
+                self.opened.setdefault(key, now)
             return
         parent = self._parent()
         start = self.opened.pop(key, None)
