@@ -192,9 +192,11 @@ def short(text: str, width: int = 72) -> str:
 
 def quoted(name: str, width: int = 80) -> str:
     """``name`` (an id, a key, a value read back from the store) as a message quotes it:
-    ``'...'``, escaped (spaces kept as they are) and cut to ``width`` characters: a
-    100,000-character id on the command line makes a short line, not a 100 KB one."""
-    return f"'{_cut(escaped(name), width)}'"
+    as ``repr`` does (so it reads as every ``{name!r}`` of the other messages, ``"' OR
+    1=1 --"`` for a name with a quote in it; what a terminal would obey or draw as nothing
+    is an escape), cut to ``width`` characters first: a 100,000-character id on the
+    command line makes a short line, not a 100 KB one."""
+    return repr(_cut(name, width))
 
 
 def _cut(text: str, width: int) -> str:
