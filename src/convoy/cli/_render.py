@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy._text import escaped, printable, short
+from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
@@ -384,7 +384,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                          fmt_time(row.wake_at))
     wait = open_wait(steps) if row.status in UNFINISHED else None
     if wait is not None and signal_queued is not None:
-        info.add_row("signal queued", f"'{escaped(wait.target)}', sent at "
+        info.add_row("signal queued", f"{quoted(wait.target)}, sent at "
                      f"{fmt_time(signal_queued)} (the engine that runs the session next "
                      "delivers it)")
     refused = None if wait is None else signals_refused(wait)
