@@ -195,10 +195,12 @@ def test_a_usage_error_is_one_line_that_says_where_the_help_is() -> None:
             (("audit", "prove", "x"), "Invalid value for 'ENTRY'", "audit prove"),
             (("sessions", "nope"), "No such command 'nope'", "sessions"),
             (("purge", "--older-than"), "Option '--older-than' requires an argument",
-             None)):  # (Click raises this one with no command to name)
+             "purge"),  # (Click raises this one with no command to name: it is added)
+            (("sessions", "list", "--limit"), "Option '--limit' requires an argument",
+             "sessions list")):
         res = cli(*args)
         one_line_error(res, 2, said)
-        assert where is None or res.stderr.rstrip().endswith(
+        assert res.stderr.rstrip().endswith(
             f"(see 'convoy {where} --help')"), res.stderr
         assert "╭" not in res.stderr and "Usage:" not in res.stderr
     # a group run alone still prints its help, as before

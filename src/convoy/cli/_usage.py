@@ -7,13 +7,20 @@ plain three lines and changes every ``--help``), so the display is replaced: Typ
 :func:`typer.rich_utils.rich_format_error` to show a :class:`click.ClickException` of a
 command run standalone (the console script, ``CliRunner``), and :func:`install` puts
 :func:`one_line` there. Exit codes are Click's (2 for a usage error).
+
+Click's parser raises some usage errors (``Option '--limit' requires an argument``) with
+no context, so no command to name: :func:`install` also gives such an error the context
+of the command whose arguments were being parsed (Typer's command classes only).
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
+from typing import Any
 
 import click
+import typer.core
 import typer.rich_utils
 
 from convoy._text import escaped
@@ -33,9 +40,30 @@ def one_line(error: click.ClickException) -> None:
     sys.stderr.flush()
 
 
+def _with_context(parse: Callable[..., list[str]]) -> Callable[..., list[str]]:
+    """``parse_args`` that gives a usage error raised without a context ``ctx``."""
+    if getattr(parse, "convoy_usage", False):
+        return parse  # installed already
+
+    def parse_args(self: Any, ctx: Any, args: list[str]) -> list[str]:
+        try:
+            return parse(self, ctx, args)
+        except Exception as e:
+            # (Click's ``UsageError``, or that of the Click Typer carries inside: it
+            # has its own classes, so it is told by its ``ctx``, not by its type.)
+            if getattr(e, "ctx", False) is None:
+                e.ctx = ctx  # type: ignore[attr-defined]
+            raise
+
+    setattr(parse_args, "convoy_usage", True)  # noqa: B010 - a function's attribute
+    return parse_args
+
+
 def install() -> None:
     """Show usage errors with :func:`one_line` (see the module docstring)."""
     setattr(typer.rich_utils, "rich_format_error", one_line)  # noqa: B010 - typed module
+    for cls in (typer.core.TyperCommand, typer.core.TyperGroup):
+        setattr(cls, "parse_args", _with_context(cls.parse_args))  # noqa: B010
 
 
 __all__ = ["install", "one_line"]
