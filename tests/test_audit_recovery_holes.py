@@ -17,7 +17,7 @@ from convoy.audit import AuditEvent, AuditInterceptor
 from convoy.stores import store_from_url
 
 from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
-from .test_audit_recovery import CrashAt, _check_one_entry_per_record, _flow
+from .test_audit_recovery import CrashAt, _check_one_entry_per_record, _entries, _flow
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -37,6 +37,9 @@ async def test_a_killed_session_that_is_cancelled_keeps_the_entries_of_its_steps
         await eng2.cancel("s1")
         assert (await eng2.store.get_session("s1")).status == "cancelled"  # type: ignore[union-attr]
         await _check_one_entry_per_record(eng2, "s1")
+        ends = [(e.kind, e.status, e.actor) for e in await _entries(eng2.store)
+                if e.session_id == "s1" and e.kind == "session"]
+    assert ends == [("session", "cancelled", f"engine {eng2.owner}")]
 
 
 async def test_a_killed_run_on_an_engine_whose_clock_is_behind_is_audited(

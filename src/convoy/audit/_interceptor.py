@@ -17,6 +17,9 @@
   decided as actor, the task id, its kind and the hash of the decision; a decision whose
   write fails (the task was decided meanwhile) appends nothing.
 - A new workflow version seen for a tenant: ``config_change``.
+- A session that ends cancelled (``engine.cancel``, ``convoy cancel``), when its run
+  ends: ``session`` with status ``cancelled``, who cancelled it as actor (the error
+  record's ``by``), the workflow as target.
 
 Each entry carries the session id and step key (a decision: the task's), and the trace id
 when tracing put one in the session's headers.
@@ -162,6 +165,8 @@ class AuditInterceptor(Interceptor):
             # Another engine took the session over: it appends these from the journal.
             return end
         bodies = entries.take()
+        if end.status == "cancelled":
+            bodies.append(self._cancelled(input, end))
         if bodies:
             # Both join the commit that records how the run ended (the records are
             # committed already, before this time): a run killed before it appends
@@ -173,6 +178,17 @@ class AuditInterceptor(Interceptor):
             if end.status != "completed":  # a completed session never runs again
                 input.headers[AUDIT_CURSOR] = repr(entries.last_at)
         return end
+
+    def _cancelled(self, input: SessionInput, end: SessionEnd) -> bytes:
+        """The entry of a session's end by a cancel: who cancelled it (as its error record
+        says), the workflow as target."""
+        i = input.info
+        by = (end.error or {}).get("by")
+        trace = _trace_id(input.headers)
+        return AuditEvent(kind="session", status="cancelled", at=self.log.clock(),
+                          session_id=i.session_id, actor=by if isinstance(by, str) else None,
+                          target=i.workflow,
+                          refs={} if trace is None else {"trace_id": trace}).encode()
 
     async def _mac(self, tenant: str, subject: str | None) -> bytes | None:
         """The key a data subject's session's hashes are keyed with (``None``: none)."""

@@ -135,10 +135,19 @@ def cancel(
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
     imports: ImportOption = None,
+    by: Annotated[str | None, typer.Option(
+        "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+        help="Who cancels (recorded with the session: 'cancelled by NAME'; audited where "
+             "the store audits the tenant). Default: the login name.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", hidden=True, help="No longer needed: accepted and ignored.")] = False,
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.
+
+    Who cancels (--by, else the login name) is kept in the session's error record,
+    whichever engine ends it ('convoy sessions show' prints 'cancelled by NAME'), and
+    where the store audits the tenant, a 'session' entry names them ('convoy audit list
+    --kind session').
 
     A session that another live engine is running (a 'convoy worker' elsewhere) gets a
     durable cancel request: that engine stops it at its next lease renewal (within its
@@ -157,15 +166,16 @@ def cancel(
 
     Example: `convoy cancel handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
+    who = who_decides(by)
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
     require_convoy_store(db, nothing="cancel")
     message = run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope,
-                                   session_id, db))
+                                   session_id, db, who))
     out.print(message, markup=False, soft_wrap=True)
 
 
-async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> str:
+async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: str) -> str:
     """Cancel the session; the line that says what happened."""
     async with engine:
         await require_session(engine, scope, session_id, db)
@@ -176,7 +186,7 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str) -> str
             # session hooks its input typed (they see it as stored otherwise).
             with suppress(Exception):
                 engine.workflow_named(row.workflow)
-        if await view.cancel(session_id) == "cancelled":
+        if await view.cancel(session_id, by=by) == "cancelled":
             return f"cancelled session {session_id}"
         row = await view.session(session_id)
         if row.status == "cancelled":  # its engine was quick

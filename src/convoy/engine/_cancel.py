@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from convoy._errors import UserError
+from convoy._text import check_name, json_object
 from convoy.definitions._workflow import Workflow
 from convoy.durability._signals import LeaseLost
 from convoy.engine._runtime import _run_session
@@ -51,34 +52,50 @@ if TYPE_CHECKING:
 #: renewal; if that engine died, the engine that takes the session over ends it).
 CancelStatus = Literal["cancelled", "requested"]
 
-#: The error record of a cancelled session.
+#: The error record of a session cancelled by nobody known (one purged as it ended).
 CANCELLED: dict[str, Any] = {"type": "Cancelled", "message": "cancelled"}
 
 
-async def cancel(engine: Engine, session_id: str, tenant: str | None) -> CancelStatus:
-    """Cancel a session (see the module docstring)."""
-    if tenant is None and engine._stop_running(session_id):
+def cancelled_record(by: str) -> dict[str, Any]:
+    """The error record of a session ``by`` cancelled."""
+    return {"type": "Cancelled", "message": f"cancelled by {by}", "by": by}
+
+
+def requester(payload: str | None) -> str:
+    """Who made a cancel request, as its payload (``{"by": NAME}``) says (``"unknown"``
+    for one edited by hand)."""
+    by = json_object(payload).get("by")
+    return by if isinstance(by, str) and by else "unknown"
+
+
+async def cancel(engine: Engine, session_id: str, tenant: str | None,
+                 by: str | None = None) -> CancelStatus:
+    """Cancel a session (see the module docstring); ``by``: who cancels it (recorded in
+    its error record, audited), by default ``"engine OWNER"``."""
+    who = f"engine {engine.owner}" if by is None else check_name(by, "name of who cancels (by)")
+    if tenant is None and engine._stop_running(session_id, who):
         return "cancelled"  # the operator's view needs no store read to stop a session it runs
     row = await session(engine, session_id, tenant)
-    if engine._stop_running(row.id):
+    if engine._stop_running(row.id, who):
         return "cancelled"
     if not row.unfinished:
         raise UserError(f"session {session_id!r} is already {row.status}")
-    if await _end_here(engine, row):
+    if await _end_here(engine, row, who):
         return "cancelled"
     # Running on another live engine: a durable request, then a second read (the module
     # docstring says why it must come after the write).
     # (Once: a request that waits already stands for this one too.)
     if await engine.store.next_signal(row.id, CANCEL_SIGNAL, tenant=row.tenant) is None:
-        by = json.dumps({"by": engine.owner})
-        if not await engine.store.send_signal(row.id, CANCEL_SIGNAL, by, tenant=row.tenant):
+        payload = json.dumps({"by": who})
+        if not await engine.store.send_signal(row.id, CANCEL_SIGNAL, payload,
+                                              tenant=row.tenant):
             raise unknown_session(session_id, engine.store.url, tenant)  # purged meanwhile
     row = await session(engine, session_id, tenant)
-    if row.status == "cancelled" or engine._stop_running(row.id):
+    if row.status == "cancelled" or engine._stop_running(row.id, who):
         return "cancelled"  # its owner honoured it already, or this engine claimed it since
     if not row.unfinished:
         raise UserError(f"session {session_id!r} is already {row.status}")
-    if row.status == "running" or not await _end_here(engine, row):
+    if row.status == "running" or not await _end_here(engine, row, who):
         return "requested"  # its owner (the one read first, or one that claimed it since)
     return "cancelled"
 
@@ -92,27 +109,28 @@ async def session(engine: Engine, session_id: str, tenant: str | None) -> Sessio
     return row
 
 
-async def _end_here(engine: Engine, row: SessionRow) -> bool:
-    """Finish an unfinished session that no live engine runs as ``cancelled``; ``False``
-    if another engine runs it (it claimed it, even since ``row`` was read)."""
+async def _end_here(engine: Engine, row: SessionRow, by: str) -> bool:
+    """Finish an unfinished session that no live engine runs as ``cancelled`` by ``by``;
+    ``False`` if another engine runs it (it claimed it, even since ``row`` was read)."""
     owner: str | None = None
     claimed: SessionRow | None = None
     # Session hooks that see a run end (with the session's workflow if this engine has it
     # at its version, to give them its input typed; else the input as stored)?
     hooked = engine.runtime.session_chain.call is not _run_session
-    if row.status == "running" or (row.status == "pending" and hooked):
-        claimed = await engine._claim(row)
+    if row.status == "running" or (row.status in ("pending", "waiting") and hooked):
+        claimed = await engine._claim(row, waiting=row.status == "waiting")
         if claimed is None and row.status == "running":
             return False
         owner = None if claimed is None else engine.owner
     if claimed is not None and hooked:
-        # A run that died (or never ran) ends here, in a run of its own: the session hooks
-        # see it (audit appends the steps a killed run journaled).
-        await end_cancelled(engine, engine._workflows.get(row.workflow), claimed)
+        # A run that died (or never ran), or a session that waits, ends here, in a run of
+        # its own: the session hooks see it (audit appends who cancelled it, and the
+        # steps a killed run journaled).
+        await end_cancelled(engine, engine._workflows.get(row.workflow), claimed, by)
         return True
     try:
         await engine.store.finish(row.id, owner, SessionOutcome(
-            status="cancelled", error=dict(CANCELLED), steps=row.steps,
+            status="cancelled", error=cancelled_record(by), steps=row.steps,
             input_tokens=row.input_tokens, output_tokens=row.output_tokens, cost=row.cost),
             tenant=row.tenant)
     except LeaseLost:
@@ -121,16 +139,16 @@ async def _end_here(engine: Engine, row: SessionRow) -> bool:
 
 
 async def end_cancelled(engine: Engine, wf: Workflow[Any, Any] | None,
-                        row: SessionRow) -> None:
-    """End a session this engine claimed as ``cancelled``, in a run that executes
-    nothing (its workflow gives the session hooks its input typed, if it still takes it;
-    else they see it as stored)."""
+                        row: SessionRow, by: str) -> None:
+    """End a session this engine claimed as ``cancelled`` by ``by``, in a run that
+    executes nothing (its workflow gives the session hooks its input typed, if it still
+    takes it; else they see it as stored)."""
     try:
         await engine._end_in_a_run(wf, row, SessionEnd(status="cancelled",
-                                                       error=dict(CANCELLED)))
+                                                       error=cancelled_record(by)))
     except ValidationError:  # an input this workflow no longer takes: as stored
         await engine._end_in_a_run(None, row, SessionEnd(status="cancelled",
-                                                         error=dict(CANCELLED)))
+                                                         error=cancelled_record(by)))
 
 
 async def ended_by_request(engine: Engine, wf: Workflow[Any, Any], row: SessionRow) -> bool:
@@ -145,7 +163,7 @@ async def ended_by_request(engine: Engine, wf: Workflow[Any, Any], row: SessionR
         raise
     if request is None:
         return False
-    await end_cancelled(engine, wf, row)
+    await end_cancelled(engine, wf, row, requester(request.payload))
     return True
 
 
@@ -157,9 +175,12 @@ async def honour_requests(engine: Engine, stopped: set[str]) -> None:
     for sid in await engine.store.owned_signalled(engine.owner, CANCEL_SIGNAL):
         # One not (yet, or any more) in ``_running`` is claimed here but not running: it is
         # asked again next round, or its claim ends it (``ended_by_request``).
-        if sid not in stopped and engine._stop_running(sid):
+        if sid in stopped or sid not in engine._running:
+            continue
+        request = await engine.store.next_signal(sid, CANCEL_SIGNAL)
+        if engine._stop_running(sid, requester(None if request is None else request.payload)):
             stopped.add(sid)
 
 
-__all__ = ["CANCELLED", "CancelStatus", "cancel", "end_cancelled", "ended_by_request",
-           "honour_requests", "session"]
+__all__ = ["CANCELLED", "CancelStatus", "cancel", "cancelled_record", "end_cancelled",
+           "ended_by_request", "honour_requests", "requester", "session"]

@@ -248,8 +248,14 @@ class SessionControl:
         engine, tenant = self._scope()
         await signal(engine, session_id, name, payload, tenant)
 
-    async def cancel(self, session_id: str) -> CancelStatus:
+    async def cancel(self, session_id: str, *, by: str | None = None) -> CancelStatus:
         """Cancel an unfinished session; it ends ``cancelled`` and never runs again.
+
+        ``by`` says who cancels it (default ``"engine OWNER"``, this engine's owner id):
+        kept in the session's error record (``{"type": "Cancelled", "message":
+        "cancelled by NAME", "by": NAME}``) by whichever engine ends it, and audited
+        (a ``session`` entry, status ``cancelled``, ``by`` as actor) by an engine with
+        :class:`~convoy.audit.AuditInterceptor` that ends it.
 
         One running on this engine stops at once; one that is pending or waiting, or whose
         engine died (its lease lapsed, or it was a process on this machine), is finished
@@ -264,7 +270,7 @@ class SessionControl:
         Raises:
             UserError: no session has this id (in this tenant), or it already finished.
         """
-        return await cancel(*self._at(session_id))
+        return await cancel(*self._at(session_id), by)
 
     async def replay(self, session_id: str) -> ReplayResult:
         """Re-execute a finished session from its journal, calling no model and no tool."""

@@ -46,7 +46,12 @@ from convoy.cost._pricing import PriceTable
 from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
-from convoy.engine._cancel import CANCELLED, ended_by_request, honour_requests
+from convoy.engine._cancel import (
+    CANCELLED,
+    cancelled_record,
+    ended_by_request,
+    honour_requests,
+)
 from convoy.engine._control import SessionControl
 from convoy.engine._deadlines import Deadlines
 from convoy.engine._escalation import ESCALATION
@@ -210,7 +215,8 @@ class Engine(SessionControl, SubjectRights):
         # by id: their tenant. Until its row is committed, only this tells another start of
         # the same id (same owner: the store cannot tell them apart) that it is taken.
         self._starting: dict[str, str] = {}
-        self._cancelling: set[str] = set()
+        # The sessions this engine is stopping (cancelled), and who cancelled each.
+        self._cancelling: dict[str, str] = {}
         self._stopped_by_request: set[str] = set()  # see ``honour_requests``
         self._open = False
         self._opening: asyncio.Lock | None = None
@@ -542,11 +548,15 @@ class Engine(SessionControl, SubjectRights):
         await self.store.set_version(row.id, wf.version)
         return True
 
-    async def _claim(self, row: SessionRow) -> SessionRow | None:
+    async def _claim(self, row: SessionRow, *, waiting: bool = False) -> SessionRow | None:
+        """Own ``row``'s session if it is runnable (``waiting``: if it waits, too)."""
         if row.id in self._running or row.id in self._starting:  # this engine runs it now
             return None
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
+        if waiting:  # (only then: a store of another make may not know the argument)
+            return await self.store.claim(row.id, self.owner, self.lease_seconds,
+                                          tenant=row.tenant, waiting=True)
         return await self.store.claim(row.id, self.owner, self.lease_seconds, tenant=row.tenant)
 
     async def _claimed_journal(self, sid: str) -> dict[str, StepRecord]:
@@ -568,13 +578,14 @@ class Engine(SessionControl, SubjectRights):
             return SessionResult(id=sid, status="cancelled", error=dict(CANCELLED))
         return _result_of(wf, row) if not row.unfinished else _unfinished_result(row)
 
-    def _stop_running(self, sid: str) -> bool:
-        """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``);
-        ``False`` if it does not, or if its run has ended and records how."""
+    def _stop_running(self, sid: str, by: str) -> bool:
+        """Cancel the session ``sid`` if this engine is running it (it ends ``cancelled``,
+        ``by`` recorded as who cancelled it); ``False`` if it does not, or if its run has
+        ended and records how."""
         task = self._running.get(sid)
         if task is None:
             return False
-        self._cancelling.add(sid)
+        self._cancelling[sid] = by
         task.cancel()
         return True
 
@@ -894,14 +905,13 @@ class Engine(SessionControl, SubjectRights):
         except UnknownOutcomeError as e:
             return SessionEnd(status="escalated", error=self._error(executor, e))
         except asyncio.CancelledError:
-            if sid not in self._cancelling:
+            by = self._cancelling.pop(sid, None)
+            if by is None:
                 raise
-            self._cancelling.discard(sid)
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()
-            return SessionEnd(status="cancelled", error={"type": "Cancelled",
-                                                         "message": "cancelled"})
+            return SessionEnd(status="cancelled", error=cancelled_record(by))
         except (ConvoyError, Exception) as e:
             return SessionEnd(status="failed", error=self._error(executor, e))
 

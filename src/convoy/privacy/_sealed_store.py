@@ -179,8 +179,9 @@ class SealingStore:
         return [cast(SessionRow, await self._open_row(r, track=track)) for r in rows]
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
-                    tenant: str | None = None) -> SessionRow | None:
-        row = await self.inner.claim(session_id, owner, lease_s, tenant=tenant)
+                    tenant: str | None = None, waiting: bool = False) -> SessionRow | None:
+        row = await (self.inner.claim(session_id, owner, lease_s, tenant=tenant, waiting=True)
+                     if waiting else self.inner.claim(session_id, owner, lease_s, tenant=tenant))
         if row is None:
             return None
         self._running.add(row.id)

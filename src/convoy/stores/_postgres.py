@@ -638,11 +638,12 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         return len(new)
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
-                    tenant: str | None = None) -> SessionRow | None:
+                    tenant: str | None = None, waiting: bool = False) -> SessionRow | None:
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
+        runnable = f"({sql.RUNNABLE} OR status='waiting')" if waiting else sql.RUNNABLE
         _, rows = await self._exec(
-            f"UPDATE sessions {sql.CLAIM_SET} WHERE id=%s AND {sql.RUNNABLE}{cond} "
+            f"UPDATE sessions {sql.CLAIM_SET} WHERE id=%s AND {runnable}{cond} "
             f"RETURNING {_SESSION_COLS}",
             (owner, now + lease_s, now, now, session_id, owner, now, now, *tparams),
             again=True)

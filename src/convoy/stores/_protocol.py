@@ -498,10 +498,11 @@ class Store(Protocol):
         ...
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
-                    tenant: str | None = None) -> SessionRow | None:
+                    tenant: str | None = None, waiting: bool = False) -> SessionRow | None:
         """Own a runnable session (of ``tenant``, when given): it is ``pending``, or
-        ``running`` under an expired lease or under ``owner`` itself. Returns the claimed
-        row, or ``None``."""
+        ``running`` under an expired lease or under ``owner`` itself, or ``waiting`` with
+        its wake time past; with ``waiting``, any waiting session too (to end it:
+        ``cancel``). Returns the claimed row, or ``None``."""
         ...
 
     async def claim_runnable(self, owner: str, lease_s: float, *,

@@ -710,13 +710,14 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         return await self._write(insert)
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
-                    tenant: str | None = None) -> SessionRow | None:
+                    tenant: str | None = None, waiting: bool = False) -> SessionRow | None:
         now = self.clock()
         cond, tparams = _tenant_cond(tenant)
+        runnable = f"({_RUNNABLE} OR status='waiting')" if waiting else _RUNNABLE
 
         def claim(conn: sqlite3.Connection) -> SessionRow | None:
             row = conn.execute(
-                f"UPDATE sessions {_CLAIM_SET} WHERE id=? AND {_RUNNABLE}{cond} "
+                f"UPDATE sessions {_CLAIM_SET} WHERE id=? AND {runnable}{cond} "
                 f"RETURNING {_SESSION_COLS}",
                 (owner, now + lease_s, now, now, session_id, owner, now, now, *tparams)
             ).fetchone()
