@@ -26,12 +26,13 @@ from convoy.cli._common import (
     unknown_session,
     workflow_names,
 )
+from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import agent_configs, open_wait, print_session, sessions_table
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
-from convoy.stores._rows import row_name, stored_json
+from convoy.stores._rows import LeftOut, row_name, stored_json
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -66,7 +67,8 @@ def list_sessions(
     require_store(db)
     where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
                           offset=offset)
-    rows, counts, known = run_async(_list(db, where))
+    left_out: list[LeftOut] = []
+    rows, counts, known = run_async(_list(db, where, left_out))
     if workflow is not None and workflow not in known:
         fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its workflows: "
              f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
@@ -75,6 +77,7 @@ def list_sessions(
         what = f" with status {status!r}" if status else ""
         out.print(f"no sessions{scope.of}{what} in {label(db)}"
                   + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
+        warn_left_out(left_out, "session")
         return
     out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width))
     if workflow is None and total > len(rows):
@@ -84,14 +87,16 @@ def list_sessions(
     if counts and status is None:
         out.print("  ".join(f"{s}: {counts[s]:,}" for s in STATUSES if s in counts),
                   markup=False)
+    warn_left_out(left_out, "session")
 
 
-async def _list(db: str, where: SessionFilter
+async def _list(db: str, where: SessionFilter, left_out: list[LeftOut]
                 ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
         known = (await workflow_names(store, where.tenant) if where.workflow is not None
                  else [])
-        return (await store.list_sessions(where), await store.counts(tenant=where.tenant),
+        return (await store.list_sessions(where, left_out=left_out),
+                await store.counts(tenant=where.tenant),
                 known)
 
 

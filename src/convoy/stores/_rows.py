@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import JournalError
 from convoy._text import MAX_DEPTH, quoted, too_deep
@@ -63,11 +64,49 @@ DAMAGED = "the store was edited or damaged"
 READ_DEPTH = 2 * MAX_DEPTH
 
 
-def damaged(what: str, problem: str) -> JournalError:
-    """The error for a value read back from the store that Convoy did not write: ``what``
-    names the row (``session 'x' step '1/0'``), ``problem`` the value
-    (``its stored cost 'nan' is not a number``)."""
-    return JournalError(f"{what}: {problem}; {DAMAGED}")
+class DamagedRow(JournalError):
+    """A value read back from the store that Convoy did not write: ``what`` names the row
+    (``session 'x' step '1/0'``), ``problem`` the value (``its stored cost 'nan' is not
+    a number``)."""
+
+    def __init__(self, message: str, *, what: str, problem: str) -> None:
+        super().__init__(message)
+        self.what = what
+        self.problem = problem
+
+
+def damaged(what: str, problem: str) -> DamagedRow:
+    """The error for a value read back from the store that Convoy did not write (see
+    :class:`DamagedRow`)."""
+    return DamagedRow(f"{what}: {problem}; {DAMAGED}", what=what, problem=problem)
+
+
+@dataclass(slots=True, frozen=True)
+class LeftOut:
+    """A row a listing left out because it is damaged: ``row`` names it, ``problem`` says
+    what is wrong (as :class:`DamagedRow` does)."""
+
+    row: str
+    problem: str
+
+
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+
+def readable(rows: Iterable[_R], read: Callable[[_R], _T],
+             left_out: list[LeftOut] | None) -> list[_T]:
+    """``read`` of every row. A damaged row raises :class:`DamagedRow`, or, when
+    ``left_out`` is given, is left out and added to it (a listing shows the rest)."""
+    if left_out is None:
+        return [read(r) for r in rows]
+    kept = []
+    for r in rows:
+        try:
+            kept.append(read(r))
+        except DamagedRow as e:
+            left_out.append(LeftOut(e.what, e.problem))
+    return kept
 
 
 def shown(value: Any) -> str:
