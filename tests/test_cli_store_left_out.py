@@ -12,7 +12,14 @@ from pathlib import Path
 import pytest
 
 from convoy import JournalError
-from convoy.stores import NewAlert, NewSession, SessionFilter, SQLiteStore, StepRecord
+from convoy.stores import (
+    NewAlert,
+    NewSession,
+    SessionFilter,
+    SQLiteStore,
+    StateWrite,
+    StepRecord,
+)
 from convoy.stores._rows import LeftOut
 from tests.clikit import (
     GOOD,
@@ -144,9 +151,12 @@ async def test_a_store_lists_the_rows_it_can_read_and_names_the_others(
         for key in ("0", "1"):
             await store.append("a", None, StepRecord(key=key, kind="tool", target="t",
                                                      status="completed", result='"ok"'))
+            await store.state_put(StateWrite(tenant="t", namespace="ns", key=key, value="1",
+                                             expected_version=0))
         await store.aclose()
         backend.damage("UPDATE sessions SET cost='NaN' WHERE id='b'")
         backend.damage("UPDATE journal SET cost='NaN' WHERE key='1'")
+        backend.damage("UPDATE state SET value='{nope' WHERE key='1'")
         store = backend.new(FakeClock())
         await store.open()
         try:
@@ -159,6 +169,13 @@ async def test_a_store_lists_the_rows_it_can_read_and_names_the_others(
             assert all(x.problem.startswith("its stored cost ") for x in left_out), left_out
             with pytest.raises(JournalError, match="session 'b': its stored cost"):
                 await store.list_sessions(SessionFilter())
+            left_out.clear()
+            assert [e.key for e in await store.state_list("t", "ns", left_out=left_out)] \
+                == ["0"]
+            assert left_out == [LeftOut("state 'ns' key '1' version 1",
+                                        "its stored value '{nope' is not JSON")]
+            with pytest.raises(JournalError, match="state 'ns' key '1' version 1: its"):
+                await store.state_get("t", "ns", "1")
         finally:
             await store.aclose()
     finally:

@@ -30,9 +30,9 @@ from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import agent_configs, open_wait, print_session, sessions_table
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
-from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
+from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, Signal, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
-from convoy.stores._rows import LeftOut, row_name, stored_json
+from convoy.stores._rows import LeftOut, RowCheck, row_name, stored_json
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -156,8 +156,22 @@ async def _show(db: str, session_id: str, scope: Scope) -> _Shown | None:
             wait = open_wait(steps)
             if wait is not None:
                 queued = await store.next_signal(session_id, wait.target, tenant=row.tenant)
-        return _Shown(row, steps, retry, None if request is None else request.at,
-                      None if queued is None else queued.at)
+        return _Shown(row, steps, retry, _sent_at(request), _sent_at(queued))
+
+
+#: What a signal's row must hold for ``sessions show`` to show when it was sent. Checked
+#: here, not by the store: an engine only consumes a signal (a time edited into text does
+#: not keep the session from its signal), and one whose payload does not decode is
+#: refused by the waiting session, which waits on.
+_SIGNAL_CHECK = RowCheck(((3, "at"),), ((0, "seq"),), ((1, "session_id"), (2, "name")))
+
+
+def _sent_at(s: Signal | None) -> float | None:
+    if s is None:
+        return None
+    _SIGNAL_CHECK((s.seq, s.session_id, s.name, s.at),
+                  lambda: f"signal {row_name(s.seq)} of session {row_name(s.session_id)}")
+    return s.at
 
 
 def session_json(row: SessionRow, steps: list[StepRecord],

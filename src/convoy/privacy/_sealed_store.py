@@ -489,12 +489,15 @@ class SealingStore:
         return await self._open_entry(await self.inner.state_get(tenant, namespace, key))
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
-                            limit: int | None = None) -> list[StateEntry]:
-        return await self._open_entries(
-            await self.inner.state_history(tenant, namespace, key, limit=limit))
+                            limit: int | None = None,
+                            left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        return await self._open_entries(await self.inner.state_history(
+            tenant, namespace, key, limit=limit, left_out=left_out))
 
-    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
-        return await self._open_entries(await self.inner.state_list(tenant, namespace))
+    async def state_list(self, tenant: str, namespace: str, *,
+                         left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        return await self._open_entries(
+            await self.inner.state_list(tenant, namespace, left_out=left_out))
 
     async def state_written_by(self, tenant: str,
                                session_ids: Sequence[str]) -> list[StateEntry]:

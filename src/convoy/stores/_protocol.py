@@ -673,12 +673,16 @@ class Store(Protocol):
         ...
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
-                            limit: int | None = None) -> list[StateEntry]:
-        """Every version of a key, oldest first (with ``limit``: the newest ``limit``)."""
+                            limit: int | None = None,
+                            left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        """Every version of a key, oldest first (with ``limit``: the newest ``limit``); a
+        damaged one as :meth:`list_sessions` treats it."""
         ...
 
-    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
-        """The current version of every key of a namespace, by key."""
+    async def state_list(self, tenant: str, namespace: str, *,
+                         left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        """The current version of every key of a namespace, by key; a damaged one as
+        :meth:`list_sessions` treats it."""
         ...
 
     async def state_namespaces(self, tenant: str) -> dict[str, int]:

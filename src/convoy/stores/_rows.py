@@ -174,12 +174,14 @@ def _getter(columns: Sequence[tuple[int, str]]) -> Callable[[Sequence[Any]], tup
     return (lambda r: (get(r),)) if len(columns) == 1 else get
 
 
-def stored_json(text: str, what: str, name: str, *, or_text: bool = False) -> Any:
+def stored_json(text: str, what: str, name: str, *, or_text: bool = False,
+                strict: bool = False) -> Any:
     """``text`` (a value of the store: the column ``name`` of the row ``what`` names)
-    decoded, or :func:`damaged`: not JSON (``or_text``: then ``text`` itself), or nested
-    deeper than :data:`READ_DEPTH`."""
+    decoded, or :func:`damaged`: not JSON (``or_text``: then ``text`` itself; ``strict``:
+    ``NaN`` and ``Infinity`` are not JSON either, for values Convoy refuses to write with
+    them), or nested deeper than :data:`READ_DEPTH`."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant) if strict else json.loads(text)
     except RecursionError:
         value = None
     except ValueError:
@@ -191,3 +193,7 @@ def stored_json(text: str, what: str, name: str, *, or_text: bool = False) -> An
             return value
     raise damaged(what, f"its stored {name} nests arrays and objects more than "
                   f"{READ_DEPTH} levels deep, more than Convoy writes")
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(token)
