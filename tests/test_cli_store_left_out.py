@@ -13,6 +13,7 @@ import pytest
 
 from convoy import JournalError
 from convoy.stores import (
+    LeftOut,
     NewAlert,
     NewSession,
     SessionFilter,
@@ -20,7 +21,6 @@ from convoy.stores import (
     StateWrite,
     StepRecord,
 )
-from convoy.stores._rows import LeftOut
 from tests.clikit import (
     GOOD,
     cli,
@@ -172,11 +172,38 @@ async def test_a_store_lists_the_rows_it_can_read_and_names_the_others(
             left_out.clear()
             assert [e.key for e in await store.state_list("t", "ns", left_out=left_out)] \
                 == ["0"]
-            assert left_out == [LeftOut("state 'ns' key '1' version 1",
-                                        "its stored value '{nope' is not JSON")]
+            assert left_out == [LeftOut(row="state 'ns' key '1' version 1",
+                                        problem="its stored value '{nope' is not JSON")]
             with pytest.raises(JournalError, match="state 'ns' key '1' version 1: its"):
                 await store.state_get("t", "ns", "1")
         finally:
             await store.aclose()
     finally:
         backend.cleanup()
+
+
+# -- the inbox -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("edit", "said"), [
+    pytest.param("UPDATE state SET value='{nope' WHERE key='s0:0'",
+                 "state 'convoy.inbox' key 's0:0' version 1: its stored value '{nope' is not "
+                 "JSON", id="task-not-json"),
+    pytest.param("UPDATE state SET value='[1]' WHERE key='s0:0'",
+                 "human task 's0:0': it does not parse", id="task-shape"),
+])
+def test_inbox_list_leaves_out_a_damaged_task_and_lists_the_others(edit: str,
+                                                                   said: str) -> None:
+    from tests.test_cli_inbox import start
+
+    start("refund", "c1", "s0")
+    start("refund", "c2", "s1")
+    tamper(edit)
+    res = cli("inbox", "list")
+    assert res.code == 0, res.stderr
+    assert "s1:0" in res.stdout and "s0:0" not in res.stdout, res.stdout
+    _warning(res.stderr, "1 damaged inbox row", said)
+    res = cli("inbox", "list", "--json")
+    assert res.code == 0, res.stderr
+    assert [t["id"] for t in json.loads(res.stdout)] == ["s1:0"]
+    _warning(res.stderr, said)

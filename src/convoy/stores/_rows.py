@@ -81,7 +81,7 @@ def damaged(what: str, problem: str) -> DamagedRow:
     return DamagedRow(f"{what}: {problem}; {DAMAGED}", what=what, problem=problem)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, kw_only=True)
 class LeftOut:
     """A row a listing left out because it is damaged: ``row`` names it, ``problem`` says
     what is wrong (as :class:`DamagedRow` does)."""
@@ -105,7 +105,7 @@ def readable(rows: Iterable[_R], read: Callable[[_R], _T],
         try:
             kept.append(read(r))
         except DamagedRow as e:
-            left_out.append(LeftOut(e.what, e.problem))
+            left_out.append(LeftOut(row=e.what, problem=e.problem))
     return kept
 
 
