@@ -149,3 +149,32 @@ def test_a_signal_whose_time_was_edited_into_text_still_wakes_its_session() -> N
     res = cli("resume")
     assert res.code == 0, res.stderr
     assert _cell("SELECT status FROM sessions") == "completed"
+
+
+# -- kv: an alert baseline -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value", [pytest.param(b"\x00\xff", id="binary"),
+                                   pytest.param("{nope", id="not-json"),
+                                   pytest.param("[1]", id="not-object"),
+                                   pytest.param('{"count": "x"}', id="field-text"),
+                                   pytest.param(DEEP, id="deep")])
+def test_a_damaged_alert_baseline_is_learned_again_and_the_engine_starts(
+        value: str | bytes, caplog: pytest.LogCaptureFixture) -> None:
+    from convoy.alerts import BaselineAlerts
+
+    async def start() -> BaselineAlerts:
+        alerts = BaselineAlerts()
+        async with convoy.Engine(SQLiteStore(Path("convoy.db")), interceptors=[alerts]):
+            return alerts
+
+    asyncio.run(start())  # (creates the store)
+    key = "\x1f".join(("default", "agent", "triage", "latency"))
+    good = "\x1f".join(("default", "agent", "billing", "latency"))
+    tamper("INSERT INTO kv(namespace, key, value) VALUES('convoy.alerts', ?, ?)", key, value)
+    tamper("INSERT INTO kv(namespace, key, value) VALUES('convoy.alerts', ?, ?)", good,
+           '{"count": 3, "mean": 0.5, "deviation": 0.1}')
+    alerts = asyncio.run(start())
+    assert [s[2] for s in alerts.baselines] == ["billing"]
+    (record,) = [r for r in caplog.records if "baseline" in r.getMessage()]
+    assert "'triage'" in record.getMessage() and DAMAGED in record.getMessage()
