@@ -1,7 +1,8 @@
-"""A store whose rows were edited by hand (or damaged): every command that reads one says,
-in one line, which value of which row is wrong, and exits 1, never a traceback; or, where
-the rest is worth showing (the other chunks of a trace), shows it and says what it left
-out. Nothing in the store is changed by reading it."""
+"""A store whose rows were edited by hand (or damaged): every command about one row that
+reads it says, in one line, which value of which row is wrong, and exits 1, never a
+traceback; where the rest is worth showing (a listing or a sum over many rows, the other
+chunks of a trace), it shows it and says what it left out (listings:
+``tests/test_cli_store_left_out.py``). Nothing in the store is changed by reading it."""
 
 from __future__ import annotations
 
