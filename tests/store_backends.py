@@ -72,6 +72,10 @@ class Backend:
         altered under the store would): a write that fails in the database, not in Convoy."""
         raise NotImplementedError
 
+    def damage(self, sql: str) -> None:
+        """Run ``sql`` on the (closed) store: a hand edit, behind Convoy's back."""
+        raise NotImplementedError
+
     def cleanup(self) -> None:
         """Drop the storage (nothing to do for a temporary directory)."""
 
@@ -103,6 +107,11 @@ class SQLiteBackend(Backend):
         with sqlite3.connect(self.path) as conn:
             conn.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(version),))
             conn.execute(f"PRAGMA user_version={int(version)}")
+        conn.close()
+
+    def damage(self, sql: str) -> None:
+        with sqlite3.connect(self.path) as conn:
+            conn.execute(sql)
         conn.close()
 
     def drop_addons(self) -> None:
@@ -157,6 +166,14 @@ class PostgresBackend(Backend):
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f'UPDATE "{schema}".meta SET value=%s '  # type: ignore[arg-type]
                          "WHERE key='schema_version'", (str(version),))
+
+    def damage(self, sql: str) -> None:
+        import psycopg
+
+        base, _, schema = self.url.partition("?schema=")
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "{schema}"')  # type: ignore[arg-type]
+            conn.execute(sql)  # type: ignore[arg-type]
 
     def drop_addons(self) -> None:
         import psycopg

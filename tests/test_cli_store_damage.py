@@ -1,7 +1,8 @@
-"""A store whose rows were edited by hand (or damaged): every command that reads one says,
-in one line, which value of which row is wrong, and exits 1, never a traceback; or, where
-the rest is worth showing (the other chunks of a trace), shows it and says what it left
-out. Nothing in the store is changed by reading it."""
+"""A store whose rows were edited by hand (or damaged): every command about one row that
+reads it says, in one line, which value of which row is wrong, and exits 1, never a
+traceback; where the rest is worth showing (a listing or a sum over many rows, the other
+chunks of a trace), it shows it and says what it left out (listings:
+``tests/test_cli_store_left_out.py``). Nothing in the store is changed by reading it."""
 
 from __future__ import annotations
 
@@ -55,87 +56,89 @@ def _cell(sql: str) -> Any:
     return value
 
 
-#: A hand edit, the commands that read the value (``SID``: the session's id), what the
-#: one line says, and the query that reads the value back (it must still be there).
+#: A hand edit, the commands about the one row that read the value (``SID``: the session's
+#: id), the listings that leave the row out, what the one line says, and the query that
+#: reads the value back (it must still be there).
 EDITS = [
     pytest.param("UPDATE journal SET cost='nan' WHERE key='0/0'",
-                 [["cost"], ["cost", "--by", "model"], ["sessions", "show", "SID"],
-                  ["sessions", "show", "SID", "--json"]],
+                 [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"]],
+                 [["cost"], ["cost", "--by", "model"], ["cost", "--json"]],
                  "session 'SID' step '0/0': its stored cost 'nan' is not a number",
                  "SELECT cost FROM journal WHERE key='0/0'", id="journal-cost-nan"),
     pytest.param("UPDATE journal SET cost=X'00ff' WHERE key='0/0'",
-                 [["cost"], ["sessions", "show", "SID", "--json"]],
+                 [["sessions", "show", "SID", "--json"]], [["cost"]],
                  "session 'SID' step '0/0': its stored cost (binary, 2 bytes) is not a number",
                  "SELECT hex(cost) FROM journal WHERE key='0/0'", id="journal-cost-blob"),
     pytest.param("UPDATE journal SET input_tokens='many' WHERE key='0/0'",
-                 [["cost"], ["sessions", "show", "SID"]],
+                 [["sessions", "show", "SID"]], [["cost"]],
                  "session 'SID' step '0/0': its stored input_tokens 'many' is not a whole "
                  "number", "SELECT input_tokens FROM journal WHERE key='0/0'",
                  id="journal-tokens-text"),
     pytest.param("UPDATE journal SET result=X'00ff' WHERE key='0/0'",
                  [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"],
-                  ["replay", "SID"]],
+                  ["replay", "SID"]], [],
                  "session 'SID' step '0/0': its stored result (binary, 2 bytes) is not text",
                  "SELECT hex(result) FROM journal WHERE key='0/0'", id="journal-result-blob"),
     pytest.param("UPDATE sessions SET cost='nan'",
-                 [["sessions", "list"], ["sessions", "show", "SID"]],
+                 [["sessions", "show", "SID"]], [["sessions", "list"], ["cost"]],
                  "session 'SID': its stored cost 'nan' is not a number",
                  "SELECT cost FROM sessions", id="session-cost-nan"),
     pytest.param("UPDATE sessions SET steps='y'",
-                 [["sessions", "list"], ["sessions", "show", "SID"]],
+                 [["sessions", "show", "SID"]], [["sessions", "list"], ["cost"]],
                  "session 'SID': its stored steps 'y' is not a whole number",
                  "SELECT steps FROM sessions", id="session-steps-text"),
     pytest.param("UPDATE sessions SET created='yesterday'",
-                 [["sessions", "list"], ["sessions", "show", "SID"]],
+                 [["sessions", "show", "SID"]], [["sessions", "list"], ["cost"]],
                  "session 'SID': its stored created 'yesterday' is not a number",
                  "SELECT created FROM sessions", id="session-created-text"),
     pytest.param("UPDATE sessions SET output=X'00ff'",
                  [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"],
-                  ["replay", "SID"]],
+                  ["replay", "SID"]], [],
                  "session 'SID': its stored output (binary, 2 bytes) is not text",
                  "SELECT hex(output) FROM sessions", id="session-output-blob"),
     pytest.param("UPDATE sessions SET input=X'00ff'",
-                 [["sessions", "show", "SID", "--json"], ["replay", "SID"]],
+                 [["sessions", "show", "SID", "--json"], ["replay", "SID"]], [],
                  "session 'SID': its stored input (binary, 2 bytes) is not text",
                  "SELECT hex(input) FROM sessions", id="session-input-blob"),
     pytest.param("UPDATE sessions SET headers='{nope'",
                  [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"],
-                  ["trace", "SID"], ["replay", "SID"]],
+                  ["trace", "SID"], ["replay", "SID"]], [],
                  "session 'SID': its stored headers '{nope' are not a JSON object of text",
                  "SELECT headers FROM sessions", id="session-headers-not-json"),
     pytest.param("UPDATE sessions SET headers='[1]'",
-                 [["sessions", "show", "SID"], ["trace", "SID"]],
+                 [["sessions", "show", "SID"], ["trace", "SID"]], [],
                  "session 'SID': its stored headers '[1]' are not a JSON object of text",
                  "SELECT headers FROM sessions", id="session-headers-list"),
     pytest.param("UPDATE sessions SET status='failed', output=NULL, error='{nope'",
                  [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"],
-                  ["replay", "SID"]],
+                  ["replay", "SID"]], [],
                  "session 'SID': its stored error '{nope' is not JSON",
                  "SELECT error FROM sessions", id="session-error-not-json"),
     pytest.param(f"UPDATE sessions SET output='{DEEP}'",
-                 [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"]],
+                 [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"]], [],
                  "session 'SID': its stored output nests arrays and objects more than",
                  "SELECT length(output) FROM sessions", id="session-output-deep"),
     pytest.param(f"UPDATE journal SET result='{DEEP}' WHERE key='0/2'",
-                 [["sessions", "show", "SID", "--json"]],
+                 [["sessions", "show", "SID", "--json"]], [],
                  "session 'SID' step '0/2': its stored result nests arrays and objects more",
                  "SELECT length(result) FROM journal WHERE key='0/2'",
                  id="journal-result-deep"),
-    pytest.param("UPDATE alerts SET value='nan'", [["alerts"], ["alerts", "--json"]],
+    pytest.param("UPDATE alerts SET value='nan'", [], [["alerts"], ["alerts", "--json"]],
                  "alert 1: its stored value 'nan' is not a number", "SELECT value FROM alerts",
                  id="alert-value-nan"),
-    pytest.param("UPDATE alerts SET opened='soon'", [["alerts"], ["alerts", "--json"]],
+    pytest.param("UPDATE alerts SET opened='soon'", [], [["alerts"], ["alerts", "--json"]],
                  "alert 1: its stored opened 'soon' is not a number",
                  "SELECT opened FROM alerts", id="alert-opened-text"),
-    pytest.param(f"UPDATE alerts SET detail='{DEEP}'", [["alerts", "--json"]],
+    pytest.param(f"UPDATE alerts SET detail='{DEEP}'", [], [["alerts", "--json"]],
                  "alert 1: its stored detail nests arrays and objects more than",
                  "SELECT length(detail) FROM alerts", id="alert-detail-deep"),
 ]
 
 
-@pytest.mark.parametrize(("edit", "commands", "said", "value"), EDITS)
+@pytest.mark.parametrize(("edit", "commands", "listings", "said", "value"), EDITS)
 def test_a_value_edited_by_hand_is_one_line_and_stays_as_it_was(
-        edit: str, commands: list[list[str]], said: str, value: str) -> None:
+        edit: str, commands: list[list[str]], listings: list[list[str]], said: str,
+        value: str) -> None:
     sid = _store()
     tamper(edit)
     before = _cell(value)
@@ -143,6 +146,13 @@ def test_a_value_edited_by_hand_is_one_line_and_stays_as_it_was(
         res = cli(*[sid if a == "SID" else a for a in args])
         one_line_error(res, 1, said.replace("SID", sid))
         assert res.stderr.rstrip().endswith(DAMAGED), res.stderr
+        assert _cell(value) == before
+    for args in listings:  # (the listing goes on without the row: test_cli_store_left_out)
+        res = cli(*args)
+        assert res.code == 0 and "Traceback" not in res.stderr, res.stderr
+        (line,) = res.stderr.strip().splitlines()
+        assert line.startswith("warning: left out 1 damaged"), line
+        assert said.replace("SID", sid) in line and DAMAGED in line, line
         assert _cell(value) == before
 
 

@@ -69,6 +69,7 @@ class Unbuildable(Exception):
 #: attribute shows.
 SAMPLES: dict[str, Any] = {
     "message": "it broke", "retryable": True, "status_code": 503, "retry_after": 1.5,
+    "problem": "its stored cost 'nan' is not a number",
     "key": "0/1/2", "transient": True, "original_type": "SomeLibError", "reason": "escalated",
     "session_id": "s-1", "status": "failed", "error": {"type": "X", "message": "m"},
     "tenant": "acme", "limit": 10, "what": "tool", "used": 2.5, "timeout": True,

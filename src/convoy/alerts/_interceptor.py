@@ -27,6 +27,7 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.resilience._classify import error_kind
 from convoy.stores._protocol import NewAlert, Store
+from convoy.stores._rows import DamagedRow, damaged, row_name, shown, stored_json
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -123,7 +124,10 @@ class BaselineAlerts(Interceptor):
             parts = key.split(_SEP)
             if len(parts) == 4 and parts[1] in ("agent", "tenant") and parts[3] in METRICS:
                 series = cast(SeriesKey, tuple(parts))
-                self.baselines[series] = Baseline.from_json(json.loads(text))
+                try:
+                    self.baselines[series] = _stored_baseline(series, text)
+                except DamagedRow as e:  # (learned state: learned again, not a stop)
+                    log.warning("%s: it is learned again from the next observations", e)
         self._deliverer = Deliverer(self._store, self.webhooks, self._clock)
         if self.background and self.webhooks:
             self._task = asyncio.get_running_loop().create_task(self._deliver_loop(),
@@ -280,3 +284,19 @@ class BaselineAlerts(Interceptor):
                         "subject": subject, "metric": metric, "value": value,
                         "threshold": threshold, **detail}})
         return alert_id
+
+
+def _stored_baseline(series: SeriesKey, text: Any) -> Baseline:
+    """The baseline of ``series`` kept in the store, or :class:`DamagedRow`: not text, not
+    JSON, or not a baseline (its counts whole numbers, its mean and deviation numbers)."""
+    what = (f"alert baseline of {series[1]} {row_name(series[2])} {series[3]} (tenant "
+            f"{row_name(series[0])})")
+    if not isinstance(text, str):
+        raise damaged(what, f"its stored value {shown(text)} is not text")
+    data = stored_json(text, what, "value", strict=True)
+    if not isinstance(data, dict) or \
+            any(type(data.get(k, 0)) is not int for k in ("count", "above", "within")) or \
+            any(type(data.get(k, 0.0)) not in (int, float) for k in ("mean", "deviation")) or \
+            type(data.get("alert_id")) not in (int, type(None)):
+        raise damaged(what, f"its stored value {shown(text)} is not a baseline")
+    return Baseline.from_json(data)

@@ -16,7 +16,6 @@ from convoy.cli._common import (
     AllTenantsOption,
     DbOption,
     TenantOption,
-    convoy_errors,
     count_option,
     label,
     open_store,
@@ -25,13 +24,17 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.stores import AlertRow
+from convoy.stores._rows import LeftOut, readable
 
 
-async def _read(db: str, tenant: str | None, open_only: bool, limit: int) -> list[AlertRow]:
+async def _read(db: str, tenant: str | None, open_only: bool, limit: int,
+                left_out: list[LeftOut]) -> list[AlertRow]:
     async with open_store(db) as store:
-        return await store.list_alerts(tenant=tenant, open_only=open_only, limit=limit)
+        return await store.list_alerts(tenant=tenant, open_only=open_only, limit=limit,
+                                       left_out=left_out)
 
 
 def alerts(
@@ -53,18 +56,18 @@ def alerts(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    rows = run_async(_read(db, scope.tenant, open_only, limit))
+    left_out: list[LeftOut] = []
+    rows = run_async(_read(db, scope.tenant, open_only, limit, left_out))
     if as_json:
-        with convoy_errors():  # (a detail edited in the store: one line)
-            shown = [alert_json(a) for a in rows]
-        typer.echo(json.dumps(shown, indent=2))
-        return
-    if not rows:
+        # (a detail edited in the store: that alert left out too)
+        typer.echo(json.dumps(readable(rows, alert_json, left_out), indent=2))
+    elif not rows:
         what = "open alerts" if open_only else "alerts"
         out.print(f"no {what}{scope.of} in {label(db)}{scope.hint}", markup=False)
-        return
-    out.print(alerts_table(rows, f"convoy alerts · {label(db)}{scope.of}",
-                           tenants=scope.tenant is None))
+    else:
+        out.print(alerts_table(rows, f"convoy alerts · {label(db)}{scope.of}",
+                               tenants=scope.tenant is None))
+    warn_left_out(left_out, "alert")
 
 
 def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool) -> Table:

@@ -30,8 +30,10 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._left_out import left_out_json, warn_left_out
 from convoy.cli._render import fmt_cost
 from convoy.stores import SessionFilter, SessionRow, StepRecord, Store
+from convoy.stores._rows import LeftOut
 
 _PAGE = 500
 
@@ -54,17 +56,22 @@ class CostRow:
     cached: int = 0
 
 
-async def cost_rows(store: Store, by: str, tenant: str | None = None) -> list[CostRow]:
+async def cost_rows(store: Store, by: str, tenant: str | None = None,
+                    left_out: list[LeftOut] | None = None) -> list[CostRow]:
     """Completed model calls of every session (of ``tenant``, when given) grouped by
-    ``by``, most expensive first (then by tokens)."""
+    ``by``, most expensive first (then by tokens). A damaged session or journal row
+    raises :class:`~convoy.JournalError`, or, with ``left_out``, is left out of the sums
+    and added to it."""
     key = _KEY[by]
     groups: dict[str, CostRow] = {}
     offset = 0
     while True:
+        skipped = len(left_out) if left_out is not None else 0
         page = await store.list_sessions(SessionFilter(tenant=tenant, limit=_PAGE,
-                                                        offset=offset))
+                                                        offset=offset), left_out=left_out)
+        skipped = (len(left_out) if left_out is not None else 0) - skipped
         for row in page:
-            for rec in await store.journal(row.id, tenant=row.tenant):
+            for rec in await store.journal(row.id, tenant=row.tenant, left_out=left_out):
                 if rec.kind != "model" or rec.status != "completed":
                     continue
                 try:
@@ -82,7 +89,7 @@ async def cost_rows(store: Store, by: str, tenant: str | None = None) -> list[Co
                 g.output_tokens += rec.output_tokens
                 g.cost += rec.cost
                 g.cached += bool(result.get("cached"))
-        if len(page) < _PAGE:
+        if len(page) + skipped < _PAGE:
             break
         offset += _PAGE
     rows = list(groups.values())
@@ -90,9 +97,10 @@ async def cost_rows(store: Store, by: str, tenant: str | None = None) -> list[Co
     return rows
 
 
-async def _read(db: str, by: str, tenant: str | None) -> list[CostRow]:
+async def _read(db: str, by: str, tenant: str | None,
+                left_out: list[LeftOut]) -> list[CostRow]:
     async with open_store(db) as store:
-        return await cost_rows(store, by, tenant)
+        return await cost_rows(store, by, tenant, left_out)
 
 
 def cost(
@@ -102,13 +110,18 @@ def cost(
         help="Group model calls by this.")] = "agent",
     limit: Annotated[int, count_option(
         "--limit", "-n", least=1, help="Rows to show (totals cover every row).")] = 20,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON instead: the rows shown, the total, and the damaged "
+                       "rows left out.")] = False,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
     """Cost report: model calls, tokens and money by session, agent, model or tenant.
 
     Covers the sessions of the tenant --tenant names (default: 'default'), or of every
-    tenant with --all-tenants (e.g. `convoy cost --by tenant --all-tenants`).
+    tenant with --all-tenants (e.g. `convoy cost --by tenant --all-tenants`). A session
+    or journal row damaged in the store is left out of the sums, with a warning naming
+    it (in JSON: under "damaged").
 
     Example: `convoy cost --by model` or `convoy cost --by session --limit 10`
     """
@@ -116,20 +129,38 @@ def cost(
         fail(f"--by {by!r} is not a grouping; use one of {', '.join(_KEY)}")
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    rows = run_async(_read(db, by, scope.tenant))
-    if not rows:
+    left_out: list[LeftOut] = []
+    rows = run_async(_read(db, by, scope.tenant, left_out))
+    if as_json:
+        typer.echo(json.dumps({
+            "by": by, "rows": [_row_json(r, by) for r in rows[:limit]],
+            "total": _row_json(_total(rows), None), "damaged": left_out_json(left_out)},
+            indent=2))
+    elif not rows:
         out.print(f"no model calls{scope.of} in {label(db)}{scope.hint}", markup=False)
-        return
-    out.print(cost_table(rows, by, limit, f"convoy cost · by {by} · {label(db)}{scope.of}"))
-    if len(rows) > limit:
-        out.print(f"showing {limit} of {len(rows):,} {by}s (most expensive first); use "
-                  "--limit N for more", markup=False)
+    else:
+        out.print(cost_table(rows, by, limit,
+                             f"convoy cost · by {by} · {label(db)}{scope.of}"))
+        if len(rows) > limit:
+            out.print(f"showing {limit} of {len(rows):,} {by}s (most expensive first); use "
+                      "--limit N for more", markup=False)
+    warn_left_out(left_out, then="the totals exclude " +
+                  ("it" if len(left_out) == 1 else "them"))
+
+
+def _total(rows: list[CostRow]) -> CostRow:
+    return CostRow("total", sum(r.calls for r in rows), sum(r.input_tokens for r in rows),
+                   sum(r.output_tokens for r in rows), sum(r.cost for r in rows),
+                   sum(r.cached for r in rows))
+
+
+def _row_json(r: CostRow, by: str | None) -> dict[str, Any]:
+    return {**({by: r.key} if by else {}), "calls": r.calls, "input_tokens": r.input_tokens,
+            "output_tokens": r.output_tokens, "cost": r.cost, "cached": r.cached}
 
 
 def cost_table(rows: list[CostRow], by: str, limit: int, title: str) -> Table:
-    total = CostRow("total", sum(r.calls for r in rows), sum(r.input_tokens for r in rows),
-                    sum(r.output_tokens for r in rows), sum(r.cost for r in rows),
-                    sum(r.cached for r in rows))
+    total = _total(rows)
     t = Table(title=title, title_justify="left", show_footer=True)
     t.add_column(by, footer=Text("total", style="bold"), overflow="fold")
     for name, value in (("calls", f"{total.calls:,}"), ("tokens in", f"{total.input_tokens:,}"),

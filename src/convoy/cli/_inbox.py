@@ -41,8 +41,10 @@ from convoy.cli._common import (
 )
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
+from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import session_of
+from convoy.stores._rows import LeftOut
 
 inbox_app = typer.Typer(
     name="inbox", no_args_is_help=True, rich_markup_mode="markdown",
@@ -112,21 +114,23 @@ def list_(status: Annotated[str, typer.Option(
         fail(f"--kind {kind!r}: use question, approval or escalation")
     engine, scope = _view(db, busy_timeout, tenant, all_tenants, read_only=True)
     sealed: list[str] = []
+    left_out: list[LeftOut] = []
     tasks: list[HumanTask] = _run(engine, scope, lambda inbox: inbox.tasks(
         status=status, queue=queue, kind=kind, assignee=assignee,  # type: ignore[arg-type]
-        sealed=sealed))
+        sealed=sealed, left_out=left_out))
     if as_json:
         typer.echo(json.dumps([_task_json(t) for t in tasks], indent=2))
         if sealed:
             err.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
-        return
-    if not tasks:
-        out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in {label(db)}"
-                  f"{scope.hint}", markup=False)
     else:
-        out.print(_table(tasks, status, scope))
-    if sealed:
-        out.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
+        if not tasks:
+            out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in "
+                      f"{label(db)}{scope.hint}", markup=False)
+        else:
+            out.print(_table(tasks, status, scope))
+        if sealed:
+            out.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
+    warn_left_out(left_out, "inbox")
 
 
 def _sealed_note(sealed: list[str], engine: Engine) -> str:

@@ -26,12 +26,13 @@ from convoy.cli._common import (
     unknown_session,
     workflow_names,
 )
+from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import agent_configs, open_wait, print_session, sessions_table
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
-from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, StepRecord
+from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, Signal, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
-from convoy.stores._rows import row_name, stored_json
+from convoy.stores._rows import LeftOut, RowCheck, row_name, stored_json
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -66,7 +67,8 @@ def list_sessions(
     require_store(db)
     where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
                           offset=offset)
-    rows, counts, known = run_async(_list(db, where))
+    left_out: list[LeftOut] = []
+    rows, counts, known = run_async(_list(db, where, left_out))
     if workflow is not None and workflow not in known:
         fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its workflows: "
              f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
@@ -75,6 +77,7 @@ def list_sessions(
         what = f" with status {status!r}" if status else ""
         out.print(f"no sessions{scope.of}{what} in {label(db)}"
                   + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
+        warn_left_out(left_out, "session")
         return
     out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width))
     if workflow is None and total > len(rows):
@@ -84,14 +87,16 @@ def list_sessions(
     if counts and status is None:
         out.print("  ".join(f"{s}: {counts[s]:,}" for s in STATUSES if s in counts),
                   markup=False)
+    warn_left_out(left_out, "session")
 
 
-async def _list(db: str, where: SessionFilter
+async def _list(db: str, where: SessionFilter, left_out: list[LeftOut]
                 ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
     async with open_store(db) as store:
         known = (await workflow_names(store, where.tenant) if where.workflow is not None
                  else [])
-        return (await store.list_sessions(where), await store.counts(tenant=where.tenant),
+        return (await store.list_sessions(where, left_out=left_out),
+                await store.counts(tenant=where.tenant),
                 known)
 
 
@@ -151,8 +156,22 @@ async def _show(db: str, session_id: str, scope: Scope) -> _Shown | None:
             wait = open_wait(steps)
             if wait is not None:
                 queued = await store.next_signal(session_id, wait.target, tenant=row.tenant)
-        return _Shown(row, steps, retry, None if request is None else request.at,
-                      None if queued is None else queued.at)
+        return _Shown(row, steps, retry, _sent_at(request), _sent_at(queued))
+
+
+#: What a signal's row must hold for ``sessions show`` to show when it was sent. Checked
+#: here, not by the store: an engine only consumes a signal (a time edited into text does
+#: not keep the session from its signal), and one whose payload does not decode is
+#: refused by the waiting session, which waits on.
+_SIGNAL_CHECK = RowCheck(((3, "at"),), ((0, "seq"),), ((1, "session_id"), (2, "name")))
+
+
+def _sent_at(s: Signal | None) -> float | None:
+    if s is None:
+        return None
+    _SIGNAL_CHECK((s.seq, s.session_id, s.name, s.at),
+                  lambda: f"signal {row_name(s.seq)} of session {row_name(s.session_id)}")
+    return s.at
 
 
 def session_json(row: SessionRow, steps: list[StepRecord],

@@ -28,9 +28,11 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
+from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
+from convoy.stores._rows import LeftOut
 
 state_app = typer.Typer(
     name="state", no_args_is_help=True, rich_markup_mode="markdown",
@@ -162,10 +164,19 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     """
     tenant = one_tenant(tenant)
     require_store(db)
-    entries = run_async(_history(db, tenant, namespace, key, limit))
-    if not entries:
+    left_out: list[LeftOut] = []
+    entries = run_async(_history(db, tenant, namespace, key, limit, left_out))
+    if not entries and not left_out:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
              f"{short(namespace, 80)}' shows its keys")
+    try:
+        _print_history(namespace, key, entries, as_json)
+    finally:
+        warn_left_out(left_out, "state")
+
+
+def _print_history(namespace: str, key: str, entries: list[StateEntry],
+                   as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
         return
@@ -179,10 +190,11 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     out.print(t)
 
 
-async def _history(db: str, tenant: str, namespace: str, key: str,
-                   limit: int | None) -> list[StateEntry]:
+async def _history(db: str, tenant: str, namespace: str, key: str, limit: int | None,
+                   left_out: list[LeftOut]) -> list[StateEntry]:
     async with open_store(db) as store:
-        return await store.state_history(tenant, namespace, key, limit=limit)
+        return await store.state_history(tenant, namespace, key, limit=limit,
+                                         left_out=left_out)
 
 
 @state_app.command("list")
@@ -198,7 +210,16 @@ def list_(namespace: Annotated[str | None, typer.Argument(
     """
     tenant = one_tenant(tenant)
     require_store(db)
-    spaces, entries = run_async(_list(db, tenant, namespace))
+    left_out: list[LeftOut] = []
+    spaces, entries = run_async(_list(db, tenant, namespace, left_out))
+    try:
+        _print_list(tenant, db, namespace, spaces, entries, as_json)
+    finally:
+        warn_left_out(left_out, "state")
+
+
+def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, int],
+                entries: list[StateEntry], as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(spaces if namespace is None else
                               [_entry_json(e) for e in entries], indent=2))
@@ -227,9 +248,9 @@ def list_(namespace: Annotated[str | None, typer.Argument(
     out.print(t)
 
 
-async def _list(db: str, tenant: str, namespace: str | None
+async def _list(db: str, tenant: str, namespace: str | None, left_out: list[LeftOut]
                 ) -> tuple[dict[str, int], list[StateEntry]]:
     async with open_store(db) as store:
         if namespace is None:
             return await store.state_namespaces(tenant), []
-        return {}, await store.state_list(tenant, namespace)
+        return {}, await store.state_list(tenant, namespace, left_out=left_out)

@@ -37,6 +37,7 @@ from convoy.interceptors._base import DecisionInput
 from convoy.privacy._seal import is_sealed
 from convoy.state._access import watch_signal
 from convoy.stores._protocol import SessionFilter, SessionRow, StateEntry, StateWrite
+from convoy.stores._rows import LeftOut, readable
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -93,7 +94,8 @@ class Inbox:
     async def tasks(self, *, status: TaskStatus | Literal["all"] = "open",
                     queue: str | None = None, kind: TaskKind | None = None,
                     assignee: str | None = None,
-                    sealed: list[str] | None = None) -> list[HumanTask]:
+                    sealed: list[str] | None = None,
+                    left_out: list[LeftOut] | None = None) -> list[HumanTask]:
         """Tasks, oldest first: ``open`` ones by default (of sessions still waiting, and
         escalated sessions), or of one ``status``, or ``"all"``; optionally of one queue,
         kind, or assigned to ``assignee`` (tasks with no assignees are anyone's).
@@ -101,21 +103,24 @@ class Inbox:
         A task that stays sealed (it holds a data subject's data, and the engine has no
         master key, or the subject was erased) can be neither read nor filtered: it is
         left out, and its id added to ``sealed`` if given (for ``open``: only if its
-        session still waits)."""
+        session still waits). A task or an escalated session damaged in the store (edited
+        by hand) raises :class:`~convoy.JournalError`, or, with ``left_out``, is left out
+        and added to it."""
         engine = self.__engine
         await engine.open()
         store = engine.store
         tasks: dict[str, HumanTask] = {}
         locked: dict[str, str] = {}  # sealed task id -> its session
         for tenant in await self._tenants(open_only=status == "open"):
-            for e in await store.state_list(tenant, INBOX):
+            entries = await store.state_list(tenant, INBOX, left_out=left_out)
+            for e in entries:
                 if is_sealed(e.value):
                     locked[e.key] = e.session_id or session_of(e.key)
-                    continue
-                task = load_task(e.value, e.version)
+            for task in readable((e for e in entries if not is_sealed(e.value)),
+                                 lambda e: load_task(e.value, e.version, e.key), left_out):
                 tasks[task.id] = task
             escalated = await store.list_sessions(SessionFilter(
-                status="escalated", tenant=tenant, limit=1_000_000))
+                status="escalated", tenant=tenant, limit=1_000_000), left_out=left_out)
             for esc in escalated:
                 t = _escalated_task(esc)
                 tasks[t.id] = t.model_copy(update={"version": tasks[t.id].version}) \

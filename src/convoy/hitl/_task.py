@@ -116,8 +116,9 @@ class HumanTask(BaseModel):
 _TASK: TypeAdapter[HumanTask] = TypeAdapter(HumanTask)
 
 
-def load_task(text: str | bytes, version: int) -> HumanTask:
-    """A stored task, with its store version; refuses a format this Convoy does not know."""
+def load_task(text: str | bytes, version: int, key: str | None = None) -> HumanTask:
+    """A stored task (the state key ``key``, named in the error of one that does not
+    parse), with its store version; refuses a format this Convoy does not know."""
     try:
         task = _TASK.validate_json(text)
     except ValidationError as e:
@@ -127,8 +128,10 @@ def load_task(text: str | bytes, version: int) -> HumanTask:
             raise UserError("a human task is sealed (it holds a data subject's data): set "
                             "$CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY) to the master "
                             "key the engine ran with") from None
-        raise JournalError(f"a stored human task does not parse: "
-                           f"{readable_validation_error(e)}") from None
+        from convoy.stores._rows import damaged, row_name
+
+        raise damaged("a stored human task" if key is None else f"human task {row_name(key)}",
+                      f"it does not parse: {readable_validation_error(e)}") from None
     if task.format != TASK_FORMAT:
         raise JournalError(f"human task {task.id!r} has format {task.format}; this Convoy "
                            f"reads format {TASK_FORMAT} (upgrade Convoy)")

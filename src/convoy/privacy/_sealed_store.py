@@ -55,6 +55,7 @@ from convoy.stores._protocol import (
     StepRecord,
     Store,
 )
+from convoy.stores._rows import LeftOut
 
 _OWN = frozenset({"inner", "keys", "_live", "_read", "_running"})
 
@@ -219,8 +220,9 @@ class SealingStore:
         rows = await self.inner.get_sessions(ids, tenant=tenant)
         return {k: cast(SessionRow, await self._open_row(v)) for k, v in rows.items()}
 
-    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        return await self._open_rows(await self.inner.list_sessions(where))
+    async def list_sessions(self, where: SessionFilter, *,
+                            left_out: list[LeftOut] | None = None) -> list[SessionRow]:
+        return await self._open_rows(await self.inner.list_sessions(where, left_out=left_out))
 
     async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
         return await self._open_rows(await self.inner.unfinished(tenant=tenant))
@@ -315,10 +317,10 @@ class SealingStore:
         return {r.key: r for r in await self._open_records(
             session_id, list(recs.values()), resuming=True)}
 
-    async def journal(self, session_id: str, *,
-                      tenant: str | None = None) -> list[StepRecord]:
+    async def journal(self, session_id: str, *, tenant: str | None = None,
+                      left_out: list[LeftOut] | None = None) -> list[StepRecord]:
         return await self._open_records(
-            session_id, await self.inner.journal(session_id, tenant=tenant))
+            session_id, await self.inner.journal(session_id, tenant=tenant, left_out=left_out))
 
     # -- signals -----------------------------------------------------------------------
 
@@ -488,12 +490,15 @@ class SealingStore:
         return await self._open_entry(await self.inner.state_get(tenant, namespace, key))
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
-                            limit: int | None = None) -> list[StateEntry]:
-        return await self._open_entries(
-            await self.inner.state_history(tenant, namespace, key, limit=limit))
+                            limit: int | None = None,
+                            left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        return await self._open_entries(await self.inner.state_history(
+            tenant, namespace, key, limit=limit, left_out=left_out))
 
-    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
-        return await self._open_entries(await self.inner.state_list(tenant, namespace))
+    async def state_list(self, tenant: str, namespace: str, *,
+                         left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        return await self._open_entries(
+            await self.inner.state_list(tenant, namespace, left_out=left_out))
 
     async def state_written_by(self, tenant: str,
                                session_ids: Sequence[str]) -> list[StateEntry]:

@@ -36,6 +36,7 @@ from convoy.stores._protocol import (
     Store,
     StoreSummary,
 )
+from convoy.stores._rows import LeftOut
 from convoy.stores._sqlite import SQLiteStore
 from convoy.stores._url import DEFAULT_STORE, default_store_url, is_postgres_url, store_from_url
 
@@ -67,6 +68,7 @@ __all__ = [
     "AuditRow",
     "Erasure",
     "Hold",
+    "LeftOut",
     "Level",
     "NewAlert",
     "NewSession",

@@ -69,7 +69,14 @@ from convoy.stores._protocol import (
     StepRecord,
     StoreSummary,
 )
-from convoy.stores._rows import SUMMARY, conditions, next_seq, session_page
+from convoy.stores._rows import (
+    SUMMARY,
+    LeftOut,
+    conditions,
+    next_seq,
+    readable,
+    session_page,
+)
 from convoy.stores._sqlite_sql import (
     _JOURNAL_COLS,
     _SESSION_COLS,
@@ -784,12 +791,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                                 f"{cond}", (list(ids), *tparams))
         return {r[0]: _session(r) for r in rows}
 
-    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
+    async def list_sessions(self, where: SessionFilter, *,
+                            left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond, params = session_page(where, mark="%s")
         rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY "
                                 "created, id LIMIT %s OFFSET %s",
                                 (*params, where.limit, where.offset))
-        return [_session(r) for r in rows]
+        return readable(rows, _session, left_out)
 
     async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
         cond = " AND tenant=%s" if tenant is not None else ""
@@ -838,12 +846,12 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                                 f"{cond}", (session_id, *tparams))
         return {r[0]: _record(r, session_id) for r in rows}
 
-    async def journal(self, session_id: str, *,
-                      tenant: str | None = None) -> list[StepRecord]:
+    async def journal(self, session_id: str, *, tenant: str | None = None,
+                      left_out: list[LeftOut] | None = None) -> list[StepRecord]:
         cond, tparams = sql.in_tenant("journal", tenant)
         rows = await self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=%s"
                                 f"{cond} ORDER BY seq, at, key", (session_id, *tparams))
-        return [_record(r, session_id) for r in rows]
+        return readable(rows, lambda r: _record(r, session_id), left_out)
 
     # -- signals ------------------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from convoy.stores._alert_rows import (
     new_alert_params,
 )
 from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+from convoy.stores._rows import LeftOut, readable
 from convoy.stores._sqlite_alerts import _where
 
 if TYPE_CHECKING:
@@ -70,11 +71,12 @@ class PostgresAlerts:
         return await self._write(write)
 
     async def list_alerts(self, *, tenant: str | None = None, open_only: bool = False,
-                          limit: int = 100) -> list[AlertRow]:
+                          limit: int = 100,
+                          left_out: list[LeftOut] | None = None) -> list[AlertRow]:
         where, params = _where(tenant, open_only, "%s")
         rows = await self._read(f"SELECT {ALERT_COLS} FROM alerts{where} ORDER BY id DESC "
                                 "LIMIT %s", (*params, limit))
-        return [alert_row(r) for r in rows]
+        return readable(rows, alert_row, left_out)
 
     async def due_deliveries(self, now: float, *, limit: int = 50,
                              lease_s: float = 60.0) -> list[AlertDelivery]:

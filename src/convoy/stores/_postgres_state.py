@@ -33,8 +33,10 @@ from typing import TYPE_CHECKING, Any
 from convoy.stores._audit_sql import pg_append
 from convoy.stores._postgres_conn import Statements
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
+from convoy.stores._rows import LeftOut, readable
+from convoy.stores._state_rows import STATE_COLS, state_entry
 
-_COLS = "tenant,namespace,key,version,value,session_id,agent,step_key,at"
+_COLS = STATE_COLS
 _WHERE_KEY = "tenant=%(tenant)s AND namespace=%(ns)s AND key=%(key)s"
 _LOCK_KEY = "SELECT pg_advisory_xact_lock(%(lock)s)"
 # Whether a fired watch wakes its session (``s``) at once.
@@ -103,10 +105,6 @@ SELECT COALESCE((SELECT version FROM cur), 0)
 """
 _CURRENT = f"SELECT {_COLS} FROM state WHERE tenant=%s AND namespace=%s AND key=%s"
 
-def _entry(r: Sequence[Any]) -> StateEntry:
-    return StateEntry(tenant=r[0], namespace=r[1], key=r[2], version=int(r[3]), value=r[4],
-                      session_id=r[5], agent=r[6], step_key=r[7], at=r[8])
-
 
 class PostgresState:
     """The ``state_*`` methods of :class:`~convoy.stores.PostgresStore`."""
@@ -129,7 +127,7 @@ class PostgresState:
 
     async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
         rows = await self._read(_CURRENT, (tenant, namespace, key))
-        return _entry(rows[0]) if rows else None
+        return state_entry(rows[0]) if rows else None
 
     async def state_put(self, write: StateWrite) -> StateWriteResult:
         w = write
@@ -154,24 +152,26 @@ class PostgresState:
         row = min(rows, key=lambda r: int(r[0]), default=None)
         if row is None:  # a conflict on a key that does not exist
             return StateWriteResult(written=False, entry=None)
-        kind, entry = int(row[0]), _entry(row[1:])
+        kind, entry = int(row[0]), state_entry(row[1:])
         if kind == 0:
             return StateWriteResult(written=True, entry=entry, woken=int(row[-1]))
         return StateWriteResult(written=kind == 1, entry=entry)
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
-                            limit: int | None = None) -> list[StateEntry]:
+                            limit: int | None = None,
+                            left_out: list[LeftOut] | None = None) -> list[StateEntry]:
         text = (f"SELECT {_COLS} FROM state_history WHERE tenant=%s AND namespace=%s AND "
                 "key=%s ORDER BY version DESC")
         params: tuple[Any, ...] = (tenant, namespace, key)
         if limit is not None:
             text, params = text + " LIMIT %s", (*params, max(0, limit))
-        return [_entry(r) for r in reversed(await self._read(text, params))]
+        return readable(reversed(await self._read(text, params)), state_entry, left_out)
 
-    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
+    async def state_list(self, tenant: str, namespace: str, *,
+                         left_out: list[LeftOut] | None = None) -> list[StateEntry]:
         rows = await self._read(f"SELECT {_COLS} FROM state WHERE tenant=%s AND "
                                 "namespace=%s ORDER BY key", (tenant, namespace))
-        return [_entry(r) for r in rows]
+        return readable(rows, state_entry, left_out)
 
     async def state_namespaces(self, tenant: str) -> dict[str, int]:
         rows = await self._read("SELECT namespace, COUNT(*) FROM state WHERE tenant=%s "

@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from convoy._errors import JournalError
-from convoy.stores._rows import damaged, row_name, shown, stored_json
+from convoy.stores._rows import LeftOut, damaged, row_name, shown, stored_json
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
 SCHEMA_VERSION = 8
@@ -573,8 +573,11 @@ class Store(Protocol):
         many)."""
         ...
 
-    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
-        """Sessions matching ``where``, oldest first."""
+    async def list_sessions(self, where: SessionFilter, *,
+                            left_out: list[LeftOut] | None = None) -> list[SessionRow]:
+        """Sessions matching ``where``, oldest first. A damaged row raises
+        :class:`~convoy.JournalError`, or, with ``left_out``, is added to it instead (a
+        listing shows the rest)."""
         ...
 
     async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
@@ -604,9 +607,10 @@ class Store(Protocol):
         unknown in ``tenant``)."""
         ...
 
-    async def journal(self, session_id: str, *,
-                      tenant: str | None = None) -> list[StepRecord]:
-        """Every record of a session (of ``tenant``), in the order it was written."""
+    async def journal(self, session_id: str, *, tenant: str | None = None,
+                      left_out: list[LeftOut] | None = None) -> list[StepRecord]:
+        """Every record of a session (of ``tenant``), in the order it was written; a
+        damaged one as :meth:`list_sessions` treats it."""
         ...
 
     # -- signals ------------------------------------------------------------------------
@@ -670,12 +674,16 @@ class Store(Protocol):
         ...
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
-                            limit: int | None = None) -> list[StateEntry]:
-        """Every version of a key, oldest first (with ``limit``: the newest ``limit``)."""
+                            limit: int | None = None,
+                            left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        """Every version of a key, oldest first (with ``limit``: the newest ``limit``); a
+        damaged one as :meth:`list_sessions` treats it."""
         ...
 
-    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
-        """The current version of every key of a namespace, by key."""
+    async def state_list(self, tenant: str, namespace: str, *,
+                         left_out: list[LeftOut] | None = None) -> list[StateEntry]:
+        """The current version of every key of a namespace, by key; a damaged one as
+        :meth:`list_sessions` treats it."""
         ...
 
     async def state_namespaces(self, tenant: str) -> dict[str, int]:
@@ -822,8 +830,10 @@ class Store(Protocol):
         ...
 
     async def list_alerts(self, *, tenant: str | None = None, open_only: bool = False,
-                          limit: int = 100) -> list[AlertRow]:
-        """Alerts (of ``tenant``; only open ones with ``open_only``), newest first."""
+                          limit: int = 100,
+                          left_out: list[LeftOut] | None = None) -> list[AlertRow]:
+        """Alerts (of ``tenant``; only open ones with ``open_only``), newest first; a
+        damaged one as :meth:`list_sessions` treats it."""
         ...
 
     async def due_deliveries(self, now: float, *, limit: int = 50,

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import math
 import operator
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import JournalError
 from convoy._text import MAX_DEPTH, quoted, too_deep
@@ -63,11 +64,49 @@ DAMAGED = "the store was edited or damaged"
 READ_DEPTH = 2 * MAX_DEPTH
 
 
-def damaged(what: str, problem: str) -> JournalError:
-    """The error for a value read back from the store that Convoy did not write: ``what``
-    names the row (``session 'x' step '1/0'``), ``problem`` the value
-    (``its stored cost 'nan' is not a number``)."""
-    return JournalError(f"{what}: {problem}; {DAMAGED}")
+class DamagedRow(JournalError):
+    """A value read back from the store that Convoy did not write: ``what`` names the row
+    (``session 'x' step '1/0'``), ``problem`` the value (``its stored cost 'nan' is not
+    a number``)."""
+
+    def __init__(self, message: str, *, what: str, problem: str) -> None:
+        super().__init__(message)
+        self.what = what
+        self.problem = problem
+
+
+def damaged(what: str, problem: str) -> DamagedRow:
+    """The error for a value read back from the store that Convoy did not write (see
+    :class:`DamagedRow`)."""
+    return DamagedRow(f"{what}: {problem}; {DAMAGED}", what=what, problem=problem)
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class LeftOut:
+    """A row a listing left out because it is damaged: ``row`` names it, ``problem`` says
+    what is wrong (as :class:`DamagedRow` does)."""
+
+    row: str
+    problem: str
+
+
+_R = TypeVar("_R")
+_T = TypeVar("_T")
+
+
+def readable(rows: Iterable[_R], read: Callable[[_R], _T],
+             left_out: list[LeftOut] | None) -> list[_T]:
+    """``read`` of every row. A damaged row raises :class:`DamagedRow`, or, when
+    ``left_out`` is given, is left out and added to it (a listing shows the rest)."""
+    if left_out is None:
+        return [read(r) for r in rows]
+    kept = []
+    for r in rows:
+        try:
+            kept.append(read(r))
+        except DamagedRow as e:
+            left_out.append(LeftOut(row=e.what, problem=e.problem))
+    return kept
 
 
 def shown(value: Any) -> str:
@@ -135,12 +174,14 @@ def _getter(columns: Sequence[tuple[int, str]]) -> Callable[[Sequence[Any]], tup
     return (lambda r: (get(r),)) if len(columns) == 1 else get
 
 
-def stored_json(text: str, what: str, name: str, *, or_text: bool = False) -> Any:
+def stored_json(text: str, what: str, name: str, *, or_text: bool = False,
+                strict: bool = False) -> Any:
     """``text`` (a value of the store: the column ``name`` of the row ``what`` names)
-    decoded, or :func:`damaged`: not JSON (``or_text``: then ``text`` itself), or nested
-    deeper than :data:`READ_DEPTH`."""
+    decoded, or :func:`damaged`: not JSON (``or_text``: then ``text`` itself; ``strict``:
+    ``NaN`` and ``Infinity`` are not JSON either, for values Convoy refuses to write with
+    them), or nested deeper than :data:`READ_DEPTH`."""
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant) if strict else json.loads(text)
     except RecursionError:
         value = None
     except ValueError:
@@ -152,3 +193,7 @@ def stored_json(text: str, what: str, name: str, *, or_text: bool = False) -> An
             return value
     raise damaged(what, f"its stored {name} nests arrays and objects more than "
                   f"{READ_DEPTH} levels deep, more than Convoy writes")
+
+
+def _no_constant(token: str) -> Any:
+    raise ValueError(token)

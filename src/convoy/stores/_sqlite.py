@@ -46,7 +46,14 @@ from convoy.stores._protocol import (
     StepRecord,
     StoreSummary,
 )
-from convoy.stores._rows import SUMMARY, conditions, next_seq, session_page
+from convoy.stores._rows import (
+    SUMMARY,
+    LeftOut,
+    conditions,
+    next_seq,
+    readable,
+    session_page,
+)
 from convoy.stores._sqlite_alerts import SQLiteAlerts
 from convoy.stores._sqlite_audit import Append, SQLiteAudit
 from convoy.stores._sqlite_limits import SQLiteLimits
@@ -888,11 +895,12 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 out[r[0]] = _session(r)
         return out
 
-    async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
+    async def list_sessions(self, where: SessionFilter, *,
+                            left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond, params = session_page(where)
         rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created, id "
                           "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
-        return [_session(r) for r in rows]
+        return readable(rows, _session, left_out)
 
     async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
         cond = " AND tenant=?" if tenant is not None else ""
@@ -955,12 +963,12 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                           (session_id, *tparams))
         return {r[0]: _record(r, session_id) for r in rows}
 
-    async def journal(self, session_id: str, *,
-                      tenant: str | None = None) -> list[StepRecord]:
+    async def journal(self, session_id: str, *, tenant: str | None = None,
+                      left_out: list[LeftOut] | None = None) -> list[StepRecord]:
         cond, tparams = _in_tenant("journal", tenant)
         rows = self._read(f"SELECT {_JOURNAL_COLS} FROM journal WHERE session_id=?{cond} "
                           "ORDER BY seq, at, key", (session_id, *tparams))
-        return [_record(r, session_id) for r in rows]
+        return readable(rows, lambda r: _record(r, session_id), left_out)
 
     # -- signals ------------------------------------------------------------------------------
 

@@ -13,12 +13,14 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy.stores._protocol import StateEntry, StateWrite, StateWriteResult
+from convoy.stores._rows import LeftOut, readable
 from convoy.stores._sqlite_audit import _write as audit_write
 from convoy.stores._sqlite_sql import _send_signal
+from convoy.stores._state_rows import STATE_COLS, state_entry
 
 T = TypeVar("T")
 
-_COLS = "tenant,namespace,key,version,value,session_id,agent,step_key,at"
+_COLS = STATE_COLS
 _WHERE_KEY = "tenant=? AND namespace=? AND key=?"
 _CURRENT = f"SELECT {_COLS} FROM state WHERE {_WHERE_KEY}"
 _BY_WRITER = (f"SELECT {_COLS} FROM state_history WHERE session_id=? AND step_key=? AND "
@@ -33,10 +35,6 @@ _WATCH = (
     "ON CONFLICT(tenant,namespace,key,session_id,name) DO UPDATE SET "
     "after_version=excluded.after_version")
 
-
-def _entry(r: Sequence[Any]) -> StateEntry:
-    return StateEntry(tenant=r[0], namespace=r[1], key=r[2], version=r[3], value=r[4],
-                      session_id=r[5], agent=r[6], step_key=r[7], at=r[8])
 
 
 def _params(e: StateEntry) -> tuple[Any, ...]:
@@ -58,7 +56,7 @@ class SQLiteState:
 
     async def state_get(self, tenant: str, namespace: str, key: str) -> StateEntry | None:
         rows = self._read(_CURRENT, (tenant, namespace, key))
-        return _entry(rows[0]) if rows else None
+        return state_entry(rows[0]) if rows else None
 
     async def state_put(self, write: StateWrite) -> StateWriteResult:
         w = write
@@ -69,12 +67,12 @@ class SQLiteState:
             if w.session_id is not None and w.step_key is not None:
                 row = conn.execute(_BY_WRITER, (w.session_id, w.step_key, *where)).fetchone()
                 if row is not None:  # this writer's write landed before: not again
-                    return StateWriteResult(written=True, entry=_entry(row))
+                    return StateWriteResult(written=True, entry=state_entry(row))
             row = conn.execute(_CURRENT, where).fetchone()
             current = int(row[3]) if row is not None else 0
             if current != (w.expected_version or 0):
                 return StateWriteResult(written=False,
-                                        entry=_entry(row) if row is not None else None)
+                                        entry=state_entry(row) if row is not None else None)
             entry = StateEntry(tenant=w.tenant, namespace=w.namespace, key=w.key,
                                version=current + 1, value=w.value, session_id=w.session_id,
                                agent=w.agent, step_key=w.step_key, at=now)
@@ -94,17 +92,19 @@ class SQLiteState:
         return await self._write(put)
 
     async def state_history(self, tenant: str, namespace: str, key: str, *,
-                            limit: int | None = None) -> list[StateEntry]:
+                            limit: int | None = None,
+                            left_out: list[LeftOut] | None = None) -> list[StateEntry]:
         sql = f"SELECT {_COLS} FROM state_history WHERE {_WHERE_KEY} ORDER BY version DESC"
         params: tuple[Any, ...] = (tenant, namespace, key)
         if limit is not None:
             sql, params = sql + " LIMIT ?", (*params, max(0, limit))
-        return [_entry(r) for r in reversed(self._read(sql, params))]
+        return readable(reversed(self._read(sql, params)), state_entry, left_out)
 
-    async def state_list(self, tenant: str, namespace: str) -> list[StateEntry]:
+    async def state_list(self, tenant: str, namespace: str, *,
+                         left_out: list[LeftOut] | None = None) -> list[StateEntry]:
         rows = self._read(f"SELECT {_COLS} FROM state WHERE tenant=? AND namespace=? "
                           "ORDER BY key", (tenant, namespace))
-        return [_entry(r) for r in rows]
+        return readable(rows, state_entry, left_out)
 
     async def state_namespaces(self, tenant: str) -> dict[str, int]:
         return dict(self._read("SELECT namespace, COUNT(*) FROM state WHERE tenant=? "

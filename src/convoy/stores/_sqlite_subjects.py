@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from convoy._errors import StoreError
 from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
 from convoy.stores._sqlite_sql import _SESSION_COLS, _is_busy, _session, _store_error
-from convoy.stores._sqlite_state import _COLS as _STATE_COLS
-from convoy.stores._sqlite_state import _entry
 from convoy.stores._sqlite_wal import _Checkpointer
+from convoy.stores._state_rows import STATE_COLS as _STATE_COLS
+from convoy.stores._state_rows import state_entry as _entry
 from convoy.stores._subjects_sql import (
     SubjectSQL,
     chunks,
