@@ -321,8 +321,9 @@ async def test_a_subjects_session_cancelled_from_another_process_stays_sealed(
         row = await other.store.inner.get_session(res.id)  # type: ignore[attr-defined]
         assert row.status == "cancelled" and is_sealed(row.error)
         opened = await other.store.get_session(res.id)
-        assert opened is not None and opened.error_record == {"type": "Cancelled",
-                                                              "message": "cancelled"}
+        by = f"engine {other.owner}"
+        assert opened is not None and opened.error_record == {
+            "type": "Cancelled", "message": f"cancelled by {by}", "by": by}
 
 
 async def test_erasure_is_an_audit_entry_and_the_log_still_verifies(tmp_path: Path) -> None:
