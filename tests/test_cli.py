@@ -623,6 +623,31 @@ def test_sessions_list() -> None:
     assert "waiting" in bad.stderr
 
 
+def test_sessions_list_json_is_what_the_table_shows_for_scripts() -> None:
+    run_ok(lines=[*GOOD, {"subject": "explode", "body": "!"}])
+    ids = session_ids()
+    exploded = ids_of([{"subject": "explode", "body": "!"}])
+    res = cli("sessions", "list", "--json")
+    assert res.code == 0, res.stderr
+    data = json.loads(res.stdout)
+    assert [s["id"] for s in data["sessions"]] == ids  # oldest first, as the table
+    assert data["counts"] == {"completed": 3, "failed": 1} and data["total"] == 4
+    assert data["damaged"] == []
+    one = next(s for s in data["sessions"] if s["status"] == "completed")
+    assert one["usage"] == {"input_tokens": 240, "output_tokens": 60}
+    for field in ("workflow", "version", "tenant", "status", "created", "finished", "steps",
+                  "cost", "error", "wait_name", "wake_at", "owner", "subject"):
+        assert field in one, field
+    assert "journal" not in one and "input" not in one  # (that is 'sessions show --json')
+    failed = json.loads(cli("sessions", "list", "--status", "failed", "--json").stdout)
+    assert [s["id"] for s in failed["sessions"]] == exploded
+    assert failed["sessions"][0]["error"]["type"] == "RuntimeError"
+    page = json.loads(cli("sessions", "list", "--limit", "2", "--offset", "1", "--json").stdout)
+    assert [s["id"] for s in page["sessions"]] == ids[1:3] and page["total"] == 4
+    empty = json.loads(cli("sessions", "list", "--status", "waiting", "--json").stdout)
+    assert empty["sessions"] == [] and empty["total"] == 0
+
+
 def test_sessions_list_is_in_creation_order() -> None:
     run_ok(lines=GOOD[:1])
     first = session_ids()

@@ -26,7 +26,7 @@ from convoy.cli._common import (
     unknown_session,
     workflow_names,
 )
-from convoy.cli._left_out import warn_left_out
+from convoy.cli._left_out import left_out_json, warn_left_out
 from convoy.cli._render import agent_configs, open_wait, print_session, sessions_table
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
@@ -52,6 +52,10 @@ def list_sessions(
         "--offset", help="Skip this many (oldest) sessions first.")] = 0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON instead: the sessions shown (each as 'sessions show "
+        "--json' has it, without input, output and journal), the counts by status, the "
+        "total, and the damaged rows left out.")] = False,
 ) -> None:
     """List sessions, oldest first (the order they were created in).
 
@@ -73,6 +77,11 @@ def list_sessions(
         fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its workflows: "
              f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
     total = counts.get(status, 0) if status else sum(counts.values())
+    if as_json:
+        typer.echo(json.dumps({"sessions": [row_json(r) for r in rows], "counts": counts,
+                               "total": total, "damaged": left_out_json(left_out)}, indent=2))
+        warn_left_out(left_out, "session")
+        return
     if not rows:
         what = f" with status {status!r}" if status else ""
         out.print(f"no sessions{scope.of}{what} in {label(db)}"
@@ -174,25 +183,31 @@ def _sent_at(s: Signal | None) -> float | None:
     return s.at
 
 
-def session_json(row: SessionRow, steps: list[StepRecord],
-                 retried_as: SessionRow | None = None,
-                 cancel_requested: float | None = None,
-                 signal_queued: float | None = None) -> dict[str, Any]:
-    wait = open_wait(steps) if row.status in UNFINISHED else None
+def row_json(row: SessionRow) -> dict[str, Any]:
+    """A session's row as JSON: what ``sessions list --json`` prints of each."""
     return {
         "id": row.id, "workflow": row.workflow, "version": row.version, "tenant": row.tenant,
         "status": row.status, "created": row.created, "started": row.started,
         "finished": row.finished, "steps": row.steps, "active_s": row.active_s,
         "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens},
         "cost": row.cost, "headers": row.header_map, "parent": row.parent,
-        "subject": row.subject,
+        "subject": row.subject, "owner": row.owner, "lease_until": row.lease_until,
+        "wake_at": row.wake_at, "wait_name": row.wait_name, "error": row.error_record}
+
+
+def session_json(row: SessionRow, steps: list[StepRecord],
+                 retried_as: SessionRow | None = None,
+                 cancel_requested: float | None = None,
+                 signal_queued: float | None = None) -> dict[str, Any]:
+    wait = open_wait(steps) if row.status in UNFINISHED else None
+    return {
+        **row_json(row),
         "retried_as": retried_as.id if retried_as is not None else None,
-        "owner": row.owner, "lease_until": row.lease_until, "wake_at": row.wake_at,
-        "wait_name": row.wait_name, "cancel_requested": cancel_requested,
+        "cancel_requested": cancel_requested,
         "signal_queued": signal_queued,
         "signals_refused": None if wait is None else signals_refused(wait),
         "input": _json(row.input, row.id, "input"),
-        "output": _json(row.output, row.id, "output"), "error": row.error_record,
+        "output": _json(row.output, row.id, "output"),
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
                      "result": _json(r.result, row.id, "result", r.key), "agent": r.agent,
                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
