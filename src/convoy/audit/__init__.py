@@ -9,12 +9,9 @@ references only), signed checkpoints, inclusion and consistency proofs.
 - :class:`AuditInterceptor` appends an entry for every step of every session.
 """
 
-from convoy.audit._check import check_inclusion
-from convoy.audit._checkpoint import Checkpoint
+from typing import TYPE_CHECKING, Any
+
 from convoy.audit._event import AuditEvent, AuditKind, digest
-from convoy.audit._interceptor import AuditInterceptor
-from convoy.audit._keys import load_or_create_key
-from convoy.audit._log import AuditLog
 from convoy.audit._merkle import (
     EMPTY_ROOT,
     Frontier,
@@ -30,7 +27,34 @@ from convoy.audit._proofs import (
     verify_consistency,
     verify_inclusion,
 )
-from convoy.audit._verify import VerifyReport, verify_log
+
+if TYPE_CHECKING:
+    from convoy.audit._check import check_inclusion
+    from convoy.audit._checkpoint import Checkpoint
+    from convoy.audit._interceptor import AuditInterceptor
+    from convoy.audit._keys import load_or_create_key
+    from convoy.audit._log import AuditLog
+    from convoy.audit._verify import VerifyReport, verify_log
+
+# What signs or checks a signature needs the ``cryptography`` package (the ``audit``
+# extra): imported on first use, so that ``import convoy`` (whose stores append entries
+# with :func:`entry_leaf`) works without it, and ``from convoy.audit import AuditLog``
+# without it says which extra to install.
+_SIGNED = {"check_inclusion": "_check", "Checkpoint": "_checkpoint",
+           "AuditInterceptor": "_interceptor", "load_or_create_key": "_keys",
+           "AuditLog": "_log", "VerifyReport": "_verify", "verify_log": "_verify"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _SIGNED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'convoy.audit' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"convoy.audit.{module}"), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "EMPTY_ROOT",

@@ -8,9 +8,7 @@ import base64
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from typing import TYPE_CHECKING, Any
 
 from convoy._errors import AuditError, UserError
 from convoy.audit._checkpoint import Checkpoint
@@ -20,6 +18,9 @@ from convoy.audit._merkle import entry_leaf, tree_root
 from convoy.audit._proofs import consistency_path, inclusion_path, verify_inclusion
 from convoy.audit._tiles import tile_roots, with_subtrees
 from convoy.stores._protocol import Store
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 #: The format of a published inclusion proof.
 PROOF_FORMAT = "convoy-audit-inclusion/v1"
