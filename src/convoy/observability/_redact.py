@@ -10,7 +10,9 @@ Candidates are found by regular expressions and kept only if they validate, so a
 number, a date or a version is left alone; cards, IBANs, e-mail addresses and IP addresses
 are masked before phone numbers are looked for, so their digits are never taken for a phone
 number. Escaped text (JSON, ``repr``) is searched as what its escapes stand for, and masked
-where they were.
+where they were. Text with invisible characters in it (a zero-width space, a soft hyphen,
+any format character) is searched with them and as if they were not there, so that
+``ada\\u200b@example.org`` is found, and masked whole.
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
 :class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from convoy._errors import UserError
-from convoy.observability._unescape import unescape
+from convoy.observability._unescape import Unescaped, unescape, visible
 
 PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 #: Every kind a :class:`Redactor` finds, in the order it looks for them.
@@ -182,7 +184,9 @@ class Redactor:
         """Every piece of personal data in ``text``, in order, none overlapping.
 
         Escaped text (JSON, ``repr``) is searched as what it stands for: in
-        ``"x\\n4539..."`` the card number follows a newline, not the letter ``n``.
+        ``"x\\n4539..."`` the card number follows a newline, not the letter ``n``. Invisible
+        characters (``ada\\u200b@example.org``) are read as nothing, and a finding covers
+        those inside it.
         """
         if not text or _MAYBE.search(text) is None:
             return []
@@ -191,6 +195,19 @@ class Redactor:
             return []  # a uuid, a session id, a tool name: nothing in it can match
         read = unescape(text)
         plain = read.text if read is not None else text
+        found = self._found(text, plain, read)
+        if not plain.isascii():
+            hidden = visible(plain, read)
+            if hidden is not None:
+                # Read without its invisible characters as well: one may hide a value
+                # (ada\u200b@example.org) or only stand between a word and one
+                # (IBAN\u200bDE89..., found as it is). Findings that overlap are merged.
+                found = _merged(text, found + self._found(text, hidden.text, hidden))
+        return found
+
+    def _found(self, text: str, plain: str, read: Unescaped | None) -> list[Found]:
+        """The findings in ``plain``, the text ``read`` from ``text`` (or ``text`` itself),
+        as spans of ``text``."""
         found: list[Found] = []
         last = -1
         for s, e, kind in sorted(self._spans(plain), key=lambda t: (t[0], -t[1])):
@@ -289,6 +306,20 @@ class Redactor:
         return out
 
     __call__ = redact
+
+
+def _merged(text: str, found: list[Found]) -> list[Found]:
+    """``found`` in order, findings that overlap made one (of the kind of the one that
+    starts first, or the longest): all of each is masked."""
+    out: list[Found] = []
+    for f in sorted(found, key=lambda f: (f.start, -f.end)):
+        last = out[-1] if out else None
+        if last is None or f.start >= last.end:
+            out.append(f)
+        elif f.end > last.end:
+            out[-1] = Found(kind=last.kind, start=last.start, end=f.end,
+                            value=text[last.start:f.end])
+    return out
 
 
 def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | None:
