@@ -93,6 +93,18 @@ def test_invisible_characters_do_not_make_personal_data(text: str) -> None:
     assert Redactor(memo=0)(text) == text
 
 
+@pytest.mark.parametrize("text", [
+    # read as it is, each would leave part of a look-alike looking like a value
+    f"ISBN 0-3{ZW}06-40615-2", "see 978-\ufeff0-306-40615-7", f"IS{ZW}BN 0-306-40615-2",
+    f"years 2020 2021 202{ZW}2 2023", "case 20\u00ad26-382342", f"on 2027-03-0{ZW}7",
+    f"git@github.com:or{ZW}g/repo.git", json.dumps({"r": f"ISBN-1{ZW}3 978-2-423-02172-5"}),
+    # digits joined by one are one number, and a card glued to more digits is not one
+    f"ref 4539148803436467{ZW}2", f"ref 9{ZW}4539148803436467",
+])
+def test_an_invisible_character_in_a_look_alike_leaves_no_part_of_it(text: str) -> None:
+    assert Redactor(memo=0)(text) == text
+
+
 def test_digits_joined_by_an_invisible_character_are_a_card_when_they_are_one() -> None:
     # what a reader sees is 4539148803436467: a Luhn-valid Visa number
     assert Redactor(memo=0)(f"ref 45391488{ZW}03436467 ok") == "ref [CARD] ok"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from convoy._errors import UserError
-from convoy.observability._unescape import Unescaped, unescape, visible
+from convoy.observability._unescape import invisible_at, unescape, visible
 
 PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 #: Every kind a :class:`Redactor` finds, in the order it looks for them.
@@ -195,28 +195,33 @@ class Redactor:
             return []  # a uuid, a session id, a tool name: nothing in it can match
         read = unescape(text)
         plain = read.text if read is not None else text
-        found = self._found(text, plain, read)
+        spans = self._first(plain)
         if not plain.isascii():
-            hidden = visible(plain, read)
+            hidden = visible(plain)
             if hidden is not None:
-                # Read without its invisible characters as well: one may hide a value
-                # (ada\u200b@example.org) or only stand between a word and one
-                # (IBAN\u200bDE89..., found as it is). Findings that overlap are merged.
-                found = _merged(text, found + self._found(text, hidden.text, hidden))
+                # Read without its invisible characters as well, where one may hide a value
+                # (ada\u200b@example.org). As it is, the text counts only for a value that one
+                # separates from a word (IBAN\u200bDE89...): elsewhere, one in a look-alike
+                # (ISBN 0-3\u200b06-40615-2) would leave part of it to look like a value.
+                spans = _merged(
+                    [f for f in spans if _set_apart(plain, f[0], f[1])]
+                    + [(*hidden.span(s, e), kind) for s, e, kind in self._first(hidden.text)])
+        found: list[Found] = []
+        for s, e, kind in spans:
+            a, b = read.span(s, e) if read is not None else (s, e)
+            found.append(Found(kind=kind, start=a, end=b, value=text[a:b]))
         return found
 
-    def _found(self, text: str, plain: str, read: Unescaped | None) -> list[Found]:
-        """The findings in ``plain``, the text ``read`` from ``text`` (or ``text`` itself),
-        as spans of ``text``."""
-        found: list[Found] = []
+    def _first(self, text: str) -> list[tuple[int, int, PiiKind]]:
+        """The findings in ``text``, in order: of overlapping ones, the first and longest."""
+        found: list[tuple[int, int, PiiKind]] = []
         last = -1
-        for s, e, kind in sorted(self._spans(plain), key=lambda t: (t[0], -t[1])):
+        for s, e, kind in sorted(self._spans(text), key=lambda t: (t[0], -t[1])):
             if s < last:
                 continue  # the first (longest) finding wins
             last = e  # and one failing its check is not personal data, nor is any of it
             if kind is not None:
-                a, b = read.span(s, e) if read is not None else (s, e)
-                found.append(Found(kind=kind, start=a, end=b, value=text[a:b]))
+                found.append((s, e, kind))
         return found
 
     def _spans(self, text: str) -> list[tuple[int, int, PiiKind | None]]:
@@ -308,18 +313,34 @@ class Redactor:
     __call__ = redact
 
 
-def _merged(text: str, found: list[Found]) -> list[Found]:
-    """``found`` in order, findings that overlap made one (of the kind of the one that
-    starts first, or the longest): all of each is masked."""
-    out: list[Found] = []
-    for f in sorted(found, key=lambda f: (f.start, -f.end)):
-        last = out[-1] if out else None
-        if last is None or f.start >= last.end:
-            out.append(f)
-        elif f.end > last.end:
-            out[-1] = Found(kind=last.kind, start=last.start, end=f.end,
-                            value=text[last.start:f.end])
+def _merged(spans: list[tuple[int, int, PiiKind]]) -> list[tuple[int, int, PiiKind]]:
+    """``spans`` in order, those that overlap made one (of the kind of the one that starts
+    first, or the longest): all of each is masked."""
+    out: list[tuple[int, int, PiiKind]] = []
+    for s, e, kind in sorted(spans, key=lambda t: (t[0], -t[1])):
+        if out and s < out[-1][1]:
+            out[-1] = (out[-1][0], max(e, out[-1][1]), out[-1][2])
+        else:
+            out.append((s, e, kind))
     return out
+
+
+def _set_apart(text: str, start: int, end: int) -> bool:
+    """Whether invisible characters are all that set ``text[start:end]`` apart from a word
+    (IBAN\u200bDE89..., 10.0.0.1\u200bfrom): read as nothing, they would join it to the
+    word. Between two digits they join nothing that is not one number (4539\u200b1488...)."""
+    a = start
+    while invisible_at(text, a - 1):
+        a -= 1
+    b = end
+    while invisible_at(text, b):
+        b += 1
+    return (0 < a < start and _joins(text[a - 1], text[start])) or \
+        (end < b < len(text) and _joins(text[b], text[end - 1]))
+
+
+def _joins(word: str, edge: str) -> bool:
+    return (word.isalnum() or word == "_") and not (word.isdecimal() and edge.isdecimal())
 
 
 def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | None:

@@ -68,7 +68,9 @@ class Unescaped:
                 self._piece(out, pos, 0)
                 parts.append(text[pos:a])
                 out += a - pos
-            char = "" if drop else _read(m.group())
+            body = m.group()[1:]
+            char = "" if drop else _SIMPLE.get(body) or (
+                chr(int(body[1:], 16)) if len(body) < 11 else _pair(body))
             self._piece(out, a, b - a)
             parts.append(char)
             out += len(char)
@@ -98,12 +100,10 @@ class Unescaped:
         return self._origin[j] + (escape if escape else i - self._offset[j])
 
 
-def _read(escape: str) -> str:
-    body = escape[1:]
-    if len(body) == 11:  # a surrogate pair, \\uD8xx\\uDCxx
-        high, low = int(body[1:5], 16), int(body[7:], 16)
-        return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
-    return _SIMPLE.get(body) or chr(int(body[1:], 16))
+def _pair(body: str) -> str:
+    """The character a surrogate pair (``uD8xx\\uDCxx``) stands for."""
+    high, low = int(body[1:5], 16), int(body[7:], 16)
+    return chr(0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00))
 
 
 def unescape(text: str) -> Unescaped | None:
@@ -126,4 +126,9 @@ def visible(text: str, parent: Unescaped | None = None) -> Unescaped | None:
     return Unescaped(text, parent, drop=True)
 
 
-__all__ = ["Unescaped", "unescape", "visible"]
+def invisible_at(text: str, i: int) -> bool:
+    """Whether ``text[i]`` is an invisible character (False outside ``text``)."""
+    return 0 <= i < len(text) and _INVISIBLE.match(text, i) is not None
+
+
+__all__ = ["Unescaped", "invisible_at", "unescape", "visible"]
