@@ -12,9 +12,11 @@ brackets, compressed, mapped), beside look-alikes that are not personal data: da
 times in several forms, amounts, versions and build numbers, order, invoice, case,
 tracking, ISBN, ISSN and EAN numbers, runs of years, git remotes, coordinates, unix times,
 hashes, card numbers and IBANs that fail their check digit. Values are also planted
-JSON-encoded, in repr'd exception text, with no-break and thin spaces, URL-encoded, and
-glued to words. A true value counts as found only when findings of its kind mask all of it;
-a finding counts as right when it overlaps a true value of its kind.
+JSON-encoded, in repr'd exception text, with no-break and thin spaces, URL-encoded, glued
+to words, and with invisible characters inside them (zero-width space, joiners, word joiner,
+BOM, soft hyphen, Mongolian vowel separator: one value and one look-alike in ten). A true
+value counts as found only when findings of its kind mask all of it; a finding counts as
+right when it overlaps a true value of its kind.
 
 Prints one JSON line: per kind the true values, findings, recall and precision, and the
 redactor's time per sample.

@@ -6,7 +6,9 @@ Values are planted in clean sentences and in the shapes telemetry really carries
 sentence JSON-encoded (``\\n`` and ``\\u00e9`` escapes right before a value) or as a
 ``repr``'d exception message, no-break and thin spaces between digit groups, URL-encoded,
 quoted and address-literal e-mail addresses, card numbers glued to a word (``card4539...``,
-``pan_4539...``); look-alikes include ISBN/ISSN numbers, runs of years and git remotes.
+``pan_4539...``), invisible characters inside a value (a zero-width space, a soft hyphen:
+``ada\\u200b@example.org``, escaped too in the encoded shapes); look-alikes include
+ISBN/ISSN numbers, runs of years and git remotes, and invisible characters inside them too.
 
 ``samples(n, seed)`` is deterministic; ``score(redactor, corpus)`` gives recall and
 precision per kind: a true value counts as found only when the findings of its kind cover
@@ -300,10 +302,23 @@ ENCODINGS: list[tuple[str, Callable[[str], str], str, str]] = [
 ]
 # Words a card number is glued to, in ids and logs.
 GLUE = ["card", "pan_", "CC", "cc_", "no.", "ref:"]
+# Characters that show as nothing, planted inside values and look-alikes: zero-width space,
+# non-joiner, joiner, word joiner, byte order mark, soft hyphen, Mongolian vowel separator.
+INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff", "\u00ad", "\u180e"]
+
+
+def _hide(r: random.Random, value: str) -> str:
+    """``value`` with one or two invisible characters inside it (never at an end)."""
+    for _ in range(r.randint(1, 2)):
+        at = r.randint(1, len(value) - 1)
+        value = value[:at] + r.choice(INVISIBLE) + value[at:]
+    return value
 
 
 def samples(n: int, seed: int = 7) -> list[Sample]:
     r = random.Random(seed)
+    # drawn apart, so the rest of a seed's corpus is what it was before they were planted
+    hide = random.Random(seed + 1_000_003)
     out: list[Sample] = []
     kinds = list(MAKERS)
     for i in range(n):
@@ -318,9 +333,12 @@ def samples(n: int, seed: int = 7) -> list[Sample]:
             if around is not None:
                 glue += around.group(1) or ""
                 value = around.group(2)
+            if len(value) > 1 and hide.random() < 0.1:
+                value = _hide(hide, value)
             values[slot] = (kind, value, glue, (around.group(3) if around else "") or "")
-        values["n"] = (None, lookalike(r), "", "")
-        values["m"] = (None, lookalike(r), "", "")
+        for slot in ("n", "m"):
+            value = lookalike(r)
+            values[slot] = (None, _hide(hide, value) if hide.random() < 0.1 else value, "", "")
         values["a"] = (None, r.choice(FIRST).title(), "", "")
         shape = r.random()
         encoding = ENCODINGS[0] if shape < 0.2 else ENCODINGS[1] if shape < 0.3 else None

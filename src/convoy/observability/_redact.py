@@ -10,7 +10,9 @@ Candidates are found by regular expressions and kept only if they validate, so a
 number, a date or a version is left alone; cards, IBANs, e-mail addresses and IP addresses
 are masked before phone numbers are looked for, so their digits are never taken for a phone
 number. Escaped text (JSON, ``repr``) is searched as what its escapes stand for, and masked
-where they were.
+where they were. Text with invisible characters in it (a zero-width space, a soft hyphen,
+any format character) is searched with them and as if they were not there, so that
+``ada\\u200b@example.org`` is found, and masked whole.
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
 :class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from convoy._errors import UserError
-from convoy.observability._unescape import unescape
+from convoy.observability._unescape import invisible_at, unescape, visible
 
 PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 #: Every kind a :class:`Redactor` finds, in the order it looks for them.
@@ -182,7 +184,9 @@ class Redactor:
         """Every piece of personal data in ``text``, in order, none overlapping.
 
         Escaped text (JSON, ``repr``) is searched as what it stands for: in
-        ``"x\\n4539..."`` the card number follows a newline, not the letter ``n``.
+        ``"x\\n4539..."`` the card number follows a newline, not the letter ``n``. Invisible
+        characters (``ada\\u200b@example.org``) are read as nothing, and a finding covers
+        those inside it.
         """
         if not text or _MAYBE.search(text) is None:
             return []
@@ -191,15 +195,33 @@ class Redactor:
             return []  # a uuid, a session id, a tool name: nothing in it can match
         read = unescape(text)
         plain = read.text if read is not None else text
+        spans = self._first(plain)
+        if not plain.isascii():
+            hidden = visible(plain)
+            if hidden is not None:
+                # Read without its invisible characters as well, where one may hide a value
+                # (ada\u200b@example.org). As it is, the text counts only for a value that one
+                # separates from a word (IBAN\u200bDE89...): elsewhere, one in a look-alike
+                # (ISBN 0-3\u200b06-40615-2) would leave part of it to look like a value.
+                spans = _merged(
+                    [f for f in spans if _set_apart(plain, f[0], f[1])]
+                    + [(*hidden.span(s, e), kind) for s, e, kind in self._first(hidden.text)])
         found: list[Found] = []
+        for s, e, kind in spans:
+            a, b = read.span(s, e) if read is not None else (s, e)
+            found.append(Found(kind=kind, start=a, end=b, value=text[a:b]))
+        return found
+
+    def _first(self, text: str) -> list[tuple[int, int, PiiKind]]:
+        """The findings in ``text``, in order: of overlapping ones, the first and longest."""
+        found: list[tuple[int, int, PiiKind]] = []
         last = -1
-        for s, e, kind in sorted(self._spans(plain), key=lambda t: (t[0], -t[1])):
+        for s, e, kind in sorted(self._spans(text), key=lambda t: (t[0], -t[1])):
             if s < last:
                 continue  # the first (longest) finding wins
             last = e  # and one failing its check is not personal data, nor is any of it
             if kind is not None:
-                a, b = read.span(s, e) if read is not None else (s, e)
-                found.append(Found(kind=kind, start=a, end=b, value=text[a:b]))
+                found.append((s, e, kind))
         return found
 
     def _spans(self, text: str) -> list[tuple[int, int, PiiKind | None]]:
@@ -289,6 +311,36 @@ class Redactor:
         return out
 
     __call__ = redact
+
+
+def _merged(spans: list[tuple[int, int, PiiKind]]) -> list[tuple[int, int, PiiKind]]:
+    """``spans`` in order, those that overlap made one (of the kind of the one that starts
+    first, or the longest): all of each is masked."""
+    out: list[tuple[int, int, PiiKind]] = []
+    for s, e, kind in sorted(spans, key=lambda t: (t[0], -t[1])):
+        if out and s < out[-1][1]:
+            out[-1] = (out[-1][0], max(e, out[-1][1]), out[-1][2])
+        else:
+            out.append((s, e, kind))
+    return out
+
+
+def _set_apart(text: str, start: int, end: int) -> bool:
+    """Whether invisible characters are all that set ``text[start:end]`` apart from a word
+    (IBAN\u200bDE89..., 10.0.0.1\u200bfrom): read as nothing, they would join it to the
+    word. Between two digits they join nothing that is not one number (4539\u200b1488...)."""
+    a = start
+    while invisible_at(text, a - 1):
+        a -= 1
+    b = end
+    while invisible_at(text, b):
+        b += 1
+    return (0 < a < start and _joins(text[a - 1], text[start])) or \
+        (end < b < len(text) and _joins(text[b], text[end - 1]))
+
+
+def _joins(word: str, edge: str) -> bool:
+    return (word.isalnum() or word == "_") and not (word.isdecimal() and edge.isdecimal())
 
 
 def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | None:
