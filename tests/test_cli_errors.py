@@ -206,3 +206,22 @@ def test_a_usage_error_is_one_line_that_says_where_the_help_is() -> None:
     # a group run alone still prints its help, as before
     res = cli("audit")
     assert "Usage:" in res.stdout + res.stderr and "error:" not in res.stderr
+
+
+def test_every_command_help_has_an_example() -> None:
+    """docs/how-to/cli.md: every command takes --help with an example."""
+    import click
+    import typer.main
+
+    from convoy.cli._app import app
+
+    def commands(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        subs = getattr(cmd, "commands", None)
+        if not subs:
+            return [path]
+        return [p for name, sub in subs.items() if not sub.hidden
+                for p in commands(sub, (*path, name))]
+
+    missing = [" ".join(p) for p in commands(typer.main.get_command(app), ())
+               if "Example" not in cli(*p, "--help").stdout]
+    assert missing == []

@@ -33,6 +33,10 @@ from convoy.cli._common import (
 )
 from convoy.cli._deciders import decider_engine, who_decides
 
+#: What runs a session a signal woke.
+_CONTINUES = ("'convoy worker MODULE' or 'convoy resume' continues it ('convoy resume "
+              "--import MODULE' for a workflow with an explicit name)")
+
 
 def signal(
     session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
@@ -99,11 +103,10 @@ def signal(
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value
         out.print(f"answered the escalation of session {session_id}: {action}"
-                  + ("" if action == "fail" else "; 'convoy worker' or 'convoy resume' "
-                     "continues it"), markup=False)
+                  + ("" if action == "fail" else f"; {_CONTINUES}"), markup=False)
     else:
-        out.print(f"sent signal {name!r} to session {session_id}; 'convoy worker' or "
-                  "'convoy resume' continues it", markup=False)
+        out.print(f"sent signal {name!r} to session {session_id}; {_CONTINUES}", markup=False)
+
 
 
 def read_text(path: Path, option: str) -> str:

@@ -45,6 +45,9 @@ def redteam(
     Exit codes: 0 nothing got through and every benign task completed; 1 an unauthorised
     side-effecting call ran, another tenant's data or a secret was read, a refusal had no
     rule, or a benign task did not complete; 2 usage errors.
+
+    Example: `convoy redteam --limit 20 --db redteam.db` (then 'convoy sessions list --db
+    redteam.db --all-tenants' shows what ran)
     """
     policy = ProvenancePolicy(rules=()) if no_provenance else None
     store = None
