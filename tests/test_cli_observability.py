@@ -24,6 +24,7 @@ from .clikit import (
     cli,
     ids_of,
     one_line_error,
+    subprocess_env,
     workdir,
     write_jsonl,
 )
@@ -103,6 +104,29 @@ def test_spans_the_collector_did_not_take_are_reported_in_one_line() -> None:
     [line] = [ln for ln in res.stderr.splitlines() if "span" in ln]
     assert line.startswith("warning: ") and f"could not be exported to OTLP {endpoint}" in line
     assert "is the collector running there?" in line
+
+
+def test_a_collector_that_is_down_is_one_warning_line_in_a_real_process() -> None:
+    """Without pytest's log capture, the SDK's own records of each failed export (its
+    retries, the batch it dropped) reached stderr before Convoy's line: the command says
+    it once."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:  # a port nobody listens on (closed again at once)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    env = {**subprocess_env(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+           f"http://127.0.0.1:{port}/v1/traces", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+    res = subprocess.run([sys.executable, "-m", "convoy.cli", "run", FLOW, "--input",
+                          str(inputs), "--trace", "otlp", "--db", "down.db"],
+                         check=False, capture_output=True, text=True, env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: "), res.stderr
+    assert "could not be exported" in lines[0]
 
 
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)

@@ -21,6 +21,7 @@ import base64
 import errno
 import importlib
 import json
+import logging
 import os
 import socket
 import sys
@@ -452,6 +453,12 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
     if not exporters:
         return []
     from convoy.observability import Tracing, observe
+
+    # The exporters' own records of a failed export (each retry, the batch dropped) would
+    # reach stderr through logging's last resort, before the one line the command prints
+    # for them (``warn_lost_spans``): an application keeps them, the command line says it
+    # once.
+    logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
 
     try:
         return observe(Tracing(exporters=exporters))
