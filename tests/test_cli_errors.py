@@ -225,3 +225,10 @@ def test_every_command_help_has_an_example() -> None:
     missing = [" ".join(p) for p in commands(typer.main.get_command(app), ())
                if "Example" not in cli(*p, "--help").stdout]
     assert missing == []
+
+
+def test_a_flag_shows_no_value_in_help() -> None:
+    """Typer showed ``--json <bool>``: a flag that reads as taking a value."""
+    shown = cli("sessions", "list", "--help").stdout
+    assert "<bool>" not in shown and "--all-tenants" in shown
+    assert "N " in shown  # (an option that takes a value keeps its type: --limit N)

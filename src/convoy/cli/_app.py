@@ -15,6 +15,7 @@ from convoy.cli._chaos import chaos
 from convoy.cli._control import cancel, signal
 from convoy.cli._cost import cost
 from convoy.cli._db import db_app
+from convoy.cli._flag_help import install as _flags_without_a_type
 from convoy.cli._inbox import inbox_app
 from convoy.cli._metrics import metrics_app
 from convoy.cli._privacy import erase, export, keygen, purge
@@ -31,6 +32,7 @@ from convoy.cli._worker import worker
 from convoy.stores import SCHEMA_VERSION
 
 _one_line_usage_errors()
+_flags_without_a_type()
 
 app = typer.Typer(
     name="convoy",
