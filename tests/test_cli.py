@@ -170,7 +170,13 @@ def test_unknown_module_is_a_usage_error() -> None:
     assert res.code == 2
     assert "has no attribute 'nothing'; workflows it defines: approval, boom, charge, handle, " \
         "held, locker, nap, shout" in res.stderr
-
+    # A module without ':WORKFLOW': the hint is how 'convoy run' names a workflow.
+    res = cli("run", "cli_flows", "-i", "in.jsonl")
+    one_line_error(res, 2, "'cli_flows' is a module; name one of its workflows as "
+                   "MODULE:WORKFLOW: cli_flows:approval, ")
+    assert "convoy resume" not in res.stderr
+    one_line_error(cli("run", "desk.nowhere", "-i", "in.jsonl"), 2,
+                   "workflow 'desk.nowhere' is not a MODULE:WORKFLOW reference")
 
 
 def test_missing_input_file_is_a_usage_error() -> None:

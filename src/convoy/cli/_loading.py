@@ -1,13 +1,19 @@
 """How commands say that a workflow cannot be loaded here, each with its own fix: the
 library's error names no command, since only the command knows how it loads modules
-(``--import MODULE``)."""
+(``--import MODULE``, a ``MODULE:WORKFLOW`` argument)."""
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 from collections.abc import Iterable
+from typing import Any
 
-from convoy import UserError, load_workflow
+from convoy import UserError, Workflow, load_workflow
+from convoy.cli._common import fail
 from convoy.definitions._workflow import WorkflowNotFound, registered_workflow, script_workflow
+
+_EXAMPLE = "e.g. 'examples.approvals:expense'"
 
 #: What a script's own code calls instead, by command (for a ``__main__:`` workflow).
 _IN_SCRIPT = {"resume": "resume its sessions from that script (await engine.resume())",
@@ -39,3 +45,28 @@ def unloadable(names: Iterable[str], command: str) -> dict[str, str]:
             problems[name] = cannot_load(e, command)
     return problems
 
+
+def workflow_argument(ref: str) -> Workflow[Any, Any]:
+    """The workflow a ``MODULE:WORKFLOW`` argument names; one line and exit 2 for one
+    that names none (other load errors are the caller's to report)."""
+    try:
+        return load_workflow(ref)
+    except WorkflowNotFound:
+        fail(_not_a_reference(ref))
+
+
+def _not_a_reference(ref: str) -> str:
+    """What to write instead of ``ref``: a module's workflows if it is a module."""
+    try:
+        module = importlib.import_module(ref) if importlib.util.find_spec(ref) else None
+    except Exception:  # not a module (or one that fails to import): say what the form is
+        module = None
+    if module is None:
+        return (f"workflow {ref!r} is not a MODULE:WORKFLOW reference; name the module that "
+                f"defines it and the workflow in it ({_EXAMPLE})")
+    names = sorted(n for n, v in vars(module).items() if isinstance(v, Workflow))
+    if not names:
+        return (f"{ref!r} is a module that defines no workflow at top level; name a workflow "
+                f"as MODULE:WORKFLOW ({_EXAMPLE})")
+    return (f"{ref!r} is a module; name one of its workflows as MODULE:WORKFLOW: "
+            f"{', '.join(f'{ref}:{n}' for n in names)}")
