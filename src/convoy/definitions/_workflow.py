@@ -59,8 +59,8 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
     (``Engine(workflows=...)``) or that were decorated in a module it has imported
     (``convoy resume --import myapp.flows``); a ``"module:function"`` name is imported.
     A workflow defined in a script run directly is named ``"__main__:function"``, which
-    no other process can import: only that script resumes its sessions, unless you give
-    it an explicit ``name``.
+    no other process can import: only that script resumes its sessions. Define it (and
+    the types it uses) in a module the script imports for other processes to resume them.
     Bump ``version`` when you change the steps a workflow takes; sessions remember the
     version they started with. ``agents`` are agents that handoffs and workers named by
     string may resolve to, besides those the workflow runs (see :class:`~convoy.Agent`).
@@ -118,9 +118,10 @@ def script_workflow(name: str, instead: str | None = None) -> str:
     short = name.partition(":")[2].rpartition(".")[2]
     instead = instead or "resume its sessions from that script (await engine.resume())"
     return (f"workflow {name!r} was defined in a script run directly ('__main__'), which "
-            f"no other process can import; {instead}, and give the workflow an explicit name "
-            f"(@convoy.workflow(name={short!r})) so that any process importing its module "
-            "can resume the sessions it starts from then on")
+            f"no other process can import; {instead}, and for the sessions it starts from "
+            "then on, define the workflow (and the types it uses) in a module the script "
+            f"imports, with an explicit name (@convoy.workflow(name={short!r})): any process "
+            "that imports that module can resume them")
 
 
 def load_workflow(ref: str) -> Workflow[Any, Any]:
