@@ -59,7 +59,7 @@ def resume(
     tenant with --all-tenants (the operator's restart after a crash).
 
     A session that must run but whose workflow this process cannot load (its module not
-    imported, or a script's '__main__:NAME' workflow) does not stop the others: they run,
+    imported, or a script's `__main__:NAME` workflow) does not stop the others: they run,
     and one line per such workflow says how many sessions it left and how to load it.
 
     Exit codes: 0 when every session that could run now ran (even if some failed; those
