@@ -170,6 +170,13 @@ def test_unknown_module_is_a_usage_error() -> None:
     assert res.code == 2
     assert "has no attribute 'nothing'; workflows it defines: approval, boom, charge, handle, " \
         "held, locker, nap, shout" in res.stderr
+    # A module without ':WORKFLOW': the hint is how 'convoy run' names a workflow.
+    res = cli("run", "cli_flows", "-i", "in.jsonl")
+    one_line_error(res, 2, "'cli_flows' is a module; name one of its workflows as "
+                   "MODULE:WORKFLOW: cli_flows:approval, ")
+    assert "convoy resume" not in res.stderr
+    one_line_error(cli("run", "desk.nowhere", "-i", "in.jsonl"), 2,
+                   "workflow 'desk.nowhere' is not a MODULE:WORKFLOW reference")
 
 
 def test_missing_input_file_is_a_usage_error() -> None:
@@ -282,6 +289,7 @@ def test_resume_finishes_pending_sessions() -> None:
 
 
 def test_resume_imports_modules_for_explicitly_named_workflows(tmp_path: Path) -> None:
+    run_ok()  # sessions of a workflow that imports here: a missing one must not hold them
     Path("named_flows.py").write_text(
         "import convoy\n\n\n@convoy.workflow(name='desk.echo')\n"
         "async def echo(ctx: convoy.Context, text: str) -> str:\n    return text * 2\n")
@@ -295,8 +303,12 @@ def test_resume_imports_modules_for_explicitly_named_workflows(tmp_path: Path) -
     sid = proc.stdout.strip()
     tamper("UPDATE sessions SET status='pending', output=NULL")
     res = cli("resume")
-    one_line_error(res, 2, "cannot resume 1 session(s) of workflow 'desk.echo'")
+    # The others ran; the one whose workflow nothing here defines is one line, exit 1.
+    one_line_error(res, 1, "cannot resume 1 session(s) of workflow 'desk.echo'")
     assert "convoy resume --import MODULE" in res.stderr
+    assert summary(res.stdout, "completed") == "3"
+    assert summary(res.stdout, "workflow not loaded here") == "1"
+    assert session(sid).status == "pending"
     res = cli("resume", "--import", "named_flows")
     assert res.code == 0, res.stderr
     assert summary(res.stdout, "completed") == "1"

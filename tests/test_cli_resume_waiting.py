@@ -1,7 +1,7 @@
 """``convoy resume`` (and ``engine.resume()``) need a session's workflow code only for the
 sessions they run now: one waiting for a signal or a timer that is not due stays waiting,
-whether or not its module is imported here; one that must run without its code is one line
-naming ``--import`` (exit 2)."""
+whether or not its module is imported here; one that must run without its code is left
+unfinished, one line naming ``--import`` (exit 1, after the others ran)."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from tests.clikit import (
     one_line_error,
     session,
     summary,
+    tamper,
     workdir,  # noqa: F401  (autouse fixture)
 )
 
@@ -75,7 +76,7 @@ def test_resume_leaves_waiting_sessions_waiting_without_their_code(workdir: Path
     # The signal makes a-1 due: now it must run, and its code is needed.
     assert cli("signal", "a-1", "approve", "--payload", "true").code == 0
     res = cli("resume")
-    one_line_error(res, 2, "cannot resume 1 session(s) of workflow 'desk.approve-waiting'")
+    one_line_error(res, 1, "cannot resume 1 session(s) of workflow 'desk.approve-waiting'")
     assert "--import MODULE" in res.stderr
     assert session("a-1").status == "pending"
     res = cli("resume", "--import", "waiting_flows")
@@ -84,3 +85,83 @@ def test_resume_leaves_waiting_sessions_waiting_without_their_code(workdir: Path
     assert summary(res.stdout, "waiting (timer or signal)") == "1"
     assert session("a-1").output == '"refund: approved"'
     assert "left waiting" not in res.stdout  # its code is here now
+
+
+def test_engine_resume_runs_what_it_can_and_reports_the_rest(workdir: Path  # noqa: F811
+                                                             ) -> None:
+    _start_waiting_sessions(workdir)
+    assert cli("signal", "a-1", "approve", "--payload", "true").code == 0
+    # (a name no test imports: the registry of decorated workflows is this process's)
+    tamper("UPDATE sessions SET workflow='desk.retired' WHERE id='a-1'")
+
+    @convoy.workflow
+    async def quick(ctx: convoy.Context, text: str) -> str:
+        return text.upper()
+
+    async def api() -> dict[str, tuple[str, str | None]]:
+        async with convoy.Engine("convoy.db") as engine:
+            await engine.run(quick, "x", session_id="q-1")
+        tamper("UPDATE sessions SET status='pending', output=NULL WHERE id='q-1'")
+        tamper("DELETE FROM journal WHERE session_id='q-1'")
+        async with convoy.Engine("convoy.db", workflows=[quick]) as engine:
+            return {r.id: (r.status, (r.error or {}).get("type"))
+                    for r in await engine.resume()}
+
+    # Not a UserError that stops them all: q-1 runs, a-1 says why it did not.
+    assert asyncio.run(api()) == {"q-1": ("completed", None), "n-1": ("waiting", None),
+                                  "a-1": ("pending", "WorkflowNotFound")}
+    assert session("a-1").status == "pending"
+
+
+SCRIPT = """
+import asyncio, os
+import convoy
+
+
+@convoy.workflow
+async def refund(ctx: convoy.Context, amount: int) -> str:
+    ok = await ctx.wait_for("approve", bool)
+    return f"{amount}: {ok}"
+
+
+async def main() -> None:
+    async with convoy.Engine("convoy.db", workflows=[refund]) as engine:
+        if os.environ.get("SCRIPT_RESUMES"):
+            print([r.output for r in await engine.resume()])
+        else:
+            print((await engine.run(refund, 120, session_id="r-1")).status)
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_script_workflow_says_how_to_resume_it(workdir: Path) -> None:  # noqa: F811
+    """A workflow without an explicit name, defined in a script run directly (as the
+    README's examples are), is stored as '__main__:refund': no other process can import it
+    by that name."""
+    (workdir / "refund_script.py").write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+
+    def script(**extra: str) -> str:
+        return subprocess.run([sys.executable, "refund_script.py"], cwd=workdir,
+                              env={**env, **extra}, check=True, capture_output=True,
+                              text=True, timeout=120).stdout.strip()
+
+    assert script() == "waiting"
+    assert session("r-1").workflow == "__main__:refund"
+    assert cli("signal", "r-1", "approve", "--payload", "true").code == 0
+    advice = ("was defined in a script run directly", "await engine.resume()",
+              "@convoy.workflow(name='refund')")
+    res = cli("resume")
+    one_line_error(res, 1, "cannot resume 1 session(s) of workflow '__main__:refund'")
+    assert all(text in res.stderr for text in advice), res.stderr
+    assert "has no attribute" not in res.stderr
+    # Importing the script runs it (no __main__ guard): its run of 'r-1' is now a run of
+    # 'refund_script:refund', another workflow. Nothing runs; the line says what to do.
+    res = cli("resume", "--import", "refund_script")
+    one_line_error(res, 2, "belongs to workflow '__main__:refund', not "
+                   "'refund_script:refund'")
+    assert all(text in res.stderr for text in advice), res.stderr
+    assert session("r-1").status == "pending"
+    assert script(SCRIPT_RESUMES="1") == "['120: True']"  # what the message says works

@@ -12,7 +12,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy import UserError, load_workflow
+from convoy import UserError
 from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
@@ -25,6 +25,7 @@ from convoy.cli._common import (
     workflows_from_cwd,
 )
 from convoy.cli._inputs import read_inputs
+from convoy.cli._loading import workflow_argument
 from convoy.cli._render import fmt_cost, fmt_duration, plural
 from convoy.models import infer_model
 
@@ -100,7 +101,7 @@ def chaos(
     with convoy_errors():
         spec = FaultSpec.parse(faults)
         hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)
-        wf = load_workflow(workflow)
+        wf = workflow_argument(workflow)
         batch = read_inputs(wf, input)
     if model is not None:
         try:

@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy import Engine, ReplayResult
+from convoy import Engine, ReplayResult, UserError
 from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -20,6 +20,7 @@ from convoy.cli._common import (
     TenantOption,
     build_engine,
     err,
+    fail,
     import_modules,
     out,
     require_session,
@@ -27,6 +28,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._loading import cannot_load
 from convoy.cli._render import plural, status_text
 
 
@@ -77,7 +79,11 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
         view = scope.view(engine)
         row = await view.session(session_id)
         if not row.unfinished:
-            wf = engine.workflow_named(row.workflow)
+            try:
+                wf = engine.workflow_named(row.workflow)
+            except UserError as e:
+                fail(f"cannot replay session {session_id!r} of workflow {row.workflow!r}: "
+                     f"{cannot_load(e, 'replay')}")
             if wf.version != row.version:
                 err.print(f"warning: session {session_id} ran version {row.version!r} of "
                           f"{row.workflow}; the code is now version {wf.version!r}",

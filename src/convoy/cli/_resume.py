@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from convoy import Engine, UserError
+from convoy import Engine
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    RUN_FAILURE,
     AllTenantsOption,
     BusyTimeoutOption,
     ConcurrencyOption,
@@ -28,6 +29,7 @@ from convoy.cli._common import (
     tracing,
     warn_lost_spans,
 )
+from convoy.cli._loading import unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
 from convoy.cli._stats import RunStats
@@ -56,8 +58,15 @@ def resume(
     Resumes the sessions of the tenant --tenant names (default: 'default'), or of every
     tenant with --all-tenants (the operator's restart after a crash).
 
-    Exit code 0 when the resume happened, 1 when a store error stopped it, 2 on usage
-    errors, 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM.
+    A session that must run but whose workflow this process cannot load (its module not
+    imported, or a script's `__main__:NAME` workflow) does not stop the others: they run,
+    and one line per such workflow says how many sessions it left and how to load it.
+
+    Exit codes: 0 when every session that could run now ran (even if some failed; those
+    waiting for a timer or a signal stay waiting); 1 when a store error stopped the
+    resume, or when sessions due now were left because their workflow cannot be loaded
+    here (run again with what the line says); 2 on usage errors (nothing ran); 130 when
+    interrupted (Ctrl-C), 143 when stopped by SIGTERM.
 
     Example: `convoy resume --db convoy.db --concurrency 32 --import myapp.flows`
     """
@@ -77,7 +86,7 @@ def resume(
         out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"
                   f"{scope.hint}", markup=False)
         return
-    stats, codeless = resumed
+    stats, codeless, unloaded = resumed
     for name, n in codeless.items():
         out.print(f"left waiting: {n} session(s) of workflow {name!r}, which nothing here "
                   "defines; none is due yet (to resume them once one is, --import the "
@@ -85,34 +94,40 @@ def resume(
     out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
     print_failures(out, stats)
     warn_lost_spans(engine)
+    for name, (n, why) in unloaded.items():
+        err.print(f"error: cannot resume {n} session(s) of workflow {name!r}: {why}",
+                  markup=False, soft_wrap=True)
     exit_on_store_errors(stats)
+    if unloaded:
+        raise typer.Exit(RUN_FAILURE)
 
 
-async def _resume(engine: Engine, scope: Scope) -> tuple[RunStats, dict[str, int]] | None:
-    """What the resume did, and the workflows nothing here defines whose sessions it left
-    waiting (name -> sessions); ``None`` when nothing was unfinished."""
+async def _resume(engine: Engine, scope: Scope
+                  ) -> tuple[RunStats, dict[str, int], dict[str, tuple[int, str]]] | None:
+    """What the resume did; the workflows nothing here defines whose sessions it left
+    waiting (name -> sessions); and those it cannot load whose sessions were due, left
+    unfinished (name -> (sessions, why and how to load it)). ``None`` when nothing was
+    unfinished."""
     async with engine:
         rows = await engine.store.unfinished(tenant=scope.tenant)
         if not rows:
             return None
         now = engine.clock()
         codeless: dict[str, int] = {}
-        # Import every workflow first: a missing one must not stop the resume half-way.
-        # Sessions that wait for what has not come yet need none: they stay waiting.
-        for name in sorted({r.workflow for r in rows}):
-            try:
-                engine.workflow_named(name)
-            except UserError as e:
-                runnable = [r for r in rows if r.workflow == name and not r.parked_at(now)]
-                if runnable:
-                    raise UserError(f"cannot resume {len(runnable)} session(s) of workflow "
-                                    f"{name!r}: {e}") from None
+        unloaded: dict[str, tuple[int, str]] = {}
+        # A workflow that cannot be loaded here must not stop the others: the engine runs
+        # those it can load. Sessions that wait for what has not come yet need none.
+        for name, why in unloadable({r.workflow for r in rows}, "resume").items():
+            due = sum(r.workflow == name and not r.parked_at(now) for r in rows)
+            if due:
+                unloaded[name] = (due, why)
+            else:
                 codeless[name] = sum(r.workflow == name for r in rows)
-        due = sum(not r.parked_at(now) for r in rows)
+        due = sum(not r.parked_at(now) for r in rows) - sum(n for n, _ in unloaded.values())
         stats = RunStats()
         with session_progress(due, "resuming") as on_done:
             results = await scope.view(engine).resume(on_done=on_done)
         for res in results:
             stats.add(res)
     stats.stop()
-    return stats, codeless
+    return stats, codeless, unloaded

@@ -13,6 +13,7 @@ from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
+    USAGE_ERROR,
     AllTenantsOption,
     BusyTimeoutOption,
     ConcurrencyOption,
@@ -33,6 +34,7 @@ from convoy.cli._common import (
     tenant_scope,
     workflow_names,
 )
+from convoy.cli._loading import unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     exit_if_strict,
@@ -83,12 +85,14 @@ def retry(
     retry. Select by IDs, or by --status, --error-type and --workflow (all must match),
     among the sessions of the tenant --tenant names (default: 'default'), or of every
     tenant with --all-tenants; a retry belongs to its session's tenant. Workflows with
-    explicit names need '--import MODULE'.
+    explicit names need '--import MODULE': if a selected session's workflow cannot be
+    loaded here, nothing is retried (a dry run says the same), one line says how to load it.
 
     Exit codes: 0 when the retries ran (even if some failed again, unless --strict); 1
     when a store error stopped them (run 'convoy resume' to finish), or with --strict when
-    a retry did not complete; 2 on usage errors; 130 when interrupted (Ctrl-C: 'convoy
-    resume' finishes the retries already created).
+    a retry did not complete; 2 on usage errors (and when a selected session's workflow
+    cannot be loaded here); 130 when interrupted (Ctrl-C: 'convoy resume' finishes the
+    retries already created).
 
     Example: `convoy retry --status failed --error-type ConnectionError --dry-run`
     """
@@ -104,6 +108,15 @@ def retry(
         out.print("nothing to retry: no session that finished without completing matches "
                   "(sessions already retried are not selected again)", markup=False)
         return
+    # Checked first, so that a dry run says what the retry would (which creates nothing
+    # then): a session can be retried only where its workflow loads.
+    unloaded = unloadable({r.workflow for r in rows}, "retry")
+    for name, why in unloaded.items():
+        n = sum(r.workflow == name for r in rows)
+        err.print(f"error: cannot retry {n} session(s) of workflow {name!r}: {why}",
+                  markup=False, soft_wrap=True)
+    if unloaded:
+        raise typer.Exit(USAGE_ERROR)
     if dry_run:
         out.print(_plan_table(rows))
         out.print(f"{plural(len(rows), 'session')} would be retried; run the same command "

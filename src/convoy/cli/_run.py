@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from convoy import Engine, SessionResult, Workflow, load_workflow
+from convoy import Engine, SessionResult, Workflow
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -28,6 +28,7 @@ from convoy.cli._common import (
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, InputLine, InvalidLine, read_inputs
+from convoy.cli._loading import workflow_argument
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
@@ -103,7 +104,7 @@ def run(
     with stop_signals() as stop:
         workflows_from_cwd()
         with convoy_errors():
-            wf = load_workflow(workflow)
+            wf = workflow_argument(workflow)
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout, interceptors=tracing(trace))
         with convoy_errors():

@@ -13,13 +13,14 @@ from convoy._stats import percentile
 from convoy.resilience._classify import error_kind_of
 
 #: Why a session is still unfinished after a command: it waits for a timer or a signal,
-#: another live engine owns it, it started on another workflow version, or a store error
-#: (or a lost lease) interrupted it.
-LeftReason = Literal["waiting", "owned", "version", "interrupted"]
+#: another live engine owns it, it started on another workflow version, its workflow could
+#: not be loaded here, or a store error (or a lost lease) interrupted it.
+LeftReason = Literal["waiting", "owned", "version", "code", "interrupted"]
 LEFT_LABELS: dict[LeftReason, str] = {
     "waiting": "waiting (timer or signal)",
     "owned": "owned by another engine",
     "version": "other workflow version",
+    "code": "workflow not loaded here",
     "interrupted": "interrupted (resume later)",
 }
 
@@ -30,6 +31,8 @@ def left_reason(res: SessionResult[Any]) -> LeftReason | None:
         return None
     if (res.error or {}).get("type") == "VersionMismatch":
         return "version"
+    if (res.error or {}).get("type") == "WorkflowNotFound":
+        return "code"
     if res.status == "running":
         return "owned"
     if res.status == "waiting":

@@ -58,6 +58,9 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
     was recorded with, finding the workflow among those it was given
     (``Engine(workflows=...)``) or that were decorated in a module it has imported
     (``convoy resume --import myapp.flows``); a ``"module:function"`` name is imported.
+    A workflow defined in a script run directly is named ``"__main__:function"``, which
+    no other process can import: only that script resumes its sessions. Define it (and
+    the types it uses) in a module the script imports for other processes to resume them.
     Bump ``version`` when you change the steps a workflow takes; sessions remember the
     version they started with. ``agents`` are agents that handoffs and workers named by
     string may resolve to, besides those the workflow runs (see :class:`~convoy.Agent`).
@@ -87,6 +90,19 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
     return build(fn) if fn is not None else build
 
 
+class WorkflowNotFound(UserError):
+    """No workflow named ``workflow`` is registered in this process, and the name does not
+    lead to one: an explicit name whose module was not imported, or a ``"__main__:..."``
+    name recorded by a script. Commands catch it to say how *they* load the module."""
+
+    def __init__(self, message: str, workflow: str) -> None:
+        super().__init__(message)
+        self.workflow = workflow
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (str(self), self.workflow))
+
+
 #: Every workflow decorated in this process, by name.
 _REGISTRY: dict[str, Workflow[Any, Any]] = {}
 
@@ -96,6 +112,18 @@ def registered_workflow(name: str) -> Workflow[Any, Any] | None:
     return _REGISTRY.get(name)
 
 
+def script_workflow(name: str, instead: str | None = None) -> str:
+    """What to do about ``"__main__:NAME"``: a workflow defined in a script run directly,
+    whose sessions no other process can load (``instead``: what to run in the script)."""
+    short = name.partition(":")[2].rpartition(".")[2]
+    instead = instead or "resume its sessions from that script (await engine.resume())"
+    return (f"workflow {name!r} was defined in a script run directly ('__main__'), which "
+            f"no other process can import; {instead}, and for the sessions it starts from "
+            "then on, define the workflow (and the types it uses) in a module the script "
+            f"imports, with an explicit name (@convoy.workflow(name={short!r})): any process "
+            "that imports that module can resume them")
+
+
 def load_workflow(ref: str) -> Workflow[Any, Any]:
     """Import ``"package.module:attribute"`` and return the workflow it names."""
     module_name, sep, attr = ref.partition(":")
@@ -103,9 +131,11 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
         found = _REGISTRY.get(ref)
         if found is not None:
             return found
-        raise UserError(f"workflow {ref!r} is not registered in this process and is not a "
-                        "'package.module:name' reference; import the module that defines "
-                        "it (convoy resume --import MODULE) or pass Engine(workflows=[...])")
+        raise WorkflowNotFound(f"workflow {ref!r} is not registered in this process and is "
+                               "not a 'package.module:name' reference; import the module "
+                               "that defines it, or pass Engine(workflows=[...])", ref)
+    if module_name == "__main__" and registered_workflow(ref) is None:
+        raise WorkflowNotFound(script_workflow(ref), ref)
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

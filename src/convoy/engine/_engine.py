@@ -43,7 +43,12 @@ from convoy._errors import (
 )
 from convoy._text import readable_validation_error, storable_json
 from convoy.cost._pricing import PriceTable
-from convoy.definitions._workflow import Workflow, load_workflow, registered_workflow
+from convoy.definitions._workflow import (
+    Workflow,
+    load_workflow,
+    registered_workflow,
+    script_workflow,
+)
 from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._cancel import (
@@ -63,6 +68,7 @@ from convoy.engine._results import (
     _result_of,
     _unfinished_result,
     _version_skip,
+    _workflow_skip,
 )
 from convoy.engine._runtime import Runtime, _run_session
 from convoy.engine._stored import StoredWorkflow
@@ -520,8 +526,10 @@ class Engine(SessionControl, SubjectRights):
                            ) -> SessionResult[OutT] | None:
         """The result for a known session that must not run now, or ``None`` to run it."""
         if row.workflow != wf.name:
+            fix = (f": {script_workflow(row.workflow)}" if row.workflow.startswith("__main__:")
+                   else "; pick another session id")
             raise UserError(f"session {row.id!r} belongs to workflow {row.workflow!r}, not "
-                            f"{wf.name!r}; pick another session id")
+                            f"{wf.name!r}{fix}")
         if not row.unfinished:
             return _result_of(wf, row)
         if row.version != wf.version and not await self._adopt_version(wf, row):
@@ -605,12 +613,14 @@ class Engine(SessionControl, SubjectRights):
         """Run every unfinished session that can run now (after a crash, a stop, or when a
         timer is due or a signal arrived), and report the others. Only the sessions it runs
         need their workflow (registered, or importable by name): one that waits for what
-        has not come yet is reported as waiting either way.
+        has not come yet is reported as waiting either way, and one whose workflow this
+        process cannot load stays unfinished while the others run.
 
         Completed steps replay from the journal: no model or tool is called twice. The
         results of sessions that did not run say why: ``waiting`` (a timer not yet due or
         no signal yet), ``running`` (another live engine owns it), or their status with an
-        error explaining a workflow version this code does not have.
+        error: ``VersionMismatch`` for a workflow version this code does not have,
+        ``WorkflowNotFound`` for a workflow it cannot load (the message says how to).
         """
         return await self._resume(None, on_done)
 
@@ -625,8 +635,17 @@ class Engine(SessionControl, SubjectRights):
         for row in rows:
             if not row.parked_at(now):
                 by_wf.setdefault(row.workflow, []).append(row)
-        workflows = {name: self.workflow_named(name) for name in by_wf}  # all import, or none run
+        # Load every workflow first, and run what loads: a session whose code is not here
+        # (a retired workflow, a script's) must not hold up the others after a crash.
+        workflows: dict[str, Workflow[Any, Any]] = {}
         for name, group in by_wf.items():
+            try:
+                workflows[name] = self.workflow_named(name)
+            except UserError as e:
+                results.extend(_workflow_skip(row, str(e)) for row in group)
+        for name, group in by_wf.items():
+            if name not in workflows:
+                continue
             wf = workflows[name]
             jobs: list[_Job] = []
             for row in group:

@@ -116,4 +116,14 @@ def _version_skip(wf: Workflow[Any, Any], row: SessionRow) -> SessionResult[Any]
     return res
 
 
+def _workflow_skip(row: SessionRow, problem: str) -> SessionResult[Any]:
+    """The result of a session that must run but whose workflow this process cannot load
+    (``problem``: why, and how to load it)."""
+    res = _unfinished_result(row)
+    res.status = "pending" if row.status in RUNNABLE else res.status
+    res.error = {"type": "WorkflowNotFound", "message": (
+        f"session {row.id!r} was not resumed: {problem}")}
+    return res
+
+
 __all__ = ["ReplayResult", "ResultStatus", "SessionFailed", "SessionResult"]

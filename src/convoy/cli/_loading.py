@@ -1,0 +1,72 @@
+"""How commands say that a workflow cannot be loaded here, each with its own fix: the
+library's error names no command, since only the command knows how it loads modules
+(``--import MODULE``, a ``MODULE:WORKFLOW`` argument)."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from collections.abc import Iterable
+from typing import Any
+
+from convoy import UserError, Workflow, load_workflow
+from convoy.cli._common import fail
+from convoy.definitions._workflow import WorkflowNotFound, registered_workflow, script_workflow
+
+_EXAMPLE = "e.g. 'examples.approvals:expense'"
+
+#: What a script's own code calls instead, by command (for a ``__main__:`` workflow).
+_IN_SCRIPT = {"resume": "resume its sessions from that script (await engine.resume())",
+              "retry": "retry its sessions from that script (await engine.retry(ID))",
+              "replay": "replay its sessions from that script (await engine.replay(ID))"}
+
+
+def cannot_load(e: UserError, command: str) -> str:
+    """Why a stored session's workflow cannot be loaded, and how to load it with
+    ``convoy COMMAND`` (which takes ``--import MODULE``)."""
+    if not isinstance(e, WorkflowNotFound):
+        return str(e)  # a module that does not import, an attribute it lacks: said there
+    if e.workflow.startswith("__main__:"):
+        return script_workflow(e.workflow, _IN_SCRIPT.get(command))
+    return ("nothing imported here defines it (an explicit name does not say which module "
+            f"does); run 'convoy {command} --import MODULE' with the module that defines it")
+
+
+def unloadable(names: Iterable[str], command: str) -> dict[str, str]:
+    """The workflows among ``names`` this process cannot load, with why and how to load
+    them for ``convoy COMMAND``."""
+    problems: dict[str, str] = {}
+    for name in sorted(set(names)):
+        if registered_workflow(name) is not None:
+            continue
+        try:
+            load_workflow(name)
+        except UserError as e:
+            problems[name] = cannot_load(e, command)
+    return problems
+
+
+def workflow_argument(ref: str) -> Workflow[Any, Any]:
+    """The workflow a ``MODULE:WORKFLOW`` argument names; one line and exit 2 for one
+    that names none (other load errors are the caller's to report)."""
+    try:
+        return load_workflow(ref)
+    except WorkflowNotFound:
+        fail(_not_a_reference(ref))
+
+
+def _not_a_reference(ref: str) -> str:
+    """What to write instead of ``ref``: a module's workflows if it is a module."""
+    try:
+        module = importlib.import_module(ref) if importlib.util.find_spec(ref) else None
+    except Exception:  # not a module (or one that fails to import): say what the form is
+        module = None
+    if module is None:
+        return (f"workflow {ref!r} is not a MODULE:WORKFLOW reference; name the module that "
+                f"defines it and the workflow in it ({_EXAMPLE})")
+    names = sorted(n for n, v in vars(module).items() if isinstance(v, Workflow))
+    if not names:
+        return (f"{ref!r} is a module that defines no workflow at top level; name a workflow "
+                f"as MODULE:WORKFLOW ({_EXAMPLE})")
+    return (f"{ref!r} is a module; name one of its workflows as MODULE:WORKFLOW: "
+            f"{', '.join(f'{ref}:{n}' for n in names)}")
