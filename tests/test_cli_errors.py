@@ -77,6 +77,16 @@ def test_db_under_a_regular_file_is_one_line() -> None:
     one_line_error(res, 2, "'somefile.txt' is a file, not a directory")
 
 
+def test_a_db_that_is_not_a_regular_file_is_one_line() -> None:
+    """/dev/null (a device) made writing commands fail with SQLite's 'cannot rollback -
+    no transaction is active'."""
+    write_jsonl(Path("in.jsonl"), GOOD)
+    said = "--db '/dev/null' is not a regular file (a device, a pipe or a socket)"
+    for args in (("run", FLOW, "-i", "in.jsonl"), ("state", "set", "ns", "k", "1"),
+                 ("sessions", "list")):
+        one_line_error(cli(*args, "--db", "/dev/null"), 2, said)
+
+
 def test_an_empty_db_is_said_to_be_empty() -> None:
     write_jsonl(Path("in.jsonl"), GOOD)
     for args in (("run", FLOW, "-i", "in.jsonl"), ("sessions", "list"), ("db", "info")):

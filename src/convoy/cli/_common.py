@@ -375,6 +375,9 @@ def check_db_path(db: str, *, create: bool = False) -> None:
         fail(f"--db: {e}")
     if path.is_dir():
         fail(f"--db {db!r} is a directory, not a Convoy store file")
+    if path.exists() and not path.is_file():  # /dev/null, a FIFO, a socket
+        fail(f"--db {db!r} is not a regular file (a device, a pipe or a socket), so it "
+             "cannot hold a Convoy store; pass a file path or a postgresql:// URL")
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
