@@ -87,6 +87,15 @@ def test_a_db_that_is_not_a_regular_file_is_one_line() -> None:
         one_line_error(cli(*args, "--db", "/dev/null"), 2, said)
 
 
+def test_a_relative_sqlite_url_says_which_file_it_named() -> None:
+    """sqlite:///tmp/x.db is tmp/x.db here (three slashes: a relative path), which a user
+    meaning /tmp/x.db could not tell from 'no Convoy store at ...'."""
+    res = cli("sessions", "list", "--db", "sqlite:///tmp/x.db")
+    one_line_error(res, 2, "no Convoy store at 'sqlite:///tmp/x.db' (the file 'tmp/x.db', "
+                   "relative to the current directory: an absolute path takes four "
+                   "slashes, sqlite:////path)")
+
+
 def test_an_empty_db_is_said_to_be_empty() -> None:
     write_jsonl(Path("in.jsonl"), GOOD)
     for args in (("run", FLOW, "-i", "in.jsonl"), ("sessions", "list"), ("db", "info")):

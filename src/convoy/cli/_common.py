@@ -526,8 +526,14 @@ def require_store(db: str) -> None:
     check_db_path(db)
     if is_postgres_url(db):
         return
-    if not sqlite_path(db).exists():
-        fail(f"no Convoy store at {db!r}; pass --db PATH or set CONVOY_DB "
+    path = sqlite_path(db)
+    if not path.exists():
+        # A URL's path is read as RFC 3986 and SQLAlchemy read it: sqlite:///x.db is x.db in
+        # the current directory, sqlite:////abs/x.db is /abs/x.db. Say which file it was.
+        where = f" (the file {str(path)!r}, relative to the current directory: an " \
+                "absolute path takes four slashes, sqlite:////path)" \
+            if db.startswith("sqlite:///") and not path.is_absolute() else ""
+        fail(f"no Convoy store at {db!r}{where}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
 
 
