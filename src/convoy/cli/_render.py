@@ -367,7 +367,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("created", fmt_time(row.created))
     if row.started is not None and row.finished is not None:
         info.add_row("finished", f"{fmt_time(row.finished)} "
-                     f"(ran {fmt_duration(row.finished - row.started)})")
+                     f"({fmt_duration(row.finished - row.started)} after it started, waits "
+                     "included)")
     if row.status == "running" and row.owner is not None:
         lease = "" if row.lease_until is None else (
             f" (lease until {fmt_time(row.lease_until)}"
