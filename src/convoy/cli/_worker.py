@@ -11,6 +11,7 @@ import typer
 from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
+from convoy._command import word
 from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -73,8 +74,9 @@ class WaitNotice:
     but sessions that keep it from being idle (timers not yet due, for one), and another
     only when what it waits for changes (the next due time), not one at each poll."""
 
-    def __init__(self, clock: Callable[[], float]) -> None:
+    def __init__(self, clock: Callable[[], float], later: str) -> None:
         self.clock = clock
+        self.later = later  # what runs them later: 'convoy worker' or 'convoy resume'
         self.said: object = None
 
     def __call__(self, rows: list[SessionRow]) -> None:
@@ -86,8 +88,7 @@ class WaitNotice:
             them = "it" if len(due) == 1 else "them"
             line = (f"waiting for {whose} {fmt_time(due[0])} (in "
                     f"{_until(due[0] - self.clock())}); Ctrl-C stops the worker and leaves "
-                    f"{them} waiting, for a later 'convoy worker' or 'convoy resume' to run "
-                    f"once due")
+                    f"{them} waiting, for a later {self.later} to run once due")
         else:
             statuses = Counter(r.status for r in rows)
             key = tuple(sorted(statuses.items()))
@@ -169,13 +170,15 @@ def worker(
         scope = tenant_scope(tenant, all_tenants)
         modules = [*(modules or ()), *(imports or ())]
         if not modules:
-            fail("name the modules that define the workflows to serve: 'convoy worker "
-                 "myapp.flows' (or --import myapp.flows)")
+            fail("name the modules that define the workflows to serve: "
+                 f"{scope.command('worker myapp.flows', db)} (or --import myapp.flows)")
         check_db_path(db, create=True)  # before the modules' import code runs
         workflows = workflows_in(import_modules(modules))
         if not workflows:
             fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
                  "modules whose @convoy.workflow functions should run here")
+        serve_them = scope.command(" ".join(["worker", *map(word, modules)]), db)
+        later = f"{serve_them} or {scope.command('resume', db)}"
         log = SessionLog()
         chain: list[Interceptor] = [log, *tracing(trace)]
         server = None
@@ -204,11 +207,11 @@ def worker(
                           f"{scope.tenant!r}"))
             with convoy_errors():
                 left = stop.run(_serve(engine, scope, until_idle, poll_interval,
-                                       {w.name for w in workflows}, serving))
+                                       {w.name for w in workflows}, serving, later))
         except (Stopped, KeyboardInterrupt) as e:
             err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the "
                       "sessions it was running continue from their journal with the next "
-                      "worker or 'convoy resume'", markup=False, soft_wrap=True)
+                      f"worker or {scope.command('resume', db)}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
         finally:
             if server is not None:
@@ -222,10 +225,10 @@ def worker(
 
 
 async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: float,
-                 served: set[str], serving: str) -> Counter[str]:
+                 served: set[str], serving: str, later: str) -> Counter[str]:
     async with engine:  # (a store it cannot open is the one line said, not this one)
         err.print(serving, markup=False, style="dim", soft_wrap=True)
         await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval,
-                                       on_wait=WaitNotice(engine.clock))
+                                       on_wait=WaitNotice(engine.clock, later))
         return Counter(r.status for r in await engine.store.unfinished(tenant=scope.tenant)
                        if r.workflow in served)
