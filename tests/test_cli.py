@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -406,6 +407,57 @@ def test_worker_wakes_a_session_whose_timer_is_due(monkeypatch: pytest.MonkeyPat
     assert session(sid).output == '"rested"'
 
 
+def test_worker_until_idle_says_it_waits_for_a_timer(background: Callable[..., Background],
+                                                      ) -> None:
+    """A session asleep for an hour keeps 'convoy worker --until-idle' from being idle:
+    it says so, in one line, instead of waiting the hour in silence (in CI, a hang)."""
+    run_ok(lines=["3600"], flow="cli_flows:nap")
+    worker = background("worker", "cli_flows", "--until-idle", "--poll-interval", "0.01")
+    line = worker.wait_for_line("waiting for")
+    assert line.startswith("waiting for 1 session's timer, due at "), line
+    assert re.search(r"due at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(in (59|60) min\); Ctrl-C",
+                     line), line
+    res = worker.stop()
+    assert res.code == 130, res.stderr
+    assert res.stderr.count("waiting for") == 1, res.stderr  # one line, not one a poll
+
+
+class Ticking(FakeClock):
+    """A fake clock that moves a second each time it is read once ``on``: a worker that
+    polls sees its timers come due, however fast the machine is."""
+
+    on = False
+
+    def __call__(self) -> float:
+        if self.on:
+            self.t += 1
+        return self.t
+
+
+def test_worker_until_idle_says_again_only_when_the_next_timer_changes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = Ticking(T0)
+    real = common.store_from_url
+    monkeypatch.setattr(common, "store_from_url",
+                        lambda *a, **kw: real(*a, **{**kw, "clock": clock}))
+    run_ok(lines=["30", "90"], flow="cli_flows:nap")
+    clock.on = True
+    res = cli("worker", "cli_flows", "--until-idle", "--poll-interval", "0.01")
+    assert res.code == 0, res.stderr
+    lines = [x for x in res.stderr.splitlines() if x.startswith("waiting for")]
+    assert len(lines) == 2, res.stderr
+    assert lines[0].startswith("waiting for 2 sessions' timers, the next due at "), lines
+    assert lines[1].startswith("waiting for 1 session's timer, due at "), lines
+    assert "left unfinished: none" in res.stdout
+
+
+def test_worker_help_says_timers_are_waited_for() -> None:
+    res = cli("worker", "--help")
+    assert res.code == 0
+    text = " ".join(re.sub(r"[│╭╮╰╯─]", " ", res.stdout).split())
+    assert "waiting for a timer" in text and "are waited for" in text, text
+
+
 def test_a_signal_the_wait_refuses_is_one_warning_line_and_the_session_waits(
         workdir: Path) -> None:  # noqa: F811
     """The real command: 'convoy resume' says on stderr, in one 'warning:' line, that the
@@ -803,7 +855,8 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     again.wait_for_line("holding a")
     res = again.stop(sig)
     assert res.code == code, res.stderr
-    assert "interrupted: run 'convoy resume' again to finish" in res.stderr, res
+    # (on the store the command was given)
+    assert "interrupted: run 'convoy resume --db c.db' again to finish" in res.stderr, res
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
     (tmp_path / "hold").unlink()
     done = cli("resume", "--db", "c.db", "--import", "cli_flows")

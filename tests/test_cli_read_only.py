@@ -119,7 +119,9 @@ def test_a_feature_whose_addon_is_missing_reads_as_nothing_there(backend: Backen
     assert info["addons_missing"] == ["agent_config", "alerts", "subjects"]
     assert info["sessions"] == {"completed": 3, "waiting": 1}
     text = cli("db", "info", "--db", db).stdout
-    assert "missing agent_config, alerts, subjects ('convoy db migrate' adds them" in text
+    # (the command to run names the store, as --db did)
+    assert "missing agent_config, alerts, subjects ('convoy db migrate --db " in text
+    assert "' adds them" in text
     assert cli("db", "migrate", "--db", db).code == 0
     assert json.loads(cli("db", "info", "--json", "--db", db).stdout)["addons_missing"] == []
 

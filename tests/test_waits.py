@@ -386,3 +386,33 @@ def test_the_refusals_a_wait_record_holds_are_read_only_in_the_shape_written() -
                    "[" * 100_000):
         assert signals_refused(wait(result)) is None, result
     assert signals_refused(wait(json.dumps({"refused": second}), "completed")) is None
+
+
+async def test_serve_until_idle_says_which_timers_it_waits_for(db: str | Path) -> None:
+    """Nothing can run now, but timers keep the server from being idle: ``on_wait`` gets
+    the sessions it waits for each time it finds that, so a worker can say so (the first
+    one is due first, then only the second is left)."""
+    clock = FakeClock()
+    seen: list[list[tuple[str, float | None]]] = []
+    waiting = asyncio.Event()
+
+    def on_wait(rows: list[Any]) -> None:
+        seen.append(sorted((r.id, r.wake_at) for r in rows))
+        waiting.set()
+
+    async with _engine(db, clock, workflows=[nap_flow]) as eng:
+        t0 = clock.now
+        assert (await eng.run(nap_flow, 1, session_id="one")).status == "waiting"
+        assert (await eng.run(nap_flow, 2, session_id="two")).status == "waiting"
+        server = asyncio.create_task(eng.serve(until_idle=True, poll_interval=0.01,
+                                               on_wait=on_wait))
+        await asyncio.wait_for(waiting.wait(), 30)  # (a limit for a broken setup only)
+        assert seen[0] == [("one", t0 + 3600), ("two", t0 + 7200)]
+        waiting.clear()
+        clock.advance(3600)
+        while seen[-1] != [("two", t0 + 7200)]:
+            await asyncio.wait_for(waiting.wait(), 30)
+            waiting.clear()
+        clock.advance(3600)
+        await asyncio.wait_for(server, 30)
+        assert await eng.store.counts() == {"completed": 2}

@@ -44,6 +44,7 @@ from convoy import (
     UserError,
     infer_model,
 )
+from convoy._command import command
 from convoy._errors import NoStoreError
 from convoy._text import (
     NOT_FINITE,
@@ -166,6 +167,13 @@ class Scope:
         """How to see other tenants, when the default tenant was not asked for."""
         return "" if self.named else " (other tenants: --tenant NAME or --all-tenants)"
 
+    def command(self, args: str, db: str | None = None, *, quote: bool = True) -> str:
+        """``'convoy ARGS'`` with ``--db db`` and this scope's ``--tenant`` or
+        ``--all-tenants``, where the next command would not get them anyway
+        (:func:`convoy._command.command`)."""
+        return command(args, db=db, tenant=self.tenant, all_tenants=self.tenant is None,
+                       quote=quote)
+
     def view(self, engine: Engine) -> Engine | Tenant:
         """The engine as this scope sees it."""
         return engine if self.tenant is None else engine.tenant(self.tenant)
@@ -217,8 +225,8 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
 def unknown_session(db: str, scope: Scope, session_id: str) -> NoReturn:
     """Exit with the one message every command gives for an unknown session id (or one of
     another tenant than the scope's): the store as ``label`` names it (no password)."""
-    fail(f"no session {quoted(session_id)}{scope.of} in {label(db)!r}; 'convoy sessions list' "
-         f"shows the ids{scope.hint}")
+    fail(f"no session {quoted(session_id)}{scope.of} in {label(db)!r}; "
+         f"{scope.command('sessions list', db)} shows the ids{scope.hint}")
 
 
 async def require_session(engine: Engine, scope: Scope, session_id: str, db: str) -> None:

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from convoy import ESCALATION, Engine, UserError
+from convoy._command import command
 from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -33,9 +34,13 @@ from convoy.cli._common import (
 )
 from convoy.cli._deciders import decider_engine, who_decides
 
-#: What runs a session a signal woke.
-_CONTINUES = ("'convoy worker MODULE' or 'convoy resume' continues it ('convoy resume "
-              "--import MODULE' for a workflow with an explicit name)")
+
+def _continues(scope: Scope, db: str) -> str:
+    """What runs a session a signal woke."""
+    return (f"{scope.command('worker MODULE', db)} or {scope.command('resume', db)} continues "
+            f"it ({scope.command('resume --import MODULE', db)} for a workflow with an "
+            "explicit name)")
+
 
 
 def signal(
@@ -103,9 +108,11 @@ def signal(
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value
         out.print(f"answered the escalation of session {session_id}: {action}"
-                  + ("" if action == "fail" else f"; {_CONTINUES}"), markup=False)
+                  + ("" if action == "fail" else f"; {_continues(scope, db)}"),
+                  markup=False, soft_wrap=True)
     else:
-        out.print(f"sent signal {name!r} to session {session_id}; {_CONTINUES}", markup=False)
+        out.print(f"sent signal {name!r} to session {session_id}; {_continues(scope, db)}",
+                  markup=False, soft_wrap=True)
 
 
 
@@ -189,6 +196,8 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
             # session hooks its input typed (they see it as stored otherwise).
             with suppress(Exception):
                 engine.workflow_named(row.workflow)
+        next_engine = (f"{command('worker', db=db, tenant=row.tenant)} or "
+                       f"{command('resume', db=db, tenant=row.tenant)}")
         if await view.cancel(session_id, by=by) == "cancelled":
             return f"cancelled session {session_id}"
         row = await view.session(session_id)
@@ -196,12 +205,11 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
             return f"cancelled session {session_id}"
         if row.owner is None or row.lease_until is None:  # parked meanwhile: runnable
             return (f"cancel requested: session {session_id} is {row.status}; the engine "
-                    "that runs it next ('convoy worker', 'convoy resume') cancels it")
+                    f"that runs it next ({next_engine}) cancels it")
         # Its owner renews before its lease runs out, or the lease lapses and the engine
         # that takes the session over cancels it: either way within the lease left.
         left = max(1, math.ceil(row.lease_until - engine.clock()))
         return (f"cancel requested: session {session_id} is running on engine {row.owner}, "
                 f"which stops it at its next lease renewal (within about {left} s; if that "
                 "engine died, the engine that takes the session over cancels it; if it "
-                "parks first, the engine that runs it next, 'convoy worker' or 'convoy "
-                "resume', does)")
+                f"parks first, the engine that runs it next, {next_engine}, does)")

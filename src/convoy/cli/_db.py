@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
+from convoy._command import command
 from convoy._errors import JournalError
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -111,15 +112,17 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(f"store           {label(db)}", markup=False)
     if summary is None:
         out.print(f"schema version  {version} (this Convoy writes {SCHEMA_VERSION}: run "
-                  "'convoy db migrate' to upgrade it)", markup=False)
+                  f"{command('db migrate', db=db)} to upgrade it)", markup=False,
+                  soft_wrap=True)
         return
     out.print(f"schema version  {version}", markup=False)
     out.print(f"journal entries {summary.journal_entries:,}", markup=False)
     out.print(f"state keys      {summary.state_keys:,}", markup=False)
     out.print(f"tenants         {summary.tenants:,}", markup=False)
     if summary.addons_missing:
-        out.print(f"add-ons         missing {', '.join(summary.addons_missing)} ('convoy db "
-                  "migrate' adds them; until then they read as empty)", markup=False)
+        out.print(f"add-ons         missing {', '.join(summary.addons_missing)} "
+                  f"({command('db migrate', db=db)} adds them; until then they read as "
+                  "empty)", markup=False, soft_wrap=True)
     if not summary.sessions:
         out.print("sessions        0", markup=False)
         return

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
+from convoy._command import command
 from convoy._text import escaped, printable, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -121,7 +122,7 @@ def list_(status: Annotated[str, typer.Option(
     if as_json:
         typer.echo(json.dumps([_task_json(t) for t in tasks], indent=2))
         if sealed:
-            err.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
+            err.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     else:
         if not tasks:
             out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in "
@@ -129,11 +130,11 @@ def list_(status: Annotated[str, typer.Option(
         else:
             out.print(_table(tasks, status, scope))
         if sealed:
-            out.print(_sealed_note(sealed, engine), markup=False, soft_wrap=True)
+            out.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     warn_left_out(left_out, "inbox")
 
 
-def _sealed_note(sealed: list[str], engine: Engine) -> str:
+def _sealed_note(sealed: list[str], engine: Engine, scope: Scope, db: str) -> str:
     """One line on the tasks that stayed sealed (left out of the list)."""
     n = len(sealed)
     which = f"{n} task is sealed" if n == 1 else f"{n} tasks are sealed"
@@ -144,8 +145,8 @@ def _sealed_note(sealed: list[str], engine: Engine) -> str:
                 "engine ran with to see them")
     sessions = sorted({session_of(t) for t in sealed})
     return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
-            f"end the sessions that wait for them with 'convoy cancel "
-            f"{' '.join(sessions[:5])}'")
+            f"end the sessions that wait for them with "
+            f"{scope.command('cancel ' + ' '.join(sessions[:5]), db)}")
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
@@ -270,7 +271,7 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
     done: HumanTask = _run(engine, scope, act)
-    _decided(done)
+    _decided(done, db)
 
 
 def _start(task: HumanTask) -> Any:
@@ -283,11 +284,13 @@ _DONE = {"answer": "answered", "approve": "approved", "edit": "approved with cha
          "reject": "rejected"}
 
 
-def _decided(task: HumanTask) -> None:
+def _decided(task: HumanTask, db: str) -> None:
     d = task.decision
     assert d is not None
-    out.print(f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by}); 'convoy worker' "
-              f"or 'convoy resume' continues session {task.session_id}", markup=False)
+    worker = command("worker", db=db, tenant=task.tenant)
+    resume = command("resume", db=db, tenant=task.tenant)
+    out.print(f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by}); {worker} or "
+              f"{resume} continues session {task.session_id}", markup=False, soft_wrap=True)
 
 
 @inbox_app.command("approve")
@@ -319,7 +322,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
             from_sets(task.answer_schema, sets or [], _start(task))
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
-    _decided(_run(engine, scope, act))
+    _decided(_run(engine, scope, act), db)
 
 
 @inbox_app.command("reject")
@@ -334,7 +337,7 @@ def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
     who = who_decides(by)
     engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
     _decided(_run(engine, scope, lambda inbox: inbox.reject(task_id, by=who,
-                                                             comment=comment)))
+                                                             comment=comment)), db)
 
 
 @inbox_app.command("comment")

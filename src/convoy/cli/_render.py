@@ -14,8 +14,9 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
+from convoy._command import command
 from convoy._text import escaped, printable, quoted, short
-from convoy.cli._common import RUN_FAILURE, fail, sealed_note
+from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
@@ -121,8 +122,9 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
     return t
 
 
-def print_failures(console: Console, stats: RunStats) -> None:
-    """The first few sessions that did not complete, with their error."""
+def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
+    """The first few sessions that did not complete, with their error (and the commands
+    that show the rest, on store ``db`` in ``scope``)."""
     for res in stats.failures[:MAX_LISTED]:
         err = res.error or {}
         line = Text.assemble((res.id, "bold"), "  ", status_text(res.status), "  ",
@@ -131,10 +133,12 @@ def print_failures(console: Console, stats: RunStats) -> None:
         console.print(line)
     more = len(stats.failures) - MAX_LISTED
     if more > 0:
-        console.print(f"… and {more} more; see 'convoy sessions list --status STATUS'",
-                      markup=False)
+        console.print(f"… and {more} more; see "
+                      f"{scope.command('sessions list --status STATUS', db)}",
+                      markup=False, soft_wrap=True)
     if stats.failures:
-        console.print("details: convoy sessions show ID", markup=False)
+        console.print(f"details: {scope.command('sessions show ID', db, quote=False)}",
+                      markup=False, soft_wrap=True)
 
 
 def exit_on_store_errors(stats: RunStats) -> None:
@@ -348,8 +352,14 @@ def journal_table(steps: Sequence[StepRecord]) -> Table:
 def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord],
                   *, now: float, retried_as: SessionRow | None = None,
                   cancel_requested: float | None = None,
-                  signal_queued: float | None = None) -> None:
+                  signal_queued: float | None = None, db: str | None = None) -> None:
+    """The session ``row`` and its journal; what comes next for it is said with the
+    commands to run, on the store ``db`` and as the session's tenant."""
     sid = escaped(row.id)  # (as every name it shows: escaped, never obeyed by a terminal)
+
+    def cmd(args: str, *, quote: bool = True) -> str:
+        return command(args, db=db, tenant=row.tenant, quote=quote)
+
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
     info.add_column()
@@ -431,33 +441,37 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and retried_as is None:
-        console.print(f"run it again as a new session: convoy retry {sid}", markup=False)
+        console.print(f"run it again as a new session: {cmd(f'retry {sid}', quote=False)}",
+                      markup=False, soft_wrap=True)
     task = _task_waited_for(row)
+    worker, resume = cmd("worker"), cmd("resume")
     if row.status == "escalated":
-        console.print(f"answer it: convoy inbox approve|reject {sid}:escalated", markup=False)
-        console.print(f"        or convoy signal {sid} convoy.escalation --payload "
-                      """'{"action": "retry"}' (or "complete" with a "result", or "fail")""",
-                      markup=False)
+        console.print(f"answer it: {cmd(f'inbox approve|reject {sid}:escalated', quote=False)}",
+                      markup=False, soft_wrap=True)
+        console.print(f"        or {cmd(f'signal {sid} convoy.escalation', quote=False)} "
+                      """--payload '{"action": "retry"}' (or "complete" with a "result", or """
+                      '"fail")', markup=False, soft_wrap=True)
     elif task is not None:
-        console.print(f"waiting for a person: convoy inbox show {task} (then a 'convoy "
-                      "worker' or 'convoy resume' continues it)", markup=False)
+        console.print(f"waiting for a person: {cmd(f'inbox show {task}', quote=False)} (then "
+                      f"a {worker} or {resume} continues it)", markup=False, soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
-        console.print(f"waiting: convoy signal {sid} {escaped(row.wait_name)} --payload JSON, then "
-                      "a 'convoy worker' (or 'convoy resume') continues it", markup=False)
+        console.print(f"waiting: {cmd(f'signal {sid} {escaped(row.wait_name)}', quote=False)} "
+                      f"--payload JSON, then a {worker} (or {resume}) continues it",
+                      markup=False, soft_wrap=True)
     elif row.status == "waiting":
-        console.print("waiting for its timer: a 'convoy worker' (or 'convoy resume' once it "
-                      "is due) continues it", markup=False)
+        console.print(f"waiting for its timer: a {worker} (or {resume} once it is due) "
+                      "continues it", markup=False, soft_wrap=True)
     elif row.status == "running" and row.owner is not None and \
             row.lease_until is not None and row.lease_until >= now:
         owner = escaped(row.owner)
         console.print(f"running on engine {owner}, which ends it cancelled at its next lease "
                       "renewal" if cancel_requested is not None else
                       f"running on engine {owner}; if that engine stops, its lease lapses and "
-                      "the next 'convoy worker' or 'convoy resume' continues it from its "
-                      "journal", markup=False)
+                      f"the next {worker} or {resume} continues it from its journal",
+                      markup=False, soft_wrap=True)
     elif row.unfinished and cancel_requested is not None:
-        console.print("a cancel is requested: the next 'convoy worker' or 'convoy resume' "
-                      "ends it cancelled", markup=False)
+        console.print(f"a cancel is requested: the next {worker} or {resume} ends it "
+                      "cancelled", markup=False, soft_wrap=True)
     elif row.unfinished:
-        console.print("not finished yet; 'convoy resume' (or re-running the same "
-                      "'convoy run') finishes it", markup=False)
+        console.print(f"not finished yet; {resume} (or re-running the same 'convoy run') "
+                      "finishes it", markup=False, soft_wrap=True)

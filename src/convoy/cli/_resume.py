@@ -80,7 +80,8 @@ def resume(
             with convoy_errors():
                 resumed = stop.run(_resume(engine, scope))
         except (Stopped, KeyboardInterrupt) as e:
-            err.print("interrupted: run 'convoy resume' again to finish", markup=False)
+            err.print(f"interrupted: run {scope.command('resume', db)} again to finish",
+                      markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     if resumed is None:
         out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"
@@ -92,7 +93,7 @@ def resume(
                   "defines; none is due yet (to resume them once one is, --import the "
                   "module that defines it)", markup=False, soft_wrap=True)
     out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
-    print_failures(out, stats)
+    print_failures(out, stats, db=db, scope=scope)
     warn_lost_spans(engine)
     for name, (n, why) in unloaded.items():
         err.print(f"error: cannot resume {n} session(s) of workflow {name!r}: {why}",

@@ -126,11 +126,11 @@ def retry(
     try:
         stats = run_async(_retry(engine, scope, rows))
     except KeyboardInterrupt:
-        err.print("interrupted: the retries already created are saved; 'convoy resume' "
-                  "finishes them", markup=False)
+        err.print("interrupted: the retries already created are saved; "
+                  f"{scope.command('resume', db)} finishes them", markup=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED) from None
     out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))
-    print_failures(out, stats)
+    print_failures(out, stats, db=db, scope=scope)
     exit_on_store_errors(stats)
     if strict:
         exit_if_strict(stats, "retries")

@@ -23,6 +23,7 @@ from convoy.cli._common import (
     label,
     out,
     tenant_option,
+    tenant_scope,
     tracing,
     warn_lost_spans,
     workflows_from_cwd,
@@ -102,6 +103,7 @@ def run(
     # First: from now on SIGINT (also one a background job inherited ignored) and SIGTERM
     # (a scheduler's stop) end the run as Ctrl-C does, its sessions saved.
     with stop_signals() as stop:
+        scope = tenant_scope(tenant, False)
         workflows_from_cwd()
         with convoy_errors():
             wf = workflow_argument(workflow)
@@ -120,11 +122,12 @@ def run(
                                       subject))
         except (Stopped, KeyboardInterrupt) as e:
             err.print("interrupted: unfinished sessions are saved; run the same command "
-                      "again (or 'convoy resume') to finish them", markup=False)
+                      f"again (or {scope.command('resume', db)}) to finish them",
+                      markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
                             batch.invalid, batch.identical))
-    print_failures(out, stats)
+    print_failures(out, stats, db=db, scope=scope)
     warn_lost_spans(engine)
     exit_on_store_errors(stats)
     if strict:

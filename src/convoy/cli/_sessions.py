@@ -135,7 +135,7 @@ def show_session(
                                   indent=2))
         else:
             print_session(out, row, steps, now=time.time(), retried_as=retried_as,
-                          cancel_requested=cancel, signal_queued=queued)
+                          cancel_requested=cancel, signal_queued=queued, db=db)
 
 
 class _Shown(NamedTuple):

@@ -10,12 +10,14 @@ import typer
 from rich.table import Table
 
 from convoy import UserError
+from convoy._command import word
 from convoy._text import check_name, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
     BusyTimeoutOption,
     DbOption,
+    Scope,
     TenantOption,
     check_db_path,
     count_option,
@@ -82,8 +84,9 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     require_store(db)
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
-        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
-             f"{short(namespace, 80)}' shows its keys")
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
+             f"{Scope(tenant).command(f'state list {word(short(namespace, 80))}', db)} "
+             "shows its keys")
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
@@ -131,7 +134,9 @@ def set_(namespace: NamespaceArg, key: KeyArg,
         now = (f"it is at version {res.entry.version}" if res.entry is not None
                else "it does not exist")
         fail(f"state {_where(namespace, key, tenant)} changed: the write expected version "
-             f"{expected} but {now}; nothing was written ('convoy state get' shows it)",
+             f"{expected} but {now}; nothing was written "
+             f"({Scope(tenant).command(f'state get {word(namespace)} {word(key)}', db)} "
+             "shows it)",
              RUN_FAILURE)
     woke = f"; woke {res.woken} waiting session(s)" if res.woken else ""
     out.print(f"{namespace}/{key} is at version {res.entry.version}{woke}", markup=False)
@@ -167,8 +172,9 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     left_out: list[LeftOut] = []
     entries = run_async(_history(db, tenant, namespace, key, limit, left_out))
     if not entries and not left_out:
-        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; 'convoy state list "
-             f"{short(namespace, 80)}' shows its keys")
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
+             f"{Scope(tenant).command(f'state list {word(short(namespace, 80))}', db)} "
+             "shows its keys")
     try:
         _print_history(namespace, key, entries, as_json)
     finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -10,6 +11,7 @@ import typer
 from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
+from convoy._command import word
 from convoy._text import short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -36,8 +38,9 @@ from convoy.cli._common import (
     tracing,
     warn_lost_spans,
 )
-from convoy.cli._render import plural, status_text
+from convoy.cli._render import fmt_time, plural, status_text
 from convoy.cli._stop import Stopped, stop_signals
+from convoy.stores import SessionRow
 
 
 class SessionLog(Interceptor):
@@ -66,6 +69,50 @@ def _detail(end: SessionEnd) -> str:
     return short(f"{e.get('type', 'error')}: {e.get('message', '')}", 100)
 
 
+class WaitNotice:
+    """With ``--until-idle``: one line on stderr when the worker finds nothing to run now
+    but sessions that keep it from being idle (timers not yet due, for one), and another
+    only when what it waits for changes (the next due time), not one at each poll."""
+
+    def __init__(self, clock: Callable[[], float], later: str) -> None:
+        self.clock = clock
+        self.later = later  # what runs them later: 'convoy worker' or 'convoy resume'
+        self.said: object = None
+
+    def __call__(self, rows: list[SessionRow]) -> None:
+        due = sorted(r.wake_at for r in rows if r.wake_at is not None)
+        if due:
+            key: object = due[0]
+            whose = ("1 session's timer, due at" if len(due) == 1 else
+                     f"{len(due):,} sessions' timers, the next due at")
+            them = "it" if len(due) == 1 else "them"
+            line = (f"waiting for {whose} {fmt_time(due[0])} (in "
+                    f"{_until(due[0] - self.clock())}); Ctrl-C stops the worker and leaves "
+                    f"{them} waiting, for a later {self.later} to run once due")
+        else:
+            statuses = Counter(r.status for r in rows)
+            key = tuple(sorted(statuses.items()))
+            line = (f"waiting for {plural(len(rows), 'session')} this worker cannot run now "
+                    f"({', '.join(f'{s} {n}' for s, n in sorted(statuses.items()))}: another "
+                    "engine runs them, or they need another workflow version); Ctrl-C to "
+                    "stop")
+        if key != self.said:
+            self.said = key
+            err.print(line, markup=False, soft_wrap=True)
+
+
+def _until(seconds: float) -> str:
+    """How far off a due time is: ``45 s``, ``59 min``, ``5.2 h``, ``3.0 days``."""
+    s = max(0.0, seconds)
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 90 * 60:
+        return f"{s / 60:.0f} min"
+    if s < 48 * 3600:
+        return f"{s / 3600:.1f} h"
+    return f"{s / 86400:.1f} days"
+
+
 def workflows_in(modules: list[ModuleType]) -> list[Workflow[Any, Any]]:
     """The workflows the modules define at top level (each once)."""
     found: dict[str, Workflow[Any, Any]] = {}
@@ -87,7 +134,9 @@ def worker(
              "takes it). Repeatable.")] = None,
     until_idle: Annotated[bool, typer.Option(
         "--until-idle", help="Return once no session of these workflows can run any more "
-        "(left: those waiting for a signal).")] = False,
+        "(left: those waiting for a signal or a person). Sessions waiting for a timer "
+        "(ctx.sleep) are waited for, however far off it is due: the worker says so in one "
+        "line; Ctrl-C stops it and leaves them waiting.")] = False,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
     db: DbOption = DEFAULT_DB,
@@ -121,13 +170,15 @@ def worker(
         scope = tenant_scope(tenant, all_tenants)
         modules = [*(modules or ()), *(imports or ())]
         if not modules:
-            fail("name the modules that define the workflows to serve: 'convoy worker "
-                 "myapp.flows' (or --import myapp.flows)")
+            fail("name the modules that define the workflows to serve: "
+                 f"{scope.command('worker myapp.flows', db)} (or --import myapp.flows)")
         check_db_path(db, create=True)  # before the modules' import code runs
         workflows = workflows_in(import_modules(modules))
         if not workflows:
             fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
                  "modules whose @convoy.workflow functions should run here")
+        serve_them = scope.command(" ".join(["worker", *map(word, modules)]), db)
+        later = f"{serve_them} or {scope.command('resume', db)}"
         log = SessionLog()
         chain: list[Interceptor] = [log, *tracing(trace)]
         server = None
@@ -156,11 +207,11 @@ def worker(
                           f"{scope.tenant!r}"))
             with convoy_errors():
                 left = stop.run(_serve(engine, scope, until_idle, poll_interval,
-                                       {w.name for w in workflows}, serving))
+                                       {w.name for w in workflows}, serving, later))
         except (Stopped, KeyboardInterrupt) as e:
             err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the "
                       "sessions it was running continue from their journal with the next "
-                      "worker or 'convoy resume'", markup=False)
+                      f"worker or {scope.command('resume', db)}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
         finally:
             if server is not None:
@@ -174,9 +225,10 @@ def worker(
 
 
 async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: float,
-                 served: set[str], serving: str) -> Counter[str]:
+                 served: set[str], serving: str, later: str) -> Counter[str]:
     async with engine:  # (a store it cannot open is the one line said, not this one)
         err.print(serving, markup=False, style="dim", soft_wrap=True)
-        await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval)
+        await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval,
+                                       on_wait=WaitNotice(engine.clock, later))
         return Counter(r.status for r in await engine.store.unfinished(tenant=scope.tenant)
                        if r.workflow in served)

@@ -659,17 +659,23 @@ class Engine(SessionControl, SubjectRights):
             results.extend(ran)
         return results
 
-    async def serve(self, *, until_idle: bool = False, poll_interval: float = 1.0) -> None:
+    async def serve(self, *, until_idle: bool = False, poll_interval: float = 1.0,
+                    on_wait: Callable[[list[SessionRow]], None] | None = None) -> None:
         """Run sessions as they become runnable: new ones, due timers, signalled waits, and
         sessions of engines that died. Runs until cancelled, or with ``until_idle`` until
         no session of a registered workflow can run any more: those left wait for a signal
         (or a person), without a timeout or with one more than :data:`IDLE_HORIZON`
         seconds away; a session that waits for a timer alone (``ctx.sleep``) is waited
-        for.
-        """
-        await self._serve(None, until_idle, poll_interval)
+        for, however far off it is due.
 
-    async def _serve(self, tenant: str | None, until_idle: bool, poll_interval: float) -> None:
+        ``on_wait`` (with ``until_idle``): called with the sessions that keep it from
+        returning (timers not yet due, sessions another engine runs) each time it finds
+        nothing it can run now but them, so a caller can say what it waits for.
+        """
+        await self._serve(None, until_idle, poll_interval, on_wait)
+
+    async def _serve(self, tenant: str | None, until_idle: bool, poll_interval: float,
+                     on_wait: Callable[[list[SessionRow]], None] | None = None) -> None:
         await self.open()
         wake = self._wake_event()
         next_sweep = 0.0
@@ -693,10 +699,12 @@ class Engine(SessionControl, SubjectRights):
                     left = [r for r in await self.store.unfinished(tenant=tenant)
                             if r.workflow in workflows]
                     soon = self.clock() + IDLE_HORIZON
-                    if all(r.status == "waiting" and (
-                            r.wake_at is None or (r.wait_name is not None and r.wake_at > soon))
-                           for r in left):  # (a signal's timer is its timeout)
+                    keep = [r for r in left if not (r.status == "waiting" and (
+                        r.wake_at is None or (r.wait_name is not None and r.wake_at > soon)))]
+                    if not keep:  # (a signal's timer is its timeout)
                         return
+                    if on_wait is not None:
+                        on_wait(keep)
                 nxt = await self.store.next_wake(tenant=tenant)
                 timeout = poll_interval if nxt is None else \
                     max(0.0, min(poll_interval, nxt - self.clock()))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from convoy._command import command
 from convoy._errors import UserError
 from convoy._text import blank, check_name, quoted
 
@@ -71,8 +72,8 @@ def unknown_session(session_id: str, store_url: str, tenant: str | None) -> User
     """The one error for a session id that does not exist, or belongs to another tenant
     than ``tenant``: the same words either way, so it tells nothing about other tenants."""
     where = f" of tenant {tenant!r}" if tenant is not None else ""
-    return UserError(f"no session {session_id!r}{where} in {store_url}; 'convoy sessions "
-                     "list' shows the ids")
+    listed = command("sessions list", db=store_url, tenant=tenant, all_tenants=tenant is None)
+    return UserError(f"no session {session_id!r}{where} in {store_url}; {listed} shows the ids")
 
 
 def taken_session(session_id: str) -> UserError:

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.engine._results import SessionResult
     from convoy.state._handle import State
-    from convoy.stores._protocol import Erasure
+    from convoy.stores._protocol import Erasure, SessionRow
 
 OutT = TypeVar("OutT")
 T = TypeVar("T")
@@ -101,10 +101,11 @@ class Tenant(SessionControl):
         """Run every unfinished session of this tenant that can run now."""
         return await self.__engine._resume(self.__name, on_done)
 
-    async def serve(self, *, until_idle: bool = False, poll_interval: float = 1.0) -> None:
+    async def serve(self, *, until_idle: bool = False, poll_interval: float = 1.0,
+                    on_wait: Callable[[list[SessionRow]], None] | None = None) -> None:
         """Run this tenant's sessions as they become runnable (:meth:`Engine.serve
         <convoy.Engine.serve>`)."""
-        await self.__engine._serve(self.__name, until_idle, poll_interval)
+        await self.__engine._serve(self.__name, until_idle, poll_interval, on_wait)
 
     # -- shared state --------------------------------------------------------------------
 

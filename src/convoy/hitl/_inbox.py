@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
+from convoy._command import command
 from convoy._errors import UserError
 from convoy._text import quoted
 from convoy.engine._escalation import answer_escalation
@@ -46,9 +47,10 @@ ESCALATED = "escalated"  # the step part of the id of a session-level escalation
 _SESSION_ACTION: dict[str, str] = {"approve": "retry", "edit": "complete", "reject": "fail"}
 
 
-def _unknown_task(task_id: str, tenant: str | None) -> UserError:
+def _unknown_task(task_id: str, tenant: str | None, store_url: str) -> UserError:
     where = f" of tenant {tenant!r}" if tenant is not None else ""
-    return UserError(f"no human task {quoted(task_id)}{where}; 'convoy inbox list' shows them")
+    listed = command("inbox list", db=store_url, tenant=tenant, all_tenants=tenant is None)
+    return UserError(f"no human task {quoted(task_id)}{where}; {listed} shows them")
 
 
 def _check_by(by: object) -> str:
@@ -179,21 +181,21 @@ class Inbox:
         sid = session_of(task_id)
         row = await engine.store.get_session(sid, tenant=self.__tenant)
         if row is None:
-            raise _unknown_task(task_id, self.__tenant)
+            raise _unknown_task(task_id, self.__tenant, engine.store.url)
         entry = await engine.store.state_get(row.tenant, INBOX, task_id)
         if task_id == f"{sid}:{ESCALATED}":
             if row.status == "escalated":
                 return _escalated_task(row).model_copy(
                     update={"version": entry.version if entry else 0}), row
             if entry is None:
-                raise _unknown_task(task_id, self.__tenant)
+                raise _unknown_task(task_id, self.__tenant, engine.store.url)
         elif entry is None:
-            raise _unknown_task(task_id, self.__tenant)
+            raise _unknown_task(task_id, self.__tenant, engine.store.url)
         assert entry is not None
         if is_sealed(entry.value) and engine.keys is not None:
             raise UserError(f"task {task_id!r} holds the data of a data subject who was "
                             f"erased: it stays sealed for good; end its session with "
-                            f"'convoy cancel {sid}'")
+                            f"{command(f'cancel {sid}', db=engine.store.url, tenant=row.tenant)}")
         return load_task(entry.value, entry.version), row
 
     # -- deciding ------------------------------------------------------------------------
@@ -274,8 +276,10 @@ class Inbox:
         if not task.is_open:
             d = task.decision
             who = f" by {d.by!r}" if d is not None else ""
+            shown = command(f"inbox show {task.id}", db=self.__engine.store.url,
+                            tenant=task.tenant)
             raise UserError(f"task {task.id!r} is already {task.status}{who}; nothing was "
-                            "changed ('convoy inbox show' has its history)")
+                            f"changed ({shown} has its history)")
         if row.status != "escalated" and not row.unfinished:
             raise UserError(f"task {task.id!r} belongs to session {row.id!r}, which is "
                             f"{row.status}: nobody waits for this answer any more")
@@ -302,17 +306,18 @@ class Inbox:
             tenant=task.tenant, namespace=INBOX, key=task.id, value=new.model_dump_json(),
             expected_version=task.version, session_id=writer, audit=audit))
         if not res.written or res.entry is None:
-            raise _changed(task, res.entry)
+            raise _changed(task, res.entry, engine.store.url)
         engine._poke()
         return load_task(res.entry.value, res.entry.version)
 
 
-def _changed(task: HumanTask, entry: StateEntry | None) -> UserError:
+def _changed(task: HumanTask, entry: StateEntry | None, store_url: str) -> UserError:
     now = load_task(entry.value, entry.version) if entry is not None else None
     d = now.decision if now is not None else None
     by = f" (by {d.by!r})" if d is not None else ""
     return UserError(f"task {task.id!r} changed while you decided{by}; nothing was "
-                     f"written: look at it again ('convoy inbox show {task.id}')")
+                     f"written: look at it again "
+                     f"({command(f'inbox show {task.id}', db=store_url, tenant=task.tenant)})")
 
 
 def _a(kind: str) -> str:

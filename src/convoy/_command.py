@@ -1,0 +1,67 @@
+"""How a message suggests another ``convoy`` command: with the store and the tenant the
+user is looking at, so the suggestion reads what they read, and without what the next
+command gets anyway (the default, or ``$CONVOY_DB`` / ``$CONVOY_TENANT``)."""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+from pathlib import Path
+
+_SAFE = re.compile(r"[\w@%+=:,./*-]+")
+
+
+def command(args: str, *, db: str | Path | None = None, tenant: str | None = None,
+            all_tenants: bool = False, quote: bool = True) -> str:
+    """``'convoy ARGS --db DB --tenant NAME'``, in single quotes as messages quote
+    commands (``quote``; without them where a line shows the command alone).
+
+    ``db``: the store the user named (left out when it is the store the next command
+    opens anyway: ``$CONVOY_DB``, else ``convoy.db``; a password is never shown).
+    ``tenant``: the tenant the user acts as (left out when it is ``$CONVOY_TENANT``, or
+    ``default`` when that is not set); ``all_tenants``: ``--all-tenants`` instead.
+    """
+    from convoy.engine._tenancy import DEFAULT_TENANT
+    from convoy.stores._url import default_store_url
+
+    parts = [f"convoy {args}"]
+    if db is not None and not _same_store(db, default_store_url()):
+        parts.append(f"--db {word(_shown(db))}")
+    if all_tenants:
+        parts.append("--all-tenants")
+    elif tenant is not None and tenant != (os.environ.get("CONVOY_TENANT") or DEFAULT_TENANT):
+        parts.append(f"--tenant {word(tenant)}")
+    return f"'{' '.join(parts)}'" if quote else " ".join(parts)
+
+
+def _same_store(a: str | Path, b: str | Path) -> bool:
+    from convoy._errors import UserError
+    from convoy.stores._url import is_postgres_url, sqlite_path
+
+    if is_postgres_url(a) or is_postgres_url(b):
+        return str(a) == str(b)
+    try:
+        return os.path.realpath(sqlite_path(a)) == os.path.realpath(sqlite_path(b))
+    except UserError:
+        return False
+
+
+def _shown(db: str | Path) -> str:
+    """The store as ``--db`` takes it: a SQLite URL as its path, a URL without its
+    password."""
+    from convoy.stores._url import redacted
+
+    if isinstance(db, str) and db.startswith("sqlite:///"):
+        db = db[len("sqlite:///"):]
+    return redacted(db)
+
+
+def word(value: str) -> str:
+    """``value`` as a shell word, inside a message's single quotes: in double quotes when
+    it needs quoting and can be (a space), else as ``shlex`` quotes it."""
+    if _SAFE.fullmatch(value):
+        return value
+    if not any(c in value for c in '"$`\\!'):
+        return f'"{value}"'
+    return shlex.quote(value)
