@@ -79,6 +79,7 @@ SAMPLES: dict[str, Any] = {
     "by": "alice", "rule": "requires_approval", "grant": "budget:session:s-1",
     "comment": "too much", "task_id": "s-1:0/3", "value": 64, "exit_code": 3,
     "signal": "SIGKILL", "index": 7, "subject": "customer-42", "seq": 3, "at": 1700000000.5,
+    "workflow": "docs.refund",
     "transcript": [{"role": "user", "content": "hi"},
                    {"role": "assistant", "content": None,
                     "tool_calls": [{"id": "c1", "name": "poll", "arguments": "{}"}]}],
