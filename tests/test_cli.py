@@ -421,9 +421,13 @@ def test_worker_until_idle_says_it_waits_for_a_timer(background: Callable[..., B
     assert line.startswith("waiting for 1 session's timer, due at "
                            f"{fmt_time(session(sid).wake_at)} (in "), line
     assert re.search(r"\(in \d+ min\); Ctrl-C", line), line
+    # What runs it later names the module, as 'convoy resume' needs it for a workflow
+    # with an explicit name (a resume without it would not load the workflow)
+    assert "'convoy worker cli_flows' or 'convoy resume --import cli_flows'" in line, line
     res = worker.stop()
     assert res.code == 130, res.stderr
     assert res.stderr.count("waiting for") == 1, res.stderr  # one line, not one a poll
+    assert "next worker or 'convoy resume --import cli_flows'" in res.stderr, res.stderr
 
 
 class Ticking(FakeClock):

@@ -49,7 +49,7 @@ from convoy.cost._pricing import Price, PriceTable
 from convoy.definitions._agent import Agent
 from convoy.definitions._tool_runner import ToolThreads, ToolThreadsExhausted
 from convoy.definitions._tools import Tool, ToolContext, tool
-from convoy.definitions._workflow import Workflow, load_workflow, workflow
+from convoy.definitions._workflow import Workflow, WorkflowNotFound, load_workflow, workflow
 from convoy.durability import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._engine import ESCALATION, Engine
 from convoy.engine._results import ReplayResult, SessionFailed, SessionResult
@@ -203,6 +203,7 @@ __all__ = [
     "WaitTimeout",
     "Webhook",
     "Workflow",
+    "WorkflowNotFound",
     "__version__",
     "approved",
     "decompose",

@@ -4,7 +4,8 @@ One root, a shallow tree::
 
     ConvoyError
     ├── UserError                  misuse of the API (bad config, unknown model, bad workflow)
-    │   └── SubjectErased          the data subject was erased already (``seq``, ``at``)
+    │   ├── SubjectErased          the data subject was erased already (``seq``, ``at``)
+    │   └── WorkflowNotFound       no workflow of that name is loaded (``workflow``)
     ├── StepError                  a step failed; ``retryable`` classifies it
     │   ├── ModelError             the model endpoint failed (timeout, 429, 5xx, auth, ...)
     │   │   ├── ContextWindowExceeded   the request is longer than the model's context

@@ -178,7 +178,10 @@ def worker(
             fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
                  "modules whose @convoy.workflow functions should run here")
         serve_them = scope.command(" ".join(["worker", *map(word, modules)]), db)
-        later = f"{serve_them} or {scope.command('resume', db)}"
+        # A resume loads a workflow with an explicit name only from a module it imports
+        resume = scope.command(" ".join(["resume", *(f"--import {word(m)}" for m in modules)]),
+                               db)
+        later = f"{serve_them} or {resume}"
         log = SessionLog()
         chain: list[Interceptor] = [log, *tracing(trace)]
         server = None
@@ -211,7 +214,7 @@ def worker(
         except (Stopped, KeyboardInterrupt) as e:
             err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the "
                       "sessions it was running continue from their journal with the next "
-                      f"worker or {scope.command('resume', db)}", markup=False, soft_wrap=True)
+                      f"worker or {resume}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
         finally:
             if server is not None:
