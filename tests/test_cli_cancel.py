@@ -91,3 +91,27 @@ def test_cancel_help_says_a_session_running_elsewhere_is_stopped_by_its_engine()
     text = " ".join(res.stdout.split())
     assert "next lease renewal" in text
     assert "cancel it there" not in text
+
+
+def test_sessions_list_shows_which_sessions_a_cancel_is_requested_for() -> None:
+    """An operator who cancelled a session another engine runs sees it in the listing,
+    not only in 'sessions show': it stays 'running' until that engine stops it."""
+    run_ok()
+    sid, other, _ = ids_of(GOOD)
+    for s in (sid, other):
+        tamper("UPDATE sessions SET status='running', output=NULL, finished=NULL, "
+               "owner='elsewhere:1:e1', lease_until=? WHERE id=?", time.time() + 30, s)
+    assert cli("cancel", sid).code == 0
+    listed = cli("sessions", "list")
+    assert listed.code == 0, listed.stderr
+    [row] = [x for x in listed.stdout.splitlines() if sid in x]
+    assert "running (cancel requested)" in row, listed.stdout
+    [row] = [x for x in listed.stdout.splitlines() if other in x]
+    assert "cancel" not in row, listed.stdout
+    # A narrow terminal's list says it too
+    narrow = cli("sessions", "list", env={"COLUMNS": "40"})
+    assert "running (cancel requested)" in " ".join(narrow.stdout.split()), narrow.stdout
+    rows = {r["id"]: r for r in json.loads(cli("sessions", "list", "--json").stdout)["sessions"]}
+    assert isinstance(rows[sid]["cancel_requested"], float)
+    assert rows[other]["cancel_requested"] is None
+    assert [r["cancel_requested"] for i, r in rows.items() if i not in (sid, other)] == [None]

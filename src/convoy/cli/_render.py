@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any, get_args
 
@@ -61,10 +61,14 @@ def fmt_time(ts: float | None) -> str:
     return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
 
 
-def status_text(status: str) -> Text:
+def status_text(status: str, cancelling: bool = False) -> Text:
+    """A status, coloured; ``cancelling``: with "(cancel requested)" after it."""
     style = ("green" if status == "completed" else "yellow" if status in UNFINISHED
              else "red")
-    return Text(status, style=style)
+    text = Text(status, style=style)
+    if cancelling:
+        text.append(" (cancel requested)", style="dim")
+    return text
 
 
 def plural(n: int, word: str, *, number: bool = True) -> str:
@@ -172,8 +176,9 @@ def exit_if_strict(stats: RunStats, noun: str, *, skipped_lines: int = 0) -> Non
 
 
 def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
-                   width: int | None = None) -> Table:
-    """Sessions as a table; with ``tenants``, a column says whose each one is.
+                   width: int | None = None, cancelling: Collection[str] = ()) -> Table:
+    """Sessions as a table; with ``tenants``, a column says whose each one is; the status
+    of a session in ``cancelling`` (ids) says a cancel is requested.
 
     The id, status, steps and cost keep their whole width (an id is copied into other
     commands). On a terminal narrower than the table (``width``), the columns that say
@@ -184,7 +189,8 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
         ("id", [escaped(r.id) for r in rows], {"no_wrap": True}),
         *([("tenant", [r.tenant for r in rows], {"overflow": "fold"})] if tenants else []),
         ("workflow", [escaped(r.workflow) for r in rows], {"overflow": "fold"}),
-        ("status", [status_text(r.status) for r in rows], {"no_wrap": True}),
+        ("status", [status_text(r.status, r.id in cancelling) for r in rows],
+         {"no_wrap": True}),
         ("steps", [str(r.steps) for r in rows], {"justify": "right", "no_wrap": True}),
         ("tokens in / out", [fmt_tokens(r.input_tokens, r.output_tokens) for r in rows],
          {"justify": "right", "overflow": "fold"}),
@@ -205,7 +211,7 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
         columns = [c for c in columns if c[0] != droppable]
     kept_whole = [c for c in columns if c[2].get("no_wrap")]
     if width is not None and sum(map(natural, kept_whole)) + 3 + _NARROWEST + 1 > width:
-        return _sessions_list(rows, tenants=tenants, waiting=waiting)
+        return _sessions_list(rows, tenants=tenants, waiting=waiting, cancelling=cancelling)
     t = Table()
     for column in columns:
         header, _, options = column
@@ -223,7 +229,8 @@ def sessions_table(rows: Sequence[SessionRow], *, tenants: bool = False,
 _NARROWEST = 8
 
 
-def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool) -> Table:
+def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool,
+                   cancelling: Collection[str]) -> Table:
     """Sessions for a terminal too narrow for their table: each one's id on a line of its
     own, then what the table's other columns say, wrapped as the terminal needs."""
     t = Table(box=None, show_header=False, pad_edge=False)
@@ -231,7 +238,7 @@ def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool) 
     for r in rows:
         t.add_row(Text(escaped(r.id), style="bold"))
         line = Text("  ")
-        line.append_text(status_text(r.status))
+        line.append_text(status_text(r.status, r.id in cancelling))
         facts = [*([f"tenant {r.tenant}"] if tenants else []), f"{r.steps} steps",
                  fmt_cost(r.cost), escaped(r.workflow),
                  f"tokens {fmt_tokens(r.input_tokens, r.output_tokens)}",

@@ -8,6 +8,7 @@ from typing import Annotated, Any, NamedTuple
 
 import typer
 
+from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -66,29 +67,32 @@ def list_sessions(
     Example: `convoy sessions list --status waiting --limit 20 --tenant acme`
     """
     if status is not None and status not in STATUSES:
-        fail(f"--status {status!r} is not a session status; use one of {', '.join(STATUSES)}")
+        fail(f"--status {quoted(status)} is not a session status; use one of {', '.join(STATUSES)}")
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
                           offset=offset)
     left_out: list[LeftOut] = []
-    rows, counts, known = run_async(_list(db, where, left_out))
+    rows, counts, known, cancels = run_async(_list(db, where, left_out))
     if workflow is not None and workflow not in known:
-        fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its workflows: "
+        fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
+             "workflows: "
              f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if as_json:
-        typer.echo(json.dumps({"sessions": [row_json(r) for r in rows], "counts": counts,
+        typer.echo(json.dumps({"sessions": [row_json(r, cancels.get(r.id)) for r in rows],
+                               "counts": counts,
                                "total": total, "damaged": left_out_json(left_out)}, indent=2))
         warn_left_out(left_out, "session")
         return
     if not rows:
-        what = f" with status {status!r}" if status else ""
+        what = f" with status {quoted(status)}" if status else ""
         out.print(f"no sessions{scope.of}{what} in {label(db)}"
                   + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
         warn_left_out(left_out, "session")
         return
-    out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width))
+    out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width,
+                             cancelling=cancels.keys()))
     if workflow is None and total > len(rows):
         out.print(f"showing {len(rows)} of {total:,} sessions (from the oldest"
                   f"{f', skipping {offset}' if offset else ''}); use --limit N or --offset N "
@@ -100,13 +104,20 @@ def list_sessions(
 
 
 async def _list(db: str, where: SessionFilter, left_out: list[LeftOut]
-                ) -> tuple[list[SessionRow], dict[str, int], list[str]]:
+                ) -> tuple[list[SessionRow], dict[str, int], list[str], dict[str, float]]:
+    """The rows, the counts by status, the workflows (for an unknown ``--workflow``), and
+    when a cancel was requested of each unfinished row that has a request standing."""
     async with open_store(db) as store:
         known = (await workflow_names(store, where.tenant) if where.workflow is not None
                  else [])
-        return (await store.list_sessions(where, left_out=left_out),
-                await store.counts(tenant=where.tenant),
-                known)
+        rows = await store.list_sessions(where, left_out=left_out)
+        cancels: dict[str, float] = {}
+        for row in rows:
+            if row.status in UNFINISHED:
+                at = _sent_at(await store.next_signal(row.id, CANCEL_SIGNAL, tenant=row.tenant))
+                if at is not None:
+                    cancels[row.id] = at
+        return rows, await store.counts(tenant=where.tenant), known, cancels
 
 
 @sessions_app.command("show")
@@ -183,8 +194,9 @@ def _sent_at(s: Signal | None) -> float | None:
     return s.at
 
 
-def row_json(row: SessionRow) -> dict[str, Any]:
-    """A session's row as JSON: what ``sessions list --json`` prints of each."""
+def row_json(row: SessionRow, cancel_requested: float | None = None) -> dict[str, Any]:
+    """A session's row as JSON: what ``sessions list --json`` prints of each
+    (``cancel_requested``: when a cancel that waits for its engine was requested)."""
     return {
         "id": row.id, "workflow": row.workflow, "version": row.version, "tenant": row.tenant,
         "status": row.status, "created": row.created, "started": row.started,
@@ -192,7 +204,8 @@ def row_json(row: SessionRow) -> dict[str, Any]:
         "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens},
         "cost": row.cost, "headers": row.header_map, "parent": row.parent,
         "subject": row.subject, "owner": row.owner, "lease_until": row.lease_until,
-        "wake_at": row.wake_at, "wait_name": row.wait_name, "error": row.error_record}
+        "wake_at": row.wake_at, "wait_name": row.wait_name, "error": row.error_record,
+        "cancel_requested": cancel_requested}
 
 
 def session_json(row: SessionRow, steps: list[StepRecord],
