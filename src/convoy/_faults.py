@@ -16,6 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Self
 
 from convoy._errors import UserError
+from convoy._text import quoted
 
 #: Faults of one model call, in the order they are drawn.
 MODEL_FAULTS = ("timeout", "rate_limit", "server_error", "malformed", "schema_invalid",
@@ -139,7 +140,7 @@ def canonical_kind(name: str) -> str:
     if kind not in FAULT_KINDS:
         hint = difflib.get_close_matches(name, [*FAULT_KINDS, *ALIASES], n=1)
         dym = f" Did you mean {ALIASES.get(hint[0], hint[0])!r}?" if hint else ""
-        raise UserError(f"unknown fault kind {name!r}; known kinds: "
+        raise UserError(f"unknown fault kind {quoted(name)}; known kinds: "
                         f"{', '.join(FAULT_KINDS)}.{dym}")
     return kind
 

@@ -51,6 +51,7 @@ from convoy._text import (
     TOO_DEEP,
     check_storable,
     quoted,
+    short,
     strict_json,
     undecodable_byte,
 )
@@ -345,10 +346,11 @@ def import_modules(modules: list[str] | None) -> list[Any]:
         try:
             imported.append(importlib.import_module(name))
         except ImportError as e:
-            fail(f"cannot import module {name!r}: {e}. Run from the directory that contains "
-                 "it, or put it on PYTHONPATH")
+            fail(f"cannot import module {quoted(name)}: {short(str(e), 200)}. Run from the "
+                 "directory that contains it, or put it on PYTHONPATH")
         except Exception as e:  # the module's own code failed: one line, not its traceback
-            fail(f"importing module {name!r} failed: {type(e).__name__}: {e}")
+            fail(f"importing module {quoted(name)} failed: {type(e).__name__}: "
+                 f"{short(str(e), 300)}")
     return imported
 
 

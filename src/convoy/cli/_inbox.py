@@ -19,7 +19,7 @@ from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
 from convoy._command import command
-from convoy._text import escaped, printable, short
+from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -110,7 +110,7 @@ def list_(status: Annotated[str, typer.Option(
     Example: `convoy inbox list --queue billing --tenant acme`
     """
     if status not in ("open", "answered", "expired", "used", "all"):
-        fail(f"--status {status!r}: use open, answered, expired, used or all")
+        fail(f"--status {quoted(status)}: use open, answered, expired, used or all")
     if kind not in (None, "question", "approval", "escalation"):
         fail(f"--kind {kind!r}: use question, approval or escalation")
     engine, scope = _view(db, busy_timeout, tenant, all_tenants, read_only=True)

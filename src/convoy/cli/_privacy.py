@@ -12,6 +12,7 @@ import typer
 
 from convoy import Engine, SubjectErased
 from convoy._errors import UserError
+from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     MAX_COUNT,
@@ -57,11 +58,12 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
     event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
                              tenant or DEFAULT_TENANT))
     if isinstance(event, SubjectErased):
-        out.print(f"subject {subject!r} of tenant {event.tenant!r} was erased already "
+        out.print(f"subject {quoted(subject)} of tenant {quoted(event.tenant)} was erased already "
                   f"(erasure #{event.seq} at {fmt_time(event.at)}): nothing of it is left; "
                   "nothing more to do", markup=False, soft_wrap=True)
         return
-    out.print(f"erased subject {subject!r} of tenant {event.tenant!r}: {event.sessions} "
+    out.print(f"erased subject {quoted(subject)} of tenant {quoted(event.tenant)}: "
+              f"{event.sessions} "
               f"session(s), {event.state_versions} state version(s), key "
               f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
 
@@ -103,7 +105,7 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     except OSError as e:
         fail(f"cannot write {str(output)!r}: {e.strerror or e}")
     copies = len(doc["copies"]["sessions"])
-    out.print(f"wrote {len(doc['sessions'])} session(s) of subject {subject!r}"
+    out.print(f"wrote {len(doc['sessions'])} session(s) of subject {quoted(subject)}"
               + (f" and {copies} other session(s)' copies of their data" if copies else "")
               + f" to {output}", markup=False)
 

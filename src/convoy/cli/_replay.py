@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, ReplayResult, UserError
-from convoy._text import short
+from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -82,7 +82,8 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
             try:
                 wf = engine.workflow_named(row.workflow)
             except UserError as e:
-                fail(f"cannot replay session {session_id!r} of workflow {row.workflow!r}: "
+                fail(f"cannot replay session {quoted(session_id)} of workflow "
+                     f"{quoted(row.workflow)}: "
                      f"{cannot_load(e, 'replay')}")
             if wf.version != row.version:
                 err.print(f"warning: session {session_id} ran version {row.version!r} of "

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine
-from convoy._text import short
+from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -145,7 +145,7 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
         if workflow is not None:
             known = await workflow_names(store, scope.tenant)
             if workflow not in known:
-                fail(f"no sessions of workflow {workflow!r}{scope.of} in {label(db)!r}; its "
+                fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
                      f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
         return await select_retryable(store, ids=ids, status=status, error_type=error_type,
                                       workflow=workflow, tenant=scope.tenant)

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from convoy import Engine, SessionResult, Workflow
+from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -149,7 +150,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                 continue
             if row is not None and row.workflow != wf.name:
                 _skip(batch, path, InvalidLine(item.line, (
-                    f"session {sid!r} belongs to workflow {row.workflow!r}, not "
+                    f"session {quoted(sid)} belongs to workflow {quoted(row.workflow)}, not "
                     f"{wf.name!r}")))
                 continue
             if row is not None and not row.unfinished:

@@ -242,7 +242,7 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         out.print(t)
         return
     if not entries:
-        out.print(f"no keys in namespace {namespace!r} of tenant {tenant!r} in {db}",
+        out.print(f"no keys in namespace {quoted(namespace)} of tenant {quoted(tenant)} in {db}",
                   markup=False)
         return
     t = Table(title=namespace)

@@ -12,6 +12,7 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 from pydantic import TypeAdapter
 
 from convoy._errors import UserError
+from convoy._text import quoted, short
 from convoy.definitions._agent import Agent
 from convoy.runtime._context import Context
 
@@ -139,22 +140,24 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UserError(f"cannot import module {module_name!r} for workflow {ref!r}: {e}. "
-                        "Run from the directory that contains it, or put it on PYTHONPATH"
-                        ) from e
+        raise UserError(f"cannot import module {quoted(module_name)} for workflow "
+                        f"{quoted(ref, 120)}: {short(str(e), 200)}. Run from the directory "
+                        "that contains it, or put it on PYTHONPATH") from e
     except Exception as e:  # the module's own code failed on import
-        raise UserError(f"importing module {module_name!r} for workflow {ref!r} failed: "
-                        f"{type(e).__name__}: {e}") from e
+        raise UserError(f"importing module {quoted(module_name)} for workflow "
+                        f"{quoted(ref, 120)} failed: {type(e).__name__}: {short(str(e), 300)}"
+                        ) from e
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
             names = [n for n in dir(module) if isinstance(getattr(module, n), Workflow)]
-            raise UserError(f"module {module_name!r} has no attribute {attr!r}; workflows "
+            raise UserError(f"module {quoted(module_name)} has no attribute {quoted(attr)}; "
+                            "workflows "
                             f"it defines: {', '.join(names) or '(none)'}")
         obj = getattr(obj, part)
     if not isinstance(obj, Workflow):
         kind = type(obj).__name__
         article = "an" if kind[:1].lower() in "aeiou" else "a"
-        raise UserError(f"{ref!r} is {article} {kind}, not a workflow; decorate it "
+        raise UserError(f"{quoted(ref, 120)} is {article} {kind}, not a workflow; decorate it "
                         "with @convoy.workflow")
     return obj

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import ValidationError
 
 from convoy._errors import UserError
-from convoy._text import check_name, json_object
+from convoy._text import check_name, json_object, quoted
 from convoy.definitions._workflow import Workflow
 from convoy.durability._signals import LeaseLost
 from convoy.engine._runtime import _run_session
@@ -79,7 +79,7 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None,
     if engine._stop_running(row.id, who):
         return "cancelled"
     if not row.unfinished:
-        raise UserError(f"session {session_id!r} is already {row.status}")
+        raise UserError(f"session {quoted(session_id)} is already {row.status}")
     if await _end_here(engine, row, who):
         return "cancelled"
     # Running on another live engine: a durable request, then a second read (the module
@@ -94,7 +94,7 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None,
     if row.status == "cancelled" or engine._stop_running(row.id, who):
         return "cancelled"  # its owner honoured it already, or this engine claimed it since
     if not row.unfinished:
-        raise UserError(f"session {session_id!r} is already {row.status}")
+        raise UserError(f"session {quoted(session_id)} is already {row.status}")
     if row.status == "running" or not await _end_here(engine, row, who):
         return "requested"  # its owner (the one read first, or one that claimed it since)
     return "cancelled"

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._errors import UserError
-from convoy._text import check_name, storable_json
+from convoy._text import check_name, quoted, storable_json
 from convoy.definitions._workflow import registered_workflow
 from convoy.engine._cancel import CancelStatus, cancel, session
 from convoy.engine._escalation import ESCALATION
@@ -68,7 +68,7 @@ async def sessions(engine: Engine, tenant: str | None, *, status: str | None,
                    workflow: str | None, limit: int, offset: int) -> list[SessionRow]:
     """Sessions, oldest first, matching every condition given."""
     if status is not None and status not in STATUSES:
-        raise UserError(f"{status!r} is not a session status; use one of "
+        raise UserError(f"{quoted(status)} is not a session status; use one of "
                         f"{', '.join(STATUSES)}")
     await engine.open()
     return await engine.store.list_sessions(SessionFilter(
@@ -96,7 +96,7 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
         engine._wake_event().set()
         return
     if not row.unfinished:
-        raise UserError(f"session {session_id!r} is {row.status}: signals go to "
+        raise UserError(f"session {quoted(session_id)} is {row.status}: signals go to "
                         "unfinished sessions")
     if not await engine.store.send_signal(row.id, name, data, tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)
@@ -134,7 +134,7 @@ async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayR
     """Re-execute a finished session from its journal, calling no model and no tool."""
     row = await session(engine, session_id, tenant)
     if row.unfinished:
-        raise UserError(f"session {session_id!r} is still {row.status}; resume it first")
+        raise UserError(f"session {quoted(session_id)} is still {row.status}; resume it first")
     wf = engine.workflow_named(row.workflow)
     value = wf.input_adapter.validate_json(row.input)
     recorded = await engine.store.load_journal(row.id, tenant=row.tenant)

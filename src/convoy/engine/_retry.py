@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._errors import UserError
-from convoy._text import readable_validation_error
+from convoy._text import quoted, readable_validation_error
 from convoy.engine._results import SessionResult
 from convoy.engine._tenancy import lookup_id, no_session
 from convoy.stores._protocol import NewSession, SessionFilter, SessionRow, SessionStatus, Store
@@ -63,7 +63,8 @@ async def select_retryable(store: Store, *, ids: Sequence[str] = (),
                 raise no_session(sid, store.url, tenant,
                                  param if param == "session_id" else f"{param}[{n}]")
             if row.status not in RETRYABLE:
-                raise UserError(f"session {sid!r} is {row.status}; a retry runs sessions that "
+                raise UserError(f"session {quoted(sid)} is {row.status}; a retry runs sessions "
+                                "that "
                                 f"finished without completing ({', '.join(RETRYABLE)})")
         rows = [found[sid] for sid in dict.fromkeys(ids)]  # in the order given
     else:
@@ -97,7 +98,7 @@ def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
     wanted = (status,) if isinstance(status, str) else tuple(status)
     for s in wanted:
         if s not in RETRYABLE:
-            raise UserError(f"{s!r} is not a status a retry runs; use one of "
+            raise UserError(f"{quoted(s)} is not a status a retry runs; use one of "
                             f"{', '.join(RETRYABLE)}")
     return wanted
 

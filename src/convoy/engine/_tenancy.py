@@ -73,13 +73,14 @@ def unknown_session(session_id: str, store_url: str, tenant: str | None) -> User
     than ``tenant``: the same words either way, so it tells nothing about other tenants."""
     where = f" of tenant {tenant!r}" if tenant is not None else ""
     listed = command("sessions list", db=store_url, tenant=tenant, all_tenants=tenant is None)
-    return UserError(f"no session {session_id!r}{where} in {store_url}; {listed} shows the ids")
+    return UserError(f"no session {quoted(session_id)}{where} in {store_url}; {listed} shows "
+                     "the ids")
 
 
 def taken_session(session_id: str) -> UserError:
     """A session id chosen for a new session that another tenant's session already has
     (ids are unique in a store)."""
-    return UserError(f"session id {session_id!r} is already used by a session of another "
+    return UserError(f"session id {quoted(session_id)} is already used by a session of another "
                      "tenant; session ids are unique in a store: pick another id (for "
                      "example prefixed with the tenant)")
 

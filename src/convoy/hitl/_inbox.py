@@ -193,7 +193,7 @@ class Inbox:
             raise _unknown_task(task_id, self.__tenant, engine.store.url)
         assert entry is not None
         if is_sealed(entry.value) and engine.keys is not None:
-            raise UserError(f"task {task_id!r} holds the data of a data subject who was "
+            raise UserError(f"task {quoted(task_id)} holds the data of a data subject who was "
                             f"erased: it stays sealed for good; end its session with "
                             f"{command(f'cancel {sid}', db=engine.store.url, tenant=row.tenant)}")
         return load_task(entry.value, entry.version), row

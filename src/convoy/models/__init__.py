@@ -12,11 +12,13 @@
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl
 
 from convoy._errors import UserError
+from convoy._text import quoted
 from convoy.models._base import Model
 from convoy.models._sim import Faults, Latency, SimModel
 
@@ -34,12 +36,13 @@ def infer_model(name: str) -> Model:
     """
     provider, sep, rest = name.partition(":")
     if not sep:
-        raise UserError(f"model {name!r} must look like 'provider:model', e.g. 'sim:' or "
-                        "'openai:gpt-4o-mini'")
+        raise UserError(f"model {quoted(name, 200)} must look like 'provider:model', e.g. "
+                        "'sim:' or 'openai:gpt-4o-mini'")
     if provider == "sim":
         if rest and (rest.endswith((".yaml", ".yml", ".json")) or os.sep in rest):
-            if not Path(rest).is_file():
-                raise UserError(f"sim scenario file {rest!r} (from model {name!r}) does not "
+            if not _is_file(rest):
+                raise UserError(f"sim scenario file {quoted(rest, 200)} (from model "
+                                f"{quoted(name, 200)}) does not "
                                 "exist")
             return SimModel(rest, name=name)
         return SimModel(name=f"sim:{rest or 'default'}")
@@ -50,17 +53,36 @@ def infer_model(name: str) -> Model:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
         unknown = set(options) - _OPENAI_OPTIONS
         if unknown:
-            raise UserError(f"unknown option(s) {sorted(unknown)} in {name!r}; known: "
+            raise UserError(f"unknown option(s) {sorted(unknown)} in {quoted(name, 200)}; known: "
                             f"{sorted(_OPENAI_OPTIONS)}")
         from convoy.models._openai import OpenAIModel
 
-        timeout = float(options.pop("timeout")) if "timeout" in options else 60.0
+        timeout = _timeout(options.pop("timeout"), name) if "timeout" in options else 60.0
         return OpenAIModel(model=model_id, timeout=timeout, **options)  # type: ignore[arg-type]
     if provider == "local":
         from convoy.models._local import LocalModel
 
         return LocalModel(rest or None)
     hint = difflib.get_close_matches(provider, PROVIDERS, n=1)
-    did_you_mean = f" Did you mean {hint[0] + ':' + rest!r}?" if hint else ""
-    raise UserError(f"unknown model provider {provider!r} in {name!r}; known providers: "
+    did_you_mean = f" Did you mean {quoted(hint[0] + ':' + rest, 200)}?" if hint else ""
+    raise UserError(f"unknown model provider {quoted(provider)} in {quoted(name, 200)}; known "
+                    "providers: "
                     f"{', '.join(PROVIDERS)}.{did_you_mean}")
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL in it
+        return False
+
+
+def _timeout(text: str, name: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UserError(f"timeout={quoted(text)} in model {quoted(name, 200)}: give the "
+                        "seconds a call may take, a number > 0 (e.g. timeout=30)")
+    return seconds

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from convoy._errors import ContentPolicyViolation, ContextWindowExceeded, ModelError, UserError
+from convoy._text import quoted
 from convoy.models._base import Model
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from convoy.security._spotlight import spotlight
@@ -55,6 +56,19 @@ def _is_loopback(base_url: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def _check_base_url(base_url: str, where: str) -> None:
+    """A base URL the client can call: ``http(s)://host[:port][/path]``."""
+    try:
+        parts = urlsplit(base_url)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        parts.port  # noqa: B018  (raises ValueError for a port that is not one)
+    except ValueError:
+        ok = False
+    if not ok:
+        raise UserError(f"{where} {quoted(base_url, 200)} is not an http(s) URL; give the "
+                        "server's API root, e.g. http://127.0.0.1:8080/v1")
 
 
 def _endpoint(base_url: str) -> str:
@@ -143,7 +157,10 @@ class OpenAIModel(Model):
         self.structured_output: StructuredOutput = structured_output
         self.timeout = timeout
         if client is None:
+            from_env = not base_url and bool(os.environ.get("OPENAI_BASE_URL"))
             base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+            if base_url is not None:
+                _check_base_url(base_url, "$OPENAI_BASE_URL" if from_env else "base_url")
             api_key = api_key or os.environ.get("OPENAI_API_KEY") or None
             if api_key is None:
                 if base_url is not None and _is_loopback(base_url):

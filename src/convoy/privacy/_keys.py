@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
+from convoy._text import quoted
 from convoy.stores._protocol import SUBJECT_REFS
 
 if TYPE_CHECKING:
@@ -227,7 +228,8 @@ class KeyRing:
         """A key :meth:`load` loaded before (the sync write paths need it ready)."""
         key = self._keys.get((tenant, subject))
         if key is None:
-            raise UserError(f"the key of subject {subject!r} (tenant {tenant!r}) is not loaded")
+            raise UserError(f"the key of subject {quoted(subject)} (tenant {quoted(tenant)}) is "
+                            "not loaded")
         return key
 
     async def load(self, tenant: str, subject: str, *, create: bool) -> SubjectKey | None:
@@ -252,7 +254,8 @@ class KeyRing:
             wrapped = await self.store.subject_key_put(tenant, subject, mine)  # or a rival's
         raw = self.master.opens(wrapped, aad)
         if raw is None:  # the master key is the store's (checked): this key is not its
-            raise UserError(f"the key of subject {subject!r} (tenant {tenant!r}) does not "
+            raise UserError(f"the key of subject {quoted(subject)} (tenant {quoted(tenant)}) "
+                            "does not "
                             "open with this store's master key: an earlier Convoy wrapped "
                             "it under another master key, or it was altered; erasing the "
                             "subject still works")

@@ -14,6 +14,7 @@ from collections import defaultdict
 from typing import Any
 
 from convoy._errors import StoreError, SubjectErased, UserError
+from convoy._text import quoted
 from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
     is_sealed,
@@ -236,11 +237,13 @@ def _unknown(store: Store, tenant: str, subject: str, ref: str,
              erasures: list[Erasure]) -> UserError:
     done = [e for e in erasures if e.subject_ref == ref]
     if done:
-        return SubjectErased(f"subject {subject!r} of tenant {tenant!r} was erased already "
+        return SubjectErased(f"subject {quoted(subject)} of tenant {quoted(tenant)} was erased "
+                             "already "
                              f"(erasure #{done[-1].seq}); nothing of it is left",
                              subject=subject, tenant=tenant, seq=done[-1].seq,
                              at=done[-1].at)
-    return UserError(f"unknown subject {subject!r} in tenant {tenant!r}: no session names it "
+    return UserError(f"unknown subject {quoted(subject)} in tenant {quoted(tenant)}: no "
+                     "session names it "
                      "and it has no key")
 
 
