@@ -350,7 +350,7 @@ def import_modules(modules: list[str] | None) -> list[Any]:
                  "directory that contains it, or put it on PYTHONPATH")
         except Exception as e:  # the module's own code failed: one line, not its traceback
             fail(f"importing module {quoted(name)} failed: {type(e).__name__}: "
-                 f"{short(str(e), 300)}")
+                 f"{short(str(e), 2000)}")
     return imported
 
 

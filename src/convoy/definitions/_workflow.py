@@ -145,7 +145,7 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
                         "that contains it, or put it on PYTHONPATH") from e
     except Exception as e:  # the module's own code failed on import
         raise UserError(f"importing module {quoted(module_name)} for workflow "
-                        f"{quoted(ref, 120)} failed: {type(e).__name__}: {short(str(e), 300)}"
+                        f"{quoted(ref, 120)} failed: {type(e).__name__}: {short(str(e), 2000)}"
                         ) from e
     obj: Any = module
     for part in attr.split("."):
