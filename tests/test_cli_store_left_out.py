@@ -170,6 +170,14 @@ async def test_a_store_lists_the_rows_it_can_read_and_names_the_others(
             with pytest.raises(JournalError, match="session 'b': its stored cost"):
                 await store.list_sessions(SessionFilter())
             left_out.clear()
+            # By id, and the unfinished ones, alike
+            assert list(await store.get_sessions(["a", "b"], left_out=left_out)) == ["a"]
+            assert [r.id for r in await store.unfinished(left_out=left_out)] == ["a", "c"]
+            assert [x.row for x in left_out] == ["session 'b'", "session 'b'"]
+            for read in (store.get_sessions(["b"]), store.unfinished()):
+                with pytest.raises(JournalError, match="session 'b': its stored cost"):
+                    await read
+            left_out.clear()
             assert [e.key for e in await store.state_list("t", "ns", left_out=left_out)] \
                 == ["0"]
             assert left_out == [LeftOut(row="state 'ns' key '1' version 1",
@@ -207,3 +215,19 @@ def test_inbox_list_leaves_out_a_damaged_task_and_lists_the_others(edit: str,
     assert res.code == 0, res.stderr
     assert [t["id"] for t in json.loads(res.stdout)] == ["s1:0"]
     _warning(res.stderr, said)
+
+
+@pytest.mark.parametrize("args", [(), ("--all-tenants",), ("--json",)])
+def test_inbox_list_leaves_out_the_task_of_a_damaged_session_and_lists_the_others(
+        args: tuple[str, ...]) -> None:
+    """The session behind a waiting task is damaged: whether it still waits cannot be
+    read, so its task is left out, and the damaged row named, as a damaged task is."""
+    from tests.test_cli_inbox import start
+
+    start("refund", "c1", "s0")
+    start("refund", "c2", "s1")
+    tamper("UPDATE sessions SET created='yesterday' WHERE id='s0'")
+    res = cli("inbox", "list", *args)
+    assert res.code == 0, res.stderr
+    assert "s1:0" in res.stdout and "s0:0" not in res.stdout, res.stdout
+    _warning(res.stderr, "session 's0': its stored created 'yesterday' is not a number")

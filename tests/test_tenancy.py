@@ -247,10 +247,10 @@ class NetworkedReads(SQLiteStore):
         await asyncio.sleep(0)
         return await super().get_session(session_id, tenant=tenant)
 
-    async def get_sessions(self, ids: Any, *, tenant: str | None = None
-                           ) -> dict[str, SessionRow]:
+    async def get_sessions(self, ids: Any, *, tenant: str | None = None,
+                           left_out: Any = None) -> dict[str, SessionRow]:
         await asyncio.sleep(0)
-        return await super().get_sessions(ids, tenant=tenant)
+        return await super().get_sessions(ids, tenant=tenant, left_out=left_out)
 
 
 async def test_two_tenants_starting_the_same_session_id_at_once_never_share_it(

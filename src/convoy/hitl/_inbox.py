@@ -111,9 +111,10 @@ class Inbox:
         engine = self.__engine
         await engine.open()
         store = engine.store
+        before = 0 if left_out is None else len(left_out)
         tasks: dict[str, HumanTask] = {}
         locked: dict[str, str] = {}  # sealed task id -> its session
-        for tenant in await self._tenants(open_only=status == "open"):
+        for tenant in await self._tenants(open_only=status == "open", left_out=left_out):
             entries = await store.state_list(tenant, INBOX, left_out=left_out)
             for e in entries:
                 if is_sealed(e.value):
@@ -131,7 +132,7 @@ class Inbox:
             waiting = [t for t in tasks.values()
                        if t.is_open and not t.id.endswith(f":{ESCALATED}")]
             rows = await store.get_sessions(list({t.session_id for t in waiting}
-                                                 | set(locked.values())))
+                                                 | set(locked.values())), left_out=left_out)
             for t in waiting:
                 found = rows.get(t.session_id)
                 if found is None or not found.unfinished:
@@ -142,19 +143,25 @@ class Inbox:
                           and row.wait_name == watch_signal(INBOX, k)}
         if sealed is not None:
             sealed.extend(sorted(locked))
+        if left_out is not None:  # a damaged session is met more than once: named once
+            left_out[before:] = dict.fromkeys(left_out[before:])
         out = [t for t in tasks.values()
                if status in ("all", t.status)
                and (queue is None or t.queue == queue) and (kind is None or t.kind == kind)
                and (assignee is None or not t.assignees or assignee in t.assignees)]
         return sorted(out, key=lambda t: (t.created_at, t.id))
 
-    async def _tenants(self, *, open_only: bool) -> list[str]:
+    async def _tenants(self, *, open_only: bool,
+                       left_out: list[LeftOut] | None = None) -> list[str]:
+        """The tenants with tasks to list (a damaged session row, which names no tenant
+        that can be trusted, is added to ``left_out``)."""
         if self.__tenant is not None:
             return [self.__tenant]
         store = self.__engine.store
-        rows = await store.unfinished() if open_only else \
-            await store.list_sessions(SessionFilter(limit=10_000_000))
-        rows += await store.list_sessions(SessionFilter(status="escalated", limit=1_000_000))
+        rows = await store.unfinished(left_out=left_out) if open_only else \
+            await store.list_sessions(SessionFilter(limit=10_000_000), left_out=left_out)
+        rows += await store.list_sessions(SessionFilter(status="escalated", limit=1_000_000),
+                                          left_out=left_out)
         return sorted({r.tenant for r in rows})
 
     async def get(self, task_id: str) -> HumanTask:

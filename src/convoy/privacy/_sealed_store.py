@@ -215,17 +215,19 @@ class SealingStore:
         return await self._open_row(await self.inner.get_session(session_id, tenant=tenant),
                                     track=True)
 
-    async def get_sessions(self, ids: Sequence[str], *,
-                           tenant: str | None = None) -> dict[str, SessionRow]:
-        rows = await self.inner.get_sessions(ids, tenant=tenant)
+    async def get_sessions(self, ids: Sequence[str], *, tenant: str | None = None,
+                           left_out: list[LeftOut] | None = None) -> dict[str, SessionRow]:
+        rows = await self.inner.get_sessions(ids, tenant=tenant, left_out=left_out)
         return {k: cast(SessionRow, await self._open_row(v)) for k, v in rows.items()}
 
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         return await self._open_rows(await self.inner.list_sessions(where, left_out=left_out))
 
-    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
-        return await self._open_rows(await self.inner.unfinished(tenant=tenant))
+    async def unfinished(self, *, tenant: str | None = None,
+                         left_out: list[LeftOut] | None = None) -> list[SessionRow]:
+        return await self._open_rows(await self.inner.unfinished(tenant=tenant,
+                                                                 left_out=left_out))
 
     async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:
         return await self._open_rows(await self.inner.subject_sessions(tenant, subject))

@@ -781,15 +781,15 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                                 (session_id, *tparams))
         return _session(rows[0]) if rows else None
 
-    async def get_sessions(self, ids: Sequence[str], *,
-                           tenant: str | None = None) -> dict[str, SessionRow]:
+    async def get_sessions(self, ids: Sequence[str], *, tenant: str | None = None,
+                           left_out: list[LeftOut] | None = None) -> dict[str, SessionRow]:
         ids = [i for i in ids if "\x00" not in i]  # none can exist (see matches_nothing)
         if not ids:
             return {}
         cond, tparams = sql.tenant_cond(tenant)
         rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id = ANY(%s)"
                                 f"{cond}", (list(ids), *tparams))
-        return {r[0]: _session(r) for r in rows}
+        return {row.id: row for row in readable(rows, _session, left_out)}
 
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
@@ -799,12 +799,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                                 (*params, where.limit, where.offset))
         return readable(rows, _session, left_out)
 
-    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
+    async def unfinished(self, *, tenant: str | None = None,
+                         left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond = " AND tenant=%s" if tenant is not None else ""
         rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE status IN "
                                 f"('pending','running','waiting'){cond} ORDER BY created, id",
                                 (tenant,) if tenant is not None else ())
-        return [_session(r) for r in rows]
+        return readable(rows, _session, left_out)
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
         cond, params = conditions(None, None, tenant, mark="%s")

@@ -567,10 +567,11 @@ class Store(Protocol):
         """One session, or ``None`` if the id is unknown (in ``tenant``)."""
         ...
 
-    async def get_sessions(self, ids: Sequence[str], *,
-                           tenant: str | None = None) -> dict[str, SessionRow]:
+    async def get_sessions(self, ids: Sequence[str], *, tenant: str | None = None,
+                           left_out: list[LeftOut] | None = None) -> dict[str, SessionRow]:
         """The sessions among ``ids`` that exist (in ``tenant``), by id (one query for
-        many)."""
+        many). A damaged row raises :class:`~convoy.JournalError`, or, with ``left_out``,
+        is added to it instead."""
         ...
 
     async def list_sessions(self, where: SessionFilter, *,
@@ -580,8 +581,9 @@ class Store(Protocol):
         listing shows the rest)."""
         ...
 
-    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
-        """Every unfinished session, oldest first."""
+    async def unfinished(self, *, tenant: str | None = None,
+                         left_out: list[LeftOut] | None = None) -> list[SessionRow]:
+        """Every unfinished session, oldest first (a damaged row: as ``list_sessions``)."""
         ...
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:

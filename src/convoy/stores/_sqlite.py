@@ -883,16 +883,16 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                           (session_id, *tparams))
         return _session(rows[0]) if rows else None
 
-    async def get_sessions(self, ids: Sequence[str], *,
-                           tenant: str | None = None) -> dict[str, SessionRow]:
+    async def get_sessions(self, ids: Sequence[str], *, tenant: str | None = None,
+                           left_out: list[LeftOut] | None = None) -> dict[str, SessionRow]:
         out: dict[str, SessionRow] = {}
         cond, tparams = _tenant_cond(tenant)
         for i in range(0, len(ids), 500):
             chunk = list(ids[i:i + 500])
             marks = ",".join("?" * len(chunk))
-            for r in self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id IN ({marks})"
-                                f"{cond}", (*chunk, *tparams)):
-                out[r[0]] = _session(r)
+            rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE id IN ({marks})"
+                              f"{cond}", (*chunk, *tparams))
+            out.update((row.id, row) for row in readable(rows, _session, left_out))
         return out
 
     async def list_sessions(self, where: SessionFilter, *,
@@ -902,12 +902,13 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                           "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
         return readable(rows, _session, left_out)
 
-    async def unfinished(self, *, tenant: str | None = None) -> list[SessionRow]:
+    async def unfinished(self, *, tenant: str | None = None,
+                         left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond = " AND tenant=?" if tenant is not None else ""
         rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions WHERE status IN "
                           f"('pending','running','waiting'){cond} ORDER BY created, id",
                           (tenant,) if tenant is not None else ())
-        return [_session(r) for r in rows]
+        return readable(rows, _session, left_out)
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
         cond, params = conditions(None, None, tenant)
