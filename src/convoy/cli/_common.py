@@ -514,7 +514,7 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
         except UserError as e:
             fail(f"--model: {e}")
         except ImportError as e:
-            fail(f"--model {model!r} needs a package that is not installed: {e}")
+            fail(f"--model {quoted(model, 200)} needs a package that is not installed: {e}")
     check_db_path(db, create=True)
     if not read_only:
         from convoy.cli._audited import AuditWhereAudited

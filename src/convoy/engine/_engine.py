@@ -128,7 +128,11 @@ class Engine(SessionControl, SubjectRights):
             ``convoy.db``.
         models: named model instances, e.g. ``{"sim:": SimModel(script)}``; agents whose
             ``model`` string matches use them. Other strings go through ``infer_model``.
-        model: run every agent on this model instead of its own (e.g. ``"sim:"``).
+        model: run every agent on this model instead of its own (e.g. ``"sim:"``). A
+            string is made into a model when the engine opens, so a missing API key or a
+            bad option raises :class:`~convoy.UserError` from ``open()`` (``async with``)
+            before any session starts; an agent's own model string is made at its first
+            call, and a failure there fails that session.
         interceptors: interceptors around every step and session; the engine orders them
             by their ``stage`` (see :mod:`convoy.interceptors`).
         limits: per-session bounds (steps, handoffs, depth, active time, age, loops).
@@ -256,6 +260,11 @@ class Engine(SessionControl, SubjectRights):
                 for ic in self.runtime.interceptors:
                     await ic.start(self)
                     started.append(ic)
+                if isinstance(self.runtime.override, str):
+                    # The model every agent runs on, made now (after the interceptors,
+                    # which may name routes): a missing API key or a bad option is one
+                    # error here, not a failed session each.
+                    self.runtime.resolve(self.runtime.override)
             except BaseException:
                 for ic in reversed(started):
                     await ic.close()
