@@ -60,8 +60,9 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
     (``Engine(workflows=...)``) or that were decorated in a module it has imported
     (``convoy resume --import myapp.flows``); a ``"module:function"`` name is imported.
     A workflow defined in a script run directly is named ``"__main__:function"``, which
-    no other process can import: only that script resumes its sessions. Define it (and
-    the types it uses) in a module the script imports for other processes to resume them.
+    no other process can import: only that script resumes its sessions. Define it in a
+    module the script imports, or give it an explicit name and import the script, for
+    other processes to resume them (the types it uses may stay in the script).
     Bump ``version`` when you change the steps a workflow takes; sessions remember the
     version they started with. ``agents`` are agents that handoffs and workers named by
     string may resolve to, besides those the workflow runs (see :class:`~convoy.Agent`).
@@ -120,9 +121,9 @@ def script_workflow(name: str, instead: str | None = None) -> str:
     instead = instead or "resume its sessions from that script (await engine.resume())"
     return (f"workflow {name!r} was defined in a script run directly ('__main__'), which "
             f"no other process can import; {instead}, and for the sessions it starts from "
-            "then on, define the workflow (and the types it uses) in a module the script "
-            f"imports, with an explicit name (@convoy.workflow(name={short!r})): any process "
-            "that imports that module can resume them")
+            "then on, define the workflow in a module the script imports, with an explicit "
+            f"name (@convoy.workflow(name={short!r})): any process that imports that module "
+            "can resume them")
 
 
 def load_workflow(ref: str) -> Workflow[Any, Any]:

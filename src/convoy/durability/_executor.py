@@ -23,7 +23,7 @@ import math
 import random as _random
 import uuid as _uuid
 import warnings
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
@@ -53,6 +53,13 @@ log = logging.getLogger("convoy")
 OnNonDeterminism = Literal["error", "warn"]
 
 
+#: The :func:`fingerprint` (plain) an older Convoy journaled for a step's input, given the
+#: record being replayed: replay accepts one of them instead of ``input_hash``, so a
+#: journal written before a step's fingerprint changed still replays. Called only when
+#: the recorded fingerprint is not ``input_hash``.
+Formerly = Callable[[StepRecord], Iterable[str]]
+
+
 class NonDeterminismWarning(UserWarning):
     """Replay found a changed step input or unused journal entries (``"warn"`` mode)."""
 
@@ -65,9 +72,11 @@ class StepExecutor(Protocol):
                        decode: Callable[[str], T], *, effect: bool = False,
                        idempotent: bool = True, input_hash: str | None = None,
                        agent: str | None = None, config: str | None = None,
-                       spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
+                       spend: Callable[[T], tuple[int, int, float]] | None = None,
+                       formerly: Formerly | None = None) -> T:
         """Run one step exactly once per session, durably. ``config`` (the taking
-        agent's configuration hash) is journaled with the step."""
+        agent's configuration hash) is journaled with the step. ``formerly``: what an
+        older Convoy fingerprinted the same input as (see :data:`Formerly`)."""
         ...
 
     async def now(self, key: str) -> float:
@@ -236,6 +245,16 @@ class JournaledExecutor:
                 "(bump its version and start new sessions)", key=key)
         return rec
 
+    def _formerly(self, rec: StepRecord, formerly: Formerly | None) -> bool:
+        """Whether ``rec``'s fingerprint is one ``formerly`` names (plain, or keyed as
+        this session's are)."""
+        if formerly is None:
+            return False
+        mac = self.fingerprint_key
+        return any(rec.input_hash == fp or (mac is not None and
+                                            rec.input_hash == keyed_fingerprint(mac, fp))
+                   for fp in formerly(rec))
+
     def _stamp(self) -> float:
         """The time of a record this run writes (:func:`stamp_after`)."""
         self._last_at = now = stamp_after(self._last_at, self.clock())
@@ -258,7 +277,8 @@ class JournaledExecutor:
                        decode: Callable[[str], T], *, effect: bool = False,
                        idempotent: bool = True, input_hash: str | None = None,
                        agent: str | None = None, config: str | None = None,
-                       spend: Callable[[T], tuple[int, int, float]] | None = None) -> T:
+                       spend: Callable[[T], tuple[int, int, float]] | None = None,
+                       formerly: Formerly | None = None) -> T:
         plain = input_hash
         if self.fingerprint_key is not None and input_hash is not None:
             input_hash = keyed_fingerprint(self.fingerprint_key, input_hash)
@@ -268,7 +288,8 @@ class JournaledExecutor:
         if rec is not None:
             if input_hash is not None and rec.input_hash is not None and \
                     rec.input_hash not in (input_hash, plain) and \
-                    len(rec.input_hash) != LEGACY_FINGERPRINT_LENGTH:
+                    len(rec.input_hash) != LEGACY_FINGERPRINT_LENGTH and \
+                    not self._formerly(rec, formerly):
                 # (plain: journaled by a Convoy that did not key a subject's fingerprints)
                 self._nondeterminism(
                     f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
@@ -481,5 +502,6 @@ def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-__all__ = ["JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism", "StepExecutor",
-           "decode_json", "encode_json", "fingerprint", "refused_signals", "signals_refused"]
+__all__ = ["Formerly", "JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism",
+           "StepExecutor", "decode_json", "encode_json", "fingerprint", "refused_signals",
+           "signals_refused"]

@@ -19,13 +19,15 @@ Replay returns every step from the journal, so a resumed session sees the same d
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import suppress
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
+from pydantic_core import from_json
 
+from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, WaitTimeout
 from convoy._text import readable_validation_error
 from convoy.hitl._task import (
@@ -36,14 +38,16 @@ from convoy.hitl._task import (
     HumanTask,
     OnDeadline,
     TaskKind,
+    qualname_of,
     task_id,
 )
-from convoy.state._access import JournaledAccess
+from convoy.state._access import JournaledAccess, set_fingerprint
 from convoy.state._handle import State
 
 if TYPE_CHECKING:
     from convoy.runtime._context import Context
     from convoy.state._values import Versioned
+    from convoy.stores._protocol import StateEntry, StepRecord
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,7 +103,10 @@ async def decide(ctx: Context, spec: TaskSpec) -> Outcome:
     asked = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in _NOT_ASKED}
     task = HumanTask(id=tid, tenant=s.tenant, session_id=s.id, created_at=now,
                      deadline=None if spec.deadline is None else now + spec.deadline, **asked)
-    made: Versioned[Any] = await inbox.set(tid, task, expected_version=0)
+    # (Its own access: the step of this write is fingerprinted by what is asked, see
+    # ``_NewTask``; the task's later writes copy what was written, and need not be.)
+    made: Versioned[Any] = await State(INBOX, _NewTask(scope, task), HumanTask).set(
+        tid, task, expected_version=0)
     current: Versioned[HumanTask | None] = made
     while True:
         if not _decided(current):
@@ -127,6 +134,60 @@ async def decide(ctx: Context, spec: TaskSpec) -> Outcome:
             current = await inbox.get(tid)
             continue
         return Outcome(task=decided, decision=decision, value=value)
+
+
+class _NewTask(JournaledAccess):
+    """The access of a task's first write, whose step fingerprint names the answer type by
+    its ``qualname`` alone: a script's session asks the same question under the name its
+    types have where it runs directly (``__main__``) and where it is imported (``desk``),
+    so either process replays it. Everything else asked (prompt, answer schema, context,
+    ...) is fingerprinted as it is written."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, ctx: Context, task: HumanTask) -> None:
+        super().__init__(ctx)
+        self.task = task
+
+    async def put(self, namespace: str, key: str, value: str,
+                  expected: int | None) -> StateEntry:
+        task = self.task
+        name = task.answer_type
+        asked = value if name is None else _dump(
+            task.model_copy(update={"answer_type": qualname_of(name)}))
+
+        def formerly(rec: StepRecord) -> Iterator[str]:
+            # Earlier versions fingerprinted the task as written, module and all: a task
+            # they journaled replays where the type has the name it had then, or (read
+            # from the task the journal recorded) any other name.
+            yield set_fingerprint(expected, value)
+            was = _recorded_answer_type(rec)
+            if name is not None and was is not None and was != name and \
+                    qualname_of(was) == qualname_of(name):
+                yield set_fingerprint(expected, _dump(task.model_copy(
+                    update={"answer_type": was})))
+
+        entry: StateEntry = await self._op(
+            "set", namespace, key, value=value, expected=expected,
+            input_hash=set_fingerprint(expected, asked), formerly=formerly)
+        return entry
+
+
+def _dump(task: HumanTask) -> str:
+    """A task as its :class:`~convoy.State` handle writes it."""
+    return adapter_for(HumanTask).dump_json(task).decode()
+
+
+def _recorded_answer_type(rec: StepRecord) -> str | None:
+    """The answer type of the task a journaled first write wrote, if it is readable."""
+    if rec.status != "completed" or not rec.result:
+        return None
+    try:
+        written = from_json(rec.result)
+        name = from_json(written["value"]).get("answer_type")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return None  # not a write's entry (a sealed one, another step's)
+    return name if isinstance(name, str) else None
 
 
 async def _wait(scope: Context, inbox: State[HumanTask],

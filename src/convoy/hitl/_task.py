@@ -11,6 +11,7 @@ that keeps shared state keeps tasks.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, Literal
@@ -165,20 +166,52 @@ def check_namespace(namespace: str) -> str:
 
 def type_name(tp: Any) -> str | None:
     """``module:qualname`` of a class an answer can be validated with in another process,
-    or ``None``."""
+    or ``None``. A class of a script run directly is named by the module that script is
+    when imported (``python desk.py``: ``desk``, not ``__main__``), as a process that
+    serves its sessions (``--import desk``) knows it."""
     module, qual = getattr(tp, "__module__", None), getattr(tp, "__qualname__", None)
     if not isinstance(tp, type) or not module or not qual or "<locals>" in qual:
         return None
+    if module == "__main__":
+        module = _main_module() or module
     return f"{module}:{qual}"
+
+
+def qualname_of(name: str) -> str:
+    """The ``qualname`` of a :func:`type_name`: what names the class in any process (the
+    module does not: a script's is ``__main__`` only where it runs directly)."""
+    return name.rpartition(":")[2]
+
+
+def _main_module() -> str | None:
+    """The name the ``__main__`` module has when imported: its spec's (``python -m
+    desk``), or its file's (``python desk.py``), if it has one."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if isinstance(name, str) and name and name != "__main__":
+        return name
+    file = getattr(main, "__file__", None)
+    if not isinstance(file, str) or not file.endswith(".py"):
+        return None
+    stem = os.path.basename(file)[:-3]
+    return stem if stem.isidentifier() and stem != "__main__" else None
 
 
 def _loaded_type(name: str | None) -> Any:
     """The class ``module:qualname`` if its module is already imported (never imports:
-    a stored name must not make the inbox run code; ``--import`` loads a module)."""
+    a stored name must not make the inbox run code; ``--import`` loads a module), also
+    when the module is the script this process runs (``desk`` in ``python desk.py``)."""
     if not name:
         return None
     module, _, qual = name.partition(":")
-    obj: Any = sys.modules.get(module)
+    found = _attribute(sys.modules.get(module), qual)
+    if found is None and module != "__main__" and module == _main_module():
+        found = _attribute(sys.modules.get("__main__"), qual)
+    return found
+
+
+def _attribute(obj: Any, qual: str) -> Any:
     if obj is None:
         return None
     for part in qual.split("."):
@@ -228,4 +261,5 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
 
 __all__ = ["ACTIONS", "DEADLINE", "INBOX", "RESERVED", "TASK_FORMAT", "Action", "Comment",
            "Decision", "HumanTask", "OnDeadline", "TaskKind", "TaskStatus", "answer_checker",
-           "check_namespace", "load_task", "session_of", "task_id", "type_name"]
+           "check_namespace", "load_task", "qualname_of", "session_of", "task_id",
+           "type_name"]

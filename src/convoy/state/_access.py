@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import TypeAdapter
 
 from convoy._errors import StateConflict, UserError, WaitTimeout
-from convoy.durability._executor import fingerprint
+from convoy.durability._executor import Formerly, fingerprint
 from convoy.interceptors._base import StateInput, StateOp, state_target
 from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import StateEntry, StateWrite
@@ -96,6 +96,12 @@ async def _state_op(i: StateInput) -> Any:
     return await store.state_watch(s.tenant, i.namespace, i.state_key, session_id=s.id,
                                    name=watch_signal(i.namespace, i.state_key),
                                    after_version=i.after_version)
+
+
+def set_fingerprint(expected: int | None, value: str | None) -> str:
+    """The step fingerprint of a journaled write of ``value`` (JSON text) against
+    ``expected``."""
+    return fingerprint(f"{expected}\x1f{value}")
 
 
 class StateAccess(Protocol):
@@ -175,7 +181,11 @@ class JournaledAccess(_SessionAccess):
 
     async def _op(self, op: StateOp, namespace: str, key: str = "", *,
                   value: str | None = None, expected: int | None = None,
-                  after: int = 0, limit: int | None = None) -> Any:
+                  after: int = 0, limit: int | None = None, input_hash: str | None = None,
+                  formerly: Formerly | None = None) -> Any:
+        """One operation as a journaled step. A ``set``'s step fingerprint is
+        ``input_hash`` if given, else the digest of its expected version and value;
+        ``formerly``: see :data:`~convoy.durability._executor.Formerly`."""
         ctx = self.ctx
         s = ctx.session
         step = ctx.next_key()
@@ -192,7 +202,8 @@ class JournaledAccess(_SessionAccess):
         return await s.executor.run_step(
             step, "state", state_target(op, namespace, key), execute,
             lambda v: codec.dump_json(v).decode(), codec.validate_json,
-            input_hash=fingerprint(f"{expected}\x1f{value}") if op == "set" else None)
+            input_hash=set_fingerprint(expected, value) if op == "set" and input_hash is None
+            else input_hash, formerly=formerly)
 
     async def pause(self, most: float) -> None:
         # A durable timer; its length is drawn from the session and step, so it needs no
