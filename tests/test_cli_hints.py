@@ -87,3 +87,22 @@ def test_command(kw: dict[str, object], env: dict[str, str], expected: str,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert command("sessions list", **kw) == expected  # type: ignore[arg-type]
+
+
+def test_a_workflow_not_loaded_here_suggests_its_command_on_the_same_store() -> None:
+    from tests.clikit import tamper
+
+    run_ok("--db", "observed.db", "--tenant", "acme")
+    sid = session_ids(Path("observed.db"))[0]
+    tamper("UPDATE sessions SET workflow='desk.gone', status='failed' WHERE id=?", sid,
+           db=Path("observed.db"))
+    for args, said in (
+            (("retry", sid), "'convoy retry --import MODULE --db observed.db --tenant acme'"),
+            (("replay", sid), "'convoy replay --import MODULE --db observed.db --tenant acme'")):
+        res = cli(*args, "--db", "observed.db", "--tenant", "acme")
+        assert said in res.stderr, res.stderr
+    tamper("UPDATE sessions SET status='pending', output=NULL WHERE id=?", sid,
+           db=Path("observed.db"))
+    res = cli("resume", "--db", "observed.db", "--tenant", "acme")
+    assert "'convoy resume --import MODULE --db observed.db --tenant acme'" in res.stderr, \
+        res.stderr

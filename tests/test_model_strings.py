@@ -53,3 +53,33 @@ def test_http_urls_are_taken(url: str) -> None:
 def test_a_sim_scenario_path_too_long_for_the_file_system_is_a_missing_file() -> None:
     with pytest.raises(convoy.UserError, match="does not exist"):
         infer_model(f"sim:{'x' * 5000}.yaml")
+
+
+def test_an_error_about_a_model_string_masks_its_api_key_and_password(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(convoy.UserError) as caught:
+        infer_model("openai:gpt-4o-mini?api_key=sk-SECRET&timeout=abc")
+    assert "sk-SECRET" not in str(caught.value)
+    assert "api_key=***&timeout=abc" in str(caught.value)
+    with pytest.raises(convoy.UserError) as caught:
+        infer_model("openai:m?base_url=https://user:hunter2@host:xx/v1")
+    assert "hunter2" not in str(caught.value) and "user:***@host" in str(caught.value)
+    monkeypatch.setenv("OPENAI_BASE_URL", "https://user:hunter2@host:xx/v1")
+    with pytest.raises(convoy.UserError) as caught:
+        infer_model("openai:m")
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize("url", [" http://127.0.0.1:9/v1", "http://127.0.0.1:9/v1 "])
+def test_a_base_url_with_spaces_around_it_is_refused(url: str) -> None:
+    """(``urlsplit`` strips them, the HTTP client does not: every call then failed.)"""
+    with pytest.raises(convoy.UserError, match="without spaces around it"):
+        OpenAIModel(model="m", base_url=url)
+
+
+@pytest.mark.parametrize("host", ["h" * 64, f"{'h' * 64}.example.com", "a..b"])
+def test_a_postgres_host_name_that_cannot_be_looked_up_is_one_error(host: str) -> None:
+    from convoy.stores import store_from_url
+
+    with pytest.raises(convoy.UserError, match="is not a valid host name"):
+        store_from_url(f"postgresql://u:pw@{host}/db")

@@ -59,7 +59,7 @@ class FaultRates:
         for kind in FAULT_KINDS:
             p = getattr(self, kind)
             if not (isinstance(p, int | float) and 0.0 <= p <= 1.0):
-                raise UserError(f"fault {kind!r}: probability must be in [0, 1], got {p!r}")
+                raise UserError(f"fault {quoted(kind)}: probability must be in [0, 1], got {p!r}")
         for name in PARAMS.values():
             v = getattr(self, name)
             if not (isinstance(v, int | float) and math.isfinite(v) and v >= 0):
@@ -91,18 +91,18 @@ class FaultRates:
                 continue
             name, sep, value = item.partition("=")
             if not sep or not value.strip():
-                raise UserError(f"fault {item!r} must look like KIND=PROBABILITY, e.g. "
+                raise UserError(f"fault {quoted(item)} must look like KIND=PROBABILITY, e.g. "
                                 "'server_error=0.02' (kinds: " + ", ".join(FAULT_KINDS) + ")")
             kind = canonical_kind(name.strip())
             if kind in values:
-                raise UserError(f"fault {kind!r} is given twice in {raw!r}")
+                raise UserError(f"fault {quoted(kind)} is given twice in {quoted(raw, 200)}")
             prob, colon, param = value.partition(":")
-            values[kind] = _number(prob, f"probability of fault {kind!r}")
+            values[kind] = _number(prob, f"probability of fault {quoted(kind)}")
             if colon:
                 if kind not in PARAMS:
-                    raise UserError(f"fault {kind!r} takes no ':SECONDS' parameter; only "
+                    raise UserError(f"fault {quoted(kind)} takes no ':SECONDS' parameter; only "
                                     f"{', '.join(PARAMS)} do")
-                values[PARAMS[kind]] = _number(param, f"seconds of fault {kind!r}")
+                values[PARAMS[kind]] = _number(param, f"seconds of fault {quoted(kind)}")
         return cls(**values)
 
     @classmethod
@@ -149,7 +149,7 @@ def _number(text: str, what: str) -> float:
     try:
         v = float(text.strip())
     except ValueError:
-        raise UserError(f"{what}: {text.strip()!r} is not a number") from None
+        raise UserError(f"{what}: {quoted(text.strip())} is not a number") from None
     if not math.isfinite(v):
-        raise UserError(f"{what}: {text.strip()!r} is not a finite number")
+        raise UserError(f"{what}: {quoted(text.strip())} is not a finite number")
     return v

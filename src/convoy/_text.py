@@ -42,7 +42,7 @@ def check_name(name: str, what: str) -> str:
                             "visible character")
         m = _UNSHOWABLE.search(name) or _SURROGATE.search(name)
         if m is not None:
-            raise UserError(f"{what} '{escaped(name)}' holds the character "
+            raise UserError(f"{what} '{_cut(escaped(name), 80)}' holds the character "
                             f"{_code(m.group())}, which cannot be shown as it is; use "
                             "printable characters only")
     return name
@@ -50,7 +50,7 @@ def check_name(name: str, what: str) -> str:
 
 def blank(name: str) -> str:
     """How a message says that ``name`` (empty or only spaces) names nothing."""
-    return "empty" if not name else f"empty (only spaces: {name!r})"
+    return "empty" if not name else f"empty (only spaces: {quoted(name, 40)})"
 
 
 def lone_surrogate(value: Any) -> str | None:
@@ -196,7 +196,10 @@ def quoted(name: str, width: int = 80) -> str:
     1=1 --"`` for a name with a quote in it; what a terminal would obey or draw as nothing
     is an escape), cut to ``width`` characters first: a 100,000-character id on the
     command line makes a short line, not a 100 KB one."""
-    return repr(_cut(name, width))
+    shown = repr(_cut(name, width))
+    if len(shown) > 2 * width:  # escapes (tabs, emoji joined) stretched it: cut again
+        shown = shown[:2 * width - 2].rstrip("\\") + "…" + shown[0]
+    return shown
 
 
 def _cut(text: str, width: int) -> str:

@@ -20,6 +20,7 @@ except ImportError as e:  # the extra is not installed
     raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import UserError
+from convoy._text import quoted
 
 
 def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
@@ -58,7 +59,8 @@ def _create(p: Path) -> Ed25519PrivateKey:
     except FileExistsError:
         return load_or_create_key(p)
     except OSError as e:
-        raise UserError(f"cannot create the audit key {str(p)!r}: {e.strerror or e}") from None
+        raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: "
+                        f"{e.strerror or e}") from None
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
         f.flush()

@@ -4,11 +4,12 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import sys
 
 from convoy._interrupt import INTERRUPTED_LINE
-from convoy._text import escaped, undecodable_byte
+from convoy._text import escaped, quoted, undecodable_byte
 from convoy.cli._app import app
 
 
@@ -26,6 +27,15 @@ def main() -> None:
         app(prog_name="convoy")
     except KeyboardInterrupt:
         _interrupted()
+    except OSError as e:
+        if e.errno != errno.ENAMETOOLONG:
+            raise
+        # A path the user gave (--db, --input, a key file) with a name longer than the
+        # file system allows: wherever it is first touched, one line.
+        name = e.filename if isinstance(e.filename, str) else ""
+        sys.stderr.write(f"error: the path {quoted(name)} has a name too long for the file "
+                         "system (at most 255 bytes between slashes); use a shorter one\n")
+        raise SystemExit(2) from None
     except SystemExit as e:
         exit_ = e.__context__  # Typer's ``Exit(130) from KeyboardInterrupt``: nothing said
         if e.code == 130 and exit_ is not None and \

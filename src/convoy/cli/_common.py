@@ -55,6 +55,7 @@ from convoy._text import (
     strict_json,
     undecodable_byte,
 )
+from convoy.definitions._workflow import file_path_module
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
@@ -343,6 +344,10 @@ def import_modules(modules: list[str] | None) -> list[Any]:
     workflows_from_cwd()
     imported = []
     for name in modules or ():
+        instead = file_path_module(name)
+        if instead is not None:
+            fail(f"{quoted(name, 120)} is a file path; name the module as Python imports it: "
+                 f"{instead}")
         try:
             imported.append(importlib.import_module(name))
         except ImportError as e:

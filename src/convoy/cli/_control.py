@@ -163,7 +163,8 @@ def cancel(
     durable cancel request: that engine stops it at its next lease renewal (within its
     lease, 30 s by default), and if it died meanwhile, the engine that takes the session
     over ends it before running a step. The command does not wait for that; 'convoy
-    sessions show ID' shows the request until it is honoured. Cancelling again records no
+    sessions show ID' shows the request until it is honoured, and 'convoy sessions list'
+    shows the session as 'running (cancel requested)'. Cancelling again records no
     second request. Only sessions of the tenant --tenant names (default: 'default'), or of
     every tenant with --all-tenants.
 

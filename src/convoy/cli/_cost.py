@@ -16,6 +16,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -126,7 +127,7 @@ def cost(
     Example: `convoy cost --by model` or `convoy cost --by session --limit 10`
     """
     if by not in _KEY:
-        fail(f"--by {by!r} is not a grouping; use one of {', '.join(_KEY)}")
+        fail(f"--by {quoted(by, 40)} is not a grouping; use one of {', '.join(_KEY)}")
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     left_out: list[LeftOut] = []

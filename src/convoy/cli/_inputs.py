@@ -33,6 +33,7 @@ from convoy import UserError, Workflow
 from convoy._text import (
     TOO_DEEP,
     lone_surrogate,
+    quoted,
     readable_validation_error,
     surrogate_problem,
     too_deep,
@@ -83,16 +84,16 @@ def _field_id(obj: Any, id_field: str) -> str:
     """The session id named by ``--id-field`` in a line's JSON, or raise ``ValueError``."""
     where = "(--id-field)"
     if not isinstance(obj, dict):
-        raise ValueError(f"not a JSON object, so it has no {id_field!r} field {where}")
+        raise ValueError(f"not a JSON object, so it has no {quoted(id_field, 40)} field {where}")
     if id_field not in obj:
-        raise ValueError(f"no {id_field!r} field {where}")
+        raise ValueError(f"no {quoted(id_field, 40)} field {where}")
     value = obj[id_field]
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise ValueError(f"{id_field!r} must be a string or an integer, got "
+        raise ValueError(f"{quoted(id_field, 40)} must be a string or an integer, got "
                          f"{json.dumps(value)[:40]} {where}")
     sid = str(value)
     if not sid.strip():
-        raise ValueError(f"empty {id_field!r} {where}")
+        raise ValueError(f"empty {quoted(id_field, 40)} {where}")
     try:
         return check_session_id(sid)
     except UserError as e:
@@ -108,14 +109,14 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
         UserError: the file is missing or unreadable (nothing can run).
     """
     if not path.exists():
-        raise UserError(f"input file {str(path)!r} does not exist")
+        raise UserError(f"input file {quoted(str(path), 200)} does not exist")
     if not path.is_file():
-        raise UserError(f"input {str(path)!r} is not a file; pass a JSONL file with one "
+        raise UserError(f"input {quoted(str(path), 200)} is not a file; pass a JSONL file with one "
                         "input per line")
     try:
         data = path.read_bytes()
     except OSError as e:
-        raise UserError(f"cannot read input file {str(path)!r}: {e.strerror}") from e
+        raise UserError(f"cannot read input file {quoted(str(path), 200)}: {e.strerror}") from e
     batch = InputBatch(path=path)
     first_line: dict[str, int] = {}
     for number, raw in enumerate(data.splitlines(), start=1):
@@ -143,7 +144,8 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
                 batch.identical.append((number, seen))
             else:
                 batch.invalid.append(InvalidLine(
-                    number, f"duplicate {id_field} {sid!r} (first on line {seen})"))
+                    number, f"duplicate {quoted(id_field, 40)} {quoted(sid)} (first on line "
+                            f"{seen})"))
             continue
         first_line[sid] = number
         batch.valid.append(InputLine(number, value, sid, legacy))

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from convoy import UserError, Workflow, load_workflow
+from convoy._text import quoted
 from convoy.cli._common import fail
 from convoy.definitions._workflow import WorkflowNotFound, registered_workflow, script_workflow
 
@@ -21,20 +22,23 @@ _IN_SCRIPT = {"resume": "resume its sessions from that script (await engine.resu
               "replay": "replay its sessions from that script (await engine.replay(ID))"}
 
 
-def cannot_load(e: UserError, command: str) -> str:
+def cannot_load(e: UserError, command: str, again: str | None = None) -> str:
     """Why a stored session's workflow cannot be loaded, and how to load it with
-    ``convoy COMMAND`` (which takes ``--import MODULE``)."""
+    ``convoy COMMAND`` (which takes ``--import MODULE``); ``again``: that command as the
+    user should run it (with their ``--db`` and tenant)."""
     if not isinstance(e, WorkflowNotFound):
         return str(e)  # a module that does not import, an attribute it lacks: said there
     if e.workflow.startswith("__main__:"):
         return script_workflow(e.workflow, _IN_SCRIPT.get(command))
+    again = again or f"'convoy {command} --import MODULE'"
     return ("nothing imported here defines it (an explicit name does not say which module "
-            f"does); run 'convoy {command} --import MODULE' with the module that defines it")
+            f"does); run {again} with the module that defines it")
 
 
-def unloadable(names: Iterable[str], command: str) -> dict[str, str]:
+def unloadable(names: Iterable[str], command: str, again: str | None = None
+               ) -> dict[str, str]:
     """The workflows among ``names`` this process cannot load, with why and how to load
-    them for ``convoy COMMAND``."""
+    them for ``convoy COMMAND`` (``again``: as :func:`cannot_load`)."""
     problems: dict[str, str] = {}
     for name in sorted(set(names)):
         if registered_workflow(name) is not None:
@@ -42,7 +46,7 @@ def unloadable(names: Iterable[str], command: str) -> dict[str, str]:
         try:
             load_workflow(name)
         except UserError as e:
-            problems[name] = cannot_load(e, command)
+            problems[name] = cannot_load(e, command, again)
     return problems
 
 
@@ -62,11 +66,13 @@ def _not_a_reference(ref: str) -> str:
     except Exception:  # not a module (or one that fails to import): say what the form is
         module = None
     if module is None:
-        return (f"workflow {ref!r} is not a MODULE:WORKFLOW reference; name the module that "
+        return (f"workflow {quoted(ref, 120)} is not a MODULE:WORKFLOW reference; name the "
+                "module that "
                 f"defines it and the workflow in it ({_EXAMPLE})")
     names = sorted(n for n, v in vars(module).items() if isinstance(v, Workflow))
     if not names:
-        return (f"{ref!r} is a module that defines no workflow at top level; name a workflow "
+        return (f"{quoted(ref, 120)} is a module that defines no workflow at top level; name "
+                "a workflow "
                 f"as MODULE:WORKFLOW ({_EXAMPLE})")
-    return (f"{ref!r} is a module; name one of its workflows as MODULE:WORKFLOW: "
+    return (f"{quoted(ref, 120)} is a module; name one of its workflows as MODULE:WORKFLOW: "
             f"{', '.join(f'{ref}:{n}' for n in names)}")

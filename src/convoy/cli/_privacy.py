@@ -196,7 +196,8 @@ def keygen(path: Annotated[Path, typer.Argument(
     for parent in path.parents:
         if parent.exists():
             if not parent.is_dir():
-                fail(f"cannot create {str(path)!r}: {str(parent)!r} is a file, not a directory")
+                fail(f"cannot create {quoted(str(path), 200)}: {quoted(str(parent), 200)} "
+                     "is a file, not a directory")
             break
     try:
         # Each missing directory, outermost first, with its own mode (``parents=True``
@@ -205,13 +206,13 @@ def keygen(path: Annotated[Path, typer.Argument(
             if not folder.exists():
                 folder.mkdir(mode=0o700)
     except OSError as e:
-        fail(f"cannot create {str(path)!r}: {e.strerror or e}")
+        fail(f"cannot create {quoted(str(path), 200)}: {e.strerror or e}")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         fail(f"{str(path)!r} exists already; a master key is never overwritten")
     except OSError as e:
-        fail(f"cannot create {str(path)!r}: {e.strerror or e}")
+        fail(f"cannot create {quoted(str(path), 200)}: {e.strerror or e}")
     with os.fdopen(fd, "w") as f:
         f.write(MasterKey.generate() + "\n")
     out.print(f"wrote a new master key to {path}; export CONVOY_MASTER_KEY_FILE={path}",

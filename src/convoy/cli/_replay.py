@@ -84,7 +84,7 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
             except UserError as e:
                 fail(f"cannot replay session {quoted(session_id)} of workflow "
                      f"{quoted(row.workflow)}: "
-                     f"{cannot_load(e, 'replay')}")
+                     f"{cannot_load(e, 'replay', scope.command('replay --import MODULE', db))}")
             if wf.version != row.version:
                 err.print(f"warning: session {session_id} ran version {row.version!r} of "
                           f"{row.workflow}; the code is now version {wf.version!r}",

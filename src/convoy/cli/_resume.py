@@ -78,7 +78,8 @@ def resume(
                               busy_timeout=busy_timeout, interceptors=tracing(trace))
         try:
             with convoy_errors():
-                resumed = stop.run(_resume(engine, scope))
+                resumed = stop.run(_resume(engine, scope, scope.command(
+                    "resume --import MODULE", db)))
         except (Stopped, KeyboardInterrupt) as e:
             err.print(f"interrupted: run {scope.command('resume', db)} again to finish",
                       markup=False, soft_wrap=True)
@@ -103,7 +104,7 @@ def resume(
         raise typer.Exit(RUN_FAILURE)
 
 
-async def _resume(engine: Engine, scope: Scope
+async def _resume(engine: Engine, scope: Scope, again: str
                   ) -> tuple[RunStats, dict[str, int], dict[str, tuple[int, str]]] | None:
     """What the resume did; the workflows nothing here defines whose sessions it left
     waiting (name -> sessions); and those it cannot load whose sessions were due, left
@@ -118,7 +119,7 @@ async def _resume(engine: Engine, scope: Scope
         unloaded: dict[str, tuple[int, str]] = {}
         # A workflow that cannot be loaded here must not stop the others: the engine runs
         # those it can load. Sessions that wait for what has not come yet need none.
-        for name, why in unloadable({r.workflow for r in rows}, "resume").items():
+        for name, why in unloadable({r.workflow for r in rows}, "resume", again).items():
             due = sum(r.workflow == name and not r.parked_at(now) for r in rows)
             if due:
                 unloaded[name] = (due, why)

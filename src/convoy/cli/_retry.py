@@ -110,7 +110,8 @@ def retry(
         return
     # Checked first, so that a dry run says what the retry would (which creates nothing
     # then): a session can be retried only where its workflow loads.
-    unloaded = unloadable({r.workflow for r in rows}, "retry")
+    unloaded = unloadable({r.workflow for r in rows}, "retry",
+                          scope.command("retry --import MODULE", db))
     for name, why in unloaded.items():
         n = sum(r.workflow == name for r in rows)
         err.print(f"error: cannot retry {n} session(s) of workflow {name!r}: {why}",

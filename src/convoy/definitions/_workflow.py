@@ -119,11 +119,26 @@ def script_workflow(name: str, instead: str | None = None) -> str:
     whose sessions no other process can load (``instead``: what to run in the script)."""
     short = name.partition(":")[2].rpartition(".")[2]
     instead = instead or "resume its sessions from that script (await engine.resume())"
-    return (f"workflow {name!r} was defined in a script run directly ('__main__'), which "
-            f"no other process can import; {instead}, and for the sessions it starts from "
-            "then on, define the workflow in a module the script imports, with an explicit "
-            f"name (@convoy.workflow(name={short!r})): any process that imports that module "
-            "can resume them")
+    return (f"workflow {quoted(name, 120)} was defined in a script run directly ('__main__'), "
+            f"which no other process can import; {instead}, and for the sessions it starts "
+            "from then on, define the workflow in a module the script imports, with an "
+            f"explicit name (@convoy.workflow(name={quoted(short, 80)})): any process that "
+            "imports that module can resume them")
+
+
+def file_path_module(name: str) -> str | None:
+    """What to write instead of a module named as a file (``flows.py``, ``./app/flows``):
+    the module as Python imports it, or ``None`` for a name that is not a path."""
+    if not (name.endswith(".py") or "/" in name or "\\" in name or name.startswith(".")):
+        return None
+    stem = name[:-3] if name.endswith(".py") else name
+    parts = [p for p in stem.replace("\\", "/").split("/") if p not in ("", ".")]
+    dotted = ".".join(parts)
+    if not parts or ".." in parts or not all(p.isidentifier() for p in parts):
+        return "a module name (run from the directory that contains the file, and name it " \
+            "without '.py')"
+    top = f"{parts[0]}.py" if len(parts) == 1 else parts[0]
+    return f"{dotted!r} (run from the directory that contains {top!r})"
 
 
 def load_workflow(ref: str) -> Workflow[Any, Any]:
@@ -133,11 +148,15 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
         found = _REGISTRY.get(ref)
         if found is not None:
             return found
-        raise WorkflowNotFound(f"workflow {ref!r} is not registered in this process and is "
-                               "not a 'package.module:name' reference; import the module "
+        raise WorkflowNotFound(f"workflow {quoted(ref, 120)} is not registered in this process "
+                               "and is not a 'package.module:name' reference; import the module "
                                "that defines it, or pass Engine(workflows=[...])", ref)
     if module_name == "__main__" and registered_workflow(ref) is None:
         raise WorkflowNotFound(script_workflow(ref), ref)
+    instead = file_path_module(module_name)
+    if instead is not None:
+        raise UserError(f"{quoted(module_name, 120)} in {quoted(ref, 120)} is a file path; name "
+                        f"the module as Python imports it: {instead}")
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:

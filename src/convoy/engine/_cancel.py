@@ -68,11 +68,23 @@ def requester(payload: str | None) -> str:
     return by if isinstance(by, str) and by else "unknown"
 
 
+#: The longest name of who cancels that is recorded (a person's or a service's name).
+MAX_BY = 200
+
+
+def _who(by: str) -> str:
+    name = check_name(by, "name of who cancels (by)")
+    if len(name) > MAX_BY:
+        raise UserError(f"the name of who cancels (by) is {len(name):,} characters long; "
+                        f"give a name of at most {MAX_BY}")
+    return name
+
+
 async def cancel(engine: Engine, session_id: str, tenant: str | None,
                  by: str | None = None) -> CancelStatus:
     """Cancel a session (see the module docstring); ``by``: who cancels it (recorded in
     its error record, audited), by default ``"engine OWNER"``."""
-    who = f"engine {engine.owner}" if by is None else check_name(by, "name of who cancels (by)")
+    who = f"engine {engine.owner}" if by is None else _who(by)
     if tenant is None and engine._stop_running(session_id, who):
         return "cancelled"  # the operator's view needs no store read to stop a session it runs
     row = await session(engine, session_id, tenant)

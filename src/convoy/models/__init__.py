@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qsl
 
@@ -36,13 +37,13 @@ def infer_model(name: str) -> Model:
     """
     provider, sep, rest = name.partition(":")
     if not sep:
-        raise UserError(f"model {quoted(name, 200)} must look like 'provider:model', e.g. "
+        raise UserError(f"model {_shown(name)} must look like 'provider:model', e.g. "
                         "'sim:' or 'openai:gpt-4o-mini'")
     if provider == "sim":
         if rest and (rest.endswith((".yaml", ".yml", ".json")) or os.sep in rest):
             if not _is_file(rest):
                 raise UserError(f"sim scenario file {quoted(rest, 200)} (from model "
-                                f"{quoted(name, 200)}) does not "
+                                f"{_shown(name)}) does not "
                                 "exist")
             return SimModel(rest, name=name)
         return SimModel(name=f"sim:{rest or 'default'}")
@@ -53,7 +54,8 @@ def infer_model(name: str) -> Model:
         options = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=False))
         unknown = set(options) - _OPENAI_OPTIONS
         if unknown:
-            raise UserError(f"unknown option(s) {sorted(unknown)} in {quoted(name, 200)}; known: "
+            raise UserError(f"unknown option(s) {quoted(', '.join(sorted(unknown)), 80)} in "
+                            f"{_shown(name)}; known: "
                             f"{sorted(_OPENAI_OPTIONS)}")
         from convoy.models._openai import OpenAIModel
 
@@ -64,10 +66,17 @@ def infer_model(name: str) -> Model:
 
         return LocalModel(rest or None)
     hint = difflib.get_close_matches(provider, PROVIDERS, n=1)
-    did_you_mean = f" Did you mean {quoted(hint[0] + ':' + rest, 200)}?" if hint else ""
-    raise UserError(f"unknown model provider {quoted(provider)} in {quoted(name, 200)}; known "
+    did_you_mean = f" Did you mean {_shown(hint[0] + ':' + rest)}?" if hint else ""
+    raise UserError(f"unknown model provider {quoted(provider)} in {_shown(name)}; known "
                     "providers: "
                     f"{', '.join(PROVIDERS)}.{did_you_mean}")
+
+
+def _shown(name: str) -> str:
+    """A model string as messages quote it: cut short, with its ``api_key`` and a base
+    URL's password masked (a message may end up in a CI log)."""
+    masked = re.sub(r"(api_key=)[^&]*", r"\1***", name)
+    return quoted(re.sub(r"(://[^:/@?&]*:)[^@/?&]*@", r"\1***@", masked), 200)
 
 
 def _is_file(path: str) -> bool:
@@ -83,6 +92,6 @@ def _timeout(text: str, name: str) -> float:
     except ValueError:
         seconds = math.nan
     if not math.isfinite(seconds) or seconds <= 0:
-        raise UserError(f"timeout={quoted(text)} in model {quoted(name, 200)}: give the "
+        raise UserError(f"timeout={quoted(text)} in model {_shown(name)}: give the "
                         "seconds a call may take, a number > 0 (e.g. timeout=30)")
     return seconds

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import time
 from email.utils import parsedate_to_datetime
 from types import ModuleType
@@ -62,13 +63,16 @@ def _check_base_url(base_url: str, where: str) -> None:
     """A base URL the client can call: ``http(s)://host[:port][/path]``."""
     try:
         parts = urlsplit(base_url)
-        ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and \
+            base_url == base_url.strip()  # (the client does not strip it)
         parts.port  # noqa: B018  (raises ValueError for a port that is not one)
     except ValueError:
         ok = False
     if not ok:
-        raise UserError(f"{where} {quoted(base_url, 200)} is not an http(s) URL; give the "
-                        "server's API root, e.g. http://127.0.0.1:8080/v1")
+        shown = re.sub(r"(://[^:/@]*:)[^@/]*@", r"\1***@", base_url)  # no password
+        raise UserError(f"{where} {quoted(shown, 200)} is not an http(s) URL; give the "
+                        "server's API root, without spaces around it, e.g. "
+                        "http://127.0.0.1:8080/v1")
 
 
 def _endpoint(base_url: str) -> str:
@@ -149,7 +153,7 @@ class OpenAIModel(Model):
         if structured_output not in ("json_schema", "json_object", "none"):
             raise UserError(
                 f"structured_output must be 'json_schema', 'json_object' or 'none', "
-                f"not {structured_output!r}"
+                f"not {quoted(str(structured_output), 40)}"
             )
         self._openai = _import_openai()
         self.model = model
@@ -167,7 +171,7 @@ class OpenAIModel(Model):
                     api_key = _LOCAL_KEY
                 else:
                     raise UserError(
-                        f"model {self.name!r} needs an API key: set OPENAI_API_KEY "
+                        f"model {quoted(self.name, 120)} needs an API key: set OPENAI_API_KEY "
                         "(or pass api_key=..., or a loopback base_url for a local server)"
                     )
             client = self._openai.AsyncOpenAI(

@@ -270,8 +270,8 @@ def parse_age(text: str) -> float:
     except ValueError:
         value = float("nan")
     if unit is None or not 0 < value * unit < math.inf:  # (inf, nan, 1e400, an overflow)
-        raise UserError(f"age {text!r} is not a positive number with a unit s, m, h, d or w "
-                        "(e.g. '30d')")
+        raise UserError(f"age {quoted(text, 40)} is not a positive number with a unit s, m, h, "
+                        "d or w (e.g. '30d')")
     return value * unit
 
 

@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 from convoy._errors import UserError
+from convoy._text import quoted
 
 if TYPE_CHECKING:
     from convoy.stores._protocol import Store
@@ -99,12 +101,30 @@ def sqlite_path(url: str | Path) -> Path:
 
 def _postgres(url: str, *, busy_timeout: float, clock: Callable[[], float],
               read_only: bool) -> Store:
+    _check_host(url)
     try:
         from convoy.stores._postgres import PostgresStore
     except ImportError as e:
         raise UserError(f"a PostgreSQL store needs psycopg 3 and psycopg_pool ({e}); install "
                         "them with: pip install 'convoy[postgres]'") from None
     return PostgresStore(url, busy_timeout=busy_timeout, clock=clock, read_only=read_only)
+
+
+def _check_host(url: str) -> None:
+    """A host name the resolver can look up (a label over 63 characters made the driver
+    fail with a ``UnicodeError`` from the ``idna`` codec)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return  # the driver says what is wrong with the URL
+    if not host or host.startswith("/"):
+        return  # a Unix socket directory, or the driver's default
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise UserError(f"the host {quoted(host)} in {quoted(redacted(url), 200)} is not a "
+                        "valid host name: each part between dots is 1 to 63 characters"
+                        ) from None
 
 
 def redacted(url: str | Path) -> str:
