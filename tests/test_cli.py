@@ -170,8 +170,13 @@ def test_unknown_module_is_a_usage_error() -> None:
                    "cannot import module 'no_such_module'")
     res = cli("run", "cli_flows:nothing", "-i", "in.jsonl")
     assert res.code == 2
-    assert "has no attribute 'nothing'; workflows it defines: approval, boom, charge, handle, " \
-        "held, locker, nap, shout" in res.stderr
+    assert "has no attribute 'nothing'; workflows it defines: cli_flows:approval, " \
+        "cli_flows:boom, cli_flows:charge, cli_flows:handle, cli_flows:held, " \
+        "cli_flows:locker, cli_flows:nap, cli_flows:shout" in res.stderr
+    # An explicit name typed as the attribute: the reference that names it
+    res = cli("run", "audited_flows:cli.audited", "-i", "in.jsonl")
+    one_line_error(res, 2, "'cli.audited' is the explicit name of audited_flows:")
+    assert "name it as 'audited_flows:" in res.stderr, res.stderr
     # A module without ':WORKFLOW': the hint is how 'convoy run' names a workflow.
     res = cli("run", "cli_flows", "-i", "in.jsonl")
     one_line_error(res, 2, "'cli_flows' is a module; name one of its workflows as "

@@ -170,10 +170,15 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            names = [n for n in dir(module) if isinstance(getattr(module, n), Workflow)]
+            flows = {n: v for n in dir(module) if isinstance(v := getattr(module, n), Workflow)}
+            named = [n for n, wf in flows.items() if wf.name == attr]
+            if named:  # the workflow's explicit name, typed where its attribute goes
+                raise UserError(f"{quoted(attr)} is the explicit name of "
+                                f"{module_name}:{named[0]}; name it as "
+                                f"{quoted(f'{module_name}:{named[0]}', 120)}")
             raise UserError(f"module {quoted(module_name)} has no attribute {quoted(attr)}; "
-                            "workflows "
-                            f"it defines: {', '.join(names) or '(none)'}")
+                            "workflows it defines: "
+                            f"{', '.join(f'{module_name}:{n}' for n in flows) or '(none)'}")
         obj = getattr(obj, part)
     if not isinstance(obj, Workflow):
         kind = type(obj).__name__
