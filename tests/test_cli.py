@@ -435,6 +435,26 @@ def test_worker_until_idle_says_it_waits_for_a_timer(background: Callable[..., B
     assert "next worker or 'convoy resume --import cli_flows'" in res.stderr, res.stderr
 
 
+def test_worker_until_idle_says_what_keeps_it_from_being_idle_besides_timers(
+        background: Callable[..., Background]) -> None:
+    """A session another live engine runs (under a lease far from lapsing) keeps the
+    worker from being idle: one line says so, not one a poll, and not a timer's."""
+    import time
+
+    run_ok(lines=GOOD[:1])
+    (sid,) = session_ids()
+    tamper("UPDATE sessions SET status='running', output=NULL, finished=NULL, "
+           "owner='elsewhere:1:e1', lease_until=? WHERE id=?", time.time() + 3600, sid)
+    worker = background("worker", "cli_flows", "--until-idle", "--poll-interval", "0.01")
+    line = worker.wait_for_line("waiting for")
+    assert line.startswith("waiting for 1 session this worker cannot run now (running 1: "
+                           "another engine runs them"), line
+    res = worker.stop()
+    assert res.code == 130, res.stderr
+    assert res.stderr.count("waiting for") == 1, res.stderr
+    assert "timer" not in res.stderr
+
+
 class Ticking(FakeClock):
     """A fake clock that moves a second each time it is read once ``on``: a worker that
     polls sees its timers come due, however fast the machine is."""
