@@ -78,3 +78,32 @@ def test_the_corpus_in_look_alikes_is_found_as_in_ascii(redactor: Redactor) -> N
         plain = [(f.kind, f.start, f.end) for f in redactor.find(text)]
         odd = text.replace("-", "\u2013").replace(" ", "\u00a0")
         assert [(f.kind, f.start, f.end) for f in redactor.find(odd)] == plain, text
+
+
+#: The zeros of decimal digits of other scripts a customer may write a number in:
+#: Arabic-Indic, Extended Arabic-Indic (Persian, Urdu), Devanagari, Bengali, Thai,
+#: Myanmar, and the mathematical monospace digits of a styled paste.
+SCRIPTS = [0x0660, 0x06F0, 0x0966, 0x09E6, 0x0E50, 0x1040, 0x1D7F6]
+
+
+def in_script(text: str, zero: int) -> str:
+    return "".join(chr(zero + int(c)) if "0" <= c <= "9" else c for c in text)
+
+
+@pytest.mark.parametrize("zero", SCRIPTS, ids=hex)
+@pytest.mark.parametrize("value,kind", [
+    ("415-555-2671", "PHONE"), ("+44 20 7946 0958", "PHONE"),
+    ("4539 1488 0343 6467", "CARD"), ("192.168.1.20", "IP"),
+    ("DE89 3704 0044 0532 0130 00", "IBAN")])
+def test_a_value_in_the_digits_of_another_script_is_masked(redactor: Redactor, zero: int,
+                                                           value: str, kind: str) -> None:
+    text = f"write to me at {in_script(value, zero)} please"
+    assert redactor.redact(text) == f"write to me at [{kind}] please"
+
+
+@pytest.mark.parametrize("zero", SCRIPTS, ids=hex)
+def test_numbers_in_another_script_that_are_not_personal_data_are_kept(
+        redactor: Redactor, zero: int) -> None:
+    for text in ("order 12345 shipped", "4539 1488 0343 6468 (fails Luhn)", "version 1.2.3"):
+        shown = in_script(text, zero)
+        assert redactor.redact(shown) == shown

@@ -11,9 +11,10 @@ number, a date or a version is left alone; cards, IBANs, e-mail addresses and IP
 are masked before phone numbers are looked for, so their digits are never taken for a phone
 number. Escaped text (JSON, ``repr``) is searched as what its escapes stand for, and masked
 where they were. Characters that stand for ASCII (fullwidth forms, Unicode dashes and
-spaces between digit groups: ``415\\u2013555\\u20132671``, ``\\uff14\\uff15\\uff13\\uff19``)
-are read as it. Text with invisible characters in it (a zero-width space, a soft hyphen,
-any format character) is searched with them and as if they were not there, so that
+spaces between digit groups: ``415\\u2013555\\u20132671``, ``\\uff14\\uff15\\uff13\\uff19``;
+the decimal digits of other scripts, Arabic-Indic ``\\u0664\\u0661\\u0665``) are read as it.
+Text with invisible characters in it (a zero-width space, a soft hyphen, any format
+character) is searched with them and as if they were not there, so that
 ``ada\\u200b@example.org`` is found, and masked whole.
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -36,18 +38,30 @@ PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 #: Every kind a :class:`Redactor` finds, in the order it looks for them.
 PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
-_MAYBE = re.compile(r"[0-9@\uff10-\uff19\uff20\ufe6b]")
+_MAYBE = re.compile(r"[\d@\uff20\ufe6b]")  # (``\d``: the decimal digits of every script)
 # Characters that stand for the ASCII a value is written in, read as it, one for one (so
 # a finding's place is the same in both): the fullwidth forms of ASCII (digits, letters,
 # the at sign), Unicode's dashes and minus signs between digit groups (an en dash, the
 # no-break hyphen of word processors), the spaces that separate groups (no-break, figure,
 # thin, narrow no-break, ideographic) and the small commercial at.
-_LOOKALIKE = {
+# The decimal digits of the other scripts (Arabic-Indic, Persian, Devanagari, Bengali,
+# Thai, ...: every Unicode ``Nd`` character) as the ASCII digit of the same value, looked
+# up the first time one is met (the table remembers every character it has seen).
+
+
+class _Lookalike(dict[int, int]):
+    def __missing__(self, char: int) -> int:
+        digit = unicodedata.decimal(chr(char), None)
+        found = self[char] = char if digit is None else ord("0") + digit
+        return found
+
+
+_LOOKALIKE = _Lookalike({
     **{c: c - 0xFEE0 for c in range(0xFF01, 0xFF5F)},
     **dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58,
                      0xFE63), ord("-")),
     **dict.fromkeys((0x00A0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), ord(" ")),
-    0xFE6B: ord("@")}
+    0xFE6B: ord("@")})
 # One word of letters, digits and ``_`` (an id, a name): personal data in it can only be
 # the whole of it (an IBAN, a phone number written without spaces) or a card number glued
 # to letters, so a run of at least 12 digits.
