@@ -66,6 +66,12 @@ def test_a_state_value_edited_by_hand_is_one_line(value: str | bytes, said: str)
     for args in (("get", "ns", "k"), ("get", "ns", "k", "--json")):
         one_line_error(cli("state", *args), 1, f"state 'ns' key 'k' version 2: {said}")
     assert _cell("SELECT value FROM state WHERE key='k'") == value
+    # A write that reads the version first: the same line, and how to replace the value
+    one_line_error(cli("state", "set", "ns", "k", "4"), 1,
+                   f"state 'ns' key 'k' version 2: {said}")
+    assert "to replace it, write against the version named: 'convoy state set ns k JSON " \
+        "--expected-version VERSION'" in cli("state", "set", "ns", "k", "4").stderr
+    assert _cell("SELECT value FROM state WHERE key='k'") == value  # nothing written
     # The way to correct it: a write over the version the line names.
     res = cli("state", "set", "ns", "k", "4", "--expected-version", "2")
     assert res.code == 0, res.stderr

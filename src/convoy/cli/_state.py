@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from convoy import UserError
+from convoy import JournalError, UserError
 from convoy._command import word
 from convoy._text import check_name, quoted, short
 from convoy.cli._common import (
@@ -34,7 +34,7 @@ from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
-from convoy.stores._rows import LeftOut
+from convoy.stores._rows import DamagedRow, LeftOut
 
 state_app = typer.Typer(
     name="state", no_args_is_help=True, rich_markup_mode="markdown",
@@ -150,7 +150,13 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
     try:
         expected = write.expected_version
         if expected is None:
-            current = await store.state_get(write.tenant, write.namespace, write.key)
+            try:
+                current = await store.state_get(write.tenant, write.namespace, write.key)
+            except DamagedRow as e:  # what an operator replaces it with: written against it
+                again = f"state set {word(write.namespace)} {word(write.key)} JSON " \
+                    "--expected-version VERSION"
+                raise JournalError(f"{e}; to replace it, write against the version named: "
+                                   f"{Scope(write.tenant).command(again, db)}") from None
             expected = current.version if current is not None else 0
             write = replace(write, expected_version=expected)
         return expected, await store.state_put(write)
