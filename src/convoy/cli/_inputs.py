@@ -35,6 +35,7 @@ from convoy._text import (
     lone_surrogate,
     quoted,
     readable_validation_error,
+    short,
     surrogate_problem,
     too_deep,
 )
@@ -144,7 +145,7 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
                 batch.identical.append((number, seen))
             else:
                 batch.invalid.append(InvalidLine(
-                    number, f"duplicate {quoted(id_field, 40)} {quoted(sid)} (first on line "
+                    number, f"duplicate {short(id_field, 40)} {quoted(sid)} (first on line "
                             f"{seen})"))
             continue
         first_line[sid] = number
