@@ -50,9 +50,12 @@ CHAINS: dict[str, Callable[[], list[convoy.Interceptor]]] = {
 }
 
 
-async def main(which: str, sessions: int) -> None:
+async def main(which: str, sessions: int,
+               chains: dict[str, Callable[[], list[convoy.Interceptor]]] = CHAINS) -> None:
+    """Run ``sessions`` W1 sessions (after 20 to warm up) on an engine with the chain
+    ``chains[which]`` (bench/onepass_floor.py passes its own chains)."""
     with tempfile.TemporaryDirectory() as tmp:
-        engine = convoy.Engine(Path(tmp) / "x.db", interceptors=CHAINS[which](),
+        engine = convoy.Engine(Path(tmp) / "x.db", interceptors=chains[which](),
                                concurrency=1000)
         await engine.open()
         await timed(engine, "warm", 20)

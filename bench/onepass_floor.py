@@ -118,6 +118,7 @@ from hashlib import sha256
 from pathlib import Path
 from typing import Any
 
+from observability_parts import main as one
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from pydantic_core import to_json
@@ -725,16 +726,6 @@ CHAINS: dict[str, Callable[[], list[convoy.Interceptor]]] = {
 }
 
 
-async def one(which: str, sessions: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        engine = convoy.Engine(Path(tmp) / "x.db", interceptors=CHAINS[which](),
-                               concurrency=1000)
-        await engine.open()
-        await timed(engine, "warm", 20)
-        await timed(engine, "run", sessions)
-        await engine.aclose()
-
-
 async def timing(names: list[str], sessions: int, runs: int, warmup: int) -> dict[str, Any]:
     tick = time.process_time
     with tempfile.TemporaryDirectory(prefix="convoy-onepass-") as tmp:
@@ -823,7 +814,7 @@ async def check() -> None:
 
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] in CHAINS and sys.argv[2].isdigit():
-        asyncio.run(one(sys.argv[1], int(sys.argv[2])))
+        asyncio.run(one(sys.argv[1], int(sys.argv[2]), CHAINS))
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--time", action="store_true")
