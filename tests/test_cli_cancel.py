@@ -8,8 +8,11 @@ import json
 import re
 import sqlite3
 import time
+from typing import Any
 
-from convoy.stores import store_from_url
+import pytest
+
+from convoy.stores import SQLiteStore, store_from_url
 from convoy.stores._protocol import CANCEL_SIGNAL
 from tests.clikit import (
     GOOD,
@@ -115,3 +118,32 @@ def test_sessions_list_shows_which_sessions_a_cancel_is_requested_for() -> None:
     assert isinstance(rows[sid]["cancel_requested"], float)
     assert rows[other]["cancel_requested"] is None
     assert [r["cancel_requested"] for i, r in rows.items() if i not in (sid, other)] == [None]
+
+
+def test_sessions_list_reads_the_cancel_requests_of_a_page_in_one_query(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not one read per listed session: ``--limit 10000`` on PostgreSQL would be 10,000
+    round trips."""
+    run_ok()
+    ids = ids_of(GOOD)
+    for s in ids:
+        tamper("UPDATE sessions SET status='running', output=NULL, finished=NULL, "
+               "owner='elsewhere:1:e1', lease_until=? WHERE id=?", time.time() + 30, s)
+    assert cli("cancel", ids[0]).code == 0 and cli("cancel", ids[2]).code == 0
+    reads: list[str] = []
+    read = SQLiteStore._read
+
+    def counted(self: SQLiteStore, sql: str, params: Any = ()) -> list[Any]:
+        if "FROM signals" in sql:
+            reads.append(sql)
+        return read(self, sql, params)
+
+    monkeypatch.setattr(SQLiteStore, "_read", counted)
+    listed = cli("sessions", "list")
+    assert listed.code == 0, listed.stderr
+    assert listed.stdout.count("(cancel requested)") == 2, listed.stdout
+    assert len(reads) == 1, reads
+    reads.clear()
+    rows = json.loads(cli("sessions", "list", "--json").stdout)["sessions"]
+    assert sum(r["cancel_requested"] is not None for r in rows) == 2, rows
+    assert len(reads) == 1, reads

@@ -704,6 +704,25 @@ async def test_a_signal_to_a_subjects_session_is_sealed_until_and_after_it_is_co
     assert scan(files_of(tmp_path), (said,)) == {}
 
 
+async def test_signals_read_for_many_sessions_at_once_come_opened_as_one_sessions_do(
+        tmp_path: Path) -> None:
+    db = tmp_path / "convoy.db"
+    said = "call me on +49 170 5550199 Quellenberg"
+    async with engine(db) as eng:
+        for sid, who, subject in (("h1", "ingrid", "customer-42"), ("h2", "nobody", None)):
+            assert (await eng.run(hear, who, subject=subject, session_id=sid)).status \
+                == "waiting"
+        await eng.signal("h1", "note", said)
+        await eng.signal("h2", "note", OTHER[0])
+        raw = await eng.store.inner.next_signals(  # type: ignore[attr-defined]
+            ["h1", "h2"], "note")
+        assert is_sealed(raw["h1"].payload) and not is_sealed(raw["h2"].payload)
+        got = await eng.store.next_signals(["h1", "h2", "nope"], "note")
+        assert got == {sid: await eng.store.next_signal(sid, "note") for sid in ("h1", "h2")}
+        assert [json.loads(got[s].payload) for s in ("h1", "h2")] == [said, OTHER[0]]
+        assert await eng.store.next_signals(["h1", "h2"], "note", tenant="other") == {}
+
+
 def gated_serve(name: str, gate: Callable[[], Awaitable[None]]) -> convoy.Workflow[Any, Any]:
     """A workflow whose clerk looks the customer up with a tool that first awaits
     ``gate()`` (a test holds the session there, in the middle of a step), then answers

@@ -810,6 +810,44 @@ async def test_next_signal_returns_the_oldest_unconsumed_signal_of_that_name(
         first, "s", "go", '"1"', clock.now - 1)
 
 
+async def test_next_signals_reads_the_oldest_unconsumed_signal_of_many_sessions_at_once(
+        store: Store, clock: FakeClock) -> None:
+    """``next_signal`` for many sessions in one read (``sessions list`` asks it for a
+    page's cancel requests): only sessions that have one, each by its id."""
+    for sid in ("a", "b", "quiet", "used", "done"):
+        await owned(store, sid, "A")
+    first = await store.send_signal("a", CANCEL_SIGNAL, '"1"')
+    clock.advance(1)
+    await store.send_signal("a", CANCEL_SIGNAL, '"2"')
+    await store.send_signal("b", "go", '"x"')
+    later = await store.send_signal("b", CANCEL_SIGNAL, '"3"')
+    await store.send_signal("quiet", "go", '"y"')
+    used = await store.send_signal("used", CANCEL_SIGNAL, '"4"')
+    await store.append("used", "A", step("0", clock.now, kind="signal"), consume_signal=used)
+    await store.send_signal("done", CANCEL_SIGNAL, '"5"')
+    await store.finish("done", "A", SessionOutcome(status="completed"))
+    # Many ids (more than one statement's worth of parameters on some stores), unknown
+    # ones and one no store can hold among them.
+    ids = ["a", "b", "quiet", "used", "nope", "a\x00", *(f"x{i}" for i in range(1200))]
+    got = await store.next_signals(ids, CANCEL_SIGNAL)
+    assert sorted(got) == ["a", "b"]
+    for sid, seq, payload, at in (("a", first, '"1"', clock.now - 1),
+                                  ("b", later, '"3"', clock.now)):
+        sig = got[sid]
+        assert (sig.seq, sig.session_id, sig.name, sig.payload, sig.at) == (
+            seq, sid, CANCEL_SIGNAL, payload, at)
+        assert sig == await store.next_signal(sid, CANCEL_SIGNAL)
+    assert set(await store.next_signals(ids, "go")) == {"b", "quiet"}
+    # A finished session's request that nobody consumed is read as well (the caller
+    # picks which sessions to ask of).
+    assert set(await store.next_signals(["done"], CANCEL_SIGNAL)) == {"done"}
+    assert await store.next_signals([], CANCEL_SIGNAL) == {}
+    assert await store.next_signals(ids, "nothing") == {}
+    assert set(await store.next_signals(ids, CANCEL_SIGNAL, tenant="t1")) == {"a", "b"}
+    for other in NOT_T1:
+        assert await store.next_signals(ids, CANCEL_SIGNAL, tenant=other) == {}
+
+
 async def test_append_with_consume_signal_consumes_it_with_the_record(
         store: Store, clock: FakeClock) -> None:
     await owned(store, "s", "A")

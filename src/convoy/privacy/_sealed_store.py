@@ -348,6 +348,25 @@ class SealingStore:
         opened = await self._open_text(t, signal_aad(t, session_id, name), signal.payload)
         return replace(signal, payload=opened if opened is not None else signal.payload)
 
+    async def next_signals(self, session_ids: Sequence[str], name: str, *,
+                           tenant: str | None = None) -> dict[str, Signal]:
+        signals = await self.inner.next_signals(session_ids, name, tenant=tenant)
+        sealed = [sid for sid, s in signals.items() if is_sealed(s.payload)]
+        if not sealed:
+            return signals
+        # Whose keys: one read for all of them. A session whose row cannot be read keeps
+        # its payload sealed (as next_signal leaves one of a session it does not find).
+        rows = await self.inner.get_sessions(sealed, tenant=tenant, left_out=[])
+        for sid in sealed:
+            row = rows.get(sid)
+            if row is None:
+                continue
+            t, signal = row.tenant, signals[sid]
+            opened = await self._open_text(t, signal_aad(t, sid, name), signal.payload)
+            if opened is not None:
+                signals[sid] = replace(signal, payload=opened)
+        return signals
+
     # -- the spans of the embedded trace store -----------------------------------------
 
     def _sealed_spans(self, session_id: str, key: str, text: str) -> str | None:

@@ -881,6 +881,19 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         seq, sid, nm, payload, at = rows[0]
         return Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at)
 
+    async def next_signals(self, session_ids: Sequence[str], name: str, *,
+                           tenant: str | None = None) -> dict[str, Signal]:
+        ids = [i for i in session_ids if "\x00" not in i]  # none can exist (matches_nothing)
+        if not ids:
+            return {}
+        cond, tparams = sql.in_tenant("signals", tenant)
+        rows = await self._read("SELECT DISTINCT ON (session_id) seq,session_id,name,payload,at "
+                                f"FROM signals WHERE session_id = ANY(%s) AND name=%s AND "
+                                f"consumed=0{cond} ORDER BY session_id, seq",
+                                (ids, name, *tparams))
+        return {sid: Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at)
+                for seq, sid, nm, payload, at in rows}
+
     async def owned_signalled(self, owner: str, name: str) -> list[str]:
         return [r[0] for r in await self._read(sql.OWNED_SIGNALLED, (owner, name))]
 

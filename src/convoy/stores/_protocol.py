@@ -628,6 +628,12 @@ class Store(Protocol):
         """The oldest unconsumed signal ``name`` of a session (of ``tenant``)."""
         ...
 
+    async def next_signals(self, session_ids: Sequence[str], name: str, *,
+                           tenant: str | None = None) -> dict[str, Signal]:
+        """:meth:`next_signal` of each of ``session_ids`` (of ``tenant``) that has one, by
+        session id: in one query for many (a page of ``convoy sessions list``)."""
+        ...
+
     async def owned_signalled(self, owner: str, name: str) -> list[str]:
         """The ids (sorted) of the sessions ``owner`` runs (``running``, owned by it) that
         have an unconsumed signal ``name``: in one query, which an engine asks at every

@@ -990,6 +990,21 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         seq, sid, nm, payload, at = rows[0]
         return Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at)
 
+    async def next_signals(self, session_ids: Sequence[str], name: str, *,
+                           tenant: str | None = None) -> dict[str, Signal]:
+        cond, tparams = _in_tenant("signals", tenant)
+        out: dict[str, Signal] = {}
+        for i in range(0, len(session_ids), 500):
+            chunk = list(session_ids[i:i + 500])
+            marks = ",".join("?" * len(chunk))
+            # SQLite takes the bare columns of a MIN() group from the row holding the MIN.
+            rows = self._read("SELECT MIN(seq),session_id,name,payload,at FROM signals WHERE "
+                              f"session_id IN ({marks}) AND name=? AND consumed=0{cond} "
+                              "GROUP BY session_id", (*chunk, name, *tparams))
+            out.update((sid, Signal(seq=seq, session_id=sid, name=nm, payload=payload, at=at))
+                       for seq, sid, nm, payload, at in rows)
+        return out
+
     async def owned_signalled(self, owner: str, name: str) -> list[str]:
         # The running sessions by their status index (as ``renew`` finds them), each
         # looked up in the signals' (session_id, name, consumed) index.
