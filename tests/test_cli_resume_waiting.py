@@ -165,3 +165,23 @@ def test_a_script_workflow_says_how_to_resume_it(workdir: Path) -> None:  # noqa
     assert all(text in res.stderr for text in advice), res.stderr
     assert session("r-1").status == "pending"
     assert script(SCRIPT_RESUMES="1") == "['120: True']"  # what the message says works
+
+
+def test_a_due_session_whose_module_is_gone_says_what_its_import_said(
+        workdir: Path) -> None:  # noqa: F811
+    """A retired ``module:name`` reference: the loader's own line (which names the module
+    and how to put it on the path), not the advice for an explicit name."""
+    _start_waiting_sessions(workdir)
+    assert cli("signal", "a-1", "approve", "--payload", "true").code == 0
+    for ref, why in (
+            ("gone_flows_for_convoy:approve",
+             "cannot import module 'gone_flows_for_convoy' for workflow "
+             "'gone_flows_for_convoy:approve': No module named 'gone_flows_for_convoy'. Run "
+             "from the directory that contains it, or put it on PYTHONPATH"),
+            ("json:approve", "module 'json' has no attribute 'approve'; workflows it "
+             "defines: (none)")):
+        tamper("UPDATE sessions SET workflow=? WHERE id='a-1'", ref)
+        res = cli("resume")
+        one_line_error(res, 1, f"cannot resume 1 session(s) of workflow {ref!r}: {why}")
+        assert "nothing imported here defines it" not in res.stderr
+        assert session("a-1").status == "pending"

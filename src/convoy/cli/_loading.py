@@ -26,13 +26,23 @@ def cannot_load(e: UserError, command: str, again: str | None = None) -> str:
     """Why a stored session's workflow cannot be loaded, and how to load it with
     ``convoy COMMAND`` (which takes ``--import MODULE``); ``again``: that command as the
     user should run it (with their ``--db`` and tenant)."""
-    if not isinstance(e, WorkflowNotFound):
+    if not isinstance(e, WorkflowNotFound) or _says_how(e):
         return str(e)  # a module that does not import, an attribute it lacks: said there
     if e.workflow.startswith("__main__:"):
         return script_workflow(e.workflow, _IN_SCRIPT.get(command))
     again = again or f"'convoy {command} --import MODULE'"
     return ("nothing imported here defines it (an explicit name does not say which module "
             f"does); run {again} with the module that defines it")
+
+
+def _says_how(e: UserError) -> bool:
+    """Whether the loader's error says itself how to load the workflow: every one but a
+    name no imported module registered (an explicit one, or a script's ``__main__:NAME``),
+    whose fix depends on how the command loads modules."""
+    if not isinstance(e, WorkflowNotFound):
+        return True
+    module, sep, attr = e.workflow.partition(":")
+    return bool(module and sep and attr) and module != "__main__"
 
 
 def unloadable(names: Iterable[str], command: str, again: str | None = None
@@ -55,7 +65,9 @@ def workflow_argument(ref: str) -> Workflow[Any, Any]:
     that names none (other load errors are the caller's to report)."""
     try:
         return load_workflow(ref)
-    except WorkflowNotFound:
+    except WorkflowNotFound as e:
+        if _says_how(e):  # a module that does not import, an attribute it lacks
+            raise
         fail(_not_a_reference(ref))
 
 

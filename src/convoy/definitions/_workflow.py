@@ -94,8 +94,10 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
 
 class WorkflowNotFound(UserError):
     """No workflow named ``workflow`` is registered in this process, and the name does not
-    lead to one: an explicit name whose module was not imported, or a ``"__main__:..."``
-    name recorded by a script. Commands catch it to say how *they* load the module."""
+    lead to one: an explicit name whose module was not imported, a ``"__main__:..."`` name
+    recorded by a script, or a ``"module:name"`` reference whose module does not import or
+    has no such attribute (a retired workflow). Commands catch it to say how *they* load
+    the module."""
 
     def __init__(self, message: str, workflow: str) -> None:
         super().__init__(message)
@@ -142,7 +144,16 @@ def file_path_module(name: str) -> str | None:
 
 
 def load_workflow(ref: str) -> Workflow[Any, Any]:
-    """Import ``"package.module:attribute"`` and return the workflow it names."""
+    """Import ``"package.module:attribute"`` and return the workflow it names (or the one
+    decorated under the explicit name ``ref`` in an imported module).
+
+    Raises:
+        WorkflowNotFound: no workflow is found by ``ref``: an explicit name no imported
+            module registered, a script's ``"__main__:NAME"``, a module that does not
+            import, or an attribute the module does not have.
+        UserError: ``ref`` names a file path, or something that is not a workflow, or the
+            module's own code failed on import.
+    """
     module_name, sep, attr = ref.partition(":")
     if not sep or not module_name or not attr:
         found = _REGISTRY.get(ref)
@@ -160,9 +171,10 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UserError(f"cannot import module {quoted(module_name)} for workflow "
-                        f"{quoted(ref, 120)}: {short(str(e), 200)}. Run from the directory "
-                        "that contains it, or put it on PYTHONPATH") from e
+        raise WorkflowNotFound(f"cannot import module {quoted(module_name)} for workflow "
+                               f"{quoted(ref, 120)}: {short(str(e), 200)}. Run from the "
+                               "directory that contains it, or put it on PYTHONPATH", ref
+                               ) from e
     except Exception as e:  # the module's own code failed on import
         raise UserError(f"importing module {quoted(module_name)} for workflow "
                         f"{quoted(ref, 120)} failed: {type(e).__name__}: {short(str(e), 2000)}"
@@ -173,12 +185,12 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
             flows = {n: v for n in dir(module) if isinstance(v := getattr(module, n), Workflow)}
             named = [n for n, wf in flows.items() if wf.name == attr]
             if named:  # the workflow's explicit name, typed where its attribute goes
-                raise UserError(f"{quoted(attr)} is the explicit name of "
-                                f"{module_name}:{named[0]}; name it as "
-                                f"{quoted(f'{module_name}:{named[0]}', 120)}")
-            raise UserError(f"module {quoted(module_name)} has no attribute {quoted(attr)}; "
-                            "workflows it defines: "
-                            f"{', '.join(f'{module_name}:{n}' for n in flows) or '(none)'}")
+                raise WorkflowNotFound(f"{quoted(attr)} is the explicit name of "
+                                       f"{module_name}:{named[0]}; name it as "
+                                       f"{quoted(f'{module_name}:{named[0]}', 120)}", ref)
+            raise WorkflowNotFound(
+                f"module {quoted(module_name)} has no attribute {quoted(attr)}; workflows it "
+                f"defines: {', '.join(f'{module_name}:{n}' for n in flows) or '(none)'}", ref)
         obj = getattr(obj, part)
     if not isinstance(obj, Workflow):
         kind = type(obj).__name__
