@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -132,6 +133,47 @@ def test_bad_input_is_one_line() -> None:
                    "'convoy state list customer:42' shows its keys")
     one_line_error(cli("state", "set", "ns", "k", "1", "--db", "no/such/dir/x.db"), 2,
                    "does not exist")
+
+
+def suggested(stderr: str, start: str) -> list[str]:
+    """The arguments of the command an error line suggests (``start``: how it begins):
+    inside the message's single quotes, or, after a colon, the rest of the line."""
+    [line] = stderr.strip().splitlines()
+    at = line.index(start)
+    cmd = line[at:line.index("'", at)] if line[at - 1] == "'" else line[at:]
+    return shlex.split(cmd)
+
+
+#: Namespaces a shell reads only in quotes (or escaped), and one it reads as it is.
+SHELL_WORDS = ['a"b', "a\\b", "it's", "cost $5!", "x y", "a'b\"c\\", "`id`", "customer:42"]
+
+
+@pytest.mark.parametrize("namespace", SHELL_WORDS)
+def test_a_suggested_command_is_one_a_shell_runs_as_it_is_shown(namespace: str) -> None:
+    """Not ``'convoy state list 'a"b''``: quotes of the shell's own inside the message's."""
+    seed(w(1, 0, namespace=namespace, tenant="acme"))
+    for how in ("get", "history"):
+        res = cli("state", how, namespace, "missing", "--tenant", "acme")
+        one_line_error(res, 2, "no state ")
+        assert suggested(res.stderr, "convoy state list") == [
+            "convoy", "state", "list", namespace, "--tenant", "acme"], res.stderr
+    res = cli("state", "set", namespace, "account", "2", "-e", "7", "--tenant", "acme")
+    one_line_error(res, 1, "state ")
+    assert suggested(res.stderr, "convoy state get") == [
+        "convoy", "state", "get", namespace, "account", "--tenant", "acme"], res.stderr
+
+
+@pytest.mark.parametrize("namespace", ["a\x1b[31mb", "a\nb", "n" * 300])
+def test_a_namespace_a_line_cannot_show_as_it_is_suggests_the_list_of_namespaces(
+        namespace: str) -> None:
+    """A control character (no state is kept under one) would be an escape in the line,
+    not the character; a namespace cut short, another namespace."""
+    seed(w(1, 0, tenant="acme"))
+    res = cli("state", "get", namespace, "missing", "--tenant", "acme")
+    one_line_error(res, 2, "no state ")
+    assert suggested(res.stderr, "convoy state list") == [
+        "convoy", "state", "list", "--tenant", "acme"], res.stderr
+    assert "'convoy state list --tenant acme' shows its namespaces" in res.stderr
 
 
 @pytest.mark.usefixtures("store")

@@ -50,6 +50,20 @@ def _state() -> None:
         assert res.code == 0, res.stderr
 
 
+def test_how_to_replace_a_damaged_value_is_a_command_a_shell_runs() -> None:
+    """A namespace only the shell's own quotes carry: the command ends the line, not in
+    the message's quotes (which its quotes would break)."""
+    import shlex
+
+    for ns in ("it's", 'a"b'):
+        assert cli("state", "set", ns, "k", "1").code == 0
+        tamper("UPDATE state SET value='{nope' WHERE namespace=?", ns)
+        [line] = cli("state", "set", ns, "k", "4").stderr.strip().splitlines()
+        cmd = line.partition("to replace it, write against the version named: ")[2]
+        assert shlex.split(cmd) == ["convoy", "state", "set", ns, "k", "JSON",
+                                    "--expected-version", "VERSION"], line
+
+
 def _warning(stderr: str, *said: str) -> None:
     assert "Traceback" not in stderr
     (line,) = stderr.strip().splitlines()

@@ -73,6 +73,31 @@ def _where(namespace: str, key: str, tenant: str) -> str:
     return f"{short(f'{namespace}/{key}', 120)} (tenant {quoted(tenant)})"
 
 
+def _suggest(tenant: str, args: str, db: str, does: str, to: str) -> str:
+    """How a message suggests ``convoy ARGS`` (values in ``args`` quoted by ``word``):
+    ``'convoy ARGS' DOES``, in the message's single quotes; or, when the command holds a
+    single quote of its own (a value only the shell's quotes carry), ``TO, run: convoy
+    ARGS``, which the caller puts at the end of the line: no quote of the message's is
+    then taken for one of the command's."""
+    cmd = Scope(tenant).command(args, db, quote=False)
+    return f"'{cmd}' {does}" if "'" not in cmd else f"{to}, run: {cmd}"
+
+
+def _keys_of(tenant: str, namespace: str, db: str) -> str:
+    """What lists the keys of ``namespace``, or, for one a message cannot show as it is
+    (a control character, which no stored namespace holds; a name so long it would be
+    cut short), the tenant's namespaces."""
+    try:
+        check_name(namespace, "state namespace")
+    except UserError:
+        namespace = ""
+    if not namespace or len(namespace) > 200:
+        return _suggest(tenant, "state list", db, "shows its namespaces",
+                        "to see its namespaces")
+    return _suggest(tenant, f"state list {word(namespace)}", db, "shows its keys",
+                    "to see its keys")
+
+
 @state_app.command("get")
 def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
         db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
@@ -85,8 +110,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
-             f"{Scope(tenant).command(f'state list {word(short(namespace, 80))}', db)} "
-             "shows its keys")
+             f"{_keys_of(tenant, namespace, db)}")
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
@@ -133,11 +157,11 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     if not res.written or res.entry is None:
         now = (f"it is at version {res.entry.version}" if res.entry is not None
                else "it does not exist")
+        see = _suggest(tenant, f"state get {word(namespace)} {word(key)}", db, "shows it",
+                       "to see it")
         fail(f"state {_where(namespace, key, tenant)} changed: the write expected version "
-             f"{expected} but {now}; nothing was written "
-             f"({Scope(tenant).command(f'state get {word(namespace)} {word(key)}', db)} "
-             "shows it)",
-             RUN_FAILURE)
+             f"{expected} but {now}; nothing was written"
+             + (f" ({see})" if see.startswith("'") else f"; {see}"), RUN_FAILURE)
     woke = f"; woke {res.woken} waiting session(s)" if res.woken else ""
     out.print(f"{namespace}/{key} is at version {res.entry.version}{woke}", markup=False)
 
@@ -155,8 +179,10 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
             except DamagedRow as e:  # what an operator replaces it with: written against it
                 again = f"state set {word(write.namespace)} {word(write.key)} JSON " \
                     "--expected-version VERSION"
+                cmd = Scope(write.tenant).command(again, db, quote=False)
+                cmd = cmd if "'" in cmd else f"'{cmd}'"  # (as _suggest: the line ends with it)
                 raise JournalError(f"{e}; to replace it, write against the version named: "
-                                   f"{Scope(write.tenant).command(again, db)}") from None
+                                   f"{cmd}") from None
             expected = current.version if current is not None else 0
             write = replace(write, expected_version=expected)
         return expected, await store.state_put(write)
@@ -179,8 +205,7 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     entries = run_async(_history(db, tenant, namespace, key, limit, left_out))
     if not entries and not left_out:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
-             f"{Scope(tenant).command(f'state list {word(short(namespace, 80))}', db)} "
-             "shows its keys")
+             f"{_keys_of(tenant, namespace, db)}")
     try:
         _print_history(namespace, key, entries, as_json)
     finally:
