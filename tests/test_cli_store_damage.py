@@ -129,6 +129,24 @@ EDITS = [
     pytest.param("UPDATE alerts SET opened='soon'", [], [["alerts"], ["alerts", "--json"]],
                  "alert 1: its stored opened 'soon' is not a number",
                  "SELECT opened FROM alerts", id="alert-opened-text"),
+    # A number, but not a time that can be shown (out of datetime's range): a time edited
+    # by hand, or one a clock in milliseconds wrote
+    pytest.param("UPDATE alerts SET opened=1e300", [], [["alerts"], ["alerts", "--json"]],
+                 "alert 1: its stored opened 1e+300 is not a time in seconds between the "
+                 "years 1 and 9999", "SELECT opened FROM alerts", id="alert-opened-huge"),
+    pytest.param("UPDATE alerts SET cleared=-1e300", [], [["alerts"]],
+                 "alert 1: its stored cleared -1e+300 is not a time",
+                 "SELECT cleared FROM alerts", id="alert-cleared-huge"),
+    pytest.param("UPDATE sessions SET created=1e300",
+                 [["sessions", "show", "SID"], ["sessions", "show", "SID", "--json"]],
+                 [["sessions", "list"], ["sessions", "list", "--json"]],
+                 "session 'SID': its stored created 1e+300 is not a time in seconds between "
+                 "the years 1 and 9999", "SELECT created FROM sessions",
+                 id="session-created-huge"),
+    pytest.param("UPDATE sessions SET finished=finished*1000",
+                 [["sessions", "show", "SID"]], [["sessions", "list"]],
+                 "session 'SID': its stored finished ", "SELECT finished FROM sessions",
+                 id="session-finished-milliseconds"),
     pytest.param(f"UPDATE alerts SET detail='{DEEP}'", [], [["alerts", "--json"]],
                  "alert 1: its stored detail nests arrays and objects more than",
                  "SELECT length(detail) FROM alerts", id="alert-detail-deep"),

@@ -199,6 +199,10 @@ async def test_a_store_lists_the_rows_it_can_read_and_names_the_others(
                  "JSON", id="task-not-json"),
     pytest.param("UPDATE state SET value='[1]' WHERE key='s0:0'",
                  "human task 's0:0': it does not parse", id="task-shape"),
+    pytest.param("UPDATE state SET value=json_set(value, '$.created_at', 1e300) "
+                 "WHERE key='s0:0'",
+                 "human task 's0:0': its stored created_at 1e+300 is not a time in seconds",
+                 id="task-created-huge"),
 ])
 def test_inbox_list_leaves_out_a_damaged_task_and_lists_the_others(edit: str,
                                                                    said: str) -> None:
@@ -231,3 +235,36 @@ def test_inbox_list_leaves_out_the_task_of_a_damaged_session_and_lists_the_other
     assert res.code == 0, res.stderr
     assert "s1:0" in res.stdout and "s0:0" not in res.stdout, res.stdout
     _warning(res.stderr, "session 's0': its stored created 'yesterday' is not a number")
+
+
+# -- times that cannot be shown --------------------------------------------------------------
+
+
+def test_sessions_list_leaves_out_sessions_a_millisecond_clock_wrote() -> None:
+    """A store opened with a clock in milliseconds (not seconds) writes times past the
+    year 9999: a listing leaves those rows out, in one line, and lists the others."""
+    import time
+
+    async def put() -> None:
+        for sid, clock in (("ms", lambda: time.time() * 1000), ("s", time.time)):
+            store = SQLiteStore(Path("convoy.db"), clock=clock)
+            await store.open()
+            try:
+                await store.create_session(NewSession(id=sid, workflow="wf", version="v1",
+                                                      tenant="default", input="{}"),
+                                           owner=None, lease_s=30.0)
+            finally:
+                await store.aclose()
+
+    asyncio.run(put())
+    for args in ((), ("--json",)):
+        res = cli("sessions", "list", *args)
+        assert res.code == 0, res.stderr
+        _warning(res.stderr, "1 damaged session row", "session 'ms': its stored created ",
+                 "is not a time in seconds between the years 1 and 9999")
+        if args:
+            shown = json.loads(res.stdout)
+            assert [s["id"] for s in shown["sessions"]] == ["s"]
+            assert [d["row"] for d in shown["damaged"]] == ["session 'ms'"]
+        else:
+            assert " s " in res.stdout or "│ s" in res.stdout, res.stdout

@@ -9,6 +9,7 @@ calling ``asyncio.run`` itself is run with ``asyncio.run(main())``. A block that
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import importlib.util
 import re
@@ -93,3 +94,30 @@ def test_site_builds_strict(tmp_path: Path) -> None:
                           "--site-dir", str(tmp_path / "site")], cwd=ROOT, capture_output=True,
                          text=True, timeout=300, check=False)
     assert out.returncode == 0, out.stderr[-4000:]
+
+
+
+#: Pages on which each block imports the modules it names (``convoy.X``, ``asyncio.run``),
+#: so that a reader who pastes one block of it does not meet a ``NameError`` for them
+#: (a block may still use a class or an agent an earlier block of its page defines).
+SELF_IMPORTING = [DOCS / "concepts" / "agents.md", DOCS / "how-to" / "alerts.md"]
+
+
+def _modules_unimported(code: str, modules: set[str]) -> set[str]:
+    tree = ast.parse(code)
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+            and isinstance(n.ctx, ast.Load)}
+    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+                if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+    return (used & modules) - imported
+
+
+@pytest.mark.parametrize("page", SELF_IMPORTING, ids=_id)
+def test_each_block_imports_the_modules_it_names(page: Path) -> None:
+    found = blocks(page)
+    modules = {"convoy"} | {(a.asname or a.name).split(".")[0] for b in found
+                            for n in ast.walk(ast.parse(b.code)) if isinstance(n, ast.Import)
+                            for a in n.names}
+    missing = [(f"{_id(page)}:{b.line}", sorted(_modules_unimported(b.code, modules)))
+               for b in found]
+    assert not [m for m in missing if m[1]], missing

@@ -57,3 +57,34 @@ def test_log_fields_are_redacted_numbers_and_keys_too() -> None:
         assert planted not in line, (planted, line)
     record = json.loads(line)
     assert record["count"] == 3 and record["seen"] == {"[IP]": 1}
+
+
+def _logged(extra: dict[str, object]) -> dict[str, object]:
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.keys")
+    try:
+        logging.getLogger("scrub.keys").info("seen", extra=extra)
+    finally:
+        logging.getLogger("scrub.keys").removeHandler(handler)
+    line = stream.getvalue()
+    for planted in (CARD, IP, EMAIL, "alice@example.com", "bob@example.com"):
+        assert planted not in line, (planted, line)
+    record: dict[str, object] = json.loads(line)
+    return record
+
+
+def test_a_top_level_extra_key_is_redacted_as_a_nested_one_is() -> None:
+    record = _logged({"alice@example.com": 1, IP: "x", "count": 3})
+    assert record["[EMAIL]"] == 1 and record["[IP]"] == "x" and record["count"] == 3
+
+
+def test_keys_that_redact_alike_are_all_kept() -> None:
+    """Two e-mail addresses redact to the same text: neither value is dropped, at the top
+    level or nested."""
+    record = _logged({"alice@example.com": 1, "bob@example.com": 2,
+                      "seen": {"alice@example.com": 3, "bob@example.com": 4}})
+    values = sorted(v for k, v in record.items() if k.startswith("[EMAIL]"))
+    assert values == [1, 2], record
+    nested = record["seen"]
+    assert isinstance(nested, dict) and sorted(nested.values()) == [3, 4], nested
+    assert len(nested) == 2

@@ -25,9 +25,9 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._render import fmt_time
+from convoy.cli._render import check_times, fmt_time
 from convoy.stores import AlertRow
-from convoy.stores._rows import LeftOut, readable
+from convoy.stores._rows import LeftOut, readable, row_name
 
 
 async def _read(db: str, tenant: str | None, open_only: bool, limit: int,
@@ -57,7 +57,8 @@ def alerts(
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     left_out: list[LeftOut] = []
-    rows = run_async(_read(db, scope.tenant, open_only, limit, left_out))
+    rows = readable(run_async(_read(db, scope.tenant, open_only, limit, left_out)),
+                    _times, left_out)
     if as_json:
         # (a detail edited in the store: that alert left out too)
         typer.echo(json.dumps(readable(rows, alert_json, left_out), indent=2))
@@ -85,6 +86,13 @@ def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool) -> Table:
                   f"{_num(a.threshold)} ({_num(a.mean)} ± {_num(a.deviation)})",
                   fmt_time(a.opened), fmt_time(a.cleared))
     return t
+
+
+def _times(a: AlertRow) -> AlertRow:
+    """``a``, once its times are checked (a time that cannot be shown: a damaged row)."""
+    check_times(lambda: f"alert {row_name(a.id)}", (("opened", a.opened),
+                                                    ("cleared", a.cleared)))
+    return a
 
 
 def _num(x: float | None) -> str:

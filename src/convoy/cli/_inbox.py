@@ -43,9 +43,9 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._render import fmt_time
+from convoy.cli._render import check_times, fmt_time
 from convoy.hitl._task import session_of
-from convoy.stores._rows import LeftOut
+from convoy.stores._rows import LeftOut, readable
 
 inbox_app = typer.Typer(
     name="inbox", no_args_is_help=True, rich_markup_mode="markdown",
@@ -89,6 +89,15 @@ def _task_json(t: HumanTask) -> dict[str, Any]:
     return {**t.model_dump(mode="json"), "version": t.version, "actions": list(t.actions)}
 
 
+def _times(t: HumanTask) -> HumanTask:
+    """``t``, once its times are checked (a time that cannot be shown: a damaged row)."""
+    check_times(lambda: f"human task {quoted(t.id)}", (
+        ("created_at", t.created_at), ("deadline", t.deadline),
+        *(("comment's at", c.at) for c in t.comments),
+        *(() if t.decision is None else (("decision's at", t.decision.at),))))
+    return t
+
+
 def _when(t: HumanTask) -> str:
     return "-" if t.deadline is None else fmt_time(t.deadline)
 
@@ -119,6 +128,7 @@ def list_(status: Annotated[str, typer.Option(
     tasks: list[HumanTask] = _run(engine, scope, lambda inbox: inbox.tasks(
         status=status, queue=queue, kind=kind, assignee=assignee,  # type: ignore[arg-type]
         sealed=sealed, left_out=left_out))
+    tasks = readable(tasks, _times, left_out)  # (a time that cannot be shown)
     if as_json:
         typer.echo(json.dumps([_task_json(t) for t in tasks], indent=2))
         if sealed:

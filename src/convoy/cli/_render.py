@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, get_args
 
@@ -27,7 +27,7 @@ from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
-from convoy.stores._rows import row_name, stored_json
+from convoy.stores._rows import damaged, row_name, shown, stored_json
 
 TERMINAL: tuple[str, ...] = get_args(TerminalReason)
 MAX_LISTED = 5
@@ -58,7 +58,39 @@ def fmt_tokens(input_tokens: int, output_tokens: int) -> str:
 
 
 def fmt_time(ts: float | None) -> str:
-    return "-" if ts is None else datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    """A time (seconds since the epoch) in local time; one that is not a time that can be
+    shown (see :func:`check_times`: a command that shows one checks it first) as it is."""
+    if ts is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        return f"{shown(ts)} (not a time)"
+
+
+def check_times(what: str | Callable[[], str], times: Iterable[tuple[str, Any]]) -> None:
+    """Raise :func:`~convoy.stores._rows.damaged` (``what`` names the row) on the first of
+    ``times`` (``(name, value)``) that is a number but not a time that can be shown:
+    outside the years 1 to 9999 in seconds since the epoch (a time edited by hand, or one
+    a clock in milliseconds wrote). ``None`` and what is not a number are left to the
+    store's own checks."""
+    for name, ts in times:
+        if type(ts) not in (int, float):
+            continue
+        try:
+            datetime.fromtimestamp(ts)
+        except (OverflowError, ValueError, OSError):
+            raise damaged(what if isinstance(what, str) else what(),
+                          f"its stored {name} {shown(ts)} is not a time in seconds "
+                          "between the years 1 and 9999") from None
+
+
+def session_times(row: SessionRow) -> SessionRow:
+    """``row``, once its times are checked (see :func:`check_times`)."""
+    check_times(lambda: f"session {row_name(row.id)}", (
+        ("created", row.created), ("started", row.started), ("finished", row.finished),
+        ("lease_until", row.lease_until), ("wake_at", row.wake_at)))
+    return row
 
 
 def status_text(status: str, cancelling: bool = False) -> Text:

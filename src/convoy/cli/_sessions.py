@@ -28,12 +28,18 @@ from convoy.cli._common import (
     workflow_names,
 )
 from convoy.cli._left_out import left_out_json, warn_left_out
-from convoy.cli._render import agent_configs, open_wait, print_session, sessions_table
+from convoy.cli._render import (
+    agent_configs,
+    open_wait,
+    print_session,
+    session_times,
+    sessions_table,
+)
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
 from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, Signal, StepRecord
 from convoy.stores._protocol import CANCEL_SIGNAL
-from convoy.stores._rows import LeftOut, RowCheck, row_name, stored_json
+from convoy.stores._rows import LeftOut, RowCheck, readable, row_name, stored_json
 
 sessions_app = typer.Typer(
     name="sessions", no_args_is_help=True, rich_markup_mode="markdown",
@@ -74,6 +80,7 @@ def list_sessions(
                           offset=offset)
     left_out: list[LeftOut] = []
     rows, counts, known, cancels = run_async(_list(db, where, left_out))
+    rows = readable(rows, session_times, left_out)  # (a time that cannot be shown)
     if workflow is not None and workflow not in known:
         fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
              "workflows: "
@@ -143,6 +150,7 @@ def show_session(
         unknown_session(db, scope, session_id)
     row, steps, retried_as, cancel, queued = shown
     with convoy_errors():  # (a value edited in the store: one line)
+        session_times(row)
         if as_json:
             typer.echo(json.dumps(session_json(row, steps, retried_as, cancel, queued),
                                   indent=2))

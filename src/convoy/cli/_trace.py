@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from typing import Annotated, Any
 
@@ -125,8 +126,8 @@ def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:
         except ValueError as e:  # (a JournalError is not one: it is said as it is)
             bad.append((k, str(e)))
     if bad and not spans:
-        fail(f"the spans kept for session {quoted(session_id)} are damaged: {bad[0][1]}",
-             RUN_FAILURE)
+        fail(f"the spans kept for session {quoted(session_id)} are damaged: "
+             f"{short(bad[0][1], 200)}; {DAMAGED}", RUN_FAILURE)
     if bad:
         key, why = bad[0]
         typer.echo(f"left out: {plural(len(bad), 'chunk')} of the spans of session "
@@ -154,8 +155,10 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
 
     def add(span: dict[str, Any], depth: int) -> None:
         start, end = span["start"] - t0, span["end"] - t0
-        left = int(start / total * BAR)
-        width = max(1, round((end - start) / total * BAR))
+        # (clamped: a span edited to end before it starts, or far from the others, still
+        # draws inside the bar)
+        left = min(max(int(start / total * BAR), 0), BAR - 1)
+        width = min(max(1, round((end - start) / total * BAR)), BAR)
         style = "red" if span["status"] == "error" else \
             "dim" if span["attrs"].get("convoy.replay") else "cyan"
         bar = Text(" " * left + "█" * min(width, BAR - left), style=style)
@@ -173,31 +176,51 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
 
 def detail(span: dict[str, Any]) -> str:
     a = span["attrs"]
-    parts: list[str] = [f"key {a['convoy.step.key']}"] if a.get("convoy.step.key") else []
-    if "gen_ai.usage.input_tokens" in a:
-        parts.append(f"{a['gen_ai.usage.input_tokens']}+{a['gen_ai.usage.output_tokens']} "
-                     "tokens")
-    if a.get("convoy.cost_usd"):
-        parts.append(f"${a['convoy.cost_usd']:.6f}")
+    # (Every value as it is: a chunk edited by hand may hold any JSON in any attribute.)
+    parts: list[str] = [f"key {_as_is(a['convoy.step.key'])}"] \
+        if a.get("convoy.step.key") else []
+    tokens = (a.get("gen_ai.usage.input_tokens"), a.get("gen_ai.usage.output_tokens"))
+    if tokens != (None, None):
+        parts.append("+".join("?" if n is None else _count(n) for n in tokens) + " tokens")
+    cost = a.get("convoy.cost_usd")
+    if cost:
+        parts.append(f"${cost:.6f}" if type(cost) in (int, float) and math.isfinite(cost)
+                     else f"cost {_as_is(cost, quote=True)}")
     if a.get("convoy.attempts"):
-        parts.append(f"{a['convoy.attempts']} attempts")
+        parts.append(f"{_as_is(a['convoy.attempts'])} attempts")
     if a.get("convoy.session.status"):
-        parts.append(str(a["convoy.session.status"]))
+        parts.append(_as_is(a["convoy.session.status"]))
     if a.get("convoy.session.resumed"):
         parts.append("resumed")
     if a.get("convoy.replay"):
         parts.append("replayed from the journal")
     if a.get("convoy.handoff.from"):
-        parts.append(f"handed over by {a['convoy.handoff.from']}")
+        parts.append(f"handed over by {_as_is(a['convoy.handoff.from'])}")
     if a.get("convoy.state.version") is not None:
-        parts.append(f"version {a['convoy.state.version']}")
+        parts.append(f"version {_as_is(a['convoy.state.version'])}")
     if span["status"] == "error":
-        message = span.get("message") or str(a.get("error.type", "error"))
+        message = span.get("message") or _as_is(a.get("error.type", "error"))
         parts = [p for p in parts if not message.startswith(f"{p}: ")]  # said once
         parts.append(message)
     elif a.get("convoy.interrupted"):
-        parts.append(f"interrupted ({a['convoy.interrupted']})")
+        parts.append(f"interrupted ({_as_is(a['convoy.interrupted'])})")
     return one_line(", ".join(parts))
+
+
+def _count(n: Any) -> str:
+    """A token count; anything else (edited in the store) as it is, quoted."""
+    return str(n) if type(n) is int else _as_is(n, quote=True)
+
+
+def _as_is(value: Any, *, quote: bool = False) -> str:
+    """An attribute's value as a detail shows it: text as it is (``quote``: quoted),
+    anything else as Python writes it, cut short either way."""
+    if isinstance(value, str):
+        return quoted(value, 80) if quote else short(value, 80)
+    try:
+        return short(repr(value), 80)
+    except RecursionError:  # (nested deeper than repr reads: JSON reads a little deeper)
+        return "(nested too deep to show)"
 
 
 def one_line(text: str) -> str:

@@ -254,6 +254,7 @@ class Engine(SessionControl, SubjectRights):
         async with self._opening:
             if self._open:
                 return
+            _check_clock(self.clock())
             await self.store.open()
             started: list[Interceptor] = []
             try:
@@ -1036,6 +1037,19 @@ class _Job:
     def __init__(self, sid: str, tenant: str, value: Any, row: SessionRow | None, *,
                  new: NewSession | None = None) -> None:
         self.sid, self.tenant, self.value, self.row, self.new = sid, tenant, value, row, new
+
+
+#: The end of the year 9999 in seconds since the epoch: past it, no time can be shown.
+_LAST_TIME = 253_402_300_799.0
+
+
+def _check_clock(now: float) -> None:
+    """Refuse a store clock that reads past the year 9999 (a clock in milliseconds): every
+    row it stamped would be a time no command can show."""
+    if isinstance(now, int | float) and not now <= _LAST_TIME:
+        raise UserError(f"the store's clock reads {now!r}, past the year 9999: a store's "
+                        "clock returns seconds since the epoch (like time.time), not "
+                        "milliseconds")
 
 
 def _all_of(taps: tuple[Callable[[StepRecord], None], ...]) -> Callable[[StepRecord], None]:

@@ -10,7 +10,7 @@ value that the redactor would only recognise whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 #: How far past a bound a text is still redacted before it is cut: longer than any value
@@ -37,11 +37,25 @@ def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
         return value if masked == text else masked
     if _depth < _DEPTH:
         if isinstance(value, dict):
-            return {scrub(str(k), redact, limit): scrub(v, redact, limit, _depth + 1)
-                    for k, v in value.items()}
+            out: dict[str, Any] = {}
+            for k, v in value.items():
+                out[unique_key(scrub(str(k), redact, limit), out)] = \
+                    scrub(v, redact, limit, _depth + 1)
+            return out
         if isinstance(value, list | tuple):
             return [scrub(v, redact, limit, _depth + 1) for v in value]
     return scrub(str(value), redact, limit)
+
+
+def unique_key(key: str, taken: Collection[str]) -> str:
+    """``key``, or, when ``taken`` has it already (two keys that redact to the same text,
+    such as two e-mail addresses), ``key (2)``, ``key (3)``, ...: no value is dropped."""
+    if key not in taken:
+        return key
+    n = 2
+    while f"{key} ({n})" in taken:
+        n += 1
+    return f"{key} ({n})"
 
 
 def bounded(text: str, redact: Callable[[str], str], limit: int) -> str:
@@ -50,4 +64,4 @@ def bounded(text: str, redact: Callable[[str], str], limit: int) -> str:
     return redact(text[:limit + _MARGIN])[:limit]
 
 
-__all__ = ["bounded", "scrub"]
+__all__ = ["bounded", "scrub", "unique_key"]

@@ -225,7 +225,8 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
     """Every span of the stored chunks as a dict, oldest first (unknown formats are
     refused): ``name``, ``trace_id``, ``span_id``, ``parent_id``, ``start`` and ``end``
     (ns since the epoch), ``kind``, ``status``, ``attrs``, ``message``, ``links`` and
-    ``events``. A chunk that is not one (changed in the database) raises ``ValueError``."""
+    ``events``. A chunk that is not one (changed in the database) raises ``ValueError``
+    saying why in plain words."""
     import json
 
     from convoy._errors import JournalError
@@ -234,23 +235,39 @@ def load_chunks(values: Iterable[str]) -> list[dict[str, Any]]:
     for text in values:
         try:
             chunk = json.loads(text)
-            version = chunk.get("v")
+            version = chunk.get("v") if isinstance(chunk, dict) else None
             if version == 2:
                 _load_v2(chunk, spans)
             elif version == 1:
                 _load_v1(chunk, spans)
             elif not isinstance(version, int) or isinstance(version, bool):
-                raise ValueError(f"no format version: {text[:40]!r}")
+                raise _NotSpans(f"no format version: {text[:40]!r}")
             else:
                 raise JournalError(f"stored spans are in format {version!r}; this Convoy "
                                    f"reads formats 1 and {SPANS_FORMAT} (upgrade Convoy)")
-        except (KeyError, TypeError, AttributeError, IndexError) as e:
-            raise ValueError(f"not a chunk of spans: {type(e).__name__}: {e}") from None
+        except _NotSpans as e:
+            raise ValueError(f"not a chunk of spans: {e}") from None
+        except json.JSONDecodeError:
+            raise ValueError("not a chunk of spans: it is not JSON") from None
         except RecursionError:
             raise ValueError("not a chunk of spans: it nests arrays and objects deeper "
                              "than JSON can be read") from None
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError):
+            # (a field missing, of another type or shape than Convoy writes: the Python
+            # exception's text would say nothing to the reader)
+            raise ValueError("not a chunk of spans: its fields are not what Convoy "
+                             "writes") from None
     spans.sort(key=lambda s: (s["start"], s["end"]))
     return spans
+
+
+class _NotSpans(ValueError):
+    """What :func:`load_chunks` found wrong with a chunk, said in plain words."""
+
+
+#: A span's start and end are nanoseconds since the epoch that fit OpenTelemetry's 64
+#: bits unsigned.
+_MAX_NS = 2**64 - 1
 
 
 def _span(name: str, trace_id: str, sid: str, parent: str | None, start: int, end: int,
@@ -258,10 +275,15 @@ def _span(name: str, trace_id: str, sid: str, parent: str | None, start: int, en
           events: Any) -> dict[str, Any]:
     # What ``convoy trace`` computes with or shows must be what Convoy wrote (a chunk
     # edited by hand is refused here, not as a TypeError while it is drawn).
-    if not (type(start) is int and type(end) is int and isinstance(name, str)
-            and isinstance(status, str) and isinstance(sid, str)
-            and isinstance(message, str | None) and isinstance(parent, str | None)):
-        raise TypeError(f"a span's fields are not what Convoy writes: {name!r:.40}")
+    if not (isinstance(name, str) and isinstance(status, str) and isinstance(sid, str)
+            and isinstance(trace_id, str) and isinstance(kind, str)
+            and isinstance(message, str | None) and isinstance(parent, str | None)
+            and isinstance(attrs, dict) and all(isinstance(k, str) for k in attrs)):
+        raise _NotSpans("its fields are not what Convoy writes")
+    if not (type(start) is int and type(end) is int and 0 <= start <= _MAX_NS
+            and 0 <= end <= _MAX_NS):
+        raise _NotSpans(f"a span's start or end is not a time in nanoseconds since the "
+                        f"epoch ({name!r:.40})")
     return {"name": name, "trace_id": trace_id, "span_id": sid, "parent_id": parent,
             "start": start, "end": end, "kind": kind, "status": status, "attrs": attrs,
             "message": message,
@@ -273,6 +295,9 @@ def _load_v2(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
     trace_id = chunk["trace_id"]
     shapes = {shape[0]: shape[1:] for shape in chunk["shapes"]}
     for shape, sid, parent, start, end, status, own, extra in chunk["spans"]:
+        if shape not in shapes:
+            raise _NotSpans(f"a span names shape {shape!r:.40}, which the chunk does not "
+                            "have")
         name, kind, base = shapes[shape]
         message, links, events = extra or (None, None, None)
         spans.append(_span(name, trace_id, sid, parent, start, end, kind, status,
