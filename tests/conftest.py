@@ -142,3 +142,13 @@ def llama_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(port)], env=env, cwd=ROOT,
                        capture_output=True, text=True, timeout=30, check=False)
+
+
+async def audit_sealed(eng: convoy.Engine) -> None:
+    """Seal what the engine's runs queued for the audit log (its sealer does it within
+    ``seal_every`` seconds; a test reads the log at once)."""
+    from convoy.audit import AuditInterceptor
+
+    for ic in eng.runtime.interceptors:
+        if isinstance(ic, AuditInterceptor):
+            await ic.sealed()

@@ -62,6 +62,7 @@ def _engine(db: str | Path, clock: FakeClock, *interceptors: Interceptor) -> con
 
 
 async def _events(log: AuditLog, tenant: str) -> list[AuditEvent]:
+    await log.sealed()  # what this process's runs queued for the log
     rows = await log.store.audit_entries(tenant, 0, 1000)
     return [AuditEvent.decode(r.body) for r in rows]
 

@@ -58,6 +58,7 @@ def _engine(db: Path, clock: FakeClock, audit: AuditInterceptor) -> convoy.Engin
 
 
 async def _events(log: AuditLog, tenant: str) -> list[AuditEvent]:
+    await log.sealed()  # what this process's runs queued for the log
     rows = await log.store.audit_entries(tenant, 0, 1000)
     return [AuditEvent.decode(r.body) for r in rows]
 
@@ -208,9 +209,10 @@ def _family(kind: str) -> str:
             "approval": "decision"}.get(kind, "state" if "state" in kind else kind)
 
 
-async def test_entries_ride_the_journals_commits(tmp_path: Path) -> None:
-    """Auditing adds entries, not commits: the same sessions take as many commits of the
-    store with the interceptor as without it."""
+async def test_entries_are_sealed_in_commits_of_their_own(tmp_path: Path) -> None:
+    """Auditing adds no commit to a session's: the same sessions take as many commits of
+    the store with the interceptor as without it, and the sealer appends their entries
+    in one commit of its own."""
     sim = convoy.SimModel({"triage": {"handoff": "billing", "payload": {"text": "t"}},
                            "billing": {"text": "done"}})
     bill = convoy.Agent(name="billing", input_type=Ticket, model=sim)
@@ -225,14 +227,18 @@ async def test_entries_ride_the_journals_commits(tmp_path: Path) -> None:
     for audited in (False, True):
         store = SQLiteStore(tmp_path / f"{audited}.db", clock=FakeClock())
 
-        audit = AuditInterceptor()
+        audit = AuditInterceptor(seal_every=3600)  # sealed when asked, not by the timer
         async with convoy.Engine(store, interceptors=[audit] if audited else []) as eng:
             for i in range(5):
                 assert (await eng.tenant("acme").run(flow, "x", session_id=f"s{i}")).ok
+            await audit.sealed()
             before = store.commits
             for i in range(5, 10):
                 assert (await eng.tenant("acme").run(flow, "x", session_id=f"s{i}")).ok
             commits.append(store.commits - before)
             if audited:
-                assert await store.audit_size("acme") > 5 * 6
+                sealed = await store.audit_size("acme")
+                await audit.sealed()
+                assert store.commits - before - commits[-1] == 1
+                assert await store.audit_size("acme") - sealed == 5 * 4  # 4 steps each
     assert commits[1] == commits[0], commits

@@ -18,10 +18,16 @@ import pytest
 import convoy
 from convoy import ModelRequest
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
-from convoy.audit._interceptor import AUDIT_CURSOR
-from convoy.stores import SQLiteStore, StepRecord, Store, store_from_url
+from convoy.stores import AUDIT_CURSORS, SQLiteStore, StepRecord, store_from_url
 
-from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
+from .conftest import (
+    STORE_KINDS,
+    Classification,
+    Crash,
+    audit_sealed,
+    later_engine,
+    store_db,
+)
 
 OK = {"label": "billing", "confidence": 0.9}
 
@@ -60,20 +66,22 @@ def _flow(model: convoy.SimModel, version: str = "1") -> convoy.Workflow[Any, An
     return flow
 
 
-async def _entries(store: Store, tenant: str = "default") -> list[AuditEvent]:
-    return [AuditEvent.decode(r.body) for r in await store.audit_entries(tenant, 0, 10_000)]
+async def _entries(eng: convoy.Engine, tenant: str = "default") -> list[AuditEvent]:
+    await audit_sealed(eng)
+    return [AuditEvent.decode(r.body)
+            for r in await eng.store.audit_entries(tenant, 0, 10_000)]
 
 
 async def _check_one_entry_per_record(eng: convoy.Engine, sid: str) -> list[AuditEvent]:
     # (The steps' entries: not the workflow's config_change, nor a cancel's session entry.)
-    events = [e for e in await _entries(eng.store) if e.session_id == sid
+    events = [e for e in await _entries(eng) if e.session_id == sid
               and e.kind not in ("config_change", "session")]
     journal = [r for r in await eng.journal(sid) if r.status != "started"]
     keys = Counter(e.step_key for e in events)
     assert sorted(keys) == sorted(r.key for r in journal), (keys, journal)
     assert set(keys.values()) == {1}, keys  # none twice
     report = await verify_log(AuditLog(eng.store), "default")  # raises if it does not
-    assert report.size == len(await _entries(eng.store))
+    assert report.size == len(await _entries(eng))
     return events
 
 
@@ -88,19 +96,21 @@ async def test_a_killed_runs_steps_are_audited_once_by_the_run_that_resumes_it(
         if crash_at == 2:
             with pytest.raises(Crash):
                 await eng.run(flow, "t", session_id="s1")
-            assert await _entries(eng.store) == [] or all(
-                e.kind == "config_change" for e in await _entries(eng.store))
+            assert await _entries(eng) == [] or all(
+                e.kind == "config_change" for e in await _entries(eng))
         else:
             res = await eng.run(flow, "t", session_id="s1")
             assert res.status == "waiting"
             row = await eng.store.get_session("s1")
-            assert row is not None and AUDIT_CURSOR in row.header_map
-            before = await _entries(eng.store)
+            assert row is not None
+            await audit_sealed(eng)
+            assert await eng.store.kv_get(AUDIT_CURSORS, "s1") is not None
+            before = await _entries(eng)
             await eng.signal("s1", "go", "now")
             with pytest.raises(BaseExceptionGroup) as died:  # (resume's task group)
                 await eng.resume()
             assert died.group_contains(Crash)
-            assert await _entries(eng.store) == before  # the dead run appended nothing
+            assert await _entries(eng) == before  # the dead run appended nothing
     async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng2:
         if crash_at == 2:
             [res] = await eng2.resume()
@@ -133,7 +143,7 @@ async def test_entries_join_the_commit_that_ends_the_run(db: str | Path) -> None
     store = store_from_url(str(db))
     async with convoy.Engine(store, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
         assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
-        events = await _entries(eng.store)
+        events = await _entries(eng)
         journal = [r for r in await eng.journal("s1") if r.status != "started"]
         assert {e.step_key for e in events if e.kind != "config_change"} == {
             r.key for r in journal}
@@ -166,7 +176,7 @@ async def test_a_record_whose_write_failed_has_no_entry(tmp_path: Path) -> None:
                              interceptors=[AuditInterceptor()]) as eng:
         res = await eng.run(flow, "t", session_id="s1")
         assert res.status != "completed", res  # interrupted by the store error
-        events = [e for e in await _entries(eng.store) if e.kind == "model_call"]
+        events = [e for e in await _entries(eng) if e.kind == "model_call"]
         journal = {r.key for r in await eng.journal("s1") if r.kind == "model"}
         assert {e.step_key for e in events} == journal and len(journal) == 1
     async with later_engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng2:
@@ -186,7 +196,7 @@ async def test_an_engine_whose_owner_id_is_set_after_it_opened_audits(tmp_path: 
                              interceptors=[AuditInterceptor()]) as eng:
         eng.owner = "machine-b:1234"
         assert (await eng.run(flow, "t", session_id="s1")).status == "waiting"
-        assert {e.step_key for e in await _entries(eng.store) if e.kind == "model_call"} == {
+        assert {e.step_key for e in await _entries(eng) if e.kind == "model_call"} == {
             r.key for r in await eng.journal("s1") if r.kind == "model"}
 
 
@@ -202,7 +212,7 @@ async def test_a_long_run_appends_what_it_holds_every_flush_every_entries(
         await eng.signal("s1", "go", "now")
         with pytest.raises(BaseExceptionGroup):
             await eng.resume()  # the signal and the state write: flushed; call 3: held
-        logged = {e.step_key for e in await _entries(eng.store) if e.session_id == "s1"
+        logged = {e.step_key for e in await _entries(eng) if e.session_id == "s1"
                   and e.kind in ("signal", "state_write")}
         assert len(logged) == 2, logged  # appended before the run ended
     async with later_engine(db, workflows=[flow],
@@ -231,6 +241,6 @@ async def test_a_cancel_on_an_engine_with_another_version_of_the_workflow_runs_n
         await eng2.cancel("s1")
         row = await eng2.store.get_session("s1")
         assert row is not None and row.status == "cancelled"
-        versions = [e.refs.get("version") for e in await _entries(eng2.store)
+        versions = [e.refs.get("version") for e in await _entries(eng2)
                     if e.kind == "config_change"]
         assert versions == ["1"], versions

@@ -16,7 +16,14 @@ import convoy
 from convoy.audit import AuditEvent, AuditInterceptor
 from convoy.stores import store_from_url
 
-from .conftest import STORE_KINDS, Classification, Crash, later_engine, store_db
+from .conftest import (
+    STORE_KINDS,
+    Classification,
+    Crash,
+    audit_sealed,
+    later_engine,
+    store_db,
+)
 from .test_audit_recovery import CrashAt, _check_one_entry_per_record, _entries, _flow
 
 
@@ -37,7 +44,7 @@ async def test_a_killed_session_that_is_cancelled_keeps_the_entries_of_its_steps
         await eng2.cancel("s1")
         assert (await eng2.store.get_session("s1")).status == "cancelled"  # type: ignore[union-attr]
         await _check_one_entry_per_record(eng2, "s1")
-        ends = [(e.kind, e.status, e.actor) for e in await _entries(eng2.store)
+        ends = [(e.kind, e.status, e.actor) for e in await _entries(eng2)
                 if e.session_id == "s1" and e.kind == "session"]
     assert ends == [("session", "cancelled", f"engine {eng2.owner}")]
 
@@ -137,6 +144,7 @@ async def test_an_escalation_completed_on_an_engine_whose_clock_is_behind_is_aud
         [res] = await eng_b.resume()
         assert res.ok and res.output == "charged by hand", res
         [record] = [r for r in await eng_b.journal("e1") if r.target == "charge"]
+        await audit_sealed(eng_b)
         events = [AuditEvent.decode(r.body)
                   for r in await eng_b.store.audit_entries("default", 0, 100)]
     assert [(e.status, e.at) for e in events if e.step_key == record.key
@@ -189,6 +197,7 @@ async def _retried(ctx: convoy.Context, x: int) -> str:
 
 async def _stepped(eng: convoy.Engine, sid: str) -> None:
     """Every completed step of ``sid`` has an ``ok`` entry."""
+    await audit_sealed(eng)
     events = [AuditEvent.decode(r.body) for r in await eng.store.audit_entries(
         "default", 0, 1000)]
     ok = {e.step_key for e in events if e.session_id == sid and e.status == "ok"}

@@ -19,7 +19,7 @@ from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.stores import store_from_url
 
 from .clikit import cli, workdir  # noqa: F401 - the fixture
-from .conftest import STORE_KINDS, FakeClock, store_db
+from .conftest import STORE_KINDS, FakeClock, audit_sealed, store_db
 
 PATIENCE = 60.0
 
@@ -69,6 +69,7 @@ async def _entered(gate: Gate, engine: convoy.Engine, sid: str) -> None:
 
 async def _session_entries(engine: convoy.Engine, tenant: str = "default"
                            ) -> list[AuditEvent]:
+    await audit_sealed(engine)
     rows = await engine.store.audit_entries(tenant, 0, 10_000)
     return [e for e in (AuditEvent.decode(r.body) for r in rows) if e.kind == "session"]
 

@@ -17,6 +17,7 @@ from .test_privacy import IN_NAME, ask_refund, engine, serve
 
 
 async def entries(eng: object, audit: AuditInterceptor) -> list[AuditEvent]:
+    await audit.sealed()
     size = await audit.log.store.audit_size("default")
     rows = await audit.log.store.audit_entries("default", 0, size)
     return [AuditEvent.decode(r.body) for r in rows]

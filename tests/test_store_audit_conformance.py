@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from convoy.audit import entry_leaf
-from convoy.stores._protocol import Store
+from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal, Store
 from tests import test_store_conformance as suite
 from tests.store_backends import Backend
 from tests.test_store_conformance import LEASE, Opener, new
@@ -127,3 +127,40 @@ async def test_fenced_appends_land_only_while_their_engine_owns_the_session(
     rows = await store.audit_entries("acme", 0, 10)
     assert [r.body for r in rows] == [b"mine", b"queued", b"plain"]
     assert [r.index for r in rows] == [0, 1, 2] and await store.audit_size("acme") == 3
+
+
+def _seal(session: str, before: str | None, after: str, *bodies: bytes,
+          tenant: str = "acme") -> AuditSeal:
+    return AuditSeal(tenant=tenant, session_id=session, before=before, after=after,
+                     bodies=list(bodies))
+
+
+async def test_a_seal_appends_only_if_it_moves_its_sessions_cursor(store: Store) -> None:
+    """``audit_seal`` is a compare-and-set of each session's cursor: the first seal of a
+    session needs it to have none, the next one the value the last seal left; a seal that
+    does not move it appends nothing, and the others of the call are not held back."""
+    assert await store.audit_seal([_seal("s1", None, "1.5", b"a", b"b"),
+                                   _seal("s2", None, "7.0", b"c", tenant="globex")]) == [
+        True, True]
+    assert await store.audit_seal([_seal("s1", None, "2.0", b"x"),  # it has one now
+                                   _seal("s1", "1.0", "2.0", b"y"),  # not that one
+                                   _seal("s1", "1.5", "2.5", b"d"),
+                                   _seal("s1", "2.5", "3.0")]) == [False, False, True, True]
+    assert await store.kv_get(AUDIT_CURSORS, "s1") == "3.0"
+    assert await store.kv_get(AUDIT_CURSORS, "s2") == "7.0"
+    rows = await store.audit_entries("acme", 0, 10)
+    assert [r.body for r in rows] == [b"a", b"b", b"d"]
+    assert [r.leaf for r in rows] == [entry_leaf("acme", i, r.body) for i, r in enumerate(rows)]
+    assert [r.body for r in await store.audit_entries("globex", 0, 10)] == [b"c"]
+    assert await store.audit_seal([]) == []
+
+
+async def test_two_stores_sealing_one_session_at_once_append_it_once(stores: Opener) -> None:
+    """Two engines' sealers (two store objects on one database) seal the same records of
+    one session at once: one seal moves the cursor and appends, the other does neither."""
+    a, b = await stores(), await stores()
+    results = await asyncio.gather(*(s.audit_seal([_seal("s1", None, "4.0", b"e0", b"e1")])
+                                     for s in (a, b) for _ in range(3)))
+    assert sorted(r[0] for r in results) == [False] * 5 + [True]
+    assert [r.body for r in await a.audit_entries("acme", 0, 10)] == [b"e0", b"e1"]
+    assert await b.audit_size("acme") == 2

@@ -36,6 +36,14 @@ from convoy._errors import UserError
 from convoy.audit._event import AuditEvent, AuditKind, digest
 from convoy.audit._journal import JournalEntries
 from convoy.audit._log import AuditLog
+from convoy.audit._sealer import (
+    AUDIT_CURSOR,
+    IN_STORE,
+    Queued,
+    Sealer,
+    cursor_time,
+    trace_of,
+)
 from convoy.interceptors._base import (
     DecisionInput,
     Interceptor,
@@ -43,6 +51,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInput,
 )
+from convoy.stores._protocol import AUDIT_CURSORS
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -51,36 +60,10 @@ if TYPE_CHECKING:
 #: The session header tracing keeps its W3C ``traceparent`` in.
 TRACE_HEADER = "convoy.trace"
 _CONFIG_NAMESPACE = "convoy.audit.config"
-#: The session header that says up to when the session's journal records have their audit
-#: entries: the time of the last record audited (the records a session journals are
-#: stamped in increasing time, whichever engine writes them). A bare number, as earlier
-#: versions wrote it (a clock's time), so engines of both can run one store.
-AUDIT_CURSOR = "convoy.audit"
-
-
-def _cursor(text: str | None) -> float:
-    """The time of an audit cursor header (``-inf``: none, every record is after it)."""
-    try:
-        return float(text) if text is not None else -math.inf
-    except ValueError:
-        return -math.inf
-
-
-def _sampled_flag(traceparent: str) -> bool:
-    """The sampled bit of a ``traceparent``'s flags (as ``convoy.observability`` reads
-    it; not imported from there, which imports the stores that import this package)."""
-    try:
-        return bool(int(traceparent[-2:], 16) & 1)
-    except ValueError:
-        return False
-
 
 def _trace_id(headers: Mapping[str, str]) -> str | None:
-    """The trace id in a session's headers, if tracing put one there."""
-    trace = headers.get(TRACE_HEADER)
-    if trace is None or trace.count("-") != 3 or not _sampled_flag(trace):
-        return None  # no trace, or a session sampling left untraced
-    return trace.split("-")[1]
+    """The trace id in a session's headers, if tracing put one there and sampled it."""
+    return trace_of(headers, TRACE_HEADER)
 
 
 class AuditInterceptor(Interceptor):
@@ -89,19 +72,27 @@ class AuditInterceptor(Interceptor):
     Args:
         key_path: the Ed25519 key file that signs checkpoints (created ``0600`` on first
             use); only :attr:`log` uses it, appending needs no key.
-        flush_every: a run that has held this many entries appends them (with the
-            session's cursor) with its next commit instead of at its end: a long run's
-            memory and the log's lag behind it stay bounded.
+        flush_every: a run that has held this many entries queues them for the sealer
+            instead of at its end, and the sealer seals as soon as this many wait: a long
+            run's memory and the log's lag behind it stay bounded.
+        seal_every: the longest the sealer waits before it seals what runs queued (in
+            seconds): how far the log may lag the journal while the engine runs.
     """
 
     stage = "audit"
 
     def __init__(self, *, key_path: str | Path | None = None,
-                 flush_every: int = 1024) -> None:
+                 flush_every: int = 1024, seal_every: float = 0.25) -> None:
         if flush_every < 1:
             raise UserError(f"AuditInterceptor: flush_every must be >= 1, got {flush_every}")
+        if not (isinstance(seal_every, (int, float)) and math.isfinite(seal_every)
+                and seal_every > 0):
+            raise UserError("AuditInterceptor: seal_every must be a number of seconds > 0, "
+                            f"got {seal_every!r}")
         self.key_path = key_path
         self.flush_every = flush_every
+        self.seal_every = float(seal_every)
+        self._sealer: Sealer | None = None
         self._log: AuditLog | None = None
         self._engine: Engine | None = None
         self._versions: set[tuple[str, str, str]] = set()
@@ -114,13 +105,31 @@ class AuditInterceptor(Interceptor):
         return self._log
 
     async def start(self, engine: Engine) -> None:
-        self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock)
         self._engine = engine  # its owner id is read at each run's end (it may be set later)
+        self._sealer = Sealer(engine.store, clock=engine.clock, mac_of=self._mac,
+                              trace_header=TRACE_HEADER, interval=self.seal_every,
+                              batch=self.flush_every)
+        self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock,
+                             before_read=self._sealer.flush)
+        await self._sealer.start()
+
+    async def close(self) -> None:
+        if self._sealer is not None:
+            await self._sealer.close()
+            self._sealer = None
+
+    async def sealed(self) -> None:
+        """Seal every entry this engine's runs have queued (the log lags them by up to
+        ``seal_every`` seconds otherwise)."""
+        if self._sealer is not None:
+            await self._sealer.flush()
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         i = input.info
         store = self.log.store
+        sealer = self._sealer
+        assert sealer is not None
         seen = (i.tenant, i.workflow, i.version)
         if seen not in self._versions:
             before = await store.kv_get(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}")
@@ -135,20 +144,35 @@ class AuditInterceptor(Interceptor):
             self._versions.add(seen)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
-        def flush() -> None:
-            """Append what the run holds with its next commit, and move the cursor there
-            (both fenced on this engine's lease, in that commit)."""
-            owner = self._owner()
-            store.audit_append(i.tenant, entries.take(), wait=False,
-                               fence=(i.session_id, owner))
-            input.headers[AUDIT_CURSOR] = repr(entries.last_at)
-            store.update_headers(i.session_id, owner, input.headers)
+        trace_id = _trace_id(input.headers)
+        mac = await self._mac(i.tenant, i.subject)
+        cursor_text: str | None = None  # the session's sealed cursor as this run found it
 
-        entries = JournalEntries(i.session_id, _trace_id(input.headers),
-                                 flush_every=self.flush_every, on_full=flush,
-                                 mac=await self._mac(i.tenant, i.subject))
-        cursor = _cursor(input.headers.get(AUDIT_CURSOR))
-        if input.journal:  # what a run that was killed journaled after the cursor
+        def queue(bodies: list[bytes], at: float | None,
+                  ended: list[bytes] | None = None) -> None:
+            """Queue entries for the sealer, with the move of the session's cursor to
+            ``at`` (chained: a run's seals move it one after the other)."""
+            nonlocal cursor_text
+            after = repr(at) if at is not None else cursor_text or repr(-math.inf)
+            sealer.submit(Queued(tenant=i.tenant, session_id=i.session_id,
+                                 before=cursor_text, after=after, bodies=bodies,
+                                 trace_id=trace_id, mac=mac, ended=ended or []))
+            cursor_text = after
+
+        entries = JournalEntries(i.session_id, trace_id, flush_every=self.flush_every,
+                                 on_full=lambda: queue(entries.take(), entries.last_at),
+                                 mac=mac)
+        cursor = -math.inf
+        header = input.headers.get(AUDIT_CURSOR)
+        if input.journal or header is not None:  # an earlier run's records, sealed or not
+            # (queued here and not sealed yet: this run's seal goes after that one's)
+            cursor_text = sealer.queued_cursor(i.session_id) or \
+                await store.kv_get(AUDIT_CURSORS, i.session_id)
+        if cursor_text is not None:
+            cursor = cursor_time(cursor_text)
+        elif header is not None and header != IN_STORE:
+            cursor = cursor_time(header)  # an earlier Convoy's cursor (or a retry copied it)
+        if input.journal:
             entries.recover(r for r in input.journal.values() if r.at > cursor)
         last = max((r.at for r in input.journal.values()), default=-math.inf)
         if cursor > last:
@@ -156,27 +180,23 @@ class AuditInterceptor(Interceptor):
             # escalated step; a retry copied its session's headers; an earlier Convoy
             # wrote a clock's time): this run's records, stamped after the journal's last,
             # may fall below it. Every record is audited, so the cursor moves back to the
-            # last one, with this run's first commit.
+            # last one.
             entries.last_at = last
-            flush()
+            queue(entries.take(), last)
         input.journal_taps.append(entries)
         end = await next(input)
         if end.status == "interrupted" and (end.error or {}).get("type") == "LeaseLost":
-            # Another engine took the session over: it appends these from the journal.
+            # Another engine took the session over: it seals these from the journal.
             return end
         bodies = entries.take()
-        if end.status == "cancelled":
-            bodies.append(self._cancelled(input, end))
-        if bodies:
-            # Both join the commit that records how the run ended (the records are
-            # committed already, before this time): a run killed before it appends
-            # nothing, and the run that resumes it appends its entries from the journal.
-            # Fenced like that end: if another engine took the session over meanwhile
-            # (this one's end is refused), nothing is appended, and that one appends them.
-            store.audit_append(i.tenant, bodies, wait=False,
-                               fence=(i.session_id, self._owner()))
-            if end.status != "completed":  # a completed session never runs again
-                input.headers[AUDIT_CURSOR] = repr(entries.last_at)
+        ended = [self._cancelled(input, end)] if end.status == "cancelled" else []
+        if bodies or ended or (entries.last_at is not None and
+                               repr(entries.last_at) != cursor_text):
+            # The records are committed already (a tap sees a record once written): the
+            # sealer appends their entries with its next batch, in a commit of its own.
+            queue(bodies, entries.last_at, ended)
+        if end.status != "completed":  # it runs again: its next run reads the cursor
+            input.headers[AUDIT_CURSOR] = IN_STORE
         return end
 
     def _cancelled(self, input: SessionInput, end: SessionEnd) -> bytes:
@@ -198,10 +218,6 @@ class AuditInterceptor(Interceptor):
         key = await keys.load(tenant, subject, create=False)
         return None if key is None else key.mac
 
-    def _owner(self) -> str:
-        """The engine's owner id as it is now (an application may set it after opening)."""
-        return self._engine.owner if self._engine is not None else ""
-
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:
         refs = {"task_id": input.task_id, "task_kind": input.kind}
@@ -214,6 +230,9 @@ class AuditInterceptor(Interceptor):
                            session_id=input.session_id, step_key=input.step_key,
                            actor=input.by, target=input.task_id,
                            hashes={"decision": digest(dict(input.decision), mac)}, refs=refs)
+        # What this engine's runs queued goes first (the step that asked, before the
+        # answer: decisions come at a person's pace, a seal costs them nothing).
+        await self.sealed()
         # Appended by the write of the decision, in its transaction: both land, or neither
         # (a write that fails, the task decided meanwhile, appends nothing).
         input.audit.append(event.encode())

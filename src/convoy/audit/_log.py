@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,11 +38,15 @@ class AuditLog:
         key_path: the Ed25519 signing key of checkpoints (PEM; created with mode ``0600`` on
             first use). Needed to sign checkpoints and to pin the key when verifying.
         clock: the wall clock of checkpoint timestamps (seconds since the epoch).
+        before_read: awaited before the log is read to sign a checkpoint or prove an
+            entry (the audit interceptor's: seal what this process's runs queued).
     """
 
     def __init__(self, store: Store, *, key_path: str | Path | None = None,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 before_read: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
+        self.before_read = before_read
         self.key_path = None if key_path is None else Path(key_path).expanduser()
         self.clock = clock
         self._key: Ed25519PrivateKey | None = None
@@ -67,8 +71,14 @@ class AuditLog:
         """Append ``events`` to ``tenant``'s log with the store's group commit."""
         return self.store.audit_append(tenant, [e.encode() for e in events], wait=wait)
 
+    async def sealed(self) -> None:
+        """Wait until what this process's runs queued for the log is in it."""
+        if self.before_read is not None:
+            await self.before_read()
+
     async def checkpoint(self, tenant: str) -> Checkpoint:
         """Sign and keep a checkpoint of ``tenant``'s log as it is now."""
+        await self.sealed()
         size = await self.store.audit_size(tenant)
         leaves = await self.store.audit_leaves(tenant, size)
         if len(leaves) != size:
@@ -94,6 +104,7 @@ class AuditLog:
         """An inclusion proof of entry ``index`` against the newest checkpoint that covers
         it (a new one is signed if none does), as a JSON-ready dict that a third party
         checks with :func:`check_inclusion` and the signer's public key."""
+        await self.sealed()
         kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]
         cp = kept[-1] if kept else await self.checkpoint(tenant)
         row = await self.store.audit_entry(tenant, index)
@@ -120,5 +131,6 @@ class AuditLog:
 
     async def consistency(self, tenant: str, size1: int, size2: int) -> list[bytes]:
         """A consistency proof between two sizes of ``tenant``'s log."""
+        await self.sealed()
         return await with_subtrees(self.store, tenant, size2,
                                    lambda sub: consistency_path(sub, size1, size2))

@@ -47,6 +47,7 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     """Verify ``tenant``'s log (see the module docstring); ``published``: checkpoints kept
     outside the store; ``public_key`` (base64): the key every checkpoint must be signed by
     (default: the log's key file, if it has one)."""
+    await log.sealed()
     store = log.store
     if public_key is None:
         public_key = log.public_key

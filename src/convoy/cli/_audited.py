@@ -58,6 +58,11 @@ class AuditWhereAudited(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._engine = engine
 
+    async def close(self) -> None:
+        if self._audit is not None:  # its sealer seals what the command's runs queued
+            await self._audit.close()
+            self._audit = None
+
     async def _audit_of(self, tenant: str, now: bool = False) -> AuditInterceptor | None:
         """The interceptor that audits ``tenant``, ``None`` if the store does not. The
         store is asked again when its answer is older than :data:`REFRESH_SECONDS`, or at

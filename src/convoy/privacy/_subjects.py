@@ -23,7 +23,14 @@ from convoy.privacy._seal import (
     state_aad,
     step_aad,
 )
-from convoy.stores._protocol import SPANS_NAMESPACE, Erasure, SessionFilter, SessionRow, Store
+from convoy.stores._protocol import (
+    AUDIT_CURSORS,
+    SPANS_NAMESPACE,
+    Erasure,
+    SessionFilter,
+    SessionRow,
+    Store,
+)
 from convoy.stores._subjects_sql import refuse_held
 
 
@@ -216,12 +223,14 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
 
 
 async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
-    """Delete what interceptors keep per session (the spans of the embedded trace store)."""
+    """Delete what interceptors keep per session (the spans of the embedded trace store,
+    the audit cursor: the session's entries stay in the log)."""
     raw = getattr(store, "inner", store)  # the keys are enough: nothing is opened
     for sid in session_ids:
         ns = SPANS_NAMESPACE + sid
         for key in await raw.kv_all(ns):
             raw.kv_put(ns, key, None)
+        raw.kv_put(AUDIT_CURSORS, sid, None)
 
 
 async def _drop_labels(store: Store, tenant: str, subject: str) -> None:

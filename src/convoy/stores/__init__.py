@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from convoy.stores._protocol import (
+    AUDIT_CURSORS,
     RUNNABLE,
     SCHEMA_VERSION,
     STATUSES,
@@ -17,6 +18,7 @@ from convoy.stores._protocol import (
     AlertDelivery,
     AlertRow,
     AuditRow,
+    AuditSeal,
     Erasure,
     Hold,
     Level,
@@ -58,6 +60,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "AUDIT_CURSORS",
     "DEFAULT_STORE",
     "RUNNABLE",
     "SCHEMA_VERSION",
@@ -66,6 +69,7 @@ __all__ = [
     "AlertDelivery",
     "AlertRow",
     "AuditRow",
+    "AuditSeal",
     "Erasure",
     "Hold",
     "LeftOut",

@@ -96,6 +96,37 @@ PG_APPEND = pg_append("%s", "%s", "%s")
 PG_APPEND_FENCED = pg_append(
     "%s", "%s", "%s", only_if="EXISTS (SELECT 1 FROM sessions WHERE id=%s AND owner=%s)")
 
+# A session's audit cursor (:meth:`Store.audit_seal`), compare-and-set in ``kv``: the first
+# (parameters: namespace, key, value) only if it has none, a move only from the value it
+# has (parameters: value, namespace, key, before). The row count says whether it moved.
+CURSOR_NEW = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) "
+              "ON CONFLICT(namespace,key) DO NOTHING")
+CURSOR_MOVE = "UPDATE kv SET value=? WHERE namespace=? AND key=? AND value=?"
+
+
+def pg_seal(first: bool) -> str:
+    """PostgreSQL: one statement of :meth:`Store.audit_seal` for one seal: the cursor's
+    compare-and-set (:data:`CURSOR_NEW` if ``first``, else :data:`CURSOR_MOVE`), and the
+    entries appended (``tenant, n, n, bodies``) only if it moved; it returns one row if it
+    moved, none if not (its row count)."""
+    cas = pg(CURSOR_NEW if first else CURSOR_MOVE) + " RETURNING 1"
+    return f"""
+WITH c AS ({cas}),
+h AS (
+  INSERT INTO audit_head(tenant, size) SELECT %s, %s WHERE EXISTS (SELECT 1 FROM c)
+  ON CONFLICT(tenant) DO UPDATE SET size = audit_head.size + excluded.size
+  RETURNING tenant, size - %s AS base),
+e AS (
+  INSERT INTO audit_log(tenant, idx, body, leaf)
+  SELECT h.tenant, h.base + b.ord - 1, b.body,
+         sha256('\\x00'::bytea || int8send(h.base + b.ord - 1)
+                || int4send(octet_length(convert_to(h.tenant, 'UTF8')))
+                || convert_to(h.tenant, 'UTF8') || b.body)
+  FROM h, unnest(%s::bytea[]) WITH ORDINALITY AS b(body, ord))
+SELECT 1 FROM c
+"""
+
+
 # Both dialects (``?`` is turned into ``%s`` for PostgreSQL by :func:`pg`).
 SIZE = "SELECT size FROM audit_head WHERE tenant=?"
 # Every tenant with a trace of a log: its head, its entries or its checkpoints (a tenant

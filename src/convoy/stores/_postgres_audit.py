@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy.stores import _audit_sql as q
-from convoy.stores._protocol import AuditRow
+from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
 
 if TYPE_CHECKING:
     from convoy.stores._postgres import _Op
@@ -21,6 +21,10 @@ _ENTRY = q.pg(q.ENTRY)
 _LEAVES = q.pg(q.LEAVES)
 _CHECKPOINTS = q.pg(q.CHECKPOINTS)
 _PUT_CHECKPOINT = q.pg(q.PUT_CHECKPOINT)
+_SEAL_FIRST = q.pg_seal(True)
+_SEAL_MOVE = q.pg_seal(False)
+_CURSOR_NEW = q.pg(q.CURSOR_NEW)
+_CURSOR_MOVE = q.pg(q.CURSOR_MOVE)
 
 
 def _row(r: Sequence[Any]) -> AuditRow:
@@ -47,6 +51,48 @@ class PostgresAudit:
             return self._submit(_Op(q.PG_APPEND_FENCED, (tenant, n, *fence, n, list(bodies))),
                                 wait=wait)
         return self._submit(_Op(q.PG_APPEND, (tenant, n, n, list(bodies))), wait=wait)
+
+    def audit_seal(self, seals: Sequence[AuditSeal]) -> asyncio.Future[list[bool]]:
+        from convoy.stores._postgres import _Op
+
+        done: asyncio.Future[list[bool]] = asyncio.get_running_loop().create_future()
+        items = list(seals)
+        if not items:
+            done.set_result([])
+            return done
+        counts: list[int | None] = [None] * len(items)
+        last: asyncio.Future[None] | None = None
+        for i, s in enumerate(items):
+            cas = (AUDIT_CURSORS, s.session_id, s.after) if s.before is None else \
+                (s.after, AUDIT_CURSORS, s.session_id, s.before)
+            if s.bodies:
+                text = _SEAL_FIRST if s.before is None else _SEAL_MOVE
+                n = len(s.bodies)
+                params: tuple[Any, ...] = (*cas, s.tenant, n, n, list(s.bodies))
+            else:
+                text = _CURSOR_NEW if s.before is None else _CURSOR_MOVE
+                params = cas
+
+            def counted(n: int | None, i: int = i) -> None:
+                counts[i] = n
+
+            # All of them join one batch (submitted together): one transaction.
+            last = self._submit(_Op(text, params, on_commit=counted))
+
+        def settle(fut: asyncio.Future[None]) -> None:
+            if done.done():
+                return
+            error = None if fut.cancelled() else fut.exception()
+            if fut.cancelled():
+                done.cancel()
+            elif error is not None:
+                done.set_exception(error)
+            else:
+                done.set_result([n == 1 for n in counts])
+
+        assert last is not None
+        last.add_done_callback(settle)
+        return done
 
     async def audit_size(self, tenant: str) -> int:
         rows = await self._read(_SIZE, (tenant,))

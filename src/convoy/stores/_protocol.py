@@ -223,6 +223,8 @@ class SessionFilter:
     #: Only the sessions after this one, as ``(created, id)`` of the last session of the
     #: page before (keyset paging: sessions deleted or added meanwhile shift nothing).
     after: tuple[float, str] | None = None
+    #: Only the sessions that ended (``finished``) at or after this time.
+    ended_since: float | None = None
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -367,6 +369,25 @@ class AuditRow:
     index: int
     body: bytes
     leaf: bytes
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class AuditSeal:
+    """Entries of one session's journal records to append to ``tenant``'s log, with the
+    move of the session's audit cursor (a value kept in :data:`AUDIT_CURSORS`, keyed by
+    session id) from ``before`` (``None``: the session has none yet) to ``after``: the
+    store appends the entries only if the cursor is still ``before`` (the records were not
+    sealed meanwhile), in the transaction that moves it (see :meth:`Store.audit_seal`)."""
+
+    tenant: str
+    session_id: str
+    before: str | None
+    after: str
+    bodies: Sequence[bytes]
+
+
+#: The interceptor-state namespace of sessions' audit cursors (:class:`AuditSeal`).
+AUDIT_CURSORS = "convoy.audit.cursor"
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -873,6 +894,14 @@ class Store(Protocol):
         with its end, which is fenced the same way); otherwise nothing is appended."""
         ...
 
+    def audit_seal(self, seals: Sequence[AuditSeal]) -> asyncio.Future[list[bool]]:
+        """Append each seal's entries, in order, in one write transaction, each only if it
+        moves its session's audit cursor (a compare-and-set of the value in
+        :data:`AUDIT_CURSORS`; ``before=None``: only if there is none). The future
+        resolves once committed, to whether each seal moved its cursor (a seal that did
+        not appended nothing: another writer sealed those records first)."""
+        ...
+
     async def audit_size(self, tenant: str) -> int:
         """How many entries ``tenant``'s log has had appended (0 for none)."""
         ...
@@ -903,6 +932,7 @@ class Store(Protocol):
 
 
 __all__ = [
+    "AUDIT_CURSORS",
     "CANCEL_SIGNAL",
     "RESERVED_SIGNALS",
     "RUNNABLE",
@@ -914,6 +944,7 @@ __all__ = [
     "AlertRow",
     "AlertStatus",
     "AuditRow",
+    "AuditSeal",
     "Erasure",
     "Hold",
     "Level",

@@ -48,6 +48,9 @@ def session_page(where: SessionFilter, *, mark: str = "?") -> tuple[str, list[An
         cond += (" AND " if cond else " WHERE ") + \
             f"(created > {mark} OR (created = {mark} AND id > {mark}))"
         params += [created, created, sid]
+    if where.ended_since is not None:
+        cond += (" AND " if cond else " WHERE ") + f"finished >= {mark}"
+        params.append(where.ended_since)
     return cond, params
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import AuditError
 from convoy.audit._merkle import entry_leaf
 from convoy.stores import _audit_sql as q
-from convoy.stores._protocol import AuditRow
+from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
+
+_T = TypeVar("_T")
 
 #: Entries to append: ``(tenant, bodies, fence)`` (see :meth:`Store.audit_append`).
 Append = tuple[str, Sequence[bytes], "tuple[str, str] | None"]
@@ -87,8 +89,8 @@ class SQLiteAudit:
         _audit_heads: dict[str, int]
         _audit_fut: asyncio.Future[None] | None
 
-        def _batched(self, call: Callable[[sqlite3.Connection], None], *,
-                     wait: bool = True) -> asyncio.Future[None]: ...
+        def _batched(self, call: Callable[[sqlite3.Connection], _T], *,
+                     wait: bool = True) -> asyncio.Future[_T]: ...
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
@@ -107,6 +109,28 @@ class SQLiteAudit:
         if fut is None or fut.done():
             fut = self._audit_fut = self._batched(self._queued_writer(), wait=False)
         return fut
+
+    def audit_seal(self, seals: Sequence[AuditSeal]) -> asyncio.Future[list[bool]]:
+        items = list(seals)
+
+        def seal(conn: sqlite3.Connection) -> list[bool]:
+            execute = conn.execute
+            moved: list[bool] = []
+            appends: list[Append] = []
+            for s in items:
+                if s.before is None:
+                    n = execute(q.CURSOR_NEW, (AUDIT_CURSORS, s.session_id, s.after)).rowcount
+                else:
+                    n = execute(q.CURSOR_MOVE, (s.after, AUDIT_CURSORS, s.session_id,
+                                                s.before)).rowcount
+                moved.append(n == 1)
+                if n == 1 and s.bodies:
+                    appends.append((s.tenant, s.bodies, None))
+            if appends:
+                _write(conn, appends, self._audit_heads)
+            return moved
+
+        return self._batched(seal)
 
     def _queued_writer(self) -> Callable[[sqlite3.Connection], None]:
         taken: list[Append] | None = None

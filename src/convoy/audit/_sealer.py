@@ -1,0 +1,298 @@
+"""The sealer: appends the audit entries of the runs an engine ran, in batches, off the
+sessions' own commits.
+
+A run's entries are made from its journal records (:mod:`convoy.audit._journal`) as they
+are written; when the run ends they are queued here, not written with the run's last
+commit. Every ``interval`` seconds (or sooner, once ``batch`` entries wait) the sealer
+appends what is queued in one write transaction of its own (:meth:`Store.audit_seal`), each
+session's entries with the move of its audit cursor (the time of the last record sealed,
+kept in :data:`~convoy.stores.AUDIT_CURSORS`), a compare-and-set: records are sealed once,
+whichever engine or sealer gets there first. The journal records stay the source: entries
+are a function of them, so what was not sealed can always be sealed again from them.
+
+- **A seal that finds its cursor moved** (another engine resumed the session and sealed
+  from the journal first) reads the session's records after the cursor as it is now, up
+  to its own last one, and seals those: nothing twice, nothing lost.
+- **A crash between a run's end and its seal** loses no entry. Each sealer keeps a marker
+  (in :data:`SEALERS`, keyed by its id ``host:pid:random``): the time before which every
+  run end it queued is sealed, and when it last beat. A sealer that finds another's marker
+  dead (its process gone on this host, or no beat for ``dead_after`` seconds) seals, from
+  the journal, every session that ended since that time, then removes the marker. A
+  session whose run parked (waiting) when its engine died has that run's entries sealed
+  when it next runs, as a run that was killed mid-way does.
+- The log lags the journal by at most ``interval`` (plus a commit) while engines live; an
+  engine that closes seals everything it queued first. :meth:`flush` seals now (the
+  :class:`~convoy.audit.AuditLog` of the interceptor calls it before it reads, so a
+  process reads its own sessions' entries).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import suppress
+from dataclasses import dataclass, field
+
+from convoy.audit._journal import entry_of
+from convoy.engine._owners import new_owner, owner_is_dead
+from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal, SessionFilter, Store
+
+log = logging.getLogger("convoy.audit")
+
+#: The interceptor-state namespace of the sealers' markers (see the module docstring).
+SEALERS = "convoy.audit.sealer"
+#: The session header that says a session has run before, so its next run reads its audit
+#: cursor (:data:`IN_STORE`); earlier versions kept the cursor itself in it (a time, read
+#: when the session has no cursor in :data:`~convoy.stores.AUDIT_CURSORS`).
+AUDIT_CURSOR = "convoy.audit"
+#: :data:`AUDIT_CURSOR`'s value: the cursor is in :data:`~convoy.stores.AUDIT_CURSORS`.
+IN_STORE = "store"
+#: How much earlier than a batch was taken its marker says "sealed": a run end committed
+#: just before the batch was taken may be queued just after it.
+_SLACK_S = 60.0
+
+#: The hash key of a data subject's session (``None``: none), by tenant and subject.
+MacOf = Callable[[str, "str | None"], Awaitable["bytes | None"]]
+
+
+def cursor_time(text: str | None) -> float:
+    """The time of an audit cursor (``-inf``: none, every record is after it)."""
+    try:
+        return float(text) if text is not None else -math.inf
+    except ValueError:
+        return -math.inf
+
+
+def trace_of(headers: Mapping[str, str], header: str) -> str | None:
+    """The trace id in a session's headers (``header``: tracing's ``traceparent``), if
+    tracing put one there and sampled the session."""
+    trace = headers.get(header)
+    if trace is None or trace.count("-") != 3:
+        return None
+    try:
+        sampled = bool(int(trace[-2:], 16) & 1)
+    except ValueError:
+        return None
+    return trace.split("-")[1] if sampled else None
+
+
+@dataclass(slots=True, kw_only=True)
+class Queued:
+    """One run's entries (or a long run's first ones) waiting for their seal."""
+
+    tenant: str
+    session_id: str
+    before: str | None
+    after: str
+    bodies: list[bytes]
+    trace_id: str | None = None
+    mac: bytes | None = None
+    #: Entries not made from a journal record (how the run ended: a cancel), the last of
+    #: ``bodies``: appended even if the records were sealed by another writer first.
+    ended: list[bytes] = field(default_factory=list)
+
+
+class Sealer:
+    """Seals queued entries in batches (see the module docstring)."""
+
+    def __init__(self, store: Store, *, clock: Callable[[], float], mac_of: MacOf,
+                 trace_header: str, interval: float = 0.25, batch: int = 1024,
+                 beat: float = 10.0, dead_after: float = 60.0) -> None:
+        self.store = store
+        self.clock = clock
+        self.mac_of = mac_of
+        self.trace_header = trace_header
+        self.interval = interval
+        self.batch = batch
+        self.beat = beat
+        self.dead_after = dead_after
+        self.id = new_owner()
+        self._queue: list[Queued] = []
+        #: The cursor each session's last queued seal moves it to (until it is sealed):
+        #: the ``before`` of the session's next run in this process.
+        self._queued: dict[str, str] = {}
+        self._held = 0  # entries queued
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._sealing: asyncio.Future[None] | None = None
+        self._last_beat = -math.inf
+        self._through = -math.inf  # every run end queued before it is sealed
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self._mark(self.clock(), wait=True)
+        await self.recover_dead()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        """Seal everything queued, stop, and remove this sealer's marker. If the store
+        refuses the seal, the marker stays: the next sealer to open the store seals those
+        sessions from the journal once this process has exited."""
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.flush()
+        except Exception as e:
+            log.warning("audit: %d queued run(s) could not be sealed (%s); the next engine "
+                        "that opens this store seals them from the journal", len(self._queue),
+                        e)
+            return
+        with suppress(Exception):  # (a dead sealer's sessions: the next start looks again)
+            await self.recover_dead()
+        await self.store.kv_put(SEALERS, self.id, None)
+
+    def queued_cursor(self, session_id: str) -> str | None:
+        """Where ``session_id``'s last seal queued here moves its cursor (``None``: none
+        is queued): a run of it in this process chains its seal after that one."""
+        return self._queued.get(session_id)
+
+    def submit(self, item: Queued) -> None:
+        self._queue.append(item)
+        self._queued[item.session_id] = item.after
+        self._held += len(item.bodies)
+        if self._held >= self.batch:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Seal what is queued now (and wait for a seal under way)."""
+        while self._sealing is not None:
+            await asyncio.shield(self._sealing)
+        if self._queue:
+            await self._seal_queued()
+
+    # -- sealing ---------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval)
+            self._wake.clear()
+            try:
+                if self._queue and self._sealing is None:
+                    await self._seal_queued()
+                now = self.clock()
+                if now - self._last_beat >= self.beat:
+                    await self._mark(now - _SLACK_S if not self._queue else self._through,
+                                     wait=True)
+                    await self.recover_dead()
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # a store error: the queue stays, tried again next time
+                log.warning("audit: sealing failed, will retry: %s", e)
+
+    async def _seal_queued(self) -> None:
+        taken_at = self.clock()
+        items, self._queue, self._held = self._queue, [], 0
+        self._sealing = asyncio.get_running_loop().create_future()
+        try:
+            moved = await self.store.audit_seal([
+                AuditSeal(tenant=q.tenant, session_id=q.session_id, before=q.before,
+                          after=q.after, bodies=q.bodies + q.ended) for q in items])
+            for q, ok in zip(items, moved, strict=True):
+                if self._queued.get(q.session_id) == q.after:
+                    del self._queued[q.session_id]
+                if not ok:  # sealed meanwhile, from the journal: seal what is left
+                    await self.seal_session(q.tenant, q.session_id, upto=cursor_time(q.after),
+                                            trace_id=q.trace_id, mac=q.mac)
+                    if q.ended:
+                        await self.store.audit_append(q.tenant, q.ended)
+        except BaseException:
+            self._queue[:0] = items  # nothing was committed: seal them with the next
+            self._held += sum(len(q.bodies) for q in items)
+            raise
+        finally:
+            sealing, self._sealing = self._sealing, None
+            sealing.set_result(None)
+        self._through = taken_at - _SLACK_S
+        await self._mark(self._through)
+
+    async def seal_session(self, tenant: str, session_id: str, *, upto: float | None,
+                           trace_id: str | None, mac: bytes | None,
+                           header_cursor: str | None = None) -> None:
+        """Seal ``session_id``'s journal records after its cursor as it is now (up to
+        ``upto``, ``None``: all), until a seal moves it (another writer may move it too)."""
+        for _ in range(8):
+            before = await self.store.kv_get(AUDIT_CURSORS, session_id)
+            cursor = cursor_time(before if before is not None else header_cursor)
+            records = sorted((r for r in await self.store.journal(session_id, tenant=tenant)
+                              if r.at > cursor and (upto is None or r.at <= upto)),
+                             key=lambda r: r.at)
+            if not records:
+                return
+            bodies = [b for r in records
+                      if (b := entry_of(r, session_id, r.at, trace_id, mac)) is not None]
+            moved = await self.store.audit_seal([AuditSeal(
+                tenant=tenant, session_id=session_id, before=before,
+                after=repr(records[-1].at), bodies=bodies)])
+            if moved[0]:
+                return
+        log.warning("audit: session %s: its cursor kept moving; its records are sealed by "
+                    "the engine that moves it", session_id)
+
+    # -- markers and recovery --------------------------------------------------------------
+
+    async def _mark(self, through: float, *, wait: bool = False) -> None:
+        """Write this sealer's marker: every run end it queued before ``through`` is
+        sealed; it beats now. ``wait=False``: with the store's next commit (an older
+        marker only makes a recovery look further back)."""
+        now = self.clock()
+        self._last_beat = now
+        written = self.store.kv_put_many(
+            [(SEALERS, self.id, json.dumps({"through": through, "beat": now}))], wait=wait)
+        if wait:
+            await written
+
+    async def recover_dead(self) -> int:
+        """Seal, from the journal, the sessions ended since each dead sealer's marker
+        says; remove those markers. How many sessions were looked at."""
+        looked = 0
+        now = self.clock()
+        for sealer, text in (await self.store.kv_all(SEALERS)).items():
+            if sealer == self.id:
+                continue
+            try:
+                mark = json.loads(text)
+                through, beat = float(mark["through"]), float(mark["beat"])
+            except (ValueError, TypeError, KeyError):
+                through, beat = -math.inf, -math.inf  # damaged: assume the worst
+            if not (owner_is_dead(sealer) or now - beat > self.dead_after):
+                continue
+            looked += await self._recover_since(through)
+            await self.store.kv_put(SEALERS, sealer, None)
+        return looked
+
+    async def _recover_since(self, since: float) -> int:
+        looked = 0
+        after: tuple[float, str] | None = None
+        while True:
+            page = await self.store.list_sessions(SessionFilter(
+                ended_since=since if math.isfinite(since) else None, limit=500, after=after),
+                left_out=[])
+            for row in page:
+                try:
+                    headers = row.header_map
+                    await self.seal_session(
+                        row.tenant, row.id, upto=None,
+                        trace_id=trace_of(headers, self.trace_header),
+                        mac=await self.mac_of(row.tenant, row.subject),
+                        header_cursor=None if headers.get(AUDIT_CURSOR) == IN_STORE
+                        else headers.get(AUDIT_CURSOR))
+                except (asyncio.CancelledError, KeyboardInterrupt):
+                    raise
+                except Exception as e:  # a damaged row or journal, an erased subject
+                    log.warning("audit: session %s: its records cannot be sealed: %s",
+                                row.id, e)
+                looked += 1
+            if len(page) < 500:
+                return looked
+            after = (page[-1].created, page[-1].id)
+
+
+__all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "Queued", "Sealer", "cursor_time", "trace_of"]

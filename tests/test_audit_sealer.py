@@ -1,0 +1,190 @@
+"""The sealer: a run's audit entries are appended in batches, off the run's own commits,
+and none is lost or written twice whatever happens between a run's end and its seal: the
+process killed (SIGKILL) with runs queued, another engine sealing the same records first,
+a sealer on another machine that stops beating."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
+from convoy.audit._sealer import SEALERS
+from convoy.stores import AUDIT_CURSORS, store_from_url
+
+from .conftest import STORE_KINDS, FakeClock, audit_sealed, store_db
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+def _flow() -> convoy.Workflow[Any, Any]:
+    sim = convoy.SimModel({"*": {"text": "ok"}})
+    agents = [convoy.Agent(name=f"a{i}", model=sim) for i in range(3)]
+
+    @convoy.workflow(name="audit.sealed")
+    async def flow(ctx: convoy.Context, text: str) -> str:
+        out = text
+        for a in agents:
+            out = str(await ctx.run(a, out))
+        if text.startswith("park"):
+            out += await ctx.wait_for("go", str)
+        return out
+
+    return flow
+
+
+async def _check(eng: convoy.Engine, sessions: list[str]) -> list[AuditEvent]:
+    """Every journaled step of ``sessions`` has exactly one entry, and the log verifies."""
+    await audit_sealed(eng)
+    size = await eng.store.audit_size("default")
+    events = [AuditEvent.decode(r.body)
+              for r in await eng.store.audit_entries("default", 0, size + 1)]
+    steps = Counter((e.session_id, e.step_key) for e in events
+                    if e.kind not in ("config_change", "session"))
+    for sid in sessions:
+        journal = [r.key for r in await eng.journal(sid) if r.status != "started"]
+        assert journal and sorted(k for (s, k) in steps if s == sid) == sorted(journal), sid
+    assert set(steps.values()) == {1}, steps
+    assert (await verify_log(AuditLog(eng.store), "default")).size == size
+    return events
+
+
+def test_seal_every_must_be_a_positive_number_of_seconds() -> None:
+    for bad in (0, -1, float("nan"), float("inf"), "1"):
+        with pytest.raises(convoy.UserError, match="seal_every must be a number of seconds"):
+            AuditInterceptor(seal_every=bad)  # type: ignore[arg-type]
+
+
+async def test_entries_wait_for_the_seal_and_land_with_it(db: str | Path) -> None:
+    """With a seal interval longer than the test, a finished session's entries are not in
+    the log until the sealer seals (asked here; by its timer otherwise, and at close)."""
+    audit = AuditInterceptor(seal_every=3600)
+    async with convoy.Engine(db, interceptors=[audit]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s1")).ok
+        assert [AuditEvent.decode(r.body).kind
+                for r in await eng.store.audit_entries("default", 0, 10)] in (
+            [], ["config_change"])
+        await _check(eng, ["s1"])
+        assert await eng.store.kv_get(AUDIT_CURSORS, "s1") is not None
+    async with convoy.Engine(db, interceptors=[AuditInterceptor(seal_every=3600)]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s2")).ok
+    async with convoy.Engine(db) as eng:  # closing sealed them
+        await _check(eng, ["s1", "s2"])
+        assert await eng.store.kv_all(SEALERS) == {}  # markers go with a clean close
+
+
+async def test_the_timer_seals_without_being_asked(db: str | Path) -> None:
+    audit = AuditInterceptor(seal_every=0.05)
+    async with convoy.Engine(db, interceptors=[audit]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s1")).ok
+        for _ in range(2000):  # wait for observable state: the entries in the store
+            if await eng.store.audit_size("default") >= 4:
+                break
+            await asyncio.sleep(0.01)
+        assert await eng.store.audit_size("default") >= 4
+
+
+async def test_a_seal_beaten_by_another_engine_seals_only_what_is_left(
+        db: str | Path) -> None:
+    """Engine A parks a session and has not sealed it yet; engine B resumes it, finishes it
+    and seals first (its run read no cursor: it seals A's records too). A's seal then finds
+    the cursor moved: it appends nothing twice."""
+    flow = _flow()
+    a_audit = AuditInterceptor(seal_every=3600)
+    b_audit = AuditInterceptor(seal_every=3600)
+    async with convoy.Engine(db, workflows=[flow], interceptors=[a_audit]) as a, \
+            convoy.Engine(db, workflows=[flow], interceptors=[b_audit]) as b:
+        assert (await a.run(flow, "park", session_id="s1")).status == "waiting"
+        await b.signal("s1", "go", "!")
+        [res] = await b.resume()
+        assert res.ok, res
+        await b_audit.sealed()
+        await a_audit.sealed()  # its cursor moved: nothing left to seal
+        await _check(a, ["s1"])
+
+
+async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
+        db: str | Path, tmp_path: Path) -> None:
+    """A process finishes sessions (and parks one) with a seal interval longer than it
+    lives, and is SIGKILLed: nothing of them is in the log. The next engine that opens the
+    store sees the dead process's marker and seals them from the journal, each once."""
+    script = tmp_path / "dies.py"
+    script.write_text(textwrap.dedent(f"""
+        import asyncio, os, signal, sys
+        sys.path[:0] = [{str(ROOT / "src")!r}, {str(ROOT)!r}]
+        import convoy
+        from convoy.audit import AuditInterceptor
+        from tests.test_audit_sealer import _flow
+
+        async def main():
+            eng = convoy.Engine({str(db)!r},
+                                interceptors=[AuditInterceptor(seal_every=3600)])
+            await eng.open()
+            flow = _flow()
+            for i in range(5):
+                assert (await eng.run(flow, "hi", session_id=f"s{{i}}")).ok
+            assert (await eng.run(flow, "park", session_id="p1")).status == "waiting"
+            os.kill(os.getpid(), signal.SIGKILL)
+
+        asyncio.run(main())
+    """))
+    proc = await asyncio.create_subprocess_exec(sys.executable, str(script),
+                                                stderr=subprocess.PIPE)
+    _, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+    async with convoy.Engine(db) as plain:  # no sealer: what the log holds as it was left
+        assert await plain.store.audit_size("default") <= 1  # (the config_change at most)
+        [(dead, mark)] = (await plain.store.kv_all(SEALERS)).items()
+        assert json.loads(mark)["beat"] > 0 and dead.split(":")[1].isdigit()  # host:pid:..
+    flow = _flow()
+    async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
+        await _check(eng, [f"s{i}" for i in range(5)])  # sealed when the engine opened
+        assert await eng.store.kv_all(SEALERS) != {} and dead not in await eng.store.kv_all(
+            SEALERS)
+        await eng.signal("p1", "go", "!")  # the parked one: sealed when it runs again
+        [res] = await eng.resume()
+        assert res.ok, res
+        await _check(eng, [f"s{i}" for i in range(5)] + ["p1"])
+
+
+async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(
+        tmp_path: Path) -> None:
+    """A marker of a sealer on another host is left alone while it beats; once it has not
+    beaten for ``dead_after`` seconds (on the store's clock), the sessions that ended since
+    its marker's time are sealed from the journal."""
+    clock = FakeClock()
+    db = tmp_path / "convoy.db"
+    flow = _flow()
+    async with convoy.Engine(store_from_url(str(db), clock=clock)) as bare:
+        assert (await bare.run(flow, "hi", session_id="s1")).ok  # journaled, never audited
+        far = "machine-b:4242:abcdef12"
+        await bare.store.kv_put(SEALERS, far, json.dumps({"through": clock() - 10,
+                                                          "beat": clock()}))
+    audit = AuditInterceptor(seal_every=3600)
+    async with convoy.Engine(store_from_url(str(db), clock=clock),
+                             interceptors=[audit]) as eng:
+        assert await eng.store.audit_size("default") == 0  # alive: its sessions are its own
+        assert far in await eng.store.kv_all(SEALERS)
+        clock.now += 61
+        sealer = audit._sealer
+        assert sealer is not None
+        assert await sealer.recover_dead() == 1
+        await _check(eng, ["s1"])
+        assert far not in await eng.store.kv_all(SEALERS)
+
