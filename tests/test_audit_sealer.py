@@ -6,6 +6,7 @@ a sealer on another machine that stops beating."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import signal
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 import convoy
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.audit._sealer import SEALERS
-from convoy.stores import AUDIT_CURSORS, store_from_url
+from convoy.stores import AUDIT_CURSORS, SQLiteStore, store_from_url
 
 from .conftest import STORE_KINDS, FakeClock, audit_sealed, store_db
 
@@ -188,3 +189,43 @@ async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(
         await _check(eng, ["s1"])
         assert far not in await eng.store.kv_all(SEALERS)
 
+
+
+async def test_a_store_that_refuses_every_seal_is_asked_less_often_and_warned_about_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The queue stays (nothing is lost) and is offered again, each time after twice the
+    wait, with one warning for the first failure and one for every tenth after it."""
+    from convoy.audit._sealer import Queued, Sealer
+
+    store = SQLiteStore(tmp_path / "convoy.db")
+    await store.open()
+    tries: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    def refuse(seals: object) -> asyncio.Future[list[bool]]:
+        tries.append(loop.time())
+        raise convoy.StoreError("the disk is full")
+
+    store.audit_seal = refuse  # type: ignore[method-assign]
+
+    async def no_mac(tenant: str, subject: str | None) -> bytes | None:
+        return None
+
+    sealer = Sealer(store, clock=FakeClock(), mac_of=no_mac, trace_header="convoy.trace",
+                    interval=0.002)
+    await sealer.start()
+    sealer.submit(Queued(tenant="acme", session_id="s1", before=None, after="1.0",
+                         bodies=[b"e"]))
+    async with asyncio.timeout(30):
+        while len(tries) < 8:  # noqa: ASYNC110 - wait for observable state
+            await asyncio.sleep(0.005)
+    waits = [b - a for a, b in itertools.pairwise(tries)]
+    assert waits[-1] > 8 * 0.002, waits  # backed off: the 7th wait is 64 intervals
+    warned = [r for r in caplog.records if "sealing failed" in r.getMessage()]
+    assert len(warned) == 1 and "the disk is full" in warned[0].getMessage()
+    assert sealer.queued_cursor("s1") == "1.0"  # still queued
+    with pytest.raises(convoy.StoreError):
+        await sealer.flush()
+    if sealer._task is not None:
+        sealer._task.cancel()
+    await store.aclose()

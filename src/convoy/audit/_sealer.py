@@ -170,9 +170,13 @@ class Sealer:
     # -- sealing ---------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        failures = 0
         while True:
+            # (after a failure, a wait that doubles up to ~30 s: a store that refuses every
+            # seal is not asked four times a second, nor warned about each time)
             with suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                await asyncio.wait_for(self._wake.wait(),
+                                       self.interval * 2 ** min(failures, 7))
             self._wake.clear()
             try:
                 if self._queue and self._sealing is None:
@@ -182,10 +186,14 @@ class Sealer:
                     await self._mark(now - _SLACK_S if not self._queue else self._through,
                                      wait=True)
                     await self.recover_dead()
+                failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # a store error: the queue stays, tried again next time
-                log.warning("audit: sealing failed, will retry: %s", e)
+            except Exception as e:  # a store error: the queue stays, tried again later
+                if failures % 10 == 0:
+                    log.warning("audit: sealing failed (%d time(s) in a row), will retry: "
+                                "%s", failures + 1, e)
+                failures += 1
 
     async def _seal_queued(self) -> None:
         taken_at = self.clock()
