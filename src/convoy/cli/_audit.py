@@ -293,21 +293,27 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
     created = not key.expanduser().exists()
-    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, created and not new_key,
-                                     created)).to_json())
+    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created)).to_json())
 
 
-async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
+async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
                       created: bool) -> Checkpoint:
     async with open_store(db, write=True) as store:
         known = await store.audit_tenants()
         if tenant not in known and not await store.audit_checkpoints(tenant):
             _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
-        kept = await store.audit_checkpoints(tenant) if guard else []
-        if kept:
-            _second_signer(key, tenant, kept[-1], "--new-key to start signing with a new one")
+        log = _log(store, key)
+        kept = await log.checkpoints(tenant)  # (one unreadable: AuditError, exit 1)
+        signer = None if created else _key_id_of(key)
+        if kept and not new_key and signer != kept[-1].key_id:
+            _second_signer(key, signer, tenant, kept[-1],
+                           "--new-key to start signing with a new one")
+        size = await store.audit_size(tenant)
+        same = [cp for cp in kept if cp.size == size]
+        if same:  # a signed checkpoint is never replaced (the store keeps one per size)
+            return await _kept_again(store, tenant, same, signer)
         try:
-            cp: Checkpoint = await _log(store, key).checkpoint(tenant)
+            cp: Checkpoint = await log.checkpoint(tenant)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
         if created:
@@ -315,13 +321,49 @@ async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
         return cp
 
 
-def _second_signer(key: Path, tenant: str, newest: str, instead: str) -> None:
-    """Refuse to sign with a key file that does not exist while ``tenant``'s checkpoints
-    (the ``newest`` kept) are signed by another key: a mistyped path would start a second
-    key that no verifier pins."""
-    signer = _audit().Checkpoint.from_json(newest).key_id
-    fail(f"--key {str(key)!r} does not exist, and tenant {tenant!r}'s checkpoints are signed "
-         f"by key {signer}: pass the key file that signed them (or {instead})")
+async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
+                      signer: str | None) -> Checkpoint:
+    """The log has not grown since its checkpoint of this size: print the kept one (if
+    this key signed it and the log still has its root), never a new signature over it."""
+    size = same[-1].size
+    mine = [cp for cp in same if cp.key_id == signer]
+    if not mine:  # a rotation: the new key signs the next size
+        fail(f"tenant {tenant!r}'s checkpoint of size {size}, signed by key "
+             f"{same[-1].key_id}, is kept and a signed checkpoint is never replaced; the "
+             "log has not grown since: run this again once entries are appended, and the "
+             "new key signs the checkpoint of the grown log")
+    cp = mine[-1]
+    try:
+        leaves = await store.audit_leaves(tenant, size)
+    except AuditError as e:
+        fail(str(e), RUN_FAILURE)
+    from convoy.audit._merkle import tree_root
+
+    if len(leaves) != size or tree_root(leaves) != cp.root:  # (the evidence is kept)
+        fail(f"tenant {tenant!r}: the log no longer has the root its kept checkpoint of "
+             f"size {size} signed, so it is not signed again; run 'convoy audit verify'",
+             RUN_FAILURE)
+    err.print(f"note: tenant {tenant!r}'s log has not grown since its checkpoint of size "
+              f"{size}: printed the kept one (a signed checkpoint is never replaced)",
+              markup=False, soft_wrap=True)
+    return cp
+
+
+def _key_id_of(key: Path) -> str:
+    """The id of the key in the file ``key`` (which exists: never created here)."""
+    from convoy.audit._keys import key_id, load_or_create_key, public_key_text
+
+    return key_id(public_key_text(load_or_create_key(key).public_key()))
+
+
+def _second_signer(key: Path, signer: str | None, tenant: str, newest: Checkpoint,
+                   instead: str) -> NoReturn:
+    """Refuse to sign with a key file that is not the key that signed ``tenant``'s
+    checkpoints (the ``newest`` kept): a file that does not exist (``signer`` None: a
+    mistyped path would start a second key that no verifier pins) or another key's."""
+    which = "does not exist, and" if signer is None else f"is key {signer}, but"
+    fail(f"--key {str(key)!r} {which} tenant {tenant!r}'s checkpoints are signed by key "
+         f"{newest.key_id}: pass the key file that signed them (or {instead})")
 
 
 def _created(key: Path, key_id: str) -> None:
@@ -356,12 +398,13 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
-        kept = await store.audit_checkpoints(tenant) if created else []
-        covered = any(_audit().Checkpoint.from_json(t).size > entry for t in kept)
-        if kept and not covered:  # a checkpoint is signed for the proof
+        kept = await log.checkpoints(tenant) if key is not None else []
+        if kept and all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
             assert key is not None
-            _second_signer(key, tenant, kept[-1], "sign one with it first: 'convoy audit "
-                           "checkpoint --new-key'")
+            signer = None if created else _key_id_of(key)
+            if signer != kept[-1].key_id:
+                _second_signer(key, signer, tenant, kept[-1], "sign one with it first: "
+                               "'convoy audit checkpoint --new-key'")
         try:
             proof = await log.prove(tenant, entry)
         except AuditError as e:
