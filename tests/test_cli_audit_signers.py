@@ -180,3 +180,66 @@ def test_checkpoint_over_a_log_rewritten_at_the_same_size_keeps_the_evidence(
     assert r.stdout == "" and _kept(log["db"]) == before
     v = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]))
     assert v.code == 1 and "forked from its signed checkpoint of size 8" in v.stderr
+
+
+# --- 2. what verify vouches for ---------------------------------------------------------
+
+WIPE = ("DELETE FROM audit_log", "DELETE FROM audit_head", "DELETE FROM audit_checkpoints")
+
+
+@pytest.mark.parametrize("tenant", [(), ("--tenant", T)], ids=["every tenant", "--tenant"])
+def test_verify_with_a_pinned_key_fails_on_a_wiped_log(log: dict[str, Any],
+                                                       tenant: tuple[str, ...]) -> None:
+    _sql(log["db"], *WIPE)
+    r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]), *tenant)
+    _one_line(r, 1, f"no checkpoint signed by key {log['cp'].key_id}", "--db")
+    public = cli("audit", "verify", "--db", str(log["db"]), "--public-key",
+                 log["cp"].public_key, *tenant)
+    _one_line(public, 1, f"no checkpoint signed by key {log['cp'].key_id}", "--db")
+
+
+@pytest.mark.parametrize("tenant", [(), ("--tenant", T)], ids=["every tenant", "--tenant"])
+def test_verify_without_a_key_on_a_store_with_no_log_says_so(
+        log: dict[str, Any], tenant: tuple[str, ...]) -> None:
+    _sql(log["db"], *WIPE)
+    r = cli("audit", "verify", "--db", str(log["db"]), *tenant)
+    assert r.code == 0, r.stderr
+    assert "no audit log" in r.stdout and "--db" in r.stdout, r.stdout
+
+
+def test_verify_with_a_pinned_key_fails_on_an_emptied_log(log: dict[str, Any]) -> None:
+    _sql(log["db"], "DELETE FROM audit_log", "DELETE FROM audit_checkpoints",
+         "UPDATE audit_head SET size=0")
+    for tenant in ((), ("--tenant", T)):
+        r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]), *tenant)
+        _one_line(r, 1, f"no checkpoint signed by key {log['cp'].key_id}")
+
+
+def test_verify_with_an_empty_checkpoint_file_is_refused(log: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    r = cli("audit", "verify", "--db", str(log["db"]), "--checkpoint", str(empty))
+    _one_line(r, 2, "'" + str(empty) + "'", "holds no checkpoint")
+
+
+def test_published_checkpoints_of_another_store_say_to_check_db(log: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    wrong = tmp_path / "other.db"  # acme's log there is another one
+    r = cli("audit", "verify", "--db", str(wrong), "--checkpoint", str(log["published"]))
+    _one_line(r, 1, "forked", "--db")
+    nothing = tmp_path / "empty.db"
+    _append(nothing, 0, 1, tenant="globex")
+    r = cli("audit", "verify", "--db", str(nothing), "--checkpoint", str(log["published"]))
+    _one_line(r, 1, "every entry was cut off", "--db")
+
+
+# --- 3. messages ------------------------------------------------------------------------
+
+def test_verify_with_a_file_that_is_no_key_does_not_offer_to_create_one(
+        log: dict[str, Any], tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text("print('hello')\n")
+    r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(app))
+    _one_line(r, 2, "'" + str(app) + "'", "not an unencrypted PEM private key")
+    assert "create" not in r.stderr, r.stderr

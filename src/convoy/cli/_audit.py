@@ -83,6 +83,10 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
         except UnicodeDecodeError as e:
             fail(f"--checkpoint {str(f)!r} is not UTF-8 text (one JSON checkpoint per line): "
                  f"{e.reason} at byte {e.start + 1}")
+        if not any(line.strip() for line in lines):
+            fail(f"--checkpoint {str(f)!r} holds no checkpoint (it is empty): pass the file "
+                 "the output of 'convoy audit checkpoint' was appended to (one JSON "
+                 "checkpoint per line)")
         for n, line in enumerate(lines, 1):
             if line.strip():
                 try:
@@ -229,8 +233,10 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names the first bad entry of a changed, deleted, inserted, reordered or
     truncated log, or of a fork from a checkpoint, or a checkpoint whose signature does not
-    verify; exits 1 if one is found. A --checkpoint line that is not a checkpoint (a field
-    missing, of the wrong JSON type or out of range) exits 2, naming the line and field.
+    verify; exits 1 if one is found, or if the key pinned (--key, --public-key) signed no
+    checkpoint here (a wiped log, or --db naming another store). A --checkpoint line that
+    is not a checkpoint (a field missing, of the wrong JSON type or out of range), or a file
+    that holds none, exits 2, naming the line and field.
 
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
@@ -239,15 +245,51 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     if key is not None and not key.expanduser().exists():
         fail(f"--key {str(key)!r} does not exist: verify pins the key that signed the "
              "checkpoints, it does not create one")
+    pin = public_key if public_key is not None else None if key is None else _pinned(key)
     published = _published(checkpoint)
-    reports = run_async(_verify(db, tenant, key, public_key, published))
+    reports, known = run_async(_verify(db, tenant, key, public_key, published))
+    if pin is not None and not any(r.checkpoints for r in reports):
+        _nothing_signed(db, tenant, pin, "--public-key" if public_key is not None else
+                        f"--key {str(key)!r}", bool(published), known)
     if not reports:
-        typer.echo("no audit log" + ("" if tenant is None else f" for tenant {tenant!r}"))
+        typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
+                                                       f" (tenant {tenant!r})")
+                   + ": nothing to verify (if one was expected, check that --db points at "
+                   "the store that holds it)")
         return
     for r in reports:
         root = base64.b64encode(r.root).decode()
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
                    f"{r.checkpoints} signed checkpoint(s) matched")
+
+
+def _pinned(key: Path) -> str:
+    """The public key of the key file ``key`` (which exists) that verify pins; a file that
+    is no key is said in one line that does not offer to create one."""
+    from convoy.audit._keys import load_or_create_key, public_key_text
+
+    try:
+        return public_key_text(load_or_create_key(key).public_key())
+    except UserError as e:  # (the library's advice is the signer's: cut off)
+        fail(f"{str(e).split('; pass ', 1)[0]}: pass the key file that signed the "
+             "checkpoints ('convoy audit checkpoint --key' signs with it), or its public key "
+             "with --public-key")
+
+
+def _nothing_signed(db: str, tenant: str | None, pin: str, how: str, published: bool,
+                    known: list[str]) -> NoReturn:
+    """A pinned key (the user says it signed the log) that signed no checkpoint here: a
+    wiped log, or the wrong store, not a log that "verified"."""
+    from convoy.audit._keys import key_id
+
+    where = f"in {label(db)!r}" + (" or the --checkpoint files" if published else "") + \
+        ("" if tenant is None else f" for tenant {tenant!r}")
+    others = sorted(set(known) - {tenant}) if tenant is not None else []
+    fail(f"no checkpoint signed by key {key_id(pin)} ({how}) {where}: nothing here is a log "
+         "that key signed (deleted, or never signed); check that --db points at the store it "
+         "signs" + (" and --tenant names its tenant (tenants with an audit log here: "
+                    f"{', '.join(others)})" if others else "")
+         + " (a log never signed: 'convoy audit checkpoint' signs it)", RUN_FAILURE)
 
 
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
@@ -256,7 +298,8 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
 
 
 async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
-                  published: list[Checkpoint]) -> list[VerifyReport]:
+                  published: list[Checkpoint]) -> tuple[list[VerifyReport], list[str]]:
+    """The reports of the tenants verified, and the tenants with a log in the store."""
     async with open_store(db) as store:
         log = _log(store, key)
         verify_log = _audit().verify_log
@@ -264,14 +307,33 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         if tenant is not None and tenant not in known and \
                 not any(cp.tenant == tenant for cp in published) and \
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
-            _no_log(tenant, known)
+            if known and key is None and public_key is None:
+                _no_log(tenant, known)  # a mistyped --tenant (pinned: nothing it signed)
+            return [], known  # (no log in the store at all: said as without --tenant)
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
-        try:
-            return [await verify_log(log, t, published=published, public_key=public_key)
-                    for t in tenants]
-        except AuditError as e:
-            fail(str(e), RUN_FAILURE)
+        reports = []
+        for t in tenants:
+            try:
+                reports.append(await verify_log(log, t, published=published,
+                                                public_key=public_key))
+            except AuditError as e:
+                fail(str(e) + await _other_store(store, db, t, published, e), RUN_FAILURE)
+        return reports, known
+
+
+async def _other_store(store: Store, db: str, tenant: str, published: list[Checkpoint],
+                       e: AuditError) -> str:
+    """A hint for entries that do not match published checkpoints none of which this store
+    keeps: --db may name another store than the one they were published from."""
+    mine = [cp.signature for cp in published if cp.tenant == tenant]
+    if e.index is None or not mine:
+        return ""
+    kept = await store.audit_checkpoints(tenant)
+    if any(sig in text for sig in mine for text in kept):
+        return ""
+    return (f"; if --db {label(db)!r} is not the store the --checkpoint files were "
+            "published from, check --db")
 
 
 @audit_app.command("checkpoint")
@@ -328,10 +390,10 @@ async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
     size = same[-1].size
     mine = [cp for cp in same if cp.key_id == signer]
     if not mine:  # a rotation: the new key signs the next size
-        fail(f"tenant {tenant!r}'s checkpoint of size {size}, signed by key "
-             f"{same[-1].key_id}, is kept and a signed checkpoint is never replaced; the "
-             "log has not grown since: run this again once entries are appended, and the "
-             "new key signs the checkpoint of the grown log")
+        fail(f"tenant {tenant!r}'s log has not grown since its checkpoint of size {size} "
+             f"(signed by key {same[-1].key_id}), which is kept: a signed checkpoint is "
+             "never replaced, so the new key signs the next one; run this again once "
+             "entries are appended")
     cp = mine[-1]
     try:
         leaves = await store.audit_leaves(tenant, size)
