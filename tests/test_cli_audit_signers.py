@@ -16,6 +16,7 @@ Real SQLite stores, the command line in-process."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -243,3 +244,15 @@ def test_verify_with_a_file_that_is_no_key_does_not_offer_to_create_one(
     r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(app))
     _one_line(r, 2, "'" + str(app) + "'", "not an unencrypted PEM private key")
     assert "create" not in r.stderr, r.stderr
+
+
+def test_a_proof_whose_entry_is_not_base64_names_the_field(log: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    proof = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
+                str(log["key"]))
+    doc = json.loads(proof.stdout)
+    path = tmp_path / "t8.json"
+    for field, value in (("entry", "not base64!"), ("proof", ["%%%"])):
+        path.write_text(json.dumps({**doc, field: value}))
+        r = cli("audit", "check", str(path))
+        _one_line(r, 2, "not a Convoy inclusion proof", f"'{field}")
