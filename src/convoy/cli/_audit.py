@@ -340,12 +340,15 @@ async def _other_store(store: Store, db: str, tenant: str, published: list[Check
 def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
                key: KeyOption = None,
                new_key: Annotated[bool, typer.Option(
-                   "--new-key", help="Create --key even though the tenant's checkpoints "
-                   "were signed by another key (a key rotation: verifiers must then pin "
-                   "the new key).")] = False) -> None:
+                   "--new-key", help="Sign with --key (created if it does not exist) "
+                   "even though the tenant's checkpoints were signed by another key (a key "
+                   "rotation: verifiers must then pin the new key). The log must have grown "
+                   "since its last checkpoint: a kept one is never replaced.")] = False
+) -> None:
     """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
     keep it in the store and print it as one line of JSON: publish it (append it to a file
-    or send it somewhere the operators of this store cannot rewrite).
+    or send it somewhere the operators of this store cannot rewrite). A log that has not
+    grown since its last checkpoint is not signed again: that checkpoint is printed.
 
     Example: `convoy audit checkpoint --tenant acme --key audit.key >> published.jsonl`
     """
