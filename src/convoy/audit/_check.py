@@ -50,17 +50,24 @@ def _parse(doc: Any) -> _Proof:
     return p
 
 
+def _base64(text: str, where: str, what: str) -> bytes:
+    """A field's base64; a proof that holds something else names the field (as ``_parse``
+    names one of the wrong JSON type)."""
+    try:
+        return base64.b64decode(text, validate=True)
+    except (ValueError, binascii.Error):
+        raise AuditProofError(f"not a Convoy inclusion proof: {where!r}: not base64 (it "
+                              f"holds {what}, in base64)") from None
+
+
 def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
     """Check a proof made by :meth:`AuditLog.prove <convoy.audit.AuditLog.prove>`: the
     checkpoint's signature (by ``public_key``, base64, when given: pin it), that the entry
     hashes to the leaf at its index, and that the path leads to the signed root. Returns
     the entry's event; raises :class:`~convoy.AuditProofError` if anything does not hold."""
     p = _parse(doc)
-    try:
-        body = base64.b64decode(p.entry, validate=True)
-        proof = [base64.b64decode(h, validate=True) for h in p.proof]
-    except (ValueError, binascii.Error) as e:
-        raise AuditProofError(f"not a Convoy inclusion proof: {e}") from None
+    body = _base64(p.entry, "entry", "the entry's body")
+    proof = [_base64(h, f"proof.{i}", "a SHA-256 hash") for i, h in enumerate(p.proof)]
     cp = Checkpoint.from_published(p.checkpoint)
     cp.check(public_key)
     if cp.tenant != p.tenant or cp.size != p.tree_size:

@@ -83,6 +83,10 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
         except UnicodeDecodeError as e:
             fail(f"--checkpoint {str(f)!r} is not UTF-8 text (one JSON checkpoint per line): "
                  f"{e.reason} at byte {e.start + 1}")
+        if not any(line.strip() for line in lines):
+            fail(f"--checkpoint {str(f)!r} holds no checkpoint (it is empty): pass the file "
+                 "the output of 'convoy audit checkpoint' was appended to (one JSON "
+                 "checkpoint per line)")
         for n, line in enumerate(lines, 1):
             if line.strip():
                 try:
@@ -229,8 +233,10 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names the first bad entry of a changed, deleted, inserted, reordered or
     truncated log, or of a fork from a checkpoint, or a checkpoint whose signature does not
-    verify; exits 1 if one is found. A --checkpoint line that is not a checkpoint (a field
-    missing, of the wrong JSON type or out of range) exits 2, naming the line and field.
+    verify; exits 1 if one is found, or if the key pinned (--key, --public-key) signed no
+    checkpoint here (a wiped log, or --db naming another store). A --checkpoint line that
+    is not a checkpoint (a field missing, of the wrong JSON type or out of range), or a file
+    that holds none, exits 2, naming the line and field.
 
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
@@ -239,15 +245,51 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     if key is not None and not key.expanduser().exists():
         fail(f"--key {str(key)!r} does not exist: verify pins the key that signed the "
              "checkpoints, it does not create one")
+    pin = public_key if public_key is not None else None if key is None else _pinned(key)
     published = _published(checkpoint)
-    reports = run_async(_verify(db, tenant, key, public_key, published))
+    reports, known = run_async(_verify(db, tenant, key, public_key, published))
+    if pin is not None and not any(r.checkpoints for r in reports):
+        _nothing_signed(db, tenant, pin, "--public-key" if public_key is not None else
+                        f"--key {str(key)!r}", bool(published), known)
     if not reports:
-        typer.echo("no audit log" + ("" if tenant is None else f" for tenant {tenant!r}"))
+        typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
+                                                       f" (tenant {tenant!r})")
+                   + ": nothing to verify (if one was expected, check that --db points at "
+                   "the store that holds it)")
         return
     for r in reports:
         root = base64.b64encode(r.root).decode()
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
                    f"{r.checkpoints} signed checkpoint(s) matched")
+
+
+def _pinned(key: Path) -> str:
+    """The public key of the key file ``key`` (which exists) that verify pins; a file that
+    is no key is said in one line that does not offer to create one."""
+    from convoy.audit._keys import load_or_create_key, public_key_text
+
+    try:
+        return public_key_text(load_or_create_key(key).public_key())
+    except UserError as e:  # (the library's advice is the signer's: cut off)
+        fail(f"{str(e).split('; pass ', 1)[0]}: pass the key file that signed the "
+             "checkpoints ('convoy audit checkpoint --key' signs with it), or its public key "
+             "with --public-key")
+
+
+def _nothing_signed(db: str, tenant: str | None, pin: str, how: str, published: bool,
+                    known: list[str]) -> NoReturn:
+    """A pinned key (the user says it signed the log) that signed no checkpoint here: a
+    wiped log, or the wrong store, not a log that "verified"."""
+    from convoy.audit._keys import key_id
+
+    where = f"in {label(db)!r}" + (" or the --checkpoint files" if published else "") + \
+        ("" if tenant is None else f" for tenant {tenant!r}")
+    others = sorted(set(known) - {tenant}) if tenant is not None else []
+    fail(f"no checkpoint signed by key {key_id(pin)} ({how}) {where}: nothing here is a log "
+         "that key signed (deleted, or never signed); check that --db points at the store it "
+         "signs" + (" and --tenant names its tenant (tenants with an audit log here: "
+                    f"{', '.join(others)})" if others else "")
+         + " (a log never signed: 'convoy audit checkpoint' signs it)", RUN_FAILURE)
 
 
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
@@ -256,7 +298,8 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
 
 
 async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
-                  published: list[Checkpoint]) -> list[VerifyReport]:
+                  published: list[Checkpoint]) -> tuple[list[VerifyReport], list[str]]:
+    """The reports of the tenants verified, and the tenants with a log in the store."""
     async with open_store(db) as store:
         log = _log(store, key)
         verify_log = _audit().verify_log
@@ -264,26 +307,48 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         if tenant is not None and tenant not in known and \
                 not any(cp.tenant == tenant for cp in published) and \
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
-            _no_log(tenant, known)
+            if known and key is None and public_key is None:
+                _no_log(tenant, known)  # a mistyped --tenant (pinned: nothing it signed)
+            return [], known  # (no log in the store at all: said as without --tenant)
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
-        try:
-            return [await verify_log(log, t, published=published, public_key=public_key)
-                    for t in tenants]
-        except AuditError as e:
-            fail(str(e), RUN_FAILURE)
+        reports = []
+        for t in tenants:
+            try:
+                reports.append(await verify_log(log, t, published=published,
+                                                public_key=public_key))
+            except AuditError as e:
+                fail(str(e) + await _other_store(store, db, t, published, e), RUN_FAILURE)
+        return reports, known
+
+
+async def _other_store(store: Store, db: str, tenant: str, published: list[Checkpoint],
+                       e: AuditError) -> str:
+    """A hint for entries that do not match published checkpoints none of which this store
+    keeps: --db may name another store than the one they were published from."""
+    mine = [cp.signature for cp in published if cp.tenant == tenant]
+    if e.index is None or not mine:
+        return ""
+    kept = await store.audit_checkpoints(tenant)
+    if any(sig in text for sig in mine for text in kept):
+        return ""
+    return (f"; if --db {label(db)!r} is not the store the --checkpoint files were "
+            "published from, check --db")
 
 
 @audit_app.command("checkpoint")
 def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
                key: KeyOption = None,
                new_key: Annotated[bool, typer.Option(
-                   "--new-key", help="Create --key even though the tenant's checkpoints "
-                   "were signed by another key (a key rotation: verifiers must then pin "
-                   "the new key).")] = False) -> None:
+                   "--new-key", help="Sign with --key (created if it does not exist) "
+                   "even though the tenant's checkpoints were signed by another key (a key "
+                   "rotation: verifiers must then pin the new key). The log must have grown "
+                   "since its last checkpoint: a kept one is never replaced.")] = False
+) -> None:
     """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
     keep it in the store and print it as one line of JSON: publish it (append it to a file
-    or send it somewhere the operators of this store cannot rewrite).
+    or send it somewhere the operators of this store cannot rewrite). A log that has not
+    grown since its last checkpoint is not signed again: that checkpoint is printed.
 
     Example: `convoy audit checkpoint --tenant acme --key audit.key >> published.jsonl`
     """
@@ -293,21 +358,27 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
     created = not key.expanduser().exists()
-    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, created and not new_key,
-                                     created)).to_json())
+    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created)).to_json())
 
 
-async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
+async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
                       created: bool) -> Checkpoint:
     async with open_store(db, write=True) as store:
         known = await store.audit_tenants()
         if tenant not in known and not await store.audit_checkpoints(tenant):
             _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
-        kept = await store.audit_checkpoints(tenant) if guard else []
-        if kept:
-            _second_signer(key, tenant, kept[-1], "--new-key to start signing with a new one")
+        log = _log(store, key)
+        kept = await log.checkpoints(tenant)  # (one unreadable: AuditError, exit 1)
+        signer = None if created else _key_id_of(key)
+        if kept and not new_key and signer != kept[-1].key_id:
+            _second_signer(key, signer, tenant, kept[-1],
+                           "--new-key to start signing with a new one")
+        size = await store.audit_size(tenant)
+        same = [cp for cp in kept if cp.size == size]
+        if same:  # a signed checkpoint is never replaced (the store keeps one per size)
+            return await _kept_again(store, tenant, same, signer)
         try:
-            cp: Checkpoint = await _log(store, key).checkpoint(tenant)
+            cp: Checkpoint = await log.checkpoint(tenant)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
         if created:
@@ -315,13 +386,49 @@ async def _checkpoint(db: str, tenant: str, key: Path, guard: bool,
         return cp
 
 
-def _second_signer(key: Path, tenant: str, newest: str, instead: str) -> None:
-    """Refuse to sign with a key file that does not exist while ``tenant``'s checkpoints
-    (the ``newest`` kept) are signed by another key: a mistyped path would start a second
-    key that no verifier pins."""
-    signer = _audit().Checkpoint.from_json(newest).key_id
-    fail(f"--key {str(key)!r} does not exist, and tenant {tenant!r}'s checkpoints are signed "
-         f"by key {signer}: pass the key file that signed them (or {instead})")
+async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
+                      signer: str | None) -> Checkpoint:
+    """The log has not grown since its checkpoint of this size: print the kept one (if
+    this key signed it and the log still has its root), never a new signature over it."""
+    size = same[-1].size
+    mine = [cp for cp in same if cp.key_id == signer]
+    if not mine:  # a rotation: the new key signs the next size
+        fail(f"tenant {tenant!r}'s log has not grown since its checkpoint of size {size} "
+             f"(signed by key {same[-1].key_id}), which is kept: a signed checkpoint is "
+             "never replaced, so the new key signs the next one; run this again once "
+             "entries are appended")
+    cp = mine[-1]
+    try:
+        leaves = await store.audit_leaves(tenant, size)
+    except AuditError as e:
+        fail(str(e), RUN_FAILURE)
+    from convoy.audit._merkle import tree_root
+
+    if len(leaves) != size or tree_root(leaves) != cp.root:  # (the evidence is kept)
+        fail(f"tenant {tenant!r}: the log no longer has the root its kept checkpoint of "
+             f"size {size} signed, so it is not signed again; run 'convoy audit verify'",
+             RUN_FAILURE)
+    err.print(f"note: tenant {tenant!r}'s log has not grown since its checkpoint of size "
+              f"{size}: printed the kept one (a signed checkpoint is never replaced)",
+              markup=False, soft_wrap=True)
+    return cp
+
+
+def _key_id_of(key: Path) -> str:
+    """The id of the key in the file ``key`` (which exists: never created here)."""
+    from convoy.audit._keys import key_id, load_or_create_key, public_key_text
+
+    return key_id(public_key_text(load_or_create_key(key).public_key()))
+
+
+def _second_signer(key: Path, signer: str | None, tenant: str, newest: Checkpoint,
+                   instead: str) -> NoReturn:
+    """Refuse to sign with a key file that is not the key that signed ``tenant``'s
+    checkpoints (the ``newest`` kept): a file that does not exist (``signer`` None: a
+    mistyped path would start a second key that no verifier pins) or another key's."""
+    which = "does not exist, and" if signer is None else f"is key {signer}, but"
+    fail(f"--key {str(key)!r} {which} tenant {tenant!r}'s checkpoints are signed by key "
+         f"{newest.key_id}: pass the key file that signed them (or {instead})")
 
 
 def _created(key: Path, key_id: str) -> None:
@@ -356,12 +463,13 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
-        kept = await store.audit_checkpoints(tenant) if created else []
-        covered = any(_audit().Checkpoint.from_json(t).size > entry for t in kept)
-        if kept and not covered:  # a checkpoint is signed for the proof
+        kept = await log.checkpoints(tenant) if key is not None else []
+        if kept and all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
             assert key is not None
-            _second_signer(key, tenant, kept[-1], "sign one with it first: 'convoy audit "
-                           "checkpoint --new-key'")
+            signer = None if created else _key_id_of(key)
+            if signer != kept[-1].key_id:
+                _second_signer(key, signer, tenant, kept[-1], "sign one with it first: "
+                               "'convoy audit checkpoint --new-key'")
         try:
             proof = await log.prove(tenant, entry)
         except AuditError as e:

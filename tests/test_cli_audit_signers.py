@@ -1,0 +1,258 @@
+"""Which key signs, and what ``convoy audit verify`` vouches for (a review by a new user):
+
+- ``checkpoint`` and ``prove`` refuse a ``--key`` file that exists but is not the key that
+  signed the tenant's checkpoints, as they refuse a missing one; a stored signed
+  checkpoint is never replaced by another signature of the same size (not even by a
+  ``--new-key`` rotation);
+- ``verify`` with a pinned key fails on a store holding no checkpoint that key signed (a
+  wiped log, the wrong ``--db``), the same with and without ``--tenant``; an empty
+  ``--checkpoint`` file is refused; published checkpoints that do not match point at
+  ``--db``;
+- messages: ``verify --key`` of a file that is no key does not offer to create one, and a
+  proof whose ``entry`` is not base64 names the field.
+
+Real SQLite stores, the command line in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convoy.audit import AuditEvent, AuditLog, Checkpoint, entry_leaf
+from convoy.stores import SQLiteStore
+from tests.clikit import cli, workdir  # noqa: F401  (autouse fixture)
+from tests.store_backends import FakeClock
+
+T = "acme"
+
+
+def _event(i: int) -> AuditEvent:
+    return AuditEvent(kind="tool_call", status="ok", at=1000.0 + i, session_id="s1",
+                      step_key=f"0/{i}", actor="clerk", target=f"tool-{i:03d}")
+
+
+def _append(db: Path, start: int, stop: int, tenant: str = T, shift: int = 0) -> None:
+    async def go() -> None:
+        store = SQLiteStore(db, clock=FakeClock())
+        await store.open()
+        try:
+            await AuditLog(store, clock=FakeClock()).append(
+                tenant, [_event(i + shift) for i in range(start, stop)])
+        finally:
+            await store.aclose()
+
+    asyncio.run(go())
+
+
+def _sql(db: Path, *statements: str) -> list[Any]:
+    conn = sqlite3.connect(db)
+    rows: list[Any] = []
+    with conn:
+        for s in statements:
+            rows = conn.execute(s).fetchall()
+    conn.close()
+    return rows
+
+
+def _kept(db: Path) -> list[tuple[int, str]]:
+    return [(int(size), str(body)) for size, body in _sql(
+        db, "SELECT size, body FROM audit_checkpoints WHERE tenant='acme' ORDER BY size")]
+
+
+@pytest.fixture
+def log(tmp_path: Path) -> dict[str, Any]:
+    """A log of 8 entries with a checkpoint (audit.key) of it, published to a file, and
+    another key file (other.key) that signed another store's checkpoint (of another log of
+    the same tenant, 10 entries)."""
+    db = tmp_path / "a.db"
+    _append(db, 0, 8)
+    _append(tmp_path / "other.db", 0, 10, shift=100)
+    signed = cli("audit", "checkpoint", "--db", str(db), "--tenant", T, "--key",
+                 str(tmp_path / "audit.key"))
+    assert signed.code == 0, signed.stderr
+    other = cli("audit", "checkpoint", "--db", str(tmp_path / "other.db"), "--tenant", T,
+                "--key", str(tmp_path / "other.key"))
+    assert other.code == 0, other.stderr
+    published = tmp_path / "published.jsonl"
+    published.write_text(signed.stdout)
+    return {"db": db, "key": tmp_path / "audit.key", "other": tmp_path / "other.key",
+            "cp": Checkpoint.from_json(signed.stdout), "published": published}
+
+
+def _one_line(r: Any, code: int, *said: str) -> None:
+    text = r.stderr.strip()
+    assert r.code == code, (r.code, r.stdout, text)
+    assert len(text.splitlines()) == 1 and "Traceback" not in text, text
+    for s in said:
+        assert s in text, text
+
+
+def _verifies(log: dict[str, Any]) -> None:
+    r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]))
+    assert r.code == 0, r.stderr
+
+
+# --- 1. the key that signs --------------------------------------------------------------
+
+def test_checkpoint_with_another_existing_key_is_refused(log: dict[str, Any]) -> None:
+    _append(log["db"], 8, 10)  # grown: a checkpoint of size 10 would be a new one
+    before = _kept(log["db"])
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["other"]))
+    _one_line(r, 2, f"signed by key {log['cp'].key_id}: pass the key file that signed them",
+              "--new-key")
+    assert r.stdout == "" and _kept(log["db"]) == before
+    _verifies(log)
+
+
+def test_checkpoint_with_another_key_never_overwrites_one_of_the_same_size(
+        log: dict[str, Any]) -> None:
+    before = _kept(log["db"])
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["other"]))
+    _one_line(r, 2, f"signed by key {log['cp'].key_id}")
+    assert _kept(log["db"]) == before
+    _verifies(log)
+
+
+def test_prove_with_another_existing_key_is_refused(log: dict[str, Any]) -> None:
+    _append(log["db"], 8, 10)  # entry 9: no checkpoint covers it, prove would sign one
+    before = _kept(log["db"])
+    r = cli("audit", "prove", "9", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["other"]))
+    _one_line(r, 2, f"signed by key {log['cp'].key_id}: pass the key file that signed them")
+    assert r.stdout == "" and _kept(log["db"]) == before
+    _verifies(log)
+    covered = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
+                  str(log["other"]))  # a kept checkpoint covers it: nothing is signed
+    assert covered.code == 0, covered.stderr
+    assert _kept(log["db"]) == before
+
+
+def test_checkpoint_again_keeps_the_stored_one(log: dict[str, Any]) -> None:
+    """The log has not grown: the kept checkpoint is printed again, never re-signed."""
+    before = _kept(log["db"])
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["key"]))
+    assert r.code == 0, r.stderr
+    assert Checkpoint.from_json(r.stdout) == log["cp"]
+    assert "has not grown" in r.stderr
+    assert _kept(log["db"]) == before
+
+
+def test_a_rotation_never_replaces_a_checkpoint_of_the_same_size(
+        log: dict[str, Any], tmp_path: Path) -> None:
+    before = _kept(log["db"])
+    new = tmp_path / "new.key"
+    for key in (new, log["other"]):  # a key made for it, or one that exists
+        r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+                str(key), "--new-key")
+        _one_line(r, 2, "checkpoint of size 8", "is kept", "append")
+        assert r.stdout == "" and _kept(log["db"]) == before
+    assert not new.exists()
+    _verifies(log)
+    _append(log["db"], 8, 9)  # grown: the new key signs the next size
+    rotated = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+                  str(new), "--new-key")
+    assert rotated.code == 0 and new.exists(), rotated.stderr
+    kept = _kept(log["db"])
+    assert kept[0] == before[0] and [size for size, _ in kept] == [8, 9]
+    assert Checkpoint.from_json(kept[1][1]).key_id != log["cp"].key_id
+
+
+def test_checkpoint_over_a_log_rewritten_at_the_same_size_keeps_the_evidence(
+        log: dict[str, Any]) -> None:
+    body = _event(99).encode()
+    _sql(log["db"], "DELETE FROM audit_log WHERE tenant='acme' AND idx=7")
+    conn = sqlite3.connect(log["db"])
+    with conn:
+        conn.execute("INSERT INTO audit_log (tenant, idx, body, leaf) VALUES (?, ?, ?, ?)",
+                     (T, 7, body, entry_leaf(T, 7, body)))
+    conn.close()
+    before = _kept(log["db"])
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["key"]))
+    _one_line(r, 1, "checkpoint of size 8", "convoy audit verify")
+    assert r.stdout == "" and _kept(log["db"]) == before
+    v = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]))
+    assert v.code == 1 and "forked from its signed checkpoint of size 8" in v.stderr
+
+
+# --- 2. what verify vouches for ---------------------------------------------------------
+
+WIPE = ("DELETE FROM audit_log", "DELETE FROM audit_head", "DELETE FROM audit_checkpoints")
+
+
+@pytest.mark.parametrize("tenant", [(), ("--tenant", T)], ids=["every tenant", "--tenant"])
+def test_verify_with_a_pinned_key_fails_on_a_wiped_log(log: dict[str, Any],
+                                                       tenant: tuple[str, ...]) -> None:
+    _sql(log["db"], *WIPE)
+    r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]), *tenant)
+    _one_line(r, 1, f"no checkpoint signed by key {log['cp'].key_id}", "--db")
+    public = cli("audit", "verify", "--db", str(log["db"]), "--public-key",
+                 log["cp"].public_key, *tenant)
+    _one_line(public, 1, f"no checkpoint signed by key {log['cp'].key_id}", "--db")
+
+
+@pytest.mark.parametrize("tenant", [(), ("--tenant", T)], ids=["every tenant", "--tenant"])
+def test_verify_without_a_key_on_a_store_with_no_log_says_so(
+        log: dict[str, Any], tenant: tuple[str, ...]) -> None:
+    _sql(log["db"], *WIPE)
+    r = cli("audit", "verify", "--db", str(log["db"]), *tenant)
+    assert r.code == 0, r.stderr
+    assert "no audit log" in r.stdout and "--db" in r.stdout, r.stdout
+
+
+def test_verify_with_a_pinned_key_fails_on_an_emptied_log(log: dict[str, Any]) -> None:
+    _sql(log["db"], "DELETE FROM audit_log", "DELETE FROM audit_checkpoints",
+         "UPDATE audit_head SET size=0")
+    for tenant in ((), ("--tenant", T)):
+        r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]), *tenant)
+        _one_line(r, 1, f"no checkpoint signed by key {log['cp'].key_id}")
+
+
+def test_verify_with_an_empty_checkpoint_file_is_refused(log: dict[str, Any],
+                                                         tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    r = cli("audit", "verify", "--db", str(log["db"]), "--checkpoint", str(empty))
+    _one_line(r, 2, "'" + str(empty) + "'", "holds no checkpoint")
+
+
+def test_published_checkpoints_of_another_store_say_to_check_db(log: dict[str, Any],
+                                                                tmp_path: Path) -> None:
+    wrong = tmp_path / "other.db"  # acme's log there is another one
+    r = cli("audit", "verify", "--db", str(wrong), "--checkpoint", str(log["published"]))
+    _one_line(r, 1, "forked", "--db")
+    nothing = tmp_path / "empty.db"
+    _append(nothing, 0, 1, tenant="globex")
+    r = cli("audit", "verify", "--db", str(nothing), "--checkpoint", str(log["published"]))
+    _one_line(r, 1, "every entry was cut off", "--db")
+
+
+# --- 3. messages ------------------------------------------------------------------------
+
+def test_verify_with_a_file_that_is_no_key_does_not_offer_to_create_one(
+        log: dict[str, Any], tmp_path: Path) -> None:
+    app = tmp_path / "app.py"
+    app.write_text("print('hello')\n")
+    r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(app))
+    _one_line(r, 2, "'" + str(app) + "'", "not an unencrypted PEM private key")
+    assert "create" not in r.stderr, r.stderr
+
+
+def test_a_proof_whose_entry_is_not_base64_names_the_field(log: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    proof = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
+                str(log["key"]))
+    doc = json.loads(proof.stdout)
+    path = tmp_path / "t8.json"
+    for field, value in (("entry", "not base64!"), ("proof", ["%%%"])):
+        path.write_text(json.dumps({**doc, field: value}))
+        r = cli("audit", "check", str(path))
+        _one_line(r, 2, "not a Convoy inclusion proof", f"'{field}")
