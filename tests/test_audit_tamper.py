@@ -14,7 +14,9 @@ from typing import Any
 
 import pytest
 
+import convoy
 from convoy.audit import AuditEvent, AuditLog, Checkpoint, entry_leaf
+from convoy.stores import SQLiteStore
 from tests.clikit import cli, workdir  # noqa: F401  (fixture)
 from tests.store_backends import BACKENDS, Backend, FakeClock, PostgresBackend, SQLiteBackend
 
@@ -551,3 +553,28 @@ def test_a_tenant_that_is_not_text_is_found(log: dict[str, Any], backend: Backen
     log["raw"].run((f"UPDATE {table} SET tenant=CAST(tenant AS BLOB) WHERE tenant=?", (T,)))
     _one_line_failure(cli("audit", "verify", "--db", log["db"], "--key", str(log["key"])),
                       "an audit log's tenant was changed to b'acme'")
+
+
+async def test_a_kept_checkpoint_is_never_replaced(tmp_path: Path) -> None:
+    """Signing again a log that has not grown gives back the checkpoint kept (the same
+    signature); another key is refused; the store keeps one checkpoint per size, even if
+    two signers race (the second one's put is not kept, and it returns the first)."""
+    store = SQLiteStore(tmp_path / "convoy.db")
+    await store.open()
+    try:
+        log = AuditLog(store, key_path=tmp_path / "a.key")
+        await store.audit_append("acme", [b"e0", b"e1"])
+        first = await log.checkpoint("acme")
+        again = await log.checkpoint("acme")
+        assert again.signature == first.signature
+        other = AuditLog(store, key_path=tmp_path / "b.key")
+        with pytest.raises(convoy.UserError, match="signed by another key"):
+            await other.checkpoint("acme")
+        assert not await store.audit_put_checkpoint("acme", 2, "{}")
+        assert len(await store.audit_checkpoints("acme")) == 1
+        await store.audit_append("acme", [b"e2"])
+        grown = await other.checkpoint("acme")  # the log grew: the new key signs
+        assert grown.size == 3 and grown.key_id != first.key_id
+        assert [cp.size for cp in await log.checkpoints("acme")] == [2, 3]
+    finally:
+        await store.aclose()

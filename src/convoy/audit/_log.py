@@ -84,11 +84,39 @@ class AuditLog:
         if len(leaves) != size:
             raise AuditError(f"tenant {tenant!r}: the log has {len(leaves)} entries but "
                              f"{size} were appended; run 'convoy audit verify'")
-        cp = Checkpoint.sign(self.key, tenant=tenant, size=size, root=tree_root(leaves),
+        root = tree_root(leaves)
+        kept = await self._kept(tenant, size, root)
+        if kept is not None:  # the log has not grown: its checkpoint stands as signed
+            return kept
+        cp = Checkpoint.sign(self.key, tenant=tenant, size=size, root=root,
                              timestamp=self.clock())
         await tile_roots(self.store, tenant, size, leaves=leaves)  # proofs read tiles
-        await self.store.audit_put_checkpoint(tenant, size, cp.to_json())
+        if not await self.store.audit_put_checkpoint(tenant, size, cp.to_json()):
+            # another signer kept one of this size first: that one stands
+            kept = await self._kept(tenant, size, root)
+            if kept is not None:
+                return kept
         return cp
+
+    async def _kept(self, tenant: str, size: int, root: bytes) -> Checkpoint | None:
+        """The kept checkpoint of ``size``, if there is one; an :class:`AuditError` if its
+        root is not the log's (the log was changed since it was signed). A signed
+        checkpoint is never replaced, by a new signature or another key's."""
+        for cp in await self.checkpoints(tenant):
+            if cp.size == size:
+                if cp.root != root:
+                    raise AuditError(
+                        f"tenant {tenant!r}: the log's first {size} entries no longer hash "
+                        f"to the root its checkpoint of size {size} signed; run 'convoy "
+                        "audit verify'")
+                mine = public_key_text(self.key.public_key())
+                if cp.public_key != mine:
+                    raise UserError(
+                        f"tenant {tenant!r}: its checkpoint of size {size} is signed by "
+                        f"another key ({cp.key_id}); a signed checkpoint is never replaced: "
+                        "sign with the new key once the log has grown")
+                return cp
+        return None
 
     async def checkpoints(self, tenant: str) -> list[Checkpoint]:
         """The kept checkpoints of ``tenant``, smallest tree first; :class:`~convoy.AuditError`

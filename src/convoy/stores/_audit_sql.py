@@ -138,8 +138,9 @@ ENTRIES = ("SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx>=? ORDE
 LEAVES = "SELECT leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
 ENTRY = "SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx=?"
 CHECKPOINTS = "SELECT body FROM audit_checkpoints WHERE tenant=? ORDER BY size"
+# A signed checkpoint is never replaced: a second one of the same size is not kept.
 PUT_CHECKPOINT = ("INSERT INTO audit_checkpoints(tenant,size,body) VALUES(?,?,?) "
-                  "ON CONFLICT(tenant,size) DO UPDATE SET body=excluded.body")
+                  "ON CONFLICT(tenant,size) DO NOTHING")
 
 
 def pg(statement: str) -> str:

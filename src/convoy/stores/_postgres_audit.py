@@ -111,8 +111,9 @@ class PostgresAudit:
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
         return [bytes(r[0]) for r in await self._read(_LEAVES, (tenant, size))]
 
-    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
-        await self._exec(_PUT_CHECKPOINT, (tenant, size, body), again=True)
+    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> bool:
+        n, _ = await self._exec(_PUT_CHECKPOINT, (tenant, size, body), again=True)
+        return n == 1
 
     async def audit_checkpoints(self, tenant: str) -> list[str]:
         return [r[0] for r in await self._read(_CHECKPOINTS, (tenant,))]

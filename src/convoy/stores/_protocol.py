@@ -922,8 +922,9 @@ class Store(Protocol):
         """The stored leaf hashes of the entries below index ``size``, by index."""
         ...
 
-    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
-        """Keep a signed checkpoint of ``tenant``'s log at tree ``size``."""
+    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> bool:
+        """Keep a signed checkpoint of ``tenant``'s log at tree ``size``, unless one of that
+        size is kept already (it is never replaced); whether it was kept."""
         ...
 
     async def audit_checkpoints(self, tenant: str) -> list[str]:

@@ -174,11 +174,11 @@ class SQLiteAudit:
         return [_blob(tenant, _index(tenant, r[0]), "leaf hash", r[1])
                 for r in self._read(q.SQLITE_LEAVES, (tenant, size))]
 
-    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> None:
-        def put(conn: sqlite3.Connection) -> None:
-            conn.execute(q.PUT_CHECKPOINT, (tenant, size, body))
+    async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> bool:
+        def put(conn: sqlite3.Connection) -> bool:
+            return bool(conn.execute(q.PUT_CHECKPOINT, (tenant, size, body)).rowcount == 1)
 
-        await self._write(put)
+        return bool(await self._write(put))
 
     async def audit_checkpoints(self, tenant: str) -> list[str]:
         return [r[0] for r in self._read(q.CHECKPOINTS, (tenant,))]
