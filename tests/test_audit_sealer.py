@@ -24,6 +24,7 @@ from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.audit._sealer import SEALERS
 from convoy.stores import AUDIT_CURSORS, SQLiteStore, store_from_url
 
+from .clikit import cli
 from .conftest import STORE_KINDS, FakeClock, audit_sealed, store_db
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,6 +154,10 @@ async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
         assert await plain.store.audit_size("default") <= 1  # (the config_change at most)
         [(dead, mark)] = (await plain.store.kv_all(SEALERS)).items()
         assert json.loads(mark)["beat"] > 0 and dead.split(":")[1].isdigit()  # host:pid:..
+    # The operator's verify says entries are missing until an engine seals them.
+    res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
+    assert res.code == 0 and "note: 1 engine process(es) that audited this store stopped" \
+        in res.stderr, res
     flow = _flow()
     async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
         await _check(eng, [f"s{i}" for i in range(5)])  # sealed when the engine opened
@@ -162,6 +167,8 @@ async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
         [res] = await eng.resume()
         assert res.ok, res
         await _check(eng, [f"s{i}" for i in range(5)] + ["p1"])
+    res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
+    assert res.code == 0 and "note:" not in res.stderr, res
 
 
 async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(

@@ -79,6 +79,23 @@ def trace_of(headers: Mapping[str, str], header: str) -> str | None:
     return trace.split("-")[1] if sampled else None
 
 
+async def dead_sealers(store: Store, now: float,
+                       dead_after: float = 60.0) -> list[tuple[str, float]]:
+    """The sealers whose markers the store holds and whose process is gone (on this host)
+    or has not beaten for ``dead_after`` seconds: ``(id, time since which the sessions
+    that ended may not be sealed)``, ``-inf`` for a marker that cannot be read."""
+    dead = []
+    for sealer, text in sorted((await store.kv_all(SEALERS)).items()):
+        try:
+            mark = json.loads(text)
+            through, beat = float(mark["through"]), float(mark["beat"])
+        except (ValueError, TypeError, KeyError):
+            through, beat = -math.inf, -math.inf  # damaged: assume the worst
+        if owner_is_dead(sealer) or now - beat > dead_after:
+            dead.append((sealer, through))
+    return dead
+
+
 @dataclass(slots=True, kw_only=True)
 class Queued:
     """One run's entries (or a long run's first ones) waiting for their seal."""
@@ -261,16 +278,8 @@ class Sealer:
         """Seal, from the journal, the sessions ended since each dead sealer's marker
         says; remove those markers. How many sessions were looked at."""
         looked = 0
-        now = self.clock()
-        for sealer, text in (await self.store.kv_all(SEALERS)).items():
+        for sealer, through in await dead_sealers(self.store, self.clock(), self.dead_after):
             if sealer == self.id:
-                continue
-            try:
-                mark = json.loads(text)
-                through, beat = float(mark["through"]), float(mark["beat"])
-            except (ValueError, TypeError, KeyError):
-                through, beat = -math.inf, -math.inf  # damaged: assume the worst
-            if not (owner_is_dead(sealer) or now - beat > self.dead_after):
                 continue
             looked += await self._recover_since(through)
             await self.store.kv_put(SEALERS, sealer, None)
@@ -303,4 +312,5 @@ class Sealer:
             after = (page[-1].created, page[-1].id)
 
 
-__all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "Queued", "Sealer", "cursor_time", "trace_of"]
+__all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "Queued", "Sealer", "cursor_time",
+           "dead_sealers", "trace_of"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
@@ -247,7 +248,13 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
              "checkpoints, it does not create one")
     pin = public_key if public_key is not None else None if key is None else _pinned(key)
     published = _published(checkpoint)
-    reports, known = run_async(_verify(db, tenant, key, public_key, published))
+    reports, known, dead = run_async(_verify(db, tenant, key, public_key, published))
+    if dead:
+        typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
+                   "before sealing what their runs queued: those entries are not in the log "
+                   "yet; the next engine that opens the store with the audit interceptor "
+                   "seals them from the journal (the log verified below does not hold them)",
+                   err=True)
     if pin is not None and not any(r.checkpoints for r in reports):
         _nothing_signed(db, tenant, pin, "--public-key" if public_key is not None else
                         f"--key {str(key)!r}", bool(published), known)
@@ -298,18 +305,23 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
 
 
 async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
-                  published: list[Checkpoint]) -> tuple[list[VerifyReport], list[str]]:
-    """The reports of the tenants verified, and the tenants with a log in the store."""
+                  published: list[Checkpoint]
+                  ) -> tuple[list[VerifyReport], list[str], list[tuple[str, float]]]:
+    """The reports of the tenants verified, the tenants with a log in the store, and the
+    sealers that died before sealing their runs' entries."""
     async with open_store(db) as store:
         log = _log(store, key)
         verify_log = _audit().verify_log
+        from convoy.audit._sealer import dead_sealers
+
+        dead = await dead_sealers(store, getattr(store, "clock", time.time)())
         known = await store.audit_tenants()
         if tenant is not None and tenant not in known and \
                 not any(cp.tenant == tenant for cp in published) and \
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
             if known and key is None and public_key is None:
                 _no_log(tenant, known)  # a mistyped --tenant (pinned: nothing it signed)
-            return [], known  # (no log in the store at all: said as without --tenant)
+            return [], known, dead  # (no log in the store at all: said as without --tenant)
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
         reports = []
@@ -319,7 +331,7 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
                                                 public_key=public_key))
             except AuditError as e:
                 fail(str(e) + await _other_store(store, db, t, published, e), RUN_FAILURE)
-        return reports, known
+        return reports, known, dead
 
 
 async def _other_store(store: Store, db: str, tenant: str, published: list[Checkpoint],
