@@ -67,8 +67,10 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
 
 def test_bad_trace_exporter_is_one_line() -> None:
     inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
-    one_line_error(cli("run", FLOW, "--input", str(inputs), "--trace", "jaeger"), 2,
-                   "--trace: Tracing: unknown exporter 'jaeger'")
+    res = cli("run", FLOW, "--input", str(inputs), "--trace", "jaeger")
+    one_line_error(res, 2, "--trace: unknown exporter 'jaeger'; use 'store', 'otlp' or "
+                   "'console'")
+    assert "SpanExporter" not in res.stderr  # (an object the command line cannot take)
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):

@@ -71,3 +71,29 @@ def test_chaos_refuses_a_journal_that_would_destroy_a_store(tmp_path: Path,
     res = cli("chaos", FLOW, "-i", "in.jsonl", "--db-dir", "d", "-o", "d/during.db")
     one_line_error(res, 2, "--journal 'd/during.db' is the store of the during phase")
     assert not (tmp_path / "d").exists()  # refused before anything ran
+
+
+def test_export_refuses_to_write_over_a_key_and_says_what_it_would_lose(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    res = cli("export", "c-9", "--db", "sub.db", "-o", "m.key", env=env)
+    one_line_error(res, 2, "--output 'm.key' is the master key file ($CONVOY_MASTER_KEY_FILE)"
+                   ": writing there would destroy it, and with it every value sealed with it")
+    assert "checkpoint" not in res.stderr
+    audit_env = {**env, "CONVOY_AUDIT_KEY": str(tmp_path / "audit.key")}
+    (tmp_path / "audit.key").write_text("a key")
+    res = cli("export", "c-9", "--db", "sub.db", "-o", "audit.key", env=audit_env)
+    one_line_error(res, 2, "is the audit log's signing key ($CONVOY_AUDIT_KEY): writing "
+                   "there would destroy it, and with it the key that signed its checkpoints")
+
+
+def test_a_store_locked_past_the_busy_timeout_says_what_is_left_unfinished() -> None:
+    """The line is the same for every write (a step, an erasure, a purge): what it says of
+    an unfinished session holds only if the write was a session's step."""
+    import sqlite3
+
+    from convoy.stores._sqlite_sql import _store_error
+
+    e = _store_error(sqlite3.OperationalError("database is locked"), Path("s.db"), "write")
+    assert str(e) == ("the store 's.db' stayed locked by another process past the busy "
+                      "timeout (--busy-timeout): this write was not made; try again (if it "
+                      "was a session's step, the session is left unfinished: resume it later)")

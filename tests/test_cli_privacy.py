@@ -184,6 +184,7 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     none = cli("purge", "--older-than", "50d", "--dry-run")
     assert none.code == 0 and none.stdout.splitlines()[0] == \
         "would purge 0 session(s) older than 50d of tenant 'default'", none
+    assert none.stdout.splitlines()[-1] == "dry run: nothing to purge", none
     assert _settled(tmp_path / "convoy.db") == before  # nothing written
     one_line_error(cli("purge", "--older-than", "3x", "--dry-run"), 2, "unit s, m, h, d or w")
     one_line_error(cli("purge", "--older-than", "30d", "--dry-run", "--db", "absent.db"), 2,

@@ -432,13 +432,14 @@ def check_output_file(path: Path, option: str,
                 which = f"the {suffix} file of {what}" if suffix else what
                 fail(f"{option} {str(path)!r} is {which}: writing there would destroy it; "
                      "pass another path")
-    for env, what in (("CONVOY_MASTER_KEY_FILE", "the master key file"),
-                      ("CONVOY_AUDIT_KEY", "the audit log's signing key")):
+    for env, what, lost in (
+            ("CONVOY_MASTER_KEY_FILE", "the master key file", "every value sealed with it"),
+            ("CONVOY_AUDIT_KEY", "the audit log's signing key",
+             "the key that signed its checkpoints")):
         named = os.environ.get(env)
         if named and _same_file(path, Path(named)):
             fail(f"{option} {str(path)!r} is {what} (${env}): writing there would destroy "
-                 "it, and every value it seals or checkpoint it signs with it; pass another "
-                 "path")
+                 f"it, and with it {lost}; pass another path")
     try:
         with path.open("rb") as f:
             header = f.read(4096)
@@ -478,6 +479,10 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
     # once.
     logging.getLogger("opentelemetry.exporter").setLevel(logging.CRITICAL)
 
+    for name in exporters:  # (the library's message offers a SpanExporter object too)
+        if name not in ("store", "otlp", "console"):
+            fail(f"--trace: unknown exporter {quoted(name)}; use 'store', 'otlp' or "
+                 "'console' (repeat --trace for several)")
     try:
         return observe(Tracing(exporters=exporters))
     except UserError as e:

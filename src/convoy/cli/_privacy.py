@@ -149,7 +149,8 @@ def purge(older_than: Annotated[str, typer.Option(
         if len(ids) > _SHOWN:
             out.print(f"  ... and {len(ids) - _SHOWN} more", markup=False)
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
-                  "purge them", markup=False, soft_wrap=True)
+                  "purge them" if ids else "dry run: nothing to purge", markup=False,
+                  soft_wrap=True)
         return
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,

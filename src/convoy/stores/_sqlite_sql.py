@@ -366,7 +366,8 @@ def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
     if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
         return StoreError(f"the store {where!r} stayed locked by another process past the "
                           "busy timeout (--busy-timeout): this write was not made; try again "
-                          "(a session it was part of is left unfinished: resume it later)",
+                          "(if it was a session's step, the session is left unfinished: "
+                          "resume it later)",
                           transient=True)
     if "readonly" in msg or "read-only" in msg:
         return StoreError(f"the store {where!r} is read-only; give this process write "
