@@ -236,3 +236,40 @@ async def test_a_store_that_refuses_every_seal_is_asked_less_often_and_warned_ab
     if sealer._task is not None:
         sealer._task.cancel()
     await store.aclose()
+
+
+async def test_a_beaten_seal_whose_rest_cannot_be_sealed_is_not_queued_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The batch was committed (another writer had moved one session's cursor): if the
+    records left of that session cannot be read now, one warning says so and the batch
+    is not offered again (its other seals landed once); the session's next run seals
+    them."""
+    from convoy.audit._sealer import Queued, Sealer
+
+    store = SQLiteStore(tmp_path / "convoy.db")
+    await store.open()
+
+    async def unreadable(*a: object, **k: object) -> list[object]:
+        raise convoy.JournalError("a journal row was edited")
+
+    async def no_mac(tenant: str, subject: str | None) -> bytes | None:
+        return None
+
+    try:
+        await store.kv_put(AUDIT_CURSORS, "beaten", "5.0")  # sealed by another engine
+        store.journal = unreadable  # type: ignore[method-assign]
+        sealer = Sealer(store, clock=FakeClock(), mac_of=no_mac,
+                        trace_header="convoy.trace", interval=3600)
+        sealer.submit(Queued(tenant="acme", session_id="beaten", before=None, after="9.0",
+                             bodies=[b"x"]))
+        sealer.submit(Queued(tenant="acme", session_id="fine", before=None, after="2.0",
+                             bodies=[b"y"]))
+        await sealer.flush()
+        assert [r.body for r in await store.audit_entries("acme", 0, 10)] == [b"y"]
+        assert sealer._queue == [] and sealer.queued_cursor("beaten") is None
+        [warned] = [r for r in caplog.records if "cannot be sealed now" in r.getMessage()]
+        assert "a journal row was edited" in warned.getMessage()
+        await sealer.flush()  # nothing again
+        assert await store.audit_size("acme") == 1
+    finally:
+        await store.aclose()

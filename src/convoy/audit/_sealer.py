@@ -137,6 +137,7 @@ class Sealer:
         self._sealing: asyncio.Future[None] | None = None
         self._last_beat = -math.inf
         self._through = -math.inf  # every run end queued before it is sealed
+        self._stopping = False
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -150,7 +151,8 @@ class Sealer:
         refuses the seal, the marker stays: the next sealer to open the store seals those
         sessions from the journal once this process has exited."""
         if self._task is not None:
-            self._task.cancel()
+            self._stopping = True  # (a seal under way is finished, not cancelled)
+            self._wake.set()
             with suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
@@ -188,7 +190,7 @@ class Sealer:
 
     async def _run(self) -> None:
         failures = 0
-        while True:
+        while not self._stopping:
             # (after a failure, a wait that doubles up to ~30 s: a store that refuses every
             # seal is not asked four times a second, nor warned about each time)
             with suppress(TimeoutError):
@@ -215,28 +217,39 @@ class Sealer:
     async def _seal_queued(self) -> None:
         taken_at = self.clock()
         items, self._queue, self._held = self._queue, [], 0
-        self._sealing = asyncio.get_running_loop().create_future()
+        self._sealing = sealing = asyncio.get_running_loop().create_future()
         try:
-            moved = await self.store.audit_seal([
-                AuditSeal(tenant=q.tenant, session_id=q.session_id, before=q.before,
-                          after=q.after, bodies=q.bodies + q.ended) for q in items])
-            for q, ok in zip(items, moved, strict=True):
+            try:
+                moved = await self.store.audit_seal([
+                    AuditSeal(tenant=q.tenant, session_id=q.session_id, before=q.before,
+                              after=q.after, bodies=q.bodies + q.ended) for q in items])
+            except BaseException:
+                self._queue[:0] = items  # nothing was committed: seal them with the next
+                self._held += sum(len(q.bodies) for q in items)
+                raise
+            for q, ok in zip(items, moved, strict=True):  # (committed: never queued again)
                 if self._queued.get(q.session_id) == q.after:
                     del self._queued[q.session_id]
                 if not ok:  # sealed meanwhile, from the journal: seal what is left
-                    await self.seal_session(q.tenant, q.session_id, upto=cursor_time(q.after),
-                                            trace_id=q.trace_id, mac=q.mac)
-                    if q.ended:
-                        await self.store.audit_append(q.tenant, q.ended)
-        except BaseException:
-            self._queue[:0] = items  # nothing was committed: seal them with the next
-            self._held += sum(len(q.bodies) for q in items)
-            raise
+                    await self._seal_rest(q)
         finally:
-            sealing, self._sealing = self._sealing, None
+            self._sealing = None
             sealing.set_result(None)
         self._through = taken_at - _SLACK_S
         await self._mark(self._through)
+
+    async def _seal_rest(self, q: Queued) -> None:
+        """A seal another writer beat: the records past the cursor it left, up to this
+        seal's last, and how the run ended."""
+        try:
+            await self.seal_session(q.tenant, q.session_id, upto=cursor_time(q.after),
+                                    trace_id=q.trace_id, mac=q.mac)
+            if q.ended:
+                await self.store.audit_append(q.tenant, q.ended)
+        except Exception as e:  # (a damaged journal, an erased subject, a store error)
+            log.warning("audit: session %s: sealed first by another engine, and what is "
+                        "left cannot be sealed now (%s): its next run seals its records",
+                        q.session_id, e)
 
     async def seal_session(self, tenant: str, session_id: str, *, upto: float | None,
                            trace_id: str | None, mac: bytes | None,
