@@ -578,3 +578,18 @@ async def test_a_kept_checkpoint_is_never_replaced(tmp_path: Path) -> None:
         assert [cp.size for cp in await log.checkpoints("acme")] == [2, 3]
     finally:
         await store.aclose()
+
+
+async def test_an_empty_log_is_not_signed(tmp_path: Path) -> None:
+    """A log whose entries were all deleted (its head row left at 0) or that never had one:
+    a size-0 checkpoint would make `verify --key` pass over a wiped log again."""
+    store = SQLiteStore(tmp_path / "convoy.db")
+    await store.open()
+    try:
+        log = AuditLog(store, key_path=tmp_path / "a.key")
+        with pytest.raises(convoy.UserError, match="audit log is empty: there is nothing to "
+                                                   "sign"):
+            await log.checkpoint("acme")
+        assert await store.audit_checkpoints("acme") == []
+    finally:
+        await store.aclose()

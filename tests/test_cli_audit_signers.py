@@ -256,3 +256,16 @@ def test_a_proof_whose_entry_is_not_base64_names_the_field(log: dict[str, Any],
         path.write_text(json.dumps({**doc, field: value}))
         r = cli("audit", "check", str(path))
         _one_line(r, 2, "not a Convoy inclusion proof", f"'{field}")
+
+
+def test_checkpoint_of_a_wiped_log_signs_nothing(log: dict[str, Any]) -> None:
+    """Entries and checkpoints deleted, the head row left at 0: signing it would make
+    `verify --key` pass over the wiped log again."""
+    _sql(log["db"], "DELETE FROM audit_log", "DELETE FROM audit_checkpoints",
+         "UPDATE audit_head SET size = 0")
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["key"]))
+    _one_line(r, 2, "audit log is empty: there is nothing to sign")
+    assert _kept(log["db"]) == []
+    r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]))
+    assert r.code == 1, (r.code, r.stderr)  # (nothing that key signed: a wiped log)

@@ -80,6 +80,9 @@ class AuditLog:
         """Sign and keep a checkpoint of ``tenant``'s log as it is now."""
         await self.sealed()
         size = await self.store.audit_size(tenant)
+        if size == 0:  # (a checkpoint of nothing proves nothing, and hides a wiped log)
+            raise UserError(f"tenant {tenant!r}'s audit log is empty: there is nothing to "
+                            "sign; sign once it has entries")
         leaves = await self.store.audit_leaves(tenant, size)
         if len(leaves) != size:
             raise AuditError(f"tenant {tenant!r}: the log has {len(leaves)} entries but "
