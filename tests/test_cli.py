@@ -779,6 +779,8 @@ def test_sessions_show() -> None:
         ("0/2", "model", "triage", "completed")]
     assert [s["input_tokens"] for s in data["journal"]] == [120, 0, 120]
     assert data["journal"][0]["cost"] > 0 and data["journal"][1]["cost"] == 0
+    # every step names the agent that took it (a model call's record as its target)
+    assert [s["agent"] for s in data["journal"]] == ["triage"] * 3
 
     one_line_error(cli("sessions", "show", "nope"), 2, "no session 'nope'")
 

@@ -232,7 +232,9 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "input": _json(row.input, row.id, "input"),
         "output": _json(row.output, row.id, "output"),
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
-                     "result": _json(r.result, row.id, "result", r.key), "agent": r.agent,
+                     "result": _json(r.result, row.id, "result", r.key),
+                     # (a model call's record names its agent as its target)
+                     "agent": r.agent or (r.target if r.kind == "model" else None),
                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                      "cost": r.cost, "input_hash": r.input_hash, "config": r.config,
                      "at": r.at}
