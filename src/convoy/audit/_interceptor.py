@@ -6,11 +6,12 @@
   handoff), a tool call (its arguments' hash and its status; refused: ``policy_refusal``,
   or ``approval`` ``required``), a handoff, a state read or write, a ``ctx.step``, a signal
   received. The interceptor hooks no step: it adds a journal tap to each session run (a
-  session hook); the run's entries are appended when it ends, in the commit that records
-  how it ended, with the session's audit cursor (:data:`AUDIT_CURSOR`). A run that is
-  killed appends nothing: the run that resumes the session appends the entries of the
-  records after the cursor first. Steps replayed from the journal are not written again,
-  so a resumed session appends nothing twice.
+  session hook); when the run ends its entries are queued for the engine's sealer
+  (:mod:`convoy.audit._sealer`), which appends them in batches, in commits of its own,
+  moving the session's audit cursor (a compare-and-set: sealed once, whoever seals). A run
+  that is killed queues nothing: the run that resumes the session makes the entries of
+  the records after the cursor first. Steps replayed from the journal are not written
+  again, so a resumed session appends nothing twice.
 - A person's decision on a human task, when it is made (the ``human_decision`` hook, run
   by the inbox around the write, whether the session ever resumes or not):
   ``human_decision`` (``approval`` for a tool approval) with the action as status, who
@@ -105,7 +106,7 @@ class AuditInterceptor(Interceptor):
         return self._log
 
     async def start(self, engine: Engine) -> None:
-        self._engine = engine  # its owner id is read at each run's end (it may be set later)
+        self._engine = engine  # its key ring is read per run (a subject's hash key)
         self._sealer = Sealer(engine.store, clock=engine.clock, mac_of=self._mac,
                               trace_header=TRACE_HEADER, interval=self.seal_every,
                               batch=self.flush_every)

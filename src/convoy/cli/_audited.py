@@ -28,14 +28,15 @@ from convoy import (
 if TYPE_CHECKING:
     from convoy.audit import AuditInterceptor
 
-#: The session header of the audit cursor (``convoy.audit._interceptor.AUDIT_CURSOR``: not
-#: imported, the ``audit`` extra may be missing).
+#: The session header an audited engine sets on a session that will run again
+#: (``convoy.audit._sealer.AUDIT_CURSOR``: not imported, the ``audit`` extra may be
+#: missing).
 AUDIT_CURSOR = "convoy.audit"
 
 #: How long (seconds) the answer "this tenant has no audit log" is trusted before a new
 #: session of the tenant makes the store be asked again (a long-running worker sees a log
-#: that an application starts after it). A session an audited engine ran before (the audit
-#: cursor in its headers) is audited at once; one that journaled before, and a decision,
+#: that an application starts after it). A session an audited engine ran before (that
+#: header) is audited at once; one that journaled before, and a decision,
 #: make the store be asked at once.
 REFRESH_SECONDS = 10.0
 
