@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import convoy
+from convoy._command import command
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
 from convoy.audit._sealer import SEALERS
 from convoy.stores import AUDIT_CURSORS, SQLiteStore, store_from_url
@@ -121,11 +122,9 @@ async def test_a_seal_beaten_by_another_engine_seals_only_what_is_left(
         await _check(a, ["s1"])
 
 
-async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
-        db: str | Path, tmp_path: Path) -> None:
-    """A process finishes sessions (and parks one) with a seal interval longer than it
-    lives, and is SIGKILLed: nothing of them is in the log. The next engine that opens the
-    store sees the dead process's marker and seals them from the journal, each once."""
+async def _dies_unsealed(db: str | Path, tmp_path: Path, finished: int) -> None:
+    """A process finishes ``finished`` sessions (``s0``...) and parks one (``p1``) with a
+    seal interval longer than it lives, and is SIGKILLed."""
     script = tmp_path / "dies.py"
     script.write_text(textwrap.dedent(f"""
         import asyncio, os, signal, sys
@@ -139,7 +138,7 @@ async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
                                 interceptors=[AuditInterceptor(seal_every=3600)])
             await eng.open()
             flow = _flow()
-            for i in range(5):
+            for i in range({finished}):
                 assert (await eng.run(flow, "hi", session_id=f"s{{i}}")).ok
             assert (await eng.run(flow, "park", session_id="p1")).status == "waiting"
             os.kill(os.getpid(), signal.SIGKILL)
@@ -150,23 +149,53 @@ async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
                                                 stderr=subprocess.PIPE)
     _, err = await asyncio.wait_for(proc.communicate(), 120)
     assert proc.returncode == -signal.SIGKILL, err.decode()[-2000:]
+
+
+async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
+        db: str | Path, tmp_path: Path) -> None:
+    """A process finishes sessions (and parks one) with a seal interval longer than it
+    lives, and is SIGKILLed: nothing of them is in the log. The next engine that opens the
+    store sees the dead process's marker and seals them from the journal, each once."""
+    await _dies_unsealed(db, tmp_path, 5)
     async with convoy.Engine(db) as plain:  # no sealer: what the log holds as it was left
         assert await plain.store.audit_size("default") <= 1  # (the config_change at most)
         [(dead, mark)] = (await plain.store.kv_all(SEALERS)).items()
         assert json.loads(mark)["beat"] > 0 and dead.split(":")[1].isdigit()  # host:pid:..
-    # The operator's verify says entries are missing until an engine seals them.
+    # The operator's verify says entries are missing, and how to seal them now.
     res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
     assert res.code == 0 and "note: 1 engine process(es) that audited this store stopped" \
-        in res.stderr, res
+        in res.stderr and command("audit seal", db=db) in res.stderr, res
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", str(db))
+    assert res.code == 0 and res.stdout.startswith(
+        "sealed from the journal the records of 6 session(s) that 1 stopped engine "
+        "process(es) had not sealed"), res
+    async with convoy.Engine(db) as plain:  # the parked one's first run is sealed too
+        await _check(plain, [f"s{i}" for i in range(5)] + ["p1"])
+        assert await plain.store.kv_all(SEALERS) == {}
+    res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
+    assert res.code == 0 and "note:" not in res.stderr, res
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", str(db))
+    assert res.code == 0 and res.stdout.startswith("nothing to seal: "), res
     flow = _flow()
     async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
-        await _check(eng, [f"s{i}" for i in range(5)])  # sealed when the engine opened
-        assert await eng.store.kv_all(SEALERS) != {} and dead not in await eng.store.kv_all(
-            SEALERS)
-        await eng.signal("p1", "go", "!")  # the parked one: sealed when it runs again
+        await eng.signal("p1", "go", "!")  # its second run: sealed once, after the first's
         [res] = await eng.resume()
         assert res.ok, res
         await _check(eng, [f"s{i}" for i in range(5)] + ["p1"])
+
+
+async def test_an_engine_that_opens_the_store_seals_a_dead_process_s_runs(
+        db: str | Path, tmp_path: Path) -> None:
+    """Without the command: the next engine with the audit interceptor seals the finished
+    and the parked sessions of a process that died before sealing them."""
+    await _dies_unsealed(db, tmp_path, 1)
+    flow = _flow()
+    async with convoy.Engine(db, workflows=[flow], interceptors=[AuditInterceptor()]) as eng:
+        await _check(eng, ["s0", "p1"])  # sealed when the engine opened
+        await eng.signal("p1", "go", "!")
+        [res] = await eng.resume()
+        assert res.ok, res
+        await _check(eng, ["s0", "p1"])
     res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
     assert res.code == 0 and "note:" not in res.stderr, res
 
@@ -196,6 +225,37 @@ async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(
         await _check(eng, ["s1"])
         assert far not in await eng.store.kv_all(SEALERS)
 
+
+
+async def test_a_data_subject_s_session_waits_for_the_master_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead sealer's sessions of a data subject are sealed under the subject's hash key,
+    which the master key holds: ``convoy audit seal`` without it seals nothing of them,
+    keeps the dead sealer's marker and exits 1 saying what to set; with it, seals them."""
+    db = str(tmp_path / "convoy.db")
+    key = str(tmp_path / "m.key")
+    assert cli("keygen", key).code == 0
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
+    flow = _flow()
+    async with convoy.Engine(db) as eng:  # (no audit: as if its sealer died unsealed)
+        assert (await eng.run(flow, "hi", session_id="s1", subject="c-9")).ok
+        await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
+                               json.dumps({"through": 0.0, "beat": 0.0}))
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
+    assert res.code == 1 and "1 data subject session(s) were left unsealed" in res.stderr \
+        and "set $CONVOY_MASTER_KEY_FILE" in res.stderr, res
+    async with convoy.Engine(db) as plain:
+        assert await plain.store.audit_size("default") == 0
+        assert list(await plain.store.kv_all(SEALERS)) == ["machine-b:4242:abcdef12"]
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", db,
+                                  env={"CONVOY_MASTER_KEY_FILE": key})
+    assert res.code == 0 and res.stdout.startswith(
+        "sealed from the journal the records of 1 session(s) that 1 stopped"), res
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
+    async with convoy.Engine(db) as eng:
+        await _check(eng, ["s1"])
+        assert await eng.store.kv_all(SEALERS) == {}
 
 
 async def test_a_store_that_refuses_every_seal_is_asked_less_often_and_warned_about_once(

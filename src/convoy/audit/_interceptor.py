@@ -40,6 +40,7 @@ from convoy.audit._log import AuditLog
 from convoy.audit._sealer import (
     AUDIT_CURSOR,
     IN_STORE,
+    KeyNeeded,
     Queued,
     Sealer,
     cursor_time,
@@ -107,7 +108,7 @@ class AuditInterceptor(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._engine = engine  # its key ring is read per run (a subject's hash key)
-        self._sealer = Sealer(engine.store, clock=engine.clock, mac_of=self._mac,
+        self._sealer = Sealer(engine.store, clock=engine.clock, mac_of=self._recovered_mac,
                               trace_header=TRACE_HEADER, interval=self.seal_every,
                               batch=self.flush_every)
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock,
@@ -218,6 +219,14 @@ class AuditInterceptor(Interceptor):
             return None
         key = await keys.load(tenant, subject, create=False)
         return None if key is None else key.mac
+
+    async def _recovered_mac(self, tenant: str, subject: str | None) -> bytes | None:
+        """:meth:`_mac` for a dead sealer's session, which this engine did not run: one of
+        a data subject needs the master key (its records are sealed under it)."""
+        if subject is not None and (self._engine is None or self._engine.keys is None):
+            raise KeyNeeded(f"a data subject's session of tenant {tenant!r}: its records "
+                            "are sealed under the master key, and this engine has none")
+        return await self._mac(tenant, subject)
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:

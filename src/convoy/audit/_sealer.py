@@ -17,9 +17,9 @@ are a function of them, so what was not sealed can always be sealed again from t
   (in :data:`SEALERS`, keyed by its id ``host:pid:random``): the time before which every
   run end it queued is sealed, and when it last beat. A sealer that finds another's marker
   dead (its process gone on this host, or no beat for ``dead_after`` seconds) seals, from
-  the journal, every session that ended since that time, then removes the marker. A
-  session whose run parked (waiting) when its engine died has that run's entries sealed
-  when it next runs, as a run that was killed mid-way does.
+  the journal, every session that ended since that time and every unfinished one (a run
+  that parked, or was killed mid-way, may be the dead process's), then removes the marker.
+  ``convoy audit seal`` does it from the command line.
 - The log lags the journal by at most ``interval`` (plus a commit) while engines live; an
   engine that closes seals everything it queued first. :meth:`flush` seals now (the
   :class:`~convoy.audit.AuditLog` of the interceptor calls it before it reads, so a
@@ -36,9 +36,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 
+from convoy._errors import UserError
 from convoy.audit._journal import entry_of
 from convoy.engine._owners import new_owner, owner_is_dead
-from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal, SessionFilter, Store
+from convoy.stores._protocol import (
+    AUDIT_CURSORS,
+    AuditSeal,
+    SessionFilter,
+    SessionRow,
+    Store,
+)
 
 log = logging.getLogger("convoy.audit")
 
@@ -54,8 +61,13 @@ IN_STORE = "store"
 #: just before the batch was taken may be queued just after it.
 _SLACK_S = 60.0
 
-#: The hash key of a data subject's session (``None``: none), by tenant and subject.
+#: The hash key of a data subject's session (``None``: none), by tenant and subject;
+#: raises :class:`KeyNeeded` when the master key that holds it is not configured.
 MacOf = Callable[[str, "str | None"], Awaitable["bytes | None"]]
+
+
+class KeyNeeded(UserError):
+    """A data subject's session cannot be sealed here: no master key is configured."""
 
 
 def cursor_time(text: str | None) -> float:
@@ -138,6 +150,10 @@ class Sealer:
         self._last_beat = -math.inf
         self._through = -math.inf  # every run end queued before it is sealed
         self._stopping = False
+        #: ``(id, sessions whose records were sealed)`` of each dead sealer recovered.
+        self.recovered: list[tuple[str, int]] = []
+        #: Data subjects' sessions recovery left for an engine with the master key.
+        self.keyless = 0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -253,9 +269,10 @@ class Sealer:
 
     async def seal_session(self, tenant: str, session_id: str, *, upto: float | None,
                            trace_id: str | None, mac: bytes | None,
-                           header_cursor: str | None = None) -> None:
+                           header_cursor: str | None = None) -> bool:
         """Seal ``session_id``'s journal records after its cursor as it is now (up to
-        ``upto``, ``None``: all), until a seal moves it (another writer may move it too)."""
+        ``upto``, ``None``: all), until a seal moves it (another writer may move it too);
+        whether this sealed any."""
         for _ in range(8):
             before = await self.store.kv_get(AUDIT_CURSORS, session_id)
             cursor = cursor_time(before if before is not None else header_cursor)
@@ -263,16 +280,17 @@ class Sealer:
                               if r.at > cursor and (upto is None or r.at <= upto)),
                              key=lambda r: r.at)
             if not records:
-                return
+                return False
             bodies = [b for r in records
                       if (b := entry_of(r, session_id, r.at, trace_id, mac)) is not None]
             moved = await self.store.audit_seal([AuditSeal(
                 tenant=tenant, session_id=session_id, before=before,
                 after=repr(records[-1].at), bodies=bodies)])
             if moved[0]:
-                return
+                return True
         log.warning("audit: session %s: its cursor kept moving; its records are sealed by "
                     "the engine that moves it", session_id)
+        return False
 
     # -- markers and recovery --------------------------------------------------------------
 
@@ -289,41 +307,62 @@ class Sealer:
 
     async def recover_dead(self) -> int:
         """Seal, from the journal, the sessions ended since each dead sealer's marker
-        says; remove those markers. How many sessions were looked at."""
+        says, and the unfinished ones; remove those markers. How many sessions were looked
+        at (each dead sealer's are added to :attr:`recovered`)."""
         looked = 0
         for sealer, through in await dead_sealers(self.store, self.clock(), self.dead_after):
             if sealer == self.id:
                 continue
-            looked += await self._recover_since(through)
-            await self.store.kv_put(SEALERS, sealer, None)
+            seen: dict[str, bool] = {}  # session -> whether records of it were sealed
+            keyless: list[str] = []
+            await self._recover_since(through, seen, keyless)
+            for row in await self.store.unfinished(left_out=[]):
+                if row.id not in seen:  # (parked or cut short: maybe the dead one's runs)
+                    await self._recover(row, seen, keyless)
+            if keyless:  # kept for an engine with the master key
+                log.warning("audit: %d data subject session(s) a stopped engine process may "
+                            "not have sealed need the master key to be sealed: set "
+                            "$CONVOY_MASTER_KEY_FILE (the first: %s)", len(keyless),
+                            keyless[0])
+                self.keyless += len(keyless)
+            else:
+                await self.store.kv_put(SEALERS, sealer, None)
+            self.recovered.append((sealer, sum(seen.values())))
+            looked += len(seen)
         return looked
 
-    async def _recover_since(self, since: float) -> int:
-        looked = 0
+    async def _recover_since(self, since: float, seen: dict[str, bool],
+                             keyless: list[str]) -> None:
         after: tuple[float, str] | None = None
         while True:
             page = await self.store.list_sessions(SessionFilter(
                 ended_since=since if math.isfinite(since) else None, limit=500, after=after),
                 left_out=[])
             for row in page:
-                try:
-                    headers = row.header_map
-                    await self.seal_session(
-                        row.tenant, row.id, upto=None,
-                        trace_id=trace_of(headers, self.trace_header),
-                        mac=await self.mac_of(row.tenant, row.subject),
-                        header_cursor=None if headers.get(AUDIT_CURSOR) == IN_STORE
-                        else headers.get(AUDIT_CURSOR))
-                except (asyncio.CancelledError, KeyboardInterrupt):
-                    raise
-                except Exception as e:  # a damaged row or journal, an erased subject
-                    log.warning("audit: session %s: its records cannot be sealed: %s",
-                                row.id, e)
-                looked += 1
+                await self._recover(row, seen, keyless)
             if len(page) < 500:
-                return looked
+                return
             after = (page[-1].created, page[-1].id)
 
+    async def _recover(self, row: SessionRow, seen: dict[str, bool],
+                       keyless: list[str]) -> None:
+        """Seal ``row``'s records past its cursor (a damaged row or journal, an erased
+        subject: one warning; a data subject's without the master key: in ``keyless``)."""
+        seen[row.id] = False
+        try:
+            headers = row.header_map
+            seen[row.id] = await self.seal_session(
+                row.tenant, row.id, upto=None, trace_id=trace_of(headers, self.trace_header),
+                mac=await self.mac_of(row.tenant, row.subject),
+                header_cursor=None if headers.get(AUDIT_CURSOR) == IN_STORE
+                else headers.get(AUDIT_CURSOR))
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            raise
+        except KeyNeeded:
+            keyless.append(row.id)
+        except Exception as e:
+            log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
 
-__all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "Queued", "Sealer", "cursor_time",
+
+__all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "KeyNeeded", "Queued", "Sealer", "cursor_time",
            "dead_sealers", "trace_of"]

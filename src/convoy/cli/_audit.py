@@ -1,4 +1,4 @@
-"""``convoy audit list|verify|prove|checkpoint|check``: the tamper-evident audit log."""
+"""``convoy audit list|verify|seal|prove|checkpoint|check``: the tamper-evident audit log."""
 
 from __future__ import annotations
 
@@ -13,14 +13,17 @@ import typer
 from rich.table import Table
 
 from convoy import AuditError, UserError
+from convoy._command import command
 from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
     TENANT_ENV,
     USAGE_ERROR,
+    BusyTimeoutOption,
     DbOption,
     TenantOption,
+    convoy_errors,
     count_option,
     err,
     fail,
@@ -252,8 +255,9 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     if dead:
         typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
                    "before sealing what their runs queued: those entries are not in the log "
-                   "yet; the next engine that opens the store with the audit interceptor "
-                   "seals them from the journal (the log verified below does not hold them)",
+                   "yet (the log verified below does not hold them); "
+                   f"{command('audit seal', db=db)} seals them from the journal now, as the "
+                   "next engine that opens the store with the audit interceptor does",
                    err=True)
     if pin is not None and not any(r.checkpoints for r in reports):
         _nothing_signed(db, tenant, pin, "--public-key" if public_key is not None else
@@ -268,6 +272,55 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
         root = base64.b64encode(r.root).decode()
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
                    f"{r.checkpoints} signed checkpoint(s) matched")
+
+
+@audit_app.command("seal")
+def seal(db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0) -> None:
+    """Seal now, from the journal, the audit entries of the runs that engine processes
+    which stopped (killed, crashed, their machine gone) had queued and not sealed; `convoy
+    audit verify` says when there are some. An engine with the audit interceptor does the
+    same when it opens the store. A process on another machine counts as stopped once it
+    has not beaten for 60 s. Sessions of data subjects need the master key the engine had
+    ($CONVOY_MASTER_KEY_FILE): without it they are left for later and this exits 1.
+
+    Example: `convoy audit seal --db convoy.db`
+    """
+    require_store(db)
+    require_convoy_store(db, nothing="seal")
+    recovered, keyless, alive = run_async(_seal(db, busy_timeout))
+    if recovered:
+        sealed = sum(n for _, n in recovered)
+        typer.echo(f"sealed from the journal the records of {sealed} session(s) that "
+                   f"{len(recovered)} stopped engine process(es) had not sealed")
+    else:
+        typer.echo("nothing to seal: no engine process that audited this store stopped "
+                   "before sealing its runs")
+    if alive:
+        typer.echo(f"{alive} engine process(es) audit this store now: each seals its own "
+                   "runs", err=True)
+    if keyless:
+        fail(f"{keyless} data subject session(s) were left unsealed: their records are "
+             "sealed under the master key; set $CONVOY_MASTER_KEY_FILE (or "
+             f"$CONVOY_MASTER_KEY) and run {command('audit seal', db=db)} again",
+             RUN_FAILURE)
+
+
+async def _seal(db: str, busy_timeout: float) -> tuple[list[tuple[str, int]], int, int]:
+    """What the sealer of an engine opened on ``db`` recovered: ``(dead sealer, sessions
+    sealed)`` each, the data subjects' sessions it could not seal, the sealers alive."""
+    from convoy import Engine
+    from convoy.audit import AuditInterceptor
+    from convoy.audit._sealer import SEALERS
+    from convoy.stores import store_from_url
+
+    audit = AuditInterceptor()
+    with convoy_errors():
+        engine = Engine(store_from_url(db, busy_timeout=busy_timeout), interceptors=[audit])
+        async with engine:
+            sealer = audit._sealer
+            assert sealer is not None
+            alive = len(await engine.store.kv_all(SEALERS)) - 1  # (not this one)
+            return sealer.recovered, sealer.keyless, max(alive, 0)
 
 
 def _pinned(key: Path) -> str:
