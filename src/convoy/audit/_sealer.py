@@ -41,6 +41,7 @@ from convoy.audit._journal import entry_of
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
+    UNFINISHED,
     AuditSeal,
     SessionFilter,
     SessionRow,
@@ -316,9 +317,8 @@ class Sealer:
             seen: dict[str, bool] = {}  # session -> whether records of it were sealed
             keyless: list[str] = []
             await self._recover_since(through, seen, keyless)
-            for row in await self.store.unfinished(left_out=[]):
-                if row.id not in seen:  # (parked or cut short: maybe the dead one's runs)
-                    await self._recover(row, seen, keyless)
+            for status in UNFINISHED:  # (parked or cut short: maybe the dead one's runs)
+                await self._recover_since(None, seen, keyless, status=status)
             if keyless:  # kept for an engine with the master key
                 log.warning("audit: %d data subject session(s) a stopped engine process may "
                             "not have sealed need the master key to be sealed: set "
@@ -331,15 +331,18 @@ class Sealer:
             looked += len(seen)
         return looked
 
-    async def _recover_since(self, since: float, seen: dict[str, bool],
-                             keyless: list[str]) -> None:
+    async def _recover_since(self, since: float | None, seen: dict[str, bool],
+                             keyless: list[str], *, status: str | None = None) -> None:
+        """Seal the sessions (of ``status``) that ended since ``since`` (``None``,
+        ``-inf``: any), a page at a time, each once (``seen``)."""
         after: tuple[float, str] | None = None
         while True:
             page = await self.store.list_sessions(SessionFilter(
-                ended_since=since if math.isfinite(since) else None, limit=500, after=after),
-                left_out=[])
+                status=status, ended_since=since if since is not None and math.isfinite(
+                    since) else None, limit=500, after=after), left_out=[])
             for row in page:
-                await self._recover(row, seen, keyless)
+                if row.id not in seen:
+                    await self._recover(row, seen, keyless)
             if len(page) < 500:
                 return
             after = (page[-1].created, page[-1].id)
