@@ -97,27 +97,31 @@ def test_site_builds_strict(tmp_path: Path) -> None:
 
 
 
-#: Pages on which each block imports the modules it names (``convoy.X``, ``asyncio.run``),
-#: so that a reader who pastes one block of it does not meet a ``NameError`` for them
-#: (a block may still use a class or an agent an earlier block of its page defines).
-SELF_IMPORTING = [DOCS / "concepts" / "agents.md", DOCS / "how-to" / "alerts.md"]
+def _imported(tree: ast.AST) -> set[str]:
+    return {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
+            if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
 
 
-def _modules_unimported(code: str, modules: set[str]) -> set[str]:
+def _unimported(code: str, imports: set[str]) -> set[str]:
+    """The names of ``imports`` that ``code`` uses but neither imports nor defines."""
     tree = ast.parse(code)
     used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
             and isinstance(n.ctx, ast.Load)}
-    imported = {(a.asname or a.name).split(".")[0] for n in ast.walk(tree)
-                if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
-    return (used & modules) - imported
+    defined = _imported(tree) | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                                 and isinstance(n.ctx, ast.Store)} | {
+        n.name for n in ast.walk(tree)
+        if isinstance(n, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef)}
+    return (used & imports) - defined
 
 
-@pytest.mark.parametrize("page", SELF_IMPORTING, ids=_id)
-def test_each_block_imports_the_modules_it_names(page: Path) -> None:
+@pytest.mark.parametrize("page", [p for p in PAGES if blocks(p)], ids=_id)
+def test_each_block_imports_what_it_uses(page: Path) -> None:
+    """A reader who pastes one block of a page meets no ``NameError`` for a module or a
+    name another block of the page imports (``convoy``, ``asyncio``, ``BaseModel``): each
+    block imports what it uses. (A block may still use a class, a tool or an agent an
+    earlier block of its page defines.)"""
     found = blocks(page)
-    modules = {"convoy"} | {(a.asname or a.name).split(".")[0] for b in found
-                            for n in ast.walk(ast.parse(b.code)) if isinstance(n, ast.Import)
-                            for a in n.names}
-    missing = [(f"{_id(page)}:{b.line}", sorted(_modules_unimported(b.code, modules)))
+    imports = {"convoy"} | {name for b in found for name in _imported(ast.parse(b.code))}
+    missing = [(f"{_id(page)}:{b.line}", sorted(_unimported(b.code, imports)))
                for b in found]
     assert not [m for m in missing if m[1]], missing
