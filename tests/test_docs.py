@@ -2,15 +2,14 @@
 the site builds with ``mkdocs build --strict``.
 
 Blocks of one page run in order, in one namespace, in a fresh temporary directory, as a
-reader would paste them into one file. A block that defines ``async def main`` without
-calling ``asyncio.run`` itself is run with ``asyncio.run(main())``. A block that must not run
+reader would paste them into one file. A block that defines ``async def main`` calls
+``asyncio.run(main())`` itself, and imports what it uses. A block that must not run
 (it needs an API key or a server) is preceded by ``<!-- no-run: why -->``; those stay few.
 """
 
 from __future__ import annotations
 
 import ast
-import asyncio
 import importlib.util
 import re
 import subprocess
@@ -69,10 +68,17 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
         code = compile("\n" * (block.line - 1) + block.code, str(page), "exec",
                        dont_inherit=True)  # not this file's __future__ imports
         exec(code, namespace)
-        if re.search(r"^async def main\(", block.code, re.M) and \
-                "asyncio.run(" not in block.code:
-            asyncio.run(namespace["main"]())  # type: ignore[operator]
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=_id)
+def test_a_block_that_defines_main_runs_it(page: Path) -> None:
+    """Pasted on its own, a block that defines ``async def main`` does something: it
+    calls ``asyncio.run(main())`` itself."""
+    idle = [f"{_id(page)}:{b.line}" for b in blocks(page)
+            if re.search(r"^async def main\(", b.code, re.M)
+            and not re.search(r"^asyncio\.run\(main\(\)\)", b.code, re.M)]
+    assert not idle, idle
 
 
 def test_no_run_blocks_are_few_and_say_why() -> None:
