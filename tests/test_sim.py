@@ -51,8 +51,36 @@ def test_bad_scenario_files_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(convoy.UserError, match="unknown keys \\['agentz'\\]"):
         convoy.SimModel(f)
     f.write_text("agents: {a: [unclosed\n")
-    with pytest.raises(convoy.UserError, match="not valid yaml"):
+    with pytest.raises(convoy.UserError, match=r"not valid YAML: .* at line 2, column 1$"):
         convoy.SimModel(f)
+    j = tmp_path / "s.json"
+    j.write_text('{"agents": ')
+    with pytest.raises(convoy.UserError, match=r"not valid JSON: .* at line 1, column 12$"):
+        convoy.SimModel(j)
+    # Each agent's script is checked when the file is read, not when a session asks it.
+    for script, said in [
+            ("5", "agents.triage: an answer is a mapping with one of output, text, "
+                  "tool_calls, handoff, delegate, error, or a text; got 5"),
+            ("[{text: a}, 7]", r"agents.triage\[1\]: an answer is a mapping"),
+            ("{text: a, output: b}", r"exactly one of .*; got keys \['output', 'text'\]"),
+            ("{tool_calls: [{arguments: {}}]}", "tool_calls is a list of"),
+            ("{handoff: [b]}", "handoff names an agent"),
+            ("{error: nope}", "error is one of timeout, "),
+            ("[]", "agents.triage is an empty list"),
+            ("{text: a, payload: {}}", "exactly one of")]:
+        f.write_text(f"agents:\n  triage: {script}\n")
+        with pytest.raises(convoy.UserError, match=said):
+            convoy.SimModel(f)
+    for setting, said in [("seed: abc", "seed should be a whole number; got 'abc'"),
+                          ("usage: [1, -2]", "usage should be"),
+                          ("latency: {kind: weird}", "latency should be"),
+                          ("faults: 3", "faults should be")]:
+        f.write_text(setting + "\n")
+        with pytest.raises(convoy.UserError, match=said):
+            convoy.SimModel(f)
+    f.write_text("agents:\n  t: {handoff: b, payload: {x: 1}}\n  '*': hello\n"
+                 "usage: {input: 3, output: 4}\nlatency: {kind: uniform, low: 0, high: 0}\n")
+    convoy.SimModel(f)  # (every form the docstring shows is accepted)
     with pytest.raises(convoy.UserError, match="does not exist"):
         convoy.infer_model("sim:/no/such/file.yaml")
     with pytest.raises(convoy.UserError, match="probability"):

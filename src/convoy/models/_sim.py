@@ -15,11 +15,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel
+from pydantic import (
+    BaseModel,
+    NonNegativeFloat,
+    NonNegativeInt,
+    StrictInt,
+    TypeAdapter,
+    ValidationError,
+)
 
 from convoy._errors import ConvoyError, ModelError, UserError
 from convoy._faults import MODEL_FAULTS, FaultRates
 from convoy._seeding import seeded_rng
+from convoy._text import short
 from convoy.models._base import Model
 from convoy.models._messages import ModelRequest, ModelResponse, ToolCall, Usage
 
@@ -368,15 +376,90 @@ def load_scenario(path: str | Path) -> dict[str, Any]:
     try:
         text = p.read_text()
         data = json.loads(text) if p.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
-        raise UserError(f"sim scenario {str(p)!r} is not valid {p.suffix[1:] or 'YAML'}: {e}"
-                        ) from e
+    except json.JSONDecodeError as e:
+        raise UserError(f"sim scenario {str(p)!r} is not valid JSON: {e.msg} at line "
+                        f"{e.lineno}, column {e.colno}") from None
+    except yaml.YAMLError as e:
+        raise UserError(f"sim scenario {str(p)!r} is not valid YAML: {_yaml_problem(e)}"
+                        ) from None
     if not isinstance(data, dict):
         raise UserError(f"sim scenario {str(p)!r} must be a mapping with an 'agents' key")
     unknown = set(data) - {"seed", "latency", "usage", "faults", "agents"}
     if unknown:
         raise UserError(f"sim scenario {str(p)!r} has unknown keys {sorted(unknown)}; allowed: "
                         "seed, latency, usage, faults, agents")
-    if not isinstance(data.get("agents", {}), dict):
+    for key, (check, should_be) in _SETTINGS.items():
+        if key in data:
+            try:
+                check.validate_python(data[key])
+            except ValidationError:
+                raise UserError(f"sim scenario {str(p)!r}: {key} should be {should_be}; got "
+                                f"{short(repr(data[key]), 60)}") from None
+    agents = data.get("agents", {})
+    if not isinstance(agents, dict):
         raise UserError(f"sim scenario {str(p)!r}: 'agents' must map agent names to replies")
+    for name, script in agents.items():
+        for i, answer in enumerate(script if isinstance(script, list) else [script]):
+            where = f"agents.{name}" + (f"[{i}]" if isinstance(script, list) else "")
+            why = _not_an_answer(answer)
+            if why is not None:
+                raise UserError(f"sim scenario {str(p)!r}: {where}: {why}")
+        if script == []:
+            raise UserError(f"sim scenario {str(p)!r}: agents.{name} is an empty list: give "
+                            "one answer per turn")
     return data
+
+
+class _Usage(BaseModel):
+    input: NonNegativeInt
+    output: NonNegativeInt
+
+
+#: How each setting of a scenario file is checked, and what it should be.
+_SETTINGS: dict[str, tuple[TypeAdapter[Any], str]] = {
+    "seed": (TypeAdapter(StrictInt), "a whole number"),
+    "latency": (TypeAdapter(NonNegativeFloat | Latency), "seconds (>= 0), or a mapping "
+                "{kind: fixed|uniform|lognormal, value, low, high, sigma}"),
+    "usage": (TypeAdapter(tuple[NonNegativeInt, NonNegativeInt] | _Usage),
+              "[input_tokens, output_tokens], or {input: N, output: N} (whole numbers >= 0)"),
+    "faults": (TypeAdapter(dict[str, float]), "a mapping of fault kinds to rates"),
+}
+
+#: The keys of a scripted answer (one of them), and what may go with one.
+_ANSWER_KEYS = ("output", "text", "tool_calls", "handoff", "delegate", "error")
+
+
+def _not_an_answer(answer: Any) -> str | None:
+    """Why ``answer`` (from a scenario file) is not a scripted answer, ``None`` if it is."""
+    if isinstance(answer, str):
+        return None
+    if not isinstance(answer, dict):
+        return (f"an answer is a mapping with one of {', '.join(_ANSWER_KEYS)}, or a text; "
+                f"got {short(repr(answer), 60)}")
+    keys = [k for k in _ANSWER_KEYS if k in answer]
+    extra = set(answer) - set(_ANSWER_KEYS) - ({"payload"} if set(keys) & {
+        "handoff", "delegate"} else set())
+    if len(keys) != 1 or extra:
+        return (f"an answer has exactly one of {', '.join(_ANSWER_KEYS)} (and 'payload' with "
+                f"handoff or delegate); got keys {sorted(map(str, answer))}")
+    key = keys[0]
+    value = answer[key]
+    if key == "tool_calls" and not (isinstance(value, list) and value and all(
+            isinstance(c, dict) and isinstance(c.get("name"), str)
+            and isinstance(c.get("arguments", {}), dict | str) for c in value)):
+        return ("tool_calls is a list of {name: TOOL, arguments: {...}}; got "
+                f"{short(repr(value), 60)}")
+    if key in ("handoff", "delegate") and not isinstance(value, str):
+        return f"{key} names an agent; got {short(repr(value), 60)}"
+    if key == "error" and not (value in MODEL_FAULTS or isinstance(value, dict)):
+        return (f"error is one of {', '.join(MODEL_FAULTS)}, or a mapping with message, "
+                f"status_code, retryable and retry_after; got {short(repr(value), 60)}")
+    return None
+
+
+def _yaml_problem(e: yaml.YAMLError) -> str:
+    """A YAML error in one line: what, and where."""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}"
