@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from typing import Any
 
@@ -147,3 +150,25 @@ def test_sessions_list_reads_the_cancel_requests_of_a_page_in_one_query(
     rows = json.loads(cli("sessions", "list", "--json").stdout)["sessions"]
     assert sum(r["cancel_requested"] is not None for r in rows) == 2, rows
     assert len(reads) == 1, reads
+
+
+def test_sessions_show_of_a_session_whose_engine_died_here_counts_its_journal() -> None:
+    """A session whose engine was killed (its process gone from this machine, its lease not
+    lapsed yet): ``sessions show`` counts the steps its journal holds (the row's count is
+    written when a run ends) and says it can be resumed now, not that it runs."""
+    run_ok()
+    sid = ids_of(GOOD)[0]
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead = f"{socket.gethostname()}:{gone.stdout.strip()}:e1"
+    with sqlite3.connect("convoy.db") as conn:
+        journaled = conn.execute("SELECT count(*) FROM journal WHERE session_id=?",
+                                 (sid,)).fetchone()[0]
+    conn.close()
+    assert journaled > 0
+    tamper("UPDATE sessions SET status='running', output=NULL, finished=NULL, steps=0, "
+           "owner=?, lease_until=? WHERE id=?", dead, time.time() + 30, sid)
+    said = " ".join(cli("sessions", "show", sid).stdout.split())
+    assert f"steps {journaled} " in said, said
+    assert "running on engine" not in said and "'convoy resume' (or re-running the same " \
+        "'convoy run') finishes it" in said, said

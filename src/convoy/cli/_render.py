@@ -21,6 +21,7 @@ from convoy.cli._inputs import InvalidLine
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
 from convoy.durability._executor import signals_refused
+from convoy.engine._owners import owner_is_dead
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
 from convoy.privacy._seal import is_sealed
@@ -445,7 +446,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     if cancel_requested is not None:
         info.add_row("cancel requested", f"at {fmt_time(cancel_requested)} (the engine that "
                      "runs the session next, or renews its lease, ends it cancelled)")
-    info.add_row("steps", str(row.steps))
+    # (a running session's count is written when its run ends or parks: the journal says
+    # how many it took so far, a crashed one's included)
+    info.add_row("steps", str(max(row.steps, len(steps)) if row.unfinished else row.steps))
     info.add_row("active time", fmt_duration(row.active_s))
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
     info.add_row("cost", fmt_cost(row.cost))
@@ -501,7 +504,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"waiting for its timer: a {worker} (or {resume} once it is due) "
                       "continues it", markup=False, soft_wrap=True)
     elif row.status == "running" and row.owner is not None and \
-            row.lease_until is not None and row.lease_until >= now:
+            row.lease_until is not None and row.lease_until >= now and \
+            not owner_is_dead(row.owner):  # (a process gone from this machine: resumable now)
         owner = escaped(row.owner)
         console.print(f"running on engine {owner}, which ends it cancelled at its next lease "
                       "renewal" if cancel_requested is not None else
