@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import convoy
+from convoy._command import command
 from convoy.audit import AuditEvent, AuditLog, Checkpoint, entry_leaf
 from convoy.stores import SQLiteStore
 from tests.clikit import cli, workdir  # noqa: F401  (fixture)
@@ -115,6 +116,14 @@ def test_an_untouched_log_verifies(log: dict[str, Any]) -> None:
     assert f"tenant 'acme': {N} entries verified" in out and "'globex': 1 entries" in out
     # three kept, the same three published: each counts once
     assert "3 signed checkpoint(s) matched" in out
+    # acme's last checkpoint covers every entry; globex's one entry is signed by none yet,
+    # and the line says so (cutting it off with the count appended would not show)
+    acme, globex = (next(line for line in out.splitlines() if f"'{t}'" in line)
+                    for t in (T, "globex"))
+    assert "signed by no checkpoint" not in acme, acme
+    sign = command("audit checkpoint --key KEY", db=log["db"], tenant="globex")
+    assert globex.endswith("; entries 0 to 0 are signed by no checkpoint yet (a cut-off of "
+                           f"them would not show: {sign} signs one)"), globex
 
 
 def _bad(log: dict[str, Any], index: int, why: str, *more: str) -> None:

@@ -34,12 +34,16 @@ _CHUNK = 10_000
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class VerifyReport:
-    """A tenant's log that verified: its size, root and how many checkpoints it matched."""
+    """A tenant's log that verified: its size, root, how many checkpoints it matched, and
+    how many of its first entries the largest of them covers (``covered < size``: the
+    entries after it are signed by no checkpoint yet, so cutting them off together with
+    the count of entries appended would not be seen)."""
 
     tenant: str
     size: int
     root: bytes
     checkpoints: int
+    covered: int = 0
 
 
 async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoint] = (),
@@ -113,4 +117,5 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     if n > appended:
         raise AuditError(f"tenant {tenant!r}: the log has {n} entries but {appended} were "
                          f"appended: entries from {appended} on were inserted", index=appended)
-    return VerifyReport(tenant=tenant, size=n, root=frontier.root(), checkpoints=len(cps))
+    return VerifyReport(tenant=tenant, size=n, root=frontier.root(), checkpoints=len(cps),
+                        covered=good)

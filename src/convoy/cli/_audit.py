@@ -270,8 +270,12 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
         return
     for r in reports:
         root = base64.b64encode(r.root).decode()
+        sign = command("audit checkpoint --key KEY", db=db, tenant=r.tenant)
+        uncovered = "" if r.covered >= r.size else (
+            f"; entries {r.covered} to {r.size - 1} are signed by no checkpoint yet (a "
+            f"cut-off of them would not show: {sign} signs one)")
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
-                   f"{r.checkpoints} signed checkpoint(s) matched")
+                   f"{r.checkpoints} signed checkpoint(s) matched{uncovered}")
 
 
 @audit_app.command("seal")
