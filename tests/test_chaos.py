@@ -194,6 +194,32 @@ def test_experiment_without_kill_writes_a_well_formed_journal(tmp_path: Path) ->
         run_experiment(chain, ["x"], db_dir=tmp_path)
 
 
+@convoy.workflow(name="chaos_no_calls")
+async def no_calls(ctx: convoy.Context, text: str) -> str:
+    return text.upper()  # no model or tool call: nothing for a fault to hit
+
+
+def test_an_experiment_that_injected_no_fault_says_it_tested_nothing(tmp_path: Path) -> None:
+    journal = run_experiment(no_calls, [f"t{i}" for i in range(5)], db_dir=tmp_path,
+                             faults="server_error=0.5")
+    assert journal["status"] == "completed" and journal["convoy"]["faults_injected"] == {}
+    assert any(w.startswith("no fault was injected: the sessions made no call the faults "
+                            "apply to") for w in journal["convoy"]["warnings"]), journal
+    res = _cli(tmp_path, "chaos", "tests.test_chaos:no_calls", "--db-dir", "cli", "-i",
+               _inputs(tmp_path), "--faults", "server_error=0.5")
+    said = " ".join(res.stdout.split())
+    assert res.returncode == 0 and "warning: no fault was injected" in said and \
+        "steady state held, but no fault was injected: nothing was tested under faults" \
+        in said and "steady state held in every phase" not in said, res.stdout
+    clean = run_experiment(chain, ["a", "b"], db_dir=tmp_path / "none", faults="none")
+    assert not any("no fault" in w for w in clean["convoy"]["warnings"])
+
+
+def _inputs(tmp_path: Path) -> str:
+    (tmp_path / "in.jsonl").write_text("".join(f'"ticket {i}"\n' for i in range(5)))
+    return "in.jsonl"
+
+
 def test_experiment_deviates_without_protections(tmp_path: Path) -> None:
     journal = run_experiment(chain, [f"t{i}" for i in range(20)], db_dir=tmp_path,
                              faults="server_error=0.3", protect=False, concurrency=10)

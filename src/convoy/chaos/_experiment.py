@@ -196,6 +196,12 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
             m = measure(config("during", True).db)
             ext["phases"]["during"] = {**m.to_dict(), **ext["phases"].get("during", {})}
             _note_timeout("during", m, warnings)
+            if spec.any and not sum(ext["faults_injected"].values()):
+                warnings.append(
+                    "no fault was injected: the sessions made no call the faults apply to "
+                    "(model calls; tool calls for tool_failure), or the rates are too low "
+                    f"for {len(inputs)} session(s); the steady state was not tested under "
+                    "faults")
             journal["steady_states"]["during"].append(hyp.check(m, during, _now()))
             after = journal["steady_states"]["after"] = steady("after", False)
             deviated = not (journal["steady_states"]["during"][0]["steady_state_met"]

@@ -230,7 +230,11 @@ def print_report(result: dict[str, Any], n: int) -> None:
     for w in ext.get("warnings", []):
         out.print(f"warning: {w}", markup=False, style="yellow")
     status = result["status"]
-    if status == "completed":
+    if status == "completed" and "during" in ext["phases"] and not sum(faults.values()) \
+            and ext["faults"] != "none":
+        verdict = Text("steady state held, but no fault was injected: nothing was tested "
+                       "under faults", style="bold yellow")
+    elif status == "completed":
         verdict = Text("steady state held in every phase (not deviated)", style="bold green")
     elif status == "aborted":
         verdict = Text(f"ABORTED: {result.get('error', '')}", style="bold red")
