@@ -285,6 +285,23 @@ def test_a_forged_checkpoint_is_found(log: dict[str, Any]) -> None:
     assert code == 1 and "invalid signature" in out and len(out.splitlines()) == 1, out
 
 
+@pytest.mark.parametrize("field", ["timestamp", "key_id"])
+def test_a_changed_stored_checkpoint_is_found_beside_its_published_copy(
+        log: dict[str, Any], field: str) -> None:
+    """Its root and signature kept, another field changed: the published copy of the
+    same checkpoint does not stand in for it; each signature is checked."""
+    raw: Raw = log["raw"]
+    [[text]] = raw.run(("SELECT body FROM audit_checkpoints WHERE tenant=? AND size=12", (T,)))
+    doc = json.loads(text)
+    doc[field] = doc[field] + 1 if field == "timestamp" else "0" * len(doc[field])
+    raw.run(("UPDATE audit_checkpoints SET body=? WHERE tenant=? AND size=12",
+             (json.dumps(doc), T)))
+    for more in ((), ("--checkpoint", str(log["published"]))):
+        code, out = verify(log, "--tenant", T, *more)
+        assert code == 1 and len(out.splitlines()) == 1 and "checkpoint" in out, \
+            (more, out)
+
+
 def _grow(backend: Backend) -> None:
     """One more entry (a rotation signs the grown log: a kept checkpoint of the same size
     is never replaced)."""

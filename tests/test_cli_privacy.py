@@ -8,6 +8,8 @@ import json
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from convoy.cli._render import fmt_time
 from convoy.stores import Erasure, store_from_url
 
@@ -273,3 +275,25 @@ def test_keygen_makes_every_missing_directory_its_owners_only(tmp_path: Path) ->
     for made in ("a", "a/b", "a/b/c"):
         assert stat.S_IMODE((tmp_path / made).stat().st_mode) == 0o700, made
     assert stat.S_IMODE((tmp_path / "a/b/c/m.key").stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("wrapped", ["garbage", "", "QUJD", "!!not base64!!"])
+def test_a_damaged_subject_key_is_one_line_in_every_command_that_opens_it(
+        tmp_path: Path, wrapped: str) -> None:
+    """A wrapped subject key changed in the database (not base64, cut short): the commands
+    that open the subject's data say so in one line, as for a key wrapped under another
+    master key."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
+    with sqlite3.connect("convoy.db") as conn:
+        [(sid,)] = conn.execute("SELECT id FROM sessions").fetchall()
+        conn.execute("UPDATE subject_keys SET wrapped=?", (wrapped,))
+    conn.close()
+    for args in (("sessions", "show", sid), ("export", "c-9"), ("trace", sid)):
+        res = cli(*args, env=env)
+        assert res.code != 0 and "Traceback" not in res.stdout + res.stderr, (args, res)
+        lines = res.stderr.strip().splitlines()
+        assert len(lines) == 1 and "does not open with this store's master key" in lines[0] \
+            and "altered" in lines[0], (args, lines)

@@ -57,12 +57,12 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
         public_key = log.public_key
     appended = await store.audit_size(tenant)
     kept = await log.checkpoints(tenant)
-    # (a published checkpoint that is also kept in the store counts once)
-    unique = {(cp.size, cp.root, cp.signature): cp
-              for cp in [*kept, *(cp for cp in published if cp.tenant == tenant)]}
-    cps = sorted(unique.values(), key=lambda cp: cp.size)
-    for cp in cps:
+    every = [*kept, *(cp for cp in published if cp.tenant == tenant)]
+    for cp in every:  # each signature, a kept one beside its published copy too
         cp.check(public_key)
+    # (a published checkpoint that is also kept in the store counts once)
+    unique = {cp.to_json(): cp for cp in every}
+    cps = sorted(unique.values(), key=lambda cp: cp.size)
     pending = [cp for cp in cps if cp.size > 0]
     frontier = Frontier()
     good = 0  # the size of the last checkpoint the entries still match

@@ -142,13 +142,13 @@ class MasterKey:
 
     def opens(self, wrapped: str, aad: bytes) -> bytes | None:
         """The key :meth:`wrap` wrapped; ``None`` if this master key (or ``aad``) is not
-        the one it was wrapped with."""
+        the one it was wrapped with, or ``wrapped`` was altered (not base64, cut short)."""
         from cryptography.exceptions import InvalidTag
 
-        raw = base64.b64decode(wrapped)
         try:
+            raw = base64.b64decode(wrapped, validate=True)
             return self._aead.decrypt(raw[:12], raw[12:], aad)
-        except InvalidTag:
+        except (InvalidTag, ValueError, TypeError):  # (altered: not base64, cut short)
             return None
 
     def unwrap(self, wrapped: str, aad: bytes) -> bytes:
