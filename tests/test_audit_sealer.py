@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import signal
 import subprocess
 import sys
@@ -228,7 +229,8 @@ async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(
 
 
 async def test_a_data_subject_s_session_waits_for_the_master_key(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A dead sealer's sessions of a data subject are sealed under the subject's hash key,
     which the master key holds: ``convoy audit seal`` without it seals nothing of them,
     keeps the dead sealer's marker and exits 1 saying what to set; with it, seals them."""
@@ -242,9 +244,15 @@ async def test_a_data_subject_s_session_waits_for_the_master_key(
         await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
                                json.dumps({"through": 0.0, "beat": 0.0}))
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
-    res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
+    with caplog.at_level(logging.WARNING, logger="convoy.audit"):
+        res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
     assert res.code == 1 and "1 data subject session(s) were left unsealed" in res.stderr \
         and "set $CONVOY_MASTER_KEY_FILE" in res.stderr, res
+    # said once (the engine's recovery when it opens and when it closes), no process is
+    # said to be running (the dead one's marker is kept for a keyed engine), nothing sealed
+    assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) \
+        == 1 and "need the master key" in caplog.records[0].getMessage(), caplog.records
+    assert res.stdout == "" and "audit this store now" not in res.stderr, res
     async with convoy.Engine(db) as plain:
         assert await plain.store.audit_size("default") == 0
         assert list(await plain.store.kv_all(SEALERS)) == ["machine-b:4242:abcdef12"]

@@ -128,9 +128,21 @@ def test_prove_with_another_existing_key_is_refused(log: dict[str, Any]) -> None
     _one_line(r, 2, f"signed by key {log['cp'].key_id}: pass the key file that signed them")
     assert r.stdout == "" and _kept(log["db"]) == before
     _verifies(log)
-    covered = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
-                  str(log["other"]))  # a kept checkpoint covers it: nothing is signed
-    assert covered.code == 0, covered.stderr
+    # A kept checkpoint covers entry 3: nothing is signed, but a --key given is still
+    # checked (a mistyped path, a file that is no key, another store's key): refused in
+    # one line, as checkpoint and verify refuse them. Without --key, or with the signer's,
+    # the proof is printed.
+    (log["db"].parent / "junk.key").write_text("not a key")
+    for wrong, said in ((log["other"], "leave --key out: a kept checkpoint covers entry 3"),
+                        (log["db"].parent / "typo.key", "does not exist"),
+                        (log["db"].parent / "junk.key", "junk.key")):
+        r = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
+                str(wrong))
+        _one_line(r, 2, said)
+        assert r.stdout == "" and not (log["db"].parent / "typo.key").exists()
+    for key in ((), ("--key", str(log["key"]))):
+        covered = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, *key)
+        assert covered.code == 0, covered.stderr
     assert _kept(log["db"]) == before
 
 

@@ -155,6 +155,8 @@ class Sealer:
         self.recovered: list[tuple[str, int]] = []
         #: Data subjects' sessions recovery left for an engine with the master key.
         self.keyless = 0
+        #: Dead sealers whose markers stay for an engine with the master key.
+        self.left_for_key: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -312,8 +314,8 @@ class Sealer:
         at (each dead sealer's are added to :attr:`recovered`)."""
         looked = 0
         for sealer, through in await dead_sealers(self.store, self.clock(), self.dead_after):
-            if sealer == self.id:
-                continue
+            if sealer == self.id or sealer in self.left_for_key:
+                continue  # (one this engine could not finish: it cannot now either)
             seen: dict[str, bool] = {}  # session -> whether records of it were sealed
             keyless: list[str] = []
             await self._recover_since(through, seen, keyless)
@@ -325,6 +327,7 @@ class Sealer:
                             "$CONVOY_MASTER_KEY_FILE (the first: %s)", len(keyless),
                             keyless[0])
                 self.keyless += len(keyless)
+                self.left_for_key.add(sealer)
             else:
                 await self.store.kv_put(SEALERS, sealer, None)
             self.recovered.append((sealer, sum(seen.values())))

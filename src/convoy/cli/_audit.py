@@ -292,11 +292,11 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0) -> N
     require_store(db)
     require_convoy_store(db, nothing="seal")
     recovered, keyless, alive = run_async(_seal(db, busy_timeout))
-    if recovered:
-        sealed = sum(n for _, n in recovered)
+    sealed = sum(n for _, n in recovered)
+    if sealed or (recovered and not keyless):
         typer.echo(f"sealed from the journal the records of {sealed} session(s) that "
                    f"{len(recovered)} stopped engine process(es) had not sealed")
-    else:
+    elif not recovered:
         typer.echo("nothing to seal: no engine process that audited this store stopped "
                    "before sealing its runs")
     if alive:
@@ -314,7 +314,7 @@ async def _seal(db: str, busy_timeout: float) -> tuple[list[tuple[str, int]], in
     sealed)`` each, the data subjects' sessions it could not seal, the sealers alive."""
     from convoy import Engine
     from convoy.audit import AuditInterceptor
-    from convoy.audit._sealer import SEALERS
+    from convoy.audit._sealer import SEALERS, dead_sealers
     from convoy.stores import store_from_url
 
     audit = AuditInterceptor()
@@ -323,8 +323,9 @@ async def _seal(db: str, busy_timeout: float) -> tuple[list[tuple[str, int]], in
         async with engine:
             sealer = audit._sealer
             assert sealer is not None
-            alive = len(await engine.store.kv_all(SEALERS)) - 1  # (not this one)
-            return sealer.recovered, sealer.keyless, max(alive, 0)
+            dead = {s for s, _ in await dead_sealers(engine.store, engine.clock())}
+            alive = set(await engine.store.kv_all(SEALERS)) - dead - {sealer.id}
+            return sealer.recovered, sealer.keyless, len(alive)
 
 
 def _pinned(key: Path) -> str:
@@ -533,12 +534,16 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
         if size <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
         kept = await log.checkpoints(tenant) if key is not None else []
-        if kept and all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
+        if kept:
             assert key is not None
-            signer = None if created else _key_id_of(key)
-            if signer != kept[-1].key_id:
-                _second_signer(key, signer, tenant, kept[-1], "sign one with it first: "
-                               "'convoy audit checkpoint --new-key'")
+            signer = None if created else _key_id_of(key)  # (a file that is no key: refused)
+            if all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
+                if signer != kept[-1].key_id:
+                    _second_signer(key, signer, tenant, kept[-1], "sign one with it first: "
+                                   "'convoy audit checkpoint --new-key'")
+            elif signer not in {cp.key_id for cp in kept}:  # a typo, another store's key
+                _second_signer(key, signer, tenant, kept[-1], "leave --key out: a kept "
+                               f"checkpoint covers entry {entry}")
         try:
             proof = await log.prove(tenant, entry)
         except AuditError as e:
