@@ -31,7 +31,7 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import scrub, unique_key
-from convoy.observability._spans import CURRENT, UNTRACED
+from convoy.observability._spans import CURRENT, UNTRACED, WITHHELD
 from convoy.resilience._classify import error_kind, error_kind_of
 
 #: Attributes every ``logging.LogRecord`` has: the rest are a call's ``extra=...``.
@@ -111,7 +111,8 @@ class LogEvents(Interceptor):
                         extra={"workflow": info.workflow, "status": end.status})
         else:
             err = end.error or {}
-            logger.warning("session run ended %s: %s", end.status, err.get("message", ""),
+            logger.warning("session run ended %s: %s", end.status,
+                           WITHHELD if info.subject is not None else err.get("message", ""),
                            extra={"workflow": info.workflow, "status": end.status,
                                   "error_kind": error_kind_of(err)})
         return end
@@ -120,7 +121,10 @@ class LogEvents(Interceptor):
         try:
             return await next(input)
         except Exception as e:
-            logger.warning("%s failed: %s", what, e, extra={"error_kind": error_kind(e)})
+            subject = getattr(getattr(input, "session", None), "subject", None)
+            logger.warning("%s failed: %s", what, WITHHELD if subject is not None else e,
+                           extra={"error_kind": error_kind(e),
+                                  "error_type": type(e).__name__})
             raise
 
     def model_call(self, input: ModelCallInput,

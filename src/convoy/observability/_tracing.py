@@ -52,6 +52,7 @@ from convoy.observability._spans import (
     SCHEMA_URL,
     SPANS_NAMESPACE,
     UNTRACED,
+    WITHHELD,
     Attrs,
     Shape,
     SpanData,
@@ -339,8 +340,11 @@ class Tracing(Interceptor):
                                                              ensure_ascii=False)
         return s[:limit]
 
-    def error_text(self, text: str) -> str:
-        """An error's message as an attribute: redacted, then bounded."""
+    def error_text(self, text: str, run: _Run | None = None) -> str:
+        """An error's message as an attribute: redacted, then bounded; withheld in a run of
+        a data subject's session (:data:`WITHHELD`)."""
+        if run is not None and run.subject:
+            return WITHHELD
         r = self.redactor
         return bounded(text, r.redact, _ERROR_LIMIT) if r is not None else \
             text[:_ERROR_LIMIT]
@@ -365,7 +369,7 @@ class Tracing(Interceptor):
         (a parked or cancelled run, a lost lease)."""
         if isinstance(exc, Exception | SessionTerminated):
             kind = error_kind(exc)
-            message = self.error_text(str(exc))
+            message = self.error_text(str(exc), span.run)
             span.status = "error"
             span.attrs["error.type"] = kind
             span.note(f"{kind}: {message}", event=("exception", time_ns(), {
@@ -462,6 +466,7 @@ class Tracing(Interceptor):
         if not resumed:
             input.headers[TRACE_HEADER] = format_traceparent(trace_id, span_id)
         run = _Run(self, info.session_id, info.tenant)
+        run.subject = info.subject is not None
         sid = run.root_sid
         wf, version, tenant = info.workflow, info.version, info.tenant
         shape = self.shape(("session", wf, version, tenant), lambda: Shape(
@@ -496,7 +501,7 @@ class Tracing(Interceptor):
             span.status = "error"
             span.attrs["error.type"] = kind
             span.note(f"{end.status}: " + self.error_text(
-                str((end.error or {}).get("message", ""))))
+                str((end.error or {}).get("message", "")), run))
         self.ended(span)
         self._close(run)
         if m is not None:
@@ -880,7 +885,7 @@ class _Run:
     whose target has not started yet."""
 
     __slots__ = ("closed", "handoff_spans", "handoffs", "root_sid", "session_id", "spans",
-                 "stepped", "tenant")
+                 "stepped", "subject", "tenant")
 
     def __init__(self, tracing: Tracing, session_id: str, tenant: str) -> None:
         self.spans: list[SpanData] = []  # ended, not handed to the exporters yet
@@ -891,6 +896,7 @@ class _Run:
         self.handoffs: dict[str, tuple[str, str]] = {}  # handoff key -> (agent, handoff span)
         self.handoff_spans: dict[str, str] = {}
         self.stepped: set[str] = set()  # keys of the ctx.step effects with a span
+        self.subject = False  # a data subject's session: error messages are withheld
 
 
 def _plain(value: Any) -> Any:

@@ -114,7 +114,8 @@ class UnhookedSteps:
             kind = error_kind_of(error) or "unknown"
             span.status = "error"
             span.attrs["error.type"] = kind
-            span.note(f"{kind}: " + tracing.error_text(str(error.get("message", ""))))
+            span.note(f"{kind}: " + tracing.error_text(str(error.get("message", "")),
+                                                            parent.run))
         tracing.ended(span)
 
 

@@ -1,0 +1,91 @@
+"""An error's message may quote a data subject's data (a tool's exception naming the person
+it looked up), and no redactor finds a name. In a session that names a data subject, spans
+(to every exporter) and Convoy's log lines keep the error's type and kind but withhold its
+message: nothing written outside the store can be erased. The message stays in the
+session's journal, sealed. Other sessions are unchanged."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+import convoy
+from convoy.observability import Tracing, json_logging, observe
+from convoy.observability._spans import WITHHELD, load_chunks
+from convoy.observability._tracing import SPANS_NAMESPACE
+
+from .test_privacy import engine
+
+NAME = "Zebediah Quarrington"
+
+
+@convoy.tool
+def lookup(customer: str) -> str:
+    """Find a customer's account."""
+    raise ValueError(f"no account for {NAME}")
+
+
+def _script(req: convoy.ModelRequest) -> Any:
+    if req.messages[-1].role == "tool":
+        return {"text": "could not find it"}
+    return {"tool_calls": [{"name": "lookup", "arguments": {"customer": "c-1"}}]}
+
+
+clerk = convoy.Agent(name="clerk", tools=[lookup], model=convoy.SimModel(_script))
+
+
+@convoy.workflow(name="privacy.errors")
+async def ask(ctx: convoy.Context, text: str) -> str:
+    return str(await ctx.run(clerk, text))
+
+
+@convoy.workflow(name="privacy.errors.fail")
+async def fail(ctx: convoy.Context, text: str) -> str:
+    raise convoy.UserError(f"cannot serve {NAME}")
+
+
+async def test_a_subjects_error_messages_stay_out_of_spans_and_logs(tmp_path: Path) -> None:
+    memory = InMemorySpanExporter()
+    log = io.StringIO()
+    handler = json_logging(logging.INFO, stream=log, logger_name="convoy")
+    try:
+        async with engine(tmp_path / "convoy.db", interceptors=observe(
+                Tracing(["store", SimpleSpanProcessor(memory)]), logs=True)) as eng:
+            mine = [await eng.run(ask, "hi", subject="c-1"),
+                    await eng.run(fail, "hi", subject="c-1")]
+            other = [await eng.run(ask, "hi"), await eng.run(fail, "hi")]
+            assert [r.status for r in mine + other] == ["completed", "failed"] * 2
+            stored = {r.id: json.dumps(load_chunks((await eng.store.kv_all(
+                SPANS_NAMESPACE + r.id)).values())) for r in mine + other}
+            # The journal keeps the message (sealed for the subject, opened by the engine).
+            assert any(NAME in str(r.result) for r in await eng.journal(mine[0].id))
+    finally:
+        logging.getLogger("convoy").removeHandler(handler)
+    spans = memory.get_finished_spans()
+    session_of = {s.context.trace_id: (s.attributes or {}).get("convoy.session.id")
+                  for s in spans if (s.attributes or {}).get("convoy.session.id")}
+    exported: dict[str, str] = {}
+    for span in spans:  # every span of a session's trace: status and event attributes
+        sid = str(session_of[span.context.trace_id])
+        exported[sid] = exported.get(sid, "") + json.dumps(
+            [span.status.description, [dict(e.attributes or {}) for e in span.events]])
+    lines = log.getvalue().splitlines()
+    for r in mine:
+        assert NAME not in stored[r.id] and WITHHELD in stored[r.id], stored[r.id]
+    assert set(exported) == {r.id for r in mine + other}
+    assert all(NAME not in exported[r.id] for r in mine), exported
+    assert all(NAME in exported[r.id] for r in other), exported
+    assert NAME not in "".join(line for line in lines
+                               if json.loads(line)["session_id"] in {r.id for r in mine})
+    # Other sessions' spans and logs keep their messages (what the withholding changes).
+    for r in other:
+        assert NAME in stored[r.id], stored[r.id]
+    assert any(NAME in line for line in lines)
+    assert any(WITHHELD in line and json.loads(line).get("error_type") == "ToolError"
+               for line in lines), lines
