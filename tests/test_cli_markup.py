@@ -170,3 +170,23 @@ def test_the_progress_bar_of_a_run_on_a_terminal_shows_the_workflow_name_literal
     assert "\x1b]8;" not in res.stderr
     assert NAME in re.sub(r"\x1b\[[0-9;?]*[a-zA-Z]", "", res.stderr), res.stderr
 
+
+def test_audit_check_names_the_step_of_an_entry_only_if_it_has_one(
+        store: dict[str, str], tmp_path: Path) -> None:
+    """An entry without a step (the start of a session) is checked as ``(session ID)``,
+    not ``step None``; one with a step names it."""
+    entries = [json.loads(line) for line in
+               cli("audit", "list", "--json").stdout.splitlines()]
+    no_step = next(e["index"] for e in entries if e.get("step_key") is None)
+    a_step = next(e for e in entries if e.get("step_key") is not None)
+    for index in (no_step, a_step["index"]):
+        proof = cli("audit", "prove", str(index), "--key", str(tmp_path / "audit.key"))
+        assert proof.code == 0, proof.stderr
+        (tmp_path / "proof.json").write_text(proof.stdout)
+        res = cli("audit", "check", str(tmp_path / "proof.json"))
+        assert res.code == 0, res.stderr
+        assert "None" not in res.stdout and "Traceback" not in res.stdout, res.stdout
+        if index == no_step:
+            assert "step" not in res.stdout, res.stdout
+        else:
+            assert f", step {a_step['step_key']})" in res.stdout, res.stdout
