@@ -14,7 +14,7 @@ from rich.table import Table
 
 from convoy import AuditError, UserError
 from convoy._command import command
-from convoy._text import quoted
+from convoy._text import escaped, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -587,9 +587,11 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     except (AuditError, UserError) as e:  # a file that is no proof is a bad input file
         fail(str(e), USAGE_ERROR if isinstance(e, UserError) or str(e).startswith(
             "not a Convoy inclusion proof") else RUN_FAILURE)
-    typer.echo(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed log of "
-               f"{doc['tree_size']} entries: {event.kind} {event.status} (session "
-               f"{event.session_id}, step {event.step_key})")
+    where = ", ".join(f"{what} {value}" for what, value in (
+        ("session", event.session_id), ("step", event.step_key)) if value is not None)
+    typer.echo(escaped(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed "
+                       f"log of {doc['tree_size']} entries: {event.kind} {event.status}"
+                       + (f" ({where})" if where else "")))
     if public_key is None:
         err.print("note: the signer was not pinned: the proof's own checkpoint names the key "
                   "it was signed with; pass --public-key (the key you trust) to check who "

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import UserError
+from convoy._text import printable
 from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
@@ -237,7 +238,8 @@ def print_report(result: dict[str, Any], n: int) -> None:
     elif status == "completed":
         verdict = Text("steady state held in every phase (not deviated)", style="bold green")
     elif status == "aborted":
-        verdict = Text(f"ABORTED: {result.get('error', '')}", style="bold red")
+        verdict = Text(f"ABORTED: {printable(str(result.get('error', '')))}",
+                       style="bold red")
     elif result["deviated"]:
         verdict = Text("DEVIATED: the steady state did not hold under faults",
                        style="bold red")

@@ -33,6 +33,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from convoy import (
     AuditError,
@@ -50,6 +51,7 @@ from convoy._text import (
     NOT_FINITE,
     TOO_DEEP,
     check_storable,
+    printable,
     quoted,
     short,
     strict_json,
@@ -207,8 +209,22 @@ ImportOption = Annotated[list[str] | None, typer.Option(
          "names) resolve. Repeatable.")]
 
 
+class DataConsole(Console):
+    """A console for what the commands print, which holds data: a state value, a key, an
+    error message, a name (from a model, a tool, a customer). A string it prints (a table
+    cell, a title, a line) is shown as it is: never read as Rich markup (a ``[/]`` in it is
+    no traceback, a ``[bold red]`` or a ``[link=...]`` is not obeyed) nor emoji codes, and
+    what a terminal would obey in it (ESC, a bidi override) is written as an escape
+    (:func:`~convoy._text.printable`). Styles are given as ``style=`` or :class:`Text`
+    spans, never as markup. (A :class:`Text` the commands build is theirs to escape.)"""
+
+    def render_str(self, text: str, **options: Any) -> Text:
+        return super().render_str(printable(text), **{**options, "markup": False,
+                                                      "emoji": False})
+
+
 def _console(*, stderr: bool) -> Console:
-    console = Console(stderr=stderr, highlight=False)
+    console = DataConsole(stderr=stderr, highlight=False, markup=False, emoji=False)
     if not console.is_terminal and "COLUMNS" not in os.environ:
         console.width = 120  # piped or captured: do not squeeze tables into 80 columns
     return console

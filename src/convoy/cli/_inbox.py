@@ -215,11 +215,11 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
     for name, value in (("reason", task.reason), ("context", task.context),
                          ("proposal", task.proposal)):
         if value is not None:
-            p(f"[bold]{name}:[/bold]")
+            p(f"{name}:", style="bold")
             p(json.dumps(value, indent=2) if not isinstance(value, str) else
               printable(value), markup=False)
     if task.history:
-        p("[bold]history:[/bold]")
+        p("history:", style="bold")
         p(json.dumps(task.history, indent=2), markup=False)
     p(f"session {task.session_id}, created {fmt_time(task.created_at)}, deadline "
       f"{_when(task)}" + (f" (then: {task.on_deadline})" if task.deadline else "")
@@ -238,7 +238,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
     if task.is_open and ended is None:
         form = fields(task.answer_schema)
         if form:
-            p("[bold]form:[/bold]" if task.kind == "question" else "[bold]edit form:[/bold]")
+            p("form:" if task.kind == "question" else "edit form:", style="bold")
             for f in form:
                 p(f"  {f.name}: {f.describe}", markup=False)
         how = (f"convoy inbox answer {task.id}" if task.kind == "question" else

@@ -41,7 +41,7 @@ def session_progress(total: int, description: str, *, console: Console | None = 
         with _plain(total, description, console, every_s, clock) as on_done:
             yield on_done
         return
-    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(),
                    MofNCompleteColumn(), TextColumn("[red]{task.fields[failed]} not completed"),
                    TimeElapsedColumn(), TimeRemainingColumn(), console=console,
                    disable=total == 0)
