@@ -626,6 +626,12 @@ def test_escalation_is_answered_with_a_signal() -> None:
     assert "UnknownOutcomeError" in shown.stdout
     assert f"convoy signal {sid} convoy.escalation" in shown.stdout
 
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
+                       '{"action": "complete", "reslt": "manual-1"}'), 2,
+                   "an answer to an escalation has no key 'reslt'")
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
+                       '{"action": "complete"}'), 2, "needs a 'result'")
+    assert session(sid).status == "escalated"
     res = cli("signal", sid, "convoy.escalation", "--payload", '{"action": "retry"}')
     assert res.code == 0, res.stderr
     assert f"answered the escalation of session {sid}: retry" in res.stdout

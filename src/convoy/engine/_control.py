@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._errors import UserError
-from convoy._text import check_name, quoted, storable_json
+from convoy._text import check_name, quoted, short, storable_json
 from convoy.definitions._workflow import registered_workflow
 from convoy.engine._cancel import CancelStatus, cancel, session
 from convoy.engine._escalation import ESCALATION
@@ -105,7 +105,35 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
 
 #: Who decided, for an escalation answered by a signal whose payload names nobody.
 SIGNAL_DECIDER = f"{ESCALATION} signal"
-_INBOX_ACTION = {"retry": "approve", "complete": "edit", "fail": "reject"}
+
+
+#: The keys an answer to an escalation may have besides "action" and "by", by action.
+_ANSWER_KEYS = {"retry": (), "complete": ("result",), "fail": ("reason",)}
+
+
+def _checked_answer(payload: Any) -> str:
+    """The action of an answer to an escalation, or a UserError (one line) if the answer is
+    not one: an unknown action, a key no answer has or not this action's, or a
+    ``complete`` without the ``result`` it records."""
+    action = payload.get("action") if isinstance(payload, dict) else None
+    if action not in _ANSWER_KEYS:
+        raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
+                        f"| 'fail', ...}}, got {short(repr(payload), 200)}")
+    for key in payload:
+        if key in ("action", "by") or key in _ANSWER_KEYS[action]:
+            continue
+        owner = next((a for a, keys in _ANSWER_KEYS.items() if key in keys), None)
+        if owner is not None:
+            raise UserError(f"{key!r} goes with {owner!r}, not {action!r}, in an answer to "
+                            "an escalation")
+        raise UserError(f"an answer to an escalation has no key {short(repr(key), 60)}; "
+                        f"with {action!r} it takes: "
+                        f"{', '.join(('action', *_ANSWER_KEYS[action], 'by'))}")
+    if action == "complete" and "result" not in payload:
+        raise UserError("{'action': 'complete'} needs a 'result': the value the step that "
+                        "escalated returns (a person checked that it took effect, or did it), "
+                        "as in {'action': 'complete', 'result': 'manual-1'}")
+    return str(action)
 
 
 async def _answer_escalation(engine: Engine, row: SessionRow, payload: Any) -> None:
@@ -114,11 +142,7 @@ async def _answer_escalation(engine: Engine, row: SessionRow, payload: Any) -> N
     by ``payload["by"]``, else by :data:`SIGNAL_DECIDER`."""
     if row.status != "escalated":
         raise UserError(f"session {row.id!r} is {row.status}, not escalated")
-    action = payload.get("action") if isinstance(payload, dict) else None
-    if action not in _INBOX_ACTION:
-        raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
-                        f"| 'fail', ...}}, got {payload!r}")
-    assert isinstance(payload, dict)
+    action = _checked_answer(payload)
     by = payload.get("by") or SIGNAL_DECIDER
     inbox, task = Inbox(engine, row.tenant), f"{row.id}:{ESCALATED}"
     if action == "retry":
@@ -240,7 +264,9 @@ class SessionControl:
         ``{"action": "retry"}`` runs the step that escalated again,
         ``{"action": "complete", "result": ...}`` records that step as done with that
         result (a person checked that it took effect), ``{"action": "fail", "reason":
-        ...}`` ends the session as failed. It is a person's decision, made through the
+        ...}`` ends the session as failed; an answer with any other key, or a
+        ``complete`` without ``result``, raises :class:`~convoy.UserError` and changes
+        nothing. It is a person's decision, made through the
         inbox (approve, edit or reject of the task ``SESSION:escalated``) by the payload's
         ``"by"`` (default ``"convoy.escalation signal"``): kept in the task's history, and
         seen by the ``human_decision`` hook (audited, traced).
