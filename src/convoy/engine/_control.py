@@ -183,23 +183,24 @@ async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayR
 
 async def retryable(engine: Engine, tenant: str | None, *, ids: Sequence[str],
                     status: str | Iterable[str] | None, error_type: str | None,
-                    workflow: str | None) -> list[SessionRow]:
+                    workflow: str | None, rerun_escalated: bool) -> list[SessionRow]:
     """The sessions a retry would run (see :func:`~convoy.engine._retry.select_retryable`)."""
     await engine.open()
     return await select_retryable(engine.store, ids=ids, status=status,
                                   error_type=error_type, workflow=workflow, tenant=tenant,
-                                  param="ids")
+                                  param="ids", rerun_escalated=rerun_escalated)
 
 
 async def retry_many(engine: Engine, session_ids: Iterable[str], tenant: str | None, *,
                      on_done: Callable[[SessionResult[Any]], None] | None,
+                     rerun_escalated: bool, by: str | None,
                      param: str = "session_ids") -> list[SessionResult[Any]]:
     """Retry sessions that did not complete, each as a new session of its tenant
     (``param``: how errors name ``session_ids``)."""
     await engine.open()
     rows = await select_retryable(engine.store, ids=list(session_ids), tenant=tenant,
-                                  param=param)
-    return await retry_sessions(engine, rows, on_done=on_done)
+                                  param=param, rerun_escalated=rerun_escalated)
+    return await retry_sessions(engine, rows, on_done=on_done, by=by)
 
 
 def _same_error(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -305,32 +306,45 @@ class SessionControl:
     async def retryable(self, *, ids: Sequence[str] = (),
                         status: str | Iterable[str] | None = None,
                         error_type: str | None = None, workflow: str | None = None,
-                        ) -> list[SessionRow]:
+                        rerun_escalated: bool = False) -> list[SessionRow]:
         """The sessions :meth:`retry_many` would run, oldest first: finished without
         completing (see ``RETRYABLE``), not yet retried, and matching every condition given
-        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``)."""
+        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``). Escalated
+        sessions only with ``rerun_escalated`` (see :meth:`retry`)."""
         engine, tenant = self._scope()
         return await retryable(engine, tenant, ids=ids, status=status,
-                               error_type=error_type, workflow=workflow)
+                               error_type=error_type, workflow=workflow,
+                               rerun_escalated=rerun_escalated)
 
-    async def retry(self, session_id: str) -> SessionResult[Any]:
+    async def retry(self, session_id: str, *, rerun_escalated: bool = False,
+                    by: str | None = None) -> SessionResult[Any]:
         """Run a session that finished without completing again, as a new session
         ``<id>.r1`` (a retry of ``x.r1`` is ``x.r2``) with ``parent=<id>``, the same input,
         tenant and headers, an empty journal, on the engine's current workflow code and
         version. The old session and its journal are kept. Raises
         :class:`~convoy.UserError` for a session that is unknown, unfinished, completed or
-        already retried."""
+        already retried.
+
+        An escalated session waits for a person to check whether the step that escalated
+        took effect and answer (:meth:`signal` with ``ESCALATION``): a retry would run that
+        step again, so it is refused unless ``rerun_escalated=True``. Then its escalation
+        is closed first (answered ``fail`` by ``by``, default ``"engine OWNER"``: the
+        session ends ``failed``, saying which retry took over), so no later answer runs
+        the step once more."""
         engine, tenant = self._scope()
         return (await retry_many(engine, [session_id], tenant, on_done=None,
+                                 rerun_escalated=rerun_escalated, by=by,
                                  param="session_id"))[0]
 
     async def retry_many(self, session_ids: Iterable[str], *,
                          on_done: Callable[[SessionResult[Any]], None] | None = None,
+                         rerun_escalated: bool = False, by: str | None = None,
                          ) -> list[SessionResult[Any]]:
         """:meth:`retry` for many sessions, ``concurrency`` at once, results in order. The
         retries are created durably before any runs (``resume`` finishes them)."""
         engine, tenant = self._scope()
-        return await retry_many(engine, session_ids, tenant, on_done=on_done)
+        return await retry_many(engine, session_ids, tenant, on_done=on_done,
+                                rerun_escalated=rerun_escalated, by=by)
 
     def _at(self, session_id: str) -> tuple[Engine, str, str | None]:
         engine, tenant = self._scope()
