@@ -175,7 +175,8 @@ async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayR
         return ReplayResult(id=row.id, matches=True, status=row.status,
                             recorded_status=row.status, output=None,
                             recorded_output=row.output, steps=res.steps,
-                            error=row.error_record, recorded_error=row.error_record)
+                            error=row.error_record, recorded_error=row.error_record,
+                            stopped_at=executor.stopped_at)
     return ReplayResult(id=row.id, matches=matches, status=res.status,
                         recorded_status=row.status, output=out, recorded_output=row.output,
                         steps=res.steps, error=res.error, recorded_error=row.error_record)

@@ -841,6 +841,8 @@ class Engine(SessionControl, SubjectRights):
         executor = JournaledExecutor(self.store, sid, owner, journal=journal,
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
+        if replay_only and row is not None:
+            executor.ended = row.finished
         headers = row.header_map if row is not None else \
             dict(new.headers) if new is not None and new.headers else {}
         state = SessionState(self.runtime, sid, tenant, wf.name, executor=executor,
