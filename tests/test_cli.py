@@ -626,6 +626,12 @@ def test_escalation_is_answered_with_a_signal() -> None:
     assert "UnknownOutcomeError" in shown.stdout
     assert f"convoy signal {sid} convoy.escalation" in shown.stdout
 
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
+                       '{"action": "complete", "reslt": "manual-1"}'), 2,
+                   "an answer to an escalation has no key 'reslt'")
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
+                       '{"action": "complete"}'), 2, "needs a 'result'")
+    assert session(sid).status == "escalated"
     res = cli("signal", sid, "convoy.escalation", "--payload", '{"action": "retry"}')
     assert res.code == 0, res.stderr
     assert f"answered the escalation of session {sid}: retry" in res.stdout
@@ -826,6 +832,22 @@ def test_replay_matches() -> None:
     res = cli("replay", failed_id)
     assert res.code == 0, res.stderr
     assert "same result (failed" in res.stdout
+
+
+@pytest.mark.parametrize(("flow", "line"), [("cli_flows:nap", "3600"),
+                                             ("cli_flows:approval", '"refund"')])
+def test_replay_of_a_cancelled_session_is_the_same_result(flow: str, line: str) -> None:
+    """Cancelled during a one-hour sleep or a wait for a signal that never came: replay
+    reproduces it up to there (no timer fired, no signal made up) and says so."""
+    Path("in.jsonl").write_text(line + "\n")
+    assert cli("run", flow, "-i", "in.jsonl").code == 0
+    (sid,) = session_ids()
+    assert session(sid).status == "waiting"
+    assert cli("cancel", sid).code == 0
+    res = cli("replay", sid)
+    assert res.code == 0, res.stdout + res.stderr
+    assert (f"session {sid}: same result (cancelled, replayed up to step 0, where it was "
+            "cancelled") in res.stdout
 
 
 def test_replay_detects_divergence() -> None:

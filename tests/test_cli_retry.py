@@ -135,3 +135,38 @@ def test_a_workflow_not_loaded_here_names_the_commands_own_import() -> None:
     res = cli("replay", flaky)  # (not a retry, but the same hint, for its own command)
     one_line_error(res, 2, f"cannot replay session {flaky!r} of workflow 'desk.gone'")
     assert "convoy replay --import MODULE" in res.stderr and "convoy resume" not in res.stderr
+
+
+def test_an_escalated_session_is_answered_not_retried() -> None:
+    """An unknown outcome: nobody knows whether the charge went through. 'sessions show'
+    says to check and answer; 'retry' refuses unless told, and a retry told to go ahead
+    closes the escalation so that no answer charges a third time."""
+    run_ok(lines=['"o-1"'], flow="cli_flows:charge")
+    (sid,) = session_ids()
+    tamper("UPDATE sessions SET status='pending', output=NULL WHERE id=?", sid)
+    tamper("UPDATE journal SET status='started', result=NULL WHERE session_id=?", sid)
+    assert summary(cli("resume").stdout, "escalated") == "1"
+
+    shown = cli("sessions", "show", sid).stdout
+    assert "convoy retry" not in shown
+    assert "check whether the step that escalated took effect" in shown
+    assert f"convoy inbox approve|reject {sid}:escalated" in shown
+
+    one_line_error(cli("retry", sid), 2,
+                   f"session {sid!r} is escalated and its escalation is open "
+                   "(UnknownOutcomeError)")
+    assert "pass --rerun-escalated to retry it anyway" in cli("retry", sid).stderr
+    one_line_error(cli("retry", "--status", "escalated"), 2, "pass --rerun-escalated")
+    nothing = cli("retry", "--workflow", "cli_flows:charge")
+    assert nothing.code == 0 and "nothing to retry" in nothing.stdout
+    assert session(sid).status == "escalated" and session_ids() == [sid]
+
+    res = cli("retry", sid, "--rerun-escalated", "--by", "ann")
+    assert res.code == 0, res.stderr
+    assert summary(res.stdout, "completed") == "1"
+    old = session(sid)
+    assert old.status == "failed" and old.error_record is not None
+    assert f"retried as '{sid}.r1'" in old.error_record["message"]
+    assert "ann" in cli("inbox", "show", f"{sid}:escalated").stdout  # who closed it
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload", '{"action": "retry"}'),
+                   2, "is failed, not escalated")

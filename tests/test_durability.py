@@ -228,6 +228,38 @@ async def test_an_escalation_answered_fail_ends_the_session(engine_factory: Any,
         assert row.error_record is not None and row.error_record["message"] == "refunded"
 
 
+@pytest.mark.parametrize(("answer", "message"), [
+    ({"action": "complete"},
+     "{'action': 'complete'} needs a 'result': the value the step that escalated returns"),
+    ({"action": "complete", "reslt": "manual-1"},
+     "an answer to an escalation has no key 'reslt'"),
+    ({"action": "retry", "result": 1}, "'result' goes with 'complete', not 'retry'"),
+    ({"action": "fail", "reason": "x", "comment": "y"},
+     "an answer to an escalation has no key 'comment'"),
+])
+async def test_an_escalation_answer_that_is_incomplete_or_misspelt_is_refused(
+        engine_factory: Any, db: Path, answer: dict[str, Any], message: str) -> None:
+    """Refused when it is given, in one line, with the session still escalated: not
+    accepted and failed later with an invalid output."""
+    log: list[str] = []
+    wf = _tool_flow(_write_tool(log, crash_after=True))
+    await crash(engine_factory(), wf, "t")
+    async with later_engine(db, workflows=[wf]) as eng2:
+        await eng2.resume()
+        with pytest.raises(convoy.UserError) as caught:
+            await eng2.signal("s1", convoy.ESCALATION, answer)
+        assert message in str(caught.value) and "\n" not in str(caught.value)
+        row = await eng2.store.get_session("s1")
+        assert row is not None and row.status == "escalated"
+        [open_task] = await eng2.inbox.tasks()
+        assert open_task.status == "open"
+        # what it should have been is still accepted
+        await eng2.signal("s1", convoy.ESCALATION,
+                          {"action": "complete", "result": "charged 5", "by": "ann"})
+        [done] = await eng2.resume()
+        assert done.ok and len(log) == 1
+
+
 async def test_idempotent_write_tool_is_retried_with_the_same_key(engine_factory: Any,
                                                                   db: Path) -> None:
     log: list[str] = []

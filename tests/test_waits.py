@@ -416,3 +416,65 @@ async def test_serve_until_idle_says_which_timers_it_waits_for(db: str | Path) -
         clock.advance(3600)
         await asyncio.wait_for(server, 30)
         assert await eng.store.counts() == {"completed": 2}
+
+
+CHANGED = {"on": False}
+
+
+@convoy.workflow(name="replay_cancelled")
+async def _sleeps_then_waits(ctx: convoy.Context, first: float) -> str:
+    if CHANGED["on"]:  # the code changed since: it no longer sleeps or waits
+        return "no wait"
+    await ctx.sleep(first)
+    ok = await ctx.wait_for("approve", bool)
+    await ctx.sleep(3600)
+    return f"approved: {ok}"
+
+
+@pytest.mark.parametrize(("first", "advance", "stopped_at"), [
+    (3600, 0, "0"),    # cancelled during an un-fired one-hour sleep
+    (10, 11, "1"),     # the sleep fired; cancelled while waiting for a signal never sent
+])
+async def test_a_cancelled_session_replays_up_to_where_it_was_cancelled(
+        db: str | Path, first: float, advance: float, stopped_at: str) -> None:
+    """Replay reproduces the session up to where it stopped: the same result, said so. It
+    never fires a timer that had not fired, nor delivers a signal the journal does not
+    hold."""
+    clock = FakeClock()
+    CHANGED["on"] = False
+    async with _engine(db, clock) as eng:
+        assert (await eng.run(_sleeps_then_waits, first, session_id="c")).status == "waiting"
+        if advance:
+            clock.advance(advance)
+            assert [r.status for r in await eng.resume()] == ["waiting"]
+        await eng.cancel("c", by="ops")
+        rr = await eng.replay("c")
+        assert rr.matches and rr.status == rr.recorded_status == "cancelled"
+        assert rr.stopped_at == stopped_at and rr.output is None
+        clock.advance(7200)  # replayed long after: still not fired
+        assert (await eng.replay("c")).stopped_at == stopped_at
+        try:
+            CHANGED["on"] = True  # code that no longer reaches that point: diverged
+            changed = await eng.replay("c")
+            assert not changed.matches and changed.stopped_at is None
+            assert changed.error is not None
+            assert changed.error["type"] == "NonDeterminismError"  # the journal's leftovers
+        finally:
+            CHANGED["on"] = False
+
+
+async def test_a_completed_session_s_timers_and_signals_replay_as_they_fired(
+        db: str | Path) -> None:
+    clock = FakeClock()
+    CHANGED["on"] = False
+    async with _engine(db, clock) as eng:
+        assert (await eng.run(_sleeps_then_waits, 10, session_id="d")).status == "waiting"
+        clock.advance(11)
+        await eng.resume()
+        await eng.signal("d", "approve", True)
+        await eng.resume()
+        clock.advance(3601)
+        [res] = await eng.resume()
+        assert res.ok
+        rr = await eng.replay("d")
+        assert rr.matches and rr.status == "completed" and rr.stopped_at is None

@@ -3,8 +3,10 @@ cannot load, and read which one it was."""
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,3 +75,48 @@ def test_a_module_whose_own_code_fails_is_a_plain_user_error(
     assert str(caught.value) == ("importing module 'wnf_boom_flows' for workflow "
                                  "'wnf_boom_flows:flow' failed: RuntimeError: boom")
     assert not isinstance(caught.value, convoy.WorkflowNotFound)
+
+
+async def _undecorated(ctx: convoy.Context, x: int) -> int:
+    return x
+
+
+@pytest.mark.parametrize("call", [
+    "run", "run_many", "register", "workflows", "tenant.run", "tenant.run_many", "run_sync",
+])
+async def test_every_engine_entry_point_refuses_an_undecorated_function(
+        call: str, db: Path) -> None:
+    """The mistake the CLI names (a function, not a workflow) is named the same way by the
+    Python API, before anything runs, instead of an AttributeError."""
+    engine = convoy.Engine(db) if call != "workflows" else None
+    with pytest.raises(convoy.UserError) as caught:
+        if call == "workflows":
+            convoy.Engine(db, workflows=[_undecorated])  # type: ignore[list-item]
+        elif call == "register":
+            assert engine is not None
+            engine.register(_undecorated)  # type: ignore[arg-type]
+        elif call == "run_sync":
+            assert engine is not None
+            await asyncio.to_thread(engine.run_sync, _undecorated, 1)  # type: ignore[arg-type]
+        else:
+            assert engine is not None
+            target: Any = engine.tenant("acme") if call.startswith("tenant.") else engine
+            method = getattr(target, call.rsplit(".", 1)[-1])
+            await method(_undecorated, [1] if call.endswith("run_many") else 1)
+    assert str(caught.value) == ("'_undecorated' is a function, not a workflow; decorate it "
+                                 "with @convoy.workflow")
+    if engine is not None:
+        await engine.aclose()
+        assert await _no_sessions(db)
+
+
+async def _no_sessions(db: Path) -> bool:
+    async with convoy.Engine(db) as engine:
+        return await engine.sessions() == []
+
+
+def test_a_chaos_experiment_refuses_an_undecorated_function(tmp_path: Path) -> None:
+    from convoy.chaos import run_experiment
+
+    with pytest.raises(convoy.UserError, match="'_undecorated' is a function, not a workflow"):
+        run_experiment(_undecorated, [1], db_dir=tmp_path)  # type: ignore[arg-type]

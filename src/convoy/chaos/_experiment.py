@@ -26,7 +26,7 @@ from convoy.chaos._faults import FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
 from convoy.chaos._process import KillPoint, kill_after, resume
-from convoy.definitions._workflow import Workflow, load_workflow
+from convoy.definitions._workflow import Workflow, check_workflow, load_workflow
 from convoy.engine._tenancy import check_tenant
 
 Event = Callable[[str], None]
@@ -127,7 +127,7 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
     Raises:
         UserError: bad arguments (nothing has run yet).
     """
-    wf = load_workflow(workflow) if isinstance(workflow, str) else workflow
+    wf = load_workflow(workflow) if isinstance(workflow, str) else check_workflow(workflow)
     spec = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
     hyp = hypothesis or Hypothesis()
     if not inputs:

@@ -482,13 +482,14 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         kind = error_kind_of(rec)
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
-    if row.status in RETRYABLE and retried_as is None:
+    if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
         console.print(f"run it again as a new session: {cmd(f'retry {sid}', quote=False)}",
                       markup=False, soft_wrap=True)
     task = _task_waited_for(row)
     worker, resume = cmd("worker"), cmd("resume")
     if row.status == "escalated":
-        console.print(f"answer it: {cmd(f'inbox approve|reject {sid}:escalated', quote=False)}",
+        console.print("check whether the step that escalated took effect, then "
+                      f"answer it: {cmd(f'inbox approve|reject {sid}:escalated', quote=False)}",
                       markup=False, soft_wrap=True)
         console.print(f"        or {cmd(f'signal {sid} convoy.escalation', quote=False)} "
                       """--payload '{"action": "retry"}' (or "complete" with a "result", or """

@@ -43,7 +43,9 @@ def replay(
 
     No model and no tool is called: every step comes from the journal, so this checks that
     the current workflow code still reaches the recorded result (e.g. after a code change).
-    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1). Workflows
+    Prints "same result" (exit 0) or "DIVERGED" with both results (exit 1). A cancelled
+    session replays up to where it was cancelled (no timer fired, no signal made up), and
+    reaching that point is the same result. Workflows
     with explicit names need '--import MODULE'. Only sessions of the tenant --tenant names
     (default: 'default'), or of every tenant with --all-tenants.
 
@@ -55,9 +57,11 @@ def replay(
     engine = build_engine(db, read_only=True)
     rr = run_async(_replay(engine, scope, session_id, db))
     if rr.matches:
+        upto = "" if rr.stopped_at is None else \
+            f"replayed up to step {rr.stopped_at}, where it was {_stopped(rr.status)}; "
         out.print(Text.assemble(f"session {rr.id}: ", ("same result", "bold green"),
-                                f" ({rr.status}, {plural(rr.steps, 'step')} replayed from "
-                                "the journal)"))
+                                f" ({rr.status}, {upto}{plural(rr.steps, 'step')} replayed "
+                                "from the journal)"))
         return
     out.print(Text.assemble(f"session {rr.id}: ", ("DIVERGED", "bold red"),
                             f" ({plural(rr.steps, 'step')} replayed)"))
@@ -90,3 +94,8 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
                           f"{row.workflow}; the code is now version {wf.version!r}",
                           markup=False, style="yellow")
         return await view.replay(session_id)
+
+
+def _stopped(status: str) -> str:
+    """How a session that replays up to where it stopped was stopped."""
+    return "cancelled" if status == "cancelled" else "stopped by its limit"

@@ -34,6 +34,7 @@ from convoy.cli._common import (
     tenant_scope,
     workflow_names,
 )
+from convoy.cli._deciders import ByOption, who_decides
 from convoy.cli._loading import unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -67,6 +68,13 @@ def retry(
     ] = False,
     strict: Annotated[bool, typer.Option(
         "--strict", help="Exit 1 unless every retry completed.")] = False,
+    rerun_escalated: Annotated[bool, typer.Option(
+        "--rerun-escalated", help="Also retry escalated sessions. An escalated session "
+        "waits for a person to check whether the step that escalated took effect (a payment, "
+        "an email) and answer it; its retry runs that step again. The escalation is closed "
+        "first (answered 'fail' by --by), so no later answer runs the step once more.")
+    ] = False,
+    by: ByOption = None,
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
     db: DbOption = DEFAULT_DB,
@@ -75,8 +83,9 @@ def retry(
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
-    """Run finished sessions that did not complete (failed, escalated, budget_exhausted,
-    loop_detected, limit_exceeded, cancelled) again, each as a new session.
+    """Run finished sessions that did not complete (failed, budget_exhausted,
+    loop_detected, limit_exceeded, cancelled; escalated only with --rerun-escalated) again,
+    each as a new session.
 
     A retry of session X is a new session X.r1 (a retry of X.r1 is X.r2) with X's input,
     tenant and headers, linked to X ('convoy sessions show' prints the lineage both ways);
@@ -103,7 +112,8 @@ def retry(
     import_modules(imports)
     require_convoy_store(db, nothing="retry")
     rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow,
-                             write=not dry_run))
+                             write=not dry_run, rerun_escalated=rerun_escalated))
+    who = who_decides(by) if any(r.status == "escalated" for r in rows) else None
     if not rows:
         out.print("nothing to retry: no session that finished without completing matches "
                   "(sessions already retried are not selected again)", markup=False)
@@ -125,7 +135,7 @@ def retry(
         return
     engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
     try:
-        stats = run_async(_retry(engine, scope, rows))
+        stats = run_async(_retry(engine, scope, rows, who))
     except KeyboardInterrupt:
         err.print("interrupted: the retries already created are saved; "
                   f"{scope.command('resume', db)} finishes them", markup=False, soft_wrap=True)
@@ -139,7 +149,7 @@ def retry(
 
 async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | None,
                   error_type: str | None, workflow: str | None, *,
-                  write: bool) -> list[SessionRow]:
+                  write: bool, rerun_escalated: bool) -> list[SessionRow]:
     """The sessions to retry, from the store opened to ``write`` the retries next (then
     migrated as the engine would), or read-only for a dry run (nothing written)."""
     async with open_store(db, write=write) as store:
@@ -149,15 +159,19 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
                 fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
                      f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
         return await select_retryable(store, ids=ids, status=status, error_type=error_type,
-                                      workflow=workflow, tenant=scope.tenant)
+                                      workflow=workflow, tenant=scope.tenant,
+                                      rerun_escalated=rerun_escalated,
+                                      flag="--rerun-escalated")
 
 
-async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow]) -> RunStats:
+async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow],
+                 by: str | None) -> RunStats:
     stats = RunStats()
     async with engine:
         with session_progress(len(rows), "retrying") as on_done:
-            results = await scope.view(engine).retry_many([r.id for r in rows],
-                                                          on_done=on_done)
+            results = await scope.view(engine).retry_many(
+                [r.id for r in rows], on_done=on_done, by=by,
+                rerun_escalated=any(r.status == "escalated" for r in rows))
         for res in results:
             stats.add(res)
             stats.outcomes[res.status] += 1

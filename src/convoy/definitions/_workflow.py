@@ -192,9 +192,21 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
                 f"module {quoted(module_name)} has no attribute {quoted(attr)}; workflows it "
                 f"defines: {', '.join(f'{module_name}:{n}' for n in flows) or '(none)'}", ref)
         obj = getattr(obj, part)
-    if not isinstance(obj, Workflow):
-        kind = type(obj).__name__
-        article = "an" if kind[:1].lower() in "aeiou" else "a"
-        raise UserError(f"{quoted(ref, 120)} is {article} {kind}, not a workflow; decorate it "
-                        "with @convoy.workflow")
-    return obj
+    return check_workflow(obj, ref)
+
+
+def check_workflow(obj: Any, ref: str | None = None) -> Workflow[Any, Any]:
+    """``obj`` if it is a workflow, else a UserError naming it (as ``ref``, or by its own
+    name) and what it is: a function someone forgot to decorate, most of the time."""
+    if isinstance(obj, Workflow):
+        return obj
+    if ref is None:
+        name = getattr(obj, "__qualname__", None)
+        ref = name if isinstance(name, str) else short(repr(obj), 120)
+    kind = type(obj).__name__
+    article = "an" if kind[:1].lower() in "aeiou" else "a"
+    if isinstance(obj, str):
+        raise UserError(f"{quoted(ref, 120)} is a name, not a workflow; load the workflow "
+                        f"it names with convoy.load_workflow({quoted(ref, 120)})")
+    raise UserError(f"{quoted(ref, 120)} is {article} {kind}, not a workflow; decorate it "
+                    "with @convoy.workflow")

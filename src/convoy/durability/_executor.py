@@ -26,7 +26,7 @@ import warnings
 from collections.abc import Awaitable, Callable, Iterable
 from datetime import UTC, datetime
 from hashlib import blake2b
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypeVar
 
 from pydantic import ValidationError
 from pydantic_core import from_json, to_json
@@ -158,9 +158,9 @@ class JournaledExecutor:
         clock: the wall clock.
     """
 
-    __slots__ = ("_journal", "_last_at", "_recorded", "clock", "exhausted", "failed_key",
-                 "fingerprint_key", "on_nondeterminism", "owner", "park_after", "replay_only",
-                 "session_id", "store", "tap")
+    __slots__ = ("_journal", "_last_at", "_recorded", "clock", "ended", "exhausted",
+                 "failed_key", "fingerprint_key", "on_nondeterminism", "owner", "park_after",
+                 "replay_only", "session_id", "stopped_at", "store", "tap")
 
     def __init__(self, store: Store, session_id: str, owner: str | None, *,
                  journal: dict[str, StepRecord] | None, replay_only: bool = False,
@@ -183,6 +183,11 @@ class JournaledExecutor:
         self.clock = clock
         self.on_nondeterminism = on_nondeterminism
         self.exhausted = False  # replay asked for a step past the end of the journal
+        #: Replay: the step where it reached the end of what the recorded run did (a step
+        #: the journal does not hold, a wait no signal ended, a timer that had not fired).
+        self.stopped_at: str | None = None
+        #: Replay: when the recorded run ended (a timer due later had not fired).
+        self.ended: float | None = None
         self.failed_key: str | None = None  # the step whose error ended the session
         #: Called with each record once it is written (the session hooks'
         #: ``journal_taps``), ``None`` for none.
@@ -219,14 +224,21 @@ class JournaledExecutor:
             return
         raise NonDeterminismError(message, key=key)
 
+    def _replay_ends(self, key: str, what: str) -> NoReturn:
+        """Replay reached step ``key``, which the recorded run did not finish (``what``
+        says how); if nothing was recorded after it, that is where the recorded run
+        stopped (:attr:`stopped_at`). Never fired, never delivered: replay stops here."""
+        if self._journal is None:
+            self.exhausted = True
+            if self.stopped_at is None:
+                self.stopped_at = key
+        raise NonDeterminismError(f"replay of session {self.session_id!r}: {what}", key=key)
+
     def _take(self, key: str, kind: str, target: str) -> StepRecord | None:
         journal = self._journal
         if journal is None:
             if self.replay_only:
-                self.exhausted = True
-                raise NonDeterminismError(
-                    f"replay of session {self.session_id!r}: step {key} ({kind} {target!r}) "
-                    "is not in the journal", key=key)
+                self._replay_ends(key, f"step {key} ({kind} {target!r}) is not in the journal")
             return None
         rec = journal.pop(key, None)
         if not journal:
@@ -379,6 +391,8 @@ class JournaledExecutor:
         clock = self.clock
         wake_at = float(await self._value(key, "timer", lambda: clock() + seconds))
         if self.replay_only:
+            if self.ended is not None and wake_at > self.ended:
+                self._replay_ends(key, f"timer {key} had not fired when the session ended")
             return
         delay = wake_at - clock()
         if delay <= 0:
@@ -405,9 +419,7 @@ class JournaledExecutor:
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
                                          result=encode_json({"deadline": deadline})))
         if self.replay_only:
-            raise NonDeterminismError(
-                f"replay of session {self.session_id!r}: wait {key} for {name!r} never "
-                "completed", key=key)
+            self._replay_ends(key, f"wait {key} for {name!r} never completed")
         while True:
             try:
                 signal = await self.store.next_signal(self.session_id, name)

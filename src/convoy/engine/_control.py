@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from convoy._errors import UserError
-from convoy._text import check_name, quoted, storable_json
+from convoy._text import check_name, quoted, short, storable_json
 from convoy.definitions._workflow import registered_workflow
 from convoy.engine._cancel import CancelStatus, cancel, session
 from convoy.engine._escalation import ESCALATION
@@ -105,7 +105,35 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
 
 #: Who decided, for an escalation answered by a signal whose payload names nobody.
 SIGNAL_DECIDER = f"{ESCALATION} signal"
-_INBOX_ACTION = {"retry": "approve", "complete": "edit", "fail": "reject"}
+
+
+#: The keys an answer to an escalation may have besides "action" and "by", by action.
+_ANSWER_KEYS = {"retry": (), "complete": ("result",), "fail": ("reason",)}
+
+
+def _checked_answer(payload: Any) -> str:
+    """The action of an answer to an escalation, or a UserError (one line) if the answer is
+    not one: an unknown action, a key no answer has or not this action's, or a
+    ``complete`` without the ``result`` it records."""
+    action = payload.get("action") if isinstance(payload, dict) else None
+    if action not in _ANSWER_KEYS:
+        raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
+                        f"| 'fail', ...}}, got {short(repr(payload), 200)}")
+    for key in payload:
+        if key in ("action", "by") or key in _ANSWER_KEYS[action]:
+            continue
+        owner = next((a for a, keys in _ANSWER_KEYS.items() if key in keys), None)
+        if owner is not None:
+            raise UserError(f"{key!r} goes with {owner!r}, not {action!r}, in an answer to "
+                            "an escalation")
+        raise UserError(f"an answer to an escalation has no key {short(repr(key), 60)}; "
+                        f"with {action!r} it takes: "
+                        f"{', '.join(('action', *_ANSWER_KEYS[action], 'by'))}")
+    if action == "complete" and "result" not in payload:
+        raise UserError("{'action': 'complete'} needs a 'result': the value the step that "
+                        "escalated returns (a person checked that it took effect, or did it), "
+                        "as in {'action': 'complete', 'result': 'manual-1'}")
+    return str(action)
 
 
 async def _answer_escalation(engine: Engine, row: SessionRow, payload: Any) -> None:
@@ -114,11 +142,7 @@ async def _answer_escalation(engine: Engine, row: SessionRow, payload: Any) -> N
     by ``payload["by"]``, else by :data:`SIGNAL_DECIDER`."""
     if row.status != "escalated":
         raise UserError(f"session {row.id!r} is {row.status}, not escalated")
-    action = payload.get("action") if isinstance(payload, dict) else None
-    if action not in _INBOX_ACTION:
-        raise UserError(f"an answer to an escalation is {{'action': 'retry' | 'complete' "
-                        f"| 'fail', ...}}, got {payload!r}")
-    assert isinstance(payload, dict)
+    action = _checked_answer(payload)
     by = payload.get("by") or SIGNAL_DECIDER
     inbox, task = Inbox(engine, row.tenant), f"{row.id}:{ESCALATED}"
     if action == "retry":
@@ -151,7 +175,8 @@ async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayR
         return ReplayResult(id=row.id, matches=True, status=row.status,
                             recorded_status=row.status, output=None,
                             recorded_output=row.output, steps=res.steps,
-                            error=row.error_record, recorded_error=row.error_record)
+                            error=row.error_record, recorded_error=row.error_record,
+                            stopped_at=executor.stopped_at)
     return ReplayResult(id=row.id, matches=matches, status=res.status,
                         recorded_status=row.status, output=out, recorded_output=row.output,
                         steps=res.steps, error=res.error, recorded_error=row.error_record)
@@ -159,23 +184,24 @@ async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayR
 
 async def retryable(engine: Engine, tenant: str | None, *, ids: Sequence[str],
                     status: str | Iterable[str] | None, error_type: str | None,
-                    workflow: str | None) -> list[SessionRow]:
+                    workflow: str | None, rerun_escalated: bool) -> list[SessionRow]:
     """The sessions a retry would run (see :func:`~convoy.engine._retry.select_retryable`)."""
     await engine.open()
     return await select_retryable(engine.store, ids=ids, status=status,
                                   error_type=error_type, workflow=workflow, tenant=tenant,
-                                  param="ids")
+                                  param="ids", rerun_escalated=rerun_escalated)
 
 
 async def retry_many(engine: Engine, session_ids: Iterable[str], tenant: str | None, *,
                      on_done: Callable[[SessionResult[Any]], None] | None,
+                     rerun_escalated: bool, by: str | None,
                      param: str = "session_ids") -> list[SessionResult[Any]]:
     """Retry sessions that did not complete, each as a new session of its tenant
     (``param``: how errors name ``session_ids``)."""
     await engine.open()
     rows = await select_retryable(engine.store, ids=list(session_ids), tenant=tenant,
-                                  param=param)
-    return await retry_sessions(engine, rows, on_done=on_done)
+                                  param=param, rerun_escalated=rerun_escalated)
+    return await retry_sessions(engine, rows, on_done=on_done, by=by)
 
 
 def _same_error(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
@@ -240,7 +266,9 @@ class SessionControl:
         ``{"action": "retry"}`` runs the step that escalated again,
         ``{"action": "complete", "result": ...}`` records that step as done with that
         result (a person checked that it took effect), ``{"action": "fail", "reason":
-        ...}`` ends the session as failed. It is a person's decision, made through the
+        ...}`` ends the session as failed; an answer with any other key, or a
+        ``complete`` without ``result``, raises :class:`~convoy.UserError` and changes
+        nothing. It is a person's decision, made through the
         inbox (approve, edit or reject of the task ``SESSION:escalated``) by the payload's
         ``"by"`` (default ``"convoy.escalation signal"``): kept in the task's history, and
         seen by the ``human_decision`` hook (audited, traced).
@@ -279,32 +307,45 @@ class SessionControl:
     async def retryable(self, *, ids: Sequence[str] = (),
                         status: str | Iterable[str] | None = None,
                         error_type: str | None = None, workflow: str | None = None,
-                        ) -> list[SessionRow]:
+                        rerun_escalated: bool = False) -> list[SessionRow]:
         """The sessions :meth:`retry_many` would run, oldest first: finished without
         completing (see ``RETRYABLE``), not yet retried, and matching every condition given
-        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``)."""
+        (``error_type`` is the error record's type, e.g. ``"ConnectionError"``). Escalated
+        sessions only with ``rerun_escalated`` (see :meth:`retry`)."""
         engine, tenant = self._scope()
         return await retryable(engine, tenant, ids=ids, status=status,
-                               error_type=error_type, workflow=workflow)
+                               error_type=error_type, workflow=workflow,
+                               rerun_escalated=rerun_escalated)
 
-    async def retry(self, session_id: str) -> SessionResult[Any]:
+    async def retry(self, session_id: str, *, rerun_escalated: bool = False,
+                    by: str | None = None) -> SessionResult[Any]:
         """Run a session that finished without completing again, as a new session
         ``<id>.r1`` (a retry of ``x.r1`` is ``x.r2``) with ``parent=<id>``, the same input,
         tenant and headers, an empty journal, on the engine's current workflow code and
         version. The old session and its journal are kept. Raises
         :class:`~convoy.UserError` for a session that is unknown, unfinished, completed or
-        already retried."""
+        already retried.
+
+        An escalated session waits for a person to check whether the step that escalated
+        took effect and answer (:meth:`signal` with ``ESCALATION``): a retry would run that
+        step again, so it is refused unless ``rerun_escalated=True``. Then its escalation
+        is closed first (answered ``fail`` by ``by``, default ``"engine OWNER"``: the
+        session ends ``failed``, saying which retry took over), so no later answer runs
+        the step once more."""
         engine, tenant = self._scope()
         return (await retry_many(engine, [session_id], tenant, on_done=None,
+                                 rerun_escalated=rerun_escalated, by=by,
                                  param="session_id"))[0]
 
     async def retry_many(self, session_ids: Iterable[str], *,
                          on_done: Callable[[SessionResult[Any]], None] | None = None,
+                         rerun_escalated: bool = False, by: str | None = None,
                          ) -> list[SessionResult[Any]]:
         """:meth:`retry` for many sessions, ``concurrency`` at once, results in order. The
         retries are created durably before any runs (``resume`` finishes them)."""
         engine, tenant = self._scope()
-        return await retry_many(engine, session_ids, tenant, on_done=on_done)
+        return await retry_many(engine, session_ids, tenant, on_done=on_done,
+                                rerun_escalated=rerun_escalated, by=by)
 
     def _at(self, session_id: str) -> tuple[Engine, str, str | None]:
         engine, tenant = self._scope()

@@ -45,6 +45,7 @@ from convoy._text import readable_validation_error, storable_json
 from convoy.cost._pricing import PriceTable
 from convoy.definitions._workflow import (
     Workflow,
+    check_workflow,
     load_workflow,
     registered_workflow,
     script_workflow,
@@ -213,7 +214,8 @@ class Engine(SessionControl, SubjectRights):
         self.park_after = park_after
         self.on_nondeterminism: OnNonDeterminism = on_nondeterminism
         self.owner = new_owner()
-        self._workflows: dict[str, Workflow[Any, Any]] = {w.name: w for w in workflows}
+        self._workflows: dict[str, Workflow[Any, Any]] = {
+            w.name: w for w in map(check_workflow, workflows)}
         self._slots: asyncio.Semaphore | None = None
         self._wake: asyncio.Event | None = None
         self._renewer: asyncio.Task[None] | None = None
@@ -320,7 +322,7 @@ class Engine(SessionControl, SubjectRights):
     def register(self, wf: Workflow[Any, Any]) -> None:
         """Make ``wf`` resumable by this engine under its name (:meth:`run` registers the
         workflow it runs)."""
-        self._workflows[wf.name] = wf
+        self._workflows[check_workflow(wf).name] = wf
 
     def workflow_named(self, name: str) -> Workflow[Any, Any]:
         """The workflow registered (or decorated in an imported module) under ``name``, or
@@ -395,11 +397,11 @@ class Engine(SessionControl, SubjectRights):
         about: its input, output, step results and state writes are sealed under the
         subject's key, and :meth:`erase` removes them (see docs/how-to/privacy.md).
         """
+        self.register(wf)
         check_tenant(tenant)
         if session_id is not None:
             check_session_id(session_id, hint=" (or none: session_id=None makes one up)")
         await self.open()
-        self.register(wf)
         value = _validate_input(wf, input)
         await self._subject_key(tenant, subject)
         if session_id is None:
@@ -463,11 +465,11 @@ class Engine(SessionControl, SubjectRights):
         returns its stored result, an unfinished one resumes from its journal. An id that
         a session of another tenant has raises :class:`UserError` before anything runs.
         """
+        self.register(wf)
         check_tenant(tenant)
         given = None if ids is None else [check_session_id(sid, f"ids[{n}]")
                                           for n, sid in enumerate(ids)]
         await self.open()
-        self.register(wf)
         values = [_validate_input(wf, x) for x in inputs]
         await self._subject_key(tenant, subject)
         sids = given if given is not None else [uuid.uuid4().hex for _ in values]
@@ -839,6 +841,8 @@ class Engine(SessionControl, SubjectRights):
         executor = JournaledExecutor(self.store, sid, owner, journal=journal,
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
+        if replay_only and row is not None:
+            executor.ended = row.finished
         headers = row.header_map if row is not None else \
             dict(new.headers) if new is not None and new.headers else {}
         state = SessionState(self.runtime, sid, tenant, wf.name, executor=executor,

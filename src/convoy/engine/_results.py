@@ -80,6 +80,11 @@ class ReplayResult:
     steps: int
     error: dict[str, Any] | None = None
     recorded_error: dict[str, Any] | None = None
+    #: A session stopped from outside its steps (``cancelled``, ``limit_exceeded``) whose
+    #: replay reached where it stopped: the key of the step it was at (one the journal
+    #: does not hold, a wait no signal ended, a timer that had not fired). Replay stops
+    #: there, firing and delivering nothing: that is the same result.
+    stopped_at: str | None = None
 
 
 # -- building results from stored sessions (for the engine) ---------------------------

@@ -42,18 +42,24 @@ def retry_id(row: SessionRow) -> str:
 async def select_retryable(store: Store, *, ids: Sequence[str] = (),
                            status: str | Iterable[str] | None = None,
                            error_type: str | None = None, workflow: str | None = None,
-                           tenant: str | None = None, param: str = "ids"
-                           ) -> list[SessionRow]:
+                           tenant: str | None = None, param: str = "ids",
+                           rerun_escalated: bool = False,
+                           flag: str = "rerun_escalated=True") -> list[SessionRow]:
     """Sessions a retry would run again (in the order of ``ids``, else oldest first):
     finished without completing, never retried, and matching every condition given (of
     ``tenant`` only, when given: another tenant's id is an unknown id). ``param``: how
     errors name ``ids`` (``"session_id"``: the one id given).
 
+    An escalated session waits for a person's answer (after an ``UnknownOutcomeError``,
+    whether its step took effect): it is selected only with ``rerun_escalated`` (how the
+    caller says so: ``flag``), by default not at all, and named (by id or status) it is
+    refused.
+
     Raises:
         UserError: an unknown status, or an id that is unknown, not retryable (unfinished
-            or completed) or already retried.
+            or completed), escalated (without ``rerun_escalated``) or already retried.
     """
-    statuses = _statuses(status)
+    statuses = _statuses(status, rerun_escalated, flag)
     if ids:
         found = await store.get_sessions([lookup_id(sid, param) for sid in ids],
                                          tenant=tenant)
@@ -66,6 +72,8 @@ async def select_retryable(store: Store, *, ids: Sequence[str] = (),
                 raise UserError(f"session {quoted(sid)} is {row.status}; a retry runs sessions "
                                 "that "
                                 f"finished without completing ({', '.join(RETRYABLE)})")
+            if row.status == "escalated" and not rerun_escalated:
+                raise UserError(_open_escalation(row, flag))
         rows = [found[sid] for sid in dict.fromkeys(ids)]  # in the order given
     else:
         rows = []
@@ -92,15 +100,46 @@ async def select_retryable(store: Store, *, ids: Sequence[str] = (),
     return fresh if ids else sorted(fresh, key=lambda r: (r.created, r.id))
 
 
-def _statuses(status: str | Iterable[str] | None) -> tuple[str, ...]:
+def _statuses(status: str | Iterable[str] | None, rerun_escalated: bool,
+              flag: str) -> tuple[str, ...]:
     if status is None:
-        return RETRYABLE
+        return RETRYABLE if rerun_escalated else tuple(
+            s for s in RETRYABLE if s != "escalated")
     wanted = (status,) if isinstance(status, str) else tuple(status)
     for s in wanted:
         if s not in RETRYABLE:
             raise UserError(f"{quoted(s)} is not a status a retry runs; use one of "
                             f"{', '.join(RETRYABLE)}")
+    if "escalated" in wanted and not rerun_escalated:
+        raise UserError(f"escalated sessions wait for a person's answer (whether the step "
+                        f"that escalated took effect); a retry runs that step again: pass "
+                        f"{flag} to retry them anyway (it closes their escalations)")
     return wanted
+
+
+def _open_escalation(row: SessionRow, flag: str) -> str:
+    """Why the escalated session ``row`` is not retried without ``flag``: one line."""
+    kind = (row.error_record or {}).get("type", "an escalation")
+    return (f"session {quoted(row.id)} is escalated and its escalation is open ({kind}): a "
+            f"person must check whether the step that escalated took effect and answer it "
+            f"(retry, complete or fail); a retry "
+            f"runs that step again: pass {flag} to retry it anyway (that closes the "
+            f"escalation)")
+
+
+async def close_escalations(engine: Engine, rows: Sequence[SessionRow],
+                            retries: Sequence[str], by: str) -> None:
+    """Before the escalated ones of ``rows`` are retried (as ``retries``): their escalation
+    is answered ``fail`` by ``by`` (a decision in the inbox, audited), so nobody can answer
+    it later and run the step that escalated once more."""
+    from convoy.hitl._inbox import ESCALATED, Inbox
+
+    for row, new in zip(rows, retries, strict=True):
+        if row.status == "escalated":
+            await Inbox(engine, row.tenant).reject(
+                f"{row.id}:{ESCALATED}", by=by,
+                comment=f"retried as {new!r}, which runs the step that escalated again; "
+                        "this escalation was closed so that no answer runs it once more")
 
 
 async def _retries(store: Store, rows: Sequence[SessionRow]) -> dict[str, SessionRow]:
@@ -114,9 +153,11 @@ async def _retries(store: Store, rows: Sequence[SessionRow]) -> dict[str, Sessio
 
 async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,
                          on_done: Callable[[SessionResult[Any]], None] | None = None,
-                         ) -> list[SessionResult[Any]]:
+                         by: str | None = None) -> list[SessionResult[Any]]:
     """Create the retries of ``rows`` (pending, durably, before any runs) and run them on
-    the engine's current workflow code; results in the order of ``rows``.
+    the engine's current workflow code; results in the order of ``rows``. The escalation
+    of an escalated one is closed first, by ``by`` (default ``"engine OWNER"``): see
+    :func:`close_escalations`.
 
     Raises:
         UserError: a workflow cannot be imported, or an old input does not match the
@@ -140,6 +181,8 @@ async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,
             id=sid, workflow=wf.name, version=wf.version, tenant=row.tenant,
             input=wf.input_adapter.dump_json(value).decode(), headers=row.header_map,
             parent=row.id, subject=row.subject), value))
+    await close_escalations(engine, rows, [new.id for _, new, _ in plans],
+                            f"engine {engine.owner}" if by is None else by)
     await engine.store.create_sessions([new for _, new, _ in plans])
     groups: dict[tuple[str, str], list[tuple[NewSession, Any]]] = {}
     for _, new, value in plans:
@@ -153,4 +196,4 @@ async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,
     return [by_id[new.id] for _, new, _ in plans]
 
 
-__all__ = ["RETRYABLE", "retry_id", "retry_sessions", "select_retryable"]
+__all__ = ["RETRYABLE", "close_escalations", "retry_id", "retry_sessions", "select_retryable"]

@@ -18,6 +18,7 @@ steps in the same tree positions):
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
@@ -106,23 +107,37 @@ class Context:
 
     # -- journaled effects ---------------------------------------------------------------
 
+    @overload
     async def step(self, name: str, fn: Callable[[], Awaitable[T]], *,
-                   idempotent: bool = False) -> T:
+                   idempotent: bool = False) -> T: ...
+    @overload
+    async def step(self, name: str, fn: Callable[[], T], *,
+                   idempotent: bool = False) -> T: ...
+
+    async def step(self, name: str, fn: Callable[[], Any], *,
+                   idempotent: bool = False) -> Any:
         """Run ``fn`` once, durably: its JSON-able result is journaled and replayed, and an
         exception it raises is journaled too and raised again, with its type, on replay.
+
+        ``fn`` takes no arguments. It may be an async function, a plain function (its
+        return value is the step's value; it runs on the event loop, so keep it quick or
+        make it async and use ``asyncio.to_thread``), or a plain function that returns an
+        awaitable, such as ``lambda: fetch(x)`` (the awaitable is awaited). Anything else,
+        such as a coroutine (``fetch(x)`` instead of ``lambda: fetch(x)``), is refused
+        with a :class:`~convoy.UserError` before a step is taken.
 
         A non-idempotent step that was running when the process died is not re-run on
         resume: the session is escalated with an ``UnknownOutcomeError``.
         """
+        fn = _step_function(name, fn)
         s = self.session
         key = self.next_key()
         s.count_step(key)
         chain = s.runtime.effect_chain
 
-        async def execute() -> T:
-            out: T = await chain.call(EffectInput(session=s, key=key, name=name,
-                                                  idempotent=idempotent, fn=fn))
-            return out
+        async def execute() -> Any:
+            return await chain.call(EffectInput(session=s, key=key, name=name,
+                                                idempotent=idempotent, fn=fn))
 
         return await s.executor.run_step(key, "effect", name, execute, encode_json,
                                          decode_json, effect=not idempotent,
@@ -248,3 +263,23 @@ def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awai
         return await ctx.run(agent, value)
 
     return branch
+
+
+def _step_function(name: str, fn: Any) -> Callable[[], Awaitable[Any]]:
+    """``fn`` as an async function of no arguments, or a UserError naming the step if it
+    is not callable (before anything runs)."""
+    if inspect.iscoroutinefunction(fn):
+        return fn  # type: ignore[no-any-return]
+    if not callable(fn):
+        if inspect.isawaitable(fn):
+            raise UserError(f"ctx.step({name!r}, ...) needs a function, got an awaitable "
+                            f"(a call already made): pass the function itself, or wrap "
+                            f"the call, as in ctx.step({name!r}, lambda: fetch(x))")
+        raise UserError(f"ctx.step({name!r}, ...) needs a function to call (async or "
+                        f"plain, no arguments), got {type(fn).__name__}")
+
+    async def call() -> Any:
+        out = fn()
+        return await out if inspect.isawaitable(out) else out
+
+    return call
