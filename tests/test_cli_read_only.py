@@ -161,8 +161,9 @@ def test_a_read_only_command_creates_no_store(backend: Backend) -> None:  # noqa
     if isinstance(backend, SQLiteBackend):
         backend.path.touch()  # an empty file: a SQLite database without any table
     db = url(backend)
+    told = "is an empty file" if isinstance(backend, SQLiteBackend) else "no Convoy store at"
     for args in (["sessions", "list"], ["alerts"], ["state", "list"]):
-        one_line_error(cli(*args, "--db", db), 2, "no Convoy store at")
+        one_line_error(cli(*args, "--db", db), 2, told)
     assert asyncio.run(store_from_url(db).schema_version()) is None
     if isinstance(backend, SQLiteBackend):
         assert backend.path.stat().st_size == 0
