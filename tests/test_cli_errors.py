@@ -118,6 +118,37 @@ def test_a_db_that_holds_no_store_is_a_usage_error_for_every_command() -> None:
     assert Path("empty.db").read_bytes() == b""
 
 
+#: What every command that needs a store says of a zero-byte --db (``empty.db``).
+EMPTY_FILE = ("error: 'empty.db' is an empty file (an empty SQLite database, with no Convoy "
+              "store in it): pass --db PATH (or set CONVOY_DB) to name the store, or make "
+              "one there with 'convoy db migrate --db empty.db'")
+
+
+def test_a_zero_byte_db_gets_one_message_from_every_command() -> None:
+    """Read commands said "'convoy db migrate' creates one", commands that change a store
+    "is not a Convoy database: pass --db": one line now, the same for all, and the file is
+    left empty (no -wal, no -shm beside it)."""
+    Path("empty.db").write_bytes(b"")
+    reads = (("sessions", "list"), ("sessions", "show", "s-1"), ("db", "info"),
+             ("replay", "s-1"), ("state", "list"), ("state", "get", "ns", "k"),
+             ("state", "history", "ns", "k"), ("inbox", "list"), ("inbox", "show", "s-1:1"),
+             ("cost",), ("alerts",), ("trace", "s-1"), ("audit", "verify"),
+             ("audit", "list"), ("export", "c-1"), ("purge", "--older-than", "1d",
+                                                    "--dry-run"),
+             ("metrics", "serve", "--port", "0"))
+    writes = (("resume",), ("cancel", "s-1"), ("signal", "s-1", "go"), ("retry", "s-1"),
+              ("erase", "c-1"), ("purge", "--older-than", "1d"), ("db", "compact"),
+              ("inbox", "answer", "s-1:1", "--value", "1", "--by", "ann"),
+              ("inbox", "comment", "s-1:1", "hi", "--by", "ann"),
+              ("audit", "checkpoint", "--key", "a.key"), ("audit", "prove", "0"))
+    for args in reads + writes:
+        res = cli(*args, "--db", "empty.db")
+        one_line_error(res, 2, "empty.db")
+        assert res.stderr.strip() == EMPTY_FILE, (args, res.stderr)
+    assert Path("empty.db").read_bytes() == b""
+    assert sorted(p.name for p in Path().iterdir()) == ["empty.db"]
+
+
 def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
     run_ok()
     run_ok(lines=['"hi"'], flow="cli_flows:shout")

@@ -5,6 +5,8 @@ or ``$CONVOY_TENANT`` (or is the default) is left out: the next command gets it 
 
 from __future__ import annotations
 
+import shlex
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,72 @@ def test_a_workflow_not_loaded_here_suggests_its_command_on_the_same_store() -> 
     res = cli("resume", "--db", "observed.db", "--tenant", "acme")
     assert "'convoy resume --import MODULE --db observed.db --tenant acme'" in res.stderr, \
         res.stderr
+
+
+#: A store path a suggestion has to quote: a space, a single quote and a ``$``.
+ODD = "my 'db $x.db"
+
+
+def suggested(text: str) -> list[list[str]]:
+    """The argv of every command ``text`` suggests: each ``'convoy ...'`` in the message's
+    single quotes (it ends at the first single quote outside the command's own double
+    quotes and backslashes), and each ``run: convoy ...`` or ``decide: convoy ...`` that
+    ends its line (``|`` between alternatives)."""
+    found = []
+    for line in text.splitlines():
+        head, tail = line, ""
+        for lead in ("run: convoy ", "decide: convoy "):
+            if lead in head:
+                at = head.index(lead) + len(lead) - len("convoy ")
+                head, tail = head[:at], head[at:]
+        start = head.find("'convoy ")
+        while start >= 0:
+            i, quoted = start + 1, False
+            while i < len(head) and (head[i] != "'" or quoted):
+                if head[i] == "\\":
+                    i += 1
+                elif head[i] == '"':
+                    quoted = not quoted
+                i += 1
+            found.append(shlex.split(head[start + 1:i]))
+            start = head.find("'convoy ", i + 1)
+        found += [shlex.split(part) for part in tail.split(" | ") if tail]
+    return found
+
+
+@pytest.mark.parametrize("db", [ODD, 'say "hi".db', "back\\slash.db", "tick`x`.db",
+                                "bang!.db", "café.db", "→ arrow.db", "a'b.db", "$HOME",
+                                "x$"])
+def test_command_splits_back_to_the_store_it_names(db: str) -> None:
+    from convoy._command import command
+
+    argv = ["convoy", "sessions", "list", "--db", db, "--tenant", "a-b"]
+    assert shlex.split(command("sessions list", db=db, tenant="a-b", quote=False)) == argv
+    assert suggested(f"see {command('sessions list', db=db, tenant='a-b')} now") == [argv]
+
+
+def test_every_suggested_command_splits_back_to_the_store_given() -> None:
+    """Suggestions that quoted --db with shlex inside the message's single quotes (or left
+    it out): each one, split as a shell splits it, is exactly the command meant."""
+    from tests.test_cli_inbox import start
+
+    start("refund", "c-7", "r1", tenant="acme")  # (a question, in ./convoy.db)
+    Path("convoy.db").rename(ODD)
+    db = ["--db", ODD]
+    for args, argv in (
+            (("sessions", "show", "nosuch"), ["sessions", "list", *db]),
+            (("inbox", "show", "nosuch:1"), ["inbox", "list", *db]),
+            (("state", "get", "ns", "k"), ["state", "list", "ns", *db]),
+            (("inbox", "show", "r1:0", "-t", "acme"),
+             ["inbox", "answer", "r1:0", *db, "--tenant", "acme"])):
+        res = cli(*args, "--db", ODD)
+        assert suggested(res.stdout + res.stderr) == [["convoy", *argv]], (args, res)
+    with sqlite3.connect(ODD) as conn:  # a store an older Convoy wrote
+        conn.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    conn.close()
+    res = cli("sessions", "list", "--db", ODD)
+    assert suggested(res.stderr) == [["convoy", "db", "migrate", *db]], res.stderr
+    Path(ODD).unlink()
+    Path(ODD).write_bytes(b"")
+    res = cli("sessions", "list", "--db", ODD)
+    assert suggested(res.stderr) == [["convoy", "db", "migrate", *db]], res.stderr

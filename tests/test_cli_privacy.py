@@ -219,7 +219,8 @@ def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
                      ("inbox", "comment", "s-1:1", "hi", "--by", "ann"),
                      ("audit", "checkpoint", "--key", "a.key"), ("audit", "prove", "0")):
             one_line_error(cli(*args, "--db", db, env=env), 2,
-                           f"{db!r} is not a Convoy database")
+                           f"{db!r} is not a Convoy database" if db == "app.db" else
+                           "'empty.db' is an empty file (an empty SQLite database")
     assert (tmp_path / "app.db").read_bytes() == app
     assert (tmp_path / "empty.db").read_bytes() == b""
     one_line_error(cli("erase", "c-1", "--db", "missing.db", env=env), 2,

@@ -132,14 +132,14 @@ def test_read_only_commands_on_an_older_schema_say_to_migrate(
     env = _master_key(tmp_path)
     at_version_4(backend, monkeypatch)
     before = backend.snapshot()
-    told = (f"is at store schema 4; this Convoy reads {SCHEMA_VERSION}: run convoy db "
-            f"migrate --db ")  # (the store quoted once, as a shell takes it)
+    told = (f"is at store schema 4; this Convoy reads {SCHEMA_VERSION}: run 'convoy db "
+            f"migrate --db ")  # (in the message's quotes, the store in a shell's)
     for args, _ in reads("s-1"):
         if args[:2] == ["db", "info"]:
             continue  # it reports the version (tests/test_cli_db.py)
         one_line_error(cli(*args, "--db", db, env=env), 1, told)
         assert backend.snapshot() == before, f"'convoy {' '.join(args)}' changed the store"
-    with pytest.raises(StoreError, match="run convoy db migrate"):
+    with pytest.raises(StoreError, match="run 'convoy db migrate"):
         scrape(db)
     # A real process (a timeout, not a hang, if it served a store it cannot read).
     served = subprocess_cli(Path.cwd(), "metrics", "serve", "--db", db, "--port", "0")
@@ -161,8 +161,9 @@ def test_a_read_only_command_creates_no_store(backend: Backend) -> None:  # noqa
     if isinstance(backend, SQLiteBackend):
         backend.path.touch()  # an empty file: a SQLite database without any table
     db = url(backend)
+    told = "is an empty file" if isinstance(backend, SQLiteBackend) else "no Convoy store at"
     for args in (["sessions", "list"], ["alerts"], ["state", "list"]):
-        one_line_error(cli(*args, "--db", db), 2, "no Convoy store at")
+        one_line_error(cli(*args, "--db", db), 2, told)
     assert asyncio.run(store_from_url(db).schema_version()) is None
     if isinstance(backend, SQLiteBackend):
         assert backend.path.stat().st_size == 0

@@ -311,10 +311,10 @@ async def test_a_schema_of_another_application_is_refused_and_left_as_it_was(
         res = await asyncio.to_thread(cli, "db", "migrate", "--db", f"{url}?schema={schema}")
         one_line_error(res, 2, "holds no Convoy store")
     assert tables("kv") == ["meta"] and tables("typed") == []
-    # A schema with nothing yet: what to run, quoted once as a shell takes it
+    # A schema with nothing yet: what to run, in the message's quotes, --db in a shell's
     res = await asyncio.to_thread(cli, "db", "info", "--db", f"{url}?schema=nothing")
-    one_line_error(res, 2, f"no Convoy store at {url}?schema=nothing: convoy db migrate --db "
-                           f"'{url}?schema=nothing' creates one")
+    one_line_error(res, 2, f"no Convoy store at {url}?schema=nothing: 'convoy db migrate "
+                           f"--db \"{url}?schema=nothing\"' creates one")
     fresh = PostgresStore(f"{url}?schema=empty")
     await fresh.open()
     await fresh.aclose()

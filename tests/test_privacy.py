@@ -953,7 +953,8 @@ async def test_the_master_key_is_checked_once_per_engine_not_per_session(
     async with engine(db) as eng:
         res = await eng.run(serve, {"name": IN_NAME}, subject="a")
         raw = eng.store.inner  # type: ignore[attr-defined]
-        await raw.kv_put(CHECK_NAMESPACE, CHECK_KEY, "not this key's")
+        another = MasterKey.from_text(MasterKey.generate()).check()  # (not this key's)
+        await raw.kv_put(CHECK_NAMESPACE, CHECK_KEY, another)
         assert (await eng.run(serve, {"name": OTHER[0]}, subject="b")).ok
     async with engine(db) as eng:
         with pytest.raises(UserError, match=TYPO):

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import convoy
+from convoy.engine._cancel import honour_requests
 from convoy.stores import store_from_url
 from convoy.stores._protocol import CANCEL_SIGNAL, Store
 
@@ -363,3 +364,61 @@ async def test_running_a_known_session_again_honours_its_cancel_request(
         row = await again.session("s")
     assert res.status == "cancelled" and row.status == "cancelled"
     assert calls == ["step"]  # the step did not run again
+
+
+async def test_one_renewal_reads_the_cancel_requests_of_many_sessions_in_one_query(
+        tmp_path: Path) -> None:
+    """An owner that runs many sessions with cancel requests reads who asked for each in
+    one query per renewal (it read them one session at a time), and stops each, recording
+    its own requester. (SQLite: its statements are observable.)"""
+    n = 20
+    entered, release = asyncio.Event(), asyncio.Event()
+    running = 0
+
+    async def blocked() -> str:
+        nonlocal running
+        running += 1
+        if running == n:
+            entered.set()
+        await release.wait()
+        return "done"
+
+    @convoy.workflow(name="remote-cancel-many")
+    async def wf(ctx: convoy.Context, x: int) -> str:
+        out: str = await ctx.step("blocked", blocked, idempotent=True)
+        return out
+
+    clock = FakeClock()
+    db = tmp_path / "convoy.db"
+    # Leases of an hour of real time: no renewal of its own runs while the test looks.
+    a = _engine(db, clock, lease_seconds=3600, workflows=[wf])
+    b = _engine(db, clock, workflows=[wf])
+    async with a, b:
+        runs = [asyncio.create_task(a.run(wf, i, session_id=f"s{i:02}")) for i in range(n)]
+        async with asyncio.timeout(PATIENCE):
+            await entered.wait()
+            for i in range(n):
+                await _entered_row(b, f"s{i:02}")
+        for i in range(n):
+            assert await b.cancel(f"s{i:02}", by=f"ops-{i}") == "requested"
+        statements: list[str] = []
+        a.store.conn.set_trace_callback(statements.append)  # type: ignore[attr-defined]
+        try:
+            await honour_requests(a, a._stopped_by_request)
+        finally:
+            a.store.conn.set_trace_callback(None)  # type: ignore[attr-defined]
+        async with asyncio.timeout(PATIENCE):
+            ends = await asyncio.gather(*runs)
+        rows = [await b.session(f"s{i:02}") for i in range(n)]
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")
+             and "signals" in s]
+    assert len(reads) == 2, reads  # the sessions with a request, then who asked
+    assert [e.status for e in ends] == ["cancelled"] * n
+    assert [r.error_record for r in rows] == [
+        {"type": "Cancelled", "message": f"cancelled by ops-{i}", "by": f"ops-{i}"}
+        for i in range(n)]
+
+
+async def _entered_row(other: convoy.Engine, sid: str) -> None:
+    while await other.store.get_session(sid) is None:  # noqa: ASYNC110 - another writer commits it
+        await asyncio.sleep(0.01)

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 from pathlib import Path
 
 _SAFE = re.compile(r"[\w@%+=:,./*-]+")
+#: What double quotes leave special to a shell (``!``: history, in an interactive one).
+_SPECIALS = '"$`\\!'
+_SPECIAL = re.compile(f"([{re.escape(_SPECIALS)}])")
 
 
 def command(args: str, *, db: str | Path | None = None, tenant: str | None = None,
@@ -58,10 +60,17 @@ def _shown(db: str | Path) -> str:
 
 
 def word(value: str) -> str:
-    """``value`` as a shell word, inside a message's single quotes: in double quotes when
-    it needs quoting and can be (a space), else as ``shlex`` quotes it."""
+    """``value`` as one shell word that a message can hold in its single quotes: as it is
+    when it needs no quoting; else in double quotes (a space, a single quote), with each
+    character that double quotes do not keep literal (``"$`\\!``) outside them, after a
+    backslash. A shell and ``shlex.split`` read it back the same; never a single quote of
+    its own, which would end the message's."""
     if _SAFE.fullmatch(value):
         return value
-    if not any(c in value for c in '"$`\\!'):
-        return f'"{value}"'
-    return shlex.quote(value)
+    parts = []
+    for run in filter(None, _SPECIAL.split(value)):
+        if _SPECIAL.fullmatch(run):
+            parts.append(f"\\{run}")
+        else:
+            parts.append(run if _SAFE.fullmatch(run) else f'"{run}"')
+    return "".join(parts) or '""'

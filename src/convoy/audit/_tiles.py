@@ -66,10 +66,10 @@ async def tile_roots(store: Store, tenant: str, size: int, *, rebuild: bool = Fa
     kept = {} if rebuild else await store.kv_all(namespace)
     roots: list[bytes] = []
     for t in range(complete):
-        text = kept.get(str(t))
-        if text is None:
+        root = _root(kept.get(str(t)))
+        if root is None:  # missing, or damaged: built again from the leaves (a cache)
             break
-        roots.append(base64.b64decode(text))
+        roots.append(root)
     if len(roots) < complete:
         if leaves is None or len(leaves) < complete * TILE:
             leaves = await store.audit_leaves(tenant, complete * TILE)
@@ -78,6 +78,18 @@ async def tile_roots(store: Store, tenant: str, size: int, *, rebuild: bool = Fa
             roots.append(root)
             store.kv_put(namespace, str(t), base64.b64encode(root).decode())
     return roots
+
+
+def _root(text: object) -> bytes | None:
+    """A kept tile root (a SHA-256 hash in base64), ``None`` if there is none or what is
+    kept is not one (the store was edited or damaged)."""
+    if not isinstance(text, str):
+        return None
+    try:
+        root = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return root if len(root) == 32 else None
 
 
 async def with_subtrees(store: Store, tenant: str, size: int,

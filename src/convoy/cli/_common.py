@@ -571,6 +571,25 @@ def require_store(db: str) -> None:
             if db.startswith("sqlite:///") and not path.is_absolute() else ""
         fail(f"no Convoy store at {db!r}{where}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
+    if _empty_file(path):
+        # Read commands and commands that change a store gave it different advice (the
+        # store's "'convoy db migrate' creates one", "not a Convoy database"): one line.
+        fail(f"{label(db)!r} is an empty file (an empty SQLite database, with no Convoy "
+             "store in it): pass --db PATH (or set CONVOY_DB) to name the store, or make one "
+             f"there with {command('db migrate', db=db)}")
+
+
+def _empty_file(path: Path) -> bool:
+    """Whether the SQLite file ``path`` is zero bytes with nothing in a WAL beside it: an
+    empty database, whatever opens it."""
+    try:
+        if path.stat().st_size:
+            return False
+        return Path(f"{path}-wal").stat().st_size == 0
+    except FileNotFoundError:
+        return path.exists()  # (no WAL)
+    except OSError:
+        return False  # unreadable: opening it says what is wrong
 
 
 def require_convoy_store(db: str, *, nothing: str) -> None:

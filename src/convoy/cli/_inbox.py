@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -241,10 +241,12 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
             p("form:" if task.kind == "question" else "edit form:", style="bold")
             for f in form:
                 p(f"  {f.name}: {f.describe}", markup=False)
-        how = (f"convoy inbox answer {task.id}" if task.kind == "question" else
-               f"convoy inbox approve {task.id} | reject {task.id} | approve {task.id} "
-               "--set FIELD=VALUE")
-        p(f"decide: {how}", markup=False)
+        tid = word(task.id)
+        how = [f"answer {tid}"] if task.kind == "question" else \
+            [f"approve {tid}", f"reject {tid}", f"approve {tid} --set FIELD=VALUE"]
+        p("decide: " + " | ".join(command(f"inbox {a}", db=db, tenant=task.tenant,
+                                          quote=False) for a in how),
+          markup=False, soft_wrap=True)
 
 
 @inbox_app.command("answer")

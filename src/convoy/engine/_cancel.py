@@ -8,8 +8,8 @@ wait for that name (signal names starting ``convoy.`` are reserved). The request
 honoured by
 
 - the owner, at its next lease renewal: it asks the store for the sessions it runs that
-  have one (:func:`honour_requests`, one query) and stops them; they end ``cancelled`` as
-  a local cancel does;
+  have one, then who asked for each (:func:`honour_requests`: two queries, however many
+  sessions), and stops them; they end ``cancelled`` as a local cancel does;
 - an engine that claims the session later (its owner died and the lease lapsed, it parked
   and woke): it ends it ``cancelled`` in a run that executes nothing, so session hooks
   (audit, tracing, metrics) see it end (:func:`ended_by_request`). A new session is never
@@ -184,12 +184,15 @@ async def honour_requests(engine: Engine, stopped: set[str]) -> None:
     ``stopped``: the ones already stopped by a request, still unwinding; each is stopped
     once (a second cancellation would hit it while it records how it ended)."""
     stopped.intersection_update(engine._running)
-    for sid in await engine.store.owned_signalled(engine.owner, CANCEL_SIGNAL):
-        # One not (yet, or any more) in ``_running`` is claimed here but not running: it is
-        # asked again next round, or its claim ends it (``ended_by_request``).
-        if sid in stopped or sid not in engine._running:
-            continue
-        request = await engine.store.next_signal(sid, CANCEL_SIGNAL)
+    # One not (yet, or any more) in ``_running`` is claimed here but not running: it is
+    # asked again next round, or its claim ends it (``ended_by_request``).
+    asked = [sid for sid in await engine.store.owned_signalled(engine.owner, CANCEL_SIGNAL)
+             if sid not in stopped and sid in engine._running]
+    if not asked:
+        return
+    requests = await engine.store.next_signals(asked, CANCEL_SIGNAL)  # who asked: one query
+    for sid in asked:
+        request = requests.get(sid)
         if engine._stop_running(sid, requester(None if request is None else request.payload)):
             stopped.add(sid)
 

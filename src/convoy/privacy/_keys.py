@@ -26,6 +26,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 from convoy._errors import UserError
 from convoy._text import quoted
 from convoy.stores._protocol import SUBJECT_REFS
+from convoy.stores._rows import damaged
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -48,6 +50,8 @@ REFS_NAMESPACE = SUBJECT_REFS
 #: wrapped under (:meth:`MasterKey.check`).
 CHECK_NAMESPACE = "convoy.master-key"
 CHECK_KEY = "check"
+#: What :meth:`MasterKey.check` gives (an HMAC-SHA256, in hex).
+_CHECK = re.compile(r"[0-9a-f]{64}")
 
 
 def key_label(wrapped: str) -> str:
@@ -206,6 +210,11 @@ class KeyRing:
             return
         mine = self.master.check()
         held = await self.store.kv_get(CHECK_NAMESPACE, CHECK_KEY)
+        if held is not None and not _CHECK.fullmatch(held):
+            # (every key would be refused as "not the store's": say what is wrong instead)
+            raise damaged("the store's master key check",
+                          f"its stored value {quoted(held)} is not a check Convoy writes "
+                          "(64 hexadecimal digits)")
         if held is None:
             oldest = await self.store.subject_key_oldest()
             if oldest is None and not create:

@@ -15,11 +15,11 @@ the reads of that feature find nothing there instead of failing.
 from __future__ import annotations
 
 import re
-import shlex
 import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from convoy._command import command
 from convoy._errors import JournalError, NoStoreError
 from convoy.stores._subjects_sql import subject_tables
 
@@ -136,7 +136,7 @@ def check_readable(version: int | None, reads: int, where: str) -> None:
     """Refuse to read a database that holds no store (``version`` None) or an older schema
     than the version this Convoy ``reads``, in one line naming ``where`` and how to
     migrate it. (A newer one is refused by the store itself.)"""
-    migrate = f"convoy db migrate --db {shlex.quote(where)}"  # (quoted once, as a shell takes it)
+    migrate = command("db migrate", db=where)
     if version is None:
         raise NoStoreError(f"no Convoy store at {where}: {migrate} creates one ('convoy "
                          "run' too)")
@@ -157,8 +157,8 @@ def missing_addons(done: Mapping[str, str | int], where: str) -> tuple[Addon, ..
             continue
         if have:
             raise JournalError(f"the store {where} has add-on {a.name!r} at version {have}; "
-                               f"this Convoy reads version {a.version}: run 'convoy db "
-                               f"migrate --db {shlex.quote(where)}' (engines migrate it when "
+                               f"this Convoy reads version {a.version}: run "
+                               f"{command('db migrate', db=where)} (engines migrate it when "
                                "they open it too)")
         missing.append(a)
     return tuple(missing)

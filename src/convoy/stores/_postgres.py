@@ -40,6 +40,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
+from convoy._command import command
 from convoy._errors import JournalError, NoStoreError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
@@ -256,8 +257,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 raise StoreError(
                     f"the store {self.url} lacks the add-ons {', '.join(self._missing)} and "
-                    f"this connection cannot stand in for them ({first}): run 'convoy db "
-                    "migrate' on it") from None
+                    f"this connection cannot stand in for them ({first}): run "
+                    f"{command('db migrate', db=self.url)}") from None
         finally:
             await conn.close()
 
