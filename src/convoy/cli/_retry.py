@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine
+from convoy._command import word
 from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -110,8 +111,12 @@ def retry(
         return
     # Checked first, so that a dry run says what the retry would (which creates nothing
     # then): a session can be retried only where its workflow loads.
-    unloaded = unloadable({r.workflow for r in rows}, "retry",
-                          scope.command("retry --import MODULE", db))
+    again = " ".join(["retry", *map(word, session_ids or []),
+                      *(f"--status {word(s)}" for s in status or []),
+                      *([] if error_type is None else [f"--error-type {word(error_type)}"]),
+                      *([] if workflow is None else [f"--workflow {word(workflow)}"]),
+                      *(["--dry-run"] if dry_run else []), "--import MODULE"])
+    unloaded = unloadable({r.workflow for r in rows}, "retry", scope.command(again, db))
     for name, why in unloaded.items():
         n = sum(r.workflow == name for r in rows)
         err.print(f"error: cannot retry {n} session(s) of workflow {name!r}: {why}",

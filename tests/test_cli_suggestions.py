@@ -1,0 +1,114 @@
+"""Every command a message suggests runs as shown when pasted into a shell: it keeps the
+session id, the selection, the module to import, the ``--db`` and ``--tenant`` the user
+gave, and quotes what the shell would split. Each test takes the suggestion out of the
+message, splits it as a shell does (``shlex``) and checks the words (and, where cheap,
+runs it)."""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.definitions._workflow import _REGISTRY
+from tests.clikit import (
+    Res,
+    cli,
+    workdir,  # noqa: F401  (autouse fixture)
+)
+
+
+def quoted_command(text: str, begins: str) -> list[str]:
+    """The words of the command a message quotes (``'convoy BEGINS ...'``), as a shell
+    splits it."""
+    lexer = shlex.shlex(text[text.index(f"'convoy {begins}"):], posix=True)
+    lexer.whitespace_split = True
+    return shlex.split(lexer.get_token() or "")
+
+
+def line_command(text: str, label: str, end: str | None = None) -> list[str]:
+    """The words of the command the line that starts with ``label`` shows (up to
+    ``end``)."""
+    (line,) = [ln for ln in text.splitlines() if ln.startswith(label)]
+    rest = line[len(label):]
+    return shlex.split(rest if end is None else rest[:rest.index(end)])
+
+
+def started(workflow: str, value: Any, sid: str, db: str = "x.db",
+            tenant: str = "default") -> str:
+    """A session of ``hint_flows``' ``workflow`` started (and run until it waits) through
+    the API, as an application does."""
+    import hint_flows
+
+    async def go() -> str:
+        async with convoy.Engine(db) as engine:
+            res = await engine.tenant(tenant).run(getattr(hint_flows, workflow), value,
+                                                  session_id=sid)
+            return res.status
+
+    return asyncio.run(go())
+
+
+def runs(argv: list[str]) -> str:
+    """Run a suggested command (``argv[0]`` is ``convoy``); its stdout."""
+    assert argv[0] == "convoy", argv
+    res = cli(*argv[1:])
+    assert res.code == 0, (argv, res.stdout, res.stderr)
+    return res.stdout
+
+
+def unknown(*args: str) -> Res:
+    """``convoy ARGS`` as in a process that did not import ``hint_flows``: its workflows,
+    all explicitly named, are not registered."""
+    import hint_flows  # noqa: F401  (registers them, so that they can be taken out)
+
+    with pytest.MonkeyPatch.context() as mp:
+        for name in [n for n in _REGISTRY if n.startswith("hints.")]:
+            mp.delitem(_REGISTRY, name)
+        return cli(*args)
+
+
+def _finished(sid: str = "w-1", db: str = "x.db", tenant: str = "default") -> str:
+    assert started("wait", "approve", sid, db, tenant) == "waiting"
+    assert cli("signal", sid, "approve", "--payload", "true", "--db", db,
+               "--tenant", tenant).code == 0
+    assert cli("resume", "--import", "hint_flows", "--db", db, "--tenant", tenant).code == 0
+    return sid
+
+
+# -- finding 4: replay and retry keep the id and the selection -----------------------------
+
+
+def test_replay_suggests_itself_with_the_id() -> None:
+    _finished()
+    res = unknown("replay", "w-1", "--db", "x.db", "--tenant", "default")
+    assert res.code == 2
+    assert quoted_command(res.stderr, "replay") == [
+        "convoy", "replay", "w-1", "--import", "MODULE", "--db", "x.db"]
+
+
+def test_the_suggested_replay_runs_with_the_module() -> None:
+    _finished(tenant="acme")
+    argv = quoted_command(unknown("replay", "w-1", "--db", "x.db", "-t", "acme").stderr, "replay")
+    assert argv == ["convoy", "replay", "w-1", "--import", "MODULE", "--db", "x.db",
+                    "--tenant", "acme"]
+    assert "same result" in runs([("hint_flows" if w == "MODULE" else w) for w in argv])
+
+
+def test_retry_suggests_itself_with_the_ids_and_the_selection() -> None:
+    _finished()
+    assert started("wait", "go", "w-2") == "waiting"
+    assert cli("cancel", "w-2", "--db", "x.db").code == 0
+    assert cli("resume", "--import", "hint_flows", "--db", "x.db").code == 0
+    res = unknown("retry", "w-2", "--db", "x.db")
+    assert res.code == 2
+    assert quoted_command(res.stderr, "retry") == [
+        "convoy", "retry", "w-2", "--import", "MODULE", "--db", "x.db"]
+    res = unknown("retry", "--status", "cancelled", "--status", "failed", "--error-type",
+              "Cancelled", "--db", "x.db", "--dry-run")
+    assert quoted_command(res.stderr, "retry") == [
+        "convoy", "retry", "--status", "cancelled", "--status", "failed", "--error-type",
+        "Cancelled", "--dry-run", "--import", "MODULE", "--db", "x.db"]
