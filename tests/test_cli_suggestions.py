@@ -112,3 +112,64 @@ def test_retry_suggests_itself_with_the_ids_and_the_selection() -> None:
     assert quoted_command(res.stderr, "retry") == [
         "convoy", "retry", "--status", "cancelled", "--status", "failed", "--error-type",
         "Cancelled", "--dry-run", "--import", "MODULE", "--db", "x.db"]
+
+
+# -- finding 6: inbox show's and sessions show's decisions, with --db and --tenant ---------
+
+
+def decide_lines(text: str) -> dict[str, list[str]]:
+    """The commands under ``decide:`` (``ACTION: COMMAND`` lines), by action."""
+    lines = text.splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.startswith("decide"))
+    found: dict[str, list[str]] = {}
+    for ln in lines[at + 1:]:
+        if not ln.startswith("  "):
+            break
+        action, _, cmd = ln.strip().partition(": ")
+        found[action] = shlex.split(cmd)
+    return found
+
+
+def test_inbox_show_suggests_the_answer_on_the_same_store_and_tenant() -> None:
+    assert started("ask", 120, "r-0", tenant="acme") == "waiting"
+    shown = cli("inbox", "show", "r-0:0", "--db", "x.db", "--tenant", "acme")
+    assert shown.code == 0, shown.stderr
+    argv = line_command(shown.stdout, "decide: ")
+    assert argv == ["convoy", "inbox", "answer", "r-0:0", "--db", "x.db", "--tenant", "acme"]
+    said = runs([*argv, "--set", "approve=true"])
+    assert "answered task r-0:0" in said
+
+
+def test_an_approval_is_decided_by_separate_commands_not_a_pipe() -> None:
+    import hitl_flows
+
+    async def go() -> str:
+        async with convoy.Engine("x.db") as engine:
+            return (await engine.tenant("acme").run(hitl_flows.payout, "hi",
+                                                     session_id="p-1")).status
+
+    assert asyncio.run(go()) == "waiting"
+    shown = cli("inbox", "show", "p-1:0/2", "--db", "x.db", "--tenant", "acme")
+    assert shown.code == 0, shown.stderr
+    assert "|" not in shown.stdout.split("decide")[1]
+    store = ["--db", "x.db", "--tenant", "acme"]
+    assert decide_lines(shown.stdout) == {
+        "approve": ["convoy", "inbox", "approve", "p-1:0/2", *store],
+        "reject": ["convoy", "inbox", "reject", "p-1:0/2", *store],
+        "edit": ["convoy", "inbox", "approve", "p-1:0/2", "--set", "FIELD=VALUE", *store]}
+    assert "rejected task p-1:0/2" in runs(decide_lines(shown.stdout)["reject"])
+
+
+def test_an_escalation_is_answered_by_separate_commands_not_a_pipe() -> None:
+    assert started("escalate", 5, "e-1", tenant="acme") == "escalated"
+    store = ["--db", "x.db", "--tenant", "acme"]
+    for args in (("inbox", "show", "e-1:escalated"), ("sessions", "show", "e-1")):
+        shown = cli(*args, *store)
+        assert shown.code == 0, shown.stderr
+        assert "|" not in shown.stdout.split("decide")[1]
+        decide = decide_lines(shown.stdout)
+        assert decide["approve"] == ["convoy", "inbox", "approve", "e-1:escalated", *store]
+        assert decide["reject"] == ["convoy", "inbox", "reject", "e-1:escalated", *store]
+    assert decide["or"] == ["convoy", "signal", "e-1", "convoy.escalation", "--payload",
+                            '{"action": "retry"}', *store]
+    assert "answered the escalation of session e-1: retry" in runs(decide["or"])

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -43,7 +43,7 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._render import check_times, fmt_time
+from convoy.cli._render import check_times, decisions, fmt_time
 from convoy.hitl._task import session_of
 from convoy.stores._rows import LeftOut, readable
 
@@ -241,10 +241,13 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
             p("[bold]form:[/bold]" if task.kind == "question" else "[bold]edit form:[/bold]")
             for f in form:
                 p(f"  {f.name}: {f.describe}", markup=False)
-        how = (f"convoy inbox answer {task.id}" if task.kind == "question" else
-               f"convoy inbox approve {task.id} | reject {task.id} | approve {task.id} "
-               "--set FIELD=VALUE")
-        p(f"decide: {how}", markup=False)
+        if task.kind == "question":
+            p("decide: " + command(f"inbox answer {word(escaped(task.id))}", db=db,
+                                   tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
+        else:
+            p("decide:", markup=False)
+            for line in decisions(task.id, db=db, tenant=task.tenant):
+                p(f"  {line}", markup=False, soft_wrap=True)
 
 
 @inbox_app.command("answer")

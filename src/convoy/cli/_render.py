@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
@@ -156,6 +156,19 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
             else f"{stats.throughput:,.1f} sessions/s")
     t.add_row("throughput", f"{rate} ({fmt_duration(stats.wall_s)} wall)")
     return t
+
+
+def decisions(task_id: str, *, db: str, tenant: str) -> list[str]:
+    """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
+    (never ``approve | reject``, which a shell reads as a pipe), each with the store and
+    the tenant the user looks at."""
+    task = word(escaped(task_id))
+
+    def cmd(args: str) -> str:
+        return command(f"inbox {args}", db=db, tenant=tenant, quote=False)
+
+    return [f"approve: {cmd(f'approve {task}')}", f"reject: {cmd(f'reject {task}')}",
+            f"edit: {cmd(f'approve {task} --set FIELD=VALUE')}"]
 
 
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
@@ -485,11 +498,14 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     task = _task_waited_for(row)
     worker, resume = cmd("worker"), cmd("resume")
     if row.status == "escalated":
-        console.print(f"answer it: {cmd(f'inbox approve|reject {sid}:escalated', quote=False)}",
+        console.print('decide (its task, or a signal whose "action" is "retry", "fail", or '
+                      '"complete" with a "result"):', markup=False, soft_wrap=True)
+        for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+        retry = json.dumps({"action": "retry"})
+        console.print("  or: " + cmd(f"signal {word(sid)} convoy.escalation --payload "
+                                     f"{word(retry)}", quote=False),
                       markup=False, soft_wrap=True)
-        console.print(f"        or {cmd(f'signal {sid} convoy.escalation', quote=False)} "
-                      """--payload '{"action": "retry"}' (or "complete" with a "result", or """
-                      '"fail")', markup=False, soft_wrap=True)
     elif task is not None:
         console.print(f"waiting for a person: {cmd(f'inbox show {task}', quote=False)} (then "
                       f"a {worker} or {resume} continues it)", markup=False, soft_wrap=True)
