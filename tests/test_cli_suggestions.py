@@ -173,3 +173,29 @@ def test_an_escalation_is_answered_by_separate_commands_not_a_pipe() -> None:
     assert decide["or"] == ["convoy", "signal", "e-1", "convoy.escalation", "--payload",
                             '{"action": "retry"}', *store]
     assert "answered the escalation of session e-1: retry" in runs(decide["or"])
+
+
+# -- finding 8: ids and names are quoted as the shell needs --------------------------------
+
+
+@pytest.mark.parametrize(("name", "sid"), [("go now", "s 6"), ("it's", "s-4"),
+                                           ('say "hi"', "s$1")])
+def test_a_signal_name_and_an_id_are_quoted(name: str, sid: str) -> None:
+    assert started("wait", name, sid) == "waiting"
+    shown = cli("sessions", "show", sid, "--db", "x.db")
+    assert shown.code == 0, shown.stderr
+    argv = line_command(shown.stdout, "waiting: ", ", then")
+    assert argv == ["convoy", "signal", sid, name, "--payload", "JSON", "--db", "x.db"]
+    said = runs([("true" if w == "JSON" else w) for w in argv])
+    assert f"session {sid}" in said
+
+
+def test_retry_of_an_id_with_a_space_is_quoted() -> None:
+    assert started("wait", "go", "a b") == "waiting"
+    assert cli("cancel", "a b", "--db", "x.db").code == 0
+    assert cli("resume", "--import", "hint_flows", "--db", "x.db").code == 0
+    shown = cli("sessions", "show", "a b", "--db", "x.db")
+    argv = line_command(shown.stdout, "run it again as a new session: ")
+    assert argv == ["convoy", "retry", "a b", "--db", "x.db"]
+    runs(argv)
+    assert cli("sessions", "show", "a b.r1", "--db", "x.db").code == 0

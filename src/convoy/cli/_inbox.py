@@ -156,7 +156,7 @@ def _sealed_note(sealed: list[str], engine: Engine, scope: Scope, db: str) -> st
     sessions = sorted({session_of(t) for t in sealed})
     return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
             f"end the sessions that wait for them with "
-            f"{scope.command('cancel ' + ' '.join(sessions[:5]), db)}")
+            f"{scope.command('cancel ' + ' '.join(map(word, sessions[:5])), db)}")
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:

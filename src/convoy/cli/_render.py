@@ -493,7 +493,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and retried_as is None:
-        console.print(f"run it again as a new session: {cmd(f'retry {sid}', quote=False)}",
+        again = cmd(f"retry {word(sid)}", quote=False)
+        console.print(f"run it again as a new session: {again}",
                       markup=False, soft_wrap=True)
     task = _task_waited_for(row)
     worker, resume = cmd("worker"), cmd("resume")
@@ -507,12 +508,12 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                                      f"{word(retry)}", quote=False),
                       markup=False, soft_wrap=True)
     elif task is not None:
-        console.print(f"waiting for a person: {cmd(f'inbox show {task}', quote=False)} (then "
+        console.print(f"waiting for a person: {cmd(f'inbox show {word(task)}', quote=False)} (then "
                       f"a {worker} or {resume} continues it)", markup=False, soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
-        console.print(f"waiting: {cmd(f'signal {sid} {escaped(row.wait_name)}', quote=False)} "
-                      f"--payload JSON, then a {worker} (or {resume}) continues it",
-                      markup=False, soft_wrap=True)
+        signal = f"signal {word(sid)} {word(escaped(row.wait_name))} --payload JSON"
+        console.print(f"waiting: {cmd(signal, quote=False)}, then a {worker} (or {resume}) "
+                      "continues it", markup=False, soft_wrap=True)
     elif row.status == "waiting":
         console.print(f"waiting for its timer: a {worker} (or {resume} once it is due) "
                       "continues it", markup=False, soft_wrap=True)
