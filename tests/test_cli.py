@@ -891,7 +891,8 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     res = again.stop(sig)
     assert res.code == code, res.stderr
     # (on the store the command was given)
-    assert "interrupted: run 'convoy resume --db c.db' again to finish" in res.stderr, res
+    assert "interrupted: run 'convoy resume --import cli_flows --db c.db' again to finish" \
+        in res.stderr, res
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
     (tmp_path / "hold").unlink()
     done = cli("resume", "--db", "c.db", "--import", "cli_flows")

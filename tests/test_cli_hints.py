@@ -62,7 +62,7 @@ def test_sessions_show_says_what_continues_a_waiting_session_on_the_same_store()
     (sid,) = session_ids(Path("w.db"))
     shown = cli("sessions", "show", sid, "--db", "w.db", "--tenant", "acme")
     assert shown.code == 0, shown.stderr
-    assert "'convoy worker --db w.db --tenant acme'" in " ".join(shown.stdout.split())
+    assert "'convoy worker cli_flows --db w.db --tenant acme'" in " ".join(shown.stdout.split())
 
 
 @pytest.mark.parametrize(("kw", "env", "expected"), [

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import shlex
+import signal
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,18 +18,24 @@ import pytest
 import convoy
 from convoy.definitions._workflow import _REGISTRY
 from tests.clikit import (
+    Background,
     Res,
+    background_fixture,  # noqa: F401  (fixture)
     cli,
     workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
 )
 
 
 def quoted_command(text: str, begins: str) -> list[str]:
     """The words of the command a message quotes (``'convoy BEGINS ...'``), as a shell
     splits it."""
-    lexer = shlex.shlex(text[text.index(f"'convoy {begins}"):], posix=True)
-    lexer.whitespace_split = True
-    return shlex.split(lexer.get_token() or "")
+    at = text.index(f"'convoy {begins}") + 1
+    end, in_double = at, False
+    while text[end] != "'" or in_double:  # the quote that closes it (words inside are
+        in_double ^= text[end] == '"'     # in double quotes where they need any)
+        end += 1
+    return shlex.split(text[at:end])
 
 
 def line_command(text: str, label: str, end: str | None = None) -> list[str]:
@@ -199,3 +208,87 @@ def test_retry_of_an_id_with_a_space_is_quoted() -> None:
     assert argv == ["convoy", "retry", "a b", "--db", "x.db"]
     runs(argv)
     assert cli("sessions", "show", "a b.r1", "--db", "x.db").code == 0
+
+
+# -- finding 5: what continues a session names its module ---------------------------------
+
+
+def _continues(text: str) -> tuple[list[str], list[str]]:
+    """The worker and the resume a message says continue a session."""
+    return quoted_command(text, "worker"), quoted_command(text, "resume")
+
+
+def test_an_answer_says_which_worker_and_resume_continue_the_session() -> None:
+    assert started("ask", 120, "r-0", tenant="acme") == "waiting"
+    store = ["--db", "x.db", "--tenant", "acme"]
+    res = cli("inbox", "answer", "r-0:0", "--set", "approve=yes", "--import", "hint_flows",
+              *store)
+    assert res.code == 0, res.stderr
+    worker, resume = _continues(res.stdout)
+    assert worker == ["convoy", "worker", "hint_flows", *store]
+    assert resume == ["convoy", "resume", "--import", "hint_flows", *store]
+    runs(resume)
+    shown = cli("sessions", "show", "r-0", *store)
+    assert "completed" in shown.stdout, shown.stdout
+
+
+def test_without_the_module_the_suggestion_says_module_and_which() -> None:
+    assert started("ask", 120, "r-0", tenant="acme") == "waiting"
+    store = ["--db", "x.db", "--tenant", "acme"]
+    res = unknown("inbox", "answer", "r-0:0", "--set", "approve=yes", *store)
+    assert res.code == 0, res.stderr
+    worker, resume = _continues(res.stdout)
+    assert worker == ["convoy", "worker", "MODULE", *store]
+    assert resume == ["convoy", "resume", "--import", "MODULE", *store]
+    assert "MODULE: the module that defines workflow 'hints.ask'" in res.stdout
+
+
+def test_sessions_show_says_which_worker_and_resume_continue_a_wait() -> None:
+    assert started("wait", "go", "w-1") == "waiting"
+    shown = cli("sessions", "show", "w-1", "--db", "x.db")
+    worker, resume = _continues(shown.stdout)
+    assert worker == ["convoy", "worker", "hint_flows", "--db", "x.db"]
+    assert resume == ["convoy", "resume", "--import", "hint_flows", "--db", "x.db"]
+    shown = unknown("sessions", "show", "w-1", "--db", "x.db")
+    worker, resume = _continues(shown.stdout)
+    assert worker == ["convoy", "worker", "MODULE", "--db", "x.db"]
+    assert "MODULE: the module that defines workflow 'hints.wait'" in shown.stdout
+
+
+def test_a_workflow_named_by_reference_resumes_without_import() -> None:
+    from tests.clikit import run_ok, session_ids
+
+    run_ok("--db", "w.db", lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = session_ids(Path("w.db"))
+    worker, resume = _continues(cli("sessions", "show", sid, "--db", "w.db").stdout)
+    assert worker == ["convoy", "worker", "cli_flows", "--db", "w.db"]
+    assert resume == ["convoy", "resume", "--db", "w.db"]
+
+
+def test_an_interrupted_run_names_the_import_its_resume_needs(
+        background: Callable[..., Background], tmp_path: Path) -> None:
+    write_jsonl(tmp_path / "in.jsonl", ['"a"'])
+    (tmp_path / "hold").touch()
+    run = background("run", "hint_flows:held", "-i", "in.jsonl", "--db", "c.db")
+    run.wait_for_line("holding a")
+    res = run.stop(signal.SIGINT)
+    resume = quoted_command(res.stderr, "resume")
+    assert resume == ["convoy", "resume", "--import", "hint_flows", "--db", "c.db"]
+    again = background(*resume[1:])
+    again.wait_for_line("holding a")
+    res = again.stop(signal.SIGINT)
+    assert quoted_command(res.stderr, "resume") == resume  # keeps its --import
+    (tmp_path / "hold").unlink()
+    runs(resume)
+
+
+def test_a_signal_says_which_worker_and_resume_continue_the_session() -> None:
+    assert started("wait", "go", "w-1", tenant="acme") == "waiting"
+    store = ["--db", "x.db", "--tenant", "acme"]
+    res = cli("signal", "w-1", "go", "--payload", "true", *store)
+    assert res.code == 0, res.stderr
+    worker, resume = _continues(res.stdout)
+    assert worker == ["convoy", "worker", "hint_flows", *store]
+    assert resume == ["convoy", "resume", "--import", "hint_flows", *store]
+    runs(resume)
+    assert "completed" in cli("sessions", "show", "w-1", *store).stdout

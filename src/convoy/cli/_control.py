@@ -33,13 +33,15 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
+from convoy.cli._loading import continuing
+from convoy.stores import SessionRow
 
 
-def _continues(scope: Scope, db: str) -> str:
+def _continues(row: SessionRow, db: str) -> str:
     """What runs a session a signal woke."""
-    return (f"{scope.command('worker MODULE', db)} or {scope.command('resume', db)} continues "
-            f"it ({scope.command('resume --import MODULE', db)} for a workflow with an "
-            "explicit name)")
+    worker, resume, note = continuing([row.workflow], lambda args: command(
+        args, db=db, tenant=row.tenant))
+    return f"{worker} or {resume} continues it{note}"
 
 
 
@@ -104,14 +106,14 @@ def signal(
         scope = tenant_scope(tenant, all_tenants)
         require_convoy_store(db, nothing="signal")
         engine = build_engine(db, busy_timeout=busy_timeout)
-    run_async(_signal(engine, scope, session_id, name, value, db))
+    row = run_async(_signal(engine, scope, session_id, name, value, db))
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value
         out.print(f"answered the escalation of session {session_id}: {action}"
-                  + ("" if action == "fail" else f"; {_continues(scope, db)}"),
+                  + ("" if action == "fail" else f"; {_continues(row, db)}"),
                   markup=False, soft_wrap=True)
     else:
-        out.print(f"sent signal {name!r} to session {session_id}; {_continues(scope, db)}",
+        out.print(f"sent signal {name!r} to session {session_id}; {_continues(row, db)}",
                   markup=False, soft_wrap=True)
 
 
@@ -132,10 +134,11 @@ def read_text(path: Path, option: str) -> str:
 
 
 async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, value: Any,
-                  db: str) -> None:
+                  db: str) -> SessionRow:
     async with engine:
         await require_session(engine, scope, session_id, db)
         await scope.view(engine).signal(session_id, name, value)
+        return await scope.view(engine).session(session_id)
 
 
 def cancel(
@@ -197,8 +200,9 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
             # session hooks its input typed (they see it as stored otherwise).
             with suppress(Exception):
                 engine.workflow_named(row.workflow)
-        next_engine = (f"{command('worker', db=db, tenant=row.tenant)} or "
-                       f"{command('resume', db=db, tenant=row.tenant)}")
+        worker, resume, note = continuing(
+            [row.workflow], lambda args: command(args, db=db, tenant=row.tenant))
+        next_engine = f"{worker} or {resume}{note}"
         if await view.cancel(session_id, by=by) == "cancelled":
             return f"cancelled session {session_id}"
         row = await view.session(session_id)

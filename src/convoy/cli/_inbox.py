@@ -43,6 +43,7 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._left_out import warn_left_out
+from convoy.cli._loading import continuing
 from convoy.cli._render import check_times, decisions, fmt_time
 from convoy.hitl._task import session_of
 from convoy.stores._rows import LeftOut, readable
@@ -283,8 +284,7 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
             return await inbox.answer(task.id, got, by=who, comment=comment)
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
-    done: HumanTask = _run(engine, scope, act)
-    _decided(done, db)
+    _decide(engine, scope, act, db)
 
 
 def _start(task: HumanTask) -> Any:
@@ -297,13 +297,22 @@ _DONE = {"answer": "answered", "approve": "approved", "edit": "approved with cha
          "reject": "rejected"}
 
 
-def _decided(task: HumanTask, db: str) -> None:
+def _decide(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[HumanTask]],
+            db: str) -> None:
+    """Decide (``act``), then say so, and what continues the session."""
+    async def decide(inbox: Inbox) -> tuple[HumanTask, str | None]:
+        task = await act(inbox)
+        row = await engine.store.get_session(task.session_id, tenant=task.tenant)
+        return task, None if row is None else row.workflow
+
+    task, workflow = _run(engine, scope, decide)
     d = task.decision
     assert d is not None
-    worker = command("worker", db=db, tenant=task.tenant)
-    resume = command("resume", db=db, tenant=task.tenant)
+    worker, resume, note = continuing([] if workflow is None else [workflow], lambda args:
+                                      command(args, db=db, tenant=task.tenant))
     out.print(f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by}); {worker} or "
-              f"{resume} continues session {task.session_id}", markup=False, soft_wrap=True)
+              f"{resume} continues session {task.session_id}{note}", markup=False,
+              soft_wrap=True)
 
 
 @inbox_app.command("approve")
@@ -335,7 +344,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
             from_sets(task.answer_schema, sets or [], _start(task))
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
-    _decided(_run(engine, scope, act), db)
+    _decide(engine, scope, act, db)
 
 
 @inbox_app.command("reject")
@@ -349,8 +358,7 @@ def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
     """
     who = who_decides(by)
     engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
-    _decided(_run(engine, scope, lambda inbox: inbox.reject(task_id, by=who,
-                                                             comment=comment)), db)
+    _decide(engine, scope, lambda inbox: inbox.reject(task_id, by=who, comment=comment), db)
 
 
 @inbox_app.command("comment")

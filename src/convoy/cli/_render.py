@@ -18,6 +18,7 @@ from convoy._command import command, word
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
+from convoy.cli._loading import continuing
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
 from convoy.durability._executor import signals_refused
@@ -497,7 +498,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"run it again as a new session: {again}",
                       markup=False, soft_wrap=True)
     task = _task_waited_for(row)
-    worker, resume = cmd("worker"), cmd("resume")
+    worker, resume, note = continuing([row.workflow], cmd)
     if row.status == "escalated":
         console.print('decide (its task, or a signal whose "action" is "retry", "fail", or '
                       '"complete" with a "result"):', markup=False, soft_wrap=True)
@@ -509,25 +510,26 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                       markup=False, soft_wrap=True)
     elif task is not None:
         console.print(f"waiting for a person: {cmd(f'inbox show {word(task)}', quote=False)} (then "
-                      f"a {worker} or {resume} continues it)", markup=False, soft_wrap=True)
+                      f"{worker} or {resume} continues it{note})", markup=False,
+                      soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
         signal = f"signal {word(sid)} {word(escaped(row.wait_name))} --payload JSON"
-        console.print(f"waiting: {cmd(signal, quote=False)}, then a {worker} (or {resume}) "
-                      "continues it", markup=False, soft_wrap=True)
+        console.print(f"waiting: {cmd(signal, quote=False)}, then {worker} (or {resume}) "
+                      f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "waiting":
-        console.print(f"waiting for its timer: a {worker} (or {resume} once it is due) "
-                      "continues it", markup=False, soft_wrap=True)
+        console.print(f"waiting for its timer: {worker} (or {resume} once it is due) "
+                      f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "running" and row.owner is not None and \
             row.lease_until is not None and row.lease_until >= now:
         owner = escaped(row.owner)
         console.print(f"running on engine {owner}, which ends it cancelled at its next lease "
                       "renewal" if cancel_requested is not None else
                       f"running on engine {owner}; if that engine stops, its lease lapses and "
-                      f"the next {worker} or {resume} continues it from its journal",
+                      f"the next {worker} or {resume} continues it from its journal{note}",
                       markup=False, soft_wrap=True)
     elif row.unfinished and cancel_requested is not None:
         console.print(f"a cancel is requested: the next {worker} or {resume} ends it "
-                      "cancelled", markup=False, soft_wrap=True)
+                      f"cancelled{note}", markup=False, soft_wrap=True)
     elif row.unfinished:
         console.print(f"not finished yet; {resume} (or re-running the same 'convoy run') "
-                      "finishes it", markup=False, soft_wrap=True)
+                      f"finishes it{note}", markup=False, soft_wrap=True)

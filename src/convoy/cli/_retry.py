@@ -35,7 +35,7 @@ from convoy.cli._common import (
     tenant_scope,
     workflow_names,
 )
-from convoy.cli._loading import unloadable
+from convoy.cli._loading import continuing, unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     exit_if_strict,
@@ -132,8 +132,10 @@ def retry(
     try:
         stats = run_async(_retry(engine, scope, rows))
     except KeyboardInterrupt:
+        _, resume, note = continuing([r.workflow for r in rows],
+                                     lambda args: scope.command(args, db))
         err.print("interrupted: the retries already created are saved; "
-                  f"{scope.command('resume', db)} finishes them", markup=False, soft_wrap=True)
+                  f"{resume} finishes them{note}", markup=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED) from None
     out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))
     print_failures(out, stats, db=db, scope=scope)
