@@ -292,3 +292,23 @@ def test_a_signal_says_which_worker_and_resume_continue_the_session() -> None:
     assert resume == ["convoy", "resume", "--import", "hint_flows", *store]
     runs(resume)
     assert "completed" in cli("sessions", "show", "w-1", *store).stdout
+
+
+# -- finding 7: a wait for shared state is ended by 'convoy state set' ---------------------
+
+
+def test_a_state_wait_suggests_state_set_which_wakes_it() -> None:
+    assert started("until_shipped", "B-2", "u-1", tenant="acme") == "waiting"
+    store = ["--db", "x.db", "--tenant", "acme"]
+    listed = cli("sessions", "list", *store, env={"COLUMNS": "250"})
+    assert "a change of order:B-2/status" in listed.stdout, listed.stdout
+    assert "convoy.state:" not in listed.stdout
+    shown = cli("sessions", "show", "u-1", *store)
+    assert "waits for signal" not in shown.stdout  # (the journal shows the step as it is)
+    assert "waits for a change of  state order:B-2/status" in shown.stdout, shown.stdout
+    argv = line_command(shown.stdout, "waiting for a change of order:B-2/status: ", ", then")
+    assert argv == ["convoy", "state", "set", "order:B-2", "status", "JSON", *store]
+    said = runs([('"shipped"' if w == "JSON" else w) for w in argv])
+    assert "woke 1 waiting session(s)" in said
+    runs(quoted_command(shown.stdout, "resume"))
+    assert "completed" in cli("sessions", "show", "u-1", *store).stdout

@@ -314,14 +314,29 @@ def _task_waited_for(row: SessionRow) -> str | None:
     return None
 
 
+def _state_waited_for(row: SessionRow) -> tuple[str, str] | None:
+    """The namespace and key of shared state a waiting session waits to change (its wait
+    is a watch on the key; split at the first '/', as a namespace seldom holds one)."""
+    prefix = watch_signal("", "").removesuffix("/")
+    name = row.wait_name
+    if row.status != "waiting" or name is None or _task_waited_for(row) is not None or \
+            not name.startswith(prefix):
+        return None
+    namespace, sep, key = name[len(prefix):].partition("/")
+    return (namespace, key) if namespace and sep and key else None
+
+
 def waits_for(row: SessionRow) -> str:
     """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
     if row.status != "waiting":
         return ""
     parts = []
     task = _task_waited_for(row)
+    state = _state_waited_for(row)
     if task is not None:
         parts.append(f"a person (task {task})")
+    elif state is not None:
+        parts.append(f"a change of {'/'.join(state)}")
     elif row.wait_name is not None:
         parts.append(f"signal {row.wait_name!r}")
     if row.wake_at is not None:
@@ -439,8 +454,11 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         info.add_row("owner", row.owner + lease)
     if row.status == "waiting":
         task = _task_waited_for(row)
+        state = _state_waited_for(row)
         if task is not None:
             info.add_row("waits for a person", f"inbox task {task}")
+        elif state is not None:
+            info.add_row("waits for a change of", f"state {escaped('/'.join(state))}")
         elif row.wait_name is not None:
             info.add_row("waits for signal", escaped(row.wait_name))
         if row.wake_at is not None:
@@ -497,7 +515,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         again = cmd(f"retry {word(sid)}", quote=False)
         console.print(f"run it again as a new session: {again}",
                       markup=False, soft_wrap=True)
-    task = _task_waited_for(row)
+    task, state = _task_waited_for(row), _state_waited_for(row)
     worker, resume, note = continuing([row.workflow], cmd)
     if row.status == "escalated":
         console.print('decide (its task, or a signal whose "action" is "retry", "fail", or '
@@ -511,6 +529,12 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     elif task is not None:
         console.print(f"waiting for a person: {cmd(f'inbox show {word(task)}', quote=False)} (then "
                       f"{worker} or {resume} continues it{note})", markup=False,
+                      soft_wrap=True)
+    elif state is not None:
+        namespace, key = (word(escaped(x)) for x in state)
+        console.print(f"waiting for a change of {escaped('/'.join(state))}: "
+                      f"{cmd(f'state set {namespace} {key} JSON', quote=False)}, then "
+                      f"{worker} (or {resume}) continues it{note}", markup=False,
                       soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
         signal = f"signal {word(sid)} {word(escaped(row.wait_name))} --payload JSON"
