@@ -161,7 +161,8 @@ def test_failed_sessions_counted_by_reason_exit_zero() -> None:
     assert summary(res.stdout, "completed") == "1"
     assert summary(res.stdout, "failed") == "1"
     assert "the ticket asked to explode" in res.stdout
-    assert "convoy sessions show ID" in res.stdout
+    failed = ids_of([{"subject": "explode", "body": "!"}])[0]
+    assert f"details: convoy sessions show {failed}" in res.stdout  # (the one failure)
 
 
 def test_unknown_module_is_a_usage_error() -> None:

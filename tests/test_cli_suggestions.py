@@ -22,6 +22,7 @@ from tests.clikit import (
     Res,
     background_fixture,  # noqa: F401  (fixture)
     cli,
+    one_line_error,
     workdir,  # noqa: F401  (autouse fixture)
     write_jsonl,
 )
@@ -312,3 +313,29 @@ def test_a_state_wait_suggests_state_set_which_wakes_it() -> None:
     assert "woke 1 waiting session(s)" in said
     runs(quoted_command(shown.stdout, "resume"))
     assert "completed" in cli("sessions", "show", "u-1", *store).stdout
+
+
+# -- finding 14: one-line errors say what is true -----------------------------------------
+
+
+def test_worker_given_a_workflow_reference_says_it_takes_the_module() -> None:
+    res = cli("worker", "hint_flows:wait", "--db", "x.db", "--until-idle")
+    one_line_error(res, 2, "'hint_flows:wait' names a workflow (MODULE:WORKFLOW); name its "
+                   "module as Python imports it: hint_flows")
+
+
+def test_a_store_in_a_missing_directory_is_not_said_to_be_created_by_run() -> None:
+    res = cli("sessions", "list", "--db", "nonexist/dir/x.db")
+    one_line_error(res, 2, "no Convoy store at 'nonexist/dir/x.db': the directory "
+                   "'nonexist/dir' does not exist")
+    assert "'convoy run' creates it" not in res.stderr
+
+
+def test_a_run_with_one_failure_names_it_in_details() -> None:
+    from tests.clikit import run_ok
+
+    res = run_ok("--db", "f.db", lines=['"x y"'], flow="cli_flows:boom")
+    argv = line_command(res.stdout, "details: ")
+    assert argv[:3] == ["convoy", "sessions", "show"] and argv[3] != "ID", argv
+    assert argv[4:] == ["--db", "f.db"]
+    runs(argv)

@@ -187,7 +187,8 @@ def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) 
                       f"{scope.command('sessions list --status STATUS', db)}",
                       markup=False, soft_wrap=True)
     if stats.failures:
-        console.print(f"details: {scope.command('sessions show ID', db, quote=False)}",
+        one = word(escaped(stats.failures[0].id)) if len(stats.failures) == 1 else "ID"
+        console.print(f"details: {scope.command(f'sessions show {one}', db, quote=False)}",
                       markup=False, soft_wrap=True)
 
 
