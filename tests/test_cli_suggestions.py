@@ -339,3 +339,61 @@ def test_a_run_with_one_failure_names_it_in_details() -> None:
     assert argv[:3] == ["convoy", "sessions", "show"] and argv[3] != "ID", argv
     assert argv[4:] == ["--db", "f.db"]
     runs(argv)
+
+
+def test_redteam_payloads_that_name_a_file_say_so() -> None:
+    Path("text.db").write_text("x")
+    one_line_error(cli("redteam", "--payloads", "text.db"), 2,
+                   "redteam payload directory 'text.db' is a file")
+
+
+@pytest.mark.parametrize(("lines", "said"), [
+    (['"a"'], "--kill-after-sessions 5: the kill must come before the phase is over, after "
+              "fewer sessions than its 1 input; give --input more lines"),
+    (['"a"', '"b"', '"c"'], "than its 3 inputs (1 to 2)")])
+def test_chaos_names_its_flag_not_a_python_parameter(lines: list[object], said: str) -> None:
+    write_jsonl(Path("in.jsonl"), lines)
+    res = cli("chaos", "cli_flows:shout", "-i", "in.jsonl", "--kill-after-sessions", "5")
+    one_line_error(res, 2, said)
+    assert "kill_after_sessions" not in res.stderr
+
+
+def test_an_answer_without_a_terminal_says_to_use_value_or_set() -> None:
+    assert started("ask", 120, "r-0") == "waiting"
+    res = cli("inbox", "answer", "r-0:0", "--db", "x.db")  # (standard input: empty)
+    assert res.code == 2, (res.stdout, res.stderr)
+    one_line_error(res, 2, "no answer: the input ended before the form did (no terminal to "
+                   "ask on); give the answer with --value JSON or --set FIELD=VALUE")
+
+
+def test_retry_of_an_unknown_id_says_it_as_every_command_does() -> None:
+    _finished()
+    res = cli("retry", "nope", "--db", "x.db")
+    one_line_error(res, 2, "no session 'nope' of tenant 'default' in 'x.db'; 'convoy sessions "
+                   "list --db x.db' shows the ids (other tenants: --tenant NAME or "
+                   "--all-tenants)")
+
+
+def test_audit_check_of_an_entry_without_a_step_names_no_step(tmp_path: Path) -> None:
+    from convoy.audit import AuditEvent, AuditLog
+    from convoy.stores import SQLiteStore
+    from tests.store_backends import FakeClock
+
+    async def build() -> None:
+        store = SQLiteStore(tmp_path / "a.db", clock=FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append("acme", [AuditEvent(kind="session", status="ok", at=1000.0,
+                                                  session_id="s1")])
+        finally:
+            await store.aclose()
+
+    asyncio.run(build())
+    proof = cli("audit", "prove", "0", "--db", "a.db", "--tenant", "acme", "--key",
+                "audit.key")
+    assert proof.code == 0, proof.stderr
+    Path("proof.json").write_text(proof.stdout)
+    res = cli("audit", "check", "proof.json")
+    assert res.code == 0, res.stderr
+    assert "(session s1)" in res.stdout and "None" not in res.stdout, res.stdout

@@ -580,7 +580,8 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
             "not a Convoy inclusion proof") else RUN_FAILURE)
     typer.echo(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed log of "
                f"{doc['tree_size']} entries: {event.kind} {event.status} (session "
-               f"{event.session_id}, step {event.step_key})")
+               f"{event.session_id}"
+               + ("" if event.step_key is None else f", step {event.step_key}") + ")")
     if public_key is None:
         err.print("note: the signer was not pinned: the proof's own checkpoint names the key "
                   "it was signed with; pass --public-key (the key you trust) to check who "

@@ -10,6 +10,7 @@ Decisions are audited where the store audits (see :mod:`convoy.cli._deciders`).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -279,7 +280,13 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
                             _start(task) if task.kind != "question" else None)
         else:
             out.print(printable(task.prompt), markup=False)
-            got = ask(task.answer_schema)
+            try:
+                got = ask(task.answer_schema)
+            except typer.Abort:
+                if sys.stdin.isatty():  # Ctrl-C at the form
+                    raise
+                fail("no answer: the input ended before the form did (no terminal to ask "
+                     "on); give the answer with --value JSON or --set FIELD=VALUE")
         if task.kind == "question":
             return await inbox.answer(task.id, got, by=who, comment=comment)
         return await inbox.edit(task.id, got, by=who, comment=comment)

@@ -33,6 +33,7 @@ from convoy.cli._common import (
     require_convoy_store,
     run_async,
     tenant_scope,
+    unknown_session,
     workflow_names,
 )
 from convoy.cli._loading import continuing, unloadable
@@ -155,6 +156,9 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
             if workflow not in known:
                 fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
                      f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
+        for sid in ids:  # (said as every command says it, before the engine's own words)
+            if sid.strip() and await store.get_session(sid, tenant=scope.tenant) is None:
+                unknown_session(db, scope, sid)
         return await select_retryable(store, ids=ids, status=status, error_type=error_type,
                                       workflow=workflow, tenant=scope.tenant)
 
