@@ -397,3 +397,16 @@ def test_audit_check_of_an_entry_without_a_step_names_no_step(tmp_path: Path) ->
     res = cli("audit", "check", "proof.json")
     assert res.code == 0, res.stderr
     assert "(session s1)" in res.stdout and "None" not in res.stdout, res.stdout
+
+
+@pytest.mark.parametrize(("given", "payload"), [(["true"], "true"), (["go", "now"], "JSON")])
+def test_a_value_after_the_signal_name_is_said_to_go_in_payload(given: list[str],
+                                                                payload: str) -> None:
+    assert started("wait", "approve", "w-1", tenant="acme") == "waiting"
+    store = ["--db", "x.db", "--tenant", "acme"]
+    res = cli("signal", "w-1", "approve", *given, *store)
+    one_line_error(res, 2, "the signal's value goes in --payload, not after its name")
+    argv = quoted_command(res.stderr, "signal")
+    assert argv == ["convoy", "signal", "w-1", "approve", "--payload", payload, *store]
+    if payload != "JSON":
+        assert "sent signal 'approve' to session w-1" in runs(argv)

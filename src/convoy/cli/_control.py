@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from convoy import ESCALATION, Engine, UserError
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -46,6 +47,7 @@ def _continues(row: SessionRow, db: str) -> str:
 
 
 def signal(
+    ctx: typer.Context,
     session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
     name: Annotated[str, typer.Argument(
         metavar="NAME", help=f"The signal, as the workflow's ctx.wait_for names it, or "
@@ -83,6 +85,15 @@ def signal(
 
     Example: `convoy signal handle_ticket-3f2a9c1b7e4d approve --payload true`
     """
+    if ctx.args:  # words after the name (the command allows them for this line)
+        value_given = " ".join(ctx.args)
+        try:
+            json.loads(value_given)
+        except ValueError:
+            value_given = "JSON"
+        fail("the signal's value goes in --payload, not after its name: "
+             + command(f"signal {word(session_id)} {word(name)} --payload {word(value_given)}",
+                       db=db, tenant=tenant, all_tenants=all_tenants))
     try:
         check_name(name, "signal name")
     except UserError as e:
