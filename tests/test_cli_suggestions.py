@@ -219,15 +219,22 @@ def _continues(text: str) -> tuple[list[str], list[str]]:
     return quoted_command(text, "worker"), quoted_command(text, "resume")
 
 
+def continued_by(text: str, module: str, store: list[str]) -> list[str]:
+    """Check that ``text`` says a worker of ``module`` or a resume that imports it
+    continues the session; the resume."""
+    worker, resume = _continues(text)
+    assert worker == ["convoy", "worker", module, *store]
+    assert resume == ["convoy", "resume", "--import", module, *store]
+    return resume
+
+
 def test_an_answer_says_which_worker_and_resume_continue_the_session() -> None:
     assert started("ask", 120, "r-0", tenant="acme") == "waiting"
     store = ["--db", "x.db", "--tenant", "acme"]
     res = cli("inbox", "answer", "r-0:0", "--set", "approve=yes", "--import", "hint_flows",
               *store)
     assert res.code == 0, res.stderr
-    worker, resume = _continues(res.stdout)
-    assert worker == ["convoy", "worker", "hint_flows", *store]
-    assert resume == ["convoy", "resume", "--import", "hint_flows", *store]
+    resume = continued_by(res.stdout, "hint_flows", store)
     runs(resume)
     shown = cli("sessions", "show", "r-0", *store)
     assert "completed" in shown.stdout, shown.stdout
@@ -238,9 +245,7 @@ def test_without_the_module_the_suggestion_says_module_and_which() -> None:
     store = ["--db", "x.db", "--tenant", "acme"]
     res = unknown("inbox", "answer", "r-0:0", "--set", "approve=yes", *store)
     assert res.code == 0, res.stderr
-    worker, resume = _continues(res.stdout)
-    assert worker == ["convoy", "worker", "MODULE", *store]
-    assert resume == ["convoy", "resume", "--import", "MODULE", *store]
+    continued_by(res.stdout, "MODULE", store)
     assert "MODULE: the module that defines workflow 'hints.ask'" in res.stdout
 
 
@@ -288,9 +293,7 @@ def test_a_signal_says_which_worker_and_resume_continue_the_session() -> None:
     store = ["--db", "x.db", "--tenant", "acme"]
     res = cli("signal", "w-1", "go", "--payload", "true", *store)
     assert res.code == 0, res.stderr
-    worker, resume = _continues(res.stdout)
-    assert worker == ["convoy", "worker", "hint_flows", *store]
-    assert resume == ["convoy", "resume", "--import", "hint_flows", *store]
+    resume = continued_by(res.stdout, "hint_flows", store)
     runs(resume)
     assert "completed" in cli("sessions", "show", "w-1", *store).stdout
 

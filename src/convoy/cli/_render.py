@@ -159,7 +159,7 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
     return t
 
 
-def decisions(task_id: str, *, db: str, tenant: str) -> list[str]:
+def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
     """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
     (never ``approve | reject``, which a shell reads as a pipe), each with the store and
     the tenant the user looks at."""
