@@ -558,8 +558,8 @@ def require_store(db: str) -> None:
                 "absolute path takes four slashes, sqlite:////path)" \
             if db.startswith("sqlite:///") and not path.is_absolute() else ""
         if not path.parent.is_dir():  # (which 'convoy run' refuses too: it creates no dir)
-            fail(f"no Convoy store at {db!r}: the directory {str(path.parent)!r} does not "
-                 "exist; pass --db PATH or set CONVOY_DB")
+            fail(f"no Convoy store at {db!r}{where}: the directory {str(path.parent)!r} "
+                 "does not exist; pass --db PATH or set CONVOY_DB")
         fail(f"no Convoy store at {db!r}{where}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
 
