@@ -161,7 +161,8 @@ def test_failed_sessions_counted_by_reason_exit_zero() -> None:
     assert summary(res.stdout, "completed") == "1"
     assert summary(res.stdout, "failed") == "1"
     assert "the ticket asked to explode" in res.stdout
-    assert "convoy sessions show ID" in res.stdout
+    failed = ids_of([{"subject": "explode", "body": "!"}])[0]
+    assert f"details: convoy sessions show {failed}" in res.stdout  # (the one failure)
 
 
 def test_unknown_module_is_a_usage_error() -> None:
@@ -913,7 +914,8 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     res = again.stop(sig)
     assert res.code == code, res.stderr
     # (on the store the command was given)
-    assert "interrupted: run 'convoy resume --db c.db' again to finish" in res.stderr, res
+    assert "interrupted: run 'convoy resume --import cli_flows --db c.db' again to finish" \
+        in res.stderr, res
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
     (tmp_path / "hold").unlink()
     done = cli("resume", "--db", "c.db", "--import", "cli_flows")

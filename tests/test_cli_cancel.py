@@ -53,7 +53,7 @@ def test_cancel_of_a_session_running_on_another_engine_requests_it() -> None:
         rf"cancel requested: session {sid} is running on engine elsewhere:1:e1, which "
         r"stops it at its next lease renewal \(within about (\d+) s; if that engine died, "
         r"the engine that takes the session over cancels it; if it parks first, the engine "
-        r"that runs it next, 'convoy worker' or 'convoy resume', does\)", line)
+        r"that runs it next, 'convoy worker cli_flows' or 'convoy resume', does\)", line)
     assert m is not None, line
     assert 1 <= int(m.group(1)) <= 30
     assert session(sid).status == "running"  # still its owner's, until it renews
@@ -86,7 +86,8 @@ def test_sessions_show_says_no_cancel_request_for_a_session_without_one() -> Non
            "owner='elsewhere:1:e1', lease_until=? WHERE id=?", time.time() + 30, sid)
     said = " ".join(cli("sessions", "show", sid).stdout.split())
     assert "running on engine elsewhere:1:e1; if that engine stops, its lease lapses and " \
-        "the next 'convoy worker' or 'convoy resume' continues it from its journal" in said
+        "the next 'convoy worker cli_flows' or 'convoy resume' continues it from its " \
+        "journal" in said
     assert "cancel requested" not in cli("sessions", "show", sid).stdout
     assert json.loads(cli("sessions", "show", sid, "--json").stdout)["cancel_requested"] is None
 

@@ -64,7 +64,7 @@ def test_sessions_show_says_what_continues_a_waiting_session_on_the_same_store()
     (sid,) = session_ids(Path("w.db"))
     shown = cli("sessions", "show", sid, "--db", "w.db", "--tenant", "acme")
     assert shown.code == 0, shown.stderr
-    assert "'convoy worker --db w.db --tenant acme'" in " ".join(shown.stdout.split())
+    assert "'convoy worker cli_flows --db w.db --tenant acme'" in " ".join(shown.stdout.split())
 
 
 @pytest.mark.parametrize(("kw", "env", "expected"), [
@@ -99,8 +99,10 @@ def test_a_workflow_not_loaded_here_suggests_its_command_on_the_same_store() -> 
     tamper("UPDATE sessions SET workflow='desk.gone', status='failed' WHERE id=?", sid,
            db=Path("observed.db"))
     for args, said in (
-            (("retry", sid), "'convoy retry --import MODULE --db observed.db --tenant acme'"),
-            (("replay", sid), "'convoy replay --import MODULE --db observed.db --tenant acme'")):
+            (("retry", sid),
+             f"'convoy retry {sid} --import MODULE --db observed.db --tenant acme'"),
+            (("replay", sid),
+             f"'convoy replay {sid} --import MODULE --db observed.db --tenant acme'")):
         res = cli(*args, "--db", "observed.db", "--tenant", "acme")
         assert said in res.stderr, res.stderr
     tamper("UPDATE sessions SET status='pending', output=NULL WHERE id=?", sid,

@@ -118,6 +118,11 @@ def chaos(
                   style="yellow", soft_wrap=True)
     if not batch.valid:
         fail(f"{input}: no valid inputs to run")
+    n = len(batch.valid)
+    if kill_after_sessions is not None and not 0 < kill_after_sessions < n:
+        fail(f"--kill-after-sessions {kill_after_sessions}: the kill must come before the "
+             f"phase is over, after fewer sessions than its {plural(n, 'input')}"
+             + (f" (1 to {n - 1})" if n > 1 else "; give --input more lines"))
     stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
     work = db_dir if db_dir is not None else Path(".convoy") / f"chaos-{stamp}"
     out_file = journal if journal is not None else work / "journal.json"

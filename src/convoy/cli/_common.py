@@ -364,6 +364,10 @@ def import_modules(modules: list[str] | None) -> list[Any]:
         if instead is not None:
             fail(f"{quoted(name, 120)} is a file path; name the module as Python imports it: "
                  f"{instead}")
+        module, colon, _ = name.partition(":")
+        if colon and module:  # what 'convoy run' takes, given where a module belongs
+            fail(f"{quoted(name, 120)} names a workflow (MODULE:WORKFLOW); name its module as "
+                 f"Python imports it: {module}")
         try:
             imported.append(importlib.import_module(name))
         except ImportError as e:
@@ -569,6 +573,9 @@ def require_store(db: str) -> None:
         where = f" (the file {str(path)!r}, relative to the current directory: an " \
                 "absolute path takes four slashes, sqlite:////path)" \
             if db.startswith("sqlite:///") and not path.is_absolute() else ""
+        if not path.parent.is_dir():  # (which 'convoy run' refuses too: it creates no dir)
+            fail(f"no Convoy store at {db!r}{where}: the directory {str(path.parent)!r} "
+                 "does not exist; pass --db PATH or set CONVOY_DB")
         fail(f"no Convoy store at {db!r}{where}; pass --db PATH or set CONVOY_DB "
              "('convoy run' creates it)")
     if _empty_file(path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from convoy import ESCALATION, Engine, UserError
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -33,17 +34,20 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
+from convoy.cli._loading import continuing
+from convoy.stores import SessionRow
 
 
-def _continues(scope: Scope, db: str) -> str:
+def _continues(row: SessionRow, db: str) -> str:
     """What runs a session a signal woke."""
-    return (f"{scope.command('worker MODULE', db)} or {scope.command('resume', db)} continues "
-            f"it ({scope.command('resume --import MODULE', db)} for a workflow with an "
-            "explicit name)")
+    worker, resume, note = continuing([row.workflow], lambda args: command(
+        args, db=db, tenant=row.tenant))
+    return f"{worker} or {resume} continues it{note}"
 
 
 
 def signal(
+    ctx: typer.Context,
     session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
     name: Annotated[str, typer.Argument(
         metavar="NAME", help=f"The signal, as the workflow's ctx.wait_for names it, or "
@@ -81,6 +85,15 @@ def signal(
 
     Example: `convoy signal handle_ticket-3f2a9c1b7e4d approve --payload true`
     """
+    if ctx.args:  # words after the name (the command allows them for this line)
+        value_given = " ".join(ctx.args)
+        try:
+            json.loads(value_given)
+        except ValueError:
+            value_given = "JSON"
+        fail("the signal's value goes in --payload, not after its name: "
+             + command(f"signal {word(session_id)} {word(name)} --payload {word(value_given)}",
+                       db=db, tenant=tenant, all_tenants=all_tenants))
     try:
         check_name(name, "signal name")
     except UserError as e:
@@ -104,14 +117,14 @@ def signal(
         scope = tenant_scope(tenant, all_tenants)
         require_convoy_store(db, nothing="signal")
         engine = build_engine(db, busy_timeout=busy_timeout)
-    run_async(_signal(engine, scope, session_id, name, value, db))
+    row = run_async(_signal(engine, scope, session_id, name, value, db))
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value
         out.print(f"answered the escalation of session {session_id}: {action}"
-                  + ("" if action == "fail" else f"; {_continues(scope, db)}"),
+                  + ("" if action == "fail" else f"; {_continues(row, db)}"),
                   markup=False, soft_wrap=True)
     else:
-        out.print(f"sent signal {name!r} to session {session_id}; {_continues(scope, db)}",
+        out.print(f"sent signal {name!r} to session {session_id}; {_continues(row, db)}",
                   markup=False, soft_wrap=True)
 
 
@@ -132,10 +145,11 @@ def read_text(path: Path, option: str) -> str:
 
 
 async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, value: Any,
-                  db: str) -> None:
+                  db: str) -> SessionRow:
     async with engine:
         await require_session(engine, scope, session_id, db)
         await scope.view(engine).signal(session_id, name, value)
+        return await scope.view(engine).session(session_id)
 
 
 def cancel(
@@ -197,8 +211,9 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
             # session hooks its input typed (they see it as stored otherwise).
             with suppress(Exception):
                 engine.workflow_named(row.workflow)
-        next_engine = (f"{command('worker', db=db, tenant=row.tenant)} or "
-                       f"{command('resume', db=db, tenant=row.tenant)}")
+        worker, resume, note = continuing(
+            [row.workflow], lambda args: command(args, db=db, tenant=row.tenant))
+        next_engine = f"{worker} or {resume}{note}"
         if await view.cancel(session_id, by=by) == "cancelled":
             return f"cancelled session {session_id}"
         row = await view.session(session_id)

@@ -10,6 +10,7 @@ Decisions are audited where the store audits (see :mod:`convoy.cli._deciders`).
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -43,7 +44,8 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._render import check_times, fmt_time
+from convoy.cli._loading import continuing
+from convoy.cli._render import check_times, decisions, fmt_time
 from convoy.hitl._task import session_of
 from convoy.stores._rows import LeftOut, readable
 
@@ -156,7 +158,7 @@ def _sealed_note(sealed: list[str], engine: Engine, scope: Scope, db: str) -> st
     sessions = sorted({session_of(t) for t in sealed})
     return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
             f"end the sessions that wait for them with "
-            f"{scope.command('cancel ' + ' '.join(sessions[:5]), db)}")
+            f"{scope.command('cancel ' + ' '.join(map(word, sessions[:5])), db)}")
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
@@ -241,12 +243,13 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
             p("form:" if task.kind == "question" else "edit form:", style="bold")
             for f in form:
                 p(f"  {f.name}: {f.describe}", markup=False)
-        tid = word(task.id)
-        how = [f"answer {tid}"] if task.kind == "question" else \
-            [f"approve {tid}", f"reject {tid}", f"approve {tid} --set FIELD=VALUE"]
-        p("decide: " + " | ".join(command(f"inbox {a}", db=db, tenant=task.tenant,
-                                          quote=False) for a in how),
-          markup=False, soft_wrap=True)
+        if task.kind == "question":
+            p("decide: " + command(f"inbox answer {word(escaped(task.id))}", db=db,
+                                   tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
+        else:
+            p("decide:", markup=False)
+            for line in decisions(task.id, db=db, tenant=task.tenant):
+                p(f"  {line}", markup=False, soft_wrap=True)
 
 
 @inbox_app.command("answer")
@@ -277,13 +280,18 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
                             _start(task) if task.kind != "question" else None)
         else:
             out.print(printable(task.prompt), markup=False)
-            got = ask(task.answer_schema)
+            try:
+                got = ask(task.answer_schema)
+            except typer.Abort:
+                if sys.stdin.isatty():  # Ctrl-C at the form
+                    raise
+                fail("no answer: the input ended before the form did (no terminal to ask "
+                     "on); give the answer with --value JSON or --set FIELD=VALUE")
         if task.kind == "question":
             return await inbox.answer(task.id, got, by=who, comment=comment)
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
-    done: HumanTask = _run(engine, scope, act)
-    _decided(done, db)
+    _decide(engine, scope, act, db)
 
 
 def _start(task: HumanTask) -> Any:
@@ -296,13 +304,22 @@ _DONE = {"answer": "answered", "approve": "approved", "edit": "approved with cha
          "reject": "rejected"}
 
 
-def _decided(task: HumanTask, db: str) -> None:
+def _decide(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[HumanTask]],
+            db: str) -> None:
+    """Decide (``act``), then say so, and what continues the session."""
+    async def decide(inbox: Inbox) -> tuple[HumanTask, str | None]:
+        task = await act(inbox)
+        row = await engine.store.get_session(task.session_id, tenant=task.tenant)
+        return task, None if row is None else row.workflow
+
+    task, workflow = _run(engine, scope, decide)
     d = task.decision
     assert d is not None
-    worker = command("worker", db=db, tenant=task.tenant)
-    resume = command("resume", db=db, tenant=task.tenant)
+    worker, resume, note = continuing([] if workflow is None else [workflow], lambda args:
+                                      command(args, db=db, tenant=task.tenant))
     out.print(f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by}); {worker} or "
-              f"{resume} continues session {task.session_id}", markup=False, soft_wrap=True)
+              f"{resume} continues session {task.session_id}{note}", markup=False,
+              soft_wrap=True)
 
 
 @inbox_app.command("approve")
@@ -334,7 +351,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
             from_sets(task.answer_schema, sets or [], _start(task))
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
-    _decided(_run(engine, scope, act), db)
+    _decide(engine, scope, act, db)
 
 
 @inbox_app.command("reject")
@@ -348,8 +365,7 @@ def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
     """
     who = who_decides(by)
     engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
-    _decided(_run(engine, scope, lambda inbox: inbox.reject(task_id, by=who,
-                                                             comment=comment)), db)
+    _decide(engine, scope, lambda inbox: inbox.reject(task_id, by=who, comment=comment), db)
 
 
 @inbox_app.command("comment")

@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from convoy import UserError, Workflow, load_workflow
+from convoy._command import word
 from convoy._text import quoted
 from convoy.cli._common import fail
 from convoy.definitions._workflow import WorkflowNotFound, registered_workflow, script_workflow
@@ -39,10 +40,46 @@ def _says_how(e: UserError) -> bool:
     """Whether the loader's error says itself how to load the workflow: every one but a
     name no imported module registered (an explicit one, or a script's ``__main__:NAME``),
     whose fix depends on how the command loads modules."""
-    if not isinstance(e, WorkflowNotFound):
-        return True
-    module, sep, attr = e.workflow.partition(":")
+    return not isinstance(e, WorkflowNotFound) or _by_reference(e.workflow)
+
+
+def _by_reference(name: str) -> bool:
+    """Whether ``name`` is a ``MODULE:WORKFLOW`` reference a process loads by itself (the
+    name a workflow gets unless its decorator names it)."""
+    module, sep, attr = name.partition(":")
     return bool(module and sep and attr) and module != "__main__"
+
+
+def defining_module(name: str) -> str | None:
+    """The module that defines workflow ``name``, where this process knows it: the one
+    that registered it here, or the module of a ``MODULE:WORKFLOW`` name."""
+    wf = registered_workflow(name)
+    module = wf.fn.__module__ if wf is not None else name.partition(":")[0]
+    return module if module and module != "__main__" and \
+        (wf is not None or _by_reference(name)) else None
+
+
+def continuing(workflows: Iterable[str], cmd: Callable[[str], str]) -> tuple[str, str, str]:
+    """``'convoy worker MODULE...'``, ``'convoy resume'`` and a note: what continues
+    sessions of ``workflows`` (``cmd``: a command with the user's ``--db`` and tenant). A
+    worker serves the modules it names; a resume loads a workflow with an explicit name
+    only from a module it imports (``--import``). A module not known here is ``MODULE``,
+    and the note (else empty) says which module that is."""
+    modules: list[str] = []
+    imports: list[str] = []
+    unknown: list[str] = []
+    for name in sorted(set(workflows)):
+        module = defining_module(name)
+        if module is None:
+            unknown.append(name)
+        shown = "MODULE" if module is None else word(module)
+        if shown not in modules:
+            modules.append(shown)
+        if not _by_reference(name) and f"--import {shown}" not in imports:
+            imports.append(f"--import {shown}")
+    note = "" if not unknown else (f" (MODULE: the module that defines workflow "
+                                   f"{', '.join(quoted(n) for n in unknown)})")
+    return cmd(" ".join(["worker", *modules])), cmd(" ".join(["resume", *imports])), note
 
 
 def unloadable(names: Iterable[str], command: str, again: str | None = None

@@ -14,10 +14,11 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
+from convoy.cli._loading import continuing
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
 from convoy.durability._executor import signals_refused
@@ -159,6 +160,19 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
     return t
 
 
+def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
+    """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
+    (never ``approve | reject``, which a shell reads as a pipe), each with the store and
+    the tenant the user looks at."""
+    task = word(escaped(task_id))
+
+    def cmd(args: str) -> str:
+        return command(f"inbox {args}", db=db, tenant=tenant, quote=False)
+
+    return [f"approve: {cmd(f'approve {task}')}", f"reject: {cmd(f'reject {task}')}",
+            f"edit: {cmd(f'approve {task} --set FIELD=VALUE')}"]
+
+
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
     """The first few sessions that did not complete, with their error (and the commands
     that show the rest, on store ``db`` in ``scope``)."""
@@ -174,7 +188,8 @@ def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) 
                       f"{scope.command('sessions list --status STATUS', db)}",
                       markup=False, soft_wrap=True)
     if stats.failures:
-        console.print(f"details: {scope.command('sessions show ID', db, quote=False)}",
+        one = word(escaped(stats.failures[0].id)) if len(stats.failures) == 1 else "ID"
+        console.print(f"details: {scope.command(f'sessions show {one}', db, quote=False)}",
                       markup=False, soft_wrap=True)
 
 
@@ -301,14 +316,29 @@ def _task_waited_for(row: SessionRow) -> str | None:
     return None
 
 
+def _state_waited_for(row: SessionRow) -> tuple[str, str] | None:
+    """The namespace and key of shared state a waiting session waits to change (its wait
+    is a watch on the key; split at the first '/', as a namespace seldom holds one)."""
+    prefix = watch_signal("", "").removesuffix("/")
+    name = row.wait_name
+    if row.status != "waiting" or name is None or _task_waited_for(row) is not None or \
+            not name.startswith(prefix):
+        return None
+    namespace, sep, key = name[len(prefix):].partition("/")
+    return (namespace, key) if namespace and sep and key else None
+
+
 def waits_for(row: SessionRow) -> str:
     """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
     if row.status != "waiting":
         return ""
     parts = []
     task = _task_waited_for(row)
+    state = _state_waited_for(row)
     if task is not None:
         parts.append(f"a person (task {task})")
+    elif state is not None:
+        parts.append(f"a change of {'/'.join(state)}")
     elif row.wait_name is not None:
         parts.append(f"signal {row.wait_name!r}")
     if row.wake_at is not None:
@@ -426,8 +456,11 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         info.add_row("owner", row.owner + lease)
     if row.status == "waiting":
         task = _task_waited_for(row)
+        state = _state_waited_for(row)
         if task is not None:
             info.add_row("waits for a person", f"inbox task {task}")
+        elif state is not None:
+            info.add_row("waits for a change of", f"state {escaped('/'.join(state))}")
         elif row.wait_name is not None:
             info.add_row("waits for signal", escaped(row.wait_name))
         if row.wake_at is not None:
@@ -483,27 +516,38 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
-        console.print(f"run it again as a new session: {cmd(f'retry {sid}', quote=False)}",
+        again = cmd(f"retry {word(sid)}", quote=False)
+        console.print(f"run it again as a new session: {again}",
                       markup=False, soft_wrap=True)
-    task = _task_waited_for(row)
-    worker, resume = cmd("worker"), cmd("resume")
+    task, state = _task_waited_for(row), _state_waited_for(row)
+    worker, resume, note = continuing([row.workflow], cmd)
     if row.status == "escalated":
-        console.print("check whether the step that escalated took effect, then "
-                      f"answer it: {cmd(f'inbox approve|reject {sid}:escalated', quote=False)}",
+        console.print("check whether the step that escalated took effect, then decide (its "
+                      'task, or a signal whose "action" is "retry", "fail", or "complete" '
+                      'with a "result"):', markup=False, soft_wrap=True)
+        for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
+            console.print(f"  {line}", markup=False, soft_wrap=True)
+        retry = json.dumps({"action": "retry"})
+        console.print("  or: " + cmd(f"signal {word(sid)} convoy.escalation --payload "
+                                     f"{word(retry)}", quote=False),
                       markup=False, soft_wrap=True)
-        console.print(f"        or {cmd(f'signal {sid} convoy.escalation', quote=False)} "
-                      """--payload '{"action": "retry"}' (or "complete" with a "result", or """
-                      '"fail")', markup=False, soft_wrap=True)
     elif task is not None:
-        console.print(f"waiting for a person: {cmd(f'inbox show {task}', quote=False)} (then "
-                      f"a {worker} or {resume} continues it)", markup=False, soft_wrap=True)
+        console.print(f"waiting for a person: {cmd(f'inbox show {word(task)}', quote=False)} (then "
+                      f"{worker} or {resume} continues it{note})", markup=False,
+                      soft_wrap=True)
+    elif state is not None:
+        namespace, key = (word(escaped(x)) for x in state)
+        console.print(f"waiting for a change of {escaped('/'.join(state))}: "
+                      f"{cmd(f'state set {namespace} {key} JSON', quote=False)}, then "
+                      f"{worker} (or {resume}) continues it{note}", markup=False,
+                      soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
-        console.print(f"waiting: {cmd(f'signal {sid} {escaped(row.wait_name)}', quote=False)} "
-                      f"--payload JSON, then a {worker} (or {resume}) continues it",
-                      markup=False, soft_wrap=True)
+        signal = f"signal {word(sid)} {word(escaped(row.wait_name))} --payload JSON"
+        console.print(f"waiting: {cmd(signal, quote=False)}, then {worker} (or {resume}) "
+                      f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "waiting":
-        console.print(f"waiting for its timer: a {worker} (or {resume} once it is due) "
-                      "continues it", markup=False, soft_wrap=True)
+        console.print(f"waiting for its timer: {worker} (or {resume} once it is due) "
+                      f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "running" and row.owner is not None and \
             row.lease_until is not None and row.lease_until >= now and \
             not owner_is_dead(row.owner):  # (a process gone from this machine: resumable now)
@@ -511,11 +555,11 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"running on engine {owner}, which ends it cancelled at its next lease "
                       "renewal" if cancel_requested is not None else
                       f"running on engine {owner}; if that engine stops, its lease lapses and "
-                      f"the next {worker} or {resume} continues it from its journal",
+                      f"the next {worker} or {resume} continues it from its journal{note}",
                       markup=False, soft_wrap=True)
     elif row.unfinished and cancel_requested is not None:
         console.print(f"a cancel is requested: the next {worker} or {resume} ends it "
-                      "cancelled", markup=False, soft_wrap=True)
+                      f"cancelled{note}", markup=False, soft_wrap=True)
     elif row.unfinished:
         console.print(f"not finished yet; {resume} (or re-running the same 'convoy run') "
-                      "finishes it", markup=False, soft_wrap=True)
+                      f"finishes it{note}", markup=False, soft_wrap=True)

@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, ReplayResult, UserError
+from convoy._command import word
 from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -86,9 +87,10 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
             try:
                 wf = engine.workflow_named(row.workflow)
             except UserError as e:
+                again = scope.command(f"replay {word(session_id)} --import MODULE", db)
                 fail(f"cannot replay session {quoted(session_id)} of workflow "
                      f"{quoted(row.workflow)}: "
-                     f"{cannot_load(e, 'replay', scope.command('replay --import MODULE', db))}")
+                     f"{cannot_load(e, 'replay', again)}")
             if wf.version != row.version:
                 err.print(f"warning: session {session_id} ran version {row.version!r} of "
                           f"{row.workflow}; the code is now version {wf.version!r}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from convoy import Engine
+from convoy._command import word
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -81,7 +82,8 @@ def resume(
                 resumed = stop.run(_resume(engine, scope, scope.command(
                     "resume --import MODULE", db)))
         except (Stopped, KeyboardInterrupt) as e:
-            err.print(f"interrupted: run {scope.command('resume', db)} again to finish",
+            again = " ".join(["resume", *(f"--import {word(m)}" for m in imports or ())])
+            err.print(f"interrupted: run {scope.command(again, db)} again to finish",
                       markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     if resumed is None:

