@@ -522,9 +522,10 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     task, state = _task_waited_for(row), _state_waited_for(row)
     worker, resume, note = continuing([row.workflow], cmd)
     if row.status == "escalated":
-        console.print("check whether the step that escalated took effect, then decide (its "
-                      'task, or a signal whose "action" is "retry", "fail", or "complete" '
-                      'with a "result"):', markup=False, soft_wrap=True)
+        console.print("check whether the step that escalated took effect before you "
+                      "decide (a retry runs it again)", markup=False, soft_wrap=True)
+        console.print('decide (its task, or a signal whose "action" is "retry", "fail", or '
+                      '"complete" with a "result"):', markup=False, soft_wrap=True)
         for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
             console.print(f"  {line}", markup=False, soft_wrap=True)
         retry = json.dumps({"action": "retry"})
