@@ -378,14 +378,16 @@ def test_a_mistyped_key_does_not_start_a_second_signer(log: dict[str, Any], back
 
 def test_prove_with_a_mistyped_key_does_not_start_a_second_signer(
         log: dict[str, Any], backend: Backend, tmp_path: Path) -> None:
-    """``prove`` of an entry no kept checkpoint covers signs one: with a key file that
-    does not exist while the tenant's checkpoints are signed by another key, it is
-    refused (as ``checkpoint`` refuses it); an entry a checkpoint covers needs no key."""
+    """``prove`` with a key file that does not exist while the tenant's checkpoints are
+    signed by another key is refused (as ``checkpoint`` refuses it), whether or not a kept
+    checkpoint covers the entry (then it says to leave --key out: none is needed)."""
 
     _grow(backend)
     typo = tmp_path / "audti.key"
     covered = cli("audit", "prove", "3", "--db", log["db"], "--tenant", T, "--key", str(typo))
-    assert covered.code == 0 and not typo.exists(), covered.stderr
+    assert covered.code == 2 and not typo.exists(), covered
+    assert "leave --key out: a kept checkpoint covers entry 3" in covered.stderr
+    assert cli("audit", "prove", "3", "--db", log["db"], "--tenant", T).code == 0
     r = cli("audit", "prove", str(N), "--db", log["db"], "--tenant", T, "--key", str(typo))
     assert r.code == 2 and not typo.exists(), r
     assert f"tenant {T!r}'s checkpoints are signed by key {log['cps'][0].key_id}" in r.stderr

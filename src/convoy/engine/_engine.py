@@ -841,7 +841,9 @@ class Engine(SessionControl, SubjectRights):
         executor = JournaledExecutor(self.store, sid, owner, journal=journal,
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
-        if replay_only and row is not None:
+        if replay_only and row is not None and row.status in ("limit_exceeded", "cancelled"):
+            # (stopped from outside: a timer due after that had not fired; a session that
+            # ended through its own code went past every timer it journaled)
             executor.ended = row.finished
         headers = row.header_map if row is not None else \
             dict(new.headers) if new is not None and new.headers else {}
