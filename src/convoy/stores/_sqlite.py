@@ -304,12 +304,19 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
         """Refuse a database that holds no Convoy store but tables of its own (another
         application's file): Convoy's tables are never added to it. An empty database
-        (a new or empty file) passes: it becomes the store."""
-        if self._version_of(conn) is None:
-            tables = _foreign_tables(conn)
-            mark = None if tables else _foreign_mark(conn)
-            if tables or mark:
-                raise _foreign(self.path, tables, mark)
+        (a new or empty file) passes: it becomes the store. The version and the tables are
+        read in one read transaction: another process creating the store commits its
+        tables and its version together, so it is never seen half-way (tables, no
+        version) as another application's."""
+        conn.execute("BEGIN")
+        try:
+            if self._version_of(conn) is None:
+                tables = _foreign_tables(conn)
+                mark = None if tables else _foreign_mark(conn)
+                if tables or mark:
+                    raise _foreign(self.path, tables, mark)
+        finally:
+            conn.execute("COMMIT")
 
     def _newer(self, version: int) -> JournalError:
         return JournalError(
