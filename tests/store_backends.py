@@ -221,6 +221,7 @@ DROP TABLE {schema}.erasures{cascade};
 DROP INDEX {schema}.sessions_subject;
 ALTER TABLE {schema}.sessions DROP COLUMN subject;
 ALTER TABLE {schema}.journal DROP COLUMN config;
+ALTER TABLE {schema}.journal DROP COLUMN began;
 """
 
 #: Every store implementation the suite runs against.

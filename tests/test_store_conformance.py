@@ -580,10 +580,11 @@ async def test_load_journal_round_trips_every_field(store: Store, clock: FakeClo
     recs = [
         StepRecord(key="0", kind="model", target="gpt", status="completed",
                    result='{"text": "hi"}', input_hash="h0", agent="triage", input_tokens=12,
-                   output_tokens=34, cost=0.0125, at=clock.now),
+                   output_tokens=34, cost=0.0125, at=clock.now, config="c0nf1g",
+                   began=clock.now - 0.75),
         StepRecord(key="1/0", kind="tool", target="lookup", status="failed",
                    result='{"type": "ToolError"}', input_hash="h1", agent="triage",
-                   at=clock.now + 1),
+                   at=clock.now + 1, began=clock.now + 0.5),
         StepRecord(key="2", kind="tool", target="pay", status="started", at=clock.now + 2),
     ]
     for r in recs:
@@ -592,6 +593,17 @@ async def test_load_journal_round_trips_every_field(store: Store, clock: FakeClo
     assert await store.load_journal("s") == {r.key: r for r in recs}
     assert await store.journal("s") == recs
     assert await store.load_journal("other") == {}
+
+
+async def test_appends_committed_together_keep_when_each_step_began(
+        store: Store, clock: FakeClock) -> None:
+    await owned(store, "s", "A")
+    recs = [StepRecord(key=str(i), kind="model", target="a", status="completed", result="1",
+                       at=clock.now + i, began=clock.now + i - 0.5) for i in range(1, 6)]
+    # (not awaited one by one: a store may write them as one statement)
+    await asyncio.gather(*(store.append("s", "A", r) for r in recs))
+    assert [(r.key, r.began) for r in await store.journal("s")] == \
+        [(r.key, r.began) for r in recs]
 
 
 async def test_append_replaces_a_started_record_with_its_outcome(

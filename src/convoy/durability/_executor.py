@@ -324,32 +324,34 @@ class JournaledExecutor:
                     f"session {self.session_id!r} step {key}: {kind} {target!r} started "
                     "before a crash and is not idempotent, so it is not retried; a human "
                     "must check whether it took effect")
-                await self._fail(key, kind, target, input_hash, agent, err, config)
+                await self._fail(key, kind, target, input_hash, agent, err, config, rec.began)
                 raise err
             if self.replay_only:
                 raise NonDeterminismError(
                     f"replay of session {self.session_id!r}: step {key} never completed",
                     key=key)
+        began = self.clock()  # (journaled: a step's span is derived from its record)
         if effect:
             await self._write(StepRecord(key=key, kind=kind, target=target, status="started",
-                                         input_hash=input_hash, agent=agent, config=config))
+                                         input_hash=input_hash, agent=agent, config=config,
+                                         began=began))
         try:
             value = await execute()
         except (Exception, SessionTerminated) as e:
             if isinstance(e, NonDeterminismError):
                 raise
-            await self._fail(key, kind, target, input_hash, agent, e, config)
+            await self._fail(key, kind, target, input_hash, agent, e, config, began)
             raise
         if spend is None:
             record = StepRecord(key=key, kind=kind, target=target, status="completed",
                                 result=encode(value), input_hash=input_hash, agent=agent,
-                                config=config)
+                                config=config, began=began)
         else:
             tokens_in, tokens_out, cost = spend(value)
             record = StepRecord(key=key, kind=kind, target=target, status="completed",
                                 result=encode(value), input_hash=input_hash, agent=agent,
                                 input_tokens=tokens_in, output_tokens=tokens_out, cost=cost,
-                                config=config)
+                                config=config, began=began)
         if self.owner is not None:  # ``_write``, inlined: once per step
             record.at = self._last_at = stamp_after(self._last_at, self.clock())
             try:
@@ -362,11 +364,12 @@ class JournaledExecutor:
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,
                     agent: str | None, error: BaseException,
-                    config: str | None = None) -> None:
+                    config: str | None = None, began: float = 0.0) -> None:
         self.failed_key = key
         await self._write(StepRecord(key=key, kind=kind, target=target, status="failed",
                                      result=encode_json({**error_to_record(error), "key": key}),
-                                     input_hash=input_hash, agent=agent, config=config))
+                                     input_hash=input_hash, agent=agent, config=config,
+                                     began=began))
 
     # -- values the workflow must not compute itself ---------------------------------------
 
@@ -413,11 +416,14 @@ class JournaledExecutor:
             opened = decode_json(rec.result or "{}")
             deadline = opened.get("deadline")
             refusals = opened.get("refused")
+            began = rec.began or rec.at  # (a record of a Convoy that kept no start: its time)
         else:
-            deadline = None if timeout is None else self.clock() + timeout
+            began = self.clock()
+            deadline = None if timeout is None else began + timeout
             refusals = None
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
-                                         result=encode_json({"deadline": deadline})))
+                                         result=encode_json({"deadline": deadline}),
+                                         began=began))
         if self.replay_only:
             self._replay_ends(key, f"wait {key} for {name!r} never completed")
         while True:
@@ -430,7 +436,8 @@ class JournaledExecutor:
             refused = _refusal(accept, signal.payload)
             if refused is None:
                 await self._write(StepRecord(key=key, kind="wait", target=target,
-                                             status="completed", result=signal.payload),
+                                             status="completed", result=signal.payload,
+                                             began=began),
                                   consume_signal=signal.seq)
                 return signal.payload
             # Consumed with the wait's own record written again, counting the refusal (so
@@ -439,7 +446,8 @@ class JournaledExecutor:
             refusals = refused_signals(refusals, signal.at, refused)
             await self._write(StepRecord(key=key, kind="wait", target=target, status="started",
                                          result=encode_json({"deadline": deadline,
-                                                             "refused": refusals})),
+                                                             "refused": refusals}),
+                                         began=began),
                               consume_signal=signal.seq)
             log.warning("session %s refused signal %s (sent at %s): its payload does not "
                         "validate as the wait's type: %s; the session still waits for a "
@@ -449,7 +457,7 @@ class JournaledExecutor:
             err = WaitTimeout(f"session {self.session_id!r} waited for signal {name!r} past "
                               f"its timeout of {timeout if timeout is not None else '?'}s "
                               f"(step {key})")
-            await self._fail(key, "wait", target, None, None, err)
+            await self._fail(key, "wait", target, None, None, err, None, began)
             raise err
         raise Parked(wake_at=deadline, wait_name=name)
 

@@ -33,7 +33,8 @@ class Addon:
     version: int
     sqlite: str
     postgres: str
-    #: The TEXT columns it adds to tables of the core schema, as ``(table, column)``.
+    #: The columns it adds to tables of the core schema, as ``(table, column)`` (a
+    #: read-only store lacking the add-on reads them as NULL).
     text_columns: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -120,6 +121,10 @@ ADDONS: tuple[Addon, ...] = (
           subject_tables(real="DOUBLE PRECISION",
                          serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
           text_columns=(("sessions", "subject"),)),
+    # When each step began (StepRecord.began): its span is derived from its record.
+    Addon("step_began", 1, "ALTER TABLE journal ADD COLUMN began REAL",
+          "ALTER TABLE journal ADD COLUMN IF NOT EXISTS began DOUBLE PRECISION",
+          text_columns=(("journal", "began"),)),
 )
 
 

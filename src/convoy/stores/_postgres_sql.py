@@ -164,14 +164,14 @@ META = "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NUL
 
 _JOURNAL_INSERT = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq,config) ")
+    "input_tokens,output_tokens,cost,at,seq,config,began) ")
 _JOURNAL_UPSERT = (
     " ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, "
     "result=excluded.result, input_hash=excluded.input_hash, "
     "input_tokens=excluded.input_tokens, output_tokens=excluded.output_tokens, "
-    "cost=excluded.cost, at=excluded.at, config=excluded.config")
-_VALUES14 = "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
-_SELECT14 = "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s"
+    "cost=excluded.cost, at=excluded.at, config=excluded.config, began=excluded.began")
+_VALUES15 = "VALUES(%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)"
+_SELECT15 = "SELECT %s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s"
 
 
 def _append_sql(check: str | None, consume: bool) -> str:
@@ -183,10 +183,10 @@ def _append_sql(check: str | None, consume: bool) -> str:
     the signal is marked consumed in the same statement, only if the record landed, and the
     statement returns how many records landed (0 or 1); without, its row count says it."""
     if check is None:
-        insert = _JOURNAL_INSERT + _VALUES14 + _JOURNAL_UPSERT
+        insert = _JOURNAL_INSERT + _VALUES15 + _JOURNAL_UPSERT
     else:
         lock = " FOR SHARE" if check == "locked" else ""
-        insert = (_JOURNAL_INSERT + _SELECT14 + " WHERE EXISTS (SELECT 1 FROM sessions "
+        insert = (_JOURNAL_INSERT + _SELECT15 + " WHERE EXISTS (SELECT 1 FROM sessions "
                   f"WHERE id=%s AND owner=%s{lock})" + _JOURNAL_UPSERT)
     if not consume:
         return insert
@@ -197,25 +197,26 @@ def _append_sql(check: str | None, consume: bool) -> str:
 
 _COLUMNS = ("session_id text, key text, kind text, target text, status text, result text, "
             "input_hash text, agent text, input_tokens int8, output_tokens int8, cost float8, "
-            "at float8, seq int8, config text, owner text")
+            "at float8, seq int8, config text, began float8, owner text")
 #: Many appends in one statement: rows land while their ``owner`` (NULL: anyone) owns the
 #: session; returns the (session, key) of every row that landed. For runs of appends whose
 #: lease is known to hold, and no key twice (one statement cannot upsert a row twice).
 APPEND_MANY = (
     _JOURNAL_INSERT + "SELECT session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq,config FROM unnest(" +
+    "input_tokens,output_tokens,cost,at,seq,config,began FROM unnest(" +
     ",".join(f"%b::{c.split()[1]}[]" for c in _COLUMNS.split(", ")) +
     ") AS v(" + ",".join(c.split()[0] for c in _COLUMNS.split(", ")) + ") WHERE "
     "v.owner IS NULL OR EXISTS (SELECT 1 FROM sessions s WHERE s.id=v.session_id AND "
     "s.owner=v.owner)" + _JOURNAL_UPSERT + " RETURNING session_id, key")
-_CASTS = (str, str, str, str, str, str, str, str, int, int, float, float, int, str, str)
+_CASTS = (str, str, str, str, str, str, str, str, int, int, float, float, int, str, float,
+          str)
 
 
 @dataclass(slots=True)
 class Stmt:
     """One write of a batch at commit time: ``text`` with ``params``; ``counted``: its count
     comes back as a row (else: the row count). ``row``: an append that may join others in
-    one :data:`APPEND_MANY` (its 14 columns and the owner it is fenced on, or ``None``)."""
+    one :data:`APPEND_MANY` (its 15 columns and the owner it is fenced on, or ``None``)."""
 
     text: str
     params: tuple[Any, ...]

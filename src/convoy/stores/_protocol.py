@@ -97,7 +97,10 @@ class StepRecord:
     (a model step's target is its agent). ``input_hash`` fingerprints what the step was
     asked (a changed input on replay is non-determinism). Tokens and cost are columns so
     spend is summed without parsing. ``config`` identifies the configuration of the agent that
-    took the step (:attr:`convoy.Agent.config_id`), ``None`` for steps of no agent.
+    took the step (:attr:`convoy.Agent.config_id`), ``None`` for steps of no agent. ``at`` is
+    when the record was written and ``began`` when the step began (a wait: when it began
+    waiting), both in epoch seconds; ``began`` is ``0.0`` where it is not known (a record of a
+    Convoy that did not keep it).
     """
 
     key: str
@@ -112,6 +115,7 @@ class StepRecord:
     cost: float = 0.0
     at: float = 0.0
     config: str | None = None
+    began: float = 0.0
 
 
 @dataclass(slots=True, kw_only=True)

@@ -951,7 +951,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         self._seq = seq = t if t > seq else seq
         r = record
         params = (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash,
-                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
+                  r.agent, r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config,
+                  r.began or None)
         more = None if consume_signal is None else [(_CONSUME, (consume_signal, session_id))]
         guard = None
         if owner is not None:

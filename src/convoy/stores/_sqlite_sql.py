@@ -204,24 +204,24 @@ _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,s
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent,subject")
 _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
-                "cost,at,config"
+                "cost,at,config,began"
 
 _APPEND = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq,config) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
+    "input_tokens,output_tokens,cost,at,seq,config,began) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
     "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at, "
-    "config=excluded.config")
+    "config=excluded.config, began=excluded.began")
 # Fenced: the row lands only while ``owner`` owns the session.
 _APPEND_FENCED = (
     "INSERT INTO journal(session_id,key,kind,target,status,result,input_hash,agent,"
-    "input_tokens,output_tokens,cost,at,seq,config) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,? "
+    "input_tokens,output_tokens,cost,at,seq,config,began) SELECT ?,?,?,?,?,?,?,?,?,?,?,?,?,?,? "
     "WHERE EXISTS (SELECT 1 FROM sessions WHERE id=? AND owner=?) "
     "ON CONFLICT(session_id,key) DO UPDATE SET status=excluded.status, result=excluded.result,"
     " input_hash=excluded.input_hash, input_tokens=excluded.input_tokens, "
     "output_tokens=excluded.output_tokens, cost=excluded.cost, at=excluded.at, "
-    "config=excluded.config")
+    "config=excluded.config, began=excluded.began")
 # Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
 _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
            "(SELECT 1 FROM sessions WHERE id=?{tenant})")
@@ -270,7 +270,7 @@ def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: 
 
 def _append_params(session_id: str, r: StepRecord, now: float, seq: int) -> tuple[Any, ...]:
     return (session_id, r.key, r.kind, r.target, r.status, r.result, r.input_hash, r.agent,
-            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config)
+            r.input_tokens, r.output_tokens, r.cost, r.at or now, seq, r.config, r.began or None)
 
 
 def _tenant_cond(tenant: str | None, mark: str = "?") -> tuple[str, tuple[str, ...]]:
@@ -301,7 +301,7 @@ _SESSION_CHECKS = RowCheck(
     _columns(_SESSION_COLS, "id", "workflow", "version", "tenant", "status", "input",
              "output", "error", "owner", "wait_name", "headers", "parent", "subject"))
 _JOURNAL_CHECKS = RowCheck(
-    _columns(_JOURNAL_COLS, "cost", "at"), _columns(_JOURNAL_COLS, "input_tokens",
+    _columns(_JOURNAL_COLS, "cost", "at", "began"), _columns(_JOURNAL_COLS, "input_tokens",
                                                     "output_tokens"),
     _columns(_JOURNAL_COLS, "key", "kind", "target", "status", "result", "input_hash",
              "agent", "config"))
@@ -321,7 +321,7 @@ def _record(r: Sequence[Any], session_id: str) -> StepRecord:
     _JOURNAL_CHECKS(r, lambda: f"session {row_name(session_id)} step {row_name(r[0])}")
     return StepRecord(key=r[0], kind=r[1], target=r[2], status=r[3], result=r[4],
                       input_hash=r[5], agent=r[6], input_tokens=r[7], output_tokens=r[8],
-                      cost=r[9], at=r[10], config=r[11])
+                      cost=r[9], at=r[10], config=r[11], began=r[12] or 0.0)
 
 
 def _is_busy(e: sqlite3.OperationalError) -> bool:
