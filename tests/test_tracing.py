@@ -589,7 +589,11 @@ def test_convoy_trace_of_a_session_sampling_left_out_says_so(tmp_path: Path) -> 
     res = cli("trace", "u1", "--db", str(db))
     assert res.code == 0, res.stderr
     assert "sampling left it untraced" in " ".join(res.stdout.split())
-    assert cli("trace", "u1", "--db", str(db), "--json").stdout.strip() == "[]"
+    assert "as its journal records them" in " ".join(res.stdout.split())
+    # derived from the journal, in the trace its caller gave
+    spans = json.loads(cli("trace", "u1", "--db", str(db), "--json").stdout)
+    assert spans and all(s["attrs"]["convoy.derived"] for s in spans)
+    assert {s["trace_id"] for s in spans} == {"0af7651916cd43dd8448eb211c80319c"}
 
 
 @convoy.workflow(name="obs.drawn")

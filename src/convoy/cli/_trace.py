@@ -29,6 +29,7 @@ from convoy.cli._common import (
     unknown_session,
 )
 from convoy.cli._render import fmt_duration, plural
+from convoy.observability._derived import journal_spans
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparent_sampled
 from convoy.observability._tracing import TRACE_HEADER
 from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey
@@ -51,6 +52,9 @@ def trace(
 
     Spans are kept when the engine ran with tracing to the store
     (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace store``).
+    For a session whose spans were not kept, the spans are derived from its journal (each
+    step with when it began and ended, its tokens and error; no retry attempts, state
+    versions or content), marked ``convoy.derived``.
 
     Example: `convoy trace handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
@@ -62,20 +66,17 @@ def trace(
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
         return
-    if found is None:
-        out.print(f"no spans kept for session {quoted(session_id)}: sampling left it untraced "
-                  "(Tracing(sample_rate=...), or its caller's traceparent said not sampled)",
-                  markup=False)
-        return
     if not spans and gone:
         out.print(f"the spans of session {quoted(session_id)} stay sealed: they hold the data of a "
                   "data subject who was erased (its key is destroyed)", markup=False)
         return
-    if not spans:
-        out.print(f"no spans kept for session {quoted(session_id)}: run it with tracing to the "
-                  "store (Tracing(exporters=['store']), or 'convoy run --trace store')",
-                  markup=False)
-        return
+    if found is None or spans[0]["attrs"].get("convoy.derived"):
+        why = ("sampling left it untraced (Tracing(sample_rate=...), or its caller's "
+               "traceparent said not sampled)" if found is None else
+               "run it with tracing to the store (Tracing(exporters=['store']), or 'convoy run "
+               "--trace store') for retry attempts, state versions and content")
+        out.print(f"no spans kept for session {quoted(session_id)}: {why}; its steps as its "
+                  "journal records them:", markup=False)
     out.print(waterfall(spans))
     t0 = min(s["start"] for s in spans)
     t1 = max(s["end"] for s in spans)
@@ -88,15 +89,15 @@ def trace(
 async def _load(db: str, session_id: str, scope: Scope
                 ) -> tuple[bool | None, list[dict[str, Any]], int]:
     """Whether the session exists (``None``: it does, but sampling left it untraced), its
-    spans, and how many chunks of them stay sealed (a data subject's, opened with the
-    master key when it is configured)."""
+    spans (derived from its journal when none were kept), and how many chunks of them stay
+    sealed (a data subject's, opened with the master key when it is configured)."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
             return False, [], 0
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
-            return None, [], 0
+            return None, journal_spans(row, await store.journal(session_id)), 0
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
         if gone and MasterKey.from_env() is None:
@@ -107,8 +108,10 @@ async def _load(db: str, session_id: str, scope: Scope
             typer.echo(f"left out: {plural(len(gone), 'chunk')} of the spans of session "
                        f"{quoted(session_id)}, sealed under the key of an erased data "
                        "subject whose data the session read", err=True)
-        return True, _spans(session_id, {k: v for k, v in chunks.items() if k not in gone}), \
-            len(gone)
+        spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
+        if not spans and not gone:  # (kept chunks that hold none)
+            spans = journal_spans(row, await store.journal(session_id))
+        return True, spans, len(gone)
 
 
 def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:

@@ -1,0 +1,237 @@
+"""A session's spans derived from its journal, for ``convoy trace`` of a session whose spans
+were not kept (run without tracing to the store, or left out by sampling).
+
+Every journal record is a step, with when it began (:attr:`~convoy.stores.StepRecord.began`)
+and when it was written: the derivation needs nothing recorded while the session ran. What
+it gives, as :func:`~convoy.observability._spans.load_chunks` gives stored spans:
+
+* the session's span (``invoke_workflow WORKFLOW``), from its creation to its end (or its
+  last record, if it has not ended);
+* an ``invoke_agent AGENT`` span for each stretch of consecutive steps one agent took,
+  ended by its handoff (the next agent's span links to the handoff's and the source
+  agent's, and says who handed over) or a step of the workflow's own; a worker agent's
+  (its steps keyed under a step of the agent that called it) under the caller's;
+* a span per step in its agent's, or the session's: ``chat MODEL`` (the model that
+  answered, as journaled), ``execute_tool TOOL``, ``handoff A -> B``, ``state.OP KIND``,
+  ``step NAME``, ``wait SIGNAL``, with its key, tokens, cost and error kind.
+
+Every span has ``convoy.derived``. Span ids are derived from the trace id and the step key,
+so every reading gives the same ids; the trace id is the session's own (its
+``convoy.trace`` header) when it has one. What only a live trace records is not here:
+retry attempts, state versions, spans of the user's own code, content. A record of a
+Convoy that did not keep when a step began is an instant at its time. Error messages are
+not shown for a data subject's session (:data:`~convoy.observability._spans.WITHHELD`).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from hashlib import blake2b
+from typing import Any
+
+from convoy.observability._spans import WITHHELD, parse_traceparent
+from convoy.resilience._classify import error_kind_of
+from convoy.stores._protocol import SessionRow, StepRecord
+
+#: The session header that holds the trace id (:data:`convoy.observability.TRACE_HEADER`).
+_TRACE_HEADER = "convoy.trace"
+_MESSAGE_LIMIT = 500
+_RUNNING = ("pending", "running", "waiting")
+
+
+def _id(*parts: str, size: int = 8) -> str:
+    return blake2b("\x1f".join(parts).encode(), digest_size=size).hexdigest()
+
+
+def _ns(seconds: float) -> int:
+    return max(round(seconds * 1e9), 0)
+
+
+def _span(name: str, trace_id: str, span_id: str, parent: str | None, start: int, end: int,
+          status: str, attrs: dict[str, Any], message: str | None = None,
+          links: list[dict[str, Any]] | None = None, kind: str = "internal") -> dict[str, Any]:
+    return {"name": name, "trace_id": trace_id, "span_id": span_id, "parent_id": parent,
+            "start": start, "end": max(end, start), "kind": kind, "status": status,
+            "attrs": {**attrs, "convoy.derived": True}, "message": message,
+            "links": links or [], "events": []}
+
+
+def _value(result: str | None) -> Any:
+    if not result:
+        return None
+    try:
+        return json.loads(result)
+    except ValueError:  # (sealed: a data subject's, its key destroyed or not given)
+        return None
+
+
+def _agent_of(r: StepRecord) -> str | None:
+    return r.target if r.kind == "model" else r.agent
+
+
+class _Derivation:
+    def __init__(self, row: SessionRow, subject: bool) -> None:
+        self.row = row
+        self.subject = subject
+        kept = parse_traceparent(row.header_map.get(_TRACE_HEADER))
+        if kept is not None:
+            self.trace_id, self.root_id = kept
+        else:
+            self.trace_id = _id("convoy.session", row.id, size=16)
+            self.root_id = _id(self.trace_id, "session")
+        self.spans: list[dict[str, Any]] = []
+
+    def error(self, attrs: dict[str, Any], record: Any, fallback: str) -> tuple[str, str]:
+        """``(status, message)`` of a failed step or session; sets ``error.type``."""
+        error = record if isinstance(record, dict) else {}
+        kind = error_kind_of(error) or fallback
+        attrs["error.type"] = kind
+        message = WITHHELD if self.subject else str(error.get("message", ""))[:_MESSAGE_LIMIT]
+        return "error", f"{kind}: {message}" if message else kind
+
+    def step(self, r: StepRecord, parent: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"convoy.step.key": r.key}
+        value = _value(r.result)
+        kind, target = r.kind, r.target
+        span_kind = "internal"
+        if kind == "model":
+            model = value.get("model") if isinstance(value, dict) else None
+            name = f"chat {model}" if isinstance(model, str) and model else "chat"
+            attrs.update({"gen_ai.operation.name": "chat", "gen_ai.agent.name": target})
+            if isinstance(model, str) and model:
+                attrs["gen_ai.response.model"] = model
+            span_kind = "client"
+        elif kind == "tool":
+            name = f"execute_tool {target}"
+            attrs.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": target})
+            if r.agent:
+                attrs["gen_ai.agent.name"] = r.agent
+        elif kind == "handoff":
+            name = f"handoff {r.agent} -> {target}"
+            attrs.update({"gen_ai.agent.name": r.agent or "", "convoy.handoff.to": target})
+        elif kind == "state":
+            op, _, rest = target.partition(" ")  # (``OP NAMESPACE/KEY``)
+            name = f"state.{op} {rest.split('/', 1)[0].split(':', 1)[0]}".rstrip()
+            attrs["convoy.state.op"] = op
+        elif kind == "wait":
+            name = f"wait {target}"
+            attrs["convoy.signal.name"] = target
+        else:
+            name = f"step {target}"
+            attrs["convoy.step.name"] = target
+        if r.input_tokens or r.output_tokens:
+            attrs["gen_ai.usage.input_tokens"] = r.input_tokens
+            attrs["gen_ai.usage.output_tokens"] = r.output_tokens
+        if r.cost:
+            attrs["convoy.cost_usd"] = r.cost
+        if r.config:
+            attrs["convoy.agent.config"] = r.config
+        message = None
+        if r.status == "completed":
+            status = "ok"
+        elif r.status == "failed":
+            status, message = self.error(attrs, value, "unknown")
+        else:  # started, no outcome (yet: a wait open, a call cut short)
+            status = "unset"
+            attrs["convoy.step.status"] = r.status
+        end = _ns(r.at)
+        start = _ns(r.began) if r.began else end
+        span = _span(name, self.trace_id, _id(self.trace_id, r.key), parent, start, end, status,
+                     attrs, message, kind=span_kind)
+        self.spans.append(span)
+        return span
+
+    def derive(self, records: Sequence[StepRecord]) -> list[dict[str, Any]]:
+        row = self.row
+        steps = sorted(records, key=lambda r: (r.at, r.key))
+        agent: dict[str, Any] | None = None  # the agent span the session's steps join now
+        depth = 0  # how deep its steps' keys are
+        handed: tuple[str, str, str] | None = None  # (source, source span, handoff span)
+        workers: dict[tuple[str, str], dict[str, Any]] = {}  # (scope, agent) -> span
+        for r in steps:
+            name = _agent_of(r)
+            if name is None:  # (a step of the workflow's own: it ends an agent's stretch)
+                self.step(r, self.root_id)
+                agent = None
+                continue
+            into = agent
+            if agent is not None and agent["attrs"]["gen_ai.agent.name"] != name and \
+                    r.key.count("/") > depth:
+                # A worker the agent called: its steps are keyed under the agent's step.
+                scope = r.key.rsplit("/", 1)[0]
+                into = workers.get((scope, name))
+                if into is None:
+                    into = workers[scope, name] = self.agent(name, r, None, agent["span_id"])
+            elif agent is None or agent["attrs"]["gen_ai.agent.name"] != name:
+                into = agent = self.agent(name, r, handed, self.root_id)
+                depth = r.key.count("/")
+                handed = None
+            assert into is not None
+            span = self.step(r, into["span_id"])
+            self.widen(into, span)
+            if into is not agent and agent is not None:
+                self.widen(agent, span)
+            if r.kind == "handoff" and r.status == "completed" and into is agent:
+                handed = (name, into["span_id"], span["span_id"])
+                agent = None
+        begin = _ns(row.created)
+        end = max([_ns(row.finished or 0.0), *(s["end"] for s in self.spans), begin])
+        for s in self.spans:
+            begin = min(begin, s["start"])
+        attrs: dict[str, Any] = {
+            "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": row.workflow,
+            "convoy.workflow.version": row.version, "convoy.tenant": row.tenant,
+            "gen_ai.conversation.id": row.id, "convoy.session.id": row.id,
+            "convoy.session.status": row.status}
+        message = None
+        if row.status == "completed":
+            status = "ok"
+        elif row.status in _RUNNING:
+            status = "unset"
+        else:
+            status, message = self.error(attrs, row.error_record, row.status)
+        root = _span(f"invoke_workflow {row.workflow}", self.trace_id, self.root_id, None,
+                     begin, end, status, attrs, message)
+        spans = [root, *self.spans]
+        spans.sort(key=lambda s: (s["start"], s["end"]))
+        return spans
+
+    @staticmethod
+    def widen(span: dict[str, Any], child: dict[str, Any]) -> None:
+        """Make agent span ``span`` hold ``child``."""
+        span["start"] = min(span["start"], child["start"])
+        span["end"] = max(span["end"], child["end"])
+        if child["status"] == "error":
+            span["status"] = "error"
+
+    def agent(self, name: str, first: StepRecord, handed: tuple[str, str, str] | None,
+              parent: str) -> dict[str, Any]:
+        attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent",
+                                 "gen_ai.agent.name": name}
+        links: list[dict[str, Any]] = []
+        if handed is not None:
+            source, source_span, handoff_span = handed
+            attrs["convoy.handoff.from"] = source
+            links = [{"trace_id": self.trace_id, "span_id": source_span,
+                      "attrs": {"convoy.link": "handed over by"}},
+                     {"trace_id": self.trace_id, "span_id": handoff_span,
+                      "attrs": {"convoy.link": "handoff"}}]
+        at = _ns(first.began or first.at)
+        span = _span(f"invoke_agent {name}", self.trace_id,
+                     _id(self.trace_id, "agent", first.key), parent, at, at, "ok", attrs,
+                     links=links)
+        self.spans.append(span)
+        return span
+
+
+def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
+                  subject: bool | None = None) -> list[dict[str, Any]]:
+    """The spans of session ``row`` derived from its journal ``records`` (see the module
+    docstring), oldest first. ``subject``: whether it is a data subject's session (its
+    error messages withheld); by default, whether the row names one."""
+    return _Derivation(row, row.subject is not None if subject is None else subject
+                       ).derive(records)
+
+
+__all__ = ["journal_spans"]

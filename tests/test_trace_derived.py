@@ -1,0 +1,119 @@
+"""``convoy trace`` of a session whose spans were not kept derives them from its journal:
+one span per journal record, with its key, under its agent's span or the session's, a
+handoff's target agent linked to the handoff and its source; the same spans at every
+reading; marked ``convoy.derived``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.observability import Tracing, observe
+
+from .clikit import cli
+from .conftest import STORE_KINDS, store_db
+from .obs_flows import TICKET, agents, desk_workflow, down_workflow, script
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+def _run(db: str | Path, session_id: str, **kw: Any) -> list[convoy.StepRecord]:
+    wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.derived")
+
+    async def run() -> list[convoy.StepRecord]:
+        async with convoy.Engine(db, **kw) as engine:
+            assert (await engine.run(wf, TICKET, session_id=session_id)).ok
+            return list(await engine.journal(session_id))
+
+    return asyncio.run(run())
+
+
+def _spans(db: str | Path, session_id: str) -> list[dict[str, Any]]:
+    res = cli("trace", session_id, "--db", str(db), "--json")
+    assert res.code == 0, res.stderr
+    spans: list[dict[str, Any]] = json.loads(res.stdout)
+    return spans
+
+
+def test_a_session_run_without_tracing_has_its_spans_derived_from_its_journal(
+        db: str | Path) -> None:
+    records = _run(db, "d1")
+    spans = _spans(db, "d1")
+    assert spans == _spans(db, "d1")  # the same ids at every reading
+    assert all(s["attrs"]["convoy.derived"] is True for s in spans)
+    assert len({s["trace_id"] for s in spans}) == 1
+    ids = {s["span_id"]: s for s in spans}
+    assert len(ids) == len(spans)
+    [root] = [s for s in spans if s["parent_id"] is None]
+    assert root["name"] == "invoke_workflow obs.derived" and root["status"] == "ok"
+    # one span per journal record, with its key
+    steps = {s["attrs"]["convoy.step.key"]: s for s in spans if "convoy.step.key" in s["attrs"]}
+    assert sorted(steps) == sorted(r.key for r in records)
+    for r in records:
+        span = steps[r.key]
+        assert span["start"] == round(r.began * 1e9) and span["end"] == round(r.at * 1e9)
+        assert root["start"] <= span["start"] <= span["end"] <= root["end"]
+        parent = ids[span["parent_id"]]
+        assert parent["start"] <= span["start"] and span["end"] <= parent["end"]
+        if r.kind == "model":
+            assert parent["name"] == f"invoke_agent {r.target}"
+            assert span["name"].startswith("chat") and span["kind"] == "client"
+            assert span["attrs"]["gen_ai.usage.input_tokens"] == r.input_tokens
+        elif r.kind in ("tool", "handoff"):
+            assert parent["name"] == f"invoke_agent {r.agent}"
+        else:
+            assert parent is root, (r, parent)
+    names = [s["name"] for s in spans]
+    for name in ("invoke_agent triage", "handoff triage -> billing", "invoke_agent billing",
+                 "execute_tool find_customer", "state.set customer", "invoke_agent plans"):
+        assert name in names, names
+    [billing] = [s for s in spans if s["name"] == "invoke_agent billing"]
+    [handoff] = [s for s in spans if s["name"] == "handoff triage -> billing"]
+    [triage] = [s for s in spans if s["name"] == "invoke_agent triage"]
+    assert {link["span_id"] for link in billing["links"]} == {handoff["span_id"],
+                                                              triage["span_id"]}
+    assert billing["attrs"]["convoy.handoff.from"] == "triage"
+    # the waterfall says where its spans come from
+    shown = cli("trace", "d1", "--db", str(db))
+    assert shown.code == 0, shown.stderr
+    text = " ".join(shown.stdout.split())
+    assert "no spans kept for session 'd1'" in text and "as its journal records them" in text
+    assert "handed over by triage" in text and "invoke_agent billing" in text
+
+
+def test_a_session_traced_to_the_store_shows_its_kept_spans_not_derived_ones(
+        db: str | Path) -> None:
+    _run(db, "k1", interceptors=observe(Tracing(["store"])))
+    spans = _spans(db, "k1")
+    assert spans and not any(s["attrs"].get("convoy.derived") for s in spans)
+    assert "journal records them" not in cli("trace", "k1", "--db", str(db)).stdout
+
+
+def test_a_failed_session_has_its_error_kind_on_its_span_and_its_failed_steps(
+        db: str | Path) -> None:
+    wf = down_workflow("obs.derived.down")
+
+    async def run() -> None:
+        async with convoy.Engine(db) as engine:
+            assert (await engine.run(wf, "x", session_id="f1")).status == "failed"
+
+    asyncio.run(run())
+    spans = _spans(db, "f1")
+    [root] = [s for s in spans if s["parent_id"] is None]
+    assert root["status"] == "error" and root["attrs"]["error.type"] == "server_error"
+    assert root["message"].startswith("server_error: ")
+    [chat] = [s for s in spans if s["name"].startswith("chat")]
+    assert chat["status"] == "error" and chat["attrs"]["error.type"] == "server_error"
+    [agent] = [s for s in spans if s["name"] == "invoke_agent solo"]
+    assert agent["status"] == "error" and chat["parent_id"] == agent["span_id"]
+    shown = cli("trace", "f1", "--db", str(db))
+    assert shown.code == 0 and "1 error" not in shown.stdout and "errors" in shown.stdout
