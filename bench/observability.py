@@ -23,7 +23,9 @@ timing, on stores of their own:
 * audit:          ``AuditInterceptor()``: an audit entry per journaled step, appended when
                   the session's run ends;
 * tracing_metrics_audit: tracing to the store, metrics and audit together (the issue's
-                  figure).
+                  figure);
+* metrics_audit:  metrics and audit, spans derived from the journal when read (``convoy
+                  trace`` of a session whose spans were not kept): no tracing at run time.
 
 Runs alternate (bare, tracing, ..., bare, ...) ``--runs`` times each; prints the median µs
 per agent step of each and the added percentages, as one JSON line. ``--only NAME,...``
@@ -90,6 +92,10 @@ def engines(tmp: Path, otlp: str) -> dict[str, convoy.Engine]:
         "audit": make("audit", [AuditInterceptor()]),
         "tracing_metrics_audit": make("tracing_metrics_audit", [
             *observe(Tracing(["store"]), Metrics()), AuditInterceptor()]),
+        # Spans derived from the journal when read (``convoy trace`` of a session whose
+        # spans were not kept): nothing traced while the session runs.
+        "metrics_audit": make("metrics_audit", [*observe(metrics=Metrics()),
+                                                AuditInterceptor()]),
     }
 
 
@@ -146,7 +152,7 @@ def main() -> None:
     a = ap.parse_args()
     only = [n for n in a.only.split(",") if n]
     known = ("bare", "tracing", "tracing_otlp", "metrics", "tracing_metrics", "all",
-             "tracing_10pct_metrics", "audit", "tracing_metrics_audit")
+             "tracing_10pct_metrics", "audit", "tracing_metrics_audit", "metrics_audit")
     if any(n not in known for n in only):
         ap.error(f"--only: engines are {', '.join(known)}")
     if a.sessions < 1 or a.runs < 1 or a.warmup < 0:
