@@ -280,6 +280,27 @@ def ids_of(lines: list[object], flow: str = FLOW) -> list[str]:
         json.loads(x) if isinstance(x, str) else x)) for x in lines]
 
 
+def run_live_traced(lines: list[object], flow: str = FLOW,
+                    db: Path = Path("convoy.db")) -> list[str]:
+    """Run ``flow`` on ``lines`` as ``convoy run --input`` would (the same session ids),
+    with spans recorded live and kept in the store (``Tracing(["store"], live=True)``:
+    ``--trace store`` derives them when read, and keeps none); their ids."""
+    from convoy.observability import Tracing, observe
+
+    wf = convoy.load_workflow(flow)
+    ids = ids_of(lines, flow)
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            for sid, line in zip(ids, lines, strict=True):
+                value = json.loads(line) if isinstance(line, str) else line
+                assert (await engine.run(wf, value, session_id=sid)).status == "completed"
+
+    asyncio.run(run())
+    return ids
+
+
 def tamper(sql: str, *params: Any, db: Path = Path("convoy.db")) -> None:
     """Change the store behind Convoy's back: what a crash (or another engine) leaves."""
     with sqlite3.connect(db) as conn:

@@ -163,7 +163,8 @@ async def _spans(eng: convoy.Engine, tracing: Tracing, sid: str) -> list[dict[st
 
 
 async def test_a_decision_that_loses_the_race_audits_nothing(db: str | Path) -> None:
-    audit, racer, tracing = AuditInterceptor(), Racer(), Tracing(exporters=["store"])
+    audit, racer, tracing = AuditInterceptor(), Racer(), Tracing(exporters=["store"],
+                                                                   live=True)
     async with _engine(db, FakeClock(), audit, racer, tracing) as eng:
         acme = eng.tenant("acme")
         await acme.run(ask, "c-1", session_id="q3")
@@ -185,7 +186,7 @@ async def test_a_decision_that_loses_the_race_audits_nothing(db: str | Path) -> 
 
 
 async def test_the_decision_span_is_in_the_sessions_trace(db: str | Path) -> None:
-    tracing, metrics = Tracing(exporters=["store"]), Metrics()
+    tracing, metrics = Tracing(exporters=["store"], live=True), Metrics()
     async with _engine(db, FakeClock(), *observe(tracing, metrics)) as eng:
         acme = eng.tenant("acme")
         await acme.run(ask, "ann@example.com", session_id="q4")
@@ -256,7 +257,7 @@ def test_convoy_inbox_answer_is_traced_where_the_store_keeps_the_trace(
     db = tmp_path / "convoy.db"
 
     async def start(traced: bool, sid: str) -> str:
-        ics: list[Interceptor] = [Tracing(exporters=["store"])] if traced else []
+        ics: list[Interceptor] = [Tracing(exporters=["store"], live=True)] if traced else []
         async with convoy.Engine(db, interceptors=ics) as eng:
             await eng.run(ask, "c-1", session_id=sid)
             [task] = [t for t in await eng.inbox.tasks() if t.session_id == sid]

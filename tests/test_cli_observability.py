@@ -24,6 +24,7 @@ from .clikit import (
     cli,
     ids_of,
     one_line_error,
+    run_live_traced,
     subprocess_env,
     workdir,
     write_jsonl,
@@ -35,9 +36,7 @@ __all__ = ["background_fixture", "workdir"]
 @pytest.mark.parametrize("chunk", ["{not json", '[{"name": 1}]', '{"v": 2}',
                                    '{"v": 2, "trace_id": "x", "shapes": [], "spans": [1]}'])
 def test_damaged_stored_spans_are_one_line(tmp_path: Path, chunk: str) -> None:
-    inputs = write_jsonl(tmp_path / "in.jsonl", GOOD[:1])
-    assert cli("run", FLOW, "--input", str(inputs), "--trace", "store").code == 0
-    [sid] = ids_of(GOOD[:1])
+    [sid] = run_live_traced(GOOD[:1], db=tmp_path / "convoy.db")
     with sqlite3.connect(tmp_path / "convoy.db") as db:
         assert db.execute("UPDATE kv SET value=? WHERE namespace=?",
                           (chunk, f"trace:{sid}")).rowcount > 0

@@ -22,7 +22,7 @@ from tests.clikit import (
     cli,
     ids_of,
     one_line_error,
-    run_ok,
+    run_live_traced,
     tamper,
     workdir,  # noqa: F401  (autouse fixture)
 )
@@ -33,7 +33,7 @@ DEEP = "[" * 5000 + "]" * 5000
 
 def _store() -> str:
     """One finished session with its spans kept and one open alert; its id."""
-    run_ok("--trace", "store", lines=[GOOD[0]])
+    run_live_traced([GOOD[0]])
 
     async def alert() -> None:
         store = SQLiteStore(Path("convoy.db"))

@@ -19,8 +19,7 @@ import pytest
 from tests.clikit import (
     GOOD,
     cli,
-    ids_of,
-    run_ok,
+    run_live_traced,
     tamper,
     workdir,  # noqa: F401  (autouse fixture)
 )
@@ -37,8 +36,7 @@ JUNK: list[Any] = [None, "abc", 10**40, -(10**40), -1, 1.5, float("1e300"), True
 
 def _chunk() -> tuple[str, str, Any]:
     """A traced session's id, and the key and decoded value of its first chunk of spans."""
-    run_ok("--trace", "store", lines=[GOOD[0]])
-    sid = ids_of(GOOD[:1])[0]
+    [sid] = run_live_traced([GOOD[0]])
     with sqlite3.connect("convoy.db") as conn:
         key, value = conn.execute("SELECT key, value FROM kv WHERE namespace=? ORDER BY key",
                                   (f"trace:{sid}",)).fetchone()

@@ -44,7 +44,7 @@ def test_convoy_resume_goes_on_with_the_trace_the_store_keeps(tmp_path: Path) ->
     async def park() -> None:
         sim = convoy.SimModel({"*": {"output": OK}})
         async with convoy.Engine(SQLiteStore(db), models={"sim:": sim},
-                                 interceptors=[Tracing(["store"])]) as app:
+                                 interceptors=[Tracing(["store"], live=True)]) as app:
             assert (await app.run(flows.flow, "hi", session_id="s1")).status == "waiting"
             await app.signal("s1", "go", "now")
         async with convoy.Engine(SQLiteStore(db), models={"sim:": sim}) as plain:

@@ -352,7 +352,7 @@ async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
     from convoy.observability._tracing import SPANS_NAMESPACE, Tracing
 
     db = tmp_path / "convoy.db"
-    async with engine(db, interceptors=[Tracing()]) as eng:
+    async with engine(db, interceptors=[Tracing(live=True)]) as eng:
         res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
     async with engine(db) as eng:
         assert await eng.store.kv_all(SPANS_NAMESPACE + res.id)  # spans were stored

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 import convoy
+from convoy.interceptors._base import Chain
 from convoy.observability import Tracing, observe
 
 from .clikit import cli
@@ -35,6 +36,10 @@ def _run(db: str | Path, session_id: str, **kw: Any) -> list[convoy.StepRecord]:
             return list(await engine.journal(session_id))
 
     return asyncio.run(run())
+
+
+async def _end(input: Any) -> Any:
+    return input
 
 
 def _spans(db: str | Path, session_id: str) -> list[dict[str, Any]]:
@@ -90,12 +95,50 @@ def test_a_session_run_without_tracing_has_its_spans_derived_from_its_journal(
     assert "handed over by triage" in text and "invoke_agent billing" in text
 
 
-def test_a_session_traced_to_the_store_shows_its_kept_spans_not_derived_ones(
+def test_a_session_traced_live_to_the_store_shows_its_kept_spans_not_derived_ones(
         db: str | Path) -> None:
-    _run(db, "k1", interceptors=observe(Tracing(["store"])))
+    _run(db, "k1", interceptors=observe(Tracing(["store"], live=True)))
     spans = _spans(db, "k1")
     assert spans and not any(s["attrs"].get("convoy.derived") for s in spans)
     assert "journal records them" not in cli("trace", "k1", "--db", str(db)).stdout
+
+
+def test_tracing_to_the_store_derives_spans_when_read_and_hooks_no_step(
+        db: str | Path) -> None:
+    tracing = Tracing(["store"])
+    assert tracing.derived and Tracing(["store"], capture_content=True).derived is False
+    assert not Tracing(["store", "console"]).derived
+    seen: list[convoy.Engine] = []
+
+    async def run() -> None:
+        wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.derived")
+        async with convoy.Engine(db, interceptors=observe(tracing)) as engine:
+            seen.append(engine)
+            # no step hook in any chain: the steps run as in an engine without tracing
+            for hook in ("agent_run", "model_call", "tool_call", "handoff", "effect",
+                         "state_op"):
+                assert Chain(hook, [tracing, tracing.attempts], _end).call is _end, hook
+            assert Chain("session_run", [tracing], _end).call is not _end
+            assert (await engine.run(wf, TICKET, session_id="t1")).ok
+            assert await engine.store.kv_all("trace:t1") == {}  # nothing written
+
+    asyncio.run(run())
+    spans = _spans(db, "t1")
+    [root] = [s for s in spans if s["parent_id"] is None]
+    header = cli("sessions", "show", "t1", "--db", str(db), "--json")
+    assert header.code == 0
+    # the session's own trace (its convoy.trace header), derived, with no note
+    kept = json.loads(header.stdout)["headers"]["convoy.trace"]
+    assert kept.split("-")[1:3] == [root["trace_id"], root["span_id"]]
+    assert all(s["attrs"]["convoy.derived"] for s in spans)
+    text = cli("trace", "t1", "--db", str(db)).stdout
+    assert "journal records them" not in text and "invoke_agent billing" in text
+
+
+def test_tracing_live_false_needs_the_store_alone_without_content() -> None:
+    for kw in ({"exporters": ["store", "console"]}, {"capture_content": True}):
+        with pytest.raises(convoy.UserError, match=r"live=False"):
+            Tracing(**kw, live=False)  # type: ignore[arg-type]
 
 
 def test_a_failed_session_has_its_error_kind_on_its_span_and_its_failed_steps(
@@ -117,3 +160,25 @@ def test_a_failed_session_has_its_error_kind_on_its_span_and_its_failed_steps(
     assert agent["status"] == "error" and chat["parent_id"] == agent["span_id"]
     shown = cli("trace", "f1", "--db", str(db))
     assert shown.code == 0 and "1 error" not in shown.stdout and "errors" in shown.stdout
+
+
+def test_a_persons_decision_joins_the_derived_trace_under_the_session_span(
+        db: str | Path) -> None:
+    from .test_audit_decisions import ask
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
+            await engine.run(ask, "c-1", session_id="h1")
+            [task] = await engine.inbox.tasks()
+            await engine.inbox.answer(task.id, {"approve": True, "cents": 5}, by="ann")
+            assert (await engine.resume())[0].ok
+
+    asyncio.run(run())
+    spans = _spans(db, "h1")
+    [root] = [s for s in spans if s["parent_id"] is None]
+    [decision] = [s for s in spans if s["name"] == "human_decision"]
+    assert decision["parent_id"] == root["span_id"]
+    assert decision["trace_id"] == root["trace_id"] and root["attrs"]["convoy.derived"]
+    assert "convoy.derived" not in decision["attrs"]  # recorded when the person decided
+    [wait] = [s for s in spans if s["name"].startswith("wait ")]
+    assert wait["status"] == "ok" and wait["start"] < wait["end"] <= root["end"]

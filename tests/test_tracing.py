@@ -333,7 +333,7 @@ def test_bad_exporters_are_refused_in_one_line() -> None:
 
 def test_convoy_trace_prints_the_waterfall(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
-    tracing = Tracing(exporters=["store"])
+    tracing = Tracing(exporters=["store"], live=True)
     wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.cli")
 
     async def run() -> None:
@@ -493,7 +493,7 @@ async def test_failed_spans_keep_their_message_links_and_events_in_the_store(
             await ctx.run(boom, t)
         return out
 
-    tracing = Tracing(exporters=["store"])
+    tracing = Tracing(exporters=["store"], live=True)
     engine = engine_factory(interceptors=observe(tracing))
     res = await engine.run(wf, "t")
     assert res.ok, res.error

@@ -50,18 +50,19 @@ def trace(
     and tool calls, handoffs, state operations, retry attempts), nested under its parent,
     with when it started, how long it took, and its tokens or error.
 
-    Spans are kept when the engine ran with tracing to the store
-    (``convoy.observability.Tracing(exporters=["store"])``, or ``convoy run --trace store``).
-    For a session whose spans were not kept, the spans are derived from its journal (each
-    step with when it began and ended, its tokens and error; no retry attempts, state
-    versions or content), marked ``convoy.derived``.
+    Tracing to the store (``convoy.observability.Tracing(exporters=["store"])``, or
+    ``convoy run --trace store``) derives a session's spans from its journal when they are
+    read (each step with when it began and ended, its tokens and error), marked
+    ``convoy.derived``, and keeps the spans recorded live with ``Tracing(live=True)``
+    (retry attempts, state versions, content). A session that ran without tracing gets
+    derived spans too.
 
     Example: `convoy trace handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     found, spans, gone = run_async(_load(db, session_id, scope))
-    if found is False:
+    if found == "missing":
         unknown_session(db, scope, session_id)
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
@@ -70,11 +71,11 @@ def trace(
         out.print(f"the spans of session {quoted(session_id)} stay sealed: they hold the data of a "
                   "data subject who was erased (its key is destroyed)", markup=False)
         return
-    if found is None or spans[0]["attrs"].get("convoy.derived"):
+    if found in ("unsampled", "untraced"):
         why = ("sampling left it untraced (Tracing(sample_rate=...), or its caller's "
-               "traceparent said not sampled)" if found is None else
-               "run it with tracing to the store (Tracing(exporters=['store']), or 'convoy run "
-               "--trace store') for retry attempts, state versions and content")
+               "traceparent said not sampled)" if found == "unsampled" else
+               "it ran without tracing (Tracing(exporters=['store']), or 'convoy run --trace "
+               "store', keeps them)")
         out.print(f"no spans kept for session {quoted(session_id)}: {why}; its steps as its "
                   "journal records them:", markup=False)
     out.print(waterfall(spans))
@@ -87,17 +88,19 @@ def trace(
 
 
 async def _load(db: str, session_id: str, scope: Scope
-                ) -> tuple[bool | None, list[dict[str, Any]], int]:
-    """Whether the session exists (``None``: it does, but sampling left it untraced), its
-    spans (derived from its journal when none were kept), and how many chunks of them stay
-    sealed (a data subject's, opened with the master key when it is configured)."""
+                ) -> tuple[str, list[dict[str, Any]], int]:
+    """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced),
+    ``untraced`` (it ran without tracing) or ``traced``; its spans: those kept, and those
+    derived from its journal when no session span was kept (tracing that derives them when
+    read keeps a person's decisions only); and how many chunks of kept ones stay sealed
+    (a data subject's, opened with the master key when it is configured)."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return False, [], 0
+            return "missing", [], 0
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
-            return None, journal_spans(row, await store.journal(session_id)), 0
+            return "unsampled", journal_spans(row, await store.journal(session_id)), 0
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
         if gone and MasterKey.from_env() is None:
@@ -109,9 +112,13 @@ async def _load(db: str, session_id: str, scope: Scope
                        f"{quoted(session_id)}, sealed under the key of an erased data "
                        "subject whose data the session read", err=True)
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
-        if not spans and not gone:  # (kept chunks that hold none)
-            spans = journal_spans(row, await store.journal(session_id))
-        return True, spans, len(gone)
+        if gone and not spans:
+            return "traced", [], len(gone)
+        if not any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"
+                   for s in spans):
+            spans = [*journal_spans(row, await store.journal(session_id)), *spans]
+            spans.sort(key=lambda s: (s["start"], s["end"]))
+        return ("untraced" if kept is None else "traced"), spans, len(gone)
 
 
 def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:

@@ -7,7 +7,10 @@ as the application's :class:`~convoy.observability.Tracing` would record it: a r
 ``convoy resume``, ``worker`` or ``cancel`` makes (its agents, model and tool
 calls, ...: the trace goes on, as a resumed session's does), and a person's decision
 (``convoy inbox answer|approve|reject``, an escalation's answer: its ``human_decision``
-span). A session traced elsewhere only (OTLP, the console) gets nothing from here: the
+span). A session whose spans are derived from its journal when read (tracing to the
+store, by default) needs nothing from here: what the command line runs is journaled (a
+person's decision made here has no span in it). A session traced elsewhere only (OTLP,
+the console) gets nothing from here: the
 command line does not know where the application exports; ``--trace`` traces every
 session the command runs, to where it says.
 """
@@ -31,7 +34,9 @@ class TraceWhereTraced(Tracing):
     KNOWN = 4096
 
     def __init__(self) -> None:
-        super().__init__(["store"])
+        # (live: a session whose spans the store keeps goes on with live spans; one whose
+        # spans are derived when read needs nothing from here, its journal is its trace)
+        super().__init__(["store"], live=True)
         self._known: OrderedDict[str, None] = OrderedDict()
 
     async def _kept(self, session_id: str, headers: Any) -> bool:

@@ -331,6 +331,10 @@ class Interceptor:
     """
 
     stage: Stage = "custom"
+    #: The hooks (method names) this instance does not need although its class overrides
+    #: them (a configuration that has nothing to do there): the chains skip them, as they
+    #: skip the methods it does not override. Read when the engine is made.
+    unhooked: frozenset[str] = frozenset()
 
     async def start(self, engine: Engine) -> None:
         """Called once when the engine opens, after its store: load persisted state
@@ -405,7 +409,7 @@ class Chain(Generic[I, O]):
         base = getattr(Interceptor, method)
         for ic in reversed(interceptors):
             bound = getattr(ic, method)
-            if getattr(type(ic), method) is base:
+            if getattr(type(ic), method) is base or method in ic.unhooked:
                 continue
             call = _link(bound, call)
         self.call = call

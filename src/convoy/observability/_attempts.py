@@ -22,9 +22,10 @@ _RETRYING = ("custom", "fallback", "retry")
 def attempts_vary(interceptors: Sequence[Interceptor]) -> bool:
     """Whether an interceptor of ``interceptors`` may make a step more than one attempt."""
     base_model, base_tool = Interceptor.model_call, Interceptor.tool_call
-    return any(ic.stage in _RETRYING and (type(ic).model_call is not base_model or
-                                          type(ic).tool_call is not base_tool)
-               for ic in interceptors)
+    return any(ic.stage in _RETRYING and (
+        (type(ic).model_call is not base_model and "model_call" not in ic.unhooked) or
+        (type(ic).tool_call is not base_tool and "tool_call" not in ic.unhooked))
+        for ic in interceptors)
 
 
 class PerAttempt(Interceptor):

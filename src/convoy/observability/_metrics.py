@@ -205,6 +205,10 @@ class Metrics(Interceptor):
         self.attempts = AttemptMetrics(self)
 
     async def start(self, engine: Engine) -> None:
+        if sum(ic is self for ic in engine.runtime.interceptors) > 1:
+            raise UserError("these metrics are in the engine's interceptors twice (observe("
+                            "metrics=...) puts them there once): every step would count "
+                            "twice")
         self._engine = engine
         await self.attempts.start(engine)
 

@@ -16,17 +16,27 @@ def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
     ``tracing``, a ``Tracing(exporters=())`` that exports nothing but gives every log
     record its session, agent, step and ids). Nothing when all are off.
 
-    Given both, ``tracing`` records ``metrics`` too (:attr:`Tracing.metrics`), so a step
-    passes one hook for both, not two; ``metrics`` itself is then not in the list (do
-    not add it: its steps would be counted twice)."""
+    Given both, a ``tracing`` that records spans as sessions run records ``metrics`` too
+    (:attr:`Tracing.metrics`), so a step passes one hook for both, not two; ``metrics``
+    itself is then not in the list (do not add it: its steps would be counted twice).
+    One whose spans are derived when read (:attr:`Tracing.derived`) has no step hooks:
+    ``metrics`` are then in the list with their own. ``logs`` need live spans (a log
+    record carries its step's span): a ``tracing`` that decides by its exporters
+    (``live=None``) records them live."""
     chain: list[Interceptor] = []
     if tracing is None and logs:
         tracing = Tracing(exporters=())
+    if tracing is not None and logs and tracing.live is None:
+        tracing.live = True
     if tracing is not None:
-        tracing.metrics = metrics
-        chain += [tracing, tracing.attempts]
+        if tracing.derived:
+            tracing.metrics = None
+            chain.append(tracing)  # (its trace header, a person's decisions)
+        else:
+            tracing.metrics = metrics
+            chain += [tracing, tracing.attempts]
     if logs:
         chain.append(LogEvents())
-    if metrics is not None and tracing is None:
+    if metrics is not None and (tracing is None or tracing.derived):
         chain += [metrics, metrics.attempts]
     return chain

@@ -117,6 +117,15 @@ class Tracing(Interceptor):
             session's ``convoy.trace`` header, so every run of a session decides alike. An
             untraced session costs a check per step, and its log records carry its
             tenant and session id only.
+        live: record spans as the session runs (``True``), or derive them from the
+            session's journal when they are read (``False``: ``convoy trace``; nothing
+            is recorded per step, so tracing costs the run next to nothing). By default
+            (``None``) spans are derived when the store is the only exporter and content
+            is not captured, and live otherwise. Derived spans have what the journal
+            has: no span per retry attempt (a step's span has its final outcome), no
+            state versions, no span per run of a resumed session (one session span),
+            no replay marks and no parent for your own code's spans (see
+            docs/how-to/observability.md); pass ``live=True`` for those.
 
     Put :attr:`attempts` in the chain too (``convoy.observability.observe`` does) for a
     span per retry attempt.
@@ -129,7 +138,7 @@ class Tracing(Interceptor):
                  service_name: str | None = None,
                  resource_attributes: Mapping[str, str] | None = None,
                  flush_every: int = 2048, flush_interval: float = 1.0,
-                 sample_rate: float = 1.0) -> None:
+                 sample_rate: float = 1.0, live: bool | None = None) -> None:
         if isinstance(exporters, str):
             exporters = (exporters,)
         for e in exporters:
@@ -143,6 +152,13 @@ class Tracing(Interceptor):
         self.sample_rate = sample_rate
         self._threshold = int(sample_rate * (1 << 64))
         self.exporters = tuple(exporters)
+        if live is False and (self.exporters != ("store",) or capture_content):
+            raise UserError("Tracing(live=False): spans derived from the journal are read "
+                            "from the store only, without content: use exporters=['store'] "
+                            "and capture_content=False, or live=True")
+        #: Record spans as sessions run (``True``), derive them when read (``False``), or
+        #: decide by the exporters (``None``; see :attr:`derived`).
+        self.live = live
         self.to_store = "store" in self.exporters
         self.capture_content = capture_content
         self.redactor: Redactor | None = (Redactor() if redact is True else
@@ -181,6 +197,17 @@ class Tracing(Interceptor):
         if any(not isinstance(e, str) or e != "store" for e in self.exporters):
             self._sdk_processors()  # fail now if the SDK is missing, not at engine start
         self._keep = self.to_store or bool(self.processors)  # ended spans go somewhere
+
+    @property
+    def derived(self) -> bool:
+        """Whether spans are derived from the journal when read (``live``): nothing is
+        recorded per step, so the chains skip every step hook (:attr:`unhooked`)."""
+        return self.live is False or (self.live is None and self.exporters == ("store",)
+                                      and not self.capture_content)
+
+    @property
+    def unhooked(self) -> frozenset[str]:  # type: ignore[override]
+        return _STEP_HOOKS if self.derived else frozenset()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -443,6 +470,10 @@ class Tracing(Interceptor):
                 traced = self._sampled(trace_id)
             if not traced:  # kept, so the session's later runs decide alike
                 headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id(), False)
+        if self.derived:  # spans derived when read: the trace's ids are all it needs
+            if root is None and traced:
+                headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id())
+            return next(input)
         if not traced:
             return self._untraced(input, next)
         return self._session_run(input, next, trace_id, parent_id, root is not None)
@@ -813,6 +844,11 @@ class Tracing(Interceptor):
         return out
 
 
+#: The hooks of a step (every one but the session's and a person's decision's).
+_STEP_HOOKS = frozenset({"agent_run", "model_call", "tool_call", "handoff", "effect",
+                         "state_op"})
+
+
 class AttemptSpans(PerAttempt):
     """A span per retry attempt, under its step's span (stage ``attempt``, inside
     ``retry``): every attempt that failed, and every attempt after the first. A call that
@@ -823,6 +859,10 @@ class AttemptSpans(PerAttempt):
     def __init__(self, tracing: Tracing) -> None:
         super().__init__()
         self.tracing = tracing
+
+    @property
+    def unhooked(self) -> frozenset[str]:  # type: ignore[override]
+        return self.tracing.unhooked
 
     def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
         shape = self.tracing.shape(("attempt", n), lambda: Shape(
