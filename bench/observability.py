@@ -8,8 +8,10 @@ durability "process"), sessions one after another. Engines, opened and warmed up
 timing, on stores of their own:
 
 * bare:           ``Engine(...)``, no interceptors;
-* tracing:        ``observe(Tracing(["store"]))``: every span kept in the store
-                  (``convoy trace``);
+* tracing:        ``observe(Tracing(["store"]))``: spans derived from the journal when
+                  read (``convoy trace``), nothing recorded per step;
+* tracing_live:   ``observe(Tracing(["store"], live=True))``: every span recorded as the
+                  session runs and kept in the store;
 * tracing_otlp:   ``observe(Tracing([OTLPSpanExporter(...)]))``: spans exported over
                   OTLP/HTTP (the SDK's batch processor) to a receiver on loopback that
                   answers 200 and keeps nothing;
@@ -24,8 +26,8 @@ timing, on stores of their own:
                   the session's run ends;
 * tracing_metrics_audit: tracing to the store, metrics and audit together (the issue's
                   figure);
-* metrics_audit:  metrics and audit, spans derived from the journal when read (``convoy
-                  trace`` of a session whose spans were not kept): no tracing at run time.
+* metrics_audit:  metrics and audit, no tracing;
+* tracing_live_metrics_audit: the same with live spans (``live=True``).
 
 Runs alternate (bare, tracing, ..., bare, ...) ``--runs`` times each; prints the median µs
 per agent step of each and the added percentages, as one JSON line. ``--only NAME,...``
@@ -92,10 +94,11 @@ def engines(tmp: Path, otlp: str) -> dict[str, convoy.Engine]:
         "audit": make("audit", [AuditInterceptor()]),
         "tracing_metrics_audit": make("tracing_metrics_audit", [
             *observe(Tracing(["store"]), Metrics()), AuditInterceptor()]),
-        # Spans derived from the journal when read (``convoy trace`` of a session whose
-        # spans were not kept): nothing traced while the session runs.
         "metrics_audit": make("metrics_audit", [*observe(metrics=Metrics()),
                                                 AuditInterceptor()]),
+        "tracing_live": make("tracing_live", observe(Tracing(["store"], live=True))),
+        "tracing_live_metrics_audit": make("tracing_live_metrics_audit", [
+            *observe(Tracing(["store"], live=True), Metrics()), AuditInterceptor()]),
     }
 
 
@@ -152,7 +155,8 @@ def main() -> None:
     a = ap.parse_args()
     only = [n for n in a.only.split(",") if n]
     known = ("bare", "tracing", "tracing_otlp", "metrics", "tracing_metrics", "all",
-             "tracing_10pct_metrics", "audit", "tracing_metrics_audit", "metrics_audit")
+             "tracing_10pct_metrics", "audit", "tracing_metrics_audit", "metrics_audit",
+             "tracing_live", "tracing_live_metrics_audit")
     if any(n not in known for n in only):
         ap.error(f"--only: engines are {', '.join(known)}")
     if a.sessions < 1 or a.runs < 1 or a.warmup < 0:

@@ -582,7 +582,8 @@ def test_convoy_trace_of_a_session_sampling_left_out_says_so(tmp_path: Path) -> 
     unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
 
     async def run() -> None:
-        async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
             await engine.run(wf, TICKET, session_id="u1", headers={"traceparent": unsampled})
 
     asyncio.run(run())

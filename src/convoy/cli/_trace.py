@@ -71,26 +71,27 @@ def trace(
         out.print(f"the spans of session {quoted(session_id)} stay sealed: they hold the data of a "
                   "data subject who was erased (its key is destroyed)", markup=False)
         return
-    if found in ("unsampled", "untraced"):
-        why = ("sampling left it untraced (Tracing(sample_rate=...), or its caller's "
-               "traceparent said not sampled)" if found == "unsampled" else
-               "it ran without tracing (Tracing(exporters=['store']), or 'convoy run --trace "
-               "store', keeps them)")
-        out.print(f"no spans kept for session {quoted(session_id)}: {why}; its steps as its "
-                  "journal records them:", markup=False)
+    if found == "unsampled":
+        out.print(f"no spans kept for session {quoted(session_id)}: sampling left it untraced "
+                  "(Tracing(sample_rate=...), or its caller's traceparent said not sampled); "
+                  "its steps as its journal records them:", markup=False)
     out.print(waterfall(spans))
     t0 = min(s["start"] for s in spans)
     t1 = max(s["end"] for s in spans)
     errors = sum(1 for s in spans if s["status"] == "error")
     out.print(f"trace {spans[0]['trace_id']}  {plural(len(spans), 'span')}  "
               f"{fmt_duration((t1 - t0) / 1e9)}"
-              + (f"  {plural(errors, 'error')}" if errors else ""), markup=False)
+              + (f"  {plural(errors, 'error')}" if errors else "")
+              + ("  (derived from the journal: no retry attempts, state versions or "
+                 "content; Tracing(live=True) records them)"
+                 if found != "unsampled" and any(s["attrs"].get("convoy.derived")
+                                                 for s in spans) else ""), markup=False)
 
 
 async def _load(db: str, session_id: str, scope: Scope
                 ) -> tuple[str, list[dict[str, Any]], int]:
-    """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced),
-    ``untraced`` (it ran without tracing) or ``traced``; its spans: those kept, and those
+    """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced) or
+    ``found``; its spans: those kept, and those
     derived from its journal when no session span was kept (tracing that derives them when
     read keeps a person's decisions only); and how many chunks of kept ones stay sealed
     (a data subject's, opened with the master key when it is configured)."""
@@ -113,12 +114,12 @@ async def _load(db: str, session_id: str, scope: Scope
                        "subject whose data the session read", err=True)
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
         if gone and not spans:
-            return "traced", [], len(gone)
+            return "found", [], len(gone)
         if not any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"
                    for s in spans):
             spans = [*journal_spans(row, await store.journal(session_id)), *spans]
             spans.sort(key=lambda s: (s["start"], s["end"]))
-        return ("untraced" if kept is None else "traced"), spans, len(gone)
+        return "found", spans, len(gone)
 
 
 def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:

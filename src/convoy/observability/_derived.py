@@ -16,8 +16,9 @@ it gives, as :func:`~convoy.observability._spans.load_chunks` gives stored spans
   ``step NAME``, ``wait SIGNAL``, with its key, tokens, cost and error kind.
 
 Every span has ``convoy.derived``. Span ids are derived from the trace id and the step key,
-so every reading gives the same ids; the trace id is the session's own (its
-``convoy.trace`` header) when it has one. What only a live trace records is not here:
+so every reading gives the same ids (:func:`trace_ids`: the trace is the one live tracing
+kept in the session's ``convoy.trace`` header, else its caller's, from its ``traceparent``
+header, else its own). What only a live trace records is not here:
 retry attempts, state versions, spans of the user's own code, content. A record of a
 Convoy that did not keep when a step began is an instant at its time. Error messages are
 not shown for a data subject's session (:data:`~convoy.observability._spans.WITHHELD`).
@@ -26,7 +27,7 @@ not shown for a data subject's session (:data:`~convoy.observability._spans.WITH
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
 
@@ -38,6 +39,22 @@ from convoy.stores._protocol import SessionRow, StepRecord
 _TRACE_HEADER = "convoy.trace"
 _MESSAGE_LIMIT = 500
 _RUNNING = ("pending", "running", "waiting")
+
+
+def trace_ids(headers: Mapping[str, str], session_id: str) -> tuple[str, str, str | None]:
+    """``(trace id, session span id, its parent's id)`` of a session's derived trace: the
+    ids live tracing kept in its ``convoy.trace`` header (a run traced live), else a span
+    of its caller's trace (its ``traceparent`` header), else a trace of its own; derived
+    from the session id, the same at every reading and in every process."""
+    kept = parse_traceparent(headers.get(_TRACE_HEADER))
+    caller = parse_traceparent(headers.get("traceparent"))
+    parent = caller[1] if caller is not None else None
+    if kept is not None:
+        return kept[0], kept[1], parent if caller and caller[0] == kept[0] else None
+    if caller is not None:
+        return caller[0], _id(caller[0], session_id, "session"), parent
+    trace_id = _id("convoy.session", session_id, size=16)
+    return trace_id, _id(trace_id, "session"), None
 
 
 def _id(*parts: str, size: int = 8) -> str:
@@ -74,12 +91,7 @@ class _Derivation:
     def __init__(self, row: SessionRow, subject: bool) -> None:
         self.row = row
         self.subject = subject
-        kept = parse_traceparent(row.header_map.get(_TRACE_HEADER))
-        if kept is not None:
-            self.trace_id, self.root_id = kept
-        else:
-            self.trace_id = _id("convoy.session", row.id, size=16)
-            self.root_id = _id(self.trace_id, "session")
+        self.trace_id, self.root_id, self.parent_id = trace_ids(row.header_map, row.id)
         self.spans: list[dict[str, Any]] = []
 
     def error(self, attrs: dict[str, Any], record: Any, fallback: str) -> tuple[str, str]:
@@ -191,7 +203,8 @@ class _Derivation:
             status = "unset"
         else:
             status, message = self.error(attrs, row.error_record, row.status)
-        root = _span(f"invoke_workflow {row.workflow}", self.trace_id, self.root_id, None,
+        root = _span(f"invoke_workflow {row.workflow}", self.trace_id, self.root_id,
+                     self.parent_id,
                      begin, end, status, attrs, message)
         spans = [root, *self.spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
@@ -234,4 +247,4 @@ def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
                        ).derive(records)
 
 
-__all__ = ["journal_spans"]
+__all__ = ["journal_spans", "trace_ids"]

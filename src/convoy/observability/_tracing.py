@@ -44,6 +44,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
+from convoy.observability._derived import trace_ids
 from convoy.observability._genai_messages import agent_output, input_messages, output_messages
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import bounded, scrub
@@ -207,7 +208,7 @@ class Tracing(Interceptor):
 
     @property
     def unhooked(self) -> frozenset[str]:  # type: ignore[override]
-        return _STEP_HOOKS if self.derived else frozenset()
+        return _UNHOOKED if self.derived else frozenset()
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -470,10 +471,6 @@ class Tracing(Interceptor):
                 traced = self._sampled(trace_id)
             if not traced:  # kept, so the session's later runs decide alike
                 headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id(), False)
-        if self.derived:  # spans derived when read: the trace's ids are all it needs
-            if root is None and traced:
-                headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id())
-            return next(input)
         if not traced:
             return self._untraced(input, next)
         return self._session_run(input, next, trace_id, parent_id, root is not None)
@@ -778,7 +775,9 @@ class Tracing(Interceptor):
                        next: Next[DecisionInput, HumanTask]) -> Any:
         kept = input.headers.get(TRACE_HEADER)
         root = parse_traceparent(kept)
-        if root is None or not traceparent_sampled(kept):  # the session is not traced
+        if root is None and self.derived:  # (the trace of its journal, derived when read)
+            root = trace_ids(input.headers, input.session_id)[:2]
+        elif root is None or not traceparent_sampled(kept):  # the session is not traced
             m = self.metrics
             return next(input) if m is None else m.human_decision(input, next)
         return self._human_decision(input, next, *root)
@@ -844,9 +843,10 @@ class Tracing(Interceptor):
         return out
 
 
-#: The hooks of a step (every one but the session's and a person's decision's).
-_STEP_HOOKS = frozenset({"agent_run", "model_call", "tool_call", "handoff", "effect",
-                         "state_op"})
+#: The hooks spans derived when read do without (every one but a person's decision's: a
+#: session's trace ids are derived from its headers and id, :func:`trace_ids`).
+_UNHOOKED = frozenset({"session_run", "agent_run", "model_call", "tool_call", "handoff",
+                       "effect", "state_op"})
 
 
 class AttemptSpans(PerAttempt):
