@@ -185,3 +185,42 @@ def test_a_persons_decision_joins_the_derived_trace_under_the_session_span(
     assert "convoy.derived" not in decision["attrs"]  # recorded when the person decided
     [wait] = [s for s in spans if s["name"].startswith("wait ")]
     assert wait["status"] == "ok" and wait["start"] < wait["end"] <= root["end"]
+
+
+def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_step(
+        db: str | Path) -> None:
+    """As after an upgrade: a session parked under live tracing, resumed by an engine
+    whose tracing derives spans when read, shows its kept spans and the steps of its
+    resumed run, derived, in the same trace."""
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    solo = convoy.Agent(name="solo", model=sim)
+
+    @convoy.workflow(name="obs.derived.upgrade")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        first: str = await ctx.run(solo, t)
+        await ctx.wait_for("go")
+        second: str = await ctx.run(solo, t)
+        return first + second
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id="u1")).status == "waiting"
+            await engine.signal("u1", "go", '"now"')
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
+            [res] = await engine.resume()
+            assert res.ok, res
+            journal = await engine.journal("u1")
+        assert len(journal) == 3
+
+    asyncio.run(run())
+    spans = _spans(db, "u1")
+    assert len({s["trace_id"] for s in spans}) == 1
+    keys = [s["attrs"]["convoy.step.key"] for s in spans
+            if "convoy.step.key" in s["attrs"] and not s["name"].startswith("invoke_")]
+    assert sorted(keys) == sorted(set(keys)) and len(keys) == 3, spans  # each step once
+    [late] = [s for s in spans if s["attrs"].get("convoy.derived")
+              and s["name"].startswith("chat")]
+    [first_run] = [s for s in spans if s["name"].startswith("invoke_workflow")]
+    ids = {s["span_id"]: s for s in spans}
+    assert ids[late["parent_id"]]["parent_id"] == first_run["span_id"]

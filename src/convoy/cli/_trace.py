@@ -115,11 +115,27 @@ async def _load(db: str, session_id: str, scope: Scope
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
         if gone and not spans:
             return "found", [], len(gone)
-        if not any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"
-                   for s in spans):
-            spans = [*journal_spans(row, await store.journal(session_id)), *spans]
-            spans.sort(key=lambda s: (s["start"], s["end"]))
+        derived = journal_spans(row, await store.journal(session_id))
+        if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" for s in spans):
+            # Traced live, in part at least (a run by an engine that derives spans when
+            # read, as after an upgrade, kept none): the steps no kept span has, derived.
+            derived = _not_kept(derived, spans)
+        spans = [*derived, *spans]
+        spans.sort(key=lambda s: (s["start"], s["end"]))
         return "found", spans, len(gone)
+
+
+def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
+              ) -> list[dict[str, Any]]:
+    """The derived spans of the steps no ``kept`` span has, with the derived agent spans
+    they are in (not the derived session span: the kept one has its id)."""
+    keys = {s["attrs"].get("convoy.step.key") for s in kept}
+    steps = [s for s in derived if "convoy.step.key" in s["attrs"]
+             and s["attrs"]["convoy.step.key"] not in keys]
+    parents = {s["parent_id"] for s in steps}
+    kept_ids = {s["span_id"] for s in kept}
+    return [s for s in derived if s["span_id"] in parents and s["span_id"] not in kept_ids
+            and s["parent_id"] is not None] + steps
 
 
 def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:
