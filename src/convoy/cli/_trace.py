@@ -129,7 +129,8 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
               ) -> list[dict[str, Any]]:
     """The derived spans of the steps no ``kept`` span has, with the derived agent spans
     they are in (not the derived session span: the kept one has its id)."""
-    keys = {s["attrs"].get("convoy.step.key") for s in kept}
+    keys = {key for s in kept  # (an attribute edited in the store may hold any JSON)
+            if isinstance(key := s["attrs"].get("convoy.step.key"), str)}
     steps = [s for s in derived if "convoy.step.key" in s["attrs"]
              and s["attrs"]["convoy.step.key"] not in keys]
     parents = {s["parent_id"] for s in steps}
