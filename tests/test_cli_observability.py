@@ -56,7 +56,7 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     assert shown.stdout.startswith("span") and "invoke_workflow" in shown.stdout
     assert "chat" in shown.stdout
     # derived from the journal when read, which the last line says
-    assert "(derived from the journal: no retry attempts" in " ".join(shown.stdout.split())
+    assert "(derived from the journal: no state versions" in " ".join(shown.stdout.split())
     # without --trace, the same: its journal is its trace
     other = write_jsonl(tmp_path / "other.jsonl", GOOD[1:2])
     assert cli("run", FLOW, "--input", str(other)).code == 0

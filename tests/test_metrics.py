@@ -290,3 +290,21 @@ async def test_where_nothing_retries_a_failed_step_is_one_failed_attempt(
         assert total(metrics, "convoy_attempt_errors_total", agent="solo",
                      error="server_error") == 1
         assert total(metrics, "convoy_retries_total") == 0
+
+
+async def test_metrics_shared_by_an_engine_that_retries_and_one_that_does_not(
+        engine_factory: Any) -> None:
+    """Per-attempt hooks are in the chains of the engine that can retry only; the other's
+    failed step still counts as its one failed attempt."""
+    wf = down_workflow("obs.shared")
+    metrics = Metrics()
+    retrying = engine_factory(interceptors=[*observe(metrics=metrics), Retry(RetryPolicy(
+        max_attempts=3, initial_delay=0, max_delay=0))])
+    once = engine_factory(interceptors=observe(metrics=metrics))
+    assert (await retrying.run(wf, "t")).status == "failed"
+    assert (await once.run(wf, "t")).status == "failed"
+    assert total(metrics, "convoy_steps_total", agent="solo", outcome="error",
+                 error="server_error") == 2
+    assert total(metrics, "convoy_attempt_errors_total", agent="solo",
+                 error="server_error") == 3 + 1
+    assert total(metrics, "convoy_retries_total") == 2

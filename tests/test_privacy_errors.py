@@ -19,6 +19,7 @@ import convoy
 from convoy.observability import Tracing, json_logging, observe
 from convoy.observability._spans import WITHHELD, load_chunks
 from convoy.observability._tracing import SPANS_NAMESPACE
+from convoy.privacy._seal import is_sealed
 
 from .test_privacy import engine
 
@@ -89,3 +90,39 @@ async def test_a_subjects_error_messages_stay_out_of_spans_and_logs(tmp_path: Pa
     assert any(NAME in line for line in lines)
     assert any(WITHHELD in line and json.loads(line).get("error_type") == "ToolError"
                for line in lines), lines
+
+
+async def test_a_subjects_retried_steps_keep_attempt_spans_without_their_messages(
+        tmp_path: Path) -> None:
+    """Tracing that derives spans when read keeps a retried step's attempts as they run:
+    in a data subject's session their error messages are withheld too, and their chunks
+    are sealed like the session's other data (no byte of the message in the files)."""
+    from convoy.resilience import Retry, RetryPolicy
+
+    class Flaky(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.attempt == 0:
+                raise convoy.ModelError(f"upstream 503 for {NAME}", retryable=True,
+                                        status_code=503)
+            return await super().request(request)
+
+    solo = convoy.Agent(name="solo", model=Flaky({"*": {"output": "ok"}}))
+
+    @convoy.workflow(name="privacy.errors.retried")
+    async def retried(ctx: convoy.Context, text: str) -> str:
+        return str(await ctx.run(solo, text))
+
+    db = tmp_path / "convoy.db"
+    chain = [*observe(Tracing(["store"])), Retry(RetryPolicy(initial_delay=0, max_delay=0))]
+    async with engine(db, interceptors=chain) as eng:
+        mine = await eng.run(retried, "hi", subject="c-1")
+        other = await eng.run(retried, "hi")
+        assert mine.ok and other.ok
+        stored = {r.id: json.dumps(load_chunks((await eng.store.kv_all(
+            SPANS_NAMESPACE + r.id)).values())) for r in (mine, other)}
+    assert "attempt 1" in stored[mine.id] and WITHHELD in stored[mine.id]
+    assert NAME not in stored[mine.id]
+    assert NAME in stored[other.id]  # (what the withholding changes)
+    async with convoy.Engine(db) as raw:  # no master key: the store's text as kept
+        chunks = await raw.store.kv_all(SPANS_NAMESPACE + mine.id)
+    assert chunks and all(is_sealed(v) for v in chunks.values()), chunks

@@ -224,3 +224,66 @@ def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_
     [first_run] = [s for s in spans if s["name"].startswith("invoke_workflow")]
     ids = {s["span_id"]: s for s in spans}
     assert ids[late["parent_id"]]["parent_id"] == first_run["span_id"]
+
+
+def test_per_attempt_hooks_are_skipped_where_nothing_retries() -> None:
+    """A step is one attempt unless something in the chain can call it again: the
+    per-attempt hooks of tracing and metrics are then not in the chains at all."""
+    from convoy.observability import Metrics
+    from convoy.resilience import Retry, RetryPolicy
+
+    metrics, tracing, live = Metrics(), Tracing(["store"]), Tracing(["store"], live=True)
+    retry = Retry(RetryPolicy(initial_delay=0, max_delay=0))
+    for per_attempt in (metrics.attempts, tracing.attempts, live.attempts):
+        for hook in ("model_call", "tool_call"):
+            assert Chain(hook, [per_attempt], _end).call is _end, (per_attempt, hook)
+            assert Chain(hook, [per_attempt, retry], _end).call is not _end, (per_attempt,
+                                                                               hook)
+
+
+def test_retry_attempts_join_a_derived_trace_under_their_steps_span(
+        db: str | Path) -> None:
+    """Tracing that derives spans when read keeps a span for each attempt of a retried
+    step (each failed one, and the one that succeeded after them), under the step's
+    derived span: the trace shows the retries. A step that succeeds at once keeps
+    nothing."""
+    from convoy.resilience import Retry, RetryPolicy
+
+    class Flaky(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.attempt < 2 and request.agent == "solo":
+                raise convoy.ModelError("upstream 503", retryable=True, status_code=503)
+            return await super().request(request)
+
+    sim = Flaky({"*": {"output": "ok"}})
+    solo, calm = convoy.Agent(name="solo", model=sim), convoy.Agent(name="calm", model=sim)
+
+    @convoy.workflow(name="obs.derived.retried")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(calm, t)
+        return out + await ctx.run(solo, t)
+
+    retry = Retry(RetryPolicy(initial_delay=0, max_delay=0))
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=[*observe(Tracing(["store"])), retry]
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id="r1")).ok
+
+    asyncio.run(run())
+    spans = _spans(db, "r1")
+    attempts = sorted((s for s in spans if s["name"].startswith("attempt ")),
+                      key=lambda s: s["attrs"]["convoy.attempt"])
+    assert [a["attrs"]["convoy.attempt"] for a in attempts] == [1, 2, 3]
+    assert [a["status"] for a in attempts] == ["error", "error", "ok"]
+    assert [a["attrs"].get("error.type") for a in attempts] == \
+        ["server_error", "server_error", None]
+    chats = {s["attrs"]["gen_ai.agent.name"]: s for s in spans if s["name"].startswith("chat")}
+    assert chats["solo"]["attrs"]["convoy.derived"]
+    assert {a["parent_id"] for a in attempts} == {chats["solo"]["span_id"]}
+    assert {a["trace_id"] for a in attempts} == {chats["solo"]["trace_id"]}
+    assert all("convoy.derived" not in a["attrs"] for a in attempts)  # recorded as they ran
+    assert all(a["attrs"]["convoy.step.key"] == chats["solo"]["attrs"]["convoy.step.key"]
+               for a in attempts)
+    text = " ".join(cli("trace", "r1", "--db", str(db)).stdout.split())
+    assert "attempt 2" in text and "no retry attempts" not in text, text

@@ -53,9 +53,9 @@ def trace(
     Tracing to the store (``convoy.observability.Tracing(exporters=["store"])``, or
     ``convoy run --trace store``) derives a session's spans from its journal when they are
     read (each step with when it began and ended, its tokens and error), marked
-    ``convoy.derived``, and keeps the spans recorded live with ``Tracing(live=True)``
-    (retry attempts, state versions, content). A session that ran without tracing gets
-    derived spans too.
+    ``convoy.derived``, with the spans of a retried step's attempts, kept as they ran;
+    ``Tracing(live=True)`` keeps every span as it runs (state versions, content too). A
+    session that ran without tracing gets derived spans too.
 
     Example: `convoy trace handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
@@ -82,8 +82,8 @@ def trace(
     out.print(f"trace {spans[0]['trace_id']}  {plural(len(spans), 'span')}  "
               f"{fmt_duration((t1 - t0) / 1e9)}"
               + (f"  {plural(errors, 'error')}" if errors else "")
-              + ("  (derived from the journal: no retry attempts, state versions or "
-                 "content; Tracing(live=True) records them)"
+              + ("  (derived from the journal: no state versions or content; "
+                 "Tracing(live=True) records them)"
                  if found != "unsampled" and any(s["attrs"].get("convoy.derived")
                                                  for s in spans) else ""), markup=False)
 

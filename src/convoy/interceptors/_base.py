@@ -336,6 +336,12 @@ class Interceptor:
     #: skip the methods it does not override. Read when the engine is made.
     unhooked: frozenset[str] = frozenset()
 
+    def unhooked_in(self, interceptors: Sequence[Interceptor]) -> frozenset[str]:
+        """The hooks this instance skips in an engine whose interceptors are
+        ``interceptors`` (:attr:`unhooked`, unless a class knows more from the rest of the
+        chain: a per-attempt hook where nothing retries). Read when the engine is made."""
+        return self.unhooked
+
     async def start(self, engine: Engine) -> None:
         """Called once when the engine opens, after its store: load persisted state
         (``engine.store``), start exporters."""
@@ -409,7 +415,7 @@ class Chain(Generic[I, O]):
         base = getattr(Interceptor, method)
         for ic in reversed(interceptors):
             bound = getattr(ic, method)
-            if getattr(type(ic), method) is base or method in ic.unhooked:
+            if getattr(type(ic), method) is base or method in ic.unhooked_in(interceptors):
                 continue
             call = _link(bound, call)
         self.call = call

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from convoy.engine._engine import Engine
 
 _RETRYING = ("custom", "fallback", "retry")
+_PER_ATTEMPT = frozenset({"model_call", "tool_call"})
 
 
 def attempts_vary(interceptors: Sequence[Interceptor]) -> bool:
@@ -29,14 +30,20 @@ def attempts_vary(interceptors: Sequence[Interceptor]) -> bool:
 
 
 class PerAttempt(Interceptor):
-    """Base of the per-attempt interceptors: :attr:`needed` tells whether an engine it
-    runs in can make a step more than one attempt (until one starts: yes)."""
+    """Base of the per-attempt interceptors: in an engine where nothing retries, the chains
+    skip their hooks (:meth:`unhooked_in`); :attr:`needed` tells whether an engine it
+    runs in can make a step more than one attempt (until one starts: yes; an instance
+    shared by engines: whether any of them can)."""
 
     stage: Stage = "attempt"
 
     def __init__(self) -> None:
         self.needed = True
         self._started = False
+
+    def unhooked_in(self, interceptors: Sequence[Interceptor]) -> frozenset[str]:
+        skipped = self.unhooked
+        return skipped if attempts_vary(interceptors) else skipped | _PER_ATTEMPT
 
     async def start(self, engine: Engine) -> None:
         vary = attempts_vary(engine.runtime.interceptors)

@@ -18,10 +18,12 @@ it gives, as :func:`~convoy.observability._spans.load_chunks` gives stored spans
 Every span has ``convoy.derived``. Span ids are derived from the trace id and the step key,
 so every reading gives the same ids (:func:`trace_ids`: the trace is the one live tracing
 kept in the session's ``convoy.trace`` header, else its caller's, from its ``traceparent``
-header, else its own). What only a live trace records is not here:
-retry attempts, state versions, spans of the user's own code, content. A record of a
-Convoy that did not keep when a step began is an instant at its time. Error messages are
-not shown for a data subject's session (:data:`~convoy.observability._spans.WITHHELD`).
+header, else its own). What only a live trace records is not here: state versions, spans
+of the user's own code, content; the spans of a retried step's attempts are kept as they
+run (:class:`~convoy.observability._tracing.AttemptSpans`), under the step's derived
+span. A record of a Convoy that did not keep when a step began is an instant at its time.
+Error messages are not shown for a data subject's session
+(:data:`~convoy.observability._spans.WITHHELD`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,12 @@ def trace_ids(headers: Mapping[str, str], session_id: str) -> tuple[str, str, st
         return caller[0], _id(caller[0], session_id, "session"), parent
     trace_id = _id("convoy.session", session_id, size=16)
     return trace_id, _id(trace_id, "session"), None
+
+
+def step_span_id(trace_id: str, key: str) -> str:
+    """The id of the derived span of the step at ``key`` (the parent of the spans of its
+    retry attempts, kept as they ran)."""
+    return _id(trace_id, key)
 
 
 def _id(*parts: str, size: int = 8) -> str:
@@ -149,8 +157,8 @@ class _Derivation:
             attrs["convoy.step.status"] = r.status
         end = _ns(r.at)
         start = _ns(r.began) if r.began else end
-        span = _span(name, self.trace_id, _id(self.trace_id, r.key), parent, start, end, status,
-                     attrs, message, kind=span_kind)
+        span = _span(name, self.trace_id, step_span_id(self.trace_id, r.key), parent, start,
+                     end, status, attrs, message, kind=span_kind)
         self.spans.append(span)
         return span
 
@@ -247,4 +255,4 @@ def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
                        ).derive(records)
 
 
-__all__ = ["journal_spans", "trace_ids"]
+__all__ = ["journal_spans", "step_span_id", "trace_ids"]

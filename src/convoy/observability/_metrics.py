@@ -40,7 +40,7 @@ from convoy.interceptors._base import (
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
-from convoy.observability._attempts import PerAttempt
+from convoy.observability._attempts import PerAttempt, attempts_vary
 from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -437,7 +437,8 @@ class Metrics(Interceptor):
             if failed is None:
                 failed = st.failed = _Hist(STEP_NS)
             failed.observe(ns)
-            if not self.attempts.needed and kind in ("model", "tool"):  # its one attempt
+            if kind in ("model", "tool") and not attempts_vary(
+                    input.session.runtime.interceptors):  # its one attempt (no hook saw it)
                 key = (kind, st.labels[1], st.labels[2], error)
                 self._attempt_errors[key] = self._attempt_errors.get(key, 0) + 1
             if isinstance(exc, StateConflict):

@@ -19,8 +19,9 @@ def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
     Given both, a ``tracing`` that records spans as sessions run records ``metrics`` too
     (:attr:`Tracing.metrics`), so a step passes one hook for both, not two; ``metrics``
     itself is then not in the list (do not add it: its steps would be counted twice).
-    One whose spans are derived when read (:attr:`Tracing.derived`) has no step hooks:
-    ``metrics`` are then in the list with their own. ``logs`` need live spans (a log
+    One whose spans are derived when read (:attr:`Tracing.derived`) has no step hooks
+    (only per-attempt ones, which the chains skip where nothing retries): ``metrics`` are
+    then in the list with their own. ``logs`` need live spans (a log
     record carries its step's span): a ``tracing`` that decides by its exporters
     (``live=None``) records them live."""
     chain: list[Interceptor] = []
@@ -31,7 +32,8 @@ def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
     if tracing is not None:
         if tracing.derived:
             tracing.metrics = None
-            chain.append(tracing)  # (its trace header, a person's decisions)
+            # (a person's decisions; the attempts of a retried step)
+            chain += [tracing, tracing.attempts]
         else:
             tracing.metrics = metrics
             chain += [tracing, tracing.attempts]

@@ -44,7 +44,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
-from convoy.observability._derived import trace_ids
+from convoy.observability._derived import step_span_id, trace_ids
 from convoy.observability._genai_messages import agent_output, input_messages, output_messages
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import bounded, scrub
@@ -854,15 +854,20 @@ class AttemptSpans(PerAttempt):
     ``retry``): every attempt that failed, and every attempt after the first. A call that
     succeeds at once has none (its step's span says it all), and so has every call of an
     engine where nothing retries (no interceptor at the ``retry``, ``fallback`` or
-    ``custom`` stage hooks model or tool calls): a step is then one attempt."""
+    ``custom`` stage hooks model or tool calls): a step is then one attempt, and the
+    chains skip these hooks.
+
+    With spans derived when read (:attr:`Tracing.derived`), a retried step's attempts
+    are the only spans recorded as the session runs: kept in the store (one write per
+    retried step) under the id its step's derived span will have
+    (:func:`~convoy.observability._derived.step_span_id`)."""
 
     def __init__(self, tracing: Tracing) -> None:
         super().__init__()
         self.tracing = tracing
-
-    @property
-    def unhooked(self) -> frozenset[str]:  # type: ignore[override]
-        return self.tracing.unhooked
+        # Attempts so far of the derived steps being retried, by input object (kept with
+        # it, so its id is not reused meanwhile): a retry passes the same input again.
+        self._tries: dict[int, tuple[Any, SpanData, int]] = {}
 
     def _span(self, step: SpanData, n: int, start: int, target: str) -> SpanData:
         shape = self.tracing.shape(("attempt", n), lambda: Shape(
@@ -889,6 +894,8 @@ class AttemptSpans(PerAttempt):
             return next(input)
         step = CURRENT.get()
         if step is None:
+            if self.tracing.derived:
+                return self._derived("model", input.model.name, next, input)
             m = self.tracing.metrics
             return next(input) if m is None else m.attempts.model_call(input, next)
         return self._attempt(step, "model", input.agent.name, input.model.name, next, input)
@@ -898,6 +905,8 @@ class AttemptSpans(PerAttempt):
             return next(input)
         step = CURRENT.get()
         if step is None:
+            if self.tracing.derived:
+                return self._derived("tool", input.tool.name, next, input)
             m = self.tracing.metrics
             return next(input) if m is None else m.attempts.tool_call(input, next)
         return self._attempt(step, "tool", input.agent.name, input.tool.name, next, input)
@@ -918,6 +927,57 @@ class AttemptSpans(PerAttempt):
         if n > 1:
             self._retried(step, n, start, target)
         return out
+
+    async def _derived(self, kind: str, target: str, next: Next[Any, Any],
+                       input: ModelCallInput | ToolCallInput) -> Any:
+        """An attempt of a step whose span is derived when read: kept if it failed or
+        came after one that did, each in a run of its own (written when it ends)."""
+        tries = self._tries
+        held = tries.get(id(input))
+        step, n = (held[1], held[2] + 1) if held is not None and held[0] is input else \
+            (None, 1)
+        start = time_ns()
+        try:
+            out = await next(input)
+        except BaseException as e:
+            if not isinstance(e, Exception):  # (a parked or cancelled run: not an attempt)
+                tries.pop(id(input), None)
+                raise
+            if step is None:
+                step = self._step(kind, input)
+            if len(tries) >= _MAX_TRIES:  # inputs of calls that never came back
+                tries.clear()
+            tries[id(input)] = (input, step, n)
+            self._failed(step, n, start, target, e)
+            self._kept(step)
+            raise
+        if step is not None:
+            del tries[id(input)]
+            self._retried(step, n, start, target)
+            self._kept(step)
+        return out
+
+    def _step(self, kind: str, input: ModelCallInput | ToolCallInput) -> SpanData:
+        """A stand-in for the derived span of ``input``'s step (never ended nor kept): the
+        parent of its attempts' spans."""
+        s = input.session
+        tracing = self.tracing
+        trace_id = trace_ids(s.headers, s.id)[0]
+        run = _Run(tracing, s.id, s.tenant)
+        run.subject = s.subject is not None
+        shape = tracing.shape(("derived step", kind), lambda: Shape(kind, {}))
+        step = SpanData.root(run, shape, trace_id, step_span_id(trace_id, input.key), None, {})
+        step.agent, step.key = input.agent.name, input.key
+        return step
+
+    def _kept(self, step: SpanData) -> None:
+        run = step.run
+        if run.spans:
+            self.tracing._batch(run)
+
+
+#: Derived steps being retried, at most (a call whose input never came back stays held).
+_MAX_TRIES = 10_000
 
 
 class _Run:
