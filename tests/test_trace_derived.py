@@ -6,6 +6,7 @@ reading; marked ``convoy.derived``."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -287,3 +288,57 @@ def test_retry_attempts_join_a_derived_trace_under_their_steps_span(
                for a in attempts)
     text = " ".join(cli("trace", "r1", "--db", str(db)).stdout.split())
     assert "attempt 2" in text and "no retry attempts" not in text, text
+
+
+def test_derived_spans_are_redacted_like_live_ones(db: str | Path) -> None:
+    """What live tracing redacts (a session id, a step's or a signal's name, an
+    error's message) is redacted in derived spans too: personal data in the journal does
+    not reach a span attribute."""
+    from .obs_flows import EMAIL, PHONE
+
+    @convoy.tool
+    def lookup(query: str) -> str:
+        """Find the customer."""
+        raise ValueError(f"no account for {EMAIL}")
+
+    def scripted(req: convoy.ModelRequest) -> Any:
+        return {"tool_calls": [{"name": "lookup", "arguments": {"query": "c-1"}}]}
+
+    clerk = convoy.Agent(name="clerk", tools=[lookup], tool_failures=0,
+                         model=convoy.SimModel(scripted))
+
+    @convoy.workflow(name="obs.derived.pii")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        await ctx.step(f"call {PHONE}", lambda: 1)
+        with contextlib.suppress(convoy.WaitTimeout):
+            await ctx.wait_for(f"reply from {EMAIL}", timeout=0)
+        return str(await ctx.run(clerk, t))
+
+    async def run() -> None:
+        async with convoy.Engine(db) as engine:
+            res = await engine.run(wf, "x", session_id=f"s-{EMAIL}")
+            assert res.status == "failed", res
+
+    asyncio.run(run())
+    res = cli("trace", f"s-{EMAIL}", "--db", str(db), "--json")
+    assert res.code == 0, res.stderr
+    spans = json.loads(res.stdout)
+    names = " ".join(s["name"] for s in spans)
+    assert "step call" in names and "wait reply from" in names and "execute_tool" in names
+    assert any(s["status"] == "error" for s in spans)
+    for value in (EMAIL, PHONE, "jane.doe", "7946 0958"):
+        assert value not in res.stdout, value
+    assert "[EMAIL]" in res.stdout and "[PHONE]" in res.stdout
+
+
+def test_derived_spans_without_the_pii_extra_redact_what_needs_no_package(
+        db: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from .obs_flows import EMAIL
+
+    monkeypatch.setitem(sys.modules, "phonenumbers", None)  # (not installed)
+    _run(db, f"n-{EMAIL}")
+    res = cli("trace", f"n-{EMAIL}", "--db", str(db), "--json")
+    assert res.code == 0 and EMAIL not in res.stdout and "[EMAIL]" in res.stdout
+    assert "not redacted: pip install 'convoy[pii]'" in res.stderr

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
+from convoy._errors import UserError
 from convoy._text import escaped, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -101,7 +103,8 @@ async def _load(db: str, session_id: str, scope: Scope
             return "missing", [], 0
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
-            return "unsampled", journal_spans(row, await store.journal(session_id)), 0
+            return "unsampled", journal_spans(row, await store.journal(session_id),
+                                              redact=_redactor()), 0
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
         if gone and MasterKey.from_env() is None:
@@ -115,7 +118,7 @@ async def _load(db: str, session_id: str, scope: Scope
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
         if gone and not spans:
             return "found", [], len(gone)
-        derived = journal_spans(row, await store.journal(session_id))
+        derived = journal_spans(row, await store.journal(session_id), redact=_redactor())
         if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" for s in spans):
             # Traced live, in part at least (a run by an engine that derives spans when
             # read, as after an upgrade, kept none): the steps no kept span has, derived.
@@ -123,6 +126,20 @@ async def _load(db: str, session_id: str, scope: Scope
         spans = [*derived, *spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
         return "found", spans, len(gone)
+
+
+def _redactor() -> Callable[[str], str]:
+    """What derived spans are redacted with: the default :class:`Redactor`, as live
+    tracing's; without the ``pii`` extra, the kinds that need no package of their own
+    (said once, on stderr)."""
+    from convoy.observability import Redactor
+
+    try:
+        return Redactor().redact
+    except UserError:
+        typer.echo("note: phone numbers, card numbers and IBANs in these spans are not "
+                   "redacted: pip install 'convoy[pii]'", err=True)
+        return Redactor(kinds=("email", "ip")).redact
 
 
 def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]

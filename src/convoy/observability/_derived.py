@@ -23,16 +23,18 @@ of the user's own code, content; the spans of a retried step's attempts are kept
 run (:class:`~convoy.observability._tracing.AttemptSpans`), under the step's derived
 span. A record of a Convoy that did not keep when a step began is an instant at its time.
 Error messages are not shown for a data subject's session
-(:data:`~convoy.observability._spans.WITHHELD`).
+(:data:`~convoy.observability._spans.WITHHELD`); what live tracing redacts goes through the
+``redact`` given (``convoy trace``: the default redactor).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from hashlib import blake2b
 from typing import Any
 
+from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD, parse_traceparent
 from convoy.resilience._classify import error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
@@ -95,10 +97,16 @@ def _agent_of(r: StepRecord) -> str | None:
     return r.target if r.kind == "model" else r.agent
 
 
+def _same(text: str) -> str:
+    return text
+
+
 class _Derivation:
-    def __init__(self, row: SessionRow, subject: bool) -> None:
+    def __init__(self, row: SessionRow, subject: bool,
+                 redact: Callable[[str], str]) -> None:
         self.row = row
         self.subject = subject
+        self.redact = redact
         self.trace_id, self.root_id, self.parent_id = trace_ids(row.header_map, row.id)
         self.spans: list[dict[str, Any]] = []
 
@@ -107,7 +115,8 @@ class _Derivation:
         error = record if isinstance(record, dict) else {}
         kind = error_kind_of(error) or fallback
         attrs["error.type"] = kind
-        message = WITHHELD if self.subject else str(error.get("message", ""))[:_MESSAGE_LIMIT]
+        message = WITHHELD if self.subject else \
+            bounded(str(error.get("message", "")), self.redact, _MESSAGE_LIMIT)
         return "error", f"{kind}: {message}" if message else kind
 
     def step(self, r: StepRecord, parent: str) -> dict[str, Any]:
@@ -135,9 +144,11 @@ class _Derivation:
             name = f"state.{op} {rest.split('/', 1)[0].split(':', 1)[0]}".rstrip()
             attrs["convoy.state.op"] = op
         elif kind == "wait":
+            target = self.redact(target)
             name = f"wait {target}"
             attrs["convoy.signal.name"] = target
         else:
+            target = self.redact(target)
             name = f"step {target}"
             attrs["convoy.step.name"] = target
         if r.input_tokens or r.output_tokens:
@@ -199,10 +210,11 @@ class _Derivation:
         end = max([_ns(row.finished or 0.0), *(s["end"] for s in self.spans), begin])
         for s in self.spans:
             begin = min(begin, s["start"])
+        sid = self.redact(row.id)
         attrs: dict[str, Any] = {
             "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": row.workflow,
-            "convoy.workflow.version": row.version, "convoy.tenant": row.tenant,
-            "gen_ai.conversation.id": row.id, "convoy.session.id": row.id,
+            "convoy.workflow.version": row.version, "convoy.tenant": self.redact(row.tenant),
+            "gen_ai.conversation.id": sid, "convoy.session.id": sid,
             "convoy.session.status": row.status}
         message = None
         if row.status == "completed":
@@ -247,12 +259,15 @@ class _Derivation:
 
 
 def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
-                  subject: bool | None = None) -> list[dict[str, Any]]:
+                  subject: bool | None = None,
+                  redact: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
     """The spans of session ``row`` derived from its journal ``records`` (see the module
     docstring), oldest first. ``subject``: whether it is a data subject's session (its
-    error messages withheld); by default, whether the row names one."""
-    return _Derivation(row, row.subject is not None if subject is None else subject
-                       ).derive(records)
+    error messages withheld); by default, whether the row names one. ``redact``: what
+    live tracing's redactor goes over (the session id and tenant, a step's and a signal's
+    name, error messages) goes through it (default: nothing is redacted)."""
+    return _Derivation(row, row.subject is not None if subject is None else subject,
+                       redact or _same).derive(records)
 
 
 __all__ = ["journal_spans", "step_span_id", "trace_ids"]
