@@ -6,6 +6,7 @@ resumed session appends nothing twice; and the log verifies."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from hashlib import sha256
 from pathlib import Path
@@ -197,6 +198,42 @@ async def test_every_step_has_one_span_and_one_entry_sharing_trace_id_and_key(
     for k, traces in spans.items():
         assert len(traces) == 1 and entries[k] == traces, k  # one each, one trace id
 
+
+
+async def test_each_step_shares_trace_id_and_key_with_its_derived_span(db: Path) -> None:
+    """With tracing that derives spans when read (the default for the store alone), and
+    with no tracing at all, each step's entry has the trace id of the trace
+    ``convoy trace`` derives (the caller's, from a ``traceparent`` header, else the
+    session's own), and its step key."""
+    from convoy.observability import Tracing, observe
+
+    from .clikit import cli
+
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for chain, sid, headers in (([*observe(Tracing(["store"]))], "d1", {}),
+                                ([], "d2", {}), ([], "d3", {"traceparent": caller})):
+        audit = AuditInterceptor()
+        here = db.with_name(f"{sid}.db")  # (each its own: the workflow writes version 1)
+        eng = convoy.Engine(SQLiteStore(here, clock=FakeClock()), models={"sim:": _sim()},
+                            interceptors=[*chain, audit])
+        async with eng:
+            await eng.tenant("acme").run(desk, "x", session_id=sid, headers=headers)
+            [task] = await eng.tenant("acme").inbox.tasks()
+            await eng.tenant("acme").inbox.approve(task.id, by="fin")
+            [res] = await eng.tenant("acme").resume()
+            assert res.ok
+            events = [e for e in await _events(audit.log, "acme") if e.session_id == sid]
+        shown = await asyncio.to_thread(cli, "trace", sid, "--db", str(here), "--tenant",
+                                        "acme", "--json")
+        assert shown.code == 0, shown.stderr
+        spans = {s["attrs"]["convoy.step.key"]: s["trace_id"] for s in json.loads(shown.stdout)
+                 if "convoy.step.key" in s["attrs"] and not s["name"].startswith("invoke_")}
+        [trace] = set(spans.values())
+        assert trace != caller.split("-")[1] or sid == "d3"
+        keyed = [e for e in events if e.step_key is not None]
+        assert keyed and {e.step_key for e in keyed} >= set(spans) - {None}
+        assert all(e.refs.get("trace_id") == trace for e in keyed), (sid, keyed)
+        assert all(e.refs.get("trace_id") == trace for e in events if e.kind != "config_change")
 
 
 def _family(kind: str) -> str:

@@ -286,7 +286,7 @@ async def test_a_store_that_refuses_every_seal_is_asked_less_often_and_warned_ab
     async def no_mac(tenant: str, subject: str | None) -> bytes | None:
         return None
 
-    sealer = Sealer(store, clock=FakeClock(), mac_of=no_mac, trace_header="convoy.trace",
+    sealer = Sealer(store, clock=FakeClock(), mac_of=no_mac,
                     interval=0.002)
     await sealer.start()
     sealer.submit(Queued(tenant="acme", session_id="s1", before=None, after="1.0",
@@ -327,7 +327,7 @@ async def test_a_beaten_seal_whose_rest_cannot_be_sealed_is_not_queued_again(
         await store.kv_put(AUDIT_CURSORS, "beaten", "5.0")  # sealed by another engine
         store.journal = unreadable  # type: ignore[method-assign]
         sealer = Sealer(store, clock=FakeClock(), mac_of=no_mac,
-                        trace_header="convoy.trace", interval=3600)
+                        interval=3600)
         sealer.submit(Queued(tenant="acme", session_id="beaten", before=None, after="9.0",
                              bodies=[b"x"]))
         sealer.submit(Queued(tenant="acme", session_id="fine", before=None, after="2.0",

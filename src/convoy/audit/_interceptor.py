@@ -22,14 +22,15 @@
   ends: ``session`` with status ``cancelled``, who cancelled it as actor (the error
   record's ``by``), the workflow as target.
 
-Each entry carries the session id and step key (a decision: the task's), and the trace id
-when tracing put one in the session's headers.
+Each entry carries the session id and step key (a decision: the task's), and the id of the
+session's trace, the one ``convoy trace`` shows (live tracing's, kept in the session's
+headers; else its caller's, from its ``traceparent`` header; else its own, derived from its
+id).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -59,13 +60,7 @@ if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.hitl._task import HumanTask
 
-#: The session header tracing keeps its W3C ``traceparent`` in.
-TRACE_HEADER = "convoy.trace"
 _CONFIG_NAMESPACE = "convoy.audit.config"
-
-def _trace_id(headers: Mapping[str, str]) -> str | None:
-    """The trace id in a session's headers, if tracing put one there and sampled it."""
-    return trace_of(headers, TRACE_HEADER)
 
 
 class AuditInterceptor(Interceptor):
@@ -109,7 +104,7 @@ class AuditInterceptor(Interceptor):
     async def start(self, engine: Engine) -> None:
         self._engine = engine  # its key ring is read per run (a subject's hash key)
         self._sealer = Sealer(engine.store, clock=engine.clock, mac_of=self._recovered_mac,
-                              trace_header=TRACE_HEADER, interval=self.seal_every,
+                              interval=self.seal_every,
                               batch=self.flush_every)
         self._log = AuditLog(engine.store, key_path=self.key_path, clock=engine.clock,
                              before_read=self._sealer.flush)
@@ -146,7 +141,7 @@ class AuditInterceptor(Interceptor):
             self._versions.add(seen)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
-        trace_id = _trace_id(input.headers)
+        trace_id = trace_of(input.headers, i.session_id)
         mac = await self._mac(i.tenant, i.subject)
         cursor_text: str | None = None  # the session's sealed cursor as this run found it
 
@@ -206,11 +201,10 @@ class AuditInterceptor(Interceptor):
         says), the workflow as target."""
         i = input.info
         by = (end.error or {}).get("by")
-        trace = _trace_id(input.headers)
         return AuditEvent(kind="session", status="cancelled", at=self.log.clock(),
                           session_id=i.session_id, actor=by if isinstance(by, str) else None,
                           target=i.workflow,
-                          refs={} if trace is None else {"trace_id": trace}).encode()
+                          refs={"trace_id": trace_of(input.headers, i.session_id)}).encode()
 
     async def _mac(self, tenant: str, subject: str | None) -> bytes | None:
         """The key a data subject's session's hashes are keyed with (``None``: none)."""
@@ -230,10 +224,8 @@ class AuditInterceptor(Interceptor):
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:
-        refs = {"task_id": input.task_id, "task_kind": input.kind}
-        trace = _trace_id(input.headers)
-        if trace is not None:
-            refs["trace_id"] = trace
+        refs = {"task_id": input.task_id, "task_kind": input.kind,
+                "trace_id": trace_of(input.headers, input.session_id)}
         kind: AuditKind = "approval" if input.kind == "approval" else "human_decision"
         mac = await self._mac(input.tenant, input.subject)
         event = AuditEvent(kind=kind, status=input.action, at=input.at,

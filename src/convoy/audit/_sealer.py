@@ -37,6 +37,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from convoy._errors import UserError
+from convoy._trace_context import trace_ids
 from convoy.audit._journal import entry_of
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.stores._protocol import (
@@ -79,17 +80,11 @@ def cursor_time(text: str | None) -> float:
         return -math.inf
 
 
-def trace_of(headers: Mapping[str, str], header: str) -> str | None:
-    """The trace id in a session's headers (``header``: tracing's ``traceparent``), if
-    tracing put one there and sampled the session."""
-    trace = headers.get(header)
-    if trace is None or trace.count("-") != 3:
-        return None
-    try:
-        sampled = bool(int(trace[-2:], 16) & 1)
-    except ValueError:
-        return None
-    return trace.split("-")[1] if sampled else None
+def trace_of(headers: Mapping[str, str], session_id: str) -> str:
+    """The id of session ``session_id``'s trace: the one ``convoy trace`` shows (live
+    tracing's, kept in its headers; else its caller's, from its ``traceparent``; else its
+    own, derived from its id)."""
+    return trace_ids(headers, session_id)[0]
 
 
 async def dead_sealers(store: Store, now: float,
@@ -129,12 +124,11 @@ class Sealer:
     """Seals queued entries in batches (see the module docstring)."""
 
     def __init__(self, store: Store, *, clock: Callable[[], float], mac_of: MacOf,
-                 trace_header: str, interval: float = 0.25, batch: int = 1024,
+                 interval: float = 0.25, batch: int = 1024,
                  beat: float = 10.0, dead_after: float = 60.0) -> None:
         self.store = store
         self.clock = clock
         self.mac_of = mac_of
-        self.trace_header = trace_header
         self.interval = interval
         self.batch = batch
         self.beat = beat
@@ -358,7 +352,7 @@ class Sealer:
         try:
             headers = row.header_map
             seen[row.id] = await self.seal_session(
-                row.tenant, row.id, upto=None, trace_id=trace_of(headers, self.trace_header),
+                row.tenant, row.id, upto=None, trace_id=trace_of(headers, row.id),
                 mac=await self.mac_of(row.tenant, row.subject),
                 header_cursor=None if headers.get(AUDIT_CURSOR) == IN_STORE
                 else headers.get(AUDIT_CURSOR))

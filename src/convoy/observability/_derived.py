@@ -30,45 +30,18 @@ Error messages are not shown for a data subject's session
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
-from hashlib import blake2b
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from convoy._trace_context import derived_id as _id
+from convoy._trace_context import step_span_id, trace_ids
 from convoy.observability._scrub import bounded
-from convoy.observability._spans import WITHHELD, parse_traceparent
+from convoy.observability._spans import WITHHELD
 from convoy.resilience._classify import error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
 
-#: The session header that holds the trace id (:data:`convoy.observability.TRACE_HEADER`).
-_TRACE_HEADER = "convoy.trace"
 _MESSAGE_LIMIT = 500
 _RUNNING = ("pending", "running", "waiting")
-
-
-def trace_ids(headers: Mapping[str, str], session_id: str) -> tuple[str, str, str | None]:
-    """``(trace id, session span id, its parent's id)`` of a session's derived trace: the
-    ids live tracing kept in its ``convoy.trace`` header (a run traced live), else a span
-    of its caller's trace (its ``traceparent`` header), else a trace of its own; derived
-    from the session id, the same at every reading and in every process."""
-    kept = parse_traceparent(headers.get(_TRACE_HEADER))
-    caller = parse_traceparent(headers.get("traceparent"))
-    parent = caller[1] if caller is not None else None
-    if kept is not None:
-        return kept[0], kept[1], parent if caller and caller[0] == kept[0] else None
-    if caller is not None:
-        return caller[0], _id(caller[0], session_id, "session"), parent
-    trace_id = _id("convoy.session", session_id, size=16)
-    return trace_id, _id(trace_id, "session"), None
-
-
-def step_span_id(trace_id: str, key: str) -> str:
-    """The id of the derived span of the step at ``key`` (the parent of the spans of its
-    retry attempts, kept as they ran)."""
-    return _id(trace_id, key)
-
-
-def _id(*parts: str, size: int = 8) -> str:
-    return blake2b("\x1f".join(parts).encode(), digest_size=size).hexdigest()
 
 
 def _ns(seconds: float) -> int:

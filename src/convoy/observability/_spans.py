@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic_core import to_json
 
+from convoy._trace_context import parse_traceparent
 from convoy.stores._protocol import SPANS_NAMESPACE
 
 if TYPE_CHECKING:
@@ -317,23 +318,6 @@ def _load_v1(chunk: dict[str, Any], spans: list[dict[str, Any]]) -> None:
         attrs = {**bases[base], **own} if base is not None else own
         spans.append(_span(name, trace_id, sid, parent, start, end, kind, status, attrs,
                            message, links, events))
-
-
-def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """``(trace id, span id)`` of a W3C ``traceparent`` header (lowercase hex), or
-    ``None``."""
-    if not value:
-        return None
-    parts = value.strip().split("-")
-    if len(parts) < 4 or len(parts[1]) != 32 or len(parts[2]) != 16:
-        return None
-    trace_id, span_id = parts[1].lower(), parts[2].lower()
-    if not (_HEX.issuperset(trace_id) and _HEX.issuperset(span_id)):
-        return None
-    return (trace_id, span_id) if trace_id.strip("0") and span_id.strip("0") else None
-
-
-_HEX = frozenset("0123456789abcdef")
 
 
 def traceparent_sampled(value: str | None) -> bool:

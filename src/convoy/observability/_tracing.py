@@ -27,6 +27,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import SessionTerminated, UserError
+from convoy._trace_context import TRACE_HEADER, step_span_id, trace_ids
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
@@ -44,7 +45,6 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
-from convoy.observability._derived import step_span_id, trace_ids
 from convoy.observability._genai_messages import agent_output, input_messages, output_messages
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import bounded, scrub
@@ -80,8 +80,6 @@ if TYPE_CHECKING:
     from convoy.observability._metrics import Metrics
     from convoy.stores._protocol import Store
 
-#: The session header that holds the trace id and the session's first span (W3C form).
-TRACE_HEADER = "convoy.trace"
 #: The kv namespace of a session's spans in the store: ``trace:<session id>``.
 _TEXT_LIMIT = 4096
 _ERROR_LIMIT = 500
