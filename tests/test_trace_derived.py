@@ -342,3 +342,14 @@ def test_derived_spans_without_the_pii_extra_redact_what_needs_no_package(
     res = cli("trace", f"n-{EMAIL}", "--db", str(db), "--json")
     assert res.code == 0 and EMAIL not in res.stdout and "[EMAIL]" in res.stdout
     assert "not redacted: pip install 'convoy[pii]'" in res.stderr
+
+
+@pytest.mark.parametrize("headers", [
+    {}, {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
+    {"convoy.trace": "00-1af7651916cd43dd8448eb211c80319c-c7ad6b7169203331-00"},
+    {"traceparent": "junk"}, {"convoy.trace": ""}])
+def test_an_audit_entrys_trace_id_is_the_derived_traces(headers: dict[str, str]) -> None:
+    from convoy._trace_context import trace_id_of, trace_ids
+
+    assert trace_id_of(headers, "s-1") == trace_ids(headers, "s-1")[0]
+    assert len(trace_id_of(headers, "s-1")) == 32

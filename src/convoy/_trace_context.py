@@ -44,6 +44,13 @@ def trace_ids(headers: Mapping[str, str], session_id: str) -> tuple[str, str, st
     return trace_id, derived_id(trace_id, "session"), None
 
 
+def trace_id_of(headers: Mapping[str, str], session_id: str) -> str:
+    """The first of :func:`trace_ids` (what an audit entry needs, at one hash)."""
+    if TRACE_HEADER not in headers and "traceparent" not in headers:
+        return derived_id("convoy.session", session_id, size=16)
+    return trace_ids(headers, session_id)[0]
+
+
 def step_span_id(trace_id: str, key: str) -> str:
     """The id of the derived span of the step at ``key`` (the parent of the spans of its
     retry attempts, kept as they ran)."""
@@ -55,4 +62,5 @@ def derived_id(*parts: str, size: int = 8) -> str:
     return blake2b("\x1f".join(parts).encode(), digest_size=size).hexdigest()
 
 
-__all__ = ["TRACE_HEADER", "derived_id", "parse_traceparent", "step_span_id", "trace_ids"]
+__all__ = ["TRACE_HEADER", "derived_id", "parse_traceparent", "step_span_id", "trace_id_of",
+           "trace_ids"]

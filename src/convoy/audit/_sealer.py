@@ -37,7 +37,7 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 
 from convoy._errors import UserError
-from convoy._trace_context import trace_ids
+from convoy._trace_context import trace_id_of
 from convoy.audit._journal import entry_of
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.stores._protocol import (
@@ -84,7 +84,7 @@ def trace_of(headers: Mapping[str, str], session_id: str) -> str:
     """The id of session ``session_id``'s trace: the one ``convoy trace`` shows (live
     tracing's, kept in its headers; else its caller's, from its ``traceparent``; else its
     own, derived from its id)."""
-    return trace_ids(headers, session_id)[0]
+    return trace_id_of(headers, session_id)
 
 
 async def dead_sealers(store: Store, now: float,
