@@ -15,8 +15,10 @@ goes (``--top K`` functions; default 25):
 
 NAME: ``bare``; ``noopam`` (an interceptor whose agent and model hooks only pass the call
 on: what two hooks per step cost by themselves); ``trace_none`` (tracing that keeps no span:
-its hooks and spans, no export); ``tracing`` (to the store); ``metrics``; ``tm`` (tracing and
-metrics); ``audit``; ``tma`` (all three). The workload is bench/resilience_overhead.py's W1
+its hooks and spans, no export); ``tracing`` (to the store: spans derived when read);
+``metrics``; ``tm`` (tracing and metrics); ``audit``; ``tma`` (all three);
+``tracing_live`` and ``tma_live`` (the same with spans recorded live, ``live=True``). The
+workload is bench/resilience_overhead.py's W1
 (5 agents, a zero-latency model, SQLite journal), as bench/observability.py runs it.
 """
 
@@ -59,6 +61,9 @@ CHAINS: dict[str, Callable[[], list[convoy.Interceptor]]] = {
     "tm": lambda: observe(Tracing(["store"]), Metrics()),
     "audit": lambda: [AuditInterceptor()],
     "tma": lambda: [*observe(Tracing(["store"]), Metrics()), AuditInterceptor()],
+    "tracing_live": lambda: observe(Tracing(["store"], live=True)),
+    "tma_live": lambda: [*observe(Tracing(["store"], live=True), Metrics()),
+                         AuditInterceptor()],
 }
 
 
@@ -112,7 +117,7 @@ if __name__ == "__main__":
         del args[i:i + 2]
     args = [a for a in args if a != "--bytecodes"]
     if len(args) != 2 or args[0] not in CHAINS or not args[1].isdigit() or \
-            int(args[1]) < 1 or top < 1:
+            int(args[1]) < 1 or top < 0:
         raise SystemExit(f"usage: observability_parts.py {'|'.join(CHAINS)} SESSIONS "
                          "[--bytecodes [--top K]]")
     counted: collections.Counter[str] | None = collections.Counter() if bytecodes else None
@@ -121,4 +126,5 @@ if __name__ == "__main__":
         steps = int(args[1]) * AGENTS  # W1: one model step per agent
         print(json.dumps({"chain": args[0], "sessions": int(args[1]),
                           "bytecodes_per_step": round(sum(counted.values()) / steps, 1),
-                          "top": {k: round(v / steps, 1) for k, v in counted.most_common(top)}}))
+                          "top": {k: round(v / steps, 1)
+                                  for k, v in counted.most_common(top)}}))
