@@ -156,3 +156,21 @@ def test_a_chunk_that_cannot_be_read_is_said_in_plain_words(edit: Any, said: str
     (line,) = res.stderr.strip().splitlines()
     assert said in line and DAMAGED in line, line
     assert not PYTHON.search(line), line
+
+
+def test_spans_whose_parents_go_round_in_a_circle_are_shown_too() -> None:
+    """A span edited to be its own parent, or two each other's: every span is a row."""
+    from rich.console import Console
+
+    from convoy.cli._trace import waterfall
+
+    def span(sid: str, parent: str | None, start: int) -> dict[str, object]:
+        return {"name": f"step {sid}", "trace_id": "t" * 32, "span_id": sid,
+                "parent_id": parent, "start": start, "end": start + 10, "kind": "internal",
+                "status": "ok", "attrs": {}, "message": None, "links": [], "events": []}
+
+    spans = [span("a", None, 0), span("b", "b", 1), span("c", "d", 2), span("d", "c", 3)]
+    console = Console(width=200, record=True)
+    console.print(waterfall(spans))  # type: ignore[arg-type]
+    text = console.export_text()
+    assert all(f"step {sid}" in text for sid in "abcd"), text

@@ -62,7 +62,8 @@ def test_a_session_run_without_tracing_has_its_spans_derived_from_its_journal(
     [root] = [s for s in spans if s["parent_id"] is None]
     assert root["name"] == "invoke_workflow obs.derived" and root["status"] == "ok"
     # one span per journal record, with its key
-    steps = {s["attrs"]["convoy.step.key"]: s for s in spans if "convoy.step.key" in s["attrs"]}
+    steps = {s["attrs"]["convoy.step.key"]: s for s in spans if "convoy.step.key" in s["attrs"]
+             and not s["name"].startswith("invoke_")}
     assert sorted(steps) == sorted(r.key for r in records)
     for r in records:
         span = steps[r.key]
@@ -222,9 +223,50 @@ def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_
     assert sorted(keys) == sorted(set(keys)) and len(keys) == 3, spans  # each step once
     [late] = [s for s in spans if s["attrs"].get("convoy.derived")
               and s["name"].startswith("chat")]
-    [first_run] = [s for s in spans if s["name"].startswith("invoke_workflow")]
+    [first_run] = [s for s in spans if s["name"].startswith("invoke_workflow")
+                   and not s["attrs"].get("convoy.derived")]
+    [later] = [s for s in spans if s["name"].startswith("invoke_workflow")
+               and s["attrs"].get("convoy.derived")]
     ids = {s["span_id"]: s for s in spans}
-    assert ids[late["parent_id"]]["parent_id"] == first_run["span_id"]
+    # the resumed run's steps, derived, in a run span of their own under the first run's
+    # (as live tracing puts a resumed run's), which holds them
+    assert ids[late["parent_id"]]["parent_id"] == later["span_id"]
+    assert later["parent_id"] == first_run["span_id"]
+    assert later["start"] <= late["start"] <= late["end"] <= later["end"]
+    assert later["status"] == "ok" and first_run["attrs"]["convoy.session.status"] == "waiting"
+
+
+def test_a_session_run_derived_then_resumed_live_has_every_step(db: str | Path) -> None:
+    """The other way round: a first run whose spans were not kept (derived, or no
+    tracing), resumed by an engine that traces live: the first run's steps, derived,
+    next to the kept ones, although the kept replayed agent span has the first step's
+    key."""
+    sim = convoy.SimModel({"*": {"output": "ok"}})
+    solo = convoy.Agent(name="solo", model=sim)
+
+    @convoy.workflow(name="obs.derived.mixed")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        first: str = await ctx.run(solo, t)
+        await ctx.wait_for("go")
+        second: str = await ctx.run(solo, t)
+        return first + second
+
+    async def run() -> list[str]:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
+            assert (await engine.run(wf, "x", session_id="m1")).status == "waiting"
+            await engine.signal("m1", "go", '"now"')
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            [res] = await engine.resume()
+            assert res.ok, res
+            return sorted(r.key for r in await engine.journal("m1"))
+
+    keys = asyncio.run(run())
+    spans = _spans(db, "m1")
+    stepped = sorted(s["attrs"]["convoy.step.key"] for s in spans
+                     if "convoy.step.key" in s["attrs"] and not s["name"].startswith("invoke_"))
+    assert stepped == keys, (stepped, keys)  # each step once, the first run's too
+    assert len({s["trace_id"] for s in spans}) == 1
 
 
 def test_per_attempt_hooks_are_skipped_where_nothing_retries() -> None:
@@ -291,9 +333,10 @@ def test_retry_attempts_join_a_derived_trace_under_their_steps_span(
 
 
 def test_derived_spans_are_redacted_like_live_ones(db: str | Path) -> None:
-    """What live tracing redacts (a session id, a step's or a signal's name, an
-    error's message) is redacted in derived spans too: personal data in the journal does
-    not reach a span attribute."""
+    """What live tracing redacts (a session id, a step's or a signal's name, a state
+    namespace, an error's message) is redacted in derived spans too, and a span's name
+    is redacted as its attributes are: personal data in the journal does not reach a
+    span, derived or live."""
     from .obs_flows import EMAIL, PHONE
 
     @convoy.tool
@@ -310,6 +353,7 @@ def test_derived_spans_are_redacted_like_live_ones(db: str | Path) -> None:
     @convoy.workflow(name="obs.derived.pii")
     async def wf(ctx: convoy.Context, t: str) -> str:
         await ctx.step(f"call {PHONE}", lambda: 1)
+        await ctx.state(EMAIL).get("k")
         with contextlib.suppress(convoy.WaitTimeout):
             await ctx.wait_for(f"reply from {EMAIL}", timeout=0)
         return str(await ctx.run(clerk, t))
@@ -318,17 +362,23 @@ def test_derived_spans_are_redacted_like_live_ones(db: str | Path) -> None:
         async with convoy.Engine(db) as engine:
             res = await engine.run(wf, "x", session_id=f"s-{EMAIL}")
             assert res.status == "failed", res
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            res = await engine.run(wf, "x", session_id=f"l-{EMAIL}")
+            assert res.status == "failed", res
 
     asyncio.run(run())
-    res = cli("trace", f"s-{EMAIL}", "--db", str(db), "--json")
-    assert res.code == 0, res.stderr
-    spans = json.loads(res.stdout)
-    names = " ".join(s["name"] for s in spans)
-    assert "step call" in names and "wait reply from" in names and "execute_tool" in names
-    assert any(s["status"] == "error" for s in spans)
-    for value in (EMAIL, PHONE, "jane.doe", "7946 0958"):
-        assert value not in res.stdout, value
-    assert "[EMAIL]" in res.stdout and "[PHONE]" in res.stdout
+    for sid in (f"s-{EMAIL}", f"l-{EMAIL}"):
+        res = cli("trace", sid, "--db", str(db), "--json")
+        assert res.code == 0, res.stderr
+        spans = json.loads(res.stdout)
+        names = " ".join(s["name"] for s in spans)
+        assert "step call" in names and "wait reply from" in names and "execute_tool" in names
+        assert "state.get [EMAIL]" in names, names
+        assert any(s["status"] == "error" for s in spans)
+        for value in (EMAIL, PHONE, "jane.doe", "7946 0958"):
+            assert value not in res.stdout, (sid, value)
+        assert "[EMAIL]" in res.stdout and "[PHONE]" in res.stdout
 
 
 def test_derived_spans_without_the_pii_extra_redact_what_needs_no_package(
@@ -353,3 +403,72 @@ def test_an_audit_entrys_trace_id_is_the_derived_traces(headers: dict[str, str])
 
     assert trace_id_of(headers, "s-1") == trace_ids(headers, "s-1")[0]
     assert len(trace_id_of(headers, "s-1")) == 32
+
+
+def _shape(spans: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """Each span as ``(name, its parent's name, status, step key)``, sorted (a chat span
+    by its operation alone: a derived one names the model that answered)."""
+    names = {s["span_id"]: "chat" if s["name"].startswith("chat ") else s["name"]
+             for s in spans}
+    return sorted((names[s["span_id"]], names.get(s["parent_id"] or "", "-"), s["status"],
+                   str(s["attrs"].get("convoy.step.key", ""))) for s in spans)
+
+
+def test_derived_agent_spans_are_the_agent_runs_live_tracing_records(db: str | Path) -> None:
+    """Agents run concurrently (``ctx.gather``), the same agent run twice in a row, a
+    tool's failure the agent recovers from: the derived trace has the agent spans, the
+    parents and the statuses the live trace has."""
+    @convoy.tool
+    def lookup(query: str) -> str:
+        """Look it up."""
+        if query == "bad":
+            raise ValueError("no such thing")
+        return "found"
+
+    def scripted(req: convoy.ModelRequest) -> Any:
+        tools = [m for m in req.messages if m.role == "tool"]
+        if len(tools) < 2:
+            return {"tool_calls": [{"name": "lookup", "arguments": {
+                "query": "bad" if req.agent == "b" and not tools else "x"}}]}
+        return {"text": "done"}
+
+    sim = convoy.SimModel(scripted)
+    a = convoy.Agent(name="a", tools=[lookup], model=sim, tool_failures=3)
+    b = convoy.Agent(name="b", tools=[lookup], model=sim, tool_failures=3)
+
+    @convoy.workflow(name="obs.derived.runs")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        both = await ctx.gather(lambda c: c.run(a, t), lambda c: c.run(b, t))
+        again = [await ctx.run(a, t), await ctx.run(a, t)]
+        return str(both + again)
+
+    async def run() -> None:
+        async with convoy.Engine(db) as engine:
+            assert (await engine.run(wf, "x", session_id="g-derived")).ok
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id="g-live")).ok
+
+    asyncio.run(run())
+    derived, live = _spans(db, "g-derived"), _spans(db, "g-live")
+    assert all(s["attrs"].get("convoy.derived") for s in derived)
+    assert not any(s["attrs"].get("convoy.derived") for s in live)
+    assert [s["name"] for s in derived].count("invoke_agent a") == 3
+    assert [s["name"] for s in derived].count("invoke_agent b") == 1
+    assert _shape(derived) == _shape(live)
+
+
+@pytest.mark.parametrize(("table", "column", "value"), [
+    ("journal", "began", 1e300), ("journal", "at", 1e300), ("journal", "began", -1e300),
+    ("journal", "began", 9e15), ("sessions", "created", 1e300)])
+def test_a_time_out_of_range_in_the_store_is_one_line(tmp_path: Path, table: str,
+                                                      column: str, value: float) -> None:
+    import sqlite3
+
+    db = tmp_path / "convoy.db"
+    _run(db, "o1")
+    with sqlite3.connect(db) as conn:
+        conn.execute(f"UPDATE {table} SET {column}=?", (value,))
+    res = cli("trace", "o1", "--db", str(db))
+    assert res.code != 0 and "out of range" in res.stderr, (res.stdout, res.stderr)
+    assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr

@@ -134,8 +134,9 @@ class AuditInterceptor(Interceptor):
                 event = AuditEvent(kind="config_change", status="ok", at=self.log.clock(),
                                    session_id=i.session_id, actor=i.workflow, target="workflow",
                                    hashes={"config": digest(i.version)},
-                                   refs={"version": i.version, **({} if before is None else
-                                                                  {"previous": before})})
+                                   refs={"version": i.version,
+                                         "trace_id": trace_of(input.headers, i.session_id),
+                                         **({} if before is None else {"previous": before})})
                 self.log.append(i.tenant, [event], wait=False)
                 store.kv_put(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}", i.version)
             self._versions.add(seen)

@@ -14,6 +14,7 @@ from rich.text import Text
 
 from convoy._errors import UserError
 from convoy._text import escaped, quoted, short
+from convoy._trace_context import derived_id
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -144,16 +145,39 @@ def _redactor() -> Callable[[str], str]:
 
 def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
               ) -> list[dict[str, Any]]:
-    """The derived spans of the steps no ``kept`` span has, with the derived agent spans
-    they are in (not the derived session span: the kept one has its id)."""
-    keys = {key for s in kept  # (an attribute edited in the store may hold any JSON)
-            if isinstance(key := s["attrs"].get("convoy.step.key"), str)}
-    steps = [s for s in derived if "convoy.step.key" in s["attrs"]
-             and s["attrs"]["convoy.step.key"] not in keys]
-    parents = {s["parent_id"] for s in steps}
-    kept_ids = {s["span_id"] for s in kept}
-    return [s for s in derived if s["span_id"] in parents and s["span_id"] not in kept_ids
-            and s["parent_id"] is not None] + steps
+    """The derived spans of the steps no ``kept`` step span has (a run traced live and one
+    that was not, in either order), with the derived agent spans they are in, under a
+    derived session span of their own, a child of the kept one (as a resumed run's span
+    is, live)."""
+    def step_key(s: dict[str, Any]) -> str | None:
+        key = s["attrs"].get("convoy.step.key")  # (an edited attribute may hold any JSON)
+        return key if isinstance(key, str) and not _run_span(s) else None
+
+    keys = {step_key(s) for s in kept} - {None}
+    steps = [s for s in derived if step_key(s) is not None and step_key(s) not in keys]
+    by_id = {s["span_id"]: s for s in derived}
+    roots = [s for s in derived if s["parent_id"] is None or
+             s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"]
+    if not steps or not roots:
+        return []
+    root = roots[0]
+    held: dict[str, dict[str, Any]] = {}
+    for s in steps:  # the agent spans they are in, and those agents' callers
+        up = s["parent_id"]
+        while up in by_id and up != root["span_id"] and up not in held:
+            held[up] = by_id[up]
+            up = by_id[up]["parent_id"]
+    added = [*held.values(), *steps]
+    run = {**root, "span_id": derived_id(root["trace_id"], "not kept", steps[0]["span_id"]),
+           "parent_id": root["span_id"], "start": min(s["start"] for s in added),
+           "end": max(s["end"] for s in added)}
+    return [run, *({**s, "parent_id": run["span_id"]} if s["parent_id"] == root["span_id"]
+                   else s for s in added)]
+
+
+def _run_span(span: dict[str, Any]) -> bool:
+    """Whether ``span`` is a session's or an agent's run (its key is its first step's)."""
+    return span["attrs"].get("gen_ai.operation.name") in ("invoke_workflow", "invoke_agent")
 
 
 def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:
@@ -198,7 +222,10 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
     t.add_column("", no_wrap=True)
     t.add_column("detail", overflow="fold")
 
+    shown: set[int] = set()
+
     def add(span: dict[str, Any], depth: int) -> None:
+        shown.add(id(span))
         start, end = span["start"] - t0, span["end"] - t0
         # (clamped: a span edited to end before it starts, or far from the others, still
         # draws inside the bar)
@@ -212,10 +239,14 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
         t.add_row(name, fmt_duration(start / 1e9), fmt_duration((end - start) / 1e9), bar,
                   Text(detail(span)))  # (Text: an error's "[...]" is not markup)
         for c in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
-            add(c, depth + 1)
+            if id(c) not in shown:
+                add(c, depth + 1)
 
     for root in sorted(children[None], key=lambda s: s["start"]):
         add(root, 0)
+    for s in sorted(spans, key=lambda s: s["start"]):
+        if id(s) not in shown:  # its parent is itself, or one of its own (edited chunks)
+            add(s, 0)
     return t
 
 

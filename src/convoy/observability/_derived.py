@@ -37,14 +37,23 @@ from convoy._trace_context import derived_id as _id
 from convoy._trace_context import step_span_id, trace_ids
 from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD
+from convoy.observability._unhooked import DRAWN, WATCH_PREFIX
 from convoy.resilience._classify import error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
+from convoy.stores._rows import damaged
 
 _MESSAGE_LIMIT = 500
 _RUNNING = ("pending", "running", "waiting")
 
 
-def _ns(seconds: float) -> int:
+#: Seconds since the epoch past which a stored time is not one Convoy wrote (year 5138).
+_LATEST = 1e11
+
+
+def _ns(seconds: float, what: str) -> int:
+    """``seconds`` in nanoseconds; a time out of range is a damaged value of ``what``."""
+    if not -_LATEST < seconds < _LATEST:  # (NaN too)
+        raise damaged(what, f"its stored time {seconds!r} is out of range")
     return max(round(seconds * 1e9), 0)
 
 
@@ -106,7 +115,8 @@ class _Derivation:
             span_kind = "client"
         elif kind == "tool":
             name = f"execute_tool {target}"
-            attrs.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": target})
+            attrs.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": target,
+                          "gen_ai.tool.type": "function"})
             if r.agent:
                 attrs["gen_ai.agent.name"] = r.agent
         elif kind == "handoff":
@@ -114,16 +124,20 @@ class _Derivation:
             attrs.update({"gen_ai.agent.name": r.agent or "", "convoy.handoff.to": target})
         elif kind == "state":
             op, _, rest = target.partition(" ")  # (``OP NAMESPACE/KEY``)
-            name = f"state.{op} {rest.split('/', 1)[0].split(':', 1)[0]}".rstrip()
+            name = f"state.{op} {self.redact(rest.split('/', 1)[0].split(':', 1)[0])}".rstrip()
             attrs["convoy.state.op"] = op
         elif kind == "wait":
-            target = self.redact(target)
-            name = f"wait {target}"
-            attrs["convoy.signal.name"] = target
+            # A watch (a person's task, a state key) is named by its namespace, as live.
+            family = target.split("/", 1)[0] if target.startswith(WATCH_PREFIX) else target
+            name = f"wait {self.redact(family)}"
+            attrs["convoy.signal.name"] = self.redact(target)
+            if r.began and r.status != "started":
+                attrs["convoy.wait.seconds"] = round(max(r.at - r.began, 0.0), 6)
         else:
-            target = self.redact(target)
-            name = f"step {target}"
-            attrs["convoy.step.name"] = target
+            name = f"step {self.redact(target)}"
+            attrs["convoy.step.name"] = self.redact(target)
+            if target in DRAWN:
+                attrs["convoy.step.drawn"] = True
         if r.input_tokens or r.output_tokens:
             attrs["gen_ai.usage.input_tokens"] = r.input_tokens
             attrs["gen_ai.usage.output_tokens"] = r.output_tokens
@@ -139,8 +153,9 @@ class _Derivation:
         else:  # started, no outcome (yet: a wait open, a call cut short)
             status = "unset"
             attrs["convoy.step.status"] = r.status
-        end = _ns(r.at)
-        start = _ns(r.began) if r.began else end
+        what = f"session {self.row.id!r} step {r.key!r}"
+        end = _ns(r.at, what)
+        start = _ns(r.began, what) if r.began else end
         span = _span(name, self.trace_id, step_span_id(self.trace_id, r.key), parent, start,
                      end, status, attrs, message, kind=span_kind)
         self.spans.append(span)
@@ -149,38 +164,62 @@ class _Derivation:
     def derive(self, records: Sequence[StepRecord]) -> list[dict[str, Any]]:
         row = self.row
         steps = sorted(records, key=lambda r: (r.at, r.key))
-        agent: dict[str, Any] | None = None  # the agent span the session's steps join now
-        depth = 0  # how deep its steps' keys are
-        handed: tuple[str, str, str] | None = None  # (source, source span, handoff span)
-        workers: dict[tuple[str, str], dict[str, Any]] = {}  # (scope, agent) -> span
+        # An agent's run takes its steps in one scope of the session's step tree (the
+        # ``ctx.run`` that started it: ``2/0``, ``2/1``, ...; a handoff's target goes on in
+        # the same scope): the agent run going on in each scope, and the one each
+        # journaled key belongs to. Runs in other scopes (``ctx.gather``, another
+        # ``ctx.run``) are other runs, however their steps interleave in time.
+        current: dict[str, dict[str, Any]] = {}
+        handed: dict[str, tuple[str, str, str]] = {}  # scope -> (source, its span, handoff)
+        owner: dict[str, dict[str, Any]] = {}
+        placed: list[tuple[str, dict[str, Any]]] = []  # (scope, span) to put in a parent
         for r in steps:
             name = _agent_of(r)
-            if name is None:  # (a step of the workflow's own: it ends an agent's stretch)
-                self.step(r, self.root_id)
-                agent = None
+            scope = r.key.rpartition("/")[0]
+            if name is None:  # a step of the workflow's own
+                placed.append((scope, self.step(r, self.root_id)))
                 continue
-            into = agent
-            if agent is not None and agent["attrs"]["gen_ai.agent.name"] != name and \
-                    r.key.count("/") > depth:
-                # A worker the agent called: its steps are keyed under the agent's step.
-                scope = r.key.rsplit("/", 1)[0]
-                into = workers.get((scope, name))
-                if into is None:
-                    into = workers[scope, name] = self.agent(name, r, None, agent["span_id"])
-            elif agent is None or agent["attrs"]["gen_ai.agent.name"] != name:
-                into = agent = self.agent(name, r, handed, self.root_id)
-                depth = r.key.count("/")
-                handed = None
-            assert into is not None
-            span = self.step(r, into["span_id"])
-            self.widen(into, span)
-            if into is not agent and agent is not None:
-                self.widen(agent, span)
-            if r.kind == "handoff" and r.status == "completed" and into is agent:
-                handed = (name, into["span_id"], span["span_id"])
-                agent = None
-        begin = _ns(row.created)
-        end = max([_ns(row.finished or 0.0), *(s["end"] for s in self.spans), begin])
+            run = current.get(scope)
+            if run is None or run["attrs"]["gen_ai.agent.name"] != name or \
+                    "convoy.handoff.to" in run["attrs"]:
+                run = current[scope] = self.agent(name, r, handed.pop(scope, None))
+                placed.append((scope, run))
+            span = self.step(r, run["span_id"])
+            owner[r.key] = run
+            self.widen(run, span)
+            run["last"] = span
+            if r.kind == "handoff" and r.status == "completed":
+                run["attrs"]["convoy.handoff.to"] = r.target
+                handed[scope] = (name, run["span_id"], span["span_id"])
+        def holder(scope: str) -> dict[str, Any] | None:
+            """The agent run that took the step ``scope`` is under (a worker's run, the
+            steps a tool took: the calling agent's), if any."""
+            while scope and scope not in owner:
+                scope = scope.rpartition("/")[0]
+            return owner.get(scope) if scope else None
+
+        for scope, span in placed:
+            parent = holder(scope)
+            if parent is not None:
+                span["parent_id"] = parent["span_id"]
+            seen: set[str] = set()
+            while parent is not None and parent["span_id"] not in seen:  # (and its callers)
+                seen.add(parent["span_id"])
+                self.widen(parent, span)
+                parent = holder(parent["attrs"]["convoy.step.key"].rpartition("/")[0])
+        for span in self.spans:
+            last = span.pop("last", None)
+            if last is not None and last["status"] == "error":
+                # The run ended in its last step's failure (one that failed before it,
+                # a tool's error the model answered, is the step's, not the run's).
+                span["status"] = "error"
+                span["attrs"]["error.type"] = last["attrs"]["error.type"]
+                span["message"] = last["message"]
+            elif last is not None and last["status"] == "unset":
+                span["status"] = "unset"  # (cut short, or waiting in its last step)
+        begin = _ns(row.created, f"session {row.id!r}")
+        end = max([_ns(row.finished or 0.0, f"session {row.id!r}"),
+                   *(s["end"] for s in self.spans), begin])
         for s in self.spans:
             begin = min(begin, s["start"])
         sid = self.redact(row.id)
@@ -208,25 +247,28 @@ class _Derivation:
         """Make agent span ``span`` hold ``child``."""
         span["start"] = min(span["start"], child["start"])
         span["end"] = max(span["end"], child["end"])
-        if child["status"] == "error":
-            span["status"] = "error"
 
-    def agent(self, name: str, first: StepRecord, handed: tuple[str, str, str] | None,
-              parent: str) -> dict[str, Any]:
+    def agent(self, name: str, first: StepRecord,
+              handed: tuple[str, str, str] | None) -> dict[str, Any]:
+        """The span of an agent's run whose first step is ``first`` (``handed``: the run
+        and the handoff that started it), under the session's until it is placed."""
         attrs: dict[str, Any] = {"gen_ai.operation.name": "invoke_agent",
-                                 "gen_ai.agent.name": name}
+                                 "gen_ai.agent.name": name, "convoy.step.key": first.key}
         links: list[dict[str, Any]] = []
         if handed is not None:
             source, source_span, handoff_span = handed
             attrs["convoy.handoff.from"] = source
+            # (mirrored as attributes, as live spans do: not every backend keeps links)
+            attrs["convoy.handoff.source_span_id"] = source_span
+            attrs["convoy.handoff.span_id"] = handoff_span
             links = [{"trace_id": self.trace_id, "span_id": source_span,
-                      "attrs": {"convoy.link": "handed over by"}},
+                      "attrs": {"convoy.link": "handoff_source"}},
                      {"trace_id": self.trace_id, "span_id": handoff_span,
                       "attrs": {"convoy.link": "handoff"}}]
-        at = _ns(first.began or first.at)
+        at = _ns(first.began or first.at, f"session {self.row.id!r} step {first.key!r}")
         span = _span(f"invoke_agent {name}", self.trace_id,
-                     _id(self.trace_id, "agent", first.key), parent, at, at, "ok", attrs,
-                     links=links)
+                     _id(self.trace_id, "agent", first.key), self.root_id, at, at, "ok",
+                     attrs, links=links)
         self.spans.append(span)
         return span
 

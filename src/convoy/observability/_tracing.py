@@ -737,7 +737,7 @@ class Tracing(Interceptor):
                         next: Next[StateInput, Any]) -> Any:
         op, kind = input.op, input.namespace.split(":", 1)[0]
         shape = self.shape(("state", op, kind), lambda: Shape(
-            f"state.{op} {kind}", {"convoy.state.op": op}))
+            f"state.{op} {self.redact(kind)}", {"convoy.state.op": op}))
         attrs: Attrs = {"convoy.state.namespace": self.redact(input.namespace),
                         "convoy.step.key": input.key}
         if input.state_key:
