@@ -950,7 +950,7 @@ class AttemptSpans(PerAttempt):
             self._kept(step)
             raise
         if step is not None:
-            del tries[id(input)]
+            tries.pop(id(input), None)
             self._retried(step, n, start, target)
             self._kept(step)
         return out
@@ -974,8 +974,10 @@ class AttemptSpans(PerAttempt):
             self.tracing._batch(run)
 
 
-#: Derived steps being retried, at most (a call whose input never came back stays held).
-_MAX_TRIES = 10_000
+#: Derived steps being retried, at most: a step whose last attempt failed stays held (with
+#: its input) until this many are, then all are forgotten (an attempt of one still being
+#: retried then counts from 1 again).
+_MAX_TRIES = 1_000
 
 
 class _Run:
