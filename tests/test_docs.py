@@ -2,9 +2,11 @@
 the site builds with ``mkdocs build --strict``.
 
 Blocks of one page run in order, in one namespace, in a fresh temporary directory, as a
-reader would paste them into one file. A block that defines ``async def main`` calls
-``asyncio.run(main())`` itself, and imports what it uses. A block that must not run
-(it needs an API key or a server) is preceded by ``<!-- no-run: why -->``; those stay few.
+reader would paste them into one file; then all of them again, in a new namespace in the
+same directory, as a reader runs an example a second time. A block that defines
+``async def main`` calls ``asyncio.run(main())`` itself, and imports what it uses. A block
+that must not run (it needs an API key or a server) is preceded by
+``<!-- no-run: why -->``; those stay few.
 """
 
 from __future__ import annotations
