@@ -2,9 +2,11 @@
 the site builds with ``mkdocs build --strict``.
 
 Blocks of one page run in order, in one namespace, in a fresh temporary directory, as a
-reader would paste them into one file. A block that defines ``async def main`` calls
-``asyncio.run(main())`` itself, and imports what it uses. A block that must not run
-(it needs an API key or a server) is preceded by ``<!-- no-run: why -->``; those stay few.
+reader would paste them into one file; then all of them again, in a new namespace in the
+same directory, as a reader runs an example a second time. A block that defines
+``async def main`` calls ``asyncio.run(main())`` itself, and imports what it uses. A block
+that must not run (it needs an API key or a server) is preceded by
+``<!-- no-run: why -->``; those stay few.
 """
 
 from __future__ import annotations
@@ -58,17 +60,25 @@ PAGES_WITH_CODE = [p for p in PAGES if any(b.skip is None for b in blocks(p))]
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=_id)
 def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                            capsys: pytest.CaptureFixture[str]) -> None:
+    """The page's blocks run, and run again in the same directory: a reader runs an
+    example twice, and what the first run left there (a store file, a key) must not break
+    the second."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))
-    namespace: dict[str, object] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
-    for block in blocks(page):
-        if block.skip is not None:
-            continue
-        # Line numbers in tracebacks point into the Markdown file.
-        code = compile("\n" * (block.line - 1) + block.code, str(page), "exec",
-                       dont_inherit=True)  # not this file's __future__ imports
-        exec(code, namespace)
-    capsys.readouterr()
+    for run in (1, 2):
+        namespace: dict[str, object] = {"__name__": f"docs_{page.stem.replace('-', '_')}"}
+        for block in blocks(page):
+            if block.skip is not None:
+                continue
+            # Line numbers in tracebacks point into the Markdown file.
+            code = compile("\n" * (block.line - 1) + block.code, str(page), "exec",
+                           dont_inherit=True)  # not this file's __future__ imports
+            try:
+                exec(code, namespace)
+            except BaseException as e:
+                e.add_note(f"(run {run} of the page's examples in {tmp_path})")
+                raise
+        capsys.readouterr()
 
 
 @pytest.mark.parametrize("page", PAGES_WITH_CODE, ids=_id)

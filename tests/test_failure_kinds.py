@@ -246,6 +246,132 @@ async def test_a_retry_policy_can_retry_an_answer(engine_factory: Any,
     assert m.calls == 3
 
 
+class Hiccup(Exception):
+    """A tool's or an adapter's own error."""
+
+
+class SmallHiccup(Hiccup):
+    pass
+
+
+def flaky_tool(first: Exception, calls: list[str]) -> convoy.Tool[Any, Any]:
+    @convoy.tool
+    def lookup() -> str:
+        """Look it up (read-only, so idempotent)."""
+        calls.append("lookup")
+        if len(calls) == 1:
+            raise first
+        return "found"
+
+    return lookup
+
+
+async def run_tool_agent(engine_factory: Any, db: Path, first: Exception,
+                         policy: RetryPolicy) -> tuple[str, list[str]]:
+    calls: list[str] = []
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "lookup"}]},
+                                 {"output": {"label": "x"}}]})
+    agent = convoy.Agent(name="a", output_type=Label, tools=[flaky_tool(first, calls)],
+                         model=sim)
+    eng = engine_factory(db=db, interceptors=[Retry(policy, sleep=FakeClock().sleep)])
+    res = await eng.run(flow(agent), "t")
+    return res.status, calls
+
+
+@pytest.mark.parametrize(("raised", "retry_on", "retried"), [
+    (TimeoutError("slow"), TimeoutError, True),        # the reviewer's case
+    (TimeoutError("slow"), "timeout", True),           # a kind: as before
+    (SmallHiccup("again"), Hiccup, True),              # a subclass of the class matches
+    (ValueError("bad"), (KeyError, Hiccup), False),    # another class does not
+    (ValueError("bad"), convoy.ToolError, True),       # the wrapper's own class still does
+    (ValueError("bad"), lambda e: isinstance(e, convoy.ToolError), True),  # so do predicates
+])
+async def test_retry_on_a_class_matches_the_exception_the_tool_raised(
+        engine_factory: Any, tmp_path: Path, raised: Exception, retry_on: Any,
+        retried: bool) -> None:
+    policy = RetryPolicy(retry_on=retry_on, initial_delay=0, max_delay=0)
+    status, calls = await run_tool_agent(engine_factory, tmp_path / "t.db", raised, policy)
+    assert status == "completed"  # a failed call is reported to the model, which answers
+    assert len(calls) == (2 if retried else 1)
+
+
+async def test_ignore_a_class_matches_the_exception_the_tool_raised(
+        engine_factory: Any, tmp_path: Path) -> None:
+    policy = RetryPolicy(ignore=TimeoutError, initial_delay=0, max_delay=0)
+    status, calls = await run_tool_agent(engine_factory, tmp_path / "t.db",
+                                         TimeoutError("slow"), policy)
+    assert status == "completed" and calls == ["lookup"]  # by default it was retried
+
+
+class Wrapping(convoy.Model):
+    """An adapter that wraps its client's errors in ``ModelError`` (as the openai: one does):
+    the first call fails with ``first``."""
+
+    name = "sim:w"
+
+    def __init__(self, first: Exception) -> None:
+        self.first = first
+        self.calls = 0
+
+    async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+        self.calls += 1
+        if self.calls == 1:
+            try:
+                raise self.first
+            except Exception as e:
+                raise convoy.ModelError(f"client: {e}") from e  # terminal by default
+        return answer()
+
+
+@pytest.mark.parametrize(("raised", "retry_on", "retried"), [
+    (SmallHiccup("again"), Hiccup, True),
+    (SmallHiccup("again"), (TimeoutError, "server_error"), False),
+    (TimeoutError("slow"), TimeoutError, True),
+])
+async def test_retry_on_a_class_matches_the_exception_a_model_error_wraps(
+        engine_factory: Any, raised: Exception, retry_on: Any, retried: bool) -> None:
+    m = Wrapping(raised)
+    retry = Retry(RetryPolicy(retry_on=retry_on, initial_delay=0, max_delay=0),
+                  sleep=FakeClock().sleep)
+    agent = convoy.Agent(name="a", output_type=Label, model=m)
+    statuses = await run_many(engine_factory(interceptors=[retry]), agent, 1)
+    assert statuses == (["completed"] if retried else ["failed"])
+    assert m.calls == (2 if retried else 1)
+
+
+async def test_retry_on_a_class_of_the_openai_client(engine_factory: Any,
+                                                     servers: Any) -> None:
+    openai = pytest.importorskip("openai")
+    answers = iter([error(500), OK])
+    server = servers(lambda now: next(answers))
+    agent = convoy.Agent(name="a", output_type=Label,
+                         model=f"openai:gpt-4o-mini?base_url={server.base_url()}")
+    retry = Retry(RetryPolicy(retry_on=openai.InternalServerError, initial_delay=0,
+                              max_delay=0), sleep=FakeClock().sleep)
+    assert (await engine_factory(interceptors=[retry]).run(flow(agent), "t")).ok
+    assert len(server.log) == 2
+
+
+async def test_a_breaker_records_a_class_the_tool_raised(engine_factory: Any,
+                                                         tmp_path: Path) -> None:
+    calls: list[str] = []
+
+    @convoy.tool
+    def lookup() -> str:
+        """Look it up."""
+        calls.append("lookup")
+        raise SmallHiccup("down")
+
+    sim = convoy.SimModel({"a": [{"tool_calls": [{"name": "lookup"}]},
+                                 {"output": {"label": "x"}}]})
+    agent = convoy.Agent(name="a", output_type=Label, tools=[lookup], model=sim)
+    for record, state in ((KeyError, "closed"), (Hiccup, "open")):
+        breakers = Breakers(BreakerPolicy(**TIGHT, record=record), clock=FakeClock())
+        eng = engine_factory(db=tmp_path / f"{state}.db", interceptors=[breakers])
+        await run_many(eng, agent, 6)
+        assert breakers.breakers["tool:lookup"].state == state, record
+
+
 # -- typed fallbacks -----------------------------------------------------------------------
 
 async def test_fallbacks_by_failure_kind(engine_factory: Any) -> None:

@@ -57,9 +57,10 @@ class BreakerPolicy:
     what it is, a few seconds, instead of filling a short count window.
 
     What counts is yours to say (resilience4j's ``recordExceptions``,
-    ``ignoreExceptions`` and ``recordResultPredicate``), each an exception class, a
-    failure kind (``"server_error"``, see ``convoy.resilience.failure_kind``), a predicate,
-    or a tuple of those:
+    ``ignoreExceptions`` and ``recordResultPredicate``), each an exception class (also
+    matching the exception a ``ToolError`` or ``ModelError`` wraps), a failure kind
+    (``"server_error"``, see ``convoy.resilience.failure_kind``), a predicate, or a tuple
+    of those:
 
     * ``record``: the failures that count against the breaker; other failures count as
       successes. Default: ``convoy.resilience.is_downstream_failure`` (timeouts, 5xx,

@@ -65,8 +65,9 @@ ErrorKind = Literal[
 #: and the CLI's summaries. The :data:`FailureKind` values come first, in their order.
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
 
-#: What a policy matches an error with: an exception class, a :data:`FailureKind`, or a
-#: predicate.
+#: What a policy matches an error with: an exception class (of the error, or of the
+#: exception a :class:`ToolError` or :class:`ModelError` wraps), a :data:`FailureKind`, or
+#: a predicate.
 ErrorMatch: TypeAlias = "type[BaseException] | FailureKind | Callable[[BaseException], bool]"
 #: One :data:`ErrorMatch` or a tuple of them (any may match).
 ErrorMatches: TypeAlias = "ErrorMatch | tuple[ErrorMatch, ...]"
@@ -146,14 +147,33 @@ def is_downstream_failure(exc: BaseException) -> bool:
 
 def matches(match: ErrorMatches, exc: BaseException) -> bool:
     """Does ``exc`` match: an instance of the class, of the failure kind, accepted by the
-    predicate, or (a tuple) matching any of them?"""
+    predicate, or (a tuple) matching any of them?
+
+    A class also matches the exception a Convoy error wraps: a tool's own exception that
+    its :class:`ToolError` carries, an adapter's client error that its :class:`ModelError`
+    carries (their ``__cause__``, see :func:`wrapped`). Failure kinds and predicates see
+    the error itself."""
     if isinstance(match, tuple):
         return any(matches(m, exc) for m in match)
     if isinstance(match, type):
-        return isinstance(exc, match)
+        return any(isinstance(e, match) for e in wrapped(exc))
     if isinstance(match, str):
         return failure_kind(exc) == match
     return bool(match(exc))
+
+
+def wrapped(exc: BaseException) -> list[BaseException]:
+    """``exc``, then what it wraps: while the error is a Convoy :class:`StepError` (a
+    :class:`ToolError`, a :class:`ModelError`, ...) raised ``from`` another exception, that
+    exception (a tool's ``TimeoutError``, the ``openai`` client's ``APITimeoutError``)."""
+    chain = [exc]
+    while isinstance(chain[-1], StepError) and chain[-1].__cause__ is not None and \
+            chain[-1].__cause__ not in chain and len(chain) < _MAX_WRAPPED:
+        chain.append(chain[-1].__cause__)
+    return chain
+
+
+_MAX_WRAPPED = 8
 
 
 def check_matches(match: ErrorMatches | None, where: str) -> None:

@@ -34,8 +34,10 @@ class RetryPolicy:
     caps how many retries all calls make together.
 
     What is retried is yours to say (resilience4j's ``retryExceptions``,
-    ``ignoreExceptions`` and ``retryOnResult``), each an exception class, a failure kind
-    (``"server_error"``), a predicate, or a tuple of those:
+    ``ignoreExceptions`` and ``retryOnResult``), each an exception class (which also
+    matches the exception a tool raised or an adapter's client raised, that the
+    ``ToolError`` or ``ModelError`` wraps), a failure kind (``"server_error"``), a
+    predicate, or a tuple of those:
 
     * ``retry_on``: the failures that are retried. Default: those
       ``convoy.resilience.classify`` calls retryable.
