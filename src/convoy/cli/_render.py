@@ -27,7 +27,7 @@ from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
 from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
-from convoy.state._access import watch_signal
+from convoy.state._access import watch_signal, watched
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 from convoy.stores._rows import damaged, row_name, shown, stored_json
 
@@ -307,40 +307,47 @@ def open_wait(steps: Sequence[StepRecord]) -> StepRecord | None:
     return None
 
 
-def _task_waited_for(row: SessionRow) -> str | None:
-    """The inbox task a waiting session waits for (its wait is a watch on the task)."""
+def _task_of(name: str) -> str | None:
+    """The inbox task a wait named ``name`` waits for (a watch on the task), if any."""
     prefix = watch_signal(INBOX, "")
+    return name[len(prefix):] if name.startswith(prefix) else None
+
+
+def _state_of(name: str) -> tuple[str, str] | None:
+    """The namespace and key of shared state a wait named ``name`` waits to change (a
+    watch on the key, not on an inbox task: :func:`~convoy.state._access.watched`)."""
+    found = None if _task_of(name) is not None else watched(name)
+    return found if found is not None and all(found) else None
+
+
+def _task_waited_for(row: SessionRow) -> str | None:
+    """The inbox task a waiting session waits for."""
     name = row.wait_name
-    if row.status == "waiting" and name is not None and name.startswith(prefix):
-        return name[len(prefix):]
-    return None
+    return _task_of(name) if row.status == "waiting" and name is not None else None
 
 
 def _state_waited_for(row: SessionRow) -> tuple[str, str] | None:
-    """The namespace and key of shared state a waiting session waits to change (its wait
-    is a watch on the key; split at the first '/', as a namespace seldom holds one)."""
-    prefix = watch_signal("", "").removesuffix("/")
+    """The namespace and key of shared state a waiting session waits to change."""
     name = row.wait_name
-    if row.status != "waiting" or name is None or _task_waited_for(row) is not None or \
-            not name.startswith(prefix):
-        return None
-    namespace, sep, key = name[len(prefix):].partition("/")
-    return (namespace, key) if namespace and sep and key else None
+    return _state_of(name) if row.status == "waiting" and name is not None else None
+
+
+def waited_for(name: str) -> str:
+    """What the wait for signal ``name`` waits for, as a reader says it: a person (an
+    inbox task), a change of shared state (``NAMESPACE/KEY``, decoded), or the signal."""
+    task, state = _task_of(name), _state_of(name)
+    if task is not None:
+        return f"a person (task {task})"
+    if state is not None:
+        return f"a change of {'/'.join(state)}"
+    return f"signal {name!r}"
 
 
 def waits_for(row: SessionRow) -> str:
     """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
     if row.status != "waiting":
         return ""
-    parts = []
-    task = _task_waited_for(row)
-    state = _state_waited_for(row)
-    if task is not None:
-        parts.append(f"a person (task {task})")
-    elif state is not None:
-        parts.append(f"a change of {'/'.join(state)}")
-    elif row.wait_name is not None:
-        parts.append(f"signal {row.wait_name!r}")
+    parts = [] if row.wait_name is None else [waited_for(row.wait_name)]
     if row.wake_at is not None:
         parts.append(f"{'or ' if parts else ''}{fmt_time(row.wake_at)}")
     return " ".join(parts) or "a signal or timer"
