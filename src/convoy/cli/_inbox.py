@@ -244,7 +244,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
             for f in form:
                 p(f"  {f.name}: {f.describe}", markup=False)
         if task.kind == "question":
-            p("decide: " + command(f"inbox answer {word(escaped(task.id))}", db=db,
+            p("decide: " + command("inbox answer", operands=[escaped(task.id)], db=db,
                                    tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
         else:
             p("decide:", markup=False)

@@ -164,13 +164,14 @@ def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
     """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
     (never ``approve | reject``, which a shell reads as a pipe), each with the store and
     the tenant the user looks at."""
-    task = word(escaped(task_id))
+    task = [escaped(task_id)]
 
-    def cmd(args: str) -> str:
-        return command(f"inbox {args}", db=db, tenant=tenant, quote=False)
+    def cmd(action: str, options: str = "") -> str:
+        return command(f"inbox {action}", operands=task, options=options, db=db,
+                       tenant=tenant, quote=False)
 
-    return [f"approve: {cmd(f'approve {task}')}", f"reject: {cmd(f'reject {task}')}",
-            f"edit: {cmd(f'approve {task} --set FIELD=VALUE')}"]
+    return [f"approve: {cmd('approve')}", f"reject: {cmd('reject')}",
+            f"edit: {cmd('approve', '--set FIELD=VALUE')}"]
 
 
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
@@ -188,9 +189,9 @@ def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) 
                       f"{scope.command('sessions list --status STATUS', db)}",
                       markup=False, soft_wrap=True)
     if stats.failures:
-        one = word(escaped(stats.failures[0].id)) if len(stats.failures) == 1 else "ID"
-        console.print(f"details: {scope.command(f'sessions show {one}', db, quote=False)}",
-                      markup=False, soft_wrap=True)
+        one = escaped(stats.failures[0].id) if len(stats.failures) == 1 else "ID"
+        shown = scope.command("sessions show", db, operands=[one], quote=False)
+        console.print(f"details: {shown}", markup=False, soft_wrap=True)
 
 
 def exit_on_store_errors(stats: RunStats) -> None:
@@ -434,8 +435,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     commands to run, on the store ``db`` and as the session's tenant."""
     sid = escaped(row.id)  # (as every name it shows: escaped, never obeyed by a terminal)
 
-    def cmd(args: str, *, quote: bool = True) -> str:
-        return command(args, db=db, tenant=row.tenant, quote=quote)
+    def cmd(args: str, *operands: str, options: str = "", quote: bool = True) -> str:
+        return command(args, operands=operands, options=options, db=db, tenant=row.tenant,
+                       quote=quote)
 
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
@@ -523,7 +525,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
-        again = cmd(f"retry {word(sid)}", quote=False)
+        again = cmd("retry", sid, quote=False)
         console.print(f"run it again as a new session: {again}",
                       markup=False, soft_wrap=True)
     task, state = _task_waited_for(row), _state_waited_for(row)
@@ -536,22 +538,23 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
             console.print(f"  {line}", markup=False, soft_wrap=True)
         retry = json.dumps({"action": "retry"})
-        console.print("  or: " + cmd(f"signal {word(sid)} convoy.escalation --payload "
-                                     f"{word(retry)}", quote=False),
+        console.print("  or: " + cmd("signal", sid, "convoy.escalation",
+                                     options=f"--payload {word(retry)}", quote=False),
                       markup=False, soft_wrap=True)
     elif task is not None:
-        console.print(f"waiting for a person: {cmd(f'inbox show {word(task)}', quote=False)} (then "
+        console.print(f"waiting for a person: {cmd('inbox show', task, quote=False)} (then "
                       f"{worker} or {resume} continues it{note})", markup=False,
                       soft_wrap=True)
     elif state is not None:
-        namespace, key = (word(escaped(x)) for x in state)
+        namespace, key = (escaped(x) for x in state)
         console.print(f"waiting for a change of {escaped('/'.join(state))}: "
-                      f"{cmd(f'state set {namespace} {key} JSON', quote=False)}, then "
+                      f"{cmd('state set', namespace, key, 'JSON', quote=False)}, then "
                       f"{worker} (or {resume}) continues it{note}", markup=False,
                       soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
-        signal = f"signal {word(sid)} {word(escaped(row.wait_name))} --payload JSON"
-        console.print(f"waiting: {cmd(signal, quote=False)}, then {worker} (or {resume}) "
+        signal = cmd("signal", sid, escaped(row.wait_name), options="--payload JSON",
+                     quote=False)
+        console.print(f"waiting: {signal}, then {worker} (or {resume}) "
                       f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "waiting":
         console.print(f"waiting for its timer: {worker} (or {resume} once it is due) "

@@ -179,7 +179,7 @@ def worker(
         if not workflows:
             fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
                  "modules whose @convoy.workflow functions should run here")
-        serve_them = scope.command(" ".join(["worker", *map(word, modules)]), db)
+        serve_them = scope.command("worker", db, operands=modules)
         # A resume loads a workflow with an explicit name only from a module it imports
         resume = scope.command(" ".join(["resume", *(f"--import {word(m)}" for m in modules)]),
                                db)
