@@ -273,7 +273,6 @@ class JournaledAccess(_SessionAccess):
                 raise WaitTimeout(f"session {s.id!r} waited for state {namespace}/{key} "
                                   f"past its timeout of {timeout}s (step {step})") from None
 
-
     async def _watch_again(self, watch: str, step: str, namespace: str, key: str,
                            name: str, seen: int) -> None:
         """Register the watch again under ``name`` when an earlier run journaled it
