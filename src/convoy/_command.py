@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 _SAFE = re.compile(r"[\w@%+=:,./*-]+")
@@ -14,11 +15,19 @@ _SPECIALS = '"$`\\!'
 _SPECIAL = re.compile(f"([{re.escape(_SPECIALS)}])")
 
 
-def command(args: str, *, db: str | Path | None = None, tenant: str | None = None,
+def command(args: str, *, operands: Sequence[str] = (), options: str = "",
+            db: str | Path | None = None, tenant: str | None = None,
             all_tenants: bool = False, quote: bool = True) -> str:
-    """``'convoy ARGS --db DB --tenant NAME'``, in single quotes as messages quote
-    commands (``quote``; without them where a line shows the command alone).
+    """``'convoy ARGS OPERANDS OPTIONS --db DB --tenant NAME'``, in single quotes as
+    messages quote commands (``quote``; without them where a line shows the command
+    alone).
 
+    ``args``: the command (``"sessions show"``), as shell words. ``operands``: the values
+    it takes as arguments (a session id, a namespace and a key, a task id), as they are:
+    each is quoted here (:func:`word`). One that begins with ``-`` would be read as an
+    option, so then every option comes first and the operands last, after ``--``
+    (``convoy sessions show --db x.db -- -3f2a``). ``options``: the command's own options,
+    as shell words (``"--import MODULE"``).
     ``db``: the store the user named (left out when it is the store the next command
     opens anyway: ``$CONVOY_DB``, else ``convoy.db``; a password is never shown).
     ``tenant``: the tenant the user acts as (left out when it is ``$CONVOY_TENANT``, or
@@ -27,13 +36,21 @@ def command(args: str, *, db: str | Path | None = None, tenant: str | None = Non
     from convoy.engine._tenancy import DEFAULT_TENANT
     from convoy.stores._url import default_store_url
 
+    values = [word(v) for v in operands]
+    dashed = any(v.startswith("-") for v in operands)
     parts = [f"convoy {args}"]
+    if values and not dashed:
+        parts.extend(values)
+    if options:
+        parts.append(options)
     if db is not None and not _same_store(db, default_store_url()):
-        parts.append(f"--db {word(_shown(db))}")
+        parts.append(f"--db {store_word(db)}")
     if all_tenants:
         parts.append("--all-tenants")
     elif tenant is not None and tenant != (os.environ.get("CONVOY_TENANT") or DEFAULT_TENANT):
         parts.append(f"--tenant {word(tenant)}")
+    if dashed:
+        parts.extend(["--", *values])
     return f"'{' '.join(parts)}'" if quote else " ".join(parts)
 
 
@@ -47,6 +64,12 @@ def _same_store(a: str | Path, b: str | Path) -> bool:
         return os.path.realpath(sqlite_path(a)) == os.path.realpath(sqlite_path(b))
     except UserError:
         return False
+
+
+def store_word(db: str | Path) -> str:
+    """The store as ``--db`` takes it, as one shell word (:func:`word`): a SQLite URL as
+    its path, a URL without its password."""
+    return word(_shown(db))
 
 
 def _shown(db: str | Path) -> str:

@@ -171,12 +171,14 @@ class Scope:
         """How to see other tenants, when the default tenant was not asked for."""
         return "" if self.named else " (other tenants: --tenant NAME or --all-tenants)"
 
-    def command(self, args: str, db: str | None = None, *, quote: bool = True) -> str:
-        """``'convoy ARGS'`` with ``--db db`` and this scope's ``--tenant`` or
-        ``--all-tenants``, where the next command would not get them anyway
+    def command(self, args: str, db: str | None = None, *, operands: Sequence[str] = (),
+                options: str = "", quote: bool = True) -> str:
+        """``'convoy ARGS OPERANDS OPTIONS'`` with ``--db db`` and this scope's ``--tenant``
+        or ``--all-tenants``, where the next command would not get them anyway, and
+        operands after ``--`` when one begins with ``-``
         (:func:`convoy._command.command`)."""
-        return command(args, db=db, tenant=self.tenant, all_tenants=self.tenant is None,
-                       quote=quote)
+        return command(args, operands=operands, options=options, db=db, tenant=self.tenant,
+                       all_tenants=self.tenant is None, quote=quote)
 
     def view(self, engine: Engine) -> Engine | Tenant:
         """The engine as this scope sees it."""

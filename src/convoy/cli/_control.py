@@ -92,8 +92,9 @@ def signal(
         except ValueError:
             value_given = "JSON"
         fail("the signal's value goes in --payload, not after its name: "
-             + command(f"signal {word(session_id)} {word(name)} --payload {word(value_given)}",
-                       db=db, tenant=tenant, all_tenants=all_tenants))
+             + command("signal", operands=[session_id, name],
+                       options=f"--payload {word(value_given)}", db=db, tenant=tenant,
+                       all_tenants=all_tenants))
     try:
         check_name(name, "signal name")
     except UserError as e:

@@ -19,7 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
-from convoy._command import command, word
+from convoy._command import command
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -156,9 +156,15 @@ def _sealed_note(sealed: list[str], engine: Engine, scope: Scope, db: str) -> st
                 "$CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY) to the master key the "
                 "engine ran with to see them")
     sessions = sorted({session_of(t) for t in sealed})
+    # One command per session: 'convoy cancel' takes one id.
+    cancels = [scope.command("cancel", db, operands=[sid]) for sid in sessions[:5]]
+    how = cancels[0] if len(cancels) == 1 else f"{', '.join(cancels[:-1])} and {cancels[-1]}"
+    more = len(sessions) - len(cancels)
+    if more:
+        how += f" (and {more} more session(s) the same way)"
+    whose = "the session that waits" if len(sessions) == 1 else "the sessions that wait"
     return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
-            f"end the sessions that wait for them with "
-            f"{scope.command('cancel ' + ' '.join(map(word, sessions[:5])), db)}")
+            f"end {whose} for {'it' if n == 1 else 'them'} with {how}")
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
@@ -244,7 +250,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
             for f in form:
                 p(f"  {f.name}: {f.describe}", markup=False)
         if task.kind == "question":
-            p("decide: " + command(f"inbox answer {word(escaped(task.id))}", db=db,
+            p("decide: " + command("inbox answer", operands=[escaped(task.id)], db=db,
                                    tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
         else:
             p("decide:", markup=False)

@@ -27,7 +27,7 @@ from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
 from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
-from convoy.state._access import watch_signal
+from convoy.state._access import watch_signal, watched
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 from convoy.stores._rows import damaged, row_name, shown, stored_json
 
@@ -164,13 +164,14 @@ def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
     """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
     (never ``approve | reject``, which a shell reads as a pipe), each with the store and
     the tenant the user looks at."""
-    task = word(escaped(task_id))
+    task = [escaped(task_id)]
 
-    def cmd(args: str) -> str:
-        return command(f"inbox {args}", db=db, tenant=tenant, quote=False)
+    def cmd(action: str, options: str = "") -> str:
+        return command(f"inbox {action}", operands=task, options=options, db=db,
+                       tenant=tenant, quote=False)
 
-    return [f"approve: {cmd(f'approve {task}')}", f"reject: {cmd(f'reject {task}')}",
-            f"edit: {cmd(f'approve {task} --set FIELD=VALUE')}"]
+    return [f"approve: {cmd('approve')}", f"reject: {cmd('reject')}",
+            f"edit: {cmd('approve', '--set FIELD=VALUE')}"]
 
 
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
@@ -188,9 +189,9 @@ def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) 
                       f"{scope.command('sessions list --status STATUS', db)}",
                       markup=False, soft_wrap=True)
     if stats.failures:
-        one = word(escaped(stats.failures[0].id)) if len(stats.failures) == 1 else "ID"
-        console.print(f"details: {scope.command(f'sessions show {one}', db, quote=False)}",
-                      markup=False, soft_wrap=True)
+        one = escaped(stats.failures[0].id) if len(stats.failures) == 1 else "ID"
+        shown = scope.command("sessions show", db, operands=[one], quote=False)
+        console.print(f"details: {shown}", markup=False, soft_wrap=True)
 
 
 def exit_on_store_errors(stats: RunStats) -> None:
@@ -307,40 +308,47 @@ def open_wait(steps: Sequence[StepRecord]) -> StepRecord | None:
     return None
 
 
-def _task_waited_for(row: SessionRow) -> str | None:
-    """The inbox task a waiting session waits for (its wait is a watch on the task)."""
+def _task_of(name: str) -> str | None:
+    """The inbox task a wait named ``name`` waits for (a watch on the task), if any."""
     prefix = watch_signal(INBOX, "")
+    return name[len(prefix):] if name.startswith(prefix) else None
+
+
+def _state_of(name: str) -> tuple[str, str] | None:
+    """The namespace and key of shared state a wait named ``name`` waits to change (a
+    watch on the key, not on an inbox task: :func:`~convoy.state._access.watched`)."""
+    found = None if _task_of(name) is not None else watched(name)
+    return found if found is not None and all(found) else None
+
+
+def _task_waited_for(row: SessionRow) -> str | None:
+    """The inbox task a waiting session waits for."""
     name = row.wait_name
-    if row.status == "waiting" and name is not None and name.startswith(prefix):
-        return name[len(prefix):]
-    return None
+    return _task_of(name) if row.status == "waiting" and name is not None else None
 
 
 def _state_waited_for(row: SessionRow) -> tuple[str, str] | None:
-    """The namespace and key of shared state a waiting session waits to change (its wait
-    is a watch on the key; split at the first '/', as a namespace seldom holds one)."""
-    prefix = watch_signal("", "").removesuffix("/")
+    """The namespace and key of shared state a waiting session waits to change."""
     name = row.wait_name
-    if row.status != "waiting" or name is None or _task_waited_for(row) is not None or \
-            not name.startswith(prefix):
-        return None
-    namespace, sep, key = name[len(prefix):].partition("/")
-    return (namespace, key) if namespace and sep and key else None
+    return _state_of(name) if row.status == "waiting" and name is not None else None
+
+
+def waited_for(name: str) -> str:
+    """What the wait for signal ``name`` waits for, as a reader says it: a person (an
+    inbox task), a change of shared state (``NAMESPACE/KEY``, decoded), or the signal."""
+    task, state = _task_of(name), _state_of(name)
+    if task is not None:
+        return f"a person (task {task})"
+    if state is not None:
+        return f"a change of {'/'.join(state)}"
+    return f"signal {name!r}"
 
 
 def waits_for(row: SessionRow) -> str:
     """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
     if row.status != "waiting":
         return ""
-    parts = []
-    task = _task_waited_for(row)
-    state = _state_waited_for(row)
-    if task is not None:
-        parts.append(f"a person (task {task})")
-    elif state is not None:
-        parts.append(f"a change of {'/'.join(state)}")
-    elif row.wait_name is not None:
-        parts.append(f"signal {row.wait_name!r}")
+    parts = [] if row.wait_name is None else [waited_for(row.wait_name)]
     if row.wake_at is not None:
         parts.append(f"{'or ' if parts else ''}{fmt_time(row.wake_at)}")
     return " ".join(parts) or "a signal or timer"
@@ -427,8 +435,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     commands to run, on the store ``db`` and as the session's tenant."""
     sid = escaped(row.id)  # (as every name it shows: escaped, never obeyed by a terminal)
 
-    def cmd(args: str, *, quote: bool = True) -> str:
-        return command(args, db=db, tenant=row.tenant, quote=quote)
+    def cmd(args: str, *operands: str, options: str = "", quote: bool = True) -> str:
+        return command(args, operands=operands, options=options, db=db, tenant=row.tenant,
+                       quote=quote)
 
     info = Table.grid(padding=(0, 2))
     info.add_column(style="bold")
@@ -516,7 +525,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
-        again = cmd(f"retry {word(sid)}", quote=False)
+        again = cmd("retry", sid, quote=False)
         console.print(f"run it again as a new session: {again}",
                       markup=False, soft_wrap=True)
     task, state = _task_waited_for(row), _state_waited_for(row)
@@ -529,22 +538,23 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
             console.print(f"  {line}", markup=False, soft_wrap=True)
         retry = json.dumps({"action": "retry"})
-        console.print("  or: " + cmd(f"signal {word(sid)} convoy.escalation --payload "
-                                     f"{word(retry)}", quote=False),
+        console.print("  or: " + cmd("signal", sid, "convoy.escalation",
+                                     options=f"--payload {word(retry)}", quote=False),
                       markup=False, soft_wrap=True)
     elif task is not None:
-        console.print(f"waiting for a person: {cmd(f'inbox show {word(task)}', quote=False)} (then "
+        console.print(f"waiting for a person: {cmd('inbox show', task, quote=False)} (then "
                       f"{worker} or {resume} continues it{note})", markup=False,
                       soft_wrap=True)
     elif state is not None:
-        namespace, key = (word(escaped(x)) for x in state)
+        namespace, key = (escaped(x) for x in state)
         console.print(f"waiting for a change of {escaped('/'.join(state))}: "
-                      f"{cmd(f'state set {namespace} {key} JSON', quote=False)}, then "
+                      f"{cmd('state set', namespace, key, 'JSON', quote=False)}, then "
                       f"{worker} (or {resume}) continues it{note}", markup=False,
                       soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
-        signal = f"signal {word(sid)} {word(escaped(row.wait_name))} --payload JSON"
-        console.print(f"waiting: {cmd(signal, quote=False)}, then {worker} (or {resume}) "
+        signal = cmd("signal", sid, escaped(row.wait_name), options="--payload JSON",
+                     quote=False)
+        console.print(f"waiting: {signal}, then {worker} (or {resume}) "
                       f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "waiting":
         console.print(f"waiting for its timer: {worker} (or {resume} once it is due) "

@@ -9,7 +9,6 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, ReplayResult, UserError
-from convoy._command import word
 from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -87,7 +86,8 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
             try:
                 wf = engine.workflow_named(row.workflow)
             except UserError as e:
-                again = scope.command(f"replay {word(session_id)} --import MODULE", db)
+                again = scope.command("replay", db, operands=[session_id],
+                                      options="--import MODULE")
                 fail(f"cannot replay session {quoted(session_id)} of workflow "
                      f"{quoted(row.workflow)}: "
                      f"{cannot_load(e, 'replay', again)}")

@@ -122,12 +122,12 @@ def retry(
         return
     # Checked first, so that a dry run says what the retry would (which creates nothing
     # then): a session can be retried only where its workflow loads.
-    again = " ".join(["retry", *map(word, session_ids or []),
-                      *(f"--status {word(s)}" for s in status or []),
+    again = " ".join([*(f"--status {word(s)}" for s in status or []),
                       *([] if error_type is None else [f"--error-type {word(error_type)}"]),
                       *([] if workflow is None else [f"--workflow {word(workflow)}"]),
                       *(["--dry-run"] if dry_run else []), "--import MODULE"])
-    unloaded = unloadable({r.workflow for r in rows}, "retry", scope.command(again, db))
+    unloaded = unloadable({r.workflow for r in rows}, "retry", scope.command(
+        "retry", db, operands=session_ids or [], options=again))
     for name, why in unloaded.items():
         n = sum(r.workflow == name for r in rows)
         err.print(f"error: cannot retry {n} session(s) of workflow {name!r}: {why}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -10,7 +11,6 @@ import typer
 from rich.table import Table
 
 from convoy import JournalError, UserError
-from convoy._command import word
 from convoy._text import check_name, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -73,13 +73,14 @@ def _where(namespace: str, key: str, tenant: str) -> str:
     return f"{short(f'{namespace}/{key}', 120)} (tenant {quoted(tenant)})"
 
 
-def _suggest(tenant: str, args: str, db: str, does: str, to: str) -> str:
-    """How a message suggests ``convoy ARGS`` (values in ``args`` quoted by ``word``):
-    ``'convoy ARGS' DOES``, in the message's single quotes; or, when the command holds a
-    single quote of its own (a value only the shell's quotes carry), ``TO, run: convoy
-    ARGS``, which the caller puts at the end of the line: no quote of the message's is
-    then taken for one of the command's."""
-    cmd = Scope(tenant).command(args, db, quote=False)
+def _suggest(tenant: str, args: str, db: str, does: str, to: str,
+             operands: Sequence[str] = ()) -> str:
+    """How a message suggests ``convoy ARGS OPERANDS`` (the operands as they are: quoted
+    here, after ``--`` if one begins with ``-``): ``'convoy ...' DOES``, in the message's
+    single quotes; or, when the command holds a single quote of its own (a value only the
+    shell's quotes carry), ``TO, run: convoy ...``, which the caller puts at the end of
+    the line: no quote of the message's is then taken for one of the command's."""
+    cmd = Scope(tenant).command(args, db, operands=operands, quote=False)
     return f"'{cmd}' {does}" if "'" not in cmd else f"{to}, run: {cmd}"
 
 
@@ -94,8 +95,8 @@ def _keys_of(tenant: str, namespace: str, db: str) -> str:
     if not namespace or len(namespace) > 200:
         return _suggest(tenant, "state list", db, "shows its namespaces",
                         "to see its namespaces")
-    return _suggest(tenant, f"state list {word(namespace)}", db, "shows its keys",
-                    "to see its keys")
+    return _suggest(tenant, "state list", db, "shows its keys", "to see its keys",
+                    [namespace])
 
 
 @state_app.command("get")
@@ -157,8 +158,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
     if not res.written or res.entry is None:
         now = (f"it is at version {res.entry.version}" if res.entry is not None
                else "it does not exist")
-        see = _suggest(tenant, f"state get {word(namespace)} {word(key)}", db, "shows it",
-                       "to see it")
+        see = _suggest(tenant, "state get", db, "shows it", "to see it", [namespace, key])
         fail(f"state {_where(namespace, key, tenant)} changed: the write expected version "
              f"{expected} but {now}; nothing was written"
              + (f" ({see})" if see.startswith("'") else f"; {see}"), RUN_FAILURE)
@@ -177,9 +177,9 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
             try:
                 current = await store.state_get(write.tenant, write.namespace, write.key)
             except DamagedRow as e:  # what an operator replaces it with: written against it
-                again = f"state set {word(write.namespace)} {word(write.key)} JSON " \
-                    "--expected-version VERSION"
-                cmd = Scope(write.tenant).command(again, db, quote=False)
+                cmd = Scope(write.tenant).command(
+                    "state set", db, operands=[write.namespace, write.key, "JSON"],
+                    options="--expected-version VERSION", quote=False)
                 cmd = cmd if "'" in cmd else f"'{cmd}'"  # (as _suggest: the line ends with it)
                 raise JournalError(f"{e}; to replace it, write against the version named: "
                                    f"{cmd}") from None

@@ -11,6 +11,10 @@ command run standalone (the console script, ``CliRunner``), and :func:`install` 
 Click's parser raises some usage errors (``Option '--limit' requires an argument``) with
 no context, so no command to name: :func:`install` also gives such an error the context
 of the command whose arguments were being parsed (Typer's command classes only).
+
+A value that begins with ``-`` (a session id ``-3f2a``) is read as options, and Click
+says ``No such option: -3``: the line then adds the command that takes it as a value,
+every option first and the values after ``--`` (:func:`convoy._command.command`).
 """
 
 from __future__ import annotations
@@ -23,7 +27,11 @@ import click
 import typer.core
 import typer.rich_utils
 
+from convoy._command import command, store_word, word
 from convoy._text import escaped
+
+#: The attribute of a Click context that keeps the words its command was given.
+_ARGS = "convoy_args"
 
 
 def one_line(error: click.ClickException) -> None:
@@ -36,8 +44,51 @@ def one_line(error: click.ClickException) -> None:
     if ctx is not None and ctx.command.get_help_option(ctx) is not None:
         option = max(ctx.help_option_names, key=len)
         hint = f" (see '{escaped(ctx.command_path)} {option}')"
+    if ctx is not None and type(error).__name__ == "NoSuchOption":
+        hint += _after_dashes(ctx)
     sys.stderr.write(f"error: {escaped(message)}{hint}\n")
     sys.stderr.flush()
+
+
+def _after_dashes(ctx: click.Context) -> str:
+    """``; if '-w1' is a value, not an option, put it after '--': 'convoy ... -- -w1'``
+    for a command that takes values (arguments) given one that begins with ``-``;
+    nothing otherwise. The command is the one given: its options (the store's without a
+    password) before ``--``, its values after it, in their order."""
+    args: list[str] | None = getattr(ctx, _ARGS, None)
+    params = ctx.command.params
+    if args is None or not any(p.param_type_name == "argument" for p in params):
+        return ""
+    takes_value = {o: not (getattr(p, "is_flag", False) or getattr(p, "count", False))
+                   for p in params if p.param_type_name == "option"
+                   for o in (*p.opts, *p.secondary_opts)}
+    options: list[str] = []
+    operands: list[str] = []
+    words = iter(args)
+    for w in words:
+        if w == "--":
+            operands.extend(words)
+        elif w in takes_value:
+            options.append(w)
+            if takes_value[w]:
+                value = next(words, None)
+                if value is not None:
+                    options.append(store_word(value) if w == "--db" else word(value))
+        elif w.partition("=")[0] in takes_value and w.startswith("--"):
+            name, _, value = w.partition("=")
+            options.append(f"{name}={store_word(value) if name == '--db' else word(value)}")
+        elif w[:2] in takes_value and not w.startswith("--"):
+            options.append(word(w))  # (``-tacme``: -t acme)
+        else:
+            operands.append(w)
+    dashed = next((w for w in operands if w.startswith("-")), None)
+    if dashed is None:
+        return ""
+    path = ctx.command_path.split(" ", 1)
+    suggested = command(path[1] if len(path) > 1 else "", operands=operands,
+                        options=" ".join(options))
+    return f"; if {dashed!r} is a value, not an option, put it after '--': " \
+        f"{escaped(suggested)}"
 
 
 def _with_context(parse: Callable[..., list[str]]) -> Callable[..., list[str]]:
@@ -46,6 +97,7 @@ def _with_context(parse: Callable[..., list[str]]) -> Callable[..., list[str]]:
         return parse  # installed already
 
     def parse_args(self: Any, ctx: Any, args: list[str]) -> list[str]:
+        setattr(ctx, _ARGS, list(args))  # (for :func:`_after_dashes`)
         try:
             return parse(self, ctx, args)
         except Exception as e:

@@ -12,7 +12,7 @@ from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
 from convoy._command import word
-from convoy._text import short
+from convoy._text import escaped, short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -38,7 +38,7 @@ from convoy.cli._common import (
     tracing,
     warn_lost_spans,
 )
-from convoy.cli._render import fmt_time, plural, status_text
+from convoy.cli._render import fmt_time, plural, status_text, waited_for
 from convoy.cli._stop import Stopped, stop_signals
 from convoy.stores import SessionRow
 
@@ -63,7 +63,9 @@ class SessionLog(Interceptor):
 def _detail(end: SessionEnd) -> str:
     e = end.error or {}
     if end.status == "waiting":
-        return f"waits for signal {e['wait_name']!r}" if e.get("wait_name") else "waits"
+        name = e.get("wait_name")
+        return f"waits for {escaped(waited_for(name))}" if isinstance(name, str) and name \
+            else "waits"
     if end.status == "completed" or not e:
         return ""
     return short(f"{e.get('type', 'error')}: {e.get('message', '')}", 100)
@@ -177,7 +179,7 @@ def worker(
         if not workflows:
             fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
                  "modules whose @convoy.workflow functions should run here")
-        serve_them = scope.command(" ".join(["worker", *map(word, modules)]), db)
+        serve_them = scope.command("worker", db, operands=modules)
         # A resume loads a workflow with an explicit name only from a module it imports
         resume = scope.command(" ".join(["resume", *(f"--import {word(m)}" for m in modules)]),
                                db)

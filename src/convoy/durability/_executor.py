@@ -97,10 +97,13 @@ class StepExecutor(Protocol):
         ...
 
     async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
-                       accept: Callable[[str], object] | None = None) -> str:
+                       accept: Callable[[str], object] | None = None, *,
+                       formerly: str | None = None) -> str:
         """The payload (JSON text) of the next signal ``name`` sent to the session that
         ``accept`` takes (a signal whose payload it raises ``ValidationError`` on is
-        consumed without ending the wait, and a warning logged)."""
+        consumed without ending the wait, and a warning logged). ``formerly``: the name an
+        older Convoy gave the same wait; a wait it journaled under that name goes on (or
+        replays) under it, as its signal is sent."""
         ...
 
 
@@ -213,6 +216,11 @@ class JournaledExecutor:
         under = key + "/"
         return any(k.startswith(under) for k in recorded)
 
+    def holds(self, key: str) -> bool:
+        """Whether the journal holds a record of step ``key`` that this run has not
+        replayed yet (an open wait's ``started`` record too)."""
+        return self._journal is not None and key in self._journal
+
     @property
     def leftover(self) -> list[str]:
         """Journal entries the workflow has not asked for (yet)."""
@@ -234,7 +242,8 @@ class JournaledExecutor:
                 self.stopped_at = key
         raise NonDeterminismError(f"replay of session {self.session_id!r}: {what}", key=key)
 
-    def _take(self, key: str, kind: str, target: str) -> StepRecord | None:
+    def _take(self, key: str, kind: str, target: str,
+              formerly: str | None = None) -> StepRecord | None:
         journal = self._journal
         if journal is None:
             if self.replay_only:
@@ -249,7 +258,7 @@ class JournaledExecutor:
                     f"replay of session {self.session_id!r}: step {key} ({kind} {target!r}) "
                     "is not in the journal", key=key)
             return None
-        if rec.kind != kind or rec.target != target:
+        if rec.kind != kind or rec.target not in (target, formerly or target):
             raise NonDeterminismError(
                 f"session {self.session_id!r} step {key}: the journal recorded a {rec.kind} "
                 f"step for {rec.target!r} but the workflow code now asks for a {kind} step "
@@ -405,9 +414,12 @@ class JournaledExecutor:
         await asyncio.sleep(delay)
 
     async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
-                       accept: Callable[[str], object] | None = None) -> str:
+                       accept: Callable[[str], object] | None = None, *,
+                       formerly: str | None = None) -> str:
+        rec = self._take(key, "wait", name, formerly)
+        if rec is not None:
+            name = rec.target  # (``formerly``: journaled under the former name, it waits on)
         target = name
-        rec = self._take(key, "wait", target)
         if rec is not None:
             if rec.status == "completed":
                 return rec.result or "null"

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
-from convoy._command import command, word
+from convoy._command import command
 from convoy._errors import UserError
 from convoy._text import quoted
 from convoy.engine._escalation import answer_escalation
@@ -202,7 +202,7 @@ class Inbox:
         if is_sealed(entry.value) and engine.keys is not None:
             raise UserError(f"task {quoted(task_id)} holds the data of a data subject who was "
                             f"erased: it stays sealed for good; end its session with "
-                            + command(f"cancel {word(sid)}", db=engine.store.url,
+                            + command("cancel", operands=[sid], db=engine.store.url,
                                       tenant=row.tenant))
         return load_task(entry.value, entry.version), row
 
@@ -284,7 +284,7 @@ class Inbox:
         if not task.is_open:
             d = task.decision
             who = f" by {d.by!r}" if d is not None else ""
-            shown = command(f"inbox show {word(task.id)}", db=self.__engine.store.url,
+            shown = command("inbox show", operands=[task.id], db=self.__engine.store.url,
                             tenant=task.tenant)
             raise UserError(f"task {task.id!r} is already {task.status}{who}; nothing was "
                             f"changed ({shown} has its history)")
@@ -323,7 +323,7 @@ def _changed(task: HumanTask, entry: StateEntry | None, store_url: str) -> UserE
     now = load_task(entry.value, entry.version) if entry is not None else None
     d = now.decision if now is not None else None
     by = f" (by {d.by!r})" if d is not None else ""
-    shown = command(f"inbox show {word(task.id)}", db=store_url, tenant=task.tenant)
+    shown = command("inbox show", operands=[task.id], db=store_url, tenant=task.tenant)
     return UserError(f"task {task.id!r} changed while you decided{by}; nothing was "
                      f"written: look at it again ({shown})")
 

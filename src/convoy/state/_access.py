@@ -15,7 +15,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
+import re
 import zlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -23,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import TypeAdapter
 
 from convoy._errors import StateConflict, UserError, WaitTimeout
-from convoy.durability._executor import Formerly, fingerprint
+from convoy.durability._executor import Formerly, JournaledExecutor, fingerprint
 from convoy.interceptors._base import StateInput, StateOp, state_target
 from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import StateEntry, StateWrite
@@ -43,9 +45,36 @@ _CODECS: dict[str, TypeAdapter[Any]] = {"get": _ENTRY, "set": _ENTRY, "history":
                                         "keys": _ENTRIES, "watch": _FLAG}
 
 
+#: How the signal of a watch on shared state begins (:func:`watch_signal`).
+WATCH_PREFIX = "convoy.state:"
+_ENCODED = re.compile("%(25|2F)")
+
+
 def watch_signal(namespace: str, key: str) -> str:
-    """The signal a write of a watched key sends to the waiting session."""
-    return f"convoy.state:{namespace}/{key}"
+    """The signal a write of a watched key sends to the waiting session:
+    ``convoy.state:NAMESPACE/KEY``, with each ``%`` and ``/`` of the namespace written as
+    ``%25`` and ``%2F``, so that the first ``/`` ends it: namespace ``a/b`` with key ``c``
+    and namespace ``a`` with key ``b/c`` are two signals (a write to one must not wake a
+    wait on the other). A namespace without either reads as it is."""
+    encoded = namespace.replace("%", "%25").replace("/", "%2F")
+    return f"{WATCH_PREFIX}{encoded}/{key}"
+
+
+def former_watch_signal(namespace: str, key: str) -> str:
+    """:func:`watch_signal` as Convoy named it before it encoded the namespace: the name
+    the waits and watches of sessions journaled then carry, under which they go on."""
+    return f"{WATCH_PREFIX}{namespace}/{key}"
+
+
+def watched(name: str) -> tuple[str, str] | None:
+    """The namespace (decoded) and key of a :func:`watch_signal` name, ``None`` for another
+    signal. (A name of a Convoy before the encoding reads as split at its first ``/``.)"""
+    if not name.startswith(WATCH_PREFIX):
+        return None
+    namespace, sep, key = name[len(WATCH_PREFIX):].partition("/")
+    if not sep:
+        return None
+    return _ENCODED.sub(lambda m: "%" if m.group(1) == "25" else "/", namespace), key
 
 
 def conflict(namespace: str, key: str, expected: int | None,
@@ -221,21 +250,48 @@ class JournaledAccess(_SessionAccess):
         s = ctx.session
         deadline = None if timeout is None else await ctx.now() + timeout
         name = watch_signal(namespace, key)
+        former = former_watch_signal(namespace, key)
+        formerly = None if former == name else former
         while True:
             entry = await self.get(namespace, key)
             if satisfied(entry):
                 return entry
             seen = entry.version if entry is not None else 0
+            watch = ctx.peek_key()
             if await self._op("watch", namespace, key, after=seen):
                 continue  # it changed between the read and the watch: read it again
             step = ctx.next_key()
             s.count_step(step)
+            if formerly is not None:
+                await self._watch_again(watch, step, namespace, key, name, seen)
             left = None if deadline is None else max(0.0, deadline - s.runtime.clock())
             try:
-                await s.executor.wait_for(step, name, left)
+                # (``formerly``: a wait journaled before the namespace was encoded goes
+                # on under the name it was journaled with, which its watch sends)
+                await s.executor.wait_for(step, name, left, formerly=formerly)
             except WaitTimeout:
                 raise WaitTimeout(f"session {s.id!r} waited for state {namespace}/{key} "
                                   f"past its timeout of {timeout}s (step {step})") from None
+
+    async def _watch_again(self, watch: str, step: str, namespace: str, key: str,
+                           name: str, seen: int) -> None:
+        """Register the watch again under ``name`` when an earlier run journaled it
+        (step ``watch``) but not the wait after it (step ``step``: that run stopped in
+        between): a Convoy that did not encode namespaces registered it under the former
+        name, which would never wake the wait this run opens under ``name``. If the key
+        changed meanwhile (its former watch fired), the wait gets its signal now."""
+        s = self.ctx.session
+        executor = s.executor
+        if not isinstance(executor, JournaledExecutor) or executor.replay_only or \
+                not executor.recorded(watch) or executor.holds(step):
+            return
+        store = s.runtime.store
+        if await store.state_watch(s.tenant, namespace, key, session_id=s.id, name=name,
+                                   after_version=seen):
+            now = await store.state_get(s.tenant, namespace, key)
+            await store.send_signal(s.id, name, json.dumps(
+                {"namespace": namespace, "key": key,
+                 "version": now.version if now is not None else 0}), tenant=s.tenant)
 
 
 class ToolAccess(_SessionAccess):

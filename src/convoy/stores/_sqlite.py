@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
@@ -27,6 +29,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from convoy._command import word
 from convoy._errors import JournalError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores._addons import (
@@ -152,7 +155,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     """Everything in one SQLite file (``":memory:"`` is refused: it would not be durable).
 
     Args:
-        path: the database file (created with its parent directory if missing).
+        path: the database file (created if missing; its directory must exist: a missing
+            one is refused as the store opens, never created).
         durability: ``"process"`` or ``"power"`` (see the module docstring).
         busy_timeout: seconds a write may keep finding the database locked by another
             process before it fails (transient :class:`~convoy.StoreError`).
@@ -215,14 +219,10 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         :mod:`convoy.stores._addons`)."""
         if self._conn is not None:
             return
+        self._check_directory()
         if self.read_only:
             self._conn = self._open_read_only()
             return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise StoreError(f"cannot create the directory of the store {str(self.path)!r}: "
-                             f"{e.strerror or e}") from None
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
@@ -244,6 +244,23 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         if self.durability == "power":
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
         self._checkpointer = _Checkpointer(self.path)
+
+    def _check_directory(self) -> None:
+        """Refuse a store whose directory does not exist (or is a file), in one line: SQLite
+        would say only "unable to open database file", and creating the directory would
+        turn a mistyped path into a new, empty store somewhere unexpected."""
+        parent = self.path.parent
+        try:
+            if stat.S_ISDIR(os.stat(parent).st_mode):
+                return
+            why = "is a file, not a directory: pick a path in a directory"
+        except (FileNotFoundError, NotADirectoryError):
+            why = (f"does not exist: create it (mkdir -p {word(str(parent))}) or pick a path "
+                   "in a directory that exists")
+        except OSError:
+            return  # (not allowed to look: opening the file says what is wrong)
+        raise UserError(f"the directory {str(parent)!r} of the store {str(self.path)!r} "
+                        f"{why}")
 
     @contextmanager
     def _opening(self, conn: sqlite3.Connection) -> Iterator[None]:
