@@ -24,6 +24,7 @@ ids), so redacting what telemetry repeats costs a dictionary lookup.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 import re
 import unicodedata
@@ -89,8 +90,10 @@ _CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12
 _CARD_GROUP = re.compile(r"\d+")
 _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-9]){{11,32}}"
                    r"(?![A-Za-z0-9])")
-_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)")
+# (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do; a letter, a digit or a dot
+# would make it part of a longer word or version)
+_IPV4 = re.compile(r"(?<![^\W_])(?<!\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![^\W_]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                    r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)")
 # A phone number: an optional international prefix, an optional area code in brackets,
@@ -100,6 +103,14 @@ _PHONE = re.compile(
     rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
     rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:[ {_SP}./-]?\d){{5,14}}"
     rf"(?![\w@]|[.-]\d|[ {_SP}]\d)")
+# A number in international form glued into an id (ticket-+14155552671, user_+44...,
+# a.+1..., ticket+1...): after a separator or a letter, which _PHONE does not look after,
+# the "+" says what it is. Its digit groups as far as they go; the number is the longest
+# run of whole groups from the start that is a valid number (what follows may be more of
+# the id: s-+14155552671-203.0.113.45).
+_PHONE_GLUED = re.compile(rf"(?<![\d+@])\+\d(?:[ {_SP}./-]?\d){{6,16}}")
+_GROUP_END = re.compile(r"\d(?!\d)")
+_GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
 _SPACES = re.compile(f"[{_SP}]")
 # Words that say the digits after them are a phone number.
@@ -281,7 +292,35 @@ class Redactor:
                 if not any(a < e and s < b for s, e, _ in spans) and \
                         self._is_phone(m.group(), text[max(0, a - 24):a]):
                     spans.append((a, b, "phone"))
+            if "+" in text:
+                taken = _Taken(spans)  # (the numbers found here do not overlap each other)
+                for m in _PHONE_GLUED.finditer(text):
+                    glued = self._glued_phone(m, text, taken)
+                    if glued is not None:
+                        spans.append(glued)
         return spans
+
+    def _glued_phone(self, m: re.Match[str], text: str, taken: _Taken
+                     ) -> tuple[int, int, PiiKind] | None:
+        """The number in international form at the start of ``m``: the longest run of its
+        whole digit groups that no other finding overlaps, that no letter or digit follows
+        and that is a valid number."""
+        a = m.start()
+        if taken.overlaps(a, a + 1):
+            return None
+        ends = [g.end() for g in _GROUP_END.finditer(text, a, m.end())]
+        tries = 0
+        for b in reversed(ends):
+            if b < len(text) and (text[b].isalnum() or text[b] == "@"):
+                continue
+            if not 7 <= sum(ch.isdigit() for ch in text[a:b]) <= 15 or taken.overlaps(a, b):
+                continue
+            if self._is_phone(text[a:b], text[max(0, a - 24):a]):
+                return a, b, "phone"
+            tries += 1
+            if tries == _GLUED_TRIES:
+                break  # (a bound on libphonenumber's work for a hostile text)
+        return None
 
     def _is_phone(self, candidate: str, before: str) -> bool:
         import phonenumbers
@@ -340,6 +379,24 @@ class Redactor:
         return out
 
     __call__ = redact
+
+
+class _Taken:
+    """Whether a range overlaps one of ``spans``, in logarithmic time (a hostile text has
+    thousands of them)."""
+
+    def __init__(self, spans: Iterable[tuple[int, int, object]]) -> None:
+        ordered = sorted((s, e) for s, e, _ in spans)
+        self._starts = [s for s, _ in ordered]
+        self._reach: list[int] = []  # the furthest end of the spans up to each one
+        reach = -1
+        for _, e in ordered:
+            reach = max(reach, e)
+            self._reach.append(reach)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self._starts, end)  # the spans that start before ``end``
+        return i > 0 and self._reach[i - 1] > start
 
 
 def _merged(spans: list[tuple[int, int, PiiKind]]) -> list[tuple[int, int, PiiKind]]:

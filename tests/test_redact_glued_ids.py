@@ -1,0 +1,62 @@
+"""PII redaction of values glued into identifiers by ``-``, ``/``, ``.`` or ``_`` (session
+ids, task ids, state keys, signal names), as a review found them missed: an E.164 number
+after a separator or a letter, an IPv4 address after ``_``. Look-alikes of the same shapes
+(versions, dates, order numbers, UUIDs, hex ids, digit runs that fail Luhn) stay as they
+are."""
+
+from __future__ import annotations
+
+import pytest
+
+from convoy.observability import Redactor
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # the reviewer's examples
+    ("ticket-+14155552671", "ticket-[PHONE]"),
+    ("ticket/+14155552671", "ticket/[PHONE]"),
+    ("a.+14155552671", "a.[PHONE]"),
+    ("user_+442079460958", "user_[PHONE]"),
+    ("s-+44 20 7946 0958", "s-[PHONE]"),
+    ("x-4111111111111111-y", "x-[CARD]-y"),
+    ("cli-bob@example.com-+14155552671", "[EMAIL]-[PHONE]"),
+    # the same shapes, other separators and forms
+    ("ticket+14155552671", "ticket[PHONE]"),
+    ("task-+33 6 12 34 56 78-retry", "task-[PHONE]-retry"),
+    ("s-+14155552671-203.0.113.45", "s-[PHONE]-[IP]"),
+    ("key/+44-20-7946-0958/state", "key/[PHONE]/state"),
+    ("user_10.0.0.1", "user_[IP]"),
+    ("10.0.0.1_x", "[IP]_x"),
+    # a digit run that fails Luhn is left, the IP after it is not
+    ("a-4111111111111112-203.0.113.45", "a-4111111111111112-[IP]"),
+])
+def test_values_glued_into_ids_are_masked(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    # versions that are not IP addresses, dates, order and build numbers
+    "v1.2.3.4.5", "release-1.2.300.4", "lib-10.0.19045.2965", "build_2026.12.03.1",
+    "2026-12-03", "run-2026-12-03", "ORD-2026-48213", "order-2026-11-30-000123",
+    # UUIDs and hex ids
+    "s-550e8400-e29b-41d4-a716-446655440000", "task-9f86d081884c7d659a2feaa0c55ad015",
+    "4539148803436467fe29b41d4a716446", "task-4539148803436467fe29b41d4a716446",
+    # digit runs that fail Luhn, or with no card issuer's prefix
+    "ticket-4111111111111112", "2026-4539148803436468",
+    "order-1234567890123452", "ts-1733212800000", "ns-1733212800000000000",
+    # a plus that is arithmetic or an exponent, too short for a phone number
+    "n+1234", "1e+10", "v2+14",
+    # a national number glued after a separator: an id as often as a phone number
+    "ticket-4155552671",
+])
+def test_look_alikes_glued_into_ids_are_left_alone(text: str) -> None:
+    assert Redactor()(text) == text
+
+
+@pytest.mark.parametrize("hostile", [
+    "+1 2 3 4 5 6 7 8 9 0 1 2 3 4 5 6 7 " * 600, "a+12345678-" * 2000,
+    "+1-415-555-2671-" * 1200,
+])
+def test_glued_numbers_in_hostile_input_are_bounded_work(hostile: str) -> None:
+    found = Redactor(memo=0).find(hostile)
+    assert all(0 <= f.start < f.end <= len(hostile) for f in found)
