@@ -1,7 +1,8 @@
 """PII redaction of values glued into identifiers by ``-``, ``/``, ``.`` or ``_`` (session
 ids, task ids, state keys, signal names), as a review found them missed: an E.164 number
-after a separator or a letter, an IPv4 address after ``_``. Look-alikes of the same shapes
-(versions, dates, order numbers, UUIDs, hex ids, digit runs that fail Luhn) stay as they
+after a separator or a letter, a Luhn-valid card number glued to other digits or followed
+by ``-<IPv4>``, an IPv4 address after ``_``. Look-alikes of the same shapes (versions,
+dates, order numbers, UUIDs, hex ids, decimals, digit runs that fail Luhn) stay as they
 are."""
 
 from __future__ import annotations
@@ -18,13 +19,23 @@ from convoy.observability import Redactor
     ("a.+14155552671", "a.[PHONE]"),
     ("user_+442079460958", "user_[PHONE]"),
     ("s-+44 20 7946 0958", "s-[PHONE]"),
+    ("2026-4111111111111111", "2026-[CARD]"),
+    ("a-4111111111111111-203.0.113.45", "a-[CARD]-[IP]"),
     ("x-4111111111111111-y", "x-[CARD]-y"),
+    ("s-jane.doe@example.com-4111111111111111-203.0.113.45", "[EMAIL]-[CARD]-[IP]"),
     ("cli-bob@example.com-+14155552671", "[EMAIL]-[PHONE]"),
     # the same shapes, other separators and forms
     ("ticket+14155552671", "ticket[PHONE]"),
     ("task-+33 6 12 34 56 78-retry", "task-[PHONE]-retry"),
     ("s-+14155552671-203.0.113.45", "s-[PHONE]-[IP]"),
     ("key/+44-20-7946-0958/state", "key/[PHONE]/state"),
+    ("run-7-4539148803436467", "run-7-[CARD]"),
+    ("order.2026.4539148803436467", "order.2026.[CARD]"),
+    ("s_4539148803436467_3", "s_[CARD]_3"),
+    ("a-4539 1488 0343 6467-203.0.113.45", "a-[CARD]-[IP]"),
+    ("ORD-7-4539-1488-0343-6467", "ORD-7-[CARD]"),
+    ("k/3782-822463-10005/7", "k/[CARD]/7"),
+    ("id-4539.1488.0343.6467-10.0.0.1", "id-[CARD]-[IP]"),
     ("user_10.0.0.1", "user_[IP]"),
     ("10.0.0.1_x", "[IP]_x"),
     # a digit run that fails Luhn is left, the IP after it is not
@@ -44,6 +55,11 @@ def test_values_glued_into_ids_are_masked(text: str, masked: str) -> None:
     # digit runs that fail Luhn, or with no card issuer's prefix
     "ticket-4111111111111112", "2026-4539148803436468",
     "order-1234567890123452", "ts-1733212800000", "ns-1733212800000000000",
+    # groups of four in a run longer than a card's: a serial or a key (even if one of its
+    # windows is a valid card number, as 4539-1488-0343-6467 here)
+    "2026-4539-1488-0343-6467", "sn-4539-1488-0343-6467-1234",
+    # a decimal fraction is not a card glued to a number
+    "ratio 0.4539148803436467", "x-3.4539148803436467",
     # a plus that is arithmetic or an exponent, too short for a phone number
     "n+1234", "1e+10", "v2+14",
     # a national number glued after a separator: an id as often as a phone number

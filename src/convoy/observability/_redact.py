@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import bisect
 import ipaddress
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -88,6 +89,13 @@ _EMAIL = re.compile(
 _CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"
                    r"(?!\d|[-.]\d)")
 _CARD_GROUP = re.compile(r"\d+")
+# Digit groups joined by separators (2026-4111..., 4111...-203.0.113.45, a_4111..._3): where
+# a card glued into an id is looked for when _CARD leaves it. (One pass, no backtracking:
+# digits and separators do not overlap.)
+_DIGIT_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|[-./_:])\d+)*")
+# How cards are printed: the widths of their groups, and what separates them.
+_PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
+_CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
 _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-9]){{11,32}}"
                    r"(?![A-Za-z0-9])")
 # (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do; a letter, a digit or a dot
@@ -281,6 +289,9 @@ class Redactor:
                 card = _card_in(m, text)
                 if card is not None:
                     spans.append(card)
+            judged = _Taken(spans)  # (what is found or judged already is not looked at)
+            for m in _DIGIT_RUN.finditer(text):
+                spans += _glued_cards(m, text, judged)
         if "ip" in kinds:
             spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
@@ -451,9 +462,85 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             if _luhn_ok(digits):
                 if _in_hex_word(text, start, end):
                     return None  # digits inside a hash or a key
+                if _decimal_part(text, start, end):
+                    return start, end, None  # the digits of a decimal number (0.4539...)
                 return start, end, "card"
             shaped = shaped or (start, end)
     return (*shaped, None) if shaped is not None else None
+
+
+def _glued_cards(m: re.Match[str], text: str, judged: _Taken
+                 ) -> list[tuple[int, int, PiiKind | None]]:
+    """The card numbers in a run of digit groups that ``_CARD`` leaves (glued by a
+    separator to more digits: 2026-4111..., a-4111...-203.0.113.45): a whole group of 13-19
+    digits, or whole groups as cards are printed (4-4-4-4, 4-4-4-4-3, 4-4-4-2, 4-6-5, 4-6-4,
+    one separator throughout: a dash, a dot or spaces) that no other group of 4 digits
+    continues (a longer serial or key), with a known issuer's prefix and a valid Luhn
+    check digit; not in a hexadecimal word, not the digits of a decimal number, not after
+    a ``+`` (a phone number's)."""
+    base = m.start()
+    groups = [(base + g.start(), base + g.end()) for g in _CARD_GROUP.finditer(m.group())]
+    found: list[tuple[int, int, PiiKind | None]] = []
+    i = 0
+    while i < len(groups):
+        for size in range(min(5, len(groups) - i), 0, -1):
+            window = groups[i:i + size]
+            start, end = window[0][0], window[-1][1]
+            card = _glued_card(text, groups, i, size) and not judged.overlaps(start, end)
+            if card:
+                found.append((start, end, "card"))
+                i += size
+                break
+        else:
+            i += 1
+    return found
+
+
+def _glued_card(text: str, groups: list[tuple[int, int]], i: int, size: int) -> bool:
+    window = groups[i:i + size]
+    start, end = window[0][0], window[-1][1]
+    widths = [b - a for a, b in window]
+    if size == 1:
+        if not 13 <= widths[0] <= 19:
+            return False
+    else:
+        seps = {text[b:c] for (_, b), (c, _) in itertools.pairwise(window)}
+        if len(seps) != 1 or widths not in _PRINTED:
+            return False
+        sep = seps.pop()
+        if sep not in _CARD_SEPS:
+            return False
+        before = groups[i - 1] if i else None
+        after = groups[i + size] if i + size < len(groups) else None
+        if (before is not None and text[before[1]:start] == sep
+                and before[1] - before[0] == 4) or \
+                (after is not None and text[end:after[0]] == sep and after[1] - after[0] == 4):
+            return False  # a serial or a key of more groups of four
+    if start and text[start - 1] == "+":
+        return False
+    digits = _SEPARATORS.sub("", text[start:end])
+    return _card_issuer_ok(digits) and _luhn_ok(digits) and \
+        not _in_hex_word(text, start, end) and not _decimal_part(text, start, end)
+
+
+def _decimal_part(text: str, start: int, end: int) -> bool:
+    """Whether the digits ``text[start:end]`` are one side of a decimal number (0.4539...,
+    4539....25): one dot between them and a run of digits that is not itself joined to a
+    word or to more dotted digits (order.2026.4539... is an id)."""
+    if start >= 2 and text[start - 1] == "." and text[start - 2].isdigit():
+        i = start - 2
+        while i > 0 and text[i - 1].isdigit():
+            i -= 1
+        if i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "._"):
+            return True
+    if end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
+        j = end + 1
+        while j < len(text) and text[j].isdigit():
+            j += 1
+        if j == len(text) or not (text[j].isalnum() or text[j] == "_" or (
+                text[j] == "." and j + 1 < len(text) and text[j + 1].isdigit())):
+            return True
+    return False
 
 
 def _in_hex_word(text: str, start: int, end: int) -> bool:
