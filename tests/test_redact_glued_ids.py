@@ -1,7 +1,8 @@
 """PII redaction of values glued into identifiers by ``-``, ``/``, ``.`` or ``_`` (session
 ids, task ids, state keys, signal names), as a review found them missed: an E.164 number
 after a separator or a letter, a Luhn-valid card number glued to other digits or followed
-by ``-<IPv4>``, an IPv4 address after ``_``. Look-alikes of the same shapes (versions,
+by ``-<IPv4>``, an IPv4 address after ``_`` or a word and a dot, an e-mail address before
+``_``. Look-alikes of the same shapes (versions,
 dates, order numbers, UUIDs, hex ids, decimals, digit runs that fail Luhn) stay as they
 are."""
 
@@ -38,6 +39,9 @@ from convoy.observability import Redactor
     ("id-4539.1488.0343.6467-10.0.0.1", "id-[CARD]-[IP]"),
     ("user_10.0.0.1", "user_[IP]"),
     ("10.0.0.1_x", "[IP]_x"),
+    ("s.203.0.113.45.done", "s.[IP].done"),
+    ("user_jane@example.com_3", "[EMAIL]_3"),
+    ("ticket/jane%40example.com_3", "ticket/[EMAIL]_3"),
     # a digit run that fails Luhn is left, the IP after it is not
     ("a-4111111111111112-203.0.113.45", "a-4111111111111112-[IP]"),
 ])

@@ -83,7 +83,8 @@ _EMAIL = re.compile(
     r"(?:(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,16}[^\W\d_]{2,63}"
     r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])"
     # not the start of a longer name; not a git remote's host (git@github.com:org/repo)
-    r"(?![\w@]|\.[\w-]|:[\w~.-]{0,100}(?:/|\.git\b))")
+    # ("_" may follow, as in an id: user_ann@example.com_3)
+    r"(?![^\W_]|@|\.[\w-]|:[\w~.-]{0,100}(?:/|\.git\b))")
 # 13-19 digits, in groups separated by a dash, a dot, or one or two spaces of any width;
 # letters may touch it (card4539..., pan_4539...), more digits may not.
 _CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"
@@ -98,9 +99,10 @@ _PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5]
 _CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
 _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-9]){{11,32}}"
                    r"(?![A-Za-z0-9])")
-# (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do; a letter, a digit or a dot
-# would make it part of a longer word or version)
-_IPV4 = re.compile(r"(?<![^\W_])(?<!\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+# (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
+# word, s.10.0.0.1; a letter or a digit would make it part of a longer word, a dot after a
+# digit part of a longer version, 1.2.3.4.5)
+_IPV4 = re.compile(r"(?<![^\W_])(?<![\d.]\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![^\W_]|\.\d)")
 _IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                    r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)")
