@@ -104,8 +104,9 @@ _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-
 # digit part of a longer version, 1.2.3.4.5)
 _IPV4 = re.compile(r"(?<![^\W_])(?<![\d.]\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![^\W_]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
-                   r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)")
+# (after or before "_" or "." as well, in an id: ticket_fe80::1_3, k.2001:db8::1.done)
+_IPV6 = re.compile(r"(?<![^\W_])(?<!:)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
+                   r"(?:\d{1,3}\.){3}\d{1,3})?(?![^\W_]|:|\.\d)")
 # A phone number: an optional international prefix, an optional area code in brackets,
 # then 6 to 15 digits in groups separated by one space, dot, dash or slash; not a part of
 # a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
@@ -287,13 +288,18 @@ class Redactor:
                 if end:
                     spans.append((m.start(), m.start() + end, "iban" if valid else None))
         if "card" in kinds:
-            for m in _CARD.finditer(text):
-                card = _card_in(m, text)
-                if card is not None:
-                    spans.append(card)
-            judged = _Taken(spans)  # (what is found or judged already is not looked at)
-            for m in _DIGIT_RUN.finditer(text):
-                spans += _glued_cards(m, text, judged)
+            cards = [c for c in (_card_in(m, text) for m in _CARD.finditer(text))
+                     if c is not None]
+            # Then cards glued into ids, where what is found already is not looked at (a
+            # card-shaped part that failed its check may be the start of a longer card:
+            # 6759 1711 6711 7096 748-10.0.0.1, which _CARD cannot take whole).
+            judged = _Taken([*spans, *(c for c in cards if c[2] is not None)])
+            in_ids = [c for m in _DIGIT_RUN.finditer(text)
+                      for c in _glued_cards(m, text, judged)]
+            if in_ids:
+                taken = _Taken(in_ids)
+                cards = [c for c in cards if c[2] is not None or not taken.overlaps(c[0], c[1])]
+            spans += cards + in_ids
         if "ip" in kinds:
             spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
@@ -455,6 +461,8 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             digits = _SEPARATORS.sub("", m.group()[window[0][0]:window[-1][1]])
             if not 13 <= len(digits) <= 19:
                 continue
+            if len({m.group()[b:c] for (_, b), (c, _) in itertools.pairwise(window)}) > 1:
+                continue  # a card is printed with one separator (5678-30.91.108.81 is not)
             widths = [b - a for a, b in window]
             if not _card_issuer_ok(digits) and not (
                     digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
@@ -464,7 +472,7 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             if _luhn_ok(digits):
                 if _in_hex_word(text, start, end):
                     return None  # digits inside a hash or a key
-                if _decimal_part(text, start, end):
+                if size == 1 and _decimal_part(text, start, end):
                     return start, end, None  # the digits of a decimal number (0.4539...)
                 return start, end, "card"
             shaped = shaped or (start, end)
@@ -522,17 +530,23 @@ def _glued_card(text: str, groups: list[tuple[int, int]], i: int, size: int) -> 
         return False
     digits = _SEPARATORS.sub("", text[start:end])
     return _card_issuer_ok(digits) and _luhn_ok(digits) and \
-        not _in_hex_word(text, start, end) and not _decimal_part(text, start, end)
+        not _in_hex_word(text, start, end) and \
+        not (size == 1 and _decimal_part(text, start, end))
 
 
 def _decimal_part(text: str, start: int, end: int) -> bool:
-    """Whether the digits ``text[start:end]`` are one side of a decimal number (0.4539...,
-    4539....25): one dot between them and a run of digits that is not itself joined to a
-    word or to more dotted digits (order.2026.4539... is an id)."""
+    """Whether the run of digits ``text[start:end]`` is one side of a decimal number
+    (0.4539..., s_0.4539..., -3.4539..., 4539....25): one dot between it and a run of
+    digits that is 0 or not itself joined to a word or to more dotted digits
+    (order.2026.4539..., ORD-2026.4539... and run-7.4539... are ids)."""
     if start >= 2 and text[start - 1] == "." and text[start - 2].isdigit():
         i = start - 2
         while i > 0 and text[i - 1].isdigit():
             i -= 1
+        if text[i:start - 1] == "0":
+            return True  # 0.4539...: a fraction, whatever is before it
+        if i > 0 and text[i - 1] == "-":
+            i -= 1  # a minus sign, unless it joins the digits to a word
         if i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "._"):
             return True
     if end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
