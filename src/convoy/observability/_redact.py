@@ -94,6 +94,7 @@ _CARD_GROUP = re.compile(r"\d+")
 # a card glued into an id is looked for when _CARD leaves it. (One pass, no backtracking:
 # digits and separators do not overlap.)
 _DIGIT_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|[-./_:])\d+)*")
+_MAYBE_CARD = re.compile(rf"\d{{13}}|\d{{4}}([ {_SP}]{{1,2}}|[-.])\d{{4,6}}\1\d{{2}}")
 # How cards are printed: the widths of their groups, and what separates them.
 _PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
 _CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
@@ -488,6 +489,8 @@ def _glued_cards(m: re.Match[str], text: str, judged: _Taken
     continues (a longer serial or key), with a known issuer's prefix and a valid Luhn
     check digit; not in a hexadecimal word, not the digits of a decimal number, not after
     a ``+`` (a phone number's)."""
+    if _MAYBE_CARD.search(m.group()) is None:
+        return []  # no group of 13 digits, no three printed as a card's (most runs)
     base = m.start()
     groups = [(base + g.start(), base + g.end()) for g in _CARD_GROUP.finditer(m.group())]
     found: list[tuple[int, int, PiiKind | None]] = []
