@@ -15,7 +15,10 @@ spaces between digit groups: ``415\\u2013555\\u20132671``, ``\\uff14\\uff15\\uff
 the decimal digits of other scripts, Arabic-Indic ``\\u0664\\u0661\\u0665``) are read as it.
 Text with invisible characters in it (a zero-width space, a soft hyphen, any format
 character) is searched with them and as if they were not there, so that
-``ada\\u200b@example.org`` is found, and masked whole.
+``ada\\u200b@example.org`` is found, and masked whole. Values glued into ids by ``-``,
+``/``, ``.`` or ``_`` are found (``ticket-+14155552671``, ``2026-4111111111111111``,
+``a-4111111111111111-203.0.113.45``), except a national phone number, which an id of
+digits cannot be told from (``ticket-4155552671``).
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
 :class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
@@ -499,7 +502,7 @@ def _glued_cards(m: re.Match[str], text: str, judged: _Taken
         for size in range(min(5, len(groups) - i), 0, -1):
             window = groups[i:i + size]
             start, end = window[0][0], window[-1][1]
-            card = _glued_card(text, groups, i, size) and not judged.overlaps(start, end)
+            card = not judged.overlaps(start, end) and _glued_card(text, groups, i, size)
             if card:
                 found.append((start, end, "card"))
                 i += size
