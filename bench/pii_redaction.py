@@ -14,7 +14,12 @@ tracking, ISBN, ISSN and EAN numbers, runs of years, git remotes, coordinates, u
 hashes, card numbers and IBANs that fail their check digit. Values are also planted
 JSON-encoded, in repr'd exception text, with no-break and thin spaces, URL-encoded, glued
 to words, and with invisible characters inside them (zero-width space, joiners, word joiner,
-BOM, soft hyphen, Mongolian vowel separator: one value and one look-alike in ten). A true
+BOM, soft hyphen, Mongolian vowel separator: one value and one look-alike in ten), and
+glued into ids by "-", "/", "." or "_" (one e-mail, phone, card or IP value in seven:
+ticket-+14155552671, 2026-4111..., s-<card>-<IPv4>, user_10.0.0.1; phone numbers in
+international form) beside ids that must stay as they are (one look-alike in seven:
+versions that are not IPv4 addresses, dates, order numbers, UUIDs, hex ids, timestamps,
+digit runs failing Luhn, 16-digit decimals, digits alone, serials of groups of four). A true
 value counts as found only when findings of its kind mask all of it; a finding counts as
 right when it overlaps a true value of its kind.
 

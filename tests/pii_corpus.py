@@ -7,8 +7,11 @@ sentence JSON-encoded (``\\n`` and ``\\u00e9`` escapes right before a value) or 
 ``repr``'d exception message, no-break and thin spaces between digit groups, URL-encoded,
 quoted and address-literal e-mail addresses, card numbers glued to a word (``card4539...``,
 ``pan_4539...``), invisible characters inside a value (a zero-width space, a soft hyphen:
-``ada\\u200b@example.org``, escaped too in the encoded shapes); look-alikes include
-ISBN/ISSN numbers, runs of years and git remotes, and invisible characters inside them too.
+``ada\\u200b@example.org``, escaped too in the encoded shapes), values glued into ids
+(``ticket-+14155552671``, ``2026-4111...``, ``s-<card>-<IPv4>``); look-alikes include
+ISBN/ISSN numbers, runs of years and git remotes, invisible characters inside them too, and
+ids that only look as if a value were glued in (versions, dates, UUIDs, hex ids, digit
+runs failing Luhn, decimals).
 
 ``samples(n, seed)`` is deterministic; ``score(redactor, corpus)`` gives recall and
 precision per kind: a true value counts as found only when the findings of its kind cover
@@ -315,15 +318,85 @@ def _hide(r: random.Random, value: str) -> str:
     return value
 
 
+# Ids that values are glued into (session, task and ticket ids, state keys, signal names),
+# and what joins them: (prefix, separator), then what may follow the value.
+ID_PREFIXES = ["s", "session", "ticket", "task", "user", "cli", "run-7", "2026", "ORD-2026",
+               "k"]
+ID_SEPARATORS = ["-", "/", ".", "_"]
+ID_SUFFIXES = ["", "", "-retry", "/state", "_3", ".done", "-{ip}"]
+
+
+def _international(r: random.Random) -> str:
+    """A phone number in international form (the "+" says what it is, glued or not)."""
+    n = _phone_number(r, r.choice(PHONE_REGIONS))
+    return _spaces(r, r.choice([
+        phonenumbers.format_number(n, PhoneNumberFormat.E164),
+        phonenumbers.format_number(n, PhoneNumberFormat.E164),
+        phonenumbers.format_number(n, PhoneNumberFormat.INTERNATIONAL),
+        phonenumbers.format_number(n, PhoneNumberFormat.INTERNATIONAL).replace(" ", "-")]))
+
+
+def _glued(r: random.Random, kind: str, value: str) -> tuple[str, str, str, str]:
+    """``value`` glued into an id: (what goes before it, the value, what follows it, an IPv4
+    address at the end of the id or ""). A phone number is glued in international form
+    (a national one after a separator is an id as often as a phone number: not looked
+    for), and after a letter with nothing between as well (ticket+14155552671)."""
+    if kind == "phone":
+        value = _international(r)
+    prefix = r.choice(ID_PREFIXES)
+    sep = r.choice([*ID_SEPARATORS, ""] if kind == "phone" and prefix[-1].isalpha()
+                   else ID_SEPARATORS)
+    suffix = r.choice(ID_SUFFIXES)
+    address = ""
+    if suffix == "-{ip}":
+        address = ".".join(str(r.randint(1 if i == 0 else 0, 255)) for i in range(4))
+        suffix = "-"
+    return prefix + sep, value, suffix, address
+
+
+def id_lookalike(r: random.Random) -> str:
+    """Ids that look like ones with personal data glued in, but are not: versions that are
+    not IPv4 addresses, dates, order and build numbers, UUIDs, hex ids, timestamps, digit
+    runs that fail the Luhn check, decimals with 16 digits, digits alone after a separator
+    (a ticket number, not a phone number), serials of groups of four."""
+    bad_card = card_digits(r)
+    bad_card = bad_card[:-1] + str((int(bad_card[-1]) + 1) % 10)  # fails Luhn
+    y, m, d = r.randint(2019, 2027), r.randint(1, 12), r.randint(1, 28)
+    prefix = r.choice(ID_PREFIXES) + r.choice(ID_SEPARATORS)
+    return prefix + r.choice([
+        f"{r.randint(0, 9)}.{r.randint(0, 20)}.{r.randint(0, 30)}.{r.randint(0, 9)}."
+        f"{r.randint(0, 99)}",
+        f"v{r.randint(0, 9)}.{r.randint(0, 20)}.{r.randint(256, 999)}.{r.randint(0, 9)}",
+        f"{r.randint(10, 99)}.0.{r.randint(10000, 30000)}.{r.randint(1000, 9999)}",
+        f"{y}-{m:02d}-{d:02d}", f"{y}.{m:02d}.{d:02d}", f"{y}-{m:02d}-{d:02d}T10:00:00Z",
+        f"ORD-{y}-{r.randint(10000, 99999)}", f"{y}-{m:02d}-{d:02d}-{r.randint(1, 999999):06d}",
+        f"inv/{y}/{r.randint(1, 999999):06d}",
+        str(_uuid(r)), f"{r.getrandbits(128):032x}", f"{r.getrandbits(64):016x}",
+        bad_card, f"{y}-{bad_card}", f"{bad_card}-retry",
+        str(r.randint(10 ** 12, 2 * 10 ** 12)), str(r.randint(10 ** 18, 2 * 10 ** 18)),
+        f"{r.randint(1_600_000_000, 1_800_000_000)}",
+        f"0.{r.randint(10 ** 15, 10 ** 16 - 1)}",
+        str(r.randint(2 * 10 ** 9, 10 ** 10 - 1)),
+        "-".join(f"{r.randint(0, 9999):04d}" for _ in range(5)),
+    ])
+
+
+def _uuid(r: random.Random) -> str:
+    h = f"{r.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def samples(n: int, seed: int = 7) -> list[Sample]:
     r = random.Random(seed)
     # drawn apart, so the rest of a seed's corpus is what it was before they were planted
     hide = random.Random(seed + 1_000_003)
+    glue_ids = random.Random(seed + 2_000_003)
     out: list[Sample] = []
     kinds = list(MAKERS)
     for i in range(n):
         template = TEMPLATES[i % len(TEMPLATES)]
         values: dict[str, tuple[str | None, str, str, str]] = {}
+        tails: dict[str, str] = {}  # an IPv4 address that ends the id a value is glued into
         for slot in ("x", "y"):
             kind = kinds[(i + (slot == "y")) % len(kinds)] if r.random() < 0.9 else None
             value = MAKERS[kind](r) if kind else lookalike(r)
@@ -333,16 +406,26 @@ def samples(n: int, seed: int = 7) -> list[Sample]:
             if around is not None:
                 glue += around.group(1) or ""
                 value = around.group(2)
+            after = (around.group(3) if around else "") or ""
+            address = ""
+            if glue_ids.random() < 0.15 and kind in ("email", "phone", "card", "ip") and \
+                    not glue and not after:
+                before, value, after, address = _glued(glue_ids, kind, value)
+                glue = before
             if len(value) > 1 and hide.random() < 0.1:
                 value = _hide(hide, value)
-            values[slot] = (kind, value, glue, (around.group(3) if around else "") or "")
+            values[slot] = (kind, value, glue, after)
+            if address:
+                tails[slot] = address
         for slot in ("n", "m"):
             value = lookalike(r)
+            if glue_ids.random() < 0.15:
+                value = id_lookalike(glue_ids)
             values[slot] = (None, _hide(hide, value) if hide.random() < 0.1 else value, "", "")
         values["a"] = (None, r.choice(FIRST).title(), "", "")
         shape = r.random()
         encoding = ENCODINGS[0] if shape < 0.2 else ENCODINGS[1] if shape < 0.3 else None
-        text, truth = _fill(template, values, encoding)
+        text, truth = _fill(template, values, encoding, tails)
         out.append(Sample(text=text, truth=truth))
     return out
 
@@ -351,8 +434,8 @@ _AROUND = re.compile(r"(tel\.\s|\[)?(.+?)(\]:\d+|(?:(?<=\.\d)|(?<=\.\d\d)|(?<=\.
 
 
 def _fill(template: str, values: dict[str, tuple[str | None, str, str, str]],
-          encoding: tuple[str, Callable[[str], str], str, str] | None = None
-          ) -> tuple[str, list[tuple[str, int, int]]]:
+          encoding: tuple[str, Callable[[str], str], str, str] | None = None,
+          tails: dict[str, str] | None = None) -> tuple[str, list[tuple[str, int, int]]]:
     enc: Callable[[str], str] = encoding[1] if encoding else (lambda piece: piece)
     text = encoding[2] if encoding else ""
     truth: list[tuple[str, int, int]] = []
@@ -364,6 +447,11 @@ def _fill(template: str, values: dict[str, tuple[str | None, str, str, str]],
         if kind is not None:
             truth.append((kind, len(text), len(text) + len(value)))
         text += value + enc(after)
+        tail = (tails or {}).get(m.group(1))
+        if tail:
+            tail = enc(tail)
+            truth.append(("ip", len(text), len(text) + len(tail)))
+            text += tail
         pos = m.end()
     text += enc(template[pos:].replace("{{", "{").replace("}}", "}"))
     text += encoding[3] if encoding else ""

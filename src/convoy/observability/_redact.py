@@ -15,7 +15,10 @@ spaces between digit groups: ``415\\u2013555\\u20132671``, ``\\uff14\\uff15\\uff
 the decimal digits of other scripts, Arabic-Indic ``\\u0664\\u0661\\u0665``) are read as it.
 Text with invisible characters in it (a zero-width space, a soft hyphen, any format
 character) is searched with them and as if they were not there, so that
-``ada\\u200b@example.org`` is found, and masked whole.
+``ada\\u200b@example.org`` is found, and masked whole. Values glued into ids by ``-``,
+``/``, ``.`` or ``_`` are found (``ticket-+14155552671``, ``2026-4111111111111111``,
+``a-4111111111111111-203.0.113.45``), except a national phone number, which an id of
+digits cannot be told from (``ticket-4155552671``).
 
 Text with no digit and no ``@`` is returned as it is without any other work, and a
 :class:`Redactor` remembers the strings it saw last (agent, model and tool names, session
@@ -24,7 +27,9 @@ ids), so redacting what telemetry repeats costs a dictionary lookup.
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
+import itertools
 import re
 import unicodedata
 from collections.abc import Iterable, Sequence
@@ -81,18 +86,31 @@ _EMAIL = re.compile(
     r"(?:(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,16}[^\W\d_]{2,63}"
     r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])"
     # not the start of a longer name; not a git remote's host (git@github.com:org/repo)
-    r"(?![\w@]|\.[\w-]|:[\w~.-]{0,100}(?:/|\.git\b))")
+    # ("_" may follow, as in an id: user_ann@example.com_3)
+    r"(?![^\W_]|@|\.[\w-]|:[\w~.-]{0,100}(?:/|\.git\b))")
 # 13-19 digits, in groups separated by a dash, a dot, or one or two spaces of any width;
 # letters may touch it (card4539..., pan_4539...), more digits may not.
 _CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"
                    r"(?!\d|[-.]\d)")
 _CARD_GROUP = re.compile(r"\d+")
+# Digit groups joined by separators (2026-4111..., 4111...-203.0.113.45, a_4111..._3): where
+# a card glued into an id is looked for when _CARD leaves it. (One pass, no backtracking:
+# digits and separators do not overlap.)
+_DIGIT_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|[-./_:])\d+)*")
+_MAYBE_CARD = re.compile(rf"\d{{13}}|\d{{4}}([ {_SP}]{{1,2}}|[-.])\d{{4,6}}\1\d{{2}}")
+# How cards are printed: the widths of their groups, and what separates them.
+_PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
+_CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
 _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-9]){{11,32}}"
                    r"(?![A-Za-z0-9])")
-_IPV4 = re.compile(r"(?<![\w.])(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
-                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![\w]|\.\d)")
-_IPV6 = re.compile(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
-                   r"(?:\d{1,3}\.){3}\d{1,3})?(?![\w:]|\.\w)")
+# (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
+# word, s.10.0.0.1; a letter or a digit would make it part of a longer word, a dot after a
+# digit part of a longer version, 1.2.3.4.5)
+_IPV4 = re.compile(r"(?<![^\W_])(?<![\d.]\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
+                   r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![^\W_]|\.\d)")
+# (after or before "_" or "." as well, in an id: ticket_fe80::1_3, k.2001:db8::1.done)
+_IPV6 = re.compile(r"(?<![^\W_])(?<!:)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
+                   r"(?:\d{1,3}\.){3}\d{1,3})?(?![^\W_]|:|\.\d)")
 # A phone number: an optional international prefix, an optional area code in brackets,
 # then 6 to 15 digits in groups separated by one space, dot, dash or slash; not a part of
 # a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
@@ -100,6 +118,14 @@ _PHONE = re.compile(
     rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
     rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:[ {_SP}./-]?\d){{5,14}}"
     rf"(?![\w@]|[.-]\d|[ {_SP}]\d)")
+# A number in international form glued into an id (ticket-+14155552671, user_+44...,
+# a.+1..., ticket+1...): after a separator or a letter, which _PHONE does not look after,
+# the "+" says what it is. Its digit groups as far as they go; the number is the longest
+# run of whole groups from the start that is a valid number (what follows may be more of
+# the id: s-+14155552671-203.0.113.45).
+_PHONE_GLUED = re.compile(rf"(?<![\d+@])\+\d(?:[ {_SP}./-]?\d){{6,16}}")
+_GROUP_END = re.compile(r"\d(?!\d)")
+_GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
 _SPACES = re.compile(f"[{_SP}]")
 # Words that say the digits after them are a phone number.
@@ -266,10 +292,18 @@ class Redactor:
                 if end:
                     spans.append((m.start(), m.start() + end, "iban" if valid else None))
         if "card" in kinds:
-            for m in _CARD.finditer(text):
-                card = _card_in(m, text)
-                if card is not None:
-                    spans.append(card)
+            cards = [c for c in (_card_in(m, text) for m in _CARD.finditer(text))
+                     if c is not None]
+            # Then cards glued into ids, where what is found already is not looked at (a
+            # card-shaped part that failed its check may be the start of a longer card:
+            # 6759 1711 6711 7096 748-10.0.0.1, which _CARD cannot take whole).
+            judged = _Taken([*spans, *(c for c in cards if c[2] is not None)])
+            in_ids = [c for m in _DIGIT_RUN.finditer(text)
+                      for c in _glued_cards(m, text, judged)]
+            if in_ids:
+                taken = _Taken(in_ids)
+                cards = [c for c in cards if c[2] is not None or not taken.overlaps(c[0], c[1])]
+            spans += cards + in_ids
         if "ip" in kinds:
             spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
@@ -281,7 +315,35 @@ class Redactor:
                 if not any(a < e and s < b for s, e, _ in spans) and \
                         self._is_phone(m.group(), text[max(0, a - 24):a]):
                     spans.append((a, b, "phone"))
+            if "+" in text:
+                taken = _Taken(spans)  # (the numbers found here do not overlap each other)
+                for m in _PHONE_GLUED.finditer(text):
+                    glued = self._glued_phone(m, text, taken)
+                    if glued is not None:
+                        spans.append(glued)
         return spans
+
+    def _glued_phone(self, m: re.Match[str], text: str, taken: _Taken
+                     ) -> tuple[int, int, PiiKind] | None:
+        """The number in international form at the start of ``m``: the longest run of its
+        whole digit groups that no other finding overlaps, that no letter or digit follows
+        and that is a valid number."""
+        a = m.start()
+        if taken.overlaps(a, a + 1):
+            return None
+        ends = [g.end() for g in _GROUP_END.finditer(text, a, m.end())]
+        tries = 0
+        for b in reversed(ends):
+            if b < len(text) and (text[b].isalnum() or text[b] == "@"):
+                continue
+            if not 7 <= sum(ch.isdigit() for ch in text[a:b]) <= 15 or taken.overlaps(a, b):
+                continue
+            if self._is_phone(text[a:b], text[max(0, a - 24):a]):
+                return a, b, "phone"
+            tries += 1
+            if tries == _GLUED_TRIES:
+                break  # (a bound on libphonenumber's work for a hostile text)
+        return None
 
     def _is_phone(self, candidate: str, before: str) -> bool:
         import phonenumbers
@@ -342,6 +404,24 @@ class Redactor:
     __call__ = redact
 
 
+class _Taken:
+    """Whether a range overlaps one of ``spans``, in logarithmic time (a hostile text has
+    thousands of them)."""
+
+    def __init__(self, spans: Iterable[tuple[int, int, object]]) -> None:
+        ordered = sorted((s, e) for s, e, _ in spans)
+        self._starts = [s for s, _ in ordered]
+        self._reach: list[int] = []  # the furthest end of the spans up to each one
+        reach = -1
+        for _, e in ordered:
+            reach = max(reach, e)
+            self._reach.append(reach)
+
+    def overlaps(self, start: int, end: int) -> bool:
+        i = bisect.bisect_left(self._starts, end)  # the spans that start before ``end``
+        return i > 0 and self._reach[i - 1] > start
+
+
 def _merged(spans: list[tuple[int, int, PiiKind]]) -> list[tuple[int, int, PiiKind]]:
     """``spans`` in order, those that overlap made one (of the kind of the one that starts
     first, or the longest): all of each is masked."""
@@ -385,6 +465,8 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             digits = _SEPARATORS.sub("", m.group()[window[0][0]:window[-1][1]])
             if not 13 <= len(digits) <= 19:
                 continue
+            if len({m.group()[b:c] for (_, b), (c, _) in itertools.pairwise(window)}) > 1:
+                continue  # a card is printed with one separator (5678-30.91.108.81 is not)
             widths = [b - a for a, b in window]
             if not _card_issuer_ok(digits) and not (
                     digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
@@ -394,9 +476,93 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             if _luhn_ok(digits):
                 if _in_hex_word(text, start, end):
                     return None  # digits inside a hash or a key
+                if size == 1 and _decimal_part(text, start, end):
+                    return start, end, None  # the digits of a decimal number (0.4539...)
                 return start, end, "card"
             shaped = shaped or (start, end)
     return (*shaped, None) if shaped is not None else None
+
+
+def _glued_cards(m: re.Match[str], text: str, judged: _Taken
+                 ) -> list[tuple[int, int, PiiKind | None]]:
+    """The card numbers in a run of digit groups that ``_CARD`` leaves (glued by a
+    separator to more digits: 2026-4111..., a-4111...-203.0.113.45): a whole group of 13-19
+    digits, or whole groups as cards are printed (4-4-4-4, 4-4-4-4-3, 4-4-4-2, 4-6-5, 4-6-4,
+    one separator throughout: a dash, a dot or spaces) that no other group of 4 digits
+    continues (a longer serial or key), with a known issuer's prefix and a valid Luhn
+    check digit; not in a hexadecimal word, not the digits of a decimal number, not after
+    a ``+`` (a phone number's)."""
+    if _MAYBE_CARD.search(m.group()) is None:
+        return []  # no group of 13 digits, no three printed as a card's (most runs)
+    base = m.start()
+    groups = [(base + g.start(), base + g.end()) for g in _CARD_GROUP.finditer(m.group())]
+    found: list[tuple[int, int, PiiKind | None]] = []
+    i = 0
+    while i < len(groups):
+        for size in range(min(5, len(groups) - i), 0, -1):
+            window = groups[i:i + size]
+            start, end = window[0][0], window[-1][1]
+            card = not judged.overlaps(start, end) and _glued_card(text, groups, i, size)
+            if card:
+                found.append((start, end, "card"))
+                i += size
+                break
+        else:
+            i += 1
+    return found
+
+
+def _glued_card(text: str, groups: list[tuple[int, int]], i: int, size: int) -> bool:
+    window = groups[i:i + size]
+    start, end = window[0][0], window[-1][1]
+    widths = [b - a for a, b in window]
+    if size == 1:
+        if not 13 <= widths[0] <= 19:
+            return False
+    else:
+        seps = {text[b:c] for (_, b), (c, _) in itertools.pairwise(window)}
+        if len(seps) != 1 or widths not in _PRINTED:
+            return False
+        sep = seps.pop()
+        if sep not in _CARD_SEPS:
+            return False
+        before = groups[i - 1] if i else None
+        after = groups[i + size] if i + size < len(groups) else None
+        if (before is not None and text[before[1]:start] == sep
+                and before[1] - before[0] == 4) or \
+                (after is not None and text[end:after[0]] == sep and after[1] - after[0] == 4):
+            return False  # a serial or a key of more groups of four
+    if start and text[start - 1] == "+":
+        return False
+    digits = _SEPARATORS.sub("", text[start:end])
+    return _card_issuer_ok(digits) and _luhn_ok(digits) and \
+        not _in_hex_word(text, start, end) and \
+        not (size == 1 and _decimal_part(text, start, end))
+
+
+def _decimal_part(text: str, start: int, end: int) -> bool:
+    """Whether the run of digits ``text[start:end]`` is one side of a decimal number
+    (0.4539..., s_0.4539..., -3.4539..., 4539....25): one dot between it and a run of
+    digits that is 0 or not itself joined to a word or to more dotted digits
+    (order.2026.4539..., ORD-2026.4539... and run-7.4539... are ids)."""
+    if start >= 2 and text[start - 1] == "." and text[start - 2].isdigit():
+        i = start - 2
+        while i > 0 and text[i - 1].isdigit():
+            i -= 1
+        if text[i:start - 1] == "0":
+            return True  # 0.4539...: a fraction, whatever is before it
+        if i > 0 and text[i - 1] == "-":
+            i -= 1  # a minus sign, unless it joins the digits to a word
+        if i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "._"):
+            return True
+    if end + 1 < len(text) and text[end] == "." and text[end + 1].isdigit():
+        j = end + 1
+        while j < len(text) and text[j].isdigit():
+            j += 1
+        if j == len(text) or not (text[j].isalnum() or text[j] == "_" or (
+                text[j] == "." and j + 1 < len(text) and text[j + 1].isdigit())):
+            return True
+    return False
 
 
 def _in_hex_word(text: str, start: int, end: int) -> bool:
