@@ -472,3 +472,14 @@ def test_a_time_out_of_range_in_the_store_is_one_line(tmp_path: Path, table: str
     res = cli("trace", "o1", "--db", str(db))
     assert res.code != 0 and "out of range" in res.stderr, (res.stdout, res.stderr)
     assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize(("signal", "family"), [
+    ("convoy.state:convoy.inbox/s-1:6", "convoy.state:convoy.inbox"),
+    ("convoy.state:a%2Fb/c", "convoy.state:a/b"), ("convoy.state:a%25b/c", "convoy.state:a%b"),
+    ("convoy.state:old/style/key", "convoy.state:old"), ("go", "go"), ("a/b", "a/b")])
+def test_a_waits_span_is_named_by_its_watchs_namespace_decoded(signal: str,
+                                                                family: str) -> None:
+    from convoy.observability._unhooked import wait_family
+
+    assert wait_family(signal) == family

@@ -37,7 +37,7 @@ from convoy._trace_context import derived_id as _id
 from convoy._trace_context import step_span_id, trace_ids
 from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD
-from convoy.observability._unhooked import DRAWN, WATCH_PREFIX
+from convoy.observability._unhooked import DRAWN, wait_family
 from convoy.resilience._classify import error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
 from convoy.stores._rows import damaged
@@ -128,8 +128,7 @@ class _Derivation:
             attrs["convoy.state.op"] = op
         elif kind == "wait":
             # A watch (a person's task, a state key) is named by its namespace, as live.
-            family = target.split("/", 1)[0] if target.startswith(WATCH_PREFIX) else target
-            name = f"wait {self.redact(family)}"
+            name = f"wait {self.redact(wait_family(target))}"
             attrs["convoy.signal.name"] = self.redact(target)
             if r.began and r.status != "started":
                 attrs["convoy.wait.seconds"] = round(max(r.at - r.began, 0.0), 6)

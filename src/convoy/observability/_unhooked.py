@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from convoy._text import json_object
 from convoy.observability._spans import CURRENT, Shape, SpanData, time_ns
 from convoy.resilience._classify import error_kind_of
-from convoy.state._access import watch_signal
+from convoy.state._access import watch_signal, watched
 from convoy.stores._protocol import StepRecord
 
 if TYPE_CHECKING:
@@ -34,6 +34,14 @@ if TYPE_CHECKING:
 DRAWN = frozenset({"clock", "random", "uuid", "timer"})
 #: How the signal of a watch begins (a person's task, a state key: ``convoy.state:NS/KEY``).
 WATCH_PREFIX = watch_signal("", "").rstrip("/")
+
+
+def wait_family(signal: str) -> str:
+    """What a wait's span is named by: a watch's (a person's task, a state key) namespace,
+    decoded (span names stay few: the whole signal name is an attribute), else the
+    signal."""
+    found = watched(signal)
+    return signal if found is None else WATCH_PREFIX + found[0]
 
 
 class UnhookedSteps:
@@ -98,7 +106,7 @@ class UnhookedSteps:
         target = record.target
         # A watch (a person's task, a state key) is named by its namespace: span names
         # stay few; the whole signal name is an attribute.
-        family = target.split("/", 1)[0] if target.startswith(WATCH_PREFIX) else target
+        family = wait_family(target)
         shape = tracing.shape(("wait", family), lambda: Shape(
             "wait " + tracing.redact(family), {}))
         attrs: dict[str, object] = {"convoy.step.key": key,
@@ -119,4 +127,4 @@ class UnhookedSteps:
         tracing.ended(span)
 
 
-__all__ = ["DRAWN", "UnhookedSteps"]
+__all__ = ["DRAWN", "UnhookedSteps", "wait_family"]
