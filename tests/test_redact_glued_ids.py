@@ -15,6 +15,9 @@ from convoy.observability import Redactor
 
 @pytest.mark.parametrize(("text", "masked"), [
     # the reviewer's examples
+    ("jane@example.com.3", "[EMAIL].3"),  # (a domain's next label is never digits alone)
+    ("bob@mail.example.co.uk.7", "[EMAIL].7"),
+    ("ns/jane@example.com.3/key", "ns/[EMAIL].3/key"),
     ("ticket-+14155552671", "ticket-[PHONE]"),
     ("ticket/+14155552671", "ticket/[PHONE]"),
     ("a.+14155552671", "a.[PHONE]"),

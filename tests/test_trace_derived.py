@@ -432,15 +432,24 @@ def test_derived_agent_spans_are_the_agent_runs_live_tracing_records(db: str | P
                 "query": "bad" if req.agent == "b" and not tools else "x"}}]}
         return {"text": "done"}
 
+    def scripted_lead(req: convoy.ModelRequest) -> Any:
+        if req.agent == "helper":
+            return {"text": "helped"}
+        if not [m for m in req.messages if m.role == "tool"]:
+            return {"tool_calls": [{"name": "helper", "arguments": {"input": "x"}}]}
+        return {"text": "led"}
+
     sim = convoy.SimModel(scripted)
     a = convoy.Agent(name="a", tools=[lookup], model=sim, tool_failures=3)
     b = convoy.Agent(name="b", tools=[lookup], model=sim, tool_failures=3)
+    helper = convoy.Agent(name="helper", model=convoy.SimModel(scripted_lead))
+    lead = convoy.Agent(name="lead", workers=[helper], model=convoy.SimModel(scripted_lead))
 
     @convoy.workflow(name="obs.derived.runs")
     async def wf(ctx: convoy.Context, t: str) -> str:
         both = await ctx.gather(lambda c: c.run(a, t), lambda c: c.run(b, t))
         again = [await ctx.run(a, t), await ctx.run(a, t)]
-        return str(both + again)
+        return str(both + again) + str(await ctx.run(lead, t))
 
     async def run() -> None:
         async with convoy.Engine(db) as engine:
@@ -455,6 +464,9 @@ def test_derived_agent_spans_are_the_agent_runs_live_tracing_records(db: str | P
     assert not any(s["attrs"].get("convoy.derived") for s in live)
     assert [s["name"] for s in derived].count("invoke_agent a") == 3
     assert [s["name"] for s in derived].count("invoke_agent b") == 1
+    ids = {s["span_id"]: s for s in derived}
+    [worker] = [s for s in derived if s["name"] == "invoke_agent helper"]
+    assert ids[worker["parent_id"]]["name"] == "invoke_agent lead"  # under its caller
     assert _shape(derived) == _shape(live)
 
 

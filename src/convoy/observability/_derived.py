@@ -75,6 +75,12 @@ def _value(result: str | None) -> Any:
         return None
 
 
+def _index(key: str) -> int:
+    """The position of step ``key`` in its scope (``-1``: a key Convoy did not write)."""
+    last = key.rpartition("/")[2]
+    return int(last) if last.isdigit() else -1
+
+
 def _agent_of(r: StepRecord) -> str | None:
     return r.target if r.kind == "model" else r.agent
 
@@ -171,6 +177,7 @@ class _Derivation:
         current: dict[str, dict[str, Any]] = {}
         handed: dict[str, tuple[str, str, str]] = {}  # scope -> (source, its span, handoff)
         owner: dict[str, dict[str, Any]] = {}
+        runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # scope -> (first index, run)
         placed: list[tuple[str, dict[str, Any]]] = []  # (scope, span) to put in a parent
         for r in steps:
             name = _agent_of(r)
@@ -183,6 +190,7 @@ class _Derivation:
                     "convoy.handoff.to" in run["attrs"]:
                 run = current[scope] = self.agent(name, r, handed.pop(scope, None))
                 placed.append((scope, run))
+                runs.setdefault(scope, []).append((_index(r.key), run))
             span = self.step(r, run["span_id"])
             owner[r.key] = run
             self.widen(run, span)
@@ -192,10 +200,19 @@ class _Derivation:
                 handed[scope] = (name, run["span_id"], span["span_id"])
         def holder(scope: str) -> dict[str, Any] | None:
             """The agent run that took the step ``scope`` is under (a worker's run, the
-            steps a tool took: the calling agent's), if any."""
-            while scope and scope not in owner:
-                scope = scope.rpartition("/")[0]
-            return owner.get(scope) if scope else None
+            steps a tool took: the calling agent's), if any: the run that journaled that
+            step, else (a worker's call is not journaled itself) the run of the scope
+            around it that had begun by then."""
+            while scope:
+                if scope in owner:
+                    return owner[scope]
+                around = scope.rpartition("/")[0]
+                at = _index(scope)
+                began = [run for first, run in runs.get(around, ()) if first <= at]
+                if began:
+                    return began[-1]
+                scope = around
+            return None
 
         for scope, span in placed:
             parent = holder(scope)

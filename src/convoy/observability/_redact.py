@@ -86,8 +86,9 @@ _EMAIL = re.compile(
     r"(?:(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,16}[^\W\d_]{2,63}"
     r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])"
     # not the start of a longer name; not a git remote's host (git@github.com:org/repo)
-    # ("_" may follow, as in an id: user_ann@example.com_3)
-    r"(?![^\W_]|@|\.[\w-]|:[\w~.-]{0,100}(?:/|\.git\b))")
+    # ("_" may follow, as in an id: user_ann@example.com_3; and "." with digits or a
+    # separator, which no domain name's next label is: ann@example.com.3)
+    r"(?![^\W_]|@|\.[^\W\d_]|:[\w~.-]{0,100}(?:/|\.git\b))")
 # 13-19 digits, in groups separated by a dash, a dot, or one or two spaces of any width;
 # letters may touch it (card4539..., pan_4539...), more digits may not.
 _CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"
