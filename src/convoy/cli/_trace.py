@@ -49,8 +49,8 @@ def trace(
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
-    """Print a session's trace as a waterfall: every span the store kept (agents, model
-    and tool calls, handoffs, state operations, retry attempts), nested under its parent,
+    """Print a session's trace as a waterfall: its agent runs, model and tool calls,
+    handoffs, state operations, waits and retry attempts, each nested under its parent,
     with when it started, how long it took, and its tokens or error.
 
     Tracing to the store (``convoy.observability.Tracing(exporters=["store"])``, or
