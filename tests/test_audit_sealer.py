@@ -196,9 +196,16 @@ async def test_an_engine_that_opens_the_store_seals_a_dead_process_s_runs(
         await eng.signal("p1", "go", "!")
         [res] = await eng.resume()
         assert res.ok, res
-        await _check(eng, ["s0", "p1"])
+        events = await _check(eng, ["s0", "p1"])
     res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
     assert res.code == 0 and "note:" not in res.stderr, res
+    # Sealed by this process from the dead one's journal, or by the run that resumed: each
+    # entry has the trace convoy trace shows for its session, as the dead process would.
+    for sid in ("s0", "p1"):
+        shown = await asyncio.to_thread(cli, "trace", sid, "--db", str(db), "--json")
+        assert shown.code == 0, shown
+        [trace] = {s["trace_id"] for s in json.loads(shown.stdout)}
+        assert {e.refs.get("trace_id") for e in events if e.session_id == sid} == {trace}
 
 
 async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(

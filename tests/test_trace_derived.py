@@ -189,20 +189,26 @@ def test_a_persons_decision_joins_the_derived_trace_under_the_session_span(
     assert wait["status"] == "ok" and wait["start"] < wait["end"] <= root["end"]
 
 
-def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_step(
-        db: str | Path) -> None:
-    """As after an upgrade: a session parked under live tracing, resumed by an engine
-    whose tracing derives spans when read, shows its kept spans and the steps of its
-    resumed run, derived, in the same trace."""
-    sim = convoy.SimModel({"*": {"output": "ok"}})
-    solo = convoy.Agent(name="solo", model=sim)
+def _parked_between_runs(name: str) -> convoy.Workflow[Any, Any]:
+    """An agent's run, a wait for signal ``go``, the agent's run again."""
+    solo = convoy.Agent(name="solo", model=convoy.SimModel({"*": {"output": "ok"}}))
 
-    @convoy.workflow(name="obs.derived.upgrade")
+    @convoy.workflow(name=name)
     async def wf(ctx: convoy.Context, t: str) -> str:
         first: str = await ctx.run(solo, t)
         await ctx.wait_for("go")
         second: str = await ctx.run(solo, t)
         return first + second
+
+    return wf
+
+
+def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_step(
+        db: str | Path) -> None:
+    """As after an upgrade: a session parked under live tracing, resumed by an engine
+    whose tracing derives spans when read, shows its kept spans and the steps of its
+    resumed run, derived, in the same trace."""
+    wf = _parked_between_runs("obs.derived.upgrade")
 
     async def run() -> None:
         async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
@@ -241,15 +247,7 @@ def test_a_session_run_derived_then_resumed_live_has_every_step(db: str | Path) 
     tracing), resumed by an engine that traces live: the first run's steps, derived,
     next to the kept ones, although the kept replayed agent span has the first step's
     key."""
-    sim = convoy.SimModel({"*": {"output": "ok"}})
-    solo = convoy.Agent(name="solo", model=sim)
-
-    @convoy.workflow(name="obs.derived.mixed")
-    async def wf(ctx: convoy.Context, t: str) -> str:
-        first: str = await ctx.run(solo, t)
-        await ctx.wait_for("go")
-        second: str = await ctx.run(solo, t)
-        return first + second
+    wf = _parked_between_runs("obs.derived.mixed")
 
     async def run() -> list[str]:
         async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from convoy._errors import UserError
+from convoy._trace_context import trace_id_of
 from convoy.audit._event import AuditEvent, AuditKind, digest
 from convoy.audit._journal import JournalEntries
 from convoy.audit._log import AuditLog
@@ -45,7 +46,6 @@ from convoy.audit._sealer import (
     Queued,
     Sealer,
     cursor_time,
-    trace_of,
 )
 from convoy.interceptors._base import (
     DecisionInput,
@@ -135,14 +135,14 @@ class AuditInterceptor(Interceptor):
                                    session_id=i.session_id, actor=i.workflow, target="workflow",
                                    hashes={"config": digest(i.version)},
                                    refs={"version": i.version,
-                                         "trace_id": trace_of(input.headers, i.session_id),
+                                         "trace_id": trace_id_of(input.headers, i.session_id),
                                          **({} if before is None else {"previous": before})})
                 self.log.append(i.tenant, [event], wait=False)
                 store.kv_put(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}", i.version)
             self._versions.add(seen)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
-        trace_id = trace_of(input.headers, i.session_id)
+        trace_id = trace_id_of(input.headers, i.session_id)
         mac = await self._mac(i.tenant, i.subject)
         cursor_text: str | None = None  # the session's sealed cursor as this run found it
 
@@ -205,7 +205,7 @@ class AuditInterceptor(Interceptor):
         return AuditEvent(kind="session", status="cancelled", at=self.log.clock(),
                           session_id=i.session_id, actor=by if isinstance(by, str) else None,
                           target=i.workflow,
-                          refs={"trace_id": trace_of(input.headers, i.session_id)}).encode()
+                          refs={"trace_id": trace_id_of(input.headers, i.session_id)}).encode()
 
     async def _mac(self, tenant: str, subject: str | None) -> bytes | None:
         """The key a data subject's session's hashes are keyed with (``None``: none)."""
@@ -226,7 +226,7 @@ class AuditInterceptor(Interceptor):
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:
         refs = {"task_id": input.task_id, "task_kind": input.kind,
-                "trace_id": trace_of(input.headers, input.session_id)}
+                "trace_id": trace_id_of(input.headers, input.session_id)}
         kind: AuditKind = "approval" if input.kind == "approval" else "human_decision"
         mac = await self._mac(input.tenant, input.subject)
         event = AuditEvent(kind=kind, status=input.action, at=input.at,

@@ -32,7 +32,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -78,13 +78,6 @@ def cursor_time(text: str | None) -> float:
         return float(text) if text is not None else -math.inf
     except ValueError:
         return -math.inf
-
-
-def trace_of(headers: Mapping[str, str], session_id: str) -> str:
-    """The id of session ``session_id``'s trace: the one ``convoy trace`` shows (live
-    tracing's, kept in its headers; else its caller's, from its ``traceparent``; else its
-    own, derived from its id)."""
-    return trace_id_of(headers, session_id)
 
 
 async def dead_sealers(store: Store, now: float,
@@ -352,7 +345,7 @@ class Sealer:
         try:
             headers = row.header_map
             seen[row.id] = await self.seal_session(
-                row.tenant, row.id, upto=None, trace_id=trace_of(headers, row.id),
+                row.tenant, row.id, upto=None, trace_id=trace_id_of(headers, row.id),
                 mac=await self.mac_of(row.tenant, row.subject),
                 header_cursor=None if headers.get(AUDIT_CURSOR) == IN_STORE
                 else headers.get(AUDIT_CURSOR))
@@ -365,4 +358,4 @@ class Sealer:
 
 
 __all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "KeyNeeded", "Queued", "Sealer", "cursor_time",
-           "dead_sealers", "trace_of"]
+           "dead_sealers"]

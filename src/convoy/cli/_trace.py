@@ -153,14 +153,13 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
         key = s["attrs"].get("convoy.step.key")  # (an edited attribute may hold any JSON)
         return key if isinstance(key, str) and not _run_span(s) else None
 
-    keys = {step_key(s) for s in kept} - {None}
-    steps = [s for s in derived if step_key(s) is not None and step_key(s) not in keys]
+    keys = {step_key(s) for s in kept} | {None}  # (None: not a step span)
+    steps = [s for s in derived if step_key(s) not in keys]
     by_id = {s["span_id"]: s for s in derived}
-    roots = [s for s in derived if s["parent_id"] is None or
-             s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"]
-    if not steps or not roots:
+    root = next((s for s in derived
+                 if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"), None)
+    if not steps or root is None:
         return []
-    root = roots[0]
     held: dict[str, dict[str, Any]] = {}
     for s in steps:  # the agent spans they are in, and those agents' callers
         up = s["parent_id"]

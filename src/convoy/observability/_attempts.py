@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from convoy.interceptors._base import Interceptor, Stage
 
 if TYPE_CHECKING:
-    from convoy.engine._engine import Engine
+    pass
 
 _RETRYING = ("custom", "fallback", "retry")
 _PER_ATTEMPT = frozenset({"model_call", "tool_call"})
@@ -31,25 +31,15 @@ def attempts_vary(interceptors: Sequence[Interceptor]) -> bool:
 
 class PerAttempt(Interceptor):
     """Base of the per-attempt interceptors: in an engine where nothing retries, the chains
-    skip their hooks (:meth:`unhooked_in`); :attr:`needed` tells whether an engine it
-    runs in can make a step more than one attempt (until one starts: yes; an instance
-    shared by engines: whether any of them can)."""
+    skip their hooks (:meth:`unhooked_in`), so a hook that runs is in an engine that can
+    make a step more than one attempt (an instance shared by engines is in the chains of
+    those that can only)."""
 
     stage: Stage = "attempt"
-
-    def __init__(self) -> None:
-        self.needed = True
-        self._started = False
 
     def unhooked_in(self, interceptors: Sequence[Interceptor]) -> frozenset[str]:
         skipped = self.unhooked
         return skipped if attempts_vary(interceptors) else skipped | _PER_ATTEMPT
-
-    async def start(self, engine: Engine) -> None:
-        vary = attempts_vary(engine.runtime.interceptors)
-        # Shared by engines: needed if any of them retries.
-        self.needed = vary or (self._started and self.needed)
-        self._started = True
 
 
 __all__ = ["PerAttempt", "attempts_vary"]

@@ -179,6 +179,8 @@ class _Derivation:
         owner: dict[str, dict[str, Any]] = {}
         runs: dict[str, list[tuple[int, dict[str, Any]]]] = {}  # scope -> (first index, run)
         placed: list[tuple[str, dict[str, Any]]] = []  # (scope, span) to put in a parent
+        # an agent run's span id -> (its span, its last step's)
+        last: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         for r in steps:
             name = _agent_of(r)
             scope = r.key.rpartition("/")[0]
@@ -194,10 +196,11 @@ class _Derivation:
             span = self.step(r, run["span_id"])
             owner[r.key] = run
             self.widen(run, span)
-            run["last"] = span
+            last[run["span_id"]] = (run, span)
             if r.kind == "handoff" and r.status == "completed":
                 run["attrs"]["convoy.handoff.to"] = r.target
                 handed[scope] = (name, run["span_id"], span["span_id"])
+
         def holder(scope: str) -> dict[str, Any] | None:
             """The agent run that took the step ``scope`` is under (a worker's run, the
             steps a tool took: the calling agent's), if any: the run that journaled that
@@ -223,16 +226,15 @@ class _Derivation:
                 seen.add(parent["span_id"])
                 self.widen(parent, span)
                 parent = holder(parent["attrs"]["convoy.step.key"].rpartition("/")[0])
-        for span in self.spans:
-            last = span.pop("last", None)
-            if last is not None and last["status"] == "error":
+        for run, step in last.values():
+            if step["status"] == "error":
                 # The run ended in its last step's failure (one that failed before it,
                 # a tool's error the model answered, is the step's, not the run's).
-                span["status"] = "error"
-                span["attrs"]["error.type"] = last["attrs"]["error.type"]
-                span["message"] = last["message"]
-            elif last is not None and last["status"] == "unset":
-                span["status"] = "unset"  # (cut short, or waiting in its last step)
+                run["status"] = "error"
+                run["attrs"]["error.type"] = step["attrs"]["error.type"]
+                run["message"] = step["message"]
+            elif step["status"] == "unset":
+                run["status"] = "unset"  # (cut short, or waiting in its last step)
         begin = _ns(row.created, f"session {row.id!r}")
         end = max([_ns(row.finished or 0.0, f"session {row.id!r}"),
                    *(s["end"] for s in self.spans), begin])
@@ -301,4 +303,4 @@ def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
                        redact or _same).derive(records)
 
 
-__all__ = ["journal_spans", "step_span_id", "trace_ids"]
+__all__ = ["journal_spans"]

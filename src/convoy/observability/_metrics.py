@@ -508,13 +508,9 @@ class AttemptMetrics(PerAttempt):
 
     def model_call(self, input: ModelCallInput,
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
-        if not self.needed:
-            return next(input)
         return self._attempt("model", input.agent.name, input.model.name, next, input)
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
-        if not self.needed:
-            return next(input)
         return self._attempt("tool", input.agent.name, input.tool.name, next, input)
 
 

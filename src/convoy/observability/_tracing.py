@@ -27,7 +27,7 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import SessionTerminated, UserError
-from convoy._trace_context import TRACE_HEADER, step_span_id, trace_ids
+from convoy._trace_context import TRACE_HEADER, step_span_id, trace_id_of, trace_ids
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
@@ -121,9 +121,9 @@ class Tracing(Interceptor):
             is recorded per step, so tracing costs the run next to nothing). By default
             (``None``) spans are derived when the store is the only exporter and content
             is not captured, and live otherwise. Derived spans have what the journal
-            has: no span per retry attempt (a step's span has its final outcome), no
-            state versions, no span per run of a resumed session (one session span),
-            no replay marks and no parent for your own code's spans (see
+            has, and a retried step's attempts (:attr:`attempts` keeps them as they
+            run): no state versions, no span per run of a resumed session (one session
+            span), no replay marks and no parent for your own code's spans (see
             docs/how-to/observability.md); pass ``live=True`` for those.
 
     Put :attr:`attempts` in the chain too (``convoy.observability.observe`` does) for a
@@ -858,7 +858,7 @@ class AttemptSpans(PerAttempt):
     With spans derived when read (:attr:`Tracing.derived`), a retried step's attempts
     are the only spans recorded as the session runs: kept in the store (one write per
     retried step) under the id its step's derived span will have
-    (:func:`~convoy.observability._derived.step_span_id`)."""
+    (:func:`~convoy._trace_context.step_span_id`)."""
 
     def __init__(self, tracing: Tracing) -> None:
         super().__init__()
@@ -888,8 +888,6 @@ class AttemptSpans(PerAttempt):
 
     def model_call(self, input: ModelCallInput,
                    next: Next[ModelCallInput, ModelResponse]) -> Any:
-        if not self.needed:  # (nor are the metrics', in the same chain)
-            return next(input)
         step = CURRENT.get()
         if step is None:
             if self.tracing.derived:
@@ -899,8 +897,6 @@ class AttemptSpans(PerAttempt):
         return self._attempt(step, "model", input.agent.name, input.model.name, next, input)
 
     def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
-        if not self.needed:
-            return next(input)
         step = CURRENT.get()
         if step is None:
             if self.tracing.derived:
@@ -960,7 +956,7 @@ class AttemptSpans(PerAttempt):
         parent of its attempts' spans."""
         s = input.session
         tracing = self.tracing
-        trace_id = trace_ids(s.headers, s.id)[0]
+        trace_id = trace_id_of(s.headers, s.id)
         run = _Run(tracing, s.id, s.tenant)
         run.subject = s.subject is not None
         shape = tracing.shape(("derived step", kind), lambda: Shape(kind, {}))

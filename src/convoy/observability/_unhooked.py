@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from convoy._text import json_object
 from convoy.observability._spans import CURRENT, Shape, SpanData, time_ns
 from convoy.resilience._classify import error_kind_of
-from convoy.state._access import watch_signal, watched
+from convoy.state._access import WATCH_PREFIX, watched
 from convoy.stores._protocol import StepRecord
 
 if TYPE_CHECKING:
@@ -32,8 +32,6 @@ if TYPE_CHECKING:
 #: The names of the values the engine draws (``ctx.now``, ``random``, ``uuid``, the
 #: timer of ``sleep``): ``effect`` records no hook made.
 DRAWN = frozenset({"clock", "random", "uuid", "timer"})
-#: How the signal of a watch begins (a person's task, a state key: ``convoy.state:NS/KEY``).
-WATCH_PREFIX = watch_signal("", "").rstrip("/")
 
 
 def wait_family(signal: str) -> str:
