@@ -18,7 +18,7 @@ import convoy
 from convoy._errors import error_to_record
 from convoy.audit import AuditEvent
 from convoy.audit import _journal as journal
-from convoy.audit._journal import entry_of
+from convoy.audit._journal import JournalEntries, entry_of
 from convoy.stores import StepRecord
 
 FP = "0123456789abcdef0123456789abcdef"
@@ -114,17 +114,21 @@ TEXT = st.text(max_size=12)
 @given(agent=TEXT, model=TEXT, key=TEXT, sid=TEXT, config=st.one_of(st.none(), TEXT),
        trace=st.one_of(st.none(), TEXT), content=TEXT,
        at=st.floats(min_value=1e-3, max_value=1e12, allow_nan=False),
-       tokens=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)))
+       tokens=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
+       fp=st.one_of(st.just(FP), TEXT))
 def test_a_models_answer_takes_the_fast_path_byte_for_byte(
         agent: str, model: str, key: str, sid: str,
         config: str | None, trace: str | None, content: str, at: float,
-        tokens: tuple[int, int]) -> None:
+        tokens: tuple[int, int], fp: str) -> None:
     result = to_json({"model": model, "in": tokens[0], "out": tokens[1],
                       "text": content}).decode()
     r = StepRecord(key=key, kind="model", target=agent, status="completed", result=result,
-                   input_hash=FP, input_tokens=tokens[0], output_tokens=tokens[1],
-                   config=config)
+                   input_hash=fp, input_tokens=tokens[0], output_tokens=tokens[1],
+                   config=config, at=at)
     fast = entry_of(r, sid, at, trace)
+    tap = JournalEntries(sid, trace)  # (the tap's own path: the record's time)
+    tap(r)
+    assert tap.take() == ([] if fast is None else [fast])
     with pytest.MonkeyPatch.context() as m:
         m.setattr(journal, "_model_answer", lambda *a: None)
         general = entry_of(r, sid, at, trace)

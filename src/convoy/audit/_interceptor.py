@@ -147,14 +147,14 @@ class AuditInterceptor(Interceptor):
         cursor_text: str | None = None  # the session's sealed cursor as this run found it
 
         def queue(bodies: list[bytes], at: float | None,
-                  ended: list[bytes] | None = None) -> None:
+                  ended: tuple[bytes, ...] = ()) -> None:
             """Queue entries for the sealer, with the move of the session's cursor to
             ``at`` (chained: a run's seals move it one after the other)."""
             nonlocal cursor_text
             after = repr(at) if at is not None else cursor_text or repr(-math.inf)
             sealer.submit(Queued(tenant=i.tenant, session_id=i.session_id,
                                  before=cursor_text, after=after, bodies=bodies,
-                                 trace_id=trace_id, mac=mac, ended=ended or []))
+                                 trace_id=trace_id, mac=mac, ended=ended))
             cursor_text = after
 
         entries = JournalEntries(i.session_id, trace_id, flush_every=self.flush_every,
@@ -182,12 +182,17 @@ class AuditInterceptor(Interceptor):
             entries.last_at = last
             queue(entries.take(), last)
         input.journal_taps.append(entries)
-        end = await next(input)
+        try:
+            end = await next(input)
+        finally:
+            # (its ``on_full`` refers to it: a cycle the garbage collector would have to
+            # find, once per run)
+            entries.on_full = None
         if end.status == "interrupted" and (end.error or {}).get("type") == "LeaseLost":
             # Another engine took the session over: it seals these from the journal.
             return end
         bodies = entries.take()
-        ended = [self._cancelled(input, end)] if end.status == "cancelled" else []
+        ended = (self._cancelled(input, end),) if end.status == "cancelled" else ()
         if bodies or ended or (entries.last_at is not None and
                                repr(entries.last_at) != cursor_text):
             # The records are committed already (a tap sees a record once written): the

@@ -63,33 +63,39 @@ def _failure(record: StepRecord) -> tuple[str, str | None]:
     return str(err.get("type") or "unknown"), None if reason is None else str(reason)
 
 
-_MODEL_OK = ('{"actor":%s,"at":%r,"hashes":{"output":"sha256:%s","prompt":"blake2b:%s"},'
-             '"kind":"model_call","refs":{%s"decision":"answer","tokens":"%d+%d"%s},'
-             '"session_id":%s,"status":"ok","step_key":%s%s,"v":%d}')
+_MODEL_OK = ('{"actor":%s,"at":%r,"hashes":{"output":"sha256:%s","prompt":%s},'
+             '"kind":"model_call","refs":{%s"decision":"answer","tokens":"%d+%d"%s%s%s'
+             ',"v":' + str(EVENT_FORMAT) + '}')
 
 
-def _model_answer(record: StepRecord, session_id: str, at: float,
-                  trace_id: str | None) -> bytes | None:
+def _answer_tail(session_id: str, trace_id: str | None) -> str:
+    """What follows a model answer's tokens in its entry, the same for every step of a
+    session: its trace id, session id and status, up to its step key."""
+    return ("" if trace_id is None else ',"trace_id":' + _quote(trace_id)) + \
+        '},"session_id":' + _quote(session_id) + ',"status":"ok","step_key":'
+
+
+def _model_answer(record: StepRecord, at: float, tail: str) -> bytes | None:
     """:func:`entry_of` of the commonest record, a model's answer, written in one
-    formatting (every other record, and any field this cannot write as
-    :func:`~convoy.audit._event.encode_event` would, returns ``None``: the general path)."""
+    formatting (``tail``: :func:`_answer_tail` of its session); every other record, and
+    any field this cannot write as :func:`~convoy.audit._event.encode_event` would, returns
+    ``None``: the general path."""
     text, fp = record.result, record.input_hash
-    if text is None or fp is None or not fp.isalnum() or '"tool_calls":' in text or \
-            type(at) is not float or not math.isfinite(at) or \
-            not text.startswith('{"model":"'):
+    if text is None or not fp or '"tool_calls":' in text or type(at) is not float or \
+            not math.isfinite(at) or not text.startswith('{"model":"'):
         return None
     end = text.find('"', 10)
     model = text[10:end]
     if "\\" in model:  # an escape: the general path reads it
         return None
     q = _quote
+    config = record.config
     try:
         return (_MODEL_OK % (
-            q(record.agent or record.target), at, sha256(text.encode()).hexdigest(), fp,
-            "" if not record.config else '"config":' + q(record.config) + ",",
-            record.input_tokens, record.output_tokens,
-            "" if trace_id is None else ',"trace_id":' + q(trace_id), q(session_id),
-            q(record.key), ',"target":' + q(model) if model else "", EVENT_FORMAT)).encode()
+            q(record.agent or record.target), at, sha256(text.encode()).hexdigest(),
+            q("blake2b:" + fp), "" if not config else '"config":' + q(config) + ",",
+            record.input_tokens, record.output_tokens, tail, q(record.key),
+            ',"target":' + q(model) if model else "")).encode()
     except UnicodeEncodeError:
         return None
 
@@ -99,12 +105,18 @@ def entry_of(record: StepRecord, session_id: str, at: float,
     """The encoded audit entry of ``record`` (see the module docstring), ``None`` for a
     step that only started. ``mac``: the session's data subject's hash key (its hashes
     are :func:`~convoy.audit._event.keyed`)."""
-    if record.status == "started":
-        return None
     if record.kind == "model" and record.status == "completed" and mac is None:
-        body = _model_answer(record, session_id, at, trace_id)
+        body = _model_answer(record, at, _answer_tail(session_id, trace_id))
         if body is not None:
             return body
+    return _entry(record, session_id, at, trace_id, mac)
+
+
+def _entry(record: StepRecord, session_id: str, at: float, trace_id: str | None,
+           mac: bytes | None) -> bytes | None:
+    """:func:`entry_of`, field by field."""
+    if record.status == "started":
+        return None
     kind = record.kind
     target: str | None = record.target
     actor = record.agent
@@ -168,8 +180,8 @@ class JournalEntries:
     journaled after it is later (the executor stamps them so), which makes it the audit
     cursor."""
 
-    __slots__ = ("bodies", "flush_every", "last_at", "mac", "on_full", "session_id",
-                 "trace_id")
+    __slots__ = ("_tail", "bodies", "flush_every", "last_at", "mac", "on_full",
+                 "session_id", "trace_id")
 
     def __init__(self, session_id: str, trace_id: str | None, *, flush_every: int = 1024,
                  on_full: Callable[[], None] | None = None, mac: bytes | None = None) -> None:
@@ -180,10 +192,15 @@ class JournalEntries:
         self.flush_every = flush_every
         self.on_full = on_full
         self.last_at: float | None = None
+        self._tail = _answer_tail(session_id, trace_id)
 
     def __call__(self, record: StepRecord) -> None:
         self.last_at = at = record.at
-        body = entry_of(record, self.session_id, at, self.trace_id, self.mac)
+        body = None
+        if record.kind == "model" and record.status == "completed" and self.mac is None:
+            body = _model_answer(record, at, self._tail)  # (as entry_of)
+        if body is None:
+            body = _entry(record, self.session_id, at, self.trace_id, self.mac)
         if body is not None:
             bodies = self.bodies
             bodies.append(body)

@@ -32,9 +32,9 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from convoy._errors import UserError
 from convoy._trace_context import trace_id_of
@@ -110,7 +110,7 @@ class Queued:
     mac: bytes | None = None
     #: Entries not made from a journal record (how the run ended: a cancel), the last of
     #: ``bodies``: appended even if the records were sealed by another writer first.
-    ended: list[bytes] = field(default_factory=list)
+    ended: Sequence[bytes] = ()
 
 
 class Sealer:
@@ -228,7 +228,8 @@ class Sealer:
             try:
                 moved = await self.store.audit_seal([
                     AuditSeal(tenant=q.tenant, session_id=q.session_id, before=q.before,
-                              after=q.after, bodies=q.bodies + q.ended) for q in items])
+                              after=q.after, bodies=[*q.bodies, *q.ended] if q.ended
+                              else q.bodies) for q in items])
             except BaseException:
                 self._queue[:0] = items  # nothing was committed: seal them with the next
                 self._held += sum(len(q.bodies) for q in items)
