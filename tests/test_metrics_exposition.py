@@ -19,6 +19,7 @@ import convoy
 from convoy.cost import Budget, Budgets
 from convoy.observability import Metrics, _metrics, _spans, _tracing
 from convoy.resilience import BreakerPolicy, Breakers, Retry, RetryPolicy
+from convoy.runtime import _agent_loop
 from convoy.stores import SQLiteStore
 
 from .fakeclock import FakeClock
@@ -119,7 +120,8 @@ async def test_the_exposition_of_a_scripted_run_is_pinned(
         engine_factory: Any, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
         how: str) -> None:
     ticks = Ticks()
-    for module, name in ((_metrics, "perf_ns"), (_tracing, "time_ns"), (_spans, "time_ns")):
+    for module, name in ((_metrics, "perf_ns"), (_agent_loop, "perf_ns"), (_tracing, "time_ns"),
+                         (_spans, "time_ns")):
         monkeypatch.setattr(module, name, ticks)
     clock = FakeClock()
     metrics = Metrics()

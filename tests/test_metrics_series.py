@@ -17,6 +17,7 @@ import convoy
 from convoy.cost import Budget, Budgets
 from convoy.observability import Metrics, _metrics, _spans, _tracing
 from convoy.resilience import BreakerPolicy, Breakers, Retry, RetryPolicy
+from convoy.runtime import _agent_loop
 from convoy.stores import SQLiteStore
 
 from .fakeclock import FakeClock
@@ -197,7 +198,8 @@ async def test_failed_agent_runs_and_steps_have_durations(
     """The slowest runs are often the failed ones (a timeout): they are in the latency
     histograms, with ``outcome="error"``."""
     ticks = Ticks()
-    for module, name in ((_metrics, "perf_ns"), (_tracing, "time_ns"), (_spans, "time_ns")):
+    for module, name in ((_metrics, "perf_ns"), (_agent_loop, "perf_ns"), (_tracing, "time_ns"),
+                         (_spans, "time_ns")):
         monkeypatch.setattr(module, name, ticks)
 
     @convoy.tool

@@ -15,6 +15,7 @@ import convoy
 import convoy.chaos
 from convoy.interceptors._base import STAGES, ordered
 from convoy.resilience import protections
+from convoy.runtime._agent_loop import agent_turns
 from convoy.stores import SQLiteStore
 
 from .conftest import Classification, Crash, later_engine
@@ -205,6 +206,69 @@ async def test_agent_run_wraps_each_invocation_and_names_the_handoff(db: Path) -
                            ("billing", "0/2", "triage", "0/1", False, 1),
                            ("lookup", "0/3/0", None, None, False, 2)]
     assert second.ends == [("triage", "billing"), ("lookup", None), ("billing", None)]
+    await eng.aclose()
+
+
+async def test_run_taps_see_each_agent_run_end_as_the_agent_hook_does(db: Path) -> None:
+    """A session hook's run tap is told of every agent run that ends (a handoff's source
+    with its target, a failed run with its error, a replayed run as replaying), in the
+    order the agent hook sees the runs end, with no agent hook in the chain."""
+    crashed: list[bool] = []
+
+    class CrashInBilling(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if request.agent == "billing" and not crashed:
+                crashed.append(True)
+                raise Crash
+            return await super().request(request)
+
+    sim = CrashInBilling({
+        "triage": {"handoff": "billing", "payload": {"task": "charged twice"}},
+        "billing": [{"tool_calls": [{"name": "lookup", "arguments": {"task": "x"}}]},
+                    {"output": OK}],
+        "lookup": {"output": OK}})
+    lookup = convoy.Agent(name="lookup", output_type=Classification, model=sim)
+    billing = convoy.Agent(name="billing", output_type=Classification, workers=[lookup],
+                           model=sim)
+    triage = convoy.Agent(name="triage", output_type=Classification, handoffs=[billing],
+                          model=sim)
+
+    @convoy.workflow(name="agent_runs")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(triage, t)
+        return out
+
+    Ended = tuple[str, str, str | None, str | None, bool]
+
+    class Taps(convoy.Interceptor):
+        def __init__(self) -> None:
+            self.ends: list[Ended] = []
+
+        def ended(self, e: convoy.AgentRunEnded) -> None:
+            assert e.nanoseconds >= 0 and e.session.id == "s"
+            self.ends.append((e.agent.name, e.key, e.handoff.name if e.handoff else None,
+                              type(e.error).__name__ if e.error else None, e.replaying))
+
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.run_taps.append(self.ended)
+            return await next(input)
+
+    first = Taps()
+    eng = convoy.Engine(db, interceptors=[first])
+    assert eng.runtime.agent_chain.call is agent_turns  # (no agent hook)
+    with pytest.raises(Crash):
+        await eng.run(wf, "t", session_id="s")
+    assert first.ends == [("triage", "0/0", "billing", None, False),
+                          ("billing", "0/2", None, "Crash", False)]
+    second = Taps()
+    async with later_engine(db, workflows=[wf], interceptors=[second]) as eng2:
+        [res] = await eng2.resume()
+    assert res.ok
+    assert second.ends == [("triage", "0/0", "billing", None, True),
+                           ("lookup", "0/3/0", None, None, False),
+                           ("billing", "0/2", None, None, False)]
     await eng.aclose()
 
 

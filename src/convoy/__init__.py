@@ -61,6 +61,7 @@ from convoy.hitl._task import Comment, Decision, HumanTask
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import (
     AgentRunEnd,
+    AgentRunEnded,
     AgentRunInput,
     DecisionInput,
     EffectInput,
@@ -103,6 +104,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Agent",
     "AgentRunEnd",
+    "AgentRunEnded",
     "AgentRunInput",
     "AgentTurnsExhausted",
     "Approval",

@@ -109,6 +109,7 @@ from convoy.stores._url import store_from_url
 
 OutT = TypeVar("OutT")
 T = TypeVar("T")
+_E = TypeVar("_E")
 
 
 #: ``serve(until_idle=True)`` waits for a signal's timeout due within this many seconds
@@ -885,7 +886,9 @@ class Engine(SessionControl, SubjectRights):
             state.written_headers = dict(si.headers)
             taps = si.journal_taps
             if taps:
-                executor.tap = taps[0] if len(taps) == 1 else _all_of(tuple(taps))
+                executor.tap = _all_of(taps)
+            if si.run_taps:
+                state.run_tap = _all_of(si.run_taps)
             return await run_body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
@@ -1058,11 +1061,15 @@ def _check_clock(now: float) -> None:
                         "milliseconds")
 
 
-def _all_of(taps: tuple[Callable[[StepRecord], None], ...]) -> Callable[[StepRecord], None]:
-    """One journal tap calling each of ``taps`` in turn."""
-    def tap(record: StepRecord) -> None:
-        for t in taps:
-            t(record)
+def _all_of(taps: Sequence[Callable[[_E], None]]) -> Callable[[_E], None]:
+    """One tap calling each of ``taps`` in turn (the one if there is one)."""
+    if len(taps) == 1:
+        return taps[0]
+    every = tuple(taps)
+
+    def tap(event: _E) -> None:
+        for t in every:
+            t(event)
 
     return tap
 

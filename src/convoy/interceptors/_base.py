@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, TypeVar
 
 from convoy.models._messages import ModelRequest, ModelResponse
 
@@ -123,6 +123,32 @@ class AgentRunEnd:
     handoff: Agent[Any, Any] | None = None
     payload: Any = None
     handoff_key: str | None = None
+
+
+class AgentRunEnded(NamedTuple):
+    """An agent run that ended, as the run taps of its session see it
+    (:attr:`SessionInput.run_taps`): after it answered, handed over or raised.
+
+    ``key`` is the position of the run's first step and ``context`` the scope it ran in
+    (``context.peek_key()``: the key after its last step). ``replaying``: the run began
+    replaying the journal (a resume; an earlier run of the session may have ended it
+    already). ``handoff``: the agent it handed the session to; ``error``: what it raised
+    (a parked or cancelled run raises too: not an :class:`Exception`). ``nanoseconds``:
+    how long it ran, by ``time.perf_counter_ns``.
+    """
+
+    context: Context
+    key: str
+    agent: Agent[Any, Any]
+    replaying: bool
+    handoff: Agent[Any, Any] | None
+    error: BaseException | None
+    nanoseconds: int
+
+    @property
+    def session(self) -> SessionState:
+        """The session the run belongs to."""
+        return self.context.session
 
 
 @dataclass(slots=True, kw_only=True)
@@ -273,6 +299,11 @@ class SessionInput:
     """Called with every record this run journals, once it is written (a write that
     fails is not seen): add one before calling ``next``. Records replayed from the journal
     are not written again, so not seen."""
+    run_taps: list[Callable[[AgentRunEnded], None]] = field(default_factory=list,
+                                                            repr=False)
+    """Called when an agent run of this run of the session ends (:class:`AgentRunEnded`):
+    add one before calling ``next``. Cheaper than an ``agent_run`` hook (no layer around
+    each run) for what only needs to know that runs ended: ``Metrics`` counts them so."""
 
 
 @dataclass(slots=True, kw_only=True)

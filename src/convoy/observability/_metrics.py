@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy._errors import StateConflict, UserError
 from convoy.interceptors._base import (
-    AgentRunEnd,
+    AgentRunEnded,
     AgentRunInput,
     DecisionInput,
     EffectInput,
@@ -118,7 +118,7 @@ class _Agent:
         self.errors: dict[str, int] = {}
 
 
-def _replayed(input: AgentRunInput) -> bool:
+def _replayed(input: AgentRunInput | AgentRunEnded) -> bool:
     """Whether an agent run that began replaying the journal (a resumed session) was
     ended, and counted, by an earlier run of its session: whether its last step came from
     the journal.
@@ -139,7 +139,7 @@ def _replayed(input: AgentRunInput) -> bool:
     return bool(recorded(last))
 
 
-def _last_step(input: AgentRunInput) -> str | None:
+def _last_step(input: AgentRunInput | AgentRunEnded) -> str | None:
     """The key of the last step an agent run that ended took in its scope (its first is
     ``input.key``), ``None`` if it took none."""
     head, sep, n = input.context.peek_key().rpartition("/")
@@ -288,6 +288,7 @@ class Metrics(Interceptor):
                            next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         info = input.info
         self._session_began(info.workflow)
+        input.run_taps.append(self._run_ended)
         t = perf_ns()
         try:
             end = await next(input)
@@ -297,16 +298,12 @@ class Metrics(Interceptor):
         self._session_ended(info, end, perf_ns() - t)
         return end
 
-    async def agent_run(self, input: AgentRunInput,
-                        next: Next[AgentRunInput, AgentRunEnd]) -> AgentRunEnd:
-        t = perf_ns()
-        try:
-            end = await next(input)
-        except BaseException as e:
-            self._agent_failed(input, e, perf_ns() - t)
-            raise
-        self._agent_ok(input, end.handoff is not None, perf_ns() - t)
-        return end
+    def _run_ended(self, ended: AgentRunEnded) -> None:
+        """An agent run ended (a run tap: no hook around each run)."""
+        if ended.error is None:
+            self._agent_ok(ended, ended.handoff is not None, ended.nanoseconds)
+        else:
+            self._agent_failed(ended, ended.error, ended.nanoseconds)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -388,7 +385,7 @@ class Metrics(Interceptor):
     # An agent run's hooks see whether it began replaying (rarely); only then is it
     # asked whether an earlier run of its session ended it, and counted it (_replayed).
 
-    def _agent_ok(self, input: AgentRunInput, handoff: bool, ns: int) -> None:
+    def _agent_ok(self, input: AgentRunInput | AgentRunEnded, handoff: bool, ns: int) -> None:
         if input.replaying and _replayed(input):
             return
         name = input.agent.name
@@ -397,7 +394,8 @@ class Metrics(Interceptor):
         h.counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe)
         h.sum += ns if ns > 0 else 0
 
-    def _agent_failed(self, input: AgentRunInput, exc: BaseException, ns: int) -> None:
+    def _agent_failed(self, input: AgentRunInput | AgentRunEnded, exc: BaseException,
+                      ns: int) -> None:
         if isinstance(exc, Exception) and not (input.replaying and _replayed(input)):
             # (not a cancelled or parked run, nor one that failed in an earlier run)
             name = input.agent.name

@@ -543,9 +543,8 @@ class Tracing(Interceptor):
     def agent_run(self, input: AgentRunInput,
                   next: Next[AgentRunInput, AgentRunEnd]) -> Any:
         parent = CURRENT.get()
-        if parent is None:
-            m = self.metrics
-            return next(input) if m is None else m.agent_run(input, next)
+        if parent is None:  # (its metrics, if any, count it by their run tap)
+            return next(input)
         return self._agent_run(parent, input, next)
 
     async def _agent_run(self, parent: SpanData, input: AgentRunInput,

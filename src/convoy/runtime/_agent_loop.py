@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable
 from functools import partial
 from hashlib import blake2b as _blake2b
@@ -45,6 +46,7 @@ from convoy.hitl._approve import approve_then_call
 from convoy.hitl._escalate import Leg, escalated, escalates, reviews
 from convoy.interceptors._base import (
     AgentRunEnd,
+    AgentRunEnded,
     AgentRunInput,
     HandoffInput,
     ModelCallInput,
@@ -71,6 +73,9 @@ if TYPE_CHECKING:
     from convoy.runtime._context import Context
     from convoy.runtime._session import SessionState
     from convoy.security._provenance import Provenance
+
+#: How long an agent run took, for its session's run taps (tests inject a clock).
+perf_ns = time.perf_counter_ns
 
 
 def _decode_response(text: str) -> ModelResponse:
@@ -163,11 +168,32 @@ def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
                                 provenance=HUMAN))
     chain = s.runtime.agent_chain
     if chain.call is agent_turns:  # no agent hooks: no input to build
-        return _loop(ctx, agent, messages)
-    return _chained(chain.call(AgentRunInput(
-        session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
-        handoff_from=source, handoff_key=handoff_key,
-        replaying=getattr(s.executor, "replaying", False), context=ctx)))
+        run = _loop(ctx, agent, messages)
+    else:
+        run = _chained(chain.call(AgentRunInput(
+            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+            handoff_from=source, handoff_key=handoff_key,
+            replaying=getattr(s.executor, "replaying", False), context=ctx)))
+    return run if s.run_tap is None else _tapped(ctx, agent, run)
+
+
+async def _tapped(ctx: Context, agent: Agent[Any, Any],
+                  run: Awaitable[tuple[bool, Any]]) -> tuple[bool, Any]:
+    """``run``, and the session's run taps told when it ends (:class:`AgentRunEnded`)."""
+    s = ctx.session
+    tap = s.run_tap
+    assert tap is not None
+    key = ctx.peek_key()
+    replaying = getattr(s.executor, "replaying", False)
+    t = perf_ns()
+    try:
+        done, result = await run
+    except BaseException as e:
+        tap(AgentRunEnded(ctx, key, agent, replaying, None, e, perf_ns() - t))
+        raise
+    tap(AgentRunEnded(ctx, key, agent, replaying, None if done else result[0], None,
+                      perf_ns() - t))
+    return done, result
 
 
 def _again(ctx: Context, agent: Agent[Any, Any], value: Any, messages: list[Message],

@@ -12,7 +12,7 @@ age). Replay applies no deadline.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import LimitExceeded, LoopDetected
@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
     from convoy.durability._executor import StepExecutor
     from convoy.engine._runtime import Runtime
+    from convoy.interceptors._base import AgentRunEnded
 
 T = TypeVar("T")
 
@@ -33,7 +34,7 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
         "deadline", "executor", "grants", "grounded", "handoffs",
-        "headers", "id", "input", "last_known", "resumed", "runtime", "steps",
+        "headers", "id", "input", "last_known", "resumed", "run_tap", "runtime", "steps",
         "subject", "taint", "tenant", "usage", "version", "workflow", "written_headers",
     )
 
@@ -55,6 +56,9 @@ class SessionState:
         #: The headers as the store has them, once session hooks ran (``None`` before):
         #: headers a hook sets after the run are written with how it ended.
         self.written_headers: dict[str, str] | None = None
+        #: Called when each agent run ends (the session hooks' ``run_taps``), ``None``
+        #: for none.
+        self.run_tap: Callable[[AgentRunEnded], None] | None = None
         self.steps = 0
         self.handoffs = 0
         self.usage = Usage()
