@@ -9,12 +9,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from convoy import AuditProofError
 from convoy.audit import (
     EMPTY_ROOT,
     Frontier,
     consistency_proof,
+    entry_leaf,
     inclusion_proof,
     leaf_hash,
     node_hash,
@@ -22,6 +25,7 @@ from convoy.audit import (
     verify_consistency,
     verify_inclusion,
 )
+from convoy.audit._merkle import entry_leaves
 
 VECTORS = Path(__file__).parent / "data" / "merkle"
 
@@ -108,3 +112,12 @@ def test_generated_proofs_reject_tampering() -> None:
         verify_consistency(6, 13, cons, tree_root(leaves[:6]), tree_root(leaves[:12]))
     with pytest.raises(AuditProofError, match="no leaf"):
         inclusion_proof(leaves, 13, 13)
+
+
+@settings(max_examples=200, deadline=None)
+@given(tenant=st.text(max_size=20), first=st.integers(0, 2**63 - 1000),
+       bodies=st.lists(st.binary(max_size=300), max_size=8))
+def test_the_leaves_of_an_append_are_each_entrys_leaf(tenant: str, first: int,
+                                                       bodies: list[bytes]) -> None:
+    assert entry_leaves(tenant, first, bodies) == [
+        entry_leaf(tenant, first + i, body) for i, body in enumerate(bodies)]

@@ -168,12 +168,13 @@ def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
                                 provenance=HUMAN))
     chain = s.runtime.agent_chain
     if chain.call is agent_turns:  # no agent hooks: no input to build
-        run = _loop(ctx, agent, messages)
-    else:
-        run = _chained(chain.call(AgentRunInput(
-            session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
-            handoff_from=source, handoff_key=handoff_key,
-            replaying=getattr(s.executor, "replaying", False), context=ctx)))
+        if s.run_tap is None:
+            return _loop(ctx, agent, messages)
+        return _tapped(ctx, agent, _loop(ctx, agent, messages))
+    run = _chained(chain.call(AgentRunInput(
+        session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
+        handoff_from=source, handoff_key=handoff_key,
+        replaying=getattr(s.executor, "replaying", False), context=ctx)))
     return run if s.run_tap is None else _tapped(ctx, agent, run)
 
 

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import AuditError
-from convoy.audit._merkle import entry_leaf
+from convoy.audit._merkle import entry_leaves
 from convoy.stores import _audit_sql as q
 from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
 
@@ -23,7 +23,7 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
     """Append every ``(tenant, bodies, fence)`` in order, in the caller's write transaction
     (those whose fence's engine no longer owns its session: not at all): per tenant, the
     head takes the indexes, then one ``executemany`` stores the entries with their leaf
-    hashes (:func:`~convoy.audit.entry_leaf`).
+    hashes (:func:`~convoy.audit.entry_leaf`, :func:`~convoy.audit._merkle.entry_leaves`).
 
     ``heads`` caches each tenant's size as this store last wrote it: the head is moved
     with a compare-and-set from it (one statement), and only when another writer moved it
@@ -48,8 +48,8 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
         # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
         # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
         conn.executemany(q.SQLITE_ENTRY, [
-            (tenant, i, bytearray(b), bytearray(entry_leaf(tenant, i, b)))
-            for i, b in enumerate(all_bodies, base)])
+            (tenant, i, bytearray(b), bytearray(leaf)) for i, (b, leaf) in enumerate(
+                zip(all_bodies, entry_leaves(tenant, base, all_bodies), strict=True), base)])
 
 
 # What the store reads back is what it wrote, or the log was changed: SQLite keeps any
