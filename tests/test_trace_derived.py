@@ -403,13 +403,22 @@ def test_an_audit_entrys_trace_id_is_the_derived_traces(headers: dict[str, str])
     assert len(trace_id_of(headers, "s-1")) == 32
 
 
-def _shape(spans: list[dict[str, Any]]) -> list[tuple[str, str, str, str]]:
-    """Each span as ``(name, its parent's name, status, step key)``, sorted (a chat span
-    by its operation alone: a derived one names the model that answered)."""
-    names = {s["span_id"]: "chat" if s["name"].startswith("chat ") else s["name"]
-             for s in spans}
+#: What a derived span has as its live twin has it (with no failover, the model that
+#: answered is the one requested).
+_SAME = ("gen_ai.operation.name", "gen_ai.agent.name", "gen_ai.provider.name",
+         "gen_ai.request.model", "gen_ai.response.finish_reasons", "convoy.agent.depth",
+         "gen_ai.usage.input_tokens", "gen_ai.usage.output_tokens", "error.type")
+
+
+def _shape(spans: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """Each span as ``(name, its parent's name, status, step key, the attributes in
+    _SAME, its events' names and exception types)``, sorted."""
+    names = {s["span_id"]: s["name"] for s in spans}
     return sorted((names[s["span_id"]], names.get(s["parent_id"] or "", "-"), s["status"],
-                   str(s["attrs"].get("convoy.step.key", ""))) for s in spans)
+                   str(s["attrs"].get("convoy.step.key", "")),
+                   *(repr(s["attrs"].get(a)) for a in _SAME),
+                   repr([(e["name"], e["attrs"].get("exception.type")) for e in s["events"]]))
+                  for s in spans)
 
 
 def test_derived_agent_spans_are_the_agent_runs_live_tracing_records(db: str | Path) -> None:

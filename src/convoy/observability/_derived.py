@@ -98,14 +98,15 @@ class _Derivation:
         self.trace_id, self.root_id, self.parent_id = trace_ids(row.header_map, row.id)
         self.spans: list[dict[str, Any]] = []
 
-    def error(self, attrs: dict[str, Any], record: Any, fallback: str) -> tuple[str, str]:
-        """``(status, message)`` of a failed step or session; sets ``error.type``."""
+    def error(self, attrs: dict[str, Any], record: Any, fallback: str) -> tuple[str, str, str]:
+        """``(status, status message, error message)`` of a failed step or session; sets
+        ``error.type``."""
         error = record if isinstance(record, dict) else {}
         kind = error_kind_of(error) or fallback
         attrs["error.type"] = kind
         message = WITHHELD if self.subject else \
             bounded(str(error.get("message", "")), self.redact, _MESSAGE_LIMIT)
-        return "error", f"{kind}: {message}" if message else kind
+        return "error", f"{kind}: {message}" if message else kind, message
 
     def step(self, r: StepRecord, parent: str) -> dict[str, Any]:
         attrs: dict[str, Any] = {"convoy.step.key": r.key}
@@ -113,11 +114,22 @@ class _Derivation:
         kind, target = r.kind, r.target
         span_kind = "internal"
         if kind == "model":
-            model = value.get("model") if isinstance(value, dict) else None
-            name = f"chat {model}" if isinstance(model, str) and model else "chat"
+            answer = value if isinstance(value, dict) else {}
+            model = answer.get("model")
+            name = "chat"
             attrs.update({"gen_ai.operation.name": "chat", "gen_ai.agent.name": target})
             if isinstance(model, str) and model:
-                attrs["gen_ai.response.model"] = model
+                # The model of the call that answered (after a failover, the fallback's),
+                # named as live spans name a model: ``provider:name``.
+                provider, _, bare = model.partition(":")
+                if not bare:
+                    provider, bare = "convoy", model
+                name = f"chat {bare}"
+                attrs.update({"gen_ai.provider.name": provider, "gen_ai.request.model": bare,
+                              "gen_ai.response.model": model})
+            finish = answer.get("finish")
+            if isinstance(finish, str) and finish:
+                attrs["gen_ai.response.finish_reasons"] = [finish]
             span_kind = "client"
         elif kind == "tool":
             name = f"execute_tool {target}"
@@ -154,7 +166,7 @@ class _Derivation:
         if r.status == "completed":
             status = "ok"
         elif r.status == "failed":
-            status, message = self.error(attrs, value, "unknown")
+            status, message, text = self.error(attrs, value, "unknown")
         else:  # started, no outcome (yet: a wait open, a call cut short)
             status = "unset"
             attrs["convoy.step.status"] = r.status
@@ -163,6 +175,11 @@ class _Derivation:
         start = _ns(r.began, what) if r.began else end
         span = _span(name, self.trace_id, step_span_id(self.trace_id, r.key), parent, start,
                      end, status, attrs, message, kind=span_kind)
+        if status == "error":  # (as live spans record the exception that failed a step)
+            error = value if isinstance(value, dict) else {}
+            span["events"].append({"name": "exception", "time": end, "attrs": {
+                "exception.type": str(error.get("type") or attrs["error.type"]),
+                "exception.message": text}})
         self.spans.append(span)
         return span
 
@@ -226,6 +243,14 @@ class _Derivation:
                 seen.add(parent["span_id"])
                 self.widen(parent, span)
                 parent = holder(parent["attrs"]["convoy.step.key"].rpartition("/")[0])
+        agents = {run["span_id"]: run for run, _ in last.values()}
+        for run in agents.values():  # (1: a run of the workflow's; its workers' 2, ...)
+            depth, up, seen = 1, run["parent_id"], {run["span_id"]}
+            while up in agents and up not in seen:
+                seen.add(up)
+                depth += 1
+                up = agents[up]["parent_id"]
+            run["attrs"]["convoy.agent.depth"] = depth
         for run, step in last.values():
             if step["status"] == "error":
                 # The run ended in its last step's failure (one that failed before it,
@@ -252,7 +277,7 @@ class _Derivation:
         elif row.status in _RUNNING:
             status = "unset"
         else:
-            status, message = self.error(attrs, row.error_record, row.status)
+            status, message, _ = self.error(attrs, row.error_record, row.status)
         root = _span(f"invoke_workflow {row.workflow}", self.trace_id, self.root_id,
                      self.parent_id,
                      begin, end, status, attrs, message)
