@@ -142,62 +142,44 @@ class AuditInterceptor(Interceptor):
             self._versions.add(seen)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
-        trace_id = trace_id_of(input.headers, i.session_id)
-        mac = await self._mac(i.tenant, i.subject)
-        cursor_text: str | None = None  # the session's sealed cursor as this run found it
-
-        def queue(bodies: list[bytes], at: float | None,
-                  ended: tuple[bytes, ...] = ()) -> None:
-            """Queue entries for the sealer, with the move of the session's cursor to
-            ``at`` (chained: a run's seals move it one after the other)."""
-            nonlocal cursor_text
-            after = repr(at) if at is not None else cursor_text or repr(-math.inf)
-            sealer.submit(Queued(tenant=i.tenant, session_id=i.session_id,
-                                 before=cursor_text, after=after, bodies=bodies,
-                                 trace_id=trace_id, mac=mac, ended=ended))
-            cursor_text = after
-
-        entries = JournalEntries(i.session_id, trace_id, flush_every=self.flush_every,
-                                 on_full=lambda: queue(entries.take(), entries.last_at),
-                                 mac=mac)
+        mac = None if i.subject is None else await self._mac(i.tenant, i.subject)
+        tap = _RunTap(sealer, i.tenant, i.session_id, trace_id_of(input.headers, i.session_id),
+                      flush_every=self.flush_every, mac=mac)
         cursor = -math.inf
         header = input.headers.get(AUDIT_CURSOR)
-        if input.journal or header is not None:  # an earlier run's records, sealed or not
+        journal = input.journal
+        if journal or header is not None:  # an earlier run's records, sealed or not
             # (queued here and not sealed yet: this run's seal goes after that one's)
-            cursor_text = sealer.queued_cursor(i.session_id) or \
+            tap.cursor_text = sealer.queued_cursor(i.session_id) or \
                 await store.kv_get(AUDIT_CURSORS, i.session_id)
-        if cursor_text is not None:
-            cursor = cursor_time(cursor_text)
-        elif header is not None and header != IN_STORE:
-            cursor = cursor_time(header)  # an earlier Convoy's cursor (or a retry copied it)
-        if input.journal:
-            entries.recover(r for r in input.journal.values() if r.at > cursor)
-        last = max((r.at for r in input.journal.values()), default=-math.inf)
+            if tap.cursor_text is not None:
+                cursor = cursor_time(tap.cursor_text)
+            elif header is not None and header != IN_STORE:
+                cursor = cursor_time(header)  # an earlier Convoy's cursor (or a retry's copy)
+        if journal:
+            tap.recover(r for r in journal.values() if r.at > cursor)
+        last = max((r.at for r in journal.values()), default=-math.inf) if journal else \
+            -math.inf
         if cursor > last:
             # Ahead of every record (its record was dropped by a person's retry of an
             # escalated step; a retry copied its session's headers; an earlier Convoy
             # wrote a clock's time): this run's records, stamped after the journal's last,
             # may fall below it. Every record is audited, so the cursor moves back to the
             # last one.
-            entries.last_at = last
-            queue(entries.take(), last)
-        input.journal_taps.append(entries)
-        try:
-            end = await next(input)
-        finally:
-            # (its ``on_full`` refers to it: a cycle the garbage collector would have to
-            # find, once per run)
-            entries.on_full = None
+            tap.last_at = last
+            tap.queue(tap.take(), repr(last))
+        input.journal_taps.append(tap)
+        end = await next(input)
         if end.status == "interrupted" and (end.error or {}).get("type") == "LeaseLost":
             # Another engine took the session over: it seals these from the journal.
             return end
-        bodies = entries.take()
+        bodies = tap.take()
         ended = (self._cancelled(input, end),) if end.status == "cancelled" else ()
-        if bodies or ended or (entries.last_at is not None and
-                               repr(entries.last_at) != cursor_text):
+        after = None if tap.last_at is None else repr(tap.last_at)
+        if bodies or ended or (after is not None and after != tap.cursor_text):
             # The records are committed already (a tap sees a record once written): the
             # sealer appends their entries with its next batch, in a commit of its own.
-            queue(bodies, entries.last_at, ended)
+            tap.queue(bodies, after, ended)
         if end.status != "completed":  # it runs again: its next run reads the cursor
             input.headers[AUDIT_CURSOR] = IN_STORE
         return end
@@ -245,3 +227,34 @@ class AuditInterceptor(Interceptor):
         # (a write that fails, the task decided meanwhile, appends nothing).
         input.audit.append(event.encode())
         return await next(input)
+
+
+class _RunTap(JournalEntries):
+    """The journal tap of one audited run: its entries (:class:`JournalEntries`), queued
+    for the sealer with the move of the session's cursor, chained: a run's seals move it
+    one after the other from :attr:`cursor_text`, the session's sealed cursor as the run
+    found it."""
+
+    __slots__ = ("cursor_text", "sealer", "tenant")
+
+    def __init__(self, sealer: Sealer, tenant: str, session_id: str, trace_id: str | None,
+                 *, flush_every: int, mac: bytes | None) -> None:
+        super().__init__(session_id, trace_id, flush_every=flush_every, mac=mac)
+        self.sealer = sealer
+        self.tenant = tenant
+        self.cursor_text: str | None = None
+
+    def full(self) -> None:
+        self.queue(self.take(), repr(self.last_at))
+
+    def queue(self, bodies: list[bytes], after: str | None,
+              ended: tuple[bytes, ...] = ()) -> None:
+        """Queue ``bodies`` (and ``ended``) with the move of the cursor to ``after`` (the
+        ``repr`` of a record's time; ``None``: where it is)."""
+        before = self.cursor_text
+        if after is None:
+            after = before or repr(-math.inf)
+        self.sealer.submit(Queued(tenant=self.tenant, session_id=self.session_id,
+                                  before=before, after=after, bodies=bodies,
+                                  trace_id=self.trace_id, mac=self.mac, ended=ended))
+        self.cursor_text = after

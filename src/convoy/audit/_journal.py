@@ -42,7 +42,7 @@ id (``refs.trace_id``) when tracing put one in its headers. A step that only sta
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from hashlib import sha256
 from json.encoder import encode_basestring as _quote
 
@@ -180,17 +180,16 @@ class JournalEntries:
     journaled after it is later (the executor stamps them so), which makes it the audit
     cursor."""
 
-    __slots__ = ("_tail", "bodies", "flush_every", "last_at", "mac", "on_full",
-                 "session_id", "trace_id")
+    __slots__ = ("_tail", "bodies", "flush_every", "last_at", "mac", "session_id",
+                 "trace_id")
 
     def __init__(self, session_id: str, trace_id: str | None, *, flush_every: int = 1024,
-                 on_full: Callable[[], None] | None = None, mac: bytes | None = None) -> None:
+                 mac: bytes | None = None) -> None:
         self.session_id = session_id
         self.trace_id = trace_id
         self.mac = mac
         self.bodies: list[bytes] = []
         self.flush_every = flush_every
-        self.on_full = on_full
         self.last_at: float | None = None
         self._tail = _answer_tail(session_id, trace_id)
 
@@ -204,8 +203,8 @@ class JournalEntries:
         if body is not None:
             bodies = self.bodies
             bodies.append(body)
-            if len(bodies) >= self.flush_every and self.on_full is not None:
-                self.on_full()  # a long run: what it holds goes with its next commit
+            if len(bodies) >= self.flush_every:
+                self.full()  # a long run: what it holds goes with its next commit
 
     def recover(self, records: Iterable[StepRecord]) -> None:
         """Add the entries of ``records`` a run journaled without appending them (it was
@@ -215,6 +214,9 @@ class JournalEntries:
             body = entry_of(r, self.session_id, r.at, self.trace_id, self.mac)
             if body is not None:
                 self.bodies.append(body)
+
+    def full(self) -> None:
+        """Called when it holds ``flush_every`` entries (a subclass hands them on)."""
 
     def take(self) -> list[bytes]:
         """The entries held, emptied."""
