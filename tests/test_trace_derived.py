@@ -502,3 +502,50 @@ def test_a_waits_span_is_named_by_its_watchs_namespace_decoded(signal: str,
     from convoy.observability._unhooked import wait_family
 
     assert wait_family(signal) == family
+
+
+@pytest.mark.parametrize("tracing", ["none", "derived", "live"])
+def test_a_decision_made_anywhere_has_one_human_decision_span(db: str | Path,
+                                                              tracing: str) -> None:
+    """A decision made on the command line (no tracing) is derived from the session's read
+    of its task; one made through an engine that traces (derived or live) is recorded as
+    it is made, with the same span id: the trace has it once either way."""
+    @convoy.tool(requires_approval=convoy.Approval())
+    def refund(amount: float) -> str:
+        """Refund the customer."""
+        return "refunded"
+
+    def scripted(req: convoy.ModelRequest) -> Any:
+        if not [m for m in req.messages if m.role == "tool"]:
+            return {"tool_calls": [{"name": "refund", "arguments": {"amount": 5}}]}
+        return {"text": "done"}
+
+    clerk = convoy.Agent(name="clerk", tools=[refund], model=convoy.SimModel(scripted))
+
+    @convoy.workflow(name="obs.derived.decision")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        return str(await ctx.run(clerk, t))
+
+    chain = {"none": list, "derived": lambda: observe(Tracing(["store"])),
+             "live": lambda: observe(Tracing(["store"], live=True))}[tracing]
+
+    async def run() -> float:
+        async with convoy.Engine(db, interceptors=chain()) as engine:
+            assert (await engine.run(wf, "x", session_id="h-1")).status == "waiting"
+            [task] = await engine.inbox.tasks()
+            decided = await engine.inbox.approve(task.id, by="ann")
+            [res] = await engine.resume()
+            assert res.ok
+            assert decided.decision is not None
+            return decided.decision.at
+
+    at = asyncio.run(run())
+    spans = _spans(db, "h-1")
+    [decision] = [s for s in spans if s["name"] == "human_decision"]
+    root = next(s for s in spans if s["name"] == "invoke_workflow obs.derived.decision")
+    assert decision["parent_id"] == root["span_id"]
+    assert decision["attrs"]["convoy.task.kind"] == "approval"
+    assert decision["attrs"]["convoy.decision.action"] == "approve"
+    assert decision["attrs"]["convoy.task.id"] == "h-1:0/2"
+    assert decision["start"] == round(at * 1e9) or tracing != "none"
+    assert bool(decision["attrs"].get("convoy.derived")) is (tracing == "none")

@@ -62,5 +62,11 @@ def derived_id(*parts: str, size: int = 8) -> str:
     return blake2b("\x1f".join(parts).encode(), digest_size=size).hexdigest()
 
 
-__all__ = ["TRACE_HEADER", "derived_id", "parse_traceparent", "step_span_id", "trace_id_of",
-           "trace_ids"]
+def decision_span_id(trace_id: str, task_id: str, at: float) -> str:
+    """The span id of the decision on human task ``task_id`` made at ``at`` (the same
+    whether live tracing recorded it as it was made or it is derived from the journal)."""
+    return derived_id(trace_id, "decision", task_id, repr(float(at)))
+
+
+__all__ = ["TRACE_HEADER", "decision_span_id", "derived_id", "parse_traceparent",
+           "step_span_id", "trace_id_of", "trace_ids"]

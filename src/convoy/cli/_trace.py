@@ -124,7 +124,8 @@ async def _load(db: str, session_id: str, scope: Scope
             # Traced live, in part at least (a run by an engine that derives spans when
             # read, as after an upgrade, kept none): the steps no kept span has, derived.
             derived = _not_kept(derived, spans)
-        spans = [*derived, *spans]
+        kept_ids = {s["span_id"] for s in spans}  # (a decision's span: kept and derived)
+        spans = [*(s for s in derived if s["span_id"] not in kept_ids), *spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
         return "found", spans, len(gone)
 

@@ -33,8 +33,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from convoy._trace_context import decision_span_id, step_span_id, trace_ids
 from convoy._trace_context import derived_id as _id
-from convoy._trace_context import step_span_id, trace_ids
 from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD
 from convoy.observability._unhooked import DRAWN, wait_family
@@ -43,6 +43,7 @@ from convoy.stores._protocol import SessionRow, StepRecord
 from convoy.stores._rows import damaged
 
 _MESSAGE_LIMIT = 500
+_INBOX_GET = "get convoy.inbox/"  # (a state read of a human task: ``hitl._task.INBOX``)
 _RUNNING = ("pending", "running", "waiting")
 
 
@@ -198,7 +199,11 @@ class _Derivation:
         placed: list[tuple[str, dict[str, Any]]] = []  # (scope, span) to put in a parent
         # an agent run's span id -> (its span, its last step's)
         last: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
+        decided: set[str] = set()
         for r in steps:
+            if r.kind == "state" and r.status == "completed" and \
+                    r.target.startswith(_INBOX_GET):
+                self.decision(r, decided)
             name = _agent_of(r)
             scope = r.key.rpartition("/")[0]
             if name is None:  # a step of the workflow's own
@@ -284,6 +289,35 @@ class _Derivation:
         spans = [root, *self.spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
         return spans
+
+    def decision(self, r: StepRecord, decided: set[str]) -> None:
+        """The ``human_decision`` span of a decision on a human task the session read back
+        (a ``state.get`` of its task in the inbox, after its wait), once per decision, as
+        live tracing records it when the person makes it (the same span id): at its time,
+        under the session's span. (A sealed task, a data subject's, says nothing.)"""
+        read = _value(r.result)
+        task = _value(read.get("value")) if isinstance(read, dict) and \
+            isinstance(read.get("value"), str) else None
+        decision = task.get("decision") if isinstance(task, dict) else None
+        if not isinstance(decision, dict):
+            return
+        task_id, at, action = task.get("id"), decision.get("at"), decision.get("action")
+        if not isinstance(task_id, str) or type(at) not in (int, float) or \
+                not isinstance(action, str):
+            return
+        span_id = decision_span_id(self.trace_id, task_id, at)
+        if span_id in decided:
+            return
+        decided.add(span_id)
+        when = _ns(at, f"session {self.row.id!r} human task {task_id!r}")
+        sid = self.redact(self.row.id)
+        self.spans.append(_span("human_decision", self.trace_id, span_id, self.root_id, when,
+                                when, "ok", {
+                                    "convoy.task.id": self.redact(task_id),
+                                    "convoy.task.kind": str(task.get("kind", "")),
+                                    "convoy.decision.action": action,
+                                    "convoy.step.key": task_id.rpartition(":")[2],
+                                    "gen_ai.conversation.id": sid, "convoy.session.id": sid}))
 
     @staticmethod
     def widen(span: dict[str, Any], child: dict[str, Any]) -> None:

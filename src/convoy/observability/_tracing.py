@@ -27,7 +27,13 @@ from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import SessionTerminated, UserError
-from convoy._trace_context import TRACE_HEADER, step_span_id, trace_id_of, trace_ids
+from convoy._trace_context import (
+    TRACE_HEADER,
+    decision_span_id,
+    step_span_id,
+    trace_id_of,
+    trace_ids,
+)
 from convoy.interceptors._base import (
     AgentRunEnd,
     AgentRunInput,
@@ -795,7 +801,9 @@ class Tracing(Interceptor):
         if self.capture_content:
             attrs["convoy.decision.by"] = self.text(input.by)
             attrs["convoy.decision.value"] = self.text(input.decision.get("value"))
-        span = SpanData.root(run, shape, trace_id, new_span_id(), parent_id, attrs)
+        span = SpanData.root(run, shape, trace_id,
+                             decision_span_id(trace_id, input.task_id, input.at), parent_id,
+                             attrs)
         m = self.metrics
         try:
             written = await next(input)
