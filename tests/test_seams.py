@@ -437,3 +437,13 @@ async def test_a_locked_store_leaves_the_session_unfinished_and_the_loop_free(
         assert row is not None and row.unfinished  # not failed
         [again] = await eng.resume()  # the lock is gone: the session finishes
         assert again.ok and sim.calls == 1
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_taps_are_each_called_in_order(n: int) -> None:
+    from convoy.engine._engine import _all_of
+
+    seen: list[tuple[int, str]] = []
+    taps = [lambda e, i=i: seen.append((i, e)) for i in range(n)]
+    _all_of(taps)("record")
+    assert seen == [(i, "record") for i in range(n)]
