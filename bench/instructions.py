@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 from observability_parts import CHAINS
+from resilience_overhead import AGENTS
 
 HERE = Path(__file__).parent
 
@@ -44,9 +45,12 @@ def instructions(name: str, tmp: Path) -> float:
         if proc.wait() != 0:
             raise SystemExit(f"instructions.py: {name} {n} failed under valgrind (exit "
                              f"{proc.returncode}); run it without valgrind to see why")
-        line = next(x for x in out.read_text().splitlines() if x.startswith("totals:"))
+        line = next((x for x in out.read_text().splitlines() if x.startswith("totals:")), "")
+        if not line:
+            raise SystemExit(f"instructions.py: callgrind wrote no total for {name} {n} "
+                             f"({out}); run it again")
         totals[n] = int(line.split()[1])
-    return (totals[300] - totals[100]) / (200 * 5)  # (W1: five steps per session)
+    return (totals[300] - totals[100]) / (200 * AGENTS)  # (W1: a model step per agent)
 
 
 def main(names: list[str]) -> None:

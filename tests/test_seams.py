@@ -238,7 +238,7 @@ async def test_run_taps_see_each_agent_run_end_as_the_agent_hook_does(db: Path) 
         out: Classification = await ctx.run(triage, t)
         return out
 
-    Ended = tuple[str, str, str | None, str | None, bool]
+    Ended = tuple[str, str, str | None, str | None, bool, bool]
 
     class Taps(convoy.Interceptor):
         def __init__(self) -> None:
@@ -247,7 +247,8 @@ async def test_run_taps_see_each_agent_run_end_as_the_agent_hook_does(db: Path) 
         def ended(self, e: convoy.AgentRunEnded) -> None:
             assert e.nanoseconds >= 0 and e.session.id == "s"
             self.ends.append((e.agent.name, e.key, e.handoff.name if e.handoff else None,
-                              type(e.error).__name__ if e.error else None, e.replaying))
+                              type(e.error).__name__ if e.error else None, e.replaying,
+                              e.ended_earlier))
 
         async def session_run(self, input: convoy.SessionInput,
                               next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
@@ -260,16 +261,61 @@ async def test_run_taps_see_each_agent_run_end_as_the_agent_hook_does(db: Path) 
     assert eng.runtime.agent_chain.call is agent_turns  # (no agent hook)
     with pytest.raises(Crash):
         await eng.run(wf, "t", session_id="s")
-    assert first.ends == [("triage", "0/0", "billing", None, False),
-                          ("billing", "0/2", None, "Crash", False)]
+    assert first.ends == [("triage", "0/0", "billing", None, False, False),
+                          ("billing", "0/2", None, "Crash", False, False)]
     second = Taps()
     async with later_engine(db, workflows=[wf], interceptors=[second]) as eng2:
         [res] = await eng2.resume()
-    assert res.ok
-    assert second.ends == [("triage", "0/0", "billing", None, True),
-                           ("lookup", "0/3/0", None, None, False),
-                           ("billing", "0/2", None, None, False)]
+        assert res.ok
+        told = list(second.ends)
+        await eng2.replay("s")  # (a replay ends no run: the taps are told nothing)
+        assert second.ends == told
+    # triage's run ended in the first run of the session (told then); billing's had not
+    assert second.ends == [("triage", "0/0", "billing", None, True, True),
+                           ("lookup", "0/3/0", None, None, False, False),
+                           ("billing", "0/2", None, None, False, False)]
     await eng.aclose()
+
+
+async def test_a_run_tap_that_raises_changes_nothing_of_the_run(
+        db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A tap that raises is logged: the handoff goes on, a park still parks."""
+    @convoy.tool(requires_approval=convoy.Approval())
+    def refund(amount: float) -> str:
+        """Refund."""
+        return "refunded"
+
+    sim = convoy.SimModel({
+        "triage": {"handoff": "clerk", "payload": {"task": "refund"}},
+        "clerk": [{"tool_calls": [{"name": "refund", "arguments": {"amount": 5}}]},
+                  {"output": OK}]})
+    clerk = convoy.Agent(name="clerk", output_type=Classification, tools=[refund], model=sim)
+    triage = convoy.Agent(name="triage", output_type=Classification, handoffs=[clerk],
+                          model=sim)
+
+    @convoy.workflow(name="raising_tap")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(triage, t)
+        return out
+
+    class Raising(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            def tap(e: convoy.AgentRunEnded) -> None:
+                raise RuntimeError("tap broke")
+
+            input.run_taps.append(tap)
+            return await next(input)
+
+    async with convoy.Engine(db, interceptors=[Raising()]) as eng:
+        res = await eng.run(wf, "t", session_id="r")
+        assert res.status == "waiting"  # the handoff went on; clerk parked on the approval
+        [task] = await eng.inbox.tasks()
+        await eng.inbox.approve(task.id, by="ann")
+        [res] = await eng.resume()
+        assert res.ok
+    assert "a run tap raised on the end of agent 'triage'" in caplog.text
 
 
 async def test_an_unknown_stage_is_refused() -> None:

@@ -19,7 +19,7 @@ from convoy.interceptors._base import Chain
 from convoy.observability import Tracing, observe
 
 from .clikit import cli
-from .conftest import STORE_KINDS, store_db
+from .conftest import STORE_KINDS, later_engine, store_db
 from .obs_flows import TICKET, agents, desk_workflow, down_workflow, script
 
 
@@ -163,6 +163,11 @@ def test_a_failed_session_has_its_error_kind_on_its_span_and_its_failed_steps(
     assert chat["status"] == "error" and chat["attrs"]["error.type"] == "server_error"
     [agent] = [s for s in spans if s["name"] == "invoke_agent solo"]
     assert agent["status"] == "error" and chat["parent_id"] == agent["span_id"]
+    # (as live spans: the exception that failed the step, and the run it ended)
+    for failed in (chat, agent):
+        [event] = failed["events"]
+        assert event["name"] == "exception" and event["attrs"]["exception.type"] == "ModelError"
+        assert event["attrs"]["exception.message"] in failed["message"]
     shown = cli("trace", "f1", "--db", str(db))
     assert shown.code == 0 and "1 error" not in shown.stdout and "errors" in shown.stdout
 
@@ -240,6 +245,46 @@ def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_
     assert later["parent_id"] == first_run["span_id"]
     assert later["start"] <= late["start"] <= late["end"] <= later["end"]
     assert later["status"] == "ok" and first_run["attrs"]["convoy.session.status"] == "waiting"
+
+
+def test_a_step_cut_short_in_a_live_run_and_taken_again_in_a_derived_one_shows_both(
+        db: str | Path) -> None:
+    """A model call killed under live tracing (its kept span interrupted) and made again
+    by the run that resumed the session with derived tracing: the call that completed is
+    in the trace too (the interrupted span does not stand for it)."""
+    from .conftest import Crash
+
+    crashed: list[bool] = []
+
+    class CrashOnce(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            if not crashed:
+                crashed.append(True)
+                raise Crash
+            return await super().request(request)
+
+    solo = convoy.Agent(name="solo", model=CrashOnce({"*": {"text": "done"}}))
+
+    @convoy.workflow(name="obs.derived.cut")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        out: str = await ctx.run(solo, t)
+        return out
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            with pytest.raises(Crash):
+                await engine.run(wf, "x", session_id="cut")
+        async with later_engine(db, workflows=[wf],
+                                interceptors=observe(Tracing(["store"]))) as engine:
+            [res] = await engine.resume()
+            assert res.ok, res
+
+    asyncio.run(run())
+    chats = [s for s in _spans(db, "cut") if s["name"].startswith("chat")]
+    assert sorted((s["attrs"]["convoy.step.key"], s["status"], bool(
+        s["attrs"].get("convoy.derived"))) for s in chats) == [
+        ("0/0", "ok", True), ("0/0", "unset", False)]
 
 
 def test_a_session_run_derived_then_resumed_live_has_every_step(db: str | Path) -> None:

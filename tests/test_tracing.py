@@ -25,7 +25,7 @@ import convoy
 from convoy.observability import SEMCONV_VERSION, TRACE_HEADER, Tracing, observe
 from convoy.observability._spans import load_chunks, traceparent_sampled
 from convoy.observability._tracing import SPANS_NAMESPACE
-from convoy.resilience import Retry, RetryPolicy
+from convoy.resilience import Fallback, Retry, RetryPolicy
 
 from .clikit import cli
 from .conftest import STORE_KINDS, Crash, later_engine, store_db
@@ -205,6 +205,32 @@ async def test_retry_attempts_get_their_own_spans(engine_factory: Any) -> None:
         ["server_error", "server_error", None]
     assert chat.attributes["convoy.attempts"] == 3
     assert chat.status.is_ok
+
+
+async def test_a_fallbacks_answer_is_the_chat_spans_response_model(engine_factory: Any
+                                                                     ) -> None:
+    """The span names the model the agent asked for; the model that answered after a
+    fallback is its ``gen_ai.response.model`` (the fallback changes ``input.model``)."""
+    class Down(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            raise convoy.ModelError("upstream 503", retryable=True, status_code=503)
+
+    tracing, mem = traced()
+    backup = convoy.SimModel({"*": {"output": {"action": "ok"}}}, name="sim:backup")
+    agent = convoy.Agent(name="solo", output_type=dict[str, str],
+                         model=Down({}, name="acme:primary"))
+
+    @convoy.workflow(name="obs.fallback")
+    async def wf(ctx: convoy.Context, t: str) -> Any:
+        return await ctx.run(agent, t)
+
+    eng = engine_factory(models={"sim:backup": backup},
+                         interceptors=[*observe(tracing), Fallback({"*": ["sim:backup"]})])
+    assert (await eng.run(wf, "t")).ok
+    [chat] = by_name(list(mem.get_finished_spans()))["chat primary"]
+    assert chat.attributes["gen_ai.request.model"] == "primary"
+    assert chat.attributes["gen_ai.provider.name"] == "acme"
+    assert chat.attributes["gen_ai.response.model"] == "sim:backup"
 
 
 async def test_content_is_off_by_default_and_redacted_when_on(engine_factory: Any) -> None:

@@ -154,7 +154,9 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
         key = s["attrs"].get("convoy.step.key")  # (an edited attribute may hold any JSON)
         return key if isinstance(key, str) and not _run_span(s) else None
 
-    keys = {step_key(s) for s in kept} | {None}  # (None: not a step span)
+    # (a kept span cut short by a crash does not stand for its step: the run that resumed
+    # the session took it again; None: not a step span)
+    keys = {step_key(s) for s in kept if "convoy.interrupted" not in s["attrs"]} | {None}
     steps = [s for s in derived if step_key(s) not in keys]
     by_id = {s["span_id"]: s for s in derived}
     root = next((s for s in derived

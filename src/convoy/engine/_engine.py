@@ -887,7 +887,7 @@ class Engine(SessionControl, SubjectRights):
             taps = si.journal_taps
             if taps:
                 executor.tap = _all_of(taps)
-            if si.run_taps:
+            if si.run_taps and not executor.replay_only:  # (a replay ends no run)
                 state.run_tap = _all_of(si.run_taps)
             return await run_body(wf, state, executor, value)
 

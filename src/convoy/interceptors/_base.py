@@ -129,18 +129,23 @@ class AgentRunEnded(NamedTuple):
     """An agent run that ended, as the run taps of its session see it
     (:attr:`SessionInput.run_taps`): after it answered, handed over or raised.
 
-    ``key`` is the position of the run's first step and ``context`` the scope it ran in
-    (``context.peek_key()``: the key after its last step). ``replaying``: the run began
-    replaying the journal (a resume; an earlier run of the session may have ended it
-    already). ``handoff``: the agent it handed the session to; ``error``: what it raised
-    (a parked or cancelled run raises too: not an :class:`Exception`). ``nanoseconds``:
-    how long it ran, by ``time.perf_counter_ns``.
+    ``key`` is the position of the run's first step and ``context`` the scope it ran in.
+    ``replaying``: the run began replaying the journal (a resumed session).
+    ``ended_earlier``: an earlier run of the session ended this agent run (its last step
+    came from the journal), and told the taps of that run then: leave it out to count each
+    run once (a run that began replaying and went on past the journal, after a park or a
+    crash, had not ended: it is not one). ``handoff``: the agent it handed the session to;
+    ``error``: what it raised: an :class:`Exception` for a failure (one that escalates to
+    a person too), or not one for a run that parked (``Parked``: a person's approval), was
+    cancelled or was cut short. ``nanoseconds``: how long it ran, by
+    ``time.perf_counter_ns``.
     """
 
     context: Context
     key: str
     agent: Agent[Any, Any]
     replaying: bool
+    ended_earlier: bool
     handoff: Agent[Any, Any] | None
     error: BaseException | None
     nanoseconds: int
@@ -149,6 +154,29 @@ class AgentRunEnded(NamedTuple):
     def session(self) -> SessionState:
         """The session the run belongs to."""
         return self.context.session
+
+
+def ended_earlier(context: Context, key: str) -> bool:
+    """Whether the agent run that began at step ``key`` in scope ``context``, which began
+    replaying the journal (a resumed session) and has just ended, was ended by an earlier
+    run of its session: whether its last step came from the journal.
+
+    A run ends right after its last step (its answer, its handoff, the step it failed
+    at), with nothing awaited in between: the run of the session that journaled that step
+    ended the agent run too, however long after it crashed. A run whose last step is new
+    (taken by this run: it had parked, or a crash cut it short) had not ended. What else
+    the journal holds says nothing about this run: a later record may be a concurrent
+    branch's, and a crash during the next agent's first model call leaves nothing after
+    it. (A crash in the instant between the commit of the last step and the end of the
+    run leaves the same journal as one a moment later: it counts as ended.)"""
+    executor = context.session.executor
+    recorded = getattr(executor, "recorded", None)
+    head, sep, n = context.peek_key().rpartition("/")  # (the key after its last step)
+    last = int(n) - 1
+    if recorded is None or last < int(key.rpartition("/")[2]):
+        # (another executor; a run that took no step)
+        return bool(getattr(executor, "replaying", False))
+    return bool(recorded(f"{head}{sep}{last}"))
 
 
 @dataclass(slots=True, kw_only=True)

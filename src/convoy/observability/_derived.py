@@ -263,6 +263,7 @@ class _Derivation:
                 run["status"] = "error"
                 run["attrs"]["error.type"] = step["attrs"]["error.type"]
                 run["message"] = step["message"]
+                run["events"] = [dict(e) for e in step["events"]]  # (its exception)
             elif step["status"] == "unset":
                 run["status"] = "unset"  # (cut short, or waiting in its last step)
         begin = _ns(row.created, f"session {row.id!r}")
@@ -296,14 +297,14 @@ class _Derivation:
         live tracing records it when the person makes it (the same span id): at its time,
         under the session's span. (A sealed task, a data subject's, says nothing.)"""
         read = _value(r.result)
-        task = _value(read.get("value")) if isinstance(read, dict) and \
-            isinstance(read.get("value"), str) else None
-        decision = task.get("decision") if isinstance(task, dict) else None
-        if not isinstance(decision, dict):
+        stored = read.get("value") if isinstance(read, dict) else None
+        task = _value(stored) if isinstance(stored, str) else None
+        if not isinstance(task, dict) or not isinstance(task.get("decision"), dict):
             return
+        decision: dict[str, Any] = task["decision"]
         task_id, at, action = task.get("id"), decision.get("at"), decision.get("action")
-        if not isinstance(task_id, str) or type(at) not in (int, float) or \
-                not isinstance(action, str):
+        if not isinstance(task_id, str) or not isinstance(at, int | float) or \
+                isinstance(at, bool) or not isinstance(action, str):
             return
         span_id = decision_span_id(self.trace_id, task_id, at)
         if span_id in decided:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 from convoy._errors import StateConflict, UserError
 from convoy.interceptors._base import (
     AgentRunEnded,
-    AgentRunInput,
     DecisionInput,
     EffectInput,
     HandoffInput,
@@ -116,35 +115,6 @@ class _Agent:
         self.ok, self.handoff, self.failed = (_Hist(SESSION_NS), _Hist(SESSION_NS),
                                               _Hist(SESSION_NS))
         self.errors: dict[str, int] = {}
-
-
-def _replayed(input: AgentRunInput | AgentRunEnded) -> bool:
-    """Whether an agent run that began replaying the journal (a resumed session) was
-    ended, and counted, by an earlier run of its session: whether its last step came from
-    the journal.
-
-    A run ends right after its last step (its answer, its handoff, the step it failed
-    at), with nothing awaited in between: the run of the session that journaled that step
-    ended the agent run too, however long after it crashed. A run whose last step is new
-    (taken by this run: it had parked, or a crash cut it short) had not ended. What else
-    the journal holds says nothing about this run: a later record may be a concurrent
-    branch's, and a crash during the next agent's first model call leaves nothing after
-    it. (A crash in the instant between the commit of the last step and the end of the
-    run leaves the same journal as one a moment later: it counts as ended.)"""
-    executor = input.session.executor
-    recorded = getattr(executor, "recorded", None)
-    last = _last_step(input)
-    if recorded is None or last is None:  # (another executor; a run that took no step)
-        return bool(getattr(executor, "replaying", False))
-    return bool(recorded(last))
-
-
-def _last_step(input: AgentRunInput | AgentRunEnded) -> str | None:
-    """The key of the last step an agent run that ended took in its scope (its first is
-    ``input.key``), ``None`` if it took none."""
-    head, sep, n = input.context.peek_key().rpartition("/")
-    last = int(n) - 1
-    return f"{head}{sep}{last}" if last >= int(input.key.rpartition("/")[2]) else None
 
 
 class Metrics(Interceptor):
@@ -300,10 +270,12 @@ class Metrics(Interceptor):
 
     def _run_ended(self, ended: AgentRunEnded) -> None:
         """An agent run ended (a run tap: no hook around each run)."""
+        if ended.ended_earlier:  # (counted by the run of the session that ended it)
+            return
         if ended.error is None:
-            self._agent_ok(ended, ended.handoff is not None, ended.nanoseconds)
+            self._agent_ok(ended.agent.name, ended.handoff is not None, ended.nanoseconds)
         else:
-            self._agent_failed(ended, ended.error, ended.nanoseconds)
+            self._agent_failed(ended.agent.name, ended.error, ended.nanoseconds)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -382,23 +354,17 @@ class Metrics(Interceptor):
         cache[name] = a
         return a
 
-    # An agent run's hooks see whether it began replaying (rarely); only then is it
-    # asked whether an earlier run of its session ended it, and counted it (_replayed).
+    # An agent run that an earlier run of its session ended was counted then: the callers
+    # leave it out (AgentRunEnded.ended_earlier; live tracing asks ended_earlier).
 
-    def _agent_ok(self, input: AgentRunInput | AgentRunEnded, handoff: bool, ns: int) -> None:
-        if input.replaying and _replayed(input):
-            return
-        name = input.agent.name
+    def _agent_ok(self, name: str, handoff: bool, ns: int) -> None:
         a = self._agents.get(name) or self._agent(name)
         h = a.handoff if handoff else a.ok
         h.counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe)
         h.sum += ns if ns > 0 else 0
 
-    def _agent_failed(self, input: AgentRunInput | AgentRunEnded, exc: BaseException,
-                      ns: int) -> None:
-        if isinstance(exc, Exception) and not (input.replaying and _replayed(input)):
-            # (not a cancelled or parked run, nor one that failed in an earlier run)
-            name = input.agent.name
+    def _agent_failed(self, name: str, exc: BaseException, ns: int) -> None:
+        if isinstance(exc, Exception):  # (not a cancelled or parked run)
             a = self._agents.get(name) or self._agent(name)
             kind = error_kind(exc)
             a.errors[kind] = a.errors.get(kind, 0) + 1

@@ -48,6 +48,7 @@ from convoy.interceptors._base import (
     Stage,
     StateInput,
     ToolCallInput,
+    ended_earlier,
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
@@ -576,8 +577,9 @@ class Tracing(Interceptor):
             CURRENT.reset(token)
             self.failed(span, e)
             self.ended(span)
-            if self.metrics is not None:
-                self.metrics._agent_failed(input, e, span.end - span.start)
+            if self.metrics is not None and not (
+                    input.replaying and ended_earlier(input.context, input.key)):
+                self.metrics._agent_failed(input.agent.name, e, span.end - span.start)
             raise
         CURRENT.reset(token)
         if end.handoff is not None:
@@ -588,8 +590,10 @@ class Tracing(Interceptor):
             attrs["gen_ai.output.messages"] = self.text(agent_output(end.output))
         span.status = "ok"
         self.ended(span)
-        if self.metrics is not None:
-            self.metrics._agent_ok(input, end.handoff is not None, span.end - span.start)
+        if self.metrics is not None and not (
+                input.replaying and ended_earlier(input.context, input.key)):
+            self.metrics._agent_ok(input.agent.name, end.handoff is not None,
+                                   span.end - span.start)
         return end
 
     def _handed_over(self, span: SpanData, input: AgentRunInput) -> None:
@@ -621,9 +625,10 @@ class Tracing(Interceptor):
     async def _model_call(self, parent: SpanData, input: ModelCallInput,
                           next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
         agent = input.agent.name
-        shape = self._chats.get((input.model, agent))
+        requested = input.model  # (a fallback or a router changes ``input.model``)
+        shape = self._chats.get((requested, agent))
         if shape is None:
-            shape = self._chat_shape(input.model, agent)
+            shape = self._chat_shape(requested, agent)
         key = input.key
         attrs: Attrs = {"convoy.step.key": key}
         if self.capture_content:
@@ -644,7 +649,7 @@ class Tracing(Interceptor):
             raise
         CURRENT.reset(token)
         usage = resp.usage
-        if resp.model and resp.model != input.model.name:
+        if resp.model and resp.model != requested.name:
             attrs["gen_ai.response.model"] = resp.model
         attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
         attrs["gen_ai.usage.output_tokens"] = usage.output_tokens

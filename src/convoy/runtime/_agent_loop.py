@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable
 from functools import partial
@@ -51,6 +52,7 @@ from convoy.interceptors._base import (
     HandoffInput,
     ModelCallInput,
     ToolCallInput,
+    ended_earlier,
 )
 from convoy.models._messages import Message, ModelRequest, ModelResponse, ToolCall
 from convoy.runtime._concurrency import concurrently
@@ -74,6 +76,7 @@ if TYPE_CHECKING:
     from convoy.runtime._session import SessionState
     from convoy.security._provenance import Provenance
 
+log = logging.getLogger("convoy")
 #: How long an agent run took, for its session's run taps (tests inject a clock).
 perf_ns = time.perf_counter_ns
 
@@ -180,21 +183,32 @@ def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
 
 async def _tapped(ctx: Context, agent: Agent[Any, Any],
                   run: Awaitable[tuple[bool, Any]]) -> tuple[bool, Any]:
-    """``run``, and the session's run taps told when it ends (:class:`AgentRunEnded`)."""
+    """``run``, and the session's run taps told when it ends (:class:`AgentRunEnded`).
+    A tap that raises is logged, and changes nothing of the run's end."""
     s = ctx.session
-    tap = s.run_tap
-    assert tap is not None
     key = ctx.peek_key()
     replaying = getattr(s.executor, "replaying", False)
     t = perf_ns()
     try:
         done, result = await run
     except BaseException as e:
-        tap(AgentRunEnded(ctx, key, agent, replaying, None, e, perf_ns() - t))
+        _tell(s, AgentRunEnded(ctx, key, agent, replaying,
+                               replaying and ended_earlier(ctx, key), None, e,
+                               perf_ns() - t))
         raise
-    tap(AgentRunEnded(ctx, key, agent, replaying, None if done else result[0], None,
-                      perf_ns() - t))
+    _tell(s, AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
+                           None if done else result[0], None, perf_ns() - t))
     return done, result
+
+
+def _tell(s: SessionState, ended: AgentRunEnded) -> None:
+    tap = s.run_tap
+    assert tap is not None
+    try:
+        tap(ended)
+    except Exception:
+        log.exception("a run tap raised on the end of agent %r's run at step %s of session "
+                      "%s; the run ends as it did", ended.agent.name, ended.key, s.id)
 
 
 def _again(ctx: Context, agent: Agent[Any, Any], value: Any, messages: list[Message],
