@@ -186,29 +186,33 @@ async def _tapped(ctx: Context, agent: Agent[Any, Any],
     """``run``, and the session's run taps told when it ends (:class:`AgentRunEnded`).
     A tap that raises is logged, and changes nothing of the run's end."""
     s = ctx.session
+    tap = s.run_tap
+    assert tap is not None
     key = ctx.peek_key()
     replaying = getattr(s.executor, "replaying", False)
     t = perf_ns()
     try:
         done, result = await run
     except BaseException as e:
-        _tell(s, AgentRunEnded(ctx, key, agent, replaying,
-                               replaying and ended_earlier(ctx, key), None, e,
-                               perf_ns() - t))
+        ended = AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
+                              None, e, perf_ns() - t)
+        try:
+            tap(ended)
+        except Exception:
+            _tap_raised(s, ended)
         raise
-    _tell(s, AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
-                           None if done else result[0], None, perf_ns() - t))
-    return done, result
-
-
-def _tell(s: SessionState, ended: AgentRunEnded) -> None:
-    tap = s.run_tap
-    assert tap is not None
+    ended = AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
+                          None if done else result[0], None, perf_ns() - t)
     try:
         tap(ended)
     except Exception:
-        log.exception("a run tap raised on the end of agent %r's run at step %s of session "
-                      "%s; the run ends as it did", ended.agent.name, ended.key, s.id)
+        _tap_raised(s, ended)
+    return done, result
+
+
+def _tap_raised(s: SessionState, ended: AgentRunEnded) -> None:
+    log.exception("a run tap raised on the end of agent %r's run at step %s of session %s; "
+                  "the run ends as it did", ended.agent.name, ended.key, s.id)
 
 
 def _again(ctx: Context, agent: Agent[Any, Any], value: Any, messages: list[Message],
