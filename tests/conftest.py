@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel
@@ -79,6 +80,22 @@ class Crash(BaseException):
     """Raised from inside a step to stop a session the way a crash of the process would:
     nothing catches it, so the session stays running and owned, with whatever the journal
     held at that moment. (``BaseException``: the engine must not turn it into an outcome.)"""
+
+
+class CrashOnce(convoy.SimModel):
+    """A simulated model whose first call by agent ``agent`` (any agent: ``None``) dies
+    with :class:`Crash`, as a process killed mid-call would; later calls answer."""
+
+    def __init__(self, script: Any, *, agent: str | None = None, **kw: Any) -> None:
+        super().__init__(script, **kw)
+        self.crash_agent = agent
+        self.crashed = False
+
+    async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+        if not self.crashed and self.crash_agent in (None, request.agent):
+            self.crashed = True
+            raise Crash
+        return await super().request(request)
 
 
 def later_engine(db: str | Path, seconds: float = 3600.0, **kw: object) -> convoy.Engine:

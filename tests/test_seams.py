@@ -18,7 +18,7 @@ from convoy.resilience import protections
 from convoy.runtime._agent_loop import agent_turns
 from convoy.stores import SQLiteStore
 
-from .conftest import Classification, Crash, later_engine
+from .conftest import Classification, Crash, CrashOnce, later_engine
 
 T = TypeVar("T")
 OK = {"label": "billing", "confidence": 0.9}
@@ -140,24 +140,14 @@ async def test_user_interceptors_sit_between_trace_and_the_resilience_chain(
     assert order == ["audit", "mine", "retry"]
 
 
-async def test_agent_run_wraps_each_invocation_and_names_the_handoff(db: Path) -> None:
-    """The agent hook: one call per agent invocation (a handoff's target is the next one,
-    naming its source and the handoff step; a worker runs inside its supervisor's), and a
-    resumed session's replayed agent says so."""
-    crashed: list[bool] = []
-
-    class CrashInBilling(convoy.SimModel):
-        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
-            if request.agent == "billing" and not crashed:
-                crashed.append(True)
-                raise Crash
-            return await super().request(request)
-
-    sim = CrashInBilling({
+def _triage_to_billing_crashing_once() -> convoy.Workflow[str, Classification]:
+    """Triage hands over to billing, whose first model call dies (:class:`Crash`) and who
+    delegates to the worker ``lookup`` once the session resumes."""
+    sim = CrashOnce({
         "triage": {"handoff": "billing", "payload": {"task": "charged twice"}},
         "billing": [{"tool_calls": [{"name": "lookup", "arguments": {"task": "x"}}]},
                     {"output": OK}],
-        "lookup": {"output": OK}})
+        "lookup": {"output": OK}}, agent="billing")
     lookup = convoy.Agent(name="lookup", output_type=Classification, model=sim)
     billing = convoy.Agent(name="billing", output_type=Classification, workers=[lookup],
                            model=sim)
@@ -168,6 +158,15 @@ async def test_agent_run_wraps_each_invocation_and_names_the_handoff(db: Path) -
     async def wf(ctx: convoy.Context, t: str) -> Classification:
         out: Classification = await ctx.run(triage, t)
         return out
+
+    return wf
+
+
+async def test_agent_run_wraps_each_invocation_and_names_the_handoff(db: Path) -> None:
+    """The agent hook: one call per agent invocation (a handoff's target is the next one,
+    naming its source and the handoff step; a worker runs inside its supervisor's), and a
+    resumed session's replayed agent says so."""
+    wf = _triage_to_billing_crashing_once()
 
     class Runs(convoy.Interceptor):
         stage = "trace"
@@ -213,30 +212,7 @@ async def test_run_taps_see_each_agent_run_end_as_the_agent_hook_does(db: Path) 
     """A session hook's run tap is told of every agent run that ends (a handoff's source
     with its target, a failed run with its error, a replayed run as replaying), in the
     order the agent hook sees the runs end, with no agent hook in the chain."""
-    crashed: list[bool] = []
-
-    class CrashInBilling(convoy.SimModel):
-        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
-            if request.agent == "billing" and not crashed:
-                crashed.append(True)
-                raise Crash
-            return await super().request(request)
-
-    sim = CrashInBilling({
-        "triage": {"handoff": "billing", "payload": {"task": "charged twice"}},
-        "billing": [{"tool_calls": [{"name": "lookup", "arguments": {"task": "x"}}]},
-                    {"output": OK}],
-        "lookup": {"output": OK}})
-    lookup = convoy.Agent(name="lookup", output_type=Classification, model=sim)
-    billing = convoy.Agent(name="billing", output_type=Classification, workers=[lookup],
-                           model=sim)
-    triage = convoy.Agent(name="triage", output_type=Classification, handoffs=[billing],
-                          model=sim)
-
-    @convoy.workflow(name="agent_runs")
-    async def wf(ctx: convoy.Context, t: str) -> Classification:
-        out: Classification = await ctx.run(triage, t)
-        return out
+    wf = _triage_to_billing_crashing_once()
 
     Ended = tuple[str, str, str | None, str | None, bool, bool]
 

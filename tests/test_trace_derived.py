@@ -252,16 +252,7 @@ def test_a_step_cut_short_in_a_live_run_and_taken_again_in_a_derived_one_shows_b
     """A model call killed under live tracing (its kept span interrupted) and made again
     by the run that resumed the session with derived tracing: the call that completed is
     in the trace too (the interrupted span does not stand for it)."""
-    from .conftest import Crash
-
-    crashed: list[bool] = []
-
-    class CrashOnce(convoy.SimModel):
-        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
-            if not crashed:
-                crashed.append(True)
-                raise Crash
-            return await super().request(request)
+    from .conftest import Crash, CrashOnce
 
     solo = convoy.Agent(name="solo", model=CrashOnce({"*": {"text": "done"}}))
 

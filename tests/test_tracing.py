@@ -28,7 +28,7 @@ from convoy.observability._tracing import SPANS_NAMESPACE
 from convoy.resilience import Fallback, Retry, RetryPolicy
 
 from .clikit import cli
-from .conftest import STORE_KINDS, Crash, later_engine, store_db
+from .conftest import STORE_KINDS, Crash, CrashOnce, later_engine, store_db
 from .obs_flows import TICKET, agents, desk_workflow, down_workflow, script
 
 
@@ -135,16 +135,7 @@ async def test_one_trace_per_session_with_genai_spans_and_a_linked_handoff(db: s
 
 async def test_a_resumed_session_continues_its_trace_and_marks_what_it_replays(
         db: str) -> None:
-    crashed: list[bool] = []
-
-    class CrashInBilling(convoy.SimModel):
-        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
-            if request.agent == "billing" and not crashed:
-                crashed.append(True)
-                raise Crash
-            return await super().request(request)
-
-    sim = CrashInBilling(script())
+    sim = CrashOnce(script(), agent="billing")
     wf = desk_workflow(agents(sim))
     first, mem1 = traced()
     eng = convoy.Engine(db, interceptors=observe(first))
