@@ -161,6 +161,10 @@ def test_a_failed_session_has_its_error_kind_on_its_span_and_its_failed_steps(
     assert root["message"].startswith("server_error: ")
     [chat] = [s for s in spans if s["name"].startswith("chat")]
     assert chat["status"] == "error" and chat["attrs"]["error.type"] == "server_error"
+    # named by the model that failed, as a live span is (no response: no response model)
+    assert chat["name"] == "chat default" and chat["attrs"]["gen_ai.provider.name"] == "sim"
+    assert chat["attrs"]["gen_ai.request.model"] == "default"
+    assert "gen_ai.response.model" not in chat["attrs"]
     [agent] = [s for s in spans if s["name"] == "invoke_agent solo"]
     assert agent["status"] == "error" and chat["parent_id"] == agent["span_id"]
     # (as live spans: the exception that failed the step, and the run it ended)

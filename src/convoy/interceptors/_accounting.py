@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from convoy._errors import StateConflict
+from convoy._errors import StateConflict, StepError
 from convoy._stats import percentile
 from convoy.cost._pricing import PriceTable
 from convoy.interceptors._base import (
@@ -107,7 +107,14 @@ class UsageAccounting(Interceptor):
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
-        resp = await next(input)
+        try:
+            resp = await next(input)
+        except StepError as e:
+            # The model that failed, kept with the failure (journaled with its error
+            # record: what a span derived from it names); the adapter's own, if it set one.
+            if getattr(e, "model", None) is None:
+                e.model = input.model.name  # type: ignore[attr-defined]
+            raise
         model = input.model
         deployment = model.deployment
         usage = resp.usage

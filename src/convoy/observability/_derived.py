@@ -116,18 +116,21 @@ class _Derivation:
         span_kind = "internal"
         if kind == "model":
             answer = value if isinstance(value, dict) else {}
-            model = answer.get("model")
+            failure = answer.get("attrs") if r.status == "failed" else None
+            # The model of the call that answered, as its adapter named itself (after a
+            # failover, the fallback's); of a failed call, the one that failed (kept with
+            # its error). Named as live spans name a model: ``provider:name``.
+            model = failure.get("model") if isinstance(failure, dict) else answer.get("model")
             name = "chat"
             attrs.update({"gen_ai.operation.name": "chat", "gen_ai.agent.name": target})
             if isinstance(model, str) and model:
-                # The model of the call that answered (after a failover, the fallback's),
-                # named as live spans name a model: ``provider:name``.
                 provider, _, bare = model.partition(":")
                 if not bare:
                     provider, bare = "convoy", model
                 name = f"chat {bare}"
-                attrs.update({"gen_ai.provider.name": provider, "gen_ai.request.model": bare,
-                              "gen_ai.response.model": model})
+                attrs.update({"gen_ai.provider.name": provider, "gen_ai.request.model": bare})
+                if r.status == "completed":
+                    attrs["gen_ai.response.model"] = model
             finish = answer.get("finish")
             if isinstance(finish, str) and finish:
                 attrs["gen_ai.response.finish_reasons"] = [finish]
