@@ -14,6 +14,9 @@ from convoy.observability import Redactor
 
 
 @pytest.mark.parametrize(("text", "masked"), [
+    # a human task's id (session id, ":", step key), in a span, a signal's name
+    ("p-jane.doe@example.com:0/2", "[EMAIL]:0/2"),
+    ("convoy.state:convoy.inbox/jane@example.com:1/0", "convoy.state:convoy.inbox/[EMAIL]:1/0"),
     # the reviewer's examples
     ("jane@example.com.3", "[EMAIL].3"),  # (a domain's next label is never digits alone)
     ("bob@mail.example.co.uk.7", "[EMAIL].7"),

@@ -274,6 +274,8 @@ async def test_a_run_tap_that_raises_changes_nothing_of_the_run(
         out: Classification = await ctx.run(triage, t)
         return out
 
+    told: list[str] = []
+
     class Raising(convoy.Interceptor):
         async def session_run(self, input: convoy.SessionInput,
                               next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
@@ -282,6 +284,7 @@ async def test_a_run_tap_that_raises_changes_nothing_of_the_run(
                 raise RuntimeError("tap broke")
 
             input.run_taps.append(tap)
+            input.run_taps.append(lambda e: told.append(e.agent.name))  # (told all the same)
             return await next(input)
 
     async with convoy.Engine(db, interceptors=[Raising()]) as eng:
@@ -291,7 +294,9 @@ async def test_a_run_tap_that_raises_changes_nothing_of_the_run(
         await eng.inbox.approve(task.id, by="ann")
         [res] = await eng.resume()
         assert res.ok
-    assert "a run tap raised on the end of agent 'triage'" in caplog.text
+    assert "a run tap raised on the end of the run of agent triage at step 0/0" in caplog.text
+    # clerk parked on the approval; the resumed run replays triage's (ended earlier)
+    assert told == ["triage", "clerk", "triage", "clerk"]
 
 
 async def test_an_unknown_stage_is_refused() -> None:

@@ -152,8 +152,12 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
     is, live)."""
     def step_key(s: dict[str, Any]) -> str | None:
         key = s["attrs"].get("convoy.step.key")  # (an edited attribute may hold any JSON)
-        return key if isinstance(key, str) and not _run_span(s) else None
+        return key if isinstance(key, str) and not _run_span(s) and \
+            s["name"] != "human_decision" else None
 
+    # A person's decisions are under the session's first span, kept or derived (the
+    # same id: the caller leaves out those kept), whichever run read them.
+    decisions = [s for s in derived if s["name"] == "human_decision"]
     # (a kept span cut short by a crash does not stand for its step: the run that resumed
     # the session took it again; None: not a step span)
     keys = {step_key(s) for s in kept if "convoy.interrupted" not in s["attrs"]} | {None}
@@ -162,7 +166,7 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
     root = next((s for s in derived
                  if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"), None)
     if not steps or root is None:
-        return []
+        return decisions
     held: dict[str, dict[str, Any]] = {}
     for s in steps:  # the agent spans they are in, and those agents' callers
         up = s["parent_id"]
@@ -174,7 +178,7 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
            "parent_id": root["span_id"], "start": min(s["start"] for s in added),
            "end": max(s["end"] for s in added)}
     return [run, *({**s, "parent_id": run["span_id"]} if s["parent_id"] == root["span_id"]
-                   else s for s in added)]
+                   else s for s in added), *decisions]
 
 
 def _run_span(span: dict[str, Any]) -> bool:

@@ -88,6 +88,7 @@ from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, Sess
 from convoy.models._base import Model
 from convoy.privacy._keys import KeyRing, MasterKey
 from convoy.privacy._sealed_store import sealing
+from convoy.runtime._agent_loop import run_tap_of
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
@@ -888,7 +889,7 @@ class Engine(SessionControl, SubjectRights):
             if taps:
                 executor.tap = _all_of(taps)
             if si.run_taps and not executor.replay_only:  # (a replay ends no run)
-                state.run_tap = _all_of(si.run_taps)
+                state.run_tap = run_tap_of(si.run_taps)
             return await run_body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,

@@ -85,10 +85,11 @@ _EMAIL = re.compile(
     # a domain name, or an address literal ([192.0.2.1], [IPv6:2001:db8::1])
     r"(?:(?:[^\W_](?:[\w-]{0,61}[^\W_])?\.){1,16}[^\W\d_]{2,63}"
     r"|\[(?:IPv6:)?[0-9A-Fa-f.:]{2,45}\])"
-    # not the start of a longer name; not a git remote's host (git@github.com:org/repo)
+    # not the start of a longer name; not a git remote's host (git@github.com:org/repo;
+    # not a task id's session either: ann@example.com:0/2, digits after the colon)
     # ("_" may follow, as in an id: user_ann@example.com_3; and "." with digits or a
     # separator, which no domain name's next label is: ann@example.com.3)
-    r"(?![^\W_]|@|\.[^\W\d_]|:[\w~.-]{0,100}(?:/|\.git\b))")
+    r"(?![^\W_]|@|\.[^\W\d_]|:(?!\d)[\w~.-]{0,100}(?:/|\.git\b))")
 # 13-19 digits, in groups separated by a dash, a dot, or one or two spaces of any width;
 # letters may touch it (card4539..., pan_4539...), more digits may not.
 _CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"

@@ -19,7 +19,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
 from hashlib import blake2b as _blake2b
 from typing import TYPE_CHECKING, Any
@@ -211,8 +211,26 @@ async def _tapped(ctx: Context, agent: Agent[Any, Any],
 
 
 def _tap_raised(s: SessionState, ended: AgentRunEnded) -> None:
-    log.exception("a run tap raised on the end of agent %r's run at step %s of session %s; "
-                  "the run ends as it did", ended.agent.name, ended.key, s.id)
+    log.exception("a run tap raised on the end of the run of agent %s at step %s of session "
+                  "%s; the run ends as it did", ended.agent.name, ended.key, s.id)
+
+
+def run_tap_of(taps: Sequence[Callable[[AgentRunEnded], None]]
+               ) -> Callable[[AgentRunEnded], None]:
+    """One run tap that tells each of ``taps`` in turn: one that raises is logged, and the
+    others are told all the same."""
+    if len(taps) == 1:
+        return taps[0]
+    every = tuple(taps)
+
+    def tell(ended: AgentRunEnded) -> None:
+        for tap in every:
+            try:
+                tap(ended)
+            except Exception:
+                _tap_raised(ended.context.session, ended)
+
+    return tell
 
 
 def _again(ctx: Context, agent: Agent[Any, Any], value: Any, messages: list[Message],
