@@ -544,13 +544,15 @@ def test_a_waits_span_is_named_by_its_watchs_namespace_decoded(signal: str,
     assert wait_family(signal) == family
 
 
-@pytest.mark.parametrize("tracing", ["none", "derived", "live", "live, decided untraced"])
-def test_a_decision_made_anywhere_has_one_human_decision_span(db: str | Path,
-                                                              tracing: str) -> None:
-    """A decision made on the command line (no tracing) is derived from the session's read
-    of its task; one made through an engine that traces (derived or live) is recorded as
-    it is made, with the same span id: the trace has it once either way, under the
-    session's first span."""
+@pytest.mark.parametrize(("tracing", "resumed"), [
+    ("none", True), ("none", False), ("derived", True), ("live", True),
+    ("live, decided untraced", True)])
+def test_a_decision_made_anywhere_has_one_human_decision_span(db: str | Path, tracing: str,
+                                                              resumed: bool) -> None:
+    """A decision made on the command line (no tracing) is derived from the task's stored
+    versions (whether the session resumed and read it back or not); one made through an
+    engine that traces (derived or live) is recorded as it is made, with the same span id:
+    the trace has it once either way, under the session's first span."""
     @convoy.tool(requires_approval=convoy.Approval())
     def refund(amount: float) -> str:
         """Refund the customer."""
@@ -579,8 +581,9 @@ def test_a_decision_made_anywhere_has_one_human_decision_span(db: str | Path,
                     decided = await plain.inbox.approve(task.id, by="ann")
             else:
                 decided = await engine.inbox.approve(task.id, by="ann")
-            [res] = await engine.resume()
-            assert res.ok
+            if resumed:
+                [res] = await engine.resume()
+                assert res.ok
             assert decided.decision is not None
             return decided.decision.at
 
@@ -597,5 +600,23 @@ def test_a_decision_made_anywhere_has_one_human_decision_span(db: str | Path,
     assert bool(decision["attrs"].get("convoy.derived")) is derived
     # (and no derived run span made up to hold it, in a session traced live)
     assert [s["name"] for s in spans if s["name"].startswith("invoke_workflow")] == \
-        ["invoke_workflow obs.derived.decision"] * (1 if tracing != "live" and
-                                                    "live" not in tracing else 2)
+        ["invoke_workflow obs.derived.decision"] * (2 if "live" in tracing else 1)
+
+
+def test_a_task_its_deadline_decides_has_no_human_decision_span(db: str | Path) -> None:
+    """No person decided: its wait and the session's write of the default show it."""
+    @convoy.workflow(name="obs.derived.deadline")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        answer = await ctx.ask_human("Go?", bool, deadline=0.0, on_deadline="default",
+                                     default=False)
+        return str(answer.value)
+
+    async def run() -> None:
+        async with convoy.Engine(db) as engine:
+            res = await engine.run(wf, "x", session_id="dl-1")
+            assert res.ok and res.output == "False", res
+
+    asyncio.run(run())
+    spans = _spans(db, "dl-1")
+    assert any(s["name"].startswith("state.set") for s in spans)
+    assert not [s for s in spans if s["name"] == "human_decision"]

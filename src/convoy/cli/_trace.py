@@ -32,11 +32,13 @@ from convoy.cli._common import (
     unknown_session,
 )
 from convoy.cli._render import fmt_duration, plural
-from convoy.observability._derived import journal_spans
+from convoy.hitl._task import INBOX
+from convoy.observability._derived import journal_spans, task_keys
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparent_sampled
 from convoy.observability._tracing import TRACE_HEADER
 from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, MasterKey
 from convoy.privacy._seal import is_sealed
+from convoy.stores._protocol import SessionRow, StepRecord, Store
 from convoy.stores._rows import DAMAGED, shown
 
 BAR = 32
@@ -104,8 +106,9 @@ async def _load(db: str, session_id: str, scope: Scope
             return "missing", [], 0
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
-            return "unsampled", journal_spans(row, await store.journal(session_id),
-                                              redact=_redactor()), 0
+            journal = await store.journal(session_id)
+            return "unsampled", journal_spans(row, journal, redact=_redactor(),
+                                              tasks=await _tasks(store, row, journal)), 0
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
         if gone and MasterKey.from_env() is None:
@@ -119,7 +122,8 @@ async def _load(db: str, session_id: str, scope: Scope
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
         if gone and not spans:
             return "found", [], len(gone)
-        derived = journal_spans(row, await store.journal(session_id), redact=_redactor())
+        derived = journal_spans(row, journal := await store.journal(session_id),
+                                redact=_redactor(), tasks=await _tasks(store, row, journal))
         if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" for s in spans):
             # Traced live, in part at least (a run by an engine that derives spans when
             # read, as after an upgrade, kept none): the steps no kept span has, derived.
@@ -128,6 +132,17 @@ async def _load(db: str, session_id: str, scope: Scope
         spans = [*(s for s in derived if s["span_id"] not in kept_ids), *spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
         return "found", spans, len(gone)
+
+
+async def _tasks(store: Store, row: SessionRow, journal: list[StepRecord]) -> list[str]:
+    """Every version of the human tasks the session created (what people decided, whether
+    the session read it back or not): as stored, JSON text; a damaged version is left
+    out (its decision's span with it)."""
+    out: list[str] = []
+    for key in task_keys(journal):
+        out += [e.value for e in await store.state_history(row.tenant, INBOX, key,
+                                                           left_out=[])]
+    return out
 
 
 def _redactor() -> Callable[[str], str]:

@@ -9,10 +9,9 @@ calls, ...: the trace goes on, as a resumed session's does), and a person's deci
 (``convoy inbox answer|approve|reject``, an escalation's answer: its ``human_decision``
 span). A session whose spans are derived from its journal when read (tracing to the
 store, by default) needs nothing from here: what the command line runs is journaled (a
-person's decision made here is derived from the session's read of the decided task, once
-it resumes). A session traced elsewhere only (OTLP,
-the console) gets nothing from here: the
-command line does not know where the application exports; ``--trace`` traces every
+person's decision made here is derived from the decided task when read). A session
+traced elsewhere only (OTLP, the console) gets nothing from here: the command line does
+not know where the application exports; ``--trace`` traces every
 session the command runs, to where it says.
 """
 

@@ -35,6 +35,7 @@ from typing import Any
 
 from convoy._trace_context import decision_span_id, step_span_id, trace_ids
 from convoy._trace_context import derived_id as _id
+from convoy.hitl._task import DEADLINE, INBOX
 from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD
 from convoy.observability._unhooked import DRAWN, wait_family
@@ -43,7 +44,8 @@ from convoy.stores._protocol import SessionRow, StepRecord
 from convoy.stores._rows import damaged
 
 _MESSAGE_LIMIT = 500
-_INBOX_GET = "get convoy.inbox/"  # (a state read of a human task: ``hitl._task.INBOX``)
+# A state read and write of a human task (what its deadline decides is no person's).
+_INBOX_GET, _INBOX_SET = f"get {INBOX}/", f"set {INBOX}/"
 _RUNNING = ("pending", "running", "waiting")
 
 
@@ -187,7 +189,8 @@ class _Derivation:
         self.spans.append(span)
         return span
 
-    def derive(self, records: Sequence[StepRecord]) -> list[dict[str, Any]]:
+    def derive(self, records: Sequence[StepRecord],
+               tasks: Sequence[str] = ()) -> list[dict[str, Any]]:
         row = self.row
         steps = sorted(records, key=lambda r: (r.at, r.key))
         # An agent's run takes its steps in one scope of the session's step tree (the
@@ -203,6 +206,8 @@ class _Derivation:
         # an agent run's span id -> (its span, its last step's)
         last: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {}
         decided: set[str] = set()
+        for stored in tasks:
+            self.decided(stored, decided)
         for r in steps:
             if r.kind == "state" and r.status == "completed" and \
                     r.target.startswith(_INBOX_GET):
@@ -296,18 +301,26 @@ class _Derivation:
 
     def decision(self, r: StepRecord, decided: set[str]) -> None:
         """The ``human_decision`` span of a decision on a human task the session read back
-        (a ``state.get`` of its task in the inbox, after its wait), once per decision, as
-        live tracing records it when the person makes it (the same span id): at its time,
-        under the session's span. (A sealed task, a data subject's, says nothing.)"""
+        (a ``state.get`` of its task in the inbox, after its wait)."""
         read = _value(r.result)
         stored = read.get("value") if isinstance(read, dict) else None
-        task = _value(stored) if isinstance(stored, str) else None
+        if isinstance(stored, str):
+            self.decided(stored, decided)
+
+    def decided(self, stored: str, decided: set[str]) -> None:
+        """The ``human_decision`` span of the decision a version of a human task holds
+        (``stored``: its JSON, as the inbox keeps it), once per decision, as live tracing
+        records it when the person makes it (the same span id): at its time, under the
+        session's span. (A sealed task, a data subject's read without the master key, a
+        task no person decided: none.)"""
+        task = _value(stored)
         if not isinstance(task, dict) or not isinstance(task.get("decision"), dict):
             return
         decision: dict[str, Any] = task["decision"]
         task_id, at, action = task.get("id"), decision.get("at"), decision.get("action")
         if not isinstance(task_id, str) or not isinstance(at, int | float) or \
-                isinstance(at, bool) or not isinstance(action, str):
+                isinstance(at, bool) or not isinstance(action, str) or \
+                decision.get("by") == DEADLINE:
             return
         span_id = decision_span_id(self.trace_id, task_id, at)
         if span_id in decided:
@@ -356,14 +369,23 @@ class _Derivation:
 
 def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
                   subject: bool | None = None,
-                  redact: Callable[[str], str] | None = None) -> list[dict[str, Any]]:
+                  redact: Callable[[str], str] | None = None,
+                  tasks: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The spans of session ``row`` derived from its journal ``records`` (see the module
     docstring), oldest first. ``subject``: whether it is a data subject's session (its
     error messages withheld); by default, whether the row names one. ``redact``: what
     live tracing's redactor goes over (the session id and tenant, a step's and a signal's
-    name, error messages) goes through it (default: nothing is redacted)."""
+    name, error messages) goes through it (default: nothing is redacted). ``tasks``: the
+    versions of the session's human tasks (:func:`task_keys` names them), whose decisions
+    are ``human_decision`` spans whether the session read them back or not."""
     return _Derivation(row, row.subject is not None if subject is None else subject,
-                       redact or _same).derive(records)
+                       redact or _same).derive(records, tasks)
 
 
-__all__ = ["journal_spans"]
+def task_keys(records: Sequence[StepRecord]) -> list[str]:
+    """The inbox keys of the human tasks a session's journal says it created."""
+    return list(dict.fromkeys(r.target[len(_INBOX_SET):] for r in records
+                              if r.kind == "state" and r.target.startswith(_INBOX_SET)))
+
+
+__all__ = ["journal_spans", "task_keys"]
