@@ -620,3 +620,32 @@ def test_a_task_its_deadline_decides_has_no_human_decision_span(db: str | Path) 
     spans = _spans(db, "dl-1")
     assert any(s["name"].startswith("state.set") for s in spans)
     assert not [s for s in spans if s["name"] == "human_decision"]
+
+
+@pytest.mark.parametrize("tracing", ["none", "live"])
+def test_a_decision_on_an_escalated_session_has_one_human_decision_span(
+        db: str | Path, tracing: str) -> None:
+    """The inbox keeps the task that answers an escalated session (not journaled): its
+    decision is derived from it, at the step that escalated, and shows once when live
+    tracing recorded it too."""
+    from .test_audit_decisions import ATTEMPTS, escalate
+
+    ATTEMPTS.clear()
+    chain = list if tracing == "none" else (lambda: observe(Tracing(["store"], live=True)))
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=chain()) as engine:
+            assert (await engine.run(escalate, 1, session_id="e-1")).status == "escalated"
+            [task] = await engine.inbox.tasks()
+            assert task.id == "e-1:escalated"
+            await engine.inbox.approve(task.id, by="ann")
+            [res] = await engine.resume()
+            assert res.ok, res
+
+    asyncio.run(run())
+    spans = _spans(db, "e-1")
+    [decision] = [s for s in spans if s["name"] == "human_decision"]
+    assert decision["attrs"]["convoy.task.id"] == "e-1:escalated"
+    assert decision["attrs"]["convoy.decision.action"] == "approve"
+    assert decision["attrs"]["convoy.step.key"] == "0"  # (the ctx.step that escalated)
+    assert bool(decision["attrs"].get("convoy.derived")) is (tracing == "none")

@@ -139,7 +139,7 @@ async def _tasks(store: Store, row: SessionRow, journal: list[StepRecord]) -> li
     the session read it back or not): as stored, JSON text; a damaged version is left
     out (its decision's span with it)."""
     out: list[str] = []
-    for key in task_keys(journal):
+    for key in task_keys(row.id, journal):
         out += [e.value for e in await store.state_history(row.tenant, INBOX, key,
                                                            left_out=[])]
     return out

@@ -35,6 +35,7 @@ from typing import Any
 
 from convoy._trace_context import decision_span_id, step_span_id, trace_ids
 from convoy._trace_context import derived_id as _id
+from convoy.hitl._inbox import ESCALATED
 from convoy.hitl._task import DEADLINE, INBOX
 from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD
@@ -328,13 +329,20 @@ class _Derivation:
         decided.add(span_id)
         when = _ns(at, f"session {self.row.id!r} human task {task_id!r}")
         sid = self.redact(self.row.id)
+        attrs = {"convoy.task.id": self.redact(task_id),
+                 "convoy.task.kind": str(task.get("kind", "")),
+                 "convoy.decision.action": action,
+                 "convoy.step.key": task_id.rpartition(":")[2],
+                 "gen_ai.conversation.id": sid, "convoy.session.id": sid}
+        if task_id.endswith(":" + ESCALATED):  # (the session's escalation: its step's key)
+            history = task.get("history")
+            step = history.get("step") if isinstance(history, dict) else None
+            if isinstance(step, str):
+                attrs["convoy.step.key"] = step
+            else:  # (it escalated outside a step)
+                del attrs["convoy.step.key"]
         self.spans.append(_span("human_decision", self.trace_id, span_id, self.root_id, when,
-                                when, "ok", {
-                                    "convoy.task.id": self.redact(task_id),
-                                    "convoy.task.kind": str(task.get("kind", "")),
-                                    "convoy.decision.action": action,
-                                    "convoy.step.key": task_id.rpartition(":")[2],
-                                    "gen_ai.conversation.id": sid, "convoy.session.id": sid}))
+                                when, "ok", attrs))
 
     @staticmethod
     def widen(span: dict[str, Any], child: dict[str, Any]) -> None:
@@ -382,10 +390,12 @@ def journal_spans(row: SessionRow, records: Sequence[StepRecord], *,
                        redact or _same).derive(records, tasks)
 
 
-def task_keys(records: Sequence[StepRecord]) -> list[str]:
-    """The inbox keys of the human tasks a session's journal says it created."""
-    return list(dict.fromkeys(r.target[len(_INBOX_SET):] for r in records
-                              if r.kind == "state" and r.target.startswith(_INBOX_SET)))
+def task_keys(session_id: str, records: Sequence[StepRecord]) -> list[str]:
+    """The inbox keys of the human tasks of a session: those its journal says it created,
+    and the one that answers it when it escalated (kept by the inbox, not journaled)."""
+    return list(dict.fromkeys([*(r.target[len(_INBOX_SET):] for r in records
+                                 if r.kind == "state" and r.target.startswith(_INBOX_SET)),
+                               f"{session_id}:{ESCALATED}"]))
 
 
 __all__ = ["journal_spans", "task_keys"]
