@@ -191,28 +191,26 @@ async def _tapped(ctx: Context, agent: Agent[Any, Any],
     key = ctx.peek_key()
     replaying = getattr(s.executor, "replaying", False)
     t = perf_ns()
+    error: BaseException | None = None
     try:
         done, result = await run
     except BaseException as e:
+        error = e
+        raise
+    finally:
         ended = AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
-                              None, e, perf_ns() - t)
+                              None if error is not None or done else result[0], error,
+                              perf_ns() - t)
         try:
             tap(ended)
         except Exception:
-            _tap_raised(s, ended)
-        raise
-    ended = AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
-                          None if done else result[0], None, perf_ns() - t)
-    try:
-        tap(ended)
-    except Exception:
-        _tap_raised(s, ended)
+            _tap_raised(ended)
     return done, result
 
 
-def _tap_raised(s: SessionState, ended: AgentRunEnded) -> None:
+def _tap_raised(ended: AgentRunEnded) -> None:
     log.exception("a run tap raised on the end of the run of agent %s at step %s of session "
-                  "%s; the run ends as it did", ended.agent.name, ended.key, s.id)
+                  "%s; the run ends as it did", ended.agent.name, ended.key, ended.session.id)
 
 
 def run_tap_of(taps: Sequence[Callable[[AgentRunEnded], None]]
@@ -228,7 +226,7 @@ def run_tap_of(taps: Sequence[Callable[[AgentRunEnded], None]]
             try:
                 tap(ended)
             except Exception:
-                _tap_raised(ended.context.session, ended)
+                _tap_raised(ended)
 
     return tell
 
