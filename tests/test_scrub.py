@@ -43,6 +43,41 @@ def test_a_cut_through_a_value_leaves_none_of_it(tail: str) -> None:
     assert len(error) <= 500 and tail[:6] not in error, error
 
 
+@pytest.mark.parametrize("at", [0, 100, 480, 500, 505, 511, 512, 520, 700, 1023, 1030])
+def test_a_cut_after_masks_that_shorten_the_text_leaves_no_head_of_a_value(at: int) -> None:
+    # Masks shorter than what they replace move what comes after them forward: a value
+    # cut where the text is cut before it is redacted must not be pulled into what is
+    # kept (the review of 2026-12-03: "... [EMAIL], [EMAIL], jane.doe.target+billi").
+    tail = "jane.doe.target+billing@mail.example.co.uk"
+    tracing = Tracing(exporters=())
+    for limit, cut in ((500, tracing.error_text), (4096, tracing.text)):
+        for within in (1, 8, 20, len(tail) - 2):
+            start = limit + at - within  # where the address begins
+            emails = [f"someone.{i:03d}.long.name@mail.example.org"
+                      for i in range(start // 39)]
+            head = " ".join(emails)
+            text = head + " " * max(1, start - len(head)) + tail + " ok"
+            out = cut(text)
+            assert len(out) <= limit
+            assert "jane" not in out and "someone." not in out and "@" not in out, \
+                (limit, at, within, out[-60:])
+
+
+@pytest.mark.parametrize("number", [4539148803436467.0, 4111111111111111.0, -4539148803436467.0])
+def test_a_number_written_as_a_float_is_redacted_as_its_digits(number: float) -> None:
+    text = Tracing(exporters=()).text({"card": number, "amount": 12.5, "big": 1e300})
+    digits = str(int(abs(number)))
+    assert digits not in text and "[" in text, text
+    assert '"amount": 12.5' in text and "1e+300" in text, text
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.float")
+    try:
+        logging.getLogger("scrub.float").info("seen", extra={"n": number, "x": 0.25})
+    finally:
+        logging.getLogger("scrub.float").removeHandler(handler)
+    assert digits not in stream.getvalue() and json.loads(stream.getvalue())["x"] == 0.25
+
+
 def test_log_fields_are_redacted_numbers_and_keys_too() -> None:
     stream = io.StringIO()
     handler = json_logging(stream=stream, logger_name="scrub.test")

@@ -3,9 +3,10 @@
 Redaction runs on each string of the value *before* it is encoded: once encoded, an
 escape (``\\n``, ``\\u00e9``) sits right against a value and hides it from patterns that
 want a boundary there. Keys are strings like any other, a number may be a card or a phone
-number, and an object JSON does not know is redacted as the ``str()`` it would be written
-as. Text is redacted before it is cut to its bound, so a cut cannot leave the head of a
-value that the redactor would only recognise whole.
+number (an ``int``, or a ``float`` with an integer's value: ``4539148803436467.0``), and an
+object JSON does not know is redacted as the ``str()`` it would be written as. Text is
+redacted before it is cut to its bound, so a cut cannot leave the head of a value that the
+redactor would only recognise whole (see :func:`bounded`).
 """
 
 from __future__ import annotations
@@ -25,12 +26,19 @@ def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
           _depth: int = 0) -> Any:
     """``value`` with every string in it (keys too) redacted; a number the redactor would
     change becomes its redacted text; another object its redacted ``str()``. ``limit``:
-    strings longer than this (plus a margin) are cut to it first, since at most that much
-    of any of them is kept."""
+    strings longer than this are :func:`bounded` to it, since at most that much of any of
+    them is kept."""
     if isinstance(value, str):
-        return redact(value if limit is None else value[:limit + _MARGIN])
-    if value is None or isinstance(value, bool | float):
+        return redact(value) if limit is None or len(value) <= limit + _MARGIN else \
+            bounded(value, redact, limit)
+    if value is None or isinstance(value, bool):
         return value
+    if isinstance(value, float):
+        if not (value.is_integer() and abs(value) >= 1e5):
+            return value  # (an amount, a ratio: no card nor phone number)
+        text = str(int(value))  # as the number it is: 4539148803436467.0 is a card
+        masked = redact(text)
+        return value if masked == text else masked
     if isinstance(value, int):
         text = str(value)
         masked = redact(text)
@@ -59,9 +67,22 @@ def unique_key(key: str, taken: Collection[str]) -> str:
 
 
 def bounded(text: str, redact: Callable[[str], str], limit: int) -> str:
-    """``text`` redacted, then cut to ``limit`` characters (redacting past the bound
-    first, so a value the cut goes through is not left half-shown)."""
-    return redact(text[:limit + _MARGIN])[:limit]
+    """``text`` redacted, then cut to at most ``limit`` characters, with no part of a value
+    the redactor would find in the whole text.
+
+    A long text is redacted as two of its heads, the second longer than the first by more
+    than any value the redactor finds. A value the first head's end cuts through is whole
+    in the second, so the two redacted heads differ from where it begins (a mask in one,
+    its digits in the other): only what they have in common is kept. (Redacting just past
+    the bound is not enough: masks shorter than what they replace, ``[EMAIL]`` for a long
+    address, pull what comes after them, a cut value included, under the bound.)"""
+    if len(text) <= limit + _MARGIN:
+        return redact(text)[:limit]
+    first = redact(text[:limit + _MARGIN])[:limit]
+    second = redact(text[:limit + 3 * _MARGIN])
+    same = next((i for i, (a, b) in enumerate(zip(first, second, strict=False)) if a != b),
+                min(len(first), len(second)))
+    return first[:same]
 
 
 __all__ = ["bounded", "scrub", "unique_key"]
