@@ -25,6 +25,7 @@ from convoy.interceptors._base import (
     ToolCallInput,
 )
 from convoy.models._messages import ModelResponse
+from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind
 from convoy.stores._protocol import NewAlert, Store
 from convoy.stores._rows import DamagedRow, damaged, row_name, shown, stored_json
@@ -69,6 +70,9 @@ class BaselineAlerts(Interceptor):
         poll_interval: seconds between delivery passes when nothing new fired.
         background: deliver webhook events from a task the engine runs while it is open
             (``False``: only :meth:`deliver_due` delivers, for tests and cron-style runs).
+        redact: the :class:`~convoy.observability.Redactor` a webhook's body (its tenant,
+            subject and detail) goes through, as log lines and metric labels do (``True``:
+            a default one, which needs the ``pii`` extra; ``False``: none).
     """
 
     stage: Stage = "custom"
@@ -77,15 +81,18 @@ class BaselineAlerts(Interceptor):
                  policies: Mapping[Metric, BaselinePolicy] | None = None,
                  webhooks: Sequence[str | Webhook] = (), window_s: float = 60.0,
                  clock: Callable[[], float] | None = None, poll_interval: float = 1.0,
-                 background: bool = True) -> None:
+                 background: bool = True, redact: Redactor | bool = True) -> None:
         base = policy or BaselinePolicy()
         self.policies: dict[Metric, BaselinePolicy] = dict.fromkeys(METRICS, base)
         self.policies["error_rate"] = dataclasses.replace(
             base, min_deviation=max(base.min_deviation, 0.05))
         self.policies.update(policies or {})
         hooks = [w if isinstance(w, Webhook) else Webhook(url=w) for w in webhooks]
+        self._redact: Callable[[str], str] | None = None
         if hooks:
             load_httpx()  # missing: one clear error now, not at the first alert
+            redactor = Redactor() if redact is True else redact or None
+            self._redact = redactor.redact if redactor is not None else None
         self.webhooks: dict[str, Webhook] = {w.url: w for w in hooks}
         self.window_s = window_s
         self.poll_interval = poll_interval
@@ -128,7 +135,8 @@ class BaselineAlerts(Interceptor):
                     self.baselines[series] = _stored_baseline(series, text)
                 except DamagedRow as e:  # (learned state: learned again, not a stop)
                     log.warning("%s: it is learned again from the next observations", e)
-        self._deliverer = Deliverer(self._store, self.webhooks, self._clock)
+        self._deliverer = Deliverer(self._store, self.webhooks, self._clock,
+                                    redact=self._redact)
         if self.background and self.webhooks:
             self._task = asyncio.get_running_loop().create_task(self._deliver_loop(),
                                                                 name="convoy-alert-webhooks")

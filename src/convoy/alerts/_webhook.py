@@ -4,6 +4,8 @@ Events are queued in the store in the same transaction as the alert they report
 (:meth:`~convoy.stores.Store.alert_open`), so a crash loses none; the engine delivers them
 (:class:`~convoy.alerts.BaselineAlerts` runs the delivery loop while the engine is open).
 Delivery is at least once: a receiver deduplicates on the ``Idempotency-Key`` header.
+A webhook's body leaves the system as a log line or a span does: its tenant, subject and
+detail go through the interceptor's redactor (the store keeps them as they are).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
+from convoy.observability._scrub import scrub
 from convoy.stores._protocol import AlertDelivery, AlertRow, Store
 from convoy.stores._rows import stored_json
 
@@ -64,11 +67,16 @@ def load_httpx() -> Any:
     return httpx
 
 
-def alert_json(alert: AlertRow) -> dict[str, Any]:
-    """An alert as JSON values (what a webhook receives, and ``convoy alerts --json``)."""
+def alert_json(alert: AlertRow, redact: Callable[[str], str] | None = None
+               ) -> dict[str, Any]:
+    """An alert as JSON values (what a webhook receives, and ``convoy alerts --json``);
+    ``redact``: what its tenant, subject and detail go through (a webhook's body)."""
     detail = stored_json(alert.detail or "{}", f"alert {alert.id}", "detail", or_text=True)
-    return {"id": alert.id, "tenant": alert.tenant, "scope": alert.scope,
-            "subject": alert.subject, "metric": alert.metric, "status": alert.status,
+    tenant, subject = alert.tenant, alert.subject
+    if redact is not None:
+        tenant, subject, detail = redact(tenant), redact(subject), scrub(detail, redact)
+    return {"id": alert.id, "tenant": tenant, "scope": alert.scope,
+            "subject": subject, "metric": alert.metric, "status": alert.status,
             "value": alert.value, "mean": alert.mean, "deviation": alert.deviation,
             "threshold": alert.threshold, "opened": alert.opened, "cleared": alert.cleared,
             "cleared_value": alert.cleared_value, "detail": detail}
@@ -78,8 +86,10 @@ class Deliverer:
     """Delivers the due events of a store's queue, one pass at a time."""
 
     def __init__(self, store: Store, webhooks: Mapping[str, Webhook],
-                 clock: Callable[[], float], *, lease_s: float = 60.0) -> None:
+                 clock: Callable[[], float], *, lease_s: float = 60.0,
+                 redact: Callable[[str], str] | None = None) -> None:
         self.store = store
+        self.redact = redact
         self.webhooks = dict(webhooks)
         self.clock = clock
         self.lease_s = lease_s
@@ -98,7 +108,7 @@ class Deliverer:
     async def _deliver(self, client: httpx.AsyncClient, d: AlertDelivery) -> bool:
         hook = self.webhooks.get(d.url) or Webhook(url=d.url)
         attempts = d.attempts + 1
-        body = {"event": d.event, "alert": alert_json(d.alert)}
+        body = {"event": d.event, "alert": alert_json(d.alert, self.redact)}
         headers = {"Idempotency-Key": f"convoy-alert-{d.alert.id}-{d.event}",
                    **(hook.headers or {})}
         error: str | None = None
