@@ -282,7 +282,8 @@ class _Derivation:
             begin = min(begin, s["start"])
         sid = self.redact(row.id)
         attrs: dict[str, Any] = {
-            "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": row.workflow,
+            "gen_ai.operation.name": "invoke_workflow",
+            "gen_ai.workflow.name": self.redact(row.workflow),
             "convoy.workflow.version": row.version, "convoy.tenant": self.redact(row.tenant),
             "gen_ai.conversation.id": sid, "convoy.session.id": sid,
             "convoy.session.status": row.status}
@@ -293,9 +294,8 @@ class _Derivation:
             status = "unset"
         else:
             status, message, _ = self.error(attrs, row.error_record, row.status)
-        root = _span(f"invoke_workflow {row.workflow}", self.trace_id, self.root_id,
-                     self.parent_id,
-                     begin, end, status, attrs, message)
+        root = _span(f"invoke_workflow {attrs['gen_ai.workflow.name']}", self.trace_id,
+                     self.root_id, self.parent_id, begin, end, status, attrs, message)
         spans = [root, *self.spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
         return spans

@@ -503,8 +503,9 @@ class Tracing(Interceptor):
         sid = run.root_sid
         wf, version, tenant = info.workflow, info.version, info.tenant
         shape = self.shape(("session", wf, version, tenant), lambda: Shape(
-            f"invoke_workflow {wf}", {
-                "gen_ai.operation.name": "invoke_workflow", "gen_ai.workflow.name": wf,
+            f"invoke_workflow {self.redact(wf)}", {
+                "gen_ai.operation.name": "invoke_workflow",
+                "gen_ai.workflow.name": self.redact(wf),
                 "convoy.workflow.version": version, "convoy.tenant": self.redact(tenant)}))
         span = SpanData.root(run, shape, trace_id, span_id, parent_id, {
             "gen_ai.conversation.id": sid, "convoy.session.id": sid,
