@@ -855,6 +855,36 @@ async def test_a_subject_is_not_erased_while_another_engine_runs_its_session(
     assert scan(files_of(tmp_path), PLANTED) == {}
 
 
+async def test_an_engine_that_held_a_subjects_key_uses_no_key_another_engine_erased(
+        db: str | Path) -> None:
+    """An engine that stays up while another process erases a subject does not go on
+    sealing the subject's new data under the destroyed key (which it would still hold,
+    and which no export could open): a session of the subject started after the erasure
+    has a new key, and is exported and erased as any other; the answers its response
+    cache gave the erased subject are not given to the new one (the review of 2026-12-03,
+    G1, G2)."""
+    from convoy.cost import ResponseCache
+
+    cache = ResponseCache()
+    async with engine(db, interceptors=[cache]) as runner:
+        first = await runner.run(serve, Customer(name=IN_NAME), subject="s-9",
+                                 session_id="before")
+        assert first.ok
+        async with engine(db) as eraser:
+            event = await eraser.erase("s-9")
+            assert event.sessions == 1 and event.key
+        again = await runner.run(serve, Customer(name=IN_NAME), subject="s-9",
+                                 session_id="after")
+        assert again.ok and cache.hits == 0 and again.usage.input_tokens > 0
+        async with engine(db) as other:  # (a process that never held the key)
+            shown = await other.result("after")
+            assert shown.output == again.output, shown
+            [session] = (await other.export("s-9"))["sessions"]
+            assert session["id"] == "after" and MODEL_PHONE in json.dumps(session)
+            event = await other.erase("s-9")
+            assert event.sessions == 1 and event.key
+
+
 @convoy.workflow(name="privacy.serve-then-wait")
 async def serve_then_wait(ctx: convoy.Context, c: Customer) -> str:
     reply = await ctx.run(clerk, c)

@@ -132,11 +132,21 @@ class ResponseCache(Interceptor):
         self._agents.setdefault(id(agent), agent)  # keeps the id from being reused
         req = input.request
         s = req.settings
+        subject = input.session.subject
         return (req.tenant, input.model.name, id(agent),
                 tuple((m.role, (m.content or "").strip(), m.tool_call_id,
                        tuple((c.name, c.arguments) for c in m.tool_calls)
                        if m.tool_calls else ()) for m in req.messages),
-                s.temperature, s.max_tokens, s.seed, input.session.subject)
+                s.temperature, s.max_tokens, s.seed,
+                subject if subject is None else (subject, self._label(req.tenant, subject)))
+
+    def _label(self, tenant: str, subject: str) -> str | None:
+        """The label of the subject's key as its session started with it: a subject erased
+        by another process and seen again has a new key, and none of the answers given
+        under the old one."""
+        keys = self._sealing.keys if self._sealing is not None else None
+        key = keys.peek(tenant, subject) if keys is not None else None
+        return None if key is None else key.label
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -194,7 +204,8 @@ class ResponseCache(Interceptor):
         """Drop every answer given to sessions of a data subject (``engine.erase`` calls
         it); how many. Answers are cached per subject, never shared across subjects, and
         never kept in the store."""
-        gone = [k for k in self._entries if k[0] == tenant and k[-1] == subject]
+        gone = [k for k in self._entries if k[0] == tenant and isinstance(k[-1], tuple)
+                and k[-1][0] == subject]
         for k in gone:
             del self._entries[k]
         return len(gone)

@@ -441,7 +441,7 @@ class Engine(SessionControl, SubjectRights):
                             "is configured: set $CONVOY_MASTER_KEY_FILE to a key file "
                             "('convoy keygen FILE' makes one; in Python: "
                             "Engine(master_key=...))")
-        await self.keys.load(tenant, subject, create=True)
+        await self.keys.load(tenant, subject, create=True, fresh=True)
 
     def _start(self, sid: str, tenant: str) -> SessionResult[Any] | None:
         """Mark a new session with a chosen id as being started here; if it already is

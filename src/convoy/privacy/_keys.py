@@ -241,14 +241,24 @@ class KeyRing:
                             "not loaded")
         return key
 
-    async def load(self, tenant: str, subject: str, *, create: bool) -> SubjectKey | None:
+    async def load(self, tenant: str, subject: str, *, create: bool,
+                   fresh: bool = False) -> SubjectKey | None:
         """The subject's key (made and stored if ``create`` and it has none), or ``None``.
         What maps its label back to the subject is stored before a new key is (a crash in
         between leaves a label of no key, which erasure deletes too), and again when a
-        writable store loads a key whose label it lacks (made by an earlier Convoy)."""
+        writable store loads a key whose label it lacks (made by an earlier Convoy).
+
+        ``fresh``: the key held in memory is used only if the store still holds it (one
+        read): another process may have erased the subject since, and its new data must
+        not be sealed under a destroyed key (a session's start asks so)."""
         key = self._keys.get((tenant, subject))
         if key is not None:
-            return key
+            if not fresh:
+                return key
+            held = await self.store.subject_key_get(tenant, subject)
+            if held is not None and key_label(held) == key.label:
+                return key
+            self.forget(tenant, subject)  # erased elsewhere (and perhaps made again)
         await self.check(create=create)
         aad = _key_aad(tenant, subject)
         ns = REFS_NAMESPACE + tenant

@@ -109,7 +109,7 @@ class SealingStore:
             if s.subject is None:
                 out.append(s)
                 continue
-            key = await self.keys.load(s.tenant, s.subject, create=True)
+            key = await self.keys.load(s.tenant, s.subject, create=True, fresh=True)
             assert key is not None
             out.append(self._seal_new(s, key))
         return await self.inner.create_sessions(out, owner=owner, lease_s=lease_s)
