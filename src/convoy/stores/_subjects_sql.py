@@ -10,9 +10,11 @@ from typing import Any
 from convoy._errors import StoreError, UserError
 from convoy.stores._protocol import Erasure
 
-#: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean.
+#: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean (``kv``:
+#: the map of a subject key's label to the subject's id, the spans kept for a session,
+#: its audit cursor).
 PURGED_TABLES = ("sessions", "journal", "signals", "state", "state_history", "state_watch",
-                 "subject_keys")
+                 "subject_keys", "kv")
 
 #: How many session ids one statement names.
 CHUNK = 500
