@@ -583,6 +583,86 @@ def test_a_tenant_that_is_not_text_is_found(log: dict[str, Any], backend: Backen
                       "an audit log's tenant was changed to b'acme'")
 
 
+def _sign(log: dict[str, Any], *cmd: str) -> tuple[int, str]:
+    r = cli("audit", *cmd, "--db", log["db"], "--tenant", T, "--key", str(log["key"]))
+    return r.code, (r.stdout + r.stderr).strip()
+
+
+def _kept_sizes(log: dict[str, Any]) -> list[int]:
+    return sorted(r[0] for r in log["raw"].run(
+        ("SELECT size FROM audit_checkpoints WHERE tenant=?", (T,))))
+
+
+def _append(backend: Backend, first: int, n: int) -> None:
+    async def more() -> None:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            await AuditLog(store, clock=FakeClock()).append(
+                T, [_event(i) for i in range(first, first + n)])
+        finally:
+            await store.aclose()
+
+    asyncio.run(more())
+
+
+@pytest.mark.parametrize("how", ["prove", "checkpoint"])
+def test_the_signer_never_signs_a_log_rolled_back_under_its_checkpoint(
+        log: dict[str, Any], backend: Backend, how: str) -> None:
+    """A store restored from a backup older than a checkpoint, then written to: its log is
+    shorter than what was signed, its new entries others. Signing it would make two signed
+    views of one log under one key (the review of 2026-12-03, F1): refused, nothing kept."""
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx>=10", (T,)),
+                   ("DELETE FROM audit_checkpoints WHERE tenant=? AND size=12", (T,)),
+                   ("UPDATE audit_head SET size=10 WHERE tenant=?", (T,)))
+    _append(backend, 100, 5)  # 15 entries now, 10 to 14 new ones: under the checkpoint of 20
+    code, out = _sign(log, *(["prove", "11"] if how == "prove" else ["checkpoint"]))
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "checkpoint of size 20" in out and "audit verify" in out, out
+    assert _kept_sizes(log) == [8, 20]
+
+
+@pytest.mark.parametrize("how", ["prove", "checkpoint"])
+def test_the_signer_never_signs_a_log_rewritten_under_its_checkpoint(
+        log: dict[str, Any], backend: Backend, how: str) -> None:
+    """An entry rewritten with a well-formed leaf (so no leaf check finds it), then the log
+    grown: its first entries no longer hash to a kept checkpoint's root. Refused."""
+    raw = log["raw"]
+    body = raw.body(3).replace(b"tool-003", b"tool-999")
+    raw.run(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=3",
+             (body, entry_leaf(T, 3, body), T)))
+    _append(backend, N, 3)
+    code, out = _sign(log, *(["prove", "21"] if how == "prove" else ["checkpoint"]))
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "first 8 entries no longer hash" in out and "audit verify" in out, out
+    assert _kept_sizes(log) == [8, 12, 20]
+
+
+@pytest.mark.parametrize("how", ["prove", "checkpoint"])
+def test_the_signer_never_signs_an_entry_whose_leaf_is_not_its_own(
+        log: dict[str, Any], backend: Backend, how: str) -> None:
+    """A leaf hash changed after the last checkpoint: a checkpoint would sign a tree that
+    does not hold the entry (and a prove that then fails would leave it behind). Refused
+    before anything is signed."""
+    _append(backend, N, 3)
+    raw = log["raw"]
+    raw.run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=21", (b"\x00" * 32, T)))
+    code, out = _sign(log, *(["prove", "21"] if how == "prove" else ["checkpoint"]))
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "entry 21 does not match its leaf hash" in out and "audit verify" in out, out
+    assert _kept_sizes(log) == [8, 12, 20]
+
+
+def test_a_checkpoint_kept_under_another_tenant_is_found(log: dict[str, Any]) -> None:
+    """A kept checkpoint names its tenant in what it signs: one moved to another tenant's
+    rows is reported as that, not as the other tenant's log cut off (review F5)."""
+    log["raw"].run(("UPDATE audit_checkpoints SET tenant='globex' WHERE tenant=? AND size=20",
+                    (T,)))
+    code, out = verify(log, "--tenant", "globex")
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "tenant 'acme'" in out and "kept under tenant 'globex'" in out, out
+
+
 async def test_a_kept_checkpoint_is_never_replaced(tmp_path: Path) -> None:
     """Signing again a log that has not grown gives back the checkpoint kept (the same
     signature); another key is refused; the store keeps one checkpoint per size, even if

@@ -229,9 +229,8 @@ async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> N
     key) until PostgreSQL recycles its segments, which the store cannot force."""
     import psycopg
 
-    from tests import pg_cluster
-
     from convoy.observability import Tracing, observe
+    from tests import pg_cluster
 
     schema = pg_cluster.fresh_schema()
     url = f"{pg_cluster.server_url()}?schema={schema}"

@@ -14,7 +14,7 @@ from convoy._errors import AuditError, UserError
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
 from convoy.audit._keys import load_or_create_key, public_key_text
-from convoy.audit._merkle import entry_leaf, tree_root
+from convoy.audit._merkle import Frontier, entry_leaf, tree_root
 from convoy.audit._proofs import consistency_path, inclusion_path, verify_inclusion
 from convoy.audit._tiles import tile_roots, with_subtrees
 from convoy.stores._protocol import Store
@@ -91,6 +91,7 @@ class AuditLog:
         kept = await self._kept(tenant, size, root)
         if kept is not None:  # the log has not grown: its checkpoint stands as signed
             return kept
+        await self._signable(tenant, leaves)
         cp = Checkpoint.sign(self.key, tenant=tenant, size=size, root=root,
                              timestamp=self.clock())
         await tile_roots(self.store, tenant, size, leaves=leaves)  # proofs read tiles
@@ -100,6 +101,51 @@ class AuditLog:
             if kept is not None:
                 return kept
         return cp
+
+    async def _signable(self, tenant: str, leaves: Sequence[bytes]) -> None:
+        """Refuse (:class:`~convoy.AuditError`, nothing signed) a log that contradicts what
+        was signed of it, as a transparency log's signer never signs two views of one log:
+        one shorter than a kept checkpoint (cut off, or restored from an older backup and
+        written to since), one whose first entries no longer hash to a kept checkpoint's
+        root (rewritten, hashes recomputed), and one whose entries since the last kept
+        checkpoint do not match their leaf hashes (the tree would not hold them: earlier
+        ones were checked when that checkpoint was signed, and its root covers their
+        leaves). A kept checkpoint must be the tenant's and validly signed (by any key: a
+        rotation's too)."""
+        size = len(leaves)
+        kept = sorted(await self.checkpoints(tenant), key=lambda cp: cp.size)
+        for cp in kept:
+            try:
+                cp.check()
+            except AuditError as e:
+                raise AuditError(f"tenant {tenant!r}: a kept {e}; nothing is signed: run "
+                                 "'convoy audit verify'") from None
+        if kept and kept[-1].size > size:
+            raise AuditError(
+                f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
+                f"of size {kept[-1].size} signed (entries cut off, or the store restored "
+                "from an older backup); nothing is signed: run 'convoy audit verify'")
+        frontier = Frontier()
+        for cp in kept:
+            while frontier.size < cp.size:
+                frontier.append(leaves[frontier.size])
+            if frontier.root() != cp.root:
+                raise AuditError(
+                    f"tenant {tenant!r}: the log's first {cp.size} entries no longer hash "
+                    f"to the root its checkpoint of size {cp.size} signed (rewritten); "
+                    "nothing is signed: run 'convoy audit verify'")
+        start = kept[-1].size if kept else 0
+        while start < size:
+            rows = await self.store.audit_entries(tenant, start, min(size - start, 4096))
+            if not rows:
+                break
+            for row in rows:
+                i = row.index
+                if not start <= i < size or entry_leaf(tenant, i, row.body) != leaves[i]:
+                    raise AuditError(
+                        f"tenant {tenant!r}: entry {i} does not match its leaf hash; "
+                        "nothing is signed: run 'convoy audit verify'", index=i)
+            start = rows[-1].index + 1
 
     async def _kept(self, tenant: str, size: int, root: bytes) -> Checkpoint | None:
         """The kept checkpoint of ``size``, if there is one; an :class:`AuditError` if its
@@ -125,11 +171,17 @@ class AuditLog:
         """The kept checkpoints of ``tenant``, smallest tree first; :class:`~convoy.AuditError`
         if one is not a checkpoint (changed in the database)."""
         try:
-            return [Checkpoint.from_json(t)
+            kept = [Checkpoint.from_json(t)
                     for t in await self.store.audit_checkpoints(tenant)]
         except UserError as e:
             raise AuditError(f"tenant {tenant!r}: a stored checkpoint is unreadable: {e}"
                              ) from None
+        for cp in kept:  # (what it signed names its tenant: a row moved is not its own)
+            if cp.tenant != tenant:
+                raise AuditError(f"tenant {cp.tenant!r}: its checkpoint of size {cp.size} "
+                                 f"is kept under tenant {tenant!r}; run 'convoy audit "
+                                 "verify'")
+        return kept
 
     async def prove(self, tenant: str, index: int) -> dict[str, Any]:
         """An inclusion proof of entry ``index`` against the newest checkpoint that covers
@@ -138,6 +190,12 @@ class AuditLog:
         await self.sealed()
         kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]
         cp = kept[-1] if kept else await self.checkpoint(tenant)
+        size = await self.store.audit_size(tenant)
+        if cp.size > size:
+            raise AuditError(
+                f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
+                f"of size {cp.size} signed (entries cut off, or the store restored from an "
+                "older backup): run 'convoy audit verify'")
         row = await self.store.audit_entry(tenant, index)
         if row is None or index >= cp.size:
             raise UserError(f"tenant {tenant!r} has no audit entry {index}")
