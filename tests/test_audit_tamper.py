@@ -212,6 +212,24 @@ def test_a_truncated_log_is_found(log: dict[str, Any]) -> None:
     _bad(log, 15, "truncated")
 
 
+def test_a_middle_entry_deleted_and_the_rest_hashed_again_is_not_called_a_cut(
+        log: dict[str, Any]) -> None:
+    """Entry 14 deleted, the rest renumbered with their leaves recomputed and the head
+    moved: the log is shorter than its checkpoint of 20, and 12..18 are not what it
+    signed. Not "entries from 19 on were cut off" alone: the first bad entry is at 12
+    or after (the review of 2026-12-03, F3)."""
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=14", (T,)))
+    raw.move("idx>14", -1)
+    for i in range(14, N - 1):
+        raw.run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=?",
+                 (entry_leaf(T, i, raw.body(i)), T, i)))
+    raw.run(("UPDATE audit_head SET size=size-1 WHERE tenant=?", (T,)))
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "rewritten" in out and "index 12 or after" in out, out
+
+
 def _no_checkpoint_left(log: dict[str, Any]) -> None:
     """The store alone tells nothing of which entries changed: the pinned key only finds
     that no checkpoint it signed is left."""

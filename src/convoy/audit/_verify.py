@@ -111,6 +111,15 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
         if n == 0:
             raise AuditError(f"tenant {tenant!r}: the log has no entries but had {expected}: "
                              "every entry was cut off (deleted)", index=0)
+        if pending and good < n:
+            # (a checkpoint of more entries than are left cannot tell a cut from a rewrite
+            # of the entries since the last one that still matches: a middle entry deleted,
+            # the rest renumbered and hashed again, a store restored from a backup)
+            raise AuditError(
+                f"tenant {tenant!r}: the log ends at entry {n - 1} but had {expected} "
+                f"entries: entries from {n} on were cut off (truncated), or entries from "
+                f"{good} on were rewritten with the cut (no checkpoint signed them as they "
+                f"are): the first bad entry is at index {good} or after", index=good)
         raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
                          f"{expected} entries: entries from {n} on were cut off (truncated)",
                          index=n)
