@@ -9,10 +9,16 @@ checksum, ``python-stdnum``) and ``ip`` (IPv4 and IPv6, checked by :mod:`ipaddre
 Candidates are found by regular expressions and kept only if they validate, so an order
 number, a date or a version is left alone; cards, IBANs, e-mail addresses and IP addresses
 are masked before phone numbers are looked for, so their digits are never taken for a phone
-number. Escaped text (JSON, ``repr``) is searched as what its escapes stand for, and masked
-where they were. Characters that stand for ASCII (fullwidth forms, Unicode dashes and
-spaces between digit groups: ``415\\u2013555\\u20132671``, ``\\uff14\\uff15\\uff13\\uff19``;
-the decimal digits of other scripts, Arabic-Indic ``\\u0664\\u0661\\u0665``) are read as it.
+number. Escaped text (JSON, ``repr``; a URL's percent-escapes of ASCII, ``%2B``, ``%20``,
+``%2540``; HTML's character references, ``&#64;``) is searched as what its escapes stand
+for, and masked where they were. Groups of digits may be split by tabs and newlines (a
+phone number's only after a word that says it is one), a card's by ``_``, ``/``, ``+`` or
+`` - `` too; an IBAN's country may stand apart from its check digits; a phone number may be
+glued to its cue (``tel.4155552673``, ``tel=020+7946+0958``: a form's ``+`` is a space) or
+have an extension glued on (``415-555-2672x12``). Characters that stand for ASCII
+(fullwidth forms, Unicode dashes and spaces between digit groups:
+``415\\u2013555\\u20132671``, ``\\uff14\\uff15\\uff13\\uff19``; the decimal digits of other scripts,
+Arabic-Indic ``\\u0664\\u0661\\u0665``) are read as it.
 Text with invisible characters in it (a zero-width space, a soft hyphen, any format
 character) is searched with them and as if they were not there, so that
 ``ada\\u200b@example.org`` is found, and masked whole. Values glued into ids by ``-``,
@@ -43,7 +49,7 @@ PiiKind = Literal["email", "phone", "card", "iban", "ip"]
 #: Every kind a :class:`Redactor` finds, in the order it looks for them.
 PII_KINDS: tuple[PiiKind, ...] = get_args(PiiKind)
 
-_MAYBE = re.compile(r"[\d@\uff20\ufe6b]")  # (``\d``: the decimal digits of every script)
+_MAYBE = re.compile(r"[\d@\uff20\ufe6b]|&commat;")  # (``\d``: the decimal digits of every script)
 # Characters that stand for the ASCII a value is written in, read as it, one for one (so
 # a finding's place is the same in both): the fullwidth forms of ASCII (digits, letters,
 # the at sign), Unicode's dashes and minus signs between digit groups (an en dash, the
@@ -71,7 +77,7 @@ _LOOKALIKE = _Lookalike({
 # the whole of it (an IBAN, a phone number written without spaces) or a card number glued
 # to letters, so a run of at least 12 digits.
 _TOKEN = re.compile(r"\w+")
-_LONG_DIGITS = re.compile(r"\d{12}")
+_LONG_DIGITS = re.compile(r"\d{12}|\d{4}(?:_\d{4}){2}")  # (or a card grouped by "_")
 # Spaces that are not " " but separate groups of digits as well: no-break, thin, narrow
 # no-break (what word processors and locales put between the groups of a number).
 _SP = "\u00a0\u2009\u202f"
@@ -90,10 +96,11 @@ _EMAIL = re.compile(
     # ("_" may follow, as in an id: user_ann@example.com_3; and "." with digits or a
     # separator, which no domain name's next label is: ann@example.com.3)
     r"(?![^\W_]|@|\.[^\W\d_]|:(?!\d)[\w~.-]{0,100}(?:/|\.git\b))")
-# 13-19 digits, in groups separated by a dash, a dot, or one or two spaces of any width;
-# letters may touch it (card4539..., pan_4539...), more digits may not.
-_CARD = re.compile(rf"(?<![\d+])(?<!\d[-.])\d(?:(?:[ {_SP}]{{1,2}}|[-.])?\d){{12,18}}"
-                   r"(?!\d|[-.]\d)")
+# 13-19 digits, in groups separated by a dash, a dot, one or two spaces of any width, a tab,
+# a newline, "_", "/", "+" (a form's space) or " - "; letters may touch it (card4539...,
+# pan_4539...), more digits may not.
+_CARD = re.compile(rf"(?<![\d+])(?<!\d[-._/+])\d(?:(?:[ {_SP}]{{1,2}}|[-._/+\t]|\r?\n| - )?"
+                   r"\d){12,18}(?!\d|[-._/+]\d)")
 _CARD_GROUP = re.compile(r"\d+")
 # Digit groups joined by separators (2026-4111..., 4111...-203.0.113.45, a_4111..._3): where
 # a card glued into an id is looked for when _CARD leaves it. (One pass, no backtracking:
@@ -102,9 +109,9 @@ _DIGIT_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|[-./_:])\d+)*")
 _MAYBE_CARD = re.compile(rf"\d{{13}}|\d{{4}}([ {_SP}]{{1,2}}|[-.])\d{{4,6}}\1\d{{2}}")
 # How cards are printed: the widths of their groups, and what separates them.
 _PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
-_CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
-_IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}\d{{2}}(?:[ {_SP}-]?[A-Za-z0-9]){{11,32}}"
-                   r"(?![A-Za-z0-9])")
+_CARD_SEPS = frozenset({" ", "  ", "-", ".", "_", "/", *_SP, *(c + c for c in _SP)})
+_IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
+                   rf"(?:[ {_SP}.-]?[A-Za-z0-9]){{11,32}}(?![A-Za-z0-9])")
 # (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
 # word, s.10.0.0.1; a letter or a digit would make it part of a longer word, a dot after a
 # digit part of a longer version, 1.2.3.4.5)
@@ -118,8 +125,15 @@ _IPV6 = re.compile(r"(?<![^\W_])(?<!:)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1
 # a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
 _PHONE = re.compile(
     rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
-    rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:[ {_SP}./-]?\d){{5,14}}"
-    rf"(?![\w@]|[.-]\d|[ {_SP}]\d)")
+    rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:(?:[ {_SP}./\t-]|\r?\n)?\d){{5,14}}"
+    # (an extension may follow: 415-555-2672x12)
+    rf"(?!(?!x\d)[\w@]|[.-]\d|[ {_SP}\t\n]\d)")
+# The same after a cue glued to it (tel.4155552673, tel=020+7946+0958, a form's "+" for a
+# space), where _PHONE's look-behind refuses a dot or a word: what follows the cue.
+_CUED = re.compile(r"(?i)(?<![^\W_])(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]")
+_PHONE_AFTER_CUE = re.compile(
+    rf"(?:\+\d{{1,3}}[ {_SP}.-]?)?(?:\(\d{{1,5}}\)[ {_SP}.-]?)?"
+    rf"\d(?:[ {_SP}./+-]?\d){{5,14}}(?!(?!x\d)[\w@]|[.+-]\d|[ {_SP}]\d)")
 # A number in international form glued into an id (ticket-+14155552671, user_+44...,
 # a.+1..., ticket+1...): after a separator or a letter, which _PHONE does not look after,
 # the "+" says what it is. Its digit groups as far as they go; the number is the longest
@@ -129,10 +143,13 @@ _PHONE_GLUED = re.compile(rf"(?<![\d+@])\+\d(?:[ {_SP}./-]?\d){{6,16}}")
 _GROUP_END = re.compile(r"\d(?!\d)")
 _GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
-_SPACES = re.compile(f"[{_SP}]")
+_SPACES = re.compile(f"[{_SP}\t]|\r?\n")
 # Words that say the digits after them are a phone number.
 _PHONE_CUE = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
-                        r"contact|reach|number|no|nr|num)\b\W{0,4}$")
+                        r"contact|reach|number|no|nr|num|ph|mob)\b"
+                        # (a few short words may come between: "call me at", "reach us on")
+                        r"(?:\W{1,4}(?:me|us|him|her|them|at|on|is|to|via|by|her|his|my)\b)"
+                        r"{0,3}\W{0,4}$")
 # Words that say they are not: a book or serial number (ISBN 0-306-40615-2, ISSN 0317-8471).
 _NOT_PHONE_CUE = re.compile(r"(?i)\b(?:isbn|issn|ismn|ean|upc|gtin|doi)(?:-?1[03])?\W{0,3}$")
 # An ISBN-13 written with its hyphens (978-0-306-40615-7), cue or not.
@@ -317,6 +334,13 @@ class Redactor:
                 if not any(a < e and s < b for s, e, _ in spans) and \
                         self._is_phone(m.group(), text[max(0, a - 24):a]):
                     spans.append((a, b, "phone"))
+            for m in _CUED.finditer(text):
+                n = _PHONE_AFTER_CUE.match(text, m.end())
+                if n is not None:
+                    a, b = n.span()
+                    if not any(a < e and s < b for s, e, _ in spans) and \
+                            self._is_phone(n.group(), text[max(0, a - 24):a]):
+                        spans.append((a, b, "phone"))
             if "+" in text:
                 taken = _Taken(spans)  # (the numbers found here do not overlap each other)
                 for m in _PHONE_GLUED.finditer(text):
@@ -336,7 +360,7 @@ class Redactor:
         ends = [g.end() for g in _GROUP_END.finditer(text, a, m.end())]
         tries = 0
         for b in reversed(ends):
-            if b < len(text) and (text[b].isalnum() or text[b] == "@"):
+            if b < len(text) and (text[b].isdigit() or text[b] == "@"):
                 continue
             if not 7 <= sum(ch.isdigit() for ch in text[a:b]) <= 15 or taken.overlaps(a, b):
                 continue
@@ -353,7 +377,12 @@ class Redactor:
         digits = sum(ch.isdigit() for ch in candidate)
         if digits < 7 or digits > 15:
             return False
-        text = _SPACES.sub(" ", candidate.strip())
+        text = candidate.strip()
+        if ("\n" in text or "\t" in text) and _PHONE_CUE.search(before) is None:
+            return False  # (digits on lines or columns of their own: a table, not a number)
+        text = _SPACES.sub(" ", text)
+        if "+" in text[1:]:
+            text = text[0] + text[1:].replace("+", " ")  # (a form's spaces: tel=020+7946...)
         if _DATE.fullmatch(text) or _DATED.match(text) or _DECIMAL.fullmatch(text) \
                 or _ISBN13.fullmatch(text) \
                 or _YEARS.fullmatch(text) or _NOT_PHONE_CUE.search(before) is not None:

@@ -21,9 +21,15 @@ import re
 # The escapes of JSON, Python's repr and C: one character each, except \\uXXXX (a UTF-16
 # code unit; two, a surrogate pair, stand for one character beyond U+FFFF, as JSON writes
 # one), \\xXX and \\UXXXXXXXX.
+# Then the escapes of URLs (a percent-escape of an ASCII character: %40, %2B, %20; the
+# bytes of other characters are left as they are) and HTML's character references (&#64;,
+# &#x40;, &commat;).
 _ESCAPE = re.compile(r"\\(?:u[Dd][89ABab][0-9A-Fa-f]{2}\\u[Dd][C-Fc-f][0-9A-Fa-f]{2}|"
                      r"u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U(?:000[0-9A-Fa-f]|0010)[0-9A-Fa-f]{4}|"
-                     r"[ntrfbv\\\"'/])")
+                     r"[ntrfbv\\\"'/])|%[0-7][0-9A-Fa-f]|&#(?:[0-9]{1,6}|[xX][0-9A-Fa-f]{1,5});"
+                     r"|&commat;")
+#: What makes text worth reading for escapes at all (most has none of these).
+_LEADS = ("\\", "%", "&")
 _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "b": "\b", "v": "\v", "\\": "\\",
            '"': '"', "'": "'", "/": "/"}
 # Text escaped twice (JSON in a JSON string) is read twice; more is not worth the work.
@@ -68,9 +74,7 @@ class Unescaped:
                 self._piece(out, pos, 0)
                 parts.append(text[pos:a])
                 out += a - pos
-            body = m.group()[1:]
-            char = "" if drop else _SIMPLE.get(body) or (
-                chr(int(body[1:], 16)) if len(body) < 11 else _pair(body))
+            char = "" if drop else _read(m.group())
             self._piece(out, a, b - a)
             parts.append(char)
             out += len(char)
@@ -100,6 +104,20 @@ class Unescaped:
         return self._origin[j] + (escape if escape else i - self._offset[j])
 
 
+def _read(escape: str) -> str:
+    """The character an escape stands for."""
+    lead = escape[0]
+    if lead == "%":
+        return chr(int(escape[1:], 16))
+    if lead == "&":
+        if escape == "&commat;":
+            return "@"
+        number = escape[2:-1]
+        return chr(int(number[1:], 16) if number[0] in "xX" else int(number))
+    body = escape[1:]
+    return _SIMPLE.get(body) or (chr(int(body[1:], 16)) if len(body) < 11 else _pair(body))
+
+
 def _pair(body: str) -> str:
     """The character a surrogate pair (``uD8xx\\uDCxx``) stands for."""
     high, low = int(body[1:5], 16), int(body[7:], 16)
@@ -108,14 +126,18 @@ def _pair(body: str) -> str:
 
 def unescape(text: str) -> Unescaped | None:
     """``text`` with its escapes read (up to three levels deep), or None if it has none."""
-    if "\\" not in text or _ESCAPE.search(text) is None:
+    if not _escaped(text):
         return None
     read = Unescaped(text)
     for _ in range(_DEPTH - 1):
-        if "\\" not in read.text or _ESCAPE.search(read.text) is None:
+        if not _escaped(read.text):
             break
         read = Unescaped(read.text, read)
     return read
+
+
+def _escaped(text: str) -> bool:
+    return any(c in text for c in _LEADS) and _ESCAPE.search(text) is not None
 
 
 def visible(text: str, parent: Unescaped | None = None) -> Unescaped | None:

@@ -1,0 +1,65 @@
+"""PII redaction of values written the ways a review of 2026-12-03 found them left whole:
+URL-encoded (a query string, a form), as HTML character references, split by tabs or
+newlines, grouped by ``_``, ``/``, ``+`` or `` - ``, an IBAN with its check digits apart,
+a phone number with an extension or glued to its cue. The look-alikes next to each stay
+as they are."""
+
+from __future__ import annotations
+
+import pytest
+
+from convoy.observability import Redactor
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # URL-encoded: percent-escapes of ASCII read as what they stand for (twice: %25 too)
+    ("https://crm.example/cb?phone=%2B14155552671&x=1", "https://crm.example/cb?phone=[PHONE]&x=1"),
+    ("card=4539%201488%200343%206467", "card=[CARD]"),
+    ("tel=020%207946%200958", "tel=[PHONE]"),
+    ("iban=DE89%203704%200044%200532%200130%2000", "iban=[IBAN]"),
+    ("ip=2001%3Adb8%3A%3A1", "ip=[IP]"),
+    ("to=jane.doe%2540example.com", "to=[EMAIL]"),
+    # form-encoded: "+" between the groups of a card or a phone number
+    ("card=4539+1488+0343+6467", "card=[CARD]"),
+    ("tel=020+7946+0958", "tel=[PHONE]"),
+    # HTML character references
+    ("jane&#64;example.com", "[EMAIL]"),
+    ("jane&#x40;example.com", "[EMAIL]"),
+    ("jane&commat;example.com", "[EMAIL]"),
+    # groups split by tabs or newlines (a model's formatted output), or by _ / + " - "
+    ("card 4539\n1488\n0343\n6467", "card [CARD]"),
+    ("4539\t1488\t0343\t6467", "[CARD]"),
+    ("tel 020\n7946\n0958", "tel [PHONE]"),
+    ("4539_1488_0343_6467", "[CARD]"),
+    ("4539 - 1488 - 0343 - 6467", "[CARD]"),
+    ("4539/1488/0343/6467", "[CARD]"),
+    # an IBAN with its country apart from its check digits, or grouped by dots
+    ("DE 89 3704 0044 0532 0130 00", "[IBAN]"),
+    ("DE89.3704.0044.0532.0130.00", "[IBAN]"),
+    # a phone number with an extension glued on, or glued to its cue
+    ("reach me on 415-555-2672x12", "reach me on [PHONE]x12"),
+    ("tel.4155552673", "tel.[PHONE]"),
+    ("ph:4155552674", "ph:[PHONE]"),
+    ("call me at 4155552675", "call me at [PHONE]"),
+    # a number in international form glued into an id with letters after it
+    ("id+14155552676x", "id[PHONE]x"),
+])
+def test_encoded_and_split_values_are_masked(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "50%25 off, 100%",                          # percent signs of amounts
+    "https://example.com/a%2Fb?q=x%20y",        # escapes with no value in them
+    "1+2+3+4",                                  # arithmetic
+    "build 2026+11+30",                         # a date joined by +
+    "v1.2.3+4539",                              # a version with build metadata
+    "&#64; alone, &amp; &lt;tag&gt;",           # references with no value around them
+    "tab\t12\t34\t56",                          # short groups split by tabs
+    "order_2026_11_30_0001",                    # an id of dated groups
+    "DE 89 is a postcode prefix",               # a country and two digits alone
+    "ext. 12 x 34",                             # no number before the extension
+    "ratio 4155552675.5",                       # a decimal number
+])
+def test_their_look_alikes_are_left_alone(text: str) -> None:
+    assert Redactor()(text) == text
