@@ -230,6 +230,27 @@ def test_a_middle_entry_deleted_and_the_rest_hashed_again_is_not_called_a_cut(
     assert "rewritten" in out and "index 12 or after" in out, out
 
 
+def test_an_entry_inserted_far_past_the_end_names_where_it_is(log: dict[str, Any]) -> None:
+    """Nothing was deleted: the message says an entry may have been inserted later on,
+    and where (the review of 2026-12-03, F6)."""
+    forged = _event(99).encode()
+    log["raw"].run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)",
+                    (T, 100000, forged, entry_leaf(T, 100000, forged))))
+    _bad(log, N, "the next one stored is 100000")
+
+
+def test_every_bad_tenant_is_named_one_line_each(log: dict[str, Any]) -> None:
+    """verify of every tenant goes on past the first bad one (review F10)."""
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=7", (T,)),
+                   ("UPDATE audit_log SET leaf=? WHERE tenant='globex' AND idx=0",
+                    (b"\x01" * 32,)))
+    code, out = verify(log)
+    lines = out.splitlines()
+    assert code == 1 and len(lines) == 2 and all(x.startswith("error: ") for x in lines), out
+    assert "tenant 'acme': audit entry 7 is missing" in out, out
+    assert "tenant 'globex': audit entry 0 does not match its leaf hash" in out, out
+
+
 def _no_checkpoint_left(log: dict[str, Any]) -> None:
     """The store alone tells nothing of which entries changed: the pinned key only finds
     that no checkpoint it signed is left."""
@@ -551,6 +572,19 @@ def _one_line_failure(r: Any, *why: str) -> None:
     assert len(out.splitlines()) == 1 and out.startswith("error: "), out
     for w in why:
         assert w in out, out
+
+
+def test_a_row_of_another_type_after_a_bad_entry_does_not_hide_it(
+        log: dict[str, Any], backend: Backend) -> None:
+    """The store fails a chunk at a row it cannot read as an entry: the entries before it
+    are still checked first, so the first bad entry is the one named (review F9)."""
+    _sqlite_only(backend)
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=5", (T,)),
+                   ("UPDATE audit_log SET body=CAST(body AS TEXT) WHERE tenant=? AND idx=15",
+                    (T,)))
+    _bad(log, 5, "is missing")
+    log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=3", (b"\x02" * 32, T)))
+    _bad(log, 3, "does not match its leaf hash")
 
 
 @pytest.mark.parametrize("change", [

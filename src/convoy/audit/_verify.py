@@ -28,6 +28,7 @@ from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
 from convoy.audit._log import AuditLog
 from convoy.audit._merkle import Frontier, entry_leaf
+from convoy.stores._protocol import AuditRow, Store
 
 _CHUNK = 10_000
 
@@ -44,6 +45,28 @@ class VerifyReport:
     root: bytes
     checkpoints: int
     covered: int = 0
+
+
+async def _entries(store: Store, tenant: str, start: int
+                   ) -> tuple[list[AuditRow], AuditError | None]:
+    """The next chunk of stored entries from ``start``, and the error of a row in it the
+    store cannot even read as an entry (a column of another type), which fails the whole
+    chunk: the rows before that one are read one by one, to be checked first (a bad entry
+    before it is the first one to name)."""
+    try:
+        return list(await store.audit_entries(tenant, start, _CHUNK)), None
+    except AuditError as e:
+        if e.index is None or e.index <= start:
+            raise
+        rows: list[AuditRow] = []
+        for i in range(start, e.index):  # (one by one: a damaged store's rare path)
+            try:
+                row = await store.audit_entry(tenant, i)
+            except AuditError as earlier:
+                return rows, earlier
+            if row is not None:
+                rows.append(row)
+        return rows, e
 
 
 async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoint] = (),
@@ -89,11 +112,12 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
 
     n = 0
     while True:
-        rows = await store.audit_entries(tenant, n, _CHUNK)
+        rows, unreadable = await _entries(store, tenant, n)
         for row in rows:
             if row.index != n:
                 raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, or "
-                                 "the entries after it renumbered)", index=n)
+                                 "the entries after it renumbered; or one inserted at a "
+                                 f"later index: the next one stored is {row.index})", index=n)
             if row.leaf != entry_leaf(tenant, n, row.body):
                 raise AuditError(f"tenant {tenant!r}: audit entry {n} does not match its leaf "
                                  "hash (changed, moved or inserted)", index=n)
@@ -104,6 +128,11 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
             frontier.append(row.leaf)
             n += 1
             reached(n)
+        if unreadable is not None:
+            if n < (unreadable.index or 0):  # (rows before it missing: the first to name)
+                raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, "
+                                 "or the entries after it renumbered)", index=n)
+            raise unreadable
         if len(rows) < _CHUNK:
             break
     if n < appended or pending:

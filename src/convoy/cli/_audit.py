@@ -383,12 +383,17 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
         reports = []
+        failed: list[str] = []  # (every tenant is verified: one line for each bad one)
         for t in tenants:
             try:
                 reports.append(await verify_log(log, t, published=published,
                                                 public_key=public_key))
             except AuditError as e:
-                fail(str(e) + await _other_store(store, db, t, published, e), RUN_FAILURE)
+                failed.append(str(e) + await _other_store(store, db, t, published, e))
+        for message in failed[:-1]:
+            err.print(f"error: {message}", markup=False, soft_wrap=True)
+        if failed:
+            fail(failed[-1], RUN_FAILURE)
         return reports, known, dead
 
 
