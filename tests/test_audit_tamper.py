@@ -381,6 +381,11 @@ def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],
     doc["entry"] = doc["entry"][:-4] + ("AAAA" if doc["entry"][-4:] != "AAAA" else "BBBB")
     proof.write_text(json.dumps(doc))
     bad = cli("audit", "check", str(proof), "--public-key", public)
+    # (the entry altered: said as that, not as a path that fails: review s22 F8)
+    assert bad.code == 1 and "entry 9 does not hash to the proof's leaf_hash" in bad.stderr
+    del doc["leaf_hash"]  # (without it, the path from the altered entry leads elsewhere)
+    proof.write_text(json.dumps(doc))
+    bad = cli("audit", "check", str(proof), "--public-key", public)
     assert bad.code == 1 and "does not lead to the root" in bad.stderr
     unpinned = cli("audit", "check", str(tmp_path / "good.json"))
     assert unpinned.code == 0 and "the signer was not pinned" in unpinned.stderr, unpinned

@@ -73,8 +73,9 @@ def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
     if cp.tenant != p.tenant or cp.size != p.tree_size:
         raise AuditProofError("the proof and its checkpoint name different logs or sizes")
     leaf = entry_leaf(p.tenant, p.index, body)
-    verify_inclusion(leaf, p.index, p.tree_size, proof, cp.root)
     if p.leaf_hash is not None and p.leaf_hash != base64.b64encode(leaf).decode():
-        raise AuditProofError(f"the proof's leaf_hash is not the hash of its entry "
-                              f"{p.index}: the proof was altered")
+        # (said first: an entry altered in the proof is what a path that fails means)
+        raise AuditProofError(f"entry {p.index} does not hash to the proof's leaf_hash: "
+                              "the entry or the proof was altered")
+    verify_inclusion(leaf, p.index, p.tree_size, proof, cp.root)
     return AuditEvent.decode(body)
