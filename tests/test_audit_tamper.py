@@ -397,6 +397,46 @@ def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],
     assert leaf.code == 1 and "leaf_hash" in leaf.stderr, leaf
 
 
+def test_a_consistency_proof_a_third_party_checks(log: dict[str, Any], backend: Backend,
+                                                  tmp_path: Path) -> None:
+    """`convoy audit consistency SIZE` proves the newest signed log is the one of SIZE with
+    entries appended; `convoy audit check` checks it with the signer's key alone."""
+    public = log["cps"][0].public_key
+    r = cli("audit", "consistency", "8", "--db", log["db"], "--tenant", T)
+    assert r.code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    assert (doc["size1"], doc["size2"]) == (8, N) and doc["checkpoint1"] == \
+        log["cps"][0].to_dict()
+    proof = tmp_path / "consistency.json"
+    proof.write_text(r.stdout)
+    ok = cli("audit", "check", str(proof), "--public-key", public)
+    assert ok.code == 0, ok.stderr
+    assert f"the signed log of {N} entries" in ok.stdout and "of 8 entries" in ok.stdout
+    doc["proof"][0] = doc["proof"][0][:-4] + ("AAAA" if doc["proof"][0][-4:] != "AAAA"
+                                              else "BBBB")
+    proof.write_text(json.dumps(doc))
+    bad = cli("audit", "check", str(proof), "--public-key", public)
+    assert bad.code == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    doc = json.loads(r.stdout)
+    doc["checkpoint1"] = log["cps"][1].to_dict()  # another checkpoint: sizes differ
+    proof.write_text(json.dumps(doc))
+    assert cli("audit", "check", str(proof), "--public-key", public).code == 1
+    proof.write_text(json.dumps({**json.loads(r.stdout), "size2": "x"}))
+    assert cli("audit", "check", str(proof)).code == 2
+    unknown = cli("audit", "consistency", "9", "--db", log["db"], "--tenant", T)
+    assert unknown.code == 2 and "kept sizes: 8, 12, 20" in unknown.stderr, unknown.stderr
+    newest = cli("audit", "consistency", str(N), "--db", log["db"], "--tenant", T)
+    assert newest.code == 2 and "nothing to prove" in newest.stderr, newest.stderr
+    # a rewrite under the checkpoints: no proof leads from 8 to the newest any more
+    raw = log["raw"]
+    body = raw.body(9).replace(b"tool-009", b"tool-999")
+    raw.run(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=9",
+             (body, entry_leaf(T, 9, body), T)))
+    raw.run(("DELETE FROM kv WHERE namespace LIKE ?", ("%tile%",)))  # (and any tile roots)
+    forked = cli("audit", "consistency", "8", "--db", log["db"], "--tenant", T)
+    assert forked.code == 1 and "audit verify" in forked.stderr, (forked.stdout, forked.stderr)
+
+
 def test_checkpoint_prints_a_signed_checkpoint(log: dict[str, Any]) -> None:
     r = cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key", str(log["key"]))
     assert r.code == 0, r.stderr

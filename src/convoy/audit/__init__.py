@@ -3,8 +3,9 @@ references only), signed checkpoints, inclusion and consistency proofs.
 
 - :class:`AuditEvent` is one entry; :func:`digest` fingerprints what it must not hold raw.
 - :class:`AuditLog` appends to a store's logs, signs :class:`Checkpoint` s (Ed25519, key
-  file generated on first use) and proves an entry (:meth:`AuditLog.prove`), which a third
-  party checks with :func:`check_inclusion`.
+  file generated on first use), proves an entry (:meth:`AuditLog.prove`) and that a log
+  only grew between two checkpoints (:meth:`AuditLog.prove_consistency`), which a third
+  party checks with :func:`check_inclusion` and :func:`check_consistency`.
 - :func:`verify_log` re-derives a log and names the first bad entry.
 - :class:`AuditInterceptor` appends an entry for every step of every session.
 """
@@ -29,7 +30,7 @@ from convoy.audit._proofs import (
 )
 
 if TYPE_CHECKING:
-    from convoy.audit._check import check_inclusion
+    from convoy.audit._check import check_consistency, check_inclusion
     from convoy.audit._checkpoint import Checkpoint
     from convoy.audit._interceptor import AuditInterceptor
     from convoy.audit._keys import load_or_create_key
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
 # extra): imported on first use, so that ``import convoy`` (whose stores append entries
 # with :func:`entry_leaf`) works without it, and ``from convoy.audit import AuditLog``
 # without it says which extra to install.
-_SIGNED = {"check_inclusion": "_check", "Checkpoint": "_checkpoint",
+_SIGNED = {"check_inclusion": "_check", "check_consistency": "_check",
+           "Checkpoint": "_checkpoint",
            "AuditInterceptor": "_interceptor", "load_or_create_key": "_keys",
            "AuditLog": "_log", "VerifyReport": "_verify", "verify_log": "_verify"}
 
@@ -65,6 +67,7 @@ __all__ = [
     "Checkpoint",
     "Frontier",
     "VerifyReport",
+    "check_consistency",
     "check_inclusion",
     "consistency_proof",
     "digest",

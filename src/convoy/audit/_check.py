@@ -1,5 +1,5 @@
-"""What a third party runs on a published inclusion proof: no store, only hashes and the
-signer's public key."""
+"""What a third party runs on a published inclusion or consistency proof: no store, only
+hashes and the signer's public key."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from convoy._errors import AuditProofError
 from convoy.audit._checkpoint import Checkpoint, Published
 from convoy.audit._event import AuditEvent
-from convoy.audit._log import PROOF_FORMAT
+from convoy.audit._log import CONSISTENCY_FORMAT, PROOF_FORMAT
 from convoy.audit._merkle import entry_leaf
-from convoy.audit._proofs import verify_inclusion
+from convoy.audit._proofs import verify_consistency, verify_inclusion
 
 
 class _Proof(BaseModel):
@@ -79,3 +79,47 @@ def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
                               "the entry or the proof was altered")
     verify_inclusion(leaf, p.index, p.tree_size, proof, cp.root)
     return AuditEvent.decode(body)
+
+
+class _Consistency(BaseModel):
+    """The fields of a proof :meth:`AuditLog.prove_consistency
+    <convoy.audit.AuditLog.prove_consistency>` prints, as their JSON types (strict)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    format: str
+    tenant: str
+    size1: Annotated[int, Field(ge=1, le=2**63)]
+    size2: Annotated[int, Field(ge=1, le=2**63)]
+    proof: list[str]
+    checkpoint1: Published
+    checkpoint2: Published
+
+
+def check_consistency(doc: Any, *, public_key: str | None = None
+                      ) -> tuple[Checkpoint, Checkpoint]:
+    """Check a consistency proof: both checkpoints' signatures (by ``public_key``, base64,
+    when given: pin it), that they are of the proof's log and sizes, and that the proof
+    shows the older log is the first part of the newer one. Returns the two checkpoints
+    (compare the older with the one you hold); raises :class:`~convoy.AuditProofError` if
+    anything does not hold."""
+    what = "not a Convoy consistency proof"
+    if not isinstance(doc, dict):
+        raise AuditProofError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+    try:
+        p = _Consistency.model_validate(doc)
+    except ValidationError as e:
+        first = e.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        msg = "expected a JSON object" if first["type"] == "model_type" else first["msg"]
+        raise AuditProofError(f"{what}: {where!r}: {msg}") from None
+    if p.format != CONSISTENCY_FORMAT:
+        raise AuditProofError(f"{what}: 'format' is {p.format!r}, not {CONSISTENCY_FORMAT!r}")
+    proof = [_base64(h, f"proof.{i}", "a SHA-256 hash") for i, h in enumerate(p.proof)]
+    old, new = Checkpoint.from_published(p.checkpoint1), Checkpoint.from_published(p.checkpoint2)
+    old.check(public_key)
+    new.check(public_key)
+    if {old.tenant, new.tenant} != {p.tenant} or (old.size, new.size) != (p.size1, p.size2):
+        raise AuditProofError("the proof and its checkpoints name different logs or sizes")
+    verify_consistency(p.size1, p.size2, proof, old.root, new.root)
+    return old, new

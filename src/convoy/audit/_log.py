@@ -15,7 +15,12 @@ from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
 from convoy.audit._keys import load_or_create_key, public_key_text
 from convoy.audit._merkle import Frontier, entry_leaf, tree_root
-from convoy.audit._proofs import consistency_path, inclusion_path, verify_inclusion
+from convoy.audit._proofs import (
+    consistency_path,
+    inclusion_path,
+    verify_consistency,
+    verify_inclusion,
+)
 from convoy.audit._tiles import tile_roots, with_subtrees
 from convoy.stores._protocol import Store
 
@@ -24,6 +29,8 @@ if TYPE_CHECKING:
 
 #: The format of a published inclusion proof.
 PROOF_FORMAT = "convoy-audit-inclusion/v1"
+#: The format of a published consistency proof.
+CONSISTENCY_FORMAT = "convoy-audit-consistency/v1"
 
 
 def _b64(b: bytes) -> str:
@@ -217,6 +224,46 @@ class AuditLog:
         return {"format": PROOF_FORMAT, "tenant": tenant, "index": index,
                 "entry": _b64(row.body), "leaf_hash": _b64(leaf), "tree_size": cp.size,
                 "proof": [_b64(h) for h in proof], "checkpoint": cp.to_dict()}
+
+    async def prove_consistency(self, tenant: str, size1: int) -> dict[str, Any]:
+        """A consistency proof from ``tenant``'s kept checkpoint of ``size1`` entries to its
+        newest: that the log of the newest is the log of the older with entries appended,
+        nothing changed. A JSON-ready dict with both checkpoints, which a third party who
+        holds the older one (published) checks with :func:`check_consistency` and the
+        signer's public key."""
+        await self.sealed()
+        kept = await self.checkpoints(tenant)
+        old = next((cp for cp in kept if cp.size == size1), None)
+        if old is None:
+            sizes = ", ".join(str(cp.size) for cp in kept) or "none"
+            raise UserError(f"tenant {tenant!r} has no checkpoint of size {size1}: a "
+                            f"consistency proof starts from a signed one (kept sizes: {sizes})")
+        new = kept[-1]
+        if new.size <= size1:
+            raise UserError(f"tenant {tenant!r}'s newest checkpoint is of size {size1}: "
+                            "there is nothing to prove until a larger one is signed "
+                            "('convoy audit checkpoint')")
+        size = await self.store.audit_size(tenant)
+        if new.size > size:
+            raise AuditError(f"tenant {tenant!r}: the log has {size} entries, fewer than its "
+                             f"checkpoint of size {new.size} signed: run 'convoy audit verify'")
+        proof: list[bytes] = []
+        for rebuild in (False, True):  # kept tile roots, then (if they fail) rebuilt ones
+            proof = await with_subtrees(self.store, tenant, new.size,
+                                        lambda sub: consistency_path(sub, size1, new.size),
+                                        rebuild=rebuild)
+            try:
+                verify_consistency(size1, new.size, proof, old.root, new.root)
+                break
+            except AuditError:
+                continue
+        else:
+            raise AuditError(f"tenant {tenant!r}: the log no longer holds both its checkpoint "
+                             f"of size {size1} and its checkpoint of size {new.size}: run "
+                             "'convoy audit verify'")
+        return {"format": CONSISTENCY_FORMAT, "tenant": tenant, "size1": size1,
+                "size2": new.size, "proof": [_b64(h) for h in proof],
+                "checkpoint1": old.to_dict(), "checkpoint2": new.to_dict()}
 
     async def consistency(self, tenant: str, size1: int, size2: int) -> list[bytes]:
         """A consistency proof between two sizes of ``tenant``'s log."""

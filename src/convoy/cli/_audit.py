@@ -563,12 +563,43 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
         return proof
 
 
+@audit_app.command("consistency")
+def consistency(size: Annotated[int, typer.Argument(
+                    metavar="SIZE", min=1,
+                    help="The size of a signed checkpoint (one you published).")],
+                tenant: TenantOption = None, db: DbOption = DEFAULT_DB) -> None:
+    """Print a consistency proof (JSON) from the tenant's checkpoint of SIZE entries to its
+    newest: that the newest signed log is the older one with entries appended, nothing
+    changed or removed. Whoever holds the older checkpoint checks it with `convoy audit
+    check`, without the store. Sign the newer one first (`convoy audit checkpoint`).
+
+    Example: `convoy audit consistency 4096 --tenant acme > consistency.json`
+    """
+    require_store(db)
+    require_convoy_store(db, nothing="prove")
+    typer.echo(json.dumps(run_async(_consistency(db, one_tenant(tenant), size)), indent=2))
+
+
+async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
+    async with open_store(db, write=True) as store:  # (it may keep the tiles it hashed)
+        log = _log(store, None)
+        if await store.audit_size(tenant) == 0 and not await store.audit_checkpoints(tenant):
+            _no_log(tenant, await store.audit_tenants())
+        try:
+            return await log.prove_consistency(tenant, size)
+        except AuditError as e:
+            fail(str(e), RUN_FAILURE)
+
+
 @audit_app.command("check")
 def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
                                                 help="A proof `convoy audit prove` printed.")],
           public_key: PublicKeyOption = None) -> None:
-    """Check an inclusion proof without any store: the checkpoint's signature (pin the
-    signer with --public-key), the entry's leaf hash and the path to the signed root.
+    """Check an inclusion proof (`convoy audit prove`) or a consistency proof (`convoy
+    audit consistency`) without any store: the checkpoints' signatures (pin the signer with
+    --public-key), then the entry's leaf hash and the path to the signed root, or that the
+    older signed log is the first part of the newer one (compare the older checkpoint it
+    prints with the one you hold).
     The public key is the `public_key` every checkpoint prints (the raw 32-byte key in
     base64, such as 'y51pj+l55WfSRbas2/WV5qEvMZ548nr7yPYoGRcB4SU='; not a PEM or DER form).
     Exits 1 if the proof does not hold (a signature, hash or path that does not verify),
@@ -587,16 +618,36 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     except RecursionError:  # (nested deeper than the decoder goes)
         fail(f"{str(proof)!r} is not a Convoy inclusion proof: it nests arrays or objects "
              "thousands of levels deep")
+    audit = _audit()
+    from convoy.audit._log import CONSISTENCY_FORMAT
+
+    consistent = isinstance(doc, dict) and doc.get("format") == CONSISTENCY_FORMAT
     try:
-        event = _audit().check_inclusion(doc, public_key=public_key)
+        if consistent:
+            old, new = audit.check_consistency(doc, public_key=public_key)
+        else:
+            event = audit.check_inclusion(doc, public_key=public_key)
     except (AuditError, UserError) as e:  # a file that is no proof is a bad input file
         fail(str(e), USAGE_ERROR if isinstance(e, UserError) or str(e).startswith(
-            "not a Convoy inclusion proof") else RUN_FAILURE)
+            ("not a Convoy inclusion proof", "not a Convoy consistency proof"))
+            else RUN_FAILURE)
+    if consistent:
+        typer.echo(escaped(
+            f"tenant {old.tenant!r}: the signed log of {new.size} entries (checkpoint of "
+            f"{fmt_time(new.timestamp)}) is the signed log of {old.size} entries (checkpoint "
+            f"of {fmt_time(old.timestamp)}, root {base64.b64encode(old.root).decode()}) with "
+            "entries appended"))
+        _unpinned(public_key)
+        return
     where = ", ".join(f"{what} {value}" for what, value in (
         ("session", event.session_id), ("step", event.step_key)) if value is not None)
     typer.echo(escaped(f"entry {doc['index']} of tenant {doc['tenant']!r} is in the signed "
                        f"log of {doc['tree_size']} entries: {event.kind} {event.status}"
                        + (f" ({where})" if where else "")))
+    _unpinned(public_key)
+
+
+def _unpinned(public_key: str | None) -> None:
     if public_key is None:
         err.print("note: the signer was not pinned: the proof's own checkpoint names the key "
                   "it was signed with; pass --public-key (the key you trust) to check who "
