@@ -30,12 +30,14 @@ timing, on stores of their own:
 * tracing_live_metrics_audit: the same with live spans (``live=True``).
 
 Runs alternate (bare, tracing, ..., bare, ...) ``--runs`` times each; prints the median µs
-per agent step of each and the added percentages, as one JSON line. ``--only NAME,...``
-runs only those engines: under ``valgrind --tool=callgrind``, the instructions of
-``--sessions 300`` minus those of ``--sessions 100`` (``--runs 1``), over 1,000 steps, are
-the instructions per step, which a busy host does not move. ``--clock cpu`` times
-the process's CPU time (all its threads: the OTLP exporter's too) instead of elapsed time:
-on a shared host busy with other work, elapsed time mostly measures the neighbours.
+per agent step of each and the added percentages, as one JSON line, and the paired ones
+(``paired_added_pct_NAME``: the median of each round's ratio to that round's bare run).
+``--only NAME,...`` runs only those engines: under ``valgrind --tool=callgrind``, the
+instructions of ``--sessions 300`` minus those of ``--sessions 100`` (``--runs 1``), over
+1,000 steps, are the instructions per step, which a busy host does not move. ``--clock
+cpu`` times the process's CPU time (all its threads: the OTLP exporter's too) instead of
+elapsed time: on a shared host busy with other work, elapsed time mostly measures the
+neighbours.
 """
 
 from __future__ import annotations
@@ -139,6 +141,11 @@ async def main_async(sessions: int, runs: int, warmup: int, clock: str,
             **{f"us_per_step_{n}": round(v, 1) for n, v in med.items()},
             **{f"added_pct_{n}": round(100 * (v - bare) / bare, 1)
                for n, v in med.items() if n != "bare" and bare},
+            # each round's ratio to the bare run of the same round, the median of those:
+            # a host whose speed drifts between rounds moves both sides of a ratio alike
+            **{f"paired_added_pct_{n}": round(100 * (statistics.median(
+                x / b for x, b in zip(xs, samples["bare"], strict=True)) - 1), 1)
+               for n, xs in samples.items() if n != "bare" and "bare" in samples},
             "otlp_exports_received": _Sink.received,
             "target_pct_tracing_metrics_audit": 25,
             "samples": {name: [round(x, 1) for x in xs] for name, xs in samples.items()}}

@@ -235,10 +235,11 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
                     "checkpoint` prints them): the log must still extend each. "
                     "Repeatable.")] = None) -> None:
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
-    checkpoints. Names the first bad entry of a changed, deleted, inserted, reordered or
-    truncated log, or of a fork from a checkpoint, or a checkpoint whose signature does not
-    verify; exits 1 if one is found, or if the key pinned (--key, --public-key) signed no
-    checkpoint here (a wiped log, or --db naming another store). A --checkpoint line that
+    checkpoints. Names, one line for each tenant whose log is bad, the first bad entry of a
+    changed, deleted, inserted, reordered or truncated log, or of a fork from a checkpoint,
+    or a checkpoint whose signature does not verify; exits 1 if one is found, or if the key
+    pinned (--key, --public-key) signed no checkpoint here (a wiped log, or --db naming
+    another store). A --checkpoint line that
     is not a checkpoint (a field missing, of the wrong JSON type or out of range), or a file
     that holds none, exits 2, naming the line and field.
 
