@@ -1,13 +1,14 @@
 """The ``audit`` interceptor: one audit entry for every step a session takes.
 
-- Every step a session journals has its entry, made from the journal record as it is
-  written (:mod:`convoy.audit._journal` says which entry each record makes): a model call
+- Every step a session journals has its entry, made from its journal record
+  (:mod:`convoy.audit._journal` says which entry each record makes): a model call
   (the hashes of its prompt and output, what the agent chose: an answer, a tool, a
   handoff), a tool call (its arguments' hash and its status; refused: ``policy_refusal``,
   or ``approval`` ``required``), a handoff, a state read or write, a ``ctx.step``, a signal
   received. The interceptor hooks no step: it adds a journal tap to each session run (a
-  session hook); when the run ends its entries are queued for the engine's sealer
-  (:mod:`convoy.audit._sealer`), which appends them in batches, in commits of its own,
+  session hook), which keeps the records the run writes; when the run ends they are
+  queued for the engine's sealer (:mod:`convoy.audit._sealer`), which makes their entries
+  and appends them in batches, in commits of its own,
   moving the session's audit cursor (a compare-and-set: sealed once, whoever seals). A run
   that is killed queues nothing: the run that resumes the session makes the entries of
   the records after the cursor first. Steps replayed from the journal are not written
@@ -54,7 +55,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInput,
 )
-from convoy.stores._protocol import AUDIT_CURSORS
+from convoy.stores._protocol import AUDIT_CURSORS, StepRecord
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -69,7 +70,7 @@ class AuditInterceptor(Interceptor):
     Args:
         key_path: the Ed25519 key file that signs checkpoints (created ``0600`` on first
             use); only :attr:`log` uses it, appending needs no key.
-        flush_every: a run that has held this many entries queues them for the sealer
+        flush_every: a run that has held this many records queues them for the sealer
             instead of at its end, and the sealer seals as soon as this many wait: a long
             run's memory and the log's lag behind it stay bounded.
         seal_every: the longest the sealer waits before it seals what runs queued (in
@@ -167,19 +168,20 @@ class AuditInterceptor(Interceptor):
             # may fall below it. Every record is audited, so the cursor moves back to the
             # last one.
             tap.last_at = last
-            tap.queue(tap.take(), repr(last))
+            tap.queue(tap.take_records(), repr(last))
         input.journal_taps.append(tap)
         end = await next(input)
         if end.status == "interrupted" and (end.error or {}).get("type") == "LeaseLost":
             # Another engine took the session over: it seals these from the journal.
             return end
-        bodies = tap.take()
+        records = tap.take_records()
         ended = (self._cancelled(input, end),) if end.status == "cancelled" else ()
         after = None if tap.last_at is None else repr(tap.last_at)
-        if bodies or ended or (after is not None and after != tap.cursor_text):
+        if records or ended or (after is not None and after != tap.cursor_text):
             # The records are committed already (a tap sees a record once written): the
-            # sealer appends their entries with its next batch, in a commit of its own.
-            tap.queue(bodies, after, ended)
+            # sealer makes and appends their entries with its next batch, in a commit of
+            # its own.
+            tap.queue(records, after, ended)
         if end.status != "completed":  # it runs again: its next run reads the cursor
             input.headers[AUDIT_CURSOR] = IN_STORE
         return end
@@ -230,10 +232,10 @@ class AuditInterceptor(Interceptor):
 
 
 class _RunTap(JournalEntries):
-    """The journal tap of one audited run: its entries (:class:`JournalEntries`), queued
-    for the sealer with the move of the session's cursor, chained: a run's seals move it
-    one after the other from :attr:`cursor_text`, the session's sealed cursor as the run
-    found it."""
+    """The journal tap of one audited run: its records (:class:`JournalEntries`), queued
+    for the sealer (which makes their entries) with the move of the session's cursor,
+    chained: a run's seals move it one after the other from :attr:`cursor_text`, the
+    session's sealed cursor as the run found it."""
 
     __slots__ = ("cursor_text", "sealer", "tenant")
 
@@ -245,16 +247,17 @@ class _RunTap(JournalEntries):
         self.cursor_text: str | None = None
 
     def full(self) -> None:
-        self.queue(self.take(), repr(self.last_at))
+        self.queue(self.take_records(), repr(self.last_at))
 
-    def queue(self, bodies: list[bytes], after: str | None,
+    def queue(self, records: list[StepRecord], after: str | None,
               ended: tuple[bytes, ...] = ()) -> None:
-        """Queue ``bodies`` (and ``ended``) with the move of the cursor to ``after`` (the
-        ``repr`` of a record's time; ``None``: where it is)."""
+        """Queue the entries of ``records`` (and ``ended``) with the move of the cursor to
+        ``after`` (the ``repr`` of a record's time; ``None``: where it is)."""
         before = self.cursor_text
         if after is None:
             after = before or repr(-math.inf)
         self.sealer.submit(Queued(tenant=self.tenant, session_id=self.session_id,
-                                  before=before, after=after, bodies=bodies,
-                                  trace_id=self.trace_id, mac=self.mac, ended=ended))
+                                  before=before, after=after, records=records,
+                                  trace_id=self.trace_id, mac=self.mac, ended=ended,
+                                  tail=self._tail))
         self.cursor_text = after

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from convoy._errors import UserError
 from convoy._trace_context import trace_id_of
-from convoy.audit._journal import entry_of
+from convoy.audit._journal import entries_of
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
@@ -46,6 +46,7 @@ from convoy.stores._protocol import (
     AuditSeal,
     SessionFilter,
     SessionRow,
+    StepRecord,
     Store,
 )
 
@@ -105,9 +106,15 @@ class Queued:
     session_id: str
     before: str | None
     after: str
-    bodies: list[bytes]
+    #: The run's journal records, whose entries are made as they are sealed
+    #: (:func:`~convoy.audit._journal.entries_of`: many runs' at once).
+    records: Sequence[StepRecord] = ()
+    #: Entries made already (a session sealed from its journal).
+    bodies: Sequence[bytes] = ()
     trace_id: str | None = None
     mac: bytes | None = None
+    #: The session's constant part of a model answer's entry (``None``: made when needed).
+    tail: str | None = None
     #: Entries not made from a journal record (how the run ended: a cancel), the last of
     #: ``bodies``: appended even if the records were sealed by another writer first.
     ended: Sequence[bytes] = ()
@@ -181,7 +188,7 @@ class Sealer:
     def submit(self, item: Queued) -> None:
         self._queue.append(item)
         self._queued[item.session_id] = item.after
-        self._held += len(item.bodies)
+        self._held += len(item.records) + len(item.bodies)
         if self._held >= self.batch:
             self._wake.set()
 
@@ -228,11 +235,13 @@ class Sealer:
             try:
                 moved = await self.store.audit_seal([
                     AuditSeal(tenant=q.tenant, session_id=q.session_id, before=q.before,
-                              after=q.after, bodies=[*q.bodies, *q.ended] if q.ended
-                              else q.bodies) for q in items])
+                              after=q.after, bodies=[
+                                  *q.bodies, *entries_of(q.records, q.session_id, q.trace_id,
+                                                         q.mac, q.tail), *q.ended])
+                    for q in items])
             except BaseException:
                 self._queue[:0] = items  # nothing was committed: seal them with the next
-                self._held += sum(len(q.bodies) for q in items)
+                self._held += sum(len(q.records) + len(q.bodies) for q in items)
                 raise
             for q, ok in zip(items, moved, strict=True):  # (committed: never queued again)
                 if self._queued.get(q.session_id) == q.after:
@@ -272,8 +281,7 @@ class Sealer:
                              key=lambda r: r.at)
             if not records:
                 return False
-            bodies = [b for r in records
-                      if (b := entry_of(r, session_id, r.at, trace_id, mac)) is not None]
+            bodies = entries_of(records, session_id, trace_id, mac)
             moved = await self.store.audit_seal([AuditSeal(
                 tenant=tenant, session_id=session_id, before=before,
                 after=repr(records[-1].at), bodies=bodies)])
