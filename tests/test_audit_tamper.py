@@ -210,6 +210,8 @@ def test_reordered_entries_are_found(log: dict[str, Any]) -> None:
 def test_a_truncated_log_is_found(log: dict[str, Any]) -> None:
     log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx>=15", (T,)))
     _bad(log, 15, "truncated")
+    # (the count of entries appended says entries from 15 on are gone: a cut, said as one)
+    assert "rewritten" not in verify(log, "--tenant", T)[1]
 
 
 def test_a_middle_entry_deleted_and_the_rest_hashed_again_is_not_called_a_cut(
@@ -630,6 +632,18 @@ def test_a_row_of_another_type_after_a_bad_entry_does_not_hide_it(
     _bad(log, 5, "is missing")
     log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=3", (b"\x02" * 32, T)))
     _bad(log, 3, "does not match its leaf hash")
+
+
+def test_a_row_of_another_type_far_past_the_end_is_found_at_once(
+        log: dict[str, Any], backend: Backend) -> None:
+    """A text row at index 10**9: the rows before it are found by halving the chunk (a
+    few reads), not one read per index up to it (the re-check of 2026-12-03, N8)."""
+    _sqlite_only(backend)
+    log["raw"].run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)",
+                    (T, 10**9, "x", b"\x00")))
+    _bad(log, 10**9, "stored as text")
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=4", (T,)))
+    _bad(log, 4, "the next one stored is 5")
 
 
 @pytest.mark.parametrize("change", [

@@ -49,24 +49,25 @@ class VerifyReport:
 
 async def _entries(store: Store, tenant: str, start: int
                    ) -> tuple[list[AuditRow], AuditError | None]:
-    """The next chunk of stored entries from ``start``, and the error of a row in it the
-    store cannot even read as an entry (a column of another type), which fails the whole
-    chunk: the rows before that one are read one by one, to be checked first (a bad entry
-    before it is the first one to name)."""
+    """The next chunk of stored entries from ``start``, and the error of the first row in
+    it the store cannot even read as an entry (a column of another type), which fails the
+    whole chunk: the rows before that one (found by halving the chunk: a few reads, however
+    far its index) are returned, to be checked first (a bad entry before it is the first
+    one to name)."""
     try:
         return list(await store.audit_entries(tenant, start, _CHUNK)), None
     except AuditError as e:
         if e.index is None or e.index <= start:
-            raise
-        rows: list[AuditRow] = []
-        for i in range(start, e.index):  # (one by one: a damaged store's rare path)
+            raise  # (an index that is not a number: said as that, wherever it sorts)
+        first, rows = e, []
+        lo, hi = 0, _CHUNK  # rows that read, rows that do not (from ``start``, by count)
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
             try:
-                row = await store.audit_entry(tenant, i)
-            except AuditError as earlier:
-                return rows, earlier
-            if row is not None:
-                rows.append(row)
-        return rows, e
+                rows, lo = list(await store.audit_entries(tenant, start, mid)), mid
+            except AuditError as err:
+                first, hi = err, mid
+        return rows[:lo], first
 
 
 async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoint] = (),
@@ -129,9 +130,11 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
             n += 1
             reached(n)
         if unreadable is not None:
-            if n < (unreadable.index or 0):  # (rows before it missing: the first to name)
-                raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, "
-                                 "or the entries after it renumbered)", index=n)
+            at = unreadable.index
+            if at is not None and n < at and n < appended:  # (rows missing before it)
+                raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, or "
+                                 "the entries after it renumbered; or one inserted at a "
+                                 f"later index: the next one stored is {at})", index=n)
             raise unreadable
         if len(rows) < _CHUNK:
             break
@@ -140,10 +143,11 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
         if n == 0:
             raise AuditError(f"tenant {tenant!r}: the log has no entries but had {expected}: "
                              "every entry was cut off (deleted)", index=0)
-        if pending and good < n:
-            # (a checkpoint of more entries than are left cannot tell a cut from a rewrite
-            # of the entries since the last one that still matches: a middle entry deleted,
-            # the rest renumbered and hashed again, a store restored from a backup)
+        if pending and good < n and appended <= n:
+            # (a checkpoint of more entries than are left, and a count of entries appended
+            # moved back with them, cannot tell a cut from a rewrite of the entries since
+            # the last checkpoint that still matches: a middle entry deleted, the rest
+            # renumbered and hashed again; a store restored from a backup)
             raise AuditError(
                 f"tenant {tenant!r}: the log ends at entry {n - 1} but had {expected} "
                 f"entries: entries from {n} on were cut off (truncated), or entries from "
