@@ -43,6 +43,9 @@ from convoy.observability import Redactor
     ("call me at 4155552675", "call me at [PHONE]"),
     # a number in international form glued into an id with letters after it
     ("id+14155552676x", "id[PHONE]x"),
+    # an integer written as a float, in text (JSON Convoy writes for the model, a log line)
+    ('{"charged":4539148803436467.0}', '{"charged":[CARD].0}'),
+    ("charged 4539148803436467.0 today", "charged [CARD].0 today"),
 ])
 def test_encoded_and_split_values_are_masked(text: str, masked: str) -> None:
     assert Redactor()(text) == masked
@@ -60,6 +63,15 @@ def test_encoded_and_split_values_are_masked(text: str, masked: str) -> None:
     "DE 89 is a postcode prefix",               # a country and two digits alone
     "ext. 12 x 34",                             # no number before the extension
     "ratio 4155552675.5",                       # a decimal number
+    # (the re-check of 2026-12-03: N2, N3)
+    "the number is 1732963200",                 # a timestamp after a weak cue and filler
+    "ticket number is 6502530000",
+    "batch number on 7185550199 failed",
+    "my contact is 1604965531 (unix time)",
+    "990\t67\t738\t214\t56\t130\t158",         # a tab-separated row of numbers
+    "4539\n148\n80343\n6467",                  # lines of numbers not grouped as a card
+    "x=1+2+3+4+5+6+7+8+9+10+11+12+13",          # a sum
+    "1/2/3/4/5/6/7/8/9/10/11/12/13",            # a path of numbers
 ])
 def test_their_look_alikes_are_left_alone(text: str) -> None:
     assert Redactor()(text) == text

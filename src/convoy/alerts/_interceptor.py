@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
+from convoy._errors import UserError
 from convoy.alerts._baseline import Baseline, BaselinePolicy, Transition
 from convoy.alerts._metrics import METRICS, Metric, Tally, Window
 from convoy.alerts._webhook import Deliverer, Webhook, load_httpx
@@ -70,9 +71,10 @@ class BaselineAlerts(Interceptor):
         poll_interval: seconds between delivery passes when nothing new fired.
         background: deliver webhook events from a task the engine runs while it is open
             (``False``: only :meth:`deliver_due` delivers, for tests and cron-style runs).
-        redact: the :class:`~convoy.observability.Redactor` a webhook's body (its tenant,
-            subject and detail) goes through, as log lines and metric labels do (``True``:
-            a default one, which needs the ``pii`` extra; ``False``: none).
+        redact: the :class:`~convoy.observability.Redactor` (or any function of a string)
+            a webhook's body (its tenant, subject and detail) goes through, as log lines
+            and metric labels do (``True``: a default one, which needs the ``pii`` extra,
+            part of the ``alerts`` one; ``False``: none).
     """
 
     stage: Stage = "custom"
@@ -81,7 +83,8 @@ class BaselineAlerts(Interceptor):
                  policies: Mapping[Metric, BaselinePolicy] | None = None,
                  webhooks: Sequence[str | Webhook] = (), window_s: float = 60.0,
                  clock: Callable[[], float] | None = None, poll_interval: float = 1.0,
-                 background: bool = True, redact: Redactor | bool = True) -> None:
+                 background: bool = True,
+                 redact: Redactor | Callable[[str], str] | bool = True) -> None:
         base = policy or BaselinePolicy()
         self.policies: dict[Metric, BaselinePolicy] = dict.fromkeys(METRICS, base)
         self.policies["error_rate"] = dataclasses.replace(
@@ -91,8 +94,16 @@ class BaselineAlerts(Interceptor):
         self._redact: Callable[[str], str] | None = None
         if hooks:
             load_httpx()  # missing: one clear error now, not at the first alert
-            redactor = Redactor() if redact is True else redact or None
-            self._redact = redactor.redact if redactor is not None else None
+            if redact is True:
+                try:
+                    self._redact = Redactor().redact
+                except UserError as e:  # (the pii extra missing: say the way out too)
+                    raise UserError(f"{e}, or BaselineAlerts(redact=False) to send webhook "
+                                    "bodies unredacted") from None
+            elif isinstance(redact, Redactor):
+                self._redact = redact.redact
+            elif callable(redact):
+                self._redact = redact
         self.webhooks: dict[str, Webhook] = {w.url: w for w in hooks}
         self.window_s = window_s
         self.poll_interval = poll_interval

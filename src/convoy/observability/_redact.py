@@ -109,7 +109,9 @@ _DIGIT_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|[-./_:])\d+)*")
 _MAYBE_CARD = re.compile(rf"\d{{13}}|\d{{4}}([ {_SP}]{{1,2}}|[-.])\d{{4,6}}\1\d{{2}}")
 # How cards are printed: the widths of their groups, and what separates them.
 _PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5], [4, 6, 4])
-_CARD_SEPS = frozenset({" ", "  ", "-", ".", "_", "/", *_SP, *(c + c for c in _SP)})
+_CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
+# Separators that part numbers in tables, sums and paths as well: digits they join are a
+# card only grouped as cards are printed (_PRINTED).
 _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
                    rf"(?:[ {_SP}.-]?[A-Za-z0-9]){{11,32}}(?![A-Za-z0-9])")
 # (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
@@ -145,11 +147,11 @@ _GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
 _SPACES = re.compile(f"[{_SP}\t]|\r?\n")
 # Words that say the digits after them are a phone number.
-_PHONE_CUE = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
-                        r"contact|reach|number|no|nr|num|ph|mob)\b"
+_PHONE_CUE = re.compile(r"(?i)(?:\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
+                        r"reach|ph|mob)\b"
                         # (a few short words may come between: "call me at", "reach us on")
-                        r"(?:\W{1,4}(?:me|us|him|her|them|at|on|is|to|via|by|her|his|my)\b)"
-                        r"{0,3}\W{0,4}$")
+                        r"(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my)\b){0,3}"
+                        r"|\b(?:contact|number|no|nr|num)\b)\W{0,4}$")
 # Words that say they are not: a book or serial number (ISBN 0-306-40615-2, ISSN 0317-8471).
 _NOT_PHONE_CUE = re.compile(r"(?i)\b(?:isbn|issn|ismn|ean|upc|gtin|doi)(?:-?1[03])?\W{0,3}$")
 # An ISBN-13 written with its hyphens (978-0-306-40615-7), cue or not.
@@ -496,9 +498,12 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             digits = _SEPARATORS.sub("", m.group()[window[0][0]:window[-1][1]])
             if not 13 <= len(digits) <= 19:
                 continue
-            if len({m.group()[b:c] for (_, b), (c, _) in itertools.pairwise(window)}) > 1:
+            seps = {m.group()[b:c] for (_, b), (c, _) in itertools.pairwise(window)}
+            if len(seps) > 1:
                 continue  # a card is printed with one separator (5678-30.91.108.81 is not)
             widths = [b - a for a, b in window]
+            if seps and not seps <= _CARD_SEPS and widths not in _PRINTED:
+                continue  # (a tab, a newline, "+", " - ": only in a card's own groups)
             if not _card_issuer_ok(digits) and not (
                     digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
                     and _YEARS.fullmatch(m.group(), window[0][0], window[-1][1]) is None):
@@ -555,7 +560,7 @@ def _glued_card(text: str, groups: list[tuple[int, int]], i: int, size: int) -> 
         if len(seps) != 1 or widths not in _PRINTED:
             return False
         sep = seps.pop()
-        if sep not in _CARD_SEPS:
+        if sep not in _CARD_SEPS and sep not in ("_", "/"):
             return False
         before = groups[i - 1] if i else None
         after = groups[i + size] if i + size < len(groups) else None
@@ -590,6 +595,8 @@ def _decimal_part(text: str, start: int, end: int) -> bool:
         j = end + 1
         while j < len(text) and text[j].isdigit():
             j += 1
+        if text[end + 1:j].strip("0") == "":
+            return False  # (an integer written as a float: 4539148803436467.0 is its digits)
         if j == len(text) or not (text[j].isalnum() or text[j] == "_" or (
                 text[j] == "." and j + 1 < len(text) and text[j + 1].isdigit())):
             return True
