@@ -367,6 +367,17 @@ def test_a_checkpoint_signed_by_another_key_is_refused(log: dict[str, Any], back
     code, out = verify(log, "--tenant", T)
     assert code == 1 and "not by the expected key" in out, out
 
+    # a verifier told of the rotation pins both keys: each checkpoint is by one of them
+    # (the re-check of 2026-12-03, N7)
+    new_public = Checkpoint.from_json(cli("audit", "checkpoint", "--db", log["db"], "--tenant",
+                                          T, "--key", str(other)).stdout).public_key
+    old_public = log["cps"][0].public_key
+    both = cli("audit", "verify", "--db", log["db"], "--tenant", T,
+               "--public-key", old_public, "--public-key", new_public)
+    assert both.code == 0 and "4 signed checkpoint(s) matched" in both.stdout, both.stderr
+    one = cli("audit", "verify", "--db", log["db"], "--tenant", T, "--public-key", new_public)
+    assert one.code == 1 and "not by the expected key" in one.stderr, one.stderr
+
 
 def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],
                                                    tmp_path: Path) -> None:

@@ -23,9 +23,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from convoy._errors import AuditError
+from convoy._errors import AuditError, AuditProofError
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
+from convoy.audit._keys import key_id
 from convoy.audit._log import AuditLog
 from convoy.audit._merkle import Frontier, entry_leaf
 from convoy.stores._protocol import AuditRow, Store
@@ -71,19 +72,25 @@ async def _entries(store: Store, tenant: str, start: int
 
 
 async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoint] = (),
-                     public_key: str | None = None) -> VerifyReport:
+                     public_key: str | Sequence[str] | None = None) -> VerifyReport:
     """Verify ``tenant``'s log (see the module docstring); ``published``: checkpoints kept
-    outside the store; ``public_key`` (base64): the key every checkpoint must be signed by
-    (default: the log's key file, if it has one)."""
+    outside the store; ``public_key`` (base64): the key every checkpoint must be signed by,
+    or the keys one of which must have signed each (a rotation's old and new keys; default:
+    the log's key file, if it has one)."""
     await log.sealed()
     store = log.store
     if public_key is None:
         public_key = log.public_key
+    keys = [public_key] if isinstance(public_key, str) else list(public_key or ())
     appended = await store.audit_size(tenant)
     kept = await log.checkpoints(tenant)
     every = [*kept, *(cp for cp in published if cp.tenant == tenant)]
     for cp in every:  # each signature, a kept one beside its published copy too
-        cp.check(public_key)
+        if len(keys) > 1 and cp.public_key not in keys:
+            raise AuditProofError(
+                f"checkpoint of size {cp.size} is signed by key {cp.key_id}, not by any of "
+                f"the expected keys ({', '.join(key_id(k) for k in keys)})")
+        cp.check(cp.public_key if len(keys) > 1 else keys[0] if keys else None)
     # (a published checkpoint that is also kept in the store counts once)
     unique = {cp.to_json(): cp for cp in every}
     cps = sorted(unique.values(), key=lambda cp: cp.size)

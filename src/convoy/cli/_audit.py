@@ -59,6 +59,11 @@ PublicKeyOption = Annotated[str | None, typer.Option(
     "--public-key", metavar="BASE64",
     help="The signer's public key every checkpoint must be signed by (as checkpoints "
          "print it).")]
+PublicKeysOption = Annotated[list[str] | None, typer.Option(
+    "--public-key", metavar="BASE64",
+    help="The signer's public key every checkpoint must be signed by (as checkpoints "
+         "print it). Repeatable: after a key rotation, pin the old key and the new one "
+         "(each checkpoint must be signed by one of them).")]
 
 
 def _audit() -> Any:
@@ -228,7 +233,7 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Tab
 
 @audit_app.command("verify")
 def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
-           public_key: PublicKeyOption = None,
+           public_key: PublicKeysOption = None,
            checkpoint: Annotated[list[Path] | None, typer.Option(
                "--checkpoint", metavar="FILE",
                help="Checkpoints published earlier (one JSON per line, as `convoy audit "
@@ -246,13 +251,14 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
     require_store(db)
-    _check_public_key(public_key)
+    for text in public_key or ():
+        _check_public_key(text)
     if key is not None and not key.expanduser().exists():
         fail(f"--key {str(key)!r} does not exist: verify pins the key that signed the "
              "checkpoints, it does not create one")
-    pin = public_key if public_key is not None else None if key is None else _pinned(key)
+    pins = [*(public_key or ()), *([] if key is None else [_pinned(key)])]
     published = _published(checkpoint)
-    reports, known, dead = run_async(_verify(db, tenant, key, public_key, published))
+    reports, known, dead = run_async(_verify(db, tenant, key, pins, published))
     if dead:
         typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
                    "before sealing what their runs queued: those entries are not in the log "
@@ -260,9 +266,10 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
                    f"{command('audit seal', db=db)} seals them from the journal now, as the "
                    "next engine that opens the store with the audit interceptor does",
                    err=True)
-    if pin is not None and not any(r.checkpoints for r in reports):
-        _nothing_signed(db, tenant, pin, "--public-key" if public_key is not None else
-                        f"--key {str(key)!r}", bool(published), known)
+    if pins and not any(r.checkpoints for r in reports):
+        how = ", ".join([*(["--public-key"] if public_key else []),
+                         *([f"--key {str(key)!r}"] if key is not None else [])])
+        _nothing_signed(db, tenant, pins, how, bool(published), known)
     if not reports:
         typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
                                                        f" (tenant {tenant!r})")
@@ -342,7 +349,7 @@ def _pinned(key: Path) -> str:
              "with --public-key")
 
 
-def _nothing_signed(db: str, tenant: str | None, pin: str, how: str, published: bool,
+def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, published: bool,
                     known: list[str]) -> NoReturn:
     """A pinned key (the user says it signed the log) that signed no checkpoint here: a
     wiped log, or the wrong store, not a log that "verified"."""
@@ -351,10 +358,11 @@ def _nothing_signed(db: str, tenant: str | None, pin: str, how: str, published: 
     where = f"in {label(db)!r}" + (" or the --checkpoint files" if published else "") + \
         ("" if tenant is None else f" for tenant {tenant!r}")
     others = sorted(set(known) - {tenant}) if tenant is not None else []
-    fail(f"no checkpoint signed by key {key_id(pin)} ({how}) {where}: nothing here is a log "
-         "that key signed (deleted, or never signed); check that --db points at the store it "
-         "signs" + (" and --tenant names its tenant (tenants with an audit log here: "
-                    f"{', '.join(others)})" if others else "")
+    fail(f"no checkpoint signed by key {' or '.join(key_id(p) for p in pins)} ({how}) "
+         f"{where}: nothing here is a log that key signed (deleted, or never signed); check "
+         "that --db points at the store it signs"
+         + (" and --tenant names its tenant (tenants with an audit log here: "
+            f"{', '.join(others)})" if others else "")
          + " (a log never signed: 'convoy audit checkpoint' signs it)", RUN_FAILURE)
 
 
@@ -363,7 +371,7 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
          + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
 
 
-async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str | None,
+async def _verify(db: str, tenant: str | None, key: Path | None, pins: list[str],
                   published: list[Checkpoint]
                   ) -> tuple[list[VerifyReport], list[str], list[tuple[str, float]]]:
     """The reports of the tenants verified, the tenants with a log in the store, and the
@@ -378,7 +386,7 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         if tenant is not None and tenant not in known and \
                 not any(cp.tenant == tenant for cp in published) and \
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
-            if known and key is None and public_key is None:
+            if known and not pins:
                 _no_log(tenant, known)  # a mistyped --tenant (pinned: nothing it signed)
             return [], known, dead  # (no log in the store at all: said as without --tenant)
         tenants = [tenant] if tenant is not None else \
@@ -388,7 +396,7 @@ async def _verify(db: str, tenant: str | None, key: Path | None, public_key: str
         for t in tenants:
             try:
                 reports.append(await verify_log(log, t, published=published,
-                                                public_key=public_key))
+                                                public_key=pins or None))
             except AuditError as e:
                 failed.append(str(e) + await _other_store(store, db, t, published, e))
         for message in failed[:-1]:
