@@ -645,6 +645,22 @@ def test_a_row_of_another_type_after_a_bad_entry_does_not_hide_it(
     _bad(log, 3, "does not match its leaf hash")
 
 
+def test_a_leaf_made_text_that_is_not_utf8_names_its_entry(
+        log: dict[str, Any], backend: Backend) -> None:
+    """A binary leaf cast to text is no UTF-8: the store does not decode it (which failed
+    the whole read, naming no entry, hiding an earlier bad one and every other tenant's
+    result): the entry is named as changed, after the earlier bad one (re-check N9)."""
+    _sqlite_only(backend)
+    log["raw"].run(("UPDATE audit_log SET leaf=CAST(? AS TEXT) WHERE tenant=? AND idx=12",
+                    (b"\xff\xfe\x00\x9f" * 8, T)))
+    _bad(log, 12, "leaf hash is stored as text")
+    log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=3", (b"\x02" * 32, T)))
+    _bad(log, 3, "does not match its leaf hash")
+    code, out = verify(log)
+    assert "'globex': 1 entries verified" not in out  # (exit 1: acme's line; globex is fine)
+    assert code == 1 and "tenant 'acme': audit entry 3" in out, out
+
+
 def test_a_row_of_another_type_far_past_the_end_is_found_at_once(
         log: dict[str, Any], backend: Backend) -> None:
     """A text row at index 10**9: the rows before it are found by halving the chunk (a

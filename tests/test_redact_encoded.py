@@ -26,6 +26,8 @@ from convoy.observability import Redactor
     ("jane&#64;example.com", "[EMAIL]"),
     ("jane&#x40;example.com", "[EMAIL]"),
     ("jane&commat;example.com", "[EMAIL]"),
+    ("card 4539&nbsp;1488&nbsp;0343&nbsp;6467", "card [CARD]"),
+    ("tel +44&nbsp;20&nbsp;7946&nbsp;0958", "tel [PHONE]"),
     # groups split by tabs or newlines (a model's formatted output), or by _ / + " - "
     ("card 4539\n1488\n0343\n6467", "card [CARD]"),
     ("4539\t1488\t0343\t6467", "[CARD]"),
@@ -72,6 +74,7 @@ def test_encoded_and_split_values_are_masked(text: str, masked: str) -> None:
     "4539\n148\n80343\n6467",                  # lines of numbers not grouped as a card
     "x=1+2+3+4+5+6+7+8+9+10+11+12+13",          # a sum
     "1/2/3/4/5/6/7/8/9/10/11/12/13",            # a path of numbers
+    "build 415-555-2672x86_64",                 # an architecture, not an extension
 ])
 def test_their_look_alikes_are_left_alone(text: str) -> None:
     assert Redactor()(text) == text

@@ -129,13 +129,13 @@ _PHONE = re.compile(
     rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
     rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:(?:[ {_SP}./\t-]|\r?\n)?\d){{5,14}}"
     # (an extension may follow: 415-555-2672x12)
-    rf"(?!(?!x\d)[\w@]|[.-]\d|[ {_SP}\t\n]\d)")
+    rf"(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.-]\d|[ {_SP}\t\n]\d)")
 # The same after a cue glued to it (tel.4155552673, tel=020+7946+0958, a form's "+" for a
 # space), where _PHONE's look-behind refuses a dot or a word: what follows the cue.
 _CUED = re.compile(r"(?i)(?<![^\W_])(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]")
 _PHONE_AFTER_CUE = re.compile(
     rf"(?:\+\d{{1,3}}[ {_SP}.-]?)?(?:\(\d{{1,5}}\)[ {_SP}.-]?)?"
-    rf"\d(?:[ {_SP}./+-]?\d){{5,14}}(?!(?!x\d)[\w@]|[.+-]\d|[ {_SP}]\d)")
+    rf"\d(?:[ {_SP}./+-]?\d){{5,14}}(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.+-]\d|[ {_SP}]\d)")
 # A number in international form glued into an id (ticket-+14155552671, user_+44...,
 # a.+1..., ticket+1...): after a separator or a letter, which _PHONE does not look after,
 # the "+" says what it is. Its digit groups as far as they go; the number is the longest

@@ -23,11 +23,11 @@ import re
 # one), \\xXX and \\UXXXXXXXX.
 # Then the escapes of URLs (a percent-escape of an ASCII character: %40, %2B, %20; the
 # bytes of other characters are left as they are) and HTML's character references (&#64;,
-# &#x40;, &commat;).
+# &#x40;, &commat;, and the &nbsp; HTML puts between the groups of a number).
 _ESCAPE = re.compile(r"\\(?:u[Dd][89ABab][0-9A-Fa-f]{2}\\u[Dd][C-Fc-f][0-9A-Fa-f]{2}|"
                      r"u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U(?:000[0-9A-Fa-f]|0010)[0-9A-Fa-f]{4}|"
                      r"[ntrfbv\\\"'/])|%[0-7][0-9A-Fa-f]|&#(?:[0-9]{1,6}|[xX][0-9A-Fa-f]{1,5});"
-                     r"|&commat;")
+                     r"|&commat;|&nbsp;")
 #: What makes text worth reading for escapes at all (most has none of these).
 _LEADS = ("\\", "%", "&")
 _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "b": "\b", "v": "\v", "\\": "\\",
@@ -112,6 +112,8 @@ def _read(escape: str) -> str:
     if lead == "&":
         if escape == "&commat;":
             return "@"
+        if escape == "&nbsp;":
+            return "\u00a0"  # (between the groups of a number, as HTML writes it)
         number = escape[2:-1]
         return chr(int(number[1:], 16) if number[0] in "xX" else int(number))
     body = escape[1:]

@@ -64,9 +64,17 @@ SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tena
                "DO UPDATE SET size=size+excluded.size")
 SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"
 SQLITE_OWNED = "SELECT 1 FROM sessions WHERE id=? AND owner=?"
+# What SQLite reads of an entry: a body or leaf changed to text comes as the word "text"
+# (the bytes are not decoded: text that is not UTF-8 would fail the whole read, hiding
+# which entry it is); the reader names the entry as one changed.
+_BODY = "CASE typeof(body) WHEN 'text' THEN 'text' ELSE body END"
+_LEAF = "CASE typeof(leaf) WHEN 'text' THEN 'text' ELSE leaf END"
 # :data:`LEAVES` with each entry's index, to name an entry whose leaf hash is no longer
 # the bytes SQLite was given.
-SQLITE_LEAVES = "SELECT idx, leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
+SQLITE_LEAVES = f"SELECT idx, {_LEAF} FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
+SQLITE_ENTRIES = (f"SELECT idx, {_BODY}, {_LEAF} FROM audit_log WHERE tenant=? AND idx>=? "
+                  "ORDER BY idx LIMIT ?")
+SQLITE_ENTRY_AT = f"SELECT idx, {_BODY}, {_LEAF} FROM audit_log WHERE tenant=? AND idx=?"
 
 def pg_append(tenant: str, n: str, bodies: str, *, only_if: str = "",
               before: str = "") -> str:

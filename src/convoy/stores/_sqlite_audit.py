@@ -164,10 +164,10 @@ class SQLiteAudit:
         return tenants
 
     async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
-        return [_row(tenant, r) for r in self._read(q.ENTRIES, (tenant, start, limit))]
+        return [_row(tenant, r) for r in self._read(q.SQLITE_ENTRIES, (tenant, start, limit))]
 
     async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
-        rows = self._read(q.ENTRY, (tenant, index))
+        rows = self._read(q.SQLITE_ENTRY_AT, (tenant, index))
         return _row(tenant, rows[0]) if rows else None
 
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
