@@ -28,8 +28,6 @@ _ESCAPE = re.compile(r"\\(?:u[Dd][89ABab][0-9A-Fa-f]{2}\\u[Dd][C-Fc-f][0-9A-Fa-f
                      r"u[0-9A-Fa-f]{4}|x[0-9A-Fa-f]{2}|U(?:000[0-9A-Fa-f]|0010)[0-9A-Fa-f]{4}|"
                      r"[ntrfbv\\\"'/])|%[0-7][0-9A-Fa-f]|&#(?:[0-9]{1,6}|[xX][0-9A-Fa-f]{1,5});"
                      r"|&commat;|&nbsp;")
-#: What makes text worth reading for escapes at all (most has none of these).
-_LEADS = ("\\", "%", "&")
 _SIMPLE = {"n": "\n", "t": "\t", "r": "\r", "f": "\f", "b": "\b", "v": "\v", "\\": "\\",
            '"': '"', "'": "'", "/": "/"}
 # Text escaped twice (JSON in a JSON string) is read twice; more is not worth the work.
@@ -139,7 +137,7 @@ def unescape(text: str) -> Unescaped | None:
 
 
 def _escaped(text: str) -> bool:
-    return any(c in text for c in _LEADS) and _ESCAPE.search(text) is not None
+    return ("\\" in text or "%" in text or "&" in text) and _ESCAPE.search(text) is not None
 
 
 def visible(text: str, parent: Unescaped | None = None) -> Unescaped | None:
