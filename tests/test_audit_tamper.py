@@ -241,6 +241,17 @@ def test_an_entry_inserted_far_past_the_end_names_where_it_is(log: dict[str, Any
     _bad(log, N, "the next one stored is 100000")
 
 
+def test_an_entry_inserted_before_the_first_is_found(log: dict[str, Any]) -> None:
+    """A row at a negative index is outside the tree, and tampering all the same (review
+    F7)."""
+    forged = _event(99).encode()
+    log["raw"].run(("INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)",
+                    (T, -1, forged, entry_leaf(T, 0, forged))))
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "stored at index -1, before the log's first (inserted)" in out, out
+
+
 def test_every_bad_tenant_is_named_one_line_each(log: dict[str, Any]) -> None:
     """verify of every tenant goes on past the first bad one (review F10)."""
     log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=7", (T,)),

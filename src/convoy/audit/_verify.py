@@ -118,6 +118,10 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                 f"first bad entry is at index {good} or after{again}", index=good)
         good = n
 
+    below = await store.audit_entries(tenant, -(2**63), 1)  # (the lowest index stored)
+    if below and below[0].index < 0:
+        raise AuditError(f"tenant {tenant!r}: an audit entry is stored at index "
+                         f"{below[0].index}, before the log's first (inserted)")
     n = 0
     while True:
         rows, unreadable = await _entries(store, tenant, n)
