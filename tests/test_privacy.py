@@ -848,8 +848,11 @@ async def test_a_subject_is_not_erased_while_another_engine_runs_its_session(
         task = asyncio.create_task(runner.run(held_serve, Customer(name=IN_NAME),
                                               subject="s-1", session_id="busy"))
         await reached.wait()
-        with pytest.raises(UserError, match="'busy' is running on engine"):
+        with pytest.raises(UserError, match="'busy' is running on engine") as refused:
             await eraser.erase("s-1")
+        # (when that engine's lease lapses: a killed one holds it until then, review F11)
+        assert "its lease has lapsed (in " in str(refused.value) and \
+            " s at the latest" in str(refused.value)
         assert await eraser.store.get_session("busy") is not None  # nothing deleted
         go.set()
         assert (await task).ok

@@ -132,9 +132,12 @@ def refuse_held(rows: Sequence[Any], now: float) -> None:
     if held:
         sid, owner = held[0]
         more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
+        lapse = max(until for _, status, o, until in rows if status == "running" and
+                    o is not None and until is not None and until > now)
         raise UserError(f"session {sid!r} is running on engine {owner!r}{more}: nothing was "
                         "deleted; erase (purge) again once it has ended, or once that engine "
-                        "is stopped and its lease has lapsed")
+                        f"is stopped and its lease has lapsed (in {lapse - now:.0f} s at the "
+                        "latest: an engine that was killed holds it until then)")
 
 
 def not_compacted(where: str) -> StoreError:
