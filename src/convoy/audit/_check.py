@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -33,21 +33,29 @@ class _Proof(BaseModel):
     checkpoint: Published  # (as strict: 'checkpoint.size' names a field at fault)
 
 
-def _parse(doc: Any) -> _Proof:
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(model: type[_M], doc: Any, what: str, fmt: str) -> _M:
+    """``doc`` as ``model``, or an :class:`~convoy.AuditProofError` naming the field at
+    fault (``what``: "not a Convoy ... proof"; ``fmt``: the format it must declare)."""
     if not isinstance(doc, dict):
-        raise AuditProofError("not a Convoy inclusion proof: expected a JSON object, got "
-                              f"{type(doc).__name__}")
+        raise AuditProofError(f"{what}: expected a JSON object, got {type(doc).__name__}")
     try:
-        p = _Proof.model_validate(doc)
+        p = model.model_validate(doc)
     except ValidationError as e:
         first = e.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         msg = "expected a JSON object" if first["type"] == "model_type" else first["msg"]
-        raise AuditProofError(f"not a Convoy inclusion proof: {where!r}: {msg}") from None
-    if p.format != PROOF_FORMAT:
-        raise AuditProofError(f"not a Convoy inclusion proof: 'format' is {p.format!r}, not "
-                              f"{PROOF_FORMAT!r}")
+        raise AuditProofError(f"{what}: {where!r}: {msg}") from None
+    declared = getattr(p, "format", None)
+    if declared != fmt:
+        raise AuditProofError(f"{what}: 'format' is {declared!r}, not {fmt!r}")
     return p
+
+
+def _parse(doc: Any) -> _Proof:
+    return _validated(_Proof, doc, "not a Convoy inclusion proof", PROOF_FORMAT)
 
 
 def _base64(text: str, where: str, what: str) -> bytes:
@@ -103,18 +111,7 @@ def check_consistency(doc: Any, *, public_key: str | None = None
     shows the older log is the first part of the newer one. Returns the two checkpoints
     (compare the older with the one you hold); raises :class:`~convoy.AuditProofError` if
     anything does not hold."""
-    what = "not a Convoy consistency proof"
-    if not isinstance(doc, dict):
-        raise AuditProofError(f"{what}: expected a JSON object, got {type(doc).__name__}")
-    try:
-        p = _Consistency.model_validate(doc)
-    except ValidationError as e:
-        first = e.errors(include_url=False)[0]
-        where = ".".join(str(part) for part in first["loc"])
-        msg = "expected a JSON object" if first["type"] == "model_type" else first["msg"]
-        raise AuditProofError(f"{what}: {where!r}: {msg}") from None
-    if p.format != CONSISTENCY_FORMAT:
-        raise AuditProofError(f"{what}: 'format' is {p.format!r}, not {CONSISTENCY_FORMAT!r}")
+    p = _validated(_Consistency, doc, "not a Convoy consistency proof", CONSISTENCY_FORMAT)
     proof = [_base64(h, f"proof.{i}", "a SHA-256 hash") for i, h in enumerate(p.proof)]
     old, new = Checkpoint.from_published(p.checkpoint1), Checkpoint.from_published(p.checkpoint2)
     old.check(public_key)

@@ -207,17 +207,10 @@ class AuditLog:
         if row is None or index >= cp.size:
             raise UserError(f"tenant {tenant!r} has no audit entry {index}")
         leaf = entry_leaf(tenant, index, row.body)
-        proof: list[bytes] = []
-        for rebuild in (False, True):  # kept tile roots, then (if they fail) rebuilt ones
-            proof = await with_subtrees(self.store, tenant, cp.size,
-                                        lambda sub: inclusion_path(sub, index, cp.size),
-                                        rebuild=rebuild)
-            try:
-                verify_inclusion(leaf, index, cp.size, proof, cp.root)
-                break
-            except AuditError:
-                continue
-        else:
+        proof = await self._proven(
+            tenant, cp.size, lambda sub: inclusion_path(sub, index, cp.size),
+            lambda hashes: verify_inclusion(leaf, index, cp.size, hashes, cp.root))
+        if proof is None:
             raise AuditError(f"tenant {tenant!r}: entry {index} is not in the log its "
                              f"checkpoint of size {cp.size} signed; run 'convoy audit verify'",
                              index=index)
@@ -247,23 +240,31 @@ class AuditLog:
         if new.size > size:
             raise AuditError(f"tenant {tenant!r}: the log has {size} entries, fewer than its "
                              f"checkpoint of size {new.size} signed: run 'convoy audit verify'")
-        proof: list[bytes] = []
-        for rebuild in (False, True):  # kept tile roots, then (if they fail) rebuilt ones
-            proof = await with_subtrees(self.store, tenant, new.size,
-                                        lambda sub: consistency_path(sub, size1, new.size),
-                                        rebuild=rebuild)
-            try:
-                verify_consistency(size1, new.size, proof, old.root, new.root)
-                break
-            except AuditError:
-                continue
-        else:
+        proof = await self._proven(
+            tenant, new.size, lambda sub: consistency_path(sub, size1, new.size),
+            lambda hashes: verify_consistency(size1, new.size, hashes, old.root, new.root))
+        if proof is None:
             raise AuditError(f"tenant {tenant!r}: the log no longer holds both its checkpoint "
                              f"of size {size1} and its checkpoint of size {new.size}: run "
                              "'convoy audit verify'")
         return {"format": CONSISTENCY_FORMAT, "tenant": tenant, "size1": size1,
                 "size2": new.size, "proof": [_b64(h) for h in proof],
                 "checkpoint1": old.to_dict(), "checkpoint2": new.to_dict()}
+
+    async def _proven(self, tenant: str, size: int,
+                      build: Callable[[Callable[[int, int], bytes]], list[bytes]],
+                      check: Callable[[list[bytes]], None]) -> list[bytes] | None:
+        """A proof over the tenant's tree of ``size`` leaves that ``check`` accepts, built
+        from the kept tile roots, then (if they fail) from rebuilt ones; ``None`` if
+        neither holds (the log changed under its checkpoint)."""
+        for rebuild in (False, True):
+            proof = await with_subtrees(self.store, tenant, size, build, rebuild=rebuild)
+            try:
+                check(proof)
+            except AuditError:
+                continue
+            return proof
+        return None
 
     async def consistency(self, tenant: str, size1: int, size2: int) -> list[bytes]:
         """A consistency proof between two sizes of ``tenant``'s log."""
