@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("convoy")
 #: How long an agent run took, for its session's run taps (tests inject a clock).
 perf_ns = time.perf_counter_ns
+_new_tuple = tuple.__new__
 
 
 def _decode_response(text: str) -> ModelResponse:
@@ -125,8 +126,23 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
         if source is not None:  # who sent the input (its provenance): the handoff's source
             sender = source.name
         try:
-            done, result = await _leg(ctx, agent, value, routed, messages, source, handoff_key,
-                                      sender)
+            tap = s.run_tap
+            if tap is None:
+                done, result = await _leg(ctx, agent, value, routed, messages, source,
+                                          handoff_key, sender)
+            else:  # (told here, not by a coroutine around the run: no frame of its own)
+                key = ctx.peek_key()
+                # (a first run replays nothing: no call to ask its executor)
+                replaying = s.resumed and getattr(s.executor, "replaying", False)
+                t = perf_ns()
+                try:
+                    done, result = await _leg(ctx, agent, value, routed, messages, source,
+                                              handoff_key, sender, tapped=False)
+                except BaseException as e:
+                    _tell(tap, ctx, key, agent, replaying, None, e, perf_ns() - t)
+                    raise
+                _tell(tap, ctx, key, agent, replaying, None if done else result[0], None,
+                      perf_ns() - t)
         except (Exception, SessionTerminated) as e:
             rules = agent.escalation or s.runtime.escalation
             if rules is None or not escalates(rules, e):
@@ -150,11 +166,13 @@ async def run_agent(ctx: Context, agent: Agent[Any, Any], value: Any, *,
 
 def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
          messages: list[Message], source: Agent[Any, Any] | None, handoff_key: str | None,
-         sender: str, note: str | None = None) -> Awaitable[tuple[bool, Any]]:
+         sender: str, note: str | None = None, *,
+         tapped: bool = True) -> Awaitable[tuple[bool, Any]]:
     """One agent's turns on ``value`` (into ``messages``), until it answers or hands off:
     through the agent chain when interceptors hook agent runs, else straight to the turns.
-    ``note``: a reviewer's comment, for a run a person asked for. (Not a coroutine itself:
-    it costs no frame of its own on every agent run.)"""
+    ``note``: a reviewer's comment, for a run a person asked for. ``tapped=False``: the
+    caller tells the session's run taps (:func:`_tell`). (Not a coroutine itself: it costs
+    no frame of its own on every agent run.)"""
     s = ctx.session
     rendered = render_input(value)
     if routed:
@@ -171,14 +189,14 @@ def _leg(ctx: Context, agent: Agent[Any, Any], value: Any, routed: bool,
                                 provenance=HUMAN))
     chain = s.runtime.agent_chain
     if chain.call is agent_turns:  # no agent hooks: no input to build
-        if s.run_tap is None:
+        if s.run_tap is None or not tapped:
             return _loop(ctx, agent, messages)
         return _tapped(ctx, agent, _loop(ctx, agent, messages))
     run = _chained(chain.call(AgentRunInput(
         session=s, key=ctx.peek_key(), agent=agent, messages=messages, depth=ctx.depth,
         handoff_from=source, handoff_key=handoff_key,
         replaying=getattr(s.executor, "replaying", False), context=ctx)))
-    return run if s.run_tap is None else _tapped(ctx, agent, run)
+    return run if s.run_tap is None or not tapped else _tapped(ctx, agent, run)
 
 
 async def _tapped(ctx: Context, agent: Agent[Any, Any],
@@ -191,21 +209,28 @@ async def _tapped(ctx: Context, agent: Agent[Any, Any],
     key = ctx.peek_key()
     replaying = getattr(s.executor, "replaying", False)
     t = perf_ns()
-    error: BaseException | None = None
     try:
         done, result = await run
     except BaseException as e:
-        error = e
+        _tell(tap, ctx, key, agent, replaying, None, e, perf_ns() - t)
         raise
-    finally:
-        ended = AgentRunEnded(ctx, key, agent, replaying, replaying and ended_earlier(ctx, key),
-                              None if error is not None or done else result[0], error,
-                              perf_ns() - t)
-        try:
-            tap(ended)
-        except Exception:
-            _tap_raised(ended)
+    _tell(tap, ctx, key, agent, replaying, None if done else result[0], None, perf_ns() - t)
     return done, result
+
+
+def _tell(tap: Callable[[AgentRunEnded], None], ctx: Context, key: str,
+          agent: Agent[Any, Any], replaying: bool, handoff: Agent[Any, Any] | None,
+          error: BaseException | None, ns: int) -> None:
+    """Tell ``tap`` an agent run ended (:class:`AgentRunEnded`); one that raises is
+    logged, and changes nothing of the run's end."""
+    # (``tuple.__new__``: the fields in order, without the Python frame of the named
+    # tuple's own ``__new__``; this runs on every agent run)
+    ended: AgentRunEnded = _new_tuple(AgentRunEnded, (
+        ctx, key, agent, replaying, replaying and ended_earlier(ctx, key), handoff, error, ns))
+    try:
+        tap(ended)
+    except Exception:
+        _tap_raised(ended)
 
 
 def _tap_raised(ended: AgentRunEnded) -> None:
