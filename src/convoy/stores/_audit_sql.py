@@ -62,7 +62,12 @@ CREATE TABLE audit_checkpoints(
 SQLITE_MOVE_HEAD = "UPDATE audit_head SET size=? WHERE tenant=? AND size=?"
 SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tenant) "
                "DO UPDATE SET size=size+excluded.size")
-SQLITE_ENTRY = "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES(?,?,?,?)"
+#: Entries inserted by one statement: many rows a statement cost SQLite about a third less
+#: per row than ``executemany``'s one (bench/RESULTS.md, 2026-12-03, stop 33). Powers of
+#: four: a batch of any length takes a few statements, and the connection's statement cache
+#: keeps the four of them.
+SQLITE_ENTRY_ROWS = {n: "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES" +
+                     ",".join(["(?,?,?,?)"] * n) for n in (64, 16, 4, 1)}
 SQLITE_OWNED = "SELECT 1 FROM sessions WHERE id=? AND owner=?"
 # What SQLite reads of an entry: a body or leaf changed to text comes as the word "text"
 # (the bytes are not decoded: text that is not UTF-8 would fail the whole read, hiding

@@ -47,9 +47,15 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
         heads[tenant] = base + n
         # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
         # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
-        conn.executemany(q.SQLITE_ENTRY, [
-            (tenant, i, bytearray(b), bytearray(leaf)) for i, (b, leaf) in enumerate(
-                zip(all_bodies, entry_leaves(tenant, base, all_bodies), strict=True), base)])
+        params: list[Any] = []
+        for i, (b, leaf) in enumerate(zip(all_bodies, entry_leaves(tenant, base, all_bodies),
+                                          strict=True), base):
+            params += (tenant, i, bytearray(b), bytearray(leaf))
+        done = 0
+        for rows, sql in q.SQLITE_ENTRY_ROWS.items():  # (many rows a statement)
+            while n - done >= rows:
+                execute(sql, params[4 * done:4 * (done + rows)])
+                done += rows
 
 
 # What the store reads back is what it wrote, or the log was changed: SQLite keeps any
