@@ -16,7 +16,7 @@ import convoy.chaos
 from convoy.interceptors._base import STAGES, ordered
 from convoy.resilience import protections
 from convoy.runtime._agent_loop import agent_turns
-from convoy.stores import SQLiteStore
+from convoy.stores import SQLiteStore, StepRecord
 
 from .conftest import Classification, Crash, CrashOnce, later_engine
 
@@ -468,9 +468,54 @@ async def test_a_locked_store_leaves_the_session_unfinished_and_the_loop_free(
 
 @pytest.mark.parametrize("n", [1, 2, 3])
 def test_taps_are_each_called_in_order(n: int) -> None:
-    from convoy.engine._engine import _all_of
+    from convoy.durability._executor import journal_tap_of
 
-    seen: list[tuple[int, str]] = []
+    seen: list[tuple[int, object]] = []
     taps = [lambda e, i=i: seen.append((i, e)) for i in range(n)]
-    _all_of(taps)("record")
-    assert seen == [(i, "record") for i in range(n)]
+    record = StepRecord(key="0", kind="model", target="a", status="completed")
+    journal_tap_of(taps, "s")(record)
+    assert seen == [(i, record) for i in range(n)]
+
+
+async def test_a_journal_tap_that_raises_changes_nothing_of_the_step(
+        db: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A journal tap sees a record once it is committed: one that raises is logged, and the
+    step goes on as journaled (it did not fail a step whose outcome the journal holds), and
+    the other taps are told all the same."""
+    sim = convoy.SimModel({
+        "triage": {"handoff": "clerk", "payload": {"task": "refund"}},
+        "clerk": {"output": OK}})
+    clerk = convoy.Agent(name="clerk", output_type=Classification, model=sim)
+    triage = convoy.Agent(name="triage", output_type=Classification, handoffs=[clerk],
+                          model=sim)
+
+    @convoy.workflow(name="raising_journal_tap")
+    async def wf(ctx: convoy.Context, t: str) -> Classification:
+        out: Classification = await ctx.run(triage, t)
+        return out
+
+    class Raising(convoy.Interceptor):
+        def __init__(self, others: int) -> None:
+            self.others = others
+            self.told: list[str] = []
+
+        def broken(self, r: StepRecord) -> None:
+            raise RuntimeError("tap broke")
+
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.journal_taps.append(self.broken)
+            for _ in range(self.others):
+                input.journal_taps.append(lambda r: self.told.append(r.key))
+            return await next(input)
+
+    for count in (1, 2, 3):  # (one tap; the common pair; more)
+        raising = Raising(count - 1)
+        caplog.clear()
+        async with convoy.Engine(db, interceptors=[raising]) as eng:
+            res = await eng.run(wf, "t", session_id=f"j{count}")
+            assert res.ok, res
+        assert "a journal tap raised on the record of step 0/0 (model triage) of session " \
+            f"j{count}" in caplog.text
+        assert raising.told == [k for k in ("0/0", "0/1", "0/2") for _ in range(count - 1)]

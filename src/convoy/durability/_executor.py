@@ -23,7 +23,7 @@ import math
 import random as _random
 import uuid as _uuid
 import warnings
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from hashlib import blake2b
 from typing import TYPE_CHECKING, Any, Literal, NoReturn, Protocol, TypeVar
@@ -291,7 +291,10 @@ class JournaledExecutor:
         except StoreError as e:
             raise SessionInterrupted(str(e), cause=e) from None
         if self.tap is not None:
-            self.tap(record)
+            try:
+                self.tap(record)
+            except Exception:  # (the record is committed: the step goes on as journaled)
+                journal_tap_raised(self.session_id, record)
 
     async def run_step(self, key: str, kind: str, target: str,
                        execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
@@ -368,7 +371,10 @@ class JournaledExecutor:
             except StoreError as e:
                 raise SessionInterrupted(str(e), cause=e) from None
             if self.tap is not None:
-                self.tap(record)
+                try:
+                    self.tap(record)
+                except Exception:  # (committed: the step goes on as journaled)
+                    journal_tap_raised(self.session_id, record)
         return value
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,
@@ -534,6 +540,46 @@ def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+
+
+def journal_tap_raised(session_id: str, record: StepRecord) -> None:
+    """Log a journal tap that raised on ``record`` (which is committed: its step goes on as
+    journaled, and the other taps are told all the same)."""
+    log.exception("a journal tap raised on the record of step %s (%s %s) of session %s; "
+                  "the step goes on as journaled", record.key, record.kind, record.target,
+                  session_id)
+
+
+def journal_tap_of(taps: Sequence[Callable[[StepRecord], None]], session_id: str
+                   ) -> Callable[[StepRecord], None]:
+    """One journal tap (:attr:`JournaledExecutor.tap`) that tells each of ``taps`` in
+    turn: one that raises is logged, and the others are told all the same (the executor
+    logs a lone one that raises)."""
+    if len(taps) == 1:
+        return taps[0]
+    if len(taps) == 2:  # (the common pair, live tracing's and audit's: no loop per call)
+        first, second = taps
+
+        def both(record: StepRecord) -> None:
+            try:
+                first(record)
+            except Exception:
+                journal_tap_raised(session_id, record)
+            second(record)  # (the executor logs it if it raises)
+
+        return both
+    every = tuple(taps)
+
+    def tell(record: StepRecord) -> None:
+        for tap in every:
+            try:
+                tap(record)
+            except Exception:
+                journal_tap_raised(session_id, record)
+
+    return tell
+
+
 __all__ = ["Formerly", "JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism",
-           "StepExecutor", "decode_json", "encode_json", "fingerprint", "refused_signals",
-           "signals_refused"]
+           "StepExecutor", "decode_json", "encode_json", "fingerprint", "journal_tap_of",
+           "journal_tap_raised", "refused_signals", "signals_refused"]

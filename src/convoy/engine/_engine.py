@@ -50,7 +50,12 @@ from convoy.definitions._workflow import (
     registered_workflow,
     script_workflow,
 )
-from convoy.durability._executor import JournaledExecutor, NonDeterminismWarning, OnNonDeterminism
+from convoy.durability._executor import (
+    JournaledExecutor,
+    NonDeterminismWarning,
+    OnNonDeterminism,
+    journal_tap_of,
+)
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
 from convoy.engine._cancel import (
     CANCELLED,
@@ -110,7 +115,6 @@ from convoy.stores._url import store_from_url
 
 OutT = TypeVar("OutT")
 T = TypeVar("T")
-_E = TypeVar("_E")
 
 
 #: ``serve(until_idle=True)`` waits for a signal's timeout due within this many seconds
@@ -887,7 +891,7 @@ class Engine(SessionControl, SubjectRights):
             state.written_headers = dict(si.headers)
             taps = si.journal_taps
             if taps:
-                executor.tap = _all_of(taps)
+                executor.tap = journal_tap_of(taps, state.id)
             if si.run_taps and not executor.replay_only:  # (a replay ends no run)
                 state.run_tap = run_tap_of(si.run_taps)
             return await run_body(wf, state, executor, value)
@@ -1060,27 +1064,6 @@ def _check_clock(now: float) -> None:
         raise UserError(f"the store's clock reads {now!r}, past the year 9999: a store's "
                         "clock returns seconds since the epoch (like time.time), not "
                         "milliseconds")
-
-
-def _all_of(taps: Sequence[Callable[[_E], None]]) -> Callable[[_E], None]:
-    """One tap calling each of ``taps`` in turn (the one if there is one)."""
-    if len(taps) == 1:
-        return taps[0]
-    if len(taps) == 2:  # (the common pair, live tracing's and audit's: no loop per call)
-        first, second = taps
-
-        def both(event: _E) -> None:
-            first(event)
-            second(event)
-
-        return both
-    every = tuple(taps)
-
-    def tap(event: _E) -> None:
-        for t in every:
-            t(event)
-
-    return tap
 
 
 def _result(state: SessionState, end: SessionEnd, status: str, t0: float
