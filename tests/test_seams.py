@@ -519,3 +519,24 @@ async def test_a_journal_tap_that_raises_changes_nothing_of_the_step(
         assert "a journal tap raised on the record of step 0/0 (model triage) of session " \
             f"j{count}" in caplog.text
         assert raising.told == [k for k in ("0/0", "0/1", "0/2") for _ in range(count - 1)]
+
+
+@pytest.mark.parametrize("which", ["journal_taps", "run_taps"])
+async def test_an_async_tap_is_refused_with_a_clear_error(db: Path, which: str) -> None:
+    """Taps are called, not awaited: an ``async def`` one would do nothing (and warn of a
+    coroutine never awaited at some later collection). The run is refused at once,
+    naming the tap."""
+    class Async(convoy.Interceptor):
+        async def tap(self, event: object) -> None:
+            pass
+
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            getattr(input, which).append(self.tap)
+            return await next(input)
+
+    async with convoy.Engine(db, interceptors=[Async()]) as eng:
+        with pytest.raises(convoy.UserError, match=rf"{which}: .*Async\.tap is an async "
+                           "function; taps are called, not awaited: make it a plain one"):
+            await eng.run(_triage_to_billing_crashing_once(), "t", session_id="a")

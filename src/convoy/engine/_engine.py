@@ -20,6 +20,7 @@ id another tenant's session has, even one being started at the same moment by th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 import uuid
 import warnings
@@ -891,9 +892,9 @@ class Engine(SessionControl, SubjectRights):
             state.written_headers = dict(si.headers)
             taps = si.journal_taps
             if taps:
-                executor.tap = journal_tap_of(taps, state.id)
+                executor.tap = journal_tap_of(_called("journal_taps", taps), state.id)
             if si.run_taps and not executor.replay_only:  # (a replay ends no run)
-                state.run_tap = run_tap_of(si.run_taps)
+                state.run_tap = run_tap_of(_called("run_taps", si.run_taps))
             return await run_body(wf, state, executor, value)
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
@@ -1064,6 +1065,18 @@ def _check_clock(now: float) -> None:
         raise UserError(f"the store's clock reads {now!r}, past the year 9999: a store's "
                         "clock returns seconds since the epoch (like time.time), not "
                         "milliseconds")
+
+
+def _called(which: str, taps: Sequence[Callable[[T], None]]) -> Sequence[Callable[[T], None]]:
+    """``taps``, each a plain callable: an ``async def`` one would do nothing (taps are
+    called, not awaited)."""
+    for tap in taps:
+        if inspect.iscoroutinefunction(tap) or \
+                inspect.iscoroutinefunction(getattr(type(tap), "__call__", None)):  # noqa: B004
+            name = getattr(tap, "__qualname__", None) or type(tap).__qualname__
+            raise UserError(f"SessionInput.{which}: {name} is an async function; taps are "
+                            "called, not awaited: make it a plain one")
+    return taps
 
 
 def _result(state: SessionState, end: SessionEnd, status: str, t0: float
