@@ -140,7 +140,8 @@ async def main_async(sessions: int, runs: int, warmup: int, clock: str,
                 await e.open()
             try:
                 for name, e in es.items():
-                    await sealed_timed(e, f"warm-{name}", warmup, tick)
+                    if warmup:
+                        await sealed_timed(e, f"warm-{name}", warmup, tick)
                 for r in range(runs):
                     for name, e in es.items():
                         samples[name].append(await sealed_timed(e, f"{name}-{r}", sessions,
