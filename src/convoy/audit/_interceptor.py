@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from convoy._errors import UserError
 from convoy._trace_context import trace_id_of
 from convoy.audit._event import AuditEvent, AuditKind, digest
-from convoy.audit._journal import JournalEntries
+from convoy.audit._journal import JournalEntries, Kept
 from convoy.audit._log import AuditLog
 from convoy.audit._sealer import (
     AUDIT_CURSOR,
@@ -55,7 +55,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInput,
 )
-from convoy.stores._protocol import AUDIT_CURSORS, StepRecord
+from convoy.stores._protocol import AUDIT_CURSORS
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -249,7 +249,7 @@ class _RunTap(JournalEntries):
     def full(self) -> None:
         self.queue(self.take_records(), repr(self.last_at))
 
-    def queue(self, records: list[StepRecord], after: str | None,
+    def queue(self, records: list[Kept], after: str | None,
               ended: tuple[bytes, ...] = ()) -> None:
         """Queue the entries of ``records`` (and ``ended``) with the move of the cursor to
         ``after`` (the ``repr`` of a record's time; ``None``: where it is)."""

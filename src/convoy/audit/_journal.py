@@ -54,10 +54,25 @@ _KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "eff
           "wait": "signal"}
 _REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
 
+#: What an entry needs of a journal record, as a tuple: ``(key, kind, target, status,
+#: result, input_hash, agent, input_tokens, output_tokens, at, config)`` (:func:`kept`).
+#: Strings, numbers and ``None`` only, so the garbage collector stops tracking it at its
+#: first collection: a run's records wait for their seal at no cost to the collector,
+#: where the records themselves (objects it tracks) made it walk them again and again.
+Kept = tuple[str, str, str, str, "str | None", "str | None", "str | None", int, int, float,
+             "str | None"]
 
-def _failure(record: StepRecord) -> tuple[str, str | None]:
+
+def kept(record: StepRecord) -> Kept:
+    """The :data:`Kept` of ``record``."""
+    return (record.key, record.kind, record.target, record.status, record.result,
+            record.input_hash, record.agent, record.input_tokens, record.output_tokens,
+            record.at, record.config)
+
+
+def _failure(result: str | None) -> tuple[str, str | None]:
     """``(error type, refusal reason)`` of a failed step's error record."""
-    err = json_object(record.result)
+    err = json_object(result)
     attrs = err.get("attrs")
     reason = attrs.get("reason") if isinstance(attrs, dict) else None
     return str(err.get("type") or "unknown"), None if reason is None else str(reason)
@@ -75,12 +90,12 @@ def _answer_tail(session_id: str, trace_id: str | None) -> str:
         '},"session_id":' + _quote(session_id) + ',"status":"ok","step_key":'
 
 
-def _model_answer(record: StepRecord, at: float, tail: str) -> bytes | None:
+def _model_answer(record: Kept, at: float, tail: str) -> bytes | None:
     """:func:`entry_of` of the commonest record, a model's answer, written in one
     formatting (``tail``: :func:`_answer_tail` of its session); every other record, and
     any field this cannot write as :func:`~convoy.audit._event.encode_event` would, returns
     ``None``: the general path."""
-    text, fp = record.result, record.input_hash
+    key, _, target, _, text, fp, agent, tokens_in, tokens_out, _, config = record
     if text is None or not fp or '"tool_calls":' in text or type(at) is not float or \
             not math.isfinite(at) or not text.startswith('{"model":"'):
         return None
@@ -89,12 +104,11 @@ def _model_answer(record: StepRecord, at: float, tail: str) -> bytes | None:
     if "\\" in model:  # an escape: the general path reads it
         return None
     q = _quote
-    config = record.config
     try:
         return (_MODEL_OK % (
-            q(record.agent or record.target), at, sha256(text.encode()).hexdigest(),
+            q(agent or target), at, sha256(text.encode()).hexdigest(),
             q("blake2b:" + fp), "" if not config else '"config":' + q(config) + ",",
-            record.input_tokens, record.output_tokens, tail, q(record.key),
+            tokens_in, tokens_out, tail, q(key),
             ',"target":' + q(model) if model else "")).encode()
     except UnicodeEncodeError:
         return None
@@ -105,83 +119,83 @@ def entry_of(record: StepRecord, session_id: str, at: float,
     """The encoded audit entry of ``record`` (see the module docstring), ``None`` for a
     step that only started. ``mac``: the session's data subject's hash key (its hashes
     are :func:`~convoy.audit._event.keyed`)."""
+    k = kept(record)
     if record.kind == "model" and record.status == "completed" and mac is None:
-        body = _model_answer(record, at, _answer_tail(session_id, trace_id))
+        body = _model_answer(k, at, _answer_tail(session_id, trace_id))
         if body is not None:
             return body
-    return _entry(record, session_id, at, trace_id, mac)
+    return _entry(k, session_id, at, trace_id, mac)
 
 
-def _entry(record: StepRecord, session_id: str, at: float, trace_id: str | None,
+def _entry(record: Kept, session_id: str, at: float, trace_id: str | None,
            mac: bytes | None) -> bytes | None:
     """:func:`entry_of`, field by field."""
-    if record.status == "started":
+    key, kind, record_target, record_status, result, fp, agent, tokens_in, tokens_out, _, \
+        config = record
+    if record_status == "started":
         return None
-    kind = record.kind
-    target: str | None = record.target
-    actor = record.agent
-    fp = record.input_hash
+    target: str | None = record_target
+    actor = agent
     hashes: dict[str, str] = {}
     refs: dict[str, str] = {}
-    ok = record.status == "completed"
-    status, reason = ("ok", None) if ok else _failure(record)
+    ok = record_status == "completed"
+    status, reason = ("ok", None) if ok else _failure(result)
     if kind == "model":
         entry = "model_call"
-        actor, target = record.agent or record.target, None
+        actor, target = agent or record_target, None
         if fp:
             hashes["prompt"] = fingerprint(fp, mac)
         if ok:
-            hashes["output"] = digest(record.result or "", mac)
-            response = json_object(record.result)
+            hashes["output"] = digest(result or "", mac)
+            response = json_object(result)
             model = response.get("model")
             target = model if isinstance(model, str) and model else None
             calls = response.get("tool_calls")
             names = [str(c.get("name")) for c in calls if isinstance(c, dict)] \
                 if isinstance(calls, list) else []
             refs["decision"] = ",".join(names) if names else "answer"
-            refs["tokens"] = f"{record.input_tokens}+{record.output_tokens}"
+            refs["tokens"] = f"{tokens_in}+{tokens_out}"
     elif kind == "state":
-        entry = "state_write" if record.target.startswith("set ") else "state_read"
+        entry = "state_write" if record_target.startswith("set ") else "state_read"
         if fp:
             hashes["input"] = fingerprint(fp, mac)
         if ok:
-            hashes["result"] = digest(record.result or "", mac)
+            hashes["result"] = digest(result or "", mac)
     else:
         entry = _KINDS.get(kind, kind)
         if kind == "tool":
             if fp:
                 hashes["args"] = fingerprint(fp, mac)
             if ok:
-                hashes["result"] = digest(record.result or "", mac)
+                hashes["result"] = digest(result or "", mac)
             elif status == "ApprovalRequired":
                 entry, status = "approval", "required"
             elif status in _REFUSALS:
                 entry, status = "policy_refusal", reason or status
         elif ok:
             hashes["payload" if kind in ("handoff", "wait") else "result"] = \
-                digest(record.result or "", mac)
-    if record.config:
-        refs["config"] = record.config
+                digest(result or "", mac)
+    if config:
+        refs["config"] = config
     if trace_id is not None:
         refs["trace_id"] = trace_id
-    return encode_event(entry, status, at, session_id, record.key, actor, target, hashes,
-                        refs)
+    return encode_event(entry, status, at, session_id, key, actor, target, hashes, refs)
 
 
-def entries_of(records: Iterable[StepRecord], session_id: str, trace_id: str | None,
+def entries_of(records: Iterable[Kept], session_id: str, trace_id: str | None,
                mac: bytes | None, tail: str | None = None) -> list[bytes]:
-    """The entries of a session's ``records``, in order, each at its record's time
-    (:func:`entry_of` of each, in one pass; ``tail``: :func:`_answer_tail` of the
-    session, if it is at hand)."""
+    """The entries of a session's ``records`` (:func:`kept`), in order, each at its
+    record's time (:func:`entry_of` of each, in one pass; ``tail``: :func:`_answer_tail`
+    of the session, if it is at hand)."""
     if tail is None:
         tail = _answer_tail(session_id, trace_id)
     out = []
     for r in records:
         body = None
-        if mac is None and r.kind == "model" and r.status == "completed":
-            body = _model_answer(r, r.at, tail)  # (as entry_of)
+        if mac is None and r[1] == "model" and r[3] == "completed":
+            body = _model_answer(r, r[9], tail)  # (as entry_of)
         if body is None:
-            body = _entry(r, session_id, r.at, trace_id, mac)
+            body = _entry(r, session_id, r[9], trace_id, mac)
         if body is not None:
             out.append(body)
     return out
@@ -212,16 +226,19 @@ class JournalEntries:
         self.session_id = session_id
         self.trace_id = trace_id
         self.mac = mac
-        self.records: list[StepRecord] = []
+        self.records: list[Kept] = []
         self.flush_every = flush_every
         self.last_at: float | None = None
         self._tail = _answer_tail(session_id, trace_id)
 
     def __call__(self, record: StepRecord) -> None:
-        self.last_at = record.at
-        if record.status != "started":  # (a step that only started has no entry)
+        self.last_at = at = record.at
+        status = record.status
+        if status != "started":  # (a step that only started has no entry)
             records = self.records
-            records.append(record)
+            records.append((record.key, record.kind, record.target, status, record.result,
+                            record.input_hash, record.agent, record.input_tokens,
+                            record.output_tokens, at, record.config))  # (``kept``, inlined)
             if len(records) >= self.flush_every:
                 self.full()  # a long run: what it holds goes with its next commit
 
@@ -231,14 +248,14 @@ class JournalEntries:
         for r in sorted(records, key=lambda r: r.at):
             self(r)
 
-    def entries(self, records: Iterable[StepRecord]) -> list[bytes]:
+    def entries(self, records: Iterable[Kept]) -> list[bytes]:
         """The entries of ``records`` (of this tap's session), in order."""
         return entries_of(records, self.session_id, self.trace_id, self.mac, self._tail)
 
     def full(self) -> None:
         """Called when it holds ``flush_every`` records (a subclass hands them on)."""
 
-    def take_records(self) -> list[StepRecord]:
+    def take_records(self) -> list[Kept]:
         """The records held, emptied."""
         records, self.records = self.records, []
         return records
@@ -248,4 +265,4 @@ class JournalEntries:
         return self.entries(self.take_records())
 
 
-__all__ = ["JournalEntries", "entries_of", "entry_of"]
+__all__ = ["JournalEntries", "Kept", "entries_of", "entry_of", "kept"]

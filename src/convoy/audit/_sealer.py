@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 from convoy._errors import UserError
 from convoy._trace_context import trace_id_of
-from convoy.audit._journal import entries_of
+from convoy.audit._journal import Kept, entries_of, kept
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
@@ -46,7 +46,6 @@ from convoy.stores._protocol import (
     AuditSeal,
     SessionFilter,
     SessionRow,
-    StepRecord,
     Store,
 )
 
@@ -106,9 +105,10 @@ class Queued:
     session_id: str
     before: str | None
     after: str
-    #: The run's journal records, whose entries are made as they are sealed
-    #: (:func:`~convoy.audit._journal.entries_of`: many runs' at once).
-    records: Sequence[StepRecord] = ()
+    #: The run's journal records (:data:`~convoy.audit._journal.Kept`), whose entries are
+    #: made as they are sealed (:func:`~convoy.audit._journal.entries_of`: many runs' at
+    #: once).
+    records: Sequence[Kept] = ()
     #: Entries made already (a session sealed from its journal).
     bodies: Sequence[bytes] = ()
     trace_id: str | None = None
@@ -281,7 +281,7 @@ class Sealer:
                              key=lambda r: r.at)
             if not records:
                 return False
-            bodies = entries_of(records, session_id, trace_id, mac)
+            bodies = entries_of(map(kept, records), session_id, trace_id, mac)
             moved = await self.store.audit_seal([AuditSeal(
                 tenant=tenant, session_id=session_id, before=before,
                 after=repr(records[-1].at), bodies=bodies)])

@@ -326,12 +326,15 @@ class SessionInput:
                                                              repr=False)
     """Called with every record this run journals, once it is written (a write that
     fails is not seen): add one before calling ``next``. Records replayed from the journal
-    are not written again, so not seen."""
+    are not written again, so not seen. A plain function (called, not awaited: an
+    ``async`` one is refused); one that raises is logged, and the step goes on as
+    journaled."""
     run_taps: list[Callable[[AgentRunEnded], None]] = field(default_factory=list,
                                                             repr=False)
     """Called when an agent run of this run of the session ends (:class:`AgentRunEnded`):
     add one before calling ``next``. Cheaper than an ``agent_run`` hook (no layer around
-    each run) for what only needs to know that runs ended: ``Metrics`` counts them so."""
+    each run) for what only needs to know that runs ended: ``Metrics`` counts them so. A
+    plain function (an ``async`` one is refused); one that raises is logged."""
 
 
 @dataclass(slots=True, kw_only=True)
