@@ -521,11 +521,21 @@ async def test_a_journal_tap_that_raises_changes_nothing_of_the_step(
         assert raising.told == [k for k in ("0/0", "0/1", "0/2") for _ in range(count - 1)]
 
 
+class _AsyncCall:
+    async def __call__(self, event: object) -> None:
+        pass
+
+
 @pytest.mark.parametrize("which", ["journal_taps", "run_taps"])
-async def test_an_async_tap_is_refused_with_a_clear_error(db: Path, which: str) -> None:
+@pytest.mark.parametrize("form", ["method", "function", "object"])
+async def test_an_async_tap_is_refused_with_a_clear_error(db: Path, which: str,
+                                                           form: str) -> None:
     """Taps are called, not awaited: an ``async def`` one would do nothing (and warn of a
     coroutine never awaited at some later collection). The run is refused at once,
-    naming the tap."""
+    naming the tap; a plain one of each form runs."""
+    async def tap(event: object) -> None:
+        pass
+
     class Async(convoy.Interceptor):
         async def tap(self, event: object) -> None:
             pass
@@ -533,10 +543,12 @@ async def test_an_async_tap_is_refused_with_a_clear_error(db: Path, which: str) 
         async def session_run(self, input: convoy.SessionInput,
                               next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
                               ) -> convoy.SessionEnd:
-            getattr(input, which).append(self.tap)
+            getattr(input, which).append(
+                {"method": self.tap, "function": tap, "object": _AsyncCall()}[form])
             return await next(input)
 
+    name = {"method": r"Async\.tap", "function": r"\.tap", "object": "_AsyncCall"}[form]
     async with convoy.Engine(db, interceptors=[Async()]) as eng:
-        with pytest.raises(convoy.UserError, match=rf"{which}: .*Async\.tap is an async "
+        with pytest.raises(convoy.UserError, match=rf"{which}: .*{name} is an async "
                            "function; taps are called, not awaited: make it a plain one"):
             await eng.run(_triage_to_billing_crashing_once(), "t", session_id="a")

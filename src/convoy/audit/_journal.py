@@ -42,9 +42,10 @@ id (``refs.trace_id``) when tracing put one in its headers. A step that only sta
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from hashlib import sha256
 from json.encoder import encode_basestring as _quote
+from operator import attrgetter
 
 from convoy._text import json_object
 from convoy.audit._event import EVENT_FORMAT, digest, encode_event, keyed
@@ -63,11 +64,11 @@ Kept = tuple[str, str, str, str, "str | None", "str | None", "str | None", int, 
              "str | None"]
 
 
-def kept(record: StepRecord) -> Kept:
-    """The :data:`Kept` of ``record``."""
-    return (record.key, record.kind, record.target, record.status, record.result,
-            record.input_hash, record.agent, record.input_tokens, record.output_tokens,
-            record.at, record.config)
+#: The :data:`Kept` of a record (one call in C, not eleven attribute reads in Python: the
+#: audit's journal tap makes one on every step).
+kept: Callable[[StepRecord], Kept] = attrgetter(
+    "key", "kind", "target", "status", "result", "input_hash", "agent", "input_tokens",
+    "output_tokens", "at", "config")
 
 
 def _failure(result: str | None) -> tuple[str, str | None]:
@@ -232,13 +233,10 @@ class JournalEntries:
         self._tail = _answer_tail(session_id, trace_id)
 
     def __call__(self, record: StepRecord) -> None:
-        self.last_at = at = record.at
-        status = record.status
-        if status != "started":  # (a step that only started has no entry)
+        self.last_at = record.at
+        if record.status != "started":  # (a step that only started has no entry)
             records = self.records
-            records.append((record.key, record.kind, record.target, status, record.result,
-                            record.input_hash, record.agent, record.input_tokens,
-                            record.output_tokens, at, record.config))  # (``kept``, inlined)
+            records.append(kept(record))
             if len(records) >= self.flush_every:
                 self.full()  # a long run: what it holds goes with its next commit
 

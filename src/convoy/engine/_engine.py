@@ -20,13 +20,13 @@ id another tenant's session has, even one being started at the same moment by th
 from __future__ import annotations
 
 import asyncio
-import inspect
 import time
 import uuid
 import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
+from inspect import CO_COROUTINE
 from pathlib import Path
 from typing import Any, TypeVar, cast, overload
 
@@ -1069,10 +1069,14 @@ def _check_clock(now: float) -> None:
 
 def _called(which: str, taps: Sequence[Callable[[T], None]]) -> Sequence[Callable[[T], None]]:
     """``taps``, each a plain callable: an ``async def`` one would do nothing (taps are
-    called, not awaited)."""
+    called, not awaited). (Its code's flags, not ``inspect.iscoroutinefunction``: this runs
+    on every session run, and that costs a tenth of a step.)"""
     for tap in taps:
-        if inspect.iscoroutinefunction(tap) or \
-                inspect.iscoroutinefunction(getattr(type(tap), "__call__", None)):  # noqa: B004
+        func = getattr(tap, "__func__", tap)  # (a bound method's function)
+        code = getattr(func, "__code__", None)
+        if code is None:  # (an object with a ``__call__``)
+            code = getattr(getattr(type(tap), "__call__", None), "__code__", None)  # noqa: B004
+        if code is not None and code.co_flags & CO_COROUTINE:
             name = getattr(tap, "__qualname__", None) or type(tap).__qualname__
             raise UserError(f"SessionInput.{which}: {name} is an async function; taps are "
                             "called, not awaited: make it a plain one")
