@@ -5,6 +5,7 @@ cannot be imported (``sys.modules[NAME] = None``, as if it were not installed)."
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -12,6 +13,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+import convoy
+from convoy.audit import AuditInterceptor
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -75,3 +79,41 @@ def test_the_audit_log_without_cryptography_says_which_extra_to_install(
     first, second = res.stdout.splitlines()
     assert "pip install 'convoy[audit]'" in first
     assert second == "AuditEvent entry_leaf"
+
+
+@pytest.mark.parametrize("args", [
+    ["audit", "verify"], ["audit", "checkpoint", "--key", "audit.key"], ["audit", "prove", "0"],
+    ["audit", "consistency", "1"], ["audit", "seal"], ["audit", "check", "proof.json"]])
+def test_an_audit_command_without_cryptography_says_which_extra_in_one_line(
+        tmp_path: Path, args: list[str]) -> None:
+    """``convoy audit list`` reads entries with no package; the commands that sign or
+    check signatures say which extra to install, in one line (the third party who checks
+    a proof may well have a plain ``pip install convoy``)."""
+    (tmp_path / "proof.json").write_text("{}")
+    asyncio.run(_audited_store(tmp_path / "a.db"))
+    res = _python(f"""
+        import sys
+        from convoy.cli import main
+        sys.argv = ["convoy", *{args!r}, *{[] if args[1] == "check" else ["--db", "a.db"]!r}]
+        main()
+    """, "cryptography", tmp_path)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "error: convoy.audit signs checkpoints with the 'cryptography' package, which is not "
+        "installed; install it with: pip install 'convoy[audit]'"], res.stderr
+
+
+async def _audited_store(db: Path) -> None:
+    """A store with an audited session (made here, where the package is installed)."""
+    @convoy.workflow(name="audited")
+    async def audited(ctx: convoy.Context, x: int) -> int:
+        async def double() -> int:
+            return x * 2
+
+        return await ctx.step("double", double)
+
+    audit = AuditInterceptor(key_path=db.parent / "audit.key")
+    async with convoy.Engine(db, interceptors=[audit]) as engine:
+        assert (await engine.run(audited, 21)).ok
+        await audit.sealed()
+        await audit.log.checkpoint("default")

@@ -27,6 +27,14 @@ def main() -> None:
         app(prog_name="convoy")
     except KeyboardInterrupt:
         _interrupted()
+    except ImportError as e:
+        # An optional package a command needs is not installed: what says which extra
+        # to install (``convoy.audit``'s signing, wherever it is first imported) is the
+        # whole message.
+        if "pip install 'convoy[" not in str(e):
+            raise
+        sys.stderr.write(f"error: {e}\n")
+        raise SystemExit(2) from None
     except OSError as e:
         if e.errno != errno.ENAMETOOLONG:
             raise
