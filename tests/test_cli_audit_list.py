@@ -19,6 +19,7 @@ from tests.clikit import cli, one_line_error, workdir  # noqa: F401  (fixture)
 from .conftest import FakeClock
 
 SECRET = "alice@example.com"
+LONG_ID = "abfd915d24a74542bc0e5a1f6c3d2b19"  # (as a generated session id is long)
 
 
 @convoy.tool(writes=True, idempotent=True)
@@ -55,7 +56,7 @@ def db(tmp_path: Path) -> str:
         async with convoy.Engine(SQLiteStore(path, clock=FakeClock()),
                                  models={"sim:": _sim()},
                                  interceptors=[AuditInterceptor()]) as eng:
-            for sid in ("s1", "s2"):
+            for sid in ("s1", "s2", LONG_ID):
                 assert (await eng.tenant("acme").run(flow, f"refund {SECRET}",
                                                      session_id=sid)).ok
 
@@ -82,7 +83,7 @@ def test_the_entries_of_a_session_as_json_lines(db: str) -> None:
 def test_a_table_of_the_newest_entries_filtered_by_kind(db: str) -> None:
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--kind", "tool_call")
     assert r.code == 0, r.stderr
-    assert r.stdout.count("tool_call") == 2 and "model_call" not in r.stdout
+    assert r.stdout.count("tool_call") == 3 and "model_call" not in r.stdout
     assert "refund" in r.stdout and "s1" in r.stdout and "s2" in r.stdout
     assert SECRET not in r.stdout
     last = cli("audit", "list", "--db", db, "--tenant", "acme", "--limit", "1", "--json")
@@ -103,8 +104,27 @@ def test_bad_input_is_one_line(db: str) -> None:
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "-k", "tool_call", "-k", "x",
             "-k", "y")
     one_line_error(r, 2, "--kind 'x', 'y' are not audit entry kinds; use one of ")
+    # an id the store does not know (mistyped, cut): not "this session did nothing"
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "nope")
-    assert r.code == 0 and "no audit entries" in r.stdout
+    one_line_error(r, 2, "no audit entries of tenant 'acme' for session 'nope', and the "
+                         "store has no such session of the tenant: 'convoy sessions list'")
+    # a session the store has, with no entry of that kind: nothing to show, not an error
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "s2", "--kind",
+            "erasure")
+    assert r.code == 0 and "no audit entries" in r.stdout, r.stderr
+
+
+def test_the_table_shows_whole_session_ids_however_narrow(db: str) -> None:
+    """What --session takes is shown whole, folded onto more lines, never cut."""
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", env={"COLUMNS": "80"})
+    assert r.code == 0, r.stderr
+    ids = {json.loads(line)["session_id"] for line in cli(
+        "audit", "list", "--db", db, "--tenant", "acme", "--json").stdout.splitlines()}
+    assert LONG_ID in ids and "…" not in r.stdout
+    # (folded: a column's lines, read down; the table's other columns are in between)
+    column = [line.split("│")[5].strip() for line in r.stdout.splitlines()
+              if line.count("│") > 5]
+    assert LONG_ID in "".join(column)
 
 
 def test_listing_writes_nothing(db: str) -> None:

@@ -188,6 +188,13 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
                     if len(found) == limit:
                         break
             end = start
+        if session is not None and not found and \
+                await store.get_session(session, tenant=tenant) is None:
+            # (a mistyped or cut id would read as a session that did nothing audited; a
+            # purged session's entries stay in the log, and are found above)
+            fail(f"no audit entries of tenant {quoted(tenant)} for session {quoted(session)}, "
+                 "and the store has no such session of the tenant: 'convoy sessions list' "
+                 "and 'convoy audit list --json' show whole session ids")
         return found[::-1]
 
 
@@ -219,8 +226,9 @@ def _event_json(event: AuditEvent | None) -> dict[str, Any]:
 def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Table:
     t = Table(title=title, title_justify="left")
     for name in ("index", "at", "kind", "status", "session", "step", "actor", "target"):
+        # (ids are folded onto more lines, never cut: they are what --session takes)
         t.add_column(name, justify="right" if name == "index" else "left",
-                     no_wrap=name in ("index", "at", "kind"))
+                     no_wrap=name in ("index", "at", "kind"), overflow="fold")
     for index, e in rows:
         if e is None:
             t.add_row(str(index), "-", "?", "not an audit event: run 'convoy audit verify'",
