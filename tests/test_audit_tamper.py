@@ -474,7 +474,7 @@ def test_a_mistyped_key_does_not_start_a_second_signer(log: dict[str, Any], back
     typo = tmp_path / "audti.key"
     r = cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key", str(typo))
     assert r.code == 2 and not typo.exists()
-    assert f"tenant {T!r}'s checkpoints are signed by key {log['cps'][0].key_id}" in r.stderr
+    assert f"the checkpoints of tenant {T!r} are signed by key {log['cps'][0].key_id}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     _grow(backend)
     rotated = cli("audit", "checkpoint", "--db", log["db"], "--tenant", T, "--key", str(typo),
@@ -498,7 +498,7 @@ def test_prove_with_a_mistyped_key_does_not_start_a_second_signer(
     assert cli("audit", "prove", "3", "--db", log["db"], "--tenant", T).code == 0
     r = cli("audit", "prove", str(N), "--db", log["db"], "--tenant", T, "--key", str(typo))
     assert r.code == 2 and not typo.exists(), r
-    assert f"tenant {T!r}'s checkpoints are signed by key {log['cps'][0].key_id}" in r.stderr
+    assert f"the checkpoints of tenant {T!r} are signed by key {log['cps'][0].key_id}" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
     first = tmp_path / "first.key"
     made = cli("audit", "prove", "0", "--db", log["db"], "--tenant", "globex", "--key",
@@ -844,8 +844,8 @@ async def test_an_empty_log_is_not_signed(tmp_path: Path) -> None:
     await store.open()
     try:
         log = AuditLog(store, key_path=tmp_path / "a.key")
-        with pytest.raises(convoy.UserError, match="audit log is empty: there is nothing to "
-                                                   "sign"):
+        with pytest.raises(convoy.UserError,
+                           match="audit log of tenant .* is empty: there is nothing to sign"):
             await log.checkpoint("acme")
         assert await store.audit_checkpoints("acme") == []
     finally:

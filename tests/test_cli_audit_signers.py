@@ -277,7 +277,7 @@ def test_checkpoint_of_a_wiped_log_signs_nothing(log: dict[str, Any]) -> None:
          "UPDATE audit_head SET size = 0")
     r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
             str(log["key"]))
-    _one_line(r, 2, "audit log is empty: there is nothing to sign")
+    _one_line(r, 2, "the audit log of tenant 'acme' is empty: there is nothing to sign")
     assert _kept(log["db"]) == []
     r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]))
     assert r.code == 1, (r.code, r.stderr)  # (nothing that key signed: a wiped log)

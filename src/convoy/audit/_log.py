@@ -88,7 +88,7 @@ class AuditLog:
         await self.sealed()
         size = await self.store.audit_size(tenant)
         if size == 0:  # (a checkpoint of nothing proves nothing, and hides a wiped log)
-            raise UserError(f"tenant {tenant!r}'s audit log is empty: there is nothing to "
+            raise UserError(f"the audit log of tenant {tenant!r} is empty: there is nothing to "
                             "sign; sign once it has entries")
         leaves = await self.store.audit_leaves(tenant, size)
         if len(leaves) != size:
@@ -233,7 +233,7 @@ class AuditLog:
                             f"consistency proof starts from a signed one (kept sizes: {sizes})")
         new = kept[-1]
         if new.size <= size1:
-            raise UserError(f"tenant {tenant!r}'s newest checkpoint is of size {size1}: "
+            raise UserError(f"the newest checkpoint of tenant {tenant!r} is of size {size1}: "
                             "there is nothing to prove until a larger one is signed "
                             "('convoy audit checkpoint')")
         size = await self.store.audit_size(tenant)

@@ -485,7 +485,7 @@ async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
     size = same[-1].size
     mine = [cp for cp in same if cp.key_id == signer]
     if not mine:  # a rotation: the new key signs the next size
-        fail(f"tenant {tenant!r}'s log has not grown since its checkpoint of size {size} "
+        fail(f"the log of tenant {tenant!r} has not grown since its checkpoint of size {size} "
              f"(signed by key {same[-1].key_id}), which is kept: a signed checkpoint is "
              "never replaced, so the new key signs the next one; run this again once "
              "entries are appended")
@@ -500,7 +500,7 @@ async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
         fail(f"tenant {tenant!r}: the log no longer has the root its kept checkpoint of "
              f"size {size} signed, so it is not signed again; run 'convoy audit verify'",
              RUN_FAILURE)
-    err.print(f"note: tenant {tenant!r}'s log has not grown since its checkpoint of size "
+    err.print(f"note: the log of tenant {tenant!r} has not grown since its checkpoint of size "
               f"{size}: printed the kept one (a signed checkpoint is never replaced)",
               markup=False, soft_wrap=True)
     return cp
@@ -519,7 +519,7 @@ def _second_signer(key: Path, signer: str | None, tenant: str, newest: Checkpoin
     checkpoints (the ``newest`` kept): a file that does not exist (``signer`` None: a
     mistyped path would start a second key that no verifier pins) or another key's."""
     which = "does not exist, and" if signer is None else f"is key {signer}, but"
-    fail(f"--key {str(key)!r} {which} tenant {tenant!r}'s checkpoints are signed by key "
+    fail(f"--key {str(key)!r} {which} the checkpoints of tenant {tenant!r} are signed by key "
          f"{newest.key_id}: pass the key file that signed them (or {instead})")
 
 
