@@ -845,7 +845,7 @@ async def test_an_empty_log_is_not_signed(tmp_path: Path) -> None:
     try:
         log = AuditLog(store, key_path=tmp_path / "a.key")
         with pytest.raises(convoy.UserError,
-                           match="audit log of tenant .* is empty: there is nothing to sign"):
+                           match=r"audit log of tenant .* is empty: there is nothing to sign"):
             await log.checkpoint("acme")
         assert await store.audit_checkpoints("acme") == []
     finally:
