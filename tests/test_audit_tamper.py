@@ -388,6 +388,7 @@ def test_a_checkpoint_signed_by_another_key_is_refused(log: dict[str, Any], back
     assert both.code == 0 and "4 signed checkpoint(s) matched" in both.stdout, both.stderr
     one = cli("audit", "verify", "--db", log["db"], "--tenant", T, "--public-key", new_public)
     assert one.code == 1 and "not by the expected key" in one.stderr, one.stderr
+    assert f"of tenant {T!r}" in one.stderr  # (which log, when several are verified)
 
 
 def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],

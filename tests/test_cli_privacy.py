@@ -69,6 +69,7 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     one_line_error(cli("export", "c-9", env=env), 2,
                    "subject 'c-9' of tenant 'default' was erased already (erasure #1)")
     one_line_error(cli("export", "c-8", env=env), 2, "unknown subject 'c-8'")
+    assert "pass --tenant NAME" in cli("export", "c-8", env=env).stderr
     assert not (tmp_path / "convoy.db-wal").exists() or \
         (tmp_path / "convoy.db-wal").stat().st_size == 0
     assert b"c-9" not in (tmp_path / "convoy.db").read_bytes()
@@ -115,7 +116,7 @@ def test_a_repeated_erasure_succeeds_and_appends_nothing(tmp_path: Path) -> None
     assert verified.code == 0 and f"{size} entries verified" in verified.stdout, verified
     one_line_error(cli("erase", "c-8", env=env), 2,
                    "unknown subject 'c-8' in tenant 'default': no session names it and it "
-                   "has no key")
+                   "has no key; if it is another tenant's, pass --tenant NAME")
     # another tenant's c-9 was never erased: unknown there
     one_line_error(cli("erase", "c-9", "--tenant", "acme", env=env), 2,
                    "unknown subject 'c-9' in tenant 'acme'")
@@ -187,6 +188,13 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     assert none.code == 0 and none.stdout.splitlines()[0] == \
         "would purge 0 session(s) older than 50d of tenant 'default'", none
     assert none.stdout.splitlines()[-1] == "dry run: nothing to purge", none
+    assert none.stderr == ""  # (the tenant has sessions: none old enough)
+    # a tenant with no session at all: a mistyped --tenant, said (a nightly job that
+    # purges nothing would say nothing otherwise); not an error
+    typo_note = ("note: tenant 'acmee' has no sessions in this store: a mistyped --tenant? "
+                 "('convoy sessions list --all-tenants' shows every tenant's)")
+    typo = cli("purge", "--older-than", "30d", "--tenant", "acmee", "--dry-run")
+    assert typo.code == 0 and typo.stderr.strip() == typo_note, typo
     assert _settled(tmp_path / "convoy.db") == before  # nothing written
     one_line_error(cli("purge", "--older-than", "3x", "--dry-run"), 2, "unit s, m, h, d or w")
     one_line_error(cli("purge", "--older-than", "30d", "--dry-run", "--db", "absent.db"), 2,
@@ -195,6 +203,9 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     assert res.code == 0 and "purged 11 session(s) older than 30d" in res.stdout, res
     left = sessions()  # acme's twelve (not --all-tenants) and default's newest
     assert len(left) == 13 and not set(old) & {r.id for r in left if r.tenant == "default"}
+    typo = cli("purge", "--older-than", "30d", "--tenant", "acmee")
+    assert typo.code == 0 and typo.stderr.strip() == typo_note, typo
+    assert len(sessions()) == 13
 
 
 def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(

@@ -102,6 +102,10 @@ class UserError(ConvoyError):
     """The API was used wrongly; the message says how to fix it."""
 
 
+class UnknownSubject(UserError):
+    """No session of the tenant names the data subject, it has no key and no erasure."""
+
+
 class SubjectErased(UserError):
     """``tenant``'s data subject ``subject`` was erased already, by the erasure numbered
     ``seq`` (``Store.erasures()``) at ``at`` (seconds since the epoch): nothing of it is

@@ -137,8 +137,9 @@ class Checkpoint:
         if public_key is not None:
             public_key_from_text(public_key)  # a malformed pin is the caller's error
         if public_key is not None and public_key != self.public_key:
-            raise AuditProofError(f"checkpoint of size {self.size} is signed by key "
-                                  f"{self.key_id}, not by the expected key {key_id(public_key)}")
+            raise AuditProofError(f"checkpoint of size {self.size} of tenant {self.tenant!r} is "
+                                  f"signed by key {self.key_id}, not by the expected key "
+                                  f"{key_id(public_key)}")
         key = public_key_from_text(self.public_key)
         try:
             key.verify(base64.b64decode(self.signature),

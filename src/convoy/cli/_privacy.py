@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
 from convoy import Engine, SubjectErased
-from convoy._errors import UserError
+from convoy._errors import UnknownSubject, UserError
 from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -22,6 +22,7 @@ from convoy.cli._common import (
     TenantOption,
     build_engine,
     check_output_file,
+    err,
     fail,
     label,
     open_store,
@@ -34,7 +35,7 @@ from convoy.cli._common import (
 from convoy.cli._render import fmt_time
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
-from convoy.stores import Erasure
+from convoy.stores import Erasure, SessionFilter
 
 SubjectArg = Annotated[str, typer.Argument(metavar="SUBJECT",
                                            help="The data subject, as sessions named it.")]
@@ -74,6 +75,8 @@ async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | Subject
             return await engine.erase(subject, tenant=tenant)
         except SubjectErased as e:  # (raised before anything is written)
             return e
+        except UnknownSubject as e:
+            _unknown(e)
 
 
 def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
@@ -112,7 +115,15 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
 
 async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:
     async with engine:
-        return await engine.export(subject, tenant=tenant)
+        try:
+            return await engine.export(subject, tenant=tenant)
+        except UnknownSubject as e:
+            _unknown(e)
+
+
+def _unknown(e: UnknownSubject) -> NoReturn:
+    """A subject the tenant never had: most often a typo, or another tenant's."""
+    fail(f"{e}; if it is another tenant's, pass --tenant NAME")
 
 
 def purge(older_than: Annotated[str, typer.Option(
@@ -151,12 +162,31 @@ def purge(older_than: Annotated[str, typer.Option(
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
                   "purge them" if ids else "dry run: nothing to purge", markup=False,
                   soft_wrap=True)
+        if not ids and scope.tenant is not None:
+            _no_sessions_note(db, scope.tenant)
         return
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant))
     n = sum(e.sessions for e in events)
     out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
+    if not n and scope.tenant is not None:
+        _no_sessions_note(db, scope.tenant)
+
+
+def _no_sessions_note(db: str, tenant: str) -> None:
+    """A tenant with no session at all in the store, named to a purge: most likely a
+    mistyped --tenant (a retention job that purges nothing, every night, says nothing
+    otherwise)."""
+    async def none() -> bool:
+        async with open_store(db) as store:
+            return not await store.list_sessions(SessionFilter(tenant=tenant, limit=1),
+                                                 left_out=[])
+
+    if run_async(none()):
+        err.print(f"note: tenant {quoted(tenant)} has no sessions in this store: a mistyped "
+                  "--tenant? ('convoy sessions list --all-tenants' shows every tenant's)",
+                  markup=False, soft_wrap=True)
 
 
 #: Session ids a purge's dry run names (it counts them all).

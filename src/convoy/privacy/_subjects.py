@@ -13,7 +13,7 @@ import math
 from collections import defaultdict
 from typing import Any
 
-from convoy._errors import StoreError, SubjectErased, UserError
+from convoy._errors import StoreError, SubjectErased, UnknownSubject, UserError
 from convoy._text import quoted
 from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
@@ -251,9 +251,8 @@ def _unknown(store: Store, tenant: str, subject: str, ref: str,
                              f"(erasure #{done[-1].seq}); nothing of it is left",
                              subject=subject, tenant=tenant, seq=done[-1].seq,
                              at=done[-1].at)
-    return UserError(f"unknown subject {quoted(subject)} in tenant {quoted(tenant)}: no "
-                     "session names it "
-                     "and it has no key")
+    return UnknownSubject(f"unknown subject {quoted(subject)} in tenant {quoted(tenant)}: no "
+                          "session names it and it has no key")
 
 
 def _json(text: str | None) -> Any:
