@@ -41,6 +41,7 @@ from convoy._errors import (
     ToolDenied,
     ToolError,
     UnknownOutcomeError,
+    UnknownSubject,
     UserError,
     WaitTimeout,
 )
@@ -197,6 +198,7 @@ __all__ = [
     "ToolThreads",
     "ToolThreadsExhausted",
     "UnknownOutcomeError",
+    "UnknownSubject",
     "Untrusted",
     "Usage",
     "UsageAccounting",
