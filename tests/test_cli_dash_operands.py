@@ -212,6 +212,18 @@ def test_a_command_without_operands_is_not_given_a_dashes_hint() -> None:
     assert "No such option: --dbb" in res.stderr and "after '--'" not in res.stderr
 
 
+def test_no_dashes_hint_when_every_value_is_given_already() -> None:
+    """``convoy trace ID --bogus``: the one value the command takes is there, so
+    '--bogus' cannot be a value; a suggestion to put it after '--' would fail too (review
+    s23 F1). ``convoy sessions show --bogus`` still gets one."""
+    res = cli("trace", "t-1", "--bogus", "--db", "x.db")
+    assert res.code == 2
+    assert "No such option: --bogus" in res.stderr and "after '--'" not in res.stderr
+    res = cli("sessions", "show", "--bogus", "--db", "x.db")
+    assert quoted_command(hint(res.stderr), "sessions show") == [
+        "convoy", "sessions", "show", "--db", "x.db", "--", "--bogus"]
+
+
 def test_a_store_path_in_a_hint_keeps_its_password_out() -> None:
     res = cli("sessions", "show", "-w1", "--db", "postgresql://u:secret@127.0.0.1:1/d")
     assert res.code == 2

@@ -84,6 +84,9 @@ def _after_dashes(ctx: click.Context) -> str:
     dashed = next((w for w in operands if w.startswith("-")), None)
     if dashed is None:
         return ""
+    slots = [p.nargs for p in params if p.param_type_name == "argument"]
+    if -1 not in slots and len(operands) > sum(slots):
+        return ""  # (no value left for it to be: the suggestion would fail too)
     path = ctx.command_path.split(" ", 1)
     suggested = command(path[1] if len(path) > 1 else "", operands=operands,
                         options=" ".join(options))
