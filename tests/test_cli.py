@@ -102,6 +102,31 @@ def test_run_happy_path() -> None:
     assert no_row(res.stdout, "waiting (timer or signal)")  # nothing left, no rows for it
 
 
+def test_the_throughput_leaves_out_the_engines_close(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the engine does as it closes (an exporter retrying a collector that is not
+    there, for seconds) is not the sessions' wall time (review s23 F9): a close that takes
+    100 s on the summary's clock leaves the wall time as the run's."""
+    from convoy.cli import _stats
+
+    class Ticks:
+        now = 1000.0
+
+        def perf_counter(self) -> float:
+            return self.now
+
+    ticks = Ticks()
+    monkeypatch.setattr(_stats, "time", ticks)
+    close = convoy.Engine.aclose
+
+    async def slow_close(self: convoy.Engine) -> None:
+        ticks.now += 100.0
+        await close(self)
+
+    monkeypatch.setattr(convoy.Engine, "aclose", slow_close)
+    res = run_ok()
+    assert summary(res.stdout, "throughput") == "- (0.0 ms wall)", res.stdout
+
+
 def test_bad_lines_are_reported_and_skipped() -> None:
     lines: list[object] = [
         GOOD[0],

@@ -133,5 +133,5 @@ async def _resume(engine: Engine, scope: Scope, again: str
             results = await scope.view(engine).resume(on_done=on_done)
         for res in results:
             stats.add(res)
-    stats.stop()
+        stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats, codeless, unloaded

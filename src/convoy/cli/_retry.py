@@ -186,7 +186,7 @@ async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow],
         for res in results:
             stats.add(res)
             stats.outcomes[res.status] += 1
-    stats.stop()
+        stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats
 
 

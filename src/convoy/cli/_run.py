@@ -169,7 +169,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                 stats.add(res)
                 stats.outcomes[res.status] += 1
             _say_left(results, {sid: item.line for sid, item in lines.items()})
-    stats.stop()
+        stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats
 
 
