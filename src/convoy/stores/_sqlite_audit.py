@@ -22,8 +22,9 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
            heads: dict[str, int]) -> None:
     """Append every ``(tenant, bodies, fence)`` in order, in the caller's write transaction
     (those whose fence's engine no longer owns its session: not at all): per tenant, the
-    head takes the indexes, then one ``executemany`` stores the entries with their leaf
-    hashes (:func:`~convoy.audit.entry_leaf`, :func:`~convoy.audit._merkle.entry_leaves`).
+    head takes the indexes, then a few statements of many rows each store the entries with
+    their leaf hashes (:func:`~convoy.audit.entry_leaf`,
+    :func:`~convoy.audit._merkle.entry_leaves`).
 
     ``heads`` caches each tenant's size as this store last wrote it: the head is moved
     with a compare-and-set from it (one statement), and only when another writer moved it
