@@ -6,7 +6,8 @@
   handoff), a tool call (its arguments' hash and its status; refused: ``policy_refusal``,
   or ``approval`` ``required``), a handoff, a state read or write, a ``ctx.step``, a signal
   received. The interceptor hooks no step: it adds a journal tap to each session run (a
-  session hook), which keeps the records the run writes; when the run ends they are
+  session hook), which keeps the records the run writes (as tuples of their fields,
+  :data:`~convoy.audit._journal.Kept`); when the run ends they are
   queued for the engine's sealer (:mod:`convoy.audit._sealer`), which makes their entries
   and appends them in batches, in commits of its own,
   moving the session's audit cursor (a compare-and-set: sealed once, whoever seals). A run
