@@ -107,7 +107,9 @@ def test_bad_input_is_one_line(db: str) -> None:
     # an id the store does not know (mistyped, cut): not "this session did nothing"
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "nope")
     one_line_error(r, 2, "no audit entries of tenant 'acme' for session 'nope', and the "
-                         "store has no such session of the tenant: 'convoy sessions list'")
+                         "store has no such session of the tenant: 'convoy sessions list "
+                         f"--db {db} --tenant acme' and 'convoy audit list --json --db {db} "
+                         "--tenant acme' show whole session ids")
     # a session the store has, with no entry of that kind: nothing to show, not an error
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--session", "s2", "--kind",
             "erasure")

@@ -193,8 +193,9 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
             # (a mistyped or cut id would read as a session that did nothing audited; a
             # purged session's entries stay in the log, and are found above)
             fail(f"no audit entries of tenant {quoted(tenant)} for session {quoted(session)}, "
-                 "and the store has no such session of the tenant: 'convoy sessions list' "
-                 "and 'convoy audit list --json' show whole session ids")
+                 "and the store has no such session of the tenant: "
+                 f"{command('sessions list', db=db, tenant=tenant)} and "
+                 f"{command('audit list --json', db=db, tenant=tenant)} show whole session ids")
         return found[::-1]
 
 
