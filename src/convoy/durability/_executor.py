@@ -540,8 +540,6 @@ def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-
-
 def journal_tap_raised(session_id: str, record: StepRecord) -> None:
     """Log a journal tap that raised on ``record`` (which is committed: its step goes on as
     journaled, and the other taps are told all the same)."""
