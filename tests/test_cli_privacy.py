@@ -159,6 +159,16 @@ def _settled(db: Path) -> bytes:
     return db.read_bytes()
 
 
+def test_purge_without_tenant_has_no_mistyped_tenant_note(tmp_path: Path) -> None:
+    """The note on a tenant with no session is for a --tenant the user typed: the default
+    tenant, not named, having none is no typo."""
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "s0", "body": "x"}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--tenant", "acme").code == 0
+    for args in (["--dry-run"], []):
+        res = cli("purge", "--older-than", "30d", *args)
+        assert res.code == 0 and res.stderr == "", res
+
+
 def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Path) -> None:
     """Twelve sessions, eleven finished 40 days ago (moved back in the store: no waiting):
     the dry run counts them per tenant, names the first ten (bounded), and leaves every

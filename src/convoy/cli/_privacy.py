@@ -162,7 +162,7 @@ def purge(older_than: Annotated[str, typer.Option(
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
                   "purge them" if ids else "dry run: nothing to purge", markup=False,
                   soft_wrap=True)
-        if not ids and scope.tenant is not None:
+        if not ids and scope.tenant is not None and scope.named:
             _no_sessions_note(db, scope.tenant)
         return
     require_convoy_store(db, nothing="purge")
@@ -170,7 +170,7 @@ def purge(older_than: Annotated[str, typer.Option(
                               scope.tenant))
     n = sum(e.sessions for e in events)
     out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
-    if not n and scope.tenant is not None:
+    if not n and scope.tenant is not None and scope.named:
         _no_sessions_note(db, scope.tenant)
 
 
