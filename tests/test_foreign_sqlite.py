@@ -4,8 +4,12 @@ byte, and so does the Python API; an empty or missing file still becomes a new s
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
@@ -22,6 +26,8 @@ from tests.clikit import (
 
 TOLD = ("'other.db' is a SQLite database that holds no Convoy store (it has tables of its "
         "own: 't'): Convoy does not add its tables to another application's database")
+T = TypeVar("T")
+
 HOW = "pass a new file (or an existing Convoy store) as the store"
 
 
@@ -101,3 +107,46 @@ def test_a_table_less_sqlite_file_marked_by_another_application_is_no_store(
                        f"no tables, but PRAGMA {pragma.partition('=')[0]} says another "
                        "application made it)")
     assert (workdir / "app.db").read_bytes() == before
+
+
+async def test_a_store_another_process_creates_meanwhile_is_not_taken_for_another_apps(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    """Engines started together on a new file: one creates the store (tables and version
+    in one transaction) between the two reads another one's check makes. The check reads
+    one snapshot, so it sees an empty database or a whole store, never "tables, no
+    version". It used to say the file was another application's (a CI run lost a writer
+    of the several-process state test to it)."""
+    from convoy.stores import _sqlite
+
+    path = workdir / "new.db"
+    with sqlite3.connect(path) as conn:  # a new database, already in WAL mode (as after
+        conn.execute("PRAGMA journal_mode=WAL")  # the first engine's pragma)
+    conn.close()
+
+    def create_the_store() -> None:
+        other = _sqlite.SQLiteStore(path)
+        asyncio.run(other.open())
+        other.close()
+
+    done: list[bool] = []
+
+    def meanwhile(read: Callable[[sqlite3.Connection], T]) -> Callable[[sqlite3.Connection], T]:
+        def first_read_then_the_other_engine(conn: sqlite3.Connection) -> T:
+            out = read(conn)
+            if not done:  # after this check's first read, before its second
+                done.append(True)
+                thread = threading.Thread(target=create_the_store)
+                thread.start()
+                thread.join()
+            return out
+        return first_read_then_the_other_engine
+
+    monkeypatch.setattr(_sqlite, "_foreign_tables", meanwhile(_sqlite._foreign_tables))
+    monkeypatch.setattr(_sqlite.SQLiteStore, "_version_of",
+                        staticmethod(meanwhile(_sqlite.SQLiteStore._version_of)))
+    store = _sqlite.SQLiteStore(path)
+    await store.open()  # used to raise NoStoreError
+    try:
+        assert done and await store.schema_version() == _sqlite.SCHEMA_VERSION
+    finally:
+        store.close()

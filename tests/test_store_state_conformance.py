@@ -290,7 +290,10 @@ async def test_cas_writers_in_several_processes_lose_no_update_even_when_one_is_
             for p, got in zip(procs, acked, strict=True):
                 assert p.stdout is not None
                 line = await asyncio.wait_for(p.stdout.readline(), 60)  # a safety net only
-                assert line.endswith(b"\n"), "a writer died"
+                if not line.endswith(b"\n"):
+                    assert p.stderr is not None
+                    why = (await p.stderr.read()).decode(errors="replace")
+                    raise AssertionError(f"a writer died:\n{why}")
                 got.append(int(line))
     finally:
         for p in procs:

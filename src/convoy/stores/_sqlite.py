@@ -324,11 +324,13 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         (a new or empty file) passes: it becomes the store. The version and the tables are
         read in one read transaction: another process creating the store commits its
         tables and its version together, so it is never seen half-way (tables, no
-        version) as another application's."""
+        version) as another application's. The tables are read first: that read fixes the
+        transaction's snapshot, which a version read of a database without ``meta`` would
+        not (a statement that fails to prepare reads nothing)."""
         conn.execute("BEGIN")
         try:
+            tables = _foreign_tables(conn)
             if self._version_of(conn) is None:
-                tables = _foreign_tables(conn)
                 mark = None if tables else _foreign_mark(conn)
                 if tables or mark:
                     raise _foreign(self.path, tables, mark)
