@@ -650,3 +650,40 @@ def test_a_decision_on_an_escalated_session_has_one_human_decision_span(
     assert decision["attrs"]["convoy.decision.action"] == "approve"
     assert decision["attrs"]["convoy.step.key"] == "0"  # (the ctx.step that escalated)
     assert bool(decision["attrs"].get("convoy.derived")) is (tracing == "none")
+
+
+def test_derived_state_spans_name_the_namespace_and_key_as_live_ones_do(
+        db: str | Path) -> None:
+    """A state operation's derived span has the namespace and key its live twin has; a
+    namespace or key with a ``/`` (its journal target ``OP NAMESPACE/KEY`` does not say
+    where the namespace ends) has neither, rather than a wrong one."""
+    @convoy.workflow(name="obs.derived.state")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        await ctx.state("customer").update("c-1", lambda n: n + 1, default=0)
+        await ctx.state("customer").get("c-1")
+        await ctx.state("orders:eu").update("o/7", lambda n: n + 1, default=0)
+        await ctx.state("a/b").update("k", lambda n: n + 1, default=0)
+        return t
+
+    async def run() -> None:
+        async with convoy.Engine(db) as engine:
+            assert (await engine.run(wf, "x", session_id="st-derived")).ok
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id="st-live")).ok
+
+    asyncio.run(run())
+
+    def state(spans: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+        return sorted((s["attrs"]["convoy.step.key"], s["attrs"].get("convoy.state.op"),
+                       s["attrs"].get("convoy.state.namespace"),
+                       s["attrs"].get("convoy.state.key"))
+                      for s in spans if s["name"].startswith("state."))
+
+    derived, live = state(_spans(db, "st-derived")), state(_spans(db, "st-live"))
+    assert len(derived) == 7 and len(live) == 7
+    for d, lv in zip(derived, live, strict=True):
+        if "/" in lv[2] or "/" in (lv[3] or ""):  # ("a/b" and "k", "orders:eu" and "o/7")
+            assert d == (*lv[:2], None, None)
+        else:
+            assert d == lv

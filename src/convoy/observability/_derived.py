@@ -13,7 +13,9 @@ it gives, as :func:`~convoy.observability._spans.load_chunks` gives stored spans
   (its steps keyed under a step of the agent that called it) under the caller's;
 * a span per step in its agent's, or the session's: ``chat MODEL`` (the model that
   answered, as journaled), ``execute_tool TOOL``, ``handoff A -> B``, ``state.OP KIND``,
-  ``step NAME``, ``wait SIGNAL``, with its key, tokens, cost and error kind.
+  ``step NAME``, ``wait SIGNAL``, with its key, tokens, cost and error kind (a state
+  operation's namespace and key when its target, ``OP NAMESPACE/KEY``, says where the
+  namespace ends: no other ``/``).
 
 Every span has ``convoy.derived``. Span ids are derived from the trace id and the step key,
 so every reading gives the same ids (:func:`trace_ids`: the trace is the one live tracing
@@ -151,6 +153,11 @@ class _Derivation:
             op, _, rest = target.partition(" ")  # (``OP NAMESPACE/KEY``)
             name = f"state.{op} {self.redact(rest.split('/', 1)[0].split(':', 1)[0])}".rstrip()
             attrs["convoy.state.op"] = op
+            if rest.count("/") <= 1:  # (else the target does not say where the namespace
+                namespace, _, key = rest.partition("/")  # ends: neither, not a wrong one)
+                attrs["convoy.state.namespace"] = self.redact(namespace)
+                if key:
+                    attrs["convoy.state.key"] = self.redact(key)
         elif kind == "wait":
             # A watch (a person's task, a state key) is named by its namespace, as live.
             name = f"wait {self.redact(wait_family(target))}"
