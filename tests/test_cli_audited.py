@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -25,7 +26,7 @@ from tests.clikit import (  # noqa: F401  (workdir: a fixture)
     workdir,
 )
 
-from .conftest import Crash
+from .conftest import STORE_KINDS, Crash, store_db
 from .test_audit_recovery import CrashAt
 
 OK = {"label": "billing"}
@@ -231,3 +232,46 @@ def test_convoy_cancel_audits_the_step_a_person_completed(tmp_path: Path) -> Non
              e.step_key == "0"]
     assert kinds == [("effect", "Escalated"), ("human_decision", "edit"), ("effect", "ok")], \
         kinds
+
+
+@pytest.fixture(params=STORE_KINDS)
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+def test_sessions_of_an_audited_tenant_starting_together_share_one_audit(
+        any_db: str | Path) -> None:
+    """Sessions of an audited tenant that a command line engine starts together: one
+    audit interceptor for them all, closed with the engine, so everything their runs
+    queued is sealed and no sealer is left behind (on PostgreSQL, where starting a
+    sealer awaits the store, each made its own, and only the last was closed); and one
+    ``config_change`` for the workflow's version, not one per session."""
+    from convoy.audit._sealer import SEALERS
+    from convoy.cli._common import build_engine
+
+    flows = _flows()
+
+    async def run() -> None:
+        async with convoy.Engine(any_db) as app:  # the application started the log
+            await AuditLog(app.store).append("acme", [AuditEvent(
+                kind="config_change", status="ok", at=1.0, actor="ops", target="tenant")])
+        cli_engine = build_engine(str(any_db), model="sim:")
+        async with cli_engine:
+            acme = cli_engine.tenant("acme")
+            results = await asyncio.gather(*(acme.run(flows.flow, "hi", session_id=f"t{i}")
+                                             for i in range(3)))
+            assert {r.status for r in results} == {"waiting"}, results
+        async with convoy.Engine(any_db) as reader:
+            assert await reader.store.kv_all(SEALERS) == {}  # every sealer closed
+            log = AuditLog(reader.store)
+            report = await verify_log(log, "acme")
+            events = [AuditEvent.decode(r.body)
+                      for r in await reader.store.audit_entries("acme", 0, report.size)]
+            for sid in ("t0", "t1", "t2"):
+                records = [r for r in await reader.journal(sid) if r.status != "started"]
+                assert sorted(e.step_key for e in events if e.session_id == sid and
+                              e.kind not in ("config_change", "session")) == \
+                    sorted(r.key for r in records), sid
+            assert [e.kind for e in events].count("config_change") == 2, events  # (+ ops')
+
+    asyncio.run(run())

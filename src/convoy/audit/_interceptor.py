@@ -131,7 +131,14 @@ class AuditInterceptor(Interceptor):
         assert sealer is not None
         seen = (i.tenant, i.workflow, i.version)
         if seen not in self._versions:
-            before = await store.kv_get(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}")
+            # Claimed before the store is asked: sessions that start together while it
+            # answers append one change, not one each.
+            self._versions.add(seen)
+            try:
+                before = await store.kv_get(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}")
+            except BaseException:
+                self._versions.discard(seen)  # (the next session asks again)
+                raise
             if before != i.version:
                 event = AuditEvent(kind="config_change", status="ok", at=self.log.clock(),
                                    session_id=i.session_id, actor=i.workflow, target="workflow",
@@ -141,7 +148,6 @@ class AuditInterceptor(Interceptor):
                                          **({} if before is None else {"previous": before})})
                 self.log.append(i.tenant, [event], wait=False)
                 store.kv_put(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}", i.version)
-            self._versions.add(seen)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
         mac = None if i.subject is None else await self._mac(i.tenant, i.subject)

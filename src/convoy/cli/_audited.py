@@ -12,6 +12,7 @@ starts none.
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING
 
 from convoy import (
@@ -54,6 +55,7 @@ class AuditWhereAudited(Interceptor):
         self._audited: set[str] = set()
         self._unaudited: dict[str, float] = {}  # tenant -> until when that answer holds
         self._audit: AuditInterceptor | None = None
+        self._making = asyncio.Lock()
         self._engine: Engine | None = None
 
     async def start(self, engine: Engine) -> None:
@@ -79,16 +81,25 @@ class AuditWhereAudited(Interceptor):
                 return None
             self._audited.add(tenant)
         if self._audit is None:
-            try:
-                from convoy.audit import AuditInterceptor
-            except ImportError:
-                from convoy.audit._needs import MISSING_CRYPTOGRAPHY
-                raise UserError(f"tenant {tenant!r} is audited and this command would write "
-                                f"to its log: {MISSING_CRYPTOGRAPHY}") from None
-            audit = AuditInterceptor()
-            await audit.start(engine)
-            self._audit = audit
+            # One for every session: sessions that start together would each make (and
+            # start) their own while another's start awaits the store, and only the last
+            # one made would be closed, its sealer's queue never sealed.
+            async with self._making:
+                if self._audit is None:
+                    self._audit = await self._made(tenant, engine)
         return self._audit
+
+    @staticmethod
+    async def _made(tenant: str, engine: Engine) -> AuditInterceptor:
+        try:
+            from convoy.audit import AuditInterceptor
+        except ImportError:
+            from convoy.audit._needs import MISSING_CRYPTOGRAPHY
+            raise UserError(f"tenant {tenant!r} is audited and this command would write "
+                            f"to its log: {MISSING_CRYPTOGRAPHY}") from None
+        audit = AuditInterceptor()
+        await audit.start(engine)
+        return audit
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
