@@ -149,3 +149,40 @@ def test_the_db_commands_are_in_the_help() -> None:
     res = cli("db", "--help")
     assert res.code == 0 and "migrate" in res.stdout and "info" in res.stdout
     assert convoy.__version__
+
+
+@pytest.mark.parametrize(("key", "value"), [("schema_version", "abc"),
+                                            ("addon:subjects", "x"), ("schema_version", "")])
+def test_a_meta_row_edited_by_hand_is_one_line(backend: Backend, key: str, value: str) -> None:
+    """A version in the store's ``meta`` table that is no number: every command says which
+    row holds what, in one line ending as every damaged value's does (not a traceback), and
+    leaves it as it is."""
+    db = url(backend)
+    assert cli("db", "migrate", "--db", db).code == 0
+    backend.damage(f"UPDATE meta SET value='{value}' WHERE key='{key}'")
+    write_jsonl(Path("in.jsonl"), GOOD[:1])
+    for args in (("db", "info"), ("db", "migrate"), ("sessions", "list"),
+                 ("run", FLOW, "-i", "in.jsonl")):
+        res = cli(*args, "--db", db)
+        one_line_error(res, 1, f"meta row {key!r}: it holds {value!r}, not a version number; "
+                               "the store was edited or damaged")
+    assert _meta(backend, key) == value
+
+
+def _meta(b: Backend, key: str) -> str:
+    """The value of the ``meta`` row ``key``, read past Convoy."""
+    if isinstance(b, SQLiteBackend):
+        import sqlite3
+
+        with sqlite3.connect(b.path) as conn:
+            value = conn.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()[0]
+        conn.close()
+        return str(value)
+    import psycopg
+
+    base, _, schema = url(b).partition("?schema=")
+    with psycopg.connect(base) as pg:
+        row = pg.execute(f'SELECT value FROM "{schema}".meta WHERE key=%s',  # type: ignore[arg-type]
+                         (key,)).fetchone()
+    assert row is not None
+    return str(row[0])

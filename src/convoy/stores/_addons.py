@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from convoy._command import command
 from convoy._errors import JournalError, NoStoreError
+from convoy.stores._rows import meta_version
 from convoy.stores._subjects_sql import subject_tables
 
 
@@ -134,7 +135,7 @@ def split_script(script: str) -> list[str]:
 
 
 def _pending(done: dict[str, str]) -> list[Addon]:
-    return [a for a in ADDONS if int(done.get(a.meta_key, 0)) < a.version]
+    return [a for a in ADDONS if meta_version(a.meta_key, done.get(a.meta_key, 0)) < a.version]
 
 
 def check_readable(version: int | None, reads: int, where: str) -> None:
@@ -157,7 +158,7 @@ def missing_addons(done: Mapping[str, str | int], where: str) -> tuple[Addon, ..
     that says to migrate ``where``."""
     missing = []
     for a in ADDONS:
-        have = int(done.get(a.meta_key, 0))
+        have = meta_version(a.meta_key, done.get(a.meta_key, 0))
         if have >= a.version:
             continue
         if have:

@@ -74,6 +74,7 @@ from convoy.stores._rows import (
     SUMMARY,
     LeftOut,
     conditions,
+    meta_version,
     next_seq,
     readable,
     session_page,
@@ -293,7 +294,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         cur = await conn.execute(
             f'SELECT value FROM "{self.schema}".meta WHERE key=\'schema_version\'')
         row = await cur.fetchone()
-        return int(row[0]) if row else None
+        return meta_version("schema_version", row[0]) if row else None
 
     async def schema_version(self) -> int | None:
         conn = await self._connect()
@@ -346,7 +347,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 "DO UPDATE SET value=excluded.value", (str(sql.PG_SCHEMA_VERSION),))
             cur = await conn.execute("SELECT key, value FROM meta WHERE key LIKE %s",
                                      ("addon:%",))
-            done = {k: int(v) for k, v in await cur.fetchall()}
+            done = {k: meta_version(k, v) for k, v in await cur.fetchall()}
             for addon in ADDONS:
                 if done.get(addon.meta_key, 0) < addon.version:
                     for stmt in split_script(addon.postgres):
@@ -359,7 +360,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         """Whether every add-on is at its version (see :mod:`convoy.stores._addons`)."""
         cur = await conn.execute(
             f'SELECT key, value FROM "{self.schema}".meta WHERE key LIKE %s', ("addon:%",))
-        done = {k: int(v) for k, v in await cur.fetchall()}
+        done = {k: meta_version(k, v) for k, v in await cur.fetchall()}
         return all(done.get(a.meta_key, 0) >= a.version for a in ADDONS)
 
     async def aclose(self) -> None:

@@ -84,6 +84,16 @@ def damaged(what: str, problem: str) -> DamagedRow:
     return DamagedRow(f"{what}: {problem}; {DAMAGED}", what=what, problem=problem)
 
 
+def meta_version(key: str, value: object) -> int:
+    """The version the ``meta`` row ``key`` holds (``schema_version``, ``addon:NAME``); a
+    value that is no number is a :class:`DamagedRow`, not a traceback."""
+    try:
+        return int(str(value))
+    except ValueError:
+        raise damaged(f"meta row {key!r}", f"it holds {quoted(str(value))}, not a version "
+                      "number") from None
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class LeftOut:
     """A row a listing left out because it is damaged: ``row`` names it, ``problem`` says

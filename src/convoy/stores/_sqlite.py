@@ -53,6 +53,7 @@ from convoy.stores._rows import (
     SUMMARY,
     LeftOut,
     conditions,
+    meta_version,
     next_seq,
     readable,
     session_page,
@@ -316,7 +317,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 # table named meta.
                 return None
             raise
-        return int(row[0]) if row else 1
+        return meta_version("schema_version", row[0]) if row else 1
 
     def _refuse_foreign(self, conn: sqlite3.Connection) -> None:
         """Refuse a database that holds no Convoy store but tables of its own (another
@@ -370,7 +371,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         except sqlite3.OperationalError:
             row = None  # no schema yet
-        if row is not None and int(row[0]) == SCHEMA_VERSION:
+        if row is not None and meta_version("schema_version", row[0]) == SCHEMA_VERSION:
             return
         conn.execute("BEGIN IMMEDIATE")
         try:
@@ -378,7 +379,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 if stmt.strip():
                     conn.execute(stmt)
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            version = int(row[0]) if row else 1
+            version = meta_version("schema_version", row[0]) if row else 1
             if row is None:
                 conn.execute("INSERT INTO meta VALUES('schema_version', '1')")
             if version > SCHEMA_VERSION:
