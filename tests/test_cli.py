@@ -99,7 +99,7 @@ def test_run_happy_path() -> None:
     assert "sessions/s" in summary(res.stdout, "throughput")
     assert session_ids() == sorted(ids_of(GOOD))
     assert "convoy run cli_flows:handle · in.jsonl · convoy.db" in res.stdout
-    assert no_row(res.stdout, "waiting (timer or signal)")  # nothing left, no rows for it
+    assert no_row(res.stdout, "waiting (timer, signal or person)")  # nothing left, no rows for it
 
 
 def test_the_throughput_leaves_out_the_engines_close(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -366,7 +366,7 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
     res = run_ok(lines=['"order 1"', '"order 2"', '"order 3"'], flow="cli_flows:approval")
     assert summary(res.stdout, "sessions run") == "3"
     assert summary(res.stdout, "completed") == "0"
-    assert summary(res.stdout, "waiting (timer or signal)") == "3"
+    assert summary(res.stdout, "waiting (timer, signal or person)") == "3"
     first, second, third = ids_of(['"order 1"', '"order 2"', '"order 3"'],
                                   "cli_flows:approval")
     assert {r.status for r in sessions()} == {"waiting"}
@@ -381,7 +381,7 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
     # A re-run leaves them waiting: nothing to run until a signal arrives.
     again = run_ok(lines=['"order 1"', '"order 2"', '"order 3"'], flow="cli_flows:approval")
     assert summary(again.stdout, "sessions run") == "0"
-    assert summary(again.stdout, "waiting (timer or signal)") == "3"
+    assert summary(again.stdout, "waiting (timer, signal or person)") == "3"
 
     res = cli("signal", first, "approve", "--payload", "true")
     assert res.code == 0, res.stderr
@@ -400,7 +400,7 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
     assert res.code == 0, res.stderr
     assert summary(res.stdout, "sessions run") == "1"
     assert summary(res.stdout, "completed") == "1"
-    assert summary(res.stdout, "waiting (timer or signal)") == "1"
+    assert summary(res.stdout, "waiting (timer, signal or person)") == "1"
     assert session(second).output == '"order 2: rejected"'
 
     res = cli("cancel", third)
@@ -420,7 +420,7 @@ def test_worker_wakes_a_session_whose_timer_is_due(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(common, "store_from_url",
                         lambda *a, **kw: real(*a, **{**kw, "clock": clock}))
     res = run_ok(lines=["8"], flow="cli_flows:nap")
-    assert summary(res.stdout, "waiting (timer or signal)") == "1"
+    assert summary(res.stdout, "waiting (timer, signal or person)") == "1"
     (sid,) = session_ids()
     row = session(sid)
     assert row.status == "waiting" and row.wait_name is None
@@ -430,7 +430,7 @@ def test_worker_wakes_a_session_whose_timer_is_due(monkeypatch: pytest.MonkeyPat
     clock.advance(7.9)
     not_due = cli("resume")
     assert summary(not_due.stdout, "sessions run") == "0"
-    assert summary(not_due.stdout, "waiting (timer or signal)") == "1"
+    assert summary(not_due.stdout, "waiting (timer, signal or person)") == "1"
     clock.advance(0.1)
     # --import names the module as 'convoy resume --import' does (or as an argument)
     res = cli("worker", "--import", "cli_flows", "--until-idle", "--poll-interval", "0.05")

@@ -59,7 +59,7 @@ def test_resume_leaves_waiting_sessions_waiting_without_their_code(workdir: Path
     res = cli("resume")
     assert res.code == 0, res.stderr
     assert summary(res.stdout, "sessions run") == "0"
-    assert summary(res.stdout, "waiting (timer or signal)") == "2"
+    assert summary(res.stdout, "waiting (timer, signal or person)") == "2"
     lines = [ln for ln in res.stdout.splitlines() if "left waiting" in ln]
     assert len(lines) == 2, res.stdout
     assert "'desk.approve-waiting'" in lines[0] and "'desk.nap-waiting'" in lines[1]
@@ -82,7 +82,7 @@ def test_resume_leaves_waiting_sessions_waiting_without_their_code(workdir: Path
     res = cli("resume", "--import", "waiting_flows")
     assert res.code == 0, res.stderr
     assert summary(res.stdout, "completed") == "1"
-    assert summary(res.stdout, "waiting (timer or signal)") == "1"
+    assert summary(res.stdout, "waiting (timer, signal or person)") == "1"
     assert session("a-1").output == '"refund: approved"'
     assert "left waiting" not in res.stdout  # its code is here now
 

@@ -12,12 +12,12 @@ from convoy import SessionResult
 from convoy._stats import percentile
 from convoy.resilience._classify import error_kind_of
 
-#: Why a session is still unfinished after a command: it waits for a timer or a signal,
-#: another live engine owns it, it started on another workflow version, its workflow could
-#: not be loaded here, or a store error (or a lost lease) interrupted it.
+#: Why a session is still unfinished after a command: it waits for a timer, a signal or a
+#: person, another live engine owns it, it started on another workflow version, its workflow
+#: could not be loaded here, or a store error (or a lost lease) interrupted it.
 LeftReason = Literal["waiting", "owned", "version", "code", "interrupted"]
 LEFT_LABELS: dict[LeftReason, str] = {
-    "waiting": "waiting (timer or signal)",
+    "waiting": "waiting (timer, signal or person)",
     "owned": "owned by another engine",
     "version": "other workflow version",
     "code": "workflow not loaded here",
