@@ -193,6 +193,11 @@ def test_approve_reject_and_edit_tool_calls() -> None:
     assert "cents: integer, required" in shown and "approve" in shown
     assert cli("inbox", "approve", ids["p1"], "--by", "fin").code == 0
     assert cli("inbox", "reject", ids["p2"], "--by", "fin", "-m", "wrong account").code == 0
+    # what was decided, not only that it was: a rejected payment must not read as paid
+    again = cli("inbox", "reject", ids["p2"], "--by", "ann")
+    assert again.code == 2 and "already answered (rejected) by 'fin'" in again.stderr
+    table = " ".join(cli("inbox", "list", "--status", "answered").stdout.split())
+    assert "(approved)" in table and "(rejected)" in table, table  # (a cell on two lines)
     bad = cli("inbox", "approve", ids["p3"], "--by", "fin", "--set", "cents=lots")
     assert bad.code == 2 and "cents" in bad.stderr
     assert cli("inbox", "approve", ids["p3"], "--by", "fin", "--set", "cents=100").code == 0

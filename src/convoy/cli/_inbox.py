@@ -179,7 +179,7 @@ def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
     for task in tasks:
         cells = {"task": task.id, "tenant": task.tenant, "kind": task.kind,
                  "queue": task.queue + (" (escalated)" if task.escalated else ""),
-                 "status": task.status, "question": short(task.prompt, 60),
+                 "status": task.standing, "question": short(task.prompt, 60),
                  "assignees": ", ".join(task.assignees) or "anyone",
                  "created": fmt_time(task.created_at), "deadline": _when(task)}
         # (Text: shown as written, never read as markup; escaped: never obeyed)

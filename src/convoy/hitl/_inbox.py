@@ -286,7 +286,7 @@ class Inbox:
             who = f" by {d.by!r}" if d is not None else ""
             shown = command("inbox show", operands=[task.id], db=self.__engine.store.url,
                             tenant=task.tenant)
-            raise UserError(f"task {task.id!r} is already {task.status}{who}; nothing was "
+            raise UserError(f"task {task.id!r} is already {task.standing}{who}; nothing was "
                             f"changed ({shown} has its history)")
         if row.status != "escalated" and not row.unfinished:
             raise UserError(f"task {task.id!r} belongs to session {row.id!r}, which is "

@@ -113,6 +113,20 @@ class HumanTask(BaseModel):
         """Whether the task still waits for a decision."""
         return self.status == "open"
 
+    @property
+    def standing(self) -> str:
+        """Its status as a person reads it: an ``answered`` one says what was decided
+        (``answered (rejected)``), so a rejected payment never reads as a paid one."""
+        d = self.decision
+        if self.status != "answered" or d is None or d.action == "answer":
+            return self.status
+        return f"answered ({_DECIDED.get(d.action, d.action)})"
+
+
+#: How :attr:`HumanTask.standing` names a decision.
+_DECIDED = {"approve": "approved", "edit": "approved with edits", "reject": "rejected",
+            "default": "its deadline's default"}
+
 
 _TASK: TypeAdapter[HumanTask] = TypeAdapter(HumanTask)
 
