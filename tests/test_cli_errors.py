@@ -282,3 +282,39 @@ def test_a_flag_shows_no_value_in_help() -> None:
     shown = cli("sessions", "list", "--help").stdout
     assert "<bool>" not in shown and "--all-tenants" in shown
     assert "N " in shown  # (an option that takes a value keeps its type: --limit N)
+
+
+def test_the_store_option_is_never_cut_in_an_80_column_help() -> None:
+    """``--db``'s help names the PostgreSQL URL's form: in an 80-column terminal it was cut
+    mid-URL (``postgresql://user:password@host:port/d…``) wherever the option column was
+    wide, hiding the form a PostgreSQL user needs."""
+    import click
+    import typer.main
+
+    from convoy.cli._app import app
+
+    def commands(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        subs = getattr(cmd, "commands", None)
+        if not subs:
+            return [path]
+        return [p for name, sub in subs.items() if not sub.hidden
+                for p in commands(sub, (*path, name))]
+
+    cut, checked = [], 0
+    for path in commands(typer.main.get_command(app), ()):
+        lines = cli(*path, "--help", env={"COLUMNS": "80"}).stdout.splitlines()
+        starts = [i for i, line in enumerate(lines)  # (in the options' box)
+                  if line.startswith("│") and line.strip("│ ").startswith("--db ")
+                  and "PATH|URL" in line]  # (not redteam's --db PATH, a SQLite file)
+        if starts:  # the option's rows, up to the next option or the box's end
+            rows = [lines[starts[0]]]
+            for line in lines[starts[0] + 1:]:
+                if line.strip("│ ").startswith("-") or line.startswith("╰"):
+                    break
+                rows.append(line)
+            help_text = " ".join(" ".join(rows).replace("│", " ").split())
+            checked += 1
+            if "…" in help_text or "postgresql://HOST/DB" not in help_text:
+                cut.append((" ".join(path), help_text))
+    assert checked > 20 and cut == []
+    assert cut == []

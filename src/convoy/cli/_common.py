@@ -76,8 +76,8 @@ INTERRUPTED = 130
 
 DbOption = Annotated[str, typer.Option(
     "--db", envvar="CONVOY_DB", show_envvar=True, metavar="PATH|URL",
-    help="Session store: a SQLite file, or postgresql://user:password@host:port/dbname "
-         "(?schema=NAME: the schema, default 'convoy').")]
+    help="Session store: a SQLite file, or a PostgreSQL URL such as postgresql://HOST/DB "
+         "(with USER:PASSWORD@ before HOST; ?schema=NAME: the schema, default 'convoy').")]
 ModelOption = Annotated[str | None, typer.Option(
     "--model", "-m", metavar="SPEC",
     help="Run every agent on this model instead of its own, e.g. 'sim:' or "

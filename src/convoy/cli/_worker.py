@@ -127,7 +127,7 @@ def workflows_in(modules: list[ModuleType]) -> list[Workflow[Any, Any]]:
 
 def worker(
     modules: Annotated[list[str] | None, typer.Argument(
-        metavar="MODULE...", show_default=False,
+        metavar="MODULE", show_default=False,
         help="Modules that define the workflows to serve, e.g. 'myapp.flows' (importable "
              "from the current directory or PYTHONPATH).")] = None,
     imports: Annotated[list[str] | None, typer.Option(
