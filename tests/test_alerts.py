@@ -22,7 +22,7 @@ from pydantic import BaseModel
 import convoy
 from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
 from convoy.models import Latency
-from convoy.stores import SQLiteStore
+from convoy.stores import NewAlert, SQLiteStore
 from tests.fakeclock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -206,6 +206,7 @@ class Receiver:
 
     def __init__(self, port: int = 0) -> None:
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
+        self.attempts: list[tuple[int, dict[str, str]]] = []  # (status, headers), every POST
         self.answers: list[int] = []
         self.got = threading.Condition()
         outer = self
@@ -215,6 +216,7 @@ class Receiver:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 with outer.got:
                     status = outer.answers.pop(0) if outer.answers else 200
+                    outer.attempts.append((status, dict(self.headers)))
                     if status == 200:
                         outer.received.append((body, dict(self.headers)))
                     outer.got.notify_all()
@@ -274,7 +276,7 @@ async def test_alert_events_are_posted_to_a_webhook_with_retries(
         assert bodies == [("fired", "agent", "latency"), ("fired", "tenant", "latency")]
         body, headers = receiver.received[0]
         assert body["alert"]["value"] == 3.0 and body["alert"]["status"] == "open"
-        assert headers["Idempotency-Key"] == f"convoy-alert-{body['alert']['id']}-fired"
+        assert headers["Idempotency-Key"].startswith(f"convoy-alert-{body['alert']['id']}-fired-")
         assert headers["Content-Type"] == "application/json"
     finally:
         await r.engine.aclose()
@@ -400,3 +402,118 @@ async def test_alert_events_queued_before_a_sigkill_are_delivered_after_it(
     finally:
         await later.engine.aclose()
         server.close()
+
+
+# -- keys, failures and whose events an engine delivers -----------------------------------
+
+
+def alert_of(clock: FakeClock, metric: str = "latency") -> NewAlert:
+    return NewAlert(tenant="default", scope="agent", subject="triage", metric=metric,
+                    value=3.0, mean=0.5, deviation=0.05, threshold=0.65, opened=clock())
+
+
+async def fire(r: Rig, metric: str = "latency") -> int:
+    """An alert recorded and queued as the interceptor does when one fires."""
+    await r.engine.open()
+    return await r.engine.store.alert_open(alert_of(r.clock, metric), list(r.alerts.webhooks))
+
+
+async def test_idempotency_keys_differ_across_stores_and_stay_across_retries(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """Every store numbers its alerts from 1: a receiver that deduplicates on the key, as
+    the docs say to, must still get the first alert of each (the review s24, F3)."""
+    receiver.answers = [503]  # the first attempt fails: it is retried with the same key
+    clock = FakeClock()
+    for db in ("a.db", "b.db", "a.db"):  # a.db twice: removed and created again between
+        if (tmp_path / db).exists():
+            (tmp_path / db).unlink()
+        r = make_rig(tmp_path / db, clock, webhooks=[Webhook(url=receiver.url, backoff=1.0)],
+                     background=False)
+        try:
+            assert await fire(r) == 1
+            while not await r.alerts.deliver_due():
+                clock.advance(1)
+        finally:
+            await r.engine.aclose()
+    keys = [h["Idempotency-Key"] for _, h in receiver.attempts]
+    assert len(keys) == 4 and keys[0] == keys[1]  # the retry of a.db's first event
+    assert len(set(keys)) == 3
+    assert [b["alert"]["id"] for b, _ in receiver.received] == [1, 1, 1]
+
+
+async def test_a_failed_attempt_is_logged_and_a_given_up_event_warned_of_and_listed(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="convoy.alerts")
+    receiver.answers = [500, 500]
+    base = receiver.url.replace("http://", "http://ops:s3cret@")
+    hook = Webhook(url=f"{base}?token=t0k", max_attempts=2, backoff=1.0)
+    shown = receiver.url  # what the log shows of it: no user, password or query
+    r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=[hook], background=False)
+    try:
+        aid = await fire(r)
+        assert await r.alerts.deliver_due() == 0
+        (attempt,) = [x for x in caplog.records if x.name == "convoy.alerts"]
+        assert attempt.levelno == logging.INFO
+        assert attempt.getMessage() == (
+            f"alert {aid} fired: webhook {shown} failed (attempt 1 of 2): HTTP 500; "
+            "trying again in 1s")
+        caplog.clear()
+        r.clock.advance(1)
+        assert await r.alerts.deliver_due() == 0
+        (gave_up,) = [x for x in caplog.records if x.name == "convoy.alerts"]
+        assert gave_up.levelno == logging.WARNING
+        assert gave_up.getMessage() == (
+            f"alert {aid} fired: webhook {shown} gave up after 2 attempts: HTTP 500 (kept in "
+            "the store: 'convoy alerts --redeliver' queues it again)")
+        assert gave_up.alert == {"id": aid, "event": "fired", "webhook": shown,  # type: ignore[attr-defined]
+                                 "attempts": 2, "error": "HTTP 500"}
+        assert "s3cret" not in caplog.text and "t0k" not in caplog.text
+        (row,) = await r.engine.store.alert_deliveries([aid])
+        assert (row.status, row.attempts, row.last_error) == ("given_up", 2, "HTTP 500")
+        r.clock.advance(3600)
+        assert await r.alerts.deliver_due() == 0  # given up: not tried again
+        assert await r.engine.store.redeliver(r.clock()) == 1
+        assert await r.alerts.deliver_due() == 1  # the receiver is back
+        (row,) = await r.engine.store.alert_deliveries([aid])
+        assert (row.status, row.attempts) == ("delivered", 1)
+        assert len({h["Idempotency-Key"] for _, h in receiver.attempts}) == 1
+    finally:
+        await r.engine.aclose()
+
+
+async def test_an_engine_delivers_only_to_the_webhooks_it_has(tmp_path: Path) -> None:
+    """Another engine's queued events wait for an engine that has their webhook, with its
+    headers (the review s24, F8)."""
+    a, b = Receiver(), Receiver()
+    clock = FakeClock()
+    db = tmp_path / "a.db"
+    try:
+        first = make_rig(db, clock, background=False, webhooks=[
+            Webhook(url=a.url, headers={"Authorization": "Bearer a"})])
+        theirs = await fire(first)
+        await first.engine.aclose()  # before delivering: its event stays queued
+        other = make_rig(db, clock, background=False, webhooks=[
+            Webhook(url=b.url, headers={"Authorization": "Bearer b"})])
+        try:
+            ours = await fire(other, "tokens")
+            assert await other.alerts.deliver_due() == 1
+            assert await other.alerts.deliver_due() == 0
+            assert a.attempts == []
+            assert [(body["alert"]["id"], h["Authorization"]) for body, h in b.received] == [
+                (ours, "Bearer b")]
+            (left,) = await other.engine.store.alert_deliveries([theirs])
+            assert (left.url, left.status, left.attempts) == (a.url, "pending", 0)
+        finally:
+            await other.engine.aclose()
+        again = make_rig(db, clock, background=False, webhooks=[
+            Webhook(url=a.url, headers={"Authorization": "Bearer a"})])
+        try:
+            await again.engine.open()
+            assert await again.alerts.deliver_due() == 1
+            assert [(body["alert"]["id"], h["Authorization"]) for body, h in a.received] == [
+                (theirs, "Bearer a")]
+        finally:
+            await again.engine.aclose()
+    finally:
+        a.close()
+        b.close()

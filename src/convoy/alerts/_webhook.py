@@ -2,17 +2,23 @@
 
 Events are queued in the store in the same transaction as the alert they report
 (:meth:`~convoy.stores.Store.alert_open`), so a crash loses none; the engine delivers them
-(:class:`~convoy.alerts.BaselineAlerts` runs the delivery loop while the engine is open).
-Delivery is at least once: a receiver deduplicates on the ``Idempotency-Key`` header.
+(:class:`~convoy.alerts.BaselineAlerts` runs the delivery loop while the engine is open),
+only to the webhooks it is configured with: an event queued for another URL waits for an
+engine that has it (with its headers and settings).
+Delivery is at least once: a receiver deduplicates on the ``Idempotency-Key`` header, a
+random key per event kept in the store, so every attempt, by any engine, sends the same.
+A failed attempt is logged at info on ``convoy.alerts``, an event given up as a warning.
 A webhook's body leaves the system as a log line or a span does: its tenant, subject and
 detail go through the interceptor's redactor (the store keeps them as they are).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from convoy._errors import UserError
 from convoy.observability._scrub import scrub
@@ -21,6 +27,8 @@ from convoy.stores._rows import stored_json
 
 if TYPE_CHECKING:
     import httpx
+
+log = logging.getLogger("convoy.alerts")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,6 +75,20 @@ def load_httpx() -> Any:
     return httpx
 
 
+def shown_url(url: str) -> str:
+    """A webhook URL as logs and ``convoy alerts`` show it: without the user, password and
+    query string it may carry credentials in."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # (a port that is not a number: the URL as far as it can be shown)
+        return url.split("?", 1)[0].rsplit("@", 1)[-1]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}{port}{parts.path}"
+
+
 def alert_json(alert: AlertRow, redact: Callable[[str], str] | None = None
                ) -> dict[str, Any]:
     """An alert as JSON values (what a webhook receives, and ``convoy alerts --json``);
@@ -97,20 +119,21 @@ class Deliverer:
         self.failed_attempts = 0
 
     async def deliver_due(self, client: httpx.AsyncClient) -> int:
-        """One pass: claim what is due now, POST each, record the outcome. Returns how many
+        """One pass: claim what is due now for this engine's webhooks (another URL's events
+        wait for an engine that has it), POST each, record the outcome. Returns how many
         were delivered."""
         done = 0
-        for d in await self.store.due_deliveries(self.clock(), lease_s=self.lease_s):
+        for d in await self.store.due_deliveries(self.clock(), urls=list(self.webhooks),
+                                                 lease_s=self.lease_s):
             if await self._deliver(client, d):
                 done += 1
         return done
 
     async def _deliver(self, client: httpx.AsyncClient, d: AlertDelivery) -> bool:
-        hook = self.webhooks.get(d.url) or Webhook(url=d.url)
+        hook = self.webhooks[d.url]
         attempts = d.attempts + 1
         body = {"event": d.event, "alert": alert_json(d.alert, self.redact)}
-        headers = {"Idempotency-Key": f"convoy-alert-{d.alert.id}-{d.event}",
-                   **(hook.headers or {})}
+        headers = {"Idempotency-Key": d.key, **(hook.headers or {})}
         error: str | None = None
         httpx = load_httpx()
         try:
@@ -125,7 +148,19 @@ class Deliverer:
             await self.store.delivery_result(d.id, attempts=attempts, delivered=now)
             return True
         self.failed_attempts += 1
+        url = shown_url(d.url)
+        error = error.replace(d.url, url)[:500]  # (an error may quote the URL)
         next_at = None if attempts >= hook.max_attempts else now + hook.delay(attempts)
         await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
-                                         error=error[:500])
+                                         error=error)
+        extra = {"alert": {"id": d.alert.id, "event": d.event, "webhook": url,
+                           "attempts": attempts, "error": error}}
+        if next_at is None:
+            log.warning("alert %d %s: webhook %s gave up after %d attempts: %s (kept in the "
+                        "store: 'convoy alerts --redeliver' queues it again)", d.alert.id,
+                        d.event, url, attempts, error, extra=extra)
+        else:
+            log.info("alert %d %s: webhook %s failed (attempt %d of %d): %s; trying again "
+                     "in %gs", d.alert.id, d.event, url, attempts, hook.max_attempts, error,
+                     hook.delay(attempts), extra=extra)
         return False

@@ -34,8 +34,8 @@ class Addon:
     version: int
     sqlite: str
     postgres: str
-    #: The columns it adds to tables of the core schema, as ``(table, column)`` (a
-    #: read-only store lacking the add-on reads them as NULL).
+    #: The columns it adds to tables of the core schema or of an earlier add-on, as
+    #: ``(table, column)`` (a read-only store lacking the add-on reads them as NULL).
     text_columns: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -107,6 +107,9 @@ CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at)
   WHERE delivered IS NULL AND next_at IS NOT NULL
 """
 
+_LEGACY_KEYS = ("UPDATE alert_outbox SET idem_key='convoy-alert-' || alert_id || '-' || event "
+                "WHERE idem_key IS NULL")
+
 #: Every add-on, in the order they are applied.
 ADDONS: tuple[Addon, ...] = (
     # The configuration of the agent that took each step (Agent.config_id).
@@ -126,6 +129,12 @@ ADDONS: tuple[Addon, ...] = (
     Addon("step_began", 1, "ALTER TABLE journal ADD COLUMN began REAL",
           "ALTER TABLE journal ADD COLUMN IF NOT EXISTS began DOUBLE PRECISION",
           text_columns=(("journal", "began"),)),
+    # Each webhook event's idempotency key, random (alert ids are the store's own); an
+    # event queued before keeps the key its earlier attempts were sent with.
+    Addon("alert_keys", 1,
+          f"ALTER TABLE alert_outbox ADD COLUMN idem_key TEXT; {_LEGACY_KEYS}",
+          f"ALTER TABLE alert_outbox ADD COLUMN IF NOT EXISTS idem_key TEXT; {_LEGACY_KEYS}",
+          text_columns=(("alert_outbox", "idem_key"),)),
 )
 
 
@@ -176,17 +185,23 @@ _CREATE_TABLE = re.compile(r"^CREATE TABLE (IF NOT EXISTS )?", re.IGNORECASE)
 def stand_ins(missing: tuple[Addon, ...], *, postgres: bool, schema: str) -> list[str]:
     """Statements that create, on one connection, temporary stand-ins for the ``missing``
     add-ons: their tables (empty) and views of the core tables they add columns to, with
-    those columns NULL (in PostgreSQL's dialect if ``postgres``). ``schema`` names where the
+    those columns NULL (a table stood in for gets them as columns of its own; in
+    PostgreSQL's dialect if ``postgres``). ``schema`` names where the
     real tables live (``main`` on SQLite, the quoted store schema on PostgreSQL).
     Both databases look a name up among temporary objects before the real tables."""
     out: list[str] = []
     added: dict[str, list[str]] = {}
+    stood_in: set[str] = set()
     for addon in missing:
-        for table, column in addon.text_columns:
-            added.setdefault(table, []).append(column)
         for stmt in split_script(addon.postgres if postgres else addon.sqlite):
             if _CREATE_TABLE.match(stmt):
                 out.append(_CREATE_TABLE.sub("CREATE TEMPORARY TABLE ", stmt, count=1))
+                stood_in.add(_CREATE_TABLE.sub("", stmt, count=1).split("(", 1)[0].strip())
+        for table, column in addon.text_columns:
+            if table in stood_in:  # a table stood in for already: it gets the column
+                out.append(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            else:
+                added.setdefault(table, []).append(column)
     for table, columns in added.items():
         nulls = ", ".join(f"CAST(NULL AS TEXT) AS {c}" for c in columns)
         out.append(f"CREATE TEMPORARY VIEW {table} AS SELECT *, {nulls} FROM {schema}.{table}")

@@ -3,25 +3,47 @@ stores (``{p}`` is the driver's parameter mark)."""
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+from convoy.stores._protocol import (
+    AlertDelivery,
+    AlertRow,
+    DeliveryRow,
+    DeliveryStatus,
+    NewAlert,
+)
 from convoy.stores._rows import RowCheck, row_name
 
 ALERT_COLS = ("id,tenant,scope,subject,metric,status,value,mean,deviation,threshold,opened,"
               "cleared,cleared_value,detail")
 _A = ",".join(f"a.{c}" for c in ALERT_COLS.split(","))
 #: A delivery joined with its alert (``o``: the outbox, ``a``: the alert).
-DELIVERY_COLS = f"o.id,o.url,o.event,o.attempts,{_A}"
+DELIVERY_COLS = f"o.id,o.url,o.event,o.attempts,o.idem_key,{_A}"
+#: Where a delivery stands (:class:`DeliveryRow`).
+STATUS_COLS = "id,alert_id,url,event,attempts,delivered,next_at,last_error,idem_key"
 INSERT_ALERT = ("INSERT INTO alerts(tenant,scope,subject,metric,status,value,mean,deviation,"
                 "threshold,opened,detail) VALUES({p},{p},{p},{p},{p},{p},{p},{p},{p},{p},{p}) "
                 "RETURNING id")
-QUEUE = "INSERT INTO alert_outbox(alert_id,url,event,next_at) VALUES({p},{p},{p},{p})"
+QUEUE = ("INSERT INTO alert_outbox(alert_id,url,event,next_at,idem_key) "
+         "VALUES({p},{p},{p},{p},{p})")
 CLEAR = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value={p} "
          "WHERE id={p} AND status='open'")
 RESULT = ("UPDATE alert_outbox SET attempts={p}, delivered={p}, next_at={p}, last_error={p} "
           "WHERE id={p}")
+#: Given-up events (of a tenant's alerts, with ``{tenant}`` filled in) due again.
+REDELIVER = ("UPDATE alert_outbox SET next_at={p}, attempts=0 WHERE delivered IS NULL AND "
+             "next_at IS NULL{tenant}")
+REDELIVER_TENANT = " AND alert_id IN (SELECT id FROM alerts WHERE tenant={p})"
+
+
+def queued(alert_id: int, event: str, webhooks: Sequence[str], due: float
+           ) -> list[tuple[Any, ...]]:
+    """The :data:`QUEUE` rows of one event: one per webhook, all with one idempotency key,
+    random, so no other store (nor this one recreated) ever gives an event the same."""
+    key = f"convoy-alert-{alert_id}-{event}-{uuid.uuid4().hex}"
+    return [(alert_id, url, event, due, key) for url in webhooks]
 
 
 _COLS = ALERT_COLS.split(",")
@@ -41,8 +63,17 @@ def alert_row(r: Sequence[Any]) -> AlertRow:
 
 
 def delivery(r: Sequence[Any]) -> AlertDelivery:
+    # (a key lost by a hand edit: the one Convoy sent before keys were random)
     return AlertDelivery(id=int(r[0]), url=r[1], event=r[2], attempts=int(r[3]),
-                         alert=alert_row(r[4:]))
+                         key=r[4] or f"convoy-alert-{r[5]}-{r[2]}", alert=alert_row(r[5:]))
+
+
+def delivery_row(r: Sequence[Any]) -> DeliveryRow:
+    status: DeliveryStatus = ("delivered" if r[5] is not None else
+                              "pending" if r[6] is not None else "given_up")
+    return DeliveryRow(id=int(r[0]), alert_id=int(r[1]), url=r[2], event=r[3],
+                       status=status, attempts=int(r[4]), delivered=r[5], next_at=r[6],
+                       last_error=r[7], key=r[8])
 
 
 def new_alert_params(a: NewAlert) -> tuple[Any, ...]:

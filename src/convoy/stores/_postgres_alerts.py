@@ -15,12 +15,18 @@ from convoy.stores._alert_rows import (
     DELIVERY_COLS,
     INSERT_ALERT,
     QUEUE,
+    REDELIVER,
+    REDELIVER_TENANT,
     RESULT,
+    STATUS_COLS,
     alert_row,
     delivery,
+    delivery_row,
     new_alert_params,
+    queued,
 )
-from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+from convoy.stores._postgres_conn import matches_nothing
+from convoy.stores._protocol import AlertDelivery, AlertRow, DeliveryRow, NewAlert
 from convoy.stores._rows import LeftOut, readable
 from convoy.stores._sqlite_alerts import _where
 
@@ -31,7 +37,7 @@ T = TypeVar("T")
 
 _CLAIM = (
     "WITH due AS (SELECT id FROM alert_outbox WHERE delivered IS NULL AND next_at IS NOT NULL"
-    " AND next_at<=%s ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED), "
+    " AND next_at<=%s AND url=ANY(%s) ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED), "
     "claimed AS (UPDATE alert_outbox o SET next_at=%s FROM due WHERE o.id=due.id "
     "RETURNING o.*) "
     f"SELECT {DELIVERY_COLS} FROM claimed o JOIN alerts a ON a.id=o.alert_id ORDER BY o.id")
@@ -51,9 +57,8 @@ class PostgresAlerts:
             row = await cur.fetchone()
             assert row is not None
             alert_id = int(row[0])
-            for url in webhooks:
-                await conn.execute(QUEUE.format(p="%s"), (alert_id, url, "fired",
-                                                           alert.opened))
+            for row in queued(alert_id, "fired", webhooks, alert.opened):
+                await conn.execute(QUEUE.format(p="%s"), row)
             return alert_id
 
         return await self._write(write)
@@ -64,8 +69,8 @@ class PostgresAlerts:
             cur = await conn.execute(CLEAR.format(p="%s"), (at, value, alert_id))
             if cur.rowcount == 0:
                 return False
-            for url in webhooks:
-                await conn.execute(QUEUE.format(p="%s"), (alert_id, url, "cleared", at))
+            for row in queued(alert_id, "cleared", webhooks, at):
+                await conn.execute(QUEUE.format(p="%s"), row)
             return True
 
         return await self._write(write)
@@ -78,10 +83,13 @@ class PostgresAlerts:
                                 "LIMIT %s", (*params, limit))
         return readable(rows, alert_row, left_out)
 
-    async def due_deliveries(self, now: float, *, limit: int = 50,
+    async def due_deliveries(self, now: float, *, urls: Sequence[str], limit: int = 50,
                              lease_s: float = 60.0) -> list[AlertDelivery]:
+        if not urls:
+            return []
+
         async def claim(conn: Conn) -> list[Any]:
-            cur = await conn.execute(_CLAIM, (now, limit, now + lease_s))
+            cur = await conn.execute(_CLAIM, (now, list(urls), limit, now + lease_s))
             return await cur.fetchall()
 
         return [delivery(r) for r in await self._write(claim)]
@@ -94,3 +102,22 @@ class PostgresAlerts:
                                                        delivery_id))
 
         await self._write(write)
+
+    async def alert_deliveries(self, alert_ids: Sequence[int]) -> list[DeliveryRow]:
+        if not alert_ids:
+            return []
+        rows = await self._read(f"SELECT {STATUS_COLS} FROM alert_outbox WHERE "
+                                "alert_id=ANY(%s) ORDER BY id", (list(alert_ids),))
+        return [delivery_row(r) for r in rows]
+
+    async def redeliver(self, now: float, *, tenant: str | None = None) -> int:
+        if tenant is not None and matches_nothing((tenant,)):
+            return 0
+        sql = REDELIVER.format(p="%s", tenant="" if tenant is None else
+                               REDELIVER_TENANT.format(p="%s"))
+
+        async def write(conn: Conn) -> int:
+            cur = await conn.execute(sql, (now,) if tenant is None else (now, tenant))
+            return cur.rowcount
+
+        return await self._write(write)

@@ -410,6 +410,7 @@ class StoreSummary:
 
 AlertStatus = Literal["open", "cleared"]
 AlertEvent = Literal["fired", "cleared"]
+DeliveryStatus = Literal["pending", "delivered", "given_up"]
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -454,13 +455,35 @@ class AlertRow:
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AlertDelivery:
     """One webhook delivery of an alert event, claimed by :meth:`Store.due_deliveries`.
-    ``attempts`` counts the attempts made before this one."""
+    ``attempts`` counts the attempts made before this one; ``key`` is the event's
+    idempotency key (the same for each of its webhooks and every attempt)."""
 
     id: int
     url: str
     event: AlertEvent
     attempts: int
     alert: AlertRow
+    key: str
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
+class DeliveryRow:
+    """Where the delivery of one alert event to one webhook stands
+    (:meth:`Store.alert_deliveries`): ``pending`` (due, or waiting for its next attempt),
+    ``delivered`` (at ``delivered``) or ``given_up`` (after ``attempts`` attempts);
+    ``last_error`` is the last failed attempt's. ``key`` is ``None`` only on a store opened
+    read-only that lacks the add-on keeping it."""
+
+    id: int
+    alert_id: int
+    url: str
+    event: AlertEvent
+    status: DeliveryStatus
+    attempts: int
+    delivered: float | None = None
+    next_at: float | None = None
+    last_error: str | None = None
+    key: str | None = None
 
 
 @runtime_checkable
@@ -869,12 +892,13 @@ class Store(Protocol):
         damaged one as :meth:`list_sessions` treats it."""
         ...
 
-    async def due_deliveries(self, now: float, *, limit: int = 50,
+    async def due_deliveries(self, now: float, *, urls: Sequence[str], limit: int = 50,
                              lease_s: float = 60.0) -> list[AlertDelivery]:
-        """Claim up to ``limit`` undelivered webhook events due at ``now``, oldest first:
-        each is due again ``lease_s`` later unless :meth:`delivery_result` says otherwise
-        first (so an engine that dies mid-delivery loses nothing, and two engines do not
-        deliver one event at once)."""
+        """Claim up to ``limit`` undelivered webhook events due at ``now`` for the webhook
+        ``urls`` (those the caller is configured with; the events of other URLs are left as
+        they are, for an engine that has them), oldest first: each is due again ``lease_s``
+        later unless :meth:`delivery_result` says otherwise first (so an engine that dies
+        mid-delivery loses nothing, and two engines do not deliver one event at once)."""
         ...
 
     async def delivery_result(self, delivery_id: int, *, attempts: int,
@@ -882,6 +906,17 @@ class Store(Protocol):
                               error: str | None = None) -> None:
         """Record an attempt: ``delivered`` (when it succeeded), else the ``error`` and when to
         try again (``next_at``; ``None``: given up)."""
+        ...
+
+    async def alert_deliveries(self, alert_ids: Sequence[int]) -> list[DeliveryRow]:
+        """The webhook deliveries of the alerts ``alert_ids``, in the order they were
+        queued."""
+        ...
+
+    async def redeliver(self, now: float, *, tenant: str | None = None) -> int:
+        """Queue the given-up webhook events (of ``tenant``'s alerts; ``None``: every
+        tenant's) again, due at ``now``, with their attempts counted from zero and their
+        idempotency keys kept. Returns how many."""
         ...
 
 
@@ -950,6 +985,8 @@ __all__ = [
     "AlertStatus",
     "AuditRow",
     "AuditSeal",
+    "DeliveryRow",
+    "DeliveryStatus",
     "Erasure",
     "Hold",
     "Level",

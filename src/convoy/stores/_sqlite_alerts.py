@@ -16,12 +16,17 @@ from convoy.stores._alert_rows import (
     DELIVERY_COLS,
     INSERT_ALERT,
     QUEUE,
+    REDELIVER,
+    REDELIVER_TENANT,
     RESULT,
+    STATUS_COLS,
     alert_row,
     delivery,
+    delivery_row,
     new_alert_params,
+    queued,
 )
-from convoy.stores._protocol import AlertDelivery, AlertRow, NewAlert
+from convoy.stores._protocol import AlertDelivery, AlertRow, DeliveryRow, NewAlert
 from convoy.stores._rows import LeftOut, readable
 
 T = TypeVar("T")
@@ -39,8 +44,8 @@ class SQLiteAlerts:
         def write(conn: sqlite3.Connection) -> int:
             alert_id = int(conn.execute(INSERT_ALERT.format(p="?"), new_alert_params(alert)
                                         ).fetchone()[0])
-            conn.executemany(QUEUE.format(p="?"), [(alert_id, url, "fired", alert.opened)
-                                                   for url in webhooks])
+            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "fired", webhooks,
+                                                         alert.opened))
             return alert_id
 
         return await self._write(write)
@@ -50,8 +55,7 @@ class SQLiteAlerts:
         def write(conn: sqlite3.Connection) -> bool:
             if conn.execute(CLEAR.format(p="?"), (at, value, alert_id)).rowcount == 0:
                 return False
-            conn.executemany(QUEUE.format(p="?"), [(alert_id, url, "cleared", at)
-                                                   for url in webhooks])
+            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "cleared", webhooks, at))
             return True
 
         return await self._write(write)
@@ -64,13 +68,18 @@ class SQLiteAlerts:
                           (*params, limit))
         return readable(rows, alert_row, left_out)
 
-    async def due_deliveries(self, now: float, *, limit: int = 50,
+    async def due_deliveries(self, now: float, *, urls: Sequence[str], limit: int = 50,
                              lease_s: float = 60.0) -> list[AlertDelivery]:
+        if not urls:
+            return []
+        marks = ",".join("?" * len(urls))
+
         def claim(conn: sqlite3.Connection) -> list[Any]:
             rows = conn.execute(
                 f"SELECT {DELIVERY_COLS} FROM alert_outbox o JOIN alerts a ON a.id=o.alert_id "
                 "WHERE o.delivered IS NULL AND o.next_at IS NOT NULL AND o.next_at<=? "
-                "ORDER BY o.next_at, o.id LIMIT ?", (now, limit)).fetchall()
+                f"AND o.url IN ({marks}) ORDER BY o.next_at, o.id LIMIT ?",
+                (now, *urls, limit)).fetchall()
             conn.executemany("UPDATE alert_outbox SET next_at=? WHERE id=?",
                              [(now + lease_s, r[0]) for r in rows])
             return rows
@@ -85,6 +94,23 @@ class SQLiteAlerts:
                                                 delivery_id))
 
         await self._write(write)
+
+    async def alert_deliveries(self, alert_ids: Sequence[int]) -> list[DeliveryRow]:
+        rows: list[Any] = []
+        for i in range(0, len(alert_ids), 500):  # (SQLite caps a statement's parameters)
+            chunk = tuple(alert_ids[i:i + 500])
+            rows += self._read(f"SELECT {STATUS_COLS} FROM alert_outbox WHERE alert_id IN "
+                               f"({','.join('?' * len(chunk))})", chunk)
+        return [delivery_row(r) for r in sorted(rows, key=lambda r: int(r[0]))]
+
+    async def redeliver(self, now: float, *, tenant: str | None = None) -> int:
+        sql = REDELIVER.format(p="?", tenant="" if tenant is None else
+                               REDELIVER_TENANT.format(p="?"))
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, (now,) if tenant is None else (now, tenant)).rowcount
+
+        return await self._write(write)
 
 
 def _where(tenant: str | None, open_only: bool, mark: str = "?") -> tuple[str, tuple[Any, ...]]:
