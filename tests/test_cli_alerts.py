@@ -57,3 +57,55 @@ def test_alerts_says_when_there_are_none_and_rejects_a_missing_store() -> None:
     res = cli("alerts", "--tenant", "globex")
     assert res.code == 0 and "no alerts of tenant 'globex'" in res.stdout
     one_line_error(cli("alerts", "--db", "nope.db"), 2, "nope.db")
+
+
+HOOK = "https://ops:s3cret@hooks.example.com/convoy?token=t0k"
+SHOWN = "https://hooks.example.com/convoy"
+
+
+def seed_deliveries() -> None:
+    """Two alerts of tenant 'default': one whose webhook event was delivered, one whose
+    event was given up."""
+    async def write() -> None:
+        store = SQLiteStore(Path("convoy.db"), clock=lambda: T0)
+        await store.open()
+        try:
+            for metric in ("latency", "tokens"):
+                await store.alert_open(NewAlert(
+                    tenant="default", scope="agent", subject="triage", metric=metric,
+                    value=3.0, mean=0.5, deviation=0.05, threshold=0.65, opened=T0), [HOOK])
+            for d in await store.due_deliveries(T0, urls=[HOOK]):
+                if d.alert.metric == "latency":
+                    await store.delivery_result(d.id, attempts=1, delivered=T0 + 1)
+                else:
+                    await store.delivery_result(d.id, attempts=8, next_at=None,
+                                                error="HTTP 503")
+        finally:
+            await store.aclose()
+
+    asyncio.run(write())
+
+
+def test_alerts_show_each_webhook_delivery_and_redeliver_queues_the_given_up_again() -> None:
+    seed_deliveries()
+    data = json.loads(cli("alerts", "--json").stdout)
+    assert [(a["metric"], [(d["url"], d["event"], d["status"], d["attempts"], d["last_error"])
+                           for d in a["deliveries"]]) for a in data] == [
+        ("tokens", [(SHOWN, "fired", "given_up", 8, "HTTP 503")]),
+        ("latency", [(SHOWN, "fired", "delivered", 1, None)])]
+    assert data[1]["deliveries"][0]["delivered"] == T0 + 1
+    assert data[0]["deliveries"][0]["key"].startswith(f"convoy-alert-{data[0]['id']}-fired-")
+    res = cli("alerts")
+    assert res.code == 0, res.stderr
+    rows = {ln.split("│")[4].strip(): ln for ln in res.stdout.splitlines() if "triage" in ln}
+    assert "given up" in rows["tokens"] and "delivered" in rows["latency"]
+    assert "1 webhook event given up" in res.stdout and "--redeliver" in res.stdout
+    assert "s3cret" not in res.stdout + json.dumps(data) and "t0k" not in res.stdout
+    res = cli("alerts", "--redeliver", "--tenant", "acme")
+    assert res.code == 0 and "no given-up webhook events of tenant 'acme'" in res.stderr
+    res = cli("alerts", "--redeliver", "--json")
+    assert res.code == 0, res.stderr
+    assert "queued 1 given-up webhook event of tenant 'default' again" in res.stderr
+    data = json.loads(res.stdout)
+    assert [d["status"] for a in data for d in a["deliveries"]] == ["pending", "delivered"]
+    assert data[0]["deliveries"][0]["attempts"] == 0

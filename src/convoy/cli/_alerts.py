@@ -1,22 +1,27 @@
-"""``convoy alerts``: the baseline alerts in a store, newest first (see
-:class:`convoy.BaselineAlerts`)."""
+"""``convoy alerts``: the baseline alerts in a store, newest first, with where their webhook
+deliveries stand (see :class:`convoy.BaselineAlerts`); ``--redeliver`` queues the given-up
+ones again."""
 
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from collections import Counter
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 from rich.text import Text
 
 from convoy.alerts import alert_json
+from convoy.alerts._webhook import shown_url
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
     DbOption,
+    Scope,
     TenantOption,
     count_option,
+    err,
     label,
     open_store,
     out,
@@ -26,15 +31,26 @@ from convoy.cli._common import (
 )
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import check_times, fmt_time
-from convoy.stores import AlertRow
+from convoy.stores import AlertRow, DeliveryRow
 from convoy.stores._rows import LeftOut, readable, row_name
+
+Deliveries = dict[int, list[DeliveryRow]]
 
 
 async def _read(db: str, tenant: str | None, open_only: bool, limit: int,
-                left_out: list[LeftOut]) -> list[AlertRow]:
+                left_out: list[LeftOut]) -> tuple[list[AlertRow], Deliveries]:
     async with open_store(db) as store:
-        return await store.list_alerts(tenant=tenant, open_only=open_only, limit=limit,
+        rows = await store.list_alerts(tenant=tenant, open_only=open_only, limit=limit,
                                        left_out=left_out)
+        deliveries: Deliveries = {}
+        for d in await store.alert_deliveries([a.id for a in rows]):
+            deliveries.setdefault(d.alert_id, []).append(d)
+        return rows, deliveries
+
+
+async def _redeliver(db: str, tenant: str | None) -> int:
+    async with open_store(db, write=True) as store:
+        return await store.redeliver(store.clock(), tenant=tenant)
 
 
 def alerts(
@@ -43,11 +59,16 @@ def alerts(
         "--open", help="Only alerts that have not cleared.")] = False,
     limit: Annotated[int, count_option("--limit", "-n", least=1, help="Rows to show.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+    redeliver: Annotated[bool, typer.Option(
+        "--redeliver", help="First queue again the given-up webhook events of the "
+        "tenant's alerts (every tenant's with --all-tenants): an engine configured with "
+        "their webhook delivers them.")] = False,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
     """Baseline alerts, newest first: which metric of which agent or tenant left its learned
-    band, by how much, and whether it cleared.
+    band, by how much, whether it cleared, and where its webhook deliveries stand
+    (delivered, pending, given up; --json: each one's URL, attempts and last error).
 
     Covers the tenant --tenant names (default: 'default'), or every tenant with
     --all-tenants.
@@ -56,36 +77,85 @@ def alerts(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
+    if redeliver:
+        _report_redelivered(run_async(_redeliver(db, scope.tenant)), scope)
     left_out: list[LeftOut] = []
-    rows = readable(run_async(_read(db, scope.tenant, open_only, limit, left_out)),
-                    _times, left_out)
+    found, deliveries = run_async(_read(db, scope.tenant, open_only, limit, left_out))
+    rows = readable(found, _times, left_out)
     if as_json:
         # (a detail edited in the store: that alert left out too)
-        typer.echo(json.dumps(readable(rows, alert_json, left_out), indent=2))
+        typer.echo(json.dumps(readable(rows, lambda a: _json(a, deliveries), left_out),
+                              indent=2))
     elif not rows:
         what = "open alerts" if open_only else "alerts"
         out.print(f"no {what}{scope.of} in {label(db)}{scope.hint}", markup=False)
     else:
         out.print(alerts_table(rows, f"convoy alerts · {label(db)}{scope.of}",
-                               tenants=scope.tenant is None))
+                               tenants=scope.tenant is None, deliveries=deliveries))
+        given_up = sum(d.status == "given_up" for a in rows for d in deliveries.get(a.id, []))
+        if given_up:
+            out.print(f"{given_up} webhook event{'' if given_up == 1 else 's'} given up: "
+                      f"{scope.command('alerts', db, options='--json')} shows the last "
+                      f"error, {scope.command('alerts', db, options='--redeliver')} queues "
+                      f"{'it' if given_up == 1 else 'them'} again", markup=False,
+                      soft_wrap=True)
     warn_left_out(left_out, "alert")
 
 
-def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool) -> Table:
-    """One row per alert; a tenant column when the rows span tenants."""
+def _report_redelivered(n: int, scope: Scope) -> None:
+    """One line on stderr (stdout stays the listing, JSON with --json)."""
+    if n:
+        one = n == 1
+        err.print(f"queued {n} given-up webhook event{'' if one else 's'}{scope.of} again: "
+                  f"an engine configured with {'its' if one else 'their'} webhook delivers "
+                  f"{'it' if one else 'them'}", markup=False, soft_wrap=True)
+    else:
+        err.print(f"no given-up webhook events{scope.of}: nothing queued again",
+                  markup=False, soft_wrap=True)
+
+
+def _json(a: AlertRow, deliveries: Deliveries) -> dict[str, Any]:
+    """An alert as ``--json`` prints it: :func:`~convoy.alerts.alert_json`, with its
+    deliveries."""
+    return {**alert_json(a), "deliveries": [
+        {"url": shown_url(d.url), "event": d.event, "status": d.status,
+         "attempts": d.attempts, "delivered": d.delivered, "next_attempt": d.next_at,
+         "last_error": d.last_error, "key": d.key} for d in deliveries.get(a.id, [])]}
+
+
+def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
+                 deliveries: Deliveries | None = None) -> Table:
+    """One row per alert; a tenant column when the rows span tenants, a webhooks column
+    when any of them was queued for a webhook."""
     t = Table(title=title, title_justify="left")
+    deliveries = deliveries or {}
+    hooks = any(deliveries.get(a.id) for a in rows)
     names = ("id", "status", *(("tenant",) if tenants else ()), "of", "metric", "value",
-             "band ≤ (mean ± dev)", "opened", "cleared")
+             "band ≤ (mean ± dev)", "opened", "cleared", *(("webhooks",) if hooks else ()))
     for name in names:
         t.add_column(name, justify="right" if name in ("id", "value") else "left",
-                     no_wrap=name not in ("band ≤ (mean ± dev)",))
+                     no_wrap=name not in ("band ≤ (mean ± dev)", "webhooks"))
     for a in rows:
         status = Text(a.status, style="red" if a.status == "open" else "green")
         t.add_row(str(a.id), status, *((a.tenant,) if tenants else ()),
                   f"{a.scope} {a.subject}", a.metric, _num(a.value),
                   f"{_num(a.threshold)} ({_num(a.mean)} ± {_num(a.deviation)})",
-                  fmt_time(a.opened), fmt_time(a.cleared))
+                  fmt_time(a.opened), fmt_time(a.cleared),
+                  *((_hooks(deliveries.get(a.id, [])),) if hooks else ()))
     return t
+
+
+def _hooks(deliveries: list[DeliveryRow]) -> Text:
+    """``1 delivered, 1 given up``: an alert's deliveries by status (given up in red)."""
+    counts = Counter(d.status for d in deliveries)
+    text = Text()
+    for status in ("given_up", "pending", "delivered"):
+        if counts[status]:
+            if text:
+                text.append(", ")
+            text.append(f"{counts[status]} {status.replace('_', ' ')}",
+                        style="red" if status == "given_up" else "")
+    return text or Text("-")
 
 
 def _times(a: AlertRow) -> AlertRow:
