@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 from convoy.stores import NewAlert, SQLiteStore
@@ -109,3 +110,18 @@ def test_alerts_show_each_webhook_delivery_and_redeliver_queues_the_given_up_aga
     data = json.loads(res.stdout)
     assert [d["status"] for a in data for d in a["deliveries"]] == ["pending", "delivered"]
     assert data[0]["deliveries"][0]["attempts"] == 0
+
+
+def test_a_damaged_delivery_is_left_out_with_a_warning() -> None:
+    seed_deliveries()
+    with sqlite3.connect("convoy.db") as conn:
+        conn.execute("UPDATE alert_outbox SET attempts='many' WHERE last_error IS NOT NULL")
+    conn.close()
+    for args in (("alerts",), ("alerts", "--json")):
+        res = cli(*args)
+        assert res.code == 0, res.stderr
+        assert "left out 1 damaged alert row (webhook delivery 2 (alert 2): its stored " \
+            "attempts 'many' is not a whole number" in " ".join(res.stderr.split())
+    data = json.loads(cli("alerts", "--json").stdout)
+    assert [(a["metric"], len(a["deliveries"])) for a in data] == [("tokens", 0),
+                                                                   ("latency", 1)]

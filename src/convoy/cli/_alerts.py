@@ -43,7 +43,7 @@ async def _read(db: str, tenant: str | None, open_only: bool, limit: int,
         rows = await store.list_alerts(tenant=tenant, open_only=open_only, limit=limit,
                                        left_out=left_out)
         deliveries: Deliveries = {}
-        for d in await store.alert_deliveries([a.id for a in rows]):
+        for d in await store.alert_deliveries([a.id for a in rows], left_out=left_out):
             deliveries.setdefault(d.alert_id, []).append(d)
         return rows, deliveries
 

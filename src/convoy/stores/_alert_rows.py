@@ -68,7 +68,14 @@ def delivery(r: Sequence[Any]) -> AlertDelivery:
                          key=r[4] or f"convoy-alert-{r[5]}-{r[2]}", alert=alert_row(r[5:]))
 
 
+#: The columns of a :data:`STATUS_COLS` row by what they must hold when read.
+_STATUS_CHECKS = RowCheck(((5, "delivered"), (6, "next_at")),
+                          ((0, "id"), (1, "alert_id"), (4, "attempts")),
+                          ((2, "url"), (3, "event"), (7, "last_error"), (8, "idem_key")))
+
+
 def delivery_row(r: Sequence[Any]) -> DeliveryRow:
+    _STATUS_CHECKS(r, lambda: f"webhook delivery {row_name(r[0])} (alert {row_name(r[1])})")
     status: DeliveryStatus = ("delivered" if r[5] is not None else
                               "pending" if r[6] is not None else "given_up")
     return DeliveryRow(id=int(r[0]), alert_id=int(r[1]), url=r[2], event=r[3],

@@ -103,12 +103,13 @@ class PostgresAlerts:
 
         await self._write(write)
 
-    async def alert_deliveries(self, alert_ids: Sequence[int]) -> list[DeliveryRow]:
+    async def alert_deliveries(self, alert_ids: Sequence[int], *,
+                               left_out: list[LeftOut] | None = None) -> list[DeliveryRow]:
         if not alert_ids:
             return []
         rows = await self._read(f"SELECT {STATUS_COLS} FROM alert_outbox WHERE "
                                 "alert_id=ANY(%s) ORDER BY id", (list(alert_ids),))
-        return [delivery_row(r) for r in rows]
+        return readable(rows, delivery_row, left_out)
 
     async def redeliver(self, now: float, *, tenant: str | None = None) -> int:
         if tenant is not None and matches_nothing((tenant,)):

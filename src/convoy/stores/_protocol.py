@@ -908,9 +908,10 @@ class Store(Protocol):
         try again (``next_at``; ``None``: given up)."""
         ...
 
-    async def alert_deliveries(self, alert_ids: Sequence[int]) -> list[DeliveryRow]:
+    async def alert_deliveries(self, alert_ids: Sequence[int], *,
+                               left_out: list[LeftOut] | None = None) -> list[DeliveryRow]:
         """The webhook deliveries of the alerts ``alert_ids``, in the order they were
-        queued."""
+        queued; a damaged one as :meth:`list_sessions` treats it."""
         ...
 
     async def redeliver(self, now: float, *, tenant: str | None = None) -> int:

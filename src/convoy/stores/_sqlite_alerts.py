@@ -95,13 +95,15 @@ class SQLiteAlerts:
 
         await self._write(write)
 
-    async def alert_deliveries(self, alert_ids: Sequence[int]) -> list[DeliveryRow]:
+    async def alert_deliveries(self, alert_ids: Sequence[int], *,
+                               left_out: list[LeftOut] | None = None) -> list[DeliveryRow]:
         rows: list[Any] = []
         for i in range(0, len(alert_ids), 500):  # (SQLite caps a statement's parameters)
             chunk = tuple(alert_ids[i:i + 500])
             rows += self._read(f"SELECT {STATUS_COLS} FROM alert_outbox WHERE alert_id IN "
                                f"({','.join('?' * len(chunk))})", chunk)
-        return [delivery_row(r) for r in sorted(rows, key=lambda r: int(r[0]))]
+        # (id is the rowid: always a whole number)
+        return readable(sorted(rows, key=lambda r: int(r[0])), delivery_row, left_out)
 
     async def redeliver(self, now: float, *, tenant: str | None = None) -> int:
         sql = REDELIVER.format(p="?", tenant="" if tenant is None else
