@@ -281,3 +281,80 @@ def test_checkpoint_of_a_wiped_log_signs_nothing(log: dict[str, Any]) -> None:
     assert _kept(log["db"]) == []
     r = cli("audit", "verify", "--db", str(log["db"]), "--key", str(log["key"]))
     assert r.code == 1, (r.code, r.stderr)  # (nothing that key signed: a wiped log)
+
+
+# --- 4. a key rotation: pinning the old key and the new one -----------------------------
+
+@pytest.fixture
+def rotated(log: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """``log`` grown to 11 entries and signed by a new key (new.key, ``--new-key``): the
+    checkpoint of size 8 by the old key, that of size 11 by the new one."""
+    _append(log["db"], 8, 11)
+    new = tmp_path / "new.key"
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key", str(new),
+            "--new-key")
+    assert r.code == 0, r.stderr
+    cp = Checkpoint.from_json(r.stdout)
+    return {**log, "new": new, "new_cp": cp, "old_public": log["cp"].public_key,
+            "new_public": cp.public_key, "rotation_note": r.stderr}
+
+
+def _proof(rotated: dict[str, Any], tmp_path: Path, *args: str) -> Path:
+    r = cli("audit", *args, "--db", str(rotated["db"]), "--tenant", T)
+    assert r.code == 0, r.stderr
+    path = tmp_path / f"{args[0]}-{args[1]}.json"
+    path.write_text(r.stdout)
+    return path
+
+
+def test_a_consistency_proof_across_a_rotation_checks_pinned_with_both_keys(
+        rotated: dict[str, Any], tmp_path: Path) -> None:
+    proof = _proof(rotated, tmp_path, "consistency", "8")
+    old, new = rotated["old_public"], rotated["new_public"]
+    both = cli("audit", "check", str(proof), "--public-key", old, "--public-key", new)
+    assert both.code == 0, both.stderr
+    assert "with entries appended" in both.stdout and "not pinned" not in both.stderr
+    # one key pinned: the other checkpoint's signer is named, with how to pin it too
+    for pinned, other in ((old, new), (new, old)):
+        r = cli("audit", "check", str(proof), "--public-key", pinned)
+        _one_line(r, 1, "not by the expected key", f"--public-key {other}")
+
+
+def test_an_inclusion_proof_checks_with_several_pinned_keys(rotated: dict[str, Any],
+                                                            tmp_path: Path) -> None:
+    proof = _proof(rotated, tmp_path, "prove", "3")  # the newest covering it: the new key's
+    assert json.loads(proof.read_text())["tree_size"] == 11
+    both = cli("audit", "check", str(proof), "--public-key", rotated["old_public"],
+               "--public-key", rotated["new_public"])
+    assert both.code == 0 and "entry 3 of tenant 'acme'" in both.stdout, both.stderr
+    r = cli("audit", "check", str(proof), "--public-key", rotated["old_public"])
+    _one_line(r, 1, "not by the expected key", f"--public-key {rotated['new_public']}")
+
+
+def test_check_functions_take_one_key_or_several(rotated: dict[str, Any],
+                                                 tmp_path: Path) -> None:
+    from convoy import AuditProofError
+    from convoy.audit import check_consistency, check_inclusion
+
+    old, new = rotated["old_public"], rotated["new_public"]
+    consistency = json.loads(_proof(rotated, tmp_path, "consistency", "8").read_text())
+    inclusion = json.loads(_proof(rotated, tmp_path, "prove", "3").read_text())
+    first, last = check_consistency(consistency, public_key=[old, new])
+    assert (first.size, last.size) == (8, 11)
+    assert check_consistency(consistency, public_key=(new, old))[1] == last
+    assert check_inclusion(inclusion, public_key=[old, new]).target == "tool-003"
+    assert check_inclusion(inclusion, public_key=new).target == "tool-003"  # (one key)
+    for key in (old, [old]):
+        with pytest.raises(AuditProofError, match="not by the expected key"):
+            check_consistency(consistency, public_key=key)
+        with pytest.raises(AuditProofError, match="not by the expected key"):
+            check_inclusion(inclusion, public_key=key)
+    with pytest.raises(AuditProofError, match="not by any of the expected keys"):
+        check_inclusion(inclusion, public_key=[old, _public(rotated["other"])])
+
+
+def _public(key: Path) -> str:
+    from convoy.audit import load_or_create_key
+    from convoy.audit._keys import public_key_text
+
+    return public_key_text(load_or_create_key(key).public_key())

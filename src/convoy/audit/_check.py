@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from typing import Annotated, Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -68,9 +69,11 @@ def _base64(text: str, where: str, what: str) -> bytes:
                               f"holds {what}, in base64)") from None
 
 
-def check_inclusion(doc: Any, *, public_key: str | None = None) -> AuditEvent:
+def check_inclusion(doc: Any, *, public_key: str | Sequence[str] | None = None
+                    ) -> AuditEvent:
     """Check a proof made by :meth:`AuditLog.prove <convoy.audit.AuditLog.prove>`: the
-    checkpoint's signature (by ``public_key``, base64, when given: pin it), that the entry
+    checkpoint's signature (by ``public_key``, base64, when given: pin it; several keys,
+    a rotation's old and new ones: by one of them), that the entry
     hashes to the leaf at its index, and that the path leads to the signed root. Returns
     the entry's event; raises :class:`~convoy.AuditProofError` if anything does not hold."""
     p = _parse(doc)
@@ -104,13 +107,14 @@ class _Consistency(BaseModel):
     checkpoint2: Published
 
 
-def check_consistency(doc: Any, *, public_key: str | None = None
+def check_consistency(doc: Any, *, public_key: str | Sequence[str] | None = None
                       ) -> tuple[Checkpoint, Checkpoint]:
     """Check a consistency proof: both checkpoints' signatures (by ``public_key``, base64,
-    when given: pin it), that they are of the proof's log and sizes, and that the proof
-    shows the older log is the first part of the newer one. Returns the two checkpoints
-    (compare the older with the one you hold); raises :class:`~convoy.AuditProofError` if
-    anything does not hold."""
+    when given: pin it; several keys, a rotation's old and new ones: each checkpoint by
+    one of them, so a proof across a rotation checks pinned), that they are of the
+    proof's log and sizes, and that the proof shows the older log is the first part of
+    the newer one. Returns the two checkpoints (compare the older with the one you hold);
+    raises :class:`~convoy.AuditProofError` if anything does not hold."""
     p = _validated(_Consistency, doc, "not a Convoy consistency proof", CONSISTENCY_FORMAT)
     proof = [_base64(h, f"proof.{i}", "a SHA-256 hash") for i, h in enumerate(p.proof)]
     old, new = Checkpoint.from_published(p.checkpoint1), Checkpoint.from_published(p.checkpoint2)

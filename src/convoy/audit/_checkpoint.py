@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -131,15 +132,21 @@ class Checkpoint:
         """A short name of the signing key."""
         return key_id(self.public_key)
 
-    def check(self, public_key: str | None = None) -> None:
+    def check(self, public_key: str | Sequence[str] | None = None) -> None:
         """Check the signature, with ``public_key`` (base64) when given (pin it: a
-        checkpoint's own key proves only that someone signed it), else the checkpoint's."""
-        if public_key is not None:
-            public_key_from_text(public_key)  # a malformed pin is the caller's error
-        if public_key is not None and public_key != self.public_key:
-            raise AuditProofError(f"checkpoint of size {self.size} of tenant {self.tenant!r} is "
-                                  f"signed by key {self.key_id}, not by the expected key "
-                                  f"{key_id(public_key)}")
+        checkpoint's own key proves only that someone signed it), else the checkpoint's.
+        Several keys (a rotation's old and new ones): it must be signed by one of them."""
+        keys = [public_key] if isinstance(public_key, str) else list(public_key or ())
+        for k in keys:
+            public_key_from_text(k)  # a malformed pin is the caller's error
+        if keys and self.public_key not in keys:
+            expected = f"the expected key {key_id(keys[0])}" if len(keys) == 1 else \
+                f"any of the expected keys ({', '.join(key_id(k) for k in keys)})"
+            raise AuditProofError(
+                f"checkpoint of size {self.size} of tenant {self.tenant!r} is signed by key "
+                f"{self.key_id}, not by {expected}: if that is the tenant's key before or "
+                "after a key rotation, pin it too (--public-key "
+                f"{self.public_key}, or public_key=[...] in Python)")
         key = public_key_from_text(self.public_key)
         try:
             key.verify(base64.b64decode(self.signature),

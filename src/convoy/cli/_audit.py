@@ -55,10 +55,6 @@ VerifyTenantOption = Annotated[str | None, typer.Option(
     "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
     callback=tenant_option, show_default=False,
     help="Verify this tenant's log only (default: every tenant's).")]
-PublicKeyOption = Annotated[str | None, typer.Option(
-    "--public-key", metavar="BASE64",
-    help="The signer's public key every checkpoint must be signed by (as checkpoints "
-         "print it).")]
 PublicKeysOption = Annotated[list[str] | None, typer.Option(
     "--public-key", metavar="BASE64",
     help="The signer's public key every checkpoint must be signed by (as checkpoints "
@@ -105,16 +101,15 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
     return found
 
 
-def _check_public_key(text: str | None) -> None:
+def _check_public_key(text: str) -> None:
     """A malformed --public-key is a usage error (exit 2), said in one line."""
-    if text is not None:
-        _audit()  # the extra is installed
-        from convoy.audit._keys import public_key_from_text
+    _audit()  # the extra is installed
+    from convoy.audit._keys import public_key_from_text
 
-        try:
-            public_key_from_text(text)
-        except UserError as e:
-            fail(f"--public-key: {e}")
+    try:
+        public_key_from_text(text)
+    except UserError as e:
+        fail(f"--public-key: {e}")
 
 
 #: Entries read per query while looking for the ones that match (newest first).
@@ -612,12 +607,13 @@ async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
 @audit_app.command("check")
 def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
                                                 help="A proof `convoy audit prove` printed.")],
-          public_key: PublicKeyOption = None) -> None:
+          public_key: PublicKeysOption = None) -> None:
     """Check an inclusion proof (`convoy audit prove`) or a consistency proof (`convoy
     audit consistency`) without any store: the checkpoints' signatures (pin the signer with
-    --public-key), then the entry's leaf hash and the path to the signed root, or that the
-    older signed log is the first part of the newer one (compare the older checkpoint it
-    prints with the one you hold).
+    --public-key; after a key rotation, pin the old key and the new one: each checkpoint
+    must be signed by one of them), then the entry's leaf hash and the path to the signed
+    root, or that the older signed log is the first part of the newer one (compare the
+    older checkpoint it prints with the one you hold).
     The public key is the `public_key` every checkpoint prints (the raw 32-byte key in
     base64, such as 'y51pj+l55WfSRbas2/WV5qEvMZ548nr7yPYoGRcB4SU='; not a PEM or DER form).
     Exits 1 if the proof does not hold (a signature, hash or path that does not verify),
@@ -626,7 +622,8 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
 
     Example: `convoy audit check proof.json --public-key "$SIGNER_PUBLIC_KEY"`
     """
-    _check_public_key(public_key)
+    for text in public_key or ():
+        _check_public_key(text)
     try:
         doc = json.loads(proof.read_text())
     except OSError as e:
@@ -665,8 +662,8 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     _unpinned(public_key)
 
 
-def _unpinned(public_key: str | None) -> None:
-    if public_key is None:
+def _unpinned(public_key: list[str] | None) -> None:
+    if not public_key:
         err.print("note: the signer was not pinned: the proof's own checkpoint names the key "
                   "it was signed with; pass --public-key (the key you trust) to check who "
                   "signed it", markup=False, soft_wrap=True)
