@@ -358,3 +358,32 @@ def _public(key: Path) -> str:
     from convoy.audit._keys import public_key_text
 
     return public_key_text(load_or_create_key(key).public_key())
+
+
+@pytest.mark.parametrize(("args", "name"), [
+    (("checkpoint", "--key", "a.key", "--key", "b.key"), "--key"),
+    (("prove", "3", "--key", "a.key", "--key", "b.key"), "--key"),
+    (("verify", "--tenant", T, "--tenant", "globex"), "--tenant"),
+    (("checkpoint", "--key", "a.key", "-t", T, "--tenant", "globex"), "--tenant"),
+    (("list", "--limit", "1", "--limit", "2"), "--limit"),
+    (("consistency", "8", "--db", "a.db", "--db", "b.db"), "--db"),
+    (("seal", "--busy-timeout", "1", "--busy-timeout", "2"), "--busy-timeout"),
+], ids=lambda a: " ".join(a[:2]) if isinstance(a, tuple) else a)
+def test_a_repeated_single_value_option_is_refused(args: tuple[str, ...], name: str) -> None:
+    """Click would keep the last value silently (``--key A --key B`` pins or signs with B
+    only): refused in one line, nothing done."""
+    r = cli("audit", *args)
+    _one_line(r, 2, f"'{name}'", "more than once")
+    assert r.stdout == "" and not Path("a.key").exists() and not Path("b.key").exists()
+
+
+def test_verify_pins_every_key_file_given(rotated: dict[str, Any]) -> None:
+    db = str(rotated["db"])
+    for pins in (("--key", str(rotated["key"]), "--key", str(rotated["new"])),
+                 ("--key", str(rotated["new"]), "--public-key", rotated["old_public"])):
+        r = cli("audit", "verify", "--db", db, *pins)
+        assert r.code == 0 and "2 signed checkpoint(s) matched" in r.stdout, r.stderr
+    # the new key alone: the old key's checkpoint fails, and the line says how to pin both
+    r = cli("audit", "verify", "--db", db, "--key", str(rotated["new"]))
+    _one_line(r, 1, "checkpoint of size 8", "not by the expected key",
+              f"--public-key {rotated['old_public']}")

@@ -50,7 +50,12 @@ audit_app = typer.Typer(
 KeyOption = Annotated[Path | None, typer.Option(
     "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
-         "create it, mode 0600, if it does not exist). `verify` pins its public key.")]
+         "create it, mode 0600, if it does not exist).")]
+KeysOption = Annotated[list[Path] | None, typer.Option(
+    "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
+    help="A key file that signs checkpoints (PEM): its public key is pinned. Repeatable: "
+         "after a key rotation, pin the old key and the new one (each checkpoint must be "
+         "signed by one of the keys pinned, with --public-key too).")]
 VerifyTenantOption = Annotated[str | None, typer.Option(
     "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
     callback=tenant_option, show_default=False,
@@ -236,8 +241,8 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Tab
 
 
 @audit_app.command("verify")
-def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: KeyOption = None,
-           public_key: PublicKeysOption = None,
+def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
+           key: KeysOption = None, public_key: PublicKeysOption = None,
            checkpoint: Annotated[list[Path] | None, typer.Option(
                "--checkpoint", metavar="FILE",
                help="Checkpoints published earlier (one JSON per line, as `convoy audit "
@@ -246,23 +251,25 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names, one line for each tenant whose log is bad, the first bad entry of a
     changed, deleted, inserted, reordered or truncated log, or of a fork from a checkpoint,
-    or a checkpoint whose signature does not verify; exits 1 if one is found, or if the key
-    pinned (--key, --public-key) signed no checkpoint here (a wiped log, or --db naming
-    another store). A --checkpoint line that
-    is not a checkpoint (a field missing, of the wrong JSON type or out of range), or a file
-    that holds none, exits 2, naming the line and field.
+    or a checkpoint whose signature does not verify; exits 1 if one is found, or if the
+    keys pinned (--key, --public-key; each repeatable: after a key rotation, pin the old
+    key and the new one) signed no checkpoint here (a wiped log, or --db naming another
+    store). A --checkpoint line that is not a checkpoint (a field missing, of the wrong
+    JSON type or out of range), or a file that holds none, exits 2, naming the line and
+    field.
 
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
     require_store(db)
     for text in public_key or ():
         _check_public_key(text)
-    if key is not None and not key.expanduser().exists():
-        fail(f"--key {str(key)!r} does not exist: verify pins the key that signed the "
-             "checkpoints, it does not create one")
-    pins = [*(public_key or ()), *([] if key is None else [_pinned(key)])]
+    for k in key or ():
+        if not k.expanduser().exists():
+            fail(f"--key {str(k)!r} does not exist: verify pins the key that signed the "
+                 "checkpoints, it does not create one")
+    pins = [*(public_key or ()), *(_pinned(k) for k in key or ())]
     published = _published(checkpoint)
-    reports, known, dead = run_async(_verify(db, tenant, key, pins, published))
+    reports, known, dead = run_async(_verify(db, tenant, pins, published))
     if dead:
         typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
                    "before sealing what their runs queued: those entries are not in the log "
@@ -272,7 +279,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB, key: Ke
                    err=True)
     if pins and not any(r.checkpoints for r in reports):
         how = ", ".join([*(["--public-key"] if public_key else []),
-                         *([f"--key {str(key)!r}"] if key is not None else [])])
+                         *(f"--key {str(k)!r}" for k in key or ())])
         _nothing_signed(db, tenant, pins, how, bool(published), known)
     if not reports:
         typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
@@ -375,13 +382,13 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
          + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
 
 
-async def _verify(db: str, tenant: str | None, key: Path | None, pins: list[str],
+async def _verify(db: str, tenant: str | None, pins: list[str],
                   published: list[Checkpoint]
                   ) -> tuple[list[VerifyReport], list[str], list[tuple[str, float]]]:
     """The reports of the tenants verified, the tenants with a log in the store, and the
     sealers that died before sealing their runs' entries."""
     async with open_store(db) as store:
-        log = _log(store, key)
+        log = _log(store, None)  # (the keys it pins are ``pins``)
         verify_log = _audit().verify_log
         from convoy.audit._sealer import dead_sealers
 

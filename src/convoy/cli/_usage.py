@@ -12,6 +12,10 @@ Click's parser raises some usage errors (``Option '--limit' requires an argument
 no context, so no command to name: :func:`install` also gives such an error the context
 of the command whose arguments were being parsed (Typer's command classes only).
 
+An option that takes one value given twice (``--key a.key --key b.key``) is refused:
+Click would keep the last value without a word, and the user meant both (two keys to
+pin) or a typo. Options that take several say so in their help ("repeatable").
+
 A value that begins with ``-`` (a session id ``-3f2a``) is read as options, and Click
 says ``No such option: -3``: the line then adds the command that takes it as a value,
 every option first and the values after ``--`` (:func:`convoy._command.command`).
@@ -114,11 +118,48 @@ def _with_context(parse: Callable[..., list[str]]) -> Callable[..., list[str]]:
     return parse_args
 
 
+def _once(make_parser: Callable[..., Any]) -> Callable[..., Any]:
+    """``make_parser`` whose parser refuses an option of one value given more than once."""
+    if getattr(make_parser, "convoy_once", False):
+        return make_parser  # installed already
+
+    def make(self: Any, ctx: Any) -> Any:
+        parser = make_parser(self, ctx)
+        parse = parser.parse_args
+
+        def parse_args(args: list[str]) -> Any:
+            opts, largs, order = parse(args)
+            seen: set[str | None] = set()
+            for param in order:  # (one item for each time an option was given)
+                # (Typer's own Click classes: told by their attributes, not their type)
+                if param.param_type_name == "option" and not (
+                        param.multiple or param.count or param.is_flag):
+                    if param.name in seen:
+                        ctx.fail(_twice(param.opts))  # (a usage error of ctx's Click)
+                    seen.add(param.name)
+            return opts, largs, order
+
+        parser.parse_args = parse_args
+        return parser
+
+    setattr(make, "convoy_once", True)  # noqa: B010 - a function's attribute
+    return make
+
+
+def _twice(opts: list[str]) -> str:
+    name = max(opts, key=len)
+    others = [o for o in opts if o != name]
+    also = f" ({', '.join(others)})" if others else ""
+    return f"option {name!r}{also} was given more than once, but it takes one value (the " \
+        "last would be used, the others ignored): give it once"
+
+
 def install() -> None:
     """Show usage errors with :func:`one_line` (see the module docstring)."""
     setattr(typer.rich_utils, "rich_format_error", one_line)  # noqa: B010 - typed module
     for cls in (typer.core.TyperCommand, typer.core.TyperGroup):
         setattr(cls, "parse_args", _with_context(cls.parse_args))  # noqa: B010
+        setattr(cls, "make_parser", _once(cls.make_parser))  # noqa: B010
 
 
 __all__ = ["install", "one_line"]
