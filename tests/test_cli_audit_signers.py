@@ -387,3 +387,25 @@ def test_verify_pins_every_key_file_given(rotated: dict[str, Any]) -> None:
     r = cli("audit", "verify", "--db", db, "--key", str(rotated["new"]))
     _one_line(r, 1, "checkpoint of size 8", "not by the expected key",
               f"--public-key {rotated['old_public']}")
+
+
+def test_the_rotation_note_says_how_to_pin_both_keys(rotated: dict[str, Any]) -> None:
+    note = rotated["rotation_note"]
+    assert len(note.strip().splitlines()) == 1, note
+    assert "pins it" not in note  # (the new key alone fails on the old checkpoints)
+    start = note.index("'convoy audit verify")
+    suggested = note[start + 1:note.index("'", start + 1)]
+    assert f"--public-key {rotated['old_public']}" in suggested, note
+    words = suggested.split()[1:]
+    assert words[:2] == ["audit", "verify"]
+    r = cli(*words)  # it runs as shown
+    assert r.code == 0 and "2 signed checkpoint(s) matched" in r.stdout, (suggested, r.stderr)
+
+
+def test_a_rotation_to_an_existing_key_file_says_how_to_pin_both_keys(
+        log: dict[str, Any]) -> None:
+    _append(log["db"], 8, 11)
+    r = cli("audit", "checkpoint", "--db", str(log["db"]), "--tenant", T, "--key",
+            str(log["other"]), "--new-key")
+    assert r.code == 0, r.stderr
+    _one_line(r, 0, f"--public-key {log['cp'].public_key}", "'convoy audit verify")

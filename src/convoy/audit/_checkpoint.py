@@ -145,8 +145,7 @@ class Checkpoint:
             raise AuditProofError(
                 f"checkpoint of size {self.size} of tenant {self.tenant!r} is signed by key "
                 f"{self.key_id}, not by {expected}: if that is the tenant's key before or "
-                "after a key rotation, pin it too (--public-key "
-                f"{self.public_key}, or public_key=[...] in Python)")
+                f"after a key rotation, pin it too: --public-key {self.public_key}")
         key = public_key_from_text(self.public_key)
         try:
             key.verify(base64.b64decode(self.signature),

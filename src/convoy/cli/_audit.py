@@ -437,7 +437,8 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
                new_key: Annotated[bool, typer.Option(
                    "--new-key", help="Sign with --key (created if it does not exist) "
                    "even though the tenant's checkpoints were signed by another key (a key "
-                   "rotation: verifiers must then pin the new key). The log must have grown "
+                   "rotation: verifiers must then pin the new key and the old one; a note "
+                   "says how). The log must have grown "
                    "since its last checkpoint: a kept one is never replaced.")] = False
 ) -> None:
     """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
@@ -476,7 +477,10 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
             cp: Checkpoint = await log.checkpoint(tenant)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
-        if created:
+        olds = list(dict.fromkeys(k.public_key for k in kept if k.public_key != cp.public_key))
+        if olds and cp.size > kept[-1].size:  # a rotation: this key signed the new one
+            _rotated(db, tenant, key, cp, olds, created)
+        elif created:
             _created(key, cp.key_id)
         return cp
 
@@ -524,6 +528,22 @@ def _second_signer(key: Path, signer: str | None, tenant: str, newest: Checkpoin
     which = "does not exist, and" if signer is None else f"is key {signer}, but"
     fail(f"--key {str(key)!r} {which} the checkpoints of tenant {tenant!r} are signed by key "
          f"{newest.key_id}: pass the key file that signed them (or {instead})")
+
+
+def _rotated(db: str, tenant: str, key: Path, cp: Checkpoint, olds: list[str],
+             created: bool) -> None:
+    """The note of a rotation: the new key alone fails on the old keys' checkpoints, so
+    the verify it suggests pins them too (their public keys: the files may be gone)."""
+    from convoy._command import word
+    from convoy.audit._keys import key_id
+
+    pins = " ".join([f"--key {word(str(key))}", *(f"--public-key {p}" for p in olds)])
+    signs = f"created a new audit key {str(key)!r} (mode 0600, key {cp.key_id}); keep it: it " \
+        if created else f"note: key {cp.key_id} ({str(key)!r}) "
+    err.print(f"{signs}signs the checkpoints of tenant {tenant!r} from now on, and key "
+              f"{' and '.join(key_id(p) for p in olds)} signed the earlier ones: verifiers "
+              f"pin both, {command('audit verify', options=pins, db=db, tenant=tenant)}",
+              markup=False, soft_wrap=True)
 
 
 def _created(key: Path, key_id: str) -> None:
