@@ -409,3 +409,66 @@ def test_a_rotation_to_an_existing_key_file_says_how_to_pin_both_keys(
             str(log["other"]), "--new-key")
     assert r.code == 0, r.stderr
     _one_line(r, 0, f"--public-key {log['cp'].public_key}", "'convoy audit verify")
+
+
+def test_prove_with_the_old_key_proves_against_its_checkpoint(rotated: dict[str, Any],
+                                                              tmp_path: Path) -> None:
+    db = str(rotated["db"])
+    old, new = rotated["old_public"], rotated["new_public"]
+    for pin, size in ((("--key", str(rotated["key"])), 8), (("--public-key", old), 8),
+                      (("--key", str(rotated["new"])), 11), (("--public-key", new), 11),
+                      (("--public-key", old, "--public-key", new), 11), ((), 11)):
+        r = cli("audit", "prove", "3", "--db", db, "--tenant", T, *pin)
+        assert r.code == 0 and r.stderr == "", (pin, r.stderr)
+        assert json.loads(r.stdout)["tree_size"] == size, pin
+    r = cli("audit", "prove", "3", "--db", db, "--tenant", T, "--key", str(rotated["key"]))
+    path = tmp_path / "p3.json"
+    path.write_text(r.stdout)
+    assert cli("audit", "check", str(path), "--public-key", old).code == 0
+
+
+def test_prove_with_a_key_that_signed_no_checkpoint_covering_the_entry_says_so(
+        rotated: dict[str, Any], tmp_path: Path) -> None:
+    """Entry 9 is covered only by the new key's checkpoint: the proof is against it, and
+    one line names its key and how to pin it."""
+    db = str(rotated["db"])
+    for pin in (("--key", str(rotated["key"])), ("--public-key", rotated["old_public"])):
+        r = cli("audit", "prove", "9", "--db", db, "--tenant", T, *pin)
+        _one_line(r, 0, f"key {rotated['new_cp'].key_id}", "checkpoint of size 11",
+                  f"--public-key {rotated['new_public']}")
+        assert json.loads(r.stdout)["tree_size"] == 11
+    assert _kept(rotated["db"])[-1][0] == 11  # nothing signed
+
+
+def test_prove_with_a_public_key_that_signed_nothing_here_is_refused(
+        rotated: dict[str, Any]) -> None:
+    r = cli("audit", "prove", "3", "--db", str(rotated["db"]), "--tenant", T,
+            "--public-key", _public(rotated["other"]))
+    _one_line(r, 2, "--public-key", "signed no checkpoint of tenant 'acme'")
+    assert r.stdout == ""
+
+
+def test_audit_log_prove_against_a_pinned_key(rotated: dict[str, Any]) -> None:
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        store = SQLiteStore(rotated["db"], clock=FakeClock())
+        await store.open()
+        try:
+            log = AuditLog(store, clock=FakeClock())
+            return (await log.prove(T, 3, public_key=rotated["old_public"]),
+                    await log.prove(T, 3))
+        finally:
+            await store.aclose()
+
+    pinned, newest = asyncio.run(go())
+    assert (pinned["tree_size"], newest["tree_size"]) == (8, 11)
+
+
+def test_prove_with_the_old_key_of_an_entry_no_checkpoint_covers_names_the_new_key(
+        rotated: dict[str, Any]) -> None:
+    """Signing with the old key would be a rotation back: refused, naming the key that
+    signs now."""
+    _append(rotated["db"], 11, 12)
+    r = cli("audit", "prove", "11", "--db", str(rotated["db"]), "--tenant", T, "--key",
+            str(rotated["key"]))
+    _one_line(r, 2, "before a key rotation", f"key {rotated['new_cp'].key_id} signs them now")
+    assert "--new-key" not in r.stderr and _kept(rotated["db"])[-1][0] == 11

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from convoy._errors import AuditError, UserError
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
-from convoy.audit._keys import load_or_create_key, public_key_text
+from convoy.audit._keys import key_id, load_or_create_key, public_key_text
 from convoy.audit._merkle import Frontier, entry_leaf, tree_root
 from convoy.audit._proofs import (
     consistency_path,
@@ -190,13 +190,28 @@ class AuditLog:
                                  "verify'")
         return kept
 
-    async def prove(self, tenant: str, index: int) -> dict[str, Any]:
+    async def prove(self, tenant: str, index: int, *,
+                    public_key: str | Sequence[str] | None = None) -> dict[str, Any]:
         """An inclusion proof of entry ``index`` against the newest checkpoint that covers
         it (a new one is signed if none does), as a JSON-ready dict that a third party
-        checks with :func:`check_inclusion` and the signer's public key."""
+        checks with :func:`check_inclusion` and the signer's public key.
+
+        ``public_key`` (base64; several: a rotation's old and new keys): against the
+        newest that covers it signed by one of those keys, the key a verifier pins; a
+        :class:`~convoy.UserError` if they signed none that covers it (nor would sign the
+        new one)."""
         await self.sealed()
+        keys = [public_key] if isinstance(public_key, str) else list(public_key or ())
         kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]
-        cp = kept[-1] if kept else await self.checkpoint(tenant)
+        pinned = [cp for cp in kept if cp.public_key in keys] if keys else kept
+        if keys and not pinned and (kept or self.key_path is None
+                                    or self.public_key not in keys):
+            newest = f": the newest that does is signed by key {kept[-1].key_id}" if kept \
+                else ""
+            raise UserError(f"no checkpoint of tenant {tenant!r} signed by key "
+                            f"{' or '.join(key_id(k) for k in keys)} covers entry "
+                            f"{index}{newest}")
+        cp = pinned[-1] if pinned else await self.checkpoint(tenant)
         size = await self.store.audit_size(tenant)
         if cp.size > size:
             raise AuditError(

@@ -555,22 +555,31 @@ def _created(key: Path, key_id: str) -> None:
 def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
                                                help="The entry's index in the log.")],
           tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
-          key: KeyOption = None) -> None:
+          key: KeyOption = None, public_key: Annotated[list[str] | None, typer.Option(
+              "--public-key", metavar="BASE64",
+              help="Prove against a checkpoint signed by this key (as checkpoints print "
+                   "it), as by --key's: after a key rotation, the key a verifier pins. "
+                   "Repeatable (signed by one of them).")] = None) -> None:
     """Print an inclusion proof of one entry (JSON) against the newest signed checkpoint
     that covers it (one is signed if none does): anyone can check it with `convoy audit
-    check` and the signer's public key, without the store.
+    check` and the signer's public key, without the store. With --key or --public-key,
+    against the newest that covers it signed by that key (after a rotation, the old key
+    signed the older checkpoints); if that key signed none that covers it, a note names
+    the key that signed the one used and how to pin it.
 
     Example: `convoy audit prove 41 --tenant acme --key audit.key > proof.json`
     """
     require_store(db)
+    for text in public_key or ():
+        _check_public_key(text)
     require_convoy_store(db, nothing="prove")  # (never a store made in another file)
     created = key is not None and not key.expanduser().exists()
-    typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created)),
-                          indent=2))
+    typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created,
+                                           public_key or [])), indent=2))
 
 
-async def _prove(db: str, tenant: str, entry: int, key: Path | None,
-                 created: bool) -> dict[str, Any]:
+async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bool,
+                 public_keys: list[str]) -> dict[str, Any]:
     async with open_store(db, write=True) as store:  # it may sign a checkpoint
         log = _log(store, key)
         size = await store.audit_size(tenant)
@@ -578,19 +587,29 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
-        kept = await log.checkpoints(tenant) if key is not None else []
-        if kept:
-            assert key is not None
+        kept = await log.checkpoints(tenant) if key is not None or public_keys else []
+        if kept and key is not None:
             signer = None if created else _key_id_of(key)  # (a file that is no key: refused)
             if all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
+                if signer != kept[-1].key_id and signer in {cp.key_id for cp in kept}:
+                    fail(f"--key {str(key)!r} is key {signer}, which signed the checkpoints "
+                         f"of tenant {tenant!r} before a key rotation; none covers entry "
+                         f"{entry} yet, and key {kept[-1].key_id} signs them now: pass its "
+                         "key file to sign one (verifiers pin both keys)")
                 if signer != kept[-1].key_id:
                     _second_signer(key, signer, tenant, kept[-1], "sign one with it first: "
                                    "'convoy audit checkpoint --new-key'")
             elif signer not in {cp.key_id for cp in kept}:  # a typo, another store's key
                 _second_signer(key, signer, tenant, kept[-1], "leave --key out: a kept "
                                f"checkpoint covers entry {entry}")
-        try:
-            proof = await log.prove(tenant, entry)
+        if kept and public_keys and not {cp.public_key for cp in kept} & set(public_keys):
+            _signed_nothing(tenant, public_keys, kept)
+        mine = log.public_key if key is not None and not created else None
+        pins = [*public_keys, *([] if mine is None else [mine])]
+        covering = [cp for cp in kept if cp.size > entry]
+        other = bool(pins and covering) and not any(cp.public_key in pins for cp in covering)
+        try:  # (another key's, said below, or the newest one a pinned key signed)
+            proof = await log.prove(tenant, entry, public_key=None if other else pins)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
         except UserError:
@@ -598,9 +617,33 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None,
                 raise
             fail(f"no signed checkpoint covers entry {entry} yet, and signing one needs the "
                  "key: pass --key PATH (or set CONVOY_AUDIT_KEY)")
+        if other:
+            _proved_by_another(tenant, entry, pins, proof["checkpoint"])
         if created and key is not None and not kept:  # it signed with a new key
             _created(key, proof["checkpoint"]["key_id"])
         return proof
+
+
+def _signed_nothing(tenant: str, public_keys: list[str], kept: list[Checkpoint]) -> NoReturn:
+    from convoy.audit._keys import key_id
+
+    signers = list(dict.fromkeys(cp.key_id for cp in kept))
+    fail(f"--public-key: key {' or '.join(key_id(p) for p in public_keys)} signed no "
+         f"checkpoint of tenant {tenant!r} here (they are signed by key "
+         f"{' and '.join(signers)}): pass a key that signed them, or check --db and --tenant")
+
+
+def _proved_by_another(tenant: str, entry: int, pins: list[str],
+                       cp: dict[str, Any]) -> None:
+    """The key pinned signed no checkpoint that covers ``entry`` (the old key of a
+    rotation, for an entry appended since): the proof is against another key's."""
+    from convoy.audit._keys import key_id
+
+    err.print(f"note: no checkpoint signed by key {' or '.join(key_id(p) for p in pins)} "
+              f"covers entry {entry} of tenant {tenant!r}: the proof is against the "
+              f"checkpoint of size {cp['size']}, signed by key {cp['key_id']}; pin that key "
+              f"to check it ('convoy audit check PROOF --public-key {cp['public_key']}')",
+              markup=False, soft_wrap=True)
 
 
 @audit_app.command("consistency")
