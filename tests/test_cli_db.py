@@ -109,6 +109,38 @@ def test_info_never_shows_the_password_of_the_store_url(backend: Backend) -> Non
     assert "s3cret" not in res.stdout and "postgres:***@" in json.loads(res.stdout)["store"]
 
 
+def with_password_parameter(db: str, *, user_too: bool) -> str:
+    """``db`` (the test cluster's URL, user ``postgres``) with a password given as a libpq
+    parameter (``&password=``), and the user too (``&user=``) when ``user_too``."""
+    assert db.startswith("postgresql://postgres@") and "?schema=" in db
+    if user_too:
+        return db.replace("postgres@", "", 1) + "&user=postgres&password=s3cret"
+    return db + "&password=s3cret"
+
+
+@pytest.mark.parametrize("user_too", [False, True], ids=["password", "user-and-password"])
+def test_no_output_shows_a_password_given_as_a_url_parameter(user_too: bool) -> None:
+    """``?password=`` (a libpq parameter) is masked wherever the CLI names the store: the
+    ``db`` commands, the ``run`` header, state and session messages (review s24 F5)."""
+    backend = PostgresBackend(Path.cwd())
+    try:
+        db = with_password_parameter(url(backend), user_too=user_too)
+        write_jsonl(Path("in.jsonl"), GOOD[:1])
+        runs = [cli("db", "migrate", "--db", db), cli("db", "info", "--db", db),
+                cli("db", "info", "--db", db, "--json"),
+                cli("run", FLOW, "-i", "in.jsonl", "--db", db),
+                cli("state", "list", "--db", db), cli("state", "list", "ns", "--db", db),
+                cli("sessions", "show", "nope", "--db", db)]
+        for res in runs:
+            assert "s3cret" not in res.stdout + res.stderr, res
+        assert all(res.code == 0 for res in runs[:-1]), runs
+        assert "password=***" in json.loads(runs[2].stdout)["store"]
+        for res in (*runs[:2], *runs[3:]):
+            assert "password=***" in " ".join((res.stdout + res.stderr).split()), res
+    finally:
+        backend.cleanup()
+
+
 def test_an_unknown_session_never_shows_the_password_of_the_store_url(
         backend: Backend) -> None:
     if isinstance(backend, SQLiteBackend):

@@ -71,7 +71,8 @@ def test_counts_beyond_a_64_bit_integer_are_usage_errors(db: str, args: tuple[st
 
 BAD_URLS = ["postgresql://[::1",
             "postgresql://x:sekret@h/db?foo=bar", "postgresql://%zz@h/db",
-            "postgresql://u:%zz-sekret@h/db", "postgres://u:sekret@[::1/db"]
+            "postgresql://u:%zz-sekret@h/db", "postgres://u:sekret@[::1/db",
+            "postgresql://h/db?foo=bar&password=sekret"]
 
 
 @pytest.mark.parametrize("url", BAD_URLS)

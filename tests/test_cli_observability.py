@@ -151,6 +151,25 @@ def test_metrics_serve_answers_a_scrape(tmp_path: Path, background: Callable[...
     assert values[("convoy_store_sessions", "failed")] == 0
 
 
+def test_metrics_serve_names_a_postgresql_store_without_its_password(
+        background: Callable[..., Background]) -> None:
+    """Its first line names the store as every message does: without the password, in the
+    user part or as a libpq parameter (review s24 F5)."""
+    from tests.store_backends import PostgresBackend
+
+    backend = PostgresBackend(Path.cwd())
+    try:
+        db = backend.url.replace("postgres@", "postgres:s3cret@", 1) + "&password=s3cret"
+        assert cli("db", "migrate", "--db", db).code == 0
+        server = background("metrics", "serve", "--db", db, "--port", "0")
+        ready = server.wait_for_line("metrics of ")
+        server.stop()
+        assert "s3cret" not in ready and "postgres:***@" in ready, ready
+        assert "&password=*** of tenant 'default' on http://" in ready, ready
+    finally:
+        backend.cleanup()
+
+
 def test_worker_serves_its_metrics_while_it_works(
         tmp_path: Path, background: Callable[..., Background]) -> None:
     lines = ['"order 1"', '"order 2"']

@@ -76,6 +76,30 @@ def test_a_path_or_sqlite_url_is_sqlite_and_a_postgresql_url_is_postgres(tmp_pat
     assert store_from_url("postgresql://db.example/app").schema == "convoy"  # type: ignore[attr-defined]
 
 
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://app:secret@h:5432/db?schema=s", "postgresql://app:***@h:5432/db?schema=s"),
+    ("postgresql://app@h:5432/db?password=secret", "postgresql://app@h:5432/db?password=***"),
+    ("postgresql://h/db?user=app&password=secret&sslmode=require",
+     "postgresql://h/db?user=app&password=***&sslmode=require"),
+    ("postgresql://h/db?password=se%26cr%3Dt&schema=s", "postgresql://h/db?password=***&schema=s"),
+    ("postgresql://h/db?sslpassword=secret", "postgresql://h/db?sslpassword=***"),
+    ("postgresql://h/db?pass%77ord=secret", "postgresql://h/db?pass%77ord=***"),
+    ("postgresql://app:secret@h/db?password=secret2", "postgresql://app:***@h/db?password=***"),
+    ("postgresql://h/db?application_name=no-password=x",
+     "postgresql://h/db?application_name=no-password=x"),
+])
+def test_a_store_url_is_shown_without_its_password_in_either_form(url: str, shown: str
+                                                                    ) -> None:
+    """One mask for a password in the user part and one given as a libpq parameter
+    (``?password=``), in messages and in ``store.url`` alike: ``***``, not percent-encoded
+    (review s24 F5)."""
+    from convoy.cli._common import label
+    from convoy.stores._url import redacted
+
+    assert redacted(url) == label(url) == shown
+    assert store_from_url(url).url == shown
+
+
 def test_a_bad_store_url_is_one_clear_error() -> None:
     with pytest.raises(UserError, match=r"unknown store URL scheme 'postgress'.*'postgres'"):
         store_from_url("postgress://u:secret@h/db")

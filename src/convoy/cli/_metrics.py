@@ -22,6 +22,7 @@ from convoy.cli._common import (
     err,
     fail,
     host_in_url,
+    label,
     require_store,
     tenant_scope,
 )
@@ -158,7 +159,7 @@ def serve(
             except OSError as e:
                 fail(cannot_listen(e, addr, port, addr_option="--addr", port_option="--port"))
             try:
-                err.print(f"metrics of {db}{scope.of} on "
+                err.print(f"metrics of {label(db)}{scope.of} on "
                           f"http://{host_in_url(addr)}:{server.server_address[1]}/metrics",
                           markup=False, style="dim")
                 stop.wait()

@@ -263,7 +263,7 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         return
     if namespace is None:
         if not spaces:
-            out.print(f"no shared state for tenant {tenant!r} in {db}", markup=False)
+            out.print(f"no shared state for tenant {tenant!r} in {label(db)}", markup=False)
             return
         t = Table()
         t.add_column("namespace")
@@ -273,8 +273,8 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         out.print(t)
         return
     if not entries:
-        out.print(f"no keys in namespace {quoted(namespace)} of tenant {quoted(tenant)} in {db}",
-                  markup=False)
+        out.print(f"no keys in namespace {quoted(namespace)} of tenant {quoted(tenant)} in "
+                  f"{label(db)}", markup=False)
         return
     t = Table(title=namespace)
     for col in ("key", "version", "value", "written by", "written"):

@@ -86,7 +86,7 @@ from convoy.stores._sqlite_sql import (
     _record,
     _session,
 )
-from convoy.stores._url import check_busy_timeout
+from convoy.stores._url import check_busy_timeout, redacted
 
 T = TypeVar("T")
 _RETRIES = 5  # deadlocks and serialization failures: the transaction simply runs again
@@ -140,7 +140,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                  pool_max: int = 10, lease_margin: float = 5.0,
                  clock: Callable[[], float] = time.time, read_only: bool = False) -> None:
         if not url.lower().startswith(("postgresql://", "postgres://")):
-            raise UserError(f"not a PostgreSQL URL: {url!r}; use "
+            raise UserError(f"not a PostgreSQL URL: {redacted(url)!r}; use "
                             "'postgresql://user:password@host:port/dbname'")
         if pool_min < 1 or pool_max < pool_min:
             raise UserError(f"need 1 <= pool_min <= pool_max, got {pool_min} and {pool_max}")

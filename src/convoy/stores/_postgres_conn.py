@@ -17,7 +17,7 @@ from psycopg.pq import TransactionStatus
 
 from convoy._errors import UserError
 from convoy.stores import _postgres_sql as sql
-from convoy.stores._url import redacted
+from convoy.stores._url import SECRET_PARAMS, redacted
 
 Conn = psycopg.AsyncConnection[Any]
 #: Statements of one transaction: ``(text, params)`` each.
@@ -36,11 +36,14 @@ def split_url(url: str) -> tuple[str, str, str]:
         parts = urlsplit(url)
         password = parts.password
     except ValueError as e:  # "Invalid IPv6 URL", a port that is not a number
-        raise _bad_url(url, str(e), None) from None
+        raise _bad_url(url, str(e), ()) from None
     query = parse_qsl(parts.query, keep_blank_values=True)
     schema = "convoy"
     kept = []
+    secrets = [password] if password else []
     for k, v in query:
+        if k.lower() in SECRET_PARAMS:
+            secrets.append(v)
         if k == "schema":
             schema = v
         else:
@@ -52,19 +55,13 @@ def split_url(url: str) -> tuple[str, str, str]:
     try:
         conninfo_to_dict(conninfo)
     except (psycopg.Error, ValueError) as e:  # an unknown parameter, a bad %-escape
-        raise _bad_url(url, str(e).strip(), password) from None
-    shown_base = base
-    if parts.password is not None:
-        user, _, host = parts.netloc.rpartition("@")
-        shown_base = base.replace(parts.netloc, f"{user.partition(':')[0]}:***@{host}", 1)
-    shown = [(k, "***" if k == "password" else v) for k, v in query]
-    return conninfo, sql.check_schema_name(schema), \
-        f"{shown_base}?{urlencode(shown)}" if shown else shown_base
+        raise _bad_url(url, str(e).strip(), secrets) from None
+    return conninfo, sql.check_schema_name(schema), redacted(url)
 
 
-def _bad_url(url: str, reason: str, password: str | None) -> UserError:
-    """The error for a malformed PostgreSQL URL: ``reason`` with the password masked."""
-    if password:
+def _bad_url(url: str, reason: str, secrets: Sequence[str]) -> UserError:
+    """The error for a malformed PostgreSQL URL: ``reason`` with the passwords masked."""
+    for password in filter(None, secrets):
         for secret in (password, unquote(password)):
             reason = reason.replace(secret, "***")
     return UserError(f"invalid PostgreSQL URL {redacted(url)!r}: {reason}; use "

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from convoy._errors import UserError
 from convoy._text import quoted
@@ -30,6 +30,10 @@ DEFAULT_STORE = "convoy.db"
 MAX_BUSY_TIMEOUT = 86_400.0
 _SCHEMES = ("sqlite", "postgresql", "postgres")
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+#: A password in a URL's user part (``user:password@``), up to the first ``@`` after it.
+_USERINFO = re.compile(r"(://[^:/@]*:)[^@]*@")
+#: The libpq parameters that hold a secret (``?password=``, a client key's ``sslpassword``).
+SECRET_PARAMS = frozenset({"password", "sslpassword"})
 
 
 def check_busy_timeout(seconds: object) -> float:
@@ -128,9 +132,29 @@ def _check_host(url: str) -> None:
 
 
 def redacted(url: str | Path) -> str:
-    """``url`` as messages show it: without a password."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", str(url))
+    """``url`` as messages and ``store.url`` show it: its password masked as ``***``, in
+    the user part (``user:***@``) or a libpq parameter (``?password=***``). A path is shown
+    as it is."""
+    return _masked(url)[0]
 
 
-__all__ = ["DEFAULT_STORE", "default_store_url", "is_postgres_url", "redacted", "sqlite_path",
-           "store_from_url"]
+def _masked(url: str | Path) -> tuple[str, bool]:
+    """``url`` with its passwords masked, and whether it has one (masked already or not)."""
+    text = str(url)
+    if not _SCHEME.match(text):
+        return text, False
+    text, found = _USERINFO.subn(r"\1***@", text)
+    base, mark, query = text.partition("?")
+    if not mark:
+        return text, found > 0
+    params = query.split("&")  # (as libpq splits it: a "#" in a value is masked too)
+    for i, param in enumerate(params):
+        key, eq, _ = param.partition("=")
+        if eq and unquote(key).lower() in SECRET_PARAMS:  # (libpq decodes a key too)
+            params[i] = f"{key}=***"
+            found += 1
+    return f"{base}?{'&'.join(params)}", found > 0
+
+
+__all__ = ["DEFAULT_STORE", "SECRET_PARAMS", "default_store_url", "is_postgres_url", "redacted",
+           "sqlite_path", "store_from_url"]
