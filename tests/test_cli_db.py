@@ -154,6 +154,24 @@ def test_an_unknown_session_never_shows_the_password_of_the_store_url(
         assert "s3cret" not in res.stderr and "postgres:***@" in res.stderr, (args, res)
 
 
+def test_a_suggested_command_says_to_put_the_password_back_or_leaves_convoy_db_out() -> None:
+    """A suggested command cannot show the password: it says so, or leaves ``--db`` out
+    when the store is ``$CONVOY_DB``'s, and then runs as shown (review s24 F6)."""
+    backend = PostgresBackend(Path.cwd())
+    try:
+        db = url(backend).replace("postgres@", "postgres:s3cret@", 1)
+        shown = db.replace("s3cret", "***")
+        one_line_error(cli("sessions", "list", "--db", db), 2,
+                       f"no Convoy store at {shown}: 'convoy db migrate --db \"{shown}\"' "
+                       "(with the password in place of ***) creates one")
+        res = cli("sessions", "list", env={"CONVOY_DB": db})
+        one_line_error(res, 2, f"no Convoy store at {shown}: 'convoy db migrate' creates one")
+        assert "s3cret" not in res.stderr
+        assert cli("db", "migrate", env={"CONVOY_DB": db}).code == 0  # as suggested
+    finally:
+        backend.cleanup()
+
+
 def test_a_store_newer_than_this_convoy_is_one_line(backend: Backend) -> None:
     db = url(backend)
     assert cli("db", "migrate", "--db", db).code == 0

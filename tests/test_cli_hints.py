@@ -79,8 +79,22 @@ def test_sessions_show_says_what_continues_a_waiting_session_on_the_same_store()
     ({"all_tenants": True}, {}, "'convoy sessions list --all-tenants'"),
     ({"db": "sqlite:///x.db"}, {"CONVOY_DB": "x.db"}, "'convoy sessions list'"),
     ({"db": "my dir/x.db"}, {}, "'convoy sessions list --db \"my dir/x.db\"'"),
+    # a password never shows, so the command says what to put back (review s24 F6) ...
     ({"db": "postgresql://u:secret@h/d"}, {},
-     "'convoy sessions list --db postgresql://u:***@h/d'"),
+     "'convoy sessions list --db postgresql://u:***@h/d' (with the password in place of ***)"),
+    ({"db": "postgresql://h/d?password=secret"}, {},
+     "'convoy sessions list --db \"postgresql://h/d?password=***\"' (with the password in "
+     "place of ***)"),
+    ({"db": "postgresql://u:***@h/d"}, {},  # (a store's url: masked already)
+     "'convoy sessions list --db postgresql://u:***@h/d' (with the password in place of ***)"),
+    # ... unless it is $CONVOY_DB's, given as it is or as a store's url shows it
+    ({"db": "postgresql://u:secret@h/d"}, {"CONVOY_DB": "postgresql://u:secret@h/d"},
+     "'convoy sessions list'"),
+    ({"db": "postgresql://u:***@h/d?password=***"},
+     {"CONVOY_DB": "postgresql://u:secret@h/d?password=secret"}, "'convoy sessions list'"),
+    ({"db": "postgresql://u:***@h/other"}, {"CONVOY_DB": "postgresql://u:secret@h/d"},
+     "'convoy sessions list --db postgresql://u:***@h/other' (with the password in place of "
+     "***)"),
 ])
 def test_command(kw: dict[str, object], env: dict[str, str], expected: str,
                  monkeypatch: pytest.MonkeyPatch) -> None:

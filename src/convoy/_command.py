@@ -13,6 +13,8 @@ _SAFE = re.compile(r"[\w@%+=:,./*-]+")
 #: What double quotes leave special to a shell (``!``: history, in an interactive one).
 _SPECIALS = '"$`\\!'
 _SPECIAL = re.compile(f"([{re.escape(_SPECIALS)}])")
+#: What follows a command whose ``--db`` shows its password masked: it does not run as shown.
+PASSWORD_NOTE = " (with the password in place of ***)"
 
 
 def command(args: str, *, operands: Sequence[str] = (), options: str = "",
@@ -29,12 +31,13 @@ def command(args: str, *, operands: Sequence[str] = (), options: str = "",
     (``convoy sessions show --db x.db -- -3f2a``). ``options``: the command's own options,
     as shell words (``"--import MODULE"``).
     ``db``: the store the user named (left out when it is the store the next command
-    opens anyway: ``$CONVOY_DB``, else ``convoy.db``; a password is never shown).
+    opens anyway: ``$CONVOY_DB``, else ``convoy.db``). A password is never shown: it is
+    ``***``, and :data:`PASSWORD_NOTE` follows the command to say so.
     ``tenant``: the tenant the user acts as (left out when it is ``$CONVOY_TENANT``, or
     ``default`` when that is not set); ``all_tenants``: ``--all-tenants`` instead.
     """
     from convoy.engine._tenancy import DEFAULT_TENANT
-    from convoy.stores._url import default_store_url
+    from convoy.stores._url import default_store_url, hides_password
 
     values = [word(v) for v in operands]
     dashed = any(v.startswith("-") for v in operands)
@@ -43,23 +46,26 @@ def command(args: str, *, operands: Sequence[str] = (), options: str = "",
         parts.extend(values)
     if options:
         parts.append(options)
+    masked = False
     if db is not None and not _same_store(db, default_store_url()):
         parts.append(f"--db {store_word(db)}")
+        masked = hides_password(db)
     if all_tenants:
         parts.append("--all-tenants")
     elif tenant is not None and tenant != (os.environ.get("CONVOY_TENANT") or DEFAULT_TENANT):
         parts.append(f"--tenant {word(tenant)}")
     if dashed:
         parts.extend(["--", *values])
-    return f"'{' '.join(parts)}'" if quote else " ".join(parts)
+    shown = f"'{' '.join(parts)}'" if quote else " ".join(parts)
+    return shown + PASSWORD_NOTE if masked else shown
 
 
 def _same_store(a: str | Path, b: str | Path) -> bool:
     from convoy._errors import UserError
-    from convoy.stores._url import is_postgres_url, sqlite_path
+    from convoy.stores._url import is_postgres_url, redacted, sqlite_path
 
-    if is_postgres_url(a) or is_postgres_url(b):
-        return str(a) == str(b)
+    if is_postgres_url(a) or is_postgres_url(b):  # (a store's url has its password masked)
+        return redacted(a) == redacted(b)
     try:
         return os.path.realpath(sqlite_path(a)) == os.path.realpath(sqlite_path(b))
     except UserError:

@@ -31,7 +31,7 @@ import click
 import typer.core
 import typer.rich_utils
 
-from convoy._command import command, store_word, word
+from convoy._command import PASSWORD_NOTE, command, store_word, word
 from convoy._text import escaped
 
 #: The attribute of a Click context that keeps the words its command was given.
@@ -58,7 +58,10 @@ def _after_dashes(ctx: click.Context) -> str:
     """``; if '-w1' is a value, not an option, put it after '--': 'convoy ... -- -w1'``
     for a command that takes values (arguments) given one that begins with ``-``;
     nothing otherwise. The command is the one given: its options (the store's without a
-    password) before ``--``, its values after it, in their order."""
+    password, and a note to put it back) before ``--``, its values after it, in their
+    order."""
+    from convoy.stores._url import hides_password
+
     args: list[str] | None = getattr(ctx, _ARGS, None)
     params = ctx.command.params
     if args is None or not any(p.param_type_name == "argument" for p in params):
@@ -68,6 +71,7 @@ def _after_dashes(ctx: click.Context) -> str:
                    for o in (*p.opts, *p.secondary_opts)}
     options: list[str] = []
     operands: list[str] = []
+    masked = False  # (a --db with a password: shown as ***)
     words = iter(args)
     for w in words:
         if w == "--":
@@ -78,9 +82,11 @@ def _after_dashes(ctx: click.Context) -> str:
                 value = next(words, None)
                 if value is not None:
                     options.append(store_word(value) if w == "--db" else word(value))
+                    masked = masked or (w == "--db" and hides_password(value))
         elif w.partition("=")[0] in takes_value and w.startswith("--"):
             name, _, value = w.partition("=")
             options.append(f"{name}={store_word(value) if name == '--db' else word(value)}")
+            masked = masked or (name == "--db" and hides_password(value))
         elif w[:2] in takes_value and not w.startswith("--"):
             options.append(word(w))  # (``-tacme``: -t acme)
         else:
@@ -93,7 +99,7 @@ def _after_dashes(ctx: click.Context) -> str:
         return ""  # (no value left for it to be: the suggestion would fail too)
     path = ctx.command_path.split(" ", 1)
     suggested = command(path[1] if len(path) > 1 else "", operands=operands,
-                        options=" ".join(options))
+                        options=" ".join(options)) + (PASSWORD_NOTE if masked else "")
     return f"; if {dashed!r} is a value, not an option, put it after '--': " \
         f"{escaped(suggested)}"
 

@@ -138,6 +138,12 @@ def redacted(url: str | Path) -> str:
     return _masked(url)[0]
 
 
+def hides_password(url: str | Path) -> bool:
+    """Whether :func:`redacted` shows ``url`` with a password masked (or ``url`` is shown
+    so already): a command that names it does not run as shown."""
+    return _masked(url)[1]
+
+
 def _masked(url: str | Path) -> tuple[str, bool]:
     """``url`` with its passwords masked, and whether it has one (masked already or not)."""
     text = str(url)
@@ -156,5 +162,5 @@ def _masked(url: str | Path) -> tuple[str, bool]:
     return f"{base}?{'&'.join(params)}", found > 0
 
 
-__all__ = ["DEFAULT_STORE", "SECRET_PARAMS", "default_store_url", "is_postgres_url", "redacted",
-           "sqlite_path", "store_from_url"]
+__all__ = ["DEFAULT_STORE", "SECRET_PARAMS", "default_store_url", "hides_password",
+           "is_postgres_url", "redacted", "sqlite_path", "store_from_url"]
