@@ -296,6 +296,29 @@ async def test_schemas_of_one_database_are_separate_stores(tmp_path: Path) -> No
         await other.aclose()
 
 
+def test_a_role_that_may_not_create_the_schema_is_told_the_privilege_it_lacks() -> None:
+    """A schema that does not exist yet needs CREATE on the database, not privileges on
+    the schema (review s24 F15); once it exists, owned by the role, the store opens."""
+    url = pg_cluster.fresh_database()
+    dbname = url.rsplit("/", 1)[1]
+    role = f"r_{pg_cluster.fresh_schema()}"
+    pg_cluster._admin(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        as_role = url.replace("postgresql://postgres@", f"postgresql://{role}:s3cret@", 1)
+        db = f"{as_role}?schema=support"
+        one_line_error(cli("db", "migrate", "--db", db), 1,
+                       f"permission denied for database {dbname}; grant the role {role!r} "
+                       f"CREATE on database {dbname!r}, or create the schema 'support' "
+                       "owned by it")
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'CREATE SCHEMA support AUTHORIZATION "{role}"')  # type: ignore[arg-type]
+        assert cli("db", "migrate", "--db", db).code == 0
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
+        pg_cluster._admin(f'DROP ROLE "{role}"')
+
+
 async def test_a_schema_of_another_application_is_refused_and_left_as_it_was(
         tmp_path: Path) -> None:
     """As a SQLite file of another application: a schema that holds tables but no Convoy

@@ -332,7 +332,11 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname=%s",
                                      (self.schema,))
             if await cur.fetchone() is None:
-                await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                try:
+                    await conn.execute(f'CREATE SCHEMA "{self.schema}"')
+                except psycopg.errors.InsufficientPrivilege as e:  # (not CREATE on the db)
+                    raise sql.schema_refused(e, self.url, conn.info.user, conn.info.dbname,
+                                             self.schema) from None
             elif await self._schema_version(conn) is None:
                 await self._refuse_foreign(conn)
             await conn.execute(f'SET LOCAL search_path TO "{self.schema}"')

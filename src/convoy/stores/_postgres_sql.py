@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 
 from convoy._errors import StoreError
+from convoy._text import quoted
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION, PG_MIGRATION
 from convoy.stores._sqlite_sql import _in_tenant, _tenant_cond
 
@@ -378,6 +379,16 @@ def is_retryable(e: psycopg.Error) -> bool:
     """A deadlock or serialization failure: the transaction was rolled back whole and may
     simply run again."""
     return isinstance(e, _ROLLED_BACK)
+
+
+def schema_refused(e: psycopg.Error, where: str, role: str, database: str,
+                   schema: str) -> StoreError:
+    """The error for a role that may not create the store's schema: what it lacks is
+    CREATE on the database (the schema is not there yet to grant privileges on)."""
+    msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return StoreError(f"the store {where} refused to open: {msg}; grant the role "
+                      f"{quoted(role)} CREATE on database {quoted(database)}, or create the "
+                      f"schema {quoted(schema)} owned by it")
 
 
 def store_error(e: psycopg.Error, where: str, what: str) -> StoreError:
