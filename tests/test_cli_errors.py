@@ -258,8 +258,8 @@ def test_a_usage_error_is_one_line_that_says_where_the_help_is() -> None:
     assert "Usage:" in res.stdout + res.stderr and "error:" not in res.stderr
 
 
-def test_every_command_help_has_an_example() -> None:
-    """docs/how-to/cli.md: every command takes --help with an example."""
+def _commands() -> list[tuple[str, ...]]:
+    """Every command's path (``("audit", "verify")``), hidden ones left out."""
     import click
     import typer.main
 
@@ -272,8 +272,12 @@ def test_every_command_help_has_an_example() -> None:
         return [p for name, sub in subs.items() if not sub.hidden
                 for p in commands(sub, (*path, name))]
 
-    missing = [" ".join(p) for p in commands(typer.main.get_command(app), ())
-               if "Example" not in cli(*p, "--help").stdout]
+    return commands(typer.main.get_command(app), ())
+
+
+def test_every_command_help_has_an_example() -> None:
+    """docs/how-to/cli.md: every command takes --help with an example."""
+    missing = [" ".join(p) for p in _commands() if "Example" not in cli(*p, "--help").stdout]
     assert missing == []
 
 
@@ -288,20 +292,8 @@ def test_the_store_option_is_never_cut_in_an_80_column_help() -> None:
     """``--db``'s help names the PostgreSQL URL's form: in an 80-column terminal it was cut
     mid-URL (``postgresql://user:password@host:port/d…``) wherever the option column was
     wide, hiding the form a PostgreSQL user needs."""
-    import click
-    import typer.main
-
-    from convoy.cli._app import app
-
-    def commands(cmd: click.Command, path: tuple[str, ...]) -> list[tuple[str, ...]]:
-        subs = getattr(cmd, "commands", None)
-        if not subs:
-            return [path]
-        return [p for name, sub in subs.items() if not sub.hidden
-                for p in commands(sub, (*path, name))]
-
     cut, checked = [], 0
-    for path in commands(typer.main.get_command(app), ()):
+    for path in _commands():
         lines = cli(*path, "--help", env={"COLUMNS": "80"}).stdout.splitlines()
         starts = [i for i, line in enumerate(lines)  # (in the options' box)
                   if line.startswith("│") and line.strip("│ ").startswith("--db ")
