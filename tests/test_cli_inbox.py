@@ -47,7 +47,8 @@ def test_list_show_and_answer_with_options() -> None:
     assert res.code == 0 and "no open tasks" in res.stdout and "--tenant" in res.stdout
     shown = cli("inbox", "show", "r1:0", "-t", "acme")
     assert shown.code == 0, shown.stderr
-    for text in ('"customer": "c-7"', "amount: integer", 'one of "goodwill", "error"',
+    for text in ('"customer": "c-7"', "amount: integer, at least 0, required (cents)",
+                 'one of "goodwill", "error"',
                  "note: string or empty", "convoy inbox answer r1:0"):
         assert text in shown.stdout, (text, shown.stdout)
     data = json.loads(cli("inbox", "show", "r1:0", "-t", "acme", "--json").stdout)
@@ -71,10 +72,14 @@ def test_list_show_and_answer_with_options() -> None:
 def test_answer_with_the_form() -> None:
     start("refund", "c-8", "r2")
     res = CliRunner().invoke(app, ["inbox", "answer", "r2:0", "--by", "ann"],
-                             input="y\nabc\n250\nmaybe\nerror\n\n")
+                             input="y\nabc\n-3\n250\nmaybe\nerror\n\n")
     assert res.exit_code == 0, res.output
     assert "Refund customer c-8?" in res.output and "Approve [y/n]" in res.output
     assert "amount: not a valid integer: write a whole number" in res.output  # asked again
+    # a value of the right type that the field's own rule refuses: asked again at once,
+    # not refused after the last field with everything typed lost
+    [refused] = [line for line in res.output.splitlines() if "'minimum' rule" in line]
+    assert "amount: its 'minimum' rule (0) refuses it" in refused and "-3" not in refused
     assert "Reason [goodwill/error]" in res.output and "use one of goodwill" in res.output
     out = finish("r2")
     assert out.output["amount"] == 250 and out.output["reason"] == "error"

@@ -55,14 +55,26 @@ class Field:
             what = self.kind
         if self.nullable:
             what += " or empty"
+        for rule, says in _SAYS.items():
+            if rule in self.schema:
+                what += ", " + says.format(json.dumps(self.schema[rule]))
         default = self.schema.get("default", MISSING)
         if default is not MISSING:
             what += f", default {json.dumps(default)}"
-        return what + (", required" if self.required else "")
+        what += ", required" if self.required else ""
+        hint = self.schema.get("description")
+        return f"{what} ({hint})" if hint else what
 
     @property
     def nullable(self) -> bool:
         return bool(self.schema.get("nullable"))
+
+
+#: How :attr:`Field.describe` says a rule of the field's schema.
+_SAYS = {"minimum": "at least {}", "maximum": "at most {}", "exclusiveMinimum": "more than {}",
+         "exclusiveMaximum": "less than {}", "multipleOf": "a multiple of {}",
+         "minLength": "at least {} characters", "maxLength": "at most {} characters",
+         "pattern": "matching {}"}
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
@@ -96,8 +108,33 @@ def fields(schema: Mapping[str, Any] | None) -> list[Field] | None:
     return [Field(name, _resolve(p, schema), name in required) for name, p in props.items()]
 
 
+#: The rules of a field's own schema a value is checked against as it is typed (the whole
+#: answer is checked against the whole schema by the inbox).
+_RULES = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
+          "minLength", "maxLength", "pattern")
+
+
 def parse(field: Field, text: str) -> Any:
-    """A field's value from what someone typed."""
+    """A field's value from what someone typed, checked against the field's own rules
+    (``minimum``, ``maxLength``, ...): a form asks for it again at once, not after its
+    last field."""
+    value = _typed(field, text)
+    rules = {k: v for k, v in field.schema.items() if k in _RULES}
+    if rules and value is not None:
+        import jsonschema
+
+        try:
+            jsonschema.validate(value, rules)
+        except jsonschema.ValidationError as e:  # (its message would quote the value)
+            raise UserError(f"{field.name}: its {e.validator!r} rule "
+                            f"({json.dumps(e.validator_value)}) refuses it") from None
+        except jsonschema.SchemaError:
+            pass  # a rule the schema got wrong: the inbox's check of the answer says so
+    return value
+
+
+def _typed(field: Field, text: str) -> Any:
+    """:func:`parse`, before the field's rules."""
     kind = field.kind
     if text == "" and field.nullable:
         return None
