@@ -609,6 +609,10 @@ def test_signal_errors_are_one_line() -> None:
     (sid,) = session_ids()
     one_line_error(cli("signal", sid, "approve", "--payload", "{yes"), 2,
                    "--payload is not JSON")
+    # the quoting hint only for what reads as a bare word, not for broken JSON
+    assert "quote strings" not in cli("signal", sid, "approve", "--payload",
+                                      '{"approve": true').stderr
+    assert "quote strings: " in cli("signal", sid, "approve", "--payload", "yes").stderr
     # nested past what the store keeps (past what Python's decoder reads, too), NaN
     for depth in (300, 5000):
         one_line_error(cli("signal", sid, "approve", "--payload", "[" * depth + "]" * depth),

@@ -264,8 +264,9 @@ def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
     try:
         value = strict_json(text)
     except json.JSONDecodeError as e:
-        fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno} "
-             f"(quote strings: {example})")
+        # (the quoting hint for a bare word, not for an object or a list cut short)
+        hint = "" if text.lstrip()[:1] in ("{", "[", '"') else f" (quote strings: {example})"
+        fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno}{hint}")
     except ValueError as e:
         if str(e) == TOO_DEEP:
             fail(f"{option}: {TOO_DEEP}")

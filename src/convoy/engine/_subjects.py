@@ -34,7 +34,8 @@ class SubjectRights:
         """Erase a data subject: destroy its key, delete every session that names it (with
         its journal, signals and the shared-state versions it wrote), record the erasure
         (with a keyed fingerprint of the subject, not its name; in the audit log too, when
-        the tenant has one) and compact the store so no deleted row is left in its files.
+        the tenant has one) and compact the store (SQLite: no deleted row is left in its
+        files; PostgreSQL: ``VACUUM FULL`` of the tables, its WAL and backups aside).
 
         Raises:
             SubjectErased: the subject was erased already and nothing names it since (a
