@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 
 from convoy import AuditError, UserError
-from convoy._command import command
+from convoy._command import command, word
 from convoy._text import escaped, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -106,15 +106,18 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
     return found
 
 
-def _check_public_key(text: str) -> None:
+def _check_public_keys(texts: list[str] | None) -> None:
     """A malformed --public-key is a usage error (exit 2), said in one line."""
+    if not texts:
+        return
     _audit()  # the extra is installed
     from convoy.audit._keys import public_key_from_text
 
-    try:
-        public_key_from_text(text)
-    except UserError as e:
-        fail(f"--public-key: {e}")
+    for text in texts:
+        try:
+            public_key_from_text(text)
+        except UserError as e:
+            fail(f"--public-key: {e}")
 
 
 #: Entries read per query while looking for the ones that match (newest first).
@@ -261,8 +264,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     Example: `convoy audit verify --tenant acme --key audit.key --checkpoint published.jsonl`
     """
     require_store(db)
-    for text in public_key or ():
-        _check_public_key(text)
+    _check_public_keys(public_key)
     for k in key or ():
         if not k.expanduser().exists():
             fail(f"--key {str(k)!r} does not exist: verify pins the key that signed the "
@@ -534,7 +536,6 @@ def _rotated(db: str, tenant: str, key: Path, cp: Checkpoint, olds: list[str],
              created: bool) -> None:
     """The note of a rotation: the new key alone fails on the old keys' checkpoints, so
     the verify it suggests pins them too (their public keys: the files may be gone)."""
-    from convoy._command import word
     from convoy.audit._keys import key_id
 
     pins = " ".join([f"--key {word(str(key))}", *(f"--public-key {p}" for p in olds)])
@@ -570,8 +571,7 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
     Example: `convoy audit prove 41 --tenant acme --key audit.key > proof.json`
     """
     require_store(db)
-    for text in public_key or ():
-        _check_public_key(text)
+    _check_public_keys(public_key)
     require_convoy_store(db, nothing="prove")  # (never a store made in another file)
     created = key is not None and not key.expanduser().exists()
     typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created,
@@ -692,8 +692,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
 
     Example: `convoy audit check proof.json --public-key "$SIGNER_PUBLIC_KEY"`
     """
-    for text in public_key or ():
-        _check_public_key(text)
+    _check_public_keys(public_key)
     try:
         doc = json.loads(proof.read_text())
     except OSError as e:

@@ -920,7 +920,6 @@ class Store(Protocol):
         idempotency keys kept. Returns how many."""
         ...
 
-
     # -- audit log (see convoy.audit) ----------------------------------------------------
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,
