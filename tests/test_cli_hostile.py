@@ -250,6 +250,30 @@ def test_ctrl_c_at_any_moment_is_one_line_never_a_traceback(
             assert lines and "interrupted" in lines[-1], (marker, code, stderr)
 
 
+def test_ctrl_c_that_python_swallows_during_the_import_still_stops_the_command(
+        tmp_path: Path) -> None:
+    """A SIGINT that lands in a callback Python runs for itself (the import system's
+    module-lock weakref, for one) is "ignored" by Python with a traceback on stderr, and the
+    command ran on. Raised in such a callback here, as a Ctrl-C during the import does."""
+    script = tmp_path / "convoy"  # the command line, as the installed script is
+    script.write_text(
+        "import weakref\n"
+        "import convoy\n"
+        "class Lock: pass\n"
+        "def cb(_): raise KeyboardInterrupt\n"
+        "lock = Lock()\n"
+        "ref = weakref.ref(lock, cb)\n"
+        "del lock\n"
+        "for _ in range(1000): pass\n"
+        "print('ran on')\n")
+    res = subprocess.run([sys.executable, str(script)], env=subprocess_env(),
+                         capture_output=True, text=True, timeout=120, check=False)
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.strip() == "interrupted", res.stderr
+    assert "ran on" not in res.stdout
+    assert res.returncode == -signal.SIGINT
+
+
 @pytest.mark.parametrize(("sid", "shown"), [("id\u200bzw", "id\\u200bzw"),
                                            ("a\u2028b", "a\\u2028b"),
                                            ("\ufeffbom", "\\ufeffbom")])

@@ -5,7 +5,9 @@ importing ``convoy`` itself (before that code exists) takes a second or two. Whe
 process is the command line (the ``convoy`` script, ``python -m convoy`` or ``python -m
 convoy.cli``), an interrupt that ends it during that import prints ``interrupted`` instead
 of a traceback; Python then ends the process by SIGINT, as after any unhandled Ctrl-C
-(exit status 130 in a shell). A program that imports ``convoy`` is left as it is.
+(exit status 130 in a shell). One that Python would swallow (it landed in a callback of
+the import system, or in a finalizer) ends the command at once, with the same line. A
+program that imports ``convoy`` is left as it is.
 
 A long-running command (``convoy worker``, ``convoy metrics serve``) started with SIGINT
 ignored (a background job of a script or a CI step) would lose a SIGINT that lands during
@@ -20,11 +22,17 @@ from __future__ import annotations
 # Before pydantic_core: its (Rust) module init imports ``datetime`` when nothing has yet,
 # and a KeyboardInterrupt inside that import is a Rust panic with a backtrace, not the
 # one line below.
+import contextlib
 import datetime  # noqa: F401
 import os
 import signal
 import sys
+import threading
 from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sys import UnraisableHookArgs
 
 #: The line an interrupted command prints (on stderr) when it has nothing more to say.
 INTERRUPTED_LINE = "interrupted"
@@ -37,6 +45,16 @@ def is_command_line() -> bool:
     argv = list(getattr(sys, "orig_argv", ()))
     return any(a == "-m" and argv[i + 1:i + 2] in (["convoy"], ["convoy.cli"])
                for i, a in enumerate(argv))
+
+
+def _end_by_sigint() -> None:
+    """End the process at once by SIGINT (exit status 130 in a shell)."""
+    with contextlib.suppress(OSError, ValueError):  # closed or broken: nothing to say there
+        sys.stdout.flush()
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    os._exit(130)  # not the main thread (no handler can be set), or SIGINT is blocked
 
 
 def quiet_interrupts() -> None:
@@ -53,6 +71,21 @@ def quiet_interrupts() -> None:
             previous(kind, exc, tb)
 
     sys.excepthook = hook
+    previous_unraisable = sys.unraisablehook
+
+    def unraisable(info: UnraisableHookArgs) -> None:
+        # A Ctrl-C that lands in a callback Python runs for itself (the import system's
+        # module-lock weakref, a finalizer) is "ignored" with a traceback, and the command
+        # would run on. It cannot be raised again from here (any Python line of this hook
+        # would raise it inside the hook), so it ends the command now, as an unhandled
+        # Ctrl-C does, without the clean-up: like a crash, which the stores are built for.
+        if info.exc_type is not None and issubclass(info.exc_type, KeyboardInterrupt):
+            print(INTERRUPTED_LINE, file=sys.stderr, flush=True)
+            _end_by_sigint()
+        else:
+            previous_unraisable(info)
+
+    sys.unraisablehook = unraisable
 
 
 #: The stop signals noted before a long-running command handled them itself.
