@@ -389,6 +389,14 @@ def test_verify_pins_every_key_file_given(rotated: dict[str, Any]) -> None:
               f"--public-key {rotated['old_public']}")
 
 
+def test_verify_pins_every_key_file_listed_in_the_environment(rotated: dict[str, Any]
+                                                              ) -> None:
+    """``$CONVOY_AUDIT_KEY`` lists several key files as ``$PATH`` does (``:``)."""
+    both = f"{rotated['key']}:{rotated['new']}"
+    r = cli("audit", "verify", "--db", str(rotated["db"]), env={"CONVOY_AUDIT_KEY": both})
+    assert r.code == 0 and "2 signed checkpoint(s) matched" in r.stdout, r.stderr
+
+
 def test_the_rotation_note_says_how_to_pin_both_keys(rotated: dict[str, Any]) -> None:
     note = rotated["rotation_note"]
     assert len(note.strip().splitlines()) == 1, note

@@ -55,7 +55,8 @@ KeysOption = Annotated[list[Path] | None, typer.Option(
     "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
     help="A key file that signs checkpoints (PEM): its public key is pinned. Repeatable: "
          "after a key rotation, pin the old key and the new one (each checkpoint must be "
-         "signed by one of the keys pinned, with --public-key too).")]
+         "signed by one of the keys pinned, with --public-key too). In CONVOY_AUDIT_KEY, "
+         "separate the paths with ':'.")]
 VerifyTenantOption = Annotated[str | None, typer.Option(
     "--tenant", "-t", envvar=TENANT_ENV, show_envvar=True, metavar="NAME",
     callback=tenant_option, show_default=False,
