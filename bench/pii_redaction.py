@@ -24,13 +24,17 @@ value counts as found only when findings of its kind mask all of it; a finding c
 right when it overlaps a true value of its kind.
 
 Prints one JSON line: per kind the true values, findings, recall and precision, and the
-redactor's time per sample.
+redactor's time per sample. With ``--hostile``, it also times the redactor on 100 KB texts
+that make it work hardest (digits one by one, separated by newlines, tabs or spaces, where
+every run of 13-19 is card-shaped), as the median of ``--runs`` CPU times, in seconds.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import random
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -46,9 +50,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--samples", type=int, default=20_000)
     ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--hostile", action="store_true",
+                    help="also time 100 KB texts that make the redactor work hardest")
+    ap.add_argument("--runs", type=int, default=5)
     a = ap.parse_args()
-    if a.samples < 1:
-        ap.error("--samples must be >= 1")
+    if a.samples < 1 or a.runs < 1:
+        ap.error("--samples and --runs must be >= 1")
     corpus = samples(a.samples, seed=a.seed)
     redactor = Redactor(memo=0)
     t = time.perf_counter()
@@ -59,7 +66,35 @@ def main() -> None:
         "us_per_sample": round(elapsed / a.samples * 1e6, 1),
         "kinds": {k: {"true": s.true, "found": s.found, "recall": round(s.recall, 4),
                       "precision": round(s.precision, 4)} for k, s in scores.items()},
-        "target": 0.95}))
+        "target": 0.95,
+        **({"hostile_s_per_100kb": hostile(a.seed, a.runs)} if a.hostile else {})}))
+
+
+def hostile(seed: int, runs: int) -> dict[str, float]:
+    """Median CPU seconds to redact each 100 KB text of :func:`hostile_texts`."""
+    out = {}
+    for name, text in hostile_texts(seed).items():
+        times = []
+        for _ in range(runs):
+            redactor = Redactor(memo=0)
+            t = time.process_time()
+            redactor(text)
+            times.append(time.process_time() - t)
+        out[name] = round(statistics.median(times), 3)
+    return out
+
+
+def hostile_texts(seed: int) -> dict[str, str]:
+    """100 KB texts of random digits, one by one or two by two, between separators."""
+    rnd = random.Random(seed)
+
+    def digits(sep: str, width: int) -> str:
+        n = 100_000 // (width + len(sep))
+        return sep.join(str(rnd.randrange(10 ** width)).zfill(width) for _ in range(n))
+
+    return {"digits_by_newline": digits("\n", 1), "digits_by_tab": digits("\t", 1),
+            "digits_by_space": digits(" ", 1), "pairs_by_space": digits(" ", 2),
+            "one_long_number": digits("", 1)}
 
 
 if __name__ == "__main__":

@@ -201,13 +201,24 @@ class Found:
     value: str
 
 
-def _card_issuer_ok(digits: str) -> bool:
-    n = len(digits)
+def _issuers_by_length() -> dict[int, tuple[tuple[int, frozenset[str]], ...]]:
+    """:data:`_CARD_PREFIXES` by card length: each prefix width with the prefixes of it."""
+    table: dict[int, dict[int, set[str]]] = {}
     for lo, hi, lengths in _CARD_PREFIXES:
         width = len(str(lo))
-        if n in lengths and lo <= int(digits[:width]) <= hi:
-            return True
-    return False
+        for n in lengths:
+            table.setdefault(n, {}).setdefault(width, set()).update(
+                str(p) for p in range(lo, hi + 1))
+    return {n: tuple((w, frozenset(p)) for w, p in sorted(by.items()))
+            for n, by in table.items()}
+
+
+_ISSUERS = _issuers_by_length()
+
+
+def _card_issuer_ok(digits: str) -> bool:
+    """Whether ``digits`` (ASCII) have a known issuer's prefix and a length it issues."""
+    return any(digits[:width] in prefixes for width, prefixes in _ISSUERS.get(len(digits), ()))
 
 
 class Redactor:
@@ -489,24 +500,35 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
     """The card number in a card-shaped match: its longest run of whole digit groups with
     the length and prefix of a known issuer (or grouped 4-4-4-4(-3) as cards are), masked
     if it passes the Luhn check, marked as no finding (not a phone number either) if not."""
-    groups = [(g.start(), g.end()) for g in _CARD_GROUP.finditer(m.group())]
+    match = m.group()
+    groups = [(g.start(), g.end()) for g in _CARD_GROUP.finditer(match)]
+    # Counted before group i, so that a window is judged without reading it when it cannot
+    # be a card (most of the windows of up to 19 groups of one digit): the digits (fewer
+    # than 13), the separators no card is printed with (only in a card's own groups,
+    # _PRINTED: of 3 to 5).
+    before = list(itertools.accumulate((b - a for a, b in groups), initial=0))
+    gaps = [match[b:c] for (_, b), (c, _) in itertools.pairwise(groups)]
+    odd = list(itertools.accumulate((g not in _CARD_SEPS for g in gaps), initial=0))
     base = m.start()
     shaped: tuple[int, int] | None = None
     for size in range(len(groups), 0, -1):
         for i in range(len(groups) - size + 1):
-            window = groups[i:i + size]
-            digits = _SEPARATORS.sub("", m.group()[window[0][0]:window[-1][1]])
-            if not 13 <= len(digits) <= 19:
+            if before[i + size] - before[i] < 13 or (size > 5 and odd[i + size - 1] > odd[i]):
                 continue
-            seps = {m.group()[b:c] for (_, b), (c, _) in itertools.pairwise(window)}
+            window = groups[i:i + size]
+            digits = _SEPARATORS.sub("", match[window[0][0]:window[-1][1]])
+            if not 13 <= len(digits) <= 19:  # (\d reads other scripts' digits too)
+                continue
+            seps = set(gaps[i:i + size - 1])
             if len(seps) > 1:
                 continue  # a card is printed with one separator (5678-30.91.108.81 is not)
-            widths = [b - a for a, b in window]
+            # (read only where it may be one of _PRINTED's: of 3 to 5 groups)
+            widths = [b - a for a, b in window] if 3 <= size <= 5 else None
             if seps and not seps <= _CARD_SEPS and widths not in _PRINTED:
                 continue  # (a tab, a newline, "+", " - ": only in a card's own groups)
             if not _card_issuer_ok(digits) and not (
                     digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
-                    and _YEARS.fullmatch(m.group(), window[0][0], window[-1][1]) is None):
+                    and _YEARS.fullmatch(match, window[0][0], window[-1][1]) is None):
                 continue
             start, end = base + window[0][0], base + window[-1][1]
             if _luhn_ok(digits):
