@@ -929,7 +929,8 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     one line says how to finish them, and 'convoy resume' does."""
     write_jsonl(tmp_path / "in.jsonl", ['"a"'])
     (tmp_path / "hold").touch()
-    run = background("run", "cli_flows:held", "-i", "in.jsonl", "--db", "c.db", sigint=sigint)
+    run = background("run", "cli_flows:held", "-i", "in.jsonl", "--db", "c.db",
+                     "--stop-grace", "0", sigint=sigint)  # (its step never ends by itself)
     run.wait_for_line("holding a")
     res = run.stop(sig)
     assert res.code == code, res.stderr
@@ -938,7 +939,8 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     [row] = sessions(tmp_path / "c.db")
     assert row.status != "completed"
     # 'convoy resume' stops alike (a cron job's resume, stopped by its scheduler)
-    again = background("resume", "--db", "c.db", "--import", "cli_flows", sigint=sigint)
+    again = background("resume", "--db", "c.db", "--import", "cli_flows", "--stop-grace", "0",
+                       sigint=sigint)
     again.wait_for_line("holding a")
     res = again.stop(sig)
     assert res.code == code, res.stderr
@@ -951,6 +953,37 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     assert done.code == 0, done.stderr
     [row] = sessions(tmp_path / "c.db")
     assert row.status == "completed" and row.output == '"a done"'
+
+
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_a_stop_lets_the_steps_in_flight_finish_and_nothing_is_escalated(
+        background: Callable[..., Background], sig: int, sigint: str, code: int,
+        tmp_path: Path) -> None:
+    """Ctrl-C or a scheduler's SIGTERM while a session is in an effect that is not
+    idempotent: the effect finishes and is journaled, the next one does not start, the
+    session is released unfinished (not left owned), and the same command finishes it,
+    each effect run once. (Cancelled in flight, the effect would have been escalated as an
+    unknown outcome.)"""
+    write_jsonl(tmp_path / "in.jsonl", ['"a"'])
+    (tmp_path / "hold").touch()
+    args = ("run", "cli_flows:two_effects", "-i", "in.jsonl", "--db", "c.db")
+    run = background(*args, sigint=sigint)
+    run.wait_for_line("holding a")
+    run.proc.send_signal(sig)
+    run.wait_for_line("stopping: the steps in flight finish first")
+    (tmp_path / "hold").unlink()  # the effect in flight ends
+    res = run.wait()
+    assert res.code == code, res.stderr
+    assert "interrupted: unfinished sessions are saved" in res.stderr, res
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    [row] = sessions(tmp_path / "c.db")
+    assert (row.status, row.owner) == ("pending", None), row
+    assert (tmp_path / "calls").read_text() == "first a\n"
+    done = cli(*args)
+    assert done.code == 0, done.stderr
+    [row] = sessions(tmp_path / "c.db")
+    assert row.status == "completed" and row.output == '"first a, second a"', row
+    assert (tmp_path / "calls").read_text() == "first a\nsecond a\n"
 
 
 def test_worker_stops_cleanly_on_a_signal_while_it_starts(

@@ -50,6 +50,16 @@ def test_busy_timeout_must_be_finite_and_sane(value: str) -> None:
                    2, "CONVOY_BUSY_TIMEOUT must be")
 
 
+@pytest.mark.parametrize("value", ["inf", "1e308", "nan", "-1"])
+@pytest.mark.parametrize("command", [("run", FLOW, "-i", "in.jsonl"), ("resume",),
+                                     ("worker", "cli_flows")])
+def test_stop_grace_must_be_finite_and_sane(value: str, command: tuple[str, ...]) -> None:
+    run_ok()
+    one_line_error(cli(*command, "--stop-grace", value), 2, "--stop-grace must be")
+    one_line_error(cli(*command, env={"CONVOY_STOP_GRACE": value}), 2,
+                   "CONVOY_STOP_GRACE must be")
+
+
 @pytest.mark.parametrize("value", [float("inf"), float("nan"), 1e308, -1.0])
 def test_busy_timeout_of_the_python_api_is_a_user_error(value: float) -> None:
     with pytest.raises(UserError, match="busy_timeout"):

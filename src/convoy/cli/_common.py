@@ -25,7 +25,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,20 +99,29 @@ def _source(ctx: typer.Context, param: typer.CallbackParam, env: str) -> str:
     return param.opts[0] if param.opts else (param.name or "")
 
 
-def busy_timeout_option(ctx: typer.Context, param: typer.CallbackParam, value: float
-                        ) -> float:
-    """``--busy-timeout`` (or ``$CONVOY_BUSY_TIMEOUT``): finite, from 0 to a day."""
-    if not 0 <= value <= MAX_BUSY_TIMEOUT:  # (NaN compares false: refused too)
-        fail(f"{_source(ctx, param, 'CONVOY_BUSY_TIMEOUT')} must be a number of seconds "
-             f"from 0 to {MAX_BUSY_TIMEOUT:g} (a day), got {value}")
-    return value
+def seconds_option(env: str) -> Callable[[typer.Context, typer.CallbackParam, float], float]:
+    """The check of an option of seconds (or ``$ENV``): finite, from 0 to a day."""
+    def check(ctx: typer.Context, param: typer.CallbackParam, value: float) -> float:
+        if not 0 <= value <= MAX_BUSY_TIMEOUT:  # (NaN compares false: refused too)
+            fail(f"{_source(ctx, param, env)} must be a number of seconds from 0 to "
+                 f"{MAX_BUSY_TIMEOUT:g} (a day), got {value}")
+        return value
+
+    return check
 
 
 BusyTimeoutOption = Annotated[float, typer.Option(
     "--busy-timeout", metavar="SECONDS", envvar="CONVOY_BUSY_TIMEOUT",
-    callback=busy_timeout_option,
+    callback=seconds_option("CONVOY_BUSY_TIMEOUT"),
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
+StopGraceOption = Annotated[float, typer.Option(
+    "--stop-grace", metavar="SECONDS", envvar="CONVOY_STOP_GRACE",
+    callback=seconds_option("CONVOY_STOP_GRACE"),
+    help="At Ctrl-C or SIGTERM, how long the steps in flight may take to finish (their "
+         "outcomes journaled, no new step started) before they are cancelled; a second "
+         "signal cancels them at once. A cancelled step that is not idempotent is "
+         "escalated to a person when the session goes on.")]
 TENANT_ENV = "CONVOY_TENANT"
 #: The largest count, offset, index or version an option takes: a 64-bit integer, what
 #: SQLite and PostgreSQL store (a larger one is a usage error, not a failed query).
@@ -234,6 +243,11 @@ def _console(*, stderr: bool) -> Console:
 
 out = _console(stderr=False)
 err = _console(stderr=True)
+
+
+def say(line: str) -> None:
+    """One line to the user on stderr, as it is (no markup)."""
+    err.print(line, markup=False, soft_wrap=True)
 
 
 def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:

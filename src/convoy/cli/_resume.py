@@ -17,6 +17,7 @@ from convoy.cli._common import (
     ImportOption,
     ModelOption,
     Scope,
+    StopGraceOption,
     TenantOption,
     TraceOption,
     build_engine,
@@ -26,6 +27,7 @@ from convoy.cli._common import (
     label,
     out,
     require_convoy_store,
+    say,
     tenant_scope,
     tracing,
     warn_lost_spans,
@@ -34,7 +36,7 @@ from convoy.cli._loading import unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
 from convoy.cli._stats import RunStats
-from convoy.cli._stop import Stopped, stop_signals
+from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 
 
 def resume(
@@ -43,6 +45,7 @@ def resume(
     db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
@@ -71,12 +74,13 @@ def resume(
 
     Example: `convoy resume --db convoy.db --concurrency 32 --import myapp.flows`
     """
-    with stop_signals() as stop:  # first: SIGINT and SIGTERM stop it as Ctrl-C does
+    with stop_signals(say) as stop:  # first: SIGINT and SIGTERM stop it as Ctrl-C does
         scope = tenant_scope(tenant, all_tenants)
         import_modules(imports)
         require_convoy_store(db, nothing="resume")
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout, interceptors=tracing(trace))
+        stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
         try:
             with convoy_errors():
                 resumed = stop.run(_resume(engine, scope, scope.command(

@@ -17,12 +17,14 @@ from convoy.cli._common import (
     ConcurrencyOption,
     DbOption,
     ModelOption,
+    StopGraceOption,
     TraceOption,
     build_engine,
     convoy_errors,
     err,
     label,
     out,
+    say,
     tenant_option,
     tenant_scope,
     tracing,
@@ -40,7 +42,7 @@ from convoy.cli._render import (
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason
-from convoy.cli._stop import Stopped, stop_signals
+from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
 
@@ -70,6 +72,7 @@ def run(
         help=f"The tenant the sessions belong to (default: {DEFAULT_TENANT!r}); "
              "'convoy sessions list --tenant NAME' shows them.")] = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
     subject: Annotated[str | None, typer.Option(
         "--subject", metavar="NAME",
@@ -103,13 +106,14 @@ def run(
     """
     # First: from now on SIGINT (also one a background job inherited ignored) and SIGTERM
     # (a scheduler's stop) end the run as Ctrl-C does, its sessions saved.
-    with stop_signals() as stop:
+    with stop_signals(say) as stop:
         scope = tenant_scope(tenant, False)
         workflows_from_cwd()
         with convoy_errors():
             wf = workflow_argument(workflow)
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout, interceptors=tracing(trace))
+        stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
         with convoy_errors():
             batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)
         for bad in batch.invalid:

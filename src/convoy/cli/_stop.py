@@ -12,6 +12,13 @@ itself for the duration of a command: the first one is noted, and the command's 
 is cancelled from inside its event loop (at once if it runs, as soon as it starts if not
 yet), so the command closes what it opened and exits ``128 + signal`` (130, 143). A second
 signal acts as Python's defaults do (stop now).
+
+A command that runs sessions stops them gracefully first (:meth:`StopSignals.drain_on_stop`,
+:meth:`convoy.Engine.drain`): the steps in flight finish and are journaled, no step starts
+after, and the sessions are left unfinished for the next run. Cancelling a step in flight
+would leave a non-idempotent one (a payment, a ticket) ``started`` with no outcome, which
+only a person can settle. The command is cancelled only if it has not stopped
+:data:`STOP_GRACE_S` seconds later, or at a second signal.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, TypeVar
@@ -30,6 +37,10 @@ T = TypeVar("T")
 
 #: The signals that stop a long-running command.
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+#: How long a command that drains its engine waits for the steps in flight to finish
+#: before it cancels them (as long as Kubernetes waits after its SIGTERM, by default).
+STOP_GRACE_S = 30.0
 
 
 class Stopped(Exception):
@@ -43,10 +54,21 @@ class Stopped(Exception):
 class StopSignals:
     """The stop signal a command received, if any, and the coroutine it cancels."""
 
-    def __init__(self) -> None:
+    def __init__(self, say: Callable[[str], None] | None = None) -> None:
         self.signum: int | None = None
+        self.grace = STOP_GRACE_S
+        self._say = say
+        self._drains: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
+
+    def drain_on_stop(self, drain: Callable[[], None], grace: float = STOP_GRACE_S) -> None:
+        """At the first stop signal, call ``drain`` (an engine's :meth:`~convoy.Engine.drain`)
+        instead of cancelling the command, which is cancelled only if it has not returned
+        ``grace`` seconds later (0: at once, without draining)."""
+        self.grace = grace
+        if grace > 0:
+            self._drains.append(drain)
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         # Runs in the main thread between two bytecodes of whatever it was doing: it only
@@ -59,7 +81,22 @@ class StopSignals:
         loop = self._loop
         if loop is not None:
             with suppress(RuntimeError):  # the loop closed meanwhile: run() checks signum
-                loop.call_soon_threadsafe(self._cancel)
+                loop.call_soon_threadsafe(self._stop)
+
+    def _stop(self) -> None:
+        """The first stop signal, in the event loop: drain, or cancel at once."""
+        loop = self._loop
+        if not self._drains or loop is None:
+            self._cancel()
+            return
+        if self._say is not None:
+            again = "press Ctrl-C again" if self.signum == signal.SIGINT else \
+                "send the signal again"
+            self._say(f"stopping: the steps in flight finish first (for at most "
+                      f"{self.grace:g} s; {again} to stop them now); no new step starts")
+        for drain in self._drains:
+            drain()
+        loop.call_later(self.grace, self._cancel)
 
     def _cancel(self) -> None:
         task = self._task
@@ -102,11 +139,12 @@ class StopSignals:
 
 
 @contextmanager
-def stop_signals() -> Iterator[StopSignals]:
+def stop_signals(say: Callable[[str], None] | None = None) -> Iterator[StopSignals]:
     """Handle SIGINT and SIGTERM as stop requests (see the module) inside the block; the
     previous handlers come back after it. Outside the main thread (a command called from
-    another thread) Python's handling stays."""
-    stop = StopSignals()
+    another thread) Python's handling stays. ``say``: how to tell the user that a command
+    that drains is stopping."""
+    stop = StopSignals(say)
     previous: dict[signal.Signals, Any] = {}
     try:
         for sig in STOP_SIGNALS:

@@ -22,6 +22,7 @@ from convoy.cli._common import (
     DbOption,
     ModelOption,
     Scope,
+    StopGraceOption,
     TenantOption,
     TraceOption,
     build_engine,
@@ -34,12 +35,13 @@ from convoy.cli._common import (
     import_modules,
     label,
     out,
+    say,
     tenant_scope,
     tracing,
     warn_lost_spans,
 )
 from convoy.cli._render import fmt_time, plural, status_text, waited_for
-from convoy.cli._stop import Stopped, stop_signals
+from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.stores import SessionRow
 
 
@@ -146,6 +148,7 @@ def worker(
         "--poll-interval", metavar="SECONDS", min=0.01,
         help="How often to look for sessions other processes made runnable.")] = 1.0,
     busy_timeout: BusyTimeoutOption = 10.0,
+    stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", metavar="PORT", min=0, max=65535,
@@ -168,7 +171,7 @@ def worker(
 
     Example: `convoy worker myapp.flows --concurrency 32`
     """
-    with stop_signals() as stop:  # first: from now on a signal stops the worker cleanly
+    with stop_signals(say) as stop:  # first: from now on a signal stops the worker cleanly
         scope = tenant_scope(tenant, all_tenants)
         modules = [*(modules or ()), *(imports or ())]
         if not modules:
@@ -204,6 +207,7 @@ def worker(
                           markup=False, style="dim")
             engine = build_engine(db, concurrency=concurrency, model=model,
                                   busy_timeout=busy_timeout, interceptors=chain)
+            stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
             for wf in workflows:
                 engine.register(wf)
             names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)

@@ -146,6 +146,22 @@ def stamp_after(latest: float, now: float) -> float:
     return now if now > latest else math.nextafter(latest, math.inf)
 
 
+class Draining:
+    """Whether an engine is stopping gracefully (:meth:`convoy.Engine.drain`): its
+    sessions' steps in flight finish and are journaled, and a step that would start next
+    does not (its session's run ends :class:`SessionInterrupted`, unfinished, and a later
+    run goes on from it). One per engine, shared by its sessions' executors."""
+
+    __slots__ = ("on",)
+
+    def __init__(self) -> None:
+        self.on = False
+
+
+#: The :class:`Draining` of an executor no engine drains (``convoy replay``, tests).
+NEVER_DRAINING = Draining()
+
+
 class JournaledExecutor:
     """:class:`StepExecutor` on a store: journal records, replay, durable waits.
 
@@ -161,7 +177,7 @@ class JournaledExecutor:
         clock: the wall clock.
     """
 
-    __slots__ = ("_journal", "_last_at", "_recorded", "clock", "ended", "exhausted",
+    __slots__ = ("_journal", "_last_at", "_recorded", "clock", "draining", "ended", "exhausted",
                  "failed_key", "fingerprint_key", "on_nondeterminism", "owner", "park_after",
                  "replay_only", "session_id", "stopped_at", "store", "tap")
 
@@ -198,6 +214,8 @@ class JournaledExecutor:
         #: A data subject's session's hash key: its steps' fingerprints are journaled
         #: keyed (:func:`keyed_fingerprint`), ``None`` for plain ones.
         self.fingerprint_key: bytes | None = None
+        #: The engine's :class:`Draining`: once it is on, no step starts (see there).
+        self.draining = NEVER_DRAINING
 
 
     @property
@@ -342,6 +360,10 @@ class JournaledExecutor:
                 raise NonDeterminismError(
                     f"replay of session {self.session_id!r}: step {key} never completed",
                     key=key)
+        if self.draining.on:
+            raise SessionInterrupted(
+                f"session {self.session_id!r}: its engine is stopping, so step {key} did not "
+                "start; the session goes on from there in its next run")
         began = self.clock()  # (journaled: a step's span is derived from its record)
         if effect:
             await self._write(StepRecord(key=key, kind=kind, target=target, status="started",
@@ -578,6 +600,7 @@ def journal_tap_of(taps: Sequence[Callable[[StepRecord], None]], session_id: str
     return tell
 
 
-__all__ = ["Formerly", "JournaledExecutor", "NonDeterminismWarning", "OnNonDeterminism",
-           "StepExecutor", "decode_json", "encode_json", "fingerprint", "journal_tap_of",
-           "journal_tap_raised", "refused_signals", "signals_refused"]
+__all__ = ["NEVER_DRAINING", "Draining", "Formerly", "JournaledExecutor",
+           "NonDeterminismWarning", "OnNonDeterminism", "StepExecutor", "decode_json",
+           "encode_json", "fingerprint", "journal_tap_of", "journal_tap_raised",
+           "refused_signals", "signals_refused"]

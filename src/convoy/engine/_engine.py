@@ -52,6 +52,7 @@ from convoy.definitions._workflow import (
     script_workflow,
 )
 from convoy.durability._executor import (
+    Draining,
     JournaledExecutor,
     NonDeterminismWarning,
     OnNonDeterminism,
@@ -237,6 +238,7 @@ class Engine(SessionControl, SubjectRights):
         # The sessions this engine is stopping (cancelled), and who cancelled each.
         self._cancelling: dict[str, str] = {}
         self._stopped_by_request: set[str] = set()  # see ``honour_requests``
+        self._draining = Draining()  # see ``drain``
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -353,6 +355,28 @@ class Engine(SessionControl, SubjectRights):
 
     def _scope(self) -> tuple[Engine, str | None]:
         return self, None
+
+    def drain(self) -> None:
+        """Stop gracefully: start no more steps, and no more sessions.
+
+        The steps in flight finish and their outcomes are journaled (a tool call, a
+        ``ctx.step`` effect, a model call); a session's next step does not start, and its
+        run ends there, unfinished: the session is released ``pending``, and a later run
+        (:meth:`resume`, another engine's :meth:`serve`) goes on from that step, running
+        nothing twice. :meth:`run_many` and :meth:`resume` start none of the sessions they
+        have not started yet (each is left unfinished, released); :meth:`serve` claims no
+        more and returns once the sessions it runs have stopped. A step that never ends
+        holds its session: cancel the task that awaits the engine after a grace period
+        (the command line's stop gives 30 seconds). For a process that is stopping (a
+        supervisor's SIGTERM) or a deploy; the engine stays open for the callers' results.
+        """
+        self._draining.on = True
+        self._wake_event().set()
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called."""
+        return self._draining.on
 
     def _wake_event(self) -> asyncio.Event:
         if self._wake is None:
@@ -701,6 +725,11 @@ class Engine(SessionControl, SubjectRights):
         async with asyncio.TaskGroup() as tg:
             while True:
                 wake.clear()
+                if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
+                    if not self._running:
+                        return
+                    await wake.wait()
+                    continue
                 free = self.concurrency - len(self._running)
                 workflows = {n: w.version for n, w in self._workflows.items()}
                 rows: list[SessionRow] = []
@@ -748,6 +777,9 @@ class Engine(SessionControl, SubjectRights):
 
         async def worker() -> None:
             for i, job in it:
+                if self._draining.on:  # (see ``drain``)
+                    results[i] = await self._left_by_drain(job)
+                    continue
                 row, journal = job.row, None
                 if job.new is None:
                     assert row is not None
@@ -771,6 +803,18 @@ class Engine(SessionControl, SubjectRights):
             for _ in range(min(self.concurrency, len(jobs))):
                 tg.create_task(worker())
         return [r for r in results if r is not None]
+
+    async def _left_by_drain(self, job: _Job) -> SessionResult[Any]:
+        """A job a draining engine does not start: a session ``run_many`` created (and
+        claimed) is released, for a later run."""
+        if job.new is None:
+            assert job.row is not None
+            return _unfinished_result(job.row)
+        with suppress(StoreError, LeaseLost):
+            await self.store.release(job.sid, self.owner)
+        row = await self.store.get_session(job.sid)
+        return _unfinished_result(row) if row is not None else SessionResult(
+            id=job.sid, status="pending")
 
     async def _admit(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                      row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
@@ -848,6 +892,7 @@ class Engine(SessionControl, SubjectRights):
         executor = JournaledExecutor(self.store, sid, owner, journal=journal,
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
+        executor.draining = self._draining
         if replay_only and row is not None and row.status in ("limit_exceeded", "cancelled"):
             # (stopped from outside: a timer due after that had not fired; a session that
             # ended through its own code went past every timer it journaled)
