@@ -5,6 +5,7 @@ POSTed to a real webhook server on loopback, durably."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import subprocess
@@ -407,6 +408,81 @@ async def test_alert_events_queued_before_a_sigkill_are_delivered_after_it(
 # -- keys, failures and whose events an engine delivers -----------------------------------
 
 
+def fingerprint(url: str) -> str:
+    """A webhook URL's fingerprint, as docs/how-to/alerts.md tells an operator to compute
+    it."""
+    return hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+SLACK = "https://hooks.slack.com/services/T000/B000/XXXXXXXXXXXXXXXXXXXXXXXX"
+DISCORD = "https://discord.com/api/webhooks/123456/abcdefSECRETabcdefSECRET"
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    (SLACK, "https://hooks.slack.com/…"),
+    (DISCORD, "https://discord.com/…"),
+    ("https://ops:s3cret@ops.example.com:8443/convoy?token=t0k",
+     "https://ops.example.com:8443/…"),
+    ("https://ops.example.com", "https://ops.example.com"),
+    ("https://ops.example.com/", "https://ops.example.com"),
+    ("https://ops.example.com/?token=t0k", "https://ops.example.com/…"),
+    ("http://[::1]:8080/hook/s3cret", "http://[::1]:8080/…"),
+    ("https://ops.example.com:port/s3cret", "https://ops.example.com/…"),
+    ("https://ops:s3c/ret@ops.example.com/x", "https://ops/…"),  # (an unescaped '/')
+    ("https://[::1/s3cret", "https://…/…"),  # (urlsplit refuses it)
+])
+def test_a_webhook_url_is_shown_without_its_path_query_or_user_but_with_its_fingerprint(
+        url: str, shown: str) -> None:
+    """Slack, Discord and Teams webhooks carry their secret in the path: a shown URL keeps
+    only where it goes, and a fingerprint of the whole URL tells two apart and matches one
+    to the configuration."""
+    from convoy.alerts._webhook import shown_url
+
+    assert shown_url(url) == f"{shown} #{fingerprint(url)}"
+    for secret in ("XXXX", "SECRET", "s3c", "t0k", "services", "api", "convoy"):
+        assert secret not in shown_url(url)
+
+
+def test_a_webhook_url_without_a_scheme_is_refused_without_showing_its_secret() -> None:
+    for url in ("hooks.slack.com/services/T000/B000/XXXXXXXX",
+                "ftp://ops:XXXXXXXX@ftp.example.com/XXXXXXXX", "XXXXXXXX"):
+        with pytest.raises(convoy.UserError) as e:
+            Webhook(url=url)
+        assert "XXXXXXXX" not in str(e.value) and "http:// or https://" in str(e.value)
+    with pytest.raises(convoy.UserError, match=r"'hooks\.slack\.com'"):
+        Webhook(url="hooks.slack.com/services/T000/B000/XXXXXXXX")
+    hook = Webhook(url=SLACK, headers={"Authorization": "Bearer XXXXXXXX"})
+    assert "XXXX" not in repr(hook) and fingerprint(SLACK) in repr(hook)
+
+
+async def test_a_secret_in_a_webhook_path_is_never_logged_and_two_webhooks_are_told_apart(
+        tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="convoy.alerts")
+    receiver.answers = [500, 500, 500, 500]
+    one, two = (f"{receiver.url}/T000/B000/{secret}" for secret in (
+        "XXXXsecretoneXXXXXXXXXXX", "XXXXsecrettwoXXXXXXXXXXX"))
+    hooks = [Webhook(url=u, max_attempts=2, backoff=1.0) for u in (one, two)]
+    r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=list(hooks), background=False)
+    try:
+        aid = await fire(r)
+        assert await r.alerts.deliver_due() == 0
+        r.clock.advance(1)
+        assert await r.alerts.deliver_due() == 0  # both given up
+        records = [x for x in caplog.records if x.name == "convoy.alerts"]
+        assert len(records) == 4
+        logged = caplog.text + json.dumps([x.alert for x in records])  # type: ignore[attr-defined]
+        assert "secret" not in logged and "T000" not in logged
+        shown = {x.alert["webhook"] for x in records}  # type: ignore[attr-defined]
+        host = receiver.url.rsplit("/", 1)[0]
+        assert shown == {f"{host}/… #{fingerprint(one)}", f"{host}/… #{fingerprint(two)}"}
+        assert fingerprint(one) != fingerprint(two)
+        rows = await r.engine.store.alert_deliveries([aid])
+        assert [row.status for row in rows] == ["given_up", "given_up"]
+        assert not any("secret" in (row.last_error or "") for row in rows)
+    finally:
+        await r.engine.aclose()
+
+
 def alert_of(clock: FakeClock, metric: str = "latency") -> NewAlert:
     return NewAlert(tenant="default", scope="agent", subject="triage", metric=metric,
                     value=3.0, mean=0.5, deviation=0.05, threshold=0.65, opened=clock())
@@ -447,7 +523,9 @@ async def test_a_failed_attempt_is_logged_and_a_given_up_event_warned_of_and_lis
     receiver.answers = [500, 500]
     base = receiver.url.replace("http://", "http://ops:s3cret@")
     hook = Webhook(url=f"{base}?token=t0k", max_attempts=2, backoff=1.0)
-    shown = receiver.url  # what the log shows of it: no user, password or query
+    # What the log shows of it: scheme, host and port, no user, password, path or query,
+    # and the fingerprint of the whole URL.
+    shown = f"{receiver.url.rsplit('/', 1)[0]}/… #{fingerprint(hook.url)}"
     r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=[hook], background=False)
     try:
         aid = await fire(r)

@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import shutil
 import sqlite3
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
+
+import pytest
 
 from convoy.stores import NewAlert, SQLiteStore
 from tests.clikit import (
@@ -61,7 +67,7 @@ def test_alerts_says_when_there_are_none_and_rejects_a_missing_store() -> None:
 
 
 HOOK = "https://ops:s3cret@hooks.example.com/convoy?token=t0k"
-SHOWN = "https://hooks.example.com/convoy"
+SHOWN = f"https://hooks.example.com/… #{hashlib.sha256(HOOK.encode()).hexdigest()[:8]}"
 
 
 def seed_deliveries() -> None:
@@ -125,3 +131,64 @@ def test_a_damaged_delivery_is_left_out_with_a_warning() -> None:
     data = json.loads(cli("alerts", "--json").stdout)
     assert [(a["metric"], len(a["deliveries"])) for a in data] == [("tokens", 0),
                                                                    ("latency", 1)]
+
+
+def fingerprint(url: str) -> str:
+    """What docs/how-to/alerts.md tells an operator to compute."""
+    return hashlib.sha256(url.encode()).hexdigest()[:8]
+
+
+SLACK = "https://hooks.slack.com/services/T000/B000/XXXXsecretoneXXXXXXXXXXX"
+SLACK_TOO = "https://hooks.slack.com/services/T000/B000/XXXXsecrettwoXXXXXXXXXXX"
+
+
+def seed_webhooks(queues: Sequence[tuple[str, str, Sequence[str]]],
+                  outcomes: dict[tuple[str, str], str] | None = None) -> None:
+    """An alert per ``(tenant, metric, urls)``, queued for ``urls``; ``outcomes``: the
+    deliveries of ``(metric, url)`` that were ``delivered`` or ``given_up`` (the rest
+    are pending)."""
+    async def write() -> None:
+        store = SQLiteStore(Path("convoy.db"), clock=lambda: T0)
+        await store.open()
+        try:
+            for tenant, metric, urls in queues:
+                await store.alert_open(NewAlert(
+                    tenant=tenant, scope="agent", subject="triage", metric=metric,
+                    value=3.0, mean=0.5, deviation=0.05, threshold=0.65, opened=T0), urls)
+            every = sorted({u for _, _, urls in queues for u in urls})
+            for d in await store.due_deliveries(T0, urls=every, limit=1000, lease_s=0):
+                outcome = (outcomes or {}).get((d.alert.metric, d.url))
+                if outcome == "delivered":
+                    await store.delivery_result(d.id, attempts=1, delivered=T0 + 1)
+                elif outcome == "given_up":  # (an error as an earlier Convoy stored it)
+                    await store.delivery_result(
+                        d.id, attempts=8, next_at=None,
+                        error=f"ConnectError: {d.url.split('?')[0]}: refused")
+        finally:
+            await store.aclose()
+
+    asyncio.run(write())
+
+
+def test_alerts_never_show_a_secret_in_a_webhook_path_and_tell_two_webhooks_apart() -> None:
+    seed_webhooks([("default", "latency", [SLACK, SLACK_TOO])],
+                  {("latency", SLACK): "given_up"})
+    shown = [cli("alerts"), cli("alerts", "--json"), cli("alerts", "--all-tenants", "--json")]
+    for res in shown:
+        assert res.code == 0, res.stderr
+        assert "secret" not in res.stdout + res.stderr and "T000" not in res.stdout
+    (a,) = json.loads(shown[1].stdout)
+    assert [(d["url"], d["fingerprint"], d["status"]) for d in a["deliveries"]] == [
+        (f"https://hooks.slack.com/… #{fingerprint(SLACK)}", fingerprint(SLACK), "given_up"),
+        (f"https://hooks.slack.com/… #{fingerprint(SLACK_TOO)}", fingerprint(SLACK_TOO),
+         "pending")]
+    assert fingerprint(SLACK) != fingerprint(SLACK_TOO)
+    assert a["deliveries"][0]["last_error"] == (
+        f"ConnectError: https://hooks.slack.com/… #{fingerprint(SLACK)}: refused")
+
+
+@pytest.mark.skipif(shutil.which("sha256sum") is None, reason="no sha256sum here")
+def test_the_documented_shell_line_computes_a_webhooks_fingerprint() -> None:
+    line = subprocess.run(["sh", "-c", 'printf %s "$1" | sha256sum | cut -c1-8', "sh", SLACK],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert line == fingerprint(SLACK)

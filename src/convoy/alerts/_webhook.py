@@ -14,11 +14,12 @@ detail go through the interceptor's redactor (the store keeps them as they are).
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
 from convoy._errors import UserError
 from convoy.observability._scrub import scrub
@@ -54,11 +55,21 @@ class Webhook:
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("http://", "https://")):
-            raise UserError(f"Webhook url must start with http:// or https://, got {self.url!r}")
+            # (the URL itself is not quoted: a webhook's path may hold its secret)
+            head = re.match(r"[^/:?#@]*", self.url)
+            shown = (f"one starting with {head.group()!r}" if head and head.group()
+                     and head.group() != self.url else "one that does not")
+            raise UserError(f"Webhook url must start with http:// or https://, got {shown}")
         if self.max_attempts < 1:
             raise UserError(f"Webhook.max_attempts must be >= 1, got {self.max_attempts}")
         if self.backoff < 0 or self.max_backoff < 0 or self.timeout <= 0:
             raise UserError("Webhook backoff and max_backoff must be >= 0, timeout > 0")
+
+    def __repr__(self) -> str:
+        # (no secret of the URL or the headers in a log line or a traceback)
+        return (f"Webhook(url={shown_url(self.url)!r}, max_attempts={self.max_attempts}, "
+                f"backoff={self.backoff}, max_backoff={self.max_backoff}, "
+                f"timeout={self.timeout}, headers={'…' if self.headers else None})")
 
     def delay(self, attempts: int) -> float:
         """Seconds to wait after ``attempts`` failed attempts."""
@@ -75,18 +86,56 @@ def load_httpx() -> Any:
     return httpx
 
 
+#: A URL's scheme and authority (``//user:password@host:port``), as far as it has them.
+_HEAD = re.compile(r"(?:([A-Za-z][A-Za-z0-9+.-]*):)?(?://([^/?#]*))?")
+
+
+def url_fingerprint(url: str) -> str:
+    """A webhook URL's fingerprint: the first 8 hex digits of the SHA-256 of the URL as
+    configured (``printf %s URL | sha256sum | cut -c1-8``). It tells apart two webhooks
+    that differ only in a secret, and matches one to the configuration."""
+    return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+
+
 def shown_url(url: str) -> str:
-    """A webhook URL as logs and ``convoy alerts`` show it: without the user, password and
-    query string it may carry credentials in."""
-    try:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:  # (a port that is not a number: the URL as far as it can be shown)
-        return url.split("?", 1)[0].rsplit("@", 1)[-1]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    """A webhook URL as logs and ``convoy alerts`` show it: its scheme, host and port, then
+    ``/…`` for whatever follows (Slack, Discord and Teams webhooks carry their secret in
+    the path; others in the user, password or query string), and its
+    :func:`url_fingerprint`: ``https://hooks.slack.com/… #3fa81c2e``."""
+    m = _HEAD.match(url)
+    assert m is not None  # (every part of the pattern is optional)
+    scheme, netloc = m.group(1), m.group(2)
+    if scheme and netloc is not None:
+        hostport = netloc.rsplit("@", 1)[-1]
+        if hostport.startswith("["):  # an IPv6 address
+            host, bracket, port = hostport[1:].partition("]")
+            host = f"[{host}]" if bracket else "…"
+            port = port[1:] if port.startswith(":") else ""
+        else:
+            # (a ':' that is no port's: a password with an unescaped '/' after it)
+            host, _, port = hostport.partition(":")
+        head = f"{scheme}://{host}{f':{port}' if port.isdigit() else ''}"
+        rest = url[m.end():]
+    else:
+        head, rest = "…", ""
+    return f"{head}{'/…' if rest.strip('/') else ''} #{url_fingerprint(url)}"
+
+
+def hide_url(text: str, url: str) -> str:
+    """``text`` (an error message) with ``url`` in it :func:`shown_url` (an error may quote
+    the URL), and any other part of it that may hold a secret (the path, the query, a long
+    path segment, the user info) as ``…``."""
+    text = text.replace(url, shown_url(url))
+    m = _HEAD.match(url)
+    assert m is not None
+    rest, netloc = url[m.end():], m.group(2) or ""
+    secrets = [rest.split("#", 1)[0], rest.split("?", 1)[0], *rest.split("?", 1)[1:],
+               *(seg for seg in re.split(r"[/?&=#]", rest) if len(seg) >= 16),
+               *netloc.rpartition("@")[:1]]
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret.strip("/") and len(secret) >= 4:
+            text = text.replace(secret, "…")
+    return text
 
 
 def alert_json(alert: AlertRow, redact: Callable[[str], str] | None = None
@@ -149,7 +198,7 @@ class Deliverer:
             return True
         self.failed_attempts += 1
         url = shown_url(d.url)
-        error = error.replace(d.url, url)[:500]  # (an error may quote the URL)
+        error = hide_url(error, d.url)[:500]
         next_at = None if attempts >= hook.max_attempts else now + hook.delay(attempts)
         await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
                                          error=error)

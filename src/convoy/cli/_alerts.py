@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy.alerts import alert_json
-from convoy.alerts._webhook import shown_url
+from convoy.alerts._webhook import hide_url, shown_url, url_fingerprint
 from convoy.cli._common import (
     DEFAULT_DB,
     AllTenantsOption,
@@ -118,9 +118,12 @@ def _json(a: AlertRow, deliveries: Deliveries) -> dict[str, Any]:
     """An alert as ``--json`` prints it: :func:`~convoy.alerts.alert_json`, with its
     deliveries."""
     return {**alert_json(a), "deliveries": [
-        {"url": shown_url(d.url), "event": d.event, "status": d.status,
-         "attempts": d.attempts, "delivered": d.delivered, "next_attempt": d.next_at,
-         "last_error": d.last_error, "key": d.key} for d in deliveries.get(a.id, [])]}
+        {"url": shown_url(d.url), "fingerprint": url_fingerprint(d.url), "event": d.event,
+         "status": d.status, "attempts": d.attempts, "delivered": d.delivered,
+         "next_attempt": d.next_at,
+         # (an error an earlier Convoy stored may quote the URL's path)
+         "last_error": None if d.last_error is None else hide_url(d.last_error, d.url),
+         "key": d.key} for d in deliveries.get(a.id, [])]}
 
 
 def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
