@@ -171,6 +171,37 @@ async def test_given_up_deliveries_are_queued_again(store: Store) -> None:
         "delivered", "pending", "pending"]
 
 
+async def test_the_undelivered_events_of_a_webhook_are_dropped(store: Store) -> None:
+    """A webhook no engine has any more: its pending and given-up events are dropped (the
+    delivered ones kept, as the other webhooks' events), by tenant or for every tenant."""
+    a1 = await store.alert_open(alert("t1"), [HOOK_A, HOOK_B])
+    a2 = await store.alert_open(alert("t1", "tokens"), [HOOK_A])
+    a3 = await store.alert_open(alert("t2"), [HOOK_A])
+    a4 = await store.alert_open(alert("t1", "error_rate"), [HOOK_A])
+    due = {(d.alert.id, d.url): d for d in await store.due_deliveries(EPOCH, urls=BOTH)}
+    await store.delivery_result(due[(a1, HOOK_A)].id, attempts=1, delivered=EPOCH + 1)
+    await store.delivery_result(due[(a2, HOOK_A)].id, attempts=8, next_at=None,
+                                error="HTTP 500")
+    await store.delivery_result(due[(a4, HOOK_A)].id, attempts=1, next_at=EPOCH + 5,
+                                error="HTTP 503")
+    assert await store.undelivered_webhooks() == [HOOK_A, HOOK_B]
+    assert await store.undelivered_webhooks(tenant="t2") == [HOOK_A]
+    assert await store.undelivered_webhooks(tenant="nobody") == []
+    assert await store.drop_deliveries(HOOK_A, tenant="t1") == 2  # a2's given up, a4's
+    assert [(r.alert_id, r.url, r.status) for r in
+            await store.alert_deliveries([a1, a2, a3, a4])] == [
+        (a1, HOOK_A, "delivered"), (a1, HOOK_B, "pending"), (a3, HOOK_A, "pending")]
+    assert await store.drop_deliveries(HOOK_A, tenant="t1") == 0
+    assert await store.drop_deliveries(HOOK_A, tenant="nobody") == 0
+    assert await store.drop_deliveries("http://127.0.0.1:1/\x00") == 0
+    assert await store.drop_deliveries(HOOK_A) == 1  # every tenant: t2's
+    assert await store.undelivered_webhooks() == [HOOK_B]
+    assert await store.due_deliveries(EPOCH + 10_000, urls=[HOOK_A]) == []
+    (left,) = await store.due_deliveries(EPOCH + 10_000, urls=BOTH)
+    assert (left.alert.id, left.url) == (a1, HOOK_B)
+    assert len(await store.list_alerts()) == 4  # the alerts themselves are kept
+
+
 async def test_events_queued_before_their_keys_existed_keep_the_key_they_were_sent_with(
         backend: Backend, stores: Opener) -> None:
     first = await stores()
@@ -207,3 +238,4 @@ async def test_a_store_without_the_alert_addons_reads_no_deliveries(
     reader = await stores(read_only=True)
     assert await reader.list_alerts() == []
     assert await reader.alert_deliveries([1]) == []
+    assert await reader.undelivered_webhooks() == []

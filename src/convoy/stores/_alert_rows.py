@@ -36,6 +36,12 @@ RESULT = ("UPDATE alert_outbox SET attempts={p}, delivered={p}, next_at={p}, las
 REDELIVER = ("UPDATE alert_outbox SET next_at={p}, attempts=0 WHERE delivered IS NULL AND "
              "next_at IS NULL{tenant}")
 REDELIVER_TENANT = " AND alert_id IN (SELECT id FROM alerts WHERE tenant={p})"
+#: The URLs with undelivered (pending or given-up) events (of a tenant's alerts, with
+#: ``{tenant}`` filled in with :data:`REDELIVER_TENANT`).
+UNDELIVERED_URLS = ("SELECT DISTINCT url FROM alert_outbox WHERE delivered IS NULL{tenant} "
+                    "ORDER BY url")
+#: The undelivered events of one webhook URL (of a tenant's alerts, as above), deleted.
+DROP = "DELETE FROM alert_outbox WHERE delivered IS NULL AND url={p}{tenant}"
 
 
 def queued(alert_id: int, event: str, webhooks: Sequence[str], due: float

@@ -13,12 +13,14 @@ from convoy.stores._alert_rows import (
     ALERT_COLS,
     CLEAR,
     DELIVERY_COLS,
+    DROP,
     INSERT_ALERT,
     QUEUE,
     REDELIVER,
     REDELIVER_TENANT,
     RESULT,
     STATUS_COLS,
+    UNDELIVERED_URLS,
     alert_row,
     delivery,
     delivery_row,
@@ -119,6 +121,26 @@ class PostgresAlerts:
 
         async def write(conn: Conn) -> int:
             cur = await conn.execute(sql, (now,) if tenant is None else (now, tenant))
+            return cur.rowcount
+
+        return await self._write(write)
+
+    async def undelivered_webhooks(self, *, tenant: str | None = None) -> list[str]:
+        if tenant is not None and matches_nothing((tenant,)):
+            return []
+        sql = UNDELIVERED_URLS.format(tenant="" if tenant is None else
+                                      REDELIVER_TENANT.format(p="%s"))
+        return [r[0] for r in await self._read(sql, () if tenant is None else (tenant,))]
+
+    async def drop_deliveries(self, url: str, *, tenant: str | None = None) -> int:
+        params = (url,) if tenant is None else (url, tenant)
+        if matches_nothing(params):
+            return 0
+        sql = DROP.format(p="%s", tenant="" if tenant is None else
+                          REDELIVER_TENANT.format(p="%s"))
+
+        async def write(conn: Conn) -> int:
+            cur = await conn.execute(sql, params)
             return cur.rowcount
 
         return await self._write(write)

@@ -920,6 +920,18 @@ class Store(Protocol):
         idempotency keys kept. Returns how many."""
         ...
 
+    async def undelivered_webhooks(self, *, tenant: str | None = None) -> list[str]:
+        """The webhook URLs that have undelivered (pending or given-up) events (of
+        ``tenant``'s alerts; ``None``: every tenant's), sorted."""
+        ...
+
+    async def drop_deliveries(self, url: str, *, tenant: str | None = None) -> int:
+        """Delete the undelivered (pending or given-up) events queued for the webhook
+        ``url`` (of ``tenant``'s alerts; ``None``: every tenant's), in one transaction: for
+        a webhook no engine has any more. Delivered events and the alerts are kept.
+        Returns how many."""
+        ...
+
     # -- audit log (see convoy.audit) ----------------------------------------------------
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,

@@ -14,12 +14,14 @@ from convoy.stores._alert_rows import (
     ALERT_COLS,
     CLEAR,
     DELIVERY_COLS,
+    DROP,
     INSERT_ALERT,
     QUEUE,
     REDELIVER,
     REDELIVER_TENANT,
     RESULT,
     STATUS_COLS,
+    UNDELIVERED_URLS,
     alert_row,
     delivery,
     delivery_row,
@@ -111,6 +113,20 @@ class SQLiteAlerts:
 
         def write(conn: sqlite3.Connection) -> int:
             return conn.execute(sql, (now,) if tenant is None else (now, tenant)).rowcount
+
+        return await self._write(write)
+
+    async def undelivered_webhooks(self, *, tenant: str | None = None) -> list[str]:
+        sql = UNDELIVERED_URLS.format(tenant="" if tenant is None else
+                                      REDELIVER_TENANT.format(p="?"))
+        return [r[0] for r in self._read(sql, () if tenant is None else (tenant,))]
+
+    async def drop_deliveries(self, url: str, *, tenant: str | None = None) -> int:
+        sql = DROP.format(p="?", tenant="" if tenant is None else
+                          REDELIVER_TENANT.format(p="?"))
+
+        def write(conn: sqlite3.Connection) -> int:
+            return conn.execute(sql, (url,) if tenant is None else (url, tenant)).rowcount
 
         return await self._write(write)
 
