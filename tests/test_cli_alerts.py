@@ -192,3 +192,84 @@ def test_the_documented_shell_line_computes_a_webhooks_fingerprint() -> None:
     line = subprocess.run(["sh", "-c", 'printf %s "$1" | sha256sum | cut -c1-8', "sh", SLACK],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert line == fingerprint(SLACK)
+
+
+GONE = "https://hooks.slack.com/services/T000/B000/XXXXgoneXXXXXXXXXXXXXXXX"
+KEPT = "https://ops.example.com/convoy"
+
+
+def deliveries(*args: str) -> list[tuple[str, str, str, str]]:
+    """(tenant, metric, fingerprint, status) of every delivery ``convoy alerts --json``
+    lists (of ``args``' tenants), oldest alert first."""
+    res = cli("alerts", "--json", *args)
+    assert res.code == 0, res.stderr
+    return [(a["tenant"], a["metric"], d["fingerprint"], d["status"])
+            for a in reversed(json.loads(res.stdout)) for d in a["deliveries"]]
+
+
+def test_drop_webhook_drops_the_pending_and_given_up_events_of_one_webhook() -> None:
+    seed_webhooks([("default", "latency", [GONE, KEPT]), ("default", "tokens", [GONE]),
+                   ("default", "error_rate", [GONE, KEPT]), ("acme", "velocity", [GONE])],
+                  {("latency", GONE): "delivered", ("tokens", GONE): "given_up"})
+    gone, kept = fingerprint(GONE), fingerprint(KEPT)
+    res = cli("alerts", "--drop-webhook", GONE, "--json")
+    assert res.code == 0, res.stderr
+    assert "secret" not in res.stderr and "XXXX" not in res.stderr
+    assert " ".join(res.stderr.split()) == (
+        f"dropped 2 pending or given-up webhook events of tenant 'default' for "
+        f"https://hooks.slack.com/… #{gone} (its delivered ones are kept)")
+    assert deliveries("--all-tenants") == [
+        ("default", "latency", gone, "delivered"), ("default", "latency", kept, "pending"),
+        ("default", "error_rate", kept, "pending"), ("acme", "velocity", gone, "pending")]
+    # By its fingerprint, as 'convoy alerts' shows it (the '#' may be given), in a tenant.
+    res = cli("alerts", "--drop-webhook", f"#{gone.upper()}", "--tenant", "acme")
+    assert res.code == 0, res.stderr
+    assert "dropped 1 pending or given-up webhook event of tenant 'acme'" in res.stderr
+    assert deliveries("--all-tenants") == [
+        ("default", "latency", gone, "delivered"), ("default", "latency", kept, "pending"),
+        ("default", "error_rate", kept, "pending")]
+
+
+def test_drop_webhook_of_every_tenant() -> None:
+    seed_webhooks([("default", "latency", [GONE]), ("acme", "velocity", [GONE, KEPT])])
+    res = cli("alerts", "--drop-webhook", fingerprint(GONE), "--all-tenants")
+    assert res.code == 0, res.stderr
+    assert "dropped 2 pending or given-up webhook events for https://" in res.stderr
+    assert deliveries("--all-tenants") == [("acme", "velocity", fingerprint(KEPT), "pending")]
+
+
+def test_drop_webhook_says_in_one_line_when_nothing_matches_or_the_argument_is_wrong(
+) -> None:
+    seed_webhooks([("default", "latency", [GONE]), ("acme", "velocity", [KEPT])],
+                  {("latency", GONE): "delivered"})
+    res = cli("alerts", "--drop-webhook", GONE)  # its one event was delivered
+    one_line_error(res, 2, "no pending or given-up webhook events of tenant 'default' for "
+                           f"https://hooks.slack.com/… #{fingerprint(GONE)}: nothing dropped")
+    assert "XXXX" not in res.stderr
+    one_line_error(cli("alerts", "--drop-webhook", KEPT), 2,
+                   "(other tenants: --tenant NAME or --all-tenants)")
+    one_line_error(cli("alerts", "--drop-webhook", "0badf00d", "--all-tenants"), 2,
+                   "no pending or given-up webhook events with the fingerprint '0badf00d': "
+                   "nothing dropped")
+    for wrong in ("hooks.slack.com/services/T000/B000/XXXXXXXX", "3fa81c2", "3fa81c2g",
+                  "ftp://ops.example.com/x", ""):
+        res = cli("alerts", "--drop-webhook", wrong)
+        one_line_error(res, 2, "--drop-webhook takes a webhook's URL (http:// or https://, "
+                               "exactly as configured) or its 8-hex-digit fingerprint")
+        assert "XXXX" not in res.stderr
+    assert len(deliveries("--all-tenants")) == 2  # nothing dropped
+    one_line_error(cli("alerts", "--drop-webhook", KEPT, "--db", "nope.db"), 2, "nope.db")
+
+
+def test_drop_webhook_refuses_a_fingerprint_two_webhooks_share() -> None:
+    """Eight hex digits tell apart the handful of webhooks a store has; two that share one
+    (about one chance in four billion for a pair) are dropped by URL instead."""
+    one, two = "https://hooks.example.com/36233", "https://hooks.example.com/141914"
+    assert fingerprint(one) == fingerprint(two) == "bada171a"  # (found by a search)
+    seed_webhooks([("default", "latency", [one, two])])
+    one_line_error(cli("alerts", "--drop-webhook", "bada171a"), 2,
+                   "2 webhooks have the fingerprint 'bada171a': give the URL of the one "
+                   "to drop")
+    res = cli("alerts", "--drop-webhook", two)
+    assert res.code == 0 and "dropped 1 pending or given-up webhook event " in res.stderr
+    assert [d[3] for d in deliveries()] == ["pending"]

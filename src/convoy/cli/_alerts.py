@@ -1,10 +1,11 @@
 """``convoy alerts``: the baseline alerts in a store, newest first, with where their webhook
 deliveries stand (see :class:`convoy.BaselineAlerts`); ``--redeliver`` queues the given-up
-ones again."""
+ones again, ``--drop-webhook`` drops the undelivered ones of a webhook no engine has."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from typing import Annotated, Any
 
@@ -22,6 +23,7 @@ from convoy.cli._common import (
     TenantOption,
     count_option,
     err,
+    fail,
     label,
     open_store,
     out,
@@ -53,6 +55,44 @@ async def _redeliver(db: str, tenant: str | None) -> int:
         return await store.redeliver(store.clock(), tenant=tenant)
 
 
+async def _drop(db: str, webhook: str, scope: Scope) -> tuple[str, int]:
+    """Drop the undelivered events of the webhook ``webhook`` names (its URL, or its
+    fingerprint: the one URL of the store's undelivered events that has it). Returns the
+    URL and how many."""
+    async with open_store(db, write=True) as store:
+        url, fp = webhook, None
+        if not webhook.startswith(("http://", "https://")):
+            fp = webhook.lstrip("#").lower()
+            urls = [u for u in await store.undelivered_webhooks(tenant=scope.tenant)
+                    if url_fingerprint(u) == fp]
+            if len(urls) > 1:
+                fail(f"{len(urls)} webhooks have the fingerprint {fp!r}: give the URL of the "
+                     "one to drop")
+            if not urls:
+                fail(f"no pending or given-up webhook events{scope.of} with the fingerprint "
+                     f"{fp!r}: nothing dropped{scope.hint}")
+            url = urls[0]
+        n = await store.drop_deliveries(url, tenant=scope.tenant)
+        if not n:  # (a URL; or, by a fingerprint, events delivered a moment ago)
+            fail(f"no pending or given-up webhook events{scope.of} for {shown_url(url)}: "
+                 f"nothing dropped{scope.hint}")
+        return url, n
+
+
+_FINGERPRINT = re.compile(r"#?[0-9a-fA-F]{8}")
+
+
+def _check_webhook(value: str) -> None:
+    """Exit 2 unless ``value`` is a webhook's URL or fingerprint (without quoting a long
+    one: a URL without its scheme may hold a secret)."""
+    if value.startswith(("http://", "https://")) or _FINGERPRINT.fullmatch(value):
+        return
+    got = repr(value) if len(value) <= 12 else f"a value of {len(value)} characters"
+    fail("--drop-webhook takes a webhook's URL (http:// or https://, exactly as configured) "
+         "or its 8-hex-digit fingerprint (as 'convoy alerts --json' shows it), got "
+         f"{got}")
+
+
 def alerts(
     db: DbOption = DEFAULT_DB,
     open_only: Annotated[bool, typer.Option(
@@ -63,6 +103,12 @@ def alerts(
         "--redeliver", help="First queue again the given-up webhook events of the "
         "tenant's alerts (every tenant's with --all-tenants): an engine configured with "
         "their webhook delivers them.")] = False,
+    drop_webhook: Annotated[str | None, typer.Option(
+        "--drop-webhook", metavar="URL|FINGERPRINT", help="First drop (delete) the pending "
+        "and given-up webhook events of the tenant's alerts (every tenant's with "
+        "--all-tenants) queued for this webhook, one no engine has any more: its URL "
+        "exactly as configured, or the 8 hex digits after '#' where it is shown. Its "
+        "delivered events are kept.")] = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -71,12 +117,21 @@ def alerts(
     (delivered, pending, given up; --json: each one's URL, attempts and last error).
 
     Covers the tenant --tenant names (default: 'default'), or every tenant with
-    --all-tenants.
+    --all-tenants. --redeliver and --drop-webhook write to the store first: the one queues
+    the given-up events again, the other drops the undelivered events of a webhook that no
+    engine has any more.
 
     Example: `convoy alerts --open --all-tenants`
     """
     scope = tenant_scope(tenant, all_tenants)
+    if drop_webhook is not None:
+        _check_webhook(drop_webhook)
     require_store(db)
+    if drop_webhook is not None:
+        url, n = run_async(_drop(db, drop_webhook, scope))
+        err.print(f"dropped {n} pending or given-up webhook event{'' if n == 1 else 's'}"
+                  f"{scope.of} for {shown_url(url)} (its delivered ones are kept)",
+                  markup=False, soft_wrap=True)
     if redeliver:
         _report_redelivered(run_async(_redeliver(db, scope.tenant)), scope)
     left_out: list[LeftOut] = []
