@@ -94,7 +94,11 @@ def url_fingerprint(url: str) -> str:
     """A webhook URL's fingerprint: the first 8 hex digits of the SHA-256 of the URL as
     configured (``printf %s URL | sha256sum | cut -c1-8``). It tells apart two webhooks
     that differ only in a secret, and matches one to the configuration."""
-    return hashlib.sha256(url.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    try:  # (the bytes of a URL read from a command line as the shell passed them)
+        raw = url.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # (a lone surrogate of another kind: never a failure here)
+        raw = url.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()[:8]
 
 
 def shown_url(url: str) -> str:
