@@ -24,6 +24,15 @@ def env_fixture(tmp_path: Path) -> dict[str, str]:
     return env
 
 
+def test_keygen_prints_the_whole_path_to_export(tmp_path: Path) -> None:
+    """A relative path exported names another file from any other directory."""
+    (tmp_path / "my keys").mkdir()
+    res = cli("keygen", "my keys/m.key")
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip().endswith(
+        f"export CONVOY_MASTER_KEY_FILE='{tmp_path / 'my keys' / 'm.key'}'"), res.stdout
+
+
 def _files(tmp_path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
 

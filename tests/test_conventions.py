@@ -63,7 +63,7 @@ def test_public_configuration_dataclasses_are_keyword_only() -> None:
 
 def test_readme_example_is_the_quickstart_and_runs(tmp_path: Path) -> None:
     readme = (ROOT / "README.md").read_text()
-    block = re.search(r"## Twenty lines\n\n```python\n(.*?)```", readme, re.S)
+    block = re.search(r"## A first workflow\n\n```python\n(.*?)```", readme, re.S)
     assert block is not None
     code = block.group(1)
     assert code == (ROOT / "examples" / "quickstart.py").read_text()

@@ -41,11 +41,14 @@ app = typer.Typer(
          "file, default ./convoy.db, or a postgresql:// URL): a crashed run resumes where "
          "it stopped.\n\n"
          "Example: `convoy run myapp.flows:handle_ticket --input tickets.jsonl`\n\n"
-         "Exit codes: 0 done; 1 the run could not complete (a store error: one line, "
-         "sessions stay unfinished), or `run --strict` found an input that did not "
-         "complete; 2 usage errors (bad options, workflow, input file or --db path; a "
+         "Exit codes: 0 done; 1 the command could not complete (a store error: one line, "
+         "sessions stay unfinished), or what it checks did not hold (`run --strict` found "
+         "an input that did not complete, a replay diverged, `audit verify` found "
+         "tampering, a `state set` lost its compare-and-set, a chaos or red-team check "
+         "failed); 2 usage errors (bad options, workflow, input file or --db path; a "
          "session, state key or subject the store does not have); "
-         "130 interrupted (Ctrl-C).",
+         "130 interrupted (Ctrl-C); 143 run, resume, worker or metrics serve stopped by "
+         "SIGTERM.",
     no_args_is_help=True,
     add_completion=True,
     rich_markup_mode="markdown",

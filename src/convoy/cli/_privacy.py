@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -248,5 +249,7 @@ def keygen(path: Annotated[Path, typer.Argument(
         fail(f"cannot create {quoted(str(path), 200)}: {e.strerror or e}")
     with os.fdopen(fd, "w") as f:
         f.write(MasterKey.generate() + "\n")
-    out.print(f"wrote a new master key to {path}; export CONVOY_MASTER_KEY_FILE={path}",
-              markup=False)
+    # (the whole path: a relative one names another file from any other directory)
+    whole = shlex.quote(os.path.abspath(path))
+    out.print(f"wrote a new master key to {path}; export CONVOY_MASTER_KEY_FILE={whole}",
+              markup=False, soft_wrap=True)  # (a command to copy: never cut in two)
