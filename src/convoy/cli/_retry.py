@@ -63,7 +63,9 @@ def retry(
         help="Only sessions whose error has this type, e.g. ConnectionError or "
              "VersionMismatch ('convoy sessions show ID' shows it).")] = None,
     workflow: Annotated[str | None, typer.Option(
-        "--workflow", "-w", metavar="MODULE:WORKFLOW", help="Only this workflow.")] = None,
+        "--workflow", "-w", metavar="NAME",
+        help="Only the sessions of this workflow, by its name as 'sessions list' shows it "
+             "(MODULE:FUNCTION, unless @convoy.workflow(name=...) gave it another).")] = None,
     dry_run: Annotated[bool, typer.Option(
         "--dry-run", "-n", help="List the sessions that would be retried; run and write "
         "nothing (the store is opened read-only).")

@@ -53,7 +53,9 @@ def list_sessions(
     status: Annotated[str | None, typer.Option(
         "--status", "-s", help=f"Only this status: {', '.join(STATUSES)}.")] = None,
     workflow: Annotated[str | None, typer.Option(
-        "--workflow", "-w", metavar="MODULE:WORKFLOW", help="Only this workflow.")] = None,
+        "--workflow", "-w", metavar="NAME",
+        help="Only the sessions of this workflow, by its name as 'sessions list' shows it "
+             "(MODULE:FUNCTION, unless @convoy.workflow(name=...) gave it another).")] = None,
     limit: Annotated[int, count_option("--limit", "-n", least=1, help="Rows to show.")] = 50,
     offset: Annotated[int, count_option(
         "--offset", help="Skip this many (oldest) sessions first.")] = 0,
