@@ -892,6 +892,30 @@ def test_replay_detects_divergence() -> None:
     assert "We refunded your last invoice." in res.stdout
 
 
+def test_replay_shows_why_it_diverged_whole_and_as_json() -> None:
+    """The error of a replay that diverged is its diagnosis (the step, what changed, what
+    to do): shown whole, not cut at a width; --json has both sides."""
+    run_ok(lines=[GOOD[0]])
+    (sid,) = session_ids()
+    tamper("UPDATE journal SET input_hash=? WHERE session_id=? AND kind='model'",
+           "f" * 32, sid)  # (as if the prompt had changed)
+    res = cli("replay", sid)
+    assert res.code == 1, res.stderr
+    said = " ".join(res.stdout.split())
+    assert "DIVERGED" in said and "NonDeterminismError" in said, said
+    assert "bump its version and start new sessions" in said, said
+    res = cli("replay", sid, "--json")
+    assert res.code == 1, res.stderr
+    got = json.loads(res.stdout)
+    assert got["matches"] is False and got["id"] == sid
+    assert got["recorded"]["status"] == "completed"
+    assert got["recorded"]["output"]["reply"] == "We refunded your last invoice."
+    assert got["replayed"]["status"] == "failed"
+    assert got["replayed"]["error"]["type"] == "NonDeterminismError"
+    assert got["replayed"]["error"]["message"].endswith(
+        "(bump its version and start new sessions)")
+
+
 @pytest.mark.parametrize("args", [["replay", "nope"], ["sessions", "show", "nope"],
                                   ["cancel", "nope"], ["signal", "nope", "go"],
                                   ["trace", "nope"]])

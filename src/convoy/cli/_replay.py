@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -38,6 +39,9 @@ def replay(
     imports: ImportOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print JSON instead: whether it matches, both statuses, outputs "
+        "and errors, the steps replayed (same exit codes).")] = False,
 ) -> None:
     """Re-execute a finished session from its journal and compare the result.
 
@@ -56,6 +60,11 @@ def replay(
     require_store(db)
     engine = build_engine(db, read_only=True)
     rr = run_async(_replay(engine, scope, session_id, db))
+    if as_json:
+        typer.echo(json.dumps(_as_json(rr), ensure_ascii=False))
+        if not rr.matches:
+            raise typer.Exit(RUN_FAILURE)
+        return
     if rr.matches:
         upto = "" if rr.stopped_at is None else \
             f"replayed up to step {rr.stopped_at}, where it was {_stopped(rr.status)}; "
@@ -66,15 +75,34 @@ def replay(
     out.print(Text.assemble(f"session {rr.id}: ", ("DIVERGED", "bold red"),
                             f" ({plural(rr.steps, 'step')} replayed)"))
     t = Table.grid(padding=(0, 2))
+    t.add_column()
+    t.add_column()
+    t.add_column(overflow="fold")
     for label, status, value, error in (
             ("recorded", rr.recorded_status, rr.recorded_output, rr.recorded_error),
             ("replayed", rr.status, rr.output, rr.error)):
-        detail = value
-        if detail is None and error:
-            detail = f"{error.get('type', 'error')}: {error.get('message', '')}"
-        t.add_row(Text(label, style="bold"), status_text(status), short(detail or "-", 100))
+        # An error whole (it says why the replay diverged: the step, what changed, what to
+        # do); an output as far as a line or two shows it (--json has all of it).
+        detail = short(value, 300) if value is not None else \
+            f"{error.get('type', 'error')}: {error.get('message', '')}" if error else "-"
+        t.add_row(Text(label, style="bold"), status_text(status), Text(detail))
     out.print(t)
     raise typer.Exit(RUN_FAILURE)
+
+
+def _as_json(rr: ReplayResult) -> dict[str, Any]:
+    """``replay --json``: the result, its outputs as the JSON values they are."""
+    def value(text: str | None) -> Any:
+        try:
+            return None if text is None else json.loads(text)
+        except ValueError:  # (a stored value Convoy did not write: as it is)
+            return text
+
+    return {"id": rr.id, "matches": rr.matches, "steps": rr.steps,
+            "stopped_at": rr.stopped_at,
+            "recorded": {"status": rr.recorded_status, "output": value(rr.recorded_output),
+                         "error": rr.recorded_error},
+            "replayed": {"status": rr.status, "output": value(rr.output), "error": rr.error}}
 
 
 async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> ReplayResult:
