@@ -157,6 +157,22 @@ def test_lines_nested_too_deep_are_skipped_in_one_line() -> None:
     assert summary(res.stdout, "completed") == "1"
 
 
+def test_a_line_with_an_integer_too_long_for_python_is_skipped_in_one_line() -> None:
+    """Python reads no integer of more than 4300 digits (``sys.get_int_max_str_digits``):
+    such a line is reported and skipped like any other bad line; the others run."""
+    huge = "1" * 5000
+    write_jsonl(Path("in.jsonl"), [GOOD[0], f'{{"subject": "big", "body": "x", "n": {huge}}}',
+                                   f"[-{huge}]"])  # raw lines
+    res = cli("run", FLOW, "-i", "in.jsonl")
+    assert res.code == 0, res.stderr
+    for line in (2, 3):
+        assert f"line {line}: an integer with more than 4300 digits" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr and huge not in res.stderr
+    assert summary(res.stdout, "completed") == "1"
+    assert summary(res.stdout, "invalid input lines") == "2 (lines 2, 3)"
+    assert cli("run", FLOW, "-i", "in.jsonl", "--strict").code == 1
+
+
 def test_an_error_message_is_shown_escaped_wherever_it_is_printed() -> None:
     """An error's text comes from code or input (a tool's exception, a customer's words):
     'convoy run', 'sessions show' and 'trace' show an ESC sequence or a bidi override in
@@ -626,6 +642,12 @@ def test_signal_errors_are_one_line() -> None:
                    "--payload is not JSON: NaN and infinite numbers are not JSON")
     one_line_error(cli("signal", sid, "approve", "--payload", "1e999"), 2,
                    "--payload is not JSON: NaN and infinite numbers are not JSON")
+    huge = "1" * 5000  # more digits than Python reads
+    one_line_error(cli("signal", sid, "approve", "--payload", f'{{"n": {huge}}}'), 2,
+                   "--payload: an integer with more than 4300 digits")
+    Path("huge.json").write_text(huge)
+    one_line_error(cli("signal", sid, "approve", "--payload-file", "huge.json"), 2,
+                   "--payload-file: an integer with more than 4300 digits")
     one_line_error(cli("signal", "nope", "approve"), 2, "no session 'nope'")
     one_line_error(cli("cancel", "nope"), 2, "no session 'nope'")
     assert "'convoy sessions list' shows the ids" in cli("cancel", "nope").stderr

@@ -108,7 +108,10 @@ def test_a_typed_value_the_form_cannot_take_is_one_line_that_does_not_repeat_it(
              ("tags", '["Jane", 1e999]', "NaN and infinite numbers are not JSON"),
              ("tags", "[" * 300 + "]" * 300, "nest more than 200 levels deep"),
              ("tags", "[" * 5000 + "]" * 5000, "nest more than 200 levels deep"),
-             ("tags", '["\\ud800 Jane"]', "tags: a lone surrogate")]
+             ("tags", '["\\ud800 Jane"]', "tags: a lone surrogate"),
+             ("tags", "[" + "1" * 5000 + "]", "an integer with more than 4300 digits"),
+             ("n", "1" * 5000, "n: not a valid integer: an integer with more than 4300 "
+                               "digits")]
     for name, text, said in cases:
         with pytest.raises(convoy.UserError) as info:
             parse(form[name], text)

@@ -183,6 +183,9 @@ def test_set_refuses_what_json_cannot_carry_and_empty_names() -> None:
     for value in ("NaN", "Infinity", "-Infinity", "1e999", '{"a": [NaN]}', "-1e400"):
         one_line_error(cli("state", "set", "--", "ns", "k", value), 2,
                        "the value is not JSON: NaN and infinite numbers are not JSON")
+    for value in ("1" * 5000, f"[-{'9' * 4301}]"):  # more digits than Python reads
+        one_line_error(cli("state", "set", "--", "ns", "k", value), 2,
+                       "the value: an integer with more than 4300 digits")
     one_line_error(cli("state", "set", "", "k", "1"), 2, "the namespace is empty")
     one_line_error(cli("state", "set", "ns", "", "1"), 2, "the key is empty")
     assert "no Convoy store" in cli("state", "get", "ns", "k").stderr  # nothing written

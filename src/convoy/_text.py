@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -87,16 +88,41 @@ TOO_DEEP = (f"arrays and objects nest more than {MAX_DEPTH} levels deep, more th
 NOT_FINITE = "NaN and infinite numbers are not JSON"
 
 
-def strict_json(text: str) -> Any:
-    """``json.loads(text)`` as JSON is written: ``NaN``, ``Infinity`` and ``1e999`` (which
-    Python's decoder reads, and no other reader does) are a ``ValueError`` saying
-    :data:`NOT_FINITE`, and nesting past what the decoder reaches is one saying
-    :data:`TOO_DEEP` (not a ``RecursionError``). A ``json.JSONDecodeError`` says what else
-    is wrong."""
+def huge_int() -> str:
+    """Why an integer with more digits than Python converts (4300 unless
+    ``sys.set_int_max_str_digits`` or ``PYTHONINTMAXSTRDIGITS`` says otherwise) is refused
+    where JSON is read or stored, and what to do."""
+    return (f"an integer with more than {sys.get_int_max_str_digits()} digits, more than "
+            "Python reads as a number; write it as a string")
+
+
+def read_json(text: str | bytes) -> Any:
+    """``json.loads(text)``, but an integer with more digits than Python converts is a
+    ``ValueError`` saying :func:`huge_int` (not Python's message, which names a function
+    to call), and nesting past what the decoder reaches one saying :data:`TOO_DEEP` (not
+    a ``RecursionError``). A ``json.JSONDecodeError`` says what else is wrong."""
     try:
-        return json.loads(text, parse_constant=_not_finite, parse_float=_finite)
+        return json.loads(text, parse_int=_int)
     except RecursionError:
         raise ValueError(TOO_DEEP) from None
+
+
+def strict_json(text: str) -> Any:
+    """:func:`read_json` as JSON is written: ``NaN``, ``Infinity`` and ``1e999`` (which
+    Python's decoder reads, and no other reader does) are a ``ValueError`` saying
+    :data:`NOT_FINITE` too."""
+    try:
+        return json.loads(text, parse_constant=_not_finite, parse_float=_finite,
+                          parse_int=_int)
+    except RecursionError:
+        raise ValueError(TOO_DEEP) from None
+
+
+def _int(token: str) -> int:
+    try:
+        return int(token)
+    except ValueError:  # (the decoder matched digits: only too many of them)
+        raise ValueError(huge_int()) from None
 
 
 def _not_finite(token: str) -> Any:
@@ -238,8 +264,10 @@ __all__ = [
     "check_name",
     "check_storable",
     "escaped",
+    "huge_int",
     "lone_surrogate",
     "quoted",
+    "read_json",
     "readable_validation_error",
     "short",
     "storable_json",

@@ -49,7 +49,6 @@ from convoy._command import command
 from convoy._errors import NoStoreError
 from convoy._text import (
     NOT_FINITE,
-    TOO_DEEP,
     check_storable,
     printable,
     quoted,
@@ -282,8 +281,8 @@ def json_value(text: str, option: str, example: str = """'"text"'""") -> Any:
         hint = "" if text.lstrip()[:1] in ("{", "[", '"') else f" (quote strings: {example})"
         fail(f"{option} is not JSON: {e.msg.removesuffix(' at')} at column {e.colno}{hint}")
     except ValueError as e:
-        if str(e) == TOO_DEEP:
-            fail(f"{option}: {TOO_DEEP}")
+        if str(e) != NOT_FINITE:  # nested too deep, an integer too long
+            fail(f"{option}: {e}")
         fail(f"{option} is not JSON: {NOT_FINITE} (readers could not parse it); write null "
              """or a string such as '"NaN"' instead""")
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import typer
 
 from convoy import UserError
-from convoy._text import NOT_FINITE, check_storable, strict_json
+from convoy._text import NOT_FINITE, check_storable, huge_int, strict_json
 
 MISSING: Any = object()
 
@@ -152,6 +153,9 @@ def _typed(field: Field, text: str) -> Any:
             try:
                 return int(text)
             except ValueError:
+                digits = text.strip().lstrip("+-").replace("_", "")
+                if digits.isdigit() and len(digits) > sys.get_int_max_str_digits():
+                    raise ValueError(huge_int()) from None
                 raise ValueError("write a whole number, such as 42") from None
         if kind == "number":
             try:

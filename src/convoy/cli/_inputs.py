@@ -34,6 +34,7 @@ from convoy._text import (
     TOO_DEEP,
     lone_surrogate,
     quoted,
+    read_json,
     readable_validation_error,
     short,
     surrogate_problem,
@@ -164,11 +165,11 @@ def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False
     if not text.strip():
         return None
     try:
-        obj = json.loads(text)
+        obj = read_json(text)
     except json.JSONDecodeError as e:
         return f"invalid JSON: {e.msg.removesuffix(' at')} at column {e.colno}"
-    except RecursionError:  # (deeper than the decoder goes)
-        return TOO_DEEP
+    except ValueError as e:  # nested deeper than the decoder goes, an integer too long
+        return str(e)
     if too_deep(obj):
         return TOO_DEEP
     char = lone_surrogate(obj)
