@@ -33,6 +33,8 @@ VALUES = [
     pytest.param("{nope", "its stored value '{nope' is not JSON", id="not-json"),
     pytest.param('{"a": NaN}', "its stored value '{\"a\": NaN}' is not JSON", id="nan"),
     pytest.param(DEEP, "its stored value nests arrays and objects more than", id="deep"),
+    pytest.param('{"a": %s}' % ("1" * 5000), "its stored value holds an integer with more "
+                 "than 4300 digits, more than Python reads", id="huge-int"),
 ]
 
 

@@ -101,6 +101,14 @@ async def test_values_that_do_not_match_the_type_are_refused(db: str | Path) -> 
             with pytest.raises(convoy.UserError, match="NaN and infinite numbers are not JSON"):
                 await eng.state("raw").set("k", value, expected_version=0)
         assert (await eng.state("raw").set("k", "NaN Infinity", expected_version=0)).version
+        # more digits than Python reads back (a string of as many digits is a string)
+        for value in (10 ** 5000, {"a": [-(10 ** 4300)]}, {"n": Account(open_tickets=10 ** 5000)}):
+            with pytest.raises(convoy.UserError, match=r"^state raw/k: an integer with more "
+                               "than 4300 digits"):
+                await eng.state("raw").set("k", value, expected_version=1)
+        with pytest.raises(convoy.UserError, match="an integer with more than 4300 digits"):
+            await acct.set("account", Account(open_tickets=10 ** 5000), expected_version=0)
+        assert (await eng.state("raw").set("k", "1" * 5000, expected_version=1)).version == 2
 
 
 async def test_concurrent_sessions_updating_one_record_lose_no_update(db: str | Path) -> None:

@@ -355,6 +355,27 @@ async def test_a_payload_or_input_nested_too_deep_is_refused_in_one_line(
         assert await eng.store.get_session("deep") is None
 
 
+
+async def test_a_payload_or_input_with_an_integer_too_long_to_read_back_is_refused(
+        db: str | Path) -> None:
+    """An integer of more than 4300 digits is written by the encoder but read back by no
+    Python decoder: a value to store holding one is one clear error, nothing stored."""
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        await eng.run(approval_flow, 1, session_id="w")
+        with pytest.raises(convoy.UserError, match=r"^the payload of signal 'approval': "
+                           "an integer with more than 4300 digits"):
+            await eng.signal("w", "approval", {"n": 10 ** 5000})
+        assert await eng.store.next_signal("w", "approval") is None
+        with pytest.raises(convoy.UserError, match=r"^input: an integer with more than 4300"):
+            await eng.run(lax_any_flow, [-(10 ** 4300)], session_id="huge")
+        assert await eng.store.get_session("huge") is None
+        # (the input as JSON text, read by the input type)
+        with pytest.raises(convoy.UserError, match=r"^input: an integer with more than 4300"):
+            await eng.run(lax_any_flow, '{"n": %s}' % ("1" * 5000), session_id="huge")
+        assert (await eng.run(lax_any_flow, ["1" * 5000], session_id="digits")).ok
+
+
 @convoy.workflow(name="lax_any")
 async def lax_any_flow(ctx: convoy.Context, value: Any) -> str:
     return "ran"

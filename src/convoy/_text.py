@@ -102,7 +102,7 @@ def read_json(text: str | bytes) -> Any:
     to call), and nesting past what the decoder reaches one saying :data:`TOO_DEEP` (not
     a ``RecursionError``). A ``json.JSONDecodeError`` says what else is wrong."""
     try:
-        return json.loads(text, parse_int=_int)
+        return json.loads(text, parse_int=json_int)
     except RecursionError:
         raise ValueError(TOO_DEEP) from None
 
@@ -113,12 +113,14 @@ def strict_json(text: str) -> Any:
     :data:`NOT_FINITE` too."""
     try:
         return json.loads(text, parse_constant=_not_finite, parse_float=_finite,
-                          parse_int=_int)
+                          parse_int=json_int)
     except RecursionError:
         raise ValueError(TOO_DEEP) from None
 
 
-def _int(token: str) -> int:
+def json_int(token: str) -> int:
+    """An integer of JSON (``json.loads``'s ``parse_int``): one with more digits than
+    Python converts is a ``ValueError`` saying :func:`huge_int`."""
     try:
         return int(token)
     except ValueError:  # (the decoder matched digits: only too many of them)
@@ -184,10 +186,11 @@ def check_storable(value: Any, what: str) -> Any:
 def storable_json(value: Any, what: str,
                   dump: Callable[[Any], bytes] = to_json) -> bytes:
     """``dump(value)`` (JSON to store); a value with a lone surrogate (JSON has no UTF-8 for
-    it) is a :class:`~convoy.UserError` naming ``what``, not pydantic's serialisation
-    error. Other serialisation errors propagate."""
+    it), nested too deep, or holding an integer too long to read back (:func:`huge_int`)
+    is a :class:`~convoy.UserError` naming ``what``, not pydantic's serialisation error
+    (nor a value no reader decodes). Other serialisation errors propagate."""
     try:
-        return dump(value)
+        data = dump(value)
     except PydanticSerializationError as e:
         if "serialization depth exceeded" in str(e):
             raise UserError(f"{what}: {TOO_DEEP}") from None
@@ -196,6 +199,29 @@ def storable_json(value: Any, what: str,
         m = re.search(r"\\u(d[89a-f][0-9a-f]{2})", str(e), re.IGNORECASE)
         char = chr(int(m.group(1), 16)) if m else "\ud800"
         raise UserError(f"{what}: {surrogate_problem(char)}") from None
+    if holds_huge_int(data):
+        raise UserError(f"{what}: {huge_int()}")
+    return data
+
+
+def holds_huge_int(data: str | bytes) -> bool:
+    """Whether JSON ``data`` holds an integer with more digits than Python reads (the
+    encoder writes one, no decoder reads it back). Only JSON with a run of that many
+    digits is decoded to tell (a string of digits is no number)."""
+    limit = sys.get_int_max_str_digits()
+    if not limit or len(data) <= limit:
+        return False
+    # (a run is matched from its first digit only: linear however many runs)
+    run = f"(?<![0-9])[0-9]{{{limit + 1}}}"
+    found = (re.search(run.encode(), data) if isinstance(data, bytes)
+             else re.search(run, data))
+    if found is None:
+        return False
+    try:
+        read_json(data)
+    except ValueError as e:
+        return str(e) == huge_int()
+    return False
 
 
 def escaped(text: str) -> str:
@@ -264,7 +290,9 @@ __all__ = [
     "check_name",
     "check_storable",
     "escaped",
+    "holds_huge_int",
     "huge_int",
+    "json_int",
     "lone_surrogate",
     "quoted",
     "read_json",

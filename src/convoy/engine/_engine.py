@@ -42,7 +42,12 @@ from convoy._errors import (
     UserError,
     error_to_record,
 )
-from convoy._text import readable_validation_error, storable_json
+from convoy._text import (
+    holds_huge_int,
+    huge_int,
+    readable_validation_error,
+    storable_json,
+)
 from convoy.cost._pricing import PriceTable
 from convoy.definitions._workflow import (
     Workflow,
@@ -1149,6 +1154,8 @@ def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:
             return wf.input_adapter.validate_json(value)
         return wf.input_adapter.validate_python(value)
     except ValidationError as e:
+        if isinstance(value, str | bytes) and holds_huge_int(value):
+            raise UserError(f"input: {huge_int()}") from None
         raise UserError(f"input does not match workflow {wf.name!r} input type: "
                         f"{readable_validation_error(e)}") from None
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import math
 import operator
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import JournalError
-from convoy._text import MAX_DEPTH, quoted, too_deep
+from convoy._text import MAX_DEPTH, huge_int, json_int, quoted, too_deep
 
 if TYPE_CHECKING:
     from convoy.stores._protocol import SessionFilter
@@ -192,14 +193,20 @@ def stored_json(text: str, what: str, name: str, *, or_text: bool = False,
     """``text`` (a value of the store: the column ``name`` of the row ``what`` names)
     decoded, or :func:`damaged`: not JSON (``or_text``: then ``text`` itself; ``strict``:
     ``NaN`` and ``Infinity`` are not JSON either, for values Convoy refuses to write with
-    them), or nested deeper than :data:`READ_DEPTH`."""
+    them), holding an integer too long for Python to read (Convoy refuses to write one
+    too), or nested deeper than :data:`READ_DEPTH`."""
     try:
-        value = json.loads(text, parse_constant=_no_constant) if strict else json.loads(text)
+        value = json.loads(text, parse_int=json_int,
+                           parse_constant=_no_constant if strict else None)
     except RecursionError:
         value = None
-    except ValueError:
+    except ValueError as e:
         if or_text:
             return text
+        if str(e) == huge_int():
+            raise damaged(what, f"its stored {name} holds an integer with more than "
+                          f"{sys.get_int_max_str_digits()} digits, more than Python "
+                          "reads") from None
         raise damaged(what, f"its stored {name} {shown(text)} is not JSON") from None
     else:
         if not too_deep(value, READ_DEPTH):
