@@ -595,3 +595,50 @@ async def test_an_engine_delivers_only_to_the_webhooks_it_has(tmp_path: Path) ->
     finally:
         a.close()
         b.close()
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("http://ops:s3cret@exa\x01mple.com/hook?token=t0k",
+     "holds the character \\x01, which a URL cannot"),
+    ("https://ops:s3cret@example.com:70000/hook?token=t0k",
+     "the port must be a number from 1 to 65535"),
+    ("http://ops:s3cret@example.com:80o/hook?token=t0k",
+     "the port must be a number from 1 to 65535"),
+    ("http://ops:s3cret@example.com/ho\u202eok?token=t0k",
+     "holds the character \\u202e, which a URL cannot"),
+    ("http://:s3cret@/hook?token=t0k", "names no host"),
+])
+def test_a_webhook_url_no_request_can_be_sent_to_is_refused_in_one_line(
+        url: str, said: str) -> None:
+    """A control character or a port past 65535 would make httpx raise something other
+    than an HTTP error at every delivery: refused where the webhook is configured, in one
+    line that shows no password or query string."""
+    for make in (lambda: Webhook(url=url), lambda: BaselineAlerts(POLICY, webhooks=[url])):
+        with pytest.raises(convoy.UserError) as info:
+            make()
+        message = str(info.value)
+        assert message.startswith("Webhook url ") and said in message, message
+        assert "s3cret" not in message and "t0k" not in message and "\n" not in message
+        assert "\x01" not in message and "\u202e" not in message
+
+
+@pytest.mark.parametrize("bad", ["http://127.0.0.1:70000/hook", "http://exa\x01mple.com/hook"])
+async def test_a_url_no_request_can_be_sent_to_is_a_failed_attempt_not_a_crash(
+        tmp_path: Path, receiver: Receiver, bad: str) -> None:
+    """Were such a URL to reach the sender (it is refused before), the attempt fails with
+    a clear error, recorded as any other, and the pass goes on to the other webhooks."""
+    hook = Webhook(url=receiver.url, max_attempts=2, backoff=1.0)
+    broken = Webhook(url=receiver.url.replace("/hook", "/other"), max_attempts=2, backoff=1.0)
+    object.__setattr__(broken, "url", bad)  # (past the check in __post_init__)
+    r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=[broken, hook], background=False)
+    try:
+        aid = await fire(r)
+        assert await r.alerts.deliver_due() == 1  # the good webhook's, in the same pass
+        assert len(receiver.received) == 1
+        rows = {row.url: row for row in await r.engine.store.alert_deliveries([aid])}
+        row = rows[bad]
+        assert (row.status, row.attempts) == ("pending", 1), row
+        assert row.last_error is not None and "Webhook url " in row.last_error, row
+        assert "\x01" not in row.last_error
+    finally:
+        await r.engine.aclose()

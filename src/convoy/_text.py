@@ -49,6 +49,13 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def unshowable(text: str) -> str | None:
+    """The first control character, bidi override or lone surrogate of ``text``, written
+    as an escape (``\\x01``, ``\\u202e``), or ``None``."""
+    m = _UNSHOWABLE.search(text) or _SURROGATE.search(text)
+    return None if m is None else _code(m.group())
+
+
 def blank(name: str) -> str:
     """How a message says that ``name`` (empty or only spaces) names nothing."""
     return "empty" if not name else f"empty (only spaces: {quoted(name, 40)})"
@@ -303,5 +310,6 @@ __all__ = [
     "surrogate_problem",
     "too_deep",
     "undecodable_byte",
+    "unshowable",
 ]
 

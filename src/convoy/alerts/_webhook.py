@@ -20,8 +20,10 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from convoy._errors import UserError
+from convoy._text import quoted, short, unshowable
 from convoy.observability._scrub import scrub
 from convoy.stores._protocol import AlertDelivery, AlertRow, Store
 from convoy.stores._rows import stored_json
@@ -54,12 +56,9 @@ class Webhook:
     headers: Mapping[str, str] | None = None
 
     def __post_init__(self) -> None:
-        if not self.url.startswith(("http://", "https://")):
-            # (the URL itself is not quoted: a webhook's path may hold its secret)
-            head = re.match(r"[^/:?#@]*", self.url)
-            shown = (f"one starting with {head.group()!r}" if head and head.group()
-                     and head.group() != self.url else "one that does not")
-            raise UserError(f"Webhook url must start with http:// or https://, got {shown}")
+        problem = url_problem(self.url)
+        if problem is not None:
+            raise UserError(problem)
         if self.max_attempts < 1:
             raise UserError(f"Webhook.max_attempts must be >= 1, got {self.max_attempts}")
         if self.backoff < 0 or self.max_backoff < 0 or self.timeout <= 0:
@@ -142,6 +141,61 @@ def hide_url(text: str, url: str) -> str:
     return text
 
 
+def url_problem(url: str) -> str | None:
+    """Why no request can be sent to the webhook ``url`` (one line naming it as
+    :func:`shown_url` does: no user, password or query string), or ``None``."""
+    if not isinstance(url, str):
+        return f"Webhook url must be a string, got {type(url).__name__}"
+    if not url.startswith(("http://", "https://")):
+        # (the URL itself is not quoted: a webhook's path may hold its secret)
+        head = re.match(r"[^/:?#@]*", url)
+        shown = (f"one starting with {quoted(head.group(), 60)}" if head and head.group()
+                 and head.group() != url else "one that does not")
+        return f"Webhook url must start with http:// or https://, got {shown}"
+    problem = _problem(url)
+    return None if problem is None else f"Webhook url {quoted(shown_url(url), 200)}: {problem}"
+
+
+def _problem(url: str) -> str | None:
+    char = unshowable(url)
+    if char is not None:
+        return (f"it holds the character {char}, which a URL cannot; remove it or "
+                "percent-encode it")
+    parts = urlsplit(url)
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "the port must be a number from 1 to 65535"
+    if not parts.hostname:
+        return "it names no host; write it as http://HOST/PATH"
+    try:
+        import httpx
+    except ImportError:  # (said when a delivery needs it)
+        return None
+    try:
+        httpx.URL(url)
+    except httpx.InvalidURL as e:  # (what else httpx cannot send a request to)
+        return f"httpx cannot send to it: {_hidden(str(e), parts.password, parts.query)}"
+    return None
+
+
+def _hidden(text: str, *secrets: str | None) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "…")
+    return short(text, 200)
+
+
+def _failure(e: BaseException) -> str:
+    """An attempt's error as it is recorded: ``ConnectError: ...``; the first error of a
+    group (a connection's task group) for the group."""
+    while isinstance(e, BaseExceptionGroup) and e.exceptions:
+        e = e.exceptions[0]
+    return f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+
+
 def alert_json(alert: AlertRow, redact: Callable[[str], str] | None = None
                ) -> dict[str, Any]:
     """An alert as JSON values (what a webhook receives, and ``convoy alerts --json``);
@@ -187,14 +241,18 @@ class Deliverer:
         attempts = d.attempts + 1
         body = {"event": d.event, "alert": alert_json(d.alert, self.redact)}
         headers = {"Idempotency-Key": d.key, **(hook.headers or {})}
-        error: str | None = None
+        error: str | None = url_problem(d.url)  # (refused where it was configured)
         httpx = load_httpx()
         try:
-            resp = await client.post(d.url, json=body, headers=headers, timeout=hook.timeout)
-            if not 200 <= resp.status_code < 300:
-                error = f"HTTP {resp.status_code}"
+            if error is None:
+                resp = await client.post(d.url, json=body, headers=headers,
+                                         timeout=hook.timeout)
+                if not 200 <= resp.status_code < 300:
+                    error = f"HTTP {resp.status_code}"
         except httpx.HTTPError as e:
-            error = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            error = _failure(e)
+        except Exception as e:  # (a URL httpx cannot send to, a port past 65535: a failed
+            error = _failure(e)  # attempt like any other, never the delivery loop's end)
         now = self.clock()
         if error is None:
             self.delivered += 1
