@@ -85,7 +85,7 @@ def test_retry_and_sessions_show_suggest_a_retry_that_runs() -> None:
         "convoy", "retry", "--dry-run", "--import", "MODULE", *STORE, "--", "-w2"]
     shown = cli("sessions", "show", *STORE, "--", "-w2")
     argv = line_command(shown.stdout, "run it again as a new session: ")
-    assert argv == ["convoy", "retry", *STORE, "--", "-w2"]
+    assert argv == ["convoy", "retry", "--import", "hint_flows", *STORE, "--", "-w2"]
     runs(argv)
     assert cli("sessions", "show", *STORE, "--", "-w2.r1").code == 0
 

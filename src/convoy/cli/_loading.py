@@ -59,6 +59,16 @@ def defining_module(name: str) -> str | None:
         (wf is not None or _by_reference(name)) else None
 
 
+def import_option(name: str) -> str:
+    """The ``--import MODULE`` a command that loads workflow ``name`` needs (``MODULE``
+    where its module is not known here), or ``""`` for a ``MODULE:WORKFLOW`` reference,
+    which loads by itself."""
+    if _by_reference(name):
+        return ""
+    module = defining_module(name)
+    return f"--import {'MODULE' if module is None else word(module)}"
+
+
 def continuing(workflows: Iterable[str], cmd: Callable[[str], str]) -> tuple[str, str, str]:
     """``'convoy worker MODULE...'``, ``'convoy resume'`` and a note: what continues
     sessions of ``workflows`` (``cmd``: a command with the user's ``--db`` and tenant). A

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from collections.abc import Callable, Collection, Iterable, Sequence
 from datetime import datetime
 from typing import Any, get_args
@@ -14,11 +15,11 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import TerminalReason
-from convoy._command import command, word
+from convoy._command import command
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
-from convoy.cli._loading import continuing
+from convoy.cli._loading import continuing, import_option
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.definitions._config_hash import short_hash
 from convoy.durability._executor import signals_refused
@@ -524,12 +525,12 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         kind = error_kind_of(rec)
         if kind is not None:
             console.print(Text.assemble(("error kind: ", "bold"), kind))
-    if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
-        again = cmd("retry", sid, quote=False)
-        console.print(f"run it again as a new session: {again}",
-                      markup=False, soft_wrap=True)
     task, state = _task_waited_for(row), _state_waited_for(row)
     worker, resume, note = continuing([row.workflow], cmd)
+    if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
+        again = cmd("retry", sid, options=import_option(row.workflow), quote=False)
+        console.print(f"run it again as a new session: {again}{note}",
+                      markup=False, soft_wrap=True)
     if row.status == "escalated":
         console.print("check whether the step that escalated took effect before you "
                       "decide (a retry runs it again)", markup=False, soft_wrap=True)
@@ -539,7 +540,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
             console.print(f"  {line}", markup=False, soft_wrap=True)
         retry = json.dumps({"action": "retry"})
         console.print("  or: " + cmd("signal", sid, "convoy.escalation",
-                                     options=f"--payload {word(retry)}", quote=False),
+                                     options=f"--payload {shlex.quote(retry)}", quote=False),
                       markup=False, soft_wrap=True)
     elif task is not None:
         console.print(f"waiting for a person: {cmd('inbox show', task, quote=False)} (then "
