@@ -11,6 +11,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import convoy
 
 
@@ -113,3 +115,54 @@ async def test_serve_returns_once_a_drain_has_stopped_its_sessions(tmp_path: Pat
         engine.register(wf)
         assert [r.status for r in await engine.resume()] == ["completed"]
     assert fx.calls == Counter({"a/s0": 1, "a/s1": 1, "a/s2": 1})
+
+
+# -- a data subject's session, on an engine without the master key -----------------------
+
+
+async def _left_pending(db: Path, fx: Effects, wf: convoy.Workflow[Any, Any], sid: str,
+                        **kw: Any) -> None:
+    """Session ``sid`` started, stopped by a drain after its first effect: pending."""
+    async with convoy.Engine(db, **kw) as engine:
+        run = asyncio.create_task(engine.run_many(wf, [sid], ids=[sid], **(
+            {"subject": "ada"} if "master_key" in kw else {})))
+        await fx.begun.wait()
+        engine.drain()
+        fx.gate.set()
+        assert [r.status for r in await run] == ["pending"]
+    fx.begun, fx.gate = asyncio.Event(), asyncio.Event()
+
+
+async def test_without_the_master_key_a_subjects_session_is_left_and_the_others_run(
+        tmp_path: Path) -> None:
+    """Its input and journal are sealed: resume says so for it (nothing claimed) and runs
+    the others; serve stops, saying so, once the sessions it runs have stopped."""
+    from convoy.privacy import MasterKey
+
+    key = MasterKey.from_text(MasterKey.generate())
+    fx = Effects()
+    wf = fx.flow(steps=2)
+    db = tmp_path / "d.db"
+    await _left_pending(db, fx, wf, "ada-1", master_key=key)
+    await _left_pending(db, fx, wf, "plain")
+    fx.gate.set()
+    async with convoy.Engine(db) as engine:  # no master key
+        engine.register(wf)
+        results = {r.id: r for r in await engine.resume()}
+        assert results["plain"].status == "completed"
+        left = results["ada-1"]
+        assert left.status == "pending" and left.error is not None
+        assert left.error["type"] == "MasterKeyNeeded"
+        assert "CONVOY_MASTER_KEY_FILE" in left.error["message"]
+        row = await engine.store.get_session("ada-1")
+        assert row is not None and (row.status, row.owner) == ("pending", None)
+    async with convoy.Engine(db) as engine:
+        engine.register(wf)
+        with pytest.raises(convoy.UserError, match=r"cannot run session 'ada-1'.*MASTER_KEY"):
+            await engine.serve(poll_interval=0.01)
+        row = await engine.store.get_session("ada-1")
+        assert row is not None and (row.status, row.owner) == ("pending", None)
+    async with convoy.Engine(db, master_key=key) as engine:
+        engine.register(wf)
+        assert [r.status for r in await engine.resume()] == ["completed"]
+    assert set(fx.calls.values()) == {1} and len(fx.calls) == 4

@@ -105,8 +105,14 @@ def resume(
     for name, (n, why) in unloaded.items():
         err.print(f"error: cannot resume {n} session(s) of workflow {name!r}: {why}",
                   markup=False, soft_wrap=True)
+    sealed = stats.left["key"]
+    if sealed:  # (the others ran)
+        err.print(f"error: cannot resume {sealed} session(s) of data subjects: their input "
+                  "and journal are sealed, and no master key is configured here; set "
+                  "$CONVOY_MASTER_KEY_FILE to the store's master key file and run "
+                  "this command again", markup=False, soft_wrap=True)
     exit_on_store_errors(stats)
-    if unloaded:
+    if unloaded or sealed:
         raise typer.Exit(RUN_FAILURE)
 
 

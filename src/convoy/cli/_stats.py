@@ -15,12 +15,13 @@ from convoy.resilience._classify import error_kind_of
 #: Why a session is still unfinished after a command: it waits for a timer, a signal or a
 #: person, another live engine owns it, it started on another workflow version, its workflow
 #: could not be loaded here, or a store error (or a lost lease) interrupted it.
-LeftReason = Literal["waiting", "owned", "version", "code", "interrupted"]
+LeftReason = Literal["waiting", "owned", "version", "code", "key", "interrupted"]
 LEFT_LABELS: dict[LeftReason, str] = {
     "waiting": "waiting (timer, signal or person)",
     "owned": "owned by another engine",
     "version": "other workflow version",
     "code": "workflow not loaded here",
+    "key": "sealed: no master key here",
     "interrupted": "interrupted (resume later)",
 }
 
@@ -33,6 +34,8 @@ def left_reason(res: SessionResult[Any]) -> LeftReason | None:
         return "version"
     if (res.error or {}).get("type") == "WorkflowNotFound":
         return "code"
+    if (res.error or {}).get("type") == "MasterKeyNeeded":
+        return "key"
     if res.status == "running":
         return "owned"
     if res.status == "waiting":

@@ -26,10 +26,12 @@ from convoy.engine._results import (
     _result_of,
     _stored_result,
     _unfinished_result,
+    needs_master_key,
 )
 from convoy.engine._retry import retry_sessions, select_retryable
 from convoy.engine._tenancy import unknown_session
 from convoy.hitl._inbox import ESCALATED, Inbox
+from convoy.privacy._seal import is_sealed
 from convoy.stores._protocol import (
     RESERVED_SIGNALS,
     STATUSES,
@@ -160,6 +162,8 @@ async def replay(engine: Engine, session_id: str, tenant: str | None) -> ReplayR
     if row.unfinished:
         raise UserError(f"session {quoted(session_id)} is still {row.status}; resume it first")
     wf = engine.workflow_named(row.workflow)
+    if engine.keys is None and is_sealed(row.input):
+        raise UserError(f"cannot replay {needs_master_key(row)}")
     value = wf.input_adapter.validate_json(row.input)
     recorded = await engine.store.load_journal(row.id, tenant=row.tenant)
     res, executor = await engine._execute(wf, row.id, row.tenant, value, row, recorded,

@@ -82,6 +82,7 @@ from convoy.engine._results import (
     _unfinished_result,
     _version_skip,
     _workflow_skip,
+    needs_master_key,
 )
 from convoy.engine._runtime import Runtime, _run_session
 from convoy.engine._stored import StoredWorkflow
@@ -99,6 +100,7 @@ from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccoun
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
 from convoy.privacy._keys import KeyRing, MasterKey
+from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
 from convoy.runtime._agent_loop import run_tap_of
 from convoy.runtime._context import Context
@@ -244,6 +246,7 @@ class Engine(SessionControl, SubjectRights):
         self._cancelling: dict[str, str] = {}
         self._stopped_by_request: set[str] = set()  # see ``honour_requests``
         self._draining = Draining()  # see ``drain``
+        self._unreadable: UserError | None = None  # see ``_run_claimed``
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -559,6 +562,8 @@ class Engine(SessionControl, SubjectRights):
                 jobs.append(_Job(sid, tenant, v, None, new=created[sid]))  # claimed
             else:
                 early = await self._known_early(wf, row)
+                if early is None and self.keys is None and is_sealed(row.input):
+                    early = _workflow_skip(row, needs_master_key(row), "MasterKeyNeeded")
                 if early is not None:
                     done.append(early)
                     if on_done is not None:
@@ -698,6 +703,8 @@ class Engine(SessionControl, SubjectRights):
             jobs: list[_Job] = []
             for row in group:
                 early = await self._known_early(wf, row)
+                if early is None and self.keys is None and is_sealed(row.input):
+                    early = _workflow_skip(row, needs_master_key(row), "MasterKeyNeeded")
                 if early is not None:
                     results.append(early)
                     continue
@@ -732,7 +739,7 @@ class Engine(SessionControl, SubjectRights):
                 wake.clear()
                 if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
                     if not self._running:
-                        return
+                        break
                     await wake.wait()
                     continue
                 free = self.concurrency - len(self._running)
@@ -764,8 +771,20 @@ class Engine(SessionControl, SubjectRights):
                 with suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await wake.wait()
+        if self._unreadable is not None:  # (see ``_run_claimed``)
+            raise self._unreadable
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
+        if self.keys is None and is_sealed(row.input):
+            # A data subject's session, and no master key here: nothing of it can be read.
+            # Given up, and the engine stops as a drain does: a worker without the key
+            # would claim it again and again (``serve`` raises once the rest has stopped).
+            with suppress(StoreError, LeaseLost):
+                await self.store.release(row.id, self.owner)
+            if self._unreadable is None:
+                self._unreadable = UserError(f"cannot run {needs_master_key(row)}")
+            self.drain()
+            return
         if not await ended_by_request(self, wf, row):
             value = wf.input_adapter.validate_json(row.input)
             journal = await self._claimed_journal(row.id)
@@ -858,7 +877,7 @@ class Engine(SessionControl, SubjectRights):
         what a run that resumed the session would have counted. The run needs the
         session's workflow only to give the hooks its input typed: without it (or at
         another version), they see the input as stored (JSON)."""
-        if wf is not None and wf.version == row.version:
+        if wf is not None and wf.version == row.version and not is_sealed(row.input):
             value = wf.input_adapter.validate_json(row.input)
         else:
             value = from_json(row.input) if row.input else None

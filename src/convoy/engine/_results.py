@@ -121,14 +121,24 @@ def _version_skip(wf: Workflow[Any, Any], row: SessionRow) -> SessionResult[Any]
     return res
 
 
-def _workflow_skip(row: SessionRow, problem: str) -> SessionResult[Any]:
-    """The result of a session that must run but whose workflow this process cannot load
-    (``problem``: why, and how to load it)."""
+def _workflow_skip(row: SessionRow, problem: str, kind: str = "WorkflowNotFound"
+                   ) -> SessionResult[Any]:
+    """The result of a session that must run but that this process cannot run: its
+    workflow cannot be loaded here (``problem``: why, and how to load it), or ``kind``
+    says what else is missing."""
     res = _unfinished_result(row)
     res.status = "pending" if row.status in RUNNABLE else res.status
-    res.error = {"type": "WorkflowNotFound", "message": (
+    res.error = {"type": kind, "message": (
+        problem if kind != "WorkflowNotFound" else
         f"session {row.id!r} was not resumed: {problem}")}
     return res
+
+
+def needs_master_key(row: SessionRow) -> str:
+    """Why a data subject's session cannot run on an engine without the master key."""
+    return (f"session {row.id!r} (tenant {row.tenant!r}): it is a data subject's, and its "
+            "input and journal are sealed; set $CONVOY_MASTER_KEY_FILE to the store's master "
+            "key file (in Python: Engine(master_key=...))")
 
 
 __all__ = ["ReplayResult", "ResultStatus", "SessionFailed", "SessionResult"]

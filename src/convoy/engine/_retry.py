@@ -18,8 +18,9 @@ from pydantic import ValidationError
 
 from convoy._errors import UserError
 from convoy._text import quoted, readable_validation_error
-from convoy.engine._results import SessionResult
+from convoy.engine._results import SessionResult, needs_master_key
 from convoy.engine._tenancy import lookup_id, no_session
+from convoy.privacy._seal import is_sealed
 from convoy.stores._protocol import NewSession, SessionFilter, SessionRow, SessionStatus, Store
 
 if TYPE_CHECKING:
@@ -167,6 +168,8 @@ async def retry_sessions(engine: Engine, rows: Sequence[SessionRow], *,
     taken = await engine.store.get_sessions([retry_id(r) for r in rows])
     for row in rows:
         wf = engine.workflow_named(row.workflow)
+        if engine.keys is None and is_sealed(row.input):
+            raise UserError(f"cannot retry {needs_master_key(row)}")
         try:
             value = wf.input_adapter.validate_json(row.input)
         except ValidationError as e:
