@@ -271,13 +271,14 @@ def session_ids(db: Path = Path("convoy.db")) -> list[str]:
     return sorted(r.id for r in sessions(db))
 
 
-def ids_of(lines: list[object], flow: str = FLOW) -> list[str]:
-    """The session ids ``convoy run`` gives these input lines (content hashes)."""
+def ids_of(lines: list[object], flow: str = FLOW, tenant: str = "default") -> list[str]:
+    """The session ids ``convoy run`` gives these input lines (content hashes) without
+    ``--subject``, in ``tenant``."""
     from convoy.cli._inputs import content_id
 
     wf = convoy.load_workflow(flow)
     return [content_id(wf, wf.input_adapter.validate_python(
-        json.loads(x) if isinstance(x, str) else x)) for x in lines]
+        json.loads(x) if isinstance(x, str) else x), tenant) for x in lines]
 
 
 def run_live_traced(lines: list[object], flow: str = FLOW,

@@ -118,3 +118,19 @@ def test_run_help_states_the_identity_rule() -> None:
     text = " ".join(cli("run", "--help").stdout.split())
     assert "--id-field" in text
     assert "content hash" in text
+
+
+def test_ids_without_a_subject_are_unchanged_and_a_key_gives_other_ids() -> None:
+    """The ids of runs without --subject are those earlier Convoy versions gave (their
+    sessions are found again); keyed (a subject's), they depend on the key alone."""
+    from cli_flows import handle, shout
+
+    login = handle.input_adapter.validate_python(GOOD[1])
+    assert content_id(handle, login) == "handle-676374020af5"
+    assert content_id(handle, login, "acme") == "handle-b0de98f1a7cf"
+    assert content_id(shout, "x") == "shout-24f3bce2374c"
+    one, two = b"k" * 32, b"j" * 32
+    keyed = content_id(handle, login, key=one)
+    assert HASHED.match(keyed) and keyed == content_id(handle, login, key=one)
+    assert keyed not in {content_id(handle, login), content_id(handle, login, key=two),
+                         content_id(handle, login, "acme", key=one)}

@@ -19,6 +19,7 @@ from .clikit import (
     ids_of,
     one_line_error,
     sessions,
+    summary,
     tamper,
     workdir,
     write_jsonl,
@@ -319,3 +320,78 @@ def test_a_damaged_subject_key_is_one_line_in_every_command_that_opens_it(
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "does not open with this store's master key" in lines[0] \
             and "altered" in lines[0], (args, lines)
+
+
+def _run_engine(env: dict[str, str], sid: str, value: object, subject: str | None,
+                tenant: str = "default") -> None:
+    """A session made as an earlier Convoy's 'convoy run --subject' made it (its id the
+    unkeyed content hash)."""
+    import convoy
+
+    key = convoy.MasterKey.from_text(Path(env["CONVOY_MASTER_KEY_FILE"]).read_text())
+
+    async def go() -> None:
+        from cli_flows import handle
+
+        async with convoy.Engine("convoy.db", master_key=key) as engine:
+            res = await engine.run(handle, value, session_id=sid, tenant=tenant,
+                                   subject=subject)
+            assert res.status == "completed"
+
+    asyncio.run(go())
+
+
+def test_a_subjects_content_ids_are_keyed_with_its_key_so_erasure_leaves_no_test(
+        tmp_path: Path) -> None:
+    """With --subject, a line's session id is keyed with the subject's key: nobody can test
+    a guess of the input against it, the same command run again finds the same sessions,
+    and once the key is destroyed the old id proves nothing (the same input run again for
+    the subject gets another id). Without --subject the id is the unkeyed hash, as ever."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    line = {"subject": "refund", "body": PLANTED}
+    write_jsonl(tmp_path / "in.jsonl", [line])
+    (unkeyed,) = ids_of([line])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
+    [first] = sessions()
+    assert first.id != unkeyed and first.id.startswith("handle-") and len(first.id) == 19
+    assert first.subject == "c-9"
+    again = cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env)  # idempotent
+    assert again.code == 0 and [r.id for r in sessions()] == [first.id], again
+    assert "already finished" in again.stdout and "completed 1" in again.stdout
+    # another subject with the same input: its own key, its own session and id
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-8", env=env).code == 0
+    other = {r.subject: r.id for r in sessions()}["c-8"]
+    assert other not in (first.id, unkeyed)
+    # no subject: the unkeyed id, unchanged
+    assert cli("run", FLOW, "-i", "in.jsonl", "--db", "plain.db").code == 0
+    assert [r.id for r in sessions("plain.db")] == [unkeyed]
+    assert cli("erase", "c-9", env=env).code == 0
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
+    fresh = {r.subject: r.id for r in sessions()}["c-9"]
+    assert fresh not in (first.id, unkeyed, other)
+
+
+def test_a_subjects_session_made_under_the_unkeyed_id_is_found_again(tmp_path: Path) -> None:
+    """A session an earlier Convoy made for 'convoy run --subject' (under the unkeyed
+    content id) is the same command's: it is not run twice. One of no subject (or of
+    another) under that id is not the subject's: the subject gets a session of its own."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    mine, theirs = {"subject": "refund", "body": PLANTED}, {"subject": "late", "body": "x"}
+    write_jsonl(tmp_path / "in.jsonl", [mine, theirs])
+    old_mine, old_theirs = ids_of([mine, theirs])
+    _run_engine(env, old_mine, mine, "c-9")
+    _run_engine(env, old_theirs, theirs, None)
+    res = cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env)
+    assert res.code == 0 and summary(res.stdout, "sessions run") == "1", res
+    rows = sessions()
+    assert len(rows) == 3 and {r.id for r in rows if r.subject == "c-9"} - {old_mine}
+    assert old_mine in {r.id for r in rows if r.subject == "c-9"}
+    # another tenant: its earlier ids (tenant hashed, and before that not) are found too
+    old_acme = ids_of([mine], tenant="acme")[0]
+    _run_engine(env, old_acme, mine, "c-9", tenant="acme")
+    acme = cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", "--tenant", "acme",
+               env=env)
+    assert acme.code == 0 and summary(acme.stdout, "sessions run") == "1", acme
+    assert old_acme in {r.id for r in sessions() if r.tenant == "acme"}

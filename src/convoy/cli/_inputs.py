@@ -16,6 +16,12 @@ lines, so copying, renaming, reordering or growing the file runs only inputs not
   running the same line get a session each (and learn nothing of each other's); the id
   such a line had before Convoy hashed the tenant is kept as ``legacy_id``, so a session it
   already has is found again.
+* with ``--subject NAME`` (and no ``--id-field``), the hash is keyed with a key derived from
+  the subject's own key (:func:`with_subject_key`): the same line run again for the same
+  subject finds the same session, but nobody can test a guess of a subject's input against
+  the id, and once ``convoy erase`` destroys the key the ids left in logs and audit entries
+  prove nothing. The unkeyed ids the line had before are kept as legacy ids, for a session
+  of the subject an earlier Convoy made under one.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +54,9 @@ class InputLine:
     line: int
     value: Any
     session_id: str
-    legacy_id: str | None = None
+    #: Ids earlier Convoy versions gave the line (newest first): a session of this tenant
+    #: (and of the run's subject, with one) under one of them is the line's.
+    legacy_ids: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -68,13 +76,16 @@ class InputBatch:
     identical: list[tuple[int, int]] = field(default_factory=list)
 
 
-def content_id(wf: Workflow[Any, Any], value: Any, tenant: str = DEFAULT_TENANT) -> str:
+def content_id(wf: Workflow[Any, Any], value: Any, tenant: str = DEFAULT_TENANT, *,
+               key: bytes | None = None) -> str:
     """The session id of a validated input without an id field: the workflow's short name
     and 12 hex digits of a hash of its full name and the input's canonical JSON (and of the
-    tenant, for a tenant other than ``default``)."""
+    tenant, for a tenant other than ``default``), keyed with ``key`` if given (a data
+    subject's: :func:`with_subject_key`)."""
     canonical = json.dumps(json.loads(wf.input_adapter.dump_json(value)), sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
-    h = hashlib.blake2b(digest_size=6)
+    h = hashlib.blake2b(digest_size=6) if key is None else \
+        hashlib.blake2b(digest_size=6, key=key)
     if tenant != DEFAULT_TENANT:
         h.update(f"tenant {tenant}\n".encode())
     h.update(f"{wf.name}\n{canonical}".encode())
@@ -129,11 +140,11 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
             batch.invalid.append(InvalidLine(number, result))
             continue
         obj, value = result
-        legacy = None
+        legacy: tuple[str, ...] = ()
         if id_field is None:
             sid = content_id(wf, value, tenant)
             if tenant != DEFAULT_TENANT:
-                legacy = content_id(wf, value)
+                legacy = (content_id(wf, value),)
         else:
             try:
                 sid = _field_id(obj, id_field)
@@ -152,6 +163,16 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
         first_line[sid] = number
         batch.valid.append(InputLine(number, value, sid, legacy))
     return batch
+
+
+def with_subject_key(wf: Workflow[Any, Any], batch: InputBatch, tenant: str,
+                     key: bytes) -> None:
+    """Give ``batch``'s lines (content ids: no ``--id-field``) the ids keyed with a data
+    subject's ``key`` (``SubjectKey.ids``); the unkeyed ones become their newest legacy ids.
+    Identical lines stay identical (they had one id before, and have one now)."""
+    batch.valid = [replace(item, session_id=content_id(wf, item.value, tenant, key=key),
+                           legacy_ids=(item.session_id, *item.legacy_ids))
+                   for item in batch.valid]
 
 
 def parse_line(wf: Workflow[Any, Any], raw: bytes, *, first: bool = False

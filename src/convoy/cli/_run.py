@@ -31,7 +31,13 @@ from convoy.cli._common import (
     warn_lost_spans,
     workflows_from_cwd,
 )
-from convoy.cli._inputs import InputBatch, InputLine, InvalidLine, read_inputs
+from convoy.cli._inputs import (
+    InputBatch,
+    InputLine,
+    InvalidLine,
+    read_inputs,
+    with_subject_key,
+)
 from convoy.cli._loading import continuing, workflow_argument
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -88,7 +94,9 @@ def run(
     Session identity comes from each line, not from the file: with --id-field FIELD the
     session id is that field of the line; otherwise it is WORKFLOW-HASH, a content hash of
     the workflow name and the line's input (as validated by the workflow's input type, so
-    key order and spacing do not matter), and identical lines are one session. Copying,
+    key order and spacing do not matter), keyed with the subject's key with --subject (so
+    the id tells nothing of the input, and nothing once 'convoy erase' destroys the key),
+    and identical lines are one session. Copying,
     renaming, reordering or growing the file runs only inputs that never ran; an input that
     already has a session is never run twice: a finished one is reported, an unfinished one
     (after a crash or Ctrl-C) resumes from its journal. To run failed sessions again, use
@@ -124,7 +132,7 @@ def run(
         try:
             with convoy_errors():
                 stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
-                                      subject))
+                                      subject, content_ids=id_field is None))
         except (Stopped, KeyboardInterrupt) as e:
             _, resume, _ = continuing([wf.name], lambda args: scope.command(args, db))
             err.print("interrupted: unfinished sessions are saved; run the same command "
@@ -141,10 +149,15 @@ def run(
 
 
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
-               tenant: str, path: Path, subject: str | None) -> RunStats:
+               tenant: str, path: Path, subject: str | None, *,
+               content_ids: bool) -> RunStats:
     stats = RunStats()
     async with engine:
-        lines = await _own_ids(engine, batch, tenant)
+        if subject is not None and content_ids and batch.valid:
+            key = await engine._subject_key(tenant, subject)  # (made on first use)
+            assert key is not None
+            with_subject_key(wf, batch, tenant, key.ids)
+        lines = await _own_ids(engine, batch, tenant, subject)
         known = await engine.store.get_sessions(list(lines))
         ids: list[str] = []
         values: list[Any] = []
@@ -177,13 +190,19 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
     return stats
 
 
-async def _own_ids(engine: Engine, batch: InputBatch, tenant: str) -> dict[str, InputLine]:
-    """The lines by session id: a line whose id from before tenants were hashed into
-    content ids names a session of this tenant keeps that id (it never runs twice)."""
-    legacy = [item.legacy_id for item in batch.valid if item.legacy_id is not None]
-    kept = await engine.store.get_sessions(legacy, tenant=tenant) if legacy else {}
-    return {item.legacy_id if item.legacy_id in kept else item.session_id: item
-            for item in batch.valid}
+async def _own_ids(engine: Engine, batch: InputBatch, tenant: str,
+                   subject: str | None) -> dict[str, InputLine]:
+    """The lines by session id: a line whose id from an earlier Convoy (before tenants were
+    hashed into content ids, or a subject's key into a subject's) names a session of this
+    tenant (and of ``subject``, with one) keeps that id (it never runs twice)."""
+    legacy = list(dict.fromkeys(i for item in batch.valid for i in item.legacy_ids))
+    rows = await engine.store.get_sessions(legacy, tenant=tenant) if legacy else {}
+    kept = {sid for sid, row in rows.items() if subject is None or row.subject == subject}
+    lines: dict[str, InputLine] = {}
+    for item in batch.valid:
+        sid = next((i for i in item.legacy_ids if i in kept), item.session_id)
+        lines[sid] = item
+    return lines
 
 
 def _skip(batch: InputBatch, path: Path, bad: InvalidLine) -> None:

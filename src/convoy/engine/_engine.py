@@ -99,7 +99,7 @@ from convoy.hitl._task import check_namespace
 from convoy.interceptors._accounting import StateStats, StepTimings, UsageAccounting
 from convoy.interceptors._base import Interceptor, SessionEnd, SessionInfo, SessionInput
 from convoy.models._base import Model
-from convoy.privacy._keys import KeyRing, MasterKey
+from convoy.privacy._keys import KeyRing, MasterKey, SubjectKey
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
 from convoy.runtime._agent_loop import run_tap_of
@@ -466,10 +466,11 @@ class Engine(SessionControl, SubjectRights):
             if session_id is not None:
                 self._starting.pop(sid, None)
 
-    async def _subject_key(self, tenant: str, subject: str | None) -> None:
-        """Have the subject's key ready (made on first use) before its session starts."""
+    async def _subject_key(self, tenant: str, subject: str | None) -> SubjectKey | None:
+        """Have the subject's key ready (made on first use) before its session starts; the
+        key (``None`` without a subject)."""
         if subject is None:
-            return
+            return None
         if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
             raise UserError(f"a subject is a non-empty name of at most 256 characters, got "
                             f"{subject!r}")
@@ -478,7 +479,7 @@ class Engine(SessionControl, SubjectRights):
                             "is configured: set $CONVOY_MASTER_KEY_FILE to a key file "
                             "('convoy keygen FILE' makes one; in Python: "
                             "Engine(master_key=...))")
-        await self.keys.load(tenant, subject, create=True, fresh=True)
+        return await self.keys.load(tenant, subject, create=True, fresh=True)
 
     def _start(self, sid: str, tenant: str) -> SessionResult[Any] | None:
         """Mark a new session with a chosen id as being started here; if it already is

@@ -61,15 +61,17 @@ def key_label(wrapped: str) -> str:
 
 class SubjectKey:
     """A subject's key (``aead``), the label sealed values name it by (``label``:
-    :func:`key_label`), and the key its audit hashes are keyed with (``mac``: derived from
-    the subject's key, so destroyed with it)."""
+    :func:`key_label`), the key its audit hashes are keyed with (``mac``) and the key the
+    content ids of its sessions are keyed with (``ids``: ``convoy run --subject``); both
+    derived from the subject's key, so destroyed with it."""
 
-    __slots__ = ("aead", "label", "mac")
+    __slots__ = ("aead", "ids", "label", "mac")
 
-    def __init__(self, aead: AESGCM, label: str, mac: bytes) -> None:
+    def __init__(self, aead: AESGCM, label: str, mac: bytes, ids: bytes) -> None:
         self.aead = aead
         self.label = label
         self.mac = mac
+        self.ids = ids
 
 
 def _aesgcm(key: bytes) -> AESGCM:
@@ -284,7 +286,8 @@ class KeyRing:
             await self.store.kv_put(ns, label, subject)
         self._refs[(tenant, label)] = subject
         mac = hmac.new(raw, b"convoy/audit-hashes/v1", hashlib.sha256).digest()
-        key = self._keys[(tenant, subject)] = SubjectKey(_aesgcm(raw), label, mac)
+        ids = hmac.new(raw, b"convoy/session-ids/v1", hashlib.sha256).digest()
+        key = self._keys[(tenant, subject)] = SubjectKey(_aesgcm(raw), label, mac, ids)
         return key
 
     async def subject_of(self, tenant: str, label: str, version: int) -> str | None:
