@@ -26,6 +26,7 @@ from convoy.durability._executor import signals_refused
 from convoy.engine._owners import owner_is_dead
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
+from convoy.observability._spans import WITHHELD
 from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal, watched
@@ -175,14 +176,28 @@ def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
             f"edit: {cmd('approve', '--set FIELD=VALUE')}"]
 
 
+def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int = 100) -> str:
+    """A session's error in one line: ``TYPE: MESSAGE``. A data subject's session's
+    (``withheld``) is its type alone, with the wording its logs and spans use (the message
+    may quote the subject's data; 'convoy sessions show ID' reads it, with the master key);
+    a sealed one read without the master key, ``(sealed)``."""
+    rec = record or {}
+    if "$sealed" in rec:
+        return "(sealed)"
+    if withheld:
+        return short(f"{rec.get('type', 'error')} {WITHHELD}", width)
+    return short(f"{rec.get('type', 'error')}: {rec.get('message', '')}", width)
+
+
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
     """The first few sessions that did not complete, with their error (and the commands
-    that show the rest, on store ``db`` in ``scope``)."""
+    that show the rest, on store ``db`` in ``scope``); a data subject's session's error by
+    its type and kind alone (``stats.withheld``)."""
     for res in stats.failures[:MAX_LISTED]:
         err = res.error or {}
         line = Text.assemble((res.id, "bold"), "  ", status_text(res.status), "  ",
                              (error_kind_of(err) or "-", "yellow"), "  ",
-                             short(f"{err.get('type', '')}: {err.get('message', '')}", 100))
+                             error_summary(err, withheld=res.id in stats.withheld))
         console.print(line)
     more = len(stats.failures) - MAX_LISTED
     if more > 0:

@@ -35,7 +35,7 @@ from convoy.cli._common import (
 from convoy.cli._loading import unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
-from convoy.cli._stats import RunStats
+from convoy.cli._stats import RunStats, withhold_messages
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 
 
@@ -143,5 +143,6 @@ async def _resume(engine: Engine, scope: Scope, again: str
             results = await scope.view(engine).resume(on_done=on_done)
         for res in results:
             stats.add(res)
+        await withhold_messages(engine, stats)
         stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats, codeless, unloaded

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from convoy import Engine
 from convoy._command import word
-from convoy._text import quoted, short
+from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -40,6 +40,7 @@ from convoy.cli._deciders import ByOption, who_decides
 from convoy.cli._loading import continuing, unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
+    error_summary,
     exit_if_strict,
     exit_on_store_errors,
     plural,
@@ -47,7 +48,7 @@ from convoy.cli._render import (
     status_text,
     summary_table,
 )
-from convoy.cli._stats import RunStats
+from convoy.cli._stats import RunStats, withhold_messages
 from convoy.engine._retry import RETRYABLE, retry_id, select_retryable
 from convoy.stores import SessionRow
 
@@ -188,6 +189,7 @@ async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow],
         for res in results:
             stats.add(res)
             stats.outcomes[res.status] += 1
+        await withhold_messages(engine, stats)
         stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats
 
@@ -197,8 +199,8 @@ def _plan_table(rows: list[SessionRow]) -> Table:
     for col in ("session", "workflow", "status", "error", "retry as"):
         t.add_column(col, no_wrap=col != "error", overflow="fold")
     for r in rows:
-        rec = r.error_record or {}
         t.add_row(r.id, r.workflow, status_text(r.status),
-                  Text(short(f"{rec.get('type', '')}: {rec.get('message', '')}", 60)),
+                  Text(error_summary(r.error_record, withheld=r.subject is not None,
+                                     width=60)),
                   retry_id(r))
     return t

@@ -47,7 +47,7 @@ from convoy.cli._render import (
     print_failures,
     summary_table,
 )
-from convoy.cli._stats import RunStats, left_reason
+from convoy.cli._stats import RunStats, left_reason, withhold_messages
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
@@ -186,6 +186,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                 stats.add(res)
                 stats.outcomes[res.status] += 1
             _say_left(results, {sid: item.line for sid, item in lines.items()})
+        await withhold_messages(engine, stats)
         stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats
 

@@ -8,8 +8,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from convoy import SessionResult
+from convoy import Engine, SessionResult
 from convoy._stats import percentile
+from convoy.privacy._seal import is_sealed
 from convoy.resilience._classify import error_kind_of
 
 #: Why a session is still unfinished after a command: it waits for a timer, a signal or a
@@ -65,6 +66,8 @@ class RunStats:
     cost: float = 0.0
     latencies: list[float] = field(default_factory=list)
     failures: list[SessionResult[Any]] = field(default_factory=list)
+    #: The failures whose error message is not printed (:func:`withhold_messages`).
+    withheld: set[str] = field(default_factory=set)
     store_errors: list[SessionResult[Any]] = field(default_factory=list)
     started: float = field(default_factory=time.perf_counter)
     wall_s: float = 0.0
@@ -111,3 +114,22 @@ class RunStats:
     def throughput(self) -> float:
         """Sessions run per second of wall-clock time."""
         return self.ran / self.wall_s if self.wall_s > 0 else math.nan
+
+
+async def withhold_messages(engine: Engine, stats: RunStats) -> None:
+    """Mark the failures of ``stats`` whose error message the command must not print: a
+    data subject's session (or one that read a subject's data: its stored error is sealed),
+    whose message may quote the subject's data, in output kept beyond 'convoy erase''s
+    reach. Read from the store as it is (sealed), before the engine closes; a store that
+    cannot say withholds them all."""
+    ids = [r.id for r in stats.failures]
+    if not ids:
+        return
+    raw = engine.store if engine.keys is None else engine.keys.store
+    try:
+        rows = await raw.get_sessions(ids)
+    except Exception:  # (a store error stopped the run: say nothing the rows may hold)
+        stats.withheld = set(ids)
+        return
+    stats.withheld = {sid for sid, row in rows.items()
+                      if row.subject is not None or is_sealed(row.error)}

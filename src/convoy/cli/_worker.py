@@ -12,7 +12,7 @@ from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
 from convoy._command import word
-from convoy._text import escaped, short
+from convoy._text import escaped
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -40,29 +40,46 @@ from convoy.cli._common import (
     tracing,
     warn_lost_spans,
 )
-from convoy.cli._render import fmt_time, plural, status_text, waited_for
+from convoy.cli._render import error_summary, fmt_time, plural, status_text, waited_for
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
-from convoy.stores import SessionRow
+from convoy.privacy._seal import is_sealed
+from convoy.stores import SessionRow, Store
 
 
 class SessionLog(Interceptor):
-    """Prints one line as each run of a session ends, and counts the ends by status."""
+    """Prints one line as each run of a session ends, and counts the ends by status. A data
+    subject's session's error is its type alone (``store``: the engine's, read as it is
+    stored to tell a session that read a subject's data: its error is sealed)."""
 
     stage = "timing"
 
     def __init__(self) -> None:
         self.ends: Counter[str] = Counter()
+        self.store: Store | None = None
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         end = await next(input)
         self.ends[end.status] += 1
-        out.print(Text.assemble((input.info.session_id, "bold"), "  ",
-                                status_text(end.status), "  ", _detail(end)))
+        sid = input.info.session_id
+        withheld = input.info.subject is not None
+        if not withheld and end.error and end.status not in ("completed", "waiting"):
+            withheld = await self._sealed(sid)
+        out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
+                                _detail(end, withheld=withheld)))
         return end
 
+    async def _sealed(self, sid: str) -> bool:
+        if self.store is None:
+            return False
+        try:
+            row = await self.store.get_session(sid)
+        except Exception:  # (the store failed: say nothing the row may hold)
+            return True
+        return row is not None and is_sealed(row.error)
 
-def _detail(end: SessionEnd) -> str:
+
+def _detail(end: SessionEnd, *, withheld: bool) -> str:
     e = end.error or {}
     if end.status == "waiting":
         name = e.get("wait_name")
@@ -70,7 +87,7 @@ def _detail(end: SessionEnd) -> str:
             else "waits"
     if end.status == "completed" or not e:
         return ""
-    return short(f"{e.get('type', 'error')}: {e.get('message', '')}", 100)
+    return error_summary(e, withheld=withheld)
 
 
 class WaitNotice:
@@ -208,6 +225,7 @@ def worker(
             engine = build_engine(db, concurrency=concurrency, model=model,
                                   busy_timeout=busy_timeout, interceptors=chain)
             stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
+            log.store = engine.store if engine.keys is None else engine.keys.store  # (sealed)
             for wf in workflows:
                 engine.register(wf)
             names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
