@@ -51,6 +51,7 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("CONVOY_DB", raising=False)
     monkeypatch.delenv("CONVOY_BUSY_TIMEOUT", raising=False)
     monkeypatch.delenv("CONVOY_TENANT", raising=False)
+    monkeypatch.delenv("CONVOY_INTERCEPTORS", raising=False)
     return tmp_path
 
 
@@ -65,8 +66,10 @@ def cli(*args: str, env: dict[str, str] | None = None) -> Res:
 
 def subprocess_env() -> dict[str, str]:
     """The environment of a real ``python -m convoy.cli``: the convoy under test and the
-    fixture workflows importable, no store or tenant from the caller's shell."""
-    env = {k: v for k, v in os.environ.items() if k not in ("CONVOY_DB", "CONVOY_TENANT")}
+    fixture workflows importable, no store, tenant or interceptors from the caller's
+    shell."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("CONVOY_DB", "CONVOY_TENANT", "CONVOY_INTERCEPTORS")}
     env.update({"PYTHONPATH": os.pathsep.join([str(FIXTURES), str(SRC)]),
                 "PYTHONIOENCODING": "utf-8", "COLUMNS": "200", "NO_COLOR": "1"})
     return env

@@ -1,7 +1,9 @@
 """The command line audits where the store audits.
 
-The CLI has none of the application's interceptors, so it cannot know whether the
-application audits a tenant; it goes by the store: the sessions a command runs (``convoy
+The CLI has the application's interceptors only where ``--interceptors`` gives them (an
+``AuditInterceptor`` among them audits as in the application's engine, and this steps
+aside). Otherwise it cannot know whether the application audits a tenant; it goes by the
+store: the sessions a command runs (``convoy
 run``, ``resume``, ``worker``, ``retry``, a killed session ``convoy cancel`` ends) and the
 decisions it records (``convoy inbox``, an escalation's answer) of a tenant that already
 has an audit log (``convoy audit verify`` lists them) are appended to it, as the

@@ -90,7 +90,7 @@ ConcurrencyOption = Annotated[int, typer.Option(
     "--concurrency", "-c", min=1, help="Sessions running at once.")]
 
 
-def _source(ctx: typer.Context, param: typer.CallbackParam, env: str) -> str:
+def option_source(ctx: typer.Context, param: typer.CallbackParam, env: str) -> str:
     """How a message names an option's value: the option, or the variable it came from."""
     source = ctx.get_parameter_source(param.name or "")
     if source is not None and source.name == "ENVIRONMENT":
@@ -102,7 +102,7 @@ def seconds_option(env: str) -> Callable[[typer.Context, typer.CallbackParam, fl
     """The check of an option of seconds (or ``$ENV``): finite, from 0 to a day."""
     def check(ctx: typer.Context, param: typer.CallbackParam, value: float) -> float:
         if not 0 <= value <= MAX_BUSY_TIMEOUT:  # (NaN compares false: refused too)
-            fail(f"{_source(ctx, param, env)} must be a number of seconds from 0 to "
+            fail(f"{option_source(ctx, param, env)} must be a number of seconds from 0 to "
                  f"{MAX_BUSY_TIMEOUT:g} (a day), got {value}")
         return value
 
@@ -370,27 +370,29 @@ def workflows_from_cwd() -> None:
         sys.path.insert(0, cwd)
 
 
-def import_modules(modules: list[str] | None) -> list[Any]:
+def import_modules(modules: list[str] | None, option: str | None = None) -> list[Any]:
     """Import ``--import`` modules (their workflows register themselves); exit 2 if one
-    cannot be imported."""
+    cannot be imported, the line begun with ``option`` when given (the option, or the
+    variable, that named the module)."""
     workflows_from_cwd()
+    said = "" if option is None else f"{option}: "
     imported = []
     for name in modules or ():
         instead = file_path_module(name)
         if instead is not None:
-            fail(f"{quoted(name, 120)} is a file path; name the module as Python imports it: "
-                 f"{instead}")
+            fail(f"{said}{quoted(name, 120)} is a file path; name the module as Python "
+                 f"imports it: {instead}")
         module, colon, _ = name.partition(":")
         if colon and module:  # what 'convoy run' takes, given where a module belongs
-            fail(f"{quoted(name, 120)} names a workflow (MODULE:WORKFLOW); name its module as "
-                 f"Python imports it: {module}")
+            fail(f"{said}{quoted(name, 120)} names a workflow (MODULE:WORKFLOW); name its "
+                 f"module as Python imports it: {module}")
         try:
             imported.append(importlib.import_module(name))
         except ImportError as e:
-            fail(f"cannot import module {quoted(name)}: {short(str(e), 200)}. Run from the "
-                 "directory that contains it, or put it on PYTHONPATH")
+            fail(f"{said}cannot import module {quoted(name)}: {short(str(e), 200)}. Run from "
+                 "the directory that contains it, or put it on PYTHONPATH")
         except Exception as e:  # the module's own code failed: one line, not its traceback
-            fail(f"importing module {quoted(name)} failed: {type(e).__name__}: "
+            fail(f"{said}importing module {quoted(name)} failed: {type(e).__name__}: "
                  f"{short(str(e), 2000)}")
     return imported
 
@@ -548,7 +550,8 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
     never creates, migrates or writes it; any other audits the sessions it runs and the
     decisions it records where the store audits (:mod:`convoy.cli._audited`), and traces
     them where the store keeps their trace (:mod:`convoy.cli._traced`; ``--trace``
-    instead traces every session, to where it says).
+    instead traces every session, to where it says), unless ``interceptors`` (the
+    application's, ``--interceptors``) audit or trace themselves.
 
     The model is built here, not lazily by the engine, so a typo fails before any session
     starts; it is registered under its spec so the engine closes it. Bad specs exit 2.
@@ -567,13 +570,25 @@ def build_engine(db: str, *, concurrency: int = 1000, model: str | None = None,
         from convoy.cli._traced import TraceWhereTraced
         from convoy.observability import Tracing
 
-        interceptors = [*interceptors, AuditWhereAudited()]
-        if not any(isinstance(ic, Tracing) for ic in interceptors):  # (no --trace)
+        # (an application's own audit and tracing, --interceptors, decide as they do in
+        # its engine; --trace traces every session)
+        interceptors = list(interceptors)
+        if not _audits(interceptors):
+            interceptors.append(AuditWhereAudited())
+        if not any(isinstance(ic, Tracing) for ic in interceptors):
             interceptors.append(TraceWhereTraced())
     with convoy_errors():
         return Engine(store_from_url(db, busy_timeout=busy_timeout, read_only=read_only),
                       models=models,
                       model=model, concurrency=concurrency, interceptors=interceptors)
+
+
+def _audits(interceptors: Sequence[Interceptor]) -> bool:
+    """Whether one of ``interceptors`` is an :class:`~convoy.audit.AuditInterceptor` (an
+    application's: the ``audit`` extra is imported only where one was made)."""
+    audit = sys.modules.get("convoy.audit")
+    cls = getattr(audit, "AuditInterceptor", None)
+    return cls is not None and any(isinstance(ic, cls) for ic in interceptors)
 
 
 def require_store(db: str) -> None:

@@ -29,9 +29,9 @@ from convoy.cli._common import (
     require_convoy_store,
     say,
     tenant_scope,
-    tracing,
     warn_lost_spans,
 )
+from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._loading import unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
@@ -47,6 +47,7 @@ def resume(
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
+    interceptors: InterceptorsOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -66,6 +67,10 @@ def resume(
     imported, or a script's `__main__:NAME` workflow) does not stop the others: they run,
     and one line per such workflow says how many sessions it left and how to load it.
 
+    --interceptors MODULE:NAME (or $CONVOY_INTERCEPTORS) names the application's
+    interceptors (retries, budgets, timeouts, breakers, ...) to run the sessions with;
+    without it they run with none of them.
+
     Exit codes: 0 when every session that could run now ran (even if some failed; those
     waiting for a timer or a signal stay waiting); 1 when a store error stopped the
     resume, or when sessions due now were left because their workflow cannot be loaded
@@ -79,7 +84,8 @@ def resume(
         import_modules(imports)
         require_convoy_store(db, nothing="resume")
         engine = build_engine(db, concurrency=concurrency, model=model,
-                              busy_timeout=busy_timeout, interceptors=tracing(trace))
+                              busy_timeout=busy_timeout,
+                              interceptors=session_interceptors(interceptors, trace))
         stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
         try:
             with convoy_errors():

@@ -37,6 +37,7 @@ from convoy.cli._common import (
     workflow_names,
 )
 from convoy.cli._deciders import ByOption, who_decides
+from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._loading import continuing, unloadable
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -85,6 +86,7 @@ def retry(
     db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    interceptors: InterceptorsOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -102,6 +104,10 @@ def retry(
     explicit names need '--import MODULE': if a selected session's workflow cannot be
     loaded here, nothing is retried (a dry run says the same), one line says how to load it.
 
+    --interceptors MODULE:NAME (or $CONVOY_INTERCEPTORS) names the application's
+    interceptors (retries, budgets, timeouts, breakers, ...) to run the sessions with;
+    without it they run with none of them.
+
     Exit codes: 0 when the retries ran (even if some failed again, unless --strict); 1
     when a store error stopped them (run 'convoy resume' to finish), or with --strict when
     a retry did not complete; 2 on usage errors (and when a selected session's workflow
@@ -115,6 +121,7 @@ def retry(
              "(e.g. 'convoy retry --status failed --dry-run')")
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
+    chain = session_interceptors(interceptors)  # (checked in a dry run too)
     require_convoy_store(db, nothing="retry")
     rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow,
                              write=not dry_run, rerun_escalated=rerun_escalated))
@@ -142,7 +149,8 @@ def retry(
         out.print(f"{plural(len(rows), 'session')} would be retried; run the same command "
                   "without --dry-run to retry them", markup=False)
         return
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout)
+    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
+                          interceptors=chain)
     try:
         stats = run_async(_retry(engine, scope, rows, who))
     except KeyboardInterrupt:

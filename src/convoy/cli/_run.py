@@ -27,7 +27,6 @@ from convoy.cli._common import (
     say,
     tenant_option,
     tenant_scope,
-    tracing,
     warn_lost_spans,
     workflows_from_cwd,
 )
@@ -38,6 +37,7 @@ from convoy.cli._inputs import (
     read_inputs,
     with_subject_key,
 )
+from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._loading import continuing, workflow_argument
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
@@ -80,6 +80,7 @@ def run(
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
+    interceptors: InterceptorsOption = None,
     subject: Annotated[str | None, typer.Option(
         "--subject", metavar="NAME",
         help="The data subject (a person) every session of the file is about: their "
@@ -104,6 +105,10 @@ def run(
     worker' continues them. Sessions another live engine owns, and sessions started on
     another version of the workflow, are left alone and counted.
 
+    --interceptors MODULE:NAME (or $CONVOY_INTERCEPTORS) names the application's
+    interceptors (retries, budgets, timeouts, breakers, ...) to run the sessions with;
+    without it they run with none of them.
+
     Exit codes: 0 when the run happened (even if some sessions failed, unless --strict);
     1 when a store error stopped it (its sessions stay unfinished: run the command again),
     or with --strict when an input did not complete or a line was skipped; 2 on usage
@@ -120,7 +125,8 @@ def run(
         with convoy_errors():
             wf = workflow_argument(workflow)
         engine = build_engine(db, concurrency=concurrency, model=model,
-                              busy_timeout=busy_timeout, interceptors=tracing(trace))
+                              busy_timeout=busy_timeout,
+                              interceptors=session_interceptors(interceptors, trace))
         stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
         with convoy_errors():
             batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)

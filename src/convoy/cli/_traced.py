@@ -1,6 +1,8 @@
 """The command line traces where the store keeps the session's trace.
 
-The command line runs none of the application's interceptors. When a session's trace is
+The command line runs the application's interceptors only where ``--interceptors`` names
+them (a ``Tracing`` among them traces as in the application's engine, and this steps
+aside). When a session's trace is
 kept in the store (``Tracing(exporters=["store"])``, ``--trace store``: ``convoy trace
 SESSION`` prints it), what the command line does with the session goes into that trace,
 as the application's :class:`~convoy.observability.Tracing` would record it: a run that

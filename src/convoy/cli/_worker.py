@@ -37,9 +37,9 @@ from convoy.cli._common import (
     out,
     say,
     tenant_scope,
-    tracing,
     warn_lost_spans,
 )
+from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._render import error_summary, fmt_time, plural, status_text, waited_for
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.privacy._seal import is_sealed
@@ -167,6 +167,7 @@ def worker(
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
+    interceptors: InterceptorsOption = None,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", metavar="PORT", min=0, max=65535,
         help="Serve this worker's Prometheus metrics on http://127.0.0.1:PORT/metrics "
@@ -186,7 +187,11 @@ def worker(
     Serves the sessions of the tenant --tenant names (default: 'default'), or of every
     tenant with --all-tenants.
 
-    Example: `convoy worker myapp.flows --concurrency 32`
+    --interceptors MODULE:NAME (or $CONVOY_INTERCEPTORS) names the application's
+    interceptors (retries, budgets, timeouts, breakers, ...) to run the sessions with;
+    without it they run with none of them.
+
+    Example: `convoy worker myapp.flows --interceptors myapp.flows:interceptors`
     """
     with stop_signals(say) as stop:  # first: from now on a signal stops the worker cleanly
         scope = tenant_scope(tenant, all_tenants)
@@ -205,7 +210,7 @@ def worker(
                                db)
         later = f"{serve_them} or {resume}"
         log = SessionLog()
-        chain: list[Interceptor] = [log, *tracing(trace)]
+        chain = session_interceptors(interceptors, trace, [log])
         server = None
         engine: Engine | None = None
         try:
@@ -213,7 +218,7 @@ def worker(
                 from convoy.observability import Metrics, observe
 
                 metrics = Metrics()
-                chain += observe(metrics=metrics)
+                chain[1:1] = observe(metrics=metrics)  # (before the application's)
                 try:
                     server = metrics.serve(metrics_port, metrics_addr)
                 except OSError as e:

@@ -1,0 +1,232 @@
+"""``--interceptors MODULE:NAME`` (or ``$CONVOY_INTERCEPTORS``): the commands that run
+sessions (``run``, ``resume``, ``retry``, ``worker``) run them with the application's
+interceptors (retries, budgets, ...), not silently without them; what cannot be loaded
+is one line, exit 2, nothing run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from convoy.cli._common import build_engine
+from tests.clikit import (
+    cli,
+    ids_of,
+    one_line_error,
+    session,
+    sessions,
+    summary,
+    workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
+)
+
+APP = "app_interceptors:interceptors"
+
+
+def _run(flow: str, lines: list[object], *extra: str) -> None:
+    write_jsonl(Path("in.jsonl"), lines)
+    res = cli("run", f"app_interceptors:{flow}", "-i", "in.jsonl", *extra)
+    assert res.code == 0, res.stderr + res.stdout
+
+
+def _tokens(sid: str) -> int:
+    row = session(sid)
+    return row.input_tokens + row.output_tokens
+
+
+# -- run --------------------------------------------------------------------------------
+
+
+def test_run_without_interceptors_has_no_retries_and_no_budget() -> None:
+    """The bug: the command line ran the application's sessions with none of its
+    interceptors, and said nothing."""
+    _run("write", ['"essays"'])
+    _run("chat", [5])
+    (w,) = ids_of(['"essays"'], "app_interceptors:write")
+    (c,) = ids_of([5], "app_interceptors:chat")
+    assert session(w).status == "failed"  # no retry of the 503
+    assert session(c).status == "completed"
+    assert _tokens(c) == 500  # over the 250-token budget
+
+
+def test_run_with_interceptors_retries_and_stops_at_the_budget() -> None:
+    _run("write", ['"essays"'], "--interceptors", APP)
+    _run("chat", [5], "--interceptors", APP)
+    (w,) = ids_of(['"essays"'], "app_interceptors:write")
+    (c,) = ids_of([5], "app_interceptors:chat")
+    assert session(w).status == "completed"
+    assert session(c).status == "budget_exhausted"
+    assert _tokens(c) <= 250 + 100  # (over by at most the call in flight)
+
+
+def test_the_environment_names_them_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVOY_INTERCEPTORS", APP)
+    _run("write", ['"essays"'])
+    assert session(ids_of(['"essays"'], "app_interceptors:write")[0]).status == "completed"
+
+
+def test_a_module_level_list() -> None:
+    _run("write", ['"essays"'], "--interceptors", "app_interceptors:RETRIES")
+    assert session(ids_of(['"essays"'], "app_interceptors:write")[0]).status == "completed"
+
+
+# -- resume, worker, retry ---------------------------------------------------------------
+
+
+def _waiting(jobs: list[str]) -> list[str]:
+    """Sessions of ``later`` that waited for ``go`` and got it: runnable, unfinished."""
+    _run("later", list(jobs))
+    ids = ids_of(list(jobs), "app_interceptors:later")
+    for sid in ids:
+        assert session(sid).status == "waiting"
+        res = cli("signal", sid, "go", "--payload", "true")
+        assert res.code == 0, res.stderr
+    return ids
+
+
+def test_resume_without_interceptors_has_none() -> None:
+    write, chat = _waiting(['"write"', '"chat"'])
+    res = cli("resume")
+    assert res.code == 0, res.stderr + res.stdout
+    assert session(write).status == "failed"
+    assert session(chat).status == "completed"
+    assert _tokens(chat) == 500
+
+
+def test_resume_with_interceptors() -> None:
+    write, chat = _waiting(['"write"', '"chat"'])
+    res = cli("resume", "--interceptors", APP)
+    assert res.code == 0, res.stderr + res.stdout
+    assert session(write).status == "completed"
+    assert session(chat).status == "budget_exhausted"
+    assert _tokens(chat) <= 250 + 100
+
+
+def test_worker_until_idle_with_interceptors() -> None:
+    write, chat = _waiting(['"write"', '"chat"'])
+    res = cli("worker", "app_interceptors", "--until-idle", "--interceptors", APP)
+    assert res.code == 0, res.stderr + res.stdout
+    assert session(write).status == "completed"
+    assert session(chat).status == "budget_exhausted"
+
+
+def test_worker_until_idle_without_interceptors_has_none() -> None:
+    write, chat = _waiting(['"write"', '"chat"'])
+    res = cli("worker", "app_interceptors", "--until-idle")
+    assert res.code == 0, res.stderr + res.stdout
+    assert session(write).status == "failed"
+    assert session(chat).status == "completed"
+
+
+def test_retry_with_interceptors() -> None:
+    _run("write", ['"essays"'])
+    (w,) = ids_of(['"essays"'], "app_interceptors:write")
+    assert session(w).status == "failed"
+    res = cli("retry", w)
+    assert res.code == 0, res.stderr + res.stdout
+    assert session(f"{w}.r1").status == "failed"  # no retries: fails again
+    res = cli("retry", f"{w}.r1", "--interceptors", APP)
+    assert res.code == 0, res.stderr + res.stdout
+    assert session(f"{w}.r2").status == "completed"
+    assert summary(res.stdout, "completed") == "1"
+
+
+# -- where they go in the chain -----------------------------------------------------------
+
+
+def test_the_applications_interceptors_sit_by_stage_among_the_commands() -> None:
+    from convoy.cli._audited import AuditWhereAudited
+    from convoy.cli._traced import TraceWhereTraced
+    from convoy.cli._worker import SessionLog
+    from convoy.interceptors._base import STAGES
+    from convoy.resilience import Retry
+
+    app = __import__("app_interceptors").interceptors()
+    engine = build_engine("convoy.db", interceptors=[SessionLog(), *app])
+    chain = list(engine.runtime.interceptors)
+    ranks = [STAGES.index(ic.stage) for ic in chain]
+    assert ranks == sorted(ranks)
+    kinds = [type(ic) for ic in chain]
+    assert kinds.index(SessionLog) < kinds.index(AuditWhereAudited) < kinds.index(Retry)
+    assert TraceWhereTraced in kinds
+
+
+def test_an_applications_audit_and_tracing_replace_the_commands_guesses() -> None:
+    """An application that audits (or traces) says so itself: the command line's
+    store-driven audit and tracing would write its entries (spans) twice."""
+    from convoy.cli._audited import AuditWhereAudited
+    from convoy.cli._traced import TraceWhereTraced
+
+    fixtures = __import__("app_interceptors")
+    engine = build_engine("convoy.db", interceptors=[*fixtures.audited(),
+                                                     *fixtures.traced()])
+    kinds = [type(ic) for ic in engine.runtime.interceptors]
+    assert AuditWhereAudited not in kinds
+    assert TraceWhereTraced not in kinds
+
+
+# -- refused: one line, exit 2, nothing run ---------------------------------------------
+
+
+@pytest.mark.parametrize(("ref", "text"), [
+    ("app_interceptors", "--interceptors 'app_interceptors': give MODULE:NAME"),
+    ("", "--interceptors is empty"),
+    ("no_such_module:interceptors", "--interceptors: cannot import module 'no_such_module'"),
+    ("app_interceptors.py:interceptors", "is a file path"),
+    ("app_interceptors:nope", "module 'app_interceptors' has no attribute 'nope'"),
+    ("app_interceptors:NUMBER", "app_interceptors:NUMBER is an int, not a list of "
+                                "convoy.Interceptor"),
+    ("app_interceptors:ONE", "is one interceptor (Retry), not a list"),
+    ("app_interceptors:MIXED", "item 1 of app_interceptors:MIXED is a str, not a "
+                               "convoy.Interceptor"),
+    ("app_interceptors:broken", "app_interceptors:broken() raised RuntimeError: the "
+                                "settings file is missing"),
+    ("app_interceptors:wrong", "app_interceptors:wrong() returned a str, not a list"),
+    ("app_interceptors:needs_args", "app_interceptors:needs_args takes arguments"),
+    ("app_interceptors:in_a_coroutine", "is an async function"),
+    ("app_interceptors:ODD", "interceptor OddStage of app_interceptors:ODD has unknown "
+                             "stage 'nowhere'"),
+])
+def test_what_cannot_be_loaded_is_one_line(ref: str, text: str) -> None:
+    write_jsonl(Path("in.jsonl"), ['"essays"'])
+    for args in (["run", "app_interceptors:write", "-i", "in.jsonl"],
+                 ["worker", "app_interceptors", "--until-idle"]):
+        res = cli(*args, "--interceptors", ref)
+        one_line_error(res, 2, text)
+        assert "(a second line" not in res.stderr
+    assert not Path("convoy.db").exists() or not sessions()
+
+
+def test_refused_from_the_environment_names_the_variable(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVOY_INTERCEPTORS", "app_interceptors:NUMBER")
+    write_jsonl(Path("in.jsonl"), ['"essays"'])
+    res = cli("run", "app_interceptors:write", "-i", "in.jsonl")
+    one_line_error(res, 2, "CONVOY_INTERCEPTORS app_interceptors:NUMBER is an int")
+
+
+def test_resume_and_retry_refuse_too() -> None:
+    _run("write", ['"essays"'])
+    (w,) = ids_of(['"essays"'], "app_interceptors:write")
+    one_line_error(cli("resume", "--interceptors", "app_interceptors:broken"), 2,
+                   "raised RuntimeError")
+    one_line_error(cli("retry", w, "--interceptors", "app_interceptors:broken"), 2,
+                   "raised RuntimeError")
+    one_line_error(cli("retry", w, "--dry-run", "--interceptors", "app_interceptors:wrong"),
+                   2, "returned a str")
+    assert [r.id for r in sessions()] == [w]
+
+
+def test_trace_and_an_applications_tracing_exclude_each_other() -> None:
+    write_jsonl(Path("in.jsonl"), ['"essays"'])
+    res = cli("run", "app_interceptors:write", "-i", "in.jsonl", "--trace", "store",
+              "--interceptors", "app_interceptors:traced")
+    one_line_error(res, 2, "--trace")
+
+
+def test_the_option_is_given_once() -> None:
+    write_jsonl(Path("in.jsonl"), ['"essays"'])
+    res = cli("run", "app_interceptors:write", "-i", "in.jsonl", "--interceptors", APP,
+              "--interceptors", "app_interceptors:RETRIES")
+    one_line_error(res, 2, "--interceptors")
