@@ -77,8 +77,11 @@ def retry(
     rerun_escalated: Annotated[bool, typer.Option(
         "--rerun-escalated", help="Also retry escalated sessions. An escalated session "
         "waits for a person to check whether the step that escalated took effect (a payment, "
-        "an email) and answer it; its retry runs that step again. The escalation is closed "
-        "first (answered 'fail' by --by), so no later answer runs the step once more.")
+        "an email) and answer it. Its retry is a new session from the start: every step "
+        "runs again, the side effects the session had already applied too, not only the "
+        "one that escalated (to run only that step again, approve the escalation: 'convoy "
+        "inbox approve ID:escalated'). The escalation is closed first (answered 'fail' by "
+        "--by), so no later answer runs the step once more.")
     ] = False,
     by: ByOption = None,
     concurrency: ConcurrencyOption = 64,
