@@ -465,3 +465,18 @@ async def test_calls_of_sessions_under_way_get_the_room_first() -> None:
     assert woken == ["under way"]
     starting.cancel()
     await asyncio.gather(going_on, starting, return_exceptions=True)
+
+
+def test_a_model_with_no_price_is_warned_of_once(caplog: pytest.LogCaptureFixture) -> None:
+    """Its calls cost $0: a budget in USD never counts them, so it must not go unsaid."""
+    table = convoy.PriceTable()
+    with caplog.at_level("WARNING", logger="convoy.cost"):
+        for _ in range(3):
+            assert table.cost("openai:gpt-4o-2099-01-01", convoy.Usage(input_tokens=10,
+                                                                       output_tokens=10)) == 0
+        assert table.cost("openai:gpt-4o-mini", convoy.Usage(input_tokens=10,
+                                                             output_tokens=10)) > 0
+    said = [r.getMessage() for r in caplog.records if r.name == "convoy.cost"]
+    assert len(said) == 1 and "no price for model 'openai:gpt-4o-2099-01-01'" in said[0]
+    assert "budgets in USD do not count them" in said[0]
+    assert table.unknown == {"openai:gpt-4o-2099-01-01"}

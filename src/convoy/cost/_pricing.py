@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from convoy._errors import UserError
 from convoy.models._messages import Usage
+
+log = logging.getLogger("convoy.cost")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -26,7 +29,8 @@ class PriceTable:
     (``"provider:model@name"``) to its :class:`Price`.
 
     Lookup tries the full name, then the part after ``provider:``, then a ``provider:*``
-    wildcard. Unknown models cost 0 and are listed in ``unknown`` so a report can flag them.
+    wildcard. Unknown models cost 0, are listed in ``unknown`` so a report can flag them,
+    and are warned of once each on the ``convoy.cost`` logger.
     """
 
     def __init__(self, prices: dict[str, Price] | None = None) -> None:
@@ -64,7 +68,13 @@ class PriceTable:
         if price is None:
             price = self.get(model)
         if price is None:
-            self.unknown.add(model)
+            if model not in self.unknown:
+                self.unknown.add(model)
+                # (once per model: a budget in USD never counts its calls, a report shows $0)
+                log.warning("no price for model %r: its calls cost $0 here, so budgets in "
+                            "USD do not count them and cost reports show $0; set its price "
+                            "with Engine(prices=convoy.PriceTable({%r: convoy.Price("
+                            "input_per_mtok=..., output_per_mtok=...)}))", model, model)
             return 0.0
         # ``price.cost(usage)``, inlined: once per model step.
         return (usage.input_tokens * price.input_per_mtok
