@@ -10,14 +10,17 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import typer
+from typer.testing import CliRunner
 
 import convoy
 from convoy.cli import _common as common
+from convoy.cli import app
 from convoy.cli._common import convoy_errors, reportable
 from convoy.cli._render import fmt_time
 from convoy.stores import SCHEMA_VERSION
@@ -231,8 +234,25 @@ def test_unknown_module_is_a_usage_error() -> None:
 def test_missing_input_file_is_a_usage_error() -> None:
     res = cli("run", FLOW, "--input", "missing.jsonl")
     assert res.code == 2
-    assert res.stderr.strip() == "error: input file 'missing.jsonl' does not exist"
+    assert res.stderr.strip() == ("error: input file 'missing.jsonl' does not exist (- reads "
+                                  "standard input)")
     assert not Path("convoy.db").exists()
+
+
+def test_inputs_come_from_standard_input_or_a_pipe(tmp_path: Path) -> None:
+    """``jq ... | convoy run WF -i -``; a named pipe or ``<(...)`` reads as a file does."""
+    lines = "".join(json.dumps(x) + "\n" for x in GOOD[:2])
+    res = CliRunner().invoke(app, ["run", FLOW, "-i", "-"], input=lines)
+    assert res.exit_code == 0, res.stderr
+    assert summary(res.stdout, "sessions run") == "2"
+    os.mkfifo(tmp_path / "pipe")
+    writer = threading.Thread(target=(tmp_path / "pipe").write_text, args=(lines,))
+    writer.start()
+    res2 = cli("run", FLOW, "-i", "pipe", "--db", "piped.db")
+    writer.join()
+    assert res2.code == 0, res2.stderr
+    assert summary(res2.stdout, "sessions run") == "2"
+    one_line_error(cli("run", FLOW, "-i", str(tmp_path)), 2, "is a directory")
 
 
 def test_bad_model_is_a_usage_error() -> None:

@@ -39,7 +39,8 @@ def chaos(
         metavar="MODULE:WORKFLOW", help="The workflow under test (as for 'convoy run').")],
     input: Annotated[Path, typer.Option(
         "--input", "-i", metavar="FILE.jsonl",
-        help="One workflow input per line; every phase runs each of them once.")],
+        help="One workflow input per line (- reads standard input); every phase runs each "
+        "of them once.")],
     faults: Annotated[str, typer.Option(
         "--faults", "-f", metavar="SPEC",
         help="KIND=PROBABILITY[:SECONDS],... with kinds " + ", ".join(FAULT_KINDS)

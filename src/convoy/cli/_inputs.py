@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -121,15 +122,23 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
     Raises:
         UserError: the file is missing or unreadable (nothing can run).
     """
-    if not path.exists():
-        raise UserError(f"input file {quoted(str(path), 200)} does not exist")
-    if not path.is_file():
-        raise UserError(f"input {quoted(str(path), 200)} is not a file; pass a JSONL file with one "
-                        "input per line")
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise UserError(f"cannot read input file {quoted(str(path), 200)}: {e.strerror}") from e
+    if str(path) == "-":  # standard input (``jq ... | convoy run WF -i -``)
+        try:
+            data = sys.stdin.buffer.read()
+        except (OSError, AttributeError, ValueError) as e:  # (closed, or no bytes to read)
+            raise UserError(f"cannot read the inputs from standard input: {e}") from e
+    else:
+        if not path.exists():
+            raise UserError(f"input file {quoted(str(path), 200)} does not exist (- reads "
+                            "standard input)")
+        if path.is_dir():  # (a pipe, /dev/stdin or <(...) is read as a file is)
+            raise UserError(f"input {quoted(str(path), 200)} is a directory; pass a JSONL "
+                            "file with one input per line")
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read input file {quoted(str(path), 200)}: "
+                            f"{e.strerror}") from e
     batch = InputBatch(path=path)
     first_line: dict[str, int] = {}
     for number, raw in enumerate(data.splitlines(), start=1):

@@ -59,7 +59,7 @@ def run(
              "(importable from the current directory or PYTHONPATH).")],
     input: Annotated[Path, typer.Option(
         "--input", "-i", metavar="FILE.jsonl",
-        help="One workflow input (a JSON value) per line.")],
+        help="One workflow input (a JSON value) per line (- reads standard input).")],
     concurrency: ConcurrencyOption = 64,
     model: ModelOption = None,
     db: DbOption = DEFAULT_DB,
