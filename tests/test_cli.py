@@ -830,6 +830,16 @@ def test_sessions_list_is_in_creation_order() -> None:
     (second,) = set(session_ids()) - set(first)
     out = cli("sessions", "list").stdout
     assert out.index(first[0]) < out.index(second)
+    newest = cli("sessions", "list", "--newest")
+    assert newest.code == 0, newest.stderr
+    assert newest.stdout.index(second) < newest.stdout.index(first[0])
+    page = cli("sessions", "list", "--newest", "--limit", "1")
+    assert second in page.stdout and first[0] not in page.stdout
+    assert "showing 1 of 2 sessions (from the newest)" in " ".join(page.stdout.split())
+    assert [r["id"] for r in json.loads(cli("sessions", "list", "--newest", "--json").stdout)[
+        "sessions"]] == [second, first[0]]
+    hint = cli("sessions", "list", "--limit", "1").stdout
+    assert "or --newest for the newest first" in " ".join(hint.split())
 
 
 def test_sessions_show() -> None:

@@ -1027,6 +1027,18 @@ async def test_list_sessions_pages_after_a_session(store: Store, clock: FakeCloc
     assert await _listed(store, after=(p4a.created, p4a.id)) == ["p4b", "p5"]
 
 
+async def test_list_sessions_newest_first_pages_and_filters(store: Store,
+                                                             clock: FakeClock) -> None:
+    await _population(store, clock)
+    assert await _listed(store, newest=True) == ["p5", "f4", "c3", "w2", "r1", "p0"]
+    assert await _listed(store, newest=True, limit=2, offset=1) == ["f4", "c3"]
+    assert await _listed(store, newest=True, tenant="t1", limit=2) == ["p5", "c3"]
+    assert await _listed(store, newest=True, workflow="other") == ["p5", "f4"]
+    rows = await store.list_sessions(SessionFilter(newest=True, limit=2))
+    after = (rows[-1].created, rows[-1].id)  # the next page: older than the last shown
+    assert await _listed(store, newest=True, after=after, limit=2) == ["c3", "w2"]
+
+
 async def test_unfinished_lists_pending_running_and_waiting_only_oldest_first(
         store: Store, clock: FakeClock) -> None:
     await _population(store, clock)

@@ -58,7 +58,11 @@ def list_sessions(
              "(MODULE:FUNCTION, unless @convoy.workflow(name=...) gave it another).")] = None,
     limit: Annotated[int, count_option("--limit", "-n", least=1, help="Rows to show.")] = 50,
     offset: Annotated[int, count_option(
-        "--offset", help="Skip this many (oldest) sessions first.")] = 0,
+        "--offset", help="Skip this many sessions first (the oldest; with --newest, the "
+        "newest).")] = 0,
+    newest: Annotated[bool, typer.Option(
+        "--newest", help="Newest first (the sessions a run just made), not oldest "
+        "first.")] = False,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
     as_json: Annotated[bool, typer.Option(
@@ -66,7 +70,7 @@ def list_sessions(
         "--json' has it, without input, output and journal), the counts by status, the "
         "total, and the damaged rows left out.")] = False,
 ) -> None:
-    """List sessions, oldest first (the order they were created in).
+    """List sessions, oldest first (the order they were created in), or newest first.
 
     Waiting sessions show what they wait for (a signal, a time); the last line counts
     every session by status. Lists the sessions of the tenant 'default' unless --tenant
@@ -79,7 +83,7 @@ def list_sessions(
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
     where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
-                          offset=offset)
+                          offset=offset, newest=newest)
     left_out: list[LeftOut] = []
     rows, counts, known, cancels = run_async(_list(db, where, left_out))
     rows = readable(rows, session_times, left_out)  # (a time that cannot be shown)
@@ -103,9 +107,11 @@ def list_sessions(
     out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width,
                              cancelling=cancels.keys()))
     if workflow is None and total > len(rows):
-        out.print(f"showing {len(rows)} of {total:,} sessions (from the oldest"
+        other = "" if newest else ", or --newest for the newest first"
+        out.print(f"showing {len(rows)} of {total:,} sessions (from the "
+                  f"{'newest' if newest else 'oldest'}"
                   f"{f', skipping {offset}' if offset else ''}); use --limit N or --offset N "
-                  "for more", markup=False)
+                  f"for more{other}", markup=False, soft_wrap=True)
     if counts and status is None:
         out.print("  ".join(f"{s}: {counts[s]:,}" for s in STATUSES if s in counts),
                   markup=False)

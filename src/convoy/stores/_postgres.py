@@ -77,6 +77,7 @@ from convoy.stores._rows import (
     meta_version,
     next_seq,
     readable,
+    session_order,
     session_page,
 )
 from convoy.stores._sqlite_sql import (
@@ -800,8 +801,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond, params = session_page(where, mark="%s")
-        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY "
-                                "created, id LIMIT %s OFFSET %s",
+        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond}"
+                                f"{session_order(where)} LIMIT %s OFFSET %s",
                                 (*params, where.limit, where.offset))
         return readable(rows, _session, left_out)
 

@@ -229,6 +229,8 @@ class SessionFilter:
     after: tuple[float, str] | None = None
     #: Only the sessions that ended (``finished``) at or after this time.
     ended_since: float | None = None
+    #: Newest first (``after``: the sessions created before that one), not oldest first.
+    newest: bool = False
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -46,13 +46,19 @@ def session_page(where: SessionFilter, *, mark: str = "?") -> tuple[str, list[An
     cond, params = conditions(where.status, where.workflow, where.tenant, mark=mark)
     if where.after is not None:
         created, sid = where.after
+        than = "<" if where.newest else ">"
         cond += (" AND " if cond else " WHERE ") + \
-            f"(created > {mark} OR (created = {mark} AND id > {mark}))"
+            f"(created {than} {mark} OR (created = {mark} AND id {than} {mark}))"
         params += [created, created, sid]
     if where.ended_since is not None:
         cond += (" AND " if cond else " WHERE ") + f"finished >= {mark}"
         params.append(where.ended_since)
     return cond, params
+
+
+def session_order(where: SessionFilter) -> str:
+    """The ``ORDER BY`` of a :class:`SessionFilter`'s page: oldest first, or newest."""
+    return " ORDER BY created DESC, id DESC" if where.newest else " ORDER BY created, id"
 
 
 #: Journal entries, keys of shared state, and tenants (with a session or a state key).

@@ -56,6 +56,7 @@ from convoy.stores._rows import (
     meta_version,
     next_seq,
     readable,
+    session_order,
     session_page,
 )
 from convoy.stores._sqlite_alerts import SQLiteAlerts
@@ -925,8 +926,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond, params = session_page(where)
-        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond} ORDER BY created, id "
-                          "LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
+        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond}{session_order(where)}"
+                          " LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
         return readable(rows, _session, left_out)
 
     async def unfinished(self, *, tenant: str | None = None,
