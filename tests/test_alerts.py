@@ -458,6 +458,7 @@ def test_a_webhook_url_without_a_scheme_is_refused_without_showing_its_secret() 
 async def test_a_secret_in_a_webhook_path_is_never_logged_and_two_webhooks_are_told_apart(
         tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="convoy.alerts")
+    caplog.set_level(logging.INFO, logger="httpx")  # (it logs each request's URL at info)
     receiver.answers = [500, 500, 500, 500]
     one, two = (f"{receiver.url}/T000/B000/{secret}" for secret in (
         "XXXXsecretoneXXXXXXXXXXX", "XXXXsecrettwoXXXXXXXXXXX"))
@@ -520,6 +521,7 @@ async def test_idempotency_keys_differ_across_stores_and_stay_across_retries(
 async def test_a_failed_attempt_is_logged_and_a_given_up_event_warned_of_and_listed(
         tmp_path: Path, receiver: Receiver, caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO, logger="convoy.alerts")
+    caplog.set_level(logging.INFO, logger="httpx")  # (it logs each request's URL at info)
     receiver.answers = [500, 500]
     base = receiver.url.replace("http://", "http://ops:s3cret@")
     hook = Webhook(url=f"{base}?token=t0k", max_attempts=2, backoff=1.0)

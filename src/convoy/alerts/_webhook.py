@@ -14,10 +14,11 @@ detail go through the interceptor's redactor (the store keeps them as they are).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -211,12 +212,45 @@ def alert_json(alert: AlertRow, redact: Callable[[str], str] | None = None
             "cleared_value": alert.cleared_value, "detail": detail}
 
 
+class _HiddenUrls(logging.Filter):
+    """On httpx's logger: its own line for each request (``HTTP Request: POST URL ...``, at
+    info) names a webhook's URL as :func:`shown_url` does, not with the secret a path or
+    a query may hold. (httpx logs every request's whole URL; only webhooks' are hidden.)"""
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: Each URL, as configured and as httpx writes it, to what is shown of it.
+        self.urls: dict[str, str] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args, urls = record.args, self.urls
+        if isinstance(args, tuple) and urls:
+            record.args = tuple(urls.get(str(a), a) for a in args)
+        return True
+
+
+_HIDDEN = _HiddenUrls()
+
+
+def hide_in_httpx_logs(urls: Iterable[str]) -> None:
+    """Hide ``urls`` (webhooks') in httpx's log lines (see :class:`_HiddenUrls`)."""
+    for url in urls:
+        shown = _HIDDEN.urls[url] = shown_url(url)
+        # (httpx missing, or a URL it cannot read: it sends nothing, logs nothing)
+        with contextlib.suppress(Exception):
+            _HIDDEN.urls[str(load_httpx().URL(url))] = shown
+    logger = logging.getLogger("httpx")
+    if _HIDDEN not in logger.filters:
+        logger.addFilter(_HIDDEN)
+
+
 class Deliverer:
     """Delivers the due events of a store's queue, one pass at a time."""
 
     def __init__(self, store: Store, webhooks: Mapping[str, Webhook],
                  clock: Callable[[], float], *, lease_s: float = 60.0,
                  redact: Callable[[str], str] | None = None) -> None:
+        hide_in_httpx_logs(webhooks)
         self.store = store
         self.redact = redact
         self.webhooks = dict(webhooks)
