@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
+import select
+import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +19,7 @@ from typer.testing import CliRunner
 import convoy
 from convoy.cli import app
 
-from .clikit import cli, workdir  # noqa: F401 - the fixture
+from .clikit import cli, subprocess_env, workdir  # noqa: F401 - the fixture
 
 
 def start(flow: str, value: str, sid: str, tenant: str = "default") -> None:
@@ -298,3 +303,40 @@ def test_metrics_serve_redacts_and_bounds_the_queue_label() -> None:
     assert scrape(200) == {("question", "review:[EMAIL]"): 2, ("question", "team-a"): 1,
                            ("question", "team-b"): 1}
     assert scrape(1) == {("question", "review:[EMAIL]"): 2, ("question", "other"): 2}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a terminal of its own (pty.fork)")
+def test_ctrl_c_at_the_form_stops_it_at_once_saying_so(tmp_path: Path) -> None:
+    """At a terminal: one Ctrl-C (the terminal's SIGINT) ends the form, exit 130, one line,
+    nothing answered. (The event loop's own handler only cancelled its task, which the
+    prompt never saw: the first Ctrl-C did nothing, the second printed "Aborted!".)"""
+    start("refund", "c-5", "r5")
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: its own terminal, the convoy under test
+        os.environ.update(subprocess_env())
+        os.execv(sys.executable, [sys.executable, "-m", "convoy", "inbox", "answer",
+                                  "r5:0", "--db", str(tmp_path / "convoy.db")])
+
+    def read() -> bytes:  # (what the child wrote next; b"" once it closed its terminal)
+        if not select.select([fd], [], [], 120)[0]:
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"the form said nothing more in 120 s: {said!r}")
+        try:
+            return os.read(fd, 4096)
+        except OSError:  # the child's side closed
+            return b""
+
+    said = b""
+    while b"[y/n]" not in said:  # the form's first question (Approve)
+        chunk = read()
+        assert chunk, said
+        said += chunk
+    os.write(fd, b"\x03")  # Ctrl-C, as the terminal sends it
+    while chunk := read():
+        said += chunk
+    _, status = os.waitpid(pid, 0)
+    text = said.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 130, text
+    assert "interrupted: nothing was answered" in text and "Traceback" not in text, text
+    assert "Aborted" not in text
+    assert finish("r5").status == "waiting"  # nothing answered

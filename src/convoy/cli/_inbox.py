@@ -10,8 +10,10 @@ Decisions are audited where the store audits (see :mod:`convoy.cli._deciders`).
 from __future__ import annotations
 
 import json
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any
 
 import typer
@@ -23,6 +25,7 @@ from convoy._command import command
 from convoy._text import escaped, printable, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
+    INTERRUPTED,
     AllTenantsOption,
     BusyTimeoutOption,
     DbOption,
@@ -287,10 +290,12 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
         else:
             out.print(printable(task.prompt), markup=False)
             try:
-                got = ask(task.answer_schema)
+                with _ctrl_c_stops_the_form():
+                    got = ask(task.answer_schema)
             except typer.Abort:
                 if sys.stdin.isatty():  # Ctrl-C at the form
-                    raise
+                    err.print("interrupted: nothing was answered", markup=False)
+                    raise typer.Exit(INTERRUPTED) from None
                 fail("no answer: the input ended before the form did (no terminal to ask "
                      "on); give the answer with --value JSON or --set FIELD=VALUE")
         if task.kind == "question":
@@ -298,6 +303,22 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
         return await inbox.edit(task.id, got, by=who, comment=comment)
 
     _decide(engine, scope, act, db)
+
+
+@contextmanager
+def _ctrl_c_stops_the_form() -> Iterator[None]:
+    """Ctrl-C at the form stops it at once. The form asks inside the event loop, whose
+    own SIGINT handler only cancels its task (which a prompt waiting for a line never
+    sees): the first Ctrl-C did nothing, the second said "Aborted!"."""
+    try:
+        before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    except ValueError:  # (not the main thread: Python's handling stays)
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
 
 
 def _start(task: HumanTask) -> Any:
