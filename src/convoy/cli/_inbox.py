@@ -257,7 +257,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
                                    tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
         else:
             p("decide:", markup=False)
-            for line in decisions(task.id, db=db, tenant=task.tenant):
+            for line in decisions(task.id, db=db, tenant=task.tenant, fields=bool(form)):
                 p(f"  {line}", markup=False, soft_wrap=True)
 
 

@@ -162,10 +162,12 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
     return t
 
 
-def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
+def decisions(task_id: str, *, db: str | None, tenant: str, fields: bool = False
+              ) -> list[str]:
     """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
     (never ``approve | reject``, which a shell reads as a pipe), each with the store and
-    the tenant the user looks at."""
+    the tenant the user looks at. ``fields``: its answer is an object, edited field by
+    field (``--set``); else a value of any type, given whole (``--value JSON``)."""
     task = [escaped(task_id)]
 
     def cmd(action: str, options: str = "") -> str:
@@ -173,7 +175,7 @@ def decisions(task_id: str, *, db: str | None, tenant: str) -> list[str]:
                        tenant=tenant, quote=False)
 
     return [f"approve: {cmd('approve')}", f"reject: {cmd('reject')}",
-            f"edit: {cmd('approve', '--set FIELD=VALUE')}"]
+            f"edit: {cmd('approve', '--set FIELD=VALUE' if fields else '--value JSON')}"]
 
 
 def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int = 100) -> str:
