@@ -112,6 +112,28 @@ async def test_changed_workflow_code_fails_with_the_step_named(engine_factory: A
     assert "'a'" in again.error["message"] and "'b'" in again.error["message"]
 
 
+async def test_a_replay_that_diverges_because_an_agent_changed_says_so(
+        engine_factory: Any) -> None:
+    """Replay's question, "why does my changed code diverge?": the journal keeps each step's
+    agent configuration id, so the answer names the change and both ids."""
+    sim = convoy.SimModel({"*": {"output": OK}})
+    before = convoy.Agent(name="a", instructions="Classify.", output_type=Classification,
+                          model=sim)
+    after = convoy.Agent(name="a", instructions="Classify briefly.",
+                         output_type=Classification, model=sim)
+    eng = engine_factory()
+    res = await eng.run(make_flow([before]), "t", session_id="s1")
+    assert res.ok
+    eng2 = engine_factory(workflows=[make_flow([after])])
+    rr = await eng2.replay("s1")
+    assert not rr.matches and rr.error is not None
+    assert rr.error["type"] == "NonDeterminismError"
+    msg = rr.error["message"]
+    assert f"its agent's configuration changed (recorded {before.config_hash[:12]}, now " \
+        f"{after.config_hash[:12]}" in msg, msg
+    assert "bump its version and start new sessions" in msg
+
+
 async def test_a_new_workflow_version_leaves_started_sessions_unfinished(
         engine_factory: Any, db: Path) -> None:
     """Hole 6: one policy everywhere. A session of another version that has journaled steps

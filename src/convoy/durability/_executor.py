@@ -333,11 +333,14 @@ class JournaledExecutor:
                     len(rec.input_hash) != LEGACY_FINGERPRINT_LENGTH and \
                     not self._formerly(rec, formerly):
                 # (plain: journaled by a Convoy that did not key a subject's fingerprints)
+                changed = "the workflow or its input changed" if not (
+                    rec.config and config and rec.config != config) else (
+                    f"its agent's configuration changed (recorded {rec.config[:12]}, now "
+                    f"{config[:12]}: its instructions, model, tools or policies)")
                 self._nondeterminism(
                     f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
-                    "is now asked with a different input than the journal recorded; the "
-                    "workflow or its input changed (bump its version and start new "
-                    "sessions)", key)
+                    f"is now asked with a different input than the journal recorded; "
+                    f"{changed} (bump its version and start new sessions)", key)
             if rec.status == "completed":
                 if rec.result is not None and rec.result.startswith(SEALED_PREFIX):
                     # (``convoy.privacy``: its subject key was destroyed)
