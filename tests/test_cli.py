@@ -1062,6 +1062,36 @@ def test_a_stop_lets_the_steps_in_flight_finish_and_nothing_is_escalated(
     assert (tmp_path / "calls").read_text() == "first a\nsecond a\n"
 
 
+def test_a_worker_stopped_by_sigterm_lets_its_steps_in_flight_finish(
+        background: Callable[..., Background], tmp_path: Path) -> None:
+    """A deploy's SIGTERM to a worker in the middle of an effect that is not idempotent:
+    the effect finishes, the session is released, and the next worker finishes it."""
+    import cli_flows
+
+    async def pending() -> None:  # created, not run: an engine drained before it ran
+        async with convoy.Engine(tmp_path / "c.db") as engine:
+            engine.drain()
+            await engine.run_many(cli_flows.two_effects, ["a"], ids=["s-a"])
+
+    asyncio.run(pending())
+    (tmp_path / "hold").touch()
+    worker = background("worker", "cli_flows", "--db", "c.db")
+    worker.wait_for_line("holding a")
+    worker.proc.send_signal(signal.SIGTERM)
+    worker.wait_for_line("stopping: the steps in flight finish first")
+    (tmp_path / "hold").unlink()
+    res = worker.wait()
+    assert res.code == 143, res.stderr
+    assert "Traceback" not in res.stderr + res.stdout, res.stderr
+    [row] = sessions(tmp_path / "c.db")
+    assert (row.status, row.owner) == ("pending", None), row
+    done = cli("worker", "cli_flows", "--db", "c.db", "--until-idle")
+    assert done.code == 0, done.stderr
+    [row] = sessions(tmp_path / "c.db")
+    assert row.status == "completed" and row.output == '"first a, second a"', row
+    assert (tmp_path / "calls").read_text() == "first a\nsecond a\n"
+
+
 def test_worker_stops_cleanly_on_a_signal_while_it_starts(
         background: Callable[..., Background]) -> None:
     """A signal before the worker serves (here while it imports the user's module) stops it
