@@ -108,13 +108,7 @@ class SQLiteAlerts:
         return readable(sorted(rows, key=lambda r: int(r[0])), delivery_row, left_out)
 
     async def redeliver(self, now: float, *, tenant: str | None = None) -> int:
-        sql = REDELIVER.format(p="?", tenant="" if tenant is None else
-                               REDELIVER_TENANT.format(p="?"))
-
-        def write(conn: sqlite3.Connection) -> int:
-            return conn.execute(sql, (now,) if tenant is None else (now, tenant)).rowcount
-
-        return await self._write(write)
+        return await self._tenant_write(REDELIVER, now, tenant)
 
     async def undelivered_webhooks(self, *, tenant: str | None = None) -> list[str]:
         sql = UNDELIVERED_URLS.format(tenant="" if tenant is None else
@@ -122,14 +116,18 @@ class SQLiteAlerts:
         return [r[0] for r in self._read(sql, () if tenant is None else (tenant,))]
 
     async def drop_deliveries(self, url: str, *, tenant: str | None = None) -> int:
-        sql = DROP.format(p="?", tenant="" if tenant is None else
-                          REDELIVER_TENANT.format(p="?"))
+        return await self._tenant_write(DROP, url, tenant)
+
+    async def _tenant_write(self, template: str, first: Any, tenant: str | None) -> int:
+        """The rows ``template`` (its ``{p}`` marks, ``{tenant}`` the tenant's condition)
+        changes, given ``first`` and, for one tenant's rows, the tenant."""
+        sql = template.format(p="?", tenant="" if tenant is None else
+                              REDELIVER_TENANT.format(p="?"))
 
         def write(conn: sqlite3.Connection) -> int:
-            return conn.execute(sql, (url,) if tenant is None else (url, tenant)).rowcount
+            return conn.execute(sql, (first,) if tenant is None else (first, tenant)).rowcount
 
         return await self._write(write)
-
 
 def _where(tenant: str | None, open_only: bool, mark: str = "?") -> tuple[str, tuple[Any, ...]]:
     conds: list[str] = []
