@@ -113,7 +113,8 @@ TEXT = st.text(max_size=12)
 @settings(max_examples=300, deadline=None)
 @given(agent=TEXT, model=TEXT, key=TEXT, sid=TEXT, config=st.one_of(st.none(), TEXT),
        trace=st.one_of(st.none(), TEXT), content=TEXT,
-       at=st.floats(min_value=1e-3, max_value=1e12, allow_nan=False),
+       at=st.one_of(st.floats(min_value=1e-3, max_value=1e12, allow_nan=False),
+                    st.floats(min_value=1e-300, max_value=1e300, allow_nan=False)),
        tokens=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
        fp=st.one_of(st.just(FP), TEXT))
 def test_a_models_answer_takes_the_fast_path_byte_for_byte(
@@ -134,3 +135,16 @@ def test_a_models_answer_takes_the_fast_path_byte_for_byte(
         general = entry_of(r, sid, at, trace)
     assert fast == general
     assert general is not None and general == _canonical(general)
+
+
+@pytest.mark.parametrize("at", [1.8e9, 1e-4, 0.5, 1e16 - 2, 1e-5, 1e16, 1e300, 5e-324])
+def test_a_models_answer_at_any_time_is_written_as_json_writes_its_time(at: float) -> None:
+    """A time from 1e-4 to 1e16 (a clock's) takes the fast path, any other the general
+    one; both write the time as ``json.dumps`` does."""
+    result = to_json({"model": "m", "in": 1, "out": 2, "text": "x"}).decode()
+    r = StepRecord(key="0/0", kind="model", target="a", status="completed", result=result,
+                   input_hash=FP, input_tokens=1, output_tokens=2, at=at)
+    fast = journal._model_answer(journal.kept(r), journal._answer_tail("s", None))
+    assert (fast is not None) == (1e-4 <= at < 1e16)
+    body = entry_of(r, "s", at)
+    assert body == _canonical(body) and json.loads(body)["at"] == at

@@ -41,11 +41,14 @@ id (``refs.trace_id``) when tracing put one in its headers. A step that only sta
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from hashlib import sha256
+from itertools import repeat
 from json.encoder import encode_basestring as _quote
-from operator import attrgetter
+from operator import attrgetter, itemgetter
+from typing import cast
+
+from pydantic_core import to_json
 
 from convoy._text import json_object
 from convoy.audit._event import EVENT_FORMAT, digest, encode_event, keyed
@@ -54,6 +57,10 @@ from convoy.stores._protocol import StepRecord
 _KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "effect": "effect",
           "wait": "signal"}
 _REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
+#: A float's JSON text: ``repr``'s, for the floats between 1e-4 and 1e16 (a time's),
+#: in a quarter of its time (``pydantic_core``'s shortest round-trip formatting; a time
+#: outside that range takes the general path).
+_number = to_json
 
 #: What an entry needs of a journal record, as a tuple: ``(key, kind, target, status,
 #: result, input_hash, agent, input_tokens, output_tokens, at, config)`` (:func:`kept`).
@@ -79,7 +86,7 @@ def _failure(result: str | None) -> tuple[str, str | None]:
     return str(err.get("type") or "unknown"), None if reason is None else str(reason)
 
 
-_MODEL_OK = ('{"actor":%s,"at":%r,"hashes":{"output":"sha256:%s","prompt":%s},'
+_MODEL_OK = ('{"actor":%s,"at":%s,"hashes":{"output":"sha256:%s","prompt":%s},'
              '"kind":"model_call","refs":{%s"decision":"answer","tokens":"%d+%d"%s%s%s'
              ',"v":' + str(EVENT_FORMAT) + '}')
 
@@ -91,14 +98,15 @@ def _answer_tail(session_id: str, trace_id: str | None) -> str:
         '},"session_id":' + _quote(session_id) + ',"status":"ok","step_key":'
 
 
-def _model_answer(record: Kept, at: float, tail: str) -> bytes | None:
-    """:func:`entry_of` of the commonest record, a model's answer, written in one
-    formatting (``tail``: :func:`_answer_tail` of its session); every other record, and
-    any field this cannot write as :func:`~convoy.audit._event.encode_event` would, returns
-    ``None``: the general path."""
-    key, _, target, _, text, fp, agent, tokens_in, tokens_out, _, config = record
-    if text is None or not fp or '"tool_calls":' in text or type(at) is not float or \
-            not math.isfinite(at) or not text.startswith('{"model":"'):
+def _model_answer(record: Kept, tail: str) -> bytes | None:
+    """:func:`entry_of` of the commonest record, a model's answer, at its record's time,
+    written in one formatting (``tail``: :func:`_answer_tail` of its session); every other
+    record, and any field this cannot write as :func:`~convoy.audit._event.encode_event`
+    would, returns ``None``: the general path."""
+    key, kind, target, status, text, fp, agent, tokens_in, tokens_out, at, config = record
+    if kind != "model" or status != "completed" or text is None or not fp or \
+            type(at) is not float or not 1e-4 <= at < 1e16 or '"tool_calls":' in text or \
+            not text.startswith('{"model":"'):
         return None
     end = text.find('"', 10)
     model = text[10:end]
@@ -107,22 +115,24 @@ def _model_answer(record: Kept, at: float, tail: str) -> bytes | None:
     q = _quote
     try:
         return (_MODEL_OK % (
-            q(agent or target), at, sha256(text.encode()).hexdigest(),
-            q("blake2b:" + fp), "" if not config else '"config":' + q(config) + ",",
-            tokens_in, tokens_out, tail, q(key),
-            ',"target":' + q(model) if model else "")).encode()
+            q(agent or target), _number(at).decode(),
+            sha256(text.encode()).hexdigest(), q("blake2b:" + fp),
+            '"config":' + q(config) + "," if config else "", tokens_in, tokens_out, tail,
+            q(key), ',"target":' + q(model) if model else "")).encode()
     except UnicodeEncodeError:
         return None
 
 
 def entry_of(record: StepRecord, session_id: str, at: float,
              trace_id: str | None = None, mac: bytes | None = None) -> bytes | None:
-    """The encoded audit entry of ``record`` (see the module docstring), ``None`` for a
-    step that only started. ``mac``: the session's data subject's hash key (its hashes
-    are :func:`~convoy.audit._event.keyed`)."""
+    """The encoded audit entry of ``record`` (see the module docstring), at ``at``;
+    ``None`` for a step that only started. ``mac``: the session's data subject's hash key
+    (its hashes are :func:`~convoy.audit._event.keyed`)."""
     k = kept(record)
-    if record.kind == "model" and record.status == "completed" and mac is None:
-        body = _model_answer(k, at, _answer_tail(session_id, trace_id))
+    if k[9] != at:
+        k = (*k[:9], at, k[10])
+    if mac is None:
+        body = _model_answer(k, _answer_tail(session_id, trace_id))
         if body is not None:
             return body
     return _entry(k, session_id, at, trace_id, mac)
@@ -183,23 +193,24 @@ def _entry(record: Kept, session_id: str, at: float, trace_id: str | None,
     return encode_event(entry, status, at, session_id, key, actor, target, hashes, refs)
 
 
-def entries_of(records: Iterable[Kept], session_id: str, trace_id: str | None,
+def entries_of(records: Sequence[Kept], session_id: str, trace_id: str | None,
                mac: bytes | None, tail: str | None = None) -> list[bytes]:
     """The entries of a session's ``records`` (:func:`kept`), in order, each at its
-    record's time (:func:`entry_of` of each, in one pass; ``tail``: :func:`_answer_tail`
-    of the session, if it is at hand)."""
+    record's time (:func:`entry_of` of each; ``tail``: :func:`_answer_tail` of the session,
+    if it is at hand). (Model answers, the commonest records, in one ``map``: no Python
+    code per record but the entry's own.)"""
     if tail is None:
         tail = _answer_tail(session_id, trace_id)
-    out = []
-    for r in records:
-        body = None
-        if mac is None and r[1] == "model" and r[3] == "completed":
-            body = _model_answer(r, r[9], tail)  # (as entry_of)
-        if body is None:
-            body = _entry(r, session_id, r[9], trace_id, mac)
-        if body is not None:
-            out.append(body)
-    return out
+    out: list[bytes | None] = list(map(_model_answer, records, repeat(tail))) \
+        if mac is None else [None] * len(records)
+    if None not in out:
+        return cast("list[bytes]", out)
+    bodies = []
+    for r, fast in zip(records, out, strict=True):
+        body = fast if fast is not None else _entry(r, session_id, r[9], trace_id, mac)
+        if body is not None:  # (``None``: a step that only started)
+            bodies.append(body)
+    return bodies
 
 
 def fingerprint(fp: str, mac: bytes | None) -> str:
@@ -215,30 +226,31 @@ class JournalEntries:
     them: a tight loop, with the code and data it needs warm, costs a fraction of the
     same work done a step at a time between the engine's own (and the records are not
     changed once written: a store that seals a subject's data writes a copy).
-    :attr:`last_at` is the time of the last record seen: every record of the session
-    journaled after it is later (the executor stamps them so), which makes it the audit
-    cursor."""
 
-    __slots__ = ("_tail", "flush_every", "last_at", "mac", "records", "session_id",
-                 "trace_id")
+    The run's records are held as they are, and taken as :data:`Kept` tuples when it ends
+    (one ``map`` in C, not a tuple a step): the collector stops tracking a tuple of
+    strings and numbers at its first collection, so the records that wait for their seal
+    cost it nothing. :attr:`last_at` is the time of the last record taken: every record
+    of the session journaled after it is later (the executor stamps them so), which makes
+    it the audit cursor."""
+
+    __slots__ = ("_tail", "flush_every", "held", "last_at", "mac", "session_id", "trace_id")
 
     def __init__(self, session_id: str, trace_id: str | None, *, flush_every: int = 1024,
                  mac: bytes | None = None) -> None:
         self.session_id = session_id
         self.trace_id = trace_id
         self.mac = mac
-        self.records: list[Kept] = []
+        self.held: list[StepRecord] = []
         self.flush_every = flush_every
         self.last_at: float | None = None
         self._tail = _answer_tail(session_id, trace_id)
 
     def __call__(self, record: StepRecord) -> None:
-        self.last_at = record.at
-        if record.status != "started":  # (a step that only started has no entry)
-            records = self.records
-            records.append(kept(record))
-            if len(records) >= self.flush_every:
-                self.full()  # a long run: what it holds goes with its next commit
+        held = self.held
+        held.append(record)
+        if len(held) >= self.flush_every:
+            self.full()  # a long run: what it holds goes with its next commit
 
     def recover(self, records: Iterable[StepRecord]) -> None:
         """Add ``records`` a run journaled without appending their entries (it was
@@ -246,7 +258,7 @@ class JournalEntries:
         for r in sorted(records, key=lambda r: r.at):
             self(r)
 
-    def entries(self, records: Iterable[Kept]) -> list[bytes]:
+    def entries(self, records: Sequence[Kept]) -> list[bytes]:
         """The entries of ``records`` (of this tap's session), in order."""
         return entries_of(records, self.session_id, self.trace_id, self.mac, self._tail)
 
@@ -254,13 +266,24 @@ class JournalEntries:
         """Called when it holds ``flush_every`` records (a subclass hands them on)."""
 
     def take_records(self) -> list[Kept]:
-        """The records held, emptied."""
-        records, self.records = self.records, []
+        """The records held (but those of steps that only started: they have no entry),
+        emptied."""
+        held = self.held
+        if not held:
+            return []
+        self.last_at = held[-1].at
+        records = list(map(kept, held))
+        held.clear()
+        if "started" in map(_STATUS, records):
+            records = [r for r in records if r[3] != "started"]
         return records
 
     def take(self) -> list[bytes]:
         """The entries of the records held, emptied."""
         return self.entries(self.take_records())
+
+
+_STATUS = itemgetter(3)
 
 
 __all__ = ["JournalEntries", "Kept", "entries_of", "entry_of", "kept"]

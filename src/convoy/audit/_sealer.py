@@ -281,7 +281,7 @@ class Sealer:
                              key=lambda r: r.at)
             if not records:
                 return False
-            bodies = entries_of(map(kept, records), session_id, trace_id, mac)
+            bodies = entries_of(list(map(kept, records)), session_id, trace_id, mac)
             moved = await self.store.audit_seal([AuditSeal(
                 tenant=tenant, session_id=session_id, before=before,
                 after=repr(records[-1].at), bodies=bodies)])

@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, 
 from contextlib import suppress
 from inspect import CO_COROUTINE
 from pathlib import Path
+from types import BuiltinMethodType, MethodType
 from typing import Any, TypeVar, cast, overload
 
 from pydantic import ValidationError
@@ -1139,18 +1140,32 @@ def _check_clock(now: float) -> None:
 
 def _called(which: str, taps: Sequence[Callable[[T], None]]) -> Sequence[Callable[[T], None]]:
     """``taps``, each a plain callable: an ``async def`` one would do nothing (taps are
-    called, not awaited). (Its code's flags, not ``inspect.iscoroutinefunction``: this runs
-    on every session run, and that costs a tenth of a step.)"""
+    called, not awaited). (Its code's flags, not ``inspect.iscoroutinefunction``, and each
+    function or class looked at once: this runs on every session run.)"""
     for tap in taps:
-        func = getattr(tap, "__func__", tap)  # (a bound method's function)
+        kind = type(tap)
+        if kind in _PLAIN_TAPS:  # (a builtin's method, a class looked at)
+            continue
+        func = tap.__func__ if kind is MethodType else tap  # type: ignore[attr-defined]
         code = getattr(func, "__code__", None)
+        plain: Any = code
         if code is None:  # (an object with a ``__call__``)
-            code = getattr(getattr(type(tap), "__call__", None), "__code__", None)  # noqa: B004
+            code = getattr(getattr(kind, "__call__", None), "__code__", None)  # noqa: B004
+            plain = kind
+        elif code in _PLAIN_TAPS:
+            continue
         if code is not None and code.co_flags & CO_COROUTINE:
             name = getattr(tap, "__qualname__", None) or type(tap).__qualname__
             raise UserError(f"SessionInput.{which}: {name} is an async function; taps are "
                             "called, not awaited: make it a plain one")
+        if len(_PLAIN_TAPS) < 10_000:
+            _PLAIN_TAPS.add(plain)
     return taps
+
+
+#: The code of the functions, and the classes, of taps seen to be plain (not ``async
+#: def``): not looked at again.
+_PLAIN_TAPS: set[Any] = {BuiltinMethodType}
 
 
 def _result(state: SessionState, end: SessionEnd, status: str, t0: float

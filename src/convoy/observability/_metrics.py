@@ -270,17 +270,17 @@ class Metrics(Interceptor):
 
     def _run_ended(self, ended: AgentRunEnded) -> None:
         """An agent run ended (a run tap: no hook around each run)."""
-        if ended.ended_earlier:  # (counted by the run of the session that ended it)
+        _, _, agent, _, earlier, handoff, error, ns = ended
+        if earlier:  # (counted by the run of the session that ended it)
             return
-        name = ended.agent.name
-        if ended.error is None:  # (``_agent_ok``, inlined: this runs on every agent run)
+        name = agent.name
+        if error is None:  # (``_agent_ok``, inlined: this runs on every agent run)
             a = self._agents.get(name) or self._agent(name)
-            h = a.ok if ended.handoff is None else a.handoff
-            ns = ended.nanoseconds
-            h.counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe)
-            h.sum += ns if ns > 0 else 0
+            h = a.ok if handoff is None else a.handoff
+            h.counts[bisect_left(SESSION_NS, ns)] += 1  # (as _Hist.observe; ``ns`` is
+            h.sum += ns  # of a monotonic clock: never below 0)
         else:
-            self._agent_failed(name, ended.error, ended.nanoseconds)
+            self._agent_failed(name, error, ns)
 
     async def model_call(self, input: ModelCallInput,
                          next: Next[ModelCallInput, ModelResponse]) -> ModelResponse:
@@ -378,8 +378,8 @@ class Metrics(Interceptor):
     def _model_ok(self, input: ModelCallInput, resp: ModelResponse, ns: int) -> None:
         agent, model = input.agent.name, input.model.name
         st = self._steps.get(("model", agent, model)) or self._step("model", agent, model)
-        st.counts[bisect_left(STEP_NS, ns)] += 1  # (as _Hist.observe)
-        st.sum += ns if ns > 0 else 0
+        st.counts[bisect_left(STEP_NS, ns)] += 1  # (as _Hist.observe; ``ns`` is of a
+        st.sum += ns  # monotonic clock: never below 0)
         usage = resp.usage
         st.tokens_in += usage.input_tokens
         st.tokens_out += usage.output_tokens

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
+from itertools import chain, repeat
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import AuditError
@@ -48,10 +49,10 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
         heads[tenant] = base + n
         # ``bytearray``, not ``bytes``: the sqlite3 module binds it as a blob at once,
         # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
-        params: list[Any] = []
-        for i, (b, leaf) in enumerate(zip(all_bodies, entry_leaves(tenant, base, all_bodies),
-                                          strict=True), base):
-            params += (tenant, i, bytearray(b), bytearray(leaf))
+        # (Iterators of C functions: no Python code per entry.)
+        params: list[Any] = list(chain.from_iterable(zip(
+            repeat(tenant), range(base, base + n), map(bytearray, all_bodies),
+            map(bytearray, entry_leaves(tenant, base, all_bodies)))))
         done = 0
         for rows, sql in q.SQLITE_ENTRY_ROWS.items():  # (many rows a statement)
             while n - done >= rows:
