@@ -61,6 +61,8 @@ async def test_a_drained_run_finishes_its_step_in_flight_and_resumes_without_esc
         for sid in ("a", "b"):  # s0 journaled as done; s1 never started
             journal = await engine.store.journal(sid)
             assert [(r.target, r.status) for r in journal] == [("s0", "completed")], journal
+        listed = await engine.store.list_sessions(convoy.stores.SessionFilter())
+        assert {r.id: r.steps for r in listed} == {"a": 1, "b": 1}  # (as sessions list)
     async with convoy.Engine(tmp_path / "d.db") as engine:
         engine.register(wf)
         resumed = await engine.resume()

@@ -458,6 +458,23 @@ async def test_release_makes_the_session_claimable_by_another_owner_at_once(
     assert claimed is not None and claimed.owner == "B"
 
 
+async def test_release_with_an_outcome_writes_the_counts_so_far(store: Store) -> None:
+    """A session given up unfinished (a graceful stop) keeps its steps, tokens and cost,
+    which ``sessions list`` shows; without an outcome they are left as they were."""
+    await owned(store, "s", "A")
+    await store.release("s", "A", SessionOutcome(status="interrupted", steps=3,
+                                                 input_tokens=150, output_tokens=30,
+                                                 cost=0.25))
+    row = await must(store, "s")
+    assert (row.status, row.owner) == ("pending", None)
+    assert (row.steps, row.input_tokens, row.output_tokens) == (3, 150, 30)
+    assert row.cost == pytest.approx(0.25)
+    assert await store.claim("s", "B", LEASE) is not None
+    await store.release("s", "B")
+    row = await must(store, "s")
+    assert (row.steps, row.input_tokens, row.output_tokens) == (3, 150, 30)
+
+
 async def test_release_by_a_non_owner_changes_nothing(store: Store) -> None:
     LeaseLost = lease_lost()
     before = await owned(store, "s", "A")

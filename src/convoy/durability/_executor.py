@@ -366,7 +366,7 @@ class JournaledExecutor:
         if self.draining.on:
             raise SessionInterrupted(
                 f"session {self.session_id!r}: its engine is stopping, so step {key} did not "
-                "start; the session goes on from there in its next run")
+                "start; the session goes on from there in its next run", refused_step=True)
         began = self.clock()  # (journaled: a step's span is derived from its record)
         if effect:
             await self._write(StepRecord(key=key, kind=kind, target=target, status="started",

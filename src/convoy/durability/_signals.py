@@ -14,9 +14,13 @@ class SessionInterrupted(BaseException):
     """This run of a session stopped without an outcome; the session stays unfinished and
     another run (after a restart, or on another engine) continues it from its journal."""
 
-    def __init__(self, message: str, *, cause: StoreError | None = None) -> None:
+    def __init__(self, message: str, *, cause: StoreError | None = None,
+                 refused_step: bool = False) -> None:
         super().__init__(message)
         self.cause = cause
+        #: The run stopped at a step it did not start (a graceful stop): the step counted
+        #: for it is not one the session took.
+        self.refused_step = refused_step
 
 
 class LeaseLost(SessionInterrupted):

@@ -1015,6 +1015,8 @@ class Engine(SessionControl, SubjectRights):
             return SessionEnd(status="waiting", error={"wake_at": p.wake_at,
                                                        "wait_name": p.wait_name})
         except SessionInterrupted as e:
+            if e.refused_step:  # (counted before the executor refused it: not taken)
+                state.steps -= 1
             return SessionEnd(status="interrupted", error=_interrupt_record(e))
         except TimeoutError as e:
             if expired:
@@ -1068,7 +1070,7 @@ class Engine(SessionControl, SubjectRights):
                     with suppress(StoreError, LeaseLost):
                         await self.store.release(sid, owner)
                     return "running"
-                await self._leave_unfinished(sid, owner, new)
+                await self._leave_unfinished(sid, owner, new, outcome)
                 return "pending"
             if end.status == "waiting":
                 err = end.error or {}
@@ -1086,18 +1088,20 @@ class Engine(SessionControl, SubjectRights):
             return "running"
         except StoreError as e:
             end.error = error_to_record(e)
-            await self._leave_unfinished(sid, owner, new)
+            await self._leave_unfinished(sid, owner, new, outcome)
             return "pending"
         return end.status
 
-    async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None) -> None:
-        """After a store failure: make sure the session exists (its creation may have
-        been in the failed commit) and give it up, so a later resume runs it. If the store
-        is still failing, the lease expires instead."""
+    async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None,
+                                outcome: SessionOutcome | None = None) -> None:
+        """After an interrupted run or a store failure: make sure the session exists (its
+        creation may have been in the failed commit) and give it up, with its counts so
+        far (``outcome``), so a later resume runs it. If the store is still failing, the
+        lease expires instead."""
         with suppress(StoreError, LeaseLost):
             if new is not None:
                 await self.store.create_sessions([new])
-            await self.store.release(sid, owner)
+            await self.store.release(sid, owner, outcome)
 
     # -- sync shims ----------------------------------------------------------------------
 

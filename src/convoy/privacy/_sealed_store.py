@@ -262,11 +262,12 @@ class SealingStore:
         await self.inner.park(session_id, owner, outcome, wake_at=wake_at,
                               wait_name=wait_name)
 
-    async def release(self, session_id: str, owner: str) -> None:
+    async def release(self, session_id: str, owner: str,
+                      outcome: SessionOutcome | None = None) -> None:
         self._running.discard(session_id)
         self._live.pop(session_id, None)
         self._read.pop(session_id, None)
-        await self.inner.release(session_id, owner)
+        await self.inner.release(session_id, owner, outcome)
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
                      journal: StepRecord | None = None, tenant: str | None = None) -> bool:

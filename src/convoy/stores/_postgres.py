@@ -698,13 +698,17 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             self._leases[sid] = (owner, now + lease_s)
         return len(ids)
 
-    async def release(self, session_id: str, owner: str) -> None:
+    async def release(self, session_id: str, owner: str,
+                      outcome: SessionOutcome | None = None) -> None:
         self._leases.pop(session_id, None)
         now = self.clock()
+        counts, params = ("", ()) if outcome is None else (
+            "steps=%s, input_tokens=%s, output_tokens=%s, cost=%s, ",
+            (outcome.steps, outcome.input_tokens, outcome.output_tokens, outcome.cost))
         await self._exec(
-            f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {sql.ACCRUE}, "
-            "seg_mark=NULL WHERE id=%s AND owner=%s AND status='running'",
-            (now, now, session_id, owner), again=True)
+            f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {counts}"
+            f"{sql.ACCRUE}, seg_mark=NULL WHERE id=%s AND owner=%s AND status='running'",
+            (*params, now, now, session_id, owner), again=True)
 
     async def expire_owner(self, owner: str) -> int:
         # Its reservations' holds go with it (what they held is free again).

@@ -570,8 +570,10 @@ class Store(Protocol):
         owns."""
         ...
 
-    async def release(self, session_id: str, owner: str) -> None:
-        """Give a session up unfinished (another engine may claim it at once)."""
+    async def release(self, session_id: str, owner: str,
+                      outcome: SessionOutcome | None = None) -> None:
+        """Give a session up unfinished (another engine may claim it at once); with
+        ``outcome``, its counts so far (steps, tokens, cost) are written too."""
         ...
 
     async def expire_owner(self, owner: str) -> int:

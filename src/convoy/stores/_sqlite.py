@@ -802,13 +802,15 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
 
         return await self._write(renew)
 
-    async def release(self, session_id: str, owner: str) -> None:
+    async def release(self, session_id: str, owner: str,
+                      outcome: SessionOutcome | None = None) -> None:
         self._leases.pop(session_id, None)
         now = self.clock()
+        counts, params = _counts(outcome)
         await self._write(lambda conn: conn.execute(
-            f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {_ACCRUE}, "
-            "seg_mark=NULL WHERE id=? AND owner=? AND status='running'",
-            (now, now, session_id, owner)))
+            f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {counts}"
+            f"{_ACCRUE}, seg_mark=NULL WHERE id=? AND owner=? AND status='running'",
+            (*params, now, now, session_id, owner)))
 
     async def expire_owner(self, owner: str) -> int:
         def expire(conn: sqlite3.Connection) -> int:
@@ -1086,5 +1088,14 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             "GROUP BY 1", (session_id, *tparams))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
 
+
+
+def _counts(outcome: SessionOutcome | None) -> tuple[str, tuple[Any, ...]]:
+    """The columns a released session's counts so far are written to, and their values
+    (none without ``outcome``)."""
+    if outcome is None:
+        return "", ()
+    return "steps=?, input_tokens=?, output_tokens=?, cost=?, ", (
+        outcome.steps, outcome.input_tokens, outcome.output_tokens, outcome.cost)
 
 __all__ = ["Durability", "SQLiteStore"]
