@@ -76,6 +76,7 @@ from convoy.stores._rows import (
     conditions,
     meta_version,
     next_seq,
+    outcome_counts,
     readable,
     session_order,
     session_page,
@@ -702,9 +703,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                       outcome: SessionOutcome | None = None) -> None:
         self._leases.pop(session_id, None)
         now = self.clock()
-        counts, params = ("", ()) if outcome is None else (
-            "steps=%s, input_tokens=%s, output_tokens=%s, cost=%s, ",
-            (outcome.steps, outcome.input_tokens, outcome.output_tokens, outcome.cost))
+        counts, params = outcome_counts(outcome, mark="%s")
         await self._exec(
             f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {counts}"
             f"{sql.ACCRUE}, seg_mark=NULL WHERE id=%s AND owner=%s AND status='running'",

@@ -19,7 +19,7 @@ from convoy._errors import JournalError
 from convoy._text import MAX_DEPTH, huge_int, json_int, quoted, too_deep
 
 if TYPE_CHECKING:
-    from convoy.stores._protocol import SessionFilter
+    from convoy.stores._protocol import SessionFilter, SessionOutcome
 
 
 def next_seq(last: int, now: float) -> int:
@@ -54,6 +54,17 @@ def session_page(where: SessionFilter, *, mark: str = "?") -> tuple[str, list[An
         cond += (" AND " if cond else " WHERE ") + f"finished >= {mark}"
         params.append(where.ended_since)
     return cond, params
+
+
+def outcome_counts(outcome: SessionOutcome | None, *,
+                   mark: str = "?") -> tuple[str, tuple[Any, ...]]:
+    """The ``SET`` assignments (each followed by ``, ``) that write a session's counts so
+    far (steps, tokens, cost) from ``outcome``, and their parameters; nothing without
+    one."""
+    if outcome is None:
+        return "", ()
+    return (f"steps={mark}, input_tokens={mark}, output_tokens={mark}, cost={mark}, ",
+            (outcome.steps, outcome.input_tokens, outcome.output_tokens, outcome.cost))
 
 
 def session_order(where: SessionFilter) -> str:

@@ -55,6 +55,7 @@ from convoy.stores._rows import (
     conditions,
     meta_version,
     next_seq,
+    outcome_counts,
     readable,
     session_order,
     session_page,
@@ -806,7 +807,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                       outcome: SessionOutcome | None = None) -> None:
         self._leases.pop(session_id, None)
         now = self.clock()
-        counts, params = _counts(outcome)
+        counts, params = outcome_counts(outcome)
         await self._write(lambda conn: conn.execute(
             f"UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL, {counts}"
             f"{_ACCRUE}, seg_mark=NULL WHERE id=? AND owner=? AND status='running'",
@@ -1088,14 +1089,5 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             "GROUP BY 1", (session_id, *tparams))
         return {r[0]: (int(r[1]), float(r[2])) for r in rows}
 
-
-
-def _counts(outcome: SessionOutcome | None) -> tuple[str, tuple[Any, ...]]:
-    """The columns a released session's counts so far are written to, and their values
-    (none without ``outcome``)."""
-    if outcome is None:
-        return "", ()
-    return "steps=?, input_tokens=?, output_tokens=?, cost=?, ", (
-        outcome.steps, outcome.input_tokens, outcome.output_tokens, outcome.cost)
 
 __all__ = ["Durability", "SQLiteStore"]

@@ -129,6 +129,7 @@ class SQLiteAlerts:
 
         return await self._write(write)
 
+
 def _where(tenant: str | None, open_only: bool, mark: str = "?") -> tuple[str, tuple[Any, ...]]:
     conds: list[str] = []
     params: list[Any] = []
