@@ -2,6 +2,8 @@ import asyncio, resource, sys, tempfile, statistics, time
 from pathlib import Path
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[2]))
 from observability import sealed_timed, AGENTS
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from user_sys import rounds
 import convoy
 from convoy.audit import AuditInterceptor
 from convoy.audit._merkle import entry_leaves
@@ -31,16 +33,7 @@ async def main(names, sessions, runs):
             if n == "nostore": ic._sealer.store = NoStore(ic._sealer.store, False)
             if n == "leavesonly": ic._sealer.store = NoStore(ic._sealer.store, True)
             if n == "nosubmit": ic._sealer = NoSubmit(ic._sealer)
-        for n, e in es.items(): await sealed_timed(e, "warm"+n, 100, time.process_time)
-        out = {n: {"u": [], "s": []} for n in es}
-        for r in range(runs):
-            for n, e in es.items():
-                a = resource.getrusage(resource.RUSAGE_SELF)
-                await sealed_timed(e, f"{n}-{r}", sessions, time.process_time)
-                b = resource.getrusage(resource.RUSAGE_SELF)
-                k = 1e6 / (sessions * AGENTS)
-                out[n]["u"].append((b.ru_utime - a.ru_utime) * k)
-                out[n]["s"].append((b.ru_stime - a.ru_stime) * k)
+        out = await rounds(es, sessions, runs)
         for e in es.values(): await e.aclose()
     bu = out["bare"]["u"]; bs = out["bare"]["s"]
     for n, d in out.items():
