@@ -352,3 +352,31 @@ async def test_only_the_sealed_task_a_session_waits_for_counts_as_open(
         everything: list[str] = []
         await locked.inbox.tasks(status="all", sealed=everything)
         assert sorted(everything) == sorted([first.id, second.id])
+
+
+def test_convoy_trace_of_a_subjects_derived_spans_says_what_is_sealed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Spans derived from the journal (the default) of a data subject's session: without
+    the master key the waterfall still shows the steps, and one line on stderr says that
+    their results (model names, tokens) are sealed and how to read them; with the key, the
+    model span is named after its model."""
+    path = tmp_path / "convoy.db"
+
+    async def run() -> str:
+        async with engine(path, interceptors=[Tracing(["store"])]) as eng:
+            return (await eng.run(serve, {"name": IN_NAME}, subject="customer-42")).id
+
+    sid = asyncio.run(run())
+    monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    locked = cli("trace", sid, "--db", str(path), "--json")
+    assert locked.code == 0, locked.stderr
+    [note] = locked.stderr.strip().splitlines()
+    assert "sealed" in note and "CONVOY_MASTER_KEY_FILE" in note, note
+    assert "invoke_workflow privacy.serve" in {s["name"] for s in json.loads(locked.stdout)}
+    opened = cli("trace", sid, "--db", str(path), "--json", env={"CONVOY_MASTER_KEY": KEY})
+    assert opened.code == 0, opened.stderr
+    assert "sealed" not in opened.stderr
+    names = {s["name"] for s in json.loads(opened.stdout)}
+    assert any(n.startswith("chat ") for n in names), names
+    assert IN_NAME not in opened.stdout

@@ -66,9 +66,11 @@ def trace(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    found, spans, gone = run_async(_load(db, session_id, scope))
+    found, spans, gone, sealed = run_async(_load(db, session_id, scope))
     if found == "missing":
         unknown_session(db, scope, session_id)
+    if sealed:
+        typer.echo(_sealed_steps(session_id, sealed), err=True)
     if as_json:
         typer.echo(json.dumps(spans, indent=2))
         return
@@ -93,22 +95,44 @@ def trace(
                                                  for s in spans) else ""), markup=False)
 
 
+def _sealed_steps(session_id: str, count: int) -> str:
+    """The line that says the results of ``count`` steps the spans were derived from are
+    sealed: without the master key, how to read them; with it, that their subject was
+    erased."""
+    what = (f"note: the results of {plural(count, 'step')} of session {quoted(session_id)} "
+            "are sealed, so their spans leave out what only a result says (a model call's "
+            "model, for one): ")
+    if MasterKey.from_env() is None:
+        return what + (f"it holds a data subject's data; set ${MASTER_KEY_FILE_ENV} (or "
+                       f"${MASTER_KEY_ENV}) to the master key the engine ran with to read "
+                       "them")
+    return what + "they hold the data of a data subject who was erased"
+
+
+def _sealed_results(journal: list[StepRecord]) -> int:
+    """How many of ``journal``'s step results are still sealed (a data subject's, read
+    without the master key, or its key destroyed)."""
+    return sum(1 for r in journal if r.result is not None and is_sealed(r.result))
+
+
 async def _load(db: str, session_id: str, scope: Scope
-                ) -> tuple[str, list[dict[str, Any]], int]:
+                ) -> tuple[str, list[dict[str, Any]], int, int]:
     """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced) or
     ``found``; its spans: those kept, and those
     derived from its journal when no session span was kept (tracing that derives them when
-    read keeps a person's decisions only); and how many chunks of kept ones stay sealed
-    (a data subject's, opened with the master key when it is configured)."""
+    read keeps a person's decisions only); how many chunks of kept ones stay sealed
+    (a data subject's, opened with the master key when it is configured); and how many
+    step results the derived ones were read from stay sealed."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return "missing", [], 0
+            return "missing", [], 0, 0
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
             journal = await store.journal(session_id)
             return "unsampled", journal_spans(row, journal, redact=_redactor(),
-                                              tasks=await _tasks(store, row, journal)), 0
+                                              tasks=await _tasks(store, row, journal)), \
+                0, _sealed_results(journal)
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
         if gone and MasterKey.from_env() is None:
@@ -121,17 +145,21 @@ async def _load(db: str, session_id: str, scope: Scope
                        "subject whose data the session read", err=True)
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
         if gone and not spans:
-            return "found", [], len(gone)
+            return "found", [], len(gone), 0
         derived = journal_spans(row, journal := await store.journal(session_id),
                                 redact=_redactor(), tasks=await _tasks(store, row, journal))
         if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" for s in spans):
             # Traced live, in part at least (a run by an engine that derives spans when
             # read, as after an upgrade, kept none): the steps no kept span has, derived.
             derived = _not_kept(derived, spans)
+            steps = {s["attrs"].get("convoy.step.key") for s in derived}
+            sealed = _sealed_results([r for r in journal if r.key in steps])
+        else:
+            sealed = _sealed_results(journal)
         kept_ids = {s["span_id"] for s in spans}  # (a decision's span: kept and derived)
         spans = [*(s for s in derived if s["span_id"] not in kept_ids), *spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
-        return "found", spans, len(gone)
+        return "found", spans, len(gone), sealed
 
 
 async def _tasks(store: Store, row: SessionRow, journal: list[StepRecord]) -> list[str]:
