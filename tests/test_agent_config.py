@@ -89,7 +89,7 @@ def test_every_step_journals_its_agents_hash_and_sessions_show_prints_it() -> No
         ("model", want), ("tool", want), ("model", want)]
     res = cli("sessions", "show", sid)
     assert res.code == 0, res.stderr
-    assert f"config {want[:12]}" in res.stdout
+    assert f"config {want}" in res.stdout  # all 16 digits: the id spans and audit entries carry
     data = json.loads(cli("sessions", "show", sid, "--json").stdout)
     assert data["agent_configs"] == {"triage": [want]}
     assert {s["config"] for s in data["journal"]} == {want}

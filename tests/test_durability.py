@@ -129,8 +129,8 @@ async def test_a_replay_that_diverges_because_an_agent_changed_says_so(
     assert not rr.matches and rr.error is not None
     assert rr.error["type"] == "NonDeterminismError"
     msg = rr.error["message"]
-    assert f"its agent's configuration changed (recorded {before.config_hash[:12]}, now " \
-        f"{after.config_hash[:12]}" in msg, msg
+    assert f"its agent's configuration changed (recorded {before.config_id}, now " \
+        f"{after.config_id}:" in msg, msg
     assert "bump its version and start new sessions" in msg
 
 

@@ -21,7 +21,6 @@ from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._loading import continuing, import_option
 from convoy.cli._stats import LEFT_LABELS, RunStats
-from convoy.definitions._config_hash import short_hash
 from convoy.durability._executor import signals_refused
 from convoy.engine._owners import owner_is_dead
 from convoy.engine._retry import RETRYABLE
@@ -513,7 +512,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
     info.add_row("cost", fmt_cost(row.cost))
     for agent, hashes in agent_configs(steps).items():
-        info.add_row(f"agent {agent}", "config " + ", ".join(short_hash(h) for h in hashes))
+        info.add_row(f"agent {agent}", "config " + ", ".join(hashes))  # (as journaled)
     for name, value in sorted(row.header_map.items()):
         info.add_row(f"header {escaped(name)}", escaped(value))
     console.print(info)

@@ -66,19 +66,12 @@ if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
     from convoy.definitions._tools import Tool
 
-#: Hex digits of the short form shown by the CLI (``convoy sessions show``).
-SHORT = 12
 #: Hex digits journaled with each step (:attr:`convoy.Agent.config_id`).
 JOURNALED = 16
 #: Nesting beyond which a value counts by its type alone.
 MAX_DEPTH = 32
 
 _ADDRESS = re.compile(r"0x[0-9a-fA-F]{4,}")
-
-
-def short_hash(full: str | None) -> str:
-    """The short form of a configuration hash (``-`` for none)."""
-    return full[:SHORT] if full else "-"
 
 
 def agent_config(agent: Agent[Any, Any]) -> dict[str, Any]:

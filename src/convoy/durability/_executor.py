@@ -335,8 +335,8 @@ class JournaledExecutor:
                 # (plain: journaled by a Convoy that did not key a subject's fingerprints)
                 changed = "the workflow or its input changed" if not (
                     rec.config and config and rec.config != config) else (
-                    f"its agent's configuration changed (recorded {rec.config[:12]}, now "
-                    f"{config[:12]}: its instructions, model, tools or policies)")
+                    f"its agent's configuration changed (recorded {rec.config}, now "
+                    f"{config}: its instructions, model, tools or policies)")
                 self._nondeterminism(
                     f"session {self.session_id!r} step {key}: the {kind} step for {target!r} "
                     f"is now asked with a different input than the journal recorded; "
