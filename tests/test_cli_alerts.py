@@ -63,6 +63,11 @@ def test_alerts_says_when_there_are_none_and_rejects_a_missing_store() -> None:
     seed_alerts()
     res = cli("alerts", "--tenant", "globex")
     assert res.code == 0 and "no alerts of tenant 'globex'" in res.stdout
+    # a tenant with no session either: a mistyped --tenant, said on stderr
+    assert res.stderr.strip() == (
+        "note: tenant 'globex' has no sessions in this store: a mistyped --tenant? "
+        "('convoy sessions list --all-tenants' shows every tenant's)")
+    assert cli("alerts", "--tenant", "acme").stderr == ""  # (its alerts: no note)
     one_line_error(cli("alerts", "--db", "nope.db"), 2, "nope.db")
 
 

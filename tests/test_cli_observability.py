@@ -151,6 +151,24 @@ def test_metrics_serve_answers_a_scrape(tmp_path: Path, background: Callable[...
     assert values[("convoy_store_sessions", "failed")] == 0
 
 
+def test_metrics_serve_says_when_its_tenant_has_no_sessions(
+        background: Callable[..., Background]) -> None:
+    """A --tenant with no session in the store (a typo, most likely: its scrapes would be
+    zeros forever) is said in one line before serving; a tenant with sessions is not."""
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    assert cli("run", FLOW, "--input", str(inputs)).code == 0
+    typo = background("metrics", "serve", "--port", "0", "--tenant", "defualt")
+    typo.wait_for_line("metrics of convoy.db of tenant 'defualt' on http://")
+    assert typo.stop().code == 130  # (Ctrl-C)
+    assert typo.printed["stderr"][0].rstrip() == (
+        "note: tenant 'defualt' has no sessions in this store: a mistyped --tenant? "
+        "('convoy sessions list --all-tenants' shows every tenant's)")
+    known = background("metrics", "serve", "--port", "0", "--tenant", "default")
+    known.wait_for_line("metrics of convoy.db of tenant 'default' on http://")
+    assert known.stop().code == 130
+    assert not any("note:" in ln for ln in known.printed["stderr"])
+
+
 def test_metrics_serve_names_a_postgresql_store_without_its_password(
         background: Callable[..., Background]) -> None:
     """Its first line names the store as every message does: without the password, in the

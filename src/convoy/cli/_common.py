@@ -669,6 +669,23 @@ async def open_store(db: str, *, write: bool = False,
         await store.aclose()
 
 
+def no_sessions_note(db: str, tenant: str) -> None:
+    """One line on stderr when ``tenant`` has no session at all in the store: most likely
+    a mistyped --tenant (a nightly purge that purges nothing, an alert listing that is
+    empty, a metrics server that serves zeros, say nothing otherwise)."""
+    async def none() -> bool:
+        async with open_store(db) as store:
+            from convoy.stores import SessionFilter
+
+            return not await store.list_sessions(SessionFilter(tenant=tenant, limit=1),
+                                                 left_out=[])
+
+    if run_async(none()):
+        err.print(f"note: tenant {quoted(tenant)} has no sessions in this store: a mistyped "
+                  "--tenant? ('convoy sessions list --all-tenants' shows every tenant's)",
+                  markup=False, soft_wrap=True)
+
+
 def sealed_note() -> str:
     """What the command line prints for a value that is still sealed: without the master
     key, how to read it; with it, that its subject was erased."""

@@ -23,6 +23,7 @@ from convoy.cli._common import (
     fail,
     host_in_url,
     label,
+    no_sessions_note,
     require_store,
     tenant_scope,
 )
@@ -152,6 +153,8 @@ def serve(
         try:
             with convoy_errors():  # a store it cannot read: one line now, not at scrapes
                 stop.run(collector.read())  # (a stop signal ends it, as it ends serving)
+            if scope.tenant is not None and scope.named:
+                no_sessions_note(db, scope.tenant)
             registry = CollectorRegistry()
             registry.register(collector)
             try:

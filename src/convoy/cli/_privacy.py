@@ -23,9 +23,9 @@ from convoy.cli._common import (
     TenantOption,
     build_engine,
     check_output_file,
-    err,
     fail,
     label,
+    no_sessions_note,
     open_store,
     out,
     require_convoy_store,
@@ -36,7 +36,7 @@ from convoy.cli._common import (
 from convoy.cli._render import fmt_time
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
-from convoy.stores import Erasure, SessionFilter
+from convoy.stores import Erasure
 
 SubjectArg = Annotated[str, typer.Argument(metavar="SUBJECT",
                                            help="The data subject, as sessions named it.")]
@@ -166,7 +166,7 @@ def purge(older_than: Annotated[str, typer.Option(
                   "purge them" if ids else "dry run: nothing to purge", markup=False,
                   soft_wrap=True)
         if not ids and scope.tenant is not None and scope.named:
-            _no_sessions_note(db, scope.tenant)
+            no_sessions_note(db, scope.tenant)
         return
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
@@ -174,22 +174,7 @@ def purge(older_than: Annotated[str, typer.Option(
     n = sum(e.sessions for e in events)
     out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
     if not n and scope.tenant is not None and scope.named:
-        _no_sessions_note(db, scope.tenant)
-
-
-def _no_sessions_note(db: str, tenant: str) -> None:
-    """A tenant with no session at all in the store, named to a purge: most likely a
-    mistyped --tenant (a retention job that purges nothing, every night, says nothing
-    otherwise)."""
-    async def none() -> bool:
-        async with open_store(db) as store:
-            return not await store.list_sessions(SessionFilter(tenant=tenant, limit=1),
-                                                 left_out=[])
-
-    if run_async(none()):
-        err.print(f"note: tenant {quoted(tenant)} has no sessions in this store: a mistyped "
-                  "--tenant? ('convoy sessions list --all-tenants' shows every tenant's)",
-                  markup=False, soft_wrap=True)
+        no_sessions_note(db, scope.tenant)
 
 
 #: Session ids a purge's dry run names (it counts them all).
