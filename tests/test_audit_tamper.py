@@ -122,8 +122,8 @@ def test_an_untouched_log_verifies(log: dict[str, Any]) -> None:
                     for t in (T, "globex"))
     assert "signed by no checkpoint" not in acme, acme
     sign = command("audit checkpoint --key KEY", db=log["db"], tenant="globex")
-    assert globex.endswith("; entries 0 to 0 are signed by no checkpoint yet (a cut-off of "
-                           f"them would not show: {sign} signs one)"), globex
+    assert globex.endswith("; entry 0 is signed by no checkpoint yet (a cut-off of "
+                           f"it would not show: {sign} signs one)"), globex
 
 
 def _bad(log: dict[str, Any], index: int, why: str, *more: str) -> None:

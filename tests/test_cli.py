@@ -722,6 +722,9 @@ def test_store_that_is_not_a_database() -> None:
     Path("notes.db").write_text("this is not sqlite " * 100)
     one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "notes.db"), 2,
                    "'notes.db' is not a usable Convoy store")
+    # and how to fix it: --db names another file (a typo, the wrong directory)
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "notes.db"), 2,
+                   "file is not a database: check the path (--db on the command line)")
     for args in (["sessions", "list"], ["resume"], ["cost"], ["sessions", "show", "x"]):
         one_line_error(cli(*args, "--db", "notes.db"), 2, "is not a usable Convoy store")
 

@@ -143,3 +143,31 @@ def test_the_help_lists_every_kind() -> None:
     text = " ".join(cli("audit", "list", "--help").stdout.replace("│", " ").split())
     assert all(kind in text for kind in get_args(AuditKind)), text
     assert "erasure, ..." not in text
+
+
+def test_an_erasure_row_says_what_it_erased(tmp_path: Path) -> None:
+    """An erasure entry has no actor or target of its own: its row names the subject's
+    keyed fingerprint (never the subject) and what was deleted, a purge's the age rule."""
+    path = tmp_path / "erased.db"
+    key = convoy.MasterKey.from_text(convoy.MasterKey.generate())
+    clock = FakeClock()
+
+    async def run() -> None:
+        async with convoy.Engine(SQLiteStore(path, clock=clock), models={"sim:": _sim()},
+                                 interceptors=[AuditInterceptor()], master_key=key) as eng:
+            assert (await eng.run(flow, "refund", session_id="s1", subject="cust-7")).ok
+            assert (await eng.run(flow, "refund", session_id="s2")).ok
+            await eng.erase("cust-7")
+            clock.advance(3600)
+            await eng.purge(60)
+
+    asyncio.run(run())
+    rows = [json.loads(line) for line in cli("audit", "list", "--db", str(path), "--kind",
+                                             "erasure", "--json").stdout.splitlines()]
+    ref = rows[0]["refs"]["subject_ref"]
+    table = cli("audit", "list", "--db", str(path), "--kind", "erasure").stdout
+    lines = [ln for ln in table.splitlines() if "erasure" in ln and "│" in ln]
+    assert len(lines) == 2, table
+    assert f"subject {ref[:12]}" in lines[0] and "cust-7" not in table
+    assert "1 session" in lines[0]
+    assert "retention" in lines[1] and "1 session" in lines[1]

@@ -109,8 +109,11 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                 "log was rewritten and signed again)")
             raise AuditError(
                 f"tenant {tenant!r}: the log forked from its signed checkpoint of size "
-                f"{n}: entries {good} to {n - 1} no longer hash to the signed root; the "
-                f"first bad entry is at index {good} or after{again}", index=good)
+                f"{n}: " + (f"entry {good} no longer hashes to the signed root; the bad "
+                            f"entry is at index {good}" if good == n - 1 else
+                            f"entries {good} to {n - 1} no longer hash to the signed root; "
+                            f"the first bad entry is at index {good} or after")
+                + again, index=good)
         good = n
 
     below = await store.audit_entries(tenant, -(2**63), 1)  # (the lowest index stored)

@@ -36,7 +36,7 @@ from convoy.cli._common import (
     run_async,
     tenant_option,
 )
-from convoy.cli._render import fmt_time
+from convoy.cli._render import fmt_time, plural
 
 if TYPE_CHECKING:
     from convoy.audit import AuditEvent, AuditLog, Checkpoint, VerifyReport
@@ -240,8 +240,25 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Tab
                       "", "", "", "")
             continue
         t.add_row(str(index), fmt_time(e.at), e.kind, e.status, e.session_id or "-",
-                  e.step_key or "-", e.actor or "-", e.target or "-")
+                  e.step_key or "-", e.actor or "-", e.target or _erased(e) or "-")
     return t
+
+
+def _erased(e: AuditEvent) -> str | None:
+    """What an erasure entry (no target of its own) erased, from its references: the
+    subject's keyed fingerprint (never its name), or the retention rule, and the counts."""
+    if e.kind != "erasure":
+        return None
+    refs = e.refs
+    what = f"subject {refs['subject_ref'][:12]}…" if refs.get("subject_ref") else \
+        refs.get("reason", "erasure")
+    counts = [plural(int(n), noun) for n, noun in ((refs.get("sessions"), "session"),
+                                                   (refs.get("state_versions"),
+                                                    "state version"))
+              # (a count as the engine writes it; anything else, edited: left out)
+              if isinstance(n, str) and n.isascii() and n.isdigit() and len(n) < 19
+              and int(n)]
+    return what + (f": {', '.join(counts)}" if counts else "")
 
 
 @audit_app.command("verify")
@@ -293,9 +310,11 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     for r in reports:
         root = base64.b64encode(r.root).decode()
         sign = command("audit checkpoint --key KEY", db=db, tenant=r.tenant)
+        one = r.covered == r.size - 1
         uncovered = "" if r.covered >= r.size else (
-            f"; entries {r.covered} to {r.size - 1} are signed by no checkpoint yet (a "
-            f"cut-off of them would not show: {sign} signs one)")
+            (f"; entry {r.covered} is" if one else
+             f"; entries {r.covered} to {r.size - 1} are") + " signed by no checkpoint yet "
+            f"(a cut-off of {'it' if one else 'them'} would not show: {sign} signs one)")
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
                    f"{r.checkpoints} signed checkpoint(s) matched{uncovered}")
 

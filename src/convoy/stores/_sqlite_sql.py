@@ -379,6 +379,9 @@ def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
         return StoreError(f"cannot open the store {where!r}: check that its directory "
                           "exists and is writable")
     if isinstance(e, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
-        return (NoStoreError if "not a database" in msg else StoreError)(
-            f"{where!r} is not a usable Convoy store: {e}")
+        if "not a database" in msg:
+            return NoStoreError(f"{where!r} is not a usable Convoy store: {e}: check the "
+                                "path (--db on the command line): a SQLite file a Convoy "
+                                "engine wrote, or a postgresql:// URL")
+        return StoreError(f"{where!r} is not a usable Convoy store: {e}")
     return StoreError(f"the store {where!r} failed to {what}: {e}")
