@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import http.server
+import json
 import sqlite3
 import threading
 import urllib.request
@@ -64,6 +65,28 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     none = cli("trace", plain)
     assert none.code == 0 and "invoke_workflow" in none.stdout
     assert "Tracing(live=True) records them" in " ".join(none.stdout.split())
+
+
+def test_trace_json_lists_each_span_after_its_parent(tmp_path: Path) -> None:
+    """Derived spans (the default) and live ones alike: a reader that builds the tree in
+    one pass over ``--json`` finds every parent before its children, in the waterfall's
+    order."""
+    inputs = write_jsonl(tmp_path / "in.jsonl", GOOD[:1])
+    assert cli("run", FLOW, "--input", str(inputs)).code == 0
+    [derived] = ids_of(GOOD[:1])
+    [live] = run_live_traced(GOOD[1:2], db=Path("convoy.db"))
+    for sid in (derived, live):
+        spans = json.loads(cli("trace", sid, "--json").stdout)
+        assert len(spans) > 3
+        seen: set[str] = set()
+        for s in spans:
+            assert s["parent_id"] is None or s["parent_id"] in seen or \
+                s["parent_id"] not in {x["span_id"] for x in spans}, (sid, s["name"])
+            seen.add(s["span_id"])
+        lines = cli("trace", sid).stdout.splitlines()
+        end = next(i for i, ln in enumerate(lines) if ln.startswith("trace "))
+        waterfall = [ln.split()[0] for ln in lines[1:end]]
+        assert waterfall == [s["name"].split()[0] for s in spans]
 
 
 def test_bad_trace_exporter_is_one_line() -> None:

@@ -71,8 +71,8 @@ def trace(
         unknown_session(db, scope, session_id)
     if sealed:
         typer.echo(_sealed_steps(session_id, sealed), err=True)
-    if as_json:
-        typer.echo(json.dumps(spans, indent=2))
+    if as_json:  # (each span after its parent, as the waterfall draws them)
+        typer.echo(json.dumps([s for s, _ in tree_order(spans)], indent=2))
         return
     if not spans and gone:
         out.print(f"the spans of session {quoted(session_id)} stay sealed: they hold the data of a "
@@ -255,13 +255,34 @@ def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:
     return spans
 
 
-def waterfall(spans: list[dict[str, Any]]) -> Table:
-    """Spans as rows, each under its parent, with a bar placing it in the trace's time."""
+def tree_order(spans: list[dict[str, Any]]) -> list[tuple[dict[str, Any], int]]:
+    """``(span, depth)`` of every span, depth first: each after its parent, siblings by
+    start (a span whose parent is not in ``spans`` is a root)."""
     ids = {s["span_id"] for s in spans}
     children: dict[str | None, list[dict[str, Any]]] = defaultdict(list)
     for s in spans:
         parent = s["parent_id"] if s["parent_id"] in ids else None
         children[parent].append(s)
+    order: list[tuple[dict[str, Any], int]] = []
+    shown: set[int] = set()
+
+    def add(span: dict[str, Any], depth: int) -> None:
+        shown.add(id(span))
+        order.append((span, depth))
+        for c in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
+            if id(c) not in shown:
+                add(c, depth + 1)
+
+    for root in sorted(children[None], key=lambda s: s["start"]):
+        add(root, 0)
+    for s in sorted(spans, key=lambda s: s["start"]):
+        if id(s) not in shown:  # its parent is itself, or one of its own (edited chunks)
+            add(s, 0)
+    return order
+
+
+def waterfall(spans: list[dict[str, Any]]) -> Table:
+    """Spans as rows, each under its parent, with a bar placing it in the trace's time."""
     t0 = min(s["start"] for s in spans)
     total = max(max(s["end"] for s in spans) - t0, 1)
     t = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
@@ -271,10 +292,7 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
     t.add_column("", no_wrap=True)
     t.add_column("detail", overflow="fold")
 
-    shown: set[int] = set()
-
-    def add(span: dict[str, Any], depth: int) -> None:
-        shown.add(id(span))
+    for span, depth in tree_order(spans):
         start, end = span["start"] - t0, span["end"] - t0
         # (clamped: a span edited to end before it starts, or far from the others, still
         # draws inside the bar)
@@ -287,15 +305,6 @@ def waterfall(spans: list[dict[str, Any]]) -> Table:
                     style="red" if span["status"] == "error" else "")
         t.add_row(name, fmt_duration(start / 1e9), fmt_duration((end - start) / 1e9), bar,
                   Text(detail(span)))  # (Text: an error's "[...]" is not markup)
-        for c in sorted(children.get(span["span_id"], []), key=lambda s: s["start"]):
-            if id(c) not in shown:
-                add(c, depth + 1)
-
-    for root in sorted(children[None], key=lambda s: s["start"]):
-        add(root, 0)
-    for s in sorted(spans, key=lambda s: s["start"]):
-        if id(s) not in shown:  # its parent is itself, or one of its own (edited chunks)
-            add(s, 0)
     return t
 
 
