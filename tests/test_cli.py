@@ -724,9 +724,20 @@ def test_store_that_is_not_a_database() -> None:
                    "'notes.db' is not a usable Convoy store")
     # and how to fix it: --db names another file (a typo, the wrong directory)
     one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--db", "notes.db"), 2,
-                   "file is not a database: check the path (--db on the command line)")
+                   "file is not a database: check the path: it must name a SQLite file")
     for args in (["sessions", "list"], ["resume"], ["cost"], ["sessions", "show", "x"]):
         one_line_error(cli(*args, "--db", "notes.db"), 2, "is not a usable Convoy store")
+
+
+def test_a_damaged_store_says_to_restore_it() -> None:
+    write_jsonl(Path("in.jsonl"), GOOD[:1])
+    assert cli("run", FLOW, "-i", "in.jsonl").code == 0
+    with open("convoy.db", "r+b") as f:  # a page's header overwritten
+        f.seek(4096)
+        f.write(b"\xff" * 200)
+    for args in (["sessions", "list"], ["db", "info"]):
+        one_line_error(cli(*args), 1, "database disk image is malformed: the file is "
+                       "damaged; restore it from a backup")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")

@@ -65,9 +65,15 @@ def test_alerts_says_when_there_are_none_and_rejects_a_missing_store() -> None:
     assert res.code == 0 and "no alerts of tenant 'globex'" in res.stdout
     # a tenant with no session either: a mistyped --tenant, said on stderr
     assert res.stderr.strip() == (
-        "note: tenant 'globex' has no sessions in this store: a mistyped --tenant? "
+        "note: tenant 'globex' has no sessions in convoy.db: a mistyped --tenant? "
         "('convoy sessions list --all-tenants' shows every tenant's)")
     assert cli("alerts", "--tenant", "acme").stderr == ""  # (its alerts: no note)
+    # another store: the command it suggests names it (run as shown, it lists its tenants)
+    shutil.copy("convoy.db", "other.db")
+    res = cli("alerts", "--tenant", "globex", "--db", "other.db")
+    assert res.stderr.strip() == (
+        "note: tenant 'globex' has no sessions in other.db: a mistyped --tenant? "
+        "('convoy sessions list --db other.db --all-tenants' shows every tenant's)")
     one_line_error(cli("alerts", "--db", "nope.db"), 2, "nope.db")
 
 

@@ -25,7 +25,8 @@ def test_an_unknown_session_suggests_sessions_list_on_the_same_store() -> None:
     one_line_error(cli("trace", "nosuch", "--db", "observed.db"), 2,
                    "'convoy sessions list --db observed.db' shows the ids")
     one_line_error(cli("sessions", "show", "nosuch", "--db", "observed.db", "-t", "acme"), 2,
-                   "'convoy sessions list --db observed.db --tenant acme' shows the ids")
+                   "'convoy sessions list --db observed.db --tenant acme' shows the ids "
+                   "(every tenant's: --all-tenants)")  # (the tenant may be the typo)
     one_line_error(cli("cancel", "nosuch", "--db", "observed.db", "--all-tenants"), 2,
                    "'convoy sessions list --db observed.db --all-tenants' shows the ids")
 

@@ -184,7 +184,7 @@ def test_metrics_serve_says_when_its_tenant_has_no_sessions(
     typo.wait_for_line("metrics of convoy.db of tenant 'defualt' on http://")
     assert typo.stop().code == 130  # (Ctrl-C)
     assert typo.printed["stderr"][0].rstrip() == (
-        "note: tenant 'defualt' has no sessions in this store: a mistyped --tenant? "
+        "note: tenant 'defualt' has no sessions in convoy.db: a mistyped --tenant? "
         "('convoy sessions list --all-tenants' shows every tenant's)")
     known = background("metrics", "serve", "--port", "0", "--tenant", "default")
     known.wait_for_line("metrics of convoy.db of tenant 'default' on http://")

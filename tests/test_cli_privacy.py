@@ -202,7 +202,7 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     assert none.stderr == ""  # (the tenant has sessions: none old enough)
     # a tenant with no session at all: a mistyped --tenant, said (a nightly job that
     # purges nothing would say nothing otherwise); not an error
-    typo_note = ("note: tenant 'acmee' has no sessions in this store: a mistyped --tenant? "
+    typo_note = ("note: tenant 'acmee' has no sessions in convoy.db: a mistyped --tenant? "
                  "('convoy sessions list --all-tenants' shows every tenant's)")
     typo = cli("purge", "--older-than", "30d", "--tenant", "acmee", "--dry-run")
     assert typo.code == 0 and typo.stderr.strip() == typo_note, typo

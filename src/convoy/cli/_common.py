@@ -258,8 +258,11 @@ def fail(message: str, code: int = USAGE_ERROR) -> NoReturn:
 def unknown_session(db: str, scope: Scope, session_id: str) -> NoReturn:
     """Exit with the one message every command gives for an unknown session id (or one of
     another tenant than the scope's): the store as ``label`` names it (no password)."""
+    # (a named tenant may be the typo: how to list every tenant's)
+    hint = " (every tenant's: --all-tenants)" if scope.named and scope.tenant is not None \
+        else scope.hint
     fail(f"no session {quoted(session_id)}{scope.of} in {label(db)!r}; "
-         f"{scope.command('sessions list', db)} shows the ids{scope.hint}")
+         f"{scope.command('sessions list', db)} shows the ids{hint}")
 
 
 async def require_session(engine: Engine, scope: Scope, session_id: str, db: str) -> None:
@@ -681,9 +684,9 @@ def no_sessions_note(db: str, tenant: str) -> None:
                                                  left_out=[])
 
     if run_async(none()):
-        err.print(f"note: tenant {quoted(tenant)} has no sessions in this store: a mistyped "
-                  "--tenant? ('convoy sessions list --all-tenants' shows every tenant's)",
-                  markup=False, soft_wrap=True)
+        err.print(f"note: tenant {quoted(tenant)} has no sessions in {label(db)}: a "
+                  f"mistyped --tenant? ({command('sessions list', db=db, all_tenants=True)} "
+                  "shows every tenant's)", markup=False, soft_wrap=True)
 
 
 def sealed_note() -> str:

@@ -126,7 +126,8 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     if not summary.sessions:
         out.print("sessions        0", markup=False)
         return
-    table = Table("status", "sessions", title=f"{sum(summary.sessions.values()):,} sessions",
+    total = sum(summary.sessions.values())
+    table = Table("status", "sessions", title=f"{total:,} session{'' if total == 1 else 's'}",
                   title_justify="left")
     for status, n in sorted(summary.sessions.items()):
         table.add_row(status, f"{n:,}")

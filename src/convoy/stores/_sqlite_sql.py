@@ -381,7 +381,8 @@ def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
     if isinstance(e, sqlite3.DatabaseError) and ("not a database" in msg or "malformed" in msg):
         if "not a database" in msg:
             return NoStoreError(f"{where!r} is not a usable Convoy store: {e}: check the "
-                                "path (--db on the command line): a SQLite file a Convoy "
-                                "engine wrote, or a postgresql:// URL")
-        return StoreError(f"{where!r} is not a usable Convoy store: {e}")
+                                "path: it must name a SQLite file a Convoy engine wrote, "
+                                "or be a postgresql:// URL")
+        return StoreError(f"{where!r} is not a usable Convoy store: {e}: the file is "
+                          "damaged; restore it from a backup")
     return StoreError(f"the store {where!r} failed to {what}: {e}")
