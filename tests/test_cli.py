@@ -991,7 +991,7 @@ def test_unknown_session_id(args: list[str]) -> None:
     run_ok(lines=[GOOD[0]])
     res = cli(*args)
     one_line_error(res, 2, "no session 'nope' of tenant 'default' in 'convoy.db'; 'convoy "
-                           "sessions list' shows the ids (other tenants: --tenant NAME or "
+                           "sessions list' shows the ids (for other tenants: --tenant NAME or "
                            "--all-tenants)")
     named = cli(*args, "--tenant", "acme")
     one_line_error(named, 2, "no session 'nope' of tenant 'acme' in 'convoy.db'")

@@ -258,7 +258,7 @@ def test_drop_webhook_says_in_one_line_when_nothing_matches_or_the_argument_is_w
                            f"https://hooks.slack.com/… #{fingerprint(GONE)}: nothing dropped")
     assert "XXXX" not in res.stderr
     one_line_error(cli("alerts", "--drop-webhook", KEPT), 2,
-                   "(other tenants: --tenant NAME or --all-tenants)")
+                   "(for other tenants: --tenant NAME or --all-tenants)")
     one_line_error(cli("alerts", "--drop-webhook", "0badf00d", "--all-tenants"), 2,
                    "no pending or given-up webhook events with the fingerprint '0badf00d': "
                    "nothing dropped")

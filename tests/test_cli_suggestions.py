@@ -377,7 +377,7 @@ def test_retry_of_an_unknown_id_says_it_as_every_command_does() -> None:
     _finished()
     res = cli("retry", "nope", "--db", "x.db")
     one_line_error(res, 2, "no session 'nope' of tenant 'default' in 'x.db'; 'convoy sessions "
-                   "list --db x.db' shows the ids (other tenants: --tenant NAME or "
+                   "list --db x.db' shows the ids (for other tenants: --tenant NAME or "
                    "--all-tenants)")
 
 

@@ -177,7 +177,7 @@ class Scope:
     @property
     def hint(self) -> str:
         """How to see other tenants, when the default tenant was not asked for."""
-        return "" if self.named else " (other tenants: --tenant NAME or --all-tenants)"
+        return "" if self.named else " (for other tenants: --tenant NAME or --all-tenants)"
 
     def command(self, args: str, db: str | None = None, *, operands: Sequence[str] = (),
                 options: str = "", quote: bool = True) -> str:
