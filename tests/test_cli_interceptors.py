@@ -230,3 +230,36 @@ def test_the_option_is_given_once() -> None:
     res = cli("run", "app_interceptors:write", "-i", "in.jsonl", "--interceptors", APP,
               "--interceptors", "app_interceptors:RETRIES")
     one_line_error(res, 2, "--interceptors")
+
+
+# -- decisions: the application's hooks on a person's decision ----------------------------
+
+
+def _asked() -> str:
+    _run("refund", [120])
+    (sid,) = ids_of([120], "app_interceptors:refund")
+    assert session(sid).status == "waiting"
+    return f"{sid}:0"
+
+
+def test_a_decision_goes_through_the_applications_policy() -> None:
+    """The bug: ``convoy inbox`` recorded a decision with none of the application's
+    interceptors, so a policy on who decides (a ``human_decision`` hook) was bypassed."""
+    task = _asked()
+    answer = ["inbox", "answer", task, "--value", "true"]
+    refused = cli(*answer, "--by", "mallory", "--interceptors", "app_interceptors:deciders")
+    one_line_error(refused, 2, "only alice decides billing tasks, not mallory")
+    shown = cli("inbox", "show", task, "--json")
+    assert shown.code == 0 and '"decision": null' in shown.stdout, shown.stdout
+    ok = cli(*answer, "--by", "alice", "--interceptors", "app_interceptors:deciders")
+    assert ok.code == 0, ok.stderr
+    assert '"by": "alice"' in cli("inbox", "show", task, "--json").stdout
+    assert cli("resume", "--interceptors", APP).code == 0
+    assert session(task.split(":")[0]).output == '"refund 120: yes"'
+
+
+def test_approve_and_signal_take_the_applications_interceptors_too() -> None:
+    for args in (["inbox", "approve", "x:0"],
+                 ["signal", "x", "convoy.escalation", "--payload", '{"action": "retry"}']):
+        res = cli(*args, "--interceptors", "app_interceptors:nope")
+        one_line_error(res, 2, "module 'app_interceptors' has no attribute 'nope'")

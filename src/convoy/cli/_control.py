@@ -34,6 +34,7 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
+from convoy.cli._interceptors import DecisionInterceptorsOption, app_interceptors
 from convoy.cli._loading import continuing
 from convoy.stores import SessionRow
 
@@ -67,6 +68,7 @@ def signal(
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
+    interceptors: DecisionInterceptorsOption = None,
 ) -> None:
     """Send a signal to a session: it wakes the session if it waits for it, or is kept
     for its next wait. A 'convoy worker' runs the woken session (or 'convoy resume').
@@ -110,14 +112,15 @@ def signal(
     if name == ESCALATION:
         if isinstance(value, dict) and not value.get("by"):
             value = {**value, "by": who_decides(by)}
-        engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
+        engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants, interceptors)
     else:
         if by is not None and by != os.environ.get("CONVOY_USER"):
             fail(f"--by names who answers an escalation ({ESCALATION!r}); a signal "
                  f"{name!r} records no decider")
         scope = tenant_scope(tenant, all_tenants)
+        app = app_interceptors(interceptors)  # (a signal is no decision: loaded all the same)
         require_convoy_store(db, nothing="signal")
-        engine = build_engine(db, busy_timeout=busy_timeout)
+        engine = build_engine(db, busy_timeout=busy_timeout, interceptors=app)
     row = run_async(_signal(engine, scope, session_id, name, value, db))
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value

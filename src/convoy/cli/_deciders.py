@@ -35,10 +35,15 @@ def who_decides(by: str | None) -> str:
         fail("say who decides: --by NAME (or set CONVOY_USER)")
 
 
-def decider_engine(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool
-                   ) -> tuple[Engine, Scope]:
-    """An engine for commands that decide: audited where the store audits."""
+def decider_engine(db: str, busy_timeout: float, tenant: str | None, all_tenants: bool,
+                   interceptors: str | None = None) -> tuple[Engine, Scope]:
+    """An engine for commands that decide: with the application's interceptors
+    (``--interceptors``: their ``human_decision`` hooks see the decision), audited where
+    the store audits (unless they audit)."""
+    from convoy.cli._interceptors import app_interceptors
+
     scope = tenant_scope(tenant, all_tenants)
+    app = app_interceptors(interceptors)  # (what cannot be loaded: one line, first)
     require_convoy_store(db, nothing="decide")
     # (build_engine traces a decision where the store keeps the session's trace)
-    return build_engine(db, busy_timeout=busy_timeout), scope
+    return build_engine(db, busy_timeout=busy_timeout, interceptors=app), scope

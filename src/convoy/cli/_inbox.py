@@ -46,6 +46,7 @@ from convoy.cli._common import (
 )
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
+from convoy.cli._interceptors import DecisionInterceptorsOption
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._loading import continuing
 from convoy.cli._render import check_times, decisions, fmt_time
@@ -266,7 +267,8 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
            by: ByOption = None, comment: CommentOption = None,
            imports: ImportOption = None, db: DbOption = DEFAULT_DB,
            busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
-           all_tenants: AllTenantsOption = False) -> None:
+           all_tenants: AllTenantsOption = False,
+           interceptors: DecisionInterceptorsOption = None) -> None:
     """Answer a question: --value JSON, --set FIELD=VALUE, or, with neither, a form that
     asks each field of the answer type in turn. The answer is checked against the type
     (the Pydantic type if --import loads it, else its JSON schema) before it is recorded.
@@ -278,7 +280,7 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
     if value is not None and sets:
         fail("give --value or --set, not both")
     who = who_decides(by)
-    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
+    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants, interceptors)
 
     async def act(inbox: Inbox) -> HumanTask:
         task = await inbox.get(task_id)
@@ -356,7 +358,8 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
             sets: SetOption = None, by: ByOption = None, comment: CommentOption = None,
             imports: ImportOption = None, db: DbOption = DEFAULT_DB,
             busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
-            all_tenants: AllTenantsOption = False) -> None:
+            all_tenants: AllTenantsOption = False,
+            interceptors: DecisionInterceptorsOption = None) -> None:
     """Approve a tool call (it runs, once, with exactly these arguments) or an escalation
     (the agent runs again; an escalated session runs its step again). With --edit or
     --set, approve changed arguments (or give the agent's output), checked against the
@@ -368,7 +371,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
     if edit is not None and sets:
         fail("give --edit or --set, not both")
     who = who_decides(by)
-    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
+    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants, interceptors)
 
     async def act(inbox: Inbox) -> HumanTask:
         if edit is None and not sets:
@@ -384,14 +387,15 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
 @inbox_app.command("reject")
 def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
            db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0,
-           tenant: TenantOption = None, all_tenants: AllTenantsOption = False) -> None:
+           tenant: TenantOption = None, all_tenants: AllTenantsOption = False,
+           interceptors: DecisionInterceptorsOption = None) -> None:
     """Reject a tool call (the model is told, with your comment) or an escalation (the
     run fails with its error; an escalated session fails).
 
     Example: `convoy inbox reject 3f2a9c1b:0/2 -m "not for this customer"`
     """
     who = who_decides(by)
-    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants)
+    engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants, interceptors)
     _decide(engine, scope, lambda inbox: inbox.reject(task_id, by=who, comment=comment), db)
 
 

@@ -1,6 +1,8 @@
 """``--interceptors MODULE:NAME`` (or ``$CONVOY_INTERCEPTORS``): the application's
 interceptors for the commands that run sessions (``run``, ``resume``, ``retry``,
-``worker``).
+``worker``), and for those that record a person's decision (``inbox answer``, ``approve``,
+``reject``, ``signal``): its ``human_decision`` hooks (a policy on who decides, its own
+audit or metrics) see the decision as they do in its engine.
 
 An engine the command line makes knows nothing of the application's own: without this
 option its sessions run with no retries, budgets, timeouts, breakers, rate limits, cache
@@ -52,13 +54,22 @@ def _named(ctx: typer.Context, param: typer.CallbackParam, value: str | None
     return named
 
 
-InterceptorsOption = Annotated[str | None, typer.Option(
-    "--interceptors", envvar=INTERCEPTORS_ENV, show_envvar=True, metavar="MODULE:NAME",
-    show_default=False, callback=_named,
-    help="Run the sessions with the application's interceptors (retries, budgets, "
-         "timeouts, breakers, rate limits, cache, policies): NAME is a list of them in "
-         "MODULE, or a function of no arguments that returns one, e.g. "
-         "'myapp.config:interceptors'. Without it the command runs none of them.")]
+def _interceptors_option(what: str) -> Any:
+    """The ``--interceptors`` option of a command, ``what`` saying what it does with them."""
+    return typer.Option(
+        "--interceptors", envvar=INTERCEPTORS_ENV, show_envvar=True, metavar="MODULE:NAME",
+        show_default=False, callback=_named,
+        help=f"{what} NAME is a list of them in MODULE, or a function of no arguments that "
+             f"returns one, {_EXAMPLE}.")
+
+
+InterceptorsOption = Annotated[str | None, _interceptors_option(
+    "Run the sessions with the application's interceptors (retries, budgets, timeouts, "
+    "breakers, rate limits, cache, policies); without it the command runs none of them.")]
+DecisionInterceptorsOption = Annotated[str | None, _interceptors_option(
+    "Record the decision through the application's interceptors: their human_decision "
+    "hooks (a policy on who decides, its audit, its metrics) see it as in the "
+    "application's engine, and one that refuses it writes nothing.")]
 
 
 def _option(ref: str | None) -> str:
