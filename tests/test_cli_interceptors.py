@@ -258,6 +258,16 @@ def test_a_decision_goes_through_the_applications_policy() -> None:
     assert session(task.split(":")[0]).output == '"refund 120: yes"'
 
 
+def test_a_plain_signal_ignores_them() -> None:
+    """A signal that is no decision runs no hook: a shell's $CONVOY_INTERCEPTORS naming a
+    module that does not import here must not stop it (review s29)."""
+    _run("later", ['"write"'])
+    (sid,) = ids_of(['"write"'], "app_interceptors:later")
+    res = cli("signal", sid, "go", "--payload", "true",
+              env={"CONVOY_INTERCEPTORS": "no_such_module:interceptors"})
+    assert res.code == 0, res.stderr
+
+
 def test_approve_and_signal_take_the_applications_interceptors_too() -> None:
     for args in (["inbox", "approve", "x:0"],
                  ["signal", "x", "convoy.escalation", "--payload", '{"action": "retry"}']):

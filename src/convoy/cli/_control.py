@@ -34,7 +34,7 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
-from convoy.cli._interceptors import DecisionInterceptorsOption, app_interceptors
+from convoy.cli._interceptors import DecisionInterceptorsOption
 from convoy.cli._loading import continuing
 from convoy.stores import SessionRow
 
@@ -118,9 +118,10 @@ def signal(
             fail(f"--by names who answers an escalation ({ESCALATION!r}); a signal "
                  f"{name!r} records no decider")
         scope = tenant_scope(tenant, all_tenants)
-        app = app_interceptors(interceptors)  # (a signal is no decision: loaded all the same)
+        # (--interceptors is for a decision: a plain signal records none, and a shell's
+        # $CONVOY_INTERCEPTORS must not stop it where the module does not import)
         require_convoy_store(db, nothing="signal")
-        engine = build_engine(db, busy_timeout=busy_timeout, interceptors=app)
+        engine = build_engine(db, busy_timeout=busy_timeout)
     row = run_async(_signal(engine, scope, session_id, name, value, db))
     if name == ESCALATION:
         action = value.get("action") if isinstance(value, dict) else value

@@ -1,8 +1,8 @@
 """``--interceptors MODULE:NAME`` (or ``$CONVOY_INTERCEPTORS``): the application's
 interceptors for the commands that run sessions (``run``, ``resume``, ``retry``,
 ``worker``), and for those that record a person's decision (``inbox answer``, ``approve``,
-``reject``, ``signal``): its ``human_decision`` hooks (a policy on who decides, its own
-audit or metrics) see the decision as they do in its engine.
+``reject``, ``signal ... convoy.escalation``): its ``human_decision`` hooks (a policy on
+who decides, its own audit) see the decision as they do in its engine.
 
 An engine the command line makes knows nothing of the application's own: without this
 option its sessions run with no retries, budgets, timeouts, breakers, rate limits, cache
@@ -68,8 +68,9 @@ InterceptorsOption = Annotated[str | None, _interceptors_option(
     "breakers, rate limits, cache, policies); without it the command runs none of them.")]
 DecisionInterceptorsOption = Annotated[str | None, _interceptors_option(
     "Record the decision through the application's interceptors: their human_decision "
-    "hooks (a policy on who decides, its audit, its metrics) see it as in the "
-    "application's engine, and one that refuses it writes nothing.")]
+    "hooks (a policy on who decides, its audit) see it as in the application's engine; "
+    "one that raises convoy.UserError refuses it (one line, exit 2) and it is not "
+    "recorded. A plain signal (not convoy.escalation) is no decision and ignores it.")]
 
 
 def _option(ref: str | None) -> str:

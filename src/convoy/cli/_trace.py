@@ -70,17 +70,13 @@ def trace(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    found, spans, gone, sealed, locked = run_async(_load(db, session_id, scope))
+    found, spans, gone, sealed = run_async(_load(db, session_id, scope))
     if found == "missing":
         unknown_session(db, scope, session_id)
-    if sealed or locked:
-        typer.echo(_sealed_note(session_id, sealed, locked), err=True)
+    if sealed or gone:
+        typer.echo(_sealed_note(session_id, sealed, gone), err=True)
     if as_json:  # (each span after its parent, as the waterfall draws them)
         typer.echo(json.dumps([s for s, _ in tree_order(spans)], indent=2))
-        return
-    if not spans and gone:
-        out.print(f"the spans of session {quoted(session_id)} stay sealed: they hold the data of a "
-                  "data subject who was erased (its key is destroyed)", markup=False)
         return
     if found == "unsampled":
         out.print(f"no spans kept for session {quoted(session_id)}: sampling left it untraced "
@@ -96,24 +92,22 @@ def trace(
               + ("" if found == "unsampled" or not any(s["attrs"].get("convoy.derived")
                                                        for s in spans)
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
-                 if locked else "  (derived from the journal: no state versions or content; "
+                 if gone else "  (derived from the journal: no state versions or content; "
                  "Tracing(live=True) records them)"), markup=False)
 
 
 def _sealed_note(session_id: str, results: int, chunks: int) -> str:
-    """The line that says what of a session's trace is sealed: the results of ``results``
-    steps its spans were derived from, and (without the master key) ``chunks`` chunks of
-    the spans kept for it, left out; without the key, how to read them; with it, that
-    their subject was erased."""
-    if MasterKey.from_env() is not None:  # (then no chunk is left out for want of it)
-        return (f"note: the results of {plural(results, 'step')} of session "
-                f"{quoted(session_id)} are sealed, so their spans leave out what only a "
-                "result says (a model call's model, for one): they hold the data of a data "
-                "subject who was erased")
+    """The line that says what of a session's trace is sealed: ``chunks`` chunks of the
+    spans kept for it, left out, and the results of ``results`` steps its spans were
+    derived from; without the master key, how to read them; with it, that their subject
+    was erased."""
     parts = ([f"{plural(chunks, 'chunk')} of the spans kept for it left out (the spans "
               "derived from its journal shown in their place)"] if chunks else []) + \
         ([f"the results of {plural(results, 'step')} unread (their spans leave out what "
           "only a result says: a model call's model, for one)"] if results else [])
+    if MasterKey.from_env() is not None:
+        return (f"note: session {quoted(session_id)} holds the data of a data subject who "
+                f"was erased, sealed under its destroyed key: {', and '.join(parts)}")
     return (f"note: session {quoted(session_id)} holds a data subject's data, sealed: "
             f"{', and '.join(parts)}; set ${MASTER_KEY_FILE_ENV} (or ${MASTER_KEY_ENV}) to "
             "the master key the engine ran with to read them")
@@ -126,37 +120,30 @@ def _sealed_results(journal: list[StepRecord]) -> int:
 
 
 async def _load(db: str, session_id: str, scope: Scope
-                ) -> tuple[str, list[dict[str, Any]], int, int, int]:
+                ) -> tuple[str, list[dict[str, Any]], int, int]:
     """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced) or
     ``found``; its spans: those kept, and those
     derived from its journal when no session span was kept (tracing that derives them when
-    read keeps a person's decisions only); how many chunks of kept ones stay sealed
-    (a data subject's, opened with the master key when it is configured); how many
-    step results the derived ones were read from stay sealed; and how many of the sealed
-    chunks are left out for want of the master key (the spans derived from the journal
-    stand in for them)."""
+    read keeps a person's decisions only); how many chunks of kept ones stay sealed (a
+    data subject's, opened with the master key when it is configured, unless the subject
+    was erased: the spans derived from the journal stand in for them); and how many step
+    results the derived ones were read from stay sealed."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return "missing", [], 0, 0, 0
+            return "missing", [], 0, 0
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
             journal = await store.journal(session_id)
             return "unsampled", journal_spans(row, journal, redact=_redactor(),
                                               tasks=await _tasks(store, row, journal)), \
-                0, _sealed_results(journal), 0
+                0, _sealed_results(journal)
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
+        # A data subject's kept spans read without the master key, or sealed under the
+        # key of a subject erased since: the spans derived from the journal stand in for
+        # them (said in one line by the caller).
         gone = [k for k, v in chunks.items() if isinstance(v, str) and is_sealed(v)]
-        # Without the master key, a data subject's kept spans cannot be read: the spans
-        # derived from the journal stand in for them (said in one line by the caller).
-        locked = len(gone) if gone and MasterKey.from_env() is None else 0
-        if gone and not locked and len(gone) < len(chunks):
-            typer.echo(f"left out: {plural(len(gone), 'chunk')} of the spans of session "
-                       f"{quoted(session_id)}, sealed under the key of an erased data "
-                       "subject whose data the session read", err=True)
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
-        if gone and not spans and not locked:
-            return "found", [], len(gone), 0, 0
         derived = journal_spans(row, journal := await store.journal(session_id),
                                 redact=_redactor(), tasks=await _tasks(store, row, journal))
         if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" for s in spans):
@@ -170,7 +157,7 @@ async def _load(db: str, session_id: str, scope: Scope
         kept_ids = {s["span_id"] for s in spans}  # (a decision's span: kept and derived)
         spans = [*(s for s in derived if s["span_id"] not in kept_ids), *spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
-        return "found", spans, len(gone), sealed, locked
+        return "found", spans, len(gone), sealed
 
 
 async def _tasks(store: Store, row: SessionRow, journal: list[StepRecord]) -> list[str]:
