@@ -145,8 +145,7 @@ def alerts(
     elif not rows:
         what = "open alerts" if open_only else "alerts"
         out.print(f"no {what}{scope.of} in {label(db)}{scope.hint}", markup=False)
-        if scope.tenant is not None and scope.named:
-            no_sessions_note(db, scope.tenant)
+        no_sessions_note(db, scope)
     else:
         out.print(alerts_table(rows, f"convoy alerts · {label(db)}{scope.of}",
                                tenants=scope.tenant is None, deliveries=deliveries))

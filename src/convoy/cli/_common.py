@@ -59,7 +59,7 @@ from convoy._text import (
 from convoy.definitions._workflow import file_path_module
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
-from convoy.stores import DEFAULT_STORE, Store, is_postgres_url, store_from_url
+from convoy.stores import DEFAULT_STORE, SessionFilter, Store, is_postgres_url, store_from_url
 from convoy.stores._url import MAX_BUSY_TIMEOUT, redacted, sqlite_path
 
 T = TypeVar("T")
@@ -672,14 +672,17 @@ async def open_store(db: str, *, write: bool = False,
         await store.aclose()
 
 
-def no_sessions_note(db: str, tenant: str) -> None:
-    """One line on stderr when ``tenant`` has no session at all in the store: most likely
-    a mistyped --tenant (a nightly purge that purges nothing, an alert listing that is
-    empty, a metrics server that serves zeros, say nothing otherwise)."""
+def no_sessions_note(db: str, scope: Scope) -> None:
+    """One line on stderr when the tenant ``scope`` names (``--tenant``, not the default)
+    has no session at all in the store: most likely a mistyped --tenant (a nightly purge
+    that purges nothing, an alert listing that is empty, a metrics server that serves
+    zeros, say nothing otherwise)."""
+    tenant = scope.tenant
+    if tenant is None or not scope.named:
+        return
+
     async def none() -> bool:
         async with open_store(db) as store:
-            from convoy.stores import SessionFilter
-
             return not await store.list_sessions(SessionFilter(tenant=tenant, limit=1),
                                                  left_out=[])
 

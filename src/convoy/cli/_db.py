@@ -23,6 +23,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
+from convoy.cli._render import plural
 from convoy.stores import SCHEMA_VERSION, StoreSummary, store_from_url
 
 db_app = typer.Typer(
@@ -126,8 +127,7 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     if not summary.sessions:
         out.print("sessions        0", markup=False)
         return
-    total = sum(summary.sessions.values())
-    table = Table("status", "sessions", title=f"{total:,} session{'' if total == 1 else 's'}",
+    table = Table("status", "sessions", title=plural(sum(summary.sessions.values()), "session"),
                   title_justify="left")
     for status, n in sorted(summary.sessions.items()):
         table.add_row(status, f"{n:,}")

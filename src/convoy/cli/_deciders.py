@@ -15,6 +15,7 @@ import typer
 from convoy import Engine, UserError
 from convoy._text import check_name
 from convoy.cli._common import Scope, build_engine, fail, require_convoy_store, tenant_scope
+from convoy.cli._interceptors import app_interceptors
 
 ByOption = Annotated[str | None, typer.Option(
     "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
@@ -40,8 +41,6 @@ def decider_engine(db: str, busy_timeout: float, tenant: str | None, all_tenants
     """An engine for commands that decide: with the application's interceptors
     (``--interceptors``: their ``human_decision`` hooks see the decision), audited where
     the store audits (unless they audit)."""
-    from convoy.cli._interceptors import app_interceptors
-
     scope = tenant_scope(tenant, all_tenants)
     app = app_interceptors(interceptors)  # (what cannot be loaded: one line, first)
     require_convoy_store(db, nothing="decide")

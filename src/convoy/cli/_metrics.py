@@ -153,8 +153,7 @@ def serve(
         try:
             with convoy_errors():  # a store it cannot read: one line now, not at scrapes
                 stop.run(collector.read())  # (a stop signal ends it, as it ends serving)
-            if scope.tenant is not None and scope.named:
-                no_sessions_note(db, scope.tenant)
+            no_sessions_note(db, scope)
             registry = CollectorRegistry()
             registry.register(collector)
             try:

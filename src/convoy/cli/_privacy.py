@@ -165,16 +165,16 @@ def purge(older_than: Annotated[str, typer.Option(
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
                   "purge them" if ids else "dry run: nothing to purge", markup=False,
                   soft_wrap=True)
-        if not ids and scope.tenant is not None and scope.named:
-            no_sessions_note(db, scope.tenant)
+        if not ids:
+            no_sessions_note(db, scope)
         return
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant))
     n = sum(e.sessions for e in events)
     out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
-    if not n and scope.tenant is not None and scope.named:
-        no_sessions_note(db, scope.tenant)
+    if not n:
+        no_sessions_note(db, scope)
 
 
 #: Session ids a purge's dry run names (it counts them all).
