@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from hashlib import sha256
 from pathlib import Path
 
+import pytest
 from pydantic import BaseModel
 
 import convoy
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, digest, verify_log
 from convoy.durability._executor import fingerprint
-from convoy.stores import SQLiteStore
+from convoy.stores import SQLiteStore, store_from_url
 
-from .conftest import FakeClock
+from .conftest import STORE_KINDS, FakeClock, store_db
 
 SECRET = "alice@example.com"
 
@@ -279,3 +281,60 @@ async def test_entries_are_sealed_in_commits_of_their_own(tmp_path: Path) -> Non
                 assert store.commits - before - commits[-1] == 1
                 assert await store.audit_size("acme") - sealed == 5 * 4  # 4 steps each
     assert commits[1] == commits[0], commits
+
+
+
+class _Gate:
+    """Holds ``n`` sessions until all of them have begun."""
+
+    def __init__(self, n: int) -> None:
+        self.n, self.began, self.open = n, asyncio.Event(), asyncio.Event()
+
+    async def wait(self) -> None:
+        self.n -= 1
+        if self.n == 0:
+            self.began.set()
+        await self.open.wait()
+
+
+_gates: list[_Gate] = []  # (the test's, made in its event loop)
+
+
+@convoy.workflow(name="audit.gated", version="v2")
+async def gated(ctx: convoy.Context, text: str) -> str:
+    await _gates[-1].wait()  # (every engine's session has begun before any goes on)
+    return text
+
+
+@pytest.fixture(params=STORE_KINDS)
+def any_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+async def test_engines_that_start_a_new_version_at_once_record_one_config_change(
+        any_db: str | Path) -> None:
+    """Engines on one store (workers after a deploy) see a workflow's new version at
+    once: each read the version before it, and the log records the change once."""
+    clock = FakeClock()
+    audits = [AuditInterceptor() for _ in range(3)]
+    engines = [convoy.Engine(store_from_url(any_db, clock=clock), models={"sim:": _sim()},
+                             interceptors=[a]) for a in audits]
+    for e in engines:
+        await e.open()
+    try:
+        gate = _Gate(len(engines))
+        _gates.append(gate)
+        runs = [asyncio.ensure_future(e.tenant("acme").run(gated, "x")) for e in engines]
+        await asyncio.wait([asyncio.ensure_future(gate.began.wait()), *runs],
+                           return_when=asyncio.FIRST_COMPLETED)
+        gate.open.set()
+        results = await asyncio.gather(*runs)
+        assert all(r.ok for r in results), [(r.status, r.error) for r in results]
+        for a in audits:
+            await a.log.sealed()
+        events = await _events(audits[0].log, "acme")
+    finally:
+        for e in engines:
+            await e.aclose()
+    changes = [e for e in events if e.kind == "config_change"]
+    assert [(e.actor, e.refs["version"]) for e in changes] == [("audit.gated", "v2")]

@@ -84,18 +84,22 @@ def test_info_counts_sessions_by_status_journal_entries_state_keys_and_tenants(
     assert cli("run", FLOW, "-i", "in.jsonl", "--db", db).code == 0
     assert cli("run", FLOW, "-i", "in.jsonl", "--db", db, "--tenant", "acme").code == 0
     assert cli("state", "set", "customer:1", "credit", "10", "--db", db).code == 0
+    write_jsonl(Path("ask.jsonl"), [120])  # a session that asks a person: a human task
+    assert cli("run", "app_interceptors:refund", "-i", "ask.jsonl", "--db", db).code == 0
     res = cli("db", "info", "--db", db, "--json")
     assert res.code == 0, res.stderr
     got = json.loads(res.stdout)
     assert got["schema_version"] == got["current_schema_version"] == SCHEMA_VERSION
-    assert got["sessions"] == {"completed": 6}
-    assert got["journal_entries"] >= 6 and got["state_keys"] == 1
+    assert got["sessions"] == {"completed": 6, "waiting": 1}
+    # (the task is kept with the shared state, in a namespace of Convoy's: not a key)
+    assert got["journal_entries"] >= 6 and got["state_keys"] == 1 and got["human_tasks"] == 1
     assert got["tenants"] == 2  # default and acme
     table = cli("db", "info", "--db", db)
     assert table.code == 0, table.stderr
     assert f"schema version  {SCHEMA_VERSION}" in table.stdout
-    assert "6 sessions" in table.stdout and "completed" in table.stdout
+    assert "7 sessions" in table.stdout and "completed" in table.stdout
     assert "state keys      1" in table.stdout and "tenants         2" in table.stdout
+    assert "human tasks     1" in table.stdout
 
 
 def test_info_never_shows_the_password_of_the_store_url(backend: Backend) -> None:

@@ -109,6 +109,25 @@ def test_list_shows_namespaces_then_keys_of_one() -> None:
 
 
 @pytest.mark.usefixtures("store")
+def test_list_leaves_out_convoys_own_namespaces_and_says_where_tasks_are() -> None:
+    """Human tasks are kept in the state table, in 'convoy.inbox': not the application's
+    state (``db info`` does not count them as state keys either)."""
+    seed(w(1, 0), w("{}", 0, namespace="convoy.inbox", key="s-1:0"))
+    res = cli("state", "list")
+    assert res.code == 0 and "customer:42" in res.stdout
+    assert "convoy.inbox" not in res.stdout
+    assert "1 human task is kept in 'convoy.inbox' ('convoy inbox list' shows it)" in \
+        res.stderr
+    assert json.loads(cli("state", "list", "--json").stdout) == {"customer:42": 1}
+    seed(w("{}", 0, namespace="convoy.inbox", key="s-1:0", tenant="acme"),
+         w("{}", 0, namespace="convoy.inbox", key="s-2:0", tenant="acme"))
+    only = cli("state", "list", "-t", "acme")  # tasks, and no state of its own
+    assert "no shared state for tenant 'acme'" in only.stdout
+    assert "2 human tasks are kept in 'convoy.inbox' ('convoy inbox list' shows them)" in \
+        only.stderr
+
+
+@pytest.mark.usefixtures("store")
 def test_every_command_sees_only_its_tenant() -> None:
     seed(w("acme's", 0, tenant="acme"), w("default's", 0))
     assert json.loads(cli("state", "get", "customer:42", "account", "--tenant", "acme",

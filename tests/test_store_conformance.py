@@ -231,7 +231,7 @@ async def test_a_summary_counts_sessions_journal_entries_state_keys_and_tenants(
 
     empty = await store.summary()
     assert (empty.schema_version, empty.sessions, empty.journal_entries, empty.state_keys,
-            empty.tenants) == (SCHEMA_VERSION, {}, 0, 0, 0)
+            empty.human_tasks, empty.tenants) == (SCHEMA_VERSION, {}, 0, 0, 0, 0)
     await store.create_session(new("a", tenant="acme"), owner="A", lease_s=LEASE)
     await store.create_session(new("b", tenant="acme"), owner=None, lease_s=LEASE)
     await store.append("a", "A", step("0", EPOCH))
@@ -240,9 +240,12 @@ async def test_a_summary_counts_sessions_journal_entries_state_keys_and_tenants(
                                      expected_version=0))
     await store.state_put(StateWrite(tenant="acme", namespace="n", key="k", value="1",
                                      expected_version=0))
+    # a human task is kept in the state table, in a namespace of Convoy's: not a state key
+    await store.state_put(StateWrite(tenant="acme", namespace="convoy.inbox", key="a:0",
+                                     value="{}", expected_version=0))
     got = await store.summary()
     assert got.sessions == {"running": 1, "pending": 1}
-    assert (got.journal_entries, got.state_keys, got.tenants) == (2, 2, 2)
+    assert (got.journal_entries, got.state_keys, got.human_tasks, got.tenants) == (2, 2, 1, 2)
 
 
 # -- creating sessions --------------------------------------------------------------------

@@ -32,6 +32,7 @@ id).
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -56,13 +57,17 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInput,
 )
-from convoy.stores._protocol import AUDIT_CURSORS
+from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.hitl._task import HumanTask
 
 _CONFIG_NAMESPACE = "convoy.audit.config"
+#: How many times a workflow's audited version is read and moved before a session gives up
+#: (other engines, running other versions, moved it each time).
+_VERSION_TRIES = 5
+log = logging.getLogger("convoy.audit")
 
 
 class AuditInterceptor(Interceptor):
@@ -135,19 +140,10 @@ class AuditInterceptor(Interceptor):
             # answers append one change, not one each.
             self._versions.add(seen)
             try:
-                before = await store.kv_get(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}")
+                await self._version_seen(input)
             except BaseException:
                 self._versions.discard(seen)  # (the next session asks again)
                 raise
-            if before != i.version:
-                event = AuditEvent(kind="config_change", status="ok", at=self.log.clock(),
-                                   session_id=i.session_id, actor=i.workflow, target="workflow",
-                                   hashes={"config": digest(i.version)},
-                                   refs={"version": i.version,
-                                         "trace_id": trace_id_of(input.headers, i.session_id),
-                                         **({} if before is None else {"previous": before})})
-                self.log.append(i.tenant, [event], wait=False)
-                store.kv_put(_CONFIG_NAMESPACE, f"{i.tenant}/{i.workflow}", i.version)
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
         mac = None if i.subject is None else await self._mac(i.tenant, i.subject)
@@ -192,6 +188,36 @@ class AuditInterceptor(Interceptor):
         if end.status != "completed":  # it runs again: its next run reads the cursor
             input.headers[AUDIT_CURSOR] = IN_STORE
         return end
+
+    async def _version_seen(self, input: SessionInput) -> None:
+        """Append a ``config_change`` if the session's workflow version is not the one its
+        tenant's log last recorded: in the transaction that records the new one, and only
+        if the recorded one is still what was read (a compare-and-set), so engines that
+        see a new version at once append it once."""
+        i = input.info
+        store = self.log.store
+        key = f"{i.tenant}/{i.workflow}"
+        for _ in range(_VERSION_TRIES):
+            before = await store.kv_get(_CONFIG_NAMESPACE, key)
+            if before == i.version:
+                return
+            event = AuditEvent(kind="config_change", status="ok", at=self.log.clock(),
+                               session_id=i.session_id, actor=i.workflow, target="workflow",
+                               hashes={"config": digest(i.version)},
+                               refs={"version": i.version,
+                                     "trace_id": trace_id_of(input.headers, i.session_id),
+                                     **({} if before is None else {"previous": before})})
+            [moved] = await store.audit_seal([AuditSeal(
+                namespace=_CONFIG_NAMESPACE, tenant=i.tenant, session_id=key, before=before,
+                after=i.version, bodies=[event.encode()])])
+            if moved:
+                return
+        # (engines running other versions moved it every time: the log has their changes,
+        # and this version's is appended by the next session that finds it changed)
+        log.warning("audit: the version of workflow %r of tenant %r changed %d times while "
+                    "it was read; its config_change for %r is left to a later session",
+                    i.workflow, i.tenant, _VERSION_TRIES, i.version)
+        self._versions.discard((i.tenant, i.workflow, i.version))
 
     def _cancelled(self, input: SessionInput, end: SessionEnd) -> bytes:
         """The entry of a session's end by a cancel: who cancelled it (as its error record

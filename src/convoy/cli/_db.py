@@ -90,10 +90,10 @@ async def _compact(db: str) -> None:
 @db_app.command("info")
 def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Show the store's URL (never its password), schema version, the schema add-ons it
-    lacks, and how many sessions (by status), journal entries, state keys and tenants it
-    holds. Read-only: nothing is migrated or added. A store at an older schema version is
-    reported as such and nothing is counted; add-ons are applied by 'convoy db migrate'
-    (or by an engine opening the store).
+    lacks, and how many sessions (by status), journal entries, state keys, human tasks
+    (open or decided) and tenants it holds. Read-only: nothing is migrated or added. A
+    store at an older schema version is reported as such and nothing is counted; add-ons
+    are applied by 'convoy db migrate' (or by an engine opening the store).
 
     Example: `convoy db info --json`
     """
@@ -106,6 +106,7 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
             "sessions": None if summary is None else summary.sessions,
             "journal_entries": None if summary is None else summary.journal_entries,
             "state_keys": None if summary is None else summary.state_keys,
+            "human_tasks": None if summary is None else summary.human_tasks,
             "tenants": None if summary is None else summary.tenants,
             "addons_missing": None if summary is None else list(summary.addons_missing)},
             indent=2))
@@ -119,6 +120,7 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(f"schema version  {version}", markup=False)
     out.print(f"journal entries {summary.journal_entries:,}", markup=False)
     out.print(f"state keys      {summary.state_keys:,}", markup=False)
+    out.print(f"human tasks     {summary.human_tasks:,}", markup=False)
     out.print(f"tenants         {summary.tenants:,}", markup=False)
     if summary.addons_missing:
         out.print(f"add-ons         missing {', '.join(summary.addons_missing)} "

@@ -21,6 +21,7 @@ from convoy.cli._common import (
     TenantOption,
     check_db_path,
     count_option,
+    err,
     fail,
     json_value,
     label,
@@ -31,8 +32,8 @@ from convoy.cli._common import (
     run_async,
 )
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._render import fmt_time
-from convoy.hitl._task import check_namespace
+from convoy.cli._render import fmt_time, plural
+from convoy.hitl._task import INBOX, RESERVED, check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 from convoy.stores._rows import DamagedRow, LeftOut
 
@@ -240,8 +241,8 @@ def list_(namespace: Annotated[str | None, typer.Argument(
                                          "tenant's namespaces).")] = None,
           tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
           as_json: JsonOption = False) -> None:
-    """The tenant's namespaces with their key counts, or one namespace's keys with their
-    current version and value.
+    """The tenant's namespaces with their key counts (Convoy's own, where human tasks are
+    kept, left out), or one namespace's keys with their current version and value.
 
     Example: `convoy state list customer:42`
     """
@@ -257,6 +258,15 @@ def list_(namespace: Annotated[str | None, typer.Argument(
 
 def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, int],
                 entries: list[StateEntry], as_json: bool) -> None:
+    if namespace is None:
+        # Convoy's own namespaces (human tasks) are not the application's state: left out,
+        # and where tasks are is said.
+        tasks = spaces.get(INBOX, 0)
+        spaces = {name: n for name, n in spaces.items() if not name.startswith(RESERVED)}
+        if tasks:
+            err.print(f"{plural(tasks, 'human task')} {'is' if tasks == 1 else 'are'} kept in "
+                      f"{INBOX!r} ('convoy inbox list' shows {'it' if tasks == 1 else 'them'})",
+                      markup=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(spaces if namespace is None else
                               [_entry_json(e) for e in entries], indent=2))

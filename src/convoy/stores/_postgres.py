@@ -308,9 +308,10 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             await conn.close()
 
     async def summary(self) -> StoreSummary:
-        journal, keys, tenants = (await self._read(SUMMARY))[0]
+        journal, keys, tasks, tenants = (await self._read(SUMMARY))[0]
         return StoreSummary(schema_version=sql.PG_SCHEMA_VERSION, sessions=await self.counts(),
                             journal_entries=int(journal), state_keys=int(keys),
+                            human_tasks=int(tasks),
                             tenants=int(tenants), addons_missing=self._missing)
 
     def _check_not_newer(self, version: int | None) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy.stores import _audit_sql as q
-from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
+from convoy.stores._protocol import AuditRow, AuditSeal
 
 if TYPE_CHECKING:
     from convoy.stores._postgres import _Op
@@ -63,8 +63,8 @@ class PostgresAudit:
         counts: list[int | None] = [None] * len(items)
         last: asyncio.Future[None] | None = None
         for i, s in enumerate(items):
-            cas = (AUDIT_CURSORS, s.session_id, s.after) if s.before is None else \
-                (s.after, AUDIT_CURSORS, s.session_id, s.before)
+            cas = (s.namespace, s.session_id, s.after) if s.before is None else \
+                (s.after, s.namespace, s.session_id, s.before)
             if s.bodies:
                 text = _SEAL_FIRST if s.before is None else _SEAL_MOVE
                 n = len(s.bodies)

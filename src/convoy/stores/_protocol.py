@@ -377,36 +377,43 @@ class AuditRow:
     leaf: bytes
 
 
+#: The interceptor-state namespace of sessions' audit cursors (:class:`AuditSeal`).
+AUDIT_CURSORS = "convoy.audit.cursor"
+
+
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AuditSeal:
     """Entries of one session's journal records to append to ``tenant``'s log, with the
     move of the session's audit cursor (a value kept in :data:`AUDIT_CURSORS`, keyed by
     session id) from ``before`` (``None``: the session has none yet) to ``after``: the
     store appends the entries only if the cursor is still ``before`` (the records were not
-    sealed meanwhile), in the transaction that moves it (see :meth:`Store.audit_seal`)."""
+    sealed meanwhile), in the transaction that moves it (see :meth:`Store.audit_seal`).
+
+    ``namespace``: where the value is kept, if not with the sessions' cursors (``session_id``
+    is then its key): a workflow's audited version is moved so, and its ``config_change``
+    appended once however many engines see the new version at once."""
 
     tenant: str
     session_id: str
     before: str | None
     after: str
     bodies: Sequence[bytes]
-
-
-#: The interceptor-state namespace of sessions' audit cursors (:class:`AuditSeal`).
-AUDIT_CURSORS = "convoy.audit.cursor"
+    namespace: str = AUDIT_CURSORS
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class StoreSummary:
     """What a store holds (``convoy db info``): its schema version, sessions by status,
-    journal entries, keys of shared state, and tenants (with a session or a state key);
-    the schema add-ons a store opened read-only lacks (``convoy db migrate`` applies them)."""
+    journal entries, keys of shared state (Convoy's own namespaces left out), human tasks
+    (open or decided), and tenants (with a session or a state key); the schema add-ons a
+    store opened read-only lacks (``convoy db migrate`` applies them)."""
 
     schema_version: int
     sessions: dict[str, int]
     journal_entries: int
     state_keys: int
     tenants: int
+    human_tasks: int = 0
     addons_missing: tuple[str, ...] = ()
 
 
@@ -952,7 +959,8 @@ class Store(Protocol):
     def audit_seal(self, seals: Sequence[AuditSeal]) -> asyncio.Future[list[bool]]:
         """Append each seal's entries, in order, in one write transaction, each only if it
         moves its session's audit cursor (a compare-and-set of the value in
-        :data:`AUDIT_CURSORS`; ``before=None``: only if there is none). The future
+        :data:`AUDIT_CURSORS`, or the seal's ``namespace``; ``before=None``: only if there
+        is none). The future
         resolves once committed, to whether each seal moved its cursor (a seal that did
         not appended nothing: another writer sealed those records first)."""
         ...

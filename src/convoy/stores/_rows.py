@@ -73,7 +73,11 @@ def session_order(where: SessionFilter) -> str:
 
 
 #: Journal entries, keys of shared state, and tenants (with a session or a state key).
-SUMMARY = ("SELECT (SELECT COUNT(*) FROM journal), (SELECT COUNT(*) FROM state), "
+#: Journal entries, state keys (not those of Convoy's own namespaces), human tasks (kept in
+#: the state table, in :data:`~convoy.hitl._task.INBOX`) and tenants, in one query.
+SUMMARY = ("SELECT (SELECT COUNT(*) FROM journal), "
+           "(SELECT COUNT(*) FROM state WHERE substr(namespace, 1, 7) <> 'convoy.'), "
+           "(SELECT COUNT(*) FROM state WHERE namespace = 'convoy.inbox'), "
            "(SELECT COUNT(*) FROM (SELECT tenant FROM sessions UNION SELECT tenant FROM state)"
            " t)")
 

@@ -357,9 +357,10 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             conn.close()
 
     async def summary(self) -> StoreSummary:
-        journal, keys, tenants = self._read(SUMMARY)[0]
+        journal, keys, tasks, tenants = self._read(SUMMARY)[0]
         return StoreSummary(schema_version=SCHEMA_VERSION, sessions=await self.counts(),
                             journal_entries=int(journal), state_keys=int(keys),
+                            human_tasks=int(tasks),
                             tenants=int(tenants), addons_missing=self._missing)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convoy._errors import AuditError
 from convoy.audit._merkle import entry_leaves
 from convoy.stores import _audit_sql as q
-from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
+from convoy.stores._protocol import AuditRow, AuditSeal
 
 _T = TypeVar("_T")
 
@@ -127,9 +127,9 @@ class SQLiteAudit:
             appends: list[Append] = []
             for s in items:
                 if s.before is None:
-                    n = execute(q.CURSOR_NEW, (AUDIT_CURSORS, s.session_id, s.after)).rowcount
+                    n = execute(q.CURSOR_NEW, (s.namespace, s.session_id, s.after)).rowcount
                 else:
-                    n = execute(q.CURSOR_MOVE, (s.after, AUDIT_CURSORS, s.session_id,
+                    n = execute(q.CURSOR_MOVE, (s.after, s.namespace, s.session_id,
                                                 s.before)).rowcount
                 moved.append(n == 1)
                 if n == 1 and s.bodies:
