@@ -7,6 +7,7 @@ Both are waited for by polling their health endpoints, never by sleeping a fixed
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -32,6 +33,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def listening(port: int) -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """The addresses TCP sockets listen on at ``port`` (``/proc/net/tcp`` and ``tcp6``;
+    an IPv4-mapped IPv6 address as its IPv4 one)."""
+    found: list[ipaddress.IPv4Address | ipaddress.IPv6Address] = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as f:
+            next(f)
+            for line in f:
+                fields = line.split()
+                addr, _, hex_port = fields[1].rpartition(":")
+                if fields[3] != "0A" or int(hex_port, 16) != port:  # (0A: LISTEN)
+                    continue
+                # (the address is in 32-bit words, each in the host's order: little-endian)
+                raw = b"".join(bytes.fromhex(addr[i:i + 8])[::-1]
+                               for i in range(0, len(addr), 8))
+                ip = ipaddress.ip_address(raw)
+                if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+                    ip = ip.ipv4_mapped
+                found.append(ip)
+    return found
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:
@@ -164,7 +187,8 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
            "PHOENIX_TELEMETRY_ENABLED": "false"}
     log = work / "phoenix.log"
     out = log.open("wb")
-    proc = subprocess.Popen([str(PHOENIX_PYTHON), "-m", "phoenix.server.main", "serve"],
+    # (its OTLP/gRPC receiver would bind every interface: see tests/phoenix_loopback.py)
+    proc = subprocess.Popen([str(PHOENIX_PYTHON), str(ROOT / "tests" / "phoenix_loopback.py")],
                             env=env, stdout=out, stderr=subprocess.STDOUT, cwd=work)
     url = f"http://127.0.0.1:{port}"
 
@@ -174,6 +198,10 @@ def phoenix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Phoenix]:
 
     try:
         wait_until("phoenix", ready, proc, log, limit=240.0)
+        wait_until("phoenix's gRPC receiver", lambda: bool(listening(grpc_port)), proc, log)
+        exposed = [str(a) for p in (port, grpc_port) for a in listening(p)
+                   if not a.is_loopback]
+        assert not exposed, f"Phoenix listens beyond loopback: {exposed}"
         yield Phoenix(url, f"{url}/v1/traces")
     finally:
         stop(proc)
