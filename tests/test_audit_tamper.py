@@ -121,7 +121,9 @@ def test_an_untouched_log_verifies(log: dict[str, Any]) -> None:
     acme, globex = (next(line for line in out.splitlines() if f"'{t}'" in line)
                     for t in (T, "globex"))
     assert "signed by no checkpoint" not in acme, acme
-    sign = command("audit checkpoint --key KEY", db=log["db"], tenant="globex")
+    # (the key given to verify is the one the command suggests signing with)
+    sign = command("audit checkpoint", options=f"--key {log['key']}", db=log["db"],
+                   tenant="globex")
     assert globex.endswith("; entry 0 is signed by no checkpoint yet (a cut-off of "
                            f"it would not show: {sign} signs one)"), globex
 
@@ -152,6 +154,35 @@ def test_a_changed_entry_is_found(log: dict[str, Any]) -> None:
     body[-3] ^= 0x01
     raw.run(("UPDATE audit_log SET body=? WHERE tenant=? AND idx=5", (bytes(body), T)))
     _bad(log, 5, "does not match its leaf hash")
+
+
+def test_every_tenant_is_reported_when_one_log_is_bad(log: dict[str, Any]) -> None:
+    """The bug: one bad tenant's error was printed alone; the tenants whose logs verify
+    were not reported (a log that verifies prints a line, the docs say)."""
+    raw: Raw = log["raw"]
+    body = bytearray(raw.body(5))
+    body[-3] ^= 0x01
+    raw.run(("UPDATE audit_log SET body=? WHERE tenant=? AND idx=5", (bytes(body), T)))
+    r = cli("audit", "verify", "--db", log["db"], "--key", str(log["key"]))
+    assert r.code == 1, r.stdout + r.stderr
+    assert r.stdout.startswith("tenant 'globex': 1 entries verified"), r.stdout
+    assert "acme" not in r.stdout
+    [line] = r.stderr.splitlines()
+    assert line.startswith("error: tenant 'acme': audit entry 5 does not match"), line
+
+
+def test_the_commands_a_failure_suggests_name_the_store_and_tenant(
+        log: dict[str, Any]) -> None:
+    """The bug: ``prove`` and ``checkpoint`` failing on a tampered log said "run 'convoy
+    audit verify'", without --db and --tenant: pasted, it verified another store."""
+    raw: Raw = log["raw"]
+    raw.run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=2", (b"\0" * 32, T)))
+    verify_cmd = command("audit verify", db=log["db"], tenant=T)
+    for args in (("prove", "3"), ("checkpoint",)):
+        r = cli("audit", *args, "--db", log["db"], "--tenant", T, "--key", str(log["key"]))
+        assert r.code == 1, r.stdout + r.stderr
+        [line] = r.stderr.splitlines()
+        assert verify_cmd in line and "'convoy audit verify'" not in line, line
 
 
 def test_a_changed_leaf_hash_is_found(log: dict[str, Any]) -> None:
@@ -669,7 +700,8 @@ def test_a_leaf_made_text_that_is_not_utf8_names_its_entry(
     log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=3", (b"\x02" * 32, T)))
     _bad(log, 3, "does not match its leaf hash")
     code, out = verify(log)
-    assert "'globex': 1 entries verified" not in out  # (exit 1: acme's line; globex is fine)
+    # (exit 1: acme's error line, after globex's, whose log verifies)
+    assert "'globex': 1 entries verified" in out
     assert code == 1 and "tenant 'acme': audit entry 3" in out, out
 
 

@@ -289,7 +289,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                  "checkpoints, it does not create one")
     pins = [*(public_key or ()), *(_pinned(k) for k in key or ())]
     published = _published(checkpoint)
-    reports, known, dead = run_async(_verify(db, tenant, pins, published))
+    reports, known, dead, failed = run_async(_verify(db, tenant, pins, published, key or []))
     if dead:
         typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
                    "before sealing what their runs queued: those entries are not in the log "
@@ -297,19 +297,31 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                    f"{command('audit seal', db=db)} seals them from the journal now, as the "
                    "next engine that opens the store with the audit interceptor does",
                    err=True)
+    if failed:  # the tenants whose logs verified, then a line for each bad one
+        _print_reports(reports, db, key or [])
+        for message in failed[:-1]:
+            err.print(f"error: {message}", markup=False, soft_wrap=True)
+        fail(failed[-1], RUN_FAILURE)
     if pins and not any(r.checkpoints for r in reports):
         how = ", ".join([*(["--public-key"] if public_key else []),
                          *(f"--key {str(k)!r}" for k in key or ())])
-        _nothing_signed(db, tenant, pins, how, bool(published), known)
+        _nothing_signed(db, tenant, pins, how, bool(published), known,
+                        key[0] if key and len(key) == 1 else None)
     if not reports:
         typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
                                                        f" (tenant {tenant!r})")
                    + ": nothing to verify (if one was expected, check that --db points at "
                    "the store that holds it)")
         return
+    _print_reports(reports, db, key or [])
+
+
+def _print_reports(reports: list[VerifyReport], db: str, key: list[Path]) -> None:
+    """A line for each tenant whose log verified."""
+    signer = f"--key {word(str(key[0]))}" if len(key) == 1 else "--key KEY"
     for r in reports:
         root = base64.b64encode(r.root).decode()
-        sign = command("audit checkpoint --key KEY", db=db, tenant=r.tenant)
+        sign = command("audit checkpoint", options=signer, db=db, tenant=r.tenant)
         one = r.covered == r.size - 1
         uncovered = "" if r.covered >= r.size else (
             (f"; entry {r.covered} is" if one else
@@ -317,6 +329,17 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
             f"(a cut-off of {'it' if one else 'them'} would not show: {sign} signs one)")
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
                    f"{r.checkpoints} signed checkpoint(s) matched{uncovered}")
+
+
+def _scoped(message: str, db: str, tenant: str, key: Path | None = None) -> str:
+    """A message of the audit library with the commands it suggests ('convoy audit
+    verify', 'convoy audit checkpoint') given the store and tenant at hand (and the key
+    file, to sign): pasted, they act on the log the message is about."""
+    signer = "--key KEY" if key is None else f"--key {word(str(key))}"
+    return message.replace("'convoy audit verify'", command("audit verify", db=db,
+                                                            tenant=tenant)) \
+        .replace("'convoy audit checkpoint'", command("audit checkpoint", options=signer,
+                                                      db=db, tenant=tenant))
 
 
 @audit_app.command("seal")
@@ -383,7 +406,7 @@ def _pinned(key: Path) -> str:
 
 
 def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, published: bool,
-                    known: list[str]) -> NoReturn:
+                    known: list[str], key: Path | None) -> NoReturn:
     """A pinned key (the user says it signed the log) that signed no checkpoint here: a
     wiped log, or the wrong store, not a log that "verified"."""
     from convoy.audit._keys import key_id
@@ -391,12 +414,14 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
     where = f"in {label(db)!r}" + (" or the --checkpoint files" if published else "") + \
         ("" if tenant is None else f" for tenant {tenant!r}")
     others = sorted(set(known) - {tenant}) if tenant is not None else []
+    sign = command("audit checkpoint", options=f"--key {word(str(key))}" if key else
+                   "--key KEY", db=db, tenant=tenant)
     fail(f"no checkpoint signed by key {' or '.join(key_id(p) for p in pins)} ({how}) "
          f"{where}: nothing here is a log that key signed (deleted, or never signed); check "
          "that --db points at the store it signs"
-         + (" and --tenant names its tenant (tenants with an audit log here: "
+         + (" and --tenant names its tenant (other tenants with an audit log here: "
             f"{', '.join(others)})" if others else "")
-         + " (a log never signed: 'convoy audit checkpoint' signs it)", RUN_FAILURE)
+         + f" (a log never signed: {sign} signs it)", RUN_FAILURE)
 
 
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
@@ -405,10 +430,11 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
 
 
 async def _verify(db: str, tenant: str | None, pins: list[str],
-                  published: list[Checkpoint]
-                  ) -> tuple[list[VerifyReport], list[str], list[tuple[str, float]]]:
-    """The reports of the tenants verified, the tenants with a log in the store, and the
-    sealers that died before sealing their runs' entries."""
+                  published: list[Checkpoint], key: list[Path],
+                  ) -> tuple[list[VerifyReport], list[str], list[tuple[str, float]], list[str]]:
+    """The reports of the tenants whose logs verified, the tenants with a log in the
+    store, the sealers that died before sealing their runs' entries, and a line for each
+    tenant whose log did not verify."""
     async with open_store(db) as store:
         log = _log(store, None)  # (the keys it pins are ``pins``)
         verify_log = _audit().verify_log
@@ -421,7 +447,7 @@ async def _verify(db: str, tenant: str | None, pins: list[str],
                 not await store.audit_checkpoints(tenant):  # (a deleted log is verified)
             if known and not pins:
                 _no_log(tenant, known)  # a mistyped --tenant (pinned: nothing it signed)
-            return [], known, dead  # (no log in the store at all: said as without --tenant)
+            return [], known, dead, []  # (no log in the store at all: as without --tenant)
         tenants = [tenant] if tenant is not None else \
             sorted({*known, *(cp.tenant for cp in published)})
         reports = []
@@ -431,12 +457,9 @@ async def _verify(db: str, tenant: str | None, pins: list[str],
                 reports.append(await verify_log(log, t, published=published,
                                                 public_key=pins or None))
             except AuditError as e:
-                failed.append(str(e) + await _other_store(store, db, t, published, e))
-        for message in failed[:-1]:
-            err.print(f"error: {message}", markup=False, soft_wrap=True)
-        if failed:
-            fail(failed[-1], RUN_FAILURE)
-        return reports, known, dead
+                failed.append(_scoped(str(e), db, t, key[0] if len(key) == 1 else None)
+                              + await _other_store(store, db, t, published, e))
+        return reports, known, dead, failed
 
 
 async def _other_store(store: Store, db: str, tenant: str, published: list[Checkpoint],
@@ -494,11 +517,11 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         size = await store.audit_size(tenant)
         same = [cp for cp in kept if cp.size == size]
         if same:  # a signed checkpoint is never replaced (the store keeps one per size)
-            return await _kept_again(store, tenant, same, signer)
+            return await _kept_again(store, db, tenant, key, same, signer)
         try:
             cp: Checkpoint = await log.checkpoint(tenant)
         except AuditError as e:
-            fail(str(e), RUN_FAILURE)
+            fail(_scoped(str(e), db, tenant, key), RUN_FAILURE)
         olds = list(dict.fromkeys(k.public_key for k in kept if k.public_key != cp.public_key))
         if olds and cp.size > kept[-1].size:  # a rotation: this key signed the new one
             _rotated(db, tenant, key, cp, olds, created)
@@ -507,8 +530,8 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         return cp
 
 
-async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
-                      signer: str | None) -> Checkpoint:
+async def _kept_again(store: Store, db: str, tenant: str, key: Path,
+                      same: list[Checkpoint], signer: str | None) -> Checkpoint:
     """The log has not grown since its checkpoint of this size: print the kept one (if
     this key signed it and the log still has its root), never a new signature over it."""
     size = same[-1].size
@@ -522,13 +545,13 @@ async def _kept_again(store: Store, tenant: str, same: list[Checkpoint],
     try:
         leaves = await store.audit_leaves(tenant, size)
     except AuditError as e:
-        fail(str(e), RUN_FAILURE)
+        fail(_scoped(str(e), db, tenant, key), RUN_FAILURE)
     from convoy.audit._merkle import tree_root
 
     if len(leaves) != size or tree_root(leaves) != cp.root:  # (the evidence is kept)
         fail(f"tenant {tenant!r}: the log no longer has the root its kept checkpoint of "
-             f"size {size} signed, so it is not signed again; run 'convoy audit verify'",
-             RUN_FAILURE)
+             f"size {size} signed, so it is not signed again; run "
+             f"{command('audit verify', db=db, tenant=tenant)}", RUN_FAILURE)
     err.print(f"note: the log of tenant {tenant!r} has not grown since its checkpoint of size "
               f"{size}: printed the kept one (a signed checkpoint is never replaced)",
               markup=False, soft_wrap=True)
@@ -631,7 +654,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
         try:  # (another key's, said below, or the newest one a pinned key signed)
             proof = await log.prove(tenant, entry, public_key=None if other else pins)
         except AuditError as e:
-            fail(str(e), RUN_FAILURE)
+            fail(_scoped(str(e), db, tenant, key), RUN_FAILURE)
         except UserError:
             if key is not None:
                 raise
@@ -691,7 +714,7 @@ async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
         try:
             return await log.prove_consistency(tenant, size)
         except AuditError as e:
-            fail(str(e), RUN_FAILURE)
+            fail(_scoped(str(e), db, tenant), RUN_FAILURE)
 
 
 @audit_app.command("check")
