@@ -224,6 +224,14 @@ def test_no_dashes_hint_when_every_value_is_given_already() -> None:
         "convoy", "sessions", "show", "--db", "x.db", "--", "--bogus"]
 
 
+def test_no_dashes_hint_for_an_option_other_commands_take() -> None:
+    """``convoy state list --all-tenants``: an option of other commands, not a value; the
+    hint to list a namespace named '--all-tenants' misled (review s30)."""
+    res = cli("state", "list", "--db", "x.db", "--all-tenants")
+    assert res.code == 2
+    assert "No such option: --all-tenants" in res.stderr and "after '--'" not in res.stderr
+
+
 def test_a_store_path_in_a_hint_keeps_its_password_out() -> None:
     for db in ("postgresql://u:secret@127.0.0.1:1/d", "postgresql://127.0.0.1:1/d?password=secret"):
         res = cli("sessions", "show", "-w1", "--db", db)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import http.server
 import json
 import sqlite3
@@ -14,6 +15,9 @@ from typing import ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+
+import convoy
+from convoy.observability import Tracing, observe
 
 from .clikit import (
     FLOW,
@@ -273,3 +277,31 @@ def test_a_failed_sessions_span_says_its_status_once() -> None:
     span = {"status": "error", "message": "failed: session 'tw' waited too long",
             "attrs": {"convoy.session.status": "failed", "convoy.session.resumed": True}}
     assert detail(span) == "resumed, failed: session 'tw' waited too long"
+
+
+@convoy.workflow(name="obs.asks", version="1")
+async def _asks(ctx: convoy.Context, amount: int) -> str:
+    ok = await ctx.ask_human(f"Refund {amount}?", bool, queue="billing")
+    return "yes" if ok.value else "no"
+
+
+def test_a_live_trace_with_a_derived_span_says_how_many_were_derived() -> None:
+    """The bug: a session traced live, parked on a person, drew its wait as a derived
+    span, and the last line said the whole trace was derived, suggesting live=True."""
+    async def go() -> str:
+        tracing = Tracing(["store"], live=True)
+        async with convoy.Engine("convoy.db", interceptors=observe(tracing)) as engine:
+            res = await engine.run(_asks, 120)
+            await tracing.flush()
+        assert res.status == "waiting"
+        return res.id
+
+    sid = asyncio.run(go())
+    shown = cli("trace", sid)
+    assert shown.code == 0, shown.stderr
+    spans = json.loads(cli("trace", sid, "--json").stdout)
+    derived = sum(1 for s in spans if s["attrs"].get("convoy.derived"))
+    assert 0 < derived < len(spans), spans
+    footer = " ".join(shown.stdout.split()[-20:])
+    assert f"({derived} of {len(spans)} spans derived from the journal" in footer, footer
+    assert "live=True" not in footer

@@ -275,6 +275,7 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         if not spaces:
             out.print(f"no shared state for tenant {tenant!r} in {label(db)}", markup=False)
             return
+        out.print(f"shared state of tenant {tenant!r}", markup=False, soft_wrap=True)
         t = Table()
         t.add_column("namespace")
         t.add_column("keys", justify="right")

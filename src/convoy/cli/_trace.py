@@ -86,14 +86,16 @@ def trace(
     t0 = min(s["start"] for s in spans)
     t1 = max(s["end"] for s in spans)
     errors = sum(1 for s in spans if s["status"] == "error")
+    derived = sum(1 for s in spans if s["attrs"].get("convoy.derived"))
     out.print(f"trace {spans[0]['trace_id']}  {plural(len(spans), 'span')}  "
               f"{fmt_duration((t1 - t0) / 1e9)}"
               + (f"  {plural(errors, 'error')}" if errors else "")
-              + ("" if found == "unsampled" or not any(s["attrs"].get("convoy.derived")
-                                                       for s in spans)
+              + ("" if found == "unsampled" or not derived
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
                  if gone else "  (derived from the journal: no state versions or content; "
-                 "Tracing(live=True) records them)"), markup=False)
+                 "Tracing(live=True) records them)" if derived == len(spans)
+                 else f"  ({derived} of {len(spans)} spans derived from the journal: steps "
+                 "with no live span kept)"), markup=False)
 
 
 def _sealed_note(session_id: str, results: int, chunks: int) -> str:

@@ -92,8 +92,9 @@ def _after_dashes(ctx: click.Context) -> str:
         else:
             operands.append(w)
     dashed = next((w for w in operands if w.startswith("-")), None)
-    if dashed is None:
-        return ""
+    if dashed is None or (dashed.startswith("--") and
+                          dashed.partition("=")[0] in _all_options(ctx.find_root().command)):
+        return ""  # (a long option other commands take, not a value: '--all-tenants')
     slots = [p.nargs for p in params if p.param_type_name == "argument"]
     if -1 not in slots and len(operands) > sum(slots):
         return ""  # (no value left for it to be: the suggestion would fail too)
@@ -102,6 +103,15 @@ def _after_dashes(ctx: click.Context) -> str:
                         options=" ".join(options)) + (PASSWORD_NOTE if masked else "")
     return f"; if {dashed!r} is a value, not an option, put it after '--': " \
         f"{escaped(suggested)}"
+
+
+def _all_options(cmd: click.Command) -> set[str]:
+    """The long option names of ``cmd`` and of every command under it."""
+    names = {o for p in cmd.params if p.param_type_name == "option"
+             for o in (*p.opts, *p.secondary_opts) if o.startswith("--")}
+    for sub in getattr(cmd, "commands", {}).values():
+        names |= _all_options(sub)
+    return names
 
 
 def _with_context(parse: Callable[..., list[str]]) -> Callable[..., list[str]]:
