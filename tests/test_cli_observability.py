@@ -7,6 +7,8 @@ import asyncio
 import http.server
 import json
 import sqlite3
+import subprocess
+import sys
 import threading
 import urllib.request
 from collections.abc import Callable
@@ -305,3 +307,31 @@ def test_a_live_trace_with_a_derived_span_says_how_many_were_derived() -> None:
     footer = " ".join(shown.stdout.split()[-20:])
     assert f"({derived} of {len(spans)} spans derived from the journal" in footer, footer
     assert "live=True" not in footer
+
+
+_LONG = "examples.support_desk.workflow:handle_ticket_" + "x" * 80
+_long_agent = convoy.Agent(name="agent_" + "y" * 70, model=convoy.SimModel(
+    {"agent_" + "y" * 70: {"text": "hi"}}))
+
+
+@convoy.workflow(name=_LONG, version="1")
+async def _long(ctx: convoy.Context, text: str) -> str:
+    return str(await ctx.run(_long_agent, text))
+
+
+def test_a_trace_piped_to_a_file_keeps_each_name_on_its_row(workdir: Path) -> None:
+    """The bug: piped (no terminal, no $COLUMNS), the waterfall was drawn 120 columns wide
+    and folded long span names mid-word, so grep missed them."""
+    async def go() -> str:
+        async with convoy.Engine("convoy.db") as engine:
+            return (await engine.run(_long, "x")).id
+
+    sid = asyncio.run(go())
+    env = {k: v for k, v in subprocess_env().items() if k != "COLUMNS"}
+    res = subprocess.run([sys.executable, "-m", "convoy.cli", "trace", sid], cwd=workdir,
+                         env=env, capture_output=True, text=True, timeout=120, check=False)
+    assert res.returncode == 0, res.stderr
+    rows = res.stdout.splitlines()
+    assert any(r.startswith(f"invoke_workflow {_LONG} ") for r in rows), res.stdout
+    assert any(r.startswith(f"  invoke_agent {_long_agent.name} ") for r in rows)
+    assert rows[-1].startswith("trace ") and "(derived from the journal" in rows[-1]

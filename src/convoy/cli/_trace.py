@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -82,7 +83,17 @@ def trace(
         out.print(f"no spans kept for session {quoted(session_id)}: sampling left it untraced "
                   "(Tracing(sample_rate=...), or its caller's traceparent said not sampled); "
                   "its steps as its journal records them:", markup=False)
-    out.print(waterfall(spans))
+    table = waterfall(spans)
+    if out.is_terminal or "COLUMNS" in os.environ:
+        out.print(table)
+    else:  # piped to a file or a program: whole names on their rows, for grep
+        wide = out.measure(table, options=out.options.update_width(1 << 16)).maximum
+        narrow = out.width
+        out.width = max(narrow, wide)  # (print's own ``width`` is capped at the console's)
+        try:
+            out.print(table, crop=False)
+        finally:
+            out.width = narrow
     t0 = min(s["start"] for s in spans)
     t1 = max(s["end"] for s in spans)
     errors = sum(1 for s in spans if s["status"] == "error")
@@ -95,7 +106,7 @@ def trace(
                  if gone else "  (derived from the journal: no state versions or content; "
                  "Tracing(live=True) records them)" if derived == len(spans)
                  else f"  ({derived} of {len(spans)} spans derived from the journal: steps "
-                 "with no live span kept)"), markup=False)
+                 "with no live span kept)"), markup=False, soft_wrap=True)
 
 
 def _sealed_note(session_id: str, results: int, chunks: int) -> str:
