@@ -12,6 +12,7 @@ that must not run (it needs an API key or a server) is preceded by
 from __future__ import annotations
 
 import ast
+import asyncio
 import importlib.util
 import re
 import subprocess
@@ -26,6 +27,9 @@ DOCS = ROOT / "docs"
 PAGES = sorted([*DOCS.rglob("*.md"), ROOT / "README.md"])
 FENCE = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 NO_RUN = re.compile(r"<!--\s*no-run:\s*(.+?)\s*-->\s*$")
+#: A script's ``asyncio.run(main())`` under ``if __name__ == "__main__":`` (so importing
+#: it, ``--import``, runs nothing): the test runs it, as running the script would.
+GUARDED_MAIN = re.compile(r'^if __name__ == "__main__":.*\n\s+asyncio\.run\(main\(\)\)', re.M)
 #: Blocks marked no-run, across all pages: each one is a snippet no test checks.
 MAX_NO_RUN = 4
 
@@ -75,6 +79,8 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
                            dont_inherit=True)  # not this file's __future__ imports
             try:
                 exec(code, namespace)
+                if GUARDED_MAIN.search(block.code):
+                    asyncio.run(namespace["main"]())  # type: ignore[operator]
             except BaseException as e:
                 e.add_note(f"(run {run} of the page's examples in {tmp_path})")
                 raise
@@ -87,7 +93,8 @@ def test_a_block_that_defines_main_runs_it(page: Path) -> None:
     calls ``asyncio.run(main())`` itself."""
     idle = [f"{_id(page)}:{b.line}" for b in blocks(page)
             if re.search(r"^async def main\(", b.code, re.M)
-            and not re.search(r"^asyncio\.run\(main\(\)\)", b.code, re.M)]
+            and not re.search(r"^asyncio\.run\(main\(\)\)", b.code, re.M)
+            and not GUARDED_MAIN.search(b.code)]
     assert not idle, idle
 
 
