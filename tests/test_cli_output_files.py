@@ -106,3 +106,32 @@ def test_a_store_locked_past_the_busy_timeout_says_what_is_left_unfinished() -> 
     assert str(e) == ("the store 's.db' stayed locked by another process past the busy "
                       "timeout (--busy-timeout): this write was not made; try again (if it "
                       "was a session's step, the session is left unfinished: resume it later)")
+
+
+def test_export_to_a_pipe_leaves_its_mode_alone(tmp_path: Path, env: dict[str, str]) -> None:
+    """The bug: ``-o`` set the mode of whatever it opened to 0600, a device or a named
+    pipe too: ``convoy export SUBJECT -o /dev/null`` (as root) left /dev/null unwritable
+    for everyone else. Only a regular file it writes is made the owner's alone."""
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo, 0o644)
+    os.chmod(fifo, 0o644)  # (whatever the umask)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    res = cli("export", "c-9", "--db", "sub.db", "-o", str(fifo), env=env)
+    reader.join(timeout=60)
+    assert res.code == 0, res.stderr
+    assert os.stat(fifo).st_mode & 0o777 == 0o644
+    assert b'"subject": "c-9"' in got[0]
+
+
+def test_export_to_dash_writes_stdout_and_a_replaced_file_is_said(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    res = cli("export", "c-9", "--db", "sub.db", "-o", "-", env=env)
+    assert res.code == 0 and '"subject": "c-9"' in res.stdout, res.stderr
+    assert not (tmp_path / "-").exists()
+    assert cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env).code == 0
+    again = cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env)
+    assert again.code == 0 and "(replacing the file that was there)" in again.stdout

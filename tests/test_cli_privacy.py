@@ -142,6 +142,7 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": "x"}])
     assert cli("run", FLOW, "-i", "in.jsonl").code == 0
     one_line_error(cli("purge", "--older-than", "3x"), 2, "unit s, m, h, d or w")
+    one_line_error(cli("purge", "--older-than", "1e306d"), 2, "age '1e306d' is too large")
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout

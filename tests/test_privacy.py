@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from convoy.cli._state import _writer
 from convoy.privacy._seal import is_sealed
 from convoy.stores import store_from_url
 
+from .clikit import subprocess_env
 from .conftest import STORE_KINDS, FakeClock, store_db
 
 # Personal values planted in every place a session holds data: its input, a tool's
@@ -220,6 +223,29 @@ async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monk
                        "master key: it holds binary data, not base64 text .make one with "
                        "'convoy keygen FILE'.$"):
         MasterKey.from_env()
+
+
+def test_a_master_key_file_is_found_under_home_and_one_others_can_read_is_warned_of(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """``CONVOY_MASTER_KEY_FILE="~/.convoy/master.key"``, quoted as in a systemd unit or a
+    .env file (no shell expands it), is the file in the home directory; a key file others
+    can read is used, with a warning that says how to fix it."""
+    monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".convoy").mkdir()
+    path = tmp_path / ".convoy" / "master.key"
+    path.write_text(KEY)
+    path.chmod(0o600)
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", "~/.convoy/master.key")
+    with caplog.at_level("WARNING", logger="convoy"):
+        assert MasterKey.from_env() is not None
+    assert not caplog.records
+    path.chmod(0o644)
+    with caplog.at_level("WARNING", logger="convoy"):
+        assert MasterKey.from_env() is not None
+    [warned] = caplog.records
+    assert "readable by others (mode 0644): chmod 600" in warned.getMessage()
 
 
 async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> None:
@@ -853,6 +879,14 @@ async def test_a_subject_is_not_erased_while_another_engine_runs_its_session(
         # (when that engine's lease lapses: a killed one holds it until then, review F11)
         assert "its lease has lapsed (in " in str(refused.value) and \
             " s at the latest" in str(refused.value)
+        # on the command line: one line, exit 1 (not misuse: it succeeds once it ended)
+        cli = await asyncio.to_thread(
+            subprocess.run, [sys.executable, "-m", "convoy.cli", "erase", "s-1", "--db",
+                             str(db)], env={**subprocess_env(), "CONVOY_MASTER_KEY": KEY},
+            capture_output=True, text=True, timeout=120, check=False)
+        assert cli.returncode == 1, cli.stderr
+        assert cli.stderr.startswith("error: session 'busy' is running on engine"), cli.stderr
+        assert "nothing was deleted; erase again once it has ended" in cli.stderr
         assert await eraser.store.get_session("busy") is not None  # nothing deleted
         go.set()
         assert (await task).ok

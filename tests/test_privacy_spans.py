@@ -218,6 +218,7 @@ def test_the_inbox_without_the_master_key_says_so_in_one_line(
     assert locked.code == 0 and "CONVOY_MASTER_KEY_FILE" in locked.stdout, locked
     [line] = [ln for ln in locked.stdout.splitlines() if "sealed" in ln]
     assert line.startswith("1 task is sealed"), locked
+    assert "no open tasks" not in locked.stdout  # (there is one: sealed)
     opened = cli("inbox", "list", "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
     assert opened.code == 0 and "1 task(s)" in opened.stdout, opened
     assert "sealed" not in opened.stdout

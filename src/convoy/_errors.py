@@ -102,6 +102,12 @@ class UserError(ConvoyError):
     """The API was used wrongly; the message says how to fix it."""
 
 
+class SessionsHeld(UserError):
+    """An erasure or a purge refused, nothing deleted: another engine runs (holds the lease
+    of) one of the sessions it would delete. Not a mistake of the caller's: it succeeds
+    once that session has ended (``convoy erase`` and ``convoy purge`` exit 1)."""
+
+
 class UnknownSubject(UserError):
     """No session of the tenant names the data subject, it has no key and no erasure."""
 

@@ -46,7 +46,7 @@ from convoy import (
     infer_model,
 )
 from convoy._command import command
-from convoy._errors import NoStoreError
+from convoy._errors import NoStoreError, SessionsHeld
 from convoy._text import (
     NOT_FINITE,
     check_storable,
@@ -340,6 +340,8 @@ def _leaves(e: BaseException) -> Iterator[BaseException]:
 def exit_code(e: StoreError | AuditError | UserError) -> int:
     """Misuse exits 2, and so does a --db that holds no Convoy store (the wrong store was
     named); anything else that stopped the command exits 1."""
+    if isinstance(e, SessionsHeld):  # (not misuse: it succeeds once they have ended)
+        return RUN_FAILURE
     return USAGE_ERROR if isinstance(e, UserError | NoStoreError) else RUN_FAILURE
 
 
@@ -481,11 +483,14 @@ def check_output_file(path: Path, option: str,
         if named and _same_file(path, Path(named)):
             fail(f"{option} {str(path)!r} is {what} (${env}): writing there would destroy "
                  f"it, and with it {lost}; pass another path")
+    if not path.is_file():
+        return  # missing (writing says if it cannot be made), or a device or a named pipe
+        # (written as a stream; opening a pipe to read would wait for a writer for ever)
     try:
         with path.open("rb") as f:
             header = f.read(4096)
     except OSError:
-        return  # missing, or not readable: writing says what is wrong
+        return  # not readable: writing says what is wrong
     if header.startswith(SQLITE_HEADER):
         fail(f"{option} {str(path)!r} is a SQLite database (a store?), which is never "
              f"overwritten; pass another path")

@@ -140,10 +140,10 @@ def list_(status: Annotated[str, typer.Option(
         if sealed:
             err.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     else:
-        if not tasks:
+        if not tasks and not sealed:  # (sealed ones: the note below says there are some)
             out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in "
                       f"{label(db)}{scope.hint}", markup=False)
-        else:
+        elif tasks:
             out.print(_table(tasks, status, scope))
         if sealed:
             out.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)

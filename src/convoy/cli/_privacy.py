@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import stat
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -95,6 +96,8 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     Example: `convoy export customer-42 -o customer-42.json`
     """
     require_store(db)
+    if output is not None and str(output) == "-":
+        output = None  # (stdout, as the default)
     if output is not None:
         check_output_file(output, "--output", [(db, f"the store {label(db)!r}")])
     engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
@@ -103,17 +106,20 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
     if output is None:
         typer.echo(text)
         return
+    replaced = output.is_file()
     try:  # a subject's personal data in plaintext: readable by the file's owner only
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            os.fchmod(f.fileno(), 0o600)  # (a file that was there kept its mode)
+            if stat.S_ISREG(os.fstat(fd).st_mode):  # (never a device's or a pipe's mode)
+                os.fchmod(fd, 0o600)  # (a file that was there kept its mode)
             f.write(text + "\n")
     except OSError as e:
         fail(f"cannot write {str(output)!r}: {e.strerror or e}")
     copies = len(doc["copies"]["sessions"])
     out.print(f"wrote {len(doc['sessions'])} session(s) of subject {quoted(subject)}"
               + (f" and {copies} other session(s)' copies of their data" if copies else "")
-              + f" to {output}", markup=False)
+              + f" to {output}" + (" (replacing the file that was there)" if replaced else ""),
+              markup=False)
 
 
 async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:

@@ -25,9 +25,11 @@ import base64
 import binascii
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
+import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
 
 MASTER_KEY_ENV = "CONVOY_MASTER_KEY"
 MASTER_KEY_FILE_ENV = "CONVOY_MASTER_KEY_FILE"
+log = logging.getLogger("convoy.privacy")
 #: The namespace (``+ tenant``) of the store's values that map a key's label, as sealed
 #: values name it, to the subject's id (deleted with the key when the subject is erased).
 REFS_NAMESPACE = SUBJECT_REFS
@@ -128,8 +131,10 @@ class MasterKey:
         path = env.get(MASTER_KEY_FILE_ENV)
         if not path:
             return None
+        file = Path(path).expanduser()  # (a unit file or a .env file expands no ``~``)
         try:
-            content = Path(path).read_text(encoding="utf-8")
+            content = file.read_text(encoding="utf-8")
+            mode = file.stat().st_mode & 0o777
         except OSError as e:
             raise UserError(f"cannot read the master key file {path!r} "
                             f"(${MASTER_KEY_FILE_ENV}): {e.strerror or e}") from None
@@ -139,6 +144,10 @@ class MasterKey:
                             "keygen FILE')") from None
         key = cls.from_text(content, source=f"the master key file {path!r}")
         key.origin = f"the file {path!r}"
+        if mode & 0o077:
+            log.warning("the master key file %r is readable by others (mode %04o): chmod 600 "
+                        "%s (whoever reads it can open every data subject's data)", path,
+                        mode, shlex.quote(str(file)))
         return key
 
     def wrap(self, key: bytes, aad: bytes) -> str:

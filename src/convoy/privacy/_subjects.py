@@ -277,7 +277,10 @@ def parse_age(text: str) -> float:
         value = float(t[:-1]) if unit else float("nan")
     except ValueError:
         value = float("nan")
-    if unit is None or not 0 < value * unit < math.inf:  # (inf, nan, 1e400, an overflow)
+    if unit is not None and 0 < value < math.inf and value * unit == math.inf:
+        raise UserError(f"age {quoted(text, 40)} is too large: give an age in seconds that a "
+                        "number can hold (e.g. '30d')")
+    if unit is None or not 0 < value * unit < math.inf:  # (inf, nan, 1e400)
         raise UserError(f"age {quoted(text, 40)} is not a positive number with a unit s, m, h, "
                         "d or w (e.g. '30d')")
     return value * unit

@@ -115,7 +115,8 @@ class PostgresSubjects:
             for chunk in chunks(session_ids):  # locked: a claim waits for the purge
                 cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
                                          (tenant, *chunk))
-                refuse_held(await cur.fetchall(), now)
+                refuse_held(await cur.fetchall(), now,
+                            "erase" if reason == "erasure" else "purge")
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 cur = await conn.execute(

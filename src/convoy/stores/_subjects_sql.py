@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from convoy._errors import StoreError, UserError
+from convoy._errors import SessionsHeld, StoreError
 from convoy.stores._protocol import Erasure
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean (``kv``:
@@ -123,7 +123,7 @@ def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
-def refuse_held(rows: Sequence[Any], now: float) -> None:
+def refuse_held(rows: Sequence[Any], now: float, verb: str = "erase") -> None:
     """A purge of sessions another engine runs would leave it writing rows for sessions
     that no longer exist (its lease lets it write unfenced): refused while one holds.
     ``rows``: ``(id, status, owner, lease_until)``."""
@@ -134,10 +134,10 @@ def refuse_held(rows: Sequence[Any], now: float) -> None:
         more = f" (and {len(held) - 1} more)" if len(held) > 1 else ""
         lapse = max(until for _, status, o, until in rows if status == "running" and
                     o is not None and until is not None and until > now)
-        raise UserError(f"session {sid!r} is running on engine {owner!r}{more}: nothing was "
-                        "deleted; erase (purge) again once it has ended, or once that engine "
-                        f"is stopped and its lease has lapsed (in {lapse - now:.0f} s at the "
-                        "latest: an engine that was killed holds it until then)")
+        raise SessionsHeld(f"session {sid!r} is running on engine {owner!r}{more}: nothing "
+                           f"was deleted; {verb} again once it has ended, or once that engine "
+                           f"is stopped and its lease has lapsed (in {lapse - now:.0f} s at "
+                           "the latest: an engine that was killed holds it until then)")
 
 
 def not_compacted(where: str) -> StoreError:
