@@ -325,8 +325,9 @@ async def test_engines_that_start_a_new_version_at_once_record_one_config_change
         gate = _Gate(len(engines))
         _gates.append(gate)
         runs = [asyncio.ensure_future(e.tenant("acme").run(gated, "x")) for e in engines]
-        await asyncio.wait([asyncio.ensure_future(gate.began.wait()), *runs],
-                           return_when=asyncio.FIRST_COMPLETED)
+        began = asyncio.ensure_future(gate.began.wait())
+        await asyncio.wait([began, *runs], return_when=asyncio.FIRST_COMPLETED)
+        began.cancel()  # (a run that ended first: the test fails below, not here)
         gate.open.set()
         results = await asyncio.gather(*runs)
         assert all(r.ok for r in results), [(r.status, r.error) for r in results]

@@ -289,7 +289,8 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                  "checkpoints, it does not create one")
     pins = [*(public_key or ()), *(_pinned(k) for k in key or ())]
     published = _published(checkpoint)
-    reports, known, dead, failed = run_async(_verify(db, tenant, pins, published, key or []))
+    signer = _one(key)
+    reports, known, dead, failed = run_async(_verify(db, tenant, pins, published, signer))
     if dead:
         typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
                    "before sealing what their runs queued: those entries are not in the log "
@@ -298,30 +299,38 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                    "next engine that opens the store with the audit interceptor does",
                    err=True)
     if failed:  # the tenants whose logs verified, then a line for each bad one
-        _print_reports(reports, db, key or [])
+        _print_reports(reports, db, signer)
         for message in failed[:-1]:
             err.print(f"error: {message}", markup=False, soft_wrap=True)
         fail(failed[-1], RUN_FAILURE)
     if pins and not any(r.checkpoints for r in reports):
         how = ", ".join([*(["--public-key"] if public_key else []),
                          *(f"--key {str(k)!r}" for k in key or ())])
-        _nothing_signed(db, tenant, pins, how, bool(published), known,
-                        key[0] if key and len(key) == 1 else None)
+        _nothing_signed(db, tenant, pins, how, bool(published), known, signer)
     if not reports:
         typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
                                                        f" (tenant {tenant!r})")
                    + ": nothing to verify (if one was expected, check that --db points at "
                    "the store that holds it)")
         return
-    _print_reports(reports, db, key or [])
+    _print_reports(reports, db, signer)
 
 
-def _print_reports(reports: list[VerifyReport], db: str, key: list[Path]) -> None:
+def _one(keys: list[Path] | None) -> Path | None:
+    """The key file given, if exactly one was: the one a suggested command signs with."""
+    return keys[0] if keys and len(keys) == 1 else None
+
+
+def _key_option(key: Path | None) -> str:
+    """``--key FILE`` for a suggested command that signs (``--key KEY`` without one)."""
+    return "--key KEY" if key is None else f"--key {word(str(key))}"
+
+
+def _print_reports(reports: list[VerifyReport], db: str, key: Path | None) -> None:
     """A line for each tenant whose log verified."""
-    signer = f"--key {word(str(key[0]))}" if len(key) == 1 else "--key KEY"
     for r in reports:
         root = base64.b64encode(r.root).decode()
-        sign = command("audit checkpoint", options=signer, db=db, tenant=r.tenant)
+        sign = command("audit checkpoint", options=_key_option(key), db=db, tenant=r.tenant)
         one = r.covered == r.size - 1
         uncovered = "" if r.covered >= r.size else (
             (f"; entry {r.covered} is" if one else
@@ -335,11 +344,11 @@ def _scoped(message: str, db: str, tenant: str, key: Path | None = None) -> str:
     """A message of the audit library with the commands it suggests ('convoy audit
     verify', 'convoy audit checkpoint') given the store and tenant at hand (and the key
     file, to sign): pasted, they act on the log the message is about."""
-    signer = "--key KEY" if key is None else f"--key {word(str(key))}"
     return message.replace("'convoy audit verify'", command("audit verify", db=db,
                                                             tenant=tenant)) \
-        .replace("'convoy audit checkpoint'", command("audit checkpoint", options=signer,
-                                                      db=db, tenant=tenant))
+        .replace("'convoy audit checkpoint'", command("audit checkpoint",
+                                                      options=_key_option(key), db=db,
+                                                      tenant=tenant))
 
 
 @audit_app.command("seal")
@@ -414,8 +423,7 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
     where = f"in {label(db)!r}" + (" or the --checkpoint files" if published else "") + \
         ("" if tenant is None else f" for tenant {tenant!r}")
     others = sorted(set(known) - {tenant}) if tenant is not None else []
-    sign = command("audit checkpoint", options=f"--key {word(str(key))}" if key else
-                   "--key KEY", db=db, tenant=tenant)
+    sign = command("audit checkpoint", options=_key_option(key), db=db, tenant=tenant)
     fail(f"no checkpoint signed by key {' or '.join(key_id(p) for p in pins)} ({how}) "
          f"{where}: nothing here is a log that key signed (deleted, or never signed); check "
          "that --db points at the store it signs"
@@ -430,7 +438,7 @@ def _no_log(tenant: str, known: list[str]) -> NoReturn:
 
 
 async def _verify(db: str, tenant: str | None, pins: list[str],
-                  published: list[Checkpoint], key: list[Path],
+                  published: list[Checkpoint], key: Path | None,
                   ) -> tuple[list[VerifyReport], list[str], list[tuple[str, float]], list[str]]:
     """The reports of the tenants whose logs verified, the tenants with a log in the
     store, the sealers that died before sealing their runs' entries, and a line for each
@@ -457,7 +465,7 @@ async def _verify(db: str, tenant: str | None, pins: list[str],
                 reports.append(await verify_log(log, t, published=published,
                                                 public_key=pins or None))
             except AuditError as e:
-                failed.append(_scoped(str(e), db, t, key[0] if len(key) == 1 else None)
+                failed.append(_scoped(str(e), db, t, key)
                               + await _other_store(store, db, t, published, e))
         return reports, known, dead, failed
 

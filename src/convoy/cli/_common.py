@@ -483,9 +483,8 @@ def check_output_file(path: Path, option: str,
         if named and _same_file(path, Path(named)):
             fail(f"{option} {str(path)!r} is {what} (${env}): writing there would destroy "
                  f"it, and with it {lost}; pass another path")
-    if not path.is_file():
-        return  # missing (writing says if it cannot be made), or a device or a named pipe
-        # (written as a stream; opening a pipe to read would wait for a writer for ever)
+    if not path.is_file():  # missing (writing says if it cannot be made), or a device or
+        return  # a named pipe: written as a stream (to read a pipe would wait for a writer)
     try:
         with path.open("rb") as f:
             header = f.read(4096)

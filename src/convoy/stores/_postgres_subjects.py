@@ -115,8 +115,7 @@ class PostgresSubjects:
             for chunk in chunks(session_ids):  # locked: a claim waits for the purge
                 cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
                                          (tenant, *chunk))
-                refuse_held(await cur.fetchall(), now,
-                            "erase" if reason == "erasure" else "purge")
+                refuse_held(await cur.fetchall(), now, reason)
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 cur = await conn.execute(

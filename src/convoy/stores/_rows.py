@@ -72,7 +72,6 @@ def session_order(where: SessionFilter) -> str:
     return " ORDER BY created DESC, id DESC" if where.newest else " ORDER BY created, id"
 
 
-#: Journal entries, keys of shared state, and tenants (with a session or a state key).
 #: Journal entries, state keys (not those of Convoy's own namespaces), human tasks (kept in
 #: the state table, in :data:`~convoy.hitl._task.INBOX`) and tenants, in one query.
 SUMMARY = ("SELECT (SELECT COUNT(*) FROM journal), "

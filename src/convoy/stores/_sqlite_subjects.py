@@ -106,7 +106,7 @@ class SQLiteSubjects:
             sessions = versions = 0
             for chunk in chunks(session_ids):
                 refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk)).fetchall(),
-                            now, "erase" if reason == "erasure" else "purge")
+                            now, reason)
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 for text, params in plain:

@@ -123,10 +123,12 @@ def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
 
 
-def refuse_held(rows: Sequence[Any], now: float, verb: str = "erase") -> None:
+def refuse_held(rows: Sequence[Any], now: float, reason: str = "erasure") -> None:
     """A purge of sessions another engine runs would leave it writing rows for sessions
     that no longer exist (its lease lets it write unfenced): refused while one holds.
-    ``rows``: ``(id, status, owner, lease_until)``."""
+    ``rows``: ``(id, status, owner, lease_until)``; ``reason``: the purge's (``erasure``
+    or ``retention``), which names the command to run again."""
+    verb = "erase" if reason == "erasure" else "purge"
     held = [(sid, owner) for sid, status, owner, until in rows
             if status == "running" and owner is not None and until is not None and until > now]
     if held:
