@@ -83,3 +83,52 @@ def test_replay_and_retry_without_the_master_key_say_it_is_needed(tmp_path: Path
         res = cli(*args)
         one_line_error(res, 2, said)
         assert "$CONVOY_MASTER_KEY_FILE" in res.stderr
+
+
+def test_retry_with_the_master_key_selects_and_shows_a_subjects_error(
+        tmp_path: Path) -> None:
+    """A data subject's error is sealed in the store: with the master key, --error-type
+    matches it and the dry run shows its type (it was skipped, and shown '(sealed)')."""
+    import cli_flows
+
+    keyed = _pending(tmp_path)
+    key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+
+    async def failed() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            res = await e.run(cli_flows.boom, "ada@example.com", session_id="boom-1",
+                              subject="ada")
+            assert res.status == "failed"
+
+    asyncio.run(failed())
+    res = cli("retry", "--error-type", "RuntimeError", "--dry-run", env=keyed)
+    assert res.code == 0, res.stdout + res.stderr
+    assert "boom-1" in res.stdout and "RuntimeError" in res.stdout, res.stdout
+    assert "(sealed)" not in res.stdout and "ada@example.com" not in res.stdout
+    assert "1 session would be retried" in res.stdout
+    res = cli("retry", "boom-1", "--dry-run", env=keyed)
+    assert res.code == 0 and "RuntimeError" in res.stdout and "(sealed)" not in res.stdout
+    res = cli("retry", "--error-type", "RuntimeError", env=keyed)
+    assert res.code == 0, res.stdout + res.stderr
+    assert {r.id: r.status for r in sessions(tmp_path / "convoy.db")}["boom-1.r1"] == "failed"
+
+
+def test_retry_without_the_master_key_says_whose_errors_it_could_not_match(
+        tmp_path: Path) -> None:
+    import cli_flows
+
+    keyed = _pending(tmp_path)
+    key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+
+    async def failed() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            await e.run(cli_flows.boom, "x", session_id="boom-1", subject="ada")
+            await e.run(cli_flows.boom, "y", session_id="boom-2")
+
+    asyncio.run(failed())
+    res = cli("retry", "--error-type", "RuntimeError", "--dry-run")
+    assert res.code == 0, res.stdout + res.stderr
+    assert "boom-2" in res.stdout and "boom-1" not in res.stdout
+    [note] = [ln for ln in res.stderr.splitlines() if ln.startswith("note:")]
+    assert "1 session of data subjects not matched against --error-type: its error is " \
+        "sealed" in note and "$CONVOY_MASTER_KEY_FILE" in note, note

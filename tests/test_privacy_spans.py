@@ -271,10 +271,9 @@ def test_a_task_holding_an_erased_subjects_data_leaves_the_inbox_usable(
     assert after.code == 0 and "sealed" not in after.stdout, after
 
 
-def test_convoy_sessions_show_opens_a_sealed_error_with_the_master_key(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = tmp_path / "convoy.db"
-
+def _lost_race(path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A session (its id) that failed holding subject zed's value in its error (so sealed
+    under zed's key), and no master key in the environment."""
     async def run() -> str:
         async with engine(path) as eng:
             assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
@@ -285,6 +284,13 @@ def test_convoy_sessions_show_opens_a_sealed_error_with_the_master_key(
     sid = asyncio.run(run())
     monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    return sid
+
+
+def test_convoy_sessions_show_opens_a_sealed_error_with_the_master_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "convoy.db"
+    sid = _lost_race(path, monkeypatch)
     locked = cli("sessions", "show", sid, "--db", str(path))
     assert locked.code == 0 and "error: (sealed: it holds a data subject's data" in \
         locked.stdout, locked
@@ -426,3 +432,24 @@ def test_convoy_trace_of_a_subjects_decided_session_without_the_key(
     opened = cli("trace", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
     assert opened.code == 0 and opened.stderr == "", opened.stderr
     assert "human_decision" in opened.stdout
+
+
+def test_a_derived_trace_read_without_the_master_key_says_a_sealed_error_is_sealed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The error of a step and of a session that holds a data subject's data is sealed
+    with it: read without the key, its kind is 'sealed' (it was 'unknown' and 'failed',
+    as if Convoy could not tell); with the key, its kind."""
+    path = tmp_path / "convoy.db"
+    sid = _lost_race(path, monkeypatch)
+
+    def kinds(env: dict[str, str] | None) -> dict[str, str]:
+        res = cli("trace", sid, "--db", str(path), "--json", env=env)
+        assert res.code == 0, res.stderr
+        return {s["name"]: s["attrs"]["error.type"] for s in json.loads(res.stdout)
+                if "error.type" in s["attrs"]}
+
+    locked = kinds(None)
+    assert locked and set(locked.values()) == {"sealed"}, locked
+    assert set(kinds({"CONVOY_MASTER_KEY": KEY}).values()) == {"conflict"}
+    shown = cli("trace", sid, "--db", str(path))
+    assert "sealed" in shown.stdout and "unknown" not in shown.stdout, shown.stdout

@@ -32,6 +32,7 @@ from convoy.cli._common import (
     out,
     require_convoy_store,
     run_async,
+    sealed_note,
     tenant_scope,
     unknown_session,
     workflow_names,
@@ -173,8 +174,11 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
                   error_type: str | None, workflow: str | None, *,
                   write: bool, rerun_escalated: bool) -> list[SessionRow]:
     """The sessions to retry, from the store opened to ``write`` the retries next (then
-    migrated as the engine would), or read-only for a dry run (nothing written)."""
-    async with open_store(db, write=write) as store:
+    migrated as the engine would), or read-only for a dry run (nothing written); a data
+    subject's error read with the master key when it is set (``--error-type`` matches it,
+    the plan shows it). Without the key, a note says how many sessions' errors stayed
+    sealed, so unmatched."""
+    async with open_store(db, write=write, unseal=True) as store:
         if workflow is not None:
             known = await workflow_names(store, scope.tenant)
             if workflow not in known:
@@ -183,10 +187,18 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
         for sid in ids:  # (said as every command says it, before the engine's own words)
             if sid.strip() and await store.get_session(sid, tenant=scope.tenant) is None:
                 unknown_session(db, scope, sid)
-        return await select_retryable(store, ids=ids, status=status, error_type=error_type,
-                                      workflow=workflow, tenant=scope.tenant,
-                                      rerun_escalated=rerun_escalated,
+        rows = await select_retryable(store, ids=ids, status=status, workflow=workflow,
+                                      tenant=scope.tenant, rerun_escalated=rerun_escalated,
                                       flag="--rerun-escalated")
+    if error_type is None:
+        return rows
+    sealed = sum("$sealed" in (r.error_record or {}) for r in rows)
+    if sealed:
+        its = "its error is" if sealed == 1 else "their errors are"
+        err.print(f"note: {plural(sealed, 'session')} of data subjects not matched against "
+                  f"--error-type: {its} {sealed_note().strip('()')}",
+                  markup=False, soft_wrap=True)
+    return [r for r in rows if (r.error_record or {}).get("type") == error_type]
 
 
 async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow],

@@ -42,7 +42,8 @@ from convoy.hitl._task import DEADLINE, INBOX
 from convoy.observability._scrub import bounded
 from convoy.observability._spans import WITHHELD
 from convoy.observability._unhooked import DRAWN, wait_family
-from convoy.resilience._classify import error_kind_of
+from convoy.privacy._seal import is_sealed
+from convoy.resilience._classify import ERROR_KINDS, error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
 from convoy.stores._rows import damaged
 
@@ -180,7 +181,8 @@ class _Derivation:
         if r.status == "completed":
             status = "ok"
         elif r.status == "failed":
-            status, message, text = self.error(attrs, value, "unknown")
+            status, message, text = self.error(
+                attrs, value, "sealed" if is_sealed(r.result) else "unknown")
         else:  # started, no outcome (yet: a wait open, a call cut short)
             status = "unset"
             attrs["convoy.step.status"] = r.status
@@ -300,7 +302,11 @@ class _Derivation:
         elif row.status in _RUNNING:
             status = "unset"
         else:
-            status, message, _ = self.error(attrs, row.error_record, row.status)
+            record = row.error_record
+            # (a data subject's, read without the master key: ``{"$sealed": ...}``)
+            status, message, _ = self.error(attrs, record, row.status if row.status in
+                                            ERROR_KINDS else "sealed" if record and
+                                            "$sealed" in record else "unknown")
         root = _span(f"invoke_workflow {attrs['gen_ai.workflow.name']}", self.trace_id,
                      self.root_id, self.parent_id, begin, end, status, attrs, message)
         spans = [root, *self.spans]
