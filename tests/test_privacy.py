@@ -115,8 +115,13 @@ async def test_erasure_leaves_no_byte_of_the_subject_in_any_file_sqlite(tmp_path
         ctl = await eng.run(serve, {"name": OTHER[0]})
         assert res.ok and ctl.ok and MODEL_PHONE in res.output
         # Held and readable through the engine: the export has every planted value.
-        exported = json.dumps(await eng.export("customer-42"))
+        doc = await eng.export("customer-42")
+        exported = json.dumps(doc)
         assert all(v in exported for v in PLANTED)
+        # Each step names the agent that took it (a model step's is its target).
+        steps = doc["sessions"][0]["steps"]
+        assert {(s["kind"], s["agent"]) for s in steps if s["kind"] in ("model", "tool")} \
+            >= {("model", "clerk")}, steps
         # At rest: sealed (no plaintext in the files) while the key exists.
         raw = list(await eng.store.inner.journal(res.id))  # type: ignore[attr-defined]
         assert raw and all(is_sealed(r.result) for r in raw if r.result)

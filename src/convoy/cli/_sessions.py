@@ -242,7 +242,7 @@ def session_json(row: SessionRow, steps: list[StepRecord],
         "journal": [{"key": r.key, "kind": r.kind, "target": r.target, "status": r.status,
                      "result": _json(r.result, row.id, "result", r.key),
                      # (a model call's record names its agent as its target)
-                     "agent": r.agent or (r.target if r.kind == "model" else None),
+                     "agent": r.taken_by,
                      "input_tokens": r.input_tokens, "output_tokens": r.output_tokens,
                      "cost": r.cost, "input_hash": r.input_hash, "config": r.config,
                      "at": r.at}

@@ -88,10 +88,6 @@ def _index(key: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
-def _agent_of(r: StepRecord) -> str | None:
-    return r.target if r.kind == "model" else r.agent
-
-
 def _same(text: str) -> str:
     return text
 
@@ -222,7 +218,7 @@ class _Derivation:
             if r.kind == "state" and r.status == "completed" and \
                     r.target.startswith(_INBOX_GET):
                 self.decision(r, decided)
-            name = _agent_of(r)
+            name = r.taken_by
             scope = r.key.rpartition("/")[0]
             if name is None:  # a step of the workflow's own
                 placed.append((scope, self.step(r, self.root_id)))

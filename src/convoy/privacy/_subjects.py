@@ -149,7 +149,7 @@ async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
         value = await opener.open(step_aad(t, sid, st.key), st.result, always=always)
         if value is not _NOT_HELD:
             steps.append({"key": st.key, "kind": st.kind, "target": st.target,
-                          "status": st.status, "agent": st.agent, "at": st.at,
+                          "status": st.status, "agent": st.taken_by, "at": st.at,
                           "result": value})
     out["steps"] = steps
     out["spans"] = await _spans(raw, opener, sid, always=always)

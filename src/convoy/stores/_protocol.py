@@ -117,6 +117,11 @@ class StepRecord:
     config: str | None = None
     began: float = 0.0
 
+    @property
+    def taken_by(self) -> str | None:
+        """The agent that took the step: a model step's is its ``target``."""
+        return self.target if self.kind == "model" else self.agent
+
 
 @dataclass(slots=True, kw_only=True)
 class NewSession:
