@@ -147,6 +147,11 @@ def _pending(done: dict[str, str]) -> list[Addon]:
     return [a for a in ADDONS if meta_version(a.meta_key, done.get(a.meta_key, 0)) < a.version]
 
 
+#: How a store opened read-only refuses a database that holds no Convoy store but another
+#: application's data (a new file, which a writer would take, has nothing to read).
+FOREIGN_READ = "nothing to read there (it is left as it is): name the Convoy store to read"
+
+
 def check_readable(version: int | None, reads: int, where: str) -> None:
     """Refuse to read a database that holds no store (``version`` None) or an older schema
     than the version this Convoy ``reads``, in one line naming ``where`` and how to

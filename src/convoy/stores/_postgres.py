@@ -44,7 +44,14 @@ from convoy._command import command
 from convoy._errors import JournalError, NoStoreError, StoreError, UserError
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
-from convoy.stores._addons import ADDONS, check_readable, missing_addons, split_script, stand_ins
+from convoy.stores._addons import (
+    ADDONS,
+    FOREIGN_READ,
+    check_readable,
+    missing_addons,
+    split_script,
+    stand_ins,
+)
 from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
 from convoy.stores._postgres_alerts import PostgresAlerts
 from convoy.stores._postgres_audit import PostgresAudit
@@ -280,9 +287,9 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             more = f" and {len(tables) - 3:,} more" if len(tables) > 3 else ""
             raise NoStoreError(
                 f"schema {self.schema!r} of {self.url} holds no Convoy store (it has tables "
-                f"of its own: {names}{more}): Convoy does not add its tables to another "
-                "application's schema; name a new schema (?schema=NAME, default 'convoy') "
-                "or an existing Convoy store")
+                f"of its own: {names}{more}): " + (FOREIGN_READ if self.read_only else
+                "Convoy does not add its tables to another application's schema; name a "
+                "new schema (?schema=NAME, default 'convoy') or an existing Convoy store"))
 
     async def _schema_version(self, conn: Conn) -> int | None:
         """The store schema version the schema holds; ``None`` when it holds no Convoy

@@ -336,7 +336,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             if self._version_of(conn) is None:
                 mark = None if tables else _foreign_mark(conn)
                 if tables or mark:
-                    raise _foreign(self.path, tables, mark)
+                    raise _foreign(self.path, tables, mark, read_only=self.read_only)
         finally:
             conn.execute("COMMIT")
 

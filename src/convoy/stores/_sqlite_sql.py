@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from convoy._errors import NoStoreError, StoreError
+from convoy.stores._addons import FOREIGN_READ
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import SessionRow, StepRecord
@@ -346,17 +347,21 @@ def _foreign_mark(conn: sqlite3.Connection) -> str | None:
     return None
 
 
-def _foreign(path: Path, tables: list[str], mark: str | None = None) -> NoStoreError:
+def _foreign(path: Path, tables: list[str], mark: str | None = None, *,
+             read_only: bool = False) -> NoStoreError:
     """Why the database at ``path``, which holds ``tables`` (or none, but the pragma
-    ``mark`` set) but no Convoy store, is refused (as a store to create, or to read)."""
+    ``mark`` set) but no Convoy store, is refused: as a store to create, or (``read_only``)
+    to read."""
     names = ", ".join(repr(t) for t in tables[:3])  # (repr: escaped, on one line)
     more = f" and {len(tables) - 3:,} more" if len(tables) > 3 else ""
     what = f"it has tables of its own: {names}{more}" if tables else \
         f"it has no tables, but PRAGMA {mark} says another application made it"
     return NoStoreError(
-        f"{str(path)!r} is a SQLite database that holds no Convoy store ({what}): Convoy "
-        "does not add its tables to another application's database; pass a new file (or "
-        "an existing Convoy store) as the store")
+        f"{str(path)!r} is a SQLite database that holds no Convoy store ({what}): "
+        + (FOREIGN_READ if read_only else "Convoy does not add its tables to another "
+           "application's database; pass a new file (or an existing Convoy store) as the "
+           "store"))
+
 
 
 def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
