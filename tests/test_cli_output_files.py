@@ -135,3 +135,14 @@ def test_export_to_dash_writes_stdout_and_a_replaced_file_is_said(
     assert cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env).code == 0
     again = cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env)
     assert again.code == 0 and "(replacing the file that was there)" in again.stdout
+
+
+@pytest.mark.parametrize("where", ["", ".", "out"])
+def test_export_to_a_directory_or_an_empty_path_says_so(
+        tmp_path: Path, env: dict[str, str], where: str) -> None:
+    (tmp_path / "out").mkdir()
+    res = cli("export", "c-9", "--db", "sub.db", "-o", where, env=env)
+    said = "is empty" if where == "" else "is a directory"
+    one_line_error(res, 2, f"--output {where!r} {said}: pass the path of a file to write "
+                           "(FILE.json), or - for stdout")
+

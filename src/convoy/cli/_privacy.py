@@ -83,8 +83,9 @@ async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | Subject
             _unknown(e)
 
 
-def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
-        "--output", "-o", metavar="FILE.json", help="Write here (default: stdout).")] = None,
+def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
+        "--output", "-o", metavar="FILE.json",
+        help="Write here (default, or -: stdout).")] = None,
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
         busy_timeout: BusyTimeoutOption = 10.0) -> None:
     """Write everything the store holds about a data subject of the tenant --tenant names
@@ -95,9 +96,8 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
 
     Example: `convoy export customer-42 -o customer-42.json`
     """
+    output = _output_file(output_arg)
     require_store(db)
-    if output is not None and str(output) == "-":
-        output = None  # (stdout, as the default)
     if output is not None:
         check_output_file(output, "--output", [(db, f"the store {label(db)!r}")])
     engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
@@ -120,6 +120,18 @@ def export(subject: SubjectArg, output: Annotated[Path | None, typer.Option(
               + (f" and {copies} other session(s)' copies of their data" if copies else "")
               + f" to {output}" + (" (replacing the file that was there)" if replaced else ""),
               markup=False)
+
+
+def _output_file(given: str | None) -> Path | None:
+    """The file ``--output`` names; ``None`` for stdout (``-``, or no --output)."""
+    if given is None or given == "-":
+        return None
+    fix = "pass the path of a file to write (FILE.json), or - for stdout"
+    if not given:
+        fail(f"--output '' is empty: {fix}")
+    if Path(given).is_dir():
+        fail(f"--output {given!r} is a directory: {fix}")
+    return Path(given)
 
 
 async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:
