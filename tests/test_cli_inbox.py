@@ -10,6 +10,7 @@ import pty
 import select
 import signal
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -276,7 +277,20 @@ def test_metrics_serve_counts_the_open_human_tasks_by_kind_and_queue() -> None:
 
     assert scrape(Scope("default")) == {("question", "billing"): 2,
                                         ("approval", "approvals"): 1}
-    assert scrape(Scope(None)) == {("question", "billing"): 3, ("approval", "approvals"): 1}
+    # Every tenant's: each series names its tenant (the sessions' gauges too).
+    families = {f.name: f for f in StoreCollector("convoy.db", Scope(None)).collect()}
+    assert {tuple(s.labels.items()): s.value
+            for s in families["convoy_store_human_tasks_open"].samples} == {
+        (("tenant", "default"), ("kind", "question"), ("queue", "billing")): 2,
+        (("tenant", "default"), ("kind", "approval"), ("queue", "approvals")): 1,
+        (("tenant", "globex"), ("kind", "question"), ("queue", "billing")): 1}
+    waiting = {s.labels["tenant"]: s.value for s in families["convoy_store_sessions"].samples
+               if s.labels["status"] == "waiting"}
+    assert waiting == {"default": 3, "globex": 1}
+    unfinished: Counter[tuple[str, str]] = Counter()
+    for sample in families["convoy_store_unfinished_sessions"].samples:
+        unfinished[sample.labels["tenant"], sample.labels["status"]] += int(sample.value)
+    assert unfinished == {("default", "waiting"): 3, ("globex", "waiting"): 1}
     assert cli("inbox", "answer", "r1:0", "--by", "ann", "--set", "approve=true",
                "--set", "amount=5", "--set", "reason=goodwill").code == 0
     assert scrape(Scope("default")) == {("question", "billing"): 1,
@@ -340,3 +354,32 @@ def test_ctrl_c_at_the_form_stops_it_at_once_saying_so(tmp_path: Path) -> None:
     assert "interrupted: nothing was answered" in text and "Traceback" not in text, text
     assert "Aborted" not in text
     assert finish("r5").status == "waiting"  # nothing answered
+
+
+def test_a_store_without_tenant_counts_is_counted_page_by_page() -> None:
+    """``convoy metrics serve --all-tenants`` on a store of the protocol alone (not one of
+    Convoy's, which count in one query)."""
+    from convoy.cli._metrics import tenant_counts
+    from convoy.stores import SessionFilter, SessionRow, store_from_url
+
+    start("refund", "c-1", "r1")
+    start("refund", "c-3", "r3", tenant="globex")
+
+    class ProtocolOnly:  # (only what the protocol has: no ``tenant_counts``)
+        def __init__(self, inner: Any) -> None:
+            self.inner = inner
+
+        async def list_sessions(self, where: SessionFilter) -> list[SessionRow]:
+            return list(await self.inner.list_sessions(where))
+
+    async def counted() -> None:
+        store = store_from_url("convoy.db", read_only=True)
+        await store.open()
+        try:
+            expected = await tenant_counts(store)
+            assert expected == {("default", "waiting"): 1, ("globex", "waiting"): 1}
+            assert await tenant_counts(ProtocolOnly(store)) == expected  # type: ignore[arg-type]
+        finally:
+            await store.aclose()
+
+    asyncio.run(counted())

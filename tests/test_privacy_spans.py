@@ -265,7 +265,8 @@ def test_a_task_holding_an_erased_subjects_data_leaves_the_inbox_usable(
     families = {f.name: f for f in StoreCollector(str(path), Scope(None)).collect()}
     counts = {tuple(s.labels.values()): s.value
               for s in families["convoy_store_human_tasks_open"].samples}
-    assert counts == {("question", "billing"): 1, ("sealed", ""): 1}, counts
+    assert counts == {("default", "question", "billing"): 1, ("default", "sealed", ""): 1}, \
+        counts
     assert cli("cancel", sid, "--db", str(path)).code == 0
     after = cli("inbox", "list", "--db", str(path))
     assert after.code == 0 and "sealed" not in after.stdout, after

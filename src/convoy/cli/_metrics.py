@@ -28,8 +28,9 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._stop import Stopped, stop_signals
+from convoy.hitl._task import session_of
 from convoy.observability._metrics import OTHER
-from convoy.stores import STATUSES, store_from_url
+from convoy.stores import STATUSES, SessionFilter, Store, store_from_url
 
 metrics_app = typer.Typer(
     name="metrics", no_args_is_help=True, rich_markup_mode="markdown",
@@ -40,7 +41,8 @@ metrics_app = typer.Typer(
 
 class StoreCollector:
     """Sessions by status (and by workflow), and the open human tasks (parked sessions
-    waiting for a person) by kind and queue, read from the store at each scrape. The
+    waiting for a person) by kind and queue, read from the store at each scrape; of every
+    tenant (a ``Scope(None)``), each series also by tenant (its first label). The tenant,
     workflow and queue labels are redacted (a queue's name is the application's text) and
     bounded as :class:`~convoy.observability.Metrics` bounds its own: past
     ``max_label_values`` distinct values of one label, the smallest series count as
@@ -53,22 +55,29 @@ class StoreCollector:
         self.scope = scope
         self.max_label_values = max_label_values
         self.redact = Redactor().redact
+        #: The labels every series starts with: ``tenant`` when it reads every tenant's.
+        self.by: list[str] = ["tenant"] if scope.tenant is None else []
 
-    def _bounded(self, series: Mapping[tuple[str, str], int], at: int
-                 ) -> dict[tuple[str, str], int]:
-        """``series`` with label ``at`` of each key redacted, and the values of that label
-        past the ``max_label_values`` largest (by their total) merged into ``"other"``."""
-        def relabel(key: tuple[str, str], value: str) -> tuple[str, str]:
-            return (value, key[1]) if at == 0 else (key[0], value)
+    def _bounded(self, series: Mapping[Key, int], *at: int) -> dict[Key, int]:
+        """``series`` with each label ``at`` of each key redacted, and the values of that
+        label past the ``max_label_values`` largest (by their total) merged into
+        ``"other"``."""
+        for i in at:
+            series = self._bound(series, i)
+        return dict(series)
+
+    def _bound(self, series: Mapping[Key, int], at: int) -> dict[Key, int]:
+        def relabel(key: Key, value: str) -> Key:
+            return (*key[:at], value, *key[at + 1:])
 
         totals: Counter[str] = Counter()
-        redacted: Counter[tuple[str, str]] = Counter()
+        redacted: Counter[Key] = Counter()
         for key, n in series.items():
             value = self.redact(key[at])
             totals[value] += n
             redacted[relabel(key, value)] += n
         kept = {v for v, _ in totals.most_common(self.max_label_values)}
-        out: Counter[tuple[str, str]] = Counter()
+        out: Counter[Key] = Counter()
         for key, n in redacted.items():
             out[key if key[at] in kept else relabel(key, OTHER)] += n
         return dict(out)
@@ -80,48 +89,87 @@ class StoreCollector:
         from prometheus_client.core import GaugeMetricFamily
 
         counts, by_workflow, tasks = asyncio.run(self.read())
+        by = self.by
+        tenants = range(len(by))  # (the tenant label's position, if it has one)
         sessions = GaugeMetricFamily(
-            "convoy_store_sessions", "Sessions in the store by status.", labels=["status"])
-        for status in STATUSES:
-            sessions.add_metric([status], counts.get(status, 0))
+            "convoy_store_sessions", "Sessions in the store by status.",
+            labels=[*by, "status"])
+        # Every status, of each tenant that has sessions: a zero is a value too.
+        leads = sorted({k[:len(by)] for k in counts}) if by else [()]
+        counts = {(*t, st): counts.get((*t, st), 0) for t in leads for st in STATUSES}
+        for key, n in sorted(self._bounded(counts, *tenants).items()):
+            sessions.add_metric(list(key), n)
         yield sessions
         unfinished = GaugeMetricFamily(
             "convoy_store_unfinished_sessions", "Unfinished sessions (pending, running, "
-            "waiting) by workflow and status.", labels=["workflow", "status"])
-        for (workflow, state), n in sorted(self._bounded(by_workflow, 0).items()):
-            unfinished.add_metric([workflow, state], n)
+            "waiting) by workflow and status.", labels=[*by, "workflow", "status"])
+        for key, n in sorted(self._bounded(by_workflow, *tenants, len(by)).items()):
+            unfinished.add_metric(list(key), n)
         yield unfinished
         human = GaugeMetricFamily(
             "convoy_store_human_tasks_open", "Open human tasks (questions, approvals of "
             "tool calls, escalated sessions) waiting for a person, by kind and queue "
             "(kind 'sealed': a task holding a data subject's data, without the master key "
             "or of an erased subject).",
-            labels=["kind", "queue"])
-        for (kind, queue), n in sorted(self._bounded(tasks, 1).items()):
-            human.add_metric([kind, queue], n)
+            labels=[*by, "kind", "queue"])
+        for key, n in sorted(self._bounded(tasks, *tenants, len(by) + 1).items()):
+            human.add_metric(list(key), n)
         yield human
 
-    async def read(self) -> tuple[dict[str, int], dict[tuple[str, str], int],
-                                  Counter[tuple[str, str]]]:
+    async def read(self) -> tuple[dict[Key, int], dict[Key, int], Counter[Key]]:
         """Sessions by status, unfinished ones by workflow and status, and open human
-        tasks by kind and queue."""
+        tasks by kind and queue (each key led by its tenant when it reads every
+        tenant's)."""
         # Read-only: a scrape never migrates the store. The inbox reads through an engine
         # (sealed tasks open with the master key of the environment, if one is set).
         engine = Engine(store_from_url(self.db, read_only=True))
+        tenant = self.scope.tenant
         async with engine:
             store = engine.store
-            counts = await store.counts(tenant=self.scope.tenant)
-            by: dict[tuple[str, str], int] = {}
-            for row in await store.unfinished(tenant=self.scope.tenant):
-                key = (row.workflow, row.status)
-                by[key] = by.get(key, 0) + 1
+
+            def lead(of: str) -> Key:
+                return () if tenant is not None else (of,)
+
+            if tenant is not None:
+                counts: dict[Key, int] = {
+                    (st,): n for st, n in (await store.counts(tenant=tenant)).items()}
+            else:
+                counts = {(t, st): n for (t, st), n in (await tenant_counts(store)).items()}
+            by: Counter[Key] = Counter(
+                (*lead(row.tenant), row.workflow, row.status)
+                for row in await store.unfinished(tenant=tenant))
             inbox = self.scope.view(engine).inbox
             sealed: list[str] = []
-            tasks: Counter[tuple[str, str]] = Counter(
-                (str(t.kind), t.queue or "") for t in await inbox.tasks(sealed=sealed))
+            tasks: Counter[Key] = Counter(
+                (*lead(t.tenant), str(t.kind), t.queue or "")
+                for t in await inbox.tasks(sealed=sealed))
             if sealed:  # kind and queue sealed too (no master key, an erased subject)
-                tasks[("sealed", "")] = len(sealed)
-            return counts, by, tasks
+                rows = await store.get_sessions(sorted({session_of(t) for t in sealed}))
+                for task in sealed:
+                    row = rows.get(session_of(task))
+                    tasks[(*lead(row.tenant if row else OTHER), "sealed", "")] += 1
+            return counts, dict(by), tasks
+
+
+#: A series' label values.
+Key = tuple[str, ...]
+
+
+async def tenant_counts(store: Store) -> dict[tuple[str, str], int]:
+    """Sessions by tenant and status: one query where the store has ``tenant_counts``
+    (Convoy's SQLite and PostgreSQL stores), else counted page by page."""
+    of_each = getattr(store, "tenant_counts", None)
+    if of_each is not None:
+        return dict(await of_each())
+    found: Counter[tuple[str, str]] = Counter()
+    offset = 0
+    while page := await store.list_sessions(SessionFilter(limit=_PAGE, offset=offset)):
+        found.update((r.tenant, r.status) for r in page)
+        offset += len(page)
+    return dict(found)
+
+
+_PAGE = 1000
 
 
 @metrics_app.command("serve")

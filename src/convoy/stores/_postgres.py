@@ -831,6 +831,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                                 params)
         return {status: int(n) for status, n in rows}
 
+    async def tenant_counts(self) -> dict[tuple[str, str], int]:
+        """Sessions by tenant and status (for ``convoy metrics serve --all-tenants``; not
+        part of the :class:`~convoy.stores.Store` protocol)."""
+        rows = await self._read(
+            "SELECT tenant, status, COUNT(*) FROM sessions GROUP BY tenant, status", ())
+        return {(tenant, status): int(n) for tenant, status, n in rows}
+
     async def workflow_names(self, *, tenant: str | None = None) -> list[str]:
         """The names of the workflows that have sessions (of ``tenant``) in this store,
         sorted (for "did you mean" messages; not part of the

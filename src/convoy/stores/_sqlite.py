@@ -947,6 +947,13 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         return dict(self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
                                params))
 
+    async def tenant_counts(self) -> dict[tuple[str, str], int]:
+        """Sessions by tenant and status (for ``convoy metrics serve --all-tenants``; not
+        part of the :class:`~convoy.stores.Store` protocol)."""
+        rows = self._read(
+            "SELECT tenant, status, COUNT(*) FROM sessions GROUP BY tenant, status", ())
+        return {(tenant, status): n for tenant, status, n in rows}
+
     async def workflow_names(self, *, tenant: str | None = None) -> list[str]:
         """The names of the workflows that have sessions (of ``tenant``) in this store,
         sorted (for "did you mean" messages; not part of the
