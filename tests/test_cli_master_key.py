@@ -79,7 +79,8 @@ def test_replay_and_retry_without_the_master_key_say_it_is_needed(tmp_path: Path
 
     asyncio.run(failed())
     for args, said in ((("replay", "sub-1"), "cannot replay session 'sub-1'"),
-                       (("retry", "boom-1"), "cannot retry session 'boom-1'")):
+                       (("retry", "boom-1"),
+                        "cannot retry 1 session of data subjects ('boom-1')")):
         res = cli(*args)
         one_line_error(res, 2, said)
         assert "$CONVOY_MASTER_KEY_FILE" in res.stderr
@@ -130,5 +131,17 @@ def test_retry_without_the_master_key_says_whose_errors_it_could_not_match(
     assert res.code == 0, res.stdout + res.stderr
     assert "boom-2" in res.stdout and "boom-1" not in res.stdout
     [note] = [ln for ln in res.stderr.splitlines() if ln.startswith("note:")]
-    assert "1 session of data subjects not matched against --error-type: its error is " \
-        "sealed" in note and "$CONVOY_MASTER_KEY_FILE" in note, note
+    assert note == "note: 1 session of data subjects not matched against --error-type: its " \
+        "error is sealed (set $CONVOY_MASTER_KEY_FILE to the master key to read it)", note
+    # Selected without --error-type, it cannot be retried without the key: the dry run
+    # says so as the retry would, and the retry runs none (not half of them).
+    for dry in (["--dry-run"], []):
+        res = cli("retry", "--status", "failed", *dry)
+        one_line_error(res, 2, "cannot retry 1 session of data subjects ('boom-1'): its input "
+                               "is sealed; set $CONVOY_MASTER_KEY_FILE to the store's master "
+                               "key file, or select without them; nothing "
+                               + ("would be" if dry else "was") + " retried")
+    assert {r.id for r in sessions(tmp_path / "convoy.db")} == {"sub-1", "plain-1", "boom-1",
+                                                                 "boom-2"}
+    res = cli("retry", "boom-2", "--dry-run", "--all-tenants")
+    assert res.code == 0 and "tenant" in res.stdout and "default" in res.stdout, res.stdout

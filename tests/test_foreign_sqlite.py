@@ -31,7 +31,8 @@ T = TypeVar("T")
 HOW = ("Convoy does not add its tables to another application's database; pass a new file "
        "(or an existing Convoy store) as the store")
 #: What a command that only reads the store says (a new file would have nothing to read).
-READ_HOW = "nothing to read there (it is left as it is): name the Convoy store to read"
+READ_HOW = ("nothing to read there, and it is left as it is; pass the Convoy store to read "
+            "(on the command line: --db PATH, or $CONVOY_DB)")
 
 
 def _other_app(path: Path) -> bytes:

@@ -346,7 +346,8 @@ async def test_a_schema_of_another_application_is_refused_and_left_as_it_was(
     assert tables("public") == ["sessions"]
     res = await asyncio.to_thread(cli, "sessions", "list", "--db", f"{url}?schema=public")
     one_line_error(res, 2, "holds no Convoy store")
-    assert "nothing to read there" in res.stderr and "new schema" not in res.stderr
+    assert "nothing to read there, and it is left as it is; name the schema of the Convoy " \
+        "store to read (?schema=NAME" in res.stderr and "new schema" not in res.stderr
     assert tables("public") == ["sessions"]
     # Another application's table named meta (not Convoy's columns), a composite type
     # named sessions: refused alike, not "column value does not exist" (exit 1).

@@ -454,3 +454,6 @@ def test_a_derived_trace_read_without_the_master_key_says_a_sealed_error_is_seal
     assert set(kinds({"CONVOY_MASTER_KEY": KEY}).values()) == {"conflict"}
     shown = cli("trace", sid, "--db", str(path))
     assert "sealed" in shown.stdout and "unknown" not in shown.stdout, shown.stdout
+    [note] = shown.stderr.strip().splitlines()
+    assert "its error unread (its kind shown as 'sealed')" in note, note
+    assert not cli("trace", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY}).stderr

@@ -32,7 +32,6 @@ from convoy.cli._common import (
     out,
     require_convoy_store,
     run_async,
-    sealed_note,
     tenant_scope,
     unknown_session,
     workflow_names,
@@ -52,6 +51,7 @@ from convoy.cli._render import (
 )
 from convoy.cli._stats import RunStats, withhold_messages
 from convoy.engine._retry import RETRYABLE, retry_id, select_retryable
+from convoy.privacy._keys import MASTER_KEY_FILE_ENV, MasterKey
 from convoy.stores import SessionRow
 
 
@@ -148,8 +148,9 @@ def retry(
                   markup=False, soft_wrap=True)
     if unloaded:
         raise typer.Exit(USAGE_ERROR)
+    _refuse_sealed(rows, dry_run)
     if dry_run:
-        out.print(_plan_table(rows))
+        out.print(_plan_table(rows, tenants=scope.tenant is None))
         out.print(f"{plural(len(rows), 'session')} would be retried; run the same command "
                   "without --dry-run to retry them", markup=False)
         return
@@ -194,10 +195,13 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
         return rows
     sealed = sum("$sealed" in (r.error_record or {}) for r in rows)
     if sealed:
-        its = "its error is" if sealed == 1 else "their errors are"
+        one = sealed == 1
+        its = "its error is" if one else "their errors are"
+        how = ("its subject was erased" if one else "their subjects were erased") \
+            if MasterKey.from_env() is not None else \
+            f"set ${MASTER_KEY_FILE_ENV} to the master key to read {'it' if one else 'them'}"
         err.print(f"note: {plural(sealed, 'session')} of data subjects not matched against "
-                  f"--error-type: {its} {sealed_note().strip('()')}",
-                  markup=False, soft_wrap=True)
+                  f"--error-type: {its} sealed ({how})", markup=False, soft_wrap=True)
     return [r for r in rows if (r.error_record or {}).get("type") == error_type]
 
 
@@ -217,12 +221,29 @@ async def _retry(engine: Engine, scope: Scope, rows: list[SessionRow],
     return stats
 
 
-def _plan_table(rows: list[SessionRow]) -> Table:
+def _refuse_sealed(rows: list[SessionRow], dry_run: bool) -> None:
+    """Without the master key, a data subject's session cannot be retried (its input is
+    sealed): said first, for the whole selection (a dry run says the same), so that
+    nothing is retried when some of it cannot be."""
+    sealed = [r for r in rows if r.subject is not None]
+    if not sealed or MasterKey.from_env() is not None:
+        return
+    ids = ", ".join(quoted(r.id) for r in sealed[:3]) + (", ..." if len(sealed) > 3 else "")
+    fail(f"cannot retry {plural(len(sealed), 'session')} of data subjects ({ids}): "
+         f"{'its input is' if len(sealed) == 1 else 'their inputs are'} sealed; set "
+         f"${MASTER_KEY_FILE_ENV} to the store's master key file"
+         + (", or select without them" if len(sealed) < len(rows) else "")
+         + ("; nothing would be retried" if dry_run else "; nothing was retried"))
+
+
+def _plan_table(rows: list[SessionRow], *, tenants: bool) -> Table:
     t = Table()
-    for col in ("session", "workflow", "status", "error", "retry as"):
+    cols = ("session", *(["tenant"] if tenants else []), "workflow", "status", "error",
+            "retry as")
+    for col in cols:
         t.add_column(col, no_wrap=col != "error", overflow="fold")
     for r in rows:
-        t.add_row(r.id, r.workflow, status_text(r.status),
+        t.add_row(r.id, *([r.tenant] if tenants else []), r.workflow, status_text(r.status),
                   Text(error_summary(r.error_record, withheld=r.subject is not None,
                                      width=60)),
                   retry_id(r))

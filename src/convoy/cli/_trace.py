@@ -71,11 +71,11 @@ def trace(
     """
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
-    found, spans, gone, sealed = run_async(_load(db, session_id, scope))
+    found, spans, gone, sealed, error = run_async(_load(db, session_id, scope))
     if found == "missing":
         unknown_session(db, scope, session_id)
-    if sealed or gone:
-        typer.echo(_sealed_note(session_id, sealed, gone), err=True)
+    if sealed or gone or error:
+        typer.echo(_sealed_note(session_id, sealed, gone, error), err=True)
     if as_json:  # (each span after its parent, as the waterfall draws them)
         typer.echo(json.dumps([s for s, _ in tree_order(spans)], indent=2))
         return
@@ -109,15 +109,16 @@ def trace(
                  "with no live span kept)"), markup=False, soft_wrap=True)
 
 
-def _sealed_note(session_id: str, results: int, chunks: int) -> str:
+def _sealed_note(session_id: str, results: int, chunks: int, error: bool = False) -> str:
     """The line that says what of a session's trace is sealed: ``chunks`` chunks of the
-    spans kept for it, left out, and the results of ``results`` steps its spans were
-    derived from; without the master key, how to read them; with it, that their subject
-    was erased."""
+    spans kept for it, left out, the results of ``results`` steps its spans were derived
+    from, and its ``error``; without the master key, how to read them; with it, that their
+    subject was erased."""
     parts = ([f"{plural(chunks, 'chunk')} of the spans kept for it left out (the spans "
               "derived from its journal shown in their place)"] if chunks else []) + \
         ([f"the results of {plural(results, 'step')} unread (their spans leave out what "
-          "only a result says: a model call's model, for one)"] if results else [])
+          "only a result says: a model call's model, for one)"] if results else []) + \
+        (["its error unread (its kind shown as 'sealed')"] if error else [])
     if MasterKey.from_env() is not None:
         return (f"note: session {quoted(session_id)} holds the data of a data subject who "
                 f"was erased, sealed under its destroyed key: {', and '.join(parts)}")
@@ -133,24 +134,26 @@ def _sealed_results(journal: list[StepRecord]) -> int:
 
 
 async def _load(db: str, session_id: str, scope: Scope
-                ) -> tuple[str, list[dict[str, Any]], int, int]:
+                ) -> tuple[str, list[dict[str, Any]], int, int, bool]:
     """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced) or
     ``found``; its spans: those kept, and those
     derived from its journal when no session span was kept (tracing that derives them when
     read keeps a person's decisions only); how many chunks of kept ones stay sealed (a
     data subject's, opened with the master key when it is configured, unless the subject
     was erased: the spans derived from the journal stand in for them); and how many step
-    results the derived ones were read from stay sealed."""
+    results the derived ones were read from stay sealed; and whether the session's error
+    (the derived ``invoke_workflow`` span's) stays sealed."""
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return "missing", [], 0, 0
+            return "missing", [], 0, 0, False
+        error = is_sealed(row.error)
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):
             journal = await store.journal(session_id)
             return "unsampled", journal_spans(row, journal, redact=_redactor(),
                                               tasks=await _tasks(store, row, journal)), \
-                0, _sealed_results(journal)
+                0, _sealed_results(journal), error
         chunks = await store.kv_all(SPANS_NAMESPACE + session_id)
         # A data subject's kept spans read without the master key, or sealed under the
         # key of a subject erased since: the spans derived from the journal stand in for
@@ -170,7 +173,9 @@ async def _load(db: str, session_id: str, scope: Scope
         kept_ids = {s["span_id"] for s in spans}  # (a decision's span: kept and derived)
         spans = [*(s for s in derived if s["span_id"] not in kept_ids), *spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
-        return "found", spans, len(gone), sealed
+        kept_root = any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" and
+                        not s["attrs"].get("convoy.derived") for s in spans)
+        return "found", spans, len(gone), sealed, error and not kept_root
 
 
 async def _tasks(store: Store, row: SessionRow, journal: list[StepRecord]) -> list[str]:

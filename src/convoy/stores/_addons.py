@@ -149,7 +149,11 @@ def _pending(done: dict[str, str]) -> list[Addon]:
 
 #: How a store opened read-only refuses a database that holds no Convoy store but another
 #: application's data (a new file, which a writer would take, has nothing to read).
-FOREIGN_READ = "nothing to read there (it is left as it is): name the Convoy store to read"
+FOREIGN_READ = ("nothing to read there, and it is left as it is; pass the Convoy store to "
+                "read (on the command line: --db PATH, or $CONVOY_DB)")
+#: :data:`FOREIGN_READ` of a PostgreSQL schema.
+FOREIGN_SCHEMA_READ = ("nothing to read there, and it is left as it is; name the schema of "
+                       "the Convoy store to read (?schema=NAME, default 'convoy')")
 
 
 def check_readable(version: int | None, reads: int, where: str) -> None:

@@ -46,7 +46,7 @@ from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
 from convoy.stores._addons import (
     ADDONS,
-    FOREIGN_READ,
+    FOREIGN_SCHEMA_READ,
     check_readable,
     missing_addons,
     split_script,
@@ -287,7 +287,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             more = f" and {len(tables) - 3:,} more" if len(tables) > 3 else ""
             raise NoStoreError(
                 f"schema {self.schema!r} of {self.url} holds no Convoy store (it has tables "
-                f"of its own: {names}{more}): " + (FOREIGN_READ if self.read_only else
+                f"of its own: {names}{more}): " + (FOREIGN_SCHEMA_READ if self.read_only else
                 "Convoy does not add its tables to another application's schema; name a "
                 "new schema (?schema=NAME, default 'convoy') or an existing Convoy store"))
 
