@@ -196,6 +196,9 @@ def test_metrics_serve_says_when_its_tenant_has_no_sessions(
     known.wait_for_line("metrics of convoy.db of tenant 'default' on http://")
     assert known.stop().code == 130
     assert not any("note:" in ln for ln in known.printed["stderr"])
+    every = background("metrics", "serve", "--port", "0", "--all-tenants")
+    every.wait_for_line("metrics of convoy.db of every tenant on http://")
+    assert every.stop().code == 130
 
 
 def test_metrics_serve_names_a_postgresql_store_without_its_password(

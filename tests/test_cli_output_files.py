@@ -132,17 +132,20 @@ def test_export_to_dash_writes_stdout_and_a_replaced_file_is_said(
     res = cli("export", "c-9", "--db", "sub.db", "-o", "-", env=env)
     assert res.code == 0 and '"subject": "c-9"' in res.stdout, res.stderr
     assert not (tmp_path / "-").exists()
-    assert cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env).code == 0
+    first = cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env)
+    assert first.code == 0 and first.stdout == "wrote 1 session of subject 'c-9' to 'c9.json'\n"
     again = cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env)
     assert again.code == 0 and "(replacing the file that was there)" in again.stdout
+    gone = cli("export", "c-9", "--db", "sub.db", "-o", "no-such-dir/c9.json", env=env)
+    one_line_error(gone, 2, "--output: cannot write 'no-such-dir/c9.json': No such file")
 
 
-@pytest.mark.parametrize("where", ["", ".", "out"])
+@pytest.mark.parametrize("where", ["", "  ", ".", "out"])
 def test_export_to_a_directory_or_an_empty_path_says_so(
         tmp_path: Path, env: dict[str, str], where: str) -> None:
     (tmp_path / "out").mkdir()
     res = cli("export", "c-9", "--db", "sub.db", "-o", where, env=env)
-    said = "is empty" if where == "" else "is a directory"
+    said = "is empty" if not where.strip() else "is a directory"
     one_line_error(res, 2, f"--output {where!r} {said}: pass the path of a file to write "
                            "(FILE.json), or - for stdout")
 

@@ -185,8 +185,8 @@ def serve(
 ) -> None:
     """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, its
     unfinished ones by workflow, and its open human tasks by kind and queue, read at each
-    scrape (of the tenant 'default',
-    --tenant NAME, or --all-tenants). Runs until Ctrl-C or SIGTERM.
+    scrape (of the tenant 'default', --tenant NAME, or --all-tenants: then each series by
+    tenant too, a 'tenant' label). Runs until Ctrl-C or SIGTERM.
 
     Example: `convoy metrics serve --db app.db --port 9464 --all-tenants`
     """
@@ -209,7 +209,7 @@ def serve(
             except OSError as e:
                 fail(cannot_listen(e, addr, port, addr_option="--addr", port_option="--port"))
             try:
-                err.print(f"metrics of {label(db)}{scope.of} on "
+                err.print(f"metrics of {label(db)}{scope.of or ' of every tenant'} on "
                           f"http://{host_in_url(addr)}:{server.server_address[1]}/metrics",
                           markup=False, style="dim")
                 stop.wait()

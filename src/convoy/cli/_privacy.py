@@ -34,7 +34,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
-from convoy.cli._render import fmt_time
+from convoy.cli._render import fmt_time, plural
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
 from convoy.stores import Erasure
@@ -114,12 +114,13 @@ def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
                 os.fchmod(fd, 0o600)  # (a file that was there kept its mode)
             f.write(text + "\n")
     except OSError as e:
-        fail(f"cannot write {str(output)!r}: {e.strerror or e}")
+        fail(f"--output: cannot write {str(output)!r}: {e.strerror or e}")
     copies = len(doc["copies"]["sessions"])
-    out.print(f"wrote {len(doc['sessions'])} session(s) of subject {quoted(subject)}"
-              + (f" and {copies} other session(s)' copies of their data" if copies else "")
-              + f" to {output}" + (" (replacing the file that was there)" if replaced else ""),
-              markup=False)
+    out.print(f"wrote {plural(len(doc['sessions']), 'session')} of subject {quoted(subject)}"
+              + (f" and the copies of their data {plural(copies, 'other session')} "
+                 + ("holds" if copies == 1 else "hold") if copies else "")
+              + f" to {str(output)!r}"
+              + (" (replacing the file that was there)" if replaced else ""), markup=False)
 
 
 def _output_file(given: str | None) -> Path | None:
@@ -127,8 +128,8 @@ def _output_file(given: str | None) -> Path | None:
     if given is None or given == "-":
         return None
     fix = "pass the path of a file to write (FILE.json), or - for stdout"
-    if not given:
-        fail(f"--output '' is empty: {fix}")
+    if not given.strip():
+        fail(f"--output {given!r} is empty: {fix}")
     if Path(given).is_dir():
         fail(f"--output {given!r} is a directory: {fix}")
     return Path(given)
