@@ -185,6 +185,33 @@ def test_the_commands_a_failure_suggests_name_the_store_and_tenant(
         assert verify_cmd in line and "'convoy audit verify'" not in line, line
 
 
+def test_the_python_api_names_the_store_and_tenant_in_the_command_it_suggests(
+        log: dict[str, Any], backend: Backend) -> None:
+    """The library's own messages (not only the command line's) suggest a 'convoy audit
+    verify' that acts on the log they are about: its --db and --tenant."""
+    raw: Raw = log["raw"]
+    raw.run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=2", (b"\0" * 32, T)))
+    verify_cmd = command("audit verify", db=log["db"], tenant=T)
+    assert "--db" in verify_cmd and "--tenant" in verify_cmd
+
+    async def failures() -> list[str]:
+        store = backend.new(FakeClock())
+        await store.open()
+        said = []
+        try:
+            alog = AuditLog(store, key_path=log["key"], clock=FakeClock())
+            for call in (lambda: alog.prove(T, 3), lambda: alog.checkpoint(T)):
+                with pytest.raises(convoy.AuditError) as caught:
+                    await call()
+                said.append(str(caught.value))
+        finally:
+            await store.aclose()
+        return said
+
+    for message in asyncio.run(failures()):
+        assert verify_cmd in message and "'convoy audit verify'" not in message, message
+
+
 def test_a_changed_leaf_hash_is_found(log: dict[str, Any]) -> None:
     log["raw"].run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=9", (b"\0" * 32, T)))
     _bad(log, 9, "does not match its leaf hash")

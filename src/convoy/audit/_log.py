@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from convoy._command import command, word
 from convoy._errors import AuditError, UserError
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._event import AuditEvent
@@ -73,6 +74,14 @@ class AuditLog:
         """The signing key's public half (base64), if a key file is configured."""
         return None if self.key_path is None else public_key_text(self.key.public_key())
 
+    def _suggest(self, what: str, tenant: str) -> str:
+        """``'convoy audit WHAT'`` (``verify``, ``checkpoint``) for a message to suggest,
+        with the ``--db`` and ``--tenant`` (and a checkpoint's ``--key``) of this log:
+        pasted, it acts on the log the message is about."""
+        key = "" if what != "checkpoint" else "--key KEY" if self.key_path is None else \
+            f"--key {word(str(self.key_path))}"
+        return command(f"audit {what}", options=key, db=self.store.url, tenant=tenant)
+
     def append(self, tenant: str, events: Sequence[AuditEvent], *,
                wait: bool = True) -> asyncio.Future[None]:
         """Append ``events`` to ``tenant``'s log with the store's group commit."""
@@ -93,7 +102,7 @@ class AuditLog:
         leaves = await self.store.audit_leaves(tenant, size)
         if len(leaves) != size:
             raise AuditError(f"tenant {tenant!r}: the log has {len(leaves)} entries but "
-                             f"{size} were appended; run 'convoy audit verify'")
+                             f"{size} were appended; run {self._suggest('verify', tenant)}")
         root = tree_root(leaves)
         kept = await self._kept(tenant, size, root)
         if kept is not None:  # the log has not grown: its checkpoint stands as signed
@@ -126,12 +135,13 @@ class AuditLog:
                 cp.check()
             except AuditError as e:
                 raise AuditError(f"tenant {tenant!r}: a kept {e}; nothing is signed: run "
-                                 "'convoy audit verify'") from None
+                                 f"{self._suggest('verify', tenant)}") from None
         if kept and kept[-1].size > size:
             raise AuditError(
                 f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
                 f"of size {kept[-1].size} signed (entries cut off, or the store restored "
-                "from an older backup); nothing is signed: run 'convoy audit verify'")
+                "from an older backup); nothing is signed: run "
+                f"{self._suggest('verify', tenant)}")
         frontier = Frontier()
         for cp in kept:
             while frontier.size < cp.size:
@@ -140,7 +150,7 @@ class AuditLog:
                 raise AuditError(
                     f"tenant {tenant!r}: the log's first {cp.size} entries no longer hash "
                     f"to the root its checkpoint of size {cp.size} signed (rewritten); "
-                    "nothing is signed: run 'convoy audit verify'")
+                    f"nothing is signed: run {self._suggest('verify', tenant)}")
         start = kept[-1].size if kept else 0
         while start < size:
             rows = await self.store.audit_entries(tenant, start, min(size - start, 4096))
@@ -151,7 +161,7 @@ class AuditLog:
                 if not start <= i < size or entry_leaf(tenant, i, row.body) != leaves[i]:
                     raise AuditError(
                         f"tenant {tenant!r}: entry {i} does not match its leaf hash; "
-                        "nothing is signed: run 'convoy audit verify'", index=i)
+                        f"nothing is signed: run {self._suggest('verify', tenant)}", index=i)
             start = rows[-1].index + 1
 
     async def _kept(self, tenant: str, size: int, root: bytes) -> Checkpoint | None:
@@ -163,8 +173,8 @@ class AuditLog:
                 if cp.root != root:
                     raise AuditError(
                         f"tenant {tenant!r}: the log's first {size} entries no longer hash "
-                        f"to the root its checkpoint of size {size} signed; run 'convoy "
-                        "audit verify'")
+                        f"to the root its checkpoint of size {size} signed; run "
+                        f"{self._suggest('verify', tenant)}")
                 mine = public_key_text(self.key.public_key())
                 if cp.public_key != mine:
                     raise UserError(
@@ -186,8 +196,8 @@ class AuditLog:
         for cp in kept:  # (what it signed names its tenant: a row moved is not its own)
             if cp.tenant != tenant:
                 raise AuditError(f"tenant {cp.tenant!r}: its checkpoint of size {cp.size} "
-                                 f"is kept under tenant {tenant!r}; run 'convoy audit "
-                                 "verify'")
+                                 f"is kept under tenant {tenant!r}; run "
+                                 f"{self._suggest('verify', tenant)}")
         return kept
 
     async def prove(self, tenant: str, index: int, *,
@@ -217,7 +227,7 @@ class AuditLog:
             raise AuditError(
                 f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
                 f"of size {cp.size} signed (entries cut off, or the store restored from an "
-                "older backup): run 'convoy audit verify'")
+                f"older backup): run {self._suggest('verify', tenant)}")
         row = await self.store.audit_entry(tenant, index)
         if row is None or index >= cp.size:
             raise UserError(f"tenant {tenant!r} has no audit entry {index}")
@@ -227,8 +237,8 @@ class AuditLog:
             lambda hashes: verify_inclusion(leaf, index, cp.size, hashes, cp.root))
         if proof is None:
             raise AuditError(f"tenant {tenant!r}: entry {index} is not in the log its "
-                             f"checkpoint of size {cp.size} signed; run 'convoy audit verify'",
-                             index=index)
+                             f"checkpoint of size {cp.size} signed; run "
+                             f"{self._suggest('verify', tenant)}", index=index)
         return {"format": PROOF_FORMAT, "tenant": tenant, "index": index,
                 "entry": _b64(row.body), "leaf_hash": _b64(leaf), "tree_size": cp.size,
                 "proof": [_b64(h) for h in proof], "checkpoint": cp.to_dict()}
@@ -250,18 +260,19 @@ class AuditLog:
         if new.size <= size1:
             raise UserError(f"the newest checkpoint of tenant {tenant!r} is of size {size1}: "
                             "there is nothing to prove until a larger one is signed "
-                            "('convoy audit checkpoint')")
+                            f"({self._suggest('checkpoint', tenant)})")
         size = await self.store.audit_size(tenant)
         if new.size > size:
             raise AuditError(f"tenant {tenant!r}: the log has {size} entries, fewer than its "
-                             f"checkpoint of size {new.size} signed: run 'convoy audit verify'")
+                             f"checkpoint of size {new.size} signed: run "
+                             f"{self._suggest('verify', tenant)}")
         proof = await self._proven(
             tenant, new.size, lambda sub: consistency_path(sub, size1, new.size),
             lambda hashes: verify_consistency(size1, new.size, hashes, old.root, new.root))
         if proof is None:
             raise AuditError(f"tenant {tenant!r}: the log no longer holds both its checkpoint "
                              f"of size {size1} and its checkpoint of size {new.size}: run "
-                             "'convoy audit verify'")
+                             f"{self._suggest('verify', tenant)}")
         return {"format": CONSISTENCY_FORMAT, "tenant": tenant, "size1": size1,
                 "size2": new.size, "proof": [_b64(h) for h in proof],
                 "checkpoint1": old.to_dict(), "checkpoint2": new.to_dict()}

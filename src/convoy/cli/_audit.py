@@ -340,17 +340,6 @@ def _print_reports(reports: list[VerifyReport], db: str, key: Path | None) -> No
                    f"{r.checkpoints} signed checkpoint(s) matched{uncovered}")
 
 
-def _scoped(message: str, db: str, tenant: str, key: Path | None = None) -> str:
-    """A message of the audit library with the commands it suggests ('convoy audit
-    verify', 'convoy audit checkpoint') given the store and tenant at hand (and the key
-    file, to sign): pasted, they act on the log the message is about."""
-    return message.replace("'convoy audit verify'", command("audit verify", db=db,
-                                                            tenant=tenant)) \
-        .replace("'convoy audit checkpoint'", command("audit checkpoint",
-                                                      options=_key_option(key), db=db,
-                                                      tenant=tenant))
-
-
 @audit_app.command("seal")
 def seal(db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0) -> None:
     """Seal now, from the journal, the audit entries of the runs that engine processes
@@ -465,7 +454,7 @@ async def _verify(db: str, tenant: str | None, pins: list[str],
                 reports.append(await verify_log(log, t, published=published,
                                                 public_key=pins or None))
             except AuditError as e:
-                failed.append(_scoped(str(e), db, t, key)
+                failed.append(str(e)
                               + await _other_store(store, db, t, published, e))
         return reports, known, dead, failed
 
@@ -529,7 +518,7 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         try:
             cp: Checkpoint = await log.checkpoint(tenant)
         except AuditError as e:
-            fail(_scoped(str(e), db, tenant, key), RUN_FAILURE)
+            fail(str(e), RUN_FAILURE)
         olds = list(dict.fromkeys(k.public_key for k in kept if k.public_key != cp.public_key))
         if olds and cp.size > kept[-1].size:  # a rotation: this key signed the new one
             _rotated(db, tenant, key, cp, olds, created)
@@ -553,7 +542,7 @@ async def _kept_again(store: Store, db: str, tenant: str, key: Path,
     try:
         leaves = await store.audit_leaves(tenant, size)
     except AuditError as e:
-        fail(_scoped(str(e), db, tenant, key), RUN_FAILURE)
+        fail(str(e), RUN_FAILURE)
     from convoy.audit._merkle import tree_root
 
     if len(leaves) != size or tree_root(leaves) != cp.root:  # (the evidence is kept)
@@ -662,7 +651,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
         try:  # (another key's, said below, or the newest one a pinned key signed)
             proof = await log.prove(tenant, entry, public_key=None if other else pins)
         except AuditError as e:
-            fail(_scoped(str(e), db, tenant, key), RUN_FAILURE)
+            fail(str(e), RUN_FAILURE)
         except UserError:
             if key is not None:
                 raise
@@ -722,7 +711,7 @@ async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
         try:
             return await log.prove_consistency(tenant, size)
         except AuditError as e:
-            fail(_scoped(str(e), db, tenant), RUN_FAILURE)
+            fail(str(e), RUN_FAILURE)
 
 
 @audit_app.command("check")
