@@ -51,12 +51,17 @@ def test_run_and_retry_print_a_subjects_error_type_and_kind_only(tmp_path: Path)
     # a session of no subject: its message, as ever
     plain = cli("run", BOOM, "-i", "in.jsonl", "--db", "plain.db")
     assert plain.code == 0 and f"RuntimeError: boom {PLANTED}" in plain.stdout, plain
-    # retry: the dry run's table reads the rows as stored (sealed: said so, never ':')
-    for keyed in (env, None):
-        sealed = cli("retry", "--status", "failed", "-n", "--import", "cli_flows", env=keyed)
-        assert sealed.code == 0 and row.id in sealed.stdout, sealed
-        _clean(sealed)
-        assert "(sealed)" in sealed.stdout and "│ :" not in sealed.stdout, sealed.stdout
+    # retry: the dry run reads the error with the key (its type and kind only, never ':'
+    # and the message); without it, the session cannot be retried, and it says so first
+    opened = cli("retry", "--status", "failed", "-n", "--import", "cli_flows", env=env)
+    assert opened.code == 0 and row.id in opened.stdout, opened
+    _clean(opened)
+    assert "RuntimeError (message withheld" in opened.stdout, opened.stdout
+    assert "│ :" not in opened.stdout and "(sealed)" not in opened.stdout, opened.stdout
+    locked = cli("retry", "--status", "failed", "-n", "--import", "cli_flows")
+    assert locked.code == 2 and f"cannot retry 1 session of data subjects ('{row.id}')" in \
+        locked.stderr, locked
+    _clean(locked)
     again = cli("retry", "--status", "failed", "--import", "cli_flows", env=env)
     assert again.code == 0, again
     _clean(again)
