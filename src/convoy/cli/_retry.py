@@ -52,6 +52,7 @@ from convoy.cli._render import (
 from convoy.cli._stats import RunStats, withhold_messages
 from convoy.engine._retry import RETRYABLE, retry_id, select_retryable
 from convoy.privacy._keys import MASTER_KEY_FILE_ENV, MasterKey
+from convoy.privacy._seal import is_sealed
 from convoy.stores import SessionRow
 
 
@@ -193,7 +194,7 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
                                       flag="--rerun-escalated")
     if error_type is None:
         return rows
-    sealed = sum("$sealed" in (r.error_record or {}) for r in rows)
+    sealed = sum(is_sealed(r.error) for r in rows)
     if sealed:
         one = sealed == 1
         its = "its error is" if one else "their errors are"

@@ -298,11 +298,9 @@ class _Derivation:
         elif row.status in _RUNNING:
             status = "unset"
         else:
-            record = row.error_record
-            # (a data subject's, read without the master key: ``{"$sealed": ...}``)
-            status, message, _ = self.error(attrs, record, row.status if row.status in
-                                            ERROR_KINDS else "sealed" if record and
-                                            "$sealed" in record else "unknown")
+            fallback = row.status if row.status in ERROR_KINDS else \
+                "sealed" if is_sealed(row.error) else "unknown"
+            status, message, _ = self.error(attrs, row.error_record, fallback)
         root = _span(f"invoke_workflow {attrs['gen_ai.workflow.name']}", self.trace_id,
                      self.root_id, self.parent_id, begin, end, status, attrs, message)
         spans = [root, *self.spans]
