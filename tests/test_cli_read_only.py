@@ -184,3 +184,19 @@ async def test_a_read_only_store_refuses_to_write(backend: Backend) -> None:  # 
             await ro.kv_put("n", "k", "v")
     finally:
         await ro.aclose()
+
+
+@pytest.mark.parametrize("command", [("export", "s"), ("inbox", "list"), ("inbox", "show")])
+def test_busy_timeout_help_of_a_command_that_only_reads_speaks_of_opening(
+        command: tuple[str, ...]) -> None:
+    """A command that only reads has no write to wait for: its ``--busy-timeout`` says
+    what the wait is for (opening the store), where one that writes speaks of its writes."""
+    def help_of(*args: str) -> str:
+        res = cli(*args, "--help")
+        assert res.code == 0, res.output
+        return " ".join(res.stdout.replace("│", " ").split())
+
+    text = help_of(*command[:2] if command[0] == "inbox" else command[:1])
+    assert "How long opening the store may wait" in text, text
+    assert "a write" not in text, text
+    assert "How long a write may find the store locked" in help_of("erase")

@@ -114,6 +114,12 @@ BusyTimeoutOption = Annotated[float, typer.Option(
     callback=seconds_option("CONVOY_BUSY_TIMEOUT"),
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
+#: :data:`BusyTimeoutOption` of a command that only reads (it writes nothing to wait for).
+ReadBusyTimeoutOption = Annotated[float, typer.Option(
+    "--busy-timeout", metavar="SECONDS", envvar="CONVOY_BUSY_TIMEOUT",
+    callback=seconds_option("CONVOY_BUSY_TIMEOUT"),
+    help="How long opening the store may wait (SQLite: for another process's lock; "
+         "PostgreSQL: for its connections) before it gives up.")]
 StopGraceOption = Annotated[float, typer.Option(
     "--stop-grace", metavar="SECONDS", envvar="CONVOY_STOP_GRACE",
     callback=seconds_option("CONVOY_STOP_GRACE"),

@@ -30,6 +30,7 @@ from convoy.cli._common import (
     BusyTimeoutOption,
     DbOption,
     ImportOption,
+    ReadBusyTimeoutOption,
     Scope,
     TenantOption,
     build_engine,
@@ -117,7 +118,7 @@ def list_(status: Annotated[str, typer.Option(
               "--kind", help="question, approval or escalation.")] = None,
           assignee: Annotated[str | None, typer.Option(
               "--assignee", metavar="NAME", help="Only tasks NAME may decide.")] = None,
-          db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0,
+          db: DbOption = DEFAULT_DB, busy_timeout: ReadBusyTimeoutOption = 10.0,
           tenant: TenantOption = None, all_tenants: AllTenantsOption = False,
           as_json: JsonOption = False) -> None:
     """The tasks waiting for a decision (or of another --status), oldest first.
@@ -193,7 +194,7 @@ def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
 
 @inbox_app.command("show")
 def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
-         busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+         busy_timeout: ReadBusyTimeoutOption = 10.0, tenant: TenantOption = None,
          all_tenants: AllTenantsOption = False, as_json: JsonOption = False) -> None:
     """One task: the question, its context and history, the form of an answer, what was
     decided and by whom.

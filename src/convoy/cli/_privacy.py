@@ -21,6 +21,7 @@ from convoy.cli._common import (
     AllTenantsOption,
     BusyTimeoutOption,
     DbOption,
+    ReadBusyTimeoutOption,
     TenantOption,
     build_engine,
     check_output_file,
@@ -87,7 +88,7 @@ def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
         "--output", "-o", metavar="FILE.json",
         help="Write here (default, or -: stdout).")] = None,
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
-        busy_timeout: BusyTimeoutOption = 10.0) -> None:
+        busy_timeout: ReadBusyTimeoutOption = 10.0) -> None:
     """Write everything the store holds about a data subject of the tenant --tenant names
     as JSON (the right of access): their sessions with inputs, outputs and every step, the
     shared-state versions those sessions wrote, and under "copies" what other sessions
