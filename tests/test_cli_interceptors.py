@@ -273,3 +273,35 @@ def test_approve_and_signal_take_the_applications_interceptors_too() -> None:
                  ["signal", "x", "convoy.escalation", "--payload", '{"action": "retry"}']):
         res = cli(*args, "--interceptors", "app_interceptors:nope")
         one_line_error(res, 2, "module 'app_interceptors' has no attribute 'nope'")
+
+
+def test_cancel_ends_a_session_through_the_applications_interceptors() -> None:
+    """A session whose run was killed (or never ran) ends in a run ``convoy cancel``
+    makes: the application's session hooks (its own audit, say) see that end as they
+    would in its engine, and without --interceptors they are not run."""
+    import sqlite3
+
+    write_jsonl(Path("in.jsonl"), ["3600"])
+    assert cli("run", "cli_flows:nap", "-i", "in.jsonl").code == 0
+    first, second = "nap-1", "nap-2"
+    with sqlite3.connect("convoy.db") as conn:  # (two sessions a killed engine left)
+        [sid] = [r[0] for r in conn.execute("SELECT id FROM sessions")]
+        for new in (first, second):
+            conn.execute("INSERT INTO sessions SELECT ?, " + ", ".join(
+                c for (_, c, *_) in conn.execute("PRAGMA table_info(sessions)")
+                if c != "id") + " FROM sessions WHERE id=?", (new, sid))
+        conn.execute("UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL "
+                     "WHERE id IN (?, ?)", (first, second))
+    res = cli("cancel", first, "--interceptors", "app_interceptors:recording")
+    assert res.code == 0, res.stderr
+    assert Path("session_ends.txt").read_text() == f"{first} cancelled\n"
+    assert session(first).status == "cancelled"
+    res = cli("cancel", second)
+    assert res.code == 0, res.stderr
+    assert session(second).status == "cancelled"
+    assert Path("session_ends.txt").read_text() == f"{first} cancelled\n"
+
+
+def test_cancel_refuses_interceptors_that_cannot_be_loaded() -> None:
+    one_line_error(cli("cancel", "nope", "--interceptors", "app_interceptors:broken"), 2,
+                   "raised RuntimeError")

@@ -34,7 +34,11 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
-from convoy.cli._interceptors import DecisionInterceptorsOption
+from convoy.cli._interceptors import (
+    CancelInterceptorsOption,
+    DecisionInterceptorsOption,
+    app_interceptors,
+)
 from convoy.cli._loading import continuing
 from convoy.stores import SessionRow
 
@@ -170,6 +174,7 @@ def cancel(
              "the store audits the tenant). Default: the login name.")] = None,
     force: Annotated[bool, typer.Option(
         "--force", hidden=True, help="No longer needed: accepted and ignored.")] = False,
+    interceptors: CancelInterceptorsOption = None,
 ) -> None:
     """Cancel an unfinished session: it ends as 'cancelled' and never runs again.
 
@@ -192,16 +197,18 @@ def cancel(
     journaled are appended to the audit log. Its workflow is imported if it can be (as
     'convoy resume' imports it; '--import MODULE' for workflows with explicit names), so
     that the interceptors that see that run end (audit, tracing, your own) get its input
-    typed; it need not be.
+    typed; it need not be. --interceptors MODULE:NAME (or $CONVOY_INTERCEPTORS) runs
+    that end through the application's interceptors, as 'convoy resume' runs sessions.
 
     Example: `convoy cancel handle_ticket-3f2a9c1b7e4d --tenant acme`
     """
     who = who_decides(by)
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
+    app = app_interceptors(interceptors)
     require_convoy_store(db, nothing="cancel")
-    message = run_async(_cancel(build_engine(db, busy_timeout=busy_timeout), scope,
-                                   session_id, db, who))
+    message = run_async(_cancel(build_engine(db, busy_timeout=busy_timeout,
+                                             interceptors=app), scope, session_id, db, who))
     out.print(message, markup=False, soft_wrap=True)
 
 

@@ -1,8 +1,9 @@
 """``--interceptors MODULE:NAME`` (or ``$CONVOY_INTERCEPTORS``): the application's
 interceptors for the commands that run sessions (``run``, ``resume``, ``retry``,
-``worker``), and for those that record a person's decision (``inbox answer``, ``approve``,
-``reject``, ``signal ... convoy.escalation``): its ``human_decision`` hooks (a policy on
-who decides, its own audit) see the decision as they do in its engine.
+``worker``, and ``cancel``, whose run ends a killed session), and for those that record
+a person's decision (``inbox answer``, ``approve``, ``reject``, ``signal ...
+convoy.escalation``): its ``human_decision`` hooks (a policy on who decides, its own
+audit) see the decision as they do in its engine.
 
 An engine the command line makes knows nothing of the application's own: without this
 option its sessions run with no retries, budgets, timeouts, breakers, rate limits, cache
@@ -71,6 +72,12 @@ DecisionInterceptorsOption = Annotated[str | None, _interceptors_option(
     "hooks (a policy on who decides, its audit) see it as in the application's engine; "
     "one that raises convoy.UserError refuses it (one line, exit 2) and it is not "
     "recorded. A plain signal (not convoy.escalation) is no decision and ignores it.")]
+
+CancelInterceptorsOption = Annotated[str | None, _interceptors_option(
+    "End a session whose run was killed (or that never ran) through the application's "
+    "interceptors: their session hooks (its own audit, tracing, ...) see it end as in "
+    "the application's engine. Cancelling a waiting session makes no run and uses none "
+    "of them.")]
 
 
 def _option(ref: str | None) -> str:
