@@ -200,3 +200,17 @@ def test_busy_timeout_help_of_a_command_that_only_reads_speaks_of_opening(
     assert "How long opening the store may wait" in text, text
     assert "a write" not in text, text
     assert "How long a write may find the store locked" in help_of("erase")
+
+
+def test_no_line_a_command_prints_ends_in_spaces(tmp_path: Path) -> None:
+    """Tables (``sessions show``, ``db info``, ``trace``, ...) pad their last column: a line
+    copied, diffed or grepped from the output carries no trailing spaces."""
+    db = str(tmp_path / "convoy.db")
+    env = _master_key(tmp_path)
+    sid = populate(db)
+    for args, code in reads(sid):
+        res = cli(*args, "--db", db, env=env)
+        assert res.code == code, (args, res.stdout, res.stderr)
+        for name, text in (("stdout", res.stdout), ("stderr", res.stderr)):
+            padded = [line for line in text.split("\n") if line.endswith(" ")]
+            assert not padded, (args, name, padded[:3])

@@ -23,13 +23,14 @@ import importlib
 import json
 import logging
 import os
+import re
 import socket
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import IO, Annotated, Any, NoReturn, TypeVar, cast
 
 import typer
 from rich.console import Console
@@ -237,6 +238,37 @@ class DataConsole(Console):
     def render_str(self, text: str, **options: Any) -> Text:
         return super().render_str(printable(text), **{**options, "markup": False,
                                                       "emoji": False})
+
+    @property
+    def file(self) -> IO[str]:
+        """Where it writes (``sys.stdout`` or ``sys.stderr`` as they are when it writes),
+        without the spaces a table pads its lines with at their end."""
+        return cast("IO[str]", _LineEnds(Console.file.fget(self)))  # type: ignore[attr-defined]
+
+    @file.setter
+    def file(self, new_file: IO[str]) -> None:
+        Console.file.fset(self, new_file)  # type: ignore[attr-defined]
+
+
+class _LineEnds:
+    """A text file whose lines lose their trailing spaces as they are written. (Rich pads
+    every cell of a table to its column's width, the last one too, and has no option
+    that does not; each print is one write, so a line and its end come together.)"""
+
+    __slots__ = ("_file",)
+
+    def __init__(self, file: IO[str]) -> None:
+        self._file = file
+
+    def write(self, text: str) -> int:
+        self._file.write(_PADDED_END.sub("", text) if " \n" in text else text)
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:  # (flush, isatty, fileno, encoding, ...)
+        return getattr(self._file, name)
+
+
+_PADDED_END = re.compile(r" +(?=\n)")
 
 
 def _console(*, stderr: bool) -> Console:
