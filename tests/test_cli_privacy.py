@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from convoy.cli._render import fmt_time
+from convoy.privacy import parse_age
 from convoy.stores import Erasure, store_from_url
 
 from .clikit import (
@@ -143,6 +144,13 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
     assert cli("run", FLOW, "-i", "in.jsonl").code == 0
     one_line_error(cli("purge", "--older-than", "3x"), 2, "unit s, m, h, d or w")
     one_line_error(cli("purge", "--older-than", "1e306d"), 2, "age '1e306d' is too large")
+    # 'M' reads as a month: never taken for minutes (a purge of all but the last minute)
+    for age in ("1M", "6M", " 2M "):
+        one_line_error(cli("purge", "--older-than", age), 2,
+                       "M could mean months or minutes: write 'm' for minutes, or the age in "
+                       "days (e.g. '30d')")
+    assert parse_age("90m") == parse_age("90 m") == 90 * 60
+    assert parse_age("30D") == parse_age("30d") == 30 * 86400  # (other units: any case)
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 session(s) older than 30d of tenant 'default'" in \
         res.stdout

@@ -151,8 +151,9 @@ def _unknown(e: UnknownSubject) -> NoReturn:
 
 def purge(older_than: Annotated[str, typer.Option(
         "--older-than", metavar="AGE",
-        help="Delete finished sessions that finished longer ago than this: '30d', '12h', "
-             "'90m', '2w'.")],
+        help="Delete finished sessions that finished longer ago than this: a number and "
+             "a unit s, m (minutes), h, d or w: '30d', '12h', '90m', '2w'. 'M' is refused "
+             "(months or minutes?).")],
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
         all_tenants: AllTenantsOption = False,
         dry_run: Annotated[bool, typer.Option(

@@ -270,7 +270,11 @@ PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
 def parse_age(text: str) -> float:
-    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` in seconds."""
+    """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` in seconds (a unit in either
+    case, but ``M``: read as a month, it is refused rather than taken for minutes)."""
+    if text.strip().endswith("M"):
+        raise UserError(f"age {quoted(text, 40)}: M could mean months or minutes: write 'm' "
+                        "for minutes, or the age in days (e.g. '30d')")
     t = text.strip().lower()
     unit = PERIODS.get(t[-1:]) if t else None
     try:
