@@ -480,3 +480,31 @@ def test_prove_with_the_old_key_of_an_entry_no_checkpoint_covers_names_the_new_k
             str(rotated["key"]))
     _one_line(r, 2, "before a key rotation", f"key {rotated['new_cp'].key_id} signs them now")
     assert "--new-key" not in r.stderr and _kept(rotated["db"])[-1][0] == 11
+
+
+def test_checkpoint_and_prove_sign_with_the_newest_key_listed_in_the_environment(
+        rotated: dict[str, Any]) -> None:
+    """``$CONVOY_AUDIT_KEY`` set for ``verify`` (``old.key:new.key``) is one list for every
+    audit command: ``checkpoint`` and ``prove`` sign with its last key, the newest, never
+    with a file named after the whole list."""
+    db = str(rotated["db"])
+    both = f"{rotated['key']}:{rotated['new']}"
+    _append(rotated["db"], 11, 13)
+    for listed in (both, both + ":"):
+        r = cli("audit", "checkpoint", "--db", db, "--tenant", T,
+                env={"CONVOY_AUDIT_KEY": listed})
+        assert r.code == 0, r.stderr
+        assert Checkpoint.from_json(r.stdout).public_key == rotated["new_public"]
+        r = cli("audit", "prove", "12", "--db", db, "--tenant", T,
+                env={"CONVOY_AUDIT_KEY": listed})
+        assert r.code == 0, r.stderr
+    assert not Path(both).exists() and not Path(both + ":").exists()
+    r = cli("audit", "verify", "--db", db, env={"CONVOY_AUDIT_KEY": both})
+    assert r.code == 0 and "3 signed checkpoint(s) matched" in r.stdout, r.stderr
+    # --key names one file: a ':' in it is part of its name
+    r = cli("audit", "checkpoint", "--db", db, "--tenant", T, "--key", both)
+    assert r.code == 2 and f"--key {both!r} does not exist" in r.stderr, r.stderr
+    # nothing but colons: one line, no key made
+    r = cli("audit", "checkpoint", "--db", db, "--tenant", T, env={"CONVOY_AUDIT_KEY": "::"})
+    assert r.code == 2 and "CONVOY_AUDIT_KEY" in r.stderr and "names no key file" in \
+        r.stderr, r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
@@ -30,6 +31,7 @@ from convoy.cli._common import (
     label,
     one_tenant,
     open_store,
+    option_source,
     out,
     require_convoy_store,
     require_store,
@@ -47,10 +49,28 @@ audit_app = typer.Typer(
     help="Check and prove the tamper-evident audit log (a Merkle tree per tenant, with "
          "Ed25519-signed checkpoints).\n\nExample: `convoy audit verify --key audit.key`")
 
+KEY_ENV = "CONVOY_AUDIT_KEY"
+
+
+def _one_key(ctx: typer.Context, param: typer.CallbackParam, value: Path | None
+             ) -> Path | None:
+    """The key that signs: ``--key`` as given, or the last of the paths
+    ``$CONVOY_AUDIT_KEY`` lists (``old.key:new.key``, as ``verify`` takes it: the newest
+    key, the one that signs after a rotation)."""
+    if value is None or option_source(ctx, param, KEY_ENV) != KEY_ENV:
+        return value
+    listed = [p for p in str(os.environ.get(KEY_ENV, value)).split(os.pathsep) if p.strip()]
+    if not listed:
+        fail(f"${KEY_ENV} names no key file: set it to the key's path (after a rotation, "
+             "old.key:new.key; the last one signs)")
+    return Path(listed[-1])
+
+
 KeyOption = Annotated[Path | None, typer.Option(
-    "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
+    "--key", envvar=KEY_ENV, show_envvar=True, metavar="PATH", callback=_one_key,
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
-         "create it, mode 0600, if it does not exist).")]
+         "create it, mode 0600, if it does not exist). In CONVOY_AUDIT_KEY, a list of "
+         "paths separated by ':' (as `verify` pins them) signs with its last one.")]
 KeysOption = Annotated[list[Path] | None, typer.Option(
     "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
     help="A key file that signs checkpoints (PEM): its public key is pinned. Repeatable: "
