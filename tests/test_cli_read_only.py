@@ -199,7 +199,13 @@ def test_busy_timeout_help_of_a_command_that_only_reads_speaks_of_opening(
     text = help_of(*command[:2] if command[0] == "inbox" else command[:1])
     assert "How long opening the store may wait" in text, text
     assert "a write" not in text, text
-    assert "How long a write may find the store locked" in help_of("erase")
+    sessions = "the sessions it was writing stay unfinished"
+    assert sessions in help_of("resume")
+    for writes in (["erase"], ["purge"], ["state", "set"], ["inbox", "answer"], ["db", "migrate"],
+                   ["audit", "seal"]):  # (they write no session)
+        text = help_of(*writes)
+        assert "How long a write may find the store locked" in text, (writes, text)
+        assert sessions not in text, (writes, text)
 
 
 def test_no_line_a_command_prints_ends_in_spaces(tmp_path: Path) -> None:

@@ -21,9 +21,9 @@ from convoy.cli._common import (
     RUN_FAILURE,
     TENANT_ENV,
     USAGE_ERROR,
-    BusyTimeoutOption,
     DbOption,
     TenantOption,
+    WriteBusyTimeoutOption,
     convoy_errors,
     count_option,
     err,
@@ -361,7 +361,7 @@ def _print_reports(reports: list[VerifyReport], db: str, key: Path | None) -> No
 
 
 @audit_app.command("seal")
-def seal(db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0) -> None:
+def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Seal now, from the journal, the audit entries of the runs that engine processes
     which stopped (killed, crashed, their machine gone) had queued and not sealed; `convoy
     audit verify` says when there are some. An engine with the audit interceptor does the

@@ -115,6 +115,13 @@ BusyTimeoutOption = Annotated[float, typer.Option(
     callback=seconds_option("CONVOY_BUSY_TIMEOUT"),
     help="How long a write may find the store locked by another process before it gives "
          "up (the sessions it was writing stay unfinished, for a later resume).")]
+#: :data:`BusyTimeoutOption` of a command that writes no session (a decision, a state value,
+#: an erasure, a purge, a migration).
+WriteBusyTimeoutOption = Annotated[float, typer.Option(
+    "--busy-timeout", metavar="SECONDS", envvar="CONVOY_BUSY_TIMEOUT",
+    callback=seconds_option("CONVOY_BUSY_TIMEOUT"),
+    help="How long a write may find the store locked by another process before the "
+         "command gives up, in one line (run it again).")]
 #: :data:`BusyTimeoutOption` of a command that only reads (it writes nothing to wait for).
 ReadBusyTimeoutOption = Annotated[float, typer.Option(
     "--busy-timeout", metavar="SECONDS", envvar="CONVOY_BUSY_TIMEOUT",

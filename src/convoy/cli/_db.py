@@ -13,8 +13,8 @@ from convoy._command import command
 from convoy._errors import JournalError
 from convoy.cli._common import (
     DEFAULT_DB,
-    BusyTimeoutOption,
     DbOption,
+    WriteBusyTimeoutOption,
     check_db_path,
     label,
     open_store,
@@ -40,7 +40,7 @@ def _newer(db: str, version: int) -> str:
 
 
 @db_app.command("migrate")
-def migrate(db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0) -> None:
+def migrate(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Bring the store to the schema this Convoy writes (creating it if there is none) and
     print the versions it went from and to. Engines migrate a store when they open it
     too; this does it ahead of time, once, for every engine that will share the store.

@@ -27,12 +27,12 @@ from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
     AllTenantsOption,
-    BusyTimeoutOption,
     DbOption,
     ImportOption,
     ReadBusyTimeoutOption,
     Scope,
     TenantOption,
+    WriteBusyTimeoutOption,
     build_engine,
     err,
     fail,
@@ -267,7 +267,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
 def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
            by: ByOption = None, comment: CommentOption = None,
            imports: ImportOption = None, db: DbOption = DEFAULT_DB,
-           busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+           busy_timeout: WriteBusyTimeoutOption = 10.0, tenant: TenantOption = None,
            all_tenants: AllTenantsOption = False,
            interceptors: DecisionInterceptorsOption = None) -> None:
     """Answer a question: --value JSON, --set FIELD=VALUE, or, with neither, a form that
@@ -358,7 +358,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
                                                "instead of the proposal.")] = None,
             sets: SetOption = None, by: ByOption = None, comment: CommentOption = None,
             imports: ImportOption = None, db: DbOption = DEFAULT_DB,
-            busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+            busy_timeout: WriteBusyTimeoutOption = 10.0, tenant: TenantOption = None,
             all_tenants: AllTenantsOption = False,
             interceptors: DecisionInterceptorsOption = None) -> None:
     """Approve a tool call (it runs, once, with exactly these arguments) or an escalation
@@ -387,7 +387,7 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
 
 @inbox_app.command("reject")
 def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
-           db: DbOption = DEFAULT_DB, busy_timeout: BusyTimeoutOption = 10.0,
+           db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0,
            tenant: TenantOption = None, all_tenants: AllTenantsOption = False,
            interceptors: DecisionInterceptorsOption = None) -> None:
     """Reject a tool call (the model is told, with your comment) or an escalation (the
@@ -404,7 +404,7 @@ def reject(task_id: TaskArg, by: ByOption = None, comment: CommentOption = None,
 def comment_(task_id: TaskArg,
              text: Annotated[str, typer.Argument(metavar="TEXT", help="The comment.")],
              by: ByOption = None, db: DbOption = DEFAULT_DB,
-             busy_timeout: BusyTimeoutOption = 10.0, tenant: TenantOption = None,
+             busy_timeout: WriteBusyTimeoutOption = 10.0, tenant: TenantOption = None,
              all_tenants: AllTenantsOption = False) -> None:
     """Comment on an open task without deciding it.
 

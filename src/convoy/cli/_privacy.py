@@ -19,10 +19,10 @@ from convoy.cli._common import (
     DEFAULT_DB,
     MAX_COUNT,
     AllTenantsOption,
-    BusyTimeoutOption,
     DbOption,
     ReadBusyTimeoutOption,
     TenantOption,
+    WriteBusyTimeoutOption,
     build_engine,
     check_output_file,
     fail,
@@ -45,7 +45,7 @@ SubjectArg = Annotated[str, typer.Argument(metavar="SUBJECT",
 
 
 def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
-          busy_timeout: BusyTimeoutOption = 10.0) -> None:
+          busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Erase a data subject of the tenant --tenant names (default: 'default'): destroy
     their key, delete every session that names them (inputs, outputs, every journaled
     step, signals, the shared-state versions they wrote), record the erasure, and compact
@@ -160,7 +160,7 @@ def purge(older_than: Annotated[str, typer.Option(
             "--dry-run", help="Print how many sessions would be purged (per tenant with "
             "--all-tenants) and the first ids, and write nothing: the store is opened "
             "read-only.")] = False,
-        busy_timeout: BusyTimeoutOption = 10.0) -> None:
+        busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Retention: delete finished sessions older than an age as erasure does (with their
     journal, signals and shared-state versions), record it, and compact the store.
 

@@ -15,10 +15,10 @@ from convoy._text import check_name, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
-    BusyTimeoutOption,
     DbOption,
     Scope,
     TenantOption,
+    WriteBusyTimeoutOption,
     check_db_path,
     count_option,
     err,
@@ -134,7 +134,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
              help="Write only if the key is still at version N (0: only if it does not "
                   "exist). Default: the version it has when the command reads it.")] = None,
          tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
-         busy_timeout: BusyTimeoutOption = 10.0) -> None:
+         busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Write a key, compare-and-set: against --expected-version, or the version the command
     reads just before. A write that finds another version fails and writes nothing.
     Sessions waiting for the key to change wake ('convoy worker' runs them).
