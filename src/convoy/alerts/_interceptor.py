@@ -12,7 +12,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from convoy._errors import UserError
+from convoy._errors import ApprovalRequired, UserError
 from convoy.alerts._baseline import Baseline, BaselinePolicy, Transition
 from convoy.alerts._metrics import METRICS, Metric, Tally, Window
 from convoy.alerts._webhook import Deliverer, Webhook, load_httpx
@@ -232,6 +232,9 @@ class BaselineAlerts(Interceptor):
         tally.calls += 1
         try:
             return await next(input)
+        except ApprovalRequired:  # (a policy of yours, after this one: it waits for a
+            tally.calls -= 1      # person, neither a call nor a failure)
+            raise
         except Exception as e:
             tally.errors += 1
             tally.kinds[error_kind(e)] += 1

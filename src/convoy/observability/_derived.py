@@ -176,6 +176,10 @@ class _Derivation:
         message = None
         if r.status == "completed":
             status = "ok"
+        elif r.status == "failed" and isinstance(value, dict) and \
+                value.get("type") == "ApprovalRequired":  # (it waits for a person: no error)
+            status = "unset"
+            attrs["convoy.approval.required"] = True
         elif r.status == "failed":
             status, message, text = self.error(
                 attrs, value, "sealed" if is_sealed(r.result) else "unknown")

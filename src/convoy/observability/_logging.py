@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import IO, Any
 
+from convoy._errors import ApprovalRequired
 from convoy.interceptors._base import (
     EffectInput,
     HandoffInput,
@@ -95,8 +96,9 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
 class LogEvents(Interceptor):
     """Logs on the ``convoy`` logger: each session run's start (debug) and end (info; a
     warning when it did not complete), and each step that failed (warning), with its kind
-    of error. Put it after :class:`~convoy.observability.Tracing` (same stage, later in the
-    list) so the records carry the span's ids."""
+    of error (a tool call that waits for a person's approval: info). Put it after
+    :class:`~convoy.observability.Tracing` (same stage, later in the list) so the records
+    carry the span's ids."""
 
     stage: Stage = "trace"
 
@@ -120,6 +122,10 @@ class LogEvents(Interceptor):
     async def _step(self, what: str, next: Next[Any, Any], input: Any) -> Any:
         try:
             return await next(input)
+        except ApprovalRequired as e:  # (it waits for a person: no failure)
+            logger.info("%s waits for a person's approval", what,
+                        extra={"error_kind": error_kind(e)})
+            raise
         except Exception as e:
             subject = getattr(getattr(input, "session", None), "subject", None)
             logger.warning("%s failed: %s", what, WITHHELD if subject is not None else e,

@@ -22,7 +22,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from convoy._errors import StateConflict, UserError
+from convoy._errors import ApprovalRequired, StateConflict, UserError
 from convoy.interceptors._base import (
     AgentRunEnded,
     DecisionInput,
@@ -91,15 +91,18 @@ STEP_NS, SESSION_NS = _ns(STEP_BUCKETS), _ns(SESSION_BUCKETS)
 class _Step(_Hist):
     """One series of steps, bounded ``labels`` ``(kind, agent, target)``: the durations
     of those that succeeded, of those that ``failed`` (once one has), failures by error
-    kind, a model's tokens and cost."""
+    kind, how many calls waited for a person's approval (``approvals``), a model's tokens
+    and cost."""
 
-    __slots__ = ("cost", "errors", "failed", "labels", "tokens_in", "tokens_out")
+    __slots__ = ("approvals", "cost", "errors", "failed", "labels", "tokens_in",
+                 "tokens_out")
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
         super().__init__(STEP_NS)
         self.labels = labels
         self.errors: dict[str, int] = {}
         self.failed: _Hist | None = None
+        self.approvals = 0
         self.tokens_in = self.tokens_out = 0
         self.cost = 0.0
 
@@ -398,7 +401,9 @@ class Metrics(Interceptor):
 
     def _step_failed(self, kind: str, agent: str, target: str, input: Any,
                      exc: BaseException, ns: int) -> None:
-        if isinstance(exc, Exception):  # (not a cancelled or parked run)
+        if isinstance(exc, ApprovalRequired):  # (it waits for a person: no failure)
+            self._step(kind, agent, target).approvals += 1
+        elif isinstance(exc, Exception):  # (not a cancelled or parked run)
             st = self._step(kind, agent, target)
             error = error_kind(exc)
             st.errors[error] = st.errors.get(error, 0) + 1
@@ -565,6 +570,9 @@ class _Collector:
             steps.add_metric([kind_, agent, target, "ok", ""], sum(counts))
             for kind, n in list(st.errors.items()):
                 steps.add_metric([kind_, agent, target, "error", kind], n)
+            if st.approvals:
+                steps.add_metric([kind_, agent, target, "approval_required", ""],
+                                 st.approvals)
             hist(step_s, (*st.labels, "ok"), counts, st.sum, STEP_BUCKETS)
             failed = st.failed
             if failed is not None:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
-from convoy._errors import SessionTerminated, UserError
+from convoy._errors import ApprovalRequired, SessionTerminated, UserError
 from convoy._trace_context import (
     TRACE_HEADER,
     decision_span_id,
@@ -399,8 +399,11 @@ class Tracing(Interceptor):
 
     def failed(self, span: SpanData, exc: BaseException) -> None:
         """Mark ``span`` as ended by ``exc``: an error (with its kind), or an interruption
-        (a parked or cancelled run, a lost lease)."""
-        if isinstance(exc, Exception | SessionTerminated):
+        (a parked or cancelled run, a lost lease); a tool call that waits for a person's
+        approval is neither (``convoy.approval.required``)."""
+        if isinstance(exc, ApprovalRequired):
+            span.attrs["convoy.approval.required"] = True
+        elif isinstance(exc, Exception | SessionTerminated):
             kind = error_kind(exc)
             message = self.error_text(str(exc), span.run)
             span.status = "error"

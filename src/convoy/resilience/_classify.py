@@ -26,6 +26,7 @@ from typing import Any, Literal, TypeAlias, get_args
 
 from convoy._errors import (
     AgentTurnsExhausted,
+    ApprovalRequired,
     CircuitOpenError,
     ContentPolicyViolation,
     ContextWindowExceeded,
@@ -60,7 +61,7 @@ ErrorKind = Literal[
     "invalid_output", "denied", "provider_error", "tool_error", "handoff_invalid",
     "turns_exhausted", "unknown_outcome", "conflict", "wait_timeout", "budget_exhausted",
     "loop_detected", "limit_exceeded", "escalated", "nondeterminism", "store_error",
-    "cancelled", "other"]
+    "cancelled", "approval_required", "other"]
 #: Every :data:`ErrorKind`: the one error taxonomy of metrics labels, span attributes, logs
 #: and the CLI's summaries. The :data:`FailureKind` values come first, in their order.
 ERROR_KINDS: tuple[ErrorKind, ...] = get_args(ErrorKind)
@@ -200,8 +201,10 @@ def error_kind(exc: BaseException) -> ErrorKind:
     ``"turns_exhausted"``, ``"unknown_outcome"``, ``"conflict"`` (a stale shared-state
     write), ``"wait_timeout"``, a session's terminal reason (``"budget_exhausted"``,
     ``"loop_detected"``, ``"limit_exceeded"``, ``"escalated"``), ``"nondeterminism"``,
-    ``"store_error"``, ``"cancelled"`` (a cancelled run or session); ``"other"`` for
-    anything else (see :data:`ERROR_KINDS`)."""
+    ``"store_error"``, ``"cancelled"`` (a cancelled run or session),
+    ``"approval_required"`` (a tool call that waits for a person's approval: no failure,
+    which traces, metrics and alerts do not count as one); ``"other"`` for anything else
+    (see :data:`ERROR_KINDS`)."""
     for cls, name in _OWN_KIND:  # never a downstream's failure, whatever ``retryable`` says
         if isinstance(exc, cls):
             return name
@@ -229,7 +232,8 @@ def error_kind_of(record: Mapping[str, Any] | None) -> ErrorKind | None:
 _OWN_KIND: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (StateConflict, "conflict"), (UnknownOutcomeError, "unknown_outcome"),
     (HandoffError, "handoff_invalid"), (AgentTurnsExhausted, "turns_exhausted"),
-    (WaitTimeout, "wait_timeout"), (asyncio.CancelledError, "cancelled"))
+    (WaitTimeout, "wait_timeout"), (asyncio.CancelledError, "cancelled"),
+    (ApprovalRequired, "approval_required"))
 _REFINED: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (ToolError, "tool_error"), (ModelError, "provider_error"),
     (NonDeterminismError, "nondeterminism"), (StoreError, "store_error"))
