@@ -220,3 +220,33 @@ def test_no_line_a_command_prints_ends_in_spaces(tmp_path: Path) -> None:
         for name, text in (("stdout", res.stdout), ("stderr", res.stderr)):
             padded = [line for line in text.split("\n") if line.endswith(" ")]
             assert not padded, (args, name, padded[:3])
+
+
+def test_a_one_line_notice_stays_one_line_when_piped(tmp_path: Path) -> None:
+    """Output piped or captured is not word-wrapped at 120 columns: a notice that names a
+    store deep in directories is one line (grep finds it whole), as errors are."""
+    deep = tmp_path / ("a_rather_long_directory_name_for_the_store" * 2) / "and_another_level"
+    deep.mkdir(parents=True)
+    db = str(deep / "store.db")
+    assert cli("db", "migrate", "--db", db).code == 0
+    for args in (["sessions", "list"], ["sessions", "list", "--status", "failed"], ["cost"],
+                 ["alerts", "--open"]):
+        res = cli(*args, "--db", db)
+        assert res.code == 0, (args, res.stderr)
+        lines = [line for line in res.stdout.splitlines() if line]
+        assert len(lines) == 1 and db in lines[0], (args, res.stdout)
+
+
+@pytest.mark.parametrize(("args", "what"), [
+    (["trace", ""], "the session id"), (["sessions", "show", " "], "the session id"),
+    (["replay", ""], "the session id"), (["cancel", ""], "the session id"),
+    (["signal", "", "go"], "the session id"), (["export", ""], "the subject"),
+    (["erase", "  "], "the subject"), (["inbox", "show", ""], "the task id"),
+    (["inbox", "approve", ""], "the task id")])
+def test_an_empty_id_is_said_to_be_empty(tmp_path: Path, args: list[str], what: str) -> None:
+    """An empty id (a shell variable that was not set) is named as empty, in one line,
+    before the store is read: not an unknown id to look up."""
+    db = str(tmp_path / "convoy.db")
+    populate(db)
+    one_line_error(cli(*args, "--db", db, env=_master_key(tmp_path)), 2,
+                   f"{what} is empty")

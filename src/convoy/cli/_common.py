@@ -207,6 +207,22 @@ class Scope:
         return engine if self.tenant is None else engine.tenant(self.tenant)
 
 
+def nonempty(what: str, hint: str) -> Callable[[str], str]:
+    """A callback that refuses an empty (or blank) argument in one line (``what`` names
+    it, ``hint`` says where to find one): a shell variable that was not set is not an
+    unknown id to look up."""
+    def check(value: str) -> str:
+        if not value.strip():
+            fail(f"{what} is empty: give one ({hint})")
+        return value
+
+    return check
+
+
+#: The callback of a command's SESSION argument (:func:`nonempty`).
+SESSION_ID = nonempty("the session id", "'convoy sessions list' shows them")
+
+
 def one_tenant(tenant: str | None) -> str:
     """The tenant ``--tenant`` / ``$CONVOY_TENANT`` names, else ``default``."""
     return DEFAULT_TENANT if tenant is None else tenant
@@ -245,6 +261,15 @@ class DataConsole(Console):
     def render_str(self, text: str, **options: Any) -> Text:
         return super().render_str(printable(text), **{**options, "markup": False,
                                                       "emoji": False})
+
+    def print(self, *objects: Any, soft_wrap: bool | None = None, **options: Any) -> None:
+        """As :meth:`Console.print`; a line of text piped or captured (not a terminal, which
+        wraps it itself) is not word-wrapped at the console's width: one notice, one line
+        (what grep finds whole). A table still fits the width."""
+        if soft_wrap is None and not self.is_terminal and \
+                all(isinstance(o, str | Text) for o in objects):
+            soft_wrap = True
+        super().print(*objects, soft_wrap=soft_wrap, **options)
 
     @property
     def file(self) -> IO[str]:

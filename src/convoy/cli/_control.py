@@ -17,6 +17,7 @@ from convoy._command import command, word
 from convoy._text import check_name
 from convoy.cli._common import (
     DEFAULT_DB,
+    SESSION_ID,
     AllTenantsOption,
     BusyTimeoutOption,
     DbOption,
@@ -53,7 +54,8 @@ def _continues(row: SessionRow, db: str) -> str:
 
 def signal(
     ctx: typer.Context,
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.",
+                                              callback=SESSION_ID)],
     name: Annotated[str, typer.Argument(
         metavar="NAME", help=f"The signal, as the workflow's ctx.wait_for names it, or "
         f"{ESCALATION!r} to answer an escalated session.")],
@@ -162,7 +164,8 @@ async def _signal(engine: Engine, scope: Scope, session_id: str, name: str, valu
 
 
 def cancel(
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.",
+                                              callback=SESSION_ID)],
     db: DbOption = DEFAULT_DB,
     busy_timeout: BusyTimeoutOption = 10.0,
     tenant: TenantOption = None,

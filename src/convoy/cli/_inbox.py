@@ -39,6 +39,7 @@ from convoy.cli._common import (
     import_modules,
     json_value,
     label,
+    nonempty,
     out,
     require_convoy_store,
     require_store,
@@ -61,7 +62,9 @@ inbox_app = typer.Typer(
          "Example: `convoy inbox list --tenant acme`, then "
          "`convoy inbox approve <task> --tenant acme`")
 
-TaskArg = Annotated[str, typer.Argument(metavar="TASK", help="Task id, as 'list' shows it.")]
+TaskArg = Annotated[str, typer.Argument(
+    metavar="TASK", help="Task id, as 'list' shows it.",
+    callback=nonempty("the task id", "'convoy inbox list' shows them"))]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
 CommentOption = Annotated[str | None, typer.Option(
     "--comment", "-m", metavar="TEXT", help="Say why (the agent reads it on a re-run; a "

@@ -28,6 +28,7 @@ from convoy.cli._common import (
     fail,
     label,
     no_sessions_note,
+    nonempty,
     open_store,
     out,
     require_convoy_store,
@@ -40,8 +41,10 @@ from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
 from convoy.stores import Erasure
 
-SubjectArg = Annotated[str, typer.Argument(metavar="SUBJECT",
-                                           help="The data subject, as sessions named it.")]
+SubjectArg = Annotated[str, typer.Argument(
+    metavar="SUBJECT", help="The data subject, as sessions named it.",
+    callback=nonempty("the subject", "the name sessions gave it: 'convoy sessions show ID' "
+                      "prints a session's subject"))]
 
 
 def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption = None,

@@ -14,6 +14,7 @@ from convoy._text import quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
+    SESSION_ID,
     AllTenantsOption,
     DbOption,
     ImportOption,
@@ -34,7 +35,8 @@ from convoy.cli._render import plural, status_text
 
 
 def replay(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.",
+                                              callback=SESSION_ID)],
     db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     tenant: TenantOption = None,

@@ -11,6 +11,7 @@ import typer
 from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
+    SESSION_ID,
     AllTenantsOption,
     DbOption,
     Scope,
@@ -139,7 +140,8 @@ async def _list(db: str, where: SessionFilter, left_out: list[LeftOut]
 
 @sessions_app.command("show")
 def show_session(
-    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="ID", help="Session id.",
+                                              callback=SESSION_ID)],
     db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
     tenant: TenantOption = None,

@@ -19,6 +19,7 @@ from convoy._trace_context import derived_id
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
+    SESSION_ID,
     AllTenantsOption,
     DbOption,
     Scope,
@@ -45,7 +46,8 @@ BAR = 32
 
 
 def trace(
-    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.")],
+    session_id: Annotated[str, typer.Argument(metavar="SESSION", help="Session id.",
+                                              callback=SESSION_ID)],
     db: DbOption = DEFAULT_DB,
     as_json: Annotated[bool, typer.Option("--json", help="Print the spans as JSON.")] = False,
     tenant: TenantOption = None,
