@@ -404,3 +404,28 @@ def test_a_subjects_session_made_under_the_unkeyed_id_is_found_again(tmp_path: P
                env=env)
     assert acme.code == 0 and summary(acme.stdout, "sessions run") == "1", acme
     assert old_acme in {r.id for r in sessions() if r.tenant == "acme"}
+
+
+def test_erase_dry_run_says_what_it_would_erase_and_writes_nothing(tmp_path: Path) -> None:
+    """An erasure cannot be undone: --dry-run names the sessions it would delete (and
+    whether the subject has a key), from a store opened read-only, and changes no byte;
+    an unknown or erased subject gets the answer erase gives."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED},
+                                        {"subject": "login", "body": "again"}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("convoy")}
+    res = cli("erase", "c-9", "--dry-run", env=env)
+    assert res.code == 0, res.stderr
+    ids = [r.id for r in sessions()]
+    assert res.stdout.startswith("would erase subject 'c-9' of tenant 'default': 2 sessions ("
+                                 f"{', '.join(sorted(ids))}), the shared-state versions they "
+                                 "wrote, and its key"), res.stdout
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("convoy")}
+    assert after == before
+    one_line_error(cli("erase", "c-8", "--dry-run", env=env), 2, "unknown subject 'c-8'")
+    one_line_error(cli("erase", "c-9", "--dry-run"), 2, "needs the master key")
+    assert cli("erase", "c-9", env=env).code == 0
+    again = cli("erase", "c-9", "--dry-run", env=env)
+    assert again.code == 0 and "was erased already" in again.stdout, again

@@ -36,10 +36,10 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
-from convoy.cli._render import fmt_time, plural
+from convoy.cli._render import fmt_time, line_list, plural
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
-from convoy.stores import Erasure
+from convoy.stores import Erasure, SessionRow
 
 SubjectArg = Annotated[str, typer.Argument(
     metavar="SUBJECT", help="The data subject, as sessions named it.",
@@ -48,7 +48,11 @@ SubjectArg = Annotated[str, typer.Argument(
 
 
 def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
-          busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
+          busy_timeout: WriteBusyTimeoutOption = 10.0,
+          dry_run: Annotated[bool, typer.Option(
+              "--dry-run", help="Say what it would erase (the sessions that name the "
+              "subject, whether it has a key) and write nothing: the store is opened "
+              "read-only.")] = False) -> None:
     """Erase a data subject of the tenant --tenant names (default: 'default'): destroy
     their key, delete every session that names them (inputs, outputs, every journaled
     step, signals, the shared-state versions they wrote), record the erasure, and compact
@@ -61,20 +65,51 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
     answered as done: it says when, writes nothing and exits 0. A subject the tenant never
     had (no session names it, no key, no erasure) exits 2.
 
-    Example: `convoy erase customer-42 --tenant acme`
+    Example: `convoy erase customer-42 --tenant acme --dry-run`
     """
+    if dry_run:
+        require_store(db)
+        engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
+        plan = run_async(_erase_plan(engine, subject, tenant or DEFAULT_TENANT))
+        if isinstance(plan, SubjectErased):
+            _erased_already(subject, plan)
+            return
+        rows, key = plan
+        what = [f"{plural(len(rows), 'session')} ({line_list([r.id for r in rows])})",
+                "the shared-state versions they wrote"] if rows else []
+        what.append("its key" if key else "no key (none is held)")
+        out.print(f"would erase subject {quoted(subject)} of tenant "
+                  f"{quoted(tenant or DEFAULT_TENANT)}: {', '.join(what[:-1])}"
+                  f"{', and ' if len(what) > 1 else ''}{what[-1]}; nothing was written "
+                  "(--dry-run)", markup=False)
+        return
     require_convoy_store(db, nothing="erase")
     event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
                              tenant or DEFAULT_TENANT))
     if isinstance(event, SubjectErased):
-        out.print(f"subject {quoted(subject)} of tenant {quoted(event.tenant)} was erased already "
-                  f"(erasure #{event.seq} at {fmt_time(event.at)}): nothing of it is left; "
-                  "nothing more to do", markup=False, soft_wrap=True)
+        _erased_already(subject, event)
         return
     out.print(f"erased subject {quoted(subject)} of tenant {quoted(event.tenant)}: "
               f"{event.sessions} "
               f"session(s), {event.state_versions} state version(s), key "
               f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
+
+
+def _erased_already(subject: str, e: SubjectErased) -> None:
+    out.print(f"subject {quoted(subject)} of tenant {quoted(e.tenant)} was erased already "
+              f"(erasure #{e.seq} at {fmt_time(e.at)}): nothing of it is left; "
+              "nothing more to do", markup=False, soft_wrap=True)
+
+
+async def _erase_plan(engine: Engine, subject: str, tenant: str
+                      ) -> tuple[list[SessionRow], bool] | SubjectErased:
+    async with engine:
+        try:
+            return await engine.erase_plan(subject, tenant=tenant)
+        except SubjectErased as e:
+            return e
+        except UnknownSubject as e:
+            _unknown(e)
 
 
 async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | SubjectErased:

@@ -8,6 +8,7 @@ from convoy._errors import UserError
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.privacy._subjects import (
     compact_after,
+    erase_plan,
     erase_subject,
     export_subject,
     purge_older_than,
@@ -16,7 +17,7 @@ from convoy.privacy._subjects import (
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
     from convoy.privacy._keys import KeyRing
-    from convoy.stores._protocol import Erasure
+    from convoy.stores._protocol import Erasure, SessionRow
 
 
 class SubjectRights:
@@ -29,6 +30,17 @@ class SubjectRights:
                             "the key file the subjects' keys were made with (in Python: "
                             "Engine(master_key=...))")
         return keys
+
+    async def erase_plan(self, subject: str, *, tenant: str = DEFAULT_TENANT
+                         ) -> tuple[list[SessionRow], bool]:
+        """What :meth:`erase` would delete, writing nothing (the engine may be read-only):
+        the sessions that name the subject, and whether its key is held. Raises as
+        :meth:`erase` does for a subject that is unknown or was erased already."""
+        check_tenant(tenant)
+        keys = self._keyring("erasing a subject")
+        engine = _engine(self)
+        await engine.open()
+        return await erase_plan(keys.store, keys, tenant, subject)
 
     async def erase(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> Erasure:
         """Erase a data subject: destroy its key, delete every session that names it (with

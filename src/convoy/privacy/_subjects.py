@@ -55,6 +55,20 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     return event  # (not compacted yet: see :func:`compact_after`)
 
 
+async def erase_plan(store: Store, keys: KeyRing, tenant: str,
+                     subject: str) -> tuple[list[SessionRow], bool]:
+    """What :func:`erase_subject` would delete, writing nothing: the sessions that name
+    the subject, and whether its key is held. Raises as it does for a subject that is
+    unknown (:class:`UnknownSubject`) or erased already (:class:`SubjectErased`)."""
+    await keys.check()
+    rows = await store.subject_sessions(tenant, subject)
+    key = await store.subject_key_get(tenant, subject) is not None
+    if not rows and not key:
+        raise _unknown(store, tenant, subject, keys.master.ref(tenant, subject),
+                       await store.erasures(tenant=tenant))
+    return rows, key
+
+
 async def compact_after(store: Store, done: str) -> None:
     """Compact ``store`` after a purge (``done``: what happened, as the error says it):
     a compaction another process keeps from running is one line that says the purge
@@ -290,5 +304,5 @@ def parse_age(text: str) -> float:
     return value * unit
 
 
-__all__ = ["compact_after", "erase_subject", "export_subject", "parse_age",
+__all__ = ["compact_after", "erase_plan", "erase_subject", "export_subject", "parse_age",
            "purge_older_than"]
