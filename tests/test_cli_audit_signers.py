@@ -508,3 +508,29 @@ def test_checkpoint_and_prove_sign_with_the_newest_key_listed_in_the_environment
     r = cli("audit", "checkpoint", "--db", db, "--tenant", T, env={"CONVOY_AUDIT_KEY": "::"})
     assert r.code == 2 and "CONVOY_AUDIT_KEY" in r.stderr and "names no key file" in \
         r.stderr, r.stderr
+
+
+def test_a_checkpoints_file_given_as_a_proof_and_a_proof_as_checkpoints_are_named(
+        log: dict[str, Any], tmp_path: Path) -> None:
+    """The two kinds of file one passes around (published checkpoints, one per line, and
+    a proof) given to the wrong command: the line says which kind it is and which command
+    reads it, not a JSON parser's complaint."""
+    db, published = str(log["db"]), log["published"]
+    _append(log["db"], 8, 9)
+    second = cli("audit", "checkpoint", "--db", db, "--tenant", T, "--key", str(log["key"]))
+    assert second.code == 0, second.stderr
+    two = tmp_path / "two.jsonl"
+    two.write_text(published.read_text() + second.stdout)
+    for checkpoints in (published, two):
+        _one_line(cli("audit", "check", str(checkpoints)), 2, "holds checkpoints",
+                  "convoy audit verify --checkpoint")
+    proof = tmp_path / "proof.json"
+    proved = cli("audit", "prove", "3", "--db", db, "--tenant", T)
+    assert proved.code == 0, proved.stderr
+    proof.write_text(json.dumps(json.loads(proved.stdout), indent=2))
+    _one_line(cli("audit", "verify", "--db", db, "--checkpoint", str(proof)), 2,
+              "is a proof", "convoy audit check")
+    spread = tmp_path / "spread.json"  # one checkpoint over several lines
+    spread.write_text(json.dumps(log["cp"].to_dict(), indent=2))
+    _one_line(cli("audit", "verify", "--db", db, "--checkpoint", str(spread)), 2,
+              "over several lines", "one JSON checkpoint per line")

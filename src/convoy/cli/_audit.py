@@ -123,8 +123,24 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
                 try:
                     found.append(checkpoint.from_json(line))
                 except UserError as e:
+                    _not_a_proof(f, "\n".join(lines))
                     fail(f"--checkpoint {str(f)!r} line {n}: {e}")
     return found
+
+
+def _not_a_proof(f: Path, text: str) -> None:
+    """Refuse, in one line, a proof given as checkpoints, or a checkpoint spread over
+    several lines."""
+    from convoy.audit._log import CONSISTENCY_FORMAT, PROOF_FORMAT
+
+    kind = _format_of(text)
+    if kind in (PROOF_FORMAT, CONSISTENCY_FORMAT):
+        fail(f"--checkpoint {str(f)!r} is a proof, not checkpoints: check it with "
+             f"'convoy audit check {word(str(f))}'")
+    if kind == _checkpoint_format() and len([x for x in text.splitlines() if x.strip()]) > 1:
+        fail(f"--checkpoint {str(f)!r} holds a checkpoint written over several lines: "
+             "the file holds one JSON checkpoint per line, as 'convoy audit checkpoint' "
+             "prints them")
 
 
 def _check_public_keys(texts: list[str] | None) -> None:
@@ -754,10 +770,12 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     """
     _check_public_keys(public_key)
     try:
-        doc = json.loads(proof.read_text())
+        text = proof.read_text()
+        doc = json.loads(text)
     except OSError as e:
         fail(f"{str(proof)!r}: {e.strerror or e}")
     except ValueError as e:
+        _not_checkpoints(proof, text)
         fail(f"{str(proof)!r} is not JSON: {e}")
     except RecursionError:  # (nested deeper than the decoder goes)
         fail(f"{str(proof)!r} is not a Convoy inclusion proof: it nests arrays or objects "
@@ -765,6 +783,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     audit = _audit()
     from convoy.audit._log import CONSISTENCY_FORMAT
 
+    _not_checkpoints(proof, text)
     consistent = isinstance(doc, dict) and doc.get("format") == CONSISTENCY_FORMAT
     try:
         if consistent:
@@ -789,6 +808,32 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
                        f"log of {doc['tree_size']} entries: {event.kind} {event.status}"
                        + (f" ({where})" if where else "")))
     _unpinned(public_key)
+
+
+def _checkpoint_format() -> str:
+    _audit()  # the extra is installed
+    from convoy.audit._checkpoint import HEADER
+
+    return HEADER
+
+
+def _format_of(text: str) -> object:
+    """The ``format`` of the JSON object ``text`` holds (``None``: none, or no object)."""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    return doc.get("format") if isinstance(doc, dict) else None
+
+
+def _not_checkpoints(proof: Path, text: str) -> None:
+    """Refuse, in one line, a file of published checkpoints given as a proof."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    if _format_of(first) == _checkpoint_format() or \
+            _format_of(text) == _checkpoint_format():
+        fail(f"{str(proof)!r} holds checkpoints, not a proof: check a log against them with "
+             f"'convoy audit verify --checkpoint {word(str(proof))}'; 'convoy audit prove "
+             "INDEX' writes the proof of an entry")
 
 
 def _unpinned(public_key: list[str] | None) -> None:
