@@ -25,6 +25,7 @@ from tests.clikit import (
     GOOD,
     cli,
     ids_of,
+    one_line_error,
     run_ok,
     tamper,
     workdir,  # noqa: F401  (autouse fixture)
@@ -55,6 +56,20 @@ def test_sessions_list_leaves_out_a_damaged_session_and_lists_the_others() -> No
     assert bad not in res.stdout, res.stdout
     _warning(res.stderr, "1 damaged session row",
              f"session {bad!r}: its stored cost 'nan' is not a number")
+
+
+def test_a_session_whose_status_was_edited_is_a_damaged_row() -> None:
+    """A status Convoy never writes (edited by hand) is named, as any other damaged value:
+    the row is not listed under it, nor run."""
+    run_ok()
+    bad, *good = ids_of(GOOD)
+    tamper("UPDATE sessions SET status='bogus' WHERE id=?", bad)
+    res = cli("sessions", "list")
+    assert res.code == 0, res.stderr
+    assert bad not in res.stdout and all(sid in res.stdout for sid in good), res.stdout
+    _warning(res.stderr, "1 damaged session row",
+             f"session {bad!r}: its stored status 'bogus' is not a session status")
+    one_line_error(cli("sessions", "show", bad), 1, "its stored status 'bogus'")
 
 
 def test_sessions_list_names_the_first_of_many_damaged_rows_and_counts_the_rest() -> None:

@@ -15,8 +15,8 @@ from convoy._errors import NoStoreError, StoreError
 from convoy.stores._addons import FOREIGN_READ
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
-from convoy.stores._protocol import SessionRow, StepRecord
-from convoy.stores._rows import RowCheck, row_name
+from convoy.stores._protocol import STATUSES, SessionRow, StepRecord
+from convoy.stores._rows import RowCheck, damaged, row_name, shown
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -310,12 +310,18 @@ _JOURNAL_CHECKS = RowCheck(
 
 def _session(r: Sequence[Any]) -> SessionRow:
     _SESSION_CHECKS(r, lambda: f"session {row_name(r[0])}")
+    if r[4] not in _STATUSES:  # (edited: Convoy writes no other)
+        raise damaged(f"session {row_name(r[0])}", f"its stored status {shown(r[4])} is "
+                      f"not a session status ({', '.join(STATUSES)})")
     return SessionRow(id=r[0], workflow=r[1], version=r[2], tenant=r[3], status=r[4],
                       input=r[5], output=r[6], error=r[7], created=r[8], started=r[9],
                       finished=r[10], steps=r[11], input_tokens=r[12], output_tokens=r[13],
                       cost=r[14], owner=r[15], lease_until=r[16], active_s=r[17] or 0.0,
                       wake_at=r[18], wait_name=r[19], headers=r[20] or "{}", parent=r[21],
                       subject=r[22])
+
+
+_STATUSES = frozenset(STATUSES)
 
 
 def _record(r: Sequence[Any], session_id: str) -> StepRecord:
