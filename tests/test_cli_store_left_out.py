@@ -58,6 +58,21 @@ def test_sessions_list_leaves_out_a_damaged_session_and_lists_the_others() -> No
              f"session {bad!r}: its stored cost 'nan' is not a number")
 
 
+def test_a_page_that_left_out_a_damaged_row_offers_no_more_pages() -> None:
+    """The rows a listing left out are counted in the total: a page that shows every
+    readable row does not say to page on for more."""
+    run_ok()
+    bad, *good = ids_of(GOOD)
+    tamper("UPDATE sessions SET steps='y' WHERE id=?", bad)
+    for extra in ((), ("--limit", "100")):
+        res = cli("sessions", "list", *extra)
+        assert res.code == 0, res.stderr
+        assert f"showing {len(good)} of {len(GOOD)} sessions" in res.stdout, res.stdout
+        assert "for more" not in res.stdout and "none after these" in res.stdout, res.stdout
+    res = cli("sessions", "list", "--limit", "1")  # (a page that is full: more to show)
+    assert "use --limit N or --offset N for more" in res.stdout, res.stdout
+
+
 def test_a_session_whose_status_was_edited_is_a_damaged_row() -> None:
     """A status Convoy never writes (edited by hand) is named, as any other damaged value:
     the row is not listed under it, nor run."""

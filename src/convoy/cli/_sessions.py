@@ -108,11 +108,17 @@ def list_sessions(
     out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width,
                              cancelling=cancels.keys()))
     if workflow is None and total > len(rows):
-        other = "" if newest else ", or --newest for the newest first"
+        # (the rows left out as damaged are in the total: past them, maybe nothing more)
+        if offset + len(rows) + len(left_out) < total:
+            more = "use --limit N or --offset N for more" + (
+                "" if newest else ", or --newest for the newest first")
+        else:
+            more = "none after these" + (
+                " but the damaged rows left out (see the warning)" if left_out else "")
         out.print(f"showing {len(rows)} of {total:,} sessions (from the "
                   f"{'newest' if newest else 'oldest'}"
-                  f"{f', skipping {offset}' if offset else ''}); use --limit N or --offset N "
-                  f"for more{other}", markup=False, soft_wrap=True)
+                  f"{f', skipping {offset}' if offset else ''}); {more}", markup=False,
+                  soft_wrap=True)
     if counts and status is None:
         out.print("  ".join(f"{s}: {counts[s]:,}" for s in STATUSES if s in counts),
                   markup=False)
