@@ -47,7 +47,8 @@ def test_alerts_lists_the_tenants_alerts_newest_first() -> None:
     assert res.code == 0, res.stderr
     lines = [ln for ln in res.stdout.splitlines() if "triage" in ln]
     assert len(lines) == 2 and "error_rate" in lines[0] and "latency" in lines[1]
-    assert "open" in lines[0] and "cleared" in lines[1] and "0.65 (0.5 ± 0.05)" in lines[1]
+    assert "open" in lines[0] and "cleared" in lines[1] and "0.65 (0.5, 0.05)" in lines[1]
+    assert "band top (mean, dev)" in res.stdout and "±" not in res.stdout  # (one-sided)
     assert "tokens" not in res.stdout  # acme's
     res = cli("alerts", "--open")
     assert "error_rate" in res.stdout and "latency" not in res.stdout

@@ -191,15 +191,15 @@ def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
     deliveries = deliveries or {}
     hooks = any(deliveries.get(a.id) for a in rows)
     names = ("id", "status", *(("tenant",) if tenants else ()), "of", "metric", "value",
-             "band ≤ (mean ± dev)", "opened", "cleared", *(("webhooks",) if hooks else ()))
+             "band top (mean, dev)", "opened", "cleared", *(("webhooks",) if hooks else ()))
     for name in names:
         t.add_column(name, justify="right" if name in ("id", "value") else "left",
-                     no_wrap=name not in ("band ≤ (mean ± dev)", "webhooks"))
+                     no_wrap=name not in ("band top (mean, dev)", "webhooks"))
     for a in rows:
         status = Text(a.status, style="red" if a.status == "open" else "green")
         t.add_row(str(a.id), status, *((a.tenant,) if tenants else ()),
                   f"{a.scope} {a.subject}", a.metric, _num(a.value),
-                  f"{_num(a.threshold)} ({_num(a.mean)} ± {_num(a.deviation)})",
+                  f"{_num(a.threshold)} ({_num(a.mean)}, {_num(a.deviation)})",
                   fmt_time(a.opened), fmt_time(a.cleared),
                   *((_hooks(deliveries.get(a.id, [])),) if hooks else ()))
     return t
