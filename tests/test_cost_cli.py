@@ -122,3 +122,12 @@ def test_usage_errors(tmp_path: Path, store: Path) -> None:
     assert bad.returncode == 2 and "use one of session, agent, model, tenant" in bad.stderr
     missing = cli("--db", str(tmp_path / "nope.db"))
     assert missing.returncode == 2 and "no Convoy store" in missing.stderr
+
+
+@pytest.mark.parametrize(("usd", "shown"), [
+    (0, "$0"), (1e-7, "<$0.000001"), (4.9e-7, "<$0.000001"), (5e-7, "<$0.000001"),
+    (0.0000135, "$0.000013"), (0.00136, "$0.00136"), (0.9999996, "$1.00"), (1.5, "$1.50"),
+    (1234.5, "$1,234.50"), (float("nan"), "-")])
+def test_a_cost_is_shown_one_way_and_never_as_a_bare_point(usd: float, shown: str) -> None:
+    """(``$0.`` for a fraction of a millionth of a dollar, ``$1.`` just under a dollar.)"""
+    assert fmt_cost(usd) == shown

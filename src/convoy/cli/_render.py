@@ -39,9 +39,17 @@ MAX_LISTED = 5
 
 
 def fmt_cost(usd: float) -> str:
-    if usd >= 1:
+    """``$1.50``, ``$0.00136``, ``$0``; a cost under half a millionth of a dollar is
+    ``<$0.000001`` (not ``$0.``: six decimals are what is shown)."""
+    if usd == 0 or not math.isfinite(usd):
+        return "$0" if usd == 0 else "-"
+    if usd < 0:  # (never a cost Convoy computes: shown as given)
+        return "-" + fmt_cost(-usd)
+    text = f"{usd:.6f}"
+    if float(text) >= 1:
         return f"${usd:,.2f}"
-    return "$0" if usd == 0 else "$" + f"{usd:.6f}".rstrip("0")
+    text = text.rstrip("0")
+    return "<$0.000001" if text == "0." else "$" + text
 
 
 def fmt_duration(s: float) -> str:

@@ -32,7 +32,7 @@ from convoy.cli._common import (
     tenant_scope,
     unknown_session,
 )
-from convoy.cli._render import fmt_duration, plural
+from convoy.cli._render import fmt_cost, fmt_duration, plural
 from convoy.hitl._task import INBOX
 from convoy.observability._derived import journal_spans, task_keys
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparent_sampled
@@ -336,7 +336,7 @@ def detail(span: dict[str, Any]) -> str:
         parts.append("+".join("?" if n is None else _count(n) for n in tokens) + " tokens")
     cost = a.get("convoy.cost_usd")
     if cost:
-        parts.append(f"${cost:.6f}" if type(cost) in (int, float) and math.isfinite(cost)
+        parts.append(fmt_cost(cost) if type(cost) in (int, float) and math.isfinite(cost)
                      else f"cost {_as_is(cost, quote=True)}")
     if a.get("convoy.attempts"):
         parts.append(f"{_as_is(a['convoy.attempts'])} attempts")
