@@ -393,8 +393,12 @@ def test_verify_pins_every_key_file_listed_in_the_environment(rotated: dict[str,
                                                               ) -> None:
     """``$CONVOY_AUDIT_KEY`` lists several key files as ``$PATH`` does (``:``)."""
     both = f"{rotated['key']}:{rotated['new']}"
-    r = cli("audit", "verify", "--db", str(rotated["db"]), env={"CONVOY_AUDIT_KEY": both})
-    assert r.code == 0 and "2 signed checkpoint(s) matched" in r.stdout, r.stderr
+    for listed in (both, f":{both}:", f"{rotated['key']}::{rotated['new']}"):
+        r = cli("audit", "verify", "--db", str(rotated["db"]),
+                env={"CONVOY_AUDIT_KEY": listed})
+        assert r.code == 0 and "2 signed checkpoint(s) matched" in r.stdout, r.stderr
+    r = cli("audit", "verify", "--db", str(rotated["db"]), env={"CONVOY_AUDIT_KEY": "::"})
+    _one_line(r, 2, "CONVOY_AUDIT_KEY names no key file")
 
 
 def test_the_rotation_note_says_how_to_pin_both_keys(rotated: dict[str, Any]) -> None:
@@ -534,3 +538,8 @@ def test_a_checkpoints_file_given_as_a_proof_and_a_proof_as_checkpoints_are_name
     spread.write_text(json.dumps(log["cp"].to_dict(), indent=2))
     _one_line(cli("audit", "verify", "--db", db, "--checkpoint", str(spread)), 2,
               "over several lines", "one JSON checkpoint per line")
+    _one_line(cli("audit", "check", str(spread)), 2, "over several lines",
+              "put it on one line")
+    binary = tmp_path / "proof.json.gz"  # not text at all
+    binary.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe")
+    _one_line(cli("audit", "check", str(binary)), 2, "is not UTF-8 text")

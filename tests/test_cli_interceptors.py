@@ -276,9 +276,9 @@ def test_approve_and_signal_take_the_applications_interceptors_too() -> None:
 
 
 def test_cancel_ends_a_session_through_the_applications_interceptors() -> None:
-    """A session whose run was killed (or never ran) ends in a run ``convoy cancel``
-    makes: the application's session hooks (its own audit, say) see that end as they
-    would in its engine, and without --interceptors they are not run."""
+    """A session whose run was killed, that never ran, or that waits ends in a run
+    ``convoy cancel`` makes: the application's session hooks (its own audit, say) see that
+    end as they would in its engine, and without --interceptors they are not run."""
     import sqlite3
 
     write_jsonl(Path("in.jsonl"), ["3600"])
@@ -300,6 +300,11 @@ def test_cancel_ends_a_session_through_the_applications_interceptors() -> None:
     assert res.code == 0, res.stderr
     assert session(second).status == "cancelled"
     assert Path("session_ends.txt").read_text() == f"{first} cancelled\n"
+    # a waiting session ends in a run of the command's too: the hooks see it
+    assert session(sid).status == "waiting"
+    res = cli("cancel", sid, "--interceptors", "app_interceptors:recording")
+    assert res.code == 0, res.stderr
+    assert Path("session_ends.txt").read_text() == f"{first} cancelled\n{sid} cancelled\n"
 
 
 def test_cancel_refuses_interceptors_that_cannot_be_loaded() -> None:

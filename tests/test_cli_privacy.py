@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sqlite3
 from pathlib import Path
 
@@ -250,8 +251,10 @@ def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(
                      ("inbox", "comment", "s-1:1", "hi", "--by", "ann"),
                      ("audit", "checkpoint", "--key", "a.key"), ("audit", "prove", "0")):
             one_line_error(cli(*args, "--db", db, env=env), 2,
-                           f"{db!r} is not a Convoy database" if db == "app.db" else
-                           "'empty.db' is an empty file (an empty SQLite database")
+                           # (as the commands that read say it: which tables it has)
+                           "'app.db' is a SQLite database that holds no Convoy store (it has "
+                           "tables of its own: 'customers'): nothing to " if db == "app.db"
+                           else "'empty.db' is an empty file (an empty SQLite database")
     assert (tmp_path / "app.db").read_bytes() == app
     assert (tmp_path / "empty.db").read_bytes() == b""
     one_line_error(cli("erase", "c-1", "--db", "missing.db", env=env), 2,
@@ -425,6 +428,17 @@ def test_erase_dry_run_says_what_it_would_erase_and_writes_nothing(tmp_path: Pat
     after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("convoy")}
     assert after == before
     one_line_error(cli("erase", "c-8", "--dry-run", env=env), 2, "unknown subject 'c-8'")
+    # one of its sessions running on another live engine: the erase would refuse, and so
+    # does the dry run, in the same words
+    held, *_ = sorted(ids)
+    tamper("UPDATE sessions SET status='running', owner='other-engine', lease_until=? "
+           "WHERE id=?", 2.5e11, held)  # (a lease no clock reaches)
+    dry, real = cli("erase", "c-9", "--dry-run", env=env), cli("erase", "c-9", env=env)
+    one_line_error(dry, 1, f"session {held!r} is running on engine 'other-engine'")
+    assert dry.code == real.code == 1 and re.sub(r"\d+ s\b", "N s", dry.stderr) == \
+        re.sub(r"\d+ s\b", "N s", real.stderr), (dry, real)  # (the lease left: by the clock)
+    tamper("UPDATE sessions SET status='completed', owner=NULL, lease_until=NULL WHERE id=?",
+           held)
     one_line_error(cli("erase", "c-9", "--dry-run"), 2, "needs the master key")
     assert cli("erase", "c-9", env=env).code == 0
     again = cli("erase", "c-9", "--dry-run", env=env)

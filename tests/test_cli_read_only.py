@@ -202,7 +202,7 @@ def test_busy_timeout_help_of_a_command_that_only_reads_speaks_of_opening(
     sessions = "the sessions it was writing stay unfinished"
     assert sessions in help_of("resume")
     for writes in (["erase"], ["purge"], ["state", "set"], ["inbox", "answer"], ["db", "migrate"],
-                   ["audit", "seal"]):  # (they write no session)
+                   ["audit", "seal"], ["signal"]):  # (they write no session)
         text = help_of(*writes)
         assert "How long a write may find the store locked" in text, (writes, text)
         assert sessions not in text, (writes, text)
@@ -242,7 +242,7 @@ def test_a_one_line_notice_stays_one_line_when_piped(tmp_path: Path) -> None:
     (["replay", ""], "the session id"), (["cancel", ""], "the session id"),
     (["signal", "", "go"], "the session id"), (["export", ""], "the subject"),
     (["erase", "  "], "the subject"), (["inbox", "show", ""], "the task id"),
-    (["inbox", "approve", ""], "the task id")])
+    (["inbox", "approve", ""], "the task id"), (["retry", "", "--dry-run"], "the session id")])
 def test_an_empty_id_is_said_to_be_empty(tmp_path: Path, args: list[str], what: str) -> None:
     """An empty id (a shell variable that was not set) is named as empty, in one line,
     before the store is read: not an unknown id to look up."""

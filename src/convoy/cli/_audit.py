@@ -71,8 +71,21 @@ KeyOption = Annotated[Path | None, typer.Option(
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
          "create it, mode 0600, if it does not exist). In CONVOY_AUDIT_KEY, a list of "
          "paths separated by ':' (as `verify` pins them) signs with its last one.")]
+def _keys(ctx: typer.Context, param: typer.CallbackParam, value: list[Path] | None
+          ) -> list[Path] | None:
+    """The key files pinned: ``--key`` as given, or the paths ``$CONVOY_AUDIT_KEY`` lists
+    without its empty entries (``new.key:``, ``::``)."""
+    if not value or option_source(ctx, param, KEY_ENV) != KEY_ENV:
+        return value
+    listed = [p for p in str(os.environ.get(KEY_ENV, "")).split(os.pathsep) if p.strip()]
+    if not listed:
+        fail(f"${KEY_ENV} names no key file: set it to the key's path (after a rotation, "
+             "old.key:new.key)")
+    return [Path(p) for p in listed]
+
+
 KeysOption = Annotated[list[Path] | None, typer.Option(
-    "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH",
+    "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH", callback=_keys,
     help="A key file that signs checkpoints (PEM): its public key is pinned. Repeatable: "
          "after a key rotation, pin the old key and the new one (each checkpoint must be "
          "signed by one of the keys pinned, with --public-key too). In CONVOY_AUDIT_KEY, "
@@ -771,9 +784,13 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     _check_public_keys(public_key)
     try:
         text = proof.read_text()
-        doc = json.loads(text)
     except OSError as e:
         fail(f"{str(proof)!r}: {e.strerror or e}")
+    except UnicodeDecodeError as e:
+        fail(f"{str(proof)!r} is not a Convoy proof: it is not UTF-8 text ({e.reason} at "
+             f"byte {e.start + 1})")
+    try:
+        doc = json.loads(text)
     except ValueError as e:
         _not_checkpoints(proof, text)
         fail(f"{str(proof)!r} is not JSON: {e}")
@@ -829,10 +846,14 @@ def _format_of(text: str) -> object:
 def _not_checkpoints(proof: Path, text: str) -> None:
     """Refuse, in one line, a file of published checkpoints given as a proof."""
     first = next((line for line in text.splitlines() if line.strip()), "")
-    if _format_of(first) == _checkpoint_format() or \
-            _format_of(text) == _checkpoint_format():
+    if _format_of(first) == _checkpoint_format():
         fail(f"{str(proof)!r} holds checkpoints, not a proof: check a log against them with "
              f"'convoy audit verify --checkpoint {word(str(proof))}'; 'convoy audit prove "
+             "INDEX' writes the proof of an entry")
+    if _format_of(text) == _checkpoint_format():  # (one, over several lines)
+        fail(f"{str(proof)!r} holds a checkpoint, not a proof, written over several lines: "
+             "put it on one line (as 'convoy audit checkpoint' prints it) to check a log "
+             "against it with 'convoy audit verify --checkpoint FILE'; 'convoy audit prove "
              "INDEX' writes the proof of an entry")
 
 

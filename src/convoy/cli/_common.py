@@ -223,6 +223,13 @@ def nonempty(what: str, hint: str) -> Callable[[str], str]:
 SESSION_ID = nonempty("the session id", "'convoy sessions list' shows them")
 
 
+def each_session_id(values: list[str] | None) -> list[str] | None:
+    """The callback of a command's SESSION... arguments: none of them empty."""
+    for v in values or ():
+        SESSION_ID(v)
+    return values
+
+
 def one_tenant(tenant: str | None) -> str:
     """The tenant ``--tenant`` / ``$CONVOY_TENANT`` names, else ``default``."""
     return DEFAULT_TENANT if tenant is None else tenant
@@ -716,9 +723,24 @@ def require_convoy_store(db: str, *, nothing: str) -> None:
     in it ("erase")."""
     require_store(db)
     if run_async(store_from_url(db, read_only=True).schema_version()) is None:
-        fail(f"{label(db)!r} is not a Convoy database (it holds no Convoy store): nothing "
-             f"to {nothing} there, and it is left as it is; pass --db PATH or set "
-             "CONVOY_DB to the store the sessions ran in")
+        why = run_async(_foreign_reason(db))  # (as the commands that read say it)
+        fail(f"{why or f'{label(db)!r} holds no Convoy store'}: nothing to {nothing} there, "
+             "and it is left as it is; pass --db PATH or set CONVOY_DB to the store the "
+             "sessions ran in" + (" (its ?schema=NAME)" if is_postgres_url(db) else ""))
+
+
+async def _foreign_reason(db: str) -> str | None:
+    """What a store opened read-only says of ``db`` (a database that holds no Convoy
+    store), up to its advice: which tables it has instead; ``None`` if it says nothing."""
+    store = store_from_url(db, read_only=True)
+    try:
+        await store.open()
+    except NoStoreError as e:
+        return str(e).partition("): ")[0] + ")" if "): " in str(e) else None
+    except Exception:
+        return None
+    await store.aclose()
+    return None
 
 
 @asynccontextmanager

@@ -24,6 +24,7 @@ from convoy.cli._common import (
     ImportOption,
     Scope,
     TenantOption,
+    WriteBusyTimeoutOption,
     build_engine,
     fail,
     import_modules,
@@ -71,7 +72,7 @@ def signal(
         help="Who answers an escalation (recorded with the decision, audited where the "
              "store audits the tenant). Default: the login name.")] = None,
     db: DbOption = DEFAULT_DB,
-    busy_timeout: BusyTimeoutOption = 10.0,
+    busy_timeout: WriteBusyTimeoutOption = 10.0,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
     interceptors: DecisionInterceptorsOption = None,

@@ -74,10 +74,10 @@ DecisionInterceptorsOption = Annotated[str | None, _interceptors_option(
     "recorded. A plain signal (not convoy.escalation) is no decision and ignores it.")]
 
 CancelInterceptorsOption = Annotated[str | None, _interceptors_option(
-    "End a session whose run was killed (or that never ran) through the application's "
-    "interceptors: their session hooks (its own audit, tracing, ...) see it end as in "
-    "the application's engine. Cancelling a waiting session makes no run and uses none "
-    "of them.")]
+    "End the session (one whose run was killed, that never ran, or that waits) through "
+    "the application's interceptors: their session hooks (its own audit, tracing, ...) "
+    "see it end as in the application's engine. One another live engine runs gets a "
+    "cancel request instead, which that engine honours.")]
 
 
 def _option(ref: str | None) -> str:

@@ -24,6 +24,7 @@ from convoy.cli._common import (
     Scope,
     TenantOption,
     build_engine,
+    each_session_id,
     err,
     fail,
     import_modules,
@@ -58,7 +59,8 @@ from convoy.stores import SessionRow
 
 def retry(
     session_ids: Annotated[list[str] | None, typer.Argument(
-        metavar="[ID]...", help="Retry these sessions.", show_default=False)] = None,
+        metavar="[ID]...", help="Retry these sessions.", show_default=False,
+        callback=each_session_id)] = None,
     status: Annotated[list[str] | None, typer.Option(
         "--status", "-s", help=f"Only sessions with this status (repeatable): "
         f"{', '.join(RETRYABLE)}.")] = None,

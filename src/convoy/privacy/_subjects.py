@@ -59,13 +59,16 @@ async def erase_plan(store: Store, keys: KeyRing, tenant: str,
                      subject: str) -> tuple[list[SessionRow], bool]:
     """What :func:`erase_subject` would delete, writing nothing: the sessions that name
     the subject, and whether its key is held. Raises as it does for a subject that is
-    unknown (:class:`UnknownSubject`) or erased already (:class:`SubjectErased`)."""
+    unknown (:class:`UnknownSubject`), erased already (:class:`SubjectErased`), or one of
+    whose sessions another engine runs now (:class:`~convoy.SessionsHeld`: it would
+    refuse)."""
     await keys.check()
     rows = await store.subject_sessions(tenant, subject)
     key = await store.subject_key_get(tenant, subject) is not None
     if not rows and not key:
         raise _unknown(store, tenant, subject, keys.master.ref(tenant, subject),
                        await store.erasures(tenant=tenant))
+    refuse_held([(r.id, r.status, r.owner, r.lease_until) for r in rows], store.clock())
     return rows, key
 
 
