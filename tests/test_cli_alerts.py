@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pytest
 
 from convoy.stores import NewAlert, SQLiteStore
 from tests.clikit import (
+    SRC,
     cli,
     one_line_error,
     workdir,  # noqa: F401  (autouse fixture)
@@ -285,3 +288,20 @@ def test_drop_webhook_refuses_a_fingerprint_two_webhooks_share() -> None:
     res = cli("alerts", "--drop-webhook", two)
     assert res.code == 0 and "dropped 1 pending or given-up webhook event " in res.stderr
     assert [d[3] for d in deliveries()] == ["pending"]
+
+
+@pytest.mark.parametrize("columns", ["80", "100", "120"])
+def test_a_narrow_alerts_table_keeps_every_column(monkeypatch: pytest.MonkeyPatch,
+                                                  columns: str) -> None:
+    """At 80 to 120 columns every column keeps a width: none is squeezed to nothing (the
+    band and the id were, at 100), and a long agent name wraps instead."""
+    seed_alerts()
+    res = subprocess.run([sys.executable, "-m", "convoy", "alerts"], capture_output=True,
+                         text=True, env={**os.environ, "COLUMNS": columns,
+                                         "PYTHONPATH": str(SRC)}, check=False)
+    assert res.returncode == 0, res.stderr
+    header = " ".join(line.strip("┃ ") for line in res.stdout.splitlines()
+                      if line.startswith("┃"))
+    for name in ("id", "status", "of", "metric", "value", "band", "opened", "cleared"):
+        assert name in header, (columns, res.stdout)
+    assert "0.65" in res.stdout and "(0.5," in res.stdout, res.stdout

@@ -193,8 +193,12 @@ def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
     names = ("id", "status", *(("tenant",) if tenants else ()), "of", "metric", "value",
              "band top (mean, dev)", "opened", "cleared", *(("webhooks",) if hooks else ()))
     for name in names:
+        # Narrow terminals: the alert's subject, metric, band, times and webhooks wrap;
+        # no column shrinks below its least readable width (Rich would give a squeezed
+        # one none at all).
         t.add_column(name, justify="right" if name in ("id", "value") else "left",
-                     no_wrap=name not in ("band top (mean, dev)", "webhooks"))
+                     no_wrap=name in _WHOLE, min_width=_MIN_WIDTHS.get(name),
+                     overflow="fold")
     for a in rows:
         status = Text(a.status, style="red" if a.status == "open" else "green")
         t.add_row(str(a.id), status, *((a.tenant,) if tenants else ()),
@@ -203,6 +207,12 @@ def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
                   fmt_time(a.opened), fmt_time(a.cleared),
                   *((_hooks(deliveries.get(a.id, [])),) if hooks else ()))
     return t
+
+
+#: The columns of ``alerts_table`` never wrapped, and the least width of some.
+_WHOLE = frozenset({"id", "status", "value"})
+_MIN_WIDTHS = {"id": 2, "status": 7, "metric": 6, "value": 5, "of": 6,
+               "band top (mean, dev)": 8, "opened": 10, "cleared": 10}
 
 
 def _hooks(deliveries: list[DeliveryRow]) -> Text:
