@@ -35,22 +35,16 @@ from convoy.stores._subjects_sql import refuse_held
 
 
 async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
-    """Erase ``tenant``'s data subject ``subject`` (see the module docstring)."""
-    # The master key must be the store's: with another one, the erasure would be recorded
-    # under a fingerprint that is not the subject's (and an erased subject would look
-    # unknown). Its key need not open: one an earlier Convoy wrapped under another master
-    # key is destroyed all the same.
-    await keys.check()
-    ref = keys.master.ref(tenant, subject)
-    rows = await store.subject_sessions(tenant, subject)
-    if not rows and await store.subject_key_get(tenant, subject) is None:
+    """Erase ``tenant``'s data subject ``subject`` (see the module docstring): what
+    :func:`erase_plan` finds, checked as it checks it."""
+    try:
+        rows, _ = await erase_plan(store, keys, tenant, subject)
+    except (UnknownSubject, SubjectErased):
         await _drop_labels(store, tenant, subject)  # of a key whose write never landed
-        raise _unknown(store, tenant, subject, ref, await store.erasures(tenant=tenant))
-    # (The purge checks it again, in its transaction; first here, before the spans go.)
-    refuse_held([(r.id, r.status, r.owner, r.lease_until) for r in rows], store.clock())
+        raise
     await _drop_session_kv(store, [r.id for r in rows])
     event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
-                              subject=subject, subject_ref=ref)
+                              subject=subject, subject_ref=keys.master.ref(tenant, subject))
     keys.forget(tenant, subject)
     return event  # (not compacted yet: see :func:`compact_after`)
 
@@ -62,6 +56,10 @@ async def erase_plan(store: Store, keys: KeyRing, tenant: str,
     unknown (:class:`UnknownSubject`), erased already (:class:`SubjectErased`), or one of
     whose sessions another engine runs now (:class:`~convoy.SessionsHeld`: it would
     refuse)."""
+    # The master key must be the store's: with another one, the erasure would be recorded
+    # under a fingerprint that is not the subject's (and an erased subject would look
+    # unknown). Its key need not open: one an earlier Convoy wrapped under another master
+    # key is destroyed all the same.
     await keys.check()
     rows = await store.subject_sessions(tenant, subject)
     key = await store.subject_key_get(tenant, subject) is not None
