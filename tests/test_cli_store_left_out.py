@@ -85,6 +85,14 @@ def test_a_session_whose_status_was_edited_is_a_damaged_row() -> None:
     _warning(res.stderr, "1 damaged session row",
              f"session {bad!r}: its stored status 'bogus' is not a session status")
     one_line_error(cli("sessions", "show", bad), 1, "its stored status 'bogus'")
+    # Counted, but not under a status of its own making: as damaged.
+    assert "damaged: 1" in res.stdout and "bogus" not in res.stdout, res.stdout
+    listed = json.loads(cli("sessions", "list", "--json").stdout)
+    assert listed["counts"].get("damaged") == 1 and "bogus" not in listed["counts"], listed
+    assert listed["total"] == len(good) + 1, listed
+    info = cli("db", "info")
+    assert info.code == 0 and "damaged" in info.stdout and "bogus" not in info.stdout, \
+        info.stdout
 
 
 def test_sessions_list_names_the_first_of_many_damaged_rows_and_counts_the_rest() -> None:

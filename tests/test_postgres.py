@@ -5,6 +5,7 @@ conformance suite's (``tests/test_store_conformance.py`` runs it on both stores)
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -160,6 +161,21 @@ def test_the_cli_runs_and_lists_sessions_on_postgres(pg: str) -> None:
     assert listed.stdout.count("completed") >= 3
     costs = cli("cost", "--db", pg)
     assert costs.code == 0 and "triage" in costs.stdout
+
+
+def test_a_status_edited_by_hand_is_counted_as_damaged_on_postgres(pg: str) -> None:
+    write_jsonl(Path("in.jsonl"), GOOD)
+    assert cli("run", FLOW, "-i", "in.jsonl", "--db", pg).code == 0
+    url, schema = pg.split("?schema=")
+    with psycopg.connect(url) as conn:
+        conn.execute(f'UPDATE "{schema}".sessions SET status = %s WHERE id = '
+                     f'(SELECT min(id) FROM "{schema}".sessions)', ("bogus",))
+    listed = cli("sessions", "list", "--json", "--db", pg)
+    assert listed.code == 0, listed.stderr
+    assert json.loads(listed.stdout)["counts"] == {"completed": 2, "damaged": 1}
+    info = cli("db", "info", "--db", pg)
+    assert info.code == 0 and "damaged" in info.stdout and "bogus" not in info.stdout, \
+        info.stdout
 
 
 def test_an_unreachable_server_is_one_line_without_the_password() -> None:

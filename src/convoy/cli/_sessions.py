@@ -38,7 +38,15 @@ from convoy.cli._render import (
 )
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
-from convoy.stores import STATUSES, UNFINISHED, SessionFilter, SessionRow, Signal, StepRecord
+from convoy.stores import (
+    DAMAGED,
+    STATUSES,
+    UNFINISHED,
+    SessionFilter,
+    SessionRow,
+    Signal,
+    StepRecord,
+)
 from convoy.stores._protocol import CANCEL_SIGNAL
 from convoy.stores._rows import LeftOut, RowCheck, readable, row_name, stored_json
 
@@ -120,7 +128,7 @@ def list_sessions(
                   f"{f', skipping {offset}' if offset else ''}); {more}", markup=False,
                   soft_wrap=True)
     if counts and status is None:
-        out.print("  ".join(f"{s}: {counts[s]:,}" for s in STATUSES if s in counts),
+        out.print("  ".join(f"{s}: {counts[s]:,}" for s in (*STATUSES, DAMAGED) if s in counts),
                   markup=False)
     warn_left_out(left_out, "session")
 

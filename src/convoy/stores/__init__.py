@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
+    DAMAGED,
     RUNNABLE,
     SCHEMA_VERSION,
     STATUSES,
@@ -63,6 +64,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "AUDIT_CURSORS",
+    "DAMAGED",
     "DEFAULT_STORE",
     "RUNNABLE",
     "SCHEMA_VERSION",

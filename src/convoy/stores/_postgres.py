@@ -94,6 +94,7 @@ from convoy.stores._sqlite_sql import (
     _append_params,
     _record,
     _session,
+    by_status,
 )
 from convoy.stores._url import check_busy_timeout, redacted
 
@@ -829,14 +830,14 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         cond, params = conditions(None, None, tenant, mark="%s")
         rows = await self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
                                 params)
-        return {status: int(n) for status, n in rows}
+        return {status: n for (status,), n in by_status(rows).items()}
 
     async def tenant_counts(self) -> dict[tuple[str, str], int]:
         """Sessions by tenant and status (for ``convoy metrics serve --all-tenants``; not
         part of the :class:`~convoy.stores.Store` protocol)."""
         rows = await self._read(
             "SELECT tenant, status, COUNT(*) FROM sessions GROUP BY tenant, status", ())
-        return {(tenant, status): int(n) for tenant, status, n in rows}
+        return {(tenant, status): n for (tenant, status), n in by_status(rows).items()}
 
     async def workflow_names(self, *, tenant: str | None = None) -> list[str]:
         """The names of the workflows that have sessions (of ``tenant``) in this store,

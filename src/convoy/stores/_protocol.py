@@ -86,6 +86,9 @@ CANCEL_SIGNAL = "convoy.cancel"
 STATUSES: tuple[SessionStatus, ...] = (
     "pending", "running", "waiting", "completed", "failed", "escalated", "budget_exhausted",
     "loop_detected", "limit_exceeded", "cancelled")
+#: What ``Store.counts`` counts a session under whose stored status is none of
+#: :data:`STATUSES` (edited by hand: listings leave the row out as damaged).
+DAMAGED = "damaged"
 
 
 @dataclass(slots=True, kw_only=True)
@@ -1003,6 +1006,7 @@ class Store(Protocol):
 __all__ = [
     "AUDIT_CURSORS",
     "CANCEL_SIGNAL",
+    "DAMAGED",
     "RESERVED_SIGNALS",
     "RUNNABLE",
     "SCHEMA_VERSION",

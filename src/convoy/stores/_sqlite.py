@@ -90,6 +90,7 @@ from convoy.stores._sqlite_sql import (
     _session,
     _store_error,
     _tenant_cond,
+    by_status,
 )
 from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_subjects import SQLiteSubjects
@@ -944,15 +945,16 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
 
     async def counts(self, *, tenant: str | None = None) -> dict[str, int]:
         cond, params = conditions(None, None, tenant)
-        return dict(self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
-                               params))
+        rows = self._read(f"SELECT status, COUNT(*) FROM sessions{cond} GROUP BY status",
+                          params)
+        return {status: n for (status,), n in by_status(rows).items()}
 
     async def tenant_counts(self) -> dict[tuple[str, str], int]:
         """Sessions by tenant and status (for ``convoy metrics serve --all-tenants``; not
         part of the :class:`~convoy.stores.Store` protocol)."""
         rows = self._read(
             "SELECT tenant, status, COUNT(*) FROM sessions GROUP BY tenant, status", ())
-        return {(tenant, status): n for tenant, status, n in rows}
+        return {(tenant, status): n for (tenant, status), n in by_status(rows).items()}
 
     async def workflow_names(self, *, tenant: str | None = None) -> list[str]:
         """The names of the workflows that have sessions (of ``tenant``) in this store,

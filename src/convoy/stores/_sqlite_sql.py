@@ -7,7 +7,7 @@ each stays readable; nothing outside ``convoy.stores`` imports either.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from convoy._errors import NoStoreError, StoreError
 from convoy.stores._addons import FOREIGN_READ
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
-from convoy.stores._protocol import STATUSES, SessionRow, StepRecord
+from convoy.stores._protocol import DAMAGED, STATUSES, SessionRow, StepRecord
 from convoy.stores._rows import RowCheck, damaged, row_name, shown
 
 _SCHEMA = """
@@ -322,6 +322,17 @@ def _session(r: Sequence[Any]) -> SessionRow:
 
 
 _STATUSES = frozenset(STATUSES)
+
+
+def by_status(rows: Iterable[Sequence[Any]]) -> dict[tuple[str, ...], int]:
+    """Sessions by ``(*lead, status)`` from ``(*lead, status, count)`` rows (``lead``: a
+    tenant, or nothing); one whose stored status is none Convoy writes counts as
+    :data:`DAMAGED`, as listings leave it out."""
+    counts: dict[tuple[str, ...], int] = {}
+    for *lead, status, n in rows:
+        key = (*lead, status if status in _STATUSES else DAMAGED)
+        counts[key] = counts.get(key, 0) + int(n)
+    return counts
 
 
 def _record(r: Sequence[Any], session_id: str) -> StepRecord:
