@@ -399,6 +399,15 @@ def test_verify_pins_every_key_file_listed_in_the_environment(rotated: dict[str,
         assert r.code == 0 and "2 signed checkpoint(s) matched" in r.stdout, r.stderr
     r = cli("audit", "verify", "--db", str(rotated["db"]), env={"CONVOY_AUDIT_KEY": "::"})
     _one_line(r, 2, "CONVOY_AUDIT_KEY names no key file")
+    # a key file the variable names is named as the variable's, not as an option's
+    r = cli("audit", "verify", "--db", str(rotated["db"]),
+            env={"CONVOY_AUDIT_KEY": f"{rotated['key']}:gone.key"})
+    _one_line(r, 2, "$CONVOY_AUDIT_KEY 'gone.key' does not exist")
+    assert "--key" not in r.stderr, r.stderr
+    r = cli("audit", "checkpoint", "--db", str(rotated["db"]), "--tenant", T,
+            env={"CONVOY_AUDIT_KEY": "typo.key"})
+    _one_line(r, 2, "$CONVOY_AUDIT_KEY 'typo.key' does not exist, and the checkpoints")
+    assert "--key 'typo.key'" not in r.stderr, r.stderr
 
 
 def test_the_rotation_note_says_how_to_pin_both_keys(rotated: dict[str, Any]) -> None:

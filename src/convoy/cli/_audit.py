@@ -7,6 +7,7 @@ import dataclasses
 import json
 import os
 import time
+from contextvars import ContextVar
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
@@ -50,6 +51,9 @@ audit_app = typer.Typer(
          "Ed25519-signed checkpoints).\n\nExample: `convoy audit verify --key audit.key`")
 
 KEY_ENV = "CONVOY_AUDIT_KEY"
+#: Whether this command's key files came from ``$CONVOY_AUDIT_KEY`` (set by the option's
+#: callback, which click runs for every command that has it, given or not).
+_KEY_FROM_ENV: ContextVar[bool] = ContextVar("convoy_audit_key_from_env", default=False)
 
 
 def _one_key(ctx: typer.Context, param: typer.CallbackParam, value: Path | None
@@ -57,13 +61,25 @@ def _one_key(ctx: typer.Context, param: typer.CallbackParam, value: Path | None
     """The key that signs: ``--key`` as given, or the last of the paths
     ``$CONVOY_AUDIT_KEY`` lists (``old.key:new.key``, as ``verify`` takes it: the newest
     key, the one that signs after a rotation)."""
-    if value is None or option_source(ctx, param, KEY_ENV) != KEY_ENV:
+    _KEY_FROM_ENV.set(option_source(ctx, param, KEY_ENV) == KEY_ENV)
+    if value is None or not _KEY_FROM_ENV.get():
         return value
     listed = [p for p in str(os.environ.get(KEY_ENV, value)).split(os.pathsep) if p.strip()]
     if not listed:
         fail(f"${KEY_ENV} names no key file: set it to the key's path (after a rotation, "
              "old.key:new.key; the last one signs)")
     return Path(listed[-1])
+
+
+def _key_given() -> str:
+    """Where the key files came from, as a message names it: ``--key``, or the variable
+    when they came from ``$CONVOY_AUDIT_KEY``."""
+    return f"${KEY_ENV}" if _KEY_FROM_ENV.get() else "--key"
+
+
+def _key_named(key: Path) -> str:
+    """A key file as a message names it: where it was given, and its path."""
+    return f"{_key_given()} {str(key)!r}"
 
 
 KeyOption = Annotated[Path | None, typer.Option(
@@ -75,7 +91,8 @@ def _keys(ctx: typer.Context, param: typer.CallbackParam, value: list[Path] | No
           ) -> list[Path] | None:
     """The key files pinned: ``--key`` as given, or the paths ``$CONVOY_AUDIT_KEY`` lists
     without its empty entries (``new.key:``, ``::``)."""
-    if not value or option_source(ctx, param, KEY_ENV) != KEY_ENV:
+    _KEY_FROM_ENV.set(option_source(ctx, param, KEY_ENV) == KEY_ENV)
+    if not value or not _KEY_FROM_ENV.get():
         return value
     listed = [p for p in str(os.environ.get(KEY_ENV, "")).split(os.pathsep) if p.strip()]
     if not listed:
@@ -334,7 +351,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     _check_public_keys(public_key)
     for k in key or ():
         if not k.expanduser().exists():
-            fail(f"--key {str(k)!r} does not exist: verify pins the key that signed the "
+            fail(f"{_key_named(k)} does not exist: verify pins the key that signed the "
                  "checkpoints, it does not create one")
     pins = [*(public_key or ()), *(_pinned(k) for k in key or ())]
     published = _published(checkpoint)
@@ -354,7 +371,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
         fail(failed[-1], RUN_FAILURE)
     if pins and not any(r.checkpoints for r in reports):
         how = ", ".join([*(["--public-key"] if public_key else []),
-                         *(f"--key {str(k)!r}" for k in key or ())])
+                         *(_key_named(k) for k in key or ())])
         _nothing_signed(db, tenant, pins, how, bool(published), known, signer)
     if not reports:
         typer.echo(f"no audit log in {label(db)!r}" + ("" if tenant is None else
@@ -617,7 +634,7 @@ def _second_signer(key: Path, signer: str | None, tenant: str, newest: Checkpoin
     checkpoints (the ``newest`` kept): a file that does not exist (``signer`` None: a
     mistyped path would start a second key that no verifier pins) or another key's."""
     which = "does not exist, and" if signer is None else f"is key {signer}, but"
-    fail(f"--key {str(key)!r} {which} the checkpoints of tenant {tenant!r} are signed by key "
+    fail(f"{_key_named(key)} {which} the checkpoints of tenant {tenant!r} are signed by key "
          f"{newest.key_id}: pass the key file that signed them (or {instead})")
 
 
@@ -681,7 +698,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
             signer = None if created else _key_id_of(key)  # (a file that is no key: refused)
             if all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
                 if signer != kept[-1].key_id and signer in {cp.key_id for cp in kept}:
-                    fail(f"--key {str(key)!r} is key {signer}, which signed the checkpoints "
+                    fail(f"{_key_named(key)} is key {signer}, which signed the checkpoints "
                          f"of tenant {tenant!r} before a key rotation; none covers entry "
                          f"{entry} yet, and key {kept[-1].key_id} signs them now: pass its "
                          "key file to sign one (verifiers pin both keys)")
@@ -689,7 +706,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
                     _second_signer(key, signer, tenant, kept[-1], "sign one with it first: "
                                    "'convoy audit checkpoint --new-key'")
             elif signer not in {cp.key_id for cp in kept}:  # a typo, another store's key
-                _second_signer(key, signer, tenant, kept[-1], "leave --key out: a kept "
+                _second_signer(key, signer, tenant, kept[-1], f"leave {_key_given()} out: a kept "
                                f"checkpoint covers entry {entry}")
         if kept and public_keys and not {cp.public_key for cp in kept} & set(public_keys):
             _signed_nothing(tenant, public_keys, kept)
