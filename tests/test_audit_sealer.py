@@ -164,12 +164,12 @@ async def test_a_killed_process_loses_no_entry_of_the_runs_it_had_not_sealed(
         assert json.loads(mark)["beat"] > 0 and dead.split(":")[1].isdigit()  # host:pid:..
     # The operator's verify says entries are missing, and how to seal them now.
     res = await asyncio.to_thread(cli, "audit", "verify", "--db", str(db))
-    assert res.code == 0 and "note: 1 engine process(es) that audited this store stopped" \
+    assert res.code == 0 and "note: 1 engine process that audited this store stopped" \
         in res.stderr and command("audit seal", db=db) in res.stderr, res
     res = await asyncio.to_thread(cli, "audit", "seal", "--db", str(db))
     assert res.code == 0 and res.stdout.startswith(
-        "sealed from the journal the records of 6 session(s) that 1 stopped engine "
-        "process(es) had not sealed"), res
+        "sealed from the journal the records of 6 sessions that 1 stopped engine "
+        "process had not sealed"), res
     async with convoy.Engine(db) as plain:  # the parked one's first run is sealed too
         await _check(plain, [f"s{i}" for i in range(5)] + ["p1"])
         assert await plain.store.kv_all(SEALERS) == {}
@@ -253,7 +253,7 @@ async def test_a_data_subject_s_session_waits_for_the_master_key(
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
     with caplog.at_level(logging.WARNING, logger="convoy.audit"):
         res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
-    assert res.code == 1 and "1 data subject session(s) were left unsealed" in res.stderr \
+    assert res.code == 1 and "1 data subject session was left unsealed" in res.stderr \
         and "set $CONVOY_MASTER_KEY_FILE" in res.stderr, res
     # said once (the engine's recovery when it opens and when it closes), no process is
     # said to be running (the dead one's marker is kept for a keyed engine), nothing sealed
@@ -266,7 +266,7 @@ async def test_a_data_subject_s_session_waits_for_the_master_key(
     res = await asyncio.to_thread(cli, "audit", "seal", "--db", db,
                                   env={"CONVOY_MASTER_KEY_FILE": key})
     assert res.code == 0 and res.stdout.startswith(
-        "sealed from the journal the records of 1 session(s) that 1 stopped"), res
+        "sealed from the journal the records of 1 session that 1 stopped"), res
     monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
     async with convoy.Engine(db) as eng:
         await _check(eng, ["s1"])

@@ -373,7 +373,7 @@ def test_resume_imports_modules_for_explicitly_named_workflows(tmp_path: Path) -
     tamper("UPDATE sessions SET status='pending', output=NULL")
     res = cli("resume")
     # The others ran; the one whose workflow nothing here defines is one line, exit 1.
-    one_line_error(res, 1, "cannot resume 1 session(s) of workflow 'desk.echo'")
+    one_line_error(res, 1, "cannot resume 1 session of workflow 'desk.echo'")
     assert "convoy resume --import MODULE" in res.stderr
     assert summary(res.stdout, "completed") == "3"
     assert summary(res.stdout, "workflow not loaded here") == "1"

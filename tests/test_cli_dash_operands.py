@@ -158,7 +158,7 @@ def test_a_state_wait_suggests_a_state_set_that_runs() -> None:
     shown = cli("sessions", "show", "s", *STORE)
     argv = line_command(shown.stdout, "waiting for a change of -ns/-k: ", ", then")
     assert argv == ["convoy", "state", "set", *STORE, "--", "-ns", "-k", "JSON"]
-    assert "woke 1 waiting session(s)" in runs([('"v"' if w == "JSON" else w) for w in argv])
+    assert "woke 1 waiting session" in runs([('"v"' if w == "JSON" else w) for w in argv])
 
 
 def test_state_errors_suggest_commands_that_run() -> None:

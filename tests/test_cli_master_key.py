@@ -45,7 +45,7 @@ def test_resume_without_the_master_key_runs_the_others_and_says_which_it_left(
     assert res.code == 1, res.stdout + res.stderr
     assert "Traceback" not in res.stdout + res.stderr
     [line] = [ln for ln in res.stderr.splitlines() if ln.startswith("error:")]
-    assert "cannot resume 1 session(s) of data subjects" in line
+    assert "cannot resume 1 session of data subjects" in line
     assert "$CONVOY_MASTER_KEY_FILE" in line
     assert _status(tmp_path) == {"sub-1": ("pending", None), "plain-1": ("completed", None)}
     res = cli("resume", env=keyed)

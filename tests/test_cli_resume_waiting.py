@@ -76,7 +76,7 @@ def test_resume_leaves_waiting_sessions_waiting_without_their_code(workdir: Path
     # The signal makes a-1 due: now it must run, and its code is needed.
     assert cli("signal", "a-1", "approve", "--payload", "true").code == 0
     res = cli("resume")
-    one_line_error(res, 1, "cannot resume 1 session(s) of workflow 'desk.approve-waiting'")
+    one_line_error(res, 1, "cannot resume 1 session of workflow 'desk.approve-waiting'")
     assert "--import MODULE" in res.stderr
     assert session("a-1").status == "pending"
     res = cli("resume", "--import", "waiting_flows")
@@ -154,7 +154,7 @@ def test_a_script_workflow_says_how_to_resume_it(workdir: Path) -> None:  # noqa
     advice = ("was defined in a script run directly", "await engine.resume()",
               "@convoy.workflow(name='refund')")
     res = cli("resume")
-    one_line_error(res, 1, "cannot resume 1 session(s) of workflow '__main__:refund'")
+    one_line_error(res, 1, "cannot resume 1 session of workflow '__main__:refund'")
     assert all(text in res.stderr for text in advice), res.stderr
     assert "has no attribute" not in res.stderr
     # Importing the script runs it (no __main__ guard): its run of 'r-1' is now a run of
@@ -182,6 +182,6 @@ def test_a_due_session_whose_module_is_gone_says_what_its_import_said(
              "defines: (none)")):
         tamper("UPDATE sessions SET workflow=? WHERE id='a-1'", ref)
         res = cli("resume")
-        one_line_error(res, 1, f"cannot resume 1 session(s) of workflow {ref!r}: {why}")
+        one_line_error(res, 1, f"cannot resume 1 session of workflow {ref!r}: {why}")
         assert "nothing imported here defines it" not in res.stderr
         assert session("a-1").status == "pending"

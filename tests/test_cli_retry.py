@@ -124,13 +124,13 @@ def test_a_workflow_not_loaded_here_names_the_commands_own_import() -> None:
     # As if started by a process that imported a module defining 'desk.gone' by name.
     tamper("UPDATE sessions SET workflow='desk.gone' WHERE id=?", flaky)
     res = cli("retry", flaky)
-    one_line_error(res, 2, "cannot retry 1 session(s) of workflow 'desk.gone'")
+    one_line_error(res, 2, "cannot retry 1 session of workflow 'desk.gone'")
     assert f"convoy retry {flaky} --import MODULE" in res.stderr
     assert "convoy resume" not in res.stderr
     assert len(session_ids()) == 3  # nothing created
     # The dry run says the same, and does not count it as one that would be retried.
     dry = cli("retry", flaky, "--dry-run")
-    one_line_error(dry, 2, "cannot retry 1 session(s) of workflow 'desk.gone'")
+    one_line_error(dry, 2, "cannot retry 1 session of workflow 'desk.gone'")
     assert "would be retried" not in dry.stdout
     assert f"convoy retry {flaky} --dry-run --import MODULE" in dry.stderr
     res = cli("replay", flaky)  # (not a retry, but the same hint, for its own command)

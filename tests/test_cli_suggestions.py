@@ -317,7 +317,7 @@ def test_a_state_wait_suggests_state_set_which_wakes_it() -> None:
     argv = line_command(shown.stdout, "waiting for a change of order:B-2/status: ", ", then")
     assert argv == ["convoy", "state", "set", "order:B-2", "status", "JSON", *store]
     said = runs([('"shipped"' if w == "JSON" else w) for w in argv])
-    assert "woke 1 waiting session(s)" in said
+    assert "woke 1 waiting session" in said
     runs(quoted_command(shown.stdout, "resume"))
     assert "completed" in cli("sessions", "show", "u-1", *store).stdout
 

@@ -220,7 +220,7 @@ def test_the_inbox_without_the_master_key_says_so_in_one_line(
     assert line.startswith("1 task is sealed"), locked
     assert "no open tasks" not in locked.stdout  # (there is one: sealed)
     opened = cli("inbox", "list", "--db", str(path), env={"CONVOY_MASTER_KEY": KEY})
-    assert opened.code == 0 and "1 task(s)" in opened.stdout, opened
+    assert opened.code == 0 and "1 task" in opened.stdout, opened
     assert "sealed" not in opened.stdout
 
 
@@ -258,7 +258,7 @@ def test_a_task_holding_an_erased_subjects_data_leaves_the_inbox_usable(
     sid = asyncio.run(run())
     monkeypatch.setenv("CONVOY_MASTER_KEY", KEY)
     listed = cli("inbox", "list", "--db", str(path))
-    assert listed.code == 0 and "1 task(s)" in listed.stdout, listed
+    assert listed.code == 0 and "1 task" in listed.stdout, listed
     assert "Refund nobody's data?" in listed.stdout
     [line] = [ln for ln in listed.stdout.splitlines() if "sealed" in ln]
     assert "erased" in line and sid in line and "convoy cancel" in line, line

@@ -201,4 +201,4 @@ def test_the_command_line_shows_the_key_decoded(tmp_path: Path,
     argv = shlex.split(line[line.index("convoy"):line.index(", then")])
     assert argv == ["convoy", "state", "set", "a/b", "c", "JSON", "--db", "x.db"]
     said = cli(*[('"done"' if w == "JSON" else w) for w in argv[1:]])
-    assert said.code == 0 and "woke 1 waiting session(s)" in said.stdout, said
+    assert said.code == 0 and "woke 1 waiting session" in said.stdout, said

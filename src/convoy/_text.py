@@ -313,3 +313,9 @@ __all__ = [
     "unshowable",
 ]
 
+
+def plural(n: int, word: str, *, number: bool = True, many: str | None = None) -> str:
+    """``1 step``, ``2 steps`` (``number=False``: the word alone; ``many``: the plural,
+    when it is not the word and an ``s``)."""
+    form = word if n == 1 else many or word + "s"
+    return f"{n:,} {form}" if number else form

@@ -22,6 +22,7 @@ from pydantic import ValidationError
 
 import convoy
 from convoy._errors import ConvoyError, UserError
+from convoy._text import plural
 from convoy.chaos._faults import FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
@@ -200,7 +201,7 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
                 warnings.append(
                     "no fault was injected: the sessions made no call the faults apply to "
                     "(model calls; tool calls for tool_failure), or the rates are too low "
-                    f"for {len(inputs)} session(s); the steady state was not tested under "
+                    f"for {plural(len(inputs), 'session')}; the steady state was not tested under "
                     "faults")
             journal["steady_states"]["during"].append(hyp.check(m, during, _now()))
             after = journal["steady_states"]["after"] = steady("after", False)

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from convoy import AuditError, UserError
 from convoy._command import command, word
-from convoy._text import escaped, quoted
+from convoy._text import escaped, plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -39,7 +39,7 @@ from convoy.cli._common import (
     run_async,
     tenant_option,
 )
-from convoy.cli._render import fmt_time, plural
+from convoy.cli._render import fmt_time
 
 if TYPE_CHECKING:
     from convoy.audit import AuditEvent, AuditLog, Checkpoint, VerifyReport
@@ -358,7 +358,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     signer = _one(key)
     reports, known, dead, failed = run_async(_verify(db, tenant, pins, published, signer))
     if dead:
-        typer.echo(f"note: {len(dead)} engine process(es) that audited this store stopped "
+        typer.echo(f"note: {_processes(len(dead), 'engine')} that audited this store stopped "
                    "before sealing what their runs queued: those entries are not in the log "
                    "yet (the log verified below does not hold them); "
                    f"{command('audit seal', db=db)} seals them from the journal now, as the "
@@ -382,6 +382,11 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     _print_reports(reports, db, signer)
 
 
+def _processes(n: int, what: str) -> str:
+    """``1 engine process``, ``2 engine processes``."""
+    return plural(n, f"{what} process", many=f"{what} processes")
+
+
 def _one(keys: list[Path] | None) -> Path | None:
     """The key file given, if exactly one was: the one a suggested command signs with."""
     return keys[0] if keys and len(keys) == 1 else None
@@ -403,7 +408,7 @@ def _print_reports(reports: list[VerifyReport], db: str, key: Path | None) -> No
              f"; entries {r.covered} to {r.size - 1} are") + " signed by no checkpoint yet "
             f"(a cut-off of {'it' if one else 'them'} would not show: {sign} signs one)")
         typer.echo(f"tenant {r.tenant!r}: {r.size} entries verified, root {root}, "
-                   f"{r.checkpoints} signed checkpoint(s) matched{uncovered}")
+                   f"{plural(r.checkpoints, 'signed checkpoint')} matched{uncovered}")
 
 
 @audit_app.command("seal")
@@ -422,16 +427,18 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
     recovered, keyless, alive = run_async(_seal(db, busy_timeout))
     sealed = sum(n for _, n in recovered)
     if sealed or (recovered and not keyless):
-        typer.echo(f"sealed from the journal the records of {sealed} session(s) that "
-                   f"{len(recovered)} stopped engine process(es) had not sealed")
+        typer.echo(f"sealed from the journal the records of {plural(sealed, 'session')} that "
+                   f"{_processes(len(recovered), 'stopped engine')} had not sealed")
     elif not recovered:
         typer.echo("nothing to seal: no engine process that audited this store stopped "
                    "before sealing its runs")
     if alive:
-        typer.echo(f"{alive} engine process(es) audit this store now: each seals its own "
+        typer.echo(f"{_processes(alive, 'engine')} audit{'s' if alive == 1 else ''} this store "
+                   "now: each seals its own "
                    "runs", err=True)
     if keyless:
-        fail(f"{keyless} data subject session(s) were left unsealed: their records are "
+        fail(f"{plural(keyless, 'data subject session')} "
+             f"{'was' if keyless == 1 else 'were'} left unsealed: their records are "
              "sealed under the master key; set $CONVOY_MASTER_KEY_FILE (or "
              f"$CONVOY_MASTER_KEY) and run {command('audit seal', db=db)} again",
              RUN_FAILURE)

@@ -13,7 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import UserError
-from convoy._text import printable
+from convoy._text import plural, printable
 from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
@@ -27,7 +27,7 @@ from convoy.cli._common import (
 )
 from convoy.cli._inputs import read_inputs
 from convoy.cli._loading import workflow_argument
-from convoy.cli._render import fmt_cost, fmt_duration, plural
+from convoy.cli._render import fmt_cost, fmt_duration
 from convoy.models import infer_model
 
 DEFAULT_FAULTS = ("timeout=0.02:10,rate_limit=0.01:0.2,server_error=0.02,malformed=0.01,"

@@ -51,6 +51,7 @@ from convoy._errors import NoStoreError, SessionsHeld
 from convoy._text import (
     NOT_FINITE,
     check_storable,
+    plural,
     printable,
     quoted,
     short,
@@ -619,10 +620,10 @@ def warn_lost_spans(engine: Engine) -> None:
     for ic in engine.runtime.interceptors:
         if isinstance(ic, Tracing):
             for where, lost in ic.spans_lost:
-                err.print(f"warning: {lost:,} span(s) could not be exported to {where}: is "
+                err.print(f"warning: {plural(lost, 'span')} could not be exported to {where}: is "
                           "the collector running there? (OTEL_EXPORTER_OTLP_ENDPOINT says "
                           "where OTLP goes)" if where.startswith("OTLP") else
-                          f"warning: {lost:,} span(s) could not be exported to {where}",
+                          f"warning: {plural(lost, 'span')} could not be exported to {where}",
                           markup=False, style="yellow", soft_wrap=True)
 
 

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from convoy._command import command
 from convoy._errors import JournalError
+from convoy._text import plural
 from convoy.cli._common import (
     DEFAULT_DB,
     DbOption,
@@ -23,7 +24,6 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
-from convoy.cli._render import plural
 from convoy.stores import SCHEMA_VERSION, StoreSummary, store_from_url
 
 db_app = typer.Typer(

@@ -22,7 +22,7 @@ from rich.text import Text
 
 from convoy import Engine, HumanTask, Inbox
 from convoy._command import command
-from convoy._text import escaped, printable, quoted, short
+from convoy._text import escaped, plural, printable, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -169,14 +169,14 @@ def _sealed_note(sealed: list[str], engine: Engine, scope: Scope, db: str) -> st
     how = cancels[0] if len(cancels) == 1 else f"{', '.join(cancels[:-1])} and {cancels[-1]}"
     more = len(sessions) - len(cancels)
     if more:
-        how += f" (and {more} more session(s) the same way)"
+        how += f" (and {more} more {plural(more, 'session', number=False)} the same way)"
     whose = "the session that waits" if len(sessions) == 1 else "the sessions that wait"
     return (f"{which} for good (the data of an erased data subject), not listed: {ids}; "
             f"end {whose} for {'it' if n == 1 else 'them'} with {how}")
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
-    t = Table(title=f"{len(tasks)} task(s){scope.of}")
+    t = Table(title=f"{plural(len(tasks), 'task')}{scope.of}")
     cols = ["task", "kind", "queue", "question", "assignees", "created", "deadline"]
     if status != "open":
         cols.insert(3, "status")

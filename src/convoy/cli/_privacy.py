@@ -14,7 +14,7 @@ import typer
 
 from convoy import Engine, SubjectErased
 from convoy._errors import UnknownSubject, UserError
-from convoy._text import quoted
+from convoy._text import plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     MAX_COUNT,
@@ -36,7 +36,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
-from convoy.cli._render import fmt_time, line_list, plural
+from convoy.cli._render import fmt_time, line_list
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
 from convoy.stores import Erasure, SessionRow
@@ -90,8 +90,8 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
         _erased_already(subject, event)
         return
     out.print(f"erased subject {quoted(subject)} of tenant {quoted(event.tenant)}: "
-              f"{event.sessions} "
-              f"session(s), {event.state_versions} state version(s), key "
+              f"{plural(event.sessions, 'session')}, "
+              f"{plural(event.state_versions, 'state version')}, key "
               f"{'destroyed' if event.key else 'absent'} (erasure #{event.seq})", markup=False)
 
 
@@ -215,7 +215,7 @@ def purge(older_than: Annotated[str, typer.Option(
         ids = sorted(sid for group in by_tenant.values() for sid in group)
         counts = "" if scope.tenant is not None or not by_tenant else " (" + ", ".join(
             f"{t}: {len(group)}" for t, group in sorted(by_tenant.items())) + ")"
-        out.print(f"would purge {len(ids)} session(s) older than {older_than}{scope.of}"
+        out.print(f"would purge {plural(len(ids), 'session')} older than {older_than}{scope.of}"
                   f"{counts}", markup=False, soft_wrap=True)
         for sid in ids[:_SHOWN]:
             out.print(f"  {sid}", markup=False, soft_wrap=True)
@@ -231,7 +231,7 @@ def purge(older_than: Annotated[str, typer.Option(
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant))
     n = sum(e.sessions for e in events)
-    out.print(f"purged {n} session(s) older than {older_than}{scope.of}", markup=False)
+    out.print(f"purged {plural(n, 'session')} older than {older_than}{scope.of}", markup=False)
     if not n:
         no_sessions_note(db, scope)
 

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from convoy import TerminalReason
 from convoy._command import command
-from convoy._text import escaped, printable, quoted, short
+from convoy._text import escaped, plural, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._loading import continuing, import_option
@@ -112,12 +112,6 @@ def status_text(status: str, cancelling: bool = False) -> Text:
     if cancelling:
         text.append(" (cancel requested)", style="dim")
     return text
-
-
-def plural(n: int, word: str, *, number: bool = True) -> str:
-    """``1 step``, ``2 steps`` (``number=False``: the word alone)."""
-    form = word if n == 1 else word + "s"
-    return f"{n:,} {form}" if number else form
 
 
 def line_list(lines: Sequence[object], most: int = 10) -> str:

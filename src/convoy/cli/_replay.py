@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy import Engine, ReplayResult, UserError
-from convoy._text import quoted, short
+from convoy._text import plural, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -31,7 +31,7 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._loading import cannot_load
-from convoy.cli._render import plural, status_text
+from convoy.cli._render import status_text
 
 
 def replay(

@@ -6,6 +6,7 @@ import typer
 
 from convoy import Engine
 from convoy._command import word
+from convoy._text import plural
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -102,18 +103,18 @@ def resume(
         return
     stats, codeless, unloaded = resumed
     for name, n in codeless.items():
-        out.print(f"left waiting: {n} session(s) of workflow {name!r}, which nothing here "
+        out.print(f"left waiting: {plural(n, 'session')} of workflow {name!r}, which nothing here "
                   "defines; none is due yet (to resume them once one is, --import the "
                   "module that defines it)", markup=False, soft_wrap=True)
     out.print(summary_table(f"convoy resume · {label(db)}{scope.of}", stats))
     print_failures(out, stats, db=db, scope=scope)
     warn_lost_spans(engine)
     for name, (n, why) in unloaded.items():
-        err.print(f"error: cannot resume {n} session(s) of workflow {name!r}: {why}",
+        err.print(f"error: cannot resume {plural(n, 'session')} of workflow {name!r}: {why}",
                   markup=False, soft_wrap=True)
     sealed = stats.left["key"]
     if sealed:  # (the others ran)
-        err.print(f"error: cannot resume {sealed} session(s) of data subjects: their input "
+        err.print(f"error: cannot resume {plural(sealed, 'session')} of data subjects: their input "
                   "and journal are sealed, and no master key is configured here; set "
                   "$CONVOY_MASTER_KEY_FILE to the store's master key file and run "
                   "this command again", markup=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from rich.text import Text
 
 from convoy import Engine
 from convoy._command import word
-from convoy._text import quoted
+from convoy._text import plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -45,7 +45,6 @@ from convoy.cli._render import (
     error_summary,
     exit_if_strict,
     exit_on_store_errors,
-    plural,
     print_failures,
     status_text,
     summary_table,
@@ -147,7 +146,7 @@ def retry(
         "retry", db, operands=session_ids or [], options=again))
     for name, why in unloaded.items():
         n = sum(r.workflow == name for r in rows)
-        err.print(f"error: cannot retry {n} session(s) of workflow {name!r}: {why}",
+        err.print(f"error: cannot retry {plural(n, 'session')} of workflow {name!r}: {why}",
                   markup=False, soft_wrap=True)
     if unloaded:
         raise typer.Exit(USAGE_ERROR)

@@ -11,7 +11,7 @@ import typer
 from rich.table import Table
 
 from convoy import JournalError, UserError
-from convoy._text import check_name, quoted, short
+from convoy._text import check_name, plural, quoted, short
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -32,7 +32,7 @@ from convoy.cli._common import (
     run_async,
 )
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._render import fmt_time, plural
+from convoy.cli._render import fmt_time
 from convoy.hitl._task import INBOX, RESERVED, check_namespace
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 from convoy.stores._rows import DamagedRow, LeftOut
@@ -163,7 +163,7 @@ def set_(namespace: NamespaceArg, key: KeyArg,
         fail(f"state {_where(namespace, key, tenant)} changed: the write expected version "
              f"{expected} but {now}; nothing was written"
              + (f" ({see})" if see.startswith("'") else f"; {see}"), RUN_FAILURE)
-    woke = f"; woke {res.woken} waiting session(s)" if res.woken else ""
+    woke = f"; woke {plural(res.woken, 'waiting session')}" if res.woken else ""
     out.print(f"{namespace}/{key} is at version {res.entry.version}{woke}", markup=False)
 
 

@@ -14,7 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy._errors import UserError
-from convoy._text import escaped, quoted, short
+from convoy._text import escaped, plural, quoted, short
 from convoy._trace_context import derived_id
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -32,7 +32,7 @@ from convoy.cli._common import (
     tenant_scope,
     unknown_session,
 )
-from convoy.cli._render import fmt_cost, fmt_duration, plural
+from convoy.cli._render import fmt_cost, fmt_duration
 from convoy.hitl._task import INBOX
 from convoy.observability._derived import journal_spans, task_keys
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks, traceparent_sampled

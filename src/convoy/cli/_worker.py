@@ -12,7 +12,7 @@ from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
 from convoy._command import word
-from convoy._text import escaped
+from convoy._text import escaped, plural
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -40,7 +40,7 @@ from convoy.cli._common import (
     warn_lost_spans,
 )
 from convoy.cli._interceptors import InterceptorsOption, session_interceptors
-from convoy.cli._render import error_summary, fmt_time, plural, status_text, waited_for
+from convoy.cli._render import error_summary, fmt_time, status_text, waited_for
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.privacy._seal import is_sealed
 from convoy.stores import SessionRow, Store

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
+from convoy._text import plural
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.privacy._subjects import (
     compact_after,
@@ -69,7 +70,7 @@ class SubjectRights:
                 forget(tenant, subject)
         await _audit(engine, event)
         await compact_after(engine.store, f"erased subject {subject!r} of tenant {tenant!r} "
-                            f"(erasure #{event.seq}: {event.sessions} session(s), key "
+                            f"(erasure #{event.seq}: {plural(event.sessions, 'session')}, key "
                             f"{'destroyed' if event.key else 'absent'})")
         return event
 
@@ -103,8 +104,8 @@ class SubjectRights:
         for event in events:
             await _audit(engine, event)
         if events:
-            await compact_after(engine.store, f"purged {sum(e.sessions for e in events)} "
-                                "session(s) by age")
+            await compact_after(engine.store, f"purged "
+                                f"{plural(sum(e.sessions for e in events), 'session')} by age")
         return events
 
 
