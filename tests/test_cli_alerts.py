@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from rich.cells import cell_len
 
 from convoy.stores import NewAlert, SQLiteStore
 from tests.clikit import (
@@ -291,17 +292,38 @@ def test_drop_webhook_refuses_a_fingerprint_two_webhooks_share() -> None:
 
 
 @pytest.mark.parametrize("columns", ["80", "100", "120"])
-def test_a_narrow_alerts_table_keeps_every_column(monkeypatch: pytest.MonkeyPatch,
-                                                  columns: str) -> None:
+@pytest.mark.parametrize("tenants", [False, True])
+def test_a_narrow_alerts_table_keeps_every_column_and_fits(columns: str,
+                                                          tenants: bool) -> None:
     """At 80 to 120 columns every column keeps a width: none is squeezed to nothing (the
-    band and the id were, at 100), and a long agent name wraps instead."""
+    band and the id were, at 100), a long agent name wraps, and no line is wider than the
+    terminal (at 80 the table was cut off at its right edge: it drops its borders then)."""
     seed_alerts()
-    res = subprocess.run([sys.executable, "-m", "convoy", "alerts"], capture_output=True,
-                         text=True, env={**os.environ, "COLUMNS": columns,
-                                         "PYTHONPATH": str(SRC)}, check=False)
+
+    async def long_name() -> None:
+        store = SQLiteStore(Path("convoy.db"))
+        await store.open()
+        try:
+            await store.alert_open(NewAlert(
+                tenant="acme", scope="agent", subject="refund-desk-escalation-reviewer",
+                metric="token_velocity", value=3.0, mean=0.5, deviation=0.05,
+                threshold=0.65, opened=T0 + 5), [])
+        finally:
+            await store.aclose()
+
+    asyncio.run(long_name())
+    res = subprocess.run([sys.executable, "-m", "convoy", "alerts",
+                          *(["--all-tenants"] if tenants else ["--tenant", "acme"])],
+                         capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": columns, "PYTHONPATH": str(SRC)},
+                         check=False)
     assert res.returncode == 0, res.stderr
-    header = " ".join(line.strip("┃ ") for line in res.stdout.splitlines()
-                      if line.startswith("┃"))
-    for name in ("id", "status", "of", "metric", "value", "band", "opened", "cleared"):
-        assert name in header, (columns, res.stdout)
+    lines = res.stdout.splitlines()
+    assert max(map(cell_len, lines)) <= int(columns), (columns, res.stdout)
+    head = " ".join(line.strip("┃ ") for line in lines[:lines.index(next(
+        ln for ln in lines if ln.lstrip("│ ").startswith("4 ")))])
+    for name in ("id", "status", *(["tenant"] if tenants else []), "of", "metric", "value",
+                 "band", "opened", "cleared"):
+        assert name in head.split() or f"{name} " in head, (columns, res.stdout)
     assert "0.65" in res.stdout and "(0.5," in res.stdout, res.stdout
+    assert "refund-des" in res.stdout and "token_velo" in res.stdout, res.stdout

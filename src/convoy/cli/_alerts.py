@@ -4,12 +4,16 @@ ones again, ``--drop-webhook`` drops the undelivered ones of a webhook no engine
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections import Counter
 from typing import Annotated, Any
 
 import typer
+from rich import box
+from rich.cells import cell_len
+from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -148,7 +152,8 @@ def alerts(
         no_sessions_note(db, scope)
     else:
         out.print(alerts_table(rows, f"convoy alerts · {label(db)}{scope.of}",
-                               tenants=scope.tenant is None, deliveries=deliveries))
+                               tenants=scope.tenant is None, deliveries=deliveries,
+                               width=out.width))
         given_up = sum(d.status == "given_up" for a in rows for d in deliveries.get(a.id, []))
         if given_up:
             out.print(f"{given_up} webhook event{'' if given_up == 1 else 's'} given up: "
@@ -184,35 +189,57 @@ def _json(a: AlertRow, deliveries: Deliveries) -> dict[str, Any]:
 
 
 def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
-                 deliveries: Deliveries | None = None) -> Table:
+                 deliveries: Deliveries | None = None, width: int | None = None) -> Table:
     """One row per alert; a tenant column when the rows span tenants, a webhooks column
-    when any of them was queued for a webhook."""
-    t = Table(title=title, title_justify="left")
+    when any of them was queued for a webhook. Where the columns' least widths do not fit
+    ``width`` with the table's borders, the columns are set apart by spaces alone."""
     deliveries = deliveries or {}
     hooks = any(deliveries.get(a.id) for a in rows)
     names = ("id", "status", *(("tenant",) if tenants else ()), "of", "metric", "value",
              "band top (mean, dev)", "opened", "cleared", *(("webhooks",) if hooks else ()))
-    for name in names:
-        # Narrow terminals: the alert's subject, metric, band, times and webhooks wrap;
-        # no column shrinks below its least readable width (Rich would give a squeezed
-        # one none at all).
-        t.add_column(name, justify="right" if name in ("id", "value") else "left",
-                     no_wrap=name in _WHOLE, min_width=_MIN_WIDTHS.get(name),
-                     overflow="fold")
-    for a in rows:
-        status = Text(a.status, style="red" if a.status == "open" else "green")
-        t.add_row(str(a.id), status, *((a.tenant,) if tenants else ()),
-                  f"{a.scope} {a.subject}", a.metric, _num(a.value),
-                  f"{_num(a.threshold)} ({_num(a.mean)}, {_num(a.deviation)})",
-                  fmt_time(a.opened), fmt_time(a.cleared),
-                  *((_hooks(deliveries.get(a.id, [])),) if hooks else ()))
+    styles: list[dict[str, Any]] = [
+        {},  # (borders)
+        # (no borders: two spaces between columns, then one, and a rule under the header)
+        {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": (0, 1, 0, 0)},
+        {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": 0}]
+    for style in styles if width is not None else styles[:1]:
+        t = Table(title=title, title_justify="left", **style)
+        for name in names:
+            # Narrow terminals: the alert's subject, metric, band, times and webhooks
+            # wrap; no column shrinks below its least readable width (Rich would give a
+            # squeezed one none at all).
+            t.add_column(name, justify="right" if name in ("id", "value") else "left",
+                         no_wrap=name in _WHOLE, min_width=_MIN_WIDTHS.get(name),
+                         overflow="fold")
+        for a in rows:
+            status = Text(a.status, style="red" if a.status == "open" else "green")
+            t.add_row(str(a.id), status, *((a.tenant,) if tenants else ()),
+                      f"{a.scope} {a.subject}", a.metric, _num(a.value),
+                      f"{_num(a.threshold)} ({_num(a.mean)}, {_num(a.deviation)})",
+                      fmt_time(a.opened), fmt_time(a.cleared),
+                      *((_hooks(deliveries.get(a.id, [])),) if hooks else ()))
+        if width is None or _least(t, width) <= width:
+            break
     return t
+
+
+def _least(t: Table, width: int) -> int:
+    """How wide ``t`` is drawn in ``width`` columns (Rich crops a table whose columns
+    cannot shrink enough: wider than ``width`` then)."""
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    return max((cell_len(line) for line in _draw(console, t).splitlines()), default=0)
+
+
+def _draw(console: Console, t: Table) -> str:
+    with console.capture() as drawn:
+        console.print(t, crop=False)
+    return drawn.get()
 
 
 #: The columns of ``alerts_table`` never wrapped, and the least width of some.
 _WHOLE = frozenset({"id", "status", "value"})
-_MIN_WIDTHS = {"id": 2, "status": 7, "metric": 6, "value": 5, "of": 6,
-               "band top (mean, dev)": 8, "opened": 10, "cleared": 10}
+_MIN_WIDTHS = {"id": 2, "status": 7, "tenant": 6, "of": 6, "metric": 6, "value": 5,
+               "band top (mean, dev)": 8, "opened": 10, "cleared": 10, "webhooks": 9}
 
 
 def _hooks(deliveries: list[DeliveryRow]) -> Text:
