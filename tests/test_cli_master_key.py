@@ -145,3 +145,58 @@ def test_retry_without_the_master_key_says_whose_errors_it_could_not_match(
                                                                  "boom-2"}
     res = cli("retry", "boom-2", "--dry-run", "--all-tenants")
     assert res.code == 0 and "tenant" in res.stdout and "default" in res.stdout, res.stdout
+
+
+def test_a_signal_to_a_data_subjects_session_without_the_master_key_is_refused(
+        tmp_path: Path) -> None:
+    """Its payload would be stored in the clear (a signal is sealed under the session's
+    keys as it is stored): refused in one line, nothing written; with the key it is sent,
+    sealed. A session of no subject takes it as before."""
+    keyed = _pending(tmp_path)
+    marker = "ZQXMARKER7731"
+    for how in (["--payload", f'"{marker}"'], ["--payload-file", "p.json"]):
+        Path("p.json").write_text(f'"{marker}"')
+        res = cli("signal", "sub-1", "poke", *how)
+        one_line_error(res, 2, "session 'sub-1' holds a data subject's data")
+        assert "$CONVOY_MASTER_KEY_FILE" in res.stderr, res.stderr
+    Path("p.json").unlink()
+    assert not any(marker.encode() in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+    assert cli("signal", "plain-1", "poke", "--payload", '"plain"').code == 0
+    res = cli("signal", "sub-1", "poke", "--payload", f'"{marker}"', env=keyed)
+    assert res.code == 0, res.stderr
+    assert not any(marker.encode() in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+
+def test_state_set_on_a_subjects_key_seals_the_new_version_or_is_refused(
+        tmp_path: Path) -> None:
+    """A write from outside any session to a key whose current version is a data
+    subject's is sealed under the same subject's key (privacy.md): with the master key
+    the new version is sealed; without it the write is refused in one line, nothing
+    written."""
+    text = MasterKey.generate()
+    (tmp_path / "m.key").write_text(text + "\n")
+    keyed = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+
+    @convoy.workflow(name="crm_note")
+    async def note(ctx: convoy.Context, text: str) -> None:
+        await ctx.state("crm").set("c1", {"note": text}, expected_version=0)
+
+    async def make() -> None:
+        async with convoy.Engine("convoy.db", master_key=MasterKey.from_text(text)) as e:
+            assert (await e.run(note, "FIRSTMARK11", subject="ada")).ok
+
+    asyncio.run(make())
+    marker = "FIFTHMARK77"
+    res = cli("state", "set", "crm", "c1", f'{{"note": "{marker}"}}')
+    one_line_error(res, 2, "a data subject's")
+    assert "$CONVOY_MASTER_KEY_FILE" in res.stderr, res.stderr
+    (tmp_path / "other.key").write_text(MasterKey.generate() + "\n")
+    res = cli("state", "set", "crm", "c1", f'{{"note": "{marker}"}}',
+              env={"CONVOY_MASTER_KEY_FILE": str(tmp_path / "other.key")})
+    one_line_error(res, 2, "is not the one this store's data subjects are sealed with")
+    res = cli("state", "set", "crm", "c1", f'{{"note": "{marker}"}}', env=keyed)
+    assert res.code == 0, res.stderr
+    assert "at version 2" in res.stdout, res.stdout
+    assert not any(marker.encode() in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+    got = cli("state", "get", "crm", "c1", env=keyed)
+    assert got.code == 0 and marker in got.stdout, got

@@ -34,7 +34,8 @@ from convoy.cli._common import (
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import INBOX, RESERVED, check_namespace
-from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
+from convoy.privacy._seal import is_sealed
+from convoy.stores import StateEntry, StateWrite, StateWriteResult, Store, store_from_url
 from convoy.stores._rows import DamagedRow, LeftOut
 
 state_app = typer.Typer(
@@ -122,7 +123,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
 
 
 async def _get(db: str, tenant: str, namespace: str, key: str) -> StateEntry | None:
-    async with open_store(db) as store:
+    async with open_store(db, unseal=True) as store:
         return await store.state_get(tenant, namespace, key)
 
 
@@ -169,10 +170,23 @@ def set_(namespace: NamespaceArg, key: KeyArg,
 
 async def _set(db: str, busy_timeout: float, write: StateWrite
                ) -> tuple[int, StateWriteResult]:
-    """The version the write expected, and what it did."""
-    store = store_from_url(db, busy_timeout=busy_timeout)
+    """The version the write expected, and what it did. A key whose current version is a
+    data subject's gets its new version sealed under the same subject's key (the master
+    key, from the environment, opens it); without the master key the write is refused."""
+    from convoy.privacy import MasterKey
+    from convoy.privacy._keys import KeyRing
+    from convoy.privacy._sealed_store import sealing
+
+    plain = store_from_url(db, busy_timeout=busy_timeout)
+    master = MasterKey.from_env()
+    keys = None if master is None else KeyRing(plain, master)
+    store = plain if keys is None else sealing(plain, keys)
     await store.open()
     try:
+        if keys is not None:
+            await keys.check()
+        else:
+            await _refuse_sealed(plain, write)
         expected = write.expected_version
         if expected is None:
             try:
@@ -189,6 +203,21 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
         return expected, await store.state_put(write)
     finally:
         await store.aclose()
+
+
+async def _refuse_sealed(store: Store, write: StateWrite) -> None:
+    """Refuse a write, without the master key, to a key whose current version is a data
+    subject's: its new version would be stored in the clear."""
+    try:
+        current = await store.state_get(write.tenant, write.namespace, write.key)
+    except DamagedRow:
+        return  # (replaced as any damaged row is: it holds nothing readable)
+    if current is not None and is_sealed(current.value):
+        raise UserError(f"state {_where(write.namespace, write.key, write.tenant)} holds a "
+                        "data subject's data (sealed): its new version is sealed under the "
+                        "same subject's key, which needs the master key; set "
+                        "$CONVOY_MASTER_KEY_FILE to the store's master key file and write "
+                        "it again")
 
 
 @state_app.command("history")
@@ -230,7 +259,7 @@ def _print_history(namespace: str, key: str, entries: list[StateEntry],
 
 async def _history(db: str, tenant: str, namespace: str, key: str, limit: int | None,
                    left_out: list[LeftOut]) -> list[StateEntry]:
-    async with open_store(db) as store:
+    async with open_store(db, unseal=True) as store:
         return await store.state_history(tenant, namespace, key, limit=limit,
                                          left_out=left_out)
 
@@ -298,7 +327,7 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
 
 async def _list(db: str, tenant: str, namespace: str | None, left_out: list[LeftOut]
                 ) -> tuple[dict[str, int], list[StateEntry]]:
-    async with open_store(db) as store:
+    async with open_store(db, unseal=True) as store:
         if namespace is None:
             return await store.state_namespaces(tenant), []
         return {}, await store.state_list(tenant, namespace, left_out=left_out)

@@ -93,6 +93,12 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                         "with 'convoy cancel' or engine.cancel()): pick another name")
     data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
+    if engine.keys is None and await _holds_subject_data(engine, row):
+        # (with the key, the store seals the payload under the session's keys)
+        raise UserError(f"session {quoted(row.id)} holds a data subject's data: the "
+                        f"payload of signal {name!r} would be stored in the clear; set "
+                        "$CONVOY_MASTER_KEY_FILE to the store's master key file (in "
+                        "Python: Engine(master_key=...)) and send it again")
     if name == ESCALATION:
         await _answer_escalation(engine, row, payload)
         engine._wake_event().set()
@@ -103,6 +109,16 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     if not await engine.store.send_signal(row.id, name, data, tenant=row.tenant):
         raise unknown_session(session_id, engine.store.url, tenant)
     engine._wake_event().set()
+
+
+async def _holds_subject_data(engine: Engine, row: SessionRow) -> bool:
+    """Whether ``row``'s session is a data subject's, or read one's data (a sealed value
+    in its row or journal): what it is sent is sealed under the keys those name."""
+    if row.subject is not None or any(is_sealed(v) for v in (row.input, row.output,
+                                                               row.error)):
+        return True
+    journal = await engine.store.journal(row.id, tenant=row.tenant, left_out=[])
+    return any(is_sealed(r.result) for r in journal)
 
 
 #: Who decided, for an escalation answered by a signal whose payload names nobody.
