@@ -29,6 +29,20 @@ def python_m(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=60, check=False)
 
 
+def test_the_command_line_needs_no_click_but_the_one_typer_bundles(tmp_path: Path) -> None:
+    """Typer (0.29 on) bundles its Click and installs no other: a fresh install of the
+    declared dependencies has no ``click`` module. The command line runs without one, a
+    usage error included."""
+    run = ("import runpy, sys; sys.modules['click'] = None; sys.argv = ['convoy', *sys.argv[1:]]; "
+           "runpy.run_module('convoy', run_name='__main__', alter_sys=True)")
+    env = {**os.environ, "PYTHONPATH": str(SRC), "NO_COLOR": "1"}
+    for args, code in ((["--help"], 0), (["sessions", "list", "--limit"], 2)):
+        res = subprocess.run([sys.executable, "-c", run, *args], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=60, check=False)
+        assert res.returncode == code, (args, res.stderr)
+        assert "Traceback" not in res.stderr and "click" not in res.stderr, res.stderr
+
+
 def test_python_dash_m_convoy(tmp_path: Path) -> None:
     res = python_m("--version", cwd=tmp_path)
     assert res.returncode == 0, res.stderr

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import click
 import typer.core
 import typer.rich_utils
 
 from convoy._command import PASSWORD_NOTE, command, store_word, word
 from convoy._text import escaped
+
+if TYPE_CHECKING:  # (annotations only: Typer bundles the Click it runs on, and installs
+    import click  # no other)
 
 #: The attribute of a Click context that keeps the words its command was given.
 _ARGS = "convoy_args"
