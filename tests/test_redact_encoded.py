@@ -78,3 +78,48 @@ def test_encoded_and_split_values_are_masked(text: str, masked: str) -> None:
 ])
 def test_their_look_alikes_are_left_alone(text: str) -> None:
     assert Redactor()(text) == text
+
+
+# A card or an IBAN wrapped at a line break (a model's formatted output): its groups on two
+# lines are one value, whatever separates them on each line (review of 2026-12-05: the
+# line break beside spaces left the card whole, or masked its last line as a phone number).
+@pytest.mark.parametrize(("text", "masked"), [
+    ("4539 1488 0343\n6467", "[CARD]"),
+    ("4111 1111\n1111 1111", "[CARD]"),
+    ("4539 1488\n0343 6467", "[CARD]"),
+    ("4539 1488\r\n0343 6467", "[CARD]"),
+    ("4539\n1488 0343 6467", "[CARD]"),
+    ("card 4539-1488-0343\n6467, exp 12/28", "card [CARD], exp 12/28"),
+    ("amex 3782 822463\n10005", "amex [CARD]"),
+    ("ref 1234\n4111 1111\n1111 1111", "ref 1234\n[CARD]"),
+    # a card on a line of its own is not cut by the line before it, though those digits
+    # and half of it would pass the Luhn check (4000 1234 4111 1111)
+    ("4000 1234\n4111 1111 1111 1111", "4000 1234\n[CARD]"),
+    ('{"note": "card 4539 1488\\n0343 6467"}', '{"note": "card [CARD]"}'),
+    ("GB82 WEST 1234\n5698 7654 32", "[IBAN]"),
+    ("IBAN DE89 3704 0044\r\n0532 0130 00 thanks", "IBAN [IBAN] thanks"),
+])
+def test_a_value_wrapped_at_a_line_break_is_masked_whole(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "4539 1488\n0343 6468",                    # the two lines together fail the Luhn check
+    "4539 1488 0343\n6468",
+    "2026 11 30\n1234",                        # a date line, then a count line
+    "date 2026-11-30\ncount 4111",
+    "4539 1488 0343\n6467 1234",               # five groups of four: a serial
+    "1234 5678 9012\n3456 7890 1234",          # a table of numbers
+    "4539.1488\n0343.6467",                    # decimal numbers, one a line
+    "4539\n148\n80343 6467",                   # not grouped as a card is
+])
+def test_lines_of_numbers_that_make_no_card_are_not_a_card(text: str) -> None:
+    assert "[CARD]" not in Redactor()(text)
+
+
+@pytest.mark.parametrize("text", [
+    "GB82 WEST 1234\n5698 7654 33",            # fails its checksum
+    "DE88 3704 0044\n0532 0130 00",
+])
+def test_lines_that_make_no_iban_are_not_one(text: str) -> None:
+    assert "[IBAN]" not in Redactor()(text)

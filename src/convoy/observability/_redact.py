@@ -13,7 +13,9 @@ number. Escaped text (JSON, ``repr``; a URL's percent-escapes of ASCII, ``%2B``,
 ``%2540``; HTML's character references, ``&#64;``) is searched as what its escapes stand
 for, and masked where they were. Groups of digits may be split by tabs and newlines (a
 phone number's only after a word that says it is one), a card's by ``_``, ``/``, ``+`` or
-`` - `` too; an IBAN's country may stand apart from its check digits; a phone number may be
+`` - `` too; a card printed with spaces or dashes and an IBAN may be wrapped at a line
+break (``4539 1488\\n0343 6467``, ``GB82 WEST 1234\\n5698 7654 32``); an IBAN's country
+may stand apart from its check digits; a phone number may be
 glued to its cue (``tel.4155552673``, ``tel=020+7946+0958``: a form's ``+`` is a space) or
 have an extension glued on (``415-555-2672x12``). Characters that stand for ASCII
 (fullwidth forms, Unicode dashes and spaces between digit groups:
@@ -114,6 +116,16 @@ _CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
 # card only grouped as cards are printed (_PRINTED).
 _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
                    rf"(?:[ {_SP}.-]?[A-Za-z0-9]){{11,32}}(?![A-Za-z0-9])")
+# A value wrapped at a line break (a model's formatted output, a terminal's width): its
+# parts on two or more lines, each line's groups joined as the value's are. An IBAN so
+# wrapped (GB82 WEST 1234\n5698 7654 32) counts only if it checks out; a card's groups
+# (4539 1488\n0343 6467, 4539-1488-0343\n6467) are one run of digit groups joined by line
+# breaks and one separator cards are printed with (one or two spaces of any width, "-",
+# " - "; not a dot, which a column of decimal numbers has, nor a tab, which a table has).
+_IBAN_WRAPPED = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
+                           rf"(?:(?:[ {_SP}.-]|\r?\n)?[A-Za-z0-9]){{11,32}}")
+_WRAPPED_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|-| - |\r?\n)\d+)*")
+_ON_A_LINE = re.compile(rf"\d(?:[ {_SP}]{{1,2}}|-| - )\d")  # (a separator that is no line break)
 # (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
 # word, s.10.0.0.1; a letter or a digit would make it part of a longer word, a dot after a
 # digit part of a longer version, 1.2.3.4.5)
@@ -323,6 +335,13 @@ class Redactor:
                 end, valid = _iban_end(m.group())
                 if end:
                     spans.append((m.start(), m.start() + end, "iban" if valid else None))
+            if "\n" in text:
+                wrapped = _wrapped_ibans(text, _Taken(s for s in spans if s[2] is not None))
+                if wrapped:
+                    # (what its first line alone looked like is no finding: GB82WEST1234\n...)
+                    taken = _Taken(wrapped)
+                    spans = [s for s in spans if s[2] is not None
+                             or not taken.overlaps(s[0], s[1])] + wrapped
         if "card" in kinds:
             cards = [c for c in (_card_in(m, text) for m in _CARD.finditer(text))
                      if c is not None]
@@ -335,7 +354,18 @@ class Redactor:
             if in_ids:
                 taken = _Taken(in_ids)
                 cards = [c for c in cards if c[2] is not None or not taken.overlaps(c[0], c[1])]
-            spans += cards + in_ids
+            # Then cards wrapped at a line break (4539 1488\n0343 6467), where no card is
+            # found already (a card on a line of its own keeps all its groups).
+            wrapped_cards: list[tuple[int, int, PiiKind | None]] = []
+            if "\n" in text:
+                judged = _Taken([*spans, *(c for c in cards + in_ids if c[2] is not None)])
+                wrapped_cards = [c for m in _WRAPPED_RUN.finditer(text)
+                                 for c in _wrapped_cards(m, text, judged)]
+                if wrapped_cards:
+                    taken = _Taken(wrapped_cards)
+                    cards = [c for c in cards
+                             if c[2] is not None or not taken.overlaps(c[0], c[1])]
+            spans += cards + in_ids + wrapped_cards
         if "ip" in kinds:
             spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
@@ -596,6 +626,89 @@ def _glued_card(text: str, groups: list[tuple[int, int]], i: int, size: int) -> 
     return _card_issuer_ok(digits) and _luhn_ok(digits) and \
         not _in_hex_word(text, start, end) and \
         not (size == 1 and _decimal_part(text, start, end))
+
+
+def _wrapped_cards(m: re.Match[str], text: str, judged: _Taken
+                   ) -> list[tuple[int, int, PiiKind]]:
+    """The card numbers wrapped at a line break in a run of digit groups (4539 1488\\n0343
+    6467, 4539\\n1488 0343 6467): whole groups as cards are printed (4-4-4-4, 4-4-4-4-3,
+    4-4-4-2, 4-4-4-3, 4-6-5, 4-6-4), a line break between two of them at least and one other
+    separator between the others (groups split by line breaks alone are ``_CARD``'s), no
+    group of four continuing them on a line with that separator (a serial, a table of
+    numbers), with a known issuer's prefix and a valid Luhn check digit, overlapping no
+    card found already."""
+    run = m.group()
+    if "\n" not in run or _ON_A_LINE.search(run) is None:
+        return []  # (most runs: no line break, or digits alone on their lines)
+    base = m.start()
+    groups = [(base + g.start(), base + g.end()) for g in _CARD_GROUP.finditer(run)]
+    widths = [b - a for a, b in groups]
+    gaps = [text[b:c] for (_, b), (c, _) in itertools.pairwise(groups)]
+    found: list[tuple[int, int, PiiKind]] = []
+    i = 0
+    while i < len(groups):
+        if widths[i] == 4:  # (every printed card starts with a group of four)
+            for size in (5, 4, 3):
+                if i + size <= len(groups) and widths[i:i + size] in _PRINTED and \
+                        _wrapped_card(text, groups, widths, gaps, i, size):
+                    start, end = groups[i][0], groups[i + size - 1][1]
+                    if not judged.overlaps(start, end):
+                        found.append((start, end, "card"))
+                        i += size
+                        break
+            else:
+                i += 1
+        else:
+            i += 1
+    return found
+
+
+def _wrapped_card(text: str, groups: list[tuple[int, int]], widths: list[int],
+                  gaps: list[str], i: int, size: int) -> bool:
+    inner = gaps[i:i + size - 1]
+    seps = {g for g in inner if not g.endswith("\n")}
+    if len(seps) != 1 or all(g in seps for g in inner):
+        return False  # (no line break, or not one other separator)
+    sep = seps.pop()
+    if (i and gaps[i - 1] == sep and widths[i - 1] == 4) or (
+            i + size < len(groups) and gaps[i + size - 1] == sep and widths[i + size] == 4):
+        return False  # more groups of four on the line: a serial, a table of numbers
+    start, end = groups[i][0], groups[i + size - 1][1]
+    if start and text[start - 1] == "+":
+        return False
+    digits = _SEPARATORS.sub("", text[start:end])
+    return _card_issuer_ok(digits) and _luhn_ok(digits) and not _in_hex_word(text, start, end)
+
+
+def _wrapped_ibans(text: str, judged: _Taken) -> list[tuple[int, int, PiiKind | None]]:
+    """The IBANs wrapped at a line break (GB82 WEST 1234\\n5698 7654 32) that overlap no
+    finding: only those that check out (an IBAN-shaped first line is left as it was)."""
+    found: list[tuple[int, int, PiiKind | None]] = []
+    pos = 0
+    while (m := _IBAN_WRAPPED.search(text, pos)) is not None:
+        start = pos = m.start()
+        raw = m.group()
+        length = _iban_length(raw[:2].upper()) if "\n" in raw else 0
+        # (its country's length and the mod-97 check first, cheaply: most candidates fail)
+        compact = _SEPARATORS.sub("", raw)[:length] if length else ""
+        if len(compact) == length and length and _mod97_ok(compact):
+            end, valid = _iban_end(raw)
+            if valid and "\n" in text[start:start + end] and \
+                    not judged.overlaps(start, start + end):
+                found.append((start, start + end, "iban"))
+                pos += end
+                continue
+        pos += 1  # (not the end of the match: an IBAN may start on its next line)
+    return found
+
+
+_IBAN_DIGITS = {ord(c): str(10 + i) for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")}
+
+
+def _mod97_ok(compact: str) -> bool:
+    """Whether an IBAN's characters pass its mod-97 check (ISO 13616)."""
+    rearranged = (compact[4:] + compact[:4]).upper().translate(_IBAN_DIGITS)
+    return rearranged.isdigit() and int(rearranged) % 97 == 1
 
 
 def _decimal_part(text: str, start: int, end: int) -> bool:
