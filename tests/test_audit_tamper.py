@@ -910,3 +910,135 @@ async def test_an_empty_log_is_not_signed(tmp_path: Path) -> None:
         assert await store.audit_checkpoints("acme") == []
     finally:
         await store.aclose()
+
+
+# -- a log longer than a tile (1,024 leaves): proofs read kept tile roots and a few tiles --
+
+LONG = 1290  # two tiles: a complete one, and 266 leaves of the next
+
+
+@pytest.fixture
+def long_log(backend: Backend, tmp_path: Path) -> dict[str, Any]:
+    """A log of LONG entries with checkpoints at 1201 and LONG (its tile roots kept)."""
+
+    async def build() -> None:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append(T, [_event(i) for i in range(1201)])
+            await alog.checkpoint(T)
+            await alog.append(T, [_event(i) for i in range(1201, LONG)])
+            await alog.checkpoint(T)
+        finally:
+            await store.aclose()
+
+    asyncio.run(build())
+    return {"key": tmp_path / "audit.key", "db": _url(backend), "raw": Raw(backend)}
+
+
+def _store_rows(raw: Raw) -> list[Any]:
+    """Every row a read command must leave as it found it (the tile roots' included)."""
+    return [sorted(raw.run((f"SELECT * FROM {table}", ())), key=repr)
+            for table in ("audit_log", "audit_head", "audit_checkpoints", "kv")]
+
+
+@pytest.mark.parametrize("tiles", ["kept", "deleted"])
+def test_prove_names_an_entry_deleted_from_a_long_log(long_log: dict[str, Any],
+                                                      tiles: str) -> None:
+    """The review of 2026-12-05: `prove 500` on a log of more than a tile whose entry 700
+    was deleted printed a 146-line traceback (IndexError in range_root), with the tile
+    roots kept or not; `checkpoint` said the log was damaged. One line, exit 1, naming the
+    entry and `audit verify`; nothing in the store changed."""
+    raw: Raw = long_log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=700", (T,)))
+    if tiles == "deleted":
+        raw.run(("DELETE FROM kv WHERE namespace LIKE ?", ("%tile%",)))
+    before = _store_rows(raw)
+    verify_cmd = command("audit verify", db=long_log["db"], tenant=T)
+    # (with the tile roots kept, a proof of entry 1100 reads tile 0's root, not its
+    # entries: it is printed, and holds; see the test below)
+    more = [("prove", "1100")] if tiles == "deleted" else []
+    for args in (("prove", "500", "--key", str(long_log["key"])), ("prove", "500"),
+                 ("prove", "700", "--key", str(long_log["key"])), ("prove", "700"),
+                 *more, ("checkpoint", "--key", str(long_log["key"]))):
+        r = cli("audit", *args, "--db", long_log["db"], "--tenant", T)
+        _one_line_failure(r, "audit verify")
+        if args[0] == "prove":
+            assert r.stderr.strip() == (
+                f"error: tenant {T!r}: audit entry 700 is missing (deleted, or the entries "
+                f"after it renumbered): no proof is made; run {verify_cmd}"), (args, r.stderr)
+    assert _store_rows(raw) == before
+
+
+@pytest.mark.parametrize("tiles", ["kept", "deleted"])
+async def test_the_python_api_raises_an_audit_error_for_a_deleted_entry(
+        long_log: dict[str, Any], backend: Backend, tiles: str) -> None:
+    raw: Raw = long_log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=700", (T,)))
+    if tiles == "deleted":
+        raw.run(("DELETE FROM kv WHERE namespace LIKE ?", ("%tile%",)))
+    store = backend.new(FakeClock())
+    await store.open()
+    try:
+        alog = AuditLog(store, key_path=long_log["key"])
+        for index in (500, 700, *([1100] if tiles == "deleted" else [])):
+            with pytest.raises(convoy.AuditError, match="audit entry 700 is missing") as e:
+                await alog.prove(T, index)
+            assert e.value.index == 700
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("tiles", ["kept", "deleted"])
+@pytest.mark.parametrize("damage", ["entry 700 deleted", "entry 500 changed"])
+def test_consistency_proves_the_signed_checkpoints_verify_checks_the_entries(
+        long_log: dict[str, Any], tmp_path: Path, damage: str, tiles: str) -> None:
+    """The review of 2026-12-05: `consistency 1201` exited 0 on a log whose entry 700 was
+    deleted, or whose entry 500 was changed, though the docs said a log that no longer
+    holds both checkpoints exits 1. A consistency proof is hashed from the kept tile roots
+    and the leaves of the tiles it cuts, not from every entry (docs/how-to/audit.md, as
+    corrected): what it prints links the two signed roots, and still holds; `verify`
+    names the damaged entry. An entry missing from what it does read is one line, exit 1
+    (a traceback before, like `prove`'s)."""
+    raw: Raw = long_log["raw"]
+    if damage == "entry 700 deleted":
+        raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=700", (T,)))
+        found = "audit entry 700 is missing"
+    else:
+        body = raw.body(500).replace(b"tool-500", b"tool-999")
+        raw.run(("UPDATE audit_log SET body=? WHERE tenant=? AND idx=500", (body, T)))
+        found = "audit entry 500 does not match its leaf hash"
+    if tiles == "deleted":
+        raw.run(("DELETE FROM kv WHERE namespace LIKE ?", ("%tile%",)))
+    before = _store_rows(raw)
+    r = cli("audit", "consistency", "1201", "--db", long_log["db"], "--tenant", T)
+    if damage == "entry 700 deleted" and tiles == "deleted":  # (tile 0 built from entries)
+        _one_line_failure(r, "audit entry 700 is missing", "audit verify")
+        assert _store_rows(raw) == before
+    else:
+        assert r.code == 0, r.stderr
+        proof = tmp_path / "consistency.json"
+        proof.write_text(r.stdout)
+        public = json.loads(r.stdout)["checkpoint2"]["public_key"]
+        ok = cli("audit", "check", str(proof), "--public-key", public)
+        assert ok.code == 0, ok.stderr
+        assert _store_rows(raw)[:3] == before[:3]  # (tile roots it built and checked: kept)
+    _one_line_failure(cli("audit", "verify", "--db", long_log["db"], "--tenant", T), found)
+
+
+def test_tile_roots_of_a_rewritten_log_are_not_kept(long_log: dict[str, Any]) -> None:
+    """Tile roots built from leaves that no longer lead to the signed root (entry 500
+    rewritten with a well-formed leaf, the kept roots gone) are not kept by the proof that
+    fails with them: a command that only reads the store leaves it as it found it."""
+    raw: Raw = long_log["raw"]
+    body = raw.body(500).replace(b"tool-500", b"tool-999")
+    raw.run(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=500",
+             (body, entry_leaf(T, 500, body), T)),
+            ("DELETE FROM kv WHERE namespace LIKE ?", ("%tile%",)))
+    before = _store_rows(raw)
+    for args, why in ((("prove", "1100"), "entry 1100 is not in the log"),
+                      (("consistency", "1201"), "no longer holds both")):
+        _one_line_failure(cli("audit", *args, "--db", long_log["db"], "--tenant", T), why,
+                          "audit verify")
+        assert _store_rows(raw) == before, args

@@ -22,7 +22,7 @@ from convoy.audit._proofs import (
     verify_consistency,
     verify_inclusion,
 )
-from convoy.audit._tiles import tile_roots, with_subtrees
+from convoy.audit._tiles import Missing, tile_roots, with_subtrees
 from convoy.stores._protocol import Store
 
 if TYPE_CHECKING:
@@ -228,9 +228,11 @@ class AuditLog:
                 f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
                 f"of size {cp.size} signed (entries cut off, or the store restored from an "
                 f"older backup): run {self._suggest('verify', tenant)}")
-        row = await self.store.audit_entry(tenant, index)
-        if row is None or index >= cp.size:
+        if index >= cp.size:
             raise UserError(f"tenant {tenant!r} has no audit entry {index}")
+        row = await self.store.audit_entry(tenant, index)
+        if row is None:  # (signed, so appended: deleted since, or moved)
+            raise self._missing(tenant, index)
         leaf = entry_leaf(tenant, index, row.body)
         proof = await self._proven(
             tenant, cp.size, lambda sub: inclusion_path(sub, index, cp.size),
@@ -248,7 +250,9 @@ class AuditLog:
         newest: that the log of the newest is the log of the older with entries appended,
         nothing changed. A JSON-ready dict with both checkpoints, which a third party who
         holds the older one (published) checks with :func:`check_consistency` and the
-        signer's public key."""
+        signer's public key. It is hashed from the kept tile roots and the tiles it cuts,
+        not from every entry (:func:`verify_log` reads them): an :class:`AuditError` if
+        those no longer link the two roots, or an entry of a tile it reads is missing."""
         await self.sealed()
         kept = await self.checkpoints(tenant)
         old = next((cp for cp in kept if cp.size == size1), None)
@@ -282,18 +286,38 @@ class AuditLog:
                       check: Callable[[list[bytes]], None]) -> list[bytes] | None:
         """A proof over the tenant's tree of ``size`` leaves that ``check`` accepts, built
         from the kept tile roots, then (if they fail) from rebuilt ones; ``None`` if
-        neither holds (the log changed under its checkpoint)."""
-        for rebuild in (False, True):
-            proof = await with_subtrees(self.store, tenant, size, build, rebuild=rebuild)
+        neither holds (the log changed under its checkpoint); an :class:`AuditError` naming
+        the entry if one it is hashed from is not stored."""
+        def holds(proof: list[bytes]) -> bool:
             try:
                 check(proof)
             except AuditError:
-                continue
-            return proof
+                return False
+            return True
+
+        for rebuild in (False, True):
+            try:
+                proof = await with_subtrees(self.store, tenant, size, build, check=holds,
+                                            rebuild=rebuild)
+            except Missing as e:
+                raise self._missing(tenant, e.index) from None
+            if proof is not None:
+                return proof
         return None
+
+    def _missing(self, tenant: str, index: int) -> AuditError:
+        """Entry ``index`` of the log is not stored: no proof can be made from it."""
+        return AuditError(f"tenant {tenant!r}: audit entry {index} is missing (deleted, or "
+                          "the entries after it renumbered): no proof is made; run "
+                          f"{self._suggest('verify', tenant)}", index=index)
 
     async def consistency(self, tenant: str, size1: int, size2: int) -> list[bytes]:
         """A consistency proof between two sizes of ``tenant``'s log."""
         await self.sealed()
-        return await with_subtrees(self.store, tenant, size2,
-                                   lambda sub: consistency_path(sub, size1, size2))
+        try:
+            proof = await with_subtrees(self.store, tenant, size2,
+                                        lambda sub: consistency_path(sub, size1, size2))
+        except Missing as e:
+            raise self._missing(tenant, e.index) from None
+        assert proof is not None  # (no check: always one)
+        return proof

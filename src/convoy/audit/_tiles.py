@@ -10,6 +10,8 @@ Tile roots are derived data, kept in the store's key-value space
 (``convoy.audit.tiles/<tenant>``): nothing verifies *with* them. A tile that was tampered
 with makes a proof that does not lead to the signed root; :meth:`AuditLog.prove` checks
 every proof before it returns it and rebuilds the tiles from the leaves if one does not.
+Tile roots built for a proof are kept only once the proof holds. An entry missing from
+the tiles a proof is hashed from (deleted, or moved) raises :class:`Missing`, naming it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,15 @@ from convoy.stores._protocol import Store
 #: Leaves per tile (a power of two).
 TILE = 1024
 _NAMESPACE = "convoy.audit.tiles/"
+
+
+class Missing(Exception):
+    """Entry ``index`` of the log is not stored (deleted, or the entries after it
+    renumbered): the tree cannot be hashed from what is stored."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
+        self.index = index
 
 
 class _Need(Exception):
@@ -60,24 +71,53 @@ async def tile_roots(store: Store, tenant: str, size: int, *, rebuild: bool = Fa
                      leaves: Sequence[bytes] | None = None) -> list[bytes]:
     """The roots of the complete tiles below ``size``, kept ones read, missing ones built
     from the leaves (``leaves``, if the caller has them) and kept (all rebuilt with
-    ``rebuild``)."""
-    namespace = _NAMESPACE + tenant
+    ``rebuild``); :class:`Missing` if an entry below them is not stored."""
+    roots, read = await _tile_roots(store, tenant, size, rebuild=rebuild, leaves=leaves)
+    _keep(store, tenant, roots, read)
+    return roots
+
+
+async def _tile_roots(store: Store, tenant: str, size: int, *, rebuild: bool,
+                      leaves: Sequence[bytes] | None = None) -> tuple[list[bytes], int]:
+    """:func:`tile_roots`, nothing kept: the roots, and how many of them (the first ones)
+    were read from the store rather than built."""
     complete = size // TILE
-    kept = {} if rebuild else await store.kv_all(namespace)
+    kept = {} if rebuild else await store.kv_all(_NAMESPACE + tenant)
     roots: list[bytes] = []
     for t in range(complete):
         root = _root(kept.get(str(t)))
         if root is None:  # missing, or damaged: built again from the leaves (a cache)
             break
         roots.append(root)
-    if len(roots) < complete:
+    read = len(roots)
+    if read < complete:
         if leaves is None or len(leaves) < complete * TILE:
             leaves = await store.audit_leaves(tenant, complete * TILE)
-        for t in range(len(roots), complete):
-            root = range_root(leaves, t * TILE, (t + 1) * TILE)
-            roots.append(root)
-            store.kv_put(namespace, str(t), base64.b64encode(root).decode())
-    return roots
+            if len(leaves) < complete * TILE:  # (fewer rows below it than indexes)
+                raise Missing(await _first_missing(store, tenant, complete * TILE))
+        for t in range(read, complete):
+            roots.append(range_root(leaves, t * TILE, (t + 1) * TILE))
+    return roots, read
+
+
+def _keep(store: Store, tenant: str, roots: list[bytes], read: int) -> None:
+    """Keep the tile roots from ``roots[read]`` on (built from the leaves)."""
+    for t in range(read, len(roots)):
+        store.kv_put(_NAMESPACE + tenant, str(t), base64.b64encode(roots[t]).decode())
+
+
+async def _first_missing(store: Store, tenant: str, size: int) -> int:
+    """The first index below ``size`` that has no stored entry (``size`` if none)."""
+    n = 0
+    while n < size:
+        rows = await store.audit_entries(tenant, n, min(size - n, 4096))
+        for row in rows:
+            if row.index != n:
+                return n
+            n += 1
+        if not rows:
+            break
+    return n
 
 
 def _root(text: object) -> bytes | None:
@@ -94,14 +134,29 @@ def _root(text: object) -> bytes | None:
 
 async def with_subtrees(store: Store, tenant: str, size: int,
                         build: Callable[[Callable[[int, int], bytes]], list[bytes]], *,
-                        rebuild: bool = False) -> list[bytes]:
+                        check: Callable[[list[bytes]], bool] | None = None,
+                        rebuild: bool = False) -> list[bytes] | None:
     """Run ``build`` (a proof builder taking a subtree-root function) over the tenant's
-    tree of ``size`` leaves, fetching the tiles it cuts as it asks for them."""
-    sub = Subtrees(await tile_roots(store, tenant, size, rebuild=rebuild), {})
+    tree of ``size`` leaves, fetching the tiles it cuts as it asks for them. ``None`` if
+    ``check`` does not accept the proof: the tile roots built for it are kept only if it
+    does. :class:`Missing` if an entry the proof is hashed from is not stored."""
+    roots, read = await _tile_roots(store, tenant, size, rebuild=rebuild)
+    sub = Subtrees(roots, {})
     while True:
         try:
-            return build(sub.root)
+            proof = build(sub.root)
+            break
         except _Need as need:
             t = need.tile
-            rows = await store.audit_entries(tenant, t * TILE, min(TILE, size - t * TILE))
+            first, n = t * TILE, min(TILE, size - t * TILE)
+            rows = await store.audit_entries(tenant, first, n)
+            for i, row in enumerate(rows):
+                if row.index != first + i:  # (rows past a gap would shift the leaves)
+                    raise Missing(first + i) from None
+            if len(rows) < n:
+                raise Missing(first + len(rows)) from None
             sub.leaves[t] = [r.leaf for r in rows]
+    if check is not None and not check(proof):
+        return None
+    _keep(store, tenant, roots, read)
+    return proof

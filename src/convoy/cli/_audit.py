@@ -767,7 +767,9 @@ def consistency(size: Annotated[int, typer.Argument(
     """Print a consistency proof (JSON) from the tenant's checkpoint of SIZE entries to its
     newest: that the newest signed log is the older one with entries appended, nothing
     changed or removed. Whoever holds the older checkpoint checks it with `convoy audit
-    check`, without the store. Sign the newer one first (`convoy audit checkpoint`).
+    check`, without the store. Sign the newer one first (`convoy audit checkpoint`). It is
+    hashed from the kept tile roots, not from every entry: `convoy audit verify` checks
+    the entries themselves.
 
     Example: `convoy audit consistency 4096 --tenant acme > consistency.json`
     """
