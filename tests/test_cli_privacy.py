@@ -7,6 +7,8 @@ import asyncio
 import json
 import re
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from .clikit import (
     ids_of,
     one_line_error,
     sessions,
+    subprocess_env,
     summary,
     tamper,
     workdir,
@@ -271,6 +274,32 @@ def test_keygen_makes_the_directory_the_docs_put_it_in(tmp_path: Path) -> None:
     assert (tmp_path / "home/.convoy/master.key").stat().st_mode & 0o777 == 0o600
     (tmp_path / "file").write_text("")
     one_line_error(cli("keygen", "file/master.key"), 2, "cannot create 'file/master.key'")
+
+
+@pytest.mark.parametrize("command", [["erase", "subject-c-9"], ["purge", "--older-than", "30d"]])
+def test_an_erasure_or_purge_of_a_store_another_process_writes_is_one_line(
+        tmp_path: Path, command: list[str]) -> None:
+    """Another process holds a write transaction past the busy timeout: the command
+    deletes nothing and says so in one line (exit 1), with no report of a write nobody
+    waited for (``Future exception was never retrieved``) around it."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
+    assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "subject-c-9", env=env).code == 0
+    tamper("UPDATE sessions SET created = created - 3456000, finished = finished - 3456000")
+    writer = sqlite3.connect(tmp_path / "convoy.db", isolation_level=None)
+    writer.execute("BEGIN IMMEDIATE")
+    try:
+        res = subprocess.run([sys.executable, "-m", "convoy", *command, "--busy-timeout",
+                              "0.2"], cwd=tmp_path, env={**subprocess_env(), **env},
+                             capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        writer.close()
+    assert res.returncode == 1, (res.stdout, res.stderr)
+    lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("warning:")]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "locked" in lines[0], \
+        res.stderr
+    assert [r.status for r in sessions(tmp_path / "convoy.db")] == ["completed"]
 
 
 def test_an_erasure_the_store_could_not_compact_says_so_and_db_compact_finishes_it(

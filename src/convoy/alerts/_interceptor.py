@@ -285,7 +285,8 @@ class BaselineAlerts(Interceptor):
                                              "tenant": key[0], "scope": key[1],
                                              "subject": key[2], "metric": key[3],
                                              "value": value}})
-        self.store.kv_put(KV_NAMESPACE, _SEP.join(key), json.dumps(baseline.to_json()))
+        self.store.kv_put(KV_NAMESPACE, _SEP.join(key), json.dumps(baseline.to_json())
+                          ).add_done_callback(_baseline_not_kept)
 
     async def _fire(self, key: SeriesKey, value: float, before: tuple[float, float, float],
                     baseline: Baseline, tally: Tally, now: float) -> int:
@@ -322,3 +323,11 @@ def _stored_baseline(series: SeriesKey, text: Any) -> Baseline:
             type(data.get("alert_id")) not in (int, type(None)):
         raise damaged(what, f"its stored value {shown(text)} is not a baseline")
     return Baseline.from_json(data)
+
+
+def _baseline_not_kept(fut: asyncio.Future[None]) -> None:
+    """A baseline the store could not keep (locked, read-only, gone): the engine goes on
+    with the one it holds, and a restart picks up the last one kept."""
+    if not fut.cancelled() and fut.exception() is not None:
+        log.warning("alerts: a baseline could not be saved (%s); it is kept in memory and "
+                    "saved with its next update", fut.exception())

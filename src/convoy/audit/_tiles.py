@@ -16,6 +16,7 @@ the tiles a proof is hashed from (deleted, or moved) raises :class:`Missing`, na
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from collections.abc import Callable, Sequence
 
@@ -103,7 +104,16 @@ async def _tile_roots(store: Store, tenant: str, size: int, *, rebuild: bool,
 def _keep(store: Store, tenant: str, roots: list[bytes], read: int) -> None:
     """Keep the tile roots from ``roots[read]`` on (built from the leaves)."""
     for t in range(read, len(roots)):
-        store.kv_put(_NAMESPACE + tenant, str(t), base64.b64encode(roots[t]).decode())
+        store.kv_put(_NAMESPACE + tenant, str(t), base64.b64encode(roots[t]).decode()
+                     ).add_done_callback(_not_kept)
+
+
+def _not_kept(fut: asyncio.Future[None]) -> None:
+    """A tile root that could not be kept (the store locked, read-only) is a cache miss:
+    the next proof builds it again. Its error is read here, so none is reported as never
+    retrieved."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 async def _first_missing(store: Store, tenant: str, size: int) -> int:

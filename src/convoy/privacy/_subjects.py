@@ -8,6 +8,7 @@ the store so no deleted row survives in its files (see ``Store.compact``).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 from collections import defaultdict
@@ -241,11 +242,14 @@ async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
     """Delete what interceptors keep per session (the spans of the embedded trace store,
     the audit cursor: the session's entries stay in the log)."""
     raw = getattr(store, "inner", store)  # the keys are enough: nothing is opened
+    writes: list[asyncio.Future[None]] = []
     for sid in session_ids:
         ns = SPANS_NAMESPACE + sid
-        for key in await raw.kv_all(ns):
-            raw.kv_put(ns, key, None)
-        raw.kv_put(AUDIT_CURSORS, sid, None)
+        writes += [raw.kv_put(ns, key, None) for key in await raw.kv_all(ns)]
+        writes.append(raw.kv_put(AUDIT_CURSORS, sid, None))
+    # (one group commit; a write that fails, the store locked, fails the erasure before
+    # anything else is deleted, and every one of them is waited for)
+    await asyncio.gather(*writes)
 
 
 async def _drop_labels(store: Store, tenant: str, subject: str) -> None:
