@@ -246,7 +246,9 @@ def test_a_one_line_notice_stays_one_line_when_piped(tmp_path: Path) -> None:
 def test_an_empty_id_is_said_to_be_empty(tmp_path: Path, args: list[str], what: str) -> None:
     """An empty id (a shell variable that was not set) is named as empty, in one line,
     before the store is read: not an unknown id to look up."""
-    db = str(tmp_path / "convoy.db")
+    db = str(tmp_path / "other.db")
     populate(db)
-    one_line_error(cli(*args, "--db", db, env=_master_key(tmp_path)), 2,
-                   f"{what} is empty")
+    res = cli(*args, "--db", db, "--tenant", "acme", env=_master_key(tmp_path))
+    one_line_error(res, 2, f"{what} is empty")
+    # the command it suggests to find one reads the same store and tenant
+    assert f"--db {db} --tenant acme'" in res.stderr, res.stderr

@@ -208,26 +208,47 @@ class Scope:
         return engine if self.tenant is None else engine.tenant(self.tenant)
 
 
-def nonempty(what: str, hint: str) -> Callable[[str], str]:
+def nonempty(what: str, hint: str, args: str, operands: Sequence[str] = ()
+             ) -> Callable[[typer.Context, str], str]:
     """A callback that refuses an empty (or blank) argument in one line (``what`` names
-    it, ``hint`` says where to find one): a shell variable that was not set is not an
-    unknown id to look up."""
-    def check(value: str) -> str:
+    it; ``'convoy ARGS OPERANDS' HINT`` says where to find one, on the store and tenant
+    the command was given): a shell variable that was not set is not an unknown id to look
+    up."""
+    def check(ctx: typer.Context, value: str) -> str:
         if not value.strip():
-            fail(f"{what} is empty: give one ({hint})")
+            fail(f"{what} is empty: give one ({_as_given(ctx, args, operands)} {hint})")
         return value
 
     return check
 
 
+def _as_given(ctx: typer.Context, args: str, operands: Sequence[str]) -> str:
+    """``'convoy ARGS OPERANDS'`` with the ``--db`` and ``--tenant`` (or
+    ``--all-tenants``) of the words the command was given (its callbacks run as its words
+    are read: the options after an argument are not read yet)."""
+    words: list[str] = list(getattr(ctx, "convoy_args", None) or [])
+    given: dict[str, str] = {}
+    for i, w in enumerate(words):
+        if w == "--":
+            break
+        for opt in ("--db", "--tenant", "-t"):
+            if w == opt and i + 1 < len(words):
+                given[opt.lstrip("-")[:1]] = words[i + 1]
+            elif w.startswith(opt + "="):
+                given[opt.lstrip("-")[:1]] = w.partition("=")[2]
+    return command(args, operands=operands, db=given.get("d"),
+                   tenant=given.get("t", os.environ.get(TENANT_ENV)),
+                   all_tenants="--all-tenants" in words)
+
+
 #: The callback of a command's SESSION argument (:func:`nonempty`).
-SESSION_ID = nonempty("the session id", "'convoy sessions list' shows them")
+SESSION_ID = nonempty("the session id", "shows them", "sessions list")
 
 
-def each_session_id(values: list[str] | None) -> list[str] | None:
+def each_session_id(ctx: typer.Context, values: list[str] | None) -> list[str] | None:
     """The callback of a command's SESSION... arguments: none of them empty."""
     for v in values or ():
-        SESSION_ID(v)
+        SESSION_ID(ctx, v)
     return values
 
 

@@ -64,7 +64,7 @@ inbox_app = typer.Typer(
 
 TaskArg = Annotated[str, typer.Argument(
     metavar="TASK", help="Task id, as 'list' shows it.",
-    callback=nonempty("the task id", "'convoy inbox list' shows them"))]
+    callback=nonempty("the task id", "shows them", "inbox list"))]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead.")]
 CommentOption = Annotated[str | None, typer.Option(
     "--comment", "-m", metavar="TEXT", help="Say why (the agent reads it on a re-run; a "

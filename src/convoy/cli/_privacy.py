@@ -43,8 +43,8 @@ from convoy.stores import Erasure, SessionRow
 
 SubjectArg = Annotated[str, typer.Argument(
     metavar="SUBJECT", help="The data subject, as sessions named it.",
-    callback=nonempty("the subject", "the name sessions gave it: 'convoy sessions show ID' "
-                      "prints a session's subject"))]
+    callback=nonempty("the subject", "prints a session's subject, the name sessions gave "
+                      "it", "sessions show", ["ID"]))]
 
 
 def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
