@@ -90,6 +90,11 @@ async def test_a_subjects_error_messages_stay_out_of_spans_and_logs(tmp_path: Pa
     assert any(NAME in line for line in lines)
     assert any(WITHHELD in line and json.loads(line).get("error_type") == "ToolError"
                for line in lines), lines
+    # a failed session's end keeps its error's type and kind, its message withheld
+    ends = [json.loads(line) for line in lines
+            if json.loads(line)["message"].startswith("session run ended failed")]
+    assert ends and all(e.get("error_type") and e.get("error_kind") for e in ends), ends
+    assert any(WITHHELD in e["message"] for e in ends), ends
 
 
 async def test_a_subjects_retried_steps_keep_attempt_spans_without_their_messages(

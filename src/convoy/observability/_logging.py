@@ -116,7 +116,8 @@ class LogEvents(Interceptor):
             logger.warning("session run ended %s: %s", end.status,
                            WITHHELD if info.subject is not None else err.get("message", ""),
                            extra={"workflow": info.workflow, "status": end.status,
-                                  "error_kind": error_kind_of(err)})
+                                  "error_kind": error_kind_of(err),
+                                  "error_type": str(err.get("type") or "unknown")})
         return end
 
     async def _step(self, what: str, next: Next[Any, Any], input: Any) -> Any:
