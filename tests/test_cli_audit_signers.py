@@ -209,6 +209,9 @@ def test_verify_with_a_pinned_key_fails_on_a_wiped_log(log: dict[str, Any],
     public = cli("audit", "verify", "--db", str(log["db"]), "--public-key",
                  log["cp"].public_key, *tenant)
     _one_line(public, 1, f"no checkpoint signed by key {log['cp'].key_id}", "--db")
+    # no log to sign at all: the line suggests no checkpoint command (it would fail)
+    assert "no audit log in it at all" in r.stderr and "audit checkpoint" not in r.stderr, \
+        r.stderr
 
 
 @pytest.mark.parametrize("tenant", [(), ("--tenant", T)], ids=["every tenant", "--tenant"])

@@ -484,6 +484,10 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
 
     where = f"in {label(db)!r}" + (" or the --checkpoint files" if published else "") + \
         ("" if tenant is None else f" for tenant {tenant!r}")
+    if not known:  # (no log to sign: a checkpoint command would fail)
+        fail(f"no checkpoint signed by key {' or '.join(key_id(p) for p in pins)} ({how}) "
+             f"{where}: there is no audit log in it at all (deleted, or never written); "
+             "check that --db points at the store the key signs", RUN_FAILURE)
     others = sorted(set(known) - {tenant}) if tenant is not None else []
     sign = command("audit checkpoint", options=_key_option(key), db=db, tenant=tenant)
     fail(f"no checkpoint signed by key {' or '.join(key_id(p) for p in pins)} ({how}) "
@@ -791,7 +795,8 @@ async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
 
 @audit_app.command("check")
 def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
-                                                help="A proof `convoy audit prove` printed.")],
+                                                help="A proof `convoy audit prove` or "
+                                                     "`convoy audit consistency` printed.")],
           public_key: PublicKeysOption = None) -> None:
     """Check an inclusion proof (`convoy audit prove`) or a consistency proof (`convoy
     audit consistency`) without any store: the checkpoints' signatures (pin the signer with
