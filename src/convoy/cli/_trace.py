@@ -61,7 +61,8 @@ def trace(
     ``convoy run --trace store``) derives a session's spans from its journal when they are
     read (each step with when it began and ended, its tokens and error), marked
     ``convoy.derived``, with the spans of a retried step's attempts, kept as they ran;
-    ``Tracing(live=True)`` keeps every span as it runs (state versions, content too). A
+    ``Tracing(live=True)`` keeps every span as it runs (state versions; message content
+    with ``capture_content=True``). A
     session that ran without tracing gets derived spans too.
 
     A data subject's session's spans and step results are sealed: set
