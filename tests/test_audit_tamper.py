@@ -358,6 +358,34 @@ def test_a_fork_after_a_published_checkpoint_is_found(log: dict[str, Any]) -> No
          str(log["published"]))
 
 
+def test_a_bad_entry_after_an_earlier_rewrite_names_the_fork_too(log: dict[str, Any]
+                                                                  ) -> None:
+    """Entry 9 rewritten with its hash recomputed, and a byte of entry 10 flipped: the
+    first entry that does not match its leaf is 10, but the checkpoint of size 12 shows the
+    log was changed from 8 on; the line names both, and the first bad index is 8, not 10."""
+    raw: Raw = log["raw"]
+    body = AuditEvent(kind="tool_call", status="ok", at=5.0, session_id="s1",
+                      step_key="0/9", actor="clerk", target="other").encode()
+    flipped = bytearray(raw.body(10))
+    flipped[5] ^= 1
+    raw.run(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=9",
+             (body, entry_leaf(T, 9, body), T)),
+            ("UPDATE audit_log SET body=? WHERE tenant=? AND idx=10", (bytes(flipped), T)))
+    for more in ((), ("--checkpoint", str(log["published"]))):
+        _bad(log, 8, "audit entry 10 does not match its leaf hash", *more)
+        code, out = verify(log, "--tenant", T, *more)
+        assert "forked from its signed checkpoint of size 12" in out, out
+
+
+def test_a_body_flipped_under_its_signed_leaf_is_named_alone(log: dict[str, Any]) -> None:
+    raw: Raw = log["raw"]
+    flipped = bytearray(raw.body(10))
+    flipped[5] ^= 1
+    raw.run(("UPDATE audit_log SET body=? WHERE tenant=? AND idx=10", (bytes(flipped), T)))
+    _bad(log, 10, "audit entry 10 does not match its leaf hash")
+    assert "forked" not in verify(log, "--tenant", T)[1]
+
+
 def test_a_fork_signed_again_at_a_published_size_names_the_first_bad_entry(
         log: dict[str, Any]) -> None:
     """Whoever holds the key rewrites entry 10 (every hash recomputed), cuts the log back

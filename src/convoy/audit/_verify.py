@@ -15,7 +15,10 @@ One pass over the entries, by index:
 - the log is as long as the number of entries appended, and as every checkpoint (an entry
   cut off the end, or one added past it).
 
-The first problem raises :class:`~convoy.AuditError` naming the first bad index.
+The first problem raises :class:`~convoy.AuditError` naming the first bad index. An entry
+that does not match its leaf is named once the next checkpoint has been checked with the
+leaves as stored: a rewrite before it, its hashes recomputed, shows there as a fork from
+an earlier index, and both are named.
 """
 
 from __future__ import annotations
@@ -93,13 +96,14 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     frontier = Frontier()
     good = 0  # the size of the last checkpoint the entries still match
 
-    def reached(n: int) -> None:
+    def reached(n: int) -> bool:
+        """Check the checkpoints of size ``n`` (whether there were any)."""
         nonlocal good
         sized: list[Checkpoint] = []  # every checkpoint of this size, before any counts
         while pending and pending[0].size == n:
             sized.append(pending.pop(0))
         if not sized:
-            return
+            return False
         root = frontier.root()
         bad = [cp for cp in sized if cp.root != root]
         if bad:
@@ -115,30 +119,48 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                             f"the first bad entry is at index {good} or after")
                 + again, index=good)
         good = n
+        return True
 
     below = await store.audit_entries(tenant, -(2**63), 1)  # (the lowest index stored)
     if below and below[0].index < 0:
         raise AuditError(f"tenant {tenant!r}: an audit entry is stored at index "
                          f"{below[0].index}, before the log's first (inserted)")
     n = 0
+    # An entry that does not match its leaf: named once the next checkpoint says whether
+    # the leaves stored before it still hash to its root (a rewrite before the entry, its
+    # hashes recomputed, is a fork from an earlier index: the first bad one).
+    unmatched: AuditError | None = None
     while True:
         rows, unreadable = await _entries(store, tenant, n)
         for row in rows:
             if row.index != n:
-                raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, or "
-                                 "the entries after it renumbered; or one inserted at a "
-                                 f"later index: the next one stored is {row.index})", index=n)
-            if row.leaf != entry_leaf(tenant, n, row.body):
-                raise AuditError(f"tenant {tenant!r}: audit entry {n} does not match its leaf "
-                                 "hash (changed, moved or inserted)", index=n)
-            try:
-                AuditEvent.decode(row.body)
-            except AuditError as e:
-                raise AuditError(f"tenant {tenant!r}: audit entry {n}: {e}", index=n) from None
+                raise unmatched or AuditError(
+                    f"tenant {tenant!r}: audit entry {n} is missing (deleted, or the entries "
+                    "after it renumbered; or one inserted at a later index: the next one "
+                    f"stored is {row.index})", index=n)
+            if unmatched is None and row.leaf != entry_leaf(tenant, n, row.body):
+                unmatched = AuditError(f"tenant {tenant!r}: audit entry {n} does not match "
+                                       "its leaf hash (changed, moved or inserted)", index=n)
+            if unmatched is None:
+                try:
+                    AuditEvent.decode(row.body)
+                except AuditError as e:
+                    raise AuditError(f"tenant {tenant!r}: audit entry {n}: {e}",
+                                     index=n) from None
             frontier.append(row.leaf)
             n += 1
-            reached(n)
+            try:
+                checked = reached(n)
+            except AuditError as fork:
+                if unmatched is None:
+                    raise
+                raise AuditError(f"{unmatched}; and {str(fork).partition(': ')[2]}",
+                                 index=min(fork.index or 0, unmatched.index or 0)) from None
+            if unmatched is not None and (checked or not pending):
+                raise unmatched  # (the leaves before it still hash to the signed root)
         if unreadable is not None:
+            if unmatched is not None:
+                raise unmatched
             at = unreadable.index
             if at is not None and n < at and n < appended:  # (rows missing before it)
                 raise AuditError(f"tenant {tenant!r}: audit entry {n} is missing (deleted, or "
@@ -147,6 +169,8 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
             raise unreadable
         if len(rows) < _CHUNK:
             break
+    if unmatched is not None:
+        raise unmatched
     if n < appended or pending:
         expected = max(appended, pending[-1].size if pending else 0)
         if n == 0:
