@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 import convoy
 from convoy.privacy import MasterKey
 
@@ -187,6 +189,13 @@ def test_state_set_on_a_subjects_key_seals_the_new_version_or_is_refused(
 
     asyncio.run(make())
     marker = "FIFTHMARK77"
+
+    async def keyless() -> None:  # engine.state(...) without the master key: refused too
+        async with convoy.Engine("convoy.db") as e:
+            with pytest.raises(convoy.UserError, match="holds a data subject's data"):
+                await e.state("crm").set("c1", {"note": marker}, expected_version=1)
+
+    asyncio.run(keyless())
     res = cli("state", "set", "crm", "c1", f'{{"note": "{marker}"}}')
     one_line_error(res, 2, "a data subject's")
     assert "$CONVOY_MASTER_KEY_FILE" in res.stderr, res.stderr

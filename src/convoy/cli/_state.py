@@ -34,8 +34,8 @@ from convoy.cli._common import (
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import INBOX, RESERVED, check_namespace
-from convoy.privacy._seal import is_sealed
-from convoy.stores import StateEntry, StateWrite, StateWriteResult, Store, store_from_url
+from convoy.state._access import refuse_clear_write
+from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 from convoy.stores._rows import DamagedRow, LeftOut
 
 state_app = typer.Typer(
@@ -185,8 +185,7 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
     try:
         if keys is not None:
             await keys.check()
-        else:
-            await _refuse_sealed(plain, write)
+        await refuse_clear_write(store, write)
         expected = write.expected_version
         if expected is None:
             try:
@@ -203,21 +202,6 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
         return expected, await store.state_put(write)
     finally:
         await store.aclose()
-
-
-async def _refuse_sealed(store: Store, write: StateWrite) -> None:
-    """Refuse a write, without the master key, to a key whose current version is a data
-    subject's: its new version would be stored in the clear."""
-    try:
-        current = await store.state_get(write.tenant, write.namespace, write.key)
-    except DamagedRow:
-        return  # (replaced as any damaged row is: it holds nothing readable)
-    if current is not None and is_sealed(current.value):
-        raise UserError(f"state {_where(write.namespace, write.key, write.tenant)} holds a "
-                        "data subject's data (sealed): its new version is sealed under the "
-                        "same subject's key, which needs the master key; set "
-                        "$CONVOY_MASTER_KEY_FILE to the store's master key file and write "
-                        "it again")
 
 
 @state_app.command("history")

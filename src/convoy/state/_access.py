@@ -24,9 +24,11 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import TypeAdapter
 
-from convoy._errors import StateConflict, UserError, WaitTimeout
+from convoy._errors import JournalError, StateConflict, UserError, WaitTimeout
+from convoy._text import quoted, short
 from convoy.durability._executor import Formerly, JournaledExecutor, fingerprint
 from convoy.interceptors._base import StateInput, StateOp, state_target
+from convoy.privacy._seal import is_sealed
 from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import StateEntry, StateWrite
 
@@ -346,9 +348,10 @@ class DirectAccess:
 
     async def put(self, namespace: str, key: str, value: str,
                   expected: int | None) -> StateEntry:
-        res = await self.store.state_put(StateWrite(tenant=self.tenant, namespace=namespace,
-                                                    key=key, value=value,
-                                                    expected_version=expected))
+        write = StateWrite(tenant=self.tenant, namespace=namespace, key=key, value=value,
+                           expected_version=expected)
+        await refuse_clear_write(self.store, write)
+        res = await self.store.state_put(write)
         if res.woken and self.wake is not None:
             self.wake()
         if not res.written or res.entry is None:
@@ -368,3 +371,21 @@ class DirectAccess:
 
     async def pause(self, most: float) -> None:
         await _jitter(most)
+
+
+async def refuse_clear_write(store: Store, write: StateWrite) -> None:
+    """Refuse a write from outside any session, on a store that seals nothing (no master
+    key), to a key whose current version is a data subject's: it would be stored in the
+    clear. (A sealing store seals it under the same subject's key.)"""
+    if getattr(store, "keys", None) is not None:
+        return
+    try:
+        current = await store.state_get(write.tenant, write.namespace, write.key)
+    except JournalError:
+        return  # (a damaged row holds nothing readable: replaced as any other)
+    if current is not None and is_sealed(current.value):
+        raise UserError(f"state {short(f'{write.namespace}/{write.key}', 120)} (tenant "
+                        f"{quoted(write.tenant)}) holds a data subject's data (sealed): its "
+                        "new version is sealed under the same subject's key, which needs "
+                        "the master key; set $CONVOY_MASTER_KEY_FILE to the store's master "
+                        "key file (in Python: Engine(master_key=...)) and write it again")
