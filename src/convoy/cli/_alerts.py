@@ -226,7 +226,8 @@ def alerts_table(rows: list[AlertRow], title: str, *, tenants: bool,
 def _least(t: Table, width: int) -> int:
     """How wide ``t`` is drawn in ``width`` columns (Rich crops a table whose columns
     cannot shrink enough: wider than ``width`` then)."""
-    console = Console(width=width, file=io.StringIO(), color_system=None)
+    console = Console(width=width, file=io.StringIO(), color_system=None, highlight=False,
+                      markup=False, emoji=False)  # (as the command's console: text as is)
     return max((cell_len(line) for line in _draw(console, t).splitlines()), default=0)
 
 
