@@ -6,6 +6,8 @@ as they are."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from convoy.observability import Redactor
@@ -112,9 +114,22 @@ def test_a_value_wrapped_at_a_line_break_is_masked_whole(text: str, masked: str)
     "1234 5678 9012\n3456 7890 1234",          # a table of numbers
     "4539.1488\n0343.6467",                    # decimal numbers, one a line
     "4539\n148\n80343 6467",                   # not grouped as a card is
+    "4374 9133\n9711 8005\n6146 8628",          # rows of a table: a row below
+    "4387-1629\n3092-5865\n1111-2222",
+    "qty 1111 2222\n4374 9133\n9711 8005",       # a row above
 ])
 def test_lines_of_numbers_that_make_no_card_are_not_a_card(text: str) -> None:
     assert "[CARD]" not in Redactor()(text)
+
+
+def test_a_table_of_numbers_holds_no_card() -> None:
+    """Rows of two groups of four (quantities, codes): two rows of it can read as a card
+    wrapped at a line break (a Visa or Mastercard prefix and the Luhn check: about 1 pair
+    in 30), but a row above or below makes them a table."""
+    rng = random.Random(7)
+    table = "\n".join(f"{rng.randint(1000, 9999)} {rng.randint(1000, 9999)}"
+                      for _ in range(5000))
+    assert "[CARD]" not in Redactor()(table)
 
 
 @pytest.mark.parametrize("text", [

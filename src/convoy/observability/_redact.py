@@ -635,7 +635,8 @@ def _wrapped_cards(m: re.Match[str], text: str, judged: _Taken
     4-4-4-2, 4-4-4-3, 4-6-5, 4-6-4), a line break between two of them at least and one other
     separator between the others (groups split by line breaks alone are ``_CARD``'s), no
     group of four continuing them on a line with that separator (a serial, a table of
-    numbers), with a known issuer's prefix and a valid Luhn check digit, overlapping no
+    numbers) nor on the line above or below (a table's other rows), with a known issuer's
+    prefix and a valid Luhn check digit, overlapping no
     card found already."""
     run = m.group()
     if "\n" not in run or _ON_A_LINE.search(run) is None:
@@ -673,6 +674,11 @@ def _wrapped_card(text: str, groups: list[tuple[int, int]], widths: list[int],
     if (i and gaps[i - 1] == sep and widths[i - 1] == 4) or (
             i + size < len(groups) and gaps[i + size - 1] == sep and widths[i + size] == 4):
         return False  # more groups of four on the line: a serial, a table of numbers
+    if (i > 1 and gaps[i - 1].endswith("\n") and gaps[i - 2] == sep
+            and widths[i - 2] == widths[i - 1] == 4) or (
+            i + size + 1 < len(groups) and gaps[i + size - 1].endswith("\n")
+            and gaps[i + size] == sep and widths[i + size] == widths[i + size + 1] == 4):
+        return False  # a row of groups of four above it or below it: a table of numbers
     start, end = groups[i][0], groups[i + size - 1][1]
     if start and text[start - 1] == "+":
         return False
