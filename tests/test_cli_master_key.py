@@ -209,3 +209,9 @@ def test_state_set_on_a_subjects_key_seals_the_new_version_or_is_refused(
     assert not any(marker.encode() in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
     got = cli("state", "get", "crm", "c1", env=keyed)
     assert got.code == 0 and marker in got.stdout, got
+    # without the key: said to be sealed, and how to read it (not the sealed JSON)
+    for args in (["get", "crm", "c1"], ["history", "crm", "c1"], ["list", "crm"]):
+        shown = cli("state", *args)
+        assert shown.code == 0 and "$sealed" not in shown.stdout, (args, shown)
+        assert "sealed" in shown.stdout + shown.stderr and \
+            "$CONVOY_MASTER_KEY_FILE" in shown.stdout + shown.stderr, (args, shown)

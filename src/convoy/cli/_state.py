@@ -30,10 +30,12 @@ from convoy.cli._common import (
     out,
     require_store,
     run_async,
+    sealed_note,
 )
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import INBOX, RESERVED, check_namespace
+from convoy.privacy._seal import is_sealed
 from convoy.state._access import refuse_clear_write
 from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
 from convoy.stores._rows import DamagedRow, LeftOut
@@ -117,7 +119,10 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
-    out.print_json(entry.value)
+    if is_sealed(entry.value):
+        out.print(sealed_note(), markup=False, soft_wrap=True)
+    else:
+        out.print_json(entry.value)
     by = "outside any session" if entry.session_id is None else f"by {_writer(entry)}"
     out.print(f"version {entry.version}, written {by} at {fmt_time(entry.at)}", markup=False)
 
@@ -236,9 +241,10 @@ def _print_history(namespace: str, key: str, entries: list[StateEntry],
         t.add_column(col, justify="right" if col == "version" else "left",
                      overflow="fold" if col == "value" else "ellipsis")
     for e in entries:
-        t.add_row(str(e.version), short(e.value), e.session_id or "-", e.agent or "-",
+        t.add_row(str(e.version), _value(e), e.session_id or "-", e.agent or "-",
                   e.step_key or "-", fmt_time(e.at))
     out.print(t)
+    _sealed_values(entries)
 
 
 async def _history(db: str, tenant: str, namespace: str, key: str, limit: int | None,
@@ -305,8 +311,23 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         t.add_column(col, justify="right" if col == "version" else "left",
                      overflow="fold" if col == "value" else "ellipsis")
     for e in entries:
-        t.add_row(e.key, str(e.version), short(e.value), _writer(e), fmt_time(e.at))
+        t.add_row(e.key, str(e.version), _value(e), _writer(e), fmt_time(e.at))
     out.print(t)
+    _sealed_values(entries)
+
+
+def _value(e: StateEntry) -> str:
+    """A value as a table shows it: ``(sealed)`` for a data subject's still sealed."""
+    return "(sealed)" if is_sealed(e.value) else short(e.value)
+
+
+def _sealed_values(entries: list[StateEntry]) -> None:
+    """A note on stderr when values shown are still sealed, saying why and how to read
+    them."""
+    n = sum(is_sealed(e.value) for e in entries)
+    if n:
+        err.print(f"note: {plural(n, 'value')} {'is' if n == 1 else 'are'} shown as "
+                  f"(sealed) {sealed_note()}", markup=False, soft_wrap=True)
 
 
 async def _list(db: str, tenant: str, namespace: str | None, left_out: list[LeftOut]
