@@ -299,6 +299,8 @@ def test_an_erasure_or_purge_of_a_store_another_process_writes_is_one_line(
     lines = [ln for ln in res.stderr.splitlines() if not ln.startswith("warning:")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "locked" in lines[0], \
         res.stderr
+    assert f"nothing was {command[0]}d" in lines[0] and "session's step" not in lines[0], \
+        lines[0]
     assert [r.status for r in sessions(tmp_path / "convoy.db")] == ["completed"]
 
 

@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from convoy._errors import StoreError, SubjectErased, UnknownSubject, UserError
-from convoy._text import quoted
+from convoy._text import plural, quoted
 from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
     is_sealed,
@@ -43,9 +43,12 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
     except (UnknownSubject, SubjectErased):
         await _drop_labels(store, tenant, subject)  # of a key whose write never landed
         raise
-    await _drop_session_kv(store, [r.id for r in rows])
-    event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
-                              subject=subject, subject_ref=keys.master.ref(tenant, subject))
+    try:
+        await _drop_session_kv(store, [r.id for r in rows])
+        event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
+                                  subject=subject, subject_ref=keys.master.ref(tenant, subject))
+    except StoreError as e:
+        raise _stopped(e, "nothing was erased") from None
     keys.forget(tenant, subject)
     return event  # (not compacted yet: see :func:`compact_after`)
 
@@ -69,6 +72,14 @@ async def erase_plan(store: Store, keys: KeyRing, tenant: str,
                        await store.erasures(tenant=tenant))
     refuse_held([(r.id, r.status, r.owner, r.lease_until) for r in rows], store.clock())
     return rows, key
+
+
+def _stopped(e: StoreError, what: str) -> StoreError:
+    """``e`` (a write of an erasure or purge that failed: the store locked, gone) as the
+    command says it: ``what`` was done, and why, without the advice for a session's step."""
+    why = str(e).partition(" (if it was a session's step")[0]
+    why = why.partition(": this write was not made")[0]  # (said by ``what``)
+    return StoreError(f"{what}: {why}; run the same command again", transient=e.transient)
 
 
 async def compact_after(store: Store, done: str) -> None:
@@ -233,8 +244,14 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
         for row in (await store.get_sessions(ids)).values():
             by_tenant[row.tenant].append(row.id)
         for t, group in sorted(by_tenant.items()):
-            await _drop_session_kv(store, group)
-            events.append(await store.purge(t, group, reason="retention"))
+            try:
+                await _drop_session_kv(store, group)
+                events.append(await store.purge(t, group, reason="retention"))
+            except StoreError as e:
+                done = sum(ev.sessions for ev in events)
+                raise _stopped(e, f"the purge stopped after {plural(done, 'session')} "
+                               "(those stay purged)" if done else "nothing was purged"
+                               ) from None
     return events  # (not compacted yet: see :func:`compact_after`)
 
 
