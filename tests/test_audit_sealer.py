@@ -258,7 +258,7 @@ async def test_a_data_subject_s_session_waits_for_the_master_key(
     # said once (the engine's recovery when it opens and when it closes), no process is
     # said to be running (the dead one's marker is kept for a keyed engine), nothing sealed
     assert [r.getMessage() for r in caplog.records].count(caplog.records[0].getMessage()) \
-        == 1 and "need the master key" in caplog.records[0].getMessage(), caplog.records
+        == 1 and "needs the master key" in caplog.records[0].getMessage(), caplog.records
     assert res.stdout == "" and "audit this store now" not in res.stderr, res
     async with convoy.Engine(db) as plain:
         assert await plain.store.audit_size("default") == 0

@@ -37,6 +37,7 @@ from contextlib import suppress
 from dataclasses import dataclass
 
 from convoy._errors import UserError
+from convoy._text import plural
 from convoy._trace_context import trace_id_of
 from convoy.audit._journal import Kept, entries_of, kept
 from convoy.engine._owners import new_owner, owner_is_dead
@@ -172,9 +173,9 @@ class Sealer:
         try:
             await self.flush()
         except Exception as e:
-            log.warning("audit: %d queued run(s) could not be sealed (%s); the next engine "
-                        "that opens this store seals them from the journal", len(self._queue),
-                        e)
+            log.warning("audit: %s could not be sealed (%s); the next engine that opens "
+                        "this store seals them from the journal",
+                        plural(len(self._queue), "queued run"), e)
             return
         with suppress(Exception):  # (a dead sealer's sessions: the next start looks again)
             await self.recover_dead()
@@ -223,8 +224,8 @@ class Sealer:
                 raise
             except Exception as e:  # a store error: the queue stays, tried again later
                 if failures % 10 == 0:
-                    log.warning("audit: sealing failed (%d time(s) in a row), will retry: "
-                                "%s", failures + 1, e)
+                    log.warning("audit: sealing failed (%s in a row), will retry: %s",
+                                plural(failures + 1, "time"), e)
                 failures += 1
 
     async def _seal_queued(self) -> None:
@@ -318,10 +319,10 @@ class Sealer:
             for status in UNFINISHED:  # (parked or cut short: maybe the dead one's runs)
                 await self._recover_since(None, seen, keyless, status=status)
             if keyless:  # kept for an engine with the master key
-                log.warning("audit: %d data subject session(s) a stopped engine process may "
-                            "not have sealed need the master key to be sealed: set "
-                            "$CONVOY_MASTER_KEY_FILE (the first: %s)", len(keyless),
-                            keyless[0])
+                log.warning("audit: %s that a stopped engine process may not have sealed "
+                            "need%s the master key to be sealed: set $CONVOY_MASTER_KEY_FILE "
+                            "(the first: %s)", plural(len(keyless), "data subject session"),
+                            "s" if len(keyless) == 1 else "", keyless[0])
                 self.keyless += len(keyless)
                 self.left_for_key.add(sealer)
             else:

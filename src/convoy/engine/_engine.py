@@ -46,6 +46,7 @@ from convoy._errors import (
 from convoy._text import (
     holds_huge_int,
     huge_int,
+    plural,
     readable_validation_error,
     storable_json,
 )
@@ -1004,7 +1005,8 @@ class Engine(SessionControl, SubjectRights):
                     f"returned an invalid output: {readable_validation_error(e)}"})
             left = executor.leftover
             if left:
-                msg = (f"session {sid!r} finished but never asked for journaled step(s) "
+                msg = (f"session {sid!r} finished but never asked for journaled "
+                       f"{plural(len(left), 'step', number=False)} "
                        f"{', '.join(left[:5])}{' ...' if len(left) > 5 else ''}; the workflow "
                        "changed in a way that breaks determinism (bump its version)")
                 if self.on_nondeterminism == "error":

@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from convoy._command import command
 from convoy._errors import JournalError, NoStoreError, StoreError, UserError
+from convoy._text import plural
 from convoy.durability._signals import LeaseLost
 from convoy.stores import _postgres_sql as sql
 from convoy.stores._addons import (
@@ -222,8 +223,9 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             if writer is not None:
                 await writer.close()
             if isinstance(e, psycopg_pool.PoolTimeout):
-                raise StoreError(f"the store {self.url} could not open {self.pool_min} pooled "
-                                 f"connection(s) within {self.busy_timeout:g}s",
+                raise StoreError(f"the store {self.url} could not open "
+                                 f"{plural(self.pool_min, 'pooled connection')} within "
+                                 f"{self.busy_timeout:g}s",
                                  transient=True) from None
             raise
         self._writer, self._pool = writer, pool
