@@ -766,15 +766,16 @@ async def _foreign_reason(db: str) -> str | None:
 
 
 @asynccontextmanager
-async def open_store(db: str, *, write: bool = False,
-                     unseal: bool = False) -> AsyncIterator[Store]:
+async def open_store(db: str, *, write: bool = False, unseal: bool = False,
+                     busy_timeout: float = 10.0) -> AsyncIterator[Store]:
     """The store at ``db`` (which must exist), open: read-only (nothing is created,
     migrated or written: a store at an older schema version is one line saying to run
     'convoy db migrate'), or, for a command that may ``write``, migrated as an engine
     opens it. ``unseal``: a data subject's values come opened when the master key is
     configured (``$CONVOY_MASTER_KEY_FILE``, ``$CONVOY_MASTER_KEY``), as an engine reads
-    them; sealed otherwise."""
-    store = store_from_url(db, read_only=not write)
+    them; sealed otherwise. A store opened to ``write`` and ``unseal`` refuses a master key
+    that is not the store's (what it writes is sealed under it)."""
+    store = store_from_url(db, read_only=not write, busy_timeout=busy_timeout)
     await store.open()
     try:
         if unseal:
@@ -783,7 +784,10 @@ async def open_store(db: str, *, write: bool = False,
 
             master = MasterKey.from_env()
             if master is not None:
-                yield sealing(store, KeyRing(store, master))
+                keys = KeyRing(store, master)
+                if write:
+                    await keys.check()
+                yield sealing(store, keys)
                 return
         yield store
     finally:

@@ -37,7 +37,7 @@ from convoy.cli._render import fmt_time
 from convoy.hitl._task import INBOX, RESERVED, check_namespace
 from convoy.privacy._seal import is_sealed
 from convoy.state._access import refuse_clear_write
-from convoy.stores import StateEntry, StateWrite, StateWriteResult, store_from_url
+from convoy.stores import StateEntry, StateWrite, StateWriteResult
 from convoy.stores._rows import DamagedRow, LeftOut
 
 state_app = typer.Typer(
@@ -178,18 +178,7 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
     """The version the write expected, and what it did. A key whose current version is a
     data subject's gets its new version sealed under the same subject's key (the master
     key, from the environment, opens it); without the master key the write is refused."""
-    from convoy.privacy import MasterKey
-    from convoy.privacy._keys import KeyRing
-    from convoy.privacy._sealed_store import sealing
-
-    plain = store_from_url(db, busy_timeout=busy_timeout)
-    master = MasterKey.from_env()
-    keys = None if master is None else KeyRing(plain, master)
-    store = plain if keys is None else sealing(plain, keys)
-    await store.open()
-    try:
-        if keys is not None:
-            await keys.check()
+    async with open_store(db, write=True, unseal=True, busy_timeout=busy_timeout) as store:
         await refuse_clear_write(store, write)
         expected = write.expected_version
         if expected is None:
@@ -205,8 +194,6 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
             expected = current.version if current is not None else 0
             write = replace(write, expected_version=expected)
         return expected, await store.state_put(write)
-    finally:
-        await store.aclose()
 
 
 @state_app.command("history")
