@@ -100,6 +100,23 @@ def test_their_look_alikes_are_left_alone(text: str) -> None:
     ('{"note": "card 4539 1488\\n0343 6467"}', '{"note": "card [CARD]"}'),
     ("GB82 WEST 1234\n5698 7654 32", "[IBAN]"),
     ("IBAN DE89 3704 0044\r\n0532 0130 00 thanks", "IBAN [IBAN] thanks"),
+    # the line break as others write it: an indented or quoted next line, a trailing
+    # space, a bare CR, Unicode's line and paragraph separators, NEL (review of stop 43:
+    # the digits were masked as a phone number and an IBAN's country and bank code leaked)
+    ("4539 1488\n    0343 6467", "[CARD]"),
+    ("4539 1488 \n0343 6467", "[CARD]"),
+    ("> 4539 1488\n> 0343 6467", "> [CARD]"),
+    ("4539 1488\r0343 6467", "[CARD]"),
+    ("4539 1488\u20280343 6467", "[CARD]"),
+    ("4539 1488\u20290343 6467", "[CARD]"),
+    ("4539 1488\u00850343 6467", "[CARD]"),
+    ("4539\n\t1488\n\t0343\n\t6467", "[CARD]"),
+    ("GB82 WEST 1234\n    5698 7654 32", "[IBAN]"),
+    ("GB82 WEST 1234 \n5698 7654 32", "[IBAN]"),
+    ("> GB82 WEST 1234\n> 5698 7654 32", "> [IBAN]"),
+    ("GB82 WEST 1234\r5698 7654 32", "[IBAN]"),
+    ("GB82 WEST 1234\u20285698 7654 32", "[IBAN]"),
+    ('{"note": "iban DE89 3704 0044\\n  0532 0130 00"}', '{"note": "iban [IBAN]"}'),
 ])
 def test_a_value_wrapped_at_a_line_break_is_masked_whole(text: str, masked: str) -> None:
     assert Redactor()(text) == masked
@@ -117,6 +134,9 @@ def test_a_value_wrapped_at_a_line_break_is_masked_whole(text: str, masked: str)
     "4374 9133\n9711 8005\n6146 8628",          # rows of a table: a row below
     "4387-1629\n3092-5865\n1111-2222",
     "qty 1111 2222\n4374 9133\n9711 8005",       # a row above
+    "  4374 9133\n  9711 8005\n  6146 8628",    # an indented table
+    "> 4374 9133\n> 9711 8005\n> 6146 8628",    # a quoted one
+    "4539 1488\n    0343 6468",                # indented, failing the Luhn check
 ])
 def test_lines_of_numbers_that_make_no_card_are_not_a_card(text: str) -> None:
     assert "[CARD]" not in Redactor()(text)

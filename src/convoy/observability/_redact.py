@@ -74,6 +74,7 @@ _LOOKALIKE = _Lookalike({
     **dict.fromkeys((0x2010, 0x2011, 0x2012, 0x2013, 0x2014, 0x2015, 0x2212, 0xFE58,
                      0xFE63), ord("-")),
     **dict.fromkeys((0x00A0, *range(0x2000, 0x200B), 0x202F, 0x205F, 0x3000), ord(" ")),
+    **dict.fromkeys((0x0085, 0x2028, 0x2029), ord("\n")),  # NEL, line and paragraph separators
     0xFE6B: ord("@")})
 # One word of letters, digits and ``_`` (an id, a name): personal data in it can only be
 # the whole of it (an IBAN, a phone number written without spaces) or a card number glued
@@ -83,6 +84,9 @@ _LONG_DIGITS = re.compile(r"\d{12}|\d{4}(?:_\d{4}){2}")  # (or a card grouped by
 # Spaces that are not " " but separate groups of digits as well: no-break, thin, narrow
 # no-break (what word processors and locales put between the groups of a number).
 _SP = "\u00a0\u2009\u202f"
+# A line break as values are wrapped at one: LF, CRLF or a bare CR, with the spaces or tabs
+# that end the line and indent the next, and an e-mail's quote marks (``> ``) before it.
+_BREAK = r"[ \t]*(?:\r\n?|\n)[ \t]*(?:>[ \t]*)*"
 # Every repetition below is bounded, so the work at each start position is bounded and a
 # hostile text (100 KB of digits, spaces and @) costs linear time, not backtracking.
 _EMAIL = re.compile(
@@ -101,7 +105,7 @@ _EMAIL = re.compile(
 # 13-19 digits, in groups separated by a dash, a dot, one or two spaces of any width, a tab,
 # a newline, "_", "/", "+" (a form's space) or " - "; letters may touch it (card4539...,
 # pan_4539...), more digits may not.
-_CARD = re.compile(rf"(?<![\d+])(?<!\d[-._/+])\d(?:(?:[ {_SP}]{{1,2}}|[-._/+\t]|\r?\n| - )?"
+_CARD = re.compile(rf"(?<![\d+])(?<!\d[-._/+])\d(?:(?:[ {_SP}]{{1,2}}|[-._/+\t]|{_BREAK}| - )?"
                    r"\d){12,18}(?!\d|[-._/+]\d)")
 _CARD_GROUP = re.compile(r"\d+")
 # Digit groups joined by separators (2026-4111..., 4111...-203.0.113.45, a_4111..._3): where
@@ -123,8 +127,8 @@ _IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
 # breaks and one separator cards are printed with (one or two spaces of any width, "-",
 # " - "; not a dot, which a column of decimal numbers has, nor a tab, which a table has).
 _IBAN_WRAPPED = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
-                           rf"(?:(?:[ {_SP}.-]|\r?\n)?[A-Za-z0-9]){{11,32}}")
-_WRAPPED_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|-| - |\r?\n)\d+)*")
+                           rf"(?:(?:[ {_SP}.-]|{_BREAK})?[A-Za-z0-9]){{11,32}}")
+_WRAPPED_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|-| - |{_BREAK})\d+)*")
 _ON_A_LINE = re.compile(rf"\d(?:[ {_SP}]{{1,2}}|-| - )\d")  # (a separator that is no line break)
 # (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
 # word, s.10.0.0.1; a letter or a digit would make it part of a longer word, a dot after a
@@ -335,7 +339,7 @@ class Redactor:
                 end, valid = _iban_end(m.group())
                 if end:
                     spans.append((m.start(), m.start() + end, "iban" if valid else None))
-            if "\n" in text:
+            if _broken(text):
                 wrapped = _wrapped_ibans(text, _Taken(s for s in spans if s[2] is not None))
                 if wrapped:
                     # (what its first line alone looked like is no finding: GB82WEST1234\n...)
@@ -357,7 +361,7 @@ class Redactor:
             # Then cards wrapped at a line break (4539 1488\n0343 6467), where no card is
             # found already (a card on a line of its own keeps all its groups).
             wrapped_cards: list[tuple[int, int, PiiKind | None]] = []
-            if "\n" in text:
+            if _broken(text):
                 judged = _Taken([*spans, *(c for c in cards + in_ids if c[2] is not None)])
                 wrapped_cards = [c for m in _WRAPPED_RUN.finditer(text)
                                  for c in _wrapped_cards(m, text, judged)]
@@ -639,7 +643,7 @@ def _wrapped_cards(m: re.Match[str], text: str, judged: _Taken
     prefix and a valid Luhn check digit, overlapping no
     card found already."""
     run = m.group()
-    if "\n" not in run or _ON_A_LINE.search(run) is None:
+    if not _broken(run) or _ON_A_LINE.search(run) is None:
         return []  # (most runs: no line break, or digits alone on their lines)
     base = m.start()
     groups = [(base + g.start(), base + g.end()) for g in _CARD_GROUP.finditer(run)]
@@ -664,19 +668,24 @@ def _wrapped_cards(m: re.Match[str], text: str, judged: _Taken
     return found
 
 
+def _broken(text: str) -> bool:
+    """Whether ``text`` holds a line break (LF or CR: the others are read as LF)."""
+    return "\n" in text or "\r" in text
+
+
 def _wrapped_card(text: str, groups: list[tuple[int, int]], widths: list[int],
                   gaps: list[str], i: int, size: int) -> bool:
     inner = gaps[i:i + size - 1]
-    seps = {g for g in inner if not g.endswith("\n")}
+    seps = {g for g in inner if not _broken(g)}
     if len(seps) != 1 or all(g in seps for g in inner):
         return False  # (no line break, or not one other separator)
     sep = seps.pop()
     if (i and gaps[i - 1] == sep and widths[i - 1] == 4) or (
             i + size < len(groups) and gaps[i + size - 1] == sep and widths[i + size] == 4):
         return False  # more groups of four on the line: a serial, a table of numbers
-    if (i > 1 and gaps[i - 1].endswith("\n") and gaps[i - 2] == sep
+    if (i > 1 and _broken(gaps[i - 1]) and gaps[i - 2] == sep
             and widths[i - 2] == widths[i - 1] == 4) or (
-            i + size + 1 < len(groups) and gaps[i + size - 1].endswith("\n")
+            i + size + 1 < len(groups) and _broken(gaps[i + size - 1])
             and gaps[i + size] == sep and widths[i + size] == widths[i + size + 1] == 4):
         return False  # a row of groups of four above it or below it: a table of numbers
     start, end = groups[i][0], groups[i + size - 1][1]
@@ -694,12 +703,12 @@ def _wrapped_ibans(text: str, judged: _Taken) -> list[tuple[int, int, PiiKind | 
     while (m := _IBAN_WRAPPED.search(text, pos)) is not None:
         start = pos = m.start()
         raw = m.group()
-        length = _iban_length(raw[:2].upper()) if "\n" in raw else 0
+        length = _iban_length(raw[:2].upper()) if _broken(raw) else 0
         # (its country's length and the mod-97 check first, cheaply: most candidates fail)
         compact = _SEPARATORS.sub("", raw)[:length] if length else ""
         if len(compact) == length and length and _mod97_ok(compact):
             end, valid = _iban_end(raw)
-            if valid and "\n" in text[start:start + end] and \
+            if valid and _broken(text[start:start + end]) and \
                     not judged.overlaps(start, start + end):
                 found.append((start, start + end, "iban"))
                 pos += end
