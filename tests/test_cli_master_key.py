@@ -215,3 +215,66 @@ def test_state_set_on_a_subjects_key_seals_the_new_version_or_is_refused(
         assert shown.code == 0 and "$sealed" not in shown.stdout, (args, shown)
         assert "sealed" in shown.stdout + shown.stderr and \
             "$CONVOY_MASTER_KEY_FILE" in shown.stdout + shown.stderr, (args, shown)
+
+
+def test_a_subjects_version_written_after_the_keyless_check_is_not_written_over(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The refusal of a keyless write reads the key's current version, then writes: a
+    data subject's version that lands between the two (a session run by an engine with the
+    master key) must not be written over in the clear. The write is made against the
+    version that was checked, so it conflicts and writes nothing."""
+    from convoy.stores import SQLiteStore, StateWrite
+    from convoy.stores._protocol import SEALED_PREFIX
+    from convoy.stores._sqlite_state import SQLiteState
+
+    async def first() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            await e.state("crm").set("c1", {"note": "plain"}, expected_version=0)
+
+    asyncio.run(first())
+    checked = SQLiteState.state_get
+    landed: list[int] = []
+
+    async def then_a_subjects_write(self: SQLiteState, tenant: str, namespace: str,
+                                    key: str) -> object:
+        entry = await checked(self, tenant, namespace, key)
+        if not landed:  # (once: an engine with the master key writes a sealed version)
+            other = SQLiteStore(str(tmp_path / "convoy.db"))
+            await other.open()
+            try:
+                res = await other.state_put(StateWrite(
+                    tenant=tenant, namespace=namespace, key=key,
+                    value=SEALED_PREFIX + ': "k1", "v": 2, "d": "AAAA"}',
+                    expected_version=entry.version))  # type: ignore[attr-defined]
+                landed.append(res.entry.version if res.entry else 0)
+            finally:
+                other.close()
+        return entry
+
+    monkeypatch.setattr(SQLiteState, "state_get", then_a_subjects_write)
+
+    async def keyless() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            with pytest.raises(convoy.StateConflict):
+                await e.state("crm").set("c1", {"note": "ZQXCLEAR1"}, expected_version=2)
+
+    asyncio.run(keyless())
+    assert landed == [2]
+
+    async def plain_again() -> None:  # (a plain version 3, which the command checks)
+        store = SQLiteStore(str(tmp_path / "convoy.db"))
+        await store.open()
+        try:
+            await store.state_put(StateWrite(tenant="default", namespace="crm", key="c1",
+                                             value='{"note": "plain"}', expected_version=2))
+        finally:
+            store.close()
+
+    asyncio.run(plain_again())
+    landed.clear()
+    res = cli("state", "set", "crm", "c1", '{"note": "ZQXCLEAR2"}')
+    one_line_error(res, 1, "state crm/c1 (tenant 'default') changed: the write expected "
+                           "version 3 but it is at version 4; nothing was written")
+    assert landed == [4]
+    assert not any(m in p.read_bytes() for p in tmp_path.glob("convoy.db*")
+                   for m in (b"ZQXCLEAR1", b"ZQXCLEAR2"))

@@ -179,20 +179,26 @@ async def _set(db: str, busy_timeout: float, write: StateWrite
     data subject's gets its new version sealed under the same subject's key (the master
     key, from the environment, opens it); without the master key the write is refused."""
     async with open_store(db, write=True, unseal=True, busy_timeout=busy_timeout) as store:
-        await refuse_clear_write(store, write)
+        checked, current = await refuse_clear_write(store, write)
         expected = write.expected_version
         if expected is None:
-            try:
-                current = await store.state_get(write.tenant, write.namespace, write.key)
-            except DamagedRow as e:  # what an operator replaces it with: written against it
-                cmd = Scope(write.tenant).command(
-                    "state set", db, operands=[write.namespace, write.key, "JSON"],
-                    options="--expected-version VERSION", quote=False)
-                cmd = cmd if "'" in cmd else f"'{cmd}'"  # (as _suggest: the line ends with it)
-                raise JournalError(f"{e}; to replace it, write against the version named: "
-                                   f"{cmd}") from None
+            if not checked:  # (a sealing store: the key read here)
+                try:
+                    current = await store.state_get(write.tenant, write.namespace,
+                                                    write.key)
+                except DamagedRow as e:  # what an operator replaces it with: written against it
+                    cmd = Scope(write.tenant).command(
+                        "state set", db, operands=[write.namespace, write.key, "JSON"],
+                        options="--expected-version VERSION", quote=False)
+                    cmd = cmd if "'" in cmd else f"'{cmd}'"  # (as _suggest: the line ends with it)
+                    raise JournalError(f"{e}; to replace it, write against the version "
+                                       f"named: {cmd}") from None
+            # (against the version checked: a data subject's version landing after the
+            # check is a conflict, not written over in the clear)
             expected = current.version if current is not None else 0
             write = replace(write, expected_version=expected)
+        elif checked and expected != (current.version if current is not None else 0):
+            return expected, StateWriteResult(written=False, entry=current)
         return expected, await store.state_put(write)
 
 

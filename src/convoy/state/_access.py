@@ -350,7 +350,11 @@ class DirectAccess:
                   expected: int | None) -> StateEntry:
         write = StateWrite(tenant=self.tenant, namespace=namespace, key=key, value=value,
                            expected_version=expected)
-        await refuse_clear_write(self.store, write)
+        checked, current = await refuse_clear_write(self.store, write)
+        if checked and (current.version if current is not None else 0) != (expected or 0):
+            # (made against the version checked, or a data subject's version landing after
+            # the check would be written over in the clear: the store would refuse it now)
+            raise conflict(namespace, key, expected, current)
         res = await self.store.state_put(write)
         if res.woken and self.wake is not None:
             self.wake()
@@ -373,19 +377,26 @@ class DirectAccess:
         await _jitter(most)
 
 
-async def refuse_clear_write(store: Store, write: StateWrite) -> None:
+async def refuse_clear_write(store: Store, write: StateWrite
+                             ) -> tuple[bool, StateEntry | None]:
     """Refuse a write from outside any session, on a store that seals nothing (no master
     key), to a key whose current version is a data subject's: it would be stored in the
-    clear. (A sealing store seals it under the same subject's key.)"""
+    clear. (A sealing store seals it under the same subject's key.)
+
+    Returns ``(checked, current)``: whether the key's current version was checked (not on
+    a sealing store, nor when its row is damaged), and that version (``None``: no key).
+    A checked write must be made against that version (a compare-and-set): a data
+    subject's version written after the check is then a conflict, not written over."""
     if getattr(store, "keys", None) is not None:
-        return
+        return False, None
     try:
         current = await store.state_get(write.tenant, write.namespace, write.key)
     except JournalError:
-        return  # (a damaged row holds nothing readable: replaced as any other)
+        return False, None  # (a damaged row holds nothing readable: replaced as any other)
     if current is not None and is_sealed(current.value):
         raise UserError(f"state {short(f'{write.namespace}/{write.key}', 120)} (tenant "
                         f"{quoted(write.tenant)}) holds a data subject's data (sealed): its "
                         "new version is sealed under the same subject's key, which needs "
                         "the master key; set $CONVOY_MASTER_KEY_FILE to the store's master "
                         "key file (in Python: Engine(master_key=...)) and write it again")
+    return True, current
