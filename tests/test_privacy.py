@@ -395,6 +395,39 @@ async def test_erasure_deletes_the_subjects_spans_from_the_embedded_trace_store(
     assert scan(files_of(tmp_path), (*PLANTED, res.id)) == {}
 
 
+async def test_an_erasure_whose_purge_fails_leaves_the_spans_and_audit_cursors(
+        db: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What interceptors keep per session (the embedded store's spans, the audit cursor)
+    goes in the purge's own transaction: a purge that fails (the store locked, a session
+    claimed meanwhile) deletes none of it, and the erasure run again deletes all of it.
+    (They were deleted in a commit before the purge's, so a failed purge lost them.)"""
+    from convoy._errors import StoreError
+    from convoy.audit import AuditInterceptor
+    from convoy.observability._tracing import SPANS_NAMESPACE, Tracing
+    from convoy.stores import AUDIT_CURSORS
+
+    async with engine(db, interceptors=[Tracing(live=True), AuditInterceptor()]) as eng:
+        res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+    async with engine(db) as eng:
+        raw = eng.store.inner  # type: ignore[attr-defined]
+        spans = await raw.kv_all(SPANS_NAMESPACE + res.id)
+        cursor = await raw.kv_get(AUDIT_CURSORS, res.id)
+        assert spans and cursor is not None
+
+        async def locked(*args: object, **kwargs: object) -> None:
+            raise StoreError("the store stayed locked (fault injected)")
+
+        with monkeypatch.context() as m:
+            m.setattr(raw, "purge", locked)
+            with pytest.raises(StoreError, match="nothing was erased"):
+                await eng.erase("customer-42")
+        assert await raw.kv_all(SPANS_NAMESPACE + res.id) == spans
+        assert await raw.kv_get(AUDIT_CURSORS, res.id) == cursor
+        await eng.erase("customer-42")
+        assert await raw.kv_all(SPANS_NAMESPACE + res.id) == {}
+        assert await raw.kv_get(AUDIT_CURSORS, res.id) is None
+
+
 # Another session's reads of a subject's shared state: the values it journals (a read, a
 # lost compare-and-set's current value, its output, what it writes from them) are the
 # subject's data too, and go with the subject's key.

@@ -1,14 +1,14 @@
 """Rights of data subjects on a store: erasure, access (export) and retention by age.
 
 Erasure destroys the subject's key and deletes every session that names the subject (with
-its journal, signals, watches and the shared-state versions it wrote) in one transaction,
+its journal, signals, watches, kept spans, audit cursor and the shared-state versions it
+wrote) in one transaction,
 records the erasure (a keyed fingerprint of the subject, never its name), then compacts
 the store so no deleted row survives in its files (see ``Store.compact``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from collections import defaultdict
@@ -25,7 +25,6 @@ from convoy.privacy._seal import (
     step_aad,
 )
 from convoy.stores._protocol import (
-    AUDIT_CURSORS,
     SPANS_NAMESPACE,
     Erasure,
     SessionFilter,
@@ -44,7 +43,6 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
         await _drop_labels(store, tenant, subject)  # of a key whose write never landed
         raise
     try:
-        await _drop_session_kv(store, [r.id for r in rows])
         event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
                                   subject=subject, subject_ref=keys.master.ref(tenant, subject))
     except StoreError as e:
@@ -245,7 +243,6 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
             by_tenant[row.tenant].append(row.id)
         for t, group in sorted(by_tenant.items()):
             try:
-                await _drop_session_kv(store, group)
                 events.append(await store.purge(t, group, reason="retention"))
             except StoreError as e:
                 done = sum(ev.sessions for ev in events)
@@ -253,20 +250,6 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
                                "(those stay purged)" if done else "nothing was purged"
                                ) from None
     return events  # (not compacted yet: see :func:`compact_after`)
-
-
-async def _drop_session_kv(store: Store, session_ids: list[str]) -> None:
-    """Delete what interceptors keep per session (the spans of the embedded trace store,
-    the audit cursor: the session's entries stay in the log)."""
-    raw = getattr(store, "inner", store)  # the keys are enough: nothing is opened
-    writes: list[asyncio.Future[None]] = []
-    for sid in session_ids:
-        ns = SPANS_NAMESPACE + sid
-        writes += [raw.kv_put(ns, key, None) for key in await raw.kv_all(ns)]
-        writes.append(raw.kv_put(AUDIT_CURSORS, sid, None))
-    # (one group commit; a write that fails, the store locked, fails the erasure before
-    # anything else is deleted, and every one of them is waited for)
-    await asyncio.gather(*writes)
 
 
 async def _drop_labels(store: Store, tenant: str, subject: str) -> None:

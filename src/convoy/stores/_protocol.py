@@ -859,7 +859,8 @@ class Store(Protocol):
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
-        signals, watches, every state key one of them created (all its versions, whoever
+        signals, watches, spans (:data:`SPANS_NAMESPACE`) and audit cursor
+        (:data:`AUDIT_CURSORS`), every state key one of them created (all its versions, whoever
         wrote them) and every other state version they wrote (a key whose current version
         goes falls back to its newest remaining one), destroy ``subject``'s key when
         given (with the values in :data:`SUBJECT_REFS` that name it), and record the

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convoy._errors import SessionsHeld, StoreError
-from convoy.stores._protocol import Erasure
+from convoy.stores._protocol import AUDIT_CURSORS, SPANS_NAMESPACE, Erasure
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean (``kv``:
 #: the map of a subject key's label to the subject's id, the spans kept for a session,
@@ -98,7 +98,8 @@ class SubjectSQL:
 
     def purge_chunk(self, tenant: str, ids: Sequence[str]
                     ) -> tuple[list[tuple[str, tuple[Any, ...]]], str, str, str]:
-        """For one chunk of session ids (of ``tenant``): the plain deletes, the statement
+        """For one chunk of session ids (of ``tenant``): the plain deletes (their journal,
+        signals, watches, spans and audit cursor), the statement
         that deletes their state versions (counted), the one that deletes the current
         versions they wrote (returning the keys), and the one that deletes the sessions
         (counted)."""
@@ -107,6 +108,13 @@ class SubjectSQL:
                 f"tenant={m})"
         plain = [(f"DELETE FROM {t} WHERE {owned}", (*ids, tenant))
                  for t in ("journal", "signals", "state_watch")]
+        # What interceptors keep per session: the embedded trace store's spans and the
+        # audit cursor (the session's audit entries stay in the log).
+        theirs = f"SELECT {{}} FROM sessions WHERE tenant={m} AND id IN ({marks})"
+        plain += [(f"DELETE FROM kv WHERE namespace IN ({theirs.format(m + ' || id')})",
+                   (SPANS_NAMESPACE, tenant, *ids)),
+                  (f"DELETE FROM kv WHERE namespace={m} AND key IN ({theirs.format('id')})",
+                   (AUDIT_CURSORS, tenant, *ids))]
         history = f"DELETE FROM state_history WHERE tenant={m} AND session_id IN ({marks})"
         current = (f"DELETE FROM state WHERE tenant={m} AND session_id IN ({marks}) "
                    "RETURNING tenant, namespace, key")
