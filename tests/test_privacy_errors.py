@@ -131,3 +131,47 @@ async def test_a_subjects_retried_steps_keep_attempt_spans_without_their_message
     async with convoy.Engine(db) as raw:  # no master key: the store's text as kept
         chunks = await raw.store.kv_all(SPANS_NAMESPACE + mine.id)
     assert chunks and all(is_sealed(v) for v in chunks.values()), chunks
+
+
+@convoy.workflow(name="privacy.errors.writes")
+async def keep(ctx: convoy.Context, text: str) -> None:
+    await ctx.state("contacts").set("c-1", {"name": NAME}, expected_version=0)
+
+
+@convoy.workflow(name="privacy.errors.reads")
+async def reach(ctx: convoy.Context, text: str) -> str:
+    entry = await ctx.state("contacts").get("c-1")
+    name = (entry.value if entry is not None else {}).get("name")
+
+    async def call() -> str:
+        raise RuntimeError(f"cannot reach {name}")
+
+    return await ctx.step("reach", call)
+
+
+async def test_a_session_that_read_a_subjects_data_keeps_its_messages_out_too(
+        tmp_path: Path) -> None:
+    """A session of no subject that reads a subject's shared state holds that subject's
+    data from then on (the store seals what it journals after the read): an error
+    message then may quote it, so spans and log lines withhold it as in the subject's own
+    session (review of stop 44: the name reached the JSON log and the console's spans,
+    where no erasure reaches)."""
+    memory = InMemorySpanExporter()
+    log = io.StringIO()
+    handler = json_logging(logging.INFO, stream=log, logger_name="convoy")
+    try:
+        async with engine(tmp_path / "convoy.db", interceptors=observe(
+                Tracing(["store", SimpleSpanProcessor(memory)]), logs=True)) as eng:
+            assert (await eng.run(keep, "hi", subject="c-1")).ok
+            read = await eng.run(reach, "hi")
+            assert read.status == "failed"
+            row = await eng.store.inner.get_session(read.id)  # (the store's: sealed)
+            assert row is not None and NAME not in json.dumps(row.error), row.error
+    finally:
+        logging.getLogger("convoy").removeHandler(handler)
+    exported = json.dumps([[s.status.description, [dict(e.attributes or {})
+                                                   for e in s.events]]
+                           for s in memory.get_finished_spans()])
+    assert NAME not in exported and WITHHELD in exported, exported
+    lines = log.getvalue()
+    assert NAME not in lines and WITHHELD in lines, lines

@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from convoy._errors import ApprovalRequired
 from convoy.interceptors._base import (
@@ -32,8 +32,11 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import scrub, unique_key
-from convoy.observability._spans import CURRENT, UNTRACED, WITHHELD
+from convoy.observability._spans import CURRENT, UNTRACED, WITHHELD, Holds, holds_of
 from convoy.resilience._classify import error_kind, error_kind_of
+
+if TYPE_CHECKING:
+    from convoy.engine._engine import Engine
 
 #: Attributes every ``logging.LogRecord`` has: the rest are a call's ``extra=...``.
 _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
@@ -101,6 +104,17 @@ class LogEvents(Interceptor):
     carry the span's ids."""
 
     stage: Stage = "trace"
+    #: Whether a session's run holds a data subject's data (an engine with a master key).
+    _holds: Holds | None = None
+
+    async def start(self, engine: Engine) -> None:
+        self._holds = holds_of(engine.store)
+
+    def _withheld(self, session_id: str, subject: str | None) -> bool:
+        """Whether a message of this session's may quote a data subject's data: one of a
+        subject's session, or of a session that read a subject's data (shared state)."""
+        holds = self._holds
+        return subject is not None or (holds is not None and holds(session_id))
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -114,7 +128,8 @@ class LogEvents(Interceptor):
         else:
             err = end.error or {}
             logger.warning("session run ended %s: %s", end.status,
-                           WITHHELD if info.subject is not None else err.get("message", ""),
+                           WITHHELD if self._withheld(info.session_id, info.subject)
+                           else err.get("message", ""),
                            extra={"workflow": info.workflow, "status": end.status,
                                   "error_kind": error_kind_of(err),
                                   "error_type": str(err.get("type") or "unknown")})
@@ -128,8 +143,9 @@ class LogEvents(Interceptor):
                         extra={"error_kind": error_kind(e)})
             raise
         except Exception as e:
-            subject = getattr(getattr(input, "session", None), "subject", None)
-            logger.warning("%s failed: %s", what, WITHHELD if subject is not None else e,
+            session = getattr(input, "session", None)
+            withheld = session is not None and self._withheld(session.id, session.subject)
+            logger.warning("%s failed: %s", what, WITHHELD if withheld else e,
                            extra={"error_kind": error_kind(e),
                                   "error_type": type(e).__name__})
             raise

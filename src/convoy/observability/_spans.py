@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextvars import ContextVar
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -50,6 +50,15 @@ Event = tuple[str, int, Attrs]  # (name, time in ns, attributes)
 #: redactor finds, and nothing written outside the store can be erased. The error's type
 #: and kind stay; the message stays in the session's journal, sealed.
 WITHHELD = "(message withheld: a data subject's session)"
+#: Whether the run of a session (by id) in this process holds a data subject's data: its
+#: own subject's, or what it read of another's (``SealingStore.holds_personal_data``).
+Holds = Callable[[str], bool]
+
+
+def holds_of(store: object) -> Holds | None:
+    """The :data:`Holds` of an engine's store (``None``: it seals nothing, no master
+    key)."""
+    return getattr(store, "holds_personal_data", None)
 
 _bits = random.getrandbits
 time_ns = time.time_ns

@@ -62,10 +62,12 @@ from convoy.observability._spans import (
     UNTRACED,
     WITHHELD,
     Attrs,
+    Holds,
     Shape,
     SpanData,
     chunk_text,
     format_traceparent,
+    holds_of,
     new_span_id,
     new_trace_id,
     parse_traceparent,
@@ -174,6 +176,7 @@ class Tracing(Interceptor):
         self.flush_every = flush_every
         self.flush_interval = flush_interval
         self.store: Store | None = None
+        self._holds: Holds | None = None  # (see error_text)
         # Chunks of ended spans the store has not got yet: (session id, key, JSON text).
         self._pending: list[tuple[str, str, str]] = []
         self._pending_spans = 0
@@ -263,6 +266,7 @@ class Tracing(Interceptor):
         atexit.register(self.shutdown)
 
     async def start(self, engine: Engine) -> None:
+        self._holds = holds_of(engine.store)
         if self.metrics is not None:
             if any(ic is self.metrics for ic in engine.runtime.interceptors):
                 raise UserError("these metrics are recorded by the tracing interceptor "
@@ -375,8 +379,10 @@ class Tracing(Interceptor):
 
     def error_text(self, text: str, run: _Run | None = None) -> str:
         """An error's message as an attribute: redacted, then bounded; withheld in a run of
-        a data subject's session (:data:`WITHHELD`)."""
-        if run is not None and run.subject:
+        a data subject's session, or of a session that read a subject's data (shared
+        state: :data:`WITHHELD`)."""
+        if run is not None and (run.subject or (
+                self._holds is not None and self._holds(run.session_id))):
             return WITHHELD
         r = self.redactor
         return bounded(text, r.redact, _ERROR_LIMIT) if r is not None else \
