@@ -133,3 +133,35 @@ def test_hostile_input_is_bounded_work(hostile: str) -> None:
 ])
 def test_a_card_inside_a_failed_iban_is_not_one(text: str, masked: str) -> None:
     assert Redactor()(text) == masked
+
+
+# Found by the review of stop 44, end to end in session ids, state namespaces, step and
+# signal names, metric labels and log lines: an IPv6 address after a word and a colon
+# (which an IPv4 address there was not), an IBAN split by tabs, a WhatsApp link's number
+# (international, without its "+"), a phone number grouped by two spaces.
+@pytest.mark.parametrize(("text", "masked"), [
+    ("ip:2001:db8::1", "ip:[IP]"),
+    ("notify peer:2001:db8:85a3::8a2e:370:7334", "notify peer:[IP]"),
+    ("remote_addr:fe80::1 ok", "remote_addr:[IP] ok"),
+    ("ipv6:2001:db8::1", "ipv6:[IP]"),
+    ("src:2001:db8::1", "src:[IP]"),
+    ("GB82\tWEST\t1234\t5698\t7654\t32", "[IBAN]"),
+    ("iban\tDE89\t3704\t0044\t0532\t0130\t00", "iban\t[IBAN]"),
+    ("https://wa.me/14155552671", "https://wa.me/[PHONE]"),
+    ("https://wa.me/447946095801?text=hi", "https://wa.me/[PHONE]?text=hi"),
+    ("+44  20  7946  0958", "[PHONE]"),
+    ("call +1  415  555  2671 now", "call [PHONE] now"),
+])
+def test_values_the_review_of_stop_44_found_unmasked(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "key:ab:cd:ef:01:23:45",   # a MAC address after a word: no IPv6 address
+    "at 12:30:45",
+    "ns::fe80::1",             # after a C++ scope: part of a longer run
+    "x:1:2:3:4:5:6:7:8:9",
+    "wa.me/123",
+])
+def test_their_look_alikes_stay(text: str) -> None:
+    assert Redactor()(text) == text

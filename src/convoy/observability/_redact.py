@@ -118,16 +118,16 @@ _PRINTED = ([4, 4, 4, 4], [4, 4, 4, 4, 3], [4, 4, 4, 2], [4, 4, 4, 3], [4, 6, 5]
 _CARD_SEPS = frozenset({" ", "  ", "-", ".", *_SP, *(c + c for c in _SP)})
 # Separators that part numbers in tables, sums and paths as well: digits they join are a
 # card only grouped as cards are printed (_PRINTED).
-_IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
-                   rf"(?:[ {_SP}.-]?[A-Za-z0-9]){{11,32}}(?![A-Za-z0-9])")
+_IBAN = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.\t-]?\d{{2}}"
+                   rf"(?:[ {_SP}.\t-]?[A-Za-z0-9]){{11,32}}(?![A-Za-z0-9])")
 # A value wrapped at a line break (a model's formatted output, a terminal's width): its
 # parts on two or more lines, each line's groups joined as the value's are. An IBAN so
 # wrapped (GB82 WEST 1234\n5698 7654 32) counts only if it checks out; a card's groups
 # (4539 1488\n0343 6467, 4539-1488-0343\n6467) are one run of digit groups joined by line
 # breaks and one separator cards are printed with (one or two spaces of any width, "-",
 # " - "; not a dot, which a column of decimal numbers has, nor a tab, which a table has).
-_IBAN_WRAPPED = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.-]?\d{{2}}"
-                           rf"(?:(?:[ {_SP}.-]|{_BREAK})?[A-Za-z0-9]){{11,32}}")
+_IBAN_WRAPPED = re.compile(rf"(?<![A-Za-z0-9])[A-Za-z]{{2}}[ {_SP}.\t-]?\d{{2}}"
+                           rf"(?:(?:[ {_SP}.\t-]|{_BREAK})?[A-Za-z0-9]){{11,32}}")
 _WRAPPED_RUN = re.compile(rf"\d+(?:(?:[ {_SP}]{{1,2}}|-| - |{_BREAK})\d+)*")
 _ON_A_LINE = re.compile(rf"\d(?:[ {_SP}]{{1,2}}|-| - )\d")  # (a separator that is no line break)
 # (an "_" joins it to an id, user_10.0.0.1, as "-" and "/" do, and so does a dot after a
@@ -136,19 +136,26 @@ _ON_A_LINE = re.compile(rf"\d(?:[ {_SP}]{{1,2}}|-| - )\d")  # (a separator that 
 _IPV4 = re.compile(r"(?<![^\W_])(?<![\d.]\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}"
                    r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(?![^\W_]|\.\d)")
 # (after or before "_" or "." as well, in an id: ticket_fe80::1_3, k.2001:db8::1.done)
-_IPV6 = re.compile(r"(?<![^\W_])(?<!:)(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
+# Not inside a longer run of colon-separated groups, but after a word and a colon
+# (ip:2001:db8::1, peer:, ipv6:, src:): a word whose last four characters hold one that is
+# no hex digit is no group of an address.
+_IPV6 = re.compile(r"(?<![^\W_])(?:(?<!:)|(?<=[G-Zg-z_]:)|(?<=[G-Zg-z_][0-9A-Fa-f]:)|"
+                   r"(?<=[G-Zg-z_][0-9A-Fa-f]{2}:)|(?<=[G-Zg-z_][0-9A-Fa-f]{3}:))"
+                   r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                    r"(?:\d{1,3}\.){3}\d{1,3})?(?![^\W_]|:|\.\d)")
 # A phone number: an optional international prefix, an optional area code in brackets,
 # then 6 to 15 digits in groups separated by one space, dot, dash or slash; not a part of
 # a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
 _PHONE = re.compile(
-    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
-    rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:(?:[ {_SP}./\t-]|\r?\n)?\d){{5,14}}"
+    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}(?:[ {_SP}]{{1,2}}|[.-])?|"
+    rf"(?<!\d[ {_SP}])(?:00\d{{1,3}}(?:[ {_SP}]{{1,2}}|[.-])?)?)"
+    rf"(?:\(\d{{1,5}}\)(?:[ {_SP}]{{1,2}}|[.-])?)?"
+    rf"\d(?:(?:[ {_SP}]{{1,2}}|[./\t-]|\r?\n)?\d){{5,14}}"
     # (an extension may follow: 415-555-2672x12)
-    rf"(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.-]\d|[ {_SP}\t\n]\d)")
+    rf"(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.-]\d|[ {_SP}\t\n]{{1,2}}\d)")
 # The same after a cue glued to it (tel.4155552673, tel=020+7946+0958, a form's "+" for a
 # space), where _PHONE's look-behind refuses a dot or a word: what follows the cue.
-_CUED = re.compile(r"(?i)(?<![^\W_])(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]")
+_CUED = re.compile(r"(?i)(?<![^\W_])(?:(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]|wa\.me/)")
 _PHONE_AFTER_CUE = re.compile(
     rf"(?:\+\d{{1,3}}[ {_SP}.-]?)?(?:\(\d{{1,5}}\)[ {_SP}.-]?)?"
     rf"\d(?:[ {_SP}./+-]?\d){{5,14}}(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.+-]\d|[ {_SP}]\d)")
@@ -161,13 +168,13 @@ _PHONE_GLUED = re.compile(rf"(?<![\d+@])\+\d(?:[ {_SP}./-]?\d){{6,16}}")
 _GROUP_END = re.compile(r"\d(?!\d)")
 _GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
-_SPACES = re.compile(f"[{_SP}\t]|\r?\n")
+_SPACES = re.compile(f"(?:[ {_SP}\t]|\r?\n)+")
 # Words that say the digits after them are a phone number.
 _PHONE_CUE = re.compile(r"(?i)(?:\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
                         r"reach|ph|mob)\b"
                         # (a few short words may come between: "call me at", "reach us on")
                         r"(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my)\b){0,3}"
-                        r"|\b(?:contact|number|no|nr|num)\b)\W{0,4}$")
+                        r"|\b(?:contact|number|no|nr|num)\b)\W{0,4}$|wa\.me/$")
 # Words that say they are not: a book or serial number (ISBN 0-306-40615-2, ISSN 0317-8471).
 _NOT_PHONE_CUE = re.compile(r"(?i)\b(?:isbn|issn|ismn|ean|upc|gtin|doi)(?:-?1[03])?\W{0,3}$")
 # An ISBN-13 written with its hyphens (978-0-306-40615-7), cue or not.
@@ -436,6 +443,8 @@ class Redactor:
             return False
         if text.startswith("00"):
             text = "+" + text[2:]
+        elif before[-6:].lower() == "wa.me/" and text.isdigit():
+            text = "+" + text  # (a WhatsApp link: the number in international form)
         international = text.startswith("+")
         if not international and text.isdigit() and not text.startswith("0") and \
                 _PHONE_CUE.search(before) is None:
