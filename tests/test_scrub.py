@@ -123,3 +123,25 @@ def test_keys_that_redact_alike_are_all_kept() -> None:
     nested = record["seen"]
     assert isinstance(nested, dict) and sorted(nested.values()) == [3, 4], nested
     assert len(nested) == 2
+
+
+# A phone number written as digits alone is found only after a word that says it is one
+# ("tel. 4155552671"): in a structured value that word is the key (review of stop 44: a
+# tool's {"phone": "4155552671"} was masked as text and left whole as an argument, a
+# result, or a log field).
+@pytest.mark.parametrize(("value", "masked"), [
+    ({"phone": "4155552671"}, {"phone": "[PHONE]"}),
+    ({"customer": {"mobile_number": "4155552671", "id": "4155552671"}},
+     {"customer": {"mobile_number": "[PHONE]", "id": "4155552671"}}),
+    ({"mobile": 4915112345678}, {"mobile": "[PHONE]"}),
+    ({"contactPhone": 4155552671}, {"contactPhone": "[PHONE]"}),
+    ({"fax": "020 7946 0958"}, {"fax": "[PHONE]"}),
+    ({"tel": "n/a", "phone": 3, "cell": "B7"}, {"tel": "n/a", "phone": 3, "cell": "B7"}),
+    ({"telemetry": "4155552671", "hotel": 4155552671},        # no cue: ids
+     {"telemetry": "4155552671", "hotel": 4155552671}),
+])
+def test_a_key_that_says_phone_makes_its_digits_a_phone_number(
+        value: dict[str, object], masked: dict[str, object]) -> None:
+    assert json.loads(Tracing(exporters=()).text(value)) == masked
+    record = _logged(value)
+    assert {k: record[k] for k in value} == masked, record

@@ -31,7 +31,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
-from convoy.observability._scrub import scrub, unique_key
+from convoy.observability._scrub import scrub_item, unique_key
 from convoy.observability._spans import CURRENT, UNTRACED, WITHHELD, Holds, holds_of
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -77,7 +77,7 @@ class JsonFormatter(logging.Formatter):
             if key not in _STANDARD and key not in out and not key.startswith("_"):
                 # (the key redacted too, as nested keys are; two that redact alike both
                 # kept)
-                out[unique_key(r(key), out)] = scrub(value, r)
+                out[unique_key(r(key), out)] = scrub_item(key, value, r)
         if record.exc_info:
             out["exception"] = r(self.formatException(record.exc_info))
         return json.dumps(out, default=str)

@@ -11,6 +11,7 @@ redactor would only recognise whole (see :func:`bounded`).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from typing import Any
 
@@ -20,6 +21,12 @@ from typing import Any
 _MARGIN = 512
 #: Nesting deeper than this is written as redacted text (and a cycle cannot recurse).
 _DEPTH = 32
+#: A key that says its value is a phone number (``phone``, ``mobile_number``,
+#: ``contactPhone``, ``fax``): the value is redacted after the key's words, which the
+#: redactor reads as a phone number's cue (digits alone are one only after such a word).
+_PHONE_WORDS = frozenset({"phone", "tel", "telephone", "mobile", "cell", "fax", "whatsapp",
+                          "sms", "msisdn"})
+_WORDS = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])")
 
 
 def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
@@ -48,11 +55,32 @@ def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
             out: dict[str, Any] = {}
             for k, v in value.items():
                 out[unique_key(scrub(str(k), redact, limit), out)] = \
-                    scrub(v, redact, limit, _depth + 1)
+                    scrub_item(str(k), v, redact, limit, _depth + 1)
             return out
         if isinstance(value, list | tuple):
             return [scrub(v, redact, limit, _depth + 1) for v in value]
     return scrub(str(value), redact, limit)
+
+
+def scrub_item(key: str, value: Any, redact: Callable[[str], str], limit: int | None = None,
+               _depth: int = 0) -> Any:
+    """:func:`scrub` of ``value``, the value of ``key`` in a mapping (a log field, a tool's
+    argument): under a key that says it is a phone number, text or an integer the
+    redactor leaves alone is read after the key's words (``phone: 4155552671``), and an
+    integer, which cannot hold the ``+``, in international form too."""
+    out = scrub(value, redact, limit, _depth)
+    if type(value) not in (str, int) or type(out) is not type(value) or out != value:
+        return out
+    words = _WORDS.sub(" ", key).strip()
+    if _PHONE_WORDS.isdisjoint(words.lower().split()):
+        return out
+    cue = words + ": "
+    digits = str(value)
+    for text in (digits, "+" + digits) if type(value) is int else (digits,):
+        masked = redact(cue + text)
+        if masked != cue + text and masked.startswith(cue):
+            return masked[len(cue):]
+    return out
 
 
 def unique_key(key: str, taken: Collection[str]) -> str:
@@ -85,4 +113,4 @@ def bounded(text: str, redact: Callable[[str], str], limit: int) -> str:
     return first[:same]
 
 
-__all__ = ["bounded", "scrub", "unique_key"]
+__all__ = ["bounded", "scrub", "scrub_item", "unique_key"]
