@@ -64,6 +64,43 @@ def test_a_models_answer_and_its_tool_calls() -> None:
     assert e.refs["decision"] == "refund,transfer_to_billing" and "trace_id" not in e.refs
 
 
+def test_a_tool_its_agent_does_not_have_is_named_by_its_hash() -> None:
+    """A model's decision names the tools it called: those of its agent's definition as
+    they are; any other name (made up by the model: an e-mail address, a person's name)
+    is model output and may be personal data, in a log nothing erases, so it is kept as
+    its hash (keyed in a data subject's session). Where the definition is not known (a
+    process that seals a session it did not run), no name can be told from model output:
+    each is a hash. (Review of stop 44: a made-up tool name stayed in the log after the
+    subject's erasure.)"""
+
+    @convoy.tool
+    def refund(order: str) -> str:
+        """Refund an order."""
+        return order
+
+    billing = convoy.Agent(name="billing")
+    triage = convoy.Agent(name="triage", tools=[refund], handoffs=[billing])
+    made_up = ["ingrid.q.saxby@example.org", "email_Ingrid_Quellenberg_Saxby"]
+    calls = to_json({"model": "gpt-x", "in": 5, "out": 2, "tool_calls": [
+        {"id": f"c{i}", "name": n, "arguments": "{}"}
+        for i, n in enumerate(["refund", "transfer_to_billing", *made_up])]}).decode()
+
+    def decision(config: str, mac: bytes | None = None) -> str:
+        body = entry_of(StepRecord(key="0/1", kind="model", target="triage",
+                                   status="completed", result=calls, input_hash=FP,
+                                   config=config), "s1", 1.8e9, mac=mac)
+        assert body is not None and not any(n.encode() in body for n in made_up), body
+        return _decode(body).refs["decision"]
+
+    assert decision(triage.config_id) == ",".join(
+        ["refund", "transfer_to_billing", *(_sha(n) for n in made_up)])
+    keyed = decision(triage.config_id, mac=b"k" * 32).split(",")
+    assert keyed[:2] == ["refund", "transfer_to_billing"]
+    assert all(k.startswith("hmac-sha256:") for k in keyed[2:]), keyed
+    assert decision("feedfacefeedface") == ",".join(
+        _sha(n) for n in ["refund", "transfer_to_billing", *made_up])
+
+
 def test_every_other_kind_of_record() -> None:
     at = 1.8e9
 

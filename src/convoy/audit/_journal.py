@@ -19,7 +19,8 @@ record        entry (kind, actor, target)           hashes, refs
 ============  ====================================  ====================================
 model         ``model_call``, the agent, the model  ``prompt``, ``output``; ``decision``
                                                     (``answer`` or the tools it called, a
-                                                    handoff's transfer tool included),
+                                                    handoff's transfer tool included; a
+                                                    name not its agent's: its hash),
                                                     ``tokens``
 tool          ``tool_call``, the agent, the tool    ``args``, ``result``
   refused     ``policy_refusal`` (a scope, a        ``args``
@@ -52,6 +53,7 @@ from pydantic_core import to_json
 
 from convoy._text import json_object
 from convoy.audit._event import EVENT_FORMAT, digest, encode_event, keyed
+from convoy.definitions._agent import _valid_name, callable_names
 from convoy.stores._protocol import StepRecord
 
 _KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "effect": "effect",
@@ -164,7 +166,7 @@ def _entry(record: Kept, session_id: str, at: float, trace_id: str | None,
             calls = response.get("tool_calls")
             names = [str(c.get("name")) for c in calls if isinstance(c, dict)] \
                 if isinstance(calls, list) else []
-            refs["decision"] = ",".join(names) if names else "answer"
+            refs["decision"] = ",".join(_called(names, config, mac)) if names else "answer"
             refs["tokens"] = f"{tokens_in}+{tokens_out}"
     elif kind == "state":
         entry = "state_write" if record_target.startswith("set ") else "state_read"
@@ -211,6 +213,19 @@ def entries_of(records: Sequence[Kept], session_id: str, trace_id: str | None,
         if body is not None:  # (``None``: a step that only started)
             bodies.append(body)
     return bodies
+
+
+def _called(names: list[str], config: str | None, mac: bytes | None) -> list[str]:
+    """The names of the tools a model called, as its entry keeps them: those its agent's
+    definition has (:func:`~convoy.definitions._agent.callable_names`) as they are, any
+    other (made up by the model: it may be personal data) as its :func:`digest`. A
+    definition this process did not make (a session sealed here that another process
+    ran) tells no name from model output: each is a digest. A record of no definition (an
+    earlier Convoy's) keeps the names written as tool names are."""
+    if not config:
+        return [n if _valid_name(n) else digest(n, mac) for n in names]
+    known = callable_names(config) or frozenset()
+    return [n if n in known else digest(n, mac) for n in names]
 
 
 def fingerprint(fp: str, mac: bytes | None) -> str:

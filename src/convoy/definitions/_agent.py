@@ -166,6 +166,7 @@ class Agent(Generic[InT, OutT]):
         # Once per definition: the hot path reads a plain attribute.
         s(self, "config_hash", config_hash(self))
         s(self, "config_id", self.config_hash[:JOURNALED])
+        _remember_callable(self.config_id, seen)
         static = not any(isinstance(r, str) for r in (*self.workers, *self.handoffs))
         s(self, "static_links", self._build_links(list(self.workers), list(self.handoffs))  # type: ignore[arg-type]
           if static else None)
@@ -333,6 +334,27 @@ class Agent(Generic[InT, OutT]):
 
     def __repr__(self) -> str:
         return f"Agent(name={self.name!r})"
+
+
+#: What the model of each agent definition this process made may call (its tools, workers
+#: and ``transfer_to_`` handoffs), by configuration id: how the audit log tells an
+#: agent's tool from a name the model made up (see :func:`callable_names`). Bounded:
+#: definitions made per request do not grow it without end.
+_CALLABLE: dict[str, frozenset[str]] = {}
+_CALLABLE_MAX = 10_000
+
+
+def _remember_callable(config_id: str, names: Collection[str]) -> None:
+    if config_id not in _CALLABLE:
+        if len(_CALLABLE) >= _CALLABLE_MAX:
+            _CALLABLE.clear()
+        _CALLABLE[config_id] = frozenset(names)
+
+
+def callable_names(config_id: str) -> frozenset[str] | None:
+    """The names the model of the agent definition ``config_id`` (:attr:`Agent.config_id`)
+    may call, if this process made that definition (``None``: it did not)."""
+    return _CALLABLE.get(config_id)
 
 
 def ref_name(ref: AgentRef) -> str:
