@@ -1070,3 +1070,103 @@ def test_tile_roots_of_a_rewritten_log_are_not_kept(long_log: dict[str, Any]) ->
         _one_line_failure(cli("audit", *args, "--db", long_log["db"], "--tenant", T), why,
                           "audit verify")
         assert _store_rows(raw) == before, args
+
+
+def test_entries_appended_while_verify_reads_are_not_taken_for_inserted(
+        backend: Backend, tmp_path: Path) -> None:
+    """An engine appends while verify reads: the count it read first is behind the
+    entries it then reads (review of stop 44: a live log of more than 10,000 entries
+    failed verify 3 times in 4 with 'entries from N on were inserted'). The entries
+    appended since are verified with the rest; entries stored past a count that no
+    append moved are still inserted ones."""
+    from convoy.audit._verify import verify_log
+
+    async def go() -> None:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append(T, [_event(i) for i in range(8)])
+            await alog.checkpoint(T)
+            read = store.audit_entries
+            live = [4]
+
+            async def appending(tenant: str, start: int, limit: int) -> Any:
+                if start == 0 and live:  # (an engine's append lands after the count read)
+                    await alog.append(T, [_event(i) for i in range(8, 8 + live.pop())])
+                return await read(tenant, start, limit)
+
+            store.audit_entries = appending  # type: ignore[method-assign]
+            report = await verify_log(alog, T)
+            assert report.size == 12 and report.covered == 8, report
+        finally:
+            await store.aclose()
+
+    asyncio.run(go())
+    raw = Raw(backend)
+    body = raw.body(11)
+    raw.run(("INSERT INTO audit_log(tenant, idx, body, leaf) VALUES (?, ?, ?, ?)",
+             (T, 12, body, entry_leaf(T, 12, body))))
+    code, out = verify({"db": _url(backend), "key": tmp_path / "audit.key"}, "--tenant", T)
+    assert code == 1 and ("the log has 13 entries but 12 were appended: entries from 12 "
+                          "on were inserted") in out, out
+
+
+def test_a_checkpoint_signed_at_a_whole_number_time_verifies(tmp_path: Path) -> None:
+    """A clock that returns an integer (``clock=lambda: 1_800_000_000``): the checkpoint
+    signed the time as ``1800000000`` and read it back as ``1800000000.0``, so it never
+    verified, and no later checkpoint of the tenant could be signed (review of stop 44).
+    One signed so by an earlier Convoy verifies too."""
+    from convoy.audit._checkpoint import HEADER
+    from convoy.audit._keys import load_or_create_key
+    from convoy.audit._verify import verify_log
+
+    async def go() -> None:
+        store = SQLiteStore(str(tmp_path / "c.db"), clock=lambda: 1_800_000_000)
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key",
+                            clock=lambda: 1_800_000_000)
+            await alog.append(T, [_event(i) for i in range(3)])
+            cp = await alog.checkpoint(T)
+            Checkpoint.from_json(cp.to_json()).check(cp.public_key)
+            await alog.append(T, [_event(i) for i in range(3, 5)])
+            await alog.checkpoint(T)
+            assert (await verify_log(alog, T)).checkpoints == 2
+        finally:
+            await store.aclose()
+
+    asyncio.run(go())
+    key = load_or_create_key(tmp_path / "audit.key")
+    root = b"r" * 32
+    old = Checkpoint.sign(key, tenant=T, size=1, root=root, timestamp=1.8e9)
+    signed = key.sign(f"{HEADER}\n{T}\n1\n{old.to_dict()['root']}\n1800000000\n".encode())
+    import base64
+    earlier = Checkpoint(tenant=T, size=1, root=root, timestamp=1.8e9,
+                         public_key=old.public_key, signature=base64.b64encode(signed).decode())
+    earlier.check(old.public_key)
+
+
+def test_no_proof_is_made_against_a_kept_checkpoint_whose_signature_fails(
+        log: dict[str, Any]) -> None:
+    """``prove`` and ``consistency`` printed, exit 0, a proof against a kept checkpoint
+    whose signature was changed in the database, which ``check`` then refused (review of
+    stop 44): the checkpoint's signature is checked first; one line, exit 1, no proof."""
+    import base64
+
+    raw: Raw = log["raw"]
+    [[text]] = raw.run(("SELECT body FROM audit_checkpoints WHERE tenant=? AND size=?",
+                        (T, N)))
+    doc = json.loads(text)
+    sig = bytearray(base64.b64decode(doc["signature"]))
+    sig[5] ^= 1
+    doc["signature"] = base64.b64encode(bytes(sig)).decode()
+    raw.run(("UPDATE audit_checkpoints SET body=? WHERE tenant=? AND size=?",
+             (json.dumps(doc), T, N)))
+    for args in (["prove", "15"], ["prove", "15", "--key", str(log["key"])],
+                 ["consistency", "12"]):
+        r = cli("audit", *args, "--db", log["db"], "--tenant", T)
+        out = (r.stdout + r.stderr).strip()
+        assert r.code == 1 and len(out.splitlines()) == 1, (args, out)
+        assert f"checkpoint of size {N} of tenant 'acme' has an invalid signature" in out, out
+        assert "verify" in out, out

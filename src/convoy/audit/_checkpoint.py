@@ -114,14 +114,16 @@ class Checkpoint:
 
     @staticmethod
     def text(tenant: str, size: int, root: bytes, timestamp: float) -> bytes:
-        """The bytes that are signed."""
+        """The bytes that are signed (the time as a float's ``repr``: ``1800000000.0``, as
+        it reads back from JSON, for a clock that returns an integer too)."""
         return (f"{HEADER}\n{tenant}\n{size}\n{base64.b64encode(root).decode()}\n"
-                f"{timestamp!r}\n").encode()
+                f"{float(timestamp)!r}\n").encode()
 
     @classmethod
     def sign(cls, key: Ed25519PrivateKey, *, tenant: str, size: int, root: bytes,
              timestamp: float) -> Checkpoint:
         """Sign a checkpoint with ``key``."""
+        timestamp = float(timestamp)
         sig = key.sign(cls.text(tenant, size, root, timestamp))
         return cls(tenant=tenant, size=size, root=root, timestamp=timestamp,
                    public_key=public_key_text(key.public_key()),
@@ -148,8 +150,18 @@ class Checkpoint:
                 f"after a key rotation, pin it too: --public-key {self.public_key}")
         key = public_key_from_text(self.public_key)
         try:
-            key.verify(base64.b64decode(self.signature),
-                       self.text(self.tenant, self.size, self.root, self.timestamp))
+            signature = base64.b64decode(self.signature)
+            try:
+                key.verify(signature, self.text(self.tenant, self.size, self.root,
+                                                self.timestamp))
+            except InvalidSignature:
+                t = self.timestamp
+                if not (isinstance(t, int | float) and float(t).is_integer()):
+                    raise
+                # (an earlier Convoy signed a whole-number time as an integer: 1800000000)
+                key.verify(signature, self.text(self.tenant, self.size, self.root,
+                                                self.timestamp).rsplit(b"\n", 2)[0]
+                           + f"\n{int(t)}\n".encode())
         except (InvalidSignature, binascii.Error, ValueError):
             raise AuditProofError(f"checkpoint of size {self.size} of tenant {self.tenant!r} "
                                   "has an invalid signature") from None

@@ -221,7 +221,7 @@ class AuditLog:
             raise UserError(f"no checkpoint of tenant {tenant!r} signed by key "
                             f"{' or '.join(key_id(k) for k in keys)} covers entry "
                             f"{index}{newest}")
-        cp = pinned[-1] if pinned else await self.checkpoint(tenant)
+        cp = self._signed(pinned[-1], tenant) if pinned else await self.checkpoint(tenant)
         size = await self.store.audit_size(tenant)
         if cp.size > size:
             raise AuditError(
@@ -261,6 +261,8 @@ class AuditLog:
             raise UserError(f"tenant {tenant!r} has no checkpoint of size {size1}: a "
                             f"consistency proof starts from a signed one (kept sizes: {sizes})")
         new = kept[-1]
+        self._signed(old, tenant)
+        self._signed(new, tenant)
         if new.size <= size1:
             raise UserError(f"the newest checkpoint of tenant {tenant!r} is of size {size1}: "
                             "there is nothing to prove until a larger one is signed "
@@ -304,6 +306,17 @@ class AuditLog:
             if proof is not None:
                 return proof
         return None
+
+    def _signed(self, cp: Checkpoint, tenant: str) -> Checkpoint:
+        """``cp``, a kept checkpoint a proof is made against, if its signature holds (by
+        its own key: a pinned one was chosen by it); else an :class:`AuditError`: a proof
+        against it would not check."""
+        try:
+            cp.check()
+        except AuditError as e:
+            raise AuditError(f"{e} (changed in the store): no proof is made; run "
+                             f"{self._suggest('verify', tenant)}") from None
+        return cp
 
     def _missing(self, tenant: str, index: int) -> AuditError:
         """Entry ``index`` of the log is not stored: no proof can be made from it."""
