@@ -156,6 +156,22 @@ def test_a_changed_entry_is_found(log: dict[str, Any]) -> None:
     _bad(log, 5, "does not match its leaf hash")
 
 
+def test_a_flipped_byte_in_a_stored_leaf_hash_names_its_entry(log: dict[str, Any]) -> None:
+    """One byte of entry 5's stored leaf hash, under the checkpoint of size 8: the entry
+    still hashes to the signed root, so it is the stored leaf that changed, and entry 5 is
+    the one named (review of stop 44: "the first bad entry is at index 0 or after")."""
+    raw: Raw = log["raw"]
+    [[leaf]] = raw.run(("SELECT leaf FROM audit_log WHERE tenant=? AND idx=5", (T,)))
+    flipped = bytearray(bytes(leaf))
+    flipped[7] ^= 0x01
+    raw.run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=5", (bytes(flipped), T)))
+    _bad(log, 5, "audit entry 5 does not match its leaf hash: the stored leaf hash was "
+                 "changed (the entry itself still hashes to the root its checkpoint of size "
+                 "8 signed)")
+    _, out = verify(log, "--tenant", T)
+    assert "index 0" not in out, out
+
+
 def test_every_tenant_is_reported_when_one_log_is_bad(log: dict[str, Any]) -> None:
     """The bug: one bad tenant's error was printed alone; the tenants whose logs verify
     were not reported (a log that verifies prints a line, the docs say)."""
@@ -1170,3 +1186,34 @@ def test_no_proof_is_made_against_a_kept_checkpoint_whose_signature_fails(
         assert r.code == 1 and len(out.splitlines()) == 1, (args, out)
         assert f"checkpoint of size {N} of tenant 'acme' has an invalid signature" in out, out
         assert "verify" in out, out
+
+
+def test_a_tenant_name_that_would_move_the_cursor_is_shown_escaped(
+        log: dict[str, Any]) -> None:
+    """A log added under a name no engine accepts, with a line break and terminal escapes
+    (erase the line, move up: a fake "all good" line drawn over the real one): each line
+    of verify's output names it escaped, the suggested command too (review of stop 44)."""
+    if not isinstance(log["raw"].b, SQLiteBackend):
+        pytest.skip("the name's escapes are the same on both stores: SQLite's case")
+    raw: Raw = log["raw"]
+    forged = "x\x1b[2K\x1b[1A\r\ntenant 'acme': all good"
+    body = raw.body(0)
+    raw.run(("INSERT INTO audit_log(tenant, idx, body, leaf) VALUES (?, ?, ?, ?)",
+             (forged, 0, body, entry_leaf(forged, 0, body))),
+            ("INSERT INTO audit_head VALUES (?, 1)", (forged,)))
+    code, out = verify(log)
+    assert code == 0, out
+    assert all(c == "\n" or c.isprintable() for c in out), repr(out)
+    line = next(ln for ln in out.splitlines() if "x\\x1b[2K" in ln)
+    assert "--tenant" in line and line.count("x\\x1b[2K") == 2, line
+
+
+def test_a_count_of_entries_set_below_zero_is_said_as_changed(log: dict[str, Any]) -> None:
+    """No append writes a negative count: verify said "entries from -5 on were inserted",
+    prove a usage error, checkpoint "the log has 0 entries" (review of stop 44)."""
+    log["raw"].run(("UPDATE audit_head SET size=-5 WHERE tenant=?", (T,)))
+    for args in (["verify"], ["prove", "5"], ["checkpoint"], ["list"]):
+        key = [] if args == ["list"] else ["--key", str(log["key"])]
+        r = cli("audit", *args, "--db", log["db"], "--tenant", T, *key)
+        out = (r.stdout + r.stderr).strip()
+        assert r.code == 1 and "its size is -5, not a count of entries" in out, (args, out)

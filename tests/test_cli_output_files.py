@@ -108,6 +108,21 @@ def test_a_store_locked_past_the_busy_timeout_says_what_is_left_unfinished() -> 
                       "was a session's step, the session is left unfinished: resume it later)")
 
 
+def test_a_read_kept_out_by_a_lock_says_nothing_was_read() -> None:
+    """A read waits only on a lock that keeps readers out (another process's exclusive
+    locking mode): the line said "this write was not made" and named --busy-timeout, which
+    the read-only commands (audit verify, list, prove) do not have (review of stop 44)."""
+    import sqlite3
+
+    from convoy.stores._sqlite_sql import _store_error
+
+    for what, done in (("read", "read"), ("open", "opened")):
+        e = _store_error(sqlite3.OperationalError("database is locked"), Path("s.db"), what)
+        assert str(e) == ("the store 's.db' stayed locked by another process past the busy "
+                          f"timeout: nothing was {done}; try again once that process is "
+                          "done with it")
+
+
 def test_export_to_a_pipe_leaves_its_mode_alone(tmp_path: Path, env: dict[str, str]) -> None:
     """The bug: ``-o`` set the mode of whatever it opened to 0600, a device or a named
     pipe too: ``convoy export SUBJECT -o /dev/null`` (as root) left /dev/null unwritable

@@ -93,7 +93,12 @@ def word(value: str) -> str:
     when it needs no quoting; else in double quotes (a space, a single quote), with each
     character that double quotes do not keep literal (``"$`\\!``) outside them, after a
     backslash. A shell and ``shlex.split`` read it back the same; never a single quote of
-    its own, which would end the message's."""
+    its own, which would end the message's.
+
+    A character a terminal would obey or draw as nothing (a control character, a line
+    break: in a name read back from a store someone edited; Convoy makes none) is written
+    as ``repr`` escapes it (``\x1b``), so the message stays one line that draws as it
+    reads (the command then names what it shows, not the stored name)."""
     if _SAFE.fullmatch(value):
         return value
     parts = []
@@ -102,4 +107,6 @@ def word(value: str) -> str:
             parts.append(f"\\{run}")
         else:
             parts.append(run if _SAFE.fullmatch(run) else f'"{run}"')
-    return "".join(parts) or '""'
+    out = "".join(parts) or '""'
+    return out if out.isprintable() else \
+        "".join(c if c.isprintable() else repr(c)[1:-1] for c in out)

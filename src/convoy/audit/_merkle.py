@@ -93,6 +93,12 @@ class Frontier:
         stack.append(h)
         self.size += 1
 
+    def copy(self) -> Frontier:
+        """Another frontier of the same leaves, which grows apart from this one."""
+        other = Frontier()
+        other.size, other._stack = self.size, list(self._stack)
+        return other
+
     def root(self) -> bytes:
         """The root hash of the tree of every leaf appended so far."""
         if not self._stack:

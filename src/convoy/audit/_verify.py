@@ -130,6 +130,10 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     # the leaves stored before it still hash to its root (a rewrite before the entry, its
     # hashes recomputed, is a fork from an earlier index: the first bad one).
     unmatched: AuditError | None = None
+    # From the first unmatched entry on: the tree of the leaves the entries hash to, where
+    # ``frontier`` has the stored ones. If it has a signed root where ``frontier`` does
+    # not, the entries are as signed and a stored leaf hash was changed.
+    hashed: Frontier | None = None
     while True:
         rows, unreadable = await _entries(store, tenant, n)
         for row in rows:
@@ -138,9 +142,13 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                     f"tenant {tenant!r}: audit entry {n} is missing (deleted, or the entries "
                     "after it renumbered; or one inserted at a later index: the next one "
                     f"stored is {row.index})", index=n)
-            if unmatched is None and row.leaf != entry_leaf(tenant, n, row.body):
+            leaf = entry_leaf(tenant, n, row.body)
+            if unmatched is None and row.leaf != leaf:
                 unmatched = AuditError(f"tenant {tenant!r}: audit entry {n} does not match "
                                        "its leaf hash (changed, moved or inserted)", index=n)
+                hashed = frontier.copy()
+            if hashed is not None:
+                hashed.append(leaf)
             if unmatched is None:
                 try:
                     AuditEvent.decode(row.body)
@@ -149,6 +157,15 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                                      index=n) from None
             frontier.append(row.leaf)
             n += 1
+            if hashed is not None and pending and pending[0].size == n and \
+                    frontier.root() != pending[0].root and all(
+                        cp.root == hashed.root() for cp in pending if cp.size == n):
+                assert unmatched is not None and unmatched.index is not None
+                u = unmatched.index
+                raise AuditError(f"tenant {tenant!r}: audit entry {u} does not match its "
+                                 "leaf hash: the stored leaf hash was changed (the entry "
+                                 "itself still hashes to the root its checkpoint of size "
+                                 f"{n} signed)", index=u)
             try:
                 checked = reached(n)
             except AuditError as fork:

@@ -17,6 +17,8 @@ statement that stores the entries.
 
 from __future__ import annotations
 
+from convoy._errors import AuditError
+
 #: The store schema version that adds the audit tables.
 AUDIT_SCHEMA_VERSION = 7
 
@@ -159,3 +161,13 @@ PUT_CHECKPOINT = ("INSERT INTO audit_checkpoints(tenant,size,body) VALUES(?,?,?)
 def pg(statement: str) -> str:
     """A statement of both dialects, in PostgreSQL's placeholders."""
     return statement.replace("?", "%s")
+
+
+def checked_size(tenant: str, size: object) -> int:
+    """A tenant's count of entries appended, as its head row holds it; an
+    :class:`~convoy.AuditError` if the row was changed to what no append writes (not a
+    whole number, or below 0)."""
+    if type(size) is not int or size < 0:
+        raise AuditError(f"tenant {tenant!r}: the audit log's head was changed: its size "
+                         f"is {size!r}, not a count of entries (a whole number, 0 or more)")
+    return size

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy.stores import _audit_sql as q
+from convoy.stores._audit_sql import checked_size
 from convoy.stores._protocol import AuditRow, AuditSeal
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class PostgresAudit:
 
     async def audit_size(self, tenant: str) -> int:
         rows = await self._read(_SIZE, (tenant,))
-        return int(rows[0][0]) if rows else 0
+        return checked_size(tenant, rows[0][0]) if rows else 0
 
     async def audit_tenants(self) -> list[str]:
         return [r[0] for r in await self._read(_TENANTS)]

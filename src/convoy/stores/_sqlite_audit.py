@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convoy._errors import AuditError
 from convoy.audit._merkle import entry_leaves
 from convoy.stores import _audit_sql as q
+from convoy.stores._audit_sql import checked_size
 from convoy.stores._protocol import AuditRow, AuditSeal
 
 _T = TypeVar("_T")
@@ -158,10 +159,7 @@ class SQLiteAudit:
         rows = self._read(q.SIZE, (tenant,))
         if not rows:
             return 0
-        if type(rows[0][0]) is not int:
-            raise AuditError(f"tenant {tenant!r}: the audit log's head was changed: its size "
-                             f"is {rows[0][0]!r}, not a whole number")
-        return int(rows[0][0])
+        return checked_size(tenant, rows[0][0])
 
     async def audit_tenants(self) -> list[str]:
         tenants = [r[0] for r in self._read(q.TENANTS)]

@@ -385,6 +385,12 @@ def _store_error(e: sqlite3.Error, path: Path, what: str) -> StoreError:
     """One clear line for a SQLite failure: what happened to which file, and what to do."""
     msg = str(e).lower()
     where = str(path)
+    if isinstance(e, sqlite3.OperationalError) and _is_busy(e) and what != "write":
+        # (a read waits only on a lock that keeps readers out: another process's
+        # exclusive locking mode, a schema change, a restore)
+        return StoreError(f"the store {where!r} stayed locked by another process past the "
+                          f"busy timeout: nothing was {'read' if what == 'read' else 'opened'}"
+                          "; try again once that process is done with it", transient=True)
     if isinstance(e, sqlite3.OperationalError) and _is_busy(e):
         return StoreError(f"the store {where!r} stayed locked by another process past the "
                           "busy timeout (--busy-timeout): this write was not made; try again "
