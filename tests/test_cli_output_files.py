@@ -33,6 +33,14 @@ def test_keygen_prints_the_whole_path_to_export(tmp_path: Path) -> None:
         f"export CONVOY_MASTER_KEY_FILE='{tmp_path / 'my keys' / 'm.key'}'"), res.stdout
 
 
+def test_keygen_to_dash_is_refused_not_a_file_named_dash(tmp_path: Path) -> None:
+    """'-' is standard output to `export -o -`: keygen wrote a file named '-' (review of
+    stop 44). A key is never printed; one line says how to name the file."""
+    one_line_error(cli("keygen", "--", "-"), 2, "FILE '-': a master key is written to a file")
+    assert not (tmp_path / "-").exists()
+    assert cli("keygen", "./-").code == 0 and (tmp_path / "-").exists()
+
+
 def _files(tmp_path: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
 
@@ -121,6 +129,16 @@ def test_a_read_kept_out_by_a_lock_says_nothing_was_read() -> None:
         assert str(e) == ("the store 's.db' stayed locked by another process past the busy "
                           f"timeout: nothing was {done}; try again once that process is "
                           "done with it")
+
+
+def test_a_compaction_kept_out_suggests_compacting_that_store() -> None:
+    """The line after an erasure or purge whose compaction another process kept out named
+    'convoy db compact' without the store, which then compacted ./convoy.db (review of
+    stop 44)."""
+    from convoy.stores._subjects_sql import not_compacted
+
+    assert "until 'convoy db compact --db lk.db' succeeds" in \
+        str(not_compacted("'lk.db'", "lk.db"))
 
 
 def test_export_to_a_pipe_leaves_its_mode_alone(tmp_path: Path, env: dict[str, str]) -> None:

@@ -155,6 +155,10 @@ def test_purge_parses_its_age_and_says_what_it_did(tmp_path: Path) -> None:
                        "days (e.g. '30d')")
     assert parse_age("90m") == parse_age("90 m") == 90 * 60
     assert parse_age("30D") == parse_age("30d") == 30 * 86400  # (other units: any case)
+    # a number as it is written, not whatever float() reads (30_0 as 300: review of stop 44)
+    for age in ("30_0d", "1_000s", "nand", "infd", "0x10d", "30"):
+        one_line_error(cli("purge", "--older-than", age), 2,
+                       f"age {age!r} is not a positive number with a unit s, m, h, d or w")
     res = cli("purge", "--older-than", "30d")
     assert res.code == 0 and "purged 0 sessions older than 30d of tenant 'default'" in \
         res.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -251,6 +252,11 @@ def test_an_audit_entry_edited_by_hand_is_listed_as_not_an_event(body: bytes) ->
                        "error": "not an audit event: run 'convoy audit verify'"}
     one_line_error(cli("audit", "verify"), 1, "audit entry 1")
     assert _cell("SELECT body FROM audit_log WHERE idx=1") == body
+    # (another store's: the command it suggests reads that one: review of stop 44)
+    shutil.copy("convoy.db", "copy.db")
+    res = cli("audit", "list", "--json", "--db", "copy.db")
+    assert json.loads(res.stdout.splitlines()[1])["error"] == \
+        "not an audit event: run 'convoy audit verify --db copy.db'", res.stdout
 
 
 # -- ids echoed in messages ----------------------------------------------------------------

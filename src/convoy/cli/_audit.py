@@ -226,9 +226,11 @@ def list_entries(
              f"; use one of {', '.join(sorted(known))}")
     name = one_tenant(tenant)
     rows = run_async(_entries(db, name, session, set(kind or ()), limit))
+    verify = command("audit verify", db=db, tenant=name)  # (what names an unreadable one)
     if as_json:
         for index, event in rows:
-            typer.echo(json.dumps({"index": index, **_event_json(event)}, ensure_ascii=False))
+            typer.echo(json.dumps({"index": index, **_event_json(event, verify)},
+                                  ensure_ascii=False))
         return
     if not rows:
         out.print(f"no audit entries of tenant {quoted(name)}"
@@ -236,7 +238,8 @@ def list_entries(
                   + (f" of kind {', '.join(kind or ())}" if kind else ""), markup=False,
                   soft_wrap=True)
         return
-    out.print(_entries_table(rows, f"convoy audit list · {label(db)} · tenant {name!r}"))
+    out.print(_entries_table(rows, f"convoy audit list · {label(db)} · tenant {name!r}",
+                             verify))
 
 
 async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
@@ -288,13 +291,14 @@ def _matches(event: AuditEvent | None, session: str | None, kinds: set[str]) -> 
         (not kinds or event.kind in kinds)
 
 
-def _event_json(event: AuditEvent | None) -> dict[str, Any]:
+def _event_json(event: AuditEvent | None, verify: str) -> dict[str, Any]:
     if event is None:
-        return {"kind": None, "error": "not an audit event: run 'convoy audit verify'"}
+        return {"kind": None, "error": f"not an audit event: run {verify}"}
     return dataclasses.asdict(event)
 
 
-def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Table:
+def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str,
+                   verify: str) -> Table:
     t = Table(title=title, title_justify="left")
     for name in ("index", "at", "kind", "status", "session", "step", "actor", "target"):
         # (ids are folded onto more lines, never cut: they are what --session takes)
@@ -302,7 +306,7 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str) -> Tab
                      no_wrap=name in ("index", "at", "kind"), overflow="fold")
     for index, e in rows:
         if e is None:
-            t.add_row(str(index), "-", "?", "not an audit event: run 'convoy audit verify'",
+            t.add_row(str(index), "-", "?", f"not an audit event: run {verify}",
                       "", "", "", "")
             continue
         t.add_row(str(index), fmt_time(e.at), e.kind, e.status, e.session_id or "-",

@@ -258,7 +258,7 @@ async def _purge(engine: Engine, seconds: float, tenant: str | None) -> list[Era
         return await engine.purge(seconds, tenant=tenant)
 
 
-def keygen(path: Annotated[Path, typer.Argument(
+def keygen(file: Annotated[str, typer.Argument(
         metavar="FILE", help="Where to write the new master key (must not exist).")]) -> None:
     """Write a new master key (32 random bytes, base64) to FILE, readable by its owner
     only (a missing directory is made, mode 0700). Point $CONVOY_MASTER_KEY_FILE at it;
@@ -266,7 +266,11 @@ def keygen(path: Annotated[Path, typer.Argument(
 
     Example: `convoy keygen ~/.convoy/master.key`
     """
-    path = path.expanduser()
+    if file == "-":  # (elsewhere standard output: a key there lands in scrollback)
+        fail("FILE '-': a master key is written to a file only its owner can read, never "
+             "to standard output; name the file (e.g. 'convoy keygen ~/.convoy/master.key'; "
+             "'./-' for a file named '-')")
+    path = Path(file).expanduser()
     if path.is_dir():  # ('' arrives as '.')
         fail(f"FILE {str(path)!r} is a directory"
              f"{' (an empty FILE names the current one)' if str(path) == '.' else ''}: name "

@@ -276,8 +276,10 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         tasks = spaces.get(INBOX, 0)
         spaces = {name: n for name, n in spaces.items() if not name.startswith(RESERVED)}
         if tasks:
+            see = _suggest(tenant, "inbox list", db, f"shows {'it' if tasks == 1 else 'them'}",
+                           f"to see {'it' if tasks == 1 else 'them'}")
             err.print(f"{plural(tasks, 'human task')} {'is' if tasks == 1 else 'are'} kept in "
-                      f"{INBOX!r} ('convoy inbox list' shows {'it' if tasks == 1 else 'them'})",
+                      f"{INBOX!r}" + (f" ({see})" if see.startswith("'") else f"; {see}"),
                       markup=False, soft_wrap=True)
     if as_json:
         typer.echo(json.dumps(spaces if namespace is None else

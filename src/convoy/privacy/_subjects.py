@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -288,6 +289,9 @@ def _json(text: str | None) -> Any:
 PERIODS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
+_DECIMAL_NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:e[+-]?[0-9]+)?")
+
+
 def parse_age(text: str) -> float:
     """``"30d"``, ``"12h"``, ``"90m"``, ``"45s"``, ``"2w"`` in seconds (a unit in either
     case, but ``M``: read as a month, it is refused rather than taken for minutes)."""
@@ -296,10 +300,9 @@ def parse_age(text: str) -> float:
                         "for minutes, or the age in days (e.g. '30d')")
     t = text.strip().lower()
     unit = PERIODS.get(t[-1:]) if t else None
-    try:
-        value = float(t[:-1]) if unit else float("nan")
-    except ValueError:
-        value = float("nan")
+    # (digits, a decimal point, an exponent: not what else float() reads, 30_0 as 300)
+    value = float(t[:-1]) if unit and _DECIMAL_NUMBER.fullmatch(t[:-1].strip()) else \
+        float("nan")
     if unit is not None and 0 < value < math.inf and value * unit == math.inf:
         raise UserError(f"age {quoted(text, 40)} is too large: give an age in seconds that a "
                         "number can hold (e.g. '30d')")

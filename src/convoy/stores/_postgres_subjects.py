@@ -164,7 +164,7 @@ class PostgresSubjects:
             await self._on_pool(vacuum, "compact", atomic=False, again=True)
         except StoreError as e:
             if e.transient:  # a lock another transaction holds (lock_timeout)
-                raise not_compacted(self.url) from None
+                raise not_compacted(self.url, self.url) from None
             raise
 
 

@@ -166,7 +166,7 @@ class SQLiteSubjects:
 
 
 def _busy(path: Path) -> StoreError:
-    return not_compacted(repr(str(path)))
+    return not_compacted(repr(str(path)), str(path))
 
 
 __all__ = ["SQLiteSubjects"]

@@ -150,9 +150,13 @@ def refuse_held(rows: Sequence[Any], now: float, reason: str = "erasure") -> Non
                            "the latest: an engine that was killed holds it until then)")
 
 
-def not_compacted(where: str) -> StoreError:
-    """A compaction that another process's transaction (a lock) kept from running."""
+def not_compacted(where: str, db: str) -> StoreError:
+    """A compaction that another process's transaction (a lock) kept from running
+    (``where``: the store as the message names it; ``db``: its path or URL, for the
+    command to run again)."""
+    from convoy._command import command
+
     return StoreError(f"the store {where} could not be compacted: another process holds it "
                       "in a transaction (a backup, a long read), so deleted rows may remain "
-                      "in its files until 'convoy db compact' succeeds (run it when the "
-                      "store is quiet)", transient=True)
+                      f"in its files until {command('db compact', db=db)} succeeds (run it "
+                      "when the store is quiet)", transient=True)
