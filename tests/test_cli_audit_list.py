@@ -93,6 +93,25 @@ def test_a_table_of_the_newest_entries_filtered_by_kind(db: str) -> None:
     assert row == json.loads(everything[-1])  # the newest
 
 
+def test_a_store_without_an_audit_log_says_where_to_look(tmp_path: Path) -> None:
+    """Every tenant's log missing: the line says the store may not be the audited one
+    (review of stop 44: a bare "has no audit log", where verify said to check --db)."""
+    import asyncio
+
+    import convoy
+
+    async def make() -> None:
+        async with convoy.Engine(str(tmp_path / "plain.db")):
+            pass
+
+    asyncio.run(make())
+    for args in (["list"], ["prove", "0"], ["consistency", "1"]):
+        r = cli("audit", *args, "--db", str(tmp_path / "plain.db"), "--tenant", "acme")
+        assert r.code == 2 and len(r.stderr.strip().splitlines()) == 1, (args, r.stderr)
+        assert "no tenant has one in this store: check that --db is the store" in r.stderr, \
+            (args, r.stderr)
+
+
 def test_bad_input_is_one_line(db: str) -> None:
     r = cli("audit", "list", "--db", db, "--tenant", "nobody")
     assert r.code != 0 and "tenant 'nobody' has no audit log" in r.stderr

@@ -5,6 +5,7 @@ journal are sealed, is left as it is, said in one line, and the other sessions r
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,13 @@ def test_retry_with_the_master_key_selects_and_shows_a_subjects_error(
     assert "1 session would be retried" in res.stdout
     res = cli("retry", "boom-1", "--dry-run", env=keyed)
     assert res.code == 0 and "RuntimeError" in res.stdout and "(sealed)" not in res.stdout
+    # `sessions list --json` opens it with the key, as `sessions show --json` does (review
+    # of stop 44: it gave the sealed envelope)
+    listed = json.loads(cli("sessions", "list", "--json", env=keyed).stdout)["sessions"]
+    [boom] = [r for r in listed if r["id"] == "boom-1"]
+    assert "$sealed" not in json.dumps(boom) and "ada@example.com" in json.dumps(boom), boom
+    plain = json.loads(cli("sessions", "list", "--json").stdout)["sessions"]
+    assert "ada@example.com" not in json.dumps(plain)
     res = cli("retry", "--error-type", "RuntimeError", env=keyed)
     assert res.code == 0, res.stdout + res.stderr
     assert {r.id: r.status for r in sessions(tmp_path / "convoy.db")}["boom-1.r1"] == "failed"
@@ -147,6 +155,13 @@ def test_retry_without_the_master_key_says_whose_errors_it_could_not_match(
                                                                  "boom-2"}
     res = cli("retry", "boom-2", "--dry-run", "--all-tenants")
     assert res.code == 0 and "tenant" in res.stdout and "default" in res.stdout, res.stdout
+    # `sessions show` suggests the retry as it would run: with the key, for a subject's
+    # (review of stop 44: the retry it suggested was then refused)
+    shown = cli("sessions", "show", "boom-1").stdout
+    assert "run it again as a new session with $CONVOY_MASTER_KEY_FILE set (its input is " \
+        "sealed): convoy retry boom-1" in " ".join(shown.split()), shown
+    assert "run it again as a new session: convoy retry boom-2" in \
+        " ".join(cli("sessions", "show", "boom-2").stdout.split())
 
 
 def test_a_signal_to_a_data_subjects_session_without_the_master_key_is_refused(

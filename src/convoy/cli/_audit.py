@@ -504,7 +504,10 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
 
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
     fail(f"tenant {quoted(tenant)} has no audit log"
-         + (f" (tenants with one: {', '.join(sorted(known))})" if known else ""))
+         + (f" (tenants with one: {', '.join(sorted(known))})" if known else
+            " (no tenant has one in this store: check that --db is the store of the engine "
+            "that runs the AuditInterceptor; 'convoy audit verify' lists the logs a store "
+            "holds)"))
 
 
 async def _verify(db: str, tenant: str | None, pins: list[str],

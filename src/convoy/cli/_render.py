@@ -547,7 +547,10 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     worker, resume, note = continuing([row.workflow], cmd)
     if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
         again = cmd("retry", sid, options=import_option(row.workflow), quote=False)
-        console.print(f"run it again as a new session: {again}{note}",
+        # (a data subject's input read without the master key: the retry needs it)
+        keyed = " with $CONVOY_MASTER_KEY_FILE set (its input is sealed)" \
+            if is_sealed(row.input) else ""
+        console.print(f"run it again as a new session{keyed}: {again}{note}",
                       markup=False, soft_wrap=True)
     if row.status == "escalated":
         console.print("check whether the step that escalated took effect before you "

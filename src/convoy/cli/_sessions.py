@@ -137,7 +137,8 @@ async def _list(db: str, where: SessionFilter, left_out: list[LeftOut]
                 ) -> tuple[list[SessionRow], dict[str, int], list[str], dict[str, float]]:
     """The rows, the counts by status, the workflows (for an unknown ``--workflow``), and
     when a cancel was requested of each unfinished row that has a request standing."""
-    async with open_store(db) as store:
+    # (a data subject's values opened with the master key, as `sessions show` does)
+    async with open_store(db, unseal=True) as store:
         known = (await workflow_names(store, where.tenant) if where.workflow is not None
                  else [])
         rows = await store.list_sessions(where, left_out=left_out)

@@ -88,6 +88,12 @@ def _suggest(tenant: str, args: str, db: str, does: str, to: str,
     return f"'{cmd}' {does}" if "'" not in cmd else f"{to}, run: {cmd}"
 
 
+def _other_tenants(tenant: str | None) -> str:
+    """What a message of nothing found adds when no tenant was named (``--tenant``,
+    ``$CONVOY_TENANT``): shared state is each tenant's own, so it may be another's."""
+    return "" if tenant is not None else " (another tenant's: --tenant NAME)"
+
+
 def _keys_of(tenant: str, namespace: str, db: str) -> str:
     """What lists the keys of ``namespace``, or, for one a message cannot show as it is
     (a control character, which no stored namespace holds; a name so long it would be
@@ -110,12 +116,13 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
 
     Example: `convoy state get customer:42 account --tenant acme`
     """
+    other = _other_tenants(tenant)
     tenant = one_tenant(tenant)
     require_store(db)
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
-             f"{_keys_of(tenant, namespace, db)}")
+             f"{_keys_of(tenant, namespace, db)}{other}")
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
@@ -211,13 +218,14 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
 
     Example: `convoy state history customer:42 account --limit 20`
     """
+    other = _other_tenants(tenant)
     tenant = one_tenant(tenant)
     require_store(db)
     left_out: list[LeftOut] = []
     entries = run_async(_history(db, tenant, namespace, key, limit, left_out))
     if not entries and not left_out:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
-             f"{_keys_of(tenant, namespace, db)}")
+             f"{_keys_of(tenant, namespace, db)}{other}")
     try:
         _print_history(namespace, key, entries, as_json)
     finally:
@@ -258,18 +266,19 @@ def list_(namespace: Annotated[str | None, typer.Argument(
 
     Example: `convoy state list customer:42`
     """
+    other = _other_tenants(tenant)
     tenant = one_tenant(tenant)
     require_store(db)
     left_out: list[LeftOut] = []
     spaces, entries = run_async(_list(db, tenant, namespace, left_out))
     try:
-        _print_list(tenant, db, namespace, spaces, entries, as_json)
+        _print_list(tenant, db, namespace, spaces, entries, as_json, other)
     finally:
         warn_left_out(left_out, "state")
 
 
 def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, int],
-                entries: list[StateEntry], as_json: bool) -> None:
+                entries: list[StateEntry], as_json: bool, other: str) -> None:
     if namespace is None:
         # Convoy's own namespaces (human tasks) are not the application's state: left out,
         # and where tasks are is said.
@@ -287,7 +296,8 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         return
     if namespace is None:
         if not spaces:
-            out.print(f"no shared state for tenant {tenant!r} in {label(db)}", markup=False)
+            out.print(f"no shared state for tenant {tenant!r} in {label(db)}{other}",
+                      markup=False, soft_wrap=True)
             return
         out.print(f"shared state of tenant {tenant!r}", markup=False, soft_wrap=True)
         t = Table()
@@ -299,7 +309,7 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
         return
     if not entries:
         out.print(f"no keys in namespace {quoted(namespace)} of tenant {quoted(tenant)} in "
-                  f"{label(db)}", markup=False)
+                  f"{label(db)}{other}", markup=False, soft_wrap=True)
         return
     t = Table(title=namespace)
     for col in ("key", "version", "value", "written by", "written"):
