@@ -269,6 +269,7 @@ class Redactor:
         self.mask = mask
         self._memo: dict[str, str] = {}
         self._memo_size = memo
+        self._trunk_zero: frozenset[str] = frozenset()  # (see below)
         if "phone" in self.kinds:
             try:
                 import phonenumbers
@@ -279,6 +280,14 @@ class Redactor:
             if bad:
                 raise UserError(f"Redactor: unknown phone region {bad[0]!r}; use ISO 3166 "
                                 "country codes, such as 'US', 'GB' or 'DE'")
+            # A region whose national numbers are written after a trunk prefix "0" (GB,
+            # DE, FR, NL, IN): digits without it are no national number of it (DE reads
+            # most pairs of four digits, 6146 8628, as a local number: an order number,
+            # a table's row).
+            self._trunk_zero = frozenset(
+                r for r in self.regions
+                if getattr(phonenumbers.PhoneMetadata.metadata_for_region(r),
+                           "national_prefix", None) == "0")
         if {"card", "iban"} & self.kinds:
             try:
                 import stdnum  # noqa: F401
@@ -453,6 +462,8 @@ class Redactor:
             # unless a word before it says it is one ("tel. 4155550132").
             return False
         regions: Sequence[str | None] = (None,) if international else self.regions
+        if not international and not text.lstrip("(").startswith("0"):
+            regions = [r for r in regions if r not in self._trunk_zero]
         for region in regions:
             try:
                 number = phonenumbers.parse(text, region)
