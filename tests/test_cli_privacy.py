@@ -42,6 +42,12 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
     one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9"), 2,
                    "no master key is configured")
+    # refused before the store is made, an input with no valid line too (review of stop
+    # 44: an empty store was left behind; a file of bad lines was not refused at all)
+    (tmp_path / "bad.jsonl").write_text("not json\n")
+    one_line_error(cli("run", FLOW, "-i", "bad.jsonl", "--subject", "c-9"), 2,
+                   "no master key is configured")
+    assert not any(p.name.startswith("convoy.db") for p in tmp_path.iterdir())
     assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
     files = [p for p in tmp_path.iterdir() if p.name.startswith("convoy.db")]
     assert files and not any(PLANTED.encode() in p.read_bytes() for p in files)

@@ -124,6 +124,13 @@ def run(
         workflows_from_cwd()
         with convoy_errors():
             wf = workflow_argument(workflow)
+        if subject is not None:  # (refused before the store is made, whatever the input)
+            from convoy.engine._engine import no_master_key
+            from convoy.privacy import MasterKey
+
+            with convoy_errors():
+                if MasterKey.from_env() is None:
+                    raise no_master_key(subject)
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout,
                               interceptors=session_interceptors(interceptors, trace))

@@ -477,10 +477,7 @@ class Engine(SessionControl, SubjectRights):
             raise UserError(f"a subject is a non-empty name of at most 256 characters, got "
                             f"{subject!r}")
         if self.keys is None:
-            raise UserError(f"session names the data subject {subject!r} but no master key "
-                            "is configured: set $CONVOY_MASTER_KEY_FILE to a key file "
-                            "('convoy keygen FILE' makes one; in Python: "
-                            "Engine(master_key=...))")
+            raise no_master_key(subject)
         return await self.keys.load(tenant, subject, create=True, fresh=True)
 
     def _start(self, sid: str, tenant: str) -> SessionResult[Any] | None:
@@ -1205,4 +1202,11 @@ def _dump_input(wf: Workflow[Any, Any], value: Any) -> str:
     return storable_json(value, "input", wf.input_adapter.dump_json).decode()
 
 
-__all__ = ["ESCALATION", "Engine", "ReplayResult", "SessionResult"]
+def no_master_key(subject: str) -> UserError:
+    """The error of a session that names a data subject where no master key is set."""
+    return UserError(f"session names the data subject {subject!r} but no master key is "
+                     "configured: set $CONVOY_MASTER_KEY_FILE to a key file ('convoy keygen "
+                     "FILE' makes one; in Python: Engine(master_key=...))")
+
+
+__all__ = ["ESCALATION", "Engine", "ReplayResult", "SessionResult", "no_master_key"]
