@@ -1217,3 +1217,15 @@ def test_a_count_of_entries_set_below_zero_is_said_as_changed(log: dict[str, Any
         r = cli("audit", *args, "--db", log["db"], "--tenant", T, *key)
         out = (r.stdout + r.stderr).strip()
         assert r.code == 1 and "its size is -5, not a count of entries" in out, (args, out)
+
+
+def test_an_index_made_a_fraction_does_not_hide_an_earlier_deletion(
+        log: dict[str, Any], backend: Backend) -> None:
+    """Entry 5 deleted, entry 15's index made 15.5: the entries before the unreadable row
+    are checked first, so the deletion is the one named (review of stop 44: only "an
+    index was changed to 15.5" was said)."""
+    _sqlite_only(backend)
+    log["raw"].run(("DELETE FROM audit_log WHERE tenant=? AND idx=5", (T,)),
+                   ("UPDATE audit_log SET idx=15.5 WHERE tenant=? AND idx=15", (T,)))
+    _bad(log, 5, "audit entry 5 is missing")
+

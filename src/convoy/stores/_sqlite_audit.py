@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from itertools import chain, repeat
@@ -71,8 +72,11 @@ _TYPES = {str: "text", int: "an integer", float: "a real number", type(None): "N
 
 def _index(tenant: str, value: Any) -> int:
     if type(value) is not int:
+        # (a number sorts where it is: the entries before it are checked first, and an
+        # earlier bad one is the one named, as for any other unreadable row)
+        at = math.floor(value) if type(value) is float and math.isfinite(value) else None
         raise AuditError(f"tenant {tenant!r}: an audit entry's index was changed to "
-                         f"{value!r}, which is not a whole number")
+                         f"{value!r}, which is not a whole number", index=at)
     return value
 
 
