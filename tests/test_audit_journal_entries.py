@@ -185,3 +185,28 @@ def test_a_models_answer_at_any_time_is_written_as_json_writes_its_time(at: floa
     assert (fast is not None) == (1e-4 <= at < 1e16)
     body = entry_of(r, "s", at)
     assert body == _canonical(body) and json.loads(body)["at"] == at
+
+
+def test_the_definitions_known_outlast_many_made_per_request(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Definitions made per request (more than the table keeps) do not push out those
+    still held, a module's agents (review of stop 44: the table was cleared when full, and
+    their tool names were hashed from then on); the newest dropped ones are known too."""
+    from convoy.definitions import _agent as agents
+
+    monkeypatch.setattr(agents, "_RECENT_MAX", 20)
+    monkeypatch.setattr(agents, "_RECENT", {})
+
+    @convoy.tool
+    def lookup(order: str) -> str:
+        """Look an order up."""
+        return order
+
+    kept = convoy.Agent(name="kept", tools=[lookup])
+    for i in range(60):  # made per request, dropped at once
+        convoy.Agent(name="request", instructions=f"answer request {i}", tools=[lookup])
+    assert agents.callable_names(kept.config_id) == frozenset({"lookup"})
+    last = convoy.Agent(name="request", instructions="answer request 59", tools=[lookup])
+    config = last.config_id
+    del last
+    assert agents.callable_names(config) == frozenset({"lookup"})  # (among the newest)

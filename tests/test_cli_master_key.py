@@ -119,6 +119,10 @@ def test_retry_with_the_master_key_selects_and_shows_a_subjects_error(
     assert "$sealed" not in json.dumps(boom) and "ada@example.com" in json.dumps(boom), boom
     plain = json.loads(cli("sessions", "list", "--json").stdout)["sessions"]
     assert "ada@example.com" not in json.dumps(plain)
+    # the table shows no sealed value: it opens none, and lists with another key set too
+    (tmp_path / "other.key").write_text(MasterKey.generate() + "\n")
+    table = cli("sessions", "list", env={"CONVOY_MASTER_KEY_FILE": str(tmp_path / "other.key")})
+    assert table.code == 0 and "boom-1" in table.stdout, table
     res = cli("retry", "--error-type", "RuntimeError", env=keyed)
     assert res.code == 0, res.stdout + res.stderr
     assert {r.id: r.status for r in sessions(tmp_path / "convoy.db")}["boom-1.r1"] == "failed"

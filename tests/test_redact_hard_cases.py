@@ -187,3 +187,28 @@ def test_digit_groups_without_a_trunk_prefix_are_no_national_number(text: str) -
 ])
 def test_national_numbers_with_their_trunk_prefix_are_found(text: str, masked: str) -> None:
     assert Redactor()(text) == masked
+
+
+# The review of the two changes above: a number after a word that says it is one is read
+# in every region (a country code without its "+", an Indian mobile without its "0"); a
+# number followed by a table's next column is found; groups two spaces apart are a
+# number only after a "+"; a column of four-digit numbers is no card.
+@pytest.mark.parametrize(("text", "masked"), [
+    ("Phone: 447911123456", "Phone: [PHONE]"), ("tel=4915123456789", "tel=[PHONE]"),
+    ("mobile 919812345678", "mobile [PHONE]"), ("call me at 98123 45678", "call me at [PHONE]"),
+    ("api.whatsapp.com/send?phone=447911123456", "api.whatsapp.com/send?phone=[PHONE]"),
+    ("98123 45678", "[PHONE]"),
+    ("Bob  020 7946 0958  42", "Bob  [PHONE]  42"),
+    ("Alice  (415) 555-2671  34  NYC", "Alice  [PHONE]  34  NYC"),
+])
+def test_numbers_the_review_of_the_trunk_rule_found_left(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", [
+    "  320  845  6021 notes.txt", "  212  555  1234",
+    "ports:\n  8080\n  8443\n  9090\n  3000", "ports:\n8080\n8443\n9090\n3000",
+])
+def test_table_columns_stay_as_they_are(text: str) -> None:
+    assert Redactor()(text) == text
+

@@ -139,6 +139,17 @@ def test_keys_that_redact_alike_are_all_kept() -> None:
     ({"tel": "n/a", "phone": 3, "cell": "B7"}, {"tel": "n/a", "phone": 3, "cell": "B7"}),
     ({"telemetry": "4155552671", "hotel": 4155552671},        # no cue: ids
      {"telemetry": "4155552671", "hotel": 4155552671}),
+    # (the review of this change: qualified and plural keys, an MSISDN; ids whose key
+    # only holds such a word are left as they are, their type too)
+    ({"phone_home": "4155552671", "phone_1": "4155552671", "phone2": "4155552671",
+      "cellphone": "4155552671", "msisdn": "4915123456789", "phone": "447911123456"},
+     {"phone_home": "[PHONE]", "phone_1": "[PHONE]", "phone2": "[PHONE]",
+      "cellphone": "[PHONE]", "msisdn": "[PHONE]", "phone": "[PHONE]"}),
+    ({"phones": ["4155552671", "020 7946 0958"]}, {"phones": ["[PHONE]", "[PHONE]"]}),
+    ({"cell_id": 8642795611, "sms_message_id": 8642795611, "fax_job_id": 4155552671,
+      "mobile_app_build": 8642795611},
+     {"cell_id": 8642795611, "sms_message_id": 8642795611, "fax_job_id": 4155552671,
+      "mobile_app_build": 8642795611}),
 ])
 def test_a_key_that_says_phone_makes_its_digits_a_phone_number(
         value: dict[str, object], masked: dict[str, object]) -> None:

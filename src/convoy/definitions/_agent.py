@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
@@ -124,6 +125,8 @@ class Agent(Generic[InT, OutT]):
     #: with every step this agent takes, and ``convoy sessions show`` prints (a 64-digit
     #: column cost about 1.5 µs per journaled step; 16 digits cost nothing measurable).
     config_id: str = field(init=False, repr=False)
+    #: What the model may call: the tools', workers' and ``transfer_to_`` handoffs' names.
+    callable_names: frozenset[str] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _valid_name(self.name):
@@ -166,7 +169,8 @@ class Agent(Generic[InT, OutT]):
         # Once per definition: the hot path reads a plain attribute.
         s(self, "config_hash", config_hash(self))
         s(self, "config_id", self.config_hash[:JOURNALED])
-        _remember_callable(self.config_id, seen)
+        s(self, "callable_names", frozenset(seen))
+        _remember(self)
         static = not any(isinstance(r, str) for r in (*self.workers, *self.handoffs))
         s(self, "static_links", self._build_links(list(self.workers), list(self.handoffs))  # type: ignore[arg-type]
           if static else None)
@@ -336,25 +340,33 @@ class Agent(Generic[InT, OutT]):
         return f"Agent(name={self.name!r})"
 
 
-#: What the model of each agent definition this process made may call (its tools, workers
-#: and ``transfer_to_`` handoffs), by configuration id: how the audit log tells an
-#: agent's tool from a name the model made up (see :func:`callable_names`). Bounded:
-#: definitions made per request do not grow it without end.
-_CALLABLE: dict[str, frozenset[str]] = {}
-_CALLABLE_MAX = 10_000
+#: The agent definitions this process made, by configuration id: how the audit log tells
+#: an agent's tool from a name the model made up (see :func:`callable_names`). Those still
+#: referenced (module-level agents, for the process's life) are found by a weak
+#: reference; the names of the last :data:`_RECENT_MAX` made are kept as well, so a
+#: definition made per request and dropped is still known when its session is sealed,
+#: a moment after its run. Neither grows without end.
+_ALIVE: weakref.WeakValueDictionary[str, Agent[Any, Any]] = weakref.WeakValueDictionary()
+_RECENT: dict[str, frozenset[str]] = {}
+_RECENT_MAX = 10_000
 
 
-def _remember_callable(config_id: str, names: Collection[str]) -> None:
-    if config_id not in _CALLABLE:
-        if len(_CALLABLE) >= _CALLABLE_MAX:
-            _CALLABLE.clear()
-        _CALLABLE[config_id] = frozenset(names)
+def _remember(agent: Agent[Any, Any]) -> None:
+    config = agent.config_id
+    _ALIVE.setdefault(config, agent)
+    recent = _RECENT
+    recent.pop(config, None)  # (made again: the newest)
+    if len(recent) >= _RECENT_MAX:
+        del recent[next(iter(recent))]  # the oldest
+    recent[config] = agent.callable_names
 
 
 def callable_names(config_id: str) -> frozenset[str] | None:
     """The names the model of the agent definition ``config_id`` (:attr:`Agent.config_id`)
-    may call, if this process made that definition (``None``: it did not)."""
-    return _CALLABLE.get(config_id)
+    may call, if this process made that definition (``None``: it did not, or made it long
+    ago and no longer holds it)."""
+    agent = _ALIVE.get(config_id)
+    return agent.callable_names if agent is not None else _RECENT.get(config_id)
 
 
 def ref_name(ref: AgentRef) -> str:

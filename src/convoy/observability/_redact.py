@@ -147,12 +147,14 @@ _IPV6 = re.compile(r"(?<![^\W_])(?:(?<!:)|(?<=[G-Zg-z_]:)|(?<=[G-Zg-z_][0-9A-Fa-
 # then 6 to 15 digits in groups separated by one space, dot, dash or slash; not a part of
 # a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
 _PHONE = re.compile(
-    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}(?:[ {_SP}]{{1,2}}|[.-])?|"
-    rf"(?<!\d[ {_SP}])(?:00\d{{1,3}}(?:[ {_SP}]{{1,2}}|[.-])?)?)"
-    rf"(?:\(\d{{1,5}}\)(?:[ {_SP}]{{1,2}}|[.-])?)?"
-    rf"\d(?:(?:[ {_SP}]{{1,2}}|[./\t-]|\r?\n)?\d){{5,14}}"
+    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
+    rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:(?:[ {_SP}./\t-]|\r?\n)?\d){{5,14}}"
     # (an extension may follow: 415-555-2672x12)
-    rf"(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.-]\d|[ {_SP}\t\n]{{1,2}}\d)")
+    rf"(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.-]\d|[ {_SP}\t\n]\d)")
+# A number in international form whose groups are two spaces apart (+44  20  7946  0958):
+# only after its "+" (two spaces between digit groups are a table's columns otherwise).
+_PHONE_SPACED = re.compile(
+    rf"(?<![\w+@/.-])\+\d{{1,3}}(?:[ {_SP}]{{2}}\d{{1,5}}){{2,6}}(?![\w@]|[ {_SP}]{{1,2}}\d)")
 # The same after a cue glued to it (tel.4155552673, tel=020+7946+0958, a form's "+" for a
 # space), where _PHONE's look-behind refuses a dot or a word: what follows the cue.
 _CUED = re.compile(r"(?i)(?<![^\W_])(?:(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]|wa\.me/)")
@@ -169,6 +171,9 @@ _GROUP_END = re.compile(r"\d(?!\d)")
 _GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
 _SPACES = re.compile(f"(?:[ {_SP}\t]|\r?\n)+")
+_TWO_SPACES = re.compile(f"[ {_SP}]{{2}}")
+#: Regions with a trunk prefix "0" whose numbers are often written without it (mobiles).
+_TRUNK_OPTIONAL = frozenset({"IN"})
 # Words that say the digits after them are a phone number.
 _PHONE_CUE = re.compile(r"(?i)(?:\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
                         r"reach|ph|mob)\b"
@@ -281,13 +286,15 @@ class Redactor:
                 raise UserError(f"Redactor: unknown phone region {bad[0]!r}; use ISO 3166 "
                                 "country codes, such as 'US', 'GB' or 'DE'")
             # A region whose national numbers are written after a trunk prefix "0" (GB,
-            # DE, FR, NL, IN): digits without it are no national number of it (DE reads
-            # most pairs of four digits, 6146 8628, as a local number: an order number,
-            # a table's row).
+            # DE, FR, NL): digits without it, and no word before them that says they are
+            # a phone number, are no national number of it (DE reads most pairs of four
+            # digits, 6146 8628, as a local number: an order number, a table's row).
+            # India's mobile numbers are written without it (98123 45678).
             self._trunk_zero = frozenset(
                 r for r in self.regions
-                if getattr(phonenumbers.PhoneMetadata.metadata_for_region(r),
-                           "national_prefix", None) == "0")
+                if r not in _TRUNK_OPTIONAL and getattr(
+                    phonenumbers.PhoneMetadata.metadata_for_region(r), "national_prefix",
+                    None) == "0")
         if {"card", "iban"} & self.kinds:
             try:
                 import stdnum  # noqa: F401
@@ -397,6 +404,12 @@ class Redactor:
                 if not any(a < e and s < b for s, e, _ in spans) and \
                         self._is_phone(m.group(), text[max(0, a - 24):a]):
                     spans.append((a, b, "phone"))
+            if "+" in text:
+                for m in _PHONE_SPACED.finditer(text):
+                    a, b = m.span()
+                    if not any(a < e and s < b for s, e, _ in spans) and \
+                            self._is_phone(m.group(), text[max(0, a - 24):a]):
+                        spans.append((a, b, "phone"))
             for m in _CUED.finditer(text):
                 n = _PHONE_AFTER_CUE.match(text, m.end())
                 if n is not None:
@@ -441,8 +454,11 @@ class Redactor:
         if digits < 7 or digits > 15:
             return False
         text = candidate.strip()
-        if ("\n" in text or "\t" in text) and _PHONE_CUE.search(before) is None:
+        cued = _PHONE_CUE.search(before) is not None
+        if ("\n" in text or "\t" in text) and not cued:
             return False  # (digits on lines or columns of their own: a table, not a number)
+        if _TWO_SPACES.search(text) and not text.startswith(("+", "00")):
+            return False  # (groups two spaces apart: a table's columns, 212  555  1234)
         text = _SPACES.sub(" ", text)
         if "+" in text[1:]:
             text = text[0] + text[1:].replace("+", " ")  # (a form's spaces: tel=020+7946...)
@@ -456,13 +472,15 @@ class Redactor:
             text = "+" + text  # (a WhatsApp link: the number in international form)
         international = text.startswith("+")
         if not international and text.isdigit() and not text.startswith("0") and \
-                _PHONE_CUE.search(before) is None:
+                not cued:
             # A bare run of digits without a trunk prefix is an id, an amount or a
             # timestamp far more often than a phone number written without any spacing,
             # unless a word before it says it is one ("tel. 4155550132").
             return False
         regions: Sequence[str | None] = (None,) if international else self.regions
-        if not international and not text.lstrip("(").startswith("0"):
+        if not international and not cued and not text.lstrip("(").startswith("0"):
+            # (after a word that says it is a phone number, the region may read a country
+            # code without its "+": Phone: 447911123456)
             regions = [r for r in regions if r not in self._trunk_zero]
         for region in regions:
             try:
@@ -580,10 +598,12 @@ def _card_in(m: re.Match[str], text: str) -> tuple[int, int, PiiKind | None] | N
             widths = [b - a for a, b in window] if 3 <= size <= 5 else None
             if seps and not seps <= _CARD_SEPS and widths not in _PRINTED:
                 continue  # (a tab, a newline, "+", " - ": only in a card's own groups)
-            if not _card_issuer_ok(digits) and not (
-                    digits[0] != "0" and widths in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
-                    and _YEARS.fullmatch(match, window[0][0], window[-1][1]) is None):
-                continue
+            if not _card_issuer_ok(digits) and (
+                    digits[0] == "0" or widths not in ([4, 4, 4, 4], [4, 4, 4, 4, 3])
+                    or _YEARS.fullmatch(match, window[0][0], window[-1][1]) is not None
+                    or any(map(_broken, seps))):
+                continue  # (of an unknown issuer: only grouped as a card is, on one line;
+                # a column of numbers, one a line, is no card: 8080\n8443\n9090\n3000)
             start, end = base + window[0][0], base + window[-1][1]
             if _luhn_ok(digits):
                 if _in_hex_word(text, start, end):

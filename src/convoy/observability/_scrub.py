@@ -22,11 +22,26 @@ _MARGIN = 512
 #: Nesting deeper than this is written as redacted text (and a cycle cannot recurse).
 _DEPTH = 32
 #: A key that says its value is a phone number (``phone``, ``mobile_number``,
-#: ``contactPhone``, ``fax``): the value is redacted after the key's words, which the
-#: redactor reads as a phone number's cue (digits alone are one only after such a word).
+#: ``contactPhone``, ``phone_2``, ``cellphone``, ``phones``): its last word, past words
+#: that only qualify it (a number, ``home``, ``work``, ``number``), is one of these or ends
+#: in ``phone``. ``cell_id``, ``sms_message_id``, ``fax_job_id`` end in another word.
 _PHONE_WORDS = frozenset({"phone", "tel", "telephone", "mobile", "cell", "fax", "whatsapp",
                           "sms", "msisdn"})
-_WORDS = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])")
+_QUALIFIERS = frozenset({"number", "num", "no", "nr", "home", "work", "office", "business",
+                         "personal", "private", "main", "primary", "secondary", "alt",
+                         "other", "direct", "e164", "intl", "international", "national"})
+_WORDS = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])")
+
+
+def _phone_key(key: str) -> bool:
+    """Whether ``key`` says its value is a phone number."""
+    lowered = [w.lower() for w in _WORDS.sub(" ", key).split()]
+    while lowered and (lowered[-1] in _QUALIFIERS or lowered[-1].isdigit()):
+        lowered.pop()
+    if not lowered:
+        return False
+    last = lowered[-1].removesuffix("s")
+    return last in _PHONE_WORDS or (last.endswith("phone") and last.isalpha())
 
 
 def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
@@ -65,21 +80,23 @@ def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
 def scrub_item(key: str, value: Any, redact: Callable[[str], str], limit: int | None = None,
                _depth: int = 0) -> Any:
     """:func:`scrub` of ``value``, the value of ``key`` in a mapping (a log field, a tool's
-    argument): under a key that says it is a phone number, text or an integer the
-    redactor leaves alone is read after the key's words (``phone: 4155552671``), and an
-    integer, which cannot hold the ``+``, in international form too."""
+    argument): under a key that says it is a phone number (:func:`_phone_key`), text or an
+    integer the redactor leaves alone is read after the key's words (``phone:
+    4155552671``), and digits alone in international form too (an integer cannot hold the
+    ``+``; an MSISDN is written without it); so is each item of a list under it."""
+    cue = _phone_key(key)
+    if cue and isinstance(value, list) and _depth < _DEPTH:
+        return [scrub_item(key, v, redact, limit, _depth + 1) for v in value]
     out = scrub(value, redact, limit, _depth)
-    if type(value) not in (str, int) or type(out) is not type(value) or out != value:
+    if not cue or type(value) not in (str, int) or type(out) is not type(value) \
+            or out != value:
         return out
-    words = _WORDS.sub(" ", key).strip()
-    if _PHONE_WORDS.isdisjoint(words.lower().split()):
-        return out
-    cue = words + ": "
+    head = "phone: "  # (the word the redactor reads as the cue, whatever the key's)
     digits = str(value)
-    for text in (digits, "+" + digits) if type(value) is int else (digits,):
-        masked = redact(cue + text)
-        if masked != cue + text and masked.startswith(cue):
-            return masked[len(cue):]
+    for text in (digits, "+" + digits) if digits.isdigit() else (digits,):
+        masked = redact(head + text)
+        if masked != head + text and masked.startswith(head):
+            return masked[len(head):]
     return out
 
 
