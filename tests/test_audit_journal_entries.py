@@ -210,3 +210,38 @@ def test_the_definitions_known_outlast_many_made_per_request(
     config = last.config_id
     del last
     assert agents.callable_names(config) == frozenset({"lookup"})  # (among the newest)
+
+
+def test_definitions_made_in_many_threads_at_once_are_all_known(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Agents made per request in a threaded server, past the table's bound: the oldest
+    is dropped under a lock (two threads dropping the same one raised KeyError out of
+    Agent(...): the second review of stop 44)."""
+    import sys
+    import threading
+
+    from convoy.definitions import _agent as agents
+
+    monkeypatch.setattr(agents, "_RECENT_MAX", 8)
+    monkeypatch.setattr(agents, "_RECENT", {})
+    errors: list[BaseException] = []
+    switch = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+
+    def make(n: int) -> None:
+        try:
+            for i in range(600):
+                convoy.Agent(name="request", instructions=f"thread {n} request {i}")
+        except BaseException as e:  # (what a request would have raised)
+            errors.append(e)
+
+    try:
+        threads = [threading.Thread(target=make, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(switch)
+    assert errors == [] and len(agents._RECENT) == 8
+

@@ -200,6 +200,14 @@ def test_national_numbers_with_their_trunk_prefix_are_found(text: str, masked: s
     ("98123 45678", "[PHONE]"),
     ("Bob  020 7946 0958  42", "Bob  [PHONE]  42"),
     ("Alice  (415) 555-2671  34  NYC", "Alice  [PHONE]  34  NYC"),
+    # (the second review: two spaces after a prefix or an area code; two-space groups of
+    # European numbers, with (0) or 00; a country code without its "+" in a number as
+    # long as an international one)
+    ("(415)  555-2671", "[PHONE]"), ("+1 (415)  555-2671", "[PHONE]"),
+    ("+44  7911  123456", "[PHONE]"), ("+49  151  12345678", "[PHONE]"),
+    ("+44  (0)20  7946  0958", "[PHONE]"), ("0044  20  7946  0958", "[PHONE]"),
+    ("44 20 7946 0958", "[PHONE]"), ("49 151 12345678", "[PHONE]"),
+    ("31 20 123 4567", "[PHONE]"), ("phone number: 6146 8628", "phone number: [PHONE]"),
 ])
 def test_numbers_the_review_of_the_trunk_rule_found_left(text: str, masked: str) -> None:
     assert Redactor()(text) == masked
@@ -207,6 +215,8 @@ def test_numbers_the_review_of_the_trunk_rule_found_left(text: str, masked: str)
 
 @pytest.mark.parametrize("text", [
     "  320  845  6021 notes.txt", "  212  555  1234",
+    "Order no. 6146 8628", "Invoice number 6146 8628", "Case number: 2026 4471",
+    "Account No: 7123 4567", "2026  11  30",
     "ports:\n  8080\n  8443\n  9090\n  3000", "ports:\n8080\n8443\n9090\n3000",
 ])
 def test_table_columns_stay_as_they_are(text: str) -> None:

@@ -146,6 +146,13 @@ def test_keys_that_redact_alike_are_all_kept() -> None:
      {"phone_home": "[PHONE]", "phone_1": "[PHONE]", "phone2": "[PHONE]",
       "cellphone": "[PHONE]", "msisdn": "[PHONE]", "phone": "[PHONE]"}),
     ({"phones": ["4155552671", "020 7946 0958"]}, {"phones": ["[PHONE]", "[PHONE]"]}),
+    # (the second review: sms, e164, plural "es"; and keys that only hold such letters)
+    ({"sms": 4155552671, "phone_e164": 4155552671, "phoneE164": "4155552671",
+      "faxes": ["4155552671"]},
+     {"sms": "[PHONE]", "phone_e164": "[PHONE]", "phoneE164": "[PHONE]",
+      "faxes": ["[PHONE]"]}),
+    ({"microphone": 4155552671, "headphones": "4155552671", "cells": [4155552671]},
+     {"microphone": 4155552671, "headphones": "4155552671", "cells": [4155552671]}),
     ({"cell_id": 8642795611, "sms_message_id": 8642795611, "fax_job_id": 4155552671,
       "mobile_app_build": 8642795611},
      {"cell_id": 8642795611, "sms_message_id": 8642795611, "fax_job_id": 4155552671,

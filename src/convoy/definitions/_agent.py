@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 import weakref
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -351,14 +352,18 @@ _RECENT: dict[str, frozenset[str]] = {}
 _RECENT_MAX = 10_000
 
 
+_REMEMBERING = threading.Lock()  # (agents may be made in several threads at once)
+
+
 def _remember(agent: Agent[Any, Any]) -> None:
     config = agent.config_id
-    _ALIVE.setdefault(config, agent)
-    recent = _RECENT
-    recent.pop(config, None)  # (made again: the newest)
-    if len(recent) >= _RECENT_MAX:
-        del recent[next(iter(recent))]  # the oldest
-    recent[config] = agent.callable_names
+    with _REMEMBERING:
+        _ALIVE.setdefault(config, agent)
+        recent = _RECENT
+        recent.pop(config, None)  # (made again: the newest)
+        if len(recent) >= _RECENT_MAX:
+            del recent[next(iter(recent))]  # the oldest
+        recent[config] = agent.callable_names
 
 
 def callable_names(config_id: str) -> frozenset[str] | None:

@@ -147,14 +147,17 @@ _IPV6 = re.compile(r"(?<![^\W_])(?:(?<!:)|(?<=[G-Zg-z_]:)|(?<=[G-Zg-z_][0-9A-Fa-
 # then 6 to 15 digits in groups separated by one space, dot, dash or slash; not a part of
 # a longer run of digit groups (2026 2027 2028 2029, a card of an unknown issuer).
 _PHONE = re.compile(
-    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}[ {_SP}.-]?|(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
-    rf"(?:\(\d{{1,5}}\)[ {_SP}.-]?)?\d(?:(?:[ {_SP}./\t-]|\r?\n)?\d){{5,14}}"
+    rf"(?<![\w+@/.-])(?:\+\d{{1,3}}(?:[ {_SP}]{{1,2}}|[.-])?|"
+    rf"(?<!\d[ {_SP}])(?:00\d{{1,3}}[ {_SP}.-]?)?)"
+    rf"(?:\(\d{{1,5}}\)(?:[ {_SP}]{{1,2}}|[.-])?)?\d(?:(?:[ {_SP}./\t-]|\r?\n)?\d){{5,14}}"
     # (an extension may follow: 415-555-2672x12)
     rf"(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.-]\d|[ {_SP}\t\n]\d)")
 # A number in international form whose groups are two spaces apart (+44  20  7946  0958):
 # only after its "+" (two spaces between digit groups are a table's columns otherwise).
 _PHONE_SPACED = re.compile(
-    rf"(?<![\w+@/.-])\+\d{{1,3}}(?:[ {_SP}]{{2}}\d{{1,5}}){{2,6}}(?![\w@]|[ {_SP}]{{1,2}}\d)")
+    rf"(?<![\w+@/.-])(?:\+|(?<!\d[ {_SP}])00)\d{{1,4}}"
+    rf"(?:[ {_SP}]{{1,2}}\(\d{{1,5}}\)\d{{0,8}})?(?:[ {_SP}]{{1,2}}\d{{1,8}}){{1,6}}"
+    rf"(?![\w@]|[ {_SP}]{{1,2}}\d)")
 # The same after a cue glued to it (tel.4155552673, tel=020+7946+0958, a form's "+" for a
 # space), where _PHONE's look-behind refuses a dot or a word: what follows the cue.
 _CUED = re.compile(r"(?i)(?<![^\W_])(?:(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]|wa\.me/)")
@@ -171,7 +174,7 @@ _GROUP_END = re.compile(r"\d(?!\d)")
 _GLUED_TRIES = 4
 _SEPARATORS = re.compile(r"[^0-9A-Za-z]")
 _SPACES = re.compile(f"(?:[ {_SP}\t]|\r?\n)+")
-_TWO_SPACES = re.compile(f"[ {_SP}]{{2}}")
+_TWO_SPACES = re.compile(f"\\d[ {_SP}]{{2}}\\d")  # (between digit groups)
 #: Regions with a trunk prefix "0" whose numbers are often written without it (mobiles).
 _TRUNK_OPTIONAL = frozenset({"IN"})
 # Words that say the digits after them are a phone number.
@@ -180,6 +183,11 @@ _PHONE_CUE = re.compile(r"(?i)(?:\b(?:phone|tel|telephone|call|mobile|cell|sms|w
                         # (a few short words may come between: "call me at", "reach us on")
                         r"(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my)\b){0,3}"
                         r"|\b(?:contact|number|no|nr|num)\b)\W{0,4}$|wa\.me/$")
+# The words of _PHONE_CUE that name a phone (not "number", "no", "contact": an order's, an
+# invoice's): after one, digits are read in every region (see Redactor._is_phone).
+_STRONG_CUE = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
+                         r"reach|ph|mob)\b(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my|"
+                         r"number|no|nr|num)\b){0,3}\W{0,4}$|wa\.me/$")
 # Words that say they are not: a book or serial number (ISBN 0-306-40615-2, ISSN 0317-8471).
 _NOT_PHONE_CUE = re.compile(r"(?i)\b(?:isbn|issn|ismn|ean|upc|gtin|doi)(?:-?1[03])?\W{0,3}$")
 # An ISBN-13 written with its hyphens (978-0-306-40615-7), cue or not.
@@ -274,7 +282,7 @@ class Redactor:
         self.mask = mask
         self._memo: dict[str, str] = {}
         self._memo_size = memo
-        self._trunk_zero: frozenset[str] = frozenset()  # (see below)
+        self._trunk_zero: dict[str, str] = {}  # (see below)
         if "phone" in self.kinds:
             try:
                 import phonenumbers
@@ -290,11 +298,12 @@ class Redactor:
             # a phone number, are no national number of it (DE reads most pairs of four
             # digits, 6146 8628, as a local number: an order number, a table's row).
             # India's mobile numbers are written without it (98123 45678).
-            self._trunk_zero = frozenset(
-                r for r in self.regions
+            # (by region: its country code)
+            self._trunk_zero = {
+                r: str(phonenumbers.country_code_for_region(r)) for r in self.regions
                 if r not in _TRUNK_OPTIONAL and getattr(
                     phonenumbers.PhoneMetadata.metadata_for_region(r), "national_prefix",
-                    None) == "0")
+                    None) == "0"}
         if {"card", "iban"} & self.kinds:
             try:
                 import stdnum  # noqa: F401
@@ -404,7 +413,7 @@ class Redactor:
                 if not any(a < e and s < b for s, e, _ in spans) and \
                         self._is_phone(m.group(), text[max(0, a - 24):a]):
                     spans.append((a, b, "phone"))
-            if "+" in text:
+            if "+" in text or "00" in text:
                 for m in _PHONE_SPACED.finditer(text):
                     a, b = m.span()
                     if not any(a < e and s < b for s, e, _ in spans) and \
@@ -459,6 +468,7 @@ class Redactor:
             return False  # (digits on lines or columns of their own: a table, not a number)
         if _TWO_SPACES.search(text) and not text.startswith(("+", "00")):
             return False  # (groups two spaces apart: a table's columns, 212  555  1234)
+        # (unless in international form: +44  20  7946  0958)
         text = _SPACES.sub(" ", text)
         if "+" in text[1:]:
             text = text[0] + text[1:].replace("+", " ")  # (a form's spaces: tel=020+7946...)
@@ -478,10 +488,15 @@ class Redactor:
             # unless a word before it says it is one ("tel. 4155550132").
             return False
         regions: Sequence[str | None] = (None,) if international else self.regions
-        if not international and not cued and not text.lstrip("(").startswith("0"):
+        if not international and not text.lstrip("(").startswith("0") and \
+                _STRONG_CUE.search(before) is None:
             # (after a word that says it is a phone number, the region may read a country
             # code without its "+": Phone: 447911123456)
-            regions = [r for r in regions if r not in self._trunk_zero]
+            # (but one that begins with the region's country code, its "+" left out, in a
+            # number as long as an international one: 44 20 7946 0958, 49 151 12345678)
+            long = sum(c.isdigit() for c in text) >= 10
+            regions = [r for r in regions if r not in self._trunk_zero
+                       or (long and text.lstrip("(").startswith(self._trunk_zero[r]))]
         for region in regions:
             try:
                 number = phonenumbers.parse(text, region)

@@ -22,26 +22,29 @@ _MARGIN = 512
 #: Nesting deeper than this is written as redacted text (and a cycle cannot recurse).
 _DEPTH = 32
 #: A key that says its value is a phone number (``phone``, ``mobile_number``,
-#: ``contactPhone``, ``phone_2``, ``cellphone``, ``phones``): its last word, past words
-#: that only qualify it (a number, ``home``, ``work``, ``number``), is one of these or ends
-#: in ``phone``. ``cell_id``, ``sms_message_id``, ``fax_job_id`` end in another word.
-_PHONE_WORDS = frozenset({"phone", "tel", "telephone", "mobile", "cell", "fax", "whatsapp",
-                          "sms", "msisdn"})
-_QUALIFIERS = frozenset({"number", "num", "no", "nr", "home", "work", "office", "business",
-                         "personal", "private", "main", "primary", "secondary", "alt",
-                         "other", "direct", "e164", "intl", "international", "national"})
-_WORDS = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])|(?<=[A-Za-z])(?=[0-9])")
+#: ``contactPhone``, ``phone_2``, ``phone_e164``, ``cellphone``, ``phones``): its last
+#: word, past words that only qualify it (a number, ``home``, ``work``, ``number``) and
+#: trailing digits, is one of these. ``cell_id``, ``sms_message_id``, ``fax_job_id`` end in
+#: another word; ``microphone``, ``cells`` are other things.
+_PHONE_WORDS = frozenset({
+    "phone", "phones", "tel", "tels", "telephone", "telephones", "mobile", "mobiles", "cell",
+    "cellphone", "cellphones", "smartphone", "homephone", "workphone", "mobilephone", "fax",
+    "faxes", "whatsapp", "sms", "msisdn", "msisdns"})
+_QUALIFIERS = frozenset({"number", "numbers", "num", "no", "nr", "home", "work", "office",
+                         "business", "personal", "private", "main", "primary", "secondary",
+                         "alt", "other", "direct", "e164", "intl", "international",
+                         "national"})
+_WORDS = re.compile(r"[\W_]+|(?<=[a-z])(?=[A-Z])")
 
 
-def _phone_key(key: str) -> bool:
+def _phone_key(key: object) -> bool:
     """Whether ``key`` says its value is a phone number."""
+    if not isinstance(key, str):
+        return False
     lowered = [w.lower() for w in _WORDS.sub(" ", key).split()]
     while lowered and (lowered[-1] in _QUALIFIERS or lowered[-1].isdigit()):
         lowered.pop()
-    if not lowered:
-        return False
-    last = lowered[-1].removesuffix("s")
-    return last in _PHONE_WORDS or (last.endswith("phone") and last.isalpha())
+    return bool(lowered) and lowered[-1].rstrip("0123456789") in _PHONE_WORDS
 
 
 def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
@@ -85,7 +88,7 @@ def scrub_item(key: str, value: Any, redact: Callable[[str], str], limit: int | 
     4155552671``), and digits alone in international form too (an integer cannot hold the
     ``+``; an MSISDN is written without it); so is each item of a list under it."""
     cue = _phone_key(key)
-    if cue and isinstance(value, list) and _depth < _DEPTH:
+    if cue and isinstance(value, list | tuple) and _depth < _DEPTH:
         return [scrub_item(key, v, redact, limit, _depth + 1) for v in value]
     out = scrub(value, redact, limit, _depth)
     if not cue or type(value) not in (str, int) or type(out) is not type(value) \
