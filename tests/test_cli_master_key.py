@@ -5,7 +5,6 @@ journal are sealed, is left as it is, said in one line, and the other sessions r
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
@@ -112,14 +111,8 @@ def test_retry_with_the_master_key_selects_and_shows_a_subjects_error(
     assert "1 session would be retried" in res.stdout
     res = cli("retry", "boom-1", "--dry-run", env=keyed)
     assert res.code == 0 and "RuntimeError" in res.stdout and "(sealed)" not in res.stdout
-    # `sessions list --json` opens it with the key, as `sessions show --json` does (review
-    # of stop 44: it gave the sealed envelope)
-    listed = json.loads(cli("sessions", "list", "--json", env=keyed).stdout)["sessions"]
-    [boom] = [r for r in listed if r["id"] == "boom-1"]
-    assert "$sealed" not in json.dumps(boom) and "ada@example.com" in json.dumps(boom), boom
-    plain = json.loads(cli("sessions", "list", "--json").stdout)["sessions"]
-    assert "ada@example.com" not in json.dumps(plain)
-    # the table shows no sealed value: it opens none, and lists with another key set too
+    # a listing opens no subject's value, with the key or without (a batch job's log:
+    # `sessions show ID` opens it with the key), and lists with another key set too
     (tmp_path / "other.key").write_text(MasterKey.generate() + "\n")
     table = cli("sessions", "list", env={"CONVOY_MASTER_KEY_FILE": str(tmp_path / "other.key")})
     assert table.code == 0 and "boom-1" in table.stdout, table

@@ -145,10 +145,10 @@ def test_every_command_sees_only_its_tenant() -> None:
     # --tenant left out is the likeliest reason: review of stop 44); a named one, no hint
     seed(w("acme's", 0, tenant="acme", namespace="contacts", key="last"))
     for args in (["get", "contacts", "last"], ["history", "contacts", "last"]):
-        one_line_error(cli("state", *args), 2, "(another tenant's: --tenant NAME)")
-        assert "another tenant's" not in cli("state", *args, "-t", "globex").stderr
-    assert "(another tenant's: --tenant NAME)" in cli("state", "list", "contacts").stdout
-    assert "another tenant's" not in cli("state", "list", "contacts", "-t", "globex").stdout
+        one_line_error(cli("state", *args), 2, "(for other tenants: --tenant NAME)")
+        assert "other tenants" not in cli("state", *args, "-t", "globex").stderr
+    assert "(for other tenants: --tenant NAME)" in cli("state", "list", "contacts").stdout
+    assert "other tenants" not in cli("state", "list", "contacts", "-t", "globex").stdout
     res = cli("state", "set", "customer:42", "account", '"globex\'s"', "-t", "globex")
     assert res.code == 0 and "version 1" in res.stdout  # its own key, not acme's
 

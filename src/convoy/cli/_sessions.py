@@ -94,7 +94,7 @@ def list_sessions(
     where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
                           offset=offset, newest=newest)
     left_out: list[LeftOut] = []
-    rows, counts, known, cancels = run_async(_list(db, where, left_out, unseal=as_json))
+    rows, counts, known, cancels = run_async(_list(db, where, left_out))
     rows = readable(rows, session_times, left_out)  # (a time that cannot be shown)
     if workflow is not None and workflow not in known:
         fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
@@ -133,13 +133,13 @@ def list_sessions(
     warn_left_out(left_out, "session")
 
 
-async def _list(db: str, where: SessionFilter, left_out: list[LeftOut], *, unseal: bool
+async def _list(db: str, where: SessionFilter, left_out: list[LeftOut]
                 ) -> tuple[list[SessionRow], dict[str, int], list[str], dict[str, float]]:
     """The rows, the counts by status, the workflows (for an unknown ``--workflow``), and
-    when a cancel was requested of each unfinished row that has a request standing.
-    ``unseal``: a data subject's values opened with the master key, as `sessions show`
-    does (the JSON holds them; the table shows none)."""
-    async with open_store(db, unseal=unseal) as store:
+    when a cancel was requested of each unfinished row that has a request standing. The
+    rows as stored: a listing (a batch job's log) opens no data subject's value, with the
+    master key or without; `sessions show ID` does, with it."""
+    async with open_store(db) as store:
         known = (await workflow_names(store, where.tenant) if where.workflow is not None
                  else [])
         rows = await store.list_sessions(where, left_out=left_out)

@@ -91,7 +91,7 @@ def _suggest(tenant: str, args: str, db: str, does: str, to: str,
 def _other_tenants(tenant: str | None) -> str:
     """What a message of nothing found adds when no tenant was named (``--tenant``,
     ``$CONVOY_TENANT``): shared state is each tenant's own, so it may be another's."""
-    return "" if tenant is not None else " (another tenant's: --tenant NAME)"
+    return "" if tenant is not None else " (for other tenants: --tenant NAME)"
 
 
 def _keys_of(tenant: str, namespace: str, db: str) -> str:
@@ -121,8 +121,8 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     require_store(db)
     entry = run_async(_get(db, tenant, namespace, key))
     if entry is None:
-        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
-             f"{_keys_of(tenant, namespace, db)}{other}")
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}{other}; "
+             f"{_keys_of(tenant, namespace, db)}")
     if as_json:
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
@@ -224,8 +224,8 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     left_out: list[LeftOut] = []
     entries = run_async(_history(db, tenant, namespace, key, limit, left_out))
     if not entries and not left_out:
-        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}; "
-             f"{_keys_of(tenant, namespace, db)}{other}")
+        fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}{other}; "
+             f"{_keys_of(tenant, namespace, db)}")
     try:
         _print_history(namespace, key, entries, as_json)
     finally:
