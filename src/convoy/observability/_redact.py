@@ -178,16 +178,16 @@ _TWO_SPACES = re.compile(f"\\d[ {_SP}]{{2}}\\d")  # (between digit groups)
 #: Regions with a trunk prefix "0" whose numbers are often written without it (mobiles).
 _TRUNK_OPTIONAL = frozenset({"IN"})
 # Words that say the digits after them are a phone number.
-_PHONE_CUE = re.compile(r"(?i)(?:\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
-                        r"reach|ph|mob)\b"
-                        # (a few short words may come between: "call me at", "reach us on")
-                        r"(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my)\b){0,3}"
-                        r"|\b(?:contact|number|no|nr|num)\b)\W{0,4}$|wa\.me/$")
-# The words of _PHONE_CUE that name a phone (not "number", "no", "contact": an order's, an
+_NAMES_A_PHONE = r"\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|reach|ph|mob)\b"
+_NUMBER_WORDS = r"number|no|nr|num"
+# (a few short words may come between: "call me at", "reach us on")
+_BETWEEN = r"(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my%s)\b){0,3}"
+_PHONE_CUE = re.compile(rf"(?i)(?:{_NAMES_A_PHONE}{_BETWEEN % ''}|\b(?:contact|{_NUMBER_WORDS})\b)"
+                        r"\W{0,4}$|wa\.me/$")
+# Of those, the words that name a phone (not "number", "no", "contact": an order's, an
 # invoice's): after one, digits are read in every region (see Redactor._is_phone).
-_STRONG_CUE = re.compile(r"(?i)\b(?:phone|tel|telephone|call|mobile|cell|sms|whatsapp|fax|"
-                         r"reach|ph|mob)\b(?:\W{1,4}(?:me|us|him|her|them|at|on|via|his|my|"
-                         r"number|no|nr|num)\b){0,3}\W{0,4}$|wa\.me/$")
+_STRONG_CUE = re.compile(rf"(?i){_NAMES_A_PHONE}{_BETWEEN % ('|' + _NUMBER_WORDS)}"
+                         r"\W{0,4}$|wa\.me/$")
 # Words that say they are not: a book or serial number (ISBN 0-306-40615-2, ISSN 0317-8471).
 _NOT_PHONE_CUE = re.compile(r"(?i)\b(?:isbn|issn|ismn|ean|upc|gtin|doi)(?:-?1[03])?\W{0,3}$")
 # An ISBN-13 written with its hyphens (978-0-306-40615-7), cue or not.
@@ -297,8 +297,8 @@ class Redactor:
             # DE, FR, NL): digits without it, and no word before them that says they are
             # a phone number, are no national number of it (DE reads most pairs of four
             # digits, 6146 8628, as a local number: an order number, a table's row).
-            # India's mobile numbers are written without it (98123 45678).
-            # (by region: its country code)
+            # India's mobile numbers are written without it (98123 45678). By region: its
+            # country code.
             self._trunk_zero = {
                 r: str(phonenumbers.country_code_for_region(r)) for r in self.regions
                 if r not in _TRUNK_OPTIONAL and getattr(
@@ -467,8 +467,9 @@ class Redactor:
         if ("\n" in text or "\t" in text) and not cued:
             return False  # (digits on lines or columns of their own: a table, not a number)
         if _TWO_SPACES.search(text) and not text.startswith(("+", "00")):
-            return False  # (groups two spaces apart: a table's columns, 212  555  1234)
-        # (unless in international form: +44  20  7946  0958)
+            # (groups two spaces apart: a table's columns, 212  555  1234; in
+            # international form, +44  20  7946  0958, a number)
+            return False
         text = _SPACES.sub(" ", text)
         if "+" in text[1:]:
             text = text[0] + text[1:].replace("+", " ")  # (a form's spaces: tel=020+7946...)
