@@ -5,6 +5,7 @@ journal are sealed, is left as it is, said in one line, and the other sessions r
 from __future__ import annotations
 
 import asyncio
+import re
 from pathlib import Path
 
 import pytest
@@ -179,6 +180,129 @@ def test_a_signal_to_a_data_subjects_session_without_the_master_key_is_refused(
     res = cli("signal", "sub-1", "poke", "--payload", f'"{marker}"', env=keyed)
     assert res.code == 0, res.stderr
     assert not any(marker.encode() in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+
+def _reads_ada_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str,
+                    key: MasterKey | None) -> list[str]:
+    """``SQLiteStore.METHOD`` patched: once, after its read, session ``plain-1`` journals a
+    record sealed under data subject ada's key (another engine runs it, and it reads ada's
+    shared state), written by a second store. What landed (the record's key)."""
+    from convoy.privacy._keys import KeyRing
+    from convoy.privacy._seal import seal, step_aad
+    from convoy.stores import SQLiteStore, StepRecord
+
+    read = getattr(SQLiteStore, method)
+    landed: list[str] = []
+
+    async def then_a_subjects_read(self: SQLiteStore, session_id: str, *a: object,
+                                   **kw: object) -> object:
+        found = await read(self, session_id, *a, **kw)
+        if not landed and session_id == "plain-1":
+            other = SQLiteStore(str(tmp_path / "convoy.db"))
+            await other.open()
+            try:
+                sealed = '{"$sealed": "k1", "v": 2, "d": "AAAA"}'
+                if key is not None:
+                    ada = await KeyRing(other, key).load("default", "ada", create=False)
+                    assert ada is not None
+                    sealed = seal(ada, step_aad("default", "plain-1", "read-ada"), '"r"')
+                await other.append("plain-1", None, StepRecord(
+                    key="read-ada", kind="state", target="get crm/c1", status="completed",
+                    result=sealed, at=1.0))
+                landed.append("read-ada")
+            finally:
+                other.close()
+        return found
+
+    monkeypatch.setattr(SQLiteStore, method, then_a_subjects_read)
+    return landed
+
+
+def test_a_signal_to_a_session_that_read_a_subjects_data_after_the_check_is_not_sent_clear(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyless refusal reads the session's journal, then sends: a session that reads a
+    data subject's data between the two (another engine runs it) must not get the payload
+    in the clear. The send is checked against the sealed records the check saw."""
+    _pending(tmp_path)
+    landed = _reads_ada_once(tmp_path, monkeypatch, "journal", None)
+
+    async def keyless() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            with pytest.raises(convoy.UserError, match="holds a data subject's data"):
+                await e.signal("plain-1", "poke", "ZQXCLEARSIG1")
+
+    asyncio.run(keyless())
+    assert landed == ["read-ada"]
+    assert not any(b"ZQXCLEARSIG1" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+
+def test_a_signal_with_the_key_is_sealed_under_a_subject_read_after_its_keys_were_found(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the master key a signal is sealed under the keys of the subjects whose data the
+    session read; a subject read between finding them and storing the signal is one more
+    key, so the payload is sealed again under it, never stored in the clear."""
+    from convoy.privacy._keys import KeyRing
+    from convoy.privacy._seal import signal_aad
+    from convoy.stores import SQLiteStore
+
+    keyed = _pending(tmp_path)
+    key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+    landed = _reads_ada_once(tmp_path, monkeypatch, "load_journal", key)
+
+    async def with_key() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            await e.signal("plain-1", "poke", "ZQXKEYSIG2")
+
+    asyncio.run(with_key())
+    assert landed == ["read-ada"]
+    assert not any(b"ZQXKEYSIG2" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+    async def sealed_by() -> list[str]:
+        store = SQLiteStore(str(tmp_path / "convoy.db"))
+        await store.open()
+        try:
+            signal = await store.next_signal("plain-1", "poke")
+            assert signal is not None
+            layers, text = await KeyRing(store, key).peel(
+                "default", signal_aad("default", "plain-1", "poke"), signal.payload)
+            assert text == '"ZQXKEYSIG2"', text
+            return [name for name, _ in layers]
+        finally:
+            store.close()
+
+    assert asyncio.run(sealed_by()) == ["ada"]
+
+
+def test_a_signal_sealed_again_and_again_is_given_up_in_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session that reads another subject's data every time its signal was sealed (here:
+    keys that never see the sealed record the store counts) does not loop for ever: the
+    send is given up, nothing stored."""
+    from convoy.privacy._sealed_store import SealingStore
+
+    keyed = _pending(tmp_path)
+    key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+    _reads_ada_once(tmp_path, monkeypatch, "load_journal", key)
+    counted = SealingStore._seals_counted
+    calls: list[int] = []
+
+    async def blind(self: SealingStore, session_id: str) -> object:
+        keys, _ = await counted(self, session_id)
+        calls.append(1)
+        return keys, 0
+
+    monkeypatch.setattr(SealingStore, "_seals_counted", blind)
+
+    async def with_key() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            with pytest.raises(convoy.StoreError, match=re.escape(
+                    "kept reading data subjects' data while signal 'poke' was sealed for "
+                    "it (10 times): nothing was sent; send it again")):
+                await e.signal("plain-1", "poke", "ZQXKEYSIG3")
+
+    asyncio.run(with_key())
+    assert len(calls) == 10
+    assert not any(b"ZQXKEYSIG3" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
 
 
 def test_state_set_on_a_subjects_key_seals_the_new_version_or_is_refused(

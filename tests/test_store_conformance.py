@@ -32,6 +32,8 @@ from convoy.stores._protocol import (
     CANCEL_SIGNAL,
     RUNNABLE,
     SCHEMA_VERSION,
+    SEALED_PREFIX,
+    SEALED_SINCE,
     STATUSES,
     UNFINISHED,
     NewSession,
@@ -769,6 +771,26 @@ async def test_signal_for_another_name_leaves_the_session_waiting(store: Store) 
     await store.send_signal("s", "other", "{}")
     assert (await must(store, "s")).status == "waiting"
     assert await store.claim("s", "B", LEASE) is None
+
+
+async def test_a_signal_checked_against_the_sealed_records_is_not_stored_if_they_changed(
+        store: Store, clock: FakeClock) -> None:
+    """``sealed_records``: the sender checked that the session held that many sealed
+    journal records (none: its payload may be stored in the clear). A session that read a
+    data subject's data since (a sealed record more) gets nothing: SEALED_SINCE. The
+    check and the insert are one write."""
+    await owned(store, "s", "A")
+    assert await store.send_signal("s", "approval", '"a"', sealed_records=0) > 0
+    await store.append("s", "A", step("r1", clock.now, result=SEALED_PREFIX + ': "k"}'))
+    await store.append("s", "A", step("r2", clock.now, result='"plain"'))
+    before = await store.next_signal("s", "approval")
+    assert await store.send_signal("s", "approval", '"ZQXB"', sealed_records=0) == \
+        SEALED_SINCE
+    assert await store.next_signal("s", "approval") == before
+    assert await store.send_signal("nobody", "approval", '"x"', sealed_records=0) == 0
+    assert await store.send_signal("s", "approval", '"c"', sealed_records=1) > 0
+    assert await store.send_signal("s", "approval", '"d"', sealed_records=1,
+                                   tenant="other") == 0
 
 
 async def test_park_after_the_signal_was_sent_is_runnable_at_once(store: Store) -> None:

@@ -34,6 +34,7 @@ from convoy.hitl._inbox import ESCALATED, Inbox
 from convoy.privacy._seal import is_sealed
 from convoy.stores._protocol import (
     RESERVED_SIGNALS,
+    SEALED_SINCE,
     STATUSES,
     SessionFilter,
     SessionRow,
@@ -93,12 +94,10 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
                         "with 'convoy cancel' or engine.cancel()): pick another name")
     data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
-    if engine.keys is None and await _holds_subject_data(engine, row):
-        # (with the key, the store seals the payload under the session's keys)
-        raise UserError(f"session {quoted(row.id)} holds a data subject's data: the "
-                        f"payload of signal {name!r} would be stored in the clear; set "
-                        "$CONVOY_MASTER_KEY_FILE to the store's master key file (in "
-                        "Python: Engine(master_key=...)) and send it again")
+    # (with the key, the store seals the payload under the session's keys)
+    sealed = None if engine.keys is not None else await _sealed_records(engine, row)
+    if sealed is not None and (sealed > 0 or _names_a_subject(row)):
+        raise _stored_in_the_clear(row, name)
     if name == ESCALATION:
         await _answer_escalation(engine, row, payload)
         engine._wake_event().set()
@@ -106,19 +105,36 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     if not row.unfinished:
         raise UserError(f"session {quoted(session_id)} is {row.status}: signals go to "
                         "unfinished sessions")
-    if not await engine.store.send_signal(row.id, name, data, tenant=row.tenant):
+    # (sent against the sealed records seen: a session that reads a subject's data
+    # meanwhile, run by another engine, gets nothing in the clear)
+    seq = await engine.store.send_signal(row.id, name, data, tenant=row.tenant,
+                                         sealed_records=sealed)
+    if seq == SEALED_SINCE:
+        raise _stored_in_the_clear(row, name)
+    if not seq:
         raise unknown_session(session_id, engine.store.url, tenant)
     engine._wake_event().set()
 
 
-async def _holds_subject_data(engine: Engine, row: SessionRow) -> bool:
+def _names_a_subject(row: SessionRow) -> bool:
     """Whether ``row``'s session is a data subject's, or read one's data (a sealed value
-    in its row or journal): what it is sent is sealed under the keys those name."""
-    if row.subject is not None or any(is_sealed(v) for v in (row.input, row.output,
-                                                               row.error)):
-        return True
+    in its row): what it is sent is sealed under the keys those name."""
+    return row.subject is not None or any(is_sealed(v) for v in (row.input, row.output,
+                                                                   row.error))
+
+
+async def _sealed_records(engine: Engine, row: SessionRow) -> int:
+    """How many of ``row``'s session's journal records are sealed (the data subjects'
+    data it read)."""
     journal = await engine.store.journal(row.id, tenant=row.tenant, left_out=[])
-    return any(is_sealed(r.result) for r in journal)
+    return sum(is_sealed(r.result) for r in journal)
+
+
+def _stored_in_the_clear(row: SessionRow, name: str) -> UserError:
+    return UserError(f"session {quoted(row.id)} holds a data subject's data: the payload "
+                     f"of signal {name!r} would be stored in the clear; set "
+                     "$CONVOY_MASTER_KEY_FILE to the store's master key file (in Python: "
+                     "Engine(master_key=...)) and send it again")
 
 
 #: Who decided, for an escalation answered by a signal whose payload names nobody.

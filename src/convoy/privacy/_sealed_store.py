@@ -31,6 +31,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
+from convoy._errors import StoreError
 from convoy.privacy._keys import KeyRing, SubjectKey
 from convoy.privacy._seal import (
     is_sealed,
@@ -43,6 +44,7 @@ from convoy.privacy._seal import (
 )
 from convoy.state._reader import STATE_READER
 from convoy.stores._protocol import (
+    SEALED_SINCE,
     SPANS_NAMESPACE,
     NewSession,
     SessionFilter,
@@ -58,6 +60,9 @@ from convoy.stores._protocol import (
 from convoy.stores._rows import LeftOut
 
 _OWN = frozenset({"inner", "keys", "_live", "_read", "_running"})
+#: How many times a signal is sealed again for a session that read another data subject's
+#: data while it was being sealed, before the send is given up (a store error).
+_SEAL_TRIES = 10
 
 
 class SealingStore:
@@ -328,14 +333,30 @@ class SealingStore:
     # -- signals -----------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None) -> int:
+                          tenant: str | None = None, sealed_records: int | None = None) -> int:
         # Sent from outside the session's run: sealed as its data is (its row and journal
-        # say under whose keys), so a payload waiting to be consumed is not plaintext.
-        row = await self.inner.get_session(session_id, tenant=tenant)
-        if row is not None:
-            payload = await self._seal_as(
-                session_id, signal_aad(row.tenant, session_id, name), payload)
-        return await self.inner.send_signal(session_id, name, payload, tenant=tenant)
+        # say under whose keys), so a payload waiting to be consumed is not plaintext. The
+        # session may be running elsewhere and read another subject's data meanwhile: the
+        # insert is checked against the sealed records the keys were found in, and the
+        # payload sealed again if there are more.
+        for _ in range(_SEAL_TRIES):
+            row = await self.inner.get_session(session_id, tenant=tenant)
+            if row is None:
+                return await self.inner.send_signal(session_id, name, payload, tenant=tenant,
+                                                    sealed_records=sealed_records)
+            keys, sealed = await self._seals_counted(session_id)
+            if sealed_records is not None and sealed != sealed_records:
+                return SEALED_SINCE
+            aad, text = signal_aad(row.tenant, session_id, name), payload
+            for _, key in keys:
+                text = seal(key, aad, text)
+            seq = await self.inner.send_signal(session_id, name, text, tenant=tenant,
+                                               sealed_records=sealed)
+            if seq != SEALED_SINCE or sealed_records is not None:
+                return seq
+        raise StoreError(f"session {session_id!r} kept reading data subjects' data while "
+                         f"signal {name!r} was sealed for it ({_SEAL_TRIES} times): nothing "
+                         "was sent; send it again")
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:
@@ -460,9 +481,16 @@ class SealingStore:
         innermost first: its subject's, then those of the subjects whose data it read
         (found in its row and journal). Computed here, not tracked: the session may be
         running in this process meanwhile."""
+        return (await self._seals_counted(session_id))[0]
+
+    async def _seals_counted(self, session_id: str
+                             ) -> tuple[list[tuple[str, SubjectKey]], int]:
+        """:meth:`_seals_of`, and how many of the session's journal records it found
+        sealed (what a write checked against them compares: ``send_signal``'s
+        ``sealed_records``)."""
         row = await self.inner.get_session(session_id)
         if row is None:
-            return []
+            return [], 0
         t = row.tenant
         seals: dict[str, SubjectKey] = {}
         if row.subject is not None:
@@ -471,13 +499,13 @@ class SealingStore:
                 seals[row.subject] = key
         texts = [(session_aad(t, session_id, part), text) for part, text in
                  (("input", row.input), ("output", row.output), ("error", row.error))]
-        texts += [(step_aad(t, session_id, r.key), r.result)
-                  for r in (await self.inner.load_journal(session_id)).values()]
+        records = (await self.inner.load_journal(session_id)).values()
+        texts += [(step_aad(t, session_id, r.key), r.result) for r in records]
         for aad, text in texts:
             for name, key in (await self.keys.peel(t, aad, text))[0]:
                 if key is not None:
                     seals.setdefault(name, key)
-        return list(seals.items())
+        return list(seals.items()), sum(is_sealed(r.result) for r in records)
 
     async def _seal_as(self, session_id: str, aad: str, text: str) -> str:
         """``text`` sealed as ``session_id``'s data is (:meth:`_seals_of`)."""

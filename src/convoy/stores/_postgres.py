@@ -70,6 +70,8 @@ from convoy.stores._postgres_state import PostgresState
 from convoy.stores._postgres_subjects import PostgresSubjects
 from convoy.stores._protocol import (
     CANCEL_SIGNAL,
+    SEALED_PREFIX,
+    SEALED_SINCE,
     NewSession,
     SessionFilter,
     SessionOutcome,
@@ -885,18 +887,23 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     # -- signals ------------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None) -> int:
+                          tenant: str | None = None, sealed_records: int | None = None) -> int:
         if matches_nothing((session_id, tenant)):
             return 0
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
+        sealed, sparams = ("", ()) if sealed_records is None else (
+            sql.SEALED_RECORDS, (session_id, len(SEALED_PREFIX), SEALED_PREFIX, sealed_records))
         # The session's row is locked first (see park), by a statement of its own: the
         # next one's snapshot sees a park that committed meanwhile.
-        _, rows = await self._locked_then([
+        found, rows = await self._locked_then([
             (f"SELECT id FROM sessions WHERE id=%s{cond} FOR UPDATE", (session_id, *tparams)),
-            (sql.SIGNAL.format(tenant=cond),
-             (session_id, name, payload, now, session_id, *tparams, name))], again=False)
-        return int(rows[0][0]) if rows else 0
+            (sql.SIGNAL.format(tenant=cond, sealed=sealed),
+             (session_id, name, payload, now, session_id, *tparams, *sparams, name))],
+            again=False)
+        if rows:
+            return int(rows[0][0])
+        return SEALED_SINCE if found and sealed_records is not None else 0
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:

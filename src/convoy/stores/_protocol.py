@@ -68,6 +68,10 @@ UNFINISHED: tuple[SessionStatus, ...] = ("pending", "running", "waiting")
 SPANS_NAMESPACE = "trace:"
 #: How a sealed value (``convoy.privacy``) starts: the JSON text of its envelope.
 SEALED_PREFIX = '{"$sealed"'
+#: What :meth:`Store.send_signal` returns, storing nothing, when its session's journal no
+#: longer holds the number of sealed records the sender checked (``sealed_records``): the
+#: session read a data subject's data since, and the payload must be sealed as its data is.
+SEALED_SINCE = -1
 #: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed
 #: value names its key by to the data subject (``convoy.privacy``): a purge that destroys
 #: a subject's key deletes them with it.
@@ -685,9 +689,13 @@ class Store(Protocol):
     # -- signals ------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None) -> int:
+                          tenant: str | None = None, sealed_records: int | None = None) -> int:
         """Store a signal; wakes the session if it waits for ``name``. Returns its seq
-        (> 0), or 0, storing nothing, if there is no such session (in ``tenant``)."""
+        (> 0), or 0, storing nothing, if there is no such session (in ``tenant``).
+        ``sealed_records``: how many of the session's journal records were sealed (their
+        result starts :data:`SEALED_PREFIX`) when the sender chose how to write
+        ``payload``; if that changed, nothing is stored and the answer is
+        :data:`SEALED_SINCE` (checked in the insert's own write)."""
         ...
 
     async def next_signal(self, session_id: str, name: str, *,

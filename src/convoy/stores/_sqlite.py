@@ -1016,10 +1016,10 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     # -- signals ------------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None) -> int:
+                          tenant: str | None = None, sealed_records: int | None = None) -> int:
         now = self.clock()
         return await self._write(lambda conn: _send_signal(conn, session_id, name, payload,
-                                                           now, tenant))
+                                                           now, tenant, sealed_records))
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:

@@ -15,7 +15,14 @@ from convoy._errors import NoStoreError, StoreError
 from convoy.stores._addons import FOREIGN_READ
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
-from convoy.stores._protocol import DAMAGED, STATUSES, SessionRow, StepRecord
+from convoy.stores._protocol import (
+    DAMAGED,
+    SEALED_PREFIX,
+    SEALED_SINCE,
+    STATUSES,
+    SessionRow,
+    StepRecord,
+)
 from convoy.stores._rows import RowCheck, damaged, row_name, shown
 
 _SCHEMA = """
@@ -226,6 +233,9 @@ _APPEND_FENCED = (
 # Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
 _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
            "(SELECT 1 FROM sessions WHERE id=?{tenant})")
+# The session's sealed journal records, counted (a result starting SEALED_PREFIX).
+_SEALED_RECORDS = ("SELECT COUNT(*) FROM journal WHERE session_id=? AND "
+                   "substr(result, 1, ?)=?")
 _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
          "status='waiting' AND wait_name=?")
 # The sessions ``owner`` runs that have an unconsumed signal of a name (cancel requests).
@@ -256,11 +266,19 @@ _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(st
 
 
 def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: str,
-                 now: float, tenant: str | None = None) -> int:
+                 now: float, tenant: str | None = None, sealed_records: int | None = None
+                 ) -> int:
     """Store a signal and wake its session if it waits for it (in the caller's
     transaction); the signal's seq, or 0 (nothing stored) if there is no such session (of
-    ``tenant``)."""
+    ``tenant``), or SEALED_SINCE (nothing stored) if the session's sealed journal records
+    are not ``sealed_records`` (see Store.send_signal)."""
     cond, tparams = _tenant_cond(tenant)
+    if sealed_records is not None and conn.execute(
+            _SEALED_RECORDS, (session_id, len(SEALED_PREFIX), SEALED_PREFIX)
+    ).fetchone()[0] != sealed_records:
+        exists = conn.execute(f"SELECT 1 FROM sessions WHERE id=?{cond}",
+                              (session_id, *tparams)).fetchone()
+        return SEALED_SINCE if exists else 0
     cur = conn.execute(_SIGNAL.format(tenant=cond),
                        (session_id, name, payload, now, session_id, *tparams))
     if cur.rowcount == 0:
