@@ -117,6 +117,13 @@ def test_their_look_alikes_are_left_alone(text: str) -> None:
     ("GB82 WEST 1234\r5698 7654 32", "[IBAN]"),
     ("GB82 WEST 1234\u20285698 7654 32", "[IBAN]"),
     ('{"note": "iban DE89 3704 0044\\n  0532 0130 00"}', '{"note": "iban [IBAN]"}'),
+    # a blank line between its two lines (stop 45: the second half was masked as a phone
+    # number and the first left whole)
+    ("4539 1488\n\n0343 6467", "[CARD]"),
+    ("4539 1488\r\n\r\n0343 6467", "[CARD]"),
+    ("4539 1488\n  \n0343 6467", "[CARD]"),
+    ("> 4539 1488\n>\n> 0343 6467", "> [CARD]"),
+    ("GB82 WEST 1234\n\n5698 7654 32", "[IBAN]"),
 ])
 def test_a_value_wrapped_at_a_line_break_is_masked_whole(text: str, masked: str) -> None:
     assert Redactor()(text) == masked
