@@ -1,7 +1,7 @@
 """Python bytecodes per W1 step: the bare engine against an observed one (issue 11).
 
     PYTHONPATH=src .venv/bin/python bench/step_ops.py [metrics|tracing|tracing_metrics|
-        audit|agent_hook|model_hook] [--sessions 200] [--top 30]
+        audit|tracing_metrics_audit|agent_hook|model_hook] [--sessions 200] [--top 30]
 
 Counts the opcode events of ``sys.settrace`` (every Python bytecode the engine's thread
 runs; C code counts nothing) over ``--sessions`` W1 sessions (bench/resilience_overhead.py:
@@ -56,6 +56,8 @@ CHAINS: dict[str, Callable[[], list[convoy.Interceptor]]] = {
     "tracing": lambda: observe(Tracing(["store"])),
     "tracing_metrics": lambda: observe(Tracing(["store"]), Metrics()),
     "audit": lambda: [AuditInterceptor()],
+    "tracing_metrics_audit": lambda: [*observe(Tracing(["store"]), Metrics()),
+                                      AuditInterceptor()],
     "agent_hook": lambda: [AgentHook()],
     "model_hook": lambda: [ModelHook()],
 }

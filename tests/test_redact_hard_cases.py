@@ -166,6 +166,10 @@ def test_values_the_review_of_stop_44_found_unmasked(text: str, masked: str) -> 
     "ns::fe80::1",             # after a C++ scope: part of a longer run
     "x:1:2:3:4:5:6:7:8:9",
     "wa.me/123",
+    # a number of five digits or more before the colon: a timestamp, a build, a slice
+    # (review of stop 45)
+    "job 1733400000:1::", "ts=20261205:10:30::", "build 12345:beef::",
+    "key user:12345:feed::", "slice a[10000:1::]", "12345:1:2:3:4:5:6:7:8",
 ])
 def test_their_look_alikes_stay(text: str) -> None:
     assert Redactor()(text) == text

@@ -85,9 +85,10 @@ _LONG_DIGITS = re.compile(r"\d{12}|\d{4}(?:_\d{4}){2}")  # (or a card grouped by
 # no-break (what word processors and locales put between the groups of a number).
 _SP = "\u00a0\u2009\u202f"
 # A line break as values are wrapped at one: LF, CRLF or a bare CR, with the spaces or tabs
-# that end the line and indent the next, and an e-mail's quote marks (``> ``) before it;
-# one blank line too (a paragraph break between a value's two halves).
-_BREAK = r"[ \t]*(?:\r\n?|\n)(?:[ \t]*(?:>[ \t]*)*(?:\r\n?|\n))?[ \t]*(?:>[ \t]*)*"
+# that end the line and indent the next, and an e-mail's quote marks (``> ``) before it.
+# Not a blank line: across a paragraph break, a number of the paragraph before made a card
+# of the next paragraph's first groups, or a table of it (a review of stop 45).
+_BREAK = r"[ \t]*(?:\r\n?|\n)[ \t]*(?:>[ \t]*)*"
 # Every repetition below is bounded, so the work at each start position is bounded and a
 # hostile text (100 KB of digits, spaces and @) costs linear time, not backtracking.
 _EMAIL = re.compile(
@@ -139,11 +140,11 @@ _IPV4 = re.compile(r"(?<![^\W_])(?<![\d.]\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\
 # (after or before "_" or "." as well, in an id: ticket_fe80::1_3, k.2001:db8::1.done)
 # Not inside a longer run of colon-separated groups, but after a word and a colon
 # (ip:2001:db8::1, peer:, ipv6:, src:): a word whose last four characters hold one that is
-# no hex digit, or that is longer than four characters (added:, decade:), is no group of an
-# address.
+# no hex digit, or that is longer than four characters (added:, decade:; not a number of
+# five digits or more, a timestamp's, 20261205:10:30::), is no group of an address.
 _IPV6 = re.compile(r"(?<![^\W_])(?:(?<!:)|(?<=[G-Zg-z_]:)|(?<=[G-Zg-z_][0-9A-Fa-f]:)|"
                    r"(?<=[G-Zg-z_][0-9A-Fa-f]{2}:)|(?<=[G-Zg-z_][0-9A-Fa-f]{3}:)|"
-                   r"(?<=\w{5}:))"
+                   r"(?<=\w{5}:)(?<!\d{5}:))"
                    r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                    r"(?:\d{1,3}\.){3}\d{1,3})?(?![^\W_]|:|\.\d)")
 # A phone number: an optional international prefix, an optional area code in brackets,
