@@ -183,10 +183,12 @@ def test_a_signal_to_a_data_subjects_session_without_the_master_key_is_refused(
 
 
 def _reads_ada_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str,
-                    key: MasterKey | None) -> list[str]:
-    """``SQLiteStore.METHOD`` patched: once, after its read, session ``plain-1`` journals a
-    record sealed under data subject ada's key (another engine runs it, and it reads ada's
-    shared state), written by a second store. What landed (the record's key)."""
+                    key: MasterKey | None, session: str = "plain-1",
+                    every: bool = False) -> list[str]:
+    """``SQLiteStore.METHOD`` patched: once (or ``every`` time), after its read,
+    ``session`` journals a record sealed under data subject ada's key (another engine runs
+    it, and it reads ada's shared state), written by a second store. What landed (the
+    records' keys)."""
     from convoy.privacy._keys import KeyRing
     from convoy.privacy._seal import seal, step_aad
     from convoy.stores import SQLiteStore, StepRecord
@@ -197,19 +199,20 @@ def _reads_ada_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str
     async def then_a_subjects_read(self: SQLiteStore, session_id: str, *a: object,
                                    **kw: object) -> object:
         found = await read(self, session_id, *a, **kw)
-        if not landed and session_id == "plain-1":
+        if (every or not landed) and session_id == session:
             other = SQLiteStore(str(tmp_path / "convoy.db"))
             await other.open()
             try:
+                step = f"read-ada-{len(landed)}"
                 sealed = '{"$sealed": "k1", "v": 2, "d": "AAAA"}'
                 if key is not None:
                     ada = await KeyRing(other, key).load("default", "ada", create=False)
                     assert ada is not None
-                    sealed = seal(ada, step_aad("default", "plain-1", "read-ada"), '"r"')
-                await other.append("plain-1", None, StepRecord(
-                    key="read-ada", kind="state", target="get crm/c1", status="completed",
-                    result=sealed, at=1.0))
-                landed.append("read-ada")
+                    sealed = seal(ada, step_aad("default", session, step), '"r"')
+                await other.append(session, None, StepRecord(
+                    key=step, kind="state", target="get crm/c1", status="completed",
+                    result=sealed, at=1.0 + len(landed)))
+                landed.append(step)
             finally:
                 other.close()
         return found
@@ -232,7 +235,7 @@ def test_a_signal_to_a_session_that_read_a_subjects_data_after_the_check_is_not_
                 await e.signal("plain-1", "poke", "ZQXCLEARSIG1")
 
     asyncio.run(keyless())
-    assert landed == ["read-ada"]
+    assert landed == ["read-ada-0"]
     assert not any(b"ZQXCLEARSIG1" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
 
 
@@ -254,7 +257,7 @@ def test_a_signal_with_the_key_is_sealed_under_a_subject_read_after_its_keys_wer
             await e.signal("plain-1", "poke", "ZQXKEYSIG2")
 
     asyncio.run(with_key())
-    assert landed == ["read-ada"]
+    assert landed == ["read-ada-0"]
     assert not any(b"ZQXKEYSIG2" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
 
     async def sealed_by() -> list[str]:
@@ -273,6 +276,54 @@ def test_a_signal_with_the_key_is_sealed_under_a_subject_read_after_its_keys_wer
     assert asyncio.run(sealed_by()) == ["ada"]
 
 
+def test_a_signal_with_the_key_reaches_a_subjects_session_that_journals_meanwhile(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A data subject's own session, run by another engine, journals a record sealed under
+    its subject's key at every step: a signal sent with the key meanwhile is sealed under
+    that key, and sent (review of stop 45: a check that counted the sealed records refused
+    it ten times, and a cancel too)."""
+    keyed = _pending(tmp_path)
+    key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+    landed = _reads_ada_once(tmp_path, monkeypatch, "load_journal", key, session="sub-1",
+                             every=True)
+
+    async def with_key() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            await e.signal("sub-1", "poke", "ZQXKEYSIG4")
+            await e.cancel("sub-1")
+
+    asyncio.run(with_key())
+    assert len(landed) >= 2
+    assert not any(b"ZQXKEYSIG4" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+
+def test_a_damaged_sealed_record_stops_a_signal_with_the_key_in_one_line(
+        tmp_path: Path) -> None:
+    """A journal record that starts as a sealed value but is not one (the database edited
+    or damaged): the keys of the session cannot be found, so the signal is not sent; one
+    line, no traceback (review of stop 45: a JSONDecodeError's traceback)."""
+    from convoy.stores import SQLiteStore, StepRecord
+
+    keyed = _pending(tmp_path)
+
+    async def damage() -> None:
+        store = SQLiteStore(str(tmp_path / "convoy.db"))
+        await store.open()
+        try:
+            await store.append("plain-1", None, StepRecord(
+                key="bad", kind="state", target="get crm/c1", status="completed",
+                result='{"$sealed": oops', at=1.0))
+        finally:
+            store.close()
+
+    asyncio.run(damage())
+    res = cli("signal", "plain-1", "poke", "--payload", '"ZQXDAMAGED5"', env=keyed)
+    assert res.code != 0 and "Traceback" not in res.stdout + res.stderr, res
+    [line] = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: ") and "sealed value" in line and "damaged" in line, line
+    assert not any(b"ZQXDAMAGED5" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+
 def test_a_signal_sealed_again_and_again_is_given_up_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session that reads another subject's data every time its signal was sealed (here:
@@ -283,21 +334,21 @@ def test_a_signal_sealed_again_and_again_is_given_up_in_one_line(
     keyed = _pending(tmp_path)
     key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
     _reads_ada_once(tmp_path, monkeypatch, "load_journal", key)
-    counted = SealingStore._seals_counted
+    named = SealingStore._seals_named
     calls: list[int] = []
 
     async def blind(self: SealingStore, session_id: str) -> object:
-        keys, _ = await counted(self, session_id)
+        keys, _ = await named(self, session_id)
         calls.append(1)
-        return keys, 0
+        return keys, set()
 
-    monkeypatch.setattr(SealingStore, "_seals_counted", blind)
+    monkeypatch.setattr(SealingStore, "_seals_named", blind)
 
     async def with_key() -> None:
         async with convoy.Engine("convoy.db", master_key=key) as e:
             with pytest.raises(convoy.StoreError, match=re.escape(
-                    "kept reading data subjects' data while signal 'poke' was sealed for "
-                    "it (10 times): nothing was sent; send it again")):
+                    "read the data of another data subject each time signal 'poke' was "
+                    "sealed for it (10 times): nothing was sent; try again")):
                 await e.signal("plain-1", "poke", "ZQXKEYSIG3")
 
     asyncio.run(with_key())

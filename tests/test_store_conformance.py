@@ -32,7 +32,6 @@ from convoy.stores._protocol import (
     CANCEL_SIGNAL,
     RUNNABLE,
     SCHEMA_VERSION,
-    SEALED_PREFIX,
     SEALED_SINCE,
     STATUSES,
     UNFINISHED,
@@ -775,22 +774,32 @@ async def test_signal_for_another_name_leaves_the_session_waiting(store: Store) 
 
 async def test_a_signal_checked_against_the_sealed_records_is_not_stored_if_they_changed(
         store: Store, clock: FakeClock) -> None:
-    """``sealed_records``: the sender checked that the session held that many sealed
-    journal records (none: its payload may be stored in the clear). A session that read a
-    data subject's data since (a sealed record more) gets nothing: SEALED_SINCE. The
-    check and the insert are one write."""
+    """``sealed_labels``: the keys the session's sealed journal records named when the
+    sender chose how to seal the payload (none: it may be plaintext). A sealed record
+    that names another (the session read another data subject's data since) gets the
+    signal nothing stored: SEALED_SINCE. More records under the keys seen (a subject's
+    own session going on) do not. The check and the insert are one transaction."""
     await owned(store, "s", "A")
-    assert await store.send_signal("s", "approval", '"a"', sealed_records=0) > 0
-    await store.append("s", "A", step("r1", clock.now, result=SEALED_PREFIX + ': "k"}'))
+    assert await store.send_signal("s", "approval", '"a"', sealed_labels=()) > 0
+    await store.append("s", "A", step("r1", clock.now, result='{"$sealed":"k1","v":2,"d":"A"}'))
     await store.append("s", "A", step("r2", clock.now, result='"plain"'))
     before = await store.next_signal("s", "approval")
-    assert await store.send_signal("s", "approval", '"ZQXB"', sealed_records=0) == \
+    assert await store.send_signal("s", "approval", '"ZQXB"', sealed_labels=()) == \
         SEALED_SINCE
     assert await store.next_signal("s", "approval") == before
-    assert await store.send_signal("nobody", "approval", '"x"', sealed_records=0) == 0
-    assert await store.send_signal("s", "approval", '"c"', sealed_records=1) > 0
-    assert await store.send_signal("s", "approval", '"d"', sealed_records=1,
+    assert await store.send_signal("nobody", "approval", '"x"', sealed_labels=()) == 0
+    assert await store.send_signal("s", "approval", '"c"', sealed_labels=["k1"]) > 0
+    assert await store.send_signal("s", "approval", '"d"', sealed_labels=["k1"],
                                    tenant="other") == 0
+    await store.append("s", "A", step("r3", clock.now, result='{"$sealed":"k1","v":2,"d":"B"}'))
+    assert await store.send_signal("s", "approval", '"e"', sealed_labels=["k1", "k0"]) > 0
+    # another key, written as an earlier Convoy wrote its envelopes (with spaces)
+    await store.append("s", "A", step("r4", clock.now,
+                                      result='{"$sealed": "k2", "v": 1, "d": "C"}'))
+    assert await store.send_signal("s", "approval", '"f"', sealed_labels=["k1"]) == \
+        SEALED_SINCE
+    assert await store.send_signal("s", "approval", '"g"', sealed_labels=["k2", "k1"]) > 0
+    assert await store.send_signal("s", "approval", '"h"') > 0
 
 
 async def test_park_after_the_signal_was_sent_is_runnable_at_once(store: Store) -> None:

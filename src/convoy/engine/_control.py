@@ -95,8 +95,7 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     data = storable_json(payload, f"the payload of signal {name!r}").decode()
     row = await session(engine, session_id, tenant)
     # (with the key, the store seals the payload under the session's keys)
-    sealed = None if engine.keys is not None else await _sealed_records(engine, row)
-    if sealed is not None and (sealed > 0 or _names_a_subject(row)):
+    if engine.keys is None and (_names_a_subject(row) or await _read_sealed(engine, row)):
         raise _stored_in_the_clear(row, name)
     if name == ESCALATION:
         await _answer_escalation(engine, row, payload)
@@ -105,10 +104,10 @@ async def signal(engine: Engine, session_id: str, name: str, payload: Any,
     if not row.unfinished:
         raise UserError(f"session {quoted(session_id)} is {row.status}: signals go to "
                         "unfinished sessions")
-    # (sent against the sealed records seen: a session that reads a subject's data
-    # meanwhile, run by another engine, gets nothing in the clear)
+    # (sent on condition that its session has no sealed record: one that reads a
+    # subject's data meanwhile, run by another engine, gets nothing in the clear)
     seq = await engine.store.send_signal(row.id, name, data, tenant=row.tenant,
-                                         sealed_records=sealed)
+                                         sealed_labels=() if engine.keys is None else None)
     if seq == SEALED_SINCE:
         raise _stored_in_the_clear(row, name)
     if not seq:
@@ -123,11 +122,11 @@ def _names_a_subject(row: SessionRow) -> bool:
                                                                    row.error))
 
 
-async def _sealed_records(engine: Engine, row: SessionRow) -> int:
-    """How many of ``row``'s session's journal records are sealed (the data subjects'
-    data it read)."""
+async def _read_sealed(engine: Engine, row: SessionRow) -> bool:
+    """Whether a journal record of ``row``'s session is sealed (a data subject's data it
+    read)."""
     journal = await engine.store.journal(row.id, tenant=row.tenant, left_out=[])
-    return sum(is_sealed(r.result) for r in journal)
+    return any(is_sealed(r.result) for r in journal)
 
 
 def _stored_in_the_clear(row: SessionRow, name: str) -> UserError:

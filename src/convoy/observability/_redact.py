@@ -409,8 +409,7 @@ class Redactor:
         if "ip" in kinds:
             spans += [(m.start(), m.end(), "ip") for m in _IPV4.finditer(text)]
             if ":" in text:
-                spans += [(m.start(), m.end(), "ip") for m in _IPV6.finditer(text)
-                          if m.group().count(":") >= 2 and _is_ipv6(m.group())]
+                spans += filter(None, map(_ipv6_span, _IPV6.finditer(text)))
         if "phone" in kinds:
             for m in _PHONE.finditer(text):
                 a, b = m.start(), m.end()
@@ -872,6 +871,21 @@ def _luhn_ok(digits: str) -> bool:
     from stdnum import luhn
 
     return bool(luhn.is_valid(digits))
+
+
+def _ipv6_span(m: re.Match[str]) -> tuple[int, int, PiiKind] | None:
+    """The address ``m`` found, or the one after the colon it starts with: after an id's
+    "_" (user_:2001:db8::1) the run starts with an empty group, which no address has (not
+    after another colon: ns::fe80::1 is a scope)."""
+    text = m.group()
+    if text.count(":") >= 2 and _is_ipv6(text):
+        return m.start(), m.end(), "ip"
+    start = m.start()
+    if text.startswith(":") and start and m.string[start - 1] == "_":
+        rest = text[1:]
+        if rest.count(":") >= 2 and not rest.startswith(":") and _is_ipv6(rest):
+            return start + 1, m.end(), "ip"
+    return None
 
 
 def _is_ipv6(text: str) -> bool:

@@ -13,10 +13,11 @@ from __future__ import annotations
 import base64
 import json
 import secrets
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.stores._protocol import SEALED_PREFIX
+from convoy.stores._rows import DAMAGED
 
 if TYPE_CHECKING:
     from convoy.privacy._keys import SubjectKey
@@ -29,12 +30,26 @@ def is_sealed(text: str | None) -> bool:
 
 def sealed_label(text: str) -> tuple[str, int]:
     """The label a sealed value names its key by, and the value's format."""
-    env = json.loads(text)
+    env = _envelope(text)
     version = env.get("v")
     if version not in (1, 2):
         raise UserError(f"a sealed value has format {version!r}; this Convoy reads formats 1 "
                         "and 2 (upgrade Convoy)")
     return str(env["$sealed"]), int(version)
+
+
+def _envelope(text: str) -> dict[str, Any]:
+    """A sealed value's envelope: a JSON object with its key's label and its data, or a
+    one-line error (a text that starts as one but is not: the store was edited)."""
+    try:
+        env = json.loads(text)
+    except ValueError:
+        env = None
+    if not isinstance(env, dict) or not isinstance(env.get("$sealed"), str) or \
+            not isinstance(env.get("d"), str):
+        raise UserError(f"a sealed value is damaged (not the JSON of a sealed envelope: "
+                        f"{text[:40]!r}...): {DAMAGED}")
+    return env
 
 
 def seal(key: SubjectKey, aad: str, text: str) -> str:
@@ -47,12 +62,16 @@ def seal(key: SubjectKey, aad: str, text: str) -> str:
 def unseal(key: SubjectKey, aad: str, text: str) -> str:
     from cryptography.exceptions import InvalidTag
 
-    env = json.loads(text)
+    env = _envelope(text)
     sealed_label(text)  # a format this Convoy reads
-    raw = base64.b64decode(env["d"])
+    try:
+        raw = base64.b64decode(env["d"], validate=True)
+    except ValueError:
+        raise UserError(f"a sealed value ({aad}) is damaged (its data is not base64): "
+                        f"{DAMAGED}") from None
     try:
         return key.aead.decrypt(raw[:12], raw[12:], aad.encode()).decode()
-    except InvalidTag:
+    except (InvalidTag, ValueError):  # (ValueError: a nonce cut short, not UTF-8)
         raise UserError(f"a sealed value ({aad}) does not open with its subject's key: it "
                         "was moved or altered") from None
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
 
@@ -56,6 +56,7 @@ from convoy.stores._protocol import (
     StateWriteResult,
     StepRecord,
     Store,
+    sealed_outer_label,
 )
 from convoy.stores._rows import LeftOut
 
@@ -333,30 +334,31 @@ class SealingStore:
     # -- signals -----------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None, sealed_records: int | None = None) -> int:
+                          tenant: str | None = None,
+                          sealed_labels: Collection[str] | None = None) -> int:
         # Sent from outside the session's run: sealed as its data is (its row and journal
         # say under whose keys), so a payload waiting to be consumed is not plaintext. The
         # session may be running elsewhere and read another subject's data meanwhile: the
-        # insert is checked against the sealed records the keys were found in, and the
-        # payload sealed again if there are more.
+        # insert is checked against the keys its sealed records named when they were
+        # found, and the payload sealed again if one names another (a new subject's).
         for _ in range(_SEAL_TRIES):
             row = await self.inner.get_session(session_id, tenant=tenant)
             if row is None:
                 return await self.inner.send_signal(session_id, name, payload, tenant=tenant,
-                                                    sealed_records=sealed_records)
-            keys, sealed = await self._seals_counted(session_id)
-            if sealed_records is not None and sealed != sealed_records:
+                                                    sealed_labels=sealed_labels)
+            keys, labels = await self._seals_named(session_id)
+            if sealed_labels is not None and not labels <= set(sealed_labels):
                 return SEALED_SINCE
             aad, text = signal_aad(row.tenant, session_id, name), payload
             for _, key in keys:
                 text = seal(key, aad, text)
             seq = await self.inner.send_signal(session_id, name, text, tenant=tenant,
-                                               sealed_records=sealed)
-            if seq != SEALED_SINCE or sealed_records is not None:
+                                               sealed_labels=labels)
+            if seq != SEALED_SINCE or sealed_labels is not None:
                 return seq
-        raise StoreError(f"session {session_id!r} kept reading data subjects' data while "
-                         f"signal {name!r} was sealed for it ({_SEAL_TRIES} times): nothing "
-                         "was sent; send it again")
+        raise StoreError(f"session {session_id!r} read the data of another data subject each "
+                         f"time signal {name!r} was sealed for it ({_SEAL_TRIES} times): "
+                         "nothing was sent; try again")
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:
@@ -481,16 +483,16 @@ class SealingStore:
         innermost first: its subject's, then those of the subjects whose data it read
         (found in its row and journal). Computed here, not tracked: the session may be
         running in this process meanwhile."""
-        return (await self._seals_counted(session_id))[0]
+        return (await self._seals_named(session_id))[0]
 
-    async def _seals_counted(self, session_id: str
-                             ) -> tuple[list[tuple[str, SubjectKey]], int]:
-        """:meth:`_seals_of`, and how many of the session's journal records it found
-        sealed (what a write checked against them compares: ``send_signal``'s
-        ``sealed_records``)."""
+    async def _seals_named(self, session_id: str
+                           ) -> tuple[list[tuple[str, SubjectKey]], set[str]]:
+        """:meth:`_seals_of`, and the labels the outermost layers of the session's sealed
+        journal records name (what a write checked against them compares:
+        ``send_signal``'s ``sealed_labels``)."""
         row = await self.inner.get_session(session_id)
         if row is None:
-            return [], 0
+            return [], set()
         t = row.tenant
         seals: dict[str, SubjectKey] = {}
         if row.subject is not None:
@@ -505,7 +507,8 @@ class SealingStore:
             for name, key in (await self.keys.peel(t, aad, text))[0]:
                 if key is not None:
                     seals.setdefault(name, key)
-        return list(seals.items()), sum(is_sealed(r.result) for r in records)
+        return list(seals.items()), {sealed_outer_label(r.result) for r in records
+                                     if r.result is not None and is_sealed(r.result)}
 
     async def _seal_as(self, session_id: str, aad: str, text: str) -> str:
         """``text`` sealed as ``session_id``'s data is (:meth:`_seals_of`)."""

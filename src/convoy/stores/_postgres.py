@@ -31,7 +31,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -79,6 +79,7 @@ from convoy.stores._protocol import (
     Signal,
     StepRecord,
     StoreSummary,
+    sealed_outer_label,
 )
 from convoy.stores._rows import (
     SUMMARY,
@@ -887,23 +888,33 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     # -- signals ------------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None, sealed_records: int | None = None) -> int:
+                          tenant: str | None = None,
+                          sealed_labels: Collection[str] | None = None) -> int:
         if matches_nothing((session_id, tenant)):
             return 0
         now = self.clock()
         cond, tparams = sql.tenant_cond(tenant)
-        sealed, sparams = ("", ()) if sealed_records is None else (
-            sql.SEALED_RECORDS, (session_id, len(SEALED_PREFIX), SEALED_PREFIX, sealed_records))
         # The session's row is locked first (see park), by a statement of its own: the
         # next one's snapshot sees a park that committed meanwhile.
-        found, rows = await self._locked_then([
-            (f"SELECT id FROM sessions WHERE id=%s{cond} FOR UPDATE", (session_id, *tparams)),
-            (sql.SIGNAL.format(tenant=cond, sealed=sealed),
-             (session_id, name, payload, now, session_id, *tparams, *sparams, name))],
-            again=False)
-        if rows:
-            return int(rows[0][0])
-        return SEALED_SINCE if found and sealed_records is not None else 0
+        lock = (f"SELECT id FROM sessions WHERE id=%s{cond} FOR UPDATE", (session_id, *tparams))
+        insert = (sql.SIGNAL.format(tenant=cond),
+                  (session_id, name, payload, now, session_id, *tparams, name))
+        if sealed_labels is None:
+            _, rows = await self._locked_then([lock, insert], again=False)
+            return int(rows[0][0]) if rows else 0
+        labels = frozenset(sealed_labels)
+
+        async def checked(conn: Conn) -> int:
+            if await (await conn.execute(*lock)).fetchone() is None:
+                return 0
+            sealed = await (await conn.execute(sql.SEALED_RECORDS, (
+                session_id, len(SEALED_PREFIX), SEALED_PREFIX))).fetchall()
+            if not {sealed_outer_label(r[0]) for r in sealed} <= labels:
+                return SEALED_SINCE
+            row = await (await conn.execute(*insert)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._write(checked)
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:

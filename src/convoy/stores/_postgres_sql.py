@@ -321,13 +321,14 @@ LOCK_OWNED = "SELECT id FROM sessions WHERE id=%s AND owner=%s FOR UPDATE"
 # `` AND tenant=%s``); wakes the session if it waits for the signal; returns its seq.
 SIGNAL = (
     "WITH sig AS (INSERT INTO signals(session_id,name,payload,at) SELECT %s,%s,%s,%s WHERE "
-    "EXISTS (SELECT 1 FROM sessions WHERE id=%s{tenant}){sealed} RETURNING seq, session_id), "
+    "EXISTS (SELECT 1 FROM sessions WHERE id=%s{tenant}) RETURNING seq, session_id), "
     "woke AS (UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id IN "
     "(SELECT session_id FROM sig) AND status='waiting' AND wait_name=%s) SELECT seq FROM sig")
-# SIGNAL's condition that the session holds so many sealed journal records (a result
-# starting SEALED_PREFIX): Store.send_signal's ``sealed_records``.
-SEALED_RECORDS = (" AND (SELECT COUNT(*) FROM journal WHERE session_id=%s AND "
-                  "left(result, %s)=%s)=%s")
+# The beginnings of a session's sealed journal records (a result starting SEALED_PREFIX:
+# enough of it for the label of its outermost layer; Store.send_signal's
+# ``sealed_labels``).
+SEALED_RECORDS = ("SELECT DISTINCT left(result, 240) FROM journal WHERE session_id=%s AND "
+                  "left(result, %s)=%s")
 # Runnable at once if the awaited signal or a cancel request (the second name) came first;
 # a NULL awaited name matches no signal.
 PARK = (

@@ -46,7 +46,8 @@ with who wrote it. Every key belongs to one tenant; a namespace groups keys with
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping, Sequence
+import re
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -68,10 +69,18 @@ UNFINISHED: tuple[SessionStatus, ...] = ("pending", "running", "waiting")
 SPANS_NAMESPACE = "trace:"
 #: How a sealed value (``convoy.privacy``) starts: the JSON text of its envelope.
 SEALED_PREFIX = '{"$sealed"'
-#: What :meth:`Store.send_signal` returns, storing nothing, when its session's journal no
-#: longer holds the number of sealed records the sender checked (``sealed_records``): the
-#: session read a data subject's data since, and the payload must be sealed as its data is.
+#: What :meth:`Store.send_signal` returns, storing nothing, when a sealed record of its
+#: session's journal names a key the sender did not see (``sealed_labels``): the session
+#: read another data subject's data since, and the payload must be sealed as its data is.
 SEALED_SINCE = -1
+_OUTER_LABEL = re.compile(r'\{"\$sealed":\s*"([^"\\]{0,200})"')
+
+
+def sealed_outer_label(text: str) -> str:
+    """The label the outermost layer of a sealed value (:data:`SEALED_PREFIX`) names its
+    key by, read from its text ("" for a text that is no sealed value Convoy wrote)."""
+    m = _OUTER_LABEL.match(text)
+    return m.group(1) if m else ""
 #: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed
 #: value names its key by to the data subject (``convoy.privacy``): a purge that destroys
 #: a subject's key deletes them with it.
@@ -689,13 +698,15 @@ class Store(Protocol):
     # -- signals ------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None, sealed_records: int | None = None) -> int:
+                          tenant: str | None = None,
+                          sealed_labels: Collection[str] | None = None) -> int:
         """Store a signal; wakes the session if it waits for ``name``. Returns its seq
         (> 0), or 0, storing nothing, if there is no such session (in ``tenant``).
-        ``sealed_records``: how many of the session's journal records were sealed (their
-        result starts :data:`SEALED_PREFIX`) when the sender chose how to write
-        ``payload``; if that changed, nothing is stored and the answer is
-        :data:`SEALED_SINCE` (checked in the insert's own write)."""
+        ``sealed_labels``: the outermost labels (:func:`sealed_outer_label`) of the
+        session's sealed journal records (a result starting :data:`SEALED_PREFIX`) when
+        the sender chose how to write ``payload`` (none: it may be plaintext); if a sealed
+        record has another, nothing is stored and the answer is :data:`SEALED_SINCE`
+        (checked in the insert's own transaction)."""
         ...
 
     async def next_signal(self, session_id: str, name: str, *,

@@ -23,7 +23,7 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence, Sized
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -1016,10 +1016,11 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     # -- signals ------------------------------------------------------------------------------
 
     async def send_signal(self, session_id: str, name: str, payload: str, *,
-                          tenant: str | None = None, sealed_records: int | None = None) -> int:
+                          tenant: str | None = None,
+                          sealed_labels: Collection[str] | None = None) -> int:
         now = self.clock()
         return await self._write(lambda conn: _send_signal(conn, session_id, name, payload,
-                                                           now, tenant, sealed_records))
+                                                           now, tenant, sealed_labels))
 
     async def next_signal(self, session_id: str, name: str, *,
                           tenant: str | None = None) -> Signal | None:

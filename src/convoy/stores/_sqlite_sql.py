@@ -7,7 +7,7 @@ each stays readable; nothing outside ``convoy.stores`` imports either.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from convoy.stores._protocol import (
     STATUSES,
     SessionRow,
     StepRecord,
+    sealed_outer_label,
 )
 from convoy.stores._rows import RowCheck, damaged, row_name, shown
 
@@ -233,9 +234,10 @@ _APPEND_FENCED = (
 # Stored only for a session that exists (of the tenant, when one is given: `` AND tenant=?``).
 _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE EXISTS "
            "(SELECT 1 FROM sessions WHERE id=?{tenant})")
-# The session's sealed journal records, counted (a result starting SEALED_PREFIX).
-_SEALED_RECORDS = ("SELECT COUNT(*) FROM journal WHERE session_id=? AND "
-                   "substr(result, 1, ?)=?")
+# The beginnings of a session's sealed journal records (a result starting SEALED_PREFIX:
+# enough of it for the label of its outermost layer).
+_SEALED_RECORDS = ("SELECT DISTINCT substr(result, 1, 240) FROM journal WHERE session_id=? "
+                   "AND substr(result, 1, ?)=?")
 _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
          "status='waiting' AND wait_name=?")
 # The sessions ``owner`` runs that have an unconsumed signal of a name (cancel requests).
@@ -266,16 +268,16 @@ _CLAIM_SET = ("SET owner=?, lease_until=?, status='running', started=COALESCE(st
 
 
 def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: str,
-                 now: float, tenant: str | None = None, sealed_records: int | None = None
-                 ) -> int:
+                 now: float, tenant: str | None = None,
+                 sealed_labels: Collection[str] | None = None) -> int:
     """Store a signal and wake its session if it waits for it (in the caller's
     transaction); the signal's seq, or 0 (nothing stored) if there is no such session (of
-    ``tenant``), or SEALED_SINCE (nothing stored) if the session's sealed journal records
-    are not ``sealed_records`` (see Store.send_signal)."""
+    ``tenant``), or SEALED_SINCE (nothing stored) if a sealed journal record of the
+    session names a key not in ``sealed_labels`` (see Store.send_signal)."""
     cond, tparams = _tenant_cond(tenant)
-    if sealed_records is not None and conn.execute(
-            _SEALED_RECORDS, (session_id, len(SEALED_PREFIX), SEALED_PREFIX)
-    ).fetchone()[0] != sealed_records:
+    if sealed_labels is not None and not {sealed_outer_label(r[0]) for r in conn.execute(
+            _SEALED_RECORDS, (session_id, len(SEALED_PREFIX), SEALED_PREFIX))
+    }.issubset(sealed_labels):
         exists = conn.execute(f"SELECT 1 FROM sessions WHERE id=?{cond}",
                               (session_id, *tparams)).fetchone()
         return SEALED_SINCE if exists else 0
