@@ -1177,3 +1177,45 @@ async def test_the_stores_own_checkpoints_never_make_a_compaction_report_busy(
             await store.compact()  # raises StoreError when it reports busy
     finally:
         await store.aclose()
+
+
+async def _looks_sealed() -> dict[str, str]:
+    return {"$sealed": "ZQXLOOK ada@example.com", "v": "x"}
+
+
+@convoy.workflow(name="privacy.looks_sealed")
+async def looks_sealed(ctx: convoy.Context, x: str) -> dict[str, str]:
+    out: dict[str, str] = await ctx.step("looks", _looks_sealed)
+    return out
+
+
+async def test_a_subjects_value_that_looks_like_a_sealed_one_opens_as_the_value(
+        tmp_path: Path) -> None:
+    """A step of a data subject's session whose result is JSON keyed ``$sealed`` (a tool's
+    dict) is sealed as any result is; opened, it is the value, not a layer that does not
+    open: the session's journal reads, its export holds it, and no error line quotes it
+    (review of stop 45: the error quoted the opened text; before, the session could not
+    be read at all)."""
+    async with engine(tmp_path / "c.db") as eng:
+        res = await eng.run(looks_sealed, "x", subject="ada")
+        assert res.ok, res.error
+        [rec] = [r for r in await eng.journal(res.id) if r.kind == "effect"]
+        assert json.loads(rec.result or "") == await _looks_sealed()
+        got = await eng.session(res.id)
+        assert "ZQXLOOK" in got.output
+        export = await eng.export("ada")
+        assert "ZQXLOOK" in json.dumps(export)
+
+
+def test_a_damaged_sealed_value_is_named_by_where_it_is_and_never_quoted() -> None:
+    """The line a damaged sealed value gives names where it is (its associated data: the
+    tenant, session and step), and never quotes it: opened layers hold personal data."""
+    from convoy.privacy._seal import sealed_label
+
+    for text in ('{"$sealed": oops ZQXDAMAGED', '{"$sealed": "k", "v": 2}',
+                 '{"$sealed": ["ZQXDAMAGED"], "d": "x"}'):
+        with pytest.raises(UserError) as e:
+            sealed_label(text, "convoy/v1/acme/session/s-1/step/3")
+        assert "ZQXDAMAGED" not in str(e.value) and "$sealed" not in str(e.value)
+        assert "convoy/v1/acme/session/s-1/step/3" in str(e.value), str(e.value)
+        assert "damaged" in str(e.value)

@@ -149,8 +149,13 @@ def test_a_card_inside_a_failed_iban_is_not_one(text: str, masked: str) -> None:
     ("added:2001:db8::1", "added:[IP]"),
     ("feed:2001:db8::1", "[IP]"),  # (feed: can be the address's first group)
     ("decade:fe80::1 x", "decade:[IP] x"),
-    # after an id's "_" and a colon (review of stop 45: left whole)
+    # after an id's "_" and a colon, after an id that ends in five digits or more (review
+    # of stop 45: left whole)
     ("user_:2001:db8::1", "user_:[IP]"),
+    ("user_:::1", "user_:[IP]"),
+    ("node12345:2001:db8::1", "node12345:[IP]"),
+    ("client_10023:2001:db8::5", "client_10023:[IP]"),
+    ("req_123456:fe80::1", "req_123456:[IP]"),
     ("ADDED_:fe80::1", "ADDED_:[IP]"),
     ("GB82\tWEST\t1234\t5698\t7654\t32", "[IBAN]"),
     ("iban\tDE89\t3704\t0044\t0532\t0130\t00", "iban\t[IBAN]"),

@@ -41,6 +41,7 @@ from convoy.stores._protocol import (
     SessionRow,
     StepRecord,
     Store,
+    sealed_outer_label,
 )
 from tests.store_backends import BACKENDS, EPOCH, Backend, FakeClock
 
@@ -799,6 +800,12 @@ async def test_a_signal_checked_against_the_sealed_records_is_not_stored_if_they
     assert await store.send_signal("s", "approval", '"f"', sealed_labels=["k1"]) == \
         SEALED_SINCE
     assert await store.send_signal("s", "approval", '"g"', sealed_labels=["k2", "k1"]) > 0
+    # labels an earlier Convoy wrote (a subject's id, escaped) are told apart
+    await store.append("s", "A", step("r5", clock.now,
+                                      result='{"$sealed": "zo\\u00eb", "v": 1, "d": "D"}'))
+    jose = sealed_outer_label('{"$sealed": "jos\\u00e9", "v": 1, "d": "E"}')
+    assert await store.send_signal("s", "approval", '"i"',
+                                   sealed_labels=["k2", "k1", jose]) == SEALED_SINCE
     assert await store.send_signal("s", "approval", '"h"') > 0
 
 

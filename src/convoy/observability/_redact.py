@@ -140,11 +140,12 @@ _IPV4 = re.compile(r"(?<![^\W_])(?<![\d.]\.)(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\
 # (after or before "_" or "." as well, in an id: ticket_fe80::1_3, k.2001:db8::1.done)
 # Not inside a longer run of colon-separated groups, but after a word and a colon
 # (ip:2001:db8::1, peer:, ipv6:, src:): a word whose last four characters hold one that is
-# no hex digit, or that is longer than four characters (added:, decade:; not a number of
-# five digits or more, a timestamp's, 20261205:10:30::), is no group of an address.
+# no hex digit, or that is longer than four characters (added:, decade:, node12345:; but
+# not a number, a timestamp's: 20261205:10:30::, see _ipv6_span), is no group of an
+# address.
 _IPV6 = re.compile(r"(?<![^\W_])(?:(?<!:)|(?<=[G-Zg-z_]:)|(?<=[G-Zg-z_][0-9A-Fa-f]:)|"
                    r"(?<=[G-Zg-z_][0-9A-Fa-f]{2}:)|(?<=[G-Zg-z_][0-9A-Fa-f]{3}:)|"
-                   r"(?<=\w{5}:)(?<!\d{5}:))"
+                   r"(?<=\w{5}:))"
                    r"(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|"
                    r"(?:\d{1,3}\.){3}\d{1,3})?(?![^\W_]|:|\.\d)")
 # A phone number: an optional international prefix, an optional area code in brackets,
@@ -874,18 +875,24 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _ipv6_span(m: re.Match[str]) -> tuple[int, int, PiiKind] | None:
-    """The address ``m`` found, or the one after the colon it starts with: after an id's
-    "_" (user_:2001:db8::1) the run starts with an empty group, which no address has (not
+    """The address ``m`` found (not after a number and a colon: a timestamp's groups,
+    20261205:10:30::), or the one after the colon it starts with: after an id's "_"
+    (user_:2001:db8::1) the run starts with an empty group, which no address has (not
     after another colon: ns::fe80::1 is a scope)."""
-    text = m.group()
+    text, start = m.group(), m.start()
+    if start > 5 and m.string[start - 1] == ":" and \
+            _NUMBER_BEFORE.search(m.string[max(0, start - 64):start]) is not None:
+        return None
     if text.count(":") >= 2 and _is_ipv6(text):
-        return m.start(), m.end(), "ip"
-    start = m.start()
+        return start, m.end(), "ip"
     if text.startswith(":") and start and m.string[start - 1] == "_":
         rest = text[1:]
-        if rest.count(":") >= 2 and not rest.startswith(":") and _is_ipv6(rest):
+        if rest.count(":") >= 2 and _is_ipv6(rest):
             return start + 1, m.end(), "ip"
     return None
+
+
+_NUMBER_BEFORE = re.compile(r"(?<!\w)\d{5,}:\Z")
 
 
 def _is_ipv6(text: str) -> bool:

@@ -309,12 +309,14 @@ class KeyRing:
             subject = await self.store.kv_get(REFS_NAMESPACE + tenant, label)
         return subject
 
-    async def outer(self, tenant: str, text: str) -> tuple[str, SubjectKey | None]:
+    async def outer(self, tenant: str, text: str, where: str = ""
+                    ) -> tuple[str, SubjectKey | None]:
         """Whose key a sealed value's outermost layer is sealed under: the subject (its
-        label if it is unknown: erased) and the key (``None``: destroyed)."""
+        label if it is unknown: erased) and the key (``None``: destroyed). ``where``: the
+        value's associated data, for the error a damaged one gives."""
         from convoy.privacy._seal import sealed_label
 
-        label, version = sealed_label(text)
+        label, version = sealed_label(text, where)
         subject = await self.subject_of(tenant, label, version)
         if subject is None:
             return label, None
@@ -326,11 +328,13 @@ class KeyRing:
         subject it names: the layers' ``(subject, key)`` and the text as far as it opened
         (still sealed from a layer whose key is gone: that layer's key is ``None``, and
         its subject the label it was named by, if the store no longer knows whose)."""
-        from convoy.privacy._seal import is_sealed, unseal
+        from convoy.privacy._seal import envelope_of, is_sealed, unseal
 
         layers: list[tuple[str, SubjectKey | None]] = []
         while text is not None and is_sealed(text):
-            subject, key = await self.outer(tenant, text)
+            if layers and envelope_of(text) is None:
+                break  # (opened: a value of the subject's that looks like a sealed one)
+            subject, key = await self.outer(tenant, text, aad)
             layers.append((subject, key))
             if key is None:
                 break

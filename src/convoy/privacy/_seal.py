@@ -28,9 +28,10 @@ def is_sealed(text: str | None) -> bool:
     return text is not None and text.startswith(SEALED_PREFIX)
 
 
-def sealed_label(text: str) -> tuple[str, int]:
-    """The label a sealed value names its key by, and the value's format."""
-    env = _envelope(text)
+def sealed_label(text: str, where: str = "") -> tuple[str, int]:
+    """The label a sealed value names its key by, and the value's format (``where``: its
+    associated data, named in the error a damaged one gives)."""
+    env = _envelope(text, where)
     version = env.get("v")
     if version not in (1, 2):
         raise UserError(f"a sealed value has format {version!r}; this Convoy reads formats 1 "
@@ -38,17 +39,27 @@ def sealed_label(text: str) -> tuple[str, int]:
     return str(env["$sealed"]), int(version)
 
 
-def _envelope(text: str) -> dict[str, Any]:
+def _envelope(text: str, where: str = "") -> dict[str, Any]:
     """A sealed value's envelope: a JSON object with its key's label and its data, or a
-    one-line error (a text that starts as one but is not: the store was edited)."""
+    one-line error naming ``where`` it is (a text that starts as one but is not: the store
+    was edited). The text is never quoted: an opened layer holds personal data."""
+    env = envelope_of(text)
+    if env is None:
+        raise UserError(f"a sealed value{f' ({where})' if where else ''} is damaged (not "
+                        f"the JSON of a sealed envelope): {DAMAGED}")
+    return env
+
+
+def envelope_of(text: str) -> dict[str, Any] | None:
+    """``text``'s sealed envelope, if it is one: a JSON object with a string label
+    (``$sealed``) and string data (``d``)."""
     try:
         env = json.loads(text)
     except ValueError:
-        env = None
+        return None
     if not isinstance(env, dict) or not isinstance(env.get("$sealed"), str) or \
             not isinstance(env.get("d"), str):
-        raise UserError(f"a sealed value is damaged (not the JSON of a sealed envelope: "
-                        f"{text[:40]!r}...): {DAMAGED}")
+        return None
     return env
 
 
@@ -62,8 +73,8 @@ def seal(key: SubjectKey, aad: str, text: str) -> str:
 def unseal(key: SubjectKey, aad: str, text: str) -> str:
     from cryptography.exceptions import InvalidTag
 
-    env = _envelope(text)
-    sealed_label(text)  # a format this Convoy reads
+    env = _envelope(text, aad)
+    sealed_label(text, aad)  # a format this Convoy reads
     try:
         raw = base64.b64decode(env["d"], validate=True)
     except ValueError:

@@ -19,7 +19,6 @@ from convoy._errors import StoreError, SubjectErased, UnknownSubject, UserError
 from convoy._text import plural, quoted
 from convoy.privacy._keys import REFS_NAMESPACE, KeyRing
 from convoy.privacy._seal import (
-    is_sealed,
     session_aad,
     spans_aad,
     state_aad,
@@ -276,10 +275,10 @@ def _unknown(store: Store, tenant: str, subject: str, ref: str,
 
 
 def _json(text: str | None) -> Any:
+    """An opened value (peeled to the end: a value of the subject's that looks like a
+    sealed one is its own, not a layer)."""
     if text is None:
         return None
-    if is_sealed(text):
-        return {"sealed": True}  # its key is gone: nothing readable is left
     try:
         return json.loads(text)
     except ValueError:

@@ -73,12 +73,13 @@ SEALED_PREFIX = '{"$sealed"'
 #: session's journal names a key the sender did not see (``sealed_labels``): the session
 #: read another data subject's data since, and the payload must be sealed as its data is.
 SEALED_SINCE = -1
-_OUTER_LABEL = re.compile(r'\{"\$sealed":\s*"([^"\\]{0,200})"')
+_OUTER_LABEL = re.compile(r'\{"\$sealed":\s*"((?:[^"\\]|\\.){0,200})"')
 
 
 def sealed_outer_label(text: str) -> str:
     """The label the outermost layer of a sealed value (:data:`SEALED_PREFIX`) names its
-    key by, read from its text ("" for a text that is no sealed value Convoy wrote)."""
+    key by, as its text writes it (escapes kept: the same label reads the same), or ""
+    for a text that is no sealed value Convoy wrote."""
     m = _OUTER_LABEL.match(text)
     return m.group(1) if m else ""
 #: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed
