@@ -58,6 +58,23 @@ def test_sessions_list_leaves_out_a_damaged_session_and_lists_the_others() -> No
              f"session {bad!r}: its stored cost 'nan' is not a number")
 
 
+@pytest.mark.parametrize("as_json", [False, True])
+def test_sessions_list_leaves_out_a_session_whose_error_is_damaged(as_json: bool) -> None:
+    """Its stored error is not JSON (review of stop 45: ``--json`` printed a traceback)."""
+    run_ok()
+    bad, *good = ids_of(GOOD)
+    tamper("UPDATE sessions SET error='not json{' WHERE id=?", bad)
+    res = cli("sessions", "list", *(["--json"] if as_json else []))
+    assert res.code == 0, res.stderr
+    for sid in good:
+        assert sid in res.stdout, res.stdout
+    if as_json:
+        listed = json.loads(res.stdout)
+        assert bad not in [r["id"] for r in listed["sessions"]]
+        assert [d["row"] for d in listed["damaged"]] == [f"session {bad!r}"], listed
+        _warning(res.stderr, "1 damaged session row", "its stored error 'not json{' is not")
+
+
 def test_a_page_that_left_out_a_damaged_row_offers_no_more_pages() -> None:
     """The rows a listing left out are counted in the total: a page that shows every
     readable row does not say to page on for more."""

@@ -102,8 +102,8 @@ def list_sessions(
              f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if as_json:
-        typer.echo(json.dumps({"sessions": [row_json(r, cancels.get(r.id)) for r in rows],
-                               "counts": counts,
+        listed = readable(rows, lambda r: row_json(r, cancels.get(r.id)), left_out)
+        typer.echo(json.dumps({"sessions": listed, "counts": counts,
                                "total": total, "damaged": left_out_json(left_out)}, indent=2))
         warn_left_out(left_out, "session")
         return
