@@ -82,6 +82,8 @@ def sealed_outer_label(text: str) -> str:
     for a text that is no sealed value Convoy wrote."""
     m = _OUTER_LABEL.match(text)
     return m.group(1) if m else ""
+
+
 #: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed
 #: value names its key by to the data subject (``convoy.privacy``): a purge that destroys
 #: a subject's key deletes them with it.
