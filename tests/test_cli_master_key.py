@@ -324,6 +324,43 @@ def test_a_damaged_sealed_record_stops_a_signal_with_the_key_in_one_line(
     assert not any(b"ZQXDAMAGED5" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
 
 
+def test_a_cancel_that_cannot_read_the_session_leaves_it_as_it_was(
+        tmp_path: Path) -> None:
+    """A waiting session whose journal holds a value that does not open (the database
+    edited): ``convoy cancel`` says so in one line and gives the session back as it found
+    it, waiting for its signal, owned by nobody (review of stop 45: it was left running,
+    owned by the command's process, its wait lost)."""
+    import cli_flows
+
+    from convoy.stores import SQLiteStore, StepRecord
+
+    keyed = _pending(tmp_path)
+    key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+
+    async def waiting() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            res = await e.run(cli_flows.approval, "x", session_id="wait-1", subject="ada")
+            assert res.status == "waiting"
+        store = SQLiteStore(str(tmp_path / "convoy.db"))
+        await store.open()
+        try:
+            await store.append("wait-1", None, StepRecord(
+                key="bad", kind="effect", target="x", status="completed",
+                result='{"$sealed": oops', at=1e9))
+        finally:
+            store.close()
+
+    asyncio.run(waiting())
+    before = {r.id: (r.status, r.owner, r.wait_name) for r in sessions(tmp_path / "convoy.db")}
+    assert before["wait-1"] == ("waiting", None, "approve")
+    res = cli("cancel", "wait-1", "--by", "op", env=keyed)
+    assert res.code != 0 and "Traceback" not in res.stdout + res.stderr, res
+    [line] = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert line.startswith("error: ") and "damaged" in line, line
+    after = {r.id: (r.status, r.owner, r.wait_name) for r in sessions(tmp_path / "convoy.db")}
+    assert after["wait-1"] == ("waiting", None, "approve"), after
+
+
 def test_a_signal_sealed_again_and_again_is_given_up_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session that reads another subject's data every time its signal was sealed (here:

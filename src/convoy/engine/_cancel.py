@@ -138,7 +138,12 @@ async def _end_here(engine: Engine, row: SessionRow, by: str) -> bool:
         # A run that died (or never ran), or a session that waits, ends here, in a run of
         # its own: the session hooks see it (audit appends who cancelled it, and the
         # steps a killed run journaled).
-        await end_cancelled(engine, engine._workflows.get(row.workflow), claimed, by)
+        try:
+            await end_cancelled(engine, engine._workflows.get(row.workflow), claimed, by)
+        except BaseException:
+            with suppress(Exception):
+                await _give_back(engine, row)
+            raise
         return True
     try:
         await engine.store.finish(row.id, owner, SessionOutcome(
@@ -148,6 +153,19 @@ async def _end_here(engine: Engine, row: SessionRow, by: str) -> bool:
     except LeaseLost:
         return False  # woken and claimed meanwhile: that engine runs it now
     return True
+
+
+async def _give_back(engine: Engine, row: SessionRow) -> None:
+    """Give up the claim on a session this engine could not end (its stored values do not
+    read): as it was read before the claim, waiting for its signal or timer again, or
+    unfinished for any engine to take."""
+    if row.status == "waiting":
+        await engine.store.park(row.id, engine.owner, SessionOutcome(
+            status="waiting", steps=row.steps, input_tokens=row.input_tokens,
+            output_tokens=row.output_tokens, cost=row.cost),
+            wake_at=row.wake_at, wait_name=row.wait_name)
+    else:
+        await engine.store.release(row.id, engine.owner)
 
 
 async def end_cancelled(engine: Engine, wf: Workflow[Any, Any] | None,
@@ -175,7 +193,12 @@ async def ended_by_request(engine: Engine, wf: Workflow[Any, Any], row: SessionR
         raise
     if request is None:
         return False
-    await end_cancelled(engine, wf, row, requester(request.payload))
+    try:
+        await end_cancelled(engine, wf, row, requester(request.payload))
+    except BaseException:
+        with suppress(Exception):
+            await engine.store.release(row.id, engine.owner)
+        raise
     return True
 
 
