@@ -297,26 +297,28 @@ def test_a_signal_with_the_key_reaches_a_subjects_session_that_journals_meanwhil
     assert not any(b"ZQXKEYSIG4" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
 
 
+async def _damaged_record(tmp_path: Path, session: str, *, at: float) -> None:
+    """A journal record of ``session`` that starts as a sealed value and is not one (the
+    database edited), written by a store of its own."""
+    from convoy.stores import SQLiteStore, StepRecord
+
+    store = SQLiteStore(str(tmp_path / "convoy.db"))
+    await store.open()
+    try:
+        await store.append(session, None, StepRecord(
+            key="bad", kind="effect", target="x", status="completed",
+            result='{"$sealed": oops', at=at))
+    finally:
+        store.close()
+
+
 def test_a_damaged_sealed_record_stops_a_signal_with_the_key_in_one_line(
         tmp_path: Path) -> None:
     """A journal record that starts as a sealed value but is not one (the database edited
     or damaged): the keys of the session cannot be found, so the signal is not sent; one
     line, no traceback (review of stop 45: a JSONDecodeError's traceback)."""
-    from convoy.stores import SQLiteStore, StepRecord
-
     keyed = _pending(tmp_path)
-
-    async def damage() -> None:
-        store = SQLiteStore(str(tmp_path / "convoy.db"))
-        await store.open()
-        try:
-            await store.append("plain-1", None, StepRecord(
-                key="bad", kind="state", target="get crm/c1", status="completed",
-                result='{"$sealed": oops', at=1.0))
-        finally:
-            store.close()
-
-    asyncio.run(damage())
+    asyncio.run(_damaged_record(tmp_path, "plain-1", at=1.0))
     res = cli("signal", "plain-1", "poke", "--payload", '"ZQXDAMAGED5"', env=keyed)
     assert res.code != 0 and "Traceback" not in res.stdout + res.stderr, res
     [line] = [ln for ln in res.stderr.splitlines() if ln.strip()]
@@ -332,8 +334,6 @@ def test_a_cancel_that_cannot_read_the_session_leaves_it_as_it_was(
     owned by the command's process, its wait lost)."""
     import cli_flows
 
-    from convoy.stores import SQLiteStore, StepRecord
-
     keyed = _pending(tmp_path)
     key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
 
@@ -341,14 +341,7 @@ def test_a_cancel_that_cannot_read_the_session_leaves_it_as_it_was(
         async with convoy.Engine("convoy.db", master_key=key) as e:
             res = await e.run(cli_flows.approval, "x", session_id="wait-1", subject="ada")
             assert res.status == "waiting"
-        store = SQLiteStore(str(tmp_path / "convoy.db"))
-        await store.open()
-        try:
-            await store.append("wait-1", None, StepRecord(
-                key="bad", kind="effect", target="x", status="completed",
-                result='{"$sealed": oops', at=1e9))
-        finally:
-            store.close()
+        await _damaged_record(tmp_path, "wait-1", at=1e9)
 
     asyncio.run(waiting())
     before = {r.id: (r.status, r.owner, r.wait_name) for r in sessions(tmp_path / "convoy.db")}
