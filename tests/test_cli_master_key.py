@@ -354,12 +354,94 @@ def test_a_cancel_that_cannot_read_the_session_leaves_it_as_it_was(
     assert after["wait-1"] == ("waiting", None, "approve"), after
 
 
+def test_signals_with_the_key_reach_a_subjects_session_another_process_runs(
+        tmp_path: Path) -> None:
+    """Two processes on one store: one runs a data subject's session that journals a
+    sealed record at every step; this one sends it signals with the master key meanwhile.
+    Each is sent (review of stop 45: a check that counted the sealed records refused them
+    all), sealed under the subject's key; no payload is in the database files. The
+    running process is killed at the end, mid-step."""
+    import subprocess
+    import sys
+    import time
+
+    from convoy.privacy._keys import KeyRing
+    from convoy.privacy._seal import signal_aad
+    from convoy.stores import SQLiteStore
+
+    from .clikit import subprocess_env
+
+    text = MasterKey.generate()
+    (tmp_path / "m.key").write_text(text + "\n")
+    key = MasterKey.from_text(text)
+    script = ("import asyncio, convoy, cli_flows\n"
+              "from convoy.privacy import MasterKey\n"
+              "key = MasterKey.from_text(open('m.key').read().strip())\n"
+              "async def main():\n"
+              "    async with convoy.Engine('convoy.db', master_key=key,\n"
+              "                             limits=convoy.Limits(max_steps=10**7)) as e:\n"
+              "        await e.run(cli_flows.busy, 10**7, session_id='busy-1', subject='ada')\n"
+              "asyncio.run(main())\n")
+    log = (tmp_path / "runner.log").open("wb")
+    runner = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
+                              env=subprocess_env(), stdout=log, stderr=log)
+
+    async def journaled() -> int:
+        if not (tmp_path / "convoy.db").exists():
+            return 0
+        store = SQLiteStore(str(tmp_path / "convoy.db"), read_only=True)
+        try:
+            await store.open()
+            return len(await store.journal("busy-1"))
+        except convoy.ConvoyError:  # (not created yet)
+            return 0
+        finally:
+            store.close()
+
+    async def signals() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as e:
+            for i in range(3):
+                await e.signal("busy-1", "poke", f"ZQXBUSY{i}")
+
+    try:
+        deadline = time.monotonic() + 120
+        while asyncio.run(journaled()) < 50:  # (observable state: it is running)
+            assert runner.poll() is None, (tmp_path / "runner.log").read_text()
+            assert time.monotonic() < deadline, "the session never journaled 50 steps"
+            time.sleep(0.05)
+        asyncio.run(signals())
+        assert asyncio.run(journaled()) > 50 and runner.poll() is None  # (still running)
+    finally:
+        runner.kill()
+        runner.wait()
+        log.close()
+
+    async def payloads() -> list[tuple[list[str], str | None]]:
+        store = SQLiteStore(str(tmp_path / "convoy.db"))
+        await store.open()
+        try:
+            ring, out = KeyRing(store, key), []
+            rows = store._read("SELECT payload FROM signals WHERE session_id='busy-1' "
+                               "ORDER BY seq", ())
+            for (payload,) in rows:
+                layers, opened = await ring.peel(
+                    "default", signal_aad("default", "busy-1", "poke"), payload)
+                out.append(([name for name, _ in layers], opened))
+            return out
+        finally:
+            store.close()
+
+    assert asyncio.run(payloads()) == [(["ada"], f'"ZQXBUSY{i}"') for i in range(3)]
+    assert not any(b"ZQXBUSY" in p.read_bytes() for p in tmp_path.glob("convoy.db*"))
+
+
 def test_a_signal_sealed_again_and_again_is_given_up_in_one_line(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A session that reads another subject's data every time its signal was sealed (here:
     keys that never see the sealed record the store counts) does not loop for ever: the
     send is given up, nothing stored."""
     from convoy.privacy._sealed_store import SealingStore
+    from convoy.stores import SessionRow
 
     keyed = _pending(tmp_path)
     key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
@@ -367,8 +449,8 @@ def test_a_signal_sealed_again_and_again_is_given_up_in_one_line(
     named = SealingStore._seals_named
     calls: list[int] = []
 
-    async def blind(self: SealingStore, session_id: str) -> object:
-        keys, _ = await named(self, session_id)
+    async def blind(self: SealingStore, row: SessionRow) -> object:
+        keys, _ = await named(self, row)
         calls.append(1)
         return keys, set()
 

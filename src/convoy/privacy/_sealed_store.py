@@ -56,7 +56,7 @@ from convoy.stores._protocol import (
     StateWriteResult,
     StepRecord,
     Store,
-    sealed_outer_label,
+    sealed_outer_labels,
 )
 from convoy.stores._rows import LeftOut
 
@@ -346,7 +346,7 @@ class SealingStore:
             if row is None:
                 return await self.inner.send_signal(session_id, name, payload, tenant=tenant,
                                                     sealed_labels=sealed_labels)
-            keys, labels = await self._seals_named(session_id)
+            keys, labels = await self._seals_named(row)
             if sealed_labels is not None and not labels <= set(sealed_labels):
                 return SEALED_SINCE
             aad, text = signal_aad(row.tenant, session_id, name), payload
@@ -483,17 +483,15 @@ class SealingStore:
         innermost first: its subject's, then those of the subjects whose data it read
         (found in its row and journal). Computed here, not tracked: the session may be
         running in this process meanwhile."""
-        return (await self._seals_named(session_id))[0]
-
-    async def _seals_named(self, session_id: str
-                           ) -> tuple[list[tuple[str, SubjectKey]], set[str]]:
-        """:meth:`_seals_of`, and the labels the outermost layers of the session's sealed
-        journal records name (what a write checked against them compares:
-        ``send_signal``'s ``sealed_labels``)."""
         row = await self.inner.get_session(session_id)
-        if row is None:
-            return [], set()
-        t = row.tenant
+        return [] if row is None else (await self._seals_named(row))[0]
+
+    async def _seals_named(self, row: SessionRow
+                           ) -> tuple[list[tuple[str, SubjectKey]], set[str]]:
+        """:meth:`_seals_of` of ``row``'s session, and the labels the outermost layers of
+        its sealed journal records name (what a write checked against them compares:
+        ``send_signal``'s ``sealed_labels``)."""
+        t, session_id = row.tenant, row.id
         seals: dict[str, SubjectKey] = {}
         if row.subject is not None:
             key = await self.keys.load(t, row.subject, create=False)
@@ -507,8 +505,7 @@ class SealingStore:
             for name, key in (await self.keys.peel(t, aad, text))[0]:
                 if key is not None:
                     seals.setdefault(name, key)
-        return list(seals.items()), {sealed_outer_label(r.result) for r in records
-                                     if r.result is not None and is_sealed(r.result)}
+        return list(seals.items()), sealed_outer_labels(r.result for r in records)
 
     async def _seal_as(self, session_id: str, aad: str, text: str) -> str:
         """``text`` sealed as ``session_id``'s data is (:meth:`_seals_of`)."""

@@ -79,7 +79,7 @@ from convoy.stores._protocol import (
     Signal,
     StepRecord,
     StoreSummary,
-    sealed_outer_label,
+    sealed_outer_labels,
 )
 from convoy.stores._rows import (
     SUMMARY,
@@ -909,7 +909,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 return 0
             sealed = await (await conn.execute(sql.SEALED_RECORDS, (
                 session_id, len(SEALED_PREFIX), SEALED_PREFIX))).fetchall()
-            if not {sealed_outer_label(r[0]) for r in sealed} <= labels:
+            if not sealed_outer_labels(r[0] for r in sealed) <= labels:
                 return SEALED_SINCE
             row = await (await conn.execute(*insert)).fetchone()
             return int(row[0]) if row else 0

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -82,6 +82,13 @@ def sealed_outer_label(text: str) -> str:
     for a text that is no sealed value Convoy wrote."""
     m = _OUTER_LABEL.match(text)
     return m.group(1) if m else ""
+
+
+def sealed_outer_labels(texts: Iterable[str | None]) -> set[str]:
+    """The labels (:func:`sealed_outer_label`) of the sealed values among ``texts``: what
+    :meth:`Store.send_signal`'s ``sealed_labels`` is compared with."""
+    return {sealed_outer_label(t) for t in texts if t is not None and
+            t.startswith(SEALED_PREFIX)}
 
 
 #: The namespace (``+ tenant``) of the interceptors' values that map the label a sealed

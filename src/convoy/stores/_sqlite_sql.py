@@ -22,7 +22,7 @@ from convoy.stores._protocol import (
     STATUSES,
     SessionRow,
     StepRecord,
-    sealed_outer_label,
+    sealed_outer_labels,
 )
 from convoy.stores._rows import RowCheck, damaged, row_name, shown
 
@@ -275,9 +275,9 @@ def _send_signal(conn: sqlite3.Connection, session_id: str, name: str, payload: 
     ``tenant``), or SEALED_SINCE (nothing stored) if a sealed journal record of the
     session names a key not in ``sealed_labels`` (see Store.send_signal)."""
     cond, tparams = _tenant_cond(tenant)
-    if sealed_labels is not None and not {sealed_outer_label(r[0]) for r in conn.execute(
+    if sealed_labels is not None and not sealed_outer_labels(r[0] for r in conn.execute(
             _SEALED_RECORDS, (session_id, len(SEALED_PREFIX), SEALED_PREFIX))
-    }.issubset(sealed_labels):
+    ).issubset(sealed_labels):
         exists = conn.execute(f"SELECT 1 FROM sessions WHERE id=?{cond}",
                               (session_id, *tparams)).fetchone()
         return SEALED_SINCE if exists else 0
