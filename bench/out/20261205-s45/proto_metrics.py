@@ -1,23 +1,41 @@
-"""Prototype (not landed): Metrics that count model calls and agent runs from the
-session's journal records at the run's end, with no model_call hook and no run tap."""
+"""Prototype (stop 45, not landed): Metrics that count model calls (and, with
+``agent_runs``, agent runs) from the session's journal records at the run's end, with no
+``model_call`` hook (and no run tap). Timed by ``obs_proto.py``; see bench/RESULTS.md."""
 from __future__ import annotations
+
 from bisect import bisect_left
 from itertools import groupby
-from operator import attrgetter
-from convoy.interceptors._base import Interceptor
-from convoy.observability._metrics import Metrics, STEP_NS, SESSION_NS, perf_ns
+from typing import Any
 
-_AGENT = attrgetter("agent")
+from convoy.interceptors._base import Interceptor
+from convoy.observability._metrics import SESSION_NS, STEP_NS, Metrics, perf_ns
+
+
+def _agent_of(r: Any) -> str:
+    """The agent of a record (a model record names its agent as its target)."""
+    return str(r.target if r.kind == "model" else r.agent or "")
+
+
+def _model_of(r: Any) -> str:
+    """The model that answered, as a model record's result begins: {"model":"NAME",..."""
+    text = r.result or ""
+    return text[10:text.find('"', 10)] if text.startswith('{"model":"') else ""
 
 
 class JournalMetrics(Metrics):
     model_call = Interceptor.model_call  # (no hook: counted from the journal)
 
-    async def _session_run(self, input, next):
+    def __init__(self, *, agent_runs: bool = True) -> None:
+        super().__init__()
+        self.agent_runs = agent_runs
+
+    async def _session_run(self, input: Any, next: Any) -> Any:
+        held: list[Any] = []
+        input.journal_taps.append(held.append)
+        if not self.agent_runs:
+            input.run_taps.append(self._run_ended)
         info = input.info
         self._session_began(info.workflow)
-        held: list = []
-        input.journal_taps.append(held.append)
         t = perf_ns()
         try:
             end = await next(input)
@@ -25,59 +43,28 @@ class JournalMetrics(Metrics):
             self._session_ended(info, None, 0)
             raise
         self._session_ended(info, end, perf_ns() - t)
-        if held:
-            self._records(held)
+        self._records(held)
         return end
 
-    def _records(self, held):
+    def _records(self, held: list[Any]) -> None:
         steps, agents = self._steps, self._agents
-        for agent, run in groupby(held, _AGENT):
-            run = list(run)
+        for agent, group in groupby(held, _agent_of):
+            run = list(group)
             for r in run:
                 if r.kind == "model" and r.status == "completed":
-                    name = agent or ""
-                    st = steps.get(("model", name, r.target)) or self._step("model", name, r.target)
+                    model = _model_of(r)
+                    st = steps.get(("model", agent, model)) or \
+                        self._step("model", agent, model)
                     ns = int((r.at - r.began) * 1e9) if r.began else 0
                     st.counts[bisect_left(STEP_NS, ns)] += 1
                     st.sum += ns
                     st.tokens_in += r.input_tokens
                     st.tokens_out += r.output_tokens
                     st.cost += r.cost
-            if agent:
+            if self.agent_runs and agent:
                 a = agents.get(agent) or self._agent(agent)
                 first = run[0]
                 ns = int((run[-1].at - (first.began or first.at)) * 1e9)
                 h = a.handoff if run[-1].kind == "handoff" else a.ok
                 h.counts[bisect_left(SESSION_NS, ns)] += 1
                 h.sum += ns
-
-
-class ModelFromJournal(Metrics):
-    """Only the model calls from the journal; agent runs by the run tap as now."""
-    model_call = Interceptor.model_call
-
-    async def _session_run(self, input, next):
-        info = input.info
-        self._session_began(info.workflow)
-        input.run_taps.append(self._run_ended)
-        held: list = []
-        input.journal_taps.append(held.append)
-        t = perf_ns()
-        try:
-            end = await next(input)
-        except BaseException:
-            self._session_ended(info, None, 0)
-            raise
-        self._session_ended(info, end, perf_ns() - t)
-        steps = self._steps
-        for r in held:
-            if r.kind == "model" and r.status == "completed":
-                name = r.agent or ""
-                st = steps.get(("model", name, r.target)) or self._step("model", name, r.target)
-                ns = int((r.at - r.began) * 1e9) if r.began else 0
-                st.counts[bisect_left(STEP_NS, ns)] += 1
-                st.sum += ns
-                st.tokens_in += r.input_tokens
-                st.tokens_out += r.output_tokens
-                st.cost += r.cost
-        return end
