@@ -374,13 +374,13 @@ def test_signals_with_the_key_reach_a_subjects_session_another_process_runs(
     text = MasterKey.generate()
     (tmp_path / "m.key").write_text(text + "\n")
     key = MasterKey.from_text(text)
-    script = ("import asyncio, convoy, cli_flows\n"
+    script = ("import asyncio, convoy, busy_flows\n"
               "from convoy.privacy import MasterKey\n"
               "key = MasterKey.from_text(open('m.key').read().strip())\n"
               "async def main():\n"
               "    async with convoy.Engine('convoy.db', master_key=key,\n"
               "                             limits=convoy.Limits(max_steps=10**7)) as e:\n"
-              "        await e.run(cli_flows.busy, 10**7, session_id='busy-1', subject='ada')\n"
+              "        await e.run(busy_flows.busy, 10**7, session_id='busy-1', subject='ada')\n"
               "asyncio.run(main())\n")
     log = (tmp_path / "runner.log").open("wb")
     runner = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path,
