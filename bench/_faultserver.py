@@ -150,9 +150,10 @@ class FaultServer:
                                      "type": "server_error", "code": action.code}}
                     self._send(writer, action.status, json.dumps(msg), action.headers)
                 else:
-                    self._send(writer, 200, json.dumps(self._completion(json.loads(body))))
-                    if session is not None:
-                        self.served.add(session)
+                    reply = json.dumps(self._completion(json.loads(body)))
+                    if session is not None:  # (before the answer: a client that has it may
+                        self.served.add(session)  # look at once, from another thread)
+                    self._send(writer, 200, reply)
                 await writer.drain()
         except (ConnectionError, asyncio.IncompleteReadError, ValueError,
                 asyncio.CancelledError):  # CancelledError: the server is stopping
