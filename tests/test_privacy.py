@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 import convoy
 from convoy import MasterKey
-from convoy._errors import UserError
+from convoy._errors import JournalError, UserError
 from convoy.cli._state import _writer
 from convoy.privacy._seal import is_sealed
 from convoy.stores import store_from_url
@@ -1214,7 +1214,7 @@ def test_a_damaged_sealed_value_is_named_by_where_it_is_and_never_quoted() -> No
 
     for text in ('{"$sealed": oops ZQXDAMAGED', '{"$sealed": "k", "v": 2}',
                  '{"$sealed": ["ZQXDAMAGED"], "d": "x"}'):
-        with pytest.raises(UserError) as e:
+        with pytest.raises(JournalError) as e:  # (a damaged row: a store error)
             sealed_label(text, "convoy/v1/acme/session/s-1/step/3")
         assert "ZQXDAMAGED" not in str(e.value) and "$sealed" not in str(e.value)
         assert "convoy/v1/acme/session/s-1/step/3" in str(e.value), str(e.value)

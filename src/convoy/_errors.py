@@ -493,6 +493,14 @@ class Escalated(SessionTerminated):
         self.grant = grant
 
 
+class SessionUnreadable(Escalated):
+    """A session this process cannot run because it cannot read what is stored for it: its
+    input is not what its workflow's code takes now (the code changed without a new
+    version), or a value of its row or journal is damaged (the store was edited). It is
+    escalated rather than failed: its input and journal stay as they are, and once the code
+    or the store is fixed, a person's approval runs it again from its journal."""
+
+
 for _cls in (ConvoyError, SessionTerminated):
     _register(_cls)
 

@@ -85,6 +85,7 @@ from convoy.engine._results import (
     _version_skip,
     _workflow_skip,
     needs_master_key,
+    unreadable,
 )
 from convoy.engine._runtime import Runtime, _run_session
 from convoy.engine._stored import StoredWorkflow
@@ -121,6 +122,7 @@ from convoy.stores._protocol import (
     StepRecord,
     Store,
 )
+from convoy.stores._rows import DamagedRow
 from convoy.stores._sqlite import Durability
 from convoy.stores._url import store_from_url
 
@@ -569,8 +571,7 @@ class Engine(SessionControl, SubjectRights):
                     if on_done is not None:
                         on_done(early)
                 else:
-                    jobs.append(_Job(sid, row.tenant, wf.input_adapter.validate_json(row.input),
-                                     row))
+                    jobs.append(_Job(sid, row.tenant, _UNTYPED, row))  # (read once claimed)
         results = await self._pool(wf, jobs, on_done)
         order = {sid: i for i, sid in enumerate(sids)}
         return sorted([*done, *results], key=lambda r: order[r.id])
@@ -598,9 +599,10 @@ class Engine(SessionControl, SubjectRights):
             return _unfinished_result(row)
         if await ended_by_request(self, wf, claimed):
             return await self._stored(wf, claimed.id)
-        value = wf.input_adapter.validate_json(claimed.input)
-        return await self._admit(wf, claimed.id, claimed.tenant, value, claimed,
-                                 await self.store.load_journal(claimed.id))
+        read = await self._read_claimed(wf, claimed)
+        if isinstance(read, SessionResult):  # escalated
+            return read
+        return await self._admit(wf, claimed.id, claimed.tenant, read[0], claimed, read[1])
 
     async def _adopt_version(self, wf: Workflow[Any, Any], row: SessionRow) -> bool:
         """A session of another version that journaled nothing simply starts on this one."""
@@ -624,13 +626,38 @@ class Engine(SessionControl, SubjectRights):
         """The journal of a session this engine just claimed. If it cannot be read (a
         store error; a master key that does not open a subject's data it holds), the claim
         is given up before the error goes on: the session is not held by this engine
-        until its lease lapses."""
+        until its lease lapses. A damaged record (:class:`DamagedRow`) keeps the claim:
+        the caller escalates that session (:meth:`_read_claimed`)."""
         try:
             return await self.store.load_journal(sid)
+        except DamagedRow:
+            raise
         except BaseException:
             with suppress(Exception):
                 await self.store.release(sid, self.owner)
             raise
+
+    async def _read_claimed(self, wf: Workflow[Any, Any], row: SessionRow
+                            ) -> tuple[Any, dict[str, StepRecord]] | SessionResult[Any]:
+        """The input (as ``wf`` takes it) and journal of a session this engine claimed. If
+        they cannot be read here (the input is not what ``wf`` takes now, a stored value
+        is damaged), the session is escalated for a person instead
+        (:class:`~convoy._errors.SessionUnreadable`), and its result is returned: one
+        session that cannot be read does not stop the others."""
+        unopened = getattr(self.store, "unopened", None)  # (a sealing store's damaged row)
+        try:
+            damage = unopened(row.id) if unopened is not None else None
+            if damage is not None:
+                raise damage
+            value = wf.input_adapter.validate_json(row.input)
+            return value, await self._claimed_journal(row.id)
+        except (ValidationError, DamagedRow) as e:
+            record = error_to_record(unreadable(wf, row, e))
+            await self._end_in_a_run(wf, row, SessionEnd(status="escalated", error=record),
+                                     unreadable=True)
+            res = _unfinished_result(row)  # (not read back: its row may not open)
+            res.status, res.error = "escalated", record
+            return res
 
     async def _stored(self, wf: Workflow[Any, OutT], sid: str) -> SessionResult[OutT]:
         """The result of a session as the store holds it now."""
@@ -708,8 +735,7 @@ class Engine(SessionControl, SubjectRights):
                 if early is not None:
                     results.append(early)
                     continue
-                jobs.append(_Job(row.id, row.tenant, wf.input_adapter.validate_json(row.input),
-                                 row))
+                jobs.append(_Job(row.id, row.tenant, _UNTYPED, row))  # (read once claimed)
             ran = await self._pool(wf, jobs, on_done)
             results.extend(ran)
         return results
@@ -786,9 +812,9 @@ class Engine(SessionControl, SubjectRights):
             self.drain()
             return
         if not await ended_by_request(self, wf, row):
-            value = wf.input_adapter.validate_json(row.input)
-            journal = await self._claimed_journal(row.id)
-            await self._admit(wf, row.id, row.tenant, value, row, journal)
+            read = await self._read_claimed(wf, row)
+            if not isinstance(read, SessionResult):
+                await self._admit(wf, row.id, row.tenant, read[0], row, read[1])
         self._wake_event().set()
 
     # -- internals -----------------------------------------------------------------------
@@ -804,20 +830,23 @@ class Engine(SessionControl, SubjectRights):
                 if self._draining.on:  # (see ``drain``)
                     results[i] = await self._left_by_drain(job)
                     continue
-                row, journal = job.row, None
+                row, journal, value = job.row, None, job.value
                 if job.new is None:
                     assert row is not None
                     claimed = await self._claim(row)
                     if claimed is None:
                         results[i] = _unfinished_result(row)
                         continue
-                    if await ended_by_request(self, wf, claimed):
-                        results[i] = res = await self._stored(wf, job.sid)
+                    read = await self._stored(wf, job.sid) \
+                        if await ended_by_request(self, wf, claimed) else \
+                        await self._read_claimed(wf, claimed)
+                    if isinstance(read, SessionResult):  # ended by a request, or escalated
+                        results[i] = read
                         if on_done is not None:
-                            on_done(res)
+                            on_done(read)
                         continue
-                    row, journal = claimed, await self._claimed_journal(job.sid)
-                res = await self._admit(wf, job.sid, job.tenant, job.value, row, journal,
+                    row, (value, journal) = claimed, read
+                res = await self._admit(wf, job.sid, job.tenant, value, row, journal,
                                         new=job.new)
                 results[i] = res
                 if on_done is not None:
@@ -869,20 +898,32 @@ class Engine(SessionControl, SubjectRights):
             slots.release()
 
     async def _end_in_a_run(self, wf: Workflow[Any, Any] | None, row: SessionRow,
-                            end: SessionEnd) -> None:
+                            end: SessionEnd, *, unreadable: bool = False) -> None:
         """Finish a session this engine claimed with ``end`` through a run that executes
         nothing: its session hooks see it end (audit appends what a killed run journaled,
         tracing and metrics see the outcome). Its counts are the row's, or, when the
         journal holds more (a run that was killed never recorded its own), the journal's:
         what a run that resumed the session would have counted. The run needs the
         session's workflow only to give the hooks its input typed: without it (or at
-        another version), they see the input as stored (JSON)."""
+        another version, or an input it does not take), they see the input as stored
+        (JSON). ``unreadable``: ``end`` escalates a session that cannot be read here; a
+        damaged journal row then leaves the hooks no journal, rather than stopping it."""
+        value: Any = _UNTYPED
         if wf is not None and wf.version == row.version and not is_sealed(row.input):
-            value = wf.input_adapter.validate_json(row.input)
-        else:
-            value = from_json(row.input) if row.input else None
+            with suppress(ValidationError):  # (not what the code takes now: as stored)
+                value = wf.input_adapter.validate_json(row.input)
+        if wf is None or value is _UNTYPED:
+            try:
+                value = from_json(row.input) if row.input else None
+            except ValueError:
+                value = row.input
             wf = cast(Workflow[Any, Any], StoredWorkflow(row.workflow, row.version))
-        journal = await self.store.load_journal(row.id, tenant=row.tenant)
+        try:
+            journal = await self.store.load_journal(row.id, tenant=row.tenant)
+        except DamagedRow:
+            if not unreadable:
+                raise
+            journal = {}  # (what made it unreadable: its hooks see no journal)
         state, executor = self._prepare(wf, row.id, row.tenant, row, journal, False, None)
         records = journal.values()
         state.steps = max(row.steps, len(journal))
@@ -1114,6 +1155,10 @@ class Engine(SessionControl, SubjectRights):
             return await aw
         finally:
             await self.aclose()
+
+
+#: An input not yet read: a known session's, read from its row once it is claimed.
+_UNTYPED: Any = object()
 
 
 class _Job:

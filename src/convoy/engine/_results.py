@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
-from convoy._errors import ConvoyError, TerminalReason
+from pydantic import ValidationError
+
+from convoy._errors import ConvoyError, SessionUnreadable, TerminalReason
+from convoy._text import readable_validation_error
 from convoy.models._messages import Usage
 from convoy.stores._protocol import RUNNABLE, SessionRow
+from convoy.stores._rows import DamagedRow
 
 if TYPE_CHECKING:
     from convoy.definitions._workflow import Workflow
@@ -139,6 +143,24 @@ def needs_master_key(row: SessionRow) -> str:
     return (f"session {row.id!r} (tenant {row.tenant!r}): it is a data subject's, and its "
             "input and journal are sealed; set $CONVOY_MASTER_KEY_FILE to the store's master "
             "key file (in Python: Engine(master_key=...))")
+
+
+def unreadable(wf: Workflow[Any, Any], row: SessionRow,
+               problem: ValidationError | DamagedRow) -> SessionUnreadable:
+    """Why a claimed session cannot run here (see :class:`SessionUnreadable`): its stored
+    input is not what ``wf`` takes (``ValidationError``), or a stored value of it is
+    damaged. One line that names no stored value: the field names and messages of the
+    validation error (for a data subject's session, its error types alone)."""
+    if isinstance(problem, ValidationError):
+        said = readable_validation_error(problem) if row.subject is None else "; ".join(
+            dict.fromkeys(err["type"] for err in problem.errors(include_url=False)))
+        what = (f"its stored input is not what workflow {wf.name!r} takes ({said}); fix the "
+                "workflow's code (or the stored input)")
+    else:
+        what = f"{problem}; repair the store"
+    return SessionUnreadable(
+        f"session {row.id!r} cannot run here: {what}, then approve this escalation in "
+        "'convoy inbox' to run it again from its journal (or reject it to fail it)")
 
 
 __all__ = ["ReplayResult", "ResultStatus", "SessionFailed", "SessionResult"]

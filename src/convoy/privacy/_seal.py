@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy._errors import UserError
 from convoy.stores._protocol import SEALED_PREFIX
-from convoy.stores._rows import DAMAGED
+from convoy.stores._rows import damaged
 
 if TYPE_CHECKING:
     from convoy.privacy._keys import SubjectKey
@@ -45,8 +45,8 @@ def _envelope(text: str, where: str = "") -> dict[str, Any]:
     was edited). The text is never quoted: an opened layer holds personal data."""
     env = envelope_of(text)
     if env is None:
-        raise UserError(f"a sealed value{f' ({where})' if where else ''} is damaged (not "
-                        f"the JSON of a sealed envelope): {DAMAGED}")
+        raise damaged(f"a sealed value{f' ({where})' if where else ''}",
+                      "it is damaged: not the JSON of a sealed envelope")
     return env
 
 
@@ -78,13 +78,13 @@ def unseal(key: SubjectKey, aad: str, text: str) -> str:
     try:
         raw = base64.b64decode(env["d"], validate=True)
     except ValueError:
-        raise UserError(f"a sealed value ({aad}) is damaged (its data is not base64): "
-                        f"{DAMAGED}") from None
+        raise damaged(f"a sealed value ({aad})", "it is damaged: its data is not base64"
+                      ) from None
     try:
         return key.aead.decrypt(raw[:12], raw[12:], aad.encode()).decode()
     except (InvalidTag, ValueError):  # (ValueError: a nonce cut short, not UTF-8)
-        raise UserError(f"a sealed value ({aad}) does not open with its subject's key: it "
-                        "was moved or altered") from None
+        raise damaged(f"a sealed value ({aad})", "it does not open with its subject's key "
+                      "(it was moved or altered)") from None
 
 
 def session_aad(tenant: str, session_id: str, part: str) -> str:

@@ -58,9 +58,9 @@ from convoy.stores._protocol import (
     Store,
     sealed_outer_labels,
 )
-from convoy.stores._rows import LeftOut
+from convoy.stores._rows import DamagedRow, LeftOut
 
-_OWN = frozenset({"inner", "keys", "_live", "_read", "_running"})
+_OWN = frozenset({"inner", "keys", "_live", "_read", "_running", "_unopened"})
 #: How many times a signal is sealed again for a session that read another data subject's
 #: data while it was being sealed, before the send is given up (a store error).
 _SEAL_TRIES = 10
@@ -80,6 +80,8 @@ class SealingStore:
         # Sessions whose run this process holds (with a subject or not): what is written
         # for one of them that is in neither map above holds nobody's personal data.
         self._running: set[str] = set()
+        # Claimed rows returned unopened (a damaged sealed value): id -> why.
+        self._unopened: dict[str, DamagedRow] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -181,9 +183,25 @@ class SealingStore:
                 text = seal(key, aad, text)
         return text
 
-    async def _open_rows(self, rows: Sequence[SessionRow], *, track: bool = False
-                         ) -> list[SessionRow]:
-        return [cast(SessionRow, await self._open_row(r, track=track)) for r in rows]
+    async def _open_rows(self, rows: Sequence[SessionRow], *,
+                         left_out: list[LeftOut] | None = None,
+                         as_stored: bool = False) -> list[SessionRow]:
+        """The rows opened. One with a damaged sealed value is, with ``left_out``, left out
+        and added to it (a listing shows the rest), as the inner store does a damaged row;
+        with ``as_stored``, kept as stored (sessions to run: claiming one says why it does
+        not open, see :meth:`unopened`); otherwise its error goes on."""
+        opened = []
+        for r in rows:
+            try:
+                opened.append(cast(SessionRow, await self._open_row(r)))
+            except DamagedRow as e:
+                if left_out is not None:
+                    left_out.append(LeftOut(row=e.what, problem=e.problem))
+                elif as_stored:
+                    opened.append(r)
+                else:
+                    raise
+        return opened
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
                     tenant: str | None = None, waiting: bool = False) -> SessionRow | None:
@@ -204,15 +222,30 @@ class SealingStore:
 
     async def _opened_claims(self, rows: Sequence[SessionRow], owner: str
                              ) -> list[SessionRow]:
-        """Claimed rows, opened; if they cannot be (a master key that does not open their
-        subject's key), released again before the error goes on: they are not left held
-        by this engine until its lease lapses."""
+        """Claimed rows, opened. A row with a damaged sealed value is returned as stored,
+        and :meth:`unopened` says why (the engine escalates that session and runs the
+        others). If the rows cannot be opened otherwise (a master key that does not open
+        their subject's key), they are released again before the error goes on: they are
+        not left held by this engine until its lease lapses."""
+        opened = []
         try:
-            return await self._open_rows(rows, track=True)
+            for r in rows:
+                try:
+                    opened.append(cast(SessionRow, await self._open_row(r, track=True)))
+                except DamagedRow as e:
+                    self._unopened[r.id] = e
+                    opened.append(r)
         except BaseException:
             for r in rows:
+                self._unopened.pop(r.id, None)
                 await self.release(r.id, owner)
             raise
+        return opened
+
+    def unopened(self, session_id: str) -> DamagedRow | None:
+        """Why the row of ``session_id`` that this engine claimed is returned as stored
+        (once: the answer is forgotten), or ``None`` if it was opened."""
+        return self._unopened.pop(session_id, None)
 
     async def get_session(self, session_id: str, *,
                           tenant: str | None = None) -> SessionRow | None:
@@ -224,16 +257,19 @@ class SealingStore:
     async def get_sessions(self, ids: Sequence[str], *, tenant: str | None = None,
                            left_out: list[LeftOut] | None = None) -> dict[str, SessionRow]:
         rows = await self.inner.get_sessions(ids, tenant=tenant, left_out=left_out)
-        return {k: cast(SessionRow, await self._open_row(v)) for k, v in rows.items()}
+        return {r.id: r for r in await self._open_rows(list(rows.values()),
+                                                       left_out=left_out)}
 
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
-        return await self._open_rows(await self.inner.list_sessions(where, left_out=left_out))
+        return await self._open_rows(await self.inner.list_sessions(where, left_out=left_out),
+                                     left_out=left_out)
 
     async def unfinished(self, *, tenant: str | None = None,
                          left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         return await self._open_rows(await self.inner.unfinished(tenant=tenant,
-                                                                 left_out=left_out))
+                                                                 left_out=left_out),
+                                     left_out=left_out, as_stored=left_out is None)
 
     async def subject_sessions(self, tenant: str, subject: str) -> list[SessionRow]:
         return await self._open_rows(await self.inner.subject_sessions(tenant, subject))

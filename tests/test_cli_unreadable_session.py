@@ -1,0 +1,184 @@
+"""A session this process cannot read: its stored input no longer matches its workflow's
+input type (the code changed under it, without a new version), or a value of its row or
+journal is damaged (the store was edited). ``convoy worker``, ``convoy resume`` and
+``engine.run`` escalate that one session, with one line that says what is wrong and what
+to do, and run the others. Before, a worker stopped with a traceback at the first such
+session and left the sessions it was running held by its dead process; ``resume`` printed
+a traceback and ran none.
+
+Nothing of the session is lost: its input and journal stay as stored, and once the code
+(or the store) is fixed a person approves the escalation in ``convoy inbox`` and the
+session runs again from its journal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import convoy
+from convoy.privacy import MasterKey
+from convoy.privacy._seal import session_aad
+
+from .clikit import GOOD, cli, session, sessions, tamper, workdir
+
+__all__ = ["workdir"]  # the autouse fixture: each test in its own directory
+
+#: A stored input that the workflow ``cli_flows:handle`` (a ``Ticket``) does not take.
+STALE = '{"subject": 5}'
+
+
+def _pending(tmp_path: Path, *, keyed: bool = False) -> dict[str, str]:
+    """Sessions ``sub-1`` (of data subject ``ada`` when ``keyed``), ``plain-1`` and
+    ``plain-2`` of ``cli_flows:handle``, created and left pending; the environment that
+    holds the master key (empty when not ``keyed``)."""
+    import cli_flows
+
+    text = MasterKey.generate()
+    (tmp_path / "m.key").write_text(text + "\n")
+    (tmp_path / "m.key").chmod(0o600)
+
+    async def make() -> None:
+        async with convoy.Engine("convoy.db", master_key=MasterKey.from_text(text)
+                                 if keyed else None) as e:
+            e.drain()
+            await e.run_many(cli_flows.handle, [GOOD[0]], ids=["sub-1"],
+                             subject="ada" if keyed else None)
+            await e.run_many(cli_flows.handle, GOOD[1:], ids=["plain-1", "plain-2"])
+
+    asyncio.run(make())
+    return {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")} if keyed else {}
+
+
+def _status() -> dict[str, tuple[str, str | None]]:
+    return {r.id: (r.status, r.owner) for r in sessions()}
+
+
+async def _append(sid: str, result: str) -> None:
+    """A completed journal record of ``sid`` holding ``result``, written by a store of its
+    own (the database edited: nothing a run of the session wrote)."""
+    from convoy.stores import SQLiteStore, StepRecord
+
+    store = SQLiteStore("convoy.db")
+    await store.open()
+    try:
+        await store.append(sid, None, StepRecord(key="edited", kind="effect", target="x",
+                                                 status="completed", result=result, at=1.0))
+    finally:
+        store.close()
+
+
+def _escalated_for(sid: str, *words: str, keyed: dict[str, str] | None = None) -> str:
+    """The one-line reason ``sid`` was escalated with (a data subject's is sealed: read
+    with the master key ``keyed`` holds); it holds ``words``."""
+    if keyed:
+        key = MasterKey.from_text(Path(keyed["CONVOY_MASTER_KEY_FILE"]).read_text().strip())
+
+        raw = session(sid)
+
+        async def read() -> str | None:  # (the error alone: the input may not open)
+            async with convoy.Engine("convoy.db", master_key=key) as e:
+                assert e.keys is not None
+                return (await e.keys.peel(raw.tenant, session_aad(raw.tenant, sid, "error"),
+                                          raw.error))[1]
+
+        err = json.loads(asyncio.run(read()) or "{}")
+    else:
+        err = session(sid).error_record or {}
+    assert err.get("type") == "SessionUnreadable", err
+    message = str(err.get("message"))
+    assert "\n" not in message and all(w in message for w in words), message
+    return message
+
+
+def test_a_worker_escalates_a_session_whose_input_its_code_does_not_take_and_runs_the_rest(
+        ) -> None:
+    tmp = Path.cwd()
+    _pending(tmp)
+    tamper("UPDATE sessions SET input = ? WHERE id = 'plain-1'", STALE)
+    res = cli("worker", "cli_flows", "--until-idle")
+    assert res.code == 0, res.stdout + res.stderr
+    assert "Traceback" not in res.stdout + res.stderr
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("escalated", None),
+                         "plain-2": ("completed", None)}
+    message = _escalated_for("plain-1", "input", "'cli_flows:handle'", "subject",
+                             "convoy inbox")
+    assert "5" not in message.replace("plain-1", "")  # no stored value is quoted
+    assert "plain-1" in res.stdout + res.stderr  # the worker's line for that run
+
+    # The person fixes what was wrong (here: the stored input) and approves: it runs again.
+    shown = cli("inbox", "list")
+    assert shown.code == 0 and "plain-1:escalated" in shown.stdout, shown.stdout
+    tamper("UPDATE sessions SET input = ? WHERE id = 'plain-1'",
+           '{"subject": "login", "body": "cannot log in"}')
+    res = cli("inbox", "approve", "plain-1:escalated", "--by", "ann")
+    assert res.code == 0, res.stdout + res.stderr
+    res = cli("worker", "cli_flows", "--until-idle")
+    assert res.code == 0, res.stdout + res.stderr
+    assert _status()["plain-1"] == ("completed", None)
+
+
+def test_resume_escalates_a_session_whose_input_its_code_does_not_take_and_runs_the_rest(
+        ) -> None:
+    _pending(Path.cwd())
+    tamper("UPDATE sessions SET input = ? WHERE id = 'plain-2'", STALE)
+    res = cli("resume", "--import", "cli_flows")
+    assert "Traceback" not in res.stdout + res.stderr, res.stdout + res.stderr
+    assert res.code == 0, res.stdout + res.stderr
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("completed", None),
+                         "plain-2": ("escalated", None)}
+    _escalated_for("plain-2", "input", "'cli_flows:handle'")
+
+
+def test_a_worker_escalates_a_session_with_a_damaged_journal_row_and_runs_the_rest() -> None:
+    _pending(Path.cwd())
+    asyncio.run(_append("plain-1", '"fine"'))
+    tamper("UPDATE journal SET cost = 'nan' WHERE session_id = 'plain-1'")
+    res = cli("worker", "cli_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("escalated", None),
+                         "plain-2": ("completed", None)}
+    _escalated_for("plain-1", "step 'edited'", "cost", "edited or damaged")
+
+
+def test_a_worker_with_the_key_escalates_a_subjects_session_with_a_damaged_sealed_record(
+        ) -> None:
+    keyed = _pending(Path.cwd(), keyed=True)
+    asyncio.run(_append("sub-1", '{"$sealed": oops'))
+    res = cli("worker", "cli_flows", "--until-idle", env=keyed)
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("escalated", None), "plain-1": ("completed", None),
+                         "plain-2": ("completed", None)}
+    _escalated_for("sub-1", "sealed value", "edited", "damaged", keyed=keyed)
+
+
+def test_a_worker_with_the_key_escalates_a_subjects_session_whose_sealed_input_is_damaged(
+        ) -> None:
+    keyed = _pending(Path.cwd(), keyed=True)
+    tamper("UPDATE sessions SET input = ? WHERE id = 'sub-1'", '{"$sealed": "x", "v": 2}')
+    res = cli("worker", "cli_flows", "--until-idle", env=keyed)
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("escalated", None), "plain-1": ("completed", None),
+                         "plain-2": ("completed", None)}
+    _escalated_for("sub-1", "sealed value", "input", "damaged", keyed=keyed)
+    # Its escalation cannot be shown until the store is repaired: the inbox names it.
+    listed = cli("inbox", "list", env=keyed)
+    assert listed.code == 0 and "Traceback" not in listed.stdout + listed.stderr, listed
+    assert "left out 1 damaged" in listed.stderr and "sub-1/input" in listed.stderr, listed
+
+
+def test_run_with_the_id_of_a_session_its_code_cannot_read_escalates_it() -> None:
+    import cli_flows
+
+    _pending(Path.cwd())
+    tamper("UPDATE sessions SET input = ? WHERE id = 'plain-1'", STALE)
+
+    async def main() -> list[str]:
+        async with convoy.Engine("convoy.db") as e:
+            one = await e.run(cli_flows.handle, GOOD[1], session_id="plain-1")
+            many = await e.run_many(cli_flows.handle, GOOD[1:],
+                                    ids=["plain-1", "plain-2"])
+            return [one.status, *(r.status for r in many)]
+
+    assert asyncio.run(main()) == ["escalated", "escalated", "completed"]
+    _escalated_for("plain-1", "input")
