@@ -106,6 +106,9 @@ def test_a_worker_escalates_a_session_whose_input_its_code_does_not_take_and_run
     assert "5" not in message.replace("plain-1", "")  # no stored value is quoted
     assert "plain-1" in res.stdout + res.stderr  # the worker's line for that run
 
+    shown = cli("sessions", "show", "plain-1")  # what to do (no step escalated: no "check")
+    assert "fix what its error says first" in shown.stdout, shown.stdout
+
     # The person fixes what was wrong (here: the stored input) and approves: it runs again.
     shown = cli("inbox", "list")
     assert shown.code == 0 and "plain-1:escalated" in shown.stdout, shown.stdout
@@ -182,3 +185,99 @@ def test_run_with_the_id_of_a_session_its_code_cannot_read_escalates_it() -> Non
 
     assert asyncio.run(main()) == ["escalated", "escalated", "completed"]
     _escalated_for("plain-1", "input")
+
+
+def _one_pending(flow: str, sid: str, value: object) -> None:
+    """A pending session ``sid`` of ``stale_flows:<flow>`` (an engine drained before it ran)."""
+    import stale_flows
+
+    async def make() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            e.drain()
+            await e.run_many(getattr(stale_flows, flow), [value], ids=[sid])
+
+    asyncio.run(make())
+
+
+def test_an_input_whose_validator_raises_another_error_is_escalated_too() -> None:
+    """New code's validator may raise a ``TypeError`` or ``AttributeError`` on an old input
+    (Pydantic passes those on): that input's session is escalated, not the worker stopped
+    (review of this stop: it stopped, leaving the sessions it ran held)."""
+    _one_pending("order", "o-1", {"code": "A1"})
+    _one_pending("order", "o-2", {"code": "B2"})
+    tamper("UPDATE sessions SET input = ? WHERE id = 'o-1'", '{"code": 5}')
+    res = cli("worker", "stale_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res
+    assert _status() == {"o-1": ("escalated", None), "o-2": ("completed", None)}
+    _escalated_for("o-1", "'stale_flows:order'", "AttributeError")
+
+
+def test_the_reason_is_one_line_whatever_keys_the_input_holds() -> None:
+    """A field of a validation error can be a key of a mapping input: written escaped."""
+    _one_pending("tally", "t-1", {"a": 1})
+    tamper("UPDATE sessions SET input = ? WHERE id = 't-1'", '{"x\\ny\\u001b[2J": "z"}')
+    res = cli("resume", "--import", "stale_flows")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res
+    assert _status() == {"t-1": ("escalated", None)}
+    message = _escalated_for("t-1", "x\\ny\\x1b[2J")
+    assert "\x1b" not in message
+
+
+def test_a_worker_escalates_a_session_whose_stored_headers_are_damaged() -> None:
+    _pending(Path.cwd())
+    tamper("UPDATE sessions SET headers = '{bad' WHERE id = 'plain-1'")
+    res = cli("worker", "cli_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("escalated", None),
+                         "plain-2": ("completed", None)}
+    _escalated_for("plain-1", "headers", "edited or damaged")
+
+
+def _cancel_requested(sid: str) -> None:
+    """A cancel request for ``sid`` (as ``convoy cancel`` leaves one for a session another
+    engine runs), and ``sid`` held by an engine of another machine whose lease lapsed."""
+    tamper("UPDATE sessions SET status = 'running', owner = 'otherhost:1:abc', "
+           "lease_until = 1 WHERE id = ?", sid)
+    tamper("INSERT INTO signals (session_id, name, payload, at) VALUES "
+           "(?, 'convoy.cancel', '{\"by\": \"op\"}', 2)", sid)
+
+
+def test_a_cancel_request_ends_a_session_whose_journal_is_damaged_and_the_rest_run() -> None:
+    """A worker that takes over a session with a cancel request ends it even though its
+    journal does not read (review of this stop: the worker stopped, leaving the sessions
+    it ran held, and each later worker stopped on it again)."""
+    _pending(Path.cwd())
+    asyncio.run(_append("plain-1", '"fine"'))
+    tamper("UPDATE journal SET cost = 'nan' WHERE session_id = 'plain-1'")
+    _cancel_requested("plain-1")
+    res = cli("worker", "cli_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("cancelled", None),
+                         "plain-2": ("completed", None)}
+
+
+def test_resume_with_the_key_ends_a_requested_cancel_of_a_session_whose_row_is_damaged(
+        ) -> None:
+    """A data subject's session whose sealed input is damaged, with a cancel request: it
+    ends cancelled and the others run (review of this stop: they were left held)."""
+    keyed = _pending(Path.cwd(), keyed=True)
+    tamper("UPDATE sessions SET input = ? WHERE id = 'sub-1'", '{"$sealed": "x", "v": 2}')
+    _cancel_requested("sub-1")
+    res = cli("resume", "--import", "cli_flows", env=keyed)
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("cancelled", None), "plain-1": ("completed", None),
+                         "plain-2": ("completed", None)}
+
+
+def test_a_worker_with_the_key_takes_over_a_dead_engines_session_whose_row_is_damaged(
+        ) -> None:
+    """Crash recovery: the session a dead engine held has a damaged sealed input. The
+    worker's look for dead owners lists it; it is escalated and the others run (review of
+    this stop: the worker stopped before it ran anything)."""
+    keyed = _pending(Path.cwd(), keyed=True)
+    tamper("UPDATE sessions SET input = ?, status = 'running', owner = 'otherhost:1:abc', "
+           "lease_until = 1 WHERE id = 'sub-1'", '{"$sealed": "x", "v": 2}')
+    res = cli("worker", "cli_flows", "--until-idle", env=keyed)
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("escalated", None), "plain-1": ("completed", None),
+                         "plain-2": ("completed", None)}

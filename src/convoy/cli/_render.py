@@ -553,10 +553,14 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"run it again as a new session{keyed}: {again}{note}",
                       markup=False, soft_wrap=True)
     if row.status == "escalated":
-        console.print("check whether the step that escalated took effect before you "
-                      "decide (approving it runs that step again and goes on from the "
-                      "journal; a retry starts a new session that runs every step again, "
-                      "the side effects already applied too)", markup=False, soft_wrap=True)
+        console.print(
+            "fix what its error says first (its code, or the store): approving it then "
+            "runs it again from its journal"
+            if (row.error_record or {}).get("type") == "SessionUnreadable" else
+            "check whether the step that escalated took effect before you decide "
+            "(approving it runs that step again and goes on from the journal; a retry "
+            "starts a new session that runs every step again, the side effects already "
+            "applied too)", markup=False, soft_wrap=True)
         console.print('decide (its task, or a signal whose "action" is "retry", "fail", or '
                       '"complete" with a "result"):', markup=False, soft_wrap=True)
         for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):

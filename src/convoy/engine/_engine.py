@@ -26,6 +26,7 @@ import warnings
 from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
+from dataclasses import replace
 from inspect import CO_COROUTINE
 from pathlib import Path
 from types import BuiltinMethodType, MethodType
@@ -598,7 +599,7 @@ class Engine(SessionControl, SubjectRights):
         if claimed is None:
             return _unfinished_result(row)
         if await ended_by_request(self, wf, claimed):
-            return await self._stored(wf, claimed.id)
+            return await self._ended_here(wf, claimed)
         read = await self._read_claimed(wf, claimed)
         if isinstance(read, SessionResult):  # escalated
             return read
@@ -645,18 +646,36 @@ class Engine(SessionControl, SubjectRights):
         (:class:`~convoy._errors.SessionUnreadable`), and its result is returned: one
         session that cannot be read does not stop the others."""
         unopened = getattr(self.store, "unopened", None)  # (a sealing store's damaged row)
+        problem: Exception | None = unopened(row.id) if unopened is not None else None
+        if problem is None:
+            try:
+                row.header_map  # noqa: B018  (damaged headers raise: read before it runs)
+                # Any error of the input type's validation is this input's, not the
+                # engine's: a validator of new code may raise a TypeError on an old input.
+                value = wf.input_adapter.validate_json(row.input)
+            except Exception as e:
+                problem = e
+        if problem is None:
+            try:
+                return value, await self._claimed_journal(row.id)
+            except DamagedRow as e:  # (any other error gave the claim up and goes on)
+                problem = e
+        record = error_to_record(unreadable(wf, row, problem))
+        await self._end_in_a_run(wf, row, SessionEnd(status="escalated", error=record))
+        res = _unfinished_result(row)  # (not read back: its row may not open)
+        res.status, res.error = "escalated", record
+        return res
+
+    async def _ended_here(self, wf: Workflow[Any, OutT], row: SessionRow
+                          ) -> SessionResult[OutT]:
+        """The result of a claimed session that a cancel request ended
+        (:func:`~convoy.engine._cancel.ended_by_request`): as stored, or, if its row does
+        not open (a damaged sealed value), as the request ended it."""
         try:
-            damage = unopened(row.id) if unopened is not None else None
-            if damage is not None:
-                raise damage
-            value = wf.input_adapter.validate_json(row.input)
-            return value, await self._claimed_journal(row.id)
-        except (ValidationError, DamagedRow) as e:
-            record = error_to_record(unreadable(wf, row, e))
-            await self._end_in_a_run(wf, row, SessionEnd(status="escalated", error=record),
-                                     unreadable=True)
-            res = _unfinished_result(row)  # (not read back: its row may not open)
-            res.status, res.error = "escalated", record
+            return await self._stored(wf, row.id)
+        except DamagedRow:
+            res = _unfinished_result(row)
+            res.status, res.error = "cancelled", dict(CANCELLED)
             return res
 
     async def _stored(self, wf: Workflow[Any, OutT], sid: str) -> SessionResult[OutT]:
@@ -679,7 +698,8 @@ class Engine(SessionControl, SubjectRights):
 
     async def _sweep_dead_owners(self, tenant: str | None) -> None:
         owners = {r.owner for r in await self.store.list_sessions(
-            SessionFilter(status="running", tenant=tenant, limit=10_000))
+            SessionFilter(status="running", tenant=tenant, limit=10_000),
+            left_out=[])  # (a damaged row: its claim says so, as it runs or does not)
             if r.owner and r.owner != self.owner}
         for owner in owners:
             await self._expire_if_dead(owner)
@@ -837,7 +857,7 @@ class Engine(SessionControl, SubjectRights):
                     if claimed is None:
                         results[i] = _unfinished_result(row)
                         continue
-                    read = await self._stored(wf, job.sid) \
+                    read = await self._ended_here(wf, claimed) \
                         if await ended_by_request(self, wf, claimed) else \
                         await self._read_claimed(wf, claimed)
                     if isinstance(read, SessionResult):  # ended by a request, or escalated
@@ -898,7 +918,7 @@ class Engine(SessionControl, SubjectRights):
             slots.release()
 
     async def _end_in_a_run(self, wf: Workflow[Any, Any] | None, row: SessionRow,
-                            end: SessionEnd, *, unreadable: bool = False) -> None:
+                            end: SessionEnd) -> None:
         """Finish a session this engine claimed with ``end`` through a run that executes
         nothing: its session hooks see it end (audit appends what a killed run journaled,
         tracing and metrics see the outcome). Its counts are the row's, or, when the
@@ -906,11 +926,12 @@ class Engine(SessionControl, SubjectRights):
         what a run that resumed the session would have counted. The run needs the
         session's workflow only to give the hooks its input typed: without it (or at
         another version, or an input it does not take), they see the input as stored
-        (JSON). ``unreadable``: ``end`` escalates a session that cannot be read here; a
-        damaged journal row then leaves the hooks no journal, rather than stopping it."""
+        (JSON). What of the session cannot be read back (a damaged journal row, damaged
+        headers) the hooks do not see, rather than it keeping the session from ending (a
+        cancel, an escalation: :meth:`_read_claimed`)."""
         value: Any = _UNTYPED
         if wf is not None and wf.version == row.version and not is_sealed(row.input):
-            with suppress(ValidationError):  # (not what the code takes now: as stored)
+            with suppress(Exception):  # (not what the code takes now: as stored)
                 value = wf.input_adapter.validate_json(row.input)
         if wf is None or value is _UNTYPED:
             try:
@@ -921,9 +942,11 @@ class Engine(SessionControl, SubjectRights):
         try:
             journal = await self.store.load_journal(row.id, tenant=row.tenant)
         except DamagedRow:
-            if not unreadable:
-                raise
-            journal = {}  # (what made it unreadable: its hooks see no journal)
+            journal = {}
+        try:
+            row.header_map  # noqa: B018
+        except DamagedRow:
+            row = replace(row, headers="{}")
         state, executor = self._prepare(wf, row.id, row.tenant, row, journal, False, None)
         records = journal.values()
         state.steps = max(row.steps, len(journal))

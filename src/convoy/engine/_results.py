@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 from pydantic import ValidationError
 
 from convoy._errors import ConvoyError, SessionUnreadable, TerminalReason
-from convoy._text import readable_validation_error
+from convoy._text import escaped, readable_validation_error
 from convoy.models._messages import Usage
 from convoy.stores._protocol import RUNNABLE, SessionRow
 from convoy.stores._rows import DamagedRow
@@ -145,19 +145,26 @@ def needs_master_key(row: SessionRow) -> str:
             "key file (in Python: Engine(master_key=...))")
 
 
-def unreadable(wf: Workflow[Any, Any], row: SessionRow,
-               problem: ValidationError | DamagedRow) -> SessionUnreadable:
-    """Why a claimed session cannot run here (see :class:`SessionUnreadable`): its stored
-    input is not what ``wf`` takes (``ValidationError``), or a stored value of it is
-    damaged. One line that names no stored value: the field names and messages of the
-    validation error (for a data subject's session, its error types alone)."""
-    if isinstance(problem, ValidationError):
-        said = readable_validation_error(problem) if row.subject is None else "; ".join(
-            dict.fromkeys(err["type"] for err in problem.errors(include_url=False)))
+def unreadable(wf: Workflow[Any, Any], row: SessionRow, problem: Exception
+               ) -> SessionUnreadable:
+    """Why a claimed session cannot run here (see :class:`SessionUnreadable`): a stored
+    value of it is damaged (:class:`DamagedRow`), or its stored input is not what ``wf``
+    takes (any other error of the input type's validation). One line: the validation
+    error's fields and messages, escaped (a field can be a key of a mapping input); for a
+    data subject's session, its error types alone."""
+    if isinstance(problem, DamagedRow):
+        what = f"{problem}; repair the store"
+    else:
+        if not isinstance(problem, ValidationError):
+            said = f"its validation raised {type(problem).__name__}"
+        elif row.subject is None:
+            said = escaped(readable_validation_error(problem))
+            said = said if len(said) <= 500 else said[:499] + "…"
+        else:
+            said = "; ".join(dict.fromkeys(
+                err["type"] for err in problem.errors(include_url=False)))
         what = (f"its stored input is not what workflow {wf.name!r} takes ({said}); fix the "
                 "workflow's code (or the stored input)")
-    else:
-        what = f"{problem}; repair the store"
     return SessionUnreadable(
         f"session {row.id!r} cannot run here: {what}, then approve this escalation in "
         "'convoy inbox' to run it again from its journal (or reject it to fail it)")

@@ -232,6 +232,7 @@ class SealingStore:
             for r in rows:
                 try:
                     opened.append(cast(SessionRow, await self._open_row(r, track=True)))
+                    self._unopened.pop(r.id, None)  # (repaired since an earlier claim)
                 except DamagedRow as e:
                     self._unopened[r.id] = e
                     opened.append(r)
@@ -277,6 +278,7 @@ class SealingStore:
     def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
                tenant: str | None = None) -> asyncio.Future[None]:
         self._running.discard(session_id)
+        self._unopened.pop(session_id, None)
         live = self._live.pop(session_id, None)
         if live is not None:
             t, _, key = live
@@ -299,6 +301,7 @@ class SealingStore:
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
         self._running.discard(session_id)
+        self._unopened.pop(session_id, None)
         self._live.pop(session_id, None)
         self._read.pop(session_id, None)  # a resume learns it again from the journal
         await self.inner.park(session_id, owner, outcome, wake_at=wake_at,
@@ -307,6 +310,7 @@ class SealingStore:
     async def release(self, session_id: str, owner: str,
                       outcome: SessionOutcome | None = None) -> None:
         self._running.discard(session_id)
+        self._unopened.pop(session_id, None)
         self._live.pop(session_id, None)
         self._read.pop(session_id, None)
         await self.inner.release(session_id, owner, outcome)
