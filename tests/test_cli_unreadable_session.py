@@ -281,3 +281,19 @@ def test_a_worker_with_the_key_takes_over_a_dead_engines_session_whose_row_is_da
     assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
     assert _status() == {"sub-1": ("escalated", None), "plain-1": ("completed", None),
                          "plain-2": ("completed", None)}
+
+
+def test_a_worker_escalates_a_session_whose_own_row_holds_a_damaged_number() -> None:
+    """The claim escalates it (the store: see the conformance suite) and the others run;
+    once the row is repaired and the escalation approved, it runs."""
+    _pending(Path.cwd())
+    tamper("UPDATE sessions SET cost = 'nan' WHERE id = 'plain-1'")
+    res = cli("worker", "cli_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    tamper("UPDATE sessions SET cost = 0 WHERE id = 'plain-1'")
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("escalated", None),
+                         "plain-2": ("completed", None)}
+    _escalated_for("plain-1", "cost", "repair the store")
+    assert cli("inbox", "approve", "plain-1:escalated", "--by", "ann").code == 0
+    assert cli("worker", "cli_flows", "--until-idle").code == 0
+    assert _status()["plain-1"] == ("completed", None)

@@ -369,6 +369,27 @@ async def test_claim_runnable_returns_claimed_rows(store: Store, clock: FakeCloc
         assert await must(store, r.id) == r
 
 
+async def test_claim_runnable_escalates_a_claimed_row_that_does_not_read_back(
+        store: Store, backend: Backend, clock: FakeClock) -> None:
+    """A session whose row holds a value Convoy did not write (a hand edit): the claim
+    returns the others and escalates that one (``SessionUnreadable``, saying what is
+    damaged), owned by nobody, so a worker neither stops at it nor claims it again and
+    again. Before, the claim raised: a worker stopped, and on PostgreSQL the sessions
+    claimed with it stayed held until their lease lapsed."""
+    await store.create_sessions([new("a"), new("b"), new("c")])
+    backend.damage("UPDATE sessions SET cost='NaN' WHERE id='b'")
+    rows = await store.claim_runnable("A", LEASE, workflows=WF, limit=10)
+    assert sorted(r.id for r in rows) == ["a", "c"]
+    assert await store.claim_runnable("B", LEASE, workflows=WF, limit=10) == []
+    backend.damage("UPDATE sessions SET cost=0 WHERE id='b'")  # (read it back)
+    b = await must(store, "b")
+    assert (b.status, b.owner, b.lease_until, b.finished) == ("escalated", None, None,
+                                                             clock.now)
+    err = b.error_record or {}
+    assert err.get("type") == "SessionUnreadable", err
+    assert "'b'" in err["message"] and "cost" in err["message"], err
+
+
 async def test_claim_runnable_respects_the_limit(store: Store) -> None:
     await store.create_sessions([new(f"s{i}") for i in range(5)])
     # one owner per call: whether an owner's own running sessions come back is not asserted

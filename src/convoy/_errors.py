@@ -500,6 +500,13 @@ class SessionUnreadable(Escalated):
     escalated rather than failed: its input and journal stay as they are, and once the code
     or the store is fixed, a person's approval runs it again from its journal."""
 
+    @classmethod
+    def of(cls, session_id: str, what: str) -> SessionUnreadable:
+        """The error for session ``session_id``: ``what`` is wrong and what to fix."""
+        return cls(f"session {session_id!r} cannot run here: {what}, then approve this "
+                   "escalation in 'convoy inbox' to run it again from its journal (or "
+                   "reject it to fail it)")
+
 
 for _cls in (ConvoyError, SessionTerminated):
     _register(_cls)

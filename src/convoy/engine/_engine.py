@@ -802,7 +802,8 @@ class Engine(SessionControl, SubjectRights):
                     wf = self._workflows[row.workflow]
                     tg.create_task(self._run_claimed(wf, row))
                 if until_idle and not rows and not self._running:
-                    left = [r for r in await self.store.unfinished(tenant=tenant)
+                    left = [r for r in await self.store.unfinished(
+                        tenant=tenant, left_out=[])  # (damaged: escalated once claimed)
                             if r.workflow in workflows]
                     soon = self.clock() + IDLE_HORIZON
                     keep = [r for r in left if not (r.status == "waiting" and (

@@ -165,9 +165,7 @@ def unreadable(wf: Workflow[Any, Any], row: SessionRow, problem: Exception
                 err["type"] for err in problem.errors(include_url=False)))
         what = (f"its stored input is not what workflow {wf.name!r} takes ({said}); fix the "
                 "workflow's code (or the stored input)")
-    return SessionUnreadable(
-        f"session {row.id!r} cannot run here: {what}, then approve this escalation in "
-        "'convoy inbox' to run it again from its journal (or reject it to fail it)")
+    return SessionUnreadable.of(row.id, what)
 
 
 __all__ = ["ReplayResult", "ResultStatus", "SessionFailed", "SessionResult"]

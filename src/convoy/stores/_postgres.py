@@ -84,6 +84,7 @@ from convoy.stores._protocol import (
 from convoy.stores._rows import (
     SUMMARY,
     LeftOut,
+    claimed_rows,
     conditions,
     meta_version,
     next_seq,
@@ -697,9 +698,12 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             f"{sql.RUNNABLE_OTHERS}{cond} ORDER BY created, id LIMIT %s FOR UPDATE SKIP "
             f"LOCKED) RETURNING {_SESSION_COLS}",
             (owner, now + lease_s, now, now, *wf_params, owner, now, now, *tparams, limit))
-        claimed = [_session(r) for r in rows]
+        unreadable: list[tuple[str, str]] = []
+        claimed = claimed_rows(rows, _session, lambda r: str(r[0]), unreadable)
         for r in claimed:
             self._leases[r.id] = (owner, now + lease_s)
+        for sid, error in unreadable:  # (fenced on this claim: a later owner's is kept)
+            await self._exec(sql.ESCALATE_UNREADABLE, (error, now, sid, owner), again=True)
         return sorted(claimed, key=lambda r: (r.created, r.id))
 
     async def renew(self, owner: str, lease_s: float) -> int:

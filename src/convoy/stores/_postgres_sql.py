@@ -304,6 +304,11 @@ FINISH = (
     "input_tokens=%s, output_tokens=%s, cost=%s, headers=COALESCE(%s, headers), owner=NULL, "
     f"lease_until=NULL, wake_at=NULL, wait_name=NULL, seg_mark=NULL, {ACCRUE} "
     "WHERE id=%s AND owner IS NOT DISTINCT FROM %s")
+# A claimed session whose row does not read back, escalated (``claimed_rows``): only its
+# status, error and end; the damaged value is left for a person to repair.
+ESCALATE_UNREADABLE = (
+    "UPDATE sessions SET status='escalated', error=%s, finished=%s, owner=NULL, "
+    "lease_until=NULL, wake_at=NULL, wait_name=NULL, seg_mark=NULL WHERE id=%s AND owner=%s")
 RUNNABLE = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR owner=%s OR lease_until<%s))"
     " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=%s))")

@@ -599,7 +599,10 @@ class Store(Protocol):
         """Claim up to ``limit`` sessions of the given ``{workflow: version}`` (and of
         ``tenant``, when given) that can run now: pending ones, running ones of other owners
         whose lease expired, and waiting ones whose timer is due. Never the caller's own
-        running sessions."""
+        running sessions. A claimed row that does not read back (a value Convoy did not
+        write: :class:`~convoy.stores._rows.DamagedRow`) is not returned but escalated, in
+        the claim: status ``escalated``, its error a :class:`~convoy.SessionUnreadable`
+        record saying what is damaged, owned by nobody (``claimed_rows`` does this)."""
         ...
 
     async def renew(self, owner: str, lease_s: float) -> int:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from convoy._errors import JournalError
+from convoy._errors import JournalError, SessionUnreadable, error_to_record
 from convoy._text import MAX_DEPTH, huge_int, json_int, quoted, too_deep
 
 if TYPE_CHECKING:
@@ -140,6 +140,23 @@ def readable(rows: Iterable[_R], read: Callable[[_R], _T],
             kept.append(read(r))
         except DamagedRow as e:
             left_out.append(LeftOut(row=e.what, problem=e.problem))
+    return kept
+
+
+def claimed_rows(rows: Iterable[_R], read: Callable[[_R], _T], id_of: Callable[[_R], str],
+                 unreadable: list[tuple[str, str]]) -> list[_T]:
+    """``read`` of every row a claim took. A damaged row is not returned: its session id
+    and the error (JSON) that escalates it (:class:`~convoy.SessionUnreadable`) are added
+    to ``unreadable``, for the store to write in the claim's transaction: the other
+    sessions run, and this one waits for a person, not claimed again and again."""
+    kept = []
+    for r in rows:
+        try:
+            kept.append(read(r))
+        except DamagedRow as e:
+            sid = id_of(r)
+            unreadable.append((sid, json.dumps(error_to_record(SessionUnreadable.of(
+                sid, f"{e}; repair the store")))))
     return kept
 
 

@@ -52,6 +52,7 @@ from convoy.stores._protocol import (
 from convoy.stores._rows import (
     SUMMARY,
     LeftOut,
+    claimed_rows,
     conditions,
     meta_version,
     next_seq,
@@ -69,6 +70,7 @@ from convoy.stores._sqlite_sql import (
     _APPEND_FENCED,
     _CLAIM_SET,
     _CONSUME,
+    _ESCALATE_UNREADABLE,
     _FINISH,
     _FINISH_TENANT,
     _INSERT_SESSION,
@@ -783,9 +785,13 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 f"{cond} ORDER BY created, id LIMIT ?) RETURNING {_SESSION_COLS}",
                 (owner, now + lease_s, now, now, *wf_params, owner, now, now, *tparams, limit)
             ).fetchall()
-            for r in rows:
-                self._leases[r[0]] = (owner, now + lease_s)
-            return sorted((_session(r) for r in rows), key=lambda r: (r.created, r.id))
+            unreadable: list[tuple[str, str]] = []
+            claimed = claimed_rows(rows, _session, lambda r: str(r[0]), unreadable)
+            for sid, error in unreadable:
+                conn.execute(_ESCALATE_UNREADABLE, (error, now, sid, owner))
+            for r in claimed:
+                self._leases[r.id] = (owner, now + lease_s)
+            return sorted(claimed, key=lambda r: (r.created, r.id))
 
         return await self._write(claim)
 

@@ -256,6 +256,11 @@ _FINISH = (
     f"wake_at=NULL, wait_name=NULL, seg_mark=NULL, {_ACCRUE} WHERE id=? AND owner IS ?")
 # The same, also fenced on the session's tenant (a session of another tenant is refused).
 _FINISH_TENANT = f"{_FINISH} AND tenant=?"
+# A claimed session whose row does not read back, escalated (``claimed_rows``): only its
+# status, error and end; the damaged value is left for a person to repair.
+_ESCALATE_UNREADABLE = (
+    "UPDATE sessions SET status='escalated', error=?, finished=?, owner=NULL, "
+    "lease_until=NULL, wake_at=NULL, wait_name=NULL, seg_mark=NULL WHERE id=? AND owner=?")
 _RUNNABLE = (
     "(status='pending' OR (status='running' AND (owner IS NULL OR owner=? OR lease_until<?))"
     " OR (status='waiting' AND wake_at IS NOT NULL AND wake_at<=?))")
