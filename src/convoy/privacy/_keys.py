@@ -33,10 +33,10 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convoy._errors import UserError
+from convoy._errors import JournalError, UserError
 from convoy._text import quoted
 from convoy.stores._protocol import SUBJECT_REFS
-from convoy.stores._rows import damaged
+from convoy.stores._rows import DamagedRow, damaged
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -220,12 +220,18 @@ class KeyRing:
         if self._checked:
             return
         mine = self.master.check()
-        held = await self.store.kv_get(CHECK_NAMESPACE, CHECK_KEY)
-        if held is not None and not _CHECK.fullmatch(held):
-            # (every key would be refused as "not the store's": say what is wrong instead)
-            raise damaged("the store's master key check",
-                          f"its stored value {quoted(held)} is not a check Convoy writes "
-                          "(64 hexadecimal digits)")
+        try:
+            held = await self.store.kv_get(CHECK_NAMESPACE, CHECK_KEY)
+            if held is not None and not _CHECK.fullmatch(held):
+                # (every key would be refused as "not the store's": say what is wrong)
+                raise damaged("the store's master key check",
+                              f"its stored value {quoted(held)} is not a check Convoy "
+                              "writes (64 hexadecimal digits)")
+        except DamagedRow as e:
+            # Not one session's row: every sealed value needs the check. A plain store
+            # error, so nothing takes it for one session's damage (escalated, the others
+            # run): the command stops.
+            raise JournalError(str(e)) from None
         if held is None:
             oldest = await self.store.subject_key_oldest()
             if oldest is None and not create:
