@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import convoy
 from convoy.privacy import MasterKey
@@ -108,6 +111,7 @@ def test_a_worker_escalates_a_session_whose_input_its_code_does_not_take_and_run
 
     shown = cli("sessions", "show", "plain-1")  # what to do (no step escalated: no "check")
     assert "fix what its error says first" in shown.stdout, shown.stdout
+    assert "approve plain-1:escalated" in shown.stdout and "edit:" not in shown.stdout
 
     # The person fixes what was wrong (here: the stored input) and approves: it runs again.
     shown = cli("inbox", "list")
@@ -297,3 +301,46 @@ def test_a_worker_escalates_a_session_whose_own_row_holds_a_damaged_number() -> 
     assert cli("inbox", "approve", "plain-1:escalated", "--by", "ann").code == 0
     assert cli("worker", "cli_flows", "--until-idle").code == 0
     assert _status()["plain-1"] == ("completed", None)
+
+
+def test_an_escalation_the_store_fails_to_write_is_not_reported_as_written(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store fails as the escalation is written: the session is given back unfinished
+    and reported so, not as escalated (review of this stop)."""
+    import cli_flows
+
+    from convoy.stores import SQLiteStore
+
+    _pending(Path.cwd())
+    tamper("UPDATE sessions SET input = ? WHERE id = 'plain-1'", STALE)
+    finish = SQLiteStore.finish
+
+    def failing(self: SQLiteStore, sid: str, owner: str | None, outcome: Any,
+                **kw: Any) -> Any:
+        if outcome.status == "escalated":
+            raise convoy.StoreError("disk I/O error", transient=True)
+        return finish(self, sid, owner, outcome, **kw)
+
+    monkeypatch.setattr(SQLiteStore, "finish", failing)
+
+    async def main() -> dict[str, str]:
+        async with convoy.Engine("convoy.db") as e:
+            res = await e.run_many(cli_flows.handle, GOOD[1:], ids=["plain-1", "plain-2"])
+            return {r.id: r.status for r in res}
+
+    assert asyncio.run(main()) == {"plain-1": "pending", "plain-2": "completed"}
+    assert _status()["plain-1"] == ("pending", None)
+
+
+def test_resume_leaves_a_session_of_another_version_whose_journal_is_damaged() -> None:
+    """Whether a session of another version can start on this one is told by its journal:
+    one that does not read back is not adopted, and the others run (review of this stop:
+    resume stopped, running none)."""
+    _pending(Path.cwd())
+    asyncio.run(_append("plain-1", '"fine"'))
+    tamper("UPDATE journal SET cost = 'nan' WHERE session_id = 'plain-1'")
+    tamper("UPDATE sessions SET version = '0' WHERE id = 'plain-1'")
+    res = cli("resume", "--import", "cli_flows")
+    assert "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"sub-1": ("completed", None), "plain-1": ("pending", None),
+                         "plain-2": ("completed", None)}

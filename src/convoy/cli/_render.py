@@ -553,18 +553,22 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"run it again as a new session{keyed}: {again}{note}",
                       markup=False, soft_wrap=True)
     if row.status == "escalated":
+        # (a session that could not be read: no step escalated, nothing to complete)
+        unread = (row.error_record or {}).get("type") == "SessionUnreadable"
         console.print(
             "fix what its error says first (its code, or the store): approving it then "
-            "runs it again from its journal"
-            if (row.error_record or {}).get("type") == "SessionUnreadable" else
+            "runs it again from its journal" if unread else
             "check whether the step that escalated took effect before you decide "
             "(approving it runs that step again and goes on from the journal; a retry "
             "starts a new session that runs every step again, the side effects already "
             "applied too)", markup=False, soft_wrap=True)
-        console.print('decide (its task, or a signal whose "action" is "retry", "fail", or '
+        console.print('decide (its task, or a signal whose "action" is "retry" or "fail"):'
+                      if unread else
+                      'decide (its task, or a signal whose "action" is "retry", "fail", or '
                       '"complete" with a "result"):', markup=False, soft_wrap=True)
         for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
-            console.print(f"  {line}", markup=False, soft_wrap=True)
+            if not (unread and line.startswith("edit:")):
+                console.print(f"  {line}", markup=False, soft_wrap=True)
         retry = json.dumps({"action": "retry"})
         console.print("  or: " + cmd("signal", sid, "convoy.escalation",
                                      options=f"--payload {shlex.quote(retry)}", quote=False),

@@ -606,8 +606,12 @@ class Engine(SessionControl, SubjectRights):
         return await self._admit(wf, claimed.id, claimed.tenant, read[0], claimed, read[1])
 
     async def _adopt_version(self, wf: Workflow[Any, Any], row: SessionRow) -> bool:
-        """A session of another version that journaled nothing simply starts on this one."""
-        if await self.store.load_journal(row.id):
+        """A session of another version that journaled nothing simply starts on this one
+        (one whose journal does not read back journaled something: it is not adopted)."""
+        try:
+            if await self.store.load_journal(row.id):
+                return False
+        except DamagedRow:
             return False
         await self.store.set_version(row.id, wf.version)
         return True
@@ -661,9 +665,13 @@ class Engine(SessionControl, SubjectRights):
             except DamagedRow as e:  # (any other error gave the claim up and goes on)
                 problem = e
         record = error_to_record(unreadable(wf, row, problem))
-        await self._end_in_a_run(wf, row, SessionEnd(status="escalated", error=record))
+        status = await self._end_in_a_run(wf, row, SessionEnd(status="escalated",
+                                                               error=record))
         res = _unfinished_result(row)  # (not read back: its row may not open)
-        res.status, res.error = "escalated", record
+        if status == "escalated":
+            res.status, res.error = "escalated", record
+        else:  # (the store failed as it wrote it: left unfinished, given back)
+            res.status = "pending"
         return res
 
     async def _ended_here(self, wf: Workflow[Any, OutT], row: SessionRow
@@ -919,7 +927,7 @@ class Engine(SessionControl, SubjectRights):
             slots.release()
 
     async def _end_in_a_run(self, wf: Workflow[Any, Any] | None, row: SessionRow,
-                            end: SessionEnd) -> None:
+                            end: SessionEnd) -> str:
         """Finish a session this engine claimed with ``end`` through a run that executes
         nothing: its session hooks see it end (audit appends what a killed run journaled,
         tracing and metrics see the outcome). Its counts are the row's, or, when the
@@ -929,7 +937,8 @@ class Engine(SessionControl, SubjectRights):
         another version, or an input it does not take), they see the input as stored
         (JSON). What of the session cannot be read back (a damaged journal row, damaged
         headers) the hooks do not see, rather than it keeping the session from ending (a
-        cancel, an escalation: :meth:`_read_claimed`)."""
+        cancel, an escalation: :meth:`_read_claimed`). Returns the status written
+        (``pending`` if the store failed and the session was given back)."""
         value: Any = _UNTYPED
         if wf is not None and wf.version == row.version and not is_sealed(row.input):
             with suppress(Exception):  # (not what the code takes now: as stored)
@@ -959,9 +968,9 @@ class Engine(SessionControl, SubjectRights):
         async def ends(*_: Any) -> SessionEnd:
             return end
 
-        await self._settle(row.id, self.owner, state,
-                           await self._session(wf, state, executor, value, journal, None,
-                                               body=ends), None)
+        return await self._settle(row.id, self.owner, state,
+                                  await self._session(wf, state, executor, value, journal,
+                                                      None, body=ends), None)
 
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                        row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
