@@ -147,8 +147,9 @@ def claimed_rows(rows: Iterable[_R], read: Callable[[_R], _T], id_of: Callable[[
                  unreadable: list[tuple[str, str]]) -> list[_T]:
     """``read`` of every row a claim took. A damaged row is not returned: its session id
     and the error (JSON) that escalates it (:class:`~convoy.SessionUnreadable`) are added
-    to ``unreadable``, for the store to write in the claim's transaction: the other
-    sessions run, and this one waits for a person, not claimed again and again."""
+    to ``unreadable``, for the store to write, fenced on the claim (the owner it was
+    just claimed by): the other sessions run, and this one waits for a person, not
+    claimed again and again."""
     kept = []
     for r in rows:
         try:
