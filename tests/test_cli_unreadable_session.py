@@ -344,3 +344,31 @@ def test_resume_leaves_a_session_of_another_version_whose_journal_is_damaged() -
     assert "Traceback" not in res.stdout + res.stderr, res.stderr
     assert _status() == {"sub-1": ("completed", None), "plain-1": ("pending", None),
                          "plain-2": ("completed", None)}
+
+
+def test_a_journaled_result_that_does_not_read_back_escalates_its_step() -> None:
+    """A step's journaled result that is no longer JSON (the database edited): replaying
+    it escalates the session at that step, rather than failing it (a final end). Approving
+    runs that step again; the rest of the journal replays (review of this stop)."""
+    import stale_flows
+
+    async def waiting() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            for sid in ("w-1", "w-2"):
+                assert (await e.run(stale_flows.stepped, sid, session_id=sid)).status == \
+                    "waiting"
+
+    asyncio.run(waiting())
+    tamper("UPDATE journal SET result = '{bad' WHERE session_id = 'w-1' AND kind = 'effect'")
+    for sid in ("w-1", "w-2"):
+        assert cli("signal", sid, "go", "--payload", "true").code == 0
+    res = cli("worker", "stale_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"w-1": ("escalated", None), "w-2": ("completed", None)}
+    message = _escalated_for("w-1", "lookup", "does not read back", "edited or damaged")
+    assert "{bad" not in message
+    assert (session("w-1").error_record or {}).get("key") is not None  # (its step)
+    assert cli("inbox", "approve", "w-1:escalated", "--by", "ann").code == 0
+    assert cli("worker", "stale_flows", "--until-idle").code == 0
+    assert _status()["w-1"] == ("completed", None)
+    assert session("w-1").output == '"w-1: 3"'

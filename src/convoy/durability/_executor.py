@@ -35,6 +35,7 @@ from convoy._errors import (
     JournalError,
     NonDeterminismError,
     SessionTerminated,
+    SessionUnreadable,
     StoreError,
     UnknownOutcomeError,
     WaitTimeout,
@@ -294,6 +295,18 @@ class JournaledExecutor:
                                             rec.input_hash == keyed_fingerprint(mac, fp))
                    for fp in formerly(rec))
 
+    def _unreadable(self, key: str, target: str, e: Exception) -> SessionUnreadable:
+        """The escalation of a session whose journaled step ``key`` does not read back
+        (``e``: what reading it raised, named by its type alone: its message may quote the
+        result). Approving it runs that step again."""
+        self.failed_key = key
+        return SessionUnreadable(
+            f"session {self.session_id!r} step {key} ({escaped(target)}): its journaled "
+            f"result does not read back ({type(e).__name__}): the store was edited or "
+            "damaged, or the code now reads that step's result otherwise; approve this "
+            "escalation in 'convoy inbox' to run the step again, answer it with the "
+            "step's result, or reject it to fail the session")
+
     def _stamp(self) -> float:
         """The time of a record this run writes (:func:`stamp_after`)."""
         self._last_at = now = stamp_after(self._last_at, self.clock())
@@ -348,9 +361,16 @@ class JournaledExecutor:
                         f"session {self.session_id!r} step {key}: its journaled result holds "
                         "the data of a data subject who was erased, so the session cannot "
                         "go on")
-                return decode(rec.result or "")
+                try:
+                    return decode(rec.result or "")
+                except Exception as e:
+                    raise self._unreadable(key, target, e) from None
             if rec.status == "failed":
-                raise error_from_record(decode_json(rec.result or "{}"))
+                try:
+                    failure = error_from_record(decode_json(rec.result or "{}"))
+                except Exception as e:
+                    raise self._unreadable(key, target, e) from None
+                raise failure
             # ``started`` with no outcome: the process died during the call.
             if not idempotent:
                 err = UnknownOutcomeError(
