@@ -372,3 +372,72 @@ def test_a_journaled_result_that_does_not_read_back_escalates_its_step() -> None
     assert cli("worker", "stale_flows", "--until-idle").code == 0
     assert _status()["w-1"] == ("completed", None)
     assert session("w-1").output == '"w-1: 3"'
+
+
+def _waiting(flow: str, *sids: str) -> None:
+    import stale_flows
+
+    async def run() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            for sid in sids:
+                res = await e.run(getattr(stale_flows, flow), sid, session_id=sid)
+                assert res.status == "waiting", res
+
+    asyncio.run(run())
+
+
+def test_a_non_idempotent_step_whose_result_does_not_read_back_asks_for_its_result(
+        ) -> None:
+    """Approving would run a charge again: the reason says to answer with the step's
+    result instead, and ``sessions show`` offers the command that does (review of this
+    stop: it offered 'approve --value', an option that does not exist)."""
+    _waiting("charge", "c-1")
+    tamper("UPDATE journal SET result = '{bad' WHERE session_id = 'c-1' AND kind = 'effect'")
+    assert cli("signal", "c-1", "go", "--payload", "true").code == 0
+    assert cli("worker", "stale_flows", "--until-idle").code == 0
+    assert _status() == {"c-1": ("escalated", None)}
+    _escalated_for("c-1", "not idempotent", "answer this escalation", "with the step's result")
+    shown = cli("sessions", "show", "c-1").stdout
+    [edit] = [ln.strip() for ln in shown.splitlines() if ln.strip().startswith("edit:")]
+    assert edit.endswith("--edit JSON"), edit
+    args = edit.removeprefix("edit: convoy ").replace("JSON", '"charged"').split()
+    res = cli(*[a.strip('"') if a != '"charged"' else a for a in args], "--by", "ann")
+    assert res.code == 0, res.stdout + res.stderr
+    assert cli("worker", "stale_flows", "--until-idle").code == 0
+    assert _status() == {"c-1": ("completed", None)}
+    assert session("c-1").output == '"c-1: charged"'  # (charged once: a second would fail)
+
+
+def test_a_wait_or_clock_whose_journaled_value_does_not_read_back_escalates() -> None:
+    """Waits and the clock read their journaled values outside a step's decoding: those
+    escalate too, without quoting the value (review of this stop: they failed the
+    session, quoting it)."""
+    _waiting("timed", "t-1", "t-2", "t-3")
+    for sid in ("t-1", "t-2", "t-3"):
+        assert cli("signal", sid, "first", "--payload", "true").code == 0
+    assert cli("worker", "stale_flows", "--until-idle").code == 0  # (now waits for go)
+    tamper("UPDATE journal SET result = '\"ZQXWAIT\"' WHERE session_id = 't-1' AND "
+           "kind = 'wait' AND target = 'first'")
+    tamper("UPDATE journal SET result = '\"ZQXCLOCK\"' WHERE session_id = 't-2' AND "
+           "target = 'clock'")
+    for sid in ("t-1", "t-2", "t-3"):
+        assert cli("signal", sid, "go", "--payload", "true").code == 0
+    res = cli("worker", "stale_flows", "--until-idle")
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res.stderr
+    assert _status() == {"t-1": ("escalated", None), "t-2": ("escalated", None),
+                         "t-3": ("completed", None)}
+    assert "ZQX" not in _escalated_for("t-1", "(first)", "ValidationError")
+    assert "ZQX" not in _escalated_for("t-2", "clock", "ValueError")
+
+
+def test_replay_of_a_session_whose_journal_was_damaged_since_says_so_in_one_line() -> None:
+    """A replay writes nothing: its verdict names the step that does not read back, and
+    asks nobody to answer an escalation that does not exist."""
+    _waiting("stepped", "r-1")
+    assert cli("signal", "r-1", "go", "--payload", "true").code == 0
+    assert cli("worker", "stale_flows", "--until-idle").code == 0
+    tamper("UPDATE journal SET result = '{bad' WHERE session_id = 'r-1' AND kind = 'effect'")
+    res = cli("replay", "r-1", "--import", "stale_flows")
+    assert res.code == 1 and "Traceback" not in res.stdout + res.stderr, res
+    out = res.stdout + res.stderr
+    assert "does not read back" in out and "convoy inbox" not in out, out

@@ -168,7 +168,7 @@ def decisions(task_id: str, *, db: str | None, tenant: str, fields: bool = False
     """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
     (never ``approve | reject``, which a shell reads as a pipe), each with the store and
     the tenant the user looks at. ``fields``: its answer is an object, edited field by
-    field (``--set``); else a value of any type, given whole (``--value JSON``)."""
+    field (``--set``); else a value of any type, given whole (``--edit JSON``)."""
     task = [escaped(task_id)]
 
     def cmd(action: str, options: str = "") -> str:
@@ -176,7 +176,7 @@ def decisions(task_id: str, *, db: str | None, tenant: str, fields: bool = False
                        tenant=tenant, quote=False)
 
     return [f"approve: {cmd('approve')}", f"reject: {cmd('reject')}",
-            f"edit: {cmd('approve', '--set FIELD=VALUE' if fields else '--value JSON')}"]
+            f"edit: {cmd('approve', '--set FIELD=VALUE' if fields else '--edit JSON')}"]
 
 
 def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int = 100) -> str:
@@ -553,8 +553,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print(f"run it again as a new session{keyed}: {again}{note}",
                       markup=False, soft_wrap=True)
     if row.status == "escalated":
-        # (a session that could not be read: no step escalated, nothing to complete)
-        unread = (row.error_record or {}).get("type") == "SessionUnreadable"
+        # (a session that could not be read, at no step: nothing to complete)
+        rec = row.error_record or {}
+        unread = rec.get("type") == "SessionUnreadable" and rec.get("key") is None
         console.print(
             "fix what its error says first (its code, or the store): approving it then "
             "runs it again from its journal" if unread else

@@ -107,6 +107,12 @@ class StepExecutor(Protocol):
         replays) under it, as its signal is sent."""
         ...
 
+    def unreadable(self, key: str, target: str, e: Exception, *, idempotent: bool = True
+                   ) -> SessionUnreadable:
+        """The error that escalates the session at step ``key``, whose journaled result
+        does not read back as the step reads it (``e``: what reading it raised)."""
+        ...
+
 
 def fingerprint(text: str) -> str:
     """The digest of what a step is asked (its ``input_hash``): BLAKE2b-128, hex.
@@ -295,17 +301,31 @@ class JournaledExecutor:
                                             rec.input_hash == keyed_fingerprint(mac, fp))
                    for fp in formerly(rec))
 
-    def _unreadable(self, key: str, target: str, e: Exception) -> SessionUnreadable:
-        """The escalation of a session whose journaled step ``key`` does not read back
-        (``e``: what reading it raised, named by its type alone: its message may quote the
-        result). Approving it runs that step again."""
+    def unreadable(self, key: str, target: str, e: Exception, *, idempotent: bool = True
+                   ) -> SessionUnreadable:
+        """The escalation of a session whose journaled step ``key`` does not read back as
+        the step reads it (``e``: what reading it raised, named by its type alone: its
+        message may quote the result). Approving it runs that step again: for a step that
+        is not ``idempotent``, the message says to answer it with the result instead."""
         self.failed_key = key
-        return SessionUnreadable(
-            f"session {self.session_id!r} step {key} ({escaped(target)}): its journaled "
-            f"result does not read back ({type(e).__name__}): the store was edited or "
-            "damaged, or the code now reads that step's result otherwise; approve this "
-            "escalation in 'convoy inbox' to run the step again, answer it with the "
-            "step's result, or reject it to fail the session")
+        what = (f"session {self.session_id!r} step {key} ({escaped(target)}): its journaled "
+                f"result does not read back ({type(e).__name__}): the store was edited or "
+                "damaged, or the code now reads that step's result otherwise")
+        if self.replay_only:  # (a replay writes nothing: no escalation to answer)
+            return SessionUnreadable(what)
+        return SessionUnreadable(what + (
+            "; approve this escalation in 'convoy inbox' to run the step again, answer it "
+            "with the step's result, or reject it to fail the session" if idempotent else
+            "; the step is not idempotent and the journal says it ran: answer this "
+            "escalation in 'convoy inbox' with the step's result (approving runs it "
+            "again), or reject it to fail the session"))
+
+    def _number(self, key: str, target: str, value: Any) -> float:
+        """A journaled clock, random number or timer, as a float."""
+        try:
+            return float(value)
+        except (TypeError, ValueError, OverflowError) as e:
+            raise self.unreadable(key, target, e) from None
 
     def _stamp(self) -> float:
         """The time of a record this run writes (:func:`stamp_after`)."""
@@ -364,12 +384,12 @@ class JournaledExecutor:
                 try:
                     return decode(rec.result or "")
                 except Exception as e:
-                    raise self._unreadable(key, target, e) from None
+                    raise self.unreadable(key, target, e, idempotent=idempotent) from None
             if rec.status == "failed":
                 try:
                     failure = error_from_record(decode_json(rec.result or "{}"))
                 except Exception as e:
-                    raise self._unreadable(key, target, e) from None
+                    raise self.unreadable(key, target, e, idempotent=idempotent) from None
                 raise failure
             # ``started`` with no outcome: the process died during the call.
             if not idempotent:
@@ -440,10 +460,10 @@ class JournaledExecutor:
         return await self.run_step(key, "effect", name, execute, encode_json, decode_json)
 
     async def now(self, key: str) -> float:
-        return float(await self._value(key, "clock", self.clock))
+        return self._number(key, "clock", await self._value(key, "clock", self.clock))
 
     async def random(self, key: str) -> float:
-        return float(await self._value(key, "random", _random.random))
+        return self._number(key, "random", await self._value(key, "random", _random.random))
 
     async def uuid(self, key: str) -> str:
         return str(await self._value(key, "uuid", lambda: str(_uuid.uuid4())))
@@ -452,7 +472,8 @@ class JournaledExecutor:
 
     async def sleep(self, key: str, seconds: float) -> None:
         clock = self.clock
-        wake_at = float(await self._value(key, "timer", lambda: clock() + seconds))
+        wake_at = self._number(key, "timer",
+                               await self._value(key, "timer", lambda: clock() + seconds))
         if self.replay_only:
             if self.ended is not None and wake_at > self.ended:
                 self._replay_ends(key, f"timer {key} had not fired when the session ended")
@@ -474,11 +495,16 @@ class JournaledExecutor:
         if rec is not None:
             if rec.status == "completed":
                 return rec.result or "null"
+            try:
+                if rec.status == "failed":
+                    failure = error_from_record(decode_json(rec.result or "{}"))
+                else:
+                    opened = decode_json(rec.result or "{}")
+                    deadline, refusals = opened.get("deadline"), opened.get("refused")
+            except Exception as e:
+                raise self.unreadable(key, name, e) from None
             if rec.status == "failed":
-                raise error_from_record(decode_json(rec.result or "{}"))
-            opened = decode_json(rec.result or "{}")
-            deadline = opened.get("deadline")
-            refusals = opened.get("refused")
+                raise failure
             began = rec.began or rec.at  # (a record of a Convoy that kept no start: its time)
         else:
             began = self.clock()

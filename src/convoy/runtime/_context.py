@@ -202,12 +202,17 @@ class Context:
             raise UserError(f"ctx.wait_for timeout must be >= 0, got {timeout}")
         key = self.next_key()
         self.session.count_step(key)
+        executor = self.session.executor
         if type is None:
-            return decode_json(await self.session.executor.wait_for(key, name, timeout))
-        adapter = adapter_for(type)
-        payload = await self.session.executor.wait_for(key, name, timeout,
-                                                       accept=adapter.validate_json)
-        return adapter.validate_json(payload)
+            payload = await executor.wait_for(key, name, timeout)
+            read: Callable[[str], Any] = decode_json
+        else:
+            read = adapter_for(type).validate_json
+            payload = await executor.wait_for(key, name, timeout, accept=read)
+        try:  # (a payload taken now was checked; a journaled one may not read back)
+            return read(payload)
+        except Exception as e:
+            raise executor.unreadable(key, name, e) from None
 
 
     # -- people ----------------------------------------------------------------------------
