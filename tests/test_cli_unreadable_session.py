@@ -441,3 +441,16 @@ def test_replay_of_a_session_whose_journal_was_damaged_since_says_so_in_one_line
     assert res.code == 1 and "Traceback" not in res.stdout + res.stderr, res
     out = res.stdout + res.stderr
     assert "does not read back" in out and "convoy inbox" not in out, out
+
+
+def test_rejecting_the_escalation_fails_the_session_and_says_so() -> None:
+    """Nothing continues a rejected escalation's session: the line says how it ended
+    (review of this stop: it said a worker would continue it)."""
+    _pending(Path.cwd())
+    tamper("UPDATE sessions SET input = ? WHERE id = 'plain-1'", STALE)
+    assert cli("worker", "cli_flows", "--until-idle").code == 0
+    res = cli("inbox", "reject", "plain-1:escalated", "--by", "ann")
+    assert res.code == 0, res.stdout + res.stderr
+    assert "session plain-1 is failed" in res.stdout and "continues" not in res.stdout, \
+        res.stdout
+    assert _status()["plain-1"] == ("failed", None)

@@ -53,6 +53,7 @@ from convoy.cli._left_out import warn_left_out
 from convoy.cli._loading import continuing
 from convoy.cli._render import check_times, decisions, fmt_time
 from convoy.hitl._task import session_of
+from convoy.stores._protocol import SessionRow
 from convoy.stores._rows import LeftOut, readable
 
 inbox_app = typer.Typer(
@@ -340,19 +341,22 @@ _DONE = {"answer": "answered", "approve": "approved", "edit": "approved with cha
 def _decide(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[HumanTask]],
             db: str) -> None:
     """Decide (``act``), then say so, and what continues the session."""
-    async def decide(inbox: Inbox) -> tuple[HumanTask, str | None]:
+    async def decide(inbox: Inbox) -> tuple[HumanTask, SessionRow | None]:
         task = await act(inbox)
-        row = await engine.store.get_session(task.session_id, tenant=task.tenant)
-        return task, None if row is None else row.workflow
+        return task, await engine.store.get_session(task.session_id, tenant=task.tenant)
 
-    task, workflow = _run(engine, scope, decide)
+    task, row = _run(engine, scope, decide)
     d = task.decision
     assert d is not None
-    worker, resume, note = continuing([] if workflow is None else [workflow], lambda args:
+    done = f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by})"
+    if row is not None and not row.unfinished:  # (a rejected escalation: nothing goes on)
+        out.print(f"{done}; session {task.session_id} is {row.status}", markup=False,
+                  soft_wrap=True)
+        return
+    worker, resume, note = continuing([] if row is None else [row.workflow], lambda args:
                                       command(args, db=db, tenant=task.tenant))
-    out.print(f"{_DONE.get(d.action, d.action)} task {task.id} (by {d.by}); {worker} or "
-              f"{resume} continues session {task.session_id}{note}", markup=False,
-              soft_wrap=True)
+    out.print(f"{done}; {worker} or {resume} continues session {task.session_id}{note}",
+              markup=False, soft_wrap=True)
 
 
 @inbox_app.command("approve")
