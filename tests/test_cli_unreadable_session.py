@@ -23,7 +23,7 @@ import convoy
 from convoy.privacy import MasterKey
 from convoy.privacy._seal import session_aad
 
-from .clikit import GOOD, cli, session, sessions, tamper, workdir
+from .clikit import GOOD, cli, journal, session, sessions, tamper, workdir
 
 __all__ = ["workdir"]  # the autouse fixture: each test in its own directory
 
@@ -454,3 +454,75 @@ def test_rejecting_the_escalation_fails_the_session_and_says_so() -> None:
     assert "session plain-1 is failed" in res.stdout and "continues" not in res.stdout, \
         res.stdout
     assert _status()["plain-1"] == ("failed", None)
+
+
+def test_two_engines_a_killed_one_and_the_next_escalate_and_recover() -> None:
+    """Two processes on one store. A worker process runs a long session and is killed
+    mid-step; the session's input is then changed under it (new code's type). The next
+    engine takes the dead worker's session over, escalates it with its journal kept, and
+    once the input is fixed and the escalation approved, finishes it from that journal:
+    the steps the killed worker journaled are not run again."""
+    import subprocess
+    import sys
+    import time
+
+    import busy_flows
+    import cli_flows
+
+    from .clikit import subprocess_env
+
+    n = 5000
+    limits = convoy.Limits(max_steps=10**6)
+    flows = [busy_flows.busy, cli_flows.handle]
+
+    async def make() -> None:
+        async with convoy.Engine("convoy.db") as e:
+            e.drain()
+            await e.run_many(busy_flows.busy, [n], ids=["busy-1"])
+            await e.run_many(cli_flows.handle, GOOD[1:], ids=["plain-1", "plain-2"])
+
+    asyncio.run(make())
+    script = ("import asyncio, convoy, busy_flows, cli_flows\n"
+              "async def main():\n"
+              "    async with convoy.Engine('convoy.db', limits=convoy.Limits("
+              "max_steps=10**6), workflows=[busy_flows.busy, cli_flows.handle]) as e:\n"
+              "        await e.serve(poll_interval=0.05)\n"
+              "asyncio.run(main())\n")
+    with Path("worker.log").open("wb") as log:
+        worker = subprocess.Popen([sys.executable, "-c", script], cwd=Path.cwd(),
+                                  env=subprocess_env(), stdout=log, stderr=log)
+        try:
+            deadline = time.monotonic() + 120
+            while len(journal("busy-1")) < 50:  # (observable state: it runs busy-1)
+                assert worker.poll() is None, Path("worker.log").read_text()
+                assert time.monotonic() < deadline, "busy-1 never journaled 50 steps"
+                time.sleep(0.05)
+        finally:
+            worker.kill()  # (SIGKILL, mid-step)
+            worker.wait()
+    held = session("busy-1")
+    assert held.status == "running" and held.owner is not None  # (by the dead process)
+    before = {r.key: (r.result, r.at) for r in journal("busy-1")}
+    done_before = len(before)
+    assert 50 <= done_before < n
+    tamper("UPDATE sessions SET input = '\"many\"' WHERE id = 'busy-1'")
+
+    async def serve() -> None:
+        async with convoy.Engine("convoy.db", limits=limits, workflows=flows) as e:
+            await e.serve(until_idle=True, poll_interval=0.05)
+
+    asyncio.run(serve())
+    assert _status() == {"busy-1": ("escalated", None), "plain-1": ("completed", None),
+                         "plain-2": ("completed", None)}
+    _escalated_for("busy-1", "'busy_flows:busy'", "int")
+    assert len(journal("busy-1")) == done_before  # (kept, nothing run)
+
+    tamper("UPDATE sessions SET input = ? WHERE id = 'busy-1'", str(n))
+    assert cli("inbox", "approve", "busy-1:escalated", "--by", "ann").code == 0
+    asyncio.run(serve())
+    assert _status()["busy-1"] == ("completed", None)
+    assert session("busy-1").output == str(n)
+    records = journal("busy-1")
+    assert len(records) == n and len({r.key for r in records}) == n
+    after = {r.key: (r.result, r.at) for r in records}
+    assert {k: after[k] for k in before} == before  # (replayed, not run again)

@@ -289,6 +289,12 @@ def readable_validation_error(e: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def validation_error_types(e: ValidationError) -> list[str]:
+    """The error types of ``e`` (``missing``, ``int_parsing``), each once: what a message
+    about personal data says of it (names of the code, never of the input)."""
+    return list(dict.fromkeys(err["type"] for err in e.errors(include_url=False)))
+
+
 __all__ = [
     "MAX_DEPTH",
     "NOT_FINITE",
@@ -311,6 +317,7 @@ __all__ = [
     "too_deep",
     "undecodable_byte",
     "unshowable",
+    "validation_error_types",
 ]
 
 

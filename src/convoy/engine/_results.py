@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 from pydantic import ValidationError
 
 from convoy._errors import ConvoyError, SessionUnreadable, TerminalReason
-from convoy._text import escaped, readable_validation_error
+from convoy._text import escaped, readable_validation_error, validation_error_types
 from convoy.models._messages import Usage
 from convoy.stores._protocol import RUNNABLE, SessionRow
 from convoy.stores._rows import DamagedRow
@@ -161,8 +161,7 @@ def unreadable(wf: Workflow[Any, Any], row: SessionRow, problem: Exception
             said = escaped(readable_validation_error(problem))
             said = said if len(said) <= 500 else said[:499] + "…"
         else:
-            said = "; ".join(dict.fromkeys(
-                err["type"] for err in problem.errors(include_url=False)))
+            said = "; ".join(validation_error_types(problem))
         what = (f"its stored input is not what workflow {wf.name!r} takes ({said}); fix the "
                 "workflow's code (or the stored input)")
     return SessionUnreadable.of(row.id, what)

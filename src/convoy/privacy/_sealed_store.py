@@ -184,21 +184,24 @@ class SealingStore:
         return text
 
     async def _open_rows(self, rows: Sequence[SessionRow], *,
-                         left_out: list[LeftOut] | None = None,
-                         as_stored: bool = False) -> list[SessionRow]:
-        """The rows opened. One with a damaged sealed value is, with ``left_out``, left out
-        and added to it (a listing shows the rest), as the inner store does a damaged row;
-        with ``as_stored``, kept as stored (sessions to run: claiming one says why it does
-        not open, see :meth:`unopened`); otherwise its error goes on."""
+                         left_out: list[LeftOut] | None = None, as_stored: bool = False,
+                         track: bool = False) -> list[SessionRow]:
+        """The rows opened (``track``: rows claimed to run, see :meth:`_open_row`). One
+        with a damaged sealed value is, with ``left_out``, left out and added to it (a
+        listing shows the rest), as the inner store does a damaged row; with
+        ``as_stored``, kept as stored (sessions to run: a claimed one's damage is kept for
+        :meth:`unopened`); otherwise its error goes on."""
         opened = []
         for r in rows:
             try:
-                opened.append(cast(SessionRow, await self._open_row(r)))
+                opened.append(cast(SessionRow, await self._open_row(r, track=track)))
             except DamagedRow as e:
                 if left_out is not None:
                     left_out.append(LeftOut(row=e.what, problem=e.problem))
                 elif as_stored:
                     opened.append(r)
+                    if track:
+                        self._unopened[r.id] = e
                 else:
                     raise
         return opened
@@ -227,21 +230,12 @@ class SealingStore:
         others). If the rows cannot be opened otherwise (a master key that does not open
         their subject's key), they are released again before the error goes on: they are
         not left held by this engine until its lease lapses."""
-        opened = []
         try:
-            for r in rows:
-                try:
-                    opened.append(cast(SessionRow, await self._open_row(r, track=True)))
-                    self._unopened.pop(r.id, None)  # (repaired since an earlier claim)
-                except DamagedRow as e:
-                    self._unopened[r.id] = e
-                    opened.append(r)
+            return await self._open_rows(rows, as_stored=True, track=True)
         except BaseException:
             for r in rows:
-                self._unopened.pop(r.id, None)
-                await self.release(r.id, owner)
+                await self.release(r.id, owner)  # (forgets what ``unopened`` would say)
             raise
-        return opened
 
     def unopened(self, session_id: str) -> DamagedRow | None:
         """Why the row of ``session_id`` that this engine claimed is returned as stored
