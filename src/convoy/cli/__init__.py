@@ -64,6 +64,13 @@ def _show_warnings() -> None:
     one ``warning: ...`` line each, as Python's fallback would write the bare message:
     only while no other handler takes the record (the application's modules, imported
     later, may configure logging; their handlers then have it, once)."""
+    # psycopg's own records of a lost connection (its pool's two lines for each failed
+    # reconnection, every second or so while a server restarts; a pipeline it could not
+    # end) would reach stderr through logging's last resort: the command says in one line
+    # what failed (a worker: each time it tries the store again).
+    driver = logging.getLogger("psycopg")
+    if not driver.handlers and driver.level == logging.NOTSET:
+        driver.setLevel(logging.ERROR)
     logger = logging.getLogger("convoy")
     if logger.handlers:
         return
