@@ -20,6 +20,7 @@ id another tenant's session has, even one being started at the same moment by th
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 import warnings
@@ -48,7 +49,9 @@ from convoy._text import (
     holds_huge_int,
     huge_int,
     plural,
+    quoted,
     readable_validation_error,
+    short,
     storable_json,
 )
 from convoy.cost._pricing import PriceTable
@@ -67,6 +70,7 @@ from convoy.durability._executor import (
     journal_tap_of,
 )
 from convoy.durability._signals import LeaseLost, Parked, SessionInterrupted
+from convoy.engine._backoff import Backoff, delay_after
 from convoy.engine._cancel import (
     CANCELLED,
     cancelled_record,
@@ -129,6 +133,8 @@ from convoy.stores._url import store_from_url
 
 OutT = TypeVar("OutT")
 T = TypeVar("T")
+
+log = logging.getLogger("convoy")
 
 
 #: ``serve(until_idle=True)`` waits for a signal's timeout due within this many seconds
@@ -252,6 +258,8 @@ class Engine(SessionControl, SubjectRights):
         self._stopped_by_request: set[str] = set()  # see ``honour_requests``
         self._draining = Draining()  # see ``drain``
         self._unreadable: UserError | None = None  # see ``_run_claimed``
+        self._backoff = Backoff()  # sessions the store failed to record, by ``serve``
+        self._serving = 0  # ``serve`` loops running
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -786,48 +794,143 @@ class Engine(SessionControl, SubjectRights):
     async def _serve(self, tenant: str | None, until_idle: bool, poll_interval: float,
                      on_wait: Callable[[list[SessionRow]], None] | None = None) -> None:
         await self.open()
+        self._serving += 1
+        try:
+            await self._serve_loop(tenant, until_idle, poll_interval, on_wait)
+        finally:
+            self._serving -= 1
+            if not self._serving:  # give back what waits to run again (see ``_backoff``)
+                await self._give_back_held()
+        if self._unreadable is not None:  # (see ``_run_claimed``)
+            raise self._unreadable
+
+    async def _serve_loop(self, tenant: str | None, until_idle: bool, poll_interval: float,
+                          on_wait: Callable[[list[SessionRow]], None] | None) -> None:
         wake = self._wake_event()
-        next_sweep = 0.0
+        backoff = self._backoff
+        sweep = [0.0]  # when to look for owners that died on this machine next
+        failures, retry_at = 0, 0.0  # the store's failures in a row; when to try it again
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         async with asyncio.TaskGroup() as tg:
             while True:
+                if task is not None and task.cancelling() > cancels:
+                    # A cancel a library swallowed, honoured: Python 3.11's wait_for loses
+                    # one that comes as what it waits for is done (psycopg_pool's wait for a
+                    # connection does, as the store comes back), and this loop would
+                    # otherwise never end.
+                    raise asyncio.CancelledError
                 wake.clear()
                 if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
                     if not self._running:
                         break
                     await wake.wait()
                     continue
-                free = self.concurrency - len(self._running)
-                workflows = {n: w.version for n, w in self._workflows.items()}
-                rows: list[SessionRow] = []
-                if free > 0 and workflows:
-                    if self.clock() >= next_sweep:  # owners that died on this machine
-                        next_sweep = self.clock() + self.lease_seconds / 3
-                        await self._sweep_dead_owners(tenant)
-                    rows = await self.store.claim_runnable(
-                        self.owner, self.lease_seconds, workflows=workflows, limit=free,
-                        tenant=tenant)
-                for row in rows:
-                    wf = self._workflows[row.workflow]
-                    tg.create_task(self._run_claimed(wf, row))
-                if until_idle and not rows and not self._running:
-                    left = [r for r in await self.store.unfinished(
-                        tenant=tenant, left_out=[])  # (damaged: escalated once claimed)
-                            if r.workflow in workflows]
-                    soon = self.clock() + IDLE_HORIZON
-                    keep = [r for r in left if not (r.status == "waiting" and (
-                        r.wake_at is None or (r.wait_name is not None and r.wake_at > soon)))]
-                    if not keep:  # (a signal's timer is its timeout)
-                        return
-                    if on_wait is not None:
-                        on_wait(keep)
-                nxt = await self.store.next_wake(tenant=tenant)
+                nxt: float | None = retry_at
+                if self.clock() >= retry_at:
+                    try:
+                        if failures:  # back: take up what the failed calls left held
+                            await self._adopt_held(tenant)
+                        idle, nxt = await self._serve_round(tg, tenant, until_idle, on_wait,
+                                                            sweep)
+                    except StoreError as e:  # (a lost connection: wait, then try again)
+                        if not e.transient:
+                            raise
+                        failures += 1
+                        delay = delay_after(failures, self.lease_seconds / 3)
+                        retry_at = nxt = self.clock() + delay
+                        log.warning("the store failed (%s); the worker tries it again in "
+                                    "%g s", short(str(e), 160), delay)
+                    else:
+                        if idle:
+                            return
+                        failures = 0
+                due = backoff.next_due() if len(backoff) else None
+                if due is not None:
+                    nxt = due if nxt is None else min(nxt, due)
                 timeout = poll_interval if nxt is None else \
                     max(0.0, min(poll_interval, nxt - self.clock()))
                 with suppress(TimeoutError):
                     async with asyncio.timeout(timeout):
                         await wake.wait()
-        if self._unreadable is not None:  # (see ``_run_claimed``)
-            raise self._unreadable
+
+    async def _serve_round(self, tg: asyncio.TaskGroup, tenant: str | None, until_idle: bool,
+                           on_wait: Callable[[list[SessionRow]], None] | None,
+                           sweep: list[float]) -> tuple[bool, float | None]:
+        """One round of ``serve``: claim what can run and start it. Returns whether
+        ``until_idle`` is met, and when the next timer is due (``None``: none is)."""
+        backoff = self._backoff
+        free = self.concurrency - len(self._running)
+        workflows = {n: w.version for n, w in self._workflows.items()}
+        rows: list[SessionRow] = []
+        if free > 0 and workflows:
+            if self.clock() >= sweep[0]:  # owners that died on this machine
+                sweep[0] = self.clock() + self.lease_seconds / 3
+                await self._sweep_dead_owners(tenant)
+            rows = await self.store.claim_runnable(
+                self.owner, self.lease_seconds, workflows=workflows, limit=free,
+                tenant=tenant)
+        for row in rows:
+            if row.id in backoff:  # given back, claimed again: held until it is due
+                continue
+            wf = self._workflows[row.workflow]
+            tg.create_task(self._run_claimed(wf, row))
+        if len(backoff) and free > len(rows):
+            for sid, of in backoff.take(self.clock(), free - len(rows), tenant):
+                tg.create_task(self._run_again(sid, of))
+        if until_idle and not rows and not self._running:
+            left = [r for r in await self.store.unfinished(
+                tenant=tenant, left_out=[])  # (damaged: escalated once claimed)
+                    if r.workflow in workflows]
+            soon = self.clock() + IDLE_HORIZON
+            keep = [r for r in left if not (r.status == "waiting" and (
+                r.wake_at is None or (r.wait_name is not None and r.wake_at > soon)))]
+            if not keep:  # (a signal's timer is its timeout)
+                return True, None
+            if on_wait is not None:
+                on_wait(keep)
+        return False, await self.store.next_wake(tenant=tenant)
+
+    async def _adopt_held(self, tenant: str | None) -> None:
+        """After the store failed: the sessions it left held by this engine that this
+        engine does not run (a claim committed whose answer was lost, a release that
+        failed) run again now, as sessions given back do (:meth:`_run_again`)."""
+        now = self.clock()
+        for r in await self.store.list_sessions(
+                SessionFilter(status="running", tenant=tenant, limit=10_000), left_out=[]):
+            if r.owner == self.owner and r.id not in self._running and \
+                    r.id not in self._backoff and r.id not in self._starting:
+                self._backoff.hold(r.id, r.tenant, now)
+
+    async def _run_again(self, sid: str, tenant: str) -> None:
+        """Run a session :meth:`_back_off` gave back, now due: claimed again (this engine
+        may still hold it), unless it ended meanwhile, another engine runs it, or this
+        engine no longer has its workflow at its version (then it is given back)."""
+        try:
+            row = await self.store.claim(sid, self.owner, self.lease_seconds, tenant=tenant)
+        except StoreError as e:
+            self._back_off(sid, tenant, self._backoff.written(sid), error_to_record(e))
+            self._wake_event().set()
+            return
+        wf = None if row is None else self._workflows.get(row.workflow)
+        if row is None or wf is None or wf.version != row.version:
+            self._backoff.forget(sid)
+            if row is not None:
+                with suppress(StoreError, LeaseLost):
+                    await self.store.release(sid, self.owner)
+            return
+        try:
+            await self._run_claimed(wf, row)
+        finally:
+            self._backoff.settled(sid)
+
+    async def _give_back_held(self) -> None:
+        """As ``serve`` stops: give back the sessions waiting to run again (it may hold
+        them: claimed again before they were due), for a later worker."""
+        held, self._backoff = self._backoff.ids(), Backoff()
+        for sid in held:
+            with suppress(StoreError, LeaseLost):
+                await self.store.release(sid, self.owner)
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
         if self.keys is None and is_sealed(row.input):
@@ -840,10 +943,16 @@ class Engine(SessionControl, SubjectRights):
                 self._unreadable = UserError(f"cannot run {needs_master_key(row)}")
             self.drain()
             return
-        if not await ended_by_request(self, wf, row):
-            read = await self._read_claimed(wf, row)
-            if not isinstance(read, SessionResult):
-                await self._admit(wf, row.id, row.tenant, read[0], row, read[1])
+        try:
+            if not await ended_by_request(self, wf, row):
+                read = await self._read_claimed(wf, row)
+                if not isinstance(read, SessionResult):
+                    await self._admit(wf, row.id, row.tenant, read[0], row, read[1])
+        except StoreError as e:  # (reading it: a lost connection; given back, or held)
+            if not e.transient:
+                raise
+            self._back_off(row.id, row.tenant, self._backoff.written(row.id),
+                           error_to_record(e))
         self._wake_event().set()
 
     # -- internals -----------------------------------------------------------------------
@@ -1134,6 +1243,8 @@ class Engine(SessionControl, SubjectRights):
         outcome = SessionOutcome(status=cast(SessionStatus, end.status), error=end.error,
                                  steps=state.steps, input_tokens=usage.input_tokens,
                                  output_tokens=usage.output_tokens, cost=state.cost)
+        # A worker's: the failures of this session's writes so far (see ``_backoff``).
+        failures = self._backoff.written(sid) if self._serving else 0
         try:
             if end.status == "interrupted":
                 if (end.error or {}).get("type") == "LeaseLost":
@@ -1143,6 +1254,7 @@ class Engine(SessionControl, SubjectRights):
                     with suppress(StoreError, LeaseLost):
                         await self.store.release(sid, owner)
                     return "running"
+                self._back_off(state.id, state.tenant, failures, end.error)
                 await self._leave_unfinished(sid, owner, new, outcome)
                 return "pending"
             if end.status == "waiting":
@@ -1161,9 +1273,24 @@ class Engine(SessionControl, SubjectRights):
             return "running"
         except StoreError as e:
             end.error = error_to_record(e)
+            self._back_off(state.id, state.tenant, failures, end.error)
             await self._leave_unfinished(sid, owner, new, outcome)
             return "pending"
         return end.status
+
+    def _back_off(self, sid: str, tenant: str, failures: int,
+                  error: dict[str, Any] | None) -> None:
+        """A worker's session the store failed to record (``error``), about to be given
+        back: it runs here again after a delay (:mod:`~convoy.engine._backoff`), not at
+        once, and the ``convoy`` logger warns of it. (Recorded before the session is given
+        back: a claim of it in between finds it held.)"""
+        if not self._serving:  # (``run``, ``resume``: the caller has the result)
+            return
+        delay = self._backoff.failed(sid, tenant, failures, self.clock(),
+                                     self.lease_seconds / 3)
+        log.warning("session %s could not be recorded (%s); it runs again in %g s",
+                    quoted(sid), short(str((error or {}).get("message") or "a store error"),
+                                       160), delay)
 
     async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None,
                                 outcome: SessionOutcome | None = None) -> None:

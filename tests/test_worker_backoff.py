@@ -1,0 +1,357 @@
+"""A worker whose store keeps failing to record how a session ended does not run that
+session again at once, over and over (a review saw about 160,000 runs in 100 s): it runs
+it again after a delay that doubles with each failure, up to a third of the lease, while
+the other sessions run. Time is a fake clock the test moves; every wait is for state the
+test can observe (claim rounds, runs, statuses), never for a span of time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.stores import SQLiteStore
+from convoy.stores._protocol import SessionOutcome
+
+from .fakeclock import FakeClock
+
+runs: list[int] = []
+
+
+@convoy.workflow(name="backoff.count")
+async def count(ctx: convoy.Context, n: int) -> int:
+    runs.append(n)
+    got: int = await ctx.step("double", lambda: n * 2)
+    return got
+
+
+class FailingEnds(SQLiteStore):
+    """A store that fails to record how session ``bad`` ended (``finish``) while
+    ``failing``; it counts its claim rounds."""
+
+    def __init__(self, path: Path, clock: FakeClock, bad: str, *,
+                 fail_journal: bool = False) -> None:
+        super().__init__(path, clock=clock)
+        self.bad, self.failing, self.fail_journal = bad, True, fail_journal
+        self.rounds = 0
+        self.failures = 0
+        self.fail_release = False
+        self.down, self.down_after, self.down_transient = 0, False, True
+        self.down_error = "could not reach PostgreSQL at localhost:5432"
+        self.journal_down = 0
+
+    async def claim_runnable(self, owner: str, lease_s: float, **kw: Any) -> Any:
+        self.rounds += 1
+        if self.down:  # (``"after"``: the claim commits, its answer is lost)
+            self.down -= 1
+            if self.down_after:
+                await super().claim_runnable(owner, lease_s, **kw)
+            raise convoy.StoreError(self.down_error, transient=self.down_transient)
+        return await super().claim_runnable(owner, lease_s, **kw)
+
+    async def load_journal(self, session_id: str, **kw: Any) -> Any:
+        if self.journal_down:
+            self.journal_down -= 1
+            raise convoy.StoreError("connection lost", transient=True)
+        return await super().load_journal(session_id, **kw)
+
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome,
+               **kw: Any) -> Any:
+        if self.failing and session_id == self.bad and not self.fail_journal:
+            self.failures += 1
+            raise convoy.StoreError("disk I/O error", transient=True)
+        return super().finish(session_id, owner, outcome, **kw)
+
+    async def release(self, session_id: str, owner: str, *a: Any, **kw: Any) -> Any:
+        if self.fail_release and session_id == self.bad:
+            raise convoy.StoreError("disk I/O error", transient=True)
+        return await super().release(session_id, owner, *a, **kw)
+
+    def append(self, session_id: str, *a: Any, **kw: Any) -> Any:
+        if self.failing and session_id == self.bad and self.fail_journal:
+            self.failures += 1
+            raise convoy.StoreError("disk I/O error", transient=True)
+        return super().append(session_id, *a, **kw)
+
+
+async def until(check: Callable[[], bool | Awaitable[bool]], what: str) -> None:
+    """Wait (yielding to the engine) until ``check()`` holds (or what it awaits); a
+    generous bound on loop turns so a broken engine fails the test rather than hanging."""
+    for _ in range(20_000):
+        got = check()
+        if await got if inspect.isawaitable(got) else got:
+            return
+        await asyncio.sleep(0.001)
+    raise AssertionError(f"never happened: {what}")
+
+
+def finished(engine: convoy.Engine, *ids: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        rows = [await engine.store.get_session(sid) for sid in ids]
+        return all(r is not None and r.status == "completed" for r in rows)
+    return check
+
+
+async def rounds_pass(store: FailingEnds, n: int) -> None:
+    """Wait until the engine has claimed ``n`` more times (with the clock still, a session
+    that was not due then is not due yet)."""
+    start = store.rounds
+    await until(lambda: store.rounds >= start + n, f"{n} more claim rounds")
+
+
+async def serving(store: FailingEnds, body: Callable[[convoy.Engine], Awaitable[None]],
+                  **kw: Any) -> None:
+    async with convoy.Engine(store, workflows=[count], **kw) as engine:
+        task = asyncio.create_task(engine.serve(poll_interval=0.001))
+        try:
+            await body(engine)
+        finally:
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+
+async def created(path: Path, clock: FakeClock, *ids: str) -> None:
+    """Pending sessions ``ids`` of :func:`count`, of inputs 1, 2, ... (an engine drained
+    before it ran them)."""
+    async with convoy.Engine(SQLiteStore(path, clock=clock)) as e:
+        e.drain()
+        await e.run_many(count, list(range(1, len(ids) + 1)), ids=list(ids))
+
+
+@pytest.mark.parametrize("fail_journal", [False, True], ids=["end", "journal"])
+async def test_a_session_whose_end_the_store_keeps_failing_to_write_backs_off(
+        tmp_path: Path, fail_journal: bool, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad", fail_journal=fail_journal)
+    runs.clear()
+
+    async def body(engine: convoy.Engine) -> None:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            await created(tmp_path / "c.db", clock, "bad", "good")
+            await until(lambda: store.failures >= 1, "the first failure")
+            # Many claim rounds later, with the clock still, it has not run again ...
+            await rounds_pass(store, 50)
+            assert store.failures == 1
+            assert runs.count(1) == 1
+            assert (await engine.sessions(status="completed"))[0].id == "good"
+            # ... it runs again a second later, then two seconds after that, ...
+            clock.advance(0.99)
+            await rounds_pass(store, 20)
+            assert store.failures == 1
+            clock.advance(0.01)
+            await until(lambda: store.failures == 2, "the second attempt")
+            clock.advance(1.99)
+            await rounds_pass(store, 20)
+            assert store.failures == 2
+            clock.advance(0.01)
+            await until(lambda: store.failures == 3, "the third attempt")
+            # ... and each failure says so, in one line, with when it runs again.
+            said = [r.getMessage() for r in caplog.records if r.name == "convoy"]
+            assert len(said) == 3, said
+            assert said[-1].startswith("session 'bad' could not be recorded"), said
+            assert "disk I/O error" in said[-1] and "runs again in 4 s" in said[-1], said
+            assert "\n" not in said[-1]
+            # Once the store takes the write, it completes.
+            store.failing = False
+            clock.advance(4)
+            await until(finished(engine, "bad"), "bad completed")
+            assert (await engine.result("bad")).output == 2
+
+    await serving(store, body)
+
+
+async def test_the_delay_stops_growing_at_a_third_of_the_lease(tmp_path: Path) -> None:
+    """However often the write fails, the session runs again within a third of the lease,
+    so the engine never holds it past its lease."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    runs.clear()
+
+    async def body(engine: convoy.Engine) -> None:
+        await created(tmp_path / "c.db", clock, "bad")
+        for n, delay in enumerate([1, 2, 4, 8, 10, 10, 10], start=1):
+            await until(lambda n=n: store.failures == n, f"failure {n}")  # type: ignore[misc]
+            clock.advance(delay - 0.01)
+            await rounds_pass(store, 20)
+            assert store.failures == n, f"ran again before {delay} s"
+            clock.advance(0.01)
+        await until(lambda: store.failures == 8, "failure 8")
+
+    await serving(store, body, lease_seconds=30.0)
+
+
+async def test_a_session_another_engine_finished_meanwhile_is_not_run_again(
+        tmp_path: Path) -> None:
+    """While the session waits to run again, another engine takes it (its write works
+    there) and completes it: when its time comes, this engine finds it ended and leaves
+    it."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    runs.clear()
+
+    async def body(engine: convoy.Engine) -> None:
+        await created(tmp_path / "c.db", clock, "bad")
+        await until(lambda: store.failures >= 1, "the first failure")
+        other = SQLiteStore(tmp_path / "c.db", clock=clock)
+        async with convoy.Engine(other, workflows=[count]) as second:
+            # Its lease has lapsed for everyone but this engine (which holds it).
+            clock.advance(31)
+            assert [r.status for r in await second.resume()] == ["completed"]
+        before = len(runs)
+        clock.advance(1)
+        await rounds_pass(store, 50)
+        assert len(runs) == before
+        assert store.failures == 1
+
+    await serving(store, body)
+
+
+async def test_a_session_the_store_failed_to_give_back_runs_again_when_due(
+        tmp_path: Path) -> None:
+    """The release fails too: the session stays held by this engine, which never claims
+    its own sessions in a claim round; it is claimed again by its id when due, and runs
+    (it stayed held, run by nobody, until the worker restarted)."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    store.fail_release = True
+    runs.clear()
+
+    async def body(engine: convoy.Engine) -> None:
+        await created(tmp_path / "c.db", clock, "bad")
+        await until(lambda: store.failures >= 1, "the first failure")
+        await rounds_pass(store, 20)
+        row = await engine.store.get_session("bad")
+        assert row is not None and (row.status, row.owner) == ("running", engine.owner)
+        store.failing = store.fail_release = False
+        clock.advance(1)
+        await until(finished(engine, "bad"), "bad completed")
+        assert runs == [1, 1]
+
+    await serving(store, body)
+
+
+async def test_a_worker_rides_out_a_store_that_is_down_for_a_while(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The store fails (transiently: a lost connection) as the worker claims: it does not
+    stop (it exited with one line, a server restart stopping every worker); it warns,
+    tries again after 1 s, 2 s, ..., and once the store answers runs every session."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    runs.clear()
+    store.down = 3
+
+    async def body(engine: convoy.Engine) -> None:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            await created(tmp_path / "c.db", clock, "a", "b")
+            for n, delay in enumerate([1, 2, 4], start=1):
+                await until(lambda n=n: store.rounds == n, f"claim {n}")  # type: ignore[misc]
+                for _ in range(50):  # (no claim until the clock reaches the delay)
+                    await asyncio.sleep(0.001)
+                assert store.rounds == n
+                clock.advance(delay)
+            await until(finished(engine, "a", "b"), "both sessions completed")
+        said = [r.getMessage() for r in caplog.records if r.name == "convoy"]
+        assert said == [f"the store failed (could not reach PostgreSQL at localhost:5432); "
+                        f"the worker tries it again in {d} s" for d in (1, 2, 4)]
+
+    await serving(store, body)
+
+
+async def test_a_store_error_that_is_not_transient_still_stops_the_worker(
+        tmp_path: Path) -> None:
+    """A store that needs an operator (read-only, a schema it cannot read) stops the worker
+    with its error, as before: waiting would not mend it."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    store.down, store.down_transient = 1, False
+    store.down_error = "attempt to write a readonly database"
+    async with convoy.Engine(store, workflows=[count]) as engine:
+        with pytest.raises(ExceptionGroup) as caught:
+            await engine.serve(poll_interval=0.001)
+    assert caught.group_contains(convoy.StoreError, match="readonly database")
+
+
+async def test_a_claim_whose_answer_was_lost_is_run_once_the_store_is_back(
+        tmp_path: Path) -> None:
+    """The claim commits, then the connection drops before its answer arrives: the
+    sessions are held by this worker, which does not know it. Once the store answers
+    again, the worker takes up what it holds and does not run, and runs it (it stayed
+    held by the worker, run by nobody, until the worker restarted)."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    runs.clear()
+    store.down, store.down_after = 1, True
+    await created(tmp_path / "c.db", clock, "a", "b")  # (before the first claim)
+
+    async def body(engine: convoy.Engine) -> None:
+        async def held() -> bool:
+            rows = [await engine.store.get_session(sid) for sid in ("a", "b")]
+            return all(r is not None and r.owner == engine.owner for r in rows)
+
+        await until(held, "the lost claim")
+        await rounds_pass(store, 0)
+        assert store.rounds == 1 and runs == []
+        clock.advance(1)
+        await until(finished(engine, "a", "b"), "both sessions completed")
+        assert sorted(runs) == [1, 2]
+
+    await serving(store, body)
+
+
+async def test_a_journal_that_cannot_be_loaded_for_now_backs_its_session_off(
+        tmp_path: Path) -> None:
+    """Loading a claimed session's journal fails (a lost connection): the worker does not
+    stop (it did, leaving its other sessions held until their leases lapsed); that session
+    runs again a second later, and the others run meanwhile."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    runs.clear()
+    store.journal_down = 1
+
+    async def body(engine: convoy.Engine) -> None:
+        await created(tmp_path / "c.db", clock, "a", "b")
+        await until(lambda: store.journal_down == 0, "the failed load")
+        await until(lambda: len(runs) == 1, "the other session's run")
+        await rounds_pass(store, 20)
+        assert len(runs) == 1
+        clock.advance(1)
+        await until(finished(engine, "a", "b"), "both sessions completed")
+        assert sorted(runs) == [1, 2]
+
+    await serving(store, body)
+
+
+async def test_a_cancel_a_store_call_swallowed_still_stops_the_worker(tmp_path: Path) -> None:
+    """Python 3.11's ``asyncio.wait_for`` loses a cancel that comes as what it waits for
+    is done; psycopg_pool waits for a connection with it, so a worker cancelled as its
+    PostgreSQL store came back ran on, forever (seen in the outage test). A store call that
+    swallows the cancel stands for it here: the worker still stops."""
+    clock = FakeClock()
+    inside = asyncio.Event()
+
+    class Swallows(FailingEnds):
+        swallow = True
+
+        async def next_wake(self, **kw: Any) -> Any:
+            if self.swallow:
+                self.swallow = False
+                inside.set()
+                with contextlib.suppress(asyncio.CancelledError):  # (the library's bug)
+                    await asyncio.Event().wait()
+            return await super().next_wake(**kw)
+
+    store = Swallows(tmp_path / "c.db", clock, "none")
+    async with convoy.Engine(store, workflows=[count]) as engine:
+        worker = asyncio.create_task(engine.serve(poll_interval=0.001))
+        await inside.wait()
+        worker.cancel()
+        done, _ = await asyncio.wait([worker], timeout=120)  # (a bound, not a timing)
+        assert worker in done and worker.cancelled()
