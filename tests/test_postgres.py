@@ -413,6 +413,26 @@ async def test_a_store_survives_its_connections_being_killed(pg: str) -> None:
         await store.aclose()
 
 
+async def test_a_writer_connection_left_mid_pipeline_is_replaced(pg: str) -> None:
+    """A connection killed while a batch ran can leave the group commit's own connection
+    in pipeline mode with results pending, yet not marked broken: every later batch failed
+    on it ("cannot exit pipeline mode while busy"), for ever, and a worker held its
+    sessions (review: repeated pg_terminate_backend under a worker). It is replaced."""
+    store = PostgresStore(pg)
+    await store.open()
+    try:
+        await store.create_session(new("s"), owner="A", lease_s=30)
+        writer = store._writer
+        assert writer is not None and not writer.broken
+        writer.pgconn.enter_pipeline_mode()  # (as a batch cut off mid-flight leaves it)
+        writer.pgconn.send_query_params(b"SELECT 1", None)
+        await store.append("s", "A", StepRecord(key="0", kind="tool", target="t",
+                                                status="completed", result='"a"'))
+        assert [r.key for r in await store.journal("s")] == ["0"]
+    finally:
+        await store.aclose()
+
+
 async def test_a_store_whose_server_is_gone_fails_with_a_transient_error() -> None:
     store = PostgresStore(f"postgresql://u:pw@127.0.0.1:{closed_port()}/db", busy_timeout=2)
     with pytest.raises(StoreError, match="cannot connect to the PostgreSQL store") as e:

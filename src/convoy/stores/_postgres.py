@@ -28,6 +28,7 @@ later versions migrate it in place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import time
@@ -37,7 +38,7 @@ from typing import Any, TypeVar
 import psycopg
 import psycopg_pool
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
-from psycopg.pq import TransactionStatus
+from psycopg.pq import PipelineStatus, TransactionStatus
 from psycopg_pool import AsyncConnectionPool
 
 from convoy._command import command
@@ -494,6 +495,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     async def _writer_conn(self) -> Conn:
         if self._pool is None:
             self.pool  # noqa: B018  (raises: the store is not open)
+        if self._writer is not None and (self._writer.broken or
+                                         self._writer.pgconn.pipeline_status != PipelineStatus.OFF):
+            # Left mid-pipeline (a connection lost as a batch ran can leave it so, not
+            # marked broken): no statement runs on it any more. A new one.
+            with contextlib.suppress(Exception):
+                await self._writer.close()
+            self._writer = None
         if self._writer is None:
             writer = await self._connect()
             try:
