@@ -177,4 +177,5 @@ def test_convoy_worker_says_so_in_one_line_and_carries_on(
     assert "Is the server running" not in text, text
     for line in text.splitlines():
         assert line.startswith(("worker on ", "warning: the store failed (",
-                                "warning: session ", "stopping: ", "stopped after ")), text
+                                "warning: session ", "warning: could not renew the session "
+                                "leases (", "stopping: ", "stopped after ")), text

@@ -42,7 +42,7 @@ class FailingEnds(SQLiteStore):
         self.bad, self.failing, self.fail_journal = bad, True, fail_journal
         self.rounds = 0
         self.failures = 0
-        self.fail_release = False
+        self.fail_release = self.release_hangs = False
         self.down, self.down_after, self.down_transient = 0, False, True
         self.down_error = "could not reach PostgreSQL at localhost:5432"
         self.journal_down = 0
@@ -70,6 +70,8 @@ class FailingEnds(SQLiteStore):
         return super().finish(session_id, owner, outcome, **kw)
 
     async def release(self, session_id: str, owner: str, *a: Any, **kw: Any) -> Any:
+        if self.release_hangs:
+            await asyncio.Event().wait()  # (never answers)
         if self.fail_release and session_id == self.bad:
             raise convoy.StoreError("disk I/O error", transient=True)
         return await super().release(session_id, owner, *a, **kw)
@@ -355,3 +357,81 @@ async def test_a_cancel_a_store_call_swallowed_still_stops_the_worker(tmp_path: 
         worker.cancel()
         done, _ = await asyncio.wait([worker], timeout=120)  # (a bound, not a timing)
         assert worker in done and worker.cancelled()
+
+
+async def test_a_worker_that_stops_gives_back_what_waits_to_run_again(tmp_path: Path) -> None:
+    """Claimed again before it was due, the session is held by the worker: as the worker
+    stops, it is given back (pending, owned by nobody) for the next one, not left held
+    until its lease lapses."""
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    await created(tmp_path / "c.db", clock, "bad")
+
+    async def body(engine: convoy.Engine) -> None:
+        await until(lambda: store.failures >= 1, "the first failure")
+
+        async def held() -> bool:
+            row = await engine.store.get_session("bad")
+            return row is not None and row.owner == engine.owner
+
+        await until(held, "the session claimed again, held")
+
+    await serving(store, body)
+    async with convoy.Engine(SQLiteStore(tmp_path / "c.db", clock=clock)) as e:
+        row = await e.store.get_session("bad")
+    assert row is not None and (row.status, row.owner) == ("pending", None)
+
+
+async def test_a_store_that_does_not_answer_does_not_hold_up_the_stop(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The store no longer answers as the worker stops: giving back what it holds takes at
+    most ``GIVE_BACK_SECONDS`` (here shortened), then the leases are left to lapse."""
+    from convoy.engine import _engine
+
+    monkeypatch.setattr(_engine, "GIVE_BACK_SECONDS", 0.05)
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    await created(tmp_path / "c.db", clock, "bad")
+
+    async def body(engine: convoy.Engine) -> None:
+        await until(lambda: store.failures >= 1, "the first failure")
+        store.release_hangs = True
+
+    await serving(store, body)
+
+
+@convoy.workflow(name="backoff.gated")
+async def gated(ctx: convoy.Context, n: int) -> int:
+    async def first() -> int:
+        GATE["in"].set()
+        await GATE["open"].wait()
+        return n
+
+    got: int = await ctx.step("first", first)
+    return got + await ctx.step("second", lambda: n)
+
+
+GATE: dict[str, asyncio.Event] = {}
+
+
+async def test_a_worker_that_drains_warns_of_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop (``drain``) ends a running session's run before its next step: nothing
+    failed to be recorded, and the worker runs nothing again, so it says neither (it
+    warned 'could not be recorded ... runs again in 1 s' for each running session)."""
+    GATE.update({"in": asyncio.Event(), "open": asyncio.Event()})
+    clock = FakeClock()
+    async with convoy.Engine(SQLiteStore(tmp_path / "c.db", clock=clock)) as e:
+        e.drain()
+        await e.run_many(gated, [1], ids=["g"])
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    with caplog.at_level(logging.WARNING, logger="convoy"):
+        async with convoy.Engine(store, workflows=[gated]) as engine:
+            worker = asyncio.create_task(engine.serve(poll_interval=0.001))
+            await GATE["in"].wait()
+            engine.drain()
+            GATE["open"].set()
+            await worker
+            row = await engine.store.get_session("g")
+    assert row is not None and (row.status, row.steps) == ("pending", 1)
+    assert [r.getMessage() for r in caplog.records if r.name == "convoy"] == []

@@ -141,6 +141,10 @@ log = logging.getLogger("convoy")
 #: (a short one is part of the work); one further away leaves its session waiting.
 IDLE_HORIZON = 60.0
 
+#: As ``serve`` stops, how long it may take to give back the sessions it holds to run
+#: again later (see ``_backoff``); a store that fails longer leaves their leases to lapse.
+GIVE_BACK_SECONDS = 5.0
+
 
 class Engine(SessionControl, SubjectRights):
     """Runs workflows durably: the operator's view of every tenant's sessions.
@@ -346,8 +350,8 @@ class Engine(SessionControl, SubjectRights):
                 # Cancel requests for sessions running here (``convoy cancel`` elsewhere).
                 await honour_requests(self, self._stopped_by_request)
             except StoreError as e:  # the next round tries again; leases last 3 rounds
-                warnings.warn(f"convoy: could not renew session leases: {e}", RuntimeWarning,
-                              stacklevel=1)
+                log.warning("could not renew the session leases (%s); trying again in %g s",
+                            _store_reason(str(e)), interval)
 
     def register(self, wf: Workflow[Any, Any]) -> None:
         """Make ``wf`` resumable by this engine under its name (:meth:`run` registers the
@@ -840,7 +844,7 @@ class Engine(SessionControl, SubjectRights):
                         delay = delay_after(failures, self.lease_seconds / 3)
                         retry_at = nxt = self.clock() + delay
                         log.warning("the store failed (%s); the worker tries it again in "
-                                    "%g s", short(str(e), 160), delay)
+                                    "%g s", _store_reason(str(e)), delay)
                     else:
                         if idle:
                             return
@@ -926,11 +930,19 @@ class Engine(SessionControl, SubjectRights):
 
     async def _give_back_held(self) -> None:
         """As ``serve`` stops: give back the sessions waiting to run again (it may hold
-        them: claimed again before they were due), for a later worker."""
+        them: claimed again before they were due), for a later worker; all at once, for at
+        most :data:`GIVE_BACK_SECONDS` (a store still failing: their leases lapse instead,
+        rather than the stop waiting out a store timeout for each)."""
         held, self._backoff = self._backoff.ids(), Backoff()
-        for sid in held:
+
+        async def give_back(sid: str) -> None:
             with suppress(StoreError, LeaseLost):
                 await self.store.release(sid, self.owner)
+
+        if held:
+            with suppress(TimeoutError):
+                async with asyncio.timeout(GIVE_BACK_SECONDS):
+                    await asyncio.gather(*map(give_back, held))
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
         if self.keys is None and is_sealed(row.input):
@@ -1284,13 +1296,13 @@ class Engine(SessionControl, SubjectRights):
         back: it runs here again after a delay (:mod:`~convoy.engine._backoff`), not at
         once, and the ``convoy`` logger warns of it. (Recorded before the session is given
         back: a claim of it in between finds it held.)"""
-        if not self._serving:  # (``run``, ``resume``: the caller has the result)
-            return
+        if not self._serving or self._draining.on:  # (``run``, ``resume``: the caller has
+            return  # the result; a worker that stops runs nothing again)
         delay = self._backoff.failed(sid, tenant, failures, self.clock(),
                                      self.lease_seconds / 3)
         log.warning("session %s could not be recorded (%s); it runs again in %g s",
-                    quoted(sid), short(str((error or {}).get("message") or "a store error"),
-                                       160), delay)
+                    quoted(sid), _store_reason(str((error or {}).get("message") or
+                                                   "a store error")), delay)
 
     async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None,
                                 outcome: SessionOutcome | None = None) -> None:
@@ -1382,6 +1394,12 @@ def _result(state: SessionState, end: SessionEnd, status: str, t0: float
                          output=end.output if status == "completed" else None,
                          error=end.error, steps=state.steps, usage=state.usage,
                          cost=state.cost, duration_s=time.perf_counter() - t0)
+
+
+def _store_reason(message: str) -> str:
+    """A store error's message as a worker's warning quotes it: on one line, short, without
+    the advice to resume the session later (the worker tries again itself)."""
+    return short(message.split("; the session is left unfinished", 1)[0], 240)
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
