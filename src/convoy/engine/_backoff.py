@@ -17,6 +17,7 @@ it can, as it would any session given back.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 #: The delay before the first run again, in seconds.
 FIRST_DELAY = 1.0
@@ -28,46 +29,49 @@ def delay_after(failures: int, cap: float) -> float:
     return min(cap, FIRST_DELAY * 2.0 ** min(failures - 1, 60))
 
 
-class Backoff:
-    """Per session: how many writes failed in a row, and when it runs again."""
+@dataclass(slots=True)
+class _Entry:
+    tenant: str
+    failures: int
+    due: float  # (``inf``: taken, running again now)
 
-    __slots__ = ("_due", "_failures", "_tenants")
+
+class Backoff:
+    """Per session: its tenant, how many writes failed in a row, and when it runs again."""
+
+    __slots__ = ("_by_id",)
 
     def __init__(self) -> None:
-        self._failures: dict[str, int] = {}
-        self._due: dict[str, float] = {}  # (``inf``: taken, running again now)
-        self._tenants: dict[str, str] = {}
+        self._by_id: dict[str, _Entry] = {}
 
     def __contains__(self, sid: str) -> bool:
-        return sid in self._due
+        return sid in self._by_id
 
     def __len__(self) -> int:
-        return len(self._due)
+        return len(self._by_id)
 
     def written(self, sid: str) -> int:
         """A write of ``sid`` is about to be tried: forget its delay (a session that parks
         may be runnable as soon as the write commits). Returns its failures so far, for
         :meth:`failed` if this write fails too."""
-        self._due.pop(sid, None)
-        self._tenants.pop(sid, None)
-        return self._failures.pop(sid, 0)
+        entry = self._by_id.pop(sid, None)
+        return 0 if entry is None else entry.failures
 
     def failed(self, sid: str, tenant: str, before: int, now: float, cap: float) -> float:
         """A write of ``sid`` failed (``before``: the failures before it): it runs again
         after the delay returned, in seconds."""
-        n = before + 1
-        delay = delay_after(n, cap)
-        self._failures[sid], self._due[sid], self._tenants[sid] = n, now + delay, tenant
+        delay = delay_after(before + 1, cap)
+        self._by_id[sid] = _Entry(tenant, before + 1, now + delay)
         return delay
 
     def hold(self, sid: str, tenant: str, due: float) -> None:
         """``sid``, held by this engine but not run by it, runs again at ``due``."""
-        self._due[sid], self._tenants[sid] = due, tenant
-        self._failures.setdefault(sid, 0)
+        entry = self._by_id.get(sid)
+        self._by_id[sid] = _Entry(tenant, 0 if entry is None else entry.failures, due)
 
     def next_due(self) -> float | None:
         """When the next session is due to run again (``None``: none is waiting)."""
-        due = min(self._due.values(), default=math.inf)
+        due = min((e.due for e in self._by_id.values()), default=math.inf)
         return None if due == math.inf else due
 
     def take(self, now: float, limit: int, tenant: str | None = None
@@ -76,25 +80,24 @@ class Backoff:
         ``now``, as ``(id, tenant)``: taken, so they are not handed out twice, until
         :meth:`written` or :meth:`settled`."""
         out: list[tuple[str, str]] = []
-        for sid, due in self._due.items():
-            of = self._tenants[sid]
-            if len(out) < limit and due <= now and (tenant is None or of == tenant):
-                out.append((sid, of))
-        for sid, _ in out:
-            self._due[sid] = math.inf
+        for sid, entry in self._by_id.items():
+            if len(out) == limit:
+                break
+            if entry.due <= now and (tenant is None or entry.tenant == tenant):
+                entry.due = math.inf
+                out.append((sid, entry.tenant))
         return out
 
     def settled(self, sid: str) -> None:
         """A run of ``sid`` that :meth:`take` handed out is over: if it wrote nothing (a
         cancel request ended it, say), it is forgotten."""
-        if self._due.get(sid) == math.inf:
-            self.forget(sid)
+        entry = self._by_id.get(sid)
+        if entry is not None and entry.due == math.inf:
+            del self._by_id[sid]
 
     def forget(self, sid: str) -> None:
         """``sid`` will not run here again (another engine took it, or it ended)."""
-        self._failures.pop(sid, None)
-        self._due.pop(sid, None)
-        self._tenants.pop(sid, None)
+        self._by_id.pop(sid, None)
 
     def ids(self) -> list[str]:
-        return list(self._due)
+        return list(self._by_id)
