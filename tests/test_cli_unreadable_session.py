@@ -461,7 +461,10 @@ def test_two_engines_a_killed_one_and_the_next_escalate_and_recover() -> None:
     mid-step; the session's input is then changed under it (new code's type). The next
     engine takes the dead worker's session over, escalates it with its journal kept, and
     once the input is fixed and the escalation approved, finishes it from that journal:
-    the steps the killed worker journaled are not run again."""
+    the steps the killed worker journaled are not run again.
+
+    The worker is killed inside a step that waits for the file ``gate``, so it is mid-run
+    however fast it is (the CI once saw a worker finish 5,000 steps between two polls)."""
     import subprocess
     import sys
     import time
@@ -471,21 +474,20 @@ def test_two_engines_a_killed_one_and_the_next_escalate_and_recover() -> None:
 
     from .clikit import subprocess_env
 
-    n = 5000
-    limits = convoy.Limits(max_steps=10**6)
-    flows = [busy_flows.busy, cli_flows.handle]
+    n = 100
+    flows = [busy_flows.gated, cli_flows.handle]
 
     async def make() -> None:
         async with convoy.Engine("convoy.db") as e:
             e.drain()
-            await e.run_many(busy_flows.busy, [n], ids=["busy-1"])
+            await e.run_many(busy_flows.gated, [n], ids=["busy-1"])
             await e.run_many(cli_flows.handle, GOOD[1:], ids=["plain-1", "plain-2"])
 
     asyncio.run(make())
     script = ("import asyncio, convoy, busy_flows, cli_flows\n"
               "async def main():\n"
-              "    async with convoy.Engine('convoy.db', limits=convoy.Limits("
-              "max_steps=10**6), workflows=[busy_flows.busy, cli_flows.handle]) as e:\n"
+              "    async with convoy.Engine('convoy.db', "
+              "workflows=[busy_flows.gated, cli_flows.handle]) as e:\n"
               "        await e.serve(poll_interval=0.05)\n"
               "asyncio.run(main())\n")
     with Path("worker.log").open("wb") as log:
@@ -493,9 +495,9 @@ def test_two_engines_a_killed_one_and_the_next_escalate_and_recover() -> None:
                                   env=subprocess_env(), stdout=log, stderr=log)
         try:
             deadline = time.monotonic() + 120
-            while len(journal("busy-1")) < 50:  # (observable state: it runs busy-1)
+            while not Path("at-gate").exists():  # (observable state: it is in the step)
                 assert worker.poll() is None, Path("worker.log").read_text()
-                assert time.monotonic() < deadline, "busy-1 never journaled 50 steps"
+                assert time.monotonic() < deadline, "busy-1 never reached its gate"
                 time.sleep(0.05)
         finally:
             worker.kill()  # (SIGKILL, mid-step)
@@ -503,19 +505,19 @@ def test_two_engines_a_killed_one_and_the_next_escalate_and_recover() -> None:
     held = session("busy-1")
     assert held.status == "running" and held.owner is not None  # (by the dead process)
     before = {r.key: (r.result, r.at) for r in journal("busy-1")}
-    done_before = len(before)
-    assert 50 <= done_before < n
+    assert len(before) == n  # (the clock steps; the gate's step never ended)
+    Path("gate").touch()
     tamper("UPDATE sessions SET input = '\"many\"' WHERE id = 'busy-1'")
 
     async def serve() -> None:
-        async with convoy.Engine("convoy.db", limits=limits, workflows=flows) as e:
+        async with convoy.Engine("convoy.db", workflows=flows) as e:
             await e.serve(until_idle=True, poll_interval=0.05)
 
     asyncio.run(serve())
     assert _status() == {"busy-1": ("escalated", None), "plain-1": ("completed", None),
                          "plain-2": ("completed", None)}
-    _escalated_for("busy-1", "'busy_flows:busy'", "int")
-    assert len(journal("busy-1")) == done_before  # (kept, nothing run)
+    _escalated_for("busy-1", "'busy_flows:gated'", "int")
+    assert len(journal("busy-1")) == n  # (kept, nothing run)
 
     tamper("UPDATE sessions SET input = ? WHERE id = 'busy-1'", str(n))
     assert cli("inbox", "approve", "busy-1:escalated", "--by", "ann").code == 0
@@ -523,6 +525,6 @@ def test_two_engines_a_killed_one_and_the_next_escalate_and_recover() -> None:
     assert _status()["busy-1"] == ("completed", None)
     assert session("busy-1").output == str(n)
     records = journal("busy-1")
-    assert len(records) == n and len({r.key for r in records}) == n
+    assert len(records) == 2 * n + 1 and len({r.key for r in records}) == 2 * n + 1
     after = {r.key: (r.result, r.at) for r in records}
     assert {k: after[k] for k in before} == before  # (replayed, not run again)
