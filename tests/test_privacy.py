@@ -720,9 +720,8 @@ async def test_a_resume_with_another_master_key_leaves_the_session_to_the_right_
         await eng.signal("w", "go")
     wrong = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
     async with wrong:
-        with pytest.raises(ExceptionGroup) as failed:
+        with pytest.raises(UserError, match=TYPO):
             await wrong.resume()
-        assert failed.group_contains(UserError, match=TYPO)
         row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
         assert row.status == "pending" and row.owner is None, row
     async with engine(db) as eng:
@@ -740,9 +739,8 @@ async def test_a_worker_with_another_master_key_gives_a_subjects_session_up(
     wrong = convoy.Engine(db, master_key=MasterKey.from_text(MasterKey.generate()))
     wrong.register(copy_note)
     async with wrong:
-        with pytest.raises(ExceptionGroup) as failed:
+        with pytest.raises(UserError, match=TYPO):
             await wrong.serve(until_idle=True)
-        assert failed.group_contains(UserError, match=TYPO)
         row = await wrong.store.inner.get_session("w")  # type: ignore[attr-defined]
         assert row.status == "pending" and row.owner is None, row
 

@@ -45,7 +45,7 @@ class FailingEnds(SQLiteStore):
         self.fail_release = self.release_hangs = False
         self.down, self.down_after, self.down_transient = 0, False, True
         self.down_error = "could not reach PostgreSQL at localhost:5432"
-        self.journal_down = 0
+        self.journal_down, self.journal_transient = 0, True
 
     async def claim_runnable(self, owner: str, lease_s: float, **kw: Any) -> Any:
         self.rounds += 1
@@ -59,7 +59,7 @@ class FailingEnds(SQLiteStore):
     async def load_journal(self, session_id: str, **kw: Any) -> Any:
         if self.journal_down:
             self.journal_down -= 1
-            raise convoy.StoreError("connection lost", transient=True)
+            raise convoy.StoreError("connection lost", transient=self.journal_transient)
         return await super().load_journal(session_id, **kw)
 
     def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome,
@@ -276,9 +276,22 @@ async def test_a_store_error_that_is_not_transient_still_stops_the_worker(
     store.down, store.down_transient = 1, False
     store.down_error = "attempt to write a readonly database"
     async with convoy.Engine(store, workflows=[count]) as engine:
-        with pytest.raises(ExceptionGroup) as caught:
+        with pytest.raises(convoy.StoreError, match="readonly database"):  # (itself, not
+            await engine.serve(poll_interval=0.001)  # in an ExceptionGroup)
+
+
+async def test_a_store_error_that_is_not_transient_in_a_session_stops_the_worker_with_it(
+        tmp_path: Path) -> None:
+    """The same error as a claimed session's journal is loaded (in the task that runs it)
+    stops ``serve`` with that error, as a library user catches it (it raised an
+    ``ExceptionGroup`` of it)."""
+    clock = FakeClock()
+    await created(tmp_path / "c.db", clock, "one")
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    store.journal_down, store.journal_transient = 1, False
+    async with convoy.Engine(store, workflows=[count]) as engine:
+        with pytest.raises(convoy.StoreError, match="connection lost"):
             await engine.serve(poll_interval=0.001)
-    assert caught.group_contains(convoy.StoreError, match="readonly database")
 
 
 async def test_a_claim_whose_answer_was_lost_is_run_once_the_store_is_back(

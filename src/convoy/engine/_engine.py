@@ -111,6 +111,7 @@ from convoy.privacy._keys import KeyRing, MasterKey, SubjectKey
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
 from convoy.runtime._agent_loop import run_tap_of
+from convoy.runtime._concurrency import first_error
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
@@ -792,6 +793,10 @@ class Engine(SessionControl, SubjectRights):
         ``on_wait`` (with ``until_idle``): called with the sessions that keep it from
         returning (timers not yet due, sessions another engine runs) each time it finds
         nothing it can run now but them, so a caller can say what it waits for.
+
+        A transient :class:`StoreError` (a lost connection) does not stop it: it tries
+        again after a doubling delay. An error that does stop it (a store error that is
+        not transient) is raised as itself.
         """
         await self._serve(None, until_idle, poll_interval, on_wait)
 
@@ -801,6 +806,8 @@ class Engine(SessionControl, SubjectRights):
         self._serving += 1
         try:
             await self._serve_loop(tenant, until_idle, poll_interval, on_wait)
+        except BaseExceptionGroup as eg:  # (its task group's: the error itself)
+            raise first_error(eg) from None
         finally:
             self._serving -= 1
             if not self._serving:  # give back what waits to run again (see ``_backoff``)
@@ -1002,9 +1009,12 @@ class Engine(SessionControl, SubjectRights):
                 if on_done is not None:
                     on_done(res)
 
-        async with asyncio.TaskGroup() as tg:
-            for _ in range(min(self.concurrency, len(jobs))):
-                tg.create_task(worker())
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(self.concurrency, len(jobs))):
+                    tg.create_task(worker())
+        except BaseExceptionGroup as eg:  # (the error itself, to its caller)
+            raise first_error(eg) from None
         return [r for r in results if r is not None]
 
     async def _left_by_drain(self, job: _Job) -> SessionResult[Any]:
