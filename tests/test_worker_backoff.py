@@ -56,6 +56,11 @@ class FailingEnds(SQLiteStore):
             raise convoy.StoreError(self.down_error, transient=self.down_transient)
         return await super().claim_runnable(owner, lease_s, **kw)
 
+    async def unfinished(self, *a: Any, **kw: Any) -> Any:
+        if self.down:
+            raise convoy.StoreError(self.down_error, transient=self.down_transient)
+        return await super().unfinished(*a, **kw)
+
     async def load_journal(self, session_id: str, **kw: Any) -> Any:
         if self.journal_down:
             self.journal_down -= 1
@@ -448,3 +453,23 @@ async def test_a_worker_that_drains_warns_of_nothing(
             row = await engine.store.get_session("g")
     assert row is not None and (row.status, row.steps) == ("pending", 1)
     assert [r.getMessage() for r in caplog.records if r.name == "convoy"] == []
+
+
+async def test_convoy_worker_stopped_while_the_store_is_down_stops_as_a_stop(
+        tmp_path: Path) -> None:
+    """``convoy worker`` stopped (Ctrl-C, SIGTERM: a drain) while the store is down ends
+    with its stop's line, not with the store's error from the closing count of what is
+    left unfinished (a count only an idle worker prints: it is not read after a stop)."""
+    from convoy.cli._common import Scope
+    from convoy.cli._worker import _serve
+
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    store.down = 10**6
+    async with convoy.Engine(store, workflows=[count]) as engine:
+        worker = asyncio.create_task(_serve(engine, Scope(None), False, 0.001, {count.name},
+                                            "serving", "later"))
+        await rounds_pass(store, 1)
+        engine.drain()
+        left = await worker
+    assert left == {}

@@ -262,5 +262,7 @@ async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: 
         err.print(serving, markup=False, style="dim", soft_wrap=True)
         await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval,
                                        on_wait=WaitNotice(engine.clock, later))
+        if engine.draining:  # stopped: its line says so (and the store may be down)
+            return Counter()
         return Counter(r.status for r in await engine.store.unfinished(tenant=scope.tenant)
                        if r.workflow in served)
