@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 from pydantic import BaseModel
 
 import convoy
@@ -17,6 +18,11 @@ import convoy
 from .fault_servers import servers  # noqa: F401 - the fixture
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# No deadline per example: how long one takes is the host's speed (a collection late in
+# the suite, a busy CI machine), never what a property test checks.
+settings.register_profile("convoy", deadline=None)
+settings.load_profile("convoy")
 SCRIPT = ROOT / "scripts" / "llama_server.sh"
 
 

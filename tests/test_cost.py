@@ -405,13 +405,15 @@ async def test_budgets_reserve_the_models_output_ceiling_when_max_tokens_is_unse
 
 
 async def test_a_shared_budget_with_long_answers_stays_within_one_call(
-        engine_factory: Any) -> None:
+        engine_factory: Any, db: Path) -> None:
     # 100 sessions at once, answers of 2,000 tokens and no max_tokens, one tenant budget of
     # 20,000 tokens: reserving the ceiling, at most one call's ceiling over.
     sim = convoy.SimModel({"*": {"output": OK}}, usage=(20, 2_000), latency=0.01)
     sim.max_output_tokens = 2_000
     budgets = Budgets(tenant_daily=Budget(tokens=20_000))
-    eng = engine_factory(interceptors=[budgets], concurrency=1000)
+    # One fake clock: a run that crosses midnight still has one day (one ledger).
+    eng = engine_factory(db=SQLiteStore(db, clock=FakeClock()), interceptors=[budgets],
+                         concurrency=1000)
     await asyncio.gather(*(eng.run(chain(1, sim), f"t{i}") for i in range(100)))
     [led] = budgets.ledgers.values()
     assert led.reached and led.tokens <= 20_000 + 2_020

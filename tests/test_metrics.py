@@ -19,7 +19,9 @@ import convoy
 from convoy.cost import Budget, Budgets
 from convoy.observability import Metrics, Tracing, observe
 from convoy.resilience import ERROR_KINDS, Retry, RetryPolicy, protections
+from convoy.stores import SQLiteStore
 
+from .fakeclock import FakeClock
 from .obs_flows import PLANTED_FORMS, TICKET, agents, desk_workflow, down_workflow, script
 from .telemetry_servers import Prometheus, free_port, prometheus, wait_until  # noqa: F401
 
@@ -170,7 +172,7 @@ def _value(i: int) -> Any:
     return fn
 
 
-async def test_budget_use_and_state_conflicts(engine_factory: Any) -> None:
+async def test_budget_use_and_state_conflicts(engine_factory: Any, db: Path) -> None:
     metrics = Metrics()
     budgets = Budgets(tenant_daily=Budget(usd=1.0))
     sim = convoy.SimModel({"*": {"output": "ok"}})
@@ -185,7 +187,10 @@ async def test_budget_use_and_state_conflicts(engine_factory: Any) -> None:
         out: str = await ctx.run(agent, t)
         return out
 
-    eng = engine_factory(interceptors=[*observe(metrics=metrics), budgets])
+    # One fake clock: the day the budget is spent and the day it is read (at the scrape)
+    # are one, even at midnight.
+    eng = engine_factory(db=SQLiteStore(db, clock=FakeClock()),
+                         interceptors=[*observe(metrics=metrics), budgets])
     assert (await eng.tenant("acme").run(wf, "t")).ok
     assert total(metrics, "convoy_state_conflicts_total", namespace="customer") == 1
     assert total(metrics, "convoy_steps_total", kind="state", target="set",

@@ -206,7 +206,9 @@ async def test_a_session_that_parks_after_the_request_ends_cancelled(db: str | P
     gate = Gate()
     wf = _blocked_flow(gate, "remote-cancel-c", then_wait=True)
     clock = FakeClock()
-    a = _engine(db, clock, workflows=[wf])  # renews every 10 s: not during this test
+    # A lease of an hour: a renewal (a third of it, in real time) never comes during this
+    # test however slow the host, and one would honour the request before the park.
+    a = _engine(db, clock, lease_seconds=3600, workflows=[wf])
     b = _engine(db, clock, workflows=[wf])
     async with a, b:
         run = asyncio.create_task(a.run(wf, 1, session_id="s"))
