@@ -46,6 +46,7 @@ class FailingEnds(SQLiteStore):
         self.down, self.down_after, self.down_transient = 0, False, True
         self.down_error = "could not reach PostgreSQL at localhost:5432"
         self.journal_down, self.journal_transient = 0, True
+        self.as_it_fails: Callable[[], None] | None = None  # (called as a call fails)
 
     async def claim_runnable(self, owner: str, lease_s: float, **kw: Any) -> Any:
         self.rounds += 1
@@ -53,11 +54,15 @@ class FailingEnds(SQLiteStore):
             self.down -= 1
             if self.down_after:
                 await super().claim_runnable(owner, lease_s, **kw)
+            if self.as_it_fails is not None:
+                self.as_it_fails()
             raise convoy.StoreError(self.down_error, transient=self.down_transient)
         return await super().claim_runnable(owner, lease_s, **kw)
 
     async def unfinished(self, *a: Any, **kw: Any) -> Any:
         if self.down:
+            if self.as_it_fails is not None:
+                self.as_it_fails()
             raise convoy.StoreError(self.down_error, transient=self.down_transient)
         return await super().unfinished(*a, **kw)
 
@@ -472,4 +477,47 @@ async def test_convoy_worker_stopped_while_the_store_is_down_stops_as_a_stop(
         await rounds_pass(store, 1)
         engine.drain()
         left = await worker
+    assert left == {}
+
+
+async def test_a_stop_that_comes_as_a_store_call_fails_warns_of_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A stop (a drain) that comes while a claim is failing: the worker stops, and does not
+    say that it tries the store again (review: ``the store failed (...); the worker tries
+    it again in 2 s`` came after ``stopping:``)."""
+    from convoy.cli._common import Scope
+    from convoy.cli._worker import _serve
+
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    store.down = 10**6
+    with caplog.at_level(logging.WARNING, logger="convoy"):
+        async with convoy.Engine(store, workflows=[count]) as engine:
+            store.as_it_fails = engine.drain  # (the claim and the summary's read)
+            left = await _serve(engine, Scope(None), False, 0.001, {count.name}, "serving",
+                                "later")
+    assert left == {} and store.rounds == 1
+    assert [r.getMessage() for r in caplog.records if r.name == "convoy"] == []
+
+
+async def test_a_stop_that_comes_as_the_idle_summary_is_read_ends_as_a_stop(
+        tmp_path: Path) -> None:
+    """``--until-idle``: the worker is idle and reads what is left for its closing line as
+    a stop comes and the store fails: it ends as a stop, not with the store's error."""
+    from convoy.cli._common import Scope
+    from convoy.cli._worker import _serve
+
+    clock = FakeClock()
+
+    class DownAtTheEnd(FailingEnds):
+        async def unfinished(self, *a: Any, **kw: Any) -> Any:
+            if "left_out" not in kw:  # (serve's own reads pass; the summary's fails)
+                self.down = 1
+            return await super().unfinished(*a, **kw)
+
+    store = DownAtTheEnd(tmp_path / "c.db", clock, "none")
+    async with convoy.Engine(store, workflows=[count]) as engine:
+        store.as_it_fails = engine.drain
+        left = await _serve(engine, Scope(None), True, 0.001, {count.name}, "serving",
+                            "later")
     assert left == {}

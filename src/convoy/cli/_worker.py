@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
-from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, Workflow
+from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, StoreError, Workflow
 from convoy._command import word
 from convoy._text import escaped, plural
 from convoy.cli._common import (
@@ -264,5 +264,10 @@ async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: 
                                        on_wait=WaitNotice(engine.clock, later))
         if engine.draining:  # stopped: its line says so (and the store may be down)
             return Counter()
-        return Counter(r.status for r in await engine.store.unfinished(tenant=scope.tenant)
-                       if r.workflow in served)
+        try:
+            rows = await engine.store.unfinished(tenant=scope.tenant)
+        except StoreError:
+            if engine.draining:  # (a stop came as the store was read)
+                return Counter()
+            raise
+        return Counter(r.status for r in rows if r.workflow in served)

@@ -81,6 +81,7 @@ from convoy.engine._control import SessionControl
 from convoy.engine._deadlines import Deadlines
 from convoy.engine._escalation import ESCALATION
 from convoy.engine._owners import new_owner, owner_is_dead
+from convoy.engine._raised import raised_of
 from convoy.engine._results import (
     ReplayResult,
     ResultStatus,
@@ -111,7 +112,6 @@ from convoy.privacy._keys import KeyRing, MasterKey, SubjectKey
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
 from convoy.runtime._agent_loop import run_tap_of
-from convoy.runtime._concurrency import first_error
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
 from convoy.runtime._session import SessionState
@@ -795,8 +795,9 @@ class Engine(SessionControl, SubjectRights):
         nothing it can run now but them, so a caller can say what it waits for.
 
         A transient :class:`StoreError` (a lost connection) does not stop it: it tries
-        again after a doubling delay. An error that does stop it (a store error that is
-        not transient) is raised as itself.
+        again after a doubling delay, and so does a session whose end the store failed to
+        record. An error that stops it (a store error that is not transient as it claims
+        or reads sessions) is raised as itself (see :mod:`~convoy.engine._raised`).
         """
         await self._serve(None, until_idle, poll_interval, on_wait)
 
@@ -807,7 +808,7 @@ class Engine(SessionControl, SubjectRights):
         try:
             await self._serve_loop(tenant, until_idle, poll_interval, on_wait)
         except BaseExceptionGroup as eg:  # (its task group's: the error itself)
-            raise first_error(eg) from None
+            raise raised_of(eg) from None
         finally:
             self._serving -= 1
             if not self._serving:  # give back what waits to run again (see ``_backoff``)
@@ -847,6 +848,8 @@ class Engine(SessionControl, SubjectRights):
                     except StoreError as e:  # (a lost connection: wait, then try again)
                         if not e.transient:
                             raise
+                        if self._draining.on:  # (stopping: nothing is tried again)
+                            continue
                         failures += 1
                         delay = delay_after(failures, self.lease_seconds / 3)
                         retry_at = nxt = self.clock() + delay
@@ -1014,7 +1017,7 @@ class Engine(SessionControl, SubjectRights):
                 for _ in range(min(self.concurrency, len(jobs))):
                     tg.create_task(worker())
         except BaseExceptionGroup as eg:  # (the error itself, to its caller)
-            raise first_error(eg) from None
+            raise raised_of(eg) from None
         return [r for r in results if r is not None]
 
     async def _left_by_drain(self, job: _Job) -> SessionResult[Any]:
@@ -1023,9 +1026,10 @@ class Engine(SessionControl, SubjectRights):
         if job.new is None:
             assert job.row is not None
             return _unfinished_result(job.row)
-        with suppress(StoreError, LeaseLost):
+        row = None
+        with suppress(StoreError, LeaseLost):  # (a store down: its lease lapses instead)
             await self.store.release(job.sid, self.owner)
-        row = await self.store.get_session(job.sid)
+            row = await self.store.get_session(job.sid)
         return _unfinished_result(row) if row is not None else SessionResult(
             id=job.sid, status="pending")
 

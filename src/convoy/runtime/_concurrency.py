@@ -20,7 +20,7 @@ async def concurrently(aws: Sequence[Awaitable[T]]) -> list[T]:
         async with asyncio.TaskGroup() as tg:
             tasks = [tg.create_task(_as_coro(aw)) for aw in aws]
     except BaseExceptionGroup as eg:
-        raise first_error(eg) from None
+        raise _first(eg) from None
     return [t.result() for t in tasks]
 
 
@@ -28,7 +28,7 @@ async def _as_coro(aw: Awaitable[T]) -> T:
     return await aw
 
 
-def first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error to surface from a failed group: a session signal first, then the first."""
     leaves: list[BaseException] = []
 
