@@ -521,3 +521,32 @@ async def test_a_stop_that_comes_as_the_idle_summary_is_read_ends_as_a_stop(
         left = await _serve(engine, Scope(None), True, 0.001, {count.name}, "serving",
                             "later")
     assert left == {}
+
+
+async def test_a_sessions_line_says_its_error_was_not_checked_when_the_store_is_down(
+        tmp_path: Path) -> None:
+    """The worker's line for a session whose run failed, when the store cannot be read to
+    tell whether the error is sealed: the error's type alone, saying why (review: it said
+    ``a data subject's session`` of a session without one)."""
+    from convoy.cli._worker import SessionLog, _detail
+
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "none")
+    await store.open()
+    try:
+        log = SessionLog()
+        log.store = store
+        store.get_session = _down  # type: ignore[method-assign]
+        withheld = await log._sealed("s")
+    finally:
+        store.close()
+    assert withheld is None
+    end = convoy.SessionEnd(status="failed", error={"type": "StoreError",
+                                                    "message": "ZQXROW could not be read"})
+    line = _detail(end, withheld=withheld)
+    assert line.startswith("StoreError (message withheld: the store could not tell")
+    assert "ZQX" not in line and "data subject's session" not in line
+
+
+async def _down(*_: Any, **__: Any) -> Any:
+    raise convoy.StoreError("could not reach the store", transient=True)

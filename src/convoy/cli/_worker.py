@@ -12,7 +12,7 @@ from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, StoreError, Workflow
 from convoy._command import word
-from convoy._text import escaped, plural
+from convoy._text import escaped, plural, short
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -62,24 +62,31 @@ class SessionLog(Interceptor):
         end = await next(input)
         self.ends[end.status] += 1
         sid = input.info.session_id
-        withheld = input.info.subject is not None
+        withheld: bool | None = input.info.subject is not None
         if not withheld and end.error and end.status not in ("completed", "waiting"):
             withheld = await self._sealed(sid)
         out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
                                 _detail(end, withheld=withheld)))
         return end
 
-    async def _sealed(self, sid: str) -> bool:
+    async def _sealed(self, sid: str) -> bool | None:
+        """Whether the session's stored error is sealed (``None``: the store could not
+        be read to tell)."""
         if self.store is None:
             return False
         try:
             row = await self.store.get_session(sid)
         except Exception:  # (the store failed: say nothing the row may hold)
-            return True
+            return None
         return row is not None and is_sealed(row.error)
 
 
-def _detail(end: SessionEnd, *, withheld: bool) -> str:
+#: A session's error the worker could not check for a data subject's data (the store
+#: failed as it read the session): its type alone.
+UNCHECKED = "(message withheld: the store could not tell whether it is a data subject's)"
+
+
+def _detail(end: SessionEnd, *, withheld: bool | None) -> str:
     e = end.error or {}
     if end.status == "waiting":
         name = e.get("wait_name")
@@ -87,6 +94,8 @@ def _detail(end: SessionEnd, *, withheld: bool) -> str:
             else "waits"
     if end.status == "completed" or not e:
         return ""
+    if withheld is None:
+        return short(f"{e.get('type', 'error')} {UNCHECKED}", 100)
     return error_summary(e, withheld=withheld)
 
 
