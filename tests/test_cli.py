@@ -758,9 +758,9 @@ def test_read_only_store() -> None:
 
 
 def test_store_locked_too_long_leaves_the_session_resumable(tmp_path: Path) -> None:
-    """Another connection holds the store locked (BEGIN EXCLUSIVE) for a second while the
-    session journals a step; with a busy timeout of 0.2 s the run stops with one line and
-    exit 1, the session stays unfinished, and a resume finishes it."""
+    """Another connection holds the store locked (BEGIN EXCLUSIVE) while the session
+    journals a step, until the command exits; with a busy timeout of 0.2 s the run stops
+    with one line and exit 1, the session stays unfinished, and a resume finishes it."""
     write_jsonl(tmp_path / "in.jsonl", ['"convoy.db"'])
     res = subprocess_cli(tmp_path, "run", "cli_flows:locker", "-i", "in.jsonl",
                          "--busy-timeout", "0.2")
