@@ -61,6 +61,7 @@ from convoy._text import (
 from convoy.definitions._workflow import file_path_module
 from convoy.durability import SessionInterrupted
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
+from convoy.runtime._concurrency import leaves
 from convoy.stores import DEFAULT_STORE, SessionFilter, Store, is_postgres_url, store_from_url
 from convoy.stores._url import MAX_BUSY_TIMEOUT, redacted, sqlite_path
 
@@ -427,13 +428,10 @@ def reportable(e: BaseException) -> StoreError | AuditError | UserError | None:
 
 
 def _leaves(e: BaseException) -> Iterator[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        for inner in e.exceptions:
-            yield from _leaves(inner)
-    elif isinstance(e, SessionInterrupted) and e.cause is not None:
-        yield e.cause
-    else:
-        yield e
+    """The errors in ``e`` (a group's, in order), an interrupted session's by its cause."""
+    for leaf in leaves(e) if isinstance(e, BaseExceptionGroup) else (e,):
+        yield leaf.cause if isinstance(leaf, SessionInterrupted) and \
+            leaf.cause is not None else leaf
 
 
 def exit_code(e: StoreError | AuditError | UserError) -> int:

@@ -14,10 +14,9 @@ it), at most :data:`NAMED` of them."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 from convoy._errors import AuditError, StoreError, UserError
-from convoy._text import plural
+from convoy._text import plural, short
+from convoy.runtime._concurrency import leaves
 
 NAMED = 3
 _ORDER: tuple[type[BaseException], ...] = (StoreError, AuditError, UserError, Exception)
@@ -26,15 +25,15 @@ _ORDER: tuple[type[BaseException], ...] = (StoreError, AuditError, UserError, Ex
 def raised_of(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error to raise for ``eg`` (see the module docstring), with a note naming the
     others."""
-    leaves = list(_leaves(eg))
-    chosen = next((e for e in leaves if not isinstance(e, Exception)), None)
+    found = list(leaves(eg))
+    chosen = next((e for e in found if not isinstance(e, Exception)), None)
     for kind in _ORDER:
         if chosen is not None:
             break
-        chosen = next((e for e in leaves if isinstance(e, kind)), None)
+        chosen = next((e for e in found if isinstance(e, kind)), None)
     if chosen is None:  # (a group holds one error at least)
-        chosen = leaves[0]
-    others = [e for e in leaves if e is not chosen]
+        chosen = found[0]
+    others = [e for e in found if e is not chosen]
     if others:
         named = "; ".join(f"{type(e).__name__}: {_line(e)}" for e in others[:NAMED])
         more = f"; and {len(others) - NAMED:,} more" if len(others) > NAMED else ""
@@ -43,15 +42,6 @@ def raised_of(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return chosen
 
 
-def _leaves(eg: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
-    for e in eg.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            yield from _leaves(e)
-        else:
-            yield e
-
-
 def _line(e: BaseException) -> str:
-    """The first line of ``e``'s message, cut at 200 characters."""
-    text = (str(e).strip().splitlines() or [""])[0]
-    return text if len(text) <= 200 else text[:199] + "…"
+    """The first line of ``e``'s message, cut at 200 characters (and escaped)."""
+    return short((str(e).strip().splitlines() or [""])[0], 200)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from typing import TypeVar
 
 from convoy._errors import SessionTerminated
@@ -28,22 +28,22 @@ async def _as_coro(aw: Awaitable[T]) -> T:
     return await aw
 
 
+def leaves(eg: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:
+    """The errors in ``eg`` and in the groups it holds, in order."""
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            yield from leaves(e)
+        else:
+            yield e
+
+
 def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error to surface from a failed group: a session signal first, then the first."""
-    leaves: list[BaseException] = []
-
-    def walk(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                walk(e)
-            else:
-                leaves.append(e)
-
-    walk(eg)
+    found = list(leaves(eg))
     # Control signals first (a lost lease or store failure, then a session limit), then
     # the branch's own errors; a branch that parked matters only if nothing else failed.
     for kind in (SessionInterrupted, SessionTerminated, Exception):
-        for e in leaves:
+        for e in found:
             if isinstance(e, kind):
                 return e
-    return leaves[0]
+    return found[0]
