@@ -526,7 +526,7 @@ class _AsyncCall:
         pass
 
 
-@pytest.mark.parametrize("which", ["journal_taps", "run_taps"])
+@pytest.mark.parametrize("which", ["journal_taps", "run_taps", "end_taps"])
 @pytest.mark.parametrize("form", ["method", "function", "object"])
 async def test_an_async_tap_is_refused_with_a_clear_error(db: Path, which: str,
                                                            form: str) -> None:

@@ -550,3 +550,43 @@ async def test_a_sessions_line_says_its_error_was_not_checked_when_the_store_is_
 
 async def _down(*_: Any, **__: Any) -> Any:
     raise convoy.StoreError("could not reach the store", transient=True)
+
+
+async def test_a_workers_line_is_the_status_written_not_the_one_the_run_ended_with(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's line for a session is printed once how its run ended is written, with
+    the status the store holds: a run whose end the store failed to write is ``pending``
+    (it runs again), not ``completed`` (it printed ``completed`` before the write, then
+    the warning that the write failed, then ``completed`` again)."""
+    import io
+
+    from rich.console import Console
+
+    import convoy.cli._worker as worker
+    from convoy.cli._worker import SessionLog
+
+    printed = io.StringIO()
+    monkeypatch.setattr(worker, "out", Console(file=printed, width=200, no_color=True))
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    runs.clear()
+    log = SessionLog()
+
+    def lines() -> list[str]:
+        return [" ".join(ln.split()) for ln in printed.getvalue().splitlines()]
+
+    async def body(engine: convoy.Engine) -> None:
+        log.store = engine.store
+        await created(tmp_path / "c.db", clock, "bad")
+        await until(lambda: store.failures >= 1, "the first failure")
+        await until(lambda: len(lines()) == 1, "the line of the failed write")
+        assert lines()[0].startswith("bad pending StoreError"), lines()
+        assert "disk I/O error" in lines()[0]
+        store.failing = False
+        clock.advance(1)
+        await until(finished(engine, "bad"), "bad completed")
+        await until(lambda: len(lines()) == 2, "the line of the run that was written")
+        assert lines()[1] == "bad completed", lines()
+        assert log.ends == {"pending": 1, "completed": 1}
+
+    await serving(store, body, interceptors=[log])

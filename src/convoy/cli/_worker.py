@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from types import ModuleType
 from typing import Annotated, Any
 
@@ -47,9 +48,11 @@ from convoy.stores import SessionRow, Store
 
 
 class SessionLog(Interceptor):
-    """Prints one line as each run of a session ends, and counts the ends by status. A data
-    subject's session's error is its type alone (``store``: the engine's, read as it is
-    stored to tell a session that read a subject's data: its error is sealed)."""
+    """Prints one line as how each run of a session ended is written, with the status
+    written (``pending`` for a run whose end the store failed to write: it runs again), and
+    counts the ends by it. A data subject's session's error is its type alone (``store``:
+    the engine's, read as it is stored to tell a session that read a subject's data: its
+    error is sealed)."""
 
     stage = "timing"
 
@@ -60,14 +63,18 @@ class SessionLog(Interceptor):
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         end = await next(input)
-        self.ends[end.status] += 1
         sid = input.info.session_id
         withheld: bool | None = input.info.subject is not None
         if not withheld and end.error and end.status not in ("completed", "waiting"):
             withheld = await self._sealed(sid)
+        input.end_taps.append(partial(self._written, sid, withheld))
+        return end
+
+    def _written(self, sid: str, withheld: bool | None, end: SessionEnd) -> None:
+        """How a run ended, as written (an end tap)."""
+        self.ends[end.status] += 1
         out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
                                 _detail(end, withheld=withheld)))
-        return end
 
     async def _sealed(self, sid: str) -> bool | None:
         """Whether the session's stored error is sealed (``None``: the store could not

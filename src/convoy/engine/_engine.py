@@ -1055,6 +1055,8 @@ class Engine(SessionControl, SubjectRights):
                 # would interrupt the write of how, and reach this run's caller.
                 self._running[sid] = None
                 status = await self._settle(sid, self.owner, state, end, new)
+                if state.end_taps:
+                    _tell_ended(state, end, status)
                 return _result(state, end, status, t0)
             finally:
                 self._running.pop(sid, None)
@@ -1103,9 +1105,11 @@ class Engine(SessionControl, SubjectRights):
         async def ends(*_: Any) -> SessionEnd:
             return end
 
-        return await self._settle(row.id, self.owner, state,
-                                  await self._session(wf, state, executor, value, journal,
-                                                      None, body=ends), None)
+        ran = await self._session(wf, state, executor, value, journal, None, body=ends)
+        status = await self._settle(row.id, self.owner, state, ran, None)
+        if state.end_taps:
+            _tell_ended(state, ran, status)
+        return status
 
     async def _execute(self, wf: Workflow[Any, OutT], sid: str, tenant: str, value: Any,
                        row: SessionRow | None, journal: dict[str, StepRecord] | None, *,
@@ -1116,6 +1120,8 @@ class Engine(SessionControl, SubjectRights):
         t0 = time.perf_counter()
         end = await self._session(wf, state, executor, value, journal, None)
         status = await self._settle(sid, executor.owner, state, end, None)
+        if state.end_taps and executor.owner is not None:  # (a replay writes nothing)
+            _tell_ended(state, end, status)
         return _result(state, end, status, t0), executor
 
     def _prepare(self, wf: Workflow[Any, Any], sid: str, tenant: str, row: SessionRow | None,
@@ -1168,6 +1174,9 @@ class Engine(SessionControl, SubjectRights):
                 # session's next write would then not commit in the caller.)
                 self.store.update_headers(state.id, owner, si.headers)
             state.written_headers = dict(si.headers)
+            if si.end_taps:  # (refused now, not once the run is over)
+                _called("end_taps", si.end_taps)
+            state.end_taps = si.end_taps  # (the list: a hook may add one after ``next``)
             taps = si.journal_taps
             if taps:
                 executor.tap = journal_tap_of(_called("journal_taps", taps), state.id)
@@ -1257,7 +1266,8 @@ class Engine(SessionControl, SubjectRights):
 
     async def _settle(self, sid: str, owner: str | None, state: SessionState,
                       end: SessionEnd, new: NewSession | None) -> str:
-        """Persist how the run ended; the status to report."""
+        """Persist how the run ended; the status to report. (The caller tells the session
+        hooks' end taps: :func:`_tell_ended`.)"""
         if owner is None:  # replay: nothing is written
             return end.status
         usage = state.usage
@@ -1395,6 +1405,20 @@ def _called(which: str, taps: Sequence[Callable[[T], None]]) -> Sequence[Callabl
         if len(_PLAIN_TAPS) < 10_000:
             _PLAIN_TAPS.add(plain)
     return taps
+
+
+def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
+    """Tell the session hooks' end taps how the run ended, as written (``status``); one
+    that raises is logged, and the others are told all the same."""
+    if status != end.status:
+        end = SessionEnd(status=status, output=end.output if status == "completed" else None,
+                         error=end.error)
+    for tap in _called("end_taps", list(state.end_taps or ())):
+        try:
+            tap(end)
+        except Exception:
+            log.exception("an end tap raised on the end of a run of session %s (%s); the "
+                          "session ended as written", quoted(state.id), end.status)
 
 
 #: The code of the functions, and the classes, of taps seen to be plain (not ``async

@@ -335,6 +335,14 @@ class SessionInput:
     add one before calling ``next``. Cheaper than an ``agent_run`` hook (no layer around
     each run) for what only needs to know that runs ended: ``Metrics`` counts them so. A
     plain function (an ``async`` one is refused); one that raises is logged."""
+    end_taps: list[Callable[[SessionEnd], None]] = field(default_factory=list, repr=False)
+    """Called once how this run ended is written, with the end as the store has it: its
+    ``status`` is ``pending`` when the store failed to write it (``error`` is the store's:
+    the session runs again later) or the run was interrupted, ``running`` when another
+    engine took the session over. Add one before calling ``next``, or after it returned.
+    Not called when the write itself raised, nor for a replay (it writes nothing). A plain
+    function (an ``async`` one raises :class:`~convoy.UserError`); one that raises is
+    logged."""
 
 
 @dataclass(slots=True, kw_only=True)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from convoy.definitions._agent import Agent
     from convoy.durability._executor import StepExecutor
     from convoy.engine._runtime import Runtime
-    from convoy.interceptors._base import AgentRunEnded
+    from convoy.interceptors._base import AgentRunEnded, SessionEnd
 
 T = TypeVar("T")
 
@@ -33,7 +33,7 @@ class SessionState:
 
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
-        "deadline", "executor", "grants", "grounded", "handoffs",
+        "deadline", "end_taps", "executor", "grants", "grounded", "handoffs",
         "headers", "id", "input", "last_known", "resumed", "run_tap", "runtime", "steps",
         "subject", "taint", "tenant", "usage", "version", "workflow", "written_headers",
     )
@@ -59,6 +59,8 @@ class SessionState:
         #: Called when each agent run ends (the session hooks' ``run_taps``), ``None``
         #: for none.
         self.run_tap: Callable[[AgentRunEnded], None] | None = None
+        #: The session hooks' ``end_taps`` (told once how the run ended is written).
+        self.end_taps: list[Callable[[SessionEnd], None]] | None = None
         self.steps = 0
         self.handoffs = 0
         self.usage = Usage()

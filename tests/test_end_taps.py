@@ -1,0 +1,166 @@
+"""``SessionInput.end_taps``: told how a run of a session ended once it is written, with
+the status the store holds, not the one the run ended with (the worker printed
+``completed`` for a run whose end the store then failed to write)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.stores import SQLiteStore
+from convoy.stores._protocol import SessionOutcome
+
+
+@convoy.workflow(name="endtaps.double")
+async def double(ctx: convoy.Context, n: int) -> int:
+    got: int = await ctx.step("double", lambda: n * 2)
+    return got
+
+
+@convoy.workflow(name="endtaps.waits")
+async def waits(ctx: convoy.Context, n: int) -> int:
+    got: int = await ctx.wait_for("go", int)
+    return n + got
+
+
+@convoy.workflow(name="endtaps.fails")
+async def fails(ctx: convoy.Context, n: int) -> int:
+    raise ValueError(f"no good: {n}")
+
+
+class Told(convoy.Interceptor):
+    """Adds an end tap to every run, before ``next`` or after it returned."""
+
+    def __init__(self, *, after: bool = False) -> None:
+        self.after = after
+        self.told: list[tuple[str, str, Any, str | None]] = []
+
+    async def session_run(self, input: convoy.SessionInput,
+                          next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                          ) -> convoy.SessionEnd:
+        sid = input.info.session_id
+
+        def tap(end: convoy.SessionEnd) -> None:
+            self.told.append((sid, end.status, end.output,
+                              None if end.error is None else end.error.get("type")))
+
+        if not self.after:
+            input.end_taps.append(tap)
+        end = await next(input)
+        if self.after:
+            input.end_taps.append(tap)
+        return end
+
+
+class FailsToFinish(SQLiteStore):
+    """Fails to write how session ``bad`` ended, once."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.failing = True
+
+    def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome,
+               **kw: Any) -> Any:
+        if self.failing and session_id == "bad":
+            self.failing = False
+            raise convoy.StoreError("disk I/O error", transient=True)
+        return super().finish(session_id, owner, outcome, **kw)
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before-next", "after-next"])
+async def test_taps_are_told_each_end_as_written(tmp_path: Path, after: bool) -> None:
+    told = Told(after=after)
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[told]) as eng:
+        assert (await eng.run(double, 2, session_id="ok")).output == 4
+        assert (await eng.run(fails, 3, session_id="no")).status == "failed"
+        assert (await eng.run(waits, 1, session_id="w")).status == "waiting"
+        await eng.signal("w", "go", 5)
+        [resumed] = await eng.resume()
+        assert resumed.output == 6
+    assert told.told == [("ok", "completed", 4, None), ("no", "failed", None, "ValueError"),
+                         ("w", "waiting", None, None), ("w", "completed", 6, None)]
+
+
+async def test_a_run_whose_end_the_store_failed_to_write_is_told_pending(
+        tmp_path: Path) -> None:
+    """The run completed; the store failed to write it: the tap is told ``pending``, with
+    the store's error (and no output), and the caller gets the same."""
+    told = Told()
+    async with convoy.Engine(FailsToFinish(tmp_path / "c.db"), interceptors=[told]) as eng:
+        res = await eng.run(double, 2, session_id="bad")
+        assert res.status == "pending"
+        [again] = await eng.resume()
+        assert again.output == 4
+    assert told.told == [("bad", "pending", None, "StoreError"), ("bad", "completed", 4, None)]
+
+
+async def test_a_replay_tells_no_tap(tmp_path: Path) -> None:
+    told = Told()
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[told]) as eng:
+        await eng.run(double, 2, session_id="ok")
+        told.told.clear()
+        assert (await eng.replay("ok")).matches
+    assert told.told == []
+
+
+async def test_a_tap_that_raises_is_logged_and_the_others_are_told(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    told = Told()
+
+    class Broken(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.end_taps.append(self.broken)
+            return await next(input)
+
+        def broken(self, end: convoy.SessionEnd) -> None:
+            raise RuntimeError("tap broke")
+
+    with caplog.at_level(logging.ERROR, logger="convoy"):
+        async with convoy.Engine(tmp_path / "c.db", interceptors=[Broken(), told]) as eng:
+            assert (await eng.run(double, 2, session_id="ok")).output == 4
+    assert told.told == [("ok", "completed", 4, None)]
+    assert "an end tap raised on the end of a run of session 'ok' (completed); the session " \
+        "ended as written" in caplog.text
+
+
+async def test_an_async_tap_added_after_the_run_raises_once_the_end_is_written(
+        tmp_path: Path) -> None:
+    """Added after ``next`` returned, an ``async`` tap is found only as the end is told:
+    the end is written, and the caller gets the error naming it."""
+    class Late(convoy.Interceptor):
+        async def tap(self, end: convoy.SessionEnd) -> None:
+            pass
+
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            end = await next(input)
+            input.end_taps.append(self.tap)
+            return end
+
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[Late()]) as eng:
+        with pytest.raises(convoy.UserError, match=r"end_taps: .*Late\.tap is an async "
+                           "function"):
+            await eng.run(double, 2, session_id="late")
+        row = await eng.store.get_session("late")
+    assert row is not None and row.status == "completed"
+
+
+async def test_a_cancel_that_ends_a_pending_session_tells_the_taps(tmp_path: Path) -> None:
+    """Cancelling a session that never ran is a run that executes nothing: its end, as
+    written, reaches the taps too."""
+    async with convoy.Engine(tmp_path / "c.db") as first:
+        first.drain()
+        await first.run_many(double, [1], ids=["p"])
+    told = Told()
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[told]) as eng:
+        await eng.cancel("p")
+        row = await eng.store.get_session("p")
+    assert row is not None and row.status == "cancelled"
+    assert told.told == [("p", "cancelled", None, "Cancelled")]
