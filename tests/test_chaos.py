@@ -300,3 +300,67 @@ def test_cli_chaos_reports_and_writes_the_journal(tmp_path: Path) -> None:
                     "--faults", "server_error=0.5", "--no-protections", "--db-dir", "exp2")
     assert deviated.returncode == 1 and "DEVIATED" in deviated.stdout
     assert (tmp_path / "exp2" / "journal.json").is_file()
+
+
+# -- the application's interceptors ------------------------------------------------------
+
+LOADED: list[int] = []
+
+
+def app_retry() -> list[convoy.Interceptor]:
+    """The application's interceptors under test: a retry of its own (each call, a new
+    one: each phase gets its own)."""
+    from convoy.resilience import Retry, RetryPolicy
+
+    LOADED.append(os.getpid())
+    return [Retry(RetryPolicy(max_attempts=8, initial_delay=0.001, max_delay=0.005))]
+
+
+NOT_A_LIST = 3
+
+
+def test_an_experiment_runs_the_applications_interceptors(tmp_path: Path) -> None:
+    """Faults that fail sessions without protections are ridden out by the application's
+    own retry, named MODULE:NAME; protections are off by default then (the application's
+    are under test), and each phase loads them anew."""
+    LOADED.clear()
+    journal = run_experiment(chain, [f"t{i}" for i in range(20)], db_dir=tmp_path,
+                             faults="server_error=0.1", concurrency=10,
+                             interceptors="tests.test_chaos:app_retry")
+    assert journal["status"] == "completed", journal["convoy"]["phases"]
+    ext = journal["convoy"]
+    assert ext["protections"] is False and ext["interceptors"] == "tests.test_chaos:app_retry"
+    assert ext["phases"]["during"]["completed"] == 20 and ext["phases"]["during"]["retries"] > 0
+    assert len(LOADED) == 4  # checked once, then one load per phase
+    assert "the application's interceptors tests.test_chaos:app_retry" in \
+        journal["experiment"]["description"]
+    with pytest.raises(convoy.UserError, match=r"interceptors tests\.test_chaos:NOT_A_LIST is "
+                       r"an int, not a list of convoy\.Interceptor"):
+        run_experiment(chain, ["x"], db_dir=tmp_path / "bad",
+                       interceptors="tests.test_chaos:NOT_A_LIST")
+    assert not (tmp_path / "bad").exists()  # nothing ran
+
+
+def test_cli_chaos_takes_the_applications_interceptors_into_a_killed_engine(
+        tmp_path: Path) -> None:
+    """``--interceptors`` reaches the engine processes a kill starts: the faulty phase's
+    sessions, killed and resumed in a new process, complete through the application's
+    retry alone (protections off)."""
+    (tmp_path / "in.jsonl").write_text("".join(f'"ticket {i}"\n' for i in range(12)))
+    res = _cli(tmp_path, "chaos", "tests.test_chaos:chain", "-i", "in.jsonl",
+               "--faults", "server_error=0.1", "--interceptors", "tests.test_chaos:app_retry",
+               "--kill-after-sessions", "4", "--concurrency", "2", "--db-dir", "exp")
+    said = " ".join(res.stdout.split())
+    assert res.returncode == 0, res.stderr + res.stdout
+    assert "protections off · interceptors tests.test_chaos:app_retry" in said, said
+    journal = json.loads((tmp_path / "exp" / "journal.json").read_text())
+    assert [r["activity"]["name"] for r in journal["run"]] == [
+        "run-sessions-with-faults", "sigkill-engine", "resume-engine"]
+    assert journal["run"][1]["output"]["killed"] is True
+    assert journal["convoy"]["phases"]["during"]["completed"] == 12
+
+    bad = _cli(tmp_path, "chaos", "tests.test_chaos:chain", "-i", "in.jsonl",
+               "--interceptors", "tests.test_chaos:nothing_here", "--db-dir", "exp2")
+    assert bad.returncode == 2 and "--interceptors: module 'tests.test_chaos' has no " \
+        "attribute 'nothing_here'" in " ".join(bad.stderr.split()), bad.stderr
+    assert not (tmp_path / "exp2").exists()

@@ -80,16 +80,23 @@ def test_shell_completion(tmp_path: Path) -> None:
     assert "sessions" in res.stdout.split()
 
 
-def readme_chaos_command() -> list[str]:
-    """The chaos command the docs show (docs/how-to/chaos.md)."""
+def readme_chaos_commands() -> list[list[str]]:
+    """The chaos commands the docs show (docs/how-to/chaos.md): Convoy's protections, then
+    the example application's interceptors."""
     text = (ROOT / "docs" / "how-to" / "chaos.md").read_text()
-    (line,) = re.findall(r"^ *convoy chaos .*$", text, re.M)
-    return shlex.split(line)[1:]
+    return [shlex.split(line)[1:] for line in re.findall(r"^ *convoy chaos .*$", text, re.M)]
 
 
+def test_the_docs_show_two_chaos_commands() -> None:
+    plain, named = readme_chaos_commands()
+    assert "--interceptors" not in plain and "--interceptors" in named
+
+
+@pytest.mark.parametrize("which", [0, 1], ids=["protections", "interceptors"])
 def test_the_readme_chaos_command_kills_the_engine(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    args = readme_chaos_command()
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   which: int) -> None:
+    args = readme_chaos_commands()[which]
     assert "--kill-after-sessions" in args or "--kill-after" in args
     monkeypatch.chdir(ROOT)  # the example workflow imports from the repository root
     monkeypatch.syspath_prepend(str(ROOT))
@@ -106,6 +113,9 @@ def test_the_readme_chaos_command_kills_the_engine(tmp_path: Path,
     assert resumed["resumed"] == kill["unfinished_at_kill"]
     assert resumed["unfinished_after"] == 0
     assert "SIGKILLed after" in res.stdout
+    if "--interceptors" in args:
+        assert journal["convoy"]["interceptors"] == args[args.index("--interceptors") + 1]
+        assert journal["convoy"]["protections"] is False
 
 
 def test_kill_after_sessions_must_leave_sessions_to_kill(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_l
 from convoy.chaos._process import KillPoint, kill_after, resume
 from convoy.definitions._workflow import Workflow, check_workflow, load_workflow
 from convoy.engine._tenancy import check_tenant
+from convoy.interceptors._named import load_interceptors
 
 Event = Callable[[str], None]
 
@@ -69,8 +70,8 @@ def _check_importable(wf: Workflow[Any, Any]) -> None:
 
 
 def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: int,
-              kill: KillPoint | None, protect: bool, seed: int, title: str | None,
-              work: Path, warnings: list[str]) -> dict[str, Any]:
+              kill: KillPoint | None, protect: bool, interceptors: str | None, seed: int,
+              title: str | None, work: Path, warnings: list[str]) -> dict[str, Any]:
     """The journal before anything ran: the experiment, its method, empty results."""
     method = [_activity("action", "run-sessions-with-faults", {
         "type": "python", "module": "convoy.chaos", "func": "FaultInjector",
@@ -91,6 +92,8 @@ def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: in
             "title": title or f"{wf.name} keeps its steady state under faults",
             "description": (f"{n} sessions of {wf.name} per phase; faults {spec}; "
                             f"protections {'on' if protect else 'off'}"
+                            + (f"; the application's interceptors {interceptors}"
+                               if interceptors is not None else "")
                             + (f"; engine SIGKILLed {kill.describe()} and resumed"
                                if kill is not None else "")),
             "tags": ["convoy"],
@@ -100,6 +103,7 @@ def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: in
         "steady_states": {"before": None, "after": None, "during": []},
         "run": [], "rollbacks": [],
         "convoy": {"workflow": wf.name, "faults": str(spec), "protections": protect,
+                   "interceptors": interceptors,
                    "seed": seed, "db_dir": str(work), "phases": {}, "faults_injected": {},
                    "warnings": warnings},
     }
@@ -109,7 +113,8 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
                    db_dir: str | Path, faults: FaultSpec | str | None = None,
                    hypothesis: Hypothesis | None = None, kill_after_s: float | None = None,
                    kill_after_sessions: int | None = None,
-                   protect: bool = True, concurrency: int = 64, seed: int = 0,
+                   protect: bool | None = None, interceptors: str | None = None,
+                   concurrency: int = 64, seed: int = 0,
                    call_timeout: float = 2.0, tool_timeout: float = 30.0,
                    model: str | None = None, tenant: str = "default",
                    title: str | None = None, phase_timeout: float | None = 600.0,
@@ -120,8 +125,14 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
     BEFORE (no faults), DURING (``faults`` injected; with ``kill_after_s`` the engine runs
     in a child process that is SIGKILLed that many seconds after its sessions exist, or
     with ``kill_after_sessions`` once that many of them finished, and a new process
-    resumes them from the journal), AFTER (no faults). ``protect`` puts
-    :func:`convoy.resilience.protections` in front of the injector. A phase still running
+    resumes them from the journal), AFTER (no faults). ``interceptors``: the application's
+    (``MODULE:NAME``, as ``convoy run --interceptors`` takes it: a list of
+    :class:`~convoy.Interceptor` or a function of no arguments that returns one), so the
+    experiment tests the chain the application runs; each phase loads them in the process
+    that runs it (a function gives each phase interceptors of its own; a list is shared by
+    the phases one process runs). ``protect`` puts :func:`convoy.resilience.protections`
+    in front of the injector too; by default it does without ``interceptors`` and does
+    not with them (they are the protections under test). A phase still running
     after ``phase_timeout`` seconds (per engine process) is stopped; its unfinished sessions
     count as not completed. Blocking: call it outside an event loop.
 
@@ -129,6 +140,10 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
         UserError: bad arguments (nothing has run yet).
     """
     wf = load_workflow(workflow) if isinstance(workflow, str) else check_workflow(workflow)
+    if interceptors is not None:
+        load_interceptors(interceptors)  # (what cannot be loaded: raised before anything runs)
+    if protect is None:
+        protect = interceptors is None
     spec = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
     hyp = hypothesis or Hypothesis()
     if not inputs:
@@ -168,10 +183,12 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
             seed=seed, protect=protect, call_timeout=call_timeout, tool_timeout=tool_timeout,
             concurrency=concurrency, model=model, tenant=tenant, deadline_s=phase_timeout,
             fault_log=str(work / f"{name}-faults.log") if with_faults else None,
+            interceptors=interceptors,
             stats=str(work / f"{name}-stats.json"))
 
     journal = _skeleton(wf, spec, hyp, n=len(inputs), kill=kill,
-                        protect=protect, seed=seed, title=title, work=work, warnings=warnings)
+                        protect=protect, interceptors=interceptors, seed=seed, title=title,
+                        work=work, warnings=warnings)
     t_start = time.monotonic()
     ext = journal["convoy"]
 

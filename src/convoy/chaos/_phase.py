@@ -23,6 +23,7 @@ from convoy.chaos._faults import FaultInjector, FaultSpec
 from convoy.definitions._workflow import Workflow, load_workflow
 from convoy.engine._engine import Engine
 from convoy.interceptors._base import Interceptor
+from convoy.interceptors._named import load_interceptors
 from convoy.models import infer_model
 from convoy.models._base import Model
 from convoy.resilience import Breakers, Retry, RetryPolicy, Timeout, protections
@@ -48,6 +49,7 @@ class PhaseConfig:
     deadline_s: float | None = None  # stop the phase after this long; unfinished stay so
     fault_log: str | None = None     # appended one line per injected fault (survives SIGKILL)
     stats: str | None = None         # written at a clean exit
+    interceptors: str | None = None  # the application's, MODULE:NAME (loaded by the phase)
     cwd: str = field(default_factory=os.getcwd)
 
     def dump(self, path: Path) -> None:
@@ -65,12 +67,15 @@ class PhaseConfig:
 
 
 def chaos_interceptors(config: PhaseConfig, injector: FaultInjector | None) -> list[Interceptor]:
-    """``protections(...)`` (when on) with short retry delays and the given timeouts, then
-    the injector, innermost."""
+    """``protections(...)`` (when on) with short retry delays and the given timeouts, the
+    application's interceptors (``config.interceptors``, loaded anew: a function of them
+    gives the phase its own), then the injector, innermost (its stage is the last)."""
     chain: list[Interceptor] = []
     if config.protect:
         chain = protections(retry=RetryPolicy(max_attempts=4, initial_delay=0.05, max_delay=2.0),
                             call_timeout=config.call_timeout, tool_timeout=config.tool_timeout)
+    if config.interceptors is not None:
+        chain.extend(load_interceptors(config.interceptors, option="interceptors"))
     if injector is not None:
         chain.append(injector)
     return chain

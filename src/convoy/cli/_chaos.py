@@ -26,6 +26,7 @@ from convoy.cli._common import (
     workflows_from_cwd,
 )
 from convoy.cli._inputs import read_inputs
+from convoy.cli._interceptors import ChaosInterceptorsOption, app_interceptors
 from convoy.cli._loading import workflow_argument
 from convoy.cli._render import fmt_cost, fmt_duration
 from convoy.models import infer_model
@@ -61,9 +62,11 @@ def chaos(
         metavar="SECONDS", help="Hypothesis: p99 session latency at most this.")] = None,
     max_cost: Annotated[float | None, typer.Option(
         metavar="USD", help="Hypothesis: no session costs more than this.")] = None,
-    protections: Annotated[bool, typer.Option(
-        "--protections/--no-protections",
-        help="Retries, circuit breakers and timeouts (convoy.resilience.protections).")] = True,
+    protections: Annotated[bool | None, typer.Option(
+        "--protections/--no-protections", show_default=False,
+        help="Retries, circuit breakers and timeouts (convoy.resilience.protections) in "
+             "front of the faults. [default: on, off with --interceptors]")] = None,
+    interceptors: ChaosInterceptorsOption = None,
     call_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", help="Per-attempt model call timeout with --protections.")] = 2.0,
     phase_timeout: Annotated[float, typer.Option(
@@ -86,7 +89,8 @@ def chaos(
     optionally p99 latency and cost per session) is checked on all three; faults are
     injected at the model and tool seam, inside the protections. With --kill-after (or
     --kill-after-sessions) the engine is SIGKILLed mid-phase and a new process resumes from
-    the journal.
+    the journal. With --interceptors the phases run with the application's interceptors
+    (its retries, breakers, timeouts, budgets, ...), the chain under test.
 
     Exit code 0 when the hypothesis held throughout, 1 when it did not (or the experiment
     aborted), 2 on usage errors.
@@ -105,6 +109,7 @@ def chaos(
         hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)
         wf = workflow_argument(workflow)
         batch = read_inputs(wf, input)
+    app_interceptors(interceptors)  # (what cannot be loaded: one line, before anything runs)
     if model is not None:
         try:
             infer_model(model)
@@ -134,7 +139,7 @@ def chaos(
             result = run_experiment(
                 wf, [x.value for x in batch.valid], db_dir=work, faults=spec, hypothesis=hyp,
                 kill_after_s=kill_after, kill_after_sessions=kill_after_sessions,
-                protect=protections, concurrency=concurrency,
+                protect=protections, interceptors=interceptors, concurrency=concurrency,
                 seed=seed, call_timeout=call_timeout, model=model, tenant=tenant,
                 phase_timeout=phase_timeout,
                 on_event=lambda msg: err.print(msg, markup=False, style="dim"))
@@ -213,7 +218,9 @@ def print_report(result: dict[str, Any], n: int) -> None:
     ext = result["convoy"]
     out.print(Text.assemble(("convoy chaos ", "bold"), ext["workflow"],
                             f" · {plural(n, 'session')} per phase · faults {ext['faults']} · "
-                            f"protections {'on' if ext['protections'] else 'off'}"))
+                            f"protections {'on' if ext['protections'] else 'off'}"
+                            + (f" · interceptors {ext['interceptors']}"
+                               if ext.get("interceptors") else "")))
     out.print(phases_table(result))
     out.print(probes_table(result))
     during = ext["phases"].get("during", {})

@@ -23,20 +23,17 @@ takes arguments, is ``async`` or raises (its error's first line).
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
-from convoy import Interceptor
-from convoy._text import quoted, short
+from convoy import Interceptor, UserError
 from convoy.cli._common import fail, import_modules, option_source, tracing
-from convoy.interceptors._base import STAGES
+from convoy.interceptors._named import EXAMPLE as _EXAMPLE
+from convoy.interceptors._named import load_interceptors
 
 INTERCEPTORS_ENV = "CONVOY_INTERCEPTORS"
-_EXAMPLE = "e.g. 'myapp.config:interceptors'"
-_FORMS = "a list of convoy.Interceptor nor a function of no arguments that returns one"
 
 
 class _Named(str):
@@ -79,6 +76,11 @@ CancelInterceptorsOption = Annotated[str | None, _interceptors_option(
     "see it end as in the application's engine. One another live engine runs gets a "
     "cancel request instead, which that engine honours.")]
 
+ChaosInterceptorsOption = Annotated[str | None, _interceptors_option(
+    "Run every phase with the application's interceptors (retries, breakers, timeouts, "
+    "budgets, ...), the faults injected inside them: the chain under test. Each phase loads "
+    "them anew (a function gives each its own). --protections is then off unless given.")]
+
 
 def _option(ref: str | None) -> str:
     """How messages name the value: ``--interceptors``, or the variable it came from."""
@@ -91,77 +93,11 @@ def app_interceptors(ref: str | None) -> list[Interceptor]:
     if ref is None:
         return []
     option = _option(ref)
-    if not ref.strip():
-        fail(f"{option} is empty: name the application's interceptors as MODULE:NAME "
-             f"({_EXAMPLE})")
-    module_name, colon, attr = ref.rpartition(":")
-    if not colon or not module_name or not attr:
-        fail(f"{option} {quoted(ref, 120)}: give MODULE:NAME, the module and the attribute "
-             f"in it that holds the application's interceptors ({_EXAMPLE}: a list of them, "
-             "or a function that returns one)")
-    (module,) = import_modules([module_name], option)
-    name = ref if ref.isprintable() and len(ref) <= 120 else quoted(ref, 120)
-    value: Any = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            fail(f"{option}: module {quoted(module_name)} has no attribute {quoted(attr)}"
-                 f"{_candidates(module)}")
-        value = getattr(value, part)
-    if isinstance(value, Interceptor):
-        fail(f"{option} {name} is one interceptor ({type(value).__name__}), not a list; "
-             "name a list of them (or a function that returns one)")
-    if isinstance(value, list | tuple) or not callable(value):
-        return _checked(value, option, name, f"{option} {name} is", _FORMS)
-    return _checked(_called(value, option, name), option, f"{name}()",
-                    f"{option} {name}() returned", "a list of convoy.Interceptor")
-
-
-def _called(fn: Any, option: str, name: str) -> Any:
-    """What ``fn()`` returns, or one line: it takes arguments, is async, or raised."""
-    if inspect.iscoroutinefunction(fn):
-        fail(f"{option} {name} is an async function; make it a plain one (the command "
-             "calls it once, before any session runs)")
     try:
-        inspect.signature(fn).bind()
-    except TypeError:
-        fail(f"{option} {name} takes arguments; name a function of no arguments that "
-             "returns the interceptors (or a list of them)")
-    except ValueError:
-        pass  # (no signature to read: a builtin; calling it says what is wrong)
-    try:
-        return fn()
-    except Exception as e:  # the application's code failed: one line, not its traceback
-        first = next((line for line in str(e).splitlines() if line.strip()), "")
-        fail(f"{option} {name}() raised {type(e).__name__}"
-             + (f": {short(first, 300)}" if first else ""))
-
-
-def _checked(value: Any, option: str, what: str, verb: str, wanted: str
-             ) -> list[Interceptor]:
-    """``value`` as a list of interceptors, or one line saying what it is instead
-    (``verb``: how the line names it, ``wanted``: what it should have been)."""
-    if not isinstance(value, list | tuple):
-        fail(f"{verb} {_a(value)}, not {wanted}")
-    for i, ic in enumerate(value):
-        if not isinstance(ic, Interceptor):
-            fail(f"{option}: item {i} of {what} is {_a(ic)}, not a convoy.Interceptor")
-        if ic.stage not in STAGES:
-            fail(f"{option}: interceptor {type(ic).__name__} of {what} has unknown stage "
-                 f"{quoted(str(ic.stage))}; stages: {', '.join(STAGES)}")
-    return list(value)
-
-
-def _a(value: Any) -> str:
-    """``an int``, ``a str``: what a value is, by its type."""
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
-
-
-def _candidates(module: Any) -> str:
-    """``; its lists of interceptors: A, B`` for a module that has some, else nothing."""
-    names = sorted(n for n, v in vars(module).items() if isinstance(v, list | tuple) and v
-                   and all(isinstance(ic, Interceptor) for ic in v))
-    return f"; its lists of interceptors: {', '.join(names)}" if names else ""
+        return load_interceptors(ref, option=option, import_module=lambda name: (
+            import_modules([name], option)[0]))
+    except UserError as e:
+        fail(str(e))
 
 
 def session_interceptors(ref: str | None, trace: list[str] | None = None,
