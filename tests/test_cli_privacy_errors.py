@@ -108,3 +108,31 @@ def test_worker_prints_a_subjects_error_type_and_kind_only(tmp_path: Path) -> No
     _clean(res)
     line = _line_of(res.stdout, sid)
     assert "failed" in line and "RuntimeError" in line and WITHHELD in line, line
+
+
+def test_worker_withholds_the_error_of_a_session_that_read_a_subjects_data(
+        tmp_path: Path) -> None:
+    """A session of no subject that read a subject's shared state and failed quoting it:
+    its stored error is sealed, and the worker's line is its type alone (it asked the
+    store before the error was written, found nothing sealed, and printed the message)."""
+    import subject_state_flows as flows  # (tests/fixtures: the workdir fixture's path)
+
+    import convoy
+
+    env = _keyed(tmp_path)
+    key = convoy.MasterKey.from_text(Path(env["CONVOY_MASTER_KEY_FILE"]).read_text())
+
+    async def make() -> None:
+        async with convoy.Engine("convoy.db", master_key=key) as engine:
+            assert (await engine.run(flows.write_person, PLANTED, session_id="w",
+                                     subject="margaret")).ok
+            engine.drain()
+            await engine.run_many(flows.read_person, ["m"], ids=["r"])
+
+    asyncio.run(make())
+    res = cli("worker", "subject_state_flows", "--until-idle", "--poll-interval", "0.05",
+              env=env)
+    assert res.code == 0, res
+    _clean(res)
+    line = _line_of(res.stdout, "r ")
+    assert "failed" in line and "ValueError" in line and WITHHELD in line, line

@@ -5,6 +5,7 @@ the status the store holds, not the one the run ended with (the worker printed
 from __future__ import annotations
 
 import logging
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -129,12 +130,15 @@ async def test_a_tap_that_raises_is_logged_and_the_others_are_told(
         "ended as written" in caplog.text
 
 
-async def test_an_async_tap_added_after_the_run_raises_once_the_end_is_written(
-        tmp_path: Path) -> None:
-    """Added after ``next`` returned, an ``async`` tap is found only as the end is told:
-    the end is written, and the caller gets the error naming it."""
+async def test_an_async_tap_added_after_the_run_is_logged_and_not_called(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Added after ``next`` returned, an ``async`` tap (or a partial of one) is found only
+    as the end is told, once it is written: it is logged, not called, and the run's result
+    and the other taps are as they would be (raising then stopped a whole ``run_many``)."""
+    told = Told(after=True)
+
     class Late(convoy.Interceptor):
-        async def tap(self, end: convoy.SessionEnd) -> None:
+        async def tap(self, end: convoy.SessionEnd, *_: Any) -> None:
             pass
 
         async def session_run(self, input: convoy.SessionInput,
@@ -142,14 +146,80 @@ async def test_an_async_tap_added_after_the_run_raises_once_the_end_is_written(
                               ) -> convoy.SessionEnd:
             end = await next(input)
             input.end_taps.append(self.tap)
+            input.end_taps.append(partial(self.tap, 1))
             return end
 
-    async with convoy.Engine(tmp_path / "c.db", interceptors=[Late()]) as eng:
-        with pytest.raises(convoy.UserError, match=r"end_taps: .*Late\.tap is an async "
-                           "function"):
-            await eng.run(double, 2, session_id="late")
-        row = await eng.store.get_session("late")
-    assert row is not None and row.status == "completed"
+    with caplog.at_level(logging.ERROR, logger="convoy"):
+        async with convoy.Engine(tmp_path / "c.db", interceptors=[Late(), told]) as eng:
+            results = await eng.run_many(double, [1, 2], ids=["a", "b"])
+    assert [r.output for r in results] == [2, 4]
+    assert sorted(told.told) == [("a", "completed", 2, None), ("b", "completed", 4, None)]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 4 and all("Late.tap is an async function" in m and "it was not "
+                                  "told how session" in m for m in said), said
+
+
+async def test_a_partial_of_an_async_function_is_refused_before_the_run(
+        tmp_path: Path) -> None:
+    """What a ``functools.partial`` calls is what is checked (a partial was taken for a
+    plain tap, and every partial after it too)."""
+    async def tap(what: str, end: convoy.SessionEnd) -> None:
+        pass
+
+    class Early(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.end_taps.append(partial(lambda end: None))
+            input.end_taps.append(partial(tap, "x"))
+            return await next(input)
+
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[Early()]) as eng:
+        with pytest.raises(convoy.UserError, match=r"end_taps: .*tap is an async function"):
+            await eng.run(double, 2, session_id="p")
+
+
+async def test_a_hook_that_ends_the_run_without_next_tells_the_taps(tmp_path: Path) -> None:
+    """An outer hook's tap is told the end an inner hook made up without calling ``next``
+    (the worker printed no line for such a session, and did not count it)."""
+    told = Told(after=True)
+
+    class Refuses(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            return convoy.SessionEnd(status="failed", error={"type": "Refused",
+                                                             "message": "not today"})
+
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[told, Refuses()]) as eng:
+        assert (await eng.run(double, 2, session_id="no")).status == "failed"
+    assert told.told == [("no", "failed", None, "Refused")]
+
+
+async def test_a_waiting_end_says_what_it_waits_for_and_a_tap_changes_no_result(
+        tmp_path: Path) -> None:
+    """A tap is told what a waiting session waits for (the wait's name), though the
+    caller's result has no error; a tap that changes what it is told changes nothing of
+    the result."""
+    seen: list[dict[str, Any] | None] = []
+
+    class Meddles(convoy.Interceptor):
+        def tap(self, end: convoy.SessionEnd) -> None:
+            seen.append(end.error)
+            end.output = "changed"
+
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.end_taps.append(self.tap)
+            return await next(input)
+
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[Meddles()]) as eng:
+        waiting = await eng.run(waits, 1, session_id="w")
+        done = await eng.run(double, 2, session_id="d")
+    assert waiting.status == "waiting" and waiting.error is None
+    assert seen[0] is not None and seen[0]["wait_name"] == "go"
+    assert done.output == 4
 
 
 async def test_a_cancel_that_ends_a_pending_session_tells_the_taps(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, StoreError, Workflow
 from convoy._command import word
-from convoy._text import escaped, plural, short
+from convoy._text import escaped, plural
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -43,57 +43,40 @@ from convoy.cli._common import (
 from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._render import error_summary, fmt_time, status_text, waited_for
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
-from convoy.privacy._seal import is_sealed
-from convoy.stores import SessionRow, Store
+from convoy.stores import SessionRow
 
 
 class SessionLog(Interceptor):
     """Prints one line as how each run of a session ended is written, with the status
     written (``pending`` for a run whose end the store failed to write: it runs again), and
-    counts the ends by it. A data subject's session's error is its type alone (``store``:
-    the engine's, read as it is stored to tell a session that read a subject's data: its
-    error is sealed)."""
+    counts the ends by it. The error of a session that holds a data subject's data (its
+    own subject's, or what it read of another's: ``holds``, the sealing store's
+    ``holds_personal_data``, its stored error is sealed) is its type alone."""
 
     stage = "timing"
 
     def __init__(self) -> None:
         self.ends: Counter[str] = Counter()
-        self.store: Store | None = None
+        self.holds: Callable[[str], bool] | None = None
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
         end = await next(input)
         sid = input.info.session_id
-        withheld: bool | None = input.info.subject is not None
-        if not withheld and end.error and end.status not in ("completed", "waiting"):
-            withheld = await self._sealed(sid)
+        # (asked before the end is written: the store forgets what the run read then)
+        withheld = input.info.subject is not None or (
+            self.holds is not None and self.holds(sid))
         input.end_taps.append(partial(self._written, sid, withheld))
         return end
 
-    def _written(self, sid: str, withheld: bool | None, end: SessionEnd) -> None:
+    def _written(self, sid: str, withheld: bool, end: SessionEnd) -> None:
         """How a run ended, as written (an end tap)."""
         self.ends[end.status] += 1
         out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
                                 _detail(end, withheld=withheld)))
 
-    async def _sealed(self, sid: str) -> bool | None:
-        """Whether the session's stored error is sealed (``None``: the store could not
-        be read to tell)."""
-        if self.store is None:
-            return False
-        try:
-            row = await self.store.get_session(sid)
-        except Exception:  # (the store failed: say nothing the row may hold)
-            return None
-        return row is not None and is_sealed(row.error)
 
-
-#: A session's error the worker could not check for a data subject's data (the store
-#: failed as it read the session): its type alone.
-UNCHECKED = "(message withheld: the store could not tell whether it is a data subject's)"
-
-
-def _detail(end: SessionEnd, *, withheld: bool | None) -> str:
+def _detail(end: SessionEnd, *, withheld: bool) -> str:
     e = end.error or {}
     if end.status == "waiting":
         name = e.get("wait_name")
@@ -101,8 +84,6 @@ def _detail(end: SessionEnd, *, withheld: bool | None) -> str:
             else "waits"
     if end.status == "completed" or not e:
         return ""
-    if withheld is None:
-        return short(f"{e.get('type', 'error')} {UNCHECKED}", 100)
     return error_summary(e, withheld=withheld)
 
 
@@ -111,15 +92,28 @@ class WaitNotice:
     but sessions that keep it from being idle (timers not yet due, for one), and another
     only when what it waits for changes (the next due time), not one at each poll."""
 
-    def __init__(self, clock: Callable[[], float], later: str) -> None:
+    def __init__(self, clock: Callable[[], float], later: str, owner: str = "") -> None:
         self.clock = clock
         self.later = later  # what runs them later: 'convoy worker' or 'convoy resume'
+        self.owner = owner  # this worker's engine: the sessions it holds to run again
         self.said: object = None
 
     def __call__(self, rows: list[SessionRow]) -> None:
+        held = {r.id for r in rows if r.status == "running" and r.owner == self.owner}
+        if held:  # (a store call for each failed: this worker runs them again when due)
+            rows = [r for r in rows if r.id not in held]
+            if not rows:
+                key: object = ("held", len(held))
+                if key != self.said:
+                    self.said = key
+                    err.print(f"waiting to run {plural(len(held), 'session')} again: the "
+                              f"store failed as this worker ran "
+                              f"{'it' if len(held) == 1 else 'them'}, and it tries again "
+                              "after a delay; Ctrl-C to stop", markup=False, soft_wrap=True)
+                return
         due = sorted(r.wake_at for r in rows if r.wake_at is not None)
         if due:
-            key: object = due[0]
+            key = due[0]
             whose = ("1 session's timer, due at" if len(due) == 1 else
                      f"{len(due):,} sessions' timers, the next due at")
             them = "it" if len(due) == 1 else "them"
@@ -246,7 +240,7 @@ def worker(
             engine = build_engine(db, concurrency=concurrency, model=model,
                                   busy_timeout=busy_timeout, interceptors=chain)
             stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
-            log.store = engine.store if engine.keys is None else engine.keys.store  # (sealed)
+            log.holds = getattr(engine.store, "holds_personal_data", None)  # (a sealing one)
             for wf in workflows:
                 engine.register(wf)
             names = ", ".join(f"{wf.name} (version {wf.version})" for wf in workflows)
@@ -277,7 +271,7 @@ async def _serve(engine: Engine, scope: Scope, until_idle: bool, poll_interval: 
     async with engine:  # (a store it cannot open is the one line said, not this one)
         err.print(serving, markup=False, style="dim", soft_wrap=True)
         await scope.view(engine).serve(until_idle=until_idle, poll_interval=poll_interval,
-                                       on_wait=WaitNotice(engine.clock, later))
+                                       on_wait=WaitNotice(engine.clock, later, engine.owner))
         if engine.draining:  # stopped: its line says so (and the store may be down)
             return Counter()
         try:

@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import replace
+from functools import partial
 from inspect import CO_COROUTINE
 from pathlib import Path
 from types import BuiltinMethodType, MethodType
@@ -1055,7 +1056,7 @@ class Engine(SessionControl, SubjectRights):
                 # would interrupt the write of how, and reach this run's caller.
                 self._running[sid] = None
                 status = await self._settle(sid, self.owner, state, end, new)
-                if state.end_taps:
+                if state.end_taps is not None and any(state.end_taps):
                     _tell_ended(state, end, status)
                 return _result(state, end, status, t0)
             finally:
@@ -1107,7 +1108,7 @@ class Engine(SessionControl, SubjectRights):
 
         ran = await self._session(wf, state, executor, value, journal, None, body=ends)
         status = await self._settle(row.id, self.owner, state, ran, None)
-        if state.end_taps:
+        if state.end_taps is not None and any(state.end_taps):
             _tell_ended(state, ran, status)
         return status
 
@@ -1120,7 +1121,8 @@ class Engine(SessionControl, SubjectRights):
         t0 = time.perf_counter()
         end = await self._session(wf, state, executor, value, journal, None)
         status = await self._settle(sid, executor.owner, state, end, None)
-        if state.end_taps and executor.owner is not None:  # (a replay writes nothing)
+        if state.end_taps is not None and any(state.end_taps) and \
+                executor.owner is not None:  # (a replay writes nothing)
             _tell_ended(state, end, status)
         return _result(state, end, status, t0), executor
 
@@ -1174,9 +1176,12 @@ class Engine(SessionControl, SubjectRights):
                 # session's next write would then not commit in the caller.)
                 self.store.update_headers(state.id, owner, si.headers)
             state.written_headers = dict(si.headers)
-            if si.end_taps:  # (refused now, not once the run is over)
-                _called("end_taps", si.end_taps)
-            state.end_taps = si.end_taps  # (the list: a hook may add one after ``next``)
+            ends = si.end_taps
+            if ends:  # (refused now, not once the run is over)
+                _called("end_taps", ends)
+            if ends is not first and state.end_taps is not None and \
+                    all(ends is not e for e in state.end_taps):
+                state.end_taps.append(ends)  # (a hook's own SessionInput: its list too)
             taps = si.journal_taps
             if taps:
                 executor.tap = journal_tap_of(_called("journal_taps", taps), state.id)
@@ -1187,9 +1192,13 @@ class Engine(SessionControl, SubjectRights):
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
                            version=wf.version, resumed=bool(journal),
                            replay=executor.replay_only, subject=state.subject)
-        return rt.session_chain.call(SessionInput(info=info, input=value,
-                                                  headers=dict(headers), proceed=proceed,
-                                                  journal=dict(journal) if journal else {}))
+        si = SessionInput(info=info, input=value, headers=dict(headers), proceed=proceed,
+                          journal=dict(journal) if journal else {})
+        # Its end taps (filled by the hooks, before ``next`` or after it returned) are told
+        # even when a hook ends the run without calling ``next``.
+        first = si.end_taps
+        state.end_taps = [first]
+        return rt.session_chain.call(si)
 
     async def _body(self, wf: Workflow[Any, Any], state: SessionState,
                     executor: JournaledExecutor, value: Any) -> SessionEnd:
@@ -1295,7 +1304,7 @@ class Engine(SessionControl, SubjectRights):
                 return "pending"
             if end.status == "waiting":
                 err = end.error or {}
-                outcome.error = end.error = None
+                outcome.error = None  # (``end.error`` says what it waits for: end taps)
                 await self.store.park(sid, owner, outcome, wake_at=err.get("wake_at"),
                                       wait_name=err.get("wait_name"))
                 return "waiting"
@@ -1388,6 +1397,10 @@ def _called(which: str, taps: Sequence[Callable[[T], None]]) -> Sequence[Callabl
     function or class looked at once: this runs on every session run.)"""
     for tap in taps:
         kind = type(tap)
+        if kind is partial:  # (what it calls: a partial of an async function is one)
+            while type(tap) is partial:
+                tap = tap.func  # noqa: PLW2901
+            kind = type(tap)
         if kind in _PLAIN_TAPS:  # (a builtin's method, a class looked at)
             continue
         func = tap.__func__ if kind is MethodType else tap  # type: ignore[attr-defined]
@@ -1408,17 +1421,27 @@ def _called(which: str, taps: Sequence[Callable[[T], None]]) -> Sequence[Callabl
 
 
 def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
-    """Tell the session hooks' end taps how the run ended, as written (``status``); one
-    that raises is logged, and the others are told all the same."""
-    if status != end.status:
-        end = SessionEnd(status=status, output=end.output if status == "completed" else None,
-                         error=end.error)
-    for tap in _called("end_taps", list(state.end_taps or ())):
+    """Tell the session hooks' end taps how the run ended, as written (``status``): a copy
+    of ``end`` (a tap changes nothing of the caller's result). One that raises is logged,
+    and the others are told all the same; an ``async`` one (added after ``next``: the end
+    is written) is logged and not called."""
+    taps = [tap for listed in state.end_taps or () for tap in listed]
+    if not taps:
+        return
+    told = SessionEnd(status=status, output=end.output if status == "completed" else None,
+                      error=None if end.error is None else dict(end.error))
+    for tap in taps:
         try:
-            tap(end)
+            _called("end_taps", (tap,))
+        except UserError as e:
+            log.error("%s; it was not told how session %s ended (%s)", e, quoted(state.id),
+                      status)
+            continue
+        try:
+            tap(told)
         except Exception:
             log.exception("an end tap raised on the end of a run of session %s (%s); the "
-                          "session ended as written", quoted(state.id), end.status)
+                          "session ended as written", quoted(state.id), status)
 
 
 #: The code of the functions, and the classes, of taps seen to be plain (not ``async
@@ -1430,7 +1453,8 @@ def _result(state: SessionState, end: SessionEnd, status: str, t0: float
             ) -> SessionResult[Any]:
     return SessionResult(id=state.id, status=cast(ResultStatus, status),
                          output=end.output if status == "completed" else None,
-                         error=end.error, steps=state.steps, usage=state.usage,
+                         error=end.error if status != "waiting" else None,
+                         steps=state.steps, usage=state.usage,
                          cost=state.cost, duration_s=time.perf_counter() - t0)
 
 

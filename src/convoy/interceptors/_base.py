@@ -336,13 +336,15 @@ class SessionInput:
     each run) for what only needs to know that runs ended: ``Metrics`` counts them so. A
     plain function (an ``async`` one is refused); one that raises is logged."""
     end_taps: list[Callable[[SessionEnd], None]] = field(default_factory=list, repr=False)
-    """Called once how this run ended is written, with the end as the store has it: its
-    ``status`` is ``pending`` when the store failed to write it (``error`` is the store's:
-    the session runs again later) or the run was interrupted, ``running`` when another
-    engine took the session over. Add one before calling ``next``, or after it returned.
-    Not called when the write itself raised, nor for a replay (it writes nothing). A plain
-    function (an ``async`` one raises :class:`~convoy.UserError`); one that raises is
-    logged."""
+    """Called once how this run ended is written, with a copy of the end whose ``status``
+    is the one written: ``pending`` when the store failed to write it (``error`` is the
+    store's: the session runs again later) or the run was interrupted, ``running`` when
+    another engine took the session over; a ``waiting`` end's ``error`` says what it waits
+    for. Add one before calling ``next``, or after it returned; every hook's are told, also
+    when a hook ends the run without calling ``next``. Not called when the write itself
+    raised, nor for a replay (it writes nothing). A plain function: an ``async`` one added
+    before ``next`` refuses the run, added after it is logged and not called; one that
+    raises is logged."""
 
 
 @dataclass(slots=True, kw_only=True)

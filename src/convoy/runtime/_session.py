@@ -59,8 +59,9 @@ class SessionState:
         #: Called when each agent run ends (the session hooks' ``run_taps``), ``None``
         #: for none.
         self.run_tap: Callable[[AgentRunEnded], None] | None = None
-        #: The session hooks' ``end_taps`` (told once how the run ended is written).
-        self.end_taps: list[Callable[[SessionEnd], None]] | None = None
+        #: The session hooks' ``end_taps`` lists (told once how the run ended is
+        #: written), ``None`` without session hooks.
+        self.end_taps: list[list[Callable[[SessionEnd], None]]] | None = None
         self.steps = 0
         self.handoffs = 0
         self.usage = Usage()
