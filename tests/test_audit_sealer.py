@@ -235,6 +235,18 @@ async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(
 
 
 
+async def _a_dead_sealers_subject_session(db: str, key: str,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A master key made at ``key`` (set in the environment), and a session of a data
+    subject whose sealer died before it sealed it (a marker of another machine's)."""
+    assert cli("keygen", key).code == 0
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
+    async with convoy.Engine(db) as eng:  # (no audit: as if its sealer died unsealed)
+        assert (await eng.run(_flow(), "hi", session_id="s1", subject="c-9")).ok
+        await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
+                               json.dumps({"through": 0.0, "beat": 0.0}))
+
+
 async def test_a_data_subject_s_session_waits_for_the_master_key(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -243,13 +255,7 @@ async def test_a_data_subject_s_session_waits_for_the_master_key(
     keeps the dead sealer's marker and exits 1 saying what to set; with it, seals them."""
     db = str(tmp_path / "convoy.db")
     key = str(tmp_path / "m.key")
-    assert cli("keygen", key).code == 0
-    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
-    flow = _flow()
-    async with convoy.Engine(db) as eng:  # (no audit: as if its sealer died unsealed)
-        assert (await eng.run(flow, "hi", session_id="s1", subject="c-9")).ok
-        await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
-                               json.dumps({"through": 0.0, "beat": 0.0}))
+    await _a_dead_sealers_subject_session(db, key, monkeypatch)
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
     with caplog.at_level(logging.WARNING, logger="convoy.audit"):
         res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
@@ -348,3 +354,25 @@ async def test_a_beaten_seal_whose_rest_cannot_be_sealed_is_not_queued_again(
         assert await store.audit_size("acme") == 1
     finally:
         await store.aclose()
+
+
+async def test_a_seal_with_the_wrong_master_key_leaves_no_marker_of_its_own(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``convoy audit seal`` with another master key than the store's is refused (one
+    line, exit 2), and its sealer's marker goes with it: each refused run left one, which
+    the next seal counted as another engine process that stopped before sealing."""
+    db = str(tmp_path / "convoy.db")
+    key, other = str(tmp_path / "m.key"), str(tmp_path / "other.key")
+    assert cli("keygen", other).code == 0
+    await _a_dead_sealers_subject_session(db, key, monkeypatch)
+    for _ in range(2):
+        res = await asyncio.to_thread(cli, "audit", "seal", "--db", db,
+                                      env={"CONVOY_MASTER_KEY_FILE": other})
+        assert res.code == 2 and "is not the one this store's data subjects are sealed " \
+            "with" in res.stderr, res
+    async with convoy.Engine(db) as eng:
+        assert list(await eng.store.kv_all(SEALERS)) == ["machine-b:4242:abcdef12"]
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", db,
+                                  env={"CONVOY_MASTER_KEY_FILE": key})
+    assert res.code == 0 and res.stdout.startswith(
+        "sealed from the journal the records of 1 session that 1 stopped"), res

@@ -555,3 +555,44 @@ def test_a_checkpoints_file_given_as_a_proof_and_a_proof_as_checkpoints_are_name
     binary = tmp_path / "proof.json.gz"  # not text at all
     binary.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe")
     _one_line(cli("audit", "check", str(binary)), 2, "is not UTF-8 text")
+
+
+def test_after_a_rotation_a_plain_checkpoint_says_nothing_of_it(rotated: dict[str, Any]
+                                                                ) -> None:
+    """The rotation's note is said once, at the rotation: a later checkpoint with the new
+    key (the log grown again) is a plain one (it repeated the note at every checkpoint)."""
+    _append(rotated["db"], 11, 13)
+    r = cli("audit", "checkpoint", "--db", str(rotated["db"]), "--tenant", T, "--key",
+            str(rotated["new"]))
+    assert r.code == 0 and r.stderr == "", r.stderr
+    assert Checkpoint.from_json(r.stdout).size == 13
+
+
+@pytest.mark.parametrize("cut_to", [8, 10], ids=["to-the-old-keys-checkpoint", "between"])
+def test_checkpoint_refuses_a_log_cut_back_below_a_kept_checkpoint(
+        rotated: dict[str, Any], cut_to: int) -> None:
+    """Entries cut off back to a kept checkpoint's size (or between two): nothing signed,
+    exit 1, and the line says what (it printed the kept checkpoint with exit 0, or, at the
+    old key's size, advised waiting for entries as after a rotation)."""
+    db = rotated["db"]
+    _sql(db, f"DELETE FROM audit_log WHERE tenant='acme' AND idx>={cut_to}",
+         f"UPDATE audit_head SET size={cut_to} WHERE tenant='acme'")
+    before = _kept(db)
+    r = cli("audit", "checkpoint", "--db", str(db), "--tenant", T, "--key",
+            str(rotated["new"]))
+    _one_line(r, 1, f"the log has {cut_to} entries, fewer than its checkpoint of size 11 "
+              "signed", "nothing is signed: run 'convoy audit verify")
+    assert r.stdout == "" and _kept(db) == before
+
+
+def test_a_deleted_count_of_entries_is_one_line_and_exit_1(rotated: dict[str, Any]) -> None:
+    """The log's head (its count of entries) deleted: list, prove and checkpoint say so,
+    exit 1 (list printed 'no audit entries', exit 0; prove said the tenant had no log;
+    checkpoint that the log was empty, exit 2)."""
+    db = rotated["db"]
+    _sql(db, "DELETE FROM audit_head WHERE tenant='acme'")
+    said = "the store holds entries or signed checkpoints of its audit log, but the log's " \
+        "count of entries says it has none"
+    for args in (("list",), ("prove", "2"), ("checkpoint", "--key", str(rotated["new"]))):
+        r = cli("audit", *args, "--db", str(db), "--tenant", T)
+        _one_line(r, 1, said, "run 'convoy audit verify")

@@ -97,6 +97,8 @@ class AuditLog:
         await self.sealed()
         size = await self.store.audit_size(tenant)
         if size == 0:  # (a checkpoint of nothing proves nothing, and hides a wiped log)
+            self._not_cut(tenant, size, sorted(await self.checkpoints(tenant),
+                                               key=lambda cp: cp.size))
             raise UserError(f"the audit log of tenant {tenant!r} is empty: there is nothing to "
                             "sign; sign once it has entries")
         leaves = await self.store.audit_leaves(tenant, size)
@@ -136,12 +138,7 @@ class AuditLog:
             except AuditError as e:
                 raise AuditError(f"tenant {tenant!r}: a kept {e}; nothing is signed: run "
                                  f"{self._suggest('verify', tenant)}") from None
-        if kept and kept[-1].size > size:
-            raise AuditError(
-                f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
-                f"of size {kept[-1].size} signed (entries cut off, or the store restored "
-                "from an older backup); nothing is signed: run "
-                f"{self._suggest('verify', tenant)}")
+        self._not_cut(tenant, size, kept)
         frontier = Frontier()
         for cp in kept:
             while frontier.size < cp.size:
@@ -164,11 +161,25 @@ class AuditLog:
                         f"nothing is signed: run {self._suggest('verify', tenant)}", index=i)
             start = rows[-1].index + 1
 
+    def _not_cut(self, tenant: str, size: int, kept: Sequence[Checkpoint]) -> None:
+        """Refuse (:class:`~convoy.AuditError`) a log of ``size`` entries shorter than a
+        kept checkpoint (smallest tree first) signed."""
+        if kept and kept[-1].size > size:
+            raise AuditError(
+                f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
+                f"of size {kept[-1].size} signed (entries cut off, or the store restored "
+                "from an older backup); nothing is signed: run "
+                f"{self._suggest('verify', tenant)}")
+
     async def _kept(self, tenant: str, size: int, root: bytes) -> Checkpoint | None:
         """The kept checkpoint of ``size``, if there is one; an :class:`AuditError` if its
-        root is not the log's (the log was changed since it was signed). A signed
-        checkpoint is never replaced, by a new signature or another key's."""
-        for cp in await self.checkpoints(tenant):
+        root is not the log's (the log was changed since it was signed), or if a larger
+        one is kept (the log was cut back to that size). A signed checkpoint is never
+        replaced, by a new signature or another key's."""
+        kept = await self.checkpoints(tenant)
+        if any(cp.size == size for cp in kept):
+            self._not_cut(tenant, size, sorted(kept, key=lambda cp: cp.size))
+        for cp in kept:
             if cp.size == size:
                 if cp.root != root:
                     raise AuditError(

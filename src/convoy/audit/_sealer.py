@@ -157,7 +157,12 @@ class Sealer:
 
     async def start(self) -> None:
         await self._mark(self.clock(), wait=True)
-        await self.recover_dead()
+        try:
+            await self.recover_dead()
+        except BaseException:  # (the wrong master key, a store error: it never sealed)
+            with suppress(Exception):  # its marker goes, or the next start counts it dead
+                await self.store.kv_put(SEALERS, self.id, None)
+            raise
         self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:

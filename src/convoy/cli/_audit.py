@@ -85,7 +85,8 @@ def _key_named(key: Path) -> str:
 KeyOption = Annotated[Path | None, typer.Option(
     "--key", envvar=KEY_ENV, show_envvar=True, metavar="PATH", callback=_one_key,
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
-         "create it, mode 0600, if it does not exist). In CONVOY_AUDIT_KEY, a list of "
+         "create it, mode 0600, if it does not exist and the tenant has no checkpoint yet; "
+         "after that, only `checkpoint --new-key`). In CONVOY_AUDIT_KEY, a list of "
          "paths separated by ':' (as `verify` pins them) signs with its last one.")]
 def _keys(ctx: typer.Context, param: typer.CallbackParam, value: list[Path] | None
           ) -> list[Path] | None:
@@ -252,6 +253,8 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
             _no_log(tenant, known)
         found: list[tuple[int, AuditEvent | None]] = []
         end = await store.audit_size(tenant)
+        if end == 0 and await _holds_log(store, tenant):
+            _head_lost(tenant, db)
         while end > 0 and len(found) < limit:
             start = max(0, end - (_PAGE if session or kinds else limit))
             page = await _page(store, tenant, start, end - start)
@@ -502,6 +505,21 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
          + f" (a log never signed: {sign} signs it)", RUN_FAILURE)
 
 
+async def _holds_log(store: Store, tenant: str) -> bool:
+    """Whether the store holds entries or checkpoints of ``tenant``'s log (whatever its
+    count of entries says)."""
+    return bool(await store.audit_entries(tenant, 0, 1) or
+                await store.audit_checkpoints(tenant))
+
+
+def _head_lost(tenant: str, db: str) -> NoReturn:
+    """The tenant's log holds entries, but its count of them (its head) says none."""
+    fail(f"tenant {tenant!r}: the store holds entries or signed checkpoints of its audit "
+         "log, but the log's count of entries says it has none (the store was edited or "
+         "damaged); run "
+         f"{command('audit verify', db=db, tenant=tenant)}", RUN_FAILURE)
+
+
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
     fail(f"tenant {quoted(tenant)} has no audit log"
          + (f" (tenants with one: {', '.join(sorted(known))})" if known else
@@ -591,11 +609,17 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
             _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
         log = _log(store, key)
         kept = await log.checkpoints(tenant)  # (one unreadable: AuditError, exit 1)
+        size = await store.audit_size(tenant)
+        if size == 0 and await _holds_log(store, tenant):
+            _head_lost(tenant, db)
+        try:  # (first: a log cut back below what was signed is what matters)
+            log._not_cut(tenant, size, kept)
+        except AuditError as e:
+            fail(str(e), RUN_FAILURE)
         signer = None if created else _key_id_of(key)
         if kept and not new_key and signer != kept[-1].key_id:
             _second_signer(key, signer, tenant, kept[-1],
                            "--new-key to start signing with a new one")
-        size = await store.audit_size(tenant)
         same = [cp for cp in kept if cp.size == size]
         if same:  # a signed checkpoint is never replaced (the store keeps one per size)
             return await _kept_again(store, db, tenant, key, same, signer)
@@ -604,7 +628,8 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
         olds = list(dict.fromkeys(k.public_key for k in kept if k.public_key != cp.public_key))
-        if olds and cp.size > kept[-1].size:  # a rotation: this key signed the new one
+        if olds and kept[-1].public_key != cp.public_key:  # a rotation, now: this key
+            # signed the new one, and the newest kept was another's
             _rotated(db, tenant, key, cp, olds, created)
         elif created:
             _created(key, cp.key_id)
@@ -708,6 +733,8 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
         log = _log(store, key)
         size = await store.audit_size(tenant)
         if size == 0:
+            if await _holds_log(store, tenant):
+                _head_lost(tenant, db)
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
