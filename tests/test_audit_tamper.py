@@ -544,6 +544,12 @@ def test_a_consistency_proof_a_third_party_checks(log: dict[str, Any], backend: 
     proof.write_text(json.dumps(doc))
     bad = cli("audit", "check", str(proof), "--public-key", public)
     assert bad.code == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    # (the line names the file and says it does not hold: it said only what failed)
+    assert bad.stderr.startswith(f"error: {str(proof)!r} does not hold: "), bad.stderr
+    proof.write_text("")  # (what 'prove > proof.json' leaves when prove fails)
+    empty = cli("audit", "check", str(proof))
+    assert empty.code == 2 and f"{str(proof)!r} is empty: it holds no proof" in \
+        empty.stderr, empty.stderr
     doc = json.loads(r.stdout)
     doc["checkpoint1"] = log["cps"][1].to_dict()  # another checkpoint: sizes differ
     proof.write_text(json.dumps(doc))

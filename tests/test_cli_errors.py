@@ -222,6 +222,9 @@ def test_messages_say_what_is_wrong() -> None:
                    "Invalid control character at column 3")
     one_line_error(cli("keygen", ""), 2, "FILE '.' is a directory (an empty FILE names the "
                    "current one)")
+    one_line_error(cli("keygen", "keys/new/"), 2, "FILE 'keys/new/' ends with '/', so it "
+                   "names a directory")  # (a file named 'new' was written)
+    assert not Path("keys").exists()
     Path("base.db").write_text("")
     one_line_error(cli("keygen", "base.db/x"), 2,
                    "cannot create 'base.db/x': 'base.db' is a file, not a directory")

@@ -55,3 +55,20 @@ def test_worker_blames_a_taken_metrics_port(workdir: object, taken: int) -> None
     res = cli("worker", "cli_flows", "--metrics-port", str(taken))
     one_line_error(res, 2, f"--metrics-port {taken}: cannot listen on 127.0.0.1:{taken}")
     assert "--metrics-addr" not in res.stderr
+
+
+def test_worker_refuses_a_metrics_address_without_a_port(workdir: object) -> None:
+    """--metrics-addr alone served nothing and said nothing."""
+    one_line_error(cli("worker", "cli_flows", "--metrics-addr", "0.0.0.0"), 2,
+                   "--metrics-addr 0.0.0.0 needs --metrics-port PORT")
+
+
+@pytest.mark.parametrize("port", [70000, -1])
+def test_metrics_serve_in_python_refuses_a_port_out_of_range(port: int) -> None:
+    """A raw OverflowError from the socket module, before."""
+    import convoy
+    from convoy.observability import Metrics
+
+    with pytest.raises(convoy.UserError, match=f"metrics port {port}: a TCP port is a whole "
+                       "number from 0 to 65535"):
+        Metrics().serve(port=port)

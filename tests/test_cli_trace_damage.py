@@ -174,3 +174,17 @@ def test_spans_whose_parents_go_round_in_a_circle_are_shown_too() -> None:
     console.print(waterfall(spans))  # type: ignore[arg-type]
     text = console.export_text()
     assert all(f"step {sid}" in text for sid in "abcd"), text
+
+
+def test_a_chunk_of_a_newer_format_names_its_session() -> None:
+    """A chunk a later Convoy wrote (its format version unknown here): the one line names
+    the session, as a damaged chunk's does (it did not)."""
+    sid, key, chunk = _chunk()
+    with sqlite3.connect("convoy.db") as conn:
+        conn.execute("UPDATE kv SET value=? WHERE namespace=? AND key=?",
+                     (json.dumps({**chunk, "v": 99}), f"trace:{sid}", key))
+    conn.close()
+    res = cli("trace", sid)
+    assert res.code == 1 and len(res.stderr.strip().splitlines()) == 1, res.stderr
+    assert f"the spans kept for session '{sid}': stored spans are in format 99" in \
+        res.stderr and "(upgrade Convoy)" in res.stderr, res.stderr

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from convoy._errors import UserError
-from convoy._text import quoted, short, unshowable
+from convoy._text import plural, quoted, short, unshowable
 from convoy.observability._scrub import scrub
 from convoy.stores._protocol import AlertDelivery, AlertRow, Store
 from convoy.stores._rows import stored_json
@@ -301,9 +301,9 @@ class Deliverer:
         extra = {"alert": {"id": d.alert.id, "event": d.event, "webhook": url,
                            "attempts": attempts, "error": error}}
         if next_at is None:
-            log.warning("alert %d %s: webhook %s gave up after %d attempts: %s (kept in the "
+            log.warning("alert %d %s: webhook %s gave up after %s: %s (kept in the "
                         "store: 'convoy alerts --redeliver' queues it again)", d.alert.id,
-                        d.event, url, attempts, error, extra=extra)
+                        d.event, url, plural(attempts, "attempt"), error, extra=extra)
         else:
             log.info("alert %d %s: webhook %s failed (attempt %d of %d): %s; trying again "
                      "in %gs", d.alert.id, d.event, url, attempts, hook.max_attempts, error,

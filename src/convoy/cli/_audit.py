@@ -366,7 +366,8 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     reports, known, dead, failed = run_async(_verify(db, tenant, pins, published, signer))
     if dead:
         typer.echo(f"note: {_processes(len(dead), 'engine')} that audited this store stopped "
-                   "before sealing what their runs queued: those entries are not in the log "
+                   f"before sealing what {'its' if len(dead) == 1 else 'their'} runs queued: "
+                   "those entries are not in the log "
                    "yet (the log verified below does not hold them); "
                    f"{command('audit seal', db=db)} seals them from the journal now, as the "
                    "next engine that opens the store with the audit interceptor does",
@@ -854,6 +855,10 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     except UnicodeDecodeError as e:
         fail(f"{str(proof)!r} is not a Convoy proof: it is not UTF-8 text ({e.reason} at "
              f"byte {e.start + 1})")
+    if not text.strip():
+        fail(f"{str(proof)!r} is empty: it holds no proof (the command that wrote it failed? "
+             "'convoy audit prove' and 'consistency' print the proof on stdout, an error on "
+             "stderr)")
     try:
         doc = json.loads(text)
     except ValueError as e:
@@ -873,9 +878,10 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
         else:
             event = audit.check_inclusion(doc, public_key=public_key)
     except (AuditError, UserError) as e:  # a file that is no proof is a bad input file
-        fail(str(e), USAGE_ERROR if isinstance(e, UserError) or str(e).startswith(
-            ("not a Convoy inclusion proof", "not a Convoy consistency proof"))
-            else RUN_FAILURE)
+        if isinstance(e, UserError) or str(e).startswith(
+                ("not a Convoy inclusion proof", "not a Convoy consistency proof")):
+            fail(str(e), USAGE_ERROR)
+        fail(f"{str(proof)!r} does not hold: {e}", RUN_FAILURE)
     if consistent:
         typer.echo(escaped(
             f"tenant {old.tenant!r}: the signed log of {new.size} entries (checkpoint of "

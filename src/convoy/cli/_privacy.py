@@ -271,6 +271,9 @@ def keygen(file: Annotated[str, typer.Argument(
              "to standard output; name the file (e.g. 'convoy keygen ~/.convoy/master.key'; "
              "'./-' for a file named '-')")
     path = Path(file).expanduser()
+    if file.endswith(("/", os.sep)) and not path.is_dir():  # (Path drops the slash)
+        fail(f"FILE {file!r} ends with '/', so it names a directory: name the file to "
+             "write the key to, e.g. 'convoy keygen ~/.convoy/master.key'")
     if path.is_dir():  # ('' arrives as '.')
         fail(f"FILE {str(path)!r} is a directory"
              f"{' (an empty FILE names the current one)' if str(path) == '.' else ''}: name "

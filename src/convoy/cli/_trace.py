@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy._errors import UserError
+from convoy._errors import JournalError, UserError
 from convoy._text import escaped, plural, quoted, short
 from convoy._trace_context import derived_id
 from convoy.cli._common import (
@@ -262,6 +262,9 @@ def _spans(session_id: str, chunks: dict[str, Any]) -> list[dict[str, Any]]:
             spans += load_chunks([v])
         except ValueError as e:  # (a JournalError is not one: it is said as it is)
             bad.append((k, str(e)))
+        except JournalError as e:  # (a newer Convoy's format: said, naming the session)
+            raise JournalError(f"the spans kept for session {quoted(session_id)}: {e}"
+                               ) from None
     if bad and not spans:
         fail(f"the spans kept for session {quoted(session_id)} are damaged: "
              f"{short(bad[0][1], 200)}; {DAMAGED}", RUN_FAILURE)

@@ -183,9 +183,9 @@ def worker(
         help="Serve this worker's Prometheus metrics on http://127.0.0.1:PORT/metrics "
              "(--metrics-addr to listen elsewhere; 0: a free port, printed at start).")
     ] = None,
-    metrics_addr: Annotated[str, typer.Option(
-        "--metrics-addr", metavar="ADDR", help="The address --metrics-port listens on.")
-    ] = "127.0.0.1",
+    metrics_addr: Annotated[str | None, typer.Option(
+        "--metrics-addr", metavar="ADDR", show_default=False,
+        help="The address --metrics-port listens on. [default: 127.0.0.1]")] = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -203,6 +203,10 @@ def worker(
 
     Example: `convoy worker myapp.flows --interceptors myapp.flows:interceptors`
     """
+    if metrics_addr is not None and metrics_port is None:  # (it would serve nothing)
+        fail(f"--metrics-addr {metrics_addr} needs --metrics-port PORT: the worker serves its "
+             "metrics only on a port it is given")
+    metrics_addr = metrics_addr or "127.0.0.1"
     with stop_signals(say) as stop:  # first: from now on a signal stops the worker cleanly
         scope = tenant_scope(tenant, all_tenants)
         modules = [*(modules or ()), *(imports or ())]

@@ -226,9 +226,14 @@ class Metrics(Interceptor):
     # -- serving ----------------------------------------------------------------------------
 
     def serve(self, port: int = 9464, addr: str = "127.0.0.1") -> MetricsServer:
-        """Serve ``/metrics`` over HTTP from a thread (``close()`` the result to stop)."""
+        """Serve ``/metrics`` over HTTP from a thread (``close()`` the result to stop).
+        ``port`` 0: a free one (``MetricsServer.port``). A port outside 0-65535 raises
+        :class:`~convoy.UserError`; one that cannot be bound, :class:`OSError`."""
         from prometheus_client import start_http_server
 
+        if type(port) is not int or not 0 <= port <= 65535:
+            raise UserError(f"metrics port {port!r}: a TCP port is a whole number from 0 to "
+                            "65535 (0: a free one)")
         server, thread = start_http_server(port, addr, registry=self.registry)
         return MetricsServer(server, thread)
 
