@@ -1235,3 +1235,41 @@ def test_an_index_made_a_fraction_does_not_hide_an_earlier_deletion(
                    ("UPDATE audit_log SET idx=15.5 WHERE tenant=? AND idx=15", (T,)))
     _bad(log, 5, "audit entry 5 is missing")
 
+
+
+def test_a_fork_found_beside_a_bad_entry_bounds_the_first_bad_one_by_it(
+        log: dict[str, Any]) -> None:
+    """Entry 10 deleted and the rest renumbered (their leaves not recomputed): entry 10 no
+    longer matches its leaf, and the checkpoint of 12 no longer matches. The first bad
+    entry is between the last checkpoint that matches (8) and entry 10, said so (it said
+    "at index 8 or after", after naming entry 10)."""
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx=10", (T,)))
+    raw.move("idx>10", -1)
+    raw.run(("UPDATE audit_head SET size=size-1 WHERE tenant=?", (T,)))
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "audit entry 10 does not match its leaf hash" in out, out
+    assert "entries 8 to 11 no longer hash to the signed root; the first bad entry is at " \
+        "index 8 to 10" in out and "or after" not in out, out
+
+
+def test_prove_blames_no_intact_entry_for_another_ones_rewrite(log: dict[str, Any]) -> None:
+    """Entry 5 rewritten with its leaf hash recomputed: proving entry 9 (intact, against the
+    newest checkpoint, of 20) fails, and says the signed entries no longer hash to their root (it
+    or another was changed), not that entry 9 is not in the log; entry 5 itself, with its
+    leaf left as signed, is said to have changed."""
+    raw: Raw = log["raw"]
+    body = bytearray(raw.body(5))
+    body[-3] ^= 0x01
+    raw.run(("UPDATE audit_log SET body=?, leaf=? WHERE tenant=? AND idx=5",
+             (bytes(body), entry_leaf(T, 5, bytes(body)), T)))
+    r = cli("audit", "prove", "9", "--db", log["db"], "--tenant", T)
+    assert r.code == 1 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "the log's first 20 entries no longer hash to the root their checkpoint signed, " \
+        "so entry 9 cannot be proven: it or another of them was changed since" in r.stderr
+    raw.run(("UPDATE audit_log SET leaf=? WHERE tenant=? AND idx=7",
+             (entry_leaf(T, 6, raw.body(7)), T)))  # (entry 7's leaf: not its own)
+    r = cli("audit", "prove", "7", "--db", log["db"], "--tenant", T)
+    assert r.code == 1 and "entry 7 was changed: it no longer matches its leaf hash" in \
+        r.stderr, r.stderr

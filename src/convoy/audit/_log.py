@@ -248,10 +248,17 @@ class AuditLog:
         proof = await self._proven(
             tenant, cp.size, lambda sub: inclusion_path(sub, index, cp.size),
             lambda hashes: verify_inclusion(leaf, index, cp.size, hashes, cp.root))
-        if proof is None:
-            raise AuditError(f"tenant {tenant!r}: entry {index} is not in the log its "
-                             f"checkpoint of size {cp.size} signed; run "
-                             f"{self._suggest('verify', tenant)}", index=index)
+        if proof is None:  # (which entry changed: the stored leaf hashes tell only its own)
+            what = (f"entry {index} was changed: it no longer matches its leaf hash, so it "
+                    f"is not in the log its checkpoint of size {cp.size} signed"
+                    if row.leaf != leaf else
+                    f"the log's first {cp.size} entries no longer hash to the root their "
+                    f"checkpoint signed, so entry {index} cannot be proven: it or another "
+                    f"of them was changed since (entry {index} matches its stored leaf "
+                    "hash)")
+            raise AuditError(f"tenant {tenant!r}: {what}; run "
+                             f"{self._suggest('verify', tenant)} to find the first bad one",
+                             index=index)
         return {"format": PROOF_FORMAT, "tenant": tenant, "index": index,
                 "entry": _b64(row.body), "leaf_hash": _b64(leaf), "tree_size": cp.size,
                 "proof": [_b64(h) for h in proof], "checkpoint": cp.to_dict()}

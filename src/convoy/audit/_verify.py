@@ -96,8 +96,9 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     frontier = Frontier()
     good = 0  # the size of the last checkpoint the entries still match
 
-    def reached(n: int) -> bool:
-        """Check the checkpoints of size ``n`` (whether there were any)."""
+    def reached(n: int, known: int | None = None) -> bool:
+        """Check the checkpoints of size ``n`` (whether there were any). ``known``: an
+        entry found bad already (the first bad one is not after it)."""
         nonlocal good
         sized: list[Checkpoint] = []  # every checkpoint of this size, before any counts
         while pending and pending[0].size == n:
@@ -111,12 +112,16 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
             again = "" if len(bad) == len(sized) else (
                 f" (another checkpoint of size {n}, signed too, has the log's root: the "
                 "log was rewritten and signed again)")
+            # (the first leaf unlike the signed ones is between the last checkpoint that
+            # still matches and this one, and not after an entry found bad)
+            last = n - 1 if known is None else max(good, min(known, n - 1))
             raise AuditError(
                 f"tenant {tenant!r}: the log forked from its signed checkpoint of size "
                 f"{n}: " + (f"entry {good} no longer hashes to the signed root; the bad "
                             f"entry is at index {good}" if good == n - 1 else
                             f"entries {good} to {n - 1} no longer hash to the signed root; "
-                            f"the first bad entry is at index {good} or after")
+                            + (f"the first bad entry is at index {good}" if last == good
+                               else f"the first bad entry is at index {good} to {last}"))
                 + again, index=good)
         good = n
         return True
@@ -167,7 +172,7 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                                  "itself still hashes to the root its checkpoint of size "
                                  f"{n} signed)", index=u)
             try:
-                checked = reached(n)
+                checked = reached(n, None if unmatched is None else unmatched.index)
             except AuditError as fork:
                 if unmatched is None:
                     raise
