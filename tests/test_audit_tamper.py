@@ -1087,7 +1087,7 @@ def test_tile_roots_of_a_rewritten_log_are_not_kept(long_log: dict[str, Any]) ->
              (body, entry_leaf(T, 500, body), T)),
             ("DELETE FROM kv WHERE namespace LIKE ?", ("%tile%",)))
     before = _store_rows(raw)
-    for args, why in ((("prove", "1100"), "entry 1100 is not in the log"),
+    for args, why in ((("prove", "1100"), "so entry 1100 cannot be proven"),
                       (("consistency", "1201"), "no longer holds both")):
         _one_line_failure(cli("audit", *args, "--db", long_log["db"], "--tenant", T), why,
                           "audit verify")
