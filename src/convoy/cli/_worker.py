@@ -58,6 +58,9 @@ class SessionLog(Interceptor):
     def __init__(self) -> None:
         self.ends: Counter[str] = Counter()
         self.holds: Callable[[str], bool] | None = None
+        #: Called once standard output is closed (its reader exited: ``| head``).
+        self.on_closed: Callable[[], None] | None = None
+        self.closed = False
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -72,8 +75,14 @@ class SessionLog(Interceptor):
     def _written(self, sid: str, withheld: bool, end: SessionEnd) -> None:
         """How a run ended, as written (an end tap)."""
         self.ends[end.status] += 1
-        out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
-                                _detail(end, withheld=withheld)))
+        try:
+            out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
+                                    _detail(end, withheld=withheld)))
+        except SystemExit:  # (rich, on a broken pipe: its output goes nowhere from now on)
+            if not self.closed:
+                self.closed = True
+                if self.on_closed is not None:
+                    self.on_closed()  # (a graceful stop: nobody reads what it would say)
 
 
 def _detail(end: SessionEnd, *, withheld: bool) -> str:
@@ -244,6 +253,7 @@ def worker(
             engine = build_engine(db, concurrency=concurrency, model=model,
                                   busy_timeout=busy_timeout, interceptors=chain)
             stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
+            log.on_closed = engine.drain
             log.holds = getattr(engine.store, "holds_personal_data", None)  # (a sealing one)
             for wf in workflows:
                 engine.register(wf)
@@ -264,6 +274,12 @@ def worker(
                 server.close()
             if engine is not None:
                 warn_lost_spans(engine)
+    if log.closed:
+        err.print(f"stopped after {plural(log.ends.total(), 'session run')}: its standard "
+                  "output was closed (what read it exited); the sessions it was running "
+                  f"continue from their journal with the next worker or {resume}",
+                  markup=False, soft_wrap=True)
+        raise typer.Exit(1)
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
     waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
     runs = plural(log.ends.total(), "session run")
