@@ -364,3 +364,52 @@ def test_cli_chaos_takes_the_applications_interceptors_into_a_killed_engine(
     assert bad.returncode == 2 and "--interceptors: module 'tests.test_chaos' has no " \
         "attribute 'nothing_here'" in " ".join(bad.stderr.split()), bad.stderr
     assert not (tmp_path / "exp2").exists()
+
+
+APP_LIST = [__import__("convoy.resilience", fromlist=["Retry"]).Retry(
+    __import__("convoy.resilience", fromlist=["RetryPolicy"]).RetryPolicy(
+        max_attempts=8, initial_delay=0.001, max_delay=0.005))]
+
+
+def noisy_retry() -> list[convoy.Interceptor]:
+    """An application's interceptors whose loading prints (to standard output)."""
+    print("loading the application's interceptors")
+    return app_retry()
+
+
+def test_a_list_of_interceptors_counts_each_phase_apart(tmp_path: Path) -> None:
+    """A list is the same objects in every phase one process runs: each phase's counters
+    are its own (the after phase, with no fault, reported the faulty phase's retries)."""
+    APP_LIST[0].retries = 0
+    journal = run_experiment(chain, [f"t{i}" for i in range(20)], db_dir=tmp_path,
+                             faults="server_error=0.1", concurrency=10,
+                             interceptors="tests.test_chaos:APP_LIST")
+    phases = journal["convoy"]["phases"]
+    assert phases["during"]["retries"] > 0, phases
+    assert phases["before"]["retries"] == 0 and phases["after"]["retries"] == 0, phases
+
+
+def test_interceptors_are_named_not_given(tmp_path: Path) -> None:
+    """Each phase loads them in its own process: a list or a function given in Python is
+    refused in one line (an AttributeError before), as is __main__ with a kill."""
+    for given in (APP_LIST, app_retry, 3):
+        with pytest.raises(convoy.UserError, match="interceptors: give them as "
+                           "'MODULE:NAME'"):
+            run_experiment(chain, ["x"], db_dir=tmp_path / "a",
+                           interceptors=given)  # type: ignore[arg-type]
+    with pytest.raises(convoy.UserError, match="must be importable from a new process"):
+        run_experiment(chain, ["x", "y"], db_dir=tmp_path / "b", kill_after_sessions=1,
+                       interceptors="__main__:anything")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_interceptors_that_print_do_not_abort_a_kill(tmp_path: Path) -> None:
+    """What the application's code prints in an engine process a kill starts goes to its
+    standard error: its standard output carries the parent's 'ready' alone (the
+    experiment aborted: 'printed ... instead of ready')."""
+    journal = run_experiment(chain, [f"t{i}" for i in range(8)], db_dir=tmp_path,
+                             faults="server_error=0.1", concurrency=2,
+                             kill_after_sessions=3, interceptors="tests.test_chaos:noisy_retry")
+    assert journal["status"] == "completed", journal["run"]
+    assert [r["activity"]["name"] for r in journal["run"]] == [
+        "run-sessions-with-faults", "sigkill-engine", "resume-engine"]

@@ -596,3 +596,50 @@ def test_a_deleted_count_of_entries_is_one_line_and_exit_1(rotated: dict[str, An
     for args in (("list",), ("prove", "2"), ("checkpoint", "--key", str(rotated["new"]))):
         r = cli("audit", *args, "--db", str(db), "--tenant", T)
         _one_line(r, 1, said, "run 'convoy audit verify")
+
+
+def test_a_forged_kept_checkpoint_is_said_as_forged_not_as_a_cut(rotated: dict[str, Any]
+                                                                  ) -> None:
+    """A kept checkpoint of size 1000 with the size edited (its signature no longer holds):
+    checkpoint says its signature is invalid, as prove and verify do (it said the log was
+    cut, fewer than 1000 entries)."""
+    db = rotated["db"]
+    _sql(db, "INSERT INTO audit_checkpoints SELECT tenant, 1000, replace(body, "
+             "'\"size\": 11', '\"size\": 1000') FROM audit_checkpoints WHERE size=11")
+    for args in (("checkpoint", "--key", str(rotated["new"])), ("list",)):
+        r = cli("audit", *args, "--db", str(db), "--tenant", T)
+        _one_line(r, 1, "a kept checkpoint of size 1000", "invalid signature",
+                  "run 'convoy audit verify")
+        assert "fewer than" not in r.stderr, r.stderr
+
+
+def test_prove_and_list_say_a_log_cut_below_a_kept_checkpoint(rotated: dict[str, Any]
+                                                              ) -> None:
+    """Cut back to 9 entries (a checkpoint of 11 kept): prove of entry 9 says the log was
+    cut, exit 1 (it said there is no entry 9, exit 2), and list says so too (it listed the
+    9 left, exit 0); entries deleted with the count left says they are missing."""
+    db = rotated["db"]
+    _sql(db, "DELETE FROM audit_log WHERE tenant='acme' AND idx>=9",
+         "UPDATE audit_head SET size=9 WHERE tenant='acme'")
+    for args in (("prove", "9"), ("list",)):
+        r = cli("audit", *args, "--db", str(db), "--tenant", T)
+        _one_line(r, 1, "the log has 9 entries, fewer than its checkpoint of size 11 signed")
+    _sql(db, "DELETE FROM audit_log WHERE tenant='acme'",
+         "DELETE FROM audit_checkpoints WHERE tenant='acme'")
+    r = cli("audit", "list", "--db", str(db), "--tenant", T)
+    _one_line(r, 1, "the log's count of entries says 9, but the store holds no entry 8")
+
+
+def test_verify_says_a_lowered_count_of_entries_was_changed(rotated: dict[str, Any]) -> None:
+    """The count of entries deleted (or lowered), every entry as its checkpoints signed it:
+    the count was changed (it said the entries past it were inserted)."""
+    db = rotated["db"]
+    for sql in ("UPDATE audit_head SET size=8 WHERE tenant='acme'",
+                "DELETE FROM audit_head WHERE tenant='acme'"):
+        _sql(db, sql)
+        r = cli("audit", "verify", "--db", str(db), "--tenant", T, "--key",
+                str(rotated["new"]), "--public-key", rotated["old_public"])
+        assert r.code == 1, (r.stdout, r.stderr)
+        assert "but its signed checkpoint of size 11 covers 11 entries, which the log holds " \
+            "as signed: the count was changed" in r.stderr, r.stderr
+        assert "inserted" not in r.stderr, r.stderr

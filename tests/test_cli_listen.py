@@ -60,7 +60,7 @@ def test_worker_blames_a_taken_metrics_port(workdir: object, taken: int) -> None
 def test_worker_refuses_a_metrics_address_without_a_port(workdir: object) -> None:
     """--metrics-addr alone served nothing and said nothing."""
     one_line_error(cli("worker", "cli_flows", "--metrics-addr", "0.0.0.0"), 2,
-                   "--metrics-addr 0.0.0.0 needs --metrics-port PORT")
+                   "--metrics-addr '0.0.0.0' needs --metrics-port PORT")
 
 
 @pytest.mark.parametrize("port", [70000, -1])

@@ -1,7 +1,8 @@
-"""The support desk's interceptors for the command line, as its engine's own would be:
+"""Interceptors for the support desk's workflow on the command line:
 ``--interceptors examples.support_desk.interceptors:interceptors`` (``convoy run``,
 ``worker``, ``resume``, ``chaos``). A function, so each command (each chaos phase) gets
-interceptors of its own: breakers that start closed."""
+interceptors of its own: breakers that start closed. (``demo.py`` builds its own engine,
+with Convoy's default retry policy.)"""
 
 from __future__ import annotations
 

@@ -132,12 +132,6 @@ class AuditLog:
         rotation's too)."""
         size = len(leaves)
         kept = sorted(await self.checkpoints(tenant), key=lambda cp: cp.size)
-        for cp in kept:
-            try:
-                cp.check()
-            except AuditError as e:
-                raise AuditError(f"tenant {tenant!r}: a kept {e}; nothing is signed: run "
-                                 f"{self._suggest('verify', tenant)}") from None
         self._not_cut(tenant, size, kept)
         frontier = Frontier()
         for cp in kept:
@@ -161,15 +155,24 @@ class AuditLog:
                         f"nothing is signed: run {self._suggest('verify', tenant)}", index=i)
             start = rows[-1].index + 1
 
-    def _not_cut(self, tenant: str, size: int, kept: Sequence[Checkpoint]) -> None:
+    def _not_cut(self, tenant: str, size: int, kept: Sequence[Checkpoint], *,
+                 signing: bool = True) -> None:
         """Refuse (:class:`~convoy.AuditError`) a log of ``size`` entries shorter than a
-        kept checkpoint (smallest tree first) signed."""
+        kept checkpoint (smallest tree first) signed, and first a kept checkpoint that is
+        not validly signed (by any key: a rotation's too; a forged one would otherwise be
+        taken for a cut)."""
+        then = f"{'; nothing is signed' if signing else ''}: run " \
+            f"{self._suggest('verify', tenant)}"
+        for cp in kept:
+            try:
+                cp.check()
+            except AuditError as e:
+                raise AuditError(f"tenant {tenant!r}: a kept {e}{then}") from None
         if kept and kept[-1].size > size:
             raise AuditError(
                 f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
                 f"of size {kept[-1].size} signed (entries cut off, or the store restored "
-                "from an older backup); nothing is signed: run "
-                f"{self._suggest('verify', tenant)}")
+                f"from an older backup){then}")
 
     async def _kept(self, tenant: str, size: int, root: bytes) -> Checkpoint | None:
         """The kept checkpoint of ``size``, if there is one; an :class:`AuditError` if its
@@ -177,7 +180,7 @@ class AuditLog:
         one is kept (the log was cut back to that size). A signed checkpoint is never
         replaced, by a new signature or another key's."""
         kept = await self.checkpoints(tenant)
-        if any(cp.size == size for cp in kept):
+        if any(cp.size == size for cp in kept):  # (printed again only if all is well)
             self._not_cut(tenant, size, sorted(kept, key=lambda cp: cp.size))
         for cp in kept:
             if cp.size == size:

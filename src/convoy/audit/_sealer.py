@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
-from convoy._errors import UserError
+from convoy._errors import StoreError, UserError
 from convoy._text import plural
 from convoy._trace_context import trace_id_of
 from convoy.audit._journal import Kept, entries_of, kept
@@ -150,7 +150,10 @@ class Sealer:
         self.recovered: list[tuple[str, int]] = []
         #: Data subjects' sessions recovery left for an engine with the master key.
         self.keyless = 0
-        #: Dead sealers whose markers stay for an engine with the master key.
+        #: Sessions recovery left because the store refused their seal (a damaged log).
+        self.refused = 0
+        #: Dead sealers whose markers stay (for an engine with the master key, or once the
+        #: store takes their sessions' seals).
         self.left_for_key: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -320,15 +323,18 @@ class Sealer:
                 continue  # (one this engine could not finish: it cannot now either)
             seen: dict[str, bool] = {}  # session -> whether records of it were sealed
             keyless: list[str] = []
-            await self._recover_since(through, seen, keyless)
+            refused: list[str] = []  # (the store refused their seal: kept for later too)
+            await self._recover_since(through, seen, keyless, refused)
             for status in UNFINISHED:  # (parked or cut short: maybe the dead one's runs)
-                await self._recover_since(None, seen, keyless, status=status)
+                await self._recover_since(None, seen, keyless, refused, status=status)
             if keyless:  # kept for an engine with the master key
                 log.warning("audit: %s that a stopped engine process may not have sealed "
                             "need%s the master key to be sealed: set $CONVOY_MASTER_KEY_FILE "
                             "(the first: %s)", plural(len(keyless), "data subject session"),
                             "s" if len(keyless) == 1 else "", keyless[0])
                 self.keyless += len(keyless)
+            self.refused += len(refused)
+            if keyless or refused:
                 self.left_for_key.add(sealer)
             else:
                 await self.store.kv_put(SEALERS, sealer, None)
@@ -337,7 +343,8 @@ class Sealer:
         return looked
 
     async def _recover_since(self, since: float | None, seen: dict[str, bool],
-                             keyless: list[str], *, status: str | None = None) -> None:
+                             keyless: list[str], refused: list[str], *,
+                             status: str | None = None) -> None:
         """Seal the sessions (of ``status``) that ended since ``since`` (``None``,
         ``-inf``: any), a page at a time, each once (``seen``)."""
         after: tuple[float, str] | None = None
@@ -347,15 +354,16 @@ class Sealer:
                     since) else None, limit=500, after=after), left_out=[])
             for row in page:
                 if row.id not in seen:
-                    await self._recover(row, seen, keyless)
+                    await self._recover(row, seen, keyless, refused)
             if len(page) < 500:
                 return
             after = (page[-1].created, page[-1].id)
 
     async def _recover(self, row: SessionRow, seen: dict[str, bool],
-                       keyless: list[str]) -> None:
+                       keyless: list[str], refused: list[str]) -> None:
         """Seal ``row``'s records past its cursor (a damaged row or journal, an erased
-        subject: one warning; a data subject's without the master key: in ``keyless``)."""
+        subject: one warning; a data subject's without the master key: in ``keyless``; one
+        whose seal the store refused, a damaged log: a warning, and in ``refused``)."""
         seen[row.id] = False
         try:
             headers = row.header_map
@@ -368,6 +376,10 @@ class Sealer:
             raise
         except KeyNeeded:
             keyless.append(row.id)
+        except StoreError as e:
+            refused.append(row.id)
+            log.warning("audit: session %s: the store refused the seal of its records: %s",
+                        row.id, e)
         except Exception as e:
             log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
 

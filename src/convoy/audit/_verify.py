@@ -216,6 +216,11 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
         # were verified as the others; an entry stored past the count no append moved was
         # inserted)
         appended = max(appended, await store.audit_size(tenant))
+    if n > appended and good > appended:  # (entries a checkpoint signed, as it signed them)
+        raise AuditError(f"tenant {tenant!r}: the log's count of entries says {appended}, "
+                         f"but its signed checkpoint of size {good} covers {good} entries, "
+                         "which the log holds as signed: the count was changed (the store "
+                         "was edited or damaged)", index=appended)
     if n > appended:
         raise AuditError(f"tenant {tenant!r}: the log has {n} entries but {appended} were "
                          f"appended: entries from {appended} on were inserted", index=appended)

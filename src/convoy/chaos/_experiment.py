@@ -61,6 +61,19 @@ def _input_lines(wf: Workflow[Any, Any], inputs: Sequence[Any]) -> list[str]:
     return lines
 
 
+def _app_interceptors(ref: object, killing: bool) -> list[Any]:
+    """The interceptors ``ref`` names, loaded once to check them before anything runs (the
+    phases load them again, each in its own process: with a kill, a new one)."""
+    if not isinstance(ref, str):
+        raise UserError(f"interceptors: give them as 'MODULE:NAME' (a list of them, or a "
+                        f"function that returns one, in MODULE), not {type(ref).__name__}: "
+                        "each phase loads them anew in the process that runs it")
+    if killing and ref.rpartition(":")[0] == "__main__":
+        raise UserError(f"to SIGKILL the engine, interceptors {ref!r} must be importable "
+                        "from a new process: name them in a module, not __main__")
+    return load_interceptors(ref)
+
+
 def _check_importable(wf: Workflow[Any, Any]) -> None:
     try:
         load_workflow(wf.name)
@@ -140,8 +153,8 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
         UserError: bad arguments (nothing has run yet).
     """
     wf = load_workflow(workflow) if isinstance(workflow, str) else check_workflow(workflow)
-    if interceptors is not None:
-        load_interceptors(interceptors)  # (what cannot be loaded: raised before anything runs)
+    killing = kill_after_s is not None or kill_after_sessions is not None
+    loaded = None if interceptors is None else _app_interceptors(interceptors, killing)
     if protect is None:
         protect = interceptors is None
     spec = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
@@ -172,6 +185,10 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
     (work / "inputs.jsonl").write_text("\n".join(_input_lines(wf, inputs)) + "\n")
     say = on_event or (lambda _msg: None)
     warnings: list[str] = []
+    if loaded == []:
+        warnings.append(f"the application's interceptors {interceptors} are none: "
+                        "the phases run with nothing under test"
+                        + ("" if protect else " (and no protections)"))
     if protect and spec.timeout and spec.hang_seconds <= call_timeout:
         warnings.append(f"the injected hang ({spec.hang_seconds:g}s) is not longer than the "
                         f"call timeout ({call_timeout:g}s): the timeout never fires")

@@ -105,12 +105,16 @@ def run_phase(config: PhaseConfig, wf: Workflow[Any, Any] | None = None, *,
     hook, close = _fault_logger(config.fault_log) if config.fault_log else (None, None)
     injector = FaultInjector(spec, seed=config.seed, on_fault=hook) if spec.any else None
     interceptors = chaos_interceptors(config, injector)
+    # (the application's, a list: the objects the phases before this one counted on)
+    before = _counters(interceptors, None, 0)
     try:
         ran, timed_out = asyncio.run(_run(config, wf, values, interceptors, on_ready))
     finally:
         if close is not None:
             close()
     stats = _counters(interceptors, injector, ran)
+    for name in ("retries", "retries_denied", "timeouts", "breaker_rejections"):
+        stats[name] -= before[name]  # this phase's
     stats["timed_out"] = timed_out
     if config.stats:
         Path(config.stats).write_text(json.dumps(stats))

@@ -9,27 +9,39 @@ session of the phase exists durably in the store.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
+from convoy._errors import UserError
 from convoy.chaos._phase import PhaseConfig, run_phase
 
 READY = "ready"
 
 
-def _ready() -> None:
-    sys.stdout.write(READY + "\n")
-    sys.stdout.flush()
+def _ready(to: TextIO) -> None:
+    to.write(READY + "\n")
+    to.flush()
 
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
         sys.stderr.write("usage: python -m convoy.chaos._worker CONFIG.json\n")
         return 2
+    # Standard output is the parent's pipe for READY alone: what the application's code
+    # prints (its interceptors' loading, a workflow's) goes to standard error instead.
+    ready = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    sys.stdout.flush()
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     config = PhaseConfig.load(Path(argv[0]))
     if config.cwd not in sys.path:
         sys.path.insert(0, config.cwd)  # MODULE:WORKFLOW resolves as in the parent
-    run_phase(config, on_ready=_ready)
+    try:
+        run_phase(config, on_ready=lambda: _ready(ready))
+    except UserError as e:  # (one line for the parent to show, not a traceback)
+        sys.stderr.write(f"error: {e}\n")
+        return 2
     return 0
 
 

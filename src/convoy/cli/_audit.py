@@ -255,6 +255,11 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
         end = await store.audit_size(tenant)
         if end == 0 and await _holds_log(store, tenant):
             _head_lost(tenant, db)
+        await _not_cut(_log(store, None), tenant, end, signing=False)
+        if end and not await store.audit_entries(tenant, end - 1, 1):
+            fail(f"tenant {tenant!r}: the log's count of entries says {end}, but the store "
+                 f"holds no entry {end - 1} (entries cut off); run "
+                 f"{command('audit verify', db=db, tenant=tenant)}", RUN_FAILURE)
         while end > 0 and len(found) < limit:
             start = max(0, end - (_PAGE if session or kinds else limit))
             page = await _page(store, tenant, start, end - start)
@@ -432,9 +437,9 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
     """
     require_store(db)
     require_convoy_store(db, nothing="seal")
-    recovered, keyless, alive = run_async(_seal(db, busy_timeout))
+    recovered, keyless, refused, alive = run_async(_seal(db, busy_timeout))
     sealed = sum(n for _, n in recovered)
-    if sealed or (recovered and not keyless):
+    if sealed or (recovered and not keyless and not refused):
         typer.echo(f"sealed from the journal the records of {plural(sealed, 'session')} that "
                    f"{_processes(len(recovered), 'stopped engine')} had not sealed")
     elif not recovered:
@@ -444,17 +449,25 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
         typer.echo(f"{_processes(alive, 'engine')} audit{'s' if alive == 1 else ''} this store "
                    "now: each seals its own "
                    "runs", err=True)
+    if refused:
+        fail(f"the store refused to seal the records of {plural(refused, 'session')} (said "
+             "above): the audit log may be damaged; run "
+             f"{command('audit verify', db=db)} (the stopped engine's sessions stay to be "
+             "sealed by a later seal)", RUN_FAILURE)
     if keyless:
         fail(f"{plural(keyless, 'data subject session')} "
-             f"{'was' if keyless == 1 else 'were'} left unsealed: their records are "
+             f"{'was' if keyless == 1 else 'were'} left unsealed: "
+             f"{'its' if keyless == 1 else 'their'} records are "
              "sealed under the master key; set $CONVOY_MASTER_KEY_FILE (or "
              f"$CONVOY_MASTER_KEY) and run {command('audit seal', db=db)} again",
              RUN_FAILURE)
 
 
-async def _seal(db: str, busy_timeout: float) -> tuple[list[tuple[str, int]], int, int]:
+async def _seal(db: str, busy_timeout: float
+                ) -> tuple[list[tuple[str, int]], int, int, int]:
     """What the sealer of an engine opened on ``db`` recovered: ``(dead sealer, sessions
-    sealed)`` each, the data subjects' sessions it could not seal, the sealers alive."""
+    sealed)`` each, the data subjects' sessions it could not seal, those whose seal the
+    store refused, the sealers alive."""
     from convoy import Engine
     from convoy.audit import AuditInterceptor
     from convoy.audit._sealer import SEALERS, dead_sealers
@@ -468,7 +481,7 @@ async def _seal(db: str, busy_timeout: float) -> tuple[list[tuple[str, int]], in
             assert sealer is not None
             dead = {s for s, _ in await dead_sealers(engine.store, engine.clock())}
             alive = set(await engine.store.kv_all(SEALERS)) - dead - {sealer.id}
-            return sealer.recovered, sealer.keyless, len(alive)
+            return sealer.recovered, sealer.keyless, sealer.refused, len(alive)
 
 
 def _pinned(key: Path) -> str:
@@ -504,6 +517,15 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
          + (" and --tenant names its tenant (other tenants with an audit log here: "
             f"{', '.join(others)})" if others else "")
          + f" (a log never signed: {sign} signs it)", RUN_FAILURE)
+
+
+async def _not_cut(log: AuditLog, tenant: str, size: int, *, signing: bool = True) -> None:
+    """One line and exit 1 if the log of ``size`` entries is shorter than a kept checkpoint
+    (or a kept one is not validly signed)."""
+    try:
+        log._not_cut(tenant, size, await log.checkpoints(tenant), signing=signing)
+    except AuditError as e:
+        fail(str(e), RUN_FAILURE)
 
 
 async def _holds_log(store: Store, tenant: str) -> bool:
@@ -613,10 +635,7 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         size = await store.audit_size(tenant)
         if size == 0 and await _holds_log(store, tenant):
             _head_lost(tenant, db)
-        try:  # (first: a log cut back below what was signed is what matters)
-            log._not_cut(tenant, size, kept)
-        except AuditError as e:
-            fail(str(e), RUN_FAILURE)
+        await _not_cut(log, tenant, size)  # (first: what was signed of it is what matters)
         signer = None if created else _key_id_of(key)
         if kept and not new_key and signer != kept[-1].key_id:
             _second_signer(key, signer, tenant, kept[-1],
@@ -738,6 +757,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
                 _head_lost(tenant, db)
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
+            await _not_cut(log, tenant, size)  # (an entry cut off is not one never made)
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
         kept = await log.checkpoints(tenant) if key is not None or public_keys else []
         if kept and key is not None:
@@ -820,8 +840,11 @@ def consistency(size: Annotated[int, typer.Argument(
 async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
     async with open_store(db, write=True) as store:  # (it may keep the tiles it hashed)
         log = _log(store, None)
-        if await store.audit_size(tenant) == 0 and not await store.audit_checkpoints(tenant):
-            _no_log(tenant, await store.audit_tenants())
+        if await store.audit_size(tenant) == 0:
+            if await store.audit_entries(tenant, 0, 1):
+                _head_lost(tenant, db)
+            if not await store.audit_checkpoints(tenant):
+                _no_log(tenant, await store.audit_tenants())
         try:
             return await log.prove_consistency(tenant, size)
         except AuditError as e:

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from convoy import Engine, Interceptor, Next, SessionEnd, SessionInput, StoreError, Workflow
 from convoy._command import word
-from convoy._text import escaped, plural
+from convoy._text import escaped, plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -213,7 +213,8 @@ def worker(
     Example: `convoy worker myapp.flows --interceptors myapp.flows:interceptors`
     """
     if metrics_addr is not None and metrics_port is None:  # (it would serve nothing)
-        fail(f"--metrics-addr {metrics_addr} needs --metrics-port PORT: the worker serves its "
+        fail(f"--metrics-addr {quoted(metrics_addr)} needs --metrics-port PORT: the worker "
+             "serves its "
              "metrics only on a port it is given")
     metrics_addr = metrics_addr or "127.0.0.1"
     with stop_signals(say) as stop:  # first: from now on a signal stops the worker cleanly
