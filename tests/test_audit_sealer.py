@@ -378,27 +378,48 @@ async def test_a_seal_with_the_wrong_master_key_leaves_no_marker_of_its_own(
         "sealed from the journal the records of 1 session that 1 stopped"), res
 
 
+async def _unsealed_then(db: str, sql: str) -> None:
+    """Session ``s1`` run by an engine whose sealer died before it sealed it (a marker of
+    another machine's), then ``sql`` run on the store's file."""
+    import sqlite3
+
+    async with convoy.Engine(db) as eng:  # (no audit: as if its sealer died unsealed)
+        assert (await eng.run(_flow(), "hi", session_id="s1")).ok
+        await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
+                               json.dumps({"through": 0.0, "beat": 0.0}))
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql)
+    conn.close()
+
+
 async def test_a_seal_the_store_refuses_keeps_the_dead_sealers_marker_and_exits_1(
         tmp_path: Path) -> None:
     """The log's count of entries deleted, so a seal collides with the entries stored: the
     store refuses it. ``convoy audit seal`` says so and exits 1, and keeps the dead
     sealer's marker for a later seal (it said it had sealed, exit 0, and dropped the
     marker: those sessions' entries were never appended)."""
-    import sqlite3
-
     db = str(tmp_path / "convoy.db")
     async with convoy.Engine(db, interceptors=[AuditInterceptor()]) as eng:
         assert (await eng.run(_flow(), "hi", session_id="s0")).ok
-    async with convoy.Engine(db) as eng:  # (no audit: as if its sealer died unsealed)
-        assert (await eng.run(_flow(), "hi", session_id="s1")).ok
-        await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
-                               json.dumps({"through": 0.0, "beat": 0.0}))
-    with sqlite3.connect(db) as conn:
-        conn.execute("DELETE FROM audit_head")
-    conn.close()
+    await _unsealed_then(db, "DELETE FROM audit_head")
     res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
-    assert res.code == 1 and "the store refused to seal the records of 1 session" in \
-        res.stderr and "run 'convoy audit verify" in res.stderr, res
+    assert res.code == 1 and "the store did not take the seal of the records of 1 session" in \
+        res.stderr and "again once the store answers" in res.stderr and \
+        "'convoy audit verify" in res.stderr, res
     assert "sealed from the journal" not in res.stdout, res
     async with convoy.Engine(db) as plain:
         assert "machine-b:4242:abcdef12" in await plain.store.kv_all(SEALERS)
+
+
+async def test_a_session_with_a_damaged_journal_row_is_not_a_refused_seal(
+        tmp_path: Path) -> None:
+    """A dead sealer's session whose journal row is damaged: one warning, and the seal goes
+    on, exit 0 and the marker removed, as before: no later seal would read the row better
+    (the first cut of the refused seals counted it as one, exit 1 at every seal, and the
+    marker stayed for good)."""
+    db = str(tmp_path / "convoy.db")
+    await _unsealed_then(db, "UPDATE journal SET cost='nan-ish' WHERE session_id='s1'")
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
+    assert res.code == 0, res
+    again = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
+    assert again.code == 0 and again.stdout.startswith("nothing to seal"), again

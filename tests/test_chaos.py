@@ -387,6 +387,9 @@ def test_a_list_of_interceptors_counts_each_phase_apart(tmp_path: Path) -> None:
     phases = journal["convoy"]["phases"]
     assert phases["during"]["retries"] > 0, phases
     assert phases["before"]["retries"] == 0 and phases["after"]["retries"] == 0, phases
+    # (and the experiment says the phases share them, state and all)
+    assert any("are a list: the phases this process runs share them and their state" in w
+               for w in journal["convoy"]["warnings"]), journal["convoy"]["warnings"]
 
 
 def test_interceptors_are_named_not_given(tmp_path: Path) -> None:

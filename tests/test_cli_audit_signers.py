@@ -643,3 +643,39 @@ def test_verify_says_a_lowered_count_of_entries_was_changed(rotated: dict[str, A
         assert "but its signed checkpoint of size 11 covers 11 entries, which the log holds " \
             "as signed: the count was changed" in r.stderr, r.stderr
         assert "inserted" not in r.stderr, r.stderr
+
+
+class _SignedMeanwhile(SQLiteStore):
+    """A store where, as a signer reads the log's count of entries, another appends three
+    entries and keeps a checkpoint of them, just after the count was read."""
+
+    def __init__(self, path: Path, key: Path) -> None:
+        super().__init__(path, clock=FakeClock())
+        self.key, self.armed = key, True
+
+    async def audit_size(self, tenant: str) -> int:
+        size = await super().audit_size(tenant)
+        if self.armed:
+            self.armed = False
+            other = AuditLog(self, key_path=self.key, clock=FakeClock())
+            await other.append(tenant, [_event(i) for i in range(size, size + 3)])
+            await other.checkpoint(tenant)
+        return size
+
+
+def test_a_checkpoint_kept_meanwhile_is_not_taken_for_a_cut(log: dict[str, Any]) -> None:
+    """The kept checkpoints are read before the log's count: one another signer keeps in
+    between (of a longer log) does not make this one refuse a healthy log as cut (a race
+    the second review found in the first cut of the cut check)."""
+    async def go() -> Checkpoint:
+        store = _SignedMeanwhile(log["db"], log["key"])
+        await store.open()
+        try:
+            return await AuditLog(store, key_path=log["key"], clock=FakeClock()
+                                  ).checkpoint(T)
+        finally:
+            await store.aclose()
+
+    cp = asyncio.run(go())
+    assert cp.size == 8  # (the log as its count said: the kept one, printed again)
+    assert [size for size, _ in _kept(log["db"])] == [8, 11]

@@ -694,3 +694,33 @@ async def test_waiting_for_a_rate_limit_token_has_a_timeout(engine_factory: Any,
     assert (await eng.run(flow(agent), "third")).ok
     assert classify(RateLimited("x", retryable=True)) == "retryable"
     assert not convoy.resilience.is_downstream_failure(RateLimited("x", retryable=True))
+
+
+def test_a_timeout_used_on_a_second_event_loop_still_cuts_calls(tmp_path: Path) -> None:
+    """One ``Timeout`` on two event loops, one after the other (``asyncio.run`` twice,
+    ``run_sync``, the phases of a chaos experiment): the first loop closed with its timer
+    armed (a call that ended well inside its bound), and that timer, which never fires
+    now, kept every call on the next loop from timing out."""
+    from convoy.resilience import Timeout
+
+    timeout = Timeout(model=0.2)
+    fast = convoy.SimModel({"*": {"text": "ok"}}, latency=0.0, name="sim:fast")
+    slow = convoy.SimModel({"*": {"text": "ok"}}, latency=30.0, name="sim:slow")
+
+    def once(model: convoy.SimModel, db: str) -> convoy.SessionResult[Any]:
+        agent = convoy.Agent(name="a", model=model)
+
+        @convoy.workflow(name=f"loops.{db}")
+        async def wf(ctx: convoy.Context, text: str) -> str:
+            return str(await ctx.run(agent, text))
+
+        async def main() -> convoy.SessionResult[Any]:
+            async with convoy.Engine(tmp_path / f"{db}.db", interceptors=[timeout]) as e:
+                return await e.run(wf, "x")
+
+        return asyncio.run(main())
+
+    assert once(fast, "first").ok
+    cut = once(slow, "second")
+    assert cut.status == "failed" and cut.error is not None and \
+        "did not answer within 0.2s" in cut.error["message"], cut

@@ -95,10 +95,12 @@ class AuditLog:
     async def checkpoint(self, tenant: str) -> Checkpoint:
         """Sign and keep a checkpoint of ``tenant``'s log as it is now."""
         await self.sealed()
+        # The kept checkpoints before the size: one another signer keeps in between is of
+        # a log at least as long, not a sign that this one was cut.
+        before = sorted(await self.checkpoints(tenant), key=lambda cp: cp.size)
         size = await self.store.audit_size(tenant)
         if size == 0:  # (a checkpoint of nothing proves nothing, and hides a wiped log)
-            self._not_cut(tenant, size, sorted(await self.checkpoints(tenant),
-                                               key=lambda cp: cp.size))
+            self._not_cut(tenant, size, before)
             raise UserError(f"the audit log of tenant {tenant!r} is empty: there is nothing to "
                             "sign; sign once it has entries")
         leaves = await self.store.audit_leaves(tenant, size)
@@ -106,10 +108,10 @@ class AuditLog:
             raise AuditError(f"tenant {tenant!r}: the log has {len(leaves)} entries but "
                              f"{size} were appended; run {self._suggest('verify', tenant)}")
         root = tree_root(leaves)
-        kept = await self._kept(tenant, size, root)
+        kept = await self._kept(tenant, size, root, before)
         if kept is not None:  # the log has not grown: its checkpoint stands as signed
             return kept
-        await self._signable(tenant, leaves)
+        await self._signable(tenant, leaves, before)
         cp = Checkpoint.sign(self.key, tenant=tenant, size=size, root=root,
                              timestamp=self.clock())
         await tile_roots(self.store, tenant, size, leaves=leaves)  # proofs read tiles
@@ -120,7 +122,8 @@ class AuditLog:
                 return kept
         return cp
 
-    async def _signable(self, tenant: str, leaves: Sequence[bytes]) -> None:
+    async def _signable(self, tenant: str, leaves: Sequence[bytes],
+                        kept: Sequence[Checkpoint]) -> None:
         """Refuse (:class:`~convoy.AuditError`, nothing signed) a log that contradicts what
         was signed of it, as a transparency log's signer never signs two views of one log:
         one shorter than a kept checkpoint (cut off, or restored from an older backup and
@@ -131,8 +134,7 @@ class AuditLog:
         leaves). A kept checkpoint must be the tenant's and validly signed (by any key: a
         rotation's too)."""
         size = len(leaves)
-        kept = sorted(await self.checkpoints(tenant), key=lambda cp: cp.size)
-        self._not_cut(tenant, size, kept)
+        self._not_cut(tenant, size, kept, every=True)
         frontier = Frontier()
         for cp in kept:
             while frontier.size < cp.size:
@@ -156,32 +158,36 @@ class AuditLog:
             start = rows[-1].index + 1
 
     def _not_cut(self, tenant: str, size: int, kept: Sequence[Checkpoint], *,
-                 signing: bool = True) -> None:
+                 signing: bool = True, every: bool = False) -> None:
         """Refuse (:class:`~convoy.AuditError`) a log of ``size`` entries shorter than a
-        kept checkpoint (smallest tree first) signed, and first a kept checkpoint that is
-        not validly signed (by any key: a rotation's too; a forged one would otherwise be
-        taken for a cut)."""
+        kept checkpoint (``kept``: read before ``size``, smallest tree first) signed, and
+        first a kept checkpoint larger than the log that is not validly signed (by any
+        key: a rotation's too; a forged one would otherwise be taken for a cut), or with
+        ``every``, any kept checkpoint that is not."""
         then = f"{'; nothing is signed' if signing else ''}: run " \
             f"{self._suggest('verify', tenant)}"
         for cp in kept:
+            if not every and cp.size <= size:
+                continue
             try:
                 cp.check()
             except AuditError as e:
-                raise AuditError(f"tenant {tenant!r}: a kept {e}{then}") from None
+                raise AuditError(f"a kept {e}{then}") from None
         if kept and kept[-1].size > size:
             raise AuditError(
                 f"tenant {tenant!r}: the log has {size} entries, fewer than its checkpoint "
                 f"of size {kept[-1].size} signed (entries cut off, or the store restored "
                 f"from an older backup){then}")
 
-    async def _kept(self, tenant: str, size: int, root: bytes) -> Checkpoint | None:
+    async def _kept(self, tenant: str, size: int, root: bytes,
+                    before: Sequence[Checkpoint] = ()) -> Checkpoint | None:
         """The kept checkpoint of ``size``, if there is one; an :class:`AuditError` if its
         root is not the log's (the log was changed since it was signed), or if a larger
-        one is kept (the log was cut back to that size). A signed checkpoint is never
-        replaced, by a new signature or another key's."""
+        one was kept before (``before``: the log was cut back to that size). A signed
+        checkpoint is never replaced, by a new signature or another key's."""
         kept = await self.checkpoints(tenant)
         if any(cp.size == size for cp in kept):  # (printed again only if all is well)
-            self._not_cut(tenant, size, sorted(kept, key=lambda cp: cp.size))
+            self._not_cut(tenant, size, before, every=True)
         for cp in kept:
             if cp.size == size:
                 if cp.root != root:

@@ -36,7 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
-from convoy._errors import StoreError, UserError
+from convoy._errors import JournalError, StoreError, UserError
 from convoy._text import plural
 from convoy._trace_context import trace_id_of
 from convoy.audit._journal import Kept, entries_of, kept
@@ -376,10 +376,12 @@ class Sealer:
             raise
         except KeyNeeded:
             keyless.append(row.id)
-        except StoreError as e:
+        except JournalError as e:  # (its own row or journal: no later seal reads it better)
+            log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
+        except StoreError as e:  # (the store's: a lost connection, a damaged log)
             refused.append(row.id)
-            log.warning("audit: session %s: the store refused the seal of its records: %s",
-                        row.id, e)
+            log.warning("audit: session %s: the store did not take the seal of its records "
+                        "(kept for a later seal): %s", row.id, e)
         except Exception as e:
             log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
 

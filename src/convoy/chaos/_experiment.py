@@ -29,7 +29,7 @@ from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_l
 from convoy.chaos._process import KillPoint, kill_after, resume
 from convoy.definitions._workflow import Workflow, check_workflow, load_workflow
 from convoy.engine._tenancy import check_tenant
-from convoy.interceptors._named import load_interceptors
+from convoy.interceptors._named import _a, load_interceptors, made_anew
 
 Event = Callable[[str], None]
 
@@ -61,17 +61,23 @@ def _input_lines(wf: Workflow[Any, Any], inputs: Sequence[Any]) -> list[str]:
     return lines
 
 
-def _app_interceptors(ref: object, killing: bool) -> list[Any]:
+def _app_interceptors(ref: object, killing: bool, warnings: list[str]) -> list[Any]:
     """The interceptors ``ref`` names, loaded once to check them before anything runs (the
     phases load them again, each in its own process: with a kill, a new one)."""
     if not isinstance(ref, str):
         raise UserError(f"interceptors: give them as 'MODULE:NAME' (a list of them, or a "
-                        f"function that returns one, in MODULE), not {type(ref).__name__}: "
+                        f"function that returns one, in MODULE), not {_a(ref)}: "
                         "each phase loads them anew in the process that runs it")
     if killing and ref.rpartition(":")[0] == "__main__":
         raise UserError(f"to SIGKILL the engine, interceptors {ref!r} must be importable "
                         "from a new process: name them in a module, not __main__")
-    return load_interceptors(ref)
+    loaded = load_interceptors(ref)
+    if loaded and not made_anew(ref):
+        warnings.append(f"the application's interceptors {ref} are a list: the phases this "
+                        "process runs share them and their state (a breaker's window, a "
+                        "budget's spend, a cache); name a function of no arguments that "
+                        "returns them for interceptors of each phase's own")
+    return loaded
 
 
 def _check_importable(wf: Workflow[Any, Any]) -> None:
@@ -154,7 +160,9 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
     """
     wf = load_workflow(workflow) if isinstance(workflow, str) else check_workflow(workflow)
     killing = kill_after_s is not None or kill_after_sessions is not None
-    loaded = None if interceptors is None else _app_interceptors(interceptors, killing)
+    warnings: list[str] = []
+    loaded = None if interceptors is None else _app_interceptors(interceptors, killing,
+                                                                 warnings)
     if protect is None:
         protect = interceptors is None
     spec = faults if isinstance(faults, FaultSpec) else FaultSpec.parse(faults)
@@ -184,11 +192,10 @@ def run_experiment(workflow: Workflow[Any, Any] | str, inputs: Sequence[Any], *,
     work.mkdir(parents=True, exist_ok=True)
     (work / "inputs.jsonl").write_text("\n".join(_input_lines(wf, inputs)) + "\n")
     say = on_event or (lambda _msg: None)
-    warnings: list[str] = []
     if loaded == []:
-        warnings.append(f"the application's interceptors {interceptors} are none: "
-                        "the phases run with nothing under test"
-                        + ("" if protect else " (and no protections)"))
+        warnings.append(f"the application's interceptors {interceptors} are none: the "
+                        "phases run with none of the application's under test"
+                        + ("" if protect else ", and no protections"))
     if protect and spec.timeout and spec.hang_seconds <= call_timeout:
         warnings.append(f"the injected hang ({spec.hang_seconds:g}s) is not longer than the "
                         f"call timeout ({call_timeout:g}s): the timeout never fires")

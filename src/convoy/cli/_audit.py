@@ -252,10 +252,12 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
         if tenant not in known:
             _no_log(tenant, known)
         found: list[tuple[int, AuditEvent | None]] = []
+        log = _log(store, None)
+        kept = await log.checkpoints(tenant)  # (before the count: see ``_not_cut``)
         end = await store.audit_size(tenant)
         if end == 0 and await _holds_log(store, tenant):
             _head_lost(tenant, db)
-        await _not_cut(_log(store, None), tenant, end, signing=False)
+        _not_cut(log, tenant, end, kept, signing=False)
         if end and not await store.audit_entries(tenant, end - 1, 1):
             fail(f"tenant {tenant!r}: the log's count of entries says {end}, but the store "
                  f"holds no entry {end - 1} (entries cut off); run "
@@ -450,10 +452,11 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
                    "now: each seals its own "
                    "runs", err=True)
     if refused:
-        fail(f"the store refused to seal the records of {plural(refused, 'session')} (said "
-             "above): the audit log may be damaged; run "
-             f"{command('audit verify', db=db)} (the stopped engine's sessions stay to be "
-             "sealed by a later seal)", RUN_FAILURE)
+        fail(f"the store did not take the seal of the records of "
+             f"{plural(refused, 'session')} (said above); they stay to be sealed: run "
+             f"{command('audit seal', db=db)} again once the store answers, and if it fails "
+             f"the same way, {command('audit verify', db=db)} (the log may be damaged)",
+             RUN_FAILURE)
     if keyless:
         fail(f"{plural(keyless, 'data subject session')} "
              f"{'was' if keyless == 1 else 'were'} left unsealed: "
@@ -519,11 +522,13 @@ def _nothing_signed(db: str, tenant: str | None, pins: list[str], how: str, publ
          + f" (a log never signed: {sign} signs it)", RUN_FAILURE)
 
 
-async def _not_cut(log: AuditLog, tenant: str, size: int, *, signing: bool = True) -> None:
-    """One line and exit 1 if the log of ``size`` entries is shorter than a kept checkpoint
-    (or a kept one is not validly signed)."""
+def _not_cut(log: AuditLog, tenant: str, size: int, kept: list[Checkpoint], *,
+             signing: bool = True, every: bool = False) -> None:
+    """One line and exit 1 if the log of ``size`` entries is shorter than a checkpoint of
+    ``kept`` (read before ``size``: one kept since is of a longer log), or one that
+    matters is not validly signed (see ``AuditLog._not_cut``)."""
     try:
-        log._not_cut(tenant, size, await log.checkpoints(tenant), signing=signing)
+        log._not_cut(tenant, size, kept, signing=signing, every=every)
     except AuditError as e:
         fail(str(e), RUN_FAILURE)
 
@@ -635,7 +640,7 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         size = await store.audit_size(tenant)
         if size == 0 and await _holds_log(store, tenant):
             _head_lost(tenant, db)
-        await _not_cut(log, tenant, size)  # (first: what was signed of it is what matters)
+        _not_cut(log, tenant, size, kept, every=True)  # (first: what was signed of it)
         signer = None if created else _key_id_of(key)
         if kept and not new_key and signer != kept[-1].key_id:
             _second_signer(key, signer, tenant, kept[-1],
@@ -751,13 +756,14 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
                  public_keys: list[str]) -> dict[str, Any]:
     async with open_store(db, write=True) as store:  # it may sign a checkpoint
         log = _log(store, key)
+        before = await log.checkpoints(tenant)  # (before the count: see ``_not_cut``)
         size = await store.audit_size(tenant)
         if size == 0:
             if await _holds_log(store, tenant):
                 _head_lost(tenant, db)
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
-            await _not_cut(log, tenant, size)  # (an entry cut off is not one never made)
+            _not_cut(log, tenant, size, before)  # (an entry cut off is not one never made)
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
         kept = await log.checkpoints(tenant) if key is not None or public_keys else []
         if kept and key is not None:

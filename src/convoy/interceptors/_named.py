@@ -44,14 +44,8 @@ def load_interceptors(ref: str, *, option: str = "interceptors",
         raise UserError(f"{option} {quoted(ref, 120)}: give MODULE:NAME, the module and the "
                         f"attribute in it that holds the application's interceptors "
                         f"({EXAMPLE}: a list of them, or a function that returns one)")
-    module = (import_module or _imported(option))(module_name)
+    value = _named_value(ref, option, import_module)
     name = ref if ref.isprintable() and len(ref) <= 120 else quoted(ref, 120)
-    value: Any = module
-    for part in attr.split("."):
-        if not hasattr(value, part):
-            raise UserError(f"{option}: module {quoted(module_name)} has no attribute "
-                            f"{quoted(attr)}{_candidates(module)}")
-        value = getattr(value, part)
     if isinstance(value, Interceptor):
         raise UserError(f"{option} {name} is one interceptor ({type(value).__name__}), not a "
                         "list; name a list of them (or a function that returns one)")
@@ -59,6 +53,28 @@ def load_interceptors(ref: str, *, option: str = "interceptors",
         return _checked(value, option, name, f"{option} {name} is", _FORMS)
     return _checked(_called(value, option, name), option, f"{name}()",
                     f"{option} {name}() returned", "a list of convoy.Interceptor")
+
+
+def made_anew(ref: str) -> bool:
+    """Whether each load of ``ref`` (loadable: :func:`load_interceptors` took it) makes
+    interceptors of its own: ``NAME`` is a function, not a list whose objects every load
+    shares (and their state: a breaker's window, a budget's spend)."""
+    value = _named_value(ref, "interceptors", None)
+    return callable(value) and not isinstance(value, list | tuple)
+
+
+def _named_value(ref: str, option: str,
+                 import_module: Callable[[str], ModuleType] | None) -> Any:
+    """What ``MODULE:NAME`` names (its module imported)."""
+    module_name, _, attr = ref.rpartition(":")
+    module = (import_module or _imported(option))(module_name)
+    value: Any = module
+    for part in attr.split("."):
+        if not hasattr(value, part):
+            raise UserError(f"{option}: module {quoted(module_name)} has no attribute "
+                            f"{quoted(attr)}{_candidates(module)}")
+        value = getattr(value, part)
+    return value
 
 
 def _imported(option: str) -> Callable[[str], ModuleType]:
@@ -124,4 +140,4 @@ def _candidates(module: Any) -> str:
     return f"; its lists of interceptors: {', '.join(names)}" if names else ""
 
 
-__all__ = ["EXAMPLE", "load_interceptors"]
+__all__ = ["EXAMPLE", "load_interceptors", "made_anew"]

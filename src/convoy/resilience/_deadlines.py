@@ -29,16 +29,22 @@ class Watch:
 class Deadlines:
     """Every call started with the same ``seconds`` bound."""
 
-    __slots__ = ("_handle", "_queue", "seconds")
+    __slots__ = ("_handle", "_loop", "_queue", "seconds")
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._queue: deque[Watch] = deque()
         self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def watch(self) -> Watch:
         """Start watching the current task; set ``done`` on the result when it ends."""
         loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # (a new loop: ``asyncio.run`` again, ``run_sync``)
+            # The last loop's timer never fires (its loop is gone, or not running this):
+            # one left armed would keep this loop's calls from ever timing out.
+            self._loop, self._handle = loop, None
+            self._queue.clear()
         q = self._queue
         while q and q[0].done:
             q.popleft()
