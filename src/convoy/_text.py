@@ -321,6 +321,11 @@ __all__ = [
 ]
 
 
+def a_word(word: str) -> str:
+    """``word`` with its article: ``an int``, ``a str``, ``an approval``."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def plural(n: int, word: str, *, number: bool = True, many: str | None = None) -> str:
     """``1 step``, ``2 steps`` (``number=False``: the word alone; ``many``: the plural,
     when it is not the word and an ``s``)."""

@@ -22,14 +22,14 @@ from pydantic import ValidationError
 
 import convoy
 from convoy._errors import ConvoyError, UserError
-from convoy._text import plural
+from convoy._text import a_word, plural
 from convoy.chaos._faults import FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
 from convoy.chaos._process import KillPoint, kill_after, resume
 from convoy.definitions._workflow import Workflow, check_workflow, load_workflow
 from convoy.engine._tenancy import check_tenant
-from convoy.interceptors._named import _a, load_interceptors, made_anew
+from convoy.interceptors._named import load_interceptors, made_anew
 
 Event = Callable[[str], None]
 
@@ -66,7 +66,7 @@ def _app_interceptors(ref: object, killing: bool, warnings: list[str]) -> list[A
     phases load them again, each in its own process: with a kill, a new one)."""
     if not isinstance(ref, str):
         raise UserError(f"interceptors: give them as 'MODULE:NAME' (a list of them, or a "
-                        f"function that returns one, in MODULE), not {_a(ref)}: "
+                        f"function that returns one, in MODULE), not {a_word(type(ref).__name__)}: "
                         "each phase loads them anew in the process that runs it")
     if killing and ref.rpartition(":")[0] == "__main__":
         raise UserError(f"to SIGKILL the engine, interceptors {ref!r} must be importable "

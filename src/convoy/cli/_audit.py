@@ -254,9 +254,7 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
         found: list[tuple[int, AuditEvent | None]] = []
         log = _log(store, None)
         kept = await log.checkpoints(tenant)  # (before the count: see ``_not_cut``)
-        end = await store.audit_size(tenant)
-        if end == 0 and await _holds_log(store, tenant):
-            _head_lost(tenant, db)
+        end = await _count(store, tenant, db)
         _not_cut(log, tenant, end, kept, signing=False)
         if end and not await store.audit_entries(tenant, end - 1, 1):
             fail(f"tenant {tenant!r}: the log's count of entries says {end}, but the store "
@@ -533,19 +531,17 @@ def _not_cut(log: AuditLog, tenant: str, size: int, kept: list[Checkpoint], *,
         fail(str(e), RUN_FAILURE)
 
 
-async def _holds_log(store: Store, tenant: str) -> bool:
-    """Whether the store holds entries or checkpoints of ``tenant``'s log (whatever its
-    count of entries says)."""
-    return bool(await store.audit_entries(tenant, 0, 1) or
-                await store.audit_checkpoints(tenant))
-
-
-def _head_lost(tenant: str, db: str) -> NoReturn:
-    """The tenant's log holds entries, but its count of them (its head) says none."""
-    fail(f"tenant {tenant!r}: the store holds entries or signed checkpoints of its audit "
-         "log, but the log's count of entries says it has none (the store was edited or "
-         "damaged); run "
-         f"{command('audit verify', db=db, tenant=tenant)}", RUN_FAILURE)
+async def _count(store: Store, tenant: str, db: str) -> int:
+    """The count of ``tenant``'s entries; one line and exit 1 if it says none while the
+    store holds entries or checkpoints of the log (its count deleted)."""
+    size = await store.audit_size(tenant)
+    if size == 0 and (await store.audit_entries(tenant, 0, 1) or
+                      await store.audit_checkpoints(tenant)):
+        fail(f"tenant {tenant!r}: the store holds entries or signed checkpoints of its audit "
+             "log, but the log's count of entries says it has none (the store was edited "
+             f"or damaged); run {command('audit verify', db=db, tenant=tenant)}",
+             RUN_FAILURE)
+    return size
 
 
 def _no_log(tenant: str, known: list[str]) -> NoReturn:
@@ -637,9 +633,7 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
             _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
         log = _log(store, key)
         kept = await log.checkpoints(tenant)  # (one unreadable: AuditError, exit 1)
-        size = await store.audit_size(tenant)
-        if size == 0 and await _holds_log(store, tenant):
-            _head_lost(tenant, db)
+        size = await _count(store, tenant, db)
         _not_cut(log, tenant, size, kept, every=True)  # (first: what was signed of it)
         signer = None if created else _key_id_of(key)
         if kept and not new_key and signer != kept[-1].key_id:
@@ -757,10 +751,8 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
     async with open_store(db, write=True) as store:  # it may sign a checkpoint
         log = _log(store, key)
         before = await log.checkpoints(tenant)  # (before the count: see ``_not_cut``)
-        size = await store.audit_size(tenant)
+        size = await _count(store, tenant, db)
         if size == 0:
-            if await _holds_log(store, tenant):
-                _head_lost(tenant, db)
             _no_log(tenant, await store.audit_tenants())
         if size <= entry:
             _not_cut(log, tenant, size, before)  # (an entry cut off is not one never made)
@@ -846,11 +838,8 @@ def consistency(size: Annotated[int, typer.Argument(
 async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
     async with open_store(db, write=True) as store:  # (it may keep the tiles it hashed)
         log = _log(store, None)
-        if await store.audit_size(tenant) == 0:
-            if await store.audit_entries(tenant, 0, 1):
-                _head_lost(tenant, db)
-            if not await store.audit_checkpoints(tenant):
-                _no_log(tenant, await store.audit_tenants())
+        if await _count(store, tenant, db) == 0:
+            _no_log(tenant, await store.audit_tenants())
         try:
             return await log.prove_consistency(tenant, size)
         except AuditError as e:

@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 from pydantic import TypeAdapter
 
 from convoy._errors import UserError
-from convoy._text import quoted, short
+from convoy._text import a_word, quoted, short
 from convoy.definitions._agent import Agent
 from convoy.runtime._context import Context
 
@@ -204,9 +204,8 @@ def check_workflow(obj: Any, ref: str | None = None) -> Workflow[Any, Any]:
         name = getattr(obj, "__qualname__", None)
         ref = name if isinstance(name, str) else short(repr(obj), 120)
     kind = type(obj).__name__
-    article = "an" if kind[:1].lower() in "aeiou" else "a"
     if isinstance(obj, str):
         raise UserError(f"{quoted(ref, 120)} is a name, not a workflow; load the workflow "
                         f"it names with convoy.load_workflow({quoted(ref, 120)})")
-    raise UserError(f"{quoted(ref, 120)} is {article} {kind}, not a workflow; decorate it "
+    raise UserError(f"{quoted(ref, 120)} is {a_word(kind)}, not a workflow; decorate it "
                     "with @convoy.workflow")

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from convoy._command import command
 from convoy._errors import UserError
-from convoy._text import quoted
+from convoy._text import a_word, quoted
 from convoy.engine._escalation import answer_escalation
 from convoy.hitl._task import (
     INBOX,
@@ -253,7 +253,7 @@ class Inbox:
         task, row = await self._find(task_id)
         self._check_open(task, row, _check_by(by))
         if action not in task.actions:
-            raise UserError(f"task {task.id!r} is {_a(task.kind)}: "
+            raise UserError(f"task {task.id!r} is {a_word(task.kind)}: "
                             f"{' / '.join(task.actions)} it, not {action}")
         if action in ("answer", "edit"):
             value = answer_checker(task)(value)
@@ -326,10 +326,6 @@ def _changed(task: HumanTask, entry: StateEntry | None, store_url: str) -> UserE
     shown = command("inbox show", operands=[task.id], db=store_url, tenant=task.tenant)
     return UserError(f"task {task.id!r} changed while you decided{by}; nothing was "
                      f"written: look at it again ({shown})")
-
-
-def _a(kind: str) -> str:
-    return f"an {kind}" if kind[0] in "aeiou" else f"a {kind}"
 
 
 __all__ = ["ESCALATED", "Inbox"]

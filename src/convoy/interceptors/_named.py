@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from convoy._errors import UserError
-from convoy._text import quoted, short
+from convoy._text import a_word, quoted, short
 from convoy.interceptors._base import STAGES, Interceptor
 
 EXAMPLE = "e.g. 'myapp.config:interceptors'"
@@ -129,8 +129,7 @@ def _checked(value: Any, option: str, what: str, verb: str, wanted: str
 
 def _a(value: Any) -> str:
     """``an int``, ``a str``: what a value is, by its type."""
-    name = type(value).__name__
-    return f"{'an' if name[:1].lower() in 'aeiou' else 'a'} {name}"
+    return a_word(type(value).__name__)
 
 
 def _candidates(module: Any) -> str:
