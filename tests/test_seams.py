@@ -17,6 +17,7 @@ from convoy.interceptors._base import STAGES, ordered
 from convoy.resilience import protections
 from convoy.runtime._agent_loop import agent_turns
 from convoy.stores import SQLiteStore, StepRecord
+from convoy.stores import _sqlite as sqlite_store
 
 from .conftest import Classification, Crash, CrashOnce, later_engine
 
@@ -385,6 +386,45 @@ async def test_tools_get_their_dependencies_from_the_engine(engine_factory: Any)
     crm = Crm()
     res = await engine_factory(deps=crm).run(wf, "t")
     assert res.ok and crm.notes == ["hi"]
+
+
+def test_a_process_creating_the_store_waits_for_another_creating_it_at_once(
+        db: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Switching a new file to WAL upgrades a read lock to a write lock, and SQLite never
+    # makes that upgrade wait (two connections could deadlock): it answers "locked" at
+    # once, whatever the busy timeout. Two engine processes starting on one new file hit
+    # it; the second must wait for the first, not fail.
+    other = sqlite3.connect(db, isolation_level=None)  # the other process, creating it
+    other.execute("BEGIN IMMEDIATE")
+    pauses: list[float] = []
+
+    def pause(seconds: float) -> None:  # the other process is done with the file
+        pauses.append(seconds)
+        if other.in_transaction:
+            other.execute("ROLLBACK")
+
+    monkeypatch.setattr(sqlite_store, "_pause", pause)
+    store = SQLiteStore(db, busy_timeout=60.0)
+    try:
+        store.open_sync()
+        assert len(pauses) == 1 and not other.in_transaction
+        assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        store.close()
+        other.close()
+
+
+def test_a_process_creating_the_store_gives_up_past_the_busy_timeout(db: Path) -> None:
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    store = SQLiteStore(db, busy_timeout=0.05)
+    try:
+        with pytest.raises(convoy.StoreError, match="stayed locked by another process past "
+                           "the busy timeout: nothing was opened"):
+            store.open_sync()
+        assert not store.is_open
+    finally:
+        other.close()
 
 
 async def test_writes_queued_around_a_commit_that_finds_the_store_locked_land_in_order(

@@ -100,6 +100,9 @@ from convoy.stores._sqlite_wal import _Checkpointer
 from convoy.stores._url import check_busy_timeout
 
 Durability = Literal["process", "power"]
+# How opening waits before trying a lock again (a test takes its place: see _switch_to_wal).
+_pause = time.sleep
+
 T = TypeVar("T")
 _WAL_LIMIT = 64 * 1024 * 1024  # the WAL is rewound (and truncated to this) past this size
 
@@ -237,7 +240,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
             conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
             self._refuse_foreign(conn)  # before anything is written to the file
-            conn.execute("PRAGMA journal_mode=WAL")
+            self._switch_to_wal(conn)
             sync = "FULL" if self.durability == "power" else "NORMAL"
             conn.execute(f"PRAGMA synchronous={sync}")
             # Checkpoints (copying the WAL into the database, with fsyncs) run on a thread
@@ -250,6 +253,24 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         if self.durability == "power":
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="convoy-commit")
         self._checkpointer = _Checkpointer(self.path)
+
+    def _switch_to_wal(self, conn: sqlite3.Connection) -> None:
+        """Put the file in WAL mode, waiting up to ``busy_timeout`` for a lock. SQLite does
+        not wait here: switching a new file upgrades a read lock to a write lock, and it
+        never makes such an upgrade wait (two connections could deadlock), so it says
+        "locked" at once whatever the busy timeout. Two processes creating one store at
+        the same moment meet it; the loser retries until the winner is done."""
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.0005
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if not _is_busy(e) or time.monotonic() >= deadline:
+                    raise
+            _pause(delay)
+            delay = min(delay * 2, 0.05)
 
     def _check_directory(self) -> None:
         """Refuse a store whose directory does not exist (or is a file), in one line: SQLite
