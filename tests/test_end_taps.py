@@ -234,3 +234,57 @@ async def test_a_cancel_that_ends_a_pending_session_tells_the_taps(tmp_path: Pat
         row = await eng.store.get_session("p")
     assert row is not None and row.status == "cancelled"
     assert told.told == [("p", "cancelled", None, "Cancelled")]
+
+
+class Raises(convoy.Interceptor):
+    """A session hook that raises: before ``next`` (a policy refusing the run, a bug), or
+    after it returned (the run's steps are journaled)."""
+
+    def __init__(self, *, after: bool = False) -> None:
+        self.after = after
+
+    async def session_run(self, input: convoy.SessionInput,
+                          next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                          ) -> convoy.SessionEnd:
+        if self.after:
+            await next(input)
+        raise RuntimeError("the hook broke")
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["before_next", "after_next"])
+async def test_a_hook_that_raises_gives_the_session_back_unfinished(
+        tmp_path: Path, after: bool) -> None:
+    """The run raises the hook's error, and the session is left ``pending`` (given back,
+    with what the run journaled), not ``running`` under this engine's lease until it
+    lapses, then resumed by another engine into the same error; once the hook is fixed,
+    ``resume`` finishes it."""
+    told = Told()  # (its tap is added before ``next``: the inner hook raises out of it)
+    db = tmp_path / "c.db"
+    async with convoy.Engine(db, interceptors=[told, Raises(after=after)]) as eng:
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await eng.run(double, 2, session_id="r")
+        row = await eng.store.get_session("r")
+        assert row is not None and (row.status, row.owner) == ("pending", None)
+        assert row.steps == (1 if after else 0)
+    assert told.told == [("r", "pending", None, "RuntimeError")]
+    async with convoy.Engine(db) as eng:
+        res = await eng.run(double, 2, session_id="r")
+        assert (res.status, res.output) == ("completed", 4)
+
+
+async def test_a_refused_async_tap_gives_the_session_back(tmp_path: Path) -> None:
+    async def tap(end: convoy.SessionEnd) -> None:
+        pass
+
+    class Early(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.end_taps.append(tap)
+            return await next(input)
+
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[Early()]) as eng:
+        with pytest.raises(convoy.UserError, match="async function"):
+            await eng.run_many(double, [1, 2], ids=["x", "y"])
+        rows = [await eng.store.get_session(s) for s in ("x", "y")]
+        assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2

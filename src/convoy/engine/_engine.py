@@ -1051,7 +1051,12 @@ class Engine(SessionControl, SubjectRights):
             try:
                 state, executor = self._prepare(wf, sid, tenant, row, journal, False, new)
                 t0 = time.perf_counter()
-                end = await self._session(wf, state, executor, value, journal, new)
+                try:
+                    end = await self._session(wf, state, executor, value, journal, new)
+                except Exception as e:  # (a session hook's own error)
+                    self._running[sid] = None
+                    await self._hook_raised(state, new, e)
+                    raise
                 # Ended: a cancel now (a request honoured at a lease renewal, a local one)
                 # would interrupt the write of how, and reach this run's caller.
                 self._running[sid] = None
@@ -1063,6 +1068,20 @@ class Engine(SessionControl, SubjectRights):
                 self._running.pop(sid, None)
         finally:
             slots.release()
+
+    async def _hook_raised(self, state: SessionState, new: NewSession | None,
+                           e: Exception) -> None:
+        """A session hook raised out of a run (a policy that refuses it, a bug, a tap it
+        added that is refused): the run raises it, and the session is given back
+        unfinished with its counts so far, not held by this engine until its lease lapses
+        (then run by another into the same error). Its end taps are told ``pending``."""
+        usage = state.usage
+        await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
+            status="pending", steps=state.steps, input_tokens=usage.input_tokens,
+            output_tokens=usage.output_tokens, cost=state.cost))
+        if state.end_taps is not None and any(state.end_taps):
+            _tell_ended(state, SessionEnd(status="interrupted", error=error_to_record(e)),
+                        "pending")
 
     async def _end_in_a_run(self, wf: Workflow[Any, Any] | None, row: SessionRow,
                             end: SessionEnd) -> str:
