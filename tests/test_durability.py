@@ -518,3 +518,60 @@ async def test_a_write_commits_in_the_caller_unless_another_write_could_join_it(
         assert [r.key for r in await store.journal("s")] == ["0", "1", "2", "a", "b", "c"]
     finally:
         await store.aclose()
+
+
+def _gated_flow(name: str) -> tuple[convoy.Workflow[Any, Any], asyncio.Event, list[int]]:
+    """A workflow whose step ``wait`` blocks until cancelled (the first time it runs)."""
+    reached = asyncio.Event()
+    runs: list[int] = []
+
+    async def wait() -> int:
+        runs.append(1)
+        if len(runs) == 1:
+            reached.set()
+            await asyncio.Event().wait()
+        return 7
+
+    @convoy.workflow(name=name)
+    async def flow(ctx: convoy.Context, n: int) -> int:
+        got: int = await ctx.step("wait", wait, idempotent=True)
+        return n + got
+
+    return flow, reached, runs
+
+
+async def test_a_run_its_caller_cancels_gives_its_session_back(db: Path) -> None:
+    """A run cancelled by its caller (a request's timeout) left its session ``running``,
+    held by this engine until the lease lapsed: nobody could resume it meanwhile."""
+    flow, reached, runs = _gated_flow("durability.cancelled")
+    async with convoy.Engine(db, workflows=[flow]) as eng:
+        task = asyncio.create_task(eng.run(flow, 1, session_id="c"))
+        await reached.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        row = await eng.store.get_session("c")
+        assert row is not None and (row.status, row.owner) == ("pending", None)
+        [res] = await eng.resume()
+        assert (res.id, res.status, res.output, len(runs)) == ("c", "completed", 8, 2)
+
+
+async def test_run_many_gives_back_the_sessions_a_failing_one_cancelled(db: Path) -> None:
+    """A session hook's error stops ``run_many``; the sessions its task group cancelled
+    are given back too, not held until their leases lapse."""
+    flow, reached, _ = _gated_flow("durability.siblings")
+
+    class Refuses(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            if input.input == 2:
+                await reached.wait()  # (the other one is in its step)
+                raise convoy.UserError("tenant suspended")
+            return await next(input)
+
+    async with convoy.Engine(db, workflows=[flow], interceptors=[Refuses()]) as eng:
+        with pytest.raises(convoy.UserError, match="tenant suspended"):
+            await eng.run_many(flow, [1, 2], ids=["one", "two"])
+        rows = [await eng.store.get_session(s) for s in ("one", "two")]
+        assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2

@@ -1053,9 +1053,9 @@ class Engine(SessionControl, SubjectRights):
                 t0 = time.perf_counter()
                 try:
                     end = await self._session(wf, state, executor, value, journal, new)
-                except Exception as e:  # (a session hook's own error)
-                    self._running[sid] = None
-                    await self._hook_raised(state, new, e)
+                except (Exception, asyncio.CancelledError) as e:
+                    self._running[sid] = None  # (a session hook's own error; a run
+                    await self._given_back(state, new, e)  # cancelled by its caller)
                     raise
                 # Ended: a cancel now (a request honoured at a lease renewal, a local one)
                 # would interrupt the write of how, and reach this run's caller.
@@ -1069,12 +1069,14 @@ class Engine(SessionControl, SubjectRights):
         finally:
             slots.release()
 
-    async def _hook_raised(self, state: SessionState, new: NewSession | None,
-                           e: Exception) -> None:
+    async def _given_back(self, state: SessionState, new: NewSession | None,
+                          e: BaseException) -> None:
         """A session hook raised out of a run (a policy that refuses it, a bug, a tap it
-        added that is refused): the run raises it, and the session is given back
-        unfinished with its counts so far, not held by this engine until its lease lapses
-        (then run by another into the same error). Its end taps are told ``pending``."""
+        added that is refused), or the run's caller cancelled it (a request's timeout, a
+        sibling's error in ``run_many``'s task group): the run raises it, and the session
+        is given back unfinished with its counts so far, not held by this engine until
+        its lease lapses (then run by another into the same error). Its end taps are told
+        ``pending``."""
         usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
