@@ -4,6 +4,7 @@ the status the store holds, not the one the run ended with (the worker printed
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from functools import partial
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 
 import convoy
 from convoy.stores import SQLiteStore
-from convoy.stores._protocol import SessionOutcome
+from convoy.stores._protocol import NewSession, SessionOutcome
 
 
 @convoy.workflow(name="endtaps.double")
@@ -251,21 +252,18 @@ class Raises(convoy.Interceptor):
         raise RuntimeError("the hook broke")
 
 
-@pytest.mark.parametrize("after", [False, True], ids=["before_next", "after_next"])
-async def test_a_hook_that_raises_gives_the_session_back_unfinished(
-        tmp_path: Path, after: bool) -> None:
-    """The run raises the hook's error, and the session is left ``pending`` (given back,
-    with what the run journaled), not ``running`` under this engine's lease until it
-    lapses, then resumed by another engine into the same error; once the hook is fixed,
-    ``resume`` finishes it."""
+async def test_a_hook_that_raises_gives_the_session_back_unfinished(tmp_path: Path) -> None:
+    """The run raises the hook's error, and the session is left ``pending`` (a new one
+    kept, with its input), not ``running`` under this engine's lease until it lapses,
+    then resumed by another engine into the same error; once the hook is fixed, a run
+    finishes it."""
     told = Told()  # (its tap is added before ``next``: the inner hook raises out of it)
     db = tmp_path / "c.db"
-    async with convoy.Engine(db, interceptors=[told, Raises(after=after)]) as eng:
+    async with convoy.Engine(db, interceptors=[told, Raises()]) as eng:
         with pytest.raises(RuntimeError, match="the hook broke"):
             await eng.run(double, 2, session_id="r")
         row = await eng.store.get_session("r")
-        assert row is not None and (row.status, row.owner) == ("pending", None)
-        assert row.steps == (1 if after else 0)
+        assert row is not None and (row.status, row.owner, row.input) == ("pending", None, "2")
     assert told.told == [("r", "pending", None, "RuntimeError")]
     async with convoy.Engine(db) as eng:
         res = await eng.run(double, 2, session_id="r")
@@ -288,3 +286,73 @@ async def test_a_refused_async_tap_gives_the_session_back(tmp_path: Path) -> Non
             await eng.run_many(double, [1, 2], ids=["x", "y"])
         rows = [await eng.store.get_session(s) for s in ("x", "y")]
         assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2
+
+
+async def test_a_hook_that_raises_after_the_run_ended_keeps_that_end(tmp_path: Path) -> None:
+    """The end the workflow's run reached is written though a hook raised after ``next``:
+    a session cancelled meanwhile stays ``cancelled`` (given back ``pending``, a resume
+    ran it again, its next step too), a completed one keeps its output."""
+    reached, go = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def first() -> int:
+        ran.append("first")
+        reached.set()
+        await go.wait()
+        return 1
+
+    def second() -> int:
+        ran.append("second")
+        return 2
+
+    @convoy.workflow(name="endtaps.two_steps")
+    async def two(ctx: convoy.Context, n: int) -> int:
+        a: int = await ctx.step("first", first, idempotent=True)
+        b: int = await ctx.step("second", second)
+        return n + a + b
+
+    told = Told()
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[told, Raises(after=True)],
+                             workflows=[two]) as eng:
+        task = asyncio.create_task(eng.run(two, 0, session_id="c"))
+        await reached.wait()
+        assert await eng.cancel("c", by="alice") == "cancelled"
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await task
+        row = await eng.store.get_session("c")
+        assert row is not None and (row.status, row.owner) == ("cancelled", None)
+        assert await eng.resume() == [] and ran == ["first"]
+        go.set()
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await eng.run(two, 0, session_id="done")
+        done = await eng.store.get_session("done")
+        assert done is not None and (done.status, done.output) == ("completed", "3")
+    assert told.told == [("c", "cancelled", None, "Cancelled"),
+                         ("done", "completed", 3, None)]
+
+
+async def test_run_many_gives_back_the_sessions_it_had_not_started(tmp_path: Path) -> None:
+    """``run_many`` creates (and claims) its sessions up front: those it had not started
+    when one raised were held while the engine renewed its leases."""
+    async with convoy.Engine(tmp_path / "c.db", interceptors=[Raises()],
+                             concurrency=1) as eng:
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await eng.run_many(double, [1, 2, 3], ids=["a", "b", "c"])
+        rows = [await eng.store.get_session(s) for s in "abc"]
+        assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 3
+
+
+async def test_an_escalation_run_whose_hook_raises_gives_the_session_back(
+        tmp_path: Path) -> None:
+    """A session whose input the workflow no longer takes is escalated in a run of its
+    own; a hook that raises there left it held."""
+    db = tmp_path / "c.db"
+    async with convoy.Engine(db, workflows=[double]) as eng:
+        await eng.store.create_sessions([NewSession(
+            id="u", workflow=double.name, version=double.version, tenant="default",
+            input='"not a number"')])
+    async with convoy.Engine(db, interceptors=[Raises()], workflows=[double]) as eng:
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await eng.resume()
+        row = await eng.store.get_session("u")
+        assert row is not None and (row.status, row.owner) == ("pending", None)

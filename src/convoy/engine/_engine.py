@@ -679,8 +679,13 @@ class Engine(SessionControl, SubjectRights):
             except DamagedRow as e:  # (any other error gave the claim up and goes on)
                 problem = e
         record = error_to_record(unreadable(wf, row, problem))
-        status = await self._end_in_a_run(wf, row, SessionEnd(status="escalated",
-                                                               error=record))
+        try:
+            status = await self._end_in_a_run(wf, row, SessionEnd(status="escalated",
+                                                                   error=record))
+        except BaseException:  # (a session hook's error: given back, as a run's is)
+            with suppress(Exception):
+                await self.store.release(row.id, self.owner)
+            raise
         res = _unfinished_result(row)  # (not read back: its row may not open)
         if status == "escalated":
             res.status, res.error = "escalated", record
@@ -1017,9 +1022,22 @@ class Engine(SessionControl, SubjectRights):
             async with asyncio.TaskGroup() as tg:
                 for _ in range(min(self.concurrency, len(jobs))):
                     tg.create_task(worker())
-        except BaseExceptionGroup as eg:  # (the error itself, to its caller)
-            raise raised_of(eg) from None
+        except BaseException as e:  # (a group: the error itself, to its caller)
+            await self._give_back_unstarted([job for _, job in it])
+            if isinstance(e, BaseExceptionGroup):
+                raise raised_of(e) from None
+            raise
         return [r for r in results if r is not None]
+
+    async def _give_back_unstarted(self, jobs: list[_Job]) -> None:
+        """``run_many`` stopped (a session's error, its caller's cancel): the sessions it
+        created (claimed as they were) and did not start are given back, for a later
+        run, not held while this engine renews its leases."""
+        created = [job.sid for job in jobs if job.new is not None]
+        if created:
+            with suppress(StoreError, LeaseLost):  # (a store down: the leases lapse)
+                await asyncio.gather(*(self.store.release(sid, self.owner)
+                                       for sid in created))
 
     async def _left_by_drain(self, job: _Job) -> SessionResult[Any]:
         """A job a draining engine does not start: a session ``run_many`` created (and
@@ -1076,7 +1094,15 @@ class Engine(SessionControl, SubjectRights):
         sibling's error in ``run_many``'s task group): the run raises it, and the session
         is given back unfinished with its counts so far, not held by this engine until
         its lease lapses (then run by another into the same error). Its end taps are told
-        ``pending``."""
+        ``pending``. If the workflow's run had ended before a hook raised after ``next``,
+        that end is written instead (a cancel honoured, an output kept, a wait parked),
+        as it would have been: a resume would have run a cancelled session again."""
+        ended: SessionEnd | None = getattr(state, "body_end", None)
+        if ended is not None:
+            status = await self._settle(state.id, self.owner, state, ended, new)
+            if state.end_taps is not None and any(state.end_taps):
+                _tell_ended(state, ended, status)
+            return
         usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
@@ -1208,7 +1234,8 @@ class Engine(SessionControl, SubjectRights):
                 executor.tap = journal_tap_of(_called("journal_taps", taps), state.id)
             if si.run_taps and not executor.replay_only:  # (a replay ends no run)
                 state.run_tap = run_tap_of(_called("run_taps", si.run_taps))
-            return await run_body(wf, state, executor, value)
+            ended = state.body_end = await run_body(wf, state, executor, value)
+            return ended
 
         info = SessionInfo(session_id=state.id, tenant=state.tenant, workflow=wf.name,
                            version=wf.version, resumed=bool(journal),

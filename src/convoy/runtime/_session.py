@@ -32,11 +32,14 @@ class SessionState:
     """What one session needs while it runs. Shared by every :class:`Context` scope of it."""
 
     __slots__ = (
-        "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "cost",
+        "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "body_end", "cost",
         "deadline", "end_taps", "executor", "grants", "grounded", "handoffs",
         "headers", "id", "input", "last_known", "resumed", "run_tap", "runtime", "steps",
         "subject", "taint", "tenant", "usage", "version", "workflow", "written_headers",
     )
+    #: How the workflow's own run ended, set (only through session hooks) as it returns to
+    #: them; unset while it runs, so that a session without hooks pays nothing for it.
+    body_end: SessionEnd
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
                  executor: StepExecutor, version: str = "1", active_s: float = 0.0,
