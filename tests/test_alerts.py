@@ -644,3 +644,36 @@ async def test_a_url_no_request_can_be_sent_to_is_a_failed_attempt_not_a_crash(
         assert "\x01" not in row.last_error
     finally:
         await r.engine.aclose()
+
+
+@pytest.mark.parametrize(("kwargs", "said"), [
+    ({"window_s": 0}, r"BaselineAlerts\(window_s=0\): the token-velocity window must be "
+                      r"more than 0 seconds"),
+    ({"window_s": float("nan")}, r"window_s=nan"),
+    ({"poll_interval": 0}, r"BaselineAlerts\(poll_interval=0\): the time between "
+                           r"delivery passes must be more than 0 seconds"),
+    ({"poll_interval": -1.0}, r"poll_interval=-1"),
+    ({"policies": {"latncy": POLICY}}, r"BaselineAlerts\(policies=\.\.\.\): 'latncy' is "
+                                       r"not a metric: pick from error_rate, latency, "
+                                       r"tokens, velocity"),
+    ({"policies": {"latency": 3}}, r"BaselineAlerts\(policies=\.\.\.\): the policy of "
+                                   r"'latency' is an int, not a BaselinePolicy"),
+    ({"policies": ["latency"]}, r"policies takes a mapping of metric to BaselinePolicy"),
+    ({"policy": 3}, r"BaselineAlerts\(policy=\.\.\.\) is an int, not a BaselinePolicy"),
+])
+def test_arguments_that_would_break_alerts_later_are_refused_at_once(
+        kwargs: dict[str, Any], said: str) -> None:
+    """A zero window divided by zero at every session's end (its observations lost, a
+    traceback logged each time); a zero poll interval spun the webhook loop; a misspelt
+    metric was ignored, a policy of another type failed every session."""
+    with pytest.raises(convoy.UserError, match=said):
+        BaselineAlerts(**kwargs)
+
+
+def test_one_webhook_url_is_taken_as_one() -> None:
+    """A string was iterated one character at a time ("Webhook url must start with
+    http://"), naming none of it."""
+    alerts = BaselineAlerts(webhooks="https://alerts.example/hook", redact=False)
+    assert list(alerts.webhooks) == ["https://alerts.example/hook"]
+    hook = Webhook(url="https://alerts.example/other")
+    assert list(BaselineAlerts(webhooks=hook, redact=False).webhooks) == [hook.url]

@@ -130,8 +130,11 @@ def test_a_repeated_erasure_succeeds_and_appends_nothing(tmp_path: Path) -> None
                    "unknown subject 'c-8' in tenant 'default': no session names it and it "
                    "has no key; if it is another tenant's, pass --tenant NAME")
     # another tenant's c-9 was never erased: unknown there
+    # (the tenant was given: the hint names it, not a --tenant to add)
     one_line_error(cli("erase", "c-9", "--tenant", "acme", env=env), 2,
-                   "unknown subject 'c-9' in tenant 'acme'")
+                   "unknown subject 'c-9' in tenant 'acme': no session names it and it has "
+                   "no key; if it belongs to a tenant other than 'acme', name that one with "
+                   "--tenant")
     assert asyncio.run(recorded()) == ([erasure], size)
 
 
@@ -329,7 +332,8 @@ def test_an_erasure_the_store_could_not_compact_says_so_and_db_compact_finishes_
     try:
         res = cli("erase", "subject-c-9", "--busy-timeout", "0.2", env=env)
         one_line_error(res, 1, "erased subject 'subject-c-9' of tenant 'default' "
-                               "(erasure #1: 1 session, key destroyed), but the store")
+                               "(erasure #1: 1 session, 0 state versions, key destroyed), "
+                               "but the store")
         assert "convoy db compact" in res.stderr
     finally:
         reader.close()

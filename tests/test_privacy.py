@@ -546,6 +546,21 @@ async def test_the_export_never_discloses_another_subjects_data(tmp_path: Path) 
                              "withheld": "it holds another data subject's data too"}
 
 
+async def test_the_export_says_why_a_value_an_erased_subject_sealed_is_not_shown(
+        tmp_path: Path) -> None:
+    """Once the other subject is erased, the mixed value cannot be opened at all: it is
+    withheld with its reason (it was ``{"sealed": true}``, which the docs never named)."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        assert (await eng.run(mix_notes, "Bob", subject="bob")).ok
+        await eng.erase("zed")
+        [own] = (await eng.export("bob"))["sessions"]
+    assert own["input"] == "Bob"
+    assert own["output"] == {"sealed": True,
+                             "withheld": "it holds an erased data subject's data too"}
+
+
 @convoy.workflow(name="privacy.escalate_on")
 async def escalate_on(ctx: convoy.Context, own: str) -> str:
     got = await ctx.state("crm").get("c-9")  # another subject's data

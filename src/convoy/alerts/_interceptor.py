@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from convoy._errors import ApprovalRequired, UserError
+from convoy._text import a_word
 from convoy.alerts._baseline import Baseline, BaselinePolicy, Transition
 from convoy.alerts._metrics import METRICS, Metric, Tally, Window
 from convoy.alerts._webhook import Deliverer, Webhook, load_httpx
@@ -64,7 +65,8 @@ class BaselineAlerts(Interceptor):
         policies: a policy per metric, over ``policy`` (the error rate defaults to
             ``policy`` with a ``min_deviation`` of at least 0.05: a run of sessions without
             one error must not make a single failure an anomaly).
-        webhooks: URLs (or :class:`Webhook`) every alert event is POSTed to.
+        webhooks: URLs (or :class:`Webhook`) every alert event is POSTed to (one alone,
+            or a list).
         window_s: the token-velocity window, in seconds.
         clock: seconds, for latency, windows and alert times (default: the engine's clock,
             which its store shares).
@@ -81,15 +83,24 @@ class BaselineAlerts(Interceptor):
 
     def __init__(self, policy: BaselinePolicy | None = None, *,
                  policies: Mapping[Metric, BaselinePolicy] | None = None,
-                 webhooks: Sequence[str | Webhook] = (), window_s: float = 60.0,
+                 webhooks: Sequence[str | Webhook] | str | Webhook = (),
+                 window_s: float = 60.0,
                  clock: Callable[[], float] | None = None, poll_interval: float = 1.0,
                  background: bool = True,
                  redact: Redactor | Callable[[str], str] | bool = True) -> None:
         base = policy or BaselinePolicy()
+        if not isinstance(base, BaselinePolicy):
+            raise UserError(f"BaselineAlerts(policy=...) is {a_word(type(base).__name__)}, "
+                            "not a BaselinePolicy")
+        _check_seconds("window_s", window_s, "the token-velocity window must be")
+        _check_seconds("poll_interval", poll_interval,
+                       "the time between delivery passes must be")
         self.policies: dict[Metric, BaselinePolicy] = dict.fromkeys(METRICS, base)
         self.policies["error_rate"] = dataclasses.replace(
             base, min_deviation=max(base.min_deviation, 0.05))
-        self.policies.update(policies or {})
+        self.policies.update(_checked_policies(policies))
+        if isinstance(webhooks, (str, Webhook)):  # (one, not its characters)
+            webhooks = [webhooks]
         hooks = [w if isinstance(w, Webhook) else Webhook(url=w) for w in webhooks]
         self._redact: Callable[[str], str] | None = None
         if hooks:
@@ -331,3 +342,31 @@ def _baseline_not_kept(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("alerts: a baseline could not be saved (%s); it is kept in memory and "
                     "saved with its next update", fut.exception())
+
+
+def _check_seconds(name: str, value: float, what: str) -> None:
+    """A number of seconds ``BaselineAlerts`` divides by or waits for: more than 0 (a zero
+    window divides by zero at every session's end; a zero poll interval spins)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 or \
+            value == float("inf"):
+        raise UserError(f"BaselineAlerts({name}={value!r}): {what} more than 0 seconds "
+                        "(and finite)")
+
+
+def _checked_policies(policies: Mapping[Metric, BaselinePolicy] | None
+                      ) -> dict[Metric, BaselinePolicy]:
+    """``policies`` if each key is a metric and each value a :class:`BaselinePolicy`: a
+    misspelt metric would be ignored, another value would fail every session."""
+    if policies is None:
+        return {}
+    if not isinstance(policies, Mapping):
+        raise UserError(f"BaselineAlerts(policies=...) is {a_word(type(policies).__name__)}:"
+                        " policies takes a mapping of metric to BaselinePolicy")
+    for metric, policy in policies.items():
+        if metric not in METRICS:
+            raise UserError(f"BaselineAlerts(policies=...): {metric!r} is not a metric: pick "
+                            f"from {', '.join(METRICS)}")
+        if not isinstance(policy, BaselinePolicy):
+            raise UserError(f"BaselineAlerts(policies=...): the policy of {metric!r} is "
+                            f"{a_word(type(policy).__name__)}, not a BaselinePolicy")
+    return dict(policies)

@@ -109,7 +109,7 @@ async def _erase_plan(engine: Engine, subject: str, tenant: str
         except SubjectErased as e:
             return e
         except UnknownSubject as e:
-            _unknown(e)
+            _unknown(e, tenant)
 
 
 async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | SubjectErased:
@@ -119,7 +119,7 @@ async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | Subject
         except SubjectErased as e:  # (raised before anything is written)
             return e
         except UnknownSubject as e:
-            _unknown(e)
+            _unknown(e, tenant)
 
 
 def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
@@ -179,12 +179,15 @@ async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:
         try:
             return await engine.export(subject, tenant=tenant)
         except UnknownSubject as e:
-            _unknown(e)
+            _unknown(e, tenant)
 
 
-def _unknown(e: UnknownSubject) -> NoReturn:
+def _unknown(e: UnknownSubject, tenant: str) -> NoReturn:
     """A subject the tenant never had: most often a typo, or another tenant's."""
-    fail(f"{e}; if it is another tenant's, pass --tenant NAME")
+    if tenant == DEFAULT_TENANT:
+        fail(f"{e}; if it is another tenant's, pass --tenant NAME")
+    fail(f"{e}; if it belongs to a tenant other than {quoted(tenant)}, name that one with "
+         "--tenant")
 
 
 def purge(older_than: Annotated[str, typer.Option(

@@ -70,7 +70,8 @@ class SubjectRights:
                 forget(tenant, subject)
         await _audit(engine, event)
         await compact_after(engine.store, f"erased subject {subject!r} of tenant {tenant!r} "
-                            f"(erasure #{event.seq}: {plural(event.sessions, 'session')}, key "
+                            f"(erasure #{event.seq}: {plural(event.sessions, 'session')}, "
+                            f"{plural(event.state_versions, 'state version')}, key "
                             f"{'destroyed' if event.key else 'absent'})")
         return event
 

@@ -135,6 +135,7 @@ async def export_subject(store: Store, keys: KeyRing, tenant: str,
 _PARTS = ("input", "output", "error")
 _NOT_HELD = object()
 _WITHHELD = {"sealed": True, "withheld": "it holds another data subject's data too"}
+_ERASED = {"sealed": True, "withheld": "it holds an erased data subject's data too"}
 
 
 class _Opener:
@@ -150,10 +151,10 @@ class _Opener:
         layers = [name for name, _ in peeled]
         gone = bool(peeled) and peeled[-1][1] is None
         if self.subject not in layers and not (always and not layers):
-            return {"sealed": True} if always else _NOT_HELD
+            return dict(_ERASED if gone else _WITHHELD) if always else _NOT_HELD
         if any(name != self.subject for name in layers):
             return dict(_WITHHELD)
-        return {"sealed": True} if gone else _json(text)
+        return dict(_ERASED) if gone else _json(text)
 
 
 async def _session(raw: Store, opener: _Opener, r: SessionRow, *,
