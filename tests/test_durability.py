@@ -7,6 +7,7 @@ edits the store with SQL."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -550,8 +551,7 @@ async def test_a_run_its_caller_cancels_gives_its_session_back(db: Path) -> None
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
-        row = await eng.store.get_session("c")
-        assert row is not None and (row.status, row.owner) == ("pending", None)
+        # (given back in the background, which a claim of it waits for)
         [res] = await eng.resume()
         assert (res.id, res.status, res.output, len(runs)) == ("c", "completed", 8, 2)
 
@@ -573,5 +573,105 @@ async def test_run_many_gives_back_the_sessions_a_failing_one_cancelled(db: Path
     async with convoy.Engine(db, workflows=[flow], interceptors=[Refuses()]) as eng:
         with pytest.raises(convoy.UserError, match="tenant suspended"):
             await eng.run_many(flow, [1, 2], ids=["one", "two"])
+    async with convoy.Engine(db) as eng:  # (the first waited for its give-backs to close)
         rows = [await eng.store.get_session(s) for s in ("one", "two")]
-        assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2
+    assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2
+
+
+async def test_a_cancelled_run_gives_back_without_waiting_for_a_locked_store(
+        db: Path) -> None:
+    """The give-back runs after the caller has its cancel: a store locked by another
+    process (or a database that hangs) does not stretch a timeout around ``run``; the
+    session is given back once the lock is gone, before the engine closes."""
+    flow, reached, _ = _gated_flow("durability.locked_give_back")
+    other = sqlite3.connect(db, isolation_level=None)  # another process, later
+    try:
+        async with convoy.Engine(db, workflows=[flow]) as eng:
+            task = asyncio.create_task(eng.run(flow, 1, session_id="g"))
+            await reached.wait()
+            other.execute("BEGIN IMMEDIATE")
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task  # (returned with the lock still held)
+            assert other.execute("SELECT status FROM sessions WHERE id='g'").fetchone() == (
+                "running",)
+            other.execute("ROLLBACK")
+        row = other.execute("SELECT status, owner FROM sessions WHERE id='g'").fetchone()
+        assert row == ("pending", None)
+    finally:
+        other.close()
+
+
+async def test_a_run_cancelled_while_it_waits_for_a_slot_is_given_back(db: Path) -> None:
+    flow, reached, _ = _gated_flow("durability.slot")
+
+    @convoy.workflow(name="durability.quick")
+    async def quick(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    async with convoy.Engine(db, workflows=[flow, quick], concurrency=1) as eng:
+        first = asyncio.create_task(eng.run(flow, 1, session_id="first"))
+        await reached.wait()  # (it holds the one slot)
+        waiting = asyncio.create_task(eng.run(quick, 2, session_id="waits"))
+        many = asyncio.create_task(eng.run_many(quick, [3, 4], ids=["m1", "m2"]))
+        while await eng.store.get_session("m2") is None:  # noqa: ASYNC110 (the store's state)
+            await asyncio.sleep(0)
+        waiting.cancel()
+        many.cancel()
+        await asyncio.gather(waiting, many, return_exceptions=True)
+        first.cancel()
+        await asyncio.gather(first, return_exceptions=True)
+    async with convoy.Engine(db) as eng:
+        rows = {s: await eng.store.get_session(s) for s in ("waits", "m1", "m2")}
+    assert {s: (r.status, r.owner) for s, r in rows.items() if r is not None} == dict.fromkeys(
+        ("waits", "m1", "m2"), ("pending", None))
+
+
+async def test_a_cancel_landing_in_a_session_hook_ends_the_session_cancelled(
+        db: Path) -> None:
+    """``engine.cancel`` of a run whose session hook awaits something (a remote policy
+    check) before ``next``: it was lost (the run raised ``CancelledError`` to a caller
+    who had not cancelled, and the session ran again on its next resume)."""
+    entered, go = asyncio.Event(), asyncio.Event()
+
+    class Checks(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            entered.set()
+            await go.wait()
+            return await next(input)
+
+    @convoy.workflow(name="durability.checked")
+    async def checked(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    async with convoy.Engine(db, workflows=[checked], interceptors=[Checks()]) as eng:
+        task = asyncio.create_task(eng.run(checked, 1, session_id="s"))
+        await entered.wait()
+        assert await eng.cancel("s", by="alice") == "cancelled"
+        res = await task
+        assert (res.status, res.error and res.error["by"]) == ("cancelled", "alice")
+        row = await eng.store.get_session("s")
+        assert row is not None and row.status == "cancelled"
+        assert await eng.resume() == []
+
+
+async def test_run_many_refusing_an_id_gives_back_what_it_created(db: Path) -> None:
+    """An id of another workflow is refused after the new sessions were created (and
+    claimed): they were left held."""
+    @convoy.workflow(name="durability.theirs")
+    async def theirs(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    @convoy.workflow(name="durability.mine")
+    async def mine(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    async with convoy.Engine(db) as eng:
+        await eng.run(theirs, 1, session_id="theirs")
+        with pytest.raises(convoy.UserError, match="belongs to workflow"):
+            await eng.run_many(mine, [1, 2, 3], ids=["n1", "n2", "theirs"])
+    async with convoy.Engine(db) as eng:
+        rows = [await eng.store.get_session(s) for s in ("n1", "n2")]
+    assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2

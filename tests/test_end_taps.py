@@ -338,8 +338,10 @@ async def test_run_many_gives_back_the_sessions_it_had_not_started(tmp_path: Pat
                              concurrency=1) as eng:
         with pytest.raises(RuntimeError, match="the hook broke"):
             await eng.run_many(double, [1, 2, 3], ids=["a", "b", "c"])
+    # (given back in the background: the engine waits for that as it closes)
+    async with convoy.Engine(tmp_path / "c.db") as eng:
         rows = [await eng.store.get_session(s) for s in "abc"]
-        assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 3
+    assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 3
 
 
 async def test_an_escalation_run_whose_hook_raises_gives_the_session_back(
@@ -356,3 +358,30 @@ async def test_an_escalation_run_whose_hook_raises_gives_the_session_back(
             await eng.resume()
         row = await eng.store.get_session("u")
         assert row is not None and (row.status, row.owner) == ("pending", None)
+
+
+async def test_runs_that_end_a_session_keep_their_end_when_a_hook_raises_after_next(
+        tmp_path: Path) -> None:
+    """A cancel of a session that is not running, and the escalation of one whose input
+    no longer reads, end it in a run that executes nothing: a hook that raised after
+    ``next`` there gave the session back (the cancel undone; the escalation run again at
+    every resume)."""
+    db = tmp_path / "c.db"
+    async with convoy.Engine(db, workflows=[double]) as eng:
+        await eng.store.create_sessions([
+            NewSession(id="p", workflow=double.name, version=double.version,
+                       tenant="default", input="5"),
+            NewSession(id="u", workflow=double.name, version=double.version,
+                       tenant="default", input='"not a number"')])
+    told = Told()
+    async with convoy.Engine(db, interceptors=[told, Raises(after=True)],
+                             workflows=[double]) as eng:
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await eng.cancel("p", by="alice")
+        with pytest.raises(RuntimeError, match="the hook broke"):
+            await eng.resume()
+        rows = [await eng.store.get_session(s) for s in ("p", "u")]
+        assert [(r.status, r.owner) for r in rows if r is not None] == [
+            ("cancelled", None), ("escalated", None)]
+    assert sorted(told.told) == [("p", "cancelled", None, "Cancelled"),
+                                 ("u", "escalated", None, "SessionUnreadable")]

@@ -259,6 +259,8 @@ class Engine(SessionControl, SubjectRights):
         # by id: their tenant. Until its row is committed, only this tells another start of
         # the same id (same owner: the store cannot tell them apart) that it is taken.
         self._starting: dict[str, str] = {}
+        # Sessions a cancelled run is giving back (see ``_in_background``): the task.
+        self._giving_back: dict[str, asyncio.Future[None]] = {}
         # The sessions this engine is stopping (cancelled), and who cancelled each.
         self._cancelling: dict[str, str] = {}
         self._stopped_by_request: set[str] = set()  # see ``honour_requests``
@@ -315,6 +317,8 @@ class Engine(SessionControl, SubjectRights):
     async def aclose(self) -> None:
         """Stop renewing leases, close interceptors (exporters flush), commit and close the
         store, close the models."""
+        if self._giving_back:  # (each for at most GIVE_BACK_SECONDS)
+            await asyncio.gather(*set(self._giving_back.values()), return_exceptions=True)
         if self._renewer is not None:
             self._renewer.cancel()
             with suppress(asyncio.CancelledError):
@@ -566,6 +570,18 @@ class Engine(SessionControl, SubjectRights):
                    if sid not in existing and sid not in busy}
         await self.store.create_sessions(list(created.values()), owner=self.owner,
                                          lease_s=self.lease_seconds)
+        try:
+            return await self._run_created(wf, sids, values, tenant, existing, busy,
+                                           on_done, created)
+        except BaseException:  # (also raised before any started: an id of another flow)
+            self._give_back_unstarted(list(created))
+            raise
+
+    async def _run_created(self, wf: Workflow[Any, OutT], sids: list[str],
+                           values: list[Any], tenant: str, existing: dict[str, SessionRow],
+                           busy: dict[str, SessionResult[Any]],
+                           on_done: Callable[[SessionResult[OutT]], None] | None,
+                           created: dict[str, NewSession]) -> list[SessionResult[OutT]]:
         jobs: list[_Job] = []
         done: list[SessionResult[OutT]] = []
         for sid, v in zip(sids, values, strict=True):
@@ -634,6 +650,9 @@ class Engine(SessionControl, SubjectRights):
         """Own ``row``'s session if it is runnable (``waiting``: if it waits, too)."""
         if row.id in self._running or row.id in self._starting:  # this engine runs it now
             return None
+        giving_back = self._giving_back.get(row.id)
+        if giving_back is not None:  # (else its late release would free this run's claim)
+            await asyncio.shield(giving_back)
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
         if waiting:  # (only then: a store of another make may not know the argument)
@@ -1022,22 +1041,22 @@ class Engine(SessionControl, SubjectRights):
             async with asyncio.TaskGroup() as tg:
                 for _ in range(min(self.concurrency, len(jobs))):
                     tg.create_task(worker())
-        except BaseException as e:  # (a group: the error itself, to its caller)
-            await self._give_back_unstarted([job for _, job in it])
-            if isinstance(e, BaseExceptionGroup):
-                raise raised_of(e) from None
-            raise
+        except BaseExceptionGroup as eg:  # (the error itself, to its caller)
+            raise raised_of(eg) from None
         return [r for r in results if r is not None]
 
-    async def _give_back_unstarted(self, jobs: list[_Job]) -> None:
+    def _give_back_unstarted(self, sids: list[str]) -> None:
         """``run_many`` stopped (a session's error, its caller's cancel): the sessions it
-        created (claimed as they were) and did not start are given back, for a later
-        run, not held while this engine renews its leases."""
-        created = [job.sid for job in jobs if job.new is not None]
-        if created:
-            with suppress(StoreError, LeaseLost):  # (a store down: the leases lapse)
-                await asyncio.gather(*(self.store.release(sid, self.owner)
-                                       for sid in created))
+        created (claimed as they were) are given back, for a later run, not held while
+        this engine renews its leases; in the background (:meth:`_in_background`). (A
+        release is fenced on the claim: one that ran to its end, or was given back
+        already, is left as it is.)"""
+        async def give_back(sid: str) -> None:
+            with suppress(StoreError, LeaseLost):  # (a store down: its lease lapses)
+                await self.store.release(sid, self.owner)
+
+        if sids:
+            self._in_background(sids, asyncio.gather(*map(give_back, sids)))
 
     async def _left_by_drain(self, job: _Job) -> SessionResult[Any]:
         """A job a draining engine does not start: a session ``run_many`` created (and
@@ -1061,7 +1080,11 @@ class Engine(SessionControl, SubjectRights):
         if slots is None:
             slots = self._slots = asyncio.Semaphore(self.concurrency)
         # Not ``async with slots``: that would hold a bound ``__aexit__`` per session.
-        await slots.acquire()
+        try:
+            await slots.acquire()
+        except asyncio.CancelledError:  # (claimed, waiting for a slot: given back)
+            self._in_background([sid], self._leave_unfinished(sid, self.owner, new))
+            raise
         try:
             task = asyncio.current_task()
             if task is not None:
@@ -1073,8 +1096,11 @@ class Engine(SessionControl, SubjectRights):
                     end = await self._session(wf, state, executor, value, journal, new)
                 except (Exception, asyncio.CancelledError) as e:
                     self._running[sid] = None  # (a session hook's own error; a run
-                    await self._given_back(state, new, e)  # cancelled by its caller)
-                    raise
+                    by = self._cancelled_by(sid, e)  # cancelled by its caller)
+                    if by is None:
+                        await self._given_back(state, new, e)
+                        raise
+                    end = SessionEnd(status="cancelled", error=cancelled_record(by))
                 # Ended: a cancel now (a request honoured at a lease renewal, a local one)
                 # would interrupt the write of how, and reach this run's caller.
                 self._running[sid] = None
@@ -1087,21 +1113,77 @@ class Engine(SessionControl, SubjectRights):
         finally:
             slots.release()
 
+    def _cancelled_by(self, sid: str, e: BaseException) -> str | None:
+        """Who cancelled session ``sid`` through this engine (:meth:`cancel`), if ``e`` is
+        that cancel, reaching the run outside the workflow (in a session hook, which
+        awaited something): the run ends ``cancelled`` as it would inside."""
+        if not isinstance(e, asyncio.CancelledError):
+            return None
+        by = self._cancelling.pop(sid, None)
+        task = asyncio.current_task()
+        if by is not None and task is not None:
+            task.uncancel()
+        return by
+
+    async def _bounded(self, give_back: Awaitable[Any]) -> None:
+        """Await ``give_back`` for at most :data:`GIVE_BACK_SECONDS`: a store that hangs
+        lets the lease lapse instead, rather than a cancelled run (a caller's timeout, a
+        hard stop) waiting it out."""
+        with suppress(TimeoutError):
+            async with asyncio.timeout(GIVE_BACK_SECONDS):
+                await give_back
+
+    async def _kept_end(self, state: SessionState, new: NewSession | None) -> bool:
+        """If the workflow's run had ended before a session hook raised after ``next``,
+        write that end as it would have been (a cancel honoured, an output kept, a wait
+        parked: a resume ran a cancelled session again) and tell the end taps."""
+        ended: SessionEnd | None = getattr(state, "body_end", None)
+        if ended is None:
+            return False
+        status = await self._settle(state.id, self.owner, state, ended, new)
+        if state.end_taps is not None and any(state.end_taps):
+            _tell_ended(state, ended, status)
+        return True
+
+    def _in_background(self, sids: list[str], give_back: Awaitable[Any]) -> None:
+        """Give sessions back after their run was cancelled, without keeping its caller
+        waiting on the store (a timeout around ``run`` is not stretched by a store that is
+        locked or hangs). The engine claims none of them again until it is done (a late
+        release would free the new claim), and :meth:`aclose` waits for it; each takes at
+        most :data:`GIVE_BACK_SECONDS`."""
+        task = asyncio.ensure_future(self._bounded(give_back))
+        for sid in sids:
+            self._giving_back[sid] = task
+
+        def done(t: asyncio.Future[None]) -> None:
+            for sid in sids:
+                if self._giving_back.get(sid) is t:
+                    del self._giving_back[sid]
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("sessions %s could not be given back (%s); their leases lapse "
+                            "instead", ", ".join(sids), t.exception())
+
+        task.add_done_callback(done)
+
     async def _given_back(self, state: SessionState, new: NewSession | None,
                           e: BaseException) -> None:
+        """:meth:`_give_back`, awaited for at most :data:`GIVE_BACK_SECONDS`, or in the
+        background when the run was cancelled (:meth:`_in_background`)."""
+        if isinstance(e, asyncio.CancelledError):
+            self._in_background([state.id], self._give_back(state, new, e))
+        else:
+            await self._bounded(self._give_back(state, new, e))
+
+    async def _give_back(self, state: SessionState, new: NewSession | None,
+                         e: BaseException) -> None:
         """A session hook raised out of a run (a policy that refuses it, a bug, a tap it
         added that is refused), or the run's caller cancelled it (a request's timeout, a
         sibling's error in ``run_many``'s task group): the run raises it, and the session
         is given back unfinished with its counts so far, not held by this engine until
         its lease lapses (then run by another into the same error). Its end taps are told
-        ``pending``. If the workflow's run had ended before a hook raised after ``next``,
-        that end is written instead (a cancel honoured, an output kept, a wait parked),
-        as it would have been: a resume would have run a cancelled session again."""
-        ended: SessionEnd | None = getattr(state, "body_end", None)
-        if ended is not None:
-            status = await self._settle(state.id, self.owner, state, ended, new)
-            if state.end_taps is not None and any(state.end_taps):
-                _tell_ended(state, ended, status)
+        ``pending``; if the workflow's run had ended, that end is written instead
+        (:meth:`_kept_end`)."""
+        if await self._kept_end(state, new):
             return
         usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
@@ -1153,7 +1235,11 @@ class Engine(SessionControl, SubjectRights):
         async def ends(*_: Any) -> SessionEnd:
             return end
 
-        ran = await self._session(wf, state, executor, value, journal, None, body=ends)
+        try:
+            ran = await self._session(wf, state, executor, value, journal, None, body=ends)
+        except Exception:  # (a hook's; its caller gives the session back, if not ended)
+            await self._kept_end(state, None)
+            raise
         status = await self._settle(row.id, self.owner, state, ran, None)
         if state.end_taps is not None and any(state.end_taps):
             _tell_ended(state, ran, status)
