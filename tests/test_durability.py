@@ -675,3 +675,64 @@ async def test_run_many_refusing_an_id_gives_back_what_it_created(db: Path) -> N
     async with convoy.Engine(db) as eng:
         rows = [await eng.store.get_session(s) for s in ("n1", "n2")]
     assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2
+
+
+async def test_run_many_gives_a_cancelled_session_back_once_with_its_counts(
+        db: Path) -> None:
+    """A session ``run_many`` cancels is given back by its own run, with its counts; the
+    release of the sessions ``run_many`` created passed over it. It did not: its plain
+    release could land first, the session's counts were lost, and a claim made between
+    the two was freed by the late one (the session ran twice)."""
+    reached, gate = asyncio.Event(), asyncio.Event()
+    ran: list[str] = []
+
+    async def second() -> int:
+        ran.append("second")
+        if len(ran) == 1:
+            reached.set()
+            await asyncio.Event().wait()
+        return 2
+
+    @convoy.workflow(name="durability.counted")
+    async def counted(ctx: convoy.Context, n: int) -> int:
+        a: int = await ctx.step("first", lambda: n)
+        b: int = await ctx.step("second", second, idempotent=True)
+        return a + b
+
+    class Refuses(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            if input.input == 2:
+                await reached.wait()
+                raise convoy.UserError("tenant suspended")
+            return await next(input)
+
+    class SlowCreate(convoy.stores.SQLiteStore):
+        """The give-back's first write (making sure the session exists) waits: a round
+        trip to a remote database, long enough for another write to overtake it."""
+
+        slow = False
+
+        async def create_sessions(self, sessions: list[convoy.stores.NewSession],
+                                  **kw: Any) -> int:
+            if self.slow and [s.id for s in sessions] == ["a"]:
+                await gate.wait()
+            return await super().create_sessions(sessions, **kw)
+
+    store = SlowCreate(db)
+    async with convoy.Engine(store, workflows=[counted], interceptors=[Refuses()]) as eng:
+        run = asyncio.create_task(eng.run_many(counted, [1, 2], ids=["a", "b"]))
+        await reached.wait()
+        store.slow = True
+        with pytest.raises(convoy.UserError, match="tenant suspended"):
+            await run
+        store.slow = False
+        gate.set()
+    async with convoy.Engine(db, workflows=[counted]) as eng:
+        row = await eng.store.get_session("a")
+        assert row is not None and (row.status, row.owner) == ("pending", None)
+        assert row.steps == 2
+        results = {r.id: r.status for r in await eng.resume()}
+    # (a's step twice: cut, then again; b's once: its first run was refused)
+    assert results == {"a": "completed", "b": "completed"} and len(ran) == 3

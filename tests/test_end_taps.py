@@ -367,21 +367,24 @@ async def test_runs_that_end_a_session_keep_their_end_when_a_hook_raises_after_n
     ``next`` there gave the session back (the cancel undone; the escalation run again at
     every resume)."""
     db = tmp_path / "c.db"
-    async with convoy.Engine(db, workflows=[double]) as eng:
+    async with convoy.Engine(db, workflows=[double, waits]) as eng:
         await eng.store.create_sessions([
             NewSession(id="p", workflow=double.name, version=double.version,
                        tenant="default", input="5"),
             NewSession(id="u", workflow=double.name, version=double.version,
                        tenant="default", input='"not a number"')])
+        assert (await eng.run(waits, 1, session_id="w")).status == "waiting"
     told = Told()
     async with convoy.Engine(db, interceptors=[told, Raises(after=True)],
-                             workflows=[double]) as eng:
-        with pytest.raises(RuntimeError, match="the hook broke"):
-            await eng.cancel("p", by="alice")
+                             workflows=[double, waits]) as eng:
+        for sid in ("p", "w"):  # (a waiting one: its give-back, fenced, raised LeaseLost)
+            with pytest.raises(RuntimeError, match="the hook broke"):
+                await eng.cancel(sid, by="alice")
         with pytest.raises(RuntimeError, match="the hook broke"):
             await eng.resume()
-        rows = [await eng.store.get_session(s) for s in ("p", "u")]
+        rows = [await eng.store.get_session(s) for s in ("p", "w", "u")]
         assert [(r.status, r.owner) for r in rows if r is not None] == [
-            ("cancelled", None), ("escalated", None)]
+            ("cancelled", None), ("cancelled", None), ("escalated", None)]
     assert sorted(told.told) == [("p", "cancelled", None, "Cancelled"),
-                                 ("u", "escalated", None, "SessionUnreadable")]
+                                 ("u", "escalated", None, "SessionUnreadable"),
+                                 ("w", "cancelled", None, "Cancelled")]

@@ -141,15 +141,16 @@ async def _end_here(engine: Engine, row: SessionRow, by: str) -> bool:
         try:
             await end_cancelled(engine, engine._workflows.get(row.workflow), claimed, by)
         except BaseException:
-            with suppress(Exception):
+            with suppress(Exception, LeaseLost):  # (fenced: a kept end stays as written)
                 await _give_back(engine, row)
             raise
         return True
+    counted = row if claimed is None else claimed  # (a give-back may have counted more)
     try:
         await engine.store.finish(row.id, owner, SessionOutcome(
-            status="cancelled", error=cancelled_record(by), steps=row.steps,
-            input_tokens=row.input_tokens, output_tokens=row.output_tokens, cost=row.cost),
-            tenant=row.tenant)
+            status="cancelled", error=cancelled_record(by), steps=counted.steps,
+            input_tokens=counted.input_tokens, output_tokens=counted.output_tokens,
+            cost=counted.cost), tenant=row.tenant)
     except LeaseLost:
         return False  # woken and claimed meanwhile: that engine runs it now
     return True

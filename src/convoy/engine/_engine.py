@@ -317,7 +317,7 @@ class Engine(SessionControl, SubjectRights):
     async def aclose(self) -> None:
         """Stop renewing leases, close interceptors (exporters flush), commit and close the
         store, close the models."""
-        if self._giving_back:  # (each for at most GIVE_BACK_SECONDS)
+        while self._giving_back:  # (each bounded by GIVE_BACK_SECONDS)
             await asyncio.gather(*set(self._giving_back.values()), return_exceptions=True)
         if self._renewer is not None:
             self._renewer.cancel()
@@ -938,13 +938,17 @@ class Engine(SessionControl, SubjectRights):
         for r in await self.store.list_sessions(
                 SessionFilter(status="running", tenant=tenant, limit=10_000), left_out=[]):
             if r.owner == self.owner and r.id not in self._running and \
-                    r.id not in self._backoff and r.id not in self._starting:
+                    r.id not in self._backoff and r.id not in self._starting and \
+                    r.id not in self._giving_back:
                 self._backoff.hold(r.id, r.tenant, now)
 
     async def _run_again(self, sid: str, tenant: str) -> None:
         """Run a session :meth:`_back_off` gave back, now due: claimed again (this engine
         may still hold it), unless it ended meanwhile, another engine runs it, or this
         engine no longer has its workflow at its version (then it is given back)."""
+        giving_back = self._giving_back.get(sid)
+        if giving_back is not None:  # (its late release would free this claim)
+            await asyncio.shield(giving_back)
         try:
             row = await self.store.claim(sid, self.owner, self.lease_seconds, tenant=tenant)
         except StoreError as e:
@@ -1055,6 +1059,7 @@ class Engine(SessionControl, SubjectRights):
             with suppress(StoreError, LeaseLost):  # (a store down: its lease lapses)
                 await self.store.release(sid, self.owner)
 
+        sids = [sid for sid in sids if sid not in self._giving_back]  # (given back there)
         if sids:
             self._in_background(sids, asyncio.gather(*map(give_back, sids)))
 
@@ -1151,7 +1156,8 @@ class Engine(SessionControl, SubjectRights):
         locked or hangs). The engine claims none of them again until it is done (a late
         release would free the new claim), and :meth:`aclose` waits for it; each takes at
         most :data:`GIVE_BACK_SECONDS`."""
-        task = asyncio.ensure_future(self._bounded(give_back))
+        earlier = {self._giving_back[sid] for sid in sids if sid in self._giving_back}
+        task = asyncio.ensure_future(self._after(earlier, give_back))
         for sid in sids:
             self._giving_back[sid] = task
 
@@ -1164,6 +1170,15 @@ class Engine(SessionControl, SubjectRights):
                             "instead", ", ".join(sids), t.exception())
 
         task.add_done_callback(done)
+
+    async def _after(self, earlier: set[asyncio.Future[None]],
+                     give_back: Awaitable[Any]) -> None:
+        """``give_back``, once the give-backs of the same sessions already in flight are
+        done (a second one overtaking the first would write its counts first, then the
+        first's, fenced, would not be written)."""
+        if earlier:
+            await asyncio.gather(*earlier, return_exceptions=True)
+        await self._bounded(give_back)
 
     async def _given_back(self, state: SessionState, new: NewSession | None,
                           e: BaseException) -> None:
