@@ -736,3 +736,66 @@ async def test_run_many_gives_a_cancelled_session_back_once_with_its_counts(
         results = {r.id: r.status for r in await eng.resume()}
     # (a's step twice: cut, then again; b's once: its first run was refused)
     assert results == {"a": "completed", "b": "completed"} and len(ran) == 3
+
+
+async def test_run_many_never_frees_a_claim_made_after_a_session_was_given_back(
+        db: Path) -> None:
+    """A session ``run_many`` cancelled is given back by its own run; this engine's
+    ``serve`` may then claim it again while ``run_many`` still unwinds. ``run_many``'s own
+    release of the sessions it created came after and freed that claim: another engine
+    could run the session at the same time."""
+    reached, again, go, c_in, c_out = (asyncio.Event() for _ in range(5))
+    runs: list[int] = []
+    refused: list[int] = []
+
+    async def work(n: int) -> int:
+        runs.append(n)
+        if n == 1 and runs.count(1) == 1:
+            reached.set()
+        elif n == 1:
+            again.set()
+            await go.wait()
+            return n
+        elif n == 3:
+            c_in.set()
+        await asyncio.Event().wait()
+        return n
+
+    @convoy.workflow(name="durability.reclaimed")
+    async def flow(ctx: convoy.Context, n: int) -> int:
+        got: int = await ctx.step("work", lambda: work(n), idempotent=True)
+        return got
+
+    class Policy(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            if input.input == 2 and not refused:
+                refused.append(2)
+                await reached.wait()
+                await c_in.wait()
+                raise convoy.UserError("tenant suspended")
+            try:
+                return await next(input)
+            except asyncio.CancelledError:
+                if input.input == 3:  # (its hook takes a while to unwind)
+                    await c_out.wait()
+                raise
+
+    async with convoy.Engine(db, workflows=[flow], interceptors=[Policy()]) as eng:
+        many = asyncio.create_task(eng.run_many(flow, [1, 2, 3], ids=["a", "b", "c"]))
+        await reached.wait()
+        server = asyncio.create_task(eng.serve(poll_interval=0.01))
+        await again.wait()  # (a given back by its own run, claimed by serve, in its step)
+        c_out.set()
+        with pytest.raises(convoy.UserError, match="tenant suspended"):
+            await many
+        row = await eng.store.get_session("a")
+        assert row is not None and (row.status, row.owner) == ("running", eng.owner)
+        go.set()
+        while (row := await eng.store.get_session("a")) is None or \
+                row.status != "completed":  # noqa: ASYNC110 (the store's state)
+            await asyncio.sleep(0.01)
+        server.cancel()
+        await asyncio.gather(server, return_exceptions=True)
+    assert runs.count(1) == 2

@@ -20,6 +20,7 @@ id another tenant's session has, even one being started at the same moment by th
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 import uuid
@@ -570,18 +571,20 @@ class Engine(SessionControl, SubjectRights):
                    if sid not in existing and sid not in busy}
         await self.store.create_sessions(list(created.values()), owner=self.owner,
                                          lease_s=self.lease_seconds)
+        taken: set[str] = set()  # (the sessions a run took: it gives them back itself)
         try:
             return await self._run_created(wf, sids, values, tenant, existing, busy,
-                                           on_done, created)
+                                           on_done, created, taken)
         except BaseException:  # (also raised before any started: an id of another flow)
-            self._give_back_unstarted(list(created))
+            self._give_back_unstarted([sid for sid in created if sid not in taken])
             raise
 
     async def _run_created(self, wf: Workflow[Any, OutT], sids: list[str],
                            values: list[Any], tenant: str, existing: dict[str, SessionRow],
                            busy: dict[str, SessionResult[Any]],
                            on_done: Callable[[SessionResult[OutT]], None] | None,
-                           created: dict[str, NewSession]) -> list[SessionResult[OutT]]:
+                           created: dict[str, NewSession], taken: set[str],
+                           ) -> list[SessionResult[OutT]]:
         jobs: list[_Job] = []
         done: list[SessionResult[OutT]] = []
         for sid, v in zip(sids, values, strict=True):
@@ -603,7 +606,7 @@ class Engine(SessionControl, SubjectRights):
                         on_done(early)
                 else:
                     jobs.append(_Job(sid, row.tenant, _UNTYPED, row))  # (read once claimed)
-        results = await self._pool(wf, jobs, on_done)
+        results = await self._pool(wf, jobs, on_done, taken)
         order = {sid: i for i, sid in enumerate(sids)}
         return sorted([*done, *results], key=lambda r: order[r.id])
 
@@ -652,7 +655,8 @@ class Engine(SessionControl, SubjectRights):
             return None
         giving_back = self._giving_back.get(row.id)
         if giving_back is not None:  # (else its late release would free this run's claim)
-            await asyncio.shield(giving_back)
+            with suppress(Exception):  # (one that failed is logged: see _in_background)
+                await asyncio.shield(giving_back)
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
         if waiting:  # (only then: a store of another make may not know the argument)
@@ -948,7 +952,8 @@ class Engine(SessionControl, SubjectRights):
         engine no longer has its workflow at its version (then it is given back)."""
         giving_back = self._giving_back.get(sid)
         if giving_back is not None:  # (its late release would free this claim)
-            await asyncio.shield(giving_back)
+            with suppress(Exception):  # (one that failed is logged: see _in_background)
+                await asyncio.shield(giving_back)
         try:
             row = await self.store.claim(sid, self.owner, self.lease_seconds, tenant=tenant)
         except StoreError as e:
@@ -1010,12 +1015,16 @@ class Engine(SessionControl, SubjectRights):
 
     async def _pool(self, wf: Workflow[Any, OutT], jobs: list[_Job],
                     on_done: Callable[[SessionResult[OutT]], None] | None,
-                    ) -> list[SessionResult[OutT]]:
+                    taken: set[str] | None = None) -> list[SessionResult[OutT]]:
+        """Run ``jobs``, ``concurrency`` at a time; ``taken``: the ids of those a worker
+        took (their runs give their sessions back, if they must)."""
         results: list[SessionResult[OutT] | None] = [None] * len(jobs)
         it = iter(enumerate(jobs))
 
         async def worker() -> None:
             for i, job in it:
+                if taken is not None:
+                    taken.add(job.sid)
                 if self._draining.on:  # (see ``drain``)
                     results[i] = await self._left_by_drain(job)
                     continue
@@ -1051,17 +1060,19 @@ class Engine(SessionControl, SubjectRights):
 
     def _give_back_unstarted(self, sids: list[str]) -> None:
         """``run_many`` stopped (a session's error, its caller's cancel): the sessions it
-        created (claimed as they were) are given back, for a later run, not held while
-        this engine renews its leases; in the background (:meth:`_in_background`). (A
-        release is fenced on the claim: one that ran to its end, or was given back
-        already, is left as it is.)"""
+        created (claimed as they were) and no run took are given back, for a later run,
+        not held while this engine renews its leases; in the background
+        (:meth:`_in_background`). (A run gives back its own session: a second release,
+        fenced on this engine, would free a claim of it this engine made since.)"""
         async def give_back(sid: str) -> None:
             with suppress(StoreError, LeaseLost):  # (a store down: its lease lapses)
                 await self.store.release(sid, self.owner)
 
-        sids = [sid for sid in sids if sid not in self._giving_back]  # (given back there)
+        async def give_back_all() -> None:
+            await asyncio.gather(*map(give_back, sids))
+
         if sids:
-            self._in_background(sids, asyncio.gather(*map(give_back, sids)))
+            self._in_background(sids, give_back_all())
 
     async def _left_by_drain(self, job: _Job) -> SessionResult[Any]:
         """A job a draining engine does not start: a session ``run_many`` created (and
@@ -1176,8 +1187,13 @@ class Engine(SessionControl, SubjectRights):
         """``give_back``, once the give-backs of the same sessions already in flight are
         done (a second one overtaking the first would write its counts first, then the
         first's, fenced, would not be written)."""
-        if earlier:
-            await asyncio.gather(*earlier, return_exceptions=True)
+        try:
+            if earlier:
+                await asyncio.gather(*earlier, return_exceptions=True)
+        except BaseException:  # (cancelled first: never started, its lease lapses)
+            if inspect.iscoroutine(give_back):
+                give_back.close()
+            raise
         await self._bounded(give_back)
 
     async def _given_back(self, state: SessionState, new: NewSession | None,
