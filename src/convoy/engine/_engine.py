@@ -653,10 +653,7 @@ class Engine(SessionControl, SubjectRights):
         """Own ``row``'s session if it is runnable (``waiting``: if it waits, too)."""
         if row.id in self._running or row.id in self._starting:  # this engine runs it now
             return None
-        giving_back = self._giving_back.get(row.id)
-        if giving_back is not None:  # (else its late release would free this run's claim)
-            with suppress(Exception):  # (one that failed is logged: see _in_background)
-                await asyncio.shield(giving_back)
+        await self._given_back_yet(row.id)
         if row.owner is not None and row.owner != self.owner and row.status == "running":
             await self._expire_if_dead(row.owner)
         if waiting:  # (only then: a store of another make may not know the argument)
@@ -950,10 +947,7 @@ class Engine(SessionControl, SubjectRights):
         """Run a session :meth:`_back_off` gave back, now due: claimed again (this engine
         may still hold it), unless it ended meanwhile, another engine runs it, or this
         engine no longer has its workflow at its version (then it is given back)."""
-        giving_back = self._giving_back.get(sid)
-        if giving_back is not None:  # (its late release would free this claim)
-            with suppress(Exception):  # (one that failed is logged: see _in_background)
-                await asyncio.shield(giving_back)
+        await self._given_back_yet(sid)
         try:
             row = await self.store.claim(sid, self.owner, self.lease_seconds, tenant=tenant)
         except StoreError as e:
@@ -979,14 +973,8 @@ class Engine(SessionControl, SubjectRights):
         rather than the stop waiting out a store timeout for each)."""
         held, self._backoff = self._backoff.ids(), Backoff()
 
-        async def give_back(sid: str) -> None:
-            with suppress(StoreError, LeaseLost):
-                await self.store.release(sid, self.owner)
-
         if held:
-            with suppress(TimeoutError):
-                async with asyncio.timeout(GIVE_BACK_SECONDS):
-                    await asyncio.gather(*map(give_back, held))
+            await self._bounded(asyncio.gather(*map(self._release, held)))
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
         if self.keys is None and is_sealed(row.input):
@@ -1064,12 +1052,8 @@ class Engine(SessionControl, SubjectRights):
         not held while this engine renews its leases; in the background
         (:meth:`_in_background`). (A run gives back its own session: a second release,
         fenced on this engine, would free a claim of it this engine made since.)"""
-        async def give_back(sid: str) -> None:
-            with suppress(StoreError, LeaseLost):  # (a store down: its lease lapses)
-                await self.store.release(sid, self.owner)
-
-        async def give_back_all() -> None:
-            await asyncio.gather(*map(give_back, sids))
+        async def give_back_all() -> None:  # (started once earlier give-backs are done)
+            await asyncio.gather(*map(self._release, sids))
 
         if sids:
             self._in_background(sids, give_back_all())
@@ -1128,6 +1112,21 @@ class Engine(SessionControl, SubjectRights):
                 self._running.pop(sid, None)
         finally:
             slots.release()
+
+    async def _release(self, sid: str) -> None:
+        """Give up this engine's claim on ``sid`` (fenced on it); a store that fails lets
+        the lease lapse instead."""
+        with suppress(StoreError, LeaseLost):
+            await self.store.release(sid, self.owner)
+
+    async def _given_back_yet(self, sid: str) -> None:
+        """Wait for a give-back of ``sid`` in flight (:meth:`_in_background`) before this
+        engine claims it: its late release, fenced on this engine, would free the claim.
+        (One that failed was logged as it ended.)"""
+        giving_back = self._giving_back.get(sid)
+        if giving_back is not None:
+            with suppress(Exception):
+                await asyncio.shield(giving_back)
 
     def _cancelled_by(self, sid: str, e: BaseException) -> str | None:
         """Who cancelled session ``sid`` through this engine (:meth:`cancel`), if ``e`` is
