@@ -799,3 +799,85 @@ async def test_run_many_never_frees_a_claim_made_after_a_session_was_given_back(
         server.cancel()
         await asyncio.gather(server, return_exceptions=True)
     assert runs.count(1) == 2
+
+
+async def test_a_cancel_during_a_refused_runs_give_back_does_not_abandon_it(
+        db: Path) -> None:
+    """A session hook refused the run, and its caller's timeout landed while the session
+    was being given back (a slow round trip): the give-back was cancelled with the run,
+    and the session stayed held by this engine until its lease lapsed. It goes on in the
+    background now, as a cancelled run's does."""
+    releasing, gate = asyncio.Event(), asyncio.Event()
+
+    @convoy.workflow(name="durability.refused_slowly")
+    async def flow(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    class Refuses(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            raise convoy.UserError("tenant suspended")
+
+    class SlowRelease(convoy.stores.SQLiteStore):
+        async def release(self, session_id: str, owner: str, *a: Any, **kw: Any) -> Any:
+            releasing.set()
+            await gate.wait()
+            return await super().release(session_id, owner, *a, **kw)
+
+    async with convoy.Engine(SlowRelease(db), workflows=[flow], interceptors=[Refuses()],
+                             lease_seconds=3600) as eng:
+        run = asyncio.create_task(eng.run(flow, 1, session_id="r"))
+        await releasing.wait()
+        run.cancel()  # (the caller's timeout, during the give-back)
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        gate.set()
+    async with convoy.Engine(db) as eng:  # (the first waited for its give-backs to close)
+        row = await eng.store.get_session("r")
+    assert row is not None and (row.status, row.owner) == ("pending", None)
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["lost", "committed"])
+async def test_a_cancel_while_a_runs_end_is_written_keeps_that_end(
+        db: Path, committed: bool) -> None:
+    """The run's caller cancelled it (a timeout) while how it ended was being written (a
+    slow round trip): the write was cancelled with it, and the session stayed held by this
+    engine until its lease lapsed, then ran again: a completed session's work done twice.
+    The end is written in the background now, as a cancelled run's give-back is; a write
+    that did commit (only its answer was slow) is not written twice, and the end taps are
+    told the end, once."""
+    finishing, gate = asyncio.Event(), asyncio.Event()
+    ran: list[int] = []
+
+    @convoy.workflow(name="durability.ends_slowly")
+    async def flow(ctx: convoy.Context, n: int) -> int:
+        ran.append(n)
+        return n * 2
+
+    class SlowFinish(convoy.stores.SQLiteStore):
+        async def finish(self, session_id: str, *a: Any, **kw: Any) -> Any:
+            written = super().finish(session_id, *a, **kw) if committed else None
+            finishing.set()
+            await gate.wait()
+            return await (written or super().finish(session_id, *a, **kw))
+
+    ended: list[str] = []
+
+    class Told(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            input.end_taps.append(lambda end: ended.append(end.status))
+            return await next(input)
+
+    async with convoy.Engine(SlowFinish(db), workflows=[flow], interceptors=[Told()],
+                             lease_seconds=3600) as eng:
+        run = asyncio.create_task(eng.run(flow, 4, session_id="e"))
+        await finishing.wait()
+        run.cancel()  # (the caller's timeout, as the end is written)
+        with pytest.raises(asyncio.CancelledError):
+            await run
+        gate.set()
+    async with convoy.Engine(db, workflows=[flow]) as eng:
+        row = await eng.store.get_session("e")
+        assert row is not None and (row.status, row.owner) == ("completed", None)
+        assert (await eng.result("e")).output == 8
+        assert await eng.resume() == []
+    assert ran == [4] and ended == ["completed"]

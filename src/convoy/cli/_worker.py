@@ -174,7 +174,8 @@ def worker(
              "takes it). Repeatable.")] = None,
     until_idle: Annotated[bool, typer.Option(
         "--until-idle", help="Return once no session of these workflows can run any more "
-        "(left: those waiting for a signal or a person). Sessions waiting for a timer "
+        "(left: those waiting for a signal or a person, and those an interceptor's "
+        "session hook refused). Sessions waiting for a timer "
         "(ctx.sleep) are waited for, however far off it is due: the worker says so in one "
         "line; Ctrl-C stops it and leaves them waiting.")] = False,
     concurrency: ConcurrencyOption = 64,

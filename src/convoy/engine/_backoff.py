@@ -12,6 +12,12 @@ connection: ``Engine._serve_loop``).
 
 Kept in memory, per engine: another engine (or this one, restarted) runs the session when
 it can, as it would any session given back.
+
+A session whose run a session hook refused (raised before the workflow ended: a policy, a
+check that failed) is held back the same way (:meth:`Backoff.failed` with ``refused``),
+rather than claimed and refused in a loop, or the worker stopped for one session. A worker
+serving ``until_idle`` does not wait for such a session: it stays ``pending`` for a later
+run.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ class _Entry:
     tenant: str
     failures: int
     due: float  # (``inf``: taken, running again now)
+    refused: bool = False  # (by a session hook, not a store that failed)
 
 
 class Backoff:
@@ -57,12 +64,18 @@ class Backoff:
         entry = self._by_id.pop(sid, None)
         return 0 if entry is None else entry.failures
 
-    def failed(self, sid: str, tenant: str, before: int, now: float, cap: float) -> float:
-        """A write of ``sid`` failed (``before``: the failures before it): it runs again
-        after the delay returned, in seconds."""
+    def failed(self, sid: str, tenant: str, before: int, now: float, cap: float, *,
+               refused: bool = False) -> float:
+        """A write of ``sid`` failed (``before``: the failures before it), or a session
+        hook ``refused`` its run: it runs again after the delay returned, in seconds."""
         delay = delay_after(before + 1, cap)
-        self._by_id[sid] = _Entry(tenant, before + 1, now + delay)
+        self._by_id[sid] = _Entry(tenant, before + 1, now + delay, refused)
         return delay
+
+    def refused(self, sid: str) -> bool:
+        """Is ``sid`` held back because a session hook refused its last run?"""
+        entry = self._by_id.get(sid)
+        return entry is not None and entry.refused
 
     def hold(self, sid: str, tenant: str, due: float) -> None:
         """``sid``, held by this engine but not run by it, runs again at ``due``."""

@@ -822,8 +822,10 @@ class Engine(SessionControl, SubjectRights):
 
         A transient :class:`StoreError` (a lost connection) does not stop it: it tries
         again after a doubling delay, and so does a session whose end the store failed to
-        record. An error that stops it (a store error that is not transient as it claims
-        or reads sessions) is raised as itself (see :mod:`~convoy.engine._raised`).
+        record, or whose run a session hook refused (logged; ``until_idle`` does not wait
+        for such a session: it is left ``pending``). An error that stops it (a store
+        error that is not transient as it claims or reads sessions) is raised as itself
+        (see :mod:`~convoy.engine._raised`).
         """
         await self._serve(None, until_idle, poll_interval, on_wait)
 
@@ -910,25 +912,30 @@ class Engine(SessionControl, SubjectRights):
             rows = await self.store.claim_runnable(
                 self.owner, self.lease_seconds, workflows=workflows, limit=free,
                 tenant=tenant)
+        started = 0
         for row in rows:
             if row.id in backoff:  # given back, claimed again: held until it is due
                 continue
             wf = self._workflows[row.workflow]
             tg.create_task(self._run_claimed(wf, row))
-        if len(backoff) and free > len(rows):
-            for sid, of in backoff.take(self.clock(), free - len(rows), tenant):
-                tg.create_task(self._run_again(sid, of))
-        if until_idle and not rows and not self._running:
+            started += 1
+        if until_idle and not started and not self._running:
             left = [r for r in await self.store.unfinished(
                 tenant=tenant, left_out=[])  # (damaged: escalated once claimed)
                     if r.workflow in workflows]
             soon = self.clock() + IDLE_HORIZON
+            # (Sessions a session hook refused: not waited for, nor tried again once
+            # nothing else runs. A signal's timer is its timeout.)
             keep = [r for r in left if not (r.status == "waiting" and (
-                r.wake_at is None or (r.wait_name is not None and r.wake_at > soon)))]
-            if not keep:  # (a signal's timer is its timeout)
+                r.wake_at is None or (r.wait_name is not None and r.wake_at > soon))) and
+                    not backoff.refused(r.id)]
+            if not keep:
                 return True, None
             if on_wait is not None:
                 on_wait(keep)
+        if len(backoff) and free > len(rows):
+            for sid, of in backoff.take(self.clock(), free - len(rows), tenant):
+                tg.create_task(self._run_again(sid, of))
         return False, await self.store.next_wake(tenant=tenant)
 
     async def _adopt_held(self, tenant: str | None) -> None:
@@ -997,6 +1004,9 @@ class Engine(SessionControl, SubjectRights):
                 raise
             self._back_off(row.id, row.tenant, self._backoff.written(row.id),
                            error_to_record(e))
+        except Exception as e:  # (a session hook's: one session's error stops no worker)
+            if row.id not in self._backoff:  # (held back by :meth:`_refused`: said there)
+                log.warning("session %s: its run raised %s", quoted(row.id), _reason(e))
         self._wake_event().set()
 
     # -- internals -----------------------------------------------------------------------
@@ -1104,7 +1114,11 @@ class Engine(SessionControl, SubjectRights):
                 # Ended: a cancel now (a request honoured at a lease renewal, a local one)
                 # would interrupt the write of how, and reach this run's caller.
                 self._running[sid] = None
-                status = await self._settle(sid, self.owner, state, end, new)
+                try:
+                    status = await self._settle(sid, self.owner, state, end, new)
+                except asyncio.CancelledError:  # (the caller's, as the end is written)
+                    self._in_background([sid], self._settled_later(state, end, new))
+                    raise
                 if state.end_taps is not None and any(state.end_taps):
                     _tell_ended(state, end, status)
                 return _result(state, end, status, t0)
@@ -1197,12 +1211,13 @@ class Engine(SessionControl, SubjectRights):
 
     async def _given_back(self, state: SessionState, new: NewSession | None,
                           e: BaseException) -> None:
-        """:meth:`_give_back`, awaited for at most :data:`GIVE_BACK_SECONDS`, or in the
-        background when the run was cancelled (:meth:`_in_background`)."""
-        if isinstance(e, asyncio.CancelledError):
-            self._in_background([state.id], self._give_back(state, new, e))
-        else:
-            await self._bounded(self._give_back(state, new, e))
+        """:meth:`_give_back`, in the background (:meth:`_in_background`: at most
+        :data:`GIVE_BACK_SECONDS`); awaited, unless the run was cancelled. A cancel that
+        lands while it is awaited (a caller's timeout) leaves it going on."""
+        self._in_background([state.id], self._give_back(state, new, e))
+        if not isinstance(e, asyncio.CancelledError):
+            with suppress(Exception):  # (one that failed is logged as it ends)
+                await asyncio.shield(self._giving_back[state.id])
 
     async def _give_back(self, state: SessionState, new: NewSession | None,
                          e: BaseException) -> None:
@@ -1215,6 +1230,8 @@ class Engine(SessionControl, SubjectRights):
         (:meth:`_kept_end`)."""
         if await self._kept_end(state, new):
             return
+        if not isinstance(e, asyncio.CancelledError):
+            self._refused(state.id, state.tenant, e)
         usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
@@ -1222,6 +1239,20 @@ class Engine(SessionControl, SubjectRights):
         if state.end_taps is not None and any(state.end_taps):
             _tell_ended(state, SessionEnd(status="interrupted", error=error_to_record(e)),
                         "pending")
+
+    async def _settled_later(self, state: SessionState, end: SessionEnd,
+                             new: NewSession | None) -> None:
+        """Write how a run ended after its caller cancelled it as the write was under way
+        (a timeout): its end is kept, not the session held until its lease lapses and
+        then run again."""
+        status = await self._settle(state.id, self.owner, state, end, new)
+        if status == "running":  # (refused, fenced: the cancelled write did commit?)
+            with suppress(StoreError):
+                row = await self.store.get_session(state.id)
+                if row is not None and row.status == end.status and row.owner is None:
+                    status = end.status
+        if state.end_taps is not None and any(state.end_taps):
+            _tell_ended(state, end, status)
 
     async def _end_in_a_run(self, wf: Workflow[Any, Any] | None, row: SessionRow,
                             end: SessionEnd) -> str:
@@ -1501,6 +1532,19 @@ class Engine(SessionControl, SubjectRights):
                     quoted(sid), _store_reason(str((error or {}).get("message") or
                                                    "a store error")), delay)
 
+    def _refused(self, sid: str, tenant: str, e: BaseException) -> None:
+        """A worker's session whose run a session hook refused (raised before the workflow
+        ended), about to be given back: held back as :meth:`_back_off` holds a session
+        the store failed to record, so a hook that keeps refusing it (a policy, a check
+        whose service is down) does not have it claimed and refused in a loop; the worker
+        serves the rest meanwhile."""
+        if not self._serving or self._draining.on:  # (``run``, ``resume``: the caller
+            return  # has the error; a worker that stops runs nothing again)
+        delay = self._backoff.failed(sid, tenant, self._backoff.written(sid), self.clock(),
+                                     self.lease_seconds / 3, refused=True)
+        log.warning("session %s: a session hook refused its run (%s); it runs again in %g "
+                    "s", quoted(sid), _reason(e), delay)
+
     async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None,
                                 outcome: SessionOutcome | None = None) -> None:
         """After an interrupted run or a store failure: make sure the session exists (its
@@ -1626,6 +1670,12 @@ def _store_reason(message: str) -> str:
     """A store error's message as a worker's warning quotes it: on one line, short, without
     the advice to resume the session later (the worker tries again itself)."""
     return short(message.split("; the session is left unfinished", 1)[0], 240)
+
+
+def _reason(e: BaseException) -> str:
+    """An error as a worker's warning quotes it: its type and first line, short."""
+    first = str(e).strip().split("\n", 1)[0]
+    return short(f"{type(e).__name__}: {first}" if first else type(e).__name__, 240)
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:

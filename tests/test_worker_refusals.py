@@ -1,0 +1,131 @@
+"""A session whose run a session hook refuses (a policy, a check whose service is down)
+does not stop the worker that claimed it: the worker serves the other sessions, and runs
+the refused one again after a delay that doubles with each refusal (as it does a session
+the store failed to record), until the hook lets it through. Before, the hook's error
+stopped ``serve`` (``convoy worker`` exited), and a restarted worker claimed the session
+at once and stopped again. Time is a fake clock the test moves; every wait is for state
+the test can observe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.stores import SQLiteStore
+
+from .fakeclock import FakeClock
+from .test_worker_backoff import count, created, finished, rounds_pass, runs, until
+
+
+class Counted(SQLiteStore):
+    """Counts its claim rounds (:func:`rounds_pass`)."""
+
+    def __init__(self, path: Path, clock: FakeClock) -> None:
+        super().__init__(path, clock=clock)
+        self.rounds = 0
+
+    async def claim_runnable(self, owner: str, lease_s: float, **kw: Any) -> Any:
+        self.rounds += 1
+        return await super().claim_runnable(owner, lease_s, **kw)
+
+
+class Refuses(convoy.Interceptor):
+    """Refuses the runs of session ``bad`` while ``refusing`` (before ``next``); with
+    ``after``, raises after ``next`` instead (the run's end is kept)."""
+
+    def __init__(self, *, after: bool = False) -> None:
+        self.refusing, self.after, self.refused = True, after, 0
+
+    async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+        bad = input.info.session_id == "bad" and self.refusing
+        if bad and not self.after:
+            self.refused += 1
+            raise convoy.UserError("tenant 'acme' is suspended\n(a second line)")
+        end = await next(input)
+        if bad:
+            self.refused += 1
+            raise RuntimeError("the audit service is down")
+        return end
+
+
+def said(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "convoy"]
+
+
+async def test_a_session_a_hook_refuses_is_held_back_and_the_worker_serves_on(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    store = Counted(tmp_path / "r.db", clock)
+    hook = Refuses()
+    runs.clear()
+    await created(tmp_path / "r.db", clock, "bad", "good")
+    async with convoy.Engine(store, workflows=[count], interceptors=[hook]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            server = asyncio.create_task(engine.serve(poll_interval=0.001))
+            await until(finished(engine, "good"), "good completed")
+            await until(lambda: hook.refused == 1, "bad refused")
+            # Many claim rounds later, with the clock still: refused once, the worker on.
+            await rounds_pass(store, 50)
+            assert hook.refused == 1 and not server.done()
+            assert runs == [2]  # (bad, of input 1, never reached its workflow)
+            assert said(caplog) == ["session 'bad': a session hook refused its run "
+                                    "(UserError: tenant 'acme' is suspended); it runs "
+                                    "again in 1 s"]
+            # Tried again a second later, then two seconds after that, ...
+            clock.advance(0.99)
+            await rounds_pass(store, 20)
+            assert hook.refused == 1
+            clock.advance(0.01)
+            await until(lambda: hook.refused == 2, "the second refusal")
+            assert said(caplog)[-1].endswith("it runs again in 2 s")
+            # ... and run once the hook lets it through.
+            hook.refusing = False
+            clock.advance(2)
+            await until(finished(engine, "bad"), "bad completed")
+            assert (await engine.result("bad")).output == 2
+            assert not server.done()
+            server.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await server
+
+
+async def test_until_idle_does_not_wait_for_a_session_a_hook_refuses(
+        tmp_path: Path) -> None:
+    """It returns once the rest is done; the refused session is left ``pending``, held by
+    no engine, for a later worker or ``convoy resume``."""
+    clock = FakeClock()
+    hook = Refuses()
+    runs.clear()
+    await created(tmp_path / "r.db", clock, "bad", "good")
+    async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock),
+                             workflows=[count], interceptors=[hook]) as engine:
+        await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
+        bad = await engine.store.get_session("bad")
+        assert bad is not None and (bad.status, bad.owner) == ("pending", None)
+        assert hook.refused == 1
+        assert (await engine.result("good")).status == "completed"
+        hook.refusing = False
+        assert [r.status for r in await engine.resume()] == ["completed"]
+
+
+async def test_a_hook_that_raises_after_the_run_ended_keeps_the_end_and_the_worker(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Raised after ``next``: the end is written, nothing is held back, and the worker
+    says what was raised, in one line."""
+    clock = FakeClock()
+    hook = Refuses(after=True)
+    runs.clear()
+    await created(tmp_path / "r.db", clock, "bad", "good")
+    async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock),
+                             workflows=[count], interceptors=[hook]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
+        assert [(await engine.result(s)).status for s in ("bad", "good")] == \
+            ["completed", "completed"]
+        assert said(caplog) == ["session 'bad': its run raised RuntimeError: the audit "
+                                "service is down"]
