@@ -301,6 +301,13 @@ def test_cli_chaos_reports_and_writes_the_journal(tmp_path: Path) -> None:
     assert deviated.returncode == 1 and "DEVIATED" in deviated.stdout
     assert (tmp_path / "exp2" / "journal.json").is_file()
 
+    # A timeout nothing would use is refused, not silently ignored.
+    unused = _cli(tmp_path, "chaos", "tests.test_chaos:chain", "-i", "in.jsonl",
+                  "--no-protections", "--call-timeout", "5")
+    assert unused.returncode == 2, unused.stderr
+    assert "--call-timeout is the per-attempt timeout of --protections, which are off " \
+        "(--no-protections): leave it out, or add --protections" in unused.stderr
+
 
 # -- the application's interceptors ------------------------------------------------------
 

@@ -67,8 +67,9 @@ def chaos(
         help="Retries, circuit breakers and timeouts (convoy.resilience.protections) in "
              "front of the faults. [default: on, off with --interceptors]")] = None,
     interceptors: ChaosInterceptorsOption = None,
-    call_timeout: Annotated[float, typer.Option(
-        metavar="SECONDS", help="Per-attempt model call timeout with --protections.")] = 2.0,
+    call_timeout: Annotated[float | None, typer.Option(
+        metavar="SECONDS", help="Per-attempt model call timeout of --protections. "
+        "[default: 2.0]")] = None,
     phase_timeout: Annotated[float, typer.Option(
         metavar="SECONDS", help="Stop a phase (per engine process) after this long; its "
         "unfinished sessions count as not completed.")] = 600.0,
@@ -115,6 +116,13 @@ def chaos(
             infer_model(model)
         except UserError as e:
             fail(f"--model: {e}")
+    if call_timeout is not None and not (protections if protections is not None
+                                         else interceptors is None):
+        fail("--call-timeout is the per-attempt timeout of --protections, which are off "
+             + ("(--no-protections)" if protections is False else "with --interceptors")
+             + ": leave it out, or add --protections")
+    if call_timeout is None:
+        call_timeout = 2.0
     for name, value in (("--call-timeout", call_timeout), ("--phase-timeout", phase_timeout),
                         ("--kill-after", kill_after if kill_after is not None else 1.0)):
         if not value > 0:
