@@ -881,3 +881,31 @@ async def test_a_cancel_while_a_runs_end_is_written_keeps_that_end(
         assert (await eng.result("e")).output == 8
         assert await eng.resume() == []
     assert ran == [4] and ended == ["completed"]
+
+
+async def test_sessions_a_worker_claimed_and_never_started_are_given_back(
+        db: Path) -> None:
+    """``serve`` stopped (a store error, another session's error that stops it) right
+    after a round claimed sessions, before their runs started: the runs never ran, and
+    the sessions stayed held by this engine until their leases lapsed. They are given
+    back."""
+    @convoy.workflow(name="durability.claimed")
+    async def flow(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    async with convoy.Engine(db) as eng:
+        eng.drain()
+        await eng.run_many(flow, [1, 2], ids=["a", "b"])  # (created, pending)
+
+    class FailsAfterTheClaim(convoy.stores.SQLiteStore):
+        async def next_wake(self, *a: Any, **kw: Any) -> Any:
+            # (at once, in the round that claimed them: their runs are not started yet)
+            raise convoy.StoreError("database disk image is malformed", transient=False)
+
+    async with convoy.Engine(FailsAfterTheClaim(db), workflows=[flow],
+                             lease_seconds=3600) as eng:
+        with pytest.raises(convoy.StoreError, match="malformed"):
+            await eng.serve(poll_interval=0.001)
+    async with convoy.Engine(db) as eng:
+        rows = [await eng.store.get_session(s) for s in ("a", "b")]
+    assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2

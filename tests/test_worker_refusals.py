@@ -129,3 +129,29 @@ async def test_a_hook_that_raises_after_the_run_ended_keeps_the_end_and_the_work
             ["completed", "completed"]
         assert said(caplog) == ["session 'bad': its run raised RuntimeError: the audit "
                                 "service is down"]
+
+
+@pytest.mark.parametrize("error", [
+    convoy.AuditError("tenant 'default': audit entry 3 was changed"),
+    convoy.StoreError("database disk image is malformed", transient=False),
+], ids=["audit", "store"])
+async def test_the_logs_or_the_stores_error_out_of_a_hook_still_stops_the_worker(
+        tmp_path: Path, error: Exception, caplog: pytest.LogCaptureFixture) -> None:
+    """Not one session's: every session would meet it. The worker stops with it, as it
+    does when the store fails so as it claims, and holds nothing back."""
+    clock = FakeClock()
+    await created(tmp_path / "r.db", clock, "bad")
+
+    class Fails(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            raise error
+
+    async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock),
+                             workflows=[count], interceptors=[Fails()]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"), \
+                pytest.raises(type(error), match=str(error).split("'")[0]):
+            await asyncio.wait_for(engine.serve(poll_interval=0.001), 60)
+        assert said(caplog) == []
+    async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock)) as engine:
+        bad = await engine.store.get_session("bad")  # (once the first closed: given back)
+        assert bad is not None and (bad.status, bad.owner) == ("pending", None)

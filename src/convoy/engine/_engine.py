@@ -39,6 +39,7 @@ from pydantic import ValidationError
 from pydantic_core import from_json, to_json
 
 from convoy._errors import (
+    AuditError,
     ConvoyError,
     NonDeterminismError,
     SessionTerminated,
@@ -848,59 +849,68 @@ class Engine(SessionControl, SubjectRights):
                           on_wait: Callable[[list[SessionRow]], None] | None) -> None:
         wake = self._wake_event()
         backoff = self._backoff
-        sweep = [0.0]  # when to look for owners that died on this machine next
-        failures, retry_at = 0, 0.0  # the store's failures in a row; when to try it again
         task = asyncio.current_task()
         cancels = task.cancelling() if task is not None else 0
-        async with asyncio.TaskGroup() as tg:
-            while True:
-                if task is not None and task.cancelling() > cancels:
-                    # A cancel a library swallowed, honoured: Python 3.11's wait_for loses
-                    # one that comes as what it waits for is done (psycopg_pool's wait for a
-                    # connection does, as the store comes back), and this loop would
-                    # otherwise never end.
-                    raise asyncio.CancelledError
-                wake.clear()
-                if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
-                    if not self._running:
-                        break
-                    await wake.wait()
-                    continue
-                nxt: float | None = retry_at
-                if self.clock() >= retry_at:
-                    try:
-                        if failures:  # back: take up what the failed calls left held
-                            await self._adopt_held(tenant)
-                        idle, nxt = await self._serve_round(tg, tenant, until_idle, on_wait,
-                                                            sweep)
-                    except StoreError as e:  # (a lost connection: wait, then try again)
-                        if not e.transient:
-                            raise
-                        if self._draining.on:  # (stopping: nothing is tried again)
-                            continue
-                        failures += 1
-                        delay = delay_after(failures, self.lease_seconds / 3)
-                        retry_at = nxt = self.clock() + delay
-                        log.warning("the store failed (%s); the worker tries it again in "
-                                    "%g s", _store_reason(str(e)), delay)
-                    else:
-                        if idle:
-                            return
-                        failures = 0
-                due = backoff.next_due() if len(backoff) else None
-                if due is not None:
-                    nxt = due if nxt is None else min(nxt, due)
-                timeout = poll_interval if nxt is None else \
-                    max(0.0, min(poll_interval, nxt - self.clock()))
-                with suppress(TimeoutError):
-                    async with asyncio.timeout(timeout):
+        sweep = [0.0]  # when to look for owners that died on this machine next
+        failures, retry_at = 0, 0.0  # the store's failures in a row; when to try it again
+        unstarted: dict[str, str] = {}  # claimed, their runs not started yet
+        try:
+            async with asyncio.TaskGroup() as tg:
+                while True:
+                    if task is not None and task.cancelling() > cancels:
+                        # A cancel a library swallowed, honoured: Python 3.11's wait_for loses
+                        # one that comes as what it waits for is done (psycopg_pool's wait for a
+                        # connection does, as the store comes back), and this loop would
+                        # otherwise never end.
+                        raise asyncio.CancelledError
+                    wake.clear()
+                    if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
+                        if not self._running:
+                            break
                         await wake.wait()
+                        continue
+                    nxt: float | None = retry_at
+                    if self.clock() >= retry_at:
+                        try:
+                            if failures:  # back: take up what the failed calls left held
+                                await self._adopt_held(tenant)
+                            idle, nxt = await self._serve_round(tg, tenant, until_idle, on_wait,
+                                                                sweep, unstarted)
+                        except StoreError as e:  # (a lost connection: wait, then try again)
+                            if not e.transient:
+                                raise
+                            if self._draining.on:  # (stopping: nothing is tried again)
+                                continue
+                            failures += 1
+                            delay = delay_after(failures, self.lease_seconds / 3)
+                            retry_at = nxt = self.clock() + delay
+                            log.warning("the store failed (%s); the worker tries it again in "
+                                        "%g s", _store_reason(str(e)), delay)
+                        else:
+                            if idle:
+                                return
+                            failures = 0
+                    due = backoff.next_due() if len(backoff) else None
+                    if due is not None:
+                        nxt = due if nxt is None else min(nxt, due)
+                    timeout = poll_interval if nxt is None else \
+                        max(0.0, min(poll_interval, nxt - self.clock()))
+                    with suppress(TimeoutError):
+                        async with asyncio.timeout(timeout):
+                            await wake.wait()
+        finally:
+            # Runs a stopping task group cancelled before they started (another
+            # session's error stopped it in their round) never gave their sessions back.
+            if unstarted:
+                await self._bounded(asyncio.gather(*map(self._release, unstarted)))
 
     async def _serve_round(self, tg: asyncio.TaskGroup, tenant: str | None, until_idle: bool,
                            on_wait: Callable[[list[SessionRow]], None] | None,
-                           sweep: list[float]) -> tuple[bool, float | None]:
-        """One round of ``serve``: claim what can run and start it. Returns whether
-        ``until_idle`` is met, and when the next timer is due (``None``: none is)."""
+                           sweep: list[float], unstarted: dict[str, str],
+                           ) -> tuple[bool, float | None]:
+        """One round of ``serve``: claim what can run and start it (``unstarted``: what it
+        claimed, until each run starts). Returns whether ``until_idle`` is met, and when
+        the next timer is due (``None``: none is)."""
         backoff = self._backoff
         free = self.concurrency - len(self._running)
         workflows = {n: w.version for n, w in self._workflows.items()}
@@ -917,7 +927,8 @@ class Engine(SessionControl, SubjectRights):
             if row.id in backoff:  # given back, claimed again: held until it is due
                 continue
             wf = self._workflows[row.workflow]
-            tg.create_task(self._run_claimed(wf, row))
+            unstarted[row.id] = row.tenant
+            tg.create_task(self._run_claimed(wf, row, unstarted))
             started += 1
         if until_idle and not started and not self._running:
             left = [r for r in await self.store.unfinished(
@@ -983,7 +994,10 @@ class Engine(SessionControl, SubjectRights):
         if held:
             await self._bounded(asyncio.gather(*map(self._release, held)))
 
-    async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
+    async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow,
+                           unstarted: dict[str, str] | None = None) -> None:
+        if unstarted is not None:
+            unstarted.pop(row.id, None)
         if self.keys is None and is_sealed(row.input):
             # A data subject's session, and no master key here: nothing of it can be read.
             # Given up, and the engine stops as a drain does: a worker without the key
@@ -1004,6 +1018,8 @@ class Engine(SessionControl, SubjectRights):
                 raise
             self._back_off(row.id, row.tenant, self._backoff.written(row.id),
                            error_to_record(e))
+        except AuditError:  # (the log's, not the session's: as a store error, it stops)
+            raise
         except Exception as e:  # (a session hook's: one session's error stops no worker)
             if row.id not in self._backoff:  # (held back by :meth:`_refused`: said there)
                 log.warning("session %s: its run raised %s", quoted(row.id), _reason(e))
@@ -1230,8 +1246,8 @@ class Engine(SessionControl, SubjectRights):
         (:meth:`_kept_end`)."""
         if await self._kept_end(state, new):
             return
-        if not isinstance(e, asyncio.CancelledError):
-            self._refused(state.id, state.tenant, e)
+        if not isinstance(e, (asyncio.CancelledError, StoreError, AuditError)):
+            self._refused(state.id, state.tenant, e)  # (the store's, the log's: not so)
         usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
