@@ -344,10 +344,12 @@ async def test_run_many_gives_back_the_sessions_it_had_not_started(tmp_path: Pat
     assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 3
 
 
-async def test_an_escalation_run_whose_hook_raises_gives_the_session_back(
+async def test_an_escalation_run_whose_hook_raises_before_next_still_escalates(
         tmp_path: Path) -> None:
     """A session whose input the workflow no longer takes is escalated in a run of its
-    own; a hook that raises there left it held."""
+    own; a hook that raises there, before ``next``, left it held, then (stop 50) gave it
+    back, for a worker to claim and escalate again in a loop. The escalation is the
+    engine's decision, not work a hook refuses: written, then the hook's error raised."""
     db = tmp_path / "c.db"
     async with convoy.Engine(db, workflows=[double]) as eng:
         await eng.store.create_sessions([NewSession(
@@ -357,15 +359,18 @@ async def test_an_escalation_run_whose_hook_raises_gives_the_session_back(
         with pytest.raises(RuntimeError, match="the hook broke"):
             await eng.resume()
         row = await eng.store.get_session("u")
-        assert row is not None and (row.status, row.owner) == ("pending", None)
+        assert row is not None and (row.status, row.owner) == ("escalated", None)
 
 
-async def test_runs_that_end_a_session_keep_their_end_when_a_hook_raises_after_next(
-        tmp_path: Path) -> None:
+@pytest.mark.parametrize("after", [True, False], ids=["after_next", "before_next"])
+async def test_runs_that_end_a_session_keep_their_end_when_a_hook_raises(
+        tmp_path: Path, after: bool) -> None:
     """A cancel of a session that is not running, and the escalation of one whose input
     no longer reads, end it in a run that executes nothing: a hook that raised after
     ``next`` there gave the session back (the cancel undone; the escalation run again at
-    every resume)."""
+    every resume); one that raised before ``next`` did too (a worker claimed it again and
+    again, the cancel never landing). The end is a person's request or the engine's
+    decision: written, then the hook's error raised."""
     db = tmp_path / "c.db"
     async with convoy.Engine(db, workflows=[double, waits]) as eng:
         await eng.store.create_sessions([
@@ -375,7 +380,7 @@ async def test_runs_that_end_a_session_keep_their_end_when_a_hook_raises_after_n
                        tenant="default", input='"not a number"')])
         assert (await eng.run(waits, 1, session_id="w")).status == "waiting"
     told = Told()
-    async with convoy.Engine(db, interceptors=[told, Raises(after=True)],
+    async with convoy.Engine(db, interceptors=[told, Raises(after=after)],
                              workflows=[double, waits]) as eng:
         for sid in ("p", "w"):  # (a waiting one: its give-back, fenced, raised LeaseLost)
             with pytest.raises(RuntimeError, match="the hook broke"):

@@ -128,7 +128,8 @@ async def test_a_hook_that_raises_after_the_run_ended_keeps_the_end_and_the_work
         assert [(await engine.result(s)).status for s in ("bad", "good")] == \
             ["completed", "completed"]
         assert said(caplog) == ["session 'bad': its run raised RuntimeError: the audit "
-                                "service is down"]
+                                "service is down; its end was written all the same: "
+                                "completed"]
 
 
 @pytest.mark.parametrize("error", [
@@ -155,3 +156,90 @@ async def test_the_logs_or_the_stores_error_out_of_a_hook_still_stops_the_worker
     async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock)) as engine:
         bad = await engine.store.get_session("bad")  # (once the first closed: given back)
         assert bad is not None and (bad.status, bad.owner) == ("pending", None)
+
+
+async def test_a_cancel_of_a_session_a_hook_refuses_lands(tmp_path: Path) -> None:
+    """The worker holds a refused session back; a cancel sent meanwhile (from another
+    process: a request) ends it at its next claim, though the hook refuses that run too:
+    the end is a person's request, not work the hook can refuse. It looped before: the
+    cancel's run refused, the session released, claimed again at once (tens of thousands
+    of runs a second), never cancelled."""
+    clock = FakeClock()
+    store = Counted(tmp_path / "r.db", clock)
+    hook = Refuses()
+    await created(tmp_path / "r.db", clock, "bad")
+    async with convoy.Engine(store, workflows=[count], interceptors=[hook]) as engine:
+        server = asyncio.create_task(engine.serve(poll_interval=0.001))
+        await until(lambda: hook.refused == 1, "bad refused")
+
+        def status(want: str, owner: str | None) -> Any:
+            async def check() -> bool:
+                row = await engine.store.get_session("bad")
+                return row is not None and (row.status, row.owner) == (want, owner)
+            return check
+
+        await until(status("running", engine.owner), "bad held back (claimed again)")
+        async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock)) as other:
+            assert await other.cancel("bad", by="alice") == "requested"
+        await rounds_pass(store, 50)
+        assert hook.refused == 1  # (held back: not tried again before it is due)
+        clock.advance(1)
+        await until(status("cancelled", None), "bad cancelled")
+        await rounds_pass(store, 50)
+        assert hook.refused == 2 and not server.done()
+        assert (await engine.result("bad")).error["by"] == "alice"  # type: ignore[index]
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+
+
+async def test_until_idle_with_one_slot_says_nothing_of_sessions_it_runs_next(
+        tmp_path: Path) -> None:
+    """A round whose claim found only the refused session, held back (the limit of one
+    slot leaving the rest for the next round), is not a round with nothing to run: the
+    worker said it waited for sessions it "cannot run now", then ran them."""
+    clock = FakeClock()
+    hook = Refuses()
+    runs.clear()
+    await created(tmp_path / "r.db", clock, "bad", "g1", "g2", "g3")
+    waited: list[list[str]] = []
+    async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock),
+                             workflows=[count], interceptors=[hook],
+                             concurrency=1) as engine:
+        await asyncio.wait_for(engine.serve(
+            until_idle=True, poll_interval=0.001,
+            on_wait=lambda rows: waited.append([r.id for r in rows])), 60)
+        assert [(await engine.result(s)).status for s in ("g1", "g2", "g3")] == \
+            ["completed"] * 3
+    assert waited == []
+
+
+async def test_a_cancelled_error_out_of_a_hook_is_held_back_as_a_refusal(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Nobody cancelled the run: the session is held back, with one line, not claimed
+    again on every round."""
+    clock = FakeClock()
+    store = Counted(tmp_path / "r.db", clock)
+    raised: list[str] = []
+
+    class Cancels(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            if input.info.session_id == "bad":
+                raised.append("bad")
+                raise asyncio.CancelledError
+            return await next(input)
+
+    await created(tmp_path / "r.db", clock, "bad", "good")
+    async with convoy.Engine(store, workflows=[count], interceptors=[Cancels()]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            server = asyncio.create_task(engine.serve(poll_interval=0.001))
+            await until(finished(engine, "good"), "good completed")
+            await until(lambda: raised == ["bad"], "bad's hook raised")
+            await rounds_pass(store, 50)
+            assert raised == ["bad"] and not server.done()
+            assert said(caplog) == ["session 'bad': its run raised CancelledError (from a "
+                                    "session hook: nobody cancelled the run); it runs "
+                                    "again in 1 s"]
+            server.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await server

@@ -261,6 +261,7 @@ class Engine(SessionControl, SubjectRights):
         # by id: their tenant. Until its row is committed, only this tells another start of
         # the same id (same owner: the store cannot tell them apart) that it is taken.
         self._starting: dict[str, str] = {}
+        self._worker_runs: set[str] = set()  # sessions ``serve`` is running (its claims)
         # Sessions a cancelled run is giving back (see ``_in_background``): the task.
         self._giving_back: dict[str, asyncio.Future[None]] = {}
         # The sessions this engine is stopping (cancelled), and who cancelled each.
@@ -930,7 +931,9 @@ class Engine(SessionControl, SubjectRights):
             unstarted[row.id] = row.tenant
             tg.create_task(self._run_claimed(wf, row, unstarted))
             started += 1
-        if until_idle and not started and not self._running:
+        if until_idle and not started and not self._running and len(rows) < free:
+            # (every session the claim found is held back here, and the limit did not
+            # leave any out)
             left = [r for r in await self.store.unfinished(
                 tenant=tenant, left_out=[])  # (damaged: escalated once claimed)
                     if r.workflow in workflows]
@@ -998,6 +1001,35 @@ class Engine(SessionControl, SubjectRights):
                            unstarted: dict[str, str] | None = None) -> None:
         if unstarted is not None:
             unstarted.pop(row.id, None)
+        self._worker_runs.add(row.id)
+        try:
+            await self._run_claimed_here(wf, row)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():  # (the worker's own stop)
+                raise
+            # A hook raised it (nobody cancelled this run): a refusal like any other.
+            self._held_back(row, "CancelledError (from a session hook: nobody cancelled "
+                                 "the run)")
+        finally:
+            self._worker_runs.discard(row.id)
+        self._wake_event().set()
+
+    def _held_back(self, row: SessionRow, reason: str) -> None:
+        """A worker's run that raised, if it did not end the session nor hold it back
+        already (:meth:`_refused`): held back all the same, so that a worker does not
+        claim it again at once, over and over; one line says what it raised."""
+        if row.id in self._backoff:
+            return
+        if self._serving and not self._draining.on:
+            delay = self._backoff.failed(row.id, row.tenant, 0, self.clock(),
+                                         self.lease_seconds / 3, refused=True)
+            log.warning("session %s: its run raised %s; it runs again in %g s",
+                        quoted(row.id), reason, delay)
+        else:
+            log.warning("session %s: its run raised %s", quoted(row.id), reason)
+
+    async def _run_claimed_here(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
         if self.keys is None and is_sealed(row.input):
             # A data subject's session, and no master key here: nothing of it can be read.
             # Given up, and the engine stops as a drain does: a worker without the key
@@ -1021,9 +1053,21 @@ class Engine(SessionControl, SubjectRights):
         except AuditError:  # (the log's, not the session's: as a store error, it stops)
             raise
         except Exception as e:  # (a session hook's: one session's error stops no worker)
-            if row.id not in self._backoff:  # (held back by :meth:`_refused`: said there)
-                log.warning("session %s: its run raised %s", quoted(row.id), _reason(e))
-        self._wake_event().set()
+            ended = await self._ended(row.id)
+            if ended:
+                log.warning("session %s: its run raised %s; its end was written all the "
+                            "same: %s", quoted(row.id), _reason(e), ended)
+            else:
+                self._held_back(row, _reason(e))
+
+    async def _ended(self, sid: str) -> str | None:
+        """How the run of ``sid`` that raised left it, if it wrote an end (a terminal
+        status, or ``waiting``); ``None``: left to run again (or unknown)."""
+        try:
+            row = await self.store.get_session(sid)
+        except StoreError:
+            return None
+        return None if row is None or row.status in ("pending", "running") else row.status
 
     # -- internals -----------------------------------------------------------------------
 
@@ -1314,7 +1358,11 @@ class Engine(SessionControl, SubjectRights):
 
         try:
             ran = await self._session(wf, state, executor, value, journal, None, body=ends)
-        except Exception:  # (a hook's; its caller gives the session back, if not ended)
+        except Exception:  # (a hook's, before ``next`` or after it)
+            # The end is a request's (a cancel) or the engine's (an escalation), not work
+            # a hook refuses: written all the same, then the error goes on. (Not written,
+            # a worker would claim the session again and again, the cancel never landing.)
+            state.body_end = end
             await self._kept_end(state, None)
             raise
         status = await self._settle(row.id, self.owner, state, ran, None)
@@ -1554,8 +1602,8 @@ class Engine(SessionControl, SubjectRights):
         the store failed to record, so a hook that keeps refusing it (a policy, a check
         whose service is down) does not have it claimed and refused in a loop; the worker
         serves the rest meanwhile."""
-        if not self._serving or self._draining.on:  # (``run``, ``resume``: the caller
-            return  # has the error; a worker that stops runs nothing again)
+        if sid not in self._worker_runs or self._draining.on:  # (``run``, ``resume``:
+            return  # the caller has the error; a worker that stops runs nothing again)
         delay = self._backoff.failed(sid, tenant, self._backoff.written(sid), self.clock(),
                                      self.lease_seconds / 3, refused=True)
         log.warning("session %s: a session hook refused its run (%s); it runs again in %g "
