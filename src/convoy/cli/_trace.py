@@ -108,8 +108,8 @@ def trace(
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
                  if gone else "  (derived from the journal: no state versions or content; "
                  "Tracing(live=True) records them)" if derived == len(spans)
-                 else f"  ({derived} of {len(spans)} spans derived from the journal: steps "
-                 "with no live span kept)"), markup=False, soft_wrap=True)
+                 else f"  ({derived} of {len(spans)} spans derived from the journal, where "
+                 "no live span was kept)"), markup=False, soft_wrap=True)
 
 
 def _sealed_note(session_id: str, results: int, chunks: int, error: bool = False) -> str:
@@ -165,9 +165,13 @@ async def _load(db: str, session_id: str, scope: Scope
         spans = _spans(session_id, {k: v for k, v in chunks.items() if k not in gone})
         derived = journal_spans(row, journal := await store.journal(session_id),
                                 redact=_redactor(), tasks=await _tasks(store, row, journal))
-        if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" for s in spans):
+        root = next((s for s in derived
+                     if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"), None)
+        live = any(_run_span(s) and not s["attrs"].get("convoy.derived") for s in spans)
+        if live:
             # Traced live, in part at least (a run by an engine that derives spans when
-            # read, as after an upgrade, kept none): the steps no kept span has, derived.
+            # read, as after an upgrade, kept none; a run killed before its session's
+            # span was kept): the steps no kept span has, derived.
             derived = _not_kept(derived, spans)
             steps = {s["attrs"].get("convoy.step.key") for s in derived}
             sealed = _sealed_results([r for r in journal if r.key in steps])
@@ -175,6 +179,8 @@ async def _load(db: str, session_id: str, scope: Scope
             sealed = _sealed_results(journal)
         kept_ids = {s["span_id"] for s in spans}  # (a decision's span: kept and derived)
         spans = [*(s for s in derived if s["span_id"] not in kept_ids), *spans]
+        if live and root is not None:
+            spans = _rooted(spans, root)
         spans.sort(key=lambda s: (s["start"], s["end"]))
         kept_root = any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" and
                         not s["attrs"].get("convoy.derived") for s in spans)
@@ -241,6 +247,22 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
            "end": max(s["end"] for s in added)}
     return [run, *({**s, "parent_id": run["span_id"]} if s["parent_id"] == root["span_id"]
                    else s for s in added), *decisions]
+
+
+def _rooted(spans: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[str, Any]]:
+    """``spans`` whose parents were lost (a process killed before it kept the session's
+    span, or an agent's) under the session span derived from the journal, which has the
+    id the lost one had (its parent's id kept as ``convoy.parent_lost``): one tree, not
+    rows of no parent."""
+    ids = {s["span_id"] for s in spans}
+    if not any(s["parent_id"] and s["parent_id"] not in ids for s in spans):
+        return spans
+    if root["span_id"] not in ids:
+        spans = [*spans, root]
+        ids.add(root["span_id"])
+    return [{**s, "parent_id": root["span_id"],
+             "attrs": {**s["attrs"], "convoy.parent_lost": s["parent_id"]}}
+            if s["parent_id"] and s["parent_id"] not in ids else s for s in spans]
 
 
 def _run_span(span: dict[str, Any]) -> bool:
