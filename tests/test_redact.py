@@ -69,3 +69,13 @@ def test_findings_say_what_and_where() -> None:
     found = Redactor().find(text)
     assert [(f.kind, text[f.start:f.end]) for f in found] == \
         [("email", "li@example.com"), ("ip", "10.0.0.1")]
+
+
+@pytest.mark.parametrize("value", [{"phone": "4155552671"}, ["a@example.com"], 4155552671,
+                                   b"a@example.com"])
+def test_what_is_not_text_is_refused_in_one_clear_line(value: object) -> None:
+    """A dict gave ``TypeError: unhashable type: 'dict'`` from deep inside; a number, an
+    error of another kind."""
+    with pytest.raises(TypeError, match=r"^Redactor takes text \(a str\), not "
+                       f"{type(value).__name__}: redact a structure's strings one by one"):
+        Redactor()(value)  # type: ignore[arg-type]

@@ -609,8 +609,10 @@ def test_convoy_trace_of_a_session_sampling_left_out_says_so(tmp_path: Path) -> 
     assert "sampling left it untraced" in " ".join(res.stdout.split())
     assert "as its journal records them" in " ".join(res.stdout.split())
     # derived from the journal, in the trace its caller gave
-    spans = json.loads(cli("trace", "u1", "--db", str(db), "--json").stdout)
+    as_json = cli("trace", "u1", "--db", str(db), "--json")
+    spans = json.loads(as_json.stdout)
     assert spans and all(s["attrs"]["convoy.derived"] for s in spans)
+    assert "sampling left it untraced" in as_json.stderr  # (it said nothing with --json)
     assert {s["trace_id"] for s in spans} == {"0af7651916cd43dd8448eb211c80319c"}
 
 

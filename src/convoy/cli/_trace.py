@@ -79,13 +79,16 @@ def trace(
         unknown_session(db, scope, session_id)
     if sealed or gone or error:
         typer.echo(_sealed_note(session_id, sealed, gone, error), err=True)
+    unsampled = (f"no spans kept for session {quoted(session_id)}: sampling left it "
+                 "untraced (Tracing(sample_rate=...), or its caller's traceparent said not "
+                 "sampled); its steps as its journal records them")
     if as_json:  # (each span after its parent, as the waterfall draws them)
+        if found == "unsampled":  # (on stderr: stdout stays JSON)
+            typer.echo(f"note: {unsampled}", err=True)
         typer.echo(json.dumps([s for s, _ in tree_order(spans)], indent=2))
         return
     if found == "unsampled":
-        out.print(f"no spans kept for session {quoted(session_id)}: sampling left it untraced "
-                  "(Tracing(sample_rate=...), or its caller's traceparent said not sampled); "
-                  "its steps as its journal records them:", markup=False)
+        out.print(f"{unsampled}:", markup=False)
     table = waterfall(spans)
     if out.is_terminal or "COLUMNS" in os.environ:
         out.print(table)
@@ -107,7 +110,8 @@ def trace(
               + ("" if found == "unsampled" or not derived
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
                  if gone else "  (derived from the journal: no state versions or content; "
-                 "Tracing(live=True) records them)" if derived == len(spans)
+                 "Tracing(live=True) with the 'store' exporter keeps them)"
+                 if derived == len(spans)
                  else f"  ({derived} of {len(spans)} spans derived from the journal, where "
                  "no live span was kept)"), markup=False, soft_wrap=True)
 

@@ -514,11 +514,19 @@ class Redactor:
     # -- masking ---------------------------------------------------------------------------
 
     def redact(self, text: str) -> str:
-        """``text`` with every finding replaced by its mask."""
+        """``text`` with every finding replaced by its mask. Text only: a ``TypeError``
+        for anything else says so (logs and spans redact a structure's strings one by
+        one)."""
         memo = self._memo
-        out = memo.get(text)
+        try:
+            out = memo.get(text)
+        except TypeError:  # (unhashable: a dict, a list)
+            out = None
         if out is not None:
             return out
+        if not isinstance(text, str):
+            raise TypeError(f"Redactor takes text (a str), not {type(text).__name__}: "
+                            "redact a structure's strings one by one (logs and spans do)")
         found = self.find(text)
         if not found:
             out = text
