@@ -267,8 +267,8 @@ def worker(
                 left = stop.run(_serve(engine, scope, until_idle, poll_interval,
                                        {w.name for w in workflows}, serving, later))
         except (Stopped, KeyboardInterrupt) as e:
-            err.print(f"stopped after {plural(log.ends.total(), 'session run')}; the "
-                      "sessions it was running continue from their journal with the next "
+            err.print(f"stopped after {plural(log.ends.total(), 'session run')}; any "
+                      "session it was running continues from its journal with the next "
                       f"worker or {resume}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
         finally:
@@ -278,8 +278,8 @@ def worker(
                 warn_lost_spans(engine)
     if log.closed:
         err.print(f"stopped after {plural(log.ends.total(), 'session run')}: its standard "
-                  "output was closed (what read it exited); the sessions it was running "
-                  f"continue from their journal with the next worker or {resume}",
+                  "output was closed (what read it exited); any session it was running "
+                  f"continues from its journal with the next worker or {resume}",
                   markup=False, soft_wrap=True)
         raise typer.Exit(1)
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
