@@ -38,13 +38,16 @@ class Refuses(convoy.Interceptor):
     """Refuses the runs of session ``bad`` while ``refusing`` (before ``next``); with
     ``after``, raises after ``next`` instead (the run's end is kept)."""
 
-    def __init__(self, *, after: bool = False) -> None:
+    def __init__(self, *, after: bool = False, cancelled: bool = False) -> None:
         self.refusing, self.after, self.refused = True, after, 0
+        self.cancelled = cancelled  # (raises CancelledError, nobody having cancelled)
 
     async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
         bad = input.info.session_id == "bad" and self.refusing
         if bad and not self.after:
             self.refused += 1
+            if self.cancelled:
+                raise asyncio.CancelledError
             raise convoy.UserError("tenant 'acme' is suspended\n(a second line)")
         end = await next(input)
         if bad:
@@ -158,15 +161,18 @@ async def test_the_logs_or_the_stores_error_out_of_a_hook_still_stops_the_worker
         assert bad is not None and (bad.status, bad.owner) == ("pending", None)
 
 
-async def test_a_cancel_of_a_session_a_hook_refuses_lands(tmp_path: Path) -> None:
+@pytest.mark.parametrize("cancelled", [False, True], ids=["refused", "cancelled_error"])
+async def test_a_cancel_of_a_session_a_hook_refuses_lands(tmp_path: Path,
+                                                          cancelled: bool) -> None:
     """The worker holds a refused session back; a cancel sent meanwhile (from another
     process: a request) ends it at its next claim, though the hook refuses that run too:
     the end is a person's request, not work the hook can refuse. It looped before: the
     cancel's run refused, the session released, claimed again at once (tens of thousands
-    of runs a second), never cancelled."""
+    of runs a second), never cancelled; a hook that raised ``CancelledError`` (nobody
+    having cancelled the run) kept it from landing after that was fixed."""
     clock = FakeClock()
     store = Counted(tmp_path / "r.db", clock)
-    hook = Refuses()
+    hook = Refuses(cancelled=cancelled)
     await created(tmp_path / "r.db", clock, "bad")
     async with convoy.Engine(store, workflows=[count], interceptors=[hook]) as engine:
         server = asyncio.create_task(engine.serve(poll_interval=0.001))
@@ -240,6 +246,13 @@ async def test_a_cancelled_error_out_of_a_hook_is_held_back_as_a_refusal(
             assert said(caplog) == ["session 'bad': its run raised CancelledError (from a "
                                     "session hook: nobody cancelled the run); it runs "
                                     "again in 1 s"]
+            # Tried again when due, once, and held back longer (it was tried twice at
+            # each due time, always held back 1 s, every second refusal unsaid).
+            clock.advance(1)
+            await until(lambda: len(raised) == 2, "the second attempt")
+            await rounds_pass(store, 50)
+            assert len(raised) == 2
+            assert said(caplog)[-1].endswith("it runs again in 2 s") and len(said(caplog)) == 2
             server.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await server

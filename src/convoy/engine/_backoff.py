@@ -72,6 +72,11 @@ class Backoff:
         self._by_id[sid] = _Entry(tenant, before + 1, now + delay, refused)
         return delay
 
+    def waiting(self, sid: str) -> bool:
+        """Is ``sid`` held back, not yet due (not taken by :meth:`take`)?"""
+        entry = self._by_id.get(sid)
+        return entry is not None and entry.due != math.inf
+
     def refused(self, sid: str) -> bool:
         """Is ``sid`` held back because a session hook refused its last run?"""
         entry = self._by_id.get(sid)

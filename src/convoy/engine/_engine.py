@@ -1019,11 +1019,12 @@ class Engine(SessionControl, SubjectRights):
         """A worker's run that raised, if it did not end the session nor hold it back
         already (:meth:`_refused`): held back all the same, so that a worker does not
         claim it again at once, over and over; one line says what it raised."""
-        if row.id in self._backoff:
+        backoff = self._backoff
+        if backoff.waiting(row.id):  # (held back by :meth:`_refused`, which said so)
             return
-        if self._serving and not self._draining.on:
-            delay = self._backoff.failed(row.id, row.tenant, 0, self.clock(),
-                                         self.lease_seconds / 3, refused=True)
+        if self._serving and not self._draining.on:  # (a due one's count goes on)
+            delay = backoff.failed(row.id, row.tenant, backoff.written(row.id), self.clock(),
+                                   self.lease_seconds / 3, refused=True)
             log.warning("session %s: its run raised %s; it runs again in %g s",
                         quoted(row.id), reason, delay)
         else:
@@ -1358,10 +1359,13 @@ class Engine(SessionControl, SubjectRights):
 
         try:
             ran = await self._session(wf, state, executor, value, journal, None, body=ends)
-        except Exception:  # (a hook's, before ``next`` or after it)
+        except (Exception, asyncio.CancelledError):  # (a hook's, before ``next`` or after)
             # The end is a request's (a cancel) or the engine's (an escalation), not work
             # a hook refuses: written all the same, then the error goes on. (Not written,
             # a worker would claim the session again and again, the cancel never landing.)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():  # (this run's caller's: it stops)
+                raise
             state.body_end = end
             await self._kept_end(state, None)
             raise
