@@ -16,6 +16,7 @@ from tests.clikit import (
     one_line_error,
     session,
     sessions,
+    subprocess_cli,
     summary,
     workdir,  # noqa: F401  (autouse fixture)
     write_jsonl,
@@ -310,3 +311,32 @@ def test_cancel_ends_a_session_through_the_applications_interceptors() -> None:
 def test_cancel_refuses_interceptors_that_cannot_be_loaded() -> None:
     one_line_error(cli("cancel", "nope", "--interceptors", "app_interceptors:broken"), 2,
                    "raised RuntimeError")
+
+
+def test_the_worker_says_how_a_refused_run_and_one_whose_hook_raised_after_next_ended(
+        ) -> None:
+    """A line on stdout for each run as its end is written: a run a session hook refused
+    (given back ``pending``) and one whose hook raised after ``next`` (its end written)
+    had none, nor a count in the summary, as the worker's own hook never saw them end."""
+    write_jsonl(Path("in.jsonl"), [0, 1])
+    ran = cli("run", "app_interceptors:chat", "-i", "in.jsonl",
+              "--interceptors", "app_interceptors:refusing")
+    assert ran.code == 2 and "tenant 'acme' is suspended" in ran.stderr, ran.stderr
+    zero, one = ids_of([0, 1], "app_interceptors:chat")
+    assert (session(zero).status, session(one).status) == ("completed", "pending")
+
+    refused = subprocess_cli(Path.cwd(), "worker", "app_interceptors", "--until-idle",
+                             "--interceptors", "app_interceptors:refusing")
+    assert refused.returncode == 0, refused.stderr
+    assert f"session '{one}': a session hook refused its run (UserError: tenant 'acme' " \
+        "is suspended)" in " ".join(refused.stderr.split())
+    lines = refused.stdout.splitlines()
+    assert any(line.startswith(one) and "pending" in line for line in lines), lines
+    assert lines[-1] == "idle: 1 session run (pending 1); left unfinished: pending 1"
+
+    raised = subprocess_cli(Path.cwd(), "worker", "app_interceptors", "--until-idle",
+                            "--interceptors", "app_interceptors:raising_after")
+    assert raised.returncode == 0, raised.stderr
+    lines = raised.stdout.splitlines()
+    assert any(line.startswith(one) and "completed" in line for line in lines), lines
+    assert lines[-1] == "idle: 1 session run (completed 1); left unfinished: none"

@@ -64,13 +64,14 @@ class SessionLog(Interceptor):
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
-        end = await next(input)
-        sid = input.info.session_id
-        # (asked before the end is written: the store forgets what the run read then)
-        withheld = input.info.subject is not None or (
-            self.holds is not None and self.holds(sid))
-        input.end_taps.append(partial(self._written, sid, withheld))
-        return end
+        try:
+            return await next(input)
+        finally:  # (also when a hook inside raised: its run's end is written all the same)
+            sid = input.info.session_id
+            # (asked before the end is written: the store forgets what the run read then)
+            withheld = input.info.subject is not None or (
+                self.holds is not None and self.holds(sid))
+            input.end_taps.append(partial(self._written, sid, withheld))
 
     def _written(self, sid: str, withheld: bool, end: SessionEnd) -> None:
         """How a run ended, as written (an end tap)."""
