@@ -393,3 +393,40 @@ async def test_runs_that_end_a_session_keep_their_end_when_a_hook_raises(
     assert sorted(told.told) == [("p", "cancelled", None, "Cancelled"),
                                  ("u", "escalated", None, "SessionUnreadable"),
                                  ("w", "cancelled", None, "Cancelled")]
+
+
+@pytest.mark.parametrize("after", [True, False], ids=["after_next", "before_next"])
+async def test_a_cancel_whose_hook_raises_a_validation_error_runs_the_hooks_once(
+        tmp_path: Path, after: bool) -> None:
+    """A pydantic ``ValidationError`` out of a cancel's run was taken for the workflow's
+    own (an input it no longer takes): the cancel ran a second time, its hooks with it,
+    and the end taps were told ``cancelled``, then ``running`` (the second write refused)."""
+    from pydantic import BaseModel, ValidationError
+
+    class Policy(BaseModel):
+        limit: int
+
+    entered: list[str] = []
+
+    class Validates(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            entered.append(input.info.session_id)
+            if after:
+                await next(input)
+            Policy.model_validate({"limit": "many"})  # raises
+            raise AssertionError("not reached")
+
+    db = tmp_path / "c.db"
+    async with convoy.Engine(db, workflows=[double]) as eng:
+        await eng.store.create_sessions([NewSession(
+            id="p", workflow=double.name, version=double.version, tenant="default",
+            input="5")])
+    told = Told()
+    async with convoy.Engine(db, interceptors=[told, Validates()],
+                             workflows=[double]) as eng:
+        with pytest.raises(ValidationError):
+            await eng.cancel("p", by="alice")
+        row = await eng.store.get_session("p")
+        assert row is not None and (row.status, row.owner) == ("cancelled", None)
+    assert entered == ["p"]
+    assert told.told == [("p", "cancelled", None, "Cancelled")]

@@ -79,3 +79,16 @@ def test_what_is_not_text_is_refused_in_one_clear_line(value: object) -> None:
     with pytest.raises(TypeError, match=r"^Redactor takes text \(a str\), not "
                        f"{type(value).__name__}: redact a structure's strings one by one"):
         Redactor()(value)  # type: ignore[arg-type]
+
+
+def test_a_str_subclass_is_redacted_as_plain_text_and_never_handed_back() -> None:
+    """The memo handed a subclass instance it had cached back for a later plain string
+    (and an object equal to a cached string got its redaction, where another raised)."""
+    class Name(str):
+        pass
+
+    redact = Redactor()
+    first = redact(Name("hello there"))
+    assert type(first) is str and first == "hello there"
+    assert type(redact("hello there")) is str
+    assert redact(Name("mail a@example.com")) == "mail [EMAIL]"

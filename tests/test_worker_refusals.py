@@ -52,6 +52,8 @@ class Refuses(convoy.Interceptor):
         end = await next(input)
         if bad:
             self.refused += 1
+            if self.cancelled:
+                raise asyncio.CancelledError
             raise RuntimeError("the audit service is down")
         return end
 
@@ -116,12 +118,14 @@ async def test_until_idle_does_not_wait_for_a_session_a_hook_refuses(
         assert [r.status for r in await engine.resume()] == ["completed"]
 
 
+@pytest.mark.parametrize("cancelled", [False, True], ids=["runtime_error", "cancelled_error"])
 async def test_a_hook_that_raises_after_the_run_ended_keeps_the_end_and_the_worker(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, cancelled: bool) -> None:
     """Raised after ``next``: the end is written, nothing is held back, and the worker
-    says what was raised, in one line."""
+    says what was raised, in one line (a ``CancelledError`` nobody sent was said to run
+    again, and held back)."""
     clock = FakeClock()
-    hook = Refuses(after=True)
+    hook = Refuses(after=True, cancelled=cancelled)
     runs.clear()
     await created(tmp_path / "r.db", clock, "bad", "good")
     async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock),
@@ -130,9 +134,11 @@ async def test_a_hook_that_raises_after_the_run_ended_keeps_the_end_and_the_work
             await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
         assert [(await engine.result(s)).status for s in ("bad", "good")] == \
             ["completed", "completed"]
-        assert said(caplog) == ["session 'bad': its run raised RuntimeError: the audit "
-                                "service is down; its end was written all the same: "
-                                "completed"]
+        raised = "CancelledError (from a session hook: nobody cancelled the run)" \
+            if cancelled else "RuntimeError: the audit service is down"
+        assert said(caplog) == [f"session 'bad': its run raised {raised}; its end was "
+                                "written all the same: completed"]
+        assert hook.refused == 1 and "bad" not in engine._backoff
 
 
 @pytest.mark.parametrize("error", [

@@ -1008,27 +1008,12 @@ class Engine(SessionControl, SubjectRights):
             task = asyncio.current_task()
             if task is None or task.cancelling():  # (the worker's own stop)
                 raise
-            # A hook raised it (nobody cancelled this run): a refusal like any other.
-            self._held_back(row, "CancelledError (from a session hook: nobody cancelled "
-                                 "the run)")
+            # A hook raised it (nobody cancelled this run): an error like any other.
+            await self._after_error(row, "CancelledError (from a session hook: nobody "
+                                         "cancelled the run)")
         finally:
             self._worker_runs.discard(row.id)
         self._wake_event().set()
-
-    def _held_back(self, row: SessionRow, reason: str) -> None:
-        """A worker's run that raised, if it did not end the session nor hold it back
-        already (:meth:`_refused`): held back all the same, so that a worker does not
-        claim it again at once, over and over; one line says what it raised."""
-        backoff = self._backoff
-        if backoff.waiting(row.id):  # (held back by :meth:`_refused`, which said so)
-            return
-        if self._serving and not self._draining.on:  # (a due one's count goes on)
-            delay = backoff.failed(row.id, row.tenant, backoff.written(row.id), self.clock(),
-                                   self.lease_seconds / 3, refused=True)
-            log.warning("session %s: its run raised %s; it runs again in %g s",
-                        quoted(row.id), reason, delay)
-        else:
-            log.warning("session %s: its run raised %s", quoted(row.id), reason)
 
     async def _run_claimed_here(self, wf: Workflow[Any, Any], row: SessionRow) -> None:
         if self.keys is None and is_sealed(row.input):
@@ -1054,21 +1039,36 @@ class Engine(SessionControl, SubjectRights):
         except AuditError:  # (the log's, not the session's: as a store error, it stops)
             raise
         except Exception as e:  # (a session hook's: one session's error stops no worker)
-            ended = await self._ended(row.id)
-            if ended:
-                log.warning("session %s: its run raised %s; its end was written all the "
-                            "same: %s", quoted(row.id), _reason(e), ended)
-            else:
-                self._held_back(row, _reason(e))
+            await self._after_error(row, _reason(e))
 
-    async def _ended(self, sid: str) -> str | None:
-        """How the run of ``sid`` that raised left it, if it wrote an end (a terminal
-        status, or ``waiting``); ``None``: left to run again (or unknown)."""
+    async def _after_error(self, row: SessionRow, reason: str) -> None:
+        """A worker's run that raised ``reason``: said in one line, with the end it wrote
+        (a hook that raised after ``next``, a cancel's run), or held back as
+        :meth:`_refused` holds a refusal back (unless it did), so that the worker does not
+        claim it again at once, over and over."""
+        backoff = self._backoff
+        said = backoff.waiting(row.id)  # (held back by :meth:`_refused`, which said so)
+        delay = None
+        if not said and self._serving and not self._draining.on:
+            # (before a give-back in flight lands: a claim in between finds it held; a
+            # due one's count goes on)
+            delay = backoff.failed(row.id, row.tenant, backoff.written(row.id),
+                                   self.clock(), self.lease_seconds / 3, refused=True)
+        await self._given_back_yet(row.id)  # (a cancelled run's: written behind it)
         try:
-            row = await self.store.get_session(sid)
+            now = await self.store.get_session(row.id)
         except StoreError:
-            return None
-        return None if row is None or row.status in ("pending", "running") else row.status
+            now = None
+        if now is not None and now.status not in ("pending", "running"):
+            if delay is not None:
+                backoff.forget(row.id)
+            log.warning("session %s: its run raised %s; its end was written all the same: "
+                        "%s", quoted(row.id), reason, now.status)
+        elif delay is not None:
+            log.warning("session %s: its run raised %s; it runs again in %g s",
+                        quoted(row.id), reason, delay)
+        elif not said:
+            log.warning("session %s: its run raised %s", quoted(row.id), reason)
 
     # -- internals -----------------------------------------------------------------------
 

@@ -517,16 +517,16 @@ class Redactor:
         """``text`` with every finding replaced by its mask. Text only: a ``TypeError``
         for anything else says so (logs and spans redact a structure's strings one by
         one)."""
+        if type(text) is not str:  # (a subclass: as plain text; the memo keeps plain)
+            if not isinstance(text, str):
+                raise TypeError(f"Redactor takes text (a str), not {type(text).__name__}: "
+                                "redact a structure's strings one by one (logs and spans "
+                                "do)")
+            text = str.__str__(text)
         memo = self._memo
-        try:
-            out = memo.get(text)
-        except TypeError:  # (unhashable: a dict, a list)
-            out = None
+        out = memo.get(text)
         if out is not None:
             return out
-        if not isinstance(text, str):
-            raise TypeError(f"Redactor takes text (a str), not {type(text).__name__}: "
-                            "redact a structure's strings one by one (logs and spans do)")
         found = self.find(text)
         if not found:
             out = text
