@@ -860,11 +860,11 @@ async def test_a_cancel_while_a_runs_end_is_written_keeps_that_end(
             await gate.wait()
             return await (written or super().finish(session_id, *a, **kw))
 
-    ended: list[str] = []
+    ended: list[tuple[str, Any]] = []
 
     class Told(convoy.Interceptor):
         async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
-            input.end_taps.append(lambda end: ended.append(end.status))
+            input.end_taps.append(lambda end: ended.append((end.status, end.error)))
             return await next(input)
 
     async with convoy.Engine(SlowFinish(db), workflows=[flow], interceptors=[Told()],
@@ -880,7 +880,7 @@ async def test_a_cancel_while_a_runs_end_is_written_keeps_that_end(
         assert row is not None and (row.status, row.owner) == ("completed", None)
         assert (await eng.result("e")).output == 8
         assert await eng.resume() == []
-    assert ran == [4] and ended == ["completed"]
+    assert ran == [4] and ended == [("completed", None)]  # (not the refused write's error)
 
 
 async def test_sessions_a_worker_claimed_and_never_started_are_given_back(

@@ -17,6 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import convoy
 from convoy.observability._spans import SPANS_NAMESPACE, load_chunks
 
@@ -94,3 +96,26 @@ def test_the_trace_of_a_killed_live_traced_session_is_one_tree(tmp_path: Path) -
     _one_tree_each_step_once(after)
     lost = [s for s in after if "convoy.parent_lost" in s["attrs"]]
     assert [s["name"] for s in lost] == ["chat default"]  # (its agent's span never kept)
+
+
+def test_a_session_under_a_callers_span_keeps_that_parent(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A session whose caller gave a ``traceparent``: its span's parent is the caller's,
+    outside the session's spans, not lost (it was made its own parent, with the caller's
+    span id as ``convoy.parent_lost``)."""
+    (tmp_path / "go").touch()
+    monkeypatch.setenv("RELEASE", str(tmp_path / "go"))
+    caller = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    db = tmp_path / "p.db"
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=chain()) as engine:
+            assert (await engine.run(killed, {"text": "x"}, session_id="k-1",
+                                     headers={"traceparent": caller})).ok
+
+    asyncio.run(run())
+    spans = _spans(db)
+    [top] = [s for s in spans if s["name"] == "invoke_workflow trace.killed"]
+    assert top["parent_id"] == "b7ad6b7169203331"
+    assert not any("convoy.parent_lost" in s["attrs"] for s in spans)
+    assert all(s["parent_id"] != s["span_id"] for s in spans)

@@ -262,3 +262,71 @@ async def test_a_cancelled_error_out_of_a_hook_is_held_back_as_a_refusal(
             server.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await server
+
+
+@convoy.workflow(name="refusals.sleeps")
+async def sleeps(ctx: convoy.Context, n: int) -> int:
+    await ctx.sleep(3600)
+    return n
+
+
+async def test_until_idle_waits_for_a_timer_of_a_session_whose_hook_raised_after_next(
+        tmp_path: Path) -> None:
+    """The session parked on its timer, then a hook raised: while the worker read how the
+    run left it (a round trip), the session was marked refused, and ``until_idle``, which
+    does not wait for refused sessions, returned with its timer pending."""
+    clock = FakeClock()
+    reading, gate = asyncio.Event(), asyncio.Event()
+
+    class SlowRead(Counted):
+        async def get_session(self, session_id: str, **kw: Any) -> Any:
+            if hook.refused and not gate.is_set():
+                reading.set()
+                await gate.wait()
+            return await super().get_session(session_id, **kw)
+
+    store = SlowRead(tmp_path / "r.db", clock)
+    hook = Refuses(after=True)
+    async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock)) as e:
+        e.drain()
+        await e.run_many(sleeps, [1], ids=["bad"])
+    async with convoy.Engine(store, workflows=[sleeps], interceptors=[hook]) as engine:
+        server = asyncio.create_task(engine.serve(until_idle=True, poll_interval=0.001))
+        async def rounds_or_returned() -> None:
+            start = store.rounds
+            await until(lambda: store.rounds >= start + 20 or server.done(),
+                        "20 more claim rounds")
+            assert not server.done()  # (it returned, the timer an hour off)
+
+        await until(reading.is_set, "the worker reads how the run left the session")
+        await rounds_or_returned()
+        gate.set()
+        bad = await engine.store.get_session("bad")
+        assert bad is not None and bad.status == "waiting"
+        await rounds_or_returned()
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server
+
+
+async def test_a_hook_error_after_next_is_said_when_the_end_could_not_be_written(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The store failed to write the end the run reached, after a hook raised: the store's
+    failure was said, the hook's error not at all."""
+    from .test_worker_backoff import FailingEnds
+
+    clock = FakeClock()
+    store = FailingEnds(tmp_path / "c.db", clock, "bad")
+    hook = Refuses(after=True)
+    await created(tmp_path / "c.db", clock, "bad")
+    async with convoy.Engine(store, workflows=[count], interceptors=[hook]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            server = asyncio.create_task(engine.serve(poll_interval=0.001))
+            await until(lambda: hook.refused == 1, "the hook raised")
+            await rounds_pass(store, 20)
+            server.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await server
+    assert said(caplog) == [
+        "session 'bad' could not be recorded (disk I/O error); it runs again in 1 s",
+        "session 'bad': its run raised RuntimeError: the audit service is down"]

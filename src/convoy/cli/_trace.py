@@ -258,15 +258,21 @@ def _rooted(spans: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[str,
     span, or an agent's) under the session span derived from the journal, which has the
     id the lost one had (its parent's id kept as ``convoy.parent_lost``): one tree, not
     rows of no parent."""
+    top, caller = root["span_id"], root["parent_id"]  # (the caller's: not lost)
+
+    def lost(s: dict[str, Any]) -> bool:
+        return bool(s["parent_id"]) and s["parent_id"] not in ids and \
+            s["parent_id"] != caller and s["span_id"] != top
+
     ids = {s["span_id"] for s in spans}
-    if not any(s["parent_id"] and s["parent_id"] not in ids for s in spans):
+    if not any(map(lost, spans)):
         return spans
-    if root["span_id"] not in ids:
+    if top not in ids:
         spans = [*spans, root]
-        ids.add(root["span_id"])
-    return [{**s, "parent_id": root["span_id"],
-             "attrs": {**s["attrs"], "convoy.parent_lost": s["parent_id"]}}
-            if s["parent_id"] and s["parent_id"] not in ids else s for s in spans]
+        ids.add(top)
+    return [{**s, "parent_id": top, "attrs": {**s["attrs"],
+                                              "convoy.parent_lost": s["parent_id"]}}
+            if lost(s) else s for s in spans]
 
 
 def _run_span(span: dict[str, Any]) -> bool:

@@ -77,6 +77,12 @@ class Backoff:
         entry = self._by_id.get(sid)
         return entry is not None and entry.due != math.inf
 
+    def refuse(self, sid: str) -> None:
+        """Mark ``sid``, held back, as refused by a session hook (see :meth:`failed`)."""
+        entry = self._by_id.get(sid)
+        if entry is not None:
+            entry.refused = True
+
     def refused(self, sid: str) -> bool:
         """Is ``sid`` held back because a session hook refused its last run?"""
         entry = self._by_id.get(sid)

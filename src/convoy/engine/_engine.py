@@ -826,8 +826,9 @@ class Engine(SessionControl, SubjectRights):
         again after a doubling delay, and so does a session whose end the store failed to
         record, or whose run a session hook refused (logged; ``until_idle`` does not wait
         for such a session: it is left ``pending``). An error that stops it (a store
-        error that is not transient as it claims or reads sessions) is raised as itself
-        (see :mod:`~convoy.engine._raised`).
+        error that is not transient as it claims or reads sessions, or out of a session
+        hook; an :class:`AuditError` out of a session hook) is raised as itself (see
+        :mod:`~convoy.engine._raised`).
         """
         await self._serve(None, until_idle, poll_interval, on_wait)
 
@@ -994,8 +995,12 @@ class Engine(SessionControl, SubjectRights):
         rather than the stop waiting out a store timeout for each)."""
         held, self._backoff = self._backoff.ids(), Backoff()
 
+        async def give_back(sid: str) -> None:
+            await self._given_back_yet(sid)  # (its run's own, with its counts, first)
+            await self._release(sid)
+
         if held:
-            await self._bounded(asyncio.gather(*map(self._release, held)))
+            await self._bounded(asyncio.gather(*map(give_back, held)))
 
     async def _run_claimed(self, wf: Workflow[Any, Any], row: SessionRow,
                            unstarted: dict[str, str] | None = None) -> None:
@@ -1047,13 +1052,15 @@ class Engine(SessionControl, SubjectRights):
         :meth:`_refused` holds a refusal back (unless it did), so that the worker does not
         claim it again at once, over and over."""
         backoff = self._backoff
-        said = backoff.waiting(row.id)  # (held back by :meth:`_refused`, which said so)
+        held = backoff.waiting(row.id)  # (by :meth:`_refused`, which said why, or by a
+        said = held and backoff.refused(row.id)  # store that failed to write the end)
         delay = None
-        if not said and self._serving and not self._draining.on:
+        if not held and self._serving and not self._draining.on:
             # (before a give-back in flight lands: a claim in between finds it held; a
-            # due one's count goes on)
+            # due one's count goes on; marked refused, which ``until_idle`` does not wait
+            # for, only once the session is known not to have ended: it may have parked)
             delay = backoff.failed(row.id, row.tenant, backoff.written(row.id),
-                                   self.clock(), self.lease_seconds / 3, refused=True)
+                                   self.clock(), self.lease_seconds / 3)
         await self._given_back_yet(row.id)  # (a cancelled run's: written behind it)
         try:
             now = await self.store.get_session(row.id)
@@ -1065,6 +1072,7 @@ class Engine(SessionControl, SubjectRights):
             log.warning("session %s: its run raised %s; its end was written all the same: "
                         "%s", quoted(row.id), reason, now.status)
         elif delay is not None:
+            backoff.refuse(row.id)
             log.warning("session %s: its run raised %s; it runs again in %g s",
                         quoted(row.id), reason, delay)
         elif not said:
@@ -1306,12 +1314,13 @@ class Engine(SessionControl, SubjectRights):
         """Write how a run ended after its caller cancelled it as the write was under way
         (a timeout): its end is kept, not the session held until its lease lapses and
         then run again."""
+        error = end.error
         status = await self._settle(state.id, self.owner, state, end, new)
         if status == "running":  # (refused, fenced: the cancelled write did commit?)
             with suppress(StoreError):
                 row = await self.store.get_session(state.id)
                 if row is not None and row.status == end.status and row.owner is None:
-                    status = end.status
+                    status, end.error = end.status, error  # (not the refusal's)
         if state.end_taps is not None and any(state.end_taps):
             _tell_ended(state, end, status)
 
