@@ -68,3 +68,67 @@ async def test_another_engine_resumes_a_session_a_hook_refused_at_once(
         async with convoy.Engine(db, workflows=[flow]) as b:  # (A still open)
             [res] = await b.resume()
     assert (res.id, res.status, res.output) == ("r", "completed", 8)
+
+
+async def test_a_worker_holds_back_a_session_a_hook_refuses_on_either_store(
+        db: str | Path) -> None:
+    """As ``tests/test_worker_refusals.py`` shows on SQLite, on both stores (PostgreSQL's
+    round trips suspend where SQLite's do not): the refused session is held back while the
+    other completes, tried again when due, and completed once the hook lets it through."""
+    from convoy.stores import store_from_url
+
+    from .fakeclock import FakeClock
+    from .test_worker_backoff import count, until
+
+    clock = FakeClock()
+    refusing, refused = [True], [0]
+
+    class Refuses(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+            if input.info.session_id == "bad" and refusing[0]:
+                refused[0] += 1
+                raise convoy.UserError("tenant 'acme' is suspended")
+            return await next(input)
+
+    async with convoy.Engine(store_from_url(db, clock=clock)) as e:
+        e.drain()
+        await e.run_many(count, [1, 2], ids=["bad", "good"])  # (created, pending)
+    store = store_from_url(db, clock=clock)
+    rounds = [0]
+    claim = store.claim_runnable
+
+    async def counted(*a: Any, **kw: Any) -> Any:
+        rounds[0] += 1
+        return await claim(*a, **kw)
+
+    store.claim_runnable = counted  # type: ignore[method-assign]
+
+    async def rounds_pass(n: int) -> None:
+        start = rounds[0]
+        await until(lambda: rounds[0] >= start + n, f"{n} more claim rounds")
+
+    def completed(sid: str) -> Any:
+        async def check() -> bool:
+            row = await engine.store.get_session(sid)
+            return row is not None and row.status == "completed"
+        return check
+
+    async with convoy.Engine(store, workflows=[count], interceptors=[Refuses()]) as engine:
+        server = asyncio.create_task(engine.serve(poll_interval=0.001))
+        await until(lambda: refused[0] == 1, "bad refused")
+        await until(lambda: engine._backoff.waiting("bad"), "bad held back")
+        await until(completed("good"), "good completed")
+        await rounds_pass(20)
+        assert refused[0] == 1  # (held back: not tried again before it is due)
+        clock.advance(1)
+        await until(lambda: refused[0] == 2, "bad refused again, when due")
+        # (held back from when the give-back records it, just after: the clock moved
+        # before that would move the due time with it)
+        await until(lambda: engine._backoff.waiting("bad"), "bad held back again")
+        refusing[0] = False
+        clock.advance(2)
+        await until(completed("bad"), "bad completed")
+        assert refused[0] == 2 and not server.done()
+        server.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await server

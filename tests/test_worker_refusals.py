@@ -87,6 +87,8 @@ async def test_a_session_a_hook_refuses_is_held_back_and_the_worker_serves_on(
             assert hook.refused == 1
             clock.advance(0.01)
             await until(lambda: hook.refused == 2, "the second refusal")
+            # (said as it is held back, just after the hook raised: before the clock moves)
+            await until(lambda: len(said(caplog)) == 2, "the second refusal said")
             assert said(caplog)[-1].endswith("it runs again in 2 s")
             # ... and run once the hook lets it through.
             hook.refusing = False
