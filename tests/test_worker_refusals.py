@@ -19,6 +19,7 @@ import convoy
 from convoy.stores import SQLiteStore
 
 from .fakeclock import FakeClock
+from .test_privacy import wait_a_day
 from .test_worker_backoff import count, created, finished, rounds_pass, runs, until
 
 
@@ -266,12 +267,6 @@ async def test_a_cancelled_error_out_of_a_hook_is_held_back_as_a_refusal(
                 await server
 
 
-@convoy.workflow(name="refusals.sleeps")
-async def sleeps(ctx: convoy.Context, n: int) -> int:
-    await ctx.sleep(3600)
-    return n
-
-
 async def test_until_idle_waits_for_a_timer_of_a_session_whose_hook_raised_after_next(
         tmp_path: Path) -> None:
     """The session parked on its timer, then a hook raised: while the worker read how the
@@ -291,14 +286,14 @@ async def test_until_idle_waits_for_a_timer_of_a_session_whose_hook_raised_after
     hook = Refuses(after=True)
     async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock)) as e:
         e.drain()
-        await e.run_many(sleeps, [1], ids=["bad"])
-    async with convoy.Engine(store, workflows=[sleeps], interceptors=[hook]) as engine:
+        await e.run_many(wait_a_day, ["x"], ids=["bad"])  # (a timer a day off)
+    async with convoy.Engine(store, workflows=[wait_a_day], interceptors=[hook]) as engine:
         server = asyncio.create_task(engine.serve(until_idle=True, poll_interval=0.001))
         async def rounds_or_returned() -> None:
             start = store.rounds
             await until(lambda: store.rounds >= start + 20 or server.done(),
                         "20 more claim rounds")
-            assert not server.done()  # (it returned, the timer an hour off)
+            assert not server.done()  # (it returned, the timer a day off)
 
         await until(reading.is_set, "the worker reads how the run left the session")
         await rounds_or_returned()

@@ -84,7 +84,7 @@ from convoy.engine._control import SessionControl
 from convoy.engine._deadlines import Deadlines
 from convoy.engine._escalation import ESCALATION
 from convoy.engine._owners import new_owner, owner_is_dead
-from convoy.engine._raised import raised_of
+from convoy.engine._raised import described, raised_of
 from convoy.engine._results import (
     ReplayResult,
     ResultStatus,
@@ -836,75 +836,74 @@ class Engine(SessionControl, SubjectRights):
                      on_wait: Callable[[list[SessionRow]], None] | None = None) -> None:
         await self.open()
         self._serving += 1
+        unstarted: dict[str, str] = {}  # claimed, their runs not started yet
         try:
-            await self._serve_loop(tenant, until_idle, poll_interval, on_wait)
+            await self._serve_loop(tenant, until_idle, poll_interval, on_wait, unstarted)
         except BaseExceptionGroup as eg:  # (its task group's: the error itself)
             raise raised_of(eg) from None
         finally:
             self._serving -= 1
+            if unstarted:  # (runs its stopping task group cancelled before they started,
+                # another session's error stopping it in their round: nothing else gives
+                # their sessions back)
+                await self._bounded(asyncio.gather(*map(self._release, unstarted)))
             if not self._serving:  # give back what waits to run again (see ``_backoff``)
                 await self._give_back_held()
         if self._unreadable is not None:  # (see ``_run_claimed``)
             raise self._unreadable
 
     async def _serve_loop(self, tenant: str | None, until_idle: bool, poll_interval: float,
-                          on_wait: Callable[[list[SessionRow]], None] | None) -> None:
+                          on_wait: Callable[[list[SessionRow]], None] | None,
+                          unstarted: dict[str, str]) -> None:
         wake = self._wake_event()
         backoff = self._backoff
-        task = asyncio.current_task()
-        cancels = task.cancelling() if task is not None else 0
         sweep = [0.0]  # when to look for owners that died on this machine next
         failures, retry_at = 0, 0.0  # the store's failures in a row; when to try it again
-        unstarted: dict[str, str] = {}  # claimed, their runs not started yet
-        try:
-            async with asyncio.TaskGroup() as tg:
-                while True:
-                    if task is not None and task.cancelling() > cancels:
-                        # A cancel a library swallowed, honoured: Python 3.11's wait_for loses
-                        # one that comes as what it waits for is done (psycopg_pool's wait for a
-                        # connection does, as the store comes back), and this loop would
-                        # otherwise never end.
-                        raise asyncio.CancelledError
-                    wake.clear()
-                    if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
-                        if not self._running:
-                            break
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                if task is not None and task.cancelling() > cancels:
+                    # A cancel a library swallowed, honoured: Python 3.11's wait_for loses
+                    # one that comes as what it waits for is done (psycopg_pool's wait for a
+                    # connection does, as the store comes back), and this loop would
+                    # otherwise never end.
+                    raise asyncio.CancelledError
+                wake.clear()
+                if self._draining.on:  # (see ``drain``: claim no more, wait for the rest)
+                    if not self._running:
+                        break
+                    await wake.wait()
+                    continue
+                nxt: float | None = retry_at
+                if self.clock() >= retry_at:
+                    try:
+                        if failures:  # back: take up what the failed calls left held
+                            await self._adopt_held(tenant)
+                        idle, nxt = await self._serve_round(tg, tenant, until_idle, on_wait,
+                                                            sweep, unstarted)
+                    except StoreError as e:  # (a lost connection: wait, then try again)
+                        if not e.transient:
+                            raise
+                        if self._draining.on:  # (stopping: nothing is tried again)
+                            continue
+                        failures += 1
+                        delay = delay_after(failures, self.lease_seconds / 3)
+                        retry_at = nxt = self.clock() + delay
+                        log.warning("the store failed (%s); the worker tries it again in "
+                                    "%g s", _store_reason(str(e)), delay)
+                    else:
+                        if idle:
+                            return
+                        failures = 0
+                due = backoff.next_due() if len(backoff) else None
+                if due is not None:
+                    nxt = due if nxt is None else min(nxt, due)
+                timeout = poll_interval if nxt is None else \
+                    max(0.0, min(poll_interval, nxt - self.clock()))
+                with suppress(TimeoutError):
+                    async with asyncio.timeout(timeout):
                         await wake.wait()
-                        continue
-                    nxt: float | None = retry_at
-                    if self.clock() >= retry_at:
-                        try:
-                            if failures:  # back: take up what the failed calls left held
-                                await self._adopt_held(tenant)
-                            idle, nxt = await self._serve_round(tg, tenant, until_idle, on_wait,
-                                                                sweep, unstarted)
-                        except StoreError as e:  # (a lost connection: wait, then try again)
-                            if not e.transient:
-                                raise
-                            if self._draining.on:  # (stopping: nothing is tried again)
-                                continue
-                            failures += 1
-                            delay = delay_after(failures, self.lease_seconds / 3)
-                            retry_at = nxt = self.clock() + delay
-                            log.warning("the store failed (%s); the worker tries it again in "
-                                        "%g s", _store_reason(str(e)), delay)
-                        else:
-                            if idle:
-                                return
-                            failures = 0
-                    due = backoff.next_due() if len(backoff) else None
-                    if due is not None:
-                        nxt = due if nxt is None else min(nxt, due)
-                    timeout = poll_interval if nxt is None else \
-                        max(0.0, min(poll_interval, nxt - self.clock()))
-                    with suppress(TimeoutError):
-                        async with asyncio.timeout(timeout):
-                            await wake.wait()
-        finally:
-            # Runs a stopping task group cancelled before they started (another
-            # session's error stopped it in their round) never gave their sessions back.
-            if unstarted:
-                await self._bounded(asyncio.gather(*map(self._release, unstarted)))
 
     async def _serve_round(self, tg: asyncio.TaskGroup, tenant: str | None, until_idle: bool,
                            on_wait: Callable[[list[SessionRow]], None] | None,
@@ -1044,7 +1043,7 @@ class Engine(SessionControl, SubjectRights):
         except AuditError:  # (the log's, not the session's: as a store error, it stops)
             raise
         except Exception as e:  # (a session hook's: one session's error stops no worker)
-            await self._after_error(row, _reason(e))
+            await self._after_error(row, described(e))
 
     async def _after_error(self, row: SessionRow, reason: str) -> None:
         """A worker's run that raised ``reason``: said in one line, with the end it wrote
@@ -1059,8 +1058,7 @@ class Engine(SessionControl, SubjectRights):
             # (before a give-back in flight lands: a claim in between finds it held; a
             # due one's count goes on; marked refused, which ``until_idle`` does not wait
             # for, only once the session is known not to have ended: it may have parked)
-            delay = backoff.failed(row.id, row.tenant, backoff.written(row.id),
-                                   self.clock(), self.lease_seconds / 3)
+            delay = self._hold(row.id, row.tenant, backoff.written(row.id))
         await self._given_back_yet(row.id)  # (a cancelled run's: written behind it)
         try:
             now = await self.store.get_session(row.id)
@@ -1603,11 +1601,17 @@ class Engine(SessionControl, SubjectRights):
         back: a claim of it in between finds it held.)"""
         if not self._serving or self._draining.on:  # (``run``, ``resume``: the caller has
             return  # the result; a worker that stops runs nothing again)
-        delay = self._backoff.failed(sid, tenant, failures, self.clock(),
-                                     self.lease_seconds / 3)
+        delay = self._hold(sid, tenant, failures)
         log.warning("session %s could not be recorded (%s); it runs again in %g s",
                     quoted(sid), _store_reason(str((error or {}).get("message") or
                                                    "a store error")), delay)
+
+    def _hold(self, sid: str, tenant: str, failures: int, *, refused: bool = False
+              ) -> float:
+        """Hold ``sid`` back after its ``failures``-th failure in a row (see
+        :mod:`~convoy.engine._backoff`): the delay, in seconds, before it runs again."""
+        return self._backoff.failed(sid, tenant, failures, self.clock(),
+                                    self.lease_seconds / 3, refused=refused)
 
     def _refused(self, sid: str, tenant: str, e: BaseException) -> None:
         """A worker's session whose run a session hook refused (raised before the workflow
@@ -1617,10 +1621,9 @@ class Engine(SessionControl, SubjectRights):
         serves the rest meanwhile."""
         if sid not in self._worker_runs or self._draining.on:  # (``run``, ``resume``:
             return  # the caller has the error; a worker that stops runs nothing again)
-        delay = self._backoff.failed(sid, tenant, self._backoff.written(sid), self.clock(),
-                                     self.lease_seconds / 3, refused=True)
+        delay = self._hold(sid, tenant, self._backoff.written(sid), refused=True)
         log.warning("session %s: a session hook refused its run (%s); it runs again in %g "
-                    "s", quoted(sid), _reason(e), delay)
+                    "s", quoted(sid), described(e), delay)
 
     async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None,
                                 outcome: SessionOutcome | None = None) -> None:
@@ -1747,12 +1750,6 @@ def _store_reason(message: str) -> str:
     """A store error's message as a worker's warning quotes it: on one line, short, without
     the advice to resume the session later (the worker tries again itself)."""
     return short(message.split("; the session is left unfinished", 1)[0], 240)
-
-
-def _reason(e: BaseException) -> str:
-    """An error as a worker's warning quotes it: its type and first line, short."""
-    first = str(e).strip().split("\n", 1)[0]
-    return short(f"{type(e).__name__}: {first}" if first else type(e).__name__, 240)
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:

@@ -35,11 +35,18 @@ def raised_of(eg: BaseExceptionGroup[BaseException]) -> BaseException:
         chosen = found[0]
     others = [e for e in found if e is not chosen]
     if others:
-        named = "; ".join(f"{type(e).__name__}: {_line(e)}" for e in others[:NAMED])
+        named = "; ".join(map(described, others[:NAMED]))
         more = f"; and {len(others) - NAMED:,} more" if len(others) > NAMED else ""
         chosen.add_note(f"{plural(len(others), 'other error')} at the same time: "
                         f"{named}{more}")
     return chosen
+
+
+def described(e: BaseException) -> str:
+    """``e`` in one line, as a note or a worker's warning names it: its type and the first
+    line of its message."""
+    line = _line(e)
+    return f"{type(e).__name__}: {line}" if line else type(e).__name__
 
 
 def _line(e: BaseException) -> str:
