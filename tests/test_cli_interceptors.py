@@ -5,18 +5,23 @@ is one line, exit 2, nothing run."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from convoy.cli._common import build_engine
 from tests.clikit import (
+    LIMIT,
     cli,
     ids_of,
+    journal,
     one_line_error,
     session,
     sessions,
     subprocess_cli,
+    subprocess_env,
     summary,
     workdir,  # noqa: F401  (autouse fixture)
     write_jsonl,
@@ -340,3 +345,25 @@ def test_the_worker_says_how_a_refused_run_and_one_whose_hook_raised_after_next_
     lines = raised.stdout.splitlines()
     assert any(line.startswith(one) and "completed" in line for line in lines), lines
     assert lines[-1] == "idle: 1 session run (completed 1); left unfinished: none"
+
+
+def test_two_workers_on_one_store_with_a_refusing_hook_both_return() -> None:
+    """Two worker processes on one store, one session a hook refuses: each runs the rest
+    once between them, neither stops nor spins on the refused one (one holds it back, the
+    other waits for it, then is refused it too), and it is left ``pending``, held by none."""
+    write_jsonl(Path("in.jsonl"), [0, 1, 2])
+    assert cli("run", "app_interceptors:chat", "-i", "in.jsonl",
+               "--interceptors", "app_interceptors:refusing").code == 2
+    zero, one, two = ids_of([0, 1, 2], "app_interceptors:chat")  # (some left pending)
+    args = [sys.executable, "-m", "convoy.cli", "worker", "app_interceptors", "--until-idle",
+            "--interceptors", "app_interceptors:refusing"]
+    procs = [subprocess.Popen(args, cwd=Path.cwd(), env=subprocess_env(), text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=LIMIT)
+        assert p.returncode == 0, err
+        assert "a session hook refused its run" in " ".join(err.split()), err
+    assert (session(one).status, session(one).owner) == ("pending", None)
+    assert [session(s).status for s in (zero, two)] == ["completed", "completed"]
+    assert len(journal(two)) == 2  # (its two model calls, each once)
