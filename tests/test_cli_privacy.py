@@ -4,6 +4,7 @@ line: what they print, what they leave in the store's files, one line for each m
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import sqlite3
@@ -357,26 +358,32 @@ def test_keygen_makes_every_missing_directory_its_owners_only(tmp_path: Path) ->
     assert stat.S_IMODE((tmp_path / "a/b/c/m.key").stat().st_mode) == 0o600
 
 
-@pytest.mark.parametrize("wrapped", ["garbage", "", "QUJD", "!!not base64!!"])
+@pytest.mark.parametrize("wrapped", ["garbage", "", "QUJD", "!!not base64!!", "flipped"])
 def test_a_damaged_subject_key_is_one_line_in_every_command_that_opens_it(
         tmp_path: Path, wrapped: str) -> None:
-    """A wrapped subject key changed in the database (not base64, cut short): the commands
-    that open the subject's data say so in one line, as for a key wrapped under another
-    master key."""
+    """A wrapped subject key changed in the database (not base64, cut short, a byte
+    flipped): the commands that open the subject's data say so in one line, and exit 1 as
+    for any row Convoy did not write (the docs' exit codes), not 2 (misuse)."""
     assert cli("keygen", "m.key").code == 0
     env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
     write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
     assert cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9", env=env).code == 0
     with sqlite3.connect("convoy.db") as conn:
         [(sid,)] = conn.execute("SELECT id FROM sessions").fetchall()
+        if wrapped == "flipped":
+            [(held,)] = conn.execute("SELECT wrapped FROM subject_keys").fetchall()
+            raw = bytearray(base64.b64decode(held))
+            raw[20] ^= 1
+            wrapped = base64.b64encode(bytes(raw)).decode()
         conn.execute("UPDATE subject_keys SET wrapped=?", (wrapped,))
     conn.close()
     for args in (("sessions", "show", sid), ("export", "c-9"), ("trace", sid)):
         res = cli(*args, env=env)
-        assert res.code != 0 and "Traceback" not in res.stdout + res.stderr, (args, res)
+        assert res.code == 1 and "Traceback" not in res.stdout + res.stderr, (args, res)
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and "does not open with this store's master key" in lines[0] \
-            and "altered" in lines[0], (args, lines)
+            and lines[0].endswith("the store was edited or damaged"), (args, lines)
+        assert ("altered" if len(wrapped) == 80 else "is not a wrapped key") in lines[0]
 
 
 def _run_engine(env: dict[str, str], sid: str, value: object, subject: str | None,

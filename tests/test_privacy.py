@@ -360,6 +360,36 @@ async def test_a_subjects_session_cancelled_from_another_process_stays_sealed(
             "type": "Cancelled", "message": f"cancelled by {by}", "by": by}
 
 
+async def test_a_damaged_subject_key_escalates_its_sessions_and_the_worker_runs_the_others(
+        tmp_path: Path) -> None:
+    """A subject's wrapped key edited in the store is that subject's damage, not the
+    worker's: its due session is escalated as unreadable (as any sealed value that does not
+    open), and the worker serves the other sessions and returns. (It stopped the worker,
+    with a misuse error, for every tenant.)"""
+    import sqlite3
+
+    db = tmp_path / "convoy.db"
+    clock = FakeClock()
+
+    def clocked() -> convoy.Engine:
+        return convoy.Engine(store_from_url(db, clock=clock), workflows=[wait_a_day, serve],
+                             master_key=MasterKey.from_text(KEY))
+
+    async with clocked() as eng:
+        held = await eng.run(wait_a_day, IN_NAME, subject="s-1")
+        assert held.status == "waiting"
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE subject_keys SET wrapped='QUJD'")
+    conn.close()
+    clock.advance(86401)
+    async with clocked() as eng:
+        other = await eng.run(serve, {"name": OTHER[0]})
+        assert other.status == "completed"
+        await eng.serve(until_idle=True, poll_interval=0.01)
+        row = await eng.store.inner.get_session(held.id)  # type: ignore[attr-defined]
+        assert row.status == "escalated", row.status
+
+
 async def test_erasure_is_an_audit_entry_and_the_log_still_verifies(tmp_path: Path) -> None:
     from convoy.audit import AuditEvent, AuditInterceptor
     from convoy.audit._verify import verify_log
@@ -1098,7 +1128,7 @@ async def test_a_subject_key_wrapped_under_another_master_key_names_the_cause_an
         raw = eng.store.inner  # type: ignore[attr-defined]
         await raw.subject_key_put("default", "b", other.wrap(secrets.token_bytes(32),
                                                              _key_aad("default", "b")))
-        with pytest.raises(UserError, match=r"key of subject 'b' .* another master key"):
+        with pytest.raises(JournalError, match=r"key of subject 'b' .* another master key"):
             await eng.export("b")
         assert (await eng.erase("b")).key
         assert await raw.subject_key_get("default", "b") is None

@@ -195,6 +195,20 @@ class MasterKey:
                         hashlib.sha256).hexdigest()
 
 
+#: How long a wrapped subject key is, decoded: a nonce, the key, the tag (AES-GCM).
+_WRAPPED_BYTES = 12 + 32 + 16
+
+
+def _wrapped_shape(wrapped: str) -> bool:
+    """Whether ``wrapped`` reads as :meth:`MasterKey.wrap` writes a key (base64 of its
+    length): one that does not open was wrapped under another key, or altered since; one
+    that does not read so was altered."""
+    try:
+        return len(base64.b64decode(wrapped, validate=True)) == _WRAPPED_BYTES
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _key_aad(tenant: str, subject: str) -> bytes:
     return f"convoy/subject-key/v1\0{tenant}\0{subject}".encode()
 
@@ -290,11 +304,14 @@ class KeyRing:
             wrapped = await self.store.subject_key_put(tenant, subject, mine)  # or a rival's
         raw = self.master.opens(wrapped, aad)
         if raw is None:  # the master key is the store's (checked): this key is not its
-            raise UserError(f"the key of subject {quoted(subject)} (tenant {quoted(tenant)}) "
-                            "does not "
-                            "open with this store's master key: an earlier Convoy wrapped "
-                            "it under another master key, or it was altered; erasing the "
-                            "subject still works")
+            # (one subject's damage, not the command's misuse: its sessions are escalated
+            # as unreadable, the others run)
+            raise damaged(f"the key of subject {quoted(subject)} (tenant {quoted(tenant)})",
+                          "it does not open with this store's master key ("
+                          + ("an earlier Convoy wrapped it under another master key, or it "
+                             "was altered" if _wrapped_shape(wrapped) else
+                             f"its stored value is not a wrapped key, base64 of "
+                             f"{_WRAPPED_BYTES} bytes") + "); erasing the subject still works")
         label = key_label(wrapped)
         if label != mapped and not getattr(self.store, "read_only", False) and \
                 await self.store.kv_get(ns, label) != subject:
