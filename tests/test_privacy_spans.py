@@ -145,6 +145,7 @@ def test_convoy_trace_opens_sealed_spans_with_the_master_key(
     [note] = locked.stderr.strip().splitlines()
     assert "sealed" in note and "CONVOY_MASTER_KEY_FILE" in note, note
     assert "chunk" in note and "spans derived from its journal" in note, note
+    assert "a model call's model, for one" in note, note  # (its agent called a model)
     opened = cli("trace", sid, "--db", str(path), "--json", env={"CONVOY_MASTER_KEY": KEY})
     assert opened.code == 0, opened.stderr
     assert IN_NAME in opened.stdout
@@ -456,4 +457,5 @@ def test_a_derived_trace_read_without_the_master_key_says_a_sealed_error_is_seal
     assert "sealed" in shown.stdout and "unknown" not in shown.stdout, shown.stdout
     [note] = shown.stderr.strip().splitlines()
     assert "its error unread (its kind shown as 'sealed')" in note, note
+    assert "results of" in note and "model call" not in note, note  # (no model call)
     assert not cli("trace", sid, "--db", str(path), env={"CONVOY_MASTER_KEY": KEY}).stderr

@@ -103,16 +103,22 @@ async def test_a_session_a_hook_refuses_is_held_back_and_the_worker_serves_on(
 
 
 async def test_until_idle_does_not_wait_for_a_session_a_hook_refuses(
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """It returns once the rest is done; the refused session is left ``pending``, held by
-    no engine, for a later worker or ``convoy resume``."""
+    no engine, for a later worker or ``convoy resume``; its warning says so (it said the
+    session runs again in 1 s, and the worker returned before)."""
     clock = FakeClock()
     hook = Refuses()
     runs.clear()
     await created(tmp_path / "r.db", clock, "bad", "good")
     async with convoy.Engine(SQLiteStore(tmp_path / "r.db", clock=clock),
                              workflows=[count], interceptors=[hook]) as engine:
-        await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
+        assert said(caplog) == [
+            "session 'bad': a session hook refused its run (UserError: tenant 'acme' is "
+            "suspended); it runs again in 1 s if this worker still serves then (serving "
+            "until idle does not wait for it: it is left pending)"]
         bad = await engine.store.get_session("bad")
         assert bad is not None and (bad.status, bad.owner) == ("pending", None)
         assert hook.refused == 1

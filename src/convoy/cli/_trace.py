@@ -77,7 +77,7 @@ def trace(
     found, spans, gone, sealed, error = run_async(_load(db, session_id, scope))
     if found == "missing":
         unknown_session(db, scope, session_id)
-    if sealed or gone or error:
+    if sealed[0] or gone or error:
         typer.echo(_sealed_note(session_id, sealed, gone, error), err=True)
     unsampled = (f"no spans kept for session {quoted(session_id)}: sampling left it "
                  "untraced (Tracing(sample_rate=...), or its caller's traceparent said not "
@@ -116,15 +116,17 @@ def trace(
                  "no live span was kept)"), markup=False, soft_wrap=True)
 
 
-def _sealed_note(session_id: str, results: int, chunks: int, error: bool = False) -> str:
+def _sealed_note(session_id: str, results: Sealed, chunks: int, error: bool = False) -> str:
     """The line that says what of a session's trace is sealed: ``chunks`` chunks of the
-    spans kept for it, left out, the results of ``results`` steps its spans were derived
-    from, and its ``error``; without the master key, how to read them; with it, that their
-    subject was erased."""
+    spans kept for it, left out, the ``results`` of steps its spans were derived from, and
+    its ``error``; without the master key, how to read them; with it, that their subject
+    was erased."""
+    count, models = results
     parts = ([f"{plural(chunks, 'chunk')} of the spans kept for it left out (the spans "
               "derived from its journal shown in their place)"] if chunks else []) + \
-        ([f"the results of {plural(results, 'step')} unread (their spans leave out what "
-          "only a result says: a model call's model, for one)"] if results else []) + \
+        ([f"the results of {plural(count, 'step')} unread (their spans leave out what "
+          "only a result says" + (": a model call's model, for one)" if models else ")")]
+         if count else []) + \
         (["its error unread (its kind shown as 'sealed')"] if error else [])
     if MasterKey.from_env() is not None:
         return (f"note: session {quoted(session_id)} holds the data of a data subject who "
@@ -134,14 +136,19 @@ def _sealed_note(session_id: str, results: int, chunks: int, error: bool = False
             "the master key the engine ran with to read them")
 
 
-def _sealed_results(journal: list[StepRecord]) -> int:
+#: How many step results are sealed, and whether a model call's is among them.
+Sealed = tuple[int, bool]
+
+
+def _sealed_results(journal: list[StepRecord]) -> Sealed:
     """How many of ``journal``'s step results are still sealed (a data subject's, read
-    without the master key, or its key destroyed)."""
-    return sum(1 for r in journal if r.result is not None and is_sealed(r.result))
+    without the master key, or its key destroyed), and whether a model call's is."""
+    sealed = [r.kind for r in journal if r.result is not None and is_sealed(r.result)]
+    return len(sealed), "model" in sealed
 
 
 async def _load(db: str, session_id: str, scope: Scope
-                ) -> tuple[str, list[dict[str, Any]], int, int, bool]:
+                ) -> tuple[str, list[dict[str, Any]], int, Sealed, bool]:
     """Whether the session is ``missing``, ``unsampled`` (sampling left it untraced) or
     ``found``; its spans: those kept, and those
     derived from its journal when no session span was kept (tracing that derives them when
@@ -153,7 +160,7 @@ async def _load(db: str, session_id: str, scope: Scope
     async with open_store(db, unseal=True) as store:
         row = await store.get_session(session_id, tenant=scope.tenant)
         if row is None:
-            return "missing", [], 0, 0, False
+            return "missing", [], 0, (0, False), False
         error = is_sealed(row.error)
         kept = row.header_map.get(TRACE_HEADER)
         if kept is not None and not traceparent_sampled(kept):

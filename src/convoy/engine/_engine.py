@@ -271,6 +271,7 @@ class Engine(SessionControl, SubjectRights):
         self._unreadable: UserError | None = None  # see ``_run_claimed``
         self._backoff = Backoff()  # sessions the store failed to record, by ``serve``
         self._serving = 0  # ``serve`` loops running
+        self._serving_until_idle = 0  # of which ``until_idle``
         self._open = False
         self._opening: asyncio.Lock | None = None
 
@@ -836,6 +837,7 @@ class Engine(SessionControl, SubjectRights):
                      on_wait: Callable[[list[SessionRow]], None] | None = None) -> None:
         await self.open()
         self._serving += 1
+        self._serving_until_idle += until_idle
         unstarted: dict[str, str] = {}  # claimed, their runs not started yet
         try:
             await self._serve_loop(tenant, until_idle, poll_interval, on_wait, unstarted)
@@ -843,6 +845,7 @@ class Engine(SessionControl, SubjectRights):
             raise raised_of(eg) from None
         finally:
             self._serving -= 1
+            self._serving_until_idle -= until_idle
             if unstarted:  # (runs its stopping task group cancelled before they started,
                 # another session's error stopping it in their round: nothing else gives
                 # their sessions back)
@@ -1071,8 +1074,8 @@ class Engine(SessionControl, SubjectRights):
                         "%s", quoted(row.id), reason, now.status)
         elif delay is not None:
             backoff.refuse(row.id)
-            log.warning("session %s: its run raised %s; it runs again in %g s",
-                        quoted(row.id), reason, delay)
+            log.warning("session %s: its run raised %s; %s", quoted(row.id), reason,
+                        self._again(delay))
         elif not said:
             log.warning("session %s: its run raised %s", quoted(row.id), reason)
 
@@ -1622,8 +1625,16 @@ class Engine(SessionControl, SubjectRights):
         if sid not in self._worker_runs or self._draining.on:  # (``run``, ``resume``:
             return  # the caller has the error; a worker that stops runs nothing again)
         delay = self._hold(sid, tenant, self._backoff.written(sid), refused=True)
-        log.warning("session %s: a session hook refused its run (%s); it runs again in %g "
-                    "s", quoted(sid), described(e), delay)
+        log.warning("session %s: a session hook refused its run (%s); %s", quoted(sid),
+                    described(e), self._again(delay))
+
+    def _again(self, delay: float) -> str:
+        """When a session held back as :meth:`_refused` holds it runs again, as a warning
+        says it: serving until idle does not wait for it."""
+        if self._serving_until_idle < self._serving:
+            return f"it runs again in {delay:g} s"
+        return (f"it runs again in {delay:g} s if this worker still serves then (serving "
+                "until idle does not wait for it: it is left pending)")
 
     async def _leave_unfinished(self, sid: str, owner: str, new: NewSession | None,
                                 outcome: SessionOutcome | None = None) -> None:
