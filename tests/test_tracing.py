@@ -198,6 +198,49 @@ async def test_retry_attempts_get_their_own_spans(engine_factory: Any) -> None:
     assert chat.status.is_ok
 
 
+@pytest.mark.parametrize("live", [True, False], ids=["live", "derived"])
+async def test_a_retry_the_budget_refused_is_marked_on_the_failed_spans(
+        engine_factory: Any, live: bool) -> None:
+    """A failure the retry budget refused to retry says so in the trace, live or derived
+    from the journal (it was in the journal's error and the metrics only: the span read
+    as any failure, though the failure itself was retryable)."""
+    from convoy.resilience import RetryBudget
+
+    class Down(convoy.SimModel):
+        async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:
+            raise convoy.ModelError("upstream 503", retryable=True, status_code=503)
+
+    agent = convoy.Agent(name="solo", output_type=dict[str, str], model=Down({}))
+
+    @convoy.workflow(name="obs.budget")
+    async def wf(ctx: convoy.Context, t: str) -> Any:
+        return await ctx.run(agent, t)
+
+    retry = Retry(RetryPolicy(initial_delay=0, max_delay=0),
+                  budget=RetryBudget(ratio=0, min_retries=0))
+    if live:
+        tracing, mem = traced()
+    else:
+        tracing = Tracing(exporters=["store"])
+    engine = engine_factory(interceptors=[*observe(tracing), retry])
+    res = await engine.run(wf, "t")
+    assert res.status == "failed" and retry.denied == 1
+    if live:
+        spans = [(s.name, dict(s.attributes or {})) for s in mem.get_finished_spans()]
+    else:
+        from convoy.observability._derived import journal_spans
+
+        row = await engine.store.get_session(res.id)
+        assert row is not None
+        spans = [(s["name"], s["attrs"])
+                 for s in journal_spans(row, await engine.store.journal(res.id))]
+    marked = {name for name, attrs in spans if attrs.get("convoy.retry_budget.exhausted")}
+    assert marked == {"chat default", "invoke_agent solo", "invoke_workflow obs.budget"}, \
+        spans
+    assert all(attrs.get("error.type") == "server_error" for name, attrs in spans
+               if name in marked), spans
+
+
 async def test_a_fallbacks_answer_is_the_chat_spans_response_model(engine_factory: Any
                                                                      ) -> None:
     """The span names the model the agent asked for; the model that answered after a

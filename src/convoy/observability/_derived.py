@@ -92,6 +92,10 @@ def _same(text: str) -> str:
     return text
 
 
+#: The mark of a failure the retry budget refused to retry (as live spans mark it).
+_BUDGET = "convoy.retry_budget.exhausted"
+
+
 class _Derivation:
     def __init__(self, row: SessionRow, subject: bool,
                  redact: Callable[[str], str]) -> None:
@@ -107,6 +111,9 @@ class _Derivation:
         error = record if isinstance(record, dict) else {}
         kind = error_kind_of(error) or fallback
         attrs["error.type"] = kind
+        if isinstance(extra := error.get("attrs"), dict) and \
+                extra.get("retry_budget_exhausted") is True:  # (as live spans mark it)
+            attrs[_BUDGET] = True
         message = WITHHELD if self.subject else \
             bounded(str(error.get("message", "")), self.redact, _MESSAGE_LIMIT)
         return "error", f"{kind}: {message}" if message else kind, message
@@ -280,6 +287,8 @@ class _Derivation:
                 # a tool's error the model answered, is the step's, not the run's).
                 run["status"] = "error"
                 run["attrs"]["error.type"] = step["attrs"]["error.type"]
+                if step["attrs"].get(_BUDGET):
+                    run["attrs"][_BUDGET] = True
                 run["message"] = step["message"]
                 run["events"] = [dict(e) for e in step["events"]]  # (its exception)
             elif step["status"] == "unset":

@@ -414,6 +414,8 @@ class Tracing(Interceptor):
             message = self.error_text(str(exc), span.run)
             span.status = "error"
             span.attrs["error.type"] = kind
+            if getattr(exc, "retry_budget_exhausted", False):  # (retryable, not retried)
+                span.attrs["convoy.retry_budget.exhausted"] = True
             span.note(f"{kind}: {message}", event=("exception", time_ns(), {
                 "exception.type": type(exc).__name__, "exception.message": message}))
         else:
@@ -543,6 +545,9 @@ class Tracing(Interceptor):
             kind = error_kind_of(end.error) or end.status
             span.status = "error"
             span.attrs["error.type"] = kind
+            if isinstance(extra := (end.error or {}).get("attrs"), dict) and \
+                    extra.get("retry_budget_exhausted") is True:  # (as ``failed`` marks it)
+                span.attrs["convoy.retry_budget.exhausted"] = True
             span.note(f"{end.status}: " + self.error_text(
                 str((end.error or {}).get("message", "")), run))
         self.ended(span)
