@@ -72,6 +72,31 @@ async def test_metrics_added_again_after_observe_are_refused(engine_factory: Any
 
 
 @pytest.mark.parametrize("how", ["alone", "traced", "untraced"])
+async def test_a_human_tasks_operations_count_as_human_steps_not_state(
+        engine_factory: Any, how: str) -> None:
+    """``ctx.ask_human`` writes and watches its task in Convoy's inbox: those operations
+    count as ``kind="human"`` steps, so the ``state`` ones are the workflow's own (a
+    workflow that touched no state showed four state steps per question asked)."""
+    metrics = Metrics()
+
+    @convoy.workflow(name="obs.asks")
+    async def asks(ctx: convoy.Context, q: str) -> str:
+        answer = await ctx.ask_human(q, str)
+        await ctx.state("crm").set("last", answer.value, expected_version=0)
+        return answer.value
+
+    eng = engine_factory(interceptors=observed(metrics, how))
+    assert (await eng.run(asks, "why?")).status == "waiting"
+    [task] = await eng.inbox.tasks()
+    await eng.inbox.answer(task.id, "because", by="ann")
+    assert [r.status for r in await eng.resume()] == ["completed"]
+    assert total(metrics, "convoy_steps_total", kind="state") == 1
+    assert total(metrics, "convoy_steps_total", kind="state", target="set") == 1
+    assert total(metrics, "convoy_steps_total", kind="human") >= 2
+    assert total(metrics, "convoy_steps_total", kind="human", target="set") == 1
+
+
+@pytest.mark.parametrize("how", ["alone", "traced", "untraced"])
 async def test_sessions_steps_tokens_retries_and_the_error_taxonomy(
         engine_factory: Any, how: str) -> None:
     metrics = Metrics()

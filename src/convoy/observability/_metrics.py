@@ -40,6 +40,7 @@ from convoy.interceptors._base import (
 )
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt, attempts_vary
+from convoy.observability._kinds import state_kind
 from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind, error_kind_of
 
@@ -323,7 +324,8 @@ class Metrics(Interceptor):
         return self._timed("effect", "", input.name, next, input)
 
     def state_op(self, input: StateInput, next: Next[StateInput, Any]) -> Any:
-        return self._timed("state", input.agent or "", input.op, next, input)
+        return self._timed(state_kind(input.namespace), input.agent or "", input.op, next,
+                           input)
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:

@@ -53,6 +53,7 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._attempts import PerAttempt
 from convoy.observability._genai_messages import agent_output, input_messages, output_messages
+from convoy.observability._kinds import state_kind
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import bounded, scrub
 from convoy.observability._spans import (
@@ -779,7 +780,7 @@ class Tracing(Interceptor):
             self.failed(span, e)
             self.ended(span)
             if m is not None:
-                m._step_failed("state", input.agent or "", op, input, e,
+                m._step_failed(state_kind(input.namespace), input.agent or "", op, input, e,
                                span.end - span.start)
             raise
         CURRENT.reset(token)
@@ -789,7 +790,8 @@ class Tracing(Interceptor):
         span.status = "ok"
         self.ended(span)
         if m is not None:
-            m._step_ok("state", input.agent or "", op, input, span.end - span.start)
+            m._step_ok(state_kind(input.namespace), input.agent or "", op, input,
+                       span.end - span.start)
         return out
 
     # -- a person's decision ----------------------------------------------------------------
