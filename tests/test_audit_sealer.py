@@ -411,6 +411,31 @@ async def test_a_seal_the_store_refuses_keeps_the_dead_sealers_marker_and_exits_
         assert "machine-b:4242:abcdef12" in await plain.store.kv_all(SEALERS)
 
 
+async def test_a_seal_both_refused_and_keyless_says_both(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A dead sealer left a session whose seal the store refuses and a data subject's
+    session it cannot seal without the master key: ``convoy audit seal`` says both, in one
+    line, and exits 1 (it said the refused one only: the other's fix, the master key,
+    went unsaid)."""
+    import sqlite3
+
+    db = str(tmp_path / "convoy.db")
+    async with convoy.Engine(db, interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s0")).ok
+    await _a_dead_sealers_subject_session(db, str(tmp_path / "m.key"), monkeypatch)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
+    async with convoy.Engine(db) as eng:  # (no audit: its dead sealer's too)
+        assert (await eng.run(_flow(), "hi", session_id="s2")).ok
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM audit_head")
+    conn.close()
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
+    [line] = res.stderr.strip().splitlines()
+    assert res.code == 1 and "the store did not take the seal of the records of 1 session" \
+        in line and "1 data subject session was left unsealed" in line and \
+        "set $CONVOY_MASTER_KEY_FILE" in line, res
+
+
 async def test_a_session_with_a_damaged_journal_row_is_not_a_refused_seal(
         tmp_path: Path) -> None:
     """A dead sealer's session whose journal row is damaged: one warning, and the seal goes

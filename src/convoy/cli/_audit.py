@@ -449,19 +449,19 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
         typer.echo(f"{_processes(alive, 'engine')} audit{'s' if alive == 1 else ''} this store "
                    "now: each seals its own "
                    "runs", err=True)
-    if refused:
-        fail(f"the store did not take the seal of the records of "
+    left = ([f"the store did not take the seal of the records of "
              f"{plural(refused, 'session')} (said above); they stay to be sealed: run "
              f"{command('audit seal', db=db)} again once the store answers, and if it fails "
-             f"the same way, {command('audit verify', db=db)} (the log may be damaged)",
-             RUN_FAILURE)
-    if keyless:
-        fail(f"{plural(keyless, 'data subject session')} "
-             f"{'was' if keyless == 1 else 'were'} left unsealed: "
-             f"{'its' if keyless == 1 else 'their'} records are "
-             "sealed under the master key; set $CONVOY_MASTER_KEY_FILE (or "
-             f"$CONVOY_MASTER_KEY) and run {command('audit seal', db=db)} again",
-             RUN_FAILURE)
+             f"the same way, {command('audit verify', db=db)} (the log may be damaged)"]
+            if refused else []) + \
+        ([f"{plural(keyless, 'data subject session')} "
+          f"{'was' if keyless == 1 else 'were'} left unsealed: "
+          f"{'its' if keyless == 1 else 'their'} records are "
+          "sealed under the master key; set $CONVOY_MASTER_KEY_FILE (or "
+          f"$CONVOY_MASTER_KEY) and run {command('audit seal', db=db)} again"]
+         if keyless else [])
+    if left:  # (both in one line: each has its own fix)
+        fail("; and ".join(left), RUN_FAILURE)
 
 
 async def _seal(db: str, busy_timeout: float
