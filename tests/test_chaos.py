@@ -423,3 +423,17 @@ def test_interceptors_that_print_do_not_abort_a_kill(tmp_path: Path) -> None:
     assert journal["status"] == "completed", journal["run"]
     assert [r["activity"]["name"] for r in journal["run"]] == [
         "run-sessions-with-faults", "sigkill-engine", "resume-engine"]
+
+
+def test_an_engine_process_starts_without_a_runpy_warning(tmp_path: Path) -> None:
+    """An engine process's standard error is what a chaos error shows of it: it began with
+    runpy's RuntimeWarning ('convoy.chaos._worker' found in sys.modules ...), the package
+    importing the module ``-m`` then ran again, before the process's own one line."""
+    from convoy.chaos._process import start_worker
+
+    (tmp_path / "phase.json").write_text("{}")  # (no phase: it stops at once, exit 2)
+    w = start_worker(tmp_path / "phase.json", tmp_path / "engine.log")
+    assert w.reap() == 2
+    said = (tmp_path / "engine.log").read_text()
+    assert said.startswith("error: cannot read the phase config ") and \
+        said.count("\n") == 1, said  # (one line: no warning, no traceback)

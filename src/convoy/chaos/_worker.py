@@ -1,6 +1,7 @@
 """The engine process a chaos experiment may SIGKILL.
 
-usage: ``python -m convoy.chaos._worker CONFIG.json``
+usage: ``python -c 'from convoy.chaos._worker import run; run()' CONFIG.json`` (``-m``
+would import this module twice: the package imports it first, and runpy warns).
 
 Runs (or, when started again on the same store, resumes) one phase described by a
 :class:`~convoy.chaos._phase.PhaseConfig` and prints ``ready`` on stdout once every
@@ -27,14 +28,18 @@ def _ready(to: TextIO) -> None:
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1:
-        sys.stderr.write("usage: python -m convoy.chaos._worker CONFIG.json\n")
+        sys.stderr.write("usage: convoy.chaos._worker CONFIG.json\n")
         return 2
     # Standard output is the parent's pipe for READY alone: what the application's code
     # prints (its interceptors' loading, a workflow's) goes to standard error instead.
     ready = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     sys.stdout.flush()
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    config = PhaseConfig.load(Path(argv[0]))
+    try:
+        config = PhaseConfig.load(Path(argv[0]))
+    except (OSError, ValueError, TypeError) as e:  # (the parent writes it: not a user's)
+        sys.stderr.write(f"error: cannot read the phase config {argv[0]!r}: {e}\n")
+        return 2
     if config.cwd not in sys.path:
         sys.path.insert(0, config.cwd)  # MODULE:WORKFLOW resolves as in the parent
     try:
@@ -45,5 +50,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The process's entry: :func:`main` of its arguments, as its exit code."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    run()
