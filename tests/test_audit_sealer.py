@@ -411,6 +411,35 @@ async def test_a_seal_the_store_refuses_keeps_the_dead_sealers_marker_and_exits_
         assert "machine-b:4242:abcdef12" in await plain.store.kv_all(SEALERS)
 
 
+@pytest.mark.parametrize("edit", ["DELETE FROM audit_head", "UPDATE audit_head SET size=1"],
+                         ids=["count_deleted", "count_lowered"])
+async def test_a_log_whose_count_was_lowered_refuses_the_seal_as_damaged(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, edit: str) -> None:
+    """The log's count of entries edited below the entries stored: a live engine's seal
+    collides with them. ``audit.sealed()`` raises an ``AuditError`` that says the log
+    was edited and to run ``verify`` (it raised the store's 'UNIQUE constraint failed',
+    and the sealer warned it 'will retry', as if the store were down for a while)."""
+    import sqlite3
+
+    db = str(tmp_path / "convoy.db")
+    async with convoy.Engine(db, interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s0")).ok
+    with sqlite3.connect(db) as conn:
+        conn.execute(edit)
+    conn.close()
+    audit = AuditInterceptor()
+    async with convoy.Engine(db, interceptors=[audit]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s1")).ok
+        with pytest.raises(convoy.AuditError, match=r"the audit log of tenant 'default' "
+                           r"holds entries past its count of \d+ .* the store was edited.*"
+                           r"convoy audit verify"):
+            await audit.sealed()
+        with caplog.at_level(logging.WARNING, logger="convoy.audit"), \
+                pytest.raises(convoy.AuditError):
+            await audit.sealed()  # (kept: the next seal tries them again)
+    assert not any("will retry" in r.getMessage() for r in caplog.records), caplog.records
+
+
 async def test_a_seal_both_refused_and_keyless_says_both(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A dead sealer left a session whose seal the store refuses and a data subject's

@@ -310,6 +310,32 @@ def _proof(rotated: dict[str, Any], tmp_path: Path, *args: str) -> Path:
     return path
 
 
+def test_verify_says_when_the_signer_was_not_pinned(rotated: dict[str, Any],
+                                                   tmp_path: Path) -> None:
+    """Without --key, --public-key or --checkpoint, each checkpoint is checked against
+    the key it names, which anyone who can write the store can make: verify says so, and
+    names the keys (two here: a rotation, or a forger's; it said nothing, and a log
+    rewritten and signed again by another key verified in silence)."""
+    db = str(rotated["db"])
+    bare = cli("audit", "verify", "--db", db, "--tenant", T)
+    assert bare.code == 0, bare.stderr
+    [note] = bare.stderr.strip().splitlines()
+    assert note.startswith("note: the signer was not pinned") and "2 keys" in note and \
+        "more than one" in note and rotated["new_cp"].key_id in note, note
+    pinned = cli("audit", "verify", "--db", db, "--tenant", T,
+                 "--public-key", rotated["old_public"], "--public-key", rotated["new_public"])
+    assert pinned.code == 0 and pinned.stderr == "", pinned.stderr
+    published = tmp_path / "published.jsonl"
+    published.write_text(rotated["new_cp"].to_json() + "\n")
+    anchored = cli("audit", "verify", "--db", db, "--tenant", T, "--checkpoint",
+                   str(published))
+    assert anchored.code == 0 and anchored.stderr == "", anchored.stderr
+    # a checkpoint a pinned key did not sign: what to do, without inviting trust in it
+    one = cli("audit", "verify", "--db", db, "--tenant", T,
+              "--public-key", rotated["old_public"])
+    _one_line(one, 1, "if your own records (not this store) say that key is the tenant's")
+
+
 def test_a_consistency_proof_across_a_rotation_checks_pinned_with_both_keys(
         rotated: dict[str, Any], tmp_path: Path) -> None:
     proof = _proof(rotated, tmp_path, "consistency", "8")

@@ -146,8 +146,9 @@ class Checkpoint:
                 f"any of the expected keys ({', '.join(key_id(k) for k in keys)})"
             raise AuditProofError(
                 f"checkpoint of size {self.size} of tenant {self.tenant!r} is signed by key "
-                f"{self.key_id}, not by {expected}: if that is the tenant's key before or "
-                f"after a key rotation, pin it too: --public-key {self.public_key}")
+                f"{self.key_id}, not by {expected}: if your own records (not this store) "
+                f"say that key is the tenant's, before or after a key rotation, pin it too: "
+                f"--public-key {self.public_key}")
         key = public_key_from_text(self.public_key)
         try:
             signature = base64.b64decode(self.signature)

@@ -36,7 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
-from convoy._errors import JournalError, StoreError, UserError
+from convoy._command import command
+from convoy._errors import AuditError, JournalError, StoreError, UserError
 from convoy._text import plural
 from convoy._trace_context import trace_id_of
 from convoy.audit._journal import Kept, entries_of, kept
@@ -232,8 +233,10 @@ class Sealer:
                 raise
             except Exception as e:  # a store error: the queue stays, tried again later
                 if failures % 10 == 0:
-                    log.warning("audit: sealing failed (%s in a row), will retry: %s",
-                                plural(failures + 1, "time"), e)
+                    log.warning("audit: sealing failed (%s in a row), %s: %s",
+                                plural(failures + 1, "time"),
+                                "tried again until the log is repaired"
+                                if isinstance(e, AuditError) else "will retry", e)
                 failures += 1
 
     async def _seal_queued(self) -> None:
@@ -242,7 +245,7 @@ class Sealer:
         self._sealing = sealing = asyncio.get_running_loop().create_future()
         try:
             try:
-                moved = await self.store.audit_seal([
+                moved = await self._seal([
                     AuditSeal(tenant=q.tenant, session_id=q.session_id, before=q.before,
                               after=q.after, bodies=[
                                   *q.bodies, *entries_of(q.records, q.session_id, q.trace_id,
@@ -262,6 +265,28 @@ class Sealer:
             sealing.set_result(None)
         self._through = taken_at - _SLACK_S
         await self._mark(self._through)
+
+    async def _seal(self, seals: list[AuditSeal]) -> list[bool]:
+        """:meth:`Store.audit_seal`; a store error out of a log whose count was lowered
+        below the entries it holds (edited: every seal collides with them, for good) is an
+        :class:`~convoy.AuditError` that says so."""
+        try:
+            return await self.store.audit_seal(seals)
+        except StoreError:
+            for tenant in dict.fromkeys(s.tenant for s in seals if s.bodies):
+                try:
+                    size = await self.store.audit_size(tenant)
+                    past = await self.store.audit_entry(tenant, size) is not None
+                except Exception:  # (a store that fails: its own error says it)
+                    break
+                if past:
+                    verify = command("audit verify", db=self.store.url, tenant=tenant)
+                    raise AuditError(
+                        f"the audit log of tenant {tenant!r} holds entries past its count of "
+                        f"{size} (the count was lowered, or entries added, by hand: the store "
+                        f"was edited), so no entry can be appended; the records stay to be "
+                        f"sealed: run {verify} to see where") from None
+            raise
 
     async def _seal_rest(self, q: Queued) -> None:
         """A seal another writer beat: the records past the cursor it left, up to this
@@ -291,7 +316,7 @@ class Sealer:
             if not records:
                 return False
             bodies = entries_of(list(map(kept, records)), session_id, trace_id, mac)
-            moved = await self.store.audit_seal([AuditSeal(
+            moved = await self._seal([AuditSeal(
                 tenant=tenant, session_id=session_id, before=before,
                 after=repr(records[-1].at), bodies=bodies)])
             if moved[0]:
@@ -378,8 +403,8 @@ class Sealer:
             keyless.append(row.id)
         except JournalError as e:  # (its own row or journal: no later seal reads it better)
             log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
-        except StoreError as e:  # (the store's: a lost connection, a damaged log)
-            refused.append(row.id)
+        except (StoreError, AuditError) as e:  # (the store's: a lost connection, a damaged
+            refused.append(row.id)  # log)
             log.warning("audit: session %s: the store did not take the seal of its records "
                         "(kept for a later seal): %s", row.id, e)
         except Exception as e:

@@ -48,6 +48,8 @@ class VerifyReport:
     root: bytes
     checkpoints: int
     covered: int = 0
+    #: The ids of the keys that signed the checkpoints it matched (:attr:`Checkpoint.key_id`).
+    signers: tuple[str, ...] = ()
 
 
 async def _entries(store: Store, tenant: str, start: int
@@ -225,4 +227,4 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
         raise AuditError(f"tenant {tenant!r}: the log has {n} entries but {appended} were "
                          f"appended: entries from {appended} on were inserted", index=appended)
     return VerifyReport(tenant=tenant, size=n, root=frontier.root(), checkpoints=len(cps),
-                        covered=good)
+                        covered=good, signers=tuple(sorted({cp.key_id for cp in cps})))

@@ -393,6 +393,23 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
                    "the store that holds it)")
         return
     _print_reports(reports, db, signer)
+    if not pins and not published:
+        _unpinned_verify(reports)
+
+
+def _unpinned_verify(reports: list[VerifyReport]) -> None:
+    """A note on stderr when checkpoints were checked against the keys they name: anyone
+    who can write the store can sign a rewritten log with a key of their own."""
+    signers = sorted({k for r in reports for k in r.signers})
+    if not signers:
+        return
+    err.print(f"note: the signer was not pinned: each checkpoint was checked against the key "
+              f"it names ({plural(len(signers), 'key')}: {', '.join(signers)}"
+              + ("; more than one: a key rotation, or checkpoints signed by someone else"
+                 if len(signers) > 1 else "")
+              + "), which proves only that someone signed it; pass --key FILE or "
+              "--public-key (the key you trust), or --checkpoint with the checkpoints you "
+              "published, to check who signed them", markup=False, soft_wrap=True)
 
 
 def _processes(n: int, what: str) -> str:
