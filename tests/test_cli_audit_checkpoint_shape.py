@@ -112,6 +112,21 @@ def test_a_proof_whose_checkpoint_is_malformed_is_not_a_proof(log: dict[str, Any
                        "not a Convoy inclusion proof: 'checkpoint': expected a JSON object")
 
 
+def test_a_proof_of_an_index_outside_its_tree_says_so(log: dict[str, Any],
+                                                     tmp_path: Path) -> None:
+    """An index past the tree's size is said as that (exit 1), not as an entry that does
+    not hash to its leaf_hash; a proof without its leaf_hash (the entry determines it)
+    still checks."""
+    path = tmp_path / "proof.json"
+    for index in (4, 99):
+        path.write_text(json.dumps({**log["proof"], "index": index}))
+        one_line_error(cli("audit", "check", str(path)), 1,
+                       f"entry index {index} is outside the proof's tree of 4 entries")
+    path.write_text(json.dumps({k: v for k, v in log["proof"].items() if k != "leaf_hash"}))
+    res = cli("audit", "check", str(path))
+    assert res.code == 0, res.stderr
+
+
 def test_a_well_formed_checkpoint_that_does_not_verify_is_exit_1(log: dict[str, Any],
                                                                  tmp_path: Path) -> None:
     forged = {**log["cp"], "signature": _sig(1)}

@@ -83,6 +83,9 @@ def check_inclusion(doc: Any, *, public_key: str | Sequence[str] | None = None
     cp.check(public_key)
     if cp.tenant != p.tenant or cp.size != p.tree_size:
         raise AuditProofError("the proof and its checkpoint name different logs or sizes")
+    if p.index >= p.tree_size:  # (its leaf would hash to nothing the path can reach)
+        raise AuditProofError(f"entry index {p.index} is outside the proof's tree of "
+                              f"{p.tree_size} entries")
     leaf = entry_leaf(p.tenant, p.index, body)
     if p.leaf_hash is not None and p.leaf_hash != base64.b64encode(leaf).decode():
         # (said first: an entry altered in the proof is what a path that fails means)
