@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from convoy.audit import AuditEvent, AuditInterceptor
+import pytest
+
+from convoy.audit import AuditEvent, AuditInterceptor, AuditLog
 from convoy.audit._event import digest, keyed
 from convoy.audit._verify import verify_log
 from convoy.durability._executor import fingerprint
@@ -79,3 +81,34 @@ async def test_sessions_started_together_know_their_subject(tmp_path: Path) -> N
         log = [e for e in await entries(eng, audit) if e.session_id in ids]
         hashes = [h for e in log if e.kind != "config_change" for h in e.hashes.values()]
         assert hashes and all(h.startswith("hmac-sha256:") for h in hashes), hashes
+
+
+@pytest.mark.parametrize("audited", [True, False], ids=["audit_interceptor", "log_only"])
+async def test_an_erasure_seals_first_what_a_killed_run_left_unsealed(
+        tmp_path: Path, audited: bool) -> None:
+    """A subject's session whose run was killed before its sealer sealed it (as an engine
+    without the interceptor leaves it), in an audited tenant, then erased before any
+    resume: its steps are sealed from the journal before the erasure deletes it, keyed
+    with the subject's key, and the log verifies. (The erasure deleted the journal they
+    would have been sealed from: those steps never reached the log.)"""
+    db = tmp_path / "convoy.db"
+    audit = AuditInterceptor(key_path=tmp_path / "audit.key")
+    async with engine(db, interceptors=[audit]) as eng:  # (the tenant's log exists)
+        assert (await eng.run(serve, {"name": "Nobody In Particular"})).ok
+    async with engine(db) as eng:  # (its runs seal nothing: as if killed before)
+        killed = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        assert killed.ok
+    erasing = AuditInterceptor(key_path=tmp_path / "audit.key")
+    async with engine(db, interceptors=[erasing] if audited else []) as eng:
+        await eng.erase("customer-42")
+        size = await eng.store.audit_size("default")
+        rows = await eng.store.audit_entries("default", 0, size)
+        events = [AuditEvent.decode(r.body) for r in rows]
+        sealed = [e for e in events if e.session_id == killed.id]
+        assert any(e.kind == "model_call" for e in sealed), [e.kind for e in events]
+        assert all(h.startswith("hmac-sha256:") for e in sealed if e.kind != "config_change"
+                   for h in e.hashes.values())
+        assert events[-1].kind == "erasure"
+        assert all(IN_NAME not in r.body.decode() for r in rows)
+        report = await verify_log(AuditLog(eng.store), "default")
+        assert report.size == size

@@ -384,6 +384,17 @@ class Sealer:
                 return
             after = (page[-1].created, page[-1].id)
 
+    async def seal_row(self, row: SessionRow) -> bool:
+        """Seal the records of session ``row`` past its cursor, from its journal (see
+        :meth:`seal_session`); whether this sealed any. Raises what the store, the journal
+        or :attr:`mac_of` raises."""
+        headers = row.header_map
+        cursor = headers.get(AUDIT_CURSOR)
+        return await self.seal_session(
+            row.tenant, row.id, upto=None, trace_id=trace_id_of(headers, row.id),
+            mac=await self.mac_of(row.tenant, row.subject),
+            header_cursor=None if cursor == IN_STORE else cursor)
+
     async def _recover(self, row: SessionRow, seen: dict[str, bool],
                        keyless: list[str], refused: list[str]) -> None:
         """Seal ``row``'s records past its cursor (a damaged row or journal, an erased
@@ -391,12 +402,7 @@ class Sealer:
         whose seal the store refused, a damaged log: a warning, and in ``refused``)."""
         seen[row.id] = False
         try:
-            headers = row.header_map
-            seen[row.id] = await self.seal_session(
-                row.tenant, row.id, upto=None, trace_id=trace_id_of(headers, row.id),
-                mac=await self.mac_of(row.tenant, row.subject),
-                header_cursor=None if headers.get(AUDIT_CURSOR) == IN_STORE
-                else headers.get(AUDIT_CURSOR))
+            seen[row.id] = await self.seal_row(row)
         except (asyncio.CancelledError, KeyboardInterrupt):
             raise
         except KeyNeeded:

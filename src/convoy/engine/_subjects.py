@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
-from convoy._errors import UserError
+from convoy._errors import JournalError, SubjectErased, UnknownSubject, UserError
 from convoy._text import plural
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.privacy._subjects import (
@@ -20,6 +21,7 @@ if TYPE_CHECKING:
     from convoy.privacy._keys import KeyRing
     from convoy.stores._protocol import Erasure, SessionRow
 
+log = logging.getLogger("convoy.audit")
 
 class SubjectRights:
     """:meth:`erase`, :meth:`export` and :meth:`purge` of :class:`~convoy.Engine`."""
@@ -63,6 +65,7 @@ class SubjectRights:
         keys = self._keyring("erasing a subject")
         engine = _engine(self)
         await engine.open()
+        await _sealed_first(engine, keys, tenant, subject)
         event = await erase_subject(keys.store, keys, tenant, subject)
         for ic in engine.runtime.interceptors:  # cached answers given to the subject
             forget = getattr(ic, "forget_subject", None)
@@ -110,16 +113,58 @@ class SubjectRights:
         return events
 
 
+async def _audited(engine: Engine, tenant: str) -> bool:
+    """Whether ``tenant`` has an audit log, or this engine's runs append to one."""
+    from convoy.audit._interceptor import AuditInterceptor
+
+    return any(isinstance(ic, AuditInterceptor) for ic in engine.runtime.interceptors) \
+        or await engine.store.audit_size(tenant) > 0
+
+
+async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str) -> None:
+    """Before an erasure deletes a subject's sessions, seal into the tenant's audit log the
+    records of theirs it does not hold yet: those of a run killed before its seal, which
+    a resume or the next engine's recovery would have sealed from the journal the erasure
+    deletes (hashes only, keyed with the subject's key: the entries say what was done, not
+    what it held). A store error stops the erasure, with nothing erased."""
+    from convoy.audit._interceptor import AuditInterceptor
+    from convoy.audit._sealer import Sealer
+
+    try:
+        rows, _ = await erase_plan(keys.store, keys, tenant, subject)
+    except (UnknownSubject, SubjectErased):
+        return  # (the erasure says so)
+    if not rows or not await _audited(engine, tenant):
+        return
+    sealer = None
+    for ic in engine.runtime.interceptors:
+        if isinstance(ic, AuditInterceptor):
+            await ic.sealed()  # (what its runs queued goes first)
+            sealer = ic._sealer
+    if sealer is None:
+        async def mac_of(tenant: str, subject: str | None) -> bytes | None:
+            key = None if subject is None else \
+                await keys.load(tenant, subject, create=False)
+            return None if key is None else key.mac
+
+        sealer = Sealer(engine.store, clock=engine.clock, mac_of=mac_of)
+    for row in rows:
+        try:
+            await sealer.seal_row(row)
+        except JournalError as e:  # (its own damage: no seal reads it better; it is
+            # erased all the same)
+            log.warning("audit: session %s: its records cannot be sealed before its "
+                        "erasure: %s", row.id, e)
+
+
 async def _audit(engine: Engine, event: Erasure) -> None:
     """Append the erasure to the tenant's audit log when the tenant has one (entries hold
     references, never the subject's name: the keyed fingerprint and the counts). Nothing
     is removed from the log, so it still verifies."""
     from convoy.audit._event import AuditEvent
-    from convoy.audit._interceptor import AuditInterceptor
 
     store = engine.store
-    if not any(isinstance(ic, AuditInterceptor) for ic in engine.runtime.interceptors) \
-            and await store.audit_size(event.tenant) == 0:
+    if not await _audited(engine, event.tenant):
         return
     refs = {"reason": event.reason, "erasure": str(event.seq), "sessions": str(event.sessions),
             "state_versions": str(event.state_versions)}
