@@ -120,6 +120,22 @@ def test_checkpoint_with_another_key_never_overwrites_one_of_the_same_size(
     _verifies(log)
 
 
+def test_prove_says_when_it_signed_a_checkpoint(log: dict[str, Any]) -> None:
+    """A checkpoint prove signs (none covered the entry) is kept in the store and never
+    reaches the published file unless someone knows of it: prove says so on stderr (it
+    signed in silence); a proof against a kept checkpoint says nothing."""
+    db, key = str(log["db"]), str(log["key"])
+    kept = cli("audit", "prove", "3", "--db", db, "--tenant", T, "--key", key)
+    assert kept.code == 0 and kept.stderr == "", kept.stderr
+    _append(log["db"], 8, 10)
+    signed = cli("audit", "prove", "9", "--db", db, "--tenant", T, "--key", key)
+    assert signed.code == 0, signed.stderr
+    [note] = signed.stderr.strip().splitlines()
+    assert note.startswith("note: no checkpoint covered entry 9: signed one of size 10 (key "
+                           f"{log['cp'].key_id}) and kept it in the store; publish it"), note
+    assert json.loads(signed.stdout)["checkpoint"]["size"] == 10
+
+
 def test_prove_with_another_existing_key_is_refused(log: dict[str, Any]) -> None:
     _append(log["db"], 8, 10)  # entry 9: no checkpoint covers it, prove would sign one
     before = _kept(log["db"])

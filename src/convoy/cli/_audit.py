@@ -808,6 +808,13 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
             _proved_by_another(tenant, entry, pins, proof["checkpoint"])
         if created and key is not None and not kept:  # it signed with a new key
             _created(key, proof["checkpoint"]["key_id"])
+        signed = proof["checkpoint"]
+        if all(cp.signature != signed["signature"] for cp in before):  # signed just now
+            err.print(f"note: no checkpoint covered entry {entry}: signed one of size "
+                      f"{signed['size']} (key {signed['key_id']}) and kept it in the store; "
+                      "publish it as you publish the others (it is the proof's "
+                      f"'checkpoint'; {command('audit checkpoint', db=db, tenant=tenant)} "
+                      "prints the newest)", markup=False, soft_wrap=True)
         return proof
 
 
