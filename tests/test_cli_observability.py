@@ -70,8 +70,8 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     [plain] = ids_of(GOOD[1:2])
     none = cli("trace", plain)
     assert none.code == 0 and "invoke_workflow" in none.stdout
-    assert "Tracing(live=True) with the 'store' exporter keeps them" in \
-        " ".join(none.stdout.split())
+    assert "Tracing(live=True) with the 'store' exporter keeps them: on the command line, " \
+        "name such a Tracing with --interceptors MODULE:NAME" in " ".join(none.stdout.split())
 
 
 def test_trace_json_lists_each_span_after_its_parent(tmp_path: Path) -> None:

@@ -110,7 +110,8 @@ def trace(
               + ("" if found == "unsampled" or not derived
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
                  if gone else "  (derived from the journal: no state versions or content; "
-                 "Tracing(live=True) with the 'store' exporter keeps them)"
+                 "Tracing(live=True) with the 'store' exporter keeps them: on the command "
+                 "line, name such a Tracing with --interceptors MODULE:NAME)"
                  if derived == len(spans)
                  else f"  ({derived} of {len(spans)} spans derived from the journal, where "
                  "no live span was kept)"), markup=False, soft_wrap=True)
