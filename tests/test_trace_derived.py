@@ -212,6 +212,26 @@ def _parked_between_runs(name: str) -> convoy.Workflow[Any, Any]:
     return wf
 
 
+def test_a_live_traced_session_waiting_shows_its_open_wait_under_its_run(
+        db: str | Path) -> None:
+    """A session traced live that parked in a wait: the wait, open (its span is kept by
+    the run that ends it), is derived under the kept run's span; no second, derived run
+    row stands for it (there is no other run)."""
+    wf = _parked_between_runs("obs.derived.parked")
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id="p1")).status == "waiting"
+
+    asyncio.run(run())
+    spans = _spans(db, "p1")
+    runs = [s for s in spans if s["name"].startswith("invoke_workflow")]
+    assert len(runs) == 1 and not runs[0]["attrs"].get("convoy.derived"), runs
+    [wait] = [s for s in spans if s["name"] == "wait go"]
+    assert wait["parent_id"] == runs[0]["span_id"] and wait["status"] == "unset", wait
+
+
 def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_step(
         db: str | Path) -> None:
     """As after an upgrade: a session parked under live tracing, resumed by an engine

@@ -254,11 +254,25 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
             held[up] = by_id[up]
             up = by_id[up]["parent_id"]
     added = [*held.values(), *steps]
+    parked = _parked_run(kept)
+    if parked is not None and not held and all(s["status"] == "unset" for s in steps):
+        # Only what the kept run left open (the wait it parked in, whose span the run
+        # that ends it keeps): under that run, not under a run of its own.
+        return [*({**s, "parent_id": parked["span_id"]} if s["parent_id"] == root["span_id"]
+                  else s for s in steps), *decisions]
     run = {**root, "span_id": derived_id(root["trace_id"], "not kept", steps[0]["span_id"]),
            "parent_id": root["span_id"], "start": min(s["start"] for s in added),
            "end": max(s["end"] for s in added)}
     return [run, *({**s, "parent_id": run["span_id"]} if s["parent_id"] == root["span_id"]
                    else s for s in added), *decisions]
+
+
+def _parked_run(kept: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest kept session span, if that run parked (``waiting``)."""
+    runs = [s for s in kept if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"]
+    newest = max(runs, key=lambda s: s["start"], default=None)
+    return newest if newest is not None and \
+        newest["attrs"].get("convoy.session.status") == "waiting" else None
 
 
 def _rooted(spans: list[dict[str, Any]], root: dict[str, Any]) -> list[dict[str, Any]]:
