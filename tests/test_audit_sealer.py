@@ -477,3 +477,46 @@ async def test_a_session_with_a_damaged_journal_row_is_not_a_refused_seal(
     assert res.code == 0, res
     again = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
     assert again.code == 0 and again.stdout.startswith("nothing to seal"), again
+
+
+async def test_a_transient_store_error_is_never_called_an_edited_log(tmp_path: Path) -> None:
+    """Only an error that is not transient is checked for a log edited below its entries,
+    and a count another engine moved between the check's reads is no damage: a lock or a
+    lost connection, met while another engine appends, was reported as 'the store was
+    edited' (non-transient, for good)."""
+    from convoy._errors import StoreError
+    from convoy.audit._sealer import Sealer, past_count
+    from convoy.stores import AuditSeal
+
+    class Moving(SQLiteStore):
+        """A store whose count another engine moves between two reads of it."""
+
+        sizes: list[int]
+
+        async def audit_size(self, tenant: str) -> int:
+            return self.sizes.pop(0) if self.sizes else await super().audit_size(tenant)
+
+    store = Moving(tmp_path / "a.db")
+    store.sizes = []
+    await store.open()
+    try:
+        await AuditLog(store).append("default", [AuditEvent(kind="tool_call", status="ok",
+                                                            at=1.0, session_id="s")] * 3)
+        store.sizes = [2, 3]  # (read 2, an append lands: entry 2 exists, the count is 3)
+        assert await past_count(store, "default") is None
+        store.sizes = [2, 2]  # (the count stays 2 below entry 2: edited)
+        damaged = await past_count(store, "default")
+        assert damaged is not None and "holds entries past its count of 2" in str(damaged)
+
+        async def locked(seals: Any) -> list[bool]:
+            raise StoreError("the store is locked", transient=True)
+
+        sealer = Sealer(store, clock=FakeClock(), mac_of=lambda t, s: None)  # type: ignore
+        store.audit_seal = locked  # type: ignore[method-assign]
+        store.sizes = [2, 2]
+        with pytest.raises(StoreError, match="locked") as raised:
+            await sealer._seal([AuditSeal(tenant="default", session_id="s", before=None,
+                                          after="1.0", bodies=[b"{}"])])
+        assert not isinstance(raised.value, convoy.AuditError)
+    finally:
+        await store.aclose()

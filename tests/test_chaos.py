@@ -240,6 +240,11 @@ def test_experiment_survives_a_sigkill_of_the_engine(tmp_path: Path) -> None:
     _check_shape(journal)
     names = [r["activity"]["name"] for r in journal["run"]]
     assert names == ["run-sessions-with-faults", "sigkill-engine", "resume-engine"]
+    # (the experiment records how an engine process starts as it does start: not -m,
+    # whose runpy warning the processes no longer print)
+    [how] = [a["provider"]["arguments"] for a in journal["experiment"]["method"]
+             if a["name"] == "resume-engine"]
+    assert how.startswith("-c ") and "from convoy.chaos._worker import run" in how, how
     kill, resumed = journal["run"][1]["output"], journal["run"][2]["output"]
     assert kill["killed"] is True and kill["unfinished_at_kill"] > 0
     assert resumed["resumed"] == kill["unfinished_at_kill"] and resumed["unfinished_after"] == 0

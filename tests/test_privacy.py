@@ -360,20 +360,25 @@ async def test_a_subjects_session_cancelled_from_another_process_stays_sealed(
             "type": "Cancelled", "message": f"cancelled by {by}", "by": by}
 
 
+@pytest.mark.parametrize("audited", [False, True], ids=["plain", "audited"])
 async def test_a_damaged_subject_key_escalates_its_sessions_and_the_worker_runs_the_others(
-        tmp_path: Path) -> None:
+        tmp_path: Path, audited: bool) -> None:
     """A subject's wrapped key edited in the store is that subject's damage, not the
     worker's: its due session is escalated as unreadable (as any sealed value that does not
-    open), and the worker serves the other sessions and returns. (It stopped the worker,
-    with a misuse error, for every tenant.)"""
+    open), and the worker serves the other sessions and returns, audited or not (the
+    audit's hook asks for the key too). (It stopped the worker, with a misuse error, for
+    every tenant.)"""
     import sqlite3
+
+    from convoy.audit import AuditInterceptor
 
     db = tmp_path / "convoy.db"
     clock = FakeClock()
 
     def clocked() -> convoy.Engine:
         return convoy.Engine(store_from_url(db, clock=clock), workflows=[wait_a_day, serve],
-                             master_key=MasterKey.from_text(KEY))
+                             master_key=MasterKey.from_text(KEY),
+                             interceptors=[AuditInterceptor()] if audited else [])
 
     async with clocked() as eng:
         held = await eng.run(wait_a_day, IN_NAME, subject="s-1")

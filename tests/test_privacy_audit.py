@@ -112,3 +112,29 @@ async def test_an_erasure_seals_first_what_a_killed_run_left_unsealed(
         assert all(IN_NAME not in r.body.decode() for r in rows)
         report = await verify_log(AuditLog(eng.store), "default")
         assert report.size == size
+
+
+async def test_an_erasure_goes_through_a_damaged_audit_log(tmp_path: Path) -> None:
+    """A tenant's audit log whose count was lowered by hand (every append collides): the
+    erasure does not depend on it. The subject's sessions are erased, then the erasure's
+    own entry is refused as the damage it is (an ``AuditError`` that says so, and that
+    the erasure happened); it stopped the erasure with nothing erased."""
+    import sqlite3
+
+    import convoy
+
+    db = tmp_path / "convoy.db"
+    async with engine(db, interceptors=[AuditInterceptor()]) as eng:
+        assert (await eng.run(serve, {"name": "Nobody In Particular"})).ok
+    async with engine(db) as eng:  # (its runs seal nothing: as if killed before)
+        killed = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit_head SET size = size - 1")
+    conn.close()
+    async with engine(db, interceptors=[AuditInterceptor()]) as eng:
+        with pytest.raises(convoy.AuditError, match=r"erased \(erasure #1\), but the "
+                           r"erasure could not be appended to the audit log: .* holds "
+                           r"entries past its count"):
+            await eng.erase("customer-42")
+        assert await eng.store.get_session(killed.id) is None
+        assert [e.seq for e in await eng.store.erasures()] == [1]

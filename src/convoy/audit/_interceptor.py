@@ -58,6 +58,7 @@ from convoy.interceptors._base import (
     SessionInput,
 )
 from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal
+from convoy.stores._rows import DamagedRow
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -146,7 +147,16 @@ class AuditInterceptor(Interceptor):
                 raise
         if i.replay:  # ``convoy replay`` writes nothing
             return await next(input)
-        mac = None if i.subject is None else await self._mac(i.tenant, i.subject)
+        try:
+            mac = None if i.subject is None else await self._mac(i.tenant, i.subject)
+        except DamagedRow as e:
+            # One subject's key that does not open (edited): the session's damage, not
+            # the engine's (which escalates a session it cannot read). Its run goes on
+            # unaudited; its records stay past its cursor, for a later run to seal from
+            # the journal once the key is repaired.
+            log.warning("audit: session %s: %s: this run is not audited; a later run "
+                        "seals its records from the journal", i.session_id, e)
+            return await next(input)
         tap = _RunTap(sealer, i.tenant, i.session_id, trace_id_of(input.headers, i.session_id),
                       flush_every=self.flush_every, mac=mac)
         cursor = -math.inf

@@ -122,6 +122,25 @@ class Queued:
     ended: Sequence[bytes] = ()
 
 
+
+async def past_count(store: Store, tenant: str) -> AuditError | None:
+    """The error for ``tenant``'s log if it holds an entry at the index its count says
+    is next (the count lowered by hand, or an entry added): every append collides with it,
+    for good. ``None`` if not, or if the store cannot tell now (the count is read again
+    after the entry: an append another engine committed in between moves it)."""
+    try:
+        size = await store.audit_size(tenant)
+        if await store.audit_entry(tenant, size) is None or \
+                await store.audit_size(tenant) != size:
+            return None
+    except Exception:  # (a store that fails: its own error says it)
+        return None
+    verify = command("audit verify", db=store.url, tenant=tenant)
+    return AuditError(f"the audit log of tenant {tenant!r} holds entries past its count of "
+                      f"{size} (the count was lowered, or entries added, by hand: the store "
+                      f"was edited), so no entry can be appended; run {verify} to see where")
+
+
 class Sealer:
     """Seals queued entries in batches (see the module docstring)."""
 
@@ -268,24 +287,16 @@ class Sealer:
 
     async def _seal(self, seals: list[AuditSeal]) -> list[bool]:
         """:meth:`Store.audit_seal`; a store error out of a log whose count was lowered
-        below the entries it holds (edited: every seal collides with them, for good) is an
-        :class:`~convoy.AuditError` that says so."""
+        below the entries it holds (edited: every seal collides with them, for good) is
+        the :class:`~convoy.AuditError` of :func:`past_count`."""
         try:
             return await self.store.audit_seal(seals)
-        except StoreError:
-            for tenant in dict.fromkeys(s.tenant for s in seals if s.bodies):
-                try:
-                    size = await self.store.audit_size(tenant)
-                    past = await self.store.audit_entry(tenant, size) is not None
-                except Exception:  # (a store that fails: its own error says it)
-                    break
-                if past:
-                    verify = command("audit verify", db=self.store.url, tenant=tenant)
-                    raise AuditError(
-                        f"the audit log of tenant {tenant!r} holds entries past its count of "
-                        f"{size} (the count was lowered, or entries added, by hand: the store "
-                        f"was edited), so no entry can be appended; the records stay to be "
-                        f"sealed: run {verify} to see where") from None
+        except StoreError as e:
+            if not e.transient:  # (a lock, a lost connection: a store down for a while)
+                for tenant in dict.fromkeys(s.tenant for s in seals if s.bodies):
+                    damaged = await past_count(self.store, tenant)
+                    if damaged is not None:
+                        raise damaged from None
             raise
 
     async def _seal_rest(self, q: Queued) -> None:
@@ -417,5 +428,14 @@ class Sealer:
             log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
 
 
-__all__ = ["AUDIT_CURSOR", "IN_STORE", "SEALERS", "KeyNeeded", "Queued", "Sealer", "cursor_time",
-           "dead_sealers"]
+__all__ = [
+    "AUDIT_CURSOR",
+    "IN_STORE",
+    "SEALERS",
+    "KeyNeeded",
+    "Queued",
+    "Sealer",
+    "cursor_time",
+    "dead_sealers",
+    "past_count",
+]

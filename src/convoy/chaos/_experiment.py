@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import platform
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,7 @@ from convoy._text import a_word, plural
 from convoy.chaos._faults import FaultSpec
 from convoy.chaos._hypothesis import Hypothesis
 from convoy.chaos._phase import PhaseConfig, PhaseMetrics, measure, read_fault_log, run_phase
-from convoy.chaos._process import KillPoint, kill_after, resume
+from convoy.chaos._process import ENTRY, KillPoint, kill_after, resume
 from convoy.definitions._workflow import Workflow, check_workflow, load_workflow
 from convoy.engine._tenancy import check_tenant
 from convoy.interceptors._named import load_interceptors, made_anew
@@ -102,7 +103,7 @@ def _skeleton(wf: Workflow[Any, Any], spec: FaultSpec, hyp: Hypothesis, *, n: in
                           "after_sessions": kill.sessions}}))
         method.append(_activity("action", "resume-engine", {
             "type": "process", "path": sys.executable,
-            "arguments": "-m convoy.chaos._worker during-2.json"}))
+            "arguments": f"-c {shlex.quote(ENTRY)} during-2.json"}))
     return {
         "chaoslib-version": f"convoy.chaos {convoy.__version__}",
         "platform": platform.platform(), "node": platform.node(),

@@ -1,9 +1,9 @@
 """One phase of a chaos experiment: run every input once on a fresh store, then measure.
 
-A phase runs in this process (:func:`run_phase`) or in a child process
-(``python -m convoy.chaos._worker CONFIG.json``) that the experiment may SIGKILL; either
-way its results are read back from the store (:func:`measure`), so a phase that was killed
-and resumed is measured exactly like one that was not.
+A phase runs in this process (:func:`run_phase`) or in a child process (``python -c
+'from convoy.chaos._worker import run; run()' CONFIG.json``) that the experiment may
+SIGKILL; either way its results are read back from the store (:func:`measure`), so a
+phase that was killed and resumed is measured exactly like one that was not.
 """
 
 from __future__ import annotations

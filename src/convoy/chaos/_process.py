@@ -59,12 +59,12 @@ def child_env() -> dict[str, str]:
 
 #: How an engine process starts (not ``-m convoy.chaos._worker``: the package imports that
 #: module first, so runpy would run it a second time, and warn).
-_ENTRY = "from convoy.chaos._worker import run; run()"
+ENTRY = "from convoy.chaos._worker import run; run()"
 
 
 def start_worker(config_file: Path, log: Path) -> Worker:
     with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-c", _ENTRY, str(config_file)],
+        proc = subprocess.Popen([sys.executable, "-c", ENTRY, str(config_file)],
                                 stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL,
                                 env=child_env())
     return Worker(proc=proc, log=log, started=time.monotonic())

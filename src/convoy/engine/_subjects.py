@@ -5,7 +5,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from convoy._errors import JournalError, SubjectErased, UnknownSubject, UserError
+from convoy._errors import (
+    AuditError,
+    JournalError,
+    StoreError,
+    SubjectErased,
+    UnknownSubject,
+    UserError,
+)
 from convoy._text import plural
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.privacy._subjects import (
@@ -59,7 +66,10 @@ class SubjectRights:
                 configured (or not the store's), or another engine is running one of the
                 subject's sessions (nothing is deleted: erase again once it ended).
             StoreError: erased, but the store could not be compacted (another process
-                held it): ``convoy db compact`` finishes it.
+                held it): ``convoy db compact`` finishes it. Or the store failed before
+                (sealing what a killed run left unsealed): nothing is erased.
+            AuditError: erased, but the tenant's audit log (whose count was edited)
+                could not take the erasure's entry: ``convoy audit verify`` says where.
         """
         check_tenant(tenant)
         keys = self._keyring("erasing a subject")
@@ -139,7 +149,10 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
     sealer = None
     for ic in engine.runtime.interceptors:
         if isinstance(ic, AuditInterceptor):
-            await ic.sealed()  # (what its runs queued goes first)
+            try:
+                await ic.sealed()  # (what its runs queued goes first)
+            except AuditError as e:  # (a damaged log, maybe another tenant's: it does
+                log.warning("audit: %s", e)  # not hold up an erasure)
             sealer = ic._sealer
     if sealer is None:
         async def mac_of(tenant: str, subject: str | None) -> bytes | None:
@@ -151,8 +164,8 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
     for row in rows:
         try:
             await sealer.seal_row(row)
-        except JournalError as e:  # (its own damage: no seal reads it better; it is
-            # erased all the same)
+        except (JournalError, AuditError) as e:  # (its own damage, or the log's: no seal
+            # reads it better; it is erased all the same)
             log.warning("audit: session %s: its records cannot be sealed before its "
                         "erasure: %s", row.id, e)
 
@@ -162,6 +175,7 @@ async def _audit(engine: Engine, event: Erasure) -> None:
     references, never the subject's name: the keyed fingerprint and the counts). Nothing
     is removed from the log, so it still verifies."""
     from convoy.audit._event import AuditEvent
+    from convoy.audit._sealer import past_count
 
     store = engine.store
     if not await _audited(engine, event.tenant):
@@ -170,8 +184,15 @@ async def _audit(engine: Engine, event: Erasure) -> None:
             "state_versions": str(event.state_versions)}
     if event.subject_ref is not None:
         refs["subject_ref"] = event.subject_ref
-    await store.audit_append(event.tenant, [AuditEvent(
-        kind="erasure", status="ok", at=event.at, refs=refs).encode()])
+    try:
+        await store.audit_append(event.tenant, [AuditEvent(
+            kind="erasure", status="ok", at=event.at, refs=refs).encode()])
+    except StoreError as e:
+        damaged = None if e.transient else await past_count(store, event.tenant)
+        if damaged is None:
+            raise
+        raise AuditError(f"erased (erasure #{event.seq}), but the erasure could not be "
+                         f"appended to the audit log: {damaged}") from None
 
 
 def _engine(obj: SubjectRights) -> Engine:

@@ -306,12 +306,16 @@ class KeyRing:
         if raw is None:  # the master key is the store's (checked): this key is not its
             # (one subject's damage, not the command's misuse: its sessions are escalated
             # as unreadable, the others run)
-            raise damaged(f"the key of subject {quoted(subject)} (tenant {quoted(tenant)})",
-                          "it does not open with this store's master key ("
-                          + ("an earlier Convoy wrapped it under another master key, or it "
-                             "was altered" if _wrapped_shape(wrapped) else
-                             f"its stored value is not a wrapped key, base64 of "
-                             f"{_WRAPPED_BYTES} bytes") + "); erasing the subject still works")
+            what = f"the key of subject {quoted(subject)} (tenant {quoted(tenant)})"
+            if not _wrapped_shape(wrapped):
+                raise damaged(what, "it does not open with this store's master key (its "
+                              f"stored value is not a wrapped key, base64 of {_WRAPPED_BYTES} "
+                              "bytes); erasing the subject still works")
+            problem = ("it does not open with this store's master key: an earlier Convoy "
+                       "wrapped it under another master key (with that key configured, the "
+                       "subject's sessions read again), or it was altered (the store was "
+                       "edited or damaged); erasing the subject still works")
+            raise DamagedRow(f"{what}: {problem}", what=what, problem=problem)
         label = key_label(wrapped)
         if label != mapped and not getattr(self.store, "read_only", False) and \
                 await self.store.kv_get(ns, label) != subject:
