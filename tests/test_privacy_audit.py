@@ -6,6 +6,7 @@ erased; the log still verifies."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,13 @@ from convoy.audit._event import digest, keyed
 from convoy.audit._verify import verify_log
 from convoy.durability._executor import fingerprint
 
+from .conftest import STORE_KINDS, store_db
 from .test_privacy import IN_NAME, ask_refund, engine, serve
+
+
+@pytest.fixture(params=STORE_KINDS)
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
 
 
 async def entries(eng: object, audit: AuditInterceptor) -> list[AuditEvent]:
@@ -85,13 +92,13 @@ async def test_sessions_started_together_know_their_subject(tmp_path: Path) -> N
 
 @pytest.mark.parametrize("audited", [True, False], ids=["audit_interceptor", "log_only"])
 async def test_an_erasure_seals_first_what_a_killed_run_left_unsealed(
-        tmp_path: Path, audited: bool) -> None:
+        store: str | Path, tmp_path: Path, audited: bool) -> None:
     """A subject's session whose run was killed before its sealer sealed it (as an engine
     without the interceptor leaves it), in an audited tenant, then erased before any
     resume: its steps are sealed from the journal before the erasure deletes it, keyed
     with the subject's key, and the log verifies. (The erasure deleted the journal they
     would have been sealed from: those steps never reached the log.)"""
-    db = tmp_path / "convoy.db"
+    db = store
     audit = AuditInterceptor(key_path=tmp_path / "audit.key")
     async with engine(db, interceptors=[audit]) as eng:  # (the tenant's log exists)
         assert (await eng.run(serve, {"name": "Nobody In Particular"})).ok
