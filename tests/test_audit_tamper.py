@@ -1273,3 +1273,28 @@ def test_prove_blames_no_intact_entry_for_another_ones_rewrite(log: dict[str, An
     r = cli("audit", "prove", "7", "--db", log["db"], "--tenant", T)
     assert r.code == 1 and "entry 7 was changed: it no longer matches its leaf hash" in \
         r.stderr, r.stderr
+
+
+@pytest.mark.parametrize(("by", "said"), [
+    (-1, "entries from 10 on were inserted, or the count was lowered"),
+    (+5, "entries from 11 on were cut off (truncated), or the count was raised")])
+def test_a_count_changed_over_the_unsigned_tail_names_both_causes(
+        backend: Backend, tmp_path: Path, by: int, said: str) -> None:
+    """Past the last checkpoint, nothing tells an entry inserted from a count lowered, or
+    entries cut off from a count raised: verify names both (it named one, and the
+    review that lowered the count of a genuine log read 'inserted')."""
+    async def go() -> None:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append(T, [_event(i) for i in range(8)])
+            await alog.checkpoint(T)
+            await alog.append(T, [_event(i) for i in range(8, 11)])  # (signed by none)
+        finally:
+            await store.aclose()
+
+    asyncio.run(go())
+    Raw(backend).run((f"UPDATE audit_head SET size = size + ({by}) WHERE tenant=?", (T,)))
+    code, out = verify({"db": _url(backend), "key": tmp_path / "audit.key"}, "--tenant", T)
+    assert code == 1 and said in out, out

@@ -211,8 +211,10 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                 f"{good} on were rewritten with the cut (no checkpoint signed them as they "
                 f"are): the first bad entry is at index {good} or after", index=good)
         raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
-                         f"{expected} entries: entries from {n} on were cut off (truncated)",
-                         index=n)
+                         f"{expected} entries: entries from {n} on were cut off (truncated)"
+                         + ("" if pending and pending[-1].size > n else
+                            ", or the count was raised (the store was edited; no signed "
+                            "checkpoint covers them to tell which)"), index=n)
     if n > appended:
         # (the count read first: entries an engine appended since are counted now, and
         # were verified as the others; an entry stored past the count no append moved was
@@ -225,6 +227,8 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                          "was edited or damaged)", index=appended)
     if n > appended:
         raise AuditError(f"tenant {tenant!r}: the log has {n} entries but {appended} were "
-                         f"appended: entries from {appended} on were inserted", index=appended)
+                         f"appended: entries from {appended} on were inserted, or the count "
+                         "was lowered (the store was edited; no signed checkpoint covers "
+                         "them to tell which)", index=appended)
     return VerifyReport(tenant=tenant, size=n, root=frontier.root(), checkpoints=len(cps),
                         covered=good, signers=tuple(sorted({cp.key_id for cp in cps})))
