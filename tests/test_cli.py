@@ -209,6 +209,21 @@ def test_failed_sessions_counted_by_reason_exit_zero() -> None:
     assert f"details: convoy sessions show {failed}" in res.stdout  # (the one failure)
 
 
+def test_a_module_whose_dependency_is_missing_says_so() -> None:
+    """A module found whose own import of another fails: the line names the missing
+    dependency to install (it said to run from the module's directory or fix PYTHONPATH,
+    where the module already was), for a workflow, a worker's module and --interceptors."""
+    write_jsonl(Path("in.jsonl"), GOOD)
+    Path("needs_dep.py").write_text("import convoy_missing_dependency_xyz  # noqa\n")
+    said = "failed: a module it imports, 'convoy_missing_dependency_xyz', cannot be " \
+        "found: install it"
+    for args in (("run", "needs_dep:flow", "-i", "in.jsonl"), ("worker", "needs_dep"),
+                 ("run", FLOW, "-i", "in.jsonl", "--interceptors", "needs_dep:ics")):
+        res = cli(*args)
+        one_line_error(res, 2, said)
+        assert "importing module 'needs_dep'" in res.stderr, res.stderr
+
+
 def test_unknown_module_is_a_usage_error() -> None:
     write_jsonl(Path("in.jsonl"), GOOD)
     one_line_error(cli("run", "no_such_module:flow", "-i", "in.jsonl"), 2,

@@ -331,3 +331,17 @@ def plural(n: int, word: str, *, number: bool = True, many: str | None = None) -
     when it is not the word and an ``s``)."""
     form = word if n == 1 else many or word + "s"
     return f"{n:,} {form}" if number else form
+
+
+def import_failed(name: str, e: ImportError, what: str = "",
+                  where: str = "Run from the directory that contains it, or put it on "
+                               "PYTHONPATH") -> str:
+    """The line for module ``name`` (``what``: `` for workflow 'x'``) that ``e`` kept from
+    importing: the module itself not found (``where`` to look), or a module it imports
+    (a dependency not installed: looking for ``name`` elsewhere would not help)."""
+    missing = e.name if isinstance(e, ModuleNotFoundError) else None
+    if missing and missing != name and not name.startswith(missing + "."):
+        return (f"importing module {quoted(name)}{what} failed: a module it imports, "
+                f"{quoted(missing)}, cannot be found: install it in the environment convoy "
+                "runs in (or put it on PYTHONPATH)")
+    return f"cannot import module {quoted(name)}{what}: {short(str(e), 200)}. {where}"

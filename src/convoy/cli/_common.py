@@ -51,6 +51,7 @@ from convoy._errors import NoStoreError, SessionsHeld
 from convoy._text import (
     NOT_FINITE,
     check_storable,
+    import_failed,
     plural,
     printable,
     quoted,
@@ -491,8 +492,7 @@ def import_modules(modules: list[str] | None, option: str | None = None) -> list
         try:
             imported.append(importlib.import_module(name))
         except ImportError as e:
-            fail(f"{said}cannot import module {quoted(name)}: {short(str(e), 200)}. Run from "
-                 "the directory that contains it, or put it on PYTHONPATH")
+            fail(said + import_failed(name, e))
         except Exception as e:  # the module's own code failed: one line, not its traceback
             fail(f"{said}importing module {quoted(name)} failed: {type(e).__name__}: "
                  f"{short(str(e), 2000)}")

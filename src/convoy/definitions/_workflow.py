@@ -12,7 +12,7 @@ from typing import Any, Generic, TypeVar, get_type_hints, overload
 from pydantic import TypeAdapter
 
 from convoy._errors import UserError
-from convoy._text import a_word, quoted, short
+from convoy._text import a_word, import_failed, quoted, short
 from convoy.definitions._agent import Agent
 from convoy.runtime._context import Context
 
@@ -171,10 +171,8 @@ def load_workflow(ref: str) -> Workflow[Any, Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as e:
-        raise WorkflowNotFound(f"cannot import module {quoted(module_name)} for workflow "
-                               f"{quoted(ref, 120)}: {short(str(e), 200)}. Run from the "
-                               "directory that contains it, or put it on PYTHONPATH", ref
-                               ) from e
+        raise WorkflowNotFound(import_failed(module_name, e, f" for workflow "
+                                             f"{quoted(ref, 120)}"), ref) from e
     except Exception as e:  # the module's own code failed on import
         raise UserError(f"importing module {quoted(module_name)} for workflow "
                         f"{quoted(ref, 120)} failed: {type(e).__name__}: {short(str(e), 2000)}"

@@ -19,7 +19,7 @@ from types import ModuleType
 from typing import Any
 
 from convoy._errors import UserError
-from convoy._text import a_word, quoted, short
+from convoy._text import a_word, import_failed, quoted, short
 from convoy.interceptors._base import STAGES, Interceptor
 
 EXAMPLE = "e.g. 'myapp.config:interceptors'"
@@ -82,8 +82,8 @@ def _imported(option: str) -> Callable[[str], ModuleType]:
         try:
             return importlib.import_module(name)
         except ImportError as e:
-            raise UserError(f"{option}: cannot import module {quoted(name)}: "
-                            f"{short(str(e), 200)}. Put it on PYTHONPATH") from None
+            raise UserError(f"{option}: "
+                            + import_failed(name, e, where="Put it on PYTHONPATH")) from None
         except Exception as e:  # the module's own code failed: one line
             raise UserError(f"{option}: importing module {quoted(name)} failed: "
                             f"{type(e).__name__}: {short(str(e), 2000)}") from None
