@@ -365,6 +365,9 @@ def test_cli_chaos_takes_the_applications_interceptors_into_a_killed_engine(
     said = " ".join(res.stdout.split())
     assert res.returncode == 0, res.stderr + res.stdout
     assert "protections off · interceptors tests.test_chaos:app_retry" in said, said
+    # (faults are counted in both engine processes, retries in the resumed one only)
+    assert "(those of the resumed engine process only: the SIGKILLed one's counters are " \
+        "lost with it, while its faults are counted)" in said, said
     journal = json.loads((tmp_path / "exp" / "journal.json").read_text())
     assert [r["activity"]["name"] for r in journal["run"]] == [
         "run-sessions-with-faults", "sigkill-engine", "resume-engine"]

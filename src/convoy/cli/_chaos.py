@@ -238,7 +238,10 @@ def print_report(result: dict[str, Any], n: int) -> None:
         out.print(f"faults injected: {sum(faults.values())} ({listed}); retries "
                   f"{during.get('retries', 0)} ({during.get('retries_denied', 0)} denied by "
                   f"the retry budget), timeouts cut {during.get('timeouts', 0)}, breaker "
-                  f"rejections {during.get('breaker_rejections', 0)}", markup=False)
+                  f"rejections {during.get('breaker_rejections', 0)}"
+                  + (" (those of the resumed engine process only: the SIGKILLed one's "
+                     "counters are lost with it, while its faults are counted)"
+                     if during.get("note") else ""), markup=False)
     for run in result["run"]:
         name, o = run["activity"]["name"], run["output"]
         if name == "sigkill-engine":
