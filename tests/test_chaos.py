@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 from pathlib import Path
@@ -16,6 +17,7 @@ import convoy
 from convoy.chaos import FaultInjector, FaultSpec, Hypothesis, run_experiment
 from convoy.cli import app
 from convoy.resilience import Timeout
+from convoy.stores import SQLiteStore
 
 
 class Step(BaseModel):
@@ -269,12 +271,13 @@ class _Res:
         self.returncode, self.stdout, self.stderr = code, stdout, stderr
 
 
-def _cli(cwd: Path, *args: str) -> _Res:
+def _cli(cwd: Path, *args: str, env: dict[str, str | None] | None = None) -> _Res:
     """``convoy ARGS`` in this process (Typer's CliRunner), in ``cwd``."""
     old = os.getcwd()
     os.chdir(cwd)
     try:
-        result = CliRunner().invoke(app, list(args), env={"CONVOY_DB": None})
+        result = CliRunner().invoke(app, list(args), env={"CONVOY_DB": None,
+                                                          "CONVOY_TENANT": None, **(env or {})})
     finally:
         os.chdir(old)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
@@ -445,3 +448,26 @@ def test_an_engine_process_starts_without_a_runpy_warning(tmp_path: Path) -> Non
     said = (tmp_path / "engine.log").read_text()
     assert said.startswith("error: cannot read the phase config ") and \
         said.count("\n") == 1, said  # (one line: no warning, no traceback)
+
+
+@pytest.mark.parametrize("how", ["option", "env"])
+def test_chaos_takes_the_tenant_as_every_command_does(tmp_path: Path, how: str) -> None:
+    """``-t NAME`` or ``$CONVOY_TENANT``, as the other commands take it (it took
+    ``--tenant`` only, and ignored the variable)."""
+    (tmp_path / "in.jsonl").write_text('"a"\n"b"\n')
+    args = ["chaos", "tests.test_chaos:chain", "-i", "in.jsonl", "--faults", "slow=0.1:0",
+            "--db-dir", "exp"]
+    res = _cli(tmp_path, *args, *(["-t", "acme"] if how == "option" else []),
+               env={"CONVOY_TENANT": "acme"} if how == "env" else None)
+    assert res.returncode == 0, res.stderr + res.stdout
+
+    async def counts() -> tuple[dict[str, int], dict[str, int]]:
+        store = SQLiteStore(tmp_path / "exp" / "before.db")
+        await store.open()
+        try:
+            return await store.counts(tenant="acme"), await store.counts(tenant="default")
+        finally:
+            await store.aclose()
+
+    acme, default = asyncio.run(counts())
+    assert sum(acme.values()) == 2 and not sum(default.values()), (acme, default)

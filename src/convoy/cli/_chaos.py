@@ -18,10 +18,12 @@ from convoy.chaos import FAULT_KINDS, FaultSpec, Hypothesis, run_experiment
 from convoy.cli._common import (
     ConcurrencyOption,
     ModelOption,
+    TenantOption,
     check_output_file,
     convoy_errors,
     err,
     fail,
+    one_tenant,
     out,
     workflows_from_cwd,
 )
@@ -82,7 +84,7 @@ def chaos(
         "--journal", "-o", metavar="OUT.json", dir_okay=False,
         help="Write the journal here (default: DB_DIR/journal.json).")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the injected faults.")] = 0,
-    tenant: Annotated[str, typer.Option(help="Tenant the sessions are billed to.")] = "default",
+    tenant: TenantOption = None,
 ) -> None:
     """Run a chaos experiment: steady state before, under faults, and after.
 
@@ -148,7 +150,7 @@ def chaos(
                 wf, [x.value for x in batch.valid], db_dir=work, faults=spec, hypothesis=hyp,
                 kill_after_s=kill_after, kill_after_sessions=kill_after_sessions,
                 protect=protections, interceptors=interceptors, concurrency=concurrency,
-                seed=seed, call_timeout=call_timeout, model=model, tenant=tenant,
+                seed=seed, call_timeout=call_timeout, model=model, tenant=one_tenant(tenant),
                 phase_timeout=phase_timeout,
                 on_event=lambda msg: err.print(msg, markup=False, style="dim"))
     except KeyboardInterrupt:
