@@ -692,7 +692,7 @@ def test_signal_errors_are_one_line() -> None:
 
 def test_worker_usage_errors() -> None:
     one_line_error(cli("worker", "no_such_mod"), 2, "cannot import module 'no_such_mod'")
-    one_line_error(cli("worker", "json"), 2, "define(s) no workflow")
+    one_line_error(cli("worker", "json"), 2, "module 'json' defines no workflow")
     one_line_error(cli("worker"), 2, "name the modules that define the workflows to serve")
     # a bad --db is refused before the modules are imported (their import code not run)
     one_line_error(cli("worker", "cli_import_side_effect", "--db", "no/such/dir/c.db"), 2,

@@ -118,7 +118,8 @@ def test_bad_input_is_one_line(db: str) -> None:
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "--kind", "nonsense")
     one_line_error(r, 2, "--kind 'nonsense' is not an audit entry kind; use one of "
-                         "agent_decision, approval, config_change, effect, erasure, ")
+                         "approval, config_change, effect, erasure, ")
+    assert "(or agent_decision, in logs of earlier builds only)" in r.stderr  # (legacy)
     assert "Usage:" not in r.stderr and "tool_call" in r.stderr
     r = cli("audit", "list", "--db", db, "--tenant", "acme", "-k", "tool_call", "-k", "x",
             "-k", "y")

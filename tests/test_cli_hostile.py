@@ -76,7 +76,9 @@ def test_busy_timeout_of_the_python_api_is_a_user_error(value: float) -> None:
 def test_counts_beyond_a_64_bit_integer_are_usage_errors(db: str, args: tuple[str, ...]
                                                          ) -> None:
     run_ok("--db", db)
-    one_line_error(cli(*args, "--db", db), 2, f"{args[-2]} must be")
+    bound = "at most 9,223,372,036,854,775,807" if args[-1] == HUGE else \
+        f"at least {int(args[-1]) + 1}"  # (not the huge bound for a slip below the least)
+    one_line_error(cli(*args, "--db", db), 2, f"{args[-2]} must be {bound}")
 
 
 BAD_URLS = ["postgresql://[::1",

@@ -192,6 +192,10 @@ def _check_public_keys(texts: list[str] | None) -> None:
 _PAGE = 1000
 
 
+#: Kinds only logs of earlier builds hold (``--kind`` still takes them, to find those).
+_LEGACY_KINDS = {"agent_decision"}
+
+
 @audit_app.command("list")
 def list_entries(
         tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
@@ -202,9 +206,9 @@ def list_entries(
         kind: Annotated[list[str] | None, typer.Option(
             "--kind", "-k", metavar="KIND",
             help="Only entries of this kind (repeatable): model_call, tool_call, "
-                 "agent_decision, policy_refusal, approval, human_decision, handoff, "
-                 "state_write, state_read, effect, signal, session, config_change, "
-                 "erasure.")] = None,
+                 "policy_refusal, approval, human_decision, handoff, state_write, "
+                 "state_read, effect, signal, session, config_change, erasure "
+                 "(agent_decision: in logs of earlier builds only).")] = None,
         limit: Annotated[int, count_option(
             "--limit", "-n", least=1, help="The newest N entries that match.")] = 50,
         as_json: Annotated[bool, typer.Option(
@@ -224,7 +228,8 @@ def list_entries(
     if wrong:  # (one line, as --status and --by are refused: no usage panel)
         fail(f"--kind {', '.join(map(repr, wrong))} "
              f"{'is not an audit entry kind' if len(wrong) == 1 else 'are not audit entry kinds'}"
-             f"; use one of {', '.join(sorted(known))}")
+             f"; use one of {', '.join(sorted(known - _LEGACY_KINDS))} (or "
+             f"{', '.join(sorted(_LEGACY_KINDS))}, in logs of earlier builds only)")
     name = one_tenant(tenant)
     rows = run_async(_entries(db, name, session, set(kind or ()), limit))
     verify = command("audit verify", db=db, tenant=name)  # (what names an unreadable one)

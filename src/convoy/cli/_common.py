@@ -149,8 +149,11 @@ def count_option(*names: str, least: int = 0, help: str, metavar: str = "N") -> 
     version): from ``least`` to :data:`MAX_COUNT`, else one line and exit 2."""
 
     def check(param: typer.CallbackParam, value: int | None) -> int | None:
-        if value is not None and not least <= value <= MAX_COUNT:
-            fail(f"{param.opts[0]} must be from {least} to {MAX_COUNT:,}, got {value}")
+        if value is not None and value < least:  # (the usual slip: said plainly)
+            fail(f"{param.opts[0]} must be at least {least}, got {value}")
+        if value is not None and value > MAX_COUNT:
+            fail(f"{param.opts[0]} must be at most {MAX_COUNT:,} (a 64-bit integer, what "
+                 f"the store keeps), got {value}")
         return value
 
     return typer.Option(*names, metavar=metavar, callback=check, help=help)

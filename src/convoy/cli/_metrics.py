@@ -36,7 +36,8 @@ metrics_app = typer.Typer(
     name="metrics", no_args_is_help=True, rich_markup_mode="markdown",
     help="Prometheus metrics.\n\nA running engine serves its own with "
          "`convoy.observability.Metrics` (`convoy worker --metrics-port PORT`); "
-         "`convoy metrics serve` serves what the store knows, whichever engines wrote it.")
+         "`convoy metrics serve` serves what the store knows, whichever engines wrote it."
+         "\n\nExample: `convoy metrics serve --db convoy.db --port 9464`")
 
 
 class StoreCollector:

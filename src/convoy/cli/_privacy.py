@@ -218,6 +218,11 @@ def purge(older_than: Annotated[str, typer.Option(
         ids = sorted(sid for group in by_tenant.values() for sid in group)
         counts = "" if scope.tenant is not None or not by_tenant else " (" + ", ".join(
             f"{t}: {len(group)}" for t, group in sorted(by_tenant.items())) + ")"
+        if not ids:  # (one line: "would purge 0" then "nothing to purge" said it twice)
+            out.print(f"dry run: nothing to purge: no session{scope.of} finished more than "
+                      f"{older_than} ago", markup=False, soft_wrap=True)
+            no_sessions_note(db, scope)
+            return
         out.print(f"would purge {plural(len(ids), 'session')} older than {older_than}{scope.of}"
                   f"{counts}", markup=False, soft_wrap=True)
         for sid in ids[:_SHOWN]:
@@ -225,10 +230,7 @@ def purge(older_than: Annotated[str, typer.Option(
         if len(ids) > _SHOWN:
             out.print(f"  ... and {len(ids) - _SHOWN} more", markup=False)
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
-                  "purge them" if ids else "dry run: nothing to purge", markup=False,
-                  soft_wrap=True)
-        if not ids:
-            no_sessions_note(db, scope)
+                  "purge them", markup=False, soft_wrap=True)
         return
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,

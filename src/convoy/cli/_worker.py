@@ -228,8 +228,10 @@ def worker(
         check_db_path(db, create=True)  # before the modules' import code runs
         workflows = workflows_in(import_modules(modules))
         if not workflows:
-            fail(f"{', '.join(modules)} define(s) no workflow at top level; pass the "
-                 "modules whose @convoy.workflow functions should run here")
+            named = ", ".join(map(quoted, modules))
+            fail(f"{'module' if len(modules) == 1 else 'modules'} {named} "
+                 f"{'defines' if len(modules) == 1 else 'define'} no workflow at top level; "
+                 "pass the modules whose @convoy.workflow functions should run here")
         serve_them = scope.command("worker", db, operands=modules)
         # A resume loads a workflow with an explicit name only from a module it imports
         resume = scope.command(" ".join(["resume", *(f"--import {word(m)}" for m in modules)]),
