@@ -189,6 +189,10 @@ def serve(
     scrape (of the tenant 'default', --tenant NAME, or --all-tenants: then each series by
     tenant too, a 'tenant' label). Runs until Ctrl-C or SIGTERM.
 
+    Exit codes: 1 when the store cannot be read as it starts (one line); 2 on usage
+    errors (a port it cannot listen on: in use, or below 1024 without the right; a bad
+    option); 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM.
+
     Example: `convoy metrics serve --db app.db --port 9464 --all-tenants`
     """
     with stop_signals() as stop:  # first: from now on a signal stops the server cleanly

@@ -212,6 +212,12 @@ def worker(
     interceptors (retries, budgets, timeouts, breakers, ...) to run the sessions with;
     without it they run with none of them.
 
+    Exit codes: 0 when --until-idle found nothing left to run (sessions that failed
+    included: the lines say how each run ended); 1 when a store error that is not
+    transient stopped it, or its standard output was closed; 2 on usage errors (a module
+    that does not import, a bad option); 130 when interrupted (Ctrl-C), 143 when stopped
+    by SIGTERM: the sessions it was running go on from their journal with the next worker.
+
     Example: `convoy worker myapp.flows --interceptors myapp.flows:interceptors`
     """
     if metrics_addr is not None and metrics_port is None:  # (it would serve nothing)
