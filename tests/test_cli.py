@@ -222,6 +222,16 @@ def test_a_module_whose_dependency_is_missing_says_so() -> None:
         res = cli(*args)
         one_line_error(res, 2, said)
         assert "importing module 'needs_dep'" in res.stderr, res.stderr
+    # a missing module of a package that is there: not "install it"; a name a module
+    # does not have: the import that failed, not where to look for the module (review)
+    Path("needs_sub.py").write_text("import json.no_such_part  # noqa\n")
+    one_line_error(cli("worker", "needs_sub"), 2, "a module it imports, "
+                   "'json.no_such_part', does not exist ('json' is there: check the name)")
+    Path("needs_name.py").write_text("from os import no_such_name  # noqa\n")
+    res = cli("worker", "needs_name")
+    one_line_error(res, 2, "importing module 'needs_name' failed: ImportError: cannot "
+                   "import name 'no_such_name'")
+    assert "PYTHONPATH" not in res.stderr, res.stderr
 
 
 def test_unknown_module_is_a_usage_error() -> None:

@@ -121,11 +121,15 @@ async def test_an_erasure_seals_first_what_a_killed_run_left_unsealed(
         assert report.size == size
 
 
-async def test_an_erasure_goes_through_a_damaged_audit_log(tmp_path: Path) -> None:
+async def test_an_erasure_goes_through_a_damaged_audit_log(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A tenant's audit log whose count was lowered by hand (every append collides): the
-    erasure does not depend on it. The subject's sessions are erased, then the erasure's
-    own entry is refused as the damage it is (an ``AuditError`` that says so, and that
-    the erasure happened); it stopped the erasure with nothing erased."""
+    erasure does not depend on it. The subject's sessions are erased and the store
+    compacted, then the erasure's own entry is refused as the damage it is (an
+    ``AuditError`` that says so, and that the erasure happened); it stopped the erasure
+    with nothing erased, and then (review) raised before the compaction, and warned once
+    per session."""
+    import logging
     import sqlite3
 
     import convoy
@@ -134,14 +138,23 @@ async def test_an_erasure_goes_through_a_damaged_audit_log(tmp_path: Path) -> No
     async with engine(db, interceptors=[AuditInterceptor()]) as eng:
         assert (await eng.run(serve, {"name": "Nobody In Particular"})).ok
     async with engine(db) as eng:  # (its runs seal nothing: as if killed before)
-        killed = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        killed = [await eng.run(serve, {"name": f"{IN_NAME} {i}"}, subject="customer-42")
+                  for i in range(3)]
     with sqlite3.connect(db) as conn:
         conn.execute("UPDATE audit_head SET size = size - 1")
     conn.close()
     async with engine(db, interceptors=[AuditInterceptor()]) as eng:
-        with pytest.raises(convoy.AuditError, match=r"erased \(erasure #1\), but the "
-                           r"erasure could not be appended to the audit log: .* holds "
-                           r"entries past its count"):
+        with caplog.at_level(logging.WARNING, logger="convoy.audit"), \
+                pytest.raises(convoy.AuditError, match=r"erased \(erasure #1\), but the "
+                              r"erasure could not be appended to the audit log: .* holds "
+                              r"entries past its count"):
             await eng.erase("customer-42")
-        assert await eng.store.get_session(killed.id) is None
+        for k in killed:
+            assert await eng.store.get_session(k.id) is None
         assert [e.seq for e in await eng.store.erasures()] == [1]
+    said = [r.getMessage() for r in caplog.records if "before the erasure" in r.getMessage()]
+    assert len(said) == 1 and "3 sessions" in said[0], said
+    with sqlite3.connect(db) as conn:
+        [(free,)] = conn.execute("PRAGMA freelist_count").fetchall()
+    conn.close()
+    assert free == 0  # compacted: no deleted row left in the file

@@ -231,6 +231,54 @@ def test_a_live_traced_session_waiting_shows_its_open_wait_under_its_run(
     [wait] = [s for s in spans if s["name"] == "wait go"]
     assert wait["parent_id"] == runs[0]["span_id"] and wait["status"] == "unset", wait
 
+    # Cancelled meanwhile by an engine that does not trace: the trace still says so (a
+    # derived run row, the open wait in it), not "waiting" alone.
+    async def cancel() -> None:
+        async with convoy.Engine(db, workflows=[wf]) as engine:
+            await engine.cancel("p1")
+
+    asyncio.run(cancel())
+    statuses = {s["attrs"].get("convoy.session.status") for s in _spans(db, "p1")
+                if s["name"].startswith("invoke_workflow")}
+    assert "cancelled" in statuses, statuses
+
+
+def test_a_session_run_untraced_then_parked_live_has_its_open_wait_under_the_live_run(
+        db: str | Path) -> None:
+    """The first run not traced (derived), the second traced live and parked again: the
+    first run's steps under a derived run row, the open wait under the live run that
+    parked in it."""
+    solo = convoy.Agent(name="solo", model=convoy.SimModel({"*": {"output": "ok"}}))
+
+    @convoy.workflow(name="obs.derived.twice")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        first: str = await ctx.run(solo, t)
+        await ctx.wait_for("go")
+        await ctx.wait_for("go2")
+        return first
+
+    res, _ = asyncio.run(_derived_then_live(db, wf, "p2", "null"))
+    assert res.status == "waiting", res
+    spans = _spans(db, "p2")
+    live = [s for s in spans if s["name"].startswith("invoke_workflow")
+            and not s["attrs"].get("convoy.derived")]
+    [wait] = [s for s in spans if s["name"] == "wait go2"]
+    assert wait["parent_id"] in {s["span_id"] for s in live}, (wait, live)
+
+
+async def _derived_then_live(db: str | Path, wf: convoy.Workflow[Any, Any], sid: str,
+                             payload: str) -> tuple[convoy.SessionResult[Any], list[str]]:
+    """Session ``sid`` run by an engine that derives its spans until it waits for ``go``,
+    signalled ``payload``, then resumed by one that traces live: the resumed run's result
+    and the session's journaled step keys."""
+    async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
+        assert (await engine.run(wf, "x", session_id=sid)).status == "waiting"
+        await engine.signal(sid, "go", payload)
+    async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                             ) as engine:
+        [res] = await engine.resume()
+        return res, sorted(r.key for r in await engine.journal(sid))
+
 
 def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_step(
         db: str | Path) -> None:
@@ -309,17 +357,8 @@ def test_a_session_run_derived_then_resumed_live_has_every_step(db: str | Path) 
     key."""
     wf = _parked_between_runs("obs.derived.mixed")
 
-    async def run() -> list[str]:
-        async with convoy.Engine(db, interceptors=observe(Tracing(["store"]))) as engine:
-            assert (await engine.run(wf, "x", session_id="m1")).status == "waiting"
-            await engine.signal("m1", "go", '"now"')
-        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
-                                 ) as engine:
-            [res] = await engine.resume()
-            assert res.ok, res
-            return sorted(r.key for r in await engine.journal("m1"))
-
-    keys = asyncio.run(run())
+    res, keys = asyncio.run(_derived_then_live(db, wf, "m1", '"now"'))
+    assert res.ok, res
     spans = _spans(db, "m1")
     stepped = sorted(s["attrs"]["convoy.step.key"] for s in spans
                      if "convoy.step.key" in s["attrs"] and not s["name"].startswith("invoke_"))

@@ -337,11 +337,24 @@ def import_failed(name: str, e: ImportError, what: str = "",
                   where: str = "Run from the directory that contains it, or put it on "
                                "PYTHONPATH") -> str:
     """The line for module ``name`` (``what``: `` for workflow 'x'``) that ``e`` kept from
-    importing: the module itself not found (``where`` to look), or a module it imports
-    (a dependency not installed: looking for ``name`` elsewhere would not help)."""
-    missing = e.name if isinstance(e, ModuleNotFoundError) else None
-    if missing and missing != name and not name.startswith(missing + "."):
-        return (f"importing module {quoted(name)}{what} failed: a module it imports, "
-                f"{quoted(missing)}, cannot be found: install it in the environment convoy "
-                "runs in (or put it on PYTHONPATH)")
-    return f"cannot import module {quoted(name)}{what}: {short(str(e), 200)}. {where}"
+    importing: the module itself not found (``where`` to look); a module it imports that
+    is not found (a package not installed, or a module of one that is: looking for
+    ``name`` elsewhere would not help); or an import in its code that failed (a name a
+    module does not have, a circular import)."""
+    import importlib.util
+
+    if not isinstance(e, ModuleNotFoundError):  # (raised by the module's own code)
+        return f"importing module {quoted(name)}{what} failed: ImportError: {short(str(e), 200)}"
+    missing = e.name
+    if not missing or missing == name or name.startswith(missing + "."):
+        return f"cannot import module {quoted(name)}{what}: {short(str(e), 200)}. {where}"
+    top = missing.partition(".")[0]
+    try:
+        found = top != missing and importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        found = False
+    return (f"importing module {quoted(name)}{what} failed: a module it imports, "
+            f"{quoted(missing)}, " + (f"does not exist ({quoted(top)} is there: check the "
+                                      "name)" if found else
+                                      "cannot be found: install it in the environment "
+                                      "convoy runs in (or put it on PYTHONPATH)"))

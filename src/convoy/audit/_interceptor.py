@@ -152,10 +152,12 @@ class AuditInterceptor(Interceptor):
         except DamagedRow as e:
             # One subject's key that does not open (edited): the session's damage, not
             # the engine's (which escalates a session it cannot read). Its run goes on
-            # unaudited; its records stay past its cursor, for a later run to seal from
-            # the journal once the key is repaired.
-            log.warning("audit: session %s: %s: this run is not audited; a later run "
-                        "seals its records from the journal", i.session_id, e)
+            # unaudited; its records stay past its cursor, unsealed until the key is
+            # repaired and the session runs again (its escalation answered 'retry'),
+            # whose run seals them from the journal.
+            log.warning("audit: session %s: %s: this run is not audited; its records are "
+                        "sealed from the journal by the session's next run, once the key is "
+                        "repaired", i.session_id, e)
             return await next(input)
         tap = _RunTap(sealer, i.tenant, i.session_id, trace_id_of(input.headers, i.session_id),
                       flush_every=self.flush_every, mac=mac)

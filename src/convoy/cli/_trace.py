@@ -253,23 +253,32 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
         while up in by_id and up != root["span_id"] and up not in held:
             held[up] = by_id[up]
             up = by_id[up]["parent_id"]
+    homed: list[dict[str, Any]] = []
+    if root["attrs"].get("convoy.session.status") == "waiting":
+        # The wait the session is parked in now, open (its span is kept by the run that
+        # ends it): under the kept run that parked in it, not under a run of its own.
+        for s in [s for s in steps if s["status"] == "unset" and
+                  s["parent_id"] == root["span_id"]]:
+            parked = _parked_in(kept, s)
+            if parked is not None:
+                homed.append({**s, "parent_id": parked["span_id"]})
+                steps.remove(s)
+        if not steps:
+            return [*homed, *decisions]
     added = [*held.values(), *steps]
-    parked = _parked_run(kept)
-    if parked is not None and not held and all(s["status"] == "unset" for s in steps):
-        # Only what the kept run left open (the wait it parked in, whose span the run
-        # that ends it keeps): under that run, not under a run of its own.
-        return [*({**s, "parent_id": parked["span_id"]} if s["parent_id"] == root["span_id"]
-                  else s for s in steps), *decisions]
     run = {**root, "span_id": derived_id(root["trace_id"], "not kept", steps[0]["span_id"]),
            "parent_id": root["span_id"], "start": min(s["start"] for s in added),
            "end": max(s["end"] for s in added)}
     return [run, *({**s, "parent_id": run["span_id"]} if s["parent_id"] == root["span_id"]
-                   else s for s in added), *decisions]
+                   else s for s in added), *homed, *decisions]
 
 
-def _parked_run(kept: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The newest kept session span, if that run parked (``waiting``)."""
-    runs = [s for s in kept if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"]
+
+def _parked_in(kept: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, Any] | None:
+    """The kept session span of the run that parked in the open ``step``: the newest one
+    begun before it, if that run parked (``waiting``)."""
+    runs = [s for s in kept if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"
+            and s["start"] <= step["start"]]
     newest = max(runs, key=lambda s: s["start"], default=None)
     return newest if newest is not None and \
         newest["attrs"].get("convoy.session.status") == "waiting" else None

@@ -81,11 +81,13 @@ class SubjectRights:
             forget = getattr(ic, "forget_subject", None)
             if forget is not None:
                 forget(tenant, subject)
-        await _audit(engine, event)
+        refused = await _audit(engine, event)
         await compact_after(engine.store, f"erased subject {subject!r} of tenant {tenant!r} "
                             f"(erasure #{event.seq}: {plural(event.sessions, 'session')}, "
                             f"{plural(event.state_versions, 'state version')}, key "
-                            f"{'destroyed' if event.key else 'absent'})")
+                            f"{'destroyed' if event.key else 'absent'})", refused)
+        if refused is not None:  # (compacted first: no deleted row is left behind it)
+            raise refused
         return event
 
     async def export(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> dict[str, Any]:
@@ -115,11 +117,15 @@ class SubjectRights:
         await engine.open()
         events = await purge_older_than(engine.store, older_than, engine.clock(),
                                         tenant=tenant)
-        for event in events:
-            await _audit(engine, event)
+        refused = None
+        for event in events:  # (each tenant's entry, whatever another tenant's log holds)
+            refused = await _audit(engine, event) or refused
         if events:
             await compact_after(engine.store, f"purged "
-                                f"{plural(sum(e.sessions for e in events), 'session')} by age")
+                                f"{plural(sum(e.sessions for e in events), 'session')} by age",
+                                refused)
+        if refused is not None:
+            raise refused
         return events
 
 
@@ -164,22 +170,27 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
     for row in rows:
         try:
             await sealer.seal_row(row)
-        except (JournalError, AuditError) as e:  # (its own damage, or the log's: no seal
-            # reads it better; it is erased all the same)
+        except JournalError as e:  # (its own damage: no seal reads it better; it is
+            # erased all the same)
             log.warning("audit: session %s: its records cannot be sealed before its "
                         "erasure: %s", row.id, e)
+        except AuditError as e:  # (the log's damage: every session would meet it)
+            log.warning("audit: the records of %s cannot be sealed before the erasure: %s",
+                        plural(len(rows), "session"), e)
+            return
 
 
-async def _audit(engine: Engine, event: Erasure) -> None:
+async def _audit(engine: Engine, event: Erasure) -> AuditError | None:
     """Append the erasure to the tenant's audit log when the tenant has one (entries hold
     references, never the subject's name: the keyed fingerprint and the counts). Nothing
-    is removed from the log, so it still verifies."""
+    is removed from the log, so it still verifies. A log whose count was edited refuses
+    it: the error is returned, to raise once the store is compacted."""
     from convoy.audit._event import AuditEvent
     from convoy.audit._sealer import past_count
 
     store = engine.store
     if not await _audited(engine, event.tenant):
-        return
+        return None
     refs = {"reason": event.reason, "erasure": str(event.seq), "sessions": str(event.sessions),
             "state_versions": str(event.state_versions)}
     if event.subject_ref is not None:
@@ -191,8 +202,9 @@ async def _audit(engine: Engine, event: Erasure) -> None:
         damaged = None if e.transient else await past_count(store, event.tenant)
         if damaged is None:
             raise
-        raise AuditError(f"erased (erasure #{event.seq}), but the erasure could not be "
-                         f"appended to the audit log: {damaged}") from None
+        return AuditError(f"erased (erasure #{event.seq}), but the erasure could not be "
+                          f"appended to the audit log: {damaged}")
+    return None
 
 
 def _engine(obj: SubjectRights) -> Engine:

@@ -80,14 +80,16 @@ def _stopped(e: StoreError, what: str) -> StoreError:
     return StoreError(f"{what}: {why}; run the same command again", transient=e.transient)
 
 
-async def compact_after(store: Store, done: str) -> None:
+async def compact_after(store: Store, done: str, also: Exception | None = None) -> None:
     """Compact ``store`` after a purge (``done``: what happened, as the error says it):
     a compaction another process keeps from running is one line that says the purge
-    happened all the same, and what is left to do."""
+    happened all the same, and what is left to do (and ``also``, an error the purge met
+    besides, which the caller raises if this does not)."""
     try:
         await store.compact()
     except StoreError as e:
-        raise StoreError(f"{done}, but {e}", transient=e.transient) from None
+        more = "" if also is None else f"; and {also}"
+        raise StoreError(f"{done}, but {e}{more}", transient=e.transient) from None
 
 
 async def export_subject(store: Store, keys: KeyRing, tenant: str,
