@@ -226,7 +226,14 @@ def test_a_module_whose_dependency_is_missing_says_so() -> None:
     # does not have: the import that failed, not where to look for the module (review)
     Path("needs_sub.py").write_text("import json.no_such_part  # noqa\n")
     one_line_error(cli("worker", "needs_sub"), 2, "a module it imports, "
-                   "'json.no_such_part', does not exist ('json' is there: check the name)")
+                   "'json.no_such_part', cannot be found ('json' is there, without it): "
+                   "check the name, or install what provides it")
+    # (a namespace package, whose parts are installed apart: not only "check the name")
+    Path("nsparts").mkdir()
+    Path("needs_part.py").write_text("import nsparts.storage  # noqa\n")
+    one_line_error(cli("worker", "needs_part"), 2, "'nsparts.storage', cannot be found "
+                   "('nsparts' is there, without it): check the name, or install what "
+                   "provides it (a namespace package's parts are installed apart)")
     Path("needs_name.py").write_text("from os import no_such_name  # noqa\n")
     res = cli("worker", "needs_name")
     one_line_error(res, 2, "importing module 'needs_name' failed: ImportError: cannot "

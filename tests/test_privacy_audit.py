@@ -158,3 +158,41 @@ async def test_an_erasure_goes_through_a_damaged_audit_log(
         [(free,)] = conn.execute("PRAGMA freelist_count").fetchall()
     conn.close()
     assert free == 0  # compacted: no deleted row left in the file
+
+
+async def test_a_purge_across_tenants_names_every_damaged_log(tmp_path: Path) -> None:
+    """Purging by age across tenants, two of whose audit logs had their count lowered: the
+    third tenant's entry is appended, the store compacted, and one error names both
+    damaged logs (it named the last one only)."""
+    import sqlite3
+
+    import convoy
+    from convoy import Engine, MasterKey
+    from convoy.stores import store_from_url
+
+    from .conftest import FakeClock
+    from .test_privacy import KEY
+
+    db = tmp_path / "convoy.db"
+    clock = FakeClock()
+
+    def clocked() -> Engine:
+        return Engine(store_from_url(db, clock=clock), master_key=MasterKey.from_text(KEY),
+                      interceptors=[AuditInterceptor()])
+
+    async with clocked() as eng:
+        for t in ("t1", "t2", "t3"):
+            assert (await eng.tenant(t).run(serve, {"name": "Nobody In Particular"})).ok
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit_head SET size = size - 1 WHERE tenant IN ('t1', 't3')")
+    conn.close()
+    clock.advance(31 * 86400)
+    async with clocked() as eng:
+        with pytest.raises(convoy.AuditError) as raised:
+            await eng.purge(30 * 86400)
+        said = str(raised.value)
+        assert said.startswith("purged, but 2 purges could not be appended to their audit "
+                               "log: ") and "tenant 't1'" in said and "tenant 't3'" in said
+        size = await eng.store.audit_size("t2")
+        [last] = await eng.store.audit_entries("t2", size - 1, 1)
+        assert AuditEvent.decode(last.body).kind == "erasure"  # (t2's entry appended)

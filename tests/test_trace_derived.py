@@ -280,6 +280,35 @@ async def _derived_then_live(db: str | Path, wf: convoy.Workflow[Any, Any], sid:
         return res, sorted(r.key for r in await engine.journal(sid))
 
 
+def test_a_wait_begun_after_the_live_run_ended_is_not_put_under_it(db: str | Path) -> None:
+    """Traced live until it parks in ``go``, then resumed by an engine that derives and
+    parked in ``go2``: the open ``go2`` began after the live run ended, so it is under the
+    derived run row, not under the live run (review: the newest kept run before it was
+    taken, ended or not)."""
+    @convoy.workflow(name="obs.derived.later")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        await ctx.wait_for("go")
+        await ctx.wait_for("go2")
+        return t
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id="p3")).status == "waiting"
+            await engine.signal("p3", "go", "null")
+        async with later_engine(db, workflows=[wf],
+                                interceptors=observe(Tracing(["store"]))) as engine:
+            [res] = await engine.resume()
+            assert res.status == "waiting", res
+
+    asyncio.run(run())
+    spans = _spans(db, "p3")
+    live = {s["span_id"] for s in spans if s["name"].startswith("invoke_workflow")
+            and not s["attrs"].get("convoy.derived")}
+    [wait] = [s for s in spans if s["name"] == "wait go2"]
+    assert wait["parent_id"] not in live, (wait, spans)
+
+
 def test_a_session_traced_live_then_resumed_by_an_engine_that_derives_has_every_step(
         db: str | Path) -> None:
     """As after an upgrade: a session parked under live tracing, resumed by an engine

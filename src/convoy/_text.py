@@ -354,7 +354,9 @@ def import_failed(name: str, e: ImportError, what: str = "",
     except (ImportError, ValueError):
         found = False
     return (f"importing module {quoted(name)}{what} failed: a module it imports, "
-            f"{quoted(missing)}, " + (f"does not exist ({quoted(top)} is there: check the "
-                                      "name)" if found else
+            f"{quoted(missing)}, " + (f"cannot be found ({quoted(top)} is there, without "
+                                      "it): check the name, or install what provides it "
+                                      "(a namespace package's parts are installed apart)"
+                                      if found else
                                       "cannot be found: install it in the environment "
                                       "convoy runs in (or put it on PYTHONPATH)"))

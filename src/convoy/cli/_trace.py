@@ -273,14 +273,14 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
                    else s for s in added), *homed, *decisions]
 
 
-
 def _parked_in(kept: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, Any] | None:
     """The kept session span of the run that parked in the open ``step``: the newest one
-    begun before it, if that run parked (``waiting``)."""
+    begun before it, if that run was still going when it began and parked (``waiting``);
+    ``None`` for a wait begun by a run that kept no span."""
     runs = [s for s in kept if s["attrs"].get("gen_ai.operation.name") == "invoke_workflow"
             and s["start"] <= step["start"]]
     newest = max(runs, key=lambda s: s["start"], default=None)
-    return newest if newest is not None and \
+    return newest if newest is not None and step["start"] <= newest["end"] and \
         newest["attrs"].get("convoy.session.status") == "waiting" else None
 
 

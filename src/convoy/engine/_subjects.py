@@ -81,11 +81,14 @@ class SubjectRights:
             forget = getattr(ic, "forget_subject", None)
             if forget is not None:
                 forget(tenant, subject)
-        refused = await _audit(engine, event)
+        damaged = await _audit(engine, event)
+        refused = None if damaged is None else AuditError(
+            f"erased (erasure #{event.seq}), but the erasure could not be appended to the "
+            f"audit log: {damaged}")
         await compact_after(engine.store, f"erased subject {subject!r} of tenant {tenant!r} "
                             f"(erasure #{event.seq}: {plural(event.sessions, 'session')}, "
                             f"{plural(event.state_versions, 'state version')}, key "
-                            f"{'destroyed' if event.key else 'absent'})", refused)
+                            f"{'destroyed' if event.key else 'absent'})", damaged)
         if refused is not None:  # (compacted first: no deleted row is left behind it)
             raise refused
         return event
@@ -117,15 +120,21 @@ class SubjectRights:
         await engine.open()
         events = await purge_older_than(engine.store, older_than, engine.clock(),
                                         tenant=tenant)
-        refused = None
+        damaged: list[AuditError] = []
         for event in events:  # (each tenant's entry, whatever another tenant's log holds)
-            refused = await _audit(engine, event) or refused
+            if (error := await _audit(engine, event)) is not None:
+                damaged.append(error)
+        said = None if not damaged else AuditError(
+            f"purged, but {plural(len(damaged), 'purge')} could not be appended to "
+            f"{'its' if len(damaged) == 1 else 'their'} audit log: "
+            + "; and ".join(map(str, damaged)))
         if events:
             await compact_after(engine.store, f"purged "
                                 f"{plural(sum(e.sessions for e in events), 'session')} by age",
-                                refused)
-        if refused is not None:
-            raise refused
+                                AuditError("; and ".join(map(str, damaged))) if damaged
+                                else None)
+        if said is not None:
+            raise said
         return events
 
 
@@ -153,12 +162,14 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
     if not rows or not await _audited(engine, tenant):
         return
     sealer = None
+    said = ""  # (a damaged log's warning, said once)
     for ic in engine.runtime.interceptors:
         if isinstance(ic, AuditInterceptor):
             try:
                 await ic.sealed()  # (what its runs queued goes first)
             except AuditError as e:  # (a damaged log, maybe another tenant's: it does
-                log.warning("audit: %s", e)  # not hold up an erasure)
+                said = str(e)  # not hold up an erasure)
+                log.warning("audit: %s", said)
             sealer = ic._sealer
     if sealer is None:
         async def mac_of(tenant: str, subject: str | None) -> bytes | None:
@@ -175,8 +186,9 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
             log.warning("audit: session %s: its records cannot be sealed before its "
                         "erasure: %s", row.id, e)
         except AuditError as e:  # (the log's damage: every session would meet it)
-            log.warning("audit: the records of %s cannot be sealed before the erasure: %s",
-                        plural(len(rows), "session"), e)
+            if str(e) != said:
+                log.warning("audit: the records of %s cannot be sealed before the "
+                            "erasure: %s", plural(len(rows), "session"), e)
             return
 
 
@@ -184,7 +196,8 @@ async def _audit(engine: Engine, event: Erasure) -> AuditError | None:
     """Append the erasure to the tenant's audit log when the tenant has one (entries hold
     references, never the subject's name: the keyed fingerprint and the counts). Nothing
     is removed from the log, so it still verifies. A log whose count was edited refuses
-    it: the error is returned, to raise once the store is compacted."""
+    it: that damage (:func:`~convoy.audit._sealer.past_count`) is returned, for the
+    caller to raise once the store is compacted."""
     from convoy.audit._event import AuditEvent
     from convoy.audit._sealer import past_count
 
@@ -202,8 +215,7 @@ async def _audit(engine: Engine, event: Erasure) -> AuditError | None:
         damaged = None if e.transient else await past_count(store, event.tenant)
         if damaged is None:
             raise
-        return AuditError(f"erased (erasure #{event.seq}), but the erasure could not be "
-                          f"appended to the audit log: {damaged}")
+        return damaged
     return None
 
 
