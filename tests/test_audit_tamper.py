@@ -970,21 +970,28 @@ LONG = 1290  # two tiles: a complete one, and 266 leaves of the next
 @pytest.fixture
 def long_log(backend: Backend, tmp_path: Path) -> dict[str, Any]:
     """A log of LONG entries with checkpoints at 1201 and LONG (its tile roots kept)."""
+    _grown(backend, tmp_path, [1201, LONG], LONG)
+    return {"key": tmp_path / "audit.key", "db": _url(backend), "raw": Raw(backend)}
 
+
+def _grown(backend: Backend, tmp_path: Path, signed: list[int], size: int) -> None:
+    """A log of ``size`` entries, a checkpoint (audit.key) signed as it reached each of
+    the sizes ``signed``."""
     async def build() -> None:
         store = backend.new(FakeClock())
         await store.open()
         try:
             alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
-            await alog.append(T, [_event(i) for i in range(1201)])
-            await alog.checkpoint(T)
-            await alog.append(T, [_event(i) for i in range(1201, LONG)])
-            await alog.checkpoint(T)
+            start = 0
+            for n in [*signed, size]:
+                await alog.append(T, [_event(i) for i in range(start, n)])
+                if n in signed:
+                    await alog.checkpoint(T)
+                start = n
         finally:
             await store.aclose()
 
     asyncio.run(build())
-    return {"key": tmp_path / "audit.key", "db": _url(backend), "raw": Raw(backend)}
 
 
 def _store_rows(raw: Raw) -> list[Any]:
@@ -1283,18 +1290,7 @@ def test_a_count_changed_over_the_unsigned_tail_names_both_causes(
     """Past the last checkpoint, nothing tells an entry inserted from a count lowered, or
     entries cut off from a count raised: verify names both (it named one, and the
     review that lowered the count of a genuine log read 'inserted')."""
-    async def go() -> None:
-        store = backend.new(FakeClock())
-        await store.open()
-        try:
-            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
-            await alog.append(T, [_event(i) for i in range(8)])
-            await alog.checkpoint(T)
-            await alog.append(T, [_event(i) for i in range(8, 11)])  # (signed by none)
-        finally:
-            await store.aclose()
-
-    asyncio.run(go())
+    _grown(backend, tmp_path, [8], 11)  # (entries 8 to 10 signed by none)
     Raw(backend).run((f"UPDATE audit_head SET size = size + ({by}) WHERE tenant=?", (T,)))
     code, out = verify({"db": _url(backend), "key": tmp_path / "audit.key"}, "--tenant", T)
     assert code == 1 and said in out, out
