@@ -123,6 +123,11 @@ class AuditInterceptor(Interceptor):
             await self._sealer.close()
             self._sealer = None
 
+    @property
+    def sealer(self) -> Sealer | None:
+        """What seals this engine's runs' entries (``None`` before the engine opens)."""
+        return self._sealer
+
     async def sealed(self) -> None:
         """Seal every entry this engine's runs have queued (the log lags them by up to
         ``seal_every`` seconds otherwise)."""

@@ -122,7 +122,6 @@ class Queued:
     ended: Sequence[bytes] = ()
 
 
-
 async def past_count(store: Store, tenant: str) -> AuditError | None:
     """The error for ``tenant``'s log if it holds an entry at the index its count says
     is next (the count lowered by hand, or an entry added): every append collides with it,
@@ -420,8 +419,8 @@ class Sealer:
             keyless.append(row.id)
         except JournalError as e:  # (its own row or journal: no later seal reads it better)
             log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
-        except (StoreError, AuditError) as e:  # (the store's: a lost connection, a damaged
-            refused.append(row.id)  # log)
+        except (StoreError, AuditError) as e:  # (the store's, a lost connection; the log's)
+            refused.append(row.id)
             log.warning("audit: session %s: the store did not take the seal of its records "
                         "(kept for a later seal): %s", row.id, e)
         except Exception as e:

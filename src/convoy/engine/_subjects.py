@@ -124,17 +124,15 @@ class SubjectRights:
         for event in events:  # (each tenant's entry, whatever another tenant's log holds)
             if (error := await _audit(engine, event)) is not None:
                 damaged.append(error)
-        said = None if not damaged else AuditError(
-            f"purged, but {plural(len(damaged), 'purge')} could not be appended to "
-            f"{'its' if len(damaged) == 1 else 'their'} audit log: "
-            + "; and ".join(map(str, damaged)))
+        logs = AuditError("; and ".join(map(str, damaged))) if damaged else None
         if events:
             await compact_after(engine.store, f"purged "
                                 f"{plural(sum(e.sessions for e in events), 'session')} by age",
-                                AuditError("; and ".join(map(str, damaged))) if damaged
-                                else None)
-        if said is not None:
-            raise said
+                                logs)
+        if logs is not None:  # (compacted first: no deleted row is left behind it)
+            raise AuditError(f"purged, but {plural(len(damaged), 'purge')} could not be "
+                             f"appended to {'its' if len(damaged) == 1 else 'their'} audit "
+                             f"log: {logs}")
         return events
 
 
@@ -151,7 +149,9 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
     records of theirs it does not hold yet: those of a run killed before its seal, which
     a resume or the next engine's recovery would have sealed from the journal the erasure
     deletes (hashes only, keyed with the subject's key: the entries say what was done, not
-    what it held). A store error stops the erasure, with nothing erased."""
+    what it held). A store error stops the erasure, with nothing erased. (The erasure
+    reads its plan again after this, which may take a while: a session of the subject
+    made meanwhile is erased too.)"""
     from convoy.audit._interceptor import AuditInterceptor
     from convoy.audit._sealer import Sealer
 
@@ -170,7 +170,7 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
             except AuditError as e:  # (a damaged log, maybe another tenant's: it does
                 said = str(e)  # not hold up an erasure)
                 log.warning("audit: %s", said)
-            sealer = ic._sealer
+            sealer = ic.sealer
     if sealer is None:
         async def mac_of(tenant: str, subject: str | None) -> bytes | None:
             key = None if subject is None else \

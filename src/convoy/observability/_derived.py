@@ -40,10 +40,10 @@ from convoy._trace_context import derived_id as _id
 from convoy.hitl._inbox import ESCALATED
 from convoy.hitl._task import DEADLINE, INBOX
 from convoy.observability._scrub import bounded
-from convoy.observability._spans import WITHHELD
+from convoy.observability._spans import BUDGET_EXHAUSTED, WITHHELD
 from convoy.observability._unhooked import DRAWN, wait_family
 from convoy.privacy._seal import is_sealed
-from convoy.resilience._classify import ERROR_KINDS, error_kind_of
+from convoy.resilience._classify import ERROR_KINDS, budget_refused, error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
 from convoy.stores._rows import damaged
 
@@ -92,10 +92,6 @@ def _same(text: str) -> str:
     return text
 
 
-#: The mark of a failure the retry budget refused to retry (as live spans mark it).
-_BUDGET = "convoy.retry_budget.exhausted"
-
-
 class _Derivation:
     def __init__(self, row: SessionRow, subject: bool,
                  redact: Callable[[str], str]) -> None:
@@ -111,9 +107,8 @@ class _Derivation:
         error = record if isinstance(record, dict) else {}
         kind = error_kind_of(error) or fallback
         attrs["error.type"] = kind
-        if isinstance(extra := error.get("attrs"), dict) and \
-                extra.get("retry_budget_exhausted") is True:  # (as live spans mark it)
-            attrs[_BUDGET] = True
+        if budget_refused(error):  # (as live spans mark it)
+            attrs[BUDGET_EXHAUSTED] = True
         message = WITHHELD if self.subject else \
             bounded(str(error.get("message", "")), self.redact, _MESSAGE_LIMIT)
         return "error", f"{kind}: {message}" if message else kind, message
@@ -287,8 +282,8 @@ class _Derivation:
                 # a tool's error the model answered, is the step's, not the run's).
                 run["status"] = "error"
                 run["attrs"]["error.type"] = step["attrs"]["error.type"]
-                if step["attrs"].get(_BUDGET):
-                    run["attrs"][_BUDGET] = True
+                if step["attrs"].get(BUDGET_EXHAUSTED):
+                    run["attrs"][BUDGET_EXHAUSTED] = True
                 run["message"] = step["message"]
                 run["events"] = [dict(e) for e in step["events"]]  # (its exception)
             elif step["status"] == "unset":

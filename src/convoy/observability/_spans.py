@@ -50,6 +50,9 @@ Event = tuple[str, int, Attrs]  # (name, time in ns, attributes)
 #: redactor finds, and nothing written outside the store can be erased. The error's type
 #: and kind stay; the message stays in the session's journal, sealed.
 WITHHELD = "(message withheld: a data subject's session)"
+#: The attribute that marks a failure the retry budget refused to retry (the failure
+#: itself retryable), on the spans it failed, live or derived.
+BUDGET_EXHAUSTED = "convoy.retry_budget.exhausted"
 #: Whether the run of a session (by id) in this process holds a data subject's data: its
 #: own subject's, or what it read of another's (``SealingStore.holds_personal_data``).
 Holds = Callable[[str], bool]
@@ -347,7 +350,7 @@ def format_traceparent(trace_id: str, span_id: str, sampled: bool = True) -> str
     return f"00-{trace_id}-{span_id}-{'01' if sampled else '00'}"
 
 
-__all__ = ["CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT", "SPANS_NAMESPACE",
-           "UNTRACED", "Event", "Link", "Shape", "SpanData", "chunk_text",
+__all__ = ["BUDGET_EXHAUSTED", "CURRENT", "SCHEMA_URL", "SEMCONV_VERSION", "SPANS_FORMAT",
+           "SPANS_NAMESPACE", "UNTRACED", "Event", "Link", "Shape", "SpanData", "chunk_text",
            "format_traceparent", "load_chunks", "new_span_id", "new_trace_id",
            "parse_traceparent", "traceparent_sampled"]

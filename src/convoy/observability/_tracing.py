@@ -57,6 +57,7 @@ from convoy.observability._kinds import state_kind
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import bounded, scrub
 from convoy.observability._spans import (
+    BUDGET_EXHAUSTED,
     CURRENT,
     SCHEMA_URL,
     SPANS_NAMESPACE,
@@ -75,7 +76,7 @@ from convoy.observability._spans import (
     traceparent_sampled,
 )
 from convoy.observability._unhooked import UnhookedSteps
-from convoy.resilience._classify import error_kind, error_kind_of
+from convoy.resilience._classify import budget_refused, error_kind, error_kind_of
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
@@ -415,8 +416,8 @@ class Tracing(Interceptor):
             message = self.error_text(str(exc), span.run)
             span.status = "error"
             span.attrs["error.type"] = kind
-            if getattr(exc, "retry_budget_exhausted", False):  # (retryable, not retried)
-                span.attrs["convoy.retry_budget.exhausted"] = True
+            if budget_refused(exc):  # (retryable, not retried)
+                span.attrs[BUDGET_EXHAUSTED] = True
             span.note(f"{kind}: {message}", event=("exception", time_ns(), {
                 "exception.type": type(exc).__name__, "exception.message": message}))
         else:
@@ -546,9 +547,8 @@ class Tracing(Interceptor):
             kind = error_kind_of(end.error) or end.status
             span.status = "error"
             span.attrs["error.type"] = kind
-            if isinstance(extra := (end.error or {}).get("attrs"), dict) and \
-                    extra.get("retry_budget_exhausted") is True:  # (as ``failed`` marks it)
-                span.attrs["convoy.retry_budget.exhausted"] = True
+            if budget_refused(end.error):  # (as ``failed`` marks it)
+                span.attrs[BUDGET_EXHAUSTED] = True
             span.note(f"{end.status}: " + self.error_text(
                 str((end.error or {}).get("message", "")), run))
         self.ended(span)

@@ -229,6 +229,16 @@ def error_kind_of(record: Mapping[str, Any] | None) -> ErrorKind | None:
     return error_kind(error_from_record(record))
 
 
+def budget_refused(error: BaseException | Mapping[str, Any] | None) -> bool:
+    """Whether the retry budget refused to retry ``error``: an exception it marked
+    (``retry_budget_exhausted``, see :class:`~convoy.resilience.RetryBudget`), or the
+    journaled record of one (the mark kept under its ``attrs``)."""
+    if isinstance(error, BaseException):
+        return getattr(error, "retry_budget_exhausted", False) is True
+    attrs = error.get("attrs") if isinstance(error, Mapping) else None
+    return isinstance(attrs, Mapping) and attrs.get("retry_budget_exhausted") is True
+
+
 _OWN_KIND: tuple[tuple[type[BaseException], ErrorKind], ...] = (
     (StateConflict, "conflict"), (UnknownOutcomeError, "unknown_outcome"),
     (HandoffError, "handoff_invalid"), (AgentTurnsExhausted, "turns_exhausted"),
