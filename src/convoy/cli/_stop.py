@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import signal
+import socket
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager, suppress
 from types import FrameType
@@ -118,7 +119,7 @@ class StopSignals:
             return await main
 
         try:
-            with asyncio.Runner() as runner:
+            with asyncio.Runner() as runner, _woken_by_signals(runner.get_loop()):
                 self._loop = runner.get_loop()
                 try:
                     result = runner.run(guarded())
@@ -136,6 +137,44 @@ class StopSignals:
     def wait(self) -> None:
         """Block until a stop signal arrives; raises :class:`Stopped`."""
         self.run(asyncio.Event().wait())
+
+
+@contextmanager
+def _woken_by_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
+    """Wake ``loop`` at every signal, whichever thread the kernel hands it to.
+
+    A process-directed signal goes to any thread that does not block it. Python runs the
+    handler in the main thread, at its next bytecode: a main thread asleep in the loop's
+    ``epoll_wait`` with nothing scheduled (``convoy metrics serve``, whose HTTP server is
+    another thread) would sleep on. Python writes each signal's number to its wakeup fd
+    (:func:`signal.set_wakeup_fd`, as asyncio's own signal handlers use it); here the loop
+    reads that fd, which wakes it, and the handler runs. Outside the main thread: nothing
+    (only the main thread may set the fd, and the handlers are Python's)."""
+    reader, writer = socket.socketpair()
+    reader.setblocking(False)
+    writer.setblocking(False)
+    try:
+        previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+    except ValueError:  # not the main thread
+        reader.close()
+        writer.close()
+        yield
+        return
+
+    def drain() -> None:
+        with suppress(OSError):
+            while reader.recv(4096):
+                pass
+
+    loop.add_reader(reader.fileno(), drain)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(previous)
+        if not loop.is_closed():
+            loop.remove_reader(reader.fileno())
+        reader.close()
+        writer.close()
 
 
 @contextmanager
