@@ -217,6 +217,11 @@ async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.Monk
             await wrong.export("s-1")
     with pytest.raises(UserError, match="not base64"):
         MasterKey.from_text("not a key!")
+    # the key's text where a MasterKey belongs (MasterKey.generate() returns text): said
+    # at once, not as an AttributeError at the first subject's session
+    with pytest.raises(UserError, match=r"master_key must be a convoy.MasterKey "
+                       r"\(MasterKey.from_text\(TEXT\) reads a key's text\), got a str$"):
+        convoy.Engine(tmp_path / "c.db", master_key=MasterKey.generate())  # type: ignore
     monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", str(tmp_path / "missing.key"))
     with pytest.raises(UserError, match="cannot read the master key file"):
         MasterKey.from_env()

@@ -17,9 +17,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 import convoy
 from convoy.observability import Tracing, json_logging, observe
-from convoy.observability._spans import WITHHELD, load_chunks
+from convoy.observability._spans import load_chunks
 from convoy.observability._tracing import SPANS_NAMESPACE
 from convoy.privacy._seal import is_sealed
+from convoy.privacy._withheld import WITHHELD
 
 from .test_privacy import engine
 

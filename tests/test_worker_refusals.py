@@ -333,3 +333,42 @@ async def test_a_hook_error_after_next_is_said_when_the_end_could_not_be_written
     assert said(caplog) == [
         "session 'bad' could not be recorded (disk I/O error); it runs again in 1 s",
         "session 'bad': its run raised RuntimeError: the audit service is down"]
+
+
+class QuotesInput(convoy.Interceptor):
+    """Refuses every run with a message that quotes the session's input (a policy that
+    names what it refused), before ``next`` or, with ``after``, after it."""
+
+    def __init__(self, *, after: bool) -> None:
+        self.after = after
+
+    async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+        if self.after:
+            await next(input)
+        raise PermissionError(f"account suspended for {input.input!r}")
+
+
+@pytest.mark.parametrize("after", [False, True], ids=["refused", "raised_after_next"])
+async def test_a_refusal_of_a_data_subjects_session_is_said_without_its_message(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, after: bool) -> None:
+    """The warning is a log line: of a data subject's session it names the error's type
+    alone, as its spans and JSON logs do (the message may quote the subject's data, which
+    no erasure reaches once logged). Another session's says its message."""
+    from convoy import MasterKey
+
+    key = MasterKey.from_text(MasterKey.generate())
+    db = tmp_path / "s.db"
+    async with convoy.Engine(db, master_key=key) as e:
+        e.drain()
+        await e.run(count, 7, session_id="subject", subject="zebulon-quaxworth")
+        await e.run(count, 8, session_id="plain")
+    async with convoy.Engine(db, master_key=key, workflows=[count],
+                             interceptors=[QuotesInput(after=after)]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
+    lines = {line.split("'")[1]: line for line in said(caplog)}
+    assert set(lines) == {"subject", "plain"}, said(caplog)
+    assert "PermissionError (message withheld: a data subject's session)" in \
+        lines["subject"], lines
+    assert "7" not in lines["subject"].replace("'subject'", ""), lines
+    assert "PermissionError: account suspended for 8" in lines["plain"], lines

@@ -53,10 +53,14 @@ def main() -> None:
 
 
 class _Lines(logging.Formatter):
-    """``warning: MESSAGE``, as the commands write their own warnings and errors."""
+    """``warning: MESSAGE``, as the commands write their own warnings and errors, redacted
+    as JSON log lines are (a worker's stderr is its log: a warning may quote an error's
+    message, see :mod:`~convoy.cli._redaction`)."""
 
     def format(self, record: logging.LogRecord) -> str:
-        return f"{record.levelname.lower()}: {escaped(record.getMessage())}"
+        from convoy.cli._redaction import redacted
+
+        return f"{record.levelname.lower()}: {escaped(redacted(record.getMessage()))}"
 
 
 def _show_warnings() -> None:

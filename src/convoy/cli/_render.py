@@ -20,13 +20,14 @@ from convoy._text import escaped, plural, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
 from convoy.cli._loading import continuing, import_option
+from convoy.cli._redaction import redacted
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.durability._executor import signals_refused
 from convoy.engine._owners import owner_is_dead
 from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
-from convoy.observability._spans import WITHHELD
 from convoy.privacy._seal import is_sealed
+from convoy.privacy._withheld import WITHHELD
 from convoy.resilience._classify import error_kind_of
 from convoy.state._access import watch_signal, watched
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
@@ -180,7 +181,9 @@ def decisions(task_id: str, *, db: str | None, tenant: str, fields: bool = False
 
 
 def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int = 100) -> str:
-    """A session's error in one line: ``TYPE: MESSAGE``. A data subject's session's
+    """A session's error in one line: ``TYPE: MESSAGE``, the message redacted (a batch
+    job's output is kept as a log is: :mod:`~convoy.cli._redaction`). A data subject's
+    session's
     (``withheld``) is its type alone, with the wording its logs and spans use (the message
     may quote the subject's data; 'convoy sessions show ID' reads it, with the master key);
     a sealed one read without the master key, ``(sealed)``."""
@@ -189,7 +192,8 @@ def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int =
         return "(sealed)"
     if withheld:
         return short(f"{rec.get('type', 'error')} {WITHHELD}", width)
-    return short(f"{rec.get('type', 'error')}: {rec.get('message', '')}", width)
+    return short(f"{rec.get('type', 'error')}: {redacted(str(rec.get('message', '')))}",
+                 width)
 
 
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:

@@ -13,7 +13,7 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
-from convoy._errors import JournalError, UserError
+from convoy._errors import JournalError
 from convoy._text import escaped, plural, quoted, short
 from convoy._trace_context import derived_id
 from convoy.cli._common import (
@@ -32,6 +32,7 @@ from convoy.cli._common import (
     tenant_scope,
     unknown_session,
 )
+from convoy.cli._redaction import printed_redactor
 from convoy.cli._render import fmt_cost, fmt_duration
 from convoy.hitl._task import INBOX
 from convoy.observability._derived import journal_spans, task_keys
@@ -111,7 +112,8 @@ def trace(
                  else "  (derived from the journal, in place of the sealed spans kept for it)"
                  if gone else "  (derived from the journal: no state versions or content; "
                  "Tracing(live=True) with the 'store' exporter keeps them: on the command "
-                 "line, name such a Tracing with --interceptors MODULE:NAME)"
+                 "line, --trace store beside another exporter (--trace otlp), or "
+                 "--interceptors MODULE:NAME naming such a Tracing)"
                  if derived == len(spans)
                  else f"  ({derived} of {len(spans)} spans derived from the journal, where "
                  "no live span was kept)"), markup=False, soft_wrap=True)
@@ -214,14 +216,11 @@ def _redactor() -> Callable[[str], str]:
     """What derived spans are redacted with: the default :class:`Redactor`, as live
     tracing's; without the ``pii`` extra, the kinds that need no package of their own
     (said once, on stderr)."""
-    from convoy.observability import Redactor
-
-    try:
-        return Redactor().redact
-    except UserError:
+    redact, every_kind = printed_redactor()
+    if not every_kind:
         typer.echo("note: phone numbers, card numbers and IBANs in these spans are not "
                    "redacted: pip install 'convoy[pii]'", err=True)
-        return Redactor(kinds=("email", "ip")).redact
+    return redact
 
 
 def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]

@@ -114,6 +114,7 @@ from convoy.models._base import Model
 from convoy.privacy._keys import KeyRing, MasterKey, SubjectKey
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
+from convoy.privacy._withheld import withheld
 from convoy.runtime._agent_loop import run_tap_of
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
@@ -217,6 +218,9 @@ class Engine(SessionControl, SubjectRights):
                             f"{on_nondeterminism!r}")
         if escalation is not None and not isinstance(escalation, Escalation):
             raise UserError(f"escalation must be a convoy.Escalation, got {escalation!r}")
+        if master_key is not None and not isinstance(master_key, MasterKey):
+            raise UserError("master_key must be a convoy.MasterKey (MasterKey.from_text(TEXT) "
+                            f"reads a key's text), got a {type(master_key).__name__}")
         for name in tenant_scopes or {}:
             check_tenant(name)
         #: Scopes and approvals, checked before every tool call that declares them.
@@ -1046,7 +1050,7 @@ class Engine(SessionControl, SubjectRights):
         except AuditError:  # (the log's, not the session's: as a store error, it stops)
             raise
         except Exception as e:  # (a session hook's: one session's error stops no worker)
-            await self._after_error(row, described(e))
+            await self._after_error(row, self._described(e, row.id, row.subject))
 
     async def _after_error(self, row: SessionRow, reason: str) -> None:
         """A worker's run that raised ``reason``: said in one line, with the end it wrote
@@ -1301,7 +1305,8 @@ class Engine(SessionControl, SubjectRights):
         if await self._kept_end(state, new):
             return
         if not isinstance(e, (asyncio.CancelledError, StoreError, AuditError)):
-            self._refused(state.id, state.tenant, e)  # (the store's, the log's: not so)
+            # (not a store's error, nor the audit log's: no session refused those)
+            self._refused(state.id, state.tenant, e, state.subject)
         usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
@@ -1616,7 +1621,8 @@ class Engine(SessionControl, SubjectRights):
         return self._backoff.failed(sid, tenant, failures, self.clock(),
                                     self.lease_seconds / 3, refused=refused)
 
-    def _refused(self, sid: str, tenant: str, e: BaseException) -> None:
+    def _refused(self, sid: str, tenant: str, e: BaseException, subject: str | None
+                 ) -> None:
         """A worker's session whose run a session hook refused (raised before the workflow
         ended), about to be given back: held back as :meth:`_back_off` holds a session
         the store failed to record, so a hook that keeps refusing it (a policy, a check
@@ -1626,7 +1632,17 @@ class Engine(SessionControl, SubjectRights):
             return  # the caller has the error; a worker that stops runs nothing again)
         delay = self._hold(sid, tenant, self._backoff.written(sid), refused=True)
         log.warning("session %s: a session hook refused its run (%s); %s", quoted(sid),
-                    described(e), self._again(delay))
+                    self._described(e, sid, subject), self._again(delay))
+
+    def _described(self, e: BaseException, sid: str, subject: str | None) -> str:
+        """``e`` in one line, as a worker's warning (a log line) names it; in the session
+        of data subject ``subject``, or one whose run here read a subject's data, without
+        its message (:func:`~convoy.privacy._withheld.withheld`), as its spans and JSON
+        log lines do: the message may quote the subject's data."""
+        holds = getattr(self.store, "holds_personal_data", None)  # (a sealing store's)
+        if subject is not None or (holds is not None and holds(sid)):
+            return withheld(e)
+        return described(e)
 
     def _again(self, delay: float) -> str:
         """When a session held back as :meth:`_refused` holds it runs again, as a warning

@@ -25,7 +25,7 @@ of the user's own code, content; the spans of a retried step's attempts are kept
 run (:class:`~convoy.observability._tracing.AttemptSpans`), under the step's derived
 span. A record of a Convoy that did not keep when a step began is an instant at its time.
 Error messages are not shown for a data subject's session
-(:data:`~convoy.observability._spans.WITHHELD`); what live tracing redacts goes through the
+(:data:`~convoy.privacy._withheld.WITHHELD`); what live tracing redacts goes through the
 ``redact`` given (``convoy trace``: the default redactor).
 """
 
@@ -40,9 +40,10 @@ from convoy._trace_context import derived_id as _id
 from convoy.hitl._inbox import ESCALATED
 from convoy.hitl._task import DEADLINE, INBOX
 from convoy.observability._scrub import bounded
-from convoy.observability._spans import BUDGET_EXHAUSTED, WITHHELD
+from convoy.observability._spans import BUDGET_EXHAUSTED
 from convoy.observability._unhooked import DRAWN, wait_family
 from convoy.privacy._seal import is_sealed
+from convoy.privacy._withheld import WITHHELD
 from convoy.resilience._classify import ERROR_KINDS, budget_refused, error_kind_of
 from convoy.stores._protocol import SessionRow, StepRecord
 from convoy.stores._rows import damaged

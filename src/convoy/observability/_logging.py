@@ -32,7 +32,8 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import scrub_item, unique_key
-from convoy.observability._spans import CURRENT, UNTRACED, WITHHELD, Holds, holds_of
+from convoy.observability._spans import CURRENT, UNTRACED, Holds, holds_of
+from convoy.privacy._withheld import WITHHELD
 from convoy.resilience._classify import error_kind, error_kind_of
 
 if TYPE_CHECKING:

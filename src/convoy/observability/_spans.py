@@ -45,11 +45,6 @@ Attrs = dict[str, Any]
 Link = tuple[str, Attrs]  # (span id, attributes): a span of the same trace
 Event = tuple[str, int, Attrs]  # (name, time in ns, attributes)
 
-#: What spans and log lines say instead of an error's message in a data subject's session:
-#: the message may quote the subject's data (a tool's exception naming a person), which no
-#: redactor finds, and nothing written outside the store can be erased. The error's type
-#: and kind stay; the message stays in the session's journal, sealed.
-WITHHELD = "(message withheld: a data subject's session)"
 #: The attribute that marks a failure the retry budget refused to retry (the failure
 #: itself retryable), on the spans it failed, live or derived.
 BUDGET_EXHAUSTED = "convoy.retry_budget.exhausted"

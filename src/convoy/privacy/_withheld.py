@@ -1,0 +1,15 @@
+"""What Convoy writes outside the store (spans, log lines, a worker's warnings) instead of
+an error's message in a data subject's session."""
+
+from __future__ import annotations
+
+#: Said instead of an error's message in a data subject's session: the message may quote
+#: the subject's data (a tool's exception naming a person), which no redactor finds, and
+#: nothing written outside the store can be erased. The error's type and kind stay; the
+#: message stays in the session's journal, sealed.
+WITHHELD = "(message withheld: a data subject's session)"
+
+
+def withheld(e: BaseException) -> str:
+    """``e`` named without its message: its type and :data:`WITHHELD`."""
+    return f"{type(e).__name__} {WITHHELD}"
