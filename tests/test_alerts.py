@@ -208,6 +208,7 @@ class Receiver:
     def __init__(self, port: int = 0) -> None:
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.attempts: list[tuple[int, dict[str, str]]] = []  # (status, headers), every POST
+        self.posted: list[dict[str, Any]] = []  # the body of every POST
         self.answers: list[int] = []
         self.got = threading.Condition()
         outer = self
@@ -218,6 +219,7 @@ class Receiver:
                 with outer.got:
                     status = outer.answers.pop(0) if outer.answers else 200
                     outer.attempts.append((status, dict(self.headers)))
+                    outer.posted.append(body)
                     if status == 200:
                         outer.received.append((body, dict(self.headers)))
                     outer.got.notify_all()
@@ -609,6 +611,7 @@ async def test_an_engine_delivers_only_to_the_webhooks_it_has(tmp_path: Path) ->
     ("http://ops:s3cret@example.com/ho\u202eok?token=t0k",
      "holds the character \\u202e, which a URL cannot"),
     ("http://:s3cret@/hook?token=t0k", "names no host"),
+    ("http://ops:s3cret@[::1/hook?token=t0k", "cannot be read as a URL: Invalid IPv6 URL"),
 ])
 def test_a_webhook_url_no_request_can_be_sent_to_is_refused_in_one_line(
         url: str, said: str) -> None:
@@ -677,3 +680,32 @@ def test_one_webhook_url_is_taken_as_one() -> None:
     assert list(alerts.webhooks) == ["https://alerts.example/hook"]
     hook = Webhook(url="https://alerts.example/other")
     assert list(BaselineAlerts(webhooks=hook, redact=False).webhooks) == [hook.url]
+
+
+async def test_each_event_is_sent_as_it_happened_even_when_delivered_later(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """A fired event whose first attempt failed, retried after its alert cleared, still
+    says the alert is open (every attempt of one key, one body); the cleared event says it
+    cleared. It was built from the alert as it was at send time: a receiver that routes on
+    the status never saw an open alert after a webhook outage (the operator's trial)."""
+    receiver.answers = [503]
+    clock = FakeClock()
+    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url, backoff=1.0)],
+                 background=False)
+    try:
+        alert = await fire(r)
+        assert await r.alerts.deliver_due() == 0  # (503)
+        clock.advance(0.5)
+        await r.engine.store.alert_clear(alert, clock(), 0.4, list(r.alerts.webhooks))
+        clock.advance(1)
+        assert await r.alerts.deliver_due() == 2
+    finally:
+        await r.engine.aclose()
+    fired = [b for b in receiver.posted if b["event"] == "fired"]
+    cleared = [b for b in receiver.posted if b["event"] == "cleared"]
+    assert len(fired) == 2 and len(cleared) == 1, receiver.posted  # (fired: 503, then 200)
+    assert fired[0] == fired[1], fired
+    assert (fired[0]["alert"]["status"], fired[0]["alert"]["cleared"],
+            fired[0]["alert"]["cleared_value"]) == ("open", None, None), fired
+    assert (cleared[0]["alert"]["status"], cleared[0]["alert"]["cleared_value"]) == \
+        ("cleared", 0.4), cleared

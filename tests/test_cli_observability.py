@@ -71,7 +71,8 @@ def test_run_with_trace_then_convoy_trace(tmp_path: Path) -> None:
     none = cli("trace", plain)
     assert none.code == 0 and "invoke_workflow" in none.stdout
     assert "Tracing(live=True) with the 'store' exporter keeps them: on the command line, " \
-        "name such a Tracing with --interceptors MODULE:NAME" in " ".join(none.stdout.split())
+        "--trace store beside another exporter (--trace otlp), or --interceptors " \
+        "MODULE:NAME naming such a Tracing" in " ".join(none.stdout.split())
 
 
 def test_trace_json_lists_each_span_after_its_parent(tmp_path: Path) -> None:
@@ -102,6 +103,39 @@ def test_bad_trace_exporter_is_one_line() -> None:
     one_line_error(res, 2, "--trace: unknown exporter 'jaeger'; use 'store', 'otlp' or "
                    "'console'")
     assert "SpanExporter" not in res.stderr  # (an object the command line cannot take)
+
+
+@pytest.mark.parametrize(("env", "said"), [
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "notaurl"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT='notaurl' is not an http:// or https:// URL"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://127.0.0.1:4318"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT='ftp://127.0.0.1:4318' is not an http:// or https:// URL"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://[::1"},
+     "OTEL_EXPORTER_OTLP_ENDPOINT='http://[::1' cannot be read as a URL"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:99999/v1/traces"},
+     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT='http://127.0.0.1:99999/v1/traces': the port "
+     "must be a number from 1 to 65535"),
+    ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://ops:s3cret@127.0.0.1"},  # (no password shown)
+     "OTEL_EXPORTER_OTLP_ENDPOINT='ftp://ops:***@127.0.0.1' is not an http:// or https://"),
+    ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+     "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': Convoy exports OTLP over HTTP (http/protobuf)"),
+])
+def test_an_otlp_setting_no_span_could_be_sent_with_is_one_line_before_any_session(
+        env: dict[str, str], said: str) -> None:
+    """Before, every session ran, then one warning blamed a collector not running."""
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    res = cli("run", FLOW, "--input", str(inputs), "--trace", "otlp", env=env)
+    one_line_error(res, 2, f"--trace: {said}")
+    assert "sessions run" not in res.stdout  # (refused before any session ran)
+
+
+def test_the_console_exporter_writes_to_stderr_beside_the_summary() -> None:
+    """stdout holds the command's own output (the summary, the failures): spans went there
+    too, before the summary table."""
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    res = cli("run", FLOW, "--input", str(inputs), "--trace", "console")
+    assert res.code == 0, res.stderr
+    assert '"trace_id"' not in res.stdout and '"trace_id"' in res.stderr, res.stdout[:300]
 
 
 class _Refusing(http.server.BaseHTTPRequestHandler):
@@ -179,6 +213,35 @@ def test_metrics_serve_answers_a_scrape(tmp_path: Path, background: Callable[...
               for fam in text_string_to_metric_families(body) for s in fam.samples}
     assert values[("convoy_store_sessions", "completed")] == len(GOOD)
     assert values[("convoy_store_sessions", "failed")] == 0
+
+
+def test_metrics_serve_says_once_when_the_store_becomes_unreadable(
+        background: Callable[..., Background]) -> None:
+    """A store removed or damaged after the server started: each scrape answers (the
+    target stays up) with ``convoy_store_up 0`` and nothing else, and stderr says so in one
+    line, once, not a traceback a scrape; ``convoy_store_up 1`` again once it reads."""
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    assert cli("run", FLOW, "--input", str(inputs)).code == 0
+    server = background("metrics", "serve", "--port", "0")
+    url = server.wait_for_line("metrics of convoy.db").split(" on ", 1)[1].strip()
+
+    def scrape() -> dict[str, float]:
+        with urllib.request.urlopen(url, timeout=LIMIT) as r:
+            return {s.name: s.value for fam in text_string_to_metric_families(r.read().decode())
+                    for s in fam.samples}
+
+    assert scrape()["convoy_store_up"] == 1
+    Path("convoy.db").rename("kept.db")
+    for _ in range(3):
+        assert scrape() == {"convoy_store_up": 0}
+    line = server.wait_for_line("cannot read")
+    assert "no Convoy store at convoy.db" in line, line
+    Path("kept.db").rename("convoy.db")
+    assert scrape()["convoy_store_up"] == 1
+    server.wait_for_line("reads the store again")
+    res = server.stop()
+    assert "Traceback" not in res.stderr, res.stderr
+    assert sum("cannot read" in ln for ln in res.stderr.splitlines()) == 1, res.stderr
 
 
 def test_metrics_serve_says_when_its_tenant_has_no_sessions(

@@ -389,6 +389,10 @@ async def test_replay_writes_no_spans_and_tracing_off_changes_nothing(db: str) -
 def test_bad_exporters_are_refused_in_one_line() -> None:
     with pytest.raises(convoy.UserError, match="unknown exporter 'jaeger'"):
         Tracing(exporters=["jaeger"])
+    # not an exporter at all: refused now, not an AttributeError at exit
+    with pytest.raises(convoy.UserError, match=r"Tracing: exporter 42 \(int\) is not 'store', "
+                       "'otlp', 'console', an OpenTelemetry SpanExporter or SpanProcessor"):
+        Tracing(exporters=[42])  # type: ignore[list-item]
 
 
 def test_convoy_trace_prints_the_waterfall(tmp_path: Path) -> None:

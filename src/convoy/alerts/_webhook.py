@@ -19,7 +19,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -162,7 +162,10 @@ def _problem(url: str) -> str | None:
     if char is not None:
         return (f"it holds the character {char}, which a URL cannot; remove it or "
                 "percent-encode it")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # (a '[' with no ']', a bracketed host that is no address)
+        return f"it cannot be read as a URL: {short(str(e), 100)}"
     try:
         port = parts.port
     except ValueError:
@@ -210,6 +213,16 @@ def alert_json(alert: AlertRow, redact: Callable[[str], str] | None = None
             "value": alert.value, "mean": alert.mean, "deviation": alert.deviation,
             "threshold": alert.threshold, "opened": alert.opened, "cleared": alert.cleared,
             "cleared_value": alert.cleared_value, "detail": detail}
+
+
+def as_of(d: AlertDelivery) -> AlertRow:
+    """The alert of delivery ``d`` as it was when its event happened: a ``fired`` event
+    retried after the alert cleared still says it is open (every attempt of one
+    idempotency key sends one body). The store keeps the alert as it is now; clearing it
+    sets only its status, ``cleared`` and ``cleared_value``."""
+    if d.event == "fired" and d.alert.status != "open":
+        return replace(d.alert, status="open", cleared=None, cleared_value=None)
+    return d.alert
 
 
 class _HiddenUrls(logging.Filter):
@@ -273,7 +286,7 @@ class Deliverer:
     async def _deliver(self, client: httpx.AsyncClient, d: AlertDelivery) -> bool:
         hook = self.webhooks[d.url]
         attempts = d.attempts + 1
-        body = {"event": d.event, "alert": alert_json(d.alert, self.redact)}
+        body = {"event": d.event, "alert": alert_json(as_of(d), self.redact)}
         headers = {"Idempotency-Key": d.key, **(hook.headers or {})}
         error: str | None = url_problem(d.url)  # (refused where it was configured)
         httpx = load_httpx()

@@ -628,22 +628,34 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
         if name not in ("store", "otlp", "console"):
             fail(f"--trace: unknown exporter {quoted(name)}; use 'store', 'otlp' or "
                  "'console' (repeat --trace for several)")
+    # Spans to the console go to stderr: stdout holds the command's own output (its
+    # summary, its failures), which they would come before and mix with.
+    chosen: list[Any] = [_stderr_console() if name == "console" else name
+                         for name in exporters]
     try:
-        return observe(Tracing(exporters=exporters))
+        return observe(Tracing(exporters=chosen))
     except UserError as e:
-        fail(f"--trace: {e}")
+        fail(f"--trace: {str(e).removeprefix('Tracing: ')}")
+
+
+def _stderr_console() -> Any:
+    """OpenTelemetry's console exporter, writing to stderr."""
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    return ConsoleSpanExporter(out=sys.stderr)
 
 
 def warn_lost_spans(engine: Engine) -> None:
     """One line on stderr for each exporter that failed to deliver spans (``--trace
     otlp`` with no collector listening: the SDK only logs it, where nobody sees it)."""
     from convoy.observability import Tracing
+    from convoy.observability._otlp_env import endpoint_variable
 
     for ic in engine.runtime.interceptors:
         if isinstance(ic, Tracing):
             for where, lost in ic.spans_lost:
                 err.print(f"warning: {plural(lost, 'span')} could not be exported to {where}: is "
-                          "the collector running there? (OTEL_EXPORTER_OTLP_ENDPOINT says "
+                          f"the collector running there? ({endpoint_variable()} says "
                           "where OTLP goes)" if where.startswith("OTLP") else
                           f"warning: {plural(lost, 'span')} could not be exported to {where}",
                           markup=False, style="yellow", soft_wrap=True)

@@ -24,6 +24,7 @@ from convoy.cli._common import (
     host_in_url,
     label,
     no_sessions_note,
+    reportable,
     require_store,
     tenant_scope,
 )
@@ -58,6 +59,8 @@ class StoreCollector:
         self.redact = Redactor().redact
         #: The labels every series starts with: ``tenant`` when it reads every tenant's.
         self.by: list[str] = ["tenant"] if scope.tenant is None else []
+        #: Why the last scrape could not read the store (said once), or ``None``.
+        self.unreadable: str | None = None
 
     def _bounded(self, series: Mapping[Key, int], *at: int) -> dict[Key, int]:
         """``series`` with each label ``at`` of each key redacted, and the values of that
@@ -86,10 +89,38 @@ class StoreCollector:
     def describe(self) -> list[Any]:
         return []
 
+    def _say_unreadable(self, problem: str) -> None:
+        """One line on stderr when the store cannot be read at a scrape (the first such
+        scrape, or one whose reason changed): not a traceback a scrape."""
+        if problem == self.unreadable:
+            return
+        self.unreadable = problem
+        err.print(f"warning: cannot read the store at scrapes: {problem} "
+                  "(convoy_store_up is 0 until it reads again)", markup=False,
+                  soft_wrap=True)
+
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        counts, by_workflow, tasks = asyncio.run(self.read())
+        up = GaugeMetricFamily("convoy_store_up", "Whether the last scrape read the store "
+                               "(0: it was removed, damaged or unreachable; the other "
+                               "series are left out).")
+        try:
+            counts, by_workflow, tasks = asyncio.run(self.read())
+        except Exception as e:
+            problem = reportable(e)
+            if problem is None:  # (a bug: its traceback, in the scrape's 500)
+                raise
+            self._say_unreadable(str(problem))
+            up.add_metric([], 0)
+            yield up
+            return
+        if self.unreadable is not None:
+            self.unreadable = None
+            err.print(f"note: {label(self.db)}: metrics serve reads the store again",
+                      markup=False, soft_wrap=True)
+        up.add_metric([], 1)
+        yield up
         by = self.by
         tenants = range(len(by))  # (the tenant label's position, if it has one)
         sessions = GaugeMetricFamily(

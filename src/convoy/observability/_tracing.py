@@ -62,7 +62,6 @@ from convoy.observability._spans import (
     SCHEMA_URL,
     SPANS_NAMESPACE,
     UNTRACED,
-    WITHHELD,
     Attrs,
     Holds,
     Shape,
@@ -76,6 +75,7 @@ from convoy.observability._spans import (
     traceparent_sampled,
 )
 from convoy.observability._unhooked import UnhookedSteps
+from convoy.privacy._withheld import WITHHELD
 from convoy.resilience._classify import budget_refused, error_kind, error_kind_of
 
 if TYPE_CHECKING:
@@ -155,6 +155,17 @@ class Tracing(Interceptor):
             if isinstance(e, str) and e not in ("store", "otlp", "console"):
                 raise UserError(f"Tracing: unknown exporter {e!r}; use 'store', 'otlp', "
                                 "'console' or an OpenTelemetry SpanExporter")
+            if not isinstance(e, str) and not callable(getattr(e, "export", None)) and \
+                    not callable(getattr(e, "on_end", None)):
+                raise UserError(f"Tracing: exporter {repr(e)[:60]} ({type(e).__name__}) is "
+                                "not 'store', 'otlp', 'console', an OpenTelemetry "
+                                "SpanExporter or SpanProcessor")
+        if "otlp" in exporters:
+            from convoy.observability._otlp_env import otlp_problem
+
+            problem = otlp_problem()
+            if problem is not None:
+                raise UserError(f"Tracing: {problem}")
         if flush_every < 1 or flush_interval <= 0:
             raise UserError("Tracing: flush_every must be >= 1 and flush_interval > 0")
         if not 0.0 <= sample_rate <= 1.0:

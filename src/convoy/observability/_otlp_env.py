@@ -1,0 +1,61 @@
+"""The OpenTelemetry environment variables that decide where OTLP spans go, checked
+before any span is made: a value no span could be sent with (a URL that is not one, a
+scheme or port no HTTP request takes, a protocol the HTTP exporter does not speak) is one
+line at once, not one warning after every session ran, blaming a collector."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from urllib.parse import urlsplit
+
+from convoy._text import quoted
+
+#: Where the OTLP/HTTP exporter sends spans, each variable before the next.
+ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+
+
+def endpoint_variable(environ: Mapping[str, str] = os.environ) -> str:
+    """The variable that says where OTLP spans go (the default's, if none is set)."""
+    return next((name for name in ENDPOINTS if environ.get(name)), ENDPOINTS[1])
+
+
+def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why no span could be exported over OTLP/HTTP with these settings, or ``None``."""
+    for name in PROTOCOLS:
+        value = environ.get(name)
+        if value:
+            if value.strip() != "http/protobuf":
+                return (f"{name}={quoted(value, 60)}: Convoy exports OTLP over HTTP "
+                        "(http/protobuf); unset it or set it to 'http/protobuf'")
+            break
+    name = endpoint_variable(environ)
+    value = environ.get(name)
+    if not value:
+        return None
+    shown = f"{name}={quoted(_without_password(value), 200)}"
+    if not value.startswith(("http://", "https://")):
+        return f"{shown} is not an http:// or https:// URL"
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:  # (a '[' with no ']'; a port that is no number, or past 65535)
+        if "port" in str(e).lower():
+            return f"{shown}: the port must be a number from 1 to 65535"
+        return f"{shown} cannot be read as a URL: {e}"
+    if port == 0:
+        return f"{shown}: the port must be a number from 1 to 65535"
+    if not parts.hostname:
+        return f"{shown} names no host; write it as http://HOST:4318"
+    return None
+
+
+def _without_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, as ``***``."""
+    scheme, sep, rest = url.partition("://")
+    netloc, slash, path = rest.partition("/")
+    user, at, host = netloc.rpartition("@")
+    if at and ":" in user:
+        user = user.split(":", 1)[0] + ":***"
+    return f"{scheme}{sep}{user}{at}{host}{slash}{path}" if sep else url
