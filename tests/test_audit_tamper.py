@@ -374,6 +374,34 @@ def test_a_fork_after_a_published_checkpoint_is_found(log: dict[str, Any]) -> No
          str(log["published"]))
 
 
+def test_a_fork_signed_in_the_store_short_of_a_published_checkpoint_is_not_only_a_cut(
+        log: dict[str, Any], backend: Backend, tmp_path: Path) -> None:
+    """A copy of the store forked after the published checkpoint of size 12 and signed
+    its own checkpoint of size 16 with the real key, short of the published one of size
+    20: verify said the entries from 16 on were cut off, naming 16. Only the published
+    checkpoints are the operator's: the first bad entry is from 12 on (the auditor's
+    trial on PostgreSQL)."""
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx>=12", (T,)),
+            ("UPDATE audit_head SET size=12 WHERE tenant=?", (T,)),
+            ("DELETE FROM audit_checkpoints WHERE tenant=? AND size=?", (T, N)))
+
+    async def fork() -> None:
+        store = backend.new(FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=log["key"], clock=FakeClock())
+            await alog.append(T, [_event(100 + i) for i in range(12, 16)])
+            await alog.checkpoint(T)
+        finally:
+            await store.aclose()
+
+    asyncio.run(fork())
+    code, out = verify(log, "--tenant", T, "--checkpoint", str(log["published"]))
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "forked" in out and "the first bad entry is at index 12 to 16" in out, out
+
+
 def test_a_bad_entry_after_an_earlier_rewrite_names_the_fork_too(log: dict[str, Any]
                                                                   ) -> None:
     """Entry 9 rewritten with its hash recomputed, and a byte of entry 10 flipped: the
@@ -469,6 +497,26 @@ def _grow(backend: Backend) -> None:
             await store.aclose()
 
     asyncio.run(one_more())
+
+
+def test_a_checkpoint_row_moved_to_a_larger_size_does_not_make_checkpoint_drop_its_own(
+        log: dict[str, Any], backend: Backend) -> None:
+    """The kept checkpoint of size N moved (its ``size`` column only) to N + 1: the next
+    checkpoint of size N + 1 could not be kept (a checkpoint is never replaced), and
+    ``checkpoint`` printed it all the same, as kept; ``prove`` said so too. Both now say
+    the store was edited, in one line, exit 1 (the auditor's trial on PostgreSQL)."""
+    raw: Raw = log["raw"]
+    raw.run(("UPDATE audit_checkpoints SET size=? WHERE tenant=? AND size=?", (N + 1, T, N)))
+    _grow(backend)  # (the log reaches N + 1)
+    for args in (("checkpoint",), ("prove", str(N))):
+        r = cli("audit", *args, "--db", log["db"], "--key", str(log["key"]), "--tenant", T)
+        out = (r.stdout + r.stderr).strip()
+        assert r.code == 1 and len(out.splitlines()) == 1, (args, out)
+        assert f"the store holds another checkpoint row at size {N + 1}" in out, (args, out)
+        assert "convoy audit verify" in out, out
+    [[kept]] = raw.run(("SELECT count(*) FROM audit_checkpoints WHERE tenant=? AND size=?",
+                        (T, N + 1)))
+    assert kept == 1  # (the edited row only: nothing was claimed kept)
 
 
 def test_a_checkpoint_signed_by_another_key_is_refused(log: dict[str, Any], backend: Backend,

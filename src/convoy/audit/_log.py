@@ -120,6 +120,12 @@ class AuditLog:
             kept = await self._kept(tenant, size, root)
             if kept is not None:
                 return kept
+            # No checkpoint of this size is kept, yet a row holds its place: one of
+            # another size moved there (its size column edited). Nothing is kept, so the
+            # checkpoint is not given out as kept.
+            raise AuditError(f"tenant {tenant!r}: the store holds another checkpoint row at "
+                             f"size {size}, which is no checkpoint of that size: the store "
+                             f"was edited; run {self._suggest('verify', tenant)}")
         return cp
 
     async def _signable(self, tenant: str, leaves: Sequence[bytes],

@@ -95,13 +95,17 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     unique = {cp.to_json(): cp for cp in every}
     cps = sorted(unique.values(), key=lambda cp: cp.size)
     pending = [cp for cp in cps if cp.size > 0]
+    outside = {cp.to_json() for cp in published if cp.tenant == tenant}
     frontier = Frontier()
     good = 0  # the size of the last checkpoint the entries still match
+    # ... of those published (kept outside the store): the store's own may have been
+    # signed over a fork (a copy of the store, written to and signed by the real key)
+    good_outside = 0
 
     def reached(n: int, known: int | None = None) -> bool:
         """Check the checkpoints of size ``n`` (whether there were any). ``known``: an
         entry found bad already (the first bad one is not after it)."""
-        nonlocal good
+        nonlocal good, good_outside
         sized: list[Checkpoint] = []  # every checkpoint of this size, before any counts
         while pending and pending[0].size == n:
             sized.append(pending.pop(0))
@@ -126,6 +130,8 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                                else f"the first bad entry is at index {good} to {last}"))
                 + again, index=good)
         good = n
+        if any(cp.to_json() in outside for cp in sized):
+            good_outside = n
         return True
 
     below = await store.audit_entries(tenant, -(2**63), 1)  # (the lowest index stored)
@@ -210,6 +216,18 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                 f"entries: entries from {n} on were cut off (truncated), or entries from "
                 f"{good} on were rewritten with the cut (no checkpoint signed them as they "
                 f"are): the first bad entry is at index {good} or after", index=good)
+        if pending and pending[-1].to_json() in outside and good_outside < good:
+            # (a published checkpoint past the log's end, and one only the store keeps
+            # matched beyond the last published one: a cut, or a fork the store signed)
+            raise AuditError(
+                f"tenant {tenant!r}: the log ends at entry {n - 1} but a published "
+                f"checkpoint signed {expected} entries: entries from {n} on were cut off "
+                "(truncated), or the log forked "
+                + (f"after the published checkpoint of size {good_outside}" if good_outside
+                   else "from the published one")
+                + f" (its checkpoint of size {good}, kept in the store only, signed the "
+                f"fork): the first bad entry is at index {good_outside} to {n}",
+                index=good_outside)
         raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
                          f"{expected} entries: entries from {n} on were cut off (truncated)"
                          + ("" if pending and pending[-1].size > n else
