@@ -519,6 +519,38 @@ def test_a_checkpoint_row_moved_to_a_larger_size_does_not_make_checkpoint_drop_i
     assert kept == 1  # (the edited row only: nothing was claimed kept)
 
 
+@pytest.mark.parametrize("change", ["body_as_text", "leaf_as_text", "body_null",
+                                    "leaf_null"])
+def test_a_postgresql_column_changed_in_type_or_emptied_is_one_line(
+        log: dict[str, Any], backend: Backend, change: str) -> None:
+    """On PostgreSQL a column's type can be changed (``ALTER ... TYPE text``) or its
+    value emptied (``DROP NOT NULL``, then NULL): verify, list and prove said so with a
+    traceback (``TypeError: string argument without an encoding``), where SQLite's reader
+    names the entry (the auditor's trial on PostgreSQL)."""
+    if not isinstance(backend, PostgresBackend):
+        pytest.skip("a column's type or NOT NULL: PostgreSQL's case")
+    column = change.split("_", maxsplit=1)[0]
+    raw: Raw = log["raw"]
+    if change.endswith("as_text"):
+        raw.run((f"ALTER TABLE audit_log ALTER COLUMN {column} TYPE text "
+                 f"USING encode({column}, 'hex')", ()))
+        first = 0
+    else:
+        raw.run((f"ALTER TABLE audit_log ALTER COLUMN {column} DROP NOT NULL", ()),
+                (f"UPDATE audit_log SET {column}=NULL WHERE tenant=? AND idx=3", (T,)))
+        first = 3
+    stored = "text" if change.endswith("as_text") else "NULL"
+    code, out = verify(log, "--tenant", T)
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert f"audit entry {first} was changed" in out and f"stored as {stored}" in out, out
+    for args in (("list", "--tenant", T),
+                 ("prove", "5", "--tenant", T, "--key", str(log["key"]))):
+        r = cli("audit", *args, "--db", log["db"])
+        text = (r.stdout + r.stderr).strip()
+        assert "Traceback" not in text, (args, text)
+        assert r.code in (0, 1), (args, text)
+
+
 def test_a_checkpoint_signed_by_another_key_is_refused(log: dict[str, Any], backend: Backend,
                                                        tmp_path: Path) -> None:
     other = tmp_path / "other.key"

@@ -17,7 +17,12 @@ statement that stores the entries.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+from typing import Any
+
 from convoy._errors import AuditError
+from convoy.stores._protocol import AuditRow
 
 #: The store schema version that adds the audit tables.
 AUDIT_SCHEMA_VERSION = 7
@@ -150,7 +155,8 @@ TENANTS = ("SELECT tenant FROM audit_head UNION SELECT DISTINCT tenant FROM audi
            "UNION SELECT tenant FROM audit_checkpoints ORDER BY 1")
 ENTRIES = ("SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx>=? ORDER BY idx "
            "LIMIT ?")
-LEAVES = "SELECT leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
+# (each leaf with its index, to name an entry whose leaf is no longer the bytes written)
+LEAVES = "SELECT idx, leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
 ENTRY = "SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx=?"
 CHECKPOINTS = "SELECT body FROM audit_checkpoints WHERE tenant=? ORDER BY size"
 # A signed checkpoint is never replaced: a second one of the same size is not kept.
@@ -171,3 +177,37 @@ def checked_size(tenant: str, size: object) -> int:
         raise AuditError(f"tenant {tenant!r}: the audit log's head was changed: its size "
                          f"is {size!r}, not a count of entries (a whole number, 0 or more)")
     return size
+
+
+# What the store reads back is what it wrote, or the log was changed: SQLite keeps any
+# type an UPDATE gives a column (``replace(body, ...)`` makes the blob text, ``idx='5x'``
+# is kept as text), PostgreSQL a column's new type (``ALTER ... TYPE text``) or a NULL
+# once ``NOT NULL`` is dropped, so a value of another type is an
+# :class:`~convoy.AuditError` naming the entry, as ``convoy audit verify`` names any other
+# change.
+
+_TYPES = {str: "text", int: "an integer", float: "a real number", type(None): "NULL"}
+
+
+def checked_index(tenant: str, value: Any) -> int:
+    if type(value) is not int:
+        # (a number sorts where it is: the entries before it are checked first, and an
+        # earlier bad one is the one named, as for any other unreadable row)
+        at = math.floor(value) if type(value) is float and math.isfinite(value) else None
+        raise AuditError(f"tenant {tenant!r}: an audit entry's index was changed to "
+                         f"{value!r}, which is not a whole number", index=at)
+    return value
+
+
+def checked_blob(tenant: str, index: int, column: str, value: Any) -> bytes:
+    if not isinstance(value, bytes):
+        raise AuditError(f"tenant {tenant!r}: audit entry {index} was changed: its {column} "
+                         f"is stored as {_TYPES.get(type(value), type(value).__name__)}, not "
+                         "as the bytes Convoy wrote", index=index)
+    return value
+
+
+def checked_row(tenant: str, r: Sequence[Any]) -> AuditRow:
+    index = checked_index(tenant, r[0])
+    return AuditRow(index=index, body=checked_blob(tenant, index, "body", r[1]),
+                    leaf=checked_blob(tenant, index, "leaf hash", r[2]))

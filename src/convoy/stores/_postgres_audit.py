@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from convoy.stores import _audit_sql as q
-from convoy.stores._audit_sql import checked_size
+from convoy.stores._audit_sql import checked_blob, checked_index, checked_row, checked_size
 from convoy.stores._protocol import AuditRow, AuditSeal
 
 if TYPE_CHECKING:
@@ -26,10 +26,6 @@ _SEAL_FIRST = q.pg_seal(True)
 _SEAL_MOVE = q.pg_seal(False)
 _CURSOR_NEW = q.pg(q.CURSOR_NEW)
 _CURSOR_MOVE = q.pg(q.CURSOR_MOVE)
-
-
-def _row(r: Sequence[Any]) -> AuditRow:
-    return AuditRow(index=int(r[0]), body=bytes(r[1]), leaf=bytes(r[2]))
 
 
 class PostgresAudit:
@@ -103,14 +99,16 @@ class PostgresAudit:
         return [r[0] for r in await self._read(_TENANTS)]
 
     async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
-        return [_row(r) for r in await self._read(_ENTRIES, (tenant, start, limit))]
+        return [checked_row(tenant, r)
+                for r in await self._read(_ENTRIES, (tenant, start, limit))]
 
     async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
         rows = await self._read(_ENTRY, (tenant, index))
-        return _row(rows[0]) if rows else None
+        return checked_row(tenant, rows[0]) if rows else None
 
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
-        return [bytes(r[0]) for r in await self._read(_LEAVES, (tenant, size))]
+        return [checked_blob(tenant, checked_index(tenant, r[0]), "leaf hash", r[1])
+                for r in await self._read(_LEAVES, (tenant, size))]
 
     async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> bool:
         n, _ = await self._exec(_PUT_CHECKPOINT, (tenant, size, body), again=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from itertools import chain, repeat
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convoy._errors import AuditError
 from convoy.audit._merkle import entry_leaves
 from convoy.stores import _audit_sql as q
-from convoy.stores._audit_sql import checked_size
+from convoy.stores._audit_sql import checked_blob, checked_index, checked_row, checked_size
 from convoy.stores._protocol import AuditRow, AuditSeal
 
 _T = TypeVar("_T")
@@ -60,38 +59,6 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
             while n - done >= rows:
                 execute(sql, params[4 * done:4 * (done + rows)])
                 done += rows
-
-
-# What the store reads back is what it wrote, or the log was changed: SQLite keeps any
-# type an UPDATE gives a column (``replace(body, ...)`` makes the blob text, ``idx='5x'``
-# is kept as text), so a value of another type is an :class:`~convoy.AuditError` naming
-# the entry, as ``convoy audit verify`` names any other change.
-
-_TYPES = {str: "text", int: "an integer", float: "a real number", type(None): "NULL"}
-
-
-def _index(tenant: str, value: Any) -> int:
-    if type(value) is not int:
-        # (a number sorts where it is: the entries before it are checked first, and an
-        # earlier bad one is the one named, as for any other unreadable row)
-        at = math.floor(value) if type(value) is float and math.isfinite(value) else None
-        raise AuditError(f"tenant {tenant!r}: an audit entry's index was changed to "
-                         f"{value!r}, which is not a whole number", index=at)
-    return value
-
-
-def _blob(tenant: str, index: int, column: str, value: Any) -> bytes:
-    if not isinstance(value, bytes):
-        raise AuditError(f"tenant {tenant!r}: audit entry {index} was changed: its {column} "
-                         f"is stored as {_TYPES.get(type(value), type(value).__name__)}, not "
-                         "as the bytes Convoy wrote", index=index)
-    return value
-
-
-def _row(tenant: str, r: Sequence[Any]) -> AuditRow:
-    index = _index(tenant, r[0])
-    return AuditRow(index=index, body=_blob(tenant, index, "body", r[1]),
-                    leaf=_blob(tenant, index, "leaf hash", r[2]))
 
 
 class SQLiteAudit:
@@ -174,14 +141,15 @@ class SQLiteAudit:
         return tenants
 
     async def audit_entries(self, tenant: str, start: int, limit: int) -> list[AuditRow]:
-        return [_row(tenant, r) for r in self._read(q.SQLITE_ENTRIES, (tenant, start, limit))]
+        return [checked_row(tenant, r)
+                for r in self._read(q.SQLITE_ENTRIES, (tenant, start, limit))]
 
     async def audit_entry(self, tenant: str, index: int) -> AuditRow | None:
         rows = self._read(q.SQLITE_ENTRY_AT, (tenant, index))
-        return _row(tenant, rows[0]) if rows else None
+        return checked_row(tenant, rows[0]) if rows else None
 
     async def audit_leaves(self, tenant: str, size: int) -> list[bytes]:
-        return [_blob(tenant, _index(tenant, r[0]), "leaf hash", r[1])
+        return [checked_blob(tenant, checked_index(tenant, r[0]), "leaf hash", r[1])
                 for r in self._read(q.SQLITE_LEAVES, (tenant, size))]
 
     async def audit_put_checkpoint(self, tenant: str, size: int, body: str) -> bool:
