@@ -402,6 +402,27 @@ def test_a_fork_signed_in_the_store_short_of_a_published_checkpoint_is_not_only_
     assert "forked" in out and "the first bad entry is at index 12 to 16" in out, out
 
 
+def test_a_cut_checked_against_the_newest_published_checkpoint_alone_says_both_causes(
+        log: dict[str, Any], tmp_path: Path) -> None:
+    """Only the checkpoint of size 20 published, the log cut to 12 entries (its kept
+    checkpoints of 8 and 12 still match): a cut, or a rewrite the store signed again; no
+    published checkpoint below 20 tells which, nor where (the review of stop 53)."""
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx>=12", (T,)),
+            ("UPDATE audit_head SET size=12 WHERE tenant=?", (T,)),
+            ("DELETE FROM audit_checkpoints WHERE tenant=? AND size=?", (T, N)))
+    newest = tmp_path / "newest.jsonl"
+    newest.write_text(log["cps"][-1].to_json() + "\n")
+    code, out = verify(log, "--tenant", T, "--checkpoint", str(newest))
+    assert code == 1 and len(out.splitlines()) == 1, out
+    assert "entries from 12 on were cut off (truncated), or the log was rewritten and " \
+        "signed again in the store" in out, out
+    assert "the first bad entry is at index 0 to 12; pass every checkpoint you published " \
+        "to narrow it" in out, out
+    # with every published checkpoint: a cut, as it was
+    _bad(log, 12, "cut off (truncated)", "--checkpoint", str(log["published"]))
+
+
 def test_a_bad_entry_after_an_earlier_rewrite_names_the_fork_too(log: dict[str, Any]
                                                                   ) -> None:
     """Entry 9 rewritten with its hash recomputed, and a byte of entry 10 flipped: the

@@ -118,7 +118,8 @@ def test_bad_trace_exporter_is_one_line() -> None:
     ({"OTEL_EXPORTER_OTLP_ENDPOINT": "ftp://ops:s3cret@127.0.0.1"},  # (no password shown)
      "OTEL_EXPORTER_OTLP_ENDPOINT='ftp://ops:***@127.0.0.1' is not an http:// or https://"),
     ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
-     "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': Convoy exports OTLP over HTTP (http/protobuf)"),
+     "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': Convoy exports OTLP over HTTP (http/protobuf), "
+     "not gRPC"),
 ])
 def test_an_otlp_setting_no_span_could_be_sent_with_is_one_line_before_any_session(
         env: dict[str, str], said: str) -> None:
@@ -185,8 +186,11 @@ def test_a_collector_that_is_down_is_one_warning_line_in_a_real_process() -> Non
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    # (a user and password in the endpoint: the warning shows neither's secret; the
+    # protocol variable, which the HTTP exporter does not read, is no reason to refuse)
     env = {**subprocess_env(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
-           f"http://127.0.0.1:{port}/v1/traces", "OTEL_EXPORTER_OTLP_TIMEOUT": "1"}
+           f"HTTP://ops:s3cret@127.0.0.1:{port}/v1/traces", "OTEL_EXPORTER_OTLP_TIMEOUT": "1",
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}
     res = subprocess.run([sys.executable, "-m", "convoy.cli", "run", FLOW, "--input",
                           str(inputs), "--trace", "otlp", "--db", "down.db"],
                          check=False, capture_output=True, text=True, env=env, timeout=120)
@@ -194,6 +198,8 @@ def test_a_collector_that_is_down_is_one_warning_line_in_a_real_process() -> Non
     lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("warning: "), res.stderr
     assert "could not be exported" in lines[0]
+    assert "s3cret" not in res.stderr and "ops:***@127.0.0.1" in lines[0], lines[0]
+    assert "(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT says where OTLP goes)" in lines[0], lines[0]
 
 
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)

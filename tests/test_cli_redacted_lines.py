@@ -66,3 +66,26 @@ def test_the_workers_warnings_are_redacted() -> None:
     assert f"session '{one}': a session hook refused its run (PermissionError: account " \
         "[EMAIL] (card [CARD]) is suspended)" in " ".join(worked.stderr.split()), \
         worked.stderr
+
+
+def test_a_warning_redacts_what_it_quotes_from_a_session_not_convoys_own_text() -> None:
+    """A store's URL or a webhook's host in a warning is what the operator needs (a
+    review finding: the whole line was redacted, '[IP]' for the store that failed); the
+    error message a session carried, or an exception given as an argument, is redacted."""
+    import logging
+
+    from convoy.cli import _Lines
+    from convoy.privacy._withheld import SessionText
+
+    def line(*args: object) -> str:
+        record = logging.LogRecord("convoy", logging.WARNING, __file__, 1,
+                                   "store %s failed: %s", args, None)
+        return _Lines().format(record)
+
+    store = "postgresql://ops@10.1.2.3:5432/convoy"
+    assert line(store, SessionText(f"mail {EMAIL}")) == \
+        f"warning: store {store} failed: mail [EMAIL]"
+    assert line(store, ValueError(f"card {CARD}")) == \
+        f"warning: store {store} failed: card [CARD]"
+    assert line(store, "connection refused") == \
+        f"warning: store {store} failed: connection refused"

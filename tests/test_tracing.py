@@ -393,6 +393,10 @@ def test_bad_exporters_are_refused_in_one_line() -> None:
     with pytest.raises(convoy.UserError, match=r"Tracing: exporter 42 \(int\) is not 'store', "
                        "'otlp', 'console', an OpenTelemetry SpanExporter or SpanProcessor"):
         Tracing(exporters=[42])  # type: ignore[list-item]
+    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+
+    with pytest.raises(convoy.UserError, match=r"\(type\) is not 'store'"):  # the class
+        Tracing(exporters=[ConsoleSpanExporter])  # type: ignore[list-item]
 
 
 def test_convoy_trace_prints_the_waterfall(tmp_path: Path) -> None:

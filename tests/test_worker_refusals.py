@@ -372,3 +372,48 @@ async def test_a_refusal_of_a_data_subjects_session_is_said_without_its_message(
         lines["subject"], lines
     assert "7" not in lines["subject"].replace("'subject'", ""), lines
     assert "PermissionError: account suspended for 8" in lines["plain"], lines
+
+
+@convoy.workflow(name="refusals.write_person")
+async def write_person(ctx: convoy.Context, value: str) -> str:
+    await ctx.state("people").set("m", value, expected_version=0)
+    return "ok"
+
+
+@convoy.workflow(name="refusals.read_person")
+async def read_person(ctx: convoy.Context, key: str) -> str:
+    got = await ctx.state("people").get(key)
+    return f"read {got.value}"
+
+
+class RefusesOutput(convoy.Interceptor):
+    """A check after the run that refuses what it returned, quoting it."""
+
+    async def session_run(self, input: convoy.SessionInput, next: Any) -> Any:
+        end = await next(input)
+        if input.info.session_id == "reader":
+            raise PermissionError(f"output not allowed: {end.output}")
+        return end
+
+
+async def test_a_hook_raising_after_a_run_that_read_a_subjects_data_is_said_without_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A session of no subject that read a subject's shared state: its run's end is
+    written (the store forgets then what the run read) before the worker says that a hook
+    raised after it; the warning quoted the person (the review of stop 53)."""
+    from convoy import MasterKey
+
+    key = MasterKey.from_text(MasterKey.generate())
+    db = tmp_path / "s.db"
+    async with convoy.Engine(db, master_key=key) as e:
+        assert (await e.run(write_person, "Margaret Zebulon-Quaxworth", session_id="w",
+                            subject="margaret")).ok
+        e.drain()
+        await e.run(read_person, "m", session_id="reader")
+    async with convoy.Engine(db, master_key=key, workflows=[read_person],
+                             interceptors=[RefusesOutput()]) as engine:
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)
+    [line] = said(caplog)
+    assert "PermissionError (message withheld: a data subject's session)" in line, line
+    assert "Zebulon" not in line, line

@@ -11,6 +11,7 @@ import sys
 from convoy._interrupt import INTERRUPTED_LINE
 from convoy._text import escaped, quoted, undecodable_byte
 from convoy.cli._app import app
+from convoy.privacy._withheld import SessionText
 
 
 def main() -> None:
@@ -53,14 +54,22 @@ def main() -> None:
 
 
 class _Lines(logging.Formatter):
-    """``warning: MESSAGE``, as the commands write their own warnings and errors, redacted
-    as JSON log lines are (a worker's stderr is its log: a warning may quote an error's
-    message, see :mod:`~convoy.cli._redaction`)."""
+    """``warning: MESSAGE``, as the commands write their own warnings and errors; what the
+    record quotes from a session (a :class:`~convoy.privacy._withheld.SessionText` or an
+    exception among its arguments: an error's message) redacted as JSON log lines are (a
+    worker's stderr is its log; see :mod:`~convoy.cli._redaction`), Convoy's own text (a
+    store's URL, a webhook's host) as it is."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from convoy.cli._redaction import redacted
+        args = record.args
+        if isinstance(args, tuple) and any(
+                isinstance(a, SessionText | BaseException) for a in args):
+            from convoy.cli._redaction import redacted
 
-        return f"{record.levelname.lower()}: {escaped(redacted(record.getMessage()))}"
+            record = logging.makeLogRecord(record.__dict__)
+            record.args = tuple(redacted(str(a)) if isinstance(a, SessionText | BaseException)
+                                else a for a in args)
+        return f"{record.levelname.lower()}: {escaped(record.getMessage())}"
 
 
 def _show_warnings() -> None:

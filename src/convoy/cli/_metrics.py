@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import Counter
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
@@ -61,6 +62,7 @@ class StoreCollector:
         self.by: list[str] = ["tenant"] if scope.tenant is None else []
         #: Why the last scrape could not read the store (said once), or ``None``.
         self.unreadable: str | None = None
+        self._said = threading.Lock()
 
     def _bounded(self, series: Mapping[Key, int], *at: int) -> dict[Key, int]:
         """``series`` with each label ``at`` of each key redacted, and the values of that
@@ -92,9 +94,10 @@ class StoreCollector:
     def _say_unreadable(self, problem: str) -> None:
         """One line on stderr when the store cannot be read at a scrape (the first such
         scrape, or one whose reason changed): not a traceback a scrape."""
-        if problem == self.unreadable:
-            return
-        self.unreadable = problem
+        with self._said:  # (scrapes are served each in a thread of its own)
+            if problem == self.unreadable:
+                return
+            self.unreadable = problem
         err.print(f"warning: cannot read the store at scrapes: {problem} "
                   "(convoy_store_up is 0 until it reads again)", markup=False,
                   soft_wrap=True)
@@ -115,8 +118,9 @@ class StoreCollector:
             up.add_metric([], 0)
             yield up
             return
-        if self.unreadable is not None:
-            self.unreadable = None
+        with self._said:
+            again, self.unreadable = self.unreadable is not None, None
+        if again:
             err.print(f"note: {label(self.db)}: metrics serve reads the store again",
                       markup=False, soft_wrap=True)
         up.add_metric([], 1)

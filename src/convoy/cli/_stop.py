@@ -166,13 +166,18 @@ def _woken_by_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
             while reader.recv(4096):
                 pass
 
-    loop.add_reader(reader.fileno(), drain)
+    try:
+        loop.add_reader(reader.fileno(), drain)
+    except NotImplementedError:  # (a loop that watches no socket: Python's handling only)
+        watched = False
+    else:
+        watched = True
     try:
         yield
     finally:
-        signal.set_wakeup_fd(previous)
-        if not loop.is_closed():
+        if watched and not loop.is_closed():
             loop.remove_reader(reader.fileno())
+        signal.set_wakeup_fd(previous)
         reader.close()
         writer.close()
 

@@ -114,7 +114,7 @@ from convoy.models._base import Model
 from convoy.privacy._keys import KeyRing, MasterKey, SubjectKey
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
-from convoy.privacy._withheld import withheld
+from convoy.privacy._withheld import SessionText, withheld
 from convoy.runtime._agent_loop import run_tap_of
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
@@ -1639,10 +1639,11 @@ class Engine(SessionControl, SubjectRights):
         of data subject ``subject``, or one whose run here read a subject's data, without
         its message (:func:`~convoy.privacy._withheld.withheld`), as its spans and JSON
         log lines do: the message may quote the subject's data."""
-        holds = getattr(self.store, "holds_personal_data", None)  # (a sealing store's)
-        if subject is not None or (holds is not None and holds(sid)):
+        # (a sealing store's; also of a run that ended since: a hook raised after it)
+        read = getattr(self.store, "read_personal_data", None)
+        if subject is not None or (read is not None and read(sid)):
             return withheld(e)
-        return described(e)
+        return SessionText(described(e))
 
     def _again(self, delay: float) -> str:
         """When a session held back as :meth:`_refused` holds it runs again, as a warning

@@ -48,8 +48,10 @@ class CountingExporter(SpanExporter):
 
 def otlp_where(exporter: object) -> str:
     """``"OTLP <endpoint>"`` of an OTLP exporter (its endpoint when it says)."""
+    from convoy.observability._otlp_env import without_password
+
     endpoint = getattr(exporter, "_endpoint", None)
-    return f"OTLP {endpoint}" if isinstance(endpoint, str) else "OTLP"
+    return f"OTLP {without_password(endpoint)}" if isinstance(endpoint, str) else "OTLP"
 
 
 __all__ = ["CountingExporter", "otlp_where"]

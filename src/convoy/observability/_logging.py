@@ -33,7 +33,7 @@ from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.observability._scrub import scrub_item, unique_key
 from convoy.observability._spans import CURRENT, UNTRACED, Holds, holds_of
-from convoy.privacy._withheld import WITHHELD
+from convoy.privacy._withheld import WITHHELD, SessionText
 from convoy.resilience._classify import error_kind, error_kind_of
 
 if TYPE_CHECKING:
@@ -130,7 +130,7 @@ class LogEvents(Interceptor):
             err = end.error or {}
             logger.warning("session run ended %s: %s", end.status,
                            WITHHELD if self._withheld(info.session_id, info.subject)
-                           else err.get("message", ""),
+                           else SessionText(err.get("message", "")),
                            extra={"workflow": info.workflow, "status": end.status,
                                   "error_kind": error_kind_of(err),
                                   "error_type": str(err.get("type") or "unknown")})

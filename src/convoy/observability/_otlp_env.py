@@ -23,19 +23,21 @@ def endpoint_variable(environ: Mapping[str, str] = os.environ) -> str:
 
 def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     """Why no span could be exported over OTLP/HTTP with these settings, or ``None``."""
-    for name in PROTOCOLS:
+    for name in PROTOCOLS:  # (the HTTP exporter reads none: it sends http/protobuf)
         value = environ.get(name)
         if value:
-            if value.strip() != "http/protobuf":
+            if value.strip().lower() == "grpc":
                 return (f"{name}={quoted(value, 60)}: Convoy exports OTLP over HTTP "
-                        "(http/protobuf); unset it or set it to 'http/protobuf'")
+                        "(http/protobuf), not gRPC; unset it, or set it to "
+                        "'http/protobuf' and the endpoint to the collector's HTTP port "
+                        "(4318)")
             break
     name = endpoint_variable(environ)
     value = environ.get(name)
     if not value:
         return None
-    shown = f"{name}={quoted(_without_password(value), 200)}"
-    if not value.startswith(("http://", "https://")):
+    shown = f"{name}={quoted(without_password(value), 200)}"
+    if not value.lower().startswith(("http://", "https://")):
         return f"{shown} is not an http:// or https:// URL"
     try:
         parts = urlsplit(value)
@@ -51,8 +53,9 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     return None
 
 
-def _without_password(url: str) -> str:
-    """``url`` with the password of its user part, if any, as ``***``."""
+def without_password(url: str) -> str:
+    """``url`` with the password of its user part, if any, as ``***`` (as messages show
+    an endpoint)."""
     scheme, sep, rest = url.partition("://")
     netloc, slash, path = rest.partition("/")
     user, at, host = netloc.rpartition("@")

@@ -155,8 +155,7 @@ class Tracing(Interceptor):
             if isinstance(e, str) and e not in ("store", "otlp", "console"):
                 raise UserError(f"Tracing: unknown exporter {e!r}; use 'store', 'otlp', "
                                 "'console' or an OpenTelemetry SpanExporter")
-            if not isinstance(e, str) and not callable(getattr(e, "export", None)) and \
-                    not callable(getattr(e, "on_end", None)):
+            if not isinstance(e, str) and not _is_exporter(e):
                 raise UserError(f"Tracing: exporter {repr(e)[:60]} ({type(e).__name__}) is "
                                 "not 'store', 'otlp', 'console', an OpenTelemetry "
                                 "SpanExporter or SpanProcessor")
@@ -260,6 +259,8 @@ class Tracing(Interceptor):
                 counted = CountingExporter(otlp, otlp_where(otlp))
             elif e == "console":
                 counted = CountingExporter(ConsoleSpanExporter(), "the console")
+            elif isinstance(e, ConsoleSpanExporter):  # (the command line's, to stderr)
+                counted = CountingExporter(e, "the console")
             elif isinstance(e, SpanProcessor):
                 procs.append(e)
                 continue
@@ -1062,3 +1063,14 @@ def _detach(token: object | None) -> None:
 
 
 __all__ = ["SPANS_NAMESPACE", "TRACE_HEADER", "AttemptSpans", "Tracing"]
+
+
+def _is_exporter(e: object) -> bool:
+    """Whether ``e`` is an OpenTelemetry ``SpanExporter`` or ``SpanProcessor`` object (not
+    its class)."""
+    try:
+        from opentelemetry.sdk.trace import SpanProcessor
+        from opentelemetry.sdk.trace.export import SpanExporter
+    except ImportError:  # (no SDK: nothing given can be one)
+        return False
+    return isinstance(e, SpanExporter | SpanProcessor)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, cast
@@ -60,7 +61,11 @@ from convoy.stores._protocol import (
 )
 from convoy.stores._rows import DamagedRow, LeftOut
 
-_OWN = frozenset({"inner", "keys", "_live", "_read", "_running", "_unopened"})
+_OWN = frozenset({"inner", "keys", "_live", "_read", "_running", "_unopened",
+                  "_ended_readers"})
+#: How many ended sessions that read another subject's data are remembered as such
+#: (:meth:`SealingStore.read_personal_data`).
+ENDED_READERS = 4096
 #: How many times a signal is sealed again for a session that read another data subject's
 #: data while it was being sealed, before the send is given up (a store error).
 _SEAL_TRIES = 10
@@ -77,6 +82,9 @@ class SealingStore:
         self._live: dict[str, tuple[str, str, SubjectKey]] = {}
         # Sessions that read other subjects' data: id -> (tenant, {subject: key}).
         self._read: dict[str, tuple[str, dict[str, SubjectKey]]] = {}
+        # Sessions whose run here read another subject's data and has ended since (the
+        # last :data:`ENDED_READERS` of them): what is said of how it ended may quote it.
+        self._ended_readers: OrderedDict[str, None] = OrderedDict()
         # Sessions whose run this process holds (with a subject or not): what is written
         # for one of them that is in neither map above holds nobody's personal data.
         self._running: set[str] = set()
@@ -162,6 +170,23 @@ class SealingStore:
         """Whether the run of ``session_id`` here holds a data subject's data: its own
         subject's, or what it read of another's (shared state, a resumed journal)."""
         return session_id in self._live or session_id in self._read
+
+    def read_personal_data(self, session_id: str) -> bool:
+        """:meth:`holds_personal_data`, or the last run of ``session_id`` here, ended since,
+        read another subject's data: an error raised as it ended may quote it (a session
+        hook's, after ``next``)."""
+        return self.holds_personal_data(session_id) or session_id in self._ended_readers
+
+    def _drop_read(self, session_id: str) -> None:
+        """The run of ``session_id`` here has ended: forget what it read (a later run
+        learns it again from the journal), remembering that it read."""
+        if self._read.pop(session_id, None) is None:
+            return
+        ended = self._ended_readers
+        ended[session_id] = None
+        ended.move_to_end(session_id)
+        if len(ended) > ENDED_READERS:
+            ended.popitem(last=False)
 
     def _reads(self, session_id: str, tenant: str, subject: str, key: SubjectKey) -> None:
         """``session_id`` read ``subject``'s data (nothing new if it is its own)."""
@@ -289,7 +314,7 @@ class SealingStore:
             outcome = replace(outcome, error=error, output=None if outcome.output is None
                               else self._seal_read(session_id, session_aad(
                                   t, session_id, "output"), outcome.output))
-            del self._read[session_id]
+            self._drop_read(session_id)
         return self.inner.finish(session_id, owner, outcome, tenant=tenant)
 
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
@@ -297,7 +322,7 @@ class SealingStore:
         self._running.discard(session_id)
         self._unopened.pop(session_id, None)
         self._live.pop(session_id, None)
-        self._read.pop(session_id, None)  # a resume learns it again from the journal
+        self._drop_read(session_id)  # a resume learns it again from the journal
         await self.inner.park(session_id, owner, outcome, wake_at=wake_at,
                               wait_name=wait_name)
 
@@ -306,7 +331,7 @@ class SealingStore:
         self._running.discard(session_id)
         self._unopened.pop(session_id, None)
         self._live.pop(session_id, None)
-        self._read.pop(session_id, None)
+        self._drop_read(session_id)
         await self.inner.release(session_id, owner, outcome)
 
     async def reopen(self, session_id: str, *, drop_step: str | None = None,
@@ -315,7 +340,7 @@ class SealingStore:
         # here is dropped, the run that claims it learns it again from its row and journal.
         self._running.discard(session_id)
         self._live.pop(session_id, None)
-        self._read.pop(session_id, None)
+        self._drop_read(session_id)
         if journal is not None and journal.result is not None:
             row = await self.inner.get_session(session_id, tenant=tenant)
             if row is not None:

@@ -1,5 +1,6 @@
 """What Convoy writes outside the store (spans, log lines, a worker's warnings) instead of
-an error's message in a data subject's session."""
+an error's message in a data subject's session, and how a log record marks the text it
+quotes from a session."""
 
 from __future__ import annotations
 
@@ -13,3 +14,12 @@ WITHHELD = "(message withheld: a data subject's session)"
 def withheld(e: BaseException) -> str:
     """``e`` named without its message: its type and :data:`WITHHELD`."""
     return f"{type(e).__name__} {WITHHELD}"
+
+
+class SessionText(str):
+    """Text a log record quotes from a session (an error's message, which may hold a
+    person's data), as an argument of the record: the command line's warning lines redact
+    it (and any exception given as an argument), not Convoy's own text beside it (a store's
+    URL, a webhook's host), which the operator needs as it is."""
+
+    __slots__ = ()
