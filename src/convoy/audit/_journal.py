@@ -88,9 +88,9 @@ def _failure(result: str | None) -> tuple[str, str | None]:
     return str(err.get("type") or "unknown"), None if reason is None else str(reason)
 
 
-_MODEL_OK = ('{"actor":%s,"at":%s,"hashes":{"output":"sha256:%s","prompt":%s},'
-             '"kind":"model_call","refs":{%s"decision":"answer","tokens":"%d+%d"%s%s%s'
-             ',"v":' + str(EVENT_FORMAT) + '}')
+_CONFIG = '"config":'
+_TARGET = ',"target":'
+_V = ',"v":' + str(EVENT_FORMAT) + "}"
 
 
 def _answer_tail(session_id: str, trace_id: str | None) -> str:
@@ -108,19 +108,21 @@ def _model_answer(record: Kept, tail: str) -> bytes | None:
     key, kind, target, status, text, fp, agent, tokens_in, tokens_out, at, config = record
     if kind != "model" or status != "completed" or text is None or not fp or \
             type(at) is not float or not 1e-4 <= at < 1e16 or '"tool_calls":' in text or \
-            not text.startswith('{"model":"'):
+            not text.startswith('{"model":"') or type(tokens_in) is not int or \
+            type(tokens_out) is not int:
         return None
     end = text.find('"', 10)
     model = text[10:end]
     if "\\" in model:  # an escape: the general path reads it
         return None
     q = _quote
-    try:
-        return (_MODEL_OK % (
-            q(agent or target), _number(at).decode(),
-            sha256(text.encode()).hexdigest(), q("blake2b:" + fp),
-            '"config":' + q(config) + "," if config else "", tokens_in, tokens_out, tail,
-            q(key), ',"target":' + q(model) if model else "")).encode()
+    try:  # (an f-string: one join of its parts, where ``%`` parses a format each time)
+        return (f'{{"actor":{q(agent or target)},"at":{_number(at).decode()},"hashes":'
+                f'{{"output":"sha256:{sha256(text.encode()).hexdigest()}","prompt":'
+                f'{q("blake2b:" + fp)}}},"kind":"model_call","refs":{{'
+                f'{_CONFIG + q(config) + "," if config else ""}"decision":"answer",'
+                f'"tokens":"{tokens_in}+{tokens_out}"{tail}{q(key)}'
+                f'{_TARGET + q(model) if model else ""}{_V}').encode()
     except UnicodeEncodeError:
         return None
 

@@ -72,9 +72,11 @@ SQLITE_HEAD = ("INSERT INTO audit_head(tenant,size) VALUES(?,?) ON CONFLICT(tena
 #: Entries inserted by one statement: many rows a statement cost SQLite about a third less
 #: per row than ``executemany``'s one (bench/RESULTS.md, 2026-12-03, stop 33). Powers of
 #: four: a batch of any length takes a few statements, and the connection's statement cache
-#: keeps the four of them.
-SQLITE_ENTRY_ROWS = {n: "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES" +
-                     ",".join(["(?,?,?,?)"] * n) for n in (64, 16, 4, 1)}
+#: keeps the four of them. The tenant (``?1``) and the first index (``?2``) are bound once
+#: a statement, then each entry's body and leaf hash: binding a value costs more than
+#: SQLite adding a constant to ``?2``.
+SQLITE_ENTRY_ROWS = {n: "INSERT INTO audit_log(tenant,idx,body,leaf) VALUES" + ",".join(
+    f"(?1,?2+{i},?{2 * i + 3},?{2 * i + 4})" for i in range(n)) for n in (64, 16, 4, 1)}
 SQLITE_OWNED = "SELECT 1 FROM sessions WHERE id=? AND owner=?"
 # What SQLite reads of an entry: a body or leaf changed to text comes as the word "text"
 # (the bytes are not decoded: text that is not UTF-8 would fail the whole read, hiding

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable, Sequence
-from itertools import chain, repeat
+from itertools import chain
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from convoy._errors import AuditError
@@ -52,12 +52,12 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
         # where it first looks for an adapter of ``bytes`` (failing attribute lookups).
         # (Iterators of C functions: no Python code per entry.)
         params: list[Any] = list(chain.from_iterable(zip(
-            repeat(tenant), range(base, base + n), map(bytearray, all_bodies),
-            map(bytearray, entry_leaves(tenant, base, all_bodies)))))
+            map(bytearray, all_bodies),
+            map(bytearray, entry_leaves(tenant, base, all_bodies)), strict=True)))
         done = 0
         for rows, sql in q.SQLITE_ENTRY_ROWS.items():  # (many rows a statement)
             while n - done >= rows:
-                execute(sql, params[4 * done:4 * (done + rows)])
+                execute(sql, [tenant, base + done, *params[2 * done:2 * (done + rows)]])
                 done += rows
 
 
