@@ -417,10 +417,17 @@ def test_a_cut_checked_against_the_newest_published_checkpoint_alone_says_both_c
     assert code == 1 and len(out.splitlines()) == 1, out
     assert "entries from 12 on were cut off (truncated), or the log was rewritten and " \
         "signed again in the store" in out, out
-    assert "the first bad entry is at index 0 to 12; pass every checkpoint you published " \
-        "to narrow it" in out, out
+    assert "the first bad entry is at index 0 to 12; a published checkpoint of size 12 or " \
+        "less would narrow it" in out, out
     # with every published checkpoint: a cut, as it was
     _bad(log, 12, "cut off (truncated)", "--checkpoint", str(log["published"]))
+    # the size named is the published one's, not a larger one the store keeps
+    raw.run(("DELETE FROM audit_log WHERE tenant=? AND idx>=8", (T,)),
+            ("UPDATE audit_head SET size=8 WHERE tenant=?", (T,)))
+    middle = tmp_path / "middle.jsonl"
+    middle.write_text(log["cps"][1].to_json() + "\n")
+    code, out = verify(log, "--tenant", T, "--checkpoint", str(middle))
+    assert code == 1 and "a published checkpoint signed 12 entries" in out, out
 
 
 def test_a_bad_entry_after_an_earlier_rewrite_names_the_fork_too(log: dict[str, Any]

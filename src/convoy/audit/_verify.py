@@ -216,12 +216,13 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                 f"entries: entries from {n} on were cut off (truncated), or entries from "
                 f"{good} on were rewritten with the cut (no checkpoint signed them as they "
                 f"are): the first bad entry is at index {good} or after", index=good)
-        if good_outside < good and any(cp.to_json() in outside for cp in pending):
+        past = [cp.size for cp in pending if cp.to_json() in outside]
+        if good_outside < good and past:
             # (a published checkpoint past the log's end, and one only the store keeps
             # matched beyond the last published one: a cut, or a fork the store signed)
             raise AuditError(
                 f"tenant {tenant!r}: the log ends at entry {n - 1} but a published "
-                f"checkpoint signed {expected} entries: entries from {n} on were cut off "
+                f"checkpoint signed {past[-1]} entries: entries from {n} on were cut off "
                 "(truncated), or "
                 + (f"the log forked after the published checkpoint of size {good_outside} "
                    f"(its checkpoint of size {good}, kept in the store only, signed the "
@@ -229,8 +230,8 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
                    if good_outside else
                    f"the log was rewritten and signed again in the store (its checkpoints "
                    f"up to size {good} are kept in the store only, and no published one "
-                   f"below size {expected} tells which): the first bad entry is at index "
-                   f"0 to {n}; pass every checkpoint you published to narrow it"),
+                   f"still matches it to tell which): the first bad entry is at index 0 to "
+                   f"{n}; a published checkpoint of size {n} or less would narrow it"),
                 index=good_outside)
         raise AuditError(f"tenant {tenant!r}: the log ends at entry {n - 1} but had "
                          f"{expected} entries: entries from {n} on were cut off (truncated)"

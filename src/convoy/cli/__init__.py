@@ -55,19 +55,18 @@ def main() -> None:
 
 class _Lines(logging.Formatter):
     """``warning: MESSAGE``, as the commands write their own warnings and errors; what the
-    record quotes from a session (a :class:`~convoy.privacy._withheld.SessionText` or an
-    exception among its arguments: an error's message) redacted as JSON log lines are (a
-    worker's stderr is its log; see :mod:`~convoy.cli._redaction`), Convoy's own text (a
-    store's URL, a webhook's host) as it is."""
+    record quotes from a session (a :class:`~convoy.privacy._withheld.SessionText` among
+    its arguments: an error's message) redacted as JSON log lines are (a worker's stderr
+    is its log; see :mod:`~convoy.cli._redaction`), Convoy's own text (a store's URL, a
+    webhook's host, a store error's message) as it is."""
 
     def format(self, record: logging.LogRecord) -> str:
         args = record.args
-        if isinstance(args, tuple) and any(
-                isinstance(a, SessionText | BaseException) for a in args):
+        if isinstance(args, tuple) and any(isinstance(a, SessionText) for a in args):
             from convoy.cli._redaction import redacted
 
             record = logging.makeLogRecord(record.__dict__)
-            record.args = tuple(redacted(str(a)) if isinstance(a, SessionText | BaseException)
+            record.args = tuple(SessionText(redacted(a)) if isinstance(a, SessionText)
                                 else a for a in args)
         return f"{record.levelname.lower()}: {escaped(record.getMessage())}"
 

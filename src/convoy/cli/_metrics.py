@@ -98,9 +98,9 @@ class StoreCollector:
             if problem == self.unreadable:
                 return
             self.unreadable = problem
-        err.print(f"warning: cannot read the store at scrapes: {problem} "
-                  "(convoy_store_up is 0 until it reads again)", markup=False,
-                  soft_wrap=True)
+            err.print(f"warning: cannot read the store at scrapes: {problem} "
+                      "(convoy_store_up is 0 until it reads again)", markup=False,
+                      soft_wrap=True)
 
     def collect(self) -> Iterator[Any]:
         from prometheus_client.core import GaugeMetricFamily
@@ -119,10 +119,10 @@ class StoreCollector:
             yield up
             return
         with self._said:
-            again, self.unreadable = self.unreadable is not None, None
-        if again:
-            err.print(f"note: {label(self.db)}: metrics serve reads the store again",
-                      markup=False, soft_wrap=True)
+            if self.unreadable is not None:
+                self.unreadable = None
+                err.print(f"note: {label(self.db)}: metrics serve reads the store again",
+                          markup=False, soft_wrap=True)
         up.add_metric([], 1)
         yield up
         by = self.by

@@ -168,14 +168,16 @@ def _woken_by_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
 
     try:
         loop.add_reader(reader.fileno(), drain)
-    except NotImplementedError:  # (a loop that watches no socket: Python's handling only)
-        watched = False
-    else:
-        watched = True
+    except NotImplementedError:  # (a loop that watches no socket: its own wakeup fd stays)
+        signal.set_wakeup_fd(previous)
+        reader.close()
+        writer.close()
+        yield
+        return
     try:
         yield
     finally:
-        if watched and not loop.is_closed():
+        if not loop.is_closed():
             loop.remove_reader(reader.fileno())
         signal.set_wakeup_fd(previous)
         reader.close()

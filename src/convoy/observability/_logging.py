@@ -146,7 +146,8 @@ class LogEvents(Interceptor):
         except Exception as e:
             session = getattr(input, "session", None)
             withheld = session is not None and self._withheld(session.id, session.subject)
-            logger.warning("%s failed: %s", what, WITHHELD if withheld else e,
+            said = WITHHELD if withheld else SessionText(str(e))
+            logger.warning("%s failed: %s", what, said,
                            extra={"error_kind": error_kind(e),
                                   "error_type": type(e).__name__})
             raise

@@ -1,7 +1,8 @@
 """The OpenTelemetry environment variables that decide where OTLP spans go, checked
 before any span is made: a value no span could be sent with (a URL that is not one, a
-scheme or port no HTTP request takes, a protocol the HTTP exporter does not speak) is one
-line at once, not one warning after every session ran, blaming a collector."""
+scheme or port no HTTP request takes, gRPC asked of the HTTP exporter, which reads no
+protocol variable) is one line at once, not one warning after every session ran, blaming
+a collector."""
 
 from __future__ import annotations
 
