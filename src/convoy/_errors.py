@@ -344,7 +344,8 @@ class AgentTurnsExhausted(StepError):
 
 
 class UnknownOutcomeError(StepError):
-    """A non-idempotent step started before a crash and its outcome is unknown."""
+    """A non-idempotent step started and its outcome was never journaled (the process was
+    killed, or the store failed as the outcome was written): its outcome is unknown."""
 
     kind = "unknown_outcome"
 

@@ -395,8 +395,9 @@ class JournaledExecutor:
             if not idempotent:
                 err = UnknownOutcomeError(
                     f"session {self.session_id!r} step {key}: {kind} {target!r} started "
-                    "before a crash and is not idempotent, so it is not retried; a human "
-                    "must check whether it took effect")
+                    "and its outcome was never journaled (the process was killed, or the "
+                    "store failed as it was written); it is not idempotent, so it is not "
+                    "retried: a human must check whether it took effect")
                 await self._fail(key, kind, target, input_hash, agent, err, config, rec.began)
                 raise err
             if self.replay_only:

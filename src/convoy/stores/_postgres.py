@@ -422,17 +422,25 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             self._start_flusher()
         return fut
 
-    def _submit_once(self, statements: Sequence[tuple[str, Any]], *,
-                     wait: bool) -> asyncio.Future[None]:
-        """Submit ``statements`` to the group commit as one unit (they join the same batch:
-        one transaction), not run again after a lost connection; the future of the last."""
+    def _submit_all(self, ops: Sequence[_Op], *, wait: bool = True) -> asyncio.Future[None]:
+        """Submit ``ops`` together (they join the same batch: one transaction); the future
+        of the last, which a failed batch fails as it fails the others. Those before it
+        are submitted as nobody awaits them (their error retrieved: asyncio would print
+        each one's traceback when it is dropped)."""
         fut: asyncio.Future[None] | None = None
-        for text, params in statements:
-            fut = self._submit(_Op(text, params, once=True), wait=wait)
+        for i, op in enumerate(ops):
+            fut = self._submit(op, wait=wait and i == len(ops) - 1)
         if fut is None:  # nothing to write
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(None)
         return fut
+
+    def _submit_once(self, statements: Sequence[tuple[str, Any]], *,
+                     wait: bool) -> asyncio.Future[None]:
+        """Submit ``statements`` to the group commit as one unit (they join the same batch:
+        one transaction), not run again after a lost connection; the future of the last."""
+        return self._submit_all([_Op(text, params, once=True) for text, params in statements],
+                                wait=wait)
 
     def _start_flusher(self) -> None:
         self._flusher = asyncio.get_running_loop().create_task(self._flush())
@@ -974,13 +982,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     def kv_put_many(self, items: Sequence[tuple[str, str, str]], *,
                     wait: bool = True) -> asyncio.Future[None]:
         # One batch of the group commit: what is submitted in one go commits together.
-        fut: asyncio.Future[None] | None = None
-        for item in items:
-            fut = self._submit(_Op(sql.KV_PUT, item), wait=wait)
-        if fut is None:  # nothing to write
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-        return fut
+        return self._submit_all([_Op(sql.KV_PUT, item) for item in items], wait=wait)
 
     # -- spend --------------------------------------------------------------------------------
 

@@ -34,6 +34,9 @@ class PostgresAudit:
     if TYPE_CHECKING:
         def _submit(self, op: _Op, *, wait: bool = True) -> asyncio.Future[None]: ...
 
+        def _submit_all(self, ops: Sequence[_Op], *, wait: bool = True
+                        ) -> asyncio.Future[None]: ...
+
         async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
         async def _exec(self, text: str, params: Sequence[Any], *,
@@ -58,7 +61,7 @@ class PostgresAudit:
             done.set_result([])
             return done
         counts: list[int | None] = [None] * len(items)
-        last: asyncio.Future[None] | None = None
+        ops: list[_Op] = []
         for i, s in enumerate(items):
             cas = (s.namespace, s.session_id, s.after) if s.before is None else \
                 (s.after, s.namespace, s.session_id, s.before)
@@ -73,8 +76,9 @@ class PostgresAudit:
             def counted(n: int | None, i: int = i) -> None:
                 counts[i] = n
 
-            # All of them join one batch (submitted together): one transaction.
-            last = self._submit(_Op(text, params, on_commit=counted))
+            ops.append(_Op(text, params, on_commit=counted))
+        # All of them join one batch (submitted together): one transaction.
+        last = self._submit_all(ops)
 
         def settle(fut: asyncio.Future[None]) -> None:
             if done.done():
@@ -87,7 +91,6 @@ class PostgresAudit:
             else:
                 done.set_result([n == 1 for n in counts])
 
-        assert last is not None
         last.add_done_callback(settle)
         return done
 
