@@ -19,7 +19,7 @@ def withheld(e: BaseException) -> str:
 class SessionText(str):
     """Text a log record quotes from a session (an error's message, which may hold a
     person's data), as an argument of the record: the command line's warning lines redact
-    it (and any exception given as an argument), not Convoy's own text beside it (a store's
-    URL, a webhook's host), which the operator needs as it is."""
+    it, not Convoy's own text beside it (a store's URL, a webhook's host, a store error's
+    message), which the operator needs as it is."""
 
     __slots__ = ()
