@@ -1,18 +1,17 @@
 """The redactor of what the command line prints where it is kept as a log is (a batch
 job's or a worker's output, its warnings): the default
-:class:`~convoy.observability.Redactor`, made once; without the ``pii`` extra
-(``phonenumbers``), the kinds that need no package of their own, e-mail and IP
-addresses."""
+:class:`~convoy.observability.Redactor`; without the ``pii`` extra (``phonenumbers``), the
+kinds that need no package of their own, e-mail and IP addresses. Made for each use (a
+command line prints few such lines; its patterns are compiled once by ``re``): whether
+the extra is installed is asked each time, as a process that imports it later finds."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import cache
 
 from convoy._errors import UserError
 
 
-@cache
 def printed_redactor() -> tuple[Callable[[str], str], bool]:
     """The redactor's function, and whether it finds every kind (the ``pii`` extra is
     installed)."""
