@@ -18,6 +18,7 @@ import pytest
 import convoy
 from convoy.stores import SQLiteStore
 
+from .clikit import FIXTURES
 from .fakeclock import FakeClock
 from .test_privacy import wait_a_day
 from .test_worker_backoff import count, created, finished, rounds_pass, runs, until
@@ -374,18 +375,6 @@ async def test_a_refusal_of_a_data_subjects_session_is_said_without_its_message(
     assert "PermissionError: account suspended for 8" in lines["plain"], lines
 
 
-@convoy.workflow(name="refusals.write_person")
-async def write_person(ctx: convoy.Context, value: str) -> str:
-    await ctx.state("people").set("m", value, expected_version=0)
-    return "ok"
-
-
-@convoy.workflow(name="refusals.read_person")
-async def read_person(ctx: convoy.Context, key: str) -> str:
-    got = await ctx.state("people").get(key)
-    return f"read {got.value}"
-
-
 class RefusesOutput(convoy.Interceptor):
     """A check after the run that refuses what it returned, quoting it."""
 
@@ -397,11 +386,15 @@ class RefusesOutput(convoy.Interceptor):
 
 
 async def test_a_hook_raising_after_a_run_that_read_a_subjects_data_is_said_without_it(
-        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A session of no subject that read a subject's shared state: its run's end is
     written (the store forgets then what the run read) before the worker says that a hook
     raised after it; the warning quoted the person (the review of stop 53)."""
     from convoy import MasterKey
+
+    monkeypatch.syspath_prepend(str(FIXTURES))
+    from subject_state_flows import read_back, write_person
 
     key = MasterKey.from_text(MasterKey.generate())
     db = tmp_path / "s.db"
@@ -409,8 +402,8 @@ async def test_a_hook_raising_after_a_run_that_read_a_subjects_data_is_said_with
         assert (await e.run(write_person, "Margaret Zebulon-Quaxworth", session_id="w",
                             subject="margaret")).ok
         e.drain()
-        await e.run(read_person, "m", session_id="reader")
-    async with convoy.Engine(db, master_key=key, workflows=[read_person],
+        await e.run(read_back, "m", session_id="reader")
+    async with convoy.Engine(db, master_key=key, workflows=[read_back],
                              interceptors=[RefusesOutput()]) as engine:
         with caplog.at_level(logging.WARNING, logger="convoy"):
             await asyncio.wait_for(engine.serve(until_idle=True, poll_interval=0.001), 60)

@@ -48,10 +48,10 @@ class CountingExporter(SpanExporter):
 
 def otlp_where(exporter: object) -> str:
     """``"OTLP <endpoint>"`` of an OTLP exporter (its endpoint when it says)."""
-    from convoy.observability._otlp_env import without_password
+    from convoy.stores._url import redacted  # (a password in the user part, or a query's)
 
     endpoint = getattr(exporter, "_endpoint", None)
-    return f"OTLP {without_password(endpoint)}" if isinstance(endpoint, str) else "OTLP"
+    return f"OTLP {redacted(endpoint)}" if isinstance(endpoint, str) else "OTLP"
 
 
 __all__ = ["CountingExporter", "otlp_where"]

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from convoy._text import quoted
+from convoy.stores._url import redacted
 
 #: Where the OTLP/HTTP exporter sends spans, each variable before the next.
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
@@ -37,7 +38,7 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     value = environ.get(name)
     if not value:
         return None
-    shown = f"{name}={quoted(without_password(value), 200)}"
+    shown = f"{name}={quoted(redacted(value), 200)}"
     if not value.lower().startswith(("http://", "https://")):
         return f"{shown} is not an http:// or https:// URL"
     try:
@@ -52,14 +53,3 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     if not parts.hostname:
         return f"{shown} names no host; write it as http://HOST:4318"
     return None
-
-
-def without_password(url: str) -> str:
-    """``url`` with the password of its user part, if any, as ``***`` (as messages show
-    an endpoint)."""
-    scheme, sep, rest = url.partition("://")
-    netloc, slash, path = rest.partition("/")
-    user, at, host = netloc.rpartition("@")
-    if at and ":" in user:
-        user = user.split(":", 1)[0] + ":***"
-    return f"{scheme}{sep}{user}{at}{host}{slash}{path}" if sep else url
