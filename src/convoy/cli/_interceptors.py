@@ -30,6 +30,7 @@ import typer
 
 from convoy import Interceptor, UserError
 from convoy.cli._common import fail, import_modules, option_source, tracing
+from convoy.cli._logs import log_chain
 from convoy.interceptors._named import EXAMPLE as _EXAMPLE
 from convoy.interceptors._named import load_interceptors
 
@@ -101,13 +102,16 @@ def app_interceptors(ref: str | None) -> list[Interceptor]:
 
 
 def session_interceptors(ref: str | None, trace: list[str] | None = None,
-                         command: Sequence[Interceptor] = ()) -> list[Interceptor]:
+                         command: Sequence[Interceptor] = (),
+                         log_format: str = "text") -> list[Interceptor]:
     """The interceptors of a command that runs sessions: its own (``command``), those
-    ``--trace`` asks for, and the application's (``--interceptors``), in that order (the
-    engine sorts them by stage, keeping this order within one). ``--trace`` with an
+    ``--trace`` asks for, the logging ``--log-format json`` asks for
+    (:mod:`convoy.cli._logs`), and the application's (``--interceptors``), in that order
+    (the engine sorts them by stage, keeping this order within one). ``--trace`` with an
     application that traces is one line: the sessions would be traced twice."""
     traced = tracing(trace)
     app = app_interceptors(ref)
+    logs = log_chain(log_format, traced, app)
     if traced:
         from convoy.observability import Tracing
 
@@ -115,4 +119,4 @@ def session_interceptors(ref: str | None, trace: list[str] | None = None,
             fail(f"--trace and {_option(ref)} {ref}: the application's interceptors trace "
                  "already (a convoy.observability.Tracing), so every session would be "
                  "traced twice; drop --trace (or the Tracing)")
-    return [*command, *traced, *app]
+    return [*command, *traced, *logs, *app]

@@ -34,6 +34,7 @@ from convoy.cli._common import (
 )
 from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._loading import unloadable
+from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
 from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
 from convoy.cli._stats import RunStats, withhold_messages
@@ -48,6 +49,7 @@ def resume(
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
+    log_format: LogFormatOption = "text",
     interceptors: InterceptorsOption = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
@@ -86,7 +88,8 @@ def resume(
         require_convoy_store(db, nothing="resume")
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout,
-                              interceptors=session_interceptors(interceptors, trace))
+                              interceptors=session_interceptors(interceptors, trace,
+                                                                log_format=log_format))
         stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
         try:
             with convoy_errors():

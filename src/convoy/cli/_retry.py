@@ -40,6 +40,7 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, who_decides
 from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._loading import continuing, unloadable
+from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     error_summary,
@@ -93,6 +94,7 @@ def retry(
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
     interceptors: InterceptorsOption = None,
+    log_format: LogFormatOption = "text",
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -127,7 +129,7 @@ def retry(
              "(e.g. 'convoy retry --status failed --dry-run')")
     scope = tenant_scope(tenant, all_tenants)
     import_modules(imports)
-    chain = session_interceptors(interceptors)  # (checked in a dry run too)
+    chain = session_interceptors(interceptors, log_format=log_format)  # (checked in a dry run too)
     require_convoy_store(db, nothing="retry")
     rows = run_async(_select(db, scope, session_ids or [], status, error_type, workflow,
                              write=not dry_run, rerun_escalated=rerun_escalated))

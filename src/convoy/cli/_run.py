@@ -39,6 +39,7 @@ from convoy.cli._inputs import (
 )
 from convoy.cli._interceptors import InterceptorsOption, session_interceptors
 from convoy.cli._loading import continuing, workflow_argument
+from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
@@ -80,6 +81,7 @@ def run(
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
+    log_format: LogFormatOption = "text",
     interceptors: InterceptorsOption = None,
     subject: Annotated[str | None, typer.Option(
         "--subject", metavar="NAME",
@@ -133,7 +135,8 @@ def run(
                     raise no_master_key(subject)
         engine = build_engine(db, concurrency=concurrency, model=model,
                               busy_timeout=busy_timeout,
-                              interceptors=session_interceptors(interceptors, trace))
+                              interceptors=session_interceptors(interceptors, trace,
+                                                                log_format=log_format))
         stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
         with convoy_errors():
             batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)

@@ -41,6 +41,7 @@ from convoy.cli._common import (
     warn_lost_spans,
 )
 from convoy.cli._interceptors import InterceptorsOption, session_interceptors
+from convoy.cli._logs import LogFormatOption
 from convoy.cli._render import error_summary, fmt_time, status_text, waited_for
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.stores import SessionRow
@@ -188,6 +189,7 @@ def worker(
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
+    log_format: LogFormatOption = "text",
     interceptors: InterceptorsOption = None,
     metrics_port: Annotated[int | None, typer.Option(
         "--metrics-port", metavar="PORT", min=0, max=65535,
@@ -244,7 +246,7 @@ def worker(
                                db)
         later = f"{serve_them} or {resume}"
         log = SessionLog()
-        chain = session_interceptors(interceptors, trace, [log])
+        chain = session_interceptors(interceptors, trace, [log], log_format)
         server = None
         engine: Engine | None = None
         try:
