@@ -179,3 +179,47 @@ def test_convoy_worker_says_so_in_one_line_and_carries_on(
         assert line.startswith(("worker on ", "warning: the store failed (",
                                 "warning: session ", "warning: could not renew the session "
                                 "leases (", "stopping: ", "stopped after ")), text
+
+
+PAID: list[int] = []
+
+
+async def test_a_payment_made_as_the_server_stops_is_journaled_once_it_is_back(
+        server: Server) -> None:
+    """A non-idempotent step that ran while the server went down: its outcome is written
+    again once the server answers, so the session completes, paid once, and is not
+    escalated for an outcome the journal lacks."""
+    failed: list[str] = []
+
+    class Counted(PostgresStore):
+        async def append(self, session_id: str, owner: str, record: object,
+                         *a: object, **kw: object) -> object:
+            try:
+                return await super().append(session_id, owner, record, *a, **kw)  # type: ignore[arg-type]
+            except convoy.StoreError as e:
+                failed.append(f"{e.transient}: {e}")
+                raise
+
+    @convoy.workflow(name="outage.pay")
+    async def pay(ctx: convoy.Context, n: int) -> int:
+        def charge() -> int:
+            PAID.append(n)
+            server.stop()  # (the server goes down as the payment is made)
+            return n
+
+        got: int = await ctx.step("charge", charge)
+        return got
+
+    async with convoy.Engine(Counted(server.url, clock=FakeClock(), busy_timeout=2)) as e:
+        run = asyncio.create_task(e.run(pay, 7, session_id="p"))
+        await eventually(lambda: _true(bool(failed)), "the outcome's write failing")
+        server.start()
+        res = await run
+        assert res.status == "completed" and res.output == 7, res
+        assert PAID == [7] and failed[0].startswith("True: "), failed
+        assert [(r.key, r.status) for r in await e.store.journal("p")] == \
+            [("0", "completed")]
+
+
+async def _true(value: bool) -> bool:
+    return value

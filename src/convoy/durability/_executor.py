@@ -167,6 +167,11 @@ class Draining:
 
 #: The :class:`Draining` of an executor no engine drains (``convoy replay``, tests).
 NEVER_DRAINING = Draining()
+#: The first and the longest wait between two writes of an outcome the store failed to
+#: journal (:meth:`JournaledExecutor._outcome_again`), doubling from one to the other.
+_FIRST_DELAY_S, _LAST_DELAY_S = 0.05, 2.0
+#: The most writes again of one outcome (about a minute of waits).
+_MOST_TRIES = 40
 
 
 class JournaledExecutor:
@@ -185,8 +190,9 @@ class JournaledExecutor:
     """
 
     __slots__ = ("_journal", "_last_at", "_recorded", "clock", "draining", "ended", "exhausted",
-                 "failed_key", "fingerprint_key", "on_nondeterminism", "owner", "park_after",
-                 "replay_only", "session_id", "stopped_at", "store", "tap")
+                 "failed_key", "fingerprint_key", "on_nondeterminism", "outcome_patience",
+                 "owner", "park_after", "replay_only", "session_id", "stopped_at", "store",
+                 "tap")
 
     def __init__(self, store: Store, session_id: str, owner: str | None, *,
                  journal: dict[str, StepRecord] | None, replay_only: bool = False,
@@ -223,6 +229,10 @@ class JournaledExecutor:
         self.fingerprint_key: bytes | None = None
         #: The engine's :class:`Draining`: once it is on, no step starts (see there).
         self.draining = NEVER_DRAINING
+        #: How long (seconds) a step's outcome the store failed to journal, transiently, is
+        #: written again before the run stops (:meth:`_outcome_again`; the engine's
+        #: ``lease_seconds``); 0: not at all.
+        self.outcome_patience = 0.0
 
 
     @property
@@ -340,7 +350,7 @@ class JournaledExecutor:
             await self.store.append(self.session_id, self.owner, record,
                                     consume_signal=consume_signal)
         except StoreError as e:
-            raise SessionInterrupted(str(e), cause=e) from None
+            await self._outcome_again(record, e, consume_signal)
         if self.tap is not None:
             try:
                 self.tap(record)
@@ -435,13 +445,42 @@ class JournaledExecutor:
             try:
                 await self.store.append(self.session_id, self.owner, record)
             except StoreError as e:
-                raise SessionInterrupted(str(e), cause=e) from None
+                await self._outcome_again(record, e)
             if self.tap is not None:
                 try:
                     self.tap(record)
                 except Exception:  # (committed: the step goes on as journaled)
                     journal_tap_raised(self.session_id, record)
         return value
+
+    async def _outcome_again(self, record: StepRecord, error: StoreError,
+                             consume_signal: int | None = None) -> None:
+        """Write a step's outcome the store failed to journal again, while its error is
+        transient (a lost connection, a database restarting, a lock), for up to
+        :attr:`outcome_patience` seconds, backing off: the step ran (a payment made, a
+        model paid for), and a run that stopped now would leave it to the next one to run
+        again, or to escalate if it is not idempotent. The write is an upsert fenced by the
+        session's owner: one that lands twice lands once, and one after another engine took
+        the session over is refused (:class:`LeaseLost`). Raises
+        :class:`SessionInterrupted` once the store's error is not transient, or patience
+        runs out; a step's ``started`` record is not written again (the step has not run:
+        stopping costs nothing), nor is a record that consumes a signal (the signal stays, for
+        the next run's wait to take)."""
+        deadline = self.clock() + self.outcome_patience
+        delay = _FIRST_DELAY_S
+        tries = 0  # (bounded too: a clock that stands still, a test's, ends it)
+        while error.transient and record.status != "started" and consume_signal is None and \
+                self.clock() < deadline and tries < _MOST_TRIES:
+            tries += 1
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _LAST_DELAY_S)
+            try:
+                await self.store.append(self.session_id, self.owner or "", record,
+                                        consume_signal=consume_signal)
+                return
+            except StoreError as e:
+                error = e
+        raise SessionInterrupted(str(error), cause=error) from None
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,
                     agent: str | None, error: BaseException,

@@ -180,7 +180,11 @@ class Engine(SessionControl, SubjectRights):
         workflows: workflows this engine can resume by name (besides the ones it runs).
         deps: handed to every tool as ``ToolContext.deps``.
         lease_seconds: how long a claim on a session lasts without renewal; another engine
-            takes over a session this long after its owner died.
+            takes over a session this long after its owner died. Also how long a step's
+            outcome the store failed to journal, with a transient error (the database
+            restarting, a lost connection), is written again, backing off, before the run
+            stops: a step that ran is not left to run again (or, not idempotent, to be
+            escalated) for a short outage.
         park_after: a ``ctx.sleep`` longer than this (seconds) parks the session.
         on_nondeterminism: ``"error"`` (default) or ``"warn"`` when a resumed session asks
             a journaled step with a different input, or finishes leaving journal entries
@@ -1411,6 +1415,7 @@ class Engine(SessionControl, SubjectRights):
                                      replay_only=replay_only, park_after=self.park_after,
                                      clock=self.clock, on_nondeterminism=self.on_nondeterminism)
         executor.draining = self._draining
+        executor.outcome_patience = self.lease_seconds
         if replay_only and row is not None and row.status in ("limit_exceeded", "cancelled"):
             # (stopped from outside: a timer due after that had not fired; a session that
             # ended through its own code went past every timer it journaled)

@@ -1,0 +1,96 @@
+"""A step's outcome the store failed to journal with a transient error (a database
+restarting, a lost connection, a lock) is written again, backing off, for up to the
+engine's ``lease_seconds``: the step ran, and a run that stopped there would leave a
+non-idempotent step (a payment) to be escalated, an idempotent one to run again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.stores import SQLiteStore
+from convoy.stores._protocol import StepRecord
+
+from .fakeclock import FakeClock
+
+CHARGED: list[str] = []
+
+
+@convoy.workflow(name="again.charge")
+async def charge(ctx: convoy.Context, order: str) -> str:
+    async def pay() -> str:
+        CHARGED.append(order)
+        if order.startswith("declined"):
+            raise ValueError("card declined")
+        return "paid"
+
+    paid: str = await ctx.step("pay", pay)  # (not idempotent)
+    return f"{order}: {paid}"
+
+
+class Outage(SQLiteStore):
+    """Fails the first ``failures`` writes of a step's outcome (``completed`` or
+    ``failed``), with ``transient`` errors, each taking ``each`` seconds of the clock."""
+
+    def __init__(self, path: Path, clock: FakeClock, *, failures: int,
+                 transient: bool = True, each: float = 0.0) -> None:
+        super().__init__(path, clock=clock)
+        self.fake = clock
+        self.failures = failures
+        self.transient = transient
+        self.each = each
+        self.tried = 0
+
+    async def append(self, session_id: str, owner: str, record: StepRecord,
+                     *a: Any, **kw: Any) -> Any:
+        if record.status != "started" and self.tried < self.failures:
+            self.tried += 1
+            self.fake.advance(self.each)
+            raise convoy.StoreError("could not reach the store", transient=self.transient)
+        return await super().append(session_id, owner, record, *a, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _charged() -> None:
+    CHARGED.clear()
+
+
+async def test_an_outcome_written_again_completes_the_session_with_one_payment(
+        tmp_path: Path) -> None:
+    store = Outage(tmp_path / "s.db", FakeClock(), failures=3)
+    async with convoy.Engine(store) as engine:
+        res = await engine.run(charge, "o-1", session_id="s")
+        journal = await engine.store.journal("s")
+    assert res.status == "completed" and res.output == "o-1: paid"
+    assert CHARGED == ["o-1"] and store.tried == 3
+    assert [(r.key, r.status) for r in journal] == [("0", "completed")]
+
+
+async def test_a_failure_written_again_is_the_steps_failure_not_an_unknown_outcome(
+        tmp_path: Path) -> None:
+    store = Outage(tmp_path / "s.db", FakeClock(), failures=2)
+    async with convoy.Engine(store) as engine:
+        res = await engine.run(charge, "declined-1", session_id="s")
+    assert res.status == "failed" and res.error is not None
+    assert res.error["type"] == "ValueError" and CHARGED == ["declined-1"]
+
+
+@pytest.mark.parametrize("transient", [False, True])
+async def test_a_lasting_or_permanent_failure_stops_the_run(tmp_path: Path,
+                                                            transient: bool) -> None:
+    # Transient: each try takes 4 s of the clock; the engine's patience is its 10 s lease.
+    clock = FakeClock()
+    store = Outage(tmp_path / "s.db", clock, failures=1000, transient=transient, each=4.0)
+    async with convoy.Engine(store, lease_seconds=10.0) as engine:
+        res = await engine.run(charge, "o-2", session_id="s")
+        assert res.status not in ("completed", "failed"), res
+    assert CHARGED == ["o-2"]
+    assert store.tried == (4 if transient else 1)  # (0, 4, 8 s: tried again; 12: not)
+    # The next run cannot tell whether it paid: a person decides (as before this change).
+    store.failures = 0
+    async with convoy.Engine(store, workflows=[charge]) as engine:
+        [res] = await engine.resume()
+    assert res.status == "escalated" and CHARGED == ["o-2"]
