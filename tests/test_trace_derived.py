@@ -167,8 +167,8 @@ def test_a_failed_session_has_its_error_kind_on_its_span_and_its_failed_steps(
     assert "gen_ai.response.model" not in chat["attrs"]
     [agent] = [s for s in spans if s["name"] == "invoke_agent solo"]
     assert agent["status"] == "error" and chat["parent_id"] == agent["span_id"]
-    # (as live spans: the exception that failed the step, and the run it ended)
-    for failed in (chat, agent):
+    # (as live spans: the exception that failed the step, the run and the session it ended)
+    for failed in (chat, agent, root):
         [event] = failed["events"]
         assert event["name"] == "exception" and event["attrs"]["exception.type"] == "ModelError"
         assert event["attrs"]["exception.message"] in failed["message"]

@@ -573,6 +573,29 @@ async def test_failed_spans_keep_their_message_links_and_events_in_the_store(
     assert failed["status"] == "error" and "bad key" in failed["message"]
     assert failed["events"][0]["name"] == "exception"
     assert spans["invoke_workflow obs.stored"]["end"] >= failed["end"] > failed["start"]
+    # Each agent's step names its configuration, as an audit entry and a derived span do.
+    configs = {s["attrs"]["gen_ai.agent.name"]: s["attrs"]["convoy.agent.config"]
+               for s in await stored(engine, res.id)
+               if s["name"].startswith(("chat ", "handoff "))}
+    assert configs == {"a": a.config_id, "b": b.config_id, "boom": boom.config_id}
+
+
+async def test_a_failed_sessions_span_has_the_exception_that_ended_it(
+        engine_factory: Any) -> None:
+    from .obs_flows import down_workflow
+
+    wf = down_workflow("obs.live.down")
+    engine = engine_factory(interceptors=observe(Tracing(exporters=["store"], live=True)))
+    res = await engine.run(wf, "x")
+    assert res.status == "failed"
+    spans = {s["name"]: s for s in await stored(engine, res.id)}
+    root = spans["invoke_workflow obs.live.down"]
+    assert root["status"] == "error" and root["attrs"]["error.type"] == "server_error"
+    [event] = root["events"]
+    assert event["name"] == "exception" and event["attrs"]["exception.type"] == "ModelError"
+    assert event["attrs"]["exception.message"] in root["message"]
+    [record] = [r for r in await engine.store.journal(res.id) if r.kind == "model"]
+    assert spans["chat default"]["attrs"]["convoy.agent.config"] == record.config
 
 
 async def test_attempt_spans_where_something_can_retry(engine_factory: Any) -> None:

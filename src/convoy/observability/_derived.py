@@ -309,9 +309,15 @@ class _Derivation:
         else:
             fallback = row.status if row.status in ERROR_KINDS else \
                 "sealed" if is_sealed(row.error) else "unknown"
-            status, message, _ = self.error(attrs, row.error_record, fallback)
+            error = row.error_record
+            status, message, text = self.error(attrs, error, fallback)
         root = _span(f"invoke_workflow {attrs['gen_ai.workflow.name']}", self.trace_id,
                      self.root_id, self.parent_id, begin, end, status, attrs, message)
+        if status == "error":  # (as live tracing records how the session failed)
+            root["events"].append({"name": "exception", "time": end, "attrs": {
+                "exception.type": str((error if isinstance(error, dict) else {}).get("type")
+                                      or attrs["error.type"]),
+                "exception.message": text}})
         spans = [root, *self.spans]
         spans.sort(key=lambda s: (s["start"], s["end"]))
         return spans

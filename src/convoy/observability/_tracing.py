@@ -561,8 +561,10 @@ class Tracing(Interceptor):
             span.attrs["error.type"] = kind
             if budget_refused(end.error):  # (as ``failed`` marks it)
                 span.attrs[BUDGET_EXHAUSTED] = True
-            span.note(f"{end.status}: " + self.error_text(
-                str((end.error or {}).get("message", "")), run))
+            error = end.error or {}
+            text = self.error_text(str(error.get("message", "")), run)
+            span.note(f"{end.status}: {text}", event=("exception", time_ns(), {
+                "exception.type": str(error.get("type") or kind), "exception.message": text}))
         self.ended(span)
         self._close(run)
         if m is not None:
@@ -658,7 +660,7 @@ class Tracing(Interceptor):
         if shape is None:
             shape = self._chat_shape(requested, agent)
         key = input.key
-        attrs: Attrs = {"convoy.step.key": key}
+        attrs: Attrs = {"convoy.step.key": key, "convoy.agent.config": input.agent.config_id}
         if self.capture_content:
             attrs["gen_ai.input.messages"] = self.text(input_messages(input.request.messages))
         span = SpanData(parent, shape, attrs, agent, key)
@@ -710,7 +712,8 @@ class Tracing(Interceptor):
                 "gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": tool,
                 "gen_ai.tool.type": "function", "gen_ai.agent.name": agent,
                 "convoy.tool.writes": writes}))
-        attrs: Attrs = {"convoy.step.key": input.key}
+        attrs: Attrs = {"convoy.step.key": input.key,
+                        "convoy.agent.config": input.agent.config_id}
         if self.capture_content:
             attrs["gen_ai.tool.call.arguments"] = self.text(input.args.model_dump(mode="json"))
         span = SpanData(parent, shape, attrs, agent, input.key)
@@ -730,7 +733,8 @@ class Tracing(Interceptor):
         shape = self.shape(("handoff", source, target), lambda: Shape(
             f"handoff {source} -> {target}", {"gen_ai.agent.name": source,
                                              "convoy.handoff.to": target}))
-        attrs: Attrs = {"convoy.step.key": input.key}
+        attrs: Attrs = {"convoy.step.key": input.key,
+                        "convoy.agent.config": input.source.config_id}
         if self.capture_content:
             attrs["convoy.handoff.payload"] = self.text(_plain(input.payload))
         span = SpanData(parent, shape, attrs, source, input.key)

@@ -1,6 +1,6 @@
 """Data subjects: personal data sealed under per-subject keys, erasure, export, retention.
 
-See ``docs/privacy.md``.
+See ``docs/how-to/privacy.md``.
 """
 
 from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV, KeyRing, MasterKey
