@@ -163,3 +163,39 @@ def test_a_key_that_says_phone_makes_its_digits_a_phone_number(
     assert json.loads(Tracing(exporters=()).text(value)) == masked
     record = _logged(value)
     assert {k: record[k] for k in value} == masked, record
+
+
+def test_every_line_is_json_a_strict_reader_takes() -> None:
+    """NaN and the infinities are not JSON numbers (a strict reader, JavaScript's, refuses
+    ``NaN``): they are written as text; nothing else changes."""
+    record = _logged({"ratio": float("nan"), "limits": [float("inf"), -float("inf"), 1.5],
+                      "deep": {"x": float("nan")}})
+
+    def strict(text: str) -> None:
+        raise ValueError(f"not JSON: {text}")
+
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.nan")
+    try:
+        logging.getLogger("scrub.nan").info("seen", extra={"r": float("nan")})
+    finally:
+        logging.getLogger("scrub.nan").removeHandler(handler)
+    json.loads(stream.getvalue(), parse_constant=strict)
+    assert record["ratio"] == "nan" and record["limits"] == ["inf", "-inf", 1.5]
+    assert record["deep"] == {"x": "nan"}
+
+
+def test_no_field_is_dropped_bytes_are_their_text_and_a_stack_is_kept() -> None:
+    record = _logged({"tenant": "acme", "time": 5, "raw": EMAIL.encode()})
+    # (fields the formatter writes keep theirs; the call's own come next to them)
+    assert record["tenant"] is None and record["tenant (2)"] == "acme"
+    assert record["time (2)"] == 5 and record["raw"] == "[EMAIL]"
+    stream = io.StringIO()
+    handler = json_logging(stream=stream, logger_name="scrub.stack")
+    try:
+        logging.getLogger("scrub.stack").info("seen %s", EMAIL, stack_info=True)
+    finally:
+        logging.getLogger("scrub.stack").removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["stack"].startswith("Stack (most recent call last)") and EMAIL not in line["stack"]
+    assert line["message"] == "seen [EMAIL]"

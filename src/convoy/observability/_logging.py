@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     from convoy.engine._engine import Engine
 
 #: Attributes every ``logging.LogRecord`` has: the rest are a call's ``extra=...``.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None)))
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | \
+    {"message", "asctime"}  # (set on the record by a formatter that ran before this one)
 logger = logging.getLogger("convoy")
 
 
@@ -75,13 +77,30 @@ class JsonFormatter(logging.Formatter):
             "span_id": span.span_id if span is not None else None,
         }
         for key, value in vars(record).items():
-            if key not in _STANDARD and key not in out and not key.startswith("_"):
-                # (the key redacted too, as nested keys are; two that redact alike both
-                # kept)
+            if key not in _STANDARD and not key.startswith("_"):
+                # (the key redacted too, as nested keys are; two that redact alike, or one
+                # named as a field above, ``tenant``, are both kept: ``tenant (2)``)
                 out[unique_key(r(key), out)] = scrub_item(key, value, r)
         if record.exc_info:
             out["exception"] = r(self.formatException(record.exc_info))
-        return json.dumps(out, default=str)
+        if record.stack_info:
+            out["stack"] = r(self.formatStack(record.stack_info))
+        try:
+            return json.dumps(out, default=str, allow_nan=False)
+        except ValueError:  # a float JSON has no number for (NaN, an infinity): its text
+            return json.dumps(_finite(out), default=str)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every float JSON cannot write (NaN, an infinity) as its text
+    (``"nan"``, ``"inf"``, ``"-inf"``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = None,

@@ -68,6 +68,8 @@ def scrub(value: Any, redact: Callable[[str], str], limit: int | None = None,
         text = str(value)
         masked = redact(text)
         return value if masked == text else masked
+    if isinstance(value, bytes | bytearray):  # (its text, not ``b'...'``: what it says)
+        return scrub(bytes(value).decode("utf-8", "replace"), redact, limit, _depth)
     if _depth < _DEPTH:
         if isinstance(value, dict):
             out: dict[str, Any] = {}
