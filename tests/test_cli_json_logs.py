@@ -11,7 +11,16 @@ from typing import Any
 
 import pytest
 
-from .clikit import FLOW, GOOD, cli, ids_of, one_line_error, workdir, write_jsonl
+from .clikit import (
+    FLOW,
+    GOOD,
+    cli,
+    ids_of,
+    one_line_error,
+    subprocess_cli,
+    workdir,
+    write_jsonl,
+)
 
 __all__ = ["workdir"]
 
@@ -63,7 +72,11 @@ def test_the_variable_sets_it_and_a_bad_format_is_one_line(workdir: Path) -> Non
     assert res.code == 0, res.stderr
     assert [r["message"] for r in records(res.stderr)] == ["session run ended completed"]
     one_line_error(cli("run", FLOW, "--input", str(inputs), "--log-format", "yaml"), 2,
-                   "--log-format: unknown format 'yaml'; use 'text' or 'json'")
+                   "--log-format: unknown log format 'yaml'; use 'text' or 'json'")
+    one_line_error(cli("run", FLOW, "--input", str(inputs), env={"CONVOY_LOG_FORMAT": "xml"}),
+                   2, "CONVOY_LOG_FORMAT: unknown log format 'xml'; use 'text' or 'json'")
+    res = cli("run", FLOW, "--input", str(inputs), env={"CONVOY_LOG_FORMAT": " JSON "})
+    assert res.code == 0 and res.stderr == "", res.stderr  # (the session ran before: none)
     res = cli("run", FLOW, "--input", str(inputs))  # text: nothing logged on success
     assert res.code == 0 and res.stderr == "", res.stderr
 
@@ -107,3 +120,18 @@ def test_worker_and_resume_log_as_json_lines(workdir: Path, command: str) -> Non
     ended = [r for r in records(lines) if r["message"] == "session run ended completed"]
     assert sorted(r["session_id"] for r in ended) == sorted(sids)
     assert all(r["trace_id"] and r["span_id"] for r in ended)
+
+
+def test_an_application_that_configures_logging_gets_the_json_lines_only(
+        workdir: Path) -> None:
+    """A module that sets up a root handler of its own (``logging.basicConfig``) when the
+    command imports it: the ``convoy`` logger's records are the JSON lines, not also that
+    handler's lines of text (unredacted)."""
+    line = {"subject": "refund", "body": "please refund me", "customer": EMAIL}
+    write_jsonl(workdir / "in.jsonl", [line])
+    res = subprocess_cli(workdir, "run", "json_log_flows:declined", "--input", "in.jsonl",
+                         "--log-format", "json", "--interceptors", "logging_flows:NONE")
+    assert res.returncode == 0, res.stderr
+    logged = records(res.stderr)  # (every line JSON)
+    assert [r["level"] for r in logged] == ["warning", "warning"], logged
+    assert EMAIL not in res.stderr

@@ -5,6 +5,7 @@ non-idempotent step (a payment) to be escalated, an idempotent one to run again.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -79,14 +80,22 @@ async def test_a_failure_written_again_is_the_steps_failure_not_an_unknown_outco
 
 
 @pytest.mark.parametrize("transient", [False, True])
-async def test_a_lasting_or_permanent_failure_stops_the_run(tmp_path: Path,
-                                                            transient: bool) -> None:
+async def test_a_lasting_or_permanent_failure_stops_the_run(
+        tmp_path: Path, transient: bool, caplog: pytest.LogCaptureFixture) -> None:
     # Transient: each try takes 4 s of the clock; the engine's patience is its 10 s lease.
     clock = FakeClock()
     store = Outage(tmp_path / "s.db", clock, failures=1000, transient=transient, each=4.0)
     async with convoy.Engine(store, lease_seconds=10.0) as engine:
-        res = await engine.run(charge, "o-2", session_id="s")
+        with caplog.at_level(logging.WARNING, logger="convoy"):
+            res = await engine.run(charge, "o-2", session_id="s")
         assert res.status not in ("completed", "failed"), res
+    # (an operator learns that a step ran and its outcome is lost, and what comes next)
+    [said] = [r.getMessage() for r in caplog.records if "could not be journaled" in
+              r.getMessage()]
+    assert said == ("session s step 0: the effect step 'pay' ran, and its outcome could "
+                    "not be journaled (could not reach the store): the session stops "
+                    "unfinished; its next run runs the step again, or escalates the "
+                    "session if the step is not idempotent"), said
     assert CHARGED == ["o-2"]
     assert store.tried == (4 if transient else 1)  # (0, 4, 8 s: tried again; 12: not)
     # The next run cannot tell whether it paid: a person decides (as before this change).

@@ -23,14 +23,16 @@ takes arguments, is ``async`` or raises (its error's first line).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Annotated, Any
 
 import typer
 
 from convoy import Interceptor, UserError
+from convoy._command import word
 from convoy.cli._common import fail, import_modules, option_source, tracing
-from convoy.cli._logs import log_chain
+from convoy.cli._logs import LOG_FORMAT_ENV, log_chain
 from convoy.interceptors._named import EXAMPLE as _EXAMPLE
 from convoy.interceptors._named import load_interceptors
 
@@ -99,6 +101,23 @@ def app_interceptors(ref: str | None) -> list[Interceptor]:
             import_modules([name], option)[0]))
     except UserError as e:
         fail(str(e))
+
+
+def session_options(ref: str | None, trace: list[str] | None = None,
+                    model: str | None = None, log_format: str = "text") -> str:
+    """The options a command was given that decide how sessions run (``--model``,
+    ``--trace``, ``--interceptors``, ``--log-format json``), as shell words for the command
+    a message says runs them next (``convoy resume ...``): one without them would run the
+    sessions without the application's retries and budgets, on their own models. What a
+    variable set (``$CONVOY_INTERCEPTORS``, ``$CONVOY_LOG_FORMAT``) is left out: the next
+    command reads it too."""
+    words = [] if model is None else [f"--model {word(model)}"]
+    words += [f"--trace {word(t)}" for t in trace or ()]
+    if ref is not None and _option(ref) == "--interceptors":
+        words.append(f"--interceptors {word(ref)}")
+    if log_format != "text" and os.environ.get(LOG_FORMAT_ENV) != log_format:
+        words.append(f"--log-format {word(log_format)}")
+    return " ".join(words)
 
 
 def session_interceptors(ref: str | None, trace: list[str] | None = None,

@@ -12,9 +12,13 @@ by this command: add ``--trace store``). An application whose interceptors trace
 (``--interceptors``) gives the records its own spans (recorded live); one that logs
 already (a ``LogEvents`` among them) is not logged twice.
 
+The ``convoy`` logger's records are these lines only while the engine is open: they do not
+also reach handlers of the application's own (a root handler its module set up).
+
 ``text`` (the default) is what every command does: the ``convoy`` logger's warnings, one
-``warning: ...`` line each. The command's own output (its summary, the worker's line per
-run, its one-line errors) is text either way, on stdout and stderr as before.
+``warning: ...`` line each. The command's own output is text either way: on stdout its
+summary and the worker's line per run; on stderr its banner, progress, waiting and
+stopping notices and one-line errors (and ``--trace console``'s spans).
 """
 
 from __future__ import annotations
@@ -26,13 +30,24 @@ from typing import Annotated
 import typer
 
 from convoy import Engine, Interceptor
-from convoy.cli._common import fail
+from convoy.cli._common import fail, option_source
 
 LOG_FORMAT_ENV = "CONVOY_LOG_FORMAT"
 FORMATS = ("text", "json")
 
+def _format(ctx: typer.Context, param: typer.CallbackParam, value: str) -> str:
+    """The format, in lower case; one line and exit 2 for another (naming the option or
+    the variable the value came from)."""
+    chosen = value.strip().lower()
+    if chosen not in FORMATS:
+        fail(f"{option_source(ctx, param, LOG_FORMAT_ENV)}: unknown log format {value!r}; "
+             "use 'text' or 'json'")
+    return chosen
+
+
 LogFormatOption = Annotated[str, typer.Option(
     "--log-format", envvar=LOG_FORMAT_ENV, show_envvar=True, metavar="text|json",
+    callback=_format,
     help="'json': the convoy logger's records (each session run's end, each failed step, "
          "warnings) go to stderr as JSON lines with tenant, session, agent, step key, "
          "trace and span ids, personal data redacted. 'text' (default): warnings only, one "
@@ -43,9 +58,6 @@ def log_chain(log_format: str, traced: list[Interceptor],
               app: list[Interceptor]) -> list[Interceptor]:
     """What ``--log-format`` adds to a command's chain (``traced``: what ``--trace``
     asked for; ``app``: the application's interceptors)."""
-    if log_format not in FORMATS:
-        fail(f"--log-format: unknown format {log_format!r}; use 'text' or 'json' (or set "
-             f"${LOG_FORMAT_ENV})")
     if log_format == "text":
         return []
     from convoy.observability import LogEvents, Tracing, observe
@@ -69,6 +81,7 @@ class JsonLines(Interceptor):
     def __init__(self) -> None:
         self._handler: logging.Handler | None = None
         self._level = logging.NOTSET
+        self._propagate = True
 
     async def start(self, engine: Engine) -> None:
         from convoy.observability import JsonFormatter
@@ -76,8 +89,11 @@ class JsonLines(Interceptor):
         logger = logging.getLogger("convoy")
         handler = self._handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JsonFormatter())
-        self._level = logger.level
+        self._level, self._propagate = logger.level, logger.propagate
         logger.addHandler(handler)  # (the command's one-line warnings step aside for it)
+        # The records are these lines only: not also the application's own handlers' (a
+        # root handler its module set up: a line of text each, unredacted).
+        logger.propagate = False
         if logger.getEffectiveLevel() > logging.INFO:
             logger.setLevel(logging.INFO)
 
@@ -86,4 +102,5 @@ class JsonLines(Interceptor):
             logger = logging.getLogger("convoy")
             logger.removeHandler(self._handler)
             logger.setLevel(self._level)
+            logger.propagate = self._propagate
             self._handler = None

@@ -32,7 +32,11 @@ from convoy.cli._common import (
     tenant_scope,
     warn_lost_spans,
 )
-from convoy.cli._interceptors import InterceptorsOption, session_interceptors
+from convoy.cli._interceptors import (
+    InterceptorsOption,
+    session_interceptors,
+    session_options,
+)
 from convoy.cli._loading import unloadable
 from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
@@ -97,7 +101,9 @@ def resume(
                     "resume --import MODULE", db)))
         except (Stopped, KeyboardInterrupt) as e:
             again = " ".join(["resume", *(f"--import {word(m)}" for m in imports or ())])
-            err.print(f"interrupted: run {scope.command(again, db)} again to finish",
+            opts = session_options(interceptors, trace, model, log_format)
+            err.print(f"interrupted: run {scope.command(again, db, options=opts)} again to "
+                      "finish",
                       markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     if resumed is None:

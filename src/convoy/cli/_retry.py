@@ -38,7 +38,11 @@ from convoy.cli._common import (
     workflow_names,
 )
 from convoy.cli._deciders import ByOption, who_decides
-from convoy.cli._interceptors import InterceptorsOption, session_interceptors
+from convoy.cli._interceptors import (
+    InterceptorsOption,
+    session_interceptors,
+    session_options,
+)
 from convoy.cli._loading import continuing, unloadable
 from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
@@ -163,8 +167,9 @@ def retry(
     try:
         stats = run_async(_retry(engine, scope, rows, who))
     except KeyboardInterrupt:
+        opts = session_options(interceptors, None, model, log_format)
         _, resume, note = continuing([r.workflow for r in rows],
-                                     lambda args: scope.command(args, db))
+                                     lambda args: scope.command(args, db, options=opts))
         err.print("interrupted: the retries already created are saved; "
                   f"{resume} finishes them{note}", markup=False, soft_wrap=True)
         raise typer.Exit(INTERRUPTED) from None

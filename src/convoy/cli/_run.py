@@ -37,7 +37,11 @@ from convoy.cli._inputs import (
     read_inputs,
     with_subject_key,
 )
-from convoy.cli._interceptors import InterceptorsOption, session_interceptors
+from convoy.cli._interceptors import (
+    InterceptorsOption,
+    session_interceptors,
+    session_options,
+)
 from convoy.cli._loading import continuing, workflow_argument
 from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
@@ -49,7 +53,7 @@ from convoy.cli._render import (
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason, withhold_messages
-from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
+from convoy.cli._stop import NOT_RETURNED, STOP_GRACE_S, Stopped, stop_signals
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
 
@@ -150,10 +154,21 @@ def run(
                 stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
                                       subject, content_ids=id_field is None))
         except (Stopped, KeyboardInterrupt) as e:
-            _, resume, _ = continuing([wf.name], lambda args: scope.command(args, db))
-            err.print("interrupted: unfinished sessions are saved; run the same command "
-                      f"again (or {resume}) to finish them",
-                      markup=False, soft_wrap=True)
+            ran = e.result if isinstance(e, Stopped) else NOT_RETURNED
+            if isinstance(ran, RunStats):  # (drained: what the sessions it ran did)
+                out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", ran,
+                                        batch.invalid, batch.identical))
+                print_failures(out, ran, db=db, scope=scope)
+            if isinstance(ran, RunStats) and not ran.left:
+                err.print("interrupted: every session had ended before the stop (the summary "
+                          "above)", markup=False, soft_wrap=True)
+            else:
+                opts = session_options(interceptors, trace, model, log_format)
+                _, resume, _ = continuing([wf.name], lambda args: scope.command(
+                    args, db, options=opts))
+                err.print("interrupted: unfinished sessions are saved; run the same command "
+                          f"again (or {resume}) to finish them",
+                          markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
                             batch.invalid, batch.identical))

@@ -45,11 +45,19 @@ STOP_GRACE_S = 30.0
 
 
 class Stopped(Exception):
-    """A stop signal arrived: the command exits with :attr:`exit_code`."""
+    """A stop signal arrived: the command exits with :attr:`exit_code`. :attr:`result`:
+    what the command's coroutine returned, when it returned (drained: the sessions it ran
+    ended meanwhile, or were left unfinished), :data:`NOT_RETURNED` when it was cancelled
+    or never ran."""
 
-    def __init__(self, signum: int) -> None:
+    def __init__(self, signum: int, result: Any = None, *, returned: bool = False) -> None:
         super().__init__(signal.Signals(signum).name)
         self.exit_code = 128 + signum
+        self.result = result if returned else NOT_RETURNED
+
+
+#: :attr:`Stopped.result` of a command whose coroutine did not return.
+NOT_RETURNED: Any = object()
 
 
 class StopSignals:
@@ -131,7 +139,8 @@ class StopSignals:
         finally:
             if inspect.getcoroutinestate(main) == inspect.CORO_CREATED:
                 main.close()  # stopped before it started: no "never awaited" warning
-        self.check()  # a signal that came as it returned
+        if self.signum is not None:  # a signal that came as it ran (drained) or returned
+            raise Stopped(self.signum, result, returned=True)
         return result
 
     def wait(self) -> None:

@@ -40,7 +40,11 @@ from convoy.cli._common import (
     tenant_scope,
     warn_lost_spans,
 )
-from convoy.cli._interceptors import InterceptorsOption, session_interceptors
+from convoy.cli._interceptors import (
+    InterceptorsOption,
+    session_interceptors,
+    session_options,
+)
 from convoy.cli._logs import LogFormatOption
 from convoy.cli._render import error_summary, fmt_time, status_text, waited_for
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
@@ -240,10 +244,11 @@ def worker(
             fail(f"{'module' if len(modules) == 1 else 'modules'} {named} "
                  f"{'defines' if len(modules) == 1 else 'define'} no workflow at top level; "
                  "pass the modules whose @convoy.workflow functions should run here")
-        serve_them = scope.command("worker", db, operands=modules)
+        opts = session_options(interceptors, trace, model, log_format)
+        serve_them = scope.command("worker", db, operands=modules, options=opts)
         # A resume loads a workflow with an explicit name only from a module it imports
         resume = scope.command(" ".join(["resume", *(f"--import {word(m)}" for m in modules)]),
-                               db)
+                               db, options=opts)
         later = f"{serve_them} or {resume}"
         log = SessionLog()
         chain = session_interceptors(interceptors, trace, [log], log_format)

@@ -170,8 +170,9 @@ NEVER_DRAINING = Draining()
 #: The first and the longest wait between two writes of an outcome the store failed to
 #: journal (:meth:`JournaledExecutor._outcome_again`), doubling from one to the other.
 _FIRST_DELAY_S, _LAST_DELAY_S = 0.05, 2.0
-#: The most writes again of one outcome (about a minute of waits).
-_MOST_TRIES = 40
+#: Writes again of one outcome besides one per longest wait in the patience: the waits
+#: that double up to the longest (:meth:`JournaledExecutor._outcome_again`).
+_FIRST_TRIES = 6
 
 
 class JournaledExecutor:
@@ -463,15 +464,19 @@ class JournaledExecutor:
         session's owner: one that lands twice lands once, and one after another engine took
         the session over is refused (:class:`LeaseLost`). Raises
         :class:`SessionInterrupted` once the store's error is not transient, or patience
-        runs out; a step's ``started`` record is not written again (the step has not run:
-        stopping costs nothing), nor is a record that consumes a signal (the signal stays, for
-        the next run's wait to take)."""
-        deadline = self.clock() + self.outcome_patience
+        runs out (saying, on the ``convoy`` logger, that the outcome is lost); a step's
+        ``started`` record is not written again (the step has not run: stopping costs
+        nothing), nor is a record that consumes a signal (the signal stays, for the next
+        run's wait to take)."""
+        patience = self.outcome_patience
+        ran = record.status != "started" and consume_signal is None
+        deadline = self.clock() + patience
         delay = _FIRST_DELAY_S
-        tries = 0  # (bounded too: a clock that stands still, a test's, ends it)
-        while error.transient and record.status != "started" and consume_signal is None and \
-                self.clock() < deadline and tries < _MOST_TRIES:
-            tries += 1
+        # (bounded by tries too, as many as the waits that fill the patience: a clock that
+        # stands still, a test's, ends it)
+        tries = int(patience / _LAST_DELAY_S) + _FIRST_TRIES
+        while error.transient and ran and self.clock() < deadline and tries > 0:
+            tries -= 1
             await asyncio.sleep(delay)
             delay = min(delay * 2, _LAST_DELAY_S)
             try:
@@ -480,6 +485,12 @@ class JournaledExecutor:
                 return
             except StoreError as e:
                 error = e
+        if ran and patience > 0:
+            log.warning("session %s step %s: the %s step %r ran, and its outcome could not "
+                        "be journaled (%s): the session stops unfinished; its next run runs "
+                        "the step again, or escalates the session if the step is not "
+                        "idempotent", self.session_id, record.key, record.kind,
+                        record.target, error)
         raise SessionInterrupted(str(error), cause=error) from None
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,

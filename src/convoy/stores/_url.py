@@ -83,13 +83,13 @@ def store_from_url(url: str | Path | None = None, *, durability: Durability = "p
 
 
 def sqlite_path(url: str | Path) -> Path:
-    """The file a SQLite store URL names (a path, or ``sqlite:///PATH``); a
-    :class:`~convoy.UserError` for a URL of another kind."""
+    """The file a SQLite store URL names (a path, ``~`` expanded, or ``sqlite:///PATH``);
+    a :class:`~convoy.UserError` for a URL of another kind."""
     if isinstance(url, Path):
         return url
     m = _SCHEME.match(url)
-    if m is None:
-        return Path(url)
+    if m is None:  # (``~/app.db`` too, where no shell expanded it: a unit file, a .env)
+        return Path(url).expanduser()
     scheme = m.group(1).lower()
     if scheme != "sqlite":
         near = difflib.get_close_matches(scheme, _SCHEMES, n=1)
