@@ -11,6 +11,7 @@ import sys
 from convoy._interrupt import INTERRUPTED_LINE
 from convoy._text import escaped, quoted, undecodable_byte
 from convoy.cli._app import app
+from convoy.cli._common import OUTPUT_CLOSED
 from convoy.privacy._withheld import SessionText
 
 
@@ -50,6 +51,9 @@ def main() -> None:
         if e.code == 130 and exit_ is not None and \
                 isinstance(exit_.__cause__, KeyboardInterrupt):
             _interrupted()
+        if e.code == 1 and isinstance(exit_, OSError) and exit_.errno == errno.EPIPE:
+            # (click's exit when a print found its reader gone: as the consoles' own)
+            raise SystemExit(OUTPUT_CLOSED) from None
         raise
 
 

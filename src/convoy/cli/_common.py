@@ -76,6 +76,10 @@ RUN_FAILURE = 1
 USAGE_ERROR = 2
 #: Exit code after Ctrl-C (128 + SIGINT).
 INTERRUPTED = 130
+#: Exit code of a command whose output was closed before it was all written (a pipe into
+#: ``head``): 128 + SIGPIPE, as a program that signal ended (``seq 9999 | head -1``), not
+#: 1, which says the command could not do its work.
+OUTPUT_CLOSED = 141
 
 DbOption = Annotated[str, typer.Option(
     "--db", envvar="CONVOY_DB", show_envvar=True, metavar="PATH|URL",
@@ -304,6 +308,14 @@ class DataConsole(Console):
                 all(isinstance(o, str | Text) for o in objects):
             soft_wrap = True
         super().print(*objects, soft_wrap=soft_wrap, **options)
+
+    def on_broken_pipe(self) -> None:
+        """Its reader exited (``| head``): exit :data:`OUTPUT_CLOSED`, saying nothing (the
+        output was wanted no further), as Rich's own does with exit 1."""
+        try:
+            super().on_broken_pipe()
+        except SystemExit:
+            raise SystemExit(OUTPUT_CLOSED) from None
 
     @property
     def file(self) -> IO[str]:
