@@ -256,6 +256,10 @@ def test_a_master_key_file_is_found_under_home_and_one_others_can_read_is_warned
         assert MasterKey.from_env() is not None
     [warned] = caplog.records
     assert "readable by others (mode 0644): chmod 600" in warned.getMessage()
+    # Once a process (a command reads the key more than once): not at each read.
+    with caplog.at_level("WARNING", logger="convoy"):
+        assert MasterKey.from_env() is not None
+    assert len(caplog.records) == 1
 
 
 async def test_erasure_on_postgres_leaves_no_byte_in_tables_or_data_files() -> None:

@@ -86,6 +86,9 @@ def _aesgcm(key: bytes) -> AESGCM:
     return AESGCM(key)
 
 
+#: The master key files (and their modes) a warning said are readable by others.
+_WARNED: set[tuple[Path, int]] = set()
+
 class MasterKey:
     """The key that wraps every subject key (32 bytes). Build it with :meth:`from_env`,
     :meth:`from_text` or :meth:`generate`."""
@@ -144,7 +147,8 @@ class MasterKey:
                             "keygen FILE')") from None
         key = cls.from_text(content, source=f"the master key file {path!r}")
         key.origin = f"the file {path!r}"
-        if mode & 0o077:
+        if mode & 0o077 and (file.absolute(), mode) not in _WARNED:
+            _WARNED.add((file.absolute(), mode))  # (once a process: a command reads it twice)
             log.warning("the master key file %r is readable by others (mode %04o): chmod 600 "
                         "%s (whoever reads it can open every data subject's data)", path,
                         mode, shlex.quote(str(file)))
