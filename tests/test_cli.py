@@ -249,7 +249,8 @@ def test_unknown_module_is_a_usage_error() -> None:
     assert res.code == 2
     assert "has no attribute 'nothing'; workflows it defines: cli_flows:approval, " \
         "cli_flows:boom, cli_flows:charge, cli_flows:handle, cli_flows:held, " \
-        "cli_flows:locker, cli_flows:nap, cli_flows:one_effect, cli_flows:shout" in res.stderr
+        "cli_flows:locker, cli_flows:nap, cli_flows:one_effect, " \
+        "cli_flows:pay_after_failing, cli_flows:shout" in res.stderr
     # An explicit name typed as the attribute: the reference that names it
     res = cli("run", "audited_flows:cli.audited", "-i", "in.jsonl")
     one_line_error(res, 2, "'cli.audited' is the explicit name of audited_flows:")
@@ -317,6 +318,9 @@ def test_a_db_path_from_the_environment_has_its_tilde_expanded(
     assert (home / "app.db").exists() and not Path("~").exists()
     shown = cli("sessions", "list", env={"CONVOY_DB": "~/app.db"})
     assert shown.code == 0 and "completed: 1" in shown.stdout, shown
+    # ``~NAME`` of no user is a name, as a shell leaves it (a store named so before)
+    res = cli("run", FLOW, "-i", "in.jsonl", "--db", "~no-such-user-here.db")
+    assert res.code == 0 and Path("~no-such-user-here.db").exists(), res.stderr
 
 
 # -- idempotent re-runs and the version policy -------------------------------------------
@@ -1091,6 +1095,33 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     assert done.code == 0, done.stderr
     [row] = sessions(tmp_path / "c.db")
     assert row.status == "completed" and row.output == '"a done"'
+
+
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_a_stopped_retry_lets_the_payment_in_flight_finish(
+        background: Callable[..., Background], sig: int, sigint: str, code: int,
+        tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM while a retry's payment is in flight: it finishes and is
+    journaled, its session completing (cancelled, it was escalated as an unknown outcome
+    by the resume the line names), paid once."""
+    write_jsonl(tmp_path / "in.jsonl", ['"a"'])
+    res = subprocess_cli(tmp_path, "run", "cli_flows:pay_after_failing", "-i", "in.jsonl",
+                         "--db", "c.db")
+    assert res.returncode == 0 and summary(res.stdout, "failed") == "1", res.stderr
+    (tmp_path / "hold").touch()
+    again = background("retry", "--status", "failed", "--db", "c.db", sigint=sigint)
+    again.wait_for_line("holding a")
+    again.proc.send_signal(sig)
+    again.wait_for_line("stopping: the steps in flight finish first")
+    (tmp_path / "hold").unlink()  # the payment in flight ends
+    res2 = again.wait()
+    assert res2.code == code, res2.stderr
+    assert "interrupted: the retries already created are saved; 'convoy resume --db c.db' " \
+        "finishes them" in res2.stderr, res2.stderr
+    assert "Traceback" not in res2.stderr + res2.stdout, res2.stderr
+    retried = [r for r in sessions(tmp_path / "c.db") if r.id.endswith(".r1")]
+    assert [r.status for r in retried] == ["completed"], retried
+    assert (tmp_path / "calls").read_text() == "first a\n"
 
 
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)

@@ -31,3 +31,22 @@ def test_a_closed_output_is_exit_141_and_nothing_said(workdir: Path, args: list[
         os.close(write)
     assert done.returncode == 141, done.stderr
     assert done.stderr == "", done.stderr
+
+
+def test_a_closed_stderr_lets_the_command_go_on_to_its_own_exit_code(workdir: Path) -> None:
+    """Standard error closed (a log reader gone): the command's notices go nowhere, and it
+    does its work and exits as it would (a stop's notice that found stderr closed skipped
+    the drain, and the steps in flight were cancelled)."""
+    write_jsonl(workdir / "in.jsonl", [*GOOD[:1], "not json"])  # (a line it warns of)
+    read, write = os.pipe()
+    os.close(read)
+    try:
+        runs = [subprocess.run([sys.executable, "-m", "convoy.cli", *args], cwd=workdir,
+                               env=subprocess_env(), stdout=subprocess.PIPE, stderr=write,
+                               text=True, timeout=120, check=False)
+                for args in (["run", FLOW, "-i", "in.jsonl"], ["sessions", "show", "nope"])]
+    finally:
+        os.close(write)
+    ran, unknown = runs
+    assert ran.returncode == 0 and "completed" in ran.stdout, ran
+    assert unknown.returncode == 2, unknown

@@ -135,3 +135,15 @@ def test_an_application_that_configures_logging_gets_the_json_lines_only(
     logged = records(res.stderr)  # (every line JSON)
     assert [r["level"] for r in logged] == ["warning", "warning"], logged
     assert EMAIL not in res.stderr
+
+
+def test_the_command_that_finishes_sessions_keeps_the_log_format_the_variable_does_not_say(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from convoy.cli._interceptors import session_options
+
+    monkeypatch.delenv("CONVOY_LOG_FORMAT", raising=False)
+    assert (session_options(None, None, None, "text"),
+            session_options(None, None, None, "json")) == ("", "--log-format json")
+    monkeypatch.setenv("CONVOY_LOG_FORMAT", " JSON")  # (read as the option reads it)
+    assert (session_options(None, None, None, "json"),
+            session_options(None, None, None, "text")) == ("", "--log-format text")

@@ -103,3 +103,9 @@ async def test_a_lasting_or_permanent_failure_stops_the_run(
     async with convoy.Engine(store, workflows=[charge]) as engine:
         [res] = await engine.resume()
     assert res.status == "escalated" and CHARGED == ["o-2"]
+
+
+@pytest.mark.parametrize("lease", [float("inf"), float("nan"), 0.0, -1.0])
+def test_a_lease_that_is_no_number_of_seconds_is_refused(tmp_path: Path, lease: float) -> None:
+    with pytest.raises(convoy.UserError, match="lease_seconds must be a number of seconds"):
+        convoy.Engine(tmp_path / "s.db", lease_seconds=lease)

@@ -186,10 +186,12 @@ def test_every_line_is_json_a_strict_reader_takes() -> None:
 
 
 def test_no_field_is_dropped_bytes_are_their_text_and_a_stack_is_kept() -> None:
-    record = _logged({"tenant": "acme", "time": 5, "raw": EMAIL.encode()})
+    record = _logged({"tenant": "acme", "time": 5, "raw": EMAIL.encode(),
+                      "phone": b"4155552671"})
     # (fields the formatter writes keep theirs; the call's own come next to them)
     assert record["tenant"] is None and record["tenant (2)"] == "acme"
     assert record["time (2)"] == 5 and record["raw"] == "[EMAIL]"
+    assert record["phone"] == "[PHONE]"  # (bytes read as the text they hold, key and all)
     stream = io.StringIO()
     handler = json_logging(stream=stream, logger_name="scrub.stack")
     try:

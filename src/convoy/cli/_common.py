@@ -310,8 +310,13 @@ class DataConsole(Console):
         super().print(*objects, soft_wrap=soft_wrap, **options)
 
     def on_broken_pipe(self) -> None:
-        """Its reader exited (``| head``): exit :data:`OUTPUT_CLOSED`, saying nothing (the
-        output was wanted no further), as Rich's own does with exit 1."""
+        """Its reader exited (``| head``). Standard output: exit :data:`OUTPUT_CLOSED`,
+        saying nothing (the output was wanted no further), as Rich's own does with exit 1.
+        Standard error: the command goes on and says nothing more there (nobody reads its
+        notices: a stop still lets the steps in flight finish, a worker keeps serving)."""
+        if self.stderr:
+            self.quiet = True
+            return
         try:
             super().on_broken_pipe()
         except SystemExit:

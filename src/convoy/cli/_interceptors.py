@@ -115,7 +115,7 @@ def session_options(ref: str | None, trace: list[str] | None = None,
     words += [f"--trace {word(t)}" for t in trace or ()]
     if ref is not None and _option(ref) == "--interceptors":
         words.append(f"--interceptors {word(ref)}")
-    if log_format != "text" and os.environ.get(LOG_FORMAT_ENV) != log_format:
+    if (os.environ.get(LOG_FORMAT_ENV) or "text").strip().lower() != log_format:
         words.append(f"--log-format {word(log_format)}")
     return " ".join(words)
 

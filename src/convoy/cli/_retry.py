@@ -22,8 +22,10 @@ from convoy.cli._common import (
     ImportOption,
     ModelOption,
     Scope,
+    StopGraceOption,
     TenantOption,
     build_engine,
+    convoy_errors,
     each_session_id,
     err,
     fail,
@@ -33,6 +35,7 @@ from convoy.cli._common import (
     out,
     require_convoy_store,
     run_async,
+    say,
     tenant_scope,
     unknown_session,
     workflow_names,
@@ -55,6 +58,7 @@ from convoy.cli._render import (
     summary_table,
 )
 from convoy.cli._stats import RunStats, withhold_messages
+from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.engine._retry import RETRYABLE, retry_id, select_retryable
 from convoy.privacy._keys import MASTER_KEY_FILE_ENV, MasterKey
 from convoy.privacy._seal import is_sealed
@@ -97,6 +101,7 @@ def retry(
     db: DbOption = DEFAULT_DB,
     imports: ImportOption = None,
     busy_timeout: BusyTimeoutOption = 10.0,
+    stop_grace: StopGraceOption = STOP_GRACE_S,
     interceptors: InterceptorsOption = None,
     log_format: LogFormatOption = "text",
     tenant: TenantOption = None,
@@ -123,8 +128,9 @@ def retry(
     Exit codes: 0 when the retries ran (even if some failed again, unless --strict); 1
     when a store error stopped them (run 'convoy resume' to finish), or with --strict when
     a retry did not complete; 2 on usage errors (and when a selected session's workflow
-    cannot be loaded here); 130 when interrupted (Ctrl-C: 'convoy resume' finishes the
-    retries already created).
+    cannot be loaded here); 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM:
+    the steps in flight finish first (--stop-grace), and 'convoy resume' finishes the
+    retries already created.
 
     Example: `convoy retry --status failed --error-type ConnectionError --dry-run`
     """
@@ -162,17 +168,21 @@ def retry(
         out.print(f"{plural(len(rows), 'session')} would be retried; run the same command "
                   "without --dry-run to retry them", markup=False)
         return
-    engine = build_engine(db, concurrency=concurrency, model=model, busy_timeout=busy_timeout,
-                          interceptors=chain)
-    try:
-        stats = run_async(_retry(engine, scope, rows, who))
-    except KeyboardInterrupt:
-        opts = session_options(interceptors, None, model, log_format)
-        _, resume, note = continuing([r.workflow for r in rows],
-                                     lambda args: scope.command(args, db, options=opts))
-        err.print("interrupted: the retries already created are saved; "
-                  f"{resume} finishes them{note}", markup=False, soft_wrap=True)
-        raise typer.Exit(INTERRUPTED) from None
+    # From here SIGINT and SIGTERM stop it gracefully: the steps in flight finish first.
+    with stop_signals(say) as stop:
+        engine = build_engine(db, concurrency=concurrency, model=model,
+                              busy_timeout=busy_timeout, interceptors=chain)
+        stop.drain_on_stop(engine.drain, stop_grace)
+        try:
+            with convoy_errors():
+                stats = stop.run(_retry(engine, scope, rows, who))
+        except (Stopped, KeyboardInterrupt) as e:
+            opts = session_options(interceptors, None, model, log_format)
+            _, resume, note = continuing([r.workflow for r in rows],
+                                         lambda args: scope.command(args, db, options=opts))
+            err.print("interrupted: the retries already created are saved; "
+                      f"{resume} finishes them{note}", markup=False, soft_wrap=True)
+            raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))
     print_failures(out, stats, db=db, scope=scope)
     exit_on_store_errors(stats)

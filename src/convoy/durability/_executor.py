@@ -469,6 +469,8 @@ class JournaledExecutor:
         nothing), nor is a record that consumes a signal (the signal stays, for the next
         run's wait to take)."""
         patience = self.outcome_patience
+        if not math.isfinite(patience):  # (an engine refuses it; one made by hand: a day)
+            patience = 86_400.0
         ran = record.status != "started" and consume_signal is None
         deadline = self.clock() + patience
         delay = _FIRST_DELAY_S

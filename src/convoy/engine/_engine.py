@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import math
 import time
 import uuid
 import warnings
@@ -215,8 +216,9 @@ class Engine(SessionControl, SubjectRights):
                  master_key: MasterKey | None = None) -> None:
         if concurrency < 1:
             raise UserError(f"concurrency must be >= 1, got {concurrency}")
-        if lease_seconds <= 0 or park_after < 0:
-            raise UserError("lease_seconds must be > 0 and park_after >= 0")
+        if not (math.isfinite(lease_seconds) and lease_seconds > 0) or not park_after >= 0:
+            raise UserError("lease_seconds must be a number of seconds > 0 and park_after "
+                            f">= 0, got {lease_seconds!r} and {park_after!r}")
         if on_nondeterminism not in ("error", "warn"):
             raise UserError(f"on_nondeterminism must be 'error' or 'warn', got "
                             f"{on_nondeterminism!r}")

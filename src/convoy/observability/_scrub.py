@@ -90,6 +90,8 @@ def scrub_item(key: str, value: Any, redact: Callable[[str], str], limit: int | 
     4155552671``), and digits alone in international form too (an integer cannot hold the
     ``+``; an MSISDN is written without it); so is each item of a list under it."""
     cue = _phone_key(key)
+    if isinstance(value, bytes | bytearray):  # (its text, read as text is: under the key)
+        value = bytes(value).decode("utf-8", "replace")
     if cue and isinstance(value, list | tuple) and _depth < _DEPTH:
         return [scrub_item(key, v, redact, limit, _depth + 1) for v in value]
     out = scrub(value, redact, limit, _depth)

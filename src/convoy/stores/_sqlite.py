@@ -97,7 +97,7 @@ from convoy.stores._sqlite_sql import (
 from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_subjects import SQLiteSubjects
 from convoy.stores._sqlite_wal import _Checkpointer
-from convoy.stores._url import check_busy_timeout
+from convoy.stores._url import check_busy_timeout, home_expanded
 
 Durability = Literal["process", "power"]
 # How opening waits before trying a lock again (a test takes its place: see _switch_to_wal).
@@ -183,7 +183,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                             "on a crash; pass a path such as 'convoy.db'")
         if durability not in ("process", "power"):
             raise UserError(f"durability must be 'process' or 'power', got {durability!r}")
-        self.path = Path(path)
+        self.path = home_expanded(Path(path))
         self.url = f"sqlite:///{self.path}"
         self.durability: Durability = durability
         self.busy_timeout = check_busy_timeout(busy_timeout)

@@ -82,6 +82,16 @@ def store_from_url(url: str | Path | None = None, *, durability: Durability = "p
                        clock=clock, read_only=read_only)
 
 
+def home_expanded(path: Path) -> Path:
+    """``path`` with a leading ``~`` (or ``~USER``) as the home directory, as a shell
+    expands it; as written where there is no such home (an unknown user: a file named
+    ``~tmp.db``, as a shell leaves it)."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # ("Could not determine home directory")
+        return path
+
+
 def sqlite_path(url: str | Path) -> Path:
     """The file a SQLite store URL names (a path, ``~`` expanded, or ``sqlite:///PATH``);
     a :class:`~convoy.UserError` for a URL of another kind."""
@@ -89,7 +99,7 @@ def sqlite_path(url: str | Path) -> Path:
         return url
     m = _SCHEME.match(url)
     if m is None:  # (``~/app.db`` too, where no shell expanded it: a unit file, a .env)
-        return Path(url).expanduser()
+        return home_expanded(Path(url))
     scheme = m.group(1).lower()
     if scheme != "sqlite":
         near = difflib.get_close_matches(scheme, _SCHEMES, n=1)
