@@ -30,6 +30,7 @@ from tests.clikit import (
     SRC,
     STOPS,
     Background,
+    Res,
     background_fixture,  # noqa: F401  (the background fixture)
     cli,
     ids_of,
@@ -1097,6 +1098,17 @@ def test_run_stops_cleanly_on_ctrl_c_or_sigterm(background: Callable[..., Backgr
     assert row.status == "completed" and row.output == '"a done"'
 
 
+def stopped_in_flight(job: Background, sig: int, where: Path) -> Res:
+    """``job``'s result, stopped by ``sig`` while its step holds (``holding a``), the step
+    let go (the file ``hold`` removed) once the job said it lets the steps in flight
+    finish."""
+    job.wait_for_line("holding a")
+    job.proc.send_signal(sig)
+    job.wait_for_line("stopping: the steps in flight finish first")
+    (where / "hold").unlink()  # the step in flight ends
+    return job.wait()
+
+
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
 def test_a_stopped_retry_lets_the_payment_in_flight_finish(
         background: Callable[..., Background], sig: int, sigint: str, code: int,
@@ -1110,11 +1122,7 @@ def test_a_stopped_retry_lets_the_payment_in_flight_finish(
     assert res.returncode == 0 and summary(res.stdout, "failed") == "1", res.stderr
     (tmp_path / "hold").touch()
     again = background("retry", "--status", "failed", "--db", "c.db", sigint=sigint)
-    again.wait_for_line("holding a")
-    again.proc.send_signal(sig)
-    again.wait_for_line("stopping: the steps in flight finish first")
-    (tmp_path / "hold").unlink()  # the payment in flight ends
-    res2 = again.wait()
+    res2 = stopped_in_flight(again, sig, tmp_path)  # (the payment in flight ends)
     assert res2.code == code, res2.stderr
     assert "interrupted: the retries already created are saved; 'convoy resume --db c.db' " \
         "finishes them" in res2.stderr, res2.stderr
@@ -1135,11 +1143,7 @@ def test_a_stop_after_which_every_session_ends_prints_the_summary_not_unfinished
     (tmp_path / "hold").touch()
     run = background("run", "cli_flows:one_effect", "-i", "in.jsonl", "--db", "c.db",
                      sigint=sigint)
-    run.wait_for_line("holding a")
-    run.proc.send_signal(sig)
-    run.wait_for_line("stopping: the steps in flight finish first")
-    (tmp_path / "hold").unlink()  # the step in flight ends: the session completes
-    res = run.wait()
+    res = stopped_in_flight(run, sig, tmp_path)  # (the session completes)
     assert res.code == code, res.stderr
     assert "unfinished" not in res.stderr, res.stderr
     assert "interrupted: every session had ended before the stop" in res.stderr, res
@@ -1162,11 +1166,7 @@ def test_a_stop_lets_the_steps_in_flight_finish_and_nothing_is_escalated(
     (tmp_path / "hold").touch()
     args = ("run", "cli_flows:two_effects", "-i", "in.jsonl", "--db", "c.db")
     run = background(*args, sigint=sigint)
-    run.wait_for_line("holding a")
-    run.proc.send_signal(sig)
-    run.wait_for_line("stopping: the steps in flight finish first")
-    (tmp_path / "hold").unlink()  # the effect in flight ends
-    res = run.wait()
+    res = stopped_in_flight(run, sig, tmp_path)
     assert res.code == code, res.stderr
     assert "interrupted: unfinished sessions are saved" in res.stderr, res
     assert "Traceback" not in res.stderr + res.stdout, res.stderr
