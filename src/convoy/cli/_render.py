@@ -196,6 +196,24 @@ def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int =
                  width)
 
 
+def drained_summary(console: Console, stopped: BaseException, title: str, *, db: str,
+                    scope: Scope, invalid: Sequence[InvalidLine] | None = None,
+                    identical: Sequence[tuple[int, int]] = ()) -> RunStats | None:
+    """The summary of a command a stop drained (its coroutine returned what it ran:
+    :attr:`~convoy.cli._stop.Stopped.result`, a :class:`RunStats` or a tuple that begins
+    with one), printed with its failures; ``None`` (nothing printed) when it was cancelled
+    or interrupted before it returned."""
+    from convoy.cli._stop import Stopped
+
+    ran = stopped.result if isinstance(stopped, Stopped) else None
+    stats = ran[0] if isinstance(ran, tuple) and ran else ran
+    if not isinstance(stats, RunStats):
+        return None
+    console.print(summary_table(title, stats, invalid, identical))
+    print_failures(console, stats, db=db, scope=scope)
+    return stats
+
+
 def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) -> None:
     """The first few sessions that did not complete, with their error (and the commands
     that show the rest, on store ``db`` in ``scope``); a data subject's session's error by

@@ -40,7 +40,12 @@ from convoy.cli._interceptors import (
 from convoy.cli._loading import unloadable
 from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
-from convoy.cli._render import exit_on_store_errors, print_failures, summary_table
+from convoy.cli._render import (
+    drained_summary,
+    exit_on_store_errors,
+    print_failures,
+    summary_table,
+)
 from convoy.cli._stats import RunStats, withhold_messages
 from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 
@@ -100,11 +105,14 @@ def resume(
                 resumed = stop.run(_resume(engine, scope, scope.command(
                     "resume --import MODULE", db)))
         except (Stopped, KeyboardInterrupt) as e:
+            ran = drained_summary(out, e, f"convoy resume · {label(db)}{scope.of}", db=db,
+                                  scope=scope)
             again = " ".join(["resume", *(f"--import {word(m)}" for m in imports or ())])
             opts = session_options(interceptors, trace, model, log_format)
-            err.print(f"interrupted: run {scope.command(again, db, options=opts)} again to "
-                      "finish",
-                      markup=False, soft_wrap=True)
+            err.print("interrupted: every session it ran had ended before the stop (the "
+                      "summary above)" if ran is not None and not ran.left else
+                      f"interrupted: run {scope.command(again, db, options=opts)} again to "
+                      "finish", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     if resumed is None:
         out.print(f"nothing to resume: no unfinished sessions{scope.of} in {label(db)}"

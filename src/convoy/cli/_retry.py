@@ -50,6 +50,7 @@ from convoy.cli._loading import continuing, unloadable
 from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
+    drained_summary,
     error_summary,
     exit_if_strict,
     exit_on_store_errors,
@@ -177,10 +178,14 @@ def retry(
             with convoy_errors():
                 stats = stop.run(_retry(engine, scope, rows, who))
         except (Stopped, KeyboardInterrupt) as e:
+            ran = drained_summary(out, e, f"convoy retry · {label(db)}{scope.of}", db=db,
+                                  scope=scope)
             opts = session_options(interceptors, None, model, log_format)
             _, resume, note = continuing([r.workflow for r in rows],
                                          lambda args: scope.command(args, db, options=opts))
-            err.print("interrupted: the retries already created are saved; "
+            err.print("interrupted: every retry had ended before the stop (the summary "
+                      "above)" if ran is not None and not ran.left else
+                      "interrupted: the retries already created are saved; "
                       f"{resume} finishes them{note}", markup=False, soft_wrap=True)
             raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
     out.print(summary_table(f"convoy retry · {label(db)}{scope.of}", stats))

@@ -47,13 +47,14 @@ from convoy.cli._logs import LogFormatOption
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
+    drained_summary,
     exit_if_strict,
     exit_on_store_errors,
     print_failures,
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason, withhold_messages
-from convoy.cli._stop import NOT_RETURNED, STOP_GRACE_S, Stopped, stop_signals
+from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
 
@@ -154,12 +155,10 @@ def run(
                 stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
                                       subject, content_ids=id_field is None))
         except (Stopped, KeyboardInterrupt) as e:
-            ran = e.result if isinstance(e, Stopped) else NOT_RETURNED
-            if isinstance(ran, RunStats):  # (drained: what the sessions it ran did)
-                out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", ran,
-                                        batch.invalid, batch.identical))
-                print_failures(out, ran, db=db, scope=scope)
-            if isinstance(ran, RunStats) and not ran.left:
+            ran = drained_summary(out, e, f"convoy run {wf.name} · {input} · {label(db)}",
+                                  db=db, scope=scope, invalid=batch.invalid,
+                                  identical=batch.identical)
+            if ran is not None and not ran.left:
                 err.print("interrupted: every session had ended before the stop (the summary "
                           "above)", markup=False, soft_wrap=True)
             else:
