@@ -89,6 +89,7 @@ def _aesgcm(key: bytes) -> AESGCM:
 #: The master key files (and their modes) a warning said are readable by others.
 _WARNED: set[tuple[Path, int]] = set()
 
+
 class MasterKey:
     """The key that wraps every subject key (32 bytes). Build it with :meth:`from_env`,
     :meth:`from_text` or :meth:`generate`."""
