@@ -1109,6 +1109,21 @@ def stopped_in_flight(job: Background, sig: int, where: Path) -> Res:
     return job.wait()
 
 
+def test_sessions_a_stop_never_started_are_left_not_listed_as_failures(
+        background: Callable[..., Background], tmp_path: Path) -> None:
+    """One session at a time, stopped as the first runs: the two it never started are
+    left unfinished for later (counted so), not listed as failures with an empty error."""
+    write_jsonl(tmp_path / "in.jsonl", ['"a"', '"b"', '"c"'])
+    (tmp_path / "hold").touch()
+    run = background("run", "cli_flows:one_effect", "-i", "in.jsonl", "--db", "c.db", "-c",
+                     "1")
+    res = stopped_in_flight(run, signal.SIGTERM, tmp_path)
+    assert res.code == 143, res.stderr
+    assert summary(res.stdout, "completed") == "1", res.stdout
+    assert summary(res.stdout, "interrupted (resume later)") == "2", res.stdout
+    assert "error:" not in res.stdout and "pending" not in res.stdout, res.stdout
+
+
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
 def test_a_stopped_retry_lets_the_payment_in_flight_finish(
         background: Callable[..., Background], sig: int, sigint: str, code: int,

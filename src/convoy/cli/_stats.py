@@ -76,7 +76,7 @@ class RunStats:
         why = left_reason(res)
         if why is not None:
             self.left[why] += 1
-            if why == "interrupted":
+            if why == "interrupted" and res.error:  # (one a stop never started: no error)
                 self.failures.append(res)
                 if (res.error or {}).get("type") == "StoreError":
                     self.store_errors.append(res)
