@@ -430,3 +430,38 @@ async def test_a_cancel_whose_hook_raises_a_validation_error_runs_the_hooks_once
         assert row is not None and (row.status, row.owner) == ("cancelled", None)
     assert entered == ["p"]
     assert told.told == [("p", "cancelled", None, "Cancelled")]
+
+
+async def test_a_tap_that_raises_in_a_subjects_session_is_logged_by_its_type_alone(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The tap's error may quote the subject's data (the run's output): the log line says
+    its type, with no message and no traceback (which nothing could erase); the journal
+    tap's and a run tap's alike."""
+    from convoy.privacy import MasterKey
+
+    planted = "Octavia Modelworth"
+
+    class Quoting(convoy.Interceptor):
+        async def session_run(self, input: convoy.SessionInput,
+                              next: convoy.Next[convoy.SessionInput, convoy.SessionEnd],
+                              ) -> convoy.SessionEnd:
+            input.end_taps.append(self.choke)
+            input.journal_taps.append(self.choke)
+            return await next(input)
+
+        def choke(self, end: object) -> None:
+            raise ValueError(f"choked on {planted}: {end!r}")
+
+    with caplog.at_level(logging.ERROR, logger="convoy"):
+        async with convoy.Engine(tmp_path / "c.db", interceptors=[Quoting()],
+                                 master_key=MasterKey.from_text(MasterKey.generate())) as eng:
+            assert (await eng.run(double, 2, session_id="s", subject="p-1")).output == 4
+            assert (await eng.run(double, 3, session_id="o")).output == 6
+    subject = [r for r in caplog.records if "session 's'" in r.getMessage()
+               or " of session s;" in r.getMessage()]
+    assert len(subject) == 3, caplog.text  # (its two records' journal tap, its end tap)
+    for r in subject:
+        assert planted not in r.getMessage() and r.exc_info is None, r.getMessage()
+        assert "ValueError (message withheld: a data subject's session)" in r.getMessage()
+    other = [r for r in caplog.records if r not in subject]
+    assert other and all(r.exc_info is not None for r in other)  # (its traceback, as before)

@@ -238,3 +238,32 @@ def test_numbers_the_review_of_the_trunk_rule_found_left(text: str, masked: str)
 def test_table_columns_stay_as_they_are(text: str) -> None:
     assert Redactor()(text) == text
 
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    # (a short token of two letters and two digits before it looked like an IBAN's start,
+    # failed, and the search went on past the real one)
+    ("id 42 IBAN DE89370400440532013000", "id 42 IBAN [IBAN]"),
+    ("ip 10.0.0.1 DE89370400440532013000", "ip [IP] [IBAN]"),
+    ("ref AB12 GB82 WEST 1234 5698 7654 32", "ref AB12 [IBAN]"),
+    ("no 12 FR14 2004 1010 0505 0001 3M02 606", "no 12 [IBAN]"),
+])
+def test_an_iban_after_a_token_shaped_like_its_start(text: str, masked: str) -> None:
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("Suite 300 (415) 555-2671", "Suite 300 [PHONE]"),
+    ("zip 94103 (415) 555-2671", "zip 94103 [PHONE]"),
+    ("room 12 415-555-2671", "room 12 [PHONE]"),
+])
+def test_a_phone_number_right_after_another_number(text: str, masked: str) -> None:
+    """Set apart from the number before it (its area code in brackets, its groups joined
+    by a dash or a dot): a run of groups joined by spaces (2026 2027 2028) stays a run."""
+    assert Redactor()(text) == masked
+
+
+@pytest.mark.parametrize("text", ["2026 2027 2028 2029", "on 2026 12-06-2026",
+                                  "v 1 1.2.3", "total 12 10.5-20.5"])
+def test_numbers_after_numbers_that_are_no_phone(text: str) -> None:
+    assert Redactor()(text) == text

@@ -356,7 +356,8 @@ class JournaledExecutor:
             try:
                 self.tap(record)
             except Exception:  # (the record is committed: the step goes on as journaled)
-                journal_tap_raised(self.session_id, record)
+                journal_tap_raised(self.session_id, record,
+                                       of_subject=self.fingerprint_key is not None)
 
     async def run_step(self, key: str, kind: str, target: str,
                        execute: Callable[[], Awaitable[T]], encode: Callable[[T], str],
@@ -451,7 +452,8 @@ class JournaledExecutor:
                 try:
                     self.tap(record)
                 except Exception:  # (committed: the step goes on as journaled)
-                    journal_tap_raised(self.session_id, record)
+                    journal_tap_raised(self.session_id, record,
+                                       of_subject=self.fingerprint_key is not None)
         return value
 
     async def _outcome_again(self, record: StepRecord, error: StoreError,
@@ -488,11 +490,14 @@ class JournaledExecutor:
             except StoreError as e:
                 error = e
         if ran and patience > 0:
+            from convoy.privacy._withheld import WITHHELD, SessionText
+
             log.warning("session %s step %s: the %s step %r ran, and its outcome could not "
                         "be journaled (%s): the session stops unfinished; its next run runs "
                         "the step again, or escalates the session if the step is not "
                         "idempotent", self.session_id, record.key, record.kind,
-                        record.target, error)
+                        WITHHELD if self.fingerprint_key is not None else
+                        SessionText(record.target), error)
         raise SessionInterrupted(str(error), cause=error) from None
 
     async def _fail(self, key: str, kind: str, target: str, input_hash: str | None,
@@ -664,19 +669,24 @@ def _when(at: float) -> str:
     return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
-def journal_tap_raised(session_id: str, record: StepRecord) -> None:
+def journal_tap_raised(session_id: str, record: StepRecord, *, of_subject: bool = False
+                       ) -> None:
     """Log a journal tap that raised on ``record`` (which is committed: its step goes on as
-    journaled, and the other taps are told all the same)."""
-    log.exception("a journal tap raised on the record of step %s (%s %s) of session %s; "
-                  "the step goes on as journaled", record.key, record.kind, record.target,
-                  session_id)
+    journaled, and the other taps are told all the same); in a data subject's session
+    (``of_subject``), the error's type alone."""
+    from convoy.privacy._withheld import log_raised
+
+    log_raised(log, "a journal tap raised on the record of step %s (%s %s) of session %s; "
+               "the step goes on as journaled", record.key, record.kind, record.target,
+               session_id, of_subject=of_subject)
 
 
-def journal_tap_of(taps: Sequence[Callable[[StepRecord], None]], session_id: str
-                   ) -> Callable[[StepRecord], None]:
+def journal_tap_of(taps: Sequence[Callable[[StepRecord], None]], session_id: str, *,
+                   of_subject: bool = False) -> Callable[[StepRecord], None]:
     """One journal tap (:attr:`JournaledExecutor.tap`) that tells each of ``taps`` in
-    turn: one that raises is logged, and the others are told all the same (the executor
-    logs a lone one that raises)."""
+    turn: one that raises is logged (the error's type alone in a data subject's session,
+    ``of_subject``), and the others are told all the same (the executor logs a lone one
+    that raises)."""
     if len(taps) == 1:
         return taps[0]
     if len(taps) == 2:  # (the common pair, live tracing's and audit's: no loop per call)
@@ -686,7 +696,7 @@ def journal_tap_of(taps: Sequence[Callable[[StepRecord], None]], session_id: str
             try:
                 first(record)
             except Exception:
-                journal_tap_raised(session_id, record)
+                journal_tap_raised(session_id, record, of_subject=of_subject)
             second(record)  # (the executor logs it if it raises)
 
         return both
@@ -697,7 +707,7 @@ def journal_tap_of(taps: Sequence[Callable[[StepRecord], None]], session_id: str
             try:
                 tap(record)
             except Exception:
-                journal_tap_raised(session_id, record)
+                journal_tap_raised(session_id, record, of_subject=of_subject)
 
     return tell
 

@@ -115,7 +115,7 @@ from convoy.models._base import Model
 from convoy.privacy._keys import KeyRing, MasterKey, SubjectKey
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._sealed_store import sealing
-from convoy.privacy._withheld import SessionText, withheld
+from convoy.privacy._withheld import SessionText, log_raised, withheld
 from convoy.runtime._agent_loop import run_tap_of
 from convoy.runtime._context import Context
 from convoy.runtime._limits import Limits
@@ -1468,7 +1468,8 @@ class Engine(SessionControl, SubjectRights):
                 state.end_taps.append(ends)  # (a hook's own SessionInput: its list too)
             taps = si.journal_taps
             if taps:
-                executor.tap = journal_tap_of(_called("journal_taps", taps), state.id)
+                executor.tap = journal_tap_of(_called("journal_taps", taps), state.id,
+                                              of_subject=state.subject is not None)
             if si.run_taps and not executor.replay_only:  # (a replay ends no run)
                 state.run_tap = run_tap_of(_called("run_taps", si.run_taps))
             ended = state.body_end = await run_body(wf, state, executor, value)
@@ -1763,8 +1764,9 @@ def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
         try:
             tap(told)
         except Exception:
-            log.exception("an end tap raised on the end of a run of session %s (%s); the "
-                          "session ended as written", quoted(state.id), status)
+            log_raised(log, "an end tap raised on the end of a run of session %s (%s); the "
+                       "session ended as written", quoted(state.id), status,
+                       of_subject=state.subject is not None)
 
 
 #: The code of the functions, and the classes, of taps seen to be plain (not ``async

@@ -166,6 +166,13 @@ _PHONE_SPACED = re.compile(
 # The same after a cue glued to it (tel.4155552673, tel=020+7946+0958, a form's "+" for a
 # space), where _PHONE's look-behind refuses a dot or a word: what follows the cue.
 _CUED = re.compile(r"(?i)(?<![^\W_])(?:(?:tel|phone|ph|mob|mobile|cell|fax)[.:#=]|wa\.me/)")
+# A national number right after a number and a space (suite 300 (415) 555-2671, room 12
+# 415-555-2671), which _PHONE leaves (a run of digit groups, 2026 2027 2028): written so
+# that it stands apart from the number before, its area code in brackets, or its groups
+# joined by one dash or dot throughout.
+_PHONE_AFTER_DIGITS = re.compile(
+    rf"(?<=\d[ {_SP}])(?:\(\d{{1,5}}\)(?:[ {_SP}]|[.-])?\d{{2,5}}(?:[ {_SP}.-]\d{{2,5}}){{1,3}}"
+    rf"|\d{{2,5}}([.-])\d{{2,5}}(?:\1\d{{2,5}}){{1,3}})(?![\w@]|[.-]\d|[ {_SP}]\d)")
 _PHONE_AFTER_CUE = re.compile(
     rf"(?:\+\d{{1,3}}[ {_SP}.-]?)?(?:\(\d{{1,5}}\)[ {_SP}.-]?)?"
     rf"\d(?:[ {_SP}./+-]?\d){{5,14}}(?!(?!x\d{{1,5}}(?!\w))[\w@]|[.+-]\d|[ {_SP}]\d)")
@@ -372,10 +379,14 @@ class Redactor:
         if "email" in kinds and ("@" in text or "%40" in text):
             spans += [(m.start(), m.end(), "email") for m in _EMAIL.finditer(text)]
         if "iban" in kinds:
-            for m in _IBAN.finditer(text):
+            pos = 0
+            while (m := _IBAN.search(text, pos)) is not None:
                 end, valid = _iban_end(m.group())
                 if end:
                     spans.append((m.start(), m.start() + end, "iban" if valid else None))
+                    pos = m.start() + end
+                else:  # (no IBAN starts here: one may start inside, "id 42 IBAN DE89...")
+                    pos = m.start() + 1
             if _broken(text):
                 wrapped = _wrapped_ibans(text, _Taken(s for s in spans if s[2] is not None))
                 if wrapped:
@@ -436,6 +447,12 @@ class Redactor:
                     glued = self._glued_phone(m, text, taken)
                     if glued is not None:
                         spans.append(glued)
+            # (last: a number glued after a "+" and a country code is the whole of it)
+            for m in _PHONE_AFTER_DIGITS.finditer(text):
+                a, b = m.span()
+                if not any(a < e and s < b for s, e, _ in spans) and \
+                        self._is_phone(m.group(), text[max(0, a - 24):a]):
+                    spans.append((a, b, "phone"))
         return spans
 
     def _glued_phone(self, m: re.Match[str], text: str, taken: _Taken

@@ -234,8 +234,11 @@ def _tell(tap: Callable[[AgentRunEnded], None], ctx: Context, key: str,
 
 
 def _tap_raised(ended: AgentRunEnded) -> None:
-    log.exception("a run tap raised on the end of the run of agent %s at step %s of session "
-                  "%s; the run ends as it did", ended.agent.name, ended.key, ended.session.id)
+    from convoy.privacy._withheld import log_raised
+
+    log_raised(log, "a run tap raised on the end of the run of agent %s at step %s of "
+               "session %s; the run ends as it did", ended.agent.name, ended.key,
+               ended.session.id, of_subject=ended.session.subject is not None)
 
 
 def run_tap_of(taps: Sequence[Callable[[AgentRunEnded], None]]
