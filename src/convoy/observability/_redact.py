@@ -424,23 +424,14 @@ class Redactor:
                 spans += filter(None, map(_ipv6_span, _IPV6.finditer(text)))
         if "phone" in kinds:
             for m in _PHONE.finditer(text):
-                a, b = m.start(), m.end()
-                if not any(a < e and s < b for s, e, _ in spans) and \
-                        self._is_phone(m.group(), text[max(0, a - 24):a]):
-                    spans.append((a, b, "phone"))
+                self._phone_at(m, text, spans)
             if "+" in text or "00" in text:
                 for m in _PHONE_SPACED.finditer(text):
-                    a, b = m.span()
-                    if not any(a < e and s < b for s, e, _ in spans) and \
-                            self._is_phone(m.group(), text[max(0, a - 24):a]):
-                        spans.append((a, b, "phone"))
+                    self._phone_at(m, text, spans)
             for m in _CUED.finditer(text):
                 n = _PHONE_AFTER_CUE.match(text, m.end())
                 if n is not None:
-                    a, b = n.span()
-                    if not any(a < e and s < b for s, e, _ in spans) and \
-                            self._is_phone(n.group(), text[max(0, a - 24):a]):
-                        spans.append((a, b, "phone"))
+                    self._phone_at(n, text, spans)
             if "+" in text:
                 taken = _Taken(spans)  # (the numbers found here do not overlap each other)
                 for m in _PHONE_GLUED.finditer(text):
@@ -449,11 +440,17 @@ class Redactor:
                         spans.append(glued)
             # (last: a number glued after a "+" and a country code is the whole of it)
             for m in _PHONE_AFTER_DIGITS.finditer(text):
-                a, b = m.span()
-                if not any(a < e and s < b for s, e, _ in spans) and \
-                        self._is_phone(m.group(), text[max(0, a - 24):a]):
-                    spans.append((a, b, "phone"))
+                self._phone_at(m, text, spans)
         return spans
+
+    def _phone_at(self, m: re.Match[str], text: str,
+                  spans: list[tuple[int, int, PiiKind | None]]) -> None:
+        """Add the candidate ``m`` to ``spans`` as a phone number if no finding overlaps it
+        and it is one (:meth:`_is_phone`, read after the words before it)."""
+        a, b = m.span()
+        if not any(a < e and s < b for s, e, _ in spans) and \
+                self._is_phone(m.group(), text[max(0, a - 24):a]):
+            spans.append((a, b, "phone"))
 
     def _glued_phone(self, m: re.Match[str], text: str, taken: _Taken
                      ) -> tuple[int, int, PiiKind] | None:
