@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import BaseModel
 from typer.testing import CliRunner
 
 import convoy
@@ -383,3 +384,56 @@ def test_a_store_without_tenant_counts_is_counted_page_by_page() -> None:
             await store.aclose()
 
     asyncio.run(counted())
+
+
+class _Grant(BaseModel):
+    """An answer with an optional field: a typo in its name used to be dropped in
+    silence, so the answer recorded said the opposite of what was typed."""
+
+    amount: int
+    approve: bool = False
+    note: _Note | None = None
+
+
+class _Note(BaseModel):
+    text: str
+
+
+_Grant.model_rebuild()
+
+
+@pytest.mark.parametrize("loaded", [True, False], ids=["by_type", "by_schema"])
+def test_an_answer_with_a_field_the_form_does_not_have_is_refused(loaded: bool) -> None:
+    """``{"aprove": true}`` is refused, naming the field and the form's fields, whether
+    the answer's type is loaded or only its schema is known; nothing is recorded."""
+    from convoy.hitl._task import HumanTask, answer_checker, type_name
+
+    task = HumanTask(id="t:0", session_id="t", tenant="default", kind="question",
+                     prompt="?", answer_type=type_name(_Grant) if loaded else "nowhere:G",
+                     answer_schema=_Grant.model_json_schema(), created_at=0.0)
+    check = answer_checker(task)
+    with pytest.raises(convoy.UserError) as info:
+        check({"amount": 5, "aprove": True})
+    assert str(info.value) == ("the answer has a field its form does not have: 'aprove' "
+                               "(the form's fields: amount, approve, note); check its name")
+    with pytest.raises(convoy.UserError) as info:
+        check({"amount": 5, "note": {"text": "x", "txet": "y"}})
+    assert str(info.value) == ("the answer has a field its form does not have: "
+                               "note.'txet' (the form's fields: text); check its name")
+    assert check({"amount": 5, "approve": True}) == {"amount": 5, "approve": True,
+                                                     **({"note": None} if loaded else {})}
+
+
+def test_an_answer_type_that_allows_more_fields_keeps_them() -> None:
+    from pydantic import ConfigDict
+
+    from convoy.hitl._task import HumanTask, answer_checker
+
+    class Open(BaseModel):
+        model_config = ConfigDict(extra="allow")
+        amount: int
+
+    task = HumanTask(id="t:0", session_id="t", tenant="default", kind="question",
+                     prompt="?", answer_type="nowhere:Open",
+                     answer_schema=Open.model_json_schema(), created_at=0.0)
+    assert answer_checker(task)({"amount": 1, "more": 2}) == {"amount": 1, "more": 2}

@@ -238,10 +238,12 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
     type when this process has it loaded, else its JSON schema. Returns the value as JSON
     values; raises :class:`UserError` saying what is wrong."""
     tp = _loaded_type(task.answer_type)
+    schema = task.answer_schema
     if tp is not None:
         adapter: TypeAdapter[Any] = TypeAdapter(tp)
 
         def by_type(value: Any) -> Any:
+            _no_unknown_field(value, schema)
             try:
                 return adapter.dump_python(adapter.validate_python(value), mode="json")
             except ValidationError as e:
@@ -249,11 +251,11 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
                                 f"{readable_validation_error(e)}") from None
 
         return by_type
-    schema = task.answer_schema
 
     def by_schema(value: Any) -> Any:
         if schema is None:
             return value
+        _no_unknown_field(value, schema)
         import jsonschema
 
         try:
@@ -271,6 +273,67 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
         return value
 
     return by_schema
+
+
+def _no_unknown_field(value: Any, schema: dict[str, Any] | None) -> None:
+    """Refuse an answer with a field its form does not have (``{"aprove": true}``), at
+    any depth: Pydantic drops such a field by default, and a JSON schema allows it, so a
+    misspelt optional field was recorded as its default, in silence. An object whose
+    schema says what more it takes (``additionalProperties``, a model with
+    ``extra="allow"`` or ``"forbid"``) is left to the schema."""
+    if schema is None:
+        return
+    found = _unknown_in(value, schema, schema, ())
+    if found is not None:
+        path, name, known = found
+        where = "".join(f"{p}." for p in path) + repr(name)
+        raise UserError(f"the answer has a field its form does not have: {where} (the "
+                        f"form's fields: {', '.join(known)}); check its name")
+
+
+def _unknown_in(value: Any, schema: Any, root: dict[str, Any], path: tuple[str, ...]
+                ) -> tuple[tuple[str, ...], str, list[str]] | None:
+    """The first field of ``value`` that ``schema`` does not name: ``(path, name,
+    the fields it names)``."""
+    schema = _resolved(schema, root)
+    if not isinstance(schema, dict):
+        return None
+    if isinstance(value, dict):
+        branches = [b for b in (*schema.get("anyOf", ()), *schema.get("oneOf", ()))
+                    if isinstance(_resolved(b, root), dict)
+                    and "properties" in _resolved(b, root)]
+        if len(branches) == 1:  # (``Note | None``; several objects: the schema decides)
+            return _unknown_in(value, branches[0], root, path)
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return None
+        if "additionalProperties" not in schema and "patternProperties" not in schema:
+            for k in value:
+                if k not in props:
+                    return path, str(k), list(props)
+        for k, v in value.items():
+            if k in props:
+                found = _unknown_in(v, props[k], root, (*path, str(k)))
+                if found is not None:
+                    return found
+    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
+        for i, v in enumerate(value):
+            found = _unknown_in(v, schema["items"], root, (*path, str(i)))
+            if found is not None:
+                return found
+    return None
+
+
+def _resolved(schema: Any, root: dict[str, Any]) -> Any:
+    """``schema``, its ``$ref`` to the root's ``$defs`` followed (a ``$ref`` to a
+    ``$ref`` too, but not around a cycle)."""
+    for _ in range(64):
+        ref = schema.get("$ref") if isinstance(schema, dict) else None
+        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
+            break
+        defs = root.get("$defs")
+        schema = defs.get(ref[len("#/$defs/"):]) if isinstance(defs, dict) else None
+    return schema
 
 
 __all__ = ["ACTIONS", "DEADLINE", "INBOX", "RESERVED", "TASK_FORMAT", "Action", "Comment",
