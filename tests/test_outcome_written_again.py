@@ -109,3 +109,60 @@ async def test_a_lasting_or_permanent_failure_stops_the_run(
 def test_a_lease_that_is_no_number_of_seconds_is_refused(tmp_path: Path, lease: float) -> None:
     with pytest.raises(convoy.UserError, match="lease_seconds must be a number of seconds"):
         convoy.Engine(tmp_path / "s.db", lease_seconds=lease)
+
+
+class LapsingOutage(Outage):
+    """An outage that outlasts the session's lease: lease renewals fail too, and at the
+    ``takeover``-th failed write of the outcome another engine on the same store (the
+    same clock) resumes what it finds runnable, as a second worker would."""
+
+    def __init__(self, path: Path, clock: FakeClock, *, takeover: int, **kw: Any) -> None:
+        super().__init__(path, clock, **kw)
+        self.takeover = takeover
+        self.taken: list[Any] = []
+
+    async def renew(self, owner: str, lease_s: float) -> int:
+        if self.tried < self.failures:
+            raise convoy.StoreError("could not reach the store", transient=True)
+        return await super().renew(owner, lease_s)
+
+    async def append(self, session_id: str, owner: str, record: StepRecord,
+                     *a: Any, **kw: Any) -> Any:
+        if record.status != "started" and self.tried == self.takeover - 1:
+            async with convoy.Engine(SQLiteStore(self.path, clock=self.fake),
+                                     workflows=[charge], lease_seconds=10.0) as other:
+                self.taken = await other.resume()
+        return await super().append(session_id, owner, record, *a, **kw)
+
+
+async def test_an_outcome_written_after_another_engine_took_the_session_is_refused(
+        tmp_path: Path) -> None:
+    """The race the retry is fenced against: the outage outlasts the lease (claimed at 0,
+    10 s), the step ran at 5 s, its outcome fails at 5, 7 and 9 s (2 s each); at 11 s a
+    second engine takes the session over and escalates it (it cannot tell whether the
+    payment was made); the first engine's next write, still within its patience (5 s +
+    10 s), is refused by the fence: the session stays escalated, paid once, decided by a
+    person, and nothing of the first engine's lands in its journal."""
+    clock = FakeClock()
+
+    @convoy.workflow(name="again.slow_charge")
+    async def slow_charge(ctx: convoy.Context, order: str) -> str:
+        async def pay() -> str:
+            CHARGED.append(order)
+            clock.advance(5.0)
+            return "paid"
+
+        return await ctx.step("pay", pay)
+
+    store = LapsingOutage(tmp_path / "s.db", clock, failures=3, each=2.0, takeover=4)
+    async with convoy.Engine(store, lease_seconds=10.0) as engine:
+        res = await engine.run(slow_charge, "o-3", session_id="s")
+        journal = await engine.store.journal("s")
+        row = await engine.store.get_session("s")
+    assert [r.status for r in store.taken] == ["escalated"], store.taken
+    assert CHARGED == ["o-3"]
+    assert row is not None and row.status == "escalated"
+    # (the second engine's record: the outcome it could not know, for a person)
+    assert [(r.key, r.status) for r in journal] == [("0", "failed")]
+    assert journal[0].result is not None and "UnknownOutcomeError" in journal[0].result
+    assert res.error is not None and res.error["type"] == "LeaseLost", res
