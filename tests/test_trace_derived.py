@@ -43,6 +43,20 @@ async def _end(input: Any) -> Any:
     return input
 
 
+def _derived_and_live(db: str | Path, wf: convoy.Workflow[Any, Any], derived: str,
+                      live: str) -> None:
+    """``wf`` run to its end twice: as session ``derived`` by an engine that derives its
+    spans when read, and as ``live`` by one that traces live to the store."""
+    async def run() -> None:
+        async with convoy.Engine(db) as engine:
+            assert (await engine.run(wf, "x", session_id=derived)).ok
+        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
+                                 ) as engine:
+            assert (await engine.run(wf, "x", session_id=live)).ok
+
+    asyncio.run(run())
+
+
 def _spans(db: str | Path, session_id: str) -> list[dict[str, Any]]:
     res = cli("trace", session_id, "--db", str(db), "--json")
     assert res.code == 0, res.stderr
@@ -393,6 +407,12 @@ def test_a_session_run_derived_then_resumed_live_has_every_step(db: str | Path) 
                      if "convoy.step.key" in s["attrs"] and not s["name"].startswith("invoke_"))
     assert stepped == keys, (stepped, keys)  # each step once, the first run's too
     assert len({s["trace_id"] for s in spans}) == 1
+    # The first run's span does not say it completed the session, which a later run did
+    # (it parked; a run killed is the same: nothing kept says how it ended).
+    [first] = [s for s in spans if s["name"].startswith("invoke_workflow") and
+               s["attrs"].get("convoy.derived") and s["parent_id"]]
+    assert first["status"] == "unset" and first["message"] is None, first
+    assert "convoy.session.status" not in first["attrs"] and not first["events"], first
 
 
 def test_per_attempt_hooks_are_skipped_where_nothing_retries() -> None:
@@ -508,6 +528,32 @@ def test_derived_spans_are_redacted_like_live_ones(db: str | Path) -> None:
         assert "[EMAIL]" in res.stdout and "[PHONE]" in res.stdout
 
 
+@pytest.mark.parametrize("finish", ["stop", "length", "end_turn", "stop: Jane {EMAIL}",
+                                    "Jane-Doe", "x" * 100],
+                         ids=["stop", "length", "end_turn", "email", "name", "long"])
+def test_a_finish_reason_a_server_made_up_is_other_in_live_and_derived_spans(
+        db: str | Path, finish: str) -> None:
+    """``gen_ai.response.finish_reasons`` is what the model's server said, passed on by
+    the adapters as it came: a value no provider documents (a server's, or a hostile
+    one's, which may hold anything) is ``other`` in every span, the known ones are kept."""
+    from .obs_flows import EMAIL
+
+    finish = finish.format(EMAIL=EMAIL)
+    said = finish if finish in ("stop", "length", "end_turn") else "other"
+    model = convoy.SimModel(lambda req: convoy.ModelResponse(text="done",
+                                                            finish_reason=finish))
+    clerk = convoy.Agent(name="clerk", model=model)
+
+    @convoy.workflow(name="obs.finish")
+    async def wf(ctx: convoy.Context, t: str) -> str:
+        return str(await ctx.run(clerk, t))
+
+    _derived_and_live(db, wf, "d", "l")
+    for sid in ("d", "l"):
+        [chat] = [s for s in _spans(db, sid) if s["name"].startswith("chat")]
+        assert chat["attrs"]["gen_ai.response.finish_reasons"] == [said], (sid, chat)
+
+
 def test_derived_spans_without_the_pii_extra_redact_what_needs_no_package(
         db: str | Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import sys
@@ -587,14 +633,7 @@ def test_derived_agent_spans_are_the_agent_runs_live_tracing_records(db: str | P
         again = [await ctx.run(a, t), await ctx.run(a, t)]
         return str(both + again) + str(await ctx.run(lead, t))
 
-    async def run() -> None:
-        async with convoy.Engine(db) as engine:
-            assert (await engine.run(wf, "x", session_id="g-derived")).ok
-        async with convoy.Engine(db, interceptors=observe(Tracing(["store"], live=True))
-                                 ) as engine:
-            assert (await engine.run(wf, "x", session_id="g-live")).ok
-
-    asyncio.run(run())
+    _derived_and_live(db, wf, "g-derived", "g-live")
     derived, live = _spans(db, "g-derived"), _spans(db, "g-live")
     assert all(s["attrs"].get("convoy.derived") for s in derived)
     assert not any(s["attrs"].get("convoy.derived") for s in live)

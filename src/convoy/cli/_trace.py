@@ -268,8 +268,22 @@ def _not_kept(derived: list[dict[str, Any]], kept: list[dict[str, Any]]
     run = {**root, "span_id": derived_id(root["trace_id"], "not kept", steps[0]["span_id"]),
            "parent_id": root["span_id"], "start": min(s["start"] for s in added),
            "end": max(s["end"] for s in added)}
+    if any(s["attrs"].get("gen_ai.operation.name") == "invoke_workflow" and
+           s["start"] >= run["end"] for s in kept):
+        # A run the session went on after (it parked, was stopped, or its process was
+        # killed): how it ended is not the session's end, and nothing kept says what it
+        # was. (The session's last run ends as the session did.)
+        run.update(status="unset", message=None, events=[], attrs={
+            k: v for k, v in root["attrs"].items() if k in _RUN_IDENTITY})
     return [run, *({**s, "parent_id": run["span_id"]} if s["parent_id"] == root["span_id"]
                    else s for s in added), *homed, *decisions]
+
+
+#: The attributes of a derived session span that say which run of what it is (not how
+#: the session ended).
+_RUN_IDENTITY = frozenset({
+    "gen_ai.operation.name", "gen_ai.workflow.name", "convoy.workflow.version",
+    "convoy.tenant", "gen_ai.conversation.id", "convoy.session.id", "convoy.derived"})
 
 
 def _parked_in(kept: list[dict[str, Any]], step: dict[str, Any]) -> dict[str, Any] | None:

@@ -40,7 +40,7 @@ from convoy._trace_context import derived_id as _id
 from convoy.hitl._inbox import ESCALATED
 from convoy.hitl._task import DEADLINE, INBOX
 from convoy.observability._scrub import bounded
-from convoy.observability._spans import BUDGET_EXHAUSTED
+from convoy.observability._spans import BUDGET_EXHAUSTED, finish_reason
 from convoy.observability._unhooked import DRAWN, wait_family
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._withheld import WITHHELD
@@ -138,7 +138,7 @@ class _Derivation:
                     attrs["gen_ai.response.model"] = model
             finish = answer.get("finish")
             if isinstance(finish, str) and finish:
-                attrs["gen_ai.response.finish_reasons"] = [finish]
+                attrs["gen_ai.response.finish_reasons"] = [finish_reason(finish)]
             span_kind = "client"
         elif kind == "tool":
             name = f"execute_tool {target}"

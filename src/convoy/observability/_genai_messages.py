@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from convoy.models._messages import Message, ModelResponse, ToolCall
+from convoy.observability._spans import finish_reason
 
 Part = dict[str, Any]
 
@@ -51,7 +52,8 @@ def output_messages(response: ModelResponse) -> list[dict[str, Any]]:
     """A model's answer as the one output message it is."""
     parts: list[Part] = [{"type": "text", "content": response.text}] if response.text else []
     parts += [_call(c) for c in response.tool_calls]
-    finish = response.finish_reason or ("tool_call" if response.tool_calls else "stop")
+    finish = finish_reason(response.finish_reason) if response.finish_reason else \
+        ("tool_call" if response.tool_calls else "stop")
     return [{"role": "assistant", "parts": parts, "finish_reason": finish}]
 
 

@@ -41,6 +41,24 @@ SCHEMA_URL = f"https://opentelemetry.io/schemas/{SEMCONV_VERSION}"
 #: Version of the JSON the store keeps spans in (``convoy trace``); format 1 is read too.
 SPANS_FORMAT = 2
 
+#: The finish reasons providers document (OpenAI's and OpenAI-compatible servers', the
+#: conventions' own, Anthropic's, Google's): ``gen_ai.response.finish_reasons`` is one of
+#: them or ``other`` (:func:`finish_reason`).
+FINISH_REASONS = frozenset({
+    "stop", "length", "tool_calls", "content_filter", "function_call", "tool_call", "error",
+    "end_turn", "max_tokens", "stop_sequence", "tool_use", "pause_turn", "refusal",
+    "STOP", "MAX_TOKENS", "SAFETY", "RECITATION", "LANGUAGE", "OTHER", "BLOCKLIST",
+    "PROHIBITED_CONTENT", "SPII", "MALFORMED_FUNCTION_CALL"})
+
+
+def finish_reason(said: str) -> str:
+    """A model's finish reason as spans carry it: one a provider documents, else
+    ``other``. The adapters pass on what the server said, and a server (a proxy, a hostile
+    one) may say anything, personal data included, which no redactor can tell from a
+    reason."""
+    return said if said in FINISH_REASONS else "other"
+
+
 Attrs = dict[str, Any]
 Link = tuple[str, Attrs]  # (span id, attributes): a span of the same trace
 Event = tuple[str, int, Attrs]  # (name, time in ns, attributes)

@@ -67,6 +67,7 @@ from convoy.observability._spans import (
     Shape,
     SpanData,
     chunk_text,
+    finish_reason,
     format_traceparent,
     holds_of,
     new_span_id,
@@ -684,7 +685,7 @@ class Tracing(Interceptor):
         attrs["gen_ai.usage.input_tokens"] = usage.input_tokens
         attrs["gen_ai.usage.output_tokens"] = usage.output_tokens
         if resp.finish_reason:
-            attrs["gen_ai.response.finish_reasons"] = (resp.finish_reason,)
+            attrs["gen_ai.response.finish_reasons"] = (finish_reason(resp.finish_reason),)
         if resp.cost:
             attrs["convoy.cost_usd"] = resp.cost
         if resp.cached:
