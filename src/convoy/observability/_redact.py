@@ -864,7 +864,7 @@ def _iban_end(raw: str) -> tuple[int, bool]:
         if ch.isalnum():
             n += 1
             if n == length:
-                if iban.is_valid(_SEPARATORS.sub("", raw[:i + 1])):
+                if iban.is_valid(_SEPARATORS.sub("", raw[:i + 1]), check_country=False):
                     return i + 1, True
                 break
     # Not an IBAN: as long as it is written like one (compact, or in groups of four), it is
