@@ -1276,3 +1276,33 @@ def test_a_damaged_sealed_value_is_named_by_where_it_is_and_never_quoted() -> No
         assert "ZQXDAMAGED" not in str(e.value) and "$sealed" not in str(e.value)
         assert "convoy/v1/acme/session/s-1/step/3" in str(e.value), str(e.value)
         assert "damaged" in str(e.value)
+
+
+async def test_a_subject_named_by_personal_data_is_warned_of_once_without_the_name(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A subject named by an e-mail address works, with a warning that says its name is
+    kept as given (a PostgreSQL server's WAL keeps it after an erasure) and what to name
+    subjects by; once a process, and the name is not in it. An opaque id is not warned
+    of."""
+    from convoy.privacy import _subject_names
+
+    monkeypatch.setattr(_subject_names, "_WARNED", set())
+    key = MasterKey.from_text(KEY)
+
+    @convoy.workflow(name="privacy.named")
+    async def named(ctx: convoy.Context, x: str) -> str:
+        return x
+
+    async with convoy.Engine(tmp_path / "s.db", master_key=key) as engine:
+        with caplog.at_level("WARNING", logger="convoy"):
+            assert (await engine.run(named, "x", subject="customer-42")).ok
+            assert not caplog.records
+            for i, who in enumerate(["ingrid.q@example.org", "bert.o@example.org"]):
+                assert (await engine.run(named, "x", subject=who, session_id=f"s{i}")).ok
+        [warned] = caplog.records
+        said = warned.getMessage()
+        assert said.startswith("a data subject is named by an e-mail address: the name is "
+                               "stored as given"), said
+        assert "opaque id" in said and "@" not in said
+        assert (await engine.erase("ingrid.q@example.org")).sessions == 1

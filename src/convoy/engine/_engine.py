@@ -508,9 +508,9 @@ class Engine(SessionControl, SubjectRights):
         key (``None`` without a subject)."""
         if subject is None:
             return None
-        if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
-            raise UserError(f"a subject is a non-empty name of at most 256 characters, got "
-                            f"{subject!r}")
+        from convoy.privacy._subject_names import check_subject
+
+        check_subject(subject)
         if self.keys is None:
             raise no_master_key(subject)
         return await self.keys.load(tenant, subject, create=True, fresh=True)
