@@ -103,6 +103,25 @@ def test_iban_separators(text: str) -> None:
     assert Redactor()(f"IBAN {text}.") == "IBAN [IBAN]."
 
 
+@pytest.mark.parametrize(("text", "masked"), [
+    ("phone +44 7700 900123", "phone [PHONE]"),  # (a range set aside for dramas: a
+    ("Contact: +44 7700 900123", "Contact: [PHONE]"),  # number libphonenumber calls
+    ("call +44 7700 900123 now", "call [PHONE] now"),  # invalid, written as numbers are)
+    ("phone 07700 900123", "phone [PHONE]"),
+    ("+1 202 555 0143", "[PHONE]"),
+])
+def test_a_number_written_as_a_phone_number_in_a_range_not_in_service_is_one(
+        text: str, masked: str) -> None:
+    """A number in international form that libphonenumber calls possible but not valid
+    (a range not in service, a fictional one, a new one its metadata lacks) is masked
+    after a word that says it is a phone number, or with its ``+``; as a log field under a
+    phone key too. Written as national, it was already."""
+    from convoy.observability._scrub import scrub_item
+
+    assert Redactor()(text) == masked
+    assert scrub_item("phone", "+44 7700 900123", Redactor()) == "[PHONE]"
+
+
 @pytest.mark.parametrize("text", [
     "+44\u00a020\u00a07946\u00a00958", "+44\u200920\u20097946\u20090958",
     "020\u202f7946\u202f0958",

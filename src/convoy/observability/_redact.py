@@ -516,12 +516,18 @@ class Redactor:
             long = sum(c.isdigit() for c in text) >= 10
             regions = [r for r in regions if r not in self._trunk_zero
                        or (long and text.lstrip("(").startswith(self._trunk_zero[r]))]
+        # A number in international form written with its "+", or after a word that says
+        # it is a phone number, is one when its length is possible for its country, valid
+        # or not: a range not in service yet, a fictional one (+44 7700 900123), one newer
+        # than libphonenumber's metadata.
+        possible = international and (cued or candidate.lstrip().startswith("+"))
         for region in regions:
             try:
                 number = phonenumbers.parse(text, region)
             except phonenumbers.NumberParseException:
                 continue
-            if phonenumbers.is_valid_number(number):
+            if phonenumbers.is_valid_number(number) or \
+                    (possible and phonenumbers.is_possible_number(number)):
                 return True
         return False
 
