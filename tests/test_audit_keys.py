@@ -54,3 +54,37 @@ def test_a_checkpoint_verifies_and_any_change_breaks_it(tmp_path: Path) -> None:
     other = load_or_create_key(tmp_path / "other")
     with pytest.raises(AuditProofError, match="not by the expected key"):
         cp.check(public_key_text(other.public_key()))
+
+
+def test_a_key_path_that_is_a_dangling_link_is_one_line(tmp_path: Path) -> None:
+    """A symbolic link to a file that is gone (a secret mount's link, its target not
+    there yet) is neither read nor written through: one line, where it looped forever."""
+    link = tmp_path / "audit.key"
+    link.symlink_to(tmp_path / "missing.key")
+    with pytest.raises(UserError, match=r"is a symbolic link to .*missing\.key.*, which does "
+                                        "not exist") as caught:
+        load_or_create_key(link)
+    assert "\n" not in str(caught.value)
+    assert not (tmp_path / "missing.key").exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
+def test_a_key_path_that_is_no_key_file_is_refused_without_reading_it_all(
+        tmp_path: Path, kind: str) -> None:
+    """A FIFO (which would wait for a writer), a device (``/dev/zero``: endless) or a
+    file far larger than a key is refused in one line, read no further than a key's
+    bound."""
+    import os
+
+    path = tmp_path / "audit.key"
+    if kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "device":
+        path = Path("/dev/zero")
+    else:
+        with path.open("wb") as f:
+            f.truncate(1 << 30)  # (sparse: a gigabyte that takes no disk)
+    said = {"fifo": "not a regular file", "device": "not a regular file",
+            "huge": "larger than"}[kind]
+    with pytest.raises(UserError, match=said):
+        load_or_create_key(path)

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+import convoy
 from convoy.audit import AuditEvent, AuditLog, Checkpoint, entry_leaf
 from convoy.stores import SQLiteStore
 from tests.clikit import cli, workdir  # noqa: F401  (autouse fixture)
@@ -721,3 +722,41 @@ def test_a_checkpoint_kept_meanwhile_is_not_taken_for_a_cut(log: dict[str, Any])
     cp = asyncio.run(go())
     assert cp.size == 8  # (the log as its count said: the kept one, printed again)
     assert [size for size, _ in _kept(log["db"])] == [8, 11]
+
+
+def test_an_empty_list_of_pinned_keys_is_refused_not_taken_for_none(
+        rotated: dict[str, Any], tmp_path: Path) -> None:
+    """``public_key=[]`` pins no key: refused in one line, where it checked against
+    whichever key signed the proof (an attacker's too)."""
+    from convoy.audit import check_consistency, check_inclusion
+
+    consistency = json.loads(_proof(rotated, tmp_path, "consistency", "8").read_text())
+    inclusion = json.loads(_proof(rotated, tmp_path, "prove", "3").read_text())
+    for check, proof in ((check_consistency, consistency), (check_inclusion, inclusion)):
+        for empty in ([], (), ""):
+            with pytest.raises(convoy.UserError, match="pins no key"):
+                check(proof, public_key=empty)  # type: ignore[operator]
+        with pytest.raises(convoy.UserError, match="public_key"):
+            check(proof, public_key=5)  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("where", ["check", "checkpoint", "verify-key", "master-key"])
+def test_a_path_that_is_a_fifo_or_a_device_is_one_line_not_a_hang(
+        log: dict[str, Any], tmp_path: Path, where: str) -> None:
+    """A FIFO (read, it waits for a writer forever) or ``/dev/zero`` (endless) given where
+    a proof, a file of checkpoints or a key belongs: one line, exit 2, at once."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for path in (str(fifo), "/dev/zero"):
+        if where == "check":
+            r = cli("audit", "check", path)
+        elif where == "checkpoint":
+            r = cli("audit", "verify", "--db", str(log["db"]), "--checkpoint", path)
+        elif where == "verify-key":
+            r = cli("audit", "verify", "--db", str(log["db"]), "--key", path)
+        else:
+            r = cli("erase", "nobody", "--db", str(log["db"]),
+                    env={"CONVOY_MASTER_KEY_FILE": path, "CONVOY_MASTER_KEY": ""})
+        _one_line(r, 2, "not a regular file")

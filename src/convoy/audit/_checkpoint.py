@@ -75,6 +75,24 @@ def _public_key(text: str) -> str:
     return text
 
 
+def pinned(public_key: object) -> list[str]:
+    """The public keys (base64) ``public_key`` pins: one, several, or none for ``None``
+    (the checkpoint's own key is then trusted). An empty string or list pins no key, and
+    would trust any signer: refused, as anything but text is."""
+    if public_key is None:
+        return []
+    keys = [public_key] if isinstance(public_key, str) else \
+        list(public_key) if isinstance(public_key, list | tuple) else None
+    if keys is None or not all(isinstance(k, str) for k in keys):
+        raise UserError(f"public_key: give a public key's base64 text, a list of them, or "
+                        f"None, not {type(public_key).__name__}")
+    if not keys or "" in keys:
+        raise UserError("public_key: an empty key or list pins no key, so any signer would "
+                        "pass; give the tenant's public key (base64), or several, or None "
+                        "to check against the key the checkpoint names")
+    return keys
+
+
 class Published(BaseModel):
     """The published form of a checkpoint (:meth:`Checkpoint.to_dict`), field by field as
     its JSON types: strict, since a third party hands it over (a size of ``"3"``, ``-1``,
@@ -138,7 +156,7 @@ class Checkpoint:
         """Check the signature, with ``public_key`` (base64) when given (pin it: a
         checkpoint's own key proves only that someone signed it), else the checkpoint's.
         Several keys (a rotation's old and new ones): it must be signed by one of them."""
-        keys = [public_key] if isinstance(public_key, str) else list(public_key or ())
+        keys = pinned(public_key)
         for k in keys:
             public_key_from_text(k)  # a malformed pin is the caller's error
         if keys and self.public_key not in keys:

@@ -20,6 +20,7 @@ except ImportError as e:  # the extra is not installed
     raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import UserError
+from convoy._files import KEY_FILE_LIMIT, read_small
 from convoy._text import quoted
 
 
@@ -28,11 +29,25 @@ def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
     with mode ``0600`` if the file does not exist."""
     p = Path(path).expanduser()
     try:
-        data = p.read_bytes()
+        return _read(p)
     except FileNotFoundError:
+        if p.is_symlink():  # (a link to a file that is not there: not written through)
+            raise UserError(f"the audit key {quoted(str(p), 200)} is a symbolic link to "
+                            f"{quoted(os.readlink(p), 200)}, which does not exist; pass "
+                            "the key file itself, or a path where none exists to create a "
+                            "new key") from None
         return _create(p)
+
+
+def _read(p: Path) -> Ed25519PrivateKey:
+    """The key in file ``p``; :class:`FileNotFoundError` if there is none."""
+    try:
+        data = read_small(p, KEY_FILE_LIMIT)
+    except FileNotFoundError:
+        raise
     except OSError as e:
-        raise UserError(f"cannot read the audit key {str(p)!r}: {e.strerror or e}") from None
+        raise UserError(f"cannot read the audit key {quoted(str(p), 200)}: "
+                        f"{e.strerror or e}") from None
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as e:
@@ -56,8 +71,12 @@ def _create(p: Path) -> Ed25519PrivateKey:
         p.parent.mkdir(parents=True, exist_ok=True)
         # O_EXCL: two processes creating the key at once cannot both write one.
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return load_or_create_key(p)
+    except FileExistsError:  # (the other one's, made just now)
+        try:
+            return _read(p)
+        except FileNotFoundError:
+            raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: it came "
+                            "and went as it was made; try again") from None
     except OSError as e:
         raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: "
                         f"{e.strerror or e}") from None

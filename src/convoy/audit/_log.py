@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from convoy._command import command, word
 from convoy._errors import AuditError, UserError
 from convoy.audit._checkpoint import Checkpoint
+from convoy.audit._checkpoint import pinned as pinned_keys
 from convoy.audit._event import AuditEvent
 from convoy.audit._keys import key_id, load_or_create_key, public_key_text
 from convoy.audit._merkle import Frontier, entry_leaf, tree_root
@@ -237,7 +238,7 @@ class AuditLog:
         :class:`~convoy.UserError` if they signed none that covers it (nor would sign the
         new one)."""
         await self.sealed()
-        keys = [public_key] if isinstance(public_key, str) else list(public_key or ())
+        keys = pinned_keys(public_key)
         kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]
         pinned = [cp for cp in kept if cp.public_key in keys] if keys else kept
         if keys and not pinned and (kept or self.key_path is None

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from convoy._errors import AuditError
-from convoy.audit._checkpoint import Checkpoint
+from convoy.audit._checkpoint import Checkpoint, pinned
 from convoy.audit._event import AuditEvent
 from convoy.audit._log import AuditLog
 from convoy.audit._merkle import Frontier, entry_leaf
@@ -85,12 +85,12 @@ async def verify_log(log: AuditLog, tenant: str, *, published: Sequence[Checkpoi
     store = log.store
     if public_key is None:
         public_key = log.public_key
-    keys = [public_key] if isinstance(public_key, str) else list(public_key or ())
+    keys = pinned(public_key)
     appended = await store.audit_size(tenant)
     kept = await log.checkpoints(tenant)
     every = [*kept, *(cp for cp in published if cp.tenant == tenant)]
     for cp in every:  # each signature, a kept one beside its published copy too
-        cp.check(keys)
+        cp.check(keys or None)
     # (a published checkpoint that is also kept in the store counts once)
     unique = {cp.to_json(): cp for cp in every}
     cps = sorted(unique.values(), key=lambda cp: cp.size)

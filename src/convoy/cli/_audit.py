@@ -16,6 +16,7 @@ from rich.table import Table
 
 from convoy import AuditError, UserError
 from convoy._command import command, word
+from convoy._files import read_small
 from convoy._text import escaped, plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -133,13 +134,18 @@ def _log(store: Any, key: Path | None) -> AuditLog:
     return log
 
 
+#: What a file of published checkpoints (one line, about 600 bytes, each) and a proof
+#: (a few kilobytes at a billion entries) are read up to: far more than either holds.
+PUBLISHED_LIMIT, PROOF_LIMIT = 256 << 20, 16 << 20
+
+
 def _published(files: list[Path] | None) -> list[Checkpoint]:
     """Checkpoints from files: one JSON checkpoint per line."""
     checkpoint = _audit().Checkpoint
     found: list[Checkpoint] = []
     for f in files or ():
         try:
-            lines = f.read_text().splitlines()
+            lines = read_small(f, PUBLISHED_LIMIT).decode("utf-8").splitlines()
         except OSError as e:
             fail(f"--checkpoint {str(f)!r}: {e.strerror or e}")
         except UnicodeDecodeError as e:
@@ -801,7 +807,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
         covering = [cp for cp in kept if cp.size > entry]
         other = bool(pins and covering) and not any(cp.public_key in pins for cp in covering)
         try:  # (another key's, said below, or the newest one a pinned key signed)
-            proof = await log.prove(tenant, entry, public_key=None if other else pins)
+            proof = await log.prove(tenant, entry, public_key=None if other else pins or None)
         except AuditError as e:
             fail(str(e), RUN_FAILURE)
         except UserError:
@@ -896,7 +902,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     """
     _check_public_keys(public_key)
     try:
-        text = proof.read_text()
+        text = read_small(proof, PROOF_LIMIT).decode("utf-8")
     except OSError as e:
         fail(f"{str(proof)!r}: {e.strerror or e}")
     except UnicodeDecodeError as e:
@@ -921,9 +927,9 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     consistent = isinstance(doc, dict) and doc.get("format") == CONSISTENCY_FORMAT
     try:
         if consistent:
-            old, new = audit.check_consistency(doc, public_key=public_key)
+            old, new = audit.check_consistency(doc, public_key=public_key or None)
         else:
-            event = audit.check_inclusion(doc, public_key=public_key)
+            event = audit.check_inclusion(doc, public_key=public_key or None)
     except (AuditError, UserError) as e:  # a file that is no proof is a bad input file
         if isinstance(e, UserError) or str(e).startswith(
                 ("not a Convoy inclusion proof", "not a Convoy consistency proof")):

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import JournalError, UserError
+from convoy._files import KEY_FILE_LIMIT, read_small
 from convoy._text import quoted
 from convoy.stores._protocol import SUBJECT_REFS
 from convoy.stores._rows import DamagedRow, damaged
@@ -137,7 +138,7 @@ class MasterKey:
             return None
         file = Path(path).expanduser()  # (a unit file or a .env file expands no ``~``)
         try:
-            content = file.read_text(encoding="utf-8")
+            content = read_small(file, KEY_FILE_LIMIT).decode("utf-8")
             mode = file.stat().st_mode & 0o777
         except OSError as e:
             raise UserError(f"cannot read the master key file {path!r} "

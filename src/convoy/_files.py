@@ -1,0 +1,38 @@
+"""Reading a small file the user names (a key, a checkpoint, a proof) safely: a FIFO,
+a device or a socket is refused without waiting on it (``/dev/zero`` is endless, a FIFO
+waits for a writer forever), and a file is read no further than a bound its kind never
+reaches, so a wrong path costs a line, not the machine's memory."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+#: What a key file (a PEM key, a master key's base64 text) never reaches.
+KEY_FILE_LIMIT = 64 * 1024
+
+
+def read_small(path: str | Path, limit: int) -> bytes:
+    """The bytes of the regular file at ``path`` (a symbolic link followed), at most
+    ``limit`` of them. Raises :class:`OSError`, its ``strerror`` saying why, for what
+    cannot be read, is not a regular file, or is longer than ``limit``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise OSError(errno.EISDIR, "Is a directory")
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file (a pipe, a device or a socket)")
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, more than such a "
+                                           "file holds")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
