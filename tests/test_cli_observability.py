@@ -202,6 +202,62 @@ def test_a_collector_that_is_down_is_one_warning_line_in_a_real_process() -> Non
     assert "(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT says where OTLP goes)" in lines[0], lines[0]
 
 
+def test_a_collector_that_trickles_its_answer_holds_the_command_no_longer_than_its_timeout(
+        ) -> None:
+    """A collector that says 200 and then sends its body a byte at a time never trips the
+    exporter's timeout, which bounds each read: the command, its sessions run, waited for
+    it forever (and, its event loop blocked, heard no SIGTERM). The flush at its end is
+    bounded by the exporter's timeout (``OTEL_EXPORTER_OTLP_TIMEOUT``), and the spans not
+    delivered are said to be lost."""
+    import socket
+    import subprocess
+    import sys
+
+    stop = threading.Event()
+
+    def drip(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(1 << 16)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n"
+                         b"Content-Type: application/x-protobuf\r\n\r\n")
+            while not stop.wait(0.5):
+                try:
+                    conn.sendall(b"\0")
+                except OSError:
+                    return
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    env = {**subprocess_env(), "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT":
+           f"http://127.0.0.1:{port}/v1/traces", "OTEL_EXPORTER_OTLP_TIMEOUT": "2"}
+    try:
+        res = subprocess.run([sys.executable, "-m", "convoy.cli", "run", FLOW, "--input",
+                              str(inputs), "--trace", "otlp", "--db", "drip.db"],
+                             check=False, capture_output=True, text=True, env=env,
+                             timeout=120)
+    finally:
+        stop.set()
+        listener.close()
+    assert res.returncode == 0, res.stderr
+    assert "│ completed                 │ 1" in res.stdout, res.stdout
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("warning: "), res.stderr
+    assert "could not be exported" in lines[0], lines[0]
+
+
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
 def test_metrics_serve_answers_a_scrape(tmp_path: Path, background: Callable[..., Background],
                                         sig: int, sigint: str, code: int) -> None:

@@ -28,13 +28,26 @@ class CountingExporter(SpanExporter):
         self.where = where
         #: Spans handed to an export that failed.
         self.lost = 0
+        #: Spans handed to an export that has not returned yet (one a collector holds up
+        #: past the flush's bound: not delivered, as far as anyone waiting knows).
+        self.in_flight = 0
+
+    @property
+    def timeout(self) -> float:
+        """How long (seconds) one export may take: the exporter's own timeout (OTLP's,
+        ``OTEL_EXPORTER_OTLP_TIMEOUT``), else 10 s."""
+        t = getattr(self.exporter, "_timeout", None)
+        return float(t) if isinstance(t, int | float) and 0 < t < 3600 else 10.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.in_flight += len(spans)
         try:
             result = self.exporter.export(spans)
         except Exception:
             self.lost += len(spans)
             raise
+        finally:
+            self.in_flight -= len(spans)
         if result is not SpanExportResult.SUCCESS:
             self.lost += len(spans)
         return result

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import json
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
@@ -304,8 +305,12 @@ class Tracing(Interceptor):
             self._flusher = None
         await self.flush()
         self.store = None
+        # Off the event loop, and bounded: the SDK exports on the calling thread, and a
+        # collector that trickles its answer holds an export past any read's timeout
+        # (what it has not taken by then counts as lost: :attr:`spans_lost`).
+        bound = self._export_bound()
         for p in self.processors:
-            p.force_flush()
+            await _off_the_loop(p.force_flush, bound)
 
     async def _flush_now_and_then(self) -> None:
         while True:
@@ -362,11 +367,21 @@ class Tracing(Interceptor):
                 self._write_pending()  # not waited for: the store commits them in order
 
     def shutdown(self) -> None:
-        """Flush and shut every exporter down (at exit)."""
+        """Flush and shut every exporter down (at exit), each within its exporter's
+        timeout: an export a collector holds up is left behind."""
         procs, self.processors = self.processors, []
         self._keep = self.to_store
+        bound = self._export_bound()
         for p in procs:
-            p.shutdown()
+            thread = threading.Thread(target=p.shutdown, daemon=True,
+                                      name="convoy-span-shutdown")
+            thread.start()
+            thread.join(bound)
+
+    def _export_bound(self) -> float:
+        """How long a flush of every exporter may take: the longest export timeout, and a
+        second."""
+        return max((c.timeout for c in self._counted), default=10.0) + 1.0
 
     @property
     def spans_lost(self) -> list[tuple[str, int]]:
@@ -374,7 +389,8 @@ class Tracing(Interceptor):
         collector down, refusing or too slow: the SDK drops such a batch and only logs
         it); empty when every export succeeded. Spans given to a ``SpanProcessor`` and the
         store's are not counted here."""
-        return [(c.where, c.lost) for c in self._counted if c.lost]
+        return [(c.where, c.lost + c.in_flight) for c in self._counted
+                if c.lost + c.in_flight]
 
     # -- helpers ----------------------------------------------------------------------------
 
@@ -1065,6 +1081,34 @@ def _attach(span: SpanData) -> object | None:
 def _detach(token: object | None) -> None:
     if token is not None:
         _otel_context.detach(token)  # type: ignore[arg-type]
+
+
+
+async def _off_the_loop(fn: Callable[[], object], seconds: float) -> bool:
+    """``fn()`` in a daemon thread (one left behind does not hold the process at its
+    exit), waited for ``seconds`` at most: whether it returned in time."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def finished() -> None:
+        if not done.done():
+            done.set_result(None)
+
+    def run() -> None:
+        try:
+            fn()
+        except Exception:  # (an exporter's failure: counted by it, and logged by the SDK)
+            pass
+        finally:
+            with suppress(RuntimeError):  # (the loop closed since: nobody waits)
+                loop.call_soon_threadsafe(finished)
+
+    threading.Thread(target=run, daemon=True, name="convoy-span-flush").start()
+    try:
+        await asyncio.wait_for(done, seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 __all__ = ["SPANS_NAMESPACE", "TRACE_HEADER", "AttemptSpans", "Tracing"]
