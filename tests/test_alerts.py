@@ -709,3 +709,82 @@ async def test_each_event_is_sent_as_it_happened_even_when_delivered_later(
             fired[0]["alert"]["cleared_value"]) == ("open", None, None), fired
     assert (cleared[0]["alert"]["status"], cleared[0]["alert"]["cleared_value"]) == \
         ("cleared", 0.4), cleared
+
+
+# -- one open alert per series, whatever crashed or shares the store ----------------------
+
+
+async def test_an_alert_whose_link_a_crash_lost_is_adopted_cleared_and_not_duplicated(
+        tmp_path: Path) -> None:
+    """The baseline's link to its open alert is saved apart from the alert (batched): a
+    SIGKILL right after one fired left it open for good, and the next drift of the series
+    opened a duplicate (the review, item 1). The crash is simulated: an open alert in the
+    store that the stored baseline does not link to."""
+    clock = FakeClock()
+    first = make_rig(tmp_path / "a.db", clock)
+    await first.sessions(30)
+    orphan = await first.engine.store.alert_open(alert_of(clock), [])
+    await first.engine.aclose()
+    again = make_rig(tmp_path / "a.db", clock)
+    again.prefix = "again-"
+    try:
+        await again.sessions(3)  # normal traffic: the orphan clears
+        assert await again.alerts_in_store() == [("agent", "triage", "latency", "cleared")]
+        again.sim.latency = Latency(value=3.0)
+        await again.sessions(3)  # a second drift: one new alert per series
+        assert await again.alerts_in_store(open_only=True) == [
+            ("agent", "triage", "latency", "open"), ("tenant", "default", "latency", "open")]
+        (row,) = [a for a in await again.engine.store.list_alerts() if a.id == orphan]
+        assert row.status == "cleared"
+    finally:
+        await again.engine.aclose()
+
+
+async def test_an_open_alert_of_a_series_is_adopted_when_it_fires_again(
+        tmp_path: Path) -> None:
+    """Its link lost while it runs (the stored baseline overwritten), a series that drifts
+    adopts the store's open alert rather than opening another."""
+    rig = make_rig(tmp_path / "a.db", FakeClock())
+    try:
+        await rig.sessions(30)
+        orphan = await rig.engine.store.alert_open(alert_of(rig.clock), [])
+        rig.sim.latency = Latency(value=3.0)
+        await rig.sessions(3)
+        assert await rig.alerts_in_store(open_only=True) == [
+            ("agent", "triage", "latency", "open"), ("tenant", "default", "latency", "open")]
+        assert rig.alerts.baselines[("default", "agent", "triage", "latency")].alert_id == \
+            orphan
+        rig.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await rig.sessions(3)
+        assert await rig.alerts_in_store(open_only=True) == []
+    finally:
+        await rig.engine.aclose()
+
+
+async def test_two_alerting_engines_on_one_store_fire_one_alert_per_series(
+        tmp_path: Path) -> None:
+    """Each engine keeps its baselines in memory: both saw the drift, and each opened an
+    alert of its own for one series (the review, item 1)."""
+    clock = FakeClock()
+    one, two = make_rig(tmp_path / "a.db", clock), make_rig(tmp_path / "a.db", clock)
+    two.prefix = "two-"
+    try:
+        await one.engine.open()
+        await two.engine.open()
+        for _ in range(30):
+            await one.sessions(1)
+            await two.sessions(1)
+        one.sim.latency = two.sim.latency = Latency(value=3.0)
+        for _ in range(3):
+            await one.sessions(1)
+            await two.sessions(1)
+        assert await one.alerts_in_store() == [("agent", "triage", "latency", "open"),
+                                               ("tenant", "default", "latency", "open")]
+        one.sim.latency = two.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await two.sessions(3)  # the engine that did not open them clears them
+        assert await one.alerts_in_store(open_only=True) == []
+        await one.sessions(3)
+        assert len(await one.alerts_in_store()) == 2
+    finally:
+        await one.engine.aclose()
+        await two.engine.aclose()

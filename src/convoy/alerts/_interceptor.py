@@ -29,7 +29,7 @@ from convoy.interceptors._base import (
 from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind
-from convoy.stores._protocol import NewAlert, Store
+from convoy.stores._protocol import AlertRow, NewAlert, Store
 from convoy.stores._rows import DamagedRow, damaged, row_name, shown, stored_json
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ SeriesKey = tuple[str, Scope, str, Metric]
 """(tenant, scope, subject, metric): one learned series."""
 
 _SEP = "\x1f"
+#: The open alerts read to link them to their series (far more than series ever alert).
+_OPEN_ALERTS_READ = 100_000
 
 
 class BaselineAlerts(Interceptor):
@@ -157,11 +159,38 @@ class BaselineAlerts(Interceptor):
                     self.baselines[series] = _stored_baseline(series, text)
                 except DamagedRow as e:  # (learned state: learned again, not a stop)
                     log.warning("%s: it is learned again from the next observations", e)
+        await self._adopt_open_alerts()
         self._deliverer = Deliverer(self._store, self.webhooks, self._clock,
                                     redact=self._redact)
         if self.background and self.webhooks:
             self._task = asyncio.get_running_loop().create_task(self._deliver_loop(),
                                                                 name="convoy-alert-webhooks")
+
+    async def _adopt_open_alerts(self) -> None:
+        """Link each series to the store's open alert of it, whatever the loaded baseline
+        says: the link is saved apart from the alert (batched), so a crash right after one
+        fired, or another engine on the store, leaves an open alert no baseline of ours
+        points to, which would never clear and be fired again as a duplicate."""
+        linked: set[SeriesKey] = set()
+        for alert in reversed(await self.store.list_alerts(open_only=True,
+                                                           limit=_OPEN_ALERTS_READ)):
+            key = _series_of(alert)
+            if key is None or key in linked:  # (oldest first: an older duplicate wins)
+                continue
+            linked.add(key)
+            self.baselines.setdefault(key, Baseline()).alert_id = alert.id
+        for key, baseline in self.baselines.items():
+            if key not in linked:
+                baseline.alert_id = None  # (cleared meanwhile, by another engine)
+
+    async def _open_alert(self, key: SeriesKey) -> int | None:
+        """The id of the store's open alert of series ``key`` (fired by another engine, or
+        by this one before a crash lost the baseline's link to it), or ``None``."""
+        tenant, scope, subject, metric = key
+        ids = [a.id for a in await self.store.list_alerts(
+                   tenant=tenant, open_only=True, limit=_OPEN_ALERTS_READ)
+               if (a.scope, a.subject, a.metric) == (scope, subject, metric)]
+        return min(ids) if ids else None
 
     async def close(self) -> None:
         task, self._task = self._task, None
@@ -285,17 +314,19 @@ class BaselineAlerts(Interceptor):
         before = (baseline.mean, baseline.spread(policy), baseline.threshold(policy))
         change: Transition | None = baseline.observe(value, policy)
         if change == "fired":
-            baseline.alert_id = await self._fire(key, value, before, baseline, tally, now)
+            # (looked up only when firing, which is rare: one open alert per series)
+            baseline.alert_id = await self._open_alert(key) or \
+                await self._fire(key, value, before, baseline, tally, now)
         elif change == "cleared" and baseline.alert_id is not None:
             alert_id, baseline.alert_id = baseline.alert_id, None
-            await self.store.alert_clear(alert_id, now, value, list(self.webhooks))
-            self._wake.set()
-            log.info("alert %d cleared: %s of %s %r is back to %.4g (baseline %.4g)",
-                     alert_id, key[3], key[1], key[2], value, baseline.mean,
-                     extra={"alert": {"id": alert_id, "event": "cleared",
-                                             "tenant": key[0], "scope": key[1],
-                                             "subject": key[2], "metric": key[3],
-                                             "value": value}})
+            if await self.store.alert_clear(alert_id, now, value, list(self.webhooks)):
+                self._wake.set()
+                log.info("alert %d cleared: %s of %s %r is back to %.4g (baseline %.4g)",
+                         alert_id, key[3], key[1], key[2], value, baseline.mean,
+                         extra={"alert": {"id": alert_id, "event": "cleared",
+                                                 "tenant": key[0], "scope": key[1],
+                                                 "subject": key[2], "metric": key[3],
+                                                 "value": value}})
         self.store.kv_put(KV_NAMESPACE, _SEP.join(key), json.dumps(baseline.to_json())
                           ).add_done_callback(_baseline_not_kept)
 
@@ -318,6 +349,13 @@ class BaselineAlerts(Interceptor):
                         "subject": subject, "metric": metric, "value": value,
                         "threshold": threshold, **detail}})
         return alert_id
+
+
+def _series_of(alert: AlertRow) -> SeriesKey | None:
+    """The series an alert row is of (``None``: a scope or metric this version lacks)."""
+    if alert.scope not in ("agent", "tenant") or alert.metric not in METRICS:
+        return None
+    return cast(SeriesKey, (alert.tenant, alert.scope, alert.subject, alert.metric))
 
 
 def _stored_baseline(series: SeriesKey, text: Any) -> Baseline:
