@@ -211,11 +211,20 @@ class Receiver:
         self.posted: list[dict[str, Any]] = []  # the body of every POST
         self.answers: list[int] = []
         self.got = threading.Condition()
+        #: The POSTs with this ``X-Engine`` header wait for their event in ``held`` to be set.
+        self.hold: str | None = None
+        self.held: list[threading.Event] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if outer.hold is not None and self.headers.get("X-Engine") == outer.hold:
+                    gate = threading.Event()
+                    with outer.got:
+                        outer.held.append(gate)
+                        outer.got.notify_all()
+                    gate.wait(60)  # (a failed test's safety net, not a timing)
                 with outer.got:
                     status = outer.answers.pop(0) if outer.answers else 200
                     outer.attempts.append((status, dict(self.headers)))
@@ -245,6 +254,16 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()
     yield r
     r.close()
+
+
+async def held(receiver: Receiver, n: int) -> threading.Event:
+    """The ``n``-th POST the receiver holds, once it arrived."""
+    def arrived() -> bool:
+        with receiver.got:
+            return receiver.got.wait_for(lambda: len(receiver.held) >= n, timeout=60)
+
+    assert await asyncio.to_thread(arrived)
+    return receiver.held[n - 1]
 
 
 def free_port_url() -> str:
@@ -788,3 +807,41 @@ async def test_two_alerting_engines_on_one_store_fire_one_alert_per_series(
     finally:
         await one.engine.aclose()
         await two.engine.aclose()
+
+
+async def test_a_claim_never_runs_out_while_a_slow_receiver_takes_a_batch(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """A pass claimed 50 events for 60 s, then POSTed them one after another: to a slow
+    receiver the last ones went out after their claim ran out, as another engine sent them
+    too (the review, item 2). Each event is claimed now right before it is sent."""
+    clock = FakeClock()
+    db = tmp_path / "a.db"
+    a, b = (make_rig(db, clock, background=False, webhooks=[
+        Webhook(url=receiver.url, headers={"X-Engine": name})]) for name in "AB")
+    receiver.hold = "A"
+    first: asyncio.Task[int] | None = None
+    try:
+        for metric in ("latency", "tokens", "error_rate"):
+            await fire(a, metric)
+        await b.engine.open()
+        first = asyncio.get_running_loop().create_task(a.alerts.deliver_due())
+        (await held(receiver, 1)).set()
+        clock.advance(25)  # each POST takes 25 s
+        (await held(receiver, 2)).set()
+        clock.advance(25)
+        last = await held(receiver, 3)
+        clock.advance(15)  # 65 s after the pass began
+        assert await b.alerts.deliver_due() == 0  # nothing of A's claims is due
+        last.set()
+        assert await first == 3
+        keys = [h["Idempotency-Key"] for _, h in receiver.attempts]
+        assert len(keys) == 3 and len(set(keys)) == 3
+        assert {h["X-Engine"] for _, h in receiver.attempts} == {"A"}
+    finally:
+        receiver.hold = None
+        for gate in receiver.held:
+            gate.set()
+        if first is not None:
+            await asyncio.gather(first, return_exceptions=True)
+        await a.engine.aclose()
+        await b.engine.aclose()

@@ -78,6 +78,26 @@ async def test_a_claim_that_was_never_finished_is_due_again(stores: Opener) -> N
     assert again.id == d.id
 
 
+
+async def test_a_result_is_recorded_only_by_the_claim_that_still_holds_the_event(
+        stores: Opener) -> None:
+    """A claim that ran out mid-delivery: its late result must not overwrite the result of
+    the engine that claimed the event after it (the review, item 2)."""
+    first = await stores()
+    await first.alert_open(alert(), [HOOK_A])
+    (late,) = await first.due_deliveries(EPOCH, urls=BOTH, lease_s=30)
+    assert late.claimed_until == EPOCH + 30
+    second = await stores()
+    (now,) = await second.due_deliveries(EPOCH + 31, urls=BOTH, lease_s=30)
+    assert now.claimed_until == EPOCH + 61
+    assert await second.delivery_result(now.id, attempts=1, next_at=EPOCH + 40,
+                                        error="HTTP 503", claimed_until=now.claimed_until)
+    assert not await first.delivery_result(late.id, attempts=1, delivered=EPOCH + 41,
+                                           claimed_until=late.claimed_until)
+    (row,) = await second.alert_deliveries([late.alert.id])
+    assert (row.status, row.attempts, row.next_at, row.last_error) == (
+        "pending", 1, EPOCH + 40, "HTTP 503")
+
 async def test_each_event_has_one_idempotency_key_kept_across_claims(store: Store) -> None:
     aid = await store.alert_open(alert(), [HOOK_A, HOOK_B])
     other = await store.alert_open(alert(metric="tokens"), [HOOK_A])

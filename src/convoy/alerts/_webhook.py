@@ -14,6 +14,7 @@ detail go through the interceptor's redactor (the store keeps them as they are).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import logging
@@ -268,18 +269,24 @@ class Deliverer:
         self.redact = redact
         self.webhooks = dict(webhooks)
         self.clock = clock
-        self.lease_s = lease_s
+        # (one attempt never outlasts its webhook's timeout: the claim outlasts it)
+        self.lease_s = max([lease_s, *(2 * w.timeout for w in self.webhooks.values())])
         self.delivered = 0
         self.failed_attempts = 0
 
-    async def deliver_due(self, client: httpx.AsyncClient) -> int:
+    async def deliver_due(self, client: httpx.AsyncClient, *, limit: int = 50) -> int:
         """One pass: claim what is due now for this engine's webhooks (another URL's events
-        wait for an engine that has it), POST each, record the outcome. Returns how many
-        were delivered."""
+        wait for an engine that has it), one event at a time right before it is POSTed (a
+        claim of a batch would run out while a slow receiver takes the first ones, and
+        another engine send the rest at once), record the outcome; at most ``limit``
+        events. Returns how many were delivered."""
         done = 0
-        for d in await self.store.due_deliveries(self.clock(), urls=list(self.webhooks),
-                                                 lease_s=self.lease_s):
-            if await self._deliver(client, d):
+        for _ in range(limit):
+            claimed = await self.store.due_deliveries(self.clock(), urls=list(self.webhooks),
+                                                      limit=1, lease_s=self.lease_s)
+            if not claimed:
+                break
+            if await self._deliver(client, claimed[0]):
                 done += 1
         return done
 
@@ -292,25 +299,30 @@ class Deliverer:
         httpx = load_httpx()
         try:
             if error is None:
-                resp = await client.post(d.url, json=body, headers=headers,
-                                         timeout=hook.timeout)
+                async with asyncio.timeout(hook.timeout):  # (httpx's is per read, not all)
+                    resp = await client.post(d.url, json=body, headers=headers,
+                                             timeout=hook.timeout)
                 if not 200 <= resp.status_code < 300:
                     error = f"HTTP {resp.status_code}"
         except httpx.HTTPError as e:
             error = _failure(e)
+        except TimeoutError:
+            error = f"no answer within {hook.timeout:g}s"
         except Exception as e:  # (a URL httpx cannot send to, a port past 65535: a failed
             error = _failure(e)  # attempt like any other, never the delivery loop's end)
         now = self.clock()
         if error is None:
             self.delivered += 1
-            await self.store.delivery_result(d.id, attempts=attempts, delivered=now)
+            await self.store.delivery_result(d.id, attempts=attempts, delivered=now,
+                                             claimed_until=d.claimed_until)
             return True
         self.failed_attempts += 1
         url = shown_url(d.url)
         error = hide_url(error, d.url)[:500]
         next_at = None if attempts >= hook.max_attempts else now + hook.delay(attempts)
-        await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
-                                         error=error)
+        if not await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
+                                                error=error, claimed_until=d.claimed_until):
+            return False  # (the claim ran out: the engine that holds the event now says)
         extra = {"alert": {"id": d.alert.id, "event": d.event, "webhook": url,
                            "attempts": attempts, "error": error}}
         if next_at is None:

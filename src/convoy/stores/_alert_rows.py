@@ -32,6 +32,17 @@ CLEAR = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value={p} "
          "WHERE id={p} AND status='open'")
 RESULT = ("UPDATE alert_outbox SET attempts={p}, delivered={p}, next_at={p}, last_error={p} "
           "WHERE id={p}")
+#: :data:`RESULT` fenced by the claim: its lease's end is still the row's ``next_at``.
+CLAIMED = " AND delivered IS NULL AND next_at={p}"
+
+
+def result(mark: str, claimed_until: float | None, values: tuple[Any, ...]
+           ) -> tuple[str, tuple[Any, ...]]:
+    """The :data:`RESULT` statement and its parameters (``values``: attempts, delivered,
+    next_at, error, id), fenced by the claim when ``claimed_until`` is given."""
+    if claimed_until is None:
+        return RESULT.format(p=mark), values
+    return (RESULT + CLAIMED).format(p=mark), (*values, claimed_until)
 #: Given-up events (of a tenant's alerts, with ``{tenant}`` filled in) due again.
 REDELIVER = ("UPDATE alert_outbox SET next_at={p}, attempts=0 WHERE delivered IS NULL AND "
              "next_at IS NULL{tenant}")
@@ -68,10 +79,11 @@ def alert_row(r: Sequence[Any]) -> AlertRow:
                     opened=r[10], cleared=r[11], cleared_value=r[12], detail=r[13])
 
 
-def delivery(r: Sequence[Any]) -> AlertDelivery:
+def delivery(r: Sequence[Any], claimed_until: float | None = None) -> AlertDelivery:
     # (a key lost by a hand edit: the one Convoy sent before keys were random)
     return AlertDelivery(id=int(r[0]), url=r[1], event=r[2], attempts=int(r[3]),
-                         key=r[4] or f"convoy-alert-{r[5]}-{r[2]}", alert=alert_row(r[5:]))
+                         key=r[4] or f"convoy-alert-{r[5]}-{r[2]}", alert=alert_row(r[5:]),
+                         claimed_until=claimed_until)
 
 
 #: The columns of a :data:`STATUS_COLS` row by what they must hold when read.

@@ -18,7 +18,6 @@ from convoy.stores._alert_rows import (
     QUEUE,
     REDELIVER,
     REDELIVER_TENANT,
-    RESULT,
     STATUS_COLS,
     UNDELIVERED_URLS,
     alert_row,
@@ -26,6 +25,7 @@ from convoy.stores._alert_rows import (
     delivery_row,
     new_alert_params,
     queued,
+    result,
 )
 from convoy.stores._postgres_conn import matches_nothing
 from convoy.stores._protocol import AlertDelivery, AlertRow, DeliveryRow, NewAlert
@@ -94,16 +94,20 @@ class PostgresAlerts:
             cur = await conn.execute(_CLAIM, (now, list(urls), limit, now + lease_s))
             return await cur.fetchall()
 
-        return [delivery(r) for r in await self._write(claim)]
+        return [delivery(r, now + lease_s) for r in await self._write(claim)]
 
     async def delivery_result(self, delivery_id: int, *, attempts: int,
                               delivered: float | None = None, next_at: float | None = None,
-                              error: str | None = None) -> None:
-        async def write(conn: Conn) -> None:
-            await conn.execute(RESULT.format(p="%s"), (attempts, delivered, next_at, error,
-                                                       delivery_id))
+                              error: str | None = None,
+                              claimed_until: float | None = None) -> bool:
+        sql, params = result("%s", claimed_until,
+                             (attempts, delivered, next_at, error, delivery_id))
 
-        await self._write(write)
+        async def write(conn: Conn) -> bool:
+            cur = await conn.execute(sql, params)
+            return cur.rowcount > 0
+
+        return await self._write(write)
 
     async def alert_deliveries(self, alert_ids: Sequence[int], *,
                                left_out: list[LeftOut] | None = None) -> list[DeliveryRow]:

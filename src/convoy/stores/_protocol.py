@@ -496,7 +496,9 @@ class AlertRow:
 class AlertDelivery:
     """One webhook delivery of an alert event, claimed by :meth:`Store.due_deliveries`.
     ``attempts`` counts the attempts made before this one; ``key`` is the event's
-    idempotency key (the same for each of its webhooks and every attempt)."""
+    idempotency key (the same for each of its webhooks and every attempt);
+    ``claimed_until`` is when the claim runs out (what :meth:`Store.delivery_result` is
+    fenced by)."""
 
     id: int
     url: str
@@ -504,6 +506,7 @@ class AlertDelivery:
     attempts: int
     alert: AlertRow
     key: str
+    claimed_until: float | None = None
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -955,9 +958,13 @@ class Store(Protocol):
 
     async def delivery_result(self, delivery_id: int, *, attempts: int,
                               delivered: float | None = None, next_at: float | None = None,
-                              error: str | None = None) -> None:
+                              error: str | None = None,
+                              claimed_until: float | None = None) -> bool:
         """Record an attempt: ``delivered`` (when it succeeded), else the ``error`` and when to
-        try again (``next_at``; ``None``: given up)."""
+        try again (``next_at``; ``None``: given up). With ``claimed_until`` (the claim's
+        :attr:`AlertDelivery.claimed_until`), only while that claim still holds the event:
+        ``False`` (nothing written) once it ran out and another claim took the event, so a
+        late result never overwrites a newer one."""
         ...
 
     async def alert_deliveries(self, alert_ids: Sequence[int], *,

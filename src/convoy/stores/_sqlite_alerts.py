@@ -19,7 +19,6 @@ from convoy.stores._alert_rows import (
     QUEUE,
     REDELIVER,
     REDELIVER_TENANT,
-    RESULT,
     STATUS_COLS,
     UNDELIVERED_URLS,
     alert_row,
@@ -27,6 +26,7 @@ from convoy.stores._alert_rows import (
     delivery_row,
     new_alert_params,
     queued,
+    result,
 )
 from convoy.stores._protocol import AlertDelivery, AlertRow, DeliveryRow, NewAlert
 from convoy.stores._rows import LeftOut, readable
@@ -86,16 +86,19 @@ class SQLiteAlerts:
                              [(now + lease_s, r[0]) for r in rows])
             return rows
 
-        return [delivery(r) for r in await self._write(claim)]
+        return [delivery(r, now + lease_s) for r in await self._write(claim)]
 
     async def delivery_result(self, delivery_id: int, *, attempts: int,
                               delivered: float | None = None, next_at: float | None = None,
-                              error: str | None = None) -> None:
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute(RESULT.format(p="?"), (attempts, delivered, next_at, error,
-                                                delivery_id))
+                              error: str | None = None,
+                              claimed_until: float | None = None) -> bool:
+        sql, params = result("?", claimed_until,
+                             (attempts, delivered, next_at, error, delivery_id))
 
-        await self._write(write)
+        def write(conn: sqlite3.Connection) -> bool:
+            return conn.execute(sql, params).rowcount > 0
+
+        return await self._write(write)
 
     async def alert_deliveries(self, alert_ids: Sequence[int], *,
                                left_out: list[LeftOut] | None = None) -> list[DeliveryRow]:
