@@ -209,7 +209,8 @@ class Receiver:
         self.received: list[tuple[dict[str, Any], dict[str, str]]] = []
         self.attempts: list[tuple[int, dict[str, str]]] = []  # (status, headers), every POST
         self.posted: list[dict[str, Any]] = []  # the body of every POST
-        self.answers: list[int] = []
+        #: The next answers: a status, or a status and the headers sent with it.
+        self.answers: list[int | tuple[int, dict[str, str]]] = []
         self.got = threading.Condition()
         #: The POSTs with this ``X-Engine`` header wait for their event in ``held`` to be set.
         self.hold: str | None = None
@@ -226,13 +227,16 @@ class Receiver:
                         outer.got.notify_all()
                     gate.wait(60)  # (a failed test's safety net, not a timing)
                 with outer.got:
-                    status = outer.answers.pop(0) if outer.answers else 200
+                    answer = outer.answers.pop(0) if outer.answers else 200
+                    status, sent = answer if isinstance(answer, tuple) else (answer, {})
                     outer.attempts.append((status, dict(self.headers)))
                     outer.posted.append(body)
                     if status == 200:
                         outer.received.append((body, dict(self.headers)))
                     outer.got.notify_all()
                 self.send_response(status)
+                for name, value in sent.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -845,3 +849,36 @@ async def test_a_claim_never_runs_out_while_a_slow_receiver_takes_a_batch(
             await asyncio.gather(first, return_exceptions=True)
         await a.engine.aclose()
         await b.engine.aclose()
+
+
+@pytest.mark.parametrize(("retry_after", "wait"), [
+    ("30", 30.0), ("2.5", 2.5), ("100000", 300.0), ("soon", 1.0), ("-5", 1.0),
+    ("HTTP-DATE+120", 120.0), ("HTTP-DATE-60", 1.0)])
+async def test_a_retry_after_answer_is_honoured_up_to_max_backoff(
+        tmp_path: Path, receiver: Receiver, retry_after: str, wait: float) -> None:
+    """A 429 with Retry-After: 30 was retried after 1, 2, 4, 8 s (the review, item 3); it
+    waits as long as it says now (seconds or an HTTP date), never past max_backoff, and
+    with the backoff when it says nothing usable."""
+    from email.utils import formatdate
+
+    clock = FakeClock()
+    if retry_after.startswith("HTTP-DATE"):
+        retry_after = formatdate(clock() + float(retry_after[9:]), usegmt=True)
+    receiver.answers = [(429, {"Retry-After": retry_after})]
+    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url)],
+                 background=False)
+    try:
+        aid = await fire(r)
+        assert await r.alerts.deliver_due() == 0
+        (row,) = await r.engine.store.alert_deliveries([aid])
+        assert row.next_at == clock() + wait and row.last_error == "HTTP 429"
+        clock.advance(wait)
+        assert await r.alerts.deliver_due() == 1
+    finally:
+        await r.engine.aclose()
+
+
+def test_the_default_webhook_rides_out_a_half_hour_outage() -> None:
+    """The defaults gave up about 2 minutes after an event fired (the review, item 3)."""
+    hook = Webhook(url="https://ops.example.com/hook")
+    assert sum(hook.delay(n) for n in range(1, hook.max_attempts)) >= 30 * 60

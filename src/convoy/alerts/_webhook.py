@@ -18,9 +18,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from datetime import UTC
+from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -43,15 +46,17 @@ class Webhook:
     Args:
         url: an ``http://`` or ``https://`` URL.
         max_attempts: attempts before the event is given up (kept in the store, not
-            deleted).
-        backoff: seconds before the second attempt; doubled for each further one.
-        max_backoff: the longest wait between attempts.
+            deleted); the default 15, with the default backoff, keeps trying for about
+            33 minutes, through a receiver's outage of half an hour.
+        backoff: seconds before the second attempt; doubled for each further one (longer
+            when the receiver's ``Retry-After`` says so).
+        max_backoff: the longest wait between attempts, whatever ``Retry-After`` says.
         timeout: seconds one attempt may take.
         headers: extra request headers (an authorization token).
     """
 
     url: str
-    max_attempts: int = 8
+    max_attempts: int = 15
     backoff: float = 1.0
     max_backoff: float = 300.0
     timeout: float = 10.0
@@ -72,9 +77,31 @@ class Webhook:
                 f"backoff={self.backoff}, max_backoff={self.max_backoff}, "
                 f"timeout={self.timeout}, headers={'…' if self.headers else None})")
 
-    def delay(self, attempts: int) -> float:
-        """Seconds to wait after ``attempts`` failed attempts."""
-        return float(min(self.max_backoff, self.backoff * 2 ** max(0, attempts - 1)))
+    def delay(self, attempts: int, retry_after: float | None = None) -> float:
+        """Seconds to wait after ``attempts`` failed attempts: the backoff, or as long as the
+        last answer's ``Retry-After`` asked (``retry_after`` seconds), if longer, but never
+        past ``max_backoff``."""
+        wait = max(self.backoff * 2 ** max(0, attempts - 1), retry_after or 0.0)
+        return float(min(self.max_backoff, wait))
+
+
+def retry_after(value: str | None, now: float) -> float | None:
+    """The seconds a ``Retry-After`` header asks to wait from ``now`` (a wall-clock time):
+    a number of seconds or an HTTP date; ``None`` when it says neither."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:  # (an HTTP date is GMT)
+            when = when.replace(tzinfo=UTC)
+        seconds = when.timestamp() - now
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
 
 
 def load_httpx() -> Any:
@@ -296,6 +323,7 @@ class Deliverer:
         body = {"event": d.event, "alert": alert_json(as_of(d), self.redact)}
         headers = {"Idempotency-Key": d.key, **(hook.headers or {})}
         error: str | None = url_problem(d.url)  # (refused where it was configured)
+        asked: str | None = None  # (the answer's Retry-After)
         httpx = load_httpx()
         try:
             if error is None:
@@ -304,6 +332,7 @@ class Deliverer:
                                              timeout=hook.timeout)
                 if not 200 <= resp.status_code < 300:
                     error = f"HTTP {resp.status_code}"
+                    asked = resp.headers.get("Retry-After")
         except httpx.HTTPError as e:
             error = _failure(e)
         except TimeoutError:
@@ -319,7 +348,8 @@ class Deliverer:
         self.failed_attempts += 1
         url = shown_url(d.url)
         error = hide_url(error, d.url)[:500]
-        next_at = None if attempts >= hook.max_attempts else now + hook.delay(attempts)
+        wait = hook.delay(attempts, retry_after(asked, now))
+        next_at = None if attempts >= hook.max_attempts else now + wait
         if not await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
                                                 error=error, claimed_until=d.claimed_until):
             return False  # (the claim ran out: the engine that holds the event now says)
@@ -332,5 +362,5 @@ class Deliverer:
         else:
             log.info("alert %d %s: webhook %s failed (attempt %d of %d): %s; trying again "
                      "in %gs", d.alert.id, d.event, url, attempts, hook.max_attempts, error,
-                     hook.delay(attempts), extra=extra)
+                     wait, extra=extra)
         return False
