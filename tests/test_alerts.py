@@ -882,3 +882,24 @@ def test_the_default_webhook_rides_out_a_half_hour_outage() -> None:
     """The defaults gave up about 2 minutes after an event fired (the review, item 3)."""
     hook = Webhook(url="https://ops.example.com/hook")
     assert sum(hook.delay(n) for n in range(1, hook.max_attempts)) >= 30 * 60
+
+
+async def test_a_cleared_event_is_not_delivered_before_its_fired_one(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """The fired event's first attempt failed, its alert cleared: the cleared event went
+    out first, and a receiver saw the alert clear before it fired (the review, item 4)."""
+    receiver.answers = [503]
+    clock = FakeClock()
+    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url, backoff=1.0)],
+                 background=False)
+    try:
+        alert = await fire(r)
+        assert await r.alerts.deliver_due() == 0  # (503: fired is due again in 1 s)
+        clock.advance(0.5)
+        await r.engine.store.alert_clear(alert, clock(), 0.4, list(r.alerts.webhooks))
+        assert await r.alerts.deliver_due() == 0  # cleared waits for fired
+        clock.advance(0.5)
+        assert await r.alerts.deliver_due() == 2
+    finally:
+        await r.engine.aclose()
+    assert [b["event"] for b in receiver.posted] == ["fired", "fired", "cleared"]

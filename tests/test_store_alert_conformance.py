@@ -98,6 +98,25 @@ async def test_a_result_is_recorded_only_by_the_claim_that_still_holds_the_event
     assert (row.status, row.attempts, row.next_at, row.last_error) == (
         "pending", 1, EPOCH + 40, "HTTP 503")
 
+
+async def test_an_event_waits_for_the_earlier_events_of_its_alert_to_its_webhook(
+        store: Store) -> None:
+    """A cleared event was delivered before its alert's fired one, whose first attempts
+    failed (the review, item 4): per webhook, an alert's events go out in order."""
+    aid = await store.alert_open(alert(), [HOOK_A, HOOK_B])
+    due = {d.url: d for d in await store.due_deliveries(EPOCH, urls=BOTH, lease_s=30)}
+    await store.delivery_result(due[HOOK_A].id, attempts=1, next_at=EPOCH + 5,
+                                error="HTTP 503")
+    await store.delivery_result(due[HOOK_B].id, attempts=1, delivered=EPOCH)
+    await store.alert_clear(aid, EPOCH + 1, 1.0, BOTH)
+    (cleared,) = await store.due_deliveries(EPOCH + 2, urls=BOTH)  # B's; A's waits
+    assert (cleared.url, cleared.event) == (HOOK_B, "cleared")
+    (fired,) = await store.due_deliveries(EPOCH + 5, urls=BOTH)
+    assert (fired.url, fired.event) == (HOOK_A, "fired")
+    await store.delivery_result(fired.id, attempts=2, delivered=EPOCH + 5)
+    (last,) = await store.due_deliveries(EPOCH + 5, urls=BOTH)
+    assert (last.url, last.event) == (HOOK_A, "cleared")
+
 async def test_each_event_has_one_idempotency_key_kept_across_claims(store: Store) -> None:
     aid = await store.alert_open(alert(), [HOOK_A, HOOK_B])
     other = await store.alert_open(alert(metric="tokens"), [HOOK_A])
@@ -108,6 +127,8 @@ async def test_each_event_has_one_idempotency_key_kept_across_claims(store: Stor
     assert keys[(other, HOOK_A)] != keys[(aid, HOOK_A)]
     again = await store.due_deliveries(EPOCH + 31, urls=BOTH)  # the claim ran out: retried
     assert {(d.alert.id, d.url): d.key for d in again} == keys
+    for d in again:  # (delivered: a cleared event waits for its alert's fired one)
+        await store.delivery_result(d.id, attempts=2, delivered=EPOCH + 32)
     await store.alert_clear(aid, EPOCH + 100, 1.0, [HOOK_A])
     (cleared,) = [d for d in await store.due_deliveries(EPOCH + 100, urls=BOTH)
                   if d.event == "cleared"]

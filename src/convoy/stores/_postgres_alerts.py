@@ -14,6 +14,7 @@ from convoy.stores._alert_rows import (
     CLEAR,
     DELIVERY_COLS,
     DROP,
+    IN_ORDER,
     INSERT_ALERT,
     QUEUE,
     REDELIVER,
@@ -38,8 +39,9 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 _CLAIM = (
-    "WITH due AS (SELECT id FROM alert_outbox WHERE delivered IS NULL AND next_at IS NOT NULL"
-    " AND next_at<=%s AND url=ANY(%s) ORDER BY next_at, id LIMIT %s FOR UPDATE SKIP LOCKED), "
+    "WITH due AS (SELECT d.id FROM alert_outbox d WHERE d.delivered IS NULL AND d.next_at IS "
+    f"NOT NULL AND d.next_at<=%s AND d.url=ANY(%s) AND {IN_ORDER.format(o='d')} "
+    "ORDER BY d.next_at, d.id LIMIT %s FOR UPDATE OF d SKIP LOCKED), "
     "claimed AS (UPDATE alert_outbox o SET next_at=%s FROM due WHERE o.id=due.id "
     "RETURNING o.*) "
     f"SELECT {DELIVERY_COLS} FROM claimed o JOIN alerts a ON a.id=o.alert_id ORDER BY o.id")

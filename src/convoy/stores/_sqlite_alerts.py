@@ -15,6 +15,7 @@ from convoy.stores._alert_rows import (
     CLEAR,
     DELIVERY_COLS,
     DROP,
+    IN_ORDER,
     INSERT_ALERT,
     QUEUE,
     REDELIVER,
@@ -80,7 +81,8 @@ class SQLiteAlerts:
             rows = conn.execute(
                 f"SELECT {DELIVERY_COLS} FROM alert_outbox o JOIN alerts a ON a.id=o.alert_id "
                 "WHERE o.delivered IS NULL AND o.next_at IS NOT NULL AND o.next_at<=? "
-                f"AND o.url IN ({marks}) ORDER BY o.next_at, o.id LIMIT ?",
+                f"AND o.url IN ({marks}) AND {IN_ORDER.format(o='o')} "
+                "ORDER BY o.next_at, o.id LIMIT ?",
                 (now, *urls, limit)).fetchall()
             conn.executemany("UPDATE alert_outbox SET next_at=? WHERE id=?",
                              [(now + lease_s, r[0]) for r in rows])
