@@ -62,6 +62,21 @@ def test_observe_records_metrics_in_the_tracing_hooks() -> None:
     assert observe(metrics=metrics) == [metrics, metrics.attempts]
 
 
+
+@pytest.mark.parametrize(("call", "said"), [
+    (lambda: observe(Metrics()), r"^observe\(\) got a Metrics as its tracing: pass it as "
+                                 r"observe\(metrics=\.\.\.\)$"),
+    (lambda: observe(tracing=Metrics()), r"got a Metrics as its tracing"),
+    (lambda: observe(Tracing(exporters=()), Tracing(exporters=())),
+     r"^observe\(metrics=\.\.\.\) is a Tracing, not a Metrics$"),
+    (lambda: observe("store"), r"^observe\(tracing=\.\.\.\) is a str, not a Tracing$"),
+])
+def test_observe_given_the_wrong_thing_says_so_in_one_line(call: Any, said: str) -> None:
+    """``observe(metrics)`` raised AttributeError: 'Metrics' object has no attribute
+    'derived' (the review, item 5)."""
+    with pytest.raises(convoy.UserError, match=said):
+        call()
+
 async def test_metrics_added_again_after_observe_are_refused(engine_factory: Any) -> None:
     """``observe(tracing, metrics)`` wires the metrics into the tracing hooks; adding them
     to the chain as well would count every step twice: the engine refuses to open."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from convoy._errors import UserError
+from convoy._text import a_word
 from convoy.interceptors._base import Interceptor
 from convoy.observability._logging import LogEvents
 from convoy.observability._metrics import Metrics
@@ -24,6 +26,7 @@ def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
     then in the list with their own. ``logs`` need live spans (a log
     record carries its step's span): a ``tracing`` that decides by its exporters
     (``live=None``) records them live."""
+    _check_arguments(tracing, metrics)
     chain: list[Interceptor] = []
     if tracing is None and logs:
         tracing = Tracing(exporters=())
@@ -42,3 +45,17 @@ def observe(tracing: Tracing | None = None, metrics: Metrics | None = None, *,
     if metrics is not None and (tracing is None or tracing.derived):
         chain += [metrics, metrics.attempts]
     return chain
+
+
+def _check_arguments(tracing: object, metrics: object) -> None:
+    """Misuse said in one line (``observe(metrics)`` failed deep inside, with an
+    AttributeError: 'Metrics' object has no attribute 'derived')."""
+    if isinstance(tracing, Metrics):
+        raise UserError("observe() got a Metrics as its tracing: pass it as "
+                        "observe(metrics=...)")
+    if tracing is not None and not isinstance(tracing, Tracing):
+        raise UserError(f"observe(tracing=...) is {a_word(type(tracing).__name__)}, not a "
+                        "Tracing")
+    if metrics is not None and not isinstance(metrics, Metrics):
+        raise UserError(f"observe(metrics=...) is {a_word(type(metrics).__name__)}, not a "
+                        "Metrics")
