@@ -8,6 +8,7 @@ import asyncio
 import hashlib
 import json
 import logging
+import re
 import subprocess
 import sys
 import threading
@@ -124,7 +125,8 @@ async def test_a_slow_model_fires_a_latency_alert_that_clears_when_it_recovers(
                                            ("tenant", "default", "latency", "open")]
     (row, _) = await rig.engine.store.list_alerts(open_only=True)
     assert row.value == 3.0 and row.threshold < 1.0 and 0.4 < row.mean < 0.6
-    assert any("latency of agent 'triage' is 3" in m for m in fired(caplog))
+    assert any("latency of agent 'triage' (tenant 'default') is 3 s, above its band" in m
+               for m in fired(caplog))
     rig.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
     await rig.sessions(2)
     assert len(await rig.alerts_in_store(open_only=True)) == 2  # hysteresis: not yet
@@ -903,3 +905,42 @@ async def test_a_cleared_event_is_not_delivered_before_its_fired_one(
     finally:
         await r.engine.aclose()
     assert [b["event"] for b in receiver.posted] == ["fired", "fired", "cleared"]
+
+
+async def test_an_alert_log_line_names_the_tenant_and_gives_units(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """"alert 1 fired: latency of agent 'triage' ..." read the same for two tenants, and
+    its values had no units ("is 3", "is 2.037e+04") (the review, item 6)."""
+    caplog.set_level(logging.INFO, logger="convoy")
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    r.tenant = "acme"
+    try:
+        await r.sessions(30)
+        r.sim.latency = Latency(value=3.0)
+        await r.sessions(3)
+        r.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await r.sessions(3)
+    finally:
+        await r.engine.aclose()
+    lines = [x.getMessage() for x in caplog.records if x.name == "convoy.alerts"]
+    assert len(lines) == 4, lines
+    agent_fired, tenant_fired, agent_cleared, tenant_cleared = lines
+    assert re.fullmatch(r"alert 1 fired: latency of agent 'triage' \(tenant 'acme'\) is 3 s, "
+                        r"above its band 0\.\d+ s \(baseline 0\.\d+ s ± 0\.\d+ s\)",
+                        agent_fired), agent_fired
+    assert tenant_fired.startswith("alert 2 fired: latency of tenant 'acme' is 3 s, ")
+    assert re.fullmatch(r"alert 1 cleared: latency of agent 'triage' \(tenant 'acme'\) is "
+                        r"back to 0\.\d+ s \(baseline 0\.\d+ s\)", agent_cleared), agent_cleared
+    assert tenant_cleared.startswith("alert 2 cleared: latency of tenant 'acme' is back to ")
+
+
+@pytest.mark.parametrize(("metric", "value", "shown"), [
+    ("latency", 3.0, "3 s"), ("latency", 0.53612, "0.536 s"), ("latency", 12.345, "12.3 s"),
+    ("latency", 4321.5, "4,322 s"),
+    ("error_rate", 0.5, "50%"), ("error_rate", 0.0333333, "3.33%"), ("error_rate", 1.0, "100%"),
+    ("tokens", 4120.4, "4,120 tokens"), ("velocity", 20370.2, "20,370 tokens/min"),
+])
+def test_an_alert_value_is_shown_with_its_unit(metric: str, value: float, shown: str) -> None:
+    from convoy.alerts._interceptor import shown_value
+
+    assert shown_value(metric, value) == shown  # type: ignore[arg-type]

@@ -321,8 +321,9 @@ class BaselineAlerts(Interceptor):
             alert_id, baseline.alert_id = baseline.alert_id, None
             if await self.store.alert_clear(alert_id, now, value, list(self.webhooks)):
                 self._wake.set()
-                log.info("alert %d cleared: %s of %s %r is back to %.4g (baseline %.4g)",
-                         alert_id, key[3], key[1], key[2], value, baseline.mean,
+                log.info("alert %d cleared: %s of %s is back to %s (baseline %s)",
+                         alert_id, key[3], _series_name(key), shown_value(key[3], value),
+                         shown_value(key[3], baseline.mean),
                          extra={"alert": {"id": alert_id, "event": "cleared",
                                                  "tenant": key[0], "scope": key[1],
                                                  "subject": key[2], "metric": key[3],
@@ -342,13 +343,31 @@ class BaselineAlerts(Interceptor):
             deviation=spread, threshold=threshold, opened=now,
             detail=json.dumps(detail, sort_keys=True)), list(self.webhooks))
         self._wake.set()
-        log.warning("alert %d fired: %s of %s %r is %.4g, above its band %.4g (baseline "
-                    "%.4g ± %.4g)", alert_id, metric, scope, subject, value, threshold, mean,
-                    spread, extra={"alert": {
+        log.warning("alert %d fired: %s of %s is %s, above its band %s (baseline %s ± %s)",
+                    alert_id, metric, _series_name(key), *(shown_value(metric, x) for x in (
+                        value, threshold, mean, spread)), extra={"alert": {
                         "id": alert_id, "event": "fired", "tenant": tenant, "scope": scope,
                         "subject": subject, "metric": metric, "value": value,
                         "threshold": threshold, **detail}})
         return alert_id
+
+
+def _series_name(key: SeriesKey) -> str:
+    """Whose series ``key`` is, in a log line: an agent's names its tenant too (the agents
+    of two tenants share their names)."""
+    tenant, scope, subject, _ = key
+    return f"tenant {tenant!r}" if scope == "tenant" else \
+        f"{scope} {subject!r} (tenant {tenant!r})"
+
+
+def shown_value(metric: Metric, value: float) -> str:
+    """A value of ``metric`` as a log line gives it: with its unit, rounded (a rate as a
+    percentage, seconds to 3 figures, tokens whole)."""
+    if metric == "error_rate":
+        return f"{value * 100:.3g}%"
+    if metric == "latency":
+        return f"{value:.3g} s" if abs(value) < 1000 else f"{value:,.0f} s"
+    return f"{value:,.0f} {'tokens/min' if metric == 'velocity' else 'tokens'}"
 
 
 def _series_of(alert: AlertRow) -> SeriesKey | None:
