@@ -5,6 +5,7 @@ POSTed to a real webhook server on loopback, durably."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -135,6 +136,34 @@ async def test_a_slow_model_fires_a_latency_alert_that_clears_when_it_recovers(
                                            ("tenant", "default", "latency", "cleared")]
     await rig.sessions(20)  # back to normal: it stays cleared, nothing new fires
     assert len(await rig.alerts_in_store()) == 2
+
+
+async def test_a_slow_model_that_stays_slow_is_relearned_and_a_slower_one_fires_again(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The reviewer's case: latency moved for good (0.5 s to 1 s). The alert used to stay
+    open for good, learning nothing, so a worse slowdown could not fire: after
+    ``relearn_after`` runs it clears, said as a new normal, and 3 s fires anew."""
+    policy = dataclasses.replace(POLICY, relearn_after=10)
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    r.alerts.policies.update(dict.fromkeys(("latency", "tokens", "velocity"), policy))
+    try:
+        caplog.set_level(logging.INFO, logger="convoy")
+        await r.sessions(30)
+        r.sim.latency = Latency(kind="uniform", low=0.9, high=1.1)
+        await r.sessions(4)
+        assert len(await r.alerts_in_store(open_only=True)) == 2
+        await r.sessions(10)
+        assert await r.alerts_in_store(open_only=True) == []
+        assert any("latency of agent 'triage' (tenant 'default') stayed out of its band for "
+                   "10 observations" in m and "taken as its new normal" in m
+                   for m in fired(caplog)), fired(caplog)
+        await r.sessions(30)  # the new normal, learned: nothing fires
+        assert await r.alerts_in_store(open_only=True) == []
+        r.sim.latency = Latency(value=3.0)
+        await r.sessions(4)
+        assert len(await r.alerts_in_store(open_only=True)) == 2
+    finally:
+        await r.engine.aclose()
 
 
 async def test_a_spike_of_invalid_output_fires_an_error_rate_alert(rig: Rig) -> None:

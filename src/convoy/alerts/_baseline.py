@@ -13,7 +13,11 @@ observations at or below ``mean + clear_k * dev`` (``clear_k < k``). Nothing fir
 ``warmup`` observations have been learned. An observation above the band is learned as the
 band's top (clipped, so a spike barely moves the baseline and the baseline is not biased
 low by leaving them out), and nothing is learned while an alert is open, so a drift does
-not become the new normal while it alerts.
+not become the new normal while it alerts. A level that lasts does, in the end: after
+``relearn_after`` observations with its alert open (a new model, a longer prompt), the
+alert clears as ``relearned`` and the baseline is learned again from there (a new
+warm-up), so a later, worse change can fire. The error rate never is by default: a lasting
+rise of it is an outage.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from typing import Any, Literal
 
 from convoy._errors import UserError
 
-Transition = Literal["fired", "cleared"]
+Transition = Literal["fired", "cleared", "relearned"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +43,9 @@ class BaselinePolicy:
         clear_after: consecutive observations back in the band that clear.
         min_deviation: the smallest deviation used for the band (absolute).
         rel_deviation: the smallest deviation used, as a fraction of the mean.
+        relearn_after: observations an alert stays open before its level is taken as the
+            new normal: the alert clears (``relearned``) and the baseline is learned
+            again from there; ``None``: never (the error rate's default).
     """
 
     alpha: float = 0.1
@@ -49,6 +56,7 @@ class BaselinePolicy:
     clear_after: int = 3
     min_deviation: float = 0.0
     rel_deviation: float = 0.05
+    relearn_after: int | None = 100
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
@@ -63,6 +71,10 @@ class BaselinePolicy:
             if value < (0 if name == "warmup" else 1):
                 raise UserError(f"BaselinePolicy.{name} must be "
                                 f"{'>= 0' if name == 'warmup' else '>= 1'}, got {value!r}")
+        r = self.relearn_after
+        if r is not None and (type(r) is not int or r < 1):
+            raise UserError(f"BaselinePolicy.relearn_after must be a whole number >= 1, or "
+                            f"None for never, got {r!r}")
         if self.min_deviation < 0 or self.rel_deviation < 0:
             raise UserError("BaselinePolicy.min_deviation and rel_deviation must be >= 0")
 
@@ -82,6 +94,8 @@ class Baseline:
     above: int = 0
     within: int = 0
     alert_id: int | None = None
+    #: Observations since its alert opened (see :attr:`BaselinePolicy.relearn_after`).
+    open_for: int = 0
 
     def spread(self, policy: BaselinePolicy) -> float:
         """The deviation the band uses (never below the policy's floor)."""
@@ -97,6 +111,15 @@ class Baseline:
         if self.count < policy.warmup:
             self._learn(x, policy)
             return None
+        if self.alert_id is None:
+            self.open_for = 0
+        else:
+            self.open_for += 1
+            if policy.relearn_after is not None and self.open_for >= policy.relearn_after:
+                self.count = self.above = self.within = self.open_for = 0
+                self.mean = self.deviation = 0.0
+                self._learn(x, policy)  # (the first of a new warm-up)
+                return "relearned"
         spread = self.spread(policy)
         top = self.mean + policy.k * spread
         if x > top:
@@ -137,4 +160,4 @@ class Baseline:
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Baseline:
         return cls(**{k: data[k] for k in ("count", "mean", "deviation", "above", "within",
-                                            "alert_id") if k in data})
+                                            "alert_id", "open_for") if k in data})

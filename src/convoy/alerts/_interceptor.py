@@ -99,7 +99,7 @@ class BaselineAlerts(Interceptor):
                        "the time between delivery passes must be")
         self.policies: dict[Metric, BaselinePolicy] = dict.fromkeys(METRICS, base)
         self.policies["error_rate"] = dataclasses.replace(
-            base, min_deviation=max(base.min_deviation, 0.05))
+            base, min_deviation=max(base.min_deviation, 0.05), relearn_after=None)
         self.policies.update(_checked_policies(policies))
         if isinstance(webhooks, (str, Webhook)):  # (one, not its characters)
             webhooks = [webhooks]
@@ -317,17 +317,24 @@ class BaselineAlerts(Interceptor):
             # (looked up only when firing, which is rare: one open alert per series)
             baseline.alert_id = await self._open_alert(key) or \
                 await self._fire(key, value, before, baseline, tally, now)
-        elif change == "cleared" and baseline.alert_id is not None:
+        elif change in ("cleared", "relearned") and baseline.alert_id is not None:
             alert_id, baseline.alert_id = baseline.alert_id, None
             if await self.store.alert_clear(alert_id, now, value, list(self.webhooks)):
                 self._wake.set()
-                log.info("alert %d cleared: %s of %s is back to %s (baseline %s)",
-                         alert_id, key[3], _series_name(key), shown_value(key[3], value),
-                         shown_value(key[3], baseline.mean),
-                         extra={"alert": {"id": alert_id, "event": "cleared",
-                                                 "tenant": key[0], "scope": key[1],
-                                                 "subject": key[2], "metric": key[3],
-                                                 "value": value}})
+                extra = {"alert": {"id": alert_id, "event": "cleared", "tenant": key[0],
+                                   "scope": key[1], "subject": key[2], "metric": key[3],
+                                   "value": value, "relearned": change == "relearned"}}
+                if change == "cleared":
+                    log.info("alert %d cleared: %s of %s is back to %s (baseline %s)",
+                             alert_id, key[3], _series_name(key),
+                             shown_value(key[3], value), shown_value(key[3], baseline.mean),
+                             extra=extra)
+                else:
+                    log.warning("alert %d cleared: %s of %s stayed out of its band for %d "
+                                "observations (now %s): taken as its new normal, its "
+                                "baseline is learned again from here", alert_id, key[3],
+                                _series_name(key), policy.relearn_after or 0,
+                                shown_value(key[3], value), extra=extra)
         self.store.kv_put(KV_NAMESPACE, _SEP.join(key), json.dumps(baseline.to_json())
                           ).add_done_callback(_baseline_not_kept)
 
@@ -386,7 +393,8 @@ def _stored_baseline(series: SeriesKey, text: Any) -> Baseline:
         raise damaged(what, f"its stored value {shown(text)} is not text")
     data = stored_json(text, what, "value", strict=True)
     if not isinstance(data, dict) or \
-            any(type(data.get(k, 0)) is not int for k in ("count", "above", "within")) or \
+            any(type(data.get(k, 0)) is not int
+                for k in ("count", "above", "within", "open_for")) or \
             any(type(data.get(k, 0.0)) not in (int, float) for k in ("mean", "deviation")) or \
             type(data.get("alert_id")) not in (int, type(None)):
         raise damaged(what, f"its stored value {shown(text)} is not a baseline")
