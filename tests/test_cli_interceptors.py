@@ -188,6 +188,9 @@ def test_an_applications_audit_and_tracing_replace_the_commands_guesses() -> Non
                                "convoy.Interceptor"),
     ("app_interceptors:broken", "app_interceptors:broken() raised RuntimeError: the "
                                 "settings file is missing"),
+    ("app_interceptors:exits", "app_interceptors:exits() raised SystemExit: 0"),
+    ("exits_at_import:interceptors", "importing module 'exits_at_import' failed: "
+                                     "SystemExit: 5"),
     ("app_interceptors:wrong", "app_interceptors:wrong() returned a str, not a list"),
     ("app_interceptors:needs_args", "app_interceptors:needs_args takes arguments"),
     ("app_interceptors:in_a_coroutine", "is an async function"),

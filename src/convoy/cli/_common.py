@@ -513,7 +513,7 @@ def import_modules(modules: list[str] | None, option: str | None = None) -> list
             imported.append(importlib.import_module(name))
         except ImportError as e:
             fail(said + import_failed(name, e))
-        except Exception as e:  # the module's own code failed: one line, not its traceback
+        except (Exception, SystemExit) as e:  # its own code failed, or quit: one line
             fail(f"{said}importing module {quoted(name)} failed: {type(e).__name__}: "
                  f"{short(str(e), 2000)}")
     return imported

@@ -84,7 +84,7 @@ def _imported(option: str) -> Callable[[str], ModuleType]:
         except ImportError as e:
             raise UserError(f"{option}: "
                             + import_failed(name, e, where="Put it on PYTHONPATH")) from None
-        except Exception as e:  # the module's own code failed: one line
+        except (Exception, SystemExit) as e:  # the module's own code failed, or quit
             raise UserError(f"{option}: importing module {quoted(name)} failed: "
                             f"{type(e).__name__}: {short(str(e), 2000)}") from None
     return imported
@@ -104,7 +104,8 @@ def _called(fn: Any, option: str, name: str) -> Any:
         pass  # (no signature to read: a builtin; calling it says what is wrong)
     try:
         return fn()
-    except Exception as e:  # the application's code failed: one line, not its traceback
+    except (Exception, SystemExit) as e:  # the application's code failed (or quit: the
+        # command went quiet, exit 0): one line, not its traceback
         first = next((line for line in str(e).splitlines() if line.strip()), "")
         raise UserError(f"{option} {name}() raised {type(e).__name__}"
                         + (f": {short(first, 300)}" if first else "")) from None
