@@ -760,3 +760,28 @@ def test_a_path_that_is_a_fifo_or_a_device_is_one_line_not_a_hang(
             r = cli("erase", "nobody", "--db", str(log["db"]),
                     env={"CONVOY_MASTER_KEY_FILE": path, "CONVOY_MASTER_KEY": ""})
         _one_line(r, 2, "not a regular file")
+
+
+@pytest.mark.parametrize("args", [
+    ("audit", "checkpoint", "--tenant", T, "--key", "KEY"),
+    ("audit", "prove", "9", "--tenant", T, "--key", "KEY"),
+    ("alerts", "--redeliver"),
+])
+def test_a_writing_command_takes_the_busy_timeout_its_lock_error_names(
+        log: dict[str, Any], args: tuple[str, ...], monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store locked by another writer past the busy timeout: the error says to raise
+    ``--busy-timeout``, which these commands refused as no such option (and they ignored
+    ``$CONVOY_BUSY_TIMEOUT``, waiting 10 s)."""
+    _append(log["db"], 8, 10)  # (grown since the checkpoint: it signs one, and so writes)
+    argv = [a.replace("KEY", str(log["key"])) for a in args]
+    other = sqlite3.connect(log["db"], isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        r = cli(*argv, "--db", str(log["db"]), "--busy-timeout", "0.1")
+        _one_line(r, 1, "--busy-timeout")
+        monkeypatch.setenv("CONVOY_BUSY_TIMEOUT", "0.1")
+        r = cli(*argv, "--db", str(log["db"]))
+        _one_line(r, 1, "--busy-timeout")
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

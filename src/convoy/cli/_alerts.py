@@ -25,6 +25,7 @@ from convoy.cli._common import (
     DbOption,
     Scope,
     TenantOption,
+    WriteBusyTimeoutOption,
     count_option,
     err,
     fail,
@@ -55,16 +56,17 @@ async def _read(db: str, tenant: str | None, open_only: bool, limit: int,
         return rows, deliveries
 
 
-async def _redeliver(db: str, tenant: str | None) -> int:
-    async with open_store(db, write=True) as store:
+async def _redeliver(db: str, tenant: str | None, busy_timeout: float) -> int:
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:
         return await store.redeliver(store.clock(), tenant=tenant)
 
 
-async def _drop(db: str, webhook: str, scope: Scope) -> tuple[str, int]:
+async def _drop(db: str, webhook: str, scope: Scope, busy_timeout: float
+                ) -> tuple[str, int]:
     """Drop the undelivered events of the webhook ``webhook`` names (its URL, or its
     fingerprint: the one URL of the store's undelivered events that has it). Returns the
     URL and how many."""
-    async with open_store(db, write=True) as store:
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:
         url, fp = webhook, None
         if not webhook.startswith(("http://", "https://")):
             fp = webhook.lstrip("#").lower()
@@ -100,6 +102,7 @@ def _check_webhook(value: str) -> None:
 
 def alerts(
     db: DbOption = DEFAULT_DB,
+    busy_timeout: WriteBusyTimeoutOption = 10.0,
     open_only: Annotated[bool, typer.Option(
         "--open", help="Only alerts that have not cleared.")] = False,
     limit: Annotated[int, count_option("--limit", "-n", least=1, help="Rows to show.")] = 50,
@@ -133,12 +136,12 @@ def alerts(
         _check_webhook(drop_webhook)
     require_store(db)
     if drop_webhook is not None:
-        url, n = run_async(_drop(db, drop_webhook, scope))
+        url, n = run_async(_drop(db, drop_webhook, scope, busy_timeout))
         err.print(f"dropped {n} pending or given-up webhook event{'' if n == 1 else 's'}"
                   f"{scope.of} for {shown_url(url)} (its delivered ones are kept)",
                   markup=False, soft_wrap=True)
     if redeliver:
-        _report_redelivered(run_async(_redeliver(db, scope.tenant)), scope)
+        _report_redelivered(run_async(_redeliver(db, scope.tenant, busy_timeout)), scope)
     left_out: list[LeftOut] = []
     found, deliveries = run_async(_read(db, scope.tenant, open_only, limit, left_out))
     rows = readable(found, _times, left_out)

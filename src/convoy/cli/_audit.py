@@ -629,7 +629,7 @@ async def _other_store(store: Store, db: str, tenant: str, published: list[Check
 
 @audit_app.command("checkpoint")
 def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
-               key: KeyOption = None,
+               busy_timeout: WriteBusyTimeoutOption = 10.0, key: KeyOption = None,
                new_key: Annotated[bool, typer.Option(
                    "--new-key", help="Sign with --key (created if it does not exist) "
                    "even though the tenant's checkpoints were signed by another key (a key "
@@ -650,12 +650,13 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
     created = not key.expanduser().exists()
-    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created)).to_json())
+    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created,
+                                     busy_timeout)).to_json())
 
 
 async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
-                      created: bool) -> Checkpoint:
-    async with open_store(db, write=True) as store:
+                      created: bool, busy_timeout: float = 10.0) -> Checkpoint:
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:
         known = await store.audit_tenants()
         if tenant not in known and not await store.audit_checkpoints(tenant):
             _no_log(tenant, known)  # a mistyped --tenant: signing nothing proves nothing
@@ -752,6 +753,7 @@ def _created(key: Path, key_id: str) -> None:
 def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
                                                help="The entry's index in the log.")],
           tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+          busy_timeout: WriteBusyTimeoutOption = 10.0,
           key: KeyOption = None, public_key: Annotated[list[str] | None, typer.Option(
               "--public-key", metavar="BASE64",
               help="Prove against a checkpoint signed by this key (as checkpoints print "
@@ -771,12 +773,13 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
     require_convoy_store(db, nothing="prove")  # (never a store made in another file)
     created = key is not None and not key.expanduser().exists()
     typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created,
-                                           public_key or [])), indent=2))
+                                           public_key or [], busy_timeout)), indent=2))
 
 
 async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bool,
-                 public_keys: list[str]) -> dict[str, Any]:
-    async with open_store(db, write=True) as store:  # it may sign a checkpoint
+                 public_keys: list[str], busy_timeout: float = 10.0) -> dict[str, Any]:
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:  # (it may
+        # sign a checkpoint)
         log = _log(store, key)
         before = await log.checkpoints(tenant)  # (before the count: see ``_not_cut``)
         size = await _count(store, tenant, db)
@@ -855,7 +858,8 @@ def _proved_by_another(tenant: str, entry: int, pins: list[str],
 def consistency(size: Annotated[int, typer.Argument(
                     metavar="SIZE", min=1,
                     help="The size of a signed checkpoint (one you published).")],
-                tenant: TenantOption = None, db: DbOption = DEFAULT_DB) -> None:
+                tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
+                busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
     """Print a consistency proof (JSON) from the tenant's checkpoint of SIZE entries to its
     newest: that the newest signed log is the older one with entries appended, nothing
     changed or removed. Whoever holds the older checkpoint checks it with `convoy audit
@@ -867,11 +871,14 @@ def consistency(size: Annotated[int, typer.Argument(
     """
     require_store(db)
     require_convoy_store(db, nothing="prove")
-    typer.echo(json.dumps(run_async(_consistency(db, one_tenant(tenant), size)), indent=2))
+    typer.echo(json.dumps(run_async(_consistency(db, one_tenant(tenant), size, busy_timeout)),
+                          indent=2))
 
 
-async def _consistency(db: str, tenant: str, size: int) -> dict[str, Any]:
-    async with open_store(db, write=True) as store:  # (it may keep the tiles it hashed)
+async def _consistency(db: str, tenant: str, size: int, busy_timeout: float = 10.0
+                       ) -> dict[str, Any]:
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:  # (it may
+        # keep the tiles it hashed)
         log = _log(store, None)
         if await _count(store, tenant, db) == 0:
             _no_log(tenant, await store.audit_tenants())
