@@ -727,6 +727,24 @@ def test_arguments_that_would_break_alerts_later_are_refused_at_once(
         BaselineAlerts(**kwargs)
 
 
+@pytest.mark.parametrize(("kwargs", "said"), [
+    ({"backoff": float("nan")}, "backoff"), ({"max_backoff": float("nan")}, "max_backoff"),
+    ({"timeout": float("nan")}, "timeout"), ({"timeout": float("inf")}, "timeout"),
+    ({"backoff": float("inf")}, "backoff"), ({"max_attempts": 1.5}, "max_attempts"),
+    ({"max_attempts": True}, "max_attempts"),
+    ({"headers": {"Authorization": "Bearer x\r\nX-Injected: 1"}}, "header"),
+    ({"headers": {"Bad Name": "x"}}, "header"),
+])
+def test_a_webhook_setting_no_delivery_could_use_is_refused_at_once(
+        kwargs: dict[str, Any], said: str) -> None:
+    """A NaN passed every ``< 0`` test (a NaN wait, an attempt with no timeout); a header
+    value with a line break would have been refused by every send, each attempt logged,
+    the event given up after them all."""
+    with pytest.raises(convoy.UserError, match=said) as info:
+        Webhook(url="http://127.0.0.1:9/hook", **kwargs)
+    assert "Bearer" not in str(info.value)  # (a token is not repeated)
+
+
 def test_one_webhook_url_is_taken_as_one() -> None:
     """A string was iterated one character at a time ("Webhook url must start with
     http://"), naming none of it."""

@@ -203,6 +203,9 @@ async def test_retention_purges_finished_sessions_older_than_the_age(db: str | P
 async def test_misuse_is_one_clear_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CONVOY_MASTER_KEY", raising=False)
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE", raising=False)
+    for text in (None, 42, b"bytes"):  # (an unset variable read as None: AttributeError)
+        with pytest.raises(UserError, match="must be base64 text, not"):
+            MasterKey.from_text(text)  # type: ignore[arg-type]
     async with convoy.Engine(tmp_path / "a.db") as eng:
         with pytest.raises(UserError, match="no master key is configured"):
             await eng.run(serve, {"name": IN_NAME}, subject="s-1")

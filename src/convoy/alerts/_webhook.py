@@ -66,10 +66,22 @@ class Webhook:
         problem = url_problem(self.url)
         if problem is not None:
             raise UserError(problem)
-        if self.max_attempts < 1:
-            raise UserError(f"Webhook.max_attempts must be >= 1, got {self.max_attempts}")
-        if self.backoff < 0 or self.max_backoff < 0 or self.timeout <= 0:
-            raise UserError("Webhook backoff and max_backoff must be >= 0, timeout > 0")
+        if type(self.max_attempts) is not int or self.max_attempts < 1:
+            raise UserError(f"Webhook.max_attempts must be a whole number >= 1, got "
+                            f"{self.max_attempts!r}")
+        for name in ("backoff", "max_backoff", "timeout"):
+            value = getattr(self, name)
+            lowest = 0 if name != "timeout" else math.ulp(0)
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not math.isfinite(value) or value < lowest:
+                raise UserError(f"Webhook.{name} must be a number of seconds "
+                                f"{'> 0' if name == 'timeout' else '>= 0'}, got {value!r}")
+        for header, value in (self.headers or {}).items():
+            if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header) or \
+                    not isinstance(value, str) or _HEADER_BREAK.search(value):
+                raise UserError(f"Webhook header {quoted(str(header), 60)}: a header's name is "
+                                "a token (letters, digits, '-'), its value text without "
+                                "line breaks or control characters")
 
     def __repr__(self) -> str:
         # (no secret of the URL or the headers in a log line or a traceback)
@@ -83,6 +95,12 @@ class Webhook:
         past ``max_backoff``."""
         wait = max(self.backoff * 2 ** max(0, attempts - 1), retry_after or 0.0)
         return float(min(self.max_backoff, wait))
+
+
+#: A header's name (RFC 9110 token) and what no header value may hold (a line break
+#: would start another header: refused by every send).
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_HEADER_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 def retry_after(value: str | None, now: float) -> float | None:

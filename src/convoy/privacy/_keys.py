@@ -113,6 +113,9 @@ class MasterKey:
     @classmethod
     def from_text(cls, text: str, *, source: str = "the master key") -> MasterKey:
         """The key ``text`` holds (base64 of 32 bytes); ``source`` names it in errors."""
+        if not isinstance(text, str):
+            raise UserError(f"{source} must be base64 text, not "
+                            f"{type(text).__name__} (make one with 'convoy keygen FILE')")
         try:
             raw = base64.b64decode(text.strip(), validate=True)
         except (binascii.Error, ValueError):
