@@ -129,3 +129,21 @@ async def test_run_many_stopped_while_the_store_is_down_returns_its_sessions_unf
         e.drain()
         res = await e.run_many(double, [1, 2], ids=["a", "b"])
     assert [(r.id, r.status) for r in res] == [("a", "pending"), ("b", "pending")]
+
+
+@pytest.mark.parametrize(("what", "session"), [("write", True), ("read", False),
+                                                ("compact", False)])
+def test_a_lost_postgresql_connection_says_to_try_again_and_what_a_session_does(
+        what: str, session: bool) -> None:
+    """``convoy erase`` or ``audit seal`` losing its connection said "the session is left
+    unfinished: resume it", though they run no session: the line says to try again, and
+    what becomes of a session only for a write (a session's step may be one)."""
+    import psycopg
+
+    from convoy.stores._postgres_sql import store_error
+
+    said = str(store_error(psycopg.OperationalError("server closed the connection "
+                                                    "unexpectedly"), "'pg'", what))
+    assert said.startswith(f"the store 'pg' failed to {what}: server closed the connection "
+                           "unexpectedly; try again once the server is reachable"), said
+    assert ("session is left unfinished" in said) is session, said

@@ -401,16 +401,21 @@ def schema_refused(e: psycopg.Error, where: str, role: str, database: str,
                       f"schema {quoted(schema)} owned by it")
 
 
+#: What a failed write means for a session, when it was one's (a command that runs no
+#: session, ``erase`` or ``audit seal``, is simply run again).
+_SESSION_LEFT = " (if it was a session's step, the session is left unfinished: resume it then)"
+
+
 def store_error(e: psycopg.Error, where: str, what: str) -> StoreError:
     """One clear line for a PostgreSQL failure: what happened where, and what to do."""
     msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
     if isinstance(e, _ROLLED_BACK):
         return StoreError(f"the store {where} kept rolling back a write that conflicted with "
-                          f"another engine's ({msg}); the session is left unfinished: resume "
-                          "it later", transient=True)
+                          f"another engine's ({msg}); try again later{_SESSION_LEFT}",
+                          transient=True)
     if isinstance(e, psycopg.errors.LockNotAvailable):
-        return StoreError(f"the store {where} kept a session locked by another engine; the "
-                          "session is left unfinished: resume it later", transient=True)
+        return StoreError(f"the store {where} kept a row locked by another engine; try again "
+                          f"later{_SESSION_LEFT}", transient=True)
     if isinstance(e, psycopg.errors.InsufficientPrivilege):
         return StoreError(f"the store {where} refused to {what}: {msg}; grant this role the "
                           "privileges on the store's schema")
@@ -418,6 +423,7 @@ def store_error(e: psycopg.Error, where: str, what: str) -> StoreError:
         return StoreError(f"the disk of the PostgreSQL server of {where} is full; free space "
                           "and resume", transient=True)
     if isinstance(e, psycopg.OperationalError):
-        return StoreError(f"the store {where} failed to {what}: {msg}; the session is left "
-                          "unfinished: resume it once the server is reachable", transient=True)
+        return StoreError(f"the store {where} failed to {what}: {msg}; try again once the "
+                          "server is reachable" + (_SESSION_LEFT if what == "write" else ""),
+                          transient=True)
     return StoreError(f"the store {where} failed to {what}: {msg}")
