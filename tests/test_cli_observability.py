@@ -120,6 +120,17 @@ def test_bad_trace_exporter_is_one_line() -> None:
     ({"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
      "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': Convoy exports OTLP over HTTP (http/protobuf), "
      "not gRPC"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "junk"},
+     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL='junk' is not an OTLP protocol: use "
+     "'http/protobuf'"),
+    ({"OTEL_EXPORTER_OTLP_TIMEOUT": "abc"},
+     "OTEL_EXPORTER_OTLP_TIMEOUT='abc' is not a number of seconds"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "-5"},
+     "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT='-5' is not a number of seconds"),
+    ({"OTEL_EXPORTER_OTLP_HEADERS": "garbage"},
+     "OTEL_EXPORTER_OTLP_HEADERS: its item 1 is not KEY=VALUE"),
+    ({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer s3cret,,x-key: s3cret"},
+     "OTEL_EXPORTER_OTLP_TRACES_HEADERS: its item 3 is not KEY=VALUE"),
 ])
 def test_an_otlp_setting_no_span_could_be_sent_with_is_one_line_before_any_session(
         env: dict[str, str], said: str) -> None:
@@ -128,6 +139,7 @@ def test_an_otlp_setting_no_span_could_be_sent_with_is_one_line_before_any_sessi
     res = cli("run", FLOW, "--input", str(inputs), "--trace", "otlp", env=env)
     one_line_error(res, 2, f"--trace: {said}")
     assert "sessions run" not in res.stdout  # (refused before any session ran)
+    assert "s3cret" not in res.stderr  # (a header's value may be a token)
 
 
 def test_the_console_exporter_writes_to_stderr_beside_the_summary() -> None:

@@ -1,11 +1,13 @@
 """The OpenTelemetry environment variables that decide where OTLP spans go, checked
 before any span is made: a value no span could be sent with (a URL that is not one, a
 scheme or port no HTTP request takes, gRPC asked of the HTTP exporter, which reads no
-protocol variable) is one line at once, not one warning after every session ran, blaming
-a collector."""
+protocol variable, a protocol that is none, a timeout that is no number, headers not
+written KEY=VALUE) is one line at once, not one warning after every session ran, blaming
+a collector, nor the SDK's own lines, or nothing at all."""
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from urllib.parse import urlsplit
@@ -16,6 +18,9 @@ from convoy.stores._url import redacted
 #: Where the OTLP/HTTP exporter sends spans, each variable before the next.
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+TIMEOUTS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
+#: Both are sent (the traces' added to the general ones).
+HEADERS = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
 
 
 def endpoint_variable(environ: Mapping[str, str] = os.environ) -> str:
@@ -33,7 +38,29 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
                         "(http/protobuf), not gRPC; unset it, or set it to "
                         "'http/protobuf' and the endpoint to the collector's HTTP port "
                         "(4318)")
+            if value.strip().lower() not in ("http/protobuf", "http/json"):
+                return (f"{name}={quoted(value, 60)} is not an OTLP protocol: use "
+                        "'http/protobuf' (or unset it)")
             break
+    for name in TIMEOUTS:  # (the exporter's own parsing drops a bad one in silence)
+        value = environ.get(name)
+        if value:
+            try:
+                seconds = float(value)
+            except ValueError:
+                seconds = math.nan
+            if not math.isfinite(seconds) or seconds <= 0:
+                return (f"{name}={quoted(value, 60)} is not a number of seconds (the "
+                        "exporter's timeout; 10 by default)")
+            break
+    for name in HEADERS:  # (a malformed one is logged by the SDK in its own words, and
+        value = environ.get(name)  # its header not sent)
+        if value:
+            bad = next((i for i, h in enumerate(value.split(","), 1) if h.strip() and
+                        ("=" not in h or not h.partition("=")[0].strip())), None)
+            if bad is not None:  # (by its place, not its text: it may hold a token)
+                return (f"{name}: its item {bad} is not KEY=VALUE; write headers as "
+                        "key1=value1,key2=value2")
     name = endpoint_variable(environ)
     value = environ.get(name)
     if not value:
