@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import logging
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 from convoy._errors import UserError
+
+if TYPE_CHECKING:
+    from convoy.observability._redact import Redactor
 
 log = logging.getLogger("convoy.privacy")
 
@@ -41,11 +45,15 @@ def check_subject(subject: object) -> str:
 def _personal_kind(name: str) -> str | None:
     """The kind of the first piece of personal data the default redactor finds in
     ``name`` (without the ``pii`` extra: e-mail and IP addresses), or ``None``."""
+    found = _redactor().find(name)
+    return found[0].kind if found else None
+
+
+@lru_cache(maxsize=1)
+def _redactor() -> Redactor:
     from convoy.observability._redact import Redactor
 
     try:
-        redactor = Redactor(memo=0)
+        return Redactor(memo=0)
     except UserError:
-        redactor = Redactor(kinds=("email", "ip"), memo=0)
-    found = redactor.find(name)
-    return found[0].kind if found else None
+        return Redactor(kinds=("email", "ip"), memo=0)
