@@ -214,6 +214,22 @@ def test_a_collector_that_is_down_is_one_warning_line_in_a_real_process() -> Non
     assert "(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT says where OTLP goes)" in lines[0], lines[0]
 
 
+@pytest.mark.parametrize(("timeout", "bound"), [("2", 3.0), ("30", 31.0), (None, 11.0)])
+def test_the_flush_at_close_is_bounded_by_the_otlp_exporters_own_timeout(
+        monkeypatch: pytest.MonkeyPatch, timeout: str | None, bound: float) -> None:
+    """The bound is the OTLP exporter's timeout and a second: the SDK keeps it on the
+    exporter's client, where it was not looked for (always 10 s: a collector answering
+    within a longer timeout was said to have lost the spans)."""
+    from convoy.observability import Tracing
+
+    monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", raising=False)
+    if timeout is None:
+        monkeypatch.delenv("OTEL_EXPORTER_OTLP_TIMEOUT", raising=False)
+    else:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_TIMEOUT", timeout)
+    assert Tracing(exporters=["otlp"])._export_bound() == bound
+
+
 def test_a_collector_that_trickles_its_answer_holds_the_command_no_longer_than_its_timeout(
         ) -> None:
     """A collector that says 200 and then sends its body a byte at a time never trips the

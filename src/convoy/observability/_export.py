@@ -36,7 +36,9 @@ class CountingExporter(SpanExporter):
     def timeout(self) -> float:
         """How long (seconds) one export may take: the exporter's own timeout (OTLP's,
         ``OTEL_EXPORTER_OTLP_TIMEOUT``), else 10 s."""
-        t = getattr(self.exporter, "_timeout", None)
+        e = self.exporter  # (the OTLP exporter keeps it on itself, or on its client)
+        t = getattr(e, "_timeout", None) or getattr(getattr(e, "_client", None), "_timeout",
+                                                    None)
         return float(t) if isinstance(t, int | float) and 0 < t < 3600 else 10.0
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:

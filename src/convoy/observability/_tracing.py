@@ -204,6 +204,8 @@ class Tracing(Interceptor):
         self._flusher: asyncio.Task[None] | None = None
         self.processors: list[SpanProcessor] = []
         self._counted: list[CountingExporter] = []
+        #: An exporter's flush outlasted its bound at close (:meth:`shutdown` waits no more).
+        self._stuck = False
         self._resource: Resource | None = None
         self._scope: InstrumentationScope | None = None
         self._models: dict[Model, tuple[str, str, str]] = {}
@@ -310,7 +312,8 @@ class Tracing(Interceptor):
         # (what it has not taken by then counts as lost: :attr:`spans_lost`).
         bound = self._export_bound()
         for p in self.processors:
-            await _off_the_loop(p.force_flush, bound)
+            if not await _off_the_loop(p.force_flush, bound):
+                self._stuck = True  # (its exit's shutdown does not wait for it again)
 
     async def _flush_now_and_then(self) -> None:
         while True:
@@ -371,7 +374,8 @@ class Tracing(Interceptor):
         timeout: an export a collector holds up is left behind."""
         procs, self.processors = self.processors, []
         self._keep = self.to_store
-        bound = self._export_bound()
+        # (an export a collector held past the bound at close holds its processor still)
+        bound = 0.1 if self._stuck else self._export_bound()
         for p in procs:
             thread = threading.Thread(target=p.shutdown, daemon=True,
                                       name="convoy-span-shutdown")
