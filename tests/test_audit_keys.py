@@ -71,9 +71,9 @@ def test_a_key_path_that_is_a_dangling_link_is_one_line(tmp_path: Path) -> None:
 @pytest.mark.parametrize("kind", ["fifo", "device", "huge"])
 def test_a_key_path_that_is_no_key_file_is_refused_without_reading_it_all(
         tmp_path: Path, kind: str) -> None:
-    """A FIFO (which would wait for a writer), a device (``/dev/zero``: endless) or a
-    file far larger than a key is refused in one line, read no further than a key's
-    bound."""
+    """A FIFO with no writer (which would wait for one forever: it reads as empty), a
+    device (``/dev/zero``: endless) or a file far larger than a key is refused in one
+    line, read no further than a key's bound."""
     import os
 
     path = tmp_path / "audit.key"
@@ -84,7 +84,7 @@ def test_a_key_path_that_is_no_key_file_is_refused_without_reading_it_all(
     else:
         with path.open("wb") as f:
             f.truncate(1 << 30)  # (sparse: a gigabyte that takes no disk)
-    said = {"fifo": "not a regular file", "device": "not a regular file",
-            "huge": "larger than"}[kind]
+    said = {"fifo": "not an unencrypted PEM private key",  # (no writer: read as empty)
+            "device": "not a regular file or a pipe", "huge": "larger than"}[kind]
     with pytest.raises(UserError, match=said):
         load_or_create_key(path)

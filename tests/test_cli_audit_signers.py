@@ -743,8 +743,9 @@ def test_an_empty_list_of_pinned_keys_is_refused_not_taken_for_none(
 @pytest.mark.parametrize("where", ["check", "checkpoint", "verify-key", "master-key"])
 def test_a_path_that_is_a_fifo_or_a_device_is_one_line_not_a_hang(
         log: dict[str, Any], tmp_path: Path, where: str) -> None:
-    """A FIFO (read, it waits for a writer forever) or ``/dev/zero`` (endless) given where
-    a proof, a file of checkpoints or a key belongs: one line, exit 2, at once."""
+    """A FIFO with no writer (read, it waited for one forever: it reads as empty) or
+    ``/dev/zero`` (endless) given where a proof, a file of checkpoints or a key belongs:
+    one line, exit 2, at once."""
     import os
 
     fifo = tmp_path / "pipe"
@@ -759,7 +760,30 @@ def test_a_path_that_is_a_fifo_or_a_device_is_one_line_not_a_hang(
         else:
             r = cli("erase", "nobody", "--db", str(log["db"]),
                     env={"CONVOY_MASTER_KEY_FILE": path, "CONVOY_MASTER_KEY": ""})
-        _one_line(r, 2, "not a regular file")
+        _one_line(r, 2, *(["not a regular file or a pipe"] if path == "/dev/zero" else []))
+
+
+def test_a_proof_or_checkpoints_read_from_a_pipe_are_checked(log: dict[str, Any],
+                                                             tmp_path: Path) -> None:
+    """``convoy audit check <(cat proof.json)``, ``--checkpoint /dev/stdin``: a pipe with
+    a writer is read as a file is."""
+    import os
+
+    proof = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
+                str(log["key"]))
+    assert proof.code == 0, proof.stderr
+
+    def piped(text: str) -> str:
+        r, w = os.pipe()
+        os.write(w, text.encode())
+        os.close(w)
+        return f"/proc/self/fd/{r}"
+
+    r = cli("audit", "check", piped(proof.stdout))
+    assert r.code == 0, r.stderr
+    r = cli("audit", "verify", "--db", str(log["db"]), "--checkpoint",
+            piped(log["published"].read_text()))
+    assert r.code == 0, r.stderr
 
 
 @pytest.mark.parametrize("args", [

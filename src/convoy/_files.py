@@ -1,7 +1,8 @@
-"""Reading a small file the user names (a key, a checkpoint, a proof) safely: a FIFO,
-a device or a socket is refused without waiting on it (``/dev/zero`` is endless, a FIFO
-waits for a writer forever), and a file is read no further than a bound its kind never
-reaches, so a wrong path costs a line, not the machine's memory."""
+"""Reading a small file the user names (a key, a checkpoint, a proof) safely: a device or
+a socket is refused (``/dev/zero`` is endless), a pipe is read (``<(cat proof.json)``,
+``/dev/stdin``) but a FIFO with no writer is not waited on (it reads as empty), and
+anything is read no further than a bound its kind never reaches, so a wrong path costs a
+line, not the machine's memory."""
 
 from __future__ import annotations
 
@@ -23,8 +24,10 @@ def read_small(path: str | Path, limit: int) -> bytes:
         mode = os.fstat(fd).st_mode
         if stat.S_ISDIR(mode):
             raise OSError(errno.EISDIR, "Is a directory")
-        if not stat.S_ISREG(mode):
-            raise OSError(errno.EINVAL, "not a regular file (a pipe, a device or a socket)")
+        if stat.S_ISFIFO(mode):  # (opened without waiting for a writer; now read as one)
+            os.set_blocking(fd, True)
+        elif not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, "not a regular file or a pipe (a device or a socket)")
         chunks: list[bytes] = []
         size = 0
         while chunk := os.read(fd, min(1 << 20, limit + 1 - size)):
