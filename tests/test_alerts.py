@@ -734,6 +734,7 @@ def test_arguments_that_would_break_alerts_later_are_refused_at_once(
     ({"max_attempts": True}, "max_attempts"),
     ({"headers": {"Authorization": "Bearer x\r\nX-Injected: 1"}}, "header"),
     ({"headers": {"Bad Name": "x"}}, "header"),
+    ({"headers": {"Authorization": "Bearer tökén"}}, "ASCII"),
 ])
 def test_a_webhook_setting_no_delivery_could_use_is_refused_at_once(
         kwargs: dict[str, Any], said: str) -> None:
@@ -923,6 +924,27 @@ async def test_a_retry_after_answer_is_honoured_up_to_max_backoff(
         assert row.next_at == clock() + wait and row.last_error == "HTTP 429"
         clock.advance(wait)
         assert await r.alerts.deliver_due() == 1
+    finally:
+        await r.engine.aclose()
+
+
+async def test_a_webhook_with_no_backoff_is_tried_once_a_pass_not_to_its_last_attempt(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """``backoff=0``: a failed event was due again at once, so one pass claimed it again
+    and again, and gave it up within milliseconds. It is tried once a pass."""
+    clock = FakeClock()
+    receiver.answers = [(500, {})] * 20
+    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url, backoff=0)],
+                 background=False)
+    try:
+        aid = await fire(r)
+        assert await r.alerts.deliver_due() == 0
+        (row,) = await r.engine.store.alert_deliveries([aid])
+        assert row.attempts == 1 and row.next_at is not None, row
+        clock.advance(1.0)  # (the next pass, a poll interval later)
+        assert await r.alerts.deliver_due() == 0
+        (row,) = await r.engine.store.alert_deliveries([aid])
+        assert row.attempts == 2 and row.next_at is not None, row
     finally:
         await r.engine.aclose()
 

@@ -129,7 +129,8 @@ def test_bad_trace_exporter_is_one_line() -> None:
      "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT='-5' is not a number of seconds"),
     ({"OTEL_EXPORTER_OTLP_HEADERS": "garbage"},
      "OTEL_EXPORTER_OTLP_HEADERS: its item 1 is not KEY=VALUE"),
-    ({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer s3cret,,x-key: s3cret"},
+    ({"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer s3cret,,x-key: s3cret",
+      "OTEL_EXPORTER_OTLP_HEADERS": "a=1"},
      "OTEL_EXPORTER_OTLP_TRACES_HEADERS: its item 3 is not KEY=VALUE"),
 ])
 def test_an_otlp_setting_no_span_could_be_sent_with_is_one_line_before_any_session(
@@ -212,6 +213,16 @@ def test_a_collector_that_is_down_is_one_warning_line_in_a_real_process() -> Non
     assert "could not be exported" in lines[0]
     assert "s3cret" not in res.stderr and "ops:***@127.0.0.1" in lines[0], lines[0]
     assert "(OTEL_EXPORTER_OTLP_TRACES_ENDPOINT says where OTLP goes)" in lines[0], lines[0]
+
+
+def test_general_otlp_headers_the_traces_ones_replace_are_not_checked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK sends the traces' headers instead of the general ones: a general setting
+    it ignores is no reason to refuse."""
+    from convoy.observability._otlp_env import otlp_problem
+
+    assert otlp_problem({"OTEL_EXPORTER_OTLP_HEADERS": "garbage",
+                         "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "authorization=Bearer x"}) is None
 
 
 @pytest.mark.parametrize(("timeout", "bound"), [("2", 3.0), ("30", 31.0), (None, 11.0)])

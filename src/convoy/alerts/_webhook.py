@@ -80,8 +80,8 @@ class Webhook:
             if not isinstance(header, str) or not _HEADER_NAME.fullmatch(header) or \
                     not isinstance(value, str) or _HEADER_BREAK.search(value):
                 raise UserError(f"Webhook header {quoted(str(header), 60)}: a header's name is "
-                                "a token (letters, digits, '-'), its value text without "
-                                "line breaks or control characters")
+                                "a token (letters, digits, '-'), its value ASCII text "
+                                "without line breaks or control characters")
 
     def __repr__(self) -> str:
         # (no secret of the URL or the headers in a log line or a traceback)
@@ -100,7 +100,8 @@ class Webhook:
 #: A header's name (RFC 9110 token) and what no header value may hold (a line break
 #: would start another header: refused by every send).
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-_HEADER_BREAK = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_HEADER_BREAK = re.compile(r"[^\t\x20-\x7e]")  # (and what is not ASCII: httpx sends
+# header values as ASCII, and refused every send of one that is not)
 
 
 def retry_after(value: str | None, now: float) -> float | None:
@@ -326,9 +327,14 @@ class Deliverer:
         another engine send the rest at once), record the outcome; at most ``limit``
         events. Returns how many were delivered."""
         done = 0
+        # What was due when the pass began: an event that failed in it is due again at a
+        # later pass at the soonest, even with no backoff (it was tried again at once, to
+        # its last attempt, in one pass). The claim still lasts its lease from now.
+        began = self.clock()
         for _ in range(limit):
-            claimed = await self.store.due_deliveries(self.clock(), urls=list(self.webhooks),
-                                                      limit=1, lease_s=self.lease_s)
+            claimed = await self.store.due_deliveries(
+                began, urls=list(self.webhooks), limit=1,
+                lease_s=self.lease_s + max(0.0, self.clock() - began))
             if not claimed:
                 break
             if await self._deliver(client, claimed[0]):
@@ -366,7 +372,9 @@ class Deliverer:
         self.failed_attempts += 1
         url = shown_url(d.url)
         error = hide_url(error, d.url)[:500]
-        wait = hook.delay(attempts, retry_after(asked, now))
+        # (never due again at the time it failed: a pass takes what was due as it began,
+        # so with no backoff it is tried again at the next pass, not in this one)
+        wait = max(hook.delay(attempts, retry_after(asked, now)), 0.001)
         next_at = None if attempts >= hook.max_attempts else now + wait
         if not await self.store.delivery_result(d.id, attempts=attempts, next_at=next_at,
                                                 error=error, claimed_until=d.claimed_until):

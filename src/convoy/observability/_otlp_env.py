@@ -19,8 +19,8 @@ from convoy.stores._url import redacted
 ENDPOINTS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 PROTOCOLS = ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
 TIMEOUTS = ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "OTEL_EXPORTER_OTLP_TIMEOUT")
-#: Both are sent (the traces' added to the general ones).
-HEADERS = ("OTEL_EXPORTER_OTLP_HEADERS", "OTEL_EXPORTER_OTLP_TRACES_HEADERS")
+#: The traces' headers, when set, are sent instead of the general ones.
+HEADERS = ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "OTEL_EXPORTER_OTLP_HEADERS")
 
 
 def endpoint_variable(environ: Mapping[str, str] = os.environ) -> str:
@@ -54,13 +54,14 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
                         "exporter's timeout; 10 by default)")
             break
     for name in HEADERS:  # (a malformed one is logged by the SDK in its own words, and
-        value = environ.get(name)  # its header not sent)
+        value = environ.get(name)  # its header not sent; the one it reads)
         if value:
             bad = next((i for i, h in enumerate(value.split(","), 1) if h.strip() and
                         ("=" not in h or not h.partition("=")[0].strip())), None)
             if bad is not None:  # (by its place, not its text: it may hold a token)
                 return (f"{name}: its item {bad} is not KEY=VALUE; write headers as "
                         "key1=value1,key2=value2")
+            break
     name = endpoint_variable(environ)
     value = environ.get(name)
     if not value:
