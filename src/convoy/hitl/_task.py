@@ -14,6 +14,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -243,7 +244,7 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
         adapter: TypeAdapter[Any] = TypeAdapter(tp)
 
         def by_type(value: Any) -> Any:
-            _no_unknown_field(value, schema)
+            _no_unknown_field(tp, value)
             try:
                 return adapter.dump_python(adapter.validate_python(value), mode="json")
             except ValidationError as e:
@@ -255,7 +256,6 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
     def by_schema(value: Any) -> Any:
         if schema is None:
             return value
-        _no_unknown_field(value, schema)
         import jsonschema
 
         try:
@@ -275,65 +275,38 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
     return by_schema
 
 
-def _no_unknown_field(value: Any, schema: dict[str, Any] | None) -> None:
-    """Refuse an answer with a field its form does not have (``{"aprove": true}``), at
-    any depth: Pydantic drops such a field by default, and a JSON schema allows it, so a
-    misspelt optional field was recorded as its default, in silence. An object whose
-    schema says what more it takes (``additionalProperties``, a model with
-    ``extra="allow"`` or ``"forbid"``) is left to the schema."""
-    if schema is None:
+def _no_unknown_field(tp: type, value: Any) -> None:
+    """Refuse an answer with a field its type does not have (``{"aprove": true}``): a
+    Pydantic model drops such a field by default, so a misspelt optional field was
+    recorded as its default, in silence. Pydantic itself decides what the model takes
+    (aliases, ``populate_by_name``), on its top level; a model that says what it does with
+    more fields (``extra=...``) is left to say it, and so is a value that is not an
+    object."""
+    strict = _strict(tp)
+    if strict is None or not isinstance(value, dict):
         return
-    found = _unknown_in(value, schema, schema, ())
-    if found is not None:
-        path, name, known = found
-        where = "".join(f"{p}." for p in path) + repr(name)
-        raise UserError(f"the answer has a field its form does not have: {where} (the "
-                        f"form's fields: {', '.join(known)}); check its name")
+    try:
+        strict.validate_python(value)
+    except ValidationError as e:
+        extra = [str(err["loc"][0]) for err in e.errors()
+                 if err["type"] == "extra_forbidden" and len(err["loc"]) == 1]
+        if extra:
+            fields = getattr(tp, "model_fields", {})
+            known = [f.alias or name for name, f in fields.items()]
+            raise UserError(f"the answer has a field {tp.__name__} does not have: "
+                            f"{quoted(extra[0], 60)} (its fields: {', '.join(known)}); check "
+                            "its name") from None
 
 
-def _unknown_in(value: Any, schema: Any, root: dict[str, Any], path: tuple[str, ...]
-                ) -> tuple[tuple[str, ...], str, list[str]] | None:
-    """The first field of ``value`` that ``schema`` does not name: ``(path, name,
-    the fields it names)``."""
-    schema = _resolved(schema, root)
-    if not isinstance(schema, dict):
+@lru_cache(maxsize=256)
+def _strict(tp: type) -> TypeAdapter[Any] | None:
+    """``tp`` refusing fields it does not have, if it is a Pydantic model that does not
+    say what it does with them."""
+    if not (isinstance(tp, type) and issubclass(tp, BaseModel)) or "extra" in tp.model_config:
         return None
-    if isinstance(value, dict):
-        branches = [b for b in (*schema.get("anyOf", ()), *schema.get("oneOf", ()))
-                    if isinstance(_resolved(b, root), dict)
-                    and "properties" in _resolved(b, root)]
-        if len(branches) == 1:  # (``Note | None``; several objects: the schema decides)
-            return _unknown_in(value, branches[0], root, path)
-        props = schema.get("properties")
-        if not isinstance(props, dict):
-            return None
-        if "additionalProperties" not in schema and "patternProperties" not in schema:
-            for k in value:
-                if k not in props:
-                    return path, str(k), list(props)
-        for k, v in value.items():
-            if k in props:
-                found = _unknown_in(v, props[k], root, (*path, str(k)))
-                if found is not None:
-                    return found
-    elif isinstance(value, list) and isinstance(schema.get("items"), dict):
-        for i, v in enumerate(value):
-            found = _unknown_in(v, schema["items"], root, (*path, str(i)))
-            if found is not None:
-                return found
-    return None
-
-
-def _resolved(schema: Any, root: dict[str, Any]) -> Any:
-    """``schema``, its ``$ref`` to the root's ``$defs`` followed (a ``$ref`` to a
-    ``$ref`` too, but not around a cycle)."""
-    for _ in range(64):
-        ref = schema.get("$ref") if isinstance(schema, dict) else None
-        if not isinstance(ref, str) or not ref.startswith("#/$defs/"):
-            break
-        defs = root.get("$defs")
-        schema = defs.get(ref[len("#/$defs/"):]) if isinstance(defs, dict) else None
-    return schema
+    strict = type(tp.__name__, (tp,), {"model_config": ConfigDict(extra="forbid"),
+                                        "__module__": tp.__module__})
+    return TypeAdapter(strict)
 
 
 __all__ = ["ACTIONS", "DEADLINE", "INBOX", "RESERVED", "TASK_FORMAT", "Action", "Comment",
