@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -24,6 +25,7 @@ from pydantic import BaseModel
 
 import convoy
 from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
+from convoy.alerts._interceptor import KV_NAMESPACE
 from convoy.models import Latency
 from convoy.stores import NewAlert, SQLiteStore
 from tests.fakeclock import FakeClock
@@ -809,6 +811,36 @@ async def test_an_alert_whose_link_a_crash_lost_is_adopted_cleared_and_not_dupli
             ("agent", "triage", "latency", "open"), ("tenant", "default", "latency", "open")]
         (row,) = [a for a in await again.engine.store.list_alerts() if a.id == orphan]
         assert row.status == "cleared"
+    finally:
+        await again.engine.aclose()
+
+
+async def test_an_alert_adopted_by_an_engine_with_no_baseline_of_it_stays_open_while_the_level_does(
+        tmp_path: Path) -> None:
+    """An engine that adopts an open alert of a series it has no baseline of (its
+    baselines lost, a store shared by an engine that never saw the series) learned its
+    warm-up from the abnormal level, then cleared it as "back to" that level. It starts
+    from the alert's own baseline (its mean and deviation when it fired)."""
+    clock = FakeClock()
+    first = make_rig(tmp_path / "a.db", clock)
+    await first.sessions(30)
+    first.sim.latency = Latency(value=3.0)
+    await first.sessions(4)
+    assert len(await first.alerts_in_store(open_only=True)) == 2
+    await first.engine.aclose()
+    conn = sqlite3.connect(tmp_path / "a.db")
+    with conn:  # (no baseline of the series kept: the new engine has only the alerts)
+        conn.execute("DELETE FROM kv WHERE namespace=?", (KV_NAMESPACE,))
+    conn.close()
+    again = make_rig(tmp_path / "a.db", clock)
+    again.prefix = "again-"
+    again.sim.latency = Latency(value=3.0)
+    try:
+        await again.sessions(POLICY.warmup + 5)  # still slow: it stays open
+        assert len(await again.alerts_in_store(open_only=True)) == 2
+        again.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await again.sessions(3)  # back to normal: it clears
+        assert await again.alerts_in_store(open_only=True) == []
     finally:
         await again.engine.aclose()
 

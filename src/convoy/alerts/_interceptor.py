@@ -178,7 +178,13 @@ class BaselineAlerts(Interceptor):
             if key is None or key in linked:  # (oldest first: an older duplicate wins)
                 continue
             linked.add(key)
-            self.baselines.setdefault(key, Baseline()).alert_id = alert.id
+            baseline = self.baselines.get(key)
+            if baseline is None:  # (none kept of it: it starts from the alert's, warmed up,
+                # not from a warm-up of the abnormal level it alerts on, cleared as normal)
+                baseline = self.baselines[key] = Baseline(
+                    count=self.policies[key[3]].warmup, mean=alert.mean,
+                    deviation=alert.deviation)
+            baseline.alert_id = alert.id
         for key, baseline in self.baselines.items():
             if key not in linked:
                 baseline.alert_id = None  # (cleared meanwhile, by another engine)
