@@ -667,6 +667,18 @@ async def test_the_service_name_comes_from_the_environment_unless_given(
         assert {s.resource.attributes["team"] for s in spans} == {"ops"}
 
 
+@pytest.mark.parametrize("value", [",,=,", "team", "team=ops,=x", "service.name crm"])
+def test_resource_attributes_that_cannot_be_read_are_one_line(
+        monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """The SDK drops such an item with lines of its own on stderr, and the spans go out
+    without it: refused in one line, naming the item by its place."""
+    monkeypatch.setenv("OTEL_RESOURCE_ATTRIBUTES", value)
+    with pytest.raises(convoy.UserError, match=r"^Tracing: OTEL_RESOURCE_ATTRIBUTES: its "
+                                               r"item \d is not KEY=VALUE"):
+        Tracing(exporters=[SimpleSpanProcessor(InMemorySpanExporter())])
+    Tracing(exporters=["store"])  # (the store's spans carry no resource)
+
+
 def test_convoy_trace_of_a_session_sampling_left_out_says_so(tmp_path: Path) -> None:
     db = tmp_path / "t.db"
     wf = desk_workflow(agents(convoy.SimModel(script())), name="obs.unsampled")

@@ -56,8 +56,7 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     for name in HEADERS:  # (a malformed one is logged by the SDK in its own words, and
         value = environ.get(name)  # its header not sent; the one it reads)
         if value:
-            bad = next((i for i, h in enumerate(value.split(","), 1) if h.strip() and
-                        ("=" not in h or not h.partition("=")[0].strip())), None)
+            bad = _bad_item(value)
             if bad is not None:  # (by its place, not its text: it may hold a token)
                 return (f"{name}: its item {bad} is not KEY=VALUE; write headers as "
                         "key1=value1,key2=value2")
@@ -81,3 +80,22 @@ def otlp_problem(environ: Mapping[str, str] = os.environ) -> str | None:
     if not parts.hostname:
         return f"{shown} names no host; write it as http://HOST:4318"
     return None
+
+
+def resource_problem(environ: Mapping[str, str] = os.environ) -> str | None:
+    """Why ``OTEL_RESOURCE_ATTRIBUTES`` cannot be read (an item not ``key=value``, which
+    the SDK drops with lines of its own on stderr), or ``None``."""
+    value = environ.get("OTEL_RESOURCE_ATTRIBUTES")
+    bad = _bad_item(value) if value else None
+    if bad is None:
+        return None
+    return (f"OTEL_RESOURCE_ATTRIBUTES: its item {bad} is not KEY=VALUE; write them as "
+            "key1=value1,key2=value2")
+
+
+def _bad_item(value: str) -> int | None:
+    """The place (from 1) of the first item of a ``key=value,...`` list that is not one
+    (empty items are let be), or ``None``."""
+    return next((i for i, h in enumerate(value.split(","), 1) if h.strip() and
+                 ("=" not in h or not h.partition("=")[0].strip())), None)
+

@@ -161,10 +161,11 @@ class Tracing(Interceptor):
                 raise UserError(f"Tracing: exporter {repr(e)[:60]} ({type(e).__name__}) is "
                                 "not 'store', 'otlp', 'console', an OpenTelemetry "
                                 "SpanExporter or SpanProcessor")
-        if "otlp" in exporters:
-            from convoy.observability._otlp_env import otlp_problem
+        if any(e != "store" for e in exporters):  # (spans that leave with a resource)
+            from convoy.observability._otlp_env import otlp_problem, resource_problem
 
-            problem = otlp_problem()
+            problem = (otlp_problem() if "otlp" in exporters else None) or \
+                resource_problem()
             if problem is not None:
                 raise UserError(f"Tracing: {problem}")
         if flush_every < 1 or flush_interval <= 0:
