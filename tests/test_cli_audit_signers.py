@@ -809,3 +809,21 @@ def test_a_writing_command_takes_the_busy_timeout_its_lock_error_names(
     finally:
         other.execute("ROLLBACK")
         other.close()
+
+
+def test_a_proof_or_checkpoints_from_standard_input_are_checked(log: dict[str, Any]) -> None:
+    """``-`` is standard input (``... | convoy audit check -``), as ``export -o -`` is
+    standard output; it said "'-': No such file or directory"."""
+    from typer.testing import CliRunner
+
+    from convoy.cli import app
+
+    proof = cli("audit", "prove", "3", "--db", str(log["db"]), "--tenant", T, "--key",
+                str(log["key"]))
+    assert proof.code == 0, proof.stderr
+    r = CliRunner().invoke(app, ["audit", "check", "-"], input=proof.stdout)
+    assert r.exit_code == 0, r.stderr
+    r = CliRunner().invoke(app, ["audit", "verify", "--db", str(log["db"]), "--checkpoint",
+                                 "-"], input=log["published"].read_text())
+    assert r.exit_code == 0, r.stderr
+

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import sys
 from pathlib import Path
 
 #: What a key file (a PEM key, a master key's base64 text) never reaches.
@@ -39,3 +40,15 @@ def read_small(path: str | Path, limit: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def read_input(path: str | Path, limit: int) -> bytes:
+    """:func:`read_small`, or standard input for ``-`` (as far as ``limit``)."""
+    if str(path) != "-":
+        return read_small(path, limit)
+    data = sys.stdin.buffer.read(limit + 1)
+    if len(data) > limit:
+        raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, more than such a file "
+                                   "holds")
+    return data
+

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from convoy import AuditError, UserError
 from convoy._command import command, word
-from convoy._files import read_small
+from convoy._files import read_input
 from convoy._text import escaped, plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -145,7 +145,7 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
     found: list[Checkpoint] = []
     for f in files or ():
         try:
-            lines = read_small(f, PUBLISHED_LIMIT).decode("utf-8").splitlines()
+            lines = read_input(f, PUBLISHED_LIMIT).decode("utf-8").splitlines()
         except OSError as e:
             fail(f"--checkpoint {str(f)!r}: {e.strerror or e}")
         except UnicodeDecodeError as e:
@@ -356,8 +356,8 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
            checkpoint: Annotated[list[Path] | None, typer.Option(
                "--checkpoint", metavar="FILE",
                help="Checkpoints published earlier (one JSON per line, as `convoy audit "
-                    "checkpoint` prints them): the log must still extend each. "
-                    "Repeatable.")] = None) -> None:
+                    "checkpoint` prints them; '-': standard input): the log must still "
+                    "extend each. Repeatable.")] = None) -> None:
     """Re-derive every tenant's audit log (or --tenant's) and check it against its signed
     checkpoints. Names, one line for each tenant whose log is bad, the first bad entry of a
     changed, deleted, inserted, reordered or truncated log, or of a fork from a checkpoint,
@@ -891,7 +891,8 @@ async def _consistency(db: str, tenant: str, size: int, busy_timeout: float = 10
 @audit_app.command("check")
 def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
                                                 help="A proof `convoy audit prove` or "
-                                                     "`convoy audit consistency` printed.")],
+                                                     "`convoy audit consistency` printed "
+                                                     "('-': standard input).")],
           public_key: PublicKeysOption = None) -> None:
     """Check an inclusion proof (`convoy audit prove`) or a consistency proof (`convoy
     audit consistency`) without any store: the checkpoints' signatures (pin the signer with
@@ -909,7 +910,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     """
     _check_public_keys(public_key)
     try:
-        text = read_small(proof, PROOF_LIMIT).decode("utf-8")
+        text = read_input(proof, PROOF_LIMIT).decode("utf-8")
     except OSError as e:
         fail(f"{str(proof)!r}: {e.strerror or e}")
     except UnicodeDecodeError as e:
