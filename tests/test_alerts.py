@@ -463,6 +463,61 @@ async def test_alert_events_queued_before_a_sigkill_are_delivered_after_it(
         server.close()
 
 
+KILLED_AS_IT_FIRES = """
+import asyncio, logging, os, signal, sys
+from pathlib import Path
+from convoy.models import Latency
+from tests.fakeclock import FakeClock
+from tests.test_alerts import make_rig
+
+
+class Kill(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        if "fired" in record.getMessage():  # (the alert committed, its baseline's link not)
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def main() -> None:
+    logging.getLogger("convoy.alerts").addHandler(Kill())
+    r = make_rig(Path(sys.argv[1]), FakeClock())
+    await r.sessions(30)
+    r.sim.latency = Latency(value=3.0)
+    await r.sessions(5)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_alert_whose_engine_was_killed_as_it_fired_clears_and_is_not_duplicated(
+        tmp_path: Path) -> None:
+    """A real SIGKILL the moment an alert fired (its baseline's link to it not saved yet):
+    the alert stayed open for good and the series' next drift opened a duplicate (the
+    operator's trial). A new engine on the store clears it once the series is back, and a
+    later drift opens one alert per series."""
+    db = tmp_path / "a.db"
+    child = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", KILLED_AS_IT_FIRES, str(db)], cwd=ROOT,
+        env={"PYTHONPATH": f"{ROOT}:{ROOT / 'src'}"}, capture_output=True, text=True,
+        timeout=120, check=False)
+    assert child.returncode == -9, child.stderr
+    clock = FakeClock()
+    clock.advance(3600)
+    again = make_rig(db, clock)
+    again.prefix = "again-"
+    try:
+        await again.engine.open()
+        opened = await again.alerts_in_store(open_only=True)
+        assert opened and all(a[3] == "open" for a in opened), opened
+        await again.sessions(3)  # normal traffic: what the killed engine opened clears
+        assert await again.alerts_in_store(open_only=True) == []
+        again.sim.latency = Latency(value=3.0)
+        await again.sessions(3)
+        assert await again.alerts_in_store(open_only=True) == [
+            ("agent", "triage", "latency", "open"), ("tenant", "default", "latency", "open")]
+    finally:
+        await again.engine.aclose()
+
+
 # -- keys, failures and whose events an engine delivers -----------------------------------
 
 
@@ -757,21 +812,29 @@ def test_one_webhook_url_is_taken_as_one() -> None:
     assert list(BaselineAlerts(webhooks=hook, redact=False).webhooks) == [hook.url]
 
 
+async def _fired_failed_then_cleared(tmp_path: Path, receiver: Receiver,
+                                     clock: FakeClock) -> Rig:
+    """A rig whose alert fired, whose ``fired`` event's first attempt failed (503: due
+    again in 1 s), and which cleared half a second later."""
+    receiver.answers = [503]
+    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url, backoff=1.0)],
+                 background=False)
+    alert = await fire(r)
+    assert await r.alerts.deliver_due() == 0  # (503)
+    clock.advance(0.5)
+    await r.engine.store.alert_clear(alert, clock(), 0.4, list(r.alerts.webhooks))
+    return r
+
+
 async def test_each_event_is_sent_as_it_happened_even_when_delivered_later(
         tmp_path: Path, receiver: Receiver) -> None:
     """A fired event whose first attempt failed, retried after its alert cleared, still
     says the alert is open (every attempt of one key, one body); the cleared event says it
     cleared. It was built from the alert as it was at send time: a receiver that routes on
     the status never saw an open alert after a webhook outage (the operator's trial)."""
-    receiver.answers = [503]
     clock = FakeClock()
-    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url, backoff=1.0)],
-                 background=False)
+    r = await _fired_failed_then_cleared(tmp_path, receiver, clock)
     try:
-        alert = await fire(r)
-        assert await r.alerts.deliver_due() == 0  # (503)
-        clock.advance(0.5)
-        await r.engine.store.alert_clear(alert, clock(), 0.4, list(r.alerts.webhooks))
         clock.advance(1)
         assert await r.alerts.deliver_due() == 2
     finally:
@@ -991,15 +1054,9 @@ async def test_a_cleared_event_is_not_delivered_before_its_fired_one(
         tmp_path: Path, receiver: Receiver) -> None:
     """The fired event's first attempt failed, its alert cleared: the cleared event went
     out first, and a receiver saw the alert clear before it fired (the review, item 4)."""
-    receiver.answers = [503]
     clock = FakeClock()
-    r = make_rig(tmp_path / "a.db", clock, webhooks=[Webhook(url=receiver.url, backoff=1.0)],
-                 background=False)
+    r = await _fired_failed_then_cleared(tmp_path, receiver, clock)
     try:
-        alert = await fire(r)
-        assert await r.alerts.deliver_due() == 0  # (503: fired is due again in 1 s)
-        clock.advance(0.5)
-        await r.engine.store.alert_clear(alert, clock(), 0.4, list(r.alerts.webhooks))
         assert await r.alerts.deliver_due() == 0  # cleared waits for fired
         clock.advance(0.5)
         assert await r.alerts.deliver_due() == 2

@@ -1088,7 +1088,6 @@ def _detach(token: object | None) -> None:
         _otel_context.detach(token)  # type: ignore[arg-type]
 
 
-
 async def _off_the_loop(fn: Callable[[], object], seconds: float) -> bool:
     """``fn()`` in a daemon thread (one left behind does not hold the process at its
     exit), waited for ``seconds`` at most: whether it returned in time."""
