@@ -152,6 +152,20 @@ def test_the_console_exporter_writes_to_stderr_beside_the_summary() -> None:
     assert '"trace_id"' not in res.stdout and '"trace_id"' in res.stderr, res.stdout[:300]
 
 
+def test_the_console_exporter_writes_one_json_line_a_span() -> None:
+    """Each span is one line of JSON (the SDK's default is indented over some twenty
+    lines, its first a bare ``{``): a log shipper reading ``--log-format json`` lines, or
+    ``jq``, takes each line whole."""
+    inputs = write_jsonl(Path("in.jsonl"), GOOD[:1])
+    res = cli("run", FLOW, "--input", str(inputs), "--trace", "console",
+              "--log-format", "json")
+    assert res.code == 0, res.stderr
+    spans = [json.loads(line) for line in res.stderr.splitlines()
+             if line.startswith('{"name"')]
+    assert spans and all(s["context"]["trace_id"] for s in spans), res.stderr[:500]
+    assert "{" not in [line.strip() for line in res.stderr.splitlines()], res.stderr[:500]
+
+
 class _Refusing(http.server.BaseHTTPRequestHandler):
     """A collector that refuses every batch (400: the exporter does not retry it)."""
 

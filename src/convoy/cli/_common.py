@@ -656,10 +656,10 @@ def tracing(exporters: list[str] | None) -> list[Interceptor]:
 
 
 def _stderr_console() -> Any:
-    """OpenTelemetry's console exporter, writing to stderr."""
-    from opentelemetry.sdk.trace.export import ConsoleSpanExporter
+    """OpenTelemetry's console exporter, writing to stderr, one span a line."""
+    from convoy.observability._export import console_exporter
 
-    return ConsoleSpanExporter(out=sys.stderr)
+    return console_exporter(sys.stderr)
 
 
 def warn_lost_spans(engine: Engine) -> None:

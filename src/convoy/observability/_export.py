@@ -9,10 +9,17 @@ can tell.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export import (
+    ConsoleSpanExporter,
+    SpanExporter,
+    SpanExportResult,
+)
 
 
 class CountingExporter(SpanExporter):
@@ -69,4 +76,15 @@ def otlp_where(exporter: object) -> str:
     return f"OTLP {redacted(endpoint)}" if isinstance(endpoint, str) else "OTLP"
 
 
-__all__ = ["CountingExporter", "otlp_where"]
+__all__ = ["CountingExporter", "console_exporter", "otlp_where"]
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return str(span.to_json(indent=None)) + os.linesep
+
+
+def console_exporter(out: TextIO | None = None) -> ConsoleSpanExporter:
+    """OpenTelemetry's console exporter, one span a line of JSON (its default indents each
+    over some twenty lines), to ``out`` (stdout)."""
+    return ConsoleSpanExporter(out=out or sys.stdout, formatter=_one_line)
+

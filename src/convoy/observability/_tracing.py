@@ -250,7 +250,11 @@ class Tracing(Interceptor):
 
         if self.processors:
             return
-        from convoy.observability._export import CountingExporter, otlp_where
+        from convoy.observability._export import (
+            CountingExporter,
+            console_exporter,
+            otlp_where,
+        )
 
         procs: list[SpanProcessor] = []
         for e in self.exporters:
@@ -263,7 +267,7 @@ class Tracing(Interceptor):
                 otlp = OTLPSpanExporter()
                 counted = CountingExporter(otlp, otlp_where(otlp))
             elif e == "console":
-                counted = CountingExporter(ConsoleSpanExporter(), "the console")
+                counted = CountingExporter(console_exporter(), "the console")
             elif isinstance(e, ConsoleSpanExporter):  # (the command line's, to stderr)
                 counted = CountingExporter(e, "the console")
             elif isinstance(e, SpanProcessor):
