@@ -327,3 +327,43 @@ def test_a_narrow_alerts_table_keeps_every_column_and_fits(columns: str,
         assert name in head.split() or f"{name} " in head, (columns, res.stdout)
     assert "0.65" in res.stdout and "(0.5," in res.stdout, res.stdout
     assert "refund-des" in res.stdout and "token_velo" in res.stdout, res.stdout
+
+
+def test_metrics_serve_counts_the_open_alerts() -> None:
+    """``convoy metrics serve`` gives the store's open alerts as a gauge by scope, subject
+    and metric (a cleared one counts nothing), so Prometheus can alert on them; every
+    tenant's with ``--all-tenants``. A subject is redacted as a label."""
+    from convoy.cli._common import Scope
+    from convoy.cli._metrics import StoreCollector
+
+    seed_alerts()
+
+    async def more() -> None:
+        store = SQLiteStore(Path("convoy.db"))
+        await store.open()
+        try:
+            await store.alert_open(NewAlert(
+                tenant="default", scope="tenant", subject="zoe.quinn@mail.example.org",
+                metric="tokens", value=3.0, mean=0.5, deviation=0.05, threshold=0.65,
+                opened=T0), [])
+        finally:
+            await store.aclose()
+
+    asyncio.run(more())
+
+    def scrape(scope: Scope) -> dict[tuple[tuple[str, str], ...], float]:
+        return {tuple(s.labels.items()): s.value
+                for fam in StoreCollector("convoy.db", scope).collect()
+                if fam.name == "convoy_store_alerts_open" for s in fam.samples}
+
+    assert scrape(Scope("default")) == {
+        (("scope", "agent"), ("subject", "triage"), ("metric", "error_rate")): 1,
+        (("scope", "tenant"), ("subject", "[EMAIL]"), ("metric", "tokens")): 1}
+    assert scrape(Scope(None)) == {
+        (("tenant", "acme"), ("scope", "agent"), ("subject", "triage"),
+         ("metric", "tokens")): 1,
+        (("tenant", "default"), ("scope", "agent"), ("subject", "triage"),
+         ("metric", "error_rate")): 1,
+        (("tenant", "default"), ("scope", "tenant"), ("subject", "[EMAIL]"),
+         ("metric", "tokens")): 1}
+    assert scrape(Scope("nobody")) == {}

@@ -109,7 +109,7 @@ class StoreCollector:
                                "(0: it was removed, damaged or unreachable; the other "
                                "series are left out).")
         try:
-            counts, by_workflow, tasks = asyncio.run(self.read())
+            counts, by_workflow, tasks, alerts = asyncio.run(self.read())
         except Exception as e:
             problem = reportable(e)
             if problem is None:  # (a bug: its traceback, in the scrape's 500)
@@ -151,11 +151,19 @@ class StoreCollector:
         for key, n in sorted(self._bounded(tasks, *tenants, len(by) + 1).items()):
             human.add_metric(list(key), n)
         yield human
+        opened = GaugeMetricFamily(
+            "convoy_store_alerts_open", "Open baseline alerts (convoy alerts --open) by "
+            "scope ('agent' or 'tenant'), subject (the agent's or the tenant's name) and "
+            "metric.", labels=[*by, "scope", "subject", "metric"])
+        for key, n in sorted(self._bounded(alerts, *tenants, len(by) + 1).items()):
+            opened.add_metric(list(key), n)
+        yield opened
 
-    async def read(self) -> tuple[dict[Key, int], dict[Key, int], Counter[Key]]:
-        """Sessions by status, unfinished ones by workflow and status, and open human
-        tasks by kind and queue (each key led by its tenant when it reads every
-        tenant's)."""
+    async def read(self) -> tuple[dict[Key, int], dict[Key, int], Counter[Key],
+                                  Counter[Key]]:
+        """Sessions by status, unfinished ones by workflow and status, open human tasks by
+        kind and queue, and open alerts by scope, subject and metric (each key led by its
+        tenant when it reads every tenant's)."""
         # Read-only: a scrape never migrates the store. The inbox reads through an engine
         # (sealed tasks open with the master key of the environment, if one is set).
         engine = Engine(store_from_url(self.db, read_only=True))
@@ -184,11 +192,17 @@ class StoreCollector:
                 for task in sealed:
                     row = rows.get(session_of(task))
                     tasks[(*lead(row.tenant if row else OTHER), "sealed", "")] += 1
-            return counts, dict(by), tasks
+            alerts: Counter[Key] = Counter(  # (one open alert a series: a bounded number)
+                (*lead(a.tenant), a.scope, a.subject, a.metric) for a in
+                await store.list_alerts(tenant=tenant, open_only=True, limit=_ALERTS_MAX,
+                                        left_out=[]))
+            return counts, dict(by), tasks, alerts
 
 
 #: A series' label values.
 Key = tuple[str, ...]
+#: The most open alerts a scrape reads (one a series: far more than a store has).
+_ALERTS_MAX = 100_000
 
 
 async def tenant_counts(store: Store) -> dict[tuple[str, str], int]:
