@@ -27,7 +27,7 @@ import convoy
 from convoy.alerts import BaselineAlerts, BaselinePolicy, Webhook
 from convoy.alerts._interceptor import KV_NAMESPACE
 from convoy.models import Latency
-from convoy.stores import NewAlert, SQLiteStore
+from convoy.stores import NewAlert, SQLiteStore, store_from_url
 from tests.fakeclock import FakeClock
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +72,9 @@ class Rig:
                 for a in reversed(await self.engine.store.list_alerts(**kw))]
 
 
-def make_rig(db: Path, clock: FakeClock, webhooks: list[str | Webhook] | None = None,
+def make_rig(db: Path | str, clock: FakeClock, webhooks: list[str | Webhook] | None = None,
              **alert_kw: Any) -> Rig:
+    """A rig on the SQLite file ``db`` (or the store a URL names)."""
     drift = Drift()
 
     def script(req: convoy.ModelRequest) -> dict[str, Any]:
@@ -91,7 +92,9 @@ def make_rig(db: Path, clock: FakeClock, webhooks: list[str | Webhook] | None = 
         return out
 
     alerts = BaselineAlerts(POLICY, webhooks=webhooks or [], **alert_kw)
-    engine = convoy.Engine(SQLiteStore(db, clock=clock), interceptors=[alerts])
+    store = SQLiteStore(db, clock=clock) if isinstance(db, Path) else \
+        store_from_url(db, clock=clock)
+    engine = convoy.Engine(store, interceptors=[alerts])
     return Rig(engine, alerts, sim, clock, drift, wf)
 
 
@@ -605,7 +608,8 @@ def alert_of(clock: FakeClock, metric: str = "latency") -> NewAlert:
 async def fire(r: Rig, metric: str = "latency") -> int:
     """An alert recorded and queued as the interceptor does when one fires."""
     await r.engine.open()
-    return await r.engine.store.alert_open(alert_of(r.clock, metric), list(r.alerts.webhooks))
+    fired = await r.engine.store.alert_open(alert_of(r.clock, metric), list(r.alerts.webhooks))
+    return fired.id
 
 
 async def test_idempotency_keys_differ_across_stores_and_stay_across_retries(
@@ -861,7 +865,7 @@ async def test_an_alert_whose_link_a_crash_lost_is_adopted_cleared_and_not_dupli
     clock = FakeClock()
     first = make_rig(tmp_path / "a.db", clock)
     await first.sessions(30)
-    orphan = await first.engine.store.alert_open(alert_of(clock), [])
+    orphan = (await first.engine.store.alert_open(alert_of(clock), [])).id
     await first.engine.aclose()
     again = make_rig(tmp_path / "a.db", clock)
     again.prefix = "again-"
@@ -915,7 +919,7 @@ async def test_an_open_alert_of_a_series_is_adopted_when_it_fires_again(
     rig = make_rig(tmp_path / "a.db", FakeClock())
     try:
         await rig.sessions(30)
-        orphan = await rig.engine.store.alert_open(alert_of(rig.clock), [])
+        orphan = (await rig.engine.store.alert_open(alert_of(rig.clock), [])).id
         rig.sim.latency = Latency(value=3.0)
         await rig.sessions(3)
         assert await rig.alerts_in_store(open_only=True) == [

@@ -34,9 +34,9 @@ def seed_alerts() -> None:
         try:
             for tenant, metric in (("default", "latency"), ("acme", "tokens"),
                                    ("default", "error_rate")):
-                aid = await store.alert_open(NewAlert(
+                aid = (await store.alert_open(NewAlert(
                     tenant=tenant, scope="agent", subject="triage", metric=metric, value=3.0,
-                    mean=0.5, deviation=0.05, threshold=0.65, opened=T0), [])
+                    mean=0.5, deviation=0.05, threshold=0.65, opened=T0), [])).id
                 if metric == "latency":
                     await store.alert_clear(aid, T0 + 60, 0.52, [])
         finally:

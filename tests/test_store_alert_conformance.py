@@ -26,7 +26,7 @@ def alert(tenant: str = "t1", metric: str = "latency", at: float = EPOCH) -> New
 
 
 async def test_an_alert_opens_and_clears_once(store: Store) -> None:
-    aid = await store.alert_open(alert(), [])
+    aid = (await store.alert_open(alert(), [])).id
     (row,) = await store.list_alerts()
     assert (row.id, row.status, row.metric, row.value, row.threshold, row.detail) == (
         aid, "open", "latency", 9.0, 2.5, '{"kinds": {"timeout": 2}}')
@@ -38,9 +38,9 @@ async def test_an_alert_opens_and_clears_once(store: Store) -> None:
 
 
 async def test_alerts_are_listed_newest_first_by_tenant(store: Store) -> None:
-    a1 = await store.alert_open(alert("t1", "latency"), [])
-    a2 = await store.alert_open(alert("t2", "tokens"), [])
-    a3 = await store.alert_open(alert("t1", "error_rate"), [])
+    a1 = (await store.alert_open(alert("t1", "latency"), [])).id
+    a2 = (await store.alert_open(alert("t2", "tokens"), [])).id
+    a3 = (await store.alert_open(alert("t1", "error_rate"), [])).id
     await store.alert_clear(a1, EPOCH + 1, 0.0, [])
     assert [a.id for a in await store.list_alerts()] == [a3, a2, a1]
     assert [a.id for a in await store.list_alerts(tenant="t1")] == [a3, a1]
@@ -50,7 +50,7 @@ async def test_alerts_are_listed_newest_first_by_tenant(store: Store) -> None:
 
 
 async def test_deliveries_are_queued_claimed_retried_and_finished(store: Store) -> None:
-    aid = await store.alert_open(alert(), [HOOK_A, HOOK_B])
+    aid = (await store.alert_open(alert(), [HOOK_A, HOOK_B])).id
     due = await store.due_deliveries(EPOCH, urls=BOTH, lease_s=30)
     assert sorted((d.url, d.event, d.attempts, d.alert.id) for d in due) == [
         (HOOK_A, "fired", 0, aid), (HOOK_B, "fired", 0, aid)]
@@ -103,7 +103,7 @@ async def test_an_event_waits_for_the_earlier_events_of_its_alert_to_its_webhook
         store: Store) -> None:
     """A cleared event was delivered before its alert's fired one, whose first attempts
     failed (the review, item 4): per webhook, an alert's events go out in order."""
-    aid = await store.alert_open(alert(), [HOOK_A, HOOK_B])
+    aid = (await store.alert_open(alert(), [HOOK_A, HOOK_B])).id
     due = {d.url: d for d in await store.due_deliveries(EPOCH, urls=BOTH, lease_s=30)}
     await store.delivery_result(due[HOOK_A].id, attempts=1, next_at=EPOCH + 5,
                                 error="HTTP 503")
@@ -118,8 +118,8 @@ async def test_an_event_waits_for_the_earlier_events_of_its_alert_to_its_webhook
     assert (last.url, last.event) == (HOOK_A, "cleared")
 
 async def test_each_event_has_one_idempotency_key_kept_across_claims(store: Store) -> None:
-    aid = await store.alert_open(alert(), [HOOK_A, HOOK_B])
-    other = await store.alert_open(alert(metric="tokens"), [HOOK_A])
+    aid = (await store.alert_open(alert(), [HOOK_A, HOOK_B])).id
+    other = (await store.alert_open(alert(metric="tokens"), [HOOK_A])).id
     due = await store.due_deliveries(EPOCH, urls=BOTH, lease_s=30)
     keys = {(d.alert.id, d.url): d.key for d in due}
     assert keys[(aid, HOOK_A)] == keys[(aid, HOOK_B)]  # one event, one key, whatever the URL
@@ -147,7 +147,7 @@ async def test_two_stores_never_give_their_events_the_same_key(
             s = b.new(clock)
             await s.open()
             try:
-                aid = await s.alert_open(alert(), [HOOK_A])
+                aid = (await s.alert_open(alert(), [HOOK_A])).id
                 (d,) = await s.due_deliveries(EPOCH, urls=[HOOK_A])
                 seen.append((aid, d.key))
             finally:
@@ -163,7 +163,7 @@ async def test_deliveries_are_claimed_only_for_the_urls_asked_for(store: Store) 
     engine that has theirs, and never crowd its own out of a claim."""
     for i in range(60):
         await store.alert_open(alert(metric=f"m{i}"), [HOOK_A])
-    late = await store.alert_open(alert(at=EPOCH + 1), [HOOK_B])
+    late = (await store.alert_open(alert(at=EPOCH + 1), [HOOK_B])).id
     (d,) = await store.due_deliveries(EPOCH + 1, urls=[HOOK_B], limit=50)
     assert (d.url, d.alert.id) == (HOOK_B, late)
     assert await store.due_deliveries(EPOCH + 1, urls=[HOOK_B]) == []
@@ -173,9 +173,9 @@ async def test_deliveries_are_claimed_only_for_the_urls_asked_for(store: Store) 
 
 
 async def test_the_delivery_status_of_alerts_is_listed(store: Store) -> None:
-    a1 = await store.alert_open(alert(), [HOOK_A, HOOK_B])
-    a2 = await store.alert_open(alert(metric="tokens"), [HOOK_A])
-    a3 = await store.alert_open(alert(metric="error_rate"), [])
+    a1 = (await store.alert_open(alert(), [HOOK_A, HOOK_B])).id
+    a2 = (await store.alert_open(alert(metric="tokens"), [HOOK_A])).id
+    a3 = (await store.alert_open(alert(metric="error_rate"), [])).id
     due = {(d.alert.id, d.url): d for d in await store.due_deliveries(EPOCH, urls=BOTH)}
     await store.delivery_result(due[(a1, HOOK_A)].id, attempts=1, delivered=EPOCH + 1)
     await store.delivery_result(due[(a1, HOOK_B)].id, attempts=8, next_at=None,
@@ -196,8 +196,8 @@ async def test_the_delivery_status_of_alerts_is_listed(store: Store) -> None:
 
 
 async def test_given_up_deliveries_are_queued_again(store: Store) -> None:
-    a1 = await store.alert_open(alert("t1"), [HOOK_A, HOOK_B])
-    a2 = await store.alert_open(alert("t2"), [HOOK_A])
+    a1 = (await store.alert_open(alert("t1"), [HOOK_A, HOOK_B])).id
+    a2 = (await store.alert_open(alert("t2"), [HOOK_A])).id
     due = {(d.alert.id, d.url): d for d in await store.due_deliveries(EPOCH, urls=BOTH)}
     await store.delivery_result(due[(a1, HOOK_A)].id, attempts=1, delivered=EPOCH + 1)
     for k in ((a1, HOOK_B), (a2, HOOK_A)):
@@ -215,10 +215,10 @@ async def test_given_up_deliveries_are_queued_again(store: Store) -> None:
 async def test_the_undelivered_events_of_a_webhook_are_dropped(store: Store) -> None:
     """A webhook no engine has any more: its pending and given-up events are dropped (the
     delivered ones kept, as the other webhooks' events), by tenant or for every tenant."""
-    a1 = await store.alert_open(alert("t1"), [HOOK_A, HOOK_B])
-    a2 = await store.alert_open(alert("t1", "tokens"), [HOOK_A])
-    a3 = await store.alert_open(alert("t2"), [HOOK_A])
-    a4 = await store.alert_open(alert("t1", "error_rate"), [HOOK_A])
+    a1 = (await store.alert_open(alert("t1"), [HOOK_A, HOOK_B])).id
+    a2 = (await store.alert_open(alert("t1", "tokens"), [HOOK_A])).id
+    a3 = (await store.alert_open(alert("t2"), [HOOK_A])).id
+    a4 = (await store.alert_open(alert("t1", "error_rate"), [HOOK_A])).id
     due = {(d.alert.id, d.url): d for d in await store.due_deliveries(EPOCH, urls=BOTH)}
     await store.delivery_result(due[(a1, HOOK_A)].id, attempts=1, delivered=EPOCH + 1)
     await store.delivery_result(due[(a2, HOOK_A)].id, attempts=8, next_at=None,
@@ -246,7 +246,7 @@ async def test_the_undelivered_events_of_a_webhook_are_dropped(store: Store) -> 
 async def test_events_queued_before_their_keys_existed_keep_the_key_they_were_sent_with(
         backend: Backend, stores: Opener) -> None:
     first = await stores()
-    aid = await first.alert_open(alert(), [HOOK_A])
+    aid = (await first.alert_open(alert(), [HOOK_A])).id
     await first.aclose()
     # The store as the Convoy before per-event keys left it.
     backend.damage("ALTER TABLE alert_outbox DROP COLUMN idem_key")

@@ -189,15 +189,6 @@ class BaselineAlerts(Interceptor):
             if key not in linked:
                 baseline.alert_id = None  # (cleared meanwhile, by another engine)
 
-    async def _open_alert(self, key: SeriesKey) -> int | None:
-        """The id of the store's open alert of series ``key`` (fired by another engine, or
-        by this one before a crash lost the baseline's link to it), or ``None``."""
-        tenant, scope, subject, metric = key
-        ids = [a.id for a in await self.store.list_alerts(
-                   tenant=tenant, open_only=True, limit=_OPEN_ALERTS_READ)
-               if (a.scope, a.subject, a.metric) == (scope, subject, metric)]
-        return min(ids) if ids else None
-
     async def close(self) -> None:
         task, self._task = self._task, None
         if task is not None:
@@ -320,9 +311,7 @@ class BaselineAlerts(Interceptor):
         before = (baseline.mean, baseline.spread(policy), baseline.threshold(policy))
         change: Transition | None = baseline.observe(value, policy)
         if change == "fired":
-            # (looked up only when firing, which is rare: one open alert per series)
-            baseline.alert_id = await self._open_alert(key) or \
-                await self._fire(key, value, before, baseline, tally, now)
+            baseline.alert_id = await self._fire(key, value, before, baseline, tally, now)
         elif change in ("cleared", "relearned") and baseline.alert_id is not None:
             alert_id, baseline.alert_id = baseline.alert_id, None
             if await self.store.alert_clear(alert_id, now, value, list(self.webhooks)):
@@ -346,15 +335,21 @@ class BaselineAlerts(Interceptor):
 
     async def _fire(self, key: SeriesKey, value: float, before: tuple[float, float, float],
                     baseline: Baseline, tally: Tally, now: float) -> int:
+        """Open an alert of series ``key``, or adopt the one the store has open (atomically:
+        engines firing it at once open one); only the one that opened it logs it and
+        queues its webhook events. Returns its id."""
         tenant, scope, subject, metric = key
         mean, spread, threshold = before
         detail: dict[str, Any] = {"observations": baseline.count, "above": baseline.above}
         if metric == "error_rate":
             detail["error_kinds"] = dict(sorted(tally.kinds.items()))
-        alert_id = await self.store.alert_open(NewAlert(
+        fired = await self.store.alert_open(NewAlert(
             tenant=tenant, scope=scope, subject=subject, metric=metric, value=value, mean=mean,
             deviation=spread, threshold=threshold, opened=now,
             detail=json.dumps(detail, sort_keys=True)), list(self.webhooks))
+        alert_id = fired.id
+        if not fired.opened:  # the series' open alert (another engine's, or this one's
+            return alert_id   # before a crash lost its link): adopted, fired already
         self._wake.set()
         log.warning("alert %d fired: %s of %s is %s, above its band %s (baseline %s ± %s)",
                     alert_id, metric, _series_name(key), *(shown_value(metric, x) for x in (

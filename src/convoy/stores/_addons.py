@@ -107,6 +107,48 @@ CREATE INDEX IF NOT EXISTS alert_outbox_due ON alert_outbox(next_at)
   WHERE delivered IS NULL AND next_at IS NOT NULL
 """
 
+#: An open alert of a series that has an older one open (``{a}``: the alert's table alias).
+_DUPLICATE = ("{a}.status='open' AND EXISTS (SELECT 1 FROM alerts k WHERE k.status='open' AND "
+              "k.tenant={a}.tenant AND k.scope={a}.scope AND k.subject={a}.subject AND "
+              "k.metric={a}.metric AND k.id<{a}.id)")
+#: The oldest open alert of the series of the alert ``alerts``: the one kept open.
+_KEPT = ("(SELECT MIN(k.id) FROM alerts k WHERE k.status='open' AND k.tenant=alerts.tenant "
+         "AND k.scope=alerts.scope AND k.subject=alerts.subject AND k.metric=alerts.metric)")
+#: The ``cleared`` event of each duplicate, for each webhook its ``fired`` one was queued
+#: for, due at once; its key is its fired event's, for ``cleared`` (as random, as unique).
+_DUPLICATES_CLEARED = (
+    "INSERT INTO alert_outbox(alert_id,url,event,next_at,idem_key) SELECT DISTINCT "
+    "o.alert_id, o.url, 'cleared', a.opened, replace(o.idem_key, '-fired', '-cleared') "
+    "FROM alert_outbox o JOIN alerts a ON a.id=o.alert_id WHERE o.event='fired' AND "
+    + _DUPLICATE.format(a="a"))
+_OPEN_ONCE_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_series "
+                    "ON alerts(tenant, scope, subject, metric) WHERE status='open'")
+# One open alert per series. Before an alert was opened atomically, engines sharing a store
+# could each open one of a series: the oldest is kept open, the others are closed (cleared
+# with no time nor value, ``duplicate_of`` added to a detail that is a JSON object) and
+# their cleared events queued, so the unique index can be made.
+_OPEN_ONCE_SQLITE = f"""
+{_DUPLICATES_CLEARED};
+UPDATE alerts SET status='cleared', detail=CASE WHEN json_valid(detail) THEN
+  CASE WHEN json_type(detail)='object' THEN json_set(detail, '$.duplicate_of', {_KEPT})
+  ELSE detail END ELSE detail END
+  WHERE {_DUPLICATE.format(a="alerts")};
+{_OPEN_ONCE_INDEX}
+"""
+# (PostgreSQL 15 has no json_valid: a detail that is not JSON is told by a failed cast.)
+_OPEN_ONCE_POSTGRES = f"""
+CREATE OR REPLACE FUNCTION pg_temp.convoy_json(t TEXT) RETURNS JSONB LANGUAGE plpgsql AS $$
+BEGIN RETURN t::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END $$;
+{_DUPLICATES_CLEARED};
+UPDATE alerts SET status='cleared', detail=CASE
+  WHEN jsonb_typeof(pg_temp.convoy_json(detail))='object' THEN
+  (pg_temp.convoy_json(detail) || jsonb_build_object('duplicate_of', {_KEPT}))::text
+  ELSE detail END
+  WHERE {_DUPLICATE.format(a="alerts")};
+DROP FUNCTION pg_temp.convoy_json(TEXT);
+{_OPEN_ONCE_INDEX}
+"""
+
 _LEGACY_KEYS = ("UPDATE alert_outbox SET idem_key='convoy-alert-' || alert_id || '-' || event "
                 "WHERE idem_key IS NULL")
 
@@ -135,12 +177,28 @@ ADDONS: tuple[Addon, ...] = (
           f"ALTER TABLE alert_outbox ADD COLUMN idem_key TEXT; {_LEGACY_KEYS}",
           f"ALTER TABLE alert_outbox ADD COLUMN IF NOT EXISTS idem_key TEXT; {_LEGACY_KEYS}",
           text_columns=(("alert_outbox", "idem_key"),)),
+    # One open alert per series (a unique index), duplicates an older Convoy let in closed.
+    Addon("alerts_open_once", 1, _OPEN_ONCE_SQLITE, _OPEN_ONCE_POSTGRES),
 )
 
 
 def split_script(script: str) -> list[str]:
-    """The statements of a script, in order."""
-    return [s for s in (p.strip() for p in script.split(";")) if s]
+    """The statements of a script, in order (a ``$$``-quoted body is kept whole)."""
+    statements, current = [], ""
+    for i, part in enumerate(_DOLLAR_QUOTED.split(script)):
+        if i % 2:  # (a function's body: its semicolons end none of the script's statements)
+            current += part
+            continue
+        first, *rest = part.split(";")
+        current += first
+        for piece in rest:
+            statements.append(current)
+            current = piece
+    statements.append(current)
+    return [s for s in (p.strip() for p in statements) if s]
+
+
+_DOLLAR_QUOTED = re.compile(r"(\$\$.*?\$\$)", re.DOTALL)
 
 
 def _pending(done: dict[str, str]) -> list[Addon]:

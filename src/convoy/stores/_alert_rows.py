@@ -28,9 +28,15 @@ IN_ORDER = ("NOT EXISTS (SELECT 1 FROM alert_outbox e WHERE e.alert_id={o}.alert
             "e.url={o}.url AND e.id<{o}.id AND e.delivered IS NULL AND e.next_at IS NOT NULL)")
 #: Where a delivery stands (:class:`DeliveryRow`).
 STATUS_COLS = "id,alert_id,url,event,attempts,delivered,next_at,last_error,idem_key"
+#: An alert, unless its series has one open (the unique index ``alerts_open_series``):
+#: then nothing is inserted and no row returned.
 INSERT_ALERT = ("INSERT INTO alerts(tenant,scope,subject,metric,status,value,mean,deviation,"
                 "threshold,opened,detail) VALUES({p},{p},{p},{p},{p},{p},{p},{p},{p},{p},{p}) "
+                "ON CONFLICT(tenant,scope,subject,metric) WHERE status='open' DO NOTHING "
                 "RETURNING id")
+#: The open alert of a series (tenant, scope, subject, metric).
+OPEN_OF_SERIES = ("SELECT id FROM alerts WHERE tenant={p} AND scope={p} AND subject={p} AND "
+                  "metric={p} AND status='open'")
 QUEUE = ("INSERT INTO alert_outbox(alert_id,url,event,next_at,idem_key) "
          "VALUES({p},{p},{p},{p},{p})")
 CLEAR = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value={p} "
@@ -109,3 +115,8 @@ def delivery_row(r: Sequence[Any]) -> DeliveryRow:
 def new_alert_params(a: NewAlert) -> tuple[Any, ...]:
     return (a.tenant, a.scope, a.subject, a.metric, "open", a.value, a.mean, a.deviation,
             a.threshold, a.opened, a.detail)
+
+
+def series_params(a: NewAlert) -> tuple[Any, ...]:
+    """The :data:`OPEN_OF_SERIES` parameters of the series ``a`` is of."""
+    return (a.tenant, a.scope, a.subject, a.metric)

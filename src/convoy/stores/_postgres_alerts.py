@@ -16,6 +16,7 @@ from convoy.stores._alert_rows import (
     DROP,
     IN_ORDER,
     INSERT_ALERT,
+    OPEN_OF_SERIES,
     QUEUE,
     REDELIVER,
     REDELIVER_TENANT,
@@ -27,9 +28,16 @@ from convoy.stores._alert_rows import (
     new_alert_params,
     queued,
     result,
+    series_params,
 )
 from convoy.stores._postgres_conn import matches_nothing
-from convoy.stores._protocol import AlertDelivery, AlertRow, DeliveryRow, NewAlert
+from convoy.stores._protocol import (
+    AlertDelivery,
+    AlertRow,
+    DeliveryRow,
+    FiredAlert,
+    NewAlert,
+)
 from convoy.stores._rows import LeftOut, readable
 from convoy.stores._sqlite_alerts import _where
 
@@ -55,15 +63,20 @@ class PostgresAlerts:
 
         async def _read(self, text: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
-    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> int:
-        async def write(conn: Conn) -> int:
-            cur = await conn.execute(INSERT_ALERT.format(p="%s"), new_alert_params(alert))
-            row = await cur.fetchone()
-            assert row is not None
-            alert_id = int(row[0])
-            for row in queued(alert_id, "fired", webhooks, alert.opened):
-                await conn.execute(QUEUE.format(p="%s"), row)
-            return alert_id
+    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> FiredAlert:
+        async def write(conn: Conn) -> FiredAlert:
+            while True:  # (an insert that waited for another's open alert, then found it
+                # cleared before it could read it: the series has none open, try again)
+                cur = await conn.execute(INSERT_ALERT.format(p="%s"), new_alert_params(alert))
+                row = await cur.fetchone()
+                if row is not None:
+                    for queue in queued(int(row[0]), "fired", webhooks, alert.opened):
+                        await conn.execute(QUEUE.format(p="%s"), queue)
+                    return FiredAlert(id=int(row[0]), opened=True)
+                cur = await conn.execute(OPEN_OF_SERIES.format(p="%s"), series_params(alert))
+                found = await cur.fetchone()
+                if found is not None:
+                    return FiredAlert(id=int(found[0]), opened=False)
 
         return await self._write(write)
 

@@ -473,6 +473,16 @@ class NewAlert:
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
+class FiredAlert:
+    """What :meth:`Store.alert_open` did: ``id`` is the series' open alert; ``opened``
+    says whether this call opened it (and queued its ``fired`` events) or adopted the one
+    already open (and wrote nothing)."""
+
+    id: int
+    opened: bool
+
+
+@dataclass(slots=True, frozen=True, kw_only=True)
 class AlertRow:
     """An alert as the store holds it (``cleared`` and ``cleared_value`` once it cleared)."""
 
@@ -928,9 +938,11 @@ class Store(Protocol):
 
     # -- alerts ------------------------------------------------------------------------
 
-    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> int:
+    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> FiredAlert:
         """Record an alert that fired, and queue its ``fired`` event for each webhook URL
-        (due at once), in one transaction. Returns the alert's id."""
+        (due at once), in one transaction, unless its series (tenant, scope, subject,
+        metric) has an open alert already: that one is adopted, nothing written. Atomic:
+        a series has one open alert whatever engines fire it at once."""
         ...
 
     async def alert_clear(self, alert_id: int, at: float, value: float,
@@ -1061,6 +1073,7 @@ __all__ = [
     "DeliveryRow",
     "DeliveryStatus",
     "Erasure",
+    "FiredAlert",
     "Hold",
     "Level",
     "NewAlert",

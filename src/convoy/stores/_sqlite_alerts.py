@@ -17,6 +17,7 @@ from convoy.stores._alert_rows import (
     DROP,
     IN_ORDER,
     INSERT_ALERT,
+    OPEN_OF_SERIES,
     QUEUE,
     REDELIVER,
     REDELIVER_TENANT,
@@ -28,8 +29,15 @@ from convoy.stores._alert_rows import (
     new_alert_params,
     queued,
     result,
+    series_params,
 )
-from convoy.stores._protocol import AlertDelivery, AlertRow, DeliveryRow, NewAlert
+from convoy.stores._protocol import (
+    AlertDelivery,
+    AlertRow,
+    DeliveryRow,
+    FiredAlert,
+    NewAlert,
+)
 from convoy.stores._rows import LeftOut, readable
 
 T = TypeVar("T")
@@ -43,13 +51,17 @@ class SQLiteAlerts:
 
         def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
-    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> int:
-        def write(conn: sqlite3.Connection) -> int:
-            alert_id = int(conn.execute(INSERT_ALERT.format(p="?"), new_alert_params(alert)
-                                        ).fetchone()[0])
-            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "fired", webhooks,
+    async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> FiredAlert:
+        def write(conn: sqlite3.Connection) -> FiredAlert:
+            # (the write transaction holds the file: the open alert found is still open)
+            row = conn.execute(INSERT_ALERT.format(p="?"), new_alert_params(alert)).fetchone()
+            if row is None:
+                (found,) = conn.execute(OPEN_OF_SERIES.format(p="?"), series_params(alert)
+                                        ).fetchone()
+                return FiredAlert(id=int(found), opened=False)
+            conn.executemany(QUEUE.format(p="?"), queued(int(row[0]), "fired", webhooks,
                                                          alert.opened))
-            return alert_id
+            return FiredAlert(id=int(row[0]), opened=True)
 
         return await self._write(write)
 

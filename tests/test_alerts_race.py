@@ -1,0 +1,81 @@
+"""Two alerting engines on one store that fire one series at the same instant open one
+alert: the store opens it or adopts the one already open, atomically, and only the engine
+that opened it logs "fired" and queues its webhook events (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convoy.models import Latency
+from convoy.stores._protocol import NewAlert
+from tests.conftest import STORE_KINDS, store_db
+from tests.fakeclock import FakeClock
+from tests.test_alerts import Rig, make_rig
+
+HOOK = "http://127.0.0.1:1/hook"
+
+
+@pytest.fixture(params=STORE_KINDS)
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | Path]:
+    yield from store_db(request.param, tmp_path)
+
+
+def gate_latency_fires(rig: Rig, barrier: asyncio.Barrier) -> None:
+    """Hold each latency alert the engine fires until the other engine fires it too, so
+    both have looked for an open alert of the series before either records one."""
+    store: Any = rig.engine.store
+    alert_open = store.alert_open
+
+    async def gated(alert: NewAlert, webhooks: Any) -> Any:
+        if alert.metric == "latency":
+            await barrier.wait()
+        return await alert_open(alert, webhooks)
+
+    store.alert_open = gated
+
+
+async def test_two_engines_firing_one_series_at_once_open_one_alert_and_fire_it_once(
+        db: str | Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock = FakeClock()
+    kw: dict[str, Any] = {"background": False, "redact": False}
+    one = make_rig(db, clock, [HOOK], **kw)
+    two = make_rig(db, clock, [HOOK], **kw)
+    two.prefix = "two-"
+    barrier = asyncio.Barrier(2)
+    gate_latency_fires(one, barrier)
+    gate_latency_fires(two, barrier)
+    try:
+        await one.engine.open()
+        await two.engine.open()
+        for _ in range(30):
+            await one.sessions(1)
+            await two.sessions(1)
+        one.sim.latency = two.sim.latency = Latency(value=3.0)
+        caplog.set_level(logging.INFO, logger="convoy.alerts")
+        async with asyncio.timeout(120):  # (a guard against a hang, not a measure)
+            await asyncio.gather(one.sessions(3), two.sessions(3))
+        assert await one.alerts_in_store() == [("agent", "triage", "latency", "open"),
+                                               ("tenant", "default", "latency", "open")]
+        fired = [r.getMessage() for r in caplog.records
+                 if r.name == "convoy.alerts" and " fired: " in r.getMessage()]
+        assert len(fired) == 2, fired
+        ids = [a.id for a in await one.engine.store.list_alerts()]
+        events = [(d.alert_id, d.event) for d in await one.engine.store.alert_deliveries(ids)]
+        assert sorted(events) == sorted((i, "fired") for i in ids)
+        for key in (("default", "agent", "triage", "latency"),
+                    ("default", "tenant", "default", "latency")):
+            assert one.alerts.baselines[key].alert_id == two.alerts.baselines[key].alert_id
+        one.sim.latency = two.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await two.sessions(3)  # either engine clears them, once
+        assert await one.alerts_in_store(open_only=True) == []
+        events = [(d.alert_id, d.event) for d in await one.engine.store.alert_deliveries(ids)]
+        assert sorted(events) == sorted([(i, e) for i in ids for e in ("fired", "cleared")])
+    finally:
+        await one.engine.aclose()
+        await two.engine.aclose()
