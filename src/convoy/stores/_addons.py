@@ -149,6 +149,9 @@ DROP FUNCTION pg_temp.convoy_json(TEXT);
 {_OPEN_ONCE_INDEX}
 """
 
+_OUTBOX_ORDER = ("CREATE INDEX IF NOT EXISTS alert_outbox_order ON alert_outbox(alert_id, url, "
+                 "id) WHERE delivered IS NULL AND next_at IS NOT NULL")
+
 _LEGACY_KEYS = ("UPDATE alert_outbox SET idem_key='convoy-alert-' || alert_id || '-' || event "
                 "WHERE idem_key IS NULL")
 
@@ -179,6 +182,10 @@ ADDONS: tuple[Addon, ...] = (
           text_columns=(("alert_outbox", "idem_key"),)),
     # One open alert per series (a unique index), duplicates an older Convoy let in closed.
     Addon("alerts_open_once", 1, _OPEN_ONCE_SQLITE, _OPEN_ONCE_POSTGRES),
+    # A webhook claim finds an event's earlier pending events (of its alert, for its URL)
+    # by this index (of pending events only, as the claim's condition), not by a scan of
+    # the outbox per due event (convoy.stores._alert_rows.IN_ORDER).
+    Addon("alert_outbox_order", 1, _OUTBOX_ORDER, _OUTBOX_ORDER),
 )
 
 

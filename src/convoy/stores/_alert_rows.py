@@ -23,7 +23,7 @@ _A = ",".join(f"a.{c}" for c in ALERT_COLS.split(","))
 DELIVERY_COLS = f"o.id,o.url,o.event,o.attempts,o.idem_key,{_A}"
 #: A claim's condition on the delivery ``{o}``: no earlier event of its alert is pending for
 #: its webhook (a ``cleared`` never overtakes a ``fired`` whose attempts failed so far). A
-#: given-up event holds back none. (Pending rows are few: the partial index on due rows.)
+#: given-up event holds back none. (Found by the index ``alert_outbox_order``.)
 IN_ORDER = ("NOT EXISTS (SELECT 1 FROM alert_outbox e WHERE e.alert_id={o}.alert_id AND "
             "e.url={o}.url AND e.id<{o}.id AND e.delivered IS NULL AND e.next_at IS NOT NULL)")
 #: Where a delivery stands (:class:`DeliveryRow`).

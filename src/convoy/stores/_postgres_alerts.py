@@ -46,7 +46,9 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-_CLAIM = (
+#: A claim: the due deliveries (at ``%s``, for the URLs ``%s``, at most ``%s``), in order,
+#: leased until ``%s``.
+CLAIM = (
     "WITH due AS (SELECT d.id FROM alert_outbox d WHERE d.delivered IS NULL AND d.next_at IS "
     f"NOT NULL AND d.next_at<=%s AND d.url=ANY(%s) AND {IN_ORDER.format(o='d')} "
     "ORDER BY d.next_at, d.id LIMIT %s FOR UPDATE OF d SKIP LOCKED), "
@@ -106,7 +108,7 @@ class PostgresAlerts:
             return []
 
         async def claim(conn: Conn) -> list[Any]:
-            cur = await conn.execute(_CLAIM, (now, list(urls), limit, now + lease_s))
+            cur = await conn.execute(CLAIM, (now, list(urls), limit, now + lease_s))
             return await cur.fetchall()
 
         return [delivery(r, now + lease_s) for r in await self._write(claim)]

@@ -87,15 +87,10 @@ class SQLiteAlerts:
                              lease_s: float = 60.0) -> list[AlertDelivery]:
         if not urls:
             return []
-        marks = ",".join("?" * len(urls))
+        sql = claim_sql(len(urls))
 
         def claim(conn: sqlite3.Connection) -> list[Any]:
-            rows = conn.execute(
-                f"SELECT {DELIVERY_COLS} FROM alert_outbox o JOIN alerts a ON a.id=o.alert_id "
-                "WHERE o.delivered IS NULL AND o.next_at IS NOT NULL AND o.next_at<=? "
-                f"AND o.url IN ({marks}) AND {IN_ORDER.format(o='o')} "
-                "ORDER BY o.next_at, o.id LIMIT ?",
-                (now, *urls, limit)).fetchall()
+            rows = conn.execute(sql, (now, *urls, limit)).fetchall()
             conn.executemany("UPDATE alert_outbox SET next_at=? WHERE id=?",
                              [(now + lease_s, r[0]) for r in rows])
             return rows
@@ -145,6 +140,15 @@ class SQLiteAlerts:
             return conn.execute(sql, (first,) if tenant is None else (first, tenant)).rowcount
 
         return await self._write(write)
+
+
+def claim_sql(urls: int) -> str:
+    """The query that picks the deliveries a claim takes (due at ``?``, for ``urls``
+    webhook URLs, at most ``?`` of them), in order."""
+    return (f"SELECT {DELIVERY_COLS} FROM alert_outbox o JOIN alerts a ON a.id=o.alert_id "
+            "WHERE o.delivered IS NULL AND o.next_at IS NOT NULL AND o.next_at<=? "
+            f"AND o.url IN ({','.join('?' * urls)}) AND {IN_ORDER.format(o='o')} "
+            "ORDER BY o.next_at, o.id LIMIT ?")
 
 
 def _where(tenant: str | None, open_only: bool, mark: str = "?") -> tuple[str, tuple[Any, ...]]:
