@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from dataclasses import replace
 
-from convoy.stores._protocol import Store
+from convoy.stores._protocol import FiredAlert, Store
 from tests import test_store_conformance as suite
-from tests.store_backends import EPOCH, Backend
+from tests.store_backends import EPOCH, Backend, FakeClock
 from tests.test_store_alert_conformance import HOOK_A, HOOK_B, alert
 from tests.test_store_conformance import Opener
 
@@ -54,6 +55,34 @@ async def test_stores_firing_one_series_at_once_open_one_alert(stores: Opener) -
     assert len({r.id for r in results}) == 1
     assert len(await many[0].list_alerts()) == 1
     assert len(await many[0].alert_deliveries([results[0].id])) == 1
+
+
+async def test_stores_in_threads_firing_one_series_at_once_open_one_alert(
+        backend: Backend, clock: FakeClock) -> None:
+    """Each store on a thread and a connection of its own, as engine processes are: all
+    open, then all fire the series at once (released together by a barrier)."""
+    barrier = threading.Barrier(4, timeout=120)  # (a guard against a hang, not a measure)
+
+    async def fire() -> FiredAlert:
+        s = backend.new(clock)
+        await s.open()
+        try:
+            barrier.wait()
+            return await s.alert_open(alert(), [HOOK_A])
+        finally:
+            await s.aclose()
+
+    results = await asyncio.gather(*(asyncio.to_thread(asyncio.run, fire())
+                                     for _ in range(4)))
+    assert sorted(r.opened for r in results) == [False, False, False, True]
+    assert len({r.id for r in results}) == 1
+    check = backend.new(clock)
+    await check.open()
+    try:
+        assert [a.id for a in await check.list_alerts()] == [results[0].id]
+        assert len(await check.alert_deliveries([results[0].id])) == 1
+    finally:
+        await check.aclose()
 
 
 async def test_duplicates_an_older_convoy_left_open_are_closed_when_it_migrates(
