@@ -201,6 +201,37 @@ async def test_a_token_burn_fires_tokens_and_token_velocity_alerts(tmp_path: Pat
         await r.engine.aclose()
 
 
+async def test_a_token_burn_inside_one_session_alerts_while_it_runs(tmp_path: Path) -> None:
+    """A runaway loop in one long session (the overnight 10x burn) fires a velocity alert
+    while the session runs: a model call's tokens count in the window as the call ends,
+    where they used to be counted when the session ended, hours later."""
+    r = make_rig(tmp_path / "a.db", FakeClock(), window_s=20.0,
+                 policies={"velocity": BaselinePolicy(alpha=0.2, warmup=5)})
+    agent = convoy.Agent(name="triage", output_type=Label, model=r.sim, output_retries=1)
+    open_at: list[int] = []
+
+    @convoy.workflow(name="runaway")
+    async def runaway(ctx: convoy.Context, ticket: str) -> int:
+        for i in range(300):
+            await ctx.run(agent, f"{ticket} {i}")
+            if not open_at and any(a.metric == "velocity" for a in
+                                   await r.engine.store.list_alerts(open_only=True)):
+                open_at.append(i)
+        return 300
+
+    try:
+        await r.sessions(40)
+        assert await r.alerts_in_store() == []
+        r.sim.usage = (100, 4000)
+        await r.engine.run(runaway, "loop", session_id="burn")
+        assert open_at and open_at[0] < 299, open_at  # (before the session ended)
+        got = await r.alerts_in_store(open_only=True)
+        for scope, subject in (("agent", "triage"), ("tenant", "default")):
+            assert (scope, subject, "velocity", "open") in got
+    finally:
+        await r.engine.aclose()
+
+
 async def test_tenants_and_agents_learn_apart(rig: Rig) -> None:
     for _ in range(30):
         await rig.engine.run(rig.wf, f"a {rig.n}", tenant="acme")

@@ -258,7 +258,13 @@ class BaselineAlerts(Interceptor):
             raise
         finally:
             tally.seconds += clock() - t0
-        tally.tokens += resp.usage.total_tokens
+        tokens = resp.usage.total_tokens
+        tally.tokens += tokens
+        try:
+            await self._burned(input.session.tenant, input.agent.name, tokens)
+        except Exception:  # alerting must never fail a call
+            log.exception("baseline alerts: could not record the token velocity of session "
+                          "%s", input.session.id)
         return resp
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
@@ -290,18 +296,29 @@ class BaselineAlerts(Interceptor):
         now = self.clock()
         async with self._lock:
             for scope, subject, tally in subjects:
-                values: dict[Metric, float] = tally.observations()
-                if tally.model_calls:
-                    key: SeriesKey = (tenant, scope, subject, "velocity")
-                    window = self._windows.get(key)
-                    if window is None:
-                        self._windows[key] = Window(now, tally.tokens)
-                    else:
-                        rate = window.add(now, tally.tokens, self.window_s)
-                        if rate is not None:
-                            values["velocity"] = rate
-                for metric, value in values.items():
+                for metric, value in tally.observations().items():
                     await self._observe((tenant, scope, subject, metric), value, tally, now)
+
+    async def _burned(self, tenant: str, agent: str, tokens: int) -> None:
+        """Count a model call's ``tokens`` in the velocity windows of its agent and tenant
+        as the call ends (not when its session ends: a runaway loop in one long session
+        alerts while it runs); a window that closed is observed."""
+        now = self.clock()
+        closed: list[tuple[SeriesKey, float]] = []
+        series: tuple[tuple[Scope, str], ...] = (("agent", agent), ("tenant", tenant))
+        for scope, subject in series:
+            key: SeriesKey = (tenant, scope, subject, "velocity")
+            window = self._windows.get(key)
+            if window is None:
+                self._windows[key] = Window(now, tokens)
+                continue
+            rate = window.add(now, tokens, self.window_s)
+            if rate is not None:
+                closed.append((key, rate))
+        if closed:
+            async with self._lock:
+                for key, rate in closed:
+                    await self._observe(key, rate, Tally(), now)
 
     async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
         policy = self.policies[key[3]]

@@ -1,14 +1,15 @@
 """What one run of a session tells the baselines: per agent and for the tenant, the error
-rate of its calls, the mean latency and the tokens of its model calls; and tokens per
-minute over a time window.
+rate of its calls, the mean latency and the tokens of its model calls; and what its model
+calls tell them as they end: tokens per minute over a time window.
 
 * ``error_rate``: failed calls / calls, over the run's model and tool calls (after the
   retries the interceptors inside made). A model call that repairs an invalid answer
   counts as a failure of kind ``invalid_output``.
 * ``latency``: mean seconds of the run's model calls (the injected clock's seconds).
 * ``tokens``: input plus output tokens of the run's model calls.
-* ``velocity``: tokens per minute: the tokens of every run that ended in a window of
-  ``window_s`` seconds, observed when the window closes (at the first run that ends after it).
+* ``velocity``: tokens per minute: the tokens of every model call that ended in a window
+  of ``window_s`` seconds, counted as the call ends (a runaway loop in one long session
+  alerts while it runs), observed when the window closes (at the first call after it).
 """
 
 from __future__ import annotations
