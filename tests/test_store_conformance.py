@@ -1118,6 +1118,33 @@ async def test_list_sessions_newest_first_pages_and_filters(store: Store,
     assert await _listed(store, newest=True, after=after, limit=2) == ["c3", "w2"]
 
 
+async def test_list_sessions_counts_the_journal_of_unfinished_sessions_when_asked(
+        store: Store, clock: FakeClock) -> None:
+    """With ``journal_steps``, an unfinished session's ``steps`` is at least the records its
+    journal holds (a run that died wrote no count); a finished one's is its row's, as is
+    every session's without it."""
+    await _population(store, clock)
+    for key in ("0", "1", "2"):
+        await store.append("r1", "A", step(key, clock.now))
+    await store.release("r1", "A", SessionOutcome(status="running", steps=2))
+    await store.create_session(new("k6"), owner="A", lease_s=LEASE)  # killed: no count
+    for key in ("0", "1"):
+        await store.append("k6", "A", step(key, clock.now))
+    await store.append("c3", None, step("extra", clock.now))  # (more than its count)
+
+    async def steps(**where: Any) -> dict[str, int]:
+        return {r.id: r.steps for r in await store.list_sessions(SessionFilter(**where))}
+
+    await owned(store, "m7", "A")  # (a count past its journal: the larger one)
+    await store.append("m7", "A", step("0", clock.now))
+    await store.release("m7", "A", SessionOutcome(status="running", steps=4))
+    assert await steps() == {"p0": 0, "r1": 2, "w2": 0, "c3": 0, "f4": 0, "p5": 0, "k6": 0,
+                             "m7": 4}
+    assert await steps(journal_steps=True) == {"p0": 0, "r1": 3, "w2": 0, "c3": 0, "f4": 0,
+                                               "p5": 0, "k6": 2, "m7": 4}
+    assert await steps(journal_steps=True, status="running") == {"k6": 2}
+
+
 async def test_unfinished_lists_pending_running_and_waiting_only_oldest_first(
         store: Store, clock: FakeClock) -> None:
     await _population(store, clock)

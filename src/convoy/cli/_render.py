@@ -340,6 +340,13 @@ def _sessions_list(rows: Sequence[SessionRow], *, tenants: bool, waiting: bool,
     return t
 
 
+def steps_taken(row: SessionRow, steps: Sequence[StepRecord]) -> int:
+    """How many steps the session took: an unfinished one's count is written when its run
+    ends, parks or is given up, so its journal (``steps``) says how many it took so far, a
+    killed run's included."""
+    return max(row.steps, len(steps)) if row.unfinished else row.steps
+
+
 def open_wait(steps: Sequence[StepRecord]) -> StepRecord | None:
     """The session's wait for a signal that has not ended (its journal's last ``wait``
     step, ``started``), if any."""
@@ -529,9 +536,7 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
     if cancel_requested is not None:
         info.add_row("cancel requested", f"at {fmt_time(cancel_requested)} (the engine that "
                      "runs the session next, or renews its lease, ends it cancelled)")
-    # (a running session's count is written when its run ends or parks: the journal says
-    # how many it took so far, a crashed one's included)
-    info.add_row("steps", str(max(row.steps, len(steps)) if row.unfinished else row.steps))
+    info.add_row("steps", str(steps_taken(row, steps)))
     info.add_row("active time", fmt_duration(row.active_s))
     info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
     info.add_row("cost", fmt_cost(row.cost))

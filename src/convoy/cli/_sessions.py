@@ -35,6 +35,7 @@ from convoy.cli._render import (
     print_session,
     session_times,
     sessions_table,
+    steps_taken,
 )
 from convoy.durability._executor import signals_refused
 from convoy.engine._retry import retry_id
@@ -91,8 +92,10 @@ def list_sessions(
         fail(f"--status {quoted(status)} is not a session status; use one of {', '.join(STATUSES)}")
     scope = tenant_scope(tenant, all_tenants)
     require_store(db)
+    # (a session whose engine was killed: its steps as its journal counts them, as 'sessions
+    # show' says)
     where = SessionFilter(status=status, workflow=workflow, tenant=scope.tenant, limit=limit,
-                          offset=offset, newest=newest)
+                          offset=offset, newest=newest, journal_steps=True)
     left_out: list[LeftOut] = []
     rows, counts, known, cancels = run_async(_list(db, where, left_out))
     rows = readable(rows, session_times, left_out)  # (a time that cannot be shown)
@@ -251,6 +254,7 @@ def session_json(row: SessionRow, steps: list[StepRecord],
     wait = open_wait(steps) if row.status in UNFINISHED else None
     return {
         **row_json(row),
+        "steps": steps_taken(row, steps),
         "retried_as": retried_as.id if retried_as is not None else None,
         "cancel_requested": cancel_requested,
         "signal_queued": signal_queued,

@@ -101,6 +101,7 @@ from convoy.stores._sqlite_sql import (
     _record,
     _session,
     by_status,
+    session_listing,
 )
 from convoy.stores._url import check_busy_timeout, redacted
 
@@ -838,8 +839,9 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond, params = session_page(where, mark="%s")
-        rows = await self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond}"
-                                f"{session_order(where)} LIMIT %s OFFSET %s",
+        rows = await self._read(session_listing(cond, session_order(where),
+                                                where.journal_steps, mark="%s",
+                                                greatest="GREATEST"),
                                 (*params, where.limit, where.offset))
         return readable(rows, _session, left_out)
 

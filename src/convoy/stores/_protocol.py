@@ -262,6 +262,11 @@ class SessionFilter:
     ended_since: float | None = None
     #: Newest first (``after``: the sessions created before that one), not oldest first.
     newest: bool = False
+    #: An unfinished session's ``steps`` is at least the records its journal holds,
+    #: counted in the same query (for the unfinished rows listed only): the row's own
+    #: count is written when a run ends, parks or is given up, so a run whose process
+    #: was killed left it behind. For a listing people read (``convoy sessions list``).
+    journal_steps: bool = False
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

@@ -93,6 +93,7 @@ from convoy.stores._sqlite_sql import (
     _store_error,
     _tenant_cond,
     by_status,
+    session_listing,
 )
 from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_subjects import SQLiteSubjects
@@ -958,8 +959,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
     async def list_sessions(self, where: SessionFilter, *,
                             left_out: list[LeftOut] | None = None) -> list[SessionRow]:
         cond, params = session_page(where)
-        rows = self._read(f"SELECT {_SESSION_COLS} FROM sessions{cond}{session_order(where)}"
-                          " LIMIT ? OFFSET ?", (*params, where.limit, where.offset))
+        rows = self._read(session_listing(cond, session_order(where), where.journal_steps),
+                          (*params, where.limit, where.offset))
         return readable(rows, _session, left_out)
 
     async def unfinished(self, *, tenant: str | None = None,

@@ -20,6 +20,7 @@ from convoy.stores._protocol import (
     SEALED_PREFIX,
     SEALED_SINCE,
     STATUSES,
+    UNFINISHED,
     SessionRow,
     StepRecord,
     sealed_outer_labels,
@@ -212,6 +213,27 @@ _MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_S
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
                  "wake_at,wait_name,headers,parent,subject")
+
+
+def session_listing(cond: str, order: str, journal_steps: bool, *, mark: str = "?",
+                    greatest: str = "MAX") -> str:
+    """The query of a page of sessions (``cond``: its ``WHERE``, ``order``: its ``ORDER
+    BY``; a limit and an offset its last parameters). With ``journal_steps``
+    (:attr:`SessionFilter.journal_steps`) an unfinished session's ``steps`` is at least
+    the records its journal holds: counted on the journal's key, for the page's rows only
+    (the page is taken first: a sort or an offset would count every row it passes).
+    ``mark``: the driver's parameter placeholder, ``greatest``: the SQL function of the
+    larger of two values (PostgreSQL's are ``%s`` and ``GREATEST``)."""
+    page = f"SELECT {_SESSION_COLS} FROM sessions{cond}{order} LIMIT {mark} OFFSET {mark}"
+    if not journal_steps:
+        return page
+    unfinished = ",".join(f"'{s}'" for s in UNFINISHED)
+    counted = (f"CASE WHEN status IN ({unfinished}) THEN {greatest}(steps, (SELECT COUNT(*) "
+               "FROM journal j WHERE j.session_id=sessions.id)) ELSE steps END")
+    cols = _SESSION_COLS.replace(",steps,", f",{counted},")
+    return f"SELECT {cols} FROM ({page}) sessions{order}"
+
+
 _JOURNAL_COLS = "key,kind,target,status,result,input_hash,agent,input_tokens,output_tokens," \
                 "cost,at,config,began"
 
