@@ -64,6 +64,7 @@ from convoy.stores._rows import (
 from convoy.stores._sqlite_alerts import SQLiteAlerts
 from convoy.stores._sqlite_audit import Append, SQLiteAudit
 from convoy.stores._sqlite_limits import SQLiteLimits
+from convoy.stores._sqlite_ro import connect_read_only
 from convoy.stores._sqlite_sql import (
     _ACCRUE,
     _APPEND,
@@ -173,7 +174,10 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         clock: the wall clock (seconds since the epoch) for leases, timers and record times.
         read_only: open the file read-only (SQLite's ``mode=ro``): nothing is created,
             migrated or written; a store at an older schema version is refused (see
-            :meth:`open_sync`).
+            :meth:`open_sync`). Where the store cannot be written (read-only media), one
+            whose write-ahead log holds nothing is read as an immutable file, and one
+            whose log holds commits only with its ``-shm`` file beside it (see
+            :mod:`convoy.stores._sqlite_ro`).
     """
 
     def __init__(self, path: str | Path, *, durability: Durability = "process",
@@ -325,13 +329,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         return conn
 
     def _connect_ro(self) -> sqlite3.Connection:
-        try:
-            conn = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True,
-                                   isolation_level=None, check_same_thread=False)
-        except sqlite3.Error as e:
-            raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
-        conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout * 1000)}")
-        return conn
+        # (where the store cannot be written too: a backup on read-only media)
+        return connect_read_only(self.path, self.busy_timeout)
 
     @staticmethod
     def _version_of(conn: sqlite3.Connection) -> int | None:
