@@ -625,8 +625,10 @@ def test_prove_prints_a_proof_a_third_party_checks(log: dict[str, Any],
     unpinned = cli("audit", "check", str(tmp_path / "good.json"))
     assert unpinned.code == 0 and "the signer was not pinned" in unpinned.stderr, unpinned
     doc = json.loads(r.stdout)
-    doc["leaf_hash"] = doc["leaf_hash"][:-4] + ("AAAA" if doc["leaf_hash"][-4:] != "AAAA"
-                                                else "BBBB")
+    # (its first 3 bytes changed: a hash still, of 32 bytes; its last 4 characters hold
+    # the padding, and 'AAAA' there made 33 bytes, a proof that is not one: exit 2)
+    doc["leaf_hash"] = ("AAAA" if doc["leaf_hash"][:4] != "AAAA" else "BBBB") + \
+        doc["leaf_hash"][4:]
     proof.write_text(json.dumps(doc))
     leaf = cli("audit", "check", str(proof), "--public-key", public)
     assert leaf.code == 1 and "leaf_hash" in leaf.stderr, leaf
@@ -647,8 +649,8 @@ def test_a_consistency_proof_a_third_party_checks(log: dict[str, Any], backend: 
     ok = cli("audit", "check", str(proof), "--public-key", public)
     assert ok.code == 0, ok.stderr
     assert f"the signed log of {N} entries" in ok.stdout and "of 8 entries" in ok.stdout
-    doc["proof"][0] = doc["proof"][0][:-4] + ("AAAA" if doc["proof"][0][-4:] != "AAAA"
-                                              else "BBBB")
+    doc["proof"][0] = ("AAAA" if doc["proof"][0][:4] != "AAAA" else "BBBB") + \
+        doc["proof"][0][4:]  # (a hash still: see the test above)
     proof.write_text(json.dumps(doc))
     bad = cli("audit", "check", str(proof), "--public-key", public)
     assert bad.code == 1 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -151,3 +151,63 @@ def test_the_python_api_says_which_field(log: dict[str, Any]) -> None:
         Checkpoint.from_json(json.dumps(log["cp"]).replace(
             str(log["cp"]["timestamp"]), "NaN"))
     assert Checkpoint.from_dict(log["cp"]).to_dict() == log["cp"]
+
+
+def _consistency_proof(log: dict[str, Any], tmp_path: Path) -> dict[str, Any]:
+    """A consistency proof from the fixture's checkpoint of 4 entries to one of 6."""
+
+    async def grow() -> None:
+        store = SQLiteStore(log["db"], clock=FakeClock())
+        await store.open()
+        try:
+            alog = AuditLog(store, key_path=tmp_path / "audit.key", clock=FakeClock())
+            await alog.append(T, [AuditEvent(kind="tool_call", status="ok", at=2000.0 + i,
+                                             session_id="s2", step_key=f"0/{i}")
+                                  for i in range(2)])
+            await alog.checkpoint(T)
+        finally:
+            await store.aclose()
+
+    asyncio.run(grow())
+    res = cli("audit", "consistency", "4", "--db", log["db"], "--tenant", T)
+    assert res.code == 0, res.stderr
+    doc: dict[str, Any] = json.loads(res.stdout)
+    assert doc["proof"], doc
+    return doc
+
+
+@pytest.mark.parametrize("size", [0, 31, 33])
+def test_a_proof_hash_that_is_not_a_sha256_hash_is_not_a_proof(
+        log: dict[str, Any], tmp_path: Path, size: int) -> None:
+    """A hash of a proof's path (or its leaf_hash) that is base64 but not of 32 bytes is a
+    field out of range: not a proof (exit 2, one line naming the field), as a
+    checkpoint's root of the wrong length is; not a proof that does not hold (exit 1).
+    Of a consistency proof too, called that."""
+    path = tmp_path / "proof.json"
+    bad = base64.b64encode(b"x" * size).decode()
+    good = log["proof"]
+    said = f"not a SHA-256 hash ({size} bytes, not 32)"
+    path.write_text(json.dumps({**good, "proof": [*good["proof"][:-1], bad]}))
+    last = len(good["proof"]) - 1
+    one_line_error(cli("audit", "check", str(path)), 2,
+                   f"not a Convoy inclusion proof: 'proof.{last}': {said}")
+    path.write_text(json.dumps({**good, "leaf_hash": bad}))
+    one_line_error(cli("audit", "check", str(path)), 2,
+                   f"not a Convoy inclusion proof: 'leaf_hash': {said}")
+    consistency = _consistency_proof(log, tmp_path)
+    path.write_text(json.dumps({**consistency, "proof": [bad, *consistency["proof"][1:]]}))
+    one_line_error(cli("audit", "check", str(path)), 2,
+                   f"not a Convoy consistency proof: 'proof.0': {said}")
+
+
+def test_a_proof_hash_that_is_not_base64_names_its_kind_of_proof(
+        log: dict[str, Any], tmp_path: Path) -> None:
+    path = tmp_path / "proof.json"
+    good = log["proof"]
+    path.write_text(json.dumps({**good, "leaf_hash": "not base64!"}))
+    one_line_error(cli("audit", "check", str(path)), 2,
+                   "not a Convoy inclusion proof: 'leaf_hash': not base64")
+    consistency = _consistency_proof(log, tmp_path)
+    path.write_text(json.dumps({**consistency, "proof": ["not base64!"]}))
+    one_line_error(cli("audit", "check", str(path)), 2,
+                   "not a Convoy consistency proof: 'proof.0': not base64")

@@ -14,7 +14,7 @@ from convoy._errors import AuditProofError
 from convoy.audit._checkpoint import Checkpoint, Published
 from convoy.audit._event import AuditEvent
 from convoy.audit._log import CONSISTENCY_FORMAT, PROOF_FORMAT
-from convoy.audit._merkle import entry_leaf
+from convoy.audit._merkle import HASH_SIZE, entry_leaf
 from convoy.audit._proofs import verify_consistency, verify_inclusion
 
 
@@ -55,18 +55,37 @@ def _validated(model: type[_M], doc: Any, what: str, fmt: str) -> _M:
     return p
 
 
+_INCLUSION = "not a Convoy inclusion proof"
+_CONSISTENCY = "not a Convoy consistency proof"
+
+
 def _parse(doc: Any) -> _Proof:
-    return _validated(_Proof, doc, "not a Convoy inclusion proof", PROOF_FORMAT)
+    return _validated(_Proof, doc, _INCLUSION, PROOF_FORMAT)
 
 
-def _base64(text: str, where: str, what: str) -> bytes:
+def _base64(text: str, where: str, what: str, kind: str = _INCLUSION) -> bytes:
     """A field's base64; a proof that holds something else names the field (as ``_parse``
-    names one of the wrong JSON type)."""
+    names one of the wrong JSON type). ``kind``: "not a Convoy ... proof"."""
     try:
         return base64.b64decode(text, validate=True)
     except (ValueError, binascii.Error):
-        raise AuditProofError(f"not a Convoy inclusion proof: {where!r}: not base64 (it "
-                              f"holds {what}, in base64)") from None
+        raise AuditProofError(f"{kind}: {where!r}: not base64 (it holds {what}, in "
+                              "base64)") from None
+
+
+def _hash(text: str, where: str, kind: str) -> bytes:
+    """A SHA-256 hash of a proof (``where``: its field); one that is not 32 bytes of base64
+    is a field out of range (the proof is malformed, not one that does not hold)."""
+    h = _base64(text, where, "a SHA-256 hash", kind)
+    if len(h) != HASH_SIZE:
+        raise AuditProofError(f"{kind}: {where!r}: not a SHA-256 hash ({len(h)} bytes, not "
+                              f"{HASH_SIZE})")
+    return h
+
+
+def _hashes(texts: Sequence[str], kind: str) -> list[bytes]:
+    """A proof's path (its field ``proof``), each hash as :func:`_hash` reads it."""
+    return [_hash(h, f"proof.{i}", kind) for i, h in enumerate(texts)]
 
 
 def check_inclusion(doc: Any, *, public_key: str | Sequence[str] | None = None
@@ -78,7 +97,8 @@ def check_inclusion(doc: Any, *, public_key: str | Sequence[str] | None = None
     the entry's event; raises :class:`~convoy.AuditProofError` if anything does not hold."""
     p = _parse(doc)
     body = _base64(p.entry, "entry", "the entry's body")
-    proof = [_base64(h, f"proof.{i}", "a SHA-256 hash") for i, h in enumerate(p.proof)]
+    proof = _hashes(p.proof, _INCLUSION)
+    given_leaf = None if p.leaf_hash is None else _hash(p.leaf_hash, "leaf_hash", _INCLUSION)
     cp = Checkpoint.from_published(p.checkpoint)
     cp.check(public_key)
     if cp.tenant != p.tenant or cp.size != p.tree_size:
@@ -87,7 +107,7 @@ def check_inclusion(doc: Any, *, public_key: str | Sequence[str] | None = None
         raise AuditProofError(f"entry index {p.index} is outside the proof's tree of "
                               f"{p.tree_size} entries")
     leaf = entry_leaf(p.tenant, p.index, body)
-    if p.leaf_hash is not None and p.leaf_hash != base64.b64encode(leaf).decode():
+    if given_leaf is not None and given_leaf != leaf:
         # (said first: an entry altered in the proof is what a path that fails means)
         raise AuditProofError(f"entry {p.index} does not hash to the proof's leaf_hash: "
                               "the entry or the proof was altered")
@@ -118,8 +138,8 @@ def check_consistency(doc: Any, *, public_key: str | Sequence[str] | None = None
     proof's log and sizes, and that the proof shows the older log is the first part of
     the newer one. Returns the two checkpoints (compare the older with the one you hold);
     raises :class:`~convoy.AuditProofError` if anything does not hold."""
-    p = _validated(_Consistency, doc, "not a Convoy consistency proof", CONSISTENCY_FORMAT)
-    proof = [_base64(h, f"proof.{i}", "a SHA-256 hash") for i, h in enumerate(p.proof)]
+    p = _validated(_Consistency, doc, _CONSISTENCY, CONSISTENCY_FORMAT)
+    proof = _hashes(p.proof, _CONSISTENCY)
     old, new = Checkpoint.from_published(p.checkpoint1), Checkpoint.from_published(p.checkpoint2)
     old.check(public_key)
     new.check(public_key)
