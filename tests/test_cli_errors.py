@@ -3,9 +3,11 @@ wording of messages."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 import convoy
@@ -318,3 +320,27 @@ def test_the_store_option_is_never_cut_in_an_80_column_help() -> None:
                 cut.append((" ".join(path), help_text))
     assert checked > 20 and cut == []
     assert cut == []
+
+
+@pytest.mark.parametrize("args", [("audit", "verify"), ("audit", "checkpoint"),
+                                  ("audit", "prove", "0")])
+def test_an_empty_key_path_is_said_to_be_empty(args: tuple[str, ...]) -> None:
+    """``--key ''`` (a shell variable that was not set) is named as empty, not as the
+    directory '.' that an empty path names."""
+    from convoy.audit import AuditEvent, AuditLog
+    from convoy.stores import SQLiteStore
+
+    async def audited() -> None:  # (a store with a log: where the key is read)
+        store = SQLiteStore("convoy.db")
+        await store.open()
+        try:
+            await AuditLog(store).append("default", [AuditEvent(kind="tool_call",
+                                                                status="ok", at=1.0)])
+        finally:
+            await store.aclose()
+
+    asyncio.run(audited())
+    res = cli(*args, "--key", "", "--db", "convoy.db")
+    one_line_error(res, 2, "--key '' is empty: pass the path of the audit key file")
+    assert "directory" not in res.stderr, res.stderr
+

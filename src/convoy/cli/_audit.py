@@ -83,8 +83,19 @@ def _key_named(key: Path) -> str:
     return f"{_key_given()} {str(key)!r}"
 
 
+def _key_path(text: str) -> Path:
+    """A ``--key`` path as given: an empty one (a shell variable that was not set) is said
+    to be empty, not read as the directory '.' it names. (An empty variable is no value
+    at all: its callback says it names no key.)"""
+    if not text:
+        fail("--key '' is empty: pass the path of the audit key file (PEM), such as "
+             "--key audit.key")
+    return Path(text)
+
+
 KeyOption = Annotated[Path | None, typer.Option(
     "--key", envvar=KEY_ENV, show_envvar=True, metavar="PATH", callback=_one_key,
+    parser=_key_path,
     help="The Ed25519 key file that signs checkpoints (PEM; `checkpoint` and `prove` "
          "create it, mode 0600, if it does not exist and the tenant has no checkpoint yet; "
          "after that, only `checkpoint --new-key`). In CONVOY_AUDIT_KEY, a list of "
@@ -105,6 +116,7 @@ def _keys(ctx: typer.Context, param: typer.CallbackParam, value: list[Path] | No
 
 KeysOption = Annotated[list[Path] | None, typer.Option(
     "--key", envvar="CONVOY_AUDIT_KEY", show_envvar=True, metavar="PATH", callback=_keys,
+    parser=_key_path,
     help="A key file that signs checkpoints (PEM): its public key is pinned. Repeatable: "
          "after a key rotation, pin the old key and the new one (each checkpoint must be "
          "signed by one of the keys pinned, with --public-key too). In CONVOY_AUDIT_KEY, "
