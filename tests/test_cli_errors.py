@@ -344,3 +344,16 @@ def test_an_empty_key_path_is_said_to_be_empty(args: tuple[str, ...]) -> None:
     one_line_error(res, 2, "--key '' is empty: pass the path of the audit key file")
     assert "directory" not in res.stderr, res.stderr
 
+
+def test_an_age_is_shown_on_one_line_as_it_was_read() -> None:
+    """An age given with a newline, a tab or spaces around its unit (``$'1d\\n'``, read
+    from a file) is read, and said as read: the line that names it stays one line."""
+    run_ok()
+    for age in ("1d\n", " 1d", "1\td", "1 d\r\n"):
+        for extra in (("--dry-run",), ()):
+            res = cli("purge", "--older-than", age, *extra)
+            assert res.code == 0, res.stderr
+            [line] = res.stdout.splitlines()
+            assert "older than 1d" in line or "more than 1d ago" in line, (age, line)
+            assert "\t" not in line and "\r" not in line, (age, line)
+    one_line_error(cli("purge", "--older-than", "1x\n"), 2, r"age '1x\n' is not a positive")

@@ -211,6 +211,8 @@ def purge(older_than: Annotated[str, typer.Option(
         seconds = parse_age(older_than)
     except UserError as e:
         fail(f"--older-than: {e}")
+    # (said as read: '1d' of $'1d\n' or '1 d', never a line its newline breaks)
+    older_than = "".join(older_than.split())
     scope = tenant_scope(tenant, all_tenants)
     if dry_run:
         require_store(db)
