@@ -143,6 +143,31 @@ async def test_a_slow_model_fires_a_latency_alert_that_clears_when_it_recovers(
     assert len(await rig.alerts_in_store()) == 2
 
 
+async def test_an_alert_closed_by_hand_fires_again_once_back_in_band_and_out_again(
+        rig: Rig) -> None:
+    """``convoy alerts --close`` (Store.alert_close) on an alert the engine still links:
+    the engine opens no duplicate while the metric stays out of its band, takes the return
+    to its band quietly (its alert is closed already), and fires a new alert when it
+    leaves again."""
+    await rig.sessions(30)
+    rig.sim.latency = Latency(value=3.0)
+    await rig.sessions(4)
+    opened = [a for a in await rig.engine.store.list_alerts(open_only=True)
+              if a.scope == "agent"]
+    assert len(opened) == 1
+    assert await rig.engine.store.alert_close(opened[0].id, rig.clock()) is True
+    await rig.sessions(3)  # still slow: no duplicate of the alert closed by hand
+    assert [a for a in await rig.engine.store.list_alerts(open_only=True)
+            if a.scope == "agent"] == []
+    rig.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+    await rig.sessions(5)
+    rig.sim.latency = Latency(value=3.0)
+    await rig.sessions(4)
+    again = [a for a in await rig.engine.store.list_alerts(open_only=True)
+             if a.scope == "agent"]
+    assert len(again) == 1 and again[0].id != opened[0].id
+
+
 async def test_a_slow_model_that_stays_slow_is_relearned_and_a_slower_one_fires_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The reviewer's case: latency moved for good (0.5 s to 1 s). The alert used to stay

@@ -367,3 +367,32 @@ def test_metrics_serve_counts_the_open_alerts() -> None:
         (("tenant", "default"), ("scope", "tenant"), ("subject", "[EMAIL]"),
          ("metric", "tokens")): 1}
     assert scrape(Scope("nobody")) == {}
+
+
+def test_close_clears_an_open_alert_by_hand_and_queues_its_cleared_event() -> None:
+    """An alert whose agent gets no more runs (retired, renamed) would stay open for good:
+    nothing observes it again. ``--close ID`` clears it (no cleared value: nobody
+    observed the metric back) and queues its ``cleared`` event for the webhooks its
+    ``fired`` one went to; a closed alert, another tenant's or an unknown id is refused in
+    one line, closing nothing."""
+    seed_deliveries()
+    data = json.loads(cli("alerts", "--json").stdout)
+    ids = {a["metric"]: a["id"] for a in data}
+    res = cli("alerts", "--close", str(ids["latency"]), "--tenant", "acme")
+    one_line_error(res, 2, f"no open alert {ids['latency']} of tenant 'acme'")
+    res = cli("alerts", "--close", str(ids["latency"]), "--json")
+    assert res.code == 0, res.stderr
+    assert f"closed alert {ids['latency']} (latency of agent 'triage')" in res.stderr
+    after = {a["metric"]: a for a in json.loads(res.stdout)}
+    closed = after["latency"]
+    assert closed["status"] == "cleared" and closed["cleared"] is not None
+    assert closed["cleared_value"] is None
+    assert [(d["event"], d["status"], d["url"]) for d in closed["deliveries"]] == [
+        ("fired", "delivered", SHOWN), ("cleared", "pending", SHOWN)]
+    assert after["tokens"]["status"] == "open"
+    res = cli("alerts", "--close", str(ids["latency"]))
+    one_line_error(res, 2, f"no open alert {ids['latency']} of tenant 'default'")
+    res = cli("alerts", "--close", "999")
+    one_line_error(res, 2, "no open alert 999 of tenant 'default'")
+    res = cli("alerts", "--close", "0")
+    one_line_error(res, 2, "--close")

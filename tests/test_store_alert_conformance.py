@@ -37,6 +37,24 @@ async def test_an_alert_opens_and_clears_once(store: Store) -> None:
     assert await store.list_alerts(open_only=True) == []
 
 
+async def test_an_open_alert_is_closed_by_hand_once_for_the_webhooks_it_fired_to(
+        store: Store) -> None:
+    aid = (await store.alert_open(alert(), [HOOK_A, HOOK_B])).id
+    other = (await store.alert_open(alert(metric="tokens"), [HOOK_A])).id
+    assert await store.alert_close(aid, EPOCH + 60, tenant="t2") is False  # t1's
+    assert await store.alert_close(aid, EPOCH + 60, tenant="t1") is True
+    assert await store.alert_close(aid, EPOCH + 70) is False  # not open any more
+    assert await store.alert_close(other + 100, EPOCH + 70) is False  # no such alert
+    rows = {a.id: a for a in await store.list_alerts()}
+    assert (rows[aid].status, rows[aid].cleared, rows[aid].cleared_value) == (
+        "cleared", EPOCH + 60, None)
+    assert rows[other].status == "open"
+    events = sorted((d.url, d.event, d.next_at) for d in await store.alert_deliveries([aid]))
+    assert events == [(HOOK_A, "cleared", EPOCH + 60), (HOOK_A, "fired", EPOCH),
+                      (HOOK_B, "cleared", EPOCH + 60), (HOOK_B, "fired", EPOCH)]
+    assert await store.alert_close(other, EPOCH + 80) is True  # (any tenant's)
+
+
 async def test_alerts_are_listed_newest_first_by_tenant(store: Store) -> None:
     a1 = (await store.alert_open(alert("t1", "latency"), [])).id
     a2 = (await store.alert_open(alert("t2", "tokens"), [])).id

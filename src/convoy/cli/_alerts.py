@@ -1,6 +1,7 @@
 """``convoy alerts``: the baseline alerts in a store, newest first, with where their webhook
 deliveries stand (see :class:`convoy.BaselineAlerts`); ``--redeliver`` queues the given-up
-ones again, ``--drop-webhook`` drops the undelivered ones of a webhook no engine has."""
+ones again, ``--drop-webhook`` drops the undelivered ones of a webhook no engine has,
+``--close`` clears an open alert by hand."""
 
 from __future__ import annotations
 
@@ -86,6 +87,23 @@ async def _drop(db: str, webhook: str, scope: Scope, busy_timeout: float
         return url, n
 
 
+async def _close(db: str, alert_id: int, scope: Scope, busy_timeout: float) -> AlertRow:
+    """Clear the open alert ``alert_id`` (of the scope's tenant) by hand; the alert as it was
+    (one line and exit 2 when there is no such open alert)."""
+    async with open_store(db, write=True, busy_timeout=busy_timeout) as store:
+        found = [a for a in await store.list_alerts(tenant=scope.tenant, open_only=True,
+                                                    limit=_OPEN_READ) if a.id == alert_id]
+        if not found or not await store.alert_close(alert_id, store.clock(),
+                                                    tenant=scope.tenant):
+            fail(f"no open alert {alert_id}{scope.of}: nothing closed "
+                 f"({scope.command('alerts', db, options='--open')} lists them)")
+        return found[0]
+
+
+#: The most open alerts ``--close`` reads to find its alert (one a series: far more than a
+#: store has).
+_OPEN_READ = 100_000
+
 _FINGERPRINT = re.compile(r"#?[0-9a-fA-F]{8}")
 
 
@@ -117,6 +135,10 @@ def alerts(
         "--all-tenants) queued for this webhook, one no engine has any more: its URL "
         "exactly as configured, or the 8 hex digits after '#' where it is shown. Its "
         "delivered events are kept.")] = None,
+    close: Annotated[int | None, count_option(
+        "--close", least=1, metavar="ID", help="First clear this open alert by hand (one "
+        "no observation will clear: its agent gets no more runs), with no cleared value, "
+        "and queue its 'cleared' event for the webhooks its 'fired' one went to.")] = None,
     tenant: TenantOption = None,
     all_tenants: AllTenantsOption = False,
 ) -> None:
@@ -125,9 +147,9 @@ def alerts(
     (delivered, pending, given up; --json: each one's URL, attempts and last error).
 
     Covers the tenant --tenant names (default: 'default'), or every tenant with
-    --all-tenants. --redeliver and --drop-webhook write to the store first: the one queues
-    the given-up events again, the other drops the undelivered events of a webhook that no
-    engine has any more.
+    --all-tenants. --close, --redeliver and --drop-webhook write to the store first:
+    --close clears an open alert by hand, --redeliver queues the given-up events again,
+    --drop-webhook drops the undelivered events of a webhook that no engine has any more.
 
     Example: `convoy alerts --open --all-tenants`
     """
@@ -140,6 +162,12 @@ def alerts(
         err.print(f"dropped {n} pending or given-up webhook event{'' if n == 1 else 's'}"
                   f"{scope.of} for {shown_url(url)} (its delivered ones are kept)",
                   markup=False, soft_wrap=True)
+    if close is not None:
+        a = run_async(_close(db, close, scope, busy_timeout))
+        err.print(f"closed alert {a.id} ({a.metric} of {a.scope} {row_name(a.subject)}"
+                  f"{'' if scope.tenant is not None else f', tenant {row_name(a.tenant)}'}): "
+                  "cleared by hand; an engine fires it again once the metric is back in its "
+                  "band and leaves it again", markup=False, soft_wrap=True)
     if redeliver:
         _report_redelivered(run_async(_redeliver(db, scope.tenant, busy_timeout)), scope)
     left_out: list[LeftOut] = []

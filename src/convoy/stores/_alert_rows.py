@@ -41,6 +41,13 @@ QUEUE = ("INSERT INTO alert_outbox(alert_id,url,event,next_at,idem_key) "
          "VALUES({p},{p},{p},{p},{p})")
 CLEAR = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value={p} "
          "WHERE id={p} AND status='open'")
+#: An open alert (of a tenant, with ``{tenant}`` filled in) cleared by hand: no observation
+#: brought it back, so it has no cleared value.
+CLOSE = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value=NULL "
+         "WHERE id={p} AND status='open'{tenant}")
+#: The webhook URLs an alert's ``fired`` event was queued for.
+FIRED_URLS = ("SELECT DISTINCT url FROM alert_outbox WHERE alert_id={p} AND event='fired' "
+              "ORDER BY url")
 RESULT = ("UPDATE alert_outbox SET attempts={p}, delivered={p}, next_at={p}, last_error={p} "
           "WHERE id={p}")
 #: :data:`RESULT` fenced by the claim: its lease's end is still the row's ``next_at``.

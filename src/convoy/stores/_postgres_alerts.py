@@ -12,8 +12,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convoy.stores._alert_rows import (
     ALERT_COLS,
     CLEAR,
+    CLOSE,
     DELIVERY_COLS,
     DROP,
+    FIRED_URLS,
     IN_ORDER,
     INSERT_ALERT,
     OPEN_OF_SERIES,
@@ -89,6 +91,23 @@ class PostgresAlerts:
             if cur.rowcount == 0:
                 return False
             for row in queued(alert_id, "cleared", webhooks, at):
+                await conn.execute(QUEUE.format(p="%s"), row)
+            return True
+
+        return await self._write(write)
+
+    async def alert_close(self, alert_id: int, at: float, *,
+                          tenant: str | None = None) -> bool:
+        sql = CLOSE.format(p="%s", tenant="" if tenant is None else " AND tenant=%s")
+        params = (at, alert_id) if tenant is None else (at, alert_id, tenant)
+
+        async def write(conn: Conn) -> bool:
+            cur = await conn.execute(sql, params)
+            if cur.rowcount == 0:
+                return False
+            cur = await conn.execute(FIRED_URLS.format(p="%s"), (alert_id,))
+            urls = [r[0] for r in await cur.fetchall()]
+            for row in queued(alert_id, "cleared", urls, at):
                 await conn.execute(QUEUE.format(p="%s"), row)
             return True
 

@@ -957,6 +957,14 @@ class Store(Protocol):
         written) if it is not open."""
         ...
 
+    async def alert_close(self, alert_id: int, at: float, *,
+                          tenant: str | None = None) -> bool:
+        """Clear the open alert ``alert_id`` (of ``tenant``; ``None``: any tenant's) by hand,
+        at ``at``, with no cleared value, and queue its ``cleared`` event for each webhook
+        URL its ``fired`` event was queued for, in one transaction. ``False`` (nothing
+        written) if there is no such open alert."""
+        ...
+
     async def list_alerts(self, *, tenant: str | None = None, open_only: bool = False,
                           limit: int = 100,
                           left_out: list[LeftOut] | None = None) -> list[AlertRow]:

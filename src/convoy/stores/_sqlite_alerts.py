@@ -13,8 +13,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from convoy.stores._alert_rows import (
     ALERT_COLS,
     CLEAR,
+    CLOSE,
     DELIVERY_COLS,
     DROP,
+    FIRED_URLS,
     IN_ORDER,
     INSERT_ALERT,
     OPEN_OF_SERIES,
@@ -71,6 +73,20 @@ class SQLiteAlerts:
             if conn.execute(CLEAR.format(p="?"), (at, value, alert_id)).rowcount == 0:
                 return False
             conn.executemany(QUEUE.format(p="?"), queued(alert_id, "cleared", webhooks, at))
+            return True
+
+        return await self._write(write)
+
+    async def alert_close(self, alert_id: int, at: float, *,
+                          tenant: str | None = None) -> bool:
+        sql = CLOSE.format(p="?", tenant="" if tenant is None else " AND tenant=?")
+        params = (at, alert_id) if tenant is None else (at, alert_id, tenant)
+
+        def write(conn: sqlite3.Connection) -> bool:
+            if conn.execute(sql, params).rowcount == 0:
+                return False
+            urls = [r[0] for r in conn.execute(FIRED_URLS.format(p="?"), (alert_id,))]
+            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "cleared", urls, at))
             return True
 
         return await self._write(write)
