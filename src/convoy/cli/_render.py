@@ -70,14 +70,17 @@ def fmt_tokens(input_tokens: int, output_tokens: int) -> str:
 
 
 def fmt_time(ts: float | None) -> str:
-    """A time (seconds since the epoch) in local time; one that is not a time that can be
-    shown (see :func:`check_times`: a command that shows one checks it first) as it is."""
+    """A time (seconds since the epoch) in local time, with its zone (``2026-12-06 17:32:16
+    UTC``: a store read on a laptop, a server's logs in UTC); one that is not a time that
+    can be shown (see :func:`check_times`: a command that shows one checks it first) as it
+    is."""
     if ts is None:
         return "-"
     try:
-        return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+        local = datetime.fromtimestamp(ts).astimezone()
     except (OverflowError, ValueError, OSError):
         return f"{shown(ts)} (not a time)"
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or local.strftime("%z"))
 
 
 def check_times(what: str | Callable[[], str], times: Iterable[tuple[str, Any]]) -> None:
