@@ -335,6 +335,27 @@ def test_a_role_that_may_not_create_the_schema_is_told_the_privilege_it_lacks() 
         pg_cluster._admin(f'DROP ROLE "{role}"')
 
 
+def test_a_role_without_the_temp_privilege_creates_and_migrates_a_store() -> None:
+    """A hardened database revokes TEMP from PUBLIC: creating or migrating a store must
+    need no temporary object (the review of stop 56: a migration's temporary function
+    made ``db migrate`` and every engine fail there)."""
+    url = pg_cluster.fresh_database()
+    dbname = url.rsplit("/", 1)[1]
+    role = f"r_{pg_cluster.fresh_schema()}"
+    pg_cluster._admin(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'REVOKE TEMP ON DATABASE "{dbname}" FROM PUBLIC')  # type: ignore[arg-type]
+            conn.execute(f'GRANT CREATE, CONNECT ON DATABASE "{dbname}" TO "{role}"')  # type: ignore[arg-type]
+        as_role = url.replace("postgresql://postgres@", f"postgresql://{role}:s3cret@", 1)
+        res = cli("db", "migrate", "--db", f"{as_role}?schema=hardened")
+        assert res.code == 0, res.stderr
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
+        pg_cluster._admin(f'DROP ROLE "{role}"')
+
+
 async def test_a_schema_of_another_application_is_refused_and_left_as_it_was(
         tmp_path: Path) -> None:
     """As a SQLite file of another application: a schema that holds tables but no Convoy

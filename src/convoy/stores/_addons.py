@@ -135,17 +135,26 @@ UPDATE alerts SET status='cleared', detail=CASE WHEN json_valid(detail) THEN
   WHERE {_DUPLICATE.format(a="alerts")};
 {_OPEN_ONCE_INDEX}
 """
-# (PostgreSQL 15 has no json_valid: a detail that is not JSON is told by a failed cast.)
+# (PostgreSQL 15 has no json_valid: a detail that is not JSON is told by a failed cast,
+# caught in an anonymous block, which needs no privilege a temporary function would: a
+# hardened database revokes TEMP from PUBLIC.)
 _OPEN_ONCE_POSTGRES = f"""
-CREATE OR REPLACE FUNCTION pg_temp.convoy_json(t TEXT) RETURNS JSONB LANGUAGE plpgsql AS $$
-BEGIN RETURN t::jsonb; EXCEPTION WHEN others THEN RETURN NULL; END $$;
 {_DUPLICATES_CLEARED};
-UPDATE alerts SET status='cleared', detail=CASE
-  WHEN jsonb_typeof(pg_temp.convoy_json(detail))='object' THEN
-  (pg_temp.convoy_json(detail) || jsonb_build_object('duplicate_of', {_KEPT}))::text
-  ELSE detail END
-  WHERE {_DUPLICATE.format(a="alerts")};
-DROP FUNCTION pg_temp.convoy_json(TEXT);
+DO $$
+DECLARE r RECORD; d JSONB;
+BEGIN
+  FOR r IN SELECT id, detail, {_KEPT} AS kept FROM alerts
+           WHERE {_DUPLICATE.format(a="alerts")} LOOP
+    BEGIN
+      d := r.detail::jsonb;
+    EXCEPTION WHEN others THEN
+      d := NULL;
+    END;
+    UPDATE alerts SET status='cleared', detail=CASE WHEN jsonb_typeof(d)='object' THEN
+      (d || jsonb_build_object('duplicate_of', r.kept))::text ELSE detail END
+      WHERE id=r.id;
+  END LOOP;
+END $$;
 {_OPEN_ONCE_INDEX}
 """
 
