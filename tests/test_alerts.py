@@ -257,6 +257,48 @@ async def test_a_token_burn_inside_one_session_alerts_while_it_runs(tmp_path: Pa
         await r.engine.aclose()
 
 
+async def test_a_window_that_closes_does_not_hold_the_model_call_up(tmp_path: Path) -> None:
+    """Recording what a closed velocity window fires (the store's write of an alert) is
+    not awaited in the model call that closed it (the review of stop 56: a slow store
+    held that call's response back, and a cancel landing there dropped a response that
+    was paid for): the session goes on while the write waits; its end waits for it."""
+    r = make_rig(tmp_path / "a.db", FakeClock(), window_s=20.0,
+                 policies={"velocity": BaselinePolicy(alpha=0.2, warmup=5)})
+    agent = convoy.Agent(name="triage", output_type=Label, model=r.sim, output_retries=1)
+    writing, release = asyncio.Event(), asyncio.Event()
+    calls_while_writing: list[int] = []
+
+    @convoy.workflow(name="runaway")
+    async def runaway(ctx: convoy.Context, ticket: str) -> int:
+        for i in range(300):
+            await ctx.run(agent, f"{ticket} {i}")
+            if writing.is_set() and not release.is_set():
+                calls_while_writing.append(i)
+                if len(calls_while_writing) == 5:
+                    release.set()
+        return 300
+
+    try:
+        await r.sessions(40)
+        store = r.engine.store
+        opening = store.alert_open
+
+        async def slow_open(*args: Any, **kw: Any) -> Any:
+            writing.set()
+            await release.wait()
+            return await opening(*args, **kw)
+
+        store.alert_open = slow_open  # type: ignore[method-assign]
+        r.sim.usage = (100, 4000)
+        async with asyncio.timeout(60):  # (a hang of the old code: a failure, not a hang)
+            await r.engine.run(runaway, "loop", session_id="burn")
+        assert len(calls_while_writing) == 5
+        got = await r.alerts_in_store(open_only=True)
+        assert ("agent", "triage", "velocity", "open") in got  # (written by the end)
+    finally:
+        await r.engine.aclose()
+
+
 async def test_tenants_and_agents_learn_apart(rig: Rig) -> None:
     for _ in range(30):
         await rig.engine.run(rig.wf, f"a {rig.n}", tenant="acme")

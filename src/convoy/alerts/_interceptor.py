@@ -125,6 +125,8 @@ class BaselineAlerts(Interceptor):
         self.baselines: dict[SeriesKey, Baseline] = {}
         self._windows: dict[SeriesKey, Window] = {}
         self._runs: dict[str, dict[str, Tally]] = {}
+        #: The observations of closed velocity windows, being recorded (:meth:`settled`).
+        self._observing: set[asyncio.Task[None]] = set()
         self._store: Store | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -190,6 +192,7 @@ class BaselineAlerts(Interceptor):
                 baseline.alert_id = None  # (cleared meanwhile, by another engine)
 
     async def close(self) -> None:
+        await self.settled()
         task, self._task = self._task, None
         if task is not None:
             task.cancel()
@@ -230,6 +233,8 @@ class BaselineAlerts(Interceptor):
         finally:
             if self._runs.get(info.session_id) is tallies:
                 del self._runs[info.session_id]
+            if self._observing:
+                await self.settled()
             if tallies:
                 try:
                     await self.observe(info.tenant, tallies)
@@ -260,11 +265,7 @@ class BaselineAlerts(Interceptor):
             tally.seconds += clock() - t0
         tokens = resp.usage.total_tokens
         tally.tokens += tokens
-        try:
-            await self._burned(input.session.tenant, input.agent.name, tokens)
-        except Exception:  # alerting must never fail a call
-            log.exception("baseline alerts: could not record the token velocity of session "
-                          "%s", input.session.id)
+        self._burned(input.session.tenant, input.agent.name, tokens)
         return resp
 
     async def tool_call(self, input: ToolCallInput, next: Next[ToolCallInput, Any]) -> Any:
@@ -299,10 +300,12 @@ class BaselineAlerts(Interceptor):
                 for metric, value in tally.observations().items():
                     await self._observe((tenant, scope, subject, metric), value, tally, now)
 
-    async def _burned(self, tenant: str, agent: str, tokens: int) -> None:
+    def _burned(self, tenant: str, agent: str, tokens: int) -> None:
         """Count a model call's ``tokens`` in the velocity windows of its agent and tenant
         as the call ends (not when its session ends: a runaway loop in one long session
-        alerts while it runs); a window that closed is observed."""
+        alerts while it runs). A window that closed is observed in a task of its own: the
+        call's response is not held back by the store's write of an alert (nor dropped,
+        paid for, by a cancel landing there); the session's end waits for it."""
         now = self.clock()
         closed: list[tuple[SeriesKey, float]] = []
         series: tuple[tuple[Scope, str], ...] = (("agent", agent), ("tenant", tenant))
@@ -316,9 +319,24 @@ class BaselineAlerts(Interceptor):
             if rate is not None:
                 closed.append((key, rate))
         if closed:
+            task = asyncio.get_running_loop().create_task(self._observe_rates(closed, now))
+            self._observing.add(task)
+            task.add_done_callback(self._observing.discard)
+
+    async def _observe_rates(self, closed: list[tuple[SeriesKey, float]], now: float) -> None:
+        try:
             async with self._lock:
                 for key, rate in closed:
                     await self._observe(key, rate, Tally(), now)
+        except Exception:  # alerting must never fail a call
+            log.exception("baseline alerts: could not record the token velocity of %s",
+                          ", ".join(_series_name(key) for key, _ in closed))
+
+    async def settled(self) -> None:
+        """Wait until the token-velocity observations the model calls handed on so far
+        are recorded (a session's end, and closing the engine, wait for them)."""
+        while self._observing:  # (``wait``, not ``gather``: a cancel here cancels none)
+            await asyncio.wait(list(self._observing))
 
     async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
         policy = self.policies[key[3]]
