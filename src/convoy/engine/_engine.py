@@ -469,6 +469,11 @@ class Engine(SessionControl, SubjectRights):
         engine owns it: then the result says ``running``). Session ids are unique in a
         store: an id that a session of another tenant has raises :class:`UserError`.
 
+        ``input`` is a value of the workflow's input type; a string is a string where that
+        type takes one (``Optional[str]``, a ``Literal``, ``Any``), and is read as JSON
+        text where it does not (a model, a list). A value that is neither raises
+        :class:`UserError`.
+
         ``subject`` names the data subject (a person) the session holds personal data
         about: its input, output, step results and state writes are sealed under the
         subject's key, and :meth:`erase` removes them (see docs/how-to/privacy.md).
@@ -1797,15 +1802,24 @@ def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
 
 
 def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:
+    """``value`` as the workflow's input type: a Python value first (a string is a string
+    where the type takes one: ``Optional[str]``, a ``Literal``, ``Any``), else, for a string
+    or bytes, JSON text of it (a model, a list); the error said is the JSON text's when it
+    is JSON, else the value's."""
     try:
-        if isinstance(value, str | bytes) and wf.input_type is not str:
-            return wf.input_adapter.validate_json(value)
         return wf.input_adapter.validate_python(value)
     except ValidationError as e:
-        if isinstance(value, str | bytes) and holds_huge_int(value):
-            raise UserError(f"input: {huge_int()}") from None
-        raise UserError(f"input does not match workflow {wf.name!r} input type: "
-                        f"{readable_validation_error(e)}") from None
+        error = e
+    if isinstance(value, str | bytes) and wf.input_type is not str:
+        try:
+            return wf.input_adapter.validate_json(value)
+        except ValidationError as e:
+            if isinstance(value, str | bytes) and holds_huge_int(value):
+                raise UserError(f"input: {huge_int()}") from None
+            if e.errors()[0]["type"] != "json_invalid":  # (JSON, of another shape)
+                error = e
+    raise UserError(f"input does not match workflow {wf.name!r} input type: "
+                    f"{readable_validation_error(error)}") from None
 
 
 def _dump_input(wf: Workflow[Any, Any], value: Any) -> str:
