@@ -117,6 +117,11 @@ async def test_desk_kpis_and_exactly_once_refunds(sessions_db: str | Path,
                                                   for r in mine), 2)
         totals = await accounts.totals(engine, per_customer)
         assert totals.tickets == len(tickets) and totals.credit > 0
+        # A record's namespace names its customer by a pseudonym, never the address: it
+        # goes to the audit log's entries (a state write's target) and to metric labels,
+        # which no erasure can reach (a new user's trial found the addresses there).
+        spaces = await engine.store.state_namespaces("default")
+        assert spaces and not any("@" in ns for ns in spaces), spaces
 
         before, calls = refunds_by_session(desk), SUPPORT_SIM.calls
         for res in results:

@@ -2,8 +2,8 @@
 
 Tickets of the same customer run concurrently, and each one opens the customer's record
 when it starts and closes it when it ends: open tickets, tickets handled, refunds credited.
-The record lives in Convoy's versioned shared state (namespace ``customer:<email>``, key
-``account``), and every change is an ``update``: a compare-and-set write that, when
+The record lives in Convoy's versioned shared state (namespace ``customer:<pseudonym>``,
+key ``account``), and every change is an ``update``: a compare-and-set write that, when
 another ticket of the same customer got there first, reads the record again and re-applies
 the change. No ticket's change is lost, whatever the interleaving, and a resumed session
 never applies its change twice.
@@ -11,6 +11,7 @@ never applies its change twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -38,7 +39,11 @@ class CustomerAccount(BaseModel):
 
 
 def namespace(email: str) -> str:
-    return f"customer:{email.strip().lower()}"
+    """The customer's namespace: named by a pseudonym of the address (the first 16 hex
+    digits of its SHA-256), never the address itself. A namespace is not personal data to
+    Convoy: the audit log's entries name it (a state write's target), as metric labels and
+    spans do, and no erasure reaches them. (A real desk names customers by its CRM's id.)"""
+    return "customer:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
 
 
 def record(ctx: convoy.Context, email: str) -> convoy.State[CustomerAccount]:
