@@ -170,10 +170,29 @@ def test_a_killed_stores_log_is_read_on_read_only_media_or_refused_in_one_line(
     assert (row["id"], row["steps"]) == (sid, 5), row
 
 
+def test_a_store_with_its_shared_memory_file_and_no_log_is_read_on_read_only_media(
+        tmp_path: Path) -> None:
+    """A backup that kept the ``-shm`` but skipped the empty ``-wal``: every commit is in
+    the file, so it is read (as an immutable file); it was refused as if another user's
+    engine were writing it (the review of stop 56)."""
+    media = tmp_path / "media"
+    media.mkdir()
+    db = str(media / "convoy.db")
+    sid = populate(db)
+    (media / "convoy.db-shm").write_bytes(b"\0" * 32768)
+    [res] = _on_media(media, [["sessions", "list", "--json", "--db", db]])
+    assert res.code == 0, res.stderr
+    assert sid in [s["id"] for s in json.loads(res.stdout)["sessions"]]
+
+
 @pytest.mark.skipif(os.geteuid() == 0, reason="chmod does not stop root from writing: run "
                     "as another user (the read-only mount test covers root)")
 def test_read_only_commands_read_a_store_they_have_no_write_permission_for(
         tmp_path: Path) -> None:
+    """A file this process may not write is read (its directory takes the log's files). A
+    closed store in a directory it may not write is refused in one line saying to copy
+    it: an engine that may write there could change the file under an immutable read,
+    which would read stale or torn pages without an error (the review of stop 56)."""
     media = tmp_path / "media"
     media.mkdir()
     db = str(media / "convoy.db")
@@ -187,7 +206,11 @@ def test_read_only_commands_read_a_store_they_have_no_write_permission_for(
         try:
             for args, code in reads(sid):
                 res = cli(*args, "--db", db, env=env)
-                assert res.code == code, (locked, args, res.stdout, res.stderr)
+                if locked.is_dir():
+                    one_line_error(res, 1, f"the store {db!r} cannot be read where it is")
+                    assert "an engine that may could change" in res.stderr, res.stderr
+                else:
+                    assert res.code == code, (locked, args, res.stdout, res.stderr)
             for args in _writes(db)[:1]:  # (the others: 'convoy run' may have no write)
                 one_line_error(cli(*args), 1, told)
         finally:

@@ -5,17 +5,21 @@ which it creates when it is missing: where the directory cannot be written (a ba
 read-only media, a directory without write permission), a ``mode=ro`` connection cannot
 read the store. Then:
 
-- no write-ahead log with content (``-wal``) and no ``-shm``: every commit is in the
-  database file, and no connection has it open (the last one to close removes both), so
-  it is read as an immutable file (``immutable=1``: no locks, no log);
+- on a file system mounted read-only (a backup's media), with no write-ahead log with
+  content (``-wal``): every commit is in the database file, and no engine on this mount
+  can write it, so it is read as an immutable file (``immutable=1``: no locks, no log;
+  a ``-shm`` a backup kept beside it is not needed);
 - otherwise it is refused in one line saying to copy the store's files somewhere
   writable: ``immutable=1`` would read the database file without the commits its log
-  holds (a store whose engine was killed), and a ``-shm`` this process cannot open may be
-  another user's engine writing the store.
+  holds (a store whose engine was killed), and where the file system can be written (a
+  directory this process may not write), an engine that may write it could change the
+  file under an immutable read, which would then read stale or torn pages without an
+  error.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -54,8 +58,8 @@ def _connect(path: Path, query: str, busy_timeout: float) -> sqlite3.Connection:
 
 
 def _immutable(path: Path, busy_timeout: float, e: sqlite3.Error) -> sqlite3.Connection:
-    """The store at ``path`` read as an immutable file, if nothing is in its log and no
-    connection may have it open; else one line saying why not and what to do."""
+    """The store at ``path`` read as an immutable file, if it is on read-only media and
+    nothing is in its log; else one line saying why not and what to do."""
     wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
     try:
         logged = wal.stat().st_size > 0
@@ -63,17 +67,22 @@ def _immutable(path: Path, busy_timeout: float, e: sqlite3.Error) -> sqlite3.Con
         logged = False
     except OSError:
         logged = True  # (cannot tell: as if it held commits)
-    try:
-        shared = shm.exists()
-    except OSError:
-        shared = True
-    if not logged and not shared:
+    media = _read_only_media(path)
+    if media and not logged:
         return _connect(path, "mode=ro&immutable=1", busy_timeout)
-    why = (f"SQLite cannot open its write-ahead log's shared-memory file {str(shm)!r} "
-           "there (another user's engine may be writing the store)" if shared else
-           f"its write-ahead log {str(wal)!r} holds commits that SQLite reads only through "
-           f"a shared-memory file ({shm.name}) it cannot create there")
+    why = (f"its write-ahead log {str(wal)!r} holds commits that SQLite reads only through "
+           f"a shared-memory file ({shm.name}) it cannot create there" if media else
+           "this process may not write its directory, and an engine that may could change "
+           "the store while it is read")
     files = ", ".join(p.name for p in (path, wal, shm) if p == path or p.exists())
     raise StoreError(f"the store {str(path)!r} cannot be read where it is ({e}): {why}; copy "
                      f"its files ({files}) to a directory this process can write and read "
                      "the copy")
+
+
+def _read_only_media(path: Path) -> bool:
+    """Whether the file system holding ``path`` is mounted read-only."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
