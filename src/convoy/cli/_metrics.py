@@ -43,8 +43,9 @@ metrics_app = typer.Typer(
 
 
 class StoreCollector:
-    """Sessions by status (and by workflow), and the open human tasks (parked sessions
-    waiting for a person) by kind and queue, read from the store at each scrape; of every
+    """Sessions by status (and by workflow), the open human tasks (parked sessions
+    waiting for a person) by kind and queue, and the open baseline alerts by scope,
+    subject and metric, read from the store at each scrape; of every
     tenant (a ``Scope(None)``), each series also by tenant (its first label). The tenant,
     workflow and queue labels are redacted (a queue's name is the application's text) and
     bounded as :class:`~convoy.observability.Metrics` bounds its own: past
@@ -234,8 +235,8 @@ def serve(
     all_tenants: AllTenantsOption = False,
 ) -> None:
     """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, its
-    unfinished ones by workflow, and its open human tasks by kind and queue, read at each
-    scrape (of the tenant 'default', --tenant NAME, or --all-tenants: then each series by
+    unfinished ones by workflow, its open human tasks by kind and queue, and its open
+    baseline alerts by scope, subject and metric, read at each scrape (of the tenant 'default', --tenant NAME, or --all-tenants: then each series by
     tenant too, a 'tenant' label). Runs until Ctrl-C or SIGTERM.
 
     Exit codes: 1 when the store cannot be read as it starts (one line); 2 on usage
