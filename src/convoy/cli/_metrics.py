@@ -236,8 +236,9 @@ def serve(
 ) -> None:
     """Serve http://ADDR:PORT/metrics for Prometheus: the store's sessions by status, its
     unfinished ones by workflow, its open human tasks by kind and queue, and its open
-    baseline alerts by scope, subject and metric, read at each scrape (of the tenant 'default', --tenant NAME, or --all-tenants: then each series by
-    tenant too, a 'tenant' label). Runs until Ctrl-C or SIGTERM.
+    baseline alerts by scope, subject and metric, read at each scrape (of the tenant
+    'default', --tenant NAME, or --all-tenants: then each series by tenant too, a 'tenant'
+    label). Runs until Ctrl-C or SIGTERM.
 
     Exit codes: 1 when the store cannot be read as it starts (one line); 2 on usage
     errors (a port it cannot listen on: in use, or below 1024 without the right; a bad
