@@ -592,3 +592,20 @@ async def test_an_idle_worker_says_it_waits_to_run_its_own_session_again(
         clock.advance(1)
         left = await asyncio.wait_for(serving, 30)
     assert left == {} and runs == [1, 1]
+
+
+@pytest.mark.parametrize("what", ["read", "write"])
+def test_the_worker_quotes_a_lost_server_without_advice_for_the_user(what: str) -> None:
+    """The worker tries the store again itself: its warning quotes what failed, not the
+    advice to try again (and to resume a session) meant for a command that stops (a new
+    user's trial: 'try again once the server is reachable ... resume it then)); the worker
+    tries it again in 1 s')."""
+    import psycopg
+
+    from convoy.engine._engine import _store_reason
+    from convoy.stores._postgres_sql import store_error
+
+    e = store_error(psycopg.OperationalError("connection refused"),
+                    "postgresql://app@db/convoy", what)
+    assert _store_reason(str(e)) == \
+        f"the store postgresql://app@db/convoy failed to {what}: connection refused"

@@ -1790,8 +1790,15 @@ def _result(state: SessionState, end: SessionEnd, status: str, t0: float
 
 def _store_reason(message: str) -> str:
     """A store error's message as a worker's warning quotes it: on one line, short, without
-    the advice to resume the session later (the worker tries again itself)."""
-    return short(message.split("; the session is left unfinished", 1)[0], 240)
+    the advice to try again or to resume the session later (the worker tries again
+    itself)."""
+    for advice in _ADVICE:
+        message = message.split(advice, 1)[0]
+    return short(message, 240)
+
+
+#: Where a store error's advice to the user begins (SQLite's, PostgreSQL's).
+_ADVICE = ("; the session is left unfinished", "; try again")
 
 
 def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
