@@ -211,3 +211,14 @@ def test_a_proof_hash_that_is_not_base64_names_its_kind_of_proof(
     path.write_text(json.dumps({**consistency, "proof": ["not base64!"]}))
     one_line_error(cli("audit", "check", str(path)), 2,
                    "not a Convoy consistency proof: 'proof.0': not base64")
+
+
+def test_a_directory_given_for_a_proof_or_checkpoint_says_what_to_give(
+        tmp_path: Path, log: dict[str, Any]) -> None:
+    """'adir': Is a directory (a new user's trial): the line says what file is wanted."""
+    (tmp_path / "adir").mkdir()
+    one_line_error(cli("audit", "check", str(tmp_path / "adir")), 2,
+                   "is a directory: give the file a proof or checkpoint was written to")
+    one_line_error(cli("audit", "verify", "--db", str(tmp_path / "a.db"), "--checkpoint",
+                       str(tmp_path / "adir")), 2,
+                   "is a directory: give the file a proof or checkpoint was written to")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -159,7 +160,7 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
         try:
             lines = read_input(f, PUBLISHED_LIMIT).decode("utf-8").splitlines()
         except OSError as e:
-            fail(f"--checkpoint {str(f)!r}: {e.strerror or e}")
+            fail(f"--checkpoint {str(f)!r}: {_unreadable(e)}")
         except UnicodeDecodeError as e:
             fail(f"--checkpoint {str(f)!r} is not UTF-8 text (one JSON checkpoint per line): "
                  f"{e.reason} at byte {e.start + 1}")
@@ -924,7 +925,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     try:
         text = read_input(proof, PROOF_LIMIT).decode("utf-8")
     except OSError as e:
-        fail(f"{str(proof)!r}: {e.strerror or e}")
+        fail(f"{str(proof)!r}: {_unreadable(e)}")
     except UnicodeDecodeError as e:
         fail(f"{str(proof)!r} is not a Convoy proof: it is not UTF-8 text ({e.reason} at "
              f"byte {e.start + 1})")
@@ -1006,3 +1007,11 @@ def _unpinned(public_key: list[str] | None) -> None:
         err.print("note: the signer was not pinned: the proof's own checkpoint names the key "
                   "it was signed with; pass --public-key (the key you trust) to check who "
                   "signed it", markup=False, soft_wrap=True)
+
+
+def _unreadable(e: OSError) -> str:
+    """Why a proof's or checkpoint's file could not be read, and what to give instead."""
+    if e.errno == errno.EISDIR:
+        return ("is a directory: give the file a proof or checkpoint was written to ('convoy "
+                "audit prove' and 'checkpoint' print them; '-' reads standard input)")
+    return str(e.strerror or e)
