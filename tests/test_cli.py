@@ -994,6 +994,16 @@ def test_replay_of_a_cancelled_session_is_the_same_result(flow: str, line: str) 
             "cancelled") in res.stdout
 
 
+def test_replay_of_a_waiting_session_says_what_it_waits_for() -> None:
+    """A waiting session is not resumed by hand: it waits for a signal (a person, a
+    timer). 'resume it first' was the wrong advice (a new user's trial)."""
+    run_ok(lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = ids_of(['"order 1"'], "cli_flows:approval")
+    res = cli("replay", sid, "--import", "cli_flows")
+    one_line_error(res, 2, f"session {sid!r} has not finished: it waits for signal 'approve'")
+    assert "resume it first" not in res.stderr and f"convoy signal {sid} approve" in res.stderr
+
+
 def test_replay_detects_divergence() -> None:
     run_ok(lines=[GOOD[0]])
     (sid,) = session_ids()

@@ -31,7 +31,8 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._loading import cannot_load
-from convoy.cli._render import status_text
+from convoy.cli._render import fmt_time, status_text, waited_for
+from convoy.stores import SessionRow
 
 
 def replay(
@@ -112,6 +113,9 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
         await require_session(engine, scope, session_id, db)
         view = scope.view(engine)
         row = await view.session(session_id)
+        if row.status == "waiting":
+            fail(f"session {quoted(session_id)} has not finished: it waits for "
+                 f"{_until(row, scope, db)}; replay re-executes a finished session")
         if not row.unfinished:
             try:
                 wf = engine.workflow_named(row.workflow)
@@ -131,3 +135,17 @@ async def _replay(engine: Engine, scope: Scope, session_id: str, db: str) -> Rep
 def _stopped(status: str) -> str:
     """How a session that replays up to where it stopped was stopped."""
     return "cancelled" if status == "cancelled" else "stopped by its limit"
+
+
+def _until(row: SessionRow, scope: Scope, db: str) -> str:
+    """What a waiting session waits for, and what ends the wait."""
+    name = row.wait_name
+    if name is None:
+        return f"a timer (it wakes at {fmt_time(row.wake_at)})"
+    what = waited_for(name)
+    if what.startswith("signal "):
+        send = scope.command("signal", db, operands=[row.id, name], options="--payload JSON")
+        return f"{what} ({send} sends it)"
+    if what.startswith("a person"):
+        return f"{what}: 'convoy inbox' answers it"
+    return what
