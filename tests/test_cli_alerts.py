@@ -396,3 +396,16 @@ def test_close_clears_an_open_alert_by_hand_and_queues_its_cleared_event() -> No
     one_line_error(res, 2, "no open alert 999 of tenant 'default'")
     res = cli("alerts", "--close", "0")
     one_line_error(res, 2, "--close")
+
+
+@pytest.mark.parametrize("args", [["sessions", "list"], ["cost"], ["inbox", "list"]])
+def test_listings_that_find_nothing_for_a_tenant_with_no_sessions_say_it_may_be_a_typo(
+        args: list[str]) -> None:
+    """As purge, alerts and metrics serve do (a new user's trial: sessions list, cost and
+    inbox list said only 'no ...')."""
+    seed_alerts()
+    res = cli(*args, "--tenant", "globex")
+    assert res.code == 0, res.stderr
+    assert res.stderr.strip() == (
+        "note: tenant 'globex' has no sessions in convoy.db: a mistyped --tenant? "
+        "('convoy sessions list --all-tenants' shows every tenant's)")

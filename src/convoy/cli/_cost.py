@@ -25,6 +25,7 @@ from convoy.cli._common import (
     count_option,
     fail,
     label,
+    no_sessions_note,
     open_store,
     out,
     require_store,
@@ -139,6 +140,7 @@ def cost(
             indent=2))
     elif not rows:
         out.print(f"no model calls{scope.of} in {label(db)}{scope.hint}", markup=False)
+        no_sessions_note(db, scope)
     else:
         out.print(cost_table(rows, by, limit,
                              f"convoy cost · by {by} · {label(db)}{scope.of}"))

@@ -39,6 +39,7 @@ from convoy.cli._common import (
     import_modules,
     json_value,
     label,
+    no_sessions_note,
     nonempty,
     out,
     require_convoy_store,
@@ -148,6 +149,7 @@ def list_(status: Annotated[str, typer.Option(
         if not tasks and not sealed:  # (sealed ones: the note below says there are some)
             out.print(f"no {'' if status == 'all' else status + ' '}tasks{scope.of} in "
                       f"{label(db)}{scope.hint}", markup=False)
+            no_sessions_note(db, scope)
         elif tasks:
             out.print(_table(tasks, status, scope))
         if sealed:

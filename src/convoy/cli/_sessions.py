@@ -20,6 +20,7 @@ from convoy.cli._common import (
     count_option,
     fail,
     label,
+    no_sessions_note,
     open_store,
     out,
     require_store,
@@ -115,6 +116,8 @@ def list_sessions(
         out.print(f"no sessions{scope.of}{what} in {label(db)}"
                   + (f" past the first {offset}" if offset else "") + scope.hint, markup=False)
         warn_left_out(left_out, "session")
+        if not left_out:
+            no_sessions_note(db, scope)
         return
     out.print(sessions_table(rows, tenants=scope.tenant is None, width=out.width,
                              cancelling=cancels.keys()))
