@@ -240,3 +240,15 @@ def _meta(b: Backend, key: str) -> str:
                          (key,)).fetchone()
     assert row is not None
     return str(row[0])
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("postgresql://u@127.0.0.1:notaport/db", "port 'notaport' is not a number"),
+    ("postgresql://u@127.0.0.1:70000/db", "port '70000' is not a TCP port (1 to 65535)"),
+    ("postgresql://u@h1:5432,h2:x/db", "port 'x' is not a number"),
+    ("postgresql://u@127.0.0.1/db?sslmode=bogus", "sslmode 'bogus' is not one of disable"),
+])
+def test_a_malformed_postgres_url_is_a_usage_error(url: str, said: str) -> None:
+    """A port that is not one, or an sslmode libpq does not know, is a mistyped --db: exit
+    2, said before any connection (a new user's trial: exit 1, 'connection is bad')."""
+    one_line_error(cli("sessions", "list", "--db", url), 2, said)

@@ -16,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 
 from convoy._errors import UserError
+from convoy._text import quoted
 from convoy.stores import _postgres_sql as sql
 from convoy.stores._url import SECRET_PARAMS, redacted
 
@@ -53,10 +54,32 @@ def split_url(url: str) -> tuple[str, str, str]:
     base = url.partition("?")[0].partition("#")[0]
     conninfo = f"{base}?{urlencode(kept)}" if kept else base
     try:
-        conninfo_to_dict(conninfo)
+        params = conninfo_to_dict(conninfo)
     except (psycopg.Error, ValueError) as e:  # an unknown parameter, a bad %-escape
         raise _bad_url(url, str(e).strip(), secrets) from None
+    problem = _bad_value(params)
+    if problem is not None:  # (libpq says it only as it connects: "connection is bad")
+        raise _bad_url(url, problem, secrets)
     return conninfo, sql.check_schema_name(schema), redacted(url)
+
+
+#: The ``sslmode`` values libpq knows.
+_SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+
+
+def _bad_value(params: Mapping[str, Any]) -> str | None:
+    """What is wrong with a port or an ``sslmode`` of a parsed URL, if anything."""
+    for port in str(params.get("port") or "").split(","):
+        if not port:
+            continue
+        if not port.isdigit():
+            return f"port {quoted(port)} is not a number"
+        if not 1 <= int(port) <= 65535:
+            return f"port {quoted(port)} is not a TCP port (1 to 65535)"
+    mode = params.get("sslmode")
+    if mode is not None and mode not in _SSLMODES:
+        return f"sslmode {quoted(str(mode))} is not one of {', '.join(_SSLMODES)}"
+    return None
 
 
 def _bad_url(url: str, reason: str, secrets: Sequence[str]) -> UserError:
