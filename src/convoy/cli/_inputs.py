@@ -114,31 +114,41 @@ def _field_id(obj: Any, id_field: str) -> str:
         raise ValueError(f"{e} {where}") from None
 
 
-def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = None,
-                tenant: str = DEFAULT_TENANT) -> InputBatch:
-    """Parse and validate every non-blank line of ``path`` and give each its session id
-    (content ids are ``tenant``'s).
+def input_bytes(path: Path) -> bytes:
+    """The bytes of the input file ``path`` (``-``: standard input, read to its end).
 
     Raises:
         UserError: the file is missing or unreadable (nothing can run).
     """
     if str(path) == "-":  # standard input (``jq ... | convoy run WF -i -``)
         try:
-            data = sys.stdin.buffer.read()
+            return sys.stdin.buffer.read()
         except (OSError, AttributeError, ValueError) as e:  # (closed, or no bytes to read)
             raise UserError(f"cannot read the inputs from standard input: {e}") from e
-    else:
-        if not path.exists():
-            raise UserError(f"input file {quoted(str(path), 200)} does not exist (- reads "
-                            "standard input)")
-        if path.is_dir():  # (a pipe, /dev/stdin or <(...) is read as a file is)
-            raise UserError(f"input {quoted(str(path), 200)} is a directory; pass a JSONL "
-                            "file with one input per line")
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            raise UserError(f"cannot read input file {quoted(str(path), 200)}: "
-                            f"{e.strerror}") from e
+    if not path.exists():
+        raise UserError(f"input file {quoted(str(path), 200)} does not exist (- reads "
+                        "standard input)")
+    if path.is_dir():  # (a pipe, /dev/stdin or <(...) is read as a file is)
+        raise UserError(f"input {quoted(str(path), 200)} is a directory; pass a JSONL "
+                        "file with one input per line")
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read input file {quoted(str(path), 200)}: "
+                        f"{e.strerror}") from e
+
+
+def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = None,
+                tenant: str = DEFAULT_TENANT, data: bytes | None = None) -> InputBatch:
+    """Parse and validate every non-blank line of ``path`` (or of ``data``, its bytes
+    already read: :func:`input_bytes`) and give each its session id (content ids are
+    ``tenant``'s).
+
+    Raises:
+        UserError: the file is missing or unreadable (nothing can run).
+    """
+    if data is None:
+        data = input_bytes(path)
     batch = InputBatch(path=path)
     first_line: dict[str, int] = {}
     for number, raw in enumerate(data.splitlines(), start=1):

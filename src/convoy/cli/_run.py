@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -34,6 +34,7 @@ from convoy.cli._inputs import (
     InputBatch,
     InputLine,
     InvalidLine,
+    input_bytes,
     read_inputs,
     with_subject_key,
 )
@@ -143,18 +144,30 @@ def run(
                               interceptors=session_interceptors(interceptors, trace,
                                                                 log_format=log_format))
         stop.drain_on_stop(engine.drain, stop_grace)  # (its steps in flight finish first)
+        try:
+            # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
+            with convoy_errors(), stop.interruptible():
+                data = input_bytes(input)
+        except Stopped as e:
+            _nothing_saved(input, e.exit_code)
         with convoy_errors():
-            batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT)
+            batch = read_inputs(wf, input, id_field=id_field, tenant=tenant or DEFAULT_TENANT,
+                                data=data)
         for bad in batch.invalid:
             err.print(f"{input}: line {bad.line}: {bad.reason} (skipped)", markup=False,
                       style="yellow", soft_wrap=True)
         if not batch.valid and not batch.invalid and not batch.identical:
             err.print(f"{input}: no inputs (the file has no non-blank lines)", markup=False)
+        started = _Started()
         try:
             with convoy_errors():
                 stats = stop.run(_run(engine, wf, batch, tenant or DEFAULT_TENANT, input,
-                                      subject, content_ids=id_field is None))
+                                      subject, content_ids=id_field is None,
+                                      started=started))
         except (Stopped, KeyboardInterrupt) as e:
+            code = e.exit_code if isinstance(e, Stopped) else INTERRUPTED
+            if not started.sessions:
+                _nothing_saved(input, code)
             ran = drained_summary(out, e, f"convoy run {wf.name} · {input} · {label(db)}",
                                   db=db, scope=scope, invalid=batch.invalid,
                                   identical=batch.identical)
@@ -168,7 +181,7 @@ def run(
                 err.print("interrupted: unfinished sessions are saved; run the same command "
                           f"again (or {resume}) to finish them",
                           markup=False, soft_wrap=True)
-            raise typer.Exit(e.exit_code if isinstance(e, Stopped) else INTERRUPTED) from None
+            raise typer.Exit(code) from None
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
                             batch.invalid, batch.identical))
     print_failures(out, stats, db=db, scope=scope)
@@ -178,9 +191,24 @@ def run(
         exit_if_strict(stats, "inputs", skipped_lines=len(batch.invalid))
 
 
+class _Started:
+    """Whether a run started sessions (a stop before then left nothing to resume)."""
+
+    sessions = False
+
+
+def _nothing_saved(path: Path, code: int) -> NoReturn:
+    """Exit ``code`` saying that the run was stopped before any session started (what
+    was read of standard input is lost: nothing holds it but the process)."""
+    again = " (the inputs read from standard input are not kept: send them again)" \
+        if str(path) == "-" else "; run the same command again to run the inputs"
+    say(f"interrupted before any session started: nothing was saved{again}")
+    raise typer.Exit(code)
+
+
 async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                tenant: str, path: Path, subject: str | None, *,
-               content_ids: bool) -> RunStats:
+               content_ids: bool, started: _Started) -> RunStats:
     stats = RunStats()
     async with engine:
         if subject is not None and content_ids and batch.valid:
@@ -209,6 +237,7 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
             values.append(item.value)
         stats.start()
         if ids:
+            started.sessions = True
             with session_progress(len(ids), wf.name) as on_done:
                 results = await engine.run_many(wf, values, ids=ids, tenant=tenant,
                                                 on_done=on_done, subject=subject)

@@ -70,6 +70,7 @@ class StopSignals:
         self._drains: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._raise = False
 
     def drain_on_stop(self, drain: Callable[[], None], grace: float = STOP_GRACE_S) -> None:
         """At the first stop signal, call ``drain`` (an engine's :meth:`~convoy.Engine.drain`)
@@ -91,6 +92,24 @@ class StopSignals:
         if loop is not None:
             with suppress(RuntimeError):  # the loop closed meanwhile: run() checks signum
                 loop.call_soon_threadsafe(self._stop)
+        if self._raise:  # (in the main thread, inside a blocking read: see interruptible)
+            self._raise = False
+            raise Stopped(signum)
+
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        """Inside the block, a stop signal raises :class:`Stopped` in the main thread at
+        once (one that came before raises it on entry): for a blocking call outside the
+        event loop, such as reading standard input from a pipe whose writer keeps it open.
+        Python retries a read that a signal interrupted once the handler returns; the
+        handler that only takes note would leave the command reading until the input
+        ends. Only for code that can be abandoned anywhere (nothing written yet)."""
+        self.check()
+        self._raise = True
+        try:
+            yield
+        finally:
+            self._raise = False
 
     def _stop(self) -> None:
         """The first stop signal, in the event loop: drain, or cancel at once."""

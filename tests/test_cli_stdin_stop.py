@@ -1,0 +1,59 @@
+"""``convoy run WF -i -`` stops at the first SIGINT or SIGTERM while it waits for its
+inputs on standard input (a pipe whose writer stays open, as ``producer | convoy run``
+while the producer thinks), with one honest line: no session started, nothing was saved.
+
+The moment is observable state, not a clock: the signal is sent once the command's main
+thread sleeps reading the pipe (its ``/proc`` wait channel names the pipe read)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.clikit import (
+    LIMIT,
+    STOPS,
+    Background,
+    background_fixture,  # noqa: F401  (the background fixture)
+    workdir,  # noqa: F401  (autouse fixture)
+)
+
+_WCHAN = Path("/proc/self/wchan")
+
+
+def _wait_reading_stdin(run: Background) -> None:
+    """Until the command's main thread sleeps in a pipe read (its stdin: it holds no other
+    pipe yet). Fails after :data:`LIMIT` seconds, or if the command exits first."""
+    wchan = Path(f"/proc/{run.proc.pid}/wchan")
+    deadline = time.monotonic() + LIMIT
+    while time.monotonic() < deadline:
+        if run.proc.poll() is not None:
+            pytest.fail(f"exited with {run.proc.returncode}: {run.wait()}")
+        try:
+            if "pipe" in wchan.read_text():
+                return
+        except OSError:  # (between exec and the new image's start)
+            pass
+        os.sched_yield()
+    pytest.fail(f"never seen reading its standard input in {LIMIT:.0f} s")
+
+
+@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_a_stop_while_run_waits_for_standard_input_stops_it_at_once(
+        background: Callable[..., Background], sig: signal.Signals, sigint: str,
+        code: int) -> None:
+    run = background("run", "cli_flows:handle", "-i", "-", "--db", "c.db", sigint=sigint)
+    _wait_reading_stdin(run)
+    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
+    assert res.code == code, res
+    assert res.stderr.strip().splitlines() == [
+        "interrupted before any session started: nothing was saved (the inputs read from "
+        "standard input are not kept: send them again)"], res.stderr
+    assert res.stdout == ""
+    assert not Path("c.db").exists()  # no store was made
