@@ -11,7 +11,13 @@ import sys
 from convoy._interrupt import INTERRUPTED_LINE
 from convoy._text import escaped, quoted, undecodable_byte
 from convoy.cli._app import app
-from convoy.cli._common import OUTPUT_CLOSED
+from convoy.cli._common import OUTPUT_CLOSED, RUN_FAILURE
+from convoy.cli._output import (
+    discard_stdout,
+    stdout_failure,
+    unwritable_stdout,
+    watch_stdout,
+)
 from convoy.privacy._withheld import SessionText
 
 
@@ -21,10 +27,13 @@ def main() -> None:
     Ctrl-C ends every command with one line on stderr and exit code 130: a command that
     has more to say (what was saved, how to finish) says it; one interrupted anywhere
     else (while it starts, or where Typer turns the interrupt into a silent exit 130)
-    says ``interrupted``.
+    says ``interrupted``. Standard output that cannot be written (a full disk, closed)
+    ends it with one line and exit 1 (:mod:`~convoy.cli._output`); a reader that exited
+    (``| head``) with exit 141, saying nothing.
     """
     _show_warnings()
     _refuse_bytes_that_are_not_utf8(sys.argv[1:])
+    watch_stdout()
     try:
         app(prog_name="convoy")
     except KeyboardInterrupt:
@@ -37,8 +46,13 @@ def main() -> None:
             raise
         sys.stderr.write(f"error: {e}\n")
         raise SystemExit(2) from None
+    except BaseExceptionGroup as e:
+        _failed_output(stdout_failure(e))
+        raise
     except OSError as e:
         if e.errno != errno.ENAMETOOLONG:
+            # standard output full or closed (wherever a command printed): one line
+            _failed_output(stdout_failure(e))
             raise
         # A path the user gave (--db, --input, a key file) with a name longer than the
         # file system allows: wherever it is first touched, one line.
@@ -54,7 +68,18 @@ def main() -> None:
         if e.code == 1 and isinstance(exit_, OSError) and exit_.errno == errno.EPIPE:
             # (click's exit when a print found its reader gone: as the consoles' own)
             raise SystemExit(OUTPUT_CLOSED) from None
+        if e.code in (0, None):  # (what it printed last may not have reached it yet)
+            _failed_output(unwritable_stdout())
         raise
+
+
+def _failed_output(line: str | None) -> None:
+    """Exit 1 with ``line`` (:mod:`~convoy.cli._output`) if there is one."""
+    if line is None:
+        return
+    discard_stdout()
+    print(line, file=sys.stderr)
+    raise SystemExit(RUN_FAILURE)
 
 
 class _Lines(logging.Formatter):

@@ -41,6 +41,7 @@ from convoy.cli._common import (
     run_async,
     tenant_option,
 )
+from convoy.cli._output import keep_on_lost_output
 from convoy.cli._render import fmt_time
 
 if TYPE_CHECKING:
@@ -663,8 +664,10 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
     created = not key.expanduser().exists()
-    typer.echo(run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created,
-                                     busy_timeout)).to_json())
+    cp = run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created, busy_timeout))
+    keep_on_lost_output("the checkpoint was signed and kept in the store: run the same "
+                        "command again to print it")
+    typer.echo(cp.to_json())
 
 
 async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,

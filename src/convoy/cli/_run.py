@@ -45,6 +45,7 @@ from convoy.cli._interceptors import (
 )
 from convoy.cli._loading import continuing, workflow_argument
 from convoy.cli._logs import LogFormatOption
+from convoy.cli._output import keep_on_lost_output
 from convoy.cli._progress import session_progress
 from convoy.cli._render import (
     MAX_LISTED,
@@ -182,6 +183,8 @@ def run(
                           f"again (or {resume}) to finish them",
                           markup=False, soft_wrap=True)
             raise typer.Exit(code) from None
+    keep_on_lost_output("the run is over and its sessions are kept in the store: "
+                        f"{scope.command('sessions list', db)} lists them")
     out.print(summary_table(f"convoy run {wf.name} · {input} · {label(db)}", stats,
                             batch.invalid, batch.identical))
     print_failures(out, stats, db=db, scope=scope)
