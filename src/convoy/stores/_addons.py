@@ -306,5 +306,6 @@ def apply_sqlite_addons(conn: sqlite3.Connection) -> None:
                          (addon.meta_key, str(addon.version)))
         conn.execute("COMMIT")
     except BaseException:
-        conn.execute("ROLLBACK")
+        if conn.in_transaction:  # (SQLite rolled back itself: a full disk, for one)
+            conn.execute("ROLLBACK")
         raise

@@ -420,7 +420,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                          (str(SCHEMA_VERSION),))
             conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # (SQLite rolled back itself: a full disk, for one)
+                conn.execute("ROLLBACK")
             raise
 
     async def aclose(self) -> None:
