@@ -90,6 +90,30 @@ def test_chaos_refuses_a_journal_that_would_destroy_a_store(tmp_path: Path,
     assert not (tmp_path / "d").exists()  # refused before anything ran
 
 
+def test_chaos_refuses_a_journal_that_is_its_own_input(tmp_path: Path) -> None:
+    """The bug: ``convoy chaos FLOW -i victim.jsonl -o victim.jsonl`` exited 0 with the
+    inputs replaced by the chaos journal. The input file is refused as the journal in one
+    line, whatever path names it, before anything runs."""
+    write_jsonl(tmp_path / "victim.jsonl", [{"subject": "refund", "body": "b"}])
+    os.symlink("victim.jsonl", tmp_path / "alias.jsonl")
+    (tmp_path / "d").mkdir()
+    write_jsonl(tmp_path / "d" / "journal.json", [{"subject": "refund", "body": "b"}])
+    before = _files(tmp_path)
+    for args, named in ((("-i", "victim.jsonl", "-o", "victim.jsonl"), "victim.jsonl"),
+                        (("-i", "victim.jsonl", "--journal", "./victim.jsonl"),
+                         "victim.jsonl"),
+                        (("-i", "alias.jsonl", "--journal", "victim.jsonl"), "victim.jsonl"),
+                        (("--input", str(tmp_path / "victim.jsonl"), "-o", "d/../victim.jsonl"),
+                         "d/../victim.jsonl"),
+                        # no --journal: the default one, DB_DIR/journal.json, is the input
+                        (("-i", "d/journal.json"), "d/journal.json")):
+        res = cli("chaos", FLOW, *args, "--db-dir", "d")
+        one_line_error(res, 2, f"--journal {named!r} is the --input file: writing there "
+                               "would destroy it; pass another path")
+    assert _files(tmp_path) == before
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["journal.json"]
+
+
 def test_export_refuses_to_write_over_a_key_and_says_what_it_would_lose(
         tmp_path: Path, env: dict[str, str]) -> None:
     res = cli("export", "c-9", "--db", "sub.db", "-o", "m.key", env=env)

@@ -143,7 +143,8 @@ def chaos(
     work = db_dir if db_dir is not None else Path(".convoy") / f"chaos-{stamp}"
     out_file = journal if journal is not None else work / "journal.json"
     check_output_file(out_file, "--journal", [(work / f"{phase}.db", f"the store of the {phase} "
-                                               "phase") for phase in ("before", "during", "after")])
+                                               "phase") for phase in ("before", "during", "after")],
+                      inputs=[(input, "--input")])
     try:
         with convoy_errors():
             result = run_experiment(

@@ -576,10 +576,17 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_output_file(path: Path, option: str,
-                      stores: Sequence[tuple[str | Path, str]] = ()) -> None:
+                      stores: Sequence[tuple[str | Path, str]] = (),
+                      inputs: Sequence[tuple[Path, str]] = ()) -> None:
     """Refuse, in one line (exit 2, the file untouched), an output file ``option`` names
-    that writing would destroy a store with: one of ``stores`` (``(db, what it is)``) or
-    one of its files, or any existing SQLite database. Any other file is overwritten."""
+    that writing would destroy a store or an input with: one of ``stores`` (``(db, what
+    it is)``) or one of its files, one of ``inputs`` (``(file, the option naming it)``;
+    ``-`` is standard input), or any existing SQLite database. Any other file is
+    overwritten."""
+    for infile, flag in inputs:
+        if str(infile) != "-" and _same_file(path, infile):
+            fail(f"{option} {str(path)!r} is the {flag} file: writing there would destroy "
+                 "it; pass another path")
     for db, what in stores:
         if is_postgres_url(db):
             continue
