@@ -4,24 +4,36 @@ comment human tasks from the terminal, one tenant at a time."""
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import pty
 import select
 import signal
 import sys
+import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from pydantic import (
+    UUID4,
+    AliasChoices,
+    AnyUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    IPvAnyAddress,
+    IPvAnyNetwork,
+)
 from typer.testing import CliRunner
 
 import convoy
 from convoy.cli import app
 
-from .clikit import cli, subprocess_env, workdir  # noqa: F401 - the fixture
+from .clikit import cli, subprocess_cli, subprocess_env, workdir  # noqa: F401 - the fixture
 
 
 def start(flow: str, value: str, sid: str, tenant: str = "default") -> None:
@@ -464,3 +476,92 @@ def test_without_the_type_loaded_the_schema_decides_as_before() -> None:
     schema leaves them, and the session's own check of the answer has the type."""
     assert _checker(_Grant, loaded=False)({"amount": 5, "aprove": True}) == \
         {"amount": 5, "aprove": True}
+
+
+def _formatted(tp: Any) -> Any:
+    """A checker of an answer ``{"v": ...}`` whose field has type ``tp``, by its schema."""
+    from pydantic import create_model
+
+    return _checker(create_model("Formatted", v=(tp | None, None)), loaded=False)
+
+
+@pytest.mark.parametrize(("tp", "fmt", "taken", "refused"), [
+    (datetime.date, "date", ["2026-01-05", "2026-01-05T00:00:00"],
+     ["2026-13-45", "2026-01-05T10:00:00", "20260105", "soon"]),
+    (datetime.datetime, "date-time",  # (naive, as Pydantic writes a naive datetime)
+     ["2026-01-05T10:00:00", "2026-01-05T10:00:00Z", "2026-01-05 10:00", "2026-01-05"],
+     ["2026-13-05T10:00:00Z", "tomorrow"]),
+    (datetime.time, "time", ["10:00", "10:00:00", "10:00:00.5+02:00"], ["25:00", "noon"]),
+    (datetime.timedelta, "duration", ["P1D", "PT1H30M", "01:00:00"], ["a while"]),
+    (uuid.UUID, "uuid", ["12345678-1234-5678-1234-567812345678",
+                         "12345678123456781234567812345678"], ["12345678-1234"]),
+    (UUID4, "uuid4", [str(uuid.UUID(int=1, version=4))], [str(uuid.UUID(int=1, version=1))]),
+    (AnyUrl, "uri", ["https://example.com/a?b=1", "mailto:ann@example.com"],
+     ["example.com", "https://"]),
+    (ipaddress.IPv4Address, "ipv4", ["10.0.0.1"], ["10.0.0.256", "::1"]),
+    (ipaddress.IPv6Address, "ipv6", ["::1", "fe80::1"], ["10.0.0.1", "::g"]),
+    (IPvAnyAddress, "ipvanyaddress", ["10.0.0.1", "::1"], ["10.0.0"]),
+    (IPvAnyNetwork, "ipvanynetwork", ["10.0.0.0/8", "::/0"], ["10.0.0.1/8"]),
+    (ipaddress.IPv4Interface, "ipv4interface", ["10.0.0.1/8"], ["10.0.0.1/33"]),
+], ids=lambda x: x if isinstance(x, str) else None)
+def test_without_the_type_loaded_the_formats_of_its_schema_are_checked(
+        tp: Any, fmt: str, taken: list[str], refused: list[str]) -> None:
+    """The bug: ``when: date | None`` answered ``"2026-13-45"`` without ``--import`` was
+    recorded (the schema check ignored ``"format": "date"``) and the session refused it
+    later, in silence. A format Pydantic writes is checked as the session checks it: the
+    strings its type takes are taken (a naive datetime, a time without seconds, a UUID
+    without dashes, which stricter RFC 3339 / JSON Schema checkers refuse), the others
+    refused naming the field and the format, not the value."""
+    from pydantic import TypeAdapter
+
+    check = _formatted(tp)
+    assert TypeAdapter(tp).json_schema()["format"] == fmt
+    for text in taken:
+        TypeAdapter(tp).validate_python(text)  # (the session takes it)
+        assert check({"v": text}) == {"v": text}
+    for text in refused:
+        with pytest.raises(ValueError):
+            TypeAdapter(tp).validate_python(text)  # (the session refuses it)
+        with pytest.raises(convoy.UserError) as info:
+            check({"v": text})
+        assert str(info.value) == ("the answer does not match the task's schema: v: its "
+                                   f"'format' rule (\"{fmt}\") refuses it"), text
+    assert check({"v": None}) == {"v": None}
+
+
+def test_an_email_field_is_checked_without_email_validator() -> None:
+    """Pydantic's ``EmailStr`` needs the ``email-validator`` extra, which the inbox's
+    process may not have: its schema's ``email`` format is checked by jsonschema's own
+    check (an ``@``), which refuses no address the session would take."""
+    schema = {"type": "object", "properties": {"to": {"type": "string", "format": "email"},
+                                               "pw": {"type": "string", "format": "password",
+                                                      "writeOnly": True},
+                                               "p": {"type": "string", "format": "path"}}}
+    from convoy.hitl._task import HumanTask, answer_checker
+
+    check = answer_checker(HumanTask(id="t:0", session_id="t", tenant="default",
+                                     kind="question", prompt="?", answer_type="nowhere:E",
+                                     answer_schema=schema, created_at=0.0))
+    assert check({"to": "ann@example.com", "pw": "x", "p": "no/such/file"})
+    with pytest.raises(convoy.UserError, match="to: its 'format' rule"):
+        check({"to": "ann at example.com"})
+
+
+def test_an_answer_that_breaks_a_format_is_refused_by_the_command(tmp_path: Path) -> None:
+    """The trial: ``convoy inbox answer`` without ``--import`` (a process without the
+    answer's type) refuses a date that is no date, in one line, and records nothing."""
+    start("redo", "o-1", "d1")
+    res = subprocess_cli(tmp_path, "inbox", "answer", "d1:0", "--by", "b", "--value",
+                         '{"action": "refund", "when": "2026-13-45"}')
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr.strip() == ("error: the answer does not match the task's schema: when: "
+                                  "its 'format' rule (\"date\") refuses it"), res.stderr
+    # --set (and the form) check a field's format as it is given
+    res = subprocess_cli(tmp_path, "inbox", "answer", "d1:0", "--by", "b", "--set",
+                         "action=refund", "--set", "when=2026-13-45")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr.strip() == ("error: when: its 'format' rule (\"date\") refuses it"), \
+        res.stderr
+    assert json.loads(cli("inbox", "show", "d1:0", "--json").stdout)["status"] == "open"
+    assert 'when: string or empty, format "date"' in cli("inbox", "show", "d1:0").stdout
+

@@ -75,7 +75,7 @@ class Field:
 _SAYS = {"minimum": "at least {}", "maximum": "at most {}", "exclusiveMinimum": "more than {}",
          "exclusiveMaximum": "less than {}", "multipleOf": "a multiple of {}",
          "minLength": "at least {} characters", "maxLength": "at most {} characters",
-         "pattern": "matching {}"}
+         "pattern": "matching {}", "format": "format {}"}
 
 
 def _resolve(schema: Mapping[str, Any], root: Mapping[str, Any]) -> dict[str, Any]:
@@ -112,7 +112,7 @@ def fields(schema: Mapping[str, Any] | None) -> list[Field] | None:
 #: The rules of a field's own schema a value is checked against as it is typed (the whole
 #: answer is checked against the whole schema by the inbox).
 _RULES = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf",
-          "minLength", "maxLength", "pattern")
+          "minLength", "maxLength", "pattern", "format")
 
 
 def parse(field: Field, text: str) -> Any:
@@ -124,8 +124,10 @@ def parse(field: Field, text: str) -> Any:
     if rules and value is not None:
         import jsonschema
 
+        from convoy.hitl._formats import format_checker
+
         try:
-            jsonschema.validate(value, rules)
+            jsonschema.validate(value, rules, format_checker=format_checker())
         except jsonschema.ValidationError as e:  # (its message would quote the value)
             raise UserError(f"{field.name}: its {e.validator!r} rule "
                             f"({json.dumps(e.validator_value)}) refuses it") from None

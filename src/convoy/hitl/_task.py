@@ -258,8 +258,10 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
             return value
         import jsonschema
 
+        from convoy.hitl._formats import format_checker
+
         try:
-            jsonschema.validate(value, schema)
+            jsonschema.validate(value, schema, format_checker=format_checker())
         except jsonschema.ValidationError as e:
             # The rule and what the schema asks, not jsonschema's message, which quotes
             # the value given (an answer may be personal data).
