@@ -565,3 +565,43 @@ def test_an_answer_that_breaks_a_format_is_refused_by_the_command(tmp_path: Path
     assert json.loads(cli("inbox", "show", "d1:0", "--json").stdout)["status"] == "open"
     assert 'when: string or empty, format "date"' in cli("inbox", "show", "d1:0").stdout
 
+
+def test_an_answer_the_session_refuses_is_one_warning_line(tmp_path: Path) -> None:
+    """An answer the schema takes and the session's type refuses (a rule of the type's
+    own code) reopens the task: 'convoy resume' and 'convoy worker' said nothing of it, and
+    the task silently waited again. One 'warning:' line says so, as for a refused signal,
+    with the error kinds, not the answer; a later run that replays it says nothing."""
+    start("redo", "o-2", "d2")
+    start("redo", "o-3", "d3")
+    for sid in ("d2", "d3"):
+        res = subprocess_cli(tmp_path, "inbox", "answer", f"{sid}:0", "--by", "b", "--value",
+                             '{"action": "replace"}')
+        assert res.returncode == 0, res.stderr
+    res = subprocess_cli(tmp_path, "resume", "--import", "hitl_flows")
+    assert res.returncode == 0, res.stderr
+    lines = sorted(x for x in res.stderr.splitlines() if "refused" in x)
+    assert len(lines) == 2, res.stderr
+    for sid, line in zip(("d2", "d3"), lines, strict=True):
+        assert line.startswith(f"warning: session '{sid}' refused the answer to task "
+                               f"'{sid}:0' (given at "), line
+        assert line.endswith("): it does not validate as the task's type: 1 error "
+                             "(value_error); the task is open again for a valid answer"), line
+    shown = json.loads(cli("inbox", "show", "d2:0", "--json").stdout)
+    assert shown["status"] == "open" and "a replacement needs a date" in shown["error"]
+    # a worker says it too
+    res = subprocess_cli(tmp_path, "inbox", "answer", "d2:0", "--by", "b", "--value",
+                         '{"action": "replace"}')
+    assert res.returncode == 0, res.stderr
+    res = subprocess_cli(tmp_path, "worker", "hitl_flows", "--until-idle")
+    assert res.returncode == 0, res.stderr
+    [line] = [x for x in res.stderr.splitlines() if "refused" in x]
+    assert line.startswith("warning: session 'd2' refused the answer to task 'd2:0'"), line
+    # answered right, the session ends; its replay of the refusals says nothing
+    for sid in ("d2", "d3"):
+        res = subprocess_cli(tmp_path, "inbox", "answer", f"{sid}:0", "--by", "b", "--value",
+                             '{"action": "replace", "when": "2026-01-05"}')
+        assert res.returncode == 0, res.stderr
+    res = subprocess_cli(tmp_path, "resume", "--import", "hitl_flows")
+    assert res.returncode == 0, res.stderr
+    assert "refused" not in res.stderr and "warning" not in res.stderr, res.stderr
+    assert "completed" in cli("sessions", "show", "d2").stdout

@@ -295,6 +295,17 @@ def validation_error_types(e: ValidationError) -> list[str]:
     return list(dict.fromkeys(err["type"] for err in e.errors(include_url=False)))
 
 
+def validation_error_kinds(e: ValidationError) -> str:
+    """``1 error (bool_parsing)``, ``7 errors (missing, int_parsing, ... and 2 more)``: how
+    many errors ``e`` holds, of which kinds (:func:`validation_error_types`), on one short
+    line, for a log line about a value that may be personal data."""
+    kinds = validation_error_types(e)
+    shown = ", ".join(escaped(k[:40]) for k in kinds[:5])
+    more = f" and {len(kinds) - 5} more" if len(kinds) > 5 else ""
+    n = e.error_count()
+    return f"{n} error{'s' if n != 1 else ''} ({shown}{more})"
+
+
 __all__ = [
     "MAX_DEPTH",
     "NOT_FINITE",
@@ -317,6 +328,7 @@ __all__ = [
     "too_deep",
     "undecodable_byte",
     "unshowable",
+    "validation_error_kinds",
     "validation_error_types",
 ]
 

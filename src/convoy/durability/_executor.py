@@ -42,7 +42,7 @@ from convoy._errors import (
     error_from_record,
     error_to_record,
 )
-from convoy._text import escaped, validation_error_types
+from convoy._text import escaped, validation_error_kinds
 from convoy.durability._signals import Parked, SessionInterrupted
 from convoy.stores._protocol import SEALED_PREFIX, StepRecord
 
@@ -652,11 +652,7 @@ def _refusal(accept: Callable[[str], object] | None, payload: str) -> str | None
     try:
         accept(payload)
     except ValidationError as e:
-        kinds = validation_error_types(e)
-        shown = ", ".join(escaped(k[:40]) for k in kinds[:5])
-        more = f" and {len(kinds) - 5} more" if len(kinds) > 5 else ""
-        n = e.error_count()
-        return f"{n} error{'s' if n != 1 else ''} ({shown}{more})"
+        return validation_error_kinds(e)
     return None
 
 

@@ -19,9 +19,10 @@ Replay returns every step from the journal, so a resumed session sees the same d
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
-from contextlib import suppress
 from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
@@ -29,7 +30,7 @@ from pydantic_core import from_json
 
 from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, WaitTimeout
-from convoy._text import readable_validation_error
+from convoy._text import escaped, readable_validation_error, validation_error_kinds
 from convoy.hitl._task import (
     ACTIONS,
     DEADLINE,
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from convoy.state._values import Versioned
     from convoy.stores._protocol import StateEntry, StepRecord
 
+log = logging.getLogger("convoy")
 
 @dataclass(slots=True, kw_only=True)
 class TaskSpec:
@@ -129,8 +131,13 @@ async def decide(ctx: Context, spec: TaskSpec) -> Outcome:
             value = spec.check(decision.value)
         except (ValidationError, ValueError) as e:
             why = readable_validation_error(e) if isinstance(e, ValidationError) else str(e)
-            await _reopen(inbox, current, f"the {decision.action} by {decision.by!r} was "
-                                          f"invalid: {why}")
+            # (a replay of the refusal, journaled by an earlier run, said it then; an
+            # executor that cannot say what its journal holds warns each time)
+            holds = getattr(s.executor, "holds", None)
+            live = holds is None or not holds(scope.peek_key())
+            if await _reopen(inbox, current, f"the {decision.action} by {decision.by!r} was "
+                                             f"invalid: {why}") and live:
+                _warn_refused(s.id, decided, decision, e)
             current = await inbox.get(tid)
             continue
         return Outcome(task=decided, decision=decision, value=value)
@@ -225,12 +232,34 @@ async def _wait(scope: Context, inbox: State[HumanTask],
 
 
 async def _reopen(inbox: State[HumanTask], got: Versioned[HumanTask | None],
-                  error: str) -> None:
+                  error: str) -> bool:
+    """Open the task again with ``error``; ``False`` if it changed meanwhile (the loop
+    reads it again)."""
     task = got.value
     assert task is not None
     reopened = task.model_copy(update={"status": "open", "decision": None, "error": error})
-    with suppress(StateConflict):  # changed meanwhile: the loop reads it again
+    try:
         await inbox.set(task.id, reopened, expected_version=got.version)
+    except StateConflict:
+        return False
+    return True
+
+
+def _warn_refused(session_id: str, task: HumanTask, decision: Decision,
+                  error: ValueError) -> None:
+    """One warning line for an answer (or edit) the session refused, as for a refused
+    signal: an engine's log, or a command's stderr (``convoy resume``, ``worker``), says
+    why the session still waits. The error kinds only, never the answer nor who gave it
+    (personal data, perhaps): the task's own error, which ``convoy inbox show`` shows,
+    has the rest."""
+    what = {"answer": "the answer", "edit": "the edit",
+            "default": "the default answer"}.get(decision.action, decision.action)
+    kinds = validation_error_kinds(error) if isinstance(error, ValidationError) else \
+        type(error).__name__
+    at = datetime.fromtimestamp(decision.at, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    log.warning("session '%s' refused %s to task '%s' (given at %s): it does not validate "
+                "as the task's type: %s; the task is open again for a valid answer",
+                escaped(session_id), what, escaped(task.id), at, kinds)
 
 
 __all__ = ["Outcome", "TaskSpec", "decide"]
