@@ -116,6 +116,36 @@ async def test_low_confidence_is_reviewed(db: Path) -> None:
         assert res.ok  # confident enough: nobody is asked
 
 
+async def test_the_prompt_says_what_approve_does(db: Path) -> None:
+    """The bug: a low-confidence task said "Approve to run it again (keeping its
+    answer)", while approving keeps the answer and runs nothing again. Each prompt says
+    what approving does there: run the agent again after an error, keep the answer of a
+    low-confidence one."""
+    calls: list[str] = []
+
+    def script(req: ModelRequest) -> Any:
+        calls.append(req.messages[-1].content or "")
+        return {"output": {"label": "spam", "confidence": 0.2}}
+
+    agent = convoy.Agent(name="judge", output_type=Verdict, model="sim:",
+                         escalation=convoy.Escalation(confidence_below=0.5))
+    async with _engine(db, convoy.SimModel({"judge": script})) as eng:
+        await eng.run(_flow(agent, "esc.prompt"), "a", session_id="p1")
+        [task] = await eng.inbox.tasks()
+        assert task.prompt == ("Agent 'judge' answered with low confidence. Approve to keep "
+                               "its answer (the agent does not run again), edit to give its "
+                               "output yourself, or reject.")
+        await eng.inbox.approve(task.id, by="ann")
+        [res] = await eng.resume()
+        assert res.ok and res.output == {"label": "spam", "confidence": 0.2}
+        assert calls == ["a"]  # approved: not run again
+    async with _engine(db, ALWAYS_BAD) as eng:
+        await eng.run(judge_flow, "mail", session_id="p2")
+        [task] = await eng.inbox.tasks()
+        assert task.prompt.endswith(". Approve to run it again, edit to give its output "
+                                    "yourself, or reject."), task.prompt
+
+
 async def test_an_exhausted_budget_asks_for_more(db: Path) -> None:
     agent = convoy.Agent(name="judge", model="sim:", escalation=convoy.Escalation(
         on=["budget"]))

@@ -371,9 +371,9 @@ def approve(task_id: TaskArg, edit: Annotated[str | None, typer.Option(
             all_tenants: AllTenantsOption = False,
             interceptors: DecisionInterceptorsOption = None) -> None:
     """Approve a tool call (it runs, once, with exactly these arguments) or an escalation
-    (the agent runs again; an escalated session runs its step again). With --edit or
-    --set, approve changed arguments (or give the agent's output), checked against the
-    schema.
+    (the agent runs again, or its low-confidence answer is kept; an escalated session
+    runs its step again). With --edit or --set, approve changed arguments (or give the
+    agent's output), checked against the schema.
 
     Example: `convoy inbox approve 3f2a9c1b:0/2 --set cents=500 -m "capped"`
     """

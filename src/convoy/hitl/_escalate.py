@@ -105,8 +105,9 @@ def _spec(agent: Agent[Any, Any], rules: Escalation, reason: EscalationReason,
     what = f"Agent {agent.name!r} {_SAYS[reason]}"
     schema = agent.output_schema or {"type": "string"}
     return TaskSpec(
-        kind="escalation", prompt=f"{what}. Approve to run it again"
-        + (" (keeping its answer)" if reason == "low_confidence" else "")
+        kind="escalation", prompt=f"{what}. Approve to "
+        + ("keep its answer (the agent does not run again)" if reason == "low_confidence"
+           else "run it again")
         + ", edit to give its output yourself, or reject.",
         reason=reason if error is None else f"{reason}: {str(error)[:_TEXT]}",
         history=conversation(agent, messages, error), proposal=proposal, answer_schema=schema,

@@ -219,8 +219,8 @@ class Inbox:
     async def approve(self, task_id: str, *, by: str, comment: str | None = None
                       ) -> HumanTask:
         """Approve: the tool call runs (an approval is then valid for its
-        ``expires_after`` and used once), or the escalated agent runs again (see
-        :class:`~convoy.Escalation`)."""
+        ``expires_after`` and used once), or the escalated agent runs again, or its
+        low-confidence answer is kept (see :class:`~convoy.Escalation`)."""
         return await self._decide(task_id, "approve", None, by, comment)
 
     async def edit(self, task_id: str, value: Any, *, by: str, comment: str | None = None
