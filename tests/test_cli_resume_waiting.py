@@ -185,3 +185,106 @@ def test_a_due_session_whose_module_is_gone_says_what_its_import_said(
         one_line_error(res, 1, f"cannot resume 1 session of workflow {ref!r}: {why}")
         assert "nothing imported here defines it" not in res.stderr
         assert session("a-1").status == "pending"
+
+
+SCRIPT_SESSIONS = """
+import asyncio
+import convoy
+
+
+@convoy.workflow
+async def refund(ctx: convoy.Context, amount: int) -> str:
+    ok = await ctx.wait_for("approve", bool)
+    return f"{amount}: {ok}"
+
+
+@convoy.workflow
+async def ask(ctx: convoy.Context, amount: int) -> str:
+    got = await ctx.ask_human(f"Refund {amount}?", bool)
+    return f"{amount}: {got.value}"
+
+
+@convoy.workflow
+async def boom(ctx: convoy.Context, amount: int) -> str:
+    raise ValueError("boom")
+
+
+async def main() -> None:
+    async with convoy.Engine("convoy.db", workflows=[refund, ask, boom]) as engine:
+        await engine.run(refund, 1, session_id="r-1")
+        await engine.run(ask, 2, session_id="a-1")
+        await engine.run(boom, 3, session_id="b-1")
+        await engine.run(refund, 4, session_id="c-1")
+
+
+asyncio.run(main())
+"""
+
+#: What every suggestion says of a session of a script's own workflow.
+_NOBODY_ELSE = "no other process can import a script run directly"
+
+
+def test_what_continues_a_script_workflow_is_the_script(workdir: Path) -> None:  # noqa: F811
+    """The bug: for a workflow ``__main__:refund`` the commands suggested 'convoy worker
+    MODULE' or 'convoy resume --import MODULE' (MODULE: the module that defines workflow
+    '__main__:refund'), and 'convoy retry ID --import MODULE': no module can define it, and
+    neither command can run its sessions. They say what 'convoy resume' and 'convoy retry'
+    themselves say: the script resumes (retries) them."""
+    (workdir / "desk_script.py").write_text(SCRIPT_SESSIONS)
+    subprocess.run([sys.executable, "desk_script.py"], cwd=workdir,
+                   env={**os.environ, "PYTHONPATH": str(SRC)}, check=True,
+                   capture_output=True, text=True, timeout=120)
+    assert session("a-1").workflow == "__main__:ask"
+
+    def resume_from(wf: str, what: str = "it") -> str:
+        return (f"resume {what} from the script that defines workflow '__main__:{wf}' "
+                f"(await engine.resume(); {_NOBODY_ELSE})")
+
+    said: dict[str, str] = {}
+    shown = cli("sessions", "show", "r-1")
+    said["show waiting"] = shown.stdout
+    assert "waiting: convoy signal r-1 approve --payload JSON, then " \
+        f"{resume_from('refund')}" in " ".join(shown.stdout.split()), shown.stdout
+    shown = cli("sessions", "show", "a-1")
+    said["show task"] = shown.stdout
+    assert f"waiting for a person: convoy inbox show a-1:0; then {resume_from('ask')}" in \
+        " ".join(shown.stdout.split()), shown.stdout
+    res = cli("inbox", "answer", "a-1:0", "--value", "true", "--by", "b")
+    assert res.code == 0, res.stderr
+    said["answer"] = res.stdout
+    assert " ".join(res.stdout.split()) == \
+        f"answered task a-1:0 (by b); {resume_from('ask', 'session a-1')}", res.stdout
+    res = cli("signal", "r-1", "approve", "--payload", "true")
+    assert res.code == 0, res.stderr
+    said["signal"] = res.stdout
+    assert " ".join(res.stdout.split()) == \
+        f"sent signal 'approve' to session r-1; {resume_from('refund')}", res.stdout
+    shown = cli("sessions", "show", "b-1")
+    said["show failed"] = shown.stdout
+    assert ("run it again as a new session: retry it from the script that defines workflow "
+            f"'__main__:boom' (await engine.retry('b-1'); {_NOBODY_ELSE})") in \
+        " ".join(shown.stdout.split()), shown.stdout
+    # a session another engine runs (its lease held far ahead)
+    tamper("UPDATE sessions SET status='running', owner='elsewhere:1', "
+           "lease_until=4102444800 WHERE id='c-1'")
+    shown = cli("sessions", "show", "c-1")
+    said["show running"] = shown.stdout
+    assert ("running on engine elsewhere:1; if that engine stops, its lease lapses: then "
+            f"{resume_from('refund')}") in " ".join(shown.stdout.split()), shown.stdout
+    res = cli("cancel", "c-1")
+    assert res.code == 0, res.stderr
+    said["cancel"] = res.stdout
+    assert " ".join(res.stdout.split()).endswith(
+        "if it parks first, the engine that runs it next does: that of the script that "
+        "defines workflow '__main__:refund', as it resumes its sessions: await "
+        f"engine.resume(); {_NOBODY_ELSE})"), res.stdout
+    tamper("UPDATE sessions SET status='pending', owner=NULL, lease_until=NULL "
+           "WHERE id='c-1'")  # (that engine died before it saw the cancel)
+    shown = cli("sessions", "show", "c-1")
+    said["show cancel requested"] = shown.stdout
+    assert f"a cancel is requested: {resume_from('refund')}, which ends it cancelled" in \
+        " ".join(shown.stdout.split()), shown.stdout
+    for what, text in said.items():
+        assert "MODULE" not in text and "--import" not in text, (what, text)
+        assert "convoy worker" not in text and "convoy resume" not in text, (what, text)
+        assert "convoy retry" not in text, (what, text)

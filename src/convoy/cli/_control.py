@@ -41,15 +41,13 @@ from convoy.cli._interceptors import (
     DecisionInterceptorsOption,
     app_interceptors,
 )
-from convoy.cli._loading import continuing
+from convoy.cli._loading import continues, continuing, in_script, script_engine
 from convoy.stores import SessionRow
 
 
 def _continues(row: SessionRow, db: str) -> str:
     """What runs a session a signal woke."""
-    worker, resume, note = continuing([row.workflow], lambda args: command(
-        args, db=db, tenant=row.tenant))
-    return f"{worker} or {resume} continues it{note}"
+    return continues(row.workflow, lambda args: command(args, db=db, tenant=row.tenant))
 
 
 
@@ -229,7 +227,8 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
                 engine.workflow_named(row.workflow)
         worker, resume, note = continuing(
             [row.workflow], lambda args: command(args, db=db, tenant=row.tenant))
-        next_engine = f"{worker} or {resume}{note}"
+        script = in_script(row.workflow)
+        next_engine = script_engine(row.workflow) if script else f"{worker} or {resume}{note}"
         if await view.cancel(session_id, by=by) == "cancelled":
             return f"cancelled session {session_id}"
         row = await view.session(session_id)
@@ -244,4 +243,5 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
         return (f"cancel requested: session {session_id} is running on engine {row.owner}, "
                 f"which stops it at its next lease renewal (within about {left} s; if that "
                 "engine died, the engine that takes the session over cancels it; if it "
-                f"parks first, the engine that runs it next, {next_engine}, does)")
+                + (f"parks first, the engine that runs it next does: {next_engine})" if script
+                   else f"parks first, the engine that runs it next, {next_engine}, does)"))

@@ -51,7 +51,7 @@ from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._interceptors import DecisionInterceptorsOption
 from convoy.cli._left_out import warn_left_out
-from convoy.cli._loading import continuing
+from convoy.cli._loading import continues, continuing
 from convoy.cli._render import check_times, decisions, fmt_time
 from convoy.hitl._task import session_of
 from convoy.stores._protocol import SessionRow
@@ -355,10 +355,14 @@ def _decide(engine: Engine, scope: Scope, act: Callable[[Inbox], Awaitable[Human
         out.print(f"{done}; session {task.session_id} is {row.status}", markup=False,
                   soft_wrap=True)
         return
-    worker, resume, note = continuing([] if row is None else [row.workflow], lambda args:
-                                      command(args, db=db, tenant=task.tenant))
-    out.print(f"{done}; {worker} or {resume} continues session {task.session_id}{note}",
-              markup=False, soft_wrap=True)
+    if row is None:
+        worker, resume, note = continuing([], lambda args: command(args, db=db,
+                                                                   tenant=task.tenant))
+        then = f"{worker} or {resume} continues session {task.session_id}{note}"
+    else:
+        then = continues(row.workflow, lambda args: command(args, db=db, tenant=task.tenant),
+                         f"session {task.session_id}")
+    out.print(f"{done}; {then}", markup=False, soft_wrap=True)
 
 
 @inbox_app.command("approve")

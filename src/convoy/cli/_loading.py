@@ -69,6 +69,41 @@ def import_option(name: str) -> str:
     return f"--import {'MODULE' if module is None else word(module)}"
 
 
+#: Why no command runs a session of a workflow defined in a script run directly.
+_NOBODY_ELSE = "no other process can import a script run directly"
+
+
+def in_script(workflow: str) -> bool:
+    """Whether ``workflow`` (``__main__:NAME``) was defined in a script run directly: no
+    command can load it (not ``convoy worker``, ``resume`` nor ``retry``)."""
+    return workflow.startswith("__main__:")
+
+
+def from_script(workflow: str, what: str = "it", verb: str = "resume",
+                call: str = "await engine.resume()") -> str:
+    """``resume it from the script that defines workflow '__main__:NAME' (await
+    engine.resume(); ...)``: what continues (``verb`` and ``call``: retries) a session of
+    a workflow :func:`in_script`, as ``convoy resume`` and ``retry`` say for one
+    (:func:`cannot_load`)."""
+    return (f"{verb} {what} from the script that defines workflow {quoted(workflow, 120)} "
+            f"({call}; {_NOBODY_ELSE})")
+
+
+def script_engine(workflow: str) -> str:
+    """The engine that runs a session of a workflow :func:`in_script` next, named."""
+    return (f"that of the script that defines workflow {quoted(workflow, 120)}, as it "
+            f"resumes its sessions: await engine.resume(); {_NOBODY_ELSE}")
+
+
+def continues(workflow: str, cmd: Callable[[str], str], what: str = "it") -> str:
+    """``'convoy worker MODULE' or 'convoy resume --import MODULE' continues WHAT`` (see
+    :func:`continuing`), or, for a workflow :func:`in_script`, :func:`from_script`."""
+    if in_script(workflow):
+        return from_script(workflow, what)
+    worker, resume, note = continuing([workflow], cmd)
+    return f"{worker} or {resume} continues {what}{note}"
+
+
 def continuing(workflows: Iterable[str], cmd: Callable[[str], str]) -> tuple[str, str, str]:
     """``'convoy worker MODULE...'``, ``'convoy resume'`` and a note: what continues
     sessions of ``workflows`` (``cmd``: a command with the user's ``--db`` and tenant). A

@@ -19,7 +19,7 @@ from convoy._command import command
 from convoy._text import escaped, plural, printable, quoted, short
 from convoy.cli._common import RUN_FAILURE, Scope, fail, sealed_note
 from convoy.cli._inputs import InvalidLine
-from convoy.cli._loading import continuing, import_option
+from convoy.cli._loading import continuing, from_script, import_option, in_script
 from convoy.cli._redaction import redacted
 from convoy.cli._stats import LEFT_LABELS, RunStats
 from convoy.durability._executor import signals_refused
@@ -575,12 +575,18 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
             console.print(Text.assemble(("error kind: ", "bold"), kind))
     task, state = _task_waited_for(row), _state_waited_for(row)
     worker, resume, note = continuing([row.workflow], cmd)
+    # A script's own workflow ('__main__:NAME'): no command runs its sessions; the script
+    # does (``then``: what continues the session, after what the line asks first).
+    script = in_script(row.workflow)
+    then = from_script(row.workflow) if script else ""
     if row.status in RETRYABLE and row.status != "escalated" and retried_as is None:
-        again = cmd("retry", sid, options=import_option(row.workflow), quote=False)
+        again = from_script(row.workflow, verb="retry", call=f"await engine.retry("
+                            f"{quoted(row.id, 120)})") if script else \
+            cmd("retry", sid, options=import_option(row.workflow), quote=False) + note
         # (a data subject's input read without the master key: the retry needs it)
         keyed = " with $CONVOY_MASTER_KEY_FILE set (its input is sealed)" \
             if is_sealed(row.input) else ""
-        console.print(f"run it again as a new session{keyed}: {again}{note}",
+        console.print(f"run it again as a new session{keyed}: {again}",
                       markup=False, soft_wrap=True)
     if row.status == "escalated":
         # (a session that could not be read, at no step: nothing to complete)
@@ -605,22 +611,25 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                                      options=f"--payload {shlex.quote(retry)}", quote=False),
                       markup=False, soft_wrap=True)
     elif task is not None:
-        console.print(f"waiting for a person: {cmd('inbox show', task, quote=False)} (then "
-                      f"{worker} or {resume} continues it{note})", markup=False,
-                      soft_wrap=True)
+        show = cmd('inbox show', task, quote=False)
+        console.print(f"waiting for a person: {show}; then {then}" if script else
+                      f"waiting for a person: {show} (then {worker} or {resume} continues "
+                      f"it{note})", markup=False, soft_wrap=True)
     elif state is not None:
         namespace, key = (escaped(x) for x in state)
         console.print(f"waiting for a change of {escaped('/'.join(state))}: "
                       f"{cmd('state set', namespace, key, 'JSON', quote=False)}, then "
-                      f"{worker} (or {resume}) continues it{note}", markup=False,
-                      soft_wrap=True)
+                      + (then if script else f"{worker} (or {resume}) continues it{note}"),
+                      markup=False, soft_wrap=True)
     elif row.status == "waiting" and row.wait_name is not None:
         signal = cmd("signal", sid, escaped(row.wait_name), options="--payload JSON",
                      quote=False)
-        console.print(f"waiting: {signal}, then {worker} (or {resume}) "
-                      f"continues it{note}", markup=False, soft_wrap=True)
+        console.print(f"waiting: {signal}, then "
+                      + (then if script else f"{worker} (or {resume}) continues it{note}"),
+                      markup=False, soft_wrap=True)
     elif row.status == "waiting":
-        console.print(f"waiting for its timer: {worker} (or {resume} once it is due) "
+        console.print(f"waiting for its timer: once it is due, {then}" if script else
+                      f"waiting for its timer: {worker} (or {resume} once it is due) "
                       f"continues it{note}", markup=False, soft_wrap=True)
     elif row.status == "running" and row.owner is not None and \
             row.lease_until is not None and row.lease_until >= now and \
@@ -628,12 +637,16 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         owner = escaped(row.owner)
         console.print(f"running on engine {owner}, which ends it cancelled at its next lease "
                       "renewal" if cancel_requested is not None else
+                      f"running on engine {owner}; if that engine stops, its lease lapses: "
+                      f"then {then}" if script else
                       f"running on engine {owner}; if that engine stops, its lease lapses and "
                       f"the next {worker} or {resume} continues it from its journal{note}",
                       markup=False, soft_wrap=True)
     elif row.unfinished and cancel_requested is not None:
-        console.print(f"a cancel is requested: the next {worker} or {resume} ends it "
+        console.print(f"a cancel is requested: {then}, which ends it cancelled" if script else
+                      f"a cancel is requested: the next {worker} or {resume} ends it "
                       f"cancelled{note}", markup=False, soft_wrap=True)
     elif row.unfinished:
-        console.print(f"not finished yet; {resume} (or re-running the same 'convoy run') "
+        console.print(f"not finished yet; {then}" if script else
+                      f"not finished yet; {resume} (or re-running the same 'convoy run') "
                       f"finishes it{note}", markup=False, soft_wrap=True)
