@@ -667,6 +667,30 @@ def test_sessions_show_says_which_signals_wait_and_which_were_refused(
     assert session(sid).output == '"order 1: approved"'
 
 
+def test_a_signal_the_session_does_not_wait_for_is_sent_with_a_warning(
+        workdir: Path) -> None:  # noqa: F811
+    """The bug: 'convoy signal SESSION aprove' to a session waiting for 'approve' exited 0
+    saying a worker or a resume continues it, and nothing did. A signal is kept for a
+    later wait of its name, so it is still sent; one 'warning:' line names the signal the
+    session waits for, and the line on stdout no longer says it continues."""
+    run_ok(lines=['"order 1"'], flow="cli_flows:approval")
+    (sid,) = session_ids()
+    res = cli("signal", sid, "aprove", "--payload", "true")
+    assert res.code == 0, res.stderr
+    assert res.stderr.strip() == (
+        f"warning: session {sid} waits for signal 'approve', not 'aprove': this one does not "
+        "wake it (it is kept for a wait of that name); to continue it: convoy signal "
+        f"{sid} approve --payload JSON"), res.stderr
+    assert " ".join(res.stdout.split()) == \
+        f"sent signal 'aprove' to session {sid} (kept until it waits for that signal)"
+    assert session(sid).status == "waiting"
+    res = cli("signal", sid, "approve", "--payload", "true")  # the right one: no warning
+    assert res.code == 0 and res.stderr == "", res.stderr
+    assert "continues it" in res.stdout
+    assert cli("resume", "--import", "cli_flows").code == 0
+    assert session(sid).output == '"order 1: approved"'
+
+
 def test_a_signal_payload_can_come_from_a_file_or_stdin(workdir: Path) -> None:  # noqa: F811
     run_ok(lines=['"order 1"', '"order 2"'], flow="cli_flows:approval")
     first, second = ids_of(['"order 1"', '"order 2"'], "cli_flows:approval")

@@ -605,3 +605,13 @@ def test_an_answer_the_session_refuses_is_one_warning_line(tmp_path: Path) -> No
     assert res.returncode == 0, res.stderr
     assert "refused" not in res.stderr and "warning" not in res.stderr, res.stderr
     assert "completed" in cli("sessions", "show", "d2").stdout
+
+
+def test_a_signal_to_a_session_waiting_for_a_person_says_what_it_waits_for() -> None:
+    start("refund", "c-5", "s1")
+    res = cli("signal", "s1", "approve", "--payload", "true")
+    assert res.code == 0, res.stderr
+    assert res.stderr.strip() == (
+        "warning: session s1 waits for a person (task s1:0), not a signal 'approve': this "
+        "one does not wake it (it is kept for a wait of that name); to continue it: convoy "
+        "inbox show s1:0"), res.stderr

@@ -14,7 +14,7 @@ import typer
 
 from convoy import ESCALATION, Engine, UserError
 from convoy._command import command, word
-from convoy._text import check_name
+from convoy._text import check_name, escaped
 from convoy.cli._common import (
     DEFAULT_DB,
     SESSION_ID,
@@ -26,6 +26,7 @@ from convoy.cli._common import (
     TenantOption,
     WriteBusyTimeoutOption,
     build_engine,
+    err,
     fail,
     import_modules,
     json_value,
@@ -42,6 +43,7 @@ from convoy.cli._interceptors import (
     app_interceptors,
 )
 from convoy.cli._loading import continues, continuing, in_script, script_engine
+from convoy.cli._render import other_wait
 from convoy.stores import SessionRow
 
 
@@ -76,7 +78,9 @@ def signal(
     interceptors: DecisionInterceptorsOption = None,
 ) -> None:
     """Send a signal to a session: it wakes the session if it waits for it, or is kept
-    for its next wait. A 'convoy worker' runs the woken session (or 'convoy resume').
+    for its next wait of that name (a session that waits for something else now, another
+    signal say, gets it all the same, with a warning naming what it waits for). A
+    'convoy worker' runs the woken session (or 'convoy resume').
     A payload the wait's type does not take (say "maybe" for a yes/no) is consumed
     without ending the wait: the command that runs the session warns of it, and the
     session waits on for a valid signal.
@@ -133,6 +137,12 @@ def signal(
         out.print(f"answered the escalation of session {session_id}: {action}"
                   + ("" if action == "fail" else f"; {_continues(row, db)}"),
                   markup=False, soft_wrap=True)
+    elif (other := other_wait(row, name, db)) is not None:
+        # (sent all the same: a signal is kept for the session's next wait of its name)
+        out.print(f"sent signal {name!r} to session {session_id} (kept until it waits for "
+                  "that signal)", markup=False, soft_wrap=True)
+        err.print(f"warning: session {escaped(session_id)} waits for {other}", markup=False,
+                  style="yellow", soft_wrap=True)
     else:
         out.print(f"sent signal {name!r} to session {session_id}; {_continues(row, db)}",
                   markup=False, soft_wrap=True)

@@ -384,6 +384,32 @@ def _state_waited_for(row: SessionRow) -> tuple[str, str] | None:
     return _state_of(name) if row.status == "waiting" and name is not None else None
 
 
+def other_wait(row: SessionRow, name: str, db: str) -> str | None:
+    """What ``row``'s session waits for, and the command that ends that wait (on store
+    ``db``), where it is
+    waiting for something else than signal ``name`` (``None`` where it waits for that
+    signal, a timer, or nothing: a signal is kept for the session's next wait of its
+    name): ``signal 'approve', not 'aprove': ...``."""
+    wait = row.wait_name
+    if row.status != "waiting" or wait is None or wait == name:
+        return None
+    task, state = _task_waited_for(row), _state_waited_for(row)
+    sid = row.id
+    if task is not None:
+        ends = command("inbox show", operands=[task], db=db, tenant=row.tenant,
+                       quote=False)
+    elif state is not None:
+        ends = command("state set", operands=[*state, "JSON"], db=db,
+                       tenant=row.tenant, quote=False)
+    else:
+        ends = command("signal", operands=[sid, wait], options="--payload JSON",
+                       db=db, tenant=row.tenant, quote=False)
+    what = f"signal {quoted(wait)}, not {quoted(name)}" if task is None and state is None \
+        else f"{escaped(waited_for(wait))}, not a signal {quoted(name)}"
+    return (f"{what}: this one does not wake it (it is kept for a wait of that name); to "
+            f"continue it: {ends}")
+
+
 def waited_for(name: str) -> str:
     """What the wait for signal ``name`` waits for, as a reader says it: a person (an
     inbox task), a change of shared state (``NAMESPACE/KEY``, decoded), or the signal."""
