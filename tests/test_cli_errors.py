@@ -298,6 +298,24 @@ def test_a_flag_shows_no_value_in_help() -> None:
     assert "N " in shown  # (an option that takes a value keeps its type: --limit N)
 
 
+def test_retry_help_shows_clean_metavars() -> None:
+    """The bug: ``convoy retry --help`` showed ``convoy retry [OPTIONS] [[ID]...]...`` and
+    ``<list[str]>`` beside its ids and --status."""
+    shown = cli("retry", "--help", env={"COLUMNS": "120"}).stdout
+    assert "Usage: convoy retry [OPTIONS] [ID]..." in shown, shown
+    assert "[[ID]" not in shown and "<list" not in shown, shown
+    assert "│ ID Retry these sessions." in " ".join(shown.split())
+    assert "--status -s STATUS" in " ".join(shown.split()), shown
+
+
+def test_no_help_shows_a_python_list_type() -> None:
+    """A value given more than once (``[MODULE]...``, ``--import MODULE``) is named by its
+    metavar, never by Typer's ``<list[str]>``."""
+    shown = {" ".join(p): cli(*p, "--help", env={"COLUMNS": "200"}).stdout
+             for p in _commands()}
+    assert [path for path, text in shown.items() if "<list" in text] == []
+
+
 def test_the_store_option_is_never_cut_in_an_80_column_help() -> None:
     """``--db``'s help names the PostgreSQL URL's form: in an 80-column terminal it was cut
     mid-URL (``postgresql://user:password@host:port/d…``) wherever the option column was

@@ -68,10 +68,10 @@ from convoy.stores import SessionRow
 
 def retry(
     session_ids: Annotated[list[str] | None, typer.Argument(
-        metavar="[ID]...", help="Retry these sessions.", show_default=False,
+        metavar="ID", help="Retry these sessions.", show_default=False,
         callback=each_session_id)] = None,
     status: Annotated[list[str] | None, typer.Option(
-        "--status", "-s", help=f"Only sessions with this status (repeatable): "
+        "--status", "-s", metavar="STATUS", help=f"Only sessions with this status (repeatable): "
         f"{', '.join(RETRYABLE)}.")] = None,
     error_type: Annotated[str | None, typer.Option(
         "--error-type", "-e", metavar="TYPE",
