@@ -5,6 +5,7 @@ POSTed to a real webhook server on loopback, durably."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -218,6 +219,7 @@ async def test_a_token_burn_fires_tokens_and_token_velocity_alerts(tmp_path: Pat
         assert await r.alerts_in_store() == []
         r.sim.usage = (100, 4000)
         await r.sessions(8)
+        await r.alerts.settled()
         got = await r.alerts_in_store(open_only=True)
         for scope, subject in (("agent", "triage"), ("tenant", "default")):
             assert (scope, subject, "tokens", "open") in got
@@ -261,7 +263,8 @@ async def test_a_window_that_closes_does_not_hold_the_model_call_up(tmp_path: Pa
     """Recording what a closed velocity window fires (the store's write of an alert) is
     not awaited in the model call that closed it (the review of stop 56: a slow store
     held that call's response back, and a cancel landing there dropped a response that
-    was paid for): the session goes on while the write waits; its end waits for it."""
+    was paid for): the session goes on while the write waits; ``settled()`` waits for
+    it."""
     r = make_rig(tmp_path / "a.db", FakeClock(), window_s=20.0,
                  policies={"velocity": BaselinePolicy(alpha=0.2, warmup=5)})
     agent = convoy.Agent(name="triage", output_type=Label, model=r.sim, output_retries=1)
@@ -293,9 +296,60 @@ async def test_a_window_that_closes_does_not_hold_the_model_call_up(tmp_path: Pa
         async with asyncio.timeout(60):  # (a hang of the old code: a failure, not a hang)
             await r.engine.run(runaway, "loop", session_id="burn")
         assert len(calls_while_writing) == 5
+        await r.alerts.settled()
         got = await r.alerts_in_store(open_only=True)
-        assert ("agent", "triage", "velocity", "open") in got  # (written by the end)
+        assert ("agent", "triage", "velocity", "open") in got
     finally:
+        await r.engine.aclose()
+
+
+async def test_a_store_that_never_records_a_window_holds_no_other_session_nor_the_close(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The review of stop 56: a velocity window's write that never returns (a lock held
+    elsewhere) held the end of every later session, a quiet one of another tenant too,
+    and the interceptor's close, for good. That session ends; the close waits a few
+    seconds, then says what was not recorded. (The session whose observations wait on
+    that write waits with it, as before.)"""
+    r = make_rig(tmp_path / "a.db", FakeClock(), window_s=20.0,
+                 policies={"velocity": BaselinePolicy(alpha=0.2, warmup=5)})
+    agent = convoy.Agent(name="triage", output_type=Label, model=r.sim, output_retries=1)
+    writing = asyncio.Event()
+
+    @convoy.workflow(name="runaway")
+    async def runaway(ctx: convoy.Context, ticket: str) -> int:
+        for i in range(300):
+            await ctx.run(agent, f"{ticket} {i}")
+            if writing.is_set():
+                return i
+        return 300
+
+    @convoy.workflow(name="quiet")
+    async def quiet(ctx: convoy.Context, n: int) -> int:
+        return n
+
+    await r.sessions(40)
+    store = r.engine.store
+    opening = store.alert_open
+
+    async def never(*args: Any, **kw: Any) -> Any:
+        writing.set()
+        await asyncio.Event().wait()
+
+    store.alert_open = never  # type: ignore[method-assign]
+    r.sim.usage = (100, 4000)
+    caplog.set_level(logging.WARNING, logger="convoy")
+    burn = asyncio.create_task(r.engine.run(runaway, "loop", session_id="burn"))
+    try:
+        async with asyncio.timeout(60):  # (a hang: a failure, not a hang)
+            await writing.wait()
+            assert (await r.engine.run(quiet, 7, tenant="other")).output == 7
+            await r.alerts.close()
+        assert any("token-velocity observation(s) not recorded" in m for m in fired(caplog))
+    finally:
+        burn.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await burn
+        store.alert_open = opening  # type: ignore[method-assign]
         await r.engine.aclose()
 
 

@@ -192,12 +192,14 @@ class BaselineAlerts(Interceptor):
                 baseline.alert_id = None  # (cleared meanwhile, by another engine)
 
     async def close(self) -> None:
-        await self.settled()
-        task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        try:
+            await self._settle_for(_CLOSE_WAIT_S)
+        finally:
+            task, self._task = self._task, None
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def deliver_due(self) -> int:
         """One delivery pass now (the engine runs them in the background): POST every
@@ -233,8 +235,6 @@ class BaselineAlerts(Interceptor):
         finally:
             if self._runs.get(info.session_id) is tallies:
                 del self._runs[info.session_id]
-            if self._observing:
-                await self.settled()
             if tallies:
                 try:
                     await self.observe(info.tenant, tallies)
@@ -305,7 +305,7 @@ class BaselineAlerts(Interceptor):
         as the call ends (not when its session ends: a runaway loop in one long session
         alerts while it runs). A window that closed is observed in a task of its own: the
         call's response is not held back by the store's write of an alert (nor dropped,
-        paid for, by a cancel landing there); the session's end waits for it."""
+        paid for, by a cancel landing there), nor is any session's end."""
         now = self.clock()
         closed: list[tuple[SeriesKey, float]] = []
         series: tuple[tuple[Scope, str], ...] = (("agent", agent), ("tenant", tenant))
@@ -334,9 +334,23 @@ class BaselineAlerts(Interceptor):
 
     async def settled(self) -> None:
         """Wait until the token-velocity observations the model calls handed on so far
-        are recorded (a session's end, and closing the engine, wait for them)."""
+        are recorded (closing the engine waits for them, for a few seconds)."""
         while self._observing:  # (``wait``, not ``gather``: a cancel here cancels none)
             await asyncio.wait(list(self._observing))
+
+    async def _settle_for(self, seconds: float) -> None:
+        """:meth:`settled`, for at most ``seconds``: a store that does not answer (a lock
+        held elsewhere) does not hold the engine's close up; what is left is cancelled,
+        said in one warning."""
+        if not self._observing:
+            return
+        _, left = await asyncio.wait(list(self._observing), timeout=seconds)
+        if left:
+            for task in left:
+                task.cancel()
+            log.warning("baseline alerts: %d token-velocity observation(s) not recorded: the "
+                        "store did not answer within %g s as the engine closed", len(left),
+                        seconds)
 
     async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
         policy = self.policies[key[3]]
@@ -393,6 +407,10 @@ class BaselineAlerts(Interceptor):
                         "subject": subject, "metric": metric, "value": value,
                         "threshold": threshold, **detail}})
         return alert_id
+
+
+#: How long closing the engine waits for the velocity observations being recorded.
+_CLOSE_WAIT_S = 5.0
 
 
 def _series_name(key: SeriesKey) -> str:
