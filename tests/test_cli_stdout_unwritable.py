@@ -7,6 +7,7 @@ it)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -106,3 +107,27 @@ def test_a_checkpoint_signed_but_not_printed_is_kept_and_printed_again(
     again = cli("audit", "checkpoint", "--key", "other.key", "--db", str(store))
     assert again.code == 0, again
     assert Checkpoint.from_json(again.stdout.strip()).size == 5
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("stdout", ["full", "closed"])
+def test_a_worker_whose_output_cannot_be_written_stops_saying_so_once(stdout: str) -> None:
+    """Its line per run could not be written: it logged 'an end tap raised' for every run
+    and went on for good (the review of stop 56). It stops as for a reader that exited,
+    and says why in the one line."""
+    write_jsonl(Path("in.jsonl"), ['"order 1"', '"order 2"'])
+    assert cli("run", "cli_flows:approval", "-i", "in.jsonl", "--db", "w.db").code == 0
+    listed = json.loads(cli("sessions", "list", "--db", "w.db", "--status", "waiting",
+                            "--json").stdout)["sessions"]
+    assert len(listed) == 2
+    for row in listed:
+        assert cli("signal", row["id"], "approve", "--payload", "true", "--db",
+                   "w.db").code == 0
+    res = _convoy("worker", "cli_flows", "--until-idle", "--poll-interval", "0.05", "--db",
+                  "w.db", stdout=stdout)
+    assert res.returncode == 1, res
+    assert "end tap raised" not in res.stderr, res.stderr
+    last = res.stderr.splitlines()[-1]
+    assert last.startswith("error: stopped after ") and \
+        f"its standard output cannot be written ({_WHY[stdout]}); any session it was " \
+        "running continues" in last, res.stderr

@@ -66,6 +66,9 @@ class SessionLog(Interceptor):
         #: Called once standard output is closed (its reader exited: ``| head``).
         self.on_closed: Callable[[], None] | None = None
         self.closed = False
+        #: Why standard output could not be written, when not its reader gone (a full
+        #: disk, closed), or ``None``.
+        self.unwritable: str | None = None
 
     async def session_run(self, input: SessionInput,
                           next: Next[SessionInput, SessionEnd]) -> SessionEnd:
@@ -84,7 +87,10 @@ class SessionLog(Interceptor):
         try:
             out.print(Text.assemble((sid, "bold"), "  ", status_text(end.status), "  ",
                                     _detail(end, withheld=withheld)))
-        except SystemExit:  # (rich, on a broken pipe: its output goes nowhere from now on)
+        except (SystemExit, OSError) as e:  # (rich, on a broken pipe; a full disk, a
+            # closed standard output: its output goes nowhere from now on, said as it exits)
+            if isinstance(e, OSError) and self.unwritable is None:
+                self.unwritable = e.strerror or str(e)
             if not self.closed:
                 self.closed = True
                 if self.on_closed is not None:
@@ -293,10 +299,11 @@ def worker(
             if engine is not None:
                 warn_lost_spans(engine)
     if log.closed:
-        err.print(f"stopped after {plural(log.ends.total(), 'session run')}: its standard "
-                  "output was closed (what read it exited); any session it was running "
-                  f"continues from its journal with the next worker or {resume}",
-                  markup=False, soft_wrap=True)
+        why = "was closed (what read it exited)" if log.unwritable is None else \
+            f"cannot be written ({log.unwritable})"
+        err.print(f"error: stopped after {plural(log.ends.total(), 'session run')}: its "
+                  f"standard output {why}; any session it was running continues from its "
+                  f"journal with the next worker or {resume}", markup=False, soft_wrap=True)
         raise typer.Exit(1)
     ran = ", ".join(f"{s} {n}" for s, n in sorted(log.ends.items())) or "none"
     waiting = ", ".join(f"{s} {n}" for s, n in sorted(left.items())) or "none"
