@@ -33,7 +33,13 @@ from typer.testing import CliRunner
 import convoy
 from convoy.cli import app
 
-from .clikit import cli, subprocess_cli, subprocess_env, workdir  # noqa: F401 - the fixture
+from .clikit import (  # noqa: F401 - the fixture
+    cli,
+    one_line_error,
+    subprocess_cli,
+    subprocess_env,
+    workdir,
+)
 
 
 def start(flow: str, value: str, sid: str, tenant: str = "default") -> None:
@@ -615,3 +621,14 @@ def test_a_signal_to_a_session_waiting_for_a_person_says_what_it_waits_for() -> 
         "warning: session s1 waits for a person (task s1:0), not a signal 'approve': this "
         "one does not wake it (it is kept for a wait of that name); to continue it: convoy "
         "inbox show s1:0"), res.stderr
+
+
+def test_replay_of_a_session_waiting_for_a_person_names_the_task_and_how_to_answer() -> None:
+    """With the --db and --tenant given (the review of stop 56: the line said 'convoy
+    inbox' answers it, a group, without them)."""
+    start("refund", "c-1", "r1", tenant="globex")
+    Path("convoy.db").rename("other.db")
+    res = cli("replay", "r1", "--db", "other.db", "--tenant", "globex")
+    one_line_error(res, 2, "session 'r1' has not finished: it waits for a person (task r1:0)")
+    assert "'convoy inbox show r1:0 --db other.db --tenant globex' shows how to answer it" \
+        in res.stderr, res.stderr

@@ -140,12 +140,15 @@ def _stopped(status: str) -> str:
 def _until(row: SessionRow, scope: Scope, db: str) -> str:
     """What a waiting session waits for, and what ends the wait."""
     name = row.wait_name
+    timer = "" if row.wake_at is None else f", until {fmt_time(row.wake_at)}"
     if name is None:
         return f"a timer (it wakes at {fmt_time(row.wake_at)})"
     what = waited_for(name)
     if what.startswith("signal "):
         send = scope.command("signal", db, operands=[row.id, name], options="--payload JSON")
-        return f"{what} ({send} sends it)"
-    if what.startswith("a person"):
-        return f"{what}: 'convoy inbox' answers it"
-    return what
+        return f"{what}{timer} ({send} sends it)"
+    if what.startswith("a person (task "):
+        task = what.removeprefix("a person (task ").removesuffix(")")
+        answer = scope.command("inbox show", db, operands=[task])
+        return f"{what}{timer}: {answer} shows how to answer it"
+    return f"{what}{timer} (a write of that key wakes it)"
