@@ -57,6 +57,18 @@ async def test_json_text_is_read_where_only_it_can_be_meant(tmp_path: Path) -> N
         assert (await engine.run(ticket, '{"text": "charged twice"}')).output == \
             "charged twice"
         assert (await engine.run(numbers, "[1, 2, 3]")).output == 6
+        # Bytes are JSON text (unless the type takes bytes): not JSON, said so.
+        assert (await engine.run(anything, b'{"n": 1}')).output == "{'n': 1}"
+        with pytest.raises(convoy.UserError, match="Invalid JSON"):
+            await engine.run(ticket, b"\xff")
+
+
+async def test_the_chaos_experiment_reads_inputs_as_the_engine_does() -> None:
+    """The review of stop 56: a chaos experiment still read every string as JSON."""
+    from convoy.chaos._experiment import _input_lines
+
+    assert _input_lines(maybe_text, ["hello", "null"]) == ['"hello"', '"null"']
+    assert _input_lines(numbers, ["[1, 2]"]) == ["[1,2]"]
 
 
 async def test_a_string_that_is_not_the_type_says_what_was_expected(tmp_path: Path) -> None:

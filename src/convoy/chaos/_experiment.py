@@ -53,8 +53,7 @@ def _input_lines(wf: Workflow[Any, Any], inputs: Sequence[Any]) -> list[str]:
     lines = []
     for i, x in enumerate(inputs):
         try:
-            v = (wf.input_adapter.validate_json(x) if isinstance(x, str | bytes)
-                 and wf.input_type is not str else wf.input_adapter.validate_python(x))
+            v = wf.read_input(x)
         except ValidationError as e:
             raise UserError(f"input {i} does not match the input type of workflow "
                             f"{wf.name!r}: {e.errors(include_url=False)[0]['msg']}") from None

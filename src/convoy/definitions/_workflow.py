@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints, overload
 
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from convoy._errors import UserError
 from convoy._text import a_word, import_failed, quoted, short
@@ -39,6 +39,28 @@ class Workflow(Generic[InT, OutT]):
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, version={self.version!r})"
+
+    def read_input(self, value: Any) -> Any:
+        """``value`` as this workflow's input type: a Python value first (a string is a
+        string where the type takes one: ``Optional[str]``, a ``Literal``, ``Any``), else,
+        for a string, JSON text of it (a model, a list); bytes are JSON text unless the
+        type takes bytes. Raises :class:`pydantic.ValidationError`: the JSON text's where
+        it is JSON, else the value's."""
+        adapter = self.input_adapter
+        if isinstance(value, bytes) and self.input_type is not bytes:
+            return adapter.validate_json(value)
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as e:
+            if not isinstance(value, str) or self.input_type is str:
+                raise
+            as_value = e
+        try:
+            return adapter.validate_json(value)
+        except ValidationError as e:
+            if e.errors()[0]["type"] == "json_invalid":  # (not JSON: what the value lacks)
+                raise as_value from None
+            raise
 
 
 @overload

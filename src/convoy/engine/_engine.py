@@ -1809,24 +1809,15 @@ def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
 
 
 def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:
-    """``value`` as the workflow's input type: a Python value first (a string is a string
-    where the type takes one: ``Optional[str]``, a ``Literal``, ``Any``), else, for a string
-    or bytes, JSON text of it (a model, a list); the error said is the JSON text's when it
-    is JSON, else the value's."""
+    """``value`` as the workflow's input type (:meth:`Workflow.read_input`), or one clear
+    :class:`UserError`."""
     try:
-        return wf.input_adapter.validate_python(value)
+        return wf.read_input(value)
     except ValidationError as e:
-        error = e
-    if isinstance(value, str | bytes) and wf.input_type is not str:
-        try:
-            return wf.input_adapter.validate_json(value)
-        except ValidationError as e:
-            if isinstance(value, str | bytes) and holds_huge_int(value):
-                raise UserError(f"input: {huge_int()}") from None
-            if e.errors()[0]["type"] != "json_invalid":  # (JSON, of another shape)
-                error = e
-    raise UserError(f"input does not match workflow {wf.name!r} input type: "
-                    f"{readable_validation_error(error)}") from None
+        if isinstance(value, str | bytes) and holds_huge_int(value):
+            raise UserError(f"input: {huge_int()}") from None
+        raise UserError(f"input does not match workflow {wf.name!r} input type: "
+                        f"{readable_validation_error(e)}") from None
 
 
 def _dump_input(wf: Workflow[Any, Any], value: Any) -> str:
