@@ -218,7 +218,9 @@ def test_a_directory_given_for_a_proof_or_checkpoint_says_what_to_give(
     """'adir': Is a directory (a new user's trial): the line says what file is wanted."""
     (tmp_path / "adir").mkdir()
     one_line_error(cli("audit", "check", str(tmp_path / "adir")), 2,
-                   "is a directory: give the file a proof or checkpoint was written to")
+                   "is a directory: give the file a proof was written to ('convoy audit "
+                   "prove' and 'consistency' print them)")
     one_line_error(cli("audit", "verify", "--db", str(tmp_path / "a.db"), "--checkpoint",
                        str(tmp_path / "adir")), 2,
-                   "is a directory: give the file a proof or checkpoint was written to")
+                   "is a directory: give the file the output of 'convoy audit checkpoint' "
+                   "was appended to")

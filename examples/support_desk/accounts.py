@@ -42,7 +42,8 @@ def namespace(email: str) -> str:
     """The customer's namespace: named by a pseudonym of the address (the first 16 hex
     digits of its SHA-256), never the address itself. A namespace is not personal data to
     Convoy: the audit log's entries name it (a state write's target), as metric labels and
-    spans do, and no erasure reaches them. (A real desk names customers by its CRM's id.)"""
+    spans do, and no erasure reaches them. Whoever has an address can compute its pseudonym:
+    a real desk names customers by its CRM's id, or a keyed hash."""
     return "customer:" + hashlib.sha256(email.strip().lower().encode()).hexdigest()[:16]
 
 

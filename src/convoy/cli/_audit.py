@@ -161,7 +161,7 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
         try:
             lines = read_input(f, PUBLISHED_LIMIT).decode("utf-8").splitlines()
         except OSError as e:
-            fail(f"--checkpoint {str(f)!r}: {_unreadable(e)}")
+            fail(f"--checkpoint {str(f)!r}: {_unreadable(e, _CHECKPOINTS_FILE)}")
         except UnicodeDecodeError as e:
             fail(f"--checkpoint {str(f)!r} is not UTF-8 text (one JSON checkpoint per line): "
                  f"{e.reason} at byte {e.start + 1}")
@@ -928,7 +928,7 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     try:
         text = read_input(proof, PROOF_LIMIT).decode("utf-8")
     except OSError as e:
-        fail(f"{str(proof)!r}: {_unreadable(e)}")
+        fail(f"{str(proof)!r}: {_unreadable(e, _PROOF_FILE)}")
     except UnicodeDecodeError as e:
         fail(f"{str(proof)!r} is not a Convoy proof: it is not UTF-8 text ({e.reason} at "
              f"byte {e.start + 1})")
@@ -1012,9 +1012,14 @@ def _unpinned(public_key: list[str] | None) -> None:
                   "signed it", markup=False, soft_wrap=True)
 
 
-def _unreadable(e: OSError) -> str:
-    """Why a proof's or checkpoint's file could not be read, and what to give instead."""
+def _unreadable(e: OSError, wanted: str) -> str:
+    """Why a proof's or checkpoints' file could not be read; for a directory, the file
+    ``wanted`` instead."""
     if e.errno == errno.EISDIR:
-        return ("is a directory: give the file a proof or checkpoint was written to ('convoy "
-                "audit prove' and 'checkpoint' print them; '-' reads standard input)")
+        return f"is a directory: give {wanted} ('-' reads standard input)"
     return str(e.strerror or e)
+
+
+_PROOF_FILE = ("the file a proof was written to ('convoy audit prove' and 'consistency' "
+               "print them)")
+_CHECKPOINTS_FILE = "the file the output of 'convoy audit checkpoint' was appended to"
