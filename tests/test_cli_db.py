@@ -252,3 +252,18 @@ def test_a_malformed_postgres_url_is_a_usage_error(url: str, said: str) -> None:
     """A port that is not one, or an sslmode libpq does not know, is a mistyped --db: exit
     2, said before any connection (a new user's trial: exit 1, 'connection is bad')."""
     one_line_error(cli("sessions", "list", "--db", url), 2, said)
+
+
+def test_a_postgres_url_s_parameters_reach_libpq_as_written() -> None:
+    """``options=-c%20search_path%3Dx`` reached libpq as ``-c+search_path=x`` (the query
+    was decoded and encoded again, a space as ``+``, which libpq keeps), and a ``+`` in a
+    value became a space (the review of stop 56)."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from convoy.stores._postgres_conn import split_url
+
+    conninfo, schema, _ = split_url(
+        "postgresql://u@h/db?options=-c%20search_path%3Dx&schema=s&application_name=a+b")
+    assert schema == "s"
+    params = conninfo_to_dict(conninfo)
+    assert params["options"] == "-c search_path=x" and params["application_name"] == "a+b"

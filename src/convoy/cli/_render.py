@@ -70,17 +70,20 @@ def fmt_tokens(input_tokens: int, output_tokens: int) -> str:
 
 
 def fmt_time(ts: float | None) -> str:
-    """A time (seconds since the epoch) in local time, with its zone (``2026-12-06 17:32:16
-    UTC``: a store read on a laptop, a server's logs in UTC); one that is not a time that
-    can be shown (see :func:`check_times`: a command that shows one checks it first) as it
-    is."""
+    """A time (seconds since the epoch) in local time, with its offset from UTC
+    (``2026-12-06 17:32:16 UTC``, ``2026-12-06 23:02:16 +05:30``: a store read on a
+    laptop, a server's logs in UTC; an offset, not a zone's abbreviation, which can be
+    ambiguous: IST, CST); one that is not a time that can be shown (see
+    :func:`check_times`: a command that shows one checks it first) as it is."""
     if ts is None:
         return "-"
     try:
         local = datetime.fromtimestamp(ts).astimezone()
     except (OverflowError, ValueError, OSError):
         return f"{shown(ts)} (not a time)"
-    return local.strftime("%Y-%m-%d %H:%M:%S ") + (local.tzname() or local.strftime("%z"))
+    offset = local.strftime("%z")
+    zone = "UTC" if offset in ("+0000", "") else f"{offset[:3]}:{offset[3:]}"
+    return local.strftime("%Y-%m-%d %H:%M:%S ") + zone
 
 
 def check_times(what: str | Callable[[], str], times: Iterable[tuple[str, Any]]) -> None:

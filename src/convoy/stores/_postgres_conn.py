@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlencode, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -38,21 +38,25 @@ def split_url(url: str) -> tuple[str, str, str]:
         password = parts.password
     except ValueError as e:  # "Invalid IPv6 URL", a port that is not a number
         raise _bad_url(url, str(e), ()) from None
-    query = parse_qsl(parts.query, keep_blank_values=True)
     schema = "convoy"
     kept = []
     secrets = [password] if password else []
-    for k, v in query:
-        if k.lower() in SECRET_PARAMS:
-            secrets.append(v)
-        if k == "schema":
-            schema = v
+    # Each parameter as written (libpq decodes %-escapes only, a "+" is itself: decoded and
+    # encoded again, a space came back as "+"), but ``schema=``, Convoy's own; an "=" in a
+    # value escaped, which libpq would refuse as a second separator.
+    for item in filter(None, parts.query.split("&")):
+        k, eq, v = item.partition("=")
+        key, value = unquote(k), unquote(v)
+        if key.lower() in SECRET_PARAMS:
+            secrets.append(value)
+        if key == "schema":
+            schema = value
         else:
-            kept.append((k, v))
+            kept.append(f"{k}{eq}{v.replace('=', '%3D')}")
     # The URL as given, less ``schema=`` (not rebuilt by urlunsplit, which drops the empty
     # authority of 'postgresql:///dbname', a local socket's form).
     base = url.partition("?")[0].partition("#")[0]
-    conninfo = f"{base}?{urlencode(kept)}" if kept else base
+    conninfo = f"{base}?{'&'.join(kept)}" if kept else base
     try:
         params = conninfo_to_dict(conninfo)
     except (psycopg.Error, ValueError) as e:  # an unknown parameter, a bad %-escape
