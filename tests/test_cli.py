@@ -177,6 +177,17 @@ def test_a_line_with_an_integer_too_long_for_python_is_skipped_in_one_line() -> 
     assert cli("run", FLOW, "-i", "in.jsonl", "--strict").code == 1
 
 
+def test_more_failures_than_listed_name_the_command_that_lists_them() -> None:
+    """The line after the failures listed named 'sessions list --status STATUS', a
+    placeholder a new user ran as it was (a new user's trial): it names their status."""
+    write_jsonl(Path("in.jsonl"), [json.dumps(f"no {i}") for i in range(7)])
+    ran = cli("run", "cli_flows:boom", "-i", "in.jsonl")
+    assert ran.code == 0, ran.stderr
+    assert "… and 2 more; see 'convoy sessions list --status failed'" in ran.stdout, \
+        ran.stdout
+    assert "STATUS" not in ran.stdout
+
+
 def test_an_error_message_is_shown_escaped_wherever_it_is_printed() -> None:
     """An error's text comes from code or input (a tool's exception, a customer's words):
     'convoy run', 'sessions show' and 'trace' show an ESC sequence or a bidi override in

@@ -232,8 +232,10 @@ def print_failures(console: Console, stats: RunStats, *, db: str, scope: Scope) 
         console.print(line)
     more = len(stats.failures) - MAX_LISTED
     if more > 0:
+        first, *others = sorted({res.status for res in stats.failures})
+        also = f" (and --status {', '.join(others)})" if others else ""
         console.print(f"… and {more} more; see "
-                      f"{scope.command('sessions list --status STATUS', db)}",
+                      f"{scope.command(f'sessions list --status {first}', db)}{also}",
                       markup=False, soft_wrap=True)
     if stats.failures:
         one = escaped(stats.failures[0].id) if len(stats.failures) == 1 else "ID"
