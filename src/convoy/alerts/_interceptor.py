@@ -44,8 +44,9 @@ SeriesKey = tuple[str, Scope, str, Metric]
 """(tenant, scope, subject, metric): one learned series."""
 
 _SEP = "\x1f"
-#: The open alerts read to link them to their series (far more than series ever alert).
-_OPEN_ALERTS_READ = 100_000
+#: The most open alerts one read takes (a series has one open at a time: far more than a
+#: store ever holds): to link them to their series, to find one by its id, to count them.
+OPEN_ALERTS_READ = 100_000
 
 
 class BaselineAlerts(Interceptor):
@@ -175,7 +176,7 @@ class BaselineAlerts(Interceptor):
         points to, which would never clear and be fired again as a duplicate."""
         linked: set[SeriesKey] = set()
         for alert in reversed(await self.store.list_alerts(open_only=True,
-                                                           limit=_OPEN_ALERTS_READ)):
+                                                           limit=OPEN_ALERTS_READ)):
             key = _series_of(alert)
             if key is None or key in linked:  # (oldest first: an older duplicate wins)
                 continue

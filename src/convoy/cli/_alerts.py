@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from convoy.alerts import alert_json
+from convoy.alerts._interceptor import OPEN_ALERTS_READ
 from convoy.alerts._webhook import hide_url, shown_url, url_fingerprint
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -92,17 +93,13 @@ async def _close(db: str, alert_id: int, scope: Scope, busy_timeout: float) -> A
     (one line and exit 2 when there is no such open alert)."""
     async with open_store(db, write=True, busy_timeout=busy_timeout) as store:
         found = [a for a in await store.list_alerts(tenant=scope.tenant, open_only=True,
-                                                    limit=_OPEN_READ) if a.id == alert_id]
+                                                    limit=OPEN_ALERTS_READ) if a.id == alert_id]
         if not found or not await store.alert_close(alert_id, store.clock(),
                                                     tenant=scope.tenant):
             fail(f"no open alert {alert_id}{scope.of}: nothing closed "
                  f"({scope.command('alerts', db, options='--open')} lists them)")
         return found[0]
 
-
-#: The most open alerts ``--close`` reads to find its alert (one a series: far more than a
-#: store has).
-_OPEN_READ = 100_000
 
 _FINGERPRINT = re.compile(r"#?[0-9a-fA-F]{8}")
 

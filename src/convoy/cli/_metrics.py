@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from convoy import Engine
+from convoy.alerts._interceptor import OPEN_ALERTS_READ
 from convoy.cli._common import (
     DEFAULT_DB,
     INTERRUPTED,
@@ -193,17 +194,15 @@ class StoreCollector:
                 for task in sealed:
                     row = rows.get(session_of(task))
                     tasks[(*lead(row.tenant if row else OTHER), "sealed", "")] += 1
-            alerts: Counter[Key] = Counter(  # (one open alert a series: a bounded number)
+            alerts: Counter[Key] = Counter(  # (one open alert a series: OPEN_ALERTS_READ is ample)
                 (*lead(a.tenant), a.scope, a.subject, a.metric) for a in
-                await store.list_alerts(tenant=tenant, open_only=True, limit=_ALERTS_MAX,
+                await store.list_alerts(tenant=tenant, open_only=True, limit=OPEN_ALERTS_READ,
                                         left_out=[]))
             return counts, dict(by), tasks, alerts
 
 
 #: A series' label values.
 Key = tuple[str, ...]
-#: The most open alerts a scrape reads (one a series: far more than a store has).
-_ALERTS_MAX = 100_000
 
 
 async def tenant_counts(store: Store) -> dict[tuple[str, str], int]:

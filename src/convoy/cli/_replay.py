@@ -31,7 +31,13 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._loading import cannot_load
-from convoy.cli._render import fmt_time, status_text, waited_for
+from convoy.cli._render import (
+    _state_waited_for,
+    _task_waited_for,
+    fmt_time,
+    status_text,
+    waited_for,
+)
 from convoy.stores import SessionRow
 
 
@@ -143,12 +149,11 @@ def _until(row: SessionRow, scope: Scope, db: str) -> str:
     timer = "" if row.wake_at is None else f", until {fmt_time(row.wake_at)}"
     if name is None:
         return f"a timer (it wakes at {fmt_time(row.wake_at)})"
-    what = waited_for(name)
-    if what.startswith("signal "):
-        send = scope.command("signal", db, operands=[row.id, name], options="--payload JSON")
-        return f"{what}{timer} ({send} sends it)"
-    if what.startswith("a person (task "):
-        task = what.removeprefix("a person (task ").removesuffix(")")
+    task = _task_waited_for(row)
+    if task is not None:
         answer = scope.command("inbox show", db, operands=[task])
-        return f"{what}{timer}: {answer} shows how to answer it"
-    return f"{what}{timer} (a write of that key wakes it)"
+        return f"{waited_for(name)}{timer}: {answer} shows how to answer it"
+    if _state_waited_for(row) is not None:
+        return f"{waited_for(name)}{timer} (a write of that key wakes it)"
+    send = scope.command("signal", db, operands=[row.id, name], options="--payload JSON")
+    return f"{waited_for(name)}{timer} ({send} sends it)"
