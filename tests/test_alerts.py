@@ -66,9 +66,13 @@ class Rig:
             # latencies (and the alerts) are the same in every run.
             await self.engine.run(self.wf, f"ticket {self.n}", session_id=f"{self.prefix}{self.n}",
                                   tenant=self.tenant)
+            # (the session's end does not wait for the store's write of the alerts its run
+            # fired or cleared: each session's are recorded before the next, as they were)
+            await self.alerts.settled()
             self.clock.advance(gap)
 
     async def alerts_in_store(self, **kw: Any) -> list[tuple[str, str, str, str]]:
+        await self.alerts.settled()  # (what the sessions run so far fired or cleared)
         return [(a.scope, a.subject, a.metric, a.status)
                 for a in reversed(await self.engine.store.list_alerts(**kw))]
 
@@ -307,9 +311,9 @@ async def test_a_store_that_never_records_a_window_holds_no_other_session_nor_th
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The review of stop 56: a velocity window's write that never returns (a lock held
     elsewhere) held the end of every later session, a quiet one of another tenant too,
-    and the interceptor's close, for good. That session ends; the close waits a few
-    seconds, then says what was not recorded. (The session whose observations wait on
-    that write waits with it, as before.)"""
+    and the interceptor's close, for good. That session ends, and so does the one whose
+    observations wait on that write (its end does not wait for the store either); the
+    close waits a few seconds, then says what was not recorded."""
     r = make_rig(tmp_path / "a.db", FakeClock(), window_s=20.0,
                  policies={"velocity": BaselinePolicy(alpha=0.2, warmup=5)})
     agent = convoy.Agent(name="triage", output_type=Label, model=r.sim, output_retries=1)
@@ -343,6 +347,7 @@ async def test_a_store_that_never_records_a_window_holds_no_other_session_nor_th
         async with asyncio.timeout(60):  # (a hang: a failure, not a hang)
             await writing.wait()
             assert (await r.engine.run(quiet, 7, tenant="other")).output == 7
+            assert (await burn).status == "completed"
             await r.alerts.close()
         assert any("token-velocity observation(s) not recorded" in m for m in fired(caplog))
     finally:

@@ -9,7 +9,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from convoy._errors import ApprovalRequired, UserError
@@ -42,6 +43,9 @@ KV_NAMESPACE = "convoy.alerts"
 Scope = Literal["agent", "tenant"]
 SeriesKey = tuple[str, Scope, str, Metric]
 """(tenant, scope, subject, metric): one learned series."""
+_Kind = Literal["session-end", "token-velocity"]
+_KINDS: tuple[_Kind, ...] = ("session-end", "token-velocity")
+"""What observations being recorded are of: a session run's end, a closed velocity window."""
 
 _SEP = "\x1f"
 #: The most open alerts one read takes (a series has one open at a time: far more than a
@@ -59,6 +63,10 @@ class BaselineAlerts(Interceptor):
     logger (a child of ``convoy``), to the store (``convoy alerts``), and to every
     webhook: queued in the store with the alert, delivered by the engine while it is open,
     retried with backoff.
+
+    Observations are recorded in the background, in the order they were made: neither a
+    model call nor a session's end waits for the store's write of an alert (a store that
+    does not answer holds no session up); :meth:`settled` waits for them.
 
     The baselines are kept in the store (interceptor state), so they survive a restart;
     the token-per-minute window in progress does not.
@@ -126,8 +134,9 @@ class BaselineAlerts(Interceptor):
         self.baselines: dict[SeriesKey, Baseline] = {}
         self._windows: dict[SeriesKey, Window] = {}
         self._runs: dict[str, dict[str, Tally]] = {}
-        #: The observations of closed velocity windows, being recorded (:meth:`settled`).
-        self._observing: set[asyncio.Task[None]] = set()
+        #: The observations being recorded, each with what it is of: a session run's end
+        #: or a closed velocity window (:meth:`settled`).
+        self._observing: dict[asyncio.Task[None], _Kind] = {}
         self._store: Store | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -236,7 +245,7 @@ class BaselineAlerts(Interceptor):
         finally:
             if self._runs.get(info.session_id) is tallies:
                 del self._runs[info.session_id]
-            if tallies:
+            if tallies:  # (queued: the session's end does not wait for the store)
                 try:
                     await self.observe(info.tenant, tallies)
                 except Exception:  # alerting must never fail a session
@@ -288,18 +297,45 @@ class BaselineAlerts(Interceptor):
     # -- learning and alerting --------------------------------------------------------
 
     async def observe(self, tenant: str, tallies: Mapping[str, Tally]) -> None:
-        """Feed one run's calls (by agent) to the baselines of its agents and tenant."""
+        """Feed one run's calls (by agent) to the baselines of its agents and tenant.
+
+        The observations are measured and timed now, and queued: a task of their own
+        records them after those queued before (each series learns its observations in the
+        order they were made). This returns without waiting for the store's write of an
+        alert they fire or clear, as the end of a session does not wait for it (a store
+        that does not answer would hold every session's end up): ``await`` :meth:`settled`
+        to wait until they are recorded."""
         total = Tally()
         subjects: list[tuple[Scope, str, Tally]] = []
         for agent, tally in tallies.items():
             total.add(tally)
             subjects.append(("agent", agent, tally))
         subjects.append(("tenant", tenant, total))
-        now = self.clock()
-        async with self._lock:
-            for scope, subject, tally in subjects:
-                for metric, value in tally.observations().items():
-                    await self._observe((tenant, scope, subject, metric), value, tally, now)
+        observed = [((tenant, scope, subject, metric), value, tally)
+                    for scope, subject, tally in subjects
+                    for metric, value in tally.observations().items()]
+        self._spawn(self._observe_run(tenant, observed, self.clock()), "session-end")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None], kind: _Kind) -> None:
+        """Record observations in a task of their own, which :meth:`settled` waits for.
+        Each task takes the lock first thing, and the lock lets its waiters in in turn:
+        observations are recorded in the order they were queued."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self._observing[task] = kind
+        task.add_done_callback(self._recorded)
+
+    def _recorded(self, task: asyncio.Task[None]) -> None:
+        self._observing.pop(task, None)
+
+    async def _observe_run(self, tenant: str,
+                           observed: list[tuple[SeriesKey, float, Tally]], now: float) -> None:
+        try:
+            async with self._lock:
+                for key, value, tally in observed:
+                    await self._observe(key, value, tally, now)
+        except Exception:  # alerting must never fail a session, nor stop the next ones
+            log.exception("baseline alerts: could not record the observations of a run of "
+                          "tenant %r", tenant)
 
     def _burned(self, tenant: str, agent: str, tokens: int) -> None:
         """Count a model call's ``tokens`` in the velocity windows of its agent and tenant
@@ -320,9 +356,7 @@ class BaselineAlerts(Interceptor):
             if rate is not None:
                 closed.append((key, rate))
         if closed:
-            task = asyncio.get_running_loop().create_task(self._observe_rates(closed, now))
-            self._observing.add(task)
-            task.add_done_callback(self._observing.discard)
+            self._spawn(self._observe_rates(closed, now), "token-velocity")
 
     async def _observe_rates(self, closed: list[tuple[SeriesKey, float]], now: float) -> None:
         try:
@@ -334,8 +368,10 @@ class BaselineAlerts(Interceptor):
                           ", ".join(_series_name(key) for key, _ in closed))
 
     async def settled(self) -> None:
-        """Wait until the token-velocity observations the model calls handed on so far
-        are recorded (closing the engine waits for them, for a few seconds)."""
+        """Wait until the observations queued so far are recorded, with the alerts they
+        fire or clear: those of the sessions' ends (:meth:`observe`) and of the
+        token-velocity windows the model calls closed (closing the engine waits for them,
+        for a few seconds)."""
         while self._observing:  # (``wait``, not ``gather``: a cancel here cancels none)
             await asyncio.wait(list(self._observing))
 
@@ -347,11 +383,13 @@ class BaselineAlerts(Interceptor):
             return
         _, left = await asyncio.wait(list(self._observing), timeout=seconds)
         if left:
+            kinds = Counter(self._observing.get(task, "session-end") for task in left)
             for task in left:
                 task.cancel()
-            log.warning("baseline alerts: %d token-velocity observation(s) not recorded: the "
-                        "store did not answer within %g s as the engine closed", len(left),
-                        seconds)
+            log.warning("baseline alerts: %s not recorded: the store did not answer within "
+                        "%g s as the engine closed", " and ".join(
+                            f"{kinds[kind]} {kind} observation(s)" for kind in _KINDS
+                            if kinds[kind]), seconds)
 
     async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
         policy = self.policies[key[3]]
@@ -410,7 +448,7 @@ class BaselineAlerts(Interceptor):
         return alert_id
 
 
-#: How long closing the engine waits for the velocity observations being recorded.
+#: How long closing the engine waits for the observations being recorded.
 _CLOSE_WAIT_S = 5.0
 
 

@@ -1,0 +1,150 @@
+"""The end of a session does not wait for the store's write of the alert its run fired or
+cleared: a store that never answers (a lock held elsewhere, a hung connection) used to hold
+that session's ``engine.run`` for good, and every later session's end behind it, and the
+engine's close. The writes are recorded in the background, in the order the observations
+were made (a fired alert gets its id before its clear is written); ``settled()`` waits for
+them, and closing the engine waits a few seconds, then says what was not recorded."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from convoy.alerts import _interceptor
+from convoy.alerts._metrics import Tally
+from convoy.models import Latency
+from convoy.stores import NewAlert
+from tests.fakeclock import FakeClock
+from tests.test_alerts import Rig, fired, make_rig
+
+
+async def run(rig: Rig, count: int, tenant: str = "default") -> None:
+    """``count`` sessions, each ended by ``engine.run`` returning: nothing waits for the
+    alerts they record (``Rig.sessions`` does)."""
+    for _ in range(count):
+        rig.n += 1
+        res = await rig.engine.run(rig.wf, f"ticket {rig.n}",
+                                   session_id=f"{rig.prefix}{rig.n}", tenant=tenant)
+        assert res.status == "completed", res
+        rig.clock.advance(10.0)
+
+
+async def test_a_store_that_never_records_an_alert_holds_no_session_end_nor_the_close(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The run that fires the alert ends, as do the sessions after it (of its tenant and
+    of another); the close waits its bounded time and says once what was not recorded."""
+    monkeypatch.setattr(_interceptor, "_CLOSE_WAIT_S", 1.0)
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    await r.sessions(30)
+    store = r.engine.store
+    opening = store.alert_open
+    writing = asyncio.Event()
+
+    async def never(alert: NewAlert, webhooks: Any) -> Any:
+        writing.set()
+        await asyncio.Event().wait()  # (never set: the store never answers)
+
+    store.alert_open = never  # type: ignore[method-assign]
+    r.sim.latency = Latency(value=3.0)
+    caplog.set_level(logging.WARNING, logger="convoy")
+    try:
+        async with asyncio.timeout(30):  # (a hang of the old code: a failure, not a hang)
+            await run(r, 3)  # the third fires the latency alerts
+            assert writing.is_set()
+            await run(r, 2)
+            await run(r, 2, tenant="other")
+            t0 = time.monotonic()
+            await r.alerts.close()
+            assert time.monotonic() - t0 < 10.0
+        warned = [m for m in fired(caplog) if "not recorded" in m]
+        assert len(warned) == 1, fired(caplog)
+        assert "session-end observation(s)" in warned[0] and "within 1 s" in warned[0]
+        assert await store.list_alerts(tenant=None) == []
+    finally:
+        store.alert_open = opening  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+async def test_an_alert_cleared_while_the_store_records_its_firing_is_written_after_it(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A slow store that answers: the sessions go on while the alert's write waits; the
+    runs that bring the metric back clear it once it has its id, in the order the
+    observations were made, each at the time of the session's end that made it."""
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    await r.sessions(30)
+    store = r.engine.store
+    opening, clearing = store.alert_open, store.alert_clear
+    release = asyncio.Event()
+    written: list[tuple[str, Any]] = []
+
+    async def slow_open(alert: NewAlert, webhooks: Any) -> Any:
+        await release.wait()
+        got = await opening(alert, webhooks)
+        written.append(("open", (alert.scope, got.id)))
+        return got
+
+    async def clear(alert_id: int, *args: Any) -> bool:
+        written.append(("clear", alert_id))
+        return await clearing(alert_id, *args)
+
+    store.alert_open = slow_open  # type: ignore[method-assign]
+    store.alert_clear = clear  # type: ignore[method-assign]
+    caplog.set_level(logging.INFO, logger="convoy.alerts")
+    try:
+        async with asyncio.timeout(30):  # (a hang of the old code: a failure, not a hang)
+            r.sim.latency = Latency(value=3.0)
+            await run(r, 3)  # fires, at the third session's end
+            fired_at = r.clock() - 10.0
+            r.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+            await run(r, 3)  # clears, at the third's end, while the fire is not written
+            cleared_at = r.clock() - 10.0
+            assert written == []
+            release.set()
+            await r.alerts.settled()
+        rows = sorted(await store.list_alerts(), key=lambda a: a.id)
+        assert [(a.scope, a.status, a.opened, a.cleared) for a in rows] == [
+            ("agent", "cleared", fired_at, cleared_at),
+            ("tenant", "cleared", fired_at, cleared_at)]
+        ids = [a.id for a in rows]
+        assert written == [("open", ("agent", ids[0])), ("open", ("tenant", ids[1])),
+                           ("clear", ids[0]), ("clear", ids[1])]
+        said = [m.split(":")[0] for m in (rec.getMessage() for rec in caplog.records
+                                          if rec.name == "convoy.alerts")]
+        assert said == [f"alert {ids[0]} fired", f"alert {ids[1]} fired",
+                        f"alert {ids[0]} cleared", f"alert {ids[1]} cleared"]
+        for key in (("default", "agent", "triage", "latency"),
+                    ("default", "tenant", "default", "latency")):
+            assert r.alerts.baselines[key].alert_id is None
+        # and the series fires again, as a new alert, once it leaves its band again
+        r.sim.latency = Latency(value=3.0)
+        await r.sessions(3)
+        assert len(await store.list_alerts(open_only=True)) == 2
+    finally:
+        store.alert_open, store.alert_clear = opening, clearing  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+async def test_observe_called_directly_is_recorded_by_settled(tmp_path: Path) -> None:
+    """``observe()`` queues a run's observations; ``settled()`` waits until they are
+    recorded (the public way a direct caller waits for an alert)."""
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    await r.engine.open()
+    try:
+        for _ in range(30):
+            await r.alerts.observe("acme", {"triage": Tally(calls=1, model_calls=1,
+                                                            seconds=0.5, tokens=120)})
+            r.clock.advance(10)
+        for _ in range(3):
+            await r.alerts.observe("acme", {"triage": Tally(calls=1, model_calls=1,
+                                                            seconds=3.0, tokens=120)})
+        await r.alerts.settled()
+        assert {(a.scope, a.metric) for a in await r.engine.store.list_alerts(
+            tenant="acme", open_only=True)} == {("agent", "latency"), ("tenant", "latency")}
+    finally:
+        await r.engine.aclose()
