@@ -1,6 +1,7 @@
 """Two alerting engines on one store that fire one series at the same instant open one
 alert: the store opens it or adopts the one already open, atomically, and only the engine
-that opened it logs "fired" and queues its webhook events (SQLite and PostgreSQL)."""
+that opened it logs "fired"; its webhook events are queued once per webhook, the adopter's
+included (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.fakeclock import FakeClock
 from tests.test_alerts import Rig, make_rig
 
 HOOK = "http://127.0.0.1:1/hook"
+HOOK_TWO = "http://127.0.0.1:1/two"
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -76,6 +78,46 @@ async def test_two_engines_firing_one_series_at_once_open_one_alert_and_fire_it_
         assert await one.alerts_in_store(open_only=True) == []
         events = [(d.alert_id, d.event) for d in await one.engine.store.alert_deliveries(ids)]
         assert sorted(events) == sorted([(i, e) for i in ids for e in ("fired", "cleared")])
+    finally:
+        await one.engine.aclose()
+        await two.engine.aclose()
+
+
+async def test_an_engine_adopting_an_alert_gets_it_to_the_webhooks_only_it_has(
+        db: str | Path) -> None:
+    """Two engines fire one series at once, one of them with a webhook the other has not:
+    whichever opens the alert, each webhook gets its ``fired`` event once, and its
+    ``cleared`` one when the engine without that webhook clears it."""
+    clock = FakeClock()
+    kw: dict[str, Any] = {"background": False, "redact": False}
+    one = make_rig(db, clock, [HOOK], **kw)
+    two = make_rig(db, clock, [HOOK, HOOK_TWO], **kw)
+    two.prefix = "two-"
+    barrier = asyncio.Barrier(2)
+    gate_latency_fires(one, barrier)
+    gate_latency_fires(two, barrier)
+    try:
+        await one.engine.open()
+        await two.engine.open()
+        for _ in range(30):
+            await one.sessions(1)
+            await two.sessions(1)
+        one.sim.latency = two.sim.latency = Latency(value=3.0)
+        async with asyncio.timeout(120):  # (a guard against a hang, not a measure)
+            await asyncio.gather(one.sessions(3), two.sessions(3))
+        ids = [a.id for a in await one.engine.store.list_alerts()]
+        assert len(ids) == 2
+        events = [(d.alert_id, d.url, d.event)
+                  for d in await one.engine.store.alert_deliveries(ids)]
+        assert sorted(events) == sorted((i, url, "fired") for i in ids
+                                        for url in (HOOK, HOOK_TWO))
+        one.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await one.sessions(3)  # the engine without HOOK_TWO clears them
+        assert await one.alerts_in_store(open_only=True) == []
+        events = [(d.alert_id, d.url, d.event)
+                  for d in await one.engine.store.alert_deliveries(ids)]
+        assert sorted(events) == sorted((i, url, e) for i in ids for url in (HOOK, HOOK_TWO)
+                                        for e in ("fired", "cleared"))
     finally:
         await one.engine.aclose()
         await two.engine.aclose()

@@ -80,9 +80,10 @@ async def test_deliveries_are_queued_claimed_retried_and_finished(store: Store) 
     assert (again.id, again.attempts) == (b.id, 1)
     await store.delivery_result(b.id, attempts=2, next_at=None, error="gave up")
     assert await store.due_deliveries(EPOCH + 10_000, urls=BOTH) == []
-    await store.alert_clear(aid, EPOCH + 100, 1.0, [HOOK_A])
-    (cleared,) = await store.due_deliveries(EPOCH + 100, urls=BOTH)
-    assert (cleared.event, cleared.alert.status) == ("cleared", "cleared")
+    await store.alert_clear(aid, EPOCH + 100, 1.0, [HOOK_A])  # (and HOOK_B, fired to)
+    cleared = await store.due_deliveries(EPOCH + 100, urls=BOTH)
+    assert sorted((d.url, d.event, d.alert.status) for d in cleared) == [
+        (HOOK_A, "cleared", "cleared"), (HOOK_B, "cleared", "cleared")]
 
 
 async def test_a_claim_that_was_never_finished_is_due_again(stores: Opener) -> None:
@@ -147,11 +148,13 @@ async def test_each_event_has_one_idempotency_key_kept_across_claims(store: Stor
     assert {(d.alert.id, d.url): d.key for d in again} == keys
     for d in again:  # (delivered: a cleared event waits for its alert's fired one)
         await store.delivery_result(d.id, attempts=2, delivered=EPOCH + 32)
-    await store.alert_clear(aid, EPOCH + 100, 1.0, [HOOK_A])
-    (cleared,) = [d for d in await store.due_deliveries(EPOCH + 100, urls=BOTH)
-                  if d.event == "cleared"]
-    assert cleared.key.startswith(f"convoy-alert-{aid}-cleared-")
-    assert cleared.key not in keys.values()
+    await store.alert_clear(aid, EPOCH + 100, 1.0, [HOOK_A])  # (and HOOK_B, fired to)
+    cleared = [d for d in await store.due_deliveries(EPOCH + 100, urls=BOTH)
+               if d.event == "cleared"]
+    assert sorted(d.url for d in cleared) == BOTH
+    assert cleared[0].key == cleared[1].key
+    assert cleared[0].key.startswith(f"convoy-alert-{aid}-cleared-")
+    assert cleared[0].key not in keys.values()
 
 
 async def test_two_stores_never_give_their_events_the_same_key(
@@ -207,7 +210,8 @@ async def test_the_delivery_status_of_alerts_is_listed(store: Store) -> None:
         (a1, HOOK_A, "fired", "delivered", 1, EPOCH + 1, None),
         (a1, HOOK_B, "fired", "given_up", 8, None, "HTTP 500"),
         (a2, HOOK_A, "fired", "pending", 1, None, "ConnectError"),
-        (a1, HOOK_A, "cleared", "pending", 0, None, None)]
+        (a1, HOOK_A, "cleared", "pending", 0, None, None),
+        (a1, HOOK_B, "cleared", "pending", 0, None, None)]  # (its fired one went there)
     assert rows[0].key == due[(a1, HOOK_A)].key
     assert await store.alert_deliveries([a2]) == [rows[2]]
     assert await store.alert_deliveries([]) == []

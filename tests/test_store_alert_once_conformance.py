@@ -1,6 +1,7 @@
 """Store conformance, alerts: one open alert per series (tenant, scope, subject, metric),
 whatever opens it and whenever. Opening one is atomic: a series already open has its alert
-adopted, nothing written. A store whose older Convoy left duplicates open migrates.
+adopted, its ``fired`` event queued only for the webhooks it lacked. A store whose older
+Convoy left duplicates open migrates.
 
 Part of the store conformance suite (``tests/test_store_conformance.py``, whose fixtures it
 uses): every backend of ``tests/store_backends.py`` runs it unchanged.
@@ -26,13 +27,69 @@ async def test_a_store_firing_a_series_another_opened_adopts_its_alert(
         stores: Opener) -> None:
     first, second = await stores(), await stores()
     opened = await first.alert_open(alert(), [HOOK_A])
-    adopted = await second.alert_open(alert(at=EPOCH + 1), [HOOK_A, HOOK_B])
+    adopted = await second.alert_open(alert(at=EPOCH + 1), [HOOK_A])
     assert len(await first.list_alerts(open_only=True)) == 1
     assert (opened.opened, adopted.opened, adopted.id) == (True, False, opened.id)
     (row,) = await second.list_alerts()
     assert (row.id, row.opened) == (opened.id, EPOCH)  # the first one, as it was
     assert [(d.url, d.event) for d in await second.alert_deliveries([opened.id])] == [
         (HOOK_A, "fired")]  # queued once, by the store that opened it
+
+
+async def test_adopting_an_alert_queues_its_fired_event_for_the_webhooks_it_lacks(
+        stores: Opener) -> None:
+    """An engine with a webhook the opener had not: that webhook gets the ``fired`` event
+    (the same event: its key), due when the adopter fired, and so the ``cleared`` one
+    whichever engine clears the alert; a webhook queued already gets no second one."""
+    first, second = await stores(), await stores()
+    opened = await first.alert_open(alert(), [HOOK_A])
+    adopted = await second.alert_open(alert(at=EPOCH + 1), [HOOK_B, HOOK_A])
+    assert (adopted.id, adopted.opened) == (opened.id, False)
+    again = await first.alert_open(alert(at=EPOCH + 2), [HOOK_A, HOOK_B])
+    assert (again.id, again.opened) == (opened.id, False)
+    rows = await second.alert_deliveries([opened.id])
+    assert [(d.url, d.event) for d in rows] == [(HOOK_A, "fired"), (HOOK_B, "fired")]
+    assert rows[0].key == rows[1].key  # one event, one key, whichever webhook
+    assert (rows[1].status, rows[1].next_at) == ("pending", EPOCH + 1)
+    # The opener, which has only HOOK_A, clears it: HOOK_B, which got the fired event,
+    # gets the cleared one too.
+    assert await first.alert_clear(opened.id, EPOCH + 60, 1.0, [HOOK_A])
+    assert sorted((d.url, d.event) for d in await second.alert_deliveries([opened.id])) == [
+        (HOOK_A, "cleared"), (HOOK_A, "fired"), (HOOK_B, "cleared"), (HOOK_B, "fired")]
+
+
+async def test_an_alert_opened_with_no_webhook_is_adopted_with_a_fired_event_of_its_own(
+        stores: Opener) -> None:
+    first, second = await stores(), await stores()
+    opened = await first.alert_open(alert(), [])
+    await second.alert_open(alert(at=EPOCH + 1), [HOOK_A, HOOK_B])
+    rows = await second.alert_deliveries([opened.id])
+    assert [(d.url, d.event) for d in rows] == [(HOOK_A, "fired"), (HOOK_B, "fired")]
+    assert rows[0].key == rows[1].key
+
+
+async def test_stores_adopting_one_alert_at_once_queue_each_webhook_once(
+        backend: Backend, clock: FakeClock, stores: Opener) -> None:
+    """Each adopter on a thread and a connection of its own, all with a webhook the opener
+    had not, released together: one ``fired`` event per webhook, of one key."""
+    opened = await (await stores()).alert_open(alert(), [HOOK_A])
+    barrier = threading.Barrier(4, timeout=120)  # (a guard against a hang, not a measure)
+
+    async def adopt() -> FiredAlert:
+        s = backend.new(clock)
+        await s.open()
+        try:
+            barrier.wait()
+            return await s.alert_open(alert(at=EPOCH + 1), [HOOK_A, HOOK_B])
+        finally:
+            await s.aclose()
+
+    results = await asyncio.gather(*(asyncio.to_thread(asyncio.run, adopt())
+                                     for _ in range(4)))
+    assert {(r.id, r.opened) for r in results} == {(opened.id, False)}
+    rows = await (await stores()).alert_deliveries([opened.id])
+    assert [(d.url, d.event) for d in rows] == [(HOOK_A, "fired"), (HOOK_B, "fired")]
+    assert len({d.key for d in rows}) == 1
 
 
 async def test_only_an_open_alert_of_the_same_series_is_adopted(store: Store) -> None:

@@ -424,8 +424,9 @@ class BaselineAlerts(Interceptor):
     async def _fire(self, key: SeriesKey, value: float, before: tuple[float, float, float],
                     baseline: Baseline, tally: Tally, now: float) -> int:
         """Open an alert of series ``key``, or adopt the one the store has open (atomically:
-        engines firing it at once open one); only the one that opened it logs it and
-        queues its webhook events. Returns its id."""
+        engines firing it at once open one); only the one that opened it logs it. Its
+        ``fired`` event is queued for each of our webhooks it was not queued for already,
+        whichever opened it. Returns its id."""
         tenant, scope, subject, metric = key
         mean, spread, threshold = before
         detail: dict[str, Any] = {"observations": baseline.count, "above": baseline.above}
@@ -436,9 +437,10 @@ class BaselineAlerts(Interceptor):
             deviation=spread, threshold=threshold, opened=now,
             detail=json.dumps(detail, sort_keys=True)), list(self.webhooks))
         alert_id = fired.id
+        if self.webhooks:  # (adopted, it has its fired events queued for our webhooks too)
+            self._wake.set()
         if not fired.opened:  # the series' open alert (another engine's, or this one's
             return alert_id   # before a crash lost its link): adopted, fired already
-        self._wake.set()
         log.warning("alert %d fired: %s of %s is %s, above its band %s (baseline %s ± %s)",
                     alert_id, metric, _series_name(key), *(shown_value(metric, x) for x in (
                         value, threshold, mean, spread)), extra={"alert": {

@@ -37,6 +37,9 @@ INSERT_ALERT = ("INSERT INTO alerts(tenant,scope,subject,metric,status,value,mea
 #: The open alert of a series (tenant, scope, subject, metric).
 OPEN_OF_SERIES = ("SELECT id FROM alerts WHERE tenant={p} AND scope={p} AND subject={p} AND "
                   "metric={p} AND status='open'")
+#: The webhook URLs an alert's ``fired`` event was queued for, with its key, oldest first.
+FIRED_KEYS = ("SELECT url, idem_key FROM alert_outbox WHERE alert_id={p} AND event='fired' "
+              "ORDER BY id")
 QUEUE = ("INSERT INTO alert_outbox(alert_id,url,event,next_at,idem_key) "
          "VALUES({p},{p},{p},{p},{p})")
 CLEAR = ("UPDATE alerts SET status='cleared', cleared={p}, cleared_value={p} "
@@ -79,6 +82,28 @@ def queued(alert_id: int, event: str, webhooks: Sequence[str], due: float
     random, so no other store (nor this one recreated) ever gives an event the same."""
     key = f"convoy-alert-{alert_id}-{event}-{uuid.uuid4().hex}"
     return [(alert_id, url, event, due, key) for url in webhooks]
+
+
+def adopted(alert_id: int, webhooks: Sequence[str], fired: Sequence[Sequence[Any]],
+            due: float) -> list[tuple[Any, ...]]:
+    """The :data:`QUEUE` rows that give an adopted alert's ``fired`` event to the webhooks
+    of ``webhooks`` it was not queued for (``fired``: its :data:`FIRED_KEYS` rows), due at
+    ``due``: the same event, so its key (a new one if it was queued for none)."""
+    have = {url for url, _ in fired}
+    missing = [url for url in dict.fromkeys(webhooks) if url not in have]
+    if not missing:
+        return []
+    if not fired:
+        return queued(alert_id, "fired", missing, due)
+    key = fired[0][1] or f"convoy-alert-{alert_id}-fired"  # (a legacy key: as it was sent)
+    return [(alert_id, url, "fired", due, key) for url in missing]
+
+
+def cleared_urls(webhooks: Sequence[str], fired: Sequence[Sequence[Any]]) -> list[str]:
+    """The URLs an alert's ``cleared`` event is queued for: the clearing engine's
+    ``webhooks`` and those its ``fired`` event was queued for (``fired``: its
+    :data:`FIRED_KEYS` rows; another engine's, that adopted it), each once."""
+    return list(dict.fromkeys([*webhooks, *(url for url, _ in fired)]))
 
 
 _COLS = ALERT_COLS.split(",")

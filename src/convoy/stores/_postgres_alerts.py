@@ -15,6 +15,7 @@ from convoy.stores._alert_rows import (
     CLOSE,
     DELIVERY_COLS,
     DROP,
+    FIRED_KEYS,
     FIRED_URLS,
     IN_ORDER,
     INSERT_ALERT,
@@ -24,7 +25,9 @@ from convoy.stores._alert_rows import (
     REDELIVER_TENANT,
     STATUS_COLS,
     UNDELIVERED_URLS,
+    adopted,
     alert_row,
+    cleared_urls,
     delivery,
     delivery_row,
     new_alert_params,
@@ -77,9 +80,16 @@ class PostgresAlerts:
                     for queue in queued(int(row[0]), "fired", webhooks, alert.opened):
                         await conn.execute(QUEUE.format(p="%s"), queue)
                     return FiredAlert(id=int(row[0]), opened=True)
-                cur = await conn.execute(OPEN_OF_SERIES.format(p="%s"), series_params(alert))
+                # (locked: engines adopting it at once queue its missing events one after
+                # the other, each seeing the other's; one cleared meanwhile is not found)
+                cur = await conn.execute(OPEN_OF_SERIES.format(p="%s") + " FOR UPDATE",
+                                         series_params(alert))
                 found = await cur.fetchone()
                 if found is not None:
+                    cur = await conn.execute(FIRED_KEYS.format(p="%s"), (found[0],))
+                    for queue in adopted(int(found[0]), webhooks, await cur.fetchall(),
+                                         alert.opened):
+                        await conn.execute(QUEUE.format(p="%s"), queue)
                     return FiredAlert(id=int(found[0]), opened=False)
 
         return await self._write(write)
@@ -90,7 +100,9 @@ class PostgresAlerts:
             cur = await conn.execute(CLEAR.format(p="%s"), (at, value, alert_id))
             if cur.rowcount == 0:
                 return False
-            for row in queued(alert_id, "cleared", webhooks, at):
+            cur = await conn.execute(FIRED_KEYS.format(p="%s"), (alert_id,))
+            for row in queued(alert_id, "cleared", cleared_urls(webhooks, await cur.fetchall()),
+                              at):
                 await conn.execute(QUEUE.format(p="%s"), row)
             return True
 

@@ -481,7 +481,7 @@ class NewAlert:
 class FiredAlert:
     """What :meth:`Store.alert_open` did: ``id`` is the series' open alert; ``opened``
     says whether this call opened it (and queued its ``fired`` events) or adopted the one
-    already open (and wrote nothing)."""
+    already open (and queued its ``fired`` event only for the webhooks it lacked)."""
 
     id: int
     opened: bool
@@ -946,15 +946,18 @@ class Store(Protocol):
     async def alert_open(self, alert: NewAlert, webhooks: Sequence[str]) -> FiredAlert:
         """Record an alert that fired, and queue its ``fired`` event for each webhook URL
         (due at once), in one transaction, unless its series (tenant, scope, subject,
-        metric) has an open alert already: that one is adopted, nothing written. Atomic:
-        a series has one open alert whatever engines fire it at once."""
+        metric) has an open alert already: that one is adopted, and its ``fired`` event
+        queued (due at once, with the key it has) for each webhook URL it was not queued
+        for, nothing else written. Atomic: a series has one open alert whatever engines
+        fire it at once, and an event is queued once per URL whatever engines adopt it."""
         ...
 
     async def alert_clear(self, alert_id: int, at: float, value: float,
                           webhooks: Sequence[str]) -> bool:
         """Mark an open alert cleared (at ``at``, by the observation ``value``) and queue its
-        ``cleared`` event for each webhook URL, in one transaction. ``False`` (nothing
-        written) if it is not open."""
+        ``cleared`` event for each webhook URL and each URL its ``fired`` event was queued
+        for (once each), in one transaction. ``False`` (nothing written) if it is not
+        open."""
         ...
 
     async def alert_close(self, alert_id: int, at: float, *,

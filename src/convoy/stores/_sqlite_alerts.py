@@ -16,6 +16,7 @@ from convoy.stores._alert_rows import (
     CLOSE,
     DELIVERY_COLS,
     DROP,
+    FIRED_KEYS,
     FIRED_URLS,
     IN_ORDER,
     INSERT_ALERT,
@@ -25,7 +26,9 @@ from convoy.stores._alert_rows import (
     REDELIVER_TENANT,
     STATUS_COLS,
     UNDELIVERED_URLS,
+    adopted,
     alert_row,
+    cleared_urls,
     delivery,
     delivery_row,
     new_alert_params,
@@ -60,6 +63,9 @@ class SQLiteAlerts:
             if row is None:
                 (found,) = conn.execute(OPEN_OF_SERIES.format(p="?"), series_params(alert)
                                         ).fetchone()
+                fired = conn.execute(FIRED_KEYS.format(p="?"), (found,)).fetchall()
+                conn.executemany(QUEUE.format(p="?"), adopted(int(found), webhooks, fired,
+                                                              alert.opened))
                 return FiredAlert(id=int(found), opened=False)
             conn.executemany(QUEUE.format(p="?"), queued(int(row[0]), "fired", webhooks,
                                                          alert.opened))
@@ -72,7 +78,9 @@ class SQLiteAlerts:
         def write(conn: sqlite3.Connection) -> bool:
             if conn.execute(CLEAR.format(p="?"), (at, value, alert_id)).rowcount == 0:
                 return False
-            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "cleared", webhooks, at))
+            fired = conn.execute(FIRED_KEYS.format(p="?"), (alert_id,)).fetchall()
+            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "cleared",
+                                                         cleared_urls(webhooks, fired), at))
             return True
 
         return await self._write(write)
