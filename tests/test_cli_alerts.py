@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -409,3 +410,33 @@ def test_listings_that_find_nothing_for_a_tenant_with_no_sessions_say_it_may_be_
     assert res.stderr.strip() == (
         "note: tenant 'globex' has no sessions in convoy.db: a mistyped --tenant? "
         "('convoy sessions list --all-tenants' shows every tenant's)")
+
+
+def test_a_duplicate_a_migration_closed_shows_when_it_was_closed() -> None:
+    """A store an earlier Convoy left with two open alerts of one series: ``convoy db
+    migrate`` closes the newer one, cleared at the migration's time (shown, not ``-``),
+    with no cleared value, ``duplicate_of`` in its detail."""
+    seed_alerts()
+    conn = sqlite3.connect("convoy.db")
+    with conn:  # (the store as the Convoy before the add-on left it)
+        conn.execute("DROP INDEX alerts_open_series")
+        conn.execute("DELETE FROM meta WHERE key='addon:alerts_open_once'")
+        conn.execute("INSERT INTO alerts(tenant,scope,subject,metric,status,value,mean,"
+                     "deviation,threshold,opened,detail) SELECT tenant,scope,subject,metric,"
+                     f"status,value,mean,deviation,threshold,{T0 + 1},'{{}}' FROM alerts "
+                     "WHERE status='open' AND tenant='default'")
+    conn.close()
+    before = time.time()
+    res = cli("db", "migrate")
+    assert res.code == 0, res.stderr
+    after = time.time()
+    data = {a["id"]: a for a in json.loads(cli("alerts", "--json").stdout)}
+    (dup,) = [a for a in data.values() if "duplicate_of" in a["detail"]]
+    assert dup["status"] == "cleared" and dup["cleared_value"] is None
+    assert before <= dup["cleared"] <= after
+    kept = data[dup["detail"]["duplicate_of"]]
+    assert (kept["metric"], kept["status"], kept["cleared"]) == (dup["metric"], "open", None)
+    rows = [[c.strip() for c in ln.split("│")[1:-1]] for ln in cli("alerts").stdout.splitlines()
+            if ln.startswith("│")]
+    (cells,) = [r for r in rows if r[0] == str(dup["id"])]
+    assert cells[1] == "cleared" and cells[-1] not in ("", "-"), cells  # (its cleared time)

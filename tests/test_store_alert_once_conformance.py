@@ -143,11 +143,12 @@ async def test_stores_in_threads_firing_one_series_at_once_open_one_alert(
 
 
 async def test_duplicates_an_older_convoy_left_open_are_closed_when_it_migrates(
-        backend: Backend, stores: Opener) -> None:
+        backend: Backend, clock: FakeClock, stores: Opener) -> None:
     """Before an alert was opened atomically, two engines could each open one of a series:
-    the migration keeps the oldest open, closes the others (cleared, with no time nor
-    value, ``duplicate_of`` in their detail; a detail that is not a JSON object kept as it
-    is) and queues their ``cleared`` event for the webhooks their ``fired`` one went to."""
+    the migration keeps the oldest open, closes the others (cleared at the migration's
+    time, by the store's clock, with no value, ``duplicate_of`` in their detail; a detail
+    that is not a JSON object kept as it is) and queues their ``cleared`` event for the
+    webhooks their ``fired`` one went to."""
     first = await stores()
     keep = (await first.alert_open(alert(), [HOOK_A])).id
     other = (await first.alert_open(alert(metric="tokens"), [])).id
@@ -163,13 +164,15 @@ async def test_duplicates_an_older_convoy_left_open_are_closed_when_it_migrates(
         for url in hooks:
             backend.damage("INSERT INTO alert_outbox(alert_id,url,event,next_at,idem_key) "
                            f"SELECT MAX(id),'{url}','fired',{EPOCH + 1},'k' FROM alerts")
+    migrated_at = clock.advance(3600.25)
     again = await stores()
     rows = {a.id: a for a in await again.list_alerts()}
     dup, damaged = sorted(set(rows) - {keep, other})
     assert [a.id for a in await again.list_alerts(open_only=True)] == [other, keep]
     for i in (dup, damaged):
-        assert (rows[i].status, rows[i].cleared, rows[i].cleared_value) == ("cleared", None,
-                                                                            None)
+        assert (rows[i].status, rows[i].cleared, rows[i].cleared_value) == (
+            "cleared", migrated_at, None)
+    assert rows[keep].cleared is None and rows[other].cleared is None
     assert json.loads(rows[dup].detail) == {"above": 3, "duplicate_of": keep}
     assert rows[damaged].detail == "not JSON"
     assert [(d.url, d.event) for d in await again.alert_deliveries([dup, damaged])] == [

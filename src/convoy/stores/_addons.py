@@ -121,15 +121,19 @@ _DUPLICATES_CLEARED = (
     "o.alert_id, o.url, 'cleared', a.opened, replace(o.idem_key, '-fired', '-cleared') "
     "FROM alert_outbox o JOIN alerts a ON a.id=o.alert_id WHERE o.event='fired' AND "
     + _DUPLICATE.format(a="a"))
+#: Where an add-on's statement has the time it is applied (the store's clock, seconds since
+#: the epoch): :func:`addon_statements` writes it there. (A named parameter's form, so one
+#: left unreplaced fails instead of being read as something else.)
+MIGRATED_AT = ":migrated_at"
 _OPEN_ONCE_INDEX = ("CREATE UNIQUE INDEX IF NOT EXISTS alerts_open_series "
                     "ON alerts(tenant, scope, subject, metric) WHERE status='open'")
 # One open alert per series. Before an alert was opened atomically, engines sharing a store
 # could each open one of a series: the oldest is kept open, the others are closed (cleared
-# with no time nor value, ``duplicate_of`` added to a detail that is a JSON object) and
-# their cleared events queued, so the unique index can be made.
+# at the migration's time with no value, ``duplicate_of`` added to a detail that is a JSON
+# object) and their cleared events queued, so the unique index can be made.
 _OPEN_ONCE_SQLITE = f"""
 {_DUPLICATES_CLEARED};
-UPDATE alerts SET status='cleared', detail=CASE WHEN json_valid(detail) THEN
+UPDATE alerts SET status='cleared', cleared={MIGRATED_AT}, detail=CASE WHEN json_valid(detail) THEN
   CASE WHEN json_type(detail)='object' THEN json_set(detail, '$.duplicate_of', {_KEPT})
   ELSE detail END ELSE detail END
   WHERE {_DUPLICATE.format(a="alerts")};
@@ -150,7 +154,8 @@ BEGIN
     EXCEPTION WHEN others THEN
       d := NULL;
     END;
-    UPDATE alerts SET status='cleared', detail=CASE WHEN jsonb_typeof(d)='object' THEN
+    UPDATE alerts SET status='cleared', cleared={MIGRATED_AT},
+      detail=CASE WHEN jsonb_typeof(d)='object' THEN
       (d || jsonb_build_object('duplicate_of', r.kept))::text ELSE detail END
       WHERE id=r.id;
   END LOOP;
@@ -215,6 +220,13 @@ def split_script(script: str) -> list[str]:
 
 
 _DOLLAR_QUOTED = re.compile(r"(\$\$.*?\$\$)", re.DOTALL)
+
+
+def addon_statements(script: str, now: float) -> list[str]:
+    """The statements of an add-on's ``script`` (:func:`split_script`), applied at ``now``
+    (written where :data:`MIGRATED_AT` stands)."""
+    at = repr(float(now))
+    return [stmt.replace(MIGRATED_AT, at) for stmt in split_script(script)]
 
 
 def _pending(done: dict[str, str]) -> list[Addon]:
@@ -291,16 +303,17 @@ def stand_ins(missing: tuple[Addon, ...], *, postgres: bool, schema: str) -> lis
     return out
 
 
-def apply_sqlite_addons(conn: sqlite3.Connection) -> None:
-    """Apply the add-ons a SQLite store lacks, in one transaction (nothing is written when
-    none is missing, so a read-only file can still be inspected)."""
+def apply_sqlite_addons(conn: sqlite3.Connection, now: float) -> None:
+    """Apply the add-ons a SQLite store lacks, in one transaction, at ``now`` (the store's
+    time; nothing is written when none is missing, so a read-only file can still be
+    inspected)."""
     select = "SELECT key, value FROM meta WHERE key LIKE 'addon:%'"
     if not _pending(dict(conn.execute(select))):
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
         for addon in _pending(dict(conn.execute(select))):  # another process may have
-            for stmt in split_script(addon.sqlite):
+            for stmt in addon_statements(addon.sqlite, now):
                 conn.execute(stmt)
             conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)",
                          (addon.meta_key, str(addon.version)))

@@ -49,9 +49,9 @@ from convoy.stores import _postgres_sql as sql
 from convoy.stores._addons import (
     ADDONS,
     FOREIGN_SCHEMA_READ,
+    addon_statements,
     check_readable,
     missing_addons,
-    split_script,
     stand_ins,
 )
 from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
@@ -373,7 +373,7 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
             done = {k: meta_version(k, v) for k, v in await cur.fetchall()}
             for addon in ADDONS:
                 if done.get(addon.meta_key, 0) < addon.version:
-                    for stmt in split_script(addon.postgres):
+                    for stmt in addon_statements(addon.postgres, self.clock()):
                         await conn.execute(stmt)
                     await conn.execute(
                         "INSERT INTO meta(key, value) VALUES(%s, %s) ON CONFLICT(key) "

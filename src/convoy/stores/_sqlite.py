@@ -391,7 +391,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         """Create or upgrade the schema, then its add-ons. A store already at this version
         with every add-on is only read, so a read-only file can still be inspected."""
         self._migrate_core(conn)
-        apply_sqlite_addons(conn)
+        apply_sqlite_addons(conn, self.clock())
 
     def _migrate_core(self, conn: sqlite3.Connection) -> None:
         try:
