@@ -1,6 +1,8 @@
 """``convoy run WF -i -`` stops at the first SIGINT or SIGTERM while it waits for its
 inputs on standard input (a pipe whose writer stays open, as ``producer | convoy run``
 while the producer thinks), with one honest line: no session started, nothing was saved.
+So do ``convoy chaos WF -i -`` (nothing was run) and ``convoy signal ... --payload-file -``
+(nothing was done).
 
 The moment is observable state, not a clock: the signal is sent once the command's main
 thread sleeps reading the pipe (its ``/proc`` wait channel names the pipe read)."""
@@ -57,3 +59,36 @@ def test_a_stop_while_run_waits_for_standard_input_stops_it_at_once(
         "standard input are not kept: send them again)"], res.stderr
     assert res.stdout == ""
     assert not Path("c.db").exists()  # no store was made
+
+
+@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_a_stop_while_chaos_waits_for_standard_input_stops_it_at_once(
+        background: Callable[..., Background], sig: signal.Signals, sigint: str,
+        code: int) -> None:
+    run = background("chaos", "cli_flows:handle", "-i", "-", "--db-dir", "exp", sigint=sigint)
+    _wait_reading_stdin(run)
+    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
+    assert res.code == code, res
+    assert res.stderr.strip().splitlines() == [
+        "interrupted before the experiment started: nothing was run (the inputs read from "
+        "standard input are not kept: send them again)"], res.stderr
+    assert res.stdout == ""
+    assert not Path("exp").exists()  # no phase's store was made
+
+
+@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+def test_a_stop_while_signal_waits_for_its_payload_on_standard_input_stops_it_at_once(
+        background: Callable[..., Background], sig: signal.Signals, sigint: str,
+        code: int) -> None:
+    run = background("signal", "s-1", "approved", "--payload-file", "-", "--db", "c.db",
+                     sigint=sigint)
+    _wait_reading_stdin(run)
+    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
+    assert res.code == code, res
+    assert res.stderr.strip().splitlines() == [
+        "interrupted before the signal was sent: nothing was done (the payload read from "
+        "standard input is not kept: send it again)"], res.stderr
+    assert res.stdout == ""
+    assert not Path("c.db").exists()  # no store was made, nothing sent

@@ -25,12 +25,14 @@ from convoy.cli._common import (
     fail,
     one_tenant,
     out,
+    say,
     workflows_from_cwd,
 )
-from convoy.cli._inputs import read_inputs
+from convoy.cli._inputs import input_bytes, read_inputs
 from convoy.cli._interceptors import ChaosInterceptorsOption, app_interceptors
 from convoy.cli._loading import workflow_argument
 from convoy.cli._render import fmt_cost, fmt_duration
+from convoy.cli._stop import read_or_stop
 from convoy.models import infer_model
 
 DEFAULT_FAULTS = ("timeout=0.02:10,rate_limit=0.01:0.2,server_error=0.02,malformed=0.01,"
@@ -111,7 +113,10 @@ def chaos(
         spec = FaultSpec.parse(faults)
         hyp = Hypothesis(min_success=min_success, max_p99=max_p99, max_cost_per_session=max_cost)
         wf = workflow_argument(workflow)
-        batch = read_inputs(wf, input)
+        # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
+        data = read_or_stop(lambda: input_bytes(input), "interrupted before the experiment "
+                            "started: nothing was run" + _again(input), say)
+        batch = read_inputs(wf, input, data=data)
     app_interceptors(interceptors)  # (what cannot be loaded: one line, before anything runs)
     if model is not None:
         try:
@@ -163,6 +168,12 @@ def chaos(
     out.print(f"journal: {out_file}", markup=False)
     if result["status"] != "completed":
         raise typer.Exit(1)
+
+
+def _again(path: Path) -> str:
+    """What to do after a stop that came while the inputs were read (from ``path``)."""
+    return (" (the inputs read from standard input are not kept: send them again)"
+            if str(path) == "-" else "; run the same command again to run the experiment")
 
 
 # -- the report --------------------------------------------------------------------------

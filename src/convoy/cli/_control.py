@@ -34,6 +34,7 @@ from convoy.cli._common import (
     require_convoy_store,
     require_session,
     run_async,
+    say,
     tenant_scope,
 )
 from convoy.cli._deciders import decider_engine, who_decides
@@ -44,6 +45,7 @@ from convoy.cli._interceptors import (
 )
 from convoy.cli._loading import continues, continuing, in_script, script_engine
 from convoy.cli._render import other_wait
+from convoy.cli._stop import read_or_stop
 from convoy.stores import SessionRow
 
 
@@ -114,8 +116,13 @@ def signal(
     if payload is not None and payload_file is not None:
         fail("give the signal's value once: --payload JSON or --payload-file FILE")
     if payload_file is not None:
-        value = json_value(read_text(payload_file, "--payload-file"), "--payload-file",
-                           """'"yes"' in the file""")
+        # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
+        again = " (the payload read from standard input is not kept: send it again)" \
+            if str(payload_file) == "-" else "; run the same command again to send it"
+        text = read_or_stop(lambda: read_text(payload_file, "--payload-file"),
+                            f"interrupted before the signal was sent: nothing was done{again}",
+                            say)
+        value = json_value(text, "--payload-file", """'"yes"' in the file""")
     elif payload is not None:
         value = json_value(payload, "--payload", """--payload '"yes"'""")
     if name == ESCALATION:

@@ -32,6 +32,8 @@ from contextlib import contextmanager, suppress
 from types import FrameType
 from typing import Any, TypeVar
 
+import typer
+
 from convoy._interrupt import early_stop
 
 T = TypeVar("T")
@@ -210,6 +212,25 @@ def _woken_by_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         signal.set_wakeup_fd(previous)
         reader.close()
         writer.close()
+
+
+def read_or_stop(read: Callable[[], T], stopped: str, say: Callable[[str], None]) -> T:
+    """``read()``, a blocking read a command makes before it does anything (its input from
+    standard input, a pipe whose writer may keep it open), stopped at the first SIGINT or
+    SIGTERM (see :meth:`StopSignals.interruptible`): then ``say(stopped)``, one line
+    saying nothing was done, and exit ``128 + signal`` (130, 143). A signal that comes as
+    the read ends stops the command too: it is not lost between the read and the command's
+    own handling of signals, if any, after."""
+    with stop_signals() as stop:
+        try:
+            with stop.interruptible():
+                data = read()
+        except Stopped:
+            pass
+    if stop.signum is not None:
+        say(stopped)
+        raise typer.Exit(128 + stop.signum)
+    return data
 
 
 @contextmanager
