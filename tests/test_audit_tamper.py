@@ -1040,7 +1040,7 @@ async def test_a_kept_checkpoint_is_never_replaced(tmp_path: Path) -> None:
     await store.open()
     try:
         log = AuditLog(store, key_path=tmp_path / "a.key")
-        await store.audit_append("acme", [b"e0", b"e1"])
+        await store.audit_append("acme", [_event(0).encode(), _event(1).encode()])
         first = await log.checkpoint("acme")
         again = await log.checkpoint("acme")
         assert again.signature == first.signature
@@ -1049,7 +1049,7 @@ async def test_a_kept_checkpoint_is_never_replaced(tmp_path: Path) -> None:
             await other.checkpoint("acme")
         assert not await store.audit_put_checkpoint("acme", 2, "{}")
         assert len(await store.audit_checkpoints("acme")) == 1
-        await store.audit_append("acme", [b"e2"])
+        await store.audit_append("acme", [_event(2).encode()])
         grown = await other.checkpoint("acme")  # the log grew: the new key signs
         assert grown.size == 3 and grown.key_id != first.key_id
         assert [cp.size for cp in await log.checkpoints("acme")] == [2, 3]

@@ -827,3 +827,27 @@ def test_a_proof_or_checkpoints_from_standard_input_are_checked(log: dict[str, A
                                  "-"], input=log["published"].read_text())
     assert r.exit_code == 0, r.stderr
 
+
+
+@pytest.mark.parametrize("body", [b"\xff\xfe not json", b'{"kind":"model_call","v":1}',
+                                  b'["not", "an", "object"]'],
+                         ids=["not-json", "fields-missing", "an-array"])
+def test_checkpoint_refuses_an_entry_that_is_no_audit_event(log: dict[str, Any],
+                                                            body: bytes) -> None:
+    """An entry appended after the kept checkpoint whose leaf hash is right but whose body
+    is no audit event (written into the store by hand): ``verify`` fails on it, so the
+    signer refuses it too (it signed it with exit 0: a signed history holding an entry
+    that verify rejects), naming the entry, and nothing is signed."""
+    db = log["db"]
+    _sql(db, f"INSERT INTO audit_log VALUES('acme', 8, x'{body.hex()}', "
+             f"x'{entry_leaf(T, 8, body).hex()}')",
+         "UPDATE audit_head SET size=9 WHERE tenant='acme'")
+    before = _kept(db)
+    r = cli("audit", "checkpoint", "--db", str(db), "--tenant", T, "--key", str(log["key"]))
+    _one_line(r, 1, "entry 8", "not an audit event", "nothing is signed: run 'convoy audit "
+              "verify")
+    assert r.stdout == "" and _kept(db) == before
+    proved = cli("audit", "prove", "8", "--db", str(db), "--tenant", T, "--key",
+                 str(log["key"]))
+    _one_line(proved, 1, "entry 8", "not an audit event")
+    assert _kept(db) == before

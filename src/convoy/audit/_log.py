@@ -138,8 +138,9 @@ class AuditLog:
         root (rewritten, hashes recomputed), and one whose entries since the last kept
         checkpoint do not match their leaf hashes (the tree would not hold them: earlier
         ones were checked when that checkpoint was signed, and its root covers their
-        leaves). A kept checkpoint must be the tenant's and validly signed (by any key: a
-        rotation's too)."""
+        leaves) or are no audit events (written by hand: :meth:`verify` rejects them, so a
+        signature would vouch for a history it fails). A kept checkpoint must be the
+        tenant's and validly signed (by any key: a rotation's too)."""
         size = len(leaves)
         self._not_cut(tenant, size, kept, every=True)
         frontier = Frontier()
@@ -162,6 +163,12 @@ class AuditLog:
                     raise AuditError(
                         f"tenant {tenant!r}: entry {i} does not match its leaf hash; "
                         f"nothing is signed: run {self._suggest('verify', tenant)}", index=i)
+                try:
+                    AuditEvent.decode(row.body)
+                except AuditError as e:
+                    raise AuditError(f"tenant {tenant!r}: entry {i}: {e}; nothing is signed: "
+                                     f"run {self._suggest('verify', tenant)}", index=i
+                                     ) from None
             start = rows[-1].index + 1
 
     def _not_cut(self, tenant: str, size: int, kept: Sequence[Checkpoint], *,
