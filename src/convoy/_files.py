@@ -42,11 +42,20 @@ def read_small(path: str | Path, limit: int) -> bytes:
         os.close(fd)
 
 
+def read_stdin(limit: int = -1) -> bytes:
+    """Standard input's bytes (at most ``limit``; ``-1``: to its end). Raises
+    :class:`OSError`, its ``strerror`` saying so, when it is closed (``<&-``: Python then
+    has no ``sys.stdin``)."""
+    if sys.stdin is None:
+        raise OSError(errno.EBADF, "standard input is closed")
+    return sys.stdin.buffer.read(limit)
+
+
 def read_input(path: str | Path, limit: int) -> bytes:
     """:func:`read_small`, or standard input for ``-`` (as far as ``limit``)."""
     if str(path) != "-":
         return read_small(path, limit)
-    data = sys.stdin.buffer.read(limit + 1)
+    data = read_stdin(limit + 1)
     if len(data) > limit:
         raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, more than such a file "
                                    "holds")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
@@ -14,6 +13,7 @@ import typer
 
 from convoy import ESCALATION, Engine, UserError
 from convoy._command import command, word
+from convoy._files import read_stdin
 from convoy._text import check_name, escaped
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -160,7 +160,7 @@ def read_text(path: Path, option: str) -> str:
     """The UTF-8 text of the file ``option`` names (``-``: standard input), or one line and
     exit 2 saying why not."""
     try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        data = read_stdin() if str(path) == "-" else path.read_bytes()
     except IsADirectoryError:
         fail(f"{option} {str(path)!r} is a directory; name a file")
     except OSError as e:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from convoy import UserError, Workflow
+from convoy._files import read_stdin
 from convoy._text import (
     TOO_DEEP,
     lone_surrogate,
@@ -122,9 +122,10 @@ def input_bytes(path: Path) -> bytes:
     """
     if str(path) == "-":  # standard input (``jq ... | convoy run WF -i -``)
         try:
-            return sys.stdin.buffer.read()
+            return read_stdin()
         except (OSError, AttributeError, ValueError) as e:  # (closed, or no bytes to read)
-            raise UserError(f"cannot read the inputs from standard input: {e}") from e
+            raise UserError("cannot read the inputs from standard input: "
+                            f"{getattr(e, 'strerror', None) or e}") from e
     if not path.exists():
         raise UserError(f"input file {quoted(str(path), 200)} does not exist (- reads "
                         "standard input)")
