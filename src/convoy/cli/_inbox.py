@@ -297,6 +297,9 @@ def answer(task_id: TaskArg, value: ValueOption = None, sets: SetOption = None,
             got = from_sets(task.answer_schema, sets,
                             _start(task) if task.kind != "question" else None)
         else:
+            if sys.stdin is None:  # (closed, ``<&-``: the form's prompt raised RuntimeError)
+                fail("no answer: standard input is closed (no terminal to ask on); give "
+                     "the answer with --value JSON or --set FIELD=VALUE")
             out.print(printable(task.prompt), markup=False)
             try:
                 with _ctrl_c_stops_the_form():
