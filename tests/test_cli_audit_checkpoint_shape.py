@@ -91,11 +91,17 @@ def test_a_malformed_published_checkpoint_is_not_a_checkpoint(log: dict[str, Any
                                "checkpoint")
         assert f"{field}:" in res.stderr and "invalid signature" not in res.stderr, \
             (doc, res.stderr)
-    for doc, said in (([], "a JSON object, got list"), ("x", "a JSON object, got str"),
-                      (7, "a JSON object, got int")):
+    # (the JSON type it got, in JSON's words: not Python's 'list', 'NoneType')
+    for doc, said in (([], "a JSON object, got an array"), ("x", "a JSON object, got a string"),
+                      (7, "a JSON object, got a number"), (None, "a JSON object, got null"),
+                      (True, "a JSON object, got true")):
         path.write_text(json.dumps(doc) + "\n")
         one_line_error(cli("audit", "verify", "--db", log["db"], "--checkpoint", str(path)),
                        2, said)
+    for doc, said in (([], "got an array"), (None, "got null"), (3.5, "got a number")):
+        path.write_text(json.dumps(doc))
+        one_line_error(cli("audit", "check", str(path)), 2,
+                       f"not a Convoy inclusion proof: expected a JSON object, {said}")
 
 
 def test_a_proof_whose_checkpoint_is_malformed_is_not_a_proof(log: dict[str, Any],

@@ -152,6 +152,21 @@ def undecodable_byte(text: str) -> int | None:
     return None if char is None else ord(char) - 0xDC00
 
 
+def json_type(value: Any) -> str:
+    """What a decoded JSON value is, in JSON's words (``null``, ``an array``): for a message
+    about a document of the wrong shape, which Python's type names (``NoneType``,
+    ``list``) do not tell its author."""
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object" if isinstance(value, dict) else type(value).__name__
+
+
 def json_object(text: str | None) -> dict[str, Any]:
     """The JSON object ``text`` holds (a journaled result, an error record), ``{}`` if it
     holds none that can be read (not JSON, another type, nested past the decoder)."""

@@ -11,6 +11,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from convoy._errors import AuditProofError
+from convoy._text import json_type
 from convoy.audit._checkpoint import Checkpoint, Published
 from convoy.audit._event import AuditEvent
 from convoy.audit._log import CONSISTENCY_FORMAT, PROOF_FORMAT
@@ -41,7 +42,7 @@ def _validated(model: type[_M], doc: Any, what: str, fmt: str) -> _M:
     """``doc`` as ``model``, or an :class:`~convoy.AuditProofError` naming the field at
     fault (``what``: "not a Convoy ... proof"; ``fmt``: the format it must declare)."""
     if not isinstance(doc, dict):
-        raise AuditProofError(f"{what}: expected a JSON object, got {type(doc).__name__}")
+        raise AuditProofError(f"{what}: expected a JSON object, got {json_type(doc)}")
     try:
         p = model.model_validate(doc)
     except ValidationError as e:

@@ -41,7 +41,7 @@ except ImportError as e:  # the extra is not installed
     raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import AuditProofError, UserError
-from convoy._text import TOO_DEEP, readable_validation_error, strict_json
+from convoy._text import TOO_DEEP, json_type, readable_validation_error, strict_json
 from convoy.audit._keys import key_id, public_key_from_text, public_key_text
 
 HEADER = "convoy-audit-checkpoint/v1"
@@ -202,7 +202,7 @@ class Checkpoint:
         (missing, of another JSON type, out of range) if it is not one."""
         if not isinstance(d, dict):
             raise UserError(f"not a Convoy audit checkpoint ({HEADER}): expected a JSON "
-                            f"object, got {type(d).__name__}")
+                            f"object, got {json_type(d)}")
         try:
             doc = Published.model_validate(d)
         except ValidationError as e:
