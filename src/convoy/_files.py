@@ -16,6 +16,17 @@ from pathlib import Path
 KEY_FILE_LIMIT = 64 * 1024
 
 
+def home_expanded(path: str | Path) -> Path:
+    """``path`` with a leading ``~`` (or ``~USER``) as the home directory, as a shell
+    expands it; as written where there is no such home (an unknown user: a file named
+    ``~tmp.db``, as a shell leaves it)."""
+    path = Path(path)
+    try:
+        return path.expanduser()
+    except RuntimeError:  # ("Could not determine home directory")
+        return path
+
+
 def read_small(path: str | Path, limit: int) -> bytes:
     """The bytes of the regular file at ``path`` (a symbolic link followed), at most
     ``limit`` of them. Raises :class:`OSError`, its ``strerror`` saying why, for what

@@ -20,14 +20,14 @@ except ImportError as e:  # the extra is not installed
     raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import UserError
-from convoy._files import KEY_FILE_LIMIT, read_small
+from convoy._files import KEY_FILE_LIMIT, home_expanded, read_small
 from convoy._text import quoted
 
 
 def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
     """The signing key in ``path`` (PEM, PKCS #8, unencrypted); a new one is written there
     with mode ``0600`` if the file does not exist."""
-    p = Path(path).expanduser()
+    p = home_expanded(path)
     try:
         return _read(p)
     except FileNotFoundError:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy._command import command, word
 from convoy._errors import AuditError, UserError
+from convoy._files import home_expanded
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._checkpoint import pinned as pinned_keys
 from convoy.audit._event import AuditEvent
@@ -56,7 +57,7 @@ class AuditLog:
                  before_read: Callable[[], Awaitable[None]] | None = None) -> None:
         self.store = store
         self.before_read = before_read
-        self.key_path = None if key_path is None else Path(key_path).expanduser()
+        self.key_path = None if key_path is None else home_expanded(key_path)
         self.clock = clock
         self._key: Ed25519PrivateKey | None = None
 

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from convoy import AuditError, UserError
 from convoy._command import command, word
-from convoy._files import read_input
+from convoy._files import home_expanded, read_input
 from convoy._text import escaped, plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -387,7 +387,7 @@ def verify(tenant: VerifyTenantOption = None, db: DbOption = DEFAULT_DB,
     require_store(db)
     _check_public_keys(public_key)
     for k in key or ():
-        if not k.expanduser().exists():
+        if not home_expanded(k).exists():
             fail(f"{_key_named(k)} does not exist: verify pins the key that signed the "
                  "checkpoints, it does not create one")
     pins = [*(public_key or ()), *(_pinned(k) for k in key or ())]
@@ -663,7 +663,7 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
         fail("--key PATH (or CONVOY_AUDIT_KEY) is needed to sign a checkpoint; the file is "
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
-    created = not key.expanduser().exists()
+    created = not home_expanded(key).exists()
     cp = run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created, busy_timeout))
     keep_on_lost_output("the checkpoint was signed and kept in the store: run the same "
                         "command again to print it")
@@ -787,7 +787,7 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
     require_store(db)
     _check_public_keys(public_key)
     require_convoy_store(db, nothing="prove")  # (never a store made in another file)
-    created = key is not None and not key.expanduser().exists()
+    created = key is not None and not home_expanded(key).exists()
     typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created,
                                            public_key or [], busy_timeout)), indent=2))
 

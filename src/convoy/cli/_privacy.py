@@ -14,6 +14,7 @@ import typer
 
 from convoy import Engine, SubjectErased
 from convoy._errors import UnknownSubject, UserError
+from convoy._files import home_expanded
 from convoy._text import plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -277,7 +278,7 @@ def keygen(file: Annotated[str, typer.Argument(
         fail("FILE '-': a master key is written to a file only its owner can read, never "
              "to standard output; name the file (e.g. 'convoy keygen ~/.convoy/master.key'; "
              "'./-' for a file named '-')")
-    path = Path(file).expanduser()
+    path = home_expanded(file)
     if file.endswith(("/", os.sep)) and not path.is_dir():  # (Path drops the slash)
         fail(f"FILE {file!r} ends with '/', so it names a directory: name the file to "
              "write the key to, e.g. 'convoy keygen ~/.convoy/master.key'")

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import JournalError, UserError
-from convoy._files import KEY_FILE_LIMIT, read_small
+from convoy._files import KEY_FILE_LIMIT, home_expanded, read_small
 from convoy._text import quoted
 from convoy.stores._protocol import SUBJECT_REFS
 from convoy.stores._rows import DamagedRow, damaged
@@ -139,7 +139,7 @@ class MasterKey:
         path = env.get(MASTER_KEY_FILE_ENV)
         if not path:
             return None
-        file = Path(path).expanduser()  # (a unit file or a .env file expands no ``~``)
+        file = home_expanded(path)  # (a unit file or a .env file expands no ``~``)
         try:
             content = read_small(file, KEY_FILE_LIMIT).decode("utf-8")
             mode = file.stat().st_mode & 0o777

@@ -31,6 +31,7 @@ from typing import Any, Literal, TypeVar
 
 from convoy._command import word
 from convoy._errors import JournalError, StoreError, UserError
+from convoy._files import home_expanded
 from convoy.durability._signals import LeaseLost
 from convoy.stores._addons import (
     apply_sqlite_addons,
@@ -99,7 +100,7 @@ from convoy.stores._sqlite_sql import (
 from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_subjects import SQLiteSubjects
 from convoy.stores._sqlite_wal import _Checkpointer
-from convoy.stores._url import check_busy_timeout, home_expanded
+from convoy.stores._url import check_busy_timeout
 
 Durability = Literal["process", "power"]
 # How opening waits before trying a lock again (a test takes its place: see _switch_to_wal).

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from convoy._errors import UserError
+from convoy._files import home_expanded
 from convoy._text import quoted
 
 if TYPE_CHECKING:
@@ -80,16 +81,6 @@ def store_from_url(url: str | Path | None = None, *, durability: Durability = "p
 
     return SQLiteStore(sqlite_path(url), durability=durability, busy_timeout=busy_timeout,
                        clock=clock, read_only=read_only)
-
-
-def home_expanded(path: Path) -> Path:
-    """``path`` with a leading ``~`` (or ``~USER``) as the home directory, as a shell
-    expands it; as written where there is no such home (an unknown user: a file named
-    ``~tmp.db``, as a shell leaves it)."""
-    try:
-        return path.expanduser()
-    except RuntimeError:  # ("Could not determine home directory")
-        return path
 
 
 def sqlite_path(url: str | Path) -> Path:
