@@ -495,3 +495,13 @@ def test_erase_dry_run_says_what_it_would_erase_and_writes_nothing(tmp_path: Pat
     assert cli("erase", "c-9", env=env).code == 0
     again = cli("erase", "c-9", "--dry-run", env=env)
     assert again.code == 0 and "was erased already" in again.stdout, again
+
+
+def test_export_help_says_where_the_json_goes() -> None:
+    """``--output``'s help said ``Write here (default, or -: stdout).``: which reads as if
+    the file were the default. It says the default is standard output, and the file's
+    mode."""
+    res = cli("export", "--help", env={"COLUMNS": "200"})
+    assert res.code == 0, res.stderr
+    said = " ".join(res.stdout.split())
+    assert "Default, or -: standard output" in said and "mode 0600" in said, said

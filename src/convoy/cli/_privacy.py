@@ -125,7 +125,8 @@ async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | Subject
 
 def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
         "--output", "-o", metavar="FILE.json",
-        help="Write here (default, or -: stdout).")] = None,
+        help="Write the JSON to this file, readable by its owner only (mode 0600; "
+             "never over the store or a key file). Default, or -: standard output.")] = None,
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
         busy_timeout: ReadBusyTimeoutOption = 10.0) -> None:
     """Write everything the store holds about a data subject of the tenant --tenant names
