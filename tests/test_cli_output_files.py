@@ -193,8 +193,11 @@ def test_export_to_dash_writes_stdout_and_a_replaced_file_is_said(
     assert first.code == 0 and first.stdout == "wrote 1 session of subject 'c-9' to 'c9.json'\n"
     again = cli("export", "c-9", "--db", "sub.db", "-o", "c9.json", env=env)
     assert again.code == 0 and "(replacing the file that was there)" in again.stdout
+    # (said before the subject's data is read, naming the directory to make, as --db does)
     gone = cli("export", "c-9", "--db", "sub.db", "-o", "no-such-dir/c9.json", env=env)
-    one_line_error(gone, 2, "--output: cannot write 'no-such-dir/c9.json': No such file")
+    one_line_error(gone, 2, "--output: cannot write 'no-such-dir/c9.json': the directory "
+                            "'no-such-dir' does not exist; create it first (mkdir -p "
+                            "no-such-dir)")
 
 
 @pytest.mark.parametrize("where", ["", "  ", ".", "out"])

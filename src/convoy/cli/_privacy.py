@@ -13,6 +13,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 
 from convoy import Engine, SubjectErased
+from convoy._command import word
 from convoy._errors import UnknownSubject, UserError
 from convoy._files import home_expanded
 from convoy._text import plural, quoted
@@ -171,9 +172,16 @@ def _output_file(given: str | None) -> Path | None:
     fix = "pass the path of a file to write (FILE.json), or - for stdout"
     if not given.strip():
         fail(f"--output {given!r} is empty: {fix}")
-    if Path(given).is_dir():
+    path = Path(given)
+    if path.is_dir():
         fail(f"--output {given!r} is a directory: {fix}")
-    return Path(given)
+    parent = path.parent
+    if not path.exists() and not parent.exists() and not parent.is_symlink() and \
+            not given.startswith("~"):  # (a '~' no shell expanded: not one to make)
+        # (said before the subject's data is read and opened, as --db's directory is)
+        fail(f"--output: cannot write {given!r}: the directory {str(parent)!r} does not "
+             f"exist; create it first (mkdir -p {word(str(parent))})")
+    return path
 
 
 async def _export(engine: Engine, subject: str, tenant: str) -> dict[str, Any]:
