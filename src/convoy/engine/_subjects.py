@@ -47,6 +47,7 @@ class SubjectRights:
         the sessions that name the subject, and whether its key is held. Raises as
         :meth:`erase` does for a subject that is unknown or was erased already."""
         check_tenant(tenant)
+        _check_name(subject)
         keys = self._keyring("erasing a subject")
         engine = _engine(self)
         await engine.open()
@@ -72,6 +73,7 @@ class SubjectRights:
                 could not take the erasure's entry: ``convoy audit verify`` says where.
         """
         check_tenant(tenant)
+        _check_name(subject)
         keys = self._keyring("erasing a subject")
         engine = _engine(self)
         await engine.open()
@@ -104,6 +106,7 @@ class SubjectRights:
             UserError: the subject is unknown (or erased), or no master key is configured.
         """
         check_tenant(tenant)
+        _check_name(subject)
         keys = self._keyring("exporting a subject")
         engine = _engine(self)
         await engine.open()
@@ -134,6 +137,14 @@ class SubjectRights:
                              f"appended to {'its' if len(damaged) == 1 else 'their'} audit "
                              f"log: {logs}")
         return events
+
+
+def _check_name(subject: object) -> None:
+    """A subject to erase or export is named by a string (the name sessions gave it): any
+    other value failed deep inside with Python's ``TypeError``."""
+    if not isinstance(subject, str):
+        raise UserError(f"a subject is a string (the name sessions gave it), got "
+                        f"{type(subject).__name__} {subject!r}")
 
 
 async def _audited(engine: Engine, tenant: str) -> bool:

@@ -234,8 +234,13 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
                            tenant: str | None = None) -> list[Erasure]:
     """Delete every finished session (of ``tenant``) that finished more than ``seconds``
     before ``now``, as erasure does (subject keys stay: their subjects may come back)."""
-    if seconds <= 0:
-        raise UserError(f"a retention age must be > 0 seconds, got {seconds}")
+    if isinstance(seconds, str):  # (the command line's '30d')
+        raise UserError(f"a retention age is a number of seconds, got the text {seconds!r}: "
+                        f"pass convoy.privacy.parse_age({seconds!r}), or 30 * 86400")
+    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
+            not 0 < seconds < math.inf:  # (NaN purged nothing, True one second's worth)
+        raise UserError(f"a retention age must be a finite number of seconds > 0, got "
+                        f"{seconds!r}")
     events: list[Erasure] = []
     while True:
         ids = await store.finished_before(now - seconds, tenant=tenant, limit=1000)
