@@ -245,6 +245,9 @@ class AuditLog:
         newest that covers it signed by one of those keys, the key a verifier pins; a
         :class:`~convoy.UserError` if they signed none that covers it (nor would sign the
         new one)."""
+        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+            # (-1 was reported as a deleted entry, after signing a checkpoint)
+            raise UserError(f"an audit entry's index is an integer from 0, got {index!r}")
         await self.sealed()
         keys = pinned_keys(public_key)
         kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]

@@ -1,0 +1,45 @@
+"""``AuditLog.prove`` given an index that is no entry's (negative, not an integer): a
+:class:`convoy.UserError` saying so, before anything is signed. A negative index was
+reported as tampering (``audit entry -1 is missing (deleted, or the entries after it
+renumbered) ... run 'convoy audit verify'``) after signing a checkpoint; text was
+Python's ``TypeError``. (``convoy audit prove`` refuses both as usage errors.)"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import convoy
+from convoy.audit import AuditEvent, AuditLog
+from convoy.stores import SQLiteStore
+
+from .conftest import FakeClock
+
+
+@pytest.fixture
+async def log(tmp_path: Path) -> AsyncIterator[AuditLog]:
+    store = SQLiteStore(tmp_path / "c.db", clock=FakeClock())
+    await store.open()
+    log = AuditLog(store, key_path=tmp_path / "audit.key")
+    await log.append("acme", [AuditEvent(kind="tool_call", status="ok", at=1000.0 + i,
+                                         session_id="s1", step_key=f"0/{i}", actor="clerk",
+                                         target="tool") for i in range(3)])
+    try:
+        yield log
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("index", [-1, "1", 1.0, True, None])
+async def test_an_index_that_is_no_entrys_is_a_user_error_and_signs_nothing(
+        log: AuditLog, index: Any) -> None:
+    with pytest.raises(convoy.UserError, match="an audit entry's index") as e:
+        await log.prove("acme", index)
+    assert not isinstance(e.value, convoy.AuditError), e.value
+    assert "verify" not in str(e.value)
+    assert await log.checkpoints("acme") == []  # (nothing signed on the way)
+    proof = await log.prove("acme", 1)  # (a good index still proves)
+    assert proof["index"] == 1
