@@ -1,8 +1,9 @@
-"""``AuditLog.prove`` given an index that is no entry's (negative, not an integer): a
-:class:`convoy.UserError` saying so, before anything is signed. A negative index was
-reported as tampering (``audit entry -1 is missing (deleted, or the entries after it
-renumbered) ... run 'convoy audit verify'``) after signing a checkpoint; text was
-Python's ``TypeError``. (``convoy audit prove`` refuses both as usage errors.)"""
+"""``AuditLog.prove`` given an index that is no entry's (negative, not an integer), and
+``prove_consistency`` a size that is no integer: a :class:`convoy.UserError` saying so,
+before anything is signed. A negative index was reported as tampering (``audit entry -1
+is missing (deleted, or the entries after it renumbered) ... run 'convoy audit
+verify'``) after signing a checkpoint; text was Python's ``TypeError``. (``convoy audit
+prove`` and ``consistency`` refuse both as usage errors.)"""
 
 from __future__ import annotations
 
@@ -43,3 +44,17 @@ async def test_an_index_that_is_no_entrys_is_a_user_error_and_signs_nothing(
     assert await log.checkpoints("acme") == []  # (nothing signed on the way)
     proof = await log.prove("acme", 1)  # (a good index still proves)
     assert proof["index"] == 1
+
+
+@pytest.mark.parametrize("size", ["3", 3.0, True])
+async def test_a_consistency_proof_from_a_size_that_is_no_integer_says_so(
+        log: AuditLog, size: Any) -> None:
+    """``prove_consistency("acme", "3")`` said ``no checkpoint of size 3 ... (kept sizes:
+    3, 4)``: a contradiction, for a size given as text."""
+    await log.checkpoint("acme")
+    await log.append("acme", [AuditEvent(kind="tool_call", status="ok", at=2000.0,
+                                         session_id="s1", step_key="0/9")])
+    await log.checkpoint("acme")
+    with pytest.raises(convoy.UserError, match="a checkpoint's size is an integer"):
+        await log.prove_consistency("acme", size)
+    assert (await log.prove_consistency("acme", 3))["size1"] == 3

@@ -298,6 +298,9 @@ class AuditLog:
         signer's public key. It is hashed from the kept tile roots and the tiles it cuts,
         not from every entry (:func:`verify_log` reads them): an :class:`AuditError` if
         those no longer link the two roots, or an entry of a tile it reads is missing."""
+        if isinstance(size1, bool) or not isinstance(size1, int):  # ('3': "no checkpoint
+            # of size 3 (kept sizes: 3, 4)")
+            raise UserError(f"a checkpoint's size is an integer, got {size1!r}")
         await self.sealed()
         kept = await self.checkpoints(tenant)
         old = next((cp for cp in kept if cp.size == size1), None)
