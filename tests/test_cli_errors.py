@@ -161,6 +161,14 @@ def test_sessions_list_with_an_unknown_workflow_names_the_known_ones() -> None:
     assert ok.code == 0 and "cli_flows:shout" in ok.stdout
     none = cli("sessions", "list", "--workflow", "cli_flows:shout", "--status", "failed")
     assert none.code == 0 and "no sessions" in none.stdout
+    # a --tenant with no session at all: most likely mistyped, said as the listings do
+    for args in (("sessions", "list", "--workflow", "cli_flows:shout"),
+                 ("retry", "--workflow", "cli_flows:shout")):
+        typo = cli(*args, "--tenant", "defualt")
+        one_line_error(typo, 2, "no sessions of workflow 'cli_flows:shout' of tenant "
+                       "'defualt' in 'convoy.db'; tenant 'defualt' has no sessions at all: "
+                       "a mistyped --tenant? ('convoy sessions list --all-tenants' shows "
+                       "every tenant's)")
 
 
 def test_progress_is_plain_lines_when_not_a_terminal() -> None:

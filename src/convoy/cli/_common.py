@@ -831,6 +831,19 @@ async def open_store(db: str, *, write: bool = False, unseal: bool = False,
         await store.aclose()
 
 
+def its_workflows(known: Sequence[str], scope: Scope, db: str) -> str:
+    """The end of the line that says a ``--workflow`` has no sessions: the workflows of
+    ``scope`` that do (``known``), or, for a named tenant with none at all, that the tenant
+    has no sessions (most likely a mistyped --tenant, as :func:`no_sessions_note` says)."""
+    if known:
+        return f"; its workflows: {', '.join(known)}{scope.hint}"
+    if scope.tenant is not None and scope.named:
+        return (f"; tenant {quoted(scope.tenant)} has no sessions at all: a mistyped "
+                f"--tenant? ({command('sessions list', db=db, all_tenants=True)} shows every "
+                "tenant's)")
+    return f"; its workflows: (none: no sessions){scope.hint}"
+
+
 def no_sessions_note(db: str, scope: Scope) -> None:
     """One line on stderr when the tenant ``scope`` names (``--tenant``, not the default)
     has no session at all in the store: most likely a mistyped --tenant (a nightly purge

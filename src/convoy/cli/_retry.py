@@ -30,6 +30,7 @@ from convoy.cli._common import (
     err,
     fail,
     import_modules,
+    its_workflows,
     label,
     open_store,
     out,
@@ -207,8 +208,8 @@ async def _select(db: str, scope: Scope, ids: list[str], status: list[str] | Non
         if workflow is not None:
             known = await workflow_names(store, scope.tenant)
             if workflow not in known:
-                fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
-                     f"workflows: {', '.join(known) or '(none: no sessions)'}{scope.hint}")
+                fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}"
+                     f"{its_workflows(known, scope, db)}")
         for sid in ids:  # (said as every command says it, before the engine's own words)
             if sid.strip() and await store.get_session(sid, tenant=scope.tenant) is None:
                 unknown_session(db, scope, sid)

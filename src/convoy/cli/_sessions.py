@@ -19,6 +19,7 @@ from convoy.cli._common import (
     convoy_errors,
     count_option,
     fail,
+    its_workflows,
     label,
     no_sessions_note,
     open_store,
@@ -101,9 +102,8 @@ def list_sessions(
     rows, counts, known, cancels = run_async(_list(db, where, left_out))
     rows = readable(rows, session_times, left_out)  # (a time that cannot be shown)
     if workflow is not None and workflow not in known:
-        fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}; its "
-             "workflows: "
-             f"{', '.join(known) or '(none: no sessions)'}{scope.hint}")
+        fail(f"no sessions of workflow {quoted(workflow)}{scope.of} in {label(db)!r}"
+             f"{its_workflows(known, scope, db)}")
     total = counts.get(status, 0) if status else sum(counts.values())
     if as_json:
         listed = readable(rows, lambda r: row_json(r, cancels.get(r.id)), left_out)
