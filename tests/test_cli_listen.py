@@ -72,3 +72,18 @@ def test_metrics_serve_in_python_refuses_a_port_out_of_range(port: int) -> None:
     with pytest.raises(convoy.UserError, match=f"metrics port {port}: a TCP port is a whole "
                        "number from 0 to 65535"):
         Metrics().serve(port=port)
+
+
+@pytest.mark.parametrize("args", [("metrics", "serve", "--addr", "127.0.0.1:9464"),
+                                  ("worker", "cli_flows", "--metrics-port", "0",
+                                   "--metrics-addr", "localhost:9464")])
+def test_an_address_with_a_port_says_where_the_port_goes(workdir: object,
+                                                         args: tuple[str, ...]) -> None:
+    """HOST:PORT given as the address (it said only 'Name or service not known'): the line
+    says the port has an option of its own."""
+    if args[0] == "metrics":
+        _store(workdir)
+    res = cli(*args)
+    port_option = "--port" if args[0] == "metrics" else "--metrics-port"
+    one_line_error(res, 2, "cannot listen on this address")
+    assert f"give the host alone, and the port with {port_option}" in res.stderr, res.stderr

@@ -423,6 +423,11 @@ def cannot_listen(e: OSError, addr: str, port: int, *, addr_option: str,
     reason = e.strerror or str(e)
     if isinstance(e, socket.gaierror) or e.errno in (
             errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
+        host, _, after = addr.rpartition(":")
+        if host and ":" not in host and after.isdigit():  # (HOST:PORT; an IPv6 has two)
+            return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give "
+                    f"the host alone, and the port with {port_option}: {addr_option} {host} "
+                    f"{port_option} {after})")
         return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give an "
                 "address of this machine, such as 127.0.0.1, or 0.0.0.0 for all of them)")
     where = f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
