@@ -103,6 +103,41 @@ def test_an_audit_command_without_cryptography_says_which_extra_in_one_line(
         "installed; install it with: pip install 'convoy[audit]'"], res.stderr
 
 
+def test_the_audit_interceptor_without_the_pii_extra_says_so_and_the_log_still_reads(
+        tmp_path: Path) -> None:
+    """The names an entry holds (a state key, a step's name) are masked by the PII redactor,
+    the same one on every engine: without ``phonenumbers`` an engine would mask less than
+    another, so the interceptor refuses to start, in one line naming the extra; reading
+    and verifying the log need no redactor."""
+    asyncio.run(_audited_store(tmp_path / "a.db"))
+    res = _python("""
+        import asyncio
+        import convoy
+        from convoy.audit import AuditInterceptor
+        from convoy.cli import main
+
+        async def go() -> None:
+            try:
+                async with convoy.Engine("b.db", interceptors=[AuditInterceptor()]):
+                    print("started")
+            except convoy.UserError as e:
+                print(e)
+
+        asyncio.run(go())
+        sys.argv = ["convoy", "audit", "list", "--db", "a.db"]
+        try:
+            main()
+        except SystemExit as e:
+            assert e.code in (0, None), e.code
+    """, "phonenumbers", tmp_path)
+    assert res.returncode == 0, res.stderr
+    first, *rest = res.stdout.splitlines()
+    assert first.startswith("the audit log masks personal data in the names its entries "
+                            "hold"), first
+    assert "pip install 'convoy[pii]'" in first
+    assert any(" effect " in line and "double" in line for line in rest), res.stdout
+
+
 async def _audited_store(db: Path) -> None:
     """A store with an audited session (made here, where the package is installed)."""
     @convoy.workflow(name="audited")

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING
 from convoy._errors import UserError
 from convoy._trace_context import trace_id_of
 from convoy.audit._event import AuditEvent, AuditKind, digest
-from convoy.audit._journal import JournalEntries, Kept
+from convoy.audit._journal import JournalEntries, Kept, name_redactor
 from convoy.audit._log import AuditLog
 from convoy.audit._sealer import (
     AUDIT_CURSOR,
@@ -110,6 +110,7 @@ class AuditInterceptor(Interceptor):
         return self._log
 
     async def start(self, engine: Engine) -> None:
+        name_redactor()  # (the names entries hold are masked: refused without the extra)
         self._engine = engine  # its key ring is read per run (a subject's hash key)
         self._sealer = Sealer(engine.store, clock=engine.clock, mac_of=self._recovered_mac,
                               interval=self.seal_every,

@@ -12,7 +12,8 @@ appended by the sealer (see :mod:`convoy.audit._interceptor`), and a resumed ses
 whose replayed steps are not journaled again, appends nothing twice.
 
 Which entry each record makes (``blake2b:`` the record's input fingerprint, ``sha256:``
-the SHA-256 of its journaled result):
+the SHA-256 of its journaled result; *masked*: through the default PII redactor, see
+below):
 
 ============  ====================================  ====================================
 record        entry (kind, actor, target)           hashes, refs
@@ -24,38 +25,61 @@ model         ``model_call``, the agent, the model  ``prompt``, ``output``; ``de
                                                     ``tokens``
 tool          ``tool_call``, the agent, the tool    ``args``, ``result``
   refused     ``policy_refusal`` (a scope, a        ``args``
-              policy, a person's rejection), or
+              policy, a person's rejection; its
+              status the reason, masked), or
               ``approval`` ``required``
 handoff       ``handoff``, source, target agent     ``payload`` (what the target got)
 state         ``state_write`` (``set``) or          ``input`` (expected version and
               ``state_read``, the agent,            value), ``result``
-              ``OP namespace/key``
+              ``OP namespace/key`` (each masked)
 effect        ``effect``, -, the step's name        ``result``
+              (masked)
 wait          ``signal``, -, the signal's name      ``payload``
+              (masked)
 ============  ====================================  ====================================
 
 A failed step's status is its error's type (a refusal's reason); every entry has the
 agent's configuration id (``refs.config``) when the step had one, and the session's trace
 id (``refs.trace_id``) when tracing put one in its headers. A step that only started (the
 ``started`` record of a call with effects) has its entry when its outcome is journaled.
+
+Names the application or its data chose (a state namespace and key, a step's or a
+signal's name, a refusal's reason) may hold personal data (``customer:ann@example.org``,
+``notify +44 20 7946 0321``), and the log is never erased: they are written as live spans
+write them, through the default :class:`~convoy.observability.Redactor` (every kind,
+its default regions and mask: ``customer:[EMAIL]``, ``notify [PHONE]``), in a data
+subject's session too. A mask, not a keyed digest: it needs no key, so an entry stays a
+function of its record alone (the same bytes whoever seals it, before or after an
+erasure), the rest of the name stays readable, and it shows what a span shows; what the
+step read or wrote is linked by its keyed hashes. The names of the definitions (agents,
+tools, the model that answered) are kept as they are, as spans keep them (a name a model
+made up is hashed, above); a model's answer, the commonest entry, has nothing to mask.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from functools import lru_cache
 from hashlib import sha256
 from itertools import repeat
 from json.encoder import encode_basestring as _quote
 from operator import attrgetter, itemgetter
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from pydantic_core import to_json
 
+from convoy._errors import UserError
 from convoy._text import json_object
 from convoy.audit._event import EVENT_FORMAT, digest, encode_event, keyed
 from convoy.definitions._agent import _valid_name, callable_names
 from convoy.stores._protocol import StepRecord
 
+if TYPE_CHECKING:
+    from convoy.observability._redact import Redactor
+
+#: Records whose target is a definition's name (an agent's, a tool's) or a model's, kept
+#: as it is; every other record's target is a name the application chose, masked.
+_DEFINED = frozenset({"model", "tool", "handoff"})
 _KINDS = {"model": "model_call", "tool": "tool_call", "handoff": "handoff", "effect": "effect",
           "wait": "signal"}
 _REFUSALS = frozenset({"ToolDenied", "PolicyDenied"})
@@ -86,6 +110,42 @@ def _failure(result: str | None) -> tuple[str, str | None]:
     attrs = err.get("attrs")
     reason = attrs.get("reason") if isinstance(attrs, dict) else None
     return str(err.get("type") or "unknown"), None if reason is None else str(reason)
+
+
+@lru_cache(maxsize=1)
+def name_redactor() -> Redactor:
+    """The redactor of the names an entry holds: live spans' default
+    (:class:`~convoy.observability.Redactor` as made with no arguments), and nothing
+    configurable, so every engine and every later seal writes the same entry for the same
+    record. Needs the ``pii`` extra (phone numbers, cards, IBANs; ``convoy[audit]`` brings
+    it): without it an engine would mask less than another, so the audit refuses to
+    start."""
+    from convoy.observability._redact import Redactor
+
+    try:
+        return Redactor()
+    except UserError as e:
+        raise UserError(f"the audit log masks personal data in the names its entries hold "
+                        f"(state keys, step names): {e}") from None
+
+
+def masked(name: str) -> str:
+    """``name`` (a step's, a signal's, a refusal's reason) as an entry holds it: its
+    personal data masked (:func:`name_redactor`)."""
+    return name_redactor().redact(name)
+
+
+def _state_target(target: str) -> str:
+    """A state operation's ``OP NAMESPACE/KEY`` as an entry holds it: the namespace and
+    the key masked one by one, as spans mask them (the whole of what follows ``OP`` when
+    it does not say where the namespace ends: more than one ``/``)."""
+    op, space, rest = target.partition(" ")
+    if not space:
+        return masked(target)
+    if rest.count("/") > 1:
+        return f"{op} {masked(rest)}"
+    namespace, slash, key = rest.partition("/")
+    return f"{op} {masked(namespace)}{slash}{masked(key)}"
 
 
 _CONFIG = '"config":'
@@ -172,12 +232,15 @@ def _entry(record: Kept, session_id: str, at: float, trace_id: str | None,
             refs["tokens"] = f"{tokens_in}+{tokens_out}"
     elif kind == "state":
         entry = "state_write" if record_target.startswith("set ") else "state_read"
+        target = _state_target(record_target)
         if fp:
             hashes["input"] = fingerprint(fp, mac)
         if ok:
             hashes["result"] = digest(result or "", mac)
     else:
         entry = _KINDS.get(kind, kind)
+        if kind not in _DEFINED:  # (a step's name, a signal's: the application's)
+            target = masked(record_target)
         if kind == "tool":
             if fp:
                 hashes["args"] = fingerprint(fp, mac)
@@ -186,7 +249,7 @@ def _entry(record: Kept, session_id: str, at: float, trace_id: str | None,
             elif status == "ApprovalRequired":
                 entry, status = "approval", "required"
             elif status in _REFUSALS:
-                entry, status = "policy_refusal", reason or status
+                entry, status = "policy_refusal", masked(reason) if reason else status
         elif ok:
             hashes["payload" if kind in ("handoff", "wait") else "result"] = \
                 digest(result or "", mac)
@@ -303,4 +366,4 @@ class JournalEntries:
 _STATUS = itemgetter(3)
 
 
-__all__ = ["JournalEntries", "Kept", "entries_of", "entry_of", "kept"]
+__all__ = ["JournalEntries", "Kept", "entries_of", "entry_of", "kept", "masked", "name_redactor"]
