@@ -71,9 +71,12 @@ async def _migrate(db: str, busy_timeout: float) -> tuple[int | None, int | None
 def compact(db: DbOption = DEFAULT_DB) -> None:
     """Leave no trace of deleted rows (erased subjects, purged sessions) in the store's
     files: SQLite: a checkpoint, `VACUUM`, the WAL truncated; PostgreSQL: `VACUUM FULL` of
-    the tables a purge touches. `convoy erase` and `purge` do this themselves; run it when
-    they said the store could not be compacted (another process held it). Locks the store
-    while it runs.
+    the tables a purge touches, their planner statistics drawn again, and `VACUUM FULL` of
+    the catalog `pg_statistic` (a role that does not own the database is told what an
+    administrator must run). `convoy erase` and `purge` do this themselves; run it when
+    they said the store could not be compacted (another process held it), and once on a
+    PostgreSQL store an earlier Convoy made (the statistics it let PostgreSQL collect may
+    hold deleted data). Locks the store while it runs.
 
     Example: `convoy db compact --db convoy.db`
     """

@@ -59,8 +59,10 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
     their key, delete every session that names them (inputs, outputs, every journaled
     step, signals, the shared-state versions they wrote), record the erasure, and compact
     the store: on SQLite no deleted row is left in its files; PostgreSQL's VACUUM FULL
-    rewrites the tables, but the server's WAL and your backups keep the sealed rows (no
-    plaintext) until they are recycled (docs/how-to/privacy.md). Needs
+    rewrites the tables and the planner statistics' catalog (a role that does not own the
+    database is told what an administrator must run), but the server's WAL and your
+    backups keep the sealed rows (no plaintext) until they are recycled
+    (docs/how-to/privacy.md). Needs
     $CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY).
 
     A subject erased already (and named by no session since) is a repeated request,

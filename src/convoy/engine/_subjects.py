@@ -58,7 +58,9 @@ class SubjectRights:
         its journal, signals and the shared-state versions it wrote), record the erasure
         (with a keyed fingerprint of the subject, not its name; in the audit log too, when
         the tenant has one) and compact the store (SQLite: no deleted row is left in its
-        files; PostgreSQL: ``VACUUM FULL`` of the tables, its WAL and backups aside).
+        files; PostgreSQL: ``VACUUM FULL`` of the tables and of the planner statistics'
+        catalog, its WAL and backups aside; a role that may not rewrite that catalog is
+        warned, once, of what an administrator must run).
 
         Raises:
             SubjectErased: the subject was erased already and nothing names it since (a

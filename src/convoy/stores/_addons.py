@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 from convoy._command import command
 from convoy._errors import JournalError, NoStoreError
+from convoy.stores._postgres_stats import NO_STATISTICS
 from convoy.stores._rows import meta_version
 from convoy.stores._subjects_sql import subject_tables
 
@@ -200,6 +201,10 @@ ADDONS: tuple[Addon, ...] = (
     # by this index (of pending events only, as the claim's condition), not by a scan of
     # the outbox per due event (convoy.stores._alert_rows.IN_ORDER).
     Addon("alert_outbox_order", 1, _OUTBOX_ORDER, _OUTBOX_ORDER),
+    # No planner statistics on the columns that hold payloads or a subject's id, which
+    # ANALYZE would copy into pg_statistic (convoy.stores._postgres_stats). Nothing to do
+    # on SQLite: Convoy never runs its ANALYZE, whose sqlite_stat1 holds counts only.
+    Addon("private_statistics", 1, "", NO_STATISTICS),
 )
 
 

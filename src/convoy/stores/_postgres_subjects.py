@@ -3,8 +3,10 @@
 A purge deletes in one transaction, taking each shared-state key's advisory lock before it
 touches the key (as writers do). PostgreSQL keeps deleted rows as dead tuples until a
 ``VACUUM``: :meth:`PostgresSubjects.compact` runs ``VACUUM FULL`` on the tables a purge
-touches, which rewrites them into new files (the old ones are unlinked). What the server's
-WAL segments and backups still hold is the cluster operator's to manage.
+touches, which rewrites them into new files (the old ones are unlinked), then refreshes the
+planner statistics of those tables and rewrites ``pg_statistic``, where ``ANALYZE`` copies
+column values (:mod:`convoy.stores._postgres_stats`). What the server's WAL segments and
+backups still hold is the cluster operator's to manage.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from psycopg import AsyncConnection
 
 from convoy._errors import StoreError
+from convoy.stores._postgres_stats import refresh_statistics
 from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
 from convoy.stores._sqlite_sql import _SESSION_COLS, _session
 from convoy.stores._state_rows import STATE_COLS as _STATE_COLS
@@ -41,6 +44,7 @@ class PostgresSubjects:
 
     if TYPE_CHECKING:
         url: str
+        schema: str
 
         async def _write(self, fn: Callable[[Conn], Awaitable[T]]) -> T: ...
 
@@ -158,6 +162,7 @@ class PostgresSubjects:
     async def compact(self) -> None:
         async def vacuum(conn: Conn) -> None:
             await conn.execute(f"VACUUM FULL {', '.join(PURGED_TABLES)}")
+            await refresh_statistics(conn, self.schema, PURGED_TABLES)
 
         await self._drain()
         try:

@@ -923,8 +923,11 @@ class Store(Protocol):
 
     async def compact(self) -> None:
         """Leave no trace of deleted rows in the files the store can reach (SQLite: WAL
-        checkpoint, ``VACUUM``, WAL truncated; PostgreSQL: ``VACUUM`` of the tables a purge
-        touches). Slow and locking: run it after a purge, not on a hot path."""
+        checkpoint, ``VACUUM``, WAL truncated; PostgreSQL: ``VACUUM FULL`` of the tables a
+        purge touches, their planner statistics drawn again and ``pg_statistic`` rewritten,
+        or a warning that an administrator must: see
+        :mod:`convoy.stores._postgres_stats`). Slow and locking: run it after a purge, not
+        on a hot path."""
         ...
 
     # -- spend ------------------------------------------------------------------------
