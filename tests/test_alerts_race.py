@@ -121,3 +121,36 @@ async def test_an_engine_adopting_an_alert_gets_it_to_the_webhooks_only_it_has(
     finally:
         await one.engine.aclose()
         await two.engine.aclose()
+
+
+async def test_an_engine_that_linked_an_alert_at_start_gets_it_to_its_webhooks_whole(
+        db: str | Path) -> None:
+    """An engine started after another opened an alert links it (it adopts it at start,
+    not by firing it) and clears it when the metric is back: its webhook, which the opener
+    had not, gets the alert's ``fired`` event and then its ``cleared`` one (it got the
+    ``cleared`` event alone, of an alert it never heard of)."""
+    clock = FakeClock()
+    kw: dict[str, Any] = {"background": False, "redact": False}
+    one = make_rig(db, clock, [HOOK], **kw)
+    two = make_rig(db, clock, [HOOK_TWO], **kw)
+    two.prefix = "two-"
+    try:
+        await one.engine.open()
+        await one.sessions(30)
+        one.sim.latency = Latency(value=3.0)
+        await one.sessions(3)
+        ids = [a.id for a in await one.engine.store.list_alerts(open_only=True)]
+        assert len(ids) == 2
+        await two.engine.open()  # (it links the open alerts)
+        await two.sessions(3)  # back in the band: this engine clears them
+        assert await two.alerts_in_store(open_only=True) == []
+        events = [(d.alert_id, d.url, d.event)
+                  for d in await two.engine.store.alert_deliveries(ids)]
+        assert sorted(events) == sorted((i, url, e) for i in ids for url in (HOOK, HOOK_TWO)
+                                        for e in ("fired", "cleared"))
+        for i in ids:  # (the fired event first: the cleared one waits for it)
+            two_events = [e for a, url, e in events if a == i and url == HOOK_TWO]
+            assert two_events == ["fired", "cleared"], events
+    finally:
+        await one.engine.aclose()
+        await two.engine.aclose()

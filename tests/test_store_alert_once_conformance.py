@@ -58,6 +58,24 @@ async def test_adopting_an_alert_queues_its_fired_event_for_the_webhooks_it_lack
         (HOOK_A, "cleared"), (HOOK_A, "fired"), (HOOK_B, "cleared"), (HOOK_B, "fired")]
 
 
+async def test_clearing_an_alert_gives_its_fired_event_first_to_a_webhook_that_lacks_it(
+        stores: Opener) -> None:
+    """An engine that linked the series' open alert when it started (another engine opened
+    it, with other webhooks) clears it: its webhook gets the ``fired`` event (its key)
+    before the ``cleared`` one, never a ``cleared`` event of an alert it never heard of."""
+    first, second = await stores(), await stores()
+    opened = await first.alert_open(alert(), [HOOK_A])
+    assert await second.alert_clear(opened.id, EPOCH + 60, 1.0, [HOOK_B])
+    rows = await second.alert_deliveries([opened.id])
+    assert sorted((d.url, d.event) for d in rows) == [
+        (HOOK_A, "cleared"), (HOOK_A, "fired"), (HOOK_B, "cleared"), (HOOK_B, "fired")]
+    fired = {d.url: d for d in rows if d.event == "fired"}
+    assert fired[HOOK_B].key == fired[HOOK_A].key  # one event, one key
+    assert fired[HOOK_B].next_at == EPOCH + 60
+    (due,) = await second.due_deliveries(EPOCH + 60, urls=[HOOK_B])
+    assert due.event == "fired"  # (its cleared one waits for it)
+
+
 async def test_an_alert_opened_with_no_webhook_is_adopted_with_a_fired_event_of_its_own(
         stores: Opener) -> None:
     first, second = await stores(), await stores()

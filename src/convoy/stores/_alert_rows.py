@@ -99,11 +99,16 @@ def adopted(alert_id: int, webhooks: Sequence[str], fired: Sequence[Sequence[Any
     return [(alert_id, url, "fired", due, key) for url in missing]
 
 
-def cleared_urls(webhooks: Sequence[str], fired: Sequence[Sequence[Any]]) -> list[str]:
-    """The URLs an alert's ``cleared`` event is queued for: the clearing engine's
-    ``webhooks`` and those its ``fired`` event was queued for (``fired``: its
-    :data:`FIRED_KEYS` rows; another engine's, that adopted it), each once."""
-    return list(dict.fromkeys([*webhooks, *(url for url, _ in fired)]))
+def cleared_rows(alert_id: int, webhooks: Sequence[str], fired: Sequence[Sequence[Any]],
+                 at: float) -> list[tuple[Any, ...]]:
+    """The :data:`QUEUE` rows of an alert's ``cleared`` event (due at ``at``), for the
+    clearing engine's ``webhooks`` and each URL its ``fired`` event was queued for
+    (``fired``: its :data:`FIRED_KEYS` rows; another engine's, that adopted it), once each.
+    A webhook of ``webhooks`` the ``fired`` event was not queued for (the engine linked the
+    alert when it started: another engine opened it) gets that event first, as an adopter
+    does (:func:`adopted`): never a ``cleared`` event of an alert it never heard of."""
+    urls = list(dict.fromkeys([*webhooks, *(url for url, _ in fired)]))
+    return [*adopted(alert_id, webhooks, fired, at), *queued(alert_id, "cleared", urls, at)]
 
 
 _COLS = ALERT_COLS.split(",")

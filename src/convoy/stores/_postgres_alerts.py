@@ -27,7 +27,7 @@ from convoy.stores._alert_rows import (
     UNDELIVERED_URLS,
     adopted,
     alert_row,
-    cleared_urls,
+    cleared_rows,
     delivery,
     delivery_row,
     new_alert_params,
@@ -101,8 +101,7 @@ class PostgresAlerts:
             if cur.rowcount == 0:
                 return False
             cur = await conn.execute(FIRED_KEYS.format(p="%s"), (alert_id,))
-            for row in queued(alert_id, "cleared", cleared_urls(webhooks, await cur.fetchall()),
-                              at):
+            for row in cleared_rows(alert_id, webhooks, await cur.fetchall(), at):
                 await conn.execute(QUEUE.format(p="%s"), row)
             return True
 

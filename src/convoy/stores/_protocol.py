@@ -959,8 +959,9 @@ class Store(Protocol):
                           webhooks: Sequence[str]) -> bool:
         """Mark an open alert cleared (at ``at``, by the observation ``value``) and queue its
         ``cleared`` event for each webhook URL and each URL its ``fired`` event was queued
-        for (once each), in one transaction. ``False`` (nothing written) if it is not
-        open."""
+        for (once each), in one transaction; a webhook URL the ``fired`` event was not
+        queued for gets it first (with the key it has, as :meth:`alert_open` adopting it
+        queues it). ``False`` (nothing written) if it is not open."""
         ...
 
     async def alert_close(self, alert_id: int, at: float, *,

@@ -28,7 +28,7 @@ from convoy.stores._alert_rows import (
     UNDELIVERED_URLS,
     adopted,
     alert_row,
-    cleared_urls,
+    cleared_rows,
     delivery,
     delivery_row,
     new_alert_params,
@@ -79,8 +79,7 @@ class SQLiteAlerts:
             if conn.execute(CLEAR.format(p="?"), (at, value, alert_id)).rowcount == 0:
                 return False
             fired = conn.execute(FIRED_KEYS.format(p="?"), (alert_id,)).fetchall()
-            conn.executemany(QUEUE.format(p="?"), queued(alert_id, "cleared",
-                                                         cleared_urls(webhooks, fired), at))
+            conn.executemany(QUEUE.format(p="?"), cleared_rows(alert_id, webhooks, fired, at))
             return True
 
         return await self._write(write)
