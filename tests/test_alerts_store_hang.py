@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ from convoy.alerts._metrics import Tally
 from convoy.models import Latency
 from convoy.stores import NewAlert
 from tests.fakeclock import FakeClock
-from tests.test_alerts import Rig, fired, make_rig
+from tests.test_alerts import Receiver, Rig, fired, make_rig
 
 
 async def run(rig: Rig, count: int, tenant: str = "default") -> None:
@@ -147,4 +148,39 @@ async def test_observe_called_directly_is_recorded_by_settled(tmp_path: Path) ->
         assert {(a.scope, a.metric) for a in await r.engine.store.list_alerts(
             tenant="acme", open_only=True)} == {("agent", "latency"), ("tenant", "latency")}
     finally:
+        await r.engine.aclose()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()  # (a webhook on loopback)
+    yield r
+    r.close()
+
+
+async def test_deliver_due_right_after_a_run_delivers_what_it_fired(
+        tmp_path: Path, receiver: Receiver) -> None:
+    """``BaselineAlerts(background=False)`` leaves delivery to ``deliver_due()``, "what is
+    due now": right after the ``engine.run`` whose end fired an alert, that includes its
+    ``fired`` events (it waits for the observations made so far to be recorded)."""
+    r = make_rig(tmp_path / "a.db", FakeClock(), webhooks=[receiver.url], background=False)
+    store = r.engine.store
+    opening = store.alert_open
+    release = asyncio.Event()
+
+    async def slow_open(alert: NewAlert, webhooks: Any) -> Any:
+        await release.wait()  # (a store that takes its time: answered once asked again)
+        return await opening(alert, webhooks)
+
+    try:
+        await r.sessions(30)
+        store.alert_open = slow_open  # type: ignore[method-assign]
+        r.sim.latency = Latency(value=3.0)
+        await run(r, 3)  # the third fires the latency alerts; nothing waited for them
+        asyncio.get_running_loop().call_soon(release.set)  # (at deliver_due's first wait)
+        assert await r.alerts.deliver_due() == 2
+        assert sorted((b["event"], b["alert"]["scope"]) for b, _ in receiver.received) == [
+            ("fired", "agent"), ("fired", "tenant")]
+    finally:
+        store.alert_open = opening  # type: ignore[method-assign]
         await r.engine.aclose()

@@ -213,9 +213,11 @@ class BaselineAlerts(Interceptor):
 
     async def deliver_due(self) -> int:
         """One delivery pass now (the engine runs them in the background): POST every
-        queued event that is due; how many were delivered."""
+        queued event that is due, those of the alerts the observations made so far fire or
+        clear included (it waits for them: :meth:`settled`); how many were delivered."""
         if self._deliverer is None:
             raise RuntimeError("BaselineAlerts has not started: give it to an Engine")
+        await self.settled()
         async with load_httpx().AsyncClient() as client:
             return await self._deliverer.deliver_due(client)
 
