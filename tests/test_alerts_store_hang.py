@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -183,4 +183,49 @@ async def test_deliver_due_right_after_a_run_delivers_what_it_fired(
             ("fired", "agent"), ("fired", "tenant")]
     finally:
         store.alert_open = opening  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+async def test_settled_waits_for_the_observations_queued_before_it_not_after(
+        tmp_path: Path) -> None:
+    """``settled()`` waits for what was observed when it was called: observations queued
+    after it (a busy engine queues them all the time, ``deliver_due()`` waits on it) do
+    not hold it up, even while the store takes its time to record them."""
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    await r.engine.open()
+    store = r.engine.store
+    opening = store.alert_open
+    answer = {"acme": asyncio.Event(), "beta": asyncio.Event()}
+
+    async def slow_open(alert: NewAlert, webhooks: Any) -> Any:
+        await answer[alert.tenant].wait()
+        return await opening(alert, webhooks)
+
+    def slow(tenant: str, seconds: float) -> Coroutine[Any, Any, None]:
+        return r.alerts.observe(tenant, {"triage": Tally(calls=1, model_calls=1,
+                                                         seconds=seconds, tokens=120)})
+
+    try:
+        for _ in range(30):
+            for tenant in answer:
+                await slow(tenant, 0.5)
+            r.clock.advance(10)
+        await r.alerts.settled()
+        store.alert_open = slow_open  # type: ignore[method-assign]
+        for _ in range(3):
+            await slow("acme", 3.0)  # the third fires acme's: its write waits
+        settled = asyncio.ensure_future(r.alerts.settled())
+        await asyncio.sleep(0)  # (a yield, no time: it is called, and waits)
+        for _ in range(3):
+            await slow("beta", 3.0)  # queued after settled() was called
+        answer["acme"].set()
+        async with asyncio.timeout(30):  # (a hang of the old code: a failure, not a hang)
+            await settled
+        assert {a.tenant for a in await store.list_alerts(tenant=None)} == {"acme"}
+        answer["beta"].set()
+        await r.alerts.settled()
+        assert len(await store.list_alerts(tenant=None, open_only=True)) == 4
+    finally:
+        store.alert_open = opening  # type: ignore[method-assign]
+        answer["beta"].set()
         await r.engine.aclose()

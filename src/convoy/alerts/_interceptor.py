@@ -373,9 +373,11 @@ class BaselineAlerts(Interceptor):
         """Wait until the observations queued so far are recorded, with the alerts they
         fire or clear: those of the sessions' ends (:meth:`observe`) and of the
         token-velocity windows the model calls closed (closing the engine waits for them,
-        for a few seconds)."""
-        while self._observing:  # (``wait``, not ``gather``: a cancel here cancels none)
-            await asyncio.wait(list(self._observing))
+        for a few seconds). Not those queued after it was called: they are recorded after
+        these, in turn, and a busy engine queues them all the time."""
+        queued = list(self._observing)
+        if queued:  # (``wait``, not ``gather``: a cancel here cancels none)
+            await asyncio.wait(queued)
 
     async def _settle_for(self, seconds: float) -> None:
         """:meth:`settled`, for at most ``seconds``: a store that does not answer (a lock
