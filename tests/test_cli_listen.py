@@ -87,3 +87,15 @@ def test_an_address_with_a_port_says_where_the_port_goes(workdir: object,
     port_option = "--port" if args[0] == "metrics" else "--metrics-port"
     one_line_error(res, 2, "cannot listen on this address")
     assert f"give the host alone, and the port with {port_option}" in res.stderr, res.stderr
+
+
+def test_a_bracketed_ipv6_address_with_a_port_says_where_the_port_goes(
+        workdir: object) -> None:
+    """``[::1]:9464``, as a URL writes it: the line says to give ``::1`` and the port with
+    its option (it said to give an address of this machine, such as 127.0.0.1: ``::1``
+    is one)."""
+    _store(workdir)
+    res = cli("metrics", "serve", "--addr", "[::1]:9464")
+    one_line_error(res, 2, "cannot listen on this address")
+    assert "give the host alone, and the port with --port: --addr ::1 --port 9464" in \
+        res.stderr, res.stderr

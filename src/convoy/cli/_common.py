@@ -424,7 +424,10 @@ def cannot_listen(e: OSError, addr: str, port: int, *, addr_option: str,
     if isinstance(e, socket.gaierror) or e.errno in (
             errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT, errno.EINVAL):
         host, _, after = addr.rpartition(":")
-        if host and ":" not in host and after.isdigit():  # (HOST:PORT; an IPv6 has two)
+        bracketed = host.startswith("[") and host.endswith("]")  # ([::1]:9464, as in a URL)
+        host = host[1:-1] if bracketed else host
+        if host and (bracketed or ":" not in host) and after.isdigit():  # (HOST:PORT; an
+            # IPv6 address alone has colons of its own)
             return (f"{addr_option} {addr}: cannot listen on this address: {reason} (give "
                     f"the host alone, and the port with {port_option}: {addr_option} {host} "
                     f"{port_option} {after})")
