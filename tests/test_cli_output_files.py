@@ -200,6 +200,16 @@ def test_export_to_dash_writes_stdout_and_a_replaced_file_is_said(
                             "no-such-dir)")
 
 
+def test_export_to_a_path_ending_with_a_slash_writes_no_file_of_that_name(
+        tmp_path: Path, env: dict[str, str]) -> None:
+    """``-o new/`` (no such directory): it wrote the subject's data to a file named
+    ``new`` and said so; a path that ends with ``/`` names a directory (as keygen says)."""
+    res = cli("export", "c-9", "--db", "sub.db", "-o", "new/", env=env)
+    one_line_error(res, 2, "--output 'new/' ends with '/', so it names a directory: pass "
+                           "the path of a file to write (FILE.json), or - for stdout")
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("where", ["", "  ", ".", "out"])
 def test_export_to_a_directory_or_an_empty_path_says_so(
         tmp_path: Path, env: dict[str, str], where: str) -> None:

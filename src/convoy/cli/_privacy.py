@@ -177,6 +177,8 @@ def _output_file(given: str | None) -> Path | None:
     path = Path(given)
     if path.is_dir():
         fail(f"--output {given!r} is a directory: {fix}")
+    if given.endswith(("/", os.sep)):  # (Path drops the slash: 'new/' was written as 'new')
+        fail(f"--output {given!r} ends with '/', so it names a directory: {fix}")
     parent = path.parent
     if not path.exists() and not parent.exists() and not parent.is_symlink() and \
             not given.startswith("~"):  # (a '~' no shell expanded: not one to make)
