@@ -18,11 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.clikit import (
+    FLOW,
+    GOOD,
     LIMIT,
     STOPS,
     Background,
     background_fixture,  # noqa: F401  (the background fixture)
+    cli,
     workdir,  # noqa: F401  (autouse fixture)
+    write_jsonl,
 )
 
 _WCHAN = Path("/proc/self/wchan")
@@ -92,3 +96,28 @@ def test_a_stop_while_signal_waits_for_its_payload_on_standard_input_stops_it_at
         "standard input is not kept: send it again)"], res.stderr
     assert res.stdout == ""
     assert not Path("c.db").exists()  # no store was made, nothing sent
+
+
+@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
+@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
+@pytest.mark.parametrize("command", ["check", "verify"])
+def test_a_stop_while_audit_waits_for_standard_input_stops_it_at_once(
+        background: Callable[..., Background], sig: signal.Signals, sigint: str,
+        code: int, command: str) -> None:
+    """``audit check -`` (a proof) and ``audit verify --checkpoint -`` (published
+    checkpoints): a bare 'interrupted' at SIGINT, silence at SIGTERM, before."""
+    if command == "check":
+        run = background("audit", "check", "-", sigint=sigint)
+        said = ("interrupted before the proof was checked: nothing was done (the proof read "
+                "from standard input is not kept: send it again)")
+    else:
+        assert cli("run", FLOW, "--input", str(write_jsonl(Path("in.jsonl"), GOOD[:1]))
+                   ).code == 0
+        run = background("audit", "verify", "--checkpoint", "-", sigint=sigint)
+        said = ("interrupted before the log was verified: nothing was done (the checkpoints "
+                "read from standard input are not kept: send them again)")
+    _wait_reading_stdin(run)
+    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
+    assert res.code == code, res
+    assert res.stderr.strip().splitlines() == [said], res.stderr
+    assert res.stdout == ""

@@ -9,6 +9,7 @@ import json
 import os
 import time
 from contextvars import ContextVar
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
@@ -39,10 +40,12 @@ from convoy.cli._common import (
     require_convoy_store,
     require_store,
     run_async,
+    say,
     tenant_option,
 )
 from convoy.cli._output import keep_on_lost_output
 from convoy.cli._render import fmt_time
+from convoy.cli._stop import not_kept, read_or_stop
 
 if TYPE_CHECKING:
     from convoy.audit import AuditEvent, AuditLog, Checkpoint, VerifyReport
@@ -159,7 +162,11 @@ def _published(files: list[Path] | None) -> list[Checkpoint]:
     found: list[Checkpoint] = []
     for f in files or ():
         try:
-            lines = read_input(f, PUBLISHED_LIMIT).decode("utf-8").splitlines()
+            # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
+            lines = read_or_stop(partial(read_input, f, PUBLISHED_LIMIT), (
+                "interrupted before the log was verified: nothing was done" + not_kept(
+                    f, "checkpoints", many=True, redo="verify it")), say
+            ).decode("utf-8").splitlines()
         except OSError as e:
             fail(f"--checkpoint {str(f)!r}: {_unreadable(e, _CHECKPOINTS_FILE)}")
         except UnicodeDecodeError as e:
@@ -926,7 +933,9 @@ def check(proof: Annotated[Path, typer.Argument(metavar="PROOF",
     """
     _check_public_keys(public_key)
     try:
-        text = read_input(proof, PROOF_LIMIT).decode("utf-8")
+        text = read_or_stop(lambda: read_input(proof, PROOF_LIMIT), (
+            "interrupted before the proof was checked: nothing was done" + not_kept(
+                proof, "proof", many=False, redo="check it")), say).decode("utf-8")
     except OSError as e:
         fail(f"{str(proof)!r}: {_unreadable(e, _PROOF_FILE)}")
     except UnicodeDecodeError as e:

@@ -32,7 +32,7 @@ from convoy.cli._inputs import input_bytes, read_inputs
 from convoy.cli._interceptors import ChaosInterceptorsOption, app_interceptors
 from convoy.cli._loading import workflow_argument
 from convoy.cli._render import fmt_cost, fmt_duration
-from convoy.cli._stop import read_or_stop
+from convoy.cli._stop import not_kept, read_or_stop
 from convoy.models import infer_model
 
 DEFAULT_FAULTS = ("timeout=0.02:10,rate_limit=0.01:0.2,server_error=0.02,malformed=0.01,"
@@ -115,7 +115,8 @@ def chaos(
         wf = workflow_argument(workflow)
         # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
         data = read_or_stop(lambda: input_bytes(input), "interrupted before the experiment "
-                            "started: nothing was run" + _again(input), say)
+                            "started: nothing was run" + not_kept(
+                                input, "inputs", many=True, redo="run the experiment"), say)
         batch = read_inputs(wf, input, data=data)
     app_interceptors(interceptors)  # (what cannot be loaded: one line, before anything runs)
     if model is not None:
@@ -168,12 +169,6 @@ def chaos(
     out.print(f"journal: {out_file}", markup=False)
     if result["status"] != "completed":
         raise typer.Exit(1)
-
-
-def _again(path: Path) -> str:
-    """What to do after a stop that came while the inputs were read (from ``path``)."""
-    return (" (the inputs read from standard input are not kept: send them again)"
-            if str(path) == "-" else "; run the same command again to run the experiment")
 
 
 # -- the report --------------------------------------------------------------------------

@@ -45,7 +45,7 @@ from convoy.cli._interceptors import (
 )
 from convoy.cli._loading import continues, continuing, in_script, script_engine
 from convoy.cli._render import other_wait
-from convoy.cli._stop import read_or_stop
+from convoy.cli._stop import not_kept, read_or_stop
 from convoy.stores import SessionRow
 
 
@@ -117,8 +117,7 @@ def signal(
         fail("give the signal's value once: --payload JSON or --payload-file FILE")
     if payload_file is not None:
         # (a stop while it reads, a pipe whose writer keeps it open, ends it at once)
-        again = " (the payload read from standard input is not kept: send it again)" \
-            if str(payload_file) == "-" else "; run the same command again to send it"
+        again = not_kept(payload_file, "payload", many=False, redo="send it")
         text = read_or_stop(lambda: read_text(payload_file, "--payload-file"),
                             f"interrupted before the signal was sent: nothing was done{again}",
                             say)

@@ -56,7 +56,7 @@ from convoy.cli._render import (
     summary_table,
 )
 from convoy.cli._stats import RunStats, left_reason, withhold_messages
-from convoy.cli._stop import STOP_GRACE_S, Stopped, stop_signals
+from convoy.cli._stop import STOP_GRACE_S, Stopped, not_kept, stop_signals
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
 
 
@@ -203,8 +203,7 @@ class _Started:
 def _nothing_saved(path: Path, code: int) -> NoReturn:
     """Exit ``code`` saying that the run was stopped before any session started (what
     was read of standard input is lost: nothing holds it but the process)."""
-    again = " (the inputs read from standard input are not kept: send them again)" \
-        if str(path) == "-" else "; run the same command again to run the inputs"
+    again = not_kept(path, "inputs", many=True, redo="run the inputs")
     say(f"interrupted before any session started: nothing was saved{again}")
     raise typer.Exit(code)
 

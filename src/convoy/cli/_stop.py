@@ -214,6 +214,17 @@ def _woken_by_signals(loop: asyncio.AbstractEventLoop) -> Iterator[None]:
         writer.close()
 
 
+def not_kept(path: object, what: str, *, many: bool, redo: str) -> str:
+    """The end of the line a stop while a command read ``path`` (``-``: standard input)
+    prints: what was read from standard input is lost (nothing holds it but the process),
+    so it must be sent again (``what``: the inputs, the payload; ``many``: a plural); a
+    file can be read again by the same command, which then does ``redo``."""
+    if str(path) == "-":
+        return (f" (the {what} read from standard input {'are' if many else 'is'} not kept: "
+                f"send {'them' if many else 'it'} again)")
+    return f"; run the same command again to {redo}"
+
+
 def read_or_stop(read: Callable[[], T], stopped: str, say: Callable[[str], None]) -> T:
     """``read()``, a blocking read a command makes before it does anything (its input from
     standard input, a pipe whose writer may keep it open), stopped at the first SIGINT or
