@@ -58,3 +58,22 @@ async def test_a_consistency_proof_from_a_size_that_is_no_integer_says_so(
     with pytest.raises(convoy.UserError, match="a checkpoint's size is an integer"):
         await log.prove_consistency("acme", size)
     assert (await log.prove_consistency("acme", 3))["size1"] == 3
+
+
+class _Index:
+    """An integer type of another library's (numpy's ``int64``): it has ``__index__``."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __index__(self) -> int:
+        return self.n
+
+
+async def test_an_integer_of_another_type_is_an_index(log: AuditLog) -> None:
+    """Any integer type (``__index__``: numpy's) proves and names a size, as ``int`` does."""
+    assert (await log.prove("acme", _Index(1)))["index"] == 1  # type: ignore[arg-type]
+    await log.append("acme", [AuditEvent(kind="tool_call", status="ok", at=2000.0,
+                                         session_id="s1", step_key="0/9")])
+    await log.checkpoint("acme")
+    assert (await log.prove_consistency("acme", _Index(3)))["size1"] == 3  # type: ignore[arg-type]

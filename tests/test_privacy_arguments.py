@@ -8,6 +8,7 @@ silence."""
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -45,3 +46,9 @@ async def test_erase_and_export_refuse_a_subject_that_is_not_a_string(
             with pytest.raises(convoy.UserError, match="a subject is a string") as e:
                 await call()
             assert type(subject).__name__ in str(e.value)
+
+
+async def test_purge_takes_an_age_of_any_real_number_type(tmp_path: Path) -> None:
+    """A real number of another type (a ``Fraction``; numpy's ``int64``) is seconds."""
+    async with engine(tmp_path / "convoy.db") as eng:
+        assert await eng.purge(Fraction(30 * 86400)) == []

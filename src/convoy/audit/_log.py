@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import operator
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -245,9 +246,11 @@ class AuditLog:
         newest that covers it signed by one of those keys, the key a verifier pins; a
         :class:`~convoy.UserError` if they signed none that covers it (nor would sign the
         new one)."""
-        if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        checked = _integer(index)  # (numpy's int64 too)
+        if checked is None or checked < 0:
             # (-1 was reported as a deleted entry, after signing a checkpoint)
             raise UserError(f"an audit entry's index is an integer from 0, got {index!r}")
+        index = checked
         await self.sealed()
         keys = pinned_keys(public_key)
         kept = [cp for cp in await self.checkpoints(tenant) if cp.size > index]
@@ -298,9 +301,10 @@ class AuditLog:
         signer's public key. It is hashed from the kept tile roots and the tiles it cuts,
         not from every entry (:func:`verify_log` reads them): an :class:`AuditError` if
         those no longer link the two roots, or an entry of a tile it reads is missing."""
-        if isinstance(size1, bool) or not isinstance(size1, int):  # ('3': "no checkpoint
-            # of size 3 (kept sizes: 3, 4)")
+        size = _integer(size1)  # ('3' said "no checkpoint of size 3 (kept sizes: 3, 4)")
+        if size is None:
             raise UserError(f"a checkpoint's size is an integer, got {size1!r}")
+        size1 = size
         await self.sealed()
         kept = await self.checkpoints(tenant)
         old = next((cp for cp in kept if cp.size == size1), None)
@@ -382,3 +386,14 @@ class AuditLog:
             raise self._missing(tenant, e.index) from None
         assert proof is not None  # (no check: always one)
         return proof
+
+
+def _integer(value: object) -> int | None:
+    """``value`` as an ``int`` if it is an integer of any type (``__index__``: numpy's),
+    not a bool (``True`` is no index); ``None`` if not."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return None

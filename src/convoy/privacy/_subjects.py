@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import re
 from collections import defaultdict
 from typing import Any
@@ -237,10 +238,11 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
     if isinstance(seconds, str):  # (the command line's '30d')
         raise UserError(f"a retention age is a number of seconds, got the text {seconds!r}: "
                         f"pass convoy.privacy.parse_age({seconds!r}), or 30 * 86400")
-    if isinstance(seconds, bool) or not isinstance(seconds, int | float) or \
+    if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or \
             not 0 < seconds < math.inf:  # (NaN purged nothing, True one second's worth)
         raise UserError(f"a retention age must be a finite number of seconds > 0, got "
                         f"{seconds!r}")
+    seconds = float(seconds)  # (any real type: a Fraction, numpy's)
     events: list[Erasure] = []
     while True:
         ids = await store.finished_before(now - seconds, tenant=tenant, limit=1000)
