@@ -14,7 +14,7 @@ from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from convoy._errors import ApprovalRequired, UserError
-from convoy._text import a_word
+from convoy._text import a_word, plural
 from convoy.alerts._baseline import Baseline, BaselinePolicy, Transition
 from convoy.alerts._metrics import METRICS, Metric, Tally, Window
 from convoy.alerts._webhook import Deliverer, Webhook, load_httpx
@@ -46,6 +46,8 @@ SeriesKey = tuple[str, Scope, str, Metric]
 _Kind = Literal["session-end", "token-velocity"]
 _KINDS: tuple[_Kind, ...] = ("session-end", "token-velocity")
 """What observations being recorded are of: a session run's end, a closed velocity window."""
+_WHAT: dict[_Kind, str] = {"session-end": "session run", "token-velocity": "token-velocity window"}
+"""How a warning counts them (a run observes several series at once)."""
 
 _SEP = "\x1f"
 #: The most open alerts one read takes (a series has one open at a time: far more than a
@@ -390,9 +392,9 @@ class BaselineAlerts(Interceptor):
             kinds = Counter(self._observing.get(task, "session-end") for task in left)
             for task in left:
                 task.cancel()
-            log.warning("baseline alerts: %s not recorded: the store did not answer within "
-                        "%g s as the engine closed", " and ".join(
-                            f"{kinds[kind]} {kind} observation(s)" for kind in _KINDS
+            log.warning("baseline alerts: the observations of %s were not recorded: the store "
+                        "did not answer within %g s as the engine closed", " and ".join(
+                            plural(kinds[kind], _WHAT[kind]) for kind in _KINDS
                             if kinds[kind]), seconds)
 
     async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
