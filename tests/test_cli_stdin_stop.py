@@ -1,8 +1,8 @@
 """``convoy run WF -i -`` stops at the first SIGINT or SIGTERM while it waits for its
 inputs on standard input (a pipe whose writer stays open, as ``producer | convoy run``
 while the producer thinks), with one honest line: no session started, nothing was saved.
-So do ``convoy chaos WF -i -`` (nothing was run) and ``convoy signal ... --payload-file -``
-(nothing was done).
+So do ``convoy chaos WF -i -`` (nothing was run), ``convoy signal ... --payload-file -``,
+``convoy audit check -`` and ``convoy audit verify --checkpoint -`` (nothing was done).
 
 The moment is observable state, not a clock: the signal is sent once the command's main
 thread sleeps reading the pipe (its ``/proc`` wait channel names the pipe read)."""
@@ -49,75 +49,45 @@ def _wait_reading_stdin(run: Background) -> None:
     pytest.fail(f"never seen reading its standard input in {LIMIT:.0f} s")
 
 
-@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
-@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
-def test_a_stop_while_run_waits_for_standard_input_stops_it_at_once(
-        background: Callable[..., Background], sig: signal.Signals, sigint: str,
-        code: int) -> None:
-    run = background("run", "cli_flows:handle", "-i", "-", "--db", "c.db", sigint=sigint)
-    _wait_reading_stdin(run)
-    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
-    assert res.code == code, res
-    assert res.stderr.strip().splitlines() == [
-        "interrupted before any session started: nothing was saved (the inputs read from "
-        "standard input are not kept: send them again)"], res.stderr
-    assert res.stdout == ""
-    assert not Path("c.db").exists()  # no store was made
+#: ``(command, the line it says, what it must not have made)``: ``run`` (no store),
+#: ``chaos`` (no phase's store), ``signal`` (no store, nothing sent), ``audit check -``
+#: (a proof) and ``audit verify --checkpoint -`` (published checkpoints; on a store that
+#: exists: a bare 'interrupted' at SIGINT, silence at SIGTERM, before).
+CASES = {
+    "run": (("run", "cli_flows:handle", "-i", "-", "--db", "c.db"),
+            "interrupted before any session started: nothing was saved (the inputs read from "
+            "standard input are not kept: send them again)", "c.db"),
+    "chaos": (("chaos", "cli_flows:handle", "-i", "-", "--db-dir", "exp"),
+              "interrupted before the experiment started: nothing was run (the inputs read "
+              "from standard input are not kept: send them again)", "exp"),
+    "signal": (("signal", "s-1", "approved", "--payload-file", "-", "--db", "c.db"),
+               "interrupted before the signal was sent: nothing was done (the payload read "
+               "from standard input is not kept: send it again)", "c.db"),
+    "audit-check": (("audit", "check", "-"),
+                    "interrupted before the proof was checked: nothing was done (the proof "
+                    "read from standard input is not kept: send it again)", None),
+    "audit-verify": (("audit", "verify", "--checkpoint", "-"),
+                     "interrupted before the log was verified: nothing was done (the "
+                     "checkpoints read from standard input are not kept: send them again)",
+                     None),
+}
 
 
 @pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
 @pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
-def test_a_stop_while_chaos_waits_for_standard_input_stops_it_at_once(
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_stop_while_a_command_waits_for_standard_input_stops_it_at_once(
         background: Callable[..., Background], sig: signal.Signals, sigint: str,
-        code: int) -> None:
-    run = background("chaos", "cli_flows:handle", "-i", "-", "--db-dir", "exp", sigint=sigint)
-    _wait_reading_stdin(run)
-    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
-    assert res.code == code, res
-    assert res.stderr.strip().splitlines() == [
-        "interrupted before the experiment started: nothing was run (the inputs read from "
-        "standard input are not kept: send them again)"], res.stderr
-    assert res.stdout == ""
-    assert not Path("exp").exists()  # no phase's store was made
-
-
-@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
-@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
-def test_a_stop_while_signal_waits_for_its_payload_on_standard_input_stops_it_at_once(
-        background: Callable[..., Background], sig: signal.Signals, sigint: str,
-        code: int) -> None:
-    run = background("signal", "s-1", "approved", "--payload-file", "-", "--db", "c.db",
-                     sigint=sigint)
-    _wait_reading_stdin(run)
-    res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
-    assert res.code == code, res
-    assert res.stderr.strip().splitlines() == [
-        "interrupted before the signal was sent: nothing was done (the payload read from "
-        "standard input is not kept: send it again)"], res.stderr
-    assert res.stdout == ""
-    assert not Path("c.db").exists()  # no store was made, nothing sent
-
-
-@pytest.mark.skipif(not _WCHAN.exists(), reason="reads /proc/PID/wchan (Linux)")
-@pytest.mark.parametrize(("sig", "sigint", "code"), STOPS)
-@pytest.mark.parametrize("command", ["check", "verify"])
-def test_a_stop_while_audit_waits_for_standard_input_stops_it_at_once(
-        background: Callable[..., Background], sig: signal.Signals, sigint: str,
-        code: int, command: str) -> None:
-    """``audit check -`` (a proof) and ``audit verify --checkpoint -`` (published
-    checkpoints): a bare 'interrupted' at SIGINT, silence at SIGTERM, before."""
-    if command == "check":
-        run = background("audit", "check", "-", sigint=sigint)
-        said = ("interrupted before the proof was checked: nothing was done (the proof read "
-                "from standard input is not kept: send it again)")
-    else:
+        code: int, case: str) -> None:
+    args, said, not_made = CASES[case]
+    if case == "audit-verify":  # (it reads the store first: one to verify)
         assert cli("run", FLOW, "--input", str(write_jsonl(Path("in.jsonl"), GOOD[:1]))
                    ).code == 0
-        run = background("audit", "verify", "--checkpoint", "-", sigint=sigint)
-        said = ("interrupted before the log was verified: nothing was done (the checkpoints "
-                "read from standard input are not kept: send them again)")
+    run = background(*args, sigint=sigint)
     _wait_reading_stdin(run)
     res = run.stop(sig)  # (its stdin stays open: the writer has more to say)
     assert res.code == code, res
     assert res.stderr.strip().splitlines() == [said], res.stderr
     assert res.stdout == ""
+    if not_made is not None:
+        assert not Path(not_made).exists()
