@@ -157,6 +157,17 @@ def test_each_identifier_of_the_application_is_masked_as_spans_mask_it(
     assert (failed.status, failed.target) == ("ValueError", "notify [PHONE]")
 
 
+def test_a_value_across_the_slash_of_a_state_target_is_masked() -> None:
+    """``keys NAMESPACE`` has no key: a namespace holding a phone number written with a
+    slash (``030/1234567``) was cut at it, and neither half was recognised (it was written
+    as it is); so was a number split between a namespace and its key."""
+    for target in ("keys customer:030/1234567", "keys +49 30/1234567",
+                   "get tel:030/1234567"):
+        entry = _entry(StepRecord(key="k", kind="state", target=target, status="completed",
+                                  result="[]"))
+        assert "1234567" not in (entry.target or ""), entry.target
+
+
 def test_names_of_the_definitions_and_plain_identifiers_are_as_they_were() -> None:
     """What holds no personal value is written as before (the redactor leaves it): a
     definition's names (tools, agents: spans keep them too), a model's name, a state key

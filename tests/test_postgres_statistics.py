@@ -235,3 +235,31 @@ async def test_statistics_a_view_keeps_from_removal_are_one_warning(
             "::regclass" in said
     finally:
         pg_cluster.drop_schema(schema)
+
+
+async def test_a_table_of_yours_in_the_stores_schema_is_left_alone() -> None:
+    """A table the application keeps in the store's schema, a column of it set to collect
+    no statistics (its own choice): a compaction neither alters it (an exclusive lock, its
+    collation reset) nor removes its statistics (it did: it took every such column of the
+    schema for the store's)."""
+    schema = pg_cluster.fresh_schema()
+    url = f"{pg_cluster.server_url()}?schema={schema}"
+    try:
+        async with convoy.Engine(url, master_key=MasterKey.from_text(
+                MasterKey.generate())) as eng:
+            await eng.run(serve, customer(0, "o"))
+            admin(pg_cluster.server_url(), f'SET search_path TO "{schema}"',
+                  'CREATE TABLE crm_notes(note text COLLATE "C")',
+                  "INSERT INTO crm_notes SELECT 'note ' || n FROM generate_series(1, 50) n",
+                  "ANALYZE crm_notes",
+                  "ALTER TABLE crm_notes ALTER COLUMN note SET STATISTICS 0")
+            await eng.store.compact()
+        [(kept,)] = admin(pg_cluster.server_url(), "SELECT count(*) FROM pg_stats WHERE "
+                          f"schemaname = '{schema}' AND tablename = 'crm_notes'")
+        assert kept == 1  # its statistics stay
+        [(collation,)] = admin(pg_cluster.server_url(), "SELECT collation_name FROM "
+                               "information_schema.columns WHERE table_schema = "
+                               f"'{schema}' AND table_name = 'crm_notes'")
+        assert collation == "C"  # not altered
+    finally:
+        pg_cluster.drop_schema(schema)

@@ -138,14 +138,16 @@ def masked(name: str) -> str:
 def _state_target(target: str) -> str:
     """A state operation's ``OP NAMESPACE/KEY`` as an entry holds it: the namespace and
     the key masked one by one, as spans mask them (the whole of what follows ``OP`` when
-    it does not say where the namespace ends: more than one ``/``)."""
+    it does not say where the namespace ends: more than one ``/``), then the whole again:
+    a value the ``/`` cuts in two (``keys customer:030/1234567``, whose namespace holds
+    the slash; a number split between a namespace and its key) is found whole."""
     op, space, rest = target.partition(" ")
     if not space:
         return masked(target)
     if rest.count("/") > 1:
         return f"{op} {masked(rest)}"
     namespace, slash, key = rest.partition("/")
-    return f"{op} {masked(namespace)}{slash}{masked(key)}"
+    return f"{op} {masked(masked(namespace) + slash + masked(key))}"
 
 
 _CONFIG = '"config":'

@@ -61,13 +61,16 @@ NO_STATISTICS = ";\n".join(
     + ", ".join(f"ALTER COLUMN {c} SET STATISTICS 0" for c in cols)
     for table, cols in UNANALYZED)
 
-#: The text columns of the store's schema (``%s``) that hold statistics they should not: a
-#: column set to collect none, or any of a table named in ``%s`` (left empty by the purge).
+#: The text columns of the store's tables (in schema ``%s``; the tables named in the
+#: first ``%s``: none of an application's own in that schema) that hold statistics they
+#: should not: a column set to collect none, or any of a table named in the second ``%s``
+#: (left empty by the purge).
 _STALE = """
 SELECT c.relname, a.attname FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
 WHERE n.nspname = %s AND c.relkind = 'r' AND a.atttypid = 'text'::regtype
+  AND c.relname::text = ANY(%s::text[])
   AND (a.attstattarget = 0 OR c.relname::text = ANY(%s::text[]))
   AND EXISTS (SELECT 1 FROM pg_stats s WHERE s.schemaname = n.nspname
               AND s.tablename = c.relname AND s.attname = a.attname)
@@ -97,7 +100,8 @@ async def refresh_statistics(conn: Conn, schema: str, tables: Sequence[str]) -> 
         row = await cur.fetchone()
         if row is not None and not row[0]:
             empty.append(t)
-    cur = await conn.execute(_STALE, (schema, empty))
+    ours = sorted({*tables, *(table for table, _ in UNANALYZED)})
+    cur = await conn.execute(_STALE, (schema, ours, empty))
     stale: dict[str, list[str]] = {}
     for table, column in await cur.fetchall():
         stale.setdefault(table, []).append(column)
