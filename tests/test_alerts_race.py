@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +43,16 @@ def gate_latency_fires(rig: Rig, barrier: asyncio.Barrier) -> None:
     store.alert_open = gated
 
 
-async def test_two_engines_firing_one_series_at_once_open_one_alert_and_fire_it_once(
-        db: str | Path, caplog: pytest.LogCaptureFixture) -> None:
+@asynccontextmanager
+async def racing(db: str | Path, two_hooks: list[str]) -> AsyncIterator[tuple[Rig, Rig]]:
+    """Two alerting engines on the store ``db`` (the first with webhook :data:`HOOK`, the
+    second with ``two_hooks``), their baselines learned on a steady latency (30 sessions
+    each, in turn), each latency alert they fire held until the other fires it too
+    (:func:`gate_latency_fires`); closed after."""
     clock = FakeClock()
     kw: dict[str, Any] = {"background": False, "redact": False}
     one = make_rig(db, clock, [HOOK], **kw)
-    two = make_rig(db, clock, [HOOK], **kw)
+    two = make_rig(db, clock, two_hooks, **kw)
     two.prefix = "two-"
     barrier = asyncio.Barrier(2)
     gate_latency_fires(one, barrier)
@@ -58,6 +63,15 @@ async def test_two_engines_firing_one_series_at_once_open_one_alert_and_fire_it_
         for _ in range(30):
             await one.sessions(1)
             await two.sessions(1)
+        yield one, two
+    finally:
+        await one.engine.aclose()
+        await two.engine.aclose()
+
+
+async def test_two_engines_firing_one_series_at_once_open_one_alert_and_fire_it_once(
+        db: str | Path, caplog: pytest.LogCaptureFixture) -> None:
+    async with racing(db, [HOOK]) as (one, two):
         one.sim.latency = two.sim.latency = Latency(value=3.0)
         caplog.set_level(logging.INFO, logger="convoy.alerts")
         async with asyncio.timeout(120):  # (a guard against a hang, not a measure)
@@ -78,9 +92,6 @@ async def test_two_engines_firing_one_series_at_once_open_one_alert_and_fire_it_
         assert await one.alerts_in_store(open_only=True) == []
         events = [(d.alert_id, d.event) for d in await one.engine.store.alert_deliveries(ids)]
         assert sorted(events) == sorted([(i, e) for i in ids for e in ("fired", "cleared")])
-    finally:
-        await one.engine.aclose()
-        await two.engine.aclose()
 
 
 async def test_an_engine_adopting_an_alert_gets_it_to_the_webhooks_only_it_has(
@@ -88,20 +99,7 @@ async def test_an_engine_adopting_an_alert_gets_it_to_the_webhooks_only_it_has(
     """Two engines fire one series at once, one of them with a webhook the other has not:
     whichever opens the alert, each webhook gets its ``fired`` event once, and its
     ``cleared`` one when the engine without that webhook clears it."""
-    clock = FakeClock()
-    kw: dict[str, Any] = {"background": False, "redact": False}
-    one = make_rig(db, clock, [HOOK], **kw)
-    two = make_rig(db, clock, [HOOK, HOOK_TWO], **kw)
-    two.prefix = "two-"
-    barrier = asyncio.Barrier(2)
-    gate_latency_fires(one, barrier)
-    gate_latency_fires(two, barrier)
-    try:
-        await one.engine.open()
-        await two.engine.open()
-        for _ in range(30):
-            await one.sessions(1)
-            await two.sessions(1)
+    async with racing(db, [HOOK, HOOK_TWO]) as (one, two):
         one.sim.latency = two.sim.latency = Latency(value=3.0)
         async with asyncio.timeout(120):  # (a guard against a hang, not a measure)
             await asyncio.gather(one.sessions(3), two.sessions(3))
@@ -118,9 +116,6 @@ async def test_an_engine_adopting_an_alert_gets_it_to_the_webhooks_only_it_has(
                   for d in await one.engine.store.alert_deliveries(ids)]
         assert sorted(events) == sorted((i, url, e) for i in ids for url in (HOOK, HOOK_TWO)
                                         for e in ("fired", "cleared"))
-    finally:
-        await one.engine.aclose()
-        await two.engine.aclose()
 
 
 async def test_an_engine_that_linked_an_alert_at_start_gets_it_to_its_webhooks_whole(

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 from convoy.stores._protocol import FiredAlert, Store
@@ -21,6 +22,25 @@ from tests.test_store_alert_conformance import HOOK_A, HOOK_B, alert
 from tests.test_store_conformance import Opener
 
 backend, clock, store, stores = suite.backend, suite.clock, suite.store, suite.stores
+
+
+async def at_once(backend: Backend, clock: FakeClock,
+                  call: Callable[[Store], Awaitable[FiredAlert]]) -> list[FiredAlert]:
+    """``call`` on four stores, each on a thread and a connection of its own, as engine
+    processes are: all open, then all call at once (released together by a barrier)."""
+    barrier = threading.Barrier(4, timeout=120)  # (a guard against a hang, not a measure)
+
+    async def one() -> FiredAlert:
+        s = backend.new(clock)
+        await s.open()
+        try:
+            barrier.wait()
+            return await call(s)
+        finally:
+            await s.aclose()
+
+    return list(await asyncio.gather(*(asyncio.to_thread(asyncio.run, one())
+                                       for _ in range(4))))
 
 
 async def test_a_store_firing_a_series_another_opened_adopts_its_alert(
@@ -91,19 +111,8 @@ async def test_stores_adopting_one_alert_at_once_queue_each_webhook_once(
     """Each adopter on a thread and a connection of its own, all with a webhook the opener
     had not, released together: one ``fired`` event per webhook, of one key."""
     opened = await (await stores()).alert_open(alert(), [HOOK_A])
-    barrier = threading.Barrier(4, timeout=120)  # (a guard against a hang, not a measure)
-
-    async def adopt() -> FiredAlert:
-        s = backend.new(clock)
-        await s.open()
-        try:
-            barrier.wait()
-            return await s.alert_open(alert(at=EPOCH + 1), [HOOK_A, HOOK_B])
-        finally:
-            await s.aclose()
-
-    results = await asyncio.gather(*(asyncio.to_thread(asyncio.run, adopt())
-                                     for _ in range(4)))
+    results = await at_once(backend, clock, lambda s: s.alert_open(alert(at=EPOCH + 1),
+                                                                    [HOOK_A, HOOK_B]))
     assert {(r.id, r.opened) for r in results} == {(opened.id, False)}
     rows = await (await stores()).alert_deliveries([opened.id])
     assert [(d.url, d.event) for d in rows] == [(HOOK_A, "fired"), (HOOK_B, "fired")]
@@ -136,19 +145,7 @@ async def test_stores_in_threads_firing_one_series_at_once_open_one_alert(
         backend: Backend, clock: FakeClock) -> None:
     """Each store on a thread and a connection of its own, as engine processes are: all
     open, then all fire the series at once (released together by a barrier)."""
-    barrier = threading.Barrier(4, timeout=120)  # (a guard against a hang, not a measure)
-
-    async def fire() -> FiredAlert:
-        s = backend.new(clock)
-        await s.open()
-        try:
-            barrier.wait()
-            return await s.alert_open(alert(), [HOOK_A])
-        finally:
-            await s.aclose()
-
-    results = await asyncio.gather(*(asyncio.to_thread(asyncio.run, fire())
-                                     for _ in range(4)))
+    results = await at_once(backend, clock, lambda s: s.alert_open(alert(), [HOOK_A]))
     assert sorted(r.opened for r in results) == [False, False, False, True]
     assert len({r.id for r in results}) == 1
     check = backend.new(clock)
