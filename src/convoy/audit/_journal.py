@@ -166,27 +166,48 @@ def _model_answer(record: Kept, tail: str) -> bytes | None:
     """:func:`entry_of` of the commonest record, a model's answer, at its record's time,
     written in one formatting (``tail``: :func:`_answer_tail` of its session); every other
     record, and any field this cannot write as :func:`~convoy.audit._event.encode_event`
-    would, returns ``None``: the general path."""
+    would, returns ``None``: the general path. What an agent's answers from one model
+    share (:func:`_answer_parts`) is written once."""
     key, kind, target, status, text, fp, agent, tokens_in, tokens_out, at, config = record
     if kind != "model" or status != "completed" or text is None or not fp or \
             type(at) is not float or not 1e-4 <= at < 1e16 or '"tool_calls":' in text or \
             not text.startswith('{"model":"') or type(tokens_in) is not int or \
             type(tokens_out) is not int:
         return None
-    end = text.find('"', 10)
-    model = text[10:end]
-    if "\\" in model:  # an escape: the general path reads it
-        return None
-    q = _quote
+    model = text[10:text.find('"', 10)]
+    parts = _PARTS.get((agent, target, config, model))
+    if parts is None:
+        if "\\" in model:  # an escape: the general path reads it
+            return None
+        parts = _answer_parts(agent, target, config, model)
+    head, refs, end = parts
     try:  # (an f-string: one join of its parts, where ``%`` parses a format each time)
-        return (f'{{"actor":{q(agent or target)},"at":{_number(at).decode()},"hashes":'
-                f'{{"output":"sha256:{sha256(text.encode()).hexdigest()}","prompt":'
-                f'{q("blake2b:" + fp)}}},"kind":"model_call","refs":{{'
-                f'{_CONFIG + q(config) + "," if config else ""}"decision":"answer",'
-                f'"tokens":"{tokens_in}+{tokens_out}"{tail}{q(key)}'
-                f'{_TARGET + q(model) if model else ""}{_V}').encode()
+        return (f'{head}{_number(at).decode()},"hashes":{{"output":"sha256:'
+                f'{sha256(text.encode()).hexdigest()}","prompt":{_quote("blake2b:" + fp)}'
+                f'{refs}"tokens":"{tokens_in}+{tokens_out}"{tail}{_quote(key)}{end}').encode()
     except UnicodeEncodeError:
         return None
+
+
+#: :func:`_answer_parts` by ``(agent, target, config, model)``: a few per agent.
+_PARTS: dict[tuple[str | None, str, str | None, str], tuple[str, str, str]] = {}
+_PARTS_MAX = 4096
+
+
+def _answer_parts(agent: str | None, target: str, config: str | None,
+                  model: str) -> tuple[str, str, str]:
+    """What a model answer's entry holds before its time, between its hashes and its
+    tokens, and after its step key: the same for every answer of one agent (of one
+    configuration) from one model."""
+    if len(_PARTS) >= _PARTS_MAX:  # (definitions made per request: keep memory bounded)
+        _PARTS.clear()
+    q = _quote
+    parts = _PARTS[(agent, target, config, model)] = (
+        f'{{"actor":{q(agent or target)},"at":',
+        f'}},"kind":"model_call","refs":{{{_CONFIG + q(config) + "," if config else ""}'
+        '"decision":"answer",',
+        f'{_TARGET + q(model) if model else ""}{_V}')
+    return parts
 
 
 def entry_of(record: StepRecord, session_id: str, at: float,
