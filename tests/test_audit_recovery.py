@@ -18,7 +18,7 @@ import pytest
 import convoy
 from convoy import ModelRequest
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
-from convoy.stores import AUDIT_CURSORS, SQLiteStore, StepRecord, store_from_url
+from convoy.stores import SQLiteStore, StepRecord, store_from_url
 
 from .conftest import (
     STORE_KINDS,
@@ -104,7 +104,7 @@ async def test_a_killed_runs_steps_are_audited_once_by_the_run_that_resumes_it(
             row = await eng.store.get_session("s1")
             assert row is not None
             await audit_sealed(eng)
-            assert await eng.store.kv_get(AUDIT_CURSORS, "s1") is not None
+            assert await eng.store.audit_cursor("s1") is not None
             before = await _entries(eng)
             await eng.signal("s1", "go", "now")
             with pytest.raises(Crash):  # (itself, not in resume's task group's group)

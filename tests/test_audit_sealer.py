@@ -85,7 +85,7 @@ async def test_entries_wait_for_the_seal_and_land_with_it(db: str | Path) -> Non
                 for r in await eng.store.audit_entries("default", 0, 10)] in (
             [], ["config_change"])
         await _check(eng, ["s1"])
-        assert await eng.store.kv_get(AUDIT_CURSORS, "s1") is not None
+        assert await eng.store.audit_cursor("s1") is not None
     async with convoy.Engine(db, interceptors=[AuditInterceptor(seal_every=3600)]) as eng:
         assert (await eng.run(_flow(), "hi", session_id="s2")).ok
     async with convoy.Engine(db) as eng:  # closing sealed them

@@ -30,7 +30,6 @@ ROWS: list[tuple[str, str | None, list[tuple[str, ...]]]] = [
                                     ("export", "c-1"), ("resume",), ("erase", "c-1")]),
     ("convoy.audit.tiles/acme", None, [("audit", "prove", "5", "--key", "a.key"),
                                        ("audit", "verify")]),
-    ("convoy.audit.cursor", None, [("resume",), ("audit", "verify")]),
     ("convoy.audit.sealer", None, [("resume",), ("cancel", "s1")]),
     ("convoy.audit.config", None, [("resume",)]),
     ("convoy.subject-refs/acme", None, [("sessions", "show", "s1"), ("export", "c-1"),
@@ -113,3 +112,22 @@ def test_a_damaged_kv_row_is_one_line_or_does_no_harm(
             # (every key is refused by a damaged check: it says so, not "another key")
             assert res.code == 1 and "master key check" in res.stderr and \
                 "the store was edited or damaged" in res.stderr, (args, res.stderr)
+
+
+@pytest.mark.parametrize("value", DAMAGE, ids=repr)
+def test_a_damaged_audit_cursor_is_one_line_or_does_no_harm(built: Path, value: Any) -> None:
+    """The session's audit cursor, kept in its row (SQLite's store schema 9), changed to
+    values no Convoy writes: resuming the session and verifying the log say one line or
+    do no harm."""
+    env = {"CONVOY_MASTER_KEY_FILE": str(built / "m.key")}
+    for args in [("resume",), ("audit", "verify")]:
+        shutil.copy(built / "convoy.db", "convoy.db")
+        shutil.copy(built / "a.key", "a.key")
+        with sqlite3.connect("convoy.db") as conn:
+            changed = conn.execute("UPDATE sessions SET audit_cursor=? WHERE id='s1' AND "
+                                   "audit_cursor IS NOT NULL", (value,)).rowcount
+        conn.close()
+        assert changed == 1
+        res = cli(*args, "--tenant", "acme", "--import", "audited_flows", env=env) \
+            if args[0] == "resume" else cli(*args, "--tenant", "acme", env=env)
+        _no_traceback(res, args)

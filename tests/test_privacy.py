@@ -451,14 +451,13 @@ async def test_an_erasure_whose_purge_fails_leaves_the_spans_and_audit_cursors(
     from convoy._errors import StoreError
     from convoy.audit import AuditInterceptor
     from convoy.observability._tracing import SPANS_NAMESPACE, Tracing
-    from convoy.stores import AUDIT_CURSORS
 
     async with engine(db, interceptors=[Tracing(live=True), AuditInterceptor()]) as eng:
         res = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
     async with engine(db) as eng:
         raw = eng.store.inner  # type: ignore[attr-defined]
         spans = await raw.kv_all(SPANS_NAMESPACE + res.id)
-        cursor = await raw.kv_get(AUDIT_CURSORS, res.id)
+        cursor = await raw.audit_cursor(res.id)
         assert spans and cursor is not None
 
         async def locked(*args: object, **kwargs: object) -> None:
@@ -469,10 +468,10 @@ async def test_an_erasure_whose_purge_fails_leaves_the_spans_and_audit_cursors(
             with pytest.raises(StoreError, match="nothing was erased"):
                 await eng.erase("customer-42")
         assert await raw.kv_all(SPANS_NAMESPACE + res.id) == spans
-        assert await raw.kv_get(AUDIT_CURSORS, res.id) == cursor
+        assert await raw.audit_cursor(res.id) == cursor
         await eng.erase("customer-42")
         assert await raw.kv_all(SPANS_NAMESPACE + res.id) == {}
-        assert await raw.kv_get(AUDIT_CURSORS, res.id) is None
+        assert await raw.audit_cursor(res.id) is None
 
 
 # Another session's reads of a subject's shared state: the values it journals (a read, a

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from convoy.audit import entry_leaf
 from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal, Store
 from tests import test_store_conformance as suite
@@ -135,10 +137,22 @@ def _seal(session: str, before: str | None, after: str, *bodies: bytes,
                      bodies=list(bodies))
 
 
-async def test_a_seal_appends_only_if_it_moves_its_sessions_cursor(store: Store) -> None:
+async def _sessions(store: Store, held: bool) -> None:
+    """Sessions s1 (of acme) and s2 (of globex) if ``held``; none if not (their rows
+    purged as their runs ended: a seal still moves their cursors)."""
+    if held:
+        for sid, tenant in (("s1", "acme"), ("s2", "globex")):
+            await store.create_session(new(sid, tenant=tenant), owner=None, lease_s=LEASE)
+
+
+@pytest.mark.parametrize("held", [True, False], ids=["sessions", "rows_gone"])
+async def test_a_seal_appends_only_if_it_moves_its_sessions_cursor(store: Store,
+                                                                   held: bool) -> None:
     """``audit_seal`` is a compare-and-set of each session's cursor: the first seal of a
     session needs it to have none, the next one the value the last seal left; a seal that
     does not move it appends nothing, and the others of the call are not held back."""
+    await _sessions(store, held)
+    assert await store.audit_cursor("s1") is None
     assert await store.audit_seal([_seal("s1", None, "1.5", b"a", b"b"),
                                    _seal("s2", None, "7.0", b"c", tenant="globex")]) == [
         True, True]
@@ -146,8 +160,8 @@ async def test_a_seal_appends_only_if_it_moves_its_sessions_cursor(store: Store)
                                    _seal("s1", "1.0", "2.0", b"y"),  # not that one
                                    _seal("s1", "1.5", "2.5", b"d"),
                                    _seal("s1", "2.5", "3.0")]) == [False, False, True, True]
-    assert await store.kv_get(AUDIT_CURSORS, "s1") == "3.0"
-    assert await store.kv_get(AUDIT_CURSORS, "s2") == "7.0"
+    assert await store.audit_cursor("s1") == "3.0"
+    assert await store.audit_cursor("s2") == "7.0"
     rows = await store.audit_entries("acme", 0, 10)
     assert [r.body for r in rows] == [b"a", b"b", b"d"]
     assert [r.leaf for r in rows] == [entry_leaf("acme", i, r.body) for i, r in enumerate(rows)]
@@ -155,12 +169,29 @@ async def test_a_seal_appends_only_if_it_moves_its_sessions_cursor(store: Store)
     assert await store.audit_seal([]) == []
 
 
-async def test_two_stores_sealing_one_session_at_once_append_it_once(stores: Opener) -> None:
+@pytest.mark.parametrize("held", [True, False], ids=["sessions", "rows_gone"])
+async def test_two_stores_sealing_one_session_at_once_append_it_once(stores: Opener,
+                                                                     held: bool) -> None:
     """Two engines' sealers (two store objects on one database) seal the same records of
     one session at once: one seal moves the cursor and appends, the other does neither."""
     a, b = await stores(), await stores()
+    await _sessions(a, held)
     results = await asyncio.gather(*(s.audit_seal([_seal("s1", None, "4.0", b"e0", b"e1")])
                                      for s in (a, b) for _ in range(3)))
     assert sorted(r[0] for r in results) == [False] * 5 + [True]
     assert [r.body for r in await a.audit_entries("acme", 0, 10)] == [b"e0", b"e1"]
     assert await b.audit_size("acme") == 2
+
+
+async def test_a_sqlite_session_keeps_its_cursor_in_its_row(backend: Backend,
+                                                           store: Store) -> None:
+    """SQLite keeps a session's cursor in its row (store schema 9): a seal adds no row
+    elsewhere, the one the session's run wrote is moved; PostgreSQL keeps it in kv. A
+    session whose row is gone keeps it in kv on both."""
+    await _sessions(store, True)
+    assert await store.audit_seal([_seal("s1", None, "1.5", b"a"),
+                                   _seal("gone", None, "2.5", b"b")]) == [True, True]
+    in_kv = await store.kv_all(AUDIT_CURSORS)
+    assert in_kv == ({"gone": "2.5"} if backend.name == "sqlite" else
+                     {"s1": "1.5", "gone": "2.5"})
+    assert (await store.audit_cursor("s1"), await store.audit_cursor("gone")) == ("1.5", "2.5")

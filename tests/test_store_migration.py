@@ -9,6 +9,7 @@ from pathlib import Path
 
 import convoy
 from convoy.stores import SCHEMA_VERSION, SessionFilter, SQLiteStore
+from convoy.stores._protocol import AuditSeal
 
 # The schema Convoy 0.1 wrote (the one place a test writes SQL: it plays the old release).
 V1 = """
@@ -34,6 +35,19 @@ def _v1_store(path: Path) -> None:
         c.execute("INSERT INTO journal VALUES('old','0/0','model','a','completed',?,150)",
                   (json.dumps({"model": "sim:default", "in": 40, "out": 8, "cost": 0.25,
                                "text": '{"label": "x", "confidence": 1}'}),))
+
+
+def _store_at(path: Path, schema: int) -> Path:
+    """What Convoy with store schema ``schema`` left on disk (a session of schema 1's)."""
+    from convoy.stores._sqlite_sql import _MIGRATIONS
+
+    _v1_store(path)
+    with sqlite3.connect(path) as c:
+        for version, script in _MIGRATIONS:
+            if version <= schema:
+                c.executescript(script + ";")
+        c.execute("UPDATE meta SET value=? WHERE key='schema_version'", (str(schema),))
+    return path
 
 
 async def test_a_schema_1_store_is_migrated_and_its_sessions_resume(tmp_path: Path) -> None:
@@ -121,15 +135,8 @@ async def test_a_schema_7_store_indexes_a_tenants_sessions_by_creation_not_statu
         tmp_path: Path) -> None:
     """Schema 8: (tenant, status) is replaced by (tenant, created, id), which a status
     change does not rewrite; a tenant's listing in order reads it."""
-    from convoy.stores._sqlite_sql import _MIGRATIONS
-
-    db = tmp_path / "v7.db"
-    _v1_store(db)
-    with sqlite3.connect(db) as c:  # what Convoy with schema 7 left on disk
-        for version, script in _MIGRATIONS:
-            if version <= 7:
-                c.executescript(script + ";")
-        c.execute("UPDATE meta SET value='7' WHERE key='schema_version'")
+    db = _store_at(tmp_path / "v7.db", 7)
+    with sqlite3.connect(db) as c:
         names = {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
         assert "sessions_tenant_status" in names and "sessions_tenant" not in names
     store = SQLiteStore(db)
@@ -221,3 +228,33 @@ async def test_a_schema_4_store_gains_the_audit_log_and_keeps_its_sessions(
     with sqlite3.connect(db) as c:
         row = c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         assert int(row[0]) >= AUDIT_SCHEMA_VERSION
+
+
+async def test_a_schema_8_store_moves_its_audit_cursors_into_their_sessions_rows(
+        tmp_path: Path) -> None:
+    """Schema 9: a session's audit cursor is kept in its row. Those kept in kv move there
+    (so a resumed session seals nothing twice); one of a session whose row is gone stays
+    in kv and is still read."""
+    from convoy.stores import AUDIT_CURSORS
+
+    db = _store_at(tmp_path / "v8.db", 8)
+    with sqlite3.connect(db) as c:
+        c.executemany("INSERT INTO kv(namespace,key,value) VALUES(?,?,?)",
+                      [(AUDIT_CURSORS, "old", "150.0"), (AUDIT_CURSORS, "gone", "7.5")])
+    store = SQLiteStore(db)
+    await store.open()
+    try:
+        assert (await store.audit_cursor("old"), await store.audit_cursor("gone")) == (
+            "150.0", "7.5")
+        assert await store.kv_all(AUDIT_CURSORS) == {"gone": "7.5"}
+        assert await store.audit_seal([AuditSeal(tenant="acme", session_id="old",
+                                                 before="150.0", after="160.0",
+                                                 bodies=[b"e"])]) == [True]
+        assert await store.audit_cursor("old") == "160.0"
+    finally:
+        await store.aclose()
+    with sqlite3.connect(db) as c:
+        assert c.execute("SELECT audit_cursor FROM sessions WHERE id='old'").fetchone() == (
+            "160.0",)
+        assert c.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone() == (
+            str(SCHEMA_VERSION),)

@@ -57,7 +57,7 @@ from convoy.interceptors._base import (
     SessionEnd,
     SessionInput,
 )
-from convoy.stores._protocol import AUDIT_CURSORS, AuditSeal
+from convoy.stores._protocol import AuditSeal
 from convoy.stores._rows import DamagedRow
 
 if TYPE_CHECKING:
@@ -173,7 +173,7 @@ class AuditInterceptor(Interceptor):
         if journal or header is not None:  # an earlier run's records, sealed or not
             # (queued here and not sealed yet: this run's seal goes after that one's)
             tap.cursor_text = sealer.queued_cursor(i.session_id) or \
-                await store.kv_get(AUDIT_CURSORS, i.session_id)
+                await store.audit_cursor(i.session_id)
             if tap.cursor_text is not None:
                 cursor = cursor_time(tap.cursor_text)
             elif header is not None and header != IN_STORE:

@@ -6,7 +6,7 @@ are written; when the run ends they are queued here, not written with the run's 
 commit. Every ``interval`` seconds (or sooner, once ``batch`` entries wait) the sealer
 appends what is queued in one write transaction of its own (:meth:`Store.audit_seal`), each
 session's entries with the move of its audit cursor (the time of the last record sealed,
-kept in :data:`~convoy.stores.AUDIT_CURSORS`), a compare-and-set: records are sealed once,
+:meth:`~convoy.stores.Store.audit_cursor`), a compare-and-set: records are sealed once,
 whichever engine or sealer gets there first. The journal records stay the source: entries
 are a function of them, so what was not sealed can always be sealed again from them.
 
@@ -43,7 +43,6 @@ from convoy._trace_context import trace_id_of
 from convoy.audit._journal import Kept, entries_of, kept
 from convoy.engine._owners import new_owner, owner_is_dead
 from convoy.stores._protocol import (
-    AUDIT_CURSORS,
     UNFINISHED,
     AuditSeal,
     SessionFilter,
@@ -57,9 +56,10 @@ log = logging.getLogger("convoy.audit")
 SEALERS = "convoy.audit.sealer"
 #: The session header that says a session has run before, so its next run reads its audit
 #: cursor (:data:`IN_STORE`); earlier versions kept the cursor itself in it (a time, read
-#: when the session has no cursor in :data:`~convoy.stores.AUDIT_CURSORS`).
+#: when the session has no cursor in the store, :meth:`~convoy.stores.Store.audit_cursor`).
 AUDIT_CURSOR = "convoy.audit"
-#: :data:`AUDIT_CURSOR`'s value: the cursor is in :data:`~convoy.stores.AUDIT_CURSORS`.
+#: :data:`AUDIT_CURSOR`'s value: the cursor is in the store
+#: (:meth:`~convoy.stores.Store.audit_cursor`).
 IN_STORE = "store"
 #: How much earlier than a batch was taken its marker says "sealed": a run end committed
 #: just before the batch was taken may be queued just after it.
@@ -318,7 +318,7 @@ class Sealer:
         ``upto``, ``None``: all), until a seal moves it (another writer may move it too);
         whether this sealed any."""
         for _ in range(8):
-            before = await self.store.kv_get(AUDIT_CURSORS, session_id)
+            before = await self.store.audit_cursor(session_id)
             cursor = cursor_time(before if before is not None else header_cursor)
             records = sorted((r for r in await self.store.journal(session_id, tenant=tenant)
                               if r.at > cursor and (upto is None or r.at <= upto)),

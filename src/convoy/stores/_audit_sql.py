@@ -124,6 +124,11 @@ PG_APPEND_FENCED = pg_append(
 CURSOR_NEW = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) "
               "ON CONFLICT(namespace,key) DO NOTHING")
 CURSOR_MOVE = "UPDATE kv SET value=? WHERE namespace=? AND key=? AND value=?"
+# SQLite keeps a session's cursor in its row (:meth:`Store.audit_cursor`): moved from the
+# value it has (``IS``: from none too; parameters: value, id, before); a session whose row
+# is gone (purged as its run ended) keeps it in ``kv`` as above.
+SQLITE_CURSOR_MOVE = "UPDATE sessions SET audit_cursor=? WHERE id=? AND audit_cursor IS ?"
+SQLITE_CURSOR = "SELECT audit_cursor FROM sessions WHERE id=?"
 
 
 def pg_seal(first: bool) -> str:

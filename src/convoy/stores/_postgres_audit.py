@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from convoy.stores import _audit_sql as q
 from convoy.stores._audit_sql import checked_blob, checked_index, checked_row, checked_size
-from convoy.stores._protocol import AuditRow, AuditSeal
+from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
 
 if TYPE_CHECKING:
     from convoy.stores._postgres import _Op
@@ -41,6 +41,8 @@ class PostgresAudit:
 
         async def _exec(self, text: str, params: Sequence[Any], *,
                         again: bool = False) -> tuple[int, list[Any]]: ...
+
+        async def kv_get(self, namespace: str, key: str) -> str | None: ...
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,
                      fence: tuple[str, str] | None = None) -> asyncio.Future[None]:
@@ -93,6 +95,9 @@ class PostgresAudit:
 
         last.add_done_callback(settle)
         return done
+
+    async def audit_cursor(self, session_id: str) -> str | None:
+        return await self.kv_get(AUDIT_CURSORS, session_id)
 
     async def audit_size(self, tenant: str) -> int:
         rows = await self._read(_SIZE, (tenant,))

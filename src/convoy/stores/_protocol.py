@@ -55,7 +55,7 @@ from convoy._errors import JournalError
 from convoy.stores._rows import LeftOut, damaged, row_name, shown, stored_json
 
 #: The schema this Convoy writes. Stores refuse a database written by a newer schema.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 StepStatus = Literal["started", "completed", "failed"]
 SessionStatus = Literal["pending", "running", "waiting", "completed", "failed", "escalated",
@@ -413,17 +413,19 @@ class AuditRow:
     leaf: bytes
 
 
-#: The interceptor-state namespace of sessions' audit cursors (:class:`AuditSeal`).
+#: The namespace of sessions' audit cursors (:class:`AuditSeal`): where a store that keeps
+#: them as interceptor state keeps them (PostgreSQL; SQLite keeps each in its session's
+#: row, see :meth:`Store.audit_cursor`).
 AUDIT_CURSORS = "convoy.audit.cursor"
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
 class AuditSeal:
     """Entries of one session's journal records to append to ``tenant``'s log, with the
-    move of the session's audit cursor (a value kept in :data:`AUDIT_CURSORS`, keyed by
-    session id) from ``before`` (``None``: the session has none yet) to ``after``: the
-    store appends the entries only if the cursor is still ``before`` (the records were not
-    sealed meanwhile), in the transaction that moves it (see :meth:`Store.audit_seal`).
+    move of the session's audit cursor (:meth:`Store.audit_cursor`) from ``before``
+    (``None``: the session has none yet) to ``after``: the store appends the entries only
+    if the cursor is still ``before`` (the records were not sealed meanwhile), in the
+    transaction that moves it (see :meth:`Store.audit_seal`).
 
     ``namespace``: where the value is kept, if not with the sessions' cursors (``session_id``
     is then its key): a workflow's audited version is moved so, and its ``config_change``
@@ -1038,11 +1040,20 @@ class Store(Protocol):
 
     def audit_seal(self, seals: Sequence[AuditSeal]) -> asyncio.Future[list[bool]]:
         """Append each seal's entries, in order, in one write transaction, each only if it
-        moves its session's audit cursor (a compare-and-set of the value in
-        :data:`AUDIT_CURSORS`, or the seal's ``namespace``; ``before=None``: only if there
-        is none). The future
+        moves its session's audit cursor (a compare-and-set of :meth:`audit_cursor`, or
+        of the value in the seal's ``namespace``; ``before=None``: only if there is
+        none). The future
         resolves once committed, to whether each seal moved its cursor (a seal that did
         not appended nothing: another writer sealed those records first)."""
+        ...
+
+    async def audit_cursor(self, session_id: str) -> str | None:
+        """Session ``session_id``'s audit cursor: the ``after`` of the last
+        :class:`AuditSeal` that moved it (``None``: none did). Where it is kept is the
+        store's: a seal moves it in the transaction that appends its entries (SQLite keeps
+        it in the session's row, which the run that ended just wrote, where a row of its
+        own would be written at a random place of a growing index; PostgreSQL as
+        interceptor state, :data:`AUDIT_CURSORS`)."""
         ...
 
     async def audit_size(self, tenant: str) -> int:

@@ -12,7 +12,7 @@ from convoy._errors import AuditError
 from convoy.audit._merkle import entry_leaves
 from convoy.stores import _audit_sql as q
 from convoy.stores._audit_sql import checked_blob, checked_index, checked_row, checked_size
-from convoy.stores._protocol import AuditRow, AuditSeal
+from convoy.stores._protocol import AUDIT_CURSORS, AuditRow, AuditSeal
 
 _T = TypeVar("_T")
 
@@ -61,6 +61,13 @@ def _write(conn: sqlite3.Connection, appends: Sequence[Append],
                 done += rows
 
 
+def _move_kv(execute: Callable[..., sqlite3.Cursor], s: AuditSeal) -> int:
+    """Move ``s``'s value kept in ``kv`` (a compare-and-set); the rows it changed."""
+    if s.before is None:
+        return execute(q.CURSOR_NEW, (s.namespace, s.session_id, s.after)).rowcount
+    return execute(q.CURSOR_MOVE, (s.after, s.namespace, s.session_id, s.before)).rowcount
+
+
 class SQLiteAudit:
     """The ``audit_*`` methods of :class:`~convoy.stores.SQLiteStore`."""
 
@@ -75,6 +82,8 @@ class SQLiteAudit:
         def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]: ...
 
         async def _write(self, fn: Any) -> Any: ...
+
+        async def kv_get(self, namespace: str, key: str) -> str | None: ...
 
     def audit_append(self, tenant: str, bodies: Sequence[bytes], *, wait: bool = True,
                      fence: tuple[str, str] | None = None) -> asyncio.Future[None]:
@@ -98,11 +107,13 @@ class SQLiteAudit:
             moved: list[bool] = []
             appends: list[Append] = []
             for s in items:
-                if s.before is None:
-                    n = execute(q.CURSOR_NEW, (s.namespace, s.session_id, s.after)).rowcount
-                else:
-                    n = execute(q.CURSOR_MOVE, (s.after, s.namespace, s.session_id,
-                                                s.before)).rowcount
+                n = 0
+                if s.namespace == AUDIT_CURSORS:  # (in the session's row)
+                    n = execute(q.SQLITE_CURSOR_MOVE, (s.after, s.session_id,
+                                                       s.before)).rowcount
+                if n == 0 and (s.namespace != AUDIT_CURSORS or execute(
+                        q.SQLITE_CURSOR, (s.session_id,)).fetchone() is None):
+                    n = _move_kv(execute, s)  # elsewhere, or a session whose row is gone
                 moved.append(n == 1)
                 if n == 1 and s.bodies:
                     appends.append((s.tenant, s.bodies, None))
@@ -125,6 +136,12 @@ class SQLiteAudit:
             _write(conn, taken, self._audit_heads)
 
         return write
+
+    async def audit_cursor(self, session_id: str) -> str | None:
+        rows = self._read(q.SQLITE_CURSOR, (session_id,))
+        if not rows:  # (a session whose row is gone: see :meth:`audit_seal`)
+            return await self.kv_get(AUDIT_CURSORS, session_id)
+        return None if rows[0][0] is None else str(rows[0][0])
 
     async def audit_size(self, tenant: str) -> int:
         rows = self._read(q.SIZE, (tenant,))

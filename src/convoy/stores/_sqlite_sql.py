@@ -16,6 +16,7 @@ from convoy.stores._addons import FOREIGN_READ
 from convoy.stores._audit_sql import AUDIT_SCHEMA_VERSION
 from convoy.stores._audit_sql import SQLITE_MIGRATION as SQLITE_AUDIT_MIGRATION
 from convoy.stores._protocol import (
+    AUDIT_CURSORS,
     DAMAGED,
     SEALED_PREFIX,
     SEALED_SINCE,
@@ -205,10 +206,24 @@ CREATE INDEX IF NOT EXISTS sessions_tenant ON sessions(tenant, created, id)
 """
 
 
+# Version 8 -> 9: a session's audit cursor in its own row, not in ``kv``. A seal moves the
+# cursors of the sessions that just ended: their rows sit together at the end of the
+# table, written by those runs a moment before, where a ``kv`` row each went to a random
+# place of an index that grew by one row a session, for good (the store's reads and writes
+# per seal, and the pages its checkpoints copy, grew with it).
+_MIGRATE_9 = f"""
+ALTER TABLE sessions ADD COLUMN audit_cursor TEXT;
+UPDATE sessions SET audit_cursor=(SELECT value FROM kv WHERE namespace='{AUDIT_CURSORS}'
+  AND key=sessions.id) WHERE id IN (SELECT key FROM kv WHERE namespace='{AUDIT_CURSORS}');
+DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key IN (SELECT id FROM sessions)
+"""
+
+
 #: Schema migrations, in order: (the version a step brings the schema to, its script).
 _MIGRATIONS = ((2, _MIGRATE_2), (3, _MIGRATE_3), (4, _MIGRATE_4), (5, _MIGRATE_SHARED_LIMITS),
                (6, _MIGRATE_KV_ROWID),
-               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION), (8, _MIGRATE_8))
+               (AUDIT_SCHEMA_VERSION, SQLITE_AUDIT_MIGRATION), (8, _MIGRATE_8),
+               (9, _MIGRATE_9))
 
 _SESSION_COLS = ("id,workflow,version,tenant,status,input,output,error,created,started,"
                  "finished,steps,input_tokens,output_tokens,cost,owner,lease_until,active_s,"
