@@ -153,16 +153,16 @@ TEXT = st.text(max_size=12)
        at=st.one_of(st.floats(min_value=1e-3, max_value=1e12, allow_nan=False),
                     st.floats(min_value=1e-300, max_value=1e300, allow_nan=False)),
        tokens=st.tuples(st.integers(0, 10**9), st.integers(0, 10**9)),
-       fp=st.one_of(st.just(FP), TEXT))
+       fp=st.one_of(st.just(FP), TEXT), actor=st.one_of(st.none(), TEXT))
 def test_a_models_answer_takes_the_fast_path_byte_for_byte(
         agent: str, model: str, key: str, sid: str,
         config: str | None, trace: str | None, content: str, at: float,
-        tokens: tuple[int, int], fp: str) -> None:
+        tokens: tuple[int, int], fp: str, actor: str | None) -> None:
     result = to_json({"model": model, "in": tokens[0], "out": tokens[1],
                       "text": content}).decode()
     r = StepRecord(key=key, kind="model", target=agent, status="completed", result=result,
                    input_hash=fp, input_tokens=tokens[0], output_tokens=tokens[1],
-                   config=config, at=at)
+                   config=config, at=at, agent=actor)  # (the target: the agent, if none)
     fast = entry_of(r, sid, at, trace)
     tap = JournalEntries(sid, trace)  # (the tap's own path: the record's time)
     tap(r)

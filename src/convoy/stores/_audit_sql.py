@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convoy._errors import AuditError
-from convoy.stores._protocol import AuditRow
+from convoy.stores._protocol import AUDIT_CURSORS, AuditRow
 
 #: The store schema version that adds the audit tables.
 AUDIT_SCHEMA_VERSION = 7
@@ -126,9 +126,14 @@ CURSOR_NEW = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) "
 CURSOR_MOVE = "UPDATE kv SET value=? WHERE namespace=? AND key=? AND value=?"
 # SQLite keeps a session's cursor in its row (:meth:`Store.audit_cursor`): moved from the
 # value it has (``IS``: from none too; parameters: value, id, before); a session whose row
-# is gone (purged as its run ended) keeps it in ``kv`` as above.
-SQLITE_CURSOR_MOVE = "UPDATE sessions SET audit_cursor=? WHERE id=? AND audit_cursor IS ?"
-SQLITE_CURSOR = "SELECT audit_cursor FROM sessions WHERE id=?"
+# is gone (purged as its run ended) keeps it in ``kv`` as above. A row without one reads
+# the session's ``kv`` cursor, if it has one: an engine of an earlier release, still
+# running when this one migrated the store, seals there (its value is the one to move
+# from, or its records would be sealed twice); once moved, the row's value is read.
+_ROW_CURSOR = (f"COALESCE(audit_cursor, (SELECT value FROM kv WHERE "
+               f"namespace='{AUDIT_CURSORS}' AND key=sessions.id))")
+SQLITE_CURSOR_MOVE = f"UPDATE sessions SET audit_cursor=? WHERE id=? AND {_ROW_CURSOR} IS ?"
+SQLITE_CURSOR = f"SELECT {_ROW_CURSOR} FROM sessions WHERE id=?"
 
 
 def pg_seal(first: bool) -> str:
