@@ -1052,8 +1052,9 @@ class Store(Protocol):
         :class:`AuditSeal` that moved it (``None``: none did). Where it is kept is the
         store's: a seal moves it in the transaction that appends its entries (SQLite keeps
         it in the session's row, which the run that ended just wrote, where a row of its
-        own would be written at a random place of a growing index; PostgreSQL as
-        interceptor state, :data:`AUDIT_CURSORS`)."""
+        own would be written at a random place of a growing index, and reads one an
+        earlier release left in :data:`AUDIT_CURSORS` while the row has none; PostgreSQL
+        keeps it as interceptor state, :data:`AUDIT_CURSORS`)."""
         ...
 
     async def audit_size(self, tenant: str) -> int:
