@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections.abc import Coroutine, Iterator
 from pathlib import Path
@@ -230,3 +231,57 @@ async def test_settled_waits_for_the_observations_queued_before_it_not_after(
         store.alert_open = opening  # type: ignore[method-assign]
         answer["beta"].set()
         await r.engine.aclose()
+
+
+async def test_a_store_that_does_not_answer_holds_at_most_max_pending_observations(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """While the store does not answer, the observations waiting to be recorded stop at
+    ``max_pending``: later ones are dropped (memory stays bounded), said once; once the
+    store answers, one more warning counts what was dropped, and what waited is
+    recorded."""
+    r = make_rig(tmp_path / "a.db", FakeClock(), max_pending=3)
+    await r.sessions(30)
+    store = r.engine.store
+    opening = store.alert_open
+    release = asyncio.Event()
+
+    async def hung(alert: NewAlert, webhooks: Any) -> Any:
+        await release.wait()  # (the store answers once released)
+        return await opening(alert, webhooks)
+
+    store.alert_open = hung  # type: ignore[method-assign]
+    r.sim.latency = Latency(value=3.0)
+    caplog.set_level(logging.WARNING, logger="convoy")
+    try:
+        async with asyncio.timeout(30):  # (a hang: a failure, not a hang)
+            await run(r, 3)  # the third fires the latency alerts: its write hangs
+            await run(r, 7)
+            assert len(r.alerts._observing) == 3
+            dropping = [m for m in fired(caplog) if "later ones are dropped" in m]
+            assert len(dropping) == 1 and "3 session runs and windows" in dropping[0], \
+                fired(caplog)
+            release.set()
+            await r.alerts.settled()
+        counted = [m for m in fired(caplog) if "were dropped while it did not" in m]
+        assert len(counted) == 1, fired(caplog)
+        # (10 runs, and the velocity windows they closed, past the 3 that wait)
+        assert "the store answers again" in counted[0] and re.search(
+            r"the observations of [5-7] session runs( and [1-3] token-velocity windows?)? "
+            "were dropped", counted[0]), counted
+        assert {(a.scope, a.metric) for a in await store.list_alerts(open_only=True)} == {
+            ("agent", "latency"), ("tenant", "latency")}
+        await run(r, 2)  # recorded again, nothing dropped
+        await r.alerts.settled()
+        assert len([m for m in fired(caplog) if "dropped" in m]) == 2
+    finally:
+        store.alert_open = opening  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "10"])
+def test_max_pending_is_a_whole_number_of_at_least_one(bad: Any) -> None:
+    from convoy import UserError
+    from convoy.alerts import BaselineAlerts
+
+    with pytest.raises(UserError, match=r"max_pending=.*whole number >= 1"):
+        BaselineAlerts(max_pending=bad)

@@ -68,7 +68,9 @@ class BaselineAlerts(Interceptor):
 
     Observations are recorded in the background, in the order they were made: neither a
     model call nor a session's end waits for the store's write of an alert (a store that
-    does not answer holds no session up); :meth:`settled` waits for them.
+    does not answer holds no session up); :meth:`settled` waits for them. While
+    ``max_pending`` wait (the store does not answer), later ones are dropped, with a
+    warning, and another once the store answers that counts them.
 
     The baselines are kept in the store (interceptor state), so they survive a restart;
     the token-per-minute window in progress does not.
@@ -90,6 +92,9 @@ class BaselineAlerts(Interceptor):
             a webhook's body (its tenant, subject and detail) goes through, as log lines
             and metric labels do (``True``: a default one, which needs the ``pii`` extra,
             part of the ``alerts`` one; ``False``: none).
+        max_pending: the most session runs and token-velocity windows whose observations
+            wait to be recorded at once; past it, the observations of later ones are
+            dropped until the store answers (memory stays bounded while it does not).
     """
 
     stage: Stage = "custom"
@@ -100,8 +105,13 @@ class BaselineAlerts(Interceptor):
                  window_s: float = 60.0,
                  clock: Callable[[], float] | None = None, poll_interval: float = 1.0,
                  background: bool = True,
-                 redact: Redactor | Callable[[str], str] | bool = True) -> None:
+                 redact: Redactor | Callable[[str], str] | bool = True,
+                 max_pending: int = 10_000) -> None:
         base = policy or BaselinePolicy()
+        if type(max_pending) is not int or max_pending < 1:
+            raise UserError(f"BaselineAlerts(max_pending={max_pending!r}): the most "
+                            "observations waiting to be recorded is a whole number >= 1")
+        self.max_pending = max_pending
         if not isinstance(base, BaselinePolicy):
             raise UserError(f"BaselineAlerts(policy=...) is {a_word(type(base).__name__)}, "
                             "not a BaselinePolicy")
@@ -139,6 +149,8 @@ class BaselineAlerts(Interceptor):
         #: The observations being recorded, each with what it is of: a session run's end
         #: or a closed velocity window (:meth:`settled`).
         self._observing: dict[asyncio.Task[None], _Kind] = {}
+        #: Observations dropped while ``max_pending`` waited (said once the store answers).
+        self._dropped: Counter[_Kind] = Counter()
         self._store: Store | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -323,13 +335,31 @@ class BaselineAlerts(Interceptor):
     def _spawn(self, coro: Coroutine[Any, Any, None], kind: _Kind) -> None:
         """Record observations in a task of their own, which :meth:`settled` waits for.
         Each task takes the lock first thing, and the lock lets its waiters in in turn:
-        observations are recorded in the order they were queued."""
+        observations are recorded in the order they were queued. With ``max_pending``
+        waiting already, they are dropped (the first drop says so)."""
+        if len(self._observing) >= self.max_pending:
+            coro.close()
+            if not self._dropped:
+                log.warning("baseline alerts: the observations of %s wait to be recorded "
+                            "(the store does not answer): later ones are dropped until it "
+                            "does", plural(self.max_pending, "session run or window",
+                                           many="session runs and windows"))
+            self._dropped[kind] += 1
+            return
         task = asyncio.get_running_loop().create_task(coro)
         self._observing[task] = kind
         task.add_done_callback(self._recorded)
 
     def _recorded(self, task: asyncio.Task[None]) -> None:
         self._observing.pop(task, None)
+        if self._dropped and len(self._observing) <= self.max_pending // 2:
+            self._said_dropped("the store answers again")
+
+    def _said_dropped(self, why: str) -> None:
+        """Warn of the observations dropped since the last warning, and forget them."""
+        log.warning("baseline alerts: %s; the observations of %s were dropped while it "
+                    "did not", why, _counted(self._dropped))
+        self._dropped.clear()
 
     async def _observe_run(self, tenant: str,
                            observed: list[tuple[SeriesKey, float, Tally]], now: float) -> None:
@@ -393,9 +423,10 @@ class BaselineAlerts(Interceptor):
             for task in left:
                 task.cancel()
             log.warning("baseline alerts: the observations of %s were not recorded: the store "
-                        "did not answer within %g s as the engine closed", " and ".join(
-                            plural(kinds[kind], _WHAT[kind]) for kind in _KINDS
-                            if kinds[kind]), seconds)
+                        "did not answer within %g s as the engine closed", _counted(kinds),
+                        seconds)
+        if self._dropped:
+            self._said_dropped("the engine closed")
 
     async def _observe(self, key: SeriesKey, value: float, tally: Tally, now: float) -> None:
         policy = self.policies[key[3]]
@@ -508,6 +539,11 @@ def _baseline_not_kept(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.warning("alerts: a baseline could not be saved (%s); it is kept in memory and "
                     "saved with its next update", fut.exception())
+
+
+def _counted(kinds: Counter[_Kind]) -> str:
+    """``3 session runs and 1 token-velocity window``."""
+    return " and ".join(plural(kinds[kind], _WHAT[kind]) for kind in _KINDS if kinds[kind])
 
 
 def _check_seconds(name: str, value: float, what: str) -> None:
