@@ -9,8 +9,8 @@ import contextlib
 import dataclasses
 import json
 import logging
-from collections import Counter
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from convoy._errors import ApprovalRequired, UserError
@@ -93,8 +93,9 @@ class BaselineAlerts(Interceptor):
             and metric labels do (``True``: a default one, which needs the ``pii`` extra,
             part of the ``alerts`` one; ``False``: none).
         max_pending: the most session runs and token-velocity windows whose observations
-            wait to be recorded at once; past it, the observations of later ones are
-            dropped until the store answers (memory stays bounded while it does not).
+            wait behind a write the store has not answered; past it, the observations of
+            later ones are dropped until it answers (memory stays bounded while it does
+            not; :attr:`dropped` counts them).
     """
 
     stage: Stage = "custom"
@@ -146,13 +147,20 @@ class BaselineAlerts(Interceptor):
         self.baselines: dict[SeriesKey, Baseline] = {}
         self._windows: dict[SeriesKey, Window] = {}
         self._runs: dict[str, dict[str, Tally]] = {}
-        #: The observations being recorded, each with what it is of: a session run's end
-        #: or a closed velocity window (:meth:`settled`).
-        self._observing: dict[asyncio.Task[None], _Kind] = {}
+        #: The observations waiting to be recorded, in order, each with what it is of (a
+        #: session run's end or a closed velocity window), its recorder and its arguments.
+        self._waiting: deque[tuple[_Kind, Callable[..., Awaitable[None]], tuple[Any, ...]]] = \
+            deque()
+        self._drainer: asyncio.Task[None] | None = None  # (records them: :meth:`_drain`)
+        self._recording: _Kind | None = None  # (what it waits for the store to record)
+        self._queued = self._recorded = 0  # (observations queued, of those recorded)
+        #: :meth:`settled` calls waiting: (observations queued when called, its future).
+        self._settling: list[tuple[int, asyncio.Future[None]]] = []
         #: Observations dropped while ``max_pending`` waited (said once the store answers).
         self._dropped: Counter[_Kind] = Counter()
+        #: Session runs and velocity windows whose observations were dropped, ever.
+        self.dropped = 0
         self._store: Store | None = None
-        self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._deliverer: Deliverer | None = None
         self._task: asyncio.Task[None] | None = None
@@ -315,9 +323,9 @@ class BaselineAlerts(Interceptor):
     async def observe(self, tenant: str, tallies: Mapping[str, Tally]) -> None:
         """Feed one run's calls (by agent) to the baselines of its agents and tenant.
 
-        The observations are measured and timed now, and queued: a task of their own
-        records them after those queued before (each series learns its observations in the
-        order they were made). This returns without waiting for the store's write of an
+        The observations are measured and timed now, and queued: one task records what is
+        queued, in order (each series learns its observations in the order they were
+        made). This returns without waiting for the store's write of an
         alert they fire or clear, as the end of a session does not wait for it (a store
         that does not answer would hold every session's end up): ``await`` :meth:`settled`
         to wait until they are recorded."""
@@ -330,43 +338,70 @@ class BaselineAlerts(Interceptor):
         observed = [((tenant, scope, subject, metric), value, tally)
                     for scope, subject, tally in subjects
                     for metric, value in tally.observations().items()]
-        self._spawn(self._observe_run(tenant, observed, self.clock()), "session-end")
+        self._enqueue("session-end", self._observe_run, tenant, observed, self.clock())
 
-    def _spawn(self, coro: Coroutine[Any, Any, None], kind: _Kind) -> None:
-        """Record observations in a task of their own, which :meth:`settled` waits for.
-        Each task takes the lock first thing, and the lock lets its waiters in in turn:
-        observations are recorded in the order they were queued. With ``max_pending``
-        waiting already, they are dropped (the first drop says so)."""
-        if len(self._observing) >= self.max_pending:
-            coro.close()
+    def _enqueue(self, kind: _Kind, record: Callable[..., Awaitable[None]],
+                 *args: Any) -> None:
+        """Queue observations for the task that records them, one after another in the
+        order they were queued (:meth:`_drain`; :meth:`settled` waits for it). While it
+        waits for the store (an alert's write) with ``max_pending`` queued behind it, they
+        are dropped instead (the first drop says so)."""
+        if self._recording is not None and len(self._waiting) >= self.max_pending:
             if not self._dropped:
                 log.warning("baseline alerts: the observations of %s wait to be recorded "
                             "(the store does not answer): later ones are dropped until it "
-                            "does", plural(self.max_pending, "session run or window",
-                                           many="session runs and windows"))
+                            "does (BaselineAlerts(max_pending=...))",
+                            plural(self.max_pending, "session run or window",
+                                   many="session runs and windows"))
             self._dropped[kind] += 1
+            self.dropped += 1
             return
-        task = asyncio.get_running_loop().create_task(coro)
-        self._observing[task] = kind
-        task.add_done_callback(self._recorded)
+        self._waiting.append((kind, record, args))
+        self._queued += 1
+        if self._drainer is None:
+            self._drainer = asyncio.get_running_loop().create_task(
+                self._drain(), name="convoy-alert-observations")
 
-    def _recorded(self, task: asyncio.Task[None]) -> None:
-        self._observing.pop(task, None)
-        if self._dropped and len(self._observing) <= self.max_pending // 2:
-            self._said_dropped("the store answers again")
+    async def _drain(self) -> None:
+        """Record what is queued, in order, until nothing is (one task: an observation
+        that writes nothing takes no turn of the event loop, so a busy engine's backlog
+        drains as soon as the store answers)."""
+        try:
+            while self._waiting:
+                kind, record, args = self._waiting.popleft()
+                self._recording = kind
+                await record(*args)  # (it logs its own failures)
+                self._recording = None
+                self._recorded += 1
+                self._wake_settled()
+                if self._dropped and len(self._waiting) <= self.max_pending // 2:
+                    self._said_dropped("it answers again")
+        finally:
+            self._drainer, self._recording = None, None
+
+    def _wake_settled(self) -> None:
+        """Resolve the :meth:`settled` calls whose observations are all recorded."""
+        if self._settling:
+            waiting = []
+            for target, fut in self._settling:
+                if self._recorded >= target:
+                    if not fut.done():
+                        fut.set_result(None)
+                else:
+                    waiting.append((target, fut))
+            self._settling = waiting
 
     def _said_dropped(self, why: str) -> None:
         """Warn of the observations dropped since the last warning, and forget them."""
-        log.warning("baseline alerts: %s; the observations of %s were dropped while it "
-                    "did not", why, _counted(self._dropped))
+        log.warning("baseline alerts: the observations of %s were dropped while the store "
+                    "did not answer (%s)", _counted(self._dropped), why)
         self._dropped.clear()
 
     async def _observe_run(self, tenant: str,
                            observed: list[tuple[SeriesKey, float, Tally]], now: float) -> None:
         try:
-            async with self._lock:
-                for key, value, tally in observed:
-                    await self._observe(key, value, tally, now)
+            for key, value, tally in observed:
+                await self._observe(key, value, tally, now)
         except Exception:  # alerting must never fail a session, nor stop the next ones
             log.exception("baseline alerts: could not record the observations of a run of "
                           "tenant %r", tenant)
@@ -374,9 +409,10 @@ class BaselineAlerts(Interceptor):
     def _burned(self, tenant: str, agent: str, tokens: int) -> None:
         """Count a model call's ``tokens`` in the velocity windows of its agent and tenant
         as the call ends (not when its session ends: a runaway loop in one long session
-        alerts while it runs). A window that closed is observed in a task of its own: the
-        call's response is not held back by the store's write of an alert (nor dropped,
-        paid for, by a cancel landing there), nor is any session's end."""
+        alerts while it runs). A window that closed is queued for the task that records
+        observations (:meth:`_enqueue`): the call's response is not held back by the
+        store's write of an alert (nor dropped, paid for, by a cancel landing there), nor
+        is any session's end."""
         now = self.clock()
         closed: list[tuple[SeriesKey, float]] = []
         series: tuple[tuple[Scope, str], ...] = (("agent", agent), ("tenant", tenant))
@@ -390,13 +426,12 @@ class BaselineAlerts(Interceptor):
             if rate is not None:
                 closed.append((key, rate))
         if closed:
-            self._spawn(self._observe_rates(closed, now), "token-velocity")
+            self._enqueue("token-velocity", self._observe_rates, closed, now)
 
     async def _observe_rates(self, closed: list[tuple[SeriesKey, float]], now: float) -> None:
         try:
-            async with self._lock:
-                for key, rate in closed:
-                    await self._observe(key, rate, Tally(), now)
+            for key, rate in closed:
+                await self._observe(key, rate, Tally(), now)
         except Exception:  # alerting must never fail a call
             log.exception("baseline alerts: could not record the token velocity of %s",
                           ", ".join(_series_name(key) for key, _ in closed))
@@ -407,21 +442,28 @@ class BaselineAlerts(Interceptor):
         token-velocity windows the model calls closed (closing the engine waits for them,
         for a few seconds). Not those queued after it was called: they are recorded after
         these, in turn, and a busy engine queues them all the time."""
-        queued = list(self._observing)
-        if queued:  # (``wait``, not ``gather``: a cancel here cancels none)
-            await asyncio.wait(queued)
+        if self._recorded >= self._queued:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._settling.append((self._queued, fut))
+        await fut  # (a cancel here cancels this wait only)
 
     async def _settle_for(self, seconds: float) -> None:
         """:meth:`settled`, for at most ``seconds``: a store that does not answer (a lock
-        held elsewhere) does not hold the engine's close up; what is left is cancelled,
-        said in one warning."""
-        if not self._observing:
-            return
-        _, left = await asyncio.wait(list(self._observing), timeout=seconds)
-        if left:
-            kinds = Counter(self._observing.get(task, "session-end") for task in left)
-            for task in left:
-                task.cancel()
+        held elsewhere) does not hold the engine's close up; what is left is dropped (the
+        recording cancelled), said in one warning."""
+        if self._recorded < self._queued:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.settled(), seconds)
+        if self._recorded < self._queued:
+            kinds = Counter(kind for kind, _, _ in self._waiting)
+            if self._recording is not None:
+                kinds[self._recording] += 1
+            self._waiting.clear()
+            if self._drainer is not None:
+                self._drainer.cancel()
+            self._recorded = self._queued
+            self._wake_settled()
             log.warning("baseline alerts: the observations of %s were not recorded: the store "
                         "did not answer within %g s as the engine closed", _counted(kinds),
                         seconds)
