@@ -14,7 +14,7 @@ import re
 import time
 import warnings
 from collections import Counter
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +37,23 @@ async def run(rig: Rig, count: int, tenant: str = "default") -> None:
                                    session_id=f"{rig.prefix}{rig.n}", tenant=tenant)
         assert res.status == "completed", res
         rig.clock.advance(10.0)
+
+
+def answered_in_a_turn(store: Any) -> Callable[[], None]:
+    """Make ``store`` answer an alert's write one loop turn later; the function that puts
+    it back."""
+    opening = store.alert_open
+
+    async def quick(alert: NewAlert, webhooks: Any) -> Any:
+        await asyncio.sleep(0)  # (one loop turn)
+        return await opening(alert, webhooks)
+
+    store.alert_open = quick
+
+    def restore() -> None:
+        store.alert_open = opening
+
+    return restore
 
 
 async def test_a_store_that_never_records_an_alert_holds_no_session_end_nor_the_close(
@@ -320,13 +337,7 @@ async def test_two_session_ends_a_loop_turn_drop_nothing_after_one_quick_alert_w
     r = make_rig(tmp_path / "a.db", FakeClock(), max_pending=100)
     await r.sessions(30)
     store = r.engine.store
-    opening = store.alert_open
-
-    async def quick(alert: NewAlert, webhooks: Any) -> Any:
-        await asyncio.sleep(0)  # (one loop turn)
-        return await opening(alert, webhooks)
-
-    store.alert_open = quick  # type: ignore[method-assign]
+    restore = answered_in_a_turn(store)
     caplog.set_level(logging.WARNING, logger="convoy")
     try:
         for i in range(400):
@@ -339,7 +350,7 @@ async def test_two_session_ends_a_loop_turn_drop_nothing_after_one_quick_alert_w
         assert len(await store.list_alerts(open_only=True)) == 2
         assert not [m for m in fired(caplog) if "dropped" in m], fired(caplog)
     finally:
-        store.alert_open = opening  # type: ignore[method-assign]
+        restore()
         await r.engine.aclose()
 
 
@@ -390,4 +401,97 @@ async def test_the_close_counts_each_observation_not_recorded_once(
         await asyncio.wait_for(r.alerts.settled(), 5)  # (nothing left to wait for)
     finally:
         store.alert_open = opening  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+async def _warm(r: Any) -> None:
+    await r.engine.open()
+    for _ in range(30):
+        await r.alerts.observe("acme", _tally(0.5))
+        r.clock.advance(10)
+    await r.alerts.settled()
+
+
+async def test_a_record_that_raises_cancelled_error_does_not_strand_the_queue(
+        tmp_path: Path) -> None:
+    """A store write that raises CancelledError (its call cancelled by the store, not
+    the task that records observations): what is queued behind it is recorded (review:
+    that task ended, and settled() hung)."""
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    await _warm(r)
+    store = r.engine.store
+    opening = store.alert_open
+    calls = 0
+
+    async def cancelled_once(alert: NewAlert, webhooks: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise asyncio.CancelledError  # (e.g. a pool's pending op cancelled)
+        return await opening(alert, webhooks)
+
+    store.alert_open = cancelled_once  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            await r.alerts.observe("acme", _tally(3.0))  # the third fires
+        await r.alerts.observe("beta", _tally(0.5))
+        await asyncio.wait_for(r.alerts.settled(), 5)
+    finally:
+        store.alert_open = opening  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+async def test_an_observation_queued_right_after_the_close_cancelled_the_drain(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The close gives up on a write that hangs; an observation queued in the same loop
+    turn is recorded (review: it joined the task about to end, and settled() hung)."""
+    monkeypatch.setattr(_interceptor, "_CLOSE_WAIT_S", 0.2)
+    r = make_rig(tmp_path / "a.db", FakeClock())
+    await _warm(r)
+    store = r.engine.store
+    opening = store.alert_open
+    hang = True
+
+    writing = asyncio.Event()
+
+    async def maybe_never(alert: NewAlert, webhooks: Any) -> Any:
+        if hang:
+            writing.set()
+            await asyncio.Event().wait()
+        return await opening(alert, webhooks)
+
+    store.alert_open = maybe_never  # type: ignore[method-assign]
+    try:
+        for _ in range(3):
+            await r.alerts.observe("acme", _tally(3.0))  # the third's write hangs
+        await writing.wait()  # (the recording task is in the write that hangs)
+        await r.alerts._settle_for(0.2)  # (what close() does first)
+        hang = False
+        await r.alerts.observe("beta", _tally(0.5))  # same turn as the cancel
+        await asyncio.wait_for(r.alerts.settled(), 5)
+    finally:
+        store.alert_open = opening  # type: ignore[method-assign]
+        await r.engine.aclose()
+
+
+async def test_a_burst_while_a_write_is_one_loop_turn_from_its_answer_drops_nothing(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The store answers within one loop turn; a backfill reads a batch (a yield) and
+    feeds it to observe() while that write is out: nothing is dropped (review: past
+    max_pending they were, the warning blaming the store, which answered)."""
+    r = make_rig(tmp_path / "a.db", FakeClock(), max_pending=50)
+    await _warm(r)
+    store = r.engine.store
+    restore = answered_in_a_turn(store)
+    caplog.set_level(logging.WARNING, logger="convoy")
+    try:
+        for _ in range(3):
+            await r.alerts.observe("acme", _tally(3.0))  # the third fires
+        await asyncio.sleep(0)  # (the next batch is read: the drain starts the write)
+        for _ in range(60):
+            await r.alerts.observe("other", _tally(0.5))
+        await r.alerts.settled()
+        assert r.alerts.dropped == 0, fired(caplog)
+    finally:
+        restore()
         await r.engine.aclose()

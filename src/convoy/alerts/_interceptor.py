@@ -69,8 +69,9 @@ class BaselineAlerts(Interceptor):
     Observations are recorded in the background, in the order they were made: neither a
     model call nor a session's end waits for the store's write of an alert (a store that
     does not answer holds no session up); :meth:`settled` waits for them. While
-    ``max_pending`` wait (the store does not answer), later ones are dropped, with a
-    warning, and another once the store answers that counts them.
+    ``max_pending`` wait behind a write the store has not answered for a second, later
+    ones are dropped, with a warning, and another that counts them once the backlog is
+    down to half.
 
     The baselines are kept in the store (interceptor state), so they survive a restart;
     the token-per-minute window in progress does not.
@@ -93,9 +94,9 @@ class BaselineAlerts(Interceptor):
             and metric labels do (``True``: a default one, which needs the ``pii`` extra,
             part of the ``alerts`` one; ``False``: none).
         max_pending: the most session runs and token-velocity windows whose observations
-            wait behind a write the store has not answered; past it, the observations of
-            later ones are dropped until it answers (memory stays bounded while it does
-            not; :attr:`dropped` counts them).
+            wait behind a write the store has not answered for a second (by ``clock``);
+            past it, the observations of later ones are dropped (memory stays bounded
+            while it does not answer; :attr:`dropped` counts them).
     """
 
     stage: Stage = "custom"
@@ -153,6 +154,7 @@ class BaselineAlerts(Interceptor):
             deque()
         self._drainer: asyncio.Task[None] | None = None  # (records them: :meth:`_drain`)
         self._recording: _Kind | None = None  # (what it waits for the store to record)
+        self._recording_since = 0.0  # (since when, by the clock)
         self._queued = self._recorded = 0  # (observations queued, of those recorded)
         #: :meth:`settled` calls waiting: (observations queued when called, its future).
         self._settling: list[tuple[int, asyncio.Future[None]]] = []
@@ -344,9 +346,11 @@ class BaselineAlerts(Interceptor):
                  *args: Any) -> None:
         """Queue observations for the task that records them, one after another in the
         order they were queued (:meth:`_drain`; :meth:`settled` waits for it). While it
-        waits for the store (an alert's write) with ``max_pending`` queued behind it, they
-        are dropped instead (the first drop says so)."""
-        if self._recording is not None and len(self._waiting) >= self.max_pending:
+        has waited :data:`_HUNG_S` or more for the store (an alert's write) with
+        ``max_pending`` queued behind it, they are dropped instead (the first drop says
+        so): a burst queued while a write is answered is not."""
+        if self._recording is not None and len(self._waiting) >= self.max_pending and \
+                self.clock() - self._recording_since >= _HUNG_S:
             if not self._dropped:
                 log.warning("baseline alerts: the observations of %s wait to be recorded "
                             "(the store does not answer): later ones are dropped until it "
@@ -366,18 +370,27 @@ class BaselineAlerts(Interceptor):
         """Record what is queued, in order, until nothing is (one task: an observation
         that writes nothing takes no turn of the event loop, so a busy engine's backlog
         drains as soon as the store answers)."""
+        me = asyncio.current_task()
         try:
             while self._waiting:
                 kind, record, args = self._waiting.popleft()
-                self._recording = kind
-                await record(*args)  # (it logs its own failures)
+                self._recording, self._recording_since = kind, self.clock()
+                try:
+                    await record(*args)  # (it logs its own failures)
+                except asyncio.CancelledError:
+                    if me is None or me.cancelling():  # (the close cancelled this task)
+                        raise
+                    # (the store's call was cancelled, not this task: the others go on)
+                    log.warning("baseline alerts: the observations of %s were not recorded: "
+                                "the store's call was cancelled", _counted(Counter([kind])))
                 self._recording = None
                 self._recorded += 1
                 self._wake_settled()
                 if self._dropped and len(self._waiting) <= self.max_pending // 2:
                     self._said_dropped("it answers again")
         finally:
-            self._drainer, self._recording = None, None
+            if self._drainer is me:  # (the close may have let a new one start already)
+                self._drainer, self._recording = None, None
 
     def _wake_settled(self) -> None:
         """Resolve the :meth:`settled` calls whose observations are all recorded."""
@@ -460,8 +473,9 @@ class BaselineAlerts(Interceptor):
             if self._recording is not None:
                 kinds[self._recording] += 1
             self._waiting.clear()
-            if self._drainer is not None:
+            if self._drainer is not None:  # (what is queued from now on: a new one)
                 self._drainer.cancel()
+                self._drainer, self._recording = None, None
             self._recorded = self._queued
             self._wake_settled()
             log.warning("baseline alerts: the observations of %s were not recorded: the store "
@@ -531,6 +545,9 @@ class BaselineAlerts(Interceptor):
 
 #: How long closing the engine waits for the observations being recorded.
 _CLOSE_WAIT_S = 5.0
+#: How long (by the interceptor's clock) a write of the store goes unanswered before the
+#: observations queued past ``max_pending`` behind it are dropped.
+_HUNG_S = 1.0
 
 
 def _series_name(key: SeriesKey) -> str:
