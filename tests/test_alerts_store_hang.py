@@ -386,7 +386,7 @@ async def test_the_close_counts_each_observation_not_recorded_once(
             await run(r, 3)  # the third's write never ends
             queued.clear()
             await run(r, 12)
-            waiting = Counter(kind for kind, _, _ in r.alerts._waiting)
+            waiting = Counter(kind for kind, _ in r.alerts._waiting)
             dropped = Counter(r.alerts._dropped)
             assert sum(waiting.values()) == 3 and r.alerts._recording == "session-end"
             await r.alerts.close()

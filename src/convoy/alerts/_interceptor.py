@@ -10,7 +10,7 @@ import dataclasses
 import json
 import logging
 from collections import Counter, deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from convoy._errors import ApprovalRequired, UserError
@@ -148,10 +148,10 @@ class BaselineAlerts(Interceptor):
         self.baselines: dict[SeriesKey, Baseline] = {}
         self._windows: dict[SeriesKey, Window] = {}
         self._runs: dict[str, dict[str, Tally]] = {}
-        #: The observations waiting to be recorded, in order, each with what it is of (a
-        #: session run's end or a closed velocity window), its recorder and its arguments.
-        self._waiting: deque[tuple[_Kind, Callable[..., Awaitable[None]], tuple[Any, ...]]] = \
-            deque()
+        #: The observations waiting to be recorded, in order: what each is of (a session
+        #: run's end, :meth:`_observe_run`; a closed velocity window, :meth:`_observe_rates`)
+        #: and the arguments of the method that records it.
+        self._waiting: deque[tuple[_Kind, tuple[Any, ...]]] = deque()
         self._drainer: asyncio.Task[None] | None = None  # (records them: :meth:`_drain`)
         self._recording: _Kind | None = None  # (what it waits for the store to record)
         self._recording_since = 0.0  # (since when, by the clock)
@@ -340,10 +340,9 @@ class BaselineAlerts(Interceptor):
         observed = [((tenant, scope, subject, metric), value, tally)
                     for scope, subject, tally in subjects
                     for metric, value in tally.observations().items()]
-        self._enqueue("session-end", self._observe_run, tenant, observed, self.clock())
+        self._enqueue("session-end", tenant, observed, self.clock())
 
-    def _enqueue(self, kind: _Kind, record: Callable[..., Awaitable[None]],
-                 *args: Any) -> None:
+    def _enqueue(self, kind: _Kind, *args: Any) -> None:
         """Queue observations for the task that records them, one after another in the
         order they were queued (:meth:`_drain`; :meth:`settled` waits for it). While it
         has waited :data:`_HUNG_S` or more for the store (an alert's write) with
@@ -360,7 +359,7 @@ class BaselineAlerts(Interceptor):
             self._dropped[kind] += 1
             self.dropped += 1
             return
-        self._waiting.append((kind, record, args))
+        self._waiting.append((kind, args))
         self._queued += 1
         if self._drainer is None:
             self._drainer = asyncio.get_running_loop().create_task(
@@ -373,8 +372,9 @@ class BaselineAlerts(Interceptor):
         me = asyncio.current_task()
         try:
             while self._waiting:
-                kind, record, args = self._waiting.popleft()
+                kind, args = self._waiting.popleft()
                 self._recording, self._recording_since = kind, self.clock()
+                record = self._observe_run if kind == "session-end" else self._observe_rates
                 try:
                     await record(*args)  # (it logs its own failures)
                 except asyncio.CancelledError:
@@ -439,7 +439,7 @@ class BaselineAlerts(Interceptor):
             if rate is not None:
                 closed.append((key, rate))
         if closed:
-            self._enqueue("token-velocity", self._observe_rates, closed, now)
+            self._enqueue("token-velocity", closed, now)
 
     async def _observe_rates(self, closed: list[tuple[SeriesKey, float]], now: float) -> None:
         try:
@@ -469,7 +469,7 @@ class BaselineAlerts(Interceptor):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.settled(), seconds)
         if self._recorded < self._queued:
-            kinds = Counter(kind for kind, _, _ in self._waiting)
+            kinds = Counter(kind for kind, _ in self._waiting)
             if self._recording is not None:
                 kinds[self._recording] += 1
             self._waiting.clear()

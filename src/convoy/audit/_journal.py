@@ -175,12 +175,9 @@ def _model_answer(record: Kept, tail: str) -> bytes | None:
             type(tokens_out) is not int:
         return None
     model = text[10:text.find('"', 10)]
-    parts = _PARTS.get((agent, target, config, model))
-    if parts is None:
-        if "\\" in model:  # an escape: the general path reads it
-            return None
-        parts = _answer_parts(agent, target, config, model)
-    head, refs, end = parts
+    if "\\" in model:  # an escape: the general path reads it
+        return None
+    head, refs, end = _answer_parts(agent or target, config, model)
     try:  # (an f-string: one join of its parts, where ``%`` parses a format each time)
         return (f'{head}{_number(at).decode()},"hashes":{{"output":"sha256:'
                 f'{sha256(text.encode()).hexdigest()}","prompt":{_quote("blake2b:" + fp)}'
@@ -189,25 +186,16 @@ def _model_answer(record: Kept, tail: str) -> bytes | None:
         return None
 
 
-#: :func:`_answer_parts` by ``(agent, target, config, model)``: a few per agent.
-_PARTS: dict[tuple[str | None, str, str | None, str], tuple[str, str, str]] = {}
-_PARTS_MAX = 4096
-
-
-def _answer_parts(agent: str | None, target: str, config: str | None,
-                  model: str) -> tuple[str, str, str]:
+@lru_cache(maxsize=4096)  # (a few per agent; definitions made per request: bounded)
+def _answer_parts(actor: str, config: str | None, model: str) -> tuple[str, str, str]:
     """What a model answer's entry holds before its time, between its hashes and its
     tokens, and after its step key: the same for every answer of one agent (of one
     configuration) from one model."""
-    if len(_PARTS) >= _PARTS_MAX:  # (definitions made per request: keep memory bounded)
-        _PARTS.clear()
     q = _quote
-    parts = _PARTS[(agent, target, config, model)] = (
-        f'{{"actor":{q(agent or target)},"at":',
-        f'}},"kind":"model_call","refs":{{{_CONFIG + q(config) + "," if config else ""}'
-        '"decision":"answer",',
-        f'{_TARGET + q(model) if model else ""}{_V}')
-    return parts
+    return (f'{{"actor":{q(actor)},"at":',
+            f'}},"kind":"model_call","refs":{{{_CONFIG + q(config) + "," if config else ""}'
+            '"decision":"answer",',
+            f'{_TARGET + q(model) if model else ""}{_V}')
 
 
 def entry_of(record: StepRecord, session_id: str, at: float,

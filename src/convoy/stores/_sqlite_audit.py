@@ -107,13 +107,13 @@ class SQLiteAudit:
             moved: list[bool] = []
             appends: list[Append] = []
             for s in items:
-                n = 0
-                if s.namespace == AUDIT_CURSORS:  # (in the session's row)
+                if s.namespace != AUDIT_CURSORS:
+                    n = _move_kv(execute, s)
+                else:  # (in the session's row; in kv, a session whose row is gone)
                     n = execute(q.SQLITE_CURSOR_MOVE, (s.after, s.session_id,
                                                        s.before)).rowcount
-                if n == 0 and (s.namespace != AUDIT_CURSORS or execute(
-                        q.SQLITE_CURSOR, (s.session_id,)).fetchone() is None):
-                    n = _move_kv(execute, s)  # elsewhere, or a session whose row is gone
+                    if n == 0 and execute(q.SQLITE_CURSOR, (s.session_id,)).fetchone() is None:
+                        n = _move_kv(execute, s)
                 moved.append(n == 1)
                 if n == 1 and s.bodies:
                     appends.append((s.tenant, s.bodies, None))
