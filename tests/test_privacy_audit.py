@@ -17,7 +17,7 @@ from convoy.audit._verify import verify_log
 from convoy.durability._executor import fingerprint
 
 from .conftest import STORE_KINDS, store_db
-from .test_privacy import IN_NAME, ask_refund, engine, serve
+from .test_privacy import IN_NAME, ask_refund, engine, serve, wait_a_day
 
 
 @pytest.fixture(params=STORE_KINDS)
@@ -196,3 +196,40 @@ async def test_a_purge_across_tenants_names_every_damaged_log(tmp_path: Path) ->
         size = await eng.store.audit_size("t2")
         [last] = await eng.store.audit_entries("t2", size - 1, 1)
         assert AuditEvent.decode(last.body).kind == "erasure"  # (t2's entry appended)
+
+
+@pytest.mark.parametrize("end", ["completed", "cancelled"])
+async def test_a_run_sealed_after_its_subject_was_erased_is_in_the_log_once(
+        store: str | Path, tmp_path: Path, end: str) -> None:
+    """Engine A runs a subject's session to its end (or parks it, then cancels it); its
+    seal is still queued (a long seal interval) when engine B erases the subject, sealing
+    the session's records from the journal first. A's seal then finds the erased session's
+    cursor kept (a tombstone): it appends nothing twice (the purge deleted the cursor, so
+    the seal took the session for one never sealed and appended every step again), loses
+    nothing (how the run ended, which B could not seal: once), and the log verifies."""
+    db = store
+    a_audit = AuditInterceptor(key_path=tmp_path / "audit.key", seal_every=3600)
+    async with engine(db, interceptors=[a_audit]) as a:
+        if end == "completed":
+            ran = await a.run(serve, {"name": IN_NAME}, subject="customer-42")
+        else:
+            ran = await a.run(wait_a_day, IN_NAME, subject="customer-42")
+            assert ran.status == "waiting"
+            await a.cancel(ran.id)
+        assert (await a.store.get_session(ran.id)).status == end  # type: ignore[union-attr]
+        steps = sorted(r.key for r in await a.journal(ran.id) if r.status != "started")
+        assert steps
+        async with engine(db, interceptors=[AuditInterceptor(
+                key_path=tmp_path / "audit.key", seal_every=3600)]) as b:
+            await b.erase("customer-42")
+        assert await a.store.get_session(ran.id) is None
+    async with engine(db) as eng:  # (A sealed what it queued as it closed)
+        size = await eng.store.audit_size("default")
+        events = [AuditEvent.decode(r.body)
+                  for r in await eng.store.audit_entries("default", 0, size)]
+        keys = [e.step_key for e in events if e.session_id == ran.id
+                and e.kind not in ("config_change", "session")]
+        assert sorted(keys) == steps, keys  # each step once: none twice, none lost
+        ends = [e.status for e in events if e.session_id == ran.id and e.kind == "session"]
+        assert ends == ([] if end == "completed" else ["cancelled"])
+        assert (await verify_log(AuditLog(eng.store), "default")).size == size

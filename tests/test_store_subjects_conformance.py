@@ -12,7 +12,14 @@ from dataclasses import replace
 import pytest
 
 from convoy._errors import UserError
-from convoy.stores._protocol import SessionOutcome, StateWrite, Store
+from convoy.stores._protocol import (
+    AUDIT_CURSORS,
+    TOMBSTONE_S,
+    AuditSeal,
+    SessionOutcome,
+    StateWrite,
+    Store,
+)
 from tests import test_store_conformance as suite
 from tests.store_backends import FakeClock
 from tests.test_store_conformance import new, owned, step
@@ -143,3 +150,78 @@ async def test_a_session_held_by_a_live_lease_is_not_purged(
     clock.advance(31)  # its lease lapsed: its engine's writes are fenced from now on
     event = await store.purge("t1", ["idle", "busy"], reason="erasure", subject="p")
     assert (event.sessions, event.key) == (2, True)
+
+
+def seal(sid: str, before: str | None, after: str, *bodies: bytes) -> AuditSeal:
+    return AuditSeal(tenant="t1", session_id=sid, before=before, after=after,
+                     bodies=list(bodies))
+
+
+async def ended(store: Store, *sids: str) -> None:
+    """Sessions whose runs ended (nothing holds them: a purge takes them)."""
+    for sid in sids:
+        await owned(store, sid)
+        await store.release(sid, "A")
+
+
+async def test_a_purged_sessions_cursor_is_kept_so_a_late_seal_appends_nothing_twice(
+        store: Store, clock: FakeClock) -> None:
+    """A purge keeps the audit cursor of each session it deletes (a tombstone, the value
+    as it was): a seal queued before the purge, of records sealed already (``before`` is
+    not the cursor), appends nothing, where it found no cursor and appended them again;
+    one of records never sealed (``before`` is the cursor) still appends them. A session
+    never sealed leaves no cursor; one an earlier release kept in kv keeps it."""
+    x = repr(clock() - 5)
+    await ended(store, "sealed", "never", "earlier")
+    assert await store.audit_seal([seal("sealed", None, x, b"a")]) == [True]
+    await store.kv_put(AUDIT_CURSORS, "earlier", repr(clock() - 7))
+    await store.purge("t1", ["sealed", "never", "earlier"], reason="erasure")
+    assert await store.get_session("sealed") is None
+    assert await store.audit_cursor("sealed") == x
+    assert await store.audit_cursor("never") is None
+    assert await store.audit_cursor("earlier") == repr(clock() - 7)
+    y = repr(clock() - 1)
+    assert await store.audit_seal([seal("sealed", None, x, b"again"),  # sealed already
+                                   seal("sealed", x, y, b"b"),  # never sealed: appended
+                                   seal("never", None, y, b"c")]) == [False, True, True]
+    assert [r.body for r in await store.audit_entries("t1", 0, 10)] == [b"a", b"b", b"c"]
+    assert await store.audit_cursor("sealed") == y
+
+
+async def test_a_purged_sessions_cursor_goes_once_it_is_a_week_old(
+        store: Store, clock: FakeClock) -> None:
+    """Tombstones do not pile up: a purge deletes the cursors of sessions that no longer
+    exist once they are :data:`TOMBSTONE_S` old (the cursor's time by the store's clock),
+    and keeps no cursor that old. A live session's cursor is never deleted, however old,
+    and a value edited by hand to what is not a number is left, without failing a
+    purge."""
+    start = clock()
+    await ended(store, "new", "stale", "live", "live-kv")
+    assert await store.audit_seal([
+        seal("new", None, repr(start)), seal("stale", None, repr(start - TOMBSTONE_S - 1)),
+        seal("live", None, repr(start - 30 * 86400))]) == [True, True, True]
+    await store.kv_put(AUDIT_CURSORS, "live-kv", repr(start - 30 * 86400))  # (an earlier
+    # release's, in kv on SQLite too)
+    edited = {"edited": "not a number", "huge": "1e+999", "long": "9" * 400, "odd": "12abc",
+              "newline": "5\n"}
+    for key, value in edited.items():
+        await store.kv_put(AUDIT_CURSORS, key, value)
+    await store.kv_put(AUDIT_CURSORS, "none-sealed", "-inf")  # (a cursor moved to none)
+    await store.purge("t1", ["new", "stale"], reason="retention")
+    assert await store.audit_cursor("none-sealed") is None
+    assert await store.audit_cursor("new") == repr(start)
+    assert await store.audit_cursor("stale") is None  # too old to be kept
+    clock.advance(TOMBSTONE_S - 1)
+    await ended(store, "later")
+    later = repr(clock())
+    assert await store.audit_seal([seal("later", None, later)]) == [True]
+    await store.purge("t1", ["later"], reason="erasure")
+    assert await store.audit_cursor("new") == repr(start)  # not a week old yet
+    clock.advance(2)
+    await store.purge("t2", [], reason="retention")  # (any purge, of any tenant)
+    assert await store.audit_cursor("new") is None
+    assert await store.audit_cursor("later") == later
+    assert await store.audit_cursor("live") == repr(start - 30 * 86400)
+    assert await store.audit_cursor("live-kv") == repr(start - 30 * 86400)
+    for key, value in edited.items():
+        assert await store.audit_cursor(key) == value

@@ -18,7 +18,13 @@ from psycopg import AsyncConnection
 
 from convoy._errors import StoreError
 from convoy.stores._postgres_stats import refresh_statistics
-from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
+from convoy.stores._protocol import (
+    SUBJECT_REFS,
+    TOMBSTONE_S,
+    Erasure,
+    SessionRow,
+    StateEntry,
+)
 from convoy.stores._sqlite_sql import _SESSION_COLS, _session
 from convoy.stores._state_rows import STATE_COLS as _STATE_COLS
 from convoy.stores._state_rows import state_entry as _entry
@@ -28,6 +34,7 @@ from convoy.stores._subjects_sql import (
     chunks,
     erasure,
     not_compacted,
+    pg_expire,
     refuse_held,
 )
 
@@ -140,6 +147,8 @@ class PostgresSubjects:
                 for key in await cur.fetchall():
                     await conn.execute(_SQL.fall_back, tuple(key))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
+            # (their cursors stay: :meth:`Store.purge`; those a week old go)
+            await conn.execute(*pg_expire(now - TOMBSTONE_S))
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0
             if subject is not None:

@@ -417,6 +417,11 @@ class AuditRow:
 #: them as interceptor state keeps them (PostgreSQL; SQLite keeps each in its session's
 #: row, see :meth:`Store.audit_cursor`).
 AUDIT_CURSORS = "convoy.audit.cursor"
+#: How long a purge keeps the audit cursor of a session it deleted (its tombstone, see
+#: :meth:`Store.purge`), in seconds from the cursor's time: a week. A tombstone matters
+#: only while an engine may still hold a seal of the session's last run (queued for
+#: seconds, or for as long as the store is out of reach).
+TOMBSTONE_S = 7 * 86400.0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)

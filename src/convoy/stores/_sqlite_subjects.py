@@ -16,15 +16,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from convoy._errors import StoreError
-from convoy.stores._protocol import SUBJECT_REFS, Erasure, SessionRow, StateEntry
+from convoy.stores._protocol import (
+    SUBJECT_REFS,
+    TOMBSTONE_S,
+    Erasure,
+    SessionRow,
+    StateEntry,
+)
 from convoy.stores._sqlite_sql import _SESSION_COLS, _is_busy, _session, _store_error
 from convoy.stores._sqlite_wal import _Checkpointer
 from convoy.stores._state_rows import STATE_COLS as _STATE_COLS
 from convoy.stores._state_rows import state_entry as _entry
 from convoy.stores._subjects_sql import (
+    SQLITE_EXPIRE,
+    SQLITE_EXPIRING,
+    SQLITE_TOMBSTONES,
     SubjectSQL,
     chunks,
     erasure,
+    expired,
     not_compacted,
     refuse_held,
 )
@@ -109,6 +119,7 @@ class SQLiteSubjects:
                             now, reason)
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
+                conn.execute(SQLITE_TOMBSTONES.format(_SQL.ids(len(chunk))), (tenant, *chunk))
                 for text, params in plain:
                     conn.execute(text, params)
                 for ns, key in conn.execute(_SQL.created(len(chunk)),
@@ -119,6 +130,10 @@ class SQLiteSubjects:
                 for key in conn.execute(current, (tenant, *chunk)).fetchall():
                     conn.execute(_SQL.fall_back, tuple(key))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
+            cutoff = now - TOMBSTONE_S  # (those just kept too: none is kept that old)
+            conn.executemany(SQLITE_EXPIRE, [
+                (key,) for key, value in conn.execute(SQLITE_EXPIRING, (cutoff,)).fetchall()
+                if isinstance(value, str) and expired(value, cutoff)])
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0
             if subject is not None:

@@ -4,6 +4,7 @@ set of sessions with everything written for them."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,7 +13,7 @@ from convoy.stores._protocol import AUDIT_CURSORS, SPANS_NAMESPACE, Erasure
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean (``kv``:
 #: the map of a subject key's label to the subject's id, the spans kept for a session,
-#: its audit cursor).
+#: the audit cursors of purged sessions once a week old).
 PURGED_TABLES = ("sessions", "journal", "signals", "state", "state_history", "state_watch",
                  "subject_keys", "kv")
 
@@ -99,7 +100,8 @@ class SubjectSQL:
     def purge_chunk(self, tenant: str, ids: Sequence[str]
                     ) -> tuple[list[tuple[str, tuple[Any, ...]]], str, str, str]:
         """For one chunk of session ids (of ``tenant``): the plain deletes (their journal,
-        signals, watches, spans and audit cursor), the statement
+        signals, watches and spans; their audit cursors are kept, see
+        :data:`SQLITE_TOMBSTONES`), the statement
         that deletes their state versions (counted), the one that deletes the current
         versions they wrote (returning the keys), and the one that deletes the sessions
         (counted)."""
@@ -108,18 +110,62 @@ class SubjectSQL:
                 f"tenant={m})"
         plain = [(f"DELETE FROM {t} WHERE {owned}", (*ids, tenant))
                  for t in ("journal", "signals", "state_watch")]
-        # What interceptors keep per session: the embedded trace store's spans and the
-        # audit cursor (the session's audit entries stay in the log).
-        theirs = f"SELECT {{}} FROM sessions WHERE tenant={m} AND id IN ({marks})"
-        plain += [(f"DELETE FROM kv WHERE namespace IN ({theirs.format(m + ' || id')})",
-                   (SPANS_NAMESPACE, tenant, *ids)),
-                  (f"DELETE FROM kv WHERE namespace={m} AND key IN ({theirs.format('id')})",
-                   (AUDIT_CURSORS, tenant, *ids))]
+        # What interceptors keep per session: the embedded trace store's spans (the
+        # session's audit entries stay in the log, its audit cursor for a while).
+        plain.append((f"DELETE FROM kv WHERE namespace IN (SELECT {m} || id FROM sessions "
+                      f"WHERE tenant={m} AND id IN ({marks}))",
+                      (SPANS_NAMESPACE, tenant, *ids)))
         history = f"DELETE FROM state_history WHERE tenant={m} AND session_id IN ({marks})"
         current = (f"DELETE FROM state WHERE tenant={m} AND session_id IN ({marks}) "
                    "RETURNING tenant, namespace, key")
         sessions = f"DELETE FROM sessions WHERE tenant={m} AND id IN ({marks})"
         return plain, history, current, sessions
+
+
+# A purged session's audit cursor is kept (its tombstone): a seal an engine queued before
+# the purge, of records the erasure sealed first, then fails its compare-and-set instead of
+# finding no cursor and appending them again (see :meth:`Store.purge`). It goes once it is
+# :data:`~convoy.stores._protocol.TOMBSTONE_S` old: by its value, the time of the last
+# record sealed, read as a number only when it is one as Convoy writes it (``repr`` of a
+# float; ``-inf``: none sealed): a value edited by hand to anything else is left, and
+# never reaches PostgreSQL's ``::float8``, which raises on it (and on what overflows a
+# float: at most 17 digits before the point, and a two-digit exponent).
+_NUMBER = r"-?[0-9]{1,17}(\.[0-9]{1,25})?(e[-+][0-9]{1,2})?"
+_IS_NUMBER = re.compile(_NUMBER)
+
+#: SQLite, before a chunk of sessions (``tenant``, then their ids) is deleted: the cursor
+#: each keeps in its row is kept in ``kv`` (in place of one an earlier release left there;
+#: a session whose row has none keeps its ``kv`` cursor as it is).
+SQLITE_TOMBSTONES = (f"INSERT INTO kv(namespace,key,value) SELECT '{AUDIT_CURSORS}', id, "
+                     "audit_cursor FROM sessions WHERE tenant=? AND id IN ({}) AND "
+                     "audit_cursor IS NOT NULL ON CONFLICT(namespace,key) DO UPDATE SET "
+                     "value=excluded.value")
+# The cursors of sessions that no longer exist (by the sessions' primary key, for each
+# cursor in ``kv``'s range of the namespace): a live session's is never one of them.
+_GONE = (f"namespace='{AUDIT_CURSORS}' AND NOT EXISTS "
+         "(SELECT 1 FROM sessions WHERE sessions.id=kv.key)")
+#: SQLite: the purged sessions' cursors that may be older than a time (parameter: it):
+#: ``CAST`` reads any text as a number (a word as 0), so each is checked with
+#: :func:`expired` before it goes (:data:`SQLITE_EXPIRE`, parameter: its key).
+SQLITE_EXPIRING = (f"SELECT key, value FROM kv WHERE {_GONE} AND "
+                   "(value='-inf' OR CAST(value AS REAL) < ?)")
+SQLITE_EXPIRE = f"DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key=?"
+#: PostgreSQL: delete the purged sessions' cursors older than a time (parameters: the
+#: pattern of a number, the time).
+PG_EXPIRE = (f"DELETE FROM kv WHERE {_GONE} AND CASE WHEN value='-inf' THEN true "
+             "WHEN value ~ %s THEN value::float8 < %s ELSE false END")
+
+
+def expired(value: str, cutoff: float) -> bool:
+    """Whether a purged session's cursor ``value`` is older than ``cutoff`` (a value that
+    is not a number as Convoy writes it: never)."""
+    return value == "-inf" or (_IS_NUMBER.fullmatch(value) is not None and
+                               float(value) < cutoff)
+
+
+def pg_expire(cutoff: float) -> tuple[str, tuple[Any, ...]]:
+    """:data:`PG_EXPIRE` with its parameters."""
+    return PG_EXPIRE, (f"^{_NUMBER}$", cutoff)  # (``$``: the end, not a newline before it)
 
 
 def erasure(r: Sequence[Any]) -> Erasure:
