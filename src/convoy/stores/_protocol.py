@@ -916,12 +916,21 @@ class Store(Protocol):
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
-        signals, watches, spans (:data:`SPANS_NAMESPACE`) and audit cursor
-        (:data:`AUDIT_CURSORS`), every state key one of them created (all its versions, whoever
-        wrote them) and every other state version they wrote (a key whose current version
-        goes falls back to its newest remaining one), destroy ``subject``'s key when
-        given (with the values in :data:`SUBJECT_REFS` that name it), and record the
-        :class:`Erasure` (returned)."""
+        signals, watches and spans (:data:`SPANS_NAMESPACE`), every state key one of them
+        created (all its versions, whoever wrote them) and every other state version they
+        wrote (a key whose current version goes falls back to its newest remaining one),
+        destroy ``subject``'s key when given (with the values in :data:`SUBJECT_REFS` that
+        name it), and record the :class:`Erasure` (returned).
+
+        Each deleted session's audit cursor is kept as it was, in :data:`AUDIT_CURSORS`
+        (its tombstone; SQLite copies it there from the session's row): a seal an engine
+        queued before the purge, of records sealed since (an erasure seals them first),
+        then fails its compare-and-set (:meth:`audit_seal`) instead of appending them
+        again, and one of records never sealed still moves it. In the same transaction,
+        the cursors in :data:`AUDIT_CURSORS` of sessions that no longer exist (of any
+        tenant) are deleted once their value, read as a number, is older than the
+        store's clock minus :data:`TOMBSTONE_S` (so none that old is kept); a value that
+        is not a number as Convoy writes it (``repr`` of a float) is left."""
         ...
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:
