@@ -15,6 +15,7 @@ from convoy._errors import UserError
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
     TOMBSTONE_S,
+    TOMBSTONE_SWEEP_S,
     AuditSeal,
     SessionOutcome,
     StateWrite,
@@ -217,7 +218,7 @@ async def test_a_purged_sessions_cursor_goes_once_it_is_a_week_old(
     assert await store.audit_seal([seal("later", None, later)]) == [True]
     await store.purge("t1", ["later"], reason="erasure")
     assert await store.audit_cursor("new") == repr(start)  # not a week old yet
-    clock.advance(2)
+    clock.advance(TOMBSTONE_SWEEP_S)  # (a store looks for them once an hour at most)
     await store.purge("t2", [], reason="retention")  # (any purge, of any tenant)
     assert await store.audit_cursor("new") is None
     assert await store.audit_cursor("later") == later
@@ -225,3 +226,20 @@ async def test_a_purged_sessions_cursor_goes_once_it_is_a_week_old(
     assert await store.audit_cursor("live-kv") == repr(start - 30 * 86400)
     for key, value in edited.items():
         assert await store.audit_cursor(key) == value
+
+
+async def test_a_store_looks_for_old_cursors_once_an_hour_at_most(
+        store: Store, clock: FakeClock) -> None:
+    """The purges of one retention run (a batch each) read the cursors once: a store that
+    looked for week-old ones looks again only :data:`TOMBSTONE_SWEEP_S` later."""
+    old = repr(clock() - TOMBSTONE_S - 1)
+    await store.kv_put(AUDIT_CURSORS, "gone-1", old)
+    await store.purge("t1", [], reason="retention")
+    assert await store.audit_cursor("gone-1") is None
+    await store.kv_put(AUDIT_CURSORS, "gone-2", old)
+    clock.advance(TOMBSTONE_SWEEP_S - 1)
+    await store.purge("t1", [], reason="retention")
+    assert await store.audit_cursor("gone-2") == old  # (not looked for yet)
+    clock.advance(1)
+    await store.purge("t1", [], reason="retention")
+    assert await store.audit_cursor("gone-2") is None

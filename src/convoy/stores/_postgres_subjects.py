@@ -21,6 +21,7 @@ from convoy.stores._postgres_stats import refresh_statistics
 from convoy.stores._protocol import (
     SUBJECT_REFS,
     TOMBSTONE_S,
+    TOMBSTONE_SWEEP_S,
     Erasure,
     SessionRow,
     StateEntry,
@@ -48,6 +49,7 @@ class PostgresSubjects:
     ``erasures`` and ``compact`` methods of :class:`~convoy.stores.PostgresStore`."""
 
     clock: Callable[[], float]
+    _swept: float | None = None  # when a purge last looked for tombstones to delete
 
     if TYPE_CHECKING:
         url: str
@@ -120,6 +122,7 @@ class PostgresSubjects:
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         now = self.clock()
+        sweep = self._swept is None or not 0 <= now - self._swept < TOMBSTONE_SWEEP_S
 
         async def purge(conn: Conn) -> Erasure:
             sessions = versions = 0
@@ -147,8 +150,8 @@ class PostgresSubjects:
                 for key in await cur.fetchall():
                     await conn.execute(_SQL.fall_back, tuple(key))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
-            # (their cursors stay: :meth:`Store.purge`; those a week old go)
-            await conn.execute(*pg_expire(now - TOMBSTONE_S))
+            if sweep:  # (their cursors stay: :meth:`Store.purge`; those a week old go)
+                await conn.execute(*pg_expire(now - TOMBSTONE_S))
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0
             if subject is not None:
@@ -161,7 +164,10 @@ class PostgresSubjects:
                            sessions=sessions, state_versions=versions, key=destroyed, at=now,
                            seq=int(row[0]) if row else 0)
 
-        return await self._write(purge)
+        event = await self._write(purge)
+        if sweep:
+            self._swept = now
+        return event
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:
         cond, params = ("", ()) if tenant is None else (" WHERE tenant=%s", (tenant,))

@@ -422,6 +422,11 @@ AUDIT_CURSORS = "convoy.audit.cursor"
 #: only while an engine may still hold a seal of the session's last run (queued for
 #: seconds, or for as long as the store is out of reach).
 TOMBSTONE_S = 7 * 86400.0
+#: How often a store object looks for tombstones to delete (:meth:`Store.purge`), in
+#: seconds by its clock: a retention purge of many batches reads the cursors once, not
+#: once a batch (on PostgreSQL, where every live session's cursor is a ``kv`` row, that
+#: read takes a fraction of a second per 100,000 sessions).
+TOMBSTONE_SWEEP_S = 3600.0
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -929,8 +934,11 @@ class Store(Protocol):
         again, and one of records never sealed still moves it. In the same transaction,
         the cursors in :data:`AUDIT_CURSORS` of sessions that no longer exist (of any
         tenant) are deleted once their value, read as a number, is older than the
-        store's clock minus :data:`TOMBSTONE_S` (so none that old is kept); a value that
-        is not a number as Convoy writes it (``repr`` of a float) is left."""
+        store's clock minus :data:`TOMBSTONE_S`; a value that is not a number as Convoy
+        writes it (``repr`` of a float) is left. A store object looks for those at its
+        first purge and then at most once every :data:`TOMBSTONE_SWEEP_S` (the purges of
+        one retention run read them once), so one that old may stay until a later
+        purge."""
         ...
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:

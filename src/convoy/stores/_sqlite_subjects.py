@@ -19,6 +19,7 @@ from convoy._errors import StoreError
 from convoy.stores._protocol import (
     SUBJECT_REFS,
     TOMBSTONE_S,
+    TOMBSTONE_SWEEP_S,
     Erasure,
     SessionRow,
     StateEntry,
@@ -50,6 +51,7 @@ class SQLiteSubjects:
     clock: Callable[[], float]
     path: Path
     _checkpointer: _Checkpointer | None
+    _swept: float | None = None  # when a purge last looked for tombstones to delete
 
     if TYPE_CHECKING:
         async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
@@ -111,6 +113,7 @@ class SQLiteSubjects:
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         now = self.clock()
+        sweep = self._swept is None or not 0 <= now - self._swept < TOMBSTONE_SWEEP_S
 
         def purge(conn: sqlite3.Connection) -> Erasure:
             sessions = versions = 0
@@ -130,10 +133,12 @@ class SQLiteSubjects:
                 for key in conn.execute(current, (tenant, *chunk)).fetchall():
                     conn.execute(_SQL.fall_back, tuple(key))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
-            cutoff = now - TOMBSTONE_S  # (those just kept too: none is kept that old)
-            conn.executemany(SQLITE_EXPIRE, [
-                (key,) for key, value in conn.execute(SQLITE_EXPIRING, (cutoff,)).fetchall()
-                if isinstance(value, str) and expired(value, cutoff)])
+            if sweep:
+                cutoff = now - TOMBSTONE_S  # (those just kept too)
+                conn.executemany(SQLITE_EXPIRE, [
+                    (key,) for key, value in conn.execute(SQLITE_EXPIRING,
+                                                          (cutoff,)).fetchall()
+                    if isinstance(value, str) and expired(value, cutoff)])
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0
             if subject is not None:
@@ -147,9 +152,12 @@ class SQLiteSubjects:
         await self._drain()
         self.conn.execute("PRAGMA secure_delete=ON")
         try:
-            return await self._write(purge)
+            event = await self._write(purge)
         finally:
             self.conn.execute("PRAGMA secure_delete=OFF")
+        if sweep:
+            self._swept = now
+        return event
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:
         cond, params = ("", ()) if tenant is None else (" WHERE tenant=?", (tenant,))

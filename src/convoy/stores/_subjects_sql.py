@@ -154,8 +154,9 @@ SQLITE_EXPIRE = f"DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key=?"
 #: pattern of a number, the time). Those of sessions that no longer exist are found first
 #: (``MATERIALIZED``: the planner tested every value of the namespace, each live session's
 #: cursor too, against the pattern before the join), then deleted by the primary key. It
-#: reads every cursor and the sessions' ids once a purge: 0.2 s for 300,000 sessions on
-#: the tests' cluster (0.65 s with the pattern tested first).
+#: reads every cursor and the sessions' ids (a store runs it once an hour at most,
+#: ``TOMBSTONE_SWEEP_S``): 0.2 s for 300,000 sessions on the tests' cluster (0.65 s with
+#: the pattern tested first).
 PG_EXPIRE = (f"WITH gone AS MATERIALIZED (SELECT key, value FROM kv WHERE {_GONE}) "
              f"DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key = ANY(ARRAY("
              "SELECT key FROM gone WHERE CASE WHEN value='-inf' THEN true "
