@@ -243,3 +243,19 @@ async def test_a_store_looks_for_old_cursors_once_an_hour_at_most(
     clock.advance(1)
     await store.purge("t1", [], reason="retention")
     assert await store.audit_cursor("gone-2") is None
+
+
+async def test_a_tombstone_is_kept_by_the_purge_that_made_it_however_old_its_cursor(
+        store: Store, clock: FakeClock) -> None:
+    """Review repro: a session sealed, then parked for more than a week, resumed, and
+    ended: its last run's seal (``before``: the cursor of a week ago) is queued when a
+    retention purge deletes it. The purge keeps the cursor as a tombstone, but the same
+    purge's sweep deletes it (its value is older than :data:`TOMBSTONE_S`), so the queued
+    seal, of records never sealed, fails its compare-and-set and they are never sealed (the
+    journal is gone): the loss the tombstone was meant to prevent."""
+    await ended(store, "parked")
+    old = repr(clock() - TOMBSTONE_S - 60)  # (its last record before the park)
+    assert await store.audit_seal([seal("parked", None, old, b"before the park")]) == [True]
+    await store.purge("t1", ["parked"], reason="retention")
+    assert await store.audit_cursor("parked") == old  # fails: None
+    assert await store.audit_seal([seal("parked", old, repr(clock()), b"after")]) == [True]
