@@ -117,7 +117,8 @@ class SQLiteBackend(Backend):
     def drop_addons(self) -> None:
         # Plays the Convoy before the add-ons (src/convoy/stores/_addons.py).
         conn = sqlite3.connect(self.path)
-        conn.executescript(_DROP_ADDONS.format(schema="main", cascade=""))
+        conn.executescript(_DROP_ADDONS.format(
+            schema="main", cascade="", trigger="DROP TRIGGER main.sessions_audit_cursor_reset"))
         conn.close()
 
     def snapshot(self) -> object:
@@ -181,7 +182,8 @@ class PostgresBackend(Backend):
         base, _, schema = self.url.partition("?schema=")
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(_DROP_ADDONS.format(  # type: ignore[arg-type]
-                schema=f'"{schema}"', cascade=" CASCADE"))
+                schema=f'"{schema}"', cascade=" CASCADE",
+                trigger=f'DROP FUNCTION "{schema}".convoy_audit_cursor_reset() CASCADE'))
 
     def snapshot(self) -> object:
         import psycopg
@@ -214,6 +216,7 @@ class PostgresBackend(Backend):
 # What the add-ons added, taken out again (``schema``: where the tables live).
 _DROP_ADDONS = """
 DELETE FROM {schema}.meta WHERE key LIKE 'addon:%';
+{trigger};
 DROP TABLE {schema}.alerts{cascade};
 DROP TABLE {schema}.alert_outbox{cascade};
 DROP TABLE {schema}.subject_keys{cascade};

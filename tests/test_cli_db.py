@@ -36,9 +36,12 @@ def url(b: Backend) -> str:
 
 
 def at_version_4(b: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A store as Convoy with schema 4 left it."""
-    from convoy.stores import _postgres_sql, _sqlite
+    """A store as Convoy with schema 4 left it (without the add-ons of later schemas: the
+    trigger of ``audit_cursor_reset`` reads ``kv``, which schema 4 had not)."""
+    from convoy.stores import _addons, _postgres_sql, _sqlite
 
+    monkeypatch.setattr(_addons, "ADDONS", tuple(a for a in _addons.ADDONS
+                                                 if a.name != "audit_cursor_reset"))
     monkeypatch.setattr(_sqlite, "_MIGRATIONS", tuple(m for m in _sqlite._MIGRATIONS
                                                        if m[0] <= 4))
     monkeypatch.setattr(_sqlite, "SCHEMA_VERSION", 4)

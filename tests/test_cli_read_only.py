@@ -118,12 +118,13 @@ def test_a_feature_whose_addon_is_missing_reads_as_nothing_there(backend: Backen
     info = json.loads(cli("db", "info", "--json", "--db", db).stdout)
     assert info["addons_missing"] == ["agent_config", "alerts", "subjects", "step_began",
                                       "alert_keys", "alerts_open_once",
-                                      "alert_outbox_order", "private_statistics"]
+                                      "alert_outbox_order", "private_statistics",
+                                      "audit_cursor_reset"]
     assert info["sessions"] == {"completed": 3, "waiting": 1}
     text = cli("db", "info", "--db", db).stdout
     # (the command to run names the store, as --db did)
     assert "missing agent_config, alerts, subjects, step_began, alert_keys, alerts_open_once, " \
-        "alert_outbox_order, private_statistics ('convoy db migrate " \
+        "alert_outbox_order, private_statistics, audit_cursor_reset ('convoy db migrate " \
         "--db " in text
     assert "' adds them" in text
     assert cli("db", "migrate", "--db", db).code == 0

@@ -193,9 +193,10 @@ async def test_a_purged_sessions_cursor_goes_once_it_is_a_week_old(
         store: Store, clock: FakeClock) -> None:
     """Tombstones do not pile up: a purge deletes the cursors of sessions that no longer
     exist once they are :data:`TOMBSTONE_S` old (the cursor's time by the store's clock),
-    and keeps no cursor that old. A live session's cursor is never deleted, however old,
-    and a value edited by hand to what is not a number is left, without failing a
-    purge."""
+    before it keeps its own: one it keeps is there until a later purge, however old (the
+    seal of a session's last run after a park of more than a week needs it as much). A
+    live session's cursor is never deleted, however old, and a value edited by hand to
+    what is not a number is left, without failing a purge."""
     start = clock()
     await ended(store, "new", "stale", "live", "live-kv")
     assert await store.audit_seal([
@@ -211,12 +212,13 @@ async def test_a_purged_sessions_cursor_goes_once_it_is_a_week_old(
     await store.purge("t1", ["new", "stale"], reason="retention")
     assert await store.audit_cursor("none-sealed") is None
     assert await store.audit_cursor("new") == repr(start)
-    assert await store.audit_cursor("stale") is None  # too old to be kept
+    assert await store.audit_cursor("stale") == repr(start - TOMBSTONE_S - 1)  # (kept)
     clock.advance(TOMBSTONE_S - 1)
     await ended(store, "later")
     later = repr(clock())
     assert await store.audit_seal([seal("later", None, later)]) == [True]
     await store.purge("t1", ["later"], reason="erasure")
+    assert await store.audit_cursor("stale") is None  # (a week old at a later purge)
     assert await store.audit_cursor("new") == repr(start)  # not a week old yet
     clock.advance(TOMBSTONE_SWEEP_S)  # (a store looks for them once an hour at most)
     await store.purge("t2", [], reason="retention")  # (any purge, of any tenant)

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from convoy._command import command
 from convoy._errors import JournalError, NoStoreError
 from convoy.stores._postgres_stats import NO_STATISTICS
+from convoy.stores._protocol import AUDIT_CURSORS
 from convoy.stores._rows import meta_version
 from convoy.stores._subjects_sql import subject_tables
 
@@ -170,6 +171,25 @@ _OUTBOX_ORDER = ("CREATE INDEX IF NOT EXISTS alert_outbox_order ON alert_outbox(
 _LEGACY_KEYS = ("UPDATE alert_outbox SET idem_key='convoy-alert-' || alert_id || '-' || event "
                 "WHERE idem_key IS NULL")
 
+# A session created under the id of one purged before starts with no audit cursor: the one
+# its purge kept (a tombstone, see Store.purge) is an earlier session's, whose time may be
+# ahead of the new session's records (another engine's clock). A session's row inserted,
+# not one found there (``ON CONFLICT DO NOTHING``), clears it.
+_CURSOR_RESET_SQLITE = f"""
+CREATE TRIGGER IF NOT EXISTS sessions_audit_cursor_reset AFTER INSERT ON sessions
+BEGIN DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key=NEW.id; END
+"""
+_CURSOR_RESET_POSTGRES = f"""
+CREATE OR REPLACE FUNCTION convoy_audit_cursor_reset() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  DELETE FROM kv WHERE namespace = '{AUDIT_CURSORS}' AND key = NEW.id;
+  RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS sessions_audit_cursor_reset ON sessions;
+CREATE TRIGGER sessions_audit_cursor_reset AFTER INSERT ON sessions FOR EACH ROW
+  EXECUTE FUNCTION convoy_audit_cursor_reset()
+"""
+
 #: Every add-on, in the order they are applied.
 ADDONS: tuple[Addon, ...] = (
     # The configuration of the agent that took each step (Agent.config_id).
@@ -205,11 +225,14 @@ ADDONS: tuple[Addon, ...] = (
     # ANALYZE would copy into pg_statistic (convoy.stores._postgres_stats). Nothing to do
     # on SQLite: Convoy never runs its ANALYZE, whose sqlite_stat1 holds counts only.
     Addon("private_statistics", 1, "", NO_STATISTICS),
+    # A new session under a purged session's id: no cursor of the earlier one's.
+    Addon("audit_cursor_reset", 1, _CURSOR_RESET_SQLITE, _CURSOR_RESET_POSTGRES),
 )
 
 
 def split_script(script: str) -> list[str]:
-    """The statements of a script, in order (a ``$$``-quoted body is kept whole)."""
+    """The statements of a script, in order (a ``$$``-quoted body, a SQLite trigger's
+    body, is kept whole)."""
     statements, current = [], ""
     for i, part in enumerate(_DOLLAR_QUOTED.split(script)):
         if i % 2:  # (a function's body: its semicolons end none of the script's statements)
@@ -224,7 +247,10 @@ def split_script(script: str) -> list[str]:
     return [s for s in (p.strip() for p in statements) if s]
 
 
-_DOLLAR_QUOTED = re.compile(r"(\$\$.*?\$\$)", re.DOTALL)
+#: What :func:`split_script` keeps whole: a ``$$``-quoted body (PostgreSQL's), a SQLite
+#: trigger's ``BEGIN ... END``.
+_DOLLAR_QUOTED = re.compile(r"(\$\$.*?\$\$|CREATE TRIGGER\b[^;]*?\bBEGIN\b.*?\bEND\b)",
+                            re.DOTALL)
 
 
 def addon_statements(script: str, now: float) -> list[str]:

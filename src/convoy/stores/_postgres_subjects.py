@@ -130,6 +130,8 @@ class PostgresSubjects:
                 cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
                                          (tenant, *chunk))
                 refuse_held(await cur.fetchall(), now, reason)
+            if sweep:  # (before this purge keeps its own: each is kept until a later one)
+                await conn.execute(*pg_expire(now - TOMBSTONE_S))
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 cur = await conn.execute(
@@ -150,8 +152,6 @@ class PostgresSubjects:
                 for key in await cur.fetchall():
                     await conn.execute(_SQL.fall_back, tuple(key))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
-            if sweep:  # (their cursors stay: :meth:`Store.purge`; those a week old go)
-                await conn.execute(*pg_expire(now - TOMBSTONE_S))
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0
             if subject is not None:

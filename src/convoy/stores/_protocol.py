@@ -931,14 +931,17 @@ class Store(Protocol):
         (its tombstone; SQLite copies it there from the session's row): a seal an engine
         queued before the purge, of records sealed since (an erasure seals them first),
         then fails its compare-and-set (:meth:`audit_seal`) instead of appending them
-        again, and one of records never sealed still moves it. In the same transaction,
-        the cursors in :data:`AUDIT_CURSORS` of sessions that no longer exist (of any
-        tenant) are deleted once their value, read as a number, is older than the
-        store's clock minus :data:`TOMBSTONE_S`; a value that is not a number as Convoy
-        writes it (``repr`` of a float) is left. A store object looks for those at its
-        first purge and then at most once every :data:`TOMBSTONE_SWEEP_S` (the purges of
-        one retention run read them once), so one that old may stay until a later
-        purge."""
+        again, and one of records never sealed still moves it. A session created later
+        under one of those ids starts with no cursor (a trigger of the store's
+        ``audit_cursor_reset`` add-on deletes it as the new row is inserted). In the same
+        transaction, before it keeps its own, the purge deletes the cursors in
+        :data:`AUDIT_CURSORS` of sessions that no longer exist (of any tenant) whose
+        value, read as a number, is older than the store's clock minus
+        :data:`TOMBSTONE_S`; a value that is not a number as Convoy writes it (``repr``
+        of a float) is left. A store object looks for those at its first purge and then
+        at most once every :data:`TOMBSTONE_SWEEP_S` (the purges of one retention run
+        read them once): a cursor a purge keeps stays until a later purge, however old,
+        and one that old may stay until a purge that looks."""
         ...
 
     async def erasures(self, *, tenant: str | None = None) -> list[Erasure]:

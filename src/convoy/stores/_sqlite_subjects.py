@@ -120,6 +120,12 @@ class SQLiteSubjects:
             for chunk in chunks(session_ids):
                 refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk)).fetchall(),
                             now, reason)
+            if sweep:  # (before this purge keeps its own: each is kept until a later one)
+                cutoff = now - TOMBSTONE_S
+                conn.executemany(SQLITE_EXPIRE, [
+                    (key,) for key, value in conn.execute(SQLITE_EXPIRING,
+                                                          (cutoff,)).fetchall()
+                    if isinstance(value, str) and expired(value, cutoff)])
             for chunk in chunks(session_ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 conn.execute(SQLITE_TOMBSTONES.format(_SQL.ids(len(chunk))), (tenant, *chunk))
@@ -133,12 +139,6 @@ class SQLiteSubjects:
                 for key in conn.execute(current, (tenant, *chunk)).fetchall():
                     conn.execute(_SQL.fall_back, tuple(key))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
-            if sweep:
-                cutoff = now - TOMBSTONE_S  # (those just kept too)
-                conn.executemany(SQLITE_EXPIRE, [
-                    (key,) for key, value in conn.execute(SQLITE_EXPIRING,
-                                                          (cutoff,)).fetchall()
-                    if isinstance(value, str) and expired(value, cutoff)])
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0
             if subject is not None:
