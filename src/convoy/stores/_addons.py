@@ -180,7 +180,8 @@ CREATE TRIGGER IF NOT EXISTS sessions_audit_cursor_reset AFTER INSERT ON session
 BEGIN DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key=NEW.id; END
 """
 _CURSOR_RESET_POSTGRES = f"""
-CREATE OR REPLACE FUNCTION convoy_audit_cursor_reset() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION convoy_audit_cursor_reset() RETURNS trigger LANGUAGE plpgsql
+  SET search_path FROM CURRENT AS $$
 BEGIN
   DELETE FROM kv WHERE namespace = '{AUDIT_CURSORS}' AND key = NEW.id;
   RETURN NULL;
