@@ -174,7 +174,11 @@ _LEGACY_KEYS = ("UPDATE alert_outbox SET idem_key='convoy-alert-' || alert_id ||
 # A session created under the id of one purged before starts with no audit cursor: the one
 # its purge kept (a tombstone, see Store.purge) is an earlier session's, whose time may be
 # ahead of the new session's records (another engine's clock). A session's row inserted,
-# not one found there (``ON CONFLICT DO NOTHING``), clears it.
+# not one found there (``ON CONFLICT DO NOTHING``), clears it. PostgreSQL's function keeps
+# the store's schema as its search_path (the inserting connection's may name another
+# store's, or none). Add-ons are applied after the core migrations: a later migration
+# that rebuilds ``kv`` (create, drop, rename) must drop this trigger first and create it
+# again (SQLite checks a trigger's tables as a table is renamed).
 _CURSOR_RESET_SQLITE = f"""
 CREATE TRIGGER IF NOT EXISTS sessions_audit_cursor_reset AFTER INSERT ON sessions
 BEGIN DELETE FROM kv WHERE namespace='{AUDIT_CURSORS}' AND key=NEW.id; END
@@ -249,7 +253,8 @@ def split_script(script: str) -> list[str]:
 
 
 #: What :func:`split_script` keeps whole: a ``$$``-quoted body (PostgreSQL's), a SQLite
-#: trigger's ``BEGIN ... END``.
+#: trigger's ``BEGIN ... END`` (up to the first ``END``: a trigger whose body holds a
+#: ``CASE ... END`` is not one this reads).
 _DOLLAR_QUOTED = re.compile(r"(\$\$.*?\$\$|CREATE TRIGGER\b[^;]*?\bBEGIN\b.*?\bEND\b)",
                             re.DOTALL)
 
