@@ -417,10 +417,10 @@ class AuditRow:
 #: them as interceptor state keeps them (PostgreSQL; SQLite keeps each in its session's
 #: row, see :meth:`Store.audit_cursor`).
 AUDIT_CURSORS = "convoy.audit.cursor"
-#: How long a purge keeps the audit cursor of a session it deleted (its tombstone, see
-#: :meth:`Store.purge`), in seconds from the cursor's time: a week. A tombstone matters
-#: only while an engine may still hold a seal of the session's last run (queued for
-#: seconds, or for as long as the store is out of reach).
+#: The age, in seconds from its time, past which a later purge deletes the audit cursor
+#: a purge kept of a session it deleted (its tombstone, see :meth:`Store.purge`): a week.
+#: A tombstone matters only while an engine may still hold a seal of the session's last
+#: run (queued for seconds, or for as long as the store is out of reach).
 TOMBSTONE_S = 7 * 86400.0
 #: How often a store object looks for tombstones to delete (:meth:`Store.purge`), in
 #: seconds by its clock: a retention purge of many batches reads the cursors once, not

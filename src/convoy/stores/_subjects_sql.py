@@ -124,12 +124,12 @@ class SubjectSQL:
 
 # A purged session's audit cursor is kept (its tombstone): a seal an engine queued before
 # the purge, of records the erasure sealed first, then fails its compare-and-set instead of
-# finding no cursor and appending them again (see :meth:`Store.purge`). It goes once it is
-# :data:`~convoy.stores._protocol.TOMBSTONE_S` old: by its value, the time of the last
-# record sealed, read as a number only when it is one as Convoy writes it (``repr`` of a
-# float; ``-inf``: none sealed): a value edited by hand to anything else is left, and
-# never reaches PostgreSQL's ``::float8``, which raises on it (and on what overflows a
-# float: at most 17 digits before the point, and a two-digit exponent).
+# finding no cursor and appending them again (see :meth:`Store.purge`). A later purge
+# deletes it once it is :data:`~convoy.stores._protocol.TOMBSTONE_S` old: by its value, the
+# time of the last record sealed, read as a number only when it is one as Convoy writes it
+# (``repr`` of a float; ``-inf``: none sealed): a value edited by hand to anything else is
+# left, and never reaches PostgreSQL's ``::float8``, which raises on it (and on what
+# overflows a float: at most 17 digits before the point, and a two-digit exponent).
 _NUMBER = r"-?[0-9]{1,17}(\.[0-9]{1,25})?(e[-+][0-9]{1,2})?"
 _IS_NUMBER = re.compile(_NUMBER)
 
