@@ -74,6 +74,35 @@ def test_migrate_says_from_which_version_to_which(backend: Backend,
     assert again.code == 0 and f"already at store schema {SCHEMA_VERSION}" in again.stdout
 
 
+def test_migrate_says_which_add_ons_it_added_or_brought_up_to_date(
+        backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store at this Convoy's schema that lacks an add-on: `db migrate` names what it
+    added (it said 'already at store schema N'); one that holds an add-on at an older
+    version of its own (which a read-only open refuses) is brought up to date all the
+    same."""
+    from dataclasses import replace
+
+    from convoy.stores import _addons, _postgres
+
+    def addons(*addons: _addons.Addon) -> None:  # (as a Convoy with those would apply)
+        for module in (_addons, _postgres):
+            monkeypatch.setattr(module, "ADDONS", addons)
+
+    db = url(backend)
+    addons(*_addons.ADDONS[:-1])
+    assert cli("db", "migrate", "--db", db).code == 0
+    monkeypatch.undo()
+    res = cli("db", "migrate", "--db", db)
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip().endswith(
+        f"at store schema {SCHEMA_VERSION}; added add-on {_addons.ADDONS[-1].name}")
+    addons(*_addons.ADDONS[:-1], replace(_addons.ADDONS[-1], version=2))
+    res = cli("db", "migrate", "--db", db)
+    assert res.code == 0, res.stderr
+    assert res.stdout.strip().endswith(f"already at store schema {SCHEMA_VERSION}")
+    assert json.loads(cli("db", "info", "--json", "--db", db).stdout)["addons_missing"] == []
+
+
 def test_migrate_creates_a_store_that_does_not_exist(backend: Backend) -> None:
     res = cli("db", "migrate", "--db", url(backend))
     assert res.code == 0, res.stderr

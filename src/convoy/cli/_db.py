@@ -48,8 +48,12 @@ def migrate(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10
     Example: `convoy db migrate --db postgresql://convoy@db.internal/convoy`
     """
     check_db_path(db, create=True)
-    before, after = run_async(_migrate(db, busy_timeout))
-    if before == after:
+    before, after, added = run_async(_migrate(db, busy_timeout))
+    if before == after and added:
+        out.print(f"{label(db)}: at store schema {after}; added "
+                  f"{'add-on' if len(added) == 1 else 'add-ons'} {', '.join(added)}",
+                  markup=False)
+    elif before == after:
         out.print(f"{label(db)}: already at store schema {after}", markup=False)
     elif before is None:
         out.print(f"{label(db)}: created at store schema {after}", markup=False)
@@ -57,14 +61,27 @@ def migrate(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10
         out.print(f"{label(db)}: migrated from store schema {before} to {after}", markup=False)
 
 
-async def _migrate(db: str, busy_timeout: float) -> tuple[int | None, int | None]:
+async def _migrate(db: str, busy_timeout: float
+                   ) -> tuple[int | None, int | None, tuple[str, ...]]:
+    """The schema versions before and after, and the add-ons a store at this Convoy's
+    schema lacked (and now has)."""
     store = store_from_url(db, busy_timeout=busy_timeout)
     before = await store.schema_version()
     if before is not None and before > SCHEMA_VERSION:
         raise JournalError(_newer(db, before))
+    added: tuple[str, ...] = ()
+    if before == SCHEMA_VERSION:  # (only add-ons may be missing: read, writing nothing)
+        reader = store_from_url(db, busy_timeout=busy_timeout, read_only=True)
+        try:
+            await reader.open()
+            added = tuple((await reader.summary()).addons_missing)
+        except JournalError:  # (an add-on at an older version of its own: migrated below)
+            pass
+        finally:
+            await reader.aclose()
     await store.open()  # creates or migrates
     await store.aclose()
-    return before, await store.schema_version()
+    return before, await store.schema_version(), added
 
 
 @db_app.command("compact")
