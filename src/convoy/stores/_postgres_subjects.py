@@ -21,7 +21,6 @@ from convoy.stores._postgres_stats import refresh_statistics
 from convoy.stores._protocol import (
     SUBJECT_REFS,
     TOMBSTONE_S,
-    TOMBSTONE_SWEEP_S,
     Erasure,
     SessionRow,
     StateEntry,
@@ -37,6 +36,7 @@ from convoy.stores._subjects_sql import (
     not_compacted,
     pg_expire,
     refuse_held,
+    sweep_due,
 )
 
 T = TypeVar("T")
@@ -122,7 +122,7 @@ class PostgresSubjects:
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         now = self.clock()
-        sweep = self._swept is None or not 0 <= now - self._swept < TOMBSTONE_SWEEP_S
+        sweep = sweep_due(self._swept, now)
 
         async def purge(conn: Conn) -> Erasure:
             sessions = versions = 0

@@ -19,7 +19,6 @@ from convoy._errors import StoreError
 from convoy.stores._protocol import (
     SUBJECT_REFS,
     TOMBSTONE_S,
-    TOMBSTONE_SWEEP_S,
     Erasure,
     SessionRow,
     StateEntry,
@@ -38,6 +37,7 @@ from convoy.stores._subjects_sql import (
     expired,
     not_compacted,
     refuse_held,
+    sweep_due,
 )
 
 T = TypeVar("T")
@@ -113,7 +113,7 @@ class SQLiteSubjects:
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None) -> Erasure:
         now = self.clock()
-        sweep = self._swept is None or not 0 <= now - self._swept < TOMBSTONE_SWEEP_S
+        sweep = sweep_due(self._swept, now)
 
         def purge(conn: sqlite3.Connection) -> Erasure:
             sessions = versions = 0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from convoy._errors import SessionsHeld, StoreError
-from convoy.stores._protocol import AUDIT_CURSORS, SPANS_NAMESPACE, Erasure
+from convoy.stores._protocol import AUDIT_CURSORS, SPANS_NAMESPACE, TOMBSTONE_SWEEP_S, Erasure
 
 #: Tables (besides ``meta``) that a purge deletes from: what ``compact`` must clean (``kv``:
 #: the map of a subject key's label to the subject's id, the spans kept for a session,
@@ -168,6 +168,14 @@ def expired(value: str, cutoff: float) -> bool:
     is not a number as Convoy writes it: never)."""
     return value == "-inf" or (_IS_NUMBER.fullmatch(value) is not None and
                                float(value) < cutoff)
+
+
+def sweep_due(swept: float | None, now: float) -> bool:
+    """Whether a store object that last looked for week-old tombstones at ``swept``
+    (``None``: never) looks again at ``now``: at its first purge, then once every
+    :data:`~convoy.stores._protocol.TOMBSTONE_SWEEP_S` (and at once if its clock went
+    back)."""
+    return swept is None or not 0 <= now - swept < TOMBSTONE_SWEEP_S
 
 
 def pg_expire(cutoff: float) -> tuple[str, tuple[Any, ...]]:
