@@ -520,3 +520,59 @@ async def test_a_transient_store_error_is_never_called_an_edited_log(tmp_path: P
         assert not isinstance(raised.value, convoy.AuditError)
     finally:
         await store.aclose()
+
+
+async def test_a_purge_seals_first_what_a_stopped_engine_left_unsealed(
+        db: str | Path) -> None:
+    """A retention purge deletes the journal the audit entries of a stopped engine's
+    runs would be sealed from (by ``convoy audit seal``, or the next engine with the
+    audit interceptor): it seals them first, from the journal, each once, then purges."""
+    clock = FakeClock()
+    flow = _flow()
+    async with convoy.Engine(store_from_url(str(db), clock=clock),
+                             interceptors=[AuditInterceptor()]) as audited:
+        assert (await audited.run(flow, "hi", session_id="s0")).ok  # (the tenant's log)
+    async with convoy.Engine(store_from_url(str(db), clock=clock)) as bare:
+        assert (await bare.run(flow, "hi", session_id="s1")).ok  # journaled, never sealed
+        journal = [r.key for r in await bare.journal("s1") if r.status != "started"]
+        far = "machine-b:4242:abcdef12"  # (its sealer, on another machine, stopped)
+        await bare.store.kv_put(SEALERS, far, json.dumps({"through": clock() - 10,
+                                                          "beat": clock()}))
+    clock.advance(3600)
+    async with convoy.Engine(store_from_url(str(db), clock=clock)) as eng:
+        assert [e.sessions for e in await eng.purge(60)] == [2]
+        size = await eng.store.audit_size("default")
+        events = [AuditEvent.decode(r.body)
+                  for r in await eng.store.audit_entries("default", 0, size)]
+        sealed = [e.step_key for e in events
+                  if e.session_id == "s1" and e.kind not in ("config_change", "session")]
+        assert journal and sorted(sealed) == sorted(journal), [e.kind for e in events]
+        assert events[-1].kind == "erasure"
+        assert far not in await eng.store.kv_all(SEALERS)
+        assert (await verify_log(AuditLog(eng.store), "default")).size == size
+
+
+async def test_a_purge_stops_before_a_subjects_session_it_cannot_seal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stopped engine's session of a data subject is sealed under the subject's key,
+    which needs the master key: a purge without it stops with nothing purged and says
+    what to set; with it, the purge seals the session and purges it."""
+    db = str(tmp_path / "convoy.db")
+    key = str(tmp_path / "m.key")
+    await _a_dead_sealers_subject_session(db, key, monkeypatch)
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
+    res = await asyncio.to_thread(cli, "purge", "--older-than", "1s", "--db", db,
+                                  env={"CONVOY_MASTER_KEY_FILE": ""})
+    assert res.code == 2 and res.stderr.count("\n") == 1 and \
+        "nothing was purged" in res.stderr and "CONVOY_MASTER_KEY_FILE" in res.stderr, res
+    async with convoy.Engine(db) as plain:
+        assert list(await plain.store.get_sessions(["s1"])) == ["s1"]
+        assert await plain.store.audit_size("default") == 0
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
+    async with convoy.Engine(store_from_url(db, clock=FakeClock(4_000_000_000.0))) as eng:
+        assert [e.sessions for e in await eng.purge(60)] == [1]
+        size = await eng.store.audit_size("default")
+        kinds = [AuditEvent.decode(r.body).kind
+                 for r in await eng.store.audit_entries("default", 0, size)]
+        assert kinds.count("model_call") == 3 and kinds[-1] == "erasure", kinds
+        assert await eng.store.kv_all(SEALERS) == {}

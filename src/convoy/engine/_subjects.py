@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import (
@@ -118,11 +119,17 @@ class SubjectRights:
         """Delete every finished session (of ``tenant``; ``None``: of every tenant) that
         finished more than ``older_than`` seconds ago (by the engine's clock), as
         :meth:`erase` does; one recorded :class:`~convoy.stores.Erasure` per tenant and
-        batch. Subject keys are kept."""
+        batch. Subject keys are kept. The audit entries of runs that stopped engine
+        processes had not sealed are sealed first, from the journal the purge deletes.
+
+        Raises:
+            UserError: some of those are data subjects' sessions, which need the master
+                key this engine has not (nothing is purged)."""
         if tenant is not None:
             check_tenant(tenant)
         engine = _engine(self)
         await engine.open()
+        await _stopped_sealers_sealed(engine)
         events = await purge_older_than(engine.store, older_than, engine.clock(),
                                         tenant=tenant)
         damaged: list[AuditError] = []
@@ -185,12 +192,7 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
                 log.warning("audit: %s", said)
             sealer = ic.sealer
     if sealer is None:
-        async def mac_of(tenant: str, subject: str | None) -> bytes | None:
-            key = None if subject is None else \
-                await keys.load(tenant, subject, create=False)
-            return None if key is None else key.mac
-
-        sealer = Sealer(engine.store, clock=engine.clock, mac_of=mac_of)
+        sealer = Sealer(engine.store, clock=engine.clock, mac_of=_macs(keys))
     for row in rows:
         try:
             await sealer.seal_row(row)
@@ -203,6 +205,55 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
                 log.warning("audit: the records of %s cannot be sealed before the "
                             "erasure: %s", plural(len(rows), "session"), e)
             return
+
+
+async def _stopped_sealers_sealed(engine: Engine) -> None:
+    """Before a purge deletes sessions by age, seal what engine processes that stopped
+    (killed, crashed, their machine gone) had queued and not sealed, as ``convoy audit
+    seal`` does and an engine with the audit interceptor when it opens the store: the
+    purge deletes the journal those entries are sealed from. What this engine's own runs
+    queued goes first. Data subjects' sessions that need the master key, which this engine
+    has not, stop the purge before it deletes anything (:class:`UserError`); a seal the
+    store refuses (a damaged log) does not hold it up, as it does not hold up an erasure
+    (each is warned about)."""
+    from convoy.audit._interceptor import AuditInterceptor
+    from convoy.audit._sealer import Sealer, dead_sealers
+
+    for ic in engine.runtime.interceptors:
+        if isinstance(ic, AuditInterceptor):
+            try:
+                await ic.sealed()
+            except AuditError as e:  # (a damaged log: said, and the purge goes on)
+                log.warning("audit: %s", e)
+    if not await dead_sealers(engine.store, engine.clock()):
+        return  # (one read of the sealers' markers: the common case)
+    sealer = Sealer(engine.store, clock=engine.clock, mac_of=_macs(engine.keys))
+    await sealer.recover_dead()
+    if sealer.keyless:
+        raise UserError(
+            f"nothing was purged: {plural(sealer.keyless, 'data subject session')} that a "
+            "stopped engine process had not sealed into the audit log must be sealed "
+            "first (a purge deletes the journal they are sealed from), under the master "
+            "key: set $CONVOY_MASTER_KEY_FILE (in Python: Engine(master_key=...)) and purge "
+            "again")
+
+
+def _macs(keys: KeyRing | None) -> Callable[[str, str | None], Awaitable[bytes | None]]:
+    """The hash key of a data subject's session for a sealer: the subject's, from
+    ``keys`` (``None``: none configured, and a subject's session is
+    :class:`~convoy.audit._sealer.KeyNeeded`)."""
+    from convoy.audit._sealer import KeyNeeded
+
+    async def mac_of(tenant: str, subject: str | None) -> bytes | None:
+        if subject is None:
+            return None
+        if keys is None:
+            raise KeyNeeded(f"a data subject's session of tenant {tenant!r}: its records "
+                            "are sealed under the master key, and this engine has none")
+        key = await keys.load(tenant, subject, create=False)
+        return None if key is None else key.mac
+
+    return mac_of
 
 
 async def _audit(engine: Engine, event: Erasure) -> AuditError | None:
