@@ -576,3 +576,24 @@ async def test_a_purge_stops_before_a_subjects_session_it_cannot_seal(
                  for r in await eng.store.audit_entries("default", 0, size)]
         assert kinds.count("model_call") == 3 and kinds[-1] == "erasure", kinds
         assert await eng.store.kv_all(SEALERS) == {}
+
+
+async def test_a_purge_by_an_audited_engine_keeps_its_own_sealer(tmp_path: Path) -> None:
+    """An engine with the audit interceptor that purges seals what its runs queued
+    first, and does not take its own sealer, whose last beat its clock makes look old,
+    for a stopped one (whose marker the recovery would remove)."""
+    clock = FakeClock()
+    audit = AuditInterceptor(seal_every=3600)
+    async with convoy.Engine(store_from_url(str(tmp_path / "convoy.db"), clock=clock),
+                             interceptors=[audit]) as eng:
+        assert (await eng.run(_flow(), "hi", session_id="s1")).ok  # (queued, not sealed)
+        clock.advance(3600)
+        assert audit.sealer is not None
+        own = audit.sealer.id
+        assert [e.sessions for e in await eng.purge(60)] == [1]
+        assert own in await eng.store.kv_all(SEALERS)
+        size = await eng.store.audit_size("default")
+        kinds = [AuditEvent.decode(r.body).kind
+                 for r in await eng.store.audit_entries("default", 0, size)]
+        assert kinds == ["config_change", "model_call", "model_call", "model_call",
+                         "erasure"], kinds

@@ -32,7 +32,7 @@ import asyncio
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 
@@ -348,13 +348,14 @@ class Sealer:
         if wait:
             await written
 
-    async def recover_dead(self) -> int:
+    async def recover_dead(self, *, alive: Collection[str] = ()) -> int:
         """Seal, from the journal, the sessions ended since each dead sealer's marker
         says, and the unfinished ones; remove those markers. How many sessions were looked
-        at (each dead sealer's are added to :attr:`recovered`)."""
+        at (each dead sealer's are added to :attr:`recovered`). ``alive``: sealers known
+        to be alive (this process's), whatever their markers say."""
         looked = 0
         for sealer, through in await dead_sealers(self.store, self.clock(), self.dead_after):
-            if sealer == self.id or sealer in self.left_for_key:
+            if sealer == self.id or sealer in self.left_for_key or sealer in alive:
                 continue  # (one this engine could not finish: it cannot now either)
             seen: dict[str, bool] = {}  # session -> whether records of it were sealed
             keyless: list[str] = []

@@ -219,16 +219,18 @@ async def _stopped_sealers_sealed(engine: Engine) -> None:
     from convoy.audit._interceptor import AuditInterceptor
     from convoy.audit._sealer import Sealer, dead_sealers
 
+    alive: set[str] = set()  # (this engine's own sealers: alive whatever the clock says)
     for ic in engine.runtime.interceptors:
-        if isinstance(ic, AuditInterceptor):
+        if isinstance(ic, AuditInterceptor) and ic.sealer is not None:
+            alive.add(ic.sealer.id)
             try:
                 await ic.sealed()
             except AuditError as e:  # (a damaged log: said, and the purge goes on)
                 log.warning("audit: %s", e)
-    if not await dead_sealers(engine.store, engine.clock()):
+    if all(s in alive for s, _ in await dead_sealers(engine.store, engine.clock())):
         return  # (one read of the sealers' markers: the common case)
     sealer = Sealer(engine.store, clock=engine.clock, mac_of=_macs(engine.keys))
-    await sealer.recover_dead()
+    await sealer.recover_dead(alive=alive)
     if sealer.keyless:
         raise UserError(
             f"nothing was purged: {plural(sealer.keyless, 'data subject session')} that a "
