@@ -356,7 +356,7 @@ class Sealer:
         looked = 0
         for sealer, through in await dead_sealers(self.store, self.clock(), self.dead_after):
             if sealer == self.id or sealer in self.left_for_key or sealer in alive:
-                continue  # (one this engine could not finish: it cannot now either)
+                continue  # (left_for_key: one this engine could not finish, nor can now)
             seen: dict[str, bool] = {}  # session -> whether records of it were sealed
             keyless: list[str] = []
             refused: list[str] = []  # (the store refused their seal: kept for later too)
