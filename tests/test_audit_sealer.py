@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,12 +237,15 @@ async def test_a_sealer_on_another_machine_is_dead_when_it_stops_beating(
 
 
 async def _a_dead_sealers_subject_session(db: str, key: str,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                          monkeypatch: pytest.MonkeyPatch,
+                                          ago: float = 0.0) -> None:
     """A master key made at ``key`` (set in the environment), and a session of a data
-    subject whose sealer died before it sealed it (a marker of another machine's)."""
+    subject (that finished ``ago`` seconds ago) whose sealer died before it sealed it (a
+    marker of another machine's)."""
     assert cli("keygen", key).code == 0
     monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
-    async with convoy.Engine(db) as eng:  # (no audit: as if its sealer died unsealed)
+    store = store_from_url(db, clock=FakeClock(time.time() - ago))
+    async with convoy.Engine(store) as eng:  # (no audit: as if its sealer died unsealed)
         assert (await eng.run(_flow(), "hi", session_id="s1", subject="c-9")).ok
         await eng.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
                                json.dumps({"through": 0.0, "beat": 0.0}))
@@ -553,18 +557,23 @@ async def test_a_purge_seals_first_what_a_stopped_engine_left_unsealed(
 
 
 async def test_a_purge_stops_before_a_subjects_session_it_cannot_seal(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     """A stopped engine's session of a data subject is sealed under the subject's key,
     which needs the master key: a purge without it stops with nothing purged and says
-    what to set; with it, the purge seals the session and purges it."""
+    what to set, in one line (the recovery's own warning is not said too); with it, the
+    purge seals the session and purges it."""
     db = str(tmp_path / "convoy.db")
     key = str(tmp_path / "m.key")
-    await _a_dead_sealers_subject_session(db, key, monkeypatch)
+    await _a_dead_sealers_subject_session(db, key, monkeypatch, ago=3600)
     monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
-    res = await asyncio.to_thread(cli, "purge", "--older-than", "1s", "--db", db,
-                                  env={"CONVOY_MASTER_KEY_FILE": ""})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="convoy.audit"):
+        res = await asyncio.to_thread(cli, "purge", "--older-than", "1s", "--db", db,
+                                      env={"CONVOY_MASTER_KEY_FILE": ""})
     assert res.code == 2 and res.stderr.count("\n") == 1 and \
         "nothing was purged" in res.stderr and "CONVOY_MASTER_KEY_FILE" in res.stderr, res
+    assert [r for r in caplog.records if r.name == "convoy.audit"] == [], caplog.records
     async with convoy.Engine(db) as plain:
         assert list(await plain.store.get_sessions(["s1"])) == ["s1"]
         assert await plain.store.audit_size("default") == 0
@@ -597,3 +606,98 @@ async def test_a_purge_by_an_audited_engine_keeps_its_own_sealer(tmp_path: Path)
                  for r in await eng.store.audit_entries("default", 0, size)]
         assert kinds == ["config_change", "model_call", "model_call", "model_call",
                          "erasure"], kinds
+
+
+async def test_a_purge_waits_for_the_master_key_only_for_what_it_deletes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Recovery asks for the master key only for a data subject's session it has records
+    of to seal, and a purge stops for one only if it deletes it: a session sealed already
+    (a parked one a person answers later), a younger one, or another tenant's do not stop
+    it; each session is counted once, however many stopped engine processes left it."""
+    db = str(tmp_path / "convoy.db")
+    assert cli("keygen", str(tmp_path / "m.key")).code == 0
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", str(tmp_path / "m.key"))
+    clock = FakeClock()
+    flow = _flow()
+    async with convoy.Engine(store_from_url(db, clock=clock),
+                             interceptors=[AuditInterceptor()]) as audited:  # all sealed
+        assert (await audited.run(flow, "hi", session_id="done", subject="c-9")).ok
+        assert (await audited.run(flow, "park", session_id="hitl", subject="c-9",
+                                  tenant="acme")).status == "waiting"
+    clock.advance(3600)
+    async with convoy.Engine(store_from_url(db, clock=clock)) as bare:  # never sealed
+        assert (await bare.run(flow, "hi", session_id="young", subject="c-9")).ok
+        assert (await bare.run(flow, "hi", session_id="other", subject="c-9",
+                               tenant="acme")).ok
+        for far in ("machine-b:1:aaaaaaaa", "machine-c:2:bbbbbbbb"):
+            await bare.store.kv_put(SEALERS, far, json.dumps({"through": 0.0, "beat": 0.0}))
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
+    clock.advance(1)
+    async with convoy.Engine(store_from_url(db, clock=clock)) as eng:
+        assert [e.sessions for e in await eng.purge(60, tenant="default")] == [1]  # done
+        clock.advance(3600)
+        with pytest.raises(convoy.UserError, match=r"^nothing was purged: 2 data subject "
+                           "sessions that"):
+            await eng.purge(60)  # young, and other (acme): each once, not once a marker
+        assert sorted(await eng.store.get_sessions(["young", "other", "hitl"])) == [
+            "hitl", "other", "young"]
+        assert len(await eng.store.kv_all(SEALERS)) == 2
+
+
+async def test_a_purge_stops_when_the_store_refuses_a_seal_for_now(
+        db: str | Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A seal of a stopped engine's session that the store refuses for now (a lock held
+    too long, a lost connection) stops the purge with nothing purged: it would delete the
+    journal the entries are sealed from. The next purge seals and purges it."""
+    clock = FakeClock()
+    flow = _flow()
+    async with convoy.Engine(store_from_url(str(db), clock=clock)) as bare:
+        assert (await bare.run(flow, "hi", session_id="s1")).ok  # journaled, never sealed
+        await bare.store.kv_put(SEALERS, "machine-b:4242:abcdef12",
+                                json.dumps({"through": 0.0, "beat": 0.0}))
+    clock.advance(3600)
+    store = store_from_url(str(db), clock=clock)
+    real = store.audit_seal
+    refusals = [convoy.StoreError("database is locked", transient=True)]
+
+    async def flaky(seals: Any) -> list[bool]:
+        if refusals:
+            raise refusals.pop()
+        return await real(seals)
+
+    store.audit_seal = flaky  # type: ignore[method-assign,assignment]
+    async with convoy.Engine(store) as eng:
+        with caplog.at_level(logging.WARNING, logger="convoy.audit"), \
+                pytest.raises(convoy.StoreError, match=r"^nothing was purged: the store did "
+                              "not take the seal of 1 session"):
+            await eng.purge(60)
+        assert list(await eng.store.get_sessions(["s1"])) == ["s1"]
+        assert [e.sessions for e in await eng.purge(60)] == [1]
+        await _check_purged(eng, "s1", 3)
+
+
+async def _check_purged(eng: convoy.Engine, session: str, steps: int) -> None:
+    size = await eng.store.audit_size("default")
+    events = [AuditEvent.decode(r.body) for r in await eng.store.audit_entries("default", 0, size)]
+    assert [e.kind for e in events if e.session_id == session] == ["model_call"] * steps
+    assert (await verify_log(AuditLog(eng.store), "default")).size == size
+
+
+async def test_audit_seal_counts_a_session_once_however_many_stopped_engines_left_it(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two stopped engine processes' markers both cover one data subject's session: it is
+    one session left for the master key, said and counted once."""
+    db = str(tmp_path / "convoy.db")
+    await _a_dead_sealers_subject_session(db, str(tmp_path / "m.key"), monkeypatch)
+    async with convoy.Engine(db) as eng:
+        await eng.store.kv_put(SEALERS, "machine-c:7:cccccccc",
+                               json.dumps({"through": 0.0, "beat": 0.0}))
+    monkeypatch.delenv("CONVOY_MASTER_KEY_FILE")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="convoy.audit"):
+        res = await asyncio.to_thread(cli, "audit", "seal", "--db", db)
+    assert res.code == 1 and "1 data subject session was left unsealed" in res.stderr, res
+    said = [r.getMessage() for r in caplog.records if "the master key to be sealed" in
+            r.getMessage()]
+    assert len(said) == 1 and said[0].startswith("audit: 1 data subject session "), said

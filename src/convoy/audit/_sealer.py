@@ -167,13 +167,19 @@ class Sealer:
         self._stopping = False
         #: ``(id, sessions whose records were sealed)`` of each dead sealer recovered.
         self.recovered: list[tuple[str, int]] = []
-        #: Data subjects' sessions recovery left for an engine with the master key.
+        #: Data subjects' sessions recovery left for an engine with the master key (each
+        #: once, however many dead sealers left it).
         self.keyless = 0
         #: Sessions recovery left because the store refused their seal (a damaged log).
         self.refused = 0
+        #: What recovery warns with (a purge holds its warnings until it knows it goes on).
+        self.warn: Callable[..., None] = log.warning
         #: Dead sealers whose markers stay (for an engine with the master key, or once the
         #: store takes their sessions' seals).
         self.left_for_key: set[str] = set()
+        #: The sessions recovery left, by id: ``(row, None)`` for a data subject's that
+        #: needs the master key, ``(row, error)`` for one whose seal the store refused.
+        self.left: dict[str, tuple[SessionRow, Exception | None]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -313,10 +319,13 @@ class Sealer:
 
     async def seal_session(self, tenant: str, session_id: str, *, upto: float | None,
                            trace_id: str | None, mac: bytes | None,
-                           header_cursor: str | None = None) -> bool:
+                           header_cursor: str | None = None,
+                           mac_for: Callable[[], Awaitable[bytes | None]] | None = None
+                           ) -> bool:
         """Seal ``session_id``'s journal records after its cursor as it is now (up to
         ``upto``, ``None``: all), until a seal moves it (another writer may move it too);
-        whether this sealed any."""
+        whether this sealed any. ``mac_for``: the hash key, asked for (instead of ``mac``)
+        only when there are records to seal (a session sealed already needs no key)."""
         for _ in range(8):
             before = await self.store.audit_cursor(session_id)
             cursor = cursor_time(before if before is not None else header_cursor)
@@ -325,6 +334,8 @@ class Sealer:
                              key=lambda r: r.at)
             if not records:
                 return False
+            if mac_for is not None:
+                mac, mac_for = await mac_for(), None
             bodies = entries_of(list(map(kept, records)), session_id, trace_id, mac)
             moved = await self._seal([AuditSeal(
                 tenant=tenant, session_id=session_id, before=before,
@@ -358,18 +369,20 @@ class Sealer:
             if sealer == self.id or sealer in self.left_for_key or sealer in alive:
                 continue  # (left_for_key: one this engine could not finish, nor can now)
             seen: dict[str, bool] = {}  # session -> whether records of it were sealed
+            known = set(self.left)  # (left by an earlier dead sealer: said and counted)
             keyless: list[str] = []
             refused: list[str] = []  # (the store refused their seal: kept for later too)
             await self._recover_since(through, seen, keyless, refused)
             for status in UNFINISHED:  # (parked or cut short: maybe the dead one's runs)
                 await self._recover_since(None, seen, keyless, refused, status=status)
-            if keyless:  # kept for an engine with the master key
-                log.warning("audit: %s that a stopped engine process may not have sealed "
-                            "need%s the master key to be sealed: set $CONVOY_MASTER_KEY_FILE "
-                            "(the first: %s)", plural(len(keyless), "data subject session"),
-                            "s" if len(keyless) == 1 else "", keyless[0])
-                self.keyless += len(keyless)
-            self.refused += len(refused)
+            fresh = [sid for sid in keyless if sid not in known]
+            if fresh:  # kept for an engine with the master key
+                self.warn("audit: %s that a stopped engine process may not have sealed "
+                          "need%s the master key to be sealed: set $CONVOY_MASTER_KEY_FILE "
+                          "(the first: %s)", plural(len(fresh), "data subject session"),
+                          "s" if len(fresh) == 1 else "", fresh[0])
+            self.keyless = sum(1 for _, e in self.left.values() if e is None)
+            self.refused = len(self.left) - self.keyless
             if keyless or refused:
                 self.left_for_key.add(sealer)
             else:
@@ -403,7 +416,7 @@ class Sealer:
         cursor = headers.get(AUDIT_CURSOR)
         return await self.seal_session(
             row.tenant, row.id, upto=None, trace_id=trace_id_of(headers, row.id),
-            mac=await self.mac_of(row.tenant, row.subject),
+            mac=None, mac_for=lambda: self.mac_of(row.tenant, row.subject),
             header_cursor=None if cursor == IN_STORE else cursor)
 
     async def _recover(self, row: SessionRow, seen: dict[str, bool],
@@ -418,14 +431,16 @@ class Sealer:
             raise
         except KeyNeeded:
             keyless.append(row.id)
+            self.left[row.id] = (row, None)
         except JournalError as e:  # (its own row or journal: no later seal reads it better)
-            log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
+            self.warn("audit: session %s: its records cannot be sealed: %s", row.id, e)
         except (StoreError, AuditError) as e:  # (the store's, a lost connection; the log's)
             refused.append(row.id)
-            log.warning("audit: session %s: the store did not take the seal of its records "
-                        "(kept for a later seal): %s", row.id, e)
+            self.left[row.id] = (row, e)
+            self.warn("audit: session %s: the store did not take the seal of its records "
+                      "(kept for a later seal): %s", row.id, e)
         except Exception as e:
-            log.warning("audit: session %s: its records cannot be sealed: %s", row.id, e)
+            self.warn("audit: session %s: its records cannot be sealed: %s", row.id, e)
 
 
 __all__ = [

@@ -22,6 +22,7 @@ from convoy.privacy._subjects import (
     erase_subject,
     export_subject,
     purge_older_than,
+    retention_age,
 )
 
 if TYPE_CHECKING:
@@ -127,11 +128,12 @@ class SubjectRights:
                 key this engine has not (nothing is purged)."""
         if tenant is not None:
             check_tenant(tenant)
+        older_than = retention_age(older_than)  # (before anything is sealed)
         engine = _engine(self)
         await engine.open()
-        await _stopped_sealers_sealed(engine)
-        events = await purge_older_than(engine.store, older_than, engine.clock(),
-                                        tenant=tenant)
+        now = engine.clock()  # (one cutoff, for what must be sealed and what is purged)
+        await _stopped_sealers_sealed(engine, now - older_than, tenant)
+        events = await purge_older_than(engine.store, older_than, now, tenant=tenant)
         damaged: list[AuditError] = []
         for event in events:  # (each tenant's entry, whatever another tenant's log holds)
             if (error := await _audit(engine, event)) is not None:
@@ -207,17 +209,23 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
             return
 
 
-async def _stopped_sealers_sealed(engine: Engine) -> None:
+async def _stopped_sealers_sealed(engine: Engine, cutoff: float,
+                                  tenant: str | None) -> None:
     """Before a purge deletes sessions by age, seal what engine processes that stopped
     (killed, crashed, their machine gone) had queued and not sealed, as ``convoy audit
     seal`` does and an engine with the audit interceptor when it opens the store: the
     purge deletes the journal those entries are sealed from. What this engine's own runs
-    queued goes first. Data subjects' sessions that need the master key, which this engine
-    has not, stop the purge before it deletes anything (:class:`UserError`); a seal the
-    store refuses (a damaged log) does not hold it up, as it does not hold up an erasure
-    (each is warned about)."""
+    queued goes first. Of the sessions the purge deletes (of ``tenant``, ``None``: any,
+    finished before ``cutoff``), data subjects' ones left unsealed that need the master key,
+    which this engine has not, stop the purge before it deletes anything
+    (:class:`UserError`), and so do ones whose seal the store refused for now (a lock held
+    too long, a lost connection: :class:`StoreError`); others (kept: unfinished, younger,
+    another tenant's) are warned about and left for a later seal. A seal a damaged log
+    refuses does not hold the purge up, as it does not hold up an erasure (each is warned
+    about)."""
     from convoy.audit._interceptor import AuditInterceptor
     from convoy.audit._sealer import Sealer, dead_sealers
+    from convoy.stores._protocol import UNFINISHED
 
     alive: set[str] = set()  # (this engine's own sealers: alive whatever the clock says)
     for ic in engine.runtime.interceptors:
@@ -230,14 +238,29 @@ async def _stopped_sealers_sealed(engine: Engine) -> None:
     if all(s in alive for s, _ in await dead_sealers(engine.store, engine.clock())):
         return  # (one read of the sealers' markers: the common case)
     sealer = Sealer(engine.store, clock=engine.clock, mac_of=_macs(engine.keys))
+    said: list[tuple[str, tuple[object, ...]]] = []  # (said only if the purge goes on:
+    sealer.warn = lambda msg, *args: said.append((msg, args))  # else its error says it)
     await sealer.recover_dead(alive=alive)
-    if sealer.keyless:
+    doomed = [(row, e) for row, e in sealer.left.values()
+              if (tenant is None or row.tenant == tenant) and row.status not in UNFINISHED
+              and row.finished is not None and row.finished < cutoff]
+    keyless = [row for row, e in doomed if e is None]
+    if keyless:
         raise UserError(
-            f"nothing was purged: {plural(sealer.keyless, 'data subject session')} that a "
+            f"nothing was purged: {plural(len(keyless), 'data subject session')} that a "
             "stopped engine process had not sealed into the audit log must be sealed "
             "first (a purge deletes the journal they are sealed from), under the master "
-            "key: set $CONVOY_MASTER_KEY_FILE (in Python: Engine(master_key=...)) and purge "
-            "again")
+            "key: set $CONVOY_MASTER_KEY_FILE (or $CONVOY_MASTER_KEY; in Python: "
+            "Engine(master_key=...)) and purge again")
+    busy = [e for _, e in doomed if isinstance(e, StoreError) and e.transient]
+    if busy:
+        raise StoreError(
+            f"nothing was purged: the store did not take the seal of "
+            f"{plural(len(busy), 'session')} that a stopped engine process had not sealed "
+            f"into the audit log (a purge deletes the journal they are sealed from): "
+            f"{busy[0]}; purge again once the store answers", transient=True) from busy[0]
+    for msg, args in said:
+        log.warning(msg, *args)
 
 
 def _macs(keys: KeyRing | None) -> Callable[[str, str | None], Awaitable[bytes | None]]:

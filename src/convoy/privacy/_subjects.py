@@ -231,10 +231,9 @@ async def _state(raw: Store, opener: _Opener, session_ids: list[str], *,
     return out
 
 
-async def purge_older_than(store: Store, seconds: float, now: float, *,
-                           tenant: str | None = None) -> list[Erasure]:
-    """Delete every finished session (of ``tenant``) that finished more than ``seconds``
-    before ``now``, as erasure does (subject keys stay: their subjects may come back)."""
+def retention_age(seconds: float) -> float:
+    """``seconds`` as a retention age (a finite number of seconds > 0), or the
+    :class:`~convoy.UserError` that says what is wrong with it."""
     if isinstance(seconds, str):  # (the command line's '30d')
         raise UserError(f"a retention age is a number of seconds, got the text {seconds!r}: "
                         f"pass convoy.privacy.parse_age({seconds!r}), or 30 * 86400")
@@ -242,7 +241,14 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
             not 0 < seconds < math.inf:  # (NaN purged nothing, True one second's worth)
         raise UserError(f"a retention age must be a finite number of seconds > 0, got "
                         f"{seconds!r}")
-    seconds = float(seconds)  # (any real type: a Fraction, numpy's)
+    return float(seconds)  # (any real type: a Fraction, numpy's)
+
+
+async def purge_older_than(store: Store, seconds: float, now: float, *,
+                           tenant: str | None = None) -> list[Erasure]:
+    """Delete every finished session (of ``tenant``) that finished more than ``seconds``
+    before ``now``, as erasure does (subject keys stay: their subjects may come back)."""
+    seconds = retention_age(seconds)
     events: list[Erasure] = []
     while True:
         ids = await store.finished_before(now - seconds, tenant=tenant, limit=1000)
