@@ -191,3 +191,24 @@ def test_an_erasure_row_says_what_it_erased(tmp_path: Path) -> None:
     assert f"subject {ref[:12]}" in lines[0] and "cust-7" not in table
     assert "1 session" in lines[0]
     assert "retention" in lines[1] and "1 session" in lines[1]
+
+
+def test_a_purged_session_with_no_entry_of_a_kind_is_no_error(tmp_path: Path) -> None:
+    """New user's trial: a purged session's entries stay in the log, so listing them by a
+    kind it has none of says there are none (exit 0), as for a live session, not that the
+    store has no such session (the id is right)."""
+    path = tmp_path / "purged.db"
+    clock = FakeClock()
+
+    async def run() -> None:
+        async with convoy.Engine(SQLiteStore(path, clock=clock), models={"sim:": _sim()},
+                                 interceptors=[AuditInterceptor()]) as eng:
+            assert (await eng.run(flow, "refund", session_id="s1")).ok
+            clock.advance(3600)
+            assert [e.sessions for e in await eng.purge(60)] == [1]
+
+    asyncio.run(run())
+    r = cli("audit", "list", "--db", str(path), "--session", "s1", "--json")
+    assert r.code == 0 and r.stdout.count('"session_id": "s1"') >= 3, r
+    r = cli("audit", "list", "--db", str(path), "--session", "s1", "--kind", "handoff")
+    assert r.code == 0 and "no audit entries" in r.stdout and r.stderr == "", r

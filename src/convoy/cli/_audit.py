@@ -292,16 +292,18 @@ async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
             fail(f"tenant {tenant!r}: the log's count of entries says {end}, but the store "
                  f"holds no entry {end - 1} (entries cut off); run "
                  f"{command('audit verify', db=db, tenant=tenant)}", RUN_FAILURE)
+        logged = False  # (an entry of the session, of any kind: it exists, or existed)
         while end > 0 and len(found) < limit:
             start = max(0, end - (_PAGE if session or kinds else limit))
             page = await _page(store, tenant, start, end - start)
             for index, event in reversed(page):
+                logged = logged or (event is not None and event.session_id == session)
                 if _matches(event, session, kinds):
                     found.append((index, event))
                     if len(found) == limit:
                         break
             end = start
-        if session is not None and not found and \
+        if session is not None and not found and not logged and \
                 await store.get_session(session, tenant=tenant) is None:
             # (a mistyped or cut id would read as a session that did nothing audited; a
             # purged session's entries stay in the log, and are found above)
