@@ -134,6 +134,9 @@ def test_prove_says_when_it_signed_a_checkpoint(log: dict[str, Any]) -> None:
     [note] = signed.stderr.strip().splitlines()
     assert note.startswith("note: no checkpoint covered entry 9: signed one of size 10 (key "
                            f"{log['cp'].key_id}) and kept it in the store; publish it"), note
+    # the command it names runs as pasted: with the key it signs with (new user's trial)
+    newest = note.split("; ")[-1]
+    assert newest.startswith("'convoy audit checkpoint ") and f"--key {key}" in newest, note
     assert json.loads(signed.stdout)["checkpoint"]["size"] == 10
 
 

@@ -849,10 +849,11 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
             _created(key, proof["checkpoint"]["key_id"])
         signed = proof["checkpoint"]
         if all(cp.signature != signed["signature"] for cp in before):  # signed just now
+            newest = command("audit checkpoint", db=db, tenant=tenant, options=_key_option(key))
             err.print(f"note: no checkpoint covered entry {entry}: signed one of size "
                       f"{signed['size']} (key {signed['key_id']}) and kept it in the store; "
                       "publish it as you publish the others (it is the proof's "
-                      f"'checkpoint'; {command('audit checkpoint', db=db, tenant=tenant)} "
+                      f"'checkpoint'; {newest} "
                       "prints the newest)", markup=False, soft_wrap=True)
         return proof
 
