@@ -21,6 +21,40 @@ def test_the_key_is_created_0600_on_first_use_and_loaded_after(tmp_path: Path) -
     assert public_key_text(again.public_key()) == public_key_text(key.public_key())
 
 
+def test_the_directories_made_for_a_new_key_are_its_owners_only(tmp_path: Path) -> None:
+    """New user's trial: `convoy audit checkpoint --key keys/sub/audit.key` made `keys/`
+    and `keys/sub/` world-listable (0755), where `convoy keygen` makes the master key's
+    0700."""
+    load_or_create_key(tmp_path / "keys" / "sub" / "audit.key")
+    for folder in (tmp_path / "keys", tmp_path / "keys" / "sub"):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+def test_a_key_another_process_makes_first_is_read_whole_and_not_called_ours(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two processes that sign with a new key path at once: the one that links its file
+    second reads the other's key (whole: a key file is written under another name, then
+    linked), signs with it, and does not say it created it."""
+    import os
+
+    from convoy.audit import _keys
+
+    path = tmp_path / "audit.key"
+    theirs = tmp_path / "theirs.key"
+    other = load_or_create_key(theirs)
+    real_link = os.link
+
+    def first_theirs(src: str | Path, dst: str | Path) -> None:
+        real_link(theirs, dst)  # (the other process linked its file first)
+        real_link(src, dst)  # FileExistsError
+
+    monkeypatch.setattr(_keys.os, "link", first_theirs)
+    key = load_or_create_key(path)
+    assert public_key_text(key.public_key()) == public_key_text(other.public_key())
+    assert not _keys.made_here(path) and _keys.made_here(theirs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["audit.key", "theirs.key"]
+
+
 def test_a_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "audit.key"
     path.write_text("not a key")

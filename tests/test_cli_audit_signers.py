@@ -854,3 +854,26 @@ def test_checkpoint_refuses_an_entry_that_is_no_audit_event(log: dict[str, Any],
                  str(log["key"]))
     _one_line(proved, 1, "entry 8", "not an audit event")
     assert _kept(db) == before
+
+
+def test_processes_that_sign_with_a_new_key_at_once_agree_on_one(tmp_path: Path) -> None:
+    """New user's trial: six `convoy audit checkpoint` processes started together with a
+    key path that does not exist yet. One creates the key (and says so); the others sign
+    with it, or print the checkpoint it signed: all exit 0 and print one key's checkpoint.
+    (Before: some read the key file as it was being written, or took the checkpoint its
+    creator had just kept for another key's, and exited 2.)"""
+    import subprocess
+    import sys
+
+    db = tmp_path / "fresh.db"
+    _append(db, 0, 5)
+    key = tmp_path / "keys" / "fresh.key"
+    procs = [subprocess.Popen([sys.executable, "-m", "convoy", "audit", "checkpoint",
+                               "--db", str(db), "--tenant", T, "--key", str(key)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(6)]
+    done = [(p.wait(timeout=120), *p.communicate()) for p in procs]
+    assert [code for code, _, _ in done] == [0] * 6, done
+    assert sum("created a new audit key" in err for _, _, err in done) == 1, done
+    ids = {json.loads(out)["key_id"] for _, out, _ in done}
+    assert len(ids) == 1, done

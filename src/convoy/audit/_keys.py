@@ -4,8 +4,10 @@ generated on first use (readable by its owner only, ``0600``)."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
+import secrets
 from pathlib import Path
 
 from convoy.audit._needs import MISSING_CRYPTOGRAPHY
@@ -64,27 +66,71 @@ def _read(p: Path) -> Ed25519PrivateKey:
 
 
 def _create(p: Path) -> Ed25519PrivateKey:
+    """A new key written to ``p``, which must not exist; if another process makes one
+    there first, that one (a key file is only ever seen whole: it is written under a
+    temporary name, then linked to ``p``, which fails if ``p`` exists)."""
     key = Ed25519PrivateKey.generate()
     pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                             serialization.NoEncryption())
     try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # O_EXCL: two processes creating the key at once cannot both write one.
-        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # (the other one's, made just now)
-        try:
-            return _read(p)
-        except FileNotFoundError:
-            raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: it came "
-                            "and went as it was made; try again") from None
+        # Each missing directory readable by its owner only (``parents=True`` would give
+        # them the umask's mode), as ``convoy keygen`` makes the master key's.
+        for folder in reversed([p.parent, *p.parent.parents]):
+            if not folder.exists():
+                with contextlib.suppress(FileExistsError):  # (made meanwhile)
+                    folder.mkdir(mode=0o700)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
         raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: "
                         f"{e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(pem)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, p)
+            _MADE.add(p)
+        except FileExistsError:  # (another process's, made just now: whole)
+            return _read(p)
+        except OSError:  # a file system without hard links: created in place instead
+            return _create_in_place(p, key, pem)
+    except FileNotFoundError:
+        raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: it came and "
+                        "went as it was made; try again") from None
+    except OSError as e:
+        raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: "
+                        f"{e.strerror or e}") from None
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return key
+
+
+def _create_in_place(p: Path, key: Ed25519PrivateKey, pem: bytes) -> Ed25519PrivateKey:
+    """:func:`_create` where a file cannot be linked: ``p`` made with ``O_EXCL`` (two
+    processes cannot both write one), then written."""
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # (the other one's, made just now)
+        return _read(p)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
         f.flush()
         os.fsync(f.fileno())
+    _MADE.add(p)
     return key
+
+
+#: The key files this process created (another process may make one at the same path
+#: first: then this one read it, and did not create it).
+_MADE: set[Path] = set()
+
+
+def made_here(path: str | Path) -> bool:
+    """Whether this process created the key file at ``path``."""
+    return home_expanded(path) in _MADE
 
 
 def public_key_text(key: Ed25519PublicKey) -> str:

@@ -689,6 +689,7 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         kept = await log.checkpoints(tenant)  # (one unreadable: AuditError, exit 1)
         size = await _count(store, tenant, db)
         _not_cut(log, tenant, size, kept, every=True)  # (first: what was signed of it)
+        created = created and not home_expanded(key).exists()  # (not made meanwhile)
         signer = None if created else _key_id_of(key)
         if kept and not new_key and signer != kept[-1].key_id:
             _second_signer(key, signer, tenant, kept[-1],
@@ -703,8 +704,8 @@ async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
         olds = list(dict.fromkeys(k.public_key for k in kept if k.public_key != cp.public_key))
         if olds and kept[-1].public_key != cp.public_key:  # a rotation, now: this key
             # signed the new one, and the newest kept was another's
-            _rotated(db, tenant, key, cp, olds, created)
-        elif created:
+            _rotated(db, tenant, key, cp, olds, created and made_here(key))
+        elif created and made_here(key):
             _created(key, cp.key_id)
         return cp
 
@@ -735,6 +736,14 @@ async def _kept_again(store: Store, db: str, tenant: str, key: Path,
               f"{size}: printed the kept one (a signed checkpoint is never replaced)",
               markup=False, soft_wrap=True)
     return cp
+
+
+def made_here(key: Path) -> bool:
+    """Whether this command created the key file ``key`` (another process that signs with
+    the same new path at once may have made it first: this one then signed with that)."""
+    from convoy.audit._keys import made_here as made
+
+    return made(key)
 
 
 def _key_id_of(key: Path) -> str:
@@ -814,6 +823,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
             _not_cut(log, tenant, size, before)  # (an entry cut off is not one never made)
             fail(f"tenant {tenant!r} has no audit entry {entry} (the log has {size} entries)")
         kept = await log.checkpoints(tenant) if key is not None or public_keys else []
+        created = created and key is not None and not home_expanded(key).exists()
         if kept and key is not None:
             signer = None if created else _key_id_of(key)  # (a file that is no key: refused)
             if all(cp.size <= entry for cp in kept):  # a checkpoint is signed for it
@@ -845,7 +855,7 @@ async def _prove(db: str, tenant: str, entry: int, key: Path | None, created: bo
                  "key: pass --key PATH (or set CONVOY_AUDIT_KEY)")
         if other:
             _proved_by_another(tenant, entry, pins, proof["checkpoint"])
-        if created and key is not None and not kept:  # it signed with a new key
+        if created and key is not None and not kept and made_here(key):  # a new key signed
             _created(key, proof["checkpoint"]["key_id"])
         signed = proof["checkpoint"]
         if all(cp.signature != signed["signature"] for cp in before):  # signed just now
