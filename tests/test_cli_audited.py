@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import json
+import logging
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +18,7 @@ import pytest
 
 import convoy
 from convoy.audit import AuditEvent, AuditInterceptor, AuditLog, verify_log
-from convoy.stores import SQLiteStore
+from convoy.stores import SessionFilter, SQLiteStore
 from tests.clikit import (  # noqa: F401  (workdir: a fixture)
     cli,
     journal,
@@ -26,7 +28,7 @@ from tests.clikit import (  # noqa: F401  (workdir: a fixture)
     workdir,
 )
 
-from .conftest import STORE_KINDS, Crash, store_db
+from .conftest import STORE_KINDS, Crash, FakeClock, store_db
 from .test_audit_recovery import CrashAt
 
 OK = {"label": "billing"}
@@ -275,3 +277,47 @@ def test_sessions_of_an_audited_tenant_starting_together_share_one_audit(
             assert [e.kind for e in events].count("config_change") == 2, events  # (+ ops')
 
     asyncio.run(run())
+
+
+def test_a_tenant_whose_log_count_was_deleted_is_still_audited(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """New user's trial: the command line asked only the log's count whether a tenant is
+    audited, so with the count's row deleted (the store edited) ``convoy run`` ran the
+    tenant's new sessions unaudited, silently, and nothing sealed them later. A tenant
+    whose log holds entries is audited: the seal collides with the entries (said), and
+    once the count is repaired, the next engine seals the run's records."""
+    from tests.clikit import write_jsonl
+
+    db = tmp_path / "audited.db"
+    _parked(db, audited=True, signal=False)
+    count = len(_entries(db))
+    tamper("DELETE FROM audit_head", db=db)
+    write_jsonl(tmp_path / "in.jsonl", [json.dumps("hi")])
+    with caplog.at_level(logging.WARNING, logger="convoy.audit"):
+        res = cli("run", "audited_flows:flow", "--input", str(tmp_path / "in.jsonl"),
+                  "--db", str(db), "--tenant", "acme", "--model", "sim:")
+    assert res.code == 0, res.stderr
+    assert any("holds entries past its count of 0" in r.getMessage()
+               for r in caplog.records), caplog.records
+
+    async def new_session() -> str:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            rows = await store.list_sessions(SessionFilter(tenant="acme"), left_out=[])
+            [sid] = [r.id for r in rows if r.id != "s1"]
+            return sid
+        finally:
+            await store.aclose()
+
+    sid = asyncio.run(new_session())
+    tamper("INSERT INTO audit_head(tenant, size) VALUES('acme', ?)", count, db=db)
+
+    async def sealed_later() -> None:  # (the next engine, once the command's is stopped:
+        # a minute later by its clock, as this process, where the command ran, lives on)
+        async with convoy.Engine(SQLiteStore(db, clock=FakeClock(4_000_000_000.0)),
+                                 interceptors=[AuditInterceptor()]):
+            pass
+
+    asyncio.run(sealed_later())
+    _check_one_entry_per_record(db, sid)

@@ -48,7 +48,8 @@ class AuditWhereAudited(Interceptor):
     """Audits the sessions and decisions of the tenants whose audit log the store holds,
     with an :class:`~convoy.audit.AuditInterceptor` (imported only then: it needs the
     ``audit`` extra). Whether a tenant has a log is one indexed read of its log's head
-    (``Store.audit_size``), remembered: for good once it has one, for
+    (``Store.audit_size``; when that says none, of its first entry too: a count deleted by
+    hand leaves a log all the same), remembered: for good once it has one, for
     :data:`REFRESH_SECONDS` when it has none."""
 
     stage = "audit"
@@ -78,7 +79,10 @@ class AuditWhereAudited(Interceptor):
             clock = engine.clock()
             if not now and self._unaudited.get(tenant, -1.0) > clock:
                 return None
-            if await engine.store.audit_size(tenant) == 0:
+            if await engine.store.audit_size(tenant) == 0 and \
+                    await engine.store.audit_entry(tenant, 0) is None:
+                # (no count, and no entry: a count deleted by hand with entries left is
+                # a log all the same, whose seals are refused and said, not skipped)
                 self._unaudited[tenant] = clock + REFRESH_SECONDS
                 return None
             self._audited.add(tenant)
