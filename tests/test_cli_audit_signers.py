@@ -877,3 +877,32 @@ def test_processes_that_sign_with_a_new_key_at_once_agree_on_one(tmp_path: Path)
     assert sum("created a new audit key" in err for _, _, err in done) == 1, done
     ids = {json.loads(out)["key_id"] for _, out, _ in done}
     assert len(ids) == 1, done
+
+
+def test_checkpoint_all_tenants_signs_every_log_verify_checks(tmp_path: Path) -> None:
+    """New user's trial: `verify` checks every tenant's log by default, `checkpoint` signed
+    one: run on a schedule as the docs said, the other tenants' logs stayed unsigned.
+    `--all-tenants` signs each, one line each by name; again, it prints the kept ones."""
+    db = tmp_path / "mt.db"
+    _append(db, 0, 3, tenant="acme")
+    _append(db, 0, 2, tenant="beta")
+    key = str(tmp_path / "mt.key")
+    r = cli("audit", "checkpoint", "--db", str(db), "--key", key, "--all-tenants")
+    assert r.code == 0, r.stderr
+    signed = [json.loads(line) for line in r.stdout.splitlines()]
+    assert [(cp["tenant"], cp["size"]) for cp in signed] == [("acme", 3), ("beta", 2)]
+    again = cli("audit", "checkpoint", "--db", str(db), "--key", key, "--all-tenants")
+    assert again.code == 0 and again.stdout == r.stdout, again
+    v = cli("audit", "verify", "--db", str(db), "--key", key)
+    assert v.code == 0 and v.stdout.count("1 signed checkpoint matched") == 2, v
+    both = cli("audit", "checkpoint", "--db", str(db), "--key", key, "--all-tenants",
+               "--tenant", "acme")
+    assert both.code == 2 and "exclude each other" in both.stderr, both
+    _append(db, 0, 0, tenant="aaa")  # (an empty log: nothing to sign, not an error)
+    r = cli("audit", "checkpoint", "--db", str(db), "--key", key, "--all-tenants")
+    assert r.code == 0 and r.stdout == again.stdout, r
+    empty = tmp_path / "empty.db"
+    _append(empty, 0, 0)
+    none = cli("audit", "checkpoint", "--db", str(empty), "--key", key, "--all-tenants")
+    assert none.code == 2 and "no tenant has an audit log with entries in this store" \
+        in none.stderr, none

@@ -42,6 +42,7 @@ from convoy.cli._common import (
     run_async,
     say,
     tenant_option,
+    tenant_scope,
 )
 from convoy.cli._output import keep_on_lost_output
 from convoy.cli._render import fmt_time
@@ -658,25 +659,45 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
                    "even though the tenant's checkpoints were signed by another key (a key "
                    "rotation: verifiers must then pin the new key and the old one; a note "
                    "says how). The log must have grown "
-                   "since its last checkpoint: a kept one is never replaced.")] = False
+                   "since its last checkpoint: a kept one is never replaced.")] = False,
+               all_tenants: Annotated[bool, typer.Option(
+                   "--all-tenants", help="Sign a checkpoint of every tenant's log (the "
+                   "logs 'convoy audit verify' checks), one line each, in the order of "
+                   "their names.")] = False,
 ) -> None:
     """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
     keep it in the store and print it as one line of JSON: publish it (append it to a file
     or send it somewhere the operators of this store cannot rewrite). A log that has not
     grown since its last checkpoint is not signed again: that checkpoint is printed.
 
-    Example: `convoy audit checkpoint --tenant acme --key audit.key >> published.jsonl`
+    Example: `convoy audit checkpoint --all-tenants --key audit.key >> published.jsonl`
     """
     require_store(db)
+    scope = tenant_scope(tenant, all_tenants)
     if key is None:
         fail("--key PATH (or CONVOY_AUDIT_KEY) is needed to sign a checkpoint; the file is "
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
-    created = not home_expanded(key).exists()
-    cp = run_async(_checkpoint(db, one_tenant(tenant), key, new_key, created, busy_timeout))
-    keep_on_lost_output("the checkpoint was signed and kept in the store: run the same "
-                        "command again to print it")
-    typer.echo(cp.to_json())
+    tenants = [scope.tenant] if scope.tenant is not None else run_async(_logged(db))
+    for n, name in enumerate(tenants):
+        created = not home_expanded(key).exists()
+        cp = run_async(_checkpoint(db, name, key, new_key, created, busy_timeout))
+        if n == 0:  # (said once, if standard output fails)
+            keep_on_lost_output("the checkpoint was signed and kept in the store: run the "
+                                "same command again to print it")
+        typer.echo(cp.to_json())
+
+
+async def _logged(db: str) -> list[str]:
+    """The tenants whose logs the store holds with entries, by name (an empty one has
+    nothing to sign; none: the line that says so)."""
+    async with open_store(db) as store:
+        known = [t for t in sorted(await store.audit_tenants())
+                 if await store.audit_size(t) or await store.audit_entry(t, 0) is not None]
+    if not known:
+        fail("no tenant has an audit log with entries in this store: check that --db is "
+             "the store of the engine that runs the AuditInterceptor")
+    return known
 
 
 async def _checkpoint(db: str, tenant: str, key: Path, new_key: bool,
