@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, get_args
 
 import typer
+from rich.cells import cell_len
 from rich.table import Table
+from rich.text import Text
 
 from convoy import AuditError, UserError
 from convoy._command import command, word
@@ -273,7 +275,7 @@ def list_entries(
                   soft_wrap=True)
         return
     out.print(_entries_table(rows, f"convoy audit list · {label(db)} · tenant {name!r}",
-                             verify))
+                             verify, width=out.width))
 
 
 async def _entries(db: str, tenant: str, session: str | None, kinds: set[str],
@@ -341,20 +343,45 @@ def _event_json(event: AuditEvent | None, verify: str) -> dict[str, Any]:
 
 
 def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str,
-                   verify: str) -> Table:
-    t = Table(title=title, title_justify="left")
-    for name in ("index", "at", "kind", "status", "session", "step", "actor", "target"):
-        # (ids are folded onto more lines, never cut: they are what --session takes)
-        t.add_column(name, justify="right" if name == "index" else "left",
-                     no_wrap=name in ("index", "at", "kind"), overflow="fold")
+                   verify: str, width: int | None = None) -> Table:
+    """The entries as a table. The session id keeps its whole width on one line (it is
+    what ``--session`` takes, copied from here): on a terminal narrower than the table
+    (``width``), the columns that say least go first (the time, then the actor), and what
+    still does not fit wraps; a terminal too narrow even then folds the id too."""
+    cells: dict[str, list[str]] = {name: [] for name in _COLUMNS}
     for index, e in rows:
-        if e is None:
-            t.add_row(str(index), "-", "?", f"not an audit event: run {verify}",
-                      "", "", "", "")
-            continue
-        t.add_row(str(index), fmt_time(e.at), e.kind, e.status, e.session_id or "-",
-                  e.step_key or "-", e.actor or "-", e.target or _erased(e) or "-")
+        values = [str(index), "-", "?", f"not an audit event: run {verify}", "", "", "",
+                  ""] if e is None else \
+            [str(index), fmt_time(e.at), e.kind, e.status, e.session_id or "-",
+             e.step_key or "-", e.actor or "-", e.target or _erased(e) or "-"]
+        for name, value in zip(_COLUMNS, values, strict=True):
+            cells[name].append(value)
+
+    def natural(name: str) -> int:
+        return max(cell_len(name), *map(cell_len, cells[name])) + 3
+
+    names = list(_COLUMNS)
+    for droppable in ("at", "actor"):
+        if width is None or sum(map(natural, names)) + 1 <= width:
+            break
+        names.remove(droppable)
+    whole = ("index", "kind", "session")  # (never wrapped)
+    fits = width is None or sum(natural(n) for n in names if n in whole) + \
+        (3 + _NARROWEST_CELL) * (len(names) - len(whole)) + 1 <= width
+    t = Table(title=title, title_justify="left")
+    for name in names:
+        kept = name in ("index", "kind") or (name == "session" and fits)
+        t.add_column(name, justify="right" if name == "index" else "left", no_wrap=kept,
+                     overflow="fold", min_width=natural(name) - 3 if kept else None)
+    for i in range(len(rows)):  # (as Text: a '[bold]' in an id is shown, not obeyed)
+        t.add_row(*(Text(cells[name][i]) for name in names))
     return t
+
+
+#: The columns of ``convoy audit list``'s table.
+_COLUMNS = ("index", "at", "kind", "status", "session", "step", "actor", "target")
+#: The fewest cells a wrapped column of it is given.
+_NARROWEST_CELL = 2
 
 
 def _erased(e: AuditEvent) -> str | None:
