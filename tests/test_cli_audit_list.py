@@ -228,3 +228,39 @@ def test_a_purged_session_with_no_entry_of_a_kind_is_no_error(tmp_path: Path) ->
     assert r.code == 0 and r.stdout.count('"session_id": "s1"') >= 3, r
     r = cli("audit", "list", "--db", str(path), "--session", "s1", "--kind", "handoff")
     assert r.code == 0 and "no audit entries" in r.stdout and r.stderr == "", r
+
+
+def test_an_erasure_and_a_purge_name_who_did_them(tmp_path: Path) -> None:
+    """New user's trial: an erasure's and a purge's audit entries named no actor, where a
+    cancel and a decision name who did them: `--by` (default: the login name; in Python,
+    `by=`) is the entry's actor."""
+    import getpass
+
+    path = tmp_path / "who.db"
+    assert cli("keygen", str(tmp_path / "m.key")).code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    key = convoy.MasterKey.from_text((tmp_path / "m.key").read_text())
+    clock = FakeClock()
+
+    async def run(purge: bool) -> None:
+        async with convoy.Engine(SQLiteStore(path, clock=clock), models={"sim:": _sim()},
+                                 interceptors=[AuditInterceptor()], master_key=key) as eng:
+            if purge:
+                clock.advance(3600)
+                await eng.purge(60, by="retention-job")
+                return
+            assert (await eng.run(flow, "refund", session_id="s1", subject="cust-7")).ok
+            assert (await eng.run(flow, "refund", session_id="s2")).ok
+
+    asyncio.run(run(purge=False))
+    one_line_error(cli("erase", "cust-7", "--db", str(path), "--by", " ", env=env), 2,
+                   "--by")
+    r = cli("erase", "cust-7", "--db", str(path), "--by", "dpo-ann", env=env)
+    assert r.code == 0, r.stderr
+    asyncio.run(run(purge=True))
+    rows = [json.loads(line) for line in cli("audit", "list", "--db", str(path), "--kind",
+                                             "erasure", "--json").stdout.splitlines()]
+    assert [row["actor"] for row in rows] == ["dpo-ann", "retention-job"], rows
+    table = cli("audit", "list", "--db", str(path), "--kind", "erasure").stdout
+    assert "dpo-ann" in table and "retention-job" in table
+    assert getpass.getuser()  # (the default: the login name, as cancel's and inbox's)

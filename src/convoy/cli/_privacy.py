@@ -38,6 +38,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._deciders import who_decides
 from convoy.cli._render import fmt_time, line_list
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
@@ -54,7 +55,11 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
           dry_run: Annotated[bool, typer.Option(
               "--dry-run", help="Say what it would erase (the sessions that name the "
               "subject, whether it has a key) and write nothing: the store is opened "
-              "read-only.")] = False) -> None:
+              "read-only.")] = False,
+          by: Annotated[str | None, typer.Option(
+              "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+              help="Who erases (the actor of the erasure's audit entry, where the tenant "
+                   "has an audit log). Default: the login name.")] = None) -> None:
     """Erase a data subject of the tenant --tenant names (default: 'default'): destroy
     their key, delete every session that names them (inputs, outputs, every journaled
     step, signals, the shared-state versions they wrote), record the erasure, and compact
@@ -87,9 +92,10 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
                   f"{', and ' if len(what) > 1 else ''}{what[-1]}; nothing was written "
                   "(--dry-run)", markup=False)
         return
+    who = who_decides(by)
     require_convoy_store(db, nothing="erase")
     event = run_async(_erase(build_engine(db, busy_timeout=busy_timeout), subject,
-                             tenant or DEFAULT_TENANT))
+                             tenant or DEFAULT_TENANT, who))
     if isinstance(event, SubjectErased):
         _erased_already(subject, event)
         return
@@ -116,10 +122,11 @@ async def _erase_plan(engine: Engine, subject: str, tenant: str
             _unknown(e, tenant)
 
 
-async def _erase(engine: Engine, subject: str, tenant: str) -> Erasure | SubjectErased:
+async def _erase(engine: Engine, subject: str, tenant: str,
+                 by: str) -> Erasure | SubjectErased:
     async with engine:
         try:
-            return await engine.erase(subject, tenant=tenant)
+            return await engine.erase(subject, tenant=tenant, by=by)
         except SubjectErased as e:  # (raised before anything is written)
             return e
         except UnknownSubject as e:
@@ -215,7 +222,11 @@ def purge(older_than: Annotated[str, typer.Option(
             "--dry-run", help="Print how many sessions would be purged (per tenant with "
             "--all-tenants) and the first ids, and write nothing: the store is opened "
             "read-only.")] = False,
-        busy_timeout: WriteBusyTimeoutOption = 10.0) -> None:
+        busy_timeout: WriteBusyTimeoutOption = 10.0,
+        by: Annotated[str | None, typer.Option(
+            "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+            help="Who purges (the actor of each purge's audit entry, where the tenant has "
+                 "an audit log). Default: the login name.")] = None) -> None:
     """Retention: delete finished sessions older than an age as erasure does (with their
     journal, signals and shared-state versions), record it, and compact the store.
 
@@ -248,9 +259,10 @@ def purge(older_than: Annotated[str, typer.Option(
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
                   "purge them", markup=False, soft_wrap=True)
         return
+    who = who_decides(by)
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
-                              scope.tenant))
+                              scope.tenant, who))
     n = sum(e.sessions for e in events)
     out.print(f"purged {plural(n, 'session')} older than {older_than}{scope.of}", markup=False)
     if not n:
@@ -274,9 +286,10 @@ async def _purgeable(db: str, seconds: float, tenant: str | None) -> dict[str, l
         return found
 
 
-async def _purge(engine: Engine, seconds: float, tenant: str | None) -> list[Erasure]:
+async def _purge(engine: Engine, seconds: float, tenant: str | None,
+                 by: str) -> list[Erasure]:
     async with engine:
-        return await engine.purge(seconds, tenant=tenant)
+        return await engine.purge(seconds, tenant=tenant, by=by)
 
 
 def keygen(file: Annotated[str, typer.Argument(

@@ -55,14 +55,16 @@ class SubjectRights:
         await engine.open()
         return await erase_plan(keys.store, keys, tenant, subject)
 
-    async def erase(self, subject: str, *, tenant: str = DEFAULT_TENANT) -> Erasure:
+    async def erase(self, subject: str, *, tenant: str = DEFAULT_TENANT,
+                    by: str | None = None) -> Erasure:
         """Erase a data subject: destroy its key, delete every session that names it (with
         its journal, signals and the shared-state versions it wrote), record the erasure
         (with a keyed fingerprint of the subject, not its name; in the audit log too, when
-        the tenant has one) and compact the store (SQLite: no deleted row is left in its
-        files; PostgreSQL: ``VACUUM FULL`` of the tables and of the planner statistics'
-        catalog, its WAL and backups aside; a role that may not rewrite that catalog is
-        warned, once, of what an administrator must run).
+        the tenant has one, with ``by``, who erases, as its actor) and compact the store
+        (SQLite: no deleted row is left in its files; PostgreSQL: ``VACUUM FULL`` of the
+        tables and of the planner statistics' catalog, its WAL and backups aside; a role
+        that may not rewrite that catalog is warned, once, of what an administrator must
+        run).
 
         Raises:
             SubjectErased: the subject was erased already and nothing names it since (a
@@ -78,6 +80,7 @@ class SubjectRights:
         """
         check_tenant(tenant)
         _check_name(subject)
+        _check_by(by)
         keys = self._keyring("erasing a subject")
         engine = _engine(self)
         await engine.open()
@@ -87,7 +90,7 @@ class SubjectRights:
             forget = getattr(ic, "forget_subject", None)
             if forget is not None:
                 forget(tenant, subject)
-        damaged = await _audit(engine, event)
+        damaged = await _audit(engine, event, by)
         refused = None if damaged is None else AuditError(
             f"erased (erasure #{event.seq}), but the erasure could not be appended to the "
             f"audit log: {damaged}")
@@ -116,11 +119,13 @@ class SubjectRights:
         await engine.open()
         return await export_subject(engine.store, keys, tenant, subject)
 
-    async def purge(self, older_than: float, *, tenant: str | None = None) -> list[Erasure]:
+    async def purge(self, older_than: float, *, tenant: str | None = None,
+                    by: str | None = None) -> list[Erasure]:
         """Delete every finished session (of ``tenant``; ``None``: of every tenant) that
         finished more than ``older_than`` seconds ago (by the engine's clock), as
         :meth:`erase` does; one recorded :class:`~convoy.stores.Erasure` per tenant and
-        batch. Subject keys are kept. The audit entries of runs that stopped engine
+        batch (in the audit log, where the tenant has one, with ``by``, who purges, as
+        its actor). Subject keys are kept. The audit entries of runs that stopped engine
         processes had not sealed are sealed first, from the journal the purge deletes.
 
         Raises:
@@ -128,6 +133,7 @@ class SubjectRights:
                 key this engine has not (nothing is purged)."""
         if tenant is not None:
             check_tenant(tenant)
+        _check_by(by)
         older_than = retention_age(older_than)  # (before anything is sealed)
         engine = _engine(self)
         await engine.open()
@@ -136,7 +142,7 @@ class SubjectRights:
         events = await purge_older_than(engine.store, older_than, now, tenant=tenant)
         damaged: list[AuditError] = []
         for event in events:  # (each tenant's entry, whatever another tenant's log holds)
-            if (error := await _audit(engine, event)) is not None:
+            if (error := await _audit(engine, event, by)) is not None:
                 damaged.append(error)
         logs = AuditError("; and ".join(map(str, damaged))) if damaged else None
         if events:
@@ -148,6 +154,13 @@ class SubjectRights:
                              f"appended to {'its' if len(damaged) == 1 else 'their'} audit "
                              f"log: {logs}")
         return events
+
+
+def _check_by(by: object) -> None:
+    """Who erases or purges, as the audit entry's actor: a name (``None``: nobody named)."""
+    if by is not None and (not isinstance(by, str) or not by.strip()):
+        raise UserError(f"by= names who erases or purges (a non-empty string, recorded "
+                        f"as the audit entry's actor), got {by!r}")
 
 
 def _check_name(subject: object) -> None:
@@ -281,7 +294,8 @@ def _macs(keys: KeyRing | None) -> Callable[[str, str | None], Awaitable[bytes |
     return mac_of
 
 
-async def _audit(engine: Engine, event: Erasure) -> AuditError | None:
+async def _audit(engine: Engine, event: Erasure, by: str | None = None
+                 ) -> AuditError | None:
     """Append the erasure to the tenant's audit log when the tenant has one (entries hold
     references, never the subject's name: the keyed fingerprint and the counts). Nothing
     is removed from the log, so it still verifies. A log whose count was edited refuses
@@ -299,7 +313,7 @@ async def _audit(engine: Engine, event: Erasure) -> AuditError | None:
         refs["subject_ref"] = event.subject_ref
     try:
         await store.audit_append(event.tenant, [AuditEvent(
-            kind="erasure", status="ok", at=event.at, refs=refs).encode()])
+            kind="erasure", status="ok", at=event.at, actor=by, refs=refs).encode()])
     except StoreError as e:
         damaged = None if e.transient else await past_count(store, event.tenant)
         if damaged is None:

@@ -82,19 +82,19 @@ class Tenant(SessionControl):
 
     # -- data subjects -------------------------------------------------------------------
 
-    async def erase(self, subject: str) -> Erasure:
+    async def erase(self, subject: str, *, by: str | None = None) -> Erasure:
         """Erase a data subject of this tenant (:meth:`Engine.erase <convoy.Engine.erase>`)."""
-        return await self.__engine.erase(subject, tenant=self.__name)
+        return await self.__engine.erase(subject, tenant=self.__name, by=by)
 
     async def export(self, subject: str) -> dict[str, Any]:
         """Everything held about a data subject of this tenant (:meth:`Engine.export
         <convoy.Engine.export>`)."""
         return await self.__engine.export(subject, tenant=self.__name)
 
-    async def purge(self, older_than: float) -> list[Erasure]:
+    async def purge(self, older_than: float, *, by: str | None = None) -> list[Erasure]:
         """Delete this tenant's sessions that finished more than ``older_than`` seconds
         ago (:meth:`Engine.purge <convoy.Engine.purge>`)."""
-        return await self.__engine.purge(older_than, tenant=self.__name)
+        return await self.__engine.purge(older_than, tenant=self.__name, by=by)
 
     async def resume(self, *, on_done: Callable[[SessionResult[Any]], None] | None = None
                      ) -> list[SessionResult[Any]]:
