@@ -222,6 +222,9 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     every = cli("purge", "--older-than", "30d", "--dry-run", "--all-tenants")
     assert every.stdout.splitlines()[0] == "would purge 23 sessions older than 30d " \
         "(acme: 12, default: 11)", every
+    # (new user's trial: every tenant's ids, each with whose it is)
+    listed = [ln.strip() for ln in every.stdout.splitlines()[1:11]]
+    assert all(re.fullmatch(r"\S+ \(tenant '(acme|default)'\)", ln) for ln in listed), every
     none = cli("purge", "--older-than", "50d", "--dry-run")
     assert none.code == 0 and none.stdout.splitlines()[0] == \
         "dry run: nothing to purge: no session of tenant 'default' finished more than 50d " \
@@ -244,6 +247,9 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     typo = cli("purge", "--older-than", "30d", "--tenant", "acmee")
     assert typo.code == 0 and typo.stderr.strip() == typo_note, typo
     assert len(sessions()) == 13
+    every = cli("purge", "--older-than", "30d", "--all-tenants")  # (how many each)
+    assert every.code == 0 and every.stdout.strip() == "purged 12 sessions older than 30d " \
+        "(acme: 12)", every
 
 
 def test_erase_and_purge_leave_a_database_that_is_no_convoy_store_as_it_is(

@@ -57,7 +57,10 @@ if TYPE_CHECKING:
 audit_app = typer.Typer(
     name="audit", no_args_is_help=True, rich_markup_mode="markdown",
     help="Check and prove the tamper-evident audit log (a Merkle tree per tenant, with "
-         "Ed25519-signed checkpoints).\n\nExample: `convoy audit verify --key audit.key`")
+         "Ed25519-signed checkpoints). An application starts a tenant's log by running its "
+         "engine with convoy.audit.AuditInterceptor (docs/how-to/audit.md); the command "
+         "line appends to the logs a store holds and starts none.\n\nExample: `convoy "
+         "audit verify --key audit.key`")
 
 KEY_ENV = "CONVOY_AUDIT_KEY"
 #: Whether this command's key files came from ``$CONVOY_AUDIT_KEY`` (set by the option's

@@ -214,8 +214,8 @@ def _unknown(e: UnknownSubject, tenant: str) -> NoReturn:
 def purge(older_than: Annotated[str, typer.Option(
         "--older-than", metavar="AGE",
         help="Delete finished sessions that finished longer ago than this: a number and "
-             "a unit s, m (minutes), h, d or w: '30d', '12h', '90m', '2w'. 'M' is refused "
-             "(months or minutes?).")],
+             "a unit s, m (minutes), h, d or w (either case): '30d', '12h', '90m', '2w'. "
+             "'M' is refused (months or minutes?).")],
         db: DbOption = DEFAULT_DB, tenant: TenantOption = None,
         all_tenants: AllTenantsOption = False,
         dry_run: Annotated[bool, typer.Option(
@@ -243,6 +243,7 @@ def purge(older_than: Annotated[str, typer.Option(
         require_store(db)
         by_tenant = run_async(_purgeable(db, seconds, scope.tenant))
         ids = sorted(sid for group in by_tenant.values() for sid in group)
+        whose = {sid: t for t, group in by_tenant.items() for sid in group}
         counts = "" if scope.tenant is not None or not by_tenant else " (" + ", ".join(
             f"{t}: {len(group)}" for t, group in sorted(by_tenant.items())) + ")"
         if not ids:  # (one line: "would purge 0" then "nothing to purge" said it twice)
@@ -252,8 +253,10 @@ def purge(older_than: Annotated[str, typer.Option(
             return
         out.print(f"would purge {plural(len(ids), 'session')} older than {older_than}{scope.of}"
                   f"{counts}", markup=False, soft_wrap=True)
-        for sid in ids[:_SHOWN]:
-            out.print(f"  {sid}", markup=False, soft_wrap=True)
+        for sid in ids[:_SHOWN]:  # (with every tenant's: whose each one is)
+            out.print(f"  {sid}" + ("" if scope.tenant is not None else
+                                    f" (tenant {quoted(whose[sid])})"),
+                      markup=False, soft_wrap=True)
         if len(ids) > _SHOWN:
             out.print(f"  ... and {len(ids) - _SHOWN} more", markup=False)
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
@@ -264,7 +267,13 @@ def purge(older_than: Annotated[str, typer.Option(
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant, who))
     n = sum(e.sessions for e in events)
-    out.print(f"purged {plural(n, 'session')} older than {older_than}{scope.of}", markup=False)
+    per: dict[str, int] = {}
+    for event in events:
+        per[event.tenant] = per.get(event.tenant, 0) + event.sessions
+    counts = "" if scope.tenant is not None or not n else " (" + ", ".join(
+        f"{t}: {c}" for t, c in sorted(per.items()) if c) + ")"
+    out.print(f"purged {plural(n, 'session')} older than {older_than}{scope.of}{counts}",
+              markup=False, soft_wrap=True)
     if not n:
         no_sessions_note(db, scope)
 
