@@ -350,7 +350,8 @@ def test_metrics_serve_says_once_when_the_store_becomes_unreadable(
     for _ in range(3):
         assert scrape() == {"convoy_store_up": 0}
     line = server.wait_for_line("cannot read")
-    assert "no Convoy store at convoy.db" in line, line
+    assert "no Convoy store at convoy.db any more (removed or moved" in line, line
+    assert "creates one" not in line, line  # (not one to create: new user's trial)
     Path("kept.db").rename("convoy.db")
     assert scrape()["convoy_store_up"] == 1
     server.wait_for_line("reads the store again")

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from convoy import Engine
+from convoy._errors import NoStoreError
 from convoy.alerts._interceptor import OPEN_ALERTS_READ
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -116,7 +117,12 @@ class StoreCollector:
             problem = reportable(e)
             if problem is None:  # (a bug: its traceback, in the scrape's 500)
                 raise
-            self._say_unreadable(str(problem))
+            # (a store that served the first scrape and is gone now was removed or moved
+            # as this served: not one to create, as the error's own advice would say)
+            said = str(problem)
+            self._say_unreadable(
+                said.split(": ", 1)[0] + " any more (removed or moved as this served)"
+                if isinstance(e, NoStoreError) else said)
             up.add_metric([], 0)
             yield up
             return
@@ -240,8 +246,9 @@ def serve(
     label). Runs until Ctrl-C or SIGTERM.
 
     Exit codes: 1 when the store cannot be read as it starts (one line); 2 on usage
-    errors (a port it cannot listen on: in use, or below 1024 without the right; a bad
-    option); 130 when interrupted (Ctrl-C), 143 when stopped by SIGTERM.
+    errors (no Convoy store at --db; a port it cannot listen on: in use, or below 1024
+    without the right; a bad option); 130 when interrupted (Ctrl-C), 143 when stopped by
+    SIGTERM.
 
     Example: `convoy metrics serve --db app.db --port 9464 --all-tenants`
     """
