@@ -21,7 +21,7 @@ from rich.text import Text
 from convoy import AuditError, UserError
 from convoy._command import command, word
 from convoy._files import home_expanded, read_input
-from convoy._text import escaped, plural, quoted
+from convoy._text import escaped, plural, printable, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
     RUN_FAILURE,
@@ -358,7 +358,9 @@ def _entries_table(rows: list[tuple[int, AuditEvent | None]], title: str,
             [str(index), fmt_time(e.at), e.kind, e.status, e.session_id or "-",
              e.step_key or "-", e.actor or "-", e.target or _erased(e) or "-"]
         for name, value in zip(_COLUMNS, values, strict=True):
-            cells[name].append(value)
+            # (as the console shows a string: what a terminal would obey, ESC or a bidi
+            # override, as an escape; a Text is shown as it is)
+            cells[name].append(printable(value))
 
     def natural(name: str) -> int:
         return max(cell_len(name), *map(cell_len, cells[name])) + 3
@@ -709,13 +711,24 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
              "created (mode 0600) if it does not exist")
     require_convoy_store(db, nothing="sign")  # (never a store made in another file)
     tenants = [scope.tenant] if scope.tenant is not None else run_async(_logged(db))
+    damaged = 0  # (tenants whose log was refused: the others are signed all the same)
     for n, name in enumerate(tenants):
         created = not home_expanded(key).exists()
-        cp = run_async(_checkpoint(db, name, key, new_key, created, busy_timeout))
-        if n == 0:  # (said once, if standard output fails)
+        try:
+            cp = run_async(_checkpoint(db, name, key, new_key, created, busy_timeout))
+        except typer.Exit as e:
+            # (one tenant's damaged log, said in its line, does not leave every later
+            # tenant's unsigned; what is not its log's own, a key or the store, stops)
+            if scope.tenant is not None or e.exit_code != RUN_FAILURE:
+                raise
+            damaged += 1
+            continue
+        if n - damaged == 0:  # (said once, if standard output fails)
             keep_on_lost_output("the checkpoint was signed and kept in the store: run the "
                                 "same command again to print it")
         typer.echo(cp.to_json())
+    if damaged:
+        raise typer.Exit(RUN_FAILURE)
 
 
 async def _logged(db: str) -> list[str]:
