@@ -14,7 +14,7 @@ from convoy._errors import (
     UnknownSubject,
     UserError,
 )
-from convoy._text import plural
+from convoy._text import check_name, plural
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.privacy._subjects import (
     compact_after,
@@ -161,6 +161,8 @@ def _check_by(by: object) -> None:
     if by is not None and (not isinstance(by, str) or not by.strip()):
         raise UserError(f"by= names who erases or purges (a non-empty string, recorded "
                         f"as the audit entry's actor), got {by!r}")
+    if by is not None:  # (as cancel's by=: no control character, bidi override, ...)
+        check_name(by, "name of who erases or purges (by)")
 
 
 def _check_name(subject: object) -> None:
