@@ -37,7 +37,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convoy._errors import UserError
+from convoy._errors import StoreError, UserError
 from convoy._trace_context import trace_id_of
 from convoy.audit._event import AuditEvent, AuditKind, digest
 from convoy.audit._journal import JournalEntries, Kept, name_redactor
@@ -49,6 +49,7 @@ from convoy.audit._sealer import (
     Queued,
     Sealer,
     cursor_time,
+    past_count,
 )
 from convoy.interceptors._base import (
     DecisionInput,
@@ -225,9 +226,20 @@ class AuditInterceptor(Interceptor):
                                refs={"version": i.version,
                                      "trace_id": trace_id_of(input.headers, i.session_id),
                                      **({} if before is None else {"previous": before})})
-            [moved] = await store.audit_seal([AuditSeal(
-                namespace=_CONFIG_NAMESPACE, tenant=i.tenant, session_id=key, before=before,
-                after=i.version, bodies=[event.encode()])])
+            try:
+                [moved] = await store.audit_seal([AuditSeal(
+                    namespace=_CONFIG_NAMESPACE, tenant=i.tenant, session_id=key,
+                    before=before, after=i.version, bodies=[event.encode()])])
+            except StoreError as e:
+                # (a log whose count was lowered by hand refuses every append, for good:
+                # said as its damage, as its seals are, and the session runs on)
+                damaged = None if e.transient else await past_count(store, i.tenant)
+                if damaged is None:
+                    raise
+                log.warning("audit: the config_change of workflow %r version %r was not "
+                            "appended: %s", i.workflow, i.version, damaged)
+                self._versions.discard((i.tenant, i.workflow, i.version))
+                return
             if moved:
                 return
         # (engines running other versions moved it every time: the log has their changes,
