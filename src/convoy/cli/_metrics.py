@@ -119,10 +119,14 @@ class StoreCollector:
                 raise
             # (a store that served the first scrape and is gone now was removed or moved
             # as this served: not one to create, as the error's own advice would say)
+            # (only for that message: another one, a file replaced by another
+            # application's database, says what it is; a path may hold ': ')
             said = str(problem)
-            self._say_unreadable(
-                said.split(": ", 1)[0] + " any more (removed or moved as this served)"
-                if isinstance(e, NoStoreError) else said)
+            advice = said.rfind(": 'convoy db migrate ")
+            if isinstance(e, NoStoreError) and said.startswith("no Convoy store at ") and \
+                    advice > 0:
+                said = said[:advice] + " any more (removed or moved as this served)"
+            self._say_unreadable(said)
             up.add_metric([], 0)
             yield up
             return
