@@ -264,3 +264,50 @@ def test_an_erasure_and_a_purge_name_who_did_them(tmp_path: Path) -> None:
     table = cli("audit", "list", "--db", str(path), "--kind", "erasure").stdout
     assert "dpo-ann" in table and "retention-job" in table
     assert getpass.getuser()  # (the default: the login name, as cancel's and inbox's)
+
+
+def test_the_table_shows_what_a_terminal_would_obey_as_an_escape(db: str) -> None:
+    """Review: the table's cells are Text (so markup is shown as it is), which the console
+    does not escape: an ESC or a bidi override an entry holds (an actor an application
+    passed) reached the terminal as it is. It is written as an escape, as elsewhere."""
+    from convoy.audit import AuditEvent
+
+    async def append() -> None:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            await store.audit_append("acme", [AuditEvent(
+                kind="erasure", status="ok", at=1.0, actor="\x1b]0;owned\x07\u202eops",
+                refs={"reason": "retention", "sessions": "1"}).encode()])
+        finally:
+            await store.aclose()
+
+    asyncio.run(append())
+    r = cli("audit", "list", "--db", db, "--tenant", "acme", "--kind", "erasure",
+            env={"COLUMNS": "200"})
+    assert r.code == 0, r.stderr
+    assert "\x1b" not in r.stdout and "\u202e" not in r.stdout, r.stdout
+    assert "\\x1b]0;owned\\x07\\u202eops" in r.stdout, r.stdout
+
+
+def test_checkpoint_all_tenants_signs_the_others_when_one_log_is_damaged(
+        db: str, tmp_path: Path) -> None:
+    """Review: a scheduled ``checkpoint --all-tenants`` stopped at the first tenant whose
+    log was refused (damaged), leaving every later tenant's log unsigned. The damaged one
+    is said (exit 1, at the end), and the others are signed."""
+    import sqlite3
+
+    async def more() -> None:
+        async with convoy.Engine(SQLiteStore(db, clock=FakeClock()), models={"sim:": _sim()},
+                                 interceptors=[AuditInterceptor()]) as eng:
+            assert (await eng.tenant("zeta").run(flow, "refund", session_id="z1")).ok
+
+    asyncio.run(more())
+    key = str(tmp_path / "audit.key")
+    with sqlite3.connect(db) as conn:  # (an entry of acme's, the first tenant, changed)
+        conn.execute("UPDATE audit_log SET body = CAST(body AS TEXT) "
+                     "WHERE tenant = 'acme' AND idx = 2")
+    r = cli("audit", "checkpoint", "--all-tenants", "--db", db, "--key", key)
+    assert r.code == 1, r
+    assert [json.loads(line)["tenant"] for line in r.stdout.splitlines()] == ["zeta"], r
+    assert "tenant 'acme'" in r.stderr and "Traceback" not in r.stderr, r.stderr
