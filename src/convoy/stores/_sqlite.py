@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from convoy._command import word
-from convoy._errors import JournalError, StoreError, UserError
+from convoy._errors import ConvoyError, JournalError, StoreError, UserError
 from convoy._files import home_expanded
 from convoy.durability._signals import LeaseLost
 from convoy.stores._addons import (
@@ -138,8 +138,8 @@ class _Op:
     shared limit) still rides the group commit. It is run again if the batch is retried,
     so it may only touch the connection."""
 
-    __slots__ = ("call", "fenced", "fut", "guard", "lease", "more", "params", "quiet",
-                 "result", "sql")
+    __slots__ = ("call", "error", "fenced", "fut", "guard", "lease", "more", "params",
+                 "quiet", "result", "sql")
 
     fut: asyncio.Future[Any]  # set by ``_submit``
     quiet: bool  # nobody need await it: its error is its batch's, seen there
@@ -158,6 +158,8 @@ class _Op:
         self.lease = lease
         self.call = call
         self.result: Any = None
+        #: What ``call`` raised, alone in its batch (see ``_write_batch``).
+        self.error: BaseException | None = None
 
 
 _KV_PUT = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) ON CONFLICT(namespace,key) DO "
@@ -551,7 +553,22 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         try:
             for i, op in enumerate(batch):
                 if op.call is not None:
-                    op.result = op.call(conn)
+                    if len(batch) == 1:
+                        op.result = op.call(conn)
+                        continue
+                    # A call that fails on its own (an audit append a log whose count was
+                    # lowered by hand refuses, a constraint) fails alone: the other writes
+                    # of its batch (other sessions', other tenants') are committed.
+                    op.error = None
+                    execute("SAVEPOINT convoy_call")
+                    try:
+                        op.result = op.call(conn)
+                    except (sqlite3.IntegrityError, ConvoyError) as e:
+                        execute("ROLLBACK TO convoy_call")
+                        execute("RELEASE convoy_call")
+                        op.error = e
+                        continue
+                    execute("RELEASE convoy_call")
                     continue
                 sql, params = op.sql, op.params
                 check = op.fenced is not None
@@ -621,6 +638,12 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 fut.set_exception(error)
                 if op.quiet:
                     fut.exception()  # retrieved: a dropped future logs nothing
+            elif op.error is not None:
+                e = op.error
+                fut.set_exception(_store_error(e, self.path, "write")
+                                  if isinstance(e, sqlite3.Error) else e)
+                if op.quiet:
+                    fut.exception()
             elif refused is not None and refused[i]:
                 sid = op.fenced or (op.guard[0] if op.guard else "?")
                 fut.set_exception(LeaseLost(
