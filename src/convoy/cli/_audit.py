@@ -695,7 +695,8 @@ def checkpoint(tenant: TenantOption = None, db: DbOption = DEFAULT_DB,
                all_tenants: Annotated[bool, typer.Option(
                    "--all-tenants", help="Sign a checkpoint of every tenant's log (the "
                    "logs 'convoy audit verify' checks), one line each, in the order of "
-                   "their names.")] = False,
+                   "their names. A log refused as damaged is said (exit 1, at the end) "
+                   "and the others are signed all the same.")] = False,
 ) -> None:
     """Sign a checkpoint of the tenant's log as it is now (tree size, root hash, time),
     keep it in the store and print it as one line of JSON: publish it (append it to a file
