@@ -122,7 +122,7 @@ class StoreCollector:
             # (only for that message: another one, a file replaced by another
             # application's database, says what it is; a path may hold ': ')
             said = str(problem)
-            advice = said.rfind(": 'convoy db migrate ")
+            advice = said.rfind(": 'convoy db migrate")
             if isinstance(e, NoStoreError) and said.startswith("no Convoy store at ") and \
                     advice > 0:
                 said = said[:advice] + " any more (removed or moved as this served)"
