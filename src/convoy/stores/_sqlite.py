@@ -138,8 +138,8 @@ class _Op:
     shared limit) still rides the group commit. It is run again if the batch is retried,
     so it may only touch the connection."""
 
-    __slots__ = ("call", "error", "fenced", "fut", "guard", "lease", "more", "params",
-                 "quiet", "result", "sql")
+    __slots__ = ("call", "fenced", "fut", "guard", "lease", "more", "params", "quiet",
+                 "result", "sql")
 
     fut: asyncio.Future[Any]  # set by ``_submit``
     quiet: bool  # nobody need await it: its error is its batch's, seen there
@@ -158,8 +158,6 @@ class _Op:
         self.lease = lease
         self.call = call
         self.result: Any = None
-        #: What ``call`` raised, alone in its batch (see ``_write_batch``).
-        self.error: BaseException | None = None
 
 
 _KV_PUT = ("INSERT INTO kv(namespace,key,value) VALUES(?,?,?) ON CONFLICT(namespace,key) DO "
@@ -521,13 +519,14 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         wait for it, so it does not commit on its own but joins the next batch."""
         return self._submit(_Op("", (), call=call), wait=wait)
 
-    def _write_batch(self, batch: Sequence[_Op]) -> list[bool] | None:
+    def _write_batch(self, batch: Sequence[_Op]) -> list[bool | BaseException] | None:
         """Commit a batch in one transaction; which fenced ops found their session owned
-        by someone else (those wrote nothing), or ``None`` if none did. Raises
-        ``sqlite3.Error`` with nothing written."""
+        by someone else (``True``: those wrote nothing) and which call ops failed alone
+        (what they raised), or ``None`` if none did. Raises ``sqlite3.Error`` with nothing
+        written."""
         conn = self.conn
         execute = conn.execute
-        refused: list[bool] | None = None
+        refused: list[bool | BaseException] | None = None
         if len(batch) == 1:  # the common case: one statement, autocommitted
             op = batch[0]
             if op.guard is None and op.more is None and op.call is None:
@@ -558,15 +557,17 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                         continue
                     # A call that fails on its own (an audit append a log whose count was
                     # lowered by hand refuses, a constraint) fails alone: the other writes
-                    # of its batch (other sessions', other tenants') are committed.
-                    op.error = None
+                    # of its batch (other sessions', other tenants') are committed. (Its
+                    # error rides ``refused``: no cost to an op of a batch that is fine.)
                     execute("SAVEPOINT convoy_call")
                     try:
                         op.result = op.call(conn)
                     except (sqlite3.IntegrityError, ConvoyError) as e:
                         execute("ROLLBACK TO convoy_call")
                         execute("RELEASE convoy_call")
-                        op.error = e
+                        if refused is None:
+                            refused = [False] * len(batch)
+                        refused[i] = e
                         continue
                     execute("RELEASE convoy_call")
                     continue
@@ -626,7 +627,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         except (OSError, sqlite3.OperationalError):
             pass  # no WAL yet, or busy: try again later
 
-    def _settle(self, batch: Sequence[_Op], refused: Sequence[bool] | None,
+    def _settle(self, batch: Sequence[_Op], refused: Sequence[bool | BaseException] | None,
                 error: BaseException | None) -> None:
         if error is not None:
             self._forget_failed_leases(batch)
@@ -638,17 +639,16 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
                 fut.set_exception(error)
                 if op.quiet:
                     fut.exception()  # retrieved: a dropped future logs nothing
-            elif op.error is not None:
-                e = op.error
-                fut.set_exception(_store_error(e, self.path, "write")
-                                  if isinstance(e, sqlite3.Error) else e)
-                if op.quiet:
-                    fut.exception()
             elif refused is not None and refused[i]:
-                sid = op.fenced or (op.guard[0] if op.guard else "?")
-                fut.set_exception(LeaseLost(
-                    f"session {sid!r} is owned by another engine now; this engine's "
-                    "lease expired and the write was refused"))
+                e = refused[i]
+                if isinstance(e, BaseException):  # (a call op that failed alone)
+                    fut.set_exception(_store_error(e, self.path, "write")
+                                      if isinstance(e, sqlite3.Error) else e)
+                else:
+                    sid = op.fenced or (op.guard[0] if op.guard else "?")
+                    fut.set_exception(LeaseLost(
+                        f"session {sid!r} is owned by another engine now; this engine's "
+                        "lease expired and the write was refused"))
                 if op.quiet:
                     fut.exception()
             else:
