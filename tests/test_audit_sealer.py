@@ -772,3 +772,25 @@ async def test_an_audit_append_a_damaged_log_refuses_fails_no_other_write(
                                                         session_id=f"r{i}")
             for i in range(40)])
     assert [(r.id, r.status, r.error) for r in results if not r.ok] == []
+
+
+async def test_a_purge_after_a_sigkilled_engine_keeps_every_step_of_its_runs(
+        db: str | Path, tmp_path: Path) -> None:
+    """Two processes on one store: an engine process finishes sessions with a seal
+    interval longer than it lives and is SIGKILLed; a purge in this process (its clock a
+    century on, so every session is old) seals their records from the journal first, each
+    once, then purges them."""
+    await _dies_unsealed(db, tmp_path, 3)
+    async with convoy.Engine(store_from_url(str(db), clock=FakeClock(4_000_000_000.0))) as eng:
+        journals = {sid: [r.key for r in await eng.journal(sid) if r.status != "started"]
+                    for sid in ("s0", "s1", "s2")}
+        assert [e.sessions for e in await eng.purge(60)] == [3]  # (p1 waits: kept)
+        size = await eng.store.audit_size("default")
+        events = [AuditEvent.decode(r.body)
+                  for r in await eng.store.audit_entries("default", 0, size)]
+        for sid, keys in journals.items():
+            steps = [e.step_key for e in events
+                     if e.session_id == sid and e.kind not in ("config_change", "session")]
+            assert keys and sorted(steps) == sorted(keys), (sid, [e.kind for e in events])
+        assert (await verify_log(AuditLog(eng.store), "default")).size == size
+        assert await eng.store.kv_all(SEALERS) == {}

@@ -45,11 +45,11 @@ from convoy.audit._log import AuditLog
 from convoy.audit._sealer import (
     AUDIT_CURSOR,
     IN_STORE,
-    KeyNeeded,
     Queued,
     Sealer,
     cursor_time,
     past_count,
+    subject_macs,
 )
 from convoy.interceptors._base import (
     DecisionInput,
@@ -270,10 +270,8 @@ class AuditInterceptor(Interceptor):
     async def _recovered_mac(self, tenant: str, subject: str | None) -> bytes | None:
         """:meth:`_mac` for a dead sealer's session, which this engine did not run: one of
         a data subject needs the master key (its records are sealed under it)."""
-        if subject is not None and (self._engine is None or self._engine.keys is None):
-            raise KeyNeeded(f"a data subject's session of tenant {tenant!r}: its records "
-                            "are sealed under the master key, and this engine has none")
-        return await self._mac(tenant, subject)
+        keys = self._engine.keys if self._engine is not None else None
+        return await subject_macs(keys)(tenant, subject)
 
     async def human_decision(self, input: DecisionInput,
                              next: Next[DecisionInput, HumanTask]) -> HumanTask:

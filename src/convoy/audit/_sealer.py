@@ -35,6 +35,7 @@ import math
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from convoy._command import command
 from convoy._errors import AuditError, JournalError, StoreError, UserError
@@ -49,6 +50,9 @@ from convoy.stores._protocol import (
     SessionRow,
     Store,
 )
+
+if TYPE_CHECKING:
+    from convoy.privacy._keys import KeyRing
 
 log = logging.getLogger("convoy.audit")
 
@@ -72,6 +76,22 @@ MacOf = Callable[[str, "str | None"], Awaitable["bytes | None"]]
 
 class KeyNeeded(UserError):
     """A data subject's session cannot be sealed here: no master key is configured."""
+
+
+def subject_macs(keys: KeyRing | None) -> MacOf:
+    """:data:`MacOf` from ``keys``: a data subject's hash key (``None``: the subject has
+    none any more), :class:`KeyNeeded` for a subject's session when no key ring (master
+    key) is configured, ``None`` for a session of no subject."""
+    async def mac_of(tenant: str, subject: str | None) -> bytes | None:
+        if subject is None:
+            return None
+        if keys is None:
+            raise KeyNeeded(f"a data subject's session of tenant {tenant!r}: its records "
+                            "are sealed under the master key, and this engine has none")
+        key = await keys.load(tenant, subject, create=False)
+        return None if key is None else key.mac
+
+    return mac_of
 
 
 def cursor_time(text: str | None) -> float:
@@ -167,11 +187,6 @@ class Sealer:
         self._stopping = False
         #: ``(id, sessions whose records were sealed)`` of each dead sealer recovered.
         self.recovered: list[tuple[str, int]] = []
-        #: Data subjects' sessions recovery left for an engine with the master key (each
-        #: once, however many dead sealers left it).
-        self.keyless = 0
-        #: Sessions recovery left because the store refused their seal (a damaged log).
-        self.refused = 0
         #: What recovery warns with (a purge holds its warnings until it knows it goes on).
         self.warn: Callable[..., None] = log.warning
         #: Dead sealers whose markers stay (for an engine with the master key, or once the
@@ -180,6 +195,17 @@ class Sealer:
         #: The sessions recovery left, by id: ``(row, None)`` for a data subject's that
         #: needs the master key, ``(row, error)`` for one whose seal the store refused.
         self.left: dict[str, tuple[SessionRow, Exception | None]] = {}
+
+    @property
+    def keyless(self) -> int:
+        """Data subjects' sessions recovery left for an engine with the master key (each
+        once, however many dead sealers left it)."""
+        return sum(1 for _, e in self.left.values() if e is None)
+
+    @property
+    def refused(self) -> int:
+        """Sessions recovery left because the store refused their seal (a damaged log)."""
+        return len(self.left) - self.keyless
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -381,8 +407,6 @@ class Sealer:
                           "need%s the master key to be sealed: set $CONVOY_MASTER_KEY_FILE "
                           "(the first: %s)", plural(len(fresh), "data subject session"),
                           "s" if len(fresh) == 1 else "", fresh[0])
-            self.keyless = sum(1 for _, e in self.left.values() if e is None)
-            self.refused = len(self.left) - self.keyless
             if keyless or refused:
                 self.left_for_key.add(sealer)
             else:
@@ -453,4 +477,5 @@ __all__ = [
     "cursor_time",
     "dead_sealers",
     "past_count",
+    "subject_macs",
 ]

@@ -70,10 +70,13 @@ def requester(payload: str | None) -> str:
 MAX_BY = 200
 
 
-def _who(by: str) -> str:
-    name = check_name(by, "name of who cancels (by)")
+def checked_by(by: str, doing: str = "cancels") -> str:
+    """``by``, the name of who cancels (or erases, purges: ``doing``), checked: shown
+    later as it is, so no control character, bidi override, nor more than
+    :data:`MAX_BY` characters."""
+    name = check_name(by, f"name of who {doing} (by)")
     if len(name) > MAX_BY:
-        raise UserError(f"the name of who cancels (by) is {len(name):,} characters long; "
+        raise UserError(f"the name of who {doing} (by) is {len(name):,} characters long; "
                         f"give a name of at most {MAX_BY}")
     return name
 
@@ -82,7 +85,7 @@ async def cancel(engine: Engine, session_id: str, tenant: str | None,
                  by: str | None = None) -> CancelStatus:
     """Cancel a session (see the module docstring); ``by``: who cancels it (recorded in
     its error record, audited), by default ``"engine OWNER"``."""
-    who = f"engine {engine.owner}" if by is None else _who(by)
+    who = f"engine {engine.owner}" if by is None else checked_by(by)
     if tenant is None and engine._stop_running(session_id, who):
         return "cancelled"  # the operator's view needs no store read to stop a session it runs
     row = await session(engine, session_id, tenant)

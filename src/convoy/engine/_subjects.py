@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import (
@@ -14,7 +13,8 @@ from convoy._errors import (
     UnknownSubject,
     UserError,
 )
-from convoy._text import check_name, plural
+from convoy._text import plural
+from convoy.engine._cancel import checked_by
 from convoy.engine._tenancy import DEFAULT_TENANT, check_tenant
 from convoy.privacy._subjects import (
     compact_after,
@@ -157,12 +157,13 @@ class SubjectRights:
 
 
 def _check_by(by: object) -> None:
-    """Who erases or purges, as the audit entry's actor: a name (``None``: nobody named)."""
-    if by is not None and (not isinstance(by, str) or not by.strip()):
-        raise UserError(f"by= names who erases or purges (a non-empty string, recorded "
-                        f"as the audit entry's actor), got {by!r}")
-    if by is not None:  # (as cancel's by=: no control character, bidi override, ...)
-        check_name(by, "name of who erases or purges (by)")
+    """Who erases or purges, as the audit entry's actor: a name as cancel's ``by=`` is
+    (``None``: nobody named)."""
+    if by is not None and not isinstance(by, str):
+        raise UserError(f"by= names who erases or purges (a string, recorded as the audit "
+                        f"entry's actor), got {by!r}")
+    if by is not None:
+        checked_by(by, "erases or purges")
 
 
 def _check_name(subject: object) -> None:
@@ -190,7 +191,7 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
     reads its plan again after this, which may take a while: a session of the subject
     made meanwhile is erased too.)"""
     from convoy.audit._interceptor import AuditInterceptor
-    from convoy.audit._sealer import Sealer
+    from convoy.audit._sealer import Sealer, subject_macs
 
     try:
         rows, _ = await erase_plan(keys.store, keys, tenant, subject)
@@ -209,7 +210,7 @@ async def _sealed_first(engine: Engine, keys: KeyRing, tenant: str, subject: str
                 log.warning("audit: %s", said)
             sealer = ic.sealer
     if sealer is None:
-        sealer = Sealer(engine.store, clock=engine.clock, mac_of=_macs(keys))
+        sealer = Sealer(engine.store, clock=engine.clock, mac_of=subject_macs(keys))
     for row in rows:
         try:
             await sealer.seal_row(row)
@@ -239,7 +240,7 @@ async def _stopped_sealers_sealed(engine: Engine, cutoff: float,
     refuses does not hold the purge up, as it does not hold up an erasure (each is warned
     about)."""
     from convoy.audit._interceptor import AuditInterceptor
-    from convoy.audit._sealer import Sealer, dead_sealers
+    from convoy.audit._sealer import Sealer, dead_sealers, subject_macs
     from convoy.stores._protocol import UNFINISHED
 
     alive: set[str] = set()  # (this engine's own sealers: alive whatever the clock says)
@@ -252,7 +253,7 @@ async def _stopped_sealers_sealed(engine: Engine, cutoff: float,
                 log.warning("audit: %s", e)
     if all(s in alive for s, _ in await dead_sealers(engine.store, engine.clock())):
         return  # (one read of the sealers' markers: the common case)
-    sealer = Sealer(engine.store, clock=engine.clock, mac_of=_macs(engine.keys))
+    sealer = Sealer(engine.store, clock=engine.clock, mac_of=subject_macs(engine.keys))
     said: list[tuple[str, tuple[object, ...]]] = []  # (said only if the purge goes on:
     sealer.warn = lambda msg, *args: said.append((msg, args))  # else its error says it)
     await sealer.recover_dead(alive=alive)
@@ -276,24 +277,6 @@ async def _stopped_sealers_sealed(engine: Engine, cutoff: float,
             f"{busy[0]}; purge again once the store answers", transient=True) from busy[0]
     for msg, args in said:
         log.warning(msg, *args)
-
-
-def _macs(keys: KeyRing | None) -> Callable[[str, str | None], Awaitable[bytes | None]]:
-    """The hash key of a data subject's session for a sealer: the subject's, from
-    ``keys`` (``None``: none configured, and a subject's session is
-    :class:`~convoy.audit._sealer.KeyNeeded`)."""
-    from convoy.audit._sealer import KeyNeeded
-
-    async def mac_of(tenant: str, subject: str | None) -> bytes | None:
-        if subject is None:
-            return None
-        if keys is None:
-            raise KeyNeeded(f"a data subject's session of tenant {tenant!r}: its records "
-                            "are sealed under the master key, and this engine has none")
-        key = await keys.load(tenant, subject, create=False)
-        return None if key is None else key.mac
-
-    return mac_of
 
 
 async def _audit(engine: Engine, event: Erasure, by: str | None = None
