@@ -209,6 +209,10 @@ def test_what_a_task_shows_is_never_obeyed_by_the_terminal() -> None:
     one_line_error = cli("inbox", "comment", "h1:0", "x", "--by", "ann\x1b[31m")
     assert one_line_error.code == 2 and "--by 'ann\\x1b[31m' holds the character" in \
         one_line_error.stderr
+    # A name from the environment is said to be $CONVOY_USER's, not an option never typed.
+    from_env = cli("inbox", "comment", "h1:0", "x", env={"CONVOY_USER": "ann\x1b[31m"})
+    assert from_env.code == 2 and "$CONVOY_USER 'ann\\x1b[31m' holds the character" in \
+        from_env.stderr and "--by" not in from_env.stderr, from_env.stderr
 
 
 def test_approve_reject_and_edit_tool_calls() -> None:

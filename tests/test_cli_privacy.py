@@ -238,6 +238,11 @@ def test_purge_dry_run_lists_what_it_would_purge_and_writes_nothing(tmp_path: Pa
     assert typo.code == 0 and typo.stderr.strip() == typo_note, typo
     assert _settled(tmp_path / "convoy.db") == before  # nothing written
     one_line_error(cli("purge", "--older-than", "3x", "--dry-run"), 2, "unit s, m, h, d or w")
+    # (a review: the name the purge would record is checked by its dry run too)
+    one_line_error(cli("purge", "--older-than", "30d", "--dry-run", "--by", "ann\x07"), 2,
+                   "--by 'ann\\x07' holds the character \\x07")
+    one_line_error(cli("purge", "--older-than", "30d", "--dry-run",
+                       env={"CONVOY_USER": "ann\x07"}), 2, "$CONVOY_USER 'ann\\x07'")
     one_line_error(cli("purge", "--older-than", "30d", "--dry-run", "--db", "absent.db"), 2,
                    "no Convoy store at 'absent.db'")
     res = cli("purge", "--older-than", "30d")

@@ -37,7 +37,7 @@ from convoy.cli._common import (
     say,
     tenant_scope,
 )
-from convoy.cli._deciders import decider_engine, who_decides
+from convoy.cli._deciders import checked_by, decider_engine, who_decides
 from convoy.cli._interceptors import (
     CancelInterceptorsOption,
     DecisionInterceptorsOption,
@@ -70,7 +70,7 @@ def signal(
         help="Read the signal's value (JSON) from this file instead ('-': standard input), "
              "for a value too large for the command line.")] = None,
     by: Annotated[str | None, typer.Option(
-        "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+        "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME", callback=checked_by,
         help="Who answers an escalation (recorded with the decision, audited where the "
              "store audits the tenant). Default: the login name.")] = None,
     db: DbOption = DEFAULT_DB,
@@ -187,7 +187,7 @@ def cancel(
     all_tenants: AllTenantsOption = False,
     imports: ImportOption = None,
     by: Annotated[str | None, typer.Option(
-        "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+        "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME", callback=checked_by,
         help="Who cancels (recorded with the session: 'cancelled by NAME'; audited where "
              "the store audits the tenant). Default: the login name.")] = None,
     force: Annotated[bool, typer.Option(

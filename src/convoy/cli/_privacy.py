@@ -38,7 +38,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
-from convoy.cli._deciders import who_decides
+from convoy.cli._deciders import checked_by, who_decides
 from convoy.cli._render import fmt_time, line_list
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
@@ -57,7 +57,7 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
               "subject, whether it has a key) and write nothing: the store is opened "
               "read-only.")] = False,
           by: Annotated[str | None, typer.Option(
-              "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+              "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME", callback=checked_by,
               help="Who erases (the actor of the erasure's audit entry, where the tenant "
                    "has an audit log). Default: the login name.")] = None) -> None:
     """Erase a data subject of the tenant --tenant names (default: 'default'): destroy
@@ -224,7 +224,7 @@ def purge(older_than: Annotated[str, typer.Option(
             "read-only.")] = False,
         busy_timeout: WriteBusyTimeoutOption = 10.0,
         by: Annotated[str | None, typer.Option(
-            "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME",
+            "--by", envvar="CONVOY_USER", show_envvar=True, metavar="NAME", callback=checked_by,
             help="Who purges (the actor of each purge's audit entry, where the tenant has "
                  "an audit log). Default: the login name.")] = None) -> None:
     """Retention: delete finished sessions older than an age as erasure does (with their
@@ -239,6 +239,7 @@ def purge(older_than: Annotated[str, typer.Option(
     # (said as read: '1d' of $'1d\n' or '1 d', never a line its newline breaks)
     older_than = "".join(older_than.split())
     scope = tenant_scope(tenant, all_tenants)
+    who = who_decides(by)  # (a dry run too: the name the purge would record is checked)
     if dry_run:
         require_store(db)
         by_tenant = run_async(_purgeable(db, seconds, scope.tenant))
@@ -262,7 +263,6 @@ def purge(older_than: Annotated[str, typer.Option(
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
                   "purge them", markup=False, soft_wrap=True)
         return
-    who = who_decides(by)
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant, who))
