@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -794,3 +795,25 @@ async def test_a_purge_after_a_sigkilled_engine_keeps_every_step_of_its_runs(
             assert keys and sorted(steps) == sorted(keys), (sid, [e.kind for e in events])
         assert (await verify_log(AuditLog(eng.store), "default")).size == size
         assert await eng.store.kv_all(SEALERS) == {}
+
+
+async def test_seal_says_nothing_was_left_when_a_stopped_process_had_sealed_it_all(
+        tmp_path: Path) -> None:
+    """A stopped engine process whose marker stayed (killed after its last seal) had left
+    nothing unsealed: ``convoy audit seal`` says so, not "sealed ... of 0 sessions"."""
+    db = tmp_path / "s.db"
+    async with convoy.Engine(db, workflows=[_flow()],
+                             interceptors=[AuditInterceptor()]) as eng:
+        await eng.run(_flow(), "x", session_id="s1")
+    # (a marker as a killed process leaves it: a pid of this host that is no process)
+    gone = f"{socket.gethostname()}:{2 ** 22 + 12345}:deadbeef"
+    async with convoy.Engine(db) as plain:
+        await plain.store.kv_put(SEALERS, gone, json.dumps({"through": time.time(),
+                                                            "beat": time.time()}))
+    res = await asyncio.to_thread(cli, "audit", "seal", "--db", str(db))
+    assert res.code == 0 and res.stdout.strip() == (
+        "nothing to seal: 1 stopped engine process had left no run unsealed (its record "
+        "of sealing is cleared)"), res
+    async with convoy.Engine(db) as plain:
+        assert await plain.store.kv_all(SEALERS) == {}
+        await _check(plain, ["s1"])

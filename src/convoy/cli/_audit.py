@@ -523,9 +523,12 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
     require_convoy_store(db, nothing="seal")
     recovered, keyless, refused, alive = run_async(_seal(db, busy_timeout))
     sealed = sum(n for _, n in recovered)
-    if sealed or (recovered and not keyless and not refused):
+    if sealed:
         typer.echo(f"sealed from the journal the records of {plural(sealed, 'session')} that "
                    f"{_processes(len(recovered), 'stopped engine')} had not sealed")
+    elif recovered and not keyless and not refused:  # (not "sealed ... of 0 sessions")
+        typer.echo(f"nothing to seal: {_processes(len(recovered), 'stopped engine')} had "
+                   "left no run unsealed (its record of sealing is cleared)")
     elif not recovered:
         typer.echo("nothing to seal: no engine process that audited this store stopped "
                    "before sealing its runs")
