@@ -134,6 +134,55 @@ def test_info_counts_sessions_by_status_journal_entries_state_keys_and_tenants(
     assert "human tasks     1" in table.stdout
 
 
+def _audited_sessions(db: str, tenants: list[str]) -> None:
+    """One session of a one-agent workflow for each of ``tenants``, audited."""
+    from convoy.audit import AuditInterceptor
+
+    agent = convoy.Agent(name="a", model=convoy.SimModel({"*": {"text": "ok"}}))
+
+    @convoy.workflow(name="db.info.audited")
+    async def flow(ctx: convoy.Context, text: str) -> str:
+        return str(await ctx.run(agent, text))
+
+    async def run() -> None:
+        async with convoy.Engine(db, interceptors=[AuditInterceptor()]) as eng:
+            for tenant in tenants:
+                await eng.run(flow, "x", tenant=tenant)
+
+    asyncio.run(run())
+
+
+def test_info_reports_each_audit_log(backend: Backend, tmp_path: Path) -> None:
+    """The audit logs (a new user's trial: ``db info`` said nothing of them): per tenant,
+    entries and signed checkpoints."""
+    db = url(backend)
+    _audited_sessions(db, ["default", "acme"])
+    assert cli("audit", "checkpoint", "--db", db, "--key", str(tmp_path / "k.pem")).code == 0
+    got = json.loads(cli("db", "info", "--db", db, "--json").stdout)["audit_logs"]
+    # (each log: its config_change, then the session's model call)
+    assert got == {"acme": {"entries": 2, "checkpoints": 0},
+                   "default": {"entries": 2, "checkpoints": 1}}, got
+    table = cli("db", "info", "--db", db)
+    assert table.code == 0 and \
+        "audit logs      2 (4 entries, 1 signed checkpoint)" in table.stdout, table
+
+
+def test_info_says_a_damaged_audit_log_in_one_line(tmp_path: Path) -> None:
+    """A damaged log is said in one line, and the rest is still shown."""
+    import sqlite3
+
+    db = str(tmp_path / "d.db")
+    _audited_sessions(db, ["default"])
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE audit_head SET size = 'x'")
+    res = cli("db", "info", "--db", db)
+    assert res.code == 0 and "journal entries 1" in res.stdout, res
+    [line] = [ln for ln in res.stdout.splitlines() if ln.startswith("audit logs")]
+    assert "cannot be read: tenant 'default': the audit log's head was changed" in line and \
+        "'convoy audit verify --db" in line, line
+    assert "audit_error" in json.loads(cli("db", "info", "--db", db, "--json").stdout)
+
+
 def test_info_never_shows_the_password_of_the_store_url(backend: Backend) -> None:
     if isinstance(backend, SQLiteBackend):
         pytest.skip("a SQLite path has no password")

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from convoy._command import command
-from convoy._errors import JournalError
+from convoy._errors import AuditError, JournalError
 from convoy._text import plural
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -24,7 +24,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
-from convoy.stores import SCHEMA_VERSION, StoreSummary, store_from_url
+from convoy.stores import SCHEMA_VERSION, Store, StoreSummary, store_from_url
 
 db_app = typer.Typer(
     name="db", no_args_is_help=True, rich_markup_mode="markdown",
@@ -111,14 +111,15 @@ async def _compact(db: str) -> None:
 def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Show the store's URL (never its password), schema version, the schema add-ons it
     lacks, and how many sessions (by status), journal entries, state keys, human tasks
-    (open or decided) and tenants it holds. Read-only: nothing is migrated or added. A
+    (open or decided) and tenants it holds, and its audit logs (one per audited tenant:
+    entries and signed checkpoints). Read-only: nothing is migrated or added. A
     store at an older schema version is reported as such and nothing is counted; add-ons
     are applied by 'convoy db migrate' (or by an engine opening the store).
 
     Example: `convoy db info --json`
     """
     require_store(db)
-    version, summary = run_async(_info(db))
+    version, summary, audit = run_async(_info(db))
     if as_json:
         typer.echo(json.dumps({
             "store": label(db), "schema_version": version,
@@ -128,6 +129,8 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
             "state_keys": None if summary is None else summary.state_keys,
             "human_tasks": None if summary is None else summary.human_tasks,
             "tenants": None if summary is None else summary.tenants,
+            "audit_logs": None if summary is None or isinstance(audit, str) else audit,
+            **({"audit_error": audit} if isinstance(audit, str) else {}),
             "addons_missing": None if summary is None else list(summary.addons_missing)},
             indent=2))
         return
@@ -142,6 +145,16 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(f"state keys      {summary.state_keys:,}", markup=False)
     out.print(f"human tasks     {summary.human_tasks:,}", markup=False)
     out.print(f"tenants         {summary.tenants:,}", markup=False)
+    if isinstance(audit, str):
+        out.print(f"audit logs      cannot be read: {audit} ({command('audit verify', db=db)} "
+                  "says more)", markup=False, soft_wrap=True)
+    elif audit:
+        entries = sum(a["entries"] for a in audit.values())
+        signed = sum(a["checkpoints"] for a in audit.values())
+        out.print(f"audit logs      {len(audit):,} ({plural(entries, 'entry', many='entries')}, "
+                  f"{plural(signed, 'signed checkpoint')})", markup=False)
+    else:
+        out.print("audit logs      0", markup=False)
     if summary.addons_missing:
         out.print(f"add-ons         missing {', '.join(summary.addons_missing)} "
                   f"({command('db migrate', db=db)} adds them; until then they read as "
@@ -156,17 +169,33 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
-async def _info(db: str) -> tuple[int, StoreSummary | None]:
+#: The audit logs ``convoy db info`` reports, by tenant: ``{"entries": N, "checkpoints":
+#: K}``; or why they cannot be read (a damaged log), one line.
+AuditInfo = dict[str, dict[str, int]] | str
+
+
+async def _info(db: str) -> tuple[int, StoreSummary | None, AuditInfo]:
     store = store_from_url(db, read_only=True)
     version = await store.schema_version()
     if version is not None and version < SCHEMA_VERSION:
-        return version, None
+        return version, None, {}
     if version is not None and version > SCHEMA_VERSION:
         raise JournalError(_newer(db, version))
     # No store there: opening says why (an empty database, another application's) in one
     # line, and how to go on.
     await store.open()
     try:
-        return SCHEMA_VERSION, await store.summary()
+        return SCHEMA_VERSION, await store.summary(), await _audit_info(store)
     finally:
         await store.aclose()
+
+
+async def _audit_info(store: Store) -> AuditInfo:
+    """Each tenant's audit log: its entries and signed checkpoints (a damaged one: the
+    error's line, and ``convoy audit verify`` says more)."""
+    try:
+        return {tenant: {"entries": await store.audit_size(tenant),
+                         "checkpoints": len(await store.audit_checkpoints(tenant))}
+                for tenant in await store.audit_tenants()}
+    except AuditError as e:
+        return str(e)
