@@ -134,8 +134,9 @@ def test_info_counts_sessions_by_status_journal_entries_state_keys_and_tenants(
     assert "human tasks     1" in table.stdout
 
 
-def _audited_sessions(db: str, tenants: list[str]) -> None:
-    """One session of a one-agent workflow for each of ``tenants``, audited."""
+def _audited_sessions(db: str, tenants: list[str], subject: str | None = None) -> None:
+    """One session of a one-agent workflow for each of ``tenants``, audited (naming the
+    data ``subject``: the master key from ``$CONVOY_MASTER_KEY_FILE``)."""
     from convoy.audit import AuditInterceptor
 
     agent = convoy.Agent(name="a", model=convoy.SimModel({"*": {"text": "ok"}}))
@@ -147,7 +148,7 @@ def _audited_sessions(db: str, tenants: list[str]) -> None:
     async def run() -> None:
         async with convoy.Engine(db, interceptors=[AuditInterceptor()]) as eng:
             for tenant in tenants:
-                await eng.run(flow, "x", tenant=tenant)
+                await eng.run(flow, "x", tenant=tenant, subject=subject)
 
     asyncio.run(run())
 
@@ -165,6 +166,41 @@ def test_info_reports_each_audit_log(backend: Backend, tmp_path: Path) -> None:
     table = cli("db", "info", "--db", db)
     assert table.code == 0 and \
         "audit logs      2 (4 entries, 1 signed checkpoint)" in table.stdout, table
+    assert "erasures        0 subject erasures, 0 retention purges" in table.stdout
+    assert "open alerts     0" in table.stdout
+
+
+def test_info_counts_erasures_and_retention_purges_apart(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sqlite3
+
+    db = str(tmp_path / "e.db")
+    key = str(tmp_path / "master.key")
+    assert cli("keygen", key).code == 0
+    monkeypatch.setenv("CONVOY_MASTER_KEY_FILE", key)
+    _audited_sessions(db, ["default"], subject="ann")
+    _audited_sessions(db, ["default", "acme"])
+    assert cli("erase", "ann", "--db", db).code == 0
+    with sqlite3.connect(db) as conn:  # (finished 40 days ago: no waiting)
+        conn.execute("UPDATE sessions SET finished = finished - 40 * 86400")
+    assert cli("purge", "--older-than", "30d", "--all-tenants", "--db", db).code == 0
+    got = json.loads(cli("db", "info", "--db", db, "--json").stdout)
+    # (a purge is recorded per tenant it purged)
+    assert (got["subjects_erased"], got["retention_purges"], got["open_alerts"]) == (1, 2, 0)
+    assert "erasures        1 subject erasure, 2 retention purges" in \
+        cli("db", "info", "--db", db).stdout
+
+    async def fire() -> None:
+        from convoy.stores import NewAlert
+
+        async with convoy.Engine(db) as eng:
+            for metric in ("latency", "error_rate"):
+                await eng.store.alert_open(NewAlert(
+                    tenant="default", scope="agent", subject="a", metric=metric, value=9.0,
+                    mean=1.0, deviation=1.0, threshold=4.0, opened=1.0), [])
+
+    asyncio.run(fire())
+    assert "open alerts     2" in cli("db", "info", "--db", db).stdout
 
 
 def test_info_says_a_damaged_audit_log_in_one_line(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ leaving no trace of deleted rows in its files."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated
 
 import typer
@@ -111,15 +112,17 @@ async def _compact(db: str) -> None:
 def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """Show the store's URL (never its password), schema version, the schema add-ons it
     lacks, and how many sessions (by status), journal entries, state keys, human tasks
-    (open or decided) and tenants it holds, and its audit logs (one per audited tenant:
-    entries and signed checkpoints). Read-only: nothing is migrated or added. A
+    (open or decided) and tenants it holds; its audit logs (one per audited tenant:
+    entries and signed checkpoints), the erasures it recorded (of subjects, and retention
+    purges) and its open alerts. Read-only: nothing is migrated or added. A
     store at an older schema version is reported as such and nothing is counted; add-ons
     are applied by 'convoy db migrate' (or by an engine opening the store).
 
     Example: `convoy db info --json`
     """
     require_store(db)
-    version, summary, audit = run_async(_info(db))
+    version, summary, governance = run_async(_info(db))
+    audit = governance.audit
     if as_json:
         typer.echo(json.dumps({
             "store": label(db), "schema_version": version,
@@ -131,6 +134,10 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
             "tenants": None if summary is None else summary.tenants,
             "audit_logs": None if summary is None or isinstance(audit, str) else audit,
             **({"audit_error": audit} if isinstance(audit, str) else {}),
+            **({} if summary is None else {
+                "subjects_erased": governance.subjects_erased,
+                "retention_purges": governance.purges,
+                "open_alerts": governance.open_alerts}),
             "addons_missing": None if summary is None else list(summary.addons_missing)},
             indent=2))
         return
@@ -155,6 +162,11 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
                   f"{plural(signed, 'signed checkpoint')})", markup=False)
     else:
         out.print("audit logs      0", markup=False)
+    out.print(f"erasures        {plural(governance.subjects_erased, 'subject erasure')}, "
+              f"{plural(governance.purges, 'retention purge')}", markup=False)
+    alerts = governance.open_alerts
+    out.print(f"open alerts     {'more than ' if alerts > _ALERTS_COUNTED else ''}"
+              f"{min(alerts, _ALERTS_COUNTED):,}", markup=False)
     if summary.addons_missing:
         out.print(f"add-ons         missing {', '.join(summary.addons_missing)} "
                   f"({command('db migrate', db=db)} adds them; until then they read as "
@@ -174,28 +186,49 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 AuditInfo = dict[str, dict[str, int]] | str
 
 
-async def _info(db: str) -> tuple[int, StoreSummary | None, AuditInfo]:
+@dataclass(frozen=True, slots=True)
+class Governance:
+    """What ``convoy db info`` reports of the store's accountability records."""
+
+    audit: AuditInfo
+    subjects_erased: int = 0
+    purges: int = 0
+    open_alerts: int = 0
+
+
+async def _info(db: str) -> tuple[int, StoreSummary | None, Governance]:
     store = store_from_url(db, read_only=True)
     version = await store.schema_version()
     if version is not None and version < SCHEMA_VERSION:
-        return version, None, {}
+        return version, None, Governance(audit={})
     if version is not None and version > SCHEMA_VERSION:
         raise JournalError(_newer(db, version))
     # No store there: opening says why (an empty database, another application's) in one
     # line, and how to go on.
     await store.open()
     try:
-        return SCHEMA_VERSION, await store.summary(), await _audit_info(store)
+        return SCHEMA_VERSION, await store.summary(), await _governance(store)
     finally:
         await store.aclose()
 
 
-async def _audit_info(store: Store) -> AuditInfo:
-    """Each tenant's audit log: its entries and signed checkpoints (a damaged one: the
-    error's line, and ``convoy audit verify`` says more)."""
+async def _governance(store: Store) -> Governance:
+    """What the store keeps for accountability: each tenant's audit log (its entries and
+    signed checkpoints; a damaged one: the error's line, and ``convoy audit verify`` says
+    more), the erasures it recorded (of subjects, by retention) and its open alerts."""
+    erasures = await store.erasures()
+    open_alerts = len(await store.list_alerts(open_only=True, limit=_ALERTS_COUNTED + 1,
+                                              left_out=[]))
     try:
-        return {tenant: {"entries": await store.audit_size(tenant),
-                         "checkpoints": len(await store.audit_checkpoints(tenant))}
-                for tenant in await store.audit_tenants()}
+        audit: AuditInfo = {tenant: {"entries": await store.audit_size(tenant),
+                                     "checkpoints": len(await store.audit_checkpoints(tenant))}
+                            for tenant in await store.audit_tenants()}
     except AuditError as e:
-        return str(e)
+        audit = str(e)
+    return Governance(audit=audit, subjects_erased=sum(
+        e.reason == "erasure" for e in erasures), purges=sum(
+        e.reason == "retention" for e in erasures), open_alerts=open_alerts)
+
+
+#: Open alerts counted one by one (past it: "more than").
+_ALERTS_COUNTED = 10_000
