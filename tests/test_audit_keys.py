@@ -3,6 +3,8 @@ in one line when it is not an Ed25519 PEM key; checkpoints sign and verify with 
 
 from __future__ import annotations
 
+import os
+import socket
 import stat
 from pathlib import Path
 
@@ -122,3 +124,21 @@ def test_a_key_path_that_is_no_key_file_is_refused_without_reading_it_all(
             "device": "not a regular file or a pipe", "huge": "larger than"}[kind]
     with pytest.raises(UserError, match=said):
         load_or_create_key(path)
+
+
+def test_a_key_creation_killed_before_its_link_leaves_no_private_key_behind(
+        tmp_path: Path) -> None:
+    """A process killed between writing a new key's temporary file and linking it left
+    that file, a private key, for good: the next creation at that path removes those of
+    processes of this host that are gone, and leaves a live one's and another host's."""
+    host = socket.gethostname()
+    dead_pid = 2 ** 22 + 4321  # (above this host's pid_max: no such process)
+    dead = tmp_path / f".audit.key.{dead_pid}@{host}.0a1b2c3d.tmp"
+    live = tmp_path / f".audit.key.{os.getpid()}@{host}.0a1b2c3e.tmp"
+    remote = tmp_path / f".audit.key.{dead_pid}@another-host.example.0a1b2c3f.tmp"
+    unrelated = tmp_path / ".other.key.1@x.0a1b2c40.tmp"
+    for f in (dead, live, remote, unrelated):
+        f.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    load_or_create_key(tmp_path / "audit.key")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["audit.key", live.name, remote.name, unrelated.name])

@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import socket
 from pathlib import Path
 
 from convoy.audit._needs import MISSING_CRYPTOGRAPHY
@@ -24,6 +25,7 @@ except ImportError as e:  # the extra is not installed
 from convoy._errors import UserError
 from convoy._files import KEY_FILE_LIMIT, home_expanded, read_small
 from convoy._text import quoted
+from convoy.engine._owners import owner_is_dead
 
 
 def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
@@ -79,7 +81,9 @@ def _create(p: Path) -> Ed25519PrivateKey:
             if not folder.exists():
                 with contextlib.suppress(FileExistsError):  # (made meanwhile)
                     folder.mkdir(mode=0o700)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        _sweep_leftovers(p)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}@{socket.gethostname()}."
+                          f"{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as e:
         raise UserError(f"cannot create the audit key {quoted(str(p), 200)}: "
@@ -106,6 +110,23 @@ def _create(p: Path) -> Ed25519PrivateKey:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
     return key
+
+
+def _sweep_leftovers(p: Path) -> None:
+    """Remove what key creations at ``p`` killed before they linked their key left: their
+    temporary files (``.NAME.PID@HOST.HEX.tmp``, a private key never used), those of
+    processes of this host that are gone. A live one's, or another host's, is left."""
+    prefix = f".{p.name}."
+    try:
+        names = os.listdir(p.parent)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith(prefix) and name.endswith(".tmp"):
+            pid, at, host = name[len(prefix):-4].rpartition(".")[0].partition("@")
+            if at and owner_is_dead(f"{host}:{pid}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(p.parent / name)
 
 
 def _create_in_place(p: Path, key: Ed25519PrivateKey, pem: bytes) -> Ed25519PrivateKey:
