@@ -516,6 +516,19 @@ class Tracing(Interceptor):
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
             traced = traceparent_sampled(kept)  # as its first run decided
+        elif info.resumed:
+            # A session whose runs so far were not traced live: its steps are in the trace
+            # derived from its id (or its caller's), the one ``convoy trace`` and its audit
+            # entries name. This run's spans go on in it, under its derived session span,
+            # kept as if its first run had been traced: its trace id does not change.
+            trace_id, parent_id, _ = trace_ids(headers, info.session_id)
+            caller = headers.get("traceparent")
+            traced = traceparent_sampled(caller) if parse_traceparent(caller) else \
+                self._sampled(trace_id)
+            headers[TRACE_HEADER] = format_traceparent(trace_id, parent_id, traced)
+            if not traced:
+                return self._untraced(input, next)
+            return self._session_run(input, next, trace_id, parent_id, True)
         else:
             value = headers.get("traceparent")
             caller = parse_traceparent(value)
