@@ -522,8 +522,8 @@ class Tracing(Interceptor):
             # entries name. This run's spans go on in it, under its derived session span,
             # kept as if its first run had been traced: its trace id does not change.
             trace_id, parent_id, _ = trace_ids(headers, info.session_id)
-            caller = headers.get("traceparent")
-            traced = traceparent_sampled(caller) if parse_traceparent(caller) else \
+            given = headers.get("traceparent")
+            traced = traceparent_sampled(given) if parse_traceparent(given) else \
                 self._sampled(trace_id)
             headers[TRACE_HEADER] = format_traceparent(trace_id, parent_id, traced)
             if not traced:
