@@ -135,6 +135,41 @@ async def test_a_replay_that_diverges_because_an_agent_changed_says_so(
     assert "bump its version and start new sessions" in msg
 
 
+async def test_a_resume_that_diverges_keeps_the_sessions_totals(engine_factory: Any) -> None:
+    """A session parked after a paid model step, resumed by code whose agent changed: the
+    replay stops at that step (non-determinism) and the session fails. What it spent and
+    the steps it took stay in its totals (a new user's trial: they were written as 0, the
+    replay having stopped before it counted them), as a cancel's or a plain failure's do."""
+    sim = convoy.SimModel({"*": {"output": OK}})
+
+    def flow(instructions: str) -> convoy.Workflow[Any, Any]:
+        agent = convoy.Agent(name="a", instructions=instructions,
+                             output_type=Classification, model=sim)
+
+        @convoy.workflow(name="dur.diverges")
+        async def wf(ctx: convoy.Context, text: str) -> str:
+            first = await ctx.run(agent, text)
+            await ctx.wait_for("go")
+            return str(first) + str(await ctx.run(agent, text))
+
+        return wf
+
+    eng = engine_factory()
+    parked = await eng.run(flow("Classify."), "t", session_id="d1")
+    assert parked.status == "waiting" and parked.cost > 0, parked
+    before = (await eng.session("d1"))
+    await eng.signal("d1", "go", "null")
+    eng2 = engine_factory(workflows=[flow("Classify briefly.")])
+    [res] = await eng2.resume()
+    assert res.status == "failed" and res.error is not None and \
+        res.error["type"] == "NonDeterminismError", res
+    after = await eng2.session("d1")
+    assert (after.steps, after.input_tokens, after.output_tokens, after.cost) == (
+        before.steps, before.input_tokens, before.output_tokens, before.cost), (before, after)
+    assert (res.steps, res.usage.input_tokens, res.cost) == (
+        before.steps, before.input_tokens, before.cost), res
+
+
 async def test_a_new_workflow_version_leaves_started_sessions_unfinished(
         engine_factory: Any, db: Path) -> None:
     """Hole 6: one policy everywhere. A session of another version that has journaled steps

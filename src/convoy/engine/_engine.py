@@ -1318,7 +1318,7 @@ class Engine(SessionControl, SubjectRights):
         if not isinstance(e, (asyncio.CancelledError, StoreError, AuditError)):
             # (not a store's error, nor the audit log's: no session refused those)
             self._refused(state.id, state.tenant, e, state.subject)
-        usage = state.usage
+        usage = _floored(state).usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cost=state.cost))
@@ -1440,6 +1440,15 @@ class Engine(SessionControl, SubjectRights):
         if state.subject is not None and self.keys is not None:
             key = self.keys.peek(tenant, state.subject)  # loaded as its row was opened
             executor.fingerprint_key = None if key is None else key.mac
+        if journal and row is not None and not replay_only:
+            # A resumed run counts the session's totals again as it replays its steps; one
+            # that stops before it replayed them all (its code diverged) writes no less
+            # than the session had (:func:`_floored`).
+            records = journal.values()
+            state.floor = (max(row.steps, len(journal)),
+                           max(row.input_tokens, sum(r.input_tokens for r in records)),
+                           max(row.output_tokens, sum(r.output_tokens for r in records)),
+                           max(row.cost, sum(r.cost for r in records)))
         return state, executor
 
     def _session(self, wf: Workflow[Any, Any], state: SessionState,
@@ -1570,7 +1579,7 @@ class Engine(SessionControl, SubjectRights):
         hooks' end taps: :func:`_tell_ended`.)"""
         if owner is None:  # replay: nothing is written
             return end.status
-        usage = state.usage
+        usage = _floored(state).usage
         written = state.written_headers
         if written is not None and state.headers != written:
             # A session hook set headers after the run (an audit cursor): written with how
@@ -1777,6 +1786,21 @@ def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
 #: The code of the functions, and the classes, of taps seen to be plain (not ``async
 #: def``): not looked at again.
 _PLAIN_TAPS: set[Any] = {BuiltinMethodType}
+
+
+def _floored(state: SessionState) -> SessionState:
+    """``state``, its totals raised to those the session had when its run began, if lower
+    (:attr:`SessionState.floor`: a resumed run that stopped before it replayed every step
+    it had journaled)."""
+    floor = getattr(state, "floor", None)
+    if floor is not None:
+        steps, tokens_in, tokens_out, cost = floor
+        usage = state.usage
+        state.steps = max(state.steps, steps)
+        usage.input_tokens = max(usage.input_tokens, tokens_in)
+        usage.output_tokens = max(usage.output_tokens, tokens_out)
+        state.cost = max(state.cost, cost)
+    return state
 
 
 def _result(state: SessionState, end: SessionEnd, status: str, t0: float

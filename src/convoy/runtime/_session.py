@@ -33,13 +33,16 @@ class SessionState:
 
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "body_end", "cost",
-        "deadline", "end_taps", "executor", "grants", "grounded", "handoffs",
+        "deadline", "end_taps", "executor", "floor", "grants", "grounded", "handoffs",
         "headers", "id", "input", "last_known", "resumed", "run_tap", "runtime", "steps",
         "subject", "taint", "tenant", "usage", "version", "workflow", "written_headers",
     )
     #: How the workflow's own run ended, set (only through session hooks) as it returns to
     #: them; unset while it runs, so that a session without hooks pays nothing for it.
     body_end: SessionEnd
+    #: The totals the session had when this run began, ``(steps, input tokens, output
+    #: tokens, cost)``: set for a resumed run only (unset otherwise: nothing to pay).
+    floor: tuple[int, int, int, float]
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
                  executor: StepExecutor, version: str = "1", active_s: float = 0.0,
