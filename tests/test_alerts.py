@@ -173,6 +173,39 @@ async def test_an_alert_closed_by_hand_fires_again_once_back_in_band_and_out_aga
     assert len(again) == 1 and again[0].id != opened[0].id
 
 
+async def test_an_alert_closed_by_hand_stays_closed_across_a_restart_while_out_of_band(
+        tmp_path: Path) -> None:
+    """The same with the engine restarted after the close (a new user's trial): the
+    restarted engine, whose stored baseline still names the closed alert, fires no new
+    one while the metric stays out of its band, and does once it came back and left it
+    again."""
+    clock = FakeClock()
+    rig = make_rig(tmp_path / "a.db", clock)
+    await rig.sessions(30)
+    rig.sim.latency = Latency(value=3.0)
+    await rig.sessions(4)
+    opened = {a.scope: a.id for a in await rig.engine.store.list_alerts(open_only=True)}
+    assert set(opened) == {"agent", "tenant"}
+    for alert_id in opened.values():
+        assert await rig.engine.store.alert_close(alert_id, clock()) is True
+    await rig.engine.aclose()
+    rig = make_rig(tmp_path / "a.db", clock)
+    rig.prefix = "again-"  # new sessions, not the first engine's finished ones
+    try:
+        rig.sim.latency = Latency(value=3.0)
+        await rig.sessions(4)  # still slow: no new alert
+        assert await rig.engine.store.list_alerts(open_only=True) == []
+        rig.sim.latency = Latency(kind="uniform", low=0.4, high=0.6)
+        await rig.sessions(5)
+        rig.sim.latency = Latency(value=3.0)
+        await rig.sessions(4)
+        again = await rig.engine.store.list_alerts(open_only=True)
+        assert {a.scope for a in again} == {"agent", "tenant"}
+        assert not {a.id for a in again} & set(opened.values())
+    finally:
+        await rig.engine.aclose()
+
+
 async def test_a_slow_model_that_stays_slow_is_relearned_and_a_slower_one_fires_again(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """The reviewer's case: latency moved for good (0.5 s to 1 s). The alert used to stay

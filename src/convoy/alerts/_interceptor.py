@@ -221,8 +221,17 @@ class BaselineAlerts(Interceptor):
                     count=self.policies[key[3]].warmup, mean=alert.mean,
                     deviation=alert.deviation)
             baseline.alert_id = alert.id
+        stale = {b.alert_id for k, b in self.baselines.items()
+                 if k not in linked and b.alert_id is not None}
+        # An alert closed by hand (``convoy alerts --close``: cleared, with no cleared
+        # value) stays its series' alert while the metric stays out of its band, as it
+        # does in the engine that saw it closed: no new one fires until the metric came
+        # back and left again.
+        by_hand = {a.id for a in await self.store.list_alerts(limit=OPEN_ALERTS_READ)
+                   if a.id in stale and a.status == "cleared" and a.cleared_value is None
+                   } if stale else set()
         for key, baseline in self.baselines.items():
-            if key not in linked:
+            if key not in linked and baseline.alert_id not in by_hand:
                 baseline.alert_id = None  # (cleared meanwhile, by another engine)
 
     async def close(self) -> None:
