@@ -121,6 +121,37 @@ async def test_an_erasure_seals_first_what_a_killed_run_left_unsealed(
         assert report.size == size
 
 
+async def test_an_erasure_seals_what_a_stopped_engine_left_and_clears_its_marker(
+        store: str | Path, tmp_path: Path) -> None:
+    """An engine process that audited the store stopped before its seal (its sealer's
+    marker left, as a SIGKILL leaves it; here written by hand for a process of this host
+    that is gone): an erasure seals what it left, the subject's sessions and the others,
+    as ``convoy audit seal`` does, and removes its marker, so ``convoy audit verify``
+    stops saying entries are missing (a new user's trial: it kept saying so until
+    ``convoy audit seal`` ran, which then said it sealed 0 sessions)."""
+    import socket
+
+    from convoy.audit._sealer import SEALERS
+
+    db = store
+    async with engine(db, interceptors=[AuditInterceptor()]) as eng:  # (the log exists)
+        assert (await eng.run(serve, {"name": "Nobody In Particular"})).ok
+    async with engine(db) as eng:  # (its runs seal nothing: as the stopped one left them)
+        theirs = await eng.run(serve, {"name": IN_NAME}, subject="customer-42")
+        other = await eng.run(serve, {"name": "Someone Else"})
+        gone = f"{socket.gethostname()}:{2 ** 22 + 777}:deadbeef"
+        await eng.store.kv_put(SEALERS, gone, json.dumps({"through": 0.0, "beat": 0.0}))
+    async with engine(db) as eng:
+        await eng.erase("customer-42")
+        assert await eng.store.kv_all(SEALERS) == {}
+        size = await eng.store.audit_size("default")
+        events = [AuditEvent.decode(r.body)
+                  for r in await eng.store.audit_entries("default", 0, size)]
+        assert any(e.session_id == other.id and e.kind == "model_call" for e in events)
+        assert any(e.session_id == theirs.id and e.kind == "model_call" for e in events)
+        assert (await verify_log(AuditLog(eng.store), "default")).size == size
+
+
 async def test_an_erasure_goes_through_a_damaged_audit_log(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A tenant's audit log whose count was lowered by hand (every append collides): the

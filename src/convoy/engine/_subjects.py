@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING, Any
 
 from convoy._errors import (
@@ -84,6 +85,10 @@ class SubjectRights:
         keys = self._keyring("erasing a subject")
         engine = _engine(self)
         await engine.open()
+        # What stopped engine processes left unsealed, as a purge seals it (the subject's
+        # sessions among them: the erasure deletes their journal), their markers removed;
+        # none of it is erased, so nothing stops the erasure (a cutoff before any session).
+        await _stopped_sealers_sealed(engine, -math.inf, None)
         await _sealed_first(engine, keys, tenant, subject)
         event = await erase_subject(keys.store, keys, tenant, subject)
         for ic in engine.runtime.interceptors:  # cached answers given to the subject
@@ -236,7 +241,9 @@ async def _stopped_sealers_sealed(engine: Engine, cutoff: float,
     which this engine has not, stop the purge before it deletes anything
     (:class:`UserError`), and so do ones whose seal the store refused for now (a lock held
     too long, a lost connection: :class:`StoreError`); others (kept: unfinished, younger,
-    another tenant's) are warned about and left for a later seal. A seal a damaged log
+    another tenant's) are warned about and left for a later seal (an erasure calls it
+    with a ``cutoff`` before any session: it deletes none of them, so only a store that
+    fails stops it). A seal a damaged log
     refuses does not hold the purge up, as it does not hold up an erasure (each is warned
     about)."""
     from convoy.audit._interceptor import AuditInterceptor
