@@ -67,6 +67,9 @@ def test_migrate_says_from_which_version_to_which(backend: Backend,
     assert (f"schema version  4 (this Convoy writes {SCHEMA_VERSION}: run 'convoy db migrate "
             "--db " in info.stdout.splitlines()[1])
     assert asyncio.run(store_from_url(db).schema_version()) == 4  # info migrated nothing
+    got = json.loads(cli("db", "info", "--db", db, "--json").stdout)  # (nothing counted)
+    assert all(got[k] is None for k in ("sessions", "audit_logs", "subjects_erased",
+                                        "retention_purges", "open_alerts")), got
     res = cli("db", "migrate", "--db", db)
     assert res.code == 0, res.stderr
     assert res.stdout.strip().endswith(f"migrated from store schema 4 to {SCHEMA_VERSION}")
@@ -216,7 +219,47 @@ def test_info_says_a_damaged_audit_log_in_one_line(tmp_path: Path) -> None:
     [line] = [ln for ln in res.stdout.splitlines() if ln.startswith("audit logs")]
     assert "cannot be read: tenant 'default': the audit log's head was changed" in line and \
         "'convoy audit verify --db" in line, line
-    assert "audit_error" in json.loads(cli("db", "info", "--db", db, "--json").stdout)
+    got = json.loads(cli("db", "info", "--db", db, "--json").stdout)
+    assert got["audit_logs"] is None and "head was changed" in got["audit_error"], got
+
+
+def test_info_shows_the_rest_when_an_erasure_or_alert_row_is_damaged(
+        tmp_path: Path) -> None:
+    """A review: one damaged erasure row stopped ``db info`` with a traceback, and a
+    damaged alert row was left out of the open alerts' count unsaid. Each is said in its
+    line, and the rest is shown."""
+    import sqlite3
+
+    from convoy.stores import NewAlert
+
+    db = str(tmp_path / "d.db")
+    _audited_sessions(db, ["default"])
+    assert cli("purge", "--older-than", "30d", "--db", db).code == 0  # (nothing: no row)
+
+    async def fire() -> None:
+        async with convoy.Engine(db) as eng:
+            for metric in ("latency", "error_rate", "tokens"):
+                await eng.store.alert_open(NewAlert(
+                    tenant="default", scope="agent", subject="a", metric=metric, value=9.0,
+                    mean=1.0, deviation=1.0, threshold=4.0, opened=1.0), [])
+
+    asyncio.run(fire())
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO erasures(tenant, reason, subject_ref, sessions, "
+                     "state_versions, key_destroyed, at) VALUES ('default', 'retention', "
+                     "NULL, 'x', 0, 0, 1.0)")
+        conn.execute("UPDATE alerts SET value = 'x' WHERE metric = 'tokens'")
+    res = cli("db", "info", "--db", db)
+    assert res.code == 0 and "Traceback" not in res.stdout + res.stderr, res
+    assert "journal entries 1" in res.stdout and "audit logs      1 (2 entries" in res.stdout
+    [erasures] = [ln for ln in res.stdout.splitlines() if ln.startswith("erasures")]
+    assert erasures.startswith("erasures        cannot be read: a damaged row"), erasures
+    assert "open alerts     2; 1 damaged alert row left out ('convoy alerts' says which)" \
+        in res.stdout, res.stdout
+    got = json.loads(cli("db", "info", "--db", db, "--json").stdout)
+    assert got["subjects_erased"] is None and "erasures_error" in got, got
+    assert (got["open_alerts"], got["open_alerts_more"], got["alert_rows_left_out"]) == \
+        (2, False, 1), got
 
 
 def test_info_never_shows_the_password_of_the_store_url(backend: Backend) -> None:

@@ -4,14 +4,14 @@ leaving no trace of deleted rows in its files."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from convoy._command import command
-from convoy._errors import AuditError, JournalError
+from convoy._errors import ConvoyError, JournalError
 from convoy._text import plural
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -26,6 +26,7 @@ from convoy.cli._common import (
     run_async,
 )
 from convoy.stores import SCHEMA_VERSION, Store, StoreSummary, store_from_url
+from convoy.stores._rows import LeftOut
 
 db_app = typer.Typer(
     name="db", no_args_is_help=True, rich_markup_mode="markdown",
@@ -122,8 +123,9 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     """
     require_store(db)
     version, summary, governance = run_async(_info(db))
-    audit = governance.audit
+    g = governance
     if as_json:
+        counted = summary is not None
         typer.echo(json.dumps({
             "store": label(db), "schema_version": version,
             "current_schema_version": SCHEMA_VERSION,
@@ -132,12 +134,14 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
             "state_keys": None if summary is None else summary.state_keys,
             "human_tasks": None if summary is None else summary.human_tasks,
             "tenants": None if summary is None else summary.tenants,
-            "audit_logs": None if summary is None or isinstance(audit, str) else audit,
-            **({"audit_error": audit} if isinstance(audit, str) else {}),
-            **({} if summary is None else {
-                "subjects_erased": governance.subjects_erased,
-                "retention_purges": governance.purges,
-                "open_alerts": governance.open_alerts}),
+            "audit_logs": g.audit if counted else None,
+            "subjects_erased": None if g.erasures is None else g.erasures[0],
+            "retention_purges": None if g.erasures is None else g.erasures[1],
+            "open_alerts": None if g.alerts is None else g.alerts[0],
+            # (True: more are open than were counted, ``open_alerts``)
+            "open_alerts_more": None if g.alerts is None else g.alerts[1],
+            "alert_rows_left_out": None if g.alerts is None else g.alerts[2],
+            **{f"{part}_error": why for part, why in g.errors.items()},
             "addons_missing": None if summary is None else list(summary.addons_missing)},
             indent=2))
         return
@@ -152,21 +156,8 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     out.print(f"state keys      {summary.state_keys:,}", markup=False)
     out.print(f"human tasks     {summary.human_tasks:,}", markup=False)
     out.print(f"tenants         {summary.tenants:,}", markup=False)
-    if isinstance(audit, str):
-        out.print(f"audit logs      cannot be read: {audit} ({command('audit verify', db=db)} "
-                  "says more)", markup=False, soft_wrap=True)
-    elif audit:
-        entries = sum(a["entries"] for a in audit.values())
-        signed = sum(a["checkpoints"] for a in audit.values())
-        out.print(f"audit logs      {len(audit):,} ({plural(entries, 'entry', many='entries')}, "
-                  f"{plural(signed, 'signed checkpoint')})", markup=False)
-    else:
-        out.print("audit logs      0", markup=False)
-    out.print(f"erasures        {plural(governance.subjects_erased, 'subject erasure')}, "
-              f"{plural(governance.purges, 'retention purge')}", markup=False)
-    alerts = governance.open_alerts
-    out.print(f"open alerts     {'more than ' if alerts > _ALERTS_COUNTED else ''}"
-              f"{min(alerts, _ALERTS_COUNTED):,}", markup=False)
+    for line in _governance_lines(g, db):
+        out.print(line, markup=False, soft_wrap=True)
     if summary.addons_missing:
         out.print(f"add-ons         missing {', '.join(summary.addons_missing)} "
                   f"({command('db migrate', db=db)} adds them; until then they read as "
@@ -182,25 +173,60 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
 
 
 #: The audit logs ``convoy db info`` reports, by tenant: ``{"entries": N, "checkpoints":
-#: K}``; or why they cannot be read (a damaged log), one line.
-AuditInfo = dict[str, dict[str, int]] | str
+#: K}``.
+AuditInfo = dict[str, dict[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
 class Governance:
-    """What ``convoy db info`` reports of the store's accountability records."""
+    """What ``convoy db info`` reports of the store's accountability records; a part the
+    store cannot give (a damaged row, a role that may not read its table) is ``None``,
+    and :attr:`errors` says why, in one line, by part (``audit``, ``erasures``,
+    ``alerts``)."""
 
-    audit: AuditInfo
-    subjects_erased: int = 0
-    purges: int = 0
-    open_alerts: int = 0
+    audit: AuditInfo | None = None
+    #: ``(subject erasures, retention purges)``.
+    erasures: tuple[int, int] | None = None
+    #: ``(open alerts counted, whether more are open, damaged alert rows left out)``.
+    alerts: tuple[int, bool, int] | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+def _governance_lines(g: Governance, db: str) -> list[str]:
+    """``convoy db info``'s lines of ``g``."""
+    audit, errors = g.audit, g.errors
+    lines = []
+    if audit is None:
+        lines.append(f"audit logs      cannot be read: {errors.get('audit')} "
+                     f"({command('audit verify', db=db)} says more)")
+    elif audit:
+        entries = sum(a["entries"] for a in audit.values())
+        signed = sum(a["checkpoints"] for a in audit.values())
+        lines.append(f"audit logs      {len(audit):,} ({plural(entries, 'entry', many='entries')}"
+                     f", {plural(signed, 'signed checkpoint')})")
+    else:
+        lines.append("audit logs      0")
+    if g.erasures is None:
+        lines.append(f"erasures        cannot be read: {errors.get('erasures')}")
+    else:
+        erased, purges = g.erasures
+        lines.append(f"erasures        {plural(erased, 'subject erasure')}, "
+                     f"{plural(purges, 'retention purge')}")
+    if g.alerts is None:
+        lines.append(f"open alerts     cannot be read: {errors.get('alerts')}")
+    else:
+        n, more, damaged = g.alerts
+        left = "" if not damaged else \
+            f"; {plural(damaged, 'damaged alert row')} left out ('convoy alerts' says which)"
+        lines.append(f"open alerts     {'more than ' if more else ''}{n:,}{left}")
+    return lines
 
 
 async def _info(db: str) -> tuple[int, StoreSummary | None, Governance]:
     store = store_from_url(db, read_only=True)
     version = await store.schema_version()
     if version is not None and version < SCHEMA_VERSION:
-        return version, None, Governance(audit={})
+        return version, None, Governance()
     if version is not None and version > SCHEMA_VERSION:
         raise JournalError(_newer(db, version))
     # No store there: opening says why (an empty database, another application's) in one
@@ -214,20 +240,41 @@ async def _info(db: str) -> tuple[int, StoreSummary | None, Governance]:
 
 async def _governance(store: Store) -> Governance:
     """What the store keeps for accountability: each tenant's audit log (its entries and
-    signed checkpoints; a damaged one: the error's line, and ``convoy audit verify`` says
-    more), the erasures it recorded (of subjects, by retention) and its open alerts."""
-    erasures = await store.erasures()
-    open_alerts = len(await store.list_alerts(open_only=True, limit=_ALERTS_COUNTED + 1,
-                                              left_out=[]))
+    signed checkpoints), the erasures it recorded (of subjects, by retention) and its open
+    alerts; each part read on its own, so one the store cannot give is said and the
+    others are still shown."""
+    errors: dict[str, str] = {}
+    audit: AuditInfo | None = None
+    erasures: tuple[int, int] | None = None
+    alerts: tuple[int, bool, int] | None = None
     try:
-        audit: AuditInfo = {tenant: {"entries": await store.audit_size(tenant),
-                                     "checkpoints": len(await store.audit_checkpoints(tenant))}
-                            for tenant in await store.audit_tenants()}
-    except AuditError as e:
-        audit = str(e)
-    return Governance(audit=audit, subjects_erased=sum(
-        e.reason == "erasure" for e in erasures), purges=sum(
-        e.reason == "retention" for e in erasures), open_alerts=open_alerts)
+        audit = {tenant: {"entries": await store.audit_size(tenant),
+                          "checkpoints": len(await store.audit_checkpoints(tenant))}
+                 for tenant in await store.audit_tenants()}
+    except Exception as e:  # (a damaged log: verify says where)
+        errors["audit"] = _why(e)
+    try:
+        recorded = await store.erasures()
+        erasures = (sum(e.reason == "erasure" for e in recorded),
+                    sum(e.reason == "retention" for e in recorded))
+    except Exception as e:
+        errors["erasures"] = _why(e)
+    try:
+        left: list[LeftOut] = []
+        found = await store.list_alerts(open_only=True, limit=_ALERTS_COUNTED + 1,
+                                        left_out=left)
+        alerts = (min(len(found), _ALERTS_COUNTED), len(found) > _ALERTS_COUNTED, len(left))
+    except Exception as e:
+        errors["alerts"] = _why(e)
+    return Governance(audit=audit, erasures=erasures, alerts=alerts, errors=errors)
+
+
+def _why(e: Exception) -> str:
+    """Why a part of ``convoy db info`` cannot be read, in one line: a Convoy error's own
+    line, else a damaged row's (the store's value that does not read)."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    return text if isinstance(e, ConvoyError) else f"a damaged row or a store error " \
+        f"({type(e).__name__}: {text[:200]})"
 
 
 #: Open alerts counted one by one (past it: "more than").
