@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import socket
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -137,8 +138,21 @@ def test_a_key_creation_killed_before_its_link_leaves_no_private_key_behind(
     live = tmp_path / f".audit.key.{os.getpid()}@{host}.0a1b2c3e.tmp"
     remote = tmp_path / f".audit.key.{dead_pid}@another-host.example.0a1b2c3f.tmp"
     unrelated = tmp_path / ".other.key.1@x.0a1b2c40.tmp"
-    for f in (dead, live, remote, unrelated):
+    # (an earlier release's name, without the host: removed once it is an hour old, as
+    # another host's is; whoever made it, a key is linked in milliseconds)
+    legacy = tmp_path / f".audit.key.{dead_pid}.0a1b2c41.tmp"
+    old_remote = tmp_path / f".audit.key.{dead_pid}@another-host.example.0a1b2c42.tmp"
+    for f in (dead, live, remote, unrelated, legacy, old_remote):
         f.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
+    hours_ago = time.time() - 7200
+    os.utime(old_remote, (hours_ago, hours_ago))
+    load_or_create_key(tmp_path / "audit.key")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["audit.key", live.name, remote.name, unrelated.name, legacy.name])
+    # a later load sweeps too (a review: a leftover beside a key another process made
+    # stayed for good)
+    os.utime(legacy, (hours_ago, hours_ago))
+    dead.write_bytes(b"-----BEGIN PRIVATE KEY-----\n")
     load_or_create_key(tmp_path / "audit.key")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
         ["audit.key", live.name, remote.name, unrelated.name])

@@ -482,7 +482,14 @@ def test_signal_and_worker_complete_a_waiting_session() -> None:
     assert summary(again.stdout, "sessions run") == "0"
     assert summary(again.stdout, "waiting (timer, signal or person)") == "3"
 
-    res = cli("signal", first, "approve", "--payload", "true")
+    # --by names who answers an escalation: a plain signal records none, and refuses one
+    # typed (a review: refused by comparing with $CONVOY_USER, so '--by bob' passed where
+    # $CONVOY_USER was bob); $CONVOY_USER alone is a default, not a request
+    for env in (None, {"CONVOY_USER": "bob"}):
+        one_line_error(cli("signal", first, "approve", "-p", "true", "--by", "bob", env=env),
+                       2, "records no decider")
+    assert session(first).status == "waiting"
+    res = cli("signal", first, "approve", "--payload", "true", env={"CONVOY_USER": "bob"})
     assert res.code == 0, res.stderr
     assert f"sent signal 'approve' to session {first}" in res.stdout
     assert session(first).status == "pending"
@@ -790,6 +797,16 @@ def test_escalation_is_answered_with_a_signal() -> None:
                    "an answer to an escalation has no key 'reslt'")
     one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
                        '{"action": "complete"}'), 2, "needs a 'result'")
+    assert session(sid).status == "escalated"
+    # (a review: the payload's "by" is checked as --by is, and one --by contradicts is
+    # refused, where it was recorded as it was and won over --by)
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
+                       '{"action": "retry", "by": "x\\u001b[31mEVIL"}'), 2,
+                   "the payload's \"by\" 'x\\x1b[31mEVIL' holds the character")
+    one_line_error(cli("signal", sid, "convoy.escalation", "--by", "ann", "--payload",
+                       '{"action": "retry", "by": "bob"}'), 2, "name two people")
+    one_line_error(cli("signal", sid, "convoy.escalation", "--payload",
+                       '{"action": "retry", "by": 7}'), 2, "the payload's \"by\" is int 7")
     assert session(sid).status == "escalated"
     res = cli("signal", sid, "convoy.escalation", "--payload", '{"action": "retry"}')
     assert res.code == 0, res.stderr

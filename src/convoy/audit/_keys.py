@@ -9,6 +9,7 @@ import hashlib
 import os
 import secrets
 import socket
+import time
 from pathlib import Path
 
 from convoy.audit._needs import MISSING_CRYPTOGRAPHY
@@ -32,6 +33,7 @@ def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
     """The signing key in ``path`` (PEM, PKCS #8, unencrypted); a new one is written there
     with mode ``0600`` if the file does not exist."""
     p = home_expanded(path)
+    _sweep_leftovers(p)
     try:
         return _read(p)
     except FileNotFoundError:
@@ -81,7 +83,6 @@ def _create(p: Path) -> Ed25519PrivateKey:
             if not folder.exists():
                 with contextlib.suppress(FileExistsError):  # (made meanwhile)
                     folder.mkdir(mode=0o700)
-        _sweep_leftovers(p)
         tmp = p.with_name(f".{p.name}.{os.getpid()}@{socket.gethostname()}."
                           f"{secrets.token_hex(4)}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -113,20 +114,35 @@ def _create(p: Path) -> Ed25519PrivateKey:
 
 
 def _sweep_leftovers(p: Path) -> None:
-    """Remove what key creations at ``p`` killed before they linked their key left: their
-    temporary files (``.NAME.PID@HOST.HEX.tmp``, a private key never used), those of
-    processes of this host that are gone. A live one's, or another host's, is left."""
+    """Remove what key creations at ``p`` that were killed before they linked their key
+    left: their temporary files (``.NAME.PID@HOST.HEX.tmp``; ``.NAME.PID.HEX.tmp`` from
+    earlier releases), each a private key never used. One is removed when its process, of
+    this host, is gone, or when it is older than :data:`_ABANDONED_S` (a key is written
+    and linked in milliseconds: whoever made it, on whatever host, is not coming back for
+    it). A live process's, another host's recent one, a file of another name: left.
+    Best effort: a directory that cannot be listed is left as it is."""
     prefix = f".{p.name}."
     try:
-        names = os.listdir(p.parent)
+        names = [n for n in os.listdir(p.parent) if n.startswith(prefix) and n.endswith(".tmp")]
     except OSError:
         return
+    now = time.time()
     for name in names:
-        if name.startswith(prefix) and name.endswith(".tmp"):
-            pid, at, host = name[len(prefix):-4].rpartition(".")[0].partition("@")
-            if at and owner_is_dead(f"{host}:{pid}"):
-                with contextlib.suppress(OSError):
-                    os.unlink(p.parent / name)
+        path = p.parent / name
+        owner = name[len(prefix):-4].rpartition(".")[0]
+        pid, at, host = owner.partition("@")
+        if not pid.isdigit():  # (not one of ours)
+            continue
+        try:
+            if (at and owner_is_dead(f"{host}:{pid}")) or \
+                    now - path.lstat().st_mtime > _ABANDONED_S:
+                path.unlink()
+        except OSError:
+            continue
+
+
+#: The age past which a key's temporary file is abandoned, whoever made it.
+_ABANDONED_S = 3600.0
 
 
 def _create_in_place(p: Path, key: Ed25519PrivateKey, pem: bytes) -> Ed25519PrivateKey:

@@ -527,8 +527,9 @@ def seal(db: DbOption = DEFAULT_DB, busy_timeout: WriteBusyTimeoutOption = 10.0)
         typer.echo(f"sealed from the journal the records of {plural(sealed, 'session')} that "
                    f"{_processes(len(recovered), 'stopped engine')} had not sealed")
     elif recovered and not keyless and not refused:  # (not "sealed ... of 0 sessions")
-        typer.echo(f"nothing to seal: {_processes(len(recovered), 'stopped engine')} had "
-                   "left no run unsealed (its record of sealing is cleared)")
+        n = len(recovered)
+        typer.echo(f"nothing to seal: {_processes(n, 'stopped engine')} had left no run "
+                   f"unsealed ({'its' if n == 1 else 'their'} record of sealing is cleared)")
     elif not recovered:
         typer.echo("nothing to seal: no engine process that audited this store stopped "
                    "before sealing its runs")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from contextlib import suppress
 from pathlib import Path
 from typing import Annotated, Any
@@ -37,7 +36,7 @@ from convoy.cli._common import (
     say,
     tenant_scope,
 )
-from convoy.cli._deciders import checked_by, decider_engine, who_decides
+from convoy.cli._deciders import by_typed, checked_by, decider_engine, who_decides
 from convoy.cli._interceptors import (
     CancelInterceptorsOption,
     DecisionInterceptorsOption,
@@ -125,11 +124,11 @@ def signal(
     elif payload is not None:
         value = json_value(payload, "--payload", """--payload '"yes"'""")
     if name == ESCALATION:
-        if isinstance(value, dict) and not value.get("by"):
-            value = {**value, "by": who_decides(by)}
+        if isinstance(value, dict):
+            value = {**value, "by": _decider(value.get("by"), by)}
         engine, scope = decider_engine(db, busy_timeout, tenant, all_tenants, interceptors)
     else:
-        if by is not None and by != os.environ.get("CONVOY_USER"):
+        if by is not None and by_typed():  # ($CONVOY_USER: a default, not a request)
             fail(f"--by names who answers an escalation ({ESCALATION!r}); a signal "
                  f"{name!r} records no decider")
         scope = tenant_scope(tenant, all_tenants)
@@ -261,3 +260,22 @@ async def _cancel(engine: Engine, scope: Scope, session_id: str, db: str, by: st
                 "engine died, the engine that takes the session over cancels it; if it "
                 + (f"parks first, the engine that runs it next does: {next_engine})" if script
                    else f"parks first, the engine that runs it next, {next_engine}, does)"))
+
+
+def _decider(given: object, by: str | None) -> str:
+    """Who answers an escalation: the payload's ``"by"`` (checked as ``--by`` is: a name
+    a terminal shows as it is), else ``--by`` (or ``$CONVOY_USER``, or the login name). A
+    payload's and a typed ``--by`` that differ name two people: refused."""
+    if given is None or given == "":
+        return who_decides(by)
+    if not isinstance(given, str):
+        fail(f"the payload's \"by\" is {type(given).__name__} {given!r}: give who answers "
+             "as text (or leave it out: --by NAME, default the login name)")
+    try:
+        name = check_name(given, "the payload's \"by\"")
+    except UserError as e:
+        fail(str(e))
+    if by is not None and by_typed() and by != name:
+        fail(f"--by {by!r} and the payload's \"by\" {name!r} name two people: give who "
+             "answers once")
+    return name

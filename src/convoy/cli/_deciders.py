@@ -38,6 +38,12 @@ def who_decides(by: str | None) -> str:
 _BY_SOURCE: ContextVar[str] = ContextVar("convoy_by_source", default="--by")
 
 
+def by_typed() -> bool:
+    """Whether this command's ``--by`` was given on its command line (not taken from
+    ``$CONVOY_USER``, a default)."""
+    return _BY_SOURCE.get() == "--by"
+
+
 def checked_by(ctx: typer.Context, value: str | None) -> str | None:
     """The ``--by`` options' callback: notes where the name came from (``$CONVOY_USER``
     when the environment set it: a name the user never typed on this command line), for

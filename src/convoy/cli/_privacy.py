@@ -77,6 +77,8 @@ def erase(subject: SubjectArg, db: DbOption = DEFAULT_DB, tenant: TenantOption =
     Example: `convoy erase customer-42 --tenant acme --dry-run`
     """
     if dry_run:
+        if by is not None:  # (the name the erasure would record: checked, as it would be)
+            who_decides(by)
         require_store(db)
         engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
         plan = run_async(_erase_plan(engine, subject, tenant or DEFAULT_TENANT))
@@ -239,8 +241,9 @@ def purge(older_than: Annotated[str, typer.Option(
     # (said as read: '1d' of $'1d\n' or '1 d', never a line its newline breaks)
     older_than = "".join(older_than.split())
     scope = tenant_scope(tenant, all_tenants)
-    who = who_decides(by)  # (a dry run too: the name the purge would record is checked)
     if dry_run:
+        if by is not None:  # (the name the purge would record: checked, as it would be;
+            who_decides(by)  # none given: the login name is looked up when it runs)
         require_store(db)
         by_tenant = run_async(_purgeable(db, seconds, scope.tenant))
         ids = sorted(sid for group in by_tenant.values() for sid in group)
@@ -263,6 +266,7 @@ def purge(older_than: Annotated[str, typer.Option(
         out.print("dry run: nothing was purged; run the same command without --dry-run to "
                   "purge them", markup=False, soft_wrap=True)
         return
+    who = who_decides(by)
     require_convoy_store(db, nothing="purge")
     events = run_async(_purge(build_engine(db, busy_timeout=busy_timeout), seconds,
                               scope.tenant, who))
