@@ -1145,6 +1145,27 @@ async def test_list_sessions_counts_the_journal_of_unfinished_sessions_when_aske
     assert await steps(journal_steps=True, status="running") == {"k6": 2}
 
 
+async def test_list_sessions_counts_the_spend_of_unfinished_sessions_when_asked(
+        store: Store, clock: FakeClock) -> None:
+    """With ``journal_steps``, an unfinished session's tokens and cost are at least what
+    its journaled steps spent (a new user's trial: a running session showed 0 / 0 and $0
+    beside its counted steps); a finished one's are its row's."""
+    await _population(store, clock)
+    await store.create_session(new("k6"), owner="A", lease_s=LEASE)  # running, no totals
+    await store.append("k6", "A", model_step("0", clock.now, "a", (1, 5), cost=0.25))
+    await store.append("k6", "A", model_step("1", clock.now, "a", (10, 5), cost=0.5))
+    await store.append("c3", None, model_step("x", clock.now, "a", (7, 7), cost=9.0))
+
+    async def spend(**where: Any) -> dict[str, tuple[int, int, float]]:
+        return {r.id: (r.input_tokens, r.output_tokens, r.cost)
+                for r in await store.list_sessions(SessionFilter(**where))}
+
+    assert (await spend())["k6"] == (0, 0, 0.0)
+    got = await spend(journal_steps=True)
+    assert got["k6"] == (11, 10, 0.75) and got["c3"] == (0, 0, 0.0), got  # (c3: finished)
+    assert all(type(v) is int for v in got["k6"][:2]) and type(got["k6"][2]) is float
+
+
 async def test_unfinished_lists_pending_running_and_waiting_only_oldest_first(
         store: Store, clock: FakeClock) -> None:
     await _population(store, clock)

@@ -262,10 +262,11 @@ class SessionFilter:
     ended_since: float | None = None
     #: Newest first (``after``: the sessions created before that one), not oldest first.
     newest: bool = False
-    #: An unfinished session's ``steps`` is at least the records its journal holds,
-    #: counted in the same query (for the unfinished rows listed only): the row's own
-    #: count is written when a run ends, parks or is given up, so a run whose process
-    #: was killed left it behind. For a listing people read (``convoy sessions list``).
+    #: An unfinished session's ``steps`` is at least the records its journal holds, and
+    #: its tokens and cost at least what its journaled steps spent, counted in the same
+    #: query (for the unfinished rows listed only): the row's own totals are written when
+    #: a run ends, parks or is given up, so a running one, or one whose process was
+    #: killed, shows less. For a listing people read (``convoy sessions list``).
     journal_steps: bool = False
 
 

@@ -235,7 +235,9 @@ def session_listing(cond: str, order: str, journal_steps: bool, *, mark: str = "
     """The query of a page of sessions (``cond``: its ``WHERE``, ``order``: its ``ORDER
     BY``; a limit and an offset its last parameters). With ``journal_steps``
     (:attr:`SessionFilter.journal_steps`) an unfinished session's ``steps`` is at least
-    the records its journal holds: counted on the journal's key, for the page's rows only
+    the records its journal holds, and its tokens and cost at least what its journaled
+    steps spent (a run writes them when it ends): counted on the journal's key, for the
+    page's rows only
     (the page is taken first: a sort or an offset would count every row it passes).
     ``mark``: the driver's parameter placeholder, ``greatest``: the SQL function of the
     larger of two values (PostgreSQL's are ``%s`` and ``GREATEST``)."""
@@ -243,9 +245,17 @@ def session_listing(cond: str, order: str, journal_steps: bool, *, mark: str = "
     if not journal_steps:
         return page
     unfinished = ",".join(f"'{s}'" for s in UNFINISHED)
-    counted = (f"CASE WHEN status IN ({unfinished}) THEN {greatest}(steps, (SELECT COUNT(*) "
-               "FROM journal j WHERE j.session_id=sessions.id)) ELSE steps END")
-    cols = _SESSION_COLS.replace(",steps,", f",{counted},")
+
+    def at_least(col: str, of_journal: str) -> str:
+        return (f"CASE WHEN status IN ({unfinished}) THEN {greatest}({col}, (SELECT "
+                f"{of_journal} FROM journal j WHERE j.session_id=sessions.id)) ELSE {col} END")
+
+    cols = _SESSION_COLS.replace(
+        ",steps,input_tokens,output_tokens,cost,",
+        f",{at_least('steps', 'COUNT(*)')},"
+        f"{at_least('input_tokens', 'CAST(COALESCE(SUM(j.input_tokens), 0) AS BIGINT)')},"
+        f"{at_least('output_tokens', 'CAST(COALESCE(SUM(j.output_tokens), 0) AS BIGINT)')},"
+        f"{at_least('cost', 'COALESCE(SUM(j.cost), 0)')},")
     return f"SELECT {cols} FROM ({page}) sessions{order}"
 
 
