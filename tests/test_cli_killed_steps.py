@@ -65,3 +65,39 @@ def test_sessions_list_counts_the_steps_of_a_session_killed_mid_run(
     assert str(journaled) in cells and "0" not in cells, line
     assert f"steps {journaled} " in " ".join(cli("sessions", "show", sid,
                                                  "--db", db).stdout.split())
+
+
+def test_a_running_sessions_tokens_and_cost_are_what_its_journal_spent(
+        backend: Backend) -> None:  # noqa: F811
+    """A new user's trial: a running session (its run writes its totals when it ends)
+    showed 0 / 0 tokens and $0 beside the steps it had taken. ``sessions list`` and
+    ``sessions show`` (and their ``--json``) count what its journaled steps spent."""
+    import asyncio
+
+    from convoy.stores import NewSession, StepRecord, store_from_url
+
+    db = url(backend)
+    assert cli("db", "migrate", "--db", db).code == 0
+
+    async def running() -> None:
+        store = store_from_url(db)
+        await store.open()
+        try:
+            await store.create_session(NewSession(id="r1", workflow="wf", version="1",
+                                                  tenant="default", input="{}"),
+                                       owner="gone", lease_s=3600)
+            for key, tokens, cost in (("0", (1, 5), 0.25), ("1", (10, 5), 0.5)):
+                await store.append("r1", "gone", StepRecord(
+                    key=key, kind="model", target="a", status="completed", result='"ok"',
+                    input_tokens=tokens[0], output_tokens=tokens[1], cost=cost))
+        finally:
+            await store.aclose()
+
+    asyncio.run(running())
+    shown = json.loads(cli("sessions", "show", "r1", "--json", "--db", db).stdout)
+    assert (shown["usage"], shown["cost"]) == ({"input_tokens": 11, "output_tokens": 10},
+                                               0.75), shown
+    [row] = json.loads(cli("sessions", "list", "--json", "--db", db).stdout)["sessions"]
+    assert (row["usage"], row["cost"]) == ({"input_tokens": 11, "output_tokens": 10}, 0.75)
+    text = " ".join(cli("sessions", "show", "r1", "--db", db).stdout.split())
+    assert "tokens in / out 11 / 10" in text and "cost $0.75" in text, text

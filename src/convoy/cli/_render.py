@@ -355,6 +355,17 @@ def steps_taken(row: SessionRow, steps: Sequence[StepRecord]) -> int:
     return max(row.steps, len(steps)) if row.unfinished else row.steps
 
 
+def spent(row: SessionRow, steps: Sequence[StepRecord]) -> tuple[int, int, float]:
+    """``(input tokens, output tokens, cost)`` of the session: an unfinished one's totals
+    are written when its run ends, parks or is given up, so what its journaled steps
+    (``steps``) spent is counted too (a running one's, a killed run's)."""
+    if not row.unfinished:
+        return row.input_tokens, row.output_tokens, row.cost
+    return (max(row.input_tokens, sum(r.input_tokens for r in steps)),
+            max(row.output_tokens, sum(r.output_tokens for r in steps)),
+            max(row.cost, sum(r.cost for r in steps)))
+
+
 def open_wait(steps: Sequence[StepRecord]) -> StepRecord | None:
     """The session's wait for a signal that has not ended (its journal's last ``wait``
     step, ``started``), if any."""
@@ -572,8 +583,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                      "runs the session next, or renews its lease, ends it cancelled)")
     info.add_row("steps", str(steps_taken(row, steps)))
     info.add_row("active time", fmt_duration(row.active_s))
-    info.add_row("tokens in / out", fmt_tokens(row.input_tokens, row.output_tokens))
-    info.add_row("cost", fmt_cost(row.cost))
+    tokens_in, tokens_out, cost = spent(row, steps)
+    info.add_row("tokens in / out", fmt_tokens(tokens_in, tokens_out))
+    info.add_row("cost", fmt_cost(cost))
     for agent, hashes in agent_configs(steps).items():
         info.add_row(f"agent {agent}", "config " + ", ".join(hashes))  # (as journaled)
     for name, value in sorted(row.header_map.items()):

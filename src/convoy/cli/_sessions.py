@@ -37,6 +37,7 @@ from convoy.cli._render import (
     print_session,
     session_times,
     sessions_table,
+    spent,
     steps_taken,
 )
 from convoy.durability._executor import signals_refused
@@ -255,9 +256,11 @@ def session_json(row: SessionRow, steps: list[StepRecord],
                  cancel_requested: float | None = None,
                  signal_queued: float | None = None) -> dict[str, Any]:
     wait = open_wait(steps) if row.status in UNFINISHED else None
+    tokens_in, tokens_out, cost = spent(row, steps)
     return {
         **row_json(row),
         "steps": steps_taken(row, steps),
+        "usage": {"input_tokens": tokens_in, "output_tokens": tokens_out}, "cost": cost,
         "retried_as": retried_as.id if retried_as is not None else None,
         "cancel_requested": cancel_requested,
         "signal_queued": signal_queued,
