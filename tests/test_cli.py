@@ -7,6 +7,8 @@ import asyncio
 import json
 import os
 import re
+import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -859,6 +861,43 @@ def test_read_only_store() -> None:
         Path("store/convoy.db").chmod(0o644)
     one_line_error(res, 1, "store/convoy.db")
     assert "read-only" in res.stderr or "writable" in res.stderr, res.stderr
+
+
+def test_a_new_store_in_a_directory_it_cannot_write_is_one_clear_line(tmp_path: Path) -> None:
+    """A new user's trial: a new store in a read-only directory said only SQLite's
+    "unable to open database file" (exit 1), where an existing store there says what is
+    wrong. Now: the directory is not writable, how to fix it, exit 2. As root (who writes
+    any directory), on a read-only bind mount of it, in a mount namespace of its own."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    write_jsonl(ro / "in.jsonl", GOOD[:1])
+    args = [sys.executable, "-m", "convoy.cli", "run", FLOW, "-i", "in.jsonl",
+            "--db", "new.db"]
+    if os.geteuid() != 0:
+        ro.chmod(0o555)
+        try:
+            res = subprocess.run(args, cwd=ro, env=subprocess_env(), capture_output=True,
+                                 text=True, timeout=120, check=False)
+        finally:
+            ro.chmod(0o755)
+    else:
+        unshare = shutil.which("unshare")
+        if unshare is None:
+            pytest.skip("no unshare(1) to mount the directory read-only as root")
+        script = (f"mount --bind {shlex.quote(str(ro))} {shlex.quote(str(ro))} && "
+                  f"mount -o remount,bind,ro {shlex.quote(str(ro))} && "
+                  f"cd {shlex.quote(str(ro))} && "  # (into the mount: not the dir below it)
+                  + " ".join(map(shlex.quote, args)))
+        res = subprocess.run([unshare, "-m", "sh", "-c", script], cwd=ro, check=False,
+                             env=subprocess_env(), capture_output=True, text=True, timeout=120)
+        if "mount:" in res.stderr or "unshare:" in res.stderr:
+            pytest.skip(f"cannot mount read-only here: {res.stderr.strip()[:200]}")
+    assert res.returncode == 2, (res.stdout, res.stderr)
+    assert res.stderr.strip() == (
+        "error: the directory '.' of the new store 'new.db' is not writable (its "
+        "permissions, or a read-only file system): give this process write access to it, "
+        "or pick a path in a directory it can write"), res.stderr
+    assert not (ro / "new.db").exists()
 
 
 def test_a_store_locked_past_the_busy_timeout_gets_the_steps_outcome_once_free(

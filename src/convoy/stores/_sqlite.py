@@ -241,6 +241,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         try:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as e:
+            self._check_writable()
             raise StoreError(f"cannot open the store {str(self.path)!r}: {e}") from None
         with self._opening(conn):
             # Opening may wait for a lock (up to busy_timeout); the hot path never does.
@@ -294,6 +295,17 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             return  # (not allowed to look: opening the file says what is wrong)
         raise UserError(f"the directory {str(parent)!r} of the store {str(self.path)!r} "
                         f"{why}")
+
+    def _check_writable(self) -> None:
+        """A new store in a directory this process may not write (its permissions, a
+        read-only mount) is refused in one line that says so: SQLite says only "unable to
+        open database file"."""
+        parent = self.path.parent
+        if not self.path.exists() and not os.access(parent, os.W_OK):
+            raise UserError(f"the directory {str(parent)!r} of the new store "
+                            f"{str(self.path)!r} is not writable (its permissions, or a "
+                            "read-only file system): give this process write access to it, "
+                            "or pick a path in a directory it can write")
 
     @contextmanager
     def _opening(self, conn: sqlite3.Connection) -> Iterator[None]:
