@@ -201,3 +201,21 @@ def test_no_field_is_dropped_bytes_are_their_text_and_a_stack_is_kept() -> None:
     line = json.loads(stream.getvalue())
     assert line["stack"].startswith("Stack (most recent call last)") and EMAIL not in line["stack"]
     assert line["message"] == "seen [EMAIL]"
+
+
+def test_json_logging_called_twice_writes_each_record_once() -> None:
+    """A new user's trial: calling ``json_logging()`` again (a second setup call, a
+    reload) added a second handler, and every record was written twice. Again for the
+    same logger and stream, it replaces its handler; another stream gets its own."""
+    stream, other = io.StringIO(), io.StringIO()
+    log = logging.getLogger("scrub.twice")
+    handlers = [json_logging(stream=stream, logger_name="scrub.twice"),
+                json_logging(stream=stream, logger_name="scrub.twice"),
+                json_logging(stream=other, logger_name="scrub.twice")]
+    try:
+        log.info("once")
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+    assert [json.loads(x)["message"] for x in stream.getvalue().splitlines()] == ["once"]
+    assert [json.loads(x)["message"] for x in other.getvalue().splitlines()] == ["once"]

@@ -107,13 +107,23 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
                  logger_name: str | None = None, redact: Redactor | bool = True,
                  ) -> logging.Handler:
     """Send log records (of ``logger_name``; default: the root logger) to ``stream``
-    (default: stderr) as JSON lines; returns the handler (remove it to stop)."""
-    handler = logging.StreamHandler(stream if stream is not None else sys.stderr)
-    handler.setFormatter(JsonFormatter(redact=redact))
+    (default: stderr) as JSON lines; returns the handler (remove it to stop). Called again
+    for the same logger and stream, it replaces the handler it added there (each record
+    is written once), with the new level and redaction."""
+    out = stream if stream is not None else sys.stderr
     target = logging.getLogger(logger_name)
+    for old in list(target.handlers):
+        if isinstance(old, _JsonHandler) and old.stream is out:
+            target.removeHandler(old)
+    handler = _JsonHandler(out)
+    handler.setFormatter(JsonFormatter(redact=redact))
     target.addHandler(handler)
     target.setLevel(level)
     return handler
+
+
+class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The handler :func:`json_logging` adds (what it replaces when called again)."""
 
 
 class LogEvents(Interceptor):
