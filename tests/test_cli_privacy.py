@@ -39,10 +39,17 @@ PLANTED = "Yolanda Verbatim-Personal"
 def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     assert cli("keygen", "m.key").code == 0
     one_line_error(cli("keygen", "m.key"), 2, "never overwritten")
+    # (a new user's trial: a link to nothing was said to exist already)
+    (tmp_path / "dangling.key").symlink_to(tmp_path / "nowhere" / "k")
+    one_line_error(cli("keygen", "dangling.key"), 2, "is a symbolic link to ")
+    assert not (tmp_path / "nowhere").exists()
     env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
     write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])
     one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--subject", "c-9"), 2,
                    "no master key is configured")
+    # (and an empty subject is said to be one before the missing key)
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--subject", ""), 2,
+                   "a subject is a non-empty name")
     # refused before the store is made, an input with no valid line too (review of stop
     # 44: an empty store was left behind; a file of bad lines was not refused at all)
     (tmp_path / "bad.jsonl").write_text("not json\n")

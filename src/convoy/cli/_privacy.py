@@ -342,6 +342,10 @@ def keygen(file: Annotated[str, typer.Argument(
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
+        if path.is_symlink() and not path.exists():  # (O_EXCL does not follow it)
+            fail(f"{str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does "
+                 "not exist; a master key is not written through a link: name the file "
+                 "itself, or a path where nothing is")
         fail(f"{str(path)!r} exists already; a master key is never overwritten")
     except OSError as e:
         fail(f"cannot create {quoted(str(path), 200)}: {e.strerror or e}")

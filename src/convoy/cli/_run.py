@@ -136,8 +136,10 @@ def run(
         if subject is not None:  # (refused before the store is made, whatever the input)
             from convoy.engine._engine import no_master_key
             from convoy.privacy import MasterKey
+            from convoy.privacy._subject_names import check_subject
 
             with convoy_errors():
+                check_subject(subject)  # (a bad name first: no key makes it good)
                 if MasterKey.from_env() is None:
                     raise no_master_key(subject)
         engine = build_engine(db, concurrency=concurrency, model=model,
