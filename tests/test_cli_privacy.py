@@ -543,3 +543,26 @@ def test_a_dry_run_needs_no_login_name(monkeypatch: pytest.MonkeyPatch) -> None:
     dry = cli("purge", "--older-than", "30d", "--dry-run")
     assert dry.code == 0 and dry.stdout.startswith("dry run: nothing to purge"), dry
     one_line_error(cli("purge", "--older-than", "30d"), 2, "say who decides: --by NAME")
+
+
+def test_a_value_sealed_under_an_erased_subjects_key_says_so_without_the_master_key(
+        tmp_path: Path) -> None:
+    """A new user's trial: a copy of an erased subject's value (written by a session of no
+    subject, sealed under the subject's key) was shown without the master key as "set
+    $CONVOY_MASTER_KEY_FILE to read it", which no key can any more: the store says the
+    key is gone, no master key needed to tell."""
+    assert cli("keygen", "m.key").code == 0
+    env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
+    write_jsonl(tmp_path / "w.jsonl", [json.dumps(PLANTED)])  # (a line is JSON as given)
+    write_jsonl(tmp_path / "c.jsonl", ['"m"'])
+    assert cli("run", "subject_state_flows:write_person", "-i", "w.jsonl",
+               "--subject", "c-9", env=env).code == 0
+    assert cli("run", "subject_state_flows:copy_person", "-i", "c.jsonl", env=env).code == 0
+    before = cli("state", "get", "people", "copy")
+    assert before.code == 0 and "set $CONVOY_MASTER_KEY_FILE to the master key to read it" \
+        in before.stdout, before
+    assert cli("erase", "c-9", env=env).code == 0
+    after = cli("state", "get", "people", "copy")
+    assert after.code == 0 and after.stdout.startswith(
+        "(sealed under the key of a data subject who was erased: nothing can read it)"), after
+    assert PLANTED not in after.stdout

@@ -872,15 +872,31 @@ def no_sessions_note(db: str, scope: Scope) -> None:
                   "shows every tenant's)", markup=False, soft_wrap=True)
 
 
-def sealed_note() -> str:
+def sealed_note(erased: bool = False) -> str:
     """What the command line prints for a value that is still sealed: without the master
-    key, how to read it; with it, that its subject was erased."""
+    key, how to read it; with it, or when its key is known to be gone (``erased``:
+    :func:`sealed_by_erased`), that its subject was erased."""
     from convoy.privacy._keys import MASTER_KEY_ENV, MASTER_KEY_FILE_ENV
 
+    if erased:
+        return "(sealed under the key of a data subject who was erased: nothing can read it)"
     if os.environ.get(MASTER_KEY_ENV) or os.environ.get(MASTER_KEY_FILE_ENV):
         return "(sealed under the key of a data subject who was erased)"
     return ("(sealed: it holds a data subject's data; set $CONVOY_MASTER_KEY_FILE to the "
             "master key to read it)")
+
+
+async def sealed_by_erased(store: Store, tenant: str, text: str) -> bool:
+    """Whether the sealed value ``text`` of ``tenant`` is sealed under a key the store no
+    longer holds (its data subject was erased: the key and the map of its label to the
+    subject are deleted together), which needs no master key to tell."""
+    from convoy.stores._protocol import SUBJECT_REFS, sealed_outer_label
+
+    label = sealed_outer_label(text)
+    if not label:
+        return False
+    subject = await store.kv_get(SUBJECT_REFS + tenant, label)
+    return subject is None or await store.subject_key_get(tenant, subject) is None
 
 
 async def workflow_names(store: Store, tenant: str | None = None) -> list[str]:

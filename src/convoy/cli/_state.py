@@ -30,6 +30,7 @@ from convoy.cli._common import (
     out,
     require_store,
     run_async,
+    sealed_by_erased,
     sealed_note,
 )
 from convoy.cli._left_out import warn_left_out
@@ -119,7 +120,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
     other = _other_tenants(tenant)
     tenant = one_tenant(tenant)
     require_store(db)
-    entry = run_async(_get(db, tenant, namespace, key))
+    entry, erased = run_async(_get(db, tenant, namespace, key))
     if entry is None:
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}{other}; "
              f"{_keys_of(tenant, namespace, db)}")
@@ -127,16 +128,21 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
         typer.echo(json.dumps(_entry_json(entry), indent=2))
         return
     if is_sealed(entry.value):
-        out.print(sealed_note(), markup=False, soft_wrap=True)
+        out.print(sealed_note(erased), markup=False, soft_wrap=True)
     else:
         out.print_json(entry.value)
     by = "outside any session" if entry.session_id is None else f"by {_writer(entry)}"
     out.print(f"version {entry.version}, written {by} at {fmt_time(entry.at)}", markup=False)
 
 
-async def _get(db: str, tenant: str, namespace: str, key: str) -> StateEntry | None:
+async def _get(db: str, tenant: str, namespace: str, key: str
+               ) -> tuple[StateEntry | None, bool]:
+    """The key's current version, and whether it is sealed under the key of a subject
+    who was erased (:func:`sealed_by_erased`)."""
     async with open_store(db, unseal=True) as store:
-        return await store.state_get(tenant, namespace, key)
+        entry = await store.state_get(tenant, namespace, key)
+        return entry, entry is not None and is_sealed(entry.value) and \
+            await sealed_by_erased(store, tenant, entry.value)
 
 
 @state_app.command("set")
