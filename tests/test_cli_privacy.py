@@ -561,6 +561,16 @@ def test_a_value_sealed_under_an_erased_subjects_key_says_so_without_the_master_
     before = cli("state", "get", "people", "copy")
     assert before.code == 0 and "set $CONVOY_MASTER_KEY_FILE to the master key to read it" \
         in before.stdout, before
+    # (a review: a value of format 1, an earlier release's, names its subject itself, not
+    # a label: a live subject's is not taken for an erased one's)
+    with sqlite3.connect(tmp_path / "convoy.db") as conn:
+        [(value,)] = conn.execute("SELECT value FROM state WHERE key='copy'").fetchall()
+        v1 = json.dumps({**json.loads(value), "$sealed": "c-9", "v": 1})
+        conn.execute("INSERT INTO state SELECT tenant, namespace, 'v1', version, ?, "
+                     "session_id, agent, step_key, at FROM state WHERE key='copy'", (v1,))
+    old_format = cli("state", "get", "people", "v1")
+    assert old_format.code == 0 and "set $CONVOY_MASTER_KEY_FILE to the master key to " \
+        "read it" in old_format.stdout, old_format
     assert cli("erase", "c-9", env=env).code == 0
     after = cli("state", "get", "people", "copy")
     assert after.code == 0 and after.stdout.startswith(

@@ -168,6 +168,35 @@ async def test_a_resumed_session_continues_its_trace_and_marks_what_it_replays(
     assert sum(s["name"] == "invoke_workflow obs.desk" for s in kept) == 2
 
 
+CALLER = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+@pytest.mark.parametrize("caller", [None, CALLER], ids=["own_trace", "caller_trace"])
+async def test_a_session_first_run_untraced_keeps_its_trace_id_and_an_exported_parent(
+        db: str, caller: str | None) -> None:
+    """A session whose first run was not traced, resumed by an engine that traces live to
+    an exporter: its spans go on in the trace its steps were derived in (a new user's
+    trial: the resume gave it a new trace id), and the run's span is under a span the
+    exporter has (a review: under the derived session span, never exported, Jaeger
+    showed it orphaned): its caller's span, or none (a root)."""
+    from convoy._trace_context import trace_id_of
+
+    sim = CrashOnce(script(), agent="billing")
+    wf = desk_workflow(agents(sim))
+    headers = {} if caller is None else {"traceparent": caller}
+    eng = convoy.Engine(db)  # (no tracing)
+    with pytest.raises(Crash):
+        await eng.run(wf, TICKET, session_id="u1", headers=headers)
+    live, mem = traced()
+    async with later_engine(db, workflows=[wf], interceptors=observe(live)) as eng2:
+        [res] = await eng2.resume()
+    await eng.aclose()
+    assert res.ok, res
+    [root] = by_name(list(mem.get_finished_spans()))["invoke_workflow obs.desk"]
+    assert f"{root.context.trace_id:032x}" == trace_id_of(headers, "u1")
+    assert parent_of(root) == (None if caller is None else 0xb7ad6b7169203331)
+
+
 async def test_retry_attempts_get_their_own_spans(engine_factory: Any) -> None:
     class Flaky(convoy.SimModel):
         async def request(self, request: convoy.ModelRequest) -> convoy.ModelResponse:

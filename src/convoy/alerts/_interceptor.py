@@ -31,7 +31,14 @@ from convoy.models._messages import ModelResponse
 from convoy.observability._redact import Redactor
 from convoy.resilience._classify import error_kind
 from convoy.stores._protocol import AlertRow, NewAlert, Store
-from convoy.stores._rows import DamagedRow, damaged, row_name, shown, stored_json
+from convoy.stores._rows import (
+    DamagedRow,
+    LeftOut,
+    damaged,
+    row_name,
+    shown,
+    stored_json,
+)
 
 if TYPE_CHECKING:
     from convoy.engine._engine import Engine
@@ -208,8 +215,15 @@ class BaselineAlerts(Interceptor):
         fired, or another engine on the store, leaves an open alert no baseline of ours
         points to, which would never clear and be fired again as a duplicate."""
         linked: set[SeriesKey] = set()
-        for alert in reversed(await self.store.list_alerts(open_only=True,
-                                                           limit=OPEN_ALERTS_READ)):
+        left: list[LeftOut] = []  # (an open alert row edited by hand: left out, said)
+        found = await self.store.list_alerts(open_only=True, limit=OPEN_ALERTS_READ,
+                                             left_out=left)
+        if left:
+            log.warning("alerts: %s left out as the engine starts (%s): 'convoy alerts' "
+                        "says which; their series fire anew if their metric leaves its band",
+                        plural(len(left), "damaged open alert row"),
+                        f"{left[0].row}: {left[0].problem}")
+        for alert in reversed(found):
             key = _series_of(alert)
             if key is None or key in linked:  # (oldest first: an older duplicate wins)
                 continue
@@ -221,15 +235,18 @@ class BaselineAlerts(Interceptor):
                     count=self.policies[key[3]].warmup, mean=alert.mean,
                     deviation=alert.deviation)
             baseline.alert_id = alert.id
-        stale = {b.alert_id for k, b in self.baselines.items()
+        stale = {b.alert_id: k[0] for k, b in self.baselines.items()
                  if k not in linked and b.alert_id is not None}
         # An alert closed by hand (``convoy alerts --close``: cleared, with no cleared
         # value) stays its series' alert while the metric stays out of its band, as it
         # does in the engine that saw it closed: no new one fires until the metric came
-        # back and left again.
-        by_hand = {a.id for a in await self.store.list_alerts(limit=OPEN_ALERTS_READ)
-                   if a.id in stale and a.status == "cleared" and a.cleared_value is None
-                   } if stale else set()
+        # back and left again. (Read from its tenant's newest alerts, a damaged row left
+        # out: one found nowhere there is taken as cleared.)
+        by_hand: set[int | None] = set()
+        for tenant in set(stale.values()):
+            by_hand.update(a.id for a in await self.store.list_alerts(
+                tenant=tenant, limit=OPEN_ALERTS_READ, left_out=[])
+                if a.id in stale and a.status == "cleared" and a.cleared_value is None)
         for key, baseline in self.baselines.items():
             if key not in linked and baseline.alert_id not in by_hand:
                 baseline.alert_id = None  # (cleared meanwhile, by another engine)

@@ -47,7 +47,7 @@ from convoy import (
     infer_model,
 )
 from convoy._command import command
-from convoy._errors import NoStoreError, SessionsHeld
+from convoy._errors import ConvoyError, NoStoreError, SessionsHeld
 from convoy._text import (
     NOT_FINITE,
     check_storable,
@@ -890,12 +890,16 @@ async def sealed_by_erased(store: Store, tenant: str, text: str) -> bool:
     """Whether the sealed value ``text`` of ``tenant`` is sealed under a key the store no
     longer holds (its data subject was erased: the key and the map of its label to the
     subject are deleted together), which needs no master key to tell."""
-    from convoy.stores._protocol import SUBJECT_REFS, sealed_outer_label
+    from convoy.privacy._seal import sealed_label
+    from convoy.stores._protocol import SUBJECT_REFS
 
-    label = sealed_outer_label(text)
-    if not label:
+    try:
+        label, version = sealed_label(text, "a sealed value")
+    except ConvoyError:  # (damaged, or a format this Convoy does not read: not known gone)
         return False
-    subject = await store.kv_get(SUBJECT_REFS + tenant, label)
+    # (format 1, earlier releases', names the subject itself, as ``KeyRing.subject_of``
+    # reads it)
+    subject = label if version == 1 else await store.kv_get(SUBJECT_REFS + tenant, label)
     return subject is None or await store.subject_key_get(tenant, subject) is None
 
 

@@ -516,19 +516,6 @@ class Tracing(Interceptor):
         if root is not None:  # a resumed session: its trace goes on under its first span
             trace_id, parent_id = root
             traced = traceparent_sampled(kept)  # as its first run decided
-        elif info.resumed:
-            # A session whose runs so far were not traced live: its steps are in the trace
-            # derived from its id (or its caller's), the one ``convoy trace`` and its audit
-            # entries name. This run's spans go on in it, under its derived session span,
-            # kept as if its first run had been traced: its trace id does not change.
-            trace_id, parent_id, _ = trace_ids(headers, info.session_id)
-            given = headers.get("traceparent")
-            traced = traceparent_sampled(given) if parse_traceparent(given) else \
-                self._sampled(trace_id)
-            headers[TRACE_HEADER] = format_traceparent(trace_id, parent_id, traced)
-            if not traced:
-                return self._untraced(input, next)
-            return self._session_run(input, next, trace_id, parent_id, True)
         else:
             value = headers.get("traceparent")
             caller = parse_traceparent(value)
@@ -536,7 +523,13 @@ class Tracing(Interceptor):
                 trace_id, parent_id = caller
                 traced = traceparent_sampled(value)  # the caller's sampled flag
             else:
-                trace_id, parent_id = new_trace_id(), None
+                # A session whose runs so far were not traced live (resumed) goes on in the
+                # trace its steps were derived in, the one ``convoy trace`` and its audit
+                # entries name: its id does not change. (Under no span of those runs:
+                # they were never exported; this run's is the session's first kept span.)
+                trace_id = trace_ids(headers, info.session_id)[0] if info.resumed else \
+                    new_trace_id()
+                parent_id = None
                 traced = self._sampled(trace_id)
             if not traced:  # kept, so the session's later runs decide alike
                 headers[TRACE_HEADER] = format_traceparent(trace_id, new_span_id(), False)
