@@ -1318,7 +1318,9 @@ class Engine(SessionControl, SubjectRights):
         if not isinstance(e, (asyncio.CancelledError, StoreError, AuditError)):
             # (not a store's error, nor the audit log's: no session refused those)
             self._refused(state.id, state.tenant, e, state.subject)
-        usage = _floored(state).usage
+        if state.floor is not None:
+            _floored(state, state.floor)
+        usage = state.usage
         await self._leave_unfinished(state.id, self.owner, new, SessionOutcome(
             status="pending", steps=state.steps, input_tokens=usage.input_tokens,
             output_tokens=usage.output_tokens, cost=state.cost))
@@ -1579,7 +1581,9 @@ class Engine(SessionControl, SubjectRights):
         hooks' end taps: :func:`_tell_ended`.)"""
         if owner is None:  # replay: nothing is written
             return end.status
-        usage = _floored(state).usage
+        if state.floor is not None:
+            _floored(state, state.floor)
+        usage = state.usage
         written = state.written_headers
         if written is not None and state.headers != written:
             # A session hook set headers after the run (an audit cursor): written with how
@@ -1788,19 +1792,16 @@ def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
 _PLAIN_TAPS: set[Any] = {BuiltinMethodType}
 
 
-def _floored(state: SessionState) -> SessionState:
-    """``state``, its totals raised to those the session had when its run began, if lower
-    (:attr:`SessionState.floor`: a resumed run that stopped before it replayed every step
-    it had journaled)."""
-    floor = getattr(state, "floor", None)
-    if floor is not None:
-        steps, tokens_in, tokens_out, cost = floor
-        usage = state.usage
-        state.steps = max(state.steps, steps)
-        usage.input_tokens = max(usage.input_tokens, tokens_in)
-        usage.output_tokens = max(usage.output_tokens, tokens_out)
-        state.cost = max(state.cost, cost)
-    return state
+def _floored(state: SessionState, floor: tuple[int, int, int, float]) -> None:
+    """Raise ``state``'s totals to ``floor``, those the session had when its run began,
+    where lower (:attr:`SessionState.floor`: a resumed run that stopped before it replayed
+    every step it had journaled)."""
+    steps, tokens_in, tokens_out, cost = floor
+    usage = state.usage
+    state.steps = max(state.steps, steps)
+    usage.input_tokens = max(usage.input_tokens, tokens_in)
+    usage.output_tokens = max(usage.output_tokens, tokens_out)
+    state.cost = max(state.cost, cost)
 
 
 def _result(state: SessionState, end: SessionEnd, status: str, t0: float

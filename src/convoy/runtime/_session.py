@@ -40,9 +40,6 @@ class SessionState:
     #: How the workflow's own run ended, set (only through session hooks) as it returns to
     #: them; unset while it runs, so that a session without hooks pays nothing for it.
     body_end: SessionEnd
-    #: The totals the session had when this run began, ``(steps, input tokens, output
-    #: tokens, cost)``: set for a resumed run only (unset otherwise: nothing to pay).
-    floor: tuple[int, int, int, float]
 
     def __init__(self, runtime: Runtime, session_id: str, tenant: str, workflow: str, *,
                  executor: StepExecutor, version: str = "1", active_s: float = 0.0,
@@ -69,6 +66,9 @@ class SessionState:
         #: written), ``None`` without session hooks.
         self.end_taps: list[list[Callable[[SessionEnd], None]]] | None = None
         self.steps = 0
+        #: The totals the session had when this run began, ``(steps, input tokens, output
+        #: tokens, cost)``, for a resumed run (``None``: a first run).
+        self.floor: tuple[int, int, int, float] | None = None
         self.handoffs = 0
         self.usage = Usage()
         self.cost = 0.0
