@@ -596,7 +596,7 @@ def _foreign(cls: type[BaseException], name: str, message: str,
         except Exception:
             pass
         else:
-            if str(exc) == message:
+            if message_of(exc) == message:
                 return exc
     return RecordedError(message, original_type=name)
 
@@ -622,11 +622,21 @@ def error_to_record(exc: BaseException) -> dict[str, Any]:
         # Attributes JSON cannot hold are left out (pickle keeps them).
         rec["attrs"] = {k: v for k, v in vars(exc).items() if _jsonable(v)}
         return rec
-    rec = {"type": cls.__name__, "message": str(exc), "retryable": False,
+    rec = {"type": cls.__name__, "message": message_of(exc), "retryable": False,
            "module": cls.__module__, "qualname": cls.__qualname__}
     if _jsonable(list(exc.args)):
         rec["args"] = list(exc.args)
     return rec
+
+
+def message_of(exc: BaseException) -> str:
+    """``str(exc)``, or what it is when that raises (an application's exception whose
+    ``__str__`` is broken: the session it ends fails with this, not the engine)."""
+    try:
+        return str(exc)
+    except Exception as e:
+        return (f"(its message could not be read: its __str__ raised "
+                f"{type(e).__name__})")
 
 
 def error_from_record(rec: Mapping[str, Any]) -> BaseException:

@@ -48,6 +48,7 @@ from convoy._errors import (
     UnknownOutcomeError,
     UserError,
     error_to_record,
+    message_of,
 )
 from convoy._text import (
     holds_huge_int,
@@ -1567,6 +1568,13 @@ class Engine(SessionControl, SubjectRights):
             return SessionEnd(status="cancelled", error=cancelled_record(by))
         except (ConvoyError, Exception) as e:
             return SessionEnd(status="failed", error=self._error(executor, e))
+        except SystemExit as e:
+            # (the application's ``sys.exit()`` in a workflow, a step or a tool: the
+            # session fails; the engine, serving others, goes on)
+            return SessionEnd(status="failed", error={
+                "type": "SystemExit", "retryable": False, "message":
+                f"workflow {wf.name!r} called sys.exit({e.code!r}) (SystemExit): a "
+                "workflow ends by returning or raising an exception"})
 
     @staticmethod
     def _error(executor: JournaledExecutor, e: BaseException) -> dict[str, Any]:
@@ -1614,8 +1622,17 @@ class Engine(SessionControl, SubjectRights):
                 return "waiting"
             if end.status == "completed":
                 wf = self._workflows.get(state.workflow)
-                outcome.output = (wf.output_adapter.dump_json(end.output).decode() if wf
-                                  else to_json(end.output).decode())
+                try:
+                    outcome.output = (wf.output_adapter.dump_json(end.output).decode()
+                                      if wf else to_json(end.output).decode())
+                except ValueError as e:  # (an output JSON cannot hold: the session fails)
+                    end.status, end.output = "failed", None
+                    end.error = outcome.error = {
+                        "type": "OutputSerializationError", "retryable": False,
+                        "message": f"workflow {state.workflow!r} returned an output that "
+                        f"cannot be stored as JSON ({message_of(e)}): give the workflow "
+                        "a return type, or return JSON data (dicts, lists, text, numbers)"}
+                    outcome.status = "failed"
             await self.store.finish(sid, owner, outcome)
         except LeaseLost as e:
             end.error = _interrupt_record(e)
