@@ -69,6 +69,14 @@ def test_db_under_a_missing_directory_is_refused_not_created() -> None:
     one_line_error(res, 2, "of --db 'nodir/x.db' does not exist")
 
 
+def test_a_worker_poll_interval_that_never_polls_is_refused() -> None:
+    """A new user's trial: ``--poll-interval inf`` was taken (a worker that never looks
+    for the sessions other processes made runnable); ``nan`` was refused."""
+    for value in ("inf", "nan", "1e9", "0"):
+        res = cli("worker", "cli_flows", "--poll-interval", value, "--until-idle")
+        assert res.code == 2 and "--poll-interval" in res.stderr, (value, res)
+
+
 def test_db_under_a_regular_file_is_one_line() -> None:
     write_jsonl(Path("in.jsonl"), GOOD)
     Path("somefile.txt").write_text("a file, not a directory")

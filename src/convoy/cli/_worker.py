@@ -194,8 +194,9 @@ def worker(
     model: ModelOption = None,
     db: DbOption = DEFAULT_DB,
     poll_interval: Annotated[float, typer.Option(
-        "--poll-interval", metavar="SECONDS", min=0.01,
-        help="How often to look for sessions other processes made runnable.")] = 1.0,
+        "--poll-interval", metavar="SECONDS", min=0.01, max=3600.0,
+        help="How often to look for sessions other processes made runnable (0.01 to "
+             "3600 seconds).")] = 1.0,
     busy_timeout: BusyTimeoutOption = 10.0,
     stop_grace: StopGraceOption = STOP_GRACE_S,
     trace: TraceOption = None,
