@@ -186,6 +186,11 @@ async def test_a_new_workflow_version_leaves_started_sessions_unfinished(
         assert "version '1'" in again.error["message"]
         row = await eng2.store.get_session("s1")
         assert row is not None and row.status == "running" and row.version == "1"
+        # (a new user's trial: a worker serving until idle waited for it for good, a
+        # session no engine of version 2 runs: it is idle with it left unfinished)
+        await asyncio.wait_for(eng2.serve(until_idle=True, poll_interval=0.01), 20)
+        left = await eng2.store.get_session("s1")
+        assert left is not None and left.status in ("running", "pending"), left
     async with later_engine(db, workflows=[make_flow([a, x], version="1")]) as eng3:
         [done] = await eng3.resume()  # the old code finishes it
     assert done.ok

@@ -953,9 +953,11 @@ class Engine(SessionControl, SubjectRights):
         if until_idle and not started and not self._running and len(rows) < free:
             # (every session the claim found is held back here, and the limit did not
             # leave any out)
+            # (of its workflows at their versions here: a session of another version
+            # waits for an engine that has that one, not for this one to be idle)
             left = [r for r in await self.store.unfinished(
                 tenant=tenant, left_out=[])  # (damaged: escalated once claimed)
-                    if r.workflow in workflows]
+                    if workflows.get(r.workflow) == r.version]
             soon = self.clock() + IDLE_HORIZON
             # (Sessions a session hook refused: not waited for, nor tried again once
             # nothing else runs. A signal's timer is its timeout.)
