@@ -42,7 +42,7 @@ from convoy._errors import (
     error_from_record,
     error_to_record,
 )
-from convoy._text import escaped, validation_error_kinds
+from convoy._text import a_word, escaped, validation_error_kinds
 from convoy.durability._signals import Parked, SessionInterrupted
 from convoy.stores._protocol import SEALED_PREFIX, StepRecord
 
@@ -296,8 +296,9 @@ class JournaledExecutor:
             return None
         if rec.kind != kind or rec.target not in (target, formerly or target):
             raise NonDeterminismError(
-                f"session {self.session_id!r} step {key}: the journal recorded a {rec.kind} "
-                f"step for {rec.target!r} but the workflow code now asks for a {kind} step "
+                f"session {self.session_id!r} step {key}: the journal recorded "
+                f"{a_word(rec.kind)} step for {rec.target!r} but the workflow code now asks "
+                f"for {a_word(kind)} step "
                 f"for {target!r}; the workflow changed in a way that breaks determinism "
                 "(bump its version and start new sessions)", key=key)
         return rec

@@ -128,7 +128,7 @@ class Inbox:
                 t = _escalated_task(esc)
                 tasks[t.id] = t.model_copy(update={"version": tasks[t.id].version}) \
                     if t.id in tasks else t
-        if status in ("open", "all"):
+        if status == "open":  # (with "all", a task whose session ended is listed too)
             waiting = [t for t in tasks.values()
                        if t.is_open and not t.id.endswith(f":{ESCALATED}")]
             rows = await store.get_sessions(list({t.session_id for t in waiting}
@@ -137,10 +137,10 @@ class Inbox:
                 found = rows.get(t.session_id)
                 if found is None or not found.unfinished:
                     tasks.pop(t.id)  # its session ended: nobody waits for it any more
-            if status == "open":  # (its status is sealed: the one its session waits for)
-                locked = {k: v for k, v in locked.items()
-                          if (row := rows.get(v)) is not None and row.unfinished
-                          and row.wait_name == watch_signal(INBOX, k)}
+            # (its status is sealed: the one its session waits for)
+            locked = {k: v for k, v in locked.items()
+                      if (row := rows.get(v)) is not None and row.unfinished
+                      and row.wait_name == watch_signal(INBOX, k)}
         if sealed is not None:
             sealed.extend(sorted(locked))
         if left_out is not None:  # a damaged session is met more than once: named once
