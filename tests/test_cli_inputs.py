@@ -3,6 +3,7 @@ content hash), never from the file's name, path or other lines."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
@@ -96,6 +97,18 @@ def test_id_field_names_the_sessions() -> None:
     assert summary(res.stdout, "sessions run") == "1"
     assert "line 4: duplicate claim_id 'c-2' (first on line 2) (skipped)" in res.stderr
     assert session_ids() == ["7", "c-1", "c-2", "c-3"]
+    # An edited line whose id names its session is said (a new user's trial: it got the
+    # stored session's result, its new content never run, in silence); the same content
+    # with its keys in another order is the same input.
+    write_jsonl(Path("claims.jsonl"), [{"claim_id": "c-1", "subject": "edited", "body": "x"},
+                                       {**GOOD[1], "claim_id": "c-2"}])
+    res = cli("run", FLOW, "-i", "claims.jsonl", "--id-field", "claim_id")
+    assert res.code == 0, res.stderr
+    assert "line 1: session 'c-1' exists already with another input (its id comes from " \
+        "--id-field): this line was not run" in res.stderr, res.stderr
+    assert "line 2" not in res.stderr, res.stderr
+    assert summary(res.stdout, "invalid input lines") == "1 (line 1)"
+    assert json.loads(session("c-1").input) != {"subject": "edited", "body": "x"}
 
 
 def test_id_field_needs_objects_and_ids_of_other_workflows_are_refused() -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
 from convoy import Engine, SessionResult, Workflow
+from convoy._errors import ConvoyError
 from convoy._text import quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -57,7 +59,10 @@ from convoy.cli._render import (
 )
 from convoy.cli._stats import RunStats, left_reason, withhold_messages
 from convoy.cli._stop import STOP_GRACE_S, Stopped, not_kept, stop_signals
+from convoy.engine._engine import _dump_input
 from convoy.engine._tenancy import DEFAULT_TENANT, taken_session
+from convoy.privacy._seal import is_sealed
+from convoy.stores import SessionRow
 
 
 def run(
@@ -233,6 +238,14 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                     f"session {quoted(sid)} belongs to workflow {quoted(row.workflow)}, not "
                     f"{wf.name!r}")))
                 continue
+            if row is not None and not content_ids and _other_input(wf, row, item.value):
+                # (an id the line's --id-field gave names a session of another input: the
+                # line would get that session's result, its own content never run)
+                _skip(batch, path, InvalidLine(item.line, (
+                    f"session {quoted(sid)} exists already with another input (its id "
+                    f"comes from --id-field): this line was not run; give it an id of its "
+                    f"own, or run the stored session with 'convoy resume'")))
+                continue
             if row is not None and not row.unfinished:
                 stats.skipped[row.status] += 1
                 stats.outcomes[row.status] += 1
@@ -252,6 +265,18 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
         await withhold_messages(engine, stats)
         stats.stop()  # (before the engine closes: its exporters' flush is no session's time)
     return stats
+
+
+def _other_input(wf: Workflow[Any, Any], row: SessionRow, value: Any) -> bool:
+    """Whether session ``row`` was started with another input than ``value`` (as JSON
+    data, whatever the order of its keys); a sealed input (a data subject's) is not
+    compared."""
+    if is_sealed(row.input):
+        return False
+    try:
+        return bool(json.loads(row.input or "null") != json.loads(_dump_input(wf, value)))
+    except (ValueError, ConvoyError):  # (a stored input that does not read: not ours to say)
+        return False
 
 
 async def _own_ids(engine: Engine, batch: InputBatch, tenant: str,
