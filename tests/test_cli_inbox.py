@@ -186,6 +186,10 @@ def test_the_open_task_of_a_cancelled_session_says_nobody_waits_for_it() -> None
     # counts it; the open tasks people answer leave it out)
     every = json.loads(cli("inbox", "list", "--status", "all", "--json").stdout)
     assert [t["id"] for t in every] == ["gone:0"], every
+    # (as show says it: nobody waits for an answer, a review)
+    assert every[0]["actions"] == [] and every[0]["session_ended"] == "cancelled", every
+    table = cli("inbox", "list", "--status", "all").stdout
+    assert "open (session" in table and "cancelled)" in table, table  # (folded)
     assert json.loads(cli("inbox", "list", "--json").stdout) == []
 
 

@@ -951,39 +951,53 @@ async def test_sessions_a_worker_claimed_and_never_started_are_given_back(
     assert [(r.status, r.owner) for r in rows if r is not None] == [("pending", None)] * 2
 
 
-async def test_a_workflow_that_exits_returns_what_json_cannot_hold_or_breaks_str_fails_alone(
+async def test_an_output_json_cannot_hold_or_a_broken_str_fails_its_session_alone(
         engine_factory: Any) -> None:
-    """A new user's trial: a workflow's ``sys.exit()``, an output JSON cannot hold (an
-    untyped workflow's), and an exception whose ``__str__`` raises each crashed the
-    engine (``convoy worker`` with a traceback, again at every restart), the session left
-    running. Each now fails its session alone, in one line; the others complete."""
-    import sys as system
+    """A new user's trial: an output JSON cannot hold (an untyped workflow's object) and an
+    exception whose ``__str__`` raises (a Convoy error's too) each crashed the engine
+    (``convoy worker`` with a traceback, again at every restart), the session left
+    running. Each now fails its session alone, in one line, as every hook sees it (a
+    review: the output's failure was found after the hooks were told it completed); the
+    others complete."""
 
     class Broken(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("str broke")
+
+    class BrokenStep(convoy.StepError):
         def __str__(self) -> str:
             raise RuntimeError("str broke")
 
     class Opaque:
         pass
 
+    ends: list[str] = []
+
+    class Told(convoy.Interceptor):
+        async def session_run(self, input: Any, next: Any) -> Any:
+            end = await next(input)
+            ends.append(end.status)
+            return end
+
     @convoy.workflow(name="dur.misbehaves")
     async def wf(ctx: convoy.Context, x: int) -> Any:
         await ctx.now()
         if x == 1:
-            system.exit(3)
+            raise BrokenStep("x")
         if x == 2:
             return Opaque()
         if x == 3:
             raise Broken()
         return x
 
-    eng = engine_factory()
+    eng = engine_factory(interceptors=[Told()])
     results = await eng.run_many(wf, [0, 1, 2, 3, 4])
-    got = {r.id: (r.status, (r.error or {}).get("type")) for r in results}
-    assert [s for s, _ in got.values()] == ["completed", "failed", "failed", "failed",
-                                            "completed"], got
-    exited, opaque, broken = (results[i].error or {} for i in (1, 2, 3))
-    assert exited["type"] == "SystemExit" and "called sys.exit(3)" in exited["message"]
+    assert [r.status for r in results] == ["completed", "failed", "failed", "failed",
+                                           "completed"], results
+    assert sorted(ends) == sorted(r.status for r in results), ends
+    step, opaque, broken = (results[i].error or {} for i in (1, 2, 3))
+    assert step["type"] == "BrokenStep" and "its __str__ raised RuntimeError" in \
+        step["message"], step
     assert opaque["type"] == "OutputSerializationError" and \
         "cannot be stored as JSON" in opaque["message"], opaque
     assert broken["type"] == "Broken" and "its __str__ raised RuntimeError" in \

@@ -92,7 +92,8 @@ class ConvoyError(Exception):
 
     def to_record(self) -> dict[str, Any]:
         """The fields people read (``error_to_record`` adds what rebuilds the error)."""
-        return {"type": type(self).__name__, "message": str(self), "retryable": self.retryable}
+        return {"type": type(self).__name__, "message": message_of(self),
+                "retryable": self.retryable}
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_restore, (type(self), self.args, dict(vars(self))))
@@ -615,9 +616,9 @@ def error_to_record(exc: BaseException) -> dict[str, Any]:
     rec: dict[str, Any]
     if isinstance(exc, ConvoyError | SessionTerminated):
         rec = exc.to_record() if isinstance(exc, ConvoyError) else {
-            "type": cls.__name__, "message": str(exc), "reason": exc.reason}
+            "type": cls.__name__, "message": message_of(exc), "reason": exc.reason}
         rec["module"], rec["qualname"] = cls.__module__, cls.__qualname__
-        if exc.args != (str(exc),) and _jsonable(list(exc.args)):
+        if exc.args != (rec["message"],) and _jsonable(list(exc.args)):
             rec["args"] = list(exc.args)
         # Attributes JSON cannot hold are left out (pickle keeps them).
         rec["attrs"] = {k: v for k, v in vars(exc).items() if _jsonable(v)}

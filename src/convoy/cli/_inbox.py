@@ -141,8 +141,15 @@ def list_(status: Annotated[str, typer.Option(
         status=status, queue=queue, kind=kind, assignee=assignee,  # type: ignore[arg-type]
         sealed=sealed, left_out=left_out))
     tasks = readable(tasks, _times, left_out)  # (a time that cannot be shown)
+    # (--status all lists the open tasks of sessions that ended too: nobody waits for
+    # their answer, as 'inbox show' says)
+    ended = _ended_sessions(engine, scope, tasks) if status == "all" else {}
     if as_json:
-        typer.echo(json.dumps([_task_json(t) for t in tasks], indent=2))
+        docs = [_task_json(t) for t in tasks]
+        for doc, t in zip(docs, tasks, strict=True):
+            if t.id in ended:
+                doc["actions"], doc["session_ended"] = [], ended[t.id]
+        typer.echo(json.dumps(docs, indent=2))
         if sealed:
             err.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     else:
@@ -151,7 +158,7 @@ def list_(status: Annotated[str, typer.Option(
                       f"{label(db)}{scope.hint}", markup=False)
             no_sessions_note(db, scope)
         elif tasks:
-            out.print(_table(tasks, status, scope))
+            out.print(_table(tasks, status, scope, ended))
         if sealed:
             out.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     warn_left_out(left_out, "inbox")
@@ -178,7 +185,23 @@ def _sealed_note(sealed: list[str], engine: Engine, scope: Scope, db: str) -> st
             f"end {whose} for {'it' if n == 1 else 'them'} with {how}")
 
 
-def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
+def _ended_sessions(engine: Engine, scope: Scope, tasks: list[HumanTask]) -> dict[str, str]:
+    """The open ``tasks`` whose session ended (not escalated), with its status."""
+    waiting = [t for t in tasks if t.is_open]
+    if not waiting:
+        return {}
+
+    async def rows(_: Inbox) -> dict[str, Any]:
+        return await engine.store.get_sessions(list({t.session_id for t in waiting}),
+                                               left_out=[])
+
+    found = _run(engine, scope, rows)
+    return {t.id: row.status for t in waiting if (row := found.get(t.session_id)) is not None
+            and row.status != "escalated" and not row.unfinished}
+
+
+def _table(tasks: list[HumanTask], status: str, scope: Scope,
+           ended: dict[str, str] | None = None) -> Table:
     t = Table(title=f"{plural(len(tasks), 'task')}{scope.of}")
     cols = ["task", "kind", "queue", "question", "assignees", "created", "deadline"]
     if status != "open":
@@ -190,7 +213,9 @@ def _table(tasks: list[HumanTask], status: str, scope: Scope) -> Table:
     for task in tasks:
         cells = {"task": task.id, "tenant": task.tenant, "kind": task.kind,
                  "queue": task.queue + (" (escalated)" if task.escalated else ""),
-                 "status": task.standing, "question": short(task.prompt, 60),
+                 "status": task.standing if task.id not in (ended or {}) else
+                 f"{task.standing} (session {(ended or {})[task.id]})",
+                 "question": short(task.prompt, 60),
                  "assignees": ", ".join(task.assignees) or "anyone",
                  "created": fmt_time(task.created_at), "deadline": _when(task)}
         # (Text: shown as written, never read as markup; escaped: never obeyed)

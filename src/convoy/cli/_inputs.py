@@ -58,6 +58,9 @@ class InputLine:
     #: Ids earlier Convoy versions gave the line (newest first): a session of this tenant
     #: (and of the run's subject, with one) under one of them is the line's.
     legacy_ids: tuple[str, ...] = ()
+    #: The line's fields as it gives them (with an ``--id-field``: the ones it names),
+    #: what an existing session of its id is compared on.
+    given: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True, frozen=True)
@@ -181,7 +184,9 @@ def read_inputs(wf: Workflow[Any, Any], path: Path, *, id_field: str | None = No
                             f"{seen})"))
             continue
         first_line[sid] = number
-        batch.valid.append(InputLine(number, value, sid, legacy))
+        batch.valid.append(InputLine(number, value, sid, legacy, frozenset(obj) if
+                                     id_field is not None and isinstance(obj, dict) else
+                                     frozenset()))
     return batch
 
 

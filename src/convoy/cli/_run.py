@@ -238,14 +238,14 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
                     f"session {quoted(sid)} belongs to workflow {quoted(row.workflow)}, not "
                     f"{wf.name!r}")))
                 continue
-            if row is not None and not content_ids and _other_input(wf, row, item.value):
+            if row is not None and not content_ids and _other_input(wf, row, item):
                 # (an id the line's --id-field gave names a session of another input: the
-                # line would get that session's result, its own content never run)
-                _skip(batch, path, InvalidLine(item.line, (
-                    f"session {quoted(sid)} exists already with another input (its id "
-                    f"comes from --id-field): this line was not run; give it an id of its "
-                    f"own, or run the stored session with 'convoy resume'")))
-                continue
+                # line gets that session's result, its own content never run)
+                err.print(f"{path}: line {item.line}: session {quoted(sid)} was started "
+                          "with another input (its id comes from --id-field): that input "
+                          "is the session's, and this line's content is not run; give it "
+                          "an id of its own to run it", markup=False, style="yellow",
+                          soft_wrap=True)
             if row is not None and not row.unfinished:
                 stats.skipped[row.status] += 1
                 stats.outcomes[row.status] += 1
@@ -267,16 +267,22 @@ async def _run(engine: Engine, wf: Workflow[Any, Any], batch: InputBatch,
     return stats
 
 
-def _other_input(wf: Workflow[Any, Any], row: SessionRow, value: Any) -> bool:
-    """Whether session ``row`` was started with another input than ``value`` (as JSON
-    data, whatever the order of its keys); a sealed input (a data subject's) is not
-    compared."""
-    if is_sealed(row.input):
+def _other_input(wf: Workflow[Any, Any], row: SessionRow, item: InputLine) -> bool:
+    """Whether session ``row`` was started with another input than ``item`` gives: the
+    fields the line gives, as the workflow's input type reads them (JSON, exactly: ``1``
+    is not ``1.0``), against the stored ones; the fields it leaves to their defaults (a
+    time made when it is read, a field added since) are not compared. A sealed input (a
+    data subject's) is not compared."""
+    if is_sealed(row.input) or not item.given:
         return False
     try:
-        return bool(json.loads(row.input or "null") != json.loads(_dump_input(wf, value)))
+        stored, now = json.loads(row.input or "null"), json.loads(_dump_input(wf, item.value))
     except (ValueError, ConvoyError):  # (a stored input that does not read: not ours to say)
         return False
+    if not isinstance(stored, dict) or not isinstance(now, dict):
+        return False
+    return any(json.dumps(stored[k], sort_keys=True) != json.dumps(now[k], sort_keys=True)
+               for k in item.given if k in stored and k in now)
 
 
 async def _own_ids(engine: Engine, batch: InputBatch, tenant: str,

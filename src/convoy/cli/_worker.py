@@ -146,8 +146,7 @@ class WaitNotice:
             key = tuple(sorted(statuses.items()))
             line = (f"waiting for {plural(len(rows), 'session')} this worker cannot run now "
                     f"({', '.join(f'{s} {n}' for s, n in sorted(statuses.items()))}: another "
-                    "engine runs them, or they need another workflow version); Ctrl-C to "
-                    "stop")
+                    "engine runs them); Ctrl-C to stop")
         if key != self.said:
             self.said = key
             err.print(line, markup=False, soft_wrap=True)

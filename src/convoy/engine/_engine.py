@@ -1541,6 +1541,14 @@ class Engine(SessionControl, SubjectRights):
                 if self.on_nondeterminism == "error":
                     raise NonDeterminismError(msg, key=left[0])
                 warnings.warn(msg, NonDeterminismWarning, stacklevel=1)
+            try:  # (as it is written: here, so that every hook sees the end it gets)
+                state.output_json = wf.output_adapter.dump_json(output).decode()
+            except ValueError as e:  # (an output JSON cannot hold: the session fails)
+                return SessionEnd(status="failed", error={
+                    "type": "OutputSerializationError", "retryable": False,
+                    "message": f"workflow {wf.name!r} returned an output that cannot be "
+                    f"stored as JSON ({message_of(e)}): give the workflow a return type, "
+                    "or return JSON data (dicts, lists, text, numbers)"})
             return SessionEnd(status="completed", output=output)
         except Parked as p:
             return SessionEnd(status="waiting", error={"wake_at": p.wake_at,
@@ -1570,13 +1578,6 @@ class Engine(SessionControl, SubjectRights):
             return SessionEnd(status="cancelled", error=cancelled_record(by))
         except (ConvoyError, Exception) as e:
             return SessionEnd(status="failed", error=self._error(executor, e))
-        except SystemExit as e:
-            # (the application's ``sys.exit()`` in a workflow, a step or a tool: the
-            # session fails; the engine, serving others, goes on)
-            return SessionEnd(status="failed", error={
-                "type": "SystemExit", "retryable": False, "message":
-                f"workflow {wf.name!r} called sys.exit({e.code!r}) (SystemExit): a "
-                "workflow ends by returning or raising an exception"})
 
     @staticmethod
     def _error(executor: JournaledExecutor, e: BaseException) -> dict[str, Any]:
@@ -1623,18 +1624,11 @@ class Engine(SessionControl, SubjectRights):
                                       wait_name=err.get("wait_name"))
                 return "waiting"
             if end.status == "completed":
-                wf = self._workflows.get(state.workflow)
-                try:
+                outcome.output = state.output_json
+                if outcome.output is None:  # (an end the workflow's run did not make)
+                    wf = self._workflows.get(state.workflow)
                     outcome.output = (wf.output_adapter.dump_json(end.output).decode()
                                       if wf else to_json(end.output).decode())
-                except ValueError as e:  # (an output JSON cannot hold: the session fails)
-                    end.status, end.output = "failed", None
-                    end.error = outcome.error = {
-                        "type": "OutputSerializationError", "retryable": False,
-                        "message": f"workflow {state.workflow!r} returned an output that "
-                        f"cannot be stored as JSON ({message_of(e)}): give the workflow "
-                        "a return type, or return JSON data (dicts, lists, text, numbers)"}
-                    outcome.status = "failed"
             await self.store.finish(sid, owner, outcome)
         except LeaseLost as e:
             end.error = _interrupt_record(e)

@@ -34,7 +34,8 @@ class SessionState:
     __slots__ = (
         "__weakref__", "_agents", "_pingpong", "_roots", "_seen", "body_end", "cost",
         "deadline", "end_taps", "executor", "floor", "grants", "grounded", "handoffs",
-        "headers", "id", "input", "last_known", "resumed", "run_tap", "runtime", "steps",
+        "headers", "id", "input", "last_known", "output_json", "resumed", "run_tap",
+        "runtime", "steps",
         "subject", "taint", "tenant", "usage", "version", "workflow", "written_headers",
     )
     #: How the workflow's own run ended, set (only through session hooks) as it returns to
@@ -66,6 +67,8 @@ class SessionState:
         #: written), ``None`` without session hooks.
         self.end_taps: list[list[Callable[[SessionEnd], None]]] | None = None
         self.steps = 0
+        #: The workflow's output as it is written (JSON), once its run completed.
+        self.output_json: str | None = None
         #: The totals the session had when this run began, ``(steps, input tokens, output
         #: tokens, cost)``, for a resumed run (``None``: a first run).
         self.floor: tuple[int, int, int, float] | None = None
