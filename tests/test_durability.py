@@ -1005,3 +1005,25 @@ async def test_an_output_json_cannot_hold_or_a_broken_str_fails_its_session_alon
     for r in results:  # (as written: none left running)
         row = await eng.session(r.id)
         assert row is not None and row.status == r.status, (r, row)
+
+
+async def test_a_session_hooks_own_output_is_the_one_written(engine_factory: Any) -> None:
+    """A session hook that ends the run with an output of its own (not the workflow's):
+    that output is written (the workflow's JSON, made as its run ends, is not reused for
+    it)."""
+
+    class Replaces(convoy.Interceptor):
+        async def session_run(self, input: Any, next: Any) -> Any:
+            end = await next(input)
+            end.output = "the hook's"
+            return end
+
+    @convoy.workflow(name="dur.hook_output")
+    async def wf(ctx: convoy.Context, x: str) -> str:
+        return "the workflow's"
+
+    eng = engine_factory(interceptors=[Replaces()])
+    res = await eng.run(wf, "x", session_id="h1")
+    assert res.ok and res.output == "the hook's", res
+    row = await eng.session("h1")
+    assert row is not None and row.output == '"the hook\'s"', row

@@ -1542,7 +1542,7 @@ class Engine(SessionControl, SubjectRights):
                     raise NonDeterminismError(msg, key=left[0])
                 warnings.warn(msg, NonDeterminismWarning, stacklevel=1)
             try:  # (as it is written: here, so that every hook sees the end it gets)
-                state.output_json = wf.output_adapter.dump_json(output).decode()
+                state.output_json = (output, wf.output_adapter.dump_json(output).decode())
             except ValueError as e:  # (an output JSON cannot hold: the session fails)
                 return SessionEnd(status="failed", error={
                     "type": "OutputSerializationError", "retryable": False,
@@ -1624,8 +1624,10 @@ class Engine(SessionControl, SubjectRights):
                                       wait_name=err.get("wait_name"))
                 return "waiting"
             if end.status == "completed":
-                outcome.output = state.output_json
-                if outcome.output is None:  # (an end the workflow's run did not make)
+                made = state.output_json
+                if made is not None and made[0] is end.output:
+                    outcome.output = made[1]
+                else:  # (an end the workflow's run did not make: a hook's own output)
                     wf = self._workflows.get(state.workflow)
                     outcome.output = (wf.output_adapter.dump_json(end.output).decode()
                                       if wf else to_json(end.output).decode())

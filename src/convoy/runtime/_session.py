@@ -67,8 +67,8 @@ class SessionState:
         #: written), ``None`` without session hooks.
         self.end_taps: list[list[Callable[[SessionEnd], None]]] | None = None
         self.steps = 0
-        #: The workflow's output as it is written (JSON), once its run completed.
-        self.output_json: str | None = None
+        #: The workflow's output and its JSON as it is written, once its run completed.
+        self.output_json: tuple[Any, str] | None = None
         #: The totals the session had when this run began, ``(steps, input tokens, output
         #: tokens, cost)``, for a resumed run (``None``: a first run).
         self.floor: tuple[int, int, int, float] | None = None
