@@ -7,6 +7,7 @@ edits the store with SQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -1008,22 +1009,35 @@ async def test_an_output_json_cannot_hold_or_a_broken_str_fails_its_session_alon
 
 
 async def test_a_session_hooks_own_output_is_the_one_written(engine_factory: Any) -> None:
-    """A session hook that ends the run with an output of its own (not the workflow's):
-    that output is written (the workflow's JSON, made as its run ends, is not reused for
-    it)."""
+    """A session hook that ends the run with an output of its own, or changes the
+    workflow's in place: that output is written (the workflow's JSON, made as its run
+    ends, is not reused for it: a read-through and a review); one JSON cannot hold fails
+    the session, recorded (it was raised out of ``run``, the session never written)."""
 
     class Replaces(convoy.Interceptor):
         async def session_run(self, input: Any, next: Any) -> Any:
             end = await next(input)
-            end.output = "the hook's"
+            if input.input == "replace":
+                end.output = {"by": "the hook"}
+            elif input.input == "mutate":
+                end.output["hooked"] = True
+            elif input.input == "opaque":
+                end.output = object()
             return end
 
     @convoy.workflow(name="dur.hook_output")
-    async def wf(ctx: convoy.Context, x: str) -> str:
-        return "the workflow's"
+    async def wf(ctx: convoy.Context, x: str) -> dict[str, Any]:
+        return {"by": "the workflow"}
 
     eng = engine_factory(interceptors=[Replaces()])
-    res = await eng.run(wf, "x", session_id="h1")
-    assert res.ok and res.output == "the hook's", res
-    row = await eng.session("h1")
-    assert row is not None and row.output == '"the hook\'s"', row
+    for sid, want in (("replace", {"by": "the hook"}),
+                      ("mutate", {"by": "the workflow", "hooked": True})):
+        res = await eng.run(wf, sid, session_id=sid)
+        assert res.ok and res.output == want, res
+        row = await eng.session(sid)
+        assert row is not None and json.loads(row.output or "null") == want, row
+    res = await eng.run(wf, "opaque", session_id="opaque")
+    assert res.status == "failed" and (res.error or {}).get("type") == \
+        "OutputSerializationError", res
+    row = await eng.session("opaque")
+    assert row is not None and row.status == "failed", row

@@ -1544,11 +1544,7 @@ class Engine(SessionControl, SubjectRights):
             try:  # (as it is written: here, so that every hook sees the end it gets)
                 state.output_json = (output, wf.output_adapter.dump_json(output).decode())
             except ValueError as e:  # (an output JSON cannot hold: the session fails)
-                return SessionEnd(status="failed", error={
-                    "type": "OutputSerializationError", "retryable": False,
-                    "message": f"workflow {wf.name!r} returned an output that cannot be "
-                    f"stored as JSON ({message_of(e)}): give the workflow a return type, "
-                    "or return JSON data (dicts, lists, text, numbers)"})
+                return SessionEnd(status="failed", error=_unstorable(wf.name, e))
             return SessionEnd(status="completed", output=output)
         except Parked as p:
             return SessionEnd(status="waiting", error={"wake_at": p.wake_at,
@@ -1578,6 +1574,12 @@ class Engine(SessionControl, SubjectRights):
             return SessionEnd(status="cancelled", error=cancelled_record(by))
         except (ConvoyError, Exception) as e:
             return SessionEnd(status="failed", error=self._error(executor, e))
+
+    def _output_json(self, workflow: str, output: Any) -> str:
+        """``output`` as the session's row holds it (its workflow's type's JSON)."""
+        wf = self._workflows.get(workflow)
+        return wf.output_adapter.dump_json(output).decode() if wf else \
+            to_json(output).decode()
 
     @staticmethod
     def _error(executor: JournaledExecutor, e: BaseException) -> dict[str, Any]:
@@ -1625,12 +1627,16 @@ class Engine(SessionControl, SubjectRights):
                 return "waiting"
             if end.status == "completed":
                 made = state.output_json
-                if made is not None and made[0] is end.output:
-                    outcome.output = made[1]
-                else:  # (an end the workflow's run did not make: a hook's own output)
-                    wf = self._workflows.get(state.workflow)
-                    outcome.output = (wf.output_adapter.dump_json(end.output).decode()
-                                      if wf else to_json(end.output).decode())
+                if made is not None and made[0] is end.output and \
+                        self.runtime.session_chain.call is _run_session:
+                    outcome.output = made[1]  # (the workflow's own, as its run ended)
+                else:  # (session hooks may have changed it, in place or not)
+                    try:
+                        outcome.output = self._output_json(state.workflow, end.output)
+                    except ValueError as e:  # (a hook's output JSON cannot hold)
+                        end.status, end.output = "failed", None
+                        end.error = outcome.error = _unstorable(state.workflow, e)
+                        outcome.status = "failed"
             await self.store.finish(sid, owner, outcome)
         except LeaseLost as e:
             end.error = _interrupt_record(e)
@@ -1805,6 +1811,14 @@ def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
 #: The code of the functions, and the classes, of taps seen to be plain (not ``async
 #: def``): not looked at again.
 _PLAIN_TAPS: set[Any] = {BuiltinMethodType}
+
+
+def _unstorable(workflow: str, e: ValueError) -> dict[str, Any]:
+    """The error of a session whose output JSON cannot hold."""
+    return {"type": "OutputSerializationError", "retryable": False,
+            "message": f"workflow {workflow!r} returned an output that cannot be stored as "
+            f"JSON ({message_of(e)}): return JSON data (dicts, lists, text, numbers), or "
+            "values its return type serializes"}
 
 
 def _floored(state: SessionState, floor: tuple[int, int, int, float]) -> None:
