@@ -196,8 +196,16 @@ def _ended_sessions(engine: Engine, scope: Scope, tasks: list[HumanTask]) -> dic
                                                left_out=[])
 
     found = _run(engine, scope, rows)
-    return {t.id: row.status for t in waiting if (row := found.get(t.session_id)) is not None
-            and row.status != "escalated" and not row.unfinished}
+    return {t.id: status for t in waiting
+            if (status := _ended(t, found.get(t.session_id))) is not None}
+
+
+def _ended(task: HumanTask, row: SessionRow | None) -> str | None:
+    """The status of ``task``'s session if the task is open and the session ended (not
+    escalated): nobody waits for its answer then."""
+    if row is None or not task.is_open or row.status == "escalated" or row.unfinished:
+        return None
+    return row.status
 
 
 def _table(tasks: list[HumanTask], status: str, scope: Scope,
@@ -238,9 +246,8 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
         """The task, and the status of its session if that ended: nobody waits for an
         answer then (an open task of a cancelled session)."""
         got = await inbox.get(task_id)
-        row = await engine.store.get_session(got.session_id, tenant=got.tenant)
-        ended = row is not None and row.status != "escalated" and not row.unfinished
-        return got, row.status if ended and got.is_open and row is not None else None
+        return got, _ended(got, await engine.store.get_session(got.session_id,
+                                                               tenant=got.tenant))
 
     task, ended = _run(engine, scope, get)
     if as_json:

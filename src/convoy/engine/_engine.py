@@ -1378,12 +1378,8 @@ class Engine(SessionControl, SubjectRights):
         except DamagedRow:
             row = replace(row, headers="{}")
         state, executor = self._prepare(wf, row.id, row.tenant, row, journal, False, None)
-        records = journal.values()
-        state.steps = max(row.steps, len(journal))
-        state.cost = max(row.cost, sum(r.cost for r in records))
-        state.usage.input_tokens = max(row.input_tokens, sum(r.input_tokens for r in records))
-        state.usage.output_tokens = max(row.output_tokens,
-                                        sum(r.output_tokens for r in records))
+        assert state.floor is not None  # (a row's session: what it had, its journal's too)
+        _floored(state, state.floor)
 
         async def ends(*_: Any) -> SessionEnd:
             return end
@@ -1445,12 +1441,12 @@ class Engine(SessionControl, SubjectRights):
         if state.subject is not None and self.keys is not None:
             key = self.keys.peek(tenant, state.subject)  # loaded as its row was opened
             executor.fingerprint_key = None if key is None else key.mac
-        if journal and row is not None and not replay_only:
+        if row is not None and not replay_only:
             # A resumed run counts the session's totals again as it replays its steps; one
             # that stops before it replayed them all (its code diverged) writes no less
-            # than the session had (:func:`_floored`).
-            records = journal.values()
-            state.floor = (max(row.steps, len(journal)),
+            # than the session had, its row's or its journal's (:func:`_floored`).
+            records = journal.values() if journal else ()
+            state.floor = (max(row.steps, len(records)),
                            max(row.input_tokens, sum(r.input_tokens for r in records)),
                            max(row.output_tokens, sum(r.output_tokens for r in records)),
                            max(row.cost, sum(r.cost for r in records)))
