@@ -1041,3 +1041,40 @@ async def test_a_session_hooks_own_output_is_the_one_written(engine_factory: Any
         "OutputSerializationError", res
     row = await eng.session("opaque")
     assert row is not None and row.status == "failed", row
+
+
+async def test_an_output_with_an_integer_too_long_to_read_back_fails_its_session(
+        engine_factory: Any) -> None:
+    """An untyped output holding an integer of more digits than Python reads (4300) was
+    written, and every later read of it (``run`` of the same session id, ``sessions
+    show``) failed with pydantic's "number out of range" (a review). Such an output now
+    fails its session, recorded, in one line that says what to do, whether the workflow
+    or a session hook made it; a string of as many digits is stored."""
+    huge = 10 ** 5000
+
+    class Replaces(convoy.Interceptor):
+        async def session_run(self, input: Any, next: Any) -> Any:
+            end = await next(input)
+            if input.input == "hook":
+                end.output = {"n": huge}
+            return end
+
+    @convoy.workflow(name="dur.huge_output")
+    async def wf(ctx: convoy.Context, x: str) -> Any:
+        return {"own": huge, "text": "9" * 5000}[x] if x != "hook" else 1
+
+    for chain in ([], [Replaces()]):
+        eng = engine_factory(interceptors=chain)
+        for sid in ("own", *(("hook",) if chain else ())):
+            res = await eng.run(wf, sid, session_id=f"{sid}-{len(chain)}")
+            err = res.error or {}
+            assert res.status == "failed" and err.get("type") == \
+                "OutputSerializationError" and "more than 4300 digits" in \
+                err.get("message", "") and "write it as a string" in err["message"], res
+            again = await eng.run(wf, sid, session_id=f"{sid}-{len(chain)}")
+            assert again.status == "failed", again  # (read back: no "number out of range")
+        res = await eng.run(wf, "text", session_id=f"text-{len(chain)}")
+        assert res.ok and res.output == "9" * 5000, res.status
+        assert (await eng.run(wf, "text", session_id=f"text-{len(chain)}")).output == \
+            "9" * 5000
+        await eng.aclose()

@@ -174,6 +174,14 @@ def workflows_in(modules: list[ModuleType]) -> list[Workflow[Any, Any]]:
     return list(found.values())
 
 
+def _poll_interval(value: float) -> float:
+    """``--poll-interval``'s check, in one message for every value it refuses (``nan``,
+    which compares false with both bounds, was refused as being above the largest)."""
+    if not 0.01 <= value <= 3600:
+        fail(f"--poll-interval must be a number of seconds from 0.01 to 3600, got {value:g}")
+    return value
+
+
 def worker(
     modules: Annotated[list[str] | None, typer.Argument(
         metavar="MODULE", show_default=False,
@@ -193,7 +201,7 @@ def worker(
     model: ModelOption = None,
     db: DbOption = DEFAULT_DB,
     poll_interval: Annotated[float, typer.Option(
-        "--poll-interval", metavar="SECONDS", min=0.01, max=3600.0,
+        "--poll-interval", metavar="SECONDS", callback=_poll_interval,
         help="How often to look for sessions other processes made runnable (0.01 to "
              "3600 seconds).")] = 1.0,
     busy_timeout: BusyTimeoutOption = 10.0,

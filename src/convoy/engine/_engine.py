@@ -1538,7 +1538,7 @@ class Engine(SessionControl, SubjectRights):
                     raise NonDeterminismError(msg, key=left[0])
                 warnings.warn(msg, NonDeterminismWarning, stacklevel=1)
             try:  # (as it is written: here, so that every hook sees the end it gets)
-                state.output_json = (output, wf.output_adapter.dump_json(output).decode())
+                state.output_json = (output, _output_text(wf.output_adapter.dump_json(output)))
             except ValueError as e:  # (an output JSON cannot hold: the session fails)
                 return SessionEnd(status="failed", error=_unstorable(wf.name, e))
             return SessionEnd(status="completed", output=output)
@@ -1574,8 +1574,7 @@ class Engine(SessionControl, SubjectRights):
     def _output_json(self, workflow: str, output: Any) -> str:
         """``output`` as the session's row holds it (its workflow's type's JSON)."""
         wf = self._workflows.get(workflow)
-        return wf.output_adapter.dump_json(output).decode() if wf else \
-            to_json(output).decode()
+        return _output_text(wf.output_adapter.dump_json(output) if wf else to_json(output))
 
     @staticmethod
     def _error(executor: JournaledExecutor, e: BaseException) -> dict[str, Any]:
@@ -1807,6 +1806,15 @@ def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
 #: The code of the functions, and the classes, of taps seen to be plain (not ``async
 #: def``): not looked at again.
 _PLAIN_TAPS: set[Any] = {BuiltinMethodType}
+
+
+def _output_text(data: bytes) -> str:
+    """An output's JSON as its session's row holds it; a :class:`ValueError` where no
+    reader could read it back (:func:`~convoy._text.holds_huge_int`: the encoder writes
+    an integer longer than any decoder reads)."""
+    if holds_huge_int(data):
+        raise ValueError(huge_int())
+    return data.decode()
 
 
 def _unstorable(workflow: str, e: ValueError) -> dict[str, Any]:
