@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import sys
 
 import pytest
 
@@ -219,3 +220,26 @@ def test_json_logging_called_twice_writes_each_record_once() -> None:
             log.removeHandler(handler)
     assert [json.loads(x)["message"] for x in stream.getvalue().splitlines()] == ["once"]
     assert [json.loads(x)["message"] for x in other.getvalue().splitlines()] == ["once"]
+
+
+def test_json_logging_to_stderr_follows_it_and_is_replaced_after_it_changed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A review: ``json_logging()`` without a stream kept the ``sys.stderr`` of its call,
+    so a second call after ``sys.stderr`` was replaced (a test runner's capture, a
+    redirect) added a second handler, and records went on to the old stream. The default
+    handler writes to ``sys.stderr`` as it is when a record is written (as ``print``
+    does), and a second call replaces it."""
+    first, second = io.StringIO(), io.StringIO()
+    log = logging.getLogger("scrub.stderr")
+    monkeypatch.setattr(sys, "stderr", first)
+    handlers = [json_logging(logger_name="scrub.stderr")]
+    monkeypatch.setattr(sys, "stderr", second)
+    handlers.append(json_logging(logger_name="scrub.stderr"))
+    try:
+        assert len(log.handlers) == 1, log.handlers
+        log.info("once")
+    finally:
+        for handler in handlers:
+            log.removeHandler(handler)
+    assert first.getvalue() == ""
+    assert [json.loads(x)["message"] for x in second.getvalue().splitlines()] == ["once"]

@@ -107,15 +107,17 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
                  logger_name: str | None = None, redact: Redactor | bool = True,
                  ) -> logging.Handler:
     """Send log records (of ``logger_name``; default: the root logger) to ``stream``
-    (default: stderr) as JSON lines; returns the handler (remove it to stop). Called again
-    for the same logger and stream, it replaces the handler it added there (each record
-    is written once), with the new level and redaction."""
-    out = stream if stream is not None else sys.stderr
+    (default: ``sys.stderr``, as it is when a record is written) as JSON lines; returns
+    the handler (remove it to stop). Called again for the same logger and stream, it
+    replaces the handler it added there (each record is written once), with the new
+    level and redaction."""
     target = logging.getLogger(logger_name)
     for old in list(target.handlers):
-        if isinstance(old, _JsonHandler) and old.stream is out:
+        if isinstance(old, _JsonHandler) and (
+                isinstance(old, _StderrJsonHandler) if stream is None
+                else old.stream is stream):
             target.removeHandler(old)
-    handler = _JsonHandler(out)
+    handler = _StderrJsonHandler() if stream is None else _JsonHandler(stream)
     handler.setFormatter(JsonFormatter(redact=redact))
     target.addHandler(handler)
     target.setLevel(level)
@@ -124,6 +126,20 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
 
 class _JsonHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """The handler :func:`json_logging` adds (what it replaces when called again)."""
+
+
+class _StderrJsonHandler(_JsonHandler):
+    """:func:`json_logging`'s handler of no stream given: it writes to ``sys.stderr`` as
+    it is when a record is written (the standard library's last-resort handler does the
+    same), so a redirect or a test runner's capture made after the call is followed, and
+    a later call without a stream replaces it whatever ``sys.stderr`` is by then."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> IO[str]:
+        return sys.stderr
 
 
 class LogEvents(Interceptor):
