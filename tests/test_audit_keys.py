@@ -103,6 +103,10 @@ def test_a_key_path_that_is_a_dangling_link_is_one_line(tmp_path: Path) -> None:
         load_or_create_key(link)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "missing.key").exists()
+    loop = tmp_path / "loop.key"  # (a loop was said to be a link to a missing file)
+    loop.symlink_to(loop)
+    with pytest.raises(UserError, match=r"is a symbolic link that leads back to itself "):
+        load_or_create_key(loop)
 
 
 @pytest.mark.parametrize("kind", ["fifo", "device", "huge"])

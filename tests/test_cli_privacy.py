@@ -42,6 +42,11 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     # (a new user's trial: a link to nothing was said to exist already)
     (tmp_path / "dangling.key").symlink_to(tmp_path / "nowhere" / "k")
     one_line_error(cli("keygen", "dangling.key"), 2, "is a symbolic link to ")
+    # (and a link to itself was said to be a link to a file that does not exist)
+    (tmp_path / "loop.key").symlink_to("loop.key")
+    one_line_error(cli("keygen", "loop.key"), 2, "'loop.key' is a symbolic link that leads "
+                   "back to itself ('loop.key' -> 'loop.key': a loop); a master key is not "
+                   "written through a link")
     assert not (tmp_path / "nowhere").exists()
     env = {"CONVOY_MASTER_KEY_FILE": str(tmp_path / "m.key")}
     write_jsonl(tmp_path / "in.jsonl", [{"subject": "refund", "body": PLANTED}])

@@ -12,6 +12,8 @@ import stat
 import sys
 from pathlib import Path
 
+from convoy._text import quoted
+
 #: What a key file (a PEM key, a master key's base64 text) never reaches.
 KEY_FILE_LIMIT = 64 * 1024
 
@@ -71,4 +73,17 @@ def read_input(path: str | Path, limit: int) -> bytes:
         raise OSError(errno.EFBIG, f"larger than {limit:,} bytes, more than such a file "
                                    "holds")
     return data
+
+
+def dangling_link(path: Path) -> str:
+    """What a symbolic link that leads to no file is, for a message (``'k' is a symbolic
+    link ...``): to what missing file, or that it loops (a link to itself, or a chain of
+    links that comes back)."""
+    try:
+        os.path.realpath(path, strict=True)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return (f"is a symbolic link that leads back to itself ("
+                    f"{quoted(str(path), 200)} -> {quoted(os.readlink(path), 200)}: a loop)")
+    return f"is a symbolic link to {quoted(os.readlink(path), 200)}, which does not exist"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import hashlib
 import os
 import secrets
@@ -24,7 +25,7 @@ except ImportError as e:  # the extra is not installed
     raise ImportError(MISSING_CRYPTOGRAPHY) from e
 
 from convoy._errors import UserError
-from convoy._files import KEY_FILE_LIMIT, home_expanded, read_small
+from convoy._files import KEY_FILE_LIMIT, dangling_link, home_expanded, read_small
 from convoy._text import quoted
 from convoy.engine._owners import owner_is_dead
 
@@ -38,10 +39,9 @@ def load_or_create_key(path: str | Path) -> Ed25519PrivateKey:
         return _read(p)
     except FileNotFoundError:
         if p.is_symlink():  # (a link to a file that is not there: not written through)
-            raise UserError(f"the audit key {quoted(str(p), 200)} is a symbolic link to "
-                            f"{quoted(os.readlink(p), 200)}, which does not exist; pass "
-                            "the key file itself, or a path where none exists to create a "
-                            "new key") from None
+            raise UserError(f"the audit key {quoted(str(p), 200)} {dangling_link(p)}; "
+                            "pass the key file itself, or a path where none exists to "
+                            "create a new key") from None
         return _create(p)
 
 
@@ -52,6 +52,10 @@ def _read(p: Path) -> Ed25519PrivateKey:
     except FileNotFoundError:
         raise
     except OSError as e:
+        why = dangling_link(p) if e.errno == errno.ELOOP and p.is_symlink() else None
+        if why is not None:
+            raise UserError(f"the audit key {quoted(str(p), 200)} {why}; pass the key "
+                            "file itself") from None
         raise UserError(f"cannot read the audit key {quoted(str(p), 200)}: "
                         f"{e.strerror or e}") from None
     try:

@@ -15,7 +15,7 @@ import typer
 from convoy import Engine, SubjectErased
 from convoy._command import word
 from convoy._errors import UnknownSubject, UserError
-from convoy._files import home_expanded
+from convoy._files import dangling_link, home_expanded
 from convoy._text import plural, quoted
 from convoy.cli._common import (
     DEFAULT_DB,
@@ -343,9 +343,8 @@ def keygen(file: Annotated[str, typer.Argument(
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
         if path.is_symlink() and not path.exists():  # (O_EXCL does not follow it)
-            fail(f"{str(path)!r} is a symbolic link to {os.readlink(path)!r}, which does "
-                 "not exist; a master key is not written through a link: name the file "
-                 "itself, or a path where nothing is")
+            fail(f"{str(path)!r} {dangling_link(path)}; a master key is not written "
+                 "through a link: name the file itself, or a path where nothing is")
         fail(f"{str(path)!r} exists already; a master key is never overwritten")
     except OSError as e:
         fail(f"cannot create {quoted(str(path), 200)}: {e.strerror or e}")
