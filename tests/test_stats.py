@@ -56,3 +56,22 @@ def test_every_percentile_in_convoy_is_this_one() -> None:
         stats = RunStats(latencies=list(xs))
         assert Durations(samples=list(xs)).percentile(p) == percentile(xs, p)
         assert stats.latency(p) == percentile(xs, p)
+
+
+def test_a_run_summary_times_only_the_session_runs_that_ended() -> None:
+    """A review: a stopped ``convoy run`` counted the sessions the stop interrupted in its
+    latency percentiles (a session cut off after a minute made p99 a minute) and in its
+    throughput. They are still counted as run (and their tokens), but not timed: latency
+    and throughput are of the runs that ended (completed, failed, parked)."""
+    from convoy.cli._stats import RunStats
+    from convoy.engine._results import SessionResult
+
+    stats = RunStats()
+    stats.add(SessionResult(id="a", status="completed", duration_s=0.5))
+    stats.add(SessionResult(id="b", status="waiting", duration_s=0.25))
+    stats.add(SessionResult(id="c", status="pending", duration_s=60.0,
+                            error={"type": "SessionInterrupted", "message": "stopped"}))
+    stats.wall_s = 2.0
+    assert stats.ran == 3 and stats.left["interrupted"] == 1
+    assert stats.latency(100) == 0.5 and stats.latency(0) == 0.25
+    assert stats.throughput == 1.0  # (the two runs that ended, in 2 s)

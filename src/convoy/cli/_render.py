@@ -164,7 +164,7 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
     t.add_row("cost", fmt_cost(stats.cost))
     t.add_row("session latency p50 / p99",
               f"{fmt_duration(stats.latency(50))} / {fmt_duration(stats.latency(99))}")
-    rate = ("-" if not stats.ran or math.isnan(stats.throughput)
+    rate = ("-" if not stats.latencies or math.isnan(stats.throughput)
             else f"{stats.throughput:,.1f} sessions/s")
     t.add_row("throughput", f"{rate} ({fmt_duration(stats.wall_s)} wall)")
     return t

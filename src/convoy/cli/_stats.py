@@ -46,7 +46,9 @@ def left_reason(res: SessionResult[Any]) -> LeftReason | None:
 
 @dataclass(slots=True)
 class RunStats:
-    """Counts sessions by status and totals tokens, cost and latency of those that ran.
+    """Counts sessions by status and totals tokens, cost and latency of those that ran
+    (latency: of the runs that ended; one a stop or a store error interrupted is counted,
+    not timed).
 
     ``skipped`` counts sessions that were already finished before this invocation (by
     status); they are reported, not re-run, and their tokens are not counted again.
@@ -88,7 +90,8 @@ class RunStats:
         self.input_tokens += res.usage.input_tokens
         self.output_tokens += res.usage.output_tokens
         self.cost += res.cost
-        self.latencies.append(res.duration_s)
+        if why != "interrupted":  # (cut off by a stop or a store error: not timed)
+            self.latencies.append(res.duration_s)
         if why is None and not res.ok:
             self.failures.append(res)
             self.kinds[error_kind_of(res.error) or res.status] += 1
@@ -112,8 +115,8 @@ class RunStats:
 
     @property
     def throughput(self) -> float:
-        """Sessions run per second of wall-clock time."""
-        return self.ran / self.wall_s if self.wall_s > 0 else math.nan
+        """Session runs that ended (not interrupted) per second of wall-clock time."""
+        return len(self.latencies) / self.wall_s if self.wall_s > 0 else math.nan
 
 
 async def withhold_messages(engine: Engine, stats: RunStats) -> None:
