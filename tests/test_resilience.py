@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 import convoy
 from convoy import ModelRequest
+from convoy.cli._render import error_summary
 from convoy.interceptors._base import ordered
 from convoy.resilience import (
     BreakerPolicy,
@@ -33,6 +34,7 @@ from convoy.resilience import (
 )
 from convoy.resilience._scope import MODELS_KEPT
 from convoy.stores import SQLiteStore
+from tests.clikit import cli
 
 from .conftest import Classification
 from .fakeclock import FakeClock
@@ -227,16 +229,25 @@ def test_a_cold_retry_budget_lets_every_call_in_flight_retry_once() -> None:
     assert sum(quiet.try_retry(in_flight=1) for _ in range(10)) == quiet.min_retries
 
 
-async def test_a_retry_denied_by_the_budget_is_reported_as_such(engine_factory: Any) -> None:
+async def test_a_retry_denied_by_the_budget_is_reported_as_such(
+        engine_factory: Any, db: Path) -> None:
+    """... also by the command line: a failure's one line and ``sessions show`` said why
+    (the budget, not the error) only in ``--json`` (a new user's trial)."""
     sim, attempts = flaky(10**9, convoy.ModelError("429", retryable=True, status_code=429))
     agent = convoy.Agent(name="a", output_type=Classification, model=sim)
     retry = Retry(RetryPolicy(initial_delay=0), budget=RetryBudget(ratio=0, min_retries=0),
                   sleep=no_sleep)
-    res = await engine_factory(interceptors=[retry]).run(flow(agent), "t")
+    eng = engine_factory(interceptors=[retry])
+    res = await eng.run(flow(agent), "t")
     assert res.status == "failed" and res.error is not None
     assert res.error["type"] == "ModelError" and len(attempts) == 1
     assert retry.denied == 1 and retry.budget.denied == 1
     assert res.error["attrs"]["retry_budget_exhausted"] is True  # journaled with it
+    note = "(not retried: the retry budget was spent)"
+    assert error_summary(res.error, withheld=False).startswith(f"ModelError {note}: 429")
+    await eng.aclose()
+    shown = await asyncio.to_thread(cli, "sessions", "show", res.id, "--db", str(db))
+    assert shown.code == 0 and f"error kind: rate_limited {note}" in shown.stdout, shown
 
 
 # -- timeouts ----------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from convoy.engine._retry import RETRYABLE
 from convoy.hitl._task import INBOX
 from convoy.privacy._seal import is_sealed
 from convoy.privacy._withheld import WITHHELD
-from convoy.resilience._classify import error_kind_of
+from convoy.resilience._classify import budget_refused, error_kind_of
 from convoy.state._access import watch_signal, watched
 from convoy.stores import UNFINISHED, SessionRow, StepRecord
 from convoy.stores._rows import damaged, row_name, shown, stored_json
@@ -196,10 +196,15 @@ def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int =
     rec = record or {}
     if "$sealed" in rec:
         return "(sealed)"
+    kind = f"{rec.get('type', 'error')}{_BUDGET_NOTE if budget_refused(rec) else ''}"
     if withheld:
-        return short(f"{rec.get('type', 'error')} {WITHHELD}", width)
-    return short(f"{rec.get('type', 'error')}: {redacted(str(rec.get('message', '')))}",
-                 width)
+        return short(f"{kind} {WITHHELD}", width)
+    return short(f"{kind}: {redacted(str(rec.get('message', '')))}", width)
+
+
+#: What an error the retry budget refused to retry adds to its type (said before the
+#: message, which a line may cut: the error was retryable, the budget said no).
+_BUDGET_NOTE = " (not retried: the retry budget was spent)"
 
 
 def drained_summary(console: Console, stopped: BaseException, title: str, *, db: str,
@@ -615,7 +620,8 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
                                                  f"{rec.get('message', '')}")))
         kind = error_kind_of(rec)
         if kind is not None:
-            console.print(Text.assemble(("error kind: ", "bold"), kind))
+            console.print(Text.assemble(("error kind: ", "bold"), kind, _BUDGET_NOTE
+                                        if budget_refused(rec) else ""))
     task, state = _task_waited_for(row), _state_waited_for(row)
     worker, resume, note = continuing([row.workflow], cmd)
     # A script's own workflow ('__main__:NAME'): no command runs its sessions; the script
