@@ -1078,3 +1078,51 @@ async def test_an_output_with_an_integer_too_long_to_read_back_fails_its_session
         assert (await eng.run(wf, "text", session_id=f"text-{len(chain)}")).output == \
             "9" * 5000
         await eng.aclose()
+
+
+async def test_an_untyped_output_keeps_nan_and_infinity(engine_factory: Any) -> None:
+    """A review: an untyped workflow output of ``{"r": inf}`` was returned as ``inf`` by
+    its run and stored as ``null`` (every later read gave ``None``), where a ``ctx.step``'s
+    NaN was journaled as ``NaN`` and replayed as one. Both keep them now."""
+    import math
+
+    @convoy.workflow(name="dur.inf_nan")
+    async def wf(ctx: convoy.Context, x: int) -> Any:
+        return {"r": math.inf, "n": [math.nan, -math.inf]}
+
+    eng = engine_factory()
+    first = await eng.run(wf, 1, session_id="inf")
+    again = await eng.run(wf, 1, session_id="inf")  # (read back from the store)
+    for res in (first, again):
+        out = res.output
+        assert res.ok and out["r"] == math.inf and math.isnan(out["n"][0]) and \
+            out["n"][1] == -math.inf, res
+
+
+async def test_a_typed_output_that_does_not_read_back_is_one_clear_error(
+        engine_factory: Any) -> None:
+    """A review: a model output with a NaN field (pydantic writes it as ``null`` unless
+    the model says otherwise) completed, and ``run`` of the same session id raised
+    pydantic's ValidationError (a traceback). It is one line now, that says what the
+    stored output is and where to read it."""
+    import math
+
+    from pydantic import BaseModel
+
+    class Ratio(BaseModel):
+        ratio: float
+
+    @convoy.workflow(name="dur.nan_model")
+    async def wf(ctx: convoy.Context, x: int) -> Ratio:
+        return Ratio(ratio=math.nan)
+
+    eng = engine_factory()
+    first = await eng.run(wf, 1, session_id="nan")
+    assert first.ok and math.isnan(first.output.ratio), first
+    with pytest.raises(convoy.UserError, match=r"session 'nan' completed, but its stored "
+                       r"output is not what workflow 'dur.nan_model' returns \(ratio: "
+                       r".*\); engine.result\('nan'\) reads it as JSON") as caught:
+        await eng.run(wf, 1, session_id="nan")
+    assert "\n" not in str(caught.value)
+    stored = await eng.result("nan")
+    assert stored.ok and stored.output == {"ratio": None}, stored

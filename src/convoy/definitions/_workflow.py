@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints, overload
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ConfigDict, PydanticUserError, TypeAdapter, ValidationError
 
 from convoy._errors import UserError
 from convoy._text import a_word, import_failed, quoted, short
@@ -106,8 +106,8 @@ def workflow(fn: Any = None, /, *, name: str | None = None, version: str = "1",
         out_t = hints.get("return", Any)
         wf: Workflow[Any, Any] = Workflow(
             fn=f, name=name or f"{f.__module__}:{f.__qualname__}", version=str(version),
-            input_type=in_t, output_type=out_t, input_adapter=TypeAdapter(in_t),
-            output_adapter=TypeAdapter(out_t), agents=tuple(agents))
+            input_type=in_t, output_type=out_t, input_adapter=_json_adapter(in_t),
+            output_adapter=_json_adapter(out_t), agents=tuple(agents))
         _REGISTRY[wf.name] = wf
         return wf
 
@@ -229,3 +229,18 @@ def check_workflow(obj: Any, ref: str | None = None) -> Workflow[Any, Any]:
                         f"it names with convoy.load_workflow({quoted(ref, 120)})")
     raise UserError(f"{quoted(ref, 120)} is {a_word(kind)}, not a workflow; decorate it "
                     "with @convoy.workflow")
+
+
+def _json_adapter(tp: Any) -> TypeAdapter[Any]:
+    """The adapter of a workflow's input or output type, whose JSON keeps a float's NaN
+    and infinities (``NaN``, ``Infinity``: what ``pydantic_core`` and Python's ``json``
+    write and read) where pydantic's default writes ``null`` (a value read back as
+    ``None``). A model, dataclass or TypedDict has its own configuration (pydantic takes
+    no other for it): its ``ser_json_inf_nan`` says."""
+    try:
+        return TypeAdapter(tp, config=_KEEP_INF_NAN)
+    except PydanticUserError:
+        return TypeAdapter(tp)
+
+
+_KEEP_INF_NAN = ConfigDict(ser_json_inf_nan="constants")

@@ -13,8 +13,6 @@ import json
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from pydantic import ValidationError
-
 from convoy._errors import UserError
 from convoy._text import check_name, quoted, short, storable_json
 from convoy.definitions._workflow import registered_workflow
@@ -23,6 +21,7 @@ from convoy.engine._escalation import ESCALATION
 from convoy.engine._results import (
     ReplayResult,
     SessionResult,
+    StoredOutputUnreadable,
     _result_of,
     _stored_result,
     _unfinished_result,
@@ -56,7 +55,7 @@ async def result(engine: Engine, session_id: str, tenant: str | None) -> Session
     if wf is not None:
         try:
             return _result_of(wf, row)
-        except ValidationError:
+        except StoredOutputUnreadable:
             pass  # the output type changed since: the recorded JSON is the result
     return _stored_result(row, json.loads(row.output) if row.output else None)
 

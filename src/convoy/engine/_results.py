@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, cast
 
 from pydantic import ValidationError
 
-from convoy._errors import ConvoyError, SessionUnreadable, TerminalReason
+from convoy._errors import ConvoyError, SessionUnreadable, TerminalReason, UserError
 from convoy._text import escaped, readable_validation_error, validation_error_types
 from convoy.models._messages import Usage
 from convoy.stores._protocol import RUNNABLE, SessionRow
@@ -95,9 +95,27 @@ class ReplayResult:
 
 
 def _result_of(wf: Workflow[Any, OutT], row: SessionRow) -> SessionResult[OutT]:
-    """The stored result of a finished session."""
-    return _stored_result(row, wf.output_adapter.validate_json(row.output) if row.output
-                          else None)
+    """The stored result of a finished session; :class:`StoredOutputUnreadable` if its
+    output is not what ``wf`` returns (its type changed since; a value its type's JSON
+    does not keep, a model's NaN written as ``null``)."""
+    if not row.output:
+        return _stored_result(row, None)
+    try:
+        output = wf.output_adapter.validate_json(row.output)
+    except ValidationError as e:
+        said = escaped(readable_validation_error(e)) if row.subject is None else \
+            "; ".join(validation_error_types(e))
+        said = said if len(said) <= 500 else said[:499] + "…"
+        raise StoredOutputUnreadable(
+            f"session {row.id!r} completed, but its stored output is not what workflow "
+            f"{wf.name!r} returns ({said}); engine.result({row.id!r}) reads it as JSON, "
+            f"as 'convoy sessions show' shows it") from None
+    return _stored_result(row, output)
+
+
+class StoredOutputUnreadable(UserError):
+    """A finished session's stored output does not validate as its workflow's output
+    type (:func:`_result_of`)."""
 
 
 def _stored_result(row: SessionRow, output: OutT | None) -> SessionResult[OutT]:
