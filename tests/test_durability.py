@@ -1126,3 +1126,64 @@ async def test_a_typed_output_that_does_not_read_back_is_one_clear_error(
     assert "\n" not in str(caught.value)
     stored = await eng.result("nan")
     assert stored.ok and stored.output == {"ratio": None}, stored
+
+
+async def test_a_session_hook_raising_an_unprintable_error_does_not_stop_the_worker(
+        engine_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    """A review: a session hook that raised an exception whose ``__str__`` raises made
+    the worker itself raise (RuntimeError from its warning line), so a restarted worker
+    claimed the session and stopped again. It is one warning now, and the worker goes
+    on."""
+
+    class Broken(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("broken __str__")
+
+    class Policy(convoy.Interceptor):
+        async def session_run(self, input: Any, next: Any) -> Any:
+            if input.info.session_id == "refused":
+                raise Broken()
+            return await next(input)
+
+    @convoy.workflow(name="dur.hook_unprintable")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        return x
+
+    eng = engine_factory(interceptors=[Policy()])
+    eng.register(wf)
+    from convoy.stores._protocol import NewSession
+    await eng.open()
+    await eng.store.create_sessions([
+        NewSession(id=sid, workflow=wf.name, version=wf.version, tenant="default", input="1")
+        for sid in ("refused", "fine")])
+    await asyncio.wait_for(eng.serve(until_idle=True), 120)  # (a safety net, not a timing)
+    fine = await eng.session("fine")
+    assert fine.status == "completed", fine
+    assert "its __str__ raised RuntimeError" in caplog.text, caplog.text
+
+
+async def test_an_error_with_deeply_nested_arguments_fails_its_session(
+        engine_factory: Any) -> None:
+    """A review: a workflow's exception whose arguments nest 5,000 lists deep made the
+    engine raise RecursionError out of ``run`` (its record's arguments were checked with
+    ``json.dumps``), and the session stayed pending for ever. It fails, recorded, without
+    the arguments; the others of the batch complete."""
+
+    class Deep(Exception):
+        pass
+
+    @convoy.workflow(name="dur.deep_error")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        if x:
+            doc: list[Any] = []
+            for _ in range(5000):
+                doc = [doc]
+            raise Deep(doc)
+        return x
+
+    eng = engine_factory()
+    deep, fine = await eng.run_many(wf, [1, 0])
+    assert deep.status == "failed" and (deep.error or {}).get("type") == "Deep", deep
+    assert "args" not in (deep.error or {}) and fine.ok, (deep, fine)
+    row = await eng.session(deep.id)
+    assert row.status == "failed", row

@@ -605,7 +605,7 @@ def _foreign(cls: type[BaseException], name: str, message: str,
 def _jsonable(value: Any) -> bool:
     try:
         json.dumps(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # (nested too deep: left out too)
         return False
     return True
 

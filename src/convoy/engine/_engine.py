@@ -1863,7 +1863,7 @@ def _interrupt_record(e: SessionInterrupted) -> dict[str, Any]:
     cause = e.cause
     if cause is not None:
         return {**error_to_record(cause), "interrupted": True}
-    return {"type": type(e).__name__, "message": str(e), "interrupted": True}
+    return {"type": type(e).__name__, "message": message_of(e), "interrupted": True}
 
 
 def _validate_input(wf: Workflow[Any, Any], value: Any) -> Any:

@@ -14,7 +14,7 @@ it), at most :data:`NAMED` of them."""
 
 from __future__ import annotations
 
-from convoy._errors import AuditError, StoreError, UserError
+from convoy._errors import AuditError, StoreError, UserError, message_of
 from convoy._text import plural, short
 from convoy.runtime._concurrency import leaves
 
@@ -51,4 +51,4 @@ def described(e: BaseException) -> str:
 
 def _line(e: BaseException) -> str:
     """The first line of ``e``'s message, cut at 200 characters (and escaped)."""
-    return short((str(e).strip().splitlines() or [""])[0], 200)
+    return short((message_of(e).strip().splitlines() or [""])[0], 200)
