@@ -1255,6 +1255,17 @@ def test_the_default_webhook_rides_out_a_half_hour_outage() -> None:
     assert sum(hook.delay(n) for n in range(1, hook.max_attempts)) >= 30 * 60
 
 
+def test_a_webhook_with_many_attempts_waits_its_longest_backoff_after_the_1024th() -> None:
+    """A review: ``delay`` computed the doubling before its cap, and after 1,024 failed
+    attempts ``2 ** 1023`` overflowed a float: every delivery pass raised OverflowError
+    (a traceback logged each pass) and the event was never given up."""
+    hook = Webhook(url="https://ops.example.com/hook", max_attempts=3000, backoff=0.5,
+                   max_backoff=90.0)
+    assert [hook.delay(n) for n in (1, 2, 1025, 3000, 10**9)] == [0.5, 1.0, 90.0, 90.0, 90.0]
+    assert Webhook(url="https://ops.example.com/hook", max_attempts=3000,
+                   backoff=0.0).delay(2000) == 0.0
+
+
 async def test_a_cleared_event_is_not_delivered_before_its_fired_one(
         tmp_path: Path, receiver: Receiver) -> None:
     """The fired event's first attempt failed, its alert cleared: the cleared event went
@@ -1307,3 +1318,20 @@ def test_an_alert_value_is_shown_with_its_unit(metric: str, value: float, shown:
     from convoy.alerts._interceptor import shown_value
 
     assert shown_value(metric, value) == shown  # type: ignore[arg-type]
+
+
+def test_an_engine_with_webhooks_runs_again_on_a_new_event_loop(tmp_path: Path) -> None:
+    """A review: ``run_sync`` twice (each call its own event loop) with a webhook raised
+    "<asyncio.locks.Event ...> is bound to a different event loop" the second time, and
+    the delivery loop died with it: the alerts' wake-up event was made once, with the
+    interceptor, not as each engine opening starts it."""
+
+    @convoy.workflow(name="alerts.sync_twice")
+    async def wf(ctx: convoy.Context, x: int) -> int:
+        return x
+
+    alerts = BaselineAlerts(webhooks=["http://127.0.0.1:9/hook"], redact=False,
+                            poll_interval=0.05)
+    eng = convoy.Engine(tmp_path / "sync.db", interceptors=[alerts])
+    assert eng.run_sync(wf, 1).ok
+    assert eng.run_sync(wf, 2).ok

@@ -192,6 +192,7 @@ class BaselineAlerts(Interceptor):
 
     async def start(self, engine: Engine) -> None:
         self._store = engine.store
+        self._wake = asyncio.Event()  # (this opening's loop: run_sync makes one a call)
         if self._clock is None:
             self._clock = engine.clock
         for key, text in (await self._store.kv_all(KV_NAMESPACE)).items():

@@ -93,7 +93,8 @@ class Webhook:
         """Seconds to wait after ``attempts`` failed attempts: the backoff, or as long as the
         last answer's ``Retry-After`` asked (``retry_after`` seconds), if longer, but never
         past ``max_backoff``."""
-        wait = max(self.backoff * 2 ** max(0, attempts - 1), retry_after or 0.0)
+        # (the doubling stops where any backoff is past any cap: 2 ** 1024 is no float)
+        wait = max(self.backoff * 2.0 ** min(max(0, attempts - 1), 256), retry_after or 0.0)
         return float(min(self.max_backoff, wait))
 
 
