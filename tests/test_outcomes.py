@@ -227,3 +227,32 @@ async def test_journal_entries_the_workflow_no_longer_asks_for_are_reported(
         warnings.simplefilter("error")
         eng.register(before)
         assert (await eng.replay(res.id)).matches
+
+
+@pytest.mark.parametrize("name", ["bad\udcffname", "nul\x00name"])
+async def test_a_step_or_wait_name_no_store_holds_fails_its_session_in_one_line(
+        engine_factory: Any, db: str | Path, name: str) -> None:
+    """A review: a ``ctx.step`` name with a lone surrogate (``os.fsdecode`` of a file name
+    that is not UTF-8) lost its session on SQLite (never created; the run said another
+    engine owned it) and hung the run on PostgreSQL (the write batch raised outside what
+    its commit settles); a NUL in a step's or a ``ctx.wait_for``'s name left the session
+    pending for ever on PostgreSQL. The session fails now, recorded, in one line; the
+    others of its batch complete."""
+
+    @convoy.workflow(name="outcomes.bad_names")
+    async def wf(ctx: convoy.Context, x: str) -> str:
+        if x == "step":
+            await ctx.step(name, lambda: 1)
+        elif x == "wait":
+            await ctx.wait_for(name)
+        return x
+
+    eng = engine_factory(db=db)
+    step, wait, fine = await eng.run_many(wf, ["step", "wait", "fine"])
+    assert fine.ok, fine
+    for res, what in ((step, "ctx.step's name"), (wait, "ctx.wait_for's signal name")):
+        err = res.error or {}
+        assert res.status == "failed" and err.get("type") == "UserError" and \
+            err.get("message", "").startswith(what) and "\n" not in err["message"], res
+        row = await eng.session(res.id)
+        assert row.status == "failed", row

@@ -1754,3 +1754,18 @@ def test_random_lease_interleavings_never_double_own_or_accept_fenced_writes(
     LeaseLost = lease_lost()
     with tempfile.TemporaryDirectory() as d:
         asyncio.run(_interleave(backend_cls(Path(d)), ops, LeaseLost))
+
+
+async def test_a_write_no_statement_takes_fails_its_caller_and_the_store_goes_on(
+        store: Store) -> None:
+    """A review: on PostgreSQL a record holding a lone surrogate (no UTF-8 for it) made
+    the write batch raise UnicodeEncodeError outside what its commit settles, and the
+    caller waited for ever. The caller gets the error now, on every store (SQLite's did),
+    and the store takes the next write."""
+    await store.create_session(new("a"), owner="A", lease_s=LEASE)
+    with pytest.raises(Exception) as caught:
+        await asyncio.wait_for(store.append("a", "A", step("0", EPOCH, target="x\udcff")),
+                               60)  # (a safety net: the failure is the test's)
+    assert not isinstance(caught.value, TimeoutError), caught.value
+    await store.append("a", "A", step("1", EPOCH))
+    assert [r.key for r in await store.journal("a")] == ["1"]

@@ -49,6 +49,25 @@ def check_name(name: str, what: str) -> str:
     return name
 
 
+def check_storable_name(name: str, what: str) -> str:
+    """``name`` if every store can hold it as text, else :class:`~convoy.UserError`: not
+    text, or holding a NUL (PostgreSQL's text has none) or a lone surrogate (no UTF-8
+    for it: a file name ``os.fsdecode`` made of bytes that are not UTF-8). A name
+    journaled as it is (a step's), where :func:`check_name` would refuse more."""
+    if not isinstance(name, str):
+        raise UserError(f"the {what} must be text, got {type(name).__name__}")
+    m = _NUL_OR_SURROGATE.search(name) if "\x00" in name or not name.isascii() else None
+    if m is not None:
+        raise UserError(f"{what} '{_cut(escaped(name), 80)}' holds the character "
+                        f"{_code(m.group())}, which a store cannot hold as text; name it "
+                        "without it (a file name: os.fsencode(name).decode('utf-8', "
+                        "'replace'))")
+    return name
+
+
+_NUL_OR_SURROGATE = re.compile("[\x00\ud800-\udfff]")
+
+
 def unshowable(text: str) -> str | None:
     """The first control character, bidi override or lone surrogate of ``text``, written
     as an escape (``\\x01``, ``\\u202e``), or ``None``."""

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from convoy._adapters import adapter_for
 from convoy._errors import UserError
+from convoy._text import check_name, check_storable_name
 from convoy.durability._executor import decode_json, encode_json
 from convoy.hitl._ask import _UNSET, HumanAnswer, ask_human
 from convoy.hitl._task import OnDeadline, check_namespace
@@ -194,6 +195,7 @@ class Context:
         """
         if not name:
             raise UserError("ctx.wait_for needs a signal name")
+        check_name(name, "ctx.wait_for's signal name")  # (what a signal can be sent to)
         if name.startswith(RESERVED_SIGNALS):
             raise UserError(f"signal names starting {RESERVED_SIGNALS!r} are reserved for "
                             f"Convoy; ctx.wait_for({name!r}) cannot wait for one: pick "
@@ -272,7 +274,8 @@ def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awai
 
 def _step_function(name: str, fn: Any) -> Callable[[], Awaitable[Any]]:
     """``fn`` as an async function of no arguments, or a UserError naming the step if it
-    is not callable (before anything runs)."""
+    is not callable, or its name cannot be journaled (before anything runs)."""
+    check_storable_name(name, "ctx.step's name")
     if inspect.iscoroutinefunction(fn):
         return fn  # type: ignore[no-any-return]
     if not callable(fn):

@@ -495,6 +495,8 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
                 self._settle(batch, None, sql.store_error(e, self.url, "write"))
             except (StoreError, UserError) as e:
                 self._settle(batch, None, e)
+            except Exception as e:  # (a value no statement takes: its batch fails, nobody
+                self._settle(batch, None, e)  # waits for ever, as on SQLite)
             else:
                 self.commits += 1
                 self.records += len(batch)
