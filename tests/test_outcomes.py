@@ -256,3 +256,46 @@ async def test_a_step_or_wait_name_no_store_holds_fails_its_session_in_one_line(
             err.get("message", "").startswith(what) and "\n" not in err["message"], res
         row = await eng.session(res.id)
         assert row.status == "failed", row
+
+
+async def test_a_step_returns_on_its_first_run_what_it_returns_on_replay(
+        engine_factory: Any, db: str | Path) -> None:
+    """A review: ``ctx.step`` returned its function's own object on the first run (a
+    model, a tuple, a set, a date) and the JSON of it on replay (a dict, a list, a string),
+    so a workflow that used ``c.name`` completed when it never parked and failed once it
+    resumed ('dict' object has no attribute 'name'). Both runs now get the value as its
+    journaled JSON reads back."""
+    import datetime
+
+    from pydantic import BaseModel
+
+    class Customer(BaseModel):
+        name: str
+
+    seen: list[Any] = []
+
+    @convoy.workflow(name="outcomes.step_json")
+    async def wf(ctx: convoy.Context, x: int) -> str:
+        got = await ctx.step("fetch", lambda: {"customer": Customer(name="Ada"),
+                                               "pair": (1, 2), "day": datetime.date(2026, 1, 2),
+                                               "n": 3, "ratio": 0.5})
+        seen.append(got)
+        await ctx.wait_for("go")
+        return str(got["customer"]["name"])
+
+    eng = engine_factory(db=db)
+    first = await eng.run(wf, 1, session_id="s")
+    assert first.status == "waiting", first
+    await eng.signal("s", "go")
+    [done] = await eng.resume()
+    assert done.ok and done.output == "Ada", done
+    want = {"customer": {"name": "Ada"}, "pair": [1, 2], "day": "2026-01-02", "n": 3,
+            "ratio": 0.5}
+    assert seen == [want, want], seen
+    scalar = await eng.run(_scalar_step, 1)
+    assert scalar.ok and scalar.output == ["text", 7, 0.25, True, None], scalar
+
+
+@convoy.workflow(name="outcomes.scalar_steps")
+async def _scalar_step(ctx: convoy.Context, x: int) -> list[Any]:
+    return [await ctx.step(str(v), lambda v=v: v) for v in ("text", 7, 0.25, True, None)]

@@ -119,6 +119,9 @@ class Context:
                    idempotent: bool = False) -> Any:
         """Run ``fn`` once, durably: its JSON-able result is journaled and replayed, and an
         exception it raises is journaled too and raised again, with its type, on replay.
+        The step returns the result as its journaled JSON reads back, on its first run as
+        on replay (a model or a dataclass is a dict, a tuple or a set a list, a date its
+        ISO text): a workflow that resumes sees what it saw.
 
         ``fn`` takes no arguments. It may be an async function, a plain function (its
         return value is the step's value; it runs on the event loop, so keep it quick or
@@ -140,9 +143,18 @@ class Context:
             return await chain.call(EffectInput(session=s, key=key, name=name,
                                                 idempotent=idempotent, fn=fn))
 
-        return await s.executor.run_step(key, "effect", name, execute, encode_json,
-                                         decode_json, effect=not idempotent,
-                                         idempotent=idempotent)
+        journaled: list[str] = []
+
+        def encode(value: Any) -> str:
+            text = encode_json(value)
+            if type(value) not in _JSON_SCALARS:  # (read back as replay reads it)
+                journaled.append(text)
+            return text
+
+        value = await s.executor.run_step(key, "effect", name, execute, encode,
+                                          decode_json, effect=not idempotent,
+                                          idempotent=idempotent)
+        return decode_json(journaled[0]) if journaled else value
 
     async def now(self) -> float:
         """Wall-clock time (seconds since the epoch), journaled."""
@@ -270,6 +282,10 @@ def _runner_for(agent: Agent[Any, OutT], value: Any) -> Callable[[Context], Awai
         return await ctx.run(agent, value)
 
     return branch
+
+
+#: The types a step's value reads back from its JSON as it is (no copy is read back).
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _step_function(name: str, fn: Any) -> Callable[[], Awaitable[Any]]:
