@@ -3,6 +3,7 @@ hole 8: determinism breaks are never silent."""
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -299,3 +300,50 @@ async def test_a_step_returns_on_its_first_run_what_it_returns_on_replay(
 @convoy.workflow(name="outcomes.scalar_steps")
 async def _scalar_step(ctx: convoy.Context, x: int) -> list[Any]:
     return [await ctx.step(str(v), lambda v=v: v) for v in ("text", 7, 0.25, True, None)]
+
+
+@pytest.mark.parametrize(("kind", "value", "outcome"), [
+    ("sleep", math.nan, "ctx.sleep's seconds must be a number of seconds"),
+    ("sleep", math.inf, "to wait with no end, wait for a signal"),
+    ("sleep", 1e12, "(a hundred years), got 1000000000000.0"),
+    ("wait", math.nan, "ctx.wait_for's timeout must be a number of seconds"),
+    ("wait", 1e308, "pass None (or math.inf) for no timeout"),
+    ("wait", math.inf, "waiting"),
+    ("ask", math.nan, "ctx.ask_human's deadline must be a number of seconds"),
+    ("ask", math.inf, "waiting"),
+    ("state", math.nan, "the state wait's timeout must be a number of seconds"),
+    ("state", math.inf, "waiting"),
+])
+async def test_a_wait_of_no_time_is_refused_and_inf_is_no_timeout(
+        engine_factory: Any, db: str | Path, kind: str, value: float, outcome: str) -> None:
+    """A new user's trial: ``timeout=math.inf`` (or a sleep of 1e12 s) was taken, and the
+    session's wake time written as ``inf`` (or past the year 9999): every later read of it
+    (``engine.signal``, ``sessions list``, ``resume``, a worker) called the row damaged,
+    and ``resume`` left the other sessions unrun. NaN slept not at all, or never timed
+    out. A duration that makes no time is refused in one line, failing its session; an
+    infinite timeout or deadline is none; and the other sessions run."""
+
+    @convoy.workflow(name="outcomes.durations")
+    async def wf(ctx: convoy.Context, x: str) -> str:
+        if x == "sleep":
+            await ctx.sleep(value)
+        elif x == "wait":
+            await ctx.wait_for("go", timeout=value)
+        elif x == "ask":
+            await ctx.ask_human("ok?", bool, deadline=value)
+        elif x == "state":
+            await ctx.state("acct").wait("k", timeout=value)
+        return x
+
+    eng = engine_factory(db=db)
+    res, fine = await eng.run_many(wf, [kind, "fine"])
+    assert fine.ok, fine
+    if outcome == "waiting":
+        assert res.status == "waiting", res
+        row = await eng.session(res.id)
+        assert row.wake_at is None, row
+        assert res.id in {s.id for s in await eng.sessions(status="waiting")}  # (readable)
+    else:
+        err = res.error or {}
+        assert res.status == "failed" and err.get("type") == "UserError" and \
+            outcome in err.get("message", ""), res

@@ -11,6 +11,7 @@ from pydantic_core import to_json
 
 from convoy._adapters import adapter_for, schema_for
 from convoy._errors import HumanTimeout, UserError
+from convoy._seconds import timeout_seconds
 from convoy._text import readable_validation_error
 from convoy.hitl._decide import TaskSpec, decide
 from convoy.hitl._task import OnDeadline, type_name
@@ -60,8 +61,7 @@ async def ask_human(ctx: Context, prompt: str, type: Any, *, context: Any = None
     if on_deadline not in ("fail", "default", "escalate"):
         raise UserError(f"ctx.ask_human on_deadline must be 'fail', 'default' or "
                         f"'escalate', got {on_deadline!r}")
-    if deadline is not None and deadline < 0:
-        raise UserError(f"ctx.ask_human deadline must be >= 0 seconds, got {deadline}")
+    deadline = timeout_seconds(deadline, "ctx.ask_human's deadline")
     if not queue or not escalate_to:
         raise UserError("ctx.ask_human queue and escalate_to must be non-empty names")
     adapter = adapter_for(type)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from convoy._adapters import adapter_for
 from convoy._errors import UserError
+from convoy._seconds import sleep_seconds, timeout_seconds
 from convoy._text import check_name, check_storable_name
 from convoy.durability._executor import decode_json, encode_json
 from convoy.hitl._ask import _UNSET, HumanAnswer, ask_human
@@ -178,8 +179,7 @@ class Context:
         """A durable timer. A long sleep parks the session (status ``waiting``): it holds
         no coroutine, memory or concurrency slot, survives restarts, and the engine wakes
         it when the time comes. After a restart it sleeps only for what is left."""
-        if seconds < 0:
-            raise UserError(f"ctx.sleep needs seconds >= 0, got {seconds}")
+        seconds = sleep_seconds(seconds, "ctx.sleep's seconds")
         key = self.next_key()
         self.session.count_step(key)
         await self.session.executor.sleep(key, seconds)
@@ -212,8 +212,7 @@ class Context:
             raise UserError(f"signal names starting {RESERVED_SIGNALS!r} are reserved for "
                             f"Convoy; ctx.wait_for({name!r}) cannot wait for one: pick "
                             "another name")
-        if timeout is not None and timeout < 0:
-            raise UserError(f"ctx.wait_for timeout must be >= 0, got {timeout}")
+        timeout = timeout_seconds(timeout, "ctx.wait_for's timeout")
         key = self.next_key()
         self.session.count_step(key)
         executor = self.session.executor

@@ -12,6 +12,7 @@ from pydantic_core import from_json
 
 from convoy._adapters import adapter_for
 from convoy._errors import StateConflict, UserError
+from convoy._seconds import timeout_seconds
 from convoy._text import check_name, readable_validation_error, storable_json
 from convoy.state._access import StateAccess
 from convoy.state._values import StateVersion, Versioned
@@ -246,8 +247,7 @@ class State(Generic[T]):
             WaitTimeout: ``timeout`` seconds passed first.
         """
         name = self._name(key)
-        if timeout is not None and timeout < 0:
-            raise UserError(f"wait timeout must be >= 0, got {timeout}")
+        timeout = timeout_seconds(timeout, "the state wait's timeout")
         floor = after_version
 
         def satisfied(entry: StateEntry | None) -> bool:
