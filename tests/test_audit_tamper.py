@@ -1404,3 +1404,29 @@ def test_a_count_changed_over_the_unsigned_tail_names_both_causes(
     Raw(backend).run((f"UPDATE audit_head SET size = size + ({by}) WHERE tenant=?", (T,)))
     code, out = verify({"db": _url(backend), "key": tmp_path / "audit.key"}, "--tenant", T)
     assert code == 1 and said in out, out
+
+
+@pytest.mark.parametrize("edit", ["moved", "copied"])
+def test_a_checkpoint_row_kept_under_another_size_fails_verify(
+        log: dict[str, Any], edit: str) -> None:
+    """An auditor's probe: a signed checkpoint's row moved to the size the log has reached
+    (``UPDATE ... SET size=...``), or its body copied into rows of every size above it,
+    made ``audit checkpoint`` and ``audit prove`` refuse to sign there ("run 'convoy
+    audit verify'"), while ``verify`` passed, with every pin: the tail past the last
+    checkpoint could then be rewritten with no sign of it. A row whose size is not its
+    signed body's fails verify now, naming both."""
+    raw: Raw = log["raw"]
+    raw.run(("DELETE FROM audit_checkpoints WHERE tenant=? AND size=?", (T, N)))
+    if edit == "moved":
+        raw.run(("UPDATE audit_checkpoints SET size=? WHERE tenant=? AND size=8", (N, T)))
+    else:
+        [[body]] = raw.run(("SELECT body FROM audit_checkpoints WHERE tenant=? AND size=8",
+                            (T,)))
+        raw.run(*[("INSERT INTO audit_checkpoints(tenant,size,body) VALUES(?,?,?)",
+                   (T, size, body)) for size in range(13, N + 5)])
+    above = N if edit == "moved" else 13
+    for more in ((), ("--checkpoint", str(log["published"]))):
+        code, out = verify(log, "--tenant", T, *more)
+        assert code == 1 and len(out.splitlines()) == 1, out
+        assert f"its checkpoint of size 8 is kept under size {above} (the store was " \
+            "edited)" in out, out

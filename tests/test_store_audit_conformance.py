@@ -112,7 +112,7 @@ async def test_checkpoints_are_kept_by_size(store: Store) -> None:
     await store.audit_put_checkpoint("acme", 5, "five")
     await store.audit_put_checkpoint("acme", 2, "two")
     await store.audit_put_checkpoint("globex", 1, "other")
-    assert await store.audit_checkpoints("acme") == ["two", "five"]
+    assert await store.audit_checkpoints("acme") == [(2, "two"), (5, "five")]
 
 
 async def test_fenced_appends_land_only_while_their_engine_owns_the_session(

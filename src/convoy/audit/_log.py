@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoy._command import command, word
-from convoy._errors import AuditError, UserError
+from convoy._errors import AuditError, AuditProofError, UserError
 from convoy._files import home_expanded
 from convoy.audit._checkpoint import Checkpoint
 from convoy.audit._checkpoint import pinned as pinned_keys
@@ -223,16 +223,24 @@ class AuditLog:
     async def checkpoints(self, tenant: str) -> list[Checkpoint]:
         """The kept checkpoints of ``tenant``, smallest tree first; :class:`~convoy.AuditError`
         if one is not a checkpoint (changed in the database)."""
+        rows = await self.store.audit_checkpoints(tenant)
         try:
-            kept = [Checkpoint.from_json(t)
-                    for t in await self.store.audit_checkpoints(tenant)]
+            kept = [Checkpoint.from_json(body) for _, body in rows]
         except UserError as e:
             raise AuditError(f"tenant {tenant!r}: a stored checkpoint is unreadable: {e}"
                              ) from None
-        for cp in kept:  # (what it signed names its tenant: a row moved is not its own)
+        for (size, _), cp in zip(rows, kept, strict=True):
+            # (what it signed names its tenant and size: a row moved, or whose size was
+            # edited, is not its own; one kept under another size blocks the signing of a
+            # checkpoint there)
             if cp.tenant != tenant:
                 raise AuditError(f"tenant {cp.tenant!r}: its checkpoint of size {cp.size} "
                                  f"is kept under tenant {tenant!r}; run "
+                                 f"{self._suggest('verify', tenant)}")
+            if cp.size != size and _signed(cp):  # (a forged body: its signature says)
+                raise AuditError(f"tenant {tenant!r}: its checkpoint of size {cp.size} is "
+                                 f"kept under size {size} (the store was edited): the row "
+                                 f"of size {size} is a copy or a moved checkpoint; run "
                                  f"{self._suggest('verify', tenant)}")
         return kept
 
@@ -397,3 +405,14 @@ def _integer(value: object) -> int | None:
         return operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         return None
+
+
+def _signed(cp: Checkpoint) -> bool:
+    """Whether ``cp`` is signed by the key it names (a forged one is left to the check of
+    its signature, which says so more precisely than where its row is)."""
+    try:
+        cp.check()
+    except (AuditProofError, UserError):
+        return False
+    return True
+

@@ -681,7 +681,7 @@ async def _other_store(store: Store, db: str, tenant: str, published: list[Check
     if e.index is None or not mine:
         return ""
     kept = await store.audit_checkpoints(tenant)
-    if any(sig in text for sig in mine for text in kept):
+    if any(sig in text for sig in mine for _, text in kept):
         return ""
     return (f"; if --db {label(db)!r} is not the store the --checkpoint files were "
             "published from, check --db")

@@ -170,7 +170,7 @@ ENTRIES = ("SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx>=? ORDE
 # (each leaf with its index, to name an entry whose leaf is no longer the bytes written)
 LEAVES = "SELECT idx, leaf FROM audit_log WHERE tenant=? AND idx<? ORDER BY idx"
 ENTRY = "SELECT idx, body, leaf FROM audit_log WHERE tenant=? AND idx=?"
-CHECKPOINTS = "SELECT body FROM audit_checkpoints WHERE tenant=? ORDER BY size"
+CHECKPOINTS = "SELECT size, body FROM audit_checkpoints WHERE tenant=? ORDER BY size"
 # A signed checkpoint is never replaced: a second one of the same size is not kept.
 PUT_CHECKPOINT = ("INSERT INTO audit_checkpoints(tenant,size,body) VALUES(?,?,?) "
                   "ON CONFLICT(tenant,size) DO NOTHING")

@@ -122,5 +122,5 @@ class PostgresAudit:
         n, _ = await self._exec(_PUT_CHECKPOINT, (tenant, size, body), again=True)
         return n == 1
 
-    async def audit_checkpoints(self, tenant: str) -> list[str]:
-        return [r[0] for r in await self._read(_CHECKPOINTS, (tenant,))]
+    async def audit_checkpoints(self, tenant: str) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in await self._read(_CHECKPOINTS, (tenant,))]

@@ -1108,8 +1108,10 @@ class Store(Protocol):
         size is kept already (it is never replaced); whether it was kept."""
         ...
 
-    async def audit_checkpoints(self, tenant: str) -> list[str]:
-        """The kept checkpoints of ``tenant``, smallest tree first."""
+    async def audit_checkpoints(self, tenant: str) -> list[tuple[int, str]]:
+        """The kept checkpoints of ``tenant``, smallest tree first, each as ``(size,
+        body)``: the tree size it is kept under (a row's key, which its signed body must
+        say too: a row whose key was edited is found by comparing them) and its body."""
         ...
 
 

@@ -175,5 +175,5 @@ class SQLiteAudit:
 
         return bool(await self._write(put))
 
-    async def audit_checkpoints(self, tenant: str) -> list[str]:
-        return [r[0] for r in self._read(q.CHECKPOINTS, (tenant,))]
+    async def audit_checkpoints(self, tenant: str) -> list[tuple[int, str]]:
+        return [(r[0], r[1]) for r in self._read(q.CHECKPOINTS, (tenant,))]
