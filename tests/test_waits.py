@@ -504,3 +504,99 @@ async def test_a_completed_session_s_timers_and_signals_replay_as_they_fired(
         assert res.ok
         rr = await eng.replay("d")
         assert rr.matches and rr.status == "completed" and rr.stopped_at is None
+
+
+class _Charge:
+    """What the gathered charge of :func:`_approve_and_charge` did, and when it may end."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.started = asyncio.Event()
+        self.go_on = asyncio.Event()
+        self.waiter: asyncio.Task[Any] | None = None  # (the branch that waits)
+
+
+CHARGE = {"now": _Charge()}
+
+
+@convoy.workflow(name="approve_and_charge")
+async def _approve_and_charge(ctx: convoy.Context, amount: int) -> str:
+    charge = CHARGE["now"]
+
+    async def pay() -> str:
+        charge.calls.append("charge")
+        charge.started.set()
+        await charge.go_on.wait()
+        return f"charged {amount}"
+
+    async def approval(c: convoy.Context) -> str:
+        charge.waiter = asyncio.current_task()
+        await charge.started.wait()  # (the charge is under way when the wait parks)
+        return await c.wait_for("approved", str)  # (no signal yet: it parks)
+
+    async def work(c: convoy.Context) -> str:
+        return await c.step("charge", pay)  # (not idempotent)
+
+    return ",".join(await ctx.gather(approval, work))
+
+
+async def test_a_gather_branch_that_parks_lets_a_sibling_s_step_finish(
+        db: str | Path) -> None:
+    """One branch parks on a wait while another's non-idempotent step runs: the step
+    ends and is journaled (it is not cancelled, left ``started`` and escalated as an
+    unknown outcome when the session wakes), then the session parks; woken, it completes
+    with the step run once, as it would had nothing parked."""
+    clock = FakeClock()
+    CHARGE["now"] = charge = _Charge()
+    async with _engine(db, clock) as eng:
+        run = asyncio.create_task(eng.run(_approve_and_charge, 5, session_id="g"))
+        await asyncio.wait_for(charge.started.wait(), 30)
+        assert charge.waiter is not None
+        await asyncio.wait_for(asyncio.wait([charge.waiter]), 30)  # (the wait parked)
+        charge.go_on.set()
+        assert (await asyncio.wait_for(run, 30)).status == "waiting"
+        journal = {r.key: (r.kind, r.target, r.status) for r in await eng.store.journal("g")}
+        assert journal == {"0/0": ("wait", "approved", "started"),
+                           "1/0": ("effect", "charge", "completed")}
+        await eng.signal("g", "approved", "yes")
+        [res] = await eng.resume()
+        assert res.ok and res.output == "yes,charged 5"
+        assert charge.calls == ["charge"]
+        assert (await eng.replay("g")).matches
+
+
+@convoy.workflow(name="gather_waits")
+async def _gather_waits(ctx: convoy.Context, hours: float) -> str:
+    async def nap(c: convoy.Context) -> str:
+        await c.sleep(hours * 3600)
+        return "slept"
+
+    async def approval(c: convoy.Context) -> str:
+        return await c.wait_for("approved", str)
+
+    async def work(c: convoy.Context) -> str:
+        return str(await c.step("work", lambda: "worked"))
+
+    return ",".join(await ctx.gather(nap, approval, work))
+
+
+async def test_a_gather_whose_branches_park_wakes_at_the_first_timer_or_a_signal(
+        db: str | Path) -> None:
+    """Every branch goes on until it ends or parks; the session then waits for the
+    earliest of their timers and for the signal a branch waits for."""
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        assert (await eng.run(_gather_waits, 2.0, session_id="p")).status == "waiting"
+        row = await eng.store.get_session("p")
+        assert row is not None and row.wait_name == "approved"
+        assert row.wake_at == pytest.approx(clock.now + 7200)
+        journal = {r.key: r.status for r in await eng.store.journal("p")}
+        assert journal == {"0/0": "completed", "1/0": "started", "2/0": "completed"}
+        clock.advance(7201)  # the nap ends: the session still waits for the signal
+        assert [r.status for r in await eng.resume()] == ["waiting"]
+        row = await eng.store.get_session("p")
+        assert row is not None and row.wait_name == "approved" and row.wake_at is None
+        await eng.signal("p", "approved", "yes")
+        [res] = await eng.resume()
+        assert res.ok and res.output == "slept,yes,worked"
+        assert (await eng.replay("p")).matches

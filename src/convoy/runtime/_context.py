@@ -98,7 +98,11 @@ class Context:
     async def gather(self, *branches: Callable[[Context], Awaitable[T]]) -> list[T]:
         """Run branches concurrently, each in its own scope; results in argument order.
 
-        If one branch fails the others are cancelled and its error is raised.
+        If one branch fails the others are cancelled and its error is raised. A branch
+        that waits (a signal not sent yet, a sleep longer than the engine's
+        ``park_after``) lets the others go on until each ends or waits too, so their
+        steps end and are journaled; then the session parks, and wakes at the earliest
+        of their timers or when the signal the first waiting branch waits for comes.
         """
         scopes = [self.child(deeper=False) for _ in branches]
         return await concurrently([b(c) for b, c in zip(branches, scopes, strict=True)])
