@@ -105,6 +105,59 @@ async def test_purge_deletes_sessions_with_all_they_wrote_and_records_it(
     assert await suite.must(store, "kept")
 
 
+async def test_a_retention_purge_deletes_only_the_state_versions_its_sessions_wrote(
+        store: Store) -> None:
+    """Unlike an erasure, a retention purge does not delete the keys its sessions created:
+    the versions sessions it keeps wrote (and writes from outside any session) stay, and
+    so does each key's current value, with a gap where a purged version was. A key whose
+    current version it deletes is current again at its newest remaining value, under the
+    same version number (a version number never goes back, so it never names two values:
+    a compare-and-set against it and a watch past it mean what they meant); a key all of
+    whose versions it deletes goes."""
+    await ended(store, "old", "older")                 # purged
+    await owned(store, "young")                        # kept (finished later, or running)
+    await owned(store, "parked")                       # kept (waiting)
+    for w in (write("n", 1, 0, "old"), write("n", 2, 1, "young"),      # created by a
+              write("n", 3, 2, None), write("n", 4, 3, "young"),       # purged session
+              write("mid", 10, 0, "young"), write("mid", 20, 1, "old"),
+              write("mid", 30, 2, "parked"),
+              write("tail", "kept", 0, "parked"), write("tail", "gone", 1, "old"),
+              write("solo", 1, 0, "old"), write("solo", 2, 1, "older")):
+        assert (await store.state_put(w)).written, w
+    assert not await store.state_watch("t1", "ns", "tail", session_id="parked", name="w",
+                                       after_version=2)  # (the parked session saw v2)
+    event = await store.purge("t1", ["old", "older"], reason="retention")
+    assert (event.sessions, event.state_versions, event.key) == (2, 5, False)
+
+    async def versions(key: str) -> list[tuple[int, str]]:
+        return [(e.version, e.value) for e in await store.state_history("t1", "ns", key)]
+
+    n = await store.state_get("t1", "ns", "n")
+    assert n is not None and (n.version, n.value, n.session_id) == (4, "4", "young")
+    assert await versions("n") == [(2, "2"), (3, "3"), (4, "4")]
+    mid = await store.state_get("t1", "ns", "mid")
+    assert mid is not None and (mid.version, mid.value) == (3, "30")
+    assert await versions("mid") == [(1, "10"), (3, "30")]
+    tail = await store.state_get("t1", "ns", "tail")
+    assert tail is not None and (tail.version, tail.value, tail.session_id) == \
+        (2, '"kept"', "parked")  # the kept value, under the purged version's number
+    assert await versions("tail") == [(1, '"kept"')]
+    assert await store.state_get("t1", "ns", "solo") is None
+    assert await versions("solo") == []
+    # Compare-and-set against the current version goes on; against an older one it fails.
+    stale = await store.state_put(write("n", 9, 1, None))
+    assert not stale.written and stale.entry is not None and stale.entry.version == 4
+    assert not (await store.state_put(write("tail", "x", 1, None))).written
+    assert (await store.state_put(write("n", 5, 4, None))).entry.version == 5
+    assert (await store.state_put(write("mid", 40, 3, None))).entry.version == 4
+    put = await store.state_put(write("tail", "next", 2, None))
+    assert put.written and put.entry.version == 3 and put.woken == 1  # the watch fired
+    assert await store.next_signal("parked", "w") is not None
+    assert await versions("tail") == [(1, '"kept"'), (3, '"next"')]
+    assert (await store.state_put(write("solo", 1, 0, None))).entry.version == 1  # new key
+    assert (await store.purge("t1", ["old"], reason="retention")).state_versions == 0
+
+
 async def test_finished_before_lists_old_finished_sessions_only(
         store: Store, clock: FakeClock) -> None:
     await owned(store, "old")

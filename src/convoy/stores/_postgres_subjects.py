@@ -142,15 +142,16 @@ class PostgresSubjects:
                                        (self._key_lock(tenant, ns, key),))
                 for text, params in plain:
                     await conn.execute(text, params)
-                cur = await conn.execute(_SQL.created(len(chunk)), (tenant, *chunk))
+                cur = await conn.execute(_SQL.created(len(chunk), own=reason == "retention"),
+                                         (tenant, *chunk))
                 for ns, key in await cur.fetchall():
                     versions += (await conn.execute(_SQL.key_versions,
                                                     (tenant, ns, key))).rowcount
                     await conn.execute(_SQL.key_current, (tenant, ns, key))
                 versions += (await conn.execute(history, (tenant, *chunk))).rowcount
                 cur = await conn.execute(current, (tenant, *chunk))
-                for key in await cur.fetchall():
-                    await conn.execute(_SQL.fall_back, tuple(key))
+                for row in await cur.fetchall():
+                    await conn.execute(*_SQL.fall_back_to(reason, row))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0

@@ -923,10 +923,19 @@ class Store(Protocol):
                     subject_ref: str | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
         signals, watches and spans (:data:`SPANS_NAMESPACE`), every state key one of them
-        created (all its versions, whoever wrote them) and every other state version they
-        wrote (a key whose current version goes falls back to its newest remaining one),
-        destroy ``subject``'s key when given (with the values in :data:`SUBJECT_REFS` that
-        name it), and record the :class:`Erasure` (returned).
+        created (all its versions, whoever wrote them: an erasure only) and every other
+        state version they wrote (a key whose current version goes falls back to its
+        newest remaining one; a key none of whose versions remains goes), destroy
+        ``subject``'s key when given (with the values in :data:`SUBJECT_REFS` that name
+        it), and record the :class:`Erasure` (returned).
+
+        A ``retention`` purge deletes the state versions the sessions wrote and no other,
+        but for the keys they created that are their own (their human tasks, the keys of
+        their private namespace ``session:<id>``), which go whole: the keys of shared
+        namespaces they created keep the versions other writers made. A key whose current
+        version it deletes falls back to its newest remaining version's value and writer
+        under the deleted version's number, so that a key's version never goes back (an
+        erasure's fall-back keeps the remaining version's number).
 
         Each deleted session's audit cursor is kept as it was, in :data:`AUDIT_CURSORS`
         (its tombstone; SQLite copies it there from the session's row): a seal an engine

@@ -131,13 +131,13 @@ class SQLiteSubjects:
                 conn.execute(SQLITE_TOMBSTONES.format(_SQL.ids(len(chunk))), (tenant, *chunk))
                 for text, params in plain:
                     conn.execute(text, params)
-                for ns, key in conn.execute(_SQL.created(len(chunk)),
-                                            (tenant, *chunk)).fetchall():
+                created = _SQL.created(len(chunk), own=reason == "retention")
+                for ns, key in conn.execute(created, (tenant, *chunk)).fetchall():
                     versions += conn.execute(_SQL.key_versions, (tenant, ns, key)).rowcount
                     conn.execute(_SQL.key_current, (tenant, ns, key))
                 versions += conn.execute(history, (tenant, *chunk)).rowcount
-                for key in conn.execute(current, (tenant, *chunk)).fetchall():
-                    conn.execute(_SQL.fall_back, tuple(key))
+                for row in conn.execute(current, (tenant, *chunk)).fetchall():
+                    conn.execute(*_SQL.fall_back_to(reason, row))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0

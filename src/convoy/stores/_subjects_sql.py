@@ -20,6 +20,11 @@ PURGED_TABLES = ("sessions", "journal", "signals", "state", "state_history", "st
 #: How many session ids one statement names.
 CHUNK = 500
 
+# The namespace of human tasks (:data:`convoy.hitl._task.INBOX`), and how a session's
+# private namespace begins (``ctx.state()``: ``session:<id>``).
+_INBOX = "convoy.inbox"
+_PRIVATE = "session:"
+
 _ERASURE_COLS = "tenant,reason,subject_ref,sessions,state_versions,key_destroyed,at,seq"
 
 
@@ -71,7 +76,8 @@ class SubjectSQL:
         self.finished_before = (
             "SELECT id FROM sessions WHERE finished IS NOT NULL AND finished < "
             f"{m} AND status NOT IN ('pending','running','waiting')")
-        # Keys one of the sessions created: the subject's, every version of them goes.
+        # Keys one of the sessions created: the subject's, every version of them goes (an
+        # erasure; a retention purge, of the sessions' own keys only: see ``created``).
         self.key_versions = (f"DELETE FROM state_history WHERE tenant={m} AND namespace={m} "
                              f"AND key={m}")
         self.key_current = f"DELETE FROM state WHERE tenant={m} AND namespace={m} AND key={m}"
@@ -80,6 +86,16 @@ class SubjectSQL:
             "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
             "at) SELECT tenant,namespace,key,version,value,session_id,agent,step_key,at FROM "
             f"state_history WHERE tenant={m} AND namespace={m} AND key={m} "
+            "ORDER BY version DESC LIMIT 1")
+        # A retention purge's: the newest remaining version's value and writer, under the
+        # number of the version purged (first parameter), so that the key's version never
+        # goes back: a number is never given to two values (a compare-and-set against
+        # it, or a wait past it, means what it meant), and a key none of whose versions
+        # remains has no row to copy and goes.
+        self.fall_back_numbered = (
+            "INSERT INTO state(tenant,namespace,key,version,value,session_id,agent,step_key,"
+            f"at) SELECT tenant,namespace,key,CAST({m} AS BIGINT),value,session_id,agent,"
+            f"step_key,at FROM state_history WHERE tenant={m} AND namespace={m} AND key={m} "
             "ORDER BY version DESC LIMIT 1")
 
     def ids(self, n: int) -> str:
@@ -92,10 +108,26 @@ class SubjectSQL:
         return (f"SELECT id, status, owner, lease_until FROM sessions WHERE "
                 f"tenant={self.mark} AND id IN ({self.ids(n)}) ORDER BY id{lock}")
 
-    def created(self, n: int) -> str:
-        """The state keys (of a tenant) that one of ``n`` sessions created (version 1)."""
+    def created(self, n: int, *, own: bool = False) -> str:
+        """The state keys (of a tenant) that one of ``n`` sessions created (version 1);
+        ``own``: only those that are the session's own, whoever wrote them since (a
+        retention purge deletes those whole): its human tasks (a person's decision is a
+        version of the task) and the keys of its private namespace (``ctx.state()``)."""
+        mine = (f" AND (namespace='{_INBOX}' OR namespace='{_PRIVATE}' || session_id)"
+                if own else "")
         return (f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant={self.mark} "
-                f"AND version=1 AND session_id IN ({self.ids(n)}) ORDER BY 1, 2")
+                f"AND version=1 AND session_id IN ({self.ids(n)}){mine} ORDER BY 1, 2")
+
+    def fall_back_to(self, reason: str, row: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+        """What makes a key whose current version a purge deleted (``row``: ``(tenant,
+        namespace, key, version)``, as the ``current`` statement of :meth:`purge_chunk`
+        returns it) current again at its newest remaining version: numbered as it was on
+        an erasure, as the version deleted on a retention purge (:attr:`fall_back_numbered`).
+        """
+        tenant, namespace, key, version = row
+        if reason == "retention":
+            return self.fall_back_numbered, (int(version), tenant, namespace, key)
+        return self.fall_back, (tenant, namespace, key)
 
     def purge_chunk(self, tenant: str, ids: Sequence[str]
                     ) -> tuple[list[tuple[str, tuple[Any, ...]]], str, str, str]:
@@ -103,8 +135,8 @@ class SubjectSQL:
         signals, watches and spans; their audit cursors are kept, see
         :data:`SQLITE_TOMBSTONES`), the statement
         that deletes their state versions (counted), the one that deletes the current
-        versions they wrote (returning the keys), and the one that deletes the sessions
-        (counted)."""
+        versions they wrote (returning the keys with the version deleted), and the one
+        that deletes the sessions (counted)."""
         m, marks = self.mark, self.ids(len(ids))
         owned = f"session_id IN ({marks}) AND session_id IN (SELECT id FROM sessions WHERE " \
                 f"tenant={m})"
@@ -117,7 +149,7 @@ class SubjectSQL:
                       (SPANS_NAMESPACE, tenant, *ids)))
         history = f"DELETE FROM state_history WHERE tenant={m} AND session_id IN ({marks})"
         current = (f"DELETE FROM state WHERE tenant={m} AND session_id IN ({marks}) "
-                   "RETURNING tenant, namespace, key")
+                   "RETURNING tenant, namespace, key, version")
         sessions = f"DELETE FROM sessions WHERE tenant={m} AND id IN ({marks})"
         return plain, history, current, sessions
 
