@@ -771,6 +771,25 @@ async def test_a_session_that_read_an_erased_subjects_data_fails_in_one_clear_li
     assert "holds the data of a data subject who was erased" in res.error["message"]
 
 
+async def test_a_replay_of_a_session_that_read_an_erased_subjects_data_is_refused(
+        tmp_path: Path) -> None:
+    """A new user's trial: ``convoy replay`` of a finished session that had read a subject's
+    data, after the subject's erasure, said DIVERGED (exit 1), as a change of the code would,
+    and printed the sealed envelope. The replay is refused in one line that says why, and
+    the recorded result stands."""
+    db = tmp_path / "convoy.db"
+    async with engine(db) as eng:
+        assert (await eng.run(note_subject, SHARED_NAME, subject="zed")).ok
+        copied = await eng.run(copy_note, False, session_id="copied")
+        assert copied.ok and (await eng.replay("copied")).matches
+        await eng.erase("zed")
+        with pytest.raises(UserError, match=r"cannot replay session 'copied': a step it "
+                           r"replays read data that was erased \(.*\); its recorded result "
+                           r"stands as it is"):
+            await eng.replay("copied")
+        assert (await eng.result("copied")).ok
+
+
 async def test_a_resume_with_another_master_key_leaves_the_session_to_the_right_one(
         tmp_path: Path) -> None:
     """A session that read a subject's data, resumed by an engine whose master key does not

@@ -136,6 +136,11 @@ def keyed_fingerprint(key: bytes, fp: str) -> str:
 LEGACY_FINGERPRINT_LENGTH = 8
 
 
+#: What the error of a step whose journaled result an erasure sealed for good says (a
+#: replay of its session is refused, not reported as diverged).
+ERASED_RESULT = "holds the data of a data subject who was erased"
+
+
 def encode_json(value: Any) -> str:
     return to_json(value).decode()
 
@@ -391,9 +396,8 @@ class JournaledExecutor:
                 if rec.result is not None and rec.result.startswith(SEALED_PREFIX):
                     # (``convoy.privacy``: its subject key was destroyed)
                     raise JournalError(
-                        f"session {self.session_id!r} step {key}: its journaled result holds "
-                        "the data of a data subject who was erased, so the session cannot "
-                        "go on")
+                        f"session {self.session_id!r} step {key}: its journaled result "
+                        f"{ERASED_RESULT}, so the session cannot go on")
                 try:
                     return decode(rec.result or "")
                 except Exception as e:
