@@ -94,6 +94,21 @@ def test_list_show_and_answer_with_options() -> None:
     assert [t["status"] for t in listed] == ["answered"]
 
 
+def test_a_tasks_text_is_shown_as_written_not_as_ascii_escapes() -> None:
+    """A new user's trial: ``inbox show`` (and ``--json``) wrote an answer's note as
+    ``"h\\u00e9 \\u2713"``, where ``state get`` and ``export`` show ``"hé ✓"``; what a
+    terminal would obey is still escaped."""
+    start("refund", "c-8", "u1")
+    ok = cli("inbox", "answer", "u1:0", "--by", "ann", "--set", "approve=yes",
+             "--set", "amount=5", "--set", "reason=error", "--set", "note=hé ✓‮")
+    assert ok.code == 0, ok.stderr
+    shown = cli("inbox", "show", "u1:0")
+    assert shown.code == 0 and '"note": "hé ✓\\u202e"' in shown.stdout, shown.stdout
+    assert "\u202e" not in shown.stdout
+    doc = cli("inbox", "show", "u1:0", "--json").stdout
+    assert "hé ✓" in doc and json.loads(doc)["decision"]["value"]["note"] == "hé ✓\u202e"
+
+
 def test_answer_with_the_form() -> None:
     start("refund", "c-8", "r2")
     res = CliRunner().invoke(app, ["inbox", "answer", "r2:0", "--by", "ann"],

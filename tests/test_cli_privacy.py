@@ -55,6 +55,10 @@ def test_a_subject_is_run_sealed_exported_and_erased(tmp_path: Path) -> None:
     # (and an empty subject is said to be one before the missing key)
     one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--subject", ""), 2,
                    "a subject is a non-empty name")
+    # (a new user's trial: a name with a line break was taken, where session ids and
+    # tenants refuse what a terminal would obey)
+    one_line_error(cli("run", FLOW, "-i", "in.jsonl", "--subject", "x\ny"), 2,
+                   "data subject name 'x\\ny' holds the character \\n")
     # refused before the store is made, an input with no valid line too (review of stop
     # 44: an empty store was left behind; a file of bad lines was not refused at all)
     (tmp_path / "bad.jsonl").write_text("not json\n")

@@ -149,7 +149,7 @@ def list_(status: Annotated[str, typer.Option(
         for doc, t in zip(docs, tasks, strict=True):
             if t.id in ended:
                 doc["actions"], doc["session_ended"] = [], ended[t.id]
-        typer.echo(json.dumps(docs, indent=2))
+        typer.echo(json.dumps(docs, indent=2, ensure_ascii=False))
         if sealed:
             err.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     else:
@@ -254,7 +254,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
         doc = _task_json(task)
         if ended is not None:
             doc["actions"], doc["session_ended"] = [], ended
-        typer.echo(json.dumps(doc, indent=2))
+        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
         return
     p = out.print
     p(Text.assemble((escaped(task.id), "bold"), f"  {task.kind} in queue "
@@ -267,11 +267,11 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
                          ("proposal", task.proposal)):
         if value is not None:
             p(f"{name}:", style="bold")
-            p(json.dumps(value, indent=2) if not isinstance(value, str) else
-              printable(value), markup=False)
+            p(_shown_json(value) if not isinstance(value, str) else printable(value),
+              markup=False)
     if task.history:
         p("history:", style="bold")
-        p(json.dumps(task.history, indent=2), markup=False)
+        p(_shown_json(task.history), markup=False)
     p(f"session {task.session_id}, created {fmt_time(task.created_at)}, deadline "
       f"{_when(task)}" + (f" (then: {task.on_deadline})" if task.deadline else "")
       + (f", assignees {', '.join(task.assignees)}" if task.assignees else ""),
@@ -284,7 +284,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
     d = task.decision
     if d is not None:
         p(f"decided: {d.action} by {escaped(d.by)} at {fmt_time(d.at)}"
-          + (f": {json.dumps(d.value)}" if d.value is not None else "")
+          + (f": {_shown_json(d.value, indent=None)}" if d.value is not None else "")
           + (f" ({printable(d.comment)})" if d.comment else ""), markup=False)
     if task.is_open and ended is None:
         form = fields(task.answer_schema)
@@ -466,3 +466,11 @@ def comment_(task_id: TaskArg,
 
 
 __all__ = ["inbox_app"]
+
+
+def _shown_json(value: Any, indent: int | None = 2) -> str:
+    """``value`` as JSON for the terminal: its text as it is (``"hé ✓"``, not
+    ``"h\\u00e9 \\u2713"``, as ``state get`` and ``export`` show it), what a terminal would
+    obey or draw as nothing escaped."""
+    return escaped(json.dumps(value, indent=indent, ensure_ascii=False))
+

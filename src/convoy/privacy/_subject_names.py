@@ -9,6 +9,7 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from convoy._errors import UserError
+from convoy._text import check_name
 
 if TYPE_CHECKING:
     from convoy.observability._redact import Redactor
@@ -30,6 +31,7 @@ def check_subject(subject: object) -> str:
     if not isinstance(subject, str) or not subject.strip() or len(subject) > 256:
         raise UserError(f"a subject is a non-empty name of at most 256 characters, got "
                         f"{subject!r}")
+    check_name(subject, "data subject name")  # (as a session id, a tenant: printable)
     kind = _personal_kind(subject)
     if kind is not None and kind not in _WARNED:
         _WARNED.add(kind)
