@@ -100,7 +100,7 @@ def test_a_tasks_text_is_shown_as_written_not_as_ascii_escapes() -> None:
     terminal would obey is still escaped."""
     start("refund", "c-8", "u1")
     ok = cli("inbox", "answer", "u1:0", "--by", "ann", "--set", "approve=yes",
-             "--set", "amount=5", "--set", "reason=error", "--set", "note=hé ✓‮")
+             "--set", "amount=5", "--set", "reason=error", "--set", "note=hé ✓\u202e")
     assert ok.code == 0, ok.stderr
     shown = cli("inbox", "show", "u1:0")
     assert shown.code == 0 and '"note": "hé ✓\\u202e"' in shown.stdout, shown.stdout

@@ -22,6 +22,7 @@ rise of it is an outage.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -61,21 +62,21 @@ class BaselinePolicy:
     def __post_init__(self) -> None:
         if not 0 < self.alpha <= 1:
             raise UserError(f"BaselinePolicy.alpha must be in (0, 1], got {self.alpha!r}")
-        if self.k <= 0:
-            raise UserError(f"BaselinePolicy.k must be > 0, got {self.k!r}")
+        if not 0 < self.k < math.inf:  # (NaN compares false: refused too)
+            raise UserError(f"BaselinePolicy.k must be a number > 0, got {self.k!r}")
         if self.clear_k is not None and not 0 <= self.clear_k <= self.k:
             raise UserError(f"BaselinePolicy.clear_k must be in [0, k={self.k}], got "
                             f"{self.clear_k!r}")
         for name in ("warmup", "fire_after", "clear_after"):
             value = getattr(self, name)
-            if value < (0 if name == "warmup" else 1):
+            if not value >= (0 if name == "warmup" else 1):
                 raise UserError(f"BaselinePolicy.{name} must be "
                                 f"{'>= 0' if name == 'warmup' else '>= 1'}, got {value!r}")
         r = self.relearn_after
         if r is not None and (type(r) is not int or r < 1):
             raise UserError(f"BaselinePolicy.relearn_after must be a whole number >= 1, or "
                             f"None for never, got {r!r}")
-        if self.min_deviation < 0 or self.rel_deviation < 0:
+        if not (0 <= self.min_deviation < math.inf and 0 <= self.rel_deviation < math.inf):
             raise UserError("BaselinePolicy.min_deviation and rel_deviation must be >= 0")
 
     @property

@@ -58,9 +58,10 @@ class Budget:
     def __post_init__(self) -> None:
         if self.tokens is None and self.usd is None:
             raise UserError("a Budget needs tokens=... or usd=...")
-        if (self.tokens is not None and self.tokens < 0) or (self.usd is not None and
-                                                             self.usd < 0):
-            raise UserError("budget limits must be >= 0")
+        if (self.tokens is not None and not self.tokens >= 0) or (
+                self.usd is not None and not self.usd >= 0):  # (NaN: refused too)
+            raise UserError(f"budget limits must be numbers >= 0, got tokens={self.tokens!r}, "
+                            f"usd={self.usd!r}")
 
 
 @dataclass(slots=True)

@@ -69,7 +69,7 @@ class ResponseCache(Interceptor):
 
     def __init__(self, *, ttl: float = 3600.0, max_entries: int = 10_000,
                  clock: Callable[[], float] = time.monotonic, shared: bool = True) -> None:
-        if ttl <= 0 or max_entries < 1:
+        if not ttl > 0 or max_entries < 1:  # (NaN compares false: refused too)
             raise UserError("ResponseCache needs ttl > 0 and max_entries >= 1")
         self.ttl, self.max_entries = ttl, max_entries
         self._clock = clock

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from convoy._errors import UserError
@@ -17,6 +18,13 @@ class Price:
 
     input_per_mtok: float
     output_per_mtok: float
+
+    def __post_init__(self) -> None:
+        for name in ("input_per_mtok", "output_per_mtok"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int | float) or \
+                    not 0 <= v < math.inf:  # (NaN compares false: refused too)
+                raise UserError(f"Price.{name} must be a finite number of USD >= 0, got {v!r}")
 
     def cost(self, usage: Usage) -> float:
         """USD for ``usage`` at this price."""
@@ -42,9 +50,11 @@ class PriceTable:
 
     def set(self, model: str, *, input_per_mtok: float, output_per_mtok: float) -> None:
         """Add or replace the price of ``model`` (USD per million input/output tokens)."""
-        if input_per_mtok < 0 or output_per_mtok < 0:
-            raise UserError(f"prices for {model!r} must be >= 0")
-        self._prices[model] = Price(input_per_mtok=input_per_mtok, output_per_mtok=output_per_mtok)
+        try:
+            price = Price(input_per_mtok=input_per_mtok, output_per_mtok=output_per_mtok)
+        except UserError as e:
+            raise UserError(f"prices for {model!r}: {e}") from None
+        self._prices[model] = price
         self._cache.clear()
 
     def get(self, model: str) -> Price | None:

@@ -17,6 +17,7 @@ outcomes every engine saw count together towards opening it.
 
 from __future__ import annotations
 
+import math
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -99,7 +100,7 @@ class BreakerPolicy:
         if self.window_type not in ("time", "count"):
             raise UserError(f"BreakerPolicy.window_type must be 'time' or 'count', got "
                             f"{self.window_type!r}")
-        if self.wait_in_open < 0 or self.slow_call_duration <= 0:
+        if not (0 <= self.wait_in_open < math.inf and self.slow_call_duration > 0):
             raise UserError("BreakerPolicy wait_in_open must be >= 0 and slow_call_duration > 0")
 
 

@@ -4,6 +4,7 @@ backpressure: a call over the limit waits its turn (a rate limit at most ``max_w
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -93,13 +94,16 @@ class Rate:
     max_wait: float | None = None
 
     def __post_init__(self) -> None:
-        if (self.rpm is not None and self.rpm <= 0) or (self.tpm is not None and self.tpm <= 0):
-            raise UserError("Rate.rpm and Rate.tpm must be > 0 or None")
+        # (``not x > 0``: NaN compares false, and is refused too)
+        if (self.rpm is not None and not 0 < self.rpm < math.inf) or (
+                self.tpm is not None and not 0 < self.tpm < math.inf):
+            raise UserError(f"Rate.rpm and Rate.tpm must be finite numbers > 0 or None, got "
+                            f"rpm={self.rpm!r}, tpm={self.tpm!r}")
         for name in ("burst", "tpm_burst"):
             v = getattr(self, name)
-            if v is not None and v < 1:
-                raise UserError(f"Rate.{name} must be >= 1 or None, got {v!r}")
-        if self.max_wait is not None and self.max_wait < 0:
+            if v is not None and not 1 <= v < math.inf:
+                raise UserError(f"Rate.{name} must be a finite number >= 1 or None, got {v!r}")
+        if self.max_wait is not None and not self.max_wait >= 0:
             raise UserError(f"Rate.max_wait must be >= 0 or None, got {self.max_wait!r}")
         if self.rpm is not None and self.burst is None:
             object.__setattr__(self, "burst", max(1.0, self.rpm / 60))

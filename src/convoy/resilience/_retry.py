@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 import time
 from collections import deque
@@ -61,14 +62,17 @@ class RetryPolicy:
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise UserError(f"RetryPolicy.max_attempts must be >= 1, got {self.max_attempts}")
-        if self.max_rate_limited_wait is not None and self.max_rate_limited_wait < 0:
+        if self.max_rate_limited_wait is not None and not self.max_rate_limited_wait >= 0:
             raise UserError("RetryPolicy.max_rate_limited_wait must be >= 0 or None")
         check_matches(self.retry_on, "RetryPolicy.retry_on")
         check_matches(self.ignore, "RetryPolicy.ignore")
         if self.retry_on_result is not None and not callable(self.retry_on_result):
             raise UserError("RetryPolicy.retry_on_result must be a predicate on the answer")
-        if self.initial_delay < 0 or self.max_delay < 0 or self.multiplier < 1:
-            raise UserError("RetryPolicy delays must be >= 0 and multiplier >= 1")
+        if not (0 <= self.initial_delay < math.inf and 0 <= self.max_delay < math.inf
+                and 1 <= self.multiplier < math.inf):  # (NaN compares false: refused too)
+            raise UserError(f"RetryPolicy delays must be finite numbers >= 0 and multiplier "
+                            f">= 1, got initial_delay={self.initial_delay!r}, max_delay="
+                            f"{self.max_delay!r}, multiplier={self.multiplier!r}")
         if not 0 <= self.retry_after_jitter <= 1:
             raise UserError(f"RetryPolicy.retry_after_jitter must be in [0, 1], got "
                             f"{self.retry_after_jitter!r}")

@@ -19,6 +19,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from convoy._errors import UserError
+from convoy._seconds import LONGEST_S, timeout_seconds
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -46,10 +47,11 @@ class Approval:
             raise UserError("Approval.queue must be a non-empty name")
         if isinstance(self.assignees, str):
             raise UserError(f"Approval.assignees is a list of names, got {self.assignees!r}")
-        if self.expires_after <= 0:
-            raise UserError(f"Approval.expires_after must be > 0, got {self.expires_after}")
-        if self.deadline is not None and self.deadline < 0:
-            raise UserError(f"Approval.deadline must be >= 0 or None, got {self.deadline}")
+        if not 0 < self.expires_after <= LONGEST_S:  # (NaN compares false: refused too)
+            raise UserError(f"Approval.expires_after must be a number of seconds > 0, up to "
+                            f"a hundred years, got {self.expires_after}")
+        object.__setattr__(self, "deadline", timeout_seconds(  # (inf: none)
+            self.deadline, "Approval.deadline"))
 
 
 def binding(tool: str, args: BaseModel, tenant: str, session_id: str) -> str:
