@@ -252,3 +252,14 @@ def new_namespace() -> int:
     if libc.unshare(0x10000000) == 0:  # CLONE_NEWUSER
         return 0
     return ctypes.get_errno()
+
+
+@convoy.tool(sandbox=TIGHT)
+def native_hog() -> int:
+    """Holds 40 MB, then has native code (pydantic_core's JSON writer, in Rust) ask for as
+    much again: past the 64 MB limit, Rust's allocator aborts the process where Python
+    would raise MemoryError."""
+    from pydantic_core import to_json
+
+    text = "x" * (40 * 2**20)
+    return len(to_json([text, text]))

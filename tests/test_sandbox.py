@@ -164,6 +164,16 @@ async def test_unbounded_memory_is_stopped() -> None:
     assert e.details == {"sandbox": {"stopped_by": "memory_mb", "limit": 64}}
 
 
+async def test_native_code_out_of_memory_is_stopped_by_the_memory_limit() -> None:
+    """A new user's trial: a tool whose result did not fit its memory once written as JSON
+    was said to have crashed ("killed by SIGABRT; last output: note: run with
+    RUST_BACKTRACE=1"): Rust's allocator aborts where Python raises MemoryError. It is the
+    memory limit that stopped it."""
+    e = await stopped(T.native_hog)
+    assert e.limit == "memory_mb" and e.value == 64 and not e.retryable, e
+    assert "ran out of memory" in str(e), e
+
+
 async def test_spinning_forever_is_stopped_by_its_cpu_time() -> None:
     e = await stopped(T.spin)  # wall_seconds=60: the CPU limit (1 s) stops it, not time
     assert e.limit == "cpu_seconds" and e.signal in ("SIGXCPU", "SIGKILL")

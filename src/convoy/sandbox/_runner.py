@@ -171,14 +171,19 @@ class _Process:
             loop.remove_reader(self.pidfd)
 
     def stderr_tail(self) -> str:
+        """The last line of what the process wrote to stderr."""
+        text = self.stderr_end()
+        return text.splitlines()[-1] if text else ""
+
+    def stderr_end(self) -> str:
+        """The last 2,000 bytes of what the process wrote to stderr."""
         try:
             self.stderr.seek(0, os.SEEK_END)
             size = self.stderr.tell()
             self.stderr.seek(max(0, size - 2000))
-            text = self.stderr.read().decode(errors="replace").strip()
+            return self.stderr.read().decode(errors="replace").strip()
         except OSError:
             return ""
-        return text.splitlines()[-1] if text else ""
 
     def kill(self) -> None:
         """Kill every process of the call: its process group, and with it (PID namespace)
@@ -402,9 +407,21 @@ async def _died(name: str, proc: _Process, sandbox: Sandbox,
         return _stopped(name, sandbox, "crashed", f"it wrote an unreadable answer "
                                                   f"({answer['garbled']!r})", code=code)
     tail = proc.stderr_tail()
+    if out_of_memory(sig, proc.stderr_end()):
+        return _stopped(name, sandbox, "memory_mb", "it ran out of memory (an allocation of "
+                        "its native code failed)", sig=sig)
     how = f"killed by {signal.Signals(sig).name}" if sig else f"exit code {code}"
     return _stopped(name, sandbox, "crashed", how + (f"; last output: {tail}" if tail else ""),
                     code=None if sig else code, sig=sig)
+
+
+def out_of_memory(sig: int | None, tail: str) -> bool:
+    """Whether a tool process that died by ``sig`` with ``tail`` as its last output (of
+    stderr) ran out
+    of its memory limit in native code, which aborts where Python would raise MemoryError:
+    Rust's allocator (pydantic_core writing a large result as JSON) says "memory
+    allocation of N bytes failed", C++'s "std::bad_alloc"."""
+    return sig == signal.SIGABRT and ("memory allocation of" in tail or "bad_alloc" in tail)
 
 
 _STOPS = frozenset(get_args(SandboxStop))
