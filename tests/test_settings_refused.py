@@ -13,6 +13,7 @@ import pytest
 from convoy import Approval, Price, PriceTable, UserError
 from convoy.alerts import BaselinePolicy
 from convoy.cost import Budget, ResponseCache
+from convoy.models._sim import Latency, SimModel
 from convoy.resilience import BreakerPolicy, Rate, RetryPolicy
 
 NAN = math.nan
@@ -44,6 +45,11 @@ REFUSED: list[tuple[str, Callable[[], Any], str]] = [
     ("expires nan", lambda: Approval(expires_after=NAN), "Approval.expires_after must be"),
     ("expires inf", lambda: Approval(expires_after=INF), "Approval.expires_after must be"),
     ("deadline nan", lambda: Approval(deadline=NAN), "Approval.deadline must be a number"),
+    ("sim latency inf", lambda: SimModel({"a": ["x"]}, latency=INF),  # (answered never)
+     "SimModel latency must be finite seconds >= 0, got value=inf"),
+    ("sim latency nan", lambda: SimModel({"a": ["x"]}, latency=Latency(kind="uniform",
+                                                                       high=NAN)),
+     "SimModel latency must be finite seconds >= 0"),
 ]
 
 

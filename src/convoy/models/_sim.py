@@ -179,8 +179,11 @@ class SimModel(Model):
             self._table = script
         self.seed = seed
         self.latency = latency if isinstance(latency, Latency) else Latency(value=float(latency))
-        if self.latency.value < 0 or self.latency.low < 0:
-            raise UserError("SimModel latency must be >= 0")
+        lat = self.latency
+        if not all(0 <= v < math.inf for v in (lat.value, lat.low, lat.high, lat.sigma)):
+            # (NaN compares false: refused too; an infinite one answered never)
+            raise UserError(f"SimModel latency must be finite seconds >= 0, got value="
+                            f"{lat.value}, low={lat.low}, high={lat.high}, sigma={lat.sigma}")
         self.usage = usage
         self.faults = faults or Faults()
         self._random = self.faults.any or self.latency.kind != "fixed"
