@@ -183,6 +183,16 @@ def test_an_answer_checked_by_the_schema_alone_is_not_repeated_in_the_error() ->
     with pytest.raises(convoy.UserError, match="'reason' is a required property"):
         check({"amount": 5})
     assert check({"amount": 5, "reason": "x"}) == {"amount": 5, "reason": "x"}
+    # (a new user's trial: a field the schema does not have was "its 'additionalProperties'
+    # rule (false) refuses it", naming no field)
+    closed = HumanTask(id="t:1", session_id="t", tenant="default", kind="question",
+                       prompt="?", answer_type="nowhere:Refund", created_at=0.0,
+                       answer_schema={**Refund.model_json_schema(),
+                                      "additionalProperties": False})
+    with pytest.raises(convoy.UserError) as info:
+        answer_checker(closed)({"amount": 5, "reason": "x", "result": 1})
+    assert str(info.value) == ("the answer does not match the task's schema: (answer): it "
+                               "has no field 'result' (its fields: 'amount', 'reason')")
 
 
 def test_the_open_task_of_a_cancelled_session_says_nobody_waits_for_it() -> None:

@@ -268,13 +268,31 @@ def answer_checker(task: HumanTask) -> Callable[[Any], Any]:
             where = ".".join(str(p) for p in e.absolute_path) or "(answer)"
             wants = json.dumps(e.validator_value, default=str)
             wants = wants if len(wants) <= 80 else wants[:77] + "..."
-            said = e.message if e.validator == "required" else \
+            said = e.message if e.validator == "required" else _extra_fields(e) or \
                 f"its {e.validator!r} rule ({wants}) refuses it"  # (names from the schema)
             raise UserError(f"the answer does not match the task's schema: {where}: "
                             f"{said}") from None
         return value
 
     return by_schema
+
+
+def _extra_fields(e: Any) -> str | None:
+    """What an ``additionalProperties: false`` refusal says: the fields the answer has that
+    the schema does not (names a person typed, not values), and the ones it has; ``None``
+    for another refusal."""
+    props = e.schema.get("properties") if isinstance(e.schema, dict) else None
+    if e.validator != "additionalProperties" or not isinstance(e.instance, dict) or \
+            not isinstance(props, dict):
+        return None
+    extra = [k for k in e.instance if k not in props]
+    if not extra:
+        return None
+    named = ", ".join(quoted(str(k), 40) for k in extra[:5]) + (" ..." if len(extra) > 5
+                                                                  else "")
+    known = ", ".join(quoted(str(k), 40) for k in props) or "none"
+    return (f"it has no field {named}" if len(extra) == 1 else
+            f"it has no fields {named}") + f" (its fields: {known})"
 
 
 def _no_unknown_field(tp: type, value: Any) -> None:
