@@ -600,3 +600,83 @@ async def test_a_gather_whose_branches_park_wakes_at_the_first_timer_or_a_signal
         [res] = await eng.resume()
         assert res.ok and res.output == "slept,yes,worked"
         assert (await eng.replay("p")).matches
+
+
+@convoy.workflow(name="waits.gather_two_signals")
+async def _gather_two_signals(ctx: convoy.Context, x: int) -> str:
+    async def watcher(c: convoy.Context) -> str:  # waits for what the other branch writes
+        await c.state("ns", type=dict).wait("k")
+        return "saw"
+
+    async def writer(c: convoy.Context) -> str:  # needs a signal from outside first
+        go = await c.wait_for("go", str)
+        await c.state("ns", type=dict).set("k", {"v": go}, expected_version=0)
+        return go
+
+    return ",".join(await ctx.gather(watcher, writer))
+
+
+async def test_a_gather_whose_branches_wait_for_different_signals_wakes_for_each(
+        db: str | Path) -> None:
+    """A review: branches waiting for different signals parked the session on the first
+    branch's alone (in argument order); a signal another branch waited for was kept but
+    woke nothing, and a session whose first branch waited for what the other would do
+    once signalled waited for ever. The session still wakes at once for the first
+    branch's signal, and looks for the others' within a tenth of how long it has
+    waited (at least a second, at most five minutes): it goes on."""
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        assert (await eng.run(_gather_two_signals, 1, session_id="g")).status == "waiting"
+        row = await eng.store.get_session("g")
+        assert row is not None and row.wait_name == "convoy.state:ns/k", row
+        assert row.wake_at == pytest.approx(clock.now + 1.0), row  # (a second: none waited)
+        await eng.signal("g", "go", "yes")
+        assert [r.status for r in await eng.resume()] == ["waiting"]  # (not due: kept)
+        clock.advance(1.5)
+        await eng.serve(until_idle=True)  # (the write wakes the watcher: a run more)
+        res = await eng.result("g")
+        assert res.ok and res.output == "saw,yes", res
+        assert (await eng.replay("g")).matches
+
+
+async def test_a_gather_waiting_long_for_different_signals_looks_less_often(
+        db: str | Path) -> None:
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        assert (await eng.run(_gather_two_signals, 1, session_id="h")).status == "waiting"
+        for waited in (1.5, 100.0, 3000.0, 9000.0):
+            clock.advance(waited)
+            assert [r.status for r in await eng.resume()] == ["waiting"]
+        row = await eng.store.get_session("h")
+        assert row is not None and row.wake_at == pytest.approx(clock.now + 300.0), row
+
+
+@convoy.workflow(name="waits.gather_wait_then_fail")
+async def _gather_wait_then_fail(ctx: convoy.Context, nap: float) -> str:
+    async def waits(c: convoy.Context) -> str:
+        if nap:
+            await c.sleep(nap)
+            return "slept"
+        return await c.wait_for("approved", str)
+
+    async def fails(c: convoy.Context) -> str:
+        await c.step("work", lambda: "w")
+        raise ValueError("boom")
+
+    return ",".join(await ctx.gather(waits, fails))
+
+
+@pytest.mark.parametrize("nap", [0.0, 7200.0])
+async def test_a_gather_whose_branch_waits_while_another_fails_replays_the_same(
+        db: str | Path, nap: float) -> None:
+    """A review: a branch left waiting (a signal, a long timer) while its sibling failed
+    made the session fail with the wait journaled unfinished, and ``replay`` then said
+    the session diverged: the replayed wait raised before the sibling's failure came
+    again. The replayed wait stops where the recorded run stopped, and the failure is the
+    same."""
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        res = await eng.run(_gather_wait_then_fail, nap, session_id="f")
+        assert res.status == "failed" and (res.error or {}).get("type") == "ValueError", res
+        replayed = await eng.replay("f")
+        assert replayed.matches, replayed

@@ -283,6 +283,19 @@ class JournaledExecutor:
                 self.stopped_at = key
         raise NonDeterminismError(f"replay of session {self.session_id!r}: {what}", key=key)
 
+    def _replay_parks(self, key: str, what: str, *, wake_at: float | None,
+                      wait_name: str | None) -> NoReturn:
+        """Replay reached a wait (a timer, a signal) the recorded run was still in when it
+        ended (``what`` says which): replay stops there as the run did, parked, firing and
+        delivering nothing. (Not an error: in ``ctx.gather`` its sibling branches go on,
+        and a failure of theirs that ended the recorded run ends the replay too.)"""
+        if self._journal is None:
+            self.exhausted = True
+            if self.stopped_at is None:
+                self.stopped_at = key
+        log.debug("replay of session %s: %s", _shown(self.session_id), what)
+        raise Parked(wake_at=wake_at, wait_name=wait_name)
+
     def _take(self, key: str, kind: str, target: str,
               formerly: str | None = None) -> StepRecord | None:
         journal = self._journal
@@ -539,7 +552,8 @@ class JournaledExecutor:
                                await self._value(key, "timer", lambda: clock() + seconds))
         if self.replay_only:
             if self.ended is not None and wake_at > self.ended:
-                self._replay_ends(key, f"timer {key} had not fired when the session ended")
+                self._replay_parks(key, f"timer {key} had not fired when the session ended",
+                                   wake_at=wake_at, wait_name=None)
             return
         delay = wake_at - clock()
         if delay <= 0:
@@ -577,7 +591,8 @@ class JournaledExecutor:
                                          result=encode_json({"deadline": deadline}),
                                          began=began))
         if self.replay_only:
-            self._replay_ends(key, f"wait {key} for {name!r} never completed")
+            self._replay_parks(key, f"wait {key} for {name!r} never completed",
+                               wake_at=deadline, wait_name=name)
         while True:
             try:
                 signal = await self.store.next_signal(self.session_id, name)
@@ -611,7 +626,7 @@ class JournaledExecutor:
                               f"(step {key})")
             await self._fail(key, "wait", target, None, None, err, None, began)
             raise err
-        raise Parked(wake_at=deadline, wait_name=name)
+        raise Parked(wake_at=deadline, wait_name=name, since=began, now=self.clock())
 
 
 def refused_signals(before: object, sent_at: float, why: str) -> dict[str, Any]:

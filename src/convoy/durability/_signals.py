@@ -32,10 +32,15 @@ class Parked(BaseException):
     """The session waits for a timer and/or a signal: its coroutine unwinds, it holds no
     memory or concurrency slot, and the store wakes it."""
 
-    def __init__(self, *, wake_at: float | None, wait_name: str | None) -> None:
+    def __init__(self, *, wake_at: float | None, wait_name: str | None,
+                 since: float | None = None, now: float | None = None) -> None:
         super().__init__(f"waiting for {wait_name or 'a timer'}")
         self.wake_at = wake_at
         self.wait_name = wait_name
+        #: A signal wait's: when it began, and the clock's time as it parked (how
+        #: branches of a gather that wait for different signals look for theirs).
+        self.since = since
+        self.now = now
 
 
 __all__ = ["LeaseLost", "Parked", "SessionInterrupted"]
