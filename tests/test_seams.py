@@ -359,7 +359,7 @@ async def test_workflow_code_runs_on_any_step_executor(engine_factory: Any) -> N
     out, now, approved = await wf(convoy.Context(state), "t")
     assert out == Classification(**OK) and now == 42.0 and approved == {"approved": True}
     assert executor.log == [("0/0", "model", "a"), ("1/0", "model", "b"),
-                            ("2", "sleep", "10")]
+                            ("2", "sleep", "10.0")]
 
 
 async def test_tools_get_their_dependencies_from_the_engine(engine_factory: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from convoy import Approval, Price, PriceTable, UserError
+from convoy import Approval, Escalation, Price, PriceTable, UserError
 from convoy.alerts import BaselinePolicy
 from convoy.cost import Budget, ResponseCache
 from convoy.models._sim import Latency, SimModel
@@ -45,6 +45,8 @@ REFUSED: list[tuple[str, Callable[[], Any], str]] = [
     ("expires nan", lambda: Approval(expires_after=NAN), "Approval.expires_after must be"),
     ("expires inf", lambda: Approval(expires_after=INF), "Approval.expires_after must be"),
     ("deadline nan", lambda: Approval(deadline=NAN), "Approval.deadline must be a number"),
+    ("deadline far", lambda: Approval(deadline=1e12), "pass None (or math.inf) for no"),
+    ("escalation nan", lambda: Escalation(deadline=NAN), "Escalation.deadline must be a"),
     ("sim latency inf", lambda: SimModel({"a": ["x"]}, latency=INF),  # (answered never)
      "SimModel latency must be finite seconds >= 0, got value=inf"),
     ("sim latency nan", lambda: SimModel({"a": ["x"]}, latency=Latency(kind="uniform",
@@ -65,3 +67,20 @@ def test_a_setting_that_is_no_number_is_refused_in_one_line(
 def test_an_approval_deadline_of_inf_is_none() -> None:
     assert Approval(deadline=INF).deadline is None
     assert Approval(deadline=60).deadline == 60.0
+
+
+def test_a_duration_is_any_real_number_of_seconds() -> None:
+    """A review: ``ctx.sleep(np.int64(5))`` and ``Fraction(3, 2)`` were refused as "not a
+    number of seconds" (only ``int`` and ``float`` were taken), and ``10 ** 5000`` raised
+    Python's ValueError from the message itself."""
+    from decimal import Decimal
+    from fractions import Fraction
+
+    from convoy._seconds import sleep_seconds
+
+    assert [sleep_seconds(v, "s") for v in (Fraction(3, 2), Decimal("2.5"), 7)] == \
+        [1.5, 2.5, 7.0]
+    with pytest.raises(UserError, match=r"got inf; to wait with no end"):
+        sleep_seconds(10 ** 5000, "s")
+    with pytest.raises(UserError, match="must be a number of seconds, got bool"):
+        sleep_seconds(True, "s")  # type: ignore[arg-type]

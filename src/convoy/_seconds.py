@@ -7,6 +7,8 @@ is given, in one line, not written as a row every later read calls damaged.
 from __future__ import annotations
 
 import math
+import numbers
+from decimal import Decimal
 
 from convoy._errors import UserError
 
@@ -33,12 +35,17 @@ def sleep_seconds(value: float, what: str) -> float:
 
 
 def _checked(value: float, what: str, hint: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    # (any real number: a NumPy integer, a Fraction, a Decimal, as elsewhere)
+    if isinstance(value, bool) or not isinstance(value, numbers.Real | Decimal):
         raise UserError(f"{what} must be a number of seconds, got {type(value).__name__}")
-    if not 0 <= value <= LONGEST_S:  # (NaN compares false: refused too)
+    try:
+        seconds = float(value)
+    except OverflowError:  # (an integer past any float: no time either)
+        seconds = math.inf
+    if not 0 <= seconds <= LONGEST_S:  # (NaN compares false: refused too)
         raise UserError(f"{what} must be a number of seconds from 0 to {LONGEST_S:.0f} (a "
-                        f"hundred years), got {value}{hint if value > LONGEST_S else ''}")
-    return float(value)
+                        f"hundred years), got {seconds:g}{hint if seconds > LONGEST_S else ''}")
+    return seconds
 
 
 __all__ = ["LONGEST_S", "sleep_seconds", "timeout_seconds"]

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from convoy._errors import UserError
+from convoy._seconds import timeout_seconds
 
 EscalationReason = Literal["retries_exhausted", "invalid_output", "turns_exhausted",
                            "budget", "loop", "low_confidence"]
@@ -79,8 +80,8 @@ class Escalation:
         if self.max_escalations < 1:
             raise UserError(f"Escalation.max_escalations must be >= 1, got "
                             f"{self.max_escalations}")
-        if self.deadline is not None and self.deadline < 0:
-            raise UserError(f"Escalation.deadline must be >= 0 or None, got {self.deadline}")
+        object.__setattr__(self, "deadline", timeout_seconds(  # (inf: none)
+            self.deadline, "Escalation.deadline"))
 
 
 __all__ = ["REASONS", "Escalation", "EscalationReason"]
