@@ -243,3 +243,12 @@ def test_json_logging_to_stderr_follows_it_and_is_replaced_after_it_changed(
             log.removeHandler(handler)
     assert first.getvalue() == ""
     assert [json.loads(x)["message"] for x in second.getvalue().splitlines()] == ["once"]
+    # (a review: the stream given as sys.stderr, then none, or the other way round, made
+    # two handlers)
+    for calls in (({"stream": second}, {}), ({}, {"stream": second})):
+        handlers = [json_logging(logger_name="scrub.stderr", **kw) for kw in calls]
+        try:
+            assert len(log.handlers) == 1, (calls, log.handlers)
+        finally:
+            for handler in handlers:
+                log.removeHandler(handler)

@@ -112,10 +112,10 @@ def json_logging(level: int | str = logging.INFO, *, stream: IO[str] | None = No
     replaces the handler it added there (each record is written once), with the new
     level and redaction."""
     target = logging.getLogger(logger_name)
-    for old in list(target.handlers):
-        if isinstance(old, _JsonHandler) and (
-                isinstance(old, _StderrJsonHandler) if stream is None
-                else old.stream is stream):
+    out = stream if stream is not None else sys.stderr
+    for old in list(target.handlers):  # (one writing to this stream, as it is now too)
+        if isinstance(old, _JsonHandler) and (old.stream is out or (
+                stream is None and isinstance(old, _StderrJsonHandler))):
             target.removeHandler(old)
     handler = _StderrJsonHandler() if stream is None else _JsonHandler(stream)
     handler.setFormatter(JsonFormatter(redact=redact))
