@@ -113,13 +113,6 @@ class Context:
 
     # -- journaled effects ---------------------------------------------------------------
 
-    @overload
-    async def step(self, name: str, fn: Callable[[], Awaitable[T]], *,
-                   idempotent: bool = False) -> T: ...
-    @overload
-    async def step(self, name: str, fn: Callable[[], T], *,
-                   idempotent: bool = False) -> T: ...
-
     async def step(self, name: str, fn: Callable[[], Any], *,
                    idempotent: bool = False) -> Any:
         """Run ``fn`` once, durably: its JSON-able result is journaled and replayed, and an
