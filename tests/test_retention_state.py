@@ -132,6 +132,34 @@ async def test_a_key_only_purged_sessions_wrote_goes(db: str | Path) -> None:
         assert (await eng.run(inc, "new")).output == 1
 
 
+async def test_a_session_waiting_on_a_key_that_goes_wakes_at_its_next_write(
+        db: str | Path) -> None:
+    """A review: a kept session waiting for a key past version 3, whose every version
+    purged sessions wrote: the key went, its next write was version 1, and the watch,
+    waiting past 3, never fired. The watch now waits past what the key is after the purge
+    (0: gone), so the next write wakes the session."""
+    clock = FakeClock()
+    async with _engine(db, clock) as eng:
+        for mode in ("a", "b", "c"):
+            await eng.run(set_mode, mode)                           # versions 1 to 3
+        clock.advance(31 * DAY)
+        waiting = await eng.run(note_waiter, 1)                     # waits past version 3
+        assert waiting.status == "waiting", waiting
+        [event] = await eng.purge(30 * DAY)
+        assert (event.sessions, event.state_versions) == (3, 3)
+        config = eng.state("config")
+        assert (await config.get("mode")).version == 0
+        await config.set("mode", "done", expected_version=0)       # version 1 of a new key
+        [woken] = await eng.resume()
+        assert woken.id == waiting.id and woken.ok and woken.output == ["done", 1], woken
+
+
+@convoy.workflow(name="retention.note_waiter")
+async def note_waiter(ctx: convoy.Context, x: int) -> Any:
+    got = await ctx.state("config").wait("mode", until=lambda v: v.value == "done")
+    return [got.value, got.version]
+
+
 async def test_a_purged_sessions_own_keys_go_whole(db: str | Path) -> None:
     """A session's human task (a person's decision on it is a version of the task) and its
     private namespace are its own: they go whole, whoever wrote them, as before; only in

@@ -148,10 +148,12 @@ class PostgresSubjects:
                     versions += (await conn.execute(_SQL.key_versions,
                                                     (tenant, ns, key))).rowcount
                     await conn.execute(_SQL.key_current, (tenant, ns, key))
+                    await conn.execute(*_SQL.rewatch(tenant, ns, key))
                 versions += (await conn.execute(history, (tenant, *chunk))).rowcount
                 cur = await conn.execute(current, (tenant, *chunk))
                 for row in await cur.fetchall():
                     await conn.execute(*_SQL.fall_back_to(reason, row))
+                    await conn.execute(*_SQL.rewatch(*row[:3]))
                 sessions += (await conn.execute(drop, (tenant, *chunk))).rowcount
             destroyed = subject is not None and \
                 (await conn.execute(_SQL.key_delete, (tenant, subject))).rowcount > 0

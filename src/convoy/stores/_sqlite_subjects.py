@@ -135,9 +135,11 @@ class SQLiteSubjects:
                 for ns, key in conn.execute(created, (tenant, *chunk)).fetchall():
                     versions += conn.execute(_SQL.key_versions, (tenant, ns, key)).rowcount
                     conn.execute(_SQL.key_current, (tenant, ns, key))
+                    conn.execute(*_SQL.rewatch(tenant, ns, key))
                 versions += conn.execute(history, (tenant, *chunk)).rowcount
                 for row in conn.execute(current, (tenant, *chunk)).fetchall():
                     conn.execute(*_SQL.fall_back_to(reason, row))
+                    conn.execute(*_SQL.rewatch(*row[:3]))
                 sessions += conn.execute(drop, (tenant, *chunk)).rowcount
             destroyed = subject is not None and \
                 conn.execute(_SQL.key_delete, (tenant, subject)).rowcount > 0

@@ -98,6 +98,20 @@ class SubjectSQL:
             f"step_key,at FROM state_history WHERE tenant={m} AND namespace={m} AND key={m} "
             "ORDER BY version DESC LIMIT 1")
 
+    def rewatch(self, tenant: str, namespace: str, key: str
+                ) -> tuple[str, tuple[Any, ...]]:
+        """What keeps the watches of a key a purge set back (deleted whole: its next write
+        is version 1; fallen back to an older number, an erasure's) from waiting past its
+        version for good: a watch waiting for a version past the key's current one waits
+        past the current one (0: the key is gone), so the key's next write fires it and
+        the session waiting on it looks again."""
+        m = self.mark
+        cur = f"COALESCE((SELECT version FROM state WHERE tenant={m} AND namespace={m} AND " \
+              f"key={m}), 0)"
+        where = (tenant, namespace, key)
+        return (f"UPDATE state_watch SET after_version={cur} WHERE tenant={m} AND "
+                f"namespace={m} AND key={m} AND after_version>{cur}", where * 3)
+
     def ids(self, n: int) -> str:
         return ",".join([self.mark] * n)
 
