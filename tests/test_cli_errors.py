@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
@@ -394,3 +396,32 @@ def test_an_age_is_shown_on_one_line_as_it_was_read() -> None:
             assert "older than 1d" in line or "more than 1d ago" in line, (age, line)
             assert "\t" not in line and "\r" not in line, (age, line)
     one_line_error(cli("purge", "--older-than", "1x\n"), 2, r"age '1x\n' is not a positive")
+
+
+def test_json_output_is_strict_json_with_a_nan_output() -> None:
+    """A review: an output keeping NaN and infinities (stored as ``NaN``, ``Infinity``:
+    Python reads them back) made ``sessions show --json`` and ``sessions list --json``
+    print them bare, which no strict reader parses (``JSON.parse``, ``jq``). They are the
+    texts ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` there."""
+    import math
+
+    @convoy.workflow(name="errors.nan_output")
+    async def wf(ctx: convoy.Context, x: int) -> Any:
+        return {"r": math.nan, "up": math.inf, "down": -math.inf}
+
+    async def main() -> None:
+        async with convoy.Engine("convoy.db") as eng:
+            assert (await eng.run(wf, 1, session_id="n1")).ok
+
+    asyncio.run(main())
+
+    def strict(text: str) -> Any:
+        def refuse(name: str) -> Any:
+            raise AssertionError(f"not strict JSON: {name}")
+        return json.loads(text, parse_constant=refuse)
+
+    shown = strict(cli("sessions", "show", "n1", "--json").stdout)
+    assert shown["output"] == {"r": "NaN", "up": "Infinity", "down": "-Infinity"}, shown
+    listed = cli("sessions", "list", "--json")
+    assert listed.code == 0, listed.stderr
+    strict(listed.stdout)

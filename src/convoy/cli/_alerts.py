@@ -6,7 +6,6 @@ ones again, ``--drop-webhook`` drops the undelivered ones of a webhook no engine
 from __future__ import annotations
 
 import io
-import json
 import re
 from collections import Counter
 from typing import Annotated, Any
@@ -39,6 +38,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._json import json_text
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import check_times, fmt_time
 from convoy.stores import AlertRow, DeliveryRow
@@ -172,7 +172,7 @@ def alerts(
     rows = readable(found, _times, left_out)
     if as_json:
         # (a detail edited in the store: that alert left out too)
-        typer.echo(json.dumps(readable(rows, lambda a: _json(a, deliveries), left_out),
+        typer.echo(json_text(readable(rows, lambda a: _json(a, deliveries), left_out),
                               indent=2))
     elif not rows:
         what = "open alerts" if open_only else "alerts"

@@ -46,6 +46,7 @@ from convoy.cli._common import (
     tenant_option,
     tenant_scope,
 )
+from convoy.cli._json import json_text
 from convoy.cli._output import keep_on_lost_output
 from convoy.cli._render import fmt_time
 from convoy.cli._stop import not_kept, read_or_stop
@@ -268,7 +269,7 @@ def list_entries(
     verify = command("audit verify", db=db, tenant=name)  # (what names an unreadable one)
     if as_json:
         for index, event in rows:
-            typer.echo(json.dumps({"index": index, **_event_json(event, verify)},
+            typer.echo(json_text({"index": index, **_event_json(event, verify)},
                                   ensure_ascii=False))
         return
     if not rows:
@@ -875,7 +876,7 @@ def prove(entry: Annotated[int, typer.Argument(metavar="ENTRY", min=0,
     _check_public_keys(public_key)
     require_convoy_store(db, nothing="prove")  # (never a store made in another file)
     created = key is not None and not home_expanded(key).exists()
-    typer.echo(json.dumps(run_async(_prove(db, one_tenant(tenant), entry, key, created,
+    typer.echo(json_text(run_async(_prove(db, one_tenant(tenant), entry, key, created,
                                            public_key or [], busy_timeout)), indent=2))
 
 
@@ -976,7 +977,7 @@ def consistency(size: Annotated[int, typer.Argument(
     """
     require_store(db)
     require_convoy_store(db, nothing="prove")
-    typer.echo(json.dumps(run_async(_consistency(db, one_tenant(tenant), size, busy_timeout)),
+    typer.echo(json_text(run_async(_consistency(db, one_tenant(tenant), size, busy_timeout)),
                           indent=2))
 
 

@@ -32,6 +32,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._json import json_text
 from convoy.cli._left_out import left_out_json, warn_left_out
 from convoy.cli._render import fmt_cost
 from convoy.stores import SessionFilter, SessionRow, StepRecord, Store
@@ -134,7 +135,7 @@ def cost(
     left_out: list[LeftOut] = []
     rows = run_async(_read(db, by, scope.tenant, left_out))
     if as_json:
-        typer.echo(json.dumps({
+        typer.echo(json_text({
             "by": by, "rows": [_row_json(r, by) for r in rows[:limit]],
             "total": _row_json(_total(rows), None), "damaged": left_out_json(left_out)},
             indent=2))

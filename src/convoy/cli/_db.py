@@ -3,7 +3,6 @@ leaving no trace of deleted rows in its files."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Annotated
 
@@ -25,6 +24,7 @@ from convoy.cli._common import (
     require_store,
     run_async,
 )
+from convoy.cli._json import json_text
 from convoy.stores import SCHEMA_VERSION, Store, StoreSummary, store_from_url
 from convoy.stores._rows import LeftOut
 
@@ -126,7 +126,7 @@ def info(db: DbOption = DEFAULT_DB, as_json: JsonOption = False) -> None:
     g = governance
     if as_json:
         counted = summary is not None
-        typer.echo(json.dumps({
+        typer.echo(json_text({
             "store": label(db), "schema_version": version,
             "current_schema_version": SCHEMA_VERSION,
             "sessions": None if summary is None else summary.sessions,

@@ -50,6 +50,7 @@ from convoy.cli._common import (
 from convoy.cli._deciders import ByOption, decider_engine, who_decides
 from convoy.cli._form import ask, fields, from_sets
 from convoy.cli._interceptors import DecisionInterceptorsOption
+from convoy.cli._json import json_text
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._loading import continues, continuing
 from convoy.cli._render import check_times, decisions, fmt_time
@@ -149,7 +150,7 @@ def list_(status: Annotated[str, typer.Option(
         for doc, t in zip(docs, tasks, strict=True):
             if t.id in ended:
                 doc["actions"], doc["session_ended"] = [], ended[t.id]
-        typer.echo(json.dumps(docs, indent=2, ensure_ascii=False))
+        typer.echo(json_text(docs, indent=2, ensure_ascii=False))
         if sealed:
             err.print(_sealed_note(sealed, engine, scope, db), markup=False, soft_wrap=True)
     else:
@@ -254,7 +255,7 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
         doc = _task_json(task)
         if ended is not None:
             doc["actions"], doc["session_ended"] = [], ended
-        typer.echo(json.dumps(doc, indent=2, ensure_ascii=False))
+        typer.echo(json_text(doc, indent=2, ensure_ascii=False))
         return
     p = out.print
     p(Text.assemble((escaped(task.id), "bold"), f"  {task.kind} in queue "

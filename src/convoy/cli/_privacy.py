@@ -3,7 +3,6 @@ data subjects, from the command line (see docs/privacy.md)."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import stat
@@ -39,6 +38,7 @@ from convoy.cli._common import (
     tenant_scope,
 )
 from convoy.cli._deciders import checked_by, who_decides
+from convoy.cli._json import json_text
 from convoy.cli._render import fmt_time, line_list
 from convoy.engine._tenancy import DEFAULT_TENANT
 from convoy.privacy import MasterKey, parse_age
@@ -155,7 +155,7 @@ def export(subject: SubjectArg, output_arg: Annotated[str | None, typer.Option(
         check_output_file(output, "--output", [(db, f"the store {label(db)!r}")])
     engine = build_engine(db, busy_timeout=busy_timeout, read_only=True)
     doc = run_async(_export(engine, subject, tenant or DEFAULT_TENANT))
-    text = json.dumps(doc, indent=2, ensure_ascii=False)
+    text = json_text(doc, indent=2, ensure_ascii=False)
     if output is None:
         typer.echo(text)
         return

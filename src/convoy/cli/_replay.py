@@ -30,6 +30,7 @@ from convoy.cli._common import (
     run_async,
     tenant_scope,
 )
+from convoy.cli._json import json_text
 from convoy.cli._loading import cannot_load
 from convoy.cli._render import (
     _state_waited_for,
@@ -70,7 +71,7 @@ def replay(
     engine = build_engine(db, read_only=True)
     rr = run_async(_replay(engine, scope, session_id, db))
     if as_json:
-        typer.echo(json.dumps(_as_json(rr), ensure_ascii=False))
+        typer.echo(json_text(_as_json(rr), ensure_ascii=False))
         if not rr.matches:
             raise typer.Exit(RUN_FAILURE)
         return

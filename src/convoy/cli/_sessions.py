@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any, NamedTuple
 
@@ -30,6 +29,7 @@ from convoy.cli._common import (
     unknown_session,
     workflow_names,
 )
+from convoy.cli._json import json_text
 from convoy.cli._left_out import left_out_json, warn_left_out
 from convoy.cli._render import (
     agent_configs,
@@ -108,7 +108,7 @@ def list_sessions(
     total = counts.get(status, 0) if status else sum(counts.values())
     if as_json:
         listed = readable(rows, lambda r: row_json(r, cancels.get(r.id)), left_out)
-        typer.echo(json.dumps({"sessions": listed, "counts": counts,
+        typer.echo(json_text({"sessions": listed, "counts": counts,
                                "total": total, "damaged": left_out_json(left_out)}, indent=2))
         warn_left_out(left_out, "session")
         return
@@ -185,7 +185,7 @@ def show_session(
     with convoy_errors():  # (a value edited in the store: one line)
         session_times(row)
         if as_json:
-            typer.echo(json.dumps(session_json(row, steps, retried_as, cancel, queued),
+            typer.echo(json_text(session_json(row, steps, retried_as, cancel, queued),
                                   indent=2))
         else:
             print_session(out, row, steps, now=time.time(), retried_as=retried_as,

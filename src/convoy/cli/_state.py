@@ -33,6 +33,7 @@ from convoy.cli._common import (
     sealed_by_erased,
     sealed_note,
 )
+from convoy.cli._json import json_text
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._render import fmt_time
 from convoy.hitl._task import INBOX, RESERVED, check_namespace
@@ -125,7 +126,7 @@ def get(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
         fail(f"no state {_where(namespace, key, tenant)} in {label(db)!r}{other}; "
              f"{_keys_of(tenant, namespace, db)}")
     if as_json:
-        typer.echo(json.dumps(_entry_json(entry), indent=2))
+        typer.echo(json_text(_entry_json(entry), indent=2))
         return
     if is_sealed(entry.value):
         out.print(sealed_note(erased), markup=False, soft_wrap=True)
@@ -241,7 +242,7 @@ def history(namespace: NamespaceArg, key: KeyArg, tenant: TenantOption = None,
 def _print_history(namespace: str, key: str, entries: list[StateEntry],
                    as_json: bool) -> None:
     if as_json:
-        typer.echo(json.dumps([_entry_json(e) for e in entries], indent=2))
+        typer.echo(json_text([_entry_json(e) for e in entries], indent=2))
         return
     t = Table(title=f"{namespace}/{key}")
     for col in ("version", "value", "session", "agent", "step", "written"):
@@ -297,7 +298,7 @@ def _print_list(tenant: str, db: str, namespace: str | None, spaces: dict[str, i
                       f"{INBOX!r}" + (f" ({see})" if see.startswith("'") else f"; {see}"),
                       markup=False, soft_wrap=True)
     if as_json:
-        typer.echo(json.dumps(spaces if namespace is None else
+        typer.echo(json_text(spaces if namespace is None else
                               [_entry_json(e) for e in entries], indent=2))
         return
     if namespace is None:

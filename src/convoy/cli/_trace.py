@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections import defaultdict
@@ -32,6 +31,7 @@ from convoy.cli._common import (
     tenant_scope,
     unknown_session,
 )
+from convoy.cli._json import json_text
 from convoy.cli._redaction import printed_redactor
 from convoy.cli._render import fmt_cost, fmt_duration
 from convoy.hitl._task import INBOX
@@ -86,7 +86,7 @@ def trace(
     if as_json:  # (each span after its parent, as the waterfall draws them)
         if found == "unsampled":  # (on stderr: stdout stays JSON)
             typer.echo(f"note: {unsampled}", err=True)
-        typer.echo(json.dumps([s for s, _ in tree_order(spans)], indent=2))
+        typer.echo(json_text([s for s, _ in tree_order(spans)], indent=2))
         return
     if found == "unsampled":
         out.print(f"{unsampled}:", markup=False)
