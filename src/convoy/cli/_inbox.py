@@ -298,7 +298,8 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
                                    tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
         else:
             p("decide:", markup=False)
-            for line in decisions(task.id, db=db, tenant=task.tenant, fields=bool(form)):
+            for line in decisions(task.id, db=db, tenant=task.tenant, fields=bool(form),
+                                  escalation=task.kind == "escalation"):
                 p(f"  {line}", markup=False, soft_wrap=True)
 
 
