@@ -1187,3 +1187,30 @@ async def test_an_error_with_deeply_nested_arguments_fails_its_session(
     assert "args" not in (deep.error or {}) and fine.ok, (deep, fine)
     row = await eng.session(deep.id)
     assert row.status == "failed", row
+
+
+async def test_a_batch_naming_a_session_whose_output_does_not_read_back_runs_the_others(
+        engine_factory: Any) -> None:
+    """A review: ``run_many`` naming a finished session whose stored output does not read
+    back as its type (a model's NaN, written as ``null``) raised for the whole batch, and
+    the new sessions it had created stayed owned and never ran. That session's result says
+    why, with no output; the others run; ``run`` of it alone raises, in one line."""
+    import math
+
+    from pydantic import BaseModel
+
+    class Ratio(BaseModel):
+        ratio: float
+
+    @convoy.workflow(name="dur.nan_batch")
+    async def wf(ctx: convoy.Context, x: float) -> Ratio:
+        return Ratio(ratio=x)
+
+    eng = engine_factory()
+    assert (await eng.run(wf, math.nan, session_id="nan")).ok
+    old, new = await eng.run_many(wf, [math.nan, 1.0], ids=["nan", "new1"])
+    assert new.ok and new.output == Ratio(ratio=1.0), new
+    assert old.status == "completed" and old.output is None and \
+        (old.error or {}).get("type") == "StoredOutputUnreadable", old
+    with pytest.raises(convoy.UserError, match="its stored output is not what workflow"):
+        await eng.run(wf, math.nan, session_id="nan")

@@ -91,7 +91,9 @@ from convoy.engine._results import (
     ReplayResult,
     ResultStatus,
     SessionResult,
+    StoredOutputUnreadable,
     _result_of,
+    _stored_result,
     _unfinished_result,
     _version_skip,
     _workflow_skip,
@@ -542,8 +544,11 @@ class Engine(SessionControl, SubjectRights):
 
         Every session is created (and claimed) durably before any runs, so a crash loses
         none of them. Ids that already exist are not started twice: a finished session
-        returns its stored result, an unfinished one resumes from its journal. An id that
-        a session of another tenant has raises :class:`UserError` before anything runs.
+        returns its stored result (one whose stored output does not read back as the
+        workflow's output type: its status, no output, and a ``StoredOutputUnreadable``
+        error record that says so; :meth:`run` raises it), an unfinished one resumes from
+        its journal. An id that a session of another tenant has raises :class:`UserError`
+        before anything runs.
         """
         self.register(wf)
         check_tenant(tenant)
@@ -616,7 +621,7 @@ class Engine(SessionControl, SubjectRights):
             if row is None:
                 jobs.append(_Job(sid, tenant, v, None, new=created[sid]))  # claimed
             else:
-                early = await self._known_early(wf, row)
+                early = await self._known_in_batch(wf, row)
                 if early is None and self.keys is None and is_sealed(row.input):
                     early = _workflow_skip(row, needs_master_key(row), "MasterKeyNeeded")
                 if early is not None:
@@ -628,6 +633,18 @@ class Engine(SessionControl, SubjectRights):
         results = await self._pool(wf, jobs, on_done, taken)
         order = {sid: i for i, sid in enumerate(sids)}
         return sorted([*done, *results], key=lambda r: order[r.id])
+
+    async def _known_in_batch(self, wf: Workflow[Any, OutT], row: SessionRow
+                              ) -> SessionResult[OutT] | None:
+        """:meth:`_known_early` for a session of a batch (``run_many``, ``resume``): a
+        stored output that does not read back is its result's error, not the batch's end
+        (the others were created and claimed: raising left them owned, never run)."""
+        try:
+            return await self._known_early(wf, row)
+        except StoredOutputUnreadable as e:
+            res: SessionResult[OutT] = _stored_result(row, None)
+            res.error = {"type": type(e).__name__, "message": str(e), "retryable": False}
+            return res
 
     async def _known_early(self, wf: Workflow[Any, OutT], row: SessionRow
                            ) -> SessionResult[OutT] | None:
@@ -815,7 +832,7 @@ class Engine(SessionControl, SubjectRights):
             wf = workflows[name]
             jobs: list[_Job] = []
             for row in group:
-                early = await self._known_early(wf, row)
+                early = await self._known_in_batch(wf, row)
                 if early is None and self.keys is None and is_sealed(row.input):
                     early = _workflow_skip(row, needs_master_key(row), "MasterKeyNeeded")
                 if early is not None:
