@@ -399,12 +399,12 @@ def test_a_non_idempotent_step_whose_result_does_not_read_back_asks_for_its_resu
     _escalated_for("c-1", "not idempotent", "answer this escalation", "with the step's result")
     shown = cli("sessions", "show", "c-1").stdout
     [edit] = [ln.strip() for ln in shown.splitlines() if ln.strip().startswith("edit:")]
+    assert edit.endswith("--edit JSON"), edit
     # (a new user's trial: it did not say the JSON is the step's result itself, and
     # {"result": ...}, as a signal nests it, became the result)
-    command, _, said = edit.partition(" (")
-    assert command.endswith("--edit JSON") and said.startswith(
-        "the JSON is the step's result itself"), edit
-    args = command.removeprefix("edit: convoy ").replace("JSON", '"charged"').split()
+    [decide] = [ln for ln in shown.splitlines() if ln.startswith("decide")]
+    assert "an edit's JSON is the step's result itself" in decide, decide
+    args = edit.removeprefix("edit: convoy ").replace("JSON", '"charged"').split()
     res = cli(*[a.strip('"') if a != '"charged"' else a for a in args], "--by", "ann")
     assert res.code == 0, res.stdout + res.stderr
     assert cli("worker", "stale_flows", "--until-idle").code == 0

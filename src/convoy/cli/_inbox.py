@@ -53,7 +53,7 @@ from convoy.cli._interceptors import DecisionInterceptorsOption
 from convoy.cli._json import json_text
 from convoy.cli._left_out import warn_left_out
 from convoy.cli._loading import continues, continuing
-from convoy.cli._render import check_times, decisions, fmt_time
+from convoy.cli._render import EDIT_IS_RESULT, check_times, decisions, fmt_time
 from convoy.hitl._task import session_of
 from convoy.stores._protocol import SessionRow
 from convoy.stores._rows import LeftOut, readable
@@ -297,9 +297,9 @@ def show(task_id: TaskArg, db: DbOption = DEFAULT_DB,
             p("decide: " + command("inbox answer", operands=[escaped(task.id)], db=db,
                                    tenant=task.tenant, quote=False), markup=False, soft_wrap=True)
         else:
-            p("decide:", markup=False)
-            for line in decisions(task.id, db=db, tenant=task.tenant, fields=bool(form),
-                                  escalation=task.kind == "escalation"):
+            p(f"decide ({EDIT_IS_RESULT}):" if task.kind == "escalation" else "decide:",
+              markup=False, soft_wrap=True)
+            for line in decisions(task.id, db=db, tenant=task.tenant, fields=bool(form)):
                 p(f"  {line}", markup=False, soft_wrap=True)
 
 

@@ -170,26 +170,27 @@ def summary_table(title: str, stats: RunStats, invalid: Sequence[InvalidLine] | 
     return t
 
 
-def decisions(task_id: str, *, db: str | None, tenant: str, fields: bool = False,
-              escalation: bool = False) -> list[str]:
+#: What the ``decide`` line of an escalation adds: its edit's JSON is the step's result
+#: itself (a new user gave ``{"result": ...}``, as a signal nests it, and that object
+#: became the result). On that line, not the command's: those are commands only.
+EDIT_IS_RESULT = ("an edit's JSON is the step's result itself, as the step would have "
+                  "returned it")
+
+
+def decisions(task_id: str, *, db: str | None, tenant: str, fields: bool = False
+              ) -> list[str]:
     """How to decide an open task that is not a question, one ``ACTION: COMMAND`` a line
     (never ``approve | reject``, which a shell reads as a pipe), each with the store and
     the tenant the user looks at. ``fields``: its answer is an object, edited field by
-    field (``--set``); else a value of any type, given whole (``--edit JSON``).
-    ``escalation``: the edit completes the step that escalated, and its JSON is that
-    step's result itself (a new user gave ``{"result": ...}``, as a signal nests it, and
-    that object became the result)."""
+    field (``--set``); else a value of any type, given whole (``--edit JSON``)."""
     task = [escaped(task_id)]
 
     def cmd(action: str, options: str = "") -> str:
         return command(f"inbox {action}", operands=task, options=options, db=db,
                        tenant=tenant, quote=False)
 
-    edit = cmd('approve', '--set FIELD=VALUE' if fields else '--edit JSON')
     return [f"approve: {cmd('approve')}", f"reject: {cmd('reject')}",
-            f"edit: {edit}" + (" (the JSON is the step's result itself, as the step would "
-                               "have returned it: it completes the step)"
-                               if escalation else "")]
+            f"edit: {cmd('approve', '--set FIELD=VALUE' if fields else '--edit JSON')}"]
 
 
 def error_summary(record: dict[str, Any] | None, *, withheld: bool, width: int = 100) -> str:
@@ -657,9 +658,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         console.print('decide (its task, or a signal whose "action" is "retry" or "fail"):'
                       if unread else
                       'decide (its task, or a signal whose "action" is "retry", "fail", or '
-                      '"complete" with a "result"):', markup=False, soft_wrap=True)
-        for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant,
-                              escalation=True):
+                      f'"complete" with a "result"; {EDIT_IS_RESULT}):', markup=False,
+                      soft_wrap=True)
+        for line in decisions(f"{row.id}:escalated", db=db, tenant=row.tenant):
             if not (unread and line.startswith("edit:")):
                 console.print(f"  {line}", markup=False, soft_wrap=True)
         retry = json.dumps({"action": "retry"})

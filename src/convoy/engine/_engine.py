@@ -1555,8 +1555,9 @@ class Engine(SessionControl, SubjectRights):
                     raise NonDeterminismError(msg, key=left[0])
                 warnings.warn(msg, NonDeterminismWarning, stacklevel=1)
             try:  # (as it is written: here, so that every hook sees the end it gets)
-                state.output_json = (output, _output_text(wf.output_adapter.dump_json(output)))
-            except ValueError as e:  # (an output JSON cannot hold: the session fails)
+                state.output_json = (output, storable_json(
+                    output, "output", wf.output_adapter.dump_json).decode())
+            except (ValueError, UserError) as e:  # (no JSON holds it: the session fails)
                 return SessionEnd(status="failed", error=_unstorable(wf.name, e))
             return SessionEnd(status="completed", output=output)
         except Parked as p:
@@ -1591,7 +1592,8 @@ class Engine(SessionControl, SubjectRights):
     def _output_json(self, workflow: str, output: Any) -> str:
         """``output`` as the session's row holds it (its workflow's type's JSON)."""
         wf = self._workflows.get(workflow)
-        return _output_text(wf.output_adapter.dump_json(output) if wf else to_json(output))
+        return storable_json(output, "output",
+                             wf.output_adapter.dump_json if wf else to_json).decode()
 
     @staticmethod
     def _error(executor: JournaledExecutor, e: BaseException) -> dict[str, Any]:
@@ -1645,7 +1647,7 @@ class Engine(SessionControl, SubjectRights):
                 else:  # (session hooks may have changed it, in place or not)
                     try:
                         outcome.output = self._output_json(state.workflow, end.output)
-                    except ValueError as e:  # (a hook's output JSON cannot hold)
+                    except (ValueError, UserError) as e:  # (no JSON holds a hook's output)
                         end.status, end.output = "failed", None
                         end.error = outcome.error = _unstorable(state.workflow, e)
                         outcome.status = "failed"
@@ -1825,16 +1827,7 @@ def _tell_ended(state: SessionState, end: SessionEnd, status: str) -> None:
 _PLAIN_TAPS: set[Any] = {BuiltinMethodType}
 
 
-def _output_text(data: bytes) -> str:
-    """An output's JSON as its session's row holds it; a :class:`ValueError` where no
-    reader could read it back (:func:`~convoy._text.holds_huge_int`: the encoder writes
-    an integer longer than any decoder reads)."""
-    if holds_huge_int(data):
-        raise ValueError(huge_int())
-    return data.decode()
-
-
-def _unstorable(workflow: str, e: ValueError) -> dict[str, Any]:
+def _unstorable(workflow: str, e: Exception) -> dict[str, Any]:
     """The error of a session whose output JSON cannot hold."""
     return {"type": "OutputSerializationError", "retryable": False,
             "message": f"workflow {workflow!r} returned an output that cannot be stored as "

@@ -406,8 +406,9 @@ async def _died(name: str, proc: _Process, sandbox: Sandbox,
     if answer is not None and "garbled" in answer:
         return _stopped(name, sandbox, "crashed", f"it wrote an unreadable answer "
                                                   f"({answer['garbled']!r})", code=code)
-    tail = proc.stderr_tail()
-    if out_of_memory(sig, proc.stderr_end()):
+    end = proc.stderr_end()  # (read once: the memory check reads all of it, a crash its
+    tail = end.splitlines()[-1] if end else ""  # last line)
+    if out_of_memory(sig, end):
         return _stopped(name, sandbox, "memory_mb", "it ran out of memory (an allocation of "
                         "its native code failed)", sig=sig)
     how = f"killed by {signal.Signals(sig).name}" if sig else f"exit code {code}"
@@ -416,9 +417,9 @@ async def _died(name: str, proc: _Process, sandbox: Sandbox,
 
 
 def out_of_memory(sig: int | None, tail: str) -> bool:
-    """Whether a tool process that died by ``sig`` with ``tail`` as its last output (of
-    stderr) ran out
-    of its memory limit in native code, which aborts where Python would raise MemoryError:
+    """Whether a tool process that died by ``sig`` with ``tail`` as the end of its stderr
+    ran out of its memory limit in native code, which aborts where Python would raise
+    MemoryError:
     Rust's allocator (pydantic_core writing a large result as JSON) says "memory
     allocation of N bytes failed", C++'s "std::bad_alloc"."""
     return sig == signal.SIGABRT and ("memory allocation of" in tail or "bad_alloc" in tail)
