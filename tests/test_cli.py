@@ -687,6 +687,43 @@ def test_sessions_show_says_which_signals_wait_and_which_were_refused(
     assert session(sid).output == '"order 1: approved"'
 
 
+def test_a_session_waiting_for_several_signals_shows_each_and_wakes_for_any(
+        workdir: Path) -> None:  # noqa: F811
+    """A gather's branches wait for different signals: the listing, ``show`` (its lines
+    and ``--json``) and a wrong name's warning name every one, with the command for each;
+    either signal wakes it (a worker then runs it: the other branch waits again)."""
+    run_ok(lines=['"order 1"'], flow="cli_flows:two_approvals")
+    (sid,) = session_ids()
+    listed = cli("sessions", "list", "--status", "waiting")
+    assert "signal 'legal' or signal 'finance'" in " ".join(listed.stdout.split())
+    shown = cli("sessions", "show", sid)
+    lines = " ".join(shown.stdout.split())
+    assert "waits for signal 'legal'" in lines and "waits for signal 'finance'" in lines
+    assert ("waiting for any of 2 signals (one wakes it): convoy signal "
+            f"{sid} legal --payload JSON or convoy signal {sid} finance --payload JSON") \
+        in lines, shown.stdout
+    data = json.loads(cli("sessions", "show", sid, "--json").stdout)
+    assert data["wait_names"] == ["legal", "finance"] and data["wait_name"] == "legal"
+    res = cli("signal", sid, "legl", "--payload", "true")
+    assert res.code == 0, res.stderr
+    assert res.stderr.strip() == (
+        f"warning: session {sid} waits for signal 'legal' or signal 'finance', not a signal "
+        "'legl': this one does not wake it (it is kept for a wait of that name); to "
+        f"continue it: convoy signal {sid} legal --payload JSON or convoy signal {sid} "
+        "finance --payload JSON"), res.stderr
+    res = cli("signal", sid, "finance", "--payload", "true")
+    assert res.code == 0 and res.stderr == "", res.stderr
+    assert session(sid).status == "pending"
+    res = cli("worker", "--import", "cli_flows", "--until-idle")
+    assert res.code == 0, res.stderr
+    assert f"{sid}  waiting  waits for signal 'legal'" in res.stdout, res.stdout
+    row = session(sid)
+    assert row.status == "waiting" and row.wait_names == ("legal",), row
+    assert cli("signal", sid, "legal", "--payload", "true").code == 0
+    assert cli("resume", "--import", "cli_flows").code == 0
+    assert session(sid).output == '"order 1: approved"'
+
+
 def test_a_signal_the_session_does_not_wait_for_is_sent_with_a_warning(
         workdir: Path) -> None:  # noqa: F811
     """The bug: 'convoy signal SESSION aprove' to a session waiting for 'approve' exited 0

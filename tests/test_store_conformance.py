@@ -41,6 +41,7 @@ from convoy.stores._protocol import (
     SessionRow,
     StepRecord,
     Store,
+    joined_wait_names,
     sealed_outer_label,
 )
 from tests.store_backends import BACKENDS, EPOCH, Backend, FakeClock
@@ -828,6 +829,31 @@ async def test_a_signal_checked_against_the_sealed_records_is_not_stored_if_they
     assert await store.send_signal("s", "approval", '"i"',
                                    sealed_labels=["k2", "k1", jose]) == SEALED_SINCE
     assert await store.send_signal("s", "approval", '"h"') > 0
+
+
+async def test_a_session_waiting_for_several_signals_wakes_for_any_of_them(
+        store: Store) -> None:
+    """A gather whose branches wait for different signals parks for all of them (their
+    names joined by WAIT_NAMES_SEP): each wakes it, a name that only contains or begins
+    one of them does not; one already sent wakes it as it parks."""
+    waits = joined_wait_names(["approve", "go", "go", "convoy.state:ns/k"])
+    assert waits == "approve\x1fgo\x1fconvoy.state:ns/k"
+    for i, name in enumerate(("approve", "go", "convoy.state:ns/k")):
+        await owned(store, f"s{i}", "A")
+        await store.park(f"s{i}", "A", SessionOutcome(status="waiting"), wake_at=None,
+                         wait_name=waits)
+        row = await must(store, f"s{i}")
+        assert row.wait_names == ("approve", "go", "convoy.state:ns/k"), row
+        for other in ("g", "go\x1fapprove", "approv", "approvego", "k", "other"):
+            await store.send_signal(f"s{i}", other, "{}")
+        assert (await must(store, f"s{i}")).status == "waiting"
+        await store.send_signal(f"s{i}", name, "{}")
+        assert (await must(store, f"s{i}")).status == "pending", name
+    await owned(store, "early", "A")
+    await store.send_signal("early", "go", "{}")
+    await store.park("early", "A", SessionOutcome(status="waiting"), wake_at=None,
+                     wait_name=waits)
+    assert (await must(store, "early")).status == "pending"
 
 
 async def test_park_after_the_signal_was_sent_is_runnable_at_once(store: Store) -> None:

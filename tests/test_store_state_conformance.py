@@ -22,7 +22,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convoy.stores._protocol import SessionOutcome, StateEntry, StateWrite, Store
+from convoy.stores._protocol import (
+    SessionOutcome,
+    StateEntry,
+    StateWrite,
+    Store,
+    joined_wait_names,
+)
 from tests import test_store_conformance as suite
 from tests.store_backends import BACKENDS, EPOCH, Backend, FakeClock
 from tests.test_store_conformance import Opener, must, owned
@@ -175,6 +181,22 @@ async def test_a_write_past_the_watched_version_signals_the_waiting_session(
     sig = await store.next_signal("s", "w")
     assert sig is not None and json.loads(sig.payload) == {"namespace": "ns", "key": "k",
                                                            "version": 2}
+
+
+async def test_a_write_wakes_a_session_waiting_for_it_among_other_signals(
+        store: Store) -> None:
+    """A gather's branches wait for a signal and for a key's change: the write wakes the
+    session (its watch's name is one of the several it waits for)."""
+    await store.state_put(put("k", 1, 0))
+    await owned(store, "s")
+    assert await store.state_watch("t1", "ns", "k", session_id="s", name="w",
+                                   after_version=1) is False
+    await store.park("s", "A", SessionOutcome(status="waiting"), wake_at=None,
+                     wait_name=joined_wait_names(["approve", "w"]))
+    assert (await must(store, "s")).status == "waiting"
+    res = await store.state_put(put("k", 2, 1))
+    assert res.woken == 1
+    assert (await must(store, "s")).status == "pending"
 
 
 async def test_a_watch_fires_once(store: Store) -> None:

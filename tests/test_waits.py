@@ -620,35 +620,54 @@ async def test_a_gather_whose_branches_wait_for_different_signals_wakes_for_each
         db: str | Path) -> None:
     """A review: branches waiting for different signals parked the session on the first
     branch's alone (in argument order); a signal another branch waited for was kept but
-    woke nothing, and a session whose first branch waited for what the other would do
-    once signalled waited for ever. The session still wakes at once for the first
-    branch's signal, and looks for the others' within a tenth of how long it has
-    waited (at least a second, at most five minutes): it goes on."""
+    woke nothing (a later fix looked for it after a tenth of the time waited, up to five
+    minutes). The session now waits for every branch's signal, with no timer, and the
+    signal a later branch waits for wakes it at once."""
     clock = FakeClock()
     async with _engine(db, clock) as eng:
         assert (await eng.run(_gather_two_signals, 1, session_id="g")).status == "waiting"
         row = await eng.store.get_session("g")
-        assert row is not None and row.wait_name == "convoy.state:ns/k", row
-        assert row.wake_at == pytest.approx(clock.now + 1.0), row  # (a second: none waited)
+        assert row is not None and row.wait_names == ("convoy.state:ns/k", "go"), row
+        assert row.wake_at is None, row
         await eng.signal("g", "go", "yes")
-        assert [r.status for r in await eng.resume()] == ["waiting"]  # (not due: kept)
-        clock.advance(1.5)
+        row = await eng.store.get_session("g")
+        assert row is not None and row.status == "pending", row
         await eng.serve(until_idle=True)  # (the write wakes the watcher: a run more)
         res = await eng.result("g")
         assert res.ok and res.output == "saw,yes", res
         assert (await eng.replay("g")).matches
 
 
-async def test_a_gather_waiting_long_for_different_signals_looks_less_often(
+@convoy.workflow(name="waits.gather_signal_or_person")
+async def _gather_signal_or_write(ctx: convoy.Context, x: int) -> str:
+    async def go(c: convoy.Context) -> str:
+        return await c.wait_for("go", str)
+
+    async def changed(c: convoy.Context) -> str:
+        seen = await c.state("ns", type=dict).wait("k")
+        return str((seen.value or {}).get("v"))
+
+    return ",".join(await ctx.gather(go, changed))
+
+
+async def test_a_write_by_another_wakes_a_gather_waiting_for_it_and_a_signal(
         db: str | Path) -> None:
+    """The key's write (by the engine's state API, as another session's would) wakes the
+    session at once though it waits for a signal too, which then wakes it again."""
     clock = FakeClock()
     async with _engine(db, clock) as eng:
-        assert (await eng.run(_gather_two_signals, 1, session_id="h")).status == "waiting"
-        for waited in (1.5, 100.0, 3000.0, 9000.0):
-            clock.advance(waited)
-            assert [r.status for r in await eng.resume()] == ["waiting"]
-        row = await eng.store.get_session("h")
-        assert row is not None and row.wake_at == pytest.approx(clock.now + 300.0), row
+        assert (await eng.run(_gather_signal_or_write, 1, session_id="w")).status == \
+            "waiting"
+        await eng.state("ns", type=dict).set("k", {"v": 7}, expected_version=0)
+        row = await eng.store.get_session("w")
+        assert row is not None and row.status == "pending", row
+        assert [r.status for r in await eng.resume()] == ["waiting"]
+        row = await eng.store.get_session("w")
+        assert row is not None and row.wait_names == ("go",), row
+        await eng.signal("w", "go", "yes")
+        [res] = await eng.resume()
+        assert res.ok and res.output == "yes,7", res
+        assert (await eng.replay("w")).matches
 
 
 @convoy.workflow(name="waits.gather_wait_then_fail")

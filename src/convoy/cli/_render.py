@@ -401,15 +401,35 @@ def _state_of(name: str) -> tuple[str, str] | None:
 
 
 def _task_waited_for(row: SessionRow) -> str | None:
-    """The inbox task a waiting session waits for."""
+    """The inbox task a waiting session waits for (one wait: a gather's several are
+    :func:`wait_ends`)."""
     name = row.wait_name
-    return _task_of(name) if row.status == "waiting" and name is not None else None
+    return _task_of(name) if row.status == "waiting" and len(row.wait_names) == 1 and \
+        name is not None else None
 
 
 def _state_waited_for(row: SessionRow) -> tuple[str, str] | None:
-    """The namespace and key of shared state a waiting session waits to change."""
+    """The namespace and key of shared state a waiting session waits to change (one wait:
+    a gather's several are :func:`wait_ends`)."""
     name = row.wait_name
-    return _state_of(name) if row.status == "waiting" and name is not None else None
+    return _state_of(name) if row.status == "waiting" and len(row.wait_names) == 1 and \
+        name is not None else None
+
+
+def wait_ends(row: SessionRow, db: str | None, tenant: str | None) -> str:
+    """The commands that end the waits of a session waiting for several signals (a
+    gather's branches), any of which wakes it: ``inbox show TASK or state set ...``."""
+    ends = []
+    for name in row.wait_names:
+        task, state = _task_of(name), _state_of(name)
+        ends.append(
+            command("inbox show", operands=[task], db=db, tenant=tenant, quote=False)
+            if task is not None else
+            command("state set", operands=[*state, "JSON"], db=db, tenant=tenant,
+                    quote=False) if state is not None else
+            command("signal", operands=[row.id, name], options="--payload JSON", db=db,
+                    tenant=tenant, quote=False))
+    return " or ".join(ends)
 
 
 def other_wait(row: SessionRow, name: str, db: str) -> str | None:
@@ -419,10 +439,14 @@ def other_wait(row: SessionRow, name: str, db: str) -> str | None:
     signal, a timer, or nothing: a signal is kept for the session's next wait of its
     name): ``signal 'approve', not 'aprove': ...``."""
     wait = row.wait_name
-    if row.status != "waiting" or wait is None or wait == name:
+    if row.status != "waiting" or wait is None or name in row.wait_names:
         return None
     task, state = _task_waited_for(row), _state_waited_for(row)
     sid = row.id
+    if len(row.wait_names) > 1:
+        return (f"{escaped(' or '.join(map(waited_for, row.wait_names)))}, not a signal "
+                f"{quoted(name)}: this one does not wake it (it is kept for a wait of that "
+                f"name); to continue it: {wait_ends(row, db, row.tenant)}")
     if task is not None:
         ends = command("inbox show", operands=[task], db=db, tenant=row.tenant,
                        quote=False)
@@ -453,7 +477,7 @@ def waits_for(row: SessionRow) -> str:
     """What a waiting session waits for: a signal, a time, or both (a wait with a timeout)."""
     if row.status != "waiting":
         return ""
-    parts = [] if row.wait_name is None else [waited_for(row.wait_name)]
+    parts = [" or ".join(map(waited_for, row.wait_names))] if row.wait_names else []
     if row.wake_at is not None:
         parts.append(f"{'or ' if parts else ''}{fmt_time(row.wake_at)}")
     return " ".join(parts) or "a signal or timer"
@@ -575,6 +599,9 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
             info.add_row("waits for a person", f"inbox task {task}")
         elif state is not None:
             info.add_row("waits for a change of", f"state {escaped('/'.join(state))}")
+        elif len(row.wait_names) > 1:  # (a gather's branches: any of them wakes it)
+            for name in row.wait_names:
+                info.add_row("waits for", escaped(waited_for(name)))
         elif row.wait_name is not None:
             info.add_row("waits for signal", escaped(row.wait_name))
         if row.wake_at is not None:
@@ -666,6 +693,11 @@ def print_session(console: Console, row: SessionRow, steps: Sequence[StepRecord]
         retry = json.dumps({"action": "retry"})
         console.print("  or: " + cmd("signal", sid, "convoy.escalation",
                                      options=f"--payload {shlex.quote(retry)}", quote=False),
+                      markup=False, soft_wrap=True)
+    elif row.status == "waiting" and len(row.wait_names) > 1:
+        console.print(f"waiting for any of {len(row.wait_names)} signals (one wakes it): "
+                      f"{wait_ends(row, db, row.tenant)}, then "
+                      + (then if script else f"{worker} (or {resume}) continues it{note}"),
                       markup=False, soft_wrap=True)
     elif task is not None:
         show = cmd('inbox show', task, quote=False)

@@ -150,6 +150,9 @@ def _until(row: SessionRow, scope: Scope, db: str) -> str:
     timer = "" if row.wake_at is None else f", until {fmt_time(row.wake_at)}"
     if name is None:
         return f"a timer (it wakes at {fmt_time(row.wake_at)})"
+    if len(row.wait_names) > 1:  # (a gather's branches: any of them wakes it)
+        return (f"{' or '.join(map(waited_for, row.wait_names))}{timer} (any of them wakes "
+                "it)")
     task = _task_waited_for(row)
     if task is not None:
         answer = scope.command("inbox show", db, operands=[task])

@@ -247,7 +247,10 @@ def row_json(row: SessionRow, cancel_requested: float | None = None) -> dict[str
         "usage": {"input_tokens": row.input_tokens, "output_tokens": row.output_tokens},
         "cost": row.cost, "headers": row.header_map, "parent": row.parent,
         "subject": row.subject, "owner": row.owner, "lease_until": row.lease_until,
-        "wake_at": row.wake_at, "wait_name": row.wait_name, "error": row.error_record,
+        "wake_at": row.wake_at,
+        # (the first signal it waits for, and all: a gather's branches wait for several)
+        "wait_name": (row.wait_names or (None,))[0], "wait_names": list(row.wait_names),
+        "error": row.error_record,
         "cancel_requested": cancel_requested}
 
 

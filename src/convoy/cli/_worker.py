@@ -100,8 +100,8 @@ class SessionLog(Interceptor):
 def _detail(end: SessionEnd, *, withheld: bool) -> str:
     e = end.error or {}
     if end.status == "waiting":
-        name = e.get("wait_name")
-        return f"waits for {escaped(waited_for(name))}" if isinstance(name, str) and name \
+        names = [n for n in e.get("wait_names") or () if isinstance(n, str) and n]
+        return f"waits for {escaped(' or '.join(map(waited_for, names)))}" if names \
             else "waits"
     if end.status == "completed" or not e:
         return ""

@@ -284,7 +284,7 @@ class JournaledExecutor:
         raise NonDeterminismError(f"replay of session {self.session_id!r}: {what}", key=key)
 
     def _replay_parks(self, key: str, what: str, *, wake_at: float | None,
-                      wait_name: str | None) -> NoReturn:
+                      wait_names: tuple[str, ...] = ()) -> NoReturn:
         """Replay reached a wait (a timer, a signal) the recorded run was still in when it
         ended (``what`` says which): replay stops there as the run did, parked, firing and
         delivering nothing. (Not an error: in ``ctx.gather`` its sibling branches go on,
@@ -294,7 +294,7 @@ class JournaledExecutor:
             if self.stopped_at is None:
                 self.stopped_at = key
         log.debug("replay of session %s: %s", _shown(self.session_id), what)
-        raise Parked(wake_at=wake_at, wait_name=wait_name)
+        raise Parked(wake_at=wake_at, wait_names=wait_names)
 
     def _take(self, key: str, kind: str, target: str,
               formerly: str | None = None) -> StepRecord | None:
@@ -553,13 +553,13 @@ class JournaledExecutor:
         if self.replay_only:
             if self.ended is not None and wake_at > self.ended:
                 self._replay_parks(key, f"timer {key} had not fired when the session ended",
-                                   wake_at=wake_at, wait_name=None)
+                                   wake_at=wake_at)
             return
         delay = wake_at - clock()
         if delay <= 0:
             return
         if delay > self.park_after:
-            raise Parked(wake_at=wake_at, wait_name=None)
+            raise Parked(wake_at=wake_at)
         await asyncio.sleep(delay)
 
     async def wait_for(self, key: str, name: str, timeout: float | None,  # noqa: ASYNC109
@@ -592,7 +592,7 @@ class JournaledExecutor:
                                          began=began))
         if self.replay_only:
             self._replay_parks(key, f"wait {key} for {name!r} never completed",
-                               wake_at=deadline, wait_name=name)
+                               wake_at=deadline, wait_names=(name,))
         while True:
             try:
                 signal = await self.store.next_signal(self.session_id, name)
@@ -626,7 +626,7 @@ class JournaledExecutor:
                               f"(step {key})")
             await self._fail(key, "wait", target, None, None, err, None, began)
             raise err
-        raise Parked(wake_at=deadline, wait_name=name, since=began, now=self.clock())
+        raise Parked(wake_at=deadline, wait_names=(name,))
 
 
 def refused_signals(before: object, sent_at: float, why: str) -> dict[str, Any]:

@@ -7,6 +7,8 @@ to the engine, which then leaves the session unfinished (interrupted) or parked 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from convoy._errors import StoreError
 
 
@@ -32,15 +34,17 @@ class Parked(BaseException):
     """The session waits for a timer and/or a signal: its coroutine unwinds, it holds no
     memory or concurrency slot, and the store wakes it."""
 
-    def __init__(self, *, wake_at: float | None, wait_name: str | None,
-                 since: float | None = None, now: float | None = None) -> None:
-        super().__init__(f"waiting for {wait_name or 'a timer'}")
+    def __init__(self, *, wake_at: float | None, wait_names: Sequence[str] = ()) -> None:
+        super().__init__(f"waiting for {' or '.join(wait_names) or 'a timer'}")
         self.wake_at = wake_at
-        self.wait_name = wait_name
-        #: A signal wait's: when it began, and the clock's time as it parked (how
-        #: branches of a gather that wait for different signals look for theirs).
-        self.since = since
-        self.now = now
+        #: The signals any of which wakes it (one, or the several a gather's branches
+        #: wait for), each once.
+        self.wait_names = tuple(dict.fromkeys(wait_names))
+
+    @property
+    def wait_name(self) -> str | None:
+        """The first signal it waits for (``None``: a timer alone)."""
+        return self.wait_names[0] if self.wait_names else None
 
 
 __all__ = ["LeaseLost", "Parked", "SessionInterrupted"]

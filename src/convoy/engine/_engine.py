@@ -135,6 +135,7 @@ from convoy.stores._protocol import (
     SessionStatus,
     StepRecord,
     Store,
+    joined_wait_names,
 )
 from convoy.stores._rows import DamagedRow
 from convoy.stores._sqlite import Durability
@@ -1561,8 +1562,9 @@ class Engine(SessionControl, SubjectRights):
                 return SessionEnd(status="failed", error=_unstorable(wf.name, e))
             return SessionEnd(status="completed", output=output)
         except Parked as p:
-            return SessionEnd(status="waiting", error={"wake_at": p.wake_at,
-                                                       "wait_name": p.wait_name})
+            return SessionEnd(status="waiting", error={
+                "wake_at": p.wake_at, "wait_names": list(p.wait_names),
+                "wait_name": p.wait_names[0] if p.wait_names else None})
         except SessionInterrupted as e:
             if e.refused_step:  # (counted before the executor refused it: not taken)
                 state.steps -= 1
@@ -1637,7 +1639,7 @@ class Engine(SessionControl, SubjectRights):
                 err = end.error or {}
                 outcome.error = None  # (``end.error`` says what it waits for: end taps)
                 await self.store.park(sid, owner, outcome, wake_at=err.get("wake_at"),
-                                      wait_name=err.get("wait_name"))
+                                      wait_name=joined_wait_names(err.get("wait_names") or ()))
                 return "waiting"
             if end.status == "completed":
                 made = state.output_json

@@ -140,7 +140,7 @@ class Inbox:
             # (its status is sealed: the one its session waits for)
             locked = {k: v for k, v in locked.items()
                       if (row := rows.get(v)) is not None and row.unfinished
-                      and row.wait_name == watch_signal(INBOX, k)}
+                      and watch_signal(INBOX, k) in row.wait_names}
         if sealed is not None:
             sealed.extend(sorted(locked))
         if left_out is not None:  # a damaged session is met more than once: named once

@@ -44,36 +44,15 @@ async def _branch(aw: Awaitable[T], i: int, parked: list[tuple[int, Parked]]) ->
 
 def _parked_together(parked: list[tuple[int, Parked]]) -> Parked:
     """How the whole waits when branches parked: woken at the earliest of their timers (a
-    sleep's, a wait's timeout), or by the signal the first of them (in argument order)
-    waits for. A session waits for one signal's name: when branches wait for different
-    ones, it also wakes to look for the others' (:func:`_recheck`); a signal is kept
-    until the session runs again, and a wait for one that came takes it at once."""
+    sleep's, a wait's timeout), or by any signal one of them waits for (the store wakes a
+    session for each of its wait's names); a signal one branch waits for wakes the whole,
+    and that branch takes it as the others park again."""
     if len(parked) == 1:
         return parked[0][1]
     parked.sort(key=lambda ip: ip[0])
     wakes = [p.wake_at for _, p in parked if p.wake_at is not None]
-    names = [p.wait_name for _, p in parked if p.wait_name is not None]
-    waits = [p for _, p in parked if p.wait_name is not None]
-    if len(set(names)) > 1:
-        wakes.append(_recheck(waits))
     return Parked(wake_at=min(wakes) if wakes else None,
-                  wait_name=names[0] if names else None,
-                  since=min((p.since for p in waits if p.since is not None), default=None),
-                  now=max((p.now for p in waits if p.now is not None), default=None))
-
-
-#: How soon, and how late at most, a session whose branches wait for different signals
-#: looks for those it is not woken by.
-RECHECK_FIRST_S, RECHECK_MOST_S = 1.0, 300.0
-
-
-def _recheck(waits: list[Parked]) -> float:
-    """When a session whose branches wait for different signals looks for them again:
-    after a tenth of how long its oldest wait has lasted, from a second to five minutes
-    (a signal another branch waits for is then taken, however it came)."""
-    now = max(p.now or 0.0 for p in waits)
-    since = min((p.since for p in waits if p.since is not None), default=now)
-    return now + min(RECHECK_MOST_S, max(RECHECK_FIRST_S, (now - since) / 10))
+                  wait_names=[n for _, p in parked for n in p.wait_names])
 
 
 def leaves(eg: BaseExceptionGroup[BaseException]) -> Iterator[BaseException]:

@@ -102,9 +102,7 @@ class Context:
         that waits (a signal not sent yet, a sleep longer than the engine's
         ``park_after``) lets the others go on until each ends or waits too, so their
         steps end and are journaled; then the session parks, and wakes at the earliest
-        of their timers or when the signal the first waiting branch waits for comes (and,
-        when branches wait for different signals, to look for the others' now and then:
-        see ``docs/concepts/workflows.md``).
+        of their timers or as soon as a signal any waiting branch waits for comes.
         """
         scopes = [self.child(deeper=False) for _ in branches]
         return await concurrently([b(c) for b, c in zip(branches, scopes, strict=True)])

@@ -326,22 +326,26 @@ CLAIM_SET = ("SET owner=%s, lease_until=%s, status='running', started=COALESCE(s
 # A session's row, locked while ``owner`` owns it (parking, and looking for a signal).
 LOCK_OWNED = "SELECT id FROM sessions WHERE id=%s AND owner=%s FOR UPDATE"
 # Stored only for a session that exists (of the tenant, when one is given: ``{tenant}`` is
-# `` AND tenant=%s``); wakes the session if it waits for the signal; returns its seq.
+# `` AND tenant=%s``); wakes the session if it waits for the signal (one of the names its
+# ``wait_name`` joins by WAIT_NAMES_SEP, chr(31)); returns its seq.
 SIGNAL = (
     "WITH sig AS (INSERT INTO signals(session_id,name,payload,at) SELECT %s,%s,%s,%s WHERE "
     "EXISTS (SELECT 1 FROM sessions WHERE id=%s{tenant}) RETURNING seq, session_id), "
     "woke AS (UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id IN "
-    "(SELECT session_id FROM sig) AND status='waiting' AND wait_name=%s) SELECT seq FROM sig")
+    "(SELECT session_id FROM sig) AND status='waiting' AND %s = ANY(string_to_array(wait_name, "
+    "chr(31)))) SELECT seq FROM sig")
 # The beginnings of a session's sealed journal records (a result starting SEALED_PREFIX:
 # enough of it for the label of its outermost layer; Store.send_signal's
 # ``sealed_labels``).
 SEALED_RECORDS = ("SELECT DISTINCT left(result, 240) FROM journal WHERE session_id=%s AND "
                   "left(result, %s)=%s")
-# Runnable at once if the awaited signal or a cancel request (the second name) came first;
-# a NULL awaited name matches no signal.
+# Runnable at once if an awaited signal (``wait_name``: one name, or several joined by
+# WAIT_NAMES_SEP, chr(31)) or a cancel request (the second name) came first; a NULL
+# awaited name matches no signal.
 PARK = (
     "UPDATE sessions SET status=CASE WHEN EXISTS (SELECT 1 FROM signals WHERE "
-    "session_id=%s AND name IN (%s, %s) AND consumed=0) THEN 'pending' ELSE 'waiting' END, "
+    "session_id=%s AND (name = ANY(string_to_array(%s::text, chr(31))) OR name=%s) AND "
+    "consumed=0) THEN 'pending' ELSE 'waiting' END, "
     "owner=NULL, "
     "lease_until=NULL, wake_at=%s, wait_name=%s, steps=%s, input_tokens=%s, output_tokens=%s, "
     f"cost=%s, headers=COALESCE(%s, headers), {ACCRUE}, seg_mark=NULL WHERE id=%s AND owner=%s")

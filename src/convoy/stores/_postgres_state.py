@@ -40,7 +40,8 @@ _COLS = STATE_COLS
 _WHERE_KEY = "tenant=%(tenant)s AND namespace=%(ns)s AND key=%(key)s"
 _LOCK_KEY = "SELECT pg_advisory_xact_lock(%(lock)s)"
 # Whether a fired watch wakes its session (``s``) at once.
-_WAKES = "s.status='waiting' AND s.wait_name=f.name"
+# (``wait_name``: one name, or several joined by WAIT_NAMES_SEP, chr(31).)
+_WAKES = "s.status='waiting' AND f.name = ANY(string_to_array(s.wait_name, chr(31)))"
 # One compare-and-set: lands only if this writer did not write the key before (``prior``)
 # and the key is at the expected version; keeps the version in the history, fires the
 # key's watches, signals their sessions and wakes those that wait for the signal. Returns

@@ -67,6 +67,24 @@ UNFINISHED: tuple[SessionStatus, ...] = ("pending", "running", "waiting")
 #: The namespace (``+ session id``) of the interceptors' values that hold a session's spans
 #: (``convoy.observability``'s embedded trace store: one chunk of JSON per key).
 SPANS_NAMESPACE = "trace:"
+#: Between the names of the signals a session waits for, any of which wakes it (the
+#: branches of a ``ctx.gather`` that wait for different ones), in ``SessionRow.wait_name``
+#: and :meth:`Store.park`'s ``wait_name``: a character no signal name holds
+#: (:func:`~convoy._text.check_name` refuses control characters).
+WAIT_NAMES_SEP = "\x1f"
+
+
+def joined_wait_names(names: Iterable[str]) -> str | None:
+    """The ``wait_name`` a store keeps for a wait for any of ``names`` (each once, in
+    order), or ``None`` for none."""
+    return WAIT_NAMES_SEP.join(dict.fromkeys(names)) or None
+
+
+def wait_names_of(wait_name: str | None) -> tuple[str, ...]:
+    """The names of the signals a stored ``wait_name`` waits for, any of which wakes it."""
+    return () if wait_name is None else tuple(wait_name.split(WAIT_NAMES_SEP))
+
+
 #: How a sealed value (``convoy.privacy``) starts: the JSON text of its envelope.
 SEALED_PREFIX = '{"$sealed"'
 #: What :meth:`Store.send_signal` returns, storing nothing, when a sealed record of its
@@ -190,6 +208,12 @@ class SessionRow:
     headers: str = "{}"
     parent: str | None = None
     subject: str | None = None
+
+    @property
+    def wait_names(self) -> tuple[str, ...]:
+        """The signals the session waits for, any of which wakes it (one, or a gather's
+        branches' several; none for a timer alone)."""
+        return wait_names_of(self.wait_name)
 
     @property
     def error_record(self) -> dict[str, Any] | None:
@@ -656,8 +680,10 @@ class Store(Protocol):
     async def park(self, session_id: str, owner: str, outcome: SessionOutcome, *,
                    wake_at: float | None, wait_name: str | None) -> None:
         """Release a session that waits for a timer (``wake_at``) and/or a signal
-        (``wait_name``). A signal already sent for it, or a cancel request
-        (:data:`CANCEL_SIGNAL`, unconsumed), makes it runnable at once (``pending``)."""
+        (``wait_name``: one name, or several joined by :data:`WAIT_NAMES_SEP`, any of
+        which wakes it, here and in :meth:`send_signal`). A signal already sent for it,
+        or a cancel request (:data:`CANCEL_SIGNAL`, unconsumed), makes it runnable at once
+        (``pending``)."""
         ...
 
     def finish(self, session_id: str, owner: str | None, outcome: SessionOutcome, *,
@@ -744,7 +770,8 @@ class Store(Protocol):
     async def send_signal(self, session_id: str, name: str, payload: str, *,
                           tenant: str | None = None,
                           sealed_labels: Collection[str] | None = None) -> int:
-        """Store a signal; wakes the session if it waits for ``name``. Returns its seq
+        """Store a signal; wakes the session if it waits for ``name`` (one of its
+        :attr:`SessionRow.wait_names`). Returns its seq
         (> 0), or 0, storing nothing, if there is no such session (in ``tenant``).
         ``sealed_labels``: the outermost labels (:func:`sealed_outer_label`) of the
         session's sealed journal records (a result starting :data:`SEALED_PREFIX`) when

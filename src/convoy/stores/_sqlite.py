@@ -83,6 +83,7 @@ from convoy.stores._sqlite_sql import (
     _RUNNABLE_OTHERS,
     _SCHEMA,
     _SESSION_COLS,
+    AWAITED_OR_CANCEL,
     _append_params,
     _foreign,
     _foreign_mark,
@@ -903,7 +904,7 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
             # NULL ``wait_name`` matches no signal: only the request counts then).
             n = conn.execute(
                 "UPDATE sessions SET status=CASE WHEN EXISTS (SELECT 1 FROM signals WHERE "
-                "session_id=? AND name IN (?, ?) AND consumed=0) THEN 'pending' ELSE "
+                f"session_id=? AND {AWAITED_OR_CANCEL} AND consumed=0) THEN 'pending' ELSE "
                 "'waiting' END, owner=NULL, lease_until=NULL, wake_at=?, wait_name=?, steps=?,"
                 " input_tokens=?, output_tokens=?, cost=?, headers=COALESCE(?, headers), "
                 f"{_ACCRUE}, seg_mark=NULL WHERE id=? AND owner=?",

@@ -285,8 +285,14 @@ _SIGNAL = ("INSERT INTO signals(session_id,name,payload,at) SELECT ?,?,?,? WHERE
 # enough of it for the label of its outermost layer).
 _SEALED_RECORDS = ("SELECT DISTINCT substr(result, 1, 240) FROM journal WHERE session_id=? "
                    "AND substr(result, 1, ?)=?")
+# (``wait_name``: one name, or several joined by WAIT_NAMES_SEP, char(31).)
 _WAKE = ("UPDATE sessions SET status='pending', wake_at=NULL, wait_name=NULL WHERE id=? AND "
-         "status='waiting' AND wait_name=?")
+         "status='waiting' AND instr(char(31) || wait_name || char(31), "
+         "char(31) || ? || char(31)) > 0")
+# Whether a signal already sent (its ``name``) is one a wait's ``wait_name`` (the parameter,
+# as ``_WAKE`` reads it) waits for, or a cancel request (the second parameter).
+AWAITED_OR_CANCEL = ("(instr(char(31) || ? || char(31), char(31) || name || char(31)) > 0 "
+                     "OR name=?)")
 # The sessions ``owner`` runs that have an unconsumed signal of a name (cancel requests).
 _OWNED_SIGNALLED = (
     "SELECT id FROM sessions WHERE status='running' AND owner=? AND EXISTS (SELECT 1 FROM "
