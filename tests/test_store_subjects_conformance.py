@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from convoy._errors import UserError
+from convoy._errors import StoreError, UserError
 from convoy.stores._protocol import (
     AUDIT_CURSORS,
     TOMBSTONE_S,
@@ -204,6 +204,51 @@ async def test_a_session_held_by_a_live_lease_is_not_purged(
     clock.advance(31)  # its lease lapsed: its engine's writes are fenced from now on
     event = await store.purge("t1", ["idle", "busy"], reason="erasure", subject="p")
     assert (event.sessions, event.key) == (2, True)
+
+
+async def test_a_subjects_session_is_created_only_while_the_store_holds_its_key(
+        store: Store) -> None:
+    """A creation names the key (wrapped) its sessions' values are sealed under: a key the
+    store no longer holds (the subject erased by another process after the creator read
+    it, perhaps made again since) creates none of them, with a transient error."""
+    await store.subject_key_put("t1", "p", "k1")
+    made = [replace(new("a"), subject="p", subject_key="k1"), new("plain")]
+    assert await store.create_sessions(made, owner="A", lease_s=30) == 2
+    await store.release("a", "A")
+    await store.purge("t1", ["a"], reason="erasure", subject="p", subject_ref="r")
+    for held in (None, "k2"):  # erased; erased and made again
+        if held is not None:
+            await store.subject_key_put("t1", "p", held)
+        with pytest.raises(StoreError) as gone:
+            await store.create_sessions([new("other"), replace(new("b"), subject="p",
+                                                                subject_key="k1")])
+        assert gone.value.transient and "'b' was not created" in str(gone.value)
+        assert await store.get_session("b") is None and \
+            await store.get_session("other") is None  # (one transaction: nothing made)
+    assert await store.create_sessions([replace(new("b"), subject="p",
+                                                subject_key="k2")]) == 1
+
+
+async def test_an_erasure_deletes_the_subjects_sessions_made_since_its_list_was_read(
+        store: Store, clock: FakeClock) -> None:
+    """An erasure's purge deletes every session that names its subject when it runs, not
+    only those the caller listed (one another process made since would be left naming an
+    erased subject under its destroyed key), and refuses one whose lease holds."""
+    await store.subject_key_put("t1", "p", "k1")
+    await store.create_sessions([replace(new(sid), subject="p") for sid in ("a", "b")] +
+                                [replace(new("q1"), subject="q"), new("plain")])
+    await owned(store, "busy", owner="A", lease_s=30)
+    await store.create_sessions([replace(new("late"), subject="p")], owner="B", lease_s=30)
+    with pytest.raises(UserError, match="'late' is running on engine 'B'"):
+        await store.purge("t1", ["a"], reason="erasure", subject="p", subject_ref="r")
+    await store.release("late", "B")
+    event = await store.purge("t1", ["a"], reason="erasure", subject="p", subject_ref="r")
+    assert (event.sessions, event.key) == (3, True)
+    assert await store.subject_sessions("t1", "p") == []
+    assert {sid for sid in ("q1", "plain", "busy") if await store.get_session(sid)} == \
+        {"q1", "plain", "busy"}
+    retention = await store.purge("t1", [], reason="retention")  # no subject: none named
+    assert retention.sessions == 0
 
 
 def seal(sid: str, before: str | None, after: str, *bodies: bytes) -> AuditSeal:

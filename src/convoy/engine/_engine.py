@@ -505,8 +505,14 @@ class Engine(SessionControl, SubjectRights):
             new = NewSession(id=sid, workflow=wf.name, version=wf.version, tenant=tenant,
                              input=_dump_input(wf, value), headers=dict(headers or {}),
                              subject=subject)
-            # Not awaited on its own: the first journal commit (or the final one) carries it.
-            self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
+            if subject is None:
+                # Not awaited on its own: the first journal commit (or the final one)
+                # carries it.
+                self.store.create_session(new, owner=self.owner, lease_s=self.lease_seconds)
+            else:  # created only while the store holds the key it is sealed under (sealed
+                # again under a new one if another process erased the subject meanwhile)
+                await self.store.create_sessions([new], owner=self.owner,
+                                                 lease_s=self.lease_seconds)
             return await self._admit(wf, sid, tenant, value, None, None, new=new)
         finally:
             if session_id is not None:

@@ -67,15 +67,18 @@ class SubjectKey:
     """A subject's key (``aead``), the label sealed values name it by (``label``:
     :func:`key_label`), the key its audit hashes are keyed with (``mac``) and the key the
     content ids of its sessions are keyed with (``ids``: ``convoy run --subject``); both
-    derived from the subject's key, so destroyed with it."""
+    derived from the subject's key, so destroyed with it; ``wrapped``: the key as the
+    store keeps it (a session sealed under it is created only while the store holds it)."""
 
-    __slots__ = ("aead", "ids", "label", "mac")
+    __slots__ = ("aead", "ids", "label", "mac", "wrapped")
 
-    def __init__(self, aead: AESGCM, label: str, mac: bytes, ids: bytes) -> None:
+    def __init__(self, aead: AESGCM, label: str, mac: bytes, ids: bytes,
+                 wrapped: str = "") -> None:
         self.aead = aead
         self.label = label
         self.mac = mac
         self.ids = ids
+        self.wrapped = wrapped
 
 
 def _aesgcm(key: bytes) -> AESGCM:
@@ -332,7 +335,8 @@ class KeyRing:
         self._refs[(tenant, label)] = subject
         mac = hmac.new(raw, b"convoy/audit-hashes/v1", hashlib.sha256).digest()
         ids = hmac.new(raw, b"convoy/session-ids/v1", hashlib.sha256).digest()
-        key = self._keys[(tenant, subject)] = SubjectKey(_aesgcm(raw), label, mac, ids)
+        key = self._keys[(tenant, subject)] = SubjectKey(_aesgcm(raw), label, mac, ids,
+                                                         wrapped)
         return key
 
     async def subject_of(self, tenant: str, label: str, version: int) -> str | None:

@@ -60,12 +60,16 @@ from convoy.stores._protocol import (
     sealed_outer_labels,
 )
 from convoy.stores._rows import DamagedRow, LeftOut
+from convoy.stores._subjects_sql import SubjectKeyGone
 
 _OWN = frozenset({"inner", "keys", "_live", "_read", "_running", "_unopened",
                   "_ended_readers"})
 #: How many ended sessions that read another subject's data are remembered as such
 #: (:meth:`SealingStore.read_personal_data`).
 ENDED_READERS = 4096
+#: How many times a creation of a subject's sessions is sealed again under the subject's
+#: key, as the store holds it now, after another process erased it as they started.
+_KEY_ATTEMPTS = 5
 #: How many times a signal is sealed again for a session that read another data subject's
 #: data while it was being sealed, before the send is given up (a store error).
 _SEAL_TRIES = 10
@@ -120,15 +124,29 @@ class SealingStore:
 
     async def create_sessions(self, sessions: Sequence[NewSession], *,
                               owner: str | None = None, lease_s: float = 0.0) -> int:
-        out = []
-        for s in sessions:
-            if s.subject is None:
-                out.append(s)
-                continue
-            key = await self.keys.load(s.tenant, s.subject, create=True, fresh=True)
-            assert key is not None
-            out.append(self._seal_new(s, key))
-        return await self.inner.create_sessions(out, owner=owner, lease_s=lease_s)
+        """Sealed under their subjects' keys, created only while the store holds those
+        keys: a subject another process erased after its key was read here gets a new key
+        and the sessions are sealed again (a few times at most: each needs another
+        erasure of it as they start), never left naming an erased subject under its
+        destroyed key."""
+        for attempt in range(_KEY_ATTEMPTS):
+            out = []
+            for s in sessions:
+                if s.subject is None:
+                    out.append(s)
+                    continue
+                key = await self.keys.load(s.tenant, s.subject, create=True, fresh=True)
+                assert key is not None
+                out.append(replace(self._seal_new(s, key), subject_key=key.wrapped or None))
+            try:
+                return await self.inner.create_sessions(out, owner=owner, lease_s=lease_s)
+            except SubjectKeyGone:
+                if attempt == _KEY_ATTEMPTS - 1:
+                    raise
+                for s in sessions:  # (read again: erased, perhaps made again since)
+                    if s.subject is not None:
+                        self.keys.forget(s.tenant, s.subject)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _open_row(self, row: SessionRow | None, *, track: bool = False
                         ) -> SessionRow | None:

@@ -103,9 +103,11 @@ from convoy.stores._sqlite_sql import (
     by_status,
     session_listing,
 )
+from convoy.stores._subjects_sql import SubjectSQL, keys_held
 from convoy.stores._url import check_busy_timeout, redacted
 
 T = TypeVar("T")
+_SUBJECT_SQL = SubjectSQL("%s")
 _RETRIES = 5  # deadlocks and serialization failures: the transaction simply runs again
 
 
@@ -671,6 +673,13 @@ class PostgresStore(PostgresLimits, PostgresState, PostgresAlerts, PostgresAudit
         rows = [self._session_params(s, owner, lease_s, now) for s in sessions]
 
         async def insert(conn: Conn) -> list[str]:
+            held: dict[tuple[str, str | None], str | None] = {}
+            for s in sessions:  # (read FOR SHARE: an erasure's purge waits, see purge)
+                if s.subject_key is not None and (s.tenant, s.subject) not in held:
+                    found = await (await conn.execute(
+                        _SUBJECT_SQL.key_get + " FOR SHARE", (s.tenant, s.subject))).fetchone()
+                    held[(s.tenant, s.subject)] = None if found is None else str(found[0])
+            keys_held(sessions, lambda t, subject: held.get((t, subject)))
             cur = conn.cursor()
             await cur.executemany(sql.INSERT_SESSION + " RETURNING id", rows,
                                   returning=True)

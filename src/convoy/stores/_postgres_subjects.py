@@ -37,6 +37,7 @@ from convoy.stores._subjects_sql import (
     pg_expire,
     refuse_held,
     sweep_due,
+    with_named,
 )
 
 T = TypeVar("T")
@@ -126,13 +127,21 @@ class PostgresSubjects:
 
         async def purge(conn: Conn) -> Erasure:
             sessions = versions = 0
-            for chunk in chunks(session_ids):  # locked: a claim waits for the purge
+            ids = session_ids
+            if subject is not None:
+                # The key first (a creation of the subject's session reads it FOR SHARE:
+                # it commits before this reads the sessions below, or finds the key gone),
+                # then the sessions that name the subject now, any made since listed too.
+                await conn.execute(_SQL.key_get + " FOR UPDATE", (tenant, subject))
+                cur = await conn.execute(_SQL.named, (tenant, subject))
+                ids = with_named(session_ids, await cur.fetchall())
+            for chunk in chunks(ids):  # locked: a claim waits for the purge
                 cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
                                          (tenant, *chunk))
                 refuse_held(await cur.fetchall(), now, reason)
             if sweep:  # (before this purge keeps its own: each is kept until a later one)
                 await conn.execute(*pg_expire(now - TOMBSTONE_S))
-            for chunk in chunks(session_ids):
+            for chunk in chunks(ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 cur = await conn.execute(
                     f"SELECT DISTINCT namespace, key FROM state_history WHERE tenant=%s AND "

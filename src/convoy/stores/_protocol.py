@@ -169,7 +169,11 @@ class StepRecord:
 
 @dataclass(slots=True, kw_only=True)
 class NewSession:
-    """A session to create."""
+    """A session to create. ``subject_key``: the subject's key as the store keeps it
+    (wrapped), which the session's values are sealed under (the sealing store sets it):
+    :meth:`Store.create_sessions` creates none of its sessions unless the store still
+    holds that key (else a transient :class:`~convoy.StoreError`: another process erased
+    the subject meanwhile)."""
 
     id: str
     workflow: str
@@ -179,6 +183,7 @@ class NewSession:
     headers: Mapping[str, str] = field(default_factory=dict)
     parent: str | None = None
     subject: str | None = None
+    subject_key: str | None = None
 
 
 @dataclass(slots=True, frozen=True, kw_only=True)
@@ -637,7 +642,11 @@ class Store(Protocol):
     async def create_sessions(self, sessions: Sequence[NewSession], *,
                               owner: str | None = None, lease_s: float = 0.0) -> int:
         """Create many sessions in one transaction (claimed by ``owner`` when given, else
-        pending); how many were new. Existing ids are left as they are."""
+        pending); how many were new. Existing ids are left as they are. A session with a
+        ``subject_key`` is created only if the store holds that key for its subject, read
+        in the transaction (so that an erasure either deletes it or finds the key gone):
+        else nothing is created and a transient ``SubjectKeyGone`` (a
+        :class:`~convoy.StoreError`) is raised."""
         ...
 
     async def claim(self, session_id: str, owner: str, lease_s: float, *,
@@ -954,7 +963,10 @@ class Store(Protocol):
         state version they wrote (a key whose current version goes falls back to its
         newest remaining one; a key none of whose versions remains goes), destroy
         ``subject``'s key when given (with the values in :data:`SUBJECT_REFS` that name
-        it), and record the :class:`Erasure` (returned).
+        it), and record the :class:`Erasure` (returned). With ``subject``, the sessions
+        that name it when the transaction runs are deleted too (and refused while held),
+        whether or not ``session_ids`` lists them: one another process created after the
+        caller read the list is not left naming an erased subject.
 
         A ``retention`` purge deletes the state versions the sessions wrote and no other,
         but for the keys they created that are their own (their human tasks, the keys of

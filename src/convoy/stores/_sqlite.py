@@ -101,6 +101,7 @@ from convoy.stores._sqlite_sql import (
 from convoy.stores._sqlite_state import SQLiteState
 from convoy.stores._sqlite_subjects import SQLiteSubjects
 from convoy.stores._sqlite_wal import _Checkpointer
+from convoy.stores._subjects_sql import SubjectSQL, keys_held
 from convoy.stores._url import check_busy_timeout
 
 Durability = Literal["process", "power"]
@@ -120,6 +121,9 @@ def _ready_queue(loop: asyncio.AbstractEventLoop) -> Sized | None:
     of an iteration after the first join the next batch."""
     ready = getattr(loop, "_ready", None)
     return ready if isinstance(ready, Sized) else None
+
+
+_SUBJECT_SQL = SubjectSQL("?")
 
 
 class _Op:
@@ -795,6 +799,8 @@ class SQLiteStore(SQLiteLimits, SQLiteState, SQLiteAlerts, SQLiteAudit, SQLiteSu
         rows = [self._session_params(s, owner, lease_s, now) for s in sessions]
 
         def insert(conn: sqlite3.Connection) -> int:
+            keys_held(sessions, lambda t, subject: next(
+                (r[0] for r in conn.execute(_SUBJECT_SQL.key_get, (t, subject))), None))
             if owner is None:
                 before = conn.total_changes
                 conn.executemany(_INSERT_SESSION, rows)

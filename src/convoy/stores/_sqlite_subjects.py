@@ -38,6 +38,7 @@ from convoy.stores._subjects_sql import (
     not_compacted,
     refuse_held,
     sweep_due,
+    with_named,
 )
 
 T = TypeVar("T")
@@ -117,7 +118,9 @@ class SQLiteSubjects:
 
         def purge(conn: sqlite3.Connection) -> Erasure:
             sessions = versions = 0
-            for chunk in chunks(session_ids):
+            ids = session_ids if subject is None else with_named(  # (and any made since)
+                session_ids, conn.execute(_SQL.named, (tenant, subject)).fetchall())
+            for chunk in chunks(ids):
                 refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk)).fetchall(),
                             now, reason)
             if sweep:  # (before this purge keeps its own: each is kept until a later one)
@@ -126,7 +129,7 @@ class SQLiteSubjects:
                     (key,) for key, value in conn.execute(SQLITE_EXPIRING,
                                                           (cutoff,)).fetchall()
                     if isinstance(value, str) and expired(value, cutoff)])
-            for chunk in chunks(session_ids):
+            for chunk in chunks(ids):
                 plain, history, current, drop = _SQL.purge_chunk(tenant, chunk)
                 conn.execute(SQLITE_TOMBSTONES.format(_SQL.ids(len(chunk))), (tenant, *chunk))
                 for text, params in plain:

@@ -5,7 +5,7 @@ set of sessions with everything written for them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from convoy._errors import SessionsHeld, StoreError
@@ -65,6 +65,8 @@ class SubjectSQL:
         self.key_oldest = ("SELECT tenant,subject,wrapped FROM subject_keys "
                            "ORDER BY created, tenant, subject LIMIT 1")
         self.key_delete = f"DELETE FROM subject_keys WHERE tenant={m} AND subject={m}"
+        # The sessions that name a subject now (an erasure's, read in its transaction).
+        self.named = f"SELECT id FROM sessions WHERE tenant={m} AND subject={m} ORDER BY id"
         # What maps the labels of its key(s) back to the subject goes with the key.
         self.refs_delete = f"DELETE FROM kv WHERE namespace={m} AND value={m}"
         self.kv_new = (f"INSERT INTO kv(namespace,key,value) VALUES({m},{m},{m}) "
@@ -236,6 +238,34 @@ def erasure(r: Sequence[Any]) -> Erasure:
 
 def chunks(ids: Sequence[str]) -> list[Sequence[str]]:
     return [ids[i:i + CHUNK] for i in range(0, len(ids), CHUNK)]
+
+
+class SubjectKeyGone(StoreError):
+    """Sessions of a data subject were not created: the store no longer holds the subject
+    key their values are sealed under (another process erased the subject after the
+    creator read the key). Sealed again under the subject's key as it is now, they can be
+    (the sealing store does so)."""
+
+
+def keys_held(sessions: Sequence[Any], held: Callable[[str, str], str | None]) -> None:
+    """Raise :class:`SubjectKeyGone` unless, for each of ``sessions``
+    (:class:`~convoy.stores.NewSession`) with a ``subject_key``, ``held(tenant, subject)``
+    (the store's wrapped key, read in the creating transaction) is that key."""
+    for s in sessions:
+        if s.subject_key is not None and held(s.tenant, s.subject) != s.subject_key:
+            raise SubjectKeyGone(
+                f"session {s.id!r} was not created: its data subject was erased by another "
+                "process as it started (the key its data was sealed under is gone); start "
+                "it again", transient=True)
+
+
+def with_named(ids: Sequence[str], named: Iterable[Any]) -> list[str]:
+    """``ids`` and, after them, the ids of ``named`` (rows whose first column is a
+    session id) that are not among them."""
+    out = list(ids)
+    seen = set(out)
+    out += [r[0] for r in named if r[0] not in seen]
+    return out
 
 
 def refuse_held(rows: Sequence[Any], now: float, reason: str = "erasure") -> None:
