@@ -251,6 +251,27 @@ async def test_an_erasure_deletes_the_subjects_sessions_made_since_its_list_was_
     assert retention.sessions == 0
 
 
+async def test_a_retention_purge_deletes_only_what_is_still_finished_before_its_cutoff(
+        store: Store, clock: FakeClock) -> None:
+    """The sessions a retention purge is given were listed finished before its cutoff; one
+    reopened since (an answer to its escalation), or finished again after the cutoff, is
+    kept."""
+    for sid in ("old", "reopened", "again"):
+        await owned(store, sid)
+        await store.finish(sid, "A", SessionOutcome(status="escalated"))
+    clock.advance(100)
+    cutoff = clock() - 50
+    assert sorted(await store.finished_before(cutoff)) == ["again", "old", "reopened"]
+    assert await store.reopen("reopened") and await store.reopen("again")
+    await store.claim("again", "B", 30)
+    await store.finish("again", "B", SessionOutcome(status="completed"))
+    event = await store.purge("t1", ["old", "reopened", "again"], reason="retention",
+                              finished_before=cutoff)
+    assert event.sessions == 1 and await store.get_session("old") is None
+    assert (await suite.must(store, "reopened")).status == "pending"
+    assert (await suite.must(store, "again")).status == "completed"
+
+
 def seal(sid: str, before: str | None, after: str, *bodies: bytes) -> AuditSeal:
     return AuditSeal(tenant="t1", session_id=sid, before=before, after=after,
                      bodies=list(bodies))

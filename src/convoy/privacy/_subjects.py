@@ -250,8 +250,9 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
     before ``now``, as erasure does (subject keys stay: their subjects may come back)."""
     seconds = retention_age(seconds)
     events: list[Erasure] = []
+    cutoff = now - seconds
     while True:
-        ids = await store.finished_before(now - seconds, tenant=tenant, limit=1000)
+        ids = await store.finished_before(cutoff, tenant=tenant, limit=1000)
         if not ids:
             break
         by_tenant: dict[str, list[str]] = defaultdict(list)
@@ -259,7 +260,10 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
             by_tenant[row.tenant].append(row.id)
         for t, group in sorted(by_tenant.items()):
             try:
-                events.append(await store.purge(t, group, reason="retention"))
+                # (what is still finished before the cutoff as it commits: not one an
+                # answer to its escalation reopened since it was listed)
+                events.append(await store.purge(t, group, reason="retention",
+                                                finished_before=cutoff))
             except StoreError as e:
                 done = sum(ev.sessions for ev in events)
                 raise _stopped(e, f"the purge stopped after {plural(done, 'session')} "

@@ -121,7 +121,8 @@ class PostgresSubjects:
 
     async def purge(self, tenant: str, session_ids: Sequence[str], *,
                     reason: Literal["erasure", "retention"], subject: str | None = None,
-                    subject_ref: str | None = None) -> Erasure:
+                    subject_ref: str | None = None,
+                    finished_before: float | None = None) -> Erasure:
         now = self.clock()
         sweep = sweep_due(self._swept, now)
 
@@ -135,6 +136,13 @@ class PostgresSubjects:
                 await conn.execute(_SQL.key_get + " FOR UPDATE", (tenant, subject))
                 cur = await conn.execute(_SQL.named, (tenant, subject))
                 ids = with_named(session_ids, await cur.fetchall())
+            if finished_before is not None:  # (not one reopened since it was listed)
+                still: list[str] = []
+                for chunk in chunks(ids):  # (locked: a reopen waits for the purge)
+                    cur = await conn.execute(_SQL.still_finished(len(chunk), lock=" FOR UPDATE"),
+                                             (tenant, *chunk, finished_before))
+                    still += [r[0] for r in await cur.fetchall()]
+                ids = still
             for chunk in chunks(ids):  # locked: a claim waits for the purge
                 cur = await conn.execute(_SQL.held(len(chunk), lock=" FOR UPDATE"),
                                          (tenant, *chunk))

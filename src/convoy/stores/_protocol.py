@@ -956,7 +956,8 @@ class Store(Protocol):
 
     async def purge(self, tenant: str, session_ids: Sequence[str], *,
                     reason: Literal["erasure", "retention"], subject: str | None = None,
-                    subject_ref: str | None = None) -> Erasure:
+                    subject_ref: str | None = None,
+                    finished_before: float | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
         signals, watches and spans (:data:`SPANS_NAMESPACE`), every state key one of them
         created (all its versions, whoever wrote them: an erasure only) and every other
@@ -966,7 +967,10 @@ class Store(Protocol):
         it), and record the :class:`Erasure` (returned). With ``subject``, the sessions
         that name it when the transaction runs are deleted too (and refused while held),
         whether or not ``session_ids`` lists them: one another process created after the
-        caller read the list is not left naming an erased subject.
+        caller read the list is not left naming an erased subject. With
+        ``finished_before`` (a retention purge's cutoff), only those of the sessions that
+        are still finished before it when the transaction runs are deleted: one reopened
+        since the caller listed it (an escalation answered) is kept.
 
         A ``retention`` purge deletes the state versions the sessions wrote and no other,
         but for the keys they created that are their own (their human tasks, the keys of

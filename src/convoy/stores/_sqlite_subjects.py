@@ -112,7 +112,8 @@ class SQLiteSubjects:
 
     async def purge(self, tenant: str, session_ids: Sequence[str], *,
                     reason: Literal["erasure", "retention"], subject: str | None = None,
-                    subject_ref: str | None = None) -> Erasure:
+                    subject_ref: str | None = None,
+                    finished_before: float | None = None) -> Erasure:
         now = self.clock()
         sweep = sweep_due(self._swept, now)
 
@@ -120,6 +121,9 @@ class SQLiteSubjects:
             sessions = versions = 0
             ids = session_ids if subject is None else with_named(  # (and any made since)
                 session_ids, conn.execute(_SQL.named, (tenant, subject)).fetchall())
+            if finished_before is not None:  # (not one reopened since it was listed)
+                ids = [r[0] for chunk in chunks(ids) for r in conn.execute(
+                    _SQL.still_finished(len(chunk)), (tenant, *chunk, finished_before))]
             for chunk in chunks(ids):
                 refuse_held(conn.execute(_SQL.held(len(chunk)), (tenant, *chunk)).fetchall(),
                             now, reason)

@@ -114,6 +114,13 @@ class SubjectSQL:
         return (f"UPDATE state_watch SET after_version={cur} WHERE tenant={m} AND "
                 f"namespace={m} AND key={m} AND after_version>{cur}", where * 3)
 
+    def still_finished(self, n: int, *, lock: str = "") -> str:
+        """Which of ``n`` sessions (of a tenant) are finished before a time (the last
+        parameter) now; ``lock``: a locking clause (a reopen waits for the purge)."""
+        return (f"SELECT id FROM sessions WHERE tenant={self.mark} AND id IN "
+                f"({self.ids(n)}) AND finished IS NOT NULL AND finished < {self.mark} AND "
+                f"status NOT IN ('pending','running','waiting') ORDER BY id{lock}")
+
     def ids(self, n: int) -> str:
         return ",".join([self.mark] * n)
 
