@@ -17,6 +17,7 @@ from convoy.stores._protocol import (
     TOMBSTONE_S,
     TOMBSTONE_SWEEP_S,
     AuditSeal,
+    Erasure,
     SessionOutcome,
     StateWrite,
     Store,
@@ -270,6 +271,25 @@ async def test_a_retention_purge_deletes_only_what_is_still_finished_before_its_
     assert event.sessions == 1 and await store.get_session("old") is None
     assert (await suite.must(store, "reopened")).status == "pending"
     assert (await suite.must(store, "again")).status == "completed"
+
+
+async def test_a_purge_appends_its_audit_entry_in_its_own_transaction(
+        store: Store) -> None:
+    """``audit``: the entry made of the recorded erasure (its number known only in the
+    transaction) is appended to the tenant's log with the purge, after what it holds."""
+    await store.audit_append("t1", [b"before"])
+    await ended(store, "gone")
+    made: list[Erasure] = []
+
+    def entry(event: Erasure) -> bytes:
+        made.append(event)
+        return f"erasure {event.seq} of {event.sessions}".encode()
+
+    event = await store.purge("t1", ["gone"], reason="retention", audit=entry)
+    assert made == [event] and event.seq > 0
+    assert [r.body for r in await store.audit_entries("t1", 0, 10)] == \
+        [b"before", f"erasure {event.seq} of 1".encode()]
+    assert await store.audit_size("t2") == 0
 
 
 def seal(sid: str, before: str | None, after: str, *bodies: bytes) -> AuditSeal:

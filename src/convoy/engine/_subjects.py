@@ -27,6 +27,9 @@ from convoy.privacy._subjects import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from convoy.audit._event import AuditEvent
     from convoy.engine._engine import Engine
     from convoy.privacy._keys import KeyRing
     from convoy.stores._protocol import Erasure, SessionRow
@@ -90,12 +93,13 @@ class SubjectRights:
         # none of it is erased, so nothing stops the erasure (a cutoff before any session).
         await _stopped_sealers_sealed(engine, -math.inf, None)
         await _sealed_first(engine, keys, tenant, subject)
-        event = await erase_subject(keys.store, keys, tenant, subject)
+        entry = await _entry_maker(engine, tenant, by)
+        event = await erase_subject(keys.store, keys, tenant, subject, audit=entry)
         for ic in engine.runtime.interceptors:  # cached answers given to the subject
             forget = getattr(ic, "forget_subject", None)
             if forget is not None:
                 forget(tenant, subject)
-        damaged = await _audit(engine, event, by)
+        damaged = None if entry is not None else await _audit(engine, event, by)
         refused = None if damaged is None else AuditError(
             f"erased (erasure #{event.seq}), but the erasure could not be appended to the "
             f"audit log: {damaged}")
@@ -144,9 +148,20 @@ class SubjectRights:
         await engine.open()
         now = engine.clock()  # (one cutoff, for what must be sealed and what is purged)
         await _stopped_sealers_sealed(engine, now - older_than, tenant)
-        events = await purge_older_than(engine.store, older_than, now, tenant=tenant)
+        inline: set[str] = set()  # (tenants whose purges appended their entries)
+
+        async def entry_of(t: str) -> Callable[[Erasure], bytes] | None:
+            entry = await _entry_maker(engine, t, by)
+            if entry is not None:
+                inline.add(t)
+            return entry
+
+        events = await purge_older_than(engine.store, older_than, now, tenant=tenant,
+                                        audit=entry_of)
         damaged: list[AuditError] = []
         for event in events:  # (each tenant's entry, whatever another tenant's log holds)
+            if event.tenant in inline:
+                continue
             if (error := await _audit(engine, event, by)) is not None:
                 damaged.append(error)
         logs = AuditError("; and ".join(map(str, damaged))) if damaged else None
@@ -286,6 +301,38 @@ async def _stopped_sealers_sealed(engine: Engine, cutoff: float,
         log.warning(msg, *args)
 
 
+async def _entry_maker(engine: Engine, tenant: str, by: str | None
+                       ) -> Callable[[Erasure], bytes] | None:
+    """What makes the audit entry of an erasure or purge of ``tenant``, for the store to
+    append in the purge's own transaction (a process killed after the purge committed left
+    an erasure the log never heard of, and a repeated request is answered "erased
+    already"); ``None`` if the tenant has no audit log, or one whose count was edited
+    (:func:`~convoy.audit._sealer.past_count`: it refuses every append, and would refuse
+    the erasure with it; :func:`_audit` appends after the purge and reports the damage)."""
+    from convoy.audit._sealer import past_count
+
+    if not await _audited(engine, tenant) or \
+            await past_count(engine.store, tenant) is not None:
+        return None
+
+    def entry(event: Erasure) -> bytes:
+        return _erasure_event(event, by).encode()
+
+    return entry
+
+
+def _erasure_event(event: Erasure, by: str | None) -> AuditEvent:
+    """The audit entry of an erasure or purge (references, never the subject's name: the
+    keyed fingerprint and the counts)."""
+    from convoy.audit._event import AuditEvent
+
+    refs = {"reason": event.reason, "erasure": str(event.seq), "sessions": str(event.sessions),
+            "state_versions": str(event.state_versions)}
+    if event.subject_ref is not None:
+        refs["subject_ref"] = event.subject_ref
+    return AuditEvent(kind="erasure", status="ok", at=event.at, actor=by, refs=refs)
+
+
 async def _audit(engine: Engine, event: Erasure, by: str | None = None
                  ) -> AuditError | None:
     """Append the erasure to the tenant's audit log when the tenant has one (entries hold
@@ -293,19 +340,13 @@ async def _audit(engine: Engine, event: Erasure, by: str | None = None
     is removed from the log, so it still verifies. A log whose count was edited refuses
     it: that damage (:func:`~convoy.audit._sealer.past_count`) is returned, for the
     caller to raise once the store is compacted."""
-    from convoy.audit._event import AuditEvent
     from convoy.audit._sealer import past_count
 
     store = engine.store
     if not await _audited(engine, event.tenant):
         return None
-    refs = {"reason": event.reason, "erasure": str(event.seq), "sessions": str(event.sessions),
-            "state_versions": str(event.state_versions)}
-    if event.subject_ref is not None:
-        refs["subject_ref"] = event.subject_ref
     try:
-        await store.audit_append(event.tenant, [AuditEvent(
-            kind="erasure", status="ok", at=event.at, actor=by, refs=refs).encode()])
+        await store.audit_append(event.tenant, [_erasure_event(event, by).encode()])
     except StoreError as e:
         damaged = None if e.transient else await past_count(store, event.tenant)
         if damaged is None:

@@ -14,6 +14,7 @@ import math
 import numbers
 import re
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from convoy._errors import StoreError, SubjectErased, UnknownSubject, UserError
@@ -35,9 +36,11 @@ from convoy.stores._protocol import (
 from convoy.stores._subjects_sql import refuse_held
 
 
-async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) -> Erasure:
+async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str, *,
+                        audit: Callable[[Erasure], bytes] | None = None) -> Erasure:
     """Erase ``tenant``'s data subject ``subject`` (see the module docstring): what
-    :func:`erase_plan` finds, checked as it checks it."""
+    :func:`erase_plan` finds, checked as it checks it. ``audit``: the audit entry of the
+    erasure, appended in its transaction (see :meth:`~convoy.stores.Store.purge`)."""
     try:
         rows, _ = await erase_plan(store, keys, tenant, subject)
     except (UnknownSubject, SubjectErased):
@@ -45,7 +48,8 @@ async def erase_subject(store: Store, keys: KeyRing, tenant: str, subject: str) 
         raise
     try:
         event = await store.purge(tenant, [r.id for r in rows], reason="erasure",
-                                  subject=subject, subject_ref=keys.master.ref(tenant, subject))
+                                  subject=subject, subject_ref=keys.master.ref(tenant, subject),
+                                  audit=audit)
     except StoreError as e:
         raise _stopped(e, "nothing was erased") from None
     keys.forget(tenant, subject)
@@ -244,10 +248,14 @@ def retention_age(seconds: float) -> float:
     return float(seconds)  # (any real type: a Fraction, numpy's)
 
 
-async def purge_older_than(store: Store, seconds: float, now: float, *,
-                           tenant: str | None = None) -> list[Erasure]:
+async def purge_older_than(
+        store: Store, seconds: float, now: float, *, tenant: str | None = None,
+        audit: Callable[[str], Awaitable[Callable[[Erasure], bytes] | None]] | None = None,
+) -> list[Erasure]:
     """Delete every finished session (of ``tenant``) that finished more than ``seconds``
-    before ``now``, as erasure does (subject keys stay: their subjects may come back)."""
+    before ``now``, as erasure does (subject keys stay: their subjects may come back).
+    ``audit(tenant)``: what makes the audit entry of a purge of the tenant's sessions,
+    appended in its transaction (``None``: none is)."""
     seconds = retention_age(seconds)
     events: list[Erasure] = []
     cutoff = now - seconds
@@ -262,8 +270,9 @@ async def purge_older_than(store: Store, seconds: float, now: float, *,
             try:
                 # (what is still finished before the cutoff as it commits: not one an
                 # answer to its escalation reopened since it was listed)
-                events.append(await store.purge(t, group, reason="retention",
-                                                finished_before=cutoff))
+                events.append(await store.purge(
+                    t, group, reason="retention", finished_before=cutoff,
+                    audit=None if audit is None else await audit(t)))
             except StoreError as e:
                 done = sum(ev.sessions for ev in events)
                 raise _stopped(e, f"the purge stopped after {plural(done, 'session')} "

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from psycopg import AsyncConnection
 
 from convoy._errors import StoreError
+from convoy.stores._audit_sql import PG_APPEND as AUDIT_APPEND
 from convoy.stores._postgres_stats import refresh_statistics
 from convoy.stores._protocol import (
     SUBJECT_REFS,
@@ -122,7 +123,8 @@ class PostgresSubjects:
     async def purge(self, tenant: str, session_ids: Sequence[str], *,
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None,
-                    finished_before: float | None = None) -> Erasure:
+                    finished_before: float | None = None,
+                    audit: Callable[[Erasure], bytes] | None = None) -> Erasure:
         now = self.clock()
         sweep = sweep_due(self._swept, now)
 
@@ -180,9 +182,12 @@ class PostgresSubjects:
                                      (tenant, reason, subject_ref, sessions, versions,
                                       int(destroyed), now))
             row = await cur.fetchone()
-            return Erasure(tenant=tenant, reason=reason, subject_ref=subject_ref,
-                           sessions=sessions, state_versions=versions, key=destroyed, at=now,
-                           seq=int(row[0]) if row else 0)
+            event = Erasure(tenant=tenant, reason=reason, subject_ref=subject_ref,
+                            sessions=sessions, state_versions=versions, key=destroyed, at=now,
+                            seq=int(row[0]) if row else 0)
+            if audit is not None:  # (its entry, in the same transaction)
+                await conn.execute(AUDIT_APPEND, (tenant, 1, 1, [audit(event)]))
+            return event
 
         event = await self._write(purge)
         if sweep:

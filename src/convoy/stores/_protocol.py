@@ -957,7 +957,8 @@ class Store(Protocol):
     async def purge(self, tenant: str, session_ids: Sequence[str], *,
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None,
-                    finished_before: float | None = None) -> Erasure:
+                    finished_before: float | None = None,
+                    audit: Callable[[Erasure], bytes] | None = None) -> Erasure:
         """In one transaction: delete the sessions (of ``tenant``) with their journal,
         signals, watches and spans (:data:`SPANS_NAMESPACE`), every state key one of them
         created (all its versions, whoever wrote them: an erasure only) and every other
@@ -970,7 +971,10 @@ class Store(Protocol):
         caller read the list is not left naming an erased subject. With
         ``finished_before`` (a retention purge's cutoff), only those of the sessions that
         are still finished before it when the transaction runs are deleted: one reopened
-        since the caller listed it (an escalation answered) is kept.
+        since the caller listed it (an escalation answered) is kept. With ``audit``, the
+        entry it makes of the recorded erasure is appended to the tenant's audit log in
+        the same transaction (a crash after the purge cannot leave an erasure the log never
+        heard of); an append the log refuses fails the purge, nothing deleted.
 
         A ``retention`` purge deletes the state versions the sessions wrote and no other,
         but for the keys they created that are their own (their human tasks, the keys of

@@ -23,6 +23,7 @@ from convoy.stores._protocol import (
     SessionRow,
     StateEntry,
 )
+from convoy.stores._sqlite_audit import _write as audit_write
 from convoy.stores._sqlite_sql import _SESSION_COLS, _is_busy, _session, _store_error
 from convoy.stores._sqlite_wal import _Checkpointer
 from convoy.stores._state_rows import STATE_COLS as _STATE_COLS
@@ -52,6 +53,7 @@ class SQLiteSubjects:
     clock: Callable[[], float]
     path: Path
     _checkpointer: _Checkpointer | None
+    _audit_heads: dict[str, int]
     _swept: float | None = None  # when a purge last looked for tombstones to delete
 
     if TYPE_CHECKING:
@@ -113,7 +115,8 @@ class SQLiteSubjects:
     async def purge(self, tenant: str, session_ids: Sequence[str], *,
                     reason: Literal["erasure", "retention"], subject: str | None = None,
                     subject_ref: str | None = None,
-                    finished_before: float | None = None) -> Erasure:
+                    finished_before: float | None = None,
+                    audit: Callable[[Erasure], bytes] | None = None) -> Erasure:
         now = self.clock()
         sweep = sweep_due(self._swept, now)
 
@@ -156,7 +159,10 @@ class SQLiteSubjects:
                             sessions=sessions, state_versions=versions, key=destroyed, at=now)
             cur = conn.execute(_SQL.record, (tenant, reason, subject_ref, sessions, versions,
                                              int(destroyed), now))
-            return replace(event, seq=int(cur.lastrowid or 0))
+            event = replace(event, seq=int(cur.lastrowid or 0))
+            if audit is not None:  # (its entry, in the same transaction)
+                audit_write(conn, [(tenant, [audit(event)], None)], self._audit_heads)
+            return event
 
         await self._drain()
         self.conn.execute("PRAGMA secure_delete=ON")
